@@ -1,0 +1,2 @@
+// Placeholder replaced by the native backend build script.
+process.exit(0);
