@@ -1,0 +1,119 @@
+import type { Tensor } from '../tensor/tensor.ts';
+import { gradientRule } from './gradients.ts';
+import { add, onesLike } from '../tensor/ops.ts';
+
+let gradEnabled = true;
+
+/** Whether ops record the graph right now. */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording any graph (inference, optimizer steps). */
+export function noGrad<T>(fn: () => T): T {
+  return withGradMode(false, fn);
+}
+
+/** Runs `fn` with grad mode set to `enabled`, restoring the previous mode afterwards. */
+export function withGradMode<T>(enabled: boolean, fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = enabled;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/** Tensors reachable from `roots` through recorded nodes, inputs before the tensors made from them. */
+function topologicalOrder(roots: readonly Tensor[]): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // Iterative post-order DFS: deep graphs (long RNN unrolls) must not overflow the stack.
+  const stack: { t: Tensor; next: number }[] = [];
+  for (const root of roots) {
+    if (seen.has(root)) continue;
+    seen.add(root);
+    stack.push({ t: root, next: 0 });
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const inputs = top.t.node?.inputs ?? [];
+      if (top.next < inputs.length) {
+        const child = inputs[top.next++]!;
+        if (child.requiresGrad && !seen.has(child)) {
+          seen.add(child);
+          stack.push({ t: child, next: 0 });
+        }
+      } else {
+        order.push(top.t);
+        stack.pop();
+      }
+    }
+  }
+  return order;
+}
+
+/**
+ * Gradients of sum_i <roots[i], rootGrads[i]> with respect to every tensor in the graph.
+ * With `createGraph`, the gradient computation is itself recorded (for double backward).
+ */
+function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], createGraph: boolean): Map<Tensor, Tensor> {
+  const grads = new Map<Tensor, Tensor>();
+  roots.forEach((r, i) => accumulate(grads, r, rootGrads[i]!));
+  const order = topologicalOrder(roots);
+  withGradMode(createGraph, () => {
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i]!;
+      const node = t.node;
+      const g = grads.get(t);
+      if (!node || !g) continue;
+      const rule = gradientRule(node.op);
+      const inputGrads = rule(g, node.inputs, t, node.attrs);
+      node.inputs.forEach((input, k) => {
+        const gi = inputGrads[k];
+        if (gi && input.requiresGrad) accumulate(grads, input, gi);
+      });
+    }
+  });
+  return grads;
+}
+
+function accumulate(grads: Map<Tensor, Tensor>, t: Tensor, g: Tensor): void {
+  if (g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
+    throw new Error(`gradient shape [${g.shape.join(', ')}] does not match tensor shape [${t.shape.join(', ')}]`);
+  }
+  const prev = grads.get(t);
+  grads.set(t, prev ? add(prev, g) : g);
+}
+
+/** Backpropagates from `root` and accumulates into the `.grad` of every leaf that requires it. */
+export function backward(root: Tensor, grad?: Tensor, options: { createGraph?: boolean } = {}): void {
+  if (!root.requiresGrad) throw new Error('backward() on a tensor that does not require grad (was it computed under noGrad, or from no parameter?)');
+  if (!grad && root.size !== 1) throw new Error(`backward() without a gradient needs a scalar, got shape [${root.shape.join(', ')}]`);
+  const createGraph = options.createGraph ?? false;
+  const grads = propagate([root], [grad ?? onesLike(root)], createGraph);
+  for (const [t, g] of grads) {
+    if (t.node || !t.requiresGrad) continue;
+    const leafGrad = createGraph ? g : g.detach();
+    t.grad = t.grad ? withGradMode(createGraph, () => add(t.grad!, leafGrad)) : leafGrad;
+  }
+}
+
+/**
+ * Functional gradients (torch.autograd.grad): d(sum <outputs, gradOutputs>)/d(inputs), without
+ * touching `.grad`. Inputs the outputs do not depend on get zeros.
+ */
+export function grad(
+  outputs: Tensor | readonly Tensor[],
+  inputs: readonly Tensor[],
+  options: { gradOutputs?: readonly Tensor[]; createGraph?: boolean } = {},
+): Tensor[] {
+  const outs = Array.isArray(outputs) ? (outputs as readonly Tensor[]) : [outputs as Tensor];
+  const gOuts = options.gradOutputs ?? outs.map((o) => onesLike(o));
+  const grads = propagate(outs, gOuts, options.createGraph ?? false);
+  return inputs.map((x) => grads.get(x) ?? zerosLikeDetached(x));
+}
+
+function zerosLikeDetached(x: Tensor): Tensor {
+  return onesLike(x).mul(0).detach();
+}

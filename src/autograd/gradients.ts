@@ -1,0 +1,163 @@
+/**
+ * One gradient rule per primitive, written with tensor ops so that every backend gets them and
+ * double backward works. A rule maps the output gradient `g` to one gradient per input (null
+ * where an input gets none). Primitives whose derivative is zero almost everywhere (comparisons,
+ * sign, floor, round, argmax) are listed as non-differentiable: their outputs never require grad.
+ */
+import type { PrimitiveAttrs, PrimitiveName } from '../backend/primitives.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import * as o from '../tensor/ops.ts';
+
+type Rule<P extends PrimitiveName> = (
+  g: Tensor,
+  inputs: readonly Tensor[],
+  out: Tensor,
+  attrs: PrimitiveAttrs[P],
+) => (Tensor | null)[];
+
+type RuleTable = { [P in PrimitiveName]: Rule<P> | 'nondifferentiable' };
+
+const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+
+/** Gradient of a broadcasting binary op's operand: the output gradient summed to its shape. */
+const unb = (g: Tensor, x: Tensor): Tensor => o.sumTo(g, x.shape);
+
+function inversePerm(perm: readonly number[]): number[] {
+  const inv = new Array<number>(perm.length);
+  perm.forEach((p, i) => (inv[p] = i));
+  return inv;
+}
+
+/** Restores reduced axes as size-1 dims so a reduced gradient broadcasts back. */
+function keepDimsShape(inShape: readonly number[], axes: readonly number[]): number[] {
+  return inShape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
+/** Sums the batch dims of a matmul operand gradient that were broadcast. */
+function matmulUnbroadcast(g: Tensor, x: Tensor): Tensor {
+  return o.sumTo(g, x.shape);
+}
+
+const RULES: RuleTable = {
+  neg: (g) => [o.neg(g)],
+  exp: (g, _i, out) => [o.mul(g, out)],
+  log: (g, [x]) => [o.div(g, x!)],
+  sqrt: (g, _i, out) => [o.div(g, o.mul(out, 2))],
+  abs: (g, [x]) => [o.mul(g, o.sign(x!))],
+  sign: 'nondifferentiable',
+  relu: (g, [x]) => [o.mul(g, o.greater(x!, 0))],
+  sigmoid: (g, _i, out) => [o.mul(g, o.mul(out, o.sub(1, out)))],
+  tanh: (g, _i, out) => [o.mul(g, o.sub(1, o.mul(out, out)))],
+  erf: (g, [x]) => [o.mul(g, o.mul(o.exp(o.neg(o.mul(x!, x!))), TWO_OVER_SQRT_PI))],
+  floor: 'nondifferentiable',
+  round: 'nondifferentiable',
+
+  add: (g, [a, b]) => [unb(g, a!), unb(g, b!)],
+  sub: (g, [a, b]) => [unb(g, a!), unb(o.neg(g), b!)],
+  mul: (g, [a, b]) => [unb(o.mul(g, b!), a!), unb(o.mul(g, a!), b!)],
+  div: (g, [a, b]) => [unb(o.div(g, b!), a!), unb(o.neg(o.div(o.mul(g, a!), o.mul(b!, b!))), b!)],
+  pow: (g, [a, b], out) => [
+    unb(o.mul(g, o.mul(b!, o.pow(a!, o.sub(b!, 1)))), a!),
+    // d/db a^b = a^b·ln a; defined as 0 where a <= 0 (as frameworks do for integer-like exponents).
+    b!.requiresGrad ? unb(o.mul(g, o.where(o.greater(a!, 0), o.mul(out, o.log(o.maximum(a!, 1e-30))), 0)), b!) : null,
+  ],
+  maximum: (g, [a, b]) => {
+    const takeA = o.greaterEqual(a!, b!);
+    return [unb(o.mul(g, takeA), a!), unb(o.mul(g, o.sub(1, takeA)), b!)];
+  },
+  minimum: (g, [a, b]) => {
+    const takeA = o.greaterEqual(b!, a!);
+    return [unb(o.mul(g, takeA), a!), unb(o.mul(g, o.sub(1, takeA)), b!)];
+  },
+  greater: 'nondifferentiable',
+  greaterEqual: 'nondifferentiable',
+  equal: 'nondifferentiable',
+  where: (g, [c, a, b]) => [null, unb(o.where(c!, g, 0), a!), unb(o.where(c!, 0, g), b!)],
+
+  sum: (g, [x], _out, { axes, keepDims }) => {
+    const gk = keepDims ? g : o.reshape(g, keepDimsShape(x!.shape, axes));
+    return [o.broadcastTo(gk, x!.shape)];
+  },
+  max: (g, [x], out, { axes, keepDims }) => {
+    const shape = keepDimsShape(x!.shape, axes);
+    const gk = keepDims ? g : o.reshape(g, shape);
+    const ok = keepDims ? out : o.reshape(out, shape);
+    // Ties share the gradient equally, so the rule is the true subgradient average.
+    const mask = o.equal(x!, ok);
+    const count = o.sum(mask, axes, true);
+    return [o.mul(o.div(mask, count), gk)];
+  },
+  argmax: 'nondifferentiable',
+
+  reshape: (g, [x]) => [o.reshape(g, x!.shape)],
+  transpose: (g, _i, _out, { perm }) => [o.transpose(g, inversePerm(perm))],
+  broadcastTo: (g, [x]) => [o.sumTo(g, x!.shape)],
+  slice: (g, [x], _out, { starts, ends }) => [
+    o.pad(g, x!.shape.map((n, d) => [starts[d]!, n - ends[d]!] as [number, number])),
+  ],
+  pad: (g, [x], _out, { pads }) => [
+    o.slice(g, pads.map(([before]) => before), pads.map(([before], d) => before + x!.shape[d]!)),
+  ],
+  concat: (g, xs, _out, { axis }) => o.split(g, xs.map((x) => x.shape[axis]!), axis),
+  gather: (g, [x, idx], _out, { axis }) => [o.scatterAdd(g, idx!, axis, x!.shape), null],
+  scatterAdd: (g, [, idx], _out, { axis }) => [o.gather(g, idx!, axis), null],
+  cast: (g, [x]) => [x!.dtype === 'int32' ? null : o.cast(g, x!.dtype)],
+
+  matmul: (g, [a, b], _out, { transA, transB }) => {
+    let ga: Tensor;
+    let gb: Tensor;
+    if (!transA && !transB) {
+      ga = o.matmul(g, b!, { transB: true });
+      gb = o.matmul(a!, g, { transA: true });
+    } else if (transA && !transB) {
+      ga = o.matmul(b!, g, { transB: true });
+      gb = o.matmul(a!, g);
+    } else if (!transA && transB) {
+      ga = o.matmul(g, b!);
+      gb = o.matmul(g, a!, { transA: true });
+    } else {
+      ga = o.matmul(b!, g, { transA: true, transB: true });
+      gb = o.matmul(g, a!, { transA: true, transB: true });
+    }
+    return [matmulUnbroadcast(ga, a!), matmulUnbroadcast(gb, b!)];
+  },
+  conv2d: (g, [x, w], _out, attrs) => [
+    o.apply('conv2dBackwardInput', [g, w!], { ...geometry(attrs), inputShape: x!.shape }),
+    o.apply('conv2dBackwardWeight', [x!, g], { ...geometry(attrs), weightShape: w!.shape }),
+  ],
+  // conv2dBackwardInput(dy, w) = Cᵀ(w)·dy is bilinear: <G, Cᵀ(w)dy> = <conv2d(G, w), dy>.
+  conv2dBackwardInput: (g, [dy, w], _out, attrs) => [
+    o.apply('conv2d', [g, w!], geometry(attrs)),
+    o.apply('conv2dBackwardWeight', [g, dy!], { ...geometry(attrs), weightShape: w!.shape }),
+  ],
+  // conv2dBackwardWeight(x, dy): <G, bw(x, dy)> = <conv2d(x, G), dy>.
+  conv2dBackwardWeight: (g, [x, dy], _out, attrs) => [
+    o.apply('conv2dBackwardInput', [dy!, g], { ...geometry(attrs), inputShape: x!.shape }),
+    o.apply('conv2d', [x!, g], geometry(attrs)),
+  ],
+
+  maxPool2d: (g, [x], _out, attrs) => [o.apply('maxPool2dBackward', [g, x!], attrs)],
+  // Linear in dy (x only selects positions, zero gradient a.e.).
+  maxPool2dBackward: (g, [, x], _out, attrs) => [o.apply('maxPool2dGather', [g, x!], attrs), null],
+  maxPool2dGather: (g, [, x], _out, attrs) => [o.apply('maxPool2dBackward', [g, x!], attrs), null],
+  avgPool2d: (g, [x], _out, attrs) => [o.apply('avgPool2dBackward', [g], { ...attrs, inputShape: x!.shape })],
+  avgPool2dBackward: (g, _i, _out, { kernel, stride, padding }) => [o.apply('avgPool2d', [g], { kernel, stride, padding })],
+
+  softmax: (g, _i, out, { axis }) => [o.mul(out, o.sub(g, o.sum(o.mul(g, out), axis, true)))],
+  logSoftmax: (g, _i, out, { axis }) => [o.sub(g, o.mul(o.exp(out), o.sum(g, axis, true)))],
+};
+
+function geometry(attrs: PrimitiveAttrs['conv2d']): PrimitiveAttrs['conv2d'] {
+  return { stride: attrs.stride, padding: attrs.padding, dilation: attrs.dilation, groups: attrs.groups };
+}
+
+/** The rule of a differentiable primitive; throws for non-differentiable ones. */
+export function gradientRule(op: PrimitiveName): Rule<PrimitiveName> {
+  const rule = RULES[op];
+  if (rule === 'nondifferentiable') throw new Error(`primitive '${op}' has no gradient`);
+  return rule as Rule<PrimitiveName>;
+}
+
+export function isDifferentiable(op: PrimitiveName): boolean {
+  return RULES[op] !== 'nondifferentiable';
+}

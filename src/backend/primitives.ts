@@ -1,0 +1,200 @@
+/**
+ * The closed set of primitive ops. Every kernel (per backend) and every gradient rule is keyed
+ * by one of these names; user-facing ops in `tensor/ops.ts` are compositions of them.
+ *
+ * Layout conventions: tensors are dense, row-major (C order). Images are NCHW, conv weights are
+ * OIHW (`[outChannels, inChannels / groups, kh, kw]`).
+ */
+
+/** Element types a Tensor can hold. float64 exists for gradient checks on the reference backend. */
+export type DType = 'float32' | 'float64' | 'int32';
+
+export type TypedArray = Float32Array | Float64Array | Int32Array;
+
+/** A tensor as kernels see it: a dense row-major buffer, its shape and element type. */
+export interface RawTensor {
+  readonly data: TypedArray;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** Geometry shared by conv2d and its two backward primitives. */
+export interface Conv2dAttrs {
+  /** [strideH, strideW] */
+  readonly stride: readonly [number, number];
+  /** Zero padding [padH, padW], applied on both sides. */
+  readonly padding: readonly [number, number];
+  /** [dilationH, dilationW] */
+  readonly dilation: readonly [number, number];
+  readonly groups: number;
+}
+
+/** Geometry of max / average pooling windows (NCHW). */
+export interface Pool2dAttrs {
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  readonly padding: readonly [number, number];
+}
+
+type NoAttrs = Record<string, never>;
+
+/**
+ * Every primitive with its attribute type. Inputs are listed in the comment:
+ * kernels receive them in this order.
+ */
+export interface PrimitiveAttrs {
+  // ---- unary elementwise: (x) -> same shape
+  neg: NoAttrs;
+  exp: NoAttrs;
+  log: NoAttrs;
+  sqrt: NoAttrs;
+  abs: NoAttrs;
+  /** sign(0) = 0 here; binarizers define their own sign with sign(0) = +1. */
+  sign: NoAttrs;
+  relu: NoAttrs;
+  sigmoid: NoAttrs;
+  tanh: NoAttrs;
+  erf: NoAttrs;
+  floor: NoAttrs;
+  /** Round half to even, as the quantization convention requires. Gradient is zero. */
+  round: NoAttrs;
+  // ---- binary elementwise with numpy broadcasting: (a, b) -> broadcast shape
+  add: NoAttrs;
+  sub: NoAttrs;
+  mul: NoAttrs;
+  div: NoAttrs;
+  pow: NoAttrs;
+  maximum: NoAttrs;
+  minimum: NoAttrs;
+  // ---- comparisons (a, b) -> 0/1 in a's dtype, broadcast; no gradient
+  greater: NoAttrs;
+  greaterEqual: NoAttrs;
+  equal: NoAttrs;
+  // ---- (cond, a, b) -> broadcast shape; cond is nonzero = take a
+  where: NoAttrs;
+  // ---- reductions over `axes` (sorted, unique, non-negative)
+  sum: { readonly axes: readonly number[]; readonly keepDims: boolean };
+  max: { readonly axes: readonly number[]; readonly keepDims: boolean };
+  /** (x) -> int32 indices of the first maximum along `axis`. No gradient. */
+  argmax: { readonly axis: number; readonly keepDims: boolean };
+  // ---- shape and data movement
+  reshape: { readonly shape: readonly number[] };
+  transpose: { readonly perm: readonly number[] };
+  broadcastTo: { readonly shape: readonly number[] };
+  /** Contiguous slice: [starts[d], ends[d]) on every dim. */
+  slice: { readonly starts: readonly number[]; readonly ends: readonly number[] };
+  /** Constant padding: pads[d] = [before, after], both >= 0. */
+  pad: { readonly pads: readonly (readonly [number, number])[]; readonly value: number };
+  /** (...xs) -> concatenation along axis. */
+  concat: { readonly axis: number };
+  /**
+   * (x, indices:int32) -> x taken at `indices` along `axis`;
+   * output shape = x.shape[:axis] + indices.shape + x.shape[axis+1:].
+   */
+  gather: { readonly axis: number };
+  /** (updates, indices:int32) -> zeros(shape) with updates added at indices along axis (gather's adjoint). */
+  scatterAdd: { readonly axis: number; readonly shape: readonly number[] };
+  cast: { readonly dtype: DType };
+  // ---- linear algebra
+  /** (a [...batch, M, K] or its transpose, b [...batch, K, N] or its transpose) -> [...batch, M, N]. */
+  matmul: { readonly transA: boolean; readonly transB: boolean };
+  /** (x [N, C, H, W], w [O, C/groups, kh, kw]) -> y [N, O, OH, OW]. */
+  conv2d: Conv2dAttrs;
+  /** (dy [N, O, OH, OW], w) -> dx with shape inputShape: the adjoint of conv2d in x. */
+  conv2dBackwardInput: Conv2dAttrs & { readonly inputShape: readonly number[] };
+  /** (x, dy) -> dw with shape weightShape: the adjoint of conv2d in w. */
+  conv2dBackwardWeight: Conv2dAttrs & { readonly weightShape: readonly number[] };
+  // ---- pooling (NCHW)
+  /** (x) -> max over each window; padding counts as -infinity. */
+  maxPool2d: Pool2dAttrs;
+  /** (dy, x) -> dx: dy routed to the first maximum of each window. */
+  maxPool2dBackward: Pool2dAttrs;
+  /** (g, x) -> g read at the first maximum of each window (adjoint of maxPool2dBackward in dy). */
+  maxPool2dGather: Pool2dAttrs;
+  /** (x) -> mean over each window; padded cells count in the divisor (count_include_pad). */
+  avgPool2d: Pool2dAttrs;
+  /** (dy) -> dx with shape inputShape (adjoint of avgPool2d). */
+  avgPool2dBackward: Pool2dAttrs & { readonly inputShape: readonly number[] };
+  // ---- normalised exponentials along one axis
+  softmax: { readonly axis: number };
+  logSoftmax: { readonly axis: number };
+}
+
+export type PrimitiveName = keyof PrimitiveAttrs;
+
+/** All primitive names, for iteration (tests check that each has a kernel and a rule). */
+export const PRIMITIVES: readonly PrimitiveName[] = [
+  'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum',
+  'greater', 'greaterEqual', 'equal', 'where',
+  'sum', 'max', 'argmax',
+  'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',
+  'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
+  'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
+  'softmax', 'logSoftmax',
+];
+
+export const UNARY_PRIMITIVES = [
+  'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',
+] as const satisfies readonly PrimitiveName[];
+export type UnaryPrimitive = (typeof UNARY_PRIMITIVES)[number];
+
+export const BINARY_PRIMITIVES = [
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal',
+] as const satisfies readonly PrimitiveName[];
+export type BinaryPrimitive = (typeof BINARY_PRIMITIVES)[number];
+
+/** A kernel computes one primitive. Returning undefined declines (the reference kernel runs). */
+export type Kernel<P extends PrimitiveName = PrimitiveName> = (
+  inputs: readonly RawTensor[],
+  attrs: PrimitiveAttrs[P],
+) => RawTensor | undefined;
+
+export function typedArrayFor(dtype: DType, length: number): TypedArray {
+  switch (dtype) {
+    case 'float32':
+      return new Float32Array(length);
+    case 'float64':
+      return new Float64Array(length);
+    case 'int32':
+      return new Int32Array(length);
+  }
+}
+
+export function dtypeOf(data: TypedArray): DType {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Float64Array) return 'float64';
+  return 'int32';
+}
+
+export function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** Row-major strides of a dense shape. */
+export function stridesOf(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i]!;
+  }
+  return strides;
+}
+
+/** numpy broadcasting of two shapes; throws with both shapes named when they do not broadcast. */
+export function broadcastShapes(a: readonly number[], b: readonly number[]): number[] {
+  const rank = Math.max(a.length, b.length);
+  const out = new Array<number>(rank);
+  for (let i = 0; i < rank; i++) {
+    const da = a[a.length - rank + i] ?? 1;
+    const db = b[b.length - rank + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new Error(`shapes [${a.join(', ')}] and [${b.join(', ')}] do not broadcast`);
+    }
+    out[i] = da === 1 ? db : da;
+  }
+  return out;
+}

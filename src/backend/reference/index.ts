@@ -1,0 +1,53 @@
+/**
+ * The reference backend: a pure-TypeScript kernel for every primitive. It is the executable
+ * specification the native backend is tested against, and the backend of the browser path.
+ * Importing this module registers its kernels.
+ */
+import { BINARY_PRIMITIVES, UNARY_PRIMITIVES } from '../primitives.ts';
+import { registerKernel } from '../registry.ts';
+import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } from './conv.ts';
+import { binaryKernel, castKernel, unaryKernel, whereKernel } from './elementwise.ts';
+import { matmulKernel } from './matmul.ts';
+import {
+  avgPool2dBackwardKernel, avgPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel,
+} from './pool.ts';
+import { argmaxKernel, logSoftmaxKernel, maxKernel, softmaxKernel, sumKernel } from './reduce.ts';
+import {
+  broadcastToKernel, concatKernel, gatherKernel, padKernel, reshapeKernel, scatterAddKernel, sliceKernel, transposeKernel,
+} from './shape.ts';
+
+let registered = false;
+
+/** Registers every reference kernel (idempotent). */
+export function registerReferenceBackend(): void {
+  if (registered) return;
+  registered = true;
+  for (const op of UNARY_PRIMITIVES) registerKernel('reference', op, unaryKernel(op));
+  for (const op of BINARY_PRIMITIVES) registerKernel('reference', op, binaryKernel(op));
+  registerKernel('reference', 'where', whereKernel);
+  registerKernel('reference', 'cast', castKernel);
+  registerKernel('reference', 'sum', sumKernel);
+  registerKernel('reference', 'max', maxKernel);
+  registerKernel('reference', 'argmax', argmaxKernel);
+  registerKernel('reference', 'softmax', softmaxKernel);
+  registerKernel('reference', 'logSoftmax', logSoftmaxKernel);
+  registerKernel('reference', 'reshape', reshapeKernel);
+  registerKernel('reference', 'transpose', transposeKernel);
+  registerKernel('reference', 'broadcastTo', broadcastToKernel);
+  registerKernel('reference', 'slice', sliceKernel);
+  registerKernel('reference', 'pad', padKernel);
+  registerKernel('reference', 'concat', concatKernel);
+  registerKernel('reference', 'gather', gatherKernel);
+  registerKernel('reference', 'scatterAdd', scatterAddKernel);
+  registerKernel('reference', 'matmul', matmulKernel);
+  registerKernel('reference', 'conv2d', conv2dKernel);
+  registerKernel('reference', 'conv2dBackwardInput', conv2dBackwardInputKernel);
+  registerKernel('reference', 'conv2dBackwardWeight', conv2dBackwardWeightKernel);
+  registerKernel('reference', 'maxPool2d', maxPool2dKernel);
+  registerKernel('reference', 'maxPool2dBackward', maxPool2dBackwardKernel);
+  registerKernel('reference', 'maxPool2dGather', maxPool2dGatherKernel);
+  registerKernel('reference', 'avgPool2d', avgPool2dKernel);
+  registerKernel('reference', 'avgPool2dBackward', avgPool2dBackwardKernel);
+}
+
+registerReferenceBackend();

@@ -1,0 +1,51 @@
+import type { Kernel, PrimitiveAttrs, PrimitiveName, RawTensor } from './primitives.ts';
+
+/** Name of a backend: `reference` (pure TS, every primitive) or `native` (C++ addon). */
+export type BackendName = 'reference' | 'native';
+
+const kernels = new Map<string, Kernel>();
+let current: BackendName = 'reference';
+const available = new Set<BackendName>(['reference']);
+
+/** Registers the kernel of `op` on `backend`; registering the same pair twice throws. */
+export function registerKernel<P extends PrimitiveName>(backend: BackendName, op: P, kernel: Kernel<P>): void {
+  const key = `${backend}/${op}`;
+  if (kernels.has(key)) throw new Error(`kernel ${key} is already registered`);
+  kernels.set(key, kernel as Kernel);
+  available.add(backend);
+}
+
+export function hasKernel(backend: BackendName, op: PrimitiveName): boolean {
+  return kernels.has(`${backend}/${op}`);
+}
+
+/** Makes `name` the backend every following op runs on. */
+export function setBackend(name: BackendName): void {
+  if (!available.has(name)) throw new Error(`backend '${name}' is not available (have: ${[...available].join(', ')})`);
+  current = name;
+}
+
+export function getBackend(): BackendName {
+  return current;
+}
+
+export function availableBackends(): BackendName[] {
+  return [...available];
+}
+
+/**
+ * Runs `op` on the current backend. A backend without that kernel, or whose kernel declines the
+ * inputs (e.g. float64 on native), falls back to the reference kernel.
+ */
+export function runKernel<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P]): RawTensor {
+  if (current !== 'reference') {
+    const fast = kernels.get(`${current}/${op}`);
+    const out = fast?.(inputs, attrs);
+    if (out) return out;
+  }
+  const ref = kernels.get(`reference/${op}`);
+  if (!ref) throw new Error(`no kernel for op '${op}' on backend 'reference'`);
+  const out = ref(inputs, attrs);
+  if (!out) throw new Error(`reference kernel for '${op}' declined its inputs`);
+  return out;
+}

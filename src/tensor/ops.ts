@@ -1,0 +1,437 @@
+/**
+ * The ops users call. Each is a primitive (see backend/primitives.ts) or a composition of them,
+ * so autograd needs no rule here: rules live per primitive in autograd/gradients.ts.
+ */
+import type { DType, PrimitiveAttrs, PrimitiveName } from '../backend/primitives.ts';
+import { broadcastShapes, sizeOf, typedArrayFor } from '../backend/primitives.ts';
+import { runKernel } from '../backend/registry.ts';
+import { isGradEnabled } from '../autograd/engine.ts';
+import { isDifferentiable } from '../autograd/gradients.ts';
+import { Tensor } from './tensor.ts';
+
+/** Runs a primitive on the current backend and records it on the tape when grad mode is on. */
+export function apply<P extends PrimitiveName>(op: P, inputs: readonly Tensor[], attrs: PrimitiveAttrs[P]): Tensor {
+  const raw = runKernel(op, inputs, attrs);
+  const out = new Tensor(raw.data, raw.shape);
+  if (isGradEnabled() && isDifferentiable(op) && inputs.some((t) => t.requiresGrad)) {
+    out.requiresGrad = true;
+    out.node = { op, inputs, attrs };
+  }
+  return out;
+}
+
+const NONE = {} as Record<string, never>;
+
+type Operand = Tensor | number;
+
+/** A number becomes a scalar tensor of `like`'s dtype. */
+function lift(x: Operand, like: Tensor): Tensor {
+  if (typeof x !== 'number') return x;
+  const data = typedArrayFor(like.dtype === 'int32' ? 'float32' : like.dtype, 1);
+  data[0] = x;
+  return new Tensor(data, []);
+}
+
+function normAxis(axis: number, rank: number): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= Math.max(rank, 1)) throw new Error(`axis ${axis} out of range for rank ${rank}`);
+  return a;
+}
+
+function normAxes(axes: number | readonly number[] | undefined, rank: number): number[] {
+  if (axes === undefined) return [...Array(rank).keys()];
+  const list = typeof axes === 'number' ? [axes] : axes;
+  return [...new Set(list.map((a) => normAxis(a, rank)))].sort((x, y) => x - y);
+}
+
+// ---------------------------------------------------------------- unary
+export const neg = (x: Tensor): Tensor => apply('neg', [x], NONE);
+export const exp = (x: Tensor): Tensor => apply('exp', [x], NONE);
+export const log = (x: Tensor): Tensor => apply('log', [x], NONE);
+export const sqrt = (x: Tensor): Tensor => apply('sqrt', [x], NONE);
+export const abs = (x: Tensor): Tensor => apply('abs', [x], NONE);
+/** sign with sign(0) = 0. */
+export const sign = (x: Tensor): Tensor => apply('sign', [x], NONE);
+export const relu = (x: Tensor): Tensor => apply('relu', [x], NONE);
+export const sigmoid = (x: Tensor): Tensor => apply('sigmoid', [x], NONE);
+export const tanh = (x: Tensor): Tensor => apply('tanh', [x], NONE);
+export const erf = (x: Tensor): Tensor => apply('erf', [x], NONE);
+export const floor = (x: Tensor): Tensor => apply('floor', [x], NONE);
+/** Round half to even (zero gradient; use an estimator op for QAT). */
+export const round = (x: Tensor): Tensor => apply('round', [x], NONE);
+
+// ---------------------------------------------------------------- binary (broadcasting)
+function binary(op: 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'greater' | 'greaterEqual' | 'equal', a: Operand, b: Operand): Tensor {
+  if (typeof a === 'number' && typeof b === 'number') throw new Error(`${op} needs at least one tensor`);
+  const ta = typeof a === 'number' ? lift(a, b as Tensor) : a;
+  const tb = lift(b, ta);
+  if (ta.dtype !== tb.dtype) throw new Error(`${op}: dtypes ${ta.dtype} and ${tb.dtype} differ (cast one first)`);
+  broadcastShapes(ta.shape, tb.shape);
+  return apply(op, [ta, tb], NONE);
+}
+
+export const add = (a: Operand, b: Operand): Tensor => binary('add', a, b);
+export const sub = (a: Operand, b: Operand): Tensor => binary('sub', a, b);
+export const mul = (a: Operand, b: Operand): Tensor => binary('mul', a, b);
+export const div = (a: Operand, b: Operand): Tensor => binary('div', a, b);
+export const pow = (a: Operand, b: Operand): Tensor => binary('pow', a, b);
+export const maximum = (a: Operand, b: Operand): Tensor => binary('maximum', a, b);
+export const minimum = (a: Operand, b: Operand): Tensor => binary('minimum', a, b);
+/** 1 where a > b else 0, in a's dtype. */
+export const greater = (a: Operand, b: Operand): Tensor => binary('greater', a, b);
+export const greaterEqual = (a: Operand, b: Operand): Tensor => binary('greaterEqual', a, b);
+export const less = (a: Operand, b: Operand): Tensor => binary('greater', b, a);
+export const lessEqual = (a: Operand, b: Operand): Tensor => binary('greaterEqual', b, a);
+export const equal = (a: Operand, b: Operand): Tensor => binary('equal', a, b);
+
+/** Elementwise `cond ? a : b` (cond nonzero), broadcasting all three. */
+export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
+  const like = typeof a !== 'number' ? a : typeof b !== 'number' ? b : cond;
+  const ta = lift(a, like);
+  const tb = lift(b, like);
+  broadcastShapes(broadcastShapes(cond.shape, ta.shape), tb.shape);
+  return apply('where', [cond, ta, tb], NONE);
+}
+
+export function clamp(x: Tensor, min: Operand, max: Operand): Tensor {
+  return minimum(maximum(x, min), max);
+}
+
+export const square = (x: Tensor): Tensor => mul(x, x);
+export const reciprocal = (x: Tensor): Tensor => div(1, x);
+
+// ---------------------------------------------------------------- activations (composed)
+export const relu6 = (x: Tensor): Tensor => clamp(x, 0, 6);
+export function leakyRelu(x: Tensor, slope = 0.01): Tensor {
+  return where(greater(x, 0), x, mul(x, slope));
+}
+/** Exact GELU: x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
+export function gelu(x: Tensor): Tensor {
+  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+}
+export function hardSigmoid(x: Tensor): Tensor {
+  return clamp(add(div(x, 6), 0.5), 0, 1);
+}
+export function hardSwish(x: Tensor): Tensor {
+  return mul(x, hardSigmoid(x));
+}
+
+// ---------------------------------------------------------------- reductions
+export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  return apply('sum', [x], { axes: normAxes(axes, x.rank), keepDims });
+}
+
+export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  const ax = normAxes(axes, x.rank);
+  const n = ax.reduce((p, a) => p * x.shape[a]!, 1);
+  return div(sum(x, ax, keepDims), n);
+}
+
+export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  return apply('max', [x], { axes: normAxes(axes, x.rank), keepDims });
+}
+
+export function min(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  return neg(max(neg(x), axes, keepDims));
+}
+
+/** Biased variance (divides by n), as normalisation layers use. */
+export function variance(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  const ax = normAxes(axes, x.rank);
+  const centered = sub(x, mean(x, ax, true));
+  return mean(mul(centered, centered), ax, keepDims);
+}
+
+export function argmax(x: Tensor, axis = -1, keepDims = false): Tensor {
+  return apply('argmax', [x], { axis: normAxis(axis, x.rank), keepDims });
+}
+
+// ---------------------------------------------------------------- shape
+/** Reshape; one dimension may be -1 (inferred). */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const known = shape.reduce((p, d) => (d === -1 ? p : p * d), 1);
+  const inferred = shape.filter((d) => d === -1).length;
+  if (inferred > 1) throw new Error('reshape: at most one dimension can be -1');
+  const full = shape.map((d) => (d === -1 ? (known === 0 ? 0 : x.size / known) : d));
+  if (sizeOf(full) !== x.size || full.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new Error(`reshape: cannot view shape [${x.shape.join(', ')}] as [${shape.join(', ')}]`);
+  }
+  if (full.length === x.rank && full.every((d, i) => d === x.shape[i])) return x;
+  return apply('reshape', [x], { shape: full });
+}
+
+export function flatten(x: Tensor, startDim = 1): Tensor {
+  const s = normAxis(startDim, x.rank);
+  return reshape(x, [...x.shape.slice(0, s), -1]);
+}
+
+export function unsqueeze(x: Tensor, axis: number): Tensor {
+  const a = axis < 0 ? axis + x.rank + 1 : axis;
+  const shape = [...x.shape];
+  shape.splice(a, 0, 1);
+  return reshape(x, shape);
+}
+
+export function squeeze(x: Tensor, axis?: number): Tensor {
+  if (axis === undefined) return reshape(x, x.shape.filter((d) => d !== 1));
+  const a = normAxis(axis, x.rank);
+  if (x.shape[a] !== 1) throw new Error(`squeeze: dim ${axis} has size ${x.shape[a]}, not 1`);
+  return reshape(x, x.shape.filter((_, i) => i !== a));
+}
+
+/** Permutes dimensions (default: reverse them). */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  const p = perm ? perm.map((a) => normAxis(a, x.rank)) : [...Array(x.rank).keys()].reverse();
+  if (p.length !== x.rank || new Set(p).size !== p.length) throw new Error(`transpose: bad permutation [${perm?.join(', ')}] for rank ${x.rank}`);
+  if (p.every((a, i) => a === i)) return x;
+  return apply('transpose', [x], { perm: p });
+}
+
+/** Swaps two dimensions. */
+export function swapAxes(x: Tensor, a: number, b: number): Tensor {
+  const p = [...Array(x.rank).keys()];
+  const i = normAxis(a, x.rank);
+  const j = normAxis(b, x.rank);
+  [p[i], p[j]] = [p[j]!, p[i]!];
+  return transpose(x, p);
+}
+
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  const target = broadcastShapes(x.shape, shape);
+  if (target.length !== shape.length || target.some((d, i) => d !== shape[i])) {
+    throw new Error(`broadcastTo: cannot broadcast [${x.shape.join(', ')}] to [${shape.join(', ')}]`);
+  }
+  if (target.length === x.rank && target.every((d, i) => d === x.shape[i])) return x;
+  return apply('broadcastTo', [x], { shape: target });
+}
+
+/** Sums `x` down to `shape` (the adjoint of broadcasting); used by gradient rules. */
+export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
+  if (x.rank === shape.length && x.shape.every((d, i) => d === shape[i])) return x;
+  const lead = x.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < x.rank; i++) {
+    if (i < lead || (shape[i - lead] === 1 && x.shape[i] !== 1)) axes.push(i);
+  }
+  const s = axes.length > 0 ? sum(x, axes, true) : x;
+  return reshape(s, shape);
+}
+
+/** x[starts[0]:ends[0], ...]; negative indices count from the end; missing dims are taken whole. */
+export function slice(x: Tensor, starts: readonly number[], ends: readonly number[]): Tensor {
+  const s: number[] = [];
+  const e: number[] = [];
+  for (let d = 0; d < x.rank; d++) {
+    const n = x.shape[d]!;
+    const clampIdx = (v: number): number => Math.min(n, Math.max(0, v < 0 ? v + n : v));
+    s.push(d < starts.length ? clampIdx(starts[d]!) : 0);
+    e.push(d < ends.length ? clampIdx(ends[d]!) : n);
+    if (e[d]! < s[d]!) e[d] = s[d]!;
+  }
+  if (s.every((v) => v === 0) && e.every((v, d) => v === x.shape[d])) return x;
+  return apply('slice', [x], { starts: s, ends: e });
+}
+
+/** `length` entries of dimension `axis` starting at `start`. */
+export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
+  const a = normAxis(axis, x.rank);
+  const starts = x.shape.map((_, d) => (d === a ? start : 0));
+  const ends = x.shape.map((n, d) => (d === a ? start + length : n));
+  return slice(x, starts, ends);
+}
+
+/** Splits `axis` into pieces of the given sizes. */
+export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
+  let start = 0;
+  return sizes.map((len) => {
+    const piece = narrow(x, axis, start, len);
+    start += len;
+    return piece;
+  });
+}
+
+export function pad(x: Tensor, pads: readonly (readonly [number, number])[], value = 0): Tensor {
+  if (pads.length !== x.rank) throw new Error(`pad: need ${x.rank} [before, after] pairs, got ${pads.length}`);
+  if (pads.every(([b, a]) => b === 0 && a === 0)) return x;
+  return apply('pad', [x], { pads, value });
+}
+
+export function concat(xs: readonly Tensor[], axis = 0): Tensor {
+  if (xs.length === 0) throw new Error('concat: no tensors');
+  const a = normAxis(axis, xs[0]!.rank);
+  for (const t of xs) {
+    if (t.rank !== xs[0]!.rank || t.shape.some((d, i) => i !== a && d !== xs[0]!.shape[i])) {
+      throw new Error(`concat: shapes ${xs.map((u) => `[${u.shape.join(', ')}]`).join(' ')} differ off axis ${axis}`);
+    }
+  }
+  if (xs.length === 1) return xs[0]!;
+  return apply('concat', xs, { axis: a });
+}
+
+export function stack(xs: readonly Tensor[], axis = 0): Tensor {
+  return concat(xs.map((t) => unsqueeze(t, axis)), axis);
+}
+
+/** Takes entries of `x` along `axis` at int32 `indices` (embedding lookup, label picking). */
+export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
+  if (indices.dtype !== 'int32') throw new Error('gather: indices must be int32');
+  const a = normAxis(axis, x.rank);
+  const n = x.shape[a]!;
+  for (const i of indices.data) if (i < 0 || i >= n) throw new Error(`gather: index ${i} out of range [0, ${n})`);
+  return apply('gather', [x, indices], { axis: a });
+}
+
+export function scatterAdd(updates: Tensor, indices: Tensor, axis: number, shape: readonly number[]): Tensor {
+  return apply('scatterAdd', [updates, indices], { axis, shape });
+}
+
+export function cast(x: Tensor, dtype: DType): Tensor {
+  if (x.dtype === dtype) return x;
+  return apply('cast', [x], { dtype });
+}
+
+export function onesLike(x: Tensor): Tensor {
+  return new Tensor(typedArrayFor(x.dtype, x.size).fill(1), x.shape);
+}
+
+export function zerosLike(x: Tensor): Tensor {
+  return new Tensor(typedArrayFor(x.dtype, x.size), x.shape);
+}
+
+// ---------------------------------------------------------------- linear algebra
+/**
+ * Batched matrix product of a [...batch, M, K] and b [...batch, K, N] (batch dims broadcast).
+ * `transA` / `transB` read a or b transposed in their last two dims, without a copy.
+ */
+export function matmul(a: Tensor, b: Tensor, options: { transA?: boolean; transB?: boolean } = {}): Tensor {
+  const transA = options.transA ?? false;
+  const transB = options.transB ?? false;
+  if (a.rank < 2 || b.rank < 2) throw new Error(`matmul needs rank >= 2 operands, got [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
+  const ka = a.shape[a.rank - (transA ? 2 : 1)];
+  const kb = b.shape[b.rank - (transB ? 1 : 2)];
+  if (ka !== kb) throw new Error(`matmul: inner dimensions differ: [${a.shape.join(', ')}]${transA ? 'ᵀ' : ''} · [${b.shape.join(', ')}]${transB ? 'ᵀ' : ''}`);
+  broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  if (a.dtype !== b.dtype) throw new Error(`matmul: dtypes ${a.dtype} and ${b.dtype} differ`);
+  return apply('matmul', [a, b], { transA, transB });
+}
+
+/** y = x·wᵀ + b with w [out, in] (PyTorch's layout). */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  const flat = x.rank === 2 ? x : reshape(x, [-1, x.shape[x.rank - 1]!]);
+  let y = matmul(flat, weight, { transB: true });
+  if (bias) y = add(y, bias);
+  return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), weight.shape[0]!]);
+}
+
+export interface Conv2dOptions {
+  stride?: number | readonly [number, number];
+  padding?: number | readonly [number, number];
+  dilation?: number | readonly [number, number];
+  groups?: number;
+}
+
+function pair(v: number | readonly [number, number] | undefined, fallback: number): [number, number] {
+  if (v === undefined) return [fallback, fallback];
+  return typeof v === 'number' ? [v, v] : [v[0], v[1]];
+}
+
+export function conv2dAttrs(options: Conv2dOptions = {}): PrimitiveAttrs['conv2d'] {
+  return {
+    stride: pair(options.stride, 1),
+    padding: pair(options.padding, 0),
+    dilation: pair(options.dilation, 1),
+    groups: options.groups ?? 1,
+  };
+}
+
+/** 2-D convolution, x [N, C, H, W], weight [O, C/groups, kh, kw], optional bias [O]. */
+export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
+  const attrs = conv2dAttrs(options);
+  if (x.rank !== 4 || weight.rank !== 4) throw new Error(`conv2d: expected x [N,C,H,W] and weight [O,C/g,kh,kw], got [${x.shape.join(', ')}] and [${weight.shape.join(', ')}]`);
+  const [, c, h, w] = x.shape as [number, number, number, number];
+  const [o, cg, kh, kw] = weight.shape as [number, number, number, number];
+  const g = attrs.groups;
+  if (c !== cg * g || o % g !== 0) throw new Error(`conv2d: ${c} input channels do not match weight [${weight.shape.join(', ')}] with groups=${g}`);
+  const oh = Math.floor((h + 2 * attrs.padding[0] - attrs.dilation[0] * (kh - 1) - 1) / attrs.stride[0]) + 1;
+  const ow = Math.floor((w + 2 * attrs.padding[1] - attrs.dilation[1] * (kw - 1) - 1) / attrs.stride[1]) + 1;
+  if (oh <= 0 || ow <= 0) throw new Error(`conv2d: kernel ${kh}x${kw} does not fit input ${h}x${w} with padding ${attrs.padding.join('x')}`);
+  const y = apply('conv2d', [x, weight], attrs);
+  return bias ? add(y, reshape(bias, [1, o, 1, 1])) : y;
+}
+
+export interface Pool2dOptions {
+  stride?: number | readonly [number, number];
+  padding?: number | readonly [number, number];
+}
+
+function poolAttrs(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions): PrimitiveAttrs['maxPool2d'] {
+  if (x.rank !== 4) throw new Error(`pooling expects [N, C, H, W], got [${x.shape.join(', ')}]`);
+  const k = pair(kernel, 1);
+  const attrs = { kernel: k, stride: pair(options.stride ?? k, 1), padding: pair(options.padding, 0) };
+  if (attrs.padding[0] * 2 > k[0] || attrs.padding[1] * 2 > k[1]) throw new Error('pooling: padding must be at most half the kernel');
+  if (x.shape[2]! + 2 * attrs.padding[0] < k[0] || x.shape[3]! + 2 * attrs.padding[1] < k[1]) {
+    throw new Error(`pooling: kernel ${k.join('x')} larger than input ${x.shape[2]}x${x.shape[3]}`);
+  }
+  return attrs;
+}
+
+export function maxPool2d(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions = {}): Tensor {
+  return apply('maxPool2d', [x], poolAttrs(x, kernel, options));
+}
+
+export function avgPool2d(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions = {}): Tensor {
+  return apply('avgPool2d', [x], poolAttrs(x, kernel, options));
+}
+
+/** Average pooling to a fixed output size; input sizes must be multiples of the output size. */
+export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [number, number]): Tensor {
+  const [oh, ow] = pair(outputSize, 1);
+  const h = x.shape[2]!;
+  const w = x.shape[3]!;
+  if (oh === 1 && ow === 1) return mean(x, [2, 3], true);
+  if (h % oh !== 0 || w % ow !== 0) throw new Error(`adaptiveAvgPool2d: input ${h}x${w} is not a multiple of ${oh}x${ow}`);
+  return avgPool2d(x, [h / oh, w / ow]);
+}
+
+// ---------------------------------------------------------------- softmax and losses
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return apply('softmax', [x], { axis: normAxis(axis, x.rank) });
+}
+
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  return apply('logSoftmax', [x], { axis: normAxis(axis, x.rank) });
+}
+
+export type Reduction = 'mean' | 'sum' | 'none';
+
+function reduce(x: Tensor, reduction: Reduction): Tensor {
+  return reduction === 'mean' ? mean(x) : reduction === 'sum' ? sum(x) : x;
+}
+
+/** Negative log-likelihood of int32 `targets` [N] under log-probabilities [N, C]. */
+export function nllLoss(logProbs: Tensor, targets: Tensor, reduction: Reduction = 'mean'): Tensor {
+  if (logProbs.rank !== 2 || targets.rank !== 1 || targets.shape[0] !== logProbs.shape[0]) {
+    throw new Error(`nllLoss: expected [N, C] and [N], got [${logProbs.shape.join(', ')}] and [${targets.shape.join(', ')}]`);
+  }
+  const n = logProbs.shape[0]!;
+  const c = logProbs.shape[1]!;
+  // Pick logProbs[i, targets[i]] by gathering rows of the flattened matrix.
+  const flatIndex = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const t = targets.data[i]!;
+    if (t < 0 || t >= c) throw new Error(`nllLoss: target ${t} out of range [0, ${c})`);
+    flatIndex[i] = i * c + t;
+  }
+  const picked = gather(reshape(logProbs, [n * c]), new Tensor(flatIndex, [n]), 0);
+  return reduce(neg(picked), reduction);
+}
+
+/** Softmax cross-entropy of logits [N, C] against int32 class indices [N]. */
+export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = 'mean'): Tensor {
+  return nllLoss(logSoftmax(logits, 1), targets, reduction);
+}
+
+export function mseLoss(prediction: Tensor, target: Tensor, reduction: Reduction = 'mean'): Tensor {
+  const d = sub(prediction, target);
+  return reduce(mul(d, d), reduction);
+}
