@@ -1,0 +1,205 @@
+/**
+ * Every primitive's gradient against float64 central differences (relative error < 1e-6),
+ * on random shapes with broadcasting and odd sizes. A primitive without a case here fails.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import '../backend/index.ts';
+import { PRIMITIVES, type PrimitiveName } from '../backend/primitives.ts';
+import { setBackend } from '../backend/registry.ts';
+import { Tensor } from '../tensor/tensor.ts';
+import * as o from '../tensor/ops.ts';
+import { Rng } from '../tensor/random.ts';
+import { grad as autogradGrad } from './engine.ts';
+import { gradcheck } from './gradcheck.ts';
+import { isDifferentiable } from './gradients.ts';
+
+const rng = new Rng(7);
+
+/** float64 tensor with values uniform in [low, high), requiring grad. */
+function r(shape: number[], low = -1, high = 1): Tensor {
+  const data = new Float64Array(shape.reduce((p, d) => p * d, 1));
+  for (let i = 0; i < data.length; i++) data[i] = low + (high - low) * rng.uniform();
+  return new Tensor(data, shape).requiresGrad_();
+}
+
+/** Values bounded away from zero (for kinks and denominators). */
+function away(shape: number[]): Tensor {
+  const t = r(shape, 0.2, 1.5);
+  for (let i = 0; i < t.size; i++) if (rng.uniform() < 0.5) t.data[i] = -t.data[i]!;
+  return t;
+}
+
+function idx(values: number[], shape = [values.length]): Tensor {
+  return new Tensor(Int32Array.from(values), shape);
+}
+
+interface Case {
+  name: string;
+  /** Finite-difference step; linear ops with float32 rounding inside need a large one. */
+  eps?: number;
+  f: (...xs: Tensor[]) => Tensor;
+  inputs: () => Tensor[];
+}
+
+const conv = (stride: [number, number], padding: [number, number], dilation: [number, number], groups: number) =>
+  ({ stride, padding, dilation, groups });
+const pool = (k: number, s: number, p: number) => ({ kernel: [k, k] as [number, number], stride: [s, s] as [number, number], padding: [p, p] as [number, number] });
+
+const CASES: Record<PrimitiveName, Case[]> = {
+  neg: [{ name: 'odd shape', f: o.neg, inputs: () => [r([3, 5, 7])] }],
+  exp: [{ name: 'odd shape', f: o.exp, inputs: () => [r([7, 3])] }],
+  log: [{ name: 'positive', f: o.log, inputs: () => [r([5, 3], 0.3, 2)] }],
+  sqrt: [{ name: 'positive', f: o.sqrt, inputs: () => [r([17], 0.3, 2)] }],
+  abs: [{ name: 'away from 0', f: o.abs, inputs: () => [away([4, 5])] }],
+  sign: [],
+  relu: [{ name: 'away from 0', f: o.relu, inputs: () => [away([3, 7])] }],
+  sigmoid: [{ name: 'wide range', f: o.sigmoid, inputs: () => [r([5, 5], -6, 6)] }],
+  tanh: [{ name: 'wide range', f: o.tanh, inputs: () => [r([9], -3, 3)] }],
+  erf: [{ name: 'both regimes', f: o.erf, inputs: () => [r([33], -4, 4)] }],
+  floor: [],
+  round: [],
+  add: [
+    { name: 'same shape', f: o.add, inputs: () => [r([3, 4]), r([3, 4])] },
+    { name: 'broadcast both', f: o.add, inputs: () => [r([3, 1, 5]), r([4, 1])] },
+  ],
+  sub: [{ name: 'broadcast rank', f: o.sub, inputs: () => [r([2, 3, 5]), r([5])] }],
+  mul: [
+    { name: 'broadcast', f: o.mul, inputs: () => [r([1, 7]), r([3, 1])] },
+    { name: 'scalar tensor', f: o.mul, inputs: () => [r([]), r([4, 3])] },
+  ],
+  div: [{ name: 'broadcast', f: o.div, inputs: () => [r([3, 4]), away([3, 1])] }],
+  pow: [
+    { name: 'base and exponent', f: o.pow, inputs: () => [r([3, 4], 0.5, 2), r([4], -1.5, 2)] },
+    { name: 'negative base, integer exponent', f: (a) => o.pow(a, 3), inputs: () => [r([5], -2, 2)] },
+  ],
+  maximum: [{ name: 'broadcast', f: o.maximum, inputs: () => [r([4, 5]), r([5])] }],
+  minimum: [{ name: 'broadcast', f: o.minimum, inputs: () => [r([2, 1, 3]), r([2, 4, 1])] }],
+  greater: [],
+  greaterEqual: [],
+  equal: [],
+  where: [{ name: 'broadcast cond', f: (a, b) => o.where(o.greater(a, 0), a, b), inputs: () => [away([3, 4]), r([4])] }],
+  sum: [
+    { name: 'all', f: (x) => o.sum(x), inputs: () => [r([3, 4, 5])] },
+    { name: 'axes, keepDims', f: (x) => o.sum(x, [0, 2], true), inputs: () => [r([3, 4, 5])] },
+    { name: 'middle axis', f: (x) => o.sum(x, 1), inputs: () => [r([2, 7, 3])] },
+  ],
+  max: [
+    { name: 'last axis', f: (x) => o.max(x, -1), inputs: () => [r([4, 9])] },
+    { name: 'two axes keepDims', f: (x) => o.max(x, [0, 2], true), inputs: () => [r([3, 2, 5])] },
+  ],
+  argmax: [],
+  reshape: [{ name: 'split dims', f: (x) => o.reshape(x, [5, -1]), inputs: () => [r([3, 5, 2])] }],
+  transpose: [
+    { name: '3d perm', f: (x) => o.transpose(x, [2, 0, 1]), inputs: () => [r([2, 3, 4])] },
+    { name: '4d NCHW->NHWC', f: (x) => o.transpose(x, [0, 2, 3, 1]), inputs: () => [r([2, 3, 3, 5])] },
+  ],
+  broadcastTo: [{ name: 'new and unit dims', f: (x) => o.broadcastTo(x, [2, 3, 4]), inputs: () => [r([3, 1])] }],
+  slice: [{ name: 'inner box', f: (x) => o.slice(x, [1, 0, 2], [3, 4, 5]), inputs: () => [r([4, 5, 7])] }],
+  pad: [{ name: 'asymmetric', f: (x) => o.pad(x, [[1, 0], [2, 3]], 0.5), inputs: () => [r([3, 4])] }],
+  concat: [{ name: 'axis 1, three inputs', f: (a, b, c) => o.concat([a!, b!, c!], 1), inputs: () => [r([2, 3, 2]), r([2, 1, 2]), r([2, 4, 2])] }],
+  gather: [
+    { name: 'rows with repeats', f: (x) => o.gather(x, idx([2, 0, 2, 1]), 0), inputs: () => [r([3, 5])] },
+    { name: 'axis 1, 2-d indices', f: (x) => o.gather(x, idx([1, 3, 0, 1], [2, 2]), 1), inputs: () => [r([2, 4, 3])] },
+  ],
+  scatterAdd: [{ name: 'with repeats', f: (u) => o.scatterAdd(u, idx([1, 1, 0]), 0, [3, 4]), inputs: () => [r([3, 4])] }],
+  cast: [{ name: 'float64 -> float32 -> float64 (linear: exact with a unit step)', eps: 1, f: (x) => o.cast(o.cast(x, 'float32'), 'float64'), inputs: () => [r([5])] }],
+  matmul: [
+    { name: 'plain', f: (a, b) => o.matmul(a!, b!), inputs: () => [r([3, 5]), r([5, 4])] },
+    { name: 'transA', f: (a, b) => o.matmul(a!, b!, { transA: true }), inputs: () => [r([5, 3]), r([5, 4])] },
+    { name: 'transB', f: (a, b) => o.matmul(a!, b!, { transB: true }), inputs: () => [r([3, 5]), r([4, 5])] },
+    { name: 'both', f: (a, b) => o.matmul(a!, b!, { transA: true, transB: true }), inputs: () => [r([5, 3]), r([4, 5])] },
+    { name: 'batch broadcast', f: (a, b) => o.matmul(a!, b!), inputs: () => [r([2, 1, 3, 5]), r([3, 5, 2])] },
+  ],
+  conv2d: [
+    { name: 'plain', f: (x, w) => o.conv2d(x!, w!), inputs: () => [r([2, 3, 6, 5]), r([4, 3, 3, 3])] },
+    { name: 'stride 2 pad 1 dilation 2 groups 2', f: (x, w) => o.conv2d(x!, w!, null, { stride: 2, padding: 1, dilation: 2, groups: 2 }), inputs: () => [r([1, 4, 9, 7]), r([6, 2, 3, 2])] },
+    { name: 'with bias, rect stride', f: (x, w, b) => o.conv2d(x!, w!, b, { stride: [1, 2], padding: [2, 0] }), inputs: () => [r([2, 1, 5, 7]), r([3, 1, 5, 3]), r([3])] },
+  ],
+  conv2dBackwardInput: [{
+    name: 'stride 2 groups 2 (double backward)',
+    f: (dy, w) => o.apply('conv2dBackwardInput', [dy!, w!], { ...conv([2, 2], [1, 1], [1, 1], 2), inputShape: [2, 4, 7, 6] }),
+    inputs: () => [r([2, 6, 4, 3]), r([6, 2, 3, 3])],
+  }],
+  conv2dBackwardWeight: [{
+    name: 'dilation 2 (double backward)',
+    f: (x, dy) => o.apply('conv2dBackwardWeight', [x!, dy!], { ...conv([1, 1], [1, 0], [2, 1], 1), weightShape: [3, 2, 2, 3] }),
+    inputs: () => [r([2, 2, 6, 5]), r([2, 3, 6, 3])],
+  }],
+  maxPool2d: [
+    { name: '2x2 stride 2', f: (x) => o.maxPool2d(x, 2), inputs: () => [r([2, 3, 6, 6])] },
+    { name: '3x3 stride 2 pad 1 odd', f: (x) => o.maxPool2d(x, 3, { stride: 2, padding: 1 }), inputs: () => [r([1, 2, 7, 5])] },
+  ],
+  maxPool2dBackward: [{
+    name: 'linear in dy',
+    f: (dy, x) => o.apply('maxPool2dBackward', [dy!, x!.detach()], pool(3, 2, 1)),
+    inputs: () => [r([1, 2, 4, 3]), r([1, 2, 7, 5])],
+  }],
+  maxPool2dGather: [{
+    name: 'linear in g',
+    f: (g, x) => o.apply('maxPool2dGather', [g!, x!.detach()], pool(2, 2, 0)),
+    inputs: () => [r([2, 2, 6, 4]), r([2, 2, 6, 4])],
+  }],
+  avgPool2d: [
+    { name: '2x2', f: (x) => o.avgPool2d(x, 2), inputs: () => [r([2, 3, 4, 6])] },
+    { name: '3x3 stride 2 pad 1', f: (x) => o.avgPool2d(x, 3, { stride: 2, padding: 1 }), inputs: () => [r([1, 2, 7, 5])] },
+  ],
+  avgPool2dBackward: [{
+    name: 'adjoint',
+    f: (dy) => o.apply('avgPool2dBackward', [dy!], { ...pool(3, 2, 1), inputShape: [1, 2, 7, 5] }),
+    inputs: () => [r([1, 2, 4, 3])],
+  }],
+  softmax: [
+    { name: 'last axis', f: (x) => o.softmax(x), inputs: () => [r([3, 7], -3, 3)] },
+    { name: 'middle axis', f: (x) => o.softmax(x, 1), inputs: () => [r([2, 5, 3], -3, 3)] },
+  ],
+  logSoftmax: [{ name: 'axis 0', f: (x) => o.logSoftmax(x, 0), inputs: () => [r([6, 4], -3, 3)] }],
+};
+
+describe('gradients of every primitive (float64 central differences)', () => {
+  setBackend('reference');
+  it('every primitive has a gradient case or is non-differentiable', () => {
+    for (const op of PRIMITIVES) {
+      if (isDifferentiable(op)) assert.ok(CASES[op].length > 0, `no gradient case for ${op}`);
+      else assert.equal(CASES[op].length, 0, `${op} is non-differentiable but has cases`);
+    }
+  });
+  for (const op of PRIMITIVES) {
+    for (const c of CASES[op]) {
+      it(`${op}: ${c.name}`, () => {
+        const res = gradcheck(c.f, c.inputs(), { eps: c.eps });
+        assert.ok(res.maxRelativeError < 1e-6, `${op} relative error ${res.maxRelativeError.toExponential(2)}`);
+      });
+    }
+  }
+  it('composite ops: crossEntropy, layer-norm-like, gelu, leakyRelu', () => {
+    const labels = idx([2, 0, 1, 2]);
+    const cases: [string, (...xs: Tensor[]) => Tensor, Tensor[]][] = [
+      ['crossEntropy', (x) => o.crossEntropy(x!, labels), [r([4, 3], -2, 2)]],
+      ['normalize', (x) => o.div(o.sub(x!, o.mean(x!, -1, true)), o.sqrt(o.add(o.variance(x!, -1, true), 1e-5))), [r([3, 6])]],
+      ['gelu', (x) => o.gelu(x!), [r([11], -3, 3)]],
+      ['leakyRelu', (x) => o.leakyRelu(x!, 0.1), [away([7])]],
+      ['mseLoss', (a, b) => o.mseLoss(a!, b!), [r([5]), r([5])]],
+    ];
+    for (const [name, f, inputs] of cases) {
+      const res = gradcheck(f, inputs);
+      assert.ok(res.maxRelativeError < 1e-6, `${name} relative error ${res.maxRelativeError.toExponential(2)}`);
+    }
+  });
+  it('double backward: gradient of a gradient (Hessian-vector product of conv + relu)', () => {
+    // f(x) = d/dw Σ relu(conv(x, w))·R, checked as a function of x.
+    const w = r([2, 1, 3, 3]);
+    const R = r([1, 2, 4, 4]).detach();
+    const f = (x: Tensor): Tensor => {
+      const y = o.mul(o.conv2d(x, w), R);
+      const [gw] = gradOf(o.sum(y), [w]);
+      return gw!;
+    };
+    const res = gradcheck(f, [r([1, 1, 6, 6])]);
+    assert.ok(res.maxRelativeError < 1e-6, `relative error ${res.maxRelativeError.toExponential(2)}`);
+  });
+});
+
+function gradOf(y: Tensor, xs: Tensor[]): Tensor[] {
+  return autogradGrad(y, xs, { createGraph: true });
+}
