@@ -3,8 +3,8 @@ import { stridesOf } from '../primitives.ts';
 import { aroundAxis } from './reduce.ts';
 import { alloc, broadcastStrides, offsetMap, raw } from './util.ts';
 
-/** (x) -> same data viewed with a new shape (copied: tensors own their buffers). */
-export const reshapeKernel: Kernel<'reshape'> = ([x], { shape }) => raw(x!.data.slice(), shape, x!.dtype);
+/** (x) -> the same buffer viewed with a new shape (kernels never write their inputs, so sharing is safe). */
+export const reshapeKernel: Kernel<'reshape'> = ([x], { shape }) => raw(x!.data, shape, x!.dtype);
 
 /** (x) -> x with dims permuted: out.shape[i] = x.shape[perm[i]]. */
 export const transposeKernel: Kernel<'transpose'> = ([x], { perm }) => {
