@@ -145,6 +145,42 @@ const RULES: RuleTable = {
 
   softmax: (g, _i, out, { axis }) => [o.mul(out, o.sub(g, o.sum(o.mul(g, out), axis, true)))],
   logSoftmax: (g, _i, out, { axis }) => [o.sub(g, o.mul(o.exp(out), o.sum(g, axis, true)))],
+
+  // x̂ = (q − z)·s with v = x/s + z, r = round(x/s) + z, q = clamp(r, qmin, qmax). With dq/dv = 1
+  // where r is inside [qmin, qmax] (straight-through) and 0 where clamped:
+  //   dx̂/dx = inside (clipped) or 1 (ste);  dx̂/ds = r − v inside, q − z outside (LSQ);
+  //   dx̂/dz = 0 inside, −s outside.
+  fakeQuantize: (g, [x, s, z], _out, { qmin, qmax, gradient }) => {
+    const u = o.div(x!, s!);
+    const v = o.add(u, z!);
+    const r = o.add(o.round(u), z!);
+    const q = o.clamp(r, qmin, qmax);
+    const inside = o.equal(q, r);
+    const outside = o.sub(1, inside);
+    const dx = gradient === 'ste' ? g : o.mul(g, inside);
+    const ds = o.add(o.mul(inside, o.sub(r, v)), o.mul(outside, o.sub(q, z!)));
+    return [
+      o.sumTo(dx, x!.shape),
+      s!.requiresGrad ? o.sumTo(o.mul(g, ds), s!.shape) : null,
+      z!.requiresGrad ? o.sumTo(o.neg(o.mul(o.mul(g, outside), s!)), z!.shape) : null,
+    ];
+  },
+  roundSte: (g) => [g],
+  scaleGrad: (g, _i, _out, { scale }) => [o.mul(g, scale)],
+  signSte: (g, [x], _out, { gradient, t = 1, k = 1 }) => {
+    switch (gradient) {
+      case 'ste':
+        return [g];
+      case 'clipped':
+        return [o.mul(g, o.greaterEqual(1, o.abs(x!)))];
+      case 'approxSign':
+        return [o.mul(g, o.maximum(o.sub(2, o.mul(o.abs(x!), 2)), 0))];
+      case 'ede': {
+        const th = o.tanh(o.mul(x!, t));
+        return [o.mul(g, o.mul(o.sub(1, o.mul(th, th)), k * t))];
+      }
+    }
+  },
 };
 
 function geometry(attrs: PrimitiveAttrs['conv2d']): PrimitiveAttrs['conv2d'] {

@@ -118,6 +118,24 @@ export interface PrimitiveAttrs {
   // ---- normalised exponentials along one axis
   softmax: { readonly axis: number };
   logSoftmax: { readonly axis: number };
+  // ---- quantization estimators: forward is exact, the gradient is the estimator's (see rules)
+  /**
+   * (x, scale, zeroPoint) -> (clamp(roundHalfEven(x / scale) + zeroPoint, qmin, qmax) - zeroPoint) * scale.
+   * scale and zeroPoint broadcast against x (per tensor, channel or group). `gradient` picks the
+   * estimator for x: 'ste' passes g everywhere, 'clipped' only where the value was not clamped.
+   * scale gets the LSQ gradient, zeroPoint the affine one.
+   */
+  fakeQuantize: { readonly qmin: number; readonly qmax: number; readonly gradient: 'ste' | 'clipped' };
+  /** (x) -> roundHalfEven(x), with the straight-through (identity) gradient. */
+  roundSte: NoAttrs;
+  /** (x) -> x, gradient multiplied by `scale` (LSQ's gradient scaling). */
+  scaleGrad: { readonly scale: number };
+  /**
+   * (x) -> +1 where x >= 0 else -1 (sign(0) = +1). Gradient: 'ste' identity; 'clipped' 1 on
+   * |x| <= 1 (BinaryConnect/XNOR); 'approxSign' 2 - 2|x| on |x| <= 1 (Bi-Real); 'ede'
+   * k·t·(1 - tanh²(t·x)) (IR-Net's error decay estimator).
+   */
+  signSte: { readonly gradient: 'ste' | 'clipped' | 'approxSign' | 'ede'; readonly t?: number; readonly k?: number };
 }
 
 export type PrimitiveName = keyof PrimitiveAttrs;
@@ -132,7 +150,11 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
+  'fakeQuantize', 'roundSte', 'scaleGrad', 'signSte',
 ];
+
+/** Primitives whose gradient is an estimator by design: checked against their closed forms, not finite differences. */
+export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'roundSte', 'signSte'];
 
 export const UNARY_PRIMITIVES = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',

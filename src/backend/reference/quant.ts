@@ -1,0 +1,37 @@
+import type { Kernel } from '../primitives.ts';
+import { broadcastShapes } from '../primitives.ts';
+import { roundHalfEven } from './elementwise.ts';
+import { alloc, broadcastStrides, offsetMap, raw } from './util.ts';
+
+/** (x, scale, zeroPoint) -> (clamp(round(x/s) + z, qmin, qmax) − z)·s; s, z broadcast against x. */
+export const fakeQuantizeKernel: Kernel<'fakeQuantize'> = ([x, s, z], { qmin, qmax }) => {
+  const shape = broadcastShapes(broadcastShapes(x!.shape, s!.shape), z!.shape);
+  const out = alloc(x!.dtype, shape);
+  const ix = offsetMap(shape, broadcastStrides(x!.shape, shape));
+  const is = offsetMap(shape, broadcastStrides(s!.shape, shape));
+  const iz = offsetMap(shape, broadcastStrides(z!.shape, shape));
+  for (let i = 0; i < out.length; i++) {
+    const scale = s!.data[is[i]!]!;
+    const zp = z!.data[iz[i]!]!;
+    const q = Math.min(qmax, Math.max(qmin, roundHalfEven(x!.data[ix[i]!]! / scale) + zp));
+    out[i] = (q - zp) * scale;
+  }
+  return raw(out, shape, x!.dtype);
+};
+
+/** (x) -> roundHalfEven(x). */
+export const roundSteKernel: Kernel<'roundSte'> = ([x]) => {
+  const out = alloc(x!.dtype, x!.shape);
+  for (let i = 0; i < out.length; i++) out[i] = roundHalfEven(x!.data[i]!);
+  return raw(out, x!.shape, x!.dtype);
+};
+
+/** (x) -> x (a copy; only the gradient differs). */
+export const scaleGradKernel: Kernel<'scaleGrad'> = ([x]) => raw(x!.data.slice(), x!.shape, x!.dtype);
+
+/** (x) -> x >= 0 ? +1 : −1. */
+export const signSteKernel: Kernel<'signSte'> = ([x]) => {
+  const out = alloc(x!.dtype, x!.shape);
+  for (let i = 0; i < out.length; i++) out[i] = x!.data[i]! >= 0 ? 1 : -1;
+  return raw(out, x!.shape, x!.dtype);
+};

@@ -1,0 +1,3 @@
+export * from './qparams.ts';
+export * from './quantize.ts';
+export * from './packing.ts';
