@@ -1,0 +1,20 @@
+/** Datasets (MNIST, Fashion-MNIST), dataset helpers and the DataLoader. */
+export { DataError, type DataErrorCode } from './errors.ts';
+export {
+  type Dataset,
+  type NormalizeStats,
+  createDataset,
+  checkLabels,
+  sampleSize,
+  subset,
+  take,
+  select,
+  randomSplit,
+  normalize,
+  classCounts,
+} from './dataset.ts';
+export { type IdxArray, parseIdx, parseIdxImages, parseIdxLabels, encodeIdx } from './idx.ts';
+export { type Split, type LoadOptions, MNIST_CLASS_NAMES, loadMnist } from './mnist.ts';
+export { type FashionMnistOptions, FASHION_MNIST_CLASS_NAMES, loadFashionMnist, fashionMnistCachePath } from './fashion-mnist.ts';
+export { DATASET_NAMES, DATASET_STATS, type DatasetName, isDatasetName, loadDataset } from './registry.ts';
+export { type Batch, type DataLoaderOptions, DataLoader, deriveSeed } from './loader.ts';
