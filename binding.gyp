@@ -1,0 +1,23 @@
+{
+  "targets": [
+    {
+      "target_name": "lowbit_native",
+      "sources": [
+        "native/binding.cc",
+        "native/cpu.cc",
+        "native/threadpool.cc",
+        "native/gemm.cc",
+        "native/conv.cc",
+        "native/pool.cc",
+        "native/elementwise.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-O2"],
+      "cflags_cc!": ["-O2", "-std=gnu++17", "-std=c++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "ldflags": ["-pthread"],
+      "libraries": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,379 @@
+// N-API entry points. Every function reads and writes the caller's Float32Arrays in place;
+// shapes arrive as plain numbers and are checked against the buffer lengths before any access.
+#include <napi.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "conv.h"
+#include "cpu.h"
+#include "elementwise.h"
+#include "gemm.h"
+#include "pool.h"
+#include "threadpool.h"
+
+namespace {
+
+using lowbit::GemmArgs;
+
+struct F32 {
+  float* data = nullptr;
+  size_t length = 0;
+};
+
+bool fail(const Napi::Env& env, const std::string& message) {
+  Napi::TypeError::New(env, "lowbit_native: " + message).ThrowAsJavaScriptException();
+  return false;
+}
+
+bool argF32(const Napi::CallbackInfo& info, size_t i, F32* out) {
+  if (i >= info.Length() || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be a Float32Array");
+  }
+  auto array = info[i].As<Napi::Float32Array>();
+  out->data = array.Data();
+  out->length = array.ElementLength();
+  return true;
+}
+
+bool argInt(const Napi::CallbackInfo& info, size_t i, int64_t* out) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be a number");
+  }
+  *out = info[i].As<Napi::Number>().Int64Value();
+  return true;
+}
+
+// Reads `count` integers from an Int32Array argument (the geometry of conv and pool calls).
+bool argInts(const Napi::CallbackInfo& info, size_t i, int64_t* out, size_t count) {
+  if (i >= info.Length() || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be an Int32Array");
+  }
+  auto array = info[i].As<Napi::Int32Array>();
+  if (array.ElementLength() != count) return fail(info.Env(), "argument " + std::to_string(i) + " has wrong length");
+  for (size_t k = 0; k < count; k++) out[k] = array[k];
+  return true;
+}
+
+// Largest element index + 1 that a (rows, cols) matrix with row stride ld touches.
+int64_t extent(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols; }
+
+// ---------------------------------------------------------------- info, threads, probe
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("isa", lowbit::isaName(lowbit::activeIsa()));
+  out.Set("threads", lowbit::poolThreads());
+  Napi::Array features = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (const auto& f : lowbit::cpuFeatures()) features.Set(n++, f);
+  out.Set("features", features);
+  return out;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  int64_t n = 0;
+  if (!argInt(info, 0, &n)) return info.Env().Undefined();
+  if (n < 1 || n > 256) {
+    fail(info.Env(), "threads must be in [1, 256]");
+    return info.Env().Undefined();
+  }
+  lowbit::poolSetThreads(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  int64_t threads = 1;
+  if (!argInt(info, 0, &threads)) return info.Env().Undefined();
+  double seconds = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.2;
+  if (threads < 1 || threads > 256) threads = 1;
+  return Napi::Number::New(info.Env(), lowbit::fmaPeakGflops(static_cast<int>(threads), seconds));
+}
+
+// ---------------------------------------------------------------- sgemm
+// sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, batch, strideA, strideB, strideC)
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  GemmArgs g;
+  F32 a, b, c;
+  int64_t batch = 1, sa = 0, sb = 0, sc = 0;
+  if (info.Length() < 16) {
+    fail(env, "sgemm expects 16 arguments");
+    return env.Undefined();
+  }
+  g.transA = info[0].ToBoolean().Value();
+  g.transB = info[1].ToBoolean().Value();
+  if (!argInt(info, 2, &g.M) || !argInt(info, 3, &g.N) || !argInt(info, 4, &g.K) || !argF32(info, 5, &a) ||
+      !argInt(info, 6, &g.lda) || !argF32(info, 7, &b) || !argInt(info, 8, &g.ldb) || !argF32(info, 10, &c) ||
+      !argInt(info, 11, &g.ldc) || !argInt(info, 12, &batch) || !argInt(info, 13, &sa) || !argInt(info, 14, &sb) ||
+      !argInt(info, 15, &sc)) {
+    return env.Undefined();
+  }
+  g.beta = static_cast<float>(info[9].As<Napi::Number>().DoubleValue());
+  const int64_t aRows = g.transA ? g.K : g.M, aCols = g.transA ? g.M : g.K;
+  const int64_t bRows = g.transB ? g.N : g.K, bCols = g.transB ? g.K : g.N;
+  const bool bad = g.M < 0 || g.N < 0 || g.K < 0 || batch < 1 || sa < 0 || sb < 0 || sc < 0 || g.lda < aCols ||
+                   g.ldb < bCols || g.ldc < g.N;
+  if (bad || (batch - 1) * sa + extent(aRows, aCols, g.lda) > static_cast<int64_t>(a.length) ||
+      (batch - 1) * sb + extent(bRows, bCols, g.ldb) > static_cast<int64_t>(b.length) ||
+      (batch - 1) * sc + extent(g.M, g.N, g.ldc) > static_cast<int64_t>(c.length)) {
+    fail(env, "sgemm: bad sizes or buffers too small");
+    return env.Undefined();
+  }
+  g.A = a.data;
+  g.B = b.data;
+  g.C = c.data;
+  lowbit::sgemmBatched(g, batch, sa, sb, sc);
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------- conv2d
+// conv2d(x, w, y, geom), conv2dBackwardInput(dy, w, dx, geom), conv2dBackwardWeight(x, dy, dw, geom)
+// geom: Int32Array [N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, groups]
+bool argConvGeom(const Napi::CallbackInfo& info, size_t i, lowbit::ConvGeom* g) {
+  int64_t v[16];
+  if (!argInts(info, i, v, 16)) return false;
+  *g = lowbit::ConvGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+  const bool positive = g->N >= 0 && g->C > 0 && g->H > 0 && g->W > 0 && g->O > 0 && g->KH > 0 && g->KW > 0 &&
+                        g->OH > 0 && g->OW > 0 && g->sh > 0 && g->sw > 0 && g->ph >= 0 && g->pw >= 0 && g->dh > 0 &&
+                        g->dw > 0 && g->groups > 0;
+  if (!positive || g->C % g->groups != 0 || g->O % g->groups != 0 ||
+      g->OH != (g->H + 2 * g->ph - g->dh * (g->KH - 1) - 1) / g->sh + 1 ||
+      g->OW != (g->W + 2 * g->pw - g->dw * (g->KW - 1) - 1) / g->sw + 1) {
+    return fail(info.Env(), "bad conv2d geometry");
+  }
+  return true;
+}
+
+// Checks that each buffer holds at least its required number of elements.
+bool checkSizes(const Napi::CallbackInfo& info, std::initializer_list<std::pair<const F32*, int64_t>> items) {
+  for (const auto& [buffer, need] : items) {
+    if (static_cast<int64_t>(buffer->length) < need) return fail(info.Env(), "buffer too small for the given shape");
+  }
+  return true;
+}
+
+enum class ConvKind { Forward, BackwardInput, BackwardWeight };
+
+template <ConvKind kind>
+Napi::Value Conv(const Napi::CallbackInfo& info) {
+  F32 in0, in1, out;
+  lowbit::ConvGeom g;
+  if (!argF32(info, 0, &in0) || !argF32(info, 1, &in1) || !argF32(info, 2, &out) || !argConvGeom(info, 3, &g)) {
+    return info.Env().Undefined();
+  }
+  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * g.OH * g.OW;
+  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  if (kind == ConvKind::Forward) {  // (x, w) -> y
+    if (checkSizes(info, {{&in0, xSize}, {&in1, wSize}, {&out, ySize}})) lowbit::conv2dForward(g, in0.data, in1.data, out.data);
+  } else if (kind == ConvKind::BackwardInput) {  // (dy, w) -> dx
+    if (checkSizes(info, {{&in0, ySize}, {&in1, wSize}, {&out, xSize}})) {
+      lowbit::conv2dBackwardInput(g, in0.data, in1.data, out.data);
+    }
+  } else {  // (x, dy) -> dw
+    if (checkSizes(info, {{&in0, xSize}, {&in1, ySize}, {&out, wSize}})) {
+      lowbit::conv2dBackwardWeight(g, in0.data, in1.data, out.data);
+    }
+  }
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- pooling
+// geom: Int32Array [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw]
+bool argPoolGeom(const Napi::CallbackInfo& info, size_t i, lowbit::PoolGeom* g) {
+  int64_t v[12];
+  if (!argInts(info, i, v, 12)) return false;
+  *g = lowbit::PoolGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
+  if (g->N < 0 || g->C < 0 || g->H <= 0 || g->W <= 0 || g->OH < 0 || g->OW < 0 || g->KH <= 0 || g->KW <= 0 ||
+      g->sh <= 0 || g->sw <= 0 || g->ph < 0 || g->pw < 0) {
+    return fail(info.Env(), "bad pool geometry");
+  }
+  return true;
+}
+
+enum class PoolKind { Max, MaxBackward, MaxGather, Avg, AvgBackward };
+
+template <PoolKind kind>
+Napi::Value Pool(const Napi::CallbackInfo& info) {
+  // Max (x, y, geom); MaxBackward (dy, x, dx, geom); MaxGather (gx, x, y, geom);
+  // Avg (x, y, geom); AvgBackward (dy, dx, geom)
+  const bool three = kind == PoolKind::MaxBackward || kind == PoolKind::MaxGather;
+  F32 a, b, c;
+  lowbit::PoolGeom g;
+  if (!argF32(info, 0, &a) || !argF32(info, 1, &b) || (three && !argF32(info, 2, &c)) ||
+      !argPoolGeom(info, three ? 3 : 2, &g)) {
+    return info.Env().Undefined();
+  }
+  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.C * g.OH * g.OW;
+  switch (kind) {
+    case PoolKind::Max:
+      if (checkSizes(info, {{&a, xSize}, {&b, ySize}})) lowbit::maxPool2d(g, a.data, b.data);
+      break;
+    case PoolKind::MaxBackward:
+      if (checkSizes(info, {{&a, ySize}, {&b, xSize}, {&c, xSize}})) lowbit::maxPool2dBackward(g, a.data, b.data, c.data);
+      break;
+    case PoolKind::MaxGather:
+      if (checkSizes(info, {{&a, xSize}, {&b, xSize}, {&c, ySize}})) lowbit::maxPool2dGather(g, a.data, b.data, c.data);
+      break;
+    case PoolKind::Avg:
+      if (checkSizes(info, {{&a, xSize}, {&b, ySize}})) lowbit::avgPool2d(g, a.data, b.data);
+      break;
+    case PoolKind::AvgBackward:
+      if (checkSizes(info, {{&a, ySize}, {&b, xSize}})) lowbit::avgPool2dBackward(g, a.data, b.data);
+      break;
+  }
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- elementwise
+// unary(op, x, y): op indexes lowbit::UnaryOp
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  int64_t op = 0;
+  F32 x, y;
+  if (!argInt(info, 0, &op) || !argF32(info, 1, &x) || !argF32(info, 2, &y)) return info.Env().Undefined();
+  if (op < 0 || op > static_cast<int64_t>(lowbit::UnaryOp::Abs) || y.length < x.length) {
+    fail(info.Env(), "unary: bad op or output too small");
+    return info.Env().Undefined();
+  }
+  lowbit::unary(static_cast<lowbit::UnaryOp>(op), x.data, y.data, static_cast<int64_t>(x.length));
+  return info.Env().Undefined();
+}
+
+// binary(op, a, b, out, layout): layout Int32Array [d0, d1, d2, as0, as1, as2, bs0, bs1, bs2]
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  int64_t op = 0, layout[9];
+  F32 a, b, out;
+  if (!argInt(info, 0, &op) || !argF32(info, 1, &a) || !argF32(info, 2, &b) || !argF32(info, 3, &out) ||
+      !argInts(info, 4, layout, 9)) {
+    return info.Env().Undefined();
+  }
+  const int64_t* dims = layout;
+  const int64_t *as = layout + 3, *bs = layout + 6;
+  int64_t aLast = 0, bLast = 0;
+  bool ok = op >= 0 && op <= static_cast<int64_t>(lowbit::BinaryOp::Equal);
+  for (int d = 0; d < 3; d++) {
+    ok = ok && dims[d] > 0 && as[d] >= 0 && bs[d] >= 0;
+    aLast += (dims[d] - 1) * as[d];
+    bLast += (dims[d] - 1) * bs[d];
+  }
+  ok = ok && (as[2] == 0 || as[2] == 1) && (bs[2] == 0 || bs[2] == 1);
+  if (!ok || aLast >= static_cast<int64_t>(a.length) || bLast >= static_cast<int64_t>(b.length) ||
+      dims[0] * dims[1] * dims[2] > static_cast<int64_t>(out.length)) {
+    fail(info.Env(), "binary: bad layout");
+    return info.Env().Undefined();
+  }
+  lowbit::binary(static_cast<lowbit::BinaryOp>(op), a.data, as, b.data, bs, out.data, dims);
+  return info.Env().Undefined();
+}
+
+// where(cond: Float32Array | Int32Array, a, b, out), all of one length
+Napi::Value Where(const Napi::CallbackInfo& info) {
+  F32 a, b, out;
+  if (!argF32(info, 1, &a) || !argF32(info, 2, &b) || !argF32(info, 3, &out)) return info.Env().Undefined();
+  if (!info[0].IsTypedArray()) {
+    fail(info.Env(), "where: cond must be a typed array");
+    return info.Env().Undefined();
+  }
+  auto cond = info[0].As<Napi::TypedArray>();
+  const size_t n = out.length;
+  if (cond.ElementLength() != n || a.length != n || b.length != n) {
+    fail(info.Env(), "where: lengths differ");
+    return info.Env().Undefined();
+  }
+  if (cond.TypedArrayType() == napi_float32_array) {
+    lowbit::where(cond.As<Napi::Float32Array>().Data(), nullptr, a.data, b.data, out.data, static_cast<int64_t>(n));
+  } else if (cond.TypedArrayType() == napi_int32_array) {
+    lowbit::where(nullptr, cond.As<Napi::Int32Array>().Data(), a.data, b.data, out.data, static_cast<int64_t>(n));
+  } else {
+    fail(info.Env(), "where: cond must be float32 or int32");
+  }
+  return info.Env().Undefined();
+}
+
+// sumInner(x, y, outer, inner) / sumOuter(x, y, outer, inner) with x (outer, inner)
+template <bool inner>
+Napi::Value Sum(const Napi::CallbackInfo& info) {
+  F32 x, y;
+  int64_t rows = 0, cols = 0;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &y) || !argInt(info, 2, &rows) || !argInt(info, 3, &cols)) {
+    return info.Env().Undefined();
+  }
+  if (rows < 0 || cols < 0 || rows * cols > static_cast<int64_t>(x.length) ||
+      (inner ? rows : cols) > static_cast<int64_t>(y.length)) {
+    fail(info.Env(), "sum: bad sizes");
+    return info.Env().Undefined();
+  }
+  if (inner) {
+    lowbit::sumInner(x.data, y.data, rows, cols);
+  } else {
+    lowbit::sumOuter(x.data, y.data, rows, cols);
+  }
+  return info.Env().Undefined();
+}
+
+// softmax(x, y, rows, cols, log)
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  F32 x, y;
+  int64_t rows = 0, cols = 0;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &y) || !argInt(info, 2, &rows) || !argInt(info, 3, &cols)) {
+    return info.Env().Undefined();
+  }
+  if (rows < 0 || cols < 0 || rows * cols > static_cast<int64_t>(x.length) || rows * cols > static_cast<int64_t>(y.length)) {
+    fail(info.Env(), "softmax: bad sizes");
+    return info.Env().Undefined();
+  }
+  lowbit::softmaxRows(x.data, y.data, rows, cols, info[4].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// transpose(x, y, spec): spec Int32Array [d0, d1, d2, d3, p0, p1, p2, p3]
+Napi::Value Transpose(const Napi::CallbackInfo& info) {
+  F32 x, y;
+  int64_t spec[8];
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &y) || !argInts(info, 2, spec, 8)) return info.Env().Undefined();
+  int64_t size = 1;
+  bool seen[4] = {false, false, false, false}, ok = true;
+  for (int d = 0; d < 4; d++) {
+    ok = ok && spec[d] > 0 && spec[4 + d] >= 0 && spec[4 + d] < 4 && !seen[spec[4 + d]];
+    if (ok) seen[spec[4 + d]] = true;
+    size *= spec[d] > 0 ? spec[d] : 0;
+  }
+  if (!ok || size > static_cast<int64_t>(x.length) || size > static_cast<int64_t>(y.length)) {
+    fail(info.Env(), "transpose: bad spec");
+    return info.Env().Undefined();
+  }
+  lowbit::transpose4(x.data, y.data, spec, spec + 4);
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
+  exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  exports.Set("conv2d", Napi::Function::New(env, Conv<ConvKind::Forward>));
+  exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));
+  exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv<ConvKind::BackwardWeight>));
+  exports.Set("maxPool2d", Napi::Function::New(env, Pool<PoolKind::Max>));
+  exports.Set("maxPool2dBackward", Napi::Function::New(env, Pool<PoolKind::MaxBackward>));
+  exports.Set("maxPool2dGather", Napi::Function::New(env, Pool<PoolKind::MaxGather>));
+  exports.Set("avgPool2d", Napi::Function::New(env, Pool<PoolKind::Avg>));
+  exports.Set("avgPool2dBackward", Napi::Function::New(env, Pool<PoolKind::AvgBackward>));
+  exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("binary", Napi::Function::New(env, Binary));
+  exports.Set("where", Napi::Function::New(env, Where));
+  exports.Set("sumInner", Napi::Function::New(env, Sum<true>));
+  exports.Set("sumOuter", Napi::Function::New(env, Sum<false>));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("transpose", Napi::Function::New(env, Transpose));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(lowbit_native, Init)

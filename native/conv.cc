@@ -1,0 +1,206 @@
+// conv2d forward and its two adjoints via im2col + SGEMM, parallel over the batch.
+//
+// For sample n and group gr, with Cg = C/groups, Og = O/groups, P = OH*OW:
+//   col   (Cg*KH*KW, P) : col[(c,kh,kw), (oh,ow)] = x[n, gr*Cg + c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
+//   y_g   (Og, P)       = w_g (Og, Cg*KH*KW) . col
+//   dcol  (Cg*KH*KW, P) = w_g^T . dy_g           then col2im adds dcol back into dx
+//   dw_g  (Og, Cg*KH*KW) += dy_g (Og, P) . col^T   summed over the batch
+#include "conv.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "threadpool.h"
+
+namespace lowbit {
+
+namespace {
+
+struct Buffer {
+  std::vector<float> data;
+  float* get(size_t n) {
+    if (data.size() < n) data.resize(n);
+    return data.data();
+  }
+};
+thread_local Buffer tCol;
+
+int64_t channelsPerGroup(const ConvGeom& g) { return g.C / g.groups; }
+int64_t colRows(const ConvGeom& g) { return channelsPerGroup(g) * g.KH * g.KW; }
+int64_t outPixels(const ConvGeom& g) { return g.OH * g.OW; }
+
+// A 1x1, stride 1, unpadded conv reads x itself as its column matrix.
+bool isPointwise(const ConvGeom& g) {
+  return g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+}
+
+// xg is (Cg, H, W) (the group's channels of one sample); col is (Cg*KH*KW, OH*OW).
+void im2col(const ConvGeom& g, const float* xg, float* col) {
+  const int64_t Cg = channelsPerGroup(g);
+  for (int64_t c = 0; c < Cg; c++) {
+    const float* plane = xg + c * g.H * g.W;
+    for (int64_t kh = 0; kh < g.KH; kh++) {
+      for (int64_t kw = 0; kw < g.KW; kw++) {
+        float* row = col + ((c * g.KH + kh) * g.KW + kw) * outPixels(g);
+        for (int64_t oh = 0; oh < g.OH; oh++) {
+          const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
+          float* out = row + oh * g.OW;
+          if (ih < 0 || ih >= g.H) {
+            std::memset(out, 0, static_cast<size_t>(g.OW) * sizeof(float));
+            continue;
+          }
+          const float* in = plane + ih * g.W;
+          const int64_t iw0 = -g.pw + kw * g.dw;
+          if (g.sw == 1 && iw0 >= 0 && iw0 + g.OW <= g.W) {  // the whole output row is inside
+            std::memcpy(out, in + iw0, static_cast<size_t>(g.OW) * sizeof(float));
+            continue;
+          }
+          for (int64_t ow = 0; ow < g.OW; ow++) {
+            const int64_t iw = iw0 + ow * g.sw;
+            out[ow] = iw >= 0 && iw < g.W ? in[iw] : 0.f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// dxg (Cg, H, W) += col2im(col); col is (Cg*KH*KW, OH*OW).
+void col2imAdd(const ConvGeom& g, const float* col, float* dxg) {
+  const int64_t Cg = channelsPerGroup(g);
+  for (int64_t c = 0; c < Cg; c++) {
+    float* plane = dxg + c * g.H * g.W;
+    for (int64_t kh = 0; kh < g.KH; kh++) {
+      for (int64_t kw = 0; kw < g.KW; kw++) {
+        const float* row = col + ((c * g.KH + kh) * g.KW + kw) * outPixels(g);
+        for (int64_t oh = 0; oh < g.OH; oh++) {
+          const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          float* out = plane + ih * g.W;
+          const float* in = row + oh * g.OW;
+          const int64_t iw0 = -g.pw + kw * g.dw;
+          for (int64_t ow = 0; ow < g.OW; ow++) {
+            const int64_t iw = iw0 + ow * g.sw;
+            if (iw >= 0 && iw < g.W) out[iw] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Runs body(n, parallelGemm) for every sample: in parallel over samples when there are enough
+// of them (each sample then uses the serial SGEMM), else one by one with a parallel SGEMM.
+template <class Body>
+void forEachSample(const ConvGeom& g, double flopsPerSample, Body&& body) {
+  if (g.N >= poolThreads()) {
+    parallelFor(g.N, flopsPerSample * static_cast<double>(g.N), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; n++) body(n, false);
+    });
+  } else {
+    for (int64_t n = 0; n < g.N; n++) body(n, true);
+  }
+}
+
+void runGemm(const GemmArgs& args, bool parallel) {
+  if (parallel) {
+    sgemm(args);
+  } else {
+    sgemmSerial(args);
+  }
+}
+
+double convFlops(const ConvGeom& g) {
+  return 2.0 * static_cast<double>(g.O) * static_cast<double>(colRows(g)) * static_cast<double>(outPixels(g));
+}
+
+}  // namespace
+
+void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) {
+  const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
+  forEachSample(g, convFlops(g), [&](int64_t n, bool parallel) {
+    float* col = isPointwise(g) ? nullptr : tCol.get(static_cast<size_t>(R * P));
+    for (int64_t gr = 0; gr < g.groups; gr++) {
+      const float* xg = x + (n * g.C + gr * Cg) * g.H * g.W;
+      if (col != nullptr) im2col(g, xg, col);
+      GemmArgs args;  // y_g (Og, P) = w_g (Og, R) . col (R, P)
+      args.M = Og, args.N = P, args.K = R;
+      args.A = w + gr * Og * R, args.lda = R;
+      args.B = col != nullptr ? col : xg, args.ldb = P;
+      args.C = y + (n * g.O + gr * Og) * P, args.ldc = P;
+      runGemm(args, parallel);
+    }
+  });
+}
+
+void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
+  forEachSample(g, convFlops(g), [&](int64_t n, bool parallel) {
+    float* dxn = dx + n * g.C * g.H * g.W;
+    const bool direct = isPointwise(g);
+    if (!direct) std::memset(dxn, 0, static_cast<size_t>(g.C * g.H * g.W) * sizeof(float));
+    float* dcol = direct ? nullptr : tCol.get(static_cast<size_t>(R * P));
+    for (int64_t gr = 0; gr < g.groups; gr++) {
+      GemmArgs args;  // dcol (R, P) = w_g^T (R, Og) . dy_g (Og, P)
+      args.transA = true;
+      args.M = R, args.N = P, args.K = Og;
+      args.A = w + gr * Og * R, args.lda = R;
+      args.B = dy + (n * g.O + gr * Og) * P, args.ldb = P;
+      args.C = direct ? dxn + gr * Cg * g.H * g.W : dcol, args.ldc = P;
+      runGemm(args, parallel);
+      if (!direct) col2imAdd(g, dcol, dxn + gr * Cg * g.H * g.W);
+    }
+  });
+}
+
+void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
+  const int64_t weightSize = g.O * R;
+  // Each task sums its samples into its own copy of dw (task 0 into dw itself); then they add up.
+  const double work = convFlops(g) * static_cast<double>(g.N);
+  const int tasks = static_cast<int>(std::min<int64_t>(
+      g.N, work < kInlineWork || poolInsideJob() ? 1 : poolThreads()));
+  std::vector<float> partials(static_cast<size_t>(std::max(0, tasks - 1) * weightSize));
+  struct Ctx {
+    const ConvGeom* g;
+    const float *x, *dy;
+    float *dw, *partials;
+    int64_t Cg, Og, R, P, weightSize;
+    bool parallelGemm;
+  } ctx{&g, x, dy, dw, partials.data(), Cg, Og, R, P, weightSize, tasks == 1};
+  auto task = [](void* raw, int t, int nt) {
+    const Ctx& c = *static_cast<Ctx*>(raw);
+    const ConvGeom& g = *c.g;
+    float* acc = t == 0 ? c.dw : c.partials + (t - 1) * c.weightSize;
+    std::memset(acc, 0, static_cast<size_t>(c.weightSize) * sizeof(float));
+    float* col = isPointwise(g) ? nullptr : tCol.get(static_cast<size_t>(c.R * c.P));
+    for (int64_t n = g.N * t / nt; n < g.N * (t + 1) / nt; n++) {
+      for (int64_t gr = 0; gr < g.groups; gr++) {
+        const float* xg = c.x + (n * g.C + gr * c.Cg) * g.H * g.W;
+        if (col != nullptr) im2col(g, xg, col);
+        GemmArgs args;  // dw_g (Og, R) += dy_g (Og, P) . col^T (P, R)
+        args.transB = true;
+        args.M = c.Og, args.N = c.R, args.K = c.P;
+        args.A = c.dy + (n * g.O + gr * c.Og) * c.P, args.lda = c.P;
+        args.B = col != nullptr ? col : xg, args.ldb = c.P;
+        args.beta = 1.f;
+        args.C = acc + gr * c.Og * c.R, args.ldc = c.R;
+        runGemm(args, c.parallelGemm);
+      }
+    }
+  };
+  if (tasks <= 1) {
+    task(&ctx, 0, 1);
+    return;
+  }
+  poolRun(tasks, task, &ctx);
+  for (int t = 1; t < tasks; t++) {
+    const float* part = partials.data() + (t - 1) * weightSize;
+    for (int64_t i = 0; i < weightSize; i++) dw[i] += part[i];
+  }
+}
+
+}  // namespace lowbit

@@ -1,0 +1,20 @@
+// conv2d forward and its two adjoints (NCHW activations, OIHW weights) via im2col + SGEMM.
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+// x is (N, C, H, W), w is (O, C/groups, KH, KW), y is (N, O, OH, OW) with
+// OH = (H + 2*ph - dh*(KH-1) - 1) / sh + 1 (same for OW); padding is zeros on both sides.
+struct ConvGeom {
+  int64_t N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, groups;
+};
+
+// y = conv2d(x, w)
+void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y);
+// dx = adjoint of conv2d in x applied to dy (overwrites dx)
+void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx);
+// dw = adjoint of conv2d in w applied to dy (overwrites dw)
+void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw);
+
+}  // namespace lowbit

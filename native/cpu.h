@@ -1,0 +1,25 @@
+// CPU feature detection, runtime ISA choice and the FMA peak probe.
+#pragma once
+#include <string>
+#include <vector>
+
+#define LOWBIT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
+#define LOWBIT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+namespace lowbit {
+
+enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+// The ISA every kernel dispatches on, chosen once at load: the best the CPU supports,
+// lowered by LOWBIT_ISA=avx2|scalar (never raised).
+Isa activeIsa();
+const char* isaName(Isa isa);
+
+// Names of the relevant features the CPU reports (avx2, fma, avx512f, ...).
+std::vector<std::string> cpuFeatures();
+
+// Measured fp32 FMA throughput of the active ISA on `threads` threads (GFLOP/s), from a loop of
+// independent FMA chains running for about `seconds`.
+double fmaPeakGflops(int threads, double seconds);
+
+}  // namespace lowbit

@@ -1,0 +1,393 @@
+// SGEMM with packed panels, cache blocking and register-blocked micro-kernels per ISA.
+//
+// Loop nest (BLIS order): jc over N by NC -> pc over K by KC (pack B block: NR-wide panels)
+// -> ic over M by MC (pack A block: MR-tall panels) -> jr by NR -> ir by MR -> micro-kernel,
+// which keeps an (MR, NR) tile of C in registers over kc steps. The B panel stays in L1, the
+// A block in L2, the B block in L3.
+#include "gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu.h"
+#include "threadpool.h"
+
+namespace lowbit {
+
+namespace {
+
+// c (mr, nr) with row stride ldc  =  cscale * c + a_panel^T-ish product:
+//   c[i][j] = cscale * c[i][j] + sum_k a[k * MR + i] * b[k * NR + j]
+// a is a packed (kc, MR) panel, b a packed (kc, NR) panel; cscale == 0 never reads c.
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+                             float cscale);
+
+struct Blocking {
+  int MR, NR;
+  int64_t KC, MC, NC;
+  MicroKernel kernel;
+};
+
+// ---------------------------------------------------------------- AVX-512: 14 x 32 of zmm
+constexpr int kMr512 = 14, kNr512 = 32;
+
+template <int R>
+LOWBIT_TARGET_AVX512 void kernelAvx512Rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr,
+                                           float cscale) {
+  __m512 acc0[R], acc1[R];
+#pragma GCC unroll 14
+  for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  // The C tile is only read after the k loop: start fetching it now.
+#pragma GCC unroll 14
+  for (int r = 0; r < R; r++) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T0);
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512 + 16), _MM_HINT_T0);
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 14
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+    }
+    a += kMr512;
+    b += kNr512;
+  }
+  const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
+  const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? static_cast<__mmask16>((1u << (nr - 16)) - 1) : 0;
+  const __m512 s = _mm512_set1_ps(cscale);
+#pragma GCC unroll 14
+  for (int r = 0; r < R; r++) {
+    float* row = c + r * ldc;
+    if (cscale != 0.f) {
+      acc0[r] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m0, row), acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m1, row + 16), acc1[r]);
+    }
+    _mm512_mask_storeu_ps(row, m0, acc0[r]);
+    _mm512_mask_storeu_ps(row + 16, m1, acc1[r]);
+  }
+}
+
+void kernelAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float cscale) {
+  switch (mr) {
+#define LOWBIT_ROWS(R) \
+  case R: return kernelAvx512Rows<R>(kc, a, b, c, ldc, nr, cscale);
+    LOWBIT_ROWS(1) LOWBIT_ROWS(2) LOWBIT_ROWS(3) LOWBIT_ROWS(4) LOWBIT_ROWS(5) LOWBIT_ROWS(6) LOWBIT_ROWS(7)
+    LOWBIT_ROWS(8) LOWBIT_ROWS(9) LOWBIT_ROWS(10) LOWBIT_ROWS(11) LOWBIT_ROWS(12) LOWBIT_ROWS(13) LOWBIT_ROWS(14)
+#undef LOWBIT_ROWS
+    default: return;
+  }
+}
+
+// ---------------------------------------------------------------- AVX2: 6 x 16 of ymm
+constexpr int kMr256 = 6, kNr256 = 16;
+
+LOWBIT_TARGET_AVX2 void kernelAvx2Full(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr,
+                                       float cscale) {
+  __m256 acc0[kMr256], acc1[kMr256];
+  for (int r = 0; r < kMr256; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < kMr256; r++) {
+      const __m256 av = _mm256_broadcast_ss(a + r);
+      acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+    }
+    a += kMr256;
+    b += kNr256;
+  }
+  const __m256 s = _mm256_set1_ps(cscale);
+  for (int r = 0; r < mr; r++) {
+    float* row = c + r * ldc;
+    if (cscale != 0.f) {
+      acc0[r] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row), acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row + 8), acc1[r]);
+    }
+    _mm256_storeu_ps(row, acc0[r]);
+    _mm256_storeu_ps(row + 8, acc1[r]);
+  }
+}
+
+// Edge tiles (nr < NR) go through a temporary full tile, then the valid part is combined.
+template <int MR, int NR, void (*Full)(int64_t, const float*, const float*, float*, int64_t, int, float)>
+void kernelWithEdges(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+                     float cscale) {
+  if (nr == NR) return Full(kc, a, b, c, ldc, mr, cscale);
+  alignas(64) float tile[MR * NR];
+  Full(kc, a, b, tile, NR, mr, 0.f);
+  for (int i = 0; i < mr; i++) {
+    for (int j = 0; j < nr; j++) {
+      const float prev = cscale == 0.f ? 0.f : cscale * c[i * ldc + j];
+      c[i * ldc + j] = prev + tile[i * NR + j];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- scalar: 4 x 16
+constexpr int kMrScalar = 4, kNrScalar = 16;
+
+void kernelScalarFull(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, float cscale) {
+  float acc[kMrScalar][kNrScalar] = {};
+  for (int64_t k = 0; k < kc; k++) {
+    for (int r = 0; r < kMrScalar; r++) {
+      const float av = a[r];
+      for (int j = 0; j < kNrScalar; j++) acc[r][j] += av * b[j];
+    }
+    a += kMrScalar;
+    b += kNrScalar;
+  }
+  for (int r = 0; r < mr; r++) {
+    for (int j = 0; j < kNrScalar; j++) {
+      const float prev = cscale == 0.f ? 0.f : cscale * c[r * ldc + j];
+      c[r * ldc + j] = prev + acc[r][j];
+    }
+  }
+}
+
+const Blocking& blocking() {
+  // KC: an A micro-panel (MR x KC) stays in L1 while B panels stream past it;
+  // NC: the packed B block (KC x NC) stays in L2; MC: rows of A packed at a time.
+  static const Blocking chosen = [] {
+    switch (activeIsa()) {
+      case Isa::Avx512: return Blocking{kMr512, kNr512, 256, 14 * 24, 1024, kernelAvx512};
+      case Isa::Avx2:
+        return Blocking{kMr256, kNr256, 256, 6 * 48, 1024, kernelWithEdges<kMr256, kNr256, kernelAvx2Full>};
+      default:
+        return Blocking{kMrScalar, kNrScalar, 256, 4 * 32, 1024,
+                        kernelWithEdges<kMrScalar, kNrScalar, kernelScalarFull>};
+    }
+  }();
+  return chosen;
+}
+
+// A 64-byte aligned scratch buffer that only grows.
+struct Scratch {
+  float* data = nullptr;
+  size_t size = 0;
+  float* get(size_t n) {
+    if (n > size) {
+      std::free(data);
+      size = (n + 15) & ~size_t{15};
+      data = static_cast<float*>(std::aligned_alloc(64, size * sizeof(float)));
+    }
+    return data;
+  }
+  ~Scratch() { std::free(data); }
+};
+thread_local Scratch tPackA, tPackB;
+
+// Packs op(A)[ic : ic+mc, pc : pc+kc] into ceil(mc / MR) panels, each (kc, MR), rows past mc zero.
+void packA(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, int MR, float* dst) {
+  for (int64_t p = 0; p < mc; p += MR, dst += MR * kc) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - p));
+    if (!g.transA) {  // A is (M, K): rows of op(A) are contiguous; read MR row streams, write in order
+      const float* src = g.A + (ic + p) * g.lda + pc;
+      for (int64_t k = 0; k < kc; k++) {
+        for (int i = 0; i < rows; i++) dst[k * MR + i] = src[i * g.lda + k];
+      }
+    } else {  // A is (K, M): columns of op(A) are contiguous
+      for (int64_t k = 0; k < kc; k++) {
+        const float* src = g.A + (pc + k) * g.lda + ic + p;
+        for (int i = 0; i < rows; i++) dst[k * MR + i] = src[i];
+      }
+    }
+    if (rows < MR) {
+      for (int64_t k = 0; k < kc; k++) {
+        for (int i = rows; i < MR; i++) dst[k * MR + i] = 0.f;
+      }
+    }
+  }
+}
+
+// Packs NR-wide panels [q0, q1) of op(B)[pc : pc+kc, jc : jc+nc]; panel q is (kc, NR) at
+// dst + q * NR * kc, columns past nc zero.
+void packB(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int NR, int64_t q0, int64_t q1,
+           float* dst) {
+  for (int64_t q = q0; q < q1; q++) {
+    float* panel = dst + q * NR * kc;
+    const int64_t j0 = q * NR;
+    const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
+    if (!g.transB) {  // B is (K, N)
+      for (int64_t k = 0; k < kc; k++) {
+        const float* src = g.B + (pc + k) * g.ldb + jc + j0;
+        float* out = panel + k * NR;
+        for (int j = 0; j < cols; j++) out[j] = src[j];
+        for (int j = cols; j < NR; j++) out[j] = 0.f;
+      }
+    } else {  // B is (N, K)
+      for (int j = 0; j < cols; j++) {
+        const float* src = g.B + (jc + j0 + j) * g.ldb + pc;
+        for (int64_t k = 0; k < kc; k++) panel[k * NR + j] = src[k];
+      }
+      if (cols < NR) {
+        for (int64_t k = 0; k < kc; k++) {
+          for (int j = cols; j < NR; j++) panel[k * NR + j] = 0.f;
+        }
+      }
+    }
+  }
+}
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// C[i0:i1, jc:jc+nc] (+)= op(A)[i0:i1, pc:pc+kc] * packedB, packing A by MC rows into bufA.
+void multiplyRows(const GemmArgs& g, const Blocking& bl, int64_t i0, int64_t i1, int64_t jc, int64_t nc, int64_t pc,
+                  int64_t kc, const float* packedB, float* bufA) {
+  const float cscale = pc == 0 ? g.beta : 1.f;
+  for (int64_t ic = i0; ic < i1; ic += bl.MC) {
+    const int64_t mc = std::min(bl.MC, i1 - ic);
+    packA(g, ic, pc, mc, kc, bl.MR, bufA);
+    for (int64_t ir = 0; ir < mc; ir += bl.MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(bl.MR, mc - ir));
+      float* cRow = g.C + (ic + ir) * g.ldc + jc;
+      for (int64_t jr = 0; jr < nc; jr += bl.NR) {
+        const int nr = static_cast<int>(std::min<int64_t>(bl.NR, nc - jr));
+        bl.kernel(kc, bufA + ir * kc, packedB + jr * kc, cRow + jr, g.ldc, mr, nr, cscale);
+      }
+    }
+  }
+}
+
+// C (M, N) = beta * C, for K == 0.
+void scaleC(const GemmArgs& g) {
+  for (int64_t i = 0; i < g.M; i++) {
+    float* row = g.C + i * g.ldc;
+    for (int64_t j = 0; j < g.N; j++) row[j] = g.beta == 0.f ? 0.f : g.beta * row[j];
+  }
+}
+
+size_t packASize(const Blocking& bl, int64_t M) {
+  return static_cast<size_t>(bl.KC * ceilDiv(std::min(bl.MC, M), bl.MR) * bl.MR);
+}
+size_t packBSize(const Blocking& bl, int64_t N) {
+  return static_cast<size_t>(bl.KC * ceilDiv(std::min(bl.NC, N), bl.NR) * bl.NR);
+}
+
+// All threads share each packed B block (each packs a share of its panels) and split the rows
+// of C; two barriers per (jc, pc) block keep packing and use apart.
+void sgemmSharedB(const GemmArgs& g, int threads) {
+  const Blocking& bl = blocking();
+  float* sharedB = tPackB.get(packBSize(bl, g.N));
+  SpinBarrier barrier(threads);
+  struct Ctx {
+    const GemmArgs* g;
+    const Blocking* bl;
+    float* packedB;
+    SpinBarrier* barrier;
+  } ctx{&g, &bl, sharedB, &barrier};
+  poolRun(threads, [](void* raw, int t, int nt) {
+    const Ctx& c = *static_cast<Ctx*>(raw);
+    const GemmArgs& g = *c.g;
+    const Blocking& bl = *c.bl;
+    const int64_t tilesM = ceilDiv(g.M, bl.MR);
+    const int64_t i0 = std::min(g.M, tilesM * t / nt * bl.MR), i1 = std::min(g.M, tilesM * (t + 1) / nt * bl.MR);
+    float* bufA = tPackA.get(packASize(bl, g.M));
+    for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
+      const int64_t nc = std::min(bl.NC, g.N - jc);
+      const int64_t panels = ceilDiv(nc, bl.NR);
+      for (int64_t pc = 0; pc < g.K; pc += bl.KC) {
+        const int64_t kc = std::min(bl.KC, g.K - pc);
+        packB(g, pc, jc, kc, nc, bl.NR, panels * t / nt, panels * (t + 1) / nt, c.packedB);
+        c.barrier->wait();
+        if (i0 < i1) multiplyRows(g, bl, i0, i1, jc, nc, pc, kc, c.packedB, bufA);
+        c.barrier->wait();
+      }
+    }
+  }, &ctx);
+}
+
+// Each thread runs the whole blocked loop on its own (tm, tn) block of C.
+void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
+  const Blocking& bl = blocking();
+  struct Ctx {
+    const GemmArgs* g;
+    int tm, tn;
+    int64_t tilesM, tilesN;
+    int MR, NR;
+  } ctx{&g, tm, threads / tm, ceilDiv(g.M, bl.MR), ceilDiv(g.N, bl.NR), bl.MR, bl.NR};
+  poolRun(threads, [](void* raw, int t, int) {
+    const Ctx& c = *static_cast<Ctx*>(raw);
+    const int bm = t / c.tn, bn = t % c.tn;
+    const int64_t i0 = std::min(c.g->M, c.tilesM * bm / c.tm * c.MR);
+    const int64_t i1 = std::min(c.g->M, c.tilesM * (bm + 1) / c.tm * c.MR);
+    const int64_t j0 = std::min(c.g->N, c.tilesN * bn / c.tn * c.NR);
+    const int64_t j1 = std::min(c.g->N, c.tilesN * (bn + 1) / c.tn * c.NR);
+    if (i0 >= i1 || j0 >= j1) return;
+    GemmArgs part = *c.g;
+    part.M = i1 - i0;
+    part.N = j1 - j0;
+    part.A += c.g->transA ? i0 : i0 * c.g->lda;
+    part.B += c.g->transB ? j0 * c.g->ldb : j0;
+    part.C += i0 * c.g->ldc + j0;
+    sgemmSerial(part);
+  }, &ctx);
+}
+
+}  // namespace
+
+void sgemmSerial(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0) return scaleC(g);
+  const Blocking& bl = blocking();
+  float* bufB = tPackB.get(packBSize(bl, g.N));
+  float* bufA = tPackA.get(packASize(bl, g.M));
+  for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
+    const int64_t nc = std::min(bl.NC, g.N - jc);
+    for (int64_t pc = 0; pc < g.K; pc += bl.KC) {
+      const int64_t kc = std::min(bl.KC, g.K - pc);
+      packB(g, pc, jc, kc, nc, bl.NR, 0, ceilDiv(nc, bl.NR), bufB);
+      multiplyRows(g, bl, 0, g.M, jc, nc, pc, kc, bufB, bufA);
+    }
+  }
+}
+
+void sgemm(const GemmArgs& g) {
+  const int threads = poolThreads();
+  const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
+  if (threads <= 1 || flops < kInlineWork || poolInsideJob() || g.K <= 0) return sgemmSerial(g);
+  // Choose the (tm, tn) grid of C blocks that wastes the fewest micro-tiles.
+  const Blocking& bl = blocking();
+  const int64_t tilesM = ceilDiv(g.M, bl.MR), tilesN = ceilDiv(g.N, bl.NR);
+  int bestTm = 1;
+  double bestEff = -1;
+  for (int tm = threads; tm >= 1; tm--) {
+    if (threads % tm != 0) continue;
+    const int tn = threads / tm;
+    const double effM = static_cast<double>(tilesM) / static_cast<double>(tm * ceilDiv(tilesM, tm));
+    const double effN = static_cast<double>(tilesN) / static_cast<double>(tn * ceilDiv(tilesN, tn));
+    if (effM * effN > bestEff + 1e-9) {
+      bestEff = effM * effN;
+      bestTm = tm;
+    }
+  }
+  if (bestTm == threads) return sgemmSharedB(g, threads);
+  sgemmBlocks(g, threads, bestTm);
+}
+
+void sgemmBatched(const GemmArgs& g, int64_t batch, int64_t strideA, int64_t strideB, int64_t strideC) {
+  const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
+  auto item = [&](int64_t b) {
+    GemmArgs one = g;
+    one.A += b * strideA;
+    one.B += b * strideB;
+    one.C += b * strideC;
+    return one;
+  };
+  if (batch >= poolThreads() && flops < 4e6) {  // many small products: one thread per item
+    parallelFor(batch, flops * static_cast<double>(batch), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; b++) sgemmSerial(item(b));
+    });
+    return;
+  }
+  for (int64_t b = 0; b < batch; b++) sgemm(item(b));
+}
+
+}  // namespace lowbit

@@ -1,0 +1,32 @@
+// SGEMM: C = op(A) * op(B) + beta * C on float32 row-major buffers.
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+// op(A) is (M, K): A is (M, K) with row stride lda, or (K, M) when transA.
+// op(B) is (K, N): B is (K, N) with row stride ldb, or (N, K) when transB.
+// C is (M, N) with row stride ldc. beta == 0 never reads C.
+struct GemmArgs {
+  bool transA = false, transB = false;
+  int64_t M = 0, N = 0, K = 0;
+  const float* A = nullptr;
+  int64_t lda = 0;
+  const float* B = nullptr;
+  int64_t ldb = 0;
+  float beta = 0.f;
+  float* C = nullptr;
+  int64_t ldc = 0;
+};
+
+// Runs on the calling thread only.
+void sgemmSerial(const GemmArgs& g);
+
+// Splits C between the pool's threads when the problem is big enough.
+void sgemm(const GemmArgs& g);
+
+// `batch` independent products; A, B, C advance by strideA, strideB, strideC elements per item
+// (a stride of 0 reuses the same matrix).
+void sgemmBatched(const GemmArgs& g, int64_t batch, int64_t strideA, int64_t strideB, int64_t strideC);
+
+}  // namespace lowbit

@@ -1,0 +1,68 @@
+// A small persistent thread pool: the caller thread plus (threads - 1) workers that spin briefly
+// and then sleep between jobs. Nested calls from inside a job run inline.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+namespace lowbit {
+
+// A job: `task` in [0, ntasks).
+using TaskFn = void (*)(void* ctx, int task, int ntasks);
+
+// Below this many (flop-like) operations a parallel loop runs inline on the caller.
+constexpr double kInlineWork = 150000.0;
+
+void poolSetThreads(int threads);  // >= 1; takes effect for the next job
+int poolThreads();
+bool poolInsideJob();  // true on any thread while it runs a task
+
+// Runs fn(ctx, t, ntasks) for every t in [0, ntasks); the caller runs some tasks itself.
+void poolRun(int ntasks, TaskFn fn, void* ctx);
+
+// parallelFor(n, work, body): body(begin, end) over contiguous chunks of [0, n), one chunk per
+// thread; inline when the total `work` is small, the pool has one thread, or we are nested.
+template <class Body>
+void parallelFor(int64_t n, double work, Body&& body) {
+  const int threads = poolThreads();
+  if (n <= 0) return;
+  if (threads <= 1 || n == 1 || work < kInlineWork || poolInsideJob()) {
+    body(int64_t{0}, n);
+    return;
+  }
+  struct Ctx {
+    Body* body;
+    int64_t n;
+  } ctx{&body, n};
+  const int ntasks = static_cast<int>(std::min<int64_t>(threads, n));
+  poolRun(ntasks, [](void* raw, int t, int nt) {
+    auto* c = static_cast<Ctx*>(raw);
+    const int64_t begin = c->n * t / nt, end = c->n * (t + 1) / nt;
+    if (begin < end) (*c->body)(begin, end);
+  }, &ctx);
+}
+
+// A spinning barrier for the `n` tasks of one poolRun job (ntasks == poolThreads(), not nested,
+// so that every task runs on its own thread at the same time).
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int n) : n_(n) {}
+  void wait() {
+    const int phase = phase_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      phase_.store(phase + 1, std::memory_order_release);
+    } else {
+      while (phase_.load(std::memory_order_acquire) == phase) _mm_pause();
+    }
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> arrived_{0};
+  std::atomic<int> phase_{0};
+};
+
+}  // namespace lowbit
