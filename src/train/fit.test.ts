@@ -1,0 +1,119 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { manualSeed, Rng } from '../tensor/index.ts';
+import { tensor } from '../tensor/tensor.ts';
+import { createDataset, DataLoader, type Dataset } from '../data/index.ts';
+import { mlp } from '../nn/index.ts';
+import { SGD } from '../optim/sgd.ts';
+import { countCorrect, evaluate, fit } from './fit.ts';
+import { loadCheckpoint } from './checkpoint.ts';
+
+/** 3 classes of 1×4×4 "images": class k lights up row k, plus noise. */
+function toyDataset(n: number, seed: number): Dataset {
+  const rng = new Rng(seed);
+  const images = new Float32Array(n * 16);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = i % 3;
+    labels[i] = k;
+    for (let j = 0; j < 16; j++) images[i * 16 + j] = 0.3 * rng.normal() + (Math.floor(j / 4) === k ? 1 : 0);
+  }
+  return createDataset({ name: 'toy', images, labels, sampleShape: [1, 4, 4], numClasses: 3, classNames: ['a', 'b', 'c'] });
+}
+
+function run(seed: number, epochs = 2): { losses: number[]; accuracy: number } {
+  manualSeed(seed);
+  const model = mlp({ inputSize: 16, hidden: [12], numClasses: 3, dropout: 0.1 });
+  const trainLoader = new DataLoader(toyDataset(96, 1), { batchSize: 16, shuffle: true, seed });
+  const testLoader = new DataLoader(toyDataset(48, 2), { batchSize: 16 });
+  const optimizer = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
+  const history = fit(model, { trainLoader, testLoader, optimizer, epochs, seed, progress: false });
+  return { losses: history.stepLosses, accuracy: history.epochs.at(-1)!.testAccuracy! };
+}
+
+test('same seeds give bit-identical step losses; another seed differs', () => {
+  const a = run(3);
+  const b = run(3);
+  assert.equal(a.losses.length, 2 * 6);
+  assert.deepEqual(a.losses, b.losses);
+  assert.notDeepEqual(run(4).losses, a.losses);
+});
+
+test('fit learns the toy task and records the history', () => {
+  manualSeed(0);
+  const model = mlp({ inputSize: 16, hidden: [16], numClasses: 3 });
+  const trainLoader = new DataLoader(toyDataset(150, 1), { batchSize: 10, shuffle: true });
+  const testLoader = new DataLoader(toyDataset(60, 2), { batchSize: 32 });
+  const optimizer = new SGD(model.parameters(), { lr: 0.1 });
+  let schedulerSteps = 0;
+  const seen: number[] = [];
+  const history = fit(model, {
+    trainLoader,
+    testLoader,
+    optimizer,
+    scheduler: { step: () => void schedulerSteps++ },
+    epochs: 3,
+    progress: false,
+    onEpochEnd: (record) => seen.push(record.epoch),
+  });
+  assert.equal(schedulerSteps, 3);
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.equal(history.stepLosses.length, 3 * 15);
+  const last = history.epochs[2]!;
+  assert.ok(last.testAccuracy! > 0.9, `test accuracy ${last.testAccuracy}`);
+  assert.ok(last.trainLoss < history.epochs[0]!.trainLoss);
+  assert.equal(last.lr, 0.1);
+  assert.ok(last.seconds > 0 && last.samplesPerSecond > 0);
+  for (const g of model.parameters()) assert.equal(g.grad, null, 'zeroGrad after each step');
+});
+
+test('evaluate runs in eval mode without a graph and restores the mode', () => {
+  manualSeed(0);
+  const model = mlp({ inputSize: 16, hidden: [8], numClasses: 3, dropout: 0.5 });
+  const loader = new DataLoader(toyDataset(30, 5), { batchSize: 8 });
+  model.train();
+  const first = evaluate(model, loader);
+  const second = evaluate(model, loader);
+  assert.equal(first.count, 30);
+  assert.equal(first.loss, second.loss, 'dropout is off in eval mode');
+  assert.equal(model.training, true);
+  model.eval();
+  evaluate(model, loader);
+  assert.equal(model.training, false);
+  for (const p of model.parameters()) assert.equal(p.grad, null);
+});
+
+test('checkpoints are written every epoch and hold the final state', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-fit-'));
+  try {
+    manualSeed(0);
+    const model = mlp({ inputSize: 16, hidden: [8], numClasses: 3 });
+    const trainLoader = new DataLoader(toyDataset(30, 1), { batchSize: 10 });
+    const optimizer = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
+    const path = join(dir, 'checkpoint.safetensors');
+    const epochsSeen: number[] = [];
+    fit(model, {
+      trainLoader, optimizer, epochs: 2, progress: false, config: { name: 'toy' },
+      checkpoint: { path },
+      onEpochEnd: () => epochsSeen.push(loadCheckpoint(path).epoch),
+    });
+    assert.deepEqual(epochsSeen, [1, 2]);
+    const ckpt = loadCheckpoint(path);
+    assert.deepEqual(ckpt.config, { name: 'toy' });
+    for (const [name, t] of model.stateDict()) assert.deepEqual(ckpt.model[name]!.toArray(), t.toArray(), name);
+    const fresh = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
+    fresh.loadStateDict(ckpt.optimizer as ReturnType<SGD['stateDict']>);
+    assert.deepEqual(fresh.stateDict(), optimizer.stateDict());
+    assert.equal((ckpt.history as { stepLosses: number[] }).stepLosses.length, 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('countCorrect takes the first maximum', () => {
+  const logits = tensor([[1, 3, 3], [5, 0, 0], [0, 0, 1]]);
+  assert.equal(countCorrect(logits, tensor([1, 0, 1], undefined, 'int32')), 2);
+});

@@ -1,0 +1,27 @@
+/** Training loop, evaluation, progress display and checkpoints. */
+export {
+  fit,
+  evaluate,
+  countCorrect,
+  formatPercent,
+  type Batch,
+  type BatchSource,
+  type TrainOptimizer,
+  type EpochScheduler,
+  type LossFn,
+  type EpochRecord,
+  type History,
+  type FitOptions,
+  type EvaluateResult,
+} from './fit.ts';
+export { ProgressBar, formatDuration, type ProgressBarOptions, type ProgressMetrics, type ProgressStream } from './progress.ts';
+export {
+  saveCheckpoint,
+  loadCheckpoint,
+  CheckpointError,
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  type CheckpointData,
+  type LoadedCheckpoint,
+  type StateTensors,
+} from './checkpoint.ts';
