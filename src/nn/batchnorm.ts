@@ -1,0 +1,138 @@
+import { add, div, mean, mul, ones, reshape, sqrt, sub, Tensor, zeros } from '../tensor/index.ts';
+import { Module } from './module.ts';
+
+export interface BatchNormOptions {
+  /** Added to the variance before the square root (default 1e-5). */
+  eps?: number;
+  /**
+   * Weight of the new batch in the running averages (default 0.1):
+   * running = (1 − momentum)·running + momentum·batch. `null` means a cumulative average.
+   */
+  momentum?: number | null;
+  /** Learn a per-channel scale `weight` and shift `bias` (default true). */
+  affine?: boolean;
+  /** Keep running mean/var buffers for eval mode (default true). */
+  trackRunningStats?: boolean;
+}
+
+/**
+ * Batch normalisation over the channel dim 1 (shared by BatchNorm1d and BatchNorm2d), PyTorch's
+ * semantics: in training, normalise with the batch mean and biased variance, and update the
+ * running mean and the running *unbiased* variance; in eval, normalise with the running statistics.
+ * Buffers: `runningMean`, `runningVar`, `numBatchesTracked` (int32 scalar).
+ */
+export abstract class BatchNorm extends Module {
+  readonly numFeatures: number;
+  readonly eps: number;
+  readonly momentum: number | null;
+  readonly affine: boolean;
+  readonly trackRunningStats: boolean;
+  readonly weight: Tensor | null;
+  readonly bias: Tensor | null;
+  readonly runningMean: Tensor | null;
+  readonly runningVar: Tensor | null;
+  readonly numBatchesTracked: Tensor | null;
+
+  constructor(numFeatures: number, options: BatchNormOptions = {}) {
+    super();
+    this.numFeatures = numFeatures;
+    this.eps = options.eps ?? 1e-5;
+    this.momentum = options.momentum === undefined ? 0.1 : options.momentum;
+    this.affine = options.affine ?? true;
+    this.trackRunningStats = options.trackRunningStats ?? true;
+    this.weight = this.affine ? this.registerParameter('weight', ones([numFeatures])) : null;
+    this.bias = this.affine ? this.registerParameter('bias', zeros([numFeatures])) : null;
+    if (this.trackRunningStats) {
+      this.runningMean = this.registerBuffer('runningMean', zeros([numFeatures]));
+      this.runningVar = this.registerBuffer('runningVar', ones([numFeatures]));
+      this.numBatchesTracked = this.registerBuffer('numBatchesTracked', zeros([], 'int32'));
+    } else {
+      this.runningMean = null;
+      this.runningVar = null;
+      this.numBatchesTracked = null;
+    }
+  }
+
+  /** Throws unless `x` has a rank this layer accepts and `numFeatures` channels. */
+  protected abstract checkInput(x: Tensor): void;
+
+  /** Running statistics back to mean 0, variance 1, no batches seen. */
+  resetRunningStats(): void {
+    this.runningMean?.data.fill(0);
+    this.runningVar?.data.fill(1);
+    this.numBatchesTracked?.data.fill(0);
+  }
+
+  forward(x: Tensor): Tensor {
+    this.checkInput(x);
+    const axes = x.shape.map((_, i) => i).filter((i) => i !== 1);
+    const view = x.shape.map((d, i) => (i === 1 ? d : 1));
+    const useBatchStats = this.training || !this.trackRunningStats;
+    if (!useBatchStats) return this.normaliseWithRunningStats(x, view);
+
+    const count = x.size / this.numFeatures;
+    if (count <= 1 && this.training) {
+      throw new Error(`${this.constructor.name}: expected more than 1 value per channel in training, got input [${x.shape.join(', ')}]`);
+    }
+    const batchMean = mean(x, axes, true);
+    const centered = sub(x, batchMean);
+    const batchVar = mean(mul(centered, centered), axes, true);
+    if (this.training && this.trackRunningStats) this.updateRunningStats(batchMean, batchVar, count);
+    const invStd = div(1, sqrt(add(batchVar, this.eps)));
+    if (!this.weight || !this.bias) return mul(centered, invStd);
+    const scale = mul(reshape(this.weight, view), invStd);
+    return add(mul(centered, scale), reshape(this.bias, view));
+  }
+
+  /** y = x·scale + shift with scale = w/√(runningVar + eps), shift = b − runningMean·scale. */
+  private normaliseWithRunningStats(x: Tensor, view: number[]): Tensor {
+    const runningMean = this.runningMean!.data;
+    const runningVar = this.runningVar!.data;
+    const invStd = zeros([this.numFeatures], x.dtype);
+    const negMean = zeros([this.numFeatures], x.dtype);
+    for (let c = 0; c < this.numFeatures; c++) {
+      invStd.data[c] = 1 / Math.sqrt(runningVar[c]! + this.eps);
+      negMean.data[c] = -runningMean[c]!;
+    }
+    const scale = this.weight ? mul(this.weight, invStd) : invStd;
+    const shift = mul(negMean, scale);
+    const shiftWithBias = this.bias ? add(shift, this.bias) : shift;
+    return add(mul(x, reshape(scale, view)), reshape(shiftWithBias, view));
+  }
+
+  private updateRunningStats(batchMean: Tensor, batchVar: Tensor, count: number): void {
+    // Plain writes into the buffers' data: no graph is recorded.
+    const tracked = this.numBatchesTracked!.data;
+    tracked[0] = tracked[0]! + 1;
+    const factor = this.momentum ?? 1 / tracked[0]!;
+    const unbias = count / (count - 1);
+    const runningMean = this.runningMean!.data;
+    const runningVar = this.runningVar!.data;
+    for (let c = 0; c < this.numFeatures; c++) {
+      runningMean[c] = (1 - factor) * runningMean[c]! + factor * batchMean.data[c]!;
+      runningVar[c] = (1 - factor) * runningVar[c]! + factor * batchVar.data[c]! * unbias;
+    }
+  }
+
+  override extraRepr(): string {
+    return `${this.numFeatures}, eps=${this.eps}, momentum=${this.momentum}, affine=${this.affine}, trackRunningStats=${this.trackRunningStats}`;
+  }
+}
+
+/** Batch normalisation of [N, C] or [N, C, L] inputs. */
+export class BatchNorm1d extends BatchNorm {
+  protected checkInput(x: Tensor): void {
+    if ((x.rank !== 2 && x.rank !== 3) || x.shape[1] !== this.numFeatures) {
+      throw new Error(`BatchNorm1d(${this.numFeatures}): expected input [N, ${this.numFeatures}] or [N, ${this.numFeatures}, L], got [${x.shape.join(', ')}]`);
+    }
+  }
+}
+
+/** Batch normalisation of [N, C, H, W] inputs. */
+export class BatchNorm2d extends BatchNorm {
+  protected checkInput(x: Tensor): void {
+    if (x.rank !== 4 || x.shape[1] !== this.numFeatures) {
+      throw new Error(`BatchNorm2d(${this.numFeatures}): expected input [N, ${this.numFeatures}, H, W], got [${x.shape.join(', ')}]`);
+    }
+  }
+}

@@ -1,0 +1,4 @@
+export { LeNet5, lenet5, type LeNet5Options } from './lenet5.ts';
+export { mlp, type MlpOptions } from './mlp.ts';
+export { Cnn, cnn, type CnnOptions } from './cnn.ts';
+export { createModel, isModelName, MODEL_NAMES, type ModelName, type ModelOptionsMap } from './registry.ts';

@@ -1,0 +1,26 @@
+/** Optimizers (SGD, Adam, AdamW) and learning-rate schedules. */
+export {
+  Optimizer,
+  type BaseHyper,
+  type HyperValue,
+  type OptimizerStateDict,
+  type ParamGroup,
+  type ParamGroupInput,
+  type ParamsInput,
+  type ParamState,
+} from './optimizer.ts';
+export { SGD, type SgdHyper, type SgdOptions, type SgdState } from './sgd.ts';
+export { Adam, AdamW, type AdamHyper, type AdamOptions, type AdamState } from './adam.ts';
+export {
+  LRScheduler,
+  StepLR,
+  MultiStepLR,
+  CosineAnnealingLR,
+  LinearWarmupLR,
+  OneCycleLR,
+  type LrGroups,
+  type LinearWarmupOptions,
+  type OneCycleOptions,
+  type SchedulerStateDict,
+} from './schedules.ts';
+export { createOptimizer, isOptimizerName, OPTIMIZER_NAMES, type OptimizerByName, type OptimizerName, type OptimizerOptionsMap } from './registry.ts';

@@ -1,0 +1,42 @@
+import type { Tensor } from '../tensor/index.ts';
+import { SGD, type SgdOptions } from './sgd.ts';
+import { Adam, AdamW, type AdamOptions } from './adam.ts';
+
+/** Options of each named optimizer. */
+export interface OptimizerOptionsMap {
+  sgd: SgdOptions;
+  adam: AdamOptions;
+  adamw: AdamOptions;
+}
+
+export type OptimizerName = keyof OptimizerOptionsMap;
+
+/** Names `createOptimizer` accepts (for the CLI's `--optimizer`). */
+export const OPTIMIZER_NAMES: readonly OptimizerName[] = ['sgd', 'adam', 'adamw'];
+
+export function isOptimizerName(name: string): name is OptimizerName {
+  return (OPTIMIZER_NAMES as readonly string[]).includes(name);
+}
+
+/** The optimizer class each name makes. */
+export interface OptimizerByName {
+  sgd: SGD;
+  adam: Adam;
+  adamw: AdamW;
+}
+
+/** A new optimizer by name over `params` (one group); unknown names throw listing the known ones. */
+export function createOptimizer<N extends OptimizerName>(
+  name: N,
+  params: Iterable<Tensor>,
+  options: OptimizerOptionsMap[N] = {},
+): OptimizerByName[N] {
+  const factories: { [K in OptimizerName]: (o: OptimizerOptionsMap[K]) => OptimizerByName[K] } = {
+    sgd: (o) => new SGD(params, o),
+    adam: (o) => new Adam(params, o),
+    adamw: (o) => new AdamW(params, o),
+  };
+  if (!isOptimizerName(name)) throw new Error(`unknown optimizer '${String(name)}' (known: ${OPTIMIZER_NAMES.join(', ')})`);
+  const factory: (o: OptimizerOptionsMap[N]) => OptimizerByName[N] = factories[name];
+  return factory(options);
+}
