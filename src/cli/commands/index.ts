@@ -1,0 +1,12 @@
+/**
+ * Every `lowbit` command by name. To add one: write `commands/<name>.ts` exporting a
+ * `defineCommand({...})` value and add it here (the order is the order of `lowbit --help`).
+ */
+import type { Command } from '../command.ts';
+import { infoCommand } from './info.ts';
+import { trainCommand } from './train.ts';
+
+export const commands: Readonly<Record<string, Command>> = Object.freeze({
+  train: trainCommand,
+  info: infoCommand,
+});

@@ -1,0 +1,99 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadCheckpoint } from '../src/train/checkpoint.ts';
+
+const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
+
+function lowbit(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [bin, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, LOWBIT_DEBUG: '', ...env },
+    timeout: 60_000,
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+test('lowbit --help lists the commands; lowbit train --help lists its options', () => {
+  const top = lowbit(['--help']);
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /usage: lowbit <command>/);
+  assert.match(top.stdout, /^ {2}train +/m);
+  assert.match(top.stdout, /^ {2}info +/m);
+  const train = lowbit(['train', '--help']);
+  assert.equal(train.code, 0);
+  for (const flag of ['--model', '--dataset', '--epochs', '--batch-size', '--lr', '--optimizer', '--seed', '--out', '--backend', '--limit', '--no-progress']) {
+    assert.ok(train.stdout.includes(flag), `help mentions ${flag}`);
+  }
+  const version = lowbit(['--version']);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout.trim(), /^\d+\.\d+\.\d+/);
+});
+
+test('bad arguments: one line on stderr, exit code 2, no stack trace', () => {
+  for (const args of [['train', '--epoch', '3'], ['train', '--lr', '0'], ['train', '--model', 'resnet'], ['train', '--epochs'], ['trian'], ['train', 'extra']]) {
+    const r = lowbit(args);
+    assert.equal(r.code, 2, args.join(' '));
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `one line for ${args.join(' ')}: ${r.stderr}`);
+    assert.match(lines[0]!, /^lowbit: error: .*\(see 'lowbit( train)? --help'\)$/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+    assert.equal(r.stdout, '');
+  }
+  assert.match(lowbit(['train', '--epoch', '3']).stderr, /did you mean '--epochs'/);
+});
+
+test('lowbit info prints versions and backends', () => {
+  const r = lowbit(['info']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^node +\d+/m);
+  assert.match(r.stdout, /^backends +reference/m);
+  const json = JSON.parse(lowbit(['info', '--backend', '--json']).stdout) as { available: string[]; active: string };
+  assert.ok(json.available.includes('reference'));
+});
+
+test('lowbit train --limit 512 --epochs 1 trains, prints test accuracy and writes its outputs', () => {
+  const out = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
+  try {
+    const r = lowbit(['train', '--limit', '512', '--test-limit', '256', '--epochs', '1', '--out', out, '--no-progress']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /lenet5, 61,706 parameters/);
+    assert.match(r.stdout, /512 train \/ 256 test samples/);
+    assert.match(r.stdout, /^epoch 1\/1 .*test acc/m);
+    assert.match(r.stdout, /^test accuracy: \d+\.\d\d %$/m);
+    assert.equal(r.stderr, '', 'no progress output with --no-progress');
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { testAccuracy: number; history: { stepLosses: number[] } };
+    assert.ok(metrics.testAccuracy > 0.2, `accuracy ${metrics.testAccuracy}`);
+    assert.equal(metrics.history.stepLosses.length, 8);
+    const checkpoint = loadCheckpoint(join(out, 'checkpoint.safetensors'));
+    assert.equal(checkpoint.epoch, 1);
+    assert.ok('conv1.weight' in checkpoint.model);
+    assert.ok(!existsSync(join(out, 'metrics.json.tmp')));
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('runtime errors: one line and exit code 1; LOWBIT_DEBUG=1 adds the stack', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
+  try {
+    // --out below a regular file: creating the output directory fails at run time.
+    const blocker = join(dir, 'file');
+    writeFileSync(blocker, '');
+    const args = ['train', '--limit', '64', '--test-limit', '64', '--epochs', '1', '--out', join(blocker, 'sub'), '--no-progress'];
+    const r = lowbit(args);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, /^lowbit: error: /);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+    const debug = lowbit(args, { LOWBIT_DEBUG: '1' });
+    assert.equal(debug.code, 1);
+    assert.match(debug.stderr, /\n\s+at /);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
