@@ -2,3 +2,9 @@
 export * from './tensor/index.ts';
 export * from './autograd/index.ts';
 export { availableBackends, getBackend, setBackend, type BackendName, type DType } from './backend/index.ts';
+export * as nn from './nn/index.ts';
+export * as optim from './optim/index.ts';
+export * as data from './data/index.ts';
+export * from './train/index.ts';
+export * as format from './format/index.ts';
+export * as quant from './quant/index.ts';

@@ -11,7 +11,7 @@ import { Dropout } from '../dropout.ts';
 
 export interface CnnOptions {
   numClasses?: number;
-  /** Channels of the two conv stages (default [32, 64]). */
+  /** Channels of the two conv stages (default [16, 32]: ~29 MFLOP per training sample, CPU-friendly). */
   channels?: readonly [number, number];
   /** Width of the hidden fully connected layer (default 128). */
   hidden?: number;
@@ -25,9 +25,10 @@ function convBnRelu(inChannels: number, outChannels: number): TensorModule[] {
 
 /**
  * A small VGG-style network for 1×28×28 images (Fashion-MNIST):
- * `features` = [conv3×3(1→32)–BN–ReLU, conv3×3(32→32)–BN–ReLU, maxpool2,
- *               conv3×3(32→64)–BN–ReLU, conv3×3(64→64)–BN–ReLU, maxpool2], then
- * `classifier` = [flatten, linear(64·7·7→128)–BN1d–ReLU–dropout(0.25), linear(128→numClasses)].
+ * `features` = [conv3×3(1→c1)–BN–ReLU, conv3×3(c1→c1)–BN–ReLU, maxpool2,
+ *               conv3×3(c1→c2)–BN–ReLU, conv3×3(c2→c2)–BN–ReLU, maxpool2], then
+ * `classifier` = [flatten, linear(c2·7·7→128)–BN1d–ReLU–dropout(0.25), linear(128→numClasses)],
+ * with (c1, c2) = (16, 32) by default.
  * Convs and the hidden Linear have no bias (BN follows). Names read `features.0.weight`, `classifier.1.weight`.
  */
 export class Cnn extends Module {
@@ -36,7 +37,7 @@ export class Cnn extends Module {
 
   constructor(options: CnnOptions = {}) {
     super();
-    const [c1, c2] = options.channels ?? [32, 64];
+    const [c1, c2] = options.channels ?? [16, 32];
     const hidden = options.hidden ?? 128;
     this.features = this.registerModule('features', new Sequential(
       ...convBnRelu(1, c1), ...convBnRelu(c1, c1), new MaxPool2d(2),

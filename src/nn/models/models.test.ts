@@ -37,8 +37,8 @@ test('cnn: parameter count, output shape and a gradient for every parameter', ()
   manualSeed(0);
   const model = createModel('cnn');
   const expected =
-    (32 * 9 + 64) + (32 * 32 * 9 + 64) + (64 * 32 * 9 + 128) + (64 * 64 * 9 + 128) +
-    (64 * 7 * 7 * 128 + 256) + (128 * 10 + 10);
+    (16 * 9 + 32) + (16 * 16 * 9 + 32) + (32 * 16 * 9 + 64) + (32 * 32 * 9 + 64) +
+    (32 * 7 * 7 * 128 + 256) + (128 * 10 + 10);
   assert.equal(model.numParameters(), expected);
   const loss = crossEntropy(model.forward(randn([4, 1, 28, 28])), randint(10, [4]));
   loss.backward();

@@ -1,0 +1,3 @@
+/** Quantization: core math, quantizers (estimators), configs, QAT, PTQ and search. */
+export * from './core/index.ts';
+export * from './quantizers/quantizer.ts';
