@@ -1,0 +1,94 @@
+/**
+ * Runs the PyTorch peer (`bench/peers/torch_bench.py`) in a child process and parses the one JSON
+ * object it prints. Python is `/usr/bin/python3` (Debian's, with torch) unless
+ * `LOWBIT_BENCH_PYTHON` names another; BLAS threads are pinned to 1 and torch to `threads`.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'torch_bench.py');
+
+export function pythonPath(): string {
+  return process.env.LOWBIT_BENCH_PYTHON ?? '/usr/bin/python3';
+}
+
+export type TorchResult = { ok: true; json: Record<string, unknown> } | { ok: false; reason: string };
+
+export interface TorchArgs {
+  task: 'train' | 'infer' | 'export' | 'epoch' | 'info';
+  model?: 'lenet5' | 'mlp';
+  batch?: number;
+  /** 0 = let the script calibrate to `targetSeconds`. */
+  steps?: number;
+  repeats?: number;
+  warmup?: number;
+  targetSeconds?: number;
+  threads?: number;
+  out?: string;
+  samples?: number;
+  optimizer?: 'sgd' | 'adam';
+  lr?: number;
+  momentum?: number;
+}
+
+/** Runs the peer; never throws: a missing python, a crash or a timeout becomes `{ok: false}`. */
+export function runTorch(args: TorchArgs, timeoutSeconds = 300): Promise<TorchResult> {
+  const py = pythonPath();
+  if (!existsSync(py)) return Promise.resolve({ ok: false, reason: `python not found at ${py}` });
+  const argv = [SCRIPT, '--task', args.task];
+  const opt = (flag: string, v: string | number | undefined): void => {
+    if (v !== undefined) argv.push(flag, String(v));
+  };
+  opt('--model', args.model);
+  opt('--batch', args.batch);
+  opt('--steps', args.steps);
+  opt('--repeats', args.repeats);
+  opt('--warmup', args.warmup);
+  opt('--target-seconds', args.targetSeconds);
+  opt('--threads', args.threads ?? 2);
+  opt('--out', args.out);
+  opt('--samples', args.samples);
+  opt('--optimizer', args.optimizer);
+  opt('--lr', args.lr);
+  opt('--momentum', args.momentum);
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_NUM_THREADS: String(args.threads ?? 2) };
+  return new Promise((resolve) => {
+    const child = spawn(py, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve({ ok: false, reason: `PyTorch peer timed out after ${timeoutSeconds} s` });
+    }, timeoutSeconds * 1000);
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ ok: false, reason: `cannot run ${py}: ${e.message}` });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').pop() ?? '';
+      let json: Record<string, unknown> | null = null;
+      try {
+        json = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        json = null;
+      }
+      if (json && typeof json.skipped === 'string') return resolve({ ok: false, reason: json.skipped });
+      if (code !== 0 || !json) {
+        const why = err.trim().split('\n').pop() ?? `exit ${code}`;
+        return resolve({ ok: false, reason: `PyTorch peer failed (exit ${code}): ${why.slice(0, 200)}` });
+      }
+      resolve({ ok: true, json });
+    });
+  });
+}
+
+/** Numbers of a peer result's `repeats` field. */
+export function repeatsOf(json: Record<string, unknown>): number[] {
+  const r = json.repeats;
+  return Array.isArray(r) ? r.filter((v): v is number => typeof v === 'number') : [];
+}

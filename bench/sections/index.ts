@@ -1,0 +1,13 @@
+/** The benchmark sections, in the order `npm run bench` runs them and BENCHMARKS.md lists them. */
+import type { Section, SectionResult } from '../lib.ts';
+import { epochTime } from './epoch-time.ts';
+import { inference } from './inference.ts';
+import { renderSgemm, sgemm } from './sgemm.ts';
+import { trainThroughput } from './train-throughput.ts';
+
+export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime];
+
+/** Sections whose table is not the generic measurement table. */
+export const RENDERERS: Readonly<Record<string, (r: SectionResult) => string[]>> = {
+  sgemm: renderSgemm,
+};

@@ -1,0 +1,82 @@
+/**
+ * LeNet-5 fp32 inference throughput at batch 256 (images/s): lowbit on each backend, PyTorch, and
+ * onnxruntime-node on the ONNX export of the PyTorch peer's LeNet-5 (opset 13, dynamic batch).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { noGrad } from '../../src/autograd/index.ts';
+import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
+import { ortInference } from '../peers/ort.ts';
+import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { batchPool, benchBackends, buildModel, implName, nativeMissingReason, withBackend } from '../workloads.ts';
+
+const BATCH = 256;
+
+async function run(ctx: SectionContext): Promise<SectionOutput> {
+  const measurements: Measurement[] = [];
+  const group = `LeNet-5 fp32 inference, batch ${BATCH}`;
+  const torchId = 'lenet5-b256/torch';
+  const pool = batchPool(BATCH, 1, 'test');
+  const input = pool.batches[0]!.x;
+  const backends = benchBackends();
+
+  for (const backend of ['native', 'reference'] as const) {
+    const base = { id: `lenet5-b256/lowbit-${backend}`, group, impl: implName(backend), unit: 'images/s', higherIsBetter: true, peers: [torchId, 'lenet5-b256/ort'] };
+    if (!backends.includes(backend)) {
+      measurements.push(skippedMeasurement(base, nativeMissingReason()));
+      continue;
+    }
+    ctx.log(`lowbit ${backend}`);
+    const r = await withBackend(backend, async () => {
+      const model = buildModel('lenet5');
+      model.eval();
+      return measureRate(() => void noGrad(() => model.forward(input)), {
+        warmup: backend === 'reference' ? 1 : 5,
+        repeats: ctx.repeats,
+        targetSeconds: ctx.targetSeconds,
+        itemsPerCall: BATCH,
+      });
+    });
+    measurements.push(measured({ ...base, details: { callsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+  }
+
+  ctx.log('PyTorch');
+  const t = await runTorch({ task: 'infer', model: 'lenet5', batch: BATCH, steps: 0, repeats: ctx.repeats, warmup: 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
+  const tbase = { id: torchId, group, impl: t.ok ? `PyTorch ${String(t.json.torch)}` : 'PyTorch', unit: 'images/s', higherIsBetter: true };
+  measurements.push(t.ok ? measured({ ...tbase, details: { callsPerRepeat: t.json.steps, data: t.json.data } }, repeatsOf(t.json)) : skippedMeasurement(tbase, t.reason));
+
+  ctx.log('onnxruntime-node');
+  const obase = { id: 'lenet5-b256/ort', group, impl: 'onnxruntime-node', unit: 'images/s', higherIsBetter: true };
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-'));
+  let ortNote = '';
+  try {
+    const modelPath = join(dir, 'lenet5.onnx');
+    const ex = await runTorch({ task: 'export', model: 'lenet5', out: modelPath, threads: ctx.threads });
+    if (!ex.ok) {
+      measurements.push(skippedMeasurement(obase, `no ONNX model: export by the PyTorch peer failed (${ex.reason})`));
+    } else {
+      const o = await ortInference({ modelPath, batch: BATCH, repeats: ctx.repeats, targetSeconds: ctx.targetSeconds, threads: ctx.threads, input: input.data as Float32Array });
+      if (o.ok) {
+        measurements.push(measured({ ...obase, impl: `onnxruntime-node ${o.version}`, details: { callsPerRepeat: o.steps, onnxBytes: ex.json.bytes, opset: 13 } }, o.repeats));
+        ortNote = `onnxruntime-node: CPU execution provider, intraOpNumThreads ${ctx.threads}, interOpNumThreads 1, graph optimisation 'all', on LeNet-5 exported by \`torch.onnx.export\` (opset 13, dynamic batch, ${String(ex.json.bytes)} bytes).`;
+      } else measurements.push(skippedMeasurement(obase, o.reason));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const notes = [
+    `Forward pass only, eval mode, no gradient recording (lowbit \`noGrad\`, PyTorch \`torch.no_grad()\`). Calls per repeat calibrated to ~${ctx.targetSeconds} s.`,
+    `lowbit and onnxruntime input: ${pool.source}, one batch of ${BATCH}. PyTorch input: random MNIST-shaped tensors (fp32 speed does not depend on values).`,
+  ];
+  if (ortNote) notes.push(ortNote);
+  notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}.`);
+  return { measurements, notes };
+}
+
+export const inference: Section = {
+  name: 'inference',
+  title: 'Inference throughput (fp32)',
+  run,
+};

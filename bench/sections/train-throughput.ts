@@ -1,0 +1,61 @@
+/**
+ * Training throughput (samples/s): LeNet-5 at batch 64 and MLP 784-512-512-10 at batch 128, SGD
+ * with momentum, on every lowbit backend and on PyTorch (same models, batches, optimizer).
+ */
+import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
+import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { MODEL_LABEL, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, nativeMissingReason, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+
+const CASES: readonly { model: BenchModel; batch: number }[] = [
+  { model: 'lenet5', batch: 64 },
+  { model: 'mlp', batch: 128 },
+];
+
+async function run(ctx: SectionContext): Promise<SectionOutput> {
+  const measurements: Measurement[] = [];
+  const notes: string[] = [];
+  const backends = benchBackends();
+  let source = '';
+  let torchData = '';
+  for (const { model, batch } of CASES) {
+    const group = `${MODEL_LABEL[model]} training, batch ${batch}`;
+    const key = `${model}-b${batch}`;
+    const torchId = `${key}/torch`;
+    const pool = batchPool(batch, 8);
+    source = pool.source;
+    for (const backend of ['native', 'reference'] as const) {
+      const base = { id: `${key}/lowbit-${backend}`, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, peers: [torchId] };
+      if (!backends.includes(backend)) {
+        measurements.push(skippedMeasurement(base, nativeMissingReason()));
+        continue;
+      }
+      ctx.log(`${group}: lowbit ${backend}`);
+      const r = await withBackend(backend, () =>
+        measureRate(trainStepper(buildModel(model), pool.batches), {
+          warmup: backend === 'reference' ? 1 : 5,
+          repeats: ctx.repeats,
+          targetSeconds: ctx.targetSeconds,
+          itemsPerCall: batch,
+        }),
+      );
+      measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+    }
+    ctx.log(`${group}: PyTorch`);
+    const t = await runTorch({ task: 'train', model, batch, steps: 0, repeats: ctx.repeats, warmup: 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
+    const tbase = { id: torchId, group, impl: t.ok ? `PyTorch ${String(t.json.torch)}` : 'PyTorch', unit: 'samples/s', higherIsBetter: true };
+    if (t.ok) {
+      torchData = String(t.json.data);
+      measurements.push(measured({ ...tbase, details: { stepsPerRepeat: t.json.steps, data: t.json.data, blas: t.json.blas } }, repeatsOf(t.json)));
+    } else measurements.push(skippedMeasurement(tbase, t.reason));
+  }
+  notes.push(`Each step: forward, softmax cross-entropy, backward, SGD step (lr ${SGD_CONFIG.lr}, momentum ${SGD_CONFIG.momentum}), zero grad, loss read back. Steps per repeat are calibrated to ~${ctx.targetSeconds} s; samples/s = steps × batch / time.`);
+  notes.push(`lowbit data: ${source}, 8 batches cycled. PyTorch data: ${torchData || 'n/a'} (8 batches cycled) — fp32 throughput does not depend on pixel values.`);
+  notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}. Linear layers go through that BLAS; convolutions through oneDNN.`);
+  return { measurements, notes };
+}
+
+export const trainThroughput: Section = {
+  name: 'train-throughput',
+  title: 'Training throughput',
+  run,
+};

@@ -1,0 +1,118 @@
+/**
+ * The lowbit side of the end-to-end benchmarks: models, batches and one training step, written
+ * against the public API (createModel, createOptimizer, crossEntropy, DataLoader).
+ */
+import { availableBackends, getBackend, setBackend, type BackendName } from '../src/backend/index.ts';
+import { loadNative } from '../src/backend/native/index.ts';
+import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../src/data/index.ts';
+import { createModel, type TensorModule } from '../src/nn/index.ts';
+import { createOptimizer } from '../src/optim/index.ts';
+import { Tensor, crossEntropy, manualSeed, randint, randn } from '../src/tensor/index.ts';
+import { errorMessage } from './lib.ts';
+
+export type BenchModel = 'lenet5' | 'mlp';
+
+export const MODEL_LABEL: Record<BenchModel, string> = {
+  lenet5: 'LeNet-5',
+  mlp: 'MLP 784-512-512-10',
+};
+
+export function buildModel(name: BenchModel, seed = 0): TensorModule {
+  manualSeed(seed);
+  return name === 'lenet5' ? createModel('lenet5') : createModel('mlp', { hidden: [512, 512] });
+}
+
+export interface XY {
+  readonly x: Tensor;
+  readonly y: Tensor;
+}
+
+/** Where batches came from, for the notes under a table. */
+export interface BatchPool {
+  readonly batches: XY[];
+  readonly source: string;
+}
+
+const datasets = new Map<string, Dataset | string>();
+
+/** MNIST split, loaded once; a string is the reason it could not be loaded. */
+export function mnist(split: 'train' | 'test'): Dataset | string {
+  let d = datasets.get(split);
+  if (d === undefined) {
+    try {
+      d = loadDataset('mnist', split);
+    } catch (e) {
+      d = errorMessage(e);
+    }
+    datasets.set(split, d);
+  }
+  return d;
+}
+
+/**
+ * `count` batches of `batch` images [B, 1, 28, 28]: real MNIST (normalised, shuffled, from `split`)
+ * when the dataset loads, else random normal images with uniform labels.
+ */
+export function batchPool(batch: number, count: number, split: 'train' | 'test' = 'train'): BatchPool {
+  const ds = mnist(split);
+  if (typeof ds !== 'string') {
+    const loader = new DataLoader(ds, { batchSize: batch, shuffle: true, seed: 1, dropLast: true, normalize: DATASET_STATS.mnist });
+    const batches: XY[] = [];
+    for (const b of loader) {
+      batches.push({ x: b.x, y: b.y });
+      if (batches.length === count) break;
+    }
+    return { batches, source: `real MNIST ${split} batches (normalised)` };
+  }
+  manualSeed(123);
+  const batches = Array.from({ length: count }, () => ({ x: randn([batch, 1, 28, 28]), y: randint(10, [batch]) }));
+  return { batches, source: `random MNIST-shaped data (MNIST unavailable: ${ds})` };
+}
+
+export const SGD_CONFIG = { lr: 0.01, momentum: 0.9 } as const;
+
+/**
+ * A training-step closure over a cycling pool of batches: forward, cross-entropy, backward,
+ * optimizer step, zero grad, and reading the loss (as `fit` does every step).
+ */
+export function trainStepper(model: TensorModule, pool: readonly XY[]): () => void {
+  const optimizer = createOptimizer('sgd', model.parameters(), { ...SGD_CONFIG });
+  model.train();
+  let i = 0;
+  return () => {
+    const { x, y } = pool[i++ % pool.length]!;
+    const loss = crossEntropy(model.forward(x), y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    loss.item();
+  };
+}
+
+const native = loadNative();
+
+/** Backends to measure, fastest first: native (when its addon loads) then reference. */
+export function benchBackends(): BackendName[] {
+  const have = availableBackends();
+  return (['native', 'reference'] as const).filter((b) => have.includes(b));
+}
+
+/** Runs `fn` with `backend` selected, restoring the previous backend afterwards. */
+export async function withBackend<T>(backend: BackendName, fn: () => Promise<T>): Promise<T> {
+  const previous = getBackend();
+  setBackend(backend);
+  try {
+    return await fn();
+  } finally {
+    setBackend(previous);
+  }
+}
+
+export function implName(backend: BackendName): string {
+  return `lowbit (${backend})`;
+}
+
+/** Why the native backend is missing, for skip rows. */
+export function nativeMissingReason(): string {
+  return `native backend not available (${native.ok ? 'not registered' : native.reason})`;
+}
