@@ -28,7 +28,13 @@ export type ExportedQuant =
   /** values {−α, +α} (per channel α), sign(0) = +1 */
   | { readonly type: 'binary'; readonly alpha: Float32Array; readonly axis: number | null }
   /** values {−α, 0, +α} */
-  | { readonly type: 'ternary'; readonly alpha: Float32Array; readonly threshold: Float32Array; readonly axis: number | null };
+  | { readonly type: 'ternary'; readonly alpha: Float32Array; readonly threshold: Float32Array; readonly axis: number | null }
+  /**
+   * Non-uniform levels (LQ-Nets, DoReFa weights): `levels` ascending, one row of L levels per
+   * slice along `axis` (row-major [channels, L]; a single row when axis is null). A value is
+   * encoded as the index of its nearest level; weights are encoded from the quantizer's eval output.
+   */
+  | { readonly type: 'codebook'; readonly levels: Float32Array; readonly axis: number | null };
 
 /**
  * A fake-quantizer: a Module whose forward returns the quantized-then-dequantized tensor with an
