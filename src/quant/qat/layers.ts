@@ -1,0 +1,308 @@
+/**
+ * Fake-quantized layers that `prepareQat` swaps in for Conv2d and Linear. Each holds the original
+ * layer's weight and bias tensors (the same objects, so optimizers and state dicts keep working),
+ * a weight quantizer and a quantizer of its INPUT activation, both child modules so that their
+ * learned parameters and calibration buffers are in `parameters()` and `stateDict()`.
+ */
+import { Module } from '../../nn/module.ts';
+import type { Conv2d } from '../../nn/conv.ts';
+import type { Linear } from '../../nn/linear.ts';
+import type { BatchNorm2d } from '../../nn/batchnorm.ts';
+import { add, conv2d, div, linear, mean, mul, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
+import { noGrad } from '../../autograd/engine.ts';
+import type { ExportedQuant, Quantizer, QuantizerSpec } from '../quantizers/quantizer.ts';
+
+/** Geometry of an exported layer, enough to rebuild its computation. */
+export type LayerGeometry =
+  | {
+    readonly type: 'conv2d';
+    readonly inChannels: number;
+    readonly outChannels: number;
+    readonly kernelSize: readonly [number, number];
+    readonly stride: readonly [number, number];
+    readonly padding: readonly [number, number];
+    readonly dilation: readonly [number, number];
+    readonly groups: number;
+  }
+  | { readonly type: 'linear'; readonly inFeatures: number; readonly outFeatures: number };
+
+/** What `convert()` needs of one trained layer. */
+export interface ExportedLayer {
+  readonly geometry: LayerGeometry;
+  /** Float weight, with the BatchNorm folded in (running statistics) for QuantConvBn2d. */
+  readonly weightFloat: Tensor;
+  /** Float bias, BN-folded for QuantConvBn2d (never null there). */
+  readonly bias: Tensor | null;
+  /** The weight the fake-quant model computes with: weightQuantizer(weightFloat), or weightFloat. */
+  readonly weightFakeQuant: Tensor;
+  /** null when the weight stays float. */
+  readonly weightQuant: ExportedQuant | null;
+  /** Quantization of the layer input; null when it stays float. */
+  readonly activationQuant: ExportedQuant | null;
+}
+
+/** Common part of QuantLinear, QuantConv2d and QuantConvBn2d. */
+export abstract class QuantLayer extends Module {
+  /** Type of the float layer this replaced. */
+  abstract readonly layerType: 'Conv2d' | 'Linear';
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  readonly weightQuantizer: Quantizer | null;
+  readonly inputQuantizer: Quantizer | null;
+
+  constructor(weight: Tensor, bias: Tensor | null, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super();
+    this.weight = registerKeepingFlag(this, 'weight', weight);
+    this.bias = bias ? registerKeepingFlag(this, 'bias', bias) : null;
+    this.weightQuantizer = weightQuantizer ? this.registerModule('weightQuantizer', weightQuantizer) : null;
+    this.inputQuantizer = inputQuantizer ? this.registerModule('inputQuantizer', inputQuantizer) : null;
+  }
+
+  get weightSpec(): QuantizerSpec | null {
+    return this.weightQuantizer?.spec ?? null;
+  }
+
+  get activationSpec(): QuantizerSpec | null {
+    return this.inputQuantizer?.spec ?? null;
+  }
+
+  /** The input fake-quantized (identity when there is no input quantizer or it is disabled). */
+  protected quantizeInput(x: Tensor): Tensor {
+    const q = this.inputQuantizer;
+    return q && q.fakeQuantEnabled ? q.forward(x) : x;
+  }
+
+  /** A weight fake-quantized (identity when float or disabled). */
+  protected quantizeWeight(w: Tensor): Tensor {
+    const q = this.weightQuantizer;
+    return q && q.fakeQuantEnabled ? q.forward(w) : w;
+  }
+
+  /** Float weight and bias as the integer model sees them (BN-folded where there is a BN). */
+  protected abstract exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null };
+
+  protected abstract geometry(): LayerGeometry;
+
+  /**
+   * Weight, bias and quantization parameters for conversion to an integer model. Call it in eval
+   * mode: the weight quantizer is run once on the exported weight (without gradient) so that
+   * range-based quantizers describe exactly that weight.
+   */
+  exportLayer(): ExportedLayer {
+    return noGrad(() => {
+      const { weight, bias } = this.exportedWeightAndBias();
+      const weightFakeQuant = this.weightQuantizer ? this.weightQuantizer.forward(weight) : weight;
+      return {
+        geometry: this.geometry(),
+        weightFloat: weight,
+        bias,
+        weightFakeQuant,
+        weightQuant: this.weightQuantizer?.exportQuant() ?? null,
+        activationQuant: this.inputQuantizer?.exportQuant() ?? null,
+      };
+    });
+  }
+}
+
+/** Registers an existing parameter without changing whether it is trainable. */
+function registerKeepingFlag(module: Module, name: string, tensor: Tensor): Tensor {
+  const flag = tensor.requiresGrad;
+  module.registerParameter(name, tensor);
+  tensor.requiresGrad_(flag);
+  return tensor;
+}
+
+/** Linear with fake-quantized input and weight: y = q_a(x)·q_w(W)ᵀ + b. */
+export class QuantLinear extends QuantLayer {
+  readonly layerType = 'Linear';
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+
+  constructor(layer: Linear, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super(layer.weight, layer.bias, weightQuantizer, inputQuantizer);
+    this.inFeatures = layer.inFeatures;
+    this.outFeatures = layer.outFeatures;
+    this.training = layer.training;
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.shape[x.rank - 1] !== this.inFeatures) {
+      throw new Error(`QuantLinear(${this.inFeatures}, ${this.outFeatures}): input has shape [${x.shape.join(', ')}], last dim should be ${this.inFeatures}`);
+    }
+    return linear(this.quantizeInput(x), this.quantizeWeight(this.weight), this.bias);
+  }
+
+  protected exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null } {
+    return { weight: this.weight.detach(), bias: this.bias?.detach() ?? null };
+  }
+
+  protected geometry(): LayerGeometry {
+    return { type: 'linear', inFeatures: this.inFeatures, outFeatures: this.outFeatures };
+  }
+
+  override extraRepr(): string {
+    return `inFeatures=${this.inFeatures}, outFeatures=${this.outFeatures}, bias=${this.bias !== null}`;
+  }
+}
+
+/** Conv2d's geometry, copied so the quantized layers compute exactly what the float one did. */
+abstract class QuantConvBase extends QuantLayer {
+  readonly layerType = 'Conv2d';
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly kernelSize: [number, number];
+  readonly stride: [number, number];
+  readonly padding: [number, number];
+  readonly dilation: [number, number];
+  readonly groups: number;
+
+  constructor(conv: Conv2d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super(conv.weight, conv.bias, weightQuantizer, inputQuantizer);
+    this.inChannels = conv.inChannels;
+    this.outChannels = conv.outChannels;
+    this.kernelSize = [...conv.kernelSize];
+    this.stride = [...conv.stride];
+    this.padding = [...conv.padding];
+    this.dilation = [...conv.dilation];
+    this.groups = conv.groups;
+    this.training = conv.training;
+  }
+
+  protected checkInput(x: Tensor): void {
+    if (x.rank !== 4 || x.shape[1] !== this.inChannels) {
+      throw new Error(`${this.constructor.name}(${this.inChannels}, ${this.outChannels}): expected input [N, ${this.inChannels}, H, W], got [${x.shape.join(', ')}]`);
+    }
+  }
+
+  protected conv(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+    return conv2d(x, weight, bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups });
+  }
+
+  protected geometry(): LayerGeometry {
+    return {
+      type: 'conv2d', inChannels: this.inChannels, outChannels: this.outChannels, kernelSize: this.kernelSize,
+      stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups,
+    };
+  }
+
+  override extraRepr(): string {
+    return `${this.inChannels}, ${this.outChannels}, kernelSize=${this.kernelSize.join('x')}, stride=${this.stride.join('x')}, padding=${this.padding.join('x')}`;
+  }
+}
+
+/** Conv2d with fake-quantized input and weight: y = conv(q_a(x), q_w(W)) + b. */
+export class QuantConv2d extends QuantConvBase {
+  forward(x: Tensor): Tensor {
+    this.checkInput(x);
+    return this.conv(this.quantizeInput(x), this.quantizeWeight(this.weight), this.bias);
+  }
+
+  protected exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null } {
+    return { weight: this.weight.detach(), bias: this.bias?.detach() ?? null };
+  }
+}
+
+/**
+ * Conv2d followed by BatchNorm2d, with the BN folded into the conv during QAT (Jacob et al. 2018,
+ * "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference",
+ * §3.2 and appendix; torch.ao's ConvBn2d keeps the same state).
+ *
+ * Training (batch statistics): y₀ = conv(x̂, W) gives the batch mean μ and biased variance σ²
+ * per channel (gradients flow through them); the weight is folded before quantization,
+ *   W_fold = W·γ/√(σ² + ε),   b_fold = β − γ·μ/√(σ² + ε)   (a conv bias b cancels against μ),
+ *   y = conv(x̂, q_w(W_fold)) + b_fold,
+ * and the running statistics are updated from μ + b and the unbiased σ² as BatchNorm does.
+ * Eval (or `freezeBatchNormStats`): the running statistics fold instead,
+ *   W_fold = W·γ/√(σ²_run + ε),   b_fold = β + (b − μ_run)·γ/√(σ²_run + ε).
+ * With fake quantization off this equals conv → BN in both modes up to rounding.
+ *
+ * The BatchNorm2d module is kept as the child `bn` (its γ, β and running buffers are the same
+ * tensors); prepareQat replaces the BN's old place with Identity.
+ */
+export class QuantConvBn2d extends QuantConvBase {
+  readonly bn: BatchNorm2d;
+  /** Use (and stop updating) the running statistics in training too (Jacob et al.'s BN freezing). */
+  freezeBatchNormStats = false;
+
+  constructor(conv: Conv2d, bn: BatchNorm2d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super(conv, weightQuantizer, inputQuantizer);
+    if (bn.numFeatures !== conv.outChannels) throw new Error(`QuantConvBn2d: BatchNorm2d(${bn.numFeatures}) does not match Conv2d with ${conv.outChannels} output channels`);
+    this.bn = this.registerModule('bn', bn);
+  }
+
+  forward(x: Tensor): Tensor {
+    this.checkInput(x);
+    const xq = this.quantizeInput(x);
+    const bn = this.bn;
+    const useBatchStats = (this.training && !this.freezeBatchNormStats) || !bn.trackRunningStats;
+    let scale: Tensor;
+    let shift: Tensor;
+    if (useBatchStats) {
+      const y0 = this.conv(xq, this.weight, null);
+      const axes = [0, 2, 3];
+      const count = y0.size / this.outChannels;
+      if (count <= 1 && this.training) throw new Error(`QuantConvBn2d: expected more than 1 value per channel in training, got conv output [${y0.shape.join(', ')}]`);
+      const batchMean = mean(y0, axes);
+      const centered = sub(y0, reshape(batchMean, [1, this.outChannels, 1, 1]));
+      const batchVar = mean(mul(centered, centered), axes);
+      if (this.training && bn.trackRunningStats) this.updateRunningStats(batchMean, batchVar, count);
+      scale = div(this.gamma(), sqrt(add(batchVar, bn.eps)));
+      shift = sub(this.beta(), mul(batchMean, scale));
+    } else {
+      ({ scale, shift } = this.runningFold());
+    }
+    const folded = mul(this.weight, reshape(scale, [this.outChannels, 1, 1, 1]));
+    return this.conv(xq, this.quantizeWeight(folded), shift);
+  }
+
+  /** γ/√(σ²_run + ε) and β + (b − μ_run)·γ/√(σ²_run + ε) (γ, β as tensors, so gradients reach them). */
+  private runningFold(): { scale: Tensor; shift: Tensor } {
+    const bn = this.bn;
+    if (!bn.runningMean || !bn.runningVar) throw new Error('QuantConvBn2d: the BatchNorm2d tracks no running statistics, so it cannot be folded for inference');
+    const n = this.outChannels;
+    const dtype = this.weight.dtype === 'float64' ? 'float64' : 'float32';
+    const invStd = zeros([n], dtype);
+    const biasMinusMean = zeros([n], dtype);
+    for (let c = 0; c < n; c++) {
+      invStd.data[c] = 1 / Math.sqrt(bn.runningVar.data[c]! + bn.eps);
+      biasMinusMean.data[c] = -bn.runningMean.data[c]!;
+    }
+    const scale = mul(this.gamma(), invStd);
+    const centredBias = this.bias ? add(biasMinusMean, this.bias) : biasMinusMean;
+    return { scale, shift: add(this.beta(), mul(centredBias, scale)) };
+  }
+
+  private gamma(): Tensor {
+    return this.bn.weight ?? new Tensor(new Float32Array(this.outChannels).fill(1), [this.outChannels]);
+  }
+
+  private beta(): Tensor {
+    return this.bn.bias ?? zeros([this.outChannels]);
+  }
+
+  /** running = (1 − m)·running + m·batch, on μ + b and the unbiased variance (BatchNorm's rule). */
+  private updateRunningStats(batchMean: Tensor, batchVar: Tensor, count: number): void {
+    const bn = this.bn;
+    const tracked = bn.numBatchesTracked!.data;
+    tracked[0] = tracked[0]! + 1;
+    const factor = bn.momentum ?? 1 / tracked[0]!;
+    const unbias = count / (count - 1);
+    const runningMean = bn.runningMean!.data;
+    const runningVar = bn.runningVar!.data;
+    for (let c = 0; c < this.outChannels; c++) {
+      const mu = batchMean.data[c]! + (this.bias ? this.bias.data[c]! : 0);
+      runningMean[c] = (1 - factor) * runningMean[c]! + factor * mu;
+      runningVar[c] = (1 - factor) * runningVar[c]! + factor * batchVar.data[c]! * unbias;
+    }
+  }
+
+  protected exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null } {
+    const { scale, shift } = this.runningFold();
+    const weight = mul(this.weight, reshape(scale, [this.outChannels, 1, 1, 1]));
+    return { weight: weight.detach(), bias: shift.detach() };
+  }
+
+  override extraRepr(): string {
+    return `${super.extraRepr()}, foldedBatchNorm=true${this.freezeBatchNormStats ? ', frozenStats=true' : ''}`;
+  }
+}
