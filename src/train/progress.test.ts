@@ -58,6 +58,15 @@ test('non-TTY: at most one line per ~10 % and only when time has passed', () => 
   assert.deepEqual(quick.output, ['epoch done\n']);
 });
 
+test('unknown total: a count without bar or ETA', () => {
+  let now = 0;
+  const stream = fakeStream(true);
+  const bar = new ProgressBar({ total: 0, label: 'calibrate', stream, now: () => now });
+  now = 1000;
+  bar.tick(5);
+  assert.equal(stream.output.at(-1), '\rcalibrate  5  5.00 it/s  0:01');
+});
+
 test('formatDuration', () => {
   assert.equal(formatDuration(0), '0:00');
   assert.equal(formatDuration(75), '1:15');

@@ -16,7 +16,7 @@ export interface ProgressStream {
 }
 
 export interface ProgressBarOptions {
-  /** Number of ticks that make 100 % (e.g. steps per epoch). */
+  /** Number of ticks that make 100 % (e.g. steps per epoch); 0 when unknown (no bar, no ETA). */
   total: number;
   /** Shown first, e.g. `epoch 2/5` or `calibrate`. */
   label?: string;
@@ -75,11 +75,11 @@ export class ProgressBar {
   /** Advances by `n` ticks covering `items` items (default `n`), updating the shown metrics. */
   tick(n = 1, metrics?: ProgressMetrics, items = n): void {
     if (this.finished) return;
-    this.current = Math.min(this.total, this.current + n);
+    this.current = this.total > 0 ? Math.min(this.total, this.current + n) : this.current + n;
     this.items += items;
     if (metrics) this.metrics = metrics;
     const t = this.now();
-    const complete = this.current >= this.total;
+    const complete = this.total > 0 && this.current >= this.total;
     if (this.tty) {
       if (complete || t - this.lastDraw >= this.minIntervalMs) {
         this.lastDraw = t;
@@ -115,17 +115,20 @@ export class ProgressBar {
     const elapsed = Math.max(1e-9, (t - this.start) / 1000);
     const parts: string[] = [];
     if (this.label) parts.push(this.label);
-    const width = String(this.total).length;
-    parts.push(`${String(this.current).padStart(width)}/${this.total}`);
-    const fraction = this.total > 0 ? this.current / this.total : 1;
-    const filled = Math.round(fraction * BAR_WIDTH);
-    parts.push(`[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}]`);
+    if (this.total > 0) {
+      const width = String(this.total).length;
+      parts.push(`${String(this.current).padStart(width)}/${this.total}`);
+      const filled = Math.round((this.current / this.total) * BAR_WIDTH);
+      parts.push(`[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}]`);
+    } else {
+      parts.push(String(this.current));
+    }
     for (const [name, value] of Object.entries(this.metrics)) parts.push(`${name} ${formatMetric(value)}`);
     const rate = this.items / elapsed;
     parts.push(`${formatRate(rate)} ${this.rateUnit}/s`);
-    if (this.current < this.total && this.current > 0) {
+    if (this.total > 0 && this.current < this.total && this.current > 0) {
       parts.push(`ETA ${formatDuration(((this.total - this.current) * elapsed) / this.current)}`);
-    } else if (this.current >= this.total) {
+    } else {
       parts.push(formatDuration(elapsed));
     }
     return parts.join('  ');
