@@ -33,7 +33,10 @@ class Pool {
     stopWorkers();
     threads_ = threads;
     stop_ = false;
-    for (int w = 1; w < threads_; w++) workers_.emplace_back([this, w] { workerLoop(w); });
+    // A worker waits for the generation after the current one: read it here, not in the new
+    // thread, or a job published before the thread starts would be missed.
+    const uint64_t seen = generation_.load(std::memory_order_acquire);
+    for (int w = 1; w < threads_; w++) workers_.emplace_back([this, w, seen] { workerLoop(w, seen); });
   }
 
   void run(int ntasks, TaskFn fn, void* ctx) {
@@ -58,8 +61,7 @@ class Pool {
     tInsideJob = false;
   }
 
-  void workerLoop(int worker) {
-    uint64_t seen = generation_.load(std::memory_order_acquire);
+  void workerLoop(int worker, uint64_t seen) {
     for (;;) {
       // Spin, then sleep, until a new job (or stop) is published.
       auto deadline = std::chrono::steady_clock::now() + kSpin;

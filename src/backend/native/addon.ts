@@ -1,0 +1,85 @@
+/**
+ * Loading the C++ addon (build/Release/lowbit_native.node, built by scripts/build-native.mjs)
+ * and its raw interface. Every function reads and writes the given Float32Arrays in place.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+/** The raw functions of the addon; shapes are plain numbers, geometry packed in Int32Arrays. */
+export interface NativeAddon {
+  info(): { isa: 'avx512' | 'avx2' | 'scalar'; threads: number; features: string[] };
+  setThreads(threads: number): void;
+  /** Measured fp32 FMA GFLOP/s of the active ISA on `threads` threads, running about `seconds`. */
+  fmaPeak(threads: number, seconds?: number): number;
+  /** Batched C = op(A)·op(B) + beta·C (row-major, leading dimensions in elements). */
+  sgemm(
+    transA: boolean, transB: boolean, m: number, n: number, k: number,
+    a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number,
+    batch: number, strideA: number, strideB: number, strideC: number,
+  ): void;
+  /** geom: [N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, groups] */
+  conv2d(x: Float32Array, w: Float32Array, y: Float32Array, geom: Int32Array): void;
+  conv2dBackwardInput(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  conv2dBackwardWeight(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
+  /** geom: [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw] */
+  maxPool2d(x: Float32Array, y: Float32Array, geom: Int32Array): void;
+  maxPool2dBackward(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  maxPool2dGather(g: Float32Array, x: Float32Array, y: Float32Array, geom: Int32Array): void;
+  avgPool2d(x: Float32Array, y: Float32Array, geom: Int32Array): void;
+  avgPool2dBackward(dy: Float32Array, dx: Float32Array, geom: Int32Array): void;
+  /** op: index in UNARY_OPS */
+  unary(op: number, x: Float32Array, y: Float32Array): void;
+  /** op: index in BINARY_OPS; layout: [d0, d1, d2, aStrides x3, bStrides x3] */
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, layout: Int32Array): void;
+  where(cond: Float32Array | Int32Array, a: Float32Array, b: Float32Array, out: Float32Array): void;
+  /** x (outer, inner) -> y (outer) */
+  sumInner(x: Float32Array, y: Float32Array, outer: number, inner: number): void;
+  /** x (outer, inner) -> y (inner) */
+  sumOuter(x: Float32Array, y: Float32Array, outer: number, inner: number): void;
+  softmax(x: Float32Array, y: Float32Array, rows: number, cols: number, log: boolean): void;
+  /** spec: [d0, d1, d2, d3, p0, p1, p2, p3] (rank 4) */
+  transpose(x: Float32Array, y: Float32Array, spec: Int32Array): void;
+}
+
+/** Operation codes shared with native/elementwise.h (same order as the C++ enums). */
+export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'relu', 'sigmoid', 'tanh', 'abs'] as const;
+export const BINARY_OPS = [
+  'add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal',
+] as const;
+
+const addonPath = fileURLToPath(new URL('../../../build/Release/lowbit_native.node', import.meta.url));
+
+let addon: NativeAddon | null = null;
+let loadError: string | null = null;
+
+/** Default pool size: LOWBIT_THREADS, else the number of cores (at most 16). */
+function defaultThreads(): number {
+  const fromEnv = Number.parseInt(process.env.LOWBIT_THREADS ?? '', 10);
+  if (Number.isInteger(fromEnv) && fromEnv >= 1) return Math.min(fromEnv, 256);
+  return Math.max(1, Math.min(16, availableParallelism()));
+}
+
+/** @internal Loads the addon once; later calls return the same outcome. */
+export function loadAddon(): NativeAddon | null {
+  if (addon || loadError) return addon;
+  if (!existsSync(addonPath)) {
+    loadError = `${addonPath} not found (run \`npm run build:native\`)`;
+    return null;
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    const loaded: NativeAddon = require(addonPath);
+    loaded.setThreads(defaultThreads());
+    addon = loaded;
+  } catch (error) {
+    loadError = `loading ${addonPath} failed: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  return addon;
+}
+
+/** @internal Why the addon did not load (null when it loaded or was not tried). */
+export function addonLoadError(): string | null {
+  return loadError;
+}

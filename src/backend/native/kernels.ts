@@ -1,0 +1,379 @@
+/**
+ * Native kernels: thin adapters from RawTensors to the addon. Each checks that it handles the
+ * inputs (float32, supported layout) and otherwise returns undefined so the reference kernel runs.
+ * Outputs are allocated here; the addon writes into them in place.
+ */
+import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor, TypedArray } from '../primitives.ts';
+import { sizeOf } from '../primitives.ts';
+import { registerKernel } from '../registry.ts';
+import type { NativeAddon } from './addon.ts';
+import { BINARY_OPS, UNARY_OPS } from './addon.ts';
+
+function isF32(data: TypedArray): data is Float32Array {
+  return data instanceof Float32Array;
+}
+
+function allF32(inputs: readonly RawTensor[]): boolean {
+  return inputs.every((t) => t.dtype === 'float32' && isF32(t.data));
+}
+
+function out(shape: readonly number[]): { data: Float32Array; shape: number[]; dtype: 'float32' } {
+  return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function outSize(n: number, k: number, stride: number, pad: number, dilation: number): number {
+  return Math.floor((n + 2 * pad - dilation * (k - 1) - 1) / stride) + 1;
+}
+
+/**
+ * The (d0, d1, d2) view of a broadcast binary op: dims of the output where a and b are both
+ * full, or one is broadcast, merged into at most three groups, with each operand's stride per
+ * group (0 = broadcast). Null when more than three groups are needed.
+ */
+export function binaryLayout(aShape: readonly number[], bShape: readonly number[], shape: readonly number[]): Int32Array | null {
+  const rank = shape.length;
+  const groups: { size: number; aFull: boolean; bFull: boolean }[] = [];
+  for (let d = 0; d < rank; d++) {
+    const size = shape[d]!;
+    if (size === 1) continue;
+    const aFull = (aShape[d - rank + aShape.length] ?? 1) === size;
+    const bFull = (bShape[d - rank + bShape.length] ?? 1) === size;
+    const last = groups[groups.length - 1];
+    if (last && last.aFull === aFull && last.bFull === bFull) last.size *= size;
+    else groups.push({ size, aFull, bFull });
+  }
+  if (groups.length > 3) return null;
+  while (groups.length < 3) groups.unshift({ size: 1, aFull: false, bFull: false });
+  const layout = new Int32Array(9);
+  let aStride = 1;
+  let bStride = 1;
+  for (let g = 2; g >= 0; g--) {
+    const { size, aFull, bFull } = groups[g]!;
+    layout[g] = size;
+    layout[3 + g] = aFull ? aStride : 0;
+    layout[6 + g] = bFull ? bStride : 0;
+    if (aFull) aStride *= size;
+    if (bFull) bStride *= size;
+  }
+  return layout;
+}
+
+function broadcastShape(a: readonly number[], b: readonly number[]): number[] | null {
+  const rank = Math.max(a.length, b.length);
+  const shape: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    const da = a[a.length - rank + i] ?? 1;
+    const db = b[b.length - rank + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) return null;
+    shape.push(da === 1 ? db : da);
+  }
+  return shape;
+}
+
+// ---------------------------------------------------------------- linear algebra
+
+/** a [...batch, M, K] (or [..., K, M]), b [...batch, K, N] (or [..., N, K]); batch dims equal or absent on one side. */
+function matmulKernel(addon: NativeAddon): Kernel<'matmul'> {
+  return (inputs, { transA, transB }) => {
+    const [a, b] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs) || a.shape.length < 2 || b.shape.length < 2) return undefined;
+    const ra = a.shape.length;
+    const rb = b.shape.length;
+    const m = a.shape[ra - (transA ? 1 : 2)]!;
+    const k = a.shape[ra - (transA ? 2 : 1)]!;
+    const kb = b.shape[rb - (transB ? 1 : 2)]!;
+    const n = b.shape[rb - (transB ? 2 : 1)]!;
+    if (k !== kb) return undefined;
+    const aBatch = a.shape.slice(0, -2);
+    const bBatch = b.shape.slice(0, -2);
+    let batchShape: readonly number[];
+    if (sameShape(aBatch, bBatch)) batchShape = aBatch;
+    else if (aBatch.length === 0) batchShape = bBatch;
+    else if (bBatch.length === 0) batchShape = aBatch;
+    else return undefined;
+    const batch = sizeOf(batchShape);
+    const y = out([...batchShape, m, n]);
+    if (y.data.length === 0) return y;
+    addon.sgemm(
+      transA, transB, m, n, k,
+      a.data as Float32Array, transA ? m : k, b.data as Float32Array, transB ? k : n, 0, y.data, n,
+      batch, aBatch.length === 0 ? 0 : m * k, bBatch.length === 0 ? 0 : k * n, m * n,
+    );
+    return y;
+  };
+}
+
+// ---------------------------------------------------------------- conv2d
+
+/** [N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, groups], or null when not valid. */
+function convGeometry(x: readonly number[], w: readonly number[], a: Conv2dAttrs): Int32Array | null {
+  if (x.length !== 4 || w.length !== 4) return null;
+  const [n, c, h, wd] = x as [number, number, number, number];
+  const [o, cg, kh, kw] = w as [number, number, number, number];
+  const g = a.groups;
+  if (g < 1 || c % g !== 0 || o % g !== 0 || cg !== c / g) return null;
+  const oh = outSize(h, kh, a.stride[0], a.padding[0], a.dilation[0]);
+  const ow = outSize(wd, kw, a.stride[1], a.padding[1], a.dilation[1]);
+  if (oh < 1 || ow < 1 || n < 1) return null;
+  return Int32Array.from([
+    n, c, h, wd, o, kh, kw, oh, ow, a.stride[0], a.stride[1], a.padding[0], a.padding[1], a.dilation[0], a.dilation[1], g,
+  ]);
+}
+
+/** x (N,C,H,W), w (O,C/g,KH,KW) -> y (N,O,OH,OW) */
+function conv2dKernel(addon: NativeAddon): Kernel<'conv2d'> {
+  return (inputs, attrs) => {
+    const [x, w] = inputs as [RawTensor, RawTensor];
+    const geom = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
+    if (!geom) return undefined;
+    const y = out([geom[0]!, geom[4]!, geom[7]!, geom[8]!]);
+    addon.conv2d(x.data as Float32Array, w.data as Float32Array, y.data, geom);
+    return y;
+  };
+}
+
+/** dy (N,O,OH,OW), w (O,C/g,KH,KW) -> dx (inputShape) */
+function conv2dBackwardInputKernel(addon: NativeAddon): Kernel<'conv2dBackwardInput'> {
+  return (inputs, attrs) => {
+    const [dy, w] = inputs as [RawTensor, RawTensor];
+    const geom = allF32(inputs) ? convGeometry(attrs.inputShape, w.shape, attrs) : null;
+    if (!geom || !sameShape(dy.shape, [geom[0]!, geom[4]!, geom[7]!, geom[8]!])) return undefined;
+    const dx = out(attrs.inputShape);
+    addon.conv2dBackwardInput(dy.data as Float32Array, w.data as Float32Array, dx.data, geom);
+    return dx;
+  };
+}
+
+/** x (N,C,H,W), dy (N,O,OH,OW) -> dw (weightShape) */
+function conv2dBackwardWeightKernel(addon: NativeAddon): Kernel<'conv2dBackwardWeight'> {
+  return (inputs, attrs) => {
+    const [x, dy] = inputs as [RawTensor, RawTensor];
+    const geom = allF32(inputs) ? convGeometry(x.shape, attrs.weightShape, attrs) : null;
+    if (!geom || !sameShape(dy.shape, [geom[0]!, geom[4]!, geom[7]!, geom[8]!])) return undefined;
+    const dw = out(attrs.weightShape);
+    addon.conv2dBackwardWeight(x.data as Float32Array, dy.data as Float32Array, dw.data, geom);
+    return dw;
+  };
+}
+
+// ---------------------------------------------------------------- pooling
+
+interface PoolAttrs {
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  readonly padding: readonly [number, number];
+}
+
+/** [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw] for an input shape, or null. */
+function poolGeometry(x: readonly number[], a: PoolAttrs): Int32Array | null {
+  if (x.length !== 4) return null;
+  const [n, c, h, w] = x as [number, number, number, number];
+  const oh = outSize(h, a.kernel[0], a.stride[0], a.padding[0], 1);
+  const ow = outSize(w, a.kernel[1], a.stride[1], a.padding[1], 1);
+  // Windows entirely inside the padding have no defined maximum: leave them to the reference.
+  if (oh < 1 || ow < 1 || a.padding[0] >= a.kernel[0] || a.padding[1] >= a.kernel[1]) return null;
+  return Int32Array.from([n, c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1]]);
+}
+
+function pooledShape(geom: Int32Array): number[] {
+  return [geom[0]!, geom[1]!, geom[4]!, geom[5]!];
+}
+
+/** x (N,C,H,W) -> y (N,C,OH,OW) */
+function maxPool2dKernel(addon: NativeAddon): Kernel<'maxPool2d'> {
+  return (inputs, attrs) => {
+    const [x] = inputs as [RawTensor];
+    const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
+    if (!geom) return undefined;
+    const y = out(pooledShape(geom));
+    addon.maxPool2d(x.data as Float32Array, y.data, geom);
+    return y;
+  };
+}
+
+/** dy (N,C,OH,OW), x (N,C,H,W) -> dx (N,C,H,W) */
+function maxPool2dBackwardKernel(addon: NativeAddon): Kernel<'maxPool2dBackward'> {
+  return (inputs, attrs) => {
+    const [dy, x] = inputs as [RawTensor, RawTensor];
+    const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
+    if (!geom || !sameShape(dy.shape, pooledShape(geom))) return undefined;
+    const dx = out(x.shape);
+    addon.maxPool2dBackward(dy.data as Float32Array, x.data as Float32Array, dx.data, geom);
+    return dx;
+  };
+}
+
+/** g (N,C,H,W), x (N,C,H,W) -> y (N,C,OH,OW) */
+function maxPool2dGatherKernel(addon: NativeAddon): Kernel<'maxPool2dGather'> {
+  return (inputs, attrs) => {
+    const [g, x] = inputs as [RawTensor, RawTensor];
+    const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
+    if (!geom || !sameShape(g.shape, x.shape)) return undefined;
+    const y = out(pooledShape(geom));
+    addon.maxPool2dGather(g.data as Float32Array, x.data as Float32Array, y.data, geom);
+    return y;
+  };
+}
+
+/** x (N,C,H,W) -> y (N,C,OH,OW) */
+function avgPool2dKernel(addon: NativeAddon): Kernel<'avgPool2d'> {
+  return (inputs, attrs) => {
+    const [x] = inputs as [RawTensor];
+    const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
+    if (!geom) return undefined;
+    const y = out(pooledShape(geom));
+    addon.avgPool2d(x.data as Float32Array, y.data, geom);
+    return y;
+  };
+}
+
+/** dy (N,C,OH,OW) -> dx (inputShape) */
+function avgPool2dBackwardKernel(addon: NativeAddon): Kernel<'avgPool2dBackward'> {
+  return (inputs, attrs) => {
+    const [dy] = inputs as [RawTensor];
+    const geom = allF32(inputs) ? poolGeometry(attrs.inputShape, attrs) : null;
+    if (!geom || !sameShape(dy.shape, pooledShape(geom))) return undefined;
+    const dx = out(attrs.inputShape);
+    addon.avgPool2dBackward(dy.data as Float32Array, dx.data, geom);
+    return dx;
+  };
+}
+
+// ---------------------------------------------------------------- elementwise
+
+/** x -> op(x), any shape */
+function unaryKernel(addon: NativeAddon, code: number): Kernel {
+  return (inputs) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs)) return undefined;
+    const y = out(x.shape);
+    addon.unary(code, x.data as Float32Array, y.data);
+    return y;
+  };
+}
+
+/** (a, b) -> op(a, b) with numpy broadcasting, when the broadcast fits a 3-group layout */
+function binaryKernel(addon: NativeAddon, code: number): Kernel {
+  return (inputs) => {
+    const [a, b] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs)) return undefined;
+    const shape = broadcastShape(a.shape, b.shape);
+    if (!shape || sizeOf(shape) === 0) return undefined;
+    const layout = binaryLayout(a.shape, b.shape, shape);
+    if (!layout) return undefined;
+    const y = out(shape);
+    addon.binary(code, a.data as Float32Array, b.data as Float32Array, y.data, layout);
+    return y;
+  };
+}
+
+/** (cond, a, b) of one shape -> cond != 0 ? a : b; cond float32 or int32 */
+function whereKernel(addon: NativeAddon): Kernel<'where'> {
+  return ([cond, a, b]) => {
+    if (!cond || !a || !b || !allF32([a, b])) return undefined;
+    if (!(cond.data instanceof Float32Array || cond.data instanceof Int32Array)) return undefined;
+    if (!sameShape(cond.shape, a.shape) || !sameShape(a.shape, b.shape)) return undefined;
+    const y = out(a.shape);
+    addon.where(cond.data, a.data as Float32Array, b.data as Float32Array, y.data);
+    return y;
+  };
+}
+
+// ---------------------------------------------------------------- reductions, softmax
+
+/** x -> sum over `axes` when they are the trailing or the leading dims */
+function sumKernel(addon: NativeAddon): Kernel<'sum'> {
+  return (inputs, { axes, keepDims }) => {
+    const [x] = inputs as [RawTensor];
+    const rank = x.shape.length;
+    if (!allF32(inputs) || axes.length === 0 || sizeOf(x.shape) === 0) return undefined;
+    const trailing = axes.every((axis, i) => axis === rank - axes.length + i);
+    const leading = axes.every((axis, i) => axis === i);
+    if (!trailing && !leading) return undefined;
+    const shape = x.shape.flatMap((d, i) => (axes.includes(i) ? (keepDims ? [1] : []) : [d]));
+    const y = out(shape);
+    const reduced = sizeOf(axes.map((axis) => x.shape[axis]!));
+    const kept = sizeOf(x.shape) / reduced;
+    if (trailing) addon.sumInner(x.data as Float32Array, y.data, kept, reduced);
+    else addon.sumOuter(x.data as Float32Array, y.data, reduced, kept);
+    return y;
+  };
+}
+
+/** x -> softmax / logSoftmax along the last axis (`axis` is non-negative, as in the reference) */
+function softmaxKernel<P extends 'softmax' | 'logSoftmax'>(addon: NativeAddon, log: boolean): Kernel<P> {
+  return (inputs, { axis }) => {
+    const [x] = inputs as [RawTensor];
+    const rank = x.shape.length;
+    if (!allF32(inputs) || rank === 0 || axis !== rank - 1) return undefined;
+    const cols = x.shape[rank - 1]!;
+    const y = out(x.shape);
+    if (cols === 0) return y;
+    addon.softmax(x.data as Float32Array, y.data, y.data.length / cols, cols, log);
+    return y;
+  };
+}
+
+// ---------------------------------------------------------------- transpose
+
+/** x (rank 2..4) -> x permuted by `perm` */
+function transposeKernel(addon: NativeAddon): Kernel<'transpose'> {
+  return (inputs, { perm }) => {
+    const [x] = inputs as [RawTensor];
+    const rank = x.shape.length;
+    if (!allF32(inputs) || rank < 2 || rank > 4 || perm.length !== rank || sizeOf(x.shape) === 0) return undefined;
+    if (!perm.every((p, i) => perm.indexOf(p) === i && p >= 0 && p < rank)) return undefined;
+    const pad = 4 - rank;
+    const spec = new Int32Array(8);
+    for (let d = 0; d < 4; d++) {
+      spec[d] = d < pad ? 1 : x.shape[d - pad]!;
+      spec[4 + d] = d < pad ? d : perm[d - pad]! + pad;
+    }
+    const y = out(perm.map((p) => x.shape[p]!));
+    addon.transpose(x.data as Float32Array, y.data, spec);
+    return y;
+  };
+}
+
+/** Every primitive the native backend implements. */
+export const NATIVE_OPS: readonly PrimitiveName[] = [
+  ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'softmax', 'logSoftmax', 'matmul', 'transpose',
+  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
+  'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
+];
+
+const registered = new Map<PrimitiveName, Kernel>();
+
+/** @internal The native kernel of `op` (for tests that must tell a decline from a result). */
+export function nativeKernel(op: PrimitiveName): Kernel | undefined {
+  return registered.get(op);
+}
+
+function register<P extends PrimitiveName>(op: P, kernel: Kernel<P>): void {
+  registerKernel('native', op, kernel);
+  registered.set(op, kernel as Kernel);
+}
+
+/** @internal Registers the native kernels of every op in NATIVE_OPS. */
+export function registerNativeKernels(addon: NativeAddon): void {
+  UNARY_OPS.forEach((op, code) => register(op, unaryKernel(addon, code)));
+  BINARY_OPS.forEach((op, code) => register(op, binaryKernel(addon, code)));
+  register('where', whereKernel(addon));
+  register('sum', sumKernel(addon));
+  register('softmax', softmaxKernel<'softmax'>(addon, false));
+  register('logSoftmax', softmaxKernel<'logSoftmax'>(addon, true));
+  register('matmul', matmulKernel(addon));
+  register('transpose', transposeKernel(addon));
+  register('conv2d', conv2dKernel(addon));
+  register('conv2dBackwardInput', conv2dBackwardInputKernel(addon));
+  register('conv2dBackwardWeight', conv2dBackwardWeightKernel(addon));
+  register('maxPool2d', maxPool2dKernel(addon));
+  register('maxPool2dBackward', maxPool2dBackwardKernel(addon));
+  register('maxPool2dGather', maxPool2dGatherKernel(addon));
+  register('avgPool2d', avgPool2dKernel(addon));
+  register('avgPool2dBackward', avgPool2dBackwardKernel(addon));
+}

@@ -1,0 +1,272 @@
+/**
+ * The native backend against the reference backend, op by op, on random inputs with odd shapes.
+ * Each op states its tolerance: |native - reference| <= atol + rtol * |reference|.
+ * Skipped as a whole when the addon did not load (e.g. no compiler at install time).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+
+import '../reference/index.ts';
+import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts';
+import { sizeOf } from '../primitives.ts';
+import { runKernel, setBackend } from '../registry.ts';
+import { fmaPeakGflops, loadNative, nativeInfo, setNativeThreads } from './index.ts';
+import { nativeKernel } from './kernels.ts';
+
+const loaded = loadNative();
+const skip = loaded.ok ? false : `native addon not loaded: ${loaded.reason}`;
+if (skip) console.warn(`native tests skipped (${skip})`);
+
+interface Tolerance {
+  atol: number;
+  rtol: number;
+}
+const EXACT: Tolerance = { atol: 0, rtol: 0 };
+const TRANSCENDENTAL: Tolerance = { atol: 1e-7, rtol: 1e-6 };
+
+/** Deterministic uniform values in [lo, hi). */
+function random(shape: readonly number[], seed: number, lo = -1, hi = 1): RawTensor {
+  let state = seed * 2654435761 + 12345;
+  const data = new Float32Array(sizeOf(shape));
+  for (let i = 0; i < data.length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    data[i] = lo + ((state >>> 8) / (1 << 24)) * (hi - lo);
+  }
+  return { data, shape, dtype: 'float32' };
+}
+
+/** Runs `op` on both backends, checks that native did not decline, and compares. */
+function check<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P], tol: Tolerance): void {
+  const direct = nativeKernel(op)?.(inputs, attrs);
+  assert.ok(direct, `native ${op} declined shapes ${inputs.map((t) => `[${t.shape.join(',')}]`).join(' ')}`);
+  setBackend('reference');
+  const ref = runKernel(op, inputs, attrs);
+  setBackend('native');
+  const got = runKernel(op, inputs, attrs);
+  setBackend('reference');
+  assert.deepEqual(got.shape, ref.shape, `${op}: shape`);
+  assert.equal(got.dtype, ref.dtype, `${op}: dtype`);
+  let worst = 0;
+  let where = -1;
+  for (let i = 0; i < ref.data.length; i++) {
+    const r = ref.data[i]!;
+    const g = got.data[i]!;
+    if (Number.isNaN(r) && Number.isNaN(g)) continue;
+    const excess = Math.abs(g - r) - (tol.atol + tol.rtol * Math.abs(r));
+    if (!(excess <= worst)) {
+      worst = Number.isNaN(excess) ? Infinity : excess;
+      where = i;
+    }
+  }
+  assert.ok(where < 0, `${op}: element ${where} native ${got.data[where]} vs reference ${ref.data[where]}`);
+}
+
+function declines<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P]): void {
+  assert.equal(nativeKernel(op)?.(inputs, attrs), undefined, `native ${op} should decline`);
+}
+
+const NO_ATTRS = {} as Record<string, never>;
+const ODD = [1, 3, 7, 17, 33, 65, 129];
+
+describe('native backend vs reference', { skip }, () => {
+  it('reports its ISA, threads and a positive FMA peak', () => {
+    const info = nativeInfo();
+    assert.ok(info && ['avx512', 'avx2', 'scalar'].includes(info.isa));
+    assert.ok(info.threads >= 1);
+    assert.ok(fmaPeakGflops(1, 0.02) > 0);
+  });
+
+  it('unary ops (neg, abs, relu, sqrt: exact; exp, log, sigmoid, tanh: 1e-6 relative)', () => {
+    for (const [i, n] of ODD.entries()) {
+      const shape = [n, (i % 3) + 1];
+      const x = random(shape, i, -4, 4);
+      const positive = random(shape, i + 50, 1e-3, 10);
+      for (const op of ['neg', 'abs', 'relu'] as const) check(op, [x], NO_ATTRS, EXACT);
+      check('sqrt', [positive], NO_ATTRS, EXACT);
+      check('log', [positive], NO_ATTRS, TRANSCENDENTAL);
+      for (const op of ['exp', 'sigmoid', 'tanh'] as const) check(op, [x], NO_ATTRS, TRANSCENDENTAL);
+    }
+    const wide = random([3], 9, -100, 100);
+    check('sigmoid', [wide], NO_ATTRS, TRANSCENDENTAL);
+  });
+
+  it('binary ops, same shape and scalar / row / channel broadcasts (exact)', () => {
+    const pairs: [number[], number[]][] = [
+      [[17, 33], [17, 33]], [[129], [129]], [[7, 33], []], [[1], [65, 3]], [[7, 33], [33]], [[33], [5, 7, 33]],
+      [[3, 7, 5, 5], [1, 7, 1, 1]], [[1, 7, 1, 1], [3, 7, 5, 5]], [[2, 3, 1], [1, 3, 4]], [[1], [1]],
+    ];
+    for (const [i, [sa, sb]] of pairs.entries()) {
+      const a = random(sa, i);
+      const b = random(sb, i + 100, 0.5, 2);
+      for (const op of ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal'] as const) {
+        check(op, [a, b], NO_ATTRS, EXACT);
+      }
+    }
+    const a = random([9, 9], 1);
+    check('equal', [a, a], NO_ATTRS, EXACT);
+    declines('add', [random([2, 1, 3, 1], 1), random([1, 2, 1, 3], 2)], NO_ATTRS);
+    declines('add', [{ data: new Float64Array(3), shape: [3], dtype: 'float64' }, { data: new Float64Array(3), shape: [3], dtype: 'float64' }], NO_ATTRS);
+  });
+
+  it('where with float32 and int32 conditions (exact)', () => {
+    for (const n of ODD) {
+      const a = random([n, 5], n);
+      const b = random([n, 5], n + 1);
+      const cond = runKernel('greater', [a, b], NO_ATTRS);
+      check('where', [cond, a, b], NO_ATTRS, EXACT);
+      const condInt: RawTensor = { data: Int32Array.from(cond.data), shape: cond.shape, dtype: 'int32' };
+      check('where', [condInt, a, b], NO_ATTRS, EXACT);
+    }
+  });
+
+  it('sum over trailing or leading axes (1e-6 absolute on O(1) data)', () => {
+    const tol = { atol: 1e-5, rtol: 1e-6 };
+    for (const [i, n] of ODD.entries()) {
+      const x = random([3, n, 5], i);
+      for (const keepDims of [false, true]) {
+        check('sum', [x], { axes: [2], keepDims }, tol);
+        check('sum', [x], { axes: [1, 2], keepDims }, tol);
+        check('sum', [x], { axes: [0], keepDims }, tol);
+        check('sum', [x], { axes: [0, 1], keepDims }, tol);
+        check('sum', [x], { axes: [0, 1, 2], keepDims }, tol);
+      }
+      declines('sum', [x], { axes: [1], keepDims: false });
+    }
+  });
+
+  it('softmax and logSoftmax along the last axis (1e-6 absolute)', () => {
+    for (const [i, n] of ODD.entries()) {
+      const x = random([4, n], i, -10, 10);
+      check('softmax', [x], { axis: 1 }, { atol: 1e-6, rtol: 1e-5 });
+      check('logSoftmax', [x], { axis: 1 }, { atol: 1e-5, rtol: 1e-6 });
+      check('softmax', [random([2, 3, n], i)], { axis: 2 }, { atol: 1e-6, rtol: 1e-5 });
+    }
+    declines('softmax', [random([3, 4], 1)], { axis: 0 });
+  });
+
+  it('matmul, all transposes, batched and broadcast batch (1e-5 * K absolute)', () => {
+    const sizes: [number, number, number][] = [
+      [1, 1, 1], [3, 7, 17], [17, 33, 65], [65, 129, 7], [129, 65, 33], [14, 32, 256], [15, 33, 257], [200, 300, 150],
+    ];
+    for (const [i, [m, n, k]] of sizes.entries()) {
+      const tol = { atol: 1e-5 * k, rtol: 1e-5 };
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          const a = random(transA ? [k, m] : [m, k], i);
+          const b = random(transB ? [n, k] : [k, n], i + 7);
+          check('matmul', [a, b], { transA, transB }, tol);
+        }
+      }
+      const a3 = random([3, m, k], i + 1);
+      const b3 = random([3, k, n], i + 2);
+      check('matmul', [a3, b3], { transA: false, transB: false }, tol);
+      check('matmul', [a3, random([k, n], i + 3)], { transA: false, transB: false }, tol);
+      check('matmul', [random([m, k], i + 4), b3], { transA: false, transB: false }, tol);
+    }
+    declines('matmul', [random([2, 1, 3, 4], 1), random([1, 2, 4, 5], 2)], { transA: false, transB: false });
+  });
+
+  it('matmul gives the same result on 1 and 2 threads', () => {
+    const a = random([300, 200], 1);
+    const b = random([200, 250], 2);
+    setNativeThreads(1);
+    const one = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+    setNativeThreads(2);
+    const two = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+    assert.deepEqual(one.data, two.data);
+  });
+
+  it('transpose for rank 2 to 4 (exact)', () => {
+    const cases: [number[], number[]][] = [
+      [[7, 33], [1, 0]], [[3, 5, 7], [2, 0, 1]], [[3, 5, 7], [0, 2, 1]], [[2, 3, 5, 7], [0, 2, 3, 1]],
+      [[2, 3, 5, 7], [0, 3, 1, 2]], [[2, 3, 5, 7], [1, 0, 2, 3]], [[1, 17, 1, 3], [3, 2, 1, 0]],
+    ];
+    for (const [i, [shape, perm]] of cases.entries()) check('transpose', [random(shape, i)], { perm }, EXACT);
+  });
+
+  // [N, C, H, W, O, KH, KW, stride, padding, dilation, groups]
+  const convCases: [number, number, number, number, number, number, number, [number, number], [number, number], [number, number], number][] = [
+    [4, 1, 28, 28, 6, 5, 5, [1, 1], [0, 0], [1, 1], 1], // LeNet conv1
+    [3, 6, 14, 14, 16, 5, 5, [1, 1], [0, 0], [1, 1], 1], // LeNet conv2
+    [2, 3, 7, 9, 5, 3, 3, [2, 2], [1, 1], [1, 1], 1],
+    [1, 4, 17, 13, 6, 3, 2, [1, 2], [2, 1], [2, 1], 2],
+    [3, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [1, 1], 6], // depthwise
+    [2, 8, 5, 7, 3, 1, 1, [1, 1], [0, 0], [1, 1], 1], // pointwise
+    [1, 2, 3, 3, 1, 3, 3, [1, 1], [0, 0], [1, 1], 1],
+    [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
+  ];
+
+  it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
+    for (const [i, [n, c, h, w, o, kh, kw, stride, padding, dilation, groups]] of convCases.entries()) {
+      const attrs = { stride, padding, dilation, groups };
+      const x = random([n, c, h, w], i);
+      const weight = random([o, c / groups, kh, kw], i + 10);
+      const taps = (c / groups) * kh * kw;
+      check('conv2d', [x, weight], attrs, { atol: 1e-5 * taps, rtol: 1e-5 });
+      setBackend('reference');
+      const y = runKernel('conv2d', [x, weight], attrs);
+      const dy = random(y.shape, i + 20);
+      check('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, { atol: 1e-5 * o * kh * kw, rtol: 1e-5 });
+      const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
+      check('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, { atol: 1e-5 * pixels, rtol: 1e-5 });
+    }
+  });
+
+  it('pooling: max (exact, first maximum), avg (1e-6 relative) and their backward passes', () => {
+    const cases: [number[], [number, number], [number, number], [number, number]][] = [
+      [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],
+      [[1, 1, 1, 1], [1, 1], [1, 1], [0, 0]], [[2, 2, 33, 65], [3, 2], [3, 1], [1, 1]],
+    ];
+    for (const [i, [shape, kernel, stride, padding]] of cases.entries()) {
+      const attrs = { kernel, stride, padding };
+      const x = random(shape, i);
+      // Quantised values make ties, so "first maximum" is really exercised.
+      const ties: RawTensor = { ...x, data: x.data.map((v) => Math.round(v * 2) / 2) };
+      for (const input of [x, ties]) {
+        check('maxPool2d', [input], attrs, EXACT);
+        check('avgPool2d', [input], attrs, { atol: 1e-7, rtol: 1e-6 });
+        setBackend('reference');
+        const y = runKernel('maxPool2d', [input], attrs);
+        const dy = random(y.shape, i + 5);
+        check('maxPool2dBackward', [dy, input], attrs, { atol: 1e-6, rtol: 1e-6 });
+        check('maxPool2dGather', [random(shape, i + 6), input], attrs, EXACT);
+        check('avgPool2dBackward', [dy], { ...attrs, inputShape: shape }, { atol: 1e-6, rtol: 1e-6 });
+      }
+    }
+  });
+
+  it('declines float64 inputs', () => {
+    const x: RawTensor = { data: new Float64Array(6), shape: [2, 3], dtype: 'float64' };
+    declines('relu', [x], NO_ATTRS);
+    declines('matmul', [x, { ...x, shape: [3, 2] }], { transA: false, transB: false });
+  });
+
+  for (const isa of ['avx2', 'scalar'] as const) {
+    it(`LOWBIT_ISA=${isa} dispatches to the lower ISA and stays correct`, () => {
+      const addonPath = fileURLToPath(new URL('../../../build/Release/lowbit_native.node', import.meta.url));
+      const script = `
+        const a = require(${JSON.stringify(addonPath)});
+        const m = 37, n = 45, k = 29;
+        const A = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i));
+        const B = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));
+        const C = new Float32Array(m * n);
+        a.setThreads(2);
+        a.sgemm(false, false, m, n, k, A, k, B, n, 0, C, n, 1, 0, 0, 0);
+        let err = 0;
+        for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+          let s = 0; for (let p = 0; p < k; p++) s += A[i * k + p] * B[p * n + j];
+          err = Math.max(err, Math.abs(s - C[i * n + j]));
+        }
+        console.log(JSON.stringify({ isa: a.info().isa, err }));`;
+      const run = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, LOWBIT_ISA: isa }, encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      const result = JSON.parse(run.stdout) as { isa: string; err: number };
+      const best = nativeInfo()!.isa;
+      const expected = best === 'scalar' || (best === 'avx2' && isa === 'avx2') ? best : isa;
+      assert.equal(result.isa, expected);
+      assert.ok(result.err < 1e-4, `max error ${result.err}`);
+    });
+  }
+});
