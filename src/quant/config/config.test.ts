@@ -130,6 +130,9 @@ describe('quant/config: resolvePlan', () => {
     const ternaryTable = byName(resolvePlan(mlp({ hidden: [8, 8], inputSize: 6 }), { default: qconfigFor('ternary', 'ternary') }));
     assert.deepEqual(ternaryTable.get('5')!.weightSpec, int8PerChannelSym);
     assert.deepEqual(ternaryTable.get('3')!.weightSpec, ternaryTwn);
+    const dorefaTable = byName(resolvePlan(mlp({ hidden: [8, 8], inputSize: 6 }), { default: qconfigFor('w4a4', 'dorefa') }));
+    assert.deepEqual(dorefaTable.get('5')!.weightSpec, int8PerChannelSym, 'DoReFa weights are replaced');
+    assert.deepEqual(dorefaTable.get('5')!.activationSpec, { kind: 'dorefa', bits: 8, signed: false }, 'DoReFa activations are widened');
   });
 
   it('finds Conv2d→BatchNorm2d pairs in Sequentials (and explicit pairs)', () => {

@@ -36,8 +36,8 @@ export interface QuantPlan {
   readonly overrides?: readonly PlanOverride[];
   /**
    * Keep the first and last quantized layers (in definition order) at 8 bits (default true):
-   * binary / ternary / LQ-Nets specs become int8PerChannelSym weights and uint8Ema activations,
-   * every other kind keeps its spec with `bits: 8`. A layer named exactly (no wildcard) by an override is
+   * binary / ternary / LQ-Nets specs and DoReFa weights become int8PerChannelSym weights and
+   * uint8Ema activations, every other kind keeps its spec with `bits: 8`. A layer named exactly (no wildcard) by an override is
    * left as the override says.
    */
   readonly keepFirstLast8bit?: boolean;
@@ -71,7 +71,11 @@ export interface ResolveOptions {
   readonly fusePairs?: readonly (readonly [string, string])[];
 }
 
-const SIGN_VALUED_KINDS = [...BINARY_KINDS, ...TERNARY_KINDS];
+/**
+ * Kinds the 8-bit rule replaces instead of widening: sign-valued ones, LQ-Nets (a 256-level learned
+ * basis), and DoReFa weights (rescaled to [−1, 1], which changes a layer without a BN after it).
+ */
+const REPLACED_AT_8_BITS = [...BINARY_KINDS, ...TERNARY_KINDS, 'lqnet', 'dorefa'];
 
 const NO_QUANT: QConfig = Object.freeze({ weight: null, activation: null });
 
@@ -137,7 +141,7 @@ export function findConvBnPairs(model: Module, fusePairs: readonly (readonly [st
 /** A spec at 8 bits for the first/last-layer rule (see `QuantPlan.keepFirstLast8bit`). */
 export function specAt8Bits(spec: QuantizerSpec | null, role: QuantRole): QuantizerSpec | null {
   if (spec === null || spec.bits >= 8) return spec;
-  if (SIGN_VALUED_KINDS.includes(spec.kind) || spec.kind === 'lqnet') return role === 'weight' ? int8PerChannelSym : uint8Ema;
+  if (REPLACED_AT_8_BITS.includes(spec.kind) && !(spec.kind === 'dorefa' && role === 'activation')) return role === 'weight' ? int8PerChannelSym : uint8Ema;
   return { ...spec, bits: 8 };
 }
 

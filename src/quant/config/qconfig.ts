@@ -140,8 +140,9 @@ const MULTI_BIT: Partial<Record<Estimator, (bits: number) => QConfig>> = {
   }),
   lsq: (bits) => ({ weight: { ...p.int8Lsq, bits }, activation: { ...p.uint8Lsq, bits } }),
   lsqPlus: (bits) => ({ weight: { ...p.int4LsqPlus, bits }, activation: { ...p.uint4LsqPlus, bits } }),
-  // PACT clips activations; its paper quantizes weights with DoReFa.
-  pact: (bits) => ({ weight: { ...p.dorefaInt4, bits }, activation: { ...p.pactUint4, bits } }),
+  // PACT is an activation quantizer; weights get per-channel min-max STE (its paper used DoReFa
+  // weights, whose [−1, 1] rescaling only works with a BatchNorm after every layer).
+  pact: (bits) => ({ weight: { ...p.int8PerChannelSym, bits }, activation: { ...p.pactUint4, bits } }),
   dorefa: (bits) => ({ weight: { ...p.dorefaInt4, bits }, activation: { ...p.dorefaUint4, bits } }),
   lqnet: (bits) => ({ weight: { ...p.lqnetInt2, bits }, activation: { ...p.lqnetUint2, bits } }),
   noise: (bits) => ({ weight: { ...p.noiseInt4, bits }, activation: { ...p.noiseUint4, bits } }),
@@ -181,7 +182,8 @@ export interface QConfigForOptions {
  * The QConfig of a scheme trained with an estimator, validated:
  * - w8a8 / w4a4 / w2a2: weights signed per channel (range-based kinds) or per tensor (learned
  *   kinds), activations unsigned per tensor, both with the estimator's kind ('pact' pairs PACT
- *   activations with DoReFa weights, as in its paper). 'lqnet' is not offered at 8 bits (a 256-level
+ *   activations with per-channel STE weights). DoReFa weights are rescaled to [−1, 1]: they suit
+ *   networks with a BatchNorm after each layer (cnn), not LeNet-5 or a BN-free MLP. 'lqnet' is not offered at 8 bits (a 256-level
  *   learned basis is not what LQ-Nets is for).
  * - w1a1: weights 'binary' (sign, per-channel α), 'irnet' or 'smoothBinary'; activations 1-bit
  *   {0, s} with a learned step (uint1Lsq), or the estimator's sign with `signActivations: true`.
