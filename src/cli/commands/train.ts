@@ -8,6 +8,7 @@ import { fit, formatPercent, type EpochScheduler } from '../../train/index.ts';
 import { writeFileAtomic } from '../../format/index.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
+import { formatQuantTable, prepareQat, qatFromCliOptions, quantCliOptions, quantizedLayers, setQuantProgress } from '../../quant/qat/index.ts';
 
 /** Learning rate used when `--lr` is not given. */
 const DEFAULT_LR: Record<OptimizerName, number> = { sgd: 0.05, adam: 1e-3, adamw: 1e-3 };
@@ -42,6 +43,8 @@ export const trainCommand = defineCommand({
     limit: { type: 'int', positive: true, help: 'train on the first N training samples only' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
+    quant: quantCliOptions.quant,
+    estimator: quantCliOptions.estimator,
   },
   run(options, io) {
     useBackend(options.backend);
@@ -58,6 +61,8 @@ export const trainCommand = defineCommand({
 
     manualSeed(options.seed);
     const model = createModel(options.model, { numClasses: trainSet.numClasses });
+    const quantPlan = qatFromCliOptions({ quant: options.quant, estimator: options.estimator });
+    if (quantPlan) prepareQat(model, quantPlan);
     const optimizer =
       options.optimizer === 'sgd'
         ? createOptimizer('sgd', model.parameters(), { lr, momentum: options.momentum, weightDecay: options.weightDecay })
@@ -79,6 +84,8 @@ export const trainCommand = defineCommand({
     ];
     io.print(`lowbit train`);
     for (const [k, v] of rows) io.print(`  ${k.padEnd(9)}  ${v}`);
+    if (quantPlan) io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
+    if (quantPlan) setQuantProgress(model, 0, options.epochs);
 
     mkdirSync(out, { recursive: true });
     const checkpointPath = join(out, 'checkpoint.safetensors');
@@ -94,6 +101,7 @@ export const trainCommand = defineCommand({
       checkpoint: { path: checkpointPath },
       config,
       log: (line) => io.print(line),
+      onEpochEnd: quantPlan ? (record) => setQuantProgress(model, record.epoch, options.epochs) : undefined,
     });
     const totalSeconds = (performance.now() - start) / 1000;
     const last = history.epochs.at(-1);
