@@ -1,0 +1,122 @@
+/**
+ * SGEMM and FMA-peak benchmark of the native addon: GFLOP/s of C = A·B at n = 256..2048 on 1 and
+ * on all threads, as a fraction of the measured FMA peak on the same thread count; plus the
+ * LeNet-5 conv layers (batch 64) forward and backward. Every figure is a median of repeats.
+ */
+import { loadNative, nativeAddon, nativeInfo } from '../src/backend/native/index.ts';
+
+export interface SgemmPoint {
+  n: number;
+  threads: number;
+  gflops: number;
+  fractionOfPeak: number;
+}
+
+export interface ConvPoint {
+  layer: string;
+  shape: string;
+  forwardMs: number;
+  backwardInputMs: number;
+  backwardWeightMs: number;
+}
+
+export interface SgemmBench {
+  isa: string;
+  threads: number;
+  fmaPeakGflops: Record<string, number>;
+  sgemm: SgemmPoint[];
+  lenetConv: ConvPoint[];
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1]!;
+}
+
+/** Median wall time (ms) of `fn` over `repeats` runs after one warm-up. */
+function timeMs(fn: () => void, repeats: number): number {
+  fn();
+  const times: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const start = performance.now();
+    fn();
+    times.push(performance.now() - start);
+  }
+  return median(times);
+}
+
+function filled(length: number, seed: number): Float32Array {
+  const data = new Float32Array(length);
+  for (let i = 0; i < length; i++) data[i] = Math.sin(i * 0.37 + seed);
+  return data;
+}
+
+export function benchSgemm(options: { sizes?: number[]; peakSeconds?: number } = {}): SgemmBench {
+  const loaded = loadNative();
+  if (!loaded.ok) throw new Error(`native addon not loaded: ${loaded.reason}`);
+  const addon = nativeAddon()!;
+  const info = nativeInfo()!;
+  const maxThreads = info.threads;
+  const threadCounts = [...new Set([1, maxThreads])];
+  const peak: Record<string, number> = {};
+  for (const t of threadCounts) {
+    addon.setThreads(t);
+    peak[t] = median([0, 1, 2, 3, 4].map(() => addon.fmaPeak(t, options.peakSeconds ?? 0.1)));
+  }
+  const sgemm: SgemmPoint[] = [];
+  for (const n of options.sizes ?? [256, 512, 1024, 2048]) {
+    const a = filled(n * n, 1);
+    const b = filled(n * n, 2);
+    const c = new Float32Array(n * n);
+    const repeats = n <= 512 ? 30 : n <= 1024 ? 10 : 5;
+    for (const t of threadCounts) {
+      addon.setThreads(t);
+      const ms = timeMs(() => addon.sgemm(false, false, n, n, n, a, n, b, n, 0, c, n, 1, 0, 0, 0), repeats);
+      const gflops = (2 * n ** 3) / ms / 1e6;
+      sgemm.push({ n, threads: t, gflops: round(gflops), fractionOfPeak: round(gflops / peak[t]!, 3) });
+    }
+  }
+  addon.setThreads(maxThreads);
+  return { isa: info.isa, threads: maxThreads, fmaPeakGflops: mapValues(peak), sgemm, lenetConv: benchLenetConv() };
+}
+
+/** LeNet-5 conv layers at batch 64, on all threads. */
+function benchLenetConv(): ConvPoint[] {
+  const addon = nativeAddon()!;
+  const layers: [string, number, number, number, number][] = [
+    // name, C, H (= W), O, K
+    ['conv1 1->6 5x5 on 28x28', 1, 28, 6, 5],
+    ['conv2 6->16 5x5 on 14x14', 6, 14, 16, 5],
+    ['conv2 6->16 5x5 on 12x12', 6, 12, 16, 5],
+  ];
+  const batch = 64;
+  return layers.map(([layer, c, h, o, k]) => {
+    const oh = h - k + 1;
+    const geom = Int32Array.from([batch, c, h, h, o, k, k, oh, oh, 1, 1, 0, 0, 1, 1, 1]);
+    const x = filled(batch * c * h * h, 3);
+    const w = filled(o * c * k * k, 4);
+    const y = new Float32Array(batch * o * oh * oh);
+    const dx = new Float32Array(x.length);
+    const dw = new Float32Array(w.length);
+    return {
+      layer,
+      shape: `x [${batch},${c},${h},${h}] w [${o},${c},${k},${k}] y [${batch},${o},${oh},${oh}]`,
+      forwardMs: round(timeMs(() => addon.conv2d(x, w, y, geom), 50), 4),
+      backwardInputMs: round(timeMs(() => addon.conv2dBackwardInput(y, w, dx, geom), 50), 4),
+      backwardWeightMs: round(timeMs(() => addon.conv2dBackwardWeight(x, y, dw, geom), 50), 4),
+    };
+  });
+}
+
+function round(value: number, digits = 1): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+function mapValues(record: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(record).map(([k, v]) => [k, round(v)]));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  console.log(JSON.stringify(benchSgemm(), null, 2));
+}
