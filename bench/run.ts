@@ -10,6 +10,8 @@
  *   --only a,b      run only these sections (the others' earlier results stay in the report)
  *   --list          print the section names and exit
  *   --no-report     do not rewrite BENCHMARKS.md
+ *   --wait-idle[=S] before each section, wait up to S seconds (default 300) for other processes
+ *                   to leave the CPU (< 10 % busy); sections that start busy are flagged "noisy"
  *
  * Threads: 2 for everyone. LOWBIT_THREADS is set to 2 before lowbit is loaded (unless the
  * caller set it), the PyTorch peer calls torch.set_num_threads(2) with OPENBLAS_NUM_THREADS=1, and
@@ -34,21 +36,26 @@ interface Flags {
   only: string[] | null;
   list: boolean;
   report: boolean;
+  waitIdle: number;
 }
 
 function parseFlags(argv: readonly string[]): Flags {
-  const flags: Flags = { quick: false, only: null, list: false, report: true };
+  const flags: Flags = { quick: false, only: null, list: false, report: true, waitIdle: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') flags.quick = true;
     else if (a === '--list') flags.list = true;
     else if (a === '--no-report') flags.report = false;
+    else if (a === '--wait-idle' || a.startsWith('--wait-idle=')) {
+      flags.waitIdle = a === '--wait-idle' ? 300 : Number(a.slice('--wait-idle='.length));
+      if (!Number.isFinite(flags.waitIdle) || flags.waitIdle < 0) throw new Error('--wait-idle=S needs a number of seconds');
+    }
     else if (a === '--only' || a.startsWith('--only=')) {
       const v = a === '--only' ? argv[++i] : a.slice('--only='.length);
       if (!v) throw new Error('--only needs a comma-separated list of section names');
       flags.only = v.split(',').map((s) => s.trim()).filter(Boolean);
     } else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench [-- --quick] [-- --only name,...] [-- --list] [-- --no-report]');
+      console.log('usage: npm run bench [-- --quick] [-- --only name,...] [-- --wait-idle[=S]] [-- --list] [-- --no-report]');
       process.exit(0);
     } else throw new Error(`unknown flag '${a}' (try --help)`);
   }
@@ -79,7 +86,12 @@ async function main(): Promise<void> {
 
   for (const section of selected) {
     console.log(`\n[${section.name}] ${section.title}`);
-    const load = await backgroundLoad();
+    let load = await backgroundLoad();
+    const waitUntil = now() + flags.waitIdle;
+    while (load !== null && load > BUSY && now() < waitUntil) {
+      console.log(`  waiting for an idle machine (${(load * 100).toFixed(0)} % busy)...`);
+      load = await backgroundLoad(5);
+    }
     if (load !== null && load > BUSY) console.log(`  warning: the machine is ${(load * 100).toFixed(0)} % busy with other work; figures will be noisy`);
     const startedAt = new Date().toISOString();
     const s0 = now();

@@ -7,20 +7,22 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Section, SectionContext, SectionOutput, SectionResult } from '../lib.ts';
+import type { SgemmBench } from '../sgemm.ts';
 import { benchBackends, nativeMissingReason } from '../workloads.ts';
 import { fmtNumber } from '../report.ts';
 
 const helper = join(dirname(fileURLToPath(import.meta.url)), '..', 'sgemm.ts');
 
-type BenchSgemm = (options?: Record<string, unknown>) => unknown;
+type BenchSgemm = (options?: { sizes?: number[]; peakSeconds?: number }) => SgemmBench | Promise<SgemmBench>;
 
 async function run(ctx: SectionContext): Promise<SectionOutput> {
   if (!existsSync(helper)) return { status: 'skipped', reason: 'native backend not built (bench/sgemm.ts is missing)', measurements: [] };
   if (!benchBackends().includes('native')) return { status: 'skipped', reason: nativeMissingReason(), measurements: [] };
   const mod = (await import(pathToFileURL(helper).href)) as { benchSgemm?: BenchSgemm };
   if (typeof mod.benchSgemm !== 'function') return { status: 'skipped', reason: 'bench/sgemm.ts does not export benchSgemm()', measurements: [] };
-  const raw = await mod.benchSgemm({ quick: ctx.quick, repeats: ctx.repeats, threads: ctx.threads });
-  return { measurements: [], raw, notes: ['Figures as returned by `benchSgemm()` (bench/sgemm.ts, native backend); fraction of peak = achieved GFLOP/s over the measured FMA peak of the same thread count.'] };
+  ctx.log(`FMA peak, SGEMM n = ${ctx.quick ? '256..1024' : '256..2048'} on 1 and ${ctx.threads} threads, LeNet-5 conv layers`);
+  const raw = await mod.benchSgemm(ctx.quick ? { sizes: [256, 512, 1024] } : {});
+  return { measurements: [], raw, notes: ['Figures as returned by `benchSgemm()` (bench/sgemm.ts, native backend); fraction of peak = achieved GFLOP/s over the FMA peak measured in the same run on the same thread count (the peer of a kernel is the machine). Each figure is a median of repeats after one warm-up.'] };
 }
 
 // ------------------------------------------------------------------ rendering
@@ -45,9 +47,26 @@ function table(rows: Row[]): string[] {
   return lines;
 }
 
-/** Scalars as a two-column table, arrays of objects as their own tables. */
+function isSgemmBench(v: unknown): v is SgemmBench {
+  const o = v as Partial<SgemmBench> | null;
+  return !!o && typeof o === 'object' && typeof o.fmaPeakGflops === 'object' && Array.isArray(o.sgemm) && Array.isArray(o.lenetConv);
+}
+
+function renderKnown(b: SgemmBench): string[] {
+  const out = [`ISA ${b.isa}, pool of ${b.threads} threads. Measured fp32 FMA peak: ${Object.entries(b.fmaPeakGflops).map(([t, g]) => `${fmtNumber(g)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'}`).join(', ')}.`, ''];
+  out.push('| SGEMM C = A·B (n×n×n) | Threads | GFLOP/s | Fraction of FMA peak |', '| --- | ---: | ---: | ---: |');
+  for (const p of b.sgemm) out.push(`| n = ${p.n} | ${p.threads} | ${fmtNumber(p.gflops)} | ${(p.fractionOfPeak * 100).toFixed(1)} % |`);
+  if (b.lenetConv.length > 0) {
+    out.push('', '| LeNet-5 conv layer, batch 64 | Shapes | Forward ms | Backward input ms | Backward weight ms |', '| --- | --- | ---: | ---: | ---: |');
+    for (const c of b.lenetConv) out.push(`| ${c.layer} | ${c.shape} | ${fmtNumber(c.forwardMs)} | ${fmtNumber(c.backwardInputMs)} | ${fmtNumber(c.backwardWeightMs)} |`);
+  }
+  return out;
+}
+
+/** The helper's object as tables (a generic rendering if its shape is not the known one). */
 export function renderSgemm(r: SectionResult): string[] {
   const raw = r.raw;
+  if (isSgemmBench(raw)) return renderKnown(raw);
   if (raw === undefined || raw === null) return [];
   if (isRowArray(raw)) return table(raw);
   if (typeof raw !== 'object') return [`Result: ${cell(raw)}`];
