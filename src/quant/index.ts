@@ -1,3 +1,6 @@
 /** Quantization: core math, quantizers (estimators), configs, QAT, PTQ and search. */
 export * from './core/index.ts';
 export * from './quantizers/quantizer.ts';
+export * from './quantizers/index.ts';
+export * from './config/index.ts';
+export * from './qat/index.ts';
