@@ -38,14 +38,44 @@ export function availableBackends(): BackendName[] {
  * inputs (e.g. float64 on native), falls back to the reference kernel.
  */
 export function runKernel<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P]): RawTensor {
-  if (current !== 'reference') {
-    const fast = kernels.get(`${current}/${op}`);
-    const out = fast?.(inputs, attrs);
-    if (out) return out;
+  const start = profile ? performance.now() : 0;
+  let ran: BackendName = current;
+  let out: RawTensor | undefined;
+  if (current !== 'reference') out = kernels.get(`${current}/${op}`)?.(inputs, attrs);
+  if (!out) {
+    ran = 'reference';
+    const ref = kernels.get(`reference/${op}`);
+    if (!ref) throw new Error(`no kernel for op '${op}' on backend 'reference'`);
+    out = ref(inputs, attrs);
+    if (!out) throw new Error(`reference kernel for '${op}' declined its inputs`);
   }
-  const ref = kernels.get(`reference/${op}`);
-  if (!ref) throw new Error(`no kernel for op '${op}' on backend 'reference'`);
-  const out = ref(inputs, attrs);
-  if (!out) throw new Error(`reference kernel for '${op}' declined its inputs`);
+  if (profile) {
+    const key = `${ran}/${op}`;
+    const entry = profile.get(key) ?? { calls: 0, ms: 0 };
+    entry.calls++;
+    entry.ms += performance.now() - start;
+    profile.set(key, entry);
+  }
   return out;
+}
+
+/** Per-kernel call counts and time, keyed `${backend that ran}/${op}`. */
+export type OpProfile = Map<string, { calls: number; ms: number }>;
+
+let profile: OpProfile | null = null;
+
+/**
+ * Runs `fn` while timing every kernel call; returns the profile (which backend ran each op,
+ * calls and milliseconds), to find ops that fall back to the reference backend or dominate a step.
+ */
+export function profileOps(fn: () => void): OpProfile {
+  const previous = profile;
+  profile = new Map();
+  const mine = profile;
+  try {
+    fn();
+  } finally {
+    profile = previous;
+  }
+  return mine;
 }
