@@ -64,6 +64,25 @@ describe('constrained/askew: AskewSGD update rule', () => {
     assert.equal(opt.epsilon(), 0.25);
   });
 
+  it('warm-up: ε = ∞ (plain SGD, no scale yet) for warmupSteps, then α is fitted to the weights of that moment', () => {
+    const w = randn([2, 8], { rng: new Rng(9) }).requiresGrad_();
+    const opt = new AskewSGD([w], { lr: 0.1, warmupSteps: 2, epsilon0: 0.4, decay: 0.5 });
+    assert.equal(opt.epsilon(), Infinity);
+    for (let k = 0; k < 2; k++) {
+      w.grad = randn([2, 8], { rng: new Rng(10 + k) });
+      opt.step();
+    }
+    assert.equal(opt.stateOf(w)!.scale, undefined);
+    assert.ok(Number.isNaN(opt.distanceToGrid().max));
+    assert.equal(opt.epsilon(), 0.4);
+    const atFit = w.data.slice();
+    w.grad = tensor(new Float32Array(16), [2, 8]);
+    opt.step();
+    const expected = Math.fround(fitScaleExact(atFit.subarray(0, 8), makeTable('ternary')).alpha);
+    assert.equal(opt.stateOf(w)!.scale![0], expected);
+    assert.equal(opt.epsilon(), 0.2);
+  });
+
   it('scale α per output channel is fitted to the initial weights', () => {
     const w = randn([3, 16], { rng: new Rng(4) }).requiresGrad_();
     for (let i = 16; i < 32; i++) w.data[i] = w.data[i]! * 5;
