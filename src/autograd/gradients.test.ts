@@ -157,6 +157,7 @@ const CASES: Record<PrimitiveName, Case[]> = {
   // Estimators: their gradients are approximations by design, checked against the papers'
   // closed forms in src/quant (quant/estimators.test.ts), not against finite differences.
   fakeQuantize: [],
+  fakeQuantizeGrad: [],
   roundSte: [],
   signSte: [],
   scaleGrad: [{ name: 'identity forward, scaled gradient', f: (x) => o.apply('scaleGrad', [x!], { scale: 1 }), inputs: () => [r([4, 3])] }],

@@ -151,20 +151,17 @@ const RULES: RuleTable = {
   //   dx̂/dx = inside (clipped) or 1 (ste);  dx̂/ds = r − v inside, q − z outside (LSQ);
   //   dx̂/dz = 0 inside, −s outside.
   fakeQuantize: (g, [x, s, z], _out, { qmin, qmax, gradient }) => {
-    const u = o.div(x!, s!);
-    const v = o.add(u, z!);
-    const r = o.add(o.round(u), z!);
-    const q = o.clamp(r, qmin, qmax);
-    const inside = o.equal(q, r);
-    const outside = o.sub(1, inside);
-    const dx = gradient === 'ste' ? g : o.mul(g, inside);
-    const ds = o.add(o.mul(inside, o.sub(r, v)), o.mul(outside, o.sub(q, z!)));
+    const part = (which: 'x' | 'scale' | 'zeroPoint'): Tensor =>
+      o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { qmin, qmax, gradient, part: which });
     return [
-      o.sumTo(dx, x!.shape),
-      s!.requiresGrad ? o.sumTo(o.mul(g, ds), s!.shape) : null,
-      z!.requiresGrad ? o.sumTo(o.neg(o.mul(o.mul(g, outside), s!)), z!.shape) : null,
+      o.sumTo(part('x'), x!.shape),
+      s!.requiresGrad ? o.sumTo(part('scale'), s!.shape) : null,
+      z!.requiresGrad ? o.sumTo(part('zeroPoint'), z!.shape) : null,
     ];
   },
+  // Linear in g with factors that are piecewise constant in x, s, z: only g gets a gradient
+  // (the factors are treated as constants, as estimators are in second-order methods).
+  fakeQuantizeGrad: (g, [, x, s, z], _out, attrs) => [o.apply('fakeQuantizeGrad', [g, x!, s!, z!], attrs), null, null, null],
   roundSte: (g) => [g],
   scaleGrad: (g, _i, _out, { scale }) => [o.mul(g, scale)],
   signSte: (g, [x], _out, { gradient, t = 1, k = 1 }) => {

@@ -126,6 +126,17 @@ export interface PrimitiveAttrs {
    * scale gets the LSQ gradient, zeroPoint the affine one.
    */
   fakeQuantize: { readonly qmin: number; readonly qmax: number; readonly gradient: 'ste' | 'clipped' };
+  /**
+   * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient in a single pass, before
+   * summing to the operand's shape: 'x' = g·inside (or g for 'ste'), 'scale' =
+   * g·(inside ? r − v : q − z), 'zeroPoint' = g·(inside ? 0 : −s); see the fakeQuantize rule.
+   */
+  fakeQuantizeGrad: {
+    readonly qmin: number;
+    readonly qmax: number;
+    readonly gradient: 'ste' | 'clipped';
+    readonly part: 'x' | 'scale' | 'zeroPoint';
+  };
   /** (x) -> roundHalfEven(x), with the straight-through (identity) gradient. */
   roundSte: NoAttrs;
   /** (x) -> x, gradient multiplied by `scale` (LSQ's gradient scaling). */
@@ -150,11 +161,11 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
-  'fakeQuantize', 'roundSte', 'scaleGrad', 'signSte',
+  'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',
 ];
 
 /** Primitives whose gradient is an estimator by design: checked against their closed forms, not finite differences. */
-export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'roundSte', 'signSte'];
+export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte'];
 
 export const UNARY_PRIMITIVES = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',

@@ -8,7 +8,7 @@ import { registerKernel } from '../registry.ts';
 import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } from './conv.ts';
 import { binaryKernel, castKernel, unaryKernel, whereKernel } from './elementwise.ts';
 import { matmulKernel } from './matmul.ts';
-import { fakeQuantizeKernel, roundSteKernel, scaleGradKernel, signSteKernel } from './quant.ts';
+import { fakeQuantizeGradKernel, fakeQuantizeKernel, roundSteKernel, scaleGradKernel, signSteKernel } from './quant.ts';
 import {
   avgPool2dBackwardKernel, avgPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel,
 } from './pool.ts';
@@ -50,6 +50,7 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'avgPool2d', avgPool2dKernel);
   registerKernel('reference', 'avgPool2dBackward', avgPool2dBackwardKernel);
   registerKernel('reference', 'fakeQuantize', fakeQuantizeKernel);
+  registerKernel('reference', 'fakeQuantizeGrad', fakeQuantizeGradKernel);
   registerKernel('reference', 'roundSte', roundSteKernel);
   registerKernel('reference', 'scaleGrad', scaleGradKernel);
   registerKernel('reference', 'signSte', signSteKernel);

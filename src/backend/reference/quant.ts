@@ -19,6 +19,33 @@ export const fakeQuantizeKernel: Kernel<'fakeQuantize'> = ([x, s, z], { qmin, qm
   return raw(out, shape, x!.dtype);
 };
 
+/**
+ * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient (broadcast shape), with
+ * u = x/s, v = u + z, r = round(u) + z, q = clamp(r), inside = (q == r):
+ * 'x' = g·inside (g for 'ste'), 'scale' = g·(inside ? r − v : q − z), 'zeroPoint' = g·(inside ? 0 : −s).
+ */
+export const fakeQuantizeGradKernel: Kernel<'fakeQuantizeGrad'> = ([g, x, s, z], { qmin, qmax, gradient, part }) => {
+  const shape = broadcastShapes(broadcastShapes(broadcastShapes(x!.shape, s!.shape), z!.shape), g!.shape);
+  const out = alloc(g!.dtype, shape);
+  const ig = offsetMap(shape, broadcastStrides(g!.shape, shape));
+  const ix = offsetMap(shape, broadcastStrides(x!.shape, shape));
+  const is = offsetMap(shape, broadcastStrides(s!.shape, shape));
+  const iz = offsetMap(shape, broadcastStrides(z!.shape, shape));
+  for (let i = 0; i < out.length; i++) {
+    const gv = g!.data[ig[i]!]!;
+    const scale = s!.data[is[i]!]!;
+    const zp = z!.data[iz[i]!]!;
+    const u = x!.data[ix[i]!]! / scale;
+    const r = roundHalfEven(u) + zp;
+    const q = Math.min(qmax, Math.max(qmin, r));
+    const inside = q === r;
+    if (part === 'x') out[i] = gradient === 'ste' || inside ? gv : 0;
+    else if (part === 'scale') out[i] = gv * (inside ? r - (u + zp) : q - zp);
+    else out[i] = inside ? 0 : -gv * scale;
+  }
+  return raw(out, shape, g!.dtype);
+};
+
 /** (x) -> roundHalfEven(x). */
 export const roundSteKernel: Kernel<'roundSte'> = ([x]) => {
   const out = alloc(x!.dtype, x!.shape);
