@@ -12,6 +12,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "pool.h"
+#include "tensorops.h"
 #include "threadpool.h"
 
 namespace {
@@ -351,7 +352,205 @@ Napi::Value Transpose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------------------------------------------------------------- reductions, indexing, copies
+// A float32 or int32 array as 4-byte words; *type is napi_float32_array or napi_int32_array.
+bool arg32(const Napi::CallbackInfo& info, size_t i, uint32_t** data, size_t* length, napi_typedarray_type* type) {
+  if (i >= info.Length() || !info[i].IsTypedArray()) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be a Float32Array or Int32Array");
+  }
+  auto array = info[i].As<Napi::TypedArray>();
+  *type = array.TypedArrayType();
+  if (*type != napi_float32_array && *type != napi_int32_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be a Float32Array or Int32Array");
+  }
+  *data = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
+  *length = array.ElementLength();
+  return true;
+}
+
+bool argI32(const Napi::CallbackInfo& info, size_t i, int32_t** data, size_t* length) {
+  if (i >= info.Length() || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be an Int32Array");
+  }
+  auto array = info[i].As<Napi::Int32Array>();
+  *data = array.Data();
+  *length = array.ElementLength();
+  return true;
+}
+
+// reduce(op: 0 sum | 1 max, x, y, groups: Int32Array, reduced: Int32Array (0/1 per group))
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  int64_t op = 0;
+  F32 x, y;
+  int32_t *groups32, *reduced32;
+  size_t ng = 0, nr = 0;
+  if (!argInt(info, 0, &op) || !argF32(info, 1, &x) || !argF32(info, 2, &y) || !argI32(info, 3, &groups32, &ng) ||
+      !argI32(info, 4, &reduced32, &nr)) {
+    return info.Env().Undefined();
+  }
+  int64_t groups[16];
+  bool reduced[16];
+  int64_t total = 1, kept = 1;
+  bool ok = ng == nr && ng <= 16 && (op == 0 || op == 1);
+  for (size_t i = 0; ok && i < ng; i++) {
+    groups[i] = groups32[i];
+    reduced[i] = reduced32[i] != 0;
+    ok = groups[i] >= 1;
+    total *= groups[i];
+    kept *= reduced[i] ? 1 : groups[i];
+  }
+  if (!ok || total > static_cast<int64_t>(x.length) || kept > static_cast<int64_t>(y.length) || total == 0) {
+    fail(info.Env(), "reduce: bad groups or buffers too small");
+    return info.Env().Undefined();
+  }
+  if (op == 0) {
+    lowbit::reduceSum(x.data, y.data, groups, reduced, static_cast<int>(ng));
+  } else {
+    lowbit::reduceMax(x.data, y.data, groups, reduced, static_cast<int>(ng));
+  }
+  return info.Env().Undefined();
+}
+
+// argmax(x, y: Int32Array, outer, len, inner)
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  F32 x;
+  int32_t* y;
+  size_t ny = 0;
+  int64_t outer = 0, len = 0, inner = 0;
+  if (!argF32(info, 0, &x) || !argI32(info, 1, &y, &ny) || !argInt(info, 2, &outer) || !argInt(info, 3, &len) ||
+      !argInt(info, 4, &inner)) {
+    return info.Env().Undefined();
+  }
+  if (outer < 0 || len < 1 || inner < 0 || outer * len * inner > static_cast<int64_t>(x.length) ||
+      outer * inner > static_cast<int64_t>(ny)) {
+    fail(info.Env(), "argmax: bad sizes");
+    return info.Env().Undefined();
+  }
+  lowbit::argmaxAxis(x.data, y, outer, len, inner);
+  return info.Env().Undefined();
+}
+
+// gather(x, idx, y, outer, len, inner) / scatterAdd(u, idx, y, outer, len, inner): returns false
+// when an index is out of range (the caller then falls back to the reference kernel).
+template <bool scatter>
+Napi::Value GatherScatter(const Napi::CallbackInfo& info) {
+  uint32_t *a, *c;
+  size_t na = 0, nc = 0, ni = 0;
+  napi_typedarray_type ta, tc;
+  int32_t* idx;
+  int64_t outer = 0, len = 0, inner = 0;
+  if (!arg32(info, 0, &a, &na, &ta) || !argI32(info, 1, &idx, &ni) || !arg32(info, 2, &c, &nc, &tc) ||
+      !argInt(info, 3, &outer) || !argInt(info, 4, &len) || !argInt(info, 5, &inner)) {
+    return info.Env().Undefined();
+  }
+  const int64_t m = static_cast<int64_t>(ni);
+  const int64_t small = outer * m * inner, big = outer * len * inner;
+  if (ta != tc || (scatter && ta != napi_float32_array) || outer < 0 || len < 0 || inner < 0 ||
+      (scatter ? small : big) > static_cast<int64_t>(na) || (scatter ? big : small) > static_cast<int64_t>(nc)) {
+    fail(info.Env(), "gather/scatterAdd: bad sizes or types");
+    return info.Env().Undefined();
+  }
+  const bool ok = scatter ? lowbit::scatterAddAxis(reinterpret_cast<const float*>(a), idx, reinterpret_cast<float*>(c),
+                                                   outer, len, inner, m)
+                          : lowbit::gatherAxis(a, idx, c, outer, len, inner, m);
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
+// copyStrided(src, srcOff, dst, dstOff, spec: Int32Array [shape x r, srcStrides x r, dstStrides x r])
+Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
+  uint32_t *src, *dst;
+  size_t ns = 0, nd = 0, nspec = 0;
+  napi_typedarray_type ts, td;
+  int32_t* spec;
+  int64_t srcOff = 0, dstOff = 0;
+  if (!arg32(info, 0, &src, &ns, &ts) || !argInt(info, 1, &srcOff) || !arg32(info, 2, &dst, &nd, &td) ||
+      !argInt(info, 3, &dstOff) || !argI32(info, 4, &spec, &nspec)) {
+    return info.Env().Undefined();
+  }
+  const int rank = static_cast<int>(nspec / 3);
+  bool ok = ts == td && nspec % 3 == 0 && rank <= 8 && srcOff >= 0 && dstOff >= 0;
+  int64_t shape[8], ss[8], ds[8];
+  int64_t srcLast = srcOff, dstLast = dstOff;
+  bool empty = false;
+  for (int d = 0; ok && d < rank; d++) {
+    shape[d] = spec[d], ss[d] = spec[rank + d], ds[d] = spec[2 * rank + d];
+    ok = shape[d] >= 0 && ss[d] >= 0 && ds[d] >= 0;
+    empty = empty || shape[d] == 0;
+    srcLast += (shape[d] - 1) * ss[d];
+    dstLast += (shape[d] - 1) * ds[d];
+  }
+  if (!ok || (!empty && (srcLast >= static_cast<int64_t>(ns) || dstLast >= static_cast<int64_t>(nd)))) {
+    fail(info.Env(), "copyStrided: bad spec");
+    return info.Env().Undefined();
+  }
+  if (!empty) lowbit::copyStrided(src, srcOff, ss, dst, dstOff, ds, shape, rank);
+  return info.Env().Undefined();
+}
+
+// cast(x, y): float32 -> int32 (truncating, ToInt32) or int32 -> float32, equal lengths
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  uint32_t *x, *y;
+  size_t nx = 0, ny = 0;
+  napi_typedarray_type tx, ty;
+  if (!arg32(info, 0, &x, &nx, &tx) || !arg32(info, 1, &y, &ny, &ty)) return info.Env().Undefined();
+  if (nx != ny || tx == ty) {
+    fail(info.Env(), "cast: lengths differ or same type");
+    return info.Env().Undefined();
+  }
+  if (tx == napi_float32_array) {
+    lowbit::castF32ToI32(reinterpret_cast<const float*>(x), reinterpret_cast<int32_t*>(y), static_cast<int64_t>(nx));
+  } else {
+    lowbit::castI32ToF32(reinterpret_cast<const int32_t*>(x), reinterpret_cast<float*>(y), static_cast<int64_t>(nx));
+  }
+  return info.Env().Undefined();
+}
+
+// fakeQuantize(x, s, z, y, sMid, sInner, zMid, zInner, qmin, qmax)
+Napi::Value FakeQuantize(const Napi::CallbackInfo& info) {
+  F32 x, s, z, y;
+  int64_t sMid = 0, sInner = 0, zMid = 0, zInner = 0;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &s) || !argF32(info, 2, &z) || !argF32(info, 3, &y) ||
+      !argInt(info, 4, &sMid) || !argInt(info, 5, &sInner) || !argInt(info, 6, &zMid) || !argInt(info, 7, &zInner) ||
+      !info[8].IsNumber() || !info[9].IsNumber()) {
+    return info.Env().Undefined();
+  }
+  if (sMid < 1 || sInner < 1 || zMid < 1 || zInner < 1 || sMid > static_cast<int64_t>(s.length) ||
+      zMid > static_cast<int64_t>(z.length) || y.length < x.length) {
+    fail(info.Env(), "fakeQuantize: bad layout");
+    return info.Env().Undefined();
+  }
+  lowbit::fakeQuantize(x.data, s.data, sMid, sInner, z.data, zMid, zInner, y.data, static_cast<int64_t>(x.length),
+                       info[8].As<Napi::Number>().DoubleValue(), info[9].As<Napi::Number>().DoubleValue());
+  return info.Env().Undefined();
+}
+
+// estimator(op: 0 roundSte | 1 signSte, x, y)
+Napi::Value Estimator(const Napi::CallbackInfo& info) {
+  int64_t op = 0;
+  F32 x, y;
+  if (!argInt(info, 0, &op) || !argF32(info, 1, &x) || !argF32(info, 2, &y)) return info.Env().Undefined();
+  if (y.length < x.length || op < 0 || op > 1) {
+    fail(info.Env(), "estimator: bad op or output too small");
+    return info.Env().Undefined();
+  }
+  if (op == 0) {
+    lowbit::roundHalfEven(x.data, y.data, static_cast<int64_t>(x.length));
+  } else {
+    lowbit::signPlusMinus(x.data, y.data, static_cast<int64_t>(x.length));
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("reduce", Napi::Function::New(env, Reduce));
+  exports.Set("argmax", Napi::Function::New(env, Argmax));
+  exports.Set("gather", Napi::Function::New(env, GatherScatter<false>));
+  exports.Set("scatterAdd", Napi::Function::New(env, GatherScatter<true>));
+  exports.Set("copyStrided", Napi::Function::New(env, CopyStrided));
+  exports.Set("cast", Napi::Function::New(env, Cast));
+  exports.Set("fakeQuantize", Napi::Function::New(env, FakeQuantize));
+  exports.Set("estimator", Napi::Function::New(env, Estimator));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));

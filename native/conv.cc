@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu.h"
 #include "gemm.h"
 #include "threadpool.h"
 
@@ -37,6 +38,13 @@ bool isPointwise(const ConvGeom& g) {
   return g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
 }
 
+// The output columns [lo, hi) of a row whose input column iw0 + ow * sw lies inside [0, W).
+void validColumns(const ConvGeom& g, int64_t iw0, int64_t* lo, int64_t* hi) {
+  *lo = iw0 >= 0 ? 0 : std::min(g.OW, (-iw0 + g.sw - 1) / g.sw);
+  *hi = g.W - iw0 <= 0 ? 0 : std::min(g.OW, (g.W - iw0 + g.sw - 1) / g.sw);
+  if (*hi < *lo) *hi = *lo;
+}
+
 // xg is (Cg, H, W) (the group's channels of one sample); col is (Cg*KH*KW, OH*OW).
 void im2col(const ConvGeom& g, const float* xg, float* col) {
   const int64_t Cg = channelsPerGroup(g);
@@ -45,6 +53,9 @@ void im2col(const ConvGeom& g, const float* xg, float* col) {
     for (int64_t kh = 0; kh < g.KH; kh++) {
       for (int64_t kw = 0; kw < g.KW; kw++) {
         float* row = col + ((c * g.KH + kh) * g.KW + kw) * outPixels(g);
+        const int64_t iw0 = -g.pw + kw * g.dw;
+        int64_t lo, hi;
+        validColumns(g, iw0, &lo, &hi);
         for (int64_t oh = 0; oh < g.OH; oh++) {
           const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
           float* out = row + oh * g.OW;
@@ -52,16 +63,14 @@ void im2col(const ConvGeom& g, const float* xg, float* col) {
             std::memset(out, 0, static_cast<size_t>(g.OW) * sizeof(float));
             continue;
           }
-          const float* in = plane + ih * g.W;
-          const int64_t iw0 = -g.pw + kw * g.dw;
-          if (g.sw == 1 && iw0 >= 0 && iw0 + g.OW <= g.W) {  // the whole output row is inside
-            std::memcpy(out, in + iw0, static_cast<size_t>(g.OW) * sizeof(float));
-            continue;
+          const float* in = plane + ih * g.W + iw0;
+          for (int64_t ow = 0; ow < lo; ow++) out[ow] = 0.f;
+          if (g.sw == 1) {
+            std::memcpy(out + lo, in + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+          } else {
+            for (int64_t ow = lo; ow < hi; ow++) out[ow] = in[ow * g.sw];
           }
-          for (int64_t ow = 0; ow < g.OW; ow++) {
-            const int64_t iw = iw0 + ow * g.sw;
-            out[ow] = iw >= 0 && iw < g.W ? in[iw] : 0.f;
-          }
+          for (int64_t ow = hi; ow < g.OW; ow++) out[ow] = 0.f;
         }
       }
     }
@@ -76,21 +85,28 @@ void col2imAdd(const ConvGeom& g, const float* col, float* dxg) {
     for (int64_t kh = 0; kh < g.KH; kh++) {
       for (int64_t kw = 0; kw < g.KW; kw++) {
         const float* row = col + ((c * g.KH + kh) * g.KW + kw) * outPixels(g);
+        const int64_t iw0 = -g.pw + kw * g.dw;
+        int64_t lo, hi;
+        validColumns(g, iw0, &lo, &hi);
         for (int64_t oh = 0; oh < g.OH; oh++) {
           const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
           if (ih < 0 || ih >= g.H) continue;
-          float* out = plane + ih * g.W;
+          float* out = plane + ih * g.W + iw0;
           const float* in = row + oh * g.OW;
-          const int64_t iw0 = -g.pw + kw * g.dw;
-          for (int64_t ow = 0; ow < g.OW; ow++) {
-            const int64_t iw = iw0 + ow * g.sw;
-            if (iw >= 0 && iw < g.W) out[iw] += in[ow];
+          if (g.sw == 1) {
+            for (int64_t ow = lo; ow < hi; ow++) out[ow] += in[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ow++) out[ow * g.sw] += in[ow];
           }
         }
       }
     }
   }
 }
+
+// The unpacked kernels (sgemmSmallNN / sgemmDotNT) beat packing for the skinny per-sample
+// products of small convolutions; they are AVX-512 only (elsewhere the packed SGEMM runs).
+bool smallKernels() { return activeIsa() == Isa::Avx512; }
 
 // Runs body(n, parallelGemm) for every sample: in parallel over samples when there are enough
 // of them (each sample then uses the serial SGEMM), else one by one with a parallel SGEMM.
@@ -126,6 +142,12 @@ void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) 
     for (int64_t gr = 0; gr < g.groups; gr++) {
       const float* xg = x + (n * g.C + gr * Cg) * g.H * g.W;
       if (col != nullptr) im2col(g, xg, col);
+      const float* colg = col != nullptr ? col : xg;
+      float* yg = y + (n * g.O + gr * Og) * P;
+      if (smallKernels() && (Og <= 24 || R <= 32)) {
+        sgemmSmallNN(Og, P, R, w + gr * Og * R, R, 1, colg, P, 0.f, yg, P);
+        continue;
+      }
       GemmArgs args;  // y_g (Og, P) = w_g (Og, R) . col (R, P)
       args.M = Og, args.N = P, args.K = R;
       args.A = w + gr * Og * R, args.lda = R;
@@ -144,6 +166,12 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
     if (!direct) std::memset(dxn, 0, static_cast<size_t>(g.C * g.H * g.W) * sizeof(float));
     float* dcol = direct ? nullptr : tCol.get(static_cast<size_t>(R * P));
     for (int64_t gr = 0; gr < g.groups; gr++) {
+      float* target = direct ? dxn + gr * Cg * g.H * g.W : dcol;
+      if (smallKernels() && Og <= 32) {  // dcol (R, P) = w_g^T (R, Og) . dy_g (Og, P)
+        sgemmSmallNN(R, P, Og, w + gr * Og * R, 1, R, dy + (n * g.O + gr * Og) * P, P, 0.f, target, P);
+        if (!direct) col2imAdd(g, dcol, dxn + gr * Cg * g.H * g.W);
+        continue;
+      }
       GemmArgs args;  // dcol (R, P) = w_g^T (R, Og) . dy_g (Og, P)
       args.transA = true;
       args.M = R, args.N = P, args.K = Og;
@@ -181,6 +209,11 @@ void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, fl
       for (int64_t gr = 0; gr < g.groups; gr++) {
         const float* xg = c.x + (n * g.C + gr * c.Cg) * g.H * g.W;
         if (col != nullptr) im2col(g, xg, col);
+        const float* colg = col != nullptr ? col : xg;
+        if (smallKernels() && c.Og <= 64) {  // dw_g (Og, R) += dy_g (Og, P) . col^T (P, R)
+          sgemmDotNT(c.Og, c.R, c.P, c.dy + (n * g.O + gr * c.Og) * c.P, c.P, colg, c.P, 1.f, acc + gr * c.Og * c.R, c.R);
+          continue;
+        }
         GemmArgs args;  // dw_g (Og, R) += dy_g (Og, P) . col^T (P, R)
         args.transB = true;
         args.M = c.Og, args.N = c.R, args.K = c.P;

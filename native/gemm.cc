@@ -271,39 +271,6 @@ size_t packBSize(const Blocking& bl, int64_t N) {
   return static_cast<size_t>(bl.KC * ceilDiv(std::min(bl.NC, N), bl.NR) * bl.NR);
 }
 
-// All threads share each packed B block (each packs a share of its panels) and split the rows
-// of C; two barriers per (jc, pc) block keep packing and use apart.
-void sgemmSharedB(const GemmArgs& g, int threads) {
-  const Blocking& bl = blocking();
-  float* sharedB = tPackB.get(packBSize(bl, g.N));
-  SpinBarrier barrier(threads);
-  struct Ctx {
-    const GemmArgs* g;
-    const Blocking* bl;
-    float* packedB;
-    SpinBarrier* barrier;
-  } ctx{&g, &bl, sharedB, &barrier};
-  poolRun(threads, [](void* raw, int t, int nt) {
-    const Ctx& c = *static_cast<Ctx*>(raw);
-    const GemmArgs& g = *c.g;
-    const Blocking& bl = *c.bl;
-    const int64_t tilesM = ceilDiv(g.M, bl.MR);
-    const int64_t i0 = std::min(g.M, tilesM * t / nt * bl.MR), i1 = std::min(g.M, tilesM * (t + 1) / nt * bl.MR);
-    float* bufA = tPackA.get(packASize(bl, g.M));
-    for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
-      const int64_t nc = std::min(bl.NC, g.N - jc);
-      const int64_t panels = ceilDiv(nc, bl.NR);
-      for (int64_t pc = 0; pc < g.K; pc += bl.KC) {
-        const int64_t kc = std::min(bl.KC, g.K - pc);
-        packB(g, pc, jc, kc, nc, bl.NR, panels * t / nt, panels * (t + 1) / nt, c.packedB);
-        c.barrier->wait();
-        if (i0 < i1) multiplyRows(g, bl, i0, i1, jc, nc, pc, kc, c.packedB, bufA);
-        c.barrier->wait();
-      }
-    }
-  }, &ctx);
-}
-
 // Each thread runs the whole blocked loop on its own (tm, tn) block of C.
 void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
   const Blocking& bl = blocking();
@@ -331,7 +298,145 @@ void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
   }, &ctx);
 }
 
+// ---------------------------------------------------------------- unpacked small kernels
+template <int R>
+LOWBIT_TARGET_AVX512 void smallNNAvx512(int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
+                                        const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  for (int64_t j0 = 0; j0 < N; j0 += 32) {
+    const int64_t left = N - j0;
+    const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 m1 = left >= 32 ? 0xFFFF : left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1) : 0;
+    __m512 acc0[R], acc1[R];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    const float* a = A;
+    const float* b = B + j0;
+    if (m1 != 0) {
+      for (int64_t k = 0; k < K; k++, a += csA, b += ldb) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+          const __m512 av = _mm512_set1_ps(a[r * rsA]);
+          acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+          acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < K; k++, a += csA, b += ldb) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * rsA]), b0, acc0[r]);
+      }
+    }
+    const __m512 s = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      float* row = C + r * ldc + j0;
+      if (beta != 0.f) {
+        acc0[r] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m0, row), acc0[r]);
+        if (m1 != 0) acc1[r] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m1, row + 16), acc1[r]);
+      }
+      _mm512_mask_storeu_ps(row, m0, acc0[r]);
+      if (m1 != 0) _mm512_mask_storeu_ps(row + 16, m1, acc1[r]);
+    }
+  }
+}
+
+using SmallNNFn = void (*)(int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, float, float*,
+                           int64_t);
+constexpr SmallNNFn kSmallNN[13] = {
+    nullptr, smallNNAvx512<1>, smallNNAvx512<2>, smallNNAvx512<3>, smallNNAvx512<4>,  smallNNAvx512<5>,  smallNNAvx512<6>,
+    smallNNAvx512<7>, smallNNAvx512<8>, smallNNAvx512<9>, smallNNAvx512<10>, smallNNAvx512<11>, smallNNAvx512<12>,
+};
+
+// A (RI x K) . B^T (K x RJ) as RI*RJ vector dot products over K.
+template <int RI, int RJ>
+LOWBIT_TARGET_AVX512 void dotTileAvx512(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                                        float beta, float* C, int64_t ldc) {
+  __m512 acc[RI][RJ];
+  for (int i = 0; i < RI; i++)
+    for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 bv[RJ];
+    for (int j = 0; j < RJ; j++) bv[j] = _mm512_loadu_ps(B + j * ldb + k);
+    for (int i = 0; i < RI; i++) {
+      const __m512 av = _mm512_loadu_ps(A + i * lda + k);
+      for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 bv[RJ];
+    for (int j = 0; j < RJ; j++) bv[j] = _mm512_maskz_loadu_ps(m, B + j * ldb + k);
+    for (int i = 0; i < RI; i++) {
+      const __m512 av = _mm512_maskz_loadu_ps(m, A + i * lda + k);
+      for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < RI; i++) {
+    for (int j = 0; j < RJ; j++) {
+      const float v = _mm512_reduce_add_ps(acc[i][j]);
+      float& c = C[i * ldc + j];
+      c = beta == 0.f ? v : beta * c + v;
+    }
+  }
+}
+
+using DotTileFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float, float*, int64_t);
+constexpr DotTileFn kDotTile[4][4] = {
+    {dotTileAvx512<1, 1>, dotTileAvx512<1, 2>, dotTileAvx512<1, 3>, dotTileAvx512<1, 4>},
+    {dotTileAvx512<2, 1>, dotTileAvx512<2, 2>, dotTileAvx512<2, 3>, dotTileAvx512<2, 4>},
+    {dotTileAvx512<3, 1>, dotTileAvx512<3, 2>, dotTileAvx512<3, 3>, dotTileAvx512<3, 4>},
+    {dotTileAvx512<4, 1>, dotTileAvx512<4, 2>, dotTileAvx512<4, 3>, dotTileAvx512<4, 4>},
+};
+
 }  // namespace
+
+void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
+                  int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (activeIsa() == Isa::Avx512) {
+    const int64_t blocks = (M + 11) / 12;
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      const int64_t i0 = M * blk / blocks, i1 = M * (blk + 1) / blocks;
+      kSmallNN[i1 - i0](N, K, A + i0 * rsA, rsA, csA, B, ldb, beta, C + i0 * ldc, ldc);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < M; i++) {
+    float* c = C + i * ldc;
+    for (int64_t j = 0; j < N; j++) c[j] = beta == 0.f ? 0.f : beta * c[j];
+    for (int64_t k = 0; k < K; k++) {
+      const float a = A[i * rsA + k * csA];
+      const float* b = B + k * ldb;
+      for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
+    }
+  }
+}
+
+void sgemmDotNT(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (activeIsa() == Isa::Avx512) {
+    for (int64_t i = 0; i < M; i += 4) {
+      const int ri = static_cast<int>(std::min<int64_t>(4, M - i));
+      for (int64_t j = 0; j < N; j += 4) {
+        const int rj = static_cast<int>(std::min<int64_t>(4, N - j));
+        kDotTile[ri - 1][rj - 1](K, A + i * lda, lda, B + j * ldb, ldb, beta, C + i * ldc + j, ldc);
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < M; i++) {
+    for (int64_t j = 0; j < N; j++) {
+      float s = 0.f;
+      for (int64_t k = 0; k < K; k++) s += A[i * lda + k] * B[j * ldb + k];
+      float& c = C[i * ldc + j];
+      c = beta == 0.f ? s : beta * c + s;
+    }
+  }
+}
 
 void sgemmSerial(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
@@ -368,7 +473,6 @@ void sgemm(const GemmArgs& g) {
       bestTm = tm;
     }
   }
-  if (bestTm == threads) return sgemmSharedB(g, threads);
   sgemmBlocks(g, threads, bestTm);
 }
 

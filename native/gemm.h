@@ -29,4 +29,14 @@ void sgemm(const GemmArgs& g);
 // (a stride of 0 reuses the same matrix).
 void sgemmBatched(const GemmArgs& g, int64_t batch, int64_t strideA, int64_t strideB, int64_t strideC);
 
+// Unpacked kernels for the skinny products of small convolutions (serial, on the caller):
+// C (M, N) = beta * C + A (M, K) . B (K, N) with A(i, k) = A[i * rsA + k * csA] and B rows
+// contiguous (row stride ldb). Best when M or K is small (no packing at all).
+void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
+                  int64_t ldb, float beta, float* C, int64_t ldc);
+// C (M, N) = beta * C + A (M, K) . B^T with B (N, K): dot products of contiguous rows; for small
+// M and N with long K.
+void sgemmDotNT(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                float beta, float* C, int64_t ldc);
+
 }  // namespace lowbit

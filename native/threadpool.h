@@ -1,11 +1,14 @@
 // A small persistent thread pool: the caller thread plus (threads - 1) workers that spin briefly
-// and then sleep between jobs. Nested calls from inside a job run inline.
+// and then sleep between jobs. Tasks are claimed dynamically (the caller never waits for a
+// worker that has not started), so tasks of one job must not wait for each other. Nested calls
+// from inside a job run inline.
 #pragma once
 #include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 namespace lowbit {
 
@@ -22,8 +25,9 @@ bool poolInsideJob();  // true on any thread while it runs a task
 // Runs fn(ctx, t, ntasks) for every t in [0, ntasks); the caller runs some tasks itself.
 void poolRun(int ntasks, TaskFn fn, void* ctx);
 
-// parallelFor(n, work, body): body(begin, end) over contiguous chunks of [0, n), one chunk per
-// thread; inline when the total `work` is small, the pool has one thread, or we are nested.
+// parallelFor(n, work, body): body(begin, end) over contiguous chunks of [0, n) (a few chunks per
+// thread, claimed dynamically); inline when the total `work` is small, the pool has one thread,
+// or we are nested.
 template <class Body>
 void parallelFor(int64_t n, double work, Body&& body) {
   const int threads = poolThreads();
@@ -33,36 +37,15 @@ void parallelFor(int64_t n, double work, Body&& body) {
     return;
   }
   struct Ctx {
-    Body* body;
+    std::remove_reference_t<Body>* body;
     int64_t n;
   } ctx{&body, n};
-  const int ntasks = static_cast<int>(std::min<int64_t>(threads, n));
+  const int ntasks = static_cast<int>(std::min<int64_t>(work < 8 * kInlineWork ? threads : 4 * threads, n));
   poolRun(ntasks, [](void* raw, int t, int nt) {
     auto* c = static_cast<Ctx*>(raw);
     const int64_t begin = c->n * t / nt, end = c->n * (t + 1) / nt;
     if (begin < end) (*c->body)(begin, end);
   }, &ctx);
 }
-
-// A spinning barrier for the `n` tasks of one poolRun job (ntasks == poolThreads(), not nested,
-// so that every task runs on its own thread at the same time).
-class SpinBarrier {
- public:
-  explicit SpinBarrier(int n) : n_(n) {}
-  void wait() {
-    const int phase = phase_.load(std::memory_order_acquire);
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-      arrived_.store(0, std::memory_order_relaxed);
-      phase_.store(phase + 1, std::memory_order_release);
-    } else {
-      while (phase_.load(std::memory_order_acquire) == phase) _mm_pause();
-    }
-  }
-
- private:
-  const int n_;
-  std::atomic<int> arrived_{0};
-  std::atomic<int> phase_{0};
-};
 
 }  // namespace lowbit

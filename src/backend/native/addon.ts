@@ -34,13 +34,31 @@ export interface NativeAddon {
   /** op: index in BINARY_OPS; layout: [d0, d1, d2, aStrides x3, bStrides x3] */
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, layout: Int32Array): void;
   where(cond: Float32Array | Int32Array, a: Float32Array, b: Float32Array, out: Float32Array): void;
-  /** x (outer, inner) -> y (outer) */
-  sumInner(x: Float32Array, y: Float32Array, outer: number, inner: number): void;
-  /** x (outer, inner) -> y (inner) */
-  sumOuter(x: Float32Array, y: Float32Array, outer: number, inner: number): void;
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number, log: boolean): void;
   /** spec: [d0, d1, d2, d3, p0, p1, p2, p3] (rank 4) */
   transpose(x: Float32Array, y: Float32Array, spec: Int32Array): void;
+  /**
+   * op 0 = sum (float64 accumulation), 1 = max (NaN propagates) of x viewed as `groups`
+   * (merged dims, row-major), reducing the groups flagged 1 in `reduced`; y holds the kept ones.
+   */
+  reduce(op: 0 | 1, x: Float32Array, y: Float32Array, groups: Int32Array, reduced: Int32Array): void;
+  /** x (outer, len, inner) -> y (outer, inner): index of the first maximum */
+  argmax(x: Float32Array, y: Int32Array, outer: number, len: number, inner: number): void;
+  /** x (outer, len, inner), idx (m) -> y (outer, m, inner); false when an index is out of range */
+  gather<T extends Float32Array | Int32Array>(x: T, idx: Int32Array, y: T, outer: number, len: number, inner: number): boolean;
+  /** y (outer, len, inner, zeroed) += u (outer, m, inner) at idx; false when an index is out of range */
+  scatterAdd(u: Float32Array, idx: Int32Array, y: Float32Array, outer: number, len: number, inner: number): boolean;
+  /** dst[dstOff + i·dstStrides] = src[srcOff + i·srcStrides] over the box; spec = [shape, srcStrides, dstStrides] */
+  copyStrided<T extends Float32Array | Int32Array>(src: T, srcOff: number, dst: T, dstOff: number, spec: Int32Array): void;
+  /** float32 -> int32 (truncate, ToInt32 wrap) or int32 -> float32 */
+  cast(x: Float32Array | Int32Array, y: Float32Array | Int32Array): void;
+  /** y = (clamp(roundHalfEven(x / s) + z, qmin, qmax) - z) * s with s, z read at (i / inner) % mid */
+  fakeQuantize(
+    x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
+    sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number,
+  ): void;
+  /** op 0 = roundHalfEven, 1 = sign with sign(0) = +1 */
+  estimator(op: 0 | 1, x: Float32Array, y: Float32Array): void;
 }
 
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */

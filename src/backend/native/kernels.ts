@@ -285,25 +285,6 @@ function whereKernel(addon: NativeAddon): Kernel<'where'> {
 
 // ---------------------------------------------------------------- reductions, softmax
 
-/** x -> sum over `axes` when they are the trailing or the leading dims */
-function sumKernel(addon: NativeAddon): Kernel<'sum'> {
-  return (inputs, { axes, keepDims }) => {
-    const [x] = inputs as [RawTensor];
-    const rank = x.shape.length;
-    if (!allF32(inputs) || axes.length === 0 || sizeOf(x.shape) === 0) return undefined;
-    const trailing = axes.every((axis, i) => axis === rank - axes.length + i);
-    const leading = axes.every((axis, i) => axis === i);
-    if (!trailing && !leading) return undefined;
-    const shape = x.shape.flatMap((d, i) => (axes.includes(i) ? (keepDims ? [1] : []) : [d]));
-    const y = out(shape);
-    const reduced = sizeOf(axes.map((axis) => x.shape[axis]!));
-    const kept = sizeOf(x.shape) / reduced;
-    if (trailing) addon.sumInner(x.data as Float32Array, y.data, kept, reduced);
-    else addon.sumOuter(x.data as Float32Array, y.data, reduced, kept);
-    return y;
-  };
-}
-
 /** x -> softmax / logSoftmax along the last axis (`axis` is non-negative, as in the reference) */
 function softmaxKernel<P extends 'softmax' | 'logSoftmax'>(addon: NativeAddon, log: boolean): Kernel<P> {
   return (inputs, { axis }) => {
@@ -339,9 +320,297 @@ function transposeKernel(addon: NativeAddon): Kernel<'transpose'> {
   };
 }
 
+// ---------------------------------------------------------------- general reductions
+
+/** Dims of `shape` merged into alternating kept / reduced groups (size-1 dims dropped). */
+function reductionGroups(shape: readonly number[], axes: readonly number[]): [Int32Array, Int32Array] | null {
+  const sizes: number[] = [];
+  const flags: number[] = [];
+  shape.forEach((d, i) => {
+    if (d === 1) return;
+    const flag = axes.includes(i) ? 1 : 0;
+    if (flags.length > 0 && flags[flags.length - 1] === flag) sizes[sizes.length - 1]! *= d;
+    else {
+      sizes.push(d);
+      flags.push(flag);
+    }
+  });
+  if (sizes.length > 16) return null;
+  return [Int32Array.from(sizes), Int32Array.from(flags)];
+}
+
+/** x -> sum / max over any set of axes */
+function reduceKernel<P extends 'sum' | 'max'>(addon: NativeAddon, op: 0 | 1): Kernel<P> {
+  return (inputs, { axes, keepDims }) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs) || sizeOf(x.shape) === 0) return undefined;
+    if (!axes.every((a) => Number.isInteger(a) && a >= 0 && a < x.shape.length)) return undefined;
+    const groups = reductionGroups(x.shape, axes);
+    if (!groups) return undefined;
+    const y = out(x.shape.flatMap((d, i) => (axes.includes(i) ? (keepDims ? [1] : []) : [d])));
+    addon.reduce(op, x.data as Float32Array, y.data, groups[0], groups[1]);
+    return y;
+  };
+}
+
+/** x -> int32 index of the first maximum along `axis` */
+function argmaxKernel(addon: NativeAddon): Kernel<'argmax'> {
+  return (inputs, { axis, keepDims }) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs) || !(axis >= 0 && axis < x.shape.length) || sizeOf(x.shape) === 0) return undefined;
+    const [outer, len, inner] = aroundAxis(x.shape, axis);
+    const shape = x.shape.flatMap((d, i) => (i === axis ? (keepDims ? [1] : []) : [d]));
+    const y = new Int32Array(outer * inner);
+    addon.argmax(x.data as Float32Array, y, outer, len, inner);
+    return { data: y, shape, dtype: 'int32' };
+  };
+}
+
+function aroundAxis(shape: readonly number[], axis: number): [number, number, number] {
+  return [sizeOf(shape.slice(0, axis)), shape[axis]!, sizeOf(shape.slice(axis + 1))];
+}
+
+// ---------------------------------------------------------------- indexing and data movement
+
+type Words = Float32Array | Int32Array;
+
+/** float32 or int32 data (4-byte words that the copy kernels move). */
+function words(t: RawTensor): Words | null {
+  if (t.dtype === 'float32' && t.data instanceof Float32Array) return t.data;
+  if (t.dtype === 'int32' && t.data instanceof Int32Array) return t.data;
+  return null;
+}
+
+function wordsLike(t: RawTensor, length: number): Words {
+  return t.dtype === 'int32' ? new Int32Array(length) : new Float32Array(length);
+}
+
+/** (x, indices:int32) -> x taken at indices along axis */
+function gatherKernel(addon: NativeAddon): Kernel<'gather'> {
+  return ([x, idx], { axis }) => {
+    const data = x && words(x);
+    if (!x || !idx || !data || !(idx.data instanceof Int32Array) || !(axis >= 0 && axis < x.shape.length)) return undefined;
+    const [outer, len, inner] = aroundAxis(x.shape, axis);
+    const shape = [...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)];
+    const y = wordsLike(x, sizeOf(shape));
+    if (y.length > 0 && !addon.gather(data, idx.data, y, outer, len, inner)) return undefined;
+    return { data: y, shape, dtype: x.dtype };
+  };
+}
+
+/** (updates, indices:int32) -> zeros(shape) with updates added at indices along axis */
+function scatterAddKernel(addon: NativeAddon): Kernel<'scatterAdd'> {
+  return ([u, idx], { axis, shape }) => {
+    if (!u || !idx || !allF32([u]) || !(idx.data instanceof Int32Array) || !(axis >= 0 && axis < shape.length)) return undefined;
+    const [outer, len, inner] = aroundAxis(shape, axis);
+    if (u.data.length !== outer * idx.data.length * inner) return undefined;
+    const y = out(shape);
+    if (y.data.length > 0 && u.data.length > 0 && !addon.scatterAdd(u.data as Float32Array, idx.data, y.data, outer, len, inner)) {
+      return undefined;
+    }
+    return y;
+  };
+}
+
+/**
+ * The copy spec [shape, srcStrides, dstStrides] with size-1 dims dropped and mergeable
+ * neighbours merged; null when more than 8 dims remain.
+ */
+function copySpec(shape: readonly number[], src: readonly number[], dst: readonly number[]): Int32Array | null {
+  const s: number[] = [];
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let d = 0; d < shape.length; d++) {
+    const n = shape[d]!;
+    if (n === 1) continue;
+    const last = s.length - 1;
+    if (last >= 0 && a[last] === src[d]! * n && b[last] === dst[d]! * n) {
+      s[last]! *= n;
+      a[last] = src[d]!;
+      b[last] = dst[d]!;
+    } else {
+      s.push(n);
+      a.push(src[d]!);
+      b.push(dst[d]!);
+    }
+  }
+  if (s.length > 8) return null;
+  return Int32Array.from([...s, ...a, ...b]);
+}
+
+function denseStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i]!;
+  }
+  return strides;
+}
+
+/** (x) -> x repeated along broadcast dims */
+function broadcastToKernel(addon: NativeAddon): Kernel<'broadcastTo'> {
+  return ([x], { shape }) => {
+    const data = x && words(x);
+    if (!x || !data || shape.length < x.shape.length) return undefined;
+    const lead = shape.length - x.shape.length;
+    const inStrides = denseStrides(x.shape);
+    const src: number[] = [];
+    for (let d = 0; d < shape.length; d++) {
+      const k = d - lead;
+      const n = k < 0 ? 1 : x.shape[k]!;
+      if (n !== 1 && n !== shape[d]) return undefined;
+      src.push(k < 0 || n === 1 ? 0 : inStrides[k]!);
+    }
+    const y = wordsLike(x, sizeOf(shape));
+    const spec = copySpec(shape, src, denseStrides(shape));
+    if (!spec) return undefined;
+    if (y.length > 0) addon.copyStrided(data, 0, y, 0, spec);
+    return { data: y, shape: [...shape], dtype: x.dtype };
+  };
+}
+
+/** (x) -> x[starts:ends] */
+function sliceKernel(addon: NativeAddon): Kernel<'slice'> {
+  return ([x], { starts, ends }) => {
+    const data = x && words(x);
+    if (!x || !data || starts.length !== x.shape.length || ends.length !== x.shape.length) return undefined;
+    const shape = starts.map((s, d) => ends[d]! - s);
+    if (!starts.every((s, d) => s >= 0 && ends[d]! <= x.shape[d]! && shape[d]! >= 0)) return undefined;
+    const inStrides = denseStrides(x.shape);
+    const base = starts.reduce((p, s, d) => p + s * inStrides[d]!, 0);
+    const spec = copySpec(shape, inStrides, denseStrides(shape));
+    if (!spec) return undefined;
+    const y = wordsLike(x, sizeOf(shape));
+    if (y.length > 0) addon.copyStrided(data, base, y, 0, spec);
+    return { data: y, shape, dtype: x.dtype };
+  };
+}
+
+/** (x) -> x surrounded by a constant */
+function padKernel(addon: NativeAddon): Kernel<'pad'> {
+  return ([x], { pads, value }) => {
+    const data = x && words(x);
+    if (!x || !data || pads.length !== x.shape.length || !pads.every(([b, a]) => b >= 0 && a >= 0)) return undefined;
+    const shape = x.shape.map((n, d) => pads[d]![0] + n + pads[d]![1]);
+    const outStrides = denseStrides(shape);
+    const base = pads.reduce((p, [before], d) => p + before * outStrides[d]!, 0);
+    const spec = copySpec(x.shape, denseStrides(x.shape), outStrides);
+    if (!spec) return undefined;
+    const y = wordsLike(x, sizeOf(shape));
+    if (value !== 0) y.fill(value);
+    if (data.length > 0) addon.copyStrided(data, 0, y, base, spec);
+    return { data: y, shape, dtype: x.dtype };
+  };
+}
+
+/** (...xs) -> concatenation along axis */
+function concatKernel(addon: NativeAddon): Kernel<'concat'> {
+  return (xs, { axis }) => {
+    const first = xs[0];
+    if (!first || !(axis >= 0 && axis < first.shape.length)) return undefined;
+    const datas: Words[] = [];
+    for (const t of xs) {
+      const d = words(t);
+      if (!d || t.dtype !== first.dtype || t.shape.length !== first.shape.length) return undefined;
+      if (!t.shape.every((n, i) => i === axis || n === first.shape[i])) return undefined;
+      datas.push(d);
+    }
+    const shape = [...first.shape];
+    shape[axis] = xs.reduce((p, t) => p + t.shape[axis]!, 0);
+    const y = wordsLike(first, sizeOf(shape));
+    const [outer, total, inner] = aroundAxis(shape, axis);
+    let offset = 0;
+    xs.forEach((t, i) => {
+      const block = t.shape[axis]! * inner;
+      if (block > 0 && outer > 0) {
+        addon.copyStrided(datas[i]!, 0, y, offset * inner, Int32Array.from([outer, block, block, 1, total * inner, 1]));
+      }
+      offset += t.shape[axis]!;
+    });
+    return { data: y, shape, dtype: first.dtype };
+  };
+}
+
+/** float32 <-> int32 */
+function castKernel(addon: NativeAddon): Kernel<'cast'> {
+  return ([x], { dtype }) => {
+    const data = x && words(x);
+    if (!x || !data || (dtype !== 'float32' && dtype !== 'int32')) return undefined;
+    if (dtype === x.dtype) return { data: data.slice(), shape: x.shape, dtype };
+    const y = dtype === 'int32' ? new Int32Array(data.length) : new Float32Array(data.length);
+    if (y.length > 0) addon.cast(data, y);
+    return { data: y, shape: x.shape, dtype };
+  };
+}
+
+// ---------------------------------------------------------------- quantization estimators
+
+/**
+ * How a scale / zero-point tensor broadcast against x (same rank after right-alignment) is
+ * indexed: [mid, inner] with element i of x reading t[(i / inner) % mid]; null when its
+ * non-1 dims do not form one contiguous run of x's dims.
+ */
+function channelLayout(t: readonly number[], x: readonly number[]): [number, number] | null {
+  if (t.length > x.length) return null;
+  const lead = x.length - t.length;
+  let first = -1;
+  let last = -1;
+  for (let d = 0; d < x.length; d++) {
+    const n = d < lead ? 1 : t[d - lead]!;
+    if (n !== 1 && n !== x[d]) return null;
+    if (n !== 1) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  }
+  if (first < 0) return [1, 1];
+  for (let d = first; d <= last; d++) {
+    const n = d < lead ? 1 : t[d - lead]!;
+    if (n !== x[d]) return null;
+  }
+  return [sizeOf(x.slice(first, last + 1)), sizeOf(x.slice(last + 1))];
+}
+
+/** (x, scale, zeroPoint) -> fake-quantized x, scale / zeroPoint per tensor or per channel group */
+function fakeQuantizeKernel(addon: NativeAddon): Kernel<'fakeQuantize'> {
+  return (inputs, { qmin, qmax }) => {
+    const [x, s, z] = inputs as [RawTensor, RawTensor, RawTensor];
+    if (inputs.length !== 3 || !allF32(inputs)) return undefined;
+    const sl = channelLayout(s.shape, x.shape);
+    const zl = channelLayout(z.shape, x.shape);
+    if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
+    const y = out(x.shape);
+    if (y.data.length > 0) {
+      addon.fakeQuantize(x.data as Float32Array, s.data as Float32Array, z.data as Float32Array, y.data, sl[0], sl[1], zl[0], zl[1], qmin, qmax);
+    }
+    return y;
+  };
+}
+
+/** roundSte (op 0) / signSte (op 1) forwards */
+function estimatorKernel<P extends 'roundSte' | 'signSte'>(addon: NativeAddon, op: 0 | 1): Kernel<P> {
+  return (inputs) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs)) return undefined;
+    const y = out(x.shape);
+    if (y.data.length > 0) addon.estimator(op, x.data as Float32Array, y.data);
+    return y;
+  };
+}
+
+/** scaleGrad forward: a copy */
+const scaleGradKernel: Kernel<'scaleGrad'> = (inputs) => {
+  const [x] = inputs as [RawTensor];
+  if (!allF32(inputs)) return undefined;
+  return { data: (x.data as Float32Array).slice(), shape: [...x.shape], dtype: 'float32' };
+};
+
 /** Every primitive the native backend implements. */
 export const NATIVE_OPS: readonly PrimitiveName[] = [
-  ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'softmax', 'logSoftmax', 'matmul', 'transpose',
+  ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'transpose',
+  'gather', 'scatterAdd', 'broadcastTo', 'slice', 'pad', 'concat', 'cast',
+  'fakeQuantize', 'roundSte', 'signSte', 'scaleGrad',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
@@ -363,7 +632,20 @@ export function registerNativeKernels(addon: NativeAddon): void {
   UNARY_OPS.forEach((op, code) => register(op, unaryKernel(addon, code)));
   BINARY_OPS.forEach((op, code) => register(op, binaryKernel(addon, code)));
   register('where', whereKernel(addon));
-  register('sum', sumKernel(addon));
+  register('sum', reduceKernel<'sum'>(addon, 0));
+  register('max', reduceKernel<'max'>(addon, 1));
+  register('argmax', argmaxKernel(addon));
+  register('gather', gatherKernel(addon));
+  register('scatterAdd', scatterAddKernel(addon));
+  register('broadcastTo', broadcastToKernel(addon));
+  register('slice', sliceKernel(addon));
+  register('pad', padKernel(addon));
+  register('concat', concatKernel(addon));
+  register('cast', castKernel(addon));
+  register('fakeQuantize', fakeQuantizeKernel(addon));
+  register('roundSte', estimatorKernel<'roundSte'>(addon, 0));
+  register('signSte', estimatorKernel<'signSte'>(addon, 1));
+  register('scaleGrad', scaleGradKernel);
   register('softmax', softmaxKernel<'softmax'>(addon, false));
   register('logSoftmax', softmaxKernel<'logSoftmax'>(addon, true));
   register('matmul', matmulKernel(addon));

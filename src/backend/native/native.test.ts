@@ -121,19 +121,117 @@ describe('native backend vs reference', { skip }, () => {
     }
   });
 
-  it('sum over trailing or leading axes (1e-6 absolute on O(1) data)', () => {
-    const tol = { atol: 1e-5, rtol: 1e-6 };
-    for (const [i, n] of ODD.entries()) {
-      const x = random([3, n, 5], i);
-      for (const keepDims of [false, true]) {
-        check('sum', [x], { axes: [2], keepDims }, tol);
-        check('sum', [x], { axes: [1, 2], keepDims }, tol);
-        check('sum', [x], { axes: [0], keepDims }, tol);
-        check('sum', [x], { axes: [0, 1], keepDims }, tol);
-        check('sum', [x], { axes: [0, 1, 2], keepDims }, tol);
+  /** Every subset of the axes of `rank` dims. */
+  function axisSubsets(rank: number): number[][] {
+    const out: number[][] = [];
+    for (let mask = 1; mask < 1 << rank; mask++) out.push([...Array(rank).keys()].filter((d) => mask & (1 << d)));
+    return out;
+  }
+
+  it('sum and max over any set of axes (sum: float64 accumulation, 1e-6 relative; max: exact, NaN propagates)', () => {
+    const tol = { atol: 1e-6, rtol: 1e-6 };
+    const shapes = [[3, 17, 5], [2, 7, 1, 9], [5, 3, 7, 11], [1, 33, 1], [65, 129], [3, 1, 5, 1, 7]];
+    for (const [i, shape] of shapes.entries()) {
+      const x = random(shape, i);
+      for (const axes of axisSubsets(shape.length)) {
+        for (const keepDims of [false, true]) {
+          check('sum', [x], { axes, keepDims }, tol);
+          check('max', [x], { axes, keepDims }, EXACT);
+        }
       }
-      declines('sum', [x], { axes: [1], keepDims: false });
     }
+    // The bias gradient of a conv layer: NCHW summed over [0, 2, 3].
+    check('sum', [random([64, 6, 28, 28], 3)], { axes: [0, 2, 3], keepDims: true }, tol);
+    const withNan = random([4, 5, 6], 9);
+    withNan.data[37] = NaN;
+    for (const axes of axisSubsets(3)) check('max', [withNan], { axes, keepDims: false }, EXACT);
+  });
+
+  it('argmax along every axis (exact, first maximum on ties)', () => {
+    for (const [i, shape] of [[7, 33], [3, 5, 17], [2, 1, 9, 4], [129]].entries()) {
+      const x = random(shape, i);
+      const ties: RawTensor = { ...x, data: x.data.map((v) => Math.round(v * 2) / 2) };
+      for (const input of [x, ties]) {
+        for (let axis = 0; axis < shape.length; axis++) {
+          for (const keepDims of [false, true]) check('argmax', [input], { axis, keepDims }, EXACT);
+        }
+      }
+    }
+  });
+
+  function ints(shape: readonly number[], seed: number, n: number): RawTensor {
+    const r = random(shape, seed, 0, n);
+    return { data: Int32Array.from(r.data, (v) => Math.floor(v)), shape, dtype: 'int32' };
+  }
+
+  it('gather and scatterAdd along every axis, float32 and int32 data (exact / 1e-6)', () => {
+    for (const [i, shape] of [[7, 10], [3, 5, 17], [2, 9, 4, 3]].entries()) {
+      for (let axis = 0; axis < shape.length; axis++) {
+        const x = random(shape, i);
+        const idx = ints([5], i + axis, shape[axis]!);
+        check('gather', [x, idx], { axis }, EXACT);
+        check('gather', [ints(shape, i, 100), idx], { axis }, EXACT);
+        check('gather', [x, ints([2, 3], i, shape[axis]!)], { axis }, EXACT);
+        const gathered = runKernel('gather', [x, idx], { axis });
+        check('scatterAdd', [random(gathered.shape, i + 1), idx], { axis, shape }, { atol: 1e-6, rtol: 1e-6 });
+      }
+    }
+    const bad: RawTensor = { data: Int32Array.from([0, 7]), shape: [2], dtype: 'int32' };
+    declines('gather', [random([3, 4], 1), bad], { axis: 1 });
+    declines('scatterAdd', [random([3, 2], 1), bad], { axis: 1, shape: [3, 4] });
+  });
+
+  it('broadcastTo, slice, pad and concat on float32 and int32 (exact)', () => {
+    for (const make of [(s: number[], k: number) => random(s, k), (s: number[], k: number) => ints(s, k, 1000)]) {
+      check('broadcastTo', [make([3, 1, 5], 1)], { shape: [2, 3, 7, 5] }, EXACT);
+      check('broadcastTo', [make([1, 17], 2)], { shape: [33, 17] }, EXACT);
+      check('broadcastTo', [make([7, 1], 3)], { shape: [7, 9] }, EXACT);
+      check('broadcastTo', [make([], 4)], { shape: [3, 5] }, EXACT);
+      const x = make([5, 7, 9], 5);
+      check('slice', [x], { starts: [1, 0, 2], ends: [4, 7, 9] }, EXACT);
+      check('slice', [x], { starts: [0, 3, 0], ends: [5, 4, 9] }, EXACT);
+      check('slice', [x], { starts: [2, 2, 2], ends: [2, 5, 8] }, EXACT);
+      check('pad', [x], { pads: [[1, 0], [0, 2], [3, 1]], value: 0 }, EXACT);
+      check('pad', [x], { pads: [[0, 0], [2, 2], [0, 0]], value: -1.5 }, EXACT);
+      check('pad', [make([2, 3, 4, 5], 6)], { pads: [[0, 0], [0, 0], [2, 2], [2, 2]], value: 0 }, EXACT);
+      for (let axis = 0; axis < 3; axis++) {
+        const shapes = [[5, 7, 9], [5, 7, 9], [5, 7, 9]].map((s, k) => s.map((d, j) => (j === axis ? d - k * 2 : d)));
+        check('concat', shapes.map((s, k) => make(s, k + 7)), { axis }, EXACT);
+      }
+    }
+  });
+
+  it('cast float32 <-> int32 (exact, truncation and ToInt32 wrap like the reference)', () => {
+    const x = random([7, 33], 1, -1e3, 1e3);
+    x.data.set([NaN, Infinity, -Infinity, 3e9, -3e9, 2147483647.5, -0.5, 0.99, -2147483648, 1e20]);
+    check('cast', [x], { dtype: 'int32' }, EXACT);
+    check('cast', [ints([5, 9], 2, 1e6)], { dtype: 'float32' }, EXACT);
+    check('cast', [{ data: Int32Array.from([2147483647, -2147483648, 16777217]), shape: [3], dtype: 'int32' }], { dtype: 'float32' }, EXACT);
+  });
+
+  it('fakeQuantize per tensor and per channel, roundSte, signSte, scaleGrad (exact)', () => {
+    const x = random([5, 6, 7, 3], 1, -3, 3);
+    // exact halves exercise round-half-even
+    for (let i = 0; i < 40; i++) x.data[i] = (i - 20) * 0.25;
+    const scalar = (v: number): RawTensor => ({ data: Float32Array.of(v), shape: [], dtype: 'float32' });
+    const gradient = 'ste' as const;
+    for (const [qmin, qmax] of [[-128, 127], [0, 255], [-1, 1], [-8, 7]] as const) {
+      check('fakeQuantize', [x, scalar(0.05), scalar(0)], { qmin, qmax, gradient }, EXACT);
+      check('fakeQuantize', [x, scalar(0.25), scalar(3)], { qmin, qmax, gradient }, EXACT);
+      check('fakeQuantize', [x, random([5, 1, 1, 1], 2, 0.01, 0.3), scalar(0)], { qmin, qmax, gradient }, EXACT);
+      check('fakeQuantize', [x, random([3], 5, 0.01, 0.3), scalar(1)], { qmin, qmax, gradient }, EXACT);
+      check('fakeQuantize', [x, random([6, 7, 1], 6, 0.01, 0.3), random([1, 7, 1], 7, -2, 2)], { qmin, qmax, gradient }, EXACT);
+    }
+    const zpInt = ints([6, 1, 1], 4, 5);
+    const zp: RawTensor = { data: Float32Array.from(zpInt.data), shape: zpInt.shape, dtype: 'float32' };
+    check('fakeQuantize', [x, random([6, 1, 1], 3, 0.01, 0.3), zp], { qmin: -128, qmax: 127, gradient }, EXACT);
+    const y = random([9, 17], 8, -5, 5);
+    for (let i = 0; i < 21; i++) y.data[i] = (i - 10) * 0.5;
+    y.data[21] = 0;
+    y.data[22] = -0;
+    check('roundSte', [y], NO_ATTRS, EXACT);
+    check('signSte', [y], { gradient: 'ste' }, EXACT);
+    check('scaleGrad', [y], { scale: 0.5 }, EXACT);
   });
 
   it('softmax and logSoftmax along the last axis (1e-6 absolute)', () => {
@@ -195,6 +293,10 @@ describe('native backend vs reference', { skip }, () => {
     [3, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [1, 1], 6], // depthwise
     [2, 8, 5, 7, 3, 1, 1, [1, 1], [0, 0], [1, 1], 1], // pointwise
     [1, 2, 3, 3, 1, 3, 3, [1, 1], [0, 0], [1, 1], 1],
+    [16, 1, 28, 28, 6, 5, 5, [1, 1], [2, 2], [1, 1], 1], // LeNet conv1 as in the model (padded), parallel over samples
+    [16, 6, 14, 14, 16, 5, 5, [1, 1], [0, 0], [1, 1], 1],
+    [2, 40, 9, 9, 70, 3, 3, [1, 1], [1, 1], [1, 1], 1], // wide enough for the packed SGEMM path
+    [3, 4, 11, 10, 6, 3, 3, [2, 3], [0, 2], [1, 1], 2],
     [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
   ];
 
@@ -218,6 +320,7 @@ describe('native backend vs reference', { skip }, () => {
     const cases: [number[], [number, number], [number, number], [number, number]][] = [
       [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],
       [[1, 1, 1, 1], [1, 1], [1, 1], [0, 0]], [[2, 2, 33, 65], [3, 2], [3, 1], [1, 1]],
+      [[3, 2, 9, 7], [2, 2], [2, 2], [0, 0]], [[64, 6, 28, 28], [2, 2], [2, 2], [0, 0]],
     ];
     for (const [i, [shape, kernel, stride, padding]] of cases.entries()) {
       const attrs = { kernel, stride, padding };

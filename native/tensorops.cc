@@ -1,0 +1,291 @@
+// Reductions over any axes, argmax, gather / scatterAdd, strided copies, casts and the
+// quantization-estimator forwards (see tensorops.h).
+#include "tensorops.h"
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu.h"
+#include "threadpool.h"
+
+namespace lowbit {
+
+namespace {
+
+// Sum of n floats in float64.
+LOWBIT_TARGET_AVX512 double rowSumAvx512(const float* x, int64_t n) {
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), a2 = _mm512_setzero_pd(), a3 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+    a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+    a2 = _mm512_add_pd(a2, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 16)));
+    a3 = _mm512_add_pd(a3, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 24)));
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask8 m = static_cast<__mmask8>((1u << (n - i)) - 1);
+    a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + i)));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
+}
+
+double rowSumScalar(const float* x, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; j++) s[j] += x[i + j];
+  }
+  for (; i < n; i++) s[0] += x[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// acc (n, float64) += x (n)
+LOWBIT_TARGET_AVX512 void addRowAvx512(double* acc, const float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm512_storeu_pd(acc + i, _mm512_add_pd(_mm512_loadu_pd(acc + i), _mm512_cvtps_pd(_mm256_loadu_ps(x + i))));
+  }
+  for (; i < n; i++) acc[i] += x[i];
+}
+
+void addRowScalar(double* acc, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+inline float maxNan(float acc, float v) { return v > acc || v != v ? v : acc; }
+
+float rowMax(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  bool nan = false;
+  for (int64_t i = 0; i < n; i++) {
+    nan |= x[i] != x[i];
+    m = x[i] > m ? x[i] : m;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+
+// Visits the outer groups [0, n-1) of the view: visit(src offset, out offset) per combination.
+template <class Visit>
+void forEachOuter(const int64_t* groups, const bool* reduced, int n, Visit&& visit) {
+  const int outerGroups = n - 1;
+  int64_t outStride[16];
+  int64_t s = reduced[n - 1] ? 1 : groups[n - 1];
+  for (int gi = outerGroups - 1; gi >= 0; gi--) {
+    outStride[gi] = reduced[gi] ? 0 : s;
+    if (!reduced[gi]) s *= groups[gi];
+  }
+  int64_t total = 1;
+  for (int gi = 0; gi < outerGroups; gi++) total *= groups[gi];
+  int64_t idx[16] = {0};
+  int64_t outOff = 0;
+  const int64_t L = groups[n - 1];
+  for (int64_t o = 0; o < total; o++) {
+    visit(o * L, outOff);
+    for (int gi = outerGroups - 1; gi >= 0; gi--) {
+      outOff += outStride[gi];
+      if (++idx[gi] < groups[gi]) break;
+      outOff -= outStride[gi] * groups[gi];
+      idx[gi] = 0;
+    }
+  }
+}
+
+int64_t keptCount(const int64_t* groups, const bool* reduced, int n) {
+  int64_t c = 1;
+  for (int gi = 0; gi < n; gi++) c *= reduced[gi] ? 1 : groups[gi];
+  return c;
+}
+
+}  // namespace
+
+void reduceSum(const float* x, float* y, const int64_t* groups, const bool* reduced, int n) {
+  if (n == 0) {
+    y[0] = x[0];
+    return;
+  }
+  const bool avx512 = activeIsa() == Isa::Avx512;
+  const int64_t L = groups[n - 1];
+  const int64_t count = keptCount(groups, reduced, n);
+  std::vector<double> acc(static_cast<size_t>(count), 0.0);
+  if (reduced[n - 1]) {
+    forEachOuter(groups, reduced, n, [&](int64_t src, int64_t out) {
+      acc[out] += avx512 ? rowSumAvx512(x + src, L) : rowSumScalar(x + src, L);
+    });
+  } else {
+    forEachOuter(groups, reduced, n, [&](int64_t src, int64_t out) {
+      if (avx512) {
+        addRowAvx512(acc.data() + out, x + src, L);
+      } else {
+        addRowScalar(acc.data() + out, x + src, L);
+      }
+    });
+  }
+  for (int64_t i = 0; i < count; i++) y[i] = static_cast<float>(acc[i]);
+}
+
+void reduceMax(const float* x, float* y, const int64_t* groups, const bool* reduced, int n) {
+  if (n == 0) {
+    y[0] = x[0];
+    return;
+  }
+  const int64_t L = groups[n - 1];
+  const int64_t count = keptCount(groups, reduced, n);
+  for (int64_t i = 0; i < count; i++) y[i] = -std::numeric_limits<float>::infinity();
+  if (reduced[n - 1]) {
+    forEachOuter(groups, reduced, n, [&](int64_t src, int64_t out) { y[out] = maxNan(y[out], rowMax(x + src, L)); });
+  } else {
+    forEachOuter(groups, reduced, n, [&](int64_t src, int64_t out) {
+      float* o = y + out;
+      const float* v = x + src;
+      for (int64_t i = 0; i < L; i++) o[i] = v[i] > o[i] || v[i] != v[i] ? v[i] : o[i];
+    });
+  }
+}
+
+void argmaxAxis(const float* x, int32_t* y, int64_t outer, int64_t len, int64_t inner) {
+  for (int64_t o = 0; o < outer; o++) {
+    const float* base = x + o * len * inner;
+    int32_t* out = y + o * inner;
+    if (inner == 1) {
+      int32_t best = 0;
+      float bestV = base[0];
+      for (int64_t k = 1; k < len; k++) {
+        if (base[k] > bestV) bestV = base[k], best = static_cast<int32_t>(k);
+      }
+      out[0] = best;
+      continue;
+    }
+    std::vector<float> bestV(base, base + inner);
+    for (int64_t i = 0; i < inner; i++) out[i] = 0;
+    for (int64_t k = 1; k < len; k++) {
+      const float* row = base + k * inner;
+      for (int64_t i = 0; i < inner; i++) {
+        if (row[i] > bestV[i]) bestV[i] = row[i], out[i] = static_cast<int32_t>(k);
+      }
+    }
+  }
+}
+
+bool gatherAxis(const uint32_t* x, const int32_t* idx, uint32_t* y, int64_t outer, int64_t len, int64_t inner,
+                int64_t m) {
+  for (int64_t j = 0; j < m; j++) {
+    if (idx[j] < 0 || idx[j] >= len) return false;
+  }
+  for (int64_t o = 0; o < outer; o++) {
+    for (int64_t j = 0; j < m; j++) {
+      const uint32_t* src = x + (o * len + idx[j]) * inner;
+      uint32_t* dst = y + (o * m + j) * inner;
+      if (inner == 1) {
+        *dst = *src;
+      } else {
+        std::memcpy(dst, src, static_cast<size_t>(inner) * 4);
+      }
+    }
+  }
+  return true;
+}
+
+bool scatterAddAxis(const float* u, const int32_t* idx, float* y, int64_t outer, int64_t len, int64_t inner,
+                    int64_t m) {
+  for (int64_t j = 0; j < m; j++) {
+    if (idx[j] < 0 || idx[j] >= len) return false;
+  }
+  for (int64_t o = 0; o < outer; o++) {
+    for (int64_t j = 0; j < m; j++) {
+      const float* src = u + (o * m + j) * inner;
+      float* dst = y + (o * len + idx[j]) * inner;
+      for (int64_t i = 0; i < inner; i++) dst[i] += src[i];
+    }
+  }
+  return true;
+}
+
+void copyStrided(const uint32_t* src, int64_t srcOff, const int64_t* srcStrides, uint32_t* dst, int64_t dstOff,
+                 const int64_t* dstStrides, const int64_t* shape, int rank) {
+  if (rank == 0) {
+    dst[dstOff] = src[srcOff];
+    return;
+  }
+  for (int d = 0; d < rank; d++) {
+    if (shape[d] <= 0) return;
+  }
+  const int64_t L = shape[rank - 1], ss = srcStrides[rank - 1], ds = dstStrides[rank - 1];
+  int64_t total = 1;
+  for (int d = 0; d < rank - 1; d++) total *= shape[d];
+  int64_t idx[8] = {0};
+  int64_t so = srcOff, dOff = dstOff;
+  for (int64_t o = 0; o < total; o++) {
+    const uint32_t* s = src + so;
+    uint32_t* t = dst + dOff;
+    if (ss == 1 && ds == 1) {
+      std::memcpy(t, s, static_cast<size_t>(L) * 4);
+    } else if (ss == 0 && ds == 1) {
+      const uint32_t v = *s;
+      for (int64_t i = 0; i < L; i++) t[i] = v;
+    } else {
+      for (int64_t i = 0; i < L; i++) t[i * ds] = s[i * ss];
+    }
+    for (int d = rank - 2; d >= 0; d--) {
+      so += srcStrides[d];
+      dOff += dstStrides[d];
+      if (++idx[d] < shape[d]) break;
+      so -= srcStrides[d] * shape[d];
+      dOff -= dstStrides[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+void fill32(uint32_t* dst, uint32_t value, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = value;
+}
+
+void castF32ToI32(const float* x, int32_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float v = x[i];
+    if (v > -2147483648.5f && v < 2147483648.f) {
+      y[i] = static_cast<int32_t>(v);  // truncates toward zero
+    } else if (!std::isfinite(v)) {
+      y[i] = 0;
+    } else {  // ToInt32: integer value modulo 2^32 (v is an integer here: |v| >= 2^31)
+      const double m = std::fmod(static_cast<double>(v), 4294967296.0);
+      const double u = m < 0 ? m + 4294967296.0 : m;
+      y[i] = static_cast<int32_t>(static_cast<uint32_t>(u));
+    }
+  }
+}
+
+void castI32ToF32(const int32_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(x[i]);
+}
+
+// Plain double arithmetic, compiled without FMA contraction, so that every step rounds like the
+// reference's JavaScript numbers.
+void fakeQuantize(const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z, int64_t zMid,
+                  int64_t zInner, float* y, int64_t n, double qmin, double qmax) {
+  auto body = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const double scale = s[(i / sInner) % sMid];
+      const double zp = z[(i / zInner) % zMid];
+      double q = std::nearbyint(static_cast<double>(x[i]) / scale) + zp;
+      if (!(q != q)) q = q < qmin ? qmin : q > qmax ? qmax : q;
+      y[i] = static_cast<float>((q - zp) * scale);
+    }
+  };
+  parallelFor(n, static_cast<double>(n) * 8, body);
+}
+
+void roundHalfEven(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = std::nearbyint(x[i]);
+}
+
+void signPlusMinus(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] >= 0.f ? 1.f : -1.f;
+}
+
+}  // namespace lowbit
