@@ -65,8 +65,10 @@ void im2col(const ConvGeom& g, const float* xg, float* col) {
           }
           const float* in = plane + ih * g.W + iw0;
           for (int64_t ow = 0; ow < lo; ow++) out[ow] = 0.f;
-          if (g.sw == 1) {
+          if (g.sw == 1 && hi - lo >= 64) {
             std::memcpy(out + lo, in + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+          } else if (g.sw == 1) {  // short rows: an inline loop beats a memcpy call
+            for (int64_t ow = lo; ow < hi; ow++) out[ow] = in[ow];
           } else {
             for (int64_t ow = lo; ow < hi; ow++) out[ow] = in[ow * g.sw];
           }
@@ -133,9 +135,51 @@ double convFlops(const ConvGeom& g) {
   return 2.0 * static_cast<double>(g.O) * static_cast<double>(colRows(g)) * static_cast<double>(outPixels(g));
 }
 
+thread_local Buffer tPad, tLanes;
+
+// Stride-1 (in W) convolution with few output channels, without a column matrix: the input is
+// zero-padded once per sample and group, and each output row is a small GEMM whose B rows are
+// the padded input rows shifted by each tap (sgemmSmallOffsets).
+bool useImplicit(const ConvGeom& g) {
+  return smallKernels() && g.sw == 1 && g.O / g.groups <= 32 && !isPointwise(g);
+}
+
+void convForwardImplicit(const ConvGeom& g, const float* x, const float* w, float* y) {
+  const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
+  const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+  std::vector<int64_t> koff(static_cast<size_t>(R));
+  for (int64_t c = 0; c < Cg; c++)
+    for (int64_t kh = 0; kh < g.KH; kh++)
+      for (int64_t kw = 0; kw < g.KW; kw++) koff[(c * g.KH + kh) * g.KW + kw] = (c * Hp + kh * g.dh) * Wp + kw * g.dw;
+  const bool padded = g.ph != 0 || g.pw != 0;
+  parallelFor(g.N, convFlops(g) * static_cast<double>(g.N), [&](int64_t n0, int64_t n1) {
+    float* pad = padded ? tPad.get(static_cast<size_t>(Cg * Hp * Wp)) : nullptr;
+    if (padded) std::memset(pad, 0, static_cast<size_t>(Cg * Hp * Wp) * sizeof(float));
+    for (int64_t n = n0; n < n1; n++) {
+      for (int64_t gr = 0; gr < g.groups; gr++) {
+        const float* xg = x + (n * g.C + gr * Cg) * g.H * g.W;
+        const float* src = xg;
+        if (padded) {  // borders stay zero from the memset above
+          for (int64_t c = 0; c < Cg; c++)
+            for (int64_t h = 0; h < g.H; h++)
+              std::memcpy(pad + (c * Hp + h + g.ph) * Wp + g.pw, xg + (c * g.H + h) * g.W,
+                          static_cast<size_t>(g.W) * sizeof(float));
+          src = pad;
+        }
+        float* yg = y + (n * g.O + gr * Og) * P;
+        const float* wg = w + gr * Og * R;
+        for (int64_t oh = 0; oh < g.OH; oh++) {
+          sgemmSmallOffsets(Og, g.OW, R, wg, R, 1, src + oh * g.sh * Wp, koff.data(), yg + oh * g.OW, P);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) {
+  if (useImplicit(g)) return convForwardImplicit(g, x, w, y);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   forEachSample(g, convFlops(g), [&](int64_t n, bool parallel) {
     float* col = isPointwise(g) ? nullptr : tCol.get(static_cast<size_t>(R * P));
@@ -159,6 +203,25 @@ void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) 
 }
 
 void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  // Stride 1: dx is the forward convolution of dy, padded by d*(k-1) - p, with the flipped and
+  // transposed weights -- the implicit (column-free) path when its padding is non-negative.
+  const int64_t padH = g.dh * (g.KH - 1) - g.ph, padW = g.dw * (g.KW - 1) - g.pw;
+  if (g.sh == 1 && g.sw == 1 && padH >= 0 && padW >= 0) {
+    const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups;
+    ConvGeom t{g.N, g.O, g.OH, g.OW, g.C, g.KH, g.KW, g.H, g.W, 1, 1, padH, padW, g.dh, g.dw, g.groups};
+    if (useImplicit(t)) {
+      std::vector<float> wt(static_cast<size_t>(g.C * Og * g.KH * g.KW));
+      for (int64_t gr = 0; gr < g.groups; gr++)
+        for (int64_t ci = 0; ci < Cg; ci++)
+          for (int64_t o = 0; o < Og; o++)
+            for (int64_t kh = 0; kh < g.KH; kh++)
+              for (int64_t kw = 0; kw < g.KW; kw++) {
+                wt[(((gr * Cg + ci) * Og + o) * g.KH + kh) * g.KW + kw] =
+                    w[(((gr * Og + o) * Cg + ci) * g.KH + (g.KH - 1 - kh)) * g.KW + (g.KW - 1 - kw)];
+              }
+      return convForwardImplicit(t, dy, wt.data(), dx);
+    }
+  }
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   forEachSample(g, convFlops(g), [&](int64_t n, bool parallel) {
     float* dxn = dx + n * g.C * g.H * g.W;
@@ -205,13 +268,19 @@ void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, fl
     float* acc = t == 0 ? c.dw : c.partials + (t - 1) * c.weightSize;
     std::memset(acc, 0, static_cast<size_t>(c.weightSize) * sizeof(float));
     float* col = isPointwise(g) ? nullptr : tCol.get(static_cast<size_t>(c.R * c.P));
+    // Small layers: 16-lane partial sums over all this task's samples, reduced once at the end.
+    float* lanes = nullptr;
+    if (smallKernels() && c.Og <= 64) {
+      lanes = tLanes.get(static_cast<size_t>(c.weightSize * 16));
+      std::memset(lanes, 0, static_cast<size_t>(c.weightSize * 16) * sizeof(float));
+    }
     for (int64_t n = g.N * t / nt; n < g.N * (t + 1) / nt; n++) {
       for (int64_t gr = 0; gr < g.groups; gr++) {
         const float* xg = c.x + (n * g.C + gr * c.Cg) * g.H * g.W;
         if (col != nullptr) im2col(g, xg, col);
         const float* colg = col != nullptr ? col : xg;
-        if (smallKernels() && c.Og <= 64) {  // dw_g (Og, R) += dy_g (Og, P) . col^T (P, R)
-          sgemmDotNT(c.Og, c.R, c.P, c.dy + (n * g.O + gr * c.Og) * c.P, c.P, colg, c.P, 1.f, acc + gr * c.Og * c.R, c.R);
+        if (lanes != nullptr) {  // dw_g (Og, R) += dy_g (Og, P) . col^T (P, R), lane-wise
+          sgemmDotNTAcc(c.Og, c.R, c.P, c.dy + (n * g.O + gr * c.Og) * c.P, c.P, colg, c.P, lanes + gr * c.Og * c.R * 16);
           continue;
         }
         GemmArgs args;  // dw_g (Og, R) += dy_g (Og, P) . col^T (P, R)
@@ -224,6 +293,7 @@ void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, fl
         runGemm(args, c.parallelGemm);
       }
     }
+    if (lanes != nullptr) sgemmDotNTReduce(g.O, c.R, lanes, acc, c.R);
   };
   if (tasks <= 1) {
     task(&ctx, 0, 1);

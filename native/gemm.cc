@@ -349,6 +349,52 @@ constexpr SmallNNFn kSmallNN[13] = {
     smallNNAvx512<7>, smallNNAvx512<8>, smallNNAvx512<9>, smallNNAvx512<10>, smallNNAvx512<11>, smallNNAvx512<12>,
 };
 
+template <int R, int V>
+LOWBIT_TARGET_AVX512 void smallOffAvx512(int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
+                                         const float* B, const int64_t* koff, float* C, int64_t ldc) {
+  for (int64_t j0 = 0; j0 < N; j0 += 16 * V) {
+    const int64_t left = N - j0;
+    const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 m1 = V == 1 ? 0 : left >= 32 ? 0xFFFF : left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1) : 0;
+    __m512 acc0[R], acc1[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    const float* a = A;
+    const float* b = B + j0;
+    for (int64_t k = 0; k < K; k++, a += csA) {
+      const float* bk = b + koff[k];
+      const __m512 b0 = _mm512_maskz_loadu_ps(m0, bk);
+      const __m512 b1 = V == 2 ? _mm512_maskz_loadu_ps(m1, bk + 16) : b0;
+#pragma GCC unroll 16
+      for (int r = 0; r < R; r++) {
+        const __m512 av = _mm512_set1_ps(a[r * rsA]);
+        acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+        if (V == 2) acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; r++) {
+      float* row = C + r * ldc + j0;
+      _mm512_mask_storeu_ps(row, m0, acc0[r]);
+      if (V == 2) _mm512_mask_storeu_ps(row + 16, m1, acc1[r]);
+    }
+  }
+}
+
+using SmallOffFn = void (*)(int64_t, int64_t, const float*, int64_t, int64_t, const float*, const int64_t*, float*,
+                            int64_t);
+constexpr SmallOffFn kSmallOff1[17] = {
+    nullptr, smallOffAvx512<1, 1>, smallOffAvx512<2, 1>, smallOffAvx512<3, 1>, smallOffAvx512<4, 1>,
+    smallOffAvx512<5, 1>, smallOffAvx512<6, 1>, smallOffAvx512<7, 1>, smallOffAvx512<8, 1>, smallOffAvx512<9, 1>,
+    smallOffAvx512<10, 1>, smallOffAvx512<11, 1>, smallOffAvx512<12, 1>, smallOffAvx512<13, 1>,
+    smallOffAvx512<14, 1>, smallOffAvx512<15, 1>, smallOffAvx512<16, 1>,
+};
+constexpr SmallOffFn kSmallOff2[13] = {
+    nullptr, smallOffAvx512<1, 2>, smallOffAvx512<2, 2>, smallOffAvx512<3, 2>, smallOffAvx512<4, 2>,
+    smallOffAvx512<5, 2>, smallOffAvx512<6, 2>, smallOffAvx512<7, 2>, smallOffAvx512<8, 2>, smallOffAvx512<9, 2>,
+    smallOffAvx512<10, 2>, smallOffAvx512<11, 2>, smallOffAvx512<12, 2>,
+};
+
 // A (RI x K) . B^T (K x RJ) as RI*RJ vector dot products over K.
 template <int RI, int RJ>
 LOWBIT_TARGET_AVX512 void dotTileAvx512(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
@@ -383,6 +429,47 @@ LOWBIT_TARGET_AVX512 void dotTileAvx512(int64_t K, const float* A, int64_t lda, 
   }
 }
 
+template <int RI, int RJ>
+LOWBIT_TARGET_AVX512 void dotTileAccAvx512(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                                           float* accv, int64_t ldv) {
+  __m512 acc[RI][RJ];
+  for (int i = 0; i < RI; i++)
+    for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_loadu_ps(accv + i * ldv + j * 16);
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 bv[RJ];
+    for (int j = 0; j < RJ; j++) bv[j] = _mm512_loadu_ps(B + j * ldb + k);
+    for (int i = 0; i < RI; i++) {
+      const __m512 av = _mm512_loadu_ps(A + i * lda + k);
+      for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 bv[RJ];
+    for (int j = 0; j < RJ; j++) bv[j] = _mm512_maskz_loadu_ps(m, B + j * ldb + k);
+    for (int i = 0; i < RI; i++) {
+      const __m512 av = _mm512_maskz_loadu_ps(m, A + i * lda + k);
+      for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < RI; i++)
+    for (int j = 0; j < RJ; j++) _mm512_storeu_ps(accv + i * ldv + j * 16, acc[i][j]);
+}
+
+using DotTileAccFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t);
+constexpr DotTileAccFn kDotTileAcc[4][4] = {
+    {dotTileAccAvx512<1, 1>, dotTileAccAvx512<1, 2>, dotTileAccAvx512<1, 3>, dotTileAccAvx512<1, 4>},
+    {dotTileAccAvx512<2, 1>, dotTileAccAvx512<2, 2>, dotTileAccAvx512<2, 3>, dotTileAccAvx512<2, 4>},
+    {dotTileAccAvx512<3, 1>, dotTileAccAvx512<3, 2>, dotTileAccAvx512<3, 3>, dotTileAccAvx512<3, 4>},
+    {dotTileAccAvx512<4, 1>, dotTileAccAvx512<4, 2>, dotTileAccAvx512<4, 3>, dotTileAccAvx512<4, 4>},
+};
+
+LOWBIT_TARGET_AVX512 void dotReduceAvx512(int64_t M, int64_t N, const float* acc, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) C[i * ldc + j] += _mm512_reduce_add_ps(_mm512_loadu_ps(acc + (i * N + j) * 16));
+}
+
 using DotTileFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float, float*, int64_t);
 constexpr DotTileFn kDotTile[4][4] = {
     {dotTileAvx512<1, 1>, dotTileAvx512<1, 2>, dotTileAvx512<1, 3>, dotTileAvx512<1, 4>},
@@ -413,6 +500,45 @@ void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, 
       for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
     }
   }
+}
+
+void sgemmSmallOffsets(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
+                       const int64_t* koff, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (activeIsa() == Isa::Avx512) {
+    const bool one = N <= 16;
+    const int64_t maxRows = one ? 16 : 12;
+    const int64_t blocks = (M + maxRows - 1) / maxRows;
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      const int64_t i0 = M * blk / blocks, i1 = M * (blk + 1) / blocks;
+      (one ? kSmallOff1 : kSmallOff2)[i1 - i0](N, K, A + i0 * rsA, rsA, csA, B, koff, C + i0 * ldc, ldc);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < M; i++) {
+    float* c = C + i * ldc;
+    for (int64_t j = 0; j < N; j++) c[j] = 0.f;
+    for (int64_t k = 0; k < K; k++) {
+      const float a = A[i * rsA + k * csA];
+      const float* b = B + koff[k];
+      for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
+    }
+  }
+}
+
+void sgemmDotNTAcc(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   float* acc) {
+  for (int64_t i = 0; i < M; i += 4) {
+    const int ri = static_cast<int>(std::min<int64_t>(4, M - i));
+    for (int64_t j = 0; j < N; j += 4) {
+      const int rj = static_cast<int>(std::min<int64_t>(4, N - j));
+      kDotTileAcc[ri - 1][rj - 1](K, A + i * lda, lda, B + j * ldb, ldb, acc + (i * N + j) * 16, N * 16);
+    }
+  }
+}
+
+void sgemmDotNTReduce(int64_t M, int64_t N, const float* acc, float* C, int64_t ldc) {
+  dotReduceAvx512(M, N, acc, C, ldc);
 }
 
 void sgemmDotNT(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,

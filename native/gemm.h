@@ -34,9 +34,20 @@ void sgemmBatched(const GemmArgs& g, int64_t batch, int64_t strideA, int64_t str
 // contiguous (row stride ldb). Best when M or K is small (no packing at all).
 void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
                   int64_t ldb, float beta, float* C, int64_t ldc);
+// As sgemmSmallNN with beta = 0, but row k of B starts at B + koff[k] (an implicit im2col: a
+// stride-1 convolution reads its input rows at per-tap offsets, no column matrix needed).
+void sgemmSmallOffsets(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
+                       const int64_t* koff, float* C, int64_t ldc);
 // C (M, N) = beta * C + A (M, K) . B^T with B (N, K): dot products of contiguous rows; for small
 // M and N with long K.
 void sgemmDotNT(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                 float beta, float* C, int64_t ldc);
+
+// Lane-wise accumulation for summing many sgemmDotNT products (e.g. over a batch): acc
+// (M, N, 16 lanes) += the unreduced 16-lane partial dot products; sgemmDotNTReduce then adds
+// the lanes of each (i, j) into C (M, N) (ldc). AVX-512 only (callers check activeIsa()).
+void sgemmDotNTAcc(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   float* acc);
+void sgemmDotNTReduce(int64_t M, int64_t N, const float* acc, float* C, int64_t ldc);
 
 }  // namespace lowbit
