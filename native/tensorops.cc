@@ -280,6 +280,31 @@ void fakeQuantize(const float* x, const float* s, int64_t sMid, int64_t sInner, 
   parallelFor(n, static_cast<double>(n) * 8, body);
 }
 
+// Same double arithmetic as the reference kernel: u = x/s, r = round(u) + z, q = clamp(r).
+void fakeQuantizeGrad(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
+                      int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part) {
+  auto body = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const double scale = s[(i / sInner) % sMid];
+      const double zp = z[(i / zInner) % zMid];
+      const double gv = g[i];
+      const double u = static_cast<double>(x[i]) / scale;
+      const double r = std::nearbyint(u) + zp;
+      const double q = r < qmin ? qmin : r > qmax ? qmax : r;
+      const bool inside = q == r;
+      double v;
+      switch (part) {
+        case 0: v = gv; break;
+        case 1: v = inside ? gv : 0.0; break;
+        case 2: v = gv * (inside ? r - (u + zp) : q - zp); break;
+        default: v = inside ? 0.0 : -gv * scale; break;
+      }
+      y[i] = static_cast<float>(v);
+    }
+  };
+  parallelFor(n, static_cast<double>(n) * 10, body);
+}
+
 void roundHalfEven(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = std::nearbyint(x[i]);
 }

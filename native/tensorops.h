@@ -36,6 +36,10 @@ void castI32ToF32(const int32_t* x, float* y, int64_t n);
 // s and z are read at (i / inner) % mid with their own (mid, inner) (mid = 1: per tensor).
 void fakeQuantize(const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z, int64_t zMid,
                   int64_t zInner, float* y, int64_t n, double qmin, double qmax);
+// One part of fakeQuantize's gradient (see the fakeQuantizeGrad primitive): part 0 = x with the
+// plain STE, 1 = x clipped, 2 = scale (LSQ), 3 = zero point. g and y have x's shape.
+void fakeQuantizeGrad(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
+                      int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part);
 void roundHalfEven(const float* x, float* y, int64_t n);
 void signPlusMinus(const float* x, float* y, int64_t n);  // x >= 0 ? 1 : -1
 

@@ -57,6 +57,11 @@ export interface NativeAddon {
     x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
     sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number,
   ): void;
+  /** One part of fakeQuantize's gradient: part 0 = x (ste), 1 = x (clipped), 2 = scale, 3 = zero point */
+  fakeQuantizeGrad(
+    g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
+    sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, part: 0 | 1 | 2 | 3,
+  ): void;
   /** op 0 = roundHalfEven, 1 = sign with sign(0) = +1 */
   estimator(op: 0 | 1, x: Float32Array, y: Float32Array): void;
 }

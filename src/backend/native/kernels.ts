@@ -588,6 +588,27 @@ function fakeQuantizeKernel(addon: NativeAddon): Kernel<'fakeQuantize'> {
   };
 }
 
+/** (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient; g must have x's shape */
+function fakeQuantizeGradKernel(addon: NativeAddon): Kernel<'fakeQuantizeGrad'> {
+  return (inputs, { qmin, qmax, gradient, part }) => {
+    const [g, x, s, z] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor];
+    if (inputs.length !== 4 || !allF32(inputs)) return undefined;
+    if (g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) return undefined;
+    const sl = channelLayout(s.shape, x.shape);
+    const zl = channelLayout(z.shape, x.shape);
+    if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
+    const code = part === 'x' ? (gradient === 'ste' ? 0 : 1) : part === 'scale' ? 2 : 3;
+    const y = out(x.shape);
+    if (y.data.length > 0) {
+      addon.fakeQuantizeGrad(
+        g.data as Float32Array, x.data as Float32Array, s.data as Float32Array, z.data as Float32Array, y.data,
+        sl[0], sl[1], zl[0], zl[1], qmin, qmax, code,
+      );
+    }
+    return y;
+  };
+}
+
 /** roundSte (op 0) / signSte (op 1) forwards */
 function estimatorKernel<P extends 'roundSte' | 'signSte'>(addon: NativeAddon, op: 0 | 1): Kernel<P> {
   return (inputs) => {
@@ -610,7 +631,7 @@ const scaleGradKernel: Kernel<'scaleGrad'> = (inputs) => {
 export const NATIVE_OPS: readonly PrimitiveName[] = [
   ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'transpose',
   'gather', 'scatterAdd', 'broadcastTo', 'slice', 'pad', 'concat', 'cast',
-  'fakeQuantize', 'roundSte', 'signSte', 'scaleGrad',
+  'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
@@ -643,6 +664,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('concat', concatKernel(addon));
   register('cast', castKernel(addon));
   register('fakeQuantize', fakeQuantizeKernel(addon));
+  register('fakeQuantizeGrad', fakeQuantizeGradKernel(addon));
   register('roundSte', estimatorKernel<'roundSte'>(addon, 0));
   register('signSte', estimatorKernel<'signSte'>(addon, 1));
   register('scaleGrad', scaleGradKernel);

@@ -225,6 +225,12 @@ describe('native backend vs reference', { skip }, () => {
     const zpInt = ints([6, 1, 1], 4, 5);
     const zp: RawTensor = { data: Float32Array.from(zpInt.data), shape: zpInt.shape, dtype: 'float32' };
     check('fakeQuantize', [x, random([6, 1, 1], 3, 0.01, 0.3), zp], { qmin: -128, qmax: 127, gradient }, EXACT);
+    for (const part of ['x', 'scale', 'zeroPoint'] as const) for (const gradient of ['ste', 'clipped'] as const) {
+      const gy = random([6, 7, 5], 9, -1, 1);
+      const xx = random([6, 7, 5], 10, -2, 2);
+      check('fakeQuantizeGrad', [gy, xx, random([6, 1, 1], 11, 0.01, 0.3), random([6, 1, 1], 12, -3, 3)], { qmin: -8, qmax: 7, gradient, part }, EXACT);
+      check('fakeQuantizeGrad', [gy, xx, scalar(0.1), scalar(2)], { qmin: 0, qmax: 15, gradient, part }, EXACT);
+    }
     const y = random([9, 17], 8, -5, 5);
     for (let i = 0; i < 21; i++) y.data[i] = (i - 10) * 0.5;
     y.data[21] = 0;
