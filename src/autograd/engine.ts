@@ -70,8 +70,10 @@ function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], creat
       const rule = gradientRule(node.op);
       const inputGrads = rule(g, node.inputs, t, node.attrs);
       node.inputs.forEach((input, k) => {
-        const gi = inputGrads[k];
-        if (gi && input.requiresGrad) accumulate(grads, input, gi);
+        if (!input.requiresGrad) return;
+        const entry = inputGrads[k];
+        const gi = typeof entry === 'function' ? entry() : entry;
+        if (gi) accumulate(grads, input, gi);
       });
     }
   });

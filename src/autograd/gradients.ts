@@ -13,7 +13,13 @@ type Rule<P extends PrimitiveName> = (
   inputs: readonly Tensor[],
   out: Tensor,
   attrs: PrimitiveAttrs[P],
-) => (Tensor | null)[];
+) => InputGrad[];
+
+/**
+ * A gradient, null for none, or a thunk the engine calls only when that input requires grad
+ * (rules of multi-input ops use thunks so that, e.g., conv2d never computes dx for an image).
+ */
+export type InputGrad = Tensor | null | (() => Tensor | null);
 
 type RuleTable = { [P in PrimitiveName]: Rule<P> | 'nondifferentiable' };
 
@@ -52,27 +58,27 @@ const RULES: RuleTable = {
   floor: 'nondifferentiable',
   round: 'nondifferentiable',
 
-  add: (g, [a, b]) => [unb(g, a!), unb(g, b!)],
-  sub: (g, [a, b]) => [unb(g, a!), unb(o.neg(g), b!)],
-  mul: (g, [a, b]) => [unb(o.mul(g, b!), a!), unb(o.mul(g, a!), b!)],
-  div: (g, [a, b]) => [unb(o.div(g, b!), a!), unb(o.neg(o.div(o.mul(g, a!), o.mul(b!, b!))), b!)],
+  add: (g, [a, b]) => [() => unb(g, a!), () => unb(g, b!)],
+  sub: (g, [a, b]) => [() => unb(g, a!), () => unb(o.neg(g), b!)],
+  mul: (g, [a, b]) => [() => unb(o.mul(g, b!), a!), () => unb(o.mul(g, a!), b!)],
+  div: (g, [a, b]) => [() => unb(o.div(g, b!), a!), () => unb(o.neg(o.div(o.mul(g, a!), o.mul(b!, b!))), b!)],
   pow: (g, [a, b], out) => [
-    unb(o.mul(g, o.mul(b!, o.pow(a!, o.sub(b!, 1)))), a!),
+    () => unb(o.mul(g, o.mul(b!, o.pow(a!, o.sub(b!, 1)))), a!),
     // d/db a^b = a^b·ln a; defined as 0 where a <= 0 (as frameworks do for integer-like exponents).
-    b!.requiresGrad ? unb(o.mul(g, o.where(o.greater(a!, 0), o.mul(out, o.log(o.maximum(a!, 1e-30))), 0)), b!) : null,
+    () => unb(o.mul(g, o.where(o.greater(a!, 0), o.mul(out, o.log(o.maximum(a!, 1e-30))), 0)), b!),
   ],
   maximum: (g, [a, b]) => {
     const takeA = o.greaterEqual(a!, b!);
-    return [unb(o.mul(g, takeA), a!), unb(o.mul(g, o.sub(1, takeA)), b!)];
+    return [() => unb(o.mul(g, takeA), a!), () => unb(o.mul(g, o.sub(1, takeA)), b!)];
   },
   minimum: (g, [a, b]) => {
     const takeA = o.greaterEqual(b!, a!);
-    return [unb(o.mul(g, takeA), a!), unb(o.mul(g, o.sub(1, takeA)), b!)];
+    return [() => unb(o.mul(g, takeA), a!), () => unb(o.mul(g, o.sub(1, takeA)), b!)];
   },
   greater: 'nondifferentiable',
   greaterEqual: 'nondifferentiable',
   equal: 'nondifferentiable',
-  where: (g, [c, a, b]) => [null, unb(o.where(c!, g, 0), a!), unb(o.where(c!, 0, g), b!)],
+  where: (g, [c, a, b]) => [null, () => unb(o.where(c!, g, 0), a!), () => unb(o.where(c!, 0, g), b!)],
 
   sum: (g, [x], _out, { axes, keepDims }) => {
     const gk = keepDims ? g : o.reshape(g, keepDimsShape(x!.shape, axes));
@@ -98,42 +104,44 @@ const RULES: RuleTable = {
   pad: (g, [x], _out, { pads }) => [
     o.slice(g, pads.map(([before]) => before), pads.map(([before], d) => before + x!.shape[d]!)),
   ],
-  concat: (g, xs, _out, { axis }) => o.split(g, xs.map((x) => x.shape[axis]!), axis),
+  concat: (g, xs, _out, { axis }) => {
+    let start = 0;
+    return xs.map((x) => {
+      const begin = start;
+      start += x.shape[axis]!;
+      return () => o.narrow(g, axis, begin, x.shape[axis]!);
+    });
+  },
   gather: (g, [x, idx], _out, { axis }) => [o.scatterAdd(g, idx!, axis, x!.shape), null],
   scatterAdd: (g, [, idx], _out, { axis }) => [o.gather(g, idx!, axis), null],
   cast: (g, [x]) => [x!.dtype === 'int32' ? null : o.cast(g, x!.dtype)],
 
   matmul: (g, [a, b], _out, { transA, transB }) => {
-    let ga: Tensor;
-    let gb: Tensor;
-    if (!transA && !transB) {
-      ga = o.matmul(g, b!, { transB: true });
-      gb = o.matmul(a!, g, { transA: true });
-    } else if (transA && !transB) {
-      ga = o.matmul(b!, g, { transB: true });
-      gb = o.matmul(a!, g);
-    } else if (!transA && transB) {
-      ga = o.matmul(g, b!);
-      gb = o.matmul(g, a!, { transA: true });
-    } else {
-      ga = o.matmul(b!, g, { transA: true, transB: true });
-      gb = o.matmul(g, a!, { transA: true, transB: true });
-    }
-    return [matmulUnbroadcast(ga, a!), matmulUnbroadcast(gb, b!)];
+    const ga = (): Tensor =>
+      !transA && !transB ? o.matmul(g, b!, { transB: true })
+        : transA && !transB ? o.matmul(b!, g, { transB: true })
+          : !transA && transB ? o.matmul(g, b!)
+            : o.matmul(b!, g, { transA: true, transB: true });
+    const gb = (): Tensor =>
+      !transA && !transB ? o.matmul(a!, g, { transA: true })
+        : transA && !transB ? o.matmul(a!, g)
+          : !transA && transB ? o.matmul(g, a!, { transA: true })
+            : o.matmul(g, a!, { transA: true, transB: true });
+    return [() => matmulUnbroadcast(ga(), a!), () => matmulUnbroadcast(gb(), b!)];
   },
   conv2d: (g, [x, w], _out, attrs) => [
-    o.apply('conv2dBackwardInput', [g, w!], { ...geometry(attrs), inputShape: x!.shape }),
-    o.apply('conv2dBackwardWeight', [x!, g], { ...geometry(attrs), weightShape: w!.shape }),
+    () => o.apply('conv2dBackwardInput', [g, w!], { ...geometry(attrs), inputShape: x!.shape }),
+    () => o.apply('conv2dBackwardWeight', [x!, g], { ...geometry(attrs), weightShape: w!.shape }),
   ],
   // conv2dBackwardInput(dy, w) = Cᵀ(w)·dy is bilinear: <G, Cᵀ(w)dy> = <conv2d(G, w), dy>.
   conv2dBackwardInput: (g, [dy, w], _out, attrs) => [
-    o.apply('conv2d', [g, w!], geometry(attrs)),
-    o.apply('conv2dBackwardWeight', [g, dy!], { ...geometry(attrs), weightShape: w!.shape }),
+    () => o.apply('conv2d', [g, w!], geometry(attrs)),
+    () => o.apply('conv2dBackwardWeight', [g, dy!], { ...geometry(attrs), weightShape: w!.shape }),
   ],
   // conv2dBackwardWeight(x, dy): <G, bw(x, dy)> = <conv2d(x, G), dy>.
   conv2dBackwardWeight: (g, [x, dy], _out, attrs) => [
-    o.apply('conv2dBackwardInput', [dy!, g], { ...geometry(attrs), inputShape: x!.shape }),
-    o.apply('conv2d', [x!, g], geometry(attrs)),
+    () => o.apply('conv2dBackwardInput', [dy!, g], { ...geometry(attrs), inputShape: x!.shape }),
+    () => o.apply('conv2d', [x!, g], geometry(attrs)),
   ],
 
   maxPool2d: (g, [x], _out, attrs) => [o.apply('maxPool2dBackward', [g, x!], attrs)],
@@ -154,9 +162,9 @@ const RULES: RuleTable = {
     const part = (which: 'x' | 'scale' | 'zeroPoint'): Tensor =>
       o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { qmin, qmax, gradient, part: which });
     return [
-      o.sumTo(part('x'), x!.shape),
-      s!.requiresGrad ? o.sumTo(part('scale'), s!.shape) : null,
-      z!.requiresGrad ? o.sumTo(part('zeroPoint'), z!.shape) : null,
+      () => o.sumTo(part('x'), x!.shape),
+      () => o.sumTo(part('scale'), s!.shape),
+      () => o.sumTo(part('zeroPoint'), z!.shape),
     ];
   },
   // Linear in g with factors that are piecewise constant in x, s, z: only g gets a gradient
