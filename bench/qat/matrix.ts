@@ -20,12 +20,25 @@
  *   --seed N      override every run's seed (id gets a `@sN` suffix)
  *   --allow-reference  run full runs even when the native backend is not loaded
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 process.env.LOWBIT_THREADS ??= '2';
+
+// The native addon may be mid-rebuild (another engineer's `npm run build:native`): wait for it.
+{
+  const addon = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'lowbit_native.node');
+  const deadline = Date.now() + 600_000;
+  let warned = false;
+  while (!existsSync(addon) && Date.now() < deadline && process.env.LOWBIT_BACKEND !== 'reference') {
+    if (!warned) process.stdout.write(`waiting for ${addon} (native rebuild in progress?)\n`);
+    warned = true;
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  if (warned) await new Promise((r) => setTimeout(r, 3000));
+}
 
 const { getBackend } = await import('../../src/backend/index.ts');
 const { DATASET_STATS, DataLoader, loadDataset, take } = await import('../../src/data/index.ts');
@@ -53,7 +66,7 @@ const QUICK_PATH = join(ROOT, 'runs', 'qat', 'quick.json');
 // ------------------------------------------------------------------ the matrix
 export type ModelKind = 'lenet5' | 'bnn-mlp' | 'mlp' | 'cnn';
 export type DatasetKind = 'mnist' | 'fashion-mnist';
-export type Method = 'fp32' | 'qat' | 'admm' | 'askew';
+export type Method = 'fp32' | 'qat' | 'admm' | 'askew' | 'torch';
 
 export interface Recipe {
   readonly optimizer: 'adam' | 'sgd';
@@ -153,6 +166,14 @@ export function matrix(): RunSpec[] {
     note: 'AskewSGD (Leconte et al. 2023): 2-bit narrow grid = ternary {−α,0,+α} per output channel on every conv/linear weight, activations float; no warm-up (pretrained); ε anneals 0.5 → 1e-3 over 80 % of the steps; snapped to the grid at the end.',
   });
 
+  // PyTorch peer: eager-mode int8 QAT of the same LeNet-5 (bench/qat/torch_qat.py), same epochs and recipe.
+  for (const init of ['scratch', LENET_FP32]) {
+    runs.push({
+      table: 'torch-lenet5-mnist', model: 'lenet5', dataset: 'mnist', id: `torch/lenet5-mnist/w8a8/fbgemm${init === 'scratch' ? '' : '/ft'}`,
+      scheme: 'w8a8', estimator: 'fbgemm', method: 'torch', init, epochs: LENET_EPOCHS, recipe: LENET_RECIPE, seed: 0,
+    });
+  }
+
   // Binary MLP on MNIST (BNN): Linear–BN–sign, first/last Linear 8-bit weights.
   runs.push({
     ...BNN, table: 'bnn-mlp-mnist', model: 'mlp', id: 'bnn-mlp-mnist/fp32', scheme: 'fp32', estimator: 'fp32', method: 'fp32',
@@ -205,6 +226,8 @@ export interface RunRecord {
   wallSeconds: number;
   trainSamples: number;
   testSamples: number;
+  /** PyTorch peer runs: the script's summary. */
+  torch?: Record<string, unknown>;
   /** The per-layer quantization table (formatQuantTable) of QAT runs. */
   quantTable?: string;
   command: string;
@@ -424,6 +447,7 @@ function runOne(spec: RunSpec, ctx: Context): RunRecord {
     lines.push({ epoch: r.epoch, trainLoss: r.trainLoss, trainAccuracy: r.trainAccuracy, testAccuracy: r.testAccuracy ?? null, seconds: r.seconds, lr: r.lr ?? null });
     ctx.log(`  ${spec.id} epoch ${r.epoch}/${epochs}: train loss ${r.trainLoss.toFixed(4)}, train ${pct(r.trainAccuracy)}, test ${pct(r.testAccuracy)}, ${r.seconds.toFixed(1)} s${r.lr !== undefined ? `, lr ${r.lr.toPrecision(3)}` : ''}`);
   };
+  if (spec.method === 'torch') return runTorch(spec, ctx, base, t0);
   try {
     const model = buildModel(spec);
     let initAccuracy: number | null | undefined;
@@ -497,6 +521,37 @@ function runOne(spec: RunSpec, ctx: Context): RunRecord {
       epochSeconds: median(lines.map((l) => l.seconds)), wallSeconds: (performance.now() - t0) / 1000, finishedAt: new Date().toISOString(),
     };
   }
+}
+
+/** A PyTorch peer run: bench/qat/torch_qat.py in a child process (its fp32 model, then QAT, then convert). */
+function runTorch(spec: RunSpec, ctx: Context, base: Omit<RunRecord, 'status' | 'accuracy' | 'epochs' | 'epochSeconds' | 'wallSeconds' | 'finishedAt'>, t0: number): RunRecord {
+  const quick = ctx.flags.quick;
+  const args = [join(ROOT, 'bench', 'qat', 'torch_qat.py'), '--epochs', String(quick ? 1 : spec.epochs), '--lr', String(spec.recipe.lr),
+    '--batch', String(spec.recipe.batch), '--seed', String(spec.seed), '--threads', '2', '--init', spec.init === 'scratch' ? 'scratch' : 'fp32'];
+  if (quick) args.push('--limit', '2000', '--test-limit', '500');
+  const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+  const r = spawnSync(python, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } });
+  const wallSeconds = (performance.now() - t0) / 1000;
+  const command = `OPENBLAS_NUM_THREADS=1 ${python} bench/qat/torch_qat.py ${args.slice(1).join(' ')}`;
+  let json: Record<string, unknown> | null = null;
+  try {
+    json = JSON.parse((r.stdout ?? '').trim().split('\n').pop() ?? '') as Record<string, unknown>;
+  } catch {
+    json = null;
+  }
+  const finishedAt = new Date().toISOString();
+  if (!json || typeof json.skipped === 'string') {
+    const error = json ? String(json.skipped) : `torch_qat.py exited ${String(r.status)}${r.error ? `: ${r.error.message}` : ''}`;
+    ctx.log(`  ${spec.id}: ${error}`);
+    return { ...base, command, status: 'error', error, accuracy: null, epochs: [], epochSeconds: null, wallSeconds, finishedAt };
+  }
+  const qatSeconds = (json.qatEpochSecondsAll as number[] | undefined) ?? [];
+  return {
+    ...base, command, status: 'ok', accuracy: Number(json.qatInt8Accuracy), initAccuracy: spec.init === 'scratch' ? null : Number(json.fp32Accuracy),
+    epochs: qatSeconds.map((seconds, i) => ({ epoch: i + 1, trainLoss: NaN, trainAccuracy: NaN, testAccuracy: null, seconds, lr: null })),
+    epochSeconds: Number(json.qatEpochSeconds), wallSeconds, trainSamples: Number(json.trainSamples), testSamples: Number(json.testSamples),
+    torch: json, finishedAt,
+  };
 }
 
 /** The checkpoint of fp32 run `id`, training (and recording) that run first when the file is missing. */
