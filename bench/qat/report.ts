@@ -15,7 +15,7 @@ const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 
 const TABLES: { key: string; title: string; model: string }[] = [
   { key: 'lenet5-mnist', title: 'LeNet-5 on MNIST', model: 'LeNet-5 (61,706 parameters)' },
-  { key: 'bnn-mlp-mnist', title: 'Binary MLP on MNIST', model: 'MLP 784-1024-1024-10 with BatchNorm1d (binary: Linear–BN–sign, no ReLU)' },
+  { key: 'bnn-mlp-mnist', title: 'Binary MLP on MNIST', model: 'MLP 784-512-512-10 with BatchNorm1d (binary: Linear–BN–sign, no ReLU)' },
   { key: 'cnn-fashion', title: 'CNN on Fashion-MNIST', model: 'the default `cnn` (conv16-16-pool-conv32-32-pool-fc128-fc10, BatchNorm)' },
 ];
 const SCHEME_ROWS = ['fp32', 'w8a8', 'w4a4', 'w2a2', 'ternary', 'w1a1'] as const;
