@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -264,45 +265,95 @@ void castI32ToF32(const int32_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = static_cast<float>(x[i]);
 }
 
-// Plain double arithmetic, compiled without FMA contraction, so that every step rounds like the
-// reference's JavaScript numbers.
-void fakeQuantize(const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z, int64_t zMid,
-                  int64_t zInner, float* y, int64_t n, double qmin, double qmax) {
-  auto body = [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      const double scale = s[(i / sInner) % sMid];
-      const double zp = z[(i / zInner) % zMid];
-      double q = std::nearbyint(static_cast<double>(x[i]) / scale) + zp;
-      if (!(q != q)) q = q < qmin ? qmin : q > qmax ? qmax : q;
-      y[i] = static_cast<float>((q - zp) * scale);
-    }
-  };
-  parallelFor(n, static_cast<double>(n) * 8, body);
+// Round half to even in double without a libm call, for |u| <= 2^50: adding and subtracting
+// 1.5·2^52 leaves the nearest integer (ties to even). Callers clamp u to ±2^50 first, which
+// changes nothing after the later clamp to [qmin, qmax] (|q| <= 2^16); NaN passes through.
+static inline double roundHalfEvenDouble(double u) {
+  const double magic = 6755399441055744.0;
+  return (u + magic) - magic;
 }
 
-// Same double arithmetic as the reference kernel: u = x/s, r = round(u) + z, q = clamp(r).
+static inline double clampForRounding(double u) {
+  const double bound = 1125899906842624.0;  // 2^50
+  return u < -bound ? -bound : u > bound ? bound : u;
+}
+
+// Calls body(begin, end, si, zi) over runs of elements whose scale index si and zero-point index
+// zi are constant. (mid, inner) layouts come from broadcasting against one shape, so the smaller
+// inner divides the larger: runs of min(sInner, zInner) elements (per-tensor params: whole range).
+template <typename Body>
+static void forEachParamRun(int64_t n, int64_t sMid, int64_t sInner, int64_t zMid, int64_t zInner, double flopsPerElement,
+                            Body body) {
+  if (sMid == 1) sInner = n > 0 ? n : 1;
+  if (zMid == 1) zInner = n > 0 ? n : 1;
+  const int64_t run = sInner < zInner ? sInner : zInner;
+  parallelFor(n, static_cast<double>(n) * flopsPerElement, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1;) {
+      const int64_t end = std::min(i1, (i / run + 1) * run);
+      body(i, end, (i / sInner) % sMid, (i / zInner) % zMid);
+      i = end;
+    }
+  });
+}
+
+// One run of elements sharing (scale, zp). Plain double arithmetic, compiled without FMA
+// contraction, so that every step rounds like the reference's JavaScript numbers.
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void fakeQuantizeRun(const float* x, float* y, int64_t n, double scale, double zp, double qmin, double qmax) {
+  for (int64_t i = 0; i < n; i++) {
+    double q = roundHalfEvenDouble(clampForRounding(static_cast<double>(x[i]) / scale)) + zp;
+    q = q < qmin ? qmin : q > qmax ? qmax : q;  // NaN compares false both times and stays NaN
+    y[i] = static_cast<float>((q - zp) * scale);
+  }
+}
+
+// u = x/s, r = round(u) + z, q = clamp(r), inside = (q == r); one loop per part.
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void fakeQuantizeGradRun(const float* g, const float* x, float* y, int64_t n, double scale, double zp, double qmin,
+                                double qmax, int part) {
+  if (part == 0) {
+    for (int64_t i = 0; i < n; i++) y[i] = g[i];
+  } else if (part == 1) {
+    for (int64_t i = 0; i < n; i++) {
+      const double r = roundHalfEvenDouble(clampForRounding(static_cast<double>(x[i]) / scale)) + zp;
+      // Branch-free select (random data mispredicts a branch half the time): keep g's bits or +0.
+      // NaN compares false, so it counts as outside, as in the reference.
+      const uint32_t inside = static_cast<uint32_t>(r >= qmin) & static_cast<uint32_t>(r <= qmax);
+      uint32_t bits;
+      std::memcpy(&bits, g + i, sizeof bits);
+      bits &= 0u - inside;
+      std::memcpy(y + i, &bits, sizeof bits);
+    }
+  } else if (part == 2) {
+    for (int64_t i = 0; i < n; i++) {
+      const double u = static_cast<double>(x[i]) / scale;
+      const double r = roundHalfEvenDouble(clampForRounding(u)) + zp;
+      const double q = r < qmin ? qmin : r > qmax ? qmax : r;
+      y[i] = static_cast<float>(static_cast<double>(g[i]) * (q == r ? r - (u + zp) : q - zp));
+    }
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      const double r = roundHalfEvenDouble(clampForRounding(static_cast<double>(x[i]) / scale)) + zp;
+      const uint32_t inside = static_cast<uint32_t>(r >= qmin) & static_cast<uint32_t>(r <= qmax);
+      const float outside = static_cast<float>(-static_cast<double>(g[i]) * scale);
+      uint32_t bits;
+      std::memcpy(&bits, &outside, sizeof bits);
+      bits &= inside - 1u;
+      std::memcpy(y + i, &bits, sizeof bits);
+    }
+  }
+}
+
+void fakeQuantize(const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z, int64_t zMid,
+                  int64_t zInner, float* y, int64_t n, double qmin, double qmax) {
+  forEachParamRun(n, sMid, sInner, zMid, zInner, 8, [=](int64_t i0, int64_t i1, int64_t si, int64_t zi) {
+    fakeQuantizeRun(x + i0, y + i0, i1 - i0, s[si], z[zi], qmin, qmax);
+  });
+}
+
 void fakeQuantizeGrad(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
                       int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part) {
-  auto body = [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      const double scale = s[(i / sInner) % sMid];
-      const double zp = z[(i / zInner) % zMid];
-      const double gv = g[i];
-      const double u = static_cast<double>(x[i]) / scale;
-      const double r = std::nearbyint(u) + zp;
-      const double q = r < qmin ? qmin : r > qmax ? qmax : r;
-      const bool inside = q == r;
-      double v;
-      switch (part) {
-        case 0: v = gv; break;
-        case 1: v = inside ? gv : 0.0; break;
-        case 2: v = gv * (inside ? r - (u + zp) : q - zp); break;
-        default: v = inside ? 0.0 : -gv * scale; break;
-      }
-      y[i] = static_cast<float>(v);
-    }
-  };
-  parallelFor(n, static_cast<double>(n) * 10, body);
+  forEachParamRun(n, sMid, sInner, zMid, zInner, 10, [=](int64_t i0, int64_t i1, int64_t si, int64_t zi) {
+    fakeQuantizeGradRun(g + i0, x + i0, y + i0, i1 - i0, s[si], z[zi], qmin, qmax, part);
+  });
 }
 
 void roundHalfEven(const float* x, float* y, int64_t n) {
