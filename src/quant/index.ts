@@ -4,3 +4,4 @@ export * from './quantizers/quantizer.ts';
 export * from './quantizers/index.ts';
 export * from './config/index.ts';
 export * from './qat/index.ts';
+export * as constrained from './constrained/index.ts';
