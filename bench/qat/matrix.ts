@@ -162,7 +162,7 @@ export function matrix(): RunSpec[] {
   // Constrained training (weights only, activations float), from the fp32 checkpoint.
   runs.push({
     ...LENET, id: 'lenet5-mnist/ternary/admm/ft', scheme: 'ternary', estimator: 'admm', method: 'admm', init: LENET_FP32,
-    epochs: LENET_EPOCHS, recipe: { optimizer: 'sgd', lr: 0.01, momentum: 0.9, schedule: 'cosine', batch: 64 }, seed: 0,
+    epochs: LENET_EPOCHS, recipe: { optimizer: 'sgd', lr: 0.01, momentum: 0.9, schedule: 'none', batch: 64 }, seed: 0,
     admm: { table: 'ternary', perChannel: true, rho: 1e-2, rhoGrowth: 1.5, projectEvery: 20 },
     note: 'ADMM (Leng et al. 2018): ternary weights {−α,0,+α} per output channel on every conv/linear weight, activations float; SGD inner optimizer; ρ grows ×1.5 per epoch; G/U update every 20 steps; hard projection at the end.',
   });
