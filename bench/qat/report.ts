@@ -156,6 +156,10 @@ export function renderResults(records: readonly RunRecord[], epochSection: Epoch
     out.push('');
   }
 
+  out.push('## Notes and failures');
+  out.push('');
+  for (const f of FINDINGS) out.push(`- ${f}`);
+  out.push('');
   out.push('## Reproducing');
   out.push('');
   out.push('```sh');
@@ -170,6 +174,14 @@ export function renderResults(records: readonly RunRecord[], epochSection: Epoch
   out.push('');
   return out.join('\n');
 }
+
+/** What the runs taught (kept by hand; the numbers above are generated). */
+const FINDINGS: readonly string[] = [
+  'LSQ with Adam needs a lower LR on the step sizes: with the quantizer parameters at the model\'s lr 1e-3, the first W4A4 LSQ LeNet-5 run collapsed within epoch 1 (train 61.7 %, test 11.35 %: a 4-bit weight step of ≈0.04 is driven through zero by Adam\'s ~lr-sized updates). Every QAT row therefore trains quantizer parameters (LSQ steps, PACT α, LQ-Nets bases) at 0.1× the LR (`quantizer lr ×0.1`; 1e-4 absolute for the fine-tuning rows); the model weights keep the fp32 recipe.',
+  'ADMM and AskewSGD constrain weights only (activations stay float), start from the fp32 checkpoint and train on the full 60k set; ADMM\'s inner SGD and AskewSGD use a constant LR (their train helpers take no schedule).',
+  'The binary MLP is 784-512-512-10 (not 1024 wide) and the Fashion-MNIST CNN trains 2 epochs (fp32 and QAT alike) to fit the shared machine\'s compute budget; their epochs are in the run tables.',
+  'The machine was shared with other engineers\' builds and training runs during these measurements: wall and epoch times in the run tables are indicative only; the `qat-epoch` bench section alternates fp32 and QAT steps to compare them fairly.',
+];
 
 export interface TorchSummary {
   fp32Accuracy: number | null;
