@@ -58,6 +58,7 @@ interface EpochSection {
   measurements?: { id: string; group: string; impl: string; median: number | null; unit: string; skipped?: string; details?: Record<string, unknown> }[];
   notes?: string[];
   startedAt?: string;
+  backgroundLoad?: number | null;
   status?: string;
   reason?: string;
   quick?: boolean;
@@ -233,7 +234,15 @@ function renderAcceptance(ok: readonly RunRecord[], epochSection: EpochSection |
   const w4 = ms.find((m) => m.id === 'qat-epoch/lenet5-w4a4-lsq');
   if (fp?.median && w4?.median) {
     const ratio = w4.median / fp.median;
-    out.push(`| 4. QAT epoch time | LeNet-5 W4A4 LSQ ≤ 1.3× fp32 | ${w4.median.toFixed(1)} s vs ${fp.median.toFixed(1)} s per epoch = **${ratio.toFixed(2)}×** | bench section \`qat-epoch\`${epochSection?.startedAt ? ` (${epochSection.startedAt.slice(0, 16)}${epochSection.quick ? ', quick' : ''})` : ''} | ${ratio <= 1.3 ? 'pass' : '**FAIL**'} |`);
+    const busy = epochSection?.backgroundLoad ?? 0;
+    const noisy = busy > 0.1 ? ` — machine ${(busy * 100).toFixed(0)} % busy with other work, noise-dominated` : '';
+    out.push(`| 4. QAT epoch time | LeNet-5 W4A4 LSQ ≤ 1.3× fp32 | ${w4.median.toFixed(1)} s vs ${fp.median.toFixed(1)} s per epoch = **${ratio.toFixed(2)}×**${noisy} | bench section \`qat-epoch\`${epochSection?.startedAt ? ` (${epochSection.startedAt.slice(0, 16)}${epochSection.quick ? ', quick' : ''})` : ''} | ${ratio <= 1.3 ? (noisy ? 'pass, unreliable' : 'pass') : '**FAIL**'} |`);
+  }
+  const mFp = ok.find((r) => r.id === 'lenet5-mnist/fp32');
+  const mW4 = ok.find((r) => r.id === 'lenet5-mnist/w4a4/lsq');
+  if (mFp?.epochSeconds && mW4?.epochSeconds) {
+    const ratio = mW4.epochSeconds / mFp.epochSeconds;
+    out.push(`| 4. QAT epoch time (matrix runs) | LeNet-5 W4A4 LSQ ≤ 1.3× fp32 | median training-pass epoch ${mW4.epochSeconds.toFixed(1)} s vs ${mFp.epochSeconds.toFixed(1)} s = **${ratio.toFixed(2)}×** (separate runs, shared machine) | ${mW4.id} vs ${mFp.id} | ${ratio <= 1.3 ? 'pass' : '**FAIL**'} |`);
   } else {
     out.push(`| 4. QAT epoch time | LeNet-5 W4A4 LSQ ≤ 1.3× fp32 | ${epochSection ? `not measured (${epochSection.reason ?? epochSection.status})` : 'not run (`npm run bench -- --only qat-epoch`)'} | | — |`);
   }
