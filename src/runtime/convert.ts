@@ -1,0 +1,466 @@
+/**
+ * convert(model) → IntModel: captures the graph of a prepared (fake-quant) model and turns every
+ * QuantConv2d / QuantConvBn2d / QuantLinear into an integer layer.
+ *
+ * Graph capture: the model's forward must apply its leaf modules in registration order (true of
+ * lenet5, mlp, cnn and any Sequential). Leaves are walked with `namedModules()` order; a QuantLayer
+ * counts as one leaf. Supported leaves: the quantized layers, ReLU, ReLU6, MaxPool2d, AvgPool2d,
+ * AdaptiveAvgPool2d, Flatten, Identity, Dropout (no-op at inference) and a BatchNorm1d/2d right
+ * after a quantized layer (folded into that layer's output stage: its per-channel scale multiplies
+ * the requantization ratio, its shift goes into the int32 bias, so the integer weights stay exactly
+ * those of the fake-quant model). Anything else is refused with an error naming the module.
+ *
+ * Domains: the values between layer L and layer L+1 are integers in L+1's input quantization
+ * (the prepared model quantizes each layer's INPUT). Monotone ops (ReLU, ReLU6, max pooling,
+ * flatten) commute with that quantization, so they run on integers exactly; ReLU/ReLU6 become the
+ * clamp bounds of the preceding requantization when only max pooling / flatten sit between.
+ * Average pooling runs on integers with round-half-even (≤ 1 LSB from the float order).
+ * Binary (sign) inputs: the producing layer emits ±1 by an integer threshold on its accumulator.
+ *
+ * Verification: with `options.sample`, the sample batch runs through both the fake-quant model
+ * (eval mode, no grad) and the IntModel; the report (argmax agreement, logit difference in output
+ * LSBs) is stored on `intModel.verification`, and convert throws when argmax agreement is below
+ * `minAgreement` (default 0.99).
+ */
+import { Module } from '../nn/module.ts';
+import { ReLU, ReLU6, Identity } from '../nn/activation.ts';
+import { AdaptiveAvgPool2d, AvgPool2d, MaxPool2d } from '../nn/pooling.ts';
+import { Flatten } from '../nn/flatten.ts';
+import { Dropout } from '../nn/dropout.ts';
+import { BatchNorm } from '../nn/batchnorm.ts';
+import { Tensor } from '../tensor/tensor.ts';
+import { noGrad } from '../autograd/engine.ts';
+import { roundHalfEven } from '../backend/reference/elementwise.ts';
+import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from '../quant/qat/layers.ts';
+import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
+import { packBinaryRows, packBits } from '../quant/core/packing.ts';
+import { quantizeMultiplier } from './requantize.ts';
+import { IntModel, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
+
+export interface ConvertOptions {
+  /** Shape of one input sample (default: the sample's shape without the batch dim). */
+  readonly inputShape?: readonly number[];
+  /** A batch to verify the IntModel against the fake-quant model with. */
+  readonly sample?: Tensor;
+  /** Minimum argmax agreement on `sample` (default 0.99); below it convert throws. */
+  readonly minAgreement?: number;
+  /** Stored in the graph (e.g. dataset, normalisation, source checkpoint). */
+  readonly metadata?: Record<string, unknown>;
+}
+
+type Domain =
+  | { kind: 'affine'; scale: number; zeroPoint: number; qmin: number; qmax: number }
+  | { kind: 'sign'; scale: number }
+  | { kind: 'float' };
+
+const INT32_MAX = 2 ** 31 - 1;
+
+/** The leaves of `model` in registration order (a QuantLayer is one leaf). */
+export function captureLeaves(model: Module): [string, Module][] {
+  const out: [string, Module][] = [];
+  const visit = (m: Module, name: string): void => {
+    const children = m.namedChildren();
+    if (m instanceof QuantLayer || children.length === 0) {
+      out.push([name, m]);
+      return;
+    }
+    for (const [cn, c] of children) visit(c, name === '' ? cn : `${name}.${cn}`);
+  };
+  visit(model, '');
+  return out;
+}
+
+function inputOf(q: ExportedQuant | null, layerName: string, quantizer: Module | null): LayerInput {
+  if (q === null) throw new Error(`convert: layer '${layerName}' has a float input (no input quantizer): the integer runtime needs every layer input quantized`);
+  if (q.type === 'affine') {
+    const qp = q.qparams;
+    if (qp.scale.length !== 1) throw new Error(`convert: layer '${layerName}': per-channel/group input quantization is not supported (needs one scale per tensor)`);
+    return { mode: 'affine', scale: qp.scale[0]!, zeroPoint: qp.zeroPoint[0]!, bits: qp.bits, qmin: qp.qmin, qmax: qp.qmax };
+  }
+  if (q.type === 'binary') {
+    if ((quantizer as unknown as { scaled?: boolean } | null)?.scaled === true || q.alpha.length !== 1) {
+      throw new Error(`convert: layer '${layerName}': a binary input with a data-dependent α (scaled: true) cannot run in integers; use α = 1`);
+    }
+    return { mode: 'sign', scale: q.alpha[0]! };
+  }
+  throw new Error(`convert: layer '${layerName}': ${q.type} input activations are not supported by the integer runtime`);
+}
+
+interface IntWeights {
+  format: WeightFormat;
+  bits: number;
+  values: Int32Array;
+  /** Per output channel weight scale. */
+  scale: Float64Array;
+  tensor: IntTensor;
+}
+
+function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor): IntWeights {
+  if (q === null) throw new Error(`convert: layer '${layerName}' has a float weight (no weight quantizer)`);
+  const O = wfq.shape[0]!;
+  const K = wfq.size / O;
+  const data = wfq.data;
+  const values = new Int32Array(wfq.size);
+  const scale = new Float64Array(O);
+  const perChannel = (axis: number | null, n: number, what: string): void => {
+    if (axis !== null && axis !== 0) throw new Error(`convert: layer '${layerName}': ${what} along axis ${axis} is not supported (only the output channel, axis 0)`);
+    if (n !== 1 && n !== O) throw new Error(`convert: layer '${layerName}': ${n} weight scales for ${O} output channels`);
+  };
+  if (q.type === 'codebook') {
+    throw new Error(`convert: layer '${layerName}': codebook (non-uniform, e.g. LQ-Nets/DoReFa) weights are not supported by the integer runtime yet`);
+  }
+  if (q.type === 'affine') {
+    const qp = q.qparams;
+    if (qp.groupSize !== null) throw new Error(`convert: layer '${layerName}': per-group weight quantization is not supported`);
+    perChannel(qp.axis, qp.scale.length, 'weight quantization');
+    for (let c = 0; c < qp.zeroPoint.length; c++) if (qp.zeroPoint[c] !== 0) throw new Error(`convert: layer '${layerName}': asymmetric weights (zero point ${qp.zeroPoint[c]}) are not supported; use a symmetric weight spec`);
+    for (let c = 0; c < O; c++) scale[c] = qp.scale[qp.scale.length === 1 ? 0 : c]!;
+    let lo = 0;
+    let hi = 0;
+    for (let i = 0; i < values.length; i++) {
+      const c = Math.floor(i / K);
+      const v = roundHalfEven(data[i]! / scale[c]!);
+      if (v < qp.qmin || v > qp.qmax) throw new Error(`convert: layer '${layerName}': weight ${i} quantizes to ${v}, outside [${qp.qmin}, ${qp.qmax}]`);
+      values[i] = v;
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+    const bits = lo >= -2 && hi <= 1 && qp.bits <= 2 ? 2 : lo >= -8 && hi <= 7 && qp.bits <= 4 ? 4 : lo >= -128 && hi <= 127 ? 8 : 0;
+    if (bits === 0) throw new Error(`convert: layer '${layerName}': ${qp.bits}-bit weights in [${lo}, ${hi}] do not fit a signed 8-bit container`);
+    const format: WeightFormat = bits === 8 ? 'int8' : bits === 4 ? 'int4' : 'int2';
+    const bytes = bits === 8 ? new Uint8Array(Int8Array.from(values).buffer) : packBits(values, bits, true);
+    return { format, bits: qp.bits, values, scale, tensor: { dtype: format, shape: [...wfq.shape], data: bytes } };
+  }
+  perChannel(q.axis, q.alpha.length, `${q.type} weights`);
+  for (let c = 0; c < O; c++) scale[c] = q.alpha[q.alpha.length === 1 ? 0 : c]!;
+  if (q.type === 'binary') {
+    for (let i = 0; i < values.length; i++) values[i] = data[i]! >= 0 ? 1 : -1;
+    return { format: 'binary', bits: 1, values, scale, tensor: { dtype: 'bits', shape: [...wfq.shape], data: packBinaryRows(values, O, K) } };
+  }
+  for (let i = 0; i < values.length; i++) {
+    const a = scale[Math.floor(i / K)]!;
+    const v = a === 0 ? 0 : roundHalfEven(data[i]! / a);
+    if (v < -1 || v > 1) throw new Error(`convert: layer '${layerName}': ternary weight ${i} is ${data[i]} with α = ${a}`);
+    values[i] = v;
+  }
+  return { format: 'ternary', bits: 2, values, scale, tensor: { dtype: 'int2', shape: [...wfq.shape], data: packBits(values, 2, true) } };
+}
+
+interface PendingLayer {
+  node: LayerNode;
+  /** s_in·s_w per output channel. */
+  accScale: Float64Array;
+  /** Float bias (or 0). */
+  bias: Float64Array;
+  /** Folded BatchNorm: y = (acc·S + b)·g + h. */
+  g: Float64Array;
+  h: Float64Array;
+  bnName?: string;
+  index: number;
+  /** Bound of |acc|: K·max|x − z_x|·max|w|. */
+  accBound: number;
+}
+
+type Symbolic =
+  | { kind: 'layer'; layer: PendingLayer }
+  | { kind: 'relu'; name: string; six: boolean }
+  | { kind: 'pool'; name: string; module: MaxPool2d | AvgPool2d | AdaptiveAvgPool2d }
+  | { kind: 'flatten'; name: string; startDim: number; endDim: number };
+
+/** Converts a prepared fake-quant model to an integer-only IntModel (see the module comment). */
+export function convert(model: Module, options: ConvertOptions = {}): IntModel {
+  const inputShape = options.inputShape ?? options.sample?.shape.slice(1);
+  if (!inputShape) throw new Error('convert: pass options.inputShape (one sample, e.g. [1, 28, 28]) or options.sample');
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    const intModel = build(model, inputShape, options.metadata);
+    if (options.sample) {
+      const report = compareWithFakeQuant(model, intModel, options.sample);
+      intModel.verification = report;
+      const min = options.minAgreement ?? 0.99;
+      if (report.argmaxAgreement < min) {
+        throw new Error(`convert: the IntModel agrees with the fake-quant model on only ${(report.argmaxAgreement * 100).toFixed(2)} % of the sample (need ${(min * 100).toFixed(2)} %); max logit difference ${report.maxLogitLsb.toFixed(2)} LSB`);
+      }
+    }
+    return intModel;
+  } finally {
+    if (wasTraining) model.train();
+  }
+}
+
+function build(model: Module, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): IntModel {
+  const leaves = captureLeaves(model);
+  const tensors = new Map<string, IntTensor>();
+  const symbolic: Symbolic[] = [];
+  const layers: PendingLayer[] = [];
+  let lastLayer: PendingLayer | null = null;
+  let lastWasLayer = false;
+  for (const [name, m] of leaves) {
+    if (m instanceof QuantLinear || m instanceof QuantConv2d || m instanceof QuantConvBn2d) {
+      const ex = m.exportLayer();
+      const input = inputOf(ex.activationQuant, name, m.inputQuantizer);
+      const w = integerWeights(name, ex.weightQuant, ex.weightFakeQuant);
+      const O = ex.weightFakeQuant.shape[0]!;
+      const weightName = `${name}.weight`;
+      tensors.set(weightName, w.tensor);
+      const geo = ex.geometry;
+      const node: LayerNode = geo.type === 'linear'
+        ? { op: 'linear', name, inFeatures: geo.inFeatures, outFeatures: geo.outFeatures, weight: weightName, weightFormat: w.format, weightBits: w.bits, input, output: { mode: 'dequantize', scale: '', bias: '' } }
+        : {
+          op: 'conv2d', name, inFeatures: geo.inChannels, outFeatures: geo.outChannels, weight: weightName, weightFormat: w.format, weightBits: w.bits, input,
+          conv: { inChannels: geo.inChannels, outChannels: geo.outChannels, kernelSize: [...geo.kernelSize], stride: [...geo.stride], padding: [...geo.padding], dilation: [...geo.dilation], groups: geo.groups },
+          output: { mode: 'dequantize', scale: '', bias: '' },
+        };
+      const sIn = input.scale;
+      const accScale = Float64Array.from(w.scale, (s) => s * sIn);
+      const bias = new Float64Array(O);
+      if (ex.bias) for (let c = 0; c < O; c++) bias[c] = ex.bias.data[c]!;
+      const K = ex.weightFakeQuant.size / O;
+      let wMax = 0;
+      for (const v of w.values) wMax = Math.max(wMax, Math.abs(v));
+      const xMax = input.mode === 'sign' ? 1 : Math.max(Math.abs(input.qmin - input.zeroPoint), Math.abs(input.qmax - input.zeroPoint));
+      const accBound = K * xMax * wMax;
+      if (accBound > INT32_MAX) throw new Error(`convert: layer '${name}': the int32 accumulator may overflow (bound ${accBound})`);
+      const pending: PendingLayer = { node, accScale, bias, g: new Float64Array(O).fill(1), h: new Float64Array(O), index: layers.length, accBound };
+      layers.push(pending);
+      symbolic.push({ kind: 'layer', layer: pending });
+      lastLayer = pending;
+      lastWasLayer = true;
+      continue;
+    }
+    if (m instanceof Identity || m instanceof Dropout) continue;
+    if (m instanceof BatchNorm) {
+      if (!lastWasLayer || !lastLayer) throw new Error(`convert: '${name}' (${m.constructor.name}) does not directly follow a quantized layer, so it cannot be folded`);
+      if (lastLayer.bnName) throw new Error(`convert: '${name}': a second BatchNorm after '${lastLayer.node.name}'`);
+      if (!m.runningMean || !m.runningVar) throw new Error(`convert: '${name}' tracks no running statistics, so it cannot be folded`);
+      const O = lastLayer.node.outFeatures;
+      if (m.numFeatures !== O) throw new Error(`convert: '${name}' has ${m.numFeatures} features, '${lastLayer.node.name}' ${O} outputs`);
+      for (let c = 0; c < O; c++) {
+        const gamma = m.weight ? m.weight.data[c]! : 1;
+        const beta = m.bias ? m.bias.data[c]! : 0;
+        const k = gamma / Math.sqrt(m.runningVar.data[c]! + m.eps);
+        lastLayer.g[c] = k;
+        lastLayer.h[c] = beta - m.runningMean.data[c]! * k;
+      }
+      lastLayer.bnName = name;
+      continue;
+    }
+    lastWasLayer = false;
+    if (m instanceof ReLU || m instanceof ReLU6) symbolic.push({ kind: 'relu', name, six: m instanceof ReLU6 });
+    else if (m instanceof MaxPool2d || m instanceof AvgPool2d || m instanceof AdaptiveAvgPool2d) symbolic.push({ kind: 'pool', name, module: m });
+    else if (m instanceof Flatten) symbolic.push({ kind: 'flatten', name, startDim: m.startDim, endDim: m.endDim });
+    else {
+      throw new Error(`convert: module '${name || '<root>'}' (${m.constructor.name}) is not supported by the integer runtime (supported: quantized Conv2d/Linear, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Identity, Dropout, BatchNorm after a quantized layer)`);
+    }
+  }
+  if (layers.length === 0) throw new Error('convert: the model has no quantized layers (run prepareQat first)');
+
+  const domainOf = (i: number): Domain => {
+    if (i >= layers.length) return { kind: 'float' };
+    const inp = layers[i]!.node.input;
+    return inp.mode === 'affine' ? { kind: 'affine', scale: inp.scale, zeroPoint: inp.zeroPoint, qmin: inp.qmin, qmax: inp.qmax } : { kind: 'sign', scale: inp.scale };
+  };
+
+  const nodes: IntNode[] = [{ op: 'quantize', name: 'input', input: layers[0]!.node.input }];
+  let domain = domainOf(0);
+  let afterLast = false;
+  for (const s of symbolic) {
+    if (s.kind === 'layer') {
+      const L = s.layer;
+      domain = domainOf(L.index + 1);
+      finishLayer(L, domain, tensors);
+      nodes.push(L.node);
+      afterLast = L.index === layers.length - 1;
+      continue;
+    }
+    if (afterLast && s.kind !== 'flatten' && s.kind !== 'relu') throw new Error(`convert: '${s.name}' after the last quantized layer is not supported (only Flatten, ReLU, ReLU6 may follow it)`);
+    if (s.kind === 'flatten') nodes.push({ op: 'flatten', name: s.name, startDim: s.startDim, endDim: s.endDim });
+    else if (s.kind === 'relu') nodes.push(reluClamp(s.name, s.six, domain));
+    else {
+      const m = s.module;
+      if (domain.kind !== 'affine' && !(m instanceof MaxPool2d)) throw new Error(`convert: '${s.name}' (${m.constructor.name}) on ${domain.kind} values is not supported`);
+      const zeroPoint = domain.kind === 'affine' ? domain.zeroPoint : 0;
+      if (m instanceof AdaptiveAvgPool2d) nodes.push({ op: 'adaptiveavgpool2d', name: s.name, outputSize: [...m.outputSize], zeroPoint });
+      else nodes.push({ op: m instanceof MaxPool2d ? 'maxpool2d' : 'avgpool2d', name: s.name, kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint });
+    }
+  }
+  const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [...inputShape], nodes: fuseClamps(nodes, tensors), ...(metadata ? { metadata } : {}) };
+  return new IntModel(graph, tensors);
+}
+
+function reluClamp(name: string, six: boolean, domain: Domain): IntNode {
+  if (domain.kind === 'sign') return { op: 'clamp', name, lo: 1, hi: 1 }; // sign(relu(y)) = +1
+  if (domain.kind === 'float') return { op: 'clamp', name, lo: 0, hi: six ? 6 : null };
+  const { scale, zeroPoint: z, qmin, qmax } = domain;
+  const lo = Math.min(qmax, Math.max(qmin, z));
+  const hi = six ? Math.min(qmax, Math.max(qmin, roundHalfEven(6 / scale) + z)) : null;
+  return { op: 'clamp', name, lo, hi };
+}
+
+/** Fuses clamp nodes into the requantization bounds of the layer before them (through max pooling / flatten only). */
+function fuseClamps(nodes: IntNode[], tensors: Map<string, IntTensor>): IntNode[] {
+  void tensors;
+  const out: IntNode[] = [];
+  for (const node of nodes) {
+    if (node.op === 'clamp') {
+      let j = out.length - 1;
+      while (j >= 0 && (out[j]!.op === 'maxpool2d' || out[j]!.op === 'flatten')) j--;
+      const prev = out[j];
+      if (prev && (prev.op === 'conv2d' || prev.op === 'linear') && prev.output.mode === 'requantize') {
+        const o = prev.output;
+        prev.output = { ...o, lo: Math.max(o.lo, node.lo ?? o.lo), hi: Math.min(o.hi, node.hi ?? o.hi) };
+        continue;
+      }
+    }
+    out.push(node);
+  }
+  return out;
+}
+
+/** Sets a layer's output stage for the domain its output flows into. */
+function finishLayer(L: PendingLayer, domain: Domain, tensors: Map<string, IntTensor>): void {
+  const O = L.node.outFeatures;
+  const name = L.node.name;
+  const A = new Float64Array(O); // y = A·acc + B
+  const B = new Float64Array(O);
+  for (let c = 0; c < O; c++) {
+    A[c] = L.accScale[c]! * L.g[c]!;
+    B[c] = L.bias[c]! * L.g[c]! + L.h[c]!;
+  }
+  if (domain.kind === 'float') {
+    tensors.set(`${name}.outScale`, { dtype: 'float32', shape: [O], data: Float32Array.from(A) });
+    tensors.set(`${name}.outBias`, { dtype: 'float32', shape: [O], data: Float32Array.from(B) });
+    L.node.output = { mode: 'dequantize', scale: `${name}.outScale`, bias: `${name}.outBias` };
+    return;
+  }
+  if (domain.kind === 'sign') {
+    const t = new Int32Array(O);
+    const d = new Int32Array(O);
+    for (let c = 0; c < O; c++) {
+      if (A[c] === 0) { d[c] = 0; t[c] = B[c]! >= 0 ? 0 : 1; continue; }
+      d[c] = A[c]! > 0 ? 1 : -1;
+      t[c] = Math.max(-INT32_MAX, Math.min(INT32_MAX, Math.ceil(-B[c]! / Math.abs(A[c]!))));
+    }
+    tensors.set(`${name}.threshold`, { dtype: 'int32', shape: [O], data: t });
+    tensors.set(`${name}.direction`, { dtype: 'int32', shape: [O], data: d });
+    L.node.output = { mode: 'sign', threshold: `${name}.threshold`, direction: `${name}.direction` };
+    return;
+  }
+  const bias = new Int32Array(O);
+  const mult = new Int32Array(O);
+  const shift = new Int32Array(O);
+  // k: extra fractional bits of the bias (see LayerOutput.biasShift), bounded so that
+  // |acc·2^k + bias| < 2^37 and every bias fits int32.
+  let biasFloat = 0;
+  for (let c = 0; c < O; c++) if (A[c] !== 0) biasFloat = Math.max(biasFloat, Math.abs(B[c]! / A[c]!));
+  const bound = L.accBound + biasFloat + 1;
+  let k = Math.max(0, Math.min(16, Math.floor(Math.log2(2 ** 36 / bound))));
+  while (k > 0 && biasFloat * 2 ** k > INT32_MAX) k--;
+  for (let c = 0; c < O; c++) {
+    const b = A[c] === 0 ? 0 : roundHalfEven((B[c]! / A[c]!) * 2 ** k);
+    if (Math.abs(b) > INT32_MAX) throw new Error(`convert: layer '${name}': int32 bias of channel ${c} overflows (${b})`);
+    bias[c] = b;
+    const fm = quantizeMultiplier(A[c]! / domain.scale);
+    mult[c] = fm.multiplier;
+    shift[c] = fm.multiplier === 0 ? 0 : fm.shift + k;
+  }
+  tensors.set(`${name}.bias`, { dtype: 'int32', shape: [O], data: bias });
+  tensors.set(`${name}.multiplier`, { dtype: 'int32', shape: [O], data: mult });
+  tensors.set(`${name}.shift`, { dtype: 'int32', shape: [O], data: shift });
+  L.node.output = {
+    mode: 'requantize', bias: `${name}.bias`, multiplier: `${name}.multiplier`, shift: `${name}.shift`, biasShift: k,
+    scale: domain.scale, zeroPoint: domain.zeroPoint, lo: domain.qmin, hi: domain.qmax,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agreement with the fake-quant simulation
+
+export interface AgreementReport {
+  readonly count: number;
+  /** Fraction of samples with the same argmax. */
+  readonly argmaxAgreement: number;
+  /** Max / mean |Δlogit| in units of the last layer's accumulator scale (s_in·s_w per class). */
+  readonly maxLogitLsb: number;
+  readonly meanLogitLsb: number;
+  /** Per layer: max |Δq| between the integer input of the layer and the fake-quant input (as integers). */
+  readonly layerMaxDiff: Record<string, number>;
+  /** Per layer: fraction of input integers that differ at all. */
+  readonly layerMismatch: Record<string, number>;
+}
+
+/**
+ * Runs `x` through the fake-quant model (eval, no grad) and the IntModel and compares logits and
+ * the integer input of every layer. The fake-quant integers are recovered from each input
+ * quantizer's output: q = round(x̂/s) + z (affine) or sign(x̂) (binary).
+ */
+export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tensor): AgreementReport {
+  const layerNodes = intModel.nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
+  const captured = new Map<string, Float32Array | Float64Array>();
+  const restore: (() => void)[] = [];
+  for (const [name, m] of model.namedModules()) {
+    if (!(m instanceof QuantLayer) || !m.inputQuantizer) continue;
+    const q = m.inputQuantizer;
+    const original = q.forward;
+    q.forward = (t: Tensor): Tensor => {
+      const y = original.call(q, t);
+      captured.set(name, Float32Array.from(y.data as ArrayLike<number>));
+      return y;
+    };
+    restore.push(() => { q.forward = original; });
+  }
+  let ref: Tensor;
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    ref = noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x));
+  } finally {
+    for (const r of restore) r();
+    if (wasTraining) model.train();
+  }
+  const trace = new Map<string, { shape: number[]; data: Int32Array }>();
+  const logits = intModel.run(x, x.shape[0], { trace });
+  const n = x.shape[0]!;
+  const classes = logits.length / n;
+  const last = layerNodes[layerNodes.length - 1]!;
+  const outScale = last.output.mode === 'dequantize' ? (intModel.tensor(last.output.scale).data as Float32Array) : new Float32Array(classes).fill(1);
+  let agree = 0;
+  let maxLsb = 0;
+  let sumLsb = 0;
+  const r = ref.data;
+  for (let i = 0; i < n; i++) {
+    let a = 0;
+    let b = 0;
+    for (let c = 1; c < classes; c++) {
+      if (logits[i * classes + c]! > logits[i * classes + a]!) a = c;
+      if (r[i * classes + c]! > r[i * classes + b]!) b = c;
+    }
+    if (a === b) agree++;
+    for (let c = 0; c < classes; c++) {
+      const s = Math.abs(outScale[c % outScale.length]!) || 1;
+      const d = Math.abs(logits[i * classes + c]! - r[i * classes + c]!) / s;
+      maxLsb = Math.max(maxLsb, d);
+      sumLsb += d;
+    }
+  }
+  const layerMaxDiff: Record<string, number> = {};
+  const layerMismatch: Record<string, number> = {};
+  for (const node of layerNodes) {
+    const fq = captured.get(node.name);
+    const mine = trace.get(node.name);
+    if (!fq || !mine) continue;
+    let max = 0;
+    let diff = 0;
+    const inp = node.input;
+    for (let i = 0; i < fq.length; i++) {
+      const q = inp.mode === 'affine' ? roundHalfEven(fq[i]! / inp.scale) + inp.zeroPoint : fq[i]! >= 0 ? 1 : -1;
+      const d = Math.abs(q - mine.data[i]!);
+      if (d > max) max = d;
+      if (d !== 0) diff++;
+    }
+    layerMaxDiff[node.name] = inp.mode === 'sign' ? max / 2 : max;
+    layerMismatch[node.name] = diff / fq.length;
+  }
+  return { count: n, argmaxAgreement: agree / n, maxLogitLsb: maxLsb, meanLogitLsb: sumLsb / (n * classes), layerMaxDiff, layerMismatch };
+}

@@ -1,0 +1,400 @@
+/**
+ * IntModel: an integer-only inference graph. A list of JSON-serialisable nodes plus named tensors
+ * (packed weights, int32 biases, requantization multipliers). Activations flow between nodes as
+ * integers in the input quantization domain of the NEXT quantized layer; the last layer
+ * dequantizes its int32 accumulator to float logits.
+ *
+ * Per layer (conv2d / linear), with x the integer input, z_x its zero point, w the integer weight:
+ *   acc[c] = Σ_k (x_k − z_x)·w[c,k]                       (int32; padding is x = z_x, i.e. 0 centred)
+ *   requantize:  q = clamp(round((acc·2^k + bias[c])·M0[c]·2^−n[c]) + z_out, lo, hi)
+ *                (one rounding of the exact product, half away from zero; ReLU/ReLU6 fused as
+ *                lo/hi; bias[c] = round(B[c]/(s_in·s_w[c])·2^k), int32, where k ≥ 0 is chosen per
+ *                layer so that |acc·2^k + bias| < 2^37 — k = 0 is the textbook int32 bias, a
+ *                larger k keeps the bias's rounding error far below an output LSB when
+ *                s_in·s_w/s_out is large, as in 4-bit layers)
+ *   sign:        b = +1 if d[c]·acc ≥ t[c] else −1      (next layer binarizes its input)
+ *   dequantize:  y = acc·S[c] + B[c] (float logits, S = s_in·s_w[·BN scale], B the float bias)
+ * Binary weights with sign inputs use XNOR-popcount (K − 2·popcount(a xor w)) when the layer has
+ * no padding; everything else uses the centred int32 GEMM.
+ */
+import { Tensor } from '../tensor/tensor.ts';
+import { unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
+import { requantizeScalar } from './requantize.ts';
+import { roundHalfEven } from '../backend/reference/elementwise.ts';
+import {
+  avgPoolInt, convOutputSize, gemmBinaryXnor, gemmInt32, im2colCentered, maxPoolInt, packSignRows, type ConvGeometry,
+} from './ops.ts';
+
+/** Logical dtypes of stored tensors (packed ones hold bytes). */
+export type IntTensorDtype = 'int8' | 'int4' | 'int2' | 'bits' | 'int32' | 'float32';
+
+export interface IntTensor {
+  readonly dtype: IntTensorDtype;
+  /** Logical shape (elements, not bytes). */
+  readonly shape: readonly number[];
+  /** Packed bytes for int8/int4/int2/bits, Int32Array for int32, Float32Array for float32. */
+  readonly data: Uint8Array | Int32Array | Float32Array;
+}
+
+export type WeightFormat = 'int8' | 'int4' | 'int2' | 'ternary' | 'binary';
+
+export type LayerInput =
+  | { readonly mode: 'affine'; readonly scale: number; readonly zeroPoint: number; readonly bits: number; readonly qmin: number; readonly qmax: number }
+  | { readonly mode: 'sign'; readonly scale: number };
+
+export type LayerOutput =
+  | {
+    readonly mode: 'requantize'; readonly bias: string; readonly multiplier: string; readonly shift: string;
+    /** k: the bias is stored as round(B/S·2^k) and added to acc·2^k; the shift tensor already includes k. */
+    readonly biasShift: number;
+    readonly scale: number; readonly zeroPoint: number; readonly lo: number; readonly hi: number;
+  }
+  | { readonly mode: 'sign'; readonly threshold: string; readonly direction: string }
+  | { readonly mode: 'dequantize'; readonly scale: string; readonly bias: string };
+
+export interface LayerNode {
+  readonly op: 'conv2d' | 'linear';
+  readonly name: string;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** conv2d only. */
+  readonly conv?: ConvGeometry;
+  readonly weight: string;
+  readonly weightFormat: WeightFormat;
+  readonly weightBits: number;
+  readonly input: LayerInput;
+  output: LayerOutput;
+  /** Name of the BatchNorm folded into the output stage, if any. */
+  readonly foldedBatchNorm?: string;
+}
+
+export type IntNode =
+  | { readonly op: 'quantize'; readonly name: string; readonly input: LayerInput }
+  | LayerNode
+  | { readonly op: 'maxpool2d' | 'avgpool2d'; readonly name: string; readonly kernelSize: readonly [number, number]; readonly stride: readonly [number, number]; readonly padding: readonly [number, number]; readonly zeroPoint: number }
+  | { readonly op: 'adaptiveavgpool2d'; readonly name: string; readonly outputSize: readonly [number, number]; readonly zeroPoint: number }
+  | { readonly op: 'clamp'; readonly name: string; lo: number | null; hi: number | null }
+  | { readonly op: 'flatten'; readonly name: string; readonly startDim: number; readonly endDim: number };
+
+/** The JSON part of an IntModel. */
+export interface IntGraph {
+  readonly format: 'lowbit-intmodel';
+  readonly version: 1;
+  /** Shape of one input sample, e.g. [1, 28, 28]. */
+  readonly inputShape: readonly number[];
+  readonly nodes: readonly IntNode[];
+  readonly metadata?: Record<string, unknown>;
+}
+
+export interface LayerSummary {
+  readonly name: string;
+  readonly op: string;
+  /** e.g. 'w8a8', 'w1a1 (xnor)', '-' for non-parametric ops. */
+  readonly bits: string;
+  readonly params: number;
+  readonly packedBytes: number;
+}
+
+export interface RunOptions {
+  /** Record the integer input of every layer node (name → values and shape). */
+  readonly trace?: Map<string, { shape: number[]; data: Int32Array }>;
+}
+
+interface Value {
+  shape: number[];
+  ints: Int32Array | null;
+  floats: Float32Array | null;
+}
+
+/** An integer-only inference graph (see the module comment for the arithmetic). */
+export class IntModel {
+  readonly graph: IntGraph;
+  readonly tensors: ReadonlyMap<string, IntTensor>;
+  /** Set by `convert` when it verified against the fake-quant model. */
+  verification?: unknown;
+  private readonly unpacked = new Map<string, Int8Array>();
+  private readonly binaryWords = new Map<string, { words: Uint32Array; perRow: number }>();
+
+  constructor(graph: IntGraph, tensors: ReadonlyMap<string, IntTensor>) {
+    this.graph = graph;
+    this.tensors = tensors;
+    for (const node of graph.nodes) {
+      if (node.op !== 'conv2d' && node.op !== 'linear') continue;
+      this.tensor(node.weight);
+      for (const key of Object.values(node.output)) if (typeof key === 'string' && key !== node.output.mode) this.tensor(key);
+    }
+  }
+
+  get nodes(): readonly IntNode[] {
+    return this.graph.nodes;
+  }
+
+  tensor(name: string): IntTensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`IntModel: missing tensor '${name}'`);
+    return t;
+  }
+
+  private int32(name: string): Int32Array {
+    const t = this.tensor(name);
+    if (!(t.data instanceof Int32Array)) throw new Error(`IntModel: tensor '${name}' should be int32`);
+    return t.data;
+  }
+
+  private float32(name: string): Float32Array {
+    const t = this.tensor(name);
+    if (!(t.data instanceof Float32Array)) throw new Error(`IntModel: tensor '${name}' should be float32`);
+    return t.data;
+  }
+
+  /** Weight values of a layer as int8 [out, K] (unpacked once and cached). */
+  weightValues(node: LayerNode): Int8Array {
+    let w = this.unpacked.get(node.weight);
+    if (w) return w;
+    const t = this.tensor(node.weight);
+    const [rows, ...rest] = t.shape;
+    const cols = rest.reduce((p, d) => p * d, 1);
+    const count = rows! * cols;
+    const bytes = t.data as Uint8Array;
+    if (t.dtype === 'int8') w = new Int8Array(bytes.buffer, bytes.byteOffset, count).slice();
+    else if (t.dtype === 'int4' || t.dtype === 'int2') w = Int8Array.from(unpackBits(bytes, count, t.dtype === 'int4' ? 4 : 2, true));
+    else if (t.dtype === 'bits') w = Int8Array.from(unpackBinaryRows(bytes, rows!, cols));
+    else throw new Error(`IntModel: weight '${node.weight}' has dtype ${t.dtype}`);
+    this.unpacked.set(node.weight, w);
+    return w;
+  }
+
+  private binaryWeightWords(node: LayerNode, K: number): { words: Uint32Array; perRow: number } {
+    let b = this.binaryWords.get(node.weight);
+    if (b) return b;
+    const t = this.tensor(node.weight);
+    const bytes = t.data as Uint8Array;
+    const rowBytes = Math.ceil(K / 64) * 8;
+    const perRow = rowBytes / 4;
+    const words = new Uint32Array(node.outFeatures * perRow);
+    for (let i = 0; i < words.length; i++) {
+      const o = i * 4;
+      words[i] = (bytes[o]! | (bytes[o + 1]! << 8) | (bytes[o + 2]! << 16) | (bytes[o + 3]! << 24)) >>> 0;
+    }
+    b = { words, perRow };
+    this.binaryWords.set(node.weight, b);
+    return b;
+  }
+
+  /** Runs `batch` samples (float, already normalised as in training) and returns float logits [batch, classes]. */
+  run(x: Float32Array | Tensor, batch?: number, options: RunOptions = {}): Float32Array {
+    let data: Float32Array;
+    if (x instanceof Tensor) {
+      data = x.data instanceof Float32Array ? x.data : Float32Array.from(x.data as ArrayLike<number>);
+      batch ??= x.shape[0]!;
+    } else data = x;
+    const per = this.graph.inputShape.reduce((p, d) => p * d, 1);
+    batch ??= data.length / per;
+    if (!Number.isInteger(batch) || batch * per !== data.length) {
+      throw new Error(`IntModel.run: ${data.length} values are not ${batch} samples of shape [${this.graph.inputShape.join(', ')}]`);
+    }
+    let v: Value = { shape: [batch, ...this.graph.inputShape], ints: null, floats: data };
+    for (const node of this.graph.nodes) v = this.step(node, v, options);
+    if (!v.floats) throw new Error('IntModel.run: the graph does not end in a dequantizing layer');
+    return v.floats;
+  }
+
+  private step(node: IntNode, v: Value, options: RunOptions): Value {
+    switch (node.op) {
+      case 'quantize': {
+        const x = v.floats;
+        if (!x) throw new Error(`IntModel: '${node.name}' expects float input`);
+        const out = new Int32Array(x.length);
+        const inp = node.input;
+        if (inp.mode === 'sign') for (let i = 0; i < x.length; i++) out[i] = x[i]! >= 0 ? 1 : -1;
+        else {
+          for (let i = 0; i < x.length; i++) {
+            const q = roundHalfEven(x[i]! / inp.scale) + inp.zeroPoint;
+            out[i] = q < inp.qmin ? inp.qmin : q > inp.qmax ? inp.qmax : q;
+          }
+        }
+        return { shape: v.shape, ints: out, floats: null };
+      }
+      case 'conv2d':
+      case 'linear':
+        if (!v.ints) throw new Error(`IntModel: '${node.name}' expects integer input`);
+        if (options.trace) options.trace.set(node.name, { shape: [...v.shape], data: v.ints });
+        return this.layer(node, v.shape, v.ints);
+      case 'maxpool2d':
+      case 'avgpool2d':
+      case 'adaptiveavgpool2d': {
+        if (!v.ints) throw new Error(`IntModel: '${node.name}' expects integer input`);
+        const [n, c, h, w] = v.shape as [number, number, number, number];
+        let k: readonly [number, number];
+        let s: readonly [number, number];
+        let p: readonly [number, number];
+        if (node.op === 'adaptiveavgpool2d') {
+          const [oh, ow] = node.outputSize;
+          if (h % oh !== 0 || w % ow !== 0) throw new Error(`IntModel: '${node.name}' needs input ${h}x${w} to be a multiple of ${oh}x${ow}`);
+          k = [h / oh, w / ow];
+          s = k;
+          p = [0, 0];
+        } else ({ kernelSize: k, stride: s, padding: p } = node);
+        const r = node.op === 'maxpool2d' ? maxPoolInt(v.ints, n, c, h, w, k, s, p) : avgPoolInt(v.ints, n, c, h, w, k, s, p, node.zeroPoint);
+        return { shape: [n, c, r.oh, r.ow], ints: r.data, floats: null };
+      }
+      case 'clamp': {
+        const src = v.ints ?? v.floats!;
+        const out = v.ints ? new Int32Array(src.length) : new Float32Array(src.length);
+        const lo = node.lo ?? -Infinity;
+        const hi = node.hi ?? Infinity;
+        for (let i = 0; i < src.length; i++) {
+          const a = src[i]!;
+          out[i] = a < lo ? lo : a > hi ? hi : a;
+        }
+        return v.ints ? { shape: v.shape, ints: out as Int32Array, floats: null } : { shape: v.shape, ints: null, floats: out as Float32Array };
+      }
+      case 'flatten': {
+        const rank = v.shape.length;
+        const start = node.startDim < 0 ? node.startDim + rank : node.startDim;
+        const end = node.endDim < 0 ? node.endDim + rank : node.endDim;
+        let merged = 1;
+        for (let d = start; d <= end; d++) merged *= v.shape[d]!;
+        return { ...v, shape: [...v.shape.slice(0, start), merged, ...v.shape.slice(end + 1)] };
+      }
+    }
+  }
+
+  /** Int32 accumulators [N, O, (P)] of a layer, then its output stage. */
+  private layer(node: LayerNode, shape: number[], x: Int32Array): Value {
+    const n = shape[0]!;
+    const O = node.outFeatures;
+    let acc: Int32Array;
+    let outShape: number[];
+    let P: number; // output positions per sample
+    const zx = node.input.mode === 'affine' ? node.input.zeroPoint : 0;
+    if (node.op === 'linear') {
+      const K = node.inFeatures;
+      if (shape.length !== 2 || shape[1] !== K) throw new Error(`IntModel: '${node.name}' expects [N, ${K}], got [${shape.join(', ')}]`);
+      P = 1;
+      outShape = [n, O];
+      acc = new Int32Array(n * O);
+      if (node.weightFormat === 'binary' && node.input.mode === 'sign') {
+        const { words, perRow } = this.binaryWeightWords(node, K);
+        const a = packSignRows(x, n, K, perRow);
+        gemmBinaryXnor(words, a, O, n, K, perRow, acc, 0, 1, O);
+      } else {
+        const centred = zx === 0 ? x : x.map((v) => v - zx);
+        gemmInt32(this.weightValues(node), 0, centred, 0, O, n, K, acc, 0, 1, O);
+      }
+    } else {
+      const g = node.conv!;
+      if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
+      const [, , h, w] = shape as [number, number, number, number];
+      const [oh, ow] = convOutputSize(h, w, g);
+      P = oh * ow;
+      outShape = [n, O, oh, ow];
+      acc = new Int32Array(n * O * P);
+      const K = (g.inChannels / g.groups) * g.kernelSize[0] * g.kernelSize[1];
+      const og = O / g.groups;
+      const col = new Int32Array(P * K);
+      const useXnor = node.weightFormat === 'binary' && node.input.mode === 'sign' && g.padding[0] === 0 && g.padding[1] === 0;
+      const wv = useXnor ? null : this.weightValues(node);
+      const bw = useXnor ? this.binaryWeightWords(node, K) : null;
+      for (let b = 0; b < n; b++) {
+        for (let gi = 0; gi < g.groups; gi++) {
+          im2colCentered(x, b * g.inChannels * h * w, h, w, g, gi, zx, col);
+          const accOffset = (b * O + gi * og) * P;
+          if (bw) {
+            const a = packSignRows(col, P, K, bw.perRow);
+            gemmBinaryXnor(bw.words.subarray(gi * og * bw.perRow), a, og, P, K, bw.perRow, acc, accOffset, P, 1);
+          } else gemmInt32(wv!, gi * og * K, col, 0, og, P, K, acc, accOffset, P, 1);
+        }
+      }
+    }
+    const out = node.output;
+    const total = acc.length;
+    if (out.mode === 'dequantize') {
+      const S = this.float32(out.scale);
+      const B = this.float32(out.bias);
+      const y = new Float32Array(total);
+      for (let i = 0; i < total; i++) {
+        const c = Math.floor(i / P) % O;
+        y[i] = acc[i]! * S[c]! + B[c]!;
+      }
+      return { shape: outShape, ints: null, floats: y };
+    }
+    const q = new Int32Array(total);
+    if (out.mode === 'sign') {
+      const t = this.int32(out.threshold);
+      const d = this.int32(out.direction);
+      for (let i = 0; i < total; i++) {
+        const c = Math.floor(i / P) % O;
+        q[i] = d[c]! * acc[i]! >= t[c]! ? 1 : -1;
+      }
+      return { shape: outShape, ints: q, floats: null };
+    }
+    const bias = this.int32(out.bias);
+    const M = this.int32(out.multiplier);
+    const sh = this.int32(out.shift);
+    const { zeroPoint: z, lo, hi } = out;
+    const up = 2 ** out.biasShift;
+    for (let i = 0; i < total; i++) {
+      const c = Math.floor(i / P) % O;
+      const r = requantizeScalar(acc[i]! * up + bias[c]!, M[c]!, sh[c]!) + z;
+      q[i] = r < lo ? lo : r > hi ? hi : r;
+    }
+    return { shape: outShape, ints: q, floats: null };
+  }
+
+  /** One row per node: name, op, bits, parameter count, packed bytes (weights + int32/float side tensors). */
+  layers(): LayerSummary[] {
+    return this.graph.nodes.map((node) => {
+      if (node.op !== 'conv2d' && node.op !== 'linear') return { name: node.name, op: node.op, bits: '-', params: 0, packedBytes: 0 };
+      const w = this.tensor(node.weight);
+      const weightCount = w.shape.reduce((p, d) => p * d, 1);
+      let bytes = w.data.byteLength;
+      for (const [k, name] of Object.entries(node.output)) if (k !== 'mode' && typeof name === 'string') bytes += this.tensor(name).data.byteLength;
+      const a = node.input.mode === 'sign' ? '1 (sign)' : String(node.input.bits);
+      const wb = node.weightFormat === 'binary' ? '1' : node.weightFormat === 'ternary' ? 't' : String(node.weightBits);
+      const xnor = node.weightFormat === 'binary' && node.input.mode === 'sign' ? ' xnor' : '';
+      return { name: node.name, op: node.op, bits: `w${wb}a${a}${xnor}`, params: weightCount + node.outFeatures, packedBytes: bytes };
+    });
+  }
+
+  /** A text table of `layers()`. */
+  formatLayers(): string {
+    const rows = this.layers().map((l) => [l.name, l.op, l.bits, l.params ? String(l.params) : '', l.packedBytes ? String(l.packedBytes) : '']);
+    const header = ['layer', 'op', 'bits', 'params', 'bytes'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]): string => cells.map((c, i) => (i >= 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+    return [line(header), ...rows.map(line)].join('\n');
+  }
+
+  /** Plain JSON (tensors base64-encoded): `IntModel.fromJSON(JSON.parse(JSON.stringify(m)))` round-trips. */
+  toJSON(): { graph: IntGraph; tensors: Record<string, { dtype: IntTensorDtype; shape: number[]; base64: string }> } {
+    const tensors: Record<string, { dtype: IntTensorDtype; shape: number[]; base64: string }> = {};
+    for (const [name, t] of this.tensors) {
+      tensors[name] = { dtype: t.dtype, shape: [...t.shape], base64: Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('base64') };
+    }
+    return { graph: this.graph, tensors };
+  }
+
+  static fromJSON(json: { graph: IntGraph; tensors: Record<string, { dtype: IntTensorDtype; shape: number[]; base64: string }> }): IntModel {
+    const tensors = new Map<string, IntTensor>();
+    for (const [name, t] of Object.entries(json.tensors)) {
+      const buf = Buffer.from(t.base64, 'base64');
+      tensors.set(name, { dtype: t.dtype, shape: t.shape, data: tensorData(t.dtype, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)) });
+    }
+    return new IntModel(json.graph, tensors);
+  }
+}
+
+/** Typed view of raw little-endian bytes for a logical dtype (copied, so alignment never matters). */
+export function tensorData(dtype: IntTensorDtype, bytes: Uint8Array): Uint8Array | Int32Array | Float32Array {
+  const copy = bytes.slice();
+  if (dtype === 'int32') {
+    if (copy.byteLength % 4 !== 0) throw new Error(`int32 tensor of ${copy.byteLength} bytes`);
+    return new Int32Array(copy.buffer, 0, copy.byteLength / 4);
+  }
+  if (dtype === 'float32') {
+    if (copy.byteLength % 4 !== 0) throw new Error(`float32 tensor of ${copy.byteLength} bytes`);
+    return new Float32Array(copy.buffer, 0, copy.byteLength / 4);
+  }
+  return copy;
+}
