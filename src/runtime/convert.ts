@@ -14,7 +14,9 @@
  * (the prepared model quantizes each layer's INPUT). Monotone ops (ReLU, ReLU6, max pooling,
  * flatten) commute with that quantization, so they run on integers exactly; ReLU/ReLU6 become the
  * clamp bounds of the preceding requantization when only max pooling / flatten sit between.
- * Average pooling runs on integers with round-half-even (≤ 1 LSB from the float order).
+ * Average pooling runs on integers with round-half-even (≤ 1 LSB from the float order); the
+ * layer before it requantizes to a 16-bit range (same scale/zero point) and the [qmin, qmax] clamp
+ * follows the pooling, as in the float model.
  * Binary (sign) inputs: the producing layer emits ±1 by an integer threshold on its accumulator.
  *
  * Verification: with `options.sample`, the sample batch runs through both the fake-quant model
@@ -283,6 +285,13 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
       const zeroPoint = domain.kind === 'affine' ? domain.zeroPoint : 0;
       if (m instanceof AdaptiveAvgPool2d) nodes.push({ op: 'adaptiveavgpool2d', name: s.name, outputSize: [...m.outputSize], zeroPoint });
       else nodes.push({ op: m instanceof MaxPool2d ? 'maxpool2d' : 'avgpool2d', name: s.name, kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint });
+      if (!(m instanceof MaxPool2d) && domain.kind === 'affine') {
+        // The float model clamps to [qmin, qmax] only after averaging: the layer before keeps a
+        // 16-bit range (same scale and zero point) and the range clamp follows the pooling.
+        const prev = [...nodes].reverse().find((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
+        if (prev && prev.output.mode === 'requantize') prev.output = { ...prev.output, lo: Math.min(prev.output.lo, -32768), hi: Math.max(prev.output.hi, 32767) };
+        nodes.push({ op: 'clamp', name: `${s.name}.range`, lo: domain.qmin, hi: domain.qmax });
+      }
     }
   }
   const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [...inputShape], nodes: fuseClamps(nodes, tensors), ...(metadata ? { metadata } : {}) };
@@ -292,10 +301,9 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
 function reluClamp(name: string, six: boolean, domain: Domain): IntNode {
   if (domain.kind === 'sign') return { op: 'clamp', name, lo: 1, hi: 1 }; // sign(relu(y)) = +1
   if (domain.kind === 'float') return { op: 'clamp', name, lo: 0, hi: six ? 6 : null };
-  const { scale, zeroPoint: z, qmin, qmax } = domain;
-  const lo = Math.min(qmax, Math.max(qmin, z));
-  const hi = six ? Math.min(qmax, Math.max(qmin, roundHalfEven(6 / scale) + z)) : null;
-  return { op: 'clamp', name, lo, hi };
+  // Not clipped to [qmin, qmax]: values may sit in a wider range before an average pooling.
+  const { scale, zeroPoint: z } = domain;
+  return { op: 'clamp', name, lo: z, hi: six ? roundHalfEven(6 / scale) + z : null };
 }
 
 /** Fuses clamp nodes into the requantization bounds of the layer before them (through max pooling / flatten only). */

@@ -118,8 +118,12 @@ export class IntModel {
   constructor(graph: IntGraph, tensors: ReadonlyMap<string, IntTensor>) {
     this.graph = graph;
     this.tensors = tensors;
+    const known = new Set(['quantize', 'conv2d', 'linear', 'maxpool2d', 'avgpool2d', 'adaptiveavgpool2d', 'clamp', 'flatten']);
+    if (!Array.isArray(graph.nodes) || graph.nodes.length === 0 || graph.nodes[0]!.op !== 'quantize') throw new Error('IntModel: the graph must start with a quantize node');
     for (const node of graph.nodes) {
+      if (!known.has(node.op)) throw new Error(`IntModel: unknown node op '${String(node.op)}'`);
       if (node.op !== 'conv2d' && node.op !== 'linear') continue;
+      if (node.op === 'conv2d' && !node.conv) throw new Error(`IntModel: conv2d node '${node.name}' has no geometry`);
       this.tensor(node.weight);
       for (const key of Object.values(node.output)) if (typeof key === 'string' && key !== node.output.mode) this.tensor(key);
     }

@@ -66,7 +66,7 @@ export function requantizeScalar(acc: number, multiplier: number, shift: number)
       r = Number(rem * 2n >= 1n << BigInt(shift) ? q + 1n : q);
     }
   }
-  return negative ? -r : r;
+  return negative && r !== 0 ? -r : r;
 }
 
 /** The real ratio M0·2^−n represents. */
