@@ -3,5 +3,13 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const { runFromProcess } = await import('../src/cli/main.ts');
-await runFromProcess();
+let cli;
+try {
+  cli = await import('../src/cli/main.ts');
+} catch (error) {
+  // Failing to load the library (e.g. an invalid LOWBIT_BACKEND) is reported like any runtime error.
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(process.env.LOWBIT_DEBUG === '1' && error instanceof Error ? error.stack : `lowbit: error: ${message}`);
+  process.exit(1);
+}
+await cli.runFromProcess();

@@ -18,22 +18,15 @@ export interface BackendDetails {
 }
 
 /**
- * Switches to `name`, loading the native addon if needed. Without a name: `LOWBIT_BACKEND` if
- * set, else native when the addon loads, else reference (the design's default). Throws a
- * one-line error when native is asked for and cannot load.
+ * Switches to `name`, loading the native addon if needed. Without a name the library's default
+ * stays (native when the addon loads, or what `LOWBIT_BACKEND` forces; see backend/index.ts).
+ * Throws a one-line error when native is asked for and cannot load.
  */
 export function useBackend(name: BackendName | undefined): void {
-  const fromEnv = process.env.LOWBIT_BACKEND;
-  if (name === undefined && fromEnv) {
-    if (!(BACKEND_CHOICES as readonly string[]).includes(fromEnv)) {
-      throw new Error(`LOWBIT_BACKEND must be one of ${BACKEND_CHOICES.join(', ')}, got '${fromEnv}'`);
-    }
-    name = fromEnv as BackendName;
-  }
-  if (name === 'native' || name === undefined) {
+  if (name === undefined) return;
+  if (name === 'native') {
     const loaded = loadNative();
-    if (!loaded.ok && name === 'native') throw new Error(`backend 'native' is not available: ${loaded.reason}`);
-    name ??= loaded.ok ? 'native' : 'reference';
+    if (!loaded.ok) throw new Error(`backend 'native' is not available: ${loaded.reason}`);
   }
   setBackend(name);
 }

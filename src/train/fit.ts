@@ -26,6 +26,8 @@ export interface TrainOptimizer {
   step(): void;
   zeroGrad(): void;
   stateDict?(): unknown;
+  /** Current learning rate (first group), recorded in the history when present. */
+  readonly lr?: number;
 }
 
 /** A learning-rate schedule stepped once per epoch. */
@@ -147,11 +149,6 @@ export function evaluate(model: TensorModule, loader: Iterable<Batch>, lossFn: L
   }
 }
 
-function learningRate(optimizer: TrainOptimizer): number | undefined {
-  const lr = (optimizer as { lr?: unknown }).lr;
-  return typeof lr === 'number' ? lr : undefined;
-}
-
 /** `0.4213` → `42.13 %`. */
 export function formatPercent(fraction: number): string {
   return `${(fraction * 100).toFixed(2)} %`;
@@ -196,7 +193,7 @@ export function fit(model: TensorModule, options: FitOptions): History {
 
   const history: History = { epochs: [], stepLosses: [] };
   for (let epoch = 1; epoch <= epochs; epoch++) {
-    const lr = learningRate(optimizer);
+    const lr = optimizer.lr;
     model.train();
     const steps = trainLoader.length;
     const bar = progress

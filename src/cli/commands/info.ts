@@ -1,15 +1,28 @@
-import { defineCommand } from '../command.ts';
+import { readFileSync } from 'node:fs';
+import { defineCommand, type CommandIO } from '../command.ts';
 import { backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { packageVersion } from '../package-info.ts';
+import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, type LowbitNode } from '../../format/lowbit.ts';
 
 export const infoCommand = defineCommand({
   name: 'info',
-  summary: 'print version, runtime and backend information',
+  summary: 'print version, runtime and backend information, or describe a .lowbit model file',
+  description:
+    'Without --file: the lowbit and node versions, the platform and the compute backends.\n' +
+    'With --file: validates a .lowbit file and prints its format version, graph nodes (op, name, bits),\n' +
+    'tensors (logical dtype, shape, bytes) and its size against the same model in float32.\n' +
+    'A malformed file is reported on one line with exit code 1.',
+  examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info --file model.lowbit', 'lowbit info --file model.lowbit --json'],
   options: {
+    file: { type: 'string', placeholder: 'FILE', help: 'describe this .lowbit model file' },
     backend: { type: 'boolean', help: 'print only the backend details (backends, threads, CPU features)' },
     json: { type: 'boolean', help: 'print the same information as JSON' },
   },
   run(options, io) {
+    if (options.file !== undefined) {
+      describeLowbitFile(options.file, options.json, io);
+      return;
+    }
     useBackend(undefined);
     const backend = backendDetails();
     const info = {
@@ -33,3 +46,81 @@ export const infoCommand = defineCommand({
     for (const [k, v] of lines) io.print(`${k.padEnd(width)}  ${v}`);
   },
 });
+
+/** Prints a validated .lowbit file; format errors become one-line errors naming the file. */
+function describeLowbitFile(path: string, json: boolean, io: CommandIO): void {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new Error(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let model;
+  let report;
+  try {
+    model = decodeLowbit(bytes);
+    report = lowbitSizeReport(bytes);
+  } catch (e) {
+    if (e instanceof LowbitFormatError) throw new Error(`${path} is not a valid .lowbit file: ${e.message.replace(/\s+/g, ' ')} [${e.code}]`);
+    throw e;
+  }
+  const nodes = model.graph.map((node, i) => ({ index: i, op: node.op, name: stringField(node, 'name'), bits: bitsOf(node) }));
+  if (json) {
+    io.print(JSON.stringify({ file: path, format: 'lowbit', version: Number(LOWBIT_VERSION), metadata: model.metadata, nodes, ...report }, null, 2));
+    return;
+  }
+  const ratio = report.fileBytes > 0 ? report.fp32Bytes / report.fileBytes : 0;
+  const head: [string, string][] = [
+    ['file', path],
+    ['format', `lowbit version ${LOWBIT_VERSION}`],
+    ['size', `${bytes_(report.fileBytes)} (header ${bytes_(report.headerBytes)}, tensors ${bytes_(report.tensorBytes)})`],
+    ['fp32 size', `${bytes_(report.fp32Bytes)} (${ratio.toFixed(1)}x the file)`],
+    ['packed bound', `${bytes_(report.theoreticalBytes)} (elements x bits; file overhead ${bytes_(report.overheadBytes)})`],
+  ];
+  const name = model.metadata?.['model'];
+  if (typeof name === 'string') head.splice(2, 0, ['model', name]);
+  const width = Math.max(...head.map(([k]) => k.length));
+  for (const [k, v] of head) io.print(`${k.padEnd(width)}  ${v}`);
+  io.print();
+  io.print(`nodes (${nodes.length})`);
+  if (nodes.length > 0) {
+    table(io, ['#', 'op', 'name', 'bits'], nodes.map((n) => [String(n.index), n.op, n.name ?? '', n.bits ?? '']));
+  }
+  io.print();
+  io.print(`tensors (${report.tensors.length})`);
+  if (report.tensors.length > 0) {
+    table(io, ['name', 'dtype', 'shape', 'bytes'], report.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, String(t.bytes)]), [3]);
+  }
+}
+
+function stringField(node: LowbitNode, key: string): string | undefined {
+  const v = node[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** A node's `bits` field when it has one: a number, or an object such as {weight: 4, activation: 8}. */
+function bitsOf(node: LowbitNode): string | undefined {
+  const v = node['bits'];
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    const parts = Object.entries(v).filter(([, b]) => typeof b === 'number').map(([k, b]) => `${k[0] ?? ''}${b}`);
+    return parts.length > 0 ? parts.join('') : undefined;
+  }
+  return undefined;
+}
+
+function bytes_(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(2)} MiB`;
+}
+
+/** Prints aligned columns (right-aligned where asked), one-line cells. */
+function table(io: CommandIO, header: string[], rows: string[][], rightAligned: number[] = [0]): void {
+  const clean = rows.map((r) => r.map((c) => c.replace(/[\r\n\t]/g, ' ')));
+  const widths = header.map((h, i) => Math.max(h.length, ...clean.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (rightAligned.includes(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  io.print(`  ${line(header)}`);
+  for (const r of clean) io.print(`  ${line(r)}`);
+}
