@@ -10,7 +10,8 @@
         "native/conv.cc",
         "native/pool.cc",
         "native/elementwise.cc",
-        "native/tensorops.cc"
+        "native/tensorops.cc",
+        "native/intgemm.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -6,11 +6,13 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "conv.h"
 #include "cpu.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "intgemm.h"
 #include "pool.h"
 #include "tensorops.h"
 #include "threadpool.h"
@@ -562,7 +564,200 @@ Napi::Value Estimator(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ================================================================ integer kernels (intgemm.h)
+// Owned by the integer-runtime kernels (src/runtime/kernels); byte arrays may be Int8Array or
+// Uint8Array (the activations' signedness is read from the array type).
+struct Bytes {
+  uint8_t* data = nullptr;
+  size_t length = 0;
+  bool isSigned = false;
+};
+
+bool argBytes(const Napi::CallbackInfo& info, size_t i, Bytes* out) {
+  if (i >= info.Length() || !info[i].IsTypedArray()) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be an Int8Array or Uint8Array");
+  }
+  auto array = info[i].As<Napi::TypedArray>();
+  const napi_typedarray_type t = array.TypedArrayType();
+  if (t != napi_int8_array && t != napi_uint8_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be an Int8Array or Uint8Array");
+  }
+  out->data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  out->length = array.ElementLength();
+  out->isSigned = t == napi_int8_array;
+  return true;
+}
+
+bool argInt32s(const Napi::CallbackInfo& info, size_t i, int32_t** data, size_t* length) { return argI32(info, i, data, length); }
+
+bool shapeOk(const Napi::CallbackInfo& info, int64_t M, int64_t N, int64_t K) {
+  const int64_t lim = int64_t{1} << 31;
+  if (M < 0 || N < 0 || K < 0 || M >= lim || N >= lim || K >= lim) return fail(info.Env(), "bad shape");
+  return true;
+}
+
+// int8PackedBytes(N, K) -> bytes of the VNNI panel
+Napi::Value Int8PackedBytes(const Napi::CallbackInfo& info) {
+  int64_t N = 0, K = 0;
+  if (!argInt(info, 0, &N) || !argInt(info, 1, &K) || !shapeOk(info, 1, N, K)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), static_cast<double>(lowbit::int8PackedBytes(N, K)));
+}
+
+// packInt8(w: Int8Array (N, K), N, K, packed: Int8Array, rowSums: Int32Array (N))
+// packLowBit(w: Uint8Array, bits: 4 | 2, N, K, packed: Int8Array, rowSums: Int32Array (N))
+template <bool lowBit>
+Napi::Value PackWeights(const Napi::CallbackInfo& info) {
+  Bytes w, packed;
+  int64_t bits = 8, N = 0, K = 0;
+  int32_t* sums = nullptr;
+  size_t nsums = 0;
+  const size_t o = lowBit ? 1 : 0;
+  if (!argBytes(info, 0, &w) || (lowBit && !argInt(info, 1, &bits)) || !argInt(info, o + 1, &N) ||
+      !argInt(info, o + 2, &K) || !argBytes(info, o + 3, &packed) || !argInt32s(info, o + 4, &sums, &nsums) ||
+      !shapeOk(info, 1, N, K)) {
+    return info.Env().Undefined();
+  }
+  const int64_t perByte = 8 / bits;
+  const int64_t need = lowBit ? N * ((K + perByte - 1) / perByte) : N * K;
+  if ((bits != 8 && bits != 4 && bits != 2) || (lowBit && bits == 8) || static_cast<int64_t>(w.length) < need ||
+      static_cast<int64_t>(packed.length) < lowbit::int8PackedBytes(N, K) || static_cast<int64_t>(nsums) < N) {
+    fail(info.Env(), "pack: bad bits or buffers too small");
+    return info.Env().Undefined();
+  }
+  if (lowBit) {
+    lowbit::packLowBit(w.data, static_cast<int>(bits), N, K, reinterpret_cast<int8_t*>(packed.data), sums);
+  } else {
+    lowbit::packInt8(reinterpret_cast<const int8_t*>(w.data), N, K, reinterpret_cast<int8_t*>(packed.data), sums);
+  }
+  return info.Env().Undefined();
+}
+
+// gemmInt8Packed(M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed, rowSums, c: Int32Array (M, N))
+Napi::Value GemmInt8Packed(const Napi::CallbackInfo& info) {
+  int64_t M = 0, N = 0, K = 0, zero = 0;
+  Bytes a, packed;
+  int32_t *sums = nullptr, *c = nullptr;
+  size_t nsums = 0, nc = 0;
+  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &a) ||
+      !argInt(info, 4, &zero) || !argBytes(info, 5, &packed) || !argInt32s(info, 6, &sums, &nsums) ||
+      !argInt32s(info, 7, &c, &nc) || !shapeOk(info, M, N, K)) {
+    return info.Env().Undefined();
+  }
+  if (static_cast<int64_t>(a.length) < M * K || static_cast<int64_t>(packed.length) < lowbit::int8PackedBytes(N, K) ||
+      static_cast<int64_t>(nsums) < N || static_cast<int64_t>(nc) < M * N || zero < -(int64_t{1} << 31) ||
+      zero >= (int64_t{1} << 31)) {
+    fail(info.Env(), "gemmInt8: bad zero point or buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), reinterpret_cast<const int8_t*>(packed.data),
+                         sums, c);
+  return info.Env().Undefined();
+}
+
+// gemmLowBit(bits: 4 | 2, M, N, K, a, aZero, w: Uint8Array (N rows of ceil(K*bits/8) bytes), c)
+Napi::Value GemmLowBit(const Napi::CallbackInfo& info) {
+  int64_t bits = 0, M = 0, N = 0, K = 0, zero = 0;
+  Bytes a, w;
+  int32_t* c = nullptr;
+  size_t nc = 0;
+  if (!argInt(info, 0, &bits) || !argInt(info, 1, &M) || !argInt(info, 2, &N) || !argInt(info, 3, &K) ||
+      !argBytes(info, 4, &a) || !argInt(info, 5, &zero) || !argBytes(info, 6, &w) || !argInt32s(info, 7, &c, &nc) ||
+      !shapeOk(info, M, N, K)) {
+    return info.Env().Undefined();
+  }
+  const int64_t perByte = bits == 4 ? 2 : 4;
+  if ((bits != 4 && bits != 2) || static_cast<int64_t>(a.length) < M * K ||
+      static_cast<int64_t>(w.length) < N * ((K + perByte - 1) / perByte) || static_cast<int64_t>(nc) < M * N ||
+      zero < -(int64_t{1} << 31) || zero >= (int64_t{1} << 31)) {
+    fail(info.Env(), "gemmLowBit: bad bits, zero point or buffers too small");
+    return info.Env().Undefined();
+  }
+  std::vector<int8_t> packed(static_cast<size_t>(lowbit::int8PackedBytes(N, K)));
+  std::vector<int32_t> sums(static_cast<size_t>(N));
+  lowbit::packLowBit(w.data, static_cast<int>(bits), N, K, packed.data(), sums.data());
+  lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), packed.data(), sums.data(), c);
+  return info.Env().Undefined();
+}
+
+// gemmBinary(M, N, K, a: Uint8Array (M rows of ceil(K/64)*8 bytes), w: Uint8Array (N rows), c: Int32Array (M, N))
+Napi::Value GemmBinary(const Napi::CallbackInfo& info) {
+  int64_t M = 0, N = 0, K = 0;
+  Bytes a, w;
+  int32_t* c = nullptr;
+  size_t nc = 0;
+  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &a) ||
+      !argBytes(info, 4, &w) || !argInt32s(info, 5, &c, &nc) || !shapeOk(info, M, N, K)) {
+    return info.Env().Undefined();
+  }
+  const int64_t rowBytes = (K + 63) / 64 * 8;
+  if (static_cast<int64_t>(a.length) < M * rowBytes || static_cast<int64_t>(w.length) < N * rowBytes ||
+      static_cast<int64_t>(nc) < M * N) {
+    fail(info.Env(), "gemmBinary: buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::gemmBinary(M, N, K, reinterpret_cast<const uint64_t*>(a.data), reinterpret_cast<const uint64_t*>(w.data), c);
+  return info.Env().Undefined();
+}
+
+// requantize(acc: Int32Array (M, N), M, N, mult: Int32Array (N), shift: Int32Array (N), zOut, qmin, qmax, out)
+Napi::Value Requantize(const Napi::CallbackInfo& info) {
+  int64_t M = 0, N = 0, zOut = 0, qmin = 0, qmax = 0;
+  int32_t *acc = nullptr, *mult = nullptr, *shift = nullptr;
+  size_t nacc = 0, nmult = 0, nshift = 0;
+  Bytes out;
+  if (!argInt32s(info, 0, &acc, &nacc) || !argInt(info, 1, &M) || !argInt(info, 2, &N) ||
+      !argInt32s(info, 3, &mult, &nmult) || !argInt32s(info, 4, &shift, &nshift) || !argInt(info, 5, &zOut) ||
+      !argInt(info, 6, &qmin) || !argInt(info, 7, &qmax) || !argBytes(info, 8, &out) || !shapeOk(info, M, N, 0)) {
+    return info.Env().Undefined();
+  }
+  bool ok = static_cast<int64_t>(nacc) >= M * N && static_cast<int64_t>(nmult) >= N &&
+            static_cast<int64_t>(nshift) >= N && static_cast<int64_t>(out.length) >= M * N && qmin <= qmax &&
+            zOut >= -(int64_t{1} << 31) && zOut < (int64_t{1} << 31) &&
+            qmin >= (out.isSigned ? -128 : 0) && qmax <= (out.isSigned ? 127 : 255);
+  for (int64_t n = 0; ok && n < N; n++) ok = shift[n] >= -31 && shift[n] <= 31;
+  if (!ok) {
+    fail(info.Env(), "requantize: bad shift, range or buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::requantize(acc, M, N, mult, shift, static_cast<int32_t>(zOut), static_cast<int32_t>(qmin),
+                     static_cast<int32_t>(qmax), out.data, out.isSigned);
+  return info.Env().Undefined();
+}
+
+// vnniPeakGops(threads, seconds?) / popcountPeakGbits(threads, seconds?): 0 when the path is missing
+template <bool vnni>
+Napi::Value IntPeak(const Napi::CallbackInfo& info) {
+  int64_t threads = 1;
+  if (!argInt(info, 0, &threads)) return info.Env().Undefined();
+  double seconds = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.2;
+  if (threads < 1 || threads > 256) threads = 1;
+  const int t = static_cast<int>(threads);
+  return Napi::Number::New(info.Env(), vnni ? lowbit::vnniPeakGops(t, seconds) : lowbit::popcountPeakGbits(t, seconds));
+}
+
+Napi::Value IntKernelsInfo(const Napi::CallbackInfo& info) {
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("int8", lowbit::int8PathName());
+  out.Set("binary", lowbit::binaryPathName());
+  return out;
+}
+
+void initIntKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("int8PackedBytes", Napi::Function::New(env, Int8PackedBytes));
+  exports.Set("packInt8", Napi::Function::New(env, PackWeights<false>));
+  exports.Set("packLowBit", Napi::Function::New(env, PackWeights<true>));
+  exports.Set("gemmInt8Packed", Napi::Function::New(env, GemmInt8Packed));
+  exports.Set("gemmLowBit", Napi::Function::New(env, GemmLowBit));
+  exports.Set("gemmBinary", Napi::Function::New(env, GemmBinary));
+  exports.Set("requantize", Napi::Function::New(env, Requantize));
+  exports.Set("vnniPeakGops", Napi::Function::New(env, IntPeak<true>));
+  exports.Set("popcountPeakGbits", Napi::Function::New(env, IntPeak<false>));
+  exports.Set("intKernelsInfo", Napi::Function::New(env, IntKernelsInfo));
+}
+// ================================================================ end of integer kernels
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  initIntKernels(env, exports);  // integer kernels (block above)
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("gather", Napi::Function::New(env, GatherScatter<false>));

@@ -64,6 +64,30 @@ export interface NativeAddon {
   ): void;
   /** op 0 = roundHalfEven, 1 = sign with sign(0) = +1 */
   estimator(op: 0 | 1, x: Float32Array, y: Float32Array): void;
+
+  // ---------------------------------------------------------------- integer kernels (native/intgemm.h)
+  // Used by src/runtime/kernels; optional so that an older addon build still loads.
+  /** Which integer paths are active: int8 'avx512-vnni' | 'avx2' | 'scalar', binary 'avx512-vpopcntdq' | 'avx2-pshufb' | 'scalar'. */
+  intKernelsInfo?(): { int8: string; binary: string };
+  /** Bytes of the VNNI-packed int8 weight panel for (N, K). */
+  int8PackedBytes?(n: number, k: number): number;
+  /** w (N, K) int8 -> VNNI panel `packed` (int8PackedBytes(N, K)) and rowSums (N). */
+  packInt8?(w: Int8Array, n: number, k: number, packed: Int8Array, rowSums: Int32Array): void;
+  /** Packed int4 / int2 rows (ceil(K·bits/8) bytes each) -> VNNI panel and rowSums. */
+  packLowBit?(w: Uint8Array, bits: 4 | 2, n: number, k: number, packed: Int8Array, rowSums: Int32Array): void;
+  /** c (M, N) = Σ_k (a[m, k] − aZero)·w[n, k]; activations int8 or uint8 by array type. */
+  gemmInt8Packed?(m: number, n: number, k: number, a: Int8Array | Uint8Array, aZero: number, packed: Int8Array, rowSums: Int32Array, c: Int32Array): void;
+  /** As gemmInt8Packed with int4 / int2 weight rows, unpacked into a per-call panel. */
+  gemmLowBit?(bits: 4 | 2, m: number, n: number, k: number, a: Int8Array | Uint8Array, aZero: number, w: Uint8Array, c: Int32Array): void;
+  /** c (M, N) = K − 2·popcount(a_m xor w_n), rows of ceil(K/64)·8 bytes. */
+  gemmBinary?(m: number, n: number, k: number, a: Uint8Array, w: Uint8Array, c: Int32Array): void;
+  /** Fixed-point requantization (gemmlowp semantics), per-channel multiplier (Q31) and shift. */
+  requantize?(acc: Int32Array, m: number, n: number, mult: Int32Array, shift: Int32Array, zOut: number, qmin: number, qmax: number, out: Int8Array | Uint8Array): void;
+  /** Measured vpdpbusd throughput (GOP/s, 2 ops per multiply-add) on `threads` threads; 0 without VNNI. */
+  vnniPeakGops?(threads: number, seconds?: number): number;
+  /** Measured xor + vpopcntq throughput (Gbit/s) on `threads` threads; 0 without VPOPCNTDQ. */
+  popcountPeakGbits?(threads: number, seconds?: number): number;
+  // ---------------------------------------------------------------- end of integer kernels
 }
 
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */

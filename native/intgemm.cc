@@ -1,0 +1,572 @@
+// Integer GEMM kernels (see intgemm.h for the contracts and layouts).
+#include "intgemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "cpu.h"
+#include "threadpool.h"
+
+#define LOWBIT_TARGET_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+#define LOWBIT_TARGET_VPOPCNT \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,fma,avx2,popcnt")))
+#define LOWBIT_TARGET_AVX2I __attribute__((target("avx2,fma,popcnt")))
+
+namespace lowbit {
+
+namespace {
+
+enum class IntPath { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+IntPath detectInt8Path() {
+  __builtin_cpu_init();
+  const Isa isa = activeIsa();
+  if (isa == Isa::Avx512 && __builtin_cpu_supports("avx512vnni")) return IntPath::Avx512;
+  if (isa >= Isa::Avx2) return IntPath::Avx2;
+  return IntPath::Scalar;
+}
+
+IntPath detectBinaryPath() {
+  __builtin_cpu_init();
+  const Isa isa = activeIsa();
+  if (isa == Isa::Avx512 && __builtin_cpu_supports("avx512vpopcntdq")) return IntPath::Avx512;
+  if (isa >= Isa::Avx2) return IntPath::Avx2;
+  return IntPath::Scalar;
+}
+
+IntPath int8Path() {
+  static const IntPath p = detectInt8Path();
+  return p;
+}
+
+IntPath binaryPath() {
+  static const IntPath p = detectBinaryPath();
+  return p;
+}
+
+constexpr int64_t kPanel = 16;  // output channels per packed panel (one zmm of int32)
+constexpr int kMR = 6;          // rows of the AVX-512 micro-kernel
+constexpr int kNP = 4;          // panels of the AVX-512 micro-kernel (64 columns)
+constexpr int64_t kKC4 = 128;   // k-groups (of 4) per cache block: a 64 x 512 weight block = 32 KB
+constexpr int64_t kMC = 96;     // rows per task tile
+
+inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Activations as u8 rows of Kp bytes (int8 gets +128 via xor 0x80), zero padded.
+void packActivations(int64_t M, int64_t K, int64_t Kp, const uint8_t* a, bool aSigned, uint8_t* out) {
+  const uint8_t flip = aSigned ? 0x80 : 0;
+  parallelFor(M, static_cast<double>(M) * K, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      const uint8_t* src = a + m * K;
+      uint8_t* dst = out + m * Kp;
+      if (flip) {
+        for (int64_t k = 0; k < K; k++) dst[k] = src[k] ^ 0x80;
+      } else {
+        std::memcpy(dst, src, static_cast<size_t>(K));
+      }
+      for (int64_t k = K; k < Kp; k++) dst[k] = 0;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- AVX-512 VNNI int8 core
+template <int MR, int NP>
+LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* B, int64_t panelStride, int64_t k4n,
+                                   int32_t* C, int64_t ldc, int64_t ncols, bool first, const int32_t* rowSums,
+                                   int32_t negZero) {
+  __m512i acc[MR][NP];
+  __mmask16 mask[NP];
+  for (int p = 0; p < NP; p++) {
+    const int64_t valid = std::min<int64_t>(16, std::max<int64_t>(0, ncols - 16 * p));
+    mask[p] = static_cast<__mmask16>((1u << valid) - 1u);
+  }
+  if (first) {
+    for (int p = 0; p < NP; p++) {
+      const __m512i bias = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask[p], rowSums + 16 * p), _mm512_set1_epi32(negZero));
+      for (int i = 0; i < MR; i++) acc[i][p] = bias;
+    }
+  } else {
+    for (int i = 0; i < MR; i++)
+      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_maskz_loadu_epi32(mask[p], C + i * ldc + 16 * p);
+  }
+  for (int64_t k = 0; k < k4n; k++) {
+    __m512i b[NP];
+    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(B + p * panelStride + k * 64);
+    for (int i = 0; i < MR; i++) {
+      int32_t word;
+      std::memcpy(&word, A + i * lda + k * 4, 4);
+      const __m512i av = _mm512_set1_epi32(word);
+      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], av, b[p]);
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int p = 0; p < NP; p++) _mm512_mask_storeu_epi32(C + i * ldc + 16 * p, mask[p], acc[i][p]);
+}
+
+using VnniFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t, int64_t, bool,
+                        const int32_t*, int32_t);
+
+template <int MR>
+VnniFn vnniFor(int np) {
+  switch (np) {
+    case 1: return kernelVnni<MR, 1>;
+    case 2: return kernelVnni<MR, 2>;
+    case 3: return kernelVnni<MR, 3>;
+    default: return kernelVnni<MR, 4>;
+  }
+}
+
+VnniFn vnniKernel(int mr, int np) {
+  switch (mr) {
+    case 1: return vnniFor<1>(np);
+    case 2: return vnniFor<2>(np);
+    case 3: return vnniFor<3>(np);
+    case 4: return vnniFor<4>(np);
+    case 5: return vnniFor<5>(np);
+    default: return vnniFor<6>(np);
+  }
+}
+
+// ---------------------------------------------------------------- AVX2 int8 core (exact: s16 x s16 madd)
+// Two rows x one 16-channel panel; per k-group the panel's 64 bytes are 4 quarters of 4 channels.
+template <int MR>
+LOWBIT_TARGET_AVX2I void kernelAvx2(const uint8_t* A, int64_t lda, const int8_t* B, int64_t k4n, int32_t* C,
+                                    int64_t ldc, int64_t ncols, bool first, const int32_t* rowSums, int32_t negZero) {
+  __m256i acc[MR][4];
+  for (int i = 0; i < MR; i++)
+    for (int q = 0; q < 4; q++) acc[i][q] = _mm256_setzero_si256();
+  for (int64_t k = 0; k < k4n; k++) {
+    __m256i b[4];
+    for (int q = 0; q < 4; q++) {
+      b[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(B + k * 64 + 16 * q)));
+    }
+    for (int i = 0; i < MR; i++) {
+      int32_t word;
+      std::memcpy(&word, A + i * lda + k * 4, 4);
+      const __m256i av = _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
+      for (int q = 0; q < 4; q++) acc[i][q] = _mm256_add_epi32(acc[i][q], _mm256_madd_epi16(av, b[q]));
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    alignas(32) int32_t out[16];
+    for (int h = 0; h < 2; h++) {
+      // acc[2h] holds channels 8h+0..3 as pairs, acc[2h+1] channels 8h+4..7.
+      const __m256i s = _mm256_hadd_epi32(acc[i][2 * h], acc[i][2 * h + 1]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8 * h), _mm256_permute4x64_epi64(s, 0xD8));
+    }
+    for (int64_t j = 0; j < ncols; j++) {
+      const int32_t base = first ? static_cast<int32_t>(static_cast<uint32_t>(rowSums[j]) * static_cast<uint32_t>(negZero))
+                                 : C[i * ldc + j];
+      C[i * ldc + j] = static_cast<int32_t>(static_cast<uint32_t>(base) + static_cast<uint32_t>(out[j]));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- scalar int8 core
+void kernelScalar(int64_t mr, const uint8_t* A, int64_t lda, const int8_t* B, int64_t k4n, int32_t* C, int64_t ldc,
+                  int64_t ncols, bool first, const int32_t* rowSums, int32_t negZero) {
+  for (int64_t i = 0; i < mr; i++) {
+    for (int64_t j = 0; j < ncols; j++) {
+      uint32_t s = first ? static_cast<uint32_t>(rowSums[j]) * static_cast<uint32_t>(negZero)
+                         : static_cast<uint32_t>(C[i * ldc + j]);
+      const uint8_t* a = A + i * lda;
+      const int8_t* b = B + j * 4;
+      for (int64_t k = 0; k < k4n; k++) {
+        s += static_cast<uint32_t>(a[4 * k] * b[k * 64] + a[4 * k + 1] * b[k * 64 + 1] + a[4 * k + 2] * b[k * 64 + 2] +
+                                   a[4 * k + 3] * b[k * 64 + 3]);
+      }
+      C[i * ldc + j] = static_cast<int32_t>(s);
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- packing
+int64_t int8PackedBytes(int64_t N, int64_t K) { return ceilDiv(N, kPanel) * kPanel * ceilDiv(K, 4) * 4; }
+
+static void packFrom(int64_t N, int64_t K, int8_t* packed, int32_t* rowSums, int8_t (*get)(const void*, int64_t, int64_t, int64_t),
+                     const void* src) {
+  const int64_t k4n = ceilDiv(K, 4), panels = ceilDiv(N, kPanel);
+  std::memset(packed, 0, static_cast<size_t>(panels * kPanel * k4n * 4));
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t p = n / kPanel, lane = n % kPanel;
+    int8_t* base = packed + p * k4n * 64 + lane * 4;
+    uint32_t sum = 0;
+    for (int64_t k = 0; k < K; k++) {
+      const int8_t v = get(src, N, K, n * K + k);
+      base[(k >> 2) * 64 + (k & 3)] = v;
+      sum += static_cast<uint32_t>(static_cast<int32_t>(v));
+    }
+    rowSums[n] = static_cast<int32_t>(sum);
+  }
+}
+
+void packInt8(const int8_t* w, int64_t N, int64_t K, int8_t* packed, int32_t* rowSums) {
+  packFrom(N, K, packed, rowSums, [](const void* s, int64_t, int64_t, int64_t i) { return static_cast<const int8_t*>(s)[i]; }, w);
+}
+
+void packLowBit(const uint8_t* w, int bits, int64_t N, int64_t K, int8_t* packed, int32_t* rowSums) {
+  const int64_t k4n = ceilDiv(K, 4), panels = ceilDiv(N, kPanel);
+  std::memset(packed, 0, static_cast<size_t>(panels * kPanel * k4n * 4));
+  const int perByte = 8 / bits;
+  const int64_t rowBytes = ceilDiv(K, perByte);
+  const int shiftUp = 8 - bits;  // sign extension: move the field to the top, arithmetic shift back
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t p = n / kPanel, lane = n % kPanel;
+    int8_t* base = packed + p * k4n * 64 + lane * 4;
+    const uint8_t* row = w + n * rowBytes;
+    uint32_t sum = 0;
+    for (int64_t k = 0; k < K; k++) {
+      const int field = (row[k / perByte] >> ((k % perByte) * bits)) & ((1 << bits) - 1);
+      const int8_t v = static_cast<int8_t>(static_cast<int8_t>(field << shiftUp) >> shiftUp);
+      base[(k >> 2) * 64 + (k & 3)] = v;
+      sum += static_cast<uint32_t>(static_cast<int32_t>(v));
+    }
+    rowSums[n] = static_cast<int32_t>(sum);
+  }
+}
+
+// ---------------------------------------------------------------- int8 GEMM driver
+void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero,
+                    const int8_t* packed, const int32_t* rowSums, int32_t* c) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t k4n = ceilDiv(K, 4), Kp = k4n * 4;
+  if (K <= 0) {  // empty sum
+    std::memset(c, 0, static_cast<size_t>(M * N) * sizeof(int32_t));
+    return;
+  }
+  std::vector<uint8_t> ap(static_cast<size_t>(M * Kp));
+  packActivations(M, K, Kp, a, aSigned, ap.data());
+  const int32_t negZero = static_cast<int32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
+  const IntPath path = int8Path();
+  const int64_t nb = path == IntPath::Avx512 ? kNP * kPanel : kPanel;  // columns per block
+  const int64_t nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
+  const int64_t panelStride = k4n * 64;
+  const uint8_t* A = ap.data();
+  parallelFor(nBlocks * mBlocks, 2.0 * M * N * K / 8.0, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t jb = t / mBlocks, ib = t % mBlocks;
+      const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);
+      const int64_t m0 = ib * kMC, m1 = std::min(M, m0 + kMC);
+      const int8_t* B = packed + (n0 / kPanel) * panelStride;
+      for (int64_t k0 = 0; k0 < k4n; k0 += kKC4) {
+        const int64_t kn = std::min(kKC4, k4n - k0);
+        const bool first = k0 == 0;
+        if (path == IntPath::Avx512) {
+          const int np = static_cast<int>(ceilDiv(ncols, kPanel));
+          for (int64_t m = m0; m < m1; m += kMR) {
+            const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
+            vnniKernel(mr, np)(A + m * Kp + k0 * 4, Kp, B + k0 * 64, panelStride, kn, c + m * N + n0, N, ncols, first,
+                               rowSums + n0, negZero);
+          }
+        } else if (path == IntPath::Avx2) {
+          for (int64_t m = m0; m < m1; m += 2) {
+            if (m + 1 < m1) {
+              kernelAvx2<2>(A + m * Kp + k0 * 4, Kp, B + k0 * 64, kn, c + m * N + n0, N, ncols, first, rowSums + n0, negZero);
+            } else {
+              kernelAvx2<1>(A + m * Kp + k0 * 4, Kp, B + k0 * 64, kn, c + m * N + n0, N, ncols, first, rowSums + n0, negZero);
+            }
+          }
+        } else {
+          kernelScalar(m1 - m0, A + m0 * Kp + k0 * 4, Kp, B + k0 * 64, kn, c + m0 * N + n0, N, ncols, first, rowSums + n0,
+                       negZero);
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- binary GEMM
+namespace {
+
+inline uint64_t load64(const uint64_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+constexpr int kBinMR = 6, kBinNP = 3;  // 6 rows x 24 columns (3 panels of 8 weight rows)
+
+// wt: panels of 8 weight rows, word-major: wt[(p * words + k) * 8 + r] = w[(8p + r) * words + k].
+template <int MR, int NP>
+LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const uint64_t* wt, int64_t K, int32_t* C,
+                                        int64_t ldc, int64_t ncols) {
+  __m512i acc[MR][NP];
+  for (int i = 0; i < MR; i++)
+    for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < words; k++) {
+    __m512i b[NP];
+    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wt + (p * words + k) * 8);
+    for (int i = 0; i < MR; i++) {
+      const __m512i av = _mm512_set1_epi64(static_cast<long long>(load64(A + i * words + k)));
+      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_add_epi64(acc[i][p], _mm512_popcnt_epi64(_mm512_xor_si512(av, b[p])));
+    }
+  }
+  const __m512i kv = _mm512_set1_epi64(K);
+  for (int p = 0; p < NP; p++) {
+    const int64_t valid = std::min<int64_t>(8, std::max<int64_t>(0, ncols - 8 * p));
+    const __mmask8 mask = static_cast<__mmask8>((1u << valid) - 1u);
+    for (int i = 0; i < MR; i++) {
+      const __m512i r = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[i][p], 1));
+      _mm512_mask_cvtepi64_storeu_epi32(C + i * ldc + 8 * p, mask, r);
+    }
+  }
+}
+
+using PopFn = void (*)(const uint64_t*, int64_t, const uint64_t*, int64_t, int32_t*, int64_t, int64_t);
+
+template <int MR>
+PopFn popFor(int np) {
+  switch (np) {
+    case 1: return kernelPopcnt<MR, 1>;
+    case 2: return kernelPopcnt<MR, 2>;
+    default: return kernelPopcnt<MR, 3>;
+  }
+}
+
+PopFn popKernel(int mr, int np) {
+  switch (mr) {
+    case 1: return popFor<1>(np);
+    case 2: return popFor<2>(np);
+    case 3: return popFor<3>(np);
+    case 4: return popFor<4>(np);
+    case 5: return popFor<5>(np);
+    default: return popFor<6>(np);
+  }
+}
+
+// AVX2: nibble-table popcount (pshufb) of 4 words at a time, bytes summed with vpsadbw.
+LOWBIT_TARGET_AVX2I int64_t popXorAvx2(const uint64_t* a, const uint64_t* w, int64_t words) {
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  __m256i acc = _mm256_setzero_si256();
+  int64_t k = 0;
+  for (; k + 4 <= words; k += 4) {
+    const __m256i x = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k)),
+                                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k)));
+    const __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x, low)),
+                                        _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+    acc = _mm256_add_epi64(acc, _mm256_sad_epu8(cnt, _mm256_setzero_si256()));
+  }
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+  int64_t total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; k < words; k++) total += __builtin_popcountll(load64(a + k) ^ load64(w + k));
+  return total;
+}
+
+__attribute__((target("popcnt"))) int64_t popXorScalar(const uint64_t* a, const uint64_t* w, int64_t words) {
+  int64_t total = 0;
+  for (int64_t k = 0; k < words; k++) total += __builtin_popcountll(load64(a + k) ^ load64(w + k));
+  return total;
+}
+
+}  // namespace
+
+void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t words = ceilDiv(K, 64);
+  const IntPath path = binaryPath();
+  const double work = static_cast<double>(M) * N * static_cast<double>(words) * 4.0;
+  if (path != IntPath::Avx512) {
+    parallelFor(M, work, [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; m++) {
+        for (int64_t n = 0; n < N; n++) {
+          const int64_t pc = path == IntPath::Avx2 ? popXorAvx2(a + m * words, w + n * words, words)
+                                                   : popXorScalar(a + m * words, w + n * words, words);
+          c[m * N + n] = static_cast<int32_t>(K - 2 * pc);
+        }
+      }
+    });
+    return;
+  }
+  const int64_t panels = ceilDiv(N, 8);
+  std::vector<uint64_t> wt(static_cast<size_t>(panels * words * 8), 0);
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t p = n / 8, r = n % 8;
+    for (int64_t k = 0; k < words; k++) wt[static_cast<size_t>((p * words + k) * 8 + r)] = load64(w + n * words + k);
+  }
+  const int64_t nb = kBinNP * 8, nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
+  // Cache blocking over words: a 24-row weight block of kWc words is 24 * kWc * 8 bytes.
+  constexpr int64_t kWc = 128;  // 24 KB of weights per block, 6 rows of 1 KB activations
+  parallelFor(nBlocks * mBlocks, work, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t jb = t / mBlocks, ib = t % mBlocks;
+      const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);
+      const int64_t m0 = ib * kMC, m1 = std::min(M, m0 + kMC);
+      const int np = static_cast<int>(ceilDiv(ncols, 8));
+      if (words <= kWc) {
+        for (int64_t m = m0; m < m1; m += kBinMR) {
+          const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
+          popKernel(mr, np)(a + m * words, words, wt.data() + (n0 / 8) * words * 8, K, c + m * N + n0, N, ncols);
+        }
+      } else {
+        // Words in blocks: partial results K_b - 2 pc_b summed over blocks give K - 2 pc exactly
+        // when K_b of the blocks add to K (we pass the block's bit count, the last one takes the rest).
+        for (int64_t m = m0; m < m1; m += kBinMR) {
+          const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
+          int32_t part[kBinMR * kBinNP * 8];
+          int32_t sum[kBinMR * kBinNP * 8] = {0};
+          for (int64_t k0 = 0; k0 < words; k0 += kWc) {
+            const int64_t wn = std::min(kWc, words - k0);
+            // A sub-matrix view: the kernel reads A + i * words + k, so pass the row stride through a
+            // copy of the block (6 x wn words) to keep the kernel's layout contiguous.
+            uint64_t ablk[kBinMR * kWc];
+            for (int i = 0; i < mr; i++) std::memcpy(ablk + i * wn, a + (m + i) * words + k0, static_cast<size_t>(wn) * 8);
+            // weights block: panels are word-major with stride `words`, so copy the block too.
+            uint64_t wblk[kBinNP * kWc * 8];
+            for (int p = 0; p < np; p++) {
+              std::memcpy(wblk + p * wn * 8, wt.data() + ((n0 / 8 + p) * words + k0) * 8, static_cast<size_t>(wn) * 64);
+            }
+            popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols);
+            for (int i = 0; i < mr; i++)
+              for (int64_t j = 0; j < ncols; j++) sum[i * kBinNP * 8 + j] += part[i * kBinNP * 8 + j];
+          }
+          // sum = sum_b (64 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
+          const int32_t fix = static_cast<int32_t>(K - 64 * words);
+          for (int i = 0; i < mr; i++)
+            for (int64_t j = 0; j < ncols; j++) c[(m + i) * N + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- requantize
+static inline int32_t srdhm(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  const int64_t ab = static_cast<int64_t>(a) * static_cast<int64_t>(b);
+  const int64_t nudge = ab >= 0 ? (int64_t{1} << 30) : (1 - (int64_t{1} << 30));
+  return static_cast<int32_t>((ab + nudge) / (int64_t{1} << 31));  // truncates toward zero
+}
+
+static inline int32_t rdbpot(int32_t x, int exponent) {
+  const int64_t mask = (int64_t{1} << exponent) - 1;
+  const int64_t remainder = static_cast<int64_t>(x) & mask;
+  const int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return static_cast<int32_t>((static_cast<int64_t>(x) >> exponent) + (remainder > threshold ? 1 : 0));
+}
+
+void requantize(const int32_t* acc, int64_t M, int64_t N, const int32_t* mult, const int32_t* shift, int32_t zOut,
+                int32_t qmin, int32_t qmax, void* out, bool outSigned) {
+  parallelFor(M, static_cast<double>(M) * N * 4, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      for (int64_t n = 0; n < N; n++) {
+        const int32_t s = shift[n];
+        const int left = s < 0 ? -s : 0, right = s > 0 ? s : 0;
+        const int32_t x = static_cast<int32_t>(static_cast<uint32_t>(acc[m * N + n]) << left);
+        int64_t v = static_cast<int64_t>(rdbpot(srdhm(x, mult[n]), right)) + zOut;
+        v = std::min<int64_t>(qmax, std::max<int64_t>(qmin, v));
+        if (outSigned) {
+          static_cast<int8_t*>(out)[m * N + n] = static_cast<int8_t>(v);
+        } else {
+          static_cast<uint8_t*>(out)[m * N + n] = static_cast<uint8_t>(v);
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- probes
+namespace {
+
+constexpr int kProbeChains = 24;
+
+LOWBIT_TARGET_VNNI int32_t vnniLoop(long iters) {
+  __m512i acc[kProbeChains];
+  for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_set1_epi32(c);
+  const __m512i x = _mm512_set1_epi32(0x01020304), y = _mm512_set1_epi32(0x01ff0102);
+  for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 24
+    for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_dpbusd_epi32(acc[c], x, y);
+    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+  }
+  __m512i s = acc[0];
+  for (int c = 1; c < kProbeChains; c++) s = _mm512_add_epi32(s, acc[c]);
+  return _mm512_reduce_add_epi32(s);
+}
+
+LOWBIT_TARGET_VPOPCNT int64_t popLoop(long iters) {
+  __m512i acc[kProbeChains];
+  for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_set1_epi64(0x0123456789abcdefLL * (c + 1));
+  const __m512i x = _mm512_set1_epi64(0x5555aaaa3333ccccLL);
+  for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 24
+    for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_popcnt_epi64(_mm512_xor_si512(acc[c], x));
+    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+  }
+  __m512i s = acc[0];
+  for (int c = 1; c < kProbeChains; c++) s = _mm512_add_epi64(s, acc[c]);
+  return _mm512_reduce_add_epi64(s);
+}
+
+struct ProbeCtx {
+  long iters;
+  bool vnni;
+  volatile int64_t sink;
+};
+
+double probe(int threads, double seconds, bool vnni) {
+  using Clock = std::chrono::steady_clock;
+  long iters = 1 << 12;
+  double elapsed = 0;
+  for (;;) {
+    auto t0 = Clock::now();
+    const int64_t s = vnni ? vnniLoop(iters) : popLoop(iters);
+    elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s == 12345) iters++;
+    if (elapsed > seconds / 4 || iters > (1L << 40)) break;
+    iters *= 2;
+  }
+  iters = static_cast<long>(iters * (seconds / elapsed));
+  if (threads < 1) threads = 1;
+  ProbeCtx ctx{iters, vnni, 0};
+  const int saved = poolThreads();
+  if (threads != saved) poolSetThreads(threads);
+  auto t0 = Clock::now();
+  poolRun(threads, [](void* raw, int, int) {
+    auto* c = static_cast<ProbeCtx*>(raw);
+    c->sink = c->vnni ? vnniLoop(c->iters) : popLoop(c->iters);
+  }, &ctx);
+  elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (threads != saved) poolSetThreads(saved);
+  // vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction; popcount: 512 bits per instruction.
+  return (vnni ? 128.0 : 512.0) * kProbeChains * static_cast<double>(iters) * threads / elapsed * 1e-9;
+}
+
+}  // namespace
+
+double vnniPeakGops(int threads, double seconds) {
+  if (int8Path() != IntPath::Avx512) return 0;
+  return probe(threads, seconds, true);
+}
+
+double popcountPeakGbits(int threads, double seconds) {
+  if (binaryPath() != IntPath::Avx512) return 0;
+  return probe(threads, seconds, false);
+}
+
+const char* int8PathName() {
+  switch (int8Path()) {
+    case IntPath::Avx512: return "avx512-vnni";
+    case IntPath::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+const char* binaryPathName() {
+  switch (binaryPath()) {
+    case IntPath::Avx512: return "avx512-vpopcntdq";
+    case IntPath::Avx2: return "avx2-pshufb";
+    default: return "scalar";
+  }
+}
+
+}  // namespace lowbit

@@ -1,0 +1,46 @@
+// Integer GEMM kernels of the integer-only runtime (src/runtime/kernels).
+//
+// int8: C[m, n] = sum_k (a[m, k] - aZero) * w[n, k], weights one row per output channel.
+//   The weights are packed once into the VNNI layout (packInt8): panels of 16 output channels,
+//   K rounded up to a multiple of 4, for each group of 4 k the 16 channels' 4 bytes side by
+//   side (one 64-byte zmm row per k-group); padding is zero. rowSums[n] = sum_k w[n, k].
+//   The AVX-512 kernel multiplies u8 activations by s8 weights with vpdpbusd: uint8 activations
+//   are used as they are, int8 activations get +128 (xor 0x80); the zero point (plus 128) is
+//   then removed with rowSums. Every sum wraps modulo 2^32 (as int32), like the TS reference.
+// int4 / int2: same core after unpacking the packed rows into the int8 panel per call.
+// binary: C[m, n] = K - 2 * popcount(a_m xor w_n) over rows of ceil(K / 64) 64-bit words; the
+//   padding bits are zero in both operands, so their xor is zero and they do not count.
+// requantize: TFLite / gemmlowp fixed point (SaturatingRoundingDoublingHighMul then
+//   RoundingDivideByPOT), see intgemm.cc.
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+// Bytes of the packed int8 panel for (N, K).
+int64_t int8PackedBytes(int64_t N, int64_t K);
+// w (N, K) int8 row-major -> packed (int8PackedBytes) and rowSums (N).
+void packInt8(const int8_t* w, int64_t N, int64_t K, int8_t* packed, int32_t* rowSums);
+// bits = 4 or 2: rows of ceil(K * bits / 8) bytes, first element in the low bits, signed.
+void packLowBit(const uint8_t* w, int bits, int64_t N, int64_t K, int8_t* packed, int32_t* rowSums);
+
+// c (M, N) from activations a (M, K) (signed: int8, else uint8) and a packed panel.
+void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero,
+                    const int8_t* packed, const int32_t* rowSums, int32_t* c);
+
+// c (M, N) = K - 2 popcount(a_m ^ w_n); a (M, words), w (N, words), words = ceil(K / 64).
+void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c);
+
+// out[m, n] = clamp(rdbpot(srdhm(acc << max(-shift, 0), mult[n]), max(shift, 0)) + zOut, qmin, qmax)
+void requantize(const int32_t* acc, int64_t M, int64_t N, const int32_t* mult, const int32_t* shift, int32_t zOut,
+                int32_t qmin, int32_t qmax, void* out, bool outSigned);
+
+// Throughput probes on `threads` threads for about `seconds`.
+double vnniPeakGops(int threads, double seconds);
+double popcountPeakGbits(int threads, double seconds);
+
+// Which integer paths are active: "avx512-vnni", "avx2" or "scalar"; "avx512-vpopcntdq" / ...
+const char* int8PathName();
+const char* binaryPathName();
+
+}  // namespace lowbit

@@ -1,0 +1,112 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { loadAddon } from '../../backend/native/addon.ts';
+import { crossCheck, rng } from './cross-check.ts';
+import {
+  gemmBinaryRef, gemmInt4Ref, gemmInt8, gemmInt8Ref, intKernelsBackend, packInt8Weights, requantizeValue, roundingDivideByPOT,
+  saturatingRoundingDoublingHighMul, setIntKernelsReference,
+} from './index.ts';
+import { packBinaryRows, packBits } from '../../quant/core/packing.ts';
+
+const crossCheckFile = fileURLToPath(new URL('./cross-check.ts', import.meta.url));
+
+// BigInt definitions of the gemmlowp primitives.
+function srdhmBig(a: number, b: number): number {
+  if (a === -2147483648 && b === -2147483648) return 2147483647;
+  const ab = BigInt(a) * BigInt(b);
+  const nudge = ab >= 0n ? 1n << 30n : 1n - (1n << 30n);
+  return Number((ab + nudge) / (1n << 31n)); // BigInt division truncates toward zero
+}
+
+function rdbpotBig(x: number, e: number): number {
+  const mask = (1n << BigInt(e)) - 1n;
+  const bx = BigInt(x);
+  const remainder = bx & mask;
+  const threshold = (mask >> 1n) + (x < 0 ? 1n : 0n);
+  return Number((bx >> BigInt(e)) + (remainder > threshold ? 1n : 0n));
+}
+
+test('saturatingRoundingDoublingHighMul and roundingDivideByPOT match their BigInt definitions', () => {
+  const next = rng(99);
+  const special = [0, 1, -1, 2, -2, 2147483647, -2147483648, 1073741824, -1073741824, 1073741823, 65535, -65536, 32768];
+  const values: number[] = [...special];
+  for (let i = 0; i < 3000; i++) values.push(next() | 0);
+  for (let i = 0; i < values.length; i++) {
+    const a = values[i]!;
+    for (const b of [values[(i * 7) % values.length]!, special[i % special.length]!, 1518500250, -1518500250]) {
+      assert.equal(saturatingRoundingDoublingHighMul(a, b), srdhmBig(a, b), `srdhm(${a}, ${b})`);
+    }
+    for (const e of [0, 1, 2, 5, 15, 16, 30, 31]) assert.equal(roundingDivideByPOT(a, e), rdbpotBig(a, e), `rdbpot(${a}, ${e})`);
+  }
+  // gemmlowp's doubling high mul: 0.5 * 3 = 1.5 -> 2, but -1.5 -> -1 (its nudge 1 - 2^30 for
+  // negative products plus truncation rounds negative ties up); the final shift rounds ties away.
+  assert.equal(requantizeValue(3, 1073741824, 0), 2);
+  assert.equal(requantizeValue(-3, 1073741824, 0), -1);
+  assert.equal(requantizeValue(-100, 1073741824, 2), -13);
+  assert.equal(requantizeValue(100, 1073741824, 2), 13); // 100 * 0.5 / 4 = 12.5 -> 13
+});
+
+test('reference GEMMs agree with the packing helpers of quant/core', () => {
+  const M = 3, N = 5, K = 70;
+  const next = rng(5);
+  const a = new Int8Array(M * K).map(() => (next() % 255) - 127);
+  const w4 = Array.from({ length: N * K }, () => (next() % 16) - 8);
+  const rowsPacked = new Uint8Array(N * Math.ceil(K / 2));
+  for (let n = 0; n < N; n++) rowsPacked.set(packBits(w4.slice(n * K, (n + 1) * K), 4), n * Math.ceil(K / 2));
+  const c4 = new Int32Array(M * N), c8 = new Int32Array(M * N);
+  gemmInt4Ref(M, N, K, a, 3, rowsPacked, c4);
+  gemmInt8Ref(M, N, K, a, 3, Int8Array.from(w4), c8);
+  assert.deepEqual(c4, c8);
+  // binary: the ±1 dot product
+  const av = Array.from({ length: M * K }, () => (next() & 1 ? 1 : -1));
+  const wv = Array.from({ length: N * K }, () => (next() & 1 ? 1 : -1));
+  const cb = new Int32Array(M * N);
+  gemmBinaryRef(M, N, K, packBinaryRows(av, M, K), packBinaryRows(wv, N, K), cb);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += av[m * K + k]! * wv[n * K + k]!;
+      assert.equal(cb[m * N + n], s);
+    }
+  }
+});
+
+test('the reference path can be forced (the fallback without the addon)', () => {
+  setIntKernelsReference(true);
+  try {
+    assert.equal(intKernelsBackend().int8, 'reference');
+    const c = new Int32Array(2);
+    gemmInt8(1, 2, 3, new Uint8Array([1, 2, 3]), 1, packInt8Weights(new Int8Array([1, 1, 1, -1, 0, 2]), 2, 3), c);
+    assert.deepEqual([...c], [3, 4]);
+  } finally {
+    setIntKernelsReference(false);
+  }
+});
+
+const addon = loadAddon();
+const hasNative = !!addon?.gemmInt8Packed;
+
+test('native integer kernels equal the reference exactly (M, N, K in {1, 3, 17, 64, 65, 129, 400})', { skip: !hasNative && 'addon without integer kernels' }, () => {
+  assert.notEqual(intKernelsBackend().int8, 'reference');
+  assert.deepEqual(crossCheck(false, 1234).slice(0, 10), []);
+});
+
+for (const isa of ['avx2', 'scalar']) {
+  test(`native integer kernels with LOWBIT_ISA=${isa} equal the reference`, { skip: !hasNative && 'addon without integer kernels' }, () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', crossCheckFile, 'quick'], {
+      encoding: 'utf8', env: { ...process.env, LOWBIT_ISA: isa }, timeout: 300_000,
+    });
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { int8: string; binary: string };
+    assert.equal(out.int8, isa);
+  });
+}
+
+test('native argument checks throw instead of reading out of bounds', { skip: !hasNative && 'addon without integer kernels' }, () => {
+  assert.throws(() => addon!.gemmLowBit!(4, 2, 2, 8, new Uint8Array(15), 0, new Uint8Array(8), new Int32Array(4)));
+  assert.throws(() => addon!.gemmBinary!(2, 2, 65, new Uint8Array(16), new Uint8Array(32), new Int32Array(4)));
+  assert.throws(() => addon!.requantize!(new Int32Array(4), 2, 2, new Int32Array(2), new Int32Array([0, 40]), 0, -128, 127, new Int8Array(4)));
+  assert.throws(() => addon!.requantize!(new Int32Array(4), 2, 2, new Int32Array(2), new Int32Array(2), 0, 0, 300, new Uint8Array(4)));
+});
