@@ -5,7 +5,8 @@
  * MovingAverageMinMaxObserver with averaging constant m).
  */
 import type { Tensor } from '../../tensor/tensor.ts';
-import { rangesOf, type QuantSpec } from '../core/qparams.ts';
+import { qparamsFromRange, rangesOf, type QParams, type QuantSpec } from '../core/qparams.ts';
+import { checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
 
 export type RangeObserverKind = 'minMax' | 'movingAverage';
 
@@ -41,4 +42,63 @@ export function updateRunningRange(
       runningMax[i] = runningMax[i]! + momentum * (hi - runningMax[i]!);
     }
   }
+}
+
+/**
+ * Min-max observer: q-parameters from the all-time extremes of every observed value,
+ *   min = min over batches of min(x),  max = max over batches of max(x)   (per tensor or channel),
+ * widened to contain 0; symmetric specs use s = max(−min, max)/qmax, asymmetric
+ * s = (max − min)/(qmax − qmin), z = round(qmin − min/s) (`qparamsFromRange`). No value is clipped.
+ */
+export class MinMaxObserver implements Observer {
+  readonly method: string = 'minmax';
+  readonly axis: number | null;
+  protected min: Float64Array = new Float64Array(0);
+  protected max: Float64Array = new Float64Array(0);
+  private seen = false;
+
+  constructor(options: ObserverOptions = {}) {
+    this.axis = options.axis ?? null;
+  }
+
+  get observed(): boolean {
+    return this.seen;
+  }
+
+  observe(x: Tensor): void {
+    const batch = batchRange(x, this.axis);
+    if (!this.seen) {
+      this.min = new Float64Array(batch.min.length).fill(Infinity);
+      this.max = new Float64Array(batch.max.length).fill(-Infinity);
+    } else if (batch.min.length !== this.min.length) {
+      throw new Error(`${this.method} observer: ${batch.min.length} channels, earlier batches had ${this.min.length}`);
+    }
+    this.fold(batch, !this.seen);
+    this.seen = true;
+  }
+
+  /** Folds a batch range into the running one (all-time extremes here). */
+  protected fold(batch: { min: Float64Array; max: Float64Array }, _first: boolean): void {
+    updateRunningRange(this.min, this.max, batch, 'minMax', 1, false);
+  }
+
+  /** The running range (float64 copies). */
+  range(): { min: Float64Array; max: Float64Array } {
+    return { min: this.min.slice(), max: this.max.slice() };
+  }
+
+  qparams(spec: QuantSpec): QParams {
+    checkGranularity(this, spec, this.min.length);
+    const lo = Array.from(this.min, (v) => (Number.isFinite(v) ? v : 0));
+    const hi = Array.from(this.max, (v) => (Number.isFinite(v) ? v : 0));
+    return qparamsFromRange(lo, hi, spec);
+  }
+}
+
+/** @internal Per-tensor or per-channel batch range of x. */
+export function batchRange(x: Tensor, axis: number | null): { min: Float64Array; max: Float64Array } {
+  const spec: QuantSpec = axis === null
+    ? { bits: 8, signed: true, symmetric: false, granularity: 'tensor' }
+    : { bits: 8, signed: true, symmetric: false, granularity: 'channel', axis };
+  return rangesOf(x.data, x.shape, spec);
 }
