@@ -44,6 +44,7 @@ export {
   type LowbitModel,
   type LowbitHeader,
   type LowbitTensorMeta,
+  type LowbitStoredTensor,
   type LowbitErrorCode,
   type ReadLowbitOptions,
   type LowbitTensorSize,

@@ -119,6 +119,25 @@ test('round trip of every logical dtype, graph and metadata', () => {
   assert.deepEqual(Array.from(unpackLowbitValues(out.tensors['i2']!)), [-2, -1, 0, 1, 1]);
 });
 
+test('odd tensor names round trip; the writer refuses __proto__', () => {
+  const tensors: Record<string, LowbitTensor> = {};
+  for (const name of ['toString', 'constructor', 'ä.weight', 'a"b\\c', ' ']) {
+    Object.defineProperty(tensors, name, { value: packLowbitValues('int2', [3], [1, 0, -1]), enumerable: true });
+  }
+  const out = decodeLowbit(encodeLowbit({ graph: [{ op: 'x', tensors: ['toString', 'a"b\\c'] }], tensors }));
+  assert.deepEqual(Object.keys(out.tensors), ['toString', 'constructor', 'ä.weight', 'a"b\\c', ' ']);
+  assert.ok(Object.hasOwn(out.tensors, 'toString'));
+  const proto: Record<string, LowbitTensor> = {};
+  Object.defineProperty(proto, '__proto__', { value: packLowbitValues('int2', [3], [1, 0, -1]), enumerable: true });
+  assert.throws(() => encodeLowbit({ graph: [], tensors: proto }), (e: unknown) => e instanceof LowbitFormatError && e.code === 'bad-input');
+  // a file from another writer with a tensor named __proto__ reads as an own property
+  const u8 = { dtype: 'U8', shape: [1], data_offsets: [0, 1] };
+  const protoMeta = { ...meta({}), tensors: '{"__proto__":{"dtype":"uint8","shape":[1]}}' };
+  const file = craft(null, 1, `{"__metadata__":${JSON.stringify(protoMeta)},"__proto__":${JSON.stringify(u8)}}`);
+  assert.ok(Object.hasOwn(decodeLowbit(file).tensors, '__proto__'));
+  assert.deepEqual(Array.from(unpackLowbitValues(out.tensors['a"b\\c']!)), [1, 0, -1]);
+});
+
 test('a .lowbit file is a plain safetensors file: packed tensors are 1-D U8, 4-byte tensors first', () => {
   const bytes = encodeLowbit(sample());
   const st = decodeSafetensors(bytes);

@@ -17,7 +17,6 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import {
-  decodeSafetensors,
   encodeSafetensors,
   writeFileAtomic,
   type SafetensorsDType,
@@ -456,7 +455,8 @@ export function encodeLowbit(model: LowbitModel): Uint8Array {
   for (const name of names) {
     const t = tensors[name]!;
     const where = `tensor '${name}'`;
-    if (name === '' || name === METADATA_KEY) throw new LowbitFormatError('bad-input', `${where}: invalid tensor name`);
+    // '__proto__' would be dropped by the safetensors writer's header object; refuse it here.
+    if (name === '' || name === METADATA_KEY || name === '__proto__') throw new LowbitFormatError('bad-input', `${where}: invalid tensor name`);
     if (!isPlainObject(t)) throw new LowbitFormatError('bad-input', `${where}: must be {dtype, shape, data}`);
     if (!isLogicalDType(t.dtype)) throw new LowbitFormatError('bad-input', `${where}: unknown dtype ${preview(t.dtype)} (known: ${LOGICAL_DTYPES.join(', ')})`);
     checkShape(t.shape, where, 'bad-input');
@@ -530,9 +530,20 @@ const STORED_ITEM: Readonly<Record<string, number>> = { F32: 4, I32: 4, U8: 1, I
 /** The header of a .lowbit buffer, fully validated; no tensor data is read. */
 export interface LowbitHeader {
   readonly headerBytes: number;
+  /** Offset of the data section in the buffer (8 + headerBytes). */
+  readonly dataStart: number;
   readonly graph: LowbitNode[];
-  readonly tensors: Map<string, LowbitTensorMeta & { readonly storedBytes: number }>;
+  /** Per tensor, in metadata order: logical description, stored dtype and byte range in the data section. */
+  readonly tensors: Map<string, LowbitStoredTensor>;
   readonly metadata: Record<string, unknown>;
+}
+
+/** A tensor of a validated header: its logical description and where its bytes are. */
+export interface LowbitStoredTensor extends LowbitTensorMeta {
+  readonly stored: SafetensorsDType;
+  readonly storedBytes: number;
+  /** [begin, end) relative to the data section. */
+  readonly dataOffsets: readonly [number, number];
 }
 
 /** Validates the header of a .lowbit buffer (everything but the tensor bytes themselves). */
@@ -581,11 +592,11 @@ export function parseLowbitHeader(bytes: Uint8Array): LowbitHeader {
   const logical = parseJson(meta.tensors!, "metadata 'tensors'");
   if (!isPlainObject(logical)) throw new LowbitFormatError('bad-metadata', "metadata 'tensors' must be a JSON object");
   const stored = new Map(raw.map((e) => [e.name, e]));
-  const tensors = new Map<string, LowbitTensorMeta & { storedBytes: number }>();
+  const tensors = new Map<string, LowbitStoredTensor>();
   for (const [name, value] of Object.entries(logical)) {
     const entry = stored.get(name);
     if (!entry) throw new LowbitFormatError('bad-metadata', `metadata 'tensors' lists '${name}', which is not stored in the file`);
-    tensors.set(name, { ...checkLogical(name, value, entry), storedBytes: entry.end - entry.begin });
+    tensors.set(name, { ...checkLogical(name, value, entry), stored: entry.dtype, storedBytes: entry.end - entry.begin, dataOffsets: [entry.begin, entry.end] });
   }
   for (const e of raw) {
     if (!tensors.has(e.name)) throw new LowbitFormatError('bad-metadata', `tensor '${e.name}' is stored but has no entry in metadata 'tensors'`);
@@ -600,7 +611,7 @@ export function parseLowbitHeader(bytes: Uint8Array): LowbitHeader {
     if (!isPlainObject(parsed)) throw new LowbitFormatError('bad-metadata', "metadata 'metadata' must be a JSON object");
     metadata = parsed;
   }
-  return { headerBytes, graph, tensors, metadata };
+  return { headerBytes, dataStart: 8 + headerBytes, graph, tensors, metadata };
 }
 
 function parseEntry(name: string, value: unknown, dataLength: number): RawEntry {
@@ -675,19 +686,25 @@ export function decodeLowbit(bytes: Uint8Array, options: ReadLowbitOptions = {})
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_FILE_BYTES;
   if (bytes instanceof Uint8Array && bytes.length > maxBytes) throw new LowbitFormatError('file-too-large', `file of ${bytes.length} bytes exceeds maxBytes ${maxBytes}`);
   const header = parseLowbitHeader(bytes);
-  let contents;
-  try {
-    contents = decodeSafetensors(bytes);
-  } catch (e) {
-    // Unreachable after parseLowbitHeader (its checks are a superset); kept so nothing else escapes.
-    throw new LowbitFormatError('bad-header', (e as Error).message);
-  }
   const tensors: Record<string, LowbitTensor> = {};
   for (const [name, meta] of header.tensors) {
-    const data = contents.tensors.get(name)!.data as LowbitTensor['data'];
+    const [begin, end] = meta.dataOffsets;
+    const data = typedCopy(meta.stored, bytes.subarray(header.dataStart + begin, header.dataStart + end));
     Object.defineProperty(tensors, name, { value: { dtype: meta.dtype, shape: meta.shape, data }, enumerable: true, writable: true, configurable: true });
   }
   return { graph: header.graph, tensors, metadata: header.metadata };
+}
+
+/** Copies stored bytes into a fresh (aligned) typed array of the stored dtype. */
+function typedCopy(stored: SafetensorsDType, bytes: Uint8Array): LowbitTensor['data'] {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  switch (stored) {
+    case 'F32': return new Float32Array(copy.buffer);
+    case 'I32': return new Int32Array(copy.buffer);
+    case 'I8': return new Int8Array(copy.buffer);
+    default: return copy;
+  }
 }
 
 function readBytes(path: string, maxBytes: number): Uint8Array {
