@@ -5,8 +5,10 @@
 import type { Command } from '../command.ts';
 import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
+import { evalCommand } from './eval.ts';
 
 export const commands: Readonly<Record<string, Command>> = Object.freeze({
   train: trainCommand,
+  eval: evalCommand,
   info: infoCommand,
 });

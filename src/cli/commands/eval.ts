@@ -1,0 +1,140 @@
+import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
+import { normalizeInPlace } from '../../data/dataset.ts';
+import { createModel, isModelName, type Module } from '../../nn/index.ts';
+import { Tensor } from '../../tensor/index.ts';
+import { loadCheckpoint } from '../../train/index.ts';
+import { formatPercent } from '../../train/index.ts';
+import { prepareQat, qatFromCliOptions, type QuantChoice, type EstimatorChoice } from '../../quant/qat/index.ts';
+import { compareWithFakeQuant, convert, type IntModel } from '../../runtime/index.ts';
+import { loadIntModel, saveIntModel } from '../../runtime/io.ts';
+import { defineCommand } from '../command.ts';
+import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
+
+interface TrainConfig {
+  model?: string;
+  dataset?: string;
+  quant?: string;
+  estimator?: string;
+}
+
+/** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode. */
+function preparedFromCheckpoint(path: string): { model: Module; config: TrainConfig } {
+  const ck = loadCheckpoint(path);
+  const config = (ck.config ?? {}) as TrainConfig;
+  const name = config.model ?? 'lenet5';
+  if (!isModelName(name)) throw new Error(`${path}: unknown model '${name}' in the checkpoint config`);
+  const plan = qatFromCliOptions({ quant: (config.quant ?? 'fp32') as QuantChoice, estimator: config.estimator as EstimatorChoice | undefined });
+  if (!plan) throw new Error(`${path}: a float32 checkpoint (quant fp32): train with --quant to get an integer model`);
+  const model = createModel(name, { numClasses: 10 }) as Module;
+  prepareQat(model, plan);
+  model.loadStateDict(ck.model);
+  model.eval();
+  return { model, config };
+}
+
+export const evalCommand = defineCommand({
+  name: 'eval',
+  summary: 'run an integer model (.lowbit) on a test set: accuracy and images/s',
+  description: [
+    'Evaluates an IntModel (integer-only inference, src/runtime) on the test split.',
+    '--model reads a .lowbit file; --checkpoint converts a QAT training checkpoint on the fly',
+    '(model, scheme and estimator from its config), optionally saves it (--save) and, with',
+    '--compare, also runs the fake-quant model and reports their agreement (same argmax, logit',
+    'difference in units of the last layer\'s s_in·s_w, per-layer integer input differences).',
+  ].join('\n'),
+  examples: [
+    'lowbit eval --model lenet5-w8a8.lowbit --dataset mnist',
+    'lowbit eval --checkpoint runs/lenet5-mnist/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
+  ],
+  options: {
+    model: { type: 'string', placeholder: 'FILE', help: 'the .lowbit integer model to evaluate' },
+    checkpoint: { type: 'string', placeholder: 'FILE', help: 'a QAT training checkpoint to convert (instead of --model)' },
+    save: { type: 'string', placeholder: 'FILE', help: 'with --checkpoint: write the converted model to this .lowbit file' },
+    compare: { type: 'boolean', help: 'with --checkpoint: compare with the fake-quant model on the same images' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on, else mnist)' },
+    limit: { type: 'int', positive: true, help: 'evaluate on the first N test images only' },
+    batchSize: { type: 'int', positive: true, default: 256, help: 'images per IntModel.run call' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'backend of the fake-quant model (--compare)' },
+  },
+  run(options, io) {
+    useBackend(options.backend);
+    if ((options.model === undefined) === (options.checkpoint === undefined)) throw new Error('eval: give exactly one of --model FILE.lowbit or --checkpoint FILE.safetensors');
+    let intModel: IntModel;
+    let fakeQuant: Module | null = null;
+    let datasetName: string | undefined = options.dataset;
+    if (options.checkpoint !== undefined) {
+      const { model, config } = preparedFromCheckpoint(options.checkpoint);
+      datasetName ??= config.dataset;
+      const ds = resolveDataset(datasetName);
+      const stats = DATASET_STATS[ds];
+      const calib = take(loadDataset(ds, 'test'), 256);
+      const x = new Float32Array(calib.images);
+      normalizeInPlace(x, calib.sampleShape, stats);
+      intModel = convert(model, {
+        sample: new Tensor(x, [calib.length, ...calib.sampleShape]),
+        metadata: { model: config.model, dataset: ds, quant: config.quant, estimator: config.estimator ?? null, normalize: stats, source: options.checkpoint },
+      });
+      if (options.save !== undefined) {
+        const bytes = saveIntModel(options.save, intModel);
+        io.print(`wrote ${options.save} (${bytes.toLocaleString('en-US')} bytes)`);
+      }
+      if (options.compare) fakeQuant = model;
+    } else {
+      if (options.save !== undefined || options.compare) throw new Error('eval: --save and --compare need --checkpoint');
+      intModel = loadIntModel(options.model!);
+      datasetName ??= intModel.graph.metadata?.dataset as string | undefined;
+    }
+    const ds = resolveDataset(datasetName);
+    const meta = intModel.graph.metadata ?? {};
+    const stats = (meta.normalize as NormalizeStats | undefined) ?? DATASET_STATS[ds];
+    const full = loadDataset(ds, 'test');
+    const test = options.limit === undefined ? full : take(full, options.limit);
+    io.print(intModel.formatLayers());
+    const per = test.sampleShape.reduce((p, d) => p * d, 1);
+    let correct = 0;
+    let seconds = 0;
+    let agree = 0;
+    let maxLsb = 0;
+    let sumLsb = 0;
+    const layerMax: Record<string, number> = {};
+    const layerMismatch: Record<string, number> = {};
+    for (let from = 0; from < test.length; from += options.batchSize) {
+      const n = Math.min(options.batchSize, test.length - from);
+      const x = test.images.slice(from * per, (from + n) * per);
+      normalizeInPlace(x, test.sampleShape, stats);
+      const t0 = performance.now();
+      const logits = intModel.run(x, n);
+      seconds += (performance.now() - t0) / 1000;
+      const classes = logits.length / n;
+      for (let i = 0; i < n; i++) {
+        let best = 0;
+        for (let c = 1; c < classes; c++) if (logits[i * classes + c]! > logits[i * classes + best]!) best = c;
+        if (best === test.labels[from + i]) correct++;
+      }
+      if (fakeQuant) {
+        const r = compareWithFakeQuant(fakeQuant, intModel, new Tensor(x, [n, ...test.sampleShape]));
+        agree += r.argmaxAgreement * n;
+        maxLsb = Math.max(maxLsb, r.maxLogitLsb);
+        sumLsb += r.meanLogitLsb * n;
+        for (const [k, v] of Object.entries(r.layerMaxDiff)) layerMax[k] = Math.max(layerMax[k] ?? 0, v);
+        for (const [k, v] of Object.entries(r.layerMismatch)) layerMismatch[k] = (layerMismatch[k] ?? 0) + v * n;
+      }
+    }
+    io.print(`${test.name}: ${test.length} images`);
+    io.print(`accuracy      ${formatPercent(correct / test.length)} (${correct}/${test.length})`);
+    io.print(`throughput    ${(test.length / seconds).toFixed(0)} images/s (IntModel.run, batch ${options.batchSize}, ${seconds.toFixed(2)} s)`);
+    if (fakeQuant) {
+      io.print(`agreement     ${formatPercent(agree / test.length)} same argmax as the fake-quant model`);
+      io.print(`logits        max ${maxLsb.toFixed(4)} / mean ${(sumLsb / test.length).toFixed(5)} LSB apart (LSB = s_in·s_w of the last layer)`);
+      for (const k of Object.keys(layerMax)) {
+        io.print(`  ${k.padEnd(14)} input max |Δq| ${layerMax[k]}, ${formatPercent(layerMismatch[k]! / test.length)} of integers differ`);
+      }
+    }
+  },
+});
+
+function resolveDataset(name: string | undefined): DatasetName {
+  const ds = name ?? 'mnist';
+  if (!isDatasetName(ds)) throw new Error(`eval: unknown dataset '${ds}' (known: ${DATASET_NAMES.join(', ')})`);
+  return ds;
+}
