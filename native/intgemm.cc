@@ -4,7 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <chrono>
+#include <ctime>
 #include <cstring>
 #include <vector>
 
@@ -511,34 +511,46 @@ struct ProbeCtx {
   long iters;
   bool vnni;
   volatile int64_t sink;
+  double cpuSeconds[256];
 };
 
+double threadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 double probe(int threads, double seconds, bool vnni) {
-  using Clock = std::chrono::steady_clock;
   long iters = 1 << 12;
   double elapsed = 0;
   for (;;) {
-    auto t0 = Clock::now();
+    const double t0 = threadCpuSeconds();
     const int64_t s = vnni ? vnniLoop(iters) : popLoop(iters);
-    elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    elapsed = threadCpuSeconds() - t0;
     if (s == 12345) iters++;
     if (elapsed > seconds / 4 || iters > (1L << 40)) break;
     iters *= 2;
   }
   iters = static_cast<long>(iters * (seconds / elapsed));
   if (threads < 1) threads = 1;
-  ProbeCtx ctx{iters, vnni, 0};
+  if (threads > 256) threads = 256;
+  ProbeCtx ctx{iters, vnni, 0, {}};
   const int saved = poolThreads();
   if (threads != saved) poolSetThreads(threads);
-  auto t0 = Clock::now();
-  poolRun(threads, [](void* raw, int, int) {
+  poolRun(threads, [](void* raw, int t, int) {
     auto* c = static_cast<ProbeCtx*>(raw);
+    const double c0 = threadCpuSeconds();
     c->sink = c->vnni ? vnniLoop(c->iters) : popLoop(c->iters);
+    c->cpuSeconds[t] = threadCpuSeconds() - c0;
   }, &ctx);
-  elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   if (threads != saved) poolSetThreads(saved);
   // vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction; popcount: 512 bits per instruction.
-  return (vnni ? 128.0 : 512.0) * kProbeChains * static_cast<double>(iters) * threads / elapsed * 1e-9;
+  // Each thread's rate is taken over its own CPU time (not wall time), so that time slices lost
+  // to other processes on a shared machine do not count; the rates of the threads add up.
+  const double perThread = (vnni ? 128.0 : 512.0) * kProbeChains * static_cast<double>(iters);
+  double total = 0;
+  for (int t = 0; t < threads; t++) total += ctx.cpuSeconds[t] > 0 ? perThread / ctx.cpuSeconds[t] : 0;
+  return total * 1e-9;
 }
 
 }  // namespace

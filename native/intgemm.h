@@ -35,7 +35,8 @@ void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64
 void requantize(const int32_t* acc, int64_t M, int64_t N, const int32_t* mult, const int32_t* shift, int32_t zOut,
                 int32_t qmin, int32_t qmax, void* out, bool outSigned);
 
-// Throughput probes on `threads` threads for about `seconds`.
+// Throughput probes on `threads` threads for about `seconds`, each thread timed over its own CPU time
+// (CLOCK_THREAD_CPUTIME_ID) so that time slices taken by other processes do not count.
 double vnniPeakGops(int threads, double seconds);
 double popcountPeakGbits(int threads, double seconds);
 

@@ -2,11 +2,12 @@
 import type { Section, SectionResult } from '../lib.ts';
 import { epochTime } from './epoch-time.ts';
 import { inference } from './inference.ts';
+import { intKernels } from './int-kernels.ts';
 import { qatEpoch } from './qat-epoch.ts';
 import { renderSgemm, sgemm } from './sgemm.ts';
 import { trainThroughput } from './train-throughput.ts';
 
-export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime, qatEpoch];
+export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime, qatEpoch, intKernels];
 
 /** Sections whose table is not the generic measurement table. */
 export const RENDERERS: Readonly<Record<string, (r: SectionResult) => string[]>> = {
