@@ -56,12 +56,15 @@ test('lowbit info prints versions and backends', () => {
   assert.ok(json.available.includes('reference'));
 });
 
-test('lowbit train --limit 512 --epochs 1 trains, prints test accuracy and writes its outputs', () => {
+test('lowbit train --limit 512 --epochs 1 (default: W4A4 QAT) trains, prints test accuracy and the fp32 baseline, writes its outputs', () => {
   const out = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
   try {
     const r = lowbit(['train', '--limit', '512', '--test-limit', '256', '--epochs', '1', '--out', out, '--no-progress']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /lenet5, 61,706 parameters/);
+    assert.match(r.stdout, /lenet5, 61,7\d\d parameters/);
+    assert.match(r.stdout, /quant +w4a4, lsq estimator/);
+    assert.match(r.stdout, /^ +conv2 +Conv2d +lsq int4 +lsq uint4/m);
+    assert.match(r.stdout, /^fp32 baseline: (\d+\.\d\d %|none stored)/m);
     assert.match(r.stdout, /512 train \/ 256 test samples/);
     assert.match(r.stdout, /^epoch 1\/1 .*test acc/m);
     assert.match(r.stdout, /^test accuracy: \d+\.\d\d %$/m);

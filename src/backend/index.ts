@@ -1,11 +1,12 @@
 /**
  * Backend selection. The reference backend is always there; the native addon, when it built and
  * loads, becomes the default. `LOWBIT_BACKEND=reference|native` forces one; a forced native
- * backend that cannot load is an error, an unforced one falls back with one warning.
+ * backend that cannot load is an error, an unforced one falls back with a one-line warning on
+ * stderr when the first kernel runs.
  */
 import './reference/index.ts';
 import { loadNative } from './native/index.ts';
-import { setBackend } from './registry.ts';
+import { noticeOnFirstKernel, setBackend } from './registry.ts';
 
 export { availableBackends, getBackend, setBackend, profileOps, type BackendName, type OpProfile } from './registry.ts';
 export type { DType, RawTensor, TypedArray, PrimitiveName } from './primitives.ts';
@@ -30,7 +31,7 @@ function chooseDefaultBackend(): void {
   }
   nativeUnavailableReason = loaded.reason;
   if (forced === 'native') throw new Error(`LOWBIT_BACKEND=native but the native addon did not load: ${loaded.reason}`);
-  process.emitWarning(`lowbit: native backend unavailable (${loaded.reason}); using the pure-TypeScript reference backend`);
+  noticeOnFirstKernel(`lowbit: warning: native backend unavailable (${loaded.reason}); using the pure-TypeScript reference backend`);
 }
 
 chooseDefaultBackend();

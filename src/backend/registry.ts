@@ -38,6 +38,7 @@ export function availableBackends(): BackendName[] {
  * inputs (e.g. float64 on native), falls back to the reference kernel.
  */
 export function runKernel<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P]): RawTensor {
+  if (pendingNotice !== null) flushNotice();
   const start = profile ? performance.now() : 0;
   let ran: BackendName = current;
   let out: RawTensor | undefined;
@@ -57,6 +58,22 @@ export function runKernel<P extends PrimitiveName>(op: P, inputs: readonly RawTe
     profile.set(key, entry);
   }
   return out;
+}
+
+let pendingNotice: string | null = null;
+
+/**
+ * A one-line notice printed to stderr when the first kernel runs (not at import, so a command
+ * that fails on its arguments prints only its error). Used for the native-backend fallback.
+ */
+export function noticeOnFirstKernel(message: string): void {
+  pendingNotice = message;
+}
+
+function flushNotice(): void {
+  const message = pendingNotice;
+  pendingNotice = null;
+  if (typeof process !== 'undefined' && process.stderr) process.stderr.write(`${message}\n`);
 }
 
 /** Per-kernel call counts and time, keyed `${backend that ran}/${op}`. */
