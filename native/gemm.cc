@@ -40,25 +40,35 @@ LOWBIT_TARGET_AVX512 void kernelAvx512Rows(int64_t kc, const float* a, const flo
   __m512 acc0[R], acc1[R];
 #pragma GCC unroll 14
   for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
-  // The C tile is only read after the k loop: start fetching it now.
+  // One k step: two B vectors (prefetching 8 steps ahead) times MR broadcasts of A.
+#define LOWBIT_K512_STEP()                                                              \
+  do {                                                                                  \
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512), _MM_HINT_T0);                \
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512 + 16), _MM_HINT_T0);           \
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);                   \
+    _Pragma("GCC unroll 14") for (int r = 0; r < R; r++) {                              \
+      const __m512 av = _mm512_set1_ps(a[r]);                                           \
+      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);                                       \
+      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);                                       \
+    }                                                                                   \
+    a += kMr512;                                                                        \
+    b += kNr512;                                                                        \
+  } while (0)
+  // Bring the C tile towards L2 now; it is only read after the k loop.
 #pragma GCC unroll 14
   for (int r = 0; r < R; r++) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T1);
   }
+  // The C tile is read after the k loop: fetch one line of it per step over the last 2R steps
+  // (earlier, its lines -- ldc apart, often in one L1 set -- would be evicted before use).
+  const int64_t tail = std::min<int64_t>(kc, 2 * R);
 #pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; k++) {
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512 + 16), _MM_HINT_T0);
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 14
-    for (int r = 0; r < R; r++) {
-      const __m512 av = _mm512_set1_ps(a[r]);
-      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
-    }
-    a += kMr512;
-    b += kNr512;
+  for (int64_t k = tail; k < kc; k++) LOWBIT_K512_STEP();
+  for (int64_t t = 0; t < tail; t++) {
+    const int64_t line = t + 2 * R - tail;
+    _mm_prefetch(reinterpret_cast<const char*>(c + (line >> 1) * ldc + (line & 1) * 16), _MM_HINT_T0);
+    LOWBIT_K512_STEP();
   }
   const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
   const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? static_cast<__mmask16>((1u << (nr - 16)) - 1) : 0;
@@ -73,6 +83,7 @@ LOWBIT_TARGET_AVX512 void kernelAvx512Rows(int64_t kc, const float* a, const flo
     _mm512_mask_storeu_ps(row, m0, acc0[r]);
     _mm512_mask_storeu_ps(row + 16, m1, acc1[r]);
   }
+#undef LOWBIT_K512_STEP
 }
 
 void kernelAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float cscale) {
@@ -184,8 +195,136 @@ struct Scratch {
 };
 thread_local Scratch tPackA, tPackB;
 
+// ---------------------------------------------------------------- AVX-512 packing
+// In-register transpose of a 16 x 16 float block: r[i] lane j  ->  r[j] lane i.
+LOWBIT_TARGET_AVX512 inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // t[4q + 0/1] hold rows 4q, 4q+1 interleaved (low/high pairs), t[4q + 2/3] rows 4q+2, 4q+3.
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; q++) {
+    const __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * q + 2]), d = _mm512_castps_pd(t[4 * q + 3]);
+    r[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));  // column 4L+0 of rows 4q..4q+3
+    r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));  // column 4L+1
+    r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));  // column 4L+2
+    r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));  // column 4L+3
+  }
+  // r[4q + c] lane L = rows 4q..4q+3 of column 4L + c.
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);       // cols c, 8+c of rows 0-7
+    t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);   // cols 4+c, 12+c of rows 0-7
+    t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);            // column c
+    r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd);        // column 8 + c
+    r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88);   // column 4 + c
+    r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xdd);  // column 12 + c
+  }
+}
+
+// Packs MR = 14 row panels of op(A)[ic : ic+mc, pc : pc+kc] (see packA): A (M, K) goes through
+// 16 x 16 register transposes, A (K, M) is one masked 14-float copy per k.
+LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* dst) {
+  constexpr __mmask16 kRowMask = (1u << kMr512) - 1;
+  for (int64_t p = 0; p < mc; p += kMr512, dst += kMr512 * kc) {
+    const int rows = static_cast<int>(std::min<int64_t>(kMr512, mc - p));
+    if (g.transA) {
+      const float* src = g.A + pc * g.lda + ic + p;
+      const __mmask16 m = static_cast<__mmask16>((1u << rows) - 1);
+      for (int64_t k = 0; k < kc; k++, src += g.lda) _mm512_mask_storeu_ps(dst + k * kMr512, kRowMask, _mm512_maskz_loadu_ps(m, src));
+      continue;
+    }
+    const float* src = g.A + (ic + p) * g.lda + pc;
+    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
+      __m512 r[16];
+      if (kn == 16 && rows == kMr512) {
+#pragma GCC unroll 14
+        for (int i = 0; i < kMr512; i++) r[i] = _mm512_loadu_ps(src + i * g.lda + k0);
+      } else {
+        const __mmask16 km = static_cast<__mmask16>((1u << kn) - 1);
+        for (int i = 0; i < kMr512; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + i * g.lda + k0) : _mm512_setzero_ps();
+      }
+      r[14] = r[15] = _mm512_setzero_ps();
+      transpose16x16(r);
+      float* out = dst + k0 * kMr512;
+      if (kn == 16) {
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; k++) _mm512_mask_storeu_ps(out + k * kMr512, kRowMask, r[k]);
+      } else {
+        for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(out + k * kMr512, kRowMask, r[k]);
+      }
+    }
+  }
+}
+
+// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is two masked copies per k,
+// B (N, K) goes through 16 x 16 register transposes.
+LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int64_t q0,
+                                   int64_t q1, float* dst) {
+  for (int64_t q = q0; q < q1; q++) {
+    float* panel = dst + q * kNr512 * kc;
+    const int64_t j0 = q * kNr512;
+    const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - j0));
+    if (!g.transB) {
+      const float* src = g.B + pc * g.ldb + jc + j0;
+      if (cols == kNr512) {
+        for (int64_t k = 0; k < kc; k++, src += g.ldb) {
+          _mm512_store_ps(panel + k * kNr512, _mm512_loadu_ps(src));
+          _mm512_store_ps(panel + k * kNr512 + 16, _mm512_loadu_ps(src + 16));
+        }
+      } else {
+        const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+        const __mmask16 m1 = cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
+        for (int64_t k = 0; k < kc; k++, src += g.ldb) {
+          _mm512_store_ps(panel + k * kNr512, _mm512_maskz_loadu_ps(m0, src));
+          _mm512_store_ps(panel + k * kNr512 + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        }
+      }
+      continue;
+    }
+    for (int half = 0; half < 2; half++) {
+      const int jn = std::min(16, cols - 16 * half);
+      float* out = panel + 16 * half;
+      if (jn <= 0) {
+        for (int64_t k = 0; k < kc; k++) _mm512_store_ps(out + k * kNr512, _mm512_setzero_ps());
+        continue;
+      }
+      const float* src = g.B + (jc + j0 + 16 * half) * g.ldb + pc;
+      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+        const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
+        __m512 r[16];
+        if (kn == 16 && jn == 16) {
+#pragma GCC unroll 16
+          for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(src + j * g.ldb + k0);
+        } else {
+          const __mmask16 km = static_cast<__mmask16>((1u << kn) - 1);
+          for (int j = 0; j < 16; j++) r[j] = j < jn ? _mm512_maskz_loadu_ps(km, src + j * g.ldb + k0) : _mm512_setzero_ps();
+        }
+        transpose16x16(r);
+        if (kn == 16) {
+#pragma GCC unroll 16
+          for (int k = 0; k < 16; k++) _mm512_store_ps(out + (k0 + k) * kNr512, r[k]);
+        } else {
+          for (int k = 0; k < kn; k++) _mm512_store_ps(out + (k0 + k) * kNr512, r[k]);
+        }
+      }
+    }
+  }
+}
+
 // Packs op(A)[ic : ic+mc, pc : pc+kc] into ceil(mc / MR) panels, each (kc, MR), rows past mc zero.
 void packA(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, int MR, float* dst) {
+  if (MR == kMr512) return packA512(g, ic, pc, mc, kc, dst);
   for (int64_t p = 0; p < mc; p += MR, dst += MR * kc) {
     const int rows = static_cast<int>(std::min<int64_t>(MR, mc - p));
     if (!g.transA) {  // A is (M, K): rows of op(A) are contiguous; read MR row streams, write in order
@@ -211,6 +350,7 @@ void packA(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, in
 // dst + q * NR * kc, columns past nc zero.
 void packB(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int NR, int64_t q0, int64_t q1,
            float* dst) {
+  if (NR == kNr512) return packB512(g, pc, jc, kc, nc, q0, q1, dst);
   for (int64_t q = q0; q < q1; q++) {
     float* panel = dst + q * NR * kc;
     const int64_t j0 = q * NR;
@@ -296,6 +436,47 @@ void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
     part.C += i0 * c.g->ldc + j0;
     sgemmSerial(part);
   }, &ctx);
+}
+
+// Shared-panel parallel SGEMM for large products: per (jc, pc) block, one job packs the B block
+// (NR panels split between tasks) into one shared buffer, and a second job computes C row blocks
+// (a few MR panels per task, each task packing its own rows of A). Tasks are claimed dynamically
+// and never wait for each other, so a descheduled worker only costs the task it holds.
+void sgemmShared(const GemmArgs& g, int threads) {
+  const Blocking& bl = blocking();
+  float* bufB = tPackB.get(packBSize(bl, g.N));  // the caller's buffer, shared with the tasks
+  const int64_t panelsM = ceilDiv(g.M, bl.MR);
+  // ~4 row tasks per thread (at most MC rows each): dynamic claiming then balances a loaded machine.
+  const int64_t perTask = std::max<int64_t>(1, std::min(bl.MC / bl.MR, ceilDiv(panelsM, 4 * threads)));
+  const int rowTasks = static_cast<int>(ceilDiv(panelsM, perTask));
+  struct Ctx {
+    const GemmArgs* g;
+    const Blocking* bl;
+    float* bufB;
+    int64_t jc, nc, pc, kc, panelsM, panelsB;
+  } ctx{&g, &bl, bufB, 0, 0, 0, 0, panelsM, 0};
+  for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
+    const int64_t nc = std::min(bl.NC, g.N - jc);
+    const int64_t panelsB = ceilDiv(nc, bl.NR);
+    for (int64_t pc = 0; pc < g.K; pc += bl.KC) {
+      ctx.jc = jc;
+      ctx.nc = nc;
+      ctx.pc = pc;
+      ctx.kc = std::min(bl.KC, g.K - pc);
+      ctx.panelsB = panelsB;
+      poolRun(static_cast<int>(std::min<int64_t>(panelsB, 2 * threads)), [](void* raw, int t, int nt) {
+        const Ctx& c = *static_cast<Ctx*>(raw);
+        packB(*c.g, c.pc, c.jc, c.kc, c.nc, c.bl->NR, c.panelsB * t / nt, c.panelsB * (t + 1) / nt, c.bufB);
+      }, &ctx);
+      poolRun(rowTasks, [](void* raw, int t, int nt) {
+        const Ctx& c = *static_cast<Ctx*>(raw);
+        const int64_t i0 = c.panelsM * t / nt * c.bl->MR, i1 = std::min(c.g->M, c.panelsM * (t + 1) / nt * c.bl->MR);
+        if (i0 >= i1) return;
+        float* bufA = tPackA.get(packASize(*c.bl, i1 - i0));
+        multiplyRows(*c.g, *c.bl, i0, i1, c.jc, c.nc, c.pc, c.kc, c.bufB, bufA);
+      }, &ctx);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- unpacked small kernels
@@ -584,6 +765,8 @@ void sgemm(const GemmArgs& g) {
   const int threads = poolThreads();
   const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
   if (threads <= 1 || flops < kInlineWork || poolInsideJob() || g.K <= 0) return sgemmSerial(g);
+  const Blocking& bl0 = blocking();
+  if (flops >= 4e6 && g.M >= 4 * threads * bl0.MR && g.N >= 2 * bl0.NR) return sgemmShared(g, threads);
   // Choose the (tm, tn) grid of C blocks that wastes the fewest micro-tiles.
   const Blocking& bl = blocking();
   const int64_t tilesM = ceilDiv(g.M, bl.MR), tilesN = ceilDiv(g.N, bl.NR);
