@@ -42,6 +42,7 @@ export {
   type LowbitTensor,
   type LowbitNode,
   type LowbitModel,
+  type LowbitModelInput,
   type LowbitHeader,
   type LowbitTensorMeta,
   type LowbitStoredTensor,

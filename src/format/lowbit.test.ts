@@ -138,6 +138,19 @@ test('odd tensor names round trip; the writer refuses __proto__', () => {
   assert.deepEqual(Array.from(unpackLowbitValues(out.tensors['a"b\\c']!)), [1, 0, -1]);
 });
 
+test('the writer takes the runtime\'s own node interfaces (no index signature needed)', () => {
+  interface RuntimeNode {
+    op: 'linear';
+    name: string;
+    bits: number;
+    tensors: { weight: string };
+    multiplier: number;
+  }
+  const graph: RuntimeNode[] = [{ op: 'linear', name: 'fc', bits: 2, tensors: { weight: 'w' }, multiplier: 123 }];
+  const out = decodeLowbit(encodeLowbit({ graph, tensors: { w: packLowbitValues('int2', [4], [1, 0, -1, -2]) }, metadata: { plan: [2] } }));
+  assert.deepEqual(out.graph, graph);
+});
+
 test('a .lowbit file is a plain safetensors file: packed tensors are 1-D U8, 4-byte tensors first', () => {
   const bytes = encodeLowbit(sample());
   const st = decodeSafetensors(bytes);

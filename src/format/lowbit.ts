@@ -56,6 +56,17 @@ export interface LowbitModel {
   readonly metadata?: Readonly<Record<string, unknown>>;
 }
 
+/**
+ * What `encodeLowbit` / `writeLowbit` take: as `LowbitModel`, with the graph and metadata typed
+ * loosely (any node objects, e.g. the runtime's own node interfaces); they are checked at run time
+ * (every node a JSON object with a string `op` and existing `tensors`).
+ */
+export interface LowbitModelInput {
+  readonly graph: readonly object[];
+  readonly tensors: Readonly<Record<string, LowbitTensor>>;
+  readonly metadata?: object;
+}
+
 export type LowbitErrorCode =
   | 'truncated'
   | 'file-too-large'
@@ -446,7 +457,7 @@ function storedArrayMatches(dtype: LogicalDType, data: unknown): boolean {
  * Serialises a model into .lowbit bytes. Tensors with 4-byte elements are laid out first so that
  * they start 4-byte aligned; the `tensors` metadata keeps the order given.
  */
-export function encodeLowbit(model: LowbitModel): Uint8Array {
+export function encodeLowbit(model: LowbitModelInput): Uint8Array {
   const { graph, tensors, metadata = {} } = model;
   if (!isPlainObject(tensors)) throw new LowbitFormatError('bad-input', 'tensors must be an object of name → tensor');
   if (!isPlainObject(metadata)) throw new LowbitFormatError('bad-input', 'metadata must be a plain object');
@@ -508,7 +519,7 @@ function alignmentRank(t: LowbitTensor): number {
 }
 
 /** Writes a model to `path` atomically (temp file, fsync, rename); returns the bytes written. */
-export function writeLowbit(path: string, model: LowbitModel): number {
+export function writeLowbit(path: string, model: LowbitModelInput): number {
   const bytes = encodeLowbit(model);
   writeFileAtomic(path, bytes);
   return bytes.length;
