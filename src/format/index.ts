@@ -37,6 +37,7 @@ export {
   MAX_JSON_DEPTH,
   MAX_TENSOR_ELEMENTS,
   MAX_RANK,
+  MAX_TENSORS,
   DEFAULT_MAX_FILE_BYTES,
   type LogicalDType,
   type LowbitTensor,

@@ -218,6 +218,8 @@ test('reader rejects malformed headers with typed codes', () => {
   rejects(craft(null, 0, '[1]'), 'bad-header');
   rejects(craft(null, 0, '['.repeat(1_000_000)), 'json-too-deep');
   rejects(craft(null, 0, '{"__metadata__":{},"__metadata__":{}}'), 'duplicate-key');
+  const many = Array.from({ length: 65538 }, (_, i) => `"t${i}":0`).join(',');
+  rejects(craft(null, 0, `{${many}}`), 'bad-header', /65536-tensor limit/);
   const u8 = { dtype: 'U8', shape: [4], data_offsets: [0, 4] };
   const logicalU8 = { dtype: 'uint8', shape: [4] };
   rejects(craft(null, 8, `{"__metadata__":${JSON.stringify(meta({ a: logicalU8 }))},"a":${JSON.stringify(u8)},"a":${JSON.stringify({ ...u8, data_offsets: [4, 8] })}}`), 'duplicate-key');

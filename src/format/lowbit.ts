@@ -105,6 +105,8 @@ export const MAX_JSON_DEPTH = 64;
 /** Largest element count of one tensor. */
 export const MAX_TENSOR_ELEMENTS = 2 ** 31;
 export const MAX_RANK = 16;
+/** Most tensors in one file (bounds the work an adversarial header can cause). */
+export const MAX_TENSORS = 65536;
 /** Default `maxBytes` of `readLowbit`: 2 GiB. */
 export const DEFAULT_MAX_FILE_BYTES = 2 ** 31;
 
@@ -462,6 +464,7 @@ export function encodeLowbit(model: LowbitModelInput): Uint8Array {
   if (!isPlainObject(tensors)) throw new LowbitFormatError('bad-input', 'tensors must be an object of name → tensor');
   if (!isPlainObject(metadata)) throw new LowbitFormatError('bad-input', 'metadata must be a plain object');
   const names = Object.keys(tensors);
+  if (names.length > MAX_TENSORS) throw new LowbitFormatError('bad-input', `${names.length} tensors, more than the ${MAX_TENSORS}-tensor limit`);
   const metaTensors: Record<string, LowbitTensorMeta> = {};
   for (const name of names) {
     const t = tensors[name]!;
@@ -575,6 +578,8 @@ export function parseLowbitHeader(bytes: Uint8Array): LowbitHeader {
   if (!isPlainObject(header)) throw new LowbitFormatError('bad-header', `header must be a JSON object, got ${preview(header)}`);
 
   const dataLength = bytes.length - 8 - headerBytes;
+  const keyCount = Object.keys(header).length;
+  if (keyCount > MAX_TENSORS + 1) throw new LowbitFormatError('bad-header', `header lists ${keyCount} entries, more than the ${MAX_TENSORS}-tensor limit`);
   const raw: RawEntry[] = [];
   let stringMeta: Record<string, unknown> | undefined;
   for (const [name, value] of Object.entries(header)) {
