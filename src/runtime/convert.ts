@@ -392,6 +392,8 @@ export interface AgreementReport {
   /** Max / mean |Δlogit| in units of the last layer's accumulator scale (s_in·s_w per class). */
   readonly maxLogitLsb: number;
   readonly meanLogitLsb: number;
+  /** Fraction of logits at most 1 LSB apart. */
+  readonly logitWithin1Lsb: number;
   /** Per layer: max |Δq| between the integer input of the layer and the fake-quant input (as integers). */
   readonly layerMaxDiff: Record<string, number>;
   /** Per layer: fraction of input integers that differ at all. */
@@ -436,6 +438,7 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
   let agree = 0;
   let maxLsb = 0;
   let sumLsb = 0;
+  let within = 0;
   const r = ref.data;
   for (let i = 0; i < n; i++) {
     let a = 0;
@@ -450,6 +453,7 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
       const d = Math.abs(logits[i * classes + c]! - r[i * classes + c]!) / s;
       maxLsb = Math.max(maxLsb, d);
       sumLsb += d;
+      if (d <= 1) within++;
     }
   }
   const layerMaxDiff: Record<string, number> = {};
@@ -470,5 +474,5 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     layerMaxDiff[node.name] = inp.mode === 'sign' ? max / 2 : max;
     layerMismatch[node.name] = diff / fq.length;
   }
-  return { count: n, argmaxAgreement: agree / n, maxLogitLsb: maxLsb, meanLogitLsb: sumLsb / (n * classes), layerMaxDiff, layerMismatch };
+  return { count: n, argmaxAgreement: agree / n, maxLogitLsb: maxLsb, meanLogitLsb: sumLsb / (n * classes), logitWithin1Lsb: within / (n * classes), layerMaxDiff, layerMismatch };
 }

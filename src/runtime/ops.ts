@@ -27,6 +27,15 @@ export function convOutputSize(h: number, w: number, g: Pick<ConvGeometry, 'kern
 export function im2colCentered(
   x: Int32Array, xOffset: number, h: number, w: number, g: ConvGeometry, group: number, zeroPoint: number, out: Int32Array,
 ): void {
+  im2col(x, xOffset, h, w, g, group, zeroPoint, 0, out);
+}
+
+/** Patches [P, K] of one image and group: out = x − sub inside, `padValue` in the padding. */
+export function im2col(
+  x: Int32Array, xOffset: number, h: number, w: number, g: ConvGeometry, group: number, sub: number, padValue: number,
+  out: Int32Array | Int8Array | Uint8Array,
+): void {
+  const zeroPoint = sub;
   const cg = g.inChannels / g.groups;
   const [kh, kw] = g.kernelSize;
   const [sh, sw] = g.stride;
@@ -44,7 +53,7 @@ export function im2colCentered(
           const iy = oy * sh - ph + ky * dh;
           for (let kx = 0; kx < kw; kx++, k++) {
             const ix = ox * sw - pw + kx * dw;
-            out[base + k] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0 : x[plane + iy * w + ix]! - zeroPoint;
+            out[base + k] = iy < 0 || iy >= h || ix < 0 || ix >= w ? padValue : x[plane + iy * w + ix]! - zeroPoint;
           }
         }
       }

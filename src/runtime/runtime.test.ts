@@ -161,6 +161,9 @@ describe('IntModel', () => {
         assert.deepEqual(loaded.graph.metadata, { note: 'test' });
         assert.deepEqual(loaded.layers(), im.layers());
         assert.deepEqual(IntModel.fromJSON(JSON.parse(JSON.stringify(im))).run(input), a);
+        // the plain int32 loops and the GEMM kernels give identical results
+        im.useKernels = false;
+        assert.deepEqual(im.run(input), a);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -96,6 +96,8 @@ export const evalCommand = defineCommand({
     let agree = 0;
     let maxLsb = 0;
     let sumLsb = 0;
+    let within = 0;
+    let cpuSeconds = 0;
     const layerMax: Record<string, number> = {};
     const layerMismatch: Record<string, number> = {};
     for (let from = 0; from < test.length; from += options.batchSize) {
@@ -103,8 +105,11 @@ export const evalCommand = defineCommand({
       const x = test.images.slice(from * per, (from + n) * per);
       normalizeInPlace(x, test.sampleShape, stats);
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       const logits = intModel.run(x, n);
       seconds += (performance.now() - t0) / 1000;
+      const cpu = process.cpuUsage(c0);
+      cpuSeconds += (cpu.user + cpu.system) / 1e6;
       const classes = logits.length / n;
       for (let i = 0; i < n; i++) {
         let best = 0;
@@ -116,16 +121,17 @@ export const evalCommand = defineCommand({
         agree += r.argmaxAgreement * n;
         maxLsb = Math.max(maxLsb, r.maxLogitLsb);
         sumLsb += r.meanLogitLsb * n;
+        within += r.logitWithin1Lsb * n;
         for (const [k, v] of Object.entries(r.layerMaxDiff)) layerMax[k] = Math.max(layerMax[k] ?? 0, v);
         for (const [k, v] of Object.entries(r.layerMismatch)) layerMismatch[k] = (layerMismatch[k] ?? 0) + v * n;
       }
     }
     io.print(`${test.name}: ${test.length} images`);
     io.print(`accuracy      ${formatPercent(correct / test.length)} (${correct}/${test.length})`);
-    io.print(`throughput    ${(test.length / seconds).toFixed(0)} images/s (IntModel.run, batch ${options.batchSize}, ${seconds.toFixed(2)} s)`);
+    io.print(`throughput    ${(test.length / seconds).toFixed(0)} images/s wall, ${(test.length / cpuSeconds).toFixed(0)} images/s of process CPU time (IntModel.run, batch ${options.batchSize}, ${seconds.toFixed(2)} s)`);
     if (fakeQuant) {
       io.print(`agreement     ${formatPercent(agree / test.length)} same argmax as the fake-quant model`);
-      io.print(`logits        max ${maxLsb.toFixed(4)} / mean ${(sumLsb / test.length).toFixed(5)} LSB apart (LSB = s_in·s_w of the last layer)`);
+      io.print(`logits        ${formatPercent(within / test.length)} within 1 LSB; max ${maxLsb.toFixed(4)} / mean ${(sumLsb / test.length).toFixed(5)} LSB apart (LSB = s_in·s_w of the last layer)`);
       for (const k of Object.keys(layerMax)) {
         io.print(`  ${k.padEnd(14)} input max |Δq| ${layerMax[k]}, ${formatPercent(layerMismatch[k]! / test.length)} of integers differ`);
       }
