@@ -27,6 +27,8 @@ export interface NumberSpec extends BaseSpec {
 export interface StringSpec extends BaseSpec {
   readonly type: 'string';
   readonly default?: string;
+  /** Also accepted as the command's one bare argument (`lowbit info model.lowbit`). */
+  readonly positional?: boolean;
 }
 
 export interface EnumSpec extends BaseSpec {
@@ -149,8 +151,18 @@ export function parseOptions<O extends OptionSpecs>(
   for (const [key, spec] of Object.entries(specs)) {
     values[key] = spec.type === 'boolean' ? (spec.default ?? false) : spec.default;
   }
+  const positionalKey = Object.keys(specs).find((key) => {
+    const spec = specs[key]!;
+    return spec.type === 'string' && spec.positional === true;
+  });
+  let positionalSeen = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
+    if (positionalKey !== undefined && !arg.startsWith('-') && !positionalSeen) {
+      positionalSeen = true;
+      values[positionalKey] = parseValue(flagName(positionalKey), specs[positionalKey]!, arg, command);
+      continue;
+    }
     if (!arg.startsWith('--') || arg === '--') {
       throw new UsageError(`unexpected argument '${arg}'${arg.startsWith('-') ? ' (options are spelled --name)' : ''}`, command);
     }

@@ -34,7 +34,9 @@ function topLevelHelp(): string {
 }
 
 function commandHelp(command: Command): string {
-  const lines = [`usage: lowbit ${command.name} [options]`, '', command.summary];
+  const positional = Object.entries(command.options).find(([, spec]) => spec.type === 'string' && spec.positional === true);
+  const operand = positional ? ` [${(positional[1].placeholder ?? positional[0]).toUpperCase()}]` : '';
+  const lines = [`usage: lowbit ${command.name}${operand} [options]`, '', command.summary];
   if (command.description) lines.push('', command.description);
   lines.push('', 'options:', formatOptions(command.options));
   if (command.examples && command.examples.length > 0) lines.push('', 'examples:', ...command.examples.map((e) => `  ${e}`));

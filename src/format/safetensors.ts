@@ -71,7 +71,8 @@ export function encodeSafetensors(
   metadata: Record<string, string> = {},
 ): Uint8Array {
   assertLittleEndianHost();
-  const header: Record<string, unknown> = {};
+  // A null-prototype object: a tensor named `__proto__` must be an ordinary key.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   const pieces: Uint8Array[] = [];
   let offset = 0;
   for (const key of Object.keys(metadata)) {

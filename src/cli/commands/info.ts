@@ -12,9 +12,9 @@ export const infoCommand = defineCommand({
     'With --file: validates a .lowbit file and prints its format version, graph nodes (op, name, bits),\n' +
     'tensors (logical dtype, shape, bytes) and its size against the same model in float32.\n' +
     'A malformed file is reported on one line with exit code 1.',
-  examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info --file model.lowbit', 'lowbit info --file model.lowbit --json'],
+  examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info model.lowbit', 'lowbit info --file model.lowbit --json'],
   options: {
-    file: { type: 'string', placeholder: 'FILE', help: 'describe this .lowbit model file' },
+    file: { type: 'string', placeholder: 'FILE', positional: true, help: 'describe this .lowbit model file (also: lowbit info FILE)' },
     backend: { type: 'boolean', help: 'print only the backend details (backends, threads, CPU features)' },
     json: { type: 'boolean', help: 'print the same information as JSON' },
   },
