@@ -398,6 +398,13 @@ export interface AgreementReport {
   readonly layerMaxDiff: Record<string, number>;
   /** Per layer: fraction of input integers that differ at all. */
   readonly layerMismatch: Record<string, number>;
+  /**
+   * Each layer's own error: the layer (and the pooling/flatten after it) runs on the fake-quant
+   * model's exact integer input, and its output is compared with the fake-quant input of the next
+   * layer (max |Δq|), or, for the last layer, with the fake-quant logits (max |Δ| in LSB).
+   * Differences here come from the float32 arithmetic of the simulation near rounding ties.
+   */
+  readonly layerLocalMaxDiff: Record<string, number>;
 }
 
 /**
@@ -474,5 +481,30 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     layerMaxDiff[node.name] = inp.mode === 'sign' ? max / 2 : max;
     layerMismatch[node.name] = diff / fq.length;
   }
-  return { count: n, argmaxAgreement: agree / n, maxLogitLsb: maxLsb, meanLogitLsb: sumLsb / (n * classes), logitWithin1Lsb: within / (n * classes), layerMaxDiff, layerMismatch };
+  const simInts = (node: LayerNode): Int32Array | null => {
+    const fq = captured.get(node.name);
+    if (!fq) return null;
+    const inp = node.input;
+    return Int32Array.from(fq, (v) => (inp.mode === 'affine' ? roundHalfEven(v / inp.scale) + inp.zeroPoint : v >= 0 ? 1 : -1));
+  };
+  const layerLocalMaxDiff: Record<string, number> = {};
+  for (let li = 0; li < layerNodes.length; li++) {
+    const node = layerNodes[li]!;
+    const input = simInts(node);
+    const mine = trace.get(node.name);
+    if (!input || !mine) continue;
+    const out = intModel.runSegment(node.name, input, mine.shape);
+    let max = 0;
+    if (li + 1 < layerNodes.length) {
+      const next = layerNodes[li + 1]!;
+      const expect = simInts(next);
+      if (!expect || !out.ints) continue;
+      for (let i = 0; i < expect.length; i++) max = Math.max(max, Math.abs(expect[i]! - out.ints[i]!));
+      layerLocalMaxDiff[node.name] = next.input.mode === 'sign' ? max / 2 : max;
+    } else if (out.floats) {
+      for (let i = 0; i < out.floats.length; i++) max = Math.max(max, Math.abs(out.floats[i]! - r[i]!) / (Math.abs(outScale[(i % classes) % outScale.length]!) || 1));
+      layerLocalMaxDiff[node.name] = max;
+    }
+  }
+  return { count: n, argmaxAgreement: agree / n, maxLogitLsb: maxLsb, meanLogitLsb: sumLsb / (n * classes), logitWithin1Lsb: within / (n * classes), layerMaxDiff, layerMismatch, layerLocalMaxDiff };
 }

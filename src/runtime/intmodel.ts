@@ -191,6 +191,24 @@ export class IntModel {
     return v.floats;
   }
 
+  /**
+   * Runs one layer node from integer input `data` of `shape` and the non-layer nodes after it, up
+   * to the next layer: its output as the next layer's input integers (or the float logits after
+   * the last layer). Used to measure each layer's own error on the fake-quant model's inputs.
+   */
+  runSegment(layerName: string, data: Int32Array, shape: readonly number[]): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
+    const nodes = this.graph.nodes;
+    const start = nodes.findIndex((n) => (n.op === 'conv2d' || n.op === 'linear') && n.name === layerName);
+    if (start < 0) throw new Error(`IntModel.runSegment: no layer '${layerName}'`);
+    let v: Value = { shape: [...shape], ints: data, floats: null };
+    for (let i = start; i < nodes.length; i++) {
+      const node = nodes[i]!;
+      if (i > start && (node.op === 'conv2d' || node.op === 'linear')) break;
+      v = this.step(node, v, {});
+    }
+    return v;
+  }
+
   private step(node: IntNode, v: Value, options: RunOptions): Value {
     switch (node.op) {
       case 'quantize': {

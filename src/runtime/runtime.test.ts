@@ -33,6 +33,8 @@ function assertAgrees(model: Module, im: IntModel, x: Tensor, label: string): vo
   assert.equal(r.argmaxAgreement, 1, `${label}: argmax agreement ${r.argmaxAgreement}`);
   assert.ok(r.maxLogitLsb <= 1, `${label}: logits ${r.maxLogitLsb} LSB apart`);
   for (const [layer, d] of Object.entries(r.layerMaxDiff)) assert.ok(d <= 1, `${label}: layer ${layer} input differs by ${d}`);
+  for (const [layer, d] of Object.entries(r.layerLocalMaxDiff)) assert.ok(d <= 1, `${label}: layer ${layer} own error ${d}`);
+  assert.equal(Object.keys(r.layerLocalMaxDiff).length, Object.keys(r.layerMaxDiff).length);
   assert.ok(Object.keys(r.layerMaxDiff).length > 0);
 }
 
@@ -110,6 +112,7 @@ describe('convert', () => {
     // the pooled integers are within 1 LSB of quantize(avg(y)); later layers see those inputs
     assert.equal(r.layerMaxDiff['0'], 0, JSON.stringify(r));
     assert.ok(r.layerMaxDiff['3']! <= 1, JSON.stringify(r));
+    for (const d of Object.values(r.layerLocalMaxDiff)) assert.ok(d <= 1, JSON.stringify(r));
     assert.ok(r.argmaxAgreement >= 0.9, JSON.stringify(r));
   });
 

@@ -100,6 +100,7 @@ export const evalCommand = defineCommand({
     let cpuSeconds = 0;
     const layerMax: Record<string, number> = {};
     const layerMismatch: Record<string, number> = {};
+    const layerLocal: Record<string, number> = {};
     for (let from = 0; from < test.length; from += options.batchSize) {
       const n = Math.min(options.batchSize, test.length - from);
       const x = test.images.slice(from * per, (from + n) * per);
@@ -124,6 +125,7 @@ export const evalCommand = defineCommand({
         within += r.logitWithin1Lsb * n;
         for (const [k, v] of Object.entries(r.layerMaxDiff)) layerMax[k] = Math.max(layerMax[k] ?? 0, v);
         for (const [k, v] of Object.entries(r.layerMismatch)) layerMismatch[k] = (layerMismatch[k] ?? 0) + v * n;
+        for (const [k, v] of Object.entries(r.layerLocalMaxDiff)) layerLocal[k] = Math.max(layerLocal[k] ?? 0, v);
       }
     }
     io.print(`${test.name}: ${test.length} images`);
@@ -133,7 +135,8 @@ export const evalCommand = defineCommand({
       io.print(`agreement     ${formatPercent(agree / test.length)} same argmax as the fake-quant model`);
       io.print(`logits        ${formatPercent(within / test.length)} within 1 LSB; max ${maxLsb.toFixed(4)} / mean ${(sumLsb / test.length).toFixed(5)} LSB apart (LSB = s_in·s_w of the last layer)`);
       for (const k of Object.keys(layerMax)) {
-        io.print(`  ${k.padEnd(14)} input max |Δq| ${layerMax[k]}, ${formatPercent(layerMismatch[k]! / test.length)} of integers differ`);
+        const own = layerLocal[k];
+        io.print(`  ${k.padEnd(14)} input max |Δq| ${layerMax[k]}, ${formatPercent(layerMismatch[k]! / test.length)} of integers differ; own error on the fake-quant input: max ${own === undefined ? '-' : Number.isInteger(own) ? own : `${own.toFixed(4)} LSB`}`);
       }
     }
   },
