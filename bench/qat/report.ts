@@ -15,7 +15,7 @@ const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 
 const TABLES: { key: string; title: string; model: string }[] = [
   { key: 'lenet5-mnist', title: 'LeNet-5 on MNIST', model: 'LeNet-5 (61,706 parameters)' },
-  { key: 'bnn-mlp-mnist', title: 'Binary MLP on MNIST', model: 'MLP 784-512-512-10 with BatchNorm1d (binary: Linear–BN–sign, no ReLU)' },
+  { key: 'bnn-mlp-mnist', title: 'Binary MLP on MNIST', model: 'MLP 784-512-512-10 (rows marked `/w1024`: 784-1024-1024-10) with BatchNorm1d (binary: Linear–BN–dropout–sign, no ReLU; first Linear 8-bit weights on the int8 image, hidden Linear ±α/channel weights on ±1 inputs, last Linear 8-bit weights on ±1 inputs)' },
   { key: 'cnn-fashion', title: 'CNN on Fashion-MNIST', model: 'the default `cnn` (conv16-16-pool-conv32-32-pool-fc128-fc10, BatchNorm)' },
 ];
 const SCHEME_ROWS = ['fp32', 'w8a8', 'w4a4', 'w2a2', 'ternary', 'w1a1'] as const;
@@ -44,6 +44,8 @@ export function describeRecipe(spec: RunSpec): string {
   if (r.quantLrScale && r.quantLrScale !== 1) parts.push(`quantizer lr ×${r.quantLrScale}`);
   if (r.binaryLrScale && r.binaryLrScale !== 1) parts.push(`binary latent lr ×${r.binaryLrScale}`);
   if (r.clipBinaryWeights) parts.push('latent clip ±1');
+  if (spec.hidden) parts.push(`hidden ${spec.hidden.join('-')}`);
+  if (spec.inputDropout) parts.push(`input dropout ${spec.inputDropout}`);
   if (spec.dropout) parts.push(`dropout ${spec.dropout}`);
   if (spec.admm) parts.push(`ρ ${spec.admm.rho} ×${spec.admm.rhoGrowth}/epoch, G/U every ${spec.admm.projectEvery}`);
   if (spec.askew) parts.push(`ε0 ${spec.askew.epsilon0}, anneal ${spec.askew.annealFraction}, warm-up ${spec.askew.warmupFraction}`);
@@ -112,9 +114,13 @@ export function renderResults(records: readonly RunRecord[], epochSection: Epoch
         if (sr.length === 0) continue;
         const best = Math.max(...sr.map((r) => r.accuracy ?? -1));
         const cells = estimators.map((e) => {
-          const r = sr.find((x) => x.spec.estimator === e);
+          // Several runs of one estimator (variants such as `/w1024`): show the best, naming its variant.
+          const candidates = sr.filter((x) => x.spec.estimator === e);
+          const r = candidates.reduce<RunRecord | undefined>((b, x) => (b === undefined || (x.accuracy ?? -1) > (b.accuracy ?? -1) ? x : b), undefined);
           if (!r) return '';
-          const text = `${pct(r.accuracy)} (${delta(r.accuracy, fp32?.accuracy)})`;
+          const suffix = candidates.length > 1 ? ` \`${r.id.split('/').slice(3).join('/') || 'base'}\`` : '';
+          const d = delta(r.accuracy, fp32?.accuracy);
+          const text = `${pct(r.accuracy)}${d ? ` (${d})` : ''}${suffix}`;
           return r.accuracy === best ? `**${text}**` : text;
         });
         out.push(`| ${SCHEME_LABEL[scheme]} | ${cells.join(' | ')} |`);
