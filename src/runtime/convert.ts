@@ -14,9 +14,9 @@
  * (the prepared model quantizes each layer's INPUT). Monotone ops (ReLU, ReLU6, max pooling,
  * flatten) commute with that quantization, so they run on integers exactly; ReLU/ReLU6 become the
  * clamp bounds of the preceding requantization when only max pooling / flatten sit between.
- * Average pooling runs on integers with round-half-even (≤ 1 LSB from the float order); the
- * layer before it requantizes to a 16-bit range (same scale/zero point) and the [qmin, qmax] clamp
- * follows the pooling, as in the float model.
+ * Average pooling runs on integers: the layer before it requantizes with 8 extra fractional bits
+ * into a wide range, the pooling divides with one round-half-even back to the next layer's scale,
+ * then clamps to [qmin, qmax] — the order of the float model (average, then quantize).
  * Binary (sign) inputs: the producing layer emits ±1 by an integer threshold on its accumulator.
  *
  * Verification: with `options.sample`, the sample batch runs through both the fake-quant model
@@ -56,6 +56,8 @@ type Domain =
   | { kind: 'float' };
 
 const INT32_MAX = 2 ** 31 - 1;
+/** Extra fractional bits of a layer's output that feeds an average pooling. */
+const AVG_FRAC_BITS = 8;
 
 /** The leaves of `model` in registration order (a QuantLayer is one leaf). */
 export function captureLeaves(model: Module): [string, Module][] {
@@ -283,15 +285,32 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
       const m = s.module;
       if (domain.kind !== 'affine' && !(m instanceof MaxPool2d)) throw new Error(`convert: '${s.name}' (${m.constructor.name}) on ${domain.kind} values is not supported`);
       const zeroPoint = domain.kind === 'affine' ? domain.zeroPoint : 0;
-      if (m instanceof AdaptiveAvgPool2d) nodes.push({ op: 'adaptiveavgpool2d', name: s.name, outputSize: [...m.outputSize], zeroPoint });
-      else nodes.push({ op: m instanceof MaxPool2d ? 'maxpool2d' : 'avgpool2d', name: s.name, kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint });
+      // Average pooling in an affine domain: the layer before it requantizes with AVG_FRAC_BITS extra
+      // fractional bits (scale s·2^−F, zero point z·2^F, a wide range) and the pooling rounds
+      // once, back to s, then clamps to [qmin, qmax] — as the float model averages unrounded,
+      // unclamped values and quantizes once. Without a layer to widen, it pools plain integers.
+      let fracBits = 0;
       if (!(m instanceof MaxPool2d) && domain.kind === 'affine') {
-        // The float model clamps to [qmin, qmax] only after averaging: the layer before keeps a
-        // 16-bit range (same scale and zero point) and the range clamp follows the pooling.
-        const prev = [...nodes].reverse().find((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
-        if (prev && prev.output.mode === 'requantize') prev.output = { ...prev.output, lo: Math.min(prev.output.lo, -32768), hi: Math.max(prev.output.hi, 32767) };
-        nodes.push({ op: 'clamp', name: `${s.name}.range`, lo: domain.qmin, hi: domain.qmax });
+        let j = nodes.length - 1;
+        while (j >= 0 && (nodes[j]!.op === 'maxpool2d' || nodes[j]!.op === 'flatten' || nodes[j]!.op === 'clamp')) j--;
+        const prev = nodes[j];
+        if (prev && (prev.op === 'conv2d' || prev.op === 'linear') && prev.output.mode === 'requantize') {
+          fracBits = AVG_FRAC_BITS;
+          const up = 2 ** fracBits;
+          const o = prev.output;
+          const sh = tensors.get(o.shift)!.data as Int32Array;
+          const mult = tensors.get(o.multiplier)!.data as Int32Array;
+          for (let c = 0; c < sh.length; c++) if (mult[c] !== 0) sh[c] = sh[c]! - fracBits;
+          prev.output = { ...o, zeroPoint: o.zeroPoint * up, lo: -(2 ** 30), hi: 2 ** 30 };
+          for (let k = j + 1; k < nodes.length; k++) {
+            const n = nodes[k]!;
+            if (n.op === 'clamp') { n.lo = n.lo === null ? null : n.lo * up; n.hi = n.hi === null ? null : n.hi * up; }
+          }
+        }
       }
+      if (m instanceof AdaptiveAvgPool2d) nodes.push({ op: 'adaptiveavgpool2d', name: s.name, outputSize: [...m.outputSize], zeroPoint, fracBits });
+      else nodes.push({ op: m instanceof MaxPool2d ? 'maxpool2d' : 'avgpool2d', name: s.name, kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint, fracBits });
+      if (!(m instanceof MaxPool2d) && domain.kind === 'affine') nodes.push({ op: 'clamp', name: `${s.name}.range`, lo: domain.qmin, hi: domain.qmax });
     }
   }
   const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [...inputShape], nodes: fuseClamps(nodes, tensors), ...(metadata ? { metadata } : {}) };

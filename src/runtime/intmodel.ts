@@ -70,8 +70,12 @@ export interface LayerNode {
 export type IntNode =
   | { readonly op: 'quantize'; readonly name: string; readonly input: LayerInput }
   | LayerNode
-  | { readonly op: 'maxpool2d' | 'avgpool2d'; readonly name: string; readonly kernelSize: readonly [number, number]; readonly stride: readonly [number, number]; readonly padding: readonly [number, number]; readonly zeroPoint: number }
-  | { readonly op: 'adaptiveavgpool2d'; readonly name: string; readonly outputSize: readonly [number, number]; readonly zeroPoint: number }
+  /**
+   * Pooling. Average pooling: out = z + round(Σ (q − z·2^F) / (count·2^F)), half to even, where
+   * F = fracBits (the producing layer kept F extra fractional bits; padded cells count as 0).
+   */
+  | { readonly op: 'maxpool2d' | 'avgpool2d'; readonly name: string; readonly kernelSize: readonly [number, number]; readonly stride: readonly [number, number]; readonly padding: readonly [number, number]; readonly zeroPoint: number; readonly fracBits?: number }
+  | { readonly op: 'adaptiveavgpool2d'; readonly name: string; readonly outputSize: readonly [number, number]; readonly zeroPoint: number; readonly fracBits?: number }
   | { readonly op: 'clamp'; readonly name: string; lo: number | null; hi: number | null }
   | { readonly op: 'flatten'; readonly name: string; readonly startDim: number; readonly endDim: number };
 
@@ -245,7 +249,7 @@ export class IntModel {
           s = k;
           p = [0, 0];
         } else ({ kernelSize: k, stride: s, padding: p } = node);
-        const r = node.op === 'maxpool2d' ? maxPoolInt(v.ints, n, c, h, w, k, s, p) : avgPoolInt(v.ints, n, c, h, w, k, s, p, node.zeroPoint);
+        const r = node.op === 'maxpool2d' ? maxPoolInt(v.ints, n, c, h, w, k, s, p) : avgPoolInt(v.ints, n, c, h, w, k, s, p, node.zeroPoint, node.fracBits ?? 0);
         return { shape: [n, c, r.oh, r.ow], ints: r.data, floats: null };
       }
       case 'clamp': {

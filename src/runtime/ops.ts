@@ -149,18 +149,19 @@ export function maxPoolInt(
 }
 
 /**
- * Average pooling of integers in the same affine domain: out = z + round((Σ (q − z)) / count),
- * half to even on the exact rational (integer arithmetic); padded cells hold the zero point and
- * count in the divisor (as AvgPool2d counts padded zeros).
+ * Average pooling of integers: out = z + round(Σ (q − z·2^F) / (count·2^F)), half to even on the
+ * exact rational, where the input carries F = fracBits extra fractional bits (zero point z·2^F);
+ * padded cells are the real 0 and count in the divisor (as AvgPool2d counts padded zeros).
  */
 export function avgPoolInt(
   x: Int32Array, n: number, c: number, h: number, w: number,
-  k: readonly [number, number], s: readonly [number, number], p: readonly [number, number], zeroPoint: number,
+  k: readonly [number, number], s: readonly [number, number], p: readonly [number, number], zeroPoint: number, fracBits = 0,
 ): { data: Int32Array; oh: number; ow: number } {
+  const inZero = zeroPoint * 2 ** fracBits;
+  const divisor = k[0] * k[1] * 2 ** fracBits;
   const oh = Math.floor((h + 2 * p[0] - k[0]) / s[0]) + 1;
   const ow = Math.floor((w + 2 * p[1] - k[1]) / s[1]) + 1;
   const out = new Int32Array(n * c * oh * ow);
-  const count = k[0] * k[1];
   let o = 0;
   for (let plane = 0; plane < n * c; plane++) {
     const base = plane * h * w;
@@ -173,10 +174,10 @@ export function avgPoolInt(
           for (let kx = 0; kx < k[1]; kx++) {
             const ix = ox * s[1] - p[1] + kx;
             if (ix < 0 || ix >= w) continue;
-            sum += x[base + iy * w + ix]! - zeroPoint;
+            sum += x[base + iy * w + ix]! - inZero;
           }
         }
-        out[o++] = zeroPoint + divRoundHalfEven(sum, count);
+        out[o++] = zeroPoint + divRoundHalfEven(sum, divisor);
       }
     }
   }

@@ -105,14 +105,14 @@ describe('convert', () => {
     assertAgrees(model, convert(model, { inputShape: [1, 28, 28] }), x(), 'cnn w4a4');
   });
 
-  it('average pooling and ReLU6 run on integers (within 1 LSB)', () => {
+  it('average pooling and ReLU6 run on integers (inputs within 1 LSB)', () => {
     const model = prepared(new Sequential(new Conv2d(1, 4, 3, { padding: 1 }), new ReLU6(), new AvgPool2d(2), new Conv2d(4, 4, 3), new ReLU(), new Flatten(), new Linear(4 * 12 * 12, 10)), scheme('w8a8'));
     const im = convert(model, { inputShape: [1, 28, 28] });
     const r = compareWithFakeQuant(model, im, x());
-    // the pooled integers are within 1 LSB of quantize(avg(y)); later layers see those inputs
-    assert.equal(r.layerMaxDiff['0'], 0, JSON.stringify(r));
-    assert.ok(r.layerMaxDiff['3']! <= 1, JSON.stringify(r));
+    // pooling averages values with 8 extra fractional bits and rounds once, like the float model
+    for (const d of Object.values(r.layerMaxDiff)) assert.ok(d <= 1, JSON.stringify(r));
     for (const d of Object.values(r.layerLocalMaxDiff)) assert.ok(d <= 1, JSON.stringify(r));
+    assert.ok(r.layerMismatch['3']! < 0.01, JSON.stringify(r));
     assert.ok(r.argmaxAgreement >= 0.9, JSON.stringify(r));
   });
 
