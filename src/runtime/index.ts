@@ -2,3 +2,4 @@
 export { IntModel, tensorData, type IntGraph, type IntNode, type IntTensor, type IntTensorDtype, type LayerNode, type LayerInput, type LayerOutput, type LayerSummary, type RunOptions, type WeightFormat } from './intmodel.ts';
 export { convert, captureLeaves, compareWithFakeQuant, type ConvertOptions, type AgreementReport } from './convert.ts';
 export { quantizeMultiplier, requantizeScalar, multiplierValue, type FixedPointMultiplier } from './requantize.ts';
+export { saveIntModel, loadIntModel, intModelToLowbit, intModelFromLowbit } from './io.ts';
