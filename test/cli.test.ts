@@ -68,7 +68,8 @@ test('lowbit train --limit 512 --epochs 1 (default: W4A4 QAT) trains, prints tes
     assert.match(r.stdout, /512 train \/ 256 test samples/);
     assert.match(r.stdout, /^epoch 1\/1 .*test acc/m);
     assert.match(r.stdout, /^test accuracy: \d+\.\d\d %$/m);
-    assert.equal(r.stderr, '', 'no progress output with --no-progress');
+    // Only the native-fallback warning may appear (machines without a C++ compiler).
+    assert.equal(r.stderr.replace(/^lowbit: warning: .*\n/gm, ''), '', 'no progress output with --no-progress');
     const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { testAccuracy: number; history: { stepLosses: number[] } };
     assert.ok(metrics.testAccuracy > 0.2, `accuracy ${metrics.testAccuracy}`);
     assert.equal(metrics.history.stepLosses.length, 8);
