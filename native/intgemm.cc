@@ -50,10 +50,22 @@ IntPath binaryPath() {
 }
 
 constexpr int64_t kPanel = 16;  // output channels per packed panel (one zmm of int32)
-constexpr int kMR = 6;          // rows of the AVX-512 micro-kernel
-constexpr int kNP = 4;          // panels of the AVX-512 micro-kernel (64 columns)
-constexpr int64_t kKC4 = 128;   // k-groups (of 4) per cache block: a 64 x 512 weight block = 32 KB
-constexpr int64_t kMC = 96;     // rows per task tile
+#ifndef LB_MR
+#define LB_MR 6
+#endif
+#ifndef LB_NP
+#define LB_NP 4
+#endif
+constexpr int kMR = LB_MR;  // rows of the AVX-512 micro-kernel
+constexpr int kNP = LB_NP;  // panels of the AVX-512 micro-kernel (16 columns each)
+#ifndef LB_KC4
+#define LB_KC4 128
+#endif
+#ifndef LB_MC
+#define LB_MC 96
+#endif
+constexpr int64_t kKC4 = LB_KC4;  // k-groups (of 4) per cache block: a 64 x 512 weight block = 32 KB
+constexpr int64_t kMC = LB_MC;   // rows per task tile
 
 inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -75,38 +87,61 @@ void packActivations(int64_t M, int64_t K, int64_t Kp, const uint8_t* a, bool aS
 }
 
 // ---------------------------------------------------------------- AVX-512 VNNI int8 core
+// The micro-kernel: MR rows x NP panels of 16 columns, accumulators in named variables (GCC keeps
+// an array of 24 vectors on the stack, a store after every vpdpbusd) and the multiply-add as inline
+// asm for the same reason; `if constexpr` drops the names a shape does not use.
+#define LB_DPBUSD(acc, a, w) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(acc) : [av] "v"(a), [wv] "v"(w))
+#define LB_P(X, i) X(i, 0) X(i, 1) X(i, 2) X(i, 3)
+#define LB_ALL(X) LB_P(X, 0) LB_P(X, 1) LB_P(X, 2) LB_P(X, 3) LB_P(X, 4) LB_P(X, 5) LB_P(X, 6) LB_P(X, 7)
+#define LB_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 template <int MR, int NP>
 LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* B, int64_t panelStride, int64_t k4n,
                                    int32_t* C, int64_t ldc, int64_t ncols, bool first, const int32_t* rowSums,
                                    int32_t negZero) {
-  __m512i acc[MR][NP];
-  __mmask16 mask[NP];
-  for (int p = 0; p < NP; p++) {
+  static_assert(MR >= 1 && MR <= 8 && NP >= 1 && NP <= 4, "micro-kernel shape");
+  __mmask16 mask[4];
+  for (int p = 0; p < 4; p++) {
     const int64_t valid = std::min<int64_t>(16, std::max<int64_t>(0, ncols - 16 * p));
     mask[p] = static_cast<__mmask16>((1u << valid) - 1u);
   }
+  __m512i bias[4] = {};
   if (first) {
-    for (int p = 0; p < NP; p++) {
-      const __m512i bias = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask[p], rowSums + 16 * p), _mm512_set1_epi32(negZero));
-      for (int i = 0; i < MR; i++) acc[i][p] = bias;
-    }
-  } else {
-    for (int i = 0; i < MR; i++)
-      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_maskz_loadu_epi32(mask[p], C + i * ldc + 16 * p);
+    const __m512i nz = _mm512_set1_epi32(negZero);
+    for (int p = 0; p < NP; p++) bias[p] = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask[p], rowSums + 16 * p), nz);
   }
+#define LB_DECL(i, p)                                                                                       \
+  __m512i c##i##p;                                                                                          \
+  if constexpr (MR > i && NP > p) c##i##p = first ? bias[p] : _mm512_maskz_loadu_epi32(mask[p], C + (i) * ldc + 16 * (p));
+  LB_ALL(LB_DECL)
+#undef LB_DECL
   for (int64_t k = 0; k < k4n; k++) {
-    __m512i b[NP];
-    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(B + p * panelStride + k * 64);
-    for (int i = 0; i < MR; i++) {
-      int32_t word;
-      std::memcpy(&word, A + i * lda + k * 4, 4);
-      const __m512i av = _mm512_set1_epi32(word);
-      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], av, b[p]);
-    }
+    __m512i b0, b1, b2, b3;
+    b0 = _mm512_loadu_si512(B + k * 64);
+    if constexpr (NP > 1) b1 = _mm512_loadu_si512(B + panelStride + k * 64);
+    if constexpr (NP > 2) b2 = _mm512_loadu_si512(B + 2 * panelStride + k * 64);
+    if constexpr (NP > 3) b3 = _mm512_loadu_si512(B + 3 * panelStride + k * 64);
+#define LB_DP(i, p) \
+  if constexpr (NP > p) LB_DPBUSD(c##i##p, av, b##p);
+#define LB_ROW(i)                                    \
+  if constexpr (MR > i) {                            \
+    int32_t word;                                    \
+    std::memcpy(&word, A + (i) * lda + k * 4, 4);    \
+    const __m512i av = _mm512_set1_epi32(word);      \
+    LB_P(LB_DP, i)                                   \
   }
-  for (int i = 0; i < MR; i++)
-    for (int p = 0; p < NP; p++) _mm512_mask_storeu_epi32(C + i * ldc + 16 * p, mask[p], acc[i][p]);
+    LB_ROWS(LB_ROW)
+#undef LB_ROW
+#undef LB_DP
+  }
+#define LB_STORE(i, p) \
+  if constexpr (MR > i && NP > p) _mm512_mask_storeu_epi32(C + (i) * ldc + 16 * (p), mask[p], c##i##p);
+  LB_ALL(LB_STORE)
+#undef LB_STORE
 }
+#undef LB_ROWS
+#undef LB_ALL
+#undef LB_P
+#undef LB_DPBUSD
 
 using VnniFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t, int64_t, bool,
                         const int32_t*, int32_t);
@@ -128,7 +163,9 @@ VnniFn vnniKernel(int mr, int np) {
     case 3: return vnniFor<3>(np);
     case 4: return vnniFor<4>(np);
     case 5: return vnniFor<5>(np);
-    default: return vnniFor<6>(np);
+    case 6: return vnniFor<6>(np);
+    case 7: return vnniFor<7>(np);
+    default: return vnniFor<8>(np);
   }
 }
 
@@ -479,33 +516,45 @@ namespace {
 
 constexpr int kProbeChains = 24;
 
+// 24 independent accumulator chains in named variables (a 24-vector array would be kept in
+// memory by GCC, measuring store bandwidth instead), each step one inline-asm instruction.
+#define LB_CHAINS(X) \
+  X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)
+
 LOWBIT_TARGET_VNNI int32_t vnniLoop(long iters) {
-  __m512i acc[kProbeChains];
-  for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_set1_epi32(c);
+#define LB_DECL(i) __m512i c##i = _mm512_set1_epi32(i);
+  LB_CHAINS(LB_DECL)
+#undef LB_DECL
   const __m512i x = _mm512_set1_epi32(0x01020304), y = _mm512_set1_epi32(0x01ff0102);
   for (long i = 0; i < iters; i++) {
-#pragma GCC unroll 24
-    for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_dpbusd_epi32(acc[c], x, y);
-    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+#define LB_STEP(i) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(c##i) : [av] "v"(x), [wv] "v"(y));
+    LB_CHAINS(LB_STEP)
+#undef LB_STEP
   }
-  __m512i s = acc[0];
-  for (int c = 1; c < kProbeChains; c++) s = _mm512_add_epi32(s, acc[c]);
+  __m512i s = _mm512_setzero_si512();
+#define LB_SUM(i) s = _mm512_add_epi32(s, c##i);
+  LB_CHAINS(LB_SUM)
+#undef LB_SUM
   return _mm512_reduce_add_epi32(s);
 }
 
 LOWBIT_TARGET_VPOPCNT int64_t popLoop(long iters) {
-  __m512i acc[kProbeChains];
-  for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_set1_epi64(0x0123456789abcdefLL * (c + 1));
+#define LB_DECL(i) __m512i c##i = _mm512_set1_epi64(0x0123456789abcdefLL * ((i) + 1));
+  LB_CHAINS(LB_DECL)
+#undef LB_DECL
   const __m512i x = _mm512_set1_epi64(0x5555aaaa3333ccccLL);
   for (long i = 0; i < iters; i++) {
-#pragma GCC unroll 24
-    for (int c = 0; c < kProbeChains; c++) acc[c] = _mm512_popcnt_epi64(_mm512_xor_si512(acc[c], x));
-    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+#define LB_STEP(i) __asm__("vpxorq %[xv], %[cv], %[cv]\n\tvpopcntq %[cv], %[cv]" : [cv] "+v"(c##i) : [xv] "v"(x));
+    LB_CHAINS(LB_STEP)
+#undef LB_STEP
   }
-  __m512i s = acc[0];
-  for (int c = 1; c < kProbeChains; c++) s = _mm512_add_epi64(s, acc[c]);
+  __m512i s = _mm512_setzero_si512();
+#define LB_SUM(i) s = _mm512_add_epi64(s, c##i);
+  LB_CHAINS(LB_SUM)
+#undef LB_SUM
   return _mm512_reduce_add_epi64(s);
 }
+#undef LB_CHAINS
 
 struct ProbeCtx {
   long iters;
