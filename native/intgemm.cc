@@ -49,7 +49,9 @@ IntPath binaryPath() {
   return p;
 }
 
-constexpr int64_t kPanel = 16;  // output channels per packed panel (one zmm of int32)
+constexpr int64_t kPanel = 16;  // output channels per panel (one zmm of int32)
+constexpr int64_t kBlock = 64;  // output channels per packed block: 4 panels side by side
+constexpr int64_t kKRow = kBlock * 4;  // bytes per k-group of a block (4 panels x 16 lanes x 4 k)
 #ifndef LB_MR
 #define LB_MR 6
 #endif
@@ -58,6 +60,7 @@ constexpr int64_t kPanel = 16;  // output channels per packed panel (one zmm of 
 #endif
 constexpr int kMR = LB_MR;  // rows of the AVX-512 micro-kernel
 constexpr int kNP = LB_NP;  // panels of the AVX-512 micro-kernel (16 columns each)
+static_assert(kNP * 16 == 64, "an AVX-512 column block is one packed 64-channel block");
 #ifndef LB_KC4
 #define LB_KC4 128
 #endif
@@ -116,10 +119,11 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
 #undef LB_DECL
   for (int64_t k = 0; k < k4n; k++) {
     __m512i b0, b1, b2, b3;
-    b0 = _mm512_loadu_si512(B + k * 64);
-    if constexpr (NP > 1) b1 = _mm512_loadu_si512(B + panelStride + k * 64);
-    if constexpr (NP > 2) b2 = _mm512_loadu_si512(B + 2 * panelStride + k * 64);
-    if constexpr (NP > 3) b3 = _mm512_loadu_si512(B + 3 * panelStride + k * 64);
+    const int8_t* bk = B + k * kKRow;
+    b0 = _mm512_loadu_si512(bk);
+    if constexpr (NP > 1) b1 = _mm512_loadu_si512(bk + panelStride);
+    if constexpr (NP > 2) b2 = _mm512_loadu_si512(bk + 2 * panelStride);
+    if constexpr (NP > 3) b3 = _mm512_loadu_si512(bk + 3 * panelStride);
 #define LB_DP(i, p) \
   if constexpr (NP > p) LB_DPBUSD(c##i##p, av, b##p);
 #define LB_ROW(i)                                    \
@@ -180,7 +184,7 @@ LOWBIT_TARGET_AVX2I void kernelAvx2(const uint8_t* A, int64_t lda, const int8_t*
   for (int64_t k = 0; k < k4n; k++) {
     __m256i b[4];
     for (int q = 0; q < 4; q++) {
-      b[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(B + k * 64 + 16 * q)));
+      b[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(B + k * kKRow + 16 * q)));
     }
     for (int i = 0; i < MR; i++) {
       int32_t word;
@@ -214,8 +218,8 @@ void kernelScalar(int64_t mr, const uint8_t* A, int64_t lda, const int8_t* B, in
       const uint8_t* a = A + i * lda;
       const int8_t* b = B + j * 4;
       for (int64_t k = 0; k < k4n; k++) {
-        s += static_cast<uint32_t>(a[4 * k] * b[k * 64] + a[4 * k + 1] * b[k * 64 + 1] + a[4 * k + 2] * b[k * 64 + 2] +
-                                   a[4 * k + 3] * b[k * 64 + 3]);
+        const int8_t* bk = b + k * kKRow;
+        s += static_cast<uint32_t>(a[4 * k] * bk[0] + a[4 * k + 1] * bk[1] + a[4 * k + 2] * bk[2] + a[4 * k + 3] * bk[3]);
       }
       C[i * ldc + j] = static_cast<int32_t>(s);
     }
@@ -225,19 +229,18 @@ void kernelScalar(int64_t mr, const uint8_t* A, int64_t lda, const int8_t* B, in
 }  // namespace
 
 // ---------------------------------------------------------------- packing
-int64_t int8PackedBytes(int64_t N, int64_t K) { return ceilDiv(N, kPanel) * kPanel * ceilDiv(K, 4) * 4; }
+int64_t int8PackedBytes(int64_t N, int64_t K) { return ceilDiv(N, kBlock) * kBlock * ceilDiv(K, 4) * 4; }
 
 static void packFrom(int64_t N, int64_t K, int8_t* packed, int32_t* rowSums, int8_t (*get)(const void*, int64_t, int64_t, int64_t),
                      const void* src) {
-  const int64_t k4n = ceilDiv(K, 4), panels = ceilDiv(N, kPanel);
-  std::memset(packed, 0, static_cast<size_t>(panels * kPanel * k4n * 4));
+  const int64_t k4n = ceilDiv(K, 4);
+  std::memset(packed, 0, static_cast<size_t>(int8PackedBytes(N, K)));
   for (int64_t n = 0; n < N; n++) {
-    const int64_t p = n / kPanel, lane = n % kPanel;
-    int8_t* base = packed + p * k4n * 64 + lane * 4;
+    int8_t* base = packed + (n / kBlock) * k4n * kKRow + (n % kBlock) * 4;
     uint32_t sum = 0;
     for (int64_t k = 0; k < K; k++) {
       const int8_t v = get(src, N, K, n * K + k);
-      base[(k >> 2) * 64 + (k & 3)] = v;
+      base[(k >> 2) * kKRow + (k & 3)] = v;
       sum += static_cast<uint32_t>(static_cast<int32_t>(v));
     }
     rowSums[n] = static_cast<int32_t>(sum);
@@ -249,20 +252,19 @@ void packInt8(const int8_t* w, int64_t N, int64_t K, int8_t* packed, int32_t* ro
 }
 
 void packLowBit(const uint8_t* w, int bits, int64_t N, int64_t K, int8_t* packed, int32_t* rowSums) {
-  const int64_t k4n = ceilDiv(K, 4), panels = ceilDiv(N, kPanel);
-  std::memset(packed, 0, static_cast<size_t>(panels * kPanel * k4n * 4));
+  const int64_t k4n = ceilDiv(K, 4);
+  std::memset(packed, 0, static_cast<size_t>(int8PackedBytes(N, K)));
   const int perByte = 8 / bits;
   const int64_t rowBytes = ceilDiv(K, perByte);
   const int shiftUp = 8 - bits;  // sign extension: move the field to the top, arithmetic shift back
   for (int64_t n = 0; n < N; n++) {
-    const int64_t p = n / kPanel, lane = n % kPanel;
-    int8_t* base = packed + p * k4n * 64 + lane * 4;
+    int8_t* base = packed + (n / kBlock) * k4n * kKRow + (n % kBlock) * 4;
     const uint8_t* row = w + n * rowBytes;
     uint32_t sum = 0;
     for (int64_t k = 0; k < K; k++) {
       const int field = (row[k / perByte] >> ((k % perByte) * bits)) & ((1 << bits) - 1);
       const int8_t v = static_cast<int8_t>(static_cast<int8_t>(field << shiftUp) >> shiftUp);
-      base[(k >> 2) * 64 + (k & 3)] = v;
+      base[(k >> 2) * kKRow + (k & 3)] = v;
       sum += static_cast<uint32_t>(static_cast<int32_t>(v));
     }
     rowSums[n] = static_cast<int32_t>(sum);
@@ -284,14 +286,14 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
   const IntPath path = int8Path();
   const int64_t nb = path == IntPath::Avx512 ? kNP * kPanel : kPanel;  // columns per block
   const int64_t nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
-  const int64_t panelStride = k4n * 64;
+  const int64_t blockStride = k4n * kKRow;  // bytes per 64-channel block
   const uint8_t* A = ap.data();
   parallelFor(nBlocks * mBlocks, 2.0 * M * N * K / 8.0, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
       const int64_t jb = t / mBlocks, ib = t % mBlocks;
       const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);
       const int64_t m0 = ib * kMC, m1 = std::min(M, m0 + kMC);
-      const int8_t* B = packed + (n0 / kPanel) * panelStride;
+      const int8_t* B = packed + (n0 / kBlock) * blockStride + (n0 % kBlock) * 4;  // panel (n0 % 64) / 16
       for (int64_t k0 = 0; k0 < k4n; k0 += kKC4) {
         const int64_t kn = std::min(kKC4, k4n - k0);
         const bool first = k0 == 0;
@@ -299,19 +301,19 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
           const int np = static_cast<int>(ceilDiv(ncols, kPanel));
           for (int64_t m = m0; m < m1; m += kMR) {
             const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
-            vnniKernel(mr, np)(A + m * Kp + k0 * 4, Kp, B + k0 * 64, panelStride, kn, c + m * N + n0, N, ncols, first,
+            vnniKernel(mr, np)(A + m * Kp + k0 * 4, Kp, B + k0 * kKRow, kPanel * 4, kn, c + m * N + n0, N, ncols, first,
                                rowSums + n0, negZero);
           }
         } else if (path == IntPath::Avx2) {
           for (int64_t m = m0; m < m1; m += 2) {
             if (m + 1 < m1) {
-              kernelAvx2<2>(A + m * Kp + k0 * 4, Kp, B + k0 * 64, kn, c + m * N + n0, N, ncols, first, rowSums + n0, negZero);
+              kernelAvx2<2>(A + m * Kp + k0 * 4, Kp, B + k0 * kKRow, kn, c + m * N + n0, N, ncols, first, rowSums + n0, negZero);
             } else {
-              kernelAvx2<1>(A + m * Kp + k0 * 4, Kp, B + k0 * 64, kn, c + m * N + n0, N, ncols, first, rowSums + n0, negZero);
+              kernelAvx2<1>(A + m * Kp + k0 * 4, Kp, B + k0 * kKRow, kn, c + m * N + n0, N, ncols, first, rowSums + n0, negZero);
             }
           }
         } else {
-          kernelScalar(m1 - m0, A + m0 * Kp + k0 * 4, Kp, B + k0 * 64, kn, c + m0 * N + n0, N, ncols, first, rowSums + n0,
+          kernelScalar(m1 - m0, A + m0 * Kp + k0 * 4, Kp, B + k0 * kKRow, kn, c + m0 * N + n0, N, ncols, first, rowSums + n0,
                        negZero);
         }
       }
@@ -518,22 +520,36 @@ constexpr int kProbeChains = 24;
 
 // 24 independent accumulator chains in named variables (a 24-vector array would be kept in
 // memory by GCC, measuring store bandwidth instead), each step one inline-asm instruction.
+// The VNNI chains use the operand pattern of a GEMM micro-kernel: 5 activation and 4 weight
+// registers, every pair once (20 chains + 9 sources fit the 32 registers without reloads).
+#define LB_VCHAINS(X) \
+  X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) X(17) X(18) X(19)
 #define LB_CHAINS(X) \
   X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)
 
 LOWBIT_TARGET_VNNI int32_t vnniLoop(long iters) {
 #define LB_DECL(i) __m512i c##i = _mm512_set1_epi32(i);
-  LB_CHAINS(LB_DECL)
+  LB_VCHAINS(LB_DECL)
 #undef LB_DECL
-  const __m512i x = _mm512_set1_epi32(0x01020304), y = _mm512_set1_epi32(0x01ff0102);
+  const __m512i x0 = _mm512_set1_epi32(0x01020304), x1 = _mm512_set1_epi32(0x05060708),
+                x2 = _mm512_set1_epi32(0x090a0b0c), x3 = _mm512_set1_epi32(0x0d0e0f10),
+                x4 = _mm512_set1_epi32(0x11121314);
+  const __m512i y0 = _mm512_set1_epi32(0x01ff0102), y1 = _mm512_set1_epi32(0x03fe0405),
+                y2 = _mm512_set1_epi32(0x06fd0708), y3 = _mm512_set1_epi32(0x09fc0a0b);
   for (long i = 0; i < iters; i++) {
-#define LB_STEP(i) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(c##i) : [av] "v"(x), [wv] "v"(y));
-    LB_CHAINS(LB_STEP)
+#define LB_STEP(c, x, y) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(c) : [av] "v"(x), [wv] "v"(y));
+#define LB_ROW(r, a, b, cc, d, x) LB_STEP(c##a, x, y0) LB_STEP(c##b, x, y1) LB_STEP(c##cc, x, y2) LB_STEP(c##d, x, y3)
+    LB_ROW(0, 0, 1, 2, 3, x0)
+    LB_ROW(1, 4, 5, 6, 7, x1)
+    LB_ROW(2, 8, 9, 10, 11, x2)
+    LB_ROW(3, 12, 13, 14, 15, x3)
+    LB_ROW(4, 16, 17, 18, 19, x4)
+#undef LB_ROW
 #undef LB_STEP
   }
   __m512i s = _mm512_setzero_si512();
 #define LB_SUM(i) s = _mm512_add_epi32(s, c##i);
-  LB_CHAINS(LB_SUM)
+  LB_VCHAINS(LB_SUM)
 #undef LB_SUM
   return _mm512_reduce_add_epi32(s);
 }
@@ -542,9 +558,10 @@ LOWBIT_TARGET_VPOPCNT int64_t popLoop(long iters) {
 #define LB_DECL(i) __m512i c##i = _mm512_set1_epi64(0x0123456789abcdefLL * ((i) + 1));
   LB_CHAINS(LB_DECL)
 #undef LB_DECL
-  const __m512i x = _mm512_set1_epi64(0x5555aaaa3333ccccLL);
+  const __m512i x0 = _mm512_set1_epi64(0x5555aaaa3333ccccLL), x1 = _mm512_set1_epi64(0x0f0f00ff12345678LL),
+                x2 = _mm512_set1_epi64(0x7777111122228888LL);
   for (long i = 0; i < iters; i++) {
-#define LB_STEP(i) __asm__("vpxorq %[xv], %[cv], %[cv]\n\tvpopcntq %[cv], %[cv]" : [cv] "+v"(c##i) : [xv] "v"(x));
+#define LB_STEP(i) __asm__("vpxorq %[xv], %[cv], %[cv]\n\tvpopcntq %[cv], %[cv]" : [cv] "+v"(c##i) : [xv] "v"((i) % 3 == 0 ? x0 : (i) % 3 == 1 ? x1 : x2));
     LB_CHAINS(LB_STEP)
 #undef LB_STEP
   }
@@ -555,6 +572,7 @@ LOWBIT_TARGET_VPOPCNT int64_t popLoop(long iters) {
   return _mm512_reduce_add_epi64(s);
 }
 #undef LB_CHAINS
+#undef LB_VCHAINS
 
 struct ProbeCtx {
   long iters;
@@ -596,7 +614,7 @@ double probe(int threads, double seconds, bool vnni) {
   // vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction; popcount: 512 bits per instruction.
   // Each thread's rate is taken over its own CPU time (not wall time), so that time slices lost
   // to other processes on a shared machine do not count; the rates of the threads add up.
-  const double perThread = (vnni ? 128.0 : 512.0) * kProbeChains * static_cast<double>(iters);
+  const double perThread = (vnni ? 128.0 * 20 : 512.0 * kProbeChains) * static_cast<double>(iters);
   double total = 0;
   for (int t = 0; t < threads; t++) total += ctx.cpuSeconds[t] > 0 ? perThread / ctx.cpuSeconds[t] : 0;
   return total * 1e-9;

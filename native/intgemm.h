@@ -1,9 +1,10 @@
 // Integer GEMM kernels of the integer-only runtime (src/runtime/kernels).
 //
 // int8: C[m, n] = sum_k (a[m, k] - aZero) * w[n, k], weights one row per output channel.
-//   The weights are packed once into the VNNI layout (packInt8): panels of 16 output channels,
-//   K rounded up to a multiple of 4, for each group of 4 k the 16 channels' 4 bytes side by
-//   side (one 64-byte zmm row per k-group); padding is zero. rowSums[n] = sum_k w[n, k].
+//   The weights are packed once into the VNNI layout (packInt8): blocks of 64 output channels
+//   (4 panels of 16 = 4 zmm), K rounded up to a multiple of 4; for each group of 4 k a 256-byte
+//   row holds the 64 channels' 4 bytes side by side, so a micro-kernel streams one contiguous
+//   block; padding (channels past N, k past K) is zero. rowSums[n] = sum_k w[n, k].
 //   The AVX-512 kernel multiplies u8 activations by s8 weights with vpdpbusd: uint8 activations
 //   are used as they are, int8 activations get +128 (xor 0x80); the zero point (plus 128) is
 //   then removed with rowSums. Every sum wraps modulo 2^32 (as int32), like the TS reference.
