@@ -672,8 +672,10 @@ Napi::Value GemmLowBit(const Napi::CallbackInfo& info) {
     fail(info.Env(), "gemmLowBit: bad bits, zero point or buffers too small");
     return info.Env().Undefined();
   }
-  std::vector<int8_t> packed(static_cast<size_t>(lowbit::int8PackedBytes(N, K)));
-  std::vector<int32_t> sums(static_cast<size_t>(N));
+  thread_local std::vector<int8_t> packed;  // reused across calls (packLowBit overwrites it)
+  thread_local std::vector<int32_t> sums;
+  if (packed.size() < static_cast<size_t>(lowbit::int8PackedBytes(N, K))) packed.resize(static_cast<size_t>(lowbit::int8PackedBytes(N, K)));
+  if (sums.size() < static_cast<size_t>(N)) sums.resize(static_cast<size_t>(N));
   lowbit::packLowBit(w.data, static_cast<int>(bits), N, K, packed.data(), sums.data());
   lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), packed.data(), sums.data(), c);
   return info.Env().Undefined();

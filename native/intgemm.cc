@@ -253,22 +253,34 @@ void packInt8(const int8_t* w, int64_t N, int64_t K, int8_t* packed, int32_t* ro
 
 void packLowBit(const uint8_t* w, int bits, int64_t N, int64_t K, int8_t* packed, int32_t* rowSums) {
   const int64_t k4n = ceilDiv(K, 4);
-  std::memset(packed, 0, static_cast<size_t>(int8PackedBytes(N, K)));
   const int perByte = 8 / bits;
   const int64_t rowBytes = ceilDiv(K, perByte);
   const int shiftUp = 8 - bits;  // sign extension: move the field to the top, arithmetic shift back
-  for (int64_t n = 0; n < N; n++) {
-    int8_t* base = packed + (n / kBlock) * k4n * kKRow + (n % kBlock) * 4;
-    const uint8_t* row = w + n * rowBytes;
-    uint32_t sum = 0;
-    for (int64_t k = 0; k < K; k++) {
-      const int field = (row[k / perByte] >> ((k % perByte) * bits)) & ((1 << bits) - 1);
-      const int8_t v = static_cast<int8_t>(static_cast<int8_t>(field << shiftUp) >> shiftUp);
-      base[(k >> 2) * kKRow + (k & 3)] = v;
-      sum += static_cast<uint32_t>(static_cast<int32_t>(v));
+  const int64_t blocks = ceilDiv(N, kBlock);
+  // One task per 64-channel block: clears its part of the panel, then unpacks its rows byte by byte.
+  parallelFor(blocks, static_cast<double>(N) * K * 2, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; blk++) {
+      std::memset(packed + blk * k4n * kKRow, 0, static_cast<size_t>(k4n * kKRow));
+      const int64_t n1 = std::min(N, (blk + 1) * kBlock);
+      for (int64_t n = blk * kBlock; n < n1; n++) {
+        int8_t* base = packed + blk * k4n * kKRow + (n % kBlock) * 4;
+        const uint8_t* row = w + n * rowBytes;
+        int32_t sum = 0;
+        for (int64_t byte = 0; byte < rowBytes; byte++) {
+          const int bv = row[byte];
+          const int64_t k0 = byte * perByte;
+          const int count = static_cast<int>(std::min<int64_t>(perByte, K - k0));
+          for (int j = 0; j < count; j++) {
+            const int8_t v = static_cast<int8_t>(static_cast<int8_t>((bv >> (j * bits)) << shiftUp) >> shiftUp);
+            const int64_t k = k0 + j;
+            base[(k >> 2) * kKRow + (k & 3)] = v;
+            sum += v;
+          }
+        }
+        rowSums[n] = sum;  // |sum| <= 8 K: no overflow for K < 2^28
+      }
     }
-    rowSums[n] = static_cast<int32_t>(sum);
-  }
+  });
 }
 
 // ---------------------------------------------------------------- int8 GEMM driver
@@ -280,7 +292,9 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
     std::memset(c, 0, static_cast<size_t>(M * N) * sizeof(int32_t));
     return;
   }
-  std::vector<uint8_t> ap(static_cast<size_t>(M * Kp));
+  // Reused per calling thread: a fresh multi-megabyte vector costs page faults on every call.
+  thread_local std::vector<uint8_t> ap;
+  if (ap.size() < static_cast<size_t>(M * Kp)) ap.resize(static_cast<size_t>(M * Kp));
   packActivations(M, K, Kp, a, aSigned, ap.data());
   const int32_t negZero = static_cast<int32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
   const IntPath path = int8Path();
