@@ -8,3 +8,4 @@ export * as data from './data/index.ts';
 export * from './train/index.ts';
 export * as format from './format/index.ts';
 export * as quant from './quant/index.ts';
+export * as runtime from './runtime/index.ts';

@@ -47,7 +47,7 @@ export const evalCommand = defineCommand({
     'lowbit eval --checkpoint runs/lenet5-mnist/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
   ],
   options: {
-    model: { type: 'string', placeholder: 'FILE', help: 'the .lowbit integer model to evaluate' },
+    model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },
     checkpoint: { type: 'string', placeholder: 'FILE', help: 'a QAT training checkpoint to convert (instead of --model)' },
     save: { type: 'string', placeholder: 'FILE', help: 'with --checkpoint: write the converted model to this .lowbit file' },
     compare: { type: 'boolean', help: 'with --checkpoint: compare with the fake-quant model on the same images' },
