@@ -5,10 +5,12 @@
 import type { Command } from '../command.ts';
 import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
+import { quantizeCommand } from './quantize.ts';
 import { evalCommand } from './eval.ts';
 
 export const commands: Readonly<Record<string, Command>> = Object.freeze({
   train: trainCommand,
+  quantize: quantizeCommand,
   eval: evalCommand,
   info: infoCommand,
 });

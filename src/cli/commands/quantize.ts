@@ -1,0 +1,138 @@
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, loadDataset, take, type DatasetName } from '../../data/index.ts';
+import { createModel, isModelName, MODEL_NAMES, type ModelName } from '../../nn/index.ts';
+import { evaluate, formatPercent } from '../../train/index.ts';
+import { loadCheckpoint, saveCheckpoint } from '../../train/checkpoint.ts';
+import { writeFileAtomic } from '../../format/index.ts';
+import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
+import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
+import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
+import { convert, saveIntModel } from '../../runtime/index.ts';
+import { defineCommand } from '../command.ts';
+import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
+
+/** The checkpoint file and the training config of a run directory or checkpoint path. */
+function locateRun(path: string): { checkpoint: string; config: Record<string, unknown> } {
+  if (!existsSync(path)) throw new Error(`--model: '${path}' does not exist (pass a run directory such as runs/lenet5-mnist or a checkpoint.safetensors)`);
+  const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
+  if (!existsSync(checkpoint)) throw new Error(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
+  const metricsPath = join(dirname(checkpoint), 'metrics.json');
+  let config: Record<string, unknown> = {};
+  if (existsSync(metricsPath)) {
+    const metrics = JSON.parse(readFileSync(metricsPath, 'utf8')) as { config?: Record<string, unknown> };
+    config = metrics.config ?? {};
+  }
+  return { checkpoint, config };
+}
+
+export const quantizeCommand = defineCommand({
+  name: 'quantize',
+  summary: 'post-training quantization of a trained float32 model (calibration, AdaRound, bias correction)',
+  description: [
+    'Loads a float32 checkpoint written by `lowbit train`, calibrates static quantizers on --calib',
+    'training samples (weights per output channel, activations per tensor; BatchNorm folded with its',
+    'running statistics; first and last layers kept at 8 bits), optionally learns the rounding of the',
+    '<= 4-bit weights (AdaRound) and corrects biases, then evaluates float32 and quantized accuracy on',
+    'the test set. Writes <out>/model.safetensors (the calibrated fake-quant model state),',
+    '<out>/ptq.json and, through the integer runtime, <out>/model.lowbit.',
+  ].join('\n'),
+  examples: [
+    'lowbit quantize --model runs/lenet5-mnist --bits w8a8',
+    'lowbit quantize --model runs/lenet5-mnist --bits w4a8 --adaround',
+    'lowbit quantize --model runs/cnn-fashion-mnist --bits w8a8 --method percentile --bias-correction',
+  ],
+  options: {
+    model: { type: 'string', placeholder: 'PATH', help: 'run directory (runs/<model>-<dataset>) or checkpoint.safetensors' },
+    bits: { type: 'enum', choices: PTQ_SCHEMES, default: 'w8a8', help: 'weight/activation bits' },
+    calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split)' },
+    method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },
+    weightMethod: { type: 'enum', choices: OBSERVER_METHODS, help: 'weight range observer (default: minmax at 8 bits, mse below)' },
+    adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
+    adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
+    biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
+    arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
+    out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: <run dir>/ptq-<bits>-<method>)' },
+    testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
+    seed: { type: 'int', min: 0, default: 0, help: 'seed of the calibration sample' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+  },
+  run(options, io) {
+    useBackend(options.backend);
+    if (options.model === undefined) throw new Error('--model is required (a run directory such as runs/lenet5-mnist or a checkpoint)');
+    const { checkpoint, config } = locateRun(options.model);
+    if (typeof config.quant === 'string' && config.quant !== 'fp32') {
+      throw new Error(`--model: '${checkpoint}' was trained with --quant ${config.quant}; post-training quantization starts from a float32 model`);
+    }
+    const arch = options.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
+    if (!arch) throw new Error(`--arch is required: no model name in the run's metrics.json (known: ${MODEL_NAMES.join(', ')})`);
+    const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
+    const out = options.out ?? join(dirname(checkpoint), `ptq-${options.bits}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
+
+    const normalize = DATASET_STATS[dataset];
+    const trainSet = loadDataset(dataset, 'train');
+    const fullTest = loadDataset(dataset, 'test');
+    const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
+    const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, normalize });
+    const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
+    const build = () => {
+      const model = createModel(arch, { numClasses: trainSet.numClasses });
+      model.loadStateDict(loadCheckpoint(checkpoint).model);
+      return model;
+    };
+
+    io.print('lowbit quantize');
+    io.print(`  model      ${arch} from ${checkpoint}`);
+    io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
+    io.print(`  scheme     ${options.bits}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
+      `${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
+    io.print(`  backend    ${describeBackend(backendDetails())}`);
+
+    const fp32 = evaluate(build(), testLoader);
+    io.print(`fp32 test accuracy:      ${formatPercent(fp32.accuracy)}`);
+    const model = calibrate(build(), calibLoader, {
+      scheme: options.bits,
+      samples: options.calib,
+      method: options.method,
+      weightMethod: options.weightMethod,
+      adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
+      biasCorrection: options.biasCorrection,
+      progress: (line) => io.print(`  ${line}`),
+    });
+    io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
+    const quantized = evaluate(model, testLoader);
+    io.print(`${options.bits} test accuracy:      ${formatPercent(quantized.accuracy)} (${((quantized.accuracy - fp32.accuracy) * 100).toFixed(2)} pt)`);
+
+    mkdirSync(out, { recursive: true });
+    const report = calibrationReport(model)!;
+    const ptqConfig = {
+      source: checkpoint, model: arch, dataset, scheme: options.bits, calibrationSamples: report.samples, method: options.method,
+      weightMethod: options.weightMethod ?? null, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
+      biasCorrection: options.biasCorrection, seed: options.seed,
+    };
+    saveCheckpoint(join(out, 'model.safetensors'), { model: model.stateDict(), epoch: 0, config: ptqConfig });
+    const summary = {
+      config: ptqConfig,
+      fp32Accuracy: fp32.accuracy,
+      quantizedAccuracy: quantized.accuracy,
+      testSamples: testSet.length,
+      calibrationSeconds: report.seconds,
+      adaround: report.adaround,
+      biasCorrection: report.biasCorrection.map((r) => ({ layer: r.layer, corrected: r.corrected, meanAbsShift: r.meanAbsShift })),
+    };
+    writeFileAtomic(join(out, 'ptq.json'), new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`));
+    io.print(`wrote ${join(out, 'model.safetensors')} and ${join(out, 'ptq.json')}`);
+
+    const sample = testLoader[Symbol.iterator]().next().value?.x;
+    try {
+      const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme: options.bits } });
+      const bytes = saveIntModel(join(out, 'model.lowbit'), intModel);
+      io.print(`wrote ${join(out, 'model.lowbit')} (${bytes.toLocaleString('en-US')} bytes, integer model)`);
+    } catch (error) {
+      io.print(`integer export failed: ${(error as Error).message}`);
+      return 1;
+    }
+    return 0;
+  },
+});

@@ -1,0 +1,143 @@
+/**
+ * The post-training quantizer kind 'static': an affine fake quantizer whose scale and zero point
+ * are fixed buffers, set once from an observer during calibration.
+ *
+ * States:
+ *   - calibrating (`startCalibration()`): forward observes x and returns it unchanged (the float
+ *     model runs, as in torch.ao's prepare → calibrate); weights are observed once per calibration;
+ *   - frozen (`freeze()`, buffer `calibrated` = 1): forward is the affine fake quantization
+ *     y = (clamp(roundHalfEven(x/s) + z, qmin, qmax) − z)·s with the stored (s, z)
+ *     (gradient: straight-through inside the range, 0 outside — usable for QAT fine-tuning);
+ *   - neither: a weight quantizer calibrates itself from the weight it sees (data-free), an
+ *     activation quantizer throws (run `calibrate`).
+ * The observer is transient; the buffers `scale`, `zeroPoint`, `calibrated` are the state (stateDict).
+ *
+ * Spec options: bits, signed, symmetric, granularity ('tensor' | 'channel'; weights default to
+ * per output channel, activations to per tensor), method ('minmax' | 'ema' | 'percentile' |
+ * 'mse' | 'entropy', default 'minmax'), momentum (ema), percentile (default 99.99), bins
+ * (histograms, default 2048), grid (mse, default 100).
+ */
+import { noGrad } from '../../autograd/engine.ts';
+import { full, zeros } from '../../tensor/tensor.ts';
+import type { Tensor } from '../../tensor/tensor.ts';
+import { fakeQuantize } from '../core/quantize.ts';
+import { qRange, type QParams } from '../core/qparams.ts';
+import { BaseQuantizer, choiceOption, numberOption, resolveFormat, toQuantSpec } from '../quantizers/common.ts';
+import { quantizerKinds, registerQuantizer, type ExportedQuant, type QuantizerContext, type QuantizerSpec } from '../quantizers/quantizer.ts';
+import { createObserver, OBSERVER_METHODS, type Observer, type ObserverMethod } from '../observers/index.ts';
+
+export const STATIC_KIND = 'static';
+
+export class StaticQuantizer extends BaseQuantizer {
+  readonly method: ObserverMethod;
+  readonly qmin: number;
+  readonly qmax: number;
+  readonly scale: Tensor;
+  readonly zeroPoint: Tensor;
+  /** 1 once the parameters are frozen from calibration. */
+  readonly calibrated: Tensor;
+  private observer: Observer | null = null;
+  private weightSeen = false;
+
+  constructor(spec: QuantizerSpec, context: QuantizerContext) {
+    const format = resolveFormat(spec, context);
+    super(spec, format);
+    [this.qmin, this.qmax] = qRange(format);
+    this.method = choiceOption(spec, 'method', OBSERVER_METHODS, 'minmax');
+    this.scale = this.registerBuffer('scale', full([format.count], 1));
+    this.zeroPoint = this.registerBuffer('zeroPoint', zeros([format.count]));
+    this.calibrated = this.registerBuffer('calibrated', zeros([1]));
+  }
+
+  /** True between `startCalibration()` and `freeze()`. */
+  get calibrating(): boolean {
+    return this.observer !== null;
+  }
+
+  get isCalibrated(): boolean {
+    return this.calibrated.data[0] === 1;
+  }
+
+  /** Starts a fresh observer: until `freeze()`, forward observes and passes x through. */
+  startCalibration(): void {
+    const spec = this.spec;
+    this.observer = createObserver(this.method, {
+      axis: this.format.axis,
+      momentum: numberOption(spec, 'momentum', 0.1),
+      percentile: numberOption(spec, 'percentile', 99.99),
+      bins: numberOption(spec, 'bins', 2048),
+      grid: numberOption(spec, 'grid', 100),
+    });
+    this.weightSeen = false;
+  }
+
+  /** Adds x to the observer's statistics (calibration only). */
+  observe(x: Tensor): void {
+    if (!this.observer) throw new Error(`quantizer '${this.spec.kind}': observe() outside calibration (call startCalibration() first)`);
+    this.observer.observe(x);
+  }
+
+  /** Computes (s, z) from the observer, stores them and ends calibration. */
+  freeze(): QParams {
+    if (!this.observer) throw new Error(`quantizer '${this.spec.kind}': freeze() without calibration`);
+    if (!this.observer.observed) throw new Error(`quantizer '${this.spec.kind}' (${this.role}) observed nothing during calibration: is its layer on the forward path?`);
+    const qp = this.observer.qparams(toQuantSpec(this.format));
+    this.setQParams(qp);
+    this.observer = null;
+    return qp;
+  }
+
+  /** Sets the frozen parameters directly (e.g. from another quantizer or a file). */
+  setQParams(qp: Pick<QParams, 'scale' | 'zeroPoint'>): void {
+    if (qp.scale.length !== this.format.count) throw new Error(`quantizer '${this.spec.kind}': ${qp.scale.length} scales for ${this.format.count} parameter sets`);
+    this.scale.data.set(qp.scale);
+    this.zeroPoint.data.set(qp.zeroPoint);
+    this.calibrated.data[0] = 1;
+  }
+
+  protected quantize(x: Tensor): Tensor {
+    if (this.observer) {
+      if (this.role === 'activation' || !this.weightSeen) noGrad(() => this.observer!.observe(x));
+      this.weightSeen = true;
+      return x;
+    }
+    if (!this.isCalibrated) {
+      if (this.role !== 'weight') throw new Error(`quantizer '${this.spec.kind}' (activation) is not calibrated: run calibrate() on the model first`);
+      noGrad(() => {
+        this.startCalibration();
+        this.observe(x);
+        this.freeze();
+      });
+    }
+    return fakeQuantize(x, this.qparams(), { gradient: 'clipped' });
+  }
+
+  /** The frozen affine parameters. */
+  qparams(): QParams {
+    return {
+      scale: Float32Array.from(this.scale.data),
+      zeroPoint: Int32Array.from(this.zeroPoint.data),
+      bits: this.format.bits,
+      qmin: this.qmin,
+      qmax: this.qmax,
+      axis: this.format.axis,
+      groupSize: null,
+    };
+  }
+
+  exportQuant(): ExportedQuant {
+    if (!this.isCalibrated) throw new Error(`quantizer '${this.spec.kind}' is not calibrated: run calibrate() before exporting`);
+    return { type: 'affine', qparams: this.qparams() };
+  }
+
+  override extraRepr(): string {
+    return `${super.extraRepr()}, method=${this.method}${this.isCalibrated ? '' : ', uncalibrated'}`;
+  }
+}
+
+export function createStaticQuantizer(spec: QuantizerSpec, context: QuantizerContext): StaticQuantizer {
+  return new StaticQuantizer(spec, context);
+}
+
+// Registered once per process; a second copy of this module (another URL) does not throw.
+if (!quantizerKinds().includes(STATIC_KIND)) registerQuantizer(STATIC_KIND, createStaticQuantizer);
