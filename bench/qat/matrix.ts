@@ -203,6 +203,16 @@ export function matrix(): RunSpec[] {
     qconfigOptions: { signActivations: true }, epochs: BNN_EPOCHS, recipe: BNN_RECIPE, seed: 0, dropout: 0.2, inputDropout: 0.2,
     note: '`/d02` row: 784-512-512-10 binary MLP, dropout 0.2 on the input image and after each hidden BatchNorm (momentum 0.1).',
   });
+  runs.push({
+    ...BNN, hidden: [768, 768], id: 'bnn-mlp-mnist/w1a1/binary/w768', scheme: 'w1a1', estimator: 'binary', method: 'qat', init: 'scratch',
+    qconfigOptions: { signActivations: true }, epochs: BNN_EPOCHS, recipe: BNN_RECIPE, seed: 0, dropout: 0.2, inputDropout: 0.2,
+    note: '`/w768` row: 784-768-768-10 binary MLP, dropout 0.2 on the input image and after each hidden BatchNorm (momentum 0.1).',
+  });
+  runs.push({
+    ...BNN, id: 'bnn-mlp-mnist/w1a1/binary/d02e15', scheme: 'w1a1', estimator: 'binary', method: 'qat', init: 'scratch',
+    qconfigOptions: { signActivations: true }, epochs: 15, recipe: BNN_RECIPE, seed: 0, dropout: 0.2, inputDropout: 0.2,
+    note: '`/d02e15` row: the `/d02` model and recipe over 15 epochs (cosine over 15).',
+  });
   for (const est of ['binary', 'irnet']) {
     runs.push({
       ...BNN, hidden: [1024, 1024], id: `bnn-mlp-mnist/w1a1/${est}/w1024`, scheme: 'w1a1', estimator: est, method: 'qat', init: 'scratch',
