@@ -29,9 +29,9 @@ export interface BiasCorrectionResult {
 }
 
 /** The expected output shift δ of `layer` over `inputs` (already quantized layer inputs). */
-export function expectedOutputShift(layer: QuantLayer, inputs: readonly Tensor[]): Float64Array {
+export function expectedOutputShift(layer: QuantLayer, inputs: readonly Tensor[], floatWeight?: Tensor): Float64Array {
   const exported = layer.exportLayer();
-  const delta = noGrad(() => sub(exported.weightFakeQuant, exported.weightFloat));
+  const delta = noGrad(() => sub(exported.weightFakeQuant, floatWeight ?? exported.weightFloat));
   const channels = delta.shape[0]!;
   const sums = new Float64Array(channels);
   let count = 0;
@@ -72,14 +72,21 @@ function subtractFromBias(layer: QuantLayer, shift: Float64Array): boolean {
 export function correctBias(
   model: Module & { forward(x: Tensor): Tensor },
   batches: readonly Tensor[],
-  options: { progress?: (message: string) => void } = {},
+  options: {
+    progress?: (message: string) => void;
+    /**
+     * The float (BN-folded) weight W to measure against, by layer, when the layer's weight was
+     * already replaced by its rounding (AdaRound writes W̃ into the layer); default: the layer's.
+     */
+    floatWeights?: ReadonlyMap<QuantLayer, Tensor>;
+  } = {},
 ): BiasCorrectionResult[] {
   const results: BiasCorrectionResult[] = [];
   for (const info of quantizedLayers(model)) {
     const layer = info.layer;
     if (!layer.weightQuantizer) continue;
     const inputs = captureLayerInputs(model, layer, batches);
-    const shift = expectedOutputShift(layer, inputs);
+    const shift = expectedOutputShift(layer, inputs, options.floatWeights?.get(layer));
     const corrected = subtractFromBias(layer, shift);
     const meanAbsShift = shift.reduce((a, v) => a + Math.abs(v), 0) / Math.max(1, shift.length);
     results.push({ layer: info.name, corrected, shift, meanAbsShift });

@@ -9,7 +9,8 @@ import type { Module } from '../../nn/module.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { QuantPlan } from '../config/plan.ts';
-import { prepareQat, quantizers, type PrepareQatOptions, type QatTarget } from '../qat/prepare.ts';
+import { prepareQat, quantizedLayers, quantizers, type PrepareQatOptions, type QatTarget } from '../qat/prepare.ts';
+import type { QuantLayer } from '../qat/layers.ts';
 import { OBSERVER_METHODS, type ObserverMethod } from '../observers/index.ts';
 import { STATIC_KIND, StaticQuantizer } from './static.ts';
 import { adaround, type AdaRoundOptions, type AdaRoundResult } from './adaround.ts';
@@ -153,11 +154,19 @@ export function calibrate<M extends ForwardModule>(model: M, loader: Iterable<{ 
   log(`calibrated ${statics.length} quantizers on ${samples} samples (${batches.length} batches)`);
 
   let adaroundResults: AdaRoundResult[] = [];
+  // Bias correction measures E[(W_q − W)x] against the float weights AdaRound is about to overwrite.
+  const floatWeights = new Map<QuantLayer, Tensor>();
+  if (options.adaround && options.biasCorrection) {
+    for (const { layer } of quantizedLayers(model)) {
+      const w = layer.exportLayer().weightFloat;
+      floatWeights.set(layer, new Tensor(w.data.slice(), w.shape)); // a copy: detach() may share the data
+    }
+  }
   if (options.adaround) {
     const adaOptions = typeof options.adaround === 'object' ? options.adaround : {};
     adaroundResults = adaround(model, batches, { ...adaOptions, progress: log });
   }
-  const biasResults = options.biasCorrection ? correctBias(model, batches, { progress: log }) : [];
+  const biasResults = options.biasCorrection ? correctBias(model, batches, { progress: log, floatWeights }) : [];
   reports.set(model, {
     samples, batches: batches.length, seconds: (performance.now() - start) / 1000, adaround: adaroundResults, biasCorrection: biasResults,
   });

@@ -166,6 +166,12 @@ describe('quant/ptq: bias correction', () => {
     for (let c = 0; c < 2; c++) assert.ok(Math.abs(result.shift[c]! - shiftBefore[c]!) < 1e-5, `δ ${result.shift[c]} vs measured ${shiftBefore[c]}`);
     const shiftAfter = meanShift(corrected);
     for (let c = 0; c < 2; c++) assert.ok(Math.abs(shiftAfter[c]!) < 1e-5, `shift after correction ${shiftAfter}`);
+    // After AdaRound (which overwrites the weight with its rounding) δ is still measured against
+    // the float weight, and the output shift is removed as well.
+    const both = calibrate(build(), batches, { plan, adaround: { iterations: 50 }, biasCorrection: true });
+    const bothShift = meanShift(both);
+    assert.ok(Math.abs(calibrationReport(both)!.biasCorrection[0]!.meanAbsShift) > 1e-3);
+    for (let c = 0; c < 2; c++) assert.ok(Math.abs(bothShift[c]!) < 1e-5, `shift after AdaRound + correction ${bothShift}`);
     // δ depends on the weights only: measuring again gives the same shift, now compensated.
     const again = correctBias(corrected, batches.map((b) => b.x));
     assert.ok(Math.abs(again[0]!.shift[1]! - result.shift[1]!) < 1e-6);
