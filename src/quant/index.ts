@@ -5,3 +5,5 @@ export * from './quantizers/index.ts';
 export * from './config/index.ts';
 export * from './qat/index.ts';
 export * as constrained from './constrained/index.ts';
+export * as ptq from './ptq/index.ts';
+export * as observers from './observers/index.ts';
