@@ -194,6 +194,48 @@ describe('gradients of every primitive (float64 central differences)', () => {
       assert.ok(res.maxRelativeError < 1e-6, `${name} relative error ${res.maxRelativeError.toExponential(2)}`);
     }
   });
+  it('random shapes: broadcasting binary ops, reductions, matmul, conv2d (seeded draws)', () => {
+    const shapeRng = new Rng(2024);
+    const dim = (): number => 1 + shapeRng.int(5);
+    /** A random shape of rank 1..4 and a second one that broadcasts against it. */
+    const broadcastPair = (): [number[], number[]] => {
+      const rank = 1 + shapeRng.int(4);
+      const a = Array.from({ length: rank }, dim);
+      const b = a.slice(shapeRng.int(rank)).map((d) => (shapeRng.uniform() < 0.4 ? 1 : d));
+      return shapeRng.uniform() < 0.5 ? [a, b] : [b, a];
+    };
+    const binaryOps: [string, (a: Tensor, b: Tensor) => Tensor, boolean][] = [
+      ['add', o.add, false], ['sub', o.sub, false], ['mul', o.mul, false], ['div', o.div, true],
+      ['maximum', o.maximum, false], ['minimum', o.minimum, false],
+    ];
+    for (let trial = 0; trial < 6; trial++) {
+      for (const [name, f, positiveB] of binaryOps) {
+        const [sa, sb] = broadcastPair();
+        const res = gradcheck(f, [r(sa), positiveB ? away(sb) : r(sb)]);
+        assert.ok(res.maxRelativeError < 1e-6, `${name} [${sa}] [${sb}]: ${res.maxRelativeError.toExponential(2)}`);
+      }
+      const shape = Array.from({ length: 1 + shapeRng.int(4) }, dim);
+      const axes = shape.map((_, i) => i).filter(() => shapeRng.uniform() < 0.5);
+      const keepDims = shapeRng.uniform() < 0.5;
+      const sres = gradcheck((x) => o.sum(x!, axes, keepDims), [r(shape)]);
+      assert.ok(sres.maxRelativeError < 1e-6, `sum [${shape}] axes [${axes}]`);
+      const [m, k, n] = [dim(), dim(), dim()];
+      const batch = shapeRng.uniform() < 0.5 ? [dim()] : [];
+      const mres = gradcheck((a, b) => o.matmul(a!, b!), [r([...batch, m, k]), r([k, n])]);
+      assert.ok(mres.maxRelativeError < 1e-6, `matmul [${batch},${m},${k}]x[${k},${n}]`);
+      const groups = 1 + shapeRng.int(2);
+      const cin = groups * dim();
+      const cout = groups * dim();
+      const kh = 1 + shapeRng.int(3);
+      const kw = 1 + shapeRng.int(3);
+      const h = kh + shapeRng.int(5);
+      const w = kw + shapeRng.int(5);
+      const stride = 1 + shapeRng.int(2);
+      const padding = shapeRng.int(2);
+      const cres = gradcheck((x, wt) => o.conv2d(x!, wt!, null, { stride, padding, groups }), [r([1 + shapeRng.int(2), cin, h, w]), r([cout, cin / groups, kh, kw])]);
+      assert.ok(cres.maxRelativeError < 1e-6, `conv2d x[${cin},${h},${w}] w[${cout},${cin / groups},${kh},${kw}] s${stride} p${padding} g${groups}`);
+    }
+  });
   it('double backward: gradient of a gradient (Hessian-vector product of conv + relu)', () => {
     // f(x) = d/dw Σ relu(conv(x, w))·R, checked as a function of x.
     const w = r([2, 1, 3, 3]);
