@@ -302,7 +302,8 @@ function recordRun(path: string, record: RunRecord): void {
 }
 
 export function commandFor(id: string): string {
-  return `LOWBIT_THREADS=2 node --import tsx bench/qat/matrix.ts --only '${id}' --force`;
+  const seed = /@s(\d+)$/.exec(id);
+  return `LOWBIT_THREADS=2 node --import tsx bench/qat/matrix.ts --only '${id}'${seed ? ` --seed ${seed[1]}` : ''} --force`;
 }
 
 // ------------------------------------------------------------------ building and training
@@ -617,7 +618,9 @@ async function main(): Promise<void> {
   const all = matrix().map((s) => withSeed(s, flags.seed));
   const byId = new Map(all.map((s) => [s.id, s]));
   const done = new Set(readResults(flags.out).runs.filter((r) => r.status === 'ok').map((r) => r.id));
-  const selected = all.filter((s) => !flags.only || flags.only.some((p) => globMatch(p, s.id)));
+  // With --seed, a glob may name the id with or without its `@sN` suffix.
+  const baseId = (id: string): string => id.replace(/@s\d+$/, '');
+  const selected = all.filter((s) => !flags.only || flags.only.some((p) => globMatch(p, s.id) || globMatch(p, baseId(s.id))));
   if (flags.only && selected.length === 0) throw new Error(`--only ${flags.only.join(',')} matches no run (try --list)`);
   if (flags.list) {
     for (const s of selected) console.log(`${done.has(s.id) ? '[done] ' : '       '}${s.id}`);
