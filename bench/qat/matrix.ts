@@ -47,9 +47,8 @@ const { SGD, Adam, CosineAnnealingLR } = await import('../../src/optim/index.ts'
 const { manualSeed } = await import('../../src/tensor/index.ts');
 const { fit, evaluate } = await import('../../src/train/fit.ts');
 const { saveCheckpoint, loadCheckpoint } = await import('../../src/train/checkpoint.ts');
-const { prepareQat, quantizedLayers, setQuantProgress, formatQuantTable } = await import('../../src/quant/qat/index.ts');
+const { prepareQat, quantizedLayers, setQuantProgress, formatQuantTable, qatParamGroups } = await import('../../src/quant/qat/index.ts');
 const { qconfigFor, BINARY_KINDS, binarySign, int8PerChannelSym } = await import('../../src/quant/config/index.ts');
-const { Quantizer } = await import('../../src/quant/quantizers/quantizer.ts');
 const { trainAdmm, trainAskew } = await import('../../src/quant/constrained/index.ts');
 
 import type { Dataset } from '../../src/data/index.ts';
@@ -404,17 +403,7 @@ function planFor(spec: RunSpec, model: Module): QuantPlan {
 
 /** Parameters split into groups by role: quantizer parameters, latent binary weights, the rest. */
 function paramGroups(model: Module, recipe: Recipe): { params: Tensor[]; lr: number; weightDecay?: number }[] {
-  const quantParams = new Set<Tensor>();
-  for (const m of model.modules()) if (m instanceof Quantizer) for (const p of m.parameters()) quantParams.add(p);
-  const binaryParams = new Set<Tensor>();
-  for (const l of quantizedLayers(model)) {
-    if (l.weightSpec && BINARY_KINDS.includes(l.weightSpec.kind)) binaryParams.add((l.layer as unknown as { weight: Tensor }).weight);
-  }
-  const rest = model.parameters().filter((p) => !quantParams.has(p) && !binaryParams.has(p));
-  const groups: { params: Tensor[]; lr: number; weightDecay?: number }[] = [{ params: rest, lr: recipe.lr }];
-  if (binaryParams.size > 0) groups.push({ params: [...binaryParams], lr: recipe.lr * (recipe.binaryLrScale ?? 1) });
-  if (quantParams.size > 0) groups.push({ params: [...quantParams], lr: recipe.lr * (recipe.quantLrScale ?? 1), weightDecay: 0 });
-  return groups.filter((g) => g.params.length > 0);
+  return qatParamGroups(model, { lr: recipe.lr, quantLrScale: recipe.quantLrScale ?? 1, binaryLrScale: recipe.binaryLrScale ?? 1, weightDecay: recipe.weightDecay ?? 0 });
 }
 
 function clipper(model: Module, inner: TrainOptimizer): TrainOptimizer {
