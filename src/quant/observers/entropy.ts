@@ -12,10 +12,9 @@
  * The threshold is T = i*·R/2048 for the i* of least KL; the range is [−T, T] (symmetric),
  * [0, T] (unsigned) or [max(min, −T), min(max, T)] (asymmetric signed).
  */
-import type { Tensor } from '../../tensor/tensor.ts';
 import { qparamsFromRange, qRange, type QParams, type QuantSpec } from '../core/qparams.ts';
-import { SignedHistogram } from './histogram.ts';
-import { checkGranularity, splitChannels, type Observer, type ObserverOptions } from './observer.ts';
+import { HistogramObserver } from './histogram.ts';
+import { checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
 
 export interface EntropyOptions extends ObserverOptions {
   /** Histogram bins (default 2048). */
@@ -24,26 +23,11 @@ export interface EntropyOptions extends ObserverOptions {
 
 const EPSILON = 1e-10;
 
-export class EntropyObserver implements Observer {
+export class EntropyObserver extends HistogramObserver implements Observer {
   readonly method = 'entropy';
-  readonly axis: number | null;
-  readonly bins: number;
-  private histograms: SignedHistogram[] = [];
 
   constructor(options: EntropyOptions = {}) {
-    this.axis = options.axis ?? null;
-    this.bins = options.bins ?? 2048;
-  }
-
-  get observed(): boolean {
-    return this.histograms.some((h) => h.total > 0);
-  }
-
-  observe(x: Tensor): void {
-    const channels = splitChannels(x, this.axis);
-    if (this.histograms.length === 0) this.histograms = channels.map(() => new SignedHistogram(this.bins));
-    if (channels.length !== this.histograms.length) throw new Error(`entropy observer: ${channels.length} channels, earlier batches had ${this.histograms.length}`);
-    channels.forEach((values, c) => this.histograms[c]!.add(values));
+    super(options);
   }
 
   /** Thresholds T per channel for `levels` magnitude levels (x⁺ only when `positiveOnly`). */

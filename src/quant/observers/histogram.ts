@@ -4,7 +4,8 @@
  * When a batch exceeds R, R doubles (adjacent bin pairs merge, which re-bins exactly) until the
  * batch fits, so earlier counts are never interpolated. Bin i covers [i·R/bins, (i+1)·R/bins).
  */
-import { extremes } from './observer.ts';
+import type { Tensor } from '../../tensor/tensor.ts';
+import { extremes, splitChannels } from './observer.ts';
 
 export class SignedHistogram {
   readonly bins: number;
@@ -76,4 +77,31 @@ export function quantileOfCounts(hist: Float64Array, binWidth: number, k: number
     cumulative += c;
   }
   return hist.length * binWidth;
+}
+
+/**
+ * State shared by histogram-based observers (percentile, entropy): one `SignedHistogram` of
+ * `bins` bins per tensor, or per channel along `axis`, filled by `observe`.
+ */
+export abstract class HistogramObserver {
+  abstract readonly method: string;
+  readonly axis: number | null;
+  readonly bins: number;
+  protected histograms: SignedHistogram[] = [];
+
+  constructor(options: { readonly axis?: number | null; readonly bins?: number }) {
+    this.axis = options.axis ?? null;
+    this.bins = options.bins ?? 2048;
+  }
+
+  get observed(): boolean {
+    return this.histograms.some((h) => h.total > 0);
+  }
+
+  observe(x: Tensor): void {
+    const channels = splitChannels(x, this.axis);
+    if (this.histograms.length === 0) this.histograms = channels.map(() => new SignedHistogram(this.bins));
+    if (channels.length !== this.histograms.length) throw new Error(`${this.method} observer: ${channels.length} channels, earlier batches had ${this.histograms.length}`);
+    channels.forEach((values, c) => this.histograms[c]!.add(values));
+  }
 }

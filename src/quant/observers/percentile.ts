@@ -8,10 +8,9 @@
  * where P_q is the q-th percentile read off the cumulative histogram with linear interpolation
  * inside a bin (exact to one bin width, R/2048). The range is never wider than the observed one.
  */
-import type { Tensor } from '../../tensor/tensor.ts';
 import { qparamsFromRange, type QParams, type QuantSpec } from '../core/qparams.ts';
-import { SignedHistogram, quantileOfCounts } from './histogram.ts';
-import { checkGranularity, splitChannels, type Observer, type ObserverOptions } from './observer.ts';
+import { HistogramObserver, quantileOfCounts } from './histogram.ts';
+import { checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
 
 export interface PercentileOptions extends ObserverOptions {
   /** Percentile p in (0, 100] kept inside the range (default 99.99). */
@@ -20,29 +19,14 @@ export interface PercentileOptions extends ObserverOptions {
   readonly bins?: number;
 }
 
-export class PercentileObserver implements Observer {
+export class PercentileObserver extends HistogramObserver implements Observer {
   readonly method = 'percentile';
-  readonly axis: number | null;
   readonly percentile: number;
-  readonly bins: number;
-  private histograms: SignedHistogram[] = [];
 
   constructor(options: PercentileOptions = {}) {
-    this.axis = options.axis ?? null;
+    super(options);
     this.percentile = options.percentile ?? 99.99;
     if (!(this.percentile > 0 && this.percentile <= 100)) throw new Error(`percentile observer: percentile must be in (0, 100], got ${this.percentile}`);
-    this.bins = options.bins ?? 2048;
-  }
-
-  get observed(): boolean {
-    return this.histograms.some((h) => h.total > 0);
-  }
-
-  observe(x: Tensor): void {
-    const channels = splitChannels(x, this.axis);
-    if (this.histograms.length === 0) this.histograms = channels.map(() => new SignedHistogram(this.bins));
-    if (channels.length !== this.histograms.length) throw new Error(`percentile observer: ${channels.length} channels, earlier batches had ${this.histograms.length}`);
-    channels.forEach((values, c) => this.histograms[c]!.add(values));
   }
 
   /** The clipping range [min, max] of every channel under a symmetric or asymmetric spec. */
