@@ -1,6 +1,6 @@
 import type { Tensor } from '../tensor/tensor.ts';
 import { gradientRule } from './gradients.ts';
-import { add, onesLike } from '../tensor/ops.ts';
+import { add, onesLike, zerosLike } from '../tensor/ops.ts';
 
 let gradEnabled = true;
 
@@ -113,9 +113,5 @@ export function grad(
   const outs = Array.isArray(outputs) ? (outputs as readonly Tensor[]) : [outputs as Tensor];
   const gOuts = options.gradOutputs ?? outs.map((o) => onesLike(o));
   const grads = propagate(outs, gOuts, options.createGraph ?? false);
-  return inputs.map((x) => grads.get(x) ?? zerosLikeDetached(x));
-}
-
-function zerosLikeDetached(x: Tensor): Tensor {
-  return onesLike(x).mul(0).detach();
+  return inputs.map((x) => grads.get(x) ?? zerosLike(x));
 }

@@ -39,11 +39,6 @@ function keepDimsShape(inShape: readonly number[], axes: readonly number[]): num
   return inShape.map((d, i) => (axes.includes(i) ? 1 : d));
 }
 
-/** Sums the batch dims of a matmul operand gradient that were broadcast. */
-function matmulUnbroadcast(g: Tensor, x: Tensor): Tensor {
-  return o.sumTo(g, x.shape);
-}
-
 const RULES: RuleTable = {
   neg: (g) => [o.neg(g)],
   exp: (g, _i, out) => [o.mul(g, out)],
@@ -127,7 +122,7 @@ const RULES: RuleTable = {
         : transA && !transB ? o.matmul(a!, g)
           : !transA && transB ? o.matmul(g, a!, { transA: true })
             : o.matmul(g, a!, { transA: true, transB: true });
-    return [() => matmulUnbroadcast(ga(), a!), () => matmulUnbroadcast(gb(), b!)];
+    return [() => unb(ga(), a!), () => unb(gb(), b!)];  // sums broadcast batch dims
   },
   conv2d: (g, [x, w], _out, attrs) => [
     () => o.apply('conv2dBackwardInput', [g, w!], { ...geometry(attrs), inputShape: x!.shape }),

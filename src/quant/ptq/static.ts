@@ -22,7 +22,7 @@ import { full, zeros } from '../../tensor/tensor.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import { fakeQuantize } from '../core/quantize.ts';
 import { qRange, type QParams } from '../core/qparams.ts';
-import { BaseQuantizer, choiceOption, numberOption, resolveFormat, toQuantSpec } from '../quantizers/common.ts';
+import { affineQParams, BaseQuantizer, choiceOption, numberOption, resolveFormat, toQuantSpec } from '../quantizers/common.ts';
 import { quantizerKinds, registerQuantizer, type ExportedQuant, type QuantizerContext, type QuantizerSpec } from '../quantizers/quantizer.ts';
 import { createObserver, OBSERVER_METHODS, type Observer, type ObserverMethod } from '../observers/index.ts';
 
@@ -114,15 +114,7 @@ export class StaticQuantizer extends BaseQuantizer {
 
   /** The frozen affine parameters. */
   qparams(): QParams {
-    return {
-      scale: Float32Array.from(this.scale.data),
-      zeroPoint: Int32Array.from(this.zeroPoint.data),
-      bits: this.format.bits,
-      qmin: this.qmin,
-      qmax: this.qmax,
-      axis: this.format.axis,
-      groupSize: null,
-    };
+    return affineQParams(this.format, this.scale, this.zeroPoint, this.qmin, this.qmax);
   }
 
   exportQuant(): ExportedQuant {

@@ -6,7 +6,7 @@
 import { cast, reshape, sub, add } from '../../tensor/ops.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { typedArrayFor } from '../../backend/primitives.ts';
-import { paramCount, paramIndex, type QuantSpec } from '../core/qparams.ts';
+import { paramCount, paramIndex, type QParams, type QuantSpec } from '../core/qparams.ts';
 import { Quantizer, type QuantizerContext, type QuantizerSpec } from './quantizer.ts';
 
 /** Weight or activation. */
@@ -197,4 +197,17 @@ export abstract class BaseQuantizer extends Quantizer {
 export function progressOf(epoch: number, totalEpochs: number): number {
   if (!(totalEpochs > 0)) throw new Error(`setProgress: totalEpochs must be positive, got ${totalEpochs}`);
   return Math.min(1, Math.max(0, epoch / totalEpochs));
+}
+
+/** @internal QParams of a quantizer whose scale and zero point live in float tensors (copied). */
+export function affineQParams(format: ResolvedFormat, scale: Tensor, zeroPoint: Tensor, qmin: number, qmax: number): QParams {
+  return {
+    scale: Float32Array.from(scale.data),
+    zeroPoint: Int32Array.from(zeroPoint.data),
+    bits: format.bits,
+    qmin,
+    qmax,
+    axis: format.axis,
+    groupSize: format.groupSize,
+  };
 }

@@ -5,7 +5,7 @@ import { fakeQuantize } from '../core/quantize.ts';
 import { qparamsFromRange, qRange, type QParams } from '../core/qparams.ts';
 import { observeMinMax, updateRunningRange, type RangeObserverKind } from '../observers/minmax.ts';
 import type { ExportedQuant, QuantizerContext, QuantizerSpec } from './quantizer.ts';
-import { BaseQuantizer, choiceOption, numberOption, resolveFormat, toQuantSpec } from './common.ts';
+import { affineQParams, BaseQuantizer, choiceOption, numberOption, resolveFormat, toQuantSpec } from './common.ts';
 
 /**
  * Min-max uniform fake quantization with a straight-through estimator (Bengio et al. 2013;
@@ -83,15 +83,7 @@ export class SteQuantizer extends BaseQuantizer {
 
   /** The current affine parameters. */
   qparams(): QParams {
-    return {
-      scale: Float32Array.from(this.scale.data),
-      zeroPoint: Int32Array.from(this.zeroPoint.data),
-      bits: this.format.bits,
-      qmin: this.qmin,
-      qmax: this.qmax,
-      axis: this.format.axis,
-      groupSize: this.format.groupSize,
-    };
+    return affineQParams(this.format, this.scale, this.zeroPoint, this.qmin, this.qmax);
   }
 
   exportQuant(): ExportedQuant {
