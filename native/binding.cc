@@ -547,6 +547,28 @@ Napi::Value FakeQuantizeGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fakeQuantizeGradSum(g, x, s, z, y, sMid, sInner, zMid, zInner, qmin, qmax, part): part 2 (scale) or
+// 3 (zero point) summed to its operand; y holds that operand's mid values.
+Napi::Value FakeQuantizeGradSum(const Napi::CallbackInfo& info) {
+  F32 g, x, s, z, y;
+  int64_t sMid = 0, sInner = 0, zMid = 0, zInner = 0, part = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &s) || !argF32(info, 3, &z) ||
+      !argF32(info, 4, &y) || !argInt(info, 5, &sMid) || !argInt(info, 6, &sInner) || !argInt(info, 7, &zMid) ||
+      !argInt(info, 8, &zInner) || !info[9].IsNumber() || !info[10].IsNumber() || !argInt(info, 11, &part)) {
+    return info.Env().Undefined();
+  }
+  if (sMid < 1 || sInner < 1 || zMid < 1 || zInner < 1 || sMid > static_cast<int64_t>(s.length) ||
+      zMid > static_cast<int64_t>(z.length) || g.length < x.length || (part != 2 && part != 3) ||
+      static_cast<int64_t>(y.length) < (part == 2 ? sMid : zMid)) {
+    fail(info.Env(), "fakeQuantizeGradSum: bad layout");
+    return info.Env().Undefined();
+  }
+  lowbit::fakeQuantizeGradSum(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, y.data,
+                              static_cast<int64_t>(x.length), info[9].As<Napi::Number>().DoubleValue(),
+                              info[10].As<Napi::Number>().DoubleValue(), static_cast<int>(part));
+  return info.Env().Undefined();
+}
+
 // estimator(op: 0 roundSte | 1 signSte, x, y)
 Napi::Value Estimator(const Napi::CallbackInfo& info) {
   int64_t op = 0;
@@ -769,6 +791,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fakeQuantize", Napi::Function::New(env, FakeQuantize));
   exports.Set("estimator", Napi::Function::New(env, Estimator));
   exports.Set("fakeQuantizeGrad", Napi::Function::New(env, FakeQuantizeGrad));
+  exports.Set("fakeQuantizeGradSum", Napi::Function::New(env, FakeQuantizeGradSum));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));

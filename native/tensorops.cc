@@ -356,6 +356,49 @@ void fakeQuantizeGrad(const float* g, const float* x, const float* s, int64_t sM
   });
 }
 
+// Elements per partial sum of fakeQuantizeGradSum: fixed, so the summation order (and so the
+// float result) does not depend on the number of threads.
+constexpr int64_t kGradSumChunk = 4096;
+
+void fakeQuantizeGradSum(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
+                         int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part) {
+  // Runs of constant (scale, zero point) as in forEachParamRun; the target operand (scale for
+  // part 2, zero point for part 3) is constant over a run because the smaller inner divides the larger.
+  const int64_t sIn = sMid == 1 ? std::max<int64_t>(n, 1) : sInner;
+  const int64_t zIn = zMid == 1 ? std::max<int64_t>(n, 1) : zInner;
+  const int64_t run = std::min(sIn, zIn);
+  const int64_t tMid = part == 2 ? sMid : zMid;
+  const int64_t tIn = part == 2 ? sIn : zIn;
+  const bool avx512 = activeIsa() == Isa::Avx512;
+  const int64_t chunks = (n + kGradSumChunk - 1) / kGradSumChunk;
+  // One float64 partial per (chunk, target element); with many target elements (fine-grained
+  // parameters) a single sequential pass instead, so the partials never outgrow x.
+  const bool chunked = chunks * tMid <= n + kGradSumChunk;
+  const int64_t slots = chunked ? chunks : 1;
+  std::vector<double> partial(static_cast<size_t>(slots * tMid), 0.0);
+  auto sumRange = [&](int64_t i0, int64_t i1, double* acc) {
+    float buf[kGradSumChunk];
+    for (int64_t i = i0; i < i1;) {
+      const int64_t end = std::min({i1, (i / run + 1) * run, i + kGradSumChunk});
+      fakeQuantizeGradRun(g + i, x + i, buf, end - i, s[(i / sIn) % sMid], z[(i / zIn) % zMid], qmin, qmax, part);
+      acc[(i / tIn) % tMid] += avx512 ? rowSumAvx512(buf, end - i) : rowSumScalar(buf, end - i);
+      i = end;
+    }
+  };
+  if (chunked) {
+    parallelFor(chunks, static_cast<double>(n) * 12.0, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) sumRange(c * kGradSumChunk, std::min(n, (c + 1) * kGradSumChunk), partial.data() + c * tMid);
+    });
+  } else {
+    sumRange(0, n, partial.data());
+  }
+  for (int64_t p = 0; p < tMid; p++) {
+    double total = 0;
+    for (int64_t c = 0; c < slots; c++) total += partial[static_cast<size_t>(c * tMid + p)];
+    y[p] = static_cast<float>(total);
+  }
+}
+
 void roundHalfEven(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = std::nearbyint(x[i]);
 }

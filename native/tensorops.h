@@ -40,6 +40,11 @@ void fakeQuantize(const float* x, const float* s, int64_t sMid, int64_t sInner, 
 // plain STE, 1 = x clipped, 2 = scale (LSQ), 3 = zero point. g and y have x's shape.
 void fakeQuantizeGrad(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
                       int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part);
+// Part 2 (scale) or 3 (zero point) of fakeQuantizeGrad summed to its operand: y[p] (p < mid of
+// that operand) = float64 sum of the float32 terms of the elements reading parameter p. Fixed
+// chunks of partial sums added in order: the result does not depend on the thread count.
+void fakeQuantizeGradSum(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
+                         int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part);
 void roundHalfEven(const float* x, float* y, int64_t n);
 void signPlusMinus(const float* x, float* y, int64_t n);  // x >= 0 ? 1 : -1
 

@@ -4,7 +4,7 @@
  * where an input gets none). Primitives whose derivative is zero almost everywhere (comparisons,
  * sign, floor, round, argmax) are listed as non-differentiable: their outputs never require grad.
  */
-import type { PrimitiveAttrs, PrimitiveName } from '../backend/primitives.ts';
+import { broadcastShapes, type PrimitiveAttrs, type PrimitiveName } from '../backend/primitives.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import * as o from '../tensor/ops.ts';
 
@@ -153,18 +153,27 @@ const RULES: RuleTable = {
   // where r is inside [qmin, qmax] (straight-through) and 0 where clamped:
   //   dx̂/dx = inside (clipped) or 1 (ste);  dx̂/ds = r − v inside, q − z outside (LSQ);
   //   dx̂/dz = 0 inside, −s outside.
+  // Each part is summed to its operand's shape inside the kernel (`reduce`), so a per-tensor or
+  // per-channel scale never materialises a gradient the size of x.
   fakeQuantize: (g, [x, s, z], _out, { qmin, qmax, gradient }) => {
     const part = (which: 'x' | 'scale' | 'zeroPoint'): Tensor =>
-      o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { qmin, qmax, gradient, part: which });
-    return [
-      () => o.sumTo(part('x'), x!.shape),
-      () => o.sumTo(part('scale'), s!.shape),
-      () => o.sumTo(part('zeroPoint'), z!.shape),
-    ];
+      o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { qmin, qmax, gradient, part: which, reduce: true });
+    return [() => part('x'), () => part('scale'), () => part('zeroPoint')];
   },
   // Linear in g with factors that are piecewise constant in x, s, z: only g gets a gradient
-  // (the factors are treated as constants, as estimators are in second-order methods).
-  fakeQuantizeGrad: (g, [, x, s, z], _out, attrs) => [o.apply('fakeQuantizeGrad', [g, x!, s!, z!], attrs), null, null, null],
+  // (the factors are treated as constants, as estimators are in second-order methods). The
+  // per-element terms of the upstream gradient gg (broadcast from the reduced shape when
+  // `reduce`), summed back to g's shape.
+  fakeQuantizeGrad: (gg, [g, x, s, z], _out, attrs) => [
+    () => {
+      const full = broadcastShapes(broadcastShapes(broadcastShapes(x!.shape, s!.shape), z!.shape), g!.shape);
+      const perElement = attrs.reduce ? o.broadcastTo(gg, full) : gg;
+      return o.sumTo(o.apply('fakeQuantizeGrad', [perElement, x!, s!, z!], { ...attrs, reduce: false }), g!.shape);
+    },
+    null,
+    null,
+    null,
+  ],
   roundSte: (g) => [g],
   scaleGrad: (g, _i, _out, { scale }) => [o.mul(g, scale)],
   signSte: (g, [x], _out, { gradient, t = 1, k = 1 }) => {

@@ -127,15 +127,18 @@ export interface PrimitiveAttrs {
    */
   fakeQuantize: { readonly qmin: number; readonly qmax: number; readonly gradient: 'ste' | 'clipped' };
   /**
-   * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient in a single pass, before
-   * summing to the operand's shape: 'x' = g·inside (or g for 'ste'), 'scale' =
-   * g·(inside ? r − v : q − z), 'zeroPoint' = g·(inside ? 0 : −s); see the fakeQuantize rule.
+   * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient in a single pass:
+   * per element 'x' = g·inside (or g for 'ste'), 'scale' = g·(inside ? r − v : q − z),
+   * 'zeroPoint' = g·(inside ? 0 : −s) (see the fakeQuantize rule), over the broadcast shape; with
+   * `reduce` those terms (each rounded to the dtype) are summed, in float64, to the shape of the
+   * operand the part belongs to (x, scale or zeroPoint), the form the fakeQuantize rule uses.
    */
   fakeQuantizeGrad: {
     readonly qmin: number;
     readonly qmax: number;
     readonly gradient: 'ste' | 'clipped';
     readonly part: 'x' | 'scale' | 'zeroPoint';
+    readonly reduce: boolean;
   };
   /** (x) -> roundHalfEven(x), with the straight-through (identity) gradient. */
   roundSte: NoAttrs;

@@ -62,6 +62,14 @@ export interface NativeAddon {
     g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
     sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, part: 0 | 1 | 2 | 3,
   ): void;
+  /**
+   * Part 2 (scale) or 3 (zero point) of fakeQuantizeGrad summed to its operand: y[p] for p below
+   * that operand's mid, float64 sums over fixed chunks (independent of the thread count)
+   */
+  fakeQuantizeGradSum(
+    g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
+    sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, part: 2 | 3,
+  ): void;
   /** op 0 = roundHalfEven, 1 = sign with sign(0) = +1 */
   estimator(op: 0 | 1, x: Float32Array, y: Float32Array): void;
 

@@ -588,9 +588,12 @@ function fakeQuantizeKernel(addon: NativeAddon): Kernel<'fakeQuantize'> {
   };
 }
 
-/** (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient; g must have x's shape */
+/**
+ * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient; g must have x's shape. With
+ * `reduce`, the scale / zero-point part comes out summed to that operand's shape in one pass.
+ */
 function fakeQuantizeGradKernel(addon: NativeAddon): Kernel<'fakeQuantizeGrad'> {
-  return (inputs, { qmin, qmax, gradient, part }) => {
+  return (inputs, { qmin, qmax, gradient, part, reduce }) => {
     const [g, x, s, z] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor];
     if (inputs.length !== 4 || !allF32(inputs)) return undefined;
     if (g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) return undefined;
@@ -598,6 +601,17 @@ function fakeQuantizeGradKernel(addon: NativeAddon): Kernel<'fakeQuantizeGrad'> 
     const zl = channelLayout(z.shape, x.shape);
     if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
     const code = part === 'x' ? (gradient === 'ste' ? 0 : 1) : part === 'scale' ? 2 : 3;
+    if (reduce && code >= 2) {
+      // channelLayout's mid is the operand's size: the sums land in its row-major order.
+      const y = out(code === 2 ? s.shape : z.shape);
+      if (x.data.length > 0) {
+        addon.fakeQuantizeGradSum(
+          g.data as Float32Array, x.data as Float32Array, s.data as Float32Array, z.data as Float32Array, y.data,
+          sl[0], sl[1], zl[0], zl[1], qmin, qmax, code as 2 | 3,
+        );
+      }
+      return y;
+    }
     const y = out(x.shape);
     if (y.data.length > 0) {
       addon.fakeQuantizeGrad(

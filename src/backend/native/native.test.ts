@@ -228,8 +228,45 @@ describe('native backend vs reference', { skip }, () => {
     for (const part of ['x', 'scale', 'zeroPoint'] as const) for (const gradient of ['ste', 'clipped'] as const) {
       const gy = random([6, 7, 5], 9, -1, 1);
       const xx = random([6, 7, 5], 10, -2, 2);
-      check('fakeQuantizeGrad', [gy, xx, random([6, 1, 1], 11, 0.01, 0.3), random([6, 1, 1], 12, -3, 3)], { qmin: -8, qmax: 7, gradient, part }, EXACT);
-      check('fakeQuantizeGrad', [gy, xx, scalar(0.1), scalar(2)], { qmin: 0, qmax: 15, gradient, part }, EXACT);
+      for (const reduce of [false, true]) {
+        // Reduced parts are float64 sums in another order than the reference's: 1e-6 relative.
+        const tol = reduce && part !== 'x' ? { atol: 1e-6, rtol: 1e-6 } : EXACT;
+        check('fakeQuantizeGrad', [gy, xx, random([6, 1, 1], 11, 0.01, 0.3), random([6, 1, 1], 12, -3, 3)], { qmin: -8, qmax: 7, gradient, part, reduce }, tol);
+        check('fakeQuantizeGrad', [gy, xx, scalar(0.1), scalar(2)], { qmin: 0, qmax: 15, gradient, part, reduce }, tol);
+      }
+    }
+  });
+
+  it('fakeQuantizeGrad summed to the scale / zero point: chunked, threaded and per-element layouts (1e-6)', () => {
+    // 21,000 elements: several 4096-element chunks, enough work for the pool's second thread.
+    const shape = [6, 7, 500];
+    const gy = random(shape, 21, -1, 1);
+    const xx = random(shape, 22, -2, 2);
+    const tol = { atol: 1e-6, rtol: 1e-6 };
+    const layouts: [number[], number[]][] = [
+      [[], []], // per tensor
+      [[6, 1, 1], [6, 1, 1]], // per output channel (long runs)
+      [[1, 7, 1], [1, 1, 1]], // middle axis: runs of 500 alternating channels
+      [[7, 500], [1, 500]], // scale per (channel, position), zero point per position
+      [[6, 7, 500], [6, 7, 500]], // per element: more parameters than chunk partials allow
+    ];
+    for (const [i, [sShape, zShape]] of layouts.entries()) {
+      const s = random(sShape, 30 + i, 0.01, 0.3);
+      const zInt = ints(zShape, 40 + i, 3);
+      const z: RawTensor = { data: Float32Array.from(zInt.data), shape: zShape, dtype: 'float32' };
+      for (const part of ['scale', 'zeroPoint'] as const) {
+        const attrs = { qmin: -8, qmax: 7, gradient: 'clipped', part, reduce: true } as const;
+        check('fakeQuantizeGrad', [gy, xx, s, z], attrs, tol);
+        // Fixed chunks: bit-identical sums on one thread and on two.
+        const kernel = nativeKernel('fakeQuantizeGrad')!;
+        const threads = nativeInfo()!.threads;
+        setNativeThreads(1);
+        const one = kernel([gy, xx, s, z], attrs)!;
+        setNativeThreads(2);
+        const two = kernel([gy, xx, s, z], attrs)!;
+        setNativeThreads(threads);
+        assert.deepEqual(Array.from(two.data), Array.from(one.data), `layout ${i} ${part}: 1 vs 2 threads`);
+      }
     }
     const y = random([9, 17], 8, -5, 5);
     for (let i = 0; i < 21; i++) y.data[i] = (i - 10) * 0.5;

@@ -1,5 +1,5 @@
 import type { Kernel } from '../primitives.ts';
-import { broadcastShapes } from '../primitives.ts';
+import { broadcastShapes, sizeOf } from '../primitives.ts';
 import { roundHalfEven } from './elementwise.ts';
 import { alloc, broadcastStrides, offsetMap, raw } from './util.ts';
 
@@ -20,11 +20,13 @@ export const fakeQuantizeKernel: Kernel<'fakeQuantize'> = ([x, s, z], { qmin, qm
 };
 
 /**
- * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient (broadcast shape), with
+ * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient, with
  * u = x/s, v = u + z, r = round(u) + z, q = clamp(r), inside = (q == r):
- * 'x' = g·inside (g for 'ste'), 'scale' = g·(inside ? r − v : q − z), 'zeroPoint' = g·(inside ? 0 : −s).
+ * 'x' = g·inside (g for 'ste'), 'scale' = g·(inside ? r − v : q − z), 'zeroPoint' = g·(inside ? 0 : −s),
+ * per element of the broadcast shape; with `reduce`, those (dtype-rounded) terms summed in float64
+ * to the shape of the part's operand.
  */
-export const fakeQuantizeGradKernel: Kernel<'fakeQuantizeGrad'> = ([g, x, s, z], { qmin, qmax, gradient, part }) => {
+export const fakeQuantizeGradKernel: Kernel<'fakeQuantizeGrad'> = ([g, x, s, z], { qmin, qmax, gradient, part, reduce }) => {
   const shape = broadcastShapes(broadcastShapes(broadcastShapes(x!.shape, s!.shape), z!.shape), g!.shape);
   const out = alloc(g!.dtype, shape);
   const ig = offsetMap(shape, broadcastStrides(g!.shape, shape));
@@ -43,7 +45,14 @@ export const fakeQuantizeGradKernel: Kernel<'fakeQuantizeGrad'> = ([g, x, s, z],
     else if (part === 'scale') out[i] = gv * (inside ? r - (u + zp) : q - zp);
     else out[i] = inside ? 0 : -gv * scale;
   }
-  return raw(out, shape, g!.dtype);
+  if (!reduce) return raw(out, shape, g!.dtype);
+  const target = part === 'x' ? x! : part === 'scale' ? s! : z!;
+  const it = part === 'x' ? ix : part === 'scale' ? is : iz;
+  const sums = new Float64Array(sizeOf(target.shape));
+  for (let i = 0; i < out.length; i++) sums[it[i]!] += out[i]!;
+  const reduced = alloc(g!.dtype, target.shape);
+  reduced.set(sums);
+  return raw(reduced, target.shape, g!.dtype);
 };
 
 /** (x) -> roundHalfEven(x). */

@@ -130,6 +130,19 @@ export function rangesOf(data: ArrayLike<number>, shape: readonly number[], spec
   });
   const min = new Float64Array(n).fill(Infinity);
   const max = new Float64Array(n).fill(-Infinity);
+  if (spec.granularity === 'tensor') {
+    // One range: a plain loop (an activation observer runs this on every training batch).
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    min[0] = lo;
+    max[0] = hi;
+    return { min, max };
+  }
   for (let i = 0; i < data.length; i++) {
     const p = idx(i);
     const v = data[i]!;

@@ -91,7 +91,10 @@ export class LsqQuantizer extends BaseQuantizer {
   protected lsqPath(x: Tensor): Tensor {
     const g = this.gradScale(x);
     const axis = this.format.axis;
-    const s = maximum(paramFor(scaleGrad(this.step, g), x, axis), MIN_STEP);
+    const learned = paramFor(scaleGrad(this.step, g), x, axis);
+    // max(s, MIN_STEP) is the identity (value and gradient) while every step exceeds MIN_STEP,
+    // as it does in normal training: the op (and its backward) is only recorded when it is not.
+    const s = allAbove(this.step.data, MIN_STEP) ? learned : maximum(learned, MIN_STEP);
     let z: Tensor;
     if (this.offset) {
       const beta = paramFor(scaleGrad(this.offset, g), x, axis);
@@ -124,6 +127,12 @@ export class LsqQuantizer extends BaseQuantizer {
   paramShape(x: Tensor): number[] {
     return broadcastParamShape(x.shape, this.format.axis);
   }
+}
+
+/** True when every value exceeds `bound` (false for NaN). */
+function allAbove(values: ArrayLike<number>, bound: number): boolean {
+  for (let i = 0; i < values.length; i++) if (!(values[i]! > bound)) return false;
+  return true;
 }
 
 export function createLsqQuantizer(spec: QuantizerSpec, context: QuantizerContext): LsqQuantizer {
