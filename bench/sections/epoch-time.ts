@@ -1,24 +1,20 @@
 /**
  * Wall time of one full MNIST training epoch in the default `lowbit train` configuration
- * (LeNet-5, W4A4 LSQ QAT with quantizer parameters at 0.1x LR, batch 64, shuffled with seed 0,
- * normalised, Adam lr 2e-3; see src/cli/commands/train.ts) and of the same run in fp32, on the
- * native backend, through the train API (`fit`), not the CLI. The training pass is timed; the
- * CLI's per-epoch test pass and checkpoint are not part of it. Acceptance: under 10 s.
+ * (LeNet-5, W4A4 LSQ QAT, batch 64, Adam lr 2e-3) and of the same job with `--quant fp32`, on
+ * the native backend, through the train API (`fit`), not the CLI: see ./train-job.ts, whose one
+ * measurement (full epochs, the two configurations alternating) this section shares with
+ * `qat-epoch`. Acceptance: the default job under 10 s per epoch.
  * Peer: PyTorch running one epoch of the same model, batch size and optimizer over 60,000
  * in-memory samples.
  */
-import { DATASET_STATS, DataLoader, take } from '../../src/data/index.ts';
-import { fit } from '../../src/train/fit.ts';
-import { Adam } from '../../src/optim/index.ts';
-import { prepareQat, qatFromCliOptions, qatParamGroups } from '../../src/quant/qat/index.ts';
-import { measured, median, now, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
+import { measured, median, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
-import { benchBackends, buildModel, mnist, nativeMissingReason, withBackend } from '../workloads.ts';
+import { benchBackends, mnist, nativeMissingReason } from '../workloads.ts';
+import { measureTrainJob, TRAIN_JOB, trainJobRatios } from './train-job.ts';
 
-const BATCH = 64;
+const BATCH = TRAIN_JOB.batchSize;
 const ACCEPT_SECONDS = 10;
-/** `lowbit train` defaults: Adam, lr 2e-3, no weight decay (the cosine schedule steps after the epoch). */
-const ADAM_LR = 2e-3;
+const ADAM_LR = TRAIN_JOB.lr;
 
 /** The two configurations timed: the CLI default (W4A4 QAT) first, then fp32. */
 const CONFIGS = [
@@ -34,31 +30,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const group = `MNIST epoch (${ds.length.toLocaleString('en-US')} samples), LeNet-5, batch ${BATCH}`;
   const torchId = 'epoch/torch';
   const measurements: Measurement[] = [];
+  const job = await measureTrainJob(ctx, ds);
   const medians = new Map<string, number>();
   for (const config of CONFIGS) {
-    const fitSeconds: number[] = [];
-    const wall: number[] = [];
-    const accuracy: number[] = [];
-    await withBackend('native', async () => {
-      const model = buildModel('lenet5');
-      const plan = qatFromCliOptions({ quant: config.quant });
-      if (plan) prepareQat(model, plan);
-      const optimizer = new Adam(qatParamGroups(model, { lr: ADAM_LR }), { lr: ADAM_LR, weightDecay: 0 });
-      const loaderOptions = { batchSize: BATCH, shuffle: true, normalize: DATASET_STATS.mnist } as const;
-      // Warm-up (untimed): a short pass so that JIT, allocator and thread pool are hot.
-      fit(model, { trainLoader: new DataLoader(take(ds, BATCH * 40), { ...loaderOptions, seed: 99 }), optimizer, epochs: 1, progress: false });
-      const loader = new DataLoader(ds, { ...loaderOptions, seed: 0 });
-      for (let r = 0; r < ctx.repeats; r++) {
-        await tick();
-        ctx.log(`${config.quant} epoch ${r + 1}/${ctx.repeats}`);
-        const t0 = now();
-        const h = fit(model, { trainLoader: loader, optimizer, epochs: 1, progress: false });
-        wall.push(now() - t0);
-        const rec = h.epochs[0]!;
-        fitSeconds.push(rec.seconds);
-        accuracy.push(rec.trainAccuracy);
-      }
-    });
+    const wall = job.wall[config.quant];
     medians.set(config.quant, median(wall));
     measurements.push(
       measured(
@@ -69,7 +44,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
           unit: 's',
           higherIsBetter: false,
           peers: [torchId],
-          details: { samplesPerSecond: ds.length / median(wall), fitReportedSeconds: fitSeconds, trainAccuracyPerEpoch: accuracy, acceptanceSeconds: ACCEPT_SECONDS },
+          details: { samplesPerSecond: ds.length / median(wall), cpuSeconds: job.cpu[config.quant], trainAccuracyPerEpoch: job.trainAccuracy[config.quant], acceptanceSeconds: ACCEPT_SECONDS },
         },
         wall,
       ),
@@ -85,7 +60,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const med = medians.get('w4a4')!;
   const fp32 = medians.get('fp32')!;
   const notes = [
-    `lowbit: \`fit()\` for one epoch over MNIST train (${samples} samples, ${Math.ceil(samples / BATCH)} steps), DataLoader shuffle + normalise, Adam lr ${ADAM_LR} (the \`lowbit train\` defaults), training pass only (no test pass, no checkpoint); wall time of the \`fit\` call, the same model training on across repeats (after an untimed 40-step warm-up). Default (W4A4 QAT): median ${med.toFixed(2)} s = **${Math.round(samples / med).toLocaleString('en-US')} samples/s**; fp32: ${fp32.toFixed(2)} s = ${Math.round(samples / fp32).toLocaleString('en-US')} samples/s (QAT/fp32 = ${(med / fp32).toFixed(2)}x).`,
+    `lowbit: \`fit()\` for one epoch over MNIST train (${samples} samples, ${Math.ceil(samples / BATCH)} steps), DataLoader shuffle + normalise, Adam lr ${ADAM_LR} (quantizer parameters at ${TRAIN_JOB.quantLrScale}x), the \`lowbit train\` defaults, training pass only (no test pass, no checkpoint); wall time of the \`fit\` call, W4A4 and fp32 epochs alternating (bench/sections/train-job.ts, shared with \`qat-epoch\`). Default (W4A4 QAT): median ${med.toFixed(2)} s = **${Math.round(samples / med).toLocaleString('en-US')} samples/s**; fp32: ${fp32.toFixed(2)} s = ${Math.round(samples / fp32).toLocaleString('en-US')} samples/s (QAT/fp32 = ${trainJobRatios(job).wall.toFixed(2)}x).`,
     `Acceptance (< ${ACCEPT_SECONDS} s per epoch of the default \`lowbit train\` on the native backend): **${med < ACCEPT_SECONDS ? 'met' : 'NOT met'}** (${med.toFixed(2)} s).`,
     t.ok
       ? `PyTorch: one epoch over ${samples} random MNIST-shaped samples held in memory (shuffled index per epoch, batches sliced out), same model, batch and optimizer; ${Math.round(Number(t.json.samples_per_s)).toLocaleString('en-US')} samples/s. Ratio compares samples/s.`
