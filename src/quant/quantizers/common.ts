@@ -111,7 +111,10 @@ export function broadcastParamShape(shape: readonly number[], axis: number | nul
  * along `axis`, in x's dtype; differentiable (reshape and cast have rules).
  */
 export function paramFor(p: Tensor, x: Tensor, axis: number | null): Tensor {
-  return reshape(cast(p, x.dtype), broadcastParamShape(x.shape, axis));
+  const q = cast(p, x.dtype);
+  // A per-tensor [1] parameter already broadcasts against any x of rank >= 1 (no reshape op).
+  if (axis === null && x.rank >= 1 && q.rank === 1 && q.size === 1) return q;
+  return reshape(q, broadcastParamShape(x.shape, axis));
 }
 
 /** Axes reduced for a per-channel statistic (all but `axis`; all when per tensor). */
