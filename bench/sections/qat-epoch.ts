@@ -65,7 +65,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     measurements.push(measured({
       id: `qat-epoch/${c.key}`, group, impl: `lowbit (native) ${c.label}`, unit: 's', higherIsBetter: false,
       details: {
-        epochSteps, qatOverFp32: median(values) / fp32Median, cpuSeconds: job.cpu[c.quant], trainAccuracyPerEpoch: job.trainAccuracy[c.quant],
+        epochSteps, qatOverFp32: median(values) / fp32Median, cpuSeconds: job.cpu[c.quant], trainAccuracyPerEpoch: job.trainAccuracy[c.quant], gcPerStep: job.gcPerStep[c.quant],
         ...(c.quant === 'w4a4' ? { pairRatios: job.pairRatios, medianPairRatio: ratios.pairs, cpuRatio: ratios.cpu } : {}),
       },
     }, values));

@@ -4,7 +4,8 @@
  * and the input at 8 bit, Adam lr 2e-3 with quantizer parameters at 0.1x, batch 64, shuffled
  * with seed 0, normalised) and of the same job with `--quant fp32`, on the native backend,
  * through the train API exactly as src/cli/commands/train.ts builds it (`createModel`,
- * `qatFromCliOptions`, `prepareQat`, `qatParamGroups`, `Adam`, `fit`). The training pass is
+ * `qatFromCliOptions`, `prepareQat`, `qatParamGroups`, `Adam`, `fit`, and the CLI's GC policy
+ * `preferThroughputGc`). The training pass is
  * timed; the CLI's per-epoch test pass and checkpoint are not part of it.
  *
  * Each repeat trains one full epoch of every configuration, in alternating order (A B, B A, ...)
@@ -14,11 +15,13 @@
  * Both sections call `measureTrainJob`; within one bench process the epochs run once and both
  * report the same numbers.
  */
+import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { DATASET_STATS, DataLoader, take, type Dataset } from '../../src/data/index.ts';
 import { createModel } from '../../src/nn/index.ts';
 import { Adam } from '../../src/optim/index.ts';
 import { manualSeed } from '../../src/tensor/index.ts';
 import { fit } from '../../src/train/fit.ts';
+import { preferThroughputGc } from '../../src/train/gc.ts';
 import { prepareQat, qatFromCliOptions, qatParamGroups, type QuantChoice } from '../../src/quant/qat/index.ts';
 import { median, now, tick, type SectionContext } from '../lib.ts';
 import { withBackend } from '../workloads.ts';
@@ -37,6 +40,8 @@ export interface TrainJobEpochs {
   readonly cpu: Readonly<Record<TrainJobConfig, number[]>>;
   /** Training accuracy of each timed epoch (sanity: the runs really train). */
   readonly trainAccuracy: Readonly<Record<TrainJobConfig, number[]>>;
+  /** Garbage collections per training step over the timed epochs: scavenges and major (mark-compact) GCs. */
+  readonly gcPerStep: Readonly<Record<TrainJobConfig, { minor: number; major: number }>>;
   /** QAT / fp32 wall-time ratio of the two epochs of each repeat. */
   readonly pairRatios: readonly number[];
   readonly samples: number;
@@ -62,6 +67,20 @@ async function run(ctx: SectionContext, ds: Dataset): Promise<TrainJobEpochs> {
   const cpu = { w4a4: [] as number[], fp32: [] as number[] };
   const trainAccuracy = { w4a4: [] as number[], fp32: [] as number[] };
   const pairRatios: number[] = [];
+  const gcCounts = { w4a4: { minor: 0, major: 0 }, fp32: { minor: 0, major: 0 } };
+  let counting: TrainJobConfig | null = null;
+  // Node reports scavenges as kind 1 and mark-compacts as kind 2 or 4 (incremental marking).
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const kind = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0;
+      if (counting === null) continue;
+      if (kind === 1) gcCounts[counting].minor++;
+      else if (kind === 2 || kind === 4) gcCounts[counting].major++;
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  // The GC policy `lowbit train` sets for itself (src/train/gc.ts), so the job runs as the CLI runs it.
+  preferThroughputGc();
   await withBackend('native', async () => {
     const loaderOptions = { batchSize, shuffle: true, normalize: DATASET_STATS.mnist } as const;
     const jobs = TRAIN_JOB_CONFIGS.map((quant) => {
@@ -78,11 +97,15 @@ async function run(ctx: SectionContext, ds: Dataset): Promise<TrainJobEpochs> {
       const order = r % 2 === 0 ? jobs : [...jobs].reverse();
       for (const job of order) {
         await tick();
+        counting = job.quant;
         const c0 = process.cpuUsage();
         const t0 = now();
         const history = fit(job.model, { trainLoader: job.loader, optimizer: job.optimizer, epochs: 1, progress: false });
         const seconds = now() - t0;
         const c = process.cpuUsage(c0);
+        // GC entries are delivered asynchronously: let them arrive before switching the counter.
+        await tick();
+        counting = null;
         wall[job.quant].push(seconds);
         cpu[job.quant].push((c.user + c.system) / 1e6);
         trainAccuracy[job.quant].push(history.epochs[0]!.trainAccuracy);
@@ -91,7 +114,14 @@ async function run(ctx: SectionContext, ds: Dataset): Promise<TrainJobEpochs> {
       pairRatios.push(wall.w4a4[r]! / wall.fp32[r]!);
     }
   });
-  return { wall, cpu, trainAccuracy, pairRatios, samples: ds.length, steps: Math.ceil(ds.length / batchSize), repeats: ctx.repeats };
+  observer.disconnect();
+  const steps = Math.ceil(ds.length / batchSize);
+  const perStep = (n: number): number => n / (steps * ctx.repeats);
+  const gcPerStep = {
+    w4a4: { minor: perStep(gcCounts.w4a4.minor), major: perStep(gcCounts.w4a4.major) },
+    fp32: { minor: perStep(gcCounts.fp32.minor), major: perStep(gcCounts.fp32.major) },
+  };
+  return { wall, cpu, trainAccuracy, gcPerStep, pairRatios, samples: ds.length, steps, repeats: ctx.repeats };
 }
 
 /** Median QAT / fp32 figures of a measurement: ratio of medians and median of per-repeat ratios. */

@@ -25,3 +25,4 @@ export {
   type LoadedCheckpoint,
   type StateTensors,
 } from './checkpoint.ts';
+export { preferThroughputGc } from './gc.ts';

@@ -5,7 +5,7 @@ import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { Adam, AdamW, CosineAnnealingLR, OPTIMIZER_NAMES, SGD, StepLR, type OptimizerName } from '../../optim/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
-import { fit, formatPercent, type EpochScheduler } from '../../train/index.ts';
+import { fit, formatPercent, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
 import { writeFileAtomic } from '../../format/index.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
@@ -61,6 +61,8 @@ export const trainCommand = defineCommand({
   },
   run(options, io) {
     useBackend(options.backend);
+    // A batch job: major GCs only when memory really grows (see preferThroughputGc).
+    preferThroughputGc();
     const lr = options.lr ?? DEFAULT_LR[options.optimizer];
     const quant: QuantChoice = options.quant;
     const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${options.model}-${options.dataset}-${q}`);
