@@ -67,15 +67,12 @@ async function run(ctx: SectionContext, ds: Dataset): Promise<TrainJobEpochs> {
   const cpu = { w4a4: [] as number[], fp32: [] as number[] };
   const trainAccuracy = { w4a4: [] as number[], fp32: [] as number[] };
   const pairRatios: number[] = [];
-  const gcCounts = { w4a4: { minor: 0, major: 0 }, fp32: { minor: 0, major: 0 } };
-  let counting: TrainJobConfig | null = null;
-  // Node reports scavenges as kind 1 and mark-compacts as kind 2 or 4 (incremental marking).
+  // GC entries arrive asynchronously: keep (kind, start) and attribute them to the epochs by time.
+  const gcEntries: { kind: number; start: number }[] = [];
+  const epochSpans: { quant: TrainJobConfig; start: number; end: number }[] = [];
   const observer = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
-      const kind = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0;
-      if (counting === null) continue;
-      if (kind === 1) gcCounts[counting].minor++;
-      else if (kind === 2 || kind === 4) gcCounts[counting].major++;
+      gcEntries.push({ kind: (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0, start: entry.startTime });
     }
   });
   observer.observe({ entryTypes: ['gc'] });
@@ -97,15 +94,13 @@ async function run(ctx: SectionContext, ds: Dataset): Promise<TrainJobEpochs> {
       const order = r % 2 === 0 ? jobs : [...jobs].reverse();
       for (const job of order) {
         await tick();
-        counting = job.quant;
         const c0 = process.cpuUsage();
+        const spanStart = performance.now();
         const t0 = now();
         const history = fit(job.model, { trainLoader: job.loader, optimizer: job.optimizer, epochs: 1, progress: false });
         const seconds = now() - t0;
         const c = process.cpuUsage(c0);
-        // GC entries are delivered asynchronously: let them arrive before switching the counter.
-        await tick();
-        counting = null;
+        epochSpans.push({ quant: job.quant, start: spanStart, end: performance.now() });
         wall[job.quant].push(seconds);
         cpu[job.quant].push((c.user + c.system) / 1e6);
         trainAccuracy[job.quant].push(history.epochs[0]!.trainAccuracy);
@@ -114,13 +109,17 @@ async function run(ctx: SectionContext, ds: Dataset): Promise<TrainJobEpochs> {
       pairRatios.push(wall.w4a4[r]! / wall.fp32[r]!);
     }
   });
+  await new Promise((resolve) => setTimeout(resolve, 100));
   observer.disconnect();
   const steps = Math.ceil(ds.length / batchSize);
-  const perStep = (n: number): number => n / (steps * ctx.repeats);
-  const gcPerStep = {
-    w4a4: { minor: perStep(gcCounts.w4a4.minor), major: perStep(gcCounts.w4a4.major) },
-    fp32: { minor: perStep(gcCounts.fp32.minor), major: perStep(gcCounts.fp32.major) },
-  };
+  const gcPerStep = { w4a4: { minor: 0, major: 0 }, fp32: { minor: 0, major: 0 } };
+  // Node reports scavenges as kind 1 and mark-compacts as kind 2 or 4 (incremental marking).
+  for (const { kind, start } of gcEntries) {
+    const span = epochSpans.find((e) => start >= e.start && start <= e.end);
+    if (!span) continue;
+    if (kind === 1) gcPerStep[span.quant].minor += 1 / (steps * ctx.repeats);
+    else if (kind === 2 || kind === 4) gcPerStep[span.quant].major += 1 / (steps * ctx.repeats);
+  }
   return { wall, cpu, trainAccuracy, gcPerStep, pairRatios, samples: ds.length, steps, repeats: ctx.repeats };
 }
 
