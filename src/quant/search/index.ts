@@ -13,3 +13,8 @@ export {
   evaluateAssignment, evaluateAssignmentSync, firstLayerName, quantizeAssignment,
   type AssignmentScore, type EvaluateAssignmentOptions, type SearchData,
 } from './evaluate.ts';
+export {
+  channelQuantErrors, fisherInformation, hessianTrace, hessianVectorProduct, ptqPerturbation, quantizationErrors, quantizeWeight, rankCorrelation, ranks,
+  type FisherOptions, type HessianTraceOptions, type LayerSensitivity, type PtqPerturbation, type RankCorrelation, type WeightQuantOptions,
+} from './sensitivity.ts';
+export { allocateExact, allocatePerChannel, layerOptions, paretoFront, type Allocation, type LayerChoices, type PerChannelOptions } from './allocate.ts';
