@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../tensor/random.ts';
 import {
-  crowdingDistance, dominates, fastNonDominatedSort, mutate, nsga2, paretoFront, selectSurvivors, uniformCrossover,
+  crowdingDistance, dominates, fastNonDominatedSort, mutate, nsga2, nonDominated, selectSurvivors, uniformCrossover,
   type Genome, type Individual, type Objectives,
 } from './nsga2.ts';
 
@@ -94,8 +94,8 @@ describe('dominance and sorting', () => {
     assert.deepEqual(selectSurvivors(pop.filter((_, i) => [0, 1, 2, 7].includes(i)), 3).map((i) => i.objectives.join(',')).sort(), ['1,5', '2,3', '3,1']);
   });
 
-  it('paretoFront keeps one representative per objective vector, sorted', () => {
-    const front = paretoFront([[3, 1], [1, 5], [2, 3], [2, 3], [2, 4]].map(ind));
+  it('nonDominated keeps one representative per objective vector, sorted', () => {
+    const front = nonDominated([[3, 1], [1, 5], [2, 3], [2, 3], [2, 4]].map(ind));
     assert.deepEqual(front.map((i) => i.objectives), [[1, 5], [2, 3], [3, 1]]);
   });
 });

@@ -214,7 +214,7 @@ export function selectSurvivors(candidates: readonly Individual[], size: number)
  * The non-dominated subset of `individuals` with one representative per distinct objective
  * vector (the first seen), sorted by the first objective, then the next ones.
  */
-export function paretoFront<T extends { objectives: Objectives }>(individuals: readonly T[]): T[] {
+export function nonDominated<T extends { objectives: Objectives }>(individuals: readonly T[]): T[] {
   if (individuals.length === 0) return [];
   const fronts = fastNonDominatedSort(individuals.map((ind) => ind.objectives));
   const seen = new Set<string>();
@@ -327,6 +327,8 @@ export async function nsga2(options: Nsga2Options): Promise<Nsga2Result> {
     const key = genomeKey(genome);
     const known = cache.get(key);
     if (known) return known;
+    // Let signal handlers and timers run (a SIGINT handler setting the stop flag) between evaluations.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     if (shouldStop()) {
       stopped = true;
       return null;
@@ -409,5 +411,5 @@ export async function nsga2(options: Nsga2Options): Promise<Nsga2Result> {
     if (!stopped) done = generation;
   }
 
-  return { population, front: paretoFront(archive), archive, evaluations: archive.length, generations: done, stopped };
+  return { population, front: nonDominated(archive), archive, evaluations: archive.length, generations: done, stopped };
 }
