@@ -32,7 +32,7 @@ describe('SdqQuantizer', () => {
     }
     // d(sum ŵ)/dθ_k = (1/τ) p_k (S_k − Σ_j p_j S_j), S_k = Σ_i Q_k(w)_i.
     sum(q.forward(w)).backward();
-    const s = branches.map((b) => b.reduce((acc, v) => acc + v, 0));
+    const s = branches.map((b) => Array.from(b).reduce((acc, v) => acc + v, 0));
     const mean = s.reduce((acc, v, k) => acc + p[k]! * v, 0);
     s.forEach((sk, k) => {
       const expected = (p[k]! * (sk - mean)) / 0.7;
