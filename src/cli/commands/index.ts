@@ -7,10 +7,12 @@ import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { quantizeCommand } from './quantize.ts';
 import { evalCommand } from './eval.ts';
+import { exportCommand } from './export.ts';
 
 export const commands: Readonly<Record<string, Command>> = Object.freeze({
   train: trainCommand,
   quantize: quantizeCommand,
   eval: evalCommand,
+  export: exportCommand,
   info: infoCommand,
 });
