@@ -47,8 +47,8 @@ export type OnnxErrorCode =
 export class OnnxError extends Error {
   override name = 'OnnxError';
   readonly code: OnnxErrorCode;
-  constructor(code: OnnxErrorCode, message: string) {
-    super(message);
+  constructor(code: OnnxErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.code = code;
   }
 }
