@@ -70,7 +70,8 @@ interface Snapshot {
 
 /** Records every parameter and buffer value, the module tree's quantizable layers and BatchNorms, and the mode. */
 function snapshot(model: Module): Snapshot {
-  const values = [...model.stateDict().values()].map((t) => [t, t.data.slice()] as const);
+  // The live tensors (stateDict() returns copies), with copies of their values.
+  const values = [...new Set([...model.parameters(), ...model.buffers()])].map((t) => [t, t.data.slice()] as const);
   const modules = new Map<string, Module>();
   for (const { name, module } of quantizableLayers(model)) modules.set(name, module);
   for (const [name, m] of model.namedModules()) if (m instanceof BatchNorm) modules.set(name, m);

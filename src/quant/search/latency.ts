@@ -15,6 +15,7 @@ import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { writeFileAtomic } from '../../format/safetensors.ts';
 import { calibrate } from '../ptq/calibrate.ts';
+import { prepareQat } from '../qat/prepare.ts';
 import { convert } from '../../runtime/convert.ts';
 import type { IntModel } from '../../runtime/intmodel.ts';
 import { intKernelsBackend } from '../../runtime/kernels/index.ts';
@@ -119,7 +120,11 @@ export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch
   const data = new Float32Array(batch * perSample);
   for (let i = 0; i < data.length; i++) data[i] = rng.uniform();
   const x = new Tensor(data, [batch, ...info.inShape]);
-  calibrate(net, [{ x }], { plan: planFromAssignment({ layer: { w, a } }, { oneBitActivations: w === 1 && a === 1 ? 'sign' : 'unsigned' }) });
+  const xnor = w === 1 && a === 1;
+  const plan = planFromAssignment({ layer: { w, a } }, { oneBitActivations: xnor ? 'sign' : 'unsigned' });
+  // W1A1 with sign inputs has no calibrated ('static') quantizer: binary weights and sign inputs need no ranges.
+  if (xnor) prepareQat(net.eval(), plan);
+  else calibrate(net, [{ x }], { plan });
   return { model: convert(net, { inputShape: info.inShape }), input: data };
 }
 
