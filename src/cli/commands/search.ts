@@ -178,7 +178,7 @@ export const searchCommand = defineCommand({
           shouldStop,
           onEvaluation: (c) => {
             if (c.costs[primary.name]! <= budget.value && (best === null || c.accuracy > best.accuracy)) best = c;
-            bar?.tick(1, { gen: generation, 'best in budget': best ? `${(best.accuracy * 100).toFixed(2)}%` : '–' });
+            bar?.tick(1, { gen: String(generation), 'best in budget': best ? `${(best.accuracy * 100).toFixed(2)}%` : '–' });
           },
           onGeneration: (g) => {
             generation = g + 1;

@@ -210,7 +210,6 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
   if (options.floatAccuracy !== undefined) {
     const y = Y(options.floatAccuracy * 100);
     out.push(`<line x1="${margin.left}" y1="${fmt(y)}" x2="${margin.left + plotW}" y2="${fmt(y)}" stroke="#6b7280" stroke-dasharray="2 3"/>`);
-    out.push(`<text x="${margin.left + 4}" y="${fmt(y + 12)}" fill="#6b7280">float32 ${(options.floatAccuracy * 100).toFixed(2)}%</text>`);
   }
   if (cost.budget !== undefined) {
     const x = X(cost.budget);
@@ -245,9 +244,10 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
   }
   // Legend of the kinds present, in the lower right corner (where low accuracy at high cost would be).
   const present = DRAW_ORDER.filter((k) => usable.some((p) => p.kind === k));
-  if (present.length > 0) {
+  const hasFloat = options.floatAccuracy !== undefined;
+  if (present.length > 0 || hasFloat) {
     const boxW = 136;
-    const boxH = 8 + present.length * 18;
+    const boxH = 8 + (present.length + (hasFloat ? 1 : 0)) * 18;
     const bx = margin.left + plotW - boxW - 8;
     const by = margin.top + plotH - boxH - 8;
     out.push(`<g class="legend"><rect x="${bx}" y="${by}" width="${boxW}" height="${boxH}" fill="#ffffff" fill-opacity="0.85" stroke="#e5e7eb"/>`);
@@ -255,6 +255,10 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
       const ly = by + 13 + i * 18;
       out.push(`${marker(kind, bx + 14, ly, false)}<text x="${bx + 28}" y="${ly + 4}" fill="#374151">${escapeHtml(STYLES[kind].name)}</text>`);
     });
+    if (hasFloat) {
+      const ly = by + 13 + present.length * 18;
+      out.push(`<line x1="${bx + 6}" y1="${ly}" x2="${bx + 22}" y2="${ly}" stroke="#6b7280" stroke-dasharray="2 3"/><text x="${bx + 28}" y="${ly + 4}" fill="#374151">float32 ${(options.floatAccuracy! * 100).toFixed(2)}%</text>`);
+    }
     out.push('</g>');
   }
   out.push('</svg>');
