@@ -33,7 +33,10 @@ describe('beacon correction', () => {
     // [8,7] is 0.71 from [8,8] and [2,3] 0.71 from [2,2]: covered, so nothing else.
     assert.deepEqual(set.pickNew(positions, 5), [2, 1]);
     assert.deepEqual(set.pickNew(positions, 1), [2]);
-    assert.deepEqual(new BeaconSet({ radius: 1 }).pickNew(positions, 1), [0], 'no beacon yet: the first one');
+    // No beacon yet: the medoid first ([4,3]: total distance 11.52, the least), then farthest-first:
+    // [8,8] (4.53 from [4,3]), then [2,2] (1.58 from [4,3]); [8,7] and [2,3] are then covered.
+    assert.deepEqual(new BeaconSet({ radius: 1 }).pickNew(positions, 5), [0, 2, 1]);
+    assert.deepEqual(new BeaconSet({ radius: 1 }).pickNew(positions, 0), []);
   });
 
   it('inside NSGA-II, beacon-corrected errors track the retrained truth better than PTQ errors', async () => {

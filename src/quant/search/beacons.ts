@@ -93,13 +93,20 @@ export class BeaconSet {
   }
 
   /**
-   * Up to `count` of `positions` to retrain next: greedily the one farthest from every beacon and
-   * every already picked one, as long as that distance exceeds `radius` (ties: the earlier one).
-   * Returns indices into `positions`.
+   * Up to `count` of `positions` to retrain next. Without any beacon yet, the first pick is the
+   * medoid (least total distance to the others: the most central candidate, covering the most);
+   * then greedily the one farthest from every beacon and every already picked one, as long as
+   * that distance exceeds `radius` (ties: the earlier one). Returns indices into `positions`.
    */
   pickNew(positions: readonly (readonly number[])[], count: number): number[] {
     const anchors: (readonly number[])[] = this.list.map((b) => b.position);
     const picked: number[] = [];
+    if (anchors.length === 0 && positions.length > 0 && count > 0) {
+      const totals = positions.map((p) => positions.reduce((s, q) => s + this.distance(p, q), 0));
+      const medoid = totals.indexOf(Math.min(...totals));
+      picked.push(medoid);
+      anchors.push(positions[medoid]!);
+    }
     while (picked.length < count) {
       let best = -1;
       let bestDistance = -Infinity;
