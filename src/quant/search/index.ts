@@ -18,3 +18,19 @@ export {
   type FisherOptions, type HessianTraceOptions, type LayerSensitivity, type PtqPerturbation, type RankCorrelation, type WeightQuantOptions,
 } from './sensitivity.ts';
 export { allocateExact, allocatePerChannel, layerOptions, paretoFront, type Allocation, type LayerChoices, type PerChannelOptions } from './allocate.ts';
+export {
+  crowdingDistance, dominates, fastNonDominatedSort, nonDominated, nsga2,
+  type Genome, type Individual, type Nsga2Options, type Nsga2Result, type Nsga2State, type Objectives,
+} from './nsga2.ts';
+export { BeaconSet, beaconHooks, rmsDistance, type Beacon, type BeaconSearchOptions, type BeaconSetOptions } from './beacons.ts';
+export {
+  assignmentCosts, bitChoices, candidateFront, chooseWithinBudget, nsga2Search, retrainAssignment,
+  type BeaconOptions, type BitSpaceOptions, type Nsga2SearchOptions, type Nsga2SearchResult, type SearchCandidate,
+} from './mohaq.ts';
+export { repairToBudget, SDQ_KIND, SdqQuantizer, sdqSearch, type SdqOptions, type SdqResult } from './sdq.ts';
+export { BudgetError, costDisplay, parseBudget, type Budget, type CostDisplay } from './budget.ts';
+export { buildSearchReport, exactSearch, outcomeJson, writeSearchOutputs, type ExactSearchOptions, type ExactSearchResult, type SearchOutcome } from './outcome.ts';
+export {
+  formatSi, paretoSvg, renderReportHtml, writeSearchReport,
+  type ParetoSvgOptions, type PointKind, type ReportCost, type ReportLayer, type ReportPoint, type SearchReport,
+} from './report.ts';
