@@ -337,7 +337,7 @@ function build(model: OnnxModel): OnnxModule {
   const nodeModules = new Map<string, string>();
   const layerOf = new Map<string, { module: string; instance: Module }>(); // value name -> layer producing it
   // Folding may create values larger than its inputs (Concat, Pad, Gather...): all folded values
-  // together stay within MAX_FOLD_ELEMENTS plus the size of the initializers.
+  // together stay within MAX_FOLD_ELEMENTS plus the size of the initializers (Constant nodes are free).
   let foldBudget = MAX_FOLD_ELEMENTS + [...initializers.values()].reduce((n, v) => n + v.size, 0);
 
   for (const index of order) {
@@ -367,7 +367,7 @@ function build(model: OnnxModel): OnnxModule {
         if (name === '') return;
         const v = outs[i];
         if (v === undefined) throw new OnnxError('bad-graph', `${where}: has no output ${i}`);
-        foldBudget -= v.size;
+        if (opType !== 'Constant') foldBudget -= v.size; // a Constant's data is in the file already
         constants.set(name, v);
       });
       continue;

@@ -316,6 +316,10 @@ function gemm(a: Tensor, b: Tensor, c: Tensor | undefined, ctx: NodeContext): Te
 
 const gemmHandler: OpHandler = {
   build: (ctx) => {
+    for (const i of [0, 1]) {
+      const known = ctx.constant(i);
+      if (known && known.rank !== 2) fail(ctx, `Gemm needs 2-D A and B, input ${i} is [${known.shape.join(', ')}]`);
+    }
     if (ctx.attrs.int('transA', 0) !== 0 || ctx.attrs.float('alpha', 1) !== 1 || (ctx.hasInput(2) && ctx.attrs.float('beta', 1) !== 1)) return undefined;
     const w = ctx.ownable(1);
     if (!w || w.rank !== 2) return undefined;
@@ -440,6 +444,11 @@ function runConv(x: Tensor, w: Tensor, b: Tensor | undefined, ctx: NodeContext):
 
 const convHandler: OpHandler = {
   build: (ctx) => {
+    const known = ctx.constant(1);
+    const ks0 = ctx.attrs.ints('kernel_shape');
+    if (known && ks0 && (known.rank !== ks0.length + 2 || ks0.some((v, i) => v !== known.shape[i + 2]))) {
+      fail(ctx, `kernel_shape [${ks0.join(', ')}] differs from the weight [${known.shape.join(', ')}]`);
+    }
     const w = ctx.ownable(1);
     if (!w || w.rank !== 4) return undefined;
     const autoPad = ctx.attrs.string('auto_pad', 'NOTSET');
@@ -654,6 +663,10 @@ const batchNormHandler: OpHandler = {
     if (ctx.attrs.int('training_mode', 0) !== 0) fail(ctx, 'training_mode = 1 is not supported (import an inference graph)');
     for (let i = 1; i < 5; i++) if (!ctx.hasInput(i)) fail(ctx, `input ${i} is required`);
     if ([1, 2, 3].some((i) => ctx.outputUsed(i))) fail(ctx, 'the running-statistics outputs are not supported');
+    const known = [1, 2, 3, 4].map((i) => ctx.constant(i));
+    if (known.every((k) => k !== undefined) && known.some((k) => k!.rank !== 1 || k!.size !== known[0]!.size)) {
+      fail(ctx, `scale, B, mean and var must be 1-D of one size, got ${known.map((k) => `[${k!.shape.join(', ')}]`).join(' ')}`);
+    }
     const parts = [1, 2, 3, 4].map((i) => ctx.ownable(i));
     if (parts.some((p) => !p || p.rank !== 1 || p.size !== parts[0]!.size)) return undefined;
     const [scale, bias, runMean, runVar] = parts as Tensor[];

@@ -38,8 +38,11 @@ export class IntValue {
 /** A value in an imported graph. */
 export type OnnxValue = Tensor | IntValue;
 
-/** Largest element count of a value produced while folding constants at import. */
-export const MAX_FOLD_ELEMENTS = 2 ** 22;
+/**
+ * Element budget of constant folding at import beyond the model's own data: every folded value
+ * (other than a Constant's) spends its size from MAX_FOLD_ELEMENTS + the initializers' size.
+ */
+export const MAX_FOLD_ELEMENTS = 2 ** 18;
 /** Largest element count of any value an op handler creates. */
 export const MAX_VALUE_ELEMENTS = 2 ** 28;
 
