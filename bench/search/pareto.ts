@@ -5,7 +5,7 @@
  * and scored by the same evaluation (PTQ + beacon correction) as every searched candidate.
  *
  *   nice -n 10 node --import tsx bench/search/pareto.ts [--model lenet5] [--dataset mnist]
- *       [--run runs/lenet5-mnist] [--population 24] [--generations 12] [--beacons 4]
+ *       [--run runs/lenet5-mnist | --checkpoint PATH] [--population 24] [--generations 12] [--beacons 4]
  *       [--beacon-steps 150] [--search-samples 5000] [--seed 0] [--out bench/results/search]
  *
  * Data: candidates are scored on the LAST `--search-samples` test images; every front point and
@@ -50,7 +50,7 @@ const outDir = join(flag('out', join('bench', 'results', 'search')), `${modelNam
 const calibSamples = 512;
 
 useBackend(undefined);
-const checkpoint = join(runDir, 'checkpoint.safetensors');
+const checkpoint = flag('checkpoint', join(runDir, 'checkpoint.safetensors'));
 if (!existsSync(checkpoint)) {
   const bin = fileURLToPath(new URL('../../bin/lowbit.js', import.meta.url));
   const epochs = modelName === 'cnn' ? '2' : '4';

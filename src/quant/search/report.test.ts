@@ -32,6 +32,8 @@ describe('report helpers', () => {
     assert.equal(formatSi(0.0021, 's'), '2.10 ms');
     assert.equal(formatSi(0, 'J'), '0 J');
     assert.equal(formatSi(-1500, 'B'), '-1.50 kB');
+    assert.equal(formatSi(9_999_700, 'bitops'), '10.0 Mbitops');
+    assert.equal(formatSi(999_700, 'B'), '1.00 MB');
   });
 
   it('niceTicks gives round steps inside the range', () => {

@@ -73,9 +73,11 @@ const SI_DOWN = ['', 'm', 'µ', 'n', 'p'];
 export function formatSi(value: number, unit: string): string {
   if (!Number.isFinite(value)) return `${value} ${unit}`.trim();
   if (value === 0) return `0 ${unit}`.trim();
-  let exponent = Math.floor(Math.log10(Math.abs(value)) / 3);
+  // Round to 3 significant digits first, so that 9999.7 becomes 10.0 k, not 10.00 k.
+  const rounded = Number(value.toPrecision(3));
+  let exponent = Math.floor(Math.log10(Math.abs(rounded)) / 3);
   exponent = Math.max(-(SI_DOWN.length - 1), Math.min(SI_UP.length - 1, exponent));
-  const scaled = value / 1000 ** exponent;
+  const scaled = rounded / 1000 ** exponent;
   const prefix = exponent >= 0 ? SI_UP[exponent]! : SI_DOWN[-exponent]!;
   const digits = Math.abs(scaled) >= 100 ? 0 : Math.abs(scaled) >= 10 ? 1 : 2;
   return `${scaled.toFixed(digits)} ${prefix}${unit}`.trim();
