@@ -10,6 +10,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSearchReport, type ReportPoint, type SearchReport } from '../src/quant/search/report.ts';
+import { nsga2Search, chooseWithinBudget } from '../src/quant/search/mohaq.ts';
+import { writeSearchOutputs } from '../src/quant/search/outcome.ts';
+import { bitOpsCost, sizeCost } from '../src/quant/search/costs.ts';
+import { trainedBlobMlp } from '../src/quant/search/testing.ts';
 import { chromiumUnavailable, withChromiumPage } from './chromium.ts';
 
 /** A report shaped like LeNet-5's: 5 layers, uniform W2..W8 points, a front, a chosen plan. */
@@ -102,6 +106,35 @@ describe('search report in headless Chromium', () => {
       assert.ok(statSync(shot).size > 10_000, 'a screenshot was written');
       assert.deepEqual([...readFileSync(shot).subarray(1, 4)], [0x50, 0x4e, 0x47], 'PNG signature');
       t.diagnostic(`screenshot: ${shot}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('renders the report of a real (small) NSGA-II search', async (t) => {
+    const why = await chromiumUnavailable();
+    if (why) {
+      t.skip(`Chromium not available: ${why}`);
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'lowbit-report-real-'));
+    try {
+      const { model, data } = trainedBlobMlp(6, 80);
+      const costs = [sizeCost(), bitOpsCost()];
+      const result = await nsga2Search(model, data, { costs, wBits: [2, 4, 8], populationSize: 6, generations: 2, beacons: { maxBeacons: 1, qatSteps: 5, every: 1 }, evaluation: { calibrationSamples: 64 } });
+      const budget = result.uniform.find((u) => u.uniform === 'W4A8')!.costs.size!;
+      const chosen = chooseWithinBudget(result.front, 'size', budget);
+      writeSearchOutputs(dir, {
+        method: 'nsga2', title: 'blob MLP', summary: [['model', 'blob MLP']], layers: result.layers, costs,
+        budget: { cost: 'size', value: budget, text: 'size=W4' }, candidates: result.candidates, front: result.front, chosen,
+      });
+      const { value, problems } = await withChromiumPage(dir, 'report.html', async (page) => ({
+        plots: await page.$$eval('svg.pareto', (els) => els.map((el) => el.querySelectorAll('g.point').length)),
+        layers: await page.$$eval('#layers tbody tr', (rows) => rows.map((r) => r.querySelector('td')?.textContent)),
+      }));
+      assert.deepEqual(problems, { errors: [], failedRequests: [] });
+      assert.deepEqual(value.plots, [result.candidates.length, result.candidates.length], 'every candidate is drawn on both plots');
+      assert.deepEqual(value.layers, ['0', '2', '4']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
