@@ -263,7 +263,12 @@ describe('ONNX export: QDQ from an IntModel', () => {
     assert.ok(binary.nodes.some((n) => n.op === 'linear' && n.weightFormat === 'binary' && n.input.mode === 'affine' && n.input.qmax === 1));
     const xb = randn([32, 16]);
     const rb = exportOnnx(binary, { bias: 'intmodel' });
-    assert.ok(opTypes(rb.model).includes('Clip'));
+    // The 1-bit range is an integer Clip of the uint8 QuantizeLinear output to [0, 1].
+    const clip = rb.model.graph!.node!.find((n) => n.opType === 'Clip')!;
+    assert.equal(rb.model.graph!.node!.find((n) => n.output![0] === clip.input![0])!.opType, 'QuantizeLinear');
+    const clipMax = initializer(rb.model, clip.input![2]!);
+    assert.equal(clipMax.dataType, OnnxDataType.UINT8);
+    assert.deepEqual(Array.from(tensorValue(clipMax).data), [1]);
     assert.ok(maxDiff(await runOrt(rb.bytes, xb, 'disabled'), binary.run(xb)) <= 1e-4);
     // Web profile: opset 13 and int8 containers even for 4-bit weights.
     const w4 = intModelOf(lenet5(), scheme('w4a4', 'lsq'), [1, 28, 28], 5);

@@ -226,6 +226,17 @@ class GraphBuilder {
     return name;
   }
 
+  /** A shared scalar integer constant of `dataType` (INT8, UINT8). */
+  typedScalar(value: number, dataType: number): string {
+    const key = `t${dataType}:${value}`;
+    let name = this.constants.get(key);
+    if (!name) {
+      name = this.tensor(`const_${value}`, dataType, [], [value]);
+      this.constants.set(key, name);
+    }
+    return name;
+  }
+
   /** A shared (scale, zero point) pair of scalars for a quantized domain. */
   qparams(scale: number, zeroPoint: number, type: QType): [string, string] {
     const key = `q:${Math.fround(scale)}:${zeroPoint}:${type}`;
@@ -539,20 +550,29 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
   };
 
   /**
-   * Quantizes float `x` (in units of `scale` around `zeroPoint`) to integers clamped to [lo, hi]:
-   * Relu / Clip first when [lo, hi] is narrower than the container, then QuantizeLinear.
+   * Quantizes float `x` (in units of `scale` around `zeroPoint`) to integers clamped to [lo, hi],
+   * as the IntModel's requantization does: a ReLU bound (lo = zero point) as a float Relu before
+   * QuantizeLinear (onnxruntime folds it into the quantized op), QuantizeLinear saturating to the
+   * container, then an integer Clip for bounds narrower than the container (e.g. 4-bit ranges).
+   * `inRange`: the values are known to lie in [lo, hi] already (max pooling of such values).
    */
-  const quantize = (x: string, scale: number, zeroPoint: number, lo: number, hi: number, type: QType, label: string): Value => {
+  const quantize = (x: string, scale: number, zeroPoint: number, lo: number, hi: number, type: QType, label: string, inRange = false): Value => {
     if (!(scale > 0) || !Number.isFinite(scale)) throw new OnnxError('bad-model', `ONNX export: ${label}: activation scale ${scale} is not a positive number`);
     const [tmin, tmax] = typeRange(type);
-    let clipped = x;
-    if (lo > tmin || hi < tmax) {
-      if (lo === zeroPoint && hi >= tmax) clipped = b.node('Relu', [x], [], label);
-      else clipped = b.node('Clip', [x, b.scalar((Math.max(lo, tmin) - zeroPoint) * scale), b.scalar((Math.min(hi, tmax) - zeroPoint) * scale)], [], label);
-    }
+    const L = Math.max(lo, tmin);
+    const H = Math.min(hi, tmax);
+    const relu = !inRange && L === zeroPoint && L > tmin;
     const [s, z] = b.qparams(scale, zeroPoint, type);
-    const name = b.node('QuantizeLinear', [clipped, s, z], [], `${label}_q`);
-    return { q: { name, scale, zeroPoint, type, lo: Math.max(lo, tmin), hi: Math.min(hi, tmax) } };
+    let name = b.node('QuantizeLinear', [relu ? b.node('Relu', [x], [], label) : x, s, z], [], `${label}_q`);
+    name = clampInt(name, type, !inRange && !relu && L > tmin ? L : null, !inRange && H < tmax ? H : null, label);
+    return { q: { name, scale, zeroPoint, type, lo: L, hi: H } };
+  };
+
+  /** An integer Clip of a quantized tensor (nothing when both bounds are null). */
+  const clampInt = (x: string, type: QType, lo: number | null, hi: number | null, label: string): string => {
+    if (lo === null && hi === null) return x;
+    const dataType = type === 'uint8' ? OnnxDataType.UINT8 : OnnxDataType.INT8;
+    return b.node('Clip', [x, lo === null ? '' : b.typedScalar(lo, dataType), hi === null ? '' : b.typedScalar(hi, dataType)], [], `${label}_clip`);
   };
 
   const nextLayerInput = (from: number): LayerInput | null => {
@@ -593,7 +613,7 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
         const y = b.node('MaxPool', [x], poolAttrs(node.kernelSize, node.stride, node.padding), node.name);
         shape = poolShape(shape, node.kernelSize, node.stride, node.padding);
         const cur = v as Value;
-        v = cur.q !== undefined ? quantize(y, cur.q.scale, cur.q.zeroPoint, cur.q.lo, cur.q.hi, cur.q.type, node.name) : { f: { name: y, domain: cur.f.domain } };
+        v = cur.q !== undefined ? quantize(y, cur.q.scale, cur.q.zeroPoint, cur.q.lo, cur.q.hi, cur.q.type, node.name, true) : { f: { name: y, domain: cur.f.domain } };
         break;
       }
       case 'avgpool2d':
@@ -622,9 +642,12 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
         const lo = node.lo ?? -Infinity;
         const hi = node.hi ?? Infinity;
         if (v.q !== undefined) {
-          const q = v.q;
+          const q: QValue = v.q;
           if (lo <= q.lo && hi >= q.hi) break; // already within [lo, hi]
-          v = quantize(dequantize(v), q.scale, q.zeroPoint, Math.max(lo, q.lo), Math.min(hi, q.hi), q.type, node.name);
+          const nlo = Math.max(lo, q.lo);
+          const nhi = Math.min(hi, q.hi);
+          const name = clampInt(q.name, q.type, nlo > q.lo ? nlo : null, nhi < q.hi ? nhi : null, node.name);
+          v = { q: { ...q, name, lo: nlo, hi: nhi } };
           break;
         }
         v = clampFloat(b, v.f, node.lo, node.hi, node.name);
