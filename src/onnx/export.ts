@@ -22,10 +22,11 @@
  * s_in·s_w (times a folded BatchNorm's scale) only inside its fixed-point multiplier, so the
  * effective weight scale is recovered as A = M0·2^−(n−k)·s_out / s_in (relative error ≤ 2^−31),
  * and the float bias as bias·A/2^k. Channels with A < 0 (a BatchNorm with γ < 0) get their
- * integer weights and bias negated so every scale is positive. ReLU / ReLU6 and narrower-than-8-
- * bit ranges are the requantization bounds [lo, hi] of the IntModel; here they are a Relu or a
- * Clip to [(lo−z)·s, (hi−z)·s] before QuantizeLinear, which rounds half to even and saturates like
- * the IntModel. Max pooling runs between a DequantizeLinear and a QuantizeLinear of the same
+ * integer weights negated so every scale is positive. ReLU / ReLU6 and narrower-than-8-bit ranges
+ * are the requantization bounds [lo, hi] of the IntModel; here a bound lo = z is a float Relu
+ * before QuantizeLinear (which rounds half to even and saturates to the container, like the
+ * IntModel), other bounds an integer Clip after it — so onnxruntime still fuses Conv + Quantize-
+ * Linear into an integer kernel. Max pooling runs between a DequantizeLinear and a QuantizeLinear of the same
  * parameters (exact), Flatten on the quantized tensor, average pooling in float followed by the
  * next layer's QuantizeLinear (the IntModel keeps 8 extra fractional bits there instead).
  * Where the two differ: the QDQ graph accumulates in float32 (onnxruntime may fuse it back to
