@@ -219,6 +219,7 @@ function malicious(valid: OnnxModel, validBytes: Uint8Array): [string, Uint8Arra
   add('opset 2^40', (m) => void (m.opsetImport = [{ domain: '', version: 2 ** 40 }]));
   add('two default opsets', (m) => void m.opsetImport!.push({ domain: 'ai.onnx', version: 13 }));
   add('unknown op', (m) => void (node(m, 'relu').opType = 'Frobnicate'));
+  add('2,000 distinct unknown ops with long names', (m) => void m.graph!.node!.push(...Array.from({ length: 2000 }, (_, k): OnnxNode => ({ opType: `Op${k}${'x'.repeat(200)}`, input: ['y'], output: [`o${k}`] }))));
   add('custom domain op', (m) => void (node(m, 'relu').domain = 'com.example'));
   add('cycle', (m) => { node(m, 'conv').input![0] = 'y'; });
   add('self loop', (m) => { node(m, 'relu').input = ['r']; });
