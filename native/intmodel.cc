@@ -436,9 +436,8 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
         const int64_t rows = std::min(kConvRows, P - p0);
         im2col(op, xs, g, p0, p0 + rows, col, Kp);
         gemmInt8Serial(rows, og, op.K, col, Kp, packed, sums, negZero, tile, og);
-        // element (p, c) of the sample's output is at p * OC + c
-        const size_t elem = itypeBytes(op.out, 1);
-        epilogue(op, tile, og, rows, 0, og, os + (p0 * op.OC + g * og) * elem, op.OC);
+        // element (p, c) of the sample's output is at p * OC + c; this group's channels are [g og, (g + 1) og)
+        epilogue(op, tile, og, rows, g * og, og, os + p0 * op.OC * itypeBytes(op.out, 1), op.OC);
       }
     }
     (void)cg;
