@@ -1,7 +1,8 @@
 /**
  * Integer-only inference (src/runtime IntModel, native executor native/intmodel.cc) at batch 256:
- *   - LeNet-5 W8A8 vs the fastest peer path (onnxruntime-node fp32 on the PyTorch export, PyTorch
- *     fp32, PyTorch int8 = torch.ao eager static quantization) and vs lowbit's own fp32 forward;
+ *   - LeNet-5 W8A8 vs the fastest peer path (onnxruntime-node fp32 on the PyTorch export,
+ *     onnxruntime-node int8 on the QDQ export of the same IntModel, PyTorch fp32, PyTorch int8 =
+ *     torch.ao eager static quantization) and vs lowbit's own fp32 forward;
  *   - a binary MLP 784-1024-1024-10 (first Linear int8 on the int8 image, hidden Linear ±1 weights on
  *     ±1 inputs = XNOR-popcount with packed sign activations, last Linear int8 on ±1 inputs) vs
  *     lowbit's fp32 MLP of the same widths (with BatchNorm and ReLU).
@@ -20,6 +21,7 @@ import { prepareQat } from '../../src/quant/qat/index.ts';
 import { qconfigFor } from '../../src/quant/config/qconfig.ts';
 import { int8PerChannelSym } from '../../src/quant/config/presets.ts';
 import { convert, type IntModel } from '../../src/runtime/index.ts';
+import { saveOnnx } from '../../src/onnx/index.ts';
 import { loadAddon } from '../../src/backend/native/addon.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortRunner } from '../peers/ort.ts';
@@ -136,7 +138,8 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-int-'));
     const contenders: Contender[] = [];
     let release: (() => Promise<void>) | null = null;
-    const peerIds = ['lenet5-int/ort-fp32', 'lenet5-int/torch-fp32', 'lenet5-int/torch-int8', 'lenet5-int/lowbit-fp32'];
+    const peerIds = ['lenet5-int/ort-fp32', 'lenet5-int/ort-int8', 'lenet5-int/torch-fp32', 'lenet5-int/torch-int8', 'lenet5-int/lowbit-fp32'];
+    const releases: (() => Promise<void>)[] = [];
     try {
       contenders.push({
         id: 'lenet5-int/lowbit-int8', group: lenetGroup, impl: 'lowbit IntModel W8A8 (native executor)', peers: peerIds,
@@ -151,6 +154,19 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
           contenders.push({ id: 'lenet5-int/ort-fp32', group: lenetGroup, impl: `onnxruntime-node ${o.version} fp32`, run: o.run });
         } else ms.push(skippedMeasurement({ id: 'lenet5-int/ort-fp32', group: lenetGroup, impl: 'onnxruntime-node fp32', unit: 'images/s', higherIsBetter: true }, o.reason));
       } else ms.push(skippedMeasurement({ id: 'lenet5-int/ort-fp32', group: lenetGroup, impl: 'onnxruntime-node fp32', unit: 'images/s', higherIsBetter: true }, `export failed: ${ex.reason}`));
+      // onnxruntime int8: the same IntModel exported as a QDQ graph (src/onnx), fused by onnxruntime into QLinearConv / QLinearMatMul
+      const qdqPath = join(dir, 'lenet5-w8a8-qdq.onnx');
+      let qdqReason = '';
+      try {
+        saveOnnx(qdqPath, lenetInt);
+      } catch (e) {
+        qdqReason = `QDQ export failed: ${e instanceof Error ? e.message : String(e)}`;
+      }
+      const q = qdqReason ? { ok: false as const, reason: qdqReason } : await ortRunner({ modelPath: qdqPath, batch: BATCH, threads: ctx.threads, input: data });
+      if (q.ok) {
+        releases.push(q.release);
+        contenders.push({ id: 'lenet5-int/ort-int8', group: lenetGroup, impl: `onnxruntime-node ${q.version} int8 (QDQ export of the same IntModel)`, run: q.run });
+      } else ms.push(skippedMeasurement({ id: 'lenet5-int/ort-int8', group: lenetGroup, impl: 'onnxruntime-node int8 (QDQ)', unit: 'images/s', higherIsBetter: true }, q.reason));
       contenders.push({
         id: 'mlp-int/lowbit-binary', group: mlpGroup, impl: 'lowbit IntModel binary W1A1 (native executor)', peers: ['mlp-int/lowbit-fp32'],
         run: () => void bnnInt.run(data, BATCH), details: { layers: bnnInt.layers().map((l) => `${l.name} ${l.bits}`) },
@@ -160,6 +176,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       ms.push(...await interleaved(contenders, ctx.repeats, ctx.targetSeconds));
     } finally {
       if (release) await release();
+      for (const r of releases) await r();
       rmSync(dir, { recursive: true, force: true });
     }
 
@@ -173,7 +190,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
 
     const get = (id: string): number | null => ms.find((m) => m.id === id)?.median ?? null;
     const int8 = get('lenet5-int/lowbit-int8');
-    const peers = ['lenet5-int/ort-fp32', 'lenet5-int/torch-fp32', 'lenet5-int/torch-int8'].map((id) => [id, get(id)] as const).filter((p): p is readonly [string, number] => p[1] !== null);
+    const peers = ['lenet5-int/ort-fp32', 'lenet5-int/ort-int8', 'lenet5-int/torch-fp32', 'lenet5-int/torch-int8'].map((id) => [id, get(id)] as const).filter((p): p is readonly [string, number] => p[1] !== null);
     const best = peers.reduce<readonly [string, number] | null>((a, p) => (a === null || p[1] > a[1] ? p : a), null);
     const fp32 = get('lenet5-int/lowbit-fp32');
     const bin = get('mlp-int/lowbit-binary');
@@ -185,7 +202,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     notes.push(
       `In-process contenders measured interleaved (${ctx.repeats} repeats of ~${ctx.targetSeconds} s each, in turn); figures are wall-time images/s, details hold images per CPU-second of the process. PyTorch runs afterwards in a child process (not interleaved). Input: ${pool.source}, one batch of ${BATCH}; threads ${ctx.threads} everywhere.`,
       'IntModel weights: LeNet-5 prepared with the w8a8 scheme (per-channel int8 weights, uint8 activations) and quantizers initialised on a real batch (speed does not depend on training); binary MLP with sign activations, first Linear int8 on the int8 image, last Linear int8 on ±1 inputs. The native executor gives the same logits as the TypeScript executor bit for bit (src/runtime/native.test.ts).',
-      'ONNX Runtime int8 is not measured: the PyTorch peer has no int8 ONNX export path here (QDQ export of torch.ao models needs onnxruntime.quantization, not installed).',
+      'onnxruntime int8: the LeNet-5 IntModel exported as a QDQ ONNX graph by src/onnx (saveOnnx), run with the same session options as fp32 (graph optimisation \'all\' fuses QDQ into integer kernels).',
     );
     return { measurements: ms, notes };
   });
