@@ -25,6 +25,7 @@ import { avgPoolInt, convOutputSize, gemmInt32, im2col, maxPoolInt, type ConvGeo
 import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from './kernels/index.ts';
 import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
+import type { AgreementReport } from './convert.ts';
 
 /** Logical dtypes of stored tensors (packed ones hold bytes). */
 export type IntTensorDtype = 'int8' | 'int4' | 'int2' | 'bits' | 'int32' | 'float32';
@@ -116,7 +117,7 @@ export class IntModel {
   readonly graph: IntGraph;
   readonly tensors: ReadonlyMap<string, IntTensor>;
   /** Set by `convert` when it verified against the fake-quant model. */
-  verification?: unknown;
+  verification?: AgreementReport;
   private readonly unpacked = new Map<string, Int8Array>();
   private readonly packed = new Map<string, PackedWeights[]>();
   /**
