@@ -22,6 +22,9 @@ import type { IntModel } from '../../runtime/intmodel.ts';
 import { intKernelsBackend } from '../../runtime/kernels/index.ts';
 import { planFromAssignment } from './plan.ts';
 import type { CostModel, LayerInfo } from './types.ts';
+import type { TensorModule } from '../../nn/module.ts';
+import { evaluateAssignmentSync } from './evaluate.ts';
+import { describeLayers } from './layers.ts';
 
 export interface LatencyCostOptions {
   /** Directory of the cached table (default `$LOWBIT_CACHE_DIR/search`, else node_modules/.cache/lowbit/search). */
@@ -34,6 +37,14 @@ export interface LatencyCostOptions {
   readonly batch?: number;
   /** Timed runs per entry; the minimum is kept (default 5). */
   readonly repeats?: number;
+  /**
+   * Measure each layer inside this trained model instead of as a fresh random layer: the model is
+   * calibrated with every layer at W8A8 except the measured one at (w, a), converted, and the
+   * layer's segment is timed on its real integer input. Requantization cost on lowbit's runtime
+   * depends on the scales (see `measureLayerInModel`), so this is the faithful table for a
+   * trained model; entries are keyed by a fingerprint of the model's weights and the layer name.
+   */
+  readonly context?: LatencyContext;
   /** Replaces the microbenchmark (tests, or a table from elsewhere): µs per sample. */
   readonly measure?: (layer: LayerInfo, w: number, a: number) => number;
   /** Called before each new measurement (progress). */
@@ -42,6 +53,13 @@ export interface LatencyCostOptions {
 
 /** Version 2: layers measured with their requantizing output stage (version 1 ended in dequantization). */
 const TABLE_VERSION = 2;
+
+/** A trained float model and a calibration batch for in-model latency measurements. */
+export interface LatencyContext {
+  readonly model: TensorModule;
+  /** Calibration / timing batch [N, ...inputShape] (N ≥ batch). */
+  readonly sample: Tensor;
+}
 
 interface LatencyTable {
   readonly format: 'lowbit-latency-table';
@@ -170,6 +188,54 @@ export function measureLayerLatency(info: LayerInfo, w: number, a: number, optio
   return Math.max(best, 1) / batch;
 }
 
+/** A short hash of a model's parameter and buffer values (keys in-model latency entries). */
+export function modelFingerprint(model: TensorModule): string {
+  const h = createHash('sha256');
+  for (const [name, t] of model.namedParameters()) {
+    h.update(name);
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  for (const [name, t] of model.namedBuffers()) {
+    h.update(name);
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest('hex').slice(0, 12);
+}
+
+/**
+ * µs per sample of layer `layerName` of a trained model at (w, a), every other layer at W8A8:
+ * calibrate ('static' quantizers, the model restored afterwards), convert, trace the layer's
+ * integer input on `sample` and time `runSegment` (the layer, its requantizing output stage and
+ * the pooling / flatten nodes up to the next layer): minimum of `repeats` runs in process CPU time.
+ */
+export function measureLayerInModel(context: LatencyContext, layerName: string, w: number, a: number, options: { batch?: number; repeats?: number } = {}): number {
+  const batch = Math.min(options.batch ?? 32, context.sample.shape[0]!);
+  const repeats = options.repeats ?? 5;
+  const inputShape = context.sample.shape.slice(1);
+  const layers = describeLayers(context.model, inputShape);
+  if (!layers.some((l) => l.name === layerName)) throw new Error(`measureLayerInModel: no layer '${layerName}'`);
+  const assignment = Object.fromEntries(layers.map((l) => [l.name, l.name === layerName ? { w, a } : { w: 8, a: 8 }]));
+  let us = NaN;
+  const xnor = w === 1 && a === 1;
+  evaluateAssignmentSync(context.model, assignment, { calibration: [{ x: context.sample }], eval: [] }, {
+    method: 'ptq',
+    base: { oneBitActivations: xnor ? 'sign' : 'unsigned' },
+    inspect: (m) => {
+      const im = convert(m, { inputShape });
+      const per = context.sample.size / context.sample.shape[0]!;
+      const data = context.sample.data.subarray(0, batch * per) as Float32Array;
+      const trace = new Map<string, { shape: number[]; data: Int32Array }>();
+      im.run(Float32Array.from(data), batch, { trace });
+      const input = trace.get(layerName)!;
+      im.runSegment(layerName, input.data, input.shape);
+      let best = Infinity;
+      for (let r = 0; r < repeats; r++) best = Math.min(best, cpuMicros(() => im.runSegment(layerName, input.data, input.shape)));
+      us = Math.max(best, 1) / batch;
+    },
+  });
+  return us;
+}
+
 /**
  * µs per sample of a whole IntModel on `input` (`batch` samples): minimum of `repeats` timed runs
  * in process CPU time, after a warm-up run.
@@ -186,7 +252,10 @@ export function measureModelLatency(model: IntModel, input: Float32Array, batch:
  * microbenchmarked once (`measureLayerLatency`: one layer converted to an IntModel, CPU time per
  * sample, requantizing output stage included) and cached in a JSON table keyed by CPU model,
  * integer-kernel path (VNNI / AVX2 / reference) and Node version, under `cacheDir`. Unit: µs per
- * sample. Per-channel weight bits cost what the widest channel costs (the runtime stores a layer
+ * sample. With `context` (a trained model and a batch) each layer is measured inside that model
+ * instead (`measureLayerInModel`), keyed by the model's fingerprint and the layer name: on this
+ * runtime the requantization cost depends on the trained scales, which random layers do not
+ * reproduce. Per-channel weight bits cost what the widest channel costs (the runtime stores a layer
  * at one width). Not counted: the model input's quantization and the pooling / flatten nodes
  * (the same for every bit width), so a model's measured latency is higher than its table sum.
  */
@@ -195,14 +264,17 @@ export function latencyCost(options: LatencyCostOptions = {}): CostModel {
   let table: Record<string, number> | null = null;
   const load = (): Record<string, number> => (table ??= path && !options.refresh ? readTable(path) : {});
   const fresh = new Set<string>();
+  const fingerprint = options.context ? `model-${modelFingerprint(options.context.model)}` : null;
   const cost = (layer: LayerInfo, w: number, a: number): number => {
     if (!Number.isInteger(w) || w < 1 || w > 16 || !Number.isInteger(a) || a < 1 || a > 16) throw new Error(`cost model 'latency': bit widths must be integers in [1, 16], got w=${w} a=${a}`);
-    const key = latencyKey(layer, w, a);
+    const key = fingerprint ? `${fingerprint}:${layer.name}|w${w}a${a}` : latencyKey(layer, w, a);
     const entries = load();
     const known = entries[key];
     if (known !== undefined && (!options.refresh || fresh.has(key))) return known;
     options.onMeasure?.(key);
-    const value = options.measure ? options.measure(layer, w, a) : measureLayerLatency(layer, w, a, options);
+    const value = options.measure
+      ? options.measure(layer, w, a)
+      : options.context ? measureLayerInModel(options.context, layer.name, w, a, options) : measureLayerLatency(layer, w, a, options);
     if (!(value > 0 && Number.isFinite(value))) throw new Error(`latency measurement of ${key} gave ${value}`);
     entries[key] = value;
     fresh.add(key);
