@@ -13,8 +13,8 @@ let applied = false;
  * short-lived ArrayBuffers on a JS heap of about 8 MB. V8 counts ArrayBuffer bytes allocated
  * since the last mark-compact against the old generation's growth allowance (~15 MB for so
  * small a heap), so with incremental marking it keeps starting marking cycles that find nothing
- * old to free: measured on the default QAT job 0.26 mark-compacts per step (0.03 for fp32), each
- * about 15 ms of CPU. Without incremental marking a major GC runs only when the old generation
+ * old to free: measured on the default QAT job 0.26 mark-compacts per step (0.02–0.06 for
+ * fp32), each about 13 ms of CPU. Without incremental marking a major GC runs only when the old generation
  * or the external memory really grows (measured: < 0.01 per step for both), and scavenges still
  * free the short-lived buffers. Pauses are longer when a major GC does run, which a batch job
  * does not mind; a latency-sensitive process (a server) should not call this.
