@@ -4,7 +4,7 @@
  * where an input gets none). Primitives whose derivative is zero almost everywhere (comparisons,
  * sign, floor, round, argmax) are listed as non-differentiable: their outputs never require grad.
  */
-import { broadcastShapes, type PrimitiveAttrs, type PrimitiveName } from '../backend/primitives.ts';
+import type { PrimitiveAttrs, PrimitiveName } from '../backend/primitives.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import * as o from '../tensor/ops.ts';
 
@@ -161,15 +161,11 @@ const RULES: RuleTable = {
     return [() => part('x'), () => part('scale'), () => part('zeroPoint')];
   },
   // Linear in g with factors that are piecewise constant in x, s, z: only g gets a gradient
-  // (the factors are treated as constants, as estimators are in second-order methods). The
-  // per-element terms of the upstream gradient gg (broadcast from the reduced shape when
+  // (the factors are treated as constants, as estimators are in second-order methods): the
+  // per-element terms of the upstream gradient gg (which broadcasts from the reduced shape when
   // `reduce`), summed back to g's shape.
   fakeQuantizeGrad: (gg, [g, x, s, z], _out, attrs) => [
-    () => {
-      const full = broadcastShapes(broadcastShapes(broadcastShapes(x!.shape, s!.shape), z!.shape), g!.shape);
-      const perElement = attrs.reduce ? o.broadcastTo(gg, full) : gg;
-      return o.sumTo(o.apply('fakeQuantizeGrad', [perElement, x!, s!, z!], { ...attrs, reduce: false }), g!.shape);
-    },
+    () => o.sumTo(o.apply('fakeQuantizeGrad', [gg, x!, s!, z!], { ...attrs, reduce: false }), g!.shape),
     null,
     null,
     null,

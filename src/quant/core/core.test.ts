@@ -103,6 +103,30 @@ describe('quant/core: estimator gradients against their closed forms', () => {
       assert.ok(Math.abs(gs!.data[c]! - e) < 1e-12);
     }
   });
+  it('fakeQuantize double backward: the reduced scale / zero-point parts are linear in g (per-element factors)', () => {
+    const x = randn([3, 4], { rng, dtype: 'float64' });
+    const s = new Tensor(Float64Array.from([0.1, 0.2, 0.3]), [3, 1]).requiresGrad_();
+    const z = new Tensor(Float64Array.from([1, -2, 0]), [3, 1]).requiresGrad_();
+    const y = o.apply('fakeQuantize', [x, s, z], { qmin: -7, qmax: 7, gradient: 'clipped' });
+    const g = randn([3, 4], { rng, dtype: 'float64' }).requiresGrad_();
+    // First-order gradients recorded (createGraph), then differentiated with respect to g.
+    const [gs, gz] = grad(y, [s, z], { gradOutputs: [g], createGraph: true });
+    assert.deepEqual(gs!.shape, [3, 1]);
+    const ws = new Tensor(Float64Array.from([0.5, -1, 2]), [3, 1]);
+    const wz = new Tensor(Float64Array.from([1.5, 0.25, -3]), [3, 1]);
+    const [dg] = grad([gs!, gz!], [g], { gradOutputs: [ws, wz] });
+    for (let c = 0; c < 3; c++) {
+      for (let j = 0; j < 4; j++) {
+        const v = x.data[c * 4 + j]! / s.data[c]!;
+        const r = roundHalfEven(v) + z.data[c]!;
+        const q = Math.min(7, Math.max(-7, r));
+        const inside = q === r;
+        // d(gs_c)/dg_i = (inside ? r − (v + z) : q − z), d(gz_c)/dg_i = (inside ? 0 : −s).
+        const expected = ws.data[c]! * (inside ? r - (v + z.data[c]!) : q - z.data[c]!) + wz.data[c]! * (inside ? 0 : -s.data[c]!);
+        assert.ok(Math.abs(dg!.data[c * 4 + j]! - expected) < 1e-12, `dg at ${c},${j}: ${dg!.data[c * 4 + j]} vs ${expected}`);
+      }
+    }
+  });
   it('roundSte and scaleGrad', () => {
     const x = tensor(data, undefined, 'float64').requiresGrad_();
     const y = roundSte(x);
