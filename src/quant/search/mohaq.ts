@@ -122,18 +122,9 @@ export interface Nsga2SearchResult {
   readonly stopped: boolean;
 }
 
-/**
- * QAT score of an assignment (`evaluateAssignment` 'qat') with the float weights and buffers put
- * back afterwards. Adapter: evaluate.ts restores from `stateDict()`, which returns copies, so the
- * fine-tuned weights would otherwise stay in the model; here the state is reloaded in place.
- */
+/** QAT score of an assignment (`evaluateAssignment` 'qat': calibrate, fine-tune, evaluate; the float model is restored). */
 export function retrainAssignment(model: TensorModule, assignment: BitAssignment, data: SearchData, options: Omit<EvaluateAssignmentOptions, 'method'>): { accuracy: number; loss: number } {
-  const saved = model.stateDict();
-  try {
-    return evaluateAssignmentSync(model, assignment, data, { ...options, method: 'qat' });
-  } finally {
-    model.loadStateDict(saved);
-  }
+  return evaluateAssignmentSync(model, assignment, data, { ...options, method: 'qat' });
 }
 
 function sampleShape(data: SearchData): number[] {
