@@ -186,6 +186,32 @@ Napi::Value Conv(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dFused(x, w, bias, y, geom, epilogue): y = maxPool(relu(conv2d(x, w) + bias)); bias may be
+// null; epilogue: Int32Array [relu 0/1, pool kh, pool kw, pool sh, pool sw] (pool kh 0 = no pooling).
+Napi::Value ConvFused(const Napi::CallbackInfo& info) {
+  F32 x, w, bias, y;
+  lowbit::ConvGeom g;
+  int64_t epi[5];
+  const bool hasBias = info.Length() > 2 && !info[2].IsNull();
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || (hasBias && !argF32(info, 2, &bias)) || !argF32(info, 3, &y) ||
+      !argConvGeom(info, 4, &g) || !argInts(info, 5, epi, 5)) {
+    return info.Env().Undefined();
+  }
+  const bool pool = epi[1] != 0;
+  if (epi[1] < 0 || epi[2] < 0 || (pool && (epi[2] <= 0 || epi[3] <= 0 || epi[4] <= 0 || epi[1] > g.OH || epi[2] > g.OW))) {
+    fail(info.Env(), "bad conv2dFused pooling window");
+    return info.Env().Undefined();
+  }
+  const int64_t PH = pool ? (g.OH - epi[1]) / epi[3] + 1 : g.OH, PW = pool ? (g.OW - epi[2]) / epi[4] + 1 : g.OW;
+  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * PH * PW;
+  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  if (!checkSizes(info, {{&x, xSize}, {&w, wSize}, {&y, ySize}})) return info.Env().Undefined();
+  if (hasBias && !checkSizes(info, {{&bias, g.O}})) return info.Env().Undefined();
+  lowbit::conv2dFused(g, x.data, w.data, hasBias ? bias.data : nullptr, epi[0] != 0, pool ? epi[1] : 0, epi[2], epi[3],
+                      epi[4], y.data);
+  return info.Env().Undefined();
+}
+
 // ---------------------------------------------------------------- pooling
 // geom: Int32Array [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw]
 bool argPoolGeom(const Napi::CallbackInfo& info, size_t i, lowbit::PoolGeom* g) {
@@ -776,6 +802,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv<ConvKind::Forward>));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv<ConvKind::BackwardWeight>));
+  exports.Set("conv2dFused", Napi::Function::New(env, ConvFused));
   exports.Set("maxPool2d", Napi::Function::New(env, Pool<PoolKind::Max>));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, Pool<PoolKind::MaxBackward>));
   exports.Set("maxPool2dGather", Napi::Function::New(env, Pool<PoolKind::MaxGather>));

@@ -138,6 +138,20 @@ const RULES: RuleTable = {
     () => o.apply('conv2dBackwardInput', [dy!, g], { ...geometry(attrs), inputShape: x!.shape }),
     () => o.apply('conv2d', [x!, g], geometry(attrs)),
   ],
+  // y = pool(act(z)), z = conv2d(x, w) + bias: recompute z, route g back through the pooling
+  // and the ReLU mask, then the conv2d and bias rules.
+  conv2dFused: (g, [x, w, bias], _out, attrs) => {
+    const geo = geometry(attrs);
+    const z = o.add(o.apply('conv2d', [x!, w!], geo), o.reshape(bias!, [1, bias!.shape[0]!, 1, 1]));
+    const act = attrs.relu ? o.relu(z) : z;
+    const ga = attrs.pool ? o.apply('maxPool2dBackward', [g, act], attrs.pool) : g;
+    const gz = attrs.relu ? o.mul(ga, o.greater(z, 0)) : ga;
+    return [
+      () => o.apply('conv2dBackwardInput', [gz, w!], { ...geo, inputShape: x!.shape }),
+      () => o.apply('conv2dBackwardWeight', [x!, gz], { ...geo, weightShape: w!.shape }),
+      () => o.sum(gz, [0, 2, 3]),
+    ];
+  },
 
   maxPool2d: (g, [x], _out, attrs) => [o.apply('maxPool2dBackward', [g, x!], attrs)],
   // Linear in dy (x only selects positions, zero gradient a.e.).

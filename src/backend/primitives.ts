@@ -104,6 +104,12 @@ export interface PrimitiveAttrs {
   conv2dBackwardInput: Conv2dAttrs & { readonly inputShape: readonly number[] };
   /** (x, dy) -> dw with shape weightShape: the adjoint of conv2d in w. */
   conv2dBackwardWeight: Conv2dAttrs & { readonly weightShape: readonly number[] };
+  /**
+   * (x [N, C, H, W], w [O, C/groups, kh, kw], bias [O]) -> maxPool(relu(conv2d(x, w) + bias)):
+   * a convolution with its bias, then optionally ReLU (`relu`) and max pooling (`pool`, null for
+   * none) in one pass -- the inference path of conv–ReLU–pool blocks (nn/fusion.ts).
+   */
+  conv2dFused: Conv2dAttrs & { readonly relu: boolean; readonly pool: Pool2dAttrs | null };
   // ---- pooling (NCHW)
   /** (x) -> max over each window; padding counts as -infinity. */
   maxPool2d: Pool2dAttrs;
@@ -158,7 +164,7 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'greater', 'greaterEqual', 'equal', 'where',
   'sum', 'max', 'argmax',
   'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',
-  'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
+  'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',

@@ -21,6 +21,20 @@ function out(shape: readonly number[]): { data: Float32Array; shape: number[]; d
   return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
 }
 
+/**
+ * An output the kernel overwrites completely: large buffers skip the zero fill (and the fresh,
+ * page-faulting pages) of `new Float32Array` by taking uninitialised memory from Node's allocator.
+ */
+function outUninit(shape: readonly number[]): { data: Float32Array; shape: number[]; dtype: 'float32' } {
+  const size = sizeOf(shape);
+  if (size < UNINIT_MIN) return out(shape);
+  const bytes = Buffer.allocUnsafeSlow(size * 4);
+  return { data: new Float32Array(bytes.buffer, bytes.byteOffset, size), shape: [...shape], dtype: 'float32' };
+}
+
+/** Below this many elements a zero-filled allocation costs about the same. */
+const UNINIT_MIN = 4096;
+
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
@@ -157,6 +171,27 @@ function conv2dBackwardWeightKernel(addon: NativeAddon): Kernel<'conv2dBackwardW
     const dw = out(attrs.weightShape);
     addon.conv2dBackwardWeight(x.data as Float32Array, dy.data as Float32Array, dw.data, geom);
     return dw;
+  };
+}
+
+/** x (N,C,H,W), w (O,C/g,KH,KW), bias (O) -> maxPool(relu(conv2d(x, w) + bias)) (N,O,PH,PW); pooling without padding */
+function conv2dFusedKernel(addon: NativeAddon): Kernel<'conv2dFused'> {
+  return (inputs, attrs) => {
+    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    const geom = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
+    if (!geom || bias.shape.length !== 1 || bias.shape[0] !== geom[4]) return undefined;
+    const pool = attrs.pool;
+    let ph = geom[7]!;
+    let pw = geom[8]!;
+    if (pool) {
+      if (pool.padding[0] !== 0 || pool.padding[1] !== 0 || pool.kernel[0] > ph || pool.kernel[1] > pw) return undefined;
+      ph = outSize(ph, pool.kernel[0], pool.stride[0], 0, 1);
+      pw = outSize(pw, pool.kernel[1], pool.stride[1], 0, 1);
+    }
+    const epilogue = Int32Array.from(pool ? [attrs.relu ? 1 : 0, ...pool.kernel, ...pool.stride] : [attrs.relu ? 1 : 0, 0, 0, 1, 1]);
+    const y = outUninit([geom[0]!, geom[4]!, ph, pw]);
+    addon.conv2dFused(x.data as Float32Array, w.data as Float32Array, bias.data as Float32Array, y.data, geom, epilogue);
+    return y;
   };
 }
 
@@ -632,7 +667,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'transpose',
   'gather', 'scatterAdd', 'broadcastTo', 'slice', 'pad', 'concat', 'cast',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad',
-  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
+  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
 
@@ -675,6 +710,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('conv2d', conv2dKernel(addon));
   register('conv2dBackwardInput', conv2dBackwardInputKernel(addon));
   register('conv2dBackwardWeight', conv2dBackwardWeightKernel(addon));
+  register('conv2dFused', conv2dFusedKernel(addon));
   register('maxPool2d', maxPool2dKernel(addon));
   register('maxPool2dBackward', maxPool2dBackwardKernel(addon));
   register('maxPool2dGather', maxPool2dGatherKernel(addon));

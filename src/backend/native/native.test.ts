@@ -304,6 +304,8 @@ describe('native backend vs reference', { skip }, () => {
     [2, 40, 9, 9, 70, 3, 3, [1, 1], [1, 1], [1, 1], 1], // wide enough for the packed SGEMM path
     [3, 4, 11, 10, 6, 3, 3, [2, 3], [0, 2], [1, 1], 2],
     [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
+    [3, 4, 9, 8, 6, 3, 3, [1, 1], [2, 1], [2, 1], 2], // stride 1: the wide path with groups, dilation, padding
+    [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1], // rows longer than one vector, 9 output channels
   ];
 
   it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
@@ -319,6 +321,26 @@ describe('native backend vs reference', { skip }, () => {
       check('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, { atol: 1e-5 * o * kh * kw, rtol: 1e-5 });
       const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
       check('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, { atol: 1e-5 * pixels, rtol: 1e-5 });
+    }
+  });
+
+  it('conv2dFused = conv2d + bias, ReLU, max pooling (1e-5 * taps absolute)', () => {
+    type Fused = [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, PrimitiveAttrs['maxPool2d'] | null];
+    const p2 = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as PrimitiveAttrs['maxPool2d'];
+    const cases: Fused[] = [
+      [[5, 1, 28, 28], [6, 1, 5, 5], { padding: [2, 2] }, true, p2], // LeNet conv1 block
+      [[5, 6, 14, 14], [16, 6, 5, 5], {}, true, p2], // LeNet conv2 block
+      [[3, 2, 11, 13], [5, 2, 3, 3], { padding: [1, 0] }, true, p2], // odd sizes: the last row / column is not pooled
+      [[2, 3, 9, 35], [7, 3, 3, 2], { dilation: [2, 1] }, false, p2],
+      [[2, 4, 8, 9], [6, 2, 3, 3], { groups: 2, padding: [1, 1] }, true, { kernel: [3, 2], stride: [2, 1], padding: [0, 0] }],
+      [[3, 3, 7, 6], [4, 3, 2, 2], {}, true, null],
+      [[2, 2, 9, 9], [3, 2, 3, 3], { stride: [2, 1], padding: [1, 1] }, true, p2], // stride 2: not the wide path
+      [[2, 3, 6, 6], [70, 3, 3, 3], { padding: [1, 1] }, true, p2], // many channels: im2col + SGEMM, then the epilogue
+    ];
+    for (const [i, [xs, ws, geo, relu, pool]] of cases.entries()) {
+      const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, ...geo, relu, pool } as PrimitiveAttrs['conv2dFused'];
+      const taps = ws[1]! * ws[2]! * ws[3]!;
+      check('conv2dFused', [random(xs, i), random(ws, i + 30), random([ws[0]!], i + 60)], attrs, { atol: 1e-5 * taps, rtol: 1e-5 });
     }
   });
 
