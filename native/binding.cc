@@ -284,7 +284,7 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   const int64_t* dims = layout;
   const int64_t *as = layout + 3, *bs = layout + 6;
   int64_t aLast = 0, bLast = 0;
-  bool ok = op >= 0 && op <= static_cast<int64_t>(lowbit::BinaryOp::Equal);
+  bool ok = op >= 0 && op <= static_cast<int64_t>(lowbit::BinaryOp::ReluBackward);
   for (int d = 0; d < 3; d++) {
     ok = ok && dims[d] > 0 && as[d] >= 0 && bs[d] >= 0;
     aLast += (dims[d] - 1) * as[d];

@@ -66,6 +66,8 @@ export interface PrimitiveAttrs {
   pow: NoAttrs;
   maximum: NoAttrs;
   minimum: NoAttrs;
+  /** (g, y) -> g where y > 0, else 0: a gradient routed back through a ReLU (y its input or output). */
+  reluBackward: NoAttrs;
   // ---- comparisons (a, b) -> 0/1 in a's dtype, broadcast; no gradient
   greater: NoAttrs;
   greaterEqual: NoAttrs;
@@ -160,7 +162,7 @@ export type PrimitiveName = keyof PrimitiveAttrs;
 /** All primitive names, for iteration (tests check that each has a kernel and a rule). */
 export const PRIMITIVES: readonly PrimitiveName[] = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'reluBackward',
   'greater', 'greaterEqual', 'equal', 'where',
   'sum', 'max', 'argmax',
   'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',
@@ -179,7 +181,7 @@ export const UNARY_PRIMITIVES = [
 export type UnaryPrimitive = (typeof UNARY_PRIMITIVES)[number];
 
 export const BINARY_PRIMITIVES = [
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward',
 ] as const satisfies readonly PrimitiveName[];
 export type BinaryPrimitive = (typeof BINARY_PRIMITIVES)[number];
 

@@ -4,7 +4,7 @@ import { noGrad } from '../autograd/index.ts';
 import { availableBackends, getBackend, setBackend, type BackendName } from '../backend/index.ts';
 import { loadNative } from '../backend/native/index.ts';
 import { profileOps } from '../backend/registry.ts';
-import { manualSeed, randn, type Tensor } from '../tensor/index.ts';
+import { manualSeed, mul, randn, sum, Tensor } from '../tensor/index.ts';
 import { ReLU } from './activation.ts';
 import { Conv2d } from './conv.ts';
 import { forwardChain } from './fusion.ts';
@@ -82,15 +82,26 @@ describe('forwardChain: conv–relu–pool fusion for inference', () => {
     close(fused, noGrad(() => unfused(layers, x)), 'sequential');
   });
 
-  it('records the unfused ops when gradients are needed, so training is unchanged', () => {
+  it('training: conv + relu fuse, pooling runs on its own, and gradients equal the unfused ones', () => {
     manualSeed(5);
     const model = lenet5();
-    const x = randn([2, 1, 28, 28]);
-    const calls = opCalls(() => void model.forward(x));
-    assert.equal(calls.get('conv2dFused'), undefined);
-    assert.equal(calls.get('conv2d'), 2);
-    // Without grad mode but with parameters that require grad nothing is recorded either: fused.
-    assert.equal(opCalls(() => void noGrad(() => model.forward(x))).get('conv2dFused'), 2);
+    const x = randn([3, 1, 28, 28]);
+    const layers = [model.conv1, model.relu1, model.pool1, model.conv2, model.relu2, model.pool2, model.flatten, model.fc1, model.relu3, model.fc2, model.relu4, model.fc3];
+    let fusedOut!: Tensor;
+    const calls = opCalls(() => { fusedOut = model.forward(x); });
+    assert.equal(calls.get('conv2dFused'), 2);
+    assert.equal(calls.get('maxPool2d'), 2);
+    assert.equal(calls.get('conv2d'), undefined);
+    const gradsOf = (out: Tensor): Float32Array[] => {
+      model.zeroGrad();
+      sum(mul(out, out)).backward();
+      return model.parameters().map((p) => Float32Array.from(p.grad!.data));
+    };
+    const fusedGrads = gradsOf(fusedOut);
+    const plainOut = unfused(layers, x);
+    close(fusedOut, plainOut, 'training forward');
+    const plainGrads = gradsOf(plainOut);
+    fusedGrads.forEach((g, i) => close(new Tensor(g, [g.length]), new Tensor(plainGrads[i]!, [g.length]), `grad ${i}`));
   });
 
   it('leaves subclasses, patched forwards and padded pooling alone', () => {

@@ -1,7 +1,8 @@
 /**
- * Inference fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or
- * MaxPool2d runs as one `conv2dFused` op (one pass, no intermediate tensors on the native
- * backend) instead of three. The result equals the unfused chain (see `conv2dFused`).
+ * Fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or MaxPool2d
+ * runs as one `conv2dFused` op (one pass, no intermediate tensors on the native backend) instead
+ * of three; in training, Conv2d + ReLU still fuse (their gradient needs only the output), and the
+ * pooling runs on its own (its gradient needs its input). Results equal the unfused chain.
  */
 import { isGradEnabled } from '../autograd/engine.ts';
 import { conv2dFused, type Tensor } from '../tensor/index.ts';
@@ -27,14 +28,15 @@ function needsGradient(conv: Conv2d, x: Tensor): boolean {
 /**
  * Runs `layers` one after the other on `x` (what `Sequential.forward` does), fusing each
  * Conv2d → [ReLU] → [MaxPool2d without padding] run into one `conv2dFused` op when no gradient
- * is needed: under `noGrad()`, or when neither `x` nor the conv's parameters require grad.
- * Layers that are subclasses or have a patched `forward` are never fused.
+ * is needed (under `noGrad()`, or when neither `x` nor the conv's parameters require grad), and
+ * Conv2d → ReLU when one is. Layers that are subclasses or have a patched `forward` are never fused.
  */
 export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor {
   let y = x;
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
-    if (plain(layer, Conv2d) && y.rank === 4 && !needsGradient(layer, y)) {
+    if (plain(layer, Conv2d) && y.rank === 4) {
+      const training = needsGradient(layer, y);
       let relu = false;
       let pool: MaxPool2d | null = null;
       let next = i + 1;
@@ -43,7 +45,7 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
         next++;
       }
       const candidate = layers[next];
-      if (candidate && plain(candidate, MaxPool2d) && candidate.padding[0] === 0 && candidate.padding[1] === 0) {
+      if (!training && candidate && plain(candidate, MaxPool2d) && candidate.padding[0] === 0 && candidate.padding[1] === 0) {
         pool = candidate;
         next++;
       }

@@ -98,7 +98,7 @@ export interface NativeAddon {
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */
 export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'relu', 'sigmoid', 'tanh', 'abs'] as const;
 export const BINARY_OPS = [
-  'add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal',
+  'add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward',
 ] as const;
 
 const addonPath = fileURLToPath(new URL('../../../build/Release/lowbit_native.node', import.meta.url));

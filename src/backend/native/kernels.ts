@@ -110,7 +110,7 @@ function matmulKernel(addon: NativeAddon): Kernel<'matmul'> {
     else if (bBatch.length === 0) batchShape = aBatch;
     else return undefined;
     const batch = sizeOf(batchShape);
-    const y = out([...batchShape, m, n]);
+    const y = outUninit([...batchShape, m, n]);
     if (y.data.length === 0) return y;
     addon.sgemm(
       transA, transB, m, n, k,
@@ -144,7 +144,7 @@ function conv2dKernel(addon: NativeAddon): Kernel<'conv2d'> {
     const [x, w] = inputs as [RawTensor, RawTensor];
     const geom = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
     if (!geom) return undefined;
-    const y = out([geom[0]!, geom[4]!, geom[7]!, geom[8]!]);
+    const y = outUninit([geom[0]!, geom[4]!, geom[7]!, geom[8]!]);
     addon.conv2d(x.data as Float32Array, w.data as Float32Array, y.data, geom);
     return y;
   };
@@ -156,7 +156,7 @@ function conv2dBackwardInputKernel(addon: NativeAddon): Kernel<'conv2dBackwardIn
     const [dy, w] = inputs as [RawTensor, RawTensor];
     const geom = allF32(inputs) ? convGeometry(attrs.inputShape, w.shape, attrs) : null;
     if (!geom || !sameShape(dy.shape, [geom[0]!, geom[4]!, geom[7]!, geom[8]!])) return undefined;
-    const dx = out(attrs.inputShape);
+    const dx = outUninit(attrs.inputShape);
     addon.conv2dBackwardInput(dy.data as Float32Array, w.data as Float32Array, dx.data, geom);
     return dx;
   };
@@ -224,7 +224,7 @@ function maxPool2dKernel(addon: NativeAddon): Kernel<'maxPool2d'> {
     const [x] = inputs as [RawTensor];
     const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
     if (!geom) return undefined;
-    const y = out(pooledShape(geom));
+    const y = outUninit(pooledShape(geom));
     addon.maxPool2d(x.data as Float32Array, y.data, geom);
     return y;
   };
@@ -236,7 +236,7 @@ function maxPool2dBackwardKernel(addon: NativeAddon): Kernel<'maxPool2dBackward'
     const [dy, x] = inputs as [RawTensor, RawTensor];
     const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
     if (!geom || !sameShape(dy.shape, pooledShape(geom))) return undefined;
-    const dx = out(x.shape);
+    const dx = outUninit(x.shape);
     addon.maxPool2dBackward(dy.data as Float32Array, x.data as Float32Array, dx.data, geom);
     return dx;
   };
@@ -285,7 +285,7 @@ function unaryKernel(addon: NativeAddon, code: number): Kernel {
   return (inputs) => {
     const [x] = inputs as [RawTensor];
     if (!allF32(inputs)) return undefined;
-    const y = out(x.shape);
+    const y = outUninit(x.shape);
     addon.unary(code, x.data as Float32Array, y.data);
     return y;
   };
@@ -300,7 +300,7 @@ function binaryKernel(addon: NativeAddon, code: number): Kernel {
     if (!shape || sizeOf(shape) === 0) return undefined;
     const layout = binaryLayout(a.shape, b.shape, shape);
     if (!layout) return undefined;
-    const y = out(shape);
+    const y = outUninit(shape);
     addon.binary(code, a.data as Float32Array, b.data as Float32Array, y.data, layout);
     return y;
   };

@@ -100,7 +100,7 @@ describe('native backend vs reference', { skip }, () => {
     for (const [i, [sa, sb]] of pairs.entries()) {
       const a = random(sa, i);
       const b = random(sb, i + 100, 0.5, 2);
-      for (const op of ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal'] as const) {
+      for (const op of ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward'] as const) {
         check(op, [a, b], NO_ATTRS, EXACT);
       }
     }
