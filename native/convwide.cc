@@ -197,12 +197,126 @@ void convEpiloguePlane(const ConvEpilogue& e, int64_t OH, int64_t OW, const floa
   }
 }
 
+// ---------------------------------------------------------------- output channels in the lanes
+// For many output channels per group (>= 12) the lanes hold 16 output channels of one pixel:
+// acc[j] (16 channels of pixel j of a row segment) += broadcast(input tap of pixel j) * wt[k],
+// with wt (R, O16) the weights transposed and zero-padded to 16-channel blocks. No lane is wasted
+// on junk columns; the epilogue pools pixel vectors and scatters channels into NCHW.
+namespace {
+
+constexpr int kMaxPixels = 14;
+
+template <int T>
+LOWBIT_TARGET_AVX512 void channelTile(int64_t K, const float* wt, int64_t ldw, const float* in, const int64_t* koff,
+                                      float* out) {
+  __m512 acc[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k++) {
+    const __m512 wv = _mm512_loadu_ps(wt + k * ldw);
+    const float* src = in + koff[k];
+#pragma GCC unroll 16
+    for (int j = 0; j < T; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(src[j]), wv, acc[j]);
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < T; j++) _mm512_storeu_ps(out + j * 16, acc[j]);
+}
+
+using ChannelTileFn = void (*)(int64_t, const float*, int64_t, const float*, const int64_t*, float*);
+constexpr ChannelTileFn kChannelTiles[kMaxPixels] = {
+    channelTile<1>, channelTile<2>, channelTile<3>, channelTile<4>,  channelTile<5>,  channelTile<6>,  channelTile<7>,
+    channelTile<8>, channelTile<9>, channelTile<10>, channelTile<11>, channelTile<12>, channelTile<13>, channelTile<14>,
+};
+
+// Pools (or just copies) the pixel-major block px (OH*OW, 16) of channels [o0, o0 + lanes) into
+// y planes (PH, PW) at yBase + o * PH * PW, with bias and ReLU.
+LOWBIT_TARGET_AVX512 void channelEpilogue(const ConvEpilogue& e, int64_t OH, int64_t OW, const float* px,
+                                          const float* bias16, int lanes, float* yBase) {
+  const bool pool = e.pkh != 0;
+  const int64_t PH = pool ? (OH - e.pkh) / e.psh + 1 : OH, PW = pool ? (OW - e.pkw) / e.psw + 1 : OW;
+  const __mmask16 m = tailMask(lanes);
+  const __m512i planes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(PH * PW)));
+  const __m512 b = _mm512_loadu_ps(bias16), zero = _mm512_setzero_ps();
+  for (int64_t ph = 0; ph < PH; ph++) {
+    for (int64_t pw = 0; pw < PW; pw++) {
+      __m512 v;
+      if (pool) {
+        v = _mm512_loadu_ps(px + ((ph * e.psh) * OW + pw * e.psw) * 16);
+        for (int64_t kh = 0; kh < e.pkh; kh++)
+          for (int64_t kw = 0; kw < e.pkw; kw++)
+            v = _mm512_max_ps(v, _mm512_loadu_ps(px + ((ph * e.psh + kh) * OW + pw * e.psw + kw) * 16));
+      } else {
+        v = _mm512_loadu_ps(px + (ph * OW + pw) * 16);
+      }
+      v = _mm512_add_ps(v, b);
+      if (e.relu) v = _mm512_max_ps(v, zero);
+      _mm512_mask_i32scatter_ps(yBase + ph * PW + pw, m, planes, v, 4);
+    }
+  }
+}
+
+thread_local Buffer tPixels;
+
+}  // namespace
+
+// Lane use of the channel layout vs the wide layout for g.
+static bool preferChannels(const ConvGeom& g, const Layout& l) {
+  if (l.Og < 12 || g.OW > 4 * kMaxPixels) return false;
+  const auto lanes = [](int64_t n) { return static_cast<double>((n + 15) / 16 * 16); };
+  const double channelUse = static_cast<double>(l.Og) / lanes(l.Og);
+  const double wideUse = static_cast<double>(g.OH * g.OW) / lanes(l.Nw);
+  return channelUse >= wideUse;
+}
+
+static void convChannelsForward(const ConvGeom& g, const Layout& l, const float* x, const float* w,
+                                const ConvEpilogue& e, float* y) {
+  const bool padded = g.ph != 0 || g.pw != 0;
+  const int64_t O16 = (l.Og + 15) / 16 * 16;
+  const int64_t PH = e.pkh == 0 ? g.OH : (g.OH - e.pkh) / e.psh + 1;
+  const int64_t PW = e.pkh == 0 ? g.OW : (g.OW - e.pkw) / e.psw + 1;
+  // wt[gr] (R, O16) = w_g transposed, zero past Og; bias16 per group, zero past Og.
+  std::vector<float> wt(static_cast<size_t>(g.groups * l.R * O16), 0.f), bias16(static_cast<size_t>(g.groups * O16), 0.f);
+  for (int64_t gr = 0; gr < g.groups; gr++)
+    for (int64_t o = 0; o < l.Og; o++) {
+      for (int64_t k = 0; k < l.R; k++) wt[static_cast<size_t>((gr * l.R + k) * O16 + o)] = w[(gr * l.Og + o) * l.R + k];
+      if (e.bias != nullptr) bias16[static_cast<size_t>(gr * O16 + o)] = e.bias[gr * l.Og + o];
+    }
+  // Row segments of at most kMaxPixels pixels, split evenly.
+  const int64_t segments = (g.OW + kMaxPixels - 1) / kMaxPixels;
+  const double flops = 2.0 * static_cast<double>(g.O * l.R * g.OH * g.OW) * static_cast<double>(g.N);
+  parallelFor(g.N, flops, [&](int64_t n0, int64_t n1) {
+    float* pad = padded ? tPadded.get(static_cast<size_t>(g.C * l.plane)) : nullptr;
+    if (padded) std::memset(pad, 0, static_cast<size_t>(g.C * l.plane) * sizeof(float));
+    float* px = tPixels.get(static_cast<size_t>(g.OH * g.OW * 16));
+    for (int64_t n = n0; n < n1; n++) {
+      const float* xn = x + n * g.C * g.H * g.W;
+      if (padded) padInto(g, l, xn, pad);
+      for (int64_t gr = 0; gr < g.groups; gr++) {
+        const float* src = padded ? pad + gr * l.Cg * l.plane : xn + gr * l.Cg * g.H * g.W;
+        for (int64_t o0 = 0; o0 < l.Og; o0 += 16) {
+          const float* wb = wt.data() + gr * l.R * O16 + o0;
+          for (int64_t oh = 0; oh < g.OH; oh++) {
+            for (int64_t s = 0; s < segments; s++) {
+              const int64_t w0 = g.OW * s / segments, w1 = g.OW * (s + 1) / segments;
+              kChannelTiles[w1 - w0 - 1](l.R, wb, O16, src + oh * l.Wp + w0, l.koff.data(), px + (oh * g.OW + w0) * 16);
+            }
+          }
+          channelEpilogue(e, g.OH, g.OW, px, bias16.data() + gr * O16 + o0, static_cast<int>(std::min<int64_t>(16, l.Og - o0)),
+                          y + (n * g.O + gr * l.Og + o0) * PH * PW);
+        }
+      }
+    }
+  });
+}
+
 bool convWideSupported(const ConvGeom& g) {
   return activeIsa() == Isa::Avx512 && g.sh == 1 && g.sw == 1 && g.O / g.groups <= 64;
 }
 
 void convWideForward(const ConvGeom& g, const float* x, const float* w, const ConvEpilogue& e, float* y) {
   const Layout l = layoutOf(g);
+  if (preferChannels(g, l)) return convChannelsForward(g, l, x, w, e, y);
   const bool padded = g.ph != 0 || g.pw != 0;
   const int64_t PH = e.pkh == 0 ? g.OH : (g.OH - e.pkh) / e.psh + 1;
   const int64_t PW = e.pkh == 0 ? g.OW : (g.OW - e.pkw) / e.psw + 1;
