@@ -2,6 +2,13 @@
 // shapes arrive as plain numbers and are checked against the buffer lengths before any access.
 #include <napi.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
+
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -784,7 +791,22 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
 }
 // ================================================================ end of integer kernels
 
+// Tensors are JS ArrayBuffers that glibc malloc serves; by default it maps every buffer above a
+// (dynamic) threshold freshly and returns freed heap tops to the OS, so each new activation of a
+// training step costs page faults and kernel page zeroing. Keeping up to 64 MB of freed heap
+// (and serving buffers below 32 MB from it) removes that; LOWBIT_MALLOC_TUNING=0 leaves glibc's
+// defaults alone.
+void tuneMalloc() {
+#if defined(__GLIBC__)
+  const char* flag = std::getenv("LOWBIT_MALLOC_TUNING");
+  if (flag != nullptr && std::strcmp(flag, "0") == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  tuneMalloc();
   initIntKernels(env, exports);  // integer kernels (block above)
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
