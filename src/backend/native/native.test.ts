@@ -273,13 +273,17 @@ describe('native backend vs reference', { skip }, () => {
   });
 
   it('matmul gives the same result on 1 and 2 threads', () => {
-    const a = random([300, 200], 1);
-    const b = random([200, 250], 2);
-    setNativeThreads(1);
-    const one = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
-    setNativeThreads(2);
-    const two = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
-    assert.deepEqual(one.data, two.data);
+    // The second size spans several (K, N) blocks: the 2-thread path packs the next block of B
+    // while it computes on the current one.
+    for (const [m, k, n] of [[300, 200, 250], [125, 530, 1070]] as const) {
+      const a = random([m, k], 1);
+      const b = random([k, n], 2);
+      setNativeThreads(1);
+      const one = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+      setNativeThreads(2);
+      const two = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+      assert.deepEqual(one.data, two.data, `${m}x${k}x${n}`);
+    }
   });
 
   it('transpose for rank 2 to 4 (exact)', () => {
