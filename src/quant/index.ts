@@ -7,3 +7,4 @@ export * from './qat/index.ts';
 export * as constrained from './constrained/index.ts';
 export * as ptq from './ptq/index.ts';
 export * as observers from './observers/index.ts';
+export * as search from './search/index.ts';

@@ -7,10 +7,14 @@ import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { quantizeCommand } from './quantize.ts';
 import { evalCommand } from './eval.ts';
+import { searchCommand } from './search.ts';
+import { exportCommand } from './export.ts';
 
 export const commands: Readonly<Record<string, Command>> = Object.freeze({
   train: trainCommand,
   quantize: quantizeCommand,
+  search: searchCommand,
   eval: evalCommand,
+  export: exportCommand,
   info: infoCommand,
 });

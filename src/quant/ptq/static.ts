@@ -16,10 +16,18 @@
  * per output channel, activations to per tensor), method ('minmax' | 'ema' | 'percentile' |
  * 'mse' | 'entropy', default 'minmax'), momentum (ema), percentile (default 99.99), bins
  * (histograms, default 2048), grid (mse, default 100).
+ *
+ * Per-channel bit widths (mixed-precision search, `channelBits`: one integer b_c in [2, bits] per
+ * output channel, signed symmetric per-channel weights only, max b_c = bits): channel c uses the
+ * narrow range [−(2^(b_c−1)−1), 2^(b_c−1)−1] with the scale its observer picks for b_c bits:
+ *   ŷ_c = s_c·clamp(roundHalfEven(x_c/s_c), −q_c, q_c),  q_c = 2^(b_c−1) − 1,
+ * computed as the container-width fake quantization of clamp(x_c, −q_c·s_c, q_c·s_c) (gradient:
+ * straight-through inside the channel's range, 0 outside). Exported at the container width
+ * `bits`; every channel's integers lie in its own range.
  */
 import { noGrad } from '../../autograd/engine.ts';
-import { full, zeros } from '../../tensor/tensor.ts';
-import type { Tensor } from '../../tensor/tensor.ts';
+import { full, zeros, Tensor } from '../../tensor/tensor.ts';
+import { maximum, minimum, neg } from '../../tensor/ops.ts';
 import { fakeQuantize } from '../core/quantize.ts';
 import { qRange, type QParams } from '../core/qparams.ts';
 import { affineQParams, BaseQuantizer, choiceOption, numberOption, resolveFormat, toQuantSpec } from '../quantizers/common.ts';
@@ -36,6 +44,8 @@ export class StaticQuantizer extends BaseQuantizer {
   readonly zeroPoint: Tensor;
   /** 1 once the parameters are frozen from calibration. */
   readonly calibrated: Tensor;
+  /** Per-channel bit widths (`channelBits`), or null when every channel uses `bits`. */
+  readonly channelBits: Int32Array | null;
   private observer: Observer | null = null;
   private weightSeen = false;
 
@@ -47,6 +57,7 @@ export class StaticQuantizer extends BaseQuantizer {
     this.scale = this.registerBuffer('scale', full([format.count], 1));
     this.zeroPoint = this.registerBuffer('zeroPoint', zeros([format.count]));
     this.calibrated = this.registerBuffer('calibrated', zeros([1]));
+    this.channelBits = parseChannelBits(spec, format);
   }
 
   /** True between `startCalibration()` and `freeze()`. */
@@ -81,7 +92,19 @@ export class StaticQuantizer extends BaseQuantizer {
   freeze(): QParams {
     if (!this.observer) throw new Error(`quantizer '${this.spec.kind}': freeze() without calibration`);
     if (!this.observer.observed) throw new Error(`quantizer '${this.spec.kind}' (${this.role}) observed nothing during calibration: is its layer on the forward path?`);
-    const qp = this.observer.qparams(toQuantSpec(this.format));
+    let qp = this.observer.qparams(toQuantSpec(this.format));
+    if (this.channelBits) {
+      // One observer answer per distinct width; channel c takes the scale of its own width.
+      const scale = qp.scale.slice();
+      for (const b of new Set(this.channelBits)) {
+        if (b === this.format.bits) continue;
+        const narrow = this.observer.qparams({ ...toQuantSpec(this.format), bits: b });
+        this.channelBits.forEach((bc, c) => {
+          if (bc === b) scale[c] = narrow.scale[c]!;
+        });
+      }
+      qp = { ...qp, scale };
+    }
     this.setQParams(qp);
     this.observer = null;
     return qp;
@@ -109,7 +132,13 @@ export class StaticQuantizer extends BaseQuantizer {
         this.freeze();
       });
     }
-    return fakeQuantize(x, this.qparams(), { gradient: 'clipped' });
+    const qp = this.qparams();
+    if (!this.channelBits) return fakeQuantize(x, qp, { gradient: 'clipped' });
+    const bound = new Float32Array(this.format.count);
+    this.channelBits.forEach((b, c) => (bound[c] = Math.fround((2 ** (b - 1) - 1) * qp.scale[c]!)));
+    const shape = x.shape.map((d, i) => (i === this.format.axis ? d : 1));
+    const hi = new Tensor(x.dtype === 'float64' ? Float64Array.from(bound) : bound, shape);
+    return fakeQuantize(minimum(maximum(x, neg(hi)), hi), qp, { gradient: 'clipped' });
   }
 
   /** The frozen affine parameters. */
@@ -125,6 +154,20 @@ export class StaticQuantizer extends BaseQuantizer {
   override extraRepr(): string {
     return `${super.extraRepr()}, method=${this.method}${this.isCalibrated ? '' : ', uncalibrated'}`;
   }
+}
+
+function parseChannelBits(spec: QuantizerSpec, format: { role: string; bits: number; signed: boolean; symmetric: boolean; granularity: string; count: number }): Int32Array | null {
+  const v = spec['channelBits'];
+  if (v === undefined) return null;
+  const fail = (why: string): never => {
+    throw new Error(`quantizer '${spec.kind}': channelBits ${why}`);
+  };
+  if (format.role !== 'weight' || !format.signed || !format.symmetric || format.granularity !== 'channel') fail('needs signed symmetric per-channel weights');
+  if (!Array.isArray(v) || v.length !== format.count) fail(`must list one bit width per output channel (${format.count}), got ${JSON.stringify(v)}`);
+  const bits = Int32Array.from(v as number[]);
+  if ((v as unknown[]).some((b) => !Number.isInteger(b) || (b as number) < 2 || (b as number) > format.bits)) fail(`entries must be integers in [2, ${format.bits}]`);
+  if (Math.max(...bits) !== format.bits) fail(`must reach the container width bits = ${format.bits} in some channel`);
+  return bits;
 }
 
 export function createStaticQuantizer(spec: QuantizerSpec, context: QuantizerContext): StaticQuantizer {

@@ -1,0 +1,147 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
+import { noGrad } from '../../autograd/engine.ts';
+import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
+import { normalizeInPlace } from '../../data/dataset.ts';
+import { createModel, isModelName, MODEL_NAMES, type Module, type TensorModule } from '../../nn/index.ts';
+import { prepareQat, qatFromCliOptions, type EstimatorChoice, type QuantChoice } from '../../quant/qat/index.ts';
+import { convert, type IntModel } from '../../runtime/index.ts';
+import { loadIntModel } from '../../runtime/io.ts';
+import { Tensor } from '../../tensor/index.ts';
+import { loadCheckpoint } from '../../train/checkpoint.ts';
+import { ONNX_PROFILES, saveOnnx } from '../../onnx/export.ts';
+import { formatVerifyReport, verifyOnnx } from '../../onnx/verify.ts';
+import { defineCommand } from '../command.ts';
+
+interface RunConfig {
+  model?: unknown;
+  dataset?: unknown;
+  quant?: unknown;
+  estimator?: unknown;
+  scheme?: unknown;
+}
+
+/** What the input file holds, ready to export. */
+type Source =
+  | { kind: 'intmodel'; model: IntModel; dataset: string | undefined; normalize: NormalizeStats | undefined }
+  | { kind: 'module'; model: Module; quantized: boolean; dataset: string | undefined; arch: string };
+
+/** The checkpoint file of a run directory or checkpoint path, and its run config. */
+function readCheckpointSource(path: string, archOption: string | undefined): Source {
+  const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
+  if (!existsSync(checkpoint)) throw new Error(`export: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
+  const ck = loadCheckpoint(checkpoint);
+  let config = (ck.config ?? {}) as RunConfig;
+  const metricsPath = join(dirname(checkpoint), 'metrics.json');
+  if (config.model === undefined && existsSync(metricsPath)) {
+    config = ((JSON.parse(readFileSync(metricsPath, 'utf8')) as { config?: RunConfig }).config ?? {});
+  }
+  if (config.scheme !== undefined && config.quant === undefined) {
+    const lowbit = join(dirname(checkpoint), 'model.lowbit');
+    throw new Error(`export: '${checkpoint}' is a post-training-quantization state; export the integer model written next to it${existsSync(lowbit) ? ` (${lowbit})` : ' (model.lowbit)'}`);
+  }
+  const arch = archOption ?? (typeof config.model === 'string' ? config.model : undefined);
+  if (!arch || !isModelName(arch)) throw new Error(`export: --arch is required: the checkpoint names no known model (known: ${MODEL_NAMES.join(', ')})`);
+  const dataset = typeof config.dataset === 'string' ? config.dataset : undefined;
+  const model = createModel(arch, { numClasses: 10 }) as Module;
+  const quant = typeof config.quant === 'string' ? config.quant : 'fp32';
+  const plan = qatFromCliOptions({ quant: quant as QuantChoice, estimator: (typeof config.estimator === 'string' ? config.estimator : undefined) as EstimatorChoice | undefined });
+  if (plan) prepareQat(model, plan);
+  model.loadStateDict(ck.model);
+  model.eval();
+  return { kind: 'module', model, quantized: plan !== null, dataset, arch };
+}
+
+function readSource(path: string, archOption: string | undefined): Source {
+  if (!existsSync(path)) throw new Error(`export: '${path}' does not exist`);
+  if (!statSync(path).isDirectory() && extname(path) === '.lowbit') {
+    const model = loadIntModel(path);
+    const meta = model.graph.metadata ?? {};
+    return { kind: 'intmodel', model, dataset: typeof meta.dataset === 'string' ? meta.dataset : undefined, normalize: meta.normalize as NormalizeStats | undefined };
+  }
+  return readCheckpointSource(path, archOption);
+}
+
+function defaultOut(input: string, profile: string): string {
+  const isDir = existsSync(input) && statSync(input).isDirectory();
+  const dir = isDir ? input : dirname(input);
+  const stem = isDir ? 'model' : basename(input, extname(input));
+  return join(dir, `${stem}${profile === 'web' ? '.web' : ''}.onnx`);
+}
+
+export const exportCommand = defineCommand({
+  name: 'export',
+  summary: 'export a model to ONNX (QDQ for .lowbit integer models, float32 for checkpoints); --verify runs it in onnxruntime-node',
+  description: [
+    'Writes an ONNX file. A .lowbit integer model becomes a QDQ graph (QuantizeLinear/DequantizeLinear',
+    'with the IntModel\'s activation scales and zero points, int8 or int4 per-channel weights, int32 biases;',
+    'opset 13, or 21 when int4 weights are written). A float32 training checkpoint (lowbit train, --quant fp32)',
+    'becomes a float graph; a QAT checkpoint is converted to an IntModel first. --profile web keeps to what',
+    'onnxruntime-web accepts (opset 13, no int4). --verify runs the file with onnxruntime-node (optional',
+    'dependency) on --samples test images and reports the agreement with lowbit\'s own output (the IntModel',
+    'simulation, or the float model). See docs/onnx.md.',
+  ].join('\n'),
+  examples: [
+    'lowbit export runs/lenet5-mnist/ptq-w8a8-minmax/model.lowbit --verify',
+    'lowbit export model.lowbit --profile web --out model.web.onnx',
+    'lowbit export runs/lenet5-mnist --out lenet5-fp32.onnx --verify --samples 10000',
+  ],
+  options: {
+    input: { type: 'string', placeholder: 'FILE', positional: true, help: 'a .lowbit integer model, a training checkpoint (.safetensors) or a run directory' },
+    format: { type: 'enum', choices: ['onnx'], default: 'onnx', help: 'output format' },
+    profile: { type: 'enum', choices: ONNX_PROFILES, default: 'default', help: 'target runtime: default (onnxruntime) or web (onnxruntime-web)' },
+    out: { type: 'string', placeholder: 'FILE', help: 'output file (default: next to the input, <name>.onnx or <name>.web.onnx)' },
+    weightBits: { type: 'enum', choices: ['8', '4'], help: 'weight container: 8 = int8, 4 = int4 (opset 21); default: int4 for <= 4-bit layers, int8 otherwise' },
+    opset: { type: 'int', min: 13, help: 'opset of the default domain (13..21; default 13, 21 with int4)' },
+    bias: { type: 'enum', choices: ['standard', 'intmodel'], default: 'standard', help: 'int32 bias scale: standard = s_in*s_w (integer kernels in onnxruntime), intmodel = the IntModel\'s finer scale (exact bias, float layers)' },
+    verify: { type: 'boolean', help: 'run the exported file with onnxruntime-node and compare with lowbit' },
+    samples: { type: 'int', positive: true, default: 1000, help: 'test images for --verify' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset of the verification samples (default: the model\'s, else mnist)' },
+    arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture of a checkpoint (default: from its run config)' },
+  },
+  async run(options, io) {
+    if (options.input === undefined) throw new Error('export: give the model to export (lowbit export FILE.lowbit | checkpoint.safetensors | run directory)');
+    if (options.profile === 'web' && options.weightBits === '4') throw new Error('export: --profile web writes no int4 tensors (onnxruntime-web); drop --weight-bits 4 (4-bit weights go in int8 containers)');
+    const source = readSource(options.input, options.arch);
+    const datasetName = options.dataset ?? source.dataset ?? 'mnist';
+    if (!isDatasetName(datasetName)) throw new Error(`export: unknown dataset '${datasetName}' (known: ${DATASET_NAMES.join(', ')})`);
+    const dataset: DatasetName = datasetName;
+    const normalize = (source.kind === 'intmodel' ? source.normalize : undefined) ?? DATASET_STATS[dataset];
+    const out = options.out ?? defaultOut(options.input, options.profile);
+    const exportOptions = {
+      profile: options.profile,
+      weightBits: options.weightBits === undefined ? undefined : (Number(options.weightBits) as 8 | 4),
+      opset: options.opset,
+      bias: options.bias,
+      inputShape: source.kind === 'module' ? [1, 28, 28] : undefined,
+      metadata: { 'lowbit.source': basename(options.input), 'lowbit.dataset': dataset, 'lowbit.normalize': JSON.stringify(normalize) },
+    };
+    let intModel: IntModel | null = source.kind === 'intmodel' ? source.model : null;
+    if (source.kind === 'module' && source.quantized) intModel = convert(source.model, { inputShape: [1, 28, 28] });
+    const result = saveOnnx(out, intModel ?? source.model, exportOptions);
+    const what = result.kind === 'qdq' ? `QDQ, weights ${summarizeWeights(result.weightTypes)}` : 'float32';
+    io.print(`wrote ${out} (${result.bytes.length.toLocaleString('en-US')} bytes, ${what}, opset ${result.opset}, ${result.profile} profile)`);
+    for (const note of result.notes) io.print(`  note: ${note}`);
+    if (!options.verify) return 0;
+
+    const test = take(loadDataset(dataset, 'test'), options.samples);
+    const x = new Float32Array(test.images);
+    normalizeInPlace(x, test.sampleShape, normalize);
+    const reference = intModel
+      ? (batch: Float32Array, n: number): Float32Array => intModel.run(batch, n)
+      : (batch: Float32Array, n: number): Float32Array => {
+        const y = noGrad(() => (source.model as TensorModule).forward(new Tensor(batch, [n, ...test.sampleShape])));
+        return y.data instanceof Float32Array ? y.data : Float32Array.from(y.data as ArrayLike<number>);
+      };
+    const report = await verifyOnnx(result.bytes, reference, { data: x, shape: test.sampleShape, count: test.length }, { progress: io.stderr });
+    io.print(formatVerifyReport(report));
+    if (report.status === 'ok') io.print(`  reference: ${intModel ? 'the IntModel (integer simulation)' : 'the float32 model'}, ${test.name} test images`);
+    return 0;
+  },
+});
+
+function summarizeWeights(types: Readonly<Record<string, string>>): string {
+  const counts = new Map<string, number>();
+  for (const t of Object.values(types)) counts.set(t, (counts.get(t) ?? 0) + 1);
+  return [...counts].map(([t, n]) => `${t} x${n}`).join(', ');
+}

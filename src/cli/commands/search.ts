@@ -1,0 +1,270 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, loadDataset, type DatasetName } from '../../data/index.ts';
+import { subset } from '../../data/dataset.ts';
+import { createModel, isModelName, MODEL_NAMES, type ModelName } from '../../nn/index.ts';
+import type { TensorModule } from '../../nn/module.ts';
+import { evaluate } from '../../train/index.ts';
+import { loadCheckpoint } from '../../train/checkpoint.ts';
+import { ProgressBar } from '../../train/progress.ts';
+import { costModel, COST_MODEL_NAMES, evaluateAssignmentSync, type CostModel, type SearchData } from '../../quant/search/index.ts';
+import { BudgetError, costDisplay, parseBudget, type Budget } from '../../quant/search/budget.ts';
+import { candidateFront, chooseWithinBudget, assignmentCosts, bitChoices, nsga2Search, uniformLabel, type SearchCandidate } from '../../quant/search/mohaq.ts';
+import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant/search/outcome.ts';
+import { sdqSearch } from '../../quant/search/sdq.ts';
+import { formatSi } from '../../quant/search/report.ts';
+import { uniformAssignment } from '../../quant/search/costs.ts';
+import { UsageError } from '../args.ts';
+import { defineCommand } from '../command.ts';
+import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
+
+const METHODS = ['nsga2', 'ilp', 'sdq'] as const;
+
+/** Checkpoint path and training config of a run directory or checkpoint file. */
+function locateRun(path: string): { checkpoint: string; config: Record<string, unknown> } {
+  if (!existsSync(path)) throw new UsageError(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist, or a checkpoint.safetensors)`, 'search');
+  const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
+  if (!existsSync(checkpoint)) throw new UsageError(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`, 'search');
+  const metricsPath = join(dirname(checkpoint), 'metrics.json');
+  let config: Record<string, unknown> = {};
+  if (existsSync(metricsPath)) {
+    try {
+      config = (JSON.parse(readFileSync(metricsPath, 'utf8')) as { config?: Record<string, unknown> }).config ?? {};
+    } catch (e) {
+      throw new Error(`${metricsPath}: not valid JSON (${(e as Error).message})`);
+    }
+  }
+  return { checkpoint, config };
+}
+
+/** '2,3,4,8' → [2, 3, 4, 8] (integers in [lo, hi]). */
+function parseBitList(text: string, flag: string, lo: number): number[] {
+  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const bits = parts.map(Number);
+  if (parts.length === 0 || bits.some((b) => !Number.isInteger(b) || b < lo || b > 16)) {
+    throw new UsageError(`--${flag} takes a comma-separated list of integers in [${lo}, 16], e.g. 2,3,4,8; got '${text}'`, 'search');
+  }
+  return [...new Set(bits)].sort((a, b) => a - b);
+}
+
+function budgetTag(budget: Budget): string {
+  return budget.text.replace(/[^A-Za-z0-9.]+/g, '-');
+}
+
+export const searchCommand = defineCommand({
+  name: 'search',
+  summary: 'mixed-precision search: per-layer bit widths under a size / BitOps / latency / energy budget',
+  description: [
+    'Searches per-layer weight (and activation) bit widths of a trained float32 model under a budget.',
+    'Methods: nsga2 (multi-objective evolutionary search, candidates scored by post-training',
+    'quantization, a few "beacon" candidates retrained to correct the others — MOHAQ); ilp (exact',
+    'allocation of per-layer PTQ loss perturbations under the budget); sdq (bit widths learned during',
+    'QAT with a budget regularizer). Candidates are scored on the LAST --search-samples test images;',
+    'the chosen plan is re-scored on the remaining test images. Writes <out>/plan.json (a QuantPlan',
+    'that prepareQat / calibrate / convert accept), <out>/front.json and <out>/report.html.',
+    'Ctrl-C (or --max-time) stops early and writes the best plan found so far.',
+  ].join('\n'),
+  examples: [
+    'lowbit search --model runs/lenet5-mnist --budget size=20KB --method nsga2',
+    'lowbit search --model runs/lenet5-mnist --budget bitops=150M --method ilp --abits 8',
+    'lowbit search --model runs/lenet5-mnist --budget size=16KB --method sdq --steps 300',
+    'lowbit search --model runs/lenet5-mnist --budget latency=0.2ms --method nsga2 --max-time 600',
+  ],
+  options: {
+    model: { type: 'string', placeholder: 'PATH', help: 'run directory (runs/<model>-<dataset>) or checkpoint.safetensors' },
+    budget: { type: 'string', placeholder: 'COST=VALUE', help: `budget: ${COST_MODEL_NAMES.join(' | ')}, e.g. size=40KB, bitops=1.2G, latency=2ms, energy=5uJ` },
+    method: { type: 'enum', choices: METHODS, default: 'nsga2', help: 'search algorithm' },
+    objectives: { type: 'string', placeholder: 'LIST', help: 'extra cost objectives / report axes, e.g. bitops,energy (the budget cost is always first)' },
+    wbits: { type: 'string', default: '2,3,4,8', placeholder: 'LIST', help: 'candidate weight bit widths' },
+    abits: { type: 'string', default: '8', placeholder: 'LIST', help: 'candidate activation bit widths (nsga2 searches them; ilp and sdq use the widest)' },
+    generations: { type: 'int', min: 0, default: 12, help: 'nsga2: generations after the initial population' },
+    population: { type: 'int', min: 4, default: 20, help: 'nsga2: population size' },
+    beacons: { type: 'int', min: 0, default: 3, help: 'nsga2: candidates retrained as beacons (0: PTQ only)' },
+    beaconSteps: { type: 'int', positive: true, default: 100, help: 'nsga2: QAT steps per beacon' },
+    steps: { type: 'int', positive: true, default: 300, help: 'sdq: training steps' },
+    lambda: { type: 'number', positive: true, default: 5, help: 'sdq: budget regularizer strength' },
+    calib: { type: 'int', positive: true, default: 512, help: 'calibration samples per candidate (training split)' },
+    searchSamples: { type: 'int', positive: true, default: 2000, help: 'test samples (from the end of the split) candidates are scored on' },
+    maxTime: { type: 'number', positive: true, placeholder: 'SECONDS', help: 'stop after this many seconds, keeping the best so far' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
+    arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
+    out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: <run dir>/search-<method>-<budget>)' },
+    seed: { type: 'int', min: 0, default: 0, help: 'seed of the search' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
+  },
+  async run(options, io) {
+    if (options.model === undefined) throw new UsageError('--model is required (a run directory such as runs/lenet5-mnist, or a checkpoint)', 'search');
+    if (options.budget === undefined) throw new UsageError('--budget is required, e.g. --budget size=40KB, bitops=1.2G or latency=2ms', 'search');
+    let budget: Budget;
+    try {
+      budget = parseBudget(options.budget);
+    } catch (e) {
+      if (e instanceof BudgetError) throw new UsageError(`--budget: ${e.message}`, 'search');
+      throw e;
+    }
+    const extra = (options.objectives ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== budget.cost);
+    for (const name of extra) {
+      if (!(COST_MODEL_NAMES as readonly string[]).includes(name)) throw new UsageError(`--objectives: unknown cost '${name}' (known: ${COST_MODEL_NAMES.join(', ')})`, 'search');
+    }
+    const wBits = parseBitList(options.wbits, 'wbits', 2);
+    const aBits = parseBitList(options.abits, 'abits', 2);
+    useBackend(options.backend);
+    const { checkpoint, config } = locateRun(options.model);
+    if (typeof config.quant === 'string' && config.quant !== 'fp32') {
+      throw new UsageError(`--model: '${checkpoint}' was trained with --quant ${config.quant}; the search starts from a float32 model`, 'search');
+    }
+    const arch = options.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
+    if (!arch) throw new UsageError(`--arch is required: no model name in the run's metrics.json (known: ${MODEL_NAMES.join(', ')})`, 'search');
+    const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
+    const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgetTag(budget)}`);
+
+    const costs: CostModel[] = [budget.cost, ...extra].map((name) => costModel(name));
+    const normalize = DATASET_STATS[dataset];
+    const trainSet = loadDataset(dataset, 'train');
+    const testSet = loadDataset(dataset, 'test');
+    const searchCount = Math.min(options.searchSamples, testSet.length - 1);
+    const searchSplit = subset(testSet, testSet.length - searchCount);
+    const heldOutSplit = subset(testSet, 0, testSet.length - searchCount);
+    const data: SearchData = {
+      calibration: new DataLoader(subset(trainSet, 0, Math.min(options.calib, trainSet.length)), { batchSize: 128, normalize }),
+      eval: new DataLoader(searchSplit, { batchSize: 500, normalize }),
+      train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, normalize }),
+    };
+    const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, normalize }) };
+    const build = (): TensorModule => {
+      const model = createModel(arch, { numClasses: trainSet.numClasses });
+      model.loadStateDict(loadCheckpoint(checkpoint).model);
+      model.eval();
+      return model;
+    };
+    const evaluation = { calibrationSamples: options.calib };
+    const primary = costs[0]!;
+    const display = costDisplay(primary.name, primary.unit);
+    const showCost = (v: number) => formatSi(v * display.scale, display.unit);
+
+    io.print('lowbit search');
+    io.print(`  model      ${arch} from ${checkpoint}`);
+    io.print(`  data       ${dataset}: ${options.calib} calibration samples, scored on the last ${searchCount} test samples, ${heldOutSplit.length} held out`);
+    io.print(`  budget     ${budget.text} = ${showCost(budget.value)} (${primary.name})${extra.length ? `, also ${extra.join(', ')}` : ''}`);
+    io.print(`  method     ${options.method}, weight bits {${wBits.join(', ')}}, activation bits {${aBits.join(', ')}}`);
+    io.print(`  backend    ${describeBackend(backendDetails())}`);
+
+    let interrupted = false;
+    const onSigint = (): void => {
+      interrupted = true;
+      io.stderr.write('\nlowbit search: stopping after the current step and writing the best plan so far (Ctrl-C again aborts)\n');
+    };
+    process.once('SIGINT', onSigint);
+    const started = performance.now();
+    const shouldStop = (): boolean => interrupted || (options.maxTime !== undefined && performance.now() - started > options.maxTime * 1000);
+    const model = build();
+    const floatSearch = evaluate(model, data.eval).accuracy;
+    io.print(`float32 accuracy (search samples): ${(floatSearch * 100).toFixed(2)}%`);
+
+    let outcome: Omit<SearchOutcome, 'heldOut'>;
+    const summary: [string, string][] = [
+      ['model', `${arch} (${checkpoint})`], ['dataset', `${dataset}; scored on ${searchCount} test samples, ${options.calib} calibration samples`],
+    ];
+    try {
+      if (options.method === 'nsga2') {
+        const total = options.population * (options.generations + 1);
+        const bar = options.progress ? new ProgressBar({ total, label: 'nsga2', rateUnit: 'cand', stream: io.stderr }) : null;
+        let best: SearchCandidate | null = null;
+        let generation = 0;
+        const result = await nsga2Search(model, data, {
+          costs, wBits, aBits, populationSize: options.population, generations: options.generations, seed: options.seed, evaluation,
+          beacons: options.beacons > 0 ? { maxBeacons: options.beacons, qatSteps: options.beaconSteps } : false,
+          shouldStop,
+          onEvaluation: (c) => {
+            if (c.costs[primary.name]! <= budget.value && (best === null || c.accuracy > best.accuracy)) best = c;
+            bar?.tick(1, { gen: String(generation), 'best in budget': best ? `${(best.accuracy * 100).toFixed(2)}%` : '–' });
+          },
+          onGeneration: (g) => {
+            generation = g + 1;
+          },
+        });
+        bar?.done();
+        for (const b of result.beacons) {
+          io.print(`  beacon ${b.uniform ?? ''} ${result.layers.map((l) => b.assignment[l.name]!.w).join('/')}: PTQ ${((b.ptqAccuracy ?? 0) * 100).toFixed(2)}% → QAT ${((b.retrainedAccuracy ?? 0) * 100).toFixed(2)}%`);
+        }
+        outcome = {
+          method: 'nsga2', title: `lowbit search: ${arch} on ${dataset}, NSGA-II`, summary: [...summary, ['generations', `${result.generations} (population ${options.population}, ${result.evaluations} candidates, ${result.beacons.length} beacons)`]],
+          layers: result.layers, costs, budget, candidates: result.candidates, front: result.front,
+          chosen: chooseWithinBudget(result.front, primary.name, budget.value), floatAccuracy: floatSearch, stopped: result.stopped,
+          notes: [
+            'Accuracy: post-training quantization (calibrated static quantizers) of each candidate, corrected by the nearest retrained beacon (MOHAQ); uniform points are seeded into the population and scored the same way.',
+          ],
+          details: { population: options.population, generations: result.generations, beacons: result.beacons.length, evaluations: result.evaluations },
+        };
+      } else if (options.method === 'ilp') {
+        const bar = options.progress ? new ProgressBar({ total: 0, label: 'ilp', stream: io.stderr }) : null;
+        const result = await exactSearch(model, data, {
+          costs, budget: budget.value, wBits, aBits, evaluation, shouldStop,
+          onProgress: (stage) => bar?.tick(1, { stage }),
+        });
+        bar?.done();
+        const lowest = Math.min(...wBits);
+        outcome = {
+          method: 'ilp', title: `lowbit search: ${arch} on ${dataset}, exact allocation`, summary,
+          layers: result.layers, costs, budget, candidates: result.candidates, front: result.front, chosen: result.chosen,
+          floatAccuracy: floatSearch, stopped: result.stopped,
+          sensitivity: Object.fromEntries(Object.entries(result.deltaLoss).map(([k, v]) => [k, v[lowest]!])),
+          notes: [`Allocation: exact (dynamic programming) minimum of the summed per-layer PTQ loss increases under the budget; sensitivity column = loss increase of the layer alone at ${lowest} bits. Plotted points are scored by real PTQ.`],
+          details: { deltaLoss: result.deltaLoss },
+        };
+      } else {
+        const bar = options.progress ? new ProgressBar({ total: options.steps, label: 'sdq', rateUnit: 'step', stream: io.stderr }) : null;
+        const trainModel = build();
+        const result = await sdqSearch(trainModel, data, {
+          cost: primary, budget: budget.value, wBits, aBits: Math.max(...aBits), steps: options.steps, lambda: options.lambda, seed: options.seed, shouldStop,
+          onStep: (_s, info) => bar?.tick(1, { 'E[cost]': showCost(info.expectedCost), loss: info.loss }),
+        });
+        bar?.done();
+        // Score the learned plan and the uniform references the same way: PTQ of the float model.
+        const a = Math.max(...aBits);
+        const items = [
+          ...bitChoices({ wBits, aBits: [a] }).map((c) => ({ assignment: uniformAssignment(result.layers, c.w, c.a), uniform: uniformLabel(c) })),
+          { assignment: result.assignment, uniform: undefined },
+        ];
+        const candidates: SearchCandidate[] = items.map(({ assignment, uniform }) => {
+          const s = evaluateAssignmentSync(model, assignment, data, { ...evaluation, method: 'ptq' });
+          return { assignment, accuracy: s.accuracy, ptqAccuracy: s.accuracy, costs: assignmentCosts(costs, result.layers, assignment), ...(uniform ? { uniform } : {}) };
+        });
+        outcome = {
+          method: 'sdq', title: `lowbit search: ${arch} on ${dataset}, differentiable bit widths`,
+          summary: [...summary, ['training', `${result.steps} steps, final expected cost ${showCost(result.expectedCost)}`]],
+          layers: result.layers, costs, budget, candidates, front: candidateFront(candidates, costs.map((c) => c.name)),
+          chosen: result.withinBudget ? candidates[candidates.length - 1]! : null, floatAccuracy: floatSearch, stopped: result.stopped,
+          sensitivity: Object.fromEntries(Object.entries(result.probabilities).map(([k, p]) => [k, Math.max(...p)])),
+          notes: ['Bit widths learned by QAT over a softmax mixture of widths with a budget regularizer on the expected cost; the plan and the uniform references are then scored by PTQ of the float model. Sensitivity column = probability of the chosen width at the end of training.'],
+          details: { probabilities: result.probabilities, candidates: result.candidates, history: result.history, argmaxAssignment: result.argmaxAssignment },
+        };
+      }
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+
+    let heldOutScores: SearchOutcome['heldOut'] = { samples: heldOutSplit.length };
+    if (outcome.chosen && heldOutSplit.length > 0 && !interrupted) {
+      const chosen = evaluateAssignmentSync(model, outcome.chosen.assignment, heldOut, { ...evaluation, method: 'ptq' }).accuracy;
+      const float = evaluate(model, heldOut.eval).accuracy;
+      heldOutScores = { samples: heldOutSplit.length, chosen, float };
+    }
+    const paths = writeSearchOutputs(out, { ...outcome, heldOut: heldOutScores });
+    const seconds = (performance.now() - started) / 1000;
+    if (outcome.stopped) io.print(`stopped early after ${seconds.toFixed(0)} s: keeping the best plan found so far`);
+    if (outcome.chosen) {
+      const c = outcome.chosen;
+      io.print(`chosen plan: ${outcome.layers.map((l) => `${l.name}=W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}`).join(' ')}`);
+      io.print(`  ${primary.name} ${showCost(c.costs[primary.name]!)} (budget ${showCost(budget.value)}), search accuracy ${(c.accuracy * 100).toFixed(2)}%` +
+        `${heldOutScores.chosen !== undefined ? `, held-out ${(heldOutScores.chosen * 100).toFixed(2)}% (float32 ${(heldOutScores.float! * 100).toFixed(2)}%)` : ''}`);
+    } else {
+      const cheapest = Math.min(...outcome.candidates.map((c) => c.costs[primary.name]!));
+      io.print(`no evaluated plan fits ${budget.text}: the cheapest costs ${showCost(cheapest)}`);
+    }
+    io.print(`front: ${outcome.front.length} points of ${outcome.candidates.length} evaluated`);
+    io.print(`wrote ${[paths.plan, paths.front, paths.report].filter((p) => p !== null).join(', ')}`);
+    return outcome.chosen ? 0 : 1;
+  },
+});

@@ -1,0 +1,146 @@
+/**
+ * Exact budgeted bit allocation: choose one option (bit widths) per layer minimising the summed
+ * error estimate subject to a summed cost ≤ budget — a multiple-choice knapsack, solved exactly by
+ * dynamic programming over Pareto fronts of partial solutions. Per-channel allocation inside a
+ * layer is the same problem with the layer's channels as the groups.
+ */
+import { layerChoiceCost } from './costs.ts';
+import type { BitAssignment, BitChoice, CostModel, LayerInfo, LayerOption } from './types.ts';
+
+/** The options of one layer (or channel) to choose from. */
+export interface LayerChoices {
+  readonly name: string;
+  readonly options: readonly LayerOption[];
+}
+
+/** One solution: the option index chosen per layer, its total cost and error. */
+export interface Allocation {
+  readonly cost: number;
+  readonly error: number;
+  /** Index into each layer's `options`, in layer order. */
+  readonly choices: readonly number[];
+  readonly assignment: BitAssignment;
+}
+
+interface State {
+  cost: number;
+  error: number;
+  /** Index of the state it extends in the previous layer's front (−1 for the start). */
+  parent: number;
+  option: number;
+}
+
+function checkChoices(layers: readonly LayerChoices[]): void {
+  if (layers.length === 0) throw new Error('allocate: no layers');
+  for (const l of layers) {
+    if (l.options.length === 0) throw new Error(`allocate: layer '${l.name}' has no option`);
+    for (const o of l.options) {
+      if (!(Number.isFinite(o.cost) && o.cost >= 0)) throw new Error(`allocate: layer '${l.name}' has an option with cost ${o.cost} (costs must be finite and >= 0)`);
+      if (!Number.isFinite(o.error)) throw new Error(`allocate: layer '${l.name}' has an option with error ${o.error}`);
+    }
+  }
+}
+
+/**
+ * Every Pareto-optimal allocation (no other has both lower-or-equal cost and lower-or-equal error,
+ * one strictly lower) with cost ≤ `budget` (default ∞), sorted by increasing cost (and so
+ * decreasing error). Exact: a dominated partial solution over the first k layers can be replaced
+ * by its dominator in any completion without loss, so keeping only each prefix's Pareto front
+ * loses no optimum. Costs must be ≥ 0 (partials over budget are pruned).
+ */
+export function paretoFront(layers: readonly LayerChoices[], budget = Infinity): Allocation[] {
+  checkChoices(layers);
+  const limit = budget + Math.abs(budget) * 1e-12;
+  const fronts: State[][] = [];
+  let front: State[] = [{ cost: 0, error: 0, parent: -1, option: -1 }];
+  for (const layer of layers) {
+    const next: State[] = [];
+    front.forEach((s, si) => {
+      layer.options.forEach((o, oi) => {
+        const cost = s.cost + o.cost;
+        if (cost <= limit) next.push({ cost, error: s.error + o.error, parent: si, option: oi });
+      });
+    });
+    next.sort((a, b) => a.cost - b.cost || a.error - b.error);
+    const kept: State[] = [];
+    for (const s of next) if (kept.length === 0 || s.error < kept[kept.length - 1]!.error) kept.push(s);
+    if (kept.length === 0) return [];
+    fronts.push(kept);
+    front = kept;
+  }
+  return front.map((_, i) => backtrack(layers, fronts, i));
+}
+
+function backtrack(layers: readonly LayerChoices[], fronts: readonly State[][], index: number): Allocation {
+  const choices = new Array<number>(layers.length);
+  let i = index;
+  for (let l = layers.length - 1; l >= 0; l--) {
+    const s = fronts[l]![i]!;
+    choices[l] = s.option;
+    i = s.parent;
+  }
+  const last = fronts[layers.length - 1]![index]!;
+  const assignment: BitAssignment = {};
+  layers.forEach((l, k) => (assignment[l.name] = l.options[choices[k]!]!.choice));
+  return { cost: last.cost, error: last.error, choices, assignment };
+}
+
+/**
+ * The allocation of least total error with total cost ≤ `budget` (exact; ties: the cheaper one).
+ * Throws when even the cheapest options exceed the budget, naming the minimum cost.
+ */
+export function allocateExact(layers: readonly LayerChoices[], budget: number): Allocation {
+  if (!(typeof budget === 'number' && !Number.isNaN(budget))) throw new Error(`allocateExact: budget must be a number, got ${budget}`);
+  const front = paretoFront(layers, budget);
+  if (front.length === 0) {
+    const minimum = layers.reduce((s, l) => s + Math.min(...l.options.map((o) => o.cost)), 0);
+    throw new Error(`allocateExact: no allocation fits the budget ${budget} (the cheapest costs ${minimum})`);
+  }
+  return front[front.length - 1]!;
+}
+
+/**
+ * The layer options of a search: for each layer, every (w, a) in `choices` with its cost under
+ * `model` and its error from `error(layer, choice)` (e.g. a PTQ perturbation or a Hessian
+ * estimate).
+ */
+export function layerOptions(layers: readonly LayerInfo[], choices: readonly BitChoice[], model: CostModel, error: (layer: LayerInfo, choice: BitChoice) => number): LayerChoices[] {
+  return layers.map((layer) => ({
+    name: layer.name,
+    options: choices.map((choice) => ({ choice, cost: layerChoiceCost(model, layer, choice), error: error(layer, choice) })),
+  }));
+}
+
+export interface PerChannelOptions {
+  /** Candidate channel widths (each ≥ 2; keys of `channelErrors` by default). */
+  readonly bits?: readonly number[];
+  /** Input-activation bits of the layer (default 8). */
+  readonly a?: number;
+}
+
+/**
+ * Per-channel weight bits inside one layer: minimises Σ_c error_c(b_c) subject to the layer's
+ * weight size Σ_c (weightCount/outChannels)·b_c ≤ `budgetBits` (exact, `allocateExact` over the
+ * channels). `channelErrors[b][c]` is channel c's error estimate at b bits (e.g. ½·h_c·‖Q_b(w_c) − w_c‖²
+ * with a per-channel Hessian or Fisher trace). Returns the layer's BitChoice: w = the widest
+ * channel (the container), `wPerChannel` the channel widths.
+ */
+export function allocatePerChannel(layer: LayerInfo, channelErrors: Readonly<Record<number, ArrayLike<number>>>, budgetBits: number, options: PerChannelOptions = {}): BitChoice & { error: number; cost: number } {
+  const bits = [...(options.bits ?? Object.keys(channelErrors).map(Number))].sort((x, y) => x - y);
+  if (bits.length === 0 || bits.some((b) => !Number.isInteger(b) || b < 2 || b > 16)) throw new Error(`allocatePerChannel: channel bit widths must be integers in [2, 16], got ${JSON.stringify(bits)}`);
+  const channels = layer.outChannels;
+  const perChannel = layer.weightCount / channels;
+  for (const b of bits) {
+    const e = channelErrors[b];
+    if (!e || e.length !== channels) throw new Error(`allocatePerChannel: '${layer.name}' needs ${channels} channel errors at ${b} bits`);
+  }
+  const groups: LayerChoices[] = [];
+  for (let c = 0; c < channels; c++) {
+    groups.push({ name: String(c), options: bits.map((b) => ({ choice: { w: b, a: options.a ?? 8 }, cost: perChannel * b, error: channelErrors[b]![c]! })) });
+  }
+  const best = allocateExact(groups, budgetBits);
+  const wPerChannel = best.choices.map((i) => bits[i]!);
+  const w = Math.max(...wPerChannel);
+  const uniform = wPerChannel.every((b) => b === w);
+  return { w, a: options.a ?? 8, ...(uniform ? {} : { wPerChannel }), error: best.error, cost: best.cost };
+}

@@ -1,0 +1,36 @@
+/** Mixed-precision search: layer descriptions, cost models, plans, evaluation, sensitivity, allocation. */
+export type { BitAssignment, BitChoice, ConvInfo, CostModel, LayerInfo, LayerOption } from './types.ts';
+export { describeLayers } from './layers.ts';
+export {
+  bitOpsCost, bitSerialCost, COST_MODEL_NAMES, costModel, DEFAULT_ENERGY_CONSTANTS, energyCost, layerChoiceCost, sizeCost, totalCost, uniformAssignment,
+  type BitSerialOptions, type CostModelName, type CostModelOptions, type EnergyConstants,
+} from './costs.ts';
+export { latencyCost, latencyTablePath, measureLayerLatency, measureModelLatency, type LatencyCostOptions } from './latency.ts';
+export {
+  assignmentFromPlan, checkAssignment, loadPlanFile, planFromAssignment, savePlanFile, type PlanBase, type PlanFile,
+} from './plan.ts';
+export {
+  evaluateAssignment, evaluateAssignmentSync, firstLayerName, quantizeAssignment,
+  type AssignmentScore, type EvaluateAssignmentOptions, type SearchData,
+} from './evaluate.ts';
+export {
+  channelQuantErrors, fisherInformation, hessianTrace, hessianVectorProduct, ptqPerturbation, quantizationErrors, quantizeWeight, rankCorrelation, ranks,
+  type FisherOptions, type HessianTraceOptions, type LayerSensitivity, type PtqPerturbation, type RankCorrelation, type WeightQuantOptions,
+} from './sensitivity.ts';
+export { allocateExact, allocatePerChannel, layerOptions, paretoFront, type Allocation, type LayerChoices, type PerChannelOptions } from './allocate.ts';
+export {
+  crowdingDistance, dominates, fastNonDominatedSort, nonDominated, nsga2,
+  type Genome, type Individual, type Nsga2Options, type Nsga2Result, type Nsga2State, type Objectives,
+} from './nsga2.ts';
+export { BeaconSet, beaconHooks, rmsDistance, type Beacon, type BeaconSearchOptions, type BeaconSetOptions } from './beacons.ts';
+export {
+  assignmentCosts, bitChoices, candidateFront, chooseWithinBudget, nsga2Search, retrainAssignment,
+  type BeaconOptions, type BitSpaceOptions, type Nsga2SearchOptions, type Nsga2SearchResult, type SearchCandidate,
+} from './mohaq.ts';
+export { repairToBudget, SDQ_KIND, SdqQuantizer, sdqSearch, type SdqOptions, type SdqResult } from './sdq.ts';
+export { BudgetError, costDisplay, parseBudget, type Budget, type CostDisplay } from './budget.ts';
+export { buildSearchReport, exactSearch, outcomeJson, writeSearchOutputs, type ExactSearchOptions, type ExactSearchResult, type SearchOutcome } from './outcome.ts';
+export {
+  formatSi, paretoSvg, renderReportHtml, writeSearchReport,
+  type ParetoSvgOptions, type PointKind, type ReportCost, type ReportLayer, type ReportPoint, type SearchReport,
+} from './report.ts';

@@ -1,0 +1,144 @@
+/**
+ * `lowbit search` end to end on a LeNet-5 trained for one short epoch: usage errors, the three
+ * methods writing plan.json / front.json / report.html, the plan accepted by calibrate, and
+ * SIGINT / --max-time stopping early with the best plan so far. Commands run in this process
+ * through \`main\`; the SIGINT test spawns bin/lowbit.js to send it a real signal.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createModel } from '../src/nn/index.ts';
+import { loadCheckpoint } from '../src/train/checkpoint.ts';
+import { DATASET_STATS, DataLoader, loadDataset, take } from '../src/data/index.ts';
+import { calibrate } from '../src/quant/ptq/index.ts';
+import { assignmentFromPlan, loadPlanFile } from '../src/quant/search/index.ts';
+import { evaluate } from '../src/train/index.ts';
+import { main } from '../src/cli/main.ts';
+
+const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
+
+/** Runs the CLI in this process (no startup cost), capturing stdout and stderr. */
+async function lowbit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const sink = (append: (s: string) => void) => new Writable({ write(chunk, _enc, done) { append(String(chunk)); done(); } });
+  const io = {
+    stdout: sink((s) => (stdout += s)),
+    stderr: sink((s) => (stderr += s)),
+    print: (line = '') => void (stdout += `${line}\n`),
+  };
+  const code = await main(args, io);
+  return { code, stdout, stderr };
+}
+
+const QUICK = ['--population', '4', '--generations', '1', '--search-samples', '200', '--calib', '64', '--no-progress'];
+
+describe('lowbit search', () => {
+  let dir = '';
+  let run = '';
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'lowbit-search-cli-'));
+    run = join(dir, 'run');
+    const r = await lowbit(['train', '--model', 'lenet5', '--quant', 'fp32', '--limit', '2048', '--test-limit', '256', '--epochs', '1', '--out', run, '--no-progress']);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('rejects bad usage with one line and exit code 2', async () => {
+    const cases: [string[], RegExp][] = [
+      [['search', '--model', 'nowhere'], /--budget is required/],
+      [['search', '--model', 'x', '--budget', 'size=40'], /needs a unit: size=40KB/],
+      [['search', '--model', 'x', '--budget', 'size=40KB', '--wbits', '1,2'], /--wbits takes a comma-separated list of integers in \[2, 16\]/],
+      [['search', '--model', 'x', '--budget', 'size=40KB', '--objectives', 'speed'], /--objectives: unknown cost 'speed'/],
+      [['search', '--model', join(dir, 'missing'), '--budget', 'size=40KB'], /does not exist/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await lowbit(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, pattern);
+      assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    }
+  });
+
+  it('nsga2 writes a plan that calibrate accepts, the front and the report', async () => {
+    const out = join(dir, 'nsga2');
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=20KB', '--method', 'nsga2', '--beacons', '1', '--beacon-steps', '5', '--objectives', 'bitops', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /chosen plan: conv1=W\dA8 conv2=W\dA8 fc1=W\dA8 fc2=W\dA8 fc3=W\dA8/);
+    const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
+    assert.equal(front.format, 'lowbit-search');
+    assert.deepEqual(front.costs.map((c: { name: string }) => c.name), ['size', 'bitops']);
+    assert.ok(front.candidates.length >= 4);
+    const uniform = front.candidates.filter((c: { uniform?: string }) => c.uniform).map((c: { uniform: string }) => c.uniform).sort();
+    assert.deepEqual(uniform, ['W2A8', 'W3A8', 'W4A8', 'W8A8']);
+    const chosen = front.candidates[front.chosen];
+    assert.ok(chosen.costs.size <= 20_000 * 8);
+    // The plan file: a QuantPlan that calibrate runs, reproducing the chosen bit widths.
+    const { plan, assignment } = loadPlanFile(join(out, 'plan.json'));
+    assert.deepEqual(assignment, chosen.assignment);
+    const model = createModel('lenet5');
+    model.loadStateDict(loadCheckpoint(join(run, 'checkpoint.safetensors')).model);
+    assert.deepEqual(assignmentFromPlan(model, plan), chosen.assignment);
+    const normalize = DATASET_STATS.mnist;
+    calibrate(model, new DataLoader(take(loadDataset('mnist', 'train'), 128), { batchSize: 64, normalize }), { plan });
+    const acc = evaluate(model, new DataLoader(take(loadDataset('mnist', 'test'), 256), { batchSize: 128, normalize })).accuracy;
+    assert.ok(acc > 0.5, `accuracy of the calibrated plan ${acc}`);
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    assert.equal((html.match(/<svg /g) ?? []).length, 2);
+    assert.ok(html.includes('id="layers"'));
+  });
+
+  it('ilp and sdq write their outputs too', async () => {
+    const ilp = await lowbit(['search', '--model', run, '--budget', 'bitops=60M', '--method', 'ilp', '--wbits', '2,4,8', '--out', join(dir, 'ilp'), ...QUICK]);
+    assert.equal(ilp.code, 0, ilp.stderr);
+    const ilpFront = JSON.parse(readFileSync(join(dir, 'ilp', 'front.json'), 'utf8'));
+    assert.ok(ilpFront.candidates[ilpFront.chosen].costs.bitops <= 60e6);
+    assert.ok(Object.keys(ilpFront.details.deltaLoss).length === 5);
+    const sdq = await lowbit(['search', '--model', run, '--budget', 'size=16KB', '--method', 'sdq', '--steps', '6', '--wbits', '2,4,8', '--out', join(dir, 'sdq'), ...QUICK]);
+    assert.equal(sdq.code, 0, sdq.stderr);
+    const plan = loadPlanFile(join(dir, 'sdq', 'plan.json'));
+    assert.equal(Object.keys(plan.assignment!).length, 5);
+    assert.ok(existsSync(join(dir, 'sdq', 'report.html')));
+  });
+
+  it('--max-time stops early and keeps the best plan so far', async () => {
+    const out = join(dir, 'maxtime');
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=30KB', '--beacons', '0', '--max-time', '0.5', '--out', out, ...QUICK, '--generations', '50']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /stopped early after \d+ s/);
+    const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
+    assert.equal(front.stopped, true);
+    assert.ok(front.candidates.length < 4 * 51);
+    assert.ok(existsSync(join(out, 'plan.json')) && existsSync(join(out, 'report.html')));
+  });
+
+  it('SIGINT stops after the current evaluation and writes the outputs', async () => {
+    const out = join(dir, 'sigint');
+    const child = spawn(process.execPath, [bin, 'search', '--model', run, '--budget', 'size=30KB', '--beacons', '0', '--out', out, ...QUICK, '--generations', '200'], {
+      env: { ...process.env, LOWBIT_DEBUG: '' },
+    });
+    let stdout = '';
+    let stderr = '';
+    let sent = false;
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (!sent && stdout.includes('float32 accuracy')) {
+        sent = true;
+        setTimeout(() => child.kill('SIGINT'), 300);
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /stopping after the current step/);
+    assert.match(stdout, /stopped early/);
+    const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
+    assert.equal(front.stopped, true);
+    assert.ok(front.candidates.length >= 1 && front.candidates.length < 4 * 201);
+  });
+});
