@@ -9,3 +9,4 @@ export * from './train/index.ts';
 export * as format from './format/index.ts';
 export * as quant from './quant/index.ts';
 export * as runtime from './runtime/index.ts';
+export * as onnx from './onnx/index.ts';

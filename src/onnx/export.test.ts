@@ -284,6 +284,15 @@ describe('ONNX export: QDQ from an IntModel', () => {
     assert.match(opset13.notes.join('\n'), /int4 needs opset 21/);
   });
 
+  it('a prepared fake-quant Module exports as the QDQ graph of its converted IntModel', () => {
+    const model = lenet5();
+    const im = intModelOf(model, scheme('w8a8', 'ste'), [1, 28, 28], 9);
+    const direct = exportOnnx(model, { inputShape: [1, 28, 28] });
+    assert.equal(direct.kind, 'qdq');
+    assert.deepEqual(direct.bytes, exportOnnx(im).bytes);
+    assert.throws(() => buildOnnxModel(model), /pass inputShape .* fake-quant model/);
+  });
+
   it('refuses sign (binary) activations', () => {
     const im = intModelOf(mlp({ inputSize: 8, hidden: [8, 8], numClasses: 2 }), qconfigFor('w1a1', 'binary' as never, { signActivations: true }), [8], 6);
     assert.throws(() => buildOnnxModel(im), /binary \(sign\) activations cannot be expressed|binarizes its output/);

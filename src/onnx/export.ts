@@ -138,21 +138,20 @@ export function buildOnnxModel(model: Module | IntModel, options: OnnxExportOpti
   const outputName = options.outputName ?? 'logits';
   if (inputName === outputName) throw new OnnxError('bad-input', `ONNX export: input and output names are both '${inputName}'`);
   const notes: string[] = [];
-  const asModule = model instanceof IntModel ? null : model;
-  let intModel: IntModel | null = model instanceof IntModel ? model : null;
-  if (asModule && asModule.modules().some((m) => m instanceof QuantLayer)) {
+  const qdqOptions = { ...options, profile, inputName, outputName };
+  if (model instanceof IntModel) return exportQdq(model, qdqOptions, notes);
+  if (model.modules().some((m) => m instanceof QuantLayer)) {
     if (!options.inputShape) throw new OnnxError('bad-input', 'ONNX export: pass inputShape (one sample, e.g. [1, 28, 28]) to export a fake-quant model');
-    intModel = convert(asModule, { inputShape: options.inputShape });
     notes.push('fake-quant model converted to an IntModel (convert) before the QDQ export');
+    return exportQdq(convert(model, { inputShape: options.inputShape }), qdqOptions, notes);
   }
-  if (intModel) return exportQdq(intModel, { ...options, profile, inputName, outputName }, notes);
   const inputShape = options.inputShape;
   if (!inputShape) throw new OnnxError('bad-input', 'ONNX export: pass inputShape (one sample, e.g. [1, 28, 28]) to export a Module');
   checkShape(inputShape);
-  if (options.weightBits !== undefined) notes.push('weightBits has no effect on a float32 export');
+  if (options.weightBits !== undefined || options.bias !== undefined) notes.push('weightBits / bias have no effect on a float32 export');
   const opset = options.opset ?? 13;
   const b = new GraphBuilder(opset);
-  const out = exportFloat(model as Module, inputShape, b, profile, inputName);
+  const out = exportFloat(model, inputShape, b, profile, inputName);
   return finish(b, { inputName, outputName, inputShape, output: out, kind: 'fp32', opset, profile, metadata: options.metadata, notes, weightTypes: {} });
 }
 

@@ -337,7 +337,7 @@ function build(model: OnnxModel): OnnxModule {
   const nodeModules = new Map<string, string>();
   const layerOf = new Map<string, { module: string; instance: Module }>(); // value name -> layer producing it
   // Folding may create values larger than its inputs (Concat, Pad, Gather...): all folded values
-  // together stay within MAX_FOLD_ELEMENTS plus the size of the initializers (Constant nodes are free).
+  // together stay within MAX_FOLD_ELEMENTS plus the size of the initializers and Constant nodes.
   let foldBudget = MAX_FOLD_ELEMENTS + [...initializers.values()].reduce((n, v) => n + v.size, 0);
 
   for (const index of order) {
@@ -361,13 +361,15 @@ function build(model: OnnxModel): OnnxModule {
     }
     const foldable = nodeInputs.every((n) => n === '' || constants.has(n));
     if (foldable) {
-      if (foldBudget <= 0) throw new OnnxError('too-large', `${where}: constant folding exceeds ${MAX_FOLD_ELEMENTS} elements`);
-      const outs = handler.run(nodeInputs.map((n) => (n === '' ? undefined : constants.get(n))), context(Math.min(MAX_FOLD_ELEMENTS, foldBudget)));
+      if (foldBudget <= 0) throw new OnnxError('too-large', `${where}: constant folding exceeds its budget of ${MAX_FOLD_ELEMENTS} elements beyond the model's own data`);
+      const outs = handler.run(nodeInputs.map((n) => (n === '' ? undefined : constants.get(n))), context(foldBudget));
       nodeOutputs.forEach((name, i) => {
         if (name === '') return;
         const v = outs[i];
         if (v === undefined) throw new OnnxError('bad-graph', `${where}: has no output ${i}`);
-        if (opType !== 'Constant') foldBudget -= v.size; // a Constant's data is in the file already
+        // A Constant's data is in the file: it adds to the budget what it holds (so that, e.g., a
+        // Transpose of constant weights folds); every other folded value spends its size.
+        foldBudget += opType === 'Constant' ? v.size : -v.size;
         constants.set(name, v);
       });
       continue;

@@ -1,3 +1,6 @@
 export * from './proto.ts';
+export { importOnnx, defaultOpset, unsupportedOps, OnnxModule, OnnxOp, OnnxUnsupportedOpsError, MIN_ONNX_OPSET, MAX_ONNX_OPSET, type ImportOnnxOptions } from './import.ts';
+export { ONNX_OPS, OnnxBatchNorm, OnnxFlatten, OnnxGlobalAveragePool, type OpHandler, type NodeContext, type BuildContext, type LayerPlan } from './ops.ts';
+export { IntValue, Attributes, valueFromTensor, type OnnxValue } from './values.ts';
 export { buildOnnxModel, exportOnnx, saveOnnx, ONNX_PROFILES, MIN_EXPORT_OPSET, MAX_EXPORT_OPSET, type OnnxExportOptions, type OnnxExportResult, type OnnxProfile } from './export.ts';
 export { verifyOnnx, openOnnx, loadOnnxRuntime, formatVerifyReport, type VerifyReport, type VerifySamples, type ReferenceFn, type OnnxRunner, type OnnxRunOptions, type OnnxRuntimeLoad } from './verify.ts';

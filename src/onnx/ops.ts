@@ -831,11 +831,12 @@ const concatHandler: OpHandler = {
       return [guard(ctx, () => concat(nonEmpty, axis))];
     }
     const outer = sizeOf(outShape.slice(0, axis));
-    const data: number[] = [];
+    const data = new Array<number>(sizeOf(outShape));
+    let k = 0;
     for (let o = 0; o < outer; o++) {
       for (const v of xs as IntValue[]) {
         const chunk = sizeOf(v.shape.slice(axis));
-        for (let j = 0; j < chunk; j++) data.push(v.data[o * chunk + j]!);
+        for (let j = 0; j < chunk; j++) data[k++] = v.data[o * chunk + j]!;
       }
     }
     return [new IntValue(outShape, data)];

@@ -42,7 +42,7 @@ export type OnnxValue = Tensor | IntValue;
  * Element budget of constant folding at import beyond the model's own data: every folded value
  * (other than a Constant's) spends its size from MAX_FOLD_ELEMENTS + the initializers' size.
  */
-export const MAX_FOLD_ELEMENTS = 2 ** 18;
+export const MAX_FOLD_ELEMENTS = 2 ** 16;
 /** Largest element count of any value an op handler creates. */
 export const MAX_VALUE_ELEMENTS = 2 ** 28;
 
