@@ -310,6 +310,7 @@ describe('native backend vs reference', { skip }, () => {
     [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
     [3, 4, 9, 8, 6, 3, 3, [1, 1], [2, 1], [2, 1], 2], // stride 1: the wide path with groups, dilation, padding
     [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1], // rows longer than one vector, 9 output channels
+    [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2], // 28 channels per group in the lanes (second block masked)
   ];
 
   it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
@@ -340,6 +341,8 @@ describe('native backend vs reference', { skip }, () => {
       [[3, 3, 7, 6], [4, 3, 2, 2], {}, true, null],
       [[2, 2, 9, 9], [3, 2, 3, 3], { stride: [2, 1], padding: [1, 1] }, true, p2], // stride 2: not the wide path
       [[2, 3, 6, 6], [70, 3, 3, 3], { padding: [1, 1] }, true, p2], // many channels: im2col + SGEMM, then the epilogue
+      [[2, 2, 12, 14], [56, 1, 5, 5], { groups: 2, padding: [1, 0] }, true, p2], // channels in the lanes, masked tail block
+      [[3, 16, 7, 9], [32, 16, 3, 3], { padding: [1, 1] }, false, { kernel: [3, 3], stride: [2, 2], padding: [0, 0] }],
     ];
     for (const [i, [xs, ws, geo, relu, pool]] of cases.entries()) {
       const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, ...geo, relu, pool } as PrimitiveAttrs['conv2dFused'];
