@@ -58,11 +58,19 @@ Layout layoutOf(const ConvGeom& g) {
   return l;
 }
 
-// Copies the C planes (H, W) of one sample into pad (C, Hp, Wp) whose borders are already zero.
-void padInto(const ConvGeom& g, const Layout& l, const float* xn, float* pad) {
-  for (int64_t c = 0; c < g.C; c++)
-    for (int64_t h = 0; h < g.H; h++)
-      std::memcpy(pad + (c * l.Hp + h + g.ph) * l.Wp + g.pw, xn + (c * g.H + h) * g.W, static_cast<size_t>(g.W) * sizeof(float));
+// Copies the C planes (H, W) of one sample into pad (C, Hp, Wp) whose borders are already zero
+// (short rows: an inline vector loop instead of one memcpy call per row).
+LOWBIT_TARGET_AVX512 void padInto(const ConvGeom& g, const Layout& l, const float* xn, float* pad) {
+  for (int64_t c = 0; c < g.C; c++) {
+    for (int64_t h = 0; h < g.H; h++) {
+      const float* src = xn + (c * g.H + h) * g.W;
+      float* dst = pad + (c * l.Hp + h + g.ph) * l.Wp + g.pw;
+      for (int64_t w = 0; w < g.W; w += 16) {
+        const __mmask16 m = tailMask(g.W - w);
+        _mm512_mask_storeu_ps(dst + w, m, _mm512_maskz_loadu_ps(m, src + w));
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------- forward tiles
@@ -109,7 +117,8 @@ constexpr WideTileFn kWideTiles[kMaxTileRows][4] = {
 #undef LOWBIT_WIDE_ROW
 
 // c (M, N) = a (M, K) . B: row blocks of at most 8, each with the vector count V that minimises
-// the estimated cycles chunks(V) * max(R*V FMAs, R + V loads) / 2.
+// the estimated cycles per chunk of 16V columns, K * max(R*V FMAs, R + V loads) / 2, plus the
+// chunk's fixed cost (R*V stores and set-up), times the number of chunks.
 void wideGemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, const int64_t* koff,
               float* c, int64_t ldc) {
   const int64_t blocks = (M + kMaxTileRows - 1) / kMaxTileRows;
@@ -120,12 +129,67 @@ void wideGemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, cons
     int64_t bestCost = std::numeric_limits<int64_t>::max();
     for (int v = 1; v <= 4; v++) {
       const int64_t chunks = (N + 16 * v - 1) / (16 * v);
-      const int64_t cost = chunks * std::max<int64_t>(rows * v, rows + v);
+      const int64_t cost = chunks * (K * std::max<int64_t>(rows * v, rows + v) + 4 * rows * v + 20);
       if (cost < bestCost) bestCost = cost, bestV = v;
     }
     kWideTiles[rows - 1][bestV - 1](N, K, a + i0 * lda, lda, b, koff, c + i0 * ldc, ldc);
   }
 }
+
+// ---------------------------------------------------------------- pooled row pairs
+// For 2x2 / stride 2 max pooling of rows of at most 32 pixels: one tile computes output rows
+// 2ph and 2ph + 1 (VR vectors each) for R channels and pools them in registers -- the vertical
+// max of the two rows, then the max of even and odd columns -- adds the bias, applies ReLU and
+// stores the pooled row; no wide buffer, no separate epilogue pass.
+template <int R, int VR>
+LOWBIT_TARGET_AVX512 void pooledPairTile(int64_t K, const float* a, int64_t lda, const float* row0, int64_t Wp,
+                                         const int64_t* koff, int64_t OW, const float* bias, bool relu, int64_t PW,
+                                         float* y, int64_t ldy) {
+  __mmask16 m[VR];
+#pragma GCC unroll 2
+  for (int v = 0; v < VR; v++) m[v] = tailMask(OW - 16 * v);
+  __m512 acc[R][2 * VR];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < 2 * VR; v++) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k++) {
+    const float* p = row0 + koff[k];
+    __m512 bv[2 * VR];
+#pragma GCC unroll 2
+    for (int v = 0; v < VR; v++) {
+      bv[v] = _mm512_maskz_loadu_ps(m[v], p + 16 * v);
+      bv[VR + v] = _mm512_maskz_loadu_ps(m[v], p + Wp + 16 * v);
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < 2 * VR; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  const __m512i evenIdx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i oddIdx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 zero = _mm512_setzero_ps();
+  const __mmask16 out = tailMask(PW);
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) {
+    const __m512 lo = _mm512_max_ps(acc[r][0], acc[r][VR]);
+    const __m512 hi = VR == 2 ? _mm512_max_ps(acc[r][1], acc[r][VR + 1]) : lo;
+    __m512 v = _mm512_max_ps(_mm512_permutex2var_ps(lo, evenIdx, hi), _mm512_permutex2var_ps(lo, oddIdx, hi));
+    v = _mm512_add_ps(v, _mm512_set1_ps(bias[r]));
+    if (relu) v = _mm512_max_ps(v, zero);
+    _mm512_mask_storeu_ps(y + r * ldy, out, v);
+  }
+}
+
+using PooledPairFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, const int64_t*, int64_t,
+                              const float*, bool, int64_t, float*, int64_t);
+constexpr int kPairRows = 6;
+constexpr PooledPairFn kPooledPairs[2][kPairRows] = {
+    {pooledPairTile<1, 1>, pooledPairTile<2, 1>, pooledPairTile<3, 1>, pooledPairTile<4, 1>, pooledPairTile<5, 1>, pooledPairTile<6, 1>},
+    {pooledPairTile<1, 2>, pooledPairTile<2, 2>, pooledPairTile<3, 2>, pooledPairTile<4, 2>, pooledPairTile<5, 2>, pooledPairTile<6, 2>},
+};
 
 // ---------------------------------------------------------------- epilogues
 LOWBIT_TARGET_AVX512 void epilogueNoPool(int64_t OH, int64_t OW, const float* src, int64_t ld, float bias, bool relu,
@@ -327,6 +391,9 @@ void convWideForward(const ConvGeom& g, const float* x, const float* w, const Co
   const bool rowwise = e.bias == nullptr && !e.relu && e.pkh == 0 &&
                        static_cast<double>(g.OW) / static_cast<double>(lanes(g.OW)) >=
                            static_cast<double>(g.OH * g.OW) / static_cast<double>(lanes(l.Nw));
+  // 2x2 / stride 2 pooling of rows up to 32 pixels: pooled in registers (pooledPairTile).
+  const bool pairs = e.pkh == 2 && e.pkw == 2 && e.psh == 2 && e.psw == 2 && g.OW <= 32 && g.OH >= 2;
+  const std::vector<float> zeros(static_cast<size_t>(kPairRows), 0.f);
   const double flops = 2.0 * static_cast<double>(g.O * l.R * g.OH * g.OW) * static_cast<double>(g.N);
   parallelFor(g.N, flops, [&](int64_t n0, int64_t n1) {
     float* pad = padded ? tPadded.get(static_cast<size_t>(g.C * l.plane)) : nullptr;
@@ -337,6 +404,19 @@ void convWideForward(const ConvGeom& g, const float* x, const float* w, const Co
       if (padded) padInto(g, l, xn, pad);
       for (int64_t gr = 0; gr < g.groups; gr++) {
         const float* src = padded ? pad + gr * l.Cg * l.plane : xn + gr * l.Cg * g.H * g.W;
+        if (pairs) {  // 2x2 pooling in registers, straight into y
+          const int64_t blocks = (l.Og + kPairRows - 1) / kPairRows;
+          for (int64_t blk = 0; blk < blocks; blk++) {
+            const int64_t o0 = l.Og * blk / blocks, o1 = l.Og * (blk + 1) / blocks;
+            const int64_t oc = gr * l.Og + o0;
+            const float* bias = e.bias != nullptr ? e.bias + oc : zeros.data();
+            for (int64_t ph = 0; ph < PH; ph++) {
+              kPooledPairs[g.OW > 16 ? 1 : 0][o1 - o0 - 1](l.R, w + oc * l.R, l.R, src + 2 * ph * l.Wp, l.Wp, l.koff.data(), g.OW,
+                                                            bias, e.relu, PW, y + (n * g.O + oc) * PH * PW + ph * PW, PH * PW);
+            }
+          }
+          continue;
+        }
         if (rowwise) {  // one GEMM per output row, straight into y
           float* yg = y + (n * g.O + gr * l.Og) * g.OH * g.OW;
           for (int64_t oh = 0; oh < g.OH; oh++) {

@@ -336,6 +336,7 @@ describe('native backend vs reference', { skip }, () => {
       [[5, 1, 28, 28], [6, 1, 5, 5], { padding: [2, 2] }, true, p2], // LeNet conv1 block
       [[5, 6, 14, 14], [16, 6, 5, 5], {}, true, p2], // LeNet conv2 block
       [[3, 2, 11, 13], [5, 2, 3, 3], { padding: [1, 0] }, true, p2], // odd sizes: the last row / column is not pooled
+      [[2, 3, 10, 12], [9, 3, 3, 3], { padding: [1, 1] }, true, p2], // pooled row pairs in two channel blocks
       [[2, 3, 9, 35], [7, 3, 3, 2], { dilation: [2, 1] }, false, p2],
       [[2, 4, 8, 9], [6, 2, 3, 3], { groups: 2, padding: [1, 1] }, true, { kernel: [3, 2], stride: [2, 1], padding: [0, 0] }],
       [[3, 3, 7, 6], [4, 3, 2, 2], {}, true, null],
