@@ -292,6 +292,46 @@ constexpr ChannelTileFn kChannelTiles[kMaxPixels] = {
     channelTile<8>, channelTile<9>, channelTile<10>, channelTile<11>, channelTile<12>, channelTile<13>, channelTile<14>,
 };
 
+// As channelTile for kernels KW wide (3 or 5, no dilation along W): per input row of a tap row
+// (c, kh), each input pixel is broadcast once and multiplied into the KW output pixels that read
+// it, with the row's KW weight vectors held in registers -- one broadcast per KW FMAs instead of
+// one per FMA. rowOff[q] is the offset of tap row q = (c, kh); wt rows are (q * KW + kw).
+template <int T, int KW>
+LOWBIT_TARGET_AVX512 void channelRowTile(int64_t rows, const float* wt, int64_t ldw, const float* in,
+                                         const int64_t* rowOff, float* out) {
+  __m512 acc[T];
+#pragma GCC unroll 16
+  for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < rows; q++) {
+    const float* src = in + rowOff[q];
+    const float* wq = wt + q * KW * ldw;
+    __m512 wv[KW];
+#pragma GCC unroll 8
+    for (int kw = 0; kw < KW; kw++) wv[kw] = _mm512_loadu_ps(wq + kw * ldw);
+#pragma GCC unroll 24
+    for (int i = 0; i < T + KW - 1; i++) {
+      const __m512 bv = _mm512_set1_ps(src[i]);
+#pragma GCC unroll 8
+      for (int kw = 0; kw < KW; kw++) {
+        const int j = i - kw;
+        if (j >= 0 && j < T) acc[j] = _mm512_fmadd_ps(bv, wv[kw], acc[j]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < T; j++) _mm512_storeu_ps(out + j * 16, acc[j]);
+}
+
+using ChannelRowTileFn = void (*)(int64_t, const float*, int64_t, const float*, const int64_t*, float*);
+#define LOWBIT_ROW_TILES(KW)                                                                                        \
+  {channelRowTile<1, KW>, channelRowTile<2, KW>, channelRowTile<3, KW>, channelRowTile<4, KW>,                    \
+   channelRowTile<5, KW>, channelRowTile<6, KW>, channelRowTile<7, KW>, channelRowTile<8, KW>,                    \
+   channelRowTile<9, KW>, channelRowTile<10, KW>, channelRowTile<11, KW>, channelRowTile<12, KW>,                 \
+   channelRowTile<13, KW>, channelRowTile<14, KW>}
+constexpr ChannelRowTileFn kChannelRowTiles3[kMaxPixels] = LOWBIT_ROW_TILES(3);
+constexpr ChannelRowTileFn kChannelRowTiles5[kMaxPixels] = LOWBIT_ROW_TILES(5);
+#undef LOWBIT_ROW_TILES
+
 // Pools (or just copies) the pixel-major block px (OH*OW, 16) of channels [o0, o0 + lanes) into
 // y planes (PH, PW) at yBase + o * PH * PW, with bias and ReLU.
 LOWBIT_TARGET_AVX512 void channelEpilogue(const ConvEpilogue& e, int64_t OH, int64_t OW, const float* px,
@@ -348,6 +388,11 @@ static void convChannelsForward(const ConvGeom& g, const Layout& l, const float*
     }
   // Row segments of at most kMaxPixels pixels, split evenly.
   const int64_t segments = (g.OW + kMaxPixels - 1) / kMaxPixels;
+  // KW 3 or 5 without W dilation: the broadcast-reuse tiles over tap rows (c, kh).
+  const ChannelRowTileFn* rowTiles = g.dw != 1 ? nullptr : g.KW == 3 ? kChannelRowTiles3 : g.KW == 5 ? kChannelRowTiles5 : nullptr;
+  std::vector<int64_t> rowOff(static_cast<size_t>(l.Cg * g.KH));
+  for (int64_t c = 0; c < l.Cg; c++)
+    for (int64_t kh = 0; kh < g.KH; kh++) rowOff[static_cast<size_t>(c * g.KH + kh)] = (c * l.Hp + kh * g.dh) * l.Wp;
   const double flops = 2.0 * static_cast<double>(g.O * l.R * g.OH * g.OW) * static_cast<double>(g.N);
   parallelFor(g.N, flops, [&](int64_t n0, int64_t n1) {
     float* pad = padded ? tPadded.get(static_cast<size_t>(g.C * l.plane)) : nullptr;
@@ -363,7 +408,11 @@ static void convChannelsForward(const ConvGeom& g, const Layout& l, const float*
           for (int64_t oh = 0; oh < g.OH; oh++) {
             for (int64_t s = 0; s < segments; s++) {
               const int64_t w0 = g.OW * s / segments, w1 = g.OW * (s + 1) / segments;
-              kChannelTiles[w1 - w0 - 1](l.R, wb, O16, src + oh * l.Wp + w0, l.koff.data(), px + (oh * g.OW + w0) * 16);
+              if (rowTiles != nullptr) {
+                rowTiles[w1 - w0 - 1](l.Cg * g.KH, wb, O16, src + oh * l.Wp + w0, rowOff.data(), px + (oh * g.OW + w0) * 16);
+              } else {
+                kChannelTiles[w1 - w0 - 1](l.R, wb, O16, src + oh * l.Wp + w0, l.koff.data(), px + (oh * g.OW + w0) * 16);
+              }
             }
           }
           channelEpilogue(e, g.OH, g.OW, px, bias16.data() + gr * O16 + o0, static_cast<int>(std::min<int64_t>(16, l.Og - o0)),
