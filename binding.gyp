@@ -12,7 +12,8 @@
         "native/pool.cc",
         "native/elementwise.cc",
         "native/tensorops.cc",
-        "native/intgemm.cc"
+        "native/intgemm.cc",
+        "native/intmodel.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

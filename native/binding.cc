@@ -10,7 +10,10 @@
 #include <cstring>
 
 #include <cstdint>
+#include <cmath>
+#include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +23,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "intgemm.h"
+#include "intmodel.h"
 #include "pool.h"
 #include "tensorops.h"
 #include "threadpool.h"
@@ -777,7 +781,191 @@ Napi::Value IntKernelsInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// ---------------------------------------------------------------- native IntModel executor (intmodel.h)
+template <class T, napi_typedarray_type kType>
+bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const Napi::Env& env) {
+  if (!o.Has(key)) return true;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return true;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType) {
+    return fail(env, std::string("intPlanCreate: '") + key + "' has the wrong array type");
+  }
+  auto a = v.As<Napi::TypedArray>();
+  const T* data = reinterpret_cast<const T*>(static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+  out->assign(data, data + a.ElementLength());
+  return true;
+}
+
+// intPlanCreate(ops: {meta: Int32Array(32), f64: Float64Array(4), w?, wbits?, mult?, shift?, bias?,
+//   threshold?, direction?, S?, B?}[], direct = true) -> External plan (direct: allow the direct
+//   one-input-channel conv kernel; false forces im2col + GEMM, for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
+//   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
+//   fracBits, K; f64: scale, clamp lo, clamp hi.
+Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) {
+    fail(env, "intPlanCreate: expected an array of ops");
+    return env.Undefined();
+  }
+  auto list = info[0].As<Napi::Array>();
+  auto plan = std::make_unique<lowbit::IntPlan>();
+  std::vector<std::pair<size_t, std::vector<int8_t>>> deferredDirect;  // convs that may use the direct kernel
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsObject()) {
+      fail(env, "intPlanCreate: op " + std::to_string(i) + " is not an object");
+      return env.Undefined();
+    }
+    auto o = item.As<Napi::Object>();
+    std::vector<int32_t> meta, mult, shift, bias, thr, dir;
+    std::vector<double> f64;
+    std::vector<int8_t> w;
+    std::vector<uint8_t> wbits;
+    std::vector<float> S, B;
+    if (!optArray<int32_t, napi_int32_array>(o, "meta", &meta, env) || !optArray<double, napi_float64_array>(o, "f64", &f64, env) ||
+        !optArray<int8_t, napi_int8_array>(o, "w", &w, env) || !optArray<uint8_t, napi_uint8_array>(o, "wbits", &wbits, env) ||
+        !optArray<int32_t, napi_int32_array>(o, "mult", &mult, env) || !optArray<int32_t, napi_int32_array>(o, "shift", &shift, env) ||
+        !optArray<int32_t, napi_int32_array>(o, "bias", &bias, env) || !optArray<int32_t, napi_int32_array>(o, "threshold", &thr, env) ||
+        !optArray<int32_t, napi_int32_array>(o, "direction", &dir, env) || !optArray<float, napi_float32_array>(o, "S", &S, env) ||
+        !optArray<float, napi_float32_array>(o, "B", &B, env)) {
+      return env.Undefined();
+    }
+    if (meta.size() < 28 || f64.size() < 3) {
+      fail(env, "intPlanCreate: op " + std::to_string(i) + " needs meta (28 ints) and f64 (3 doubles)");
+      return env.Undefined();
+    }
+    lowbit::IntOp op;
+    if (meta[0] < 0 || meta[0] > 5 || meta[1] < 0 || meta[1] > 4 || meta[2] < 0 || meta[2] > 4 || meta[21] < 0 || meta[21] > 2) {
+      fail(env, "intPlanCreate: op " + std::to_string(i) + " has a bad kind, type or mode");
+      return env.Undefined();
+    }
+    op.kind = static_cast<lowbit::IOpKind>(meta[0]);
+    op.in = static_cast<lowbit::IType>(meta[1]);
+    op.out = static_cast<lowbit::IType>(meta[2]);
+    op.C = meta[3], op.H = meta[4], op.W = meta[5], op.OC = meta[6], op.OH = meta[7], op.OW = meta[8];
+    op.kh = meta[9], op.kw = meta[10], op.sh = meta[11], op.sw = meta[12], op.ph = meta[13], op.pw = meta[14];
+    op.dh = meta[15], op.dw = meta[16], op.groups = meta[17];
+    op.zero = meta[18], op.qmin = meta[19], op.qmax = meta[20];
+    op.sign = op.kind == lowbit::IOpKind::Quantize && meta[21] == 1;
+    op.outMode = static_cast<lowbit::IOutMode>(op.kind == lowbit::IOpKind::Quantize ? 0 : meta[21]);
+    op.z = meta[22], op.lo = meta[23], op.hi = meta[24];
+    const int32_t biasShift = meta[25];
+    op.fracBits = meta[26];
+    op.K = meta[27];
+    op.scale = f64[0], op.clo = f64[1], op.chi = f64[2];
+    const bool layer = op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear;
+    if (layer) {
+      if (op.groups <= 0 || op.OC <= 0 || op.K < 0 || op.OC % op.groups != 0 || op.OC > (1 << 24) || op.K > (1 << 26)) {
+        fail(env, "intPlanCreate: op " + std::to_string(i) + " has a bad shape");
+        return env.Undefined();
+      }
+      const int64_t og = op.OC / op.groups;
+      if (op.in == lowbit::IType::Bits) {
+        const int64_t words = (op.K + 63) / 64;
+        if (static_cast<int64_t>(wbits.size()) < op.OC * words * 8) {
+          fail(env, "intPlanCreate: op " + std::to_string(i) + ": bit weights too short");
+          return env.Undefined();
+        }
+        op.wbits.resize(static_cast<size_t>(op.OC * words));
+        std::memcpy(op.wbits.data(), wbits.data(), op.wbits.size() * 8);
+        if (lowbit::binaryUsesPanels()) {
+          op.wpanels.resize(static_cast<size_t>(lowbit::binaryPanelWords(op.OC, op.K)));
+          lowbit::packBinaryPanels(op.wbits.data(), op.OC, op.K, op.wpanels.data());
+        }
+      } else {
+        if (static_cast<int64_t>(w.size()) < op.OC * op.K) {
+          fail(env, "intPlanCreate: op " + std::to_string(i) + ": weights too short");
+          return env.Undefined();
+        }
+        op.packedStride = lowbit::int8PackedBytes(og, op.K);
+        op.packed.resize(static_cast<size_t>(op.packedStride * op.groups));
+        op.rowSums.resize(static_cast<size_t>(op.OC));
+        for (int64_t g = 0; g < op.groups; g++) {
+          lowbit::packInt8(w.data() + g * og * op.K, og, op.K, op.packed.data() + g * op.packedStride, op.rowSums.data() + g * og);
+        }
+        op.direct = false;
+        if (!(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
+      }
+      const size_t O = static_cast<size_t>(op.OC);
+      if (op.outMode == lowbit::IOutMode::Requantize) {
+        if (mult.size() < O || shift.size() < O || bias.size() < O || biasShift < 0 || biasShift > 30) {
+          fail(env, "intPlanCreate: op " + std::to_string(i) + ": requantize tensors");
+          return env.Undefined();
+        }
+        op.up = std::ldexp(1.0, biasShift);
+        op.mscale.resize(O);
+        op.bias.resize(O);
+        op.mneg.assign(O + 8, 0);
+        for (size_t c = 0; c < O; c++) {
+          if (shift[c] < -200 || shift[c] > 200) {
+            fail(env, "intPlanCreate: op " + std::to_string(i) + ": shift out of range");
+            return env.Undefined();
+          }
+          op.mscale[c] = std::ldexp(std::fabs(static_cast<double>(mult[c])), -shift[c]);
+          op.mneg[c] = mult[c] < 0 ? 1 : 0;
+          op.bias[c] = bias[c];
+        }
+      } else if (op.outMode == lowbit::IOutMode::Sign) {
+        if (thr.size() < O || dir.size() < O) {
+          fail(env, "intPlanCreate: op " + std::to_string(i) + ": sign tensors");
+          return env.Undefined();
+        }
+        op.lower.resize(O);
+        op.upper.resize(O);
+        constexpr int64_t lo32 = INT32_MIN, hi32 = INT32_MAX;
+        for (size_t c = 0; c < O; c++) {
+          // bit = d acc >= t, as an interval lower <= acc <= upper (empty: lower = max, upper = min)
+          const int64_t t = thr[c];
+          int64_t lower = lo32, upper = hi32;
+          if (dir[c] > 0) {
+            lower = t;
+          } else if (dir[c] < 0) {
+            upper = -t;
+          } else if (t > 0) {
+            lower = hi32, upper = lo32;
+          }
+          if (lower > hi32 || upper < lo32) lower = hi32, upper = lo32;
+          op.lower[c] = static_cast<int32_t>(std::max(lower, lo32));
+          op.upper[c] = static_cast<int32_t>(std::min(upper, hi32));
+        }
+      } else {
+        op.S = S;
+        op.B = B;
+      }
+    }
+    plan->ops.push_back(std::move(op));
+  }
+  const std::string err = lowbit::intPlanFinish(plan.get());
+  if (!err.empty()) {
+    fail(env, "intPlanCreate: " + err);
+    return env.Undefined();
+  }
+  for (auto& [index, weights] : deferredDirect) lowbit::intPrepareDirectConv(&plan->ops[index], weights.data());
+  return Napi::External<lowbit::IntPlan>::New(env, plan.release(), [](Napi::Env, lowbit::IntPlan* p) { delete p; });
+}
+
+// intPlanRun(plan, x: Float32Array (n, inputSize), n, out: Float32Array (n, outputSize))
+Napi::Value IntPlanRun(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    fail(env, "intPlanRun: argument 0 must be a plan from intPlanCreate");
+    return env.Undefined();
+  }
+  const lowbit::IntPlan* plan = info[0].As<Napi::External<lowbit::IntPlan>>().Data();
+  F32 x, out;
+  int64_t n = 0;
+  if (!argF32(info, 1, &x) || !argInt(info, 2, &n) || !argF32(info, 3, &out)) return env.Undefined();
+  if (n < 0 || static_cast<int64_t>(x.length) < n * plan->inputSize || static_cast<int64_t>(out.length) < n * plan->outputSize) {
+    fail(env, "intPlanRun: buffers too small");
+    return env.Undefined();
+  }
+  lowbit::intPlanRun(*plan, x.data, n, out.data);
+  return env.Undefined();
+}
+
 void initIntKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
+  exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
   exports.Set("int8PackedBytes", Napi::Function::New(env, Int8PackedBytes));
   exports.Set("packInt8", Napi::Function::New(env, PackWeights<false>));
   exports.Set("packLowBit", Napi::Function::New(env, PackWeights<true>));

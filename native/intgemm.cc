@@ -335,6 +335,46 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
   });
 }
 
+void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
+                    const int32_t* rowSums, int32_t negZero, int32_t* c, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t k4n = ceilDiv(K, 4);
+  if (K <= 0) {
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) c[m * ldc + n] = 0;
+    return;
+  }
+  const IntPath path = int8Path();
+  const int64_t nb = path == IntPath::Avx512 ? kNP * kPanel : kPanel;
+  const int64_t blockStride = k4n * kKRow;
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t ncols = std::min(nb, N - n0);
+    const int8_t* B = packed + (n0 / kBlock) * blockStride + (n0 % kBlock) * 4;
+    for (int64_t k0 = 0; k0 < k4n; k0 += kKC4) {
+      const int64_t kn = std::min(kKC4, k4n - k0);
+      const bool first = k0 == 0;
+      if (path == IntPath::Avx512) {
+        const int np = static_cast<int>(ceilDiv(ncols, kPanel));
+        for (int64_t m = 0; m < M; m += kMR) {
+          const int mr = static_cast<int>(std::min<int64_t>(kMR, M - m));
+          vnniKernel(mr, np)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kPanel * 4, kn, c + m * ldc + n0, ldc, ncols, first,
+                             rowSums + n0, negZero);
+        }
+      } else if (path == IntPath::Avx2) {
+        for (int64_t m = 0; m < M; m += 2) {
+          if (m + 1 < M) {
+            kernelAvx2<2>(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kn, c + m * ldc + n0, ldc, ncols, first, rowSums + n0, negZero);
+          } else {
+            kernelAvx2<1>(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kn, c + m * ldc + n0, ldc, ncols, first, rowSums + n0, negZero);
+          }
+        }
+      } else {
+        kernelScalar(M, A + k0 * 4, lda, B + k0 * kKRow, kn, c + n0, ldc, ncols, first, rowSums + n0, negZero);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- binary GEMM
 namespace {
 
@@ -423,6 +463,84 @@ __attribute__((target("popcnt"))) int64_t popXorScalar(const uint64_t* a, const 
 
 }  // namespace
 
+namespace {
+
+// Cache blocking over words: a 24-row weight block of kWc words is 24 * kWc * 8 bytes.
+constexpr int64_t kWc = 128;  // 24 KB of weights per block, 6 rows of 1 KB activations
+
+// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 24) of the AVX-512 binary GEMM, panels `wt`.
+void popBlock(const uint64_t* a, int64_t words, const uint64_t* wt, int64_t K, int32_t* c, int64_t ldc, int64_t m0,
+              int64_t m1, int64_t n0, int64_t ncols) {
+  const int np = static_cast<int>(ceilDiv(ncols, 8));
+  if (words <= kWc) {
+    for (int64_t m = m0; m < m1; m += kBinMR) {
+      const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
+      popKernel(mr, np)(a + m * words, words, wt + (n0 / 8) * words * 8, K, c + m * ldc + n0, ldc, ncols);
+    }
+    return;
+  }
+  // Words in blocks: partial results K_b - 2 pc_b summed over blocks give K - 2 pc exactly
+  // when K_b of the blocks add to K (we pass the block's bit count, the last one takes the rest).
+  for (int64_t m = m0; m < m1; m += kBinMR) {
+    const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
+    int32_t part[kBinMR * kBinNP * 8];
+    int32_t sum[kBinMR * kBinNP * 8] = {0};
+    for (int64_t k0 = 0; k0 < words; k0 += kWc) {
+      const int64_t wn = std::min(kWc, words - k0);
+      // A sub-matrix view: the kernel reads A + i * words + k, so pass the row stride through a
+      // copy of the block (6 x wn words) to keep the kernel's layout contiguous.
+      uint64_t ablk[kBinMR * kWc];
+      for (int i = 0; i < mr; i++) std::memcpy(ablk + i * wn, a + (m + i) * words + k0, static_cast<size_t>(wn) * 8);
+      // weights block: panels are word-major with stride `words`, so copy the block too.
+      uint64_t wblk[kBinNP * kWc * 8];
+      for (int p = 0; p < np; p++) {
+        std::memcpy(wblk + p * wn * 8, wt + ((n0 / 8 + p) * words + k0) * 8, static_cast<size_t>(wn) * 64);
+      }
+      popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols);
+      for (int i = 0; i < mr; i++)
+        for (int64_t j = 0; j < ncols; j++) sum[i * kBinNP * 8 + j] += part[i * kBinNP * 8 + j];
+    }
+    // sum = sum_b (64 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
+    const int32_t fix = static_cast<int32_t>(K - 64 * words);
+    for (int i = 0; i < mr; i++)
+      for (int64_t j = 0; j < ncols; j++) c[(m + i) * ldc + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
+  }
+}
+
+}  // namespace
+
+int64_t binaryPanelWords(int64_t N, int64_t K) { return ceilDiv(N, 8) * ceilDiv(K, 64) * 8; }
+
+void packBinaryPanels(const uint64_t* w, int64_t N, int64_t K, uint64_t* wt) {
+  const int64_t words = ceilDiv(K, 64);
+  std::memset(wt, 0, static_cast<size_t>(binaryPanelWords(N, K)) * 8);
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t p = n / 8, r = n % 8;
+    for (int64_t k = 0; k < words; k++) wt[(p * words + k) * 8 + r] = load64(w + n * words + k);
+  }
+}
+
+bool binaryUsesPanels() { return binaryPath() == IntPath::Avx512; }
+
+void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, const uint64_t* panels,
+                      int32_t* c, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t words = ceilDiv(K, 64);
+  const IntPath path = binaryPath();
+  if (path != IntPath::Avx512) {
+    for (int64_t m = 0; m < M; m++) {
+      for (int64_t n = 0; n < N; n++) {
+        const int64_t pc = path == IntPath::Avx2 ? popXorAvx2(a + m * words, w + n * words, words)
+                                                 : popXorScalar(a + m * words, w + n * words, words);
+        c[m * ldc + n] = static_cast<int32_t>(K - 2 * pc);
+      }
+    }
+    return;
+  }
+  const int64_t nb = kBinNP * 8;
+  for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, c, ldc, 0, M, n0, std::min(nb, N - n0));
+}
+
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c) {
   if (M <= 0 || N <= 0) return;
   const int64_t words = ceilDiv(K, 64);
@@ -430,64 +548,18 @@ void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64
   const double work = static_cast<double>(M) * N * static_cast<double>(words) * 4.0;
   if (path != IntPath::Avx512) {
     parallelFor(M, work, [&](int64_t begin, int64_t end) {
-      for (int64_t m = begin; m < end; m++) {
-        for (int64_t n = 0; n < N; n++) {
-          const int64_t pc = path == IntPath::Avx2 ? popXorAvx2(a + m * words, w + n * words, words)
-                                                   : popXorScalar(a + m * words, w + n * words, words);
-          c[m * N + n] = static_cast<int32_t>(K - 2 * pc);
-        }
-      }
+      gemmBinarySerial(end - begin, N, K, a + begin * words, w, nullptr, c + begin * N, N);
     });
     return;
   }
-  const int64_t panels = ceilDiv(N, 8);
-  std::vector<uint64_t> wt(static_cast<size_t>(panels * words * 8), 0);
-  for (int64_t n = 0; n < N; n++) {
-    const int64_t p = n / 8, r = n % 8;
-    for (int64_t k = 0; k < words; k++) wt[static_cast<size_t>((p * words + k) * 8 + r)] = load64(w + n * words + k);
-  }
+  std::vector<uint64_t> wt(static_cast<size_t>(binaryPanelWords(N, K)));
+  packBinaryPanels(w, N, K, wt.data());
   const int64_t nb = kBinNP * 8, nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
-  // Cache blocking over words: a 24-row weight block of kWc words is 24 * kWc * 8 bytes.
-  constexpr int64_t kWc = 128;  // 24 KB of weights per block, 6 rows of 1 KB activations
   parallelFor(nBlocks * mBlocks, work, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
       const int64_t jb = t / mBlocks, ib = t % mBlocks;
-      const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);
-      const int64_t m0 = ib * kMC, m1 = std::min(M, m0 + kMC);
-      const int np = static_cast<int>(ceilDiv(ncols, 8));
-      if (words <= kWc) {
-        for (int64_t m = m0; m < m1; m += kBinMR) {
-          const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
-          popKernel(mr, np)(a + m * words, words, wt.data() + (n0 / 8) * words * 8, K, c + m * N + n0, N, ncols);
-        }
-      } else {
-        // Words in blocks: partial results K_b - 2 pc_b summed over blocks give K - 2 pc exactly
-        // when K_b of the blocks add to K (we pass the block's bit count, the last one takes the rest).
-        for (int64_t m = m0; m < m1; m += kBinMR) {
-          const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
-          int32_t part[kBinMR * kBinNP * 8];
-          int32_t sum[kBinMR * kBinNP * 8] = {0};
-          for (int64_t k0 = 0; k0 < words; k0 += kWc) {
-            const int64_t wn = std::min(kWc, words - k0);
-            // A sub-matrix view: the kernel reads A + i * words + k, so pass the row stride through a
-            // copy of the block (6 x wn words) to keep the kernel's layout contiguous.
-            uint64_t ablk[kBinMR * kWc];
-            for (int i = 0; i < mr; i++) std::memcpy(ablk + i * wn, a + (m + i) * words + k0, static_cast<size_t>(wn) * 8);
-            // weights block: panels are word-major with stride `words`, so copy the block too.
-            uint64_t wblk[kBinNP * kWc * 8];
-            for (int p = 0; p < np; p++) {
-              std::memcpy(wblk + p * wn * 8, wt.data() + ((n0 / 8 + p) * words + k0) * 8, static_cast<size_t>(wn) * 64);
-            }
-            popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols);
-            for (int i = 0; i < mr; i++)
-              for (int64_t j = 0; j < ncols; j++) sum[i * kBinNP * 8 + j] += part[i * kBinNP * 8 + j];
-          }
-          // sum = sum_b (64 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
-          const int32_t fix = static_cast<int32_t>(K - 64 * words);
-          for (int i = 0; i < mr; i++)
-            for (int64_t j = 0; j < ncols; j++) c[(m + i) * N + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
-        }
-      }
+      const int64_t n0 = jb * nb, m0 = ib * kMC;
+      popBlock(a, words, wt.data(), K, c, N, m0, std::min(M, m0 + kMC), n0, std::min(nb, N - n0));
     }
   });
 }

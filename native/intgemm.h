@@ -29,6 +29,22 @@ void packLowBit(const uint8_t* w, int bits, int64_t N, int64_t K, int8_t* packed
 void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero,
                     const int8_t* packed, const int32_t* rowSums, int32_t* c);
 
+// Serial int8 GEMM on prepared activations (no packing, no threads; for callers that already run
+// in a pool task): A is M rows of `lda` bytes, u8 (signed activations already xor 0x80), read up to
+// Kp = 4 ceil(K / 4) bytes per row (bytes past K multiply zero weights; they must be readable).
+// c[m * ldc + n] = sum_k A[m, k] w[n, k] + negZero * rowSums[n] (int32, wrapping), negZero = -(aZero (+128)).
+void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
+                    const int32_t* rowSums, int32_t negZero, int32_t* c, int64_t ldc);
+
+// Binary weights (N rows of ceil(K / 64) words) transposed once into the popcount kernel's panels.
+int64_t binaryPanelWords(int64_t N, int64_t K);
+void packBinaryPanels(const uint64_t* w, int64_t N, int64_t K, uint64_t* panels);
+// Serial binary GEMM: c[m * ldc + n] = K - 2 popcount(a_m ^ w_n); a (M rows of ceil(K / 64) words),
+// w row-major (used without VPOPCNTDQ), panels from packBinaryPanels (used with it).
+void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, const uint64_t* panels,
+                      int32_t* c, int64_t ldc);
+bool binaryUsesPanels();
+
 // c (M, N) = K - 2 popcount(a_m ^ w_n); a (M, words), w (N, words), words = ceil(K / 64).
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c);
 

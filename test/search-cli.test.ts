@@ -36,7 +36,7 @@ async function lowbit(args: string[]): Promise<{ code: number; stdout: string; s
   return { code, stdout, stderr };
 }
 
-const QUICK = ['--population', '4', '--generations', '1', '--search-samples', '200', '--calib', '64', '--no-progress'];
+const QUICK = ['--population', '4', '--generations', '1', '--search-samples', '200', '--test-limit', '500', '--calib', '64', '--no-progress'];
 
 describe('lowbit search', () => {
   let dir = '';

@@ -52,8 +52,8 @@ export interface OrtInferenceOptions {
   input: Float32Array;
 }
 
-/** Images/s of an fp32 ONNX classifier on `input` ([batch, 1, 28, 28]) with a CPU session. */
-export async function ortInference(o: OrtInferenceOptions): Promise<{ ok: true; version: string; median: number; repeats: number[]; steps: number } | { ok: false; reason: string }> {
+/** A CPU session on an fp32 classifier with one prepared batch: `run` does one inference. */
+export async function ortRunner(o: Omit<OrtInferenceOptions, 'repeats' | 'targetSeconds'>): Promise<{ ok: true; version: string; run: () => Promise<void>; release: () => Promise<void> } | { ok: false; reason: string }> {
   const loaded = await loadOrt();
   if (!loaded.ok) return loaded;
   if (!existsSync(o.modelPath)) return { ok: false, reason: `no ONNX model at ${o.modelPath}` };
@@ -74,12 +74,23 @@ export async function ortInference(o: OrtInferenceOptions): Promise<{ ok: true; 
   const out = await session.run(feeds);
   const dims = out[session.outputNames[0]!]?.dims ?? [];
   if (dims[0] !== o.batch || dims[1] !== 10) return { ok: false, reason: `unexpected ONNX output shape [${dims.join(', ')}]` };
-  const r = await measureRate(
-    async () => {
+  return {
+    ok: true,
+    version: loaded.version,
+    run: async () => {
       await session.run(feeds);
     },
-    { warmup: 3, repeats: o.repeats, targetSeconds: o.targetSeconds, itemsPerCall: o.batch },
-  );
-  await session.release?.();
-  return { ok: true, version: loaded.version, ...r };
+    release: async () => {
+      await session.release?.();
+    },
+  };
+}
+
+/** Images/s of an fp32 ONNX classifier on `input` ([batch, 1, 28, 28]) with a CPU session. */
+export async function ortInference(o: OrtInferenceOptions): Promise<{ ok: true; version: string; median: number; repeats: number[]; steps: number } | { ok: false; reason: string }> {
+  const r = await ortRunner(o);
+  if (!r.ok) return r;
+  const m = await measureRate(r.run, { warmup: 3, repeats: o.repeats, targetSeconds: o.targetSeconds, itemsPerCall: o.batch });
+  await r.release();
+  return { ok: true, version: r.version, ...m };
 }

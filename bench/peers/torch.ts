@@ -31,6 +31,8 @@ export interface TorchArgs {
   optimizer?: 'sgd' | 'adam';
   lr?: number;
   momentum?: number;
+  /** task 'infer': torch.ao static int8 quantization (fbgemm) before timing. */
+  int8?: boolean;
 }
 
 /** Runs the peer; never throws: a missing python, a crash or a timeout becomes `{ok: false}`. */
@@ -53,6 +55,7 @@ export function runTorch(args: TorchArgs, timeoutSeconds = 300): Promise<TorchRe
   opt('--optimizer', args.optimizer);
   opt('--lr', args.lr);
   opt('--momentum', args.momentum);
+  if (args.int8) argv.push('--int8');
   const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_NUM_THREADS: String(args.threads ?? 2) };
   return new Promise((resolve) => {
     const child = spawn(py, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -6,7 +6,9 @@ Tasks
           MNIST-shaped batches
   epoch   wall time of one epoch over 60000 random MNIST-shaped samples held in memory
           (shuffled index per epoch, batches sliced out, like a DataLoader over tensors)
-  infer   fp32 inference images/s (eval mode, no_grad)
+  infer   fp32 inference images/s (eval mode, no_grad); with --int8 the model is quantized first
+          with torch.ao eager static quantization (fbgemm engine, per-channel int8 weights, uint8
+          activations, Conv/Linear+ReLU fused, calibrated on 8 random batches)
   export  writes an fp32 ONNX model (opset 13, dynamic batch) to --out
   info    versions only (torch, BLAS library, CPU capability)
 
@@ -48,6 +50,7 @@ def parse_args():
     p.add_argument("--samples", type=int, default=60000, help="epoch size for --task epoch")
     p.add_argument("--out", default="lenet5.onnx", help="output path for --task export")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--int8", action="store_true", help="--task infer: torch.ao static int8 (fbgemm)")
     return p.parse_args()
 
 
@@ -84,6 +87,26 @@ def build(nn, name):
         nn.Linear(512, 512), nn.ReLU(),
         nn.Linear(512, 10),
     )
+
+
+def quantize_int8(torch, nn, model, name, x):
+    """Eager static int8: QuantStub - model - DeQuantStub, Conv/Linear + ReLU fused, fbgemm."""
+    from torch.ao import quantization as tq
+    engine = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
+    torch.backends.quantized.engine = engine
+    layers = list(model)
+    fuse = [[str(i), str(i + 1)] for i in range(len(layers) - 1)
+            if isinstance(layers[i], (nn.Conv2d, nn.Linear)) and isinstance(layers[i + 1], nn.ReLU)]
+    tq.fuse_modules(model, fuse, inplace=True)
+    wrapped = nn.Sequential(tq.QuantStub(), model, tq.DeQuantStub())
+    wrapped.eval()
+    wrapped.qconfig = tq.get_default_qconfig(engine)
+    tq.prepare(wrapped, inplace=True)
+    with torch.no_grad():
+        for i in range(8):
+            wrapped(x + 0.1 * i)
+    tq.convert(wrapped, inplace=True)
+    return wrapped
 
 
 def main():
@@ -137,6 +160,9 @@ def main():
     if args.task == "infer":
         model.eval()
         x = torch.randn(args.batch, 1, 28, 28, generator=gen)
+        if args.int8:
+            model = quantize_int8(torch, nn, model, args.model, x)
+            base["quantization"] = "torch.ao eager static int8, engine " + torch.backends.quantized.engine
 
         def step():
             model(x)

@@ -55,6 +55,13 @@ const SECTIONS = arg('sections', 'sensitivity,size,latency').split(',');
 const SEEDS = arg('seeds', '0,1,2').split(',').map(Number);
 const BUDGETS = arg('budgets', '3,2').split(',').map(Number);
 const EPOCHS = Number(arg('epochs', '1'));
+const PER_CHANNEL = process.argv.includes('--per-channel');
+/** Arms of the size experiment to run (default all): uniform, kl, hessian, loss, channel (needs --per-channel). */
+const ARMS = arg('arms', 'uniform,kl,hessian,loss,channel').split(',');
+const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)'];
+const ARM_KEYS: Record<string, string> = {
+  uniform: 'uniform', 'searched (PTQ KL)': 'kl', 'searched (Hessian Ω)': 'hessian', 'searched (PTQ Δloss)': 'loss', 'searched (Hessian Ω, per-channel)': 'channel',
+};
 const COMMAND = `node --import tsx bench/search/mixed.ts ${process.argv.slice(2).join(' ')}`.trim();
 
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -143,17 +150,21 @@ interface Sensitivity {
   layers: LayerInfo[];
   hessian: { name: string; trace: number; meanTrace: number }[];
   fisher: { name: string; trace: number; meanTrace: number }[];
-  ptq: { name: string; deltaLoss: Record<number, number>; deltaAccuracy: Record<number, number> }[];
+  ptq: { name: string; deltaLoss: Record<number, number>; deltaAccuracy: Record<number, number>; kl: Record<number, number> }[];
   omega: { name: string; omega: Record<number, number> }[];
   fisherOmega: { name: string; omega: Record<number, number> }[];
   correlations: { bits: number; pair: string; spearman: number; kendall: number }[];
   seconds: { hessian: number; fisher: number; ptq: number };
+  /** Not saved: per-layer, per-bits channel errors ½·h_c·‖Q_b(w_c) − w_c‖² from the per-channel Hessian. */
+  channelErrors?: Map<string, Record<number, Float64Array>>;
 }
 
 function sensitivity(setup: Setup, model: TensorModule, data: ReturnType<typeof loaders>): Sensitivity {
   const layers = search.describeLayers(model, [1, 28, 28]);
   let t = performance.now();
-  const hess = search.hessianTrace(model, data.hessian, { samples: QUICK ? 4 : 64, batches: 1 });
+  const hessChannels = search.hessianTrace(model, data.hessian, { samples: QUICK ? 4 : 64, batches: 1, perChannel: true });
+  // Layer-level copies (HAWQ-v2's Ω uses the layer's mean trace); the channel sums feed the per-channel arm.
+  const hess = hessChannels.map(({ name, value, mean, weightCount }) => ({ name, value, mean, weightCount }));
   const hSec = (performance.now() - t) / 1000;
   t = performance.now();
   const fish = search.fisherInformation(model, data.hessian, { samples: QUICK ? 32 : 256 });
@@ -166,11 +177,12 @@ function sensitivity(setup: Setup, model: TensorModule, data: ReturnType<typeof 
   const fisherOmega = fish.map((f) => ({ name: f.name, omega: search.quantizationErrors(weights.get(f.name)!, f, PTQ_BITS) }));
   const correlations: Sensitivity['correlations'] = [];
   for (const b of PTQ_BITS) {
-    const p = ptq.map((r) => r.deltaLoss[b]!);
-    const add = (pair: string, other: number[]): void => void correlations.push({ bits: b, pair, ...search.rankCorrelation(other, p) });
-    add('hessian mean trace vs PTQ Δloss', hess.map((h) => h.mean));
-    add('HAWQ-v2 Ω vs PTQ Δloss', omega.map((o) => o.omega[b]!));
-    add('Fisher Ω vs PTQ Δloss', fisherOmega.map((o) => o.omega[b]!));
+    for (const [what, p] of [['PTQ Δloss', ptq.map((r) => r.deltaLoss[b]!)], ['PTQ KL', ptq.map((r) => r.kl[b]!)]] as const) {
+      const add = (pair: string, other: number[]): void => void correlations.push({ bits: b, pair: `${pair} vs ${what}`, ...search.rankCorrelation(other, [...p]) });
+      add('Hessian mean trace', hess.map((h) => h.mean));
+      add('HAWQ-v2 Ω', omega.map((o) => o.omega[b]!));
+      add('Fisher Ω', fisherOmega.map((o) => o.omega[b]!));
+    }
   }
   log(`${setup.id}: sensitivity in ${hSec.toFixed(1)} s (Hessian) / ${fSec.toFixed(1)} s (Fisher) / ${pSec.toFixed(1)} s (PTQ)`);
   return {
@@ -179,6 +191,14 @@ function sensitivity(setup: Setup, model: TensorModule, data: ReturnType<typeof 
     fisher: fish.map((h) => ({ name: h.name, trace: h.value, meanTrace: h.mean })),
     ptq, omega, fisherOmega, correlations,
     seconds: { hessian: hSec, fisher: fSec, ptq: pSec },
+    channelErrors: new Map(hessChannels.map((h) => {
+      const w = weights.get(h.name)!;
+      const perWeight = w.size / w.shape[0]!;
+      return [h.name, Object.fromEntries(PTQ_BITS.filter((b) => b >= 2).map((b) => {
+        const e = search.channelQuantErrors(w, b);
+        return [b, e.map((v, c) => 0.5 * (h.perChannel![c]! / perWeight) * v)];
+      }))];
+    })),
   };
 }
 
@@ -189,21 +209,74 @@ function sizePlans(sens: Sensitivity, budgetBits: number): Record<string, BitAss
   const size = search.sizeCost();
   const uniform = search.uniformAssignment(sens.layers, budgetBits, 8);
   const budget = search.totalCost(size, sens.layers, uniform);
-  const ptqErr = new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]));
-  const omega = new Map(sens.omega.map((p) => [p.name, p.omega]));
-  const byPtq = search.allocateExact(search.layerOptions(sens.layers, SIZE_CHOICES, size, (l, c) => ptqErr.get(l.name)![c.w]!), budget);
-  const byHessian = search.allocateExact(search.layerOptions(sens.layers, SIZE_CHOICES, size, (l, c) => omega.get(l.name)![c.w]!), budget);
-  return { uniform, searched: byPtq.assignment, 'searched (Hessian Ω)': byHessian.assignment };
+  const plan = (errors: Map<string, Record<number, number>>): BitAssignment =>
+    search.allocateExact(search.layerOptions(sens.layers, SIZE_CHOICES, size, (l, c) => errors.get(l.name)![c.w]!), budget).assignment;
+  return {
+    uniform,
+    'searched (PTQ KL)': plan(new Map(sens.ptq.map((p) => [p.name, p.kl]))),
+    'searched (Hessian Ω)': plan(new Map(sens.omega.map((p) => [p.name, p.omega]))),
+    'searched (PTQ Δloss)': plan(new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]))),
+    ...(PER_CHANNEL ? { 'searched (Hessian Ω, per-channel)': perChannelPlan(sens, budget) } : {}),
+  };
+}
+
+/**
+ * Exact allocation whose layer options are the uniform widths plus, for b = 2..7, per-channel
+ * mixes of b and b + 1 bits at b + 0.5 bits per weight (allocatePerChannel), all with the
+ * per-channel Hessian error ½·Σ_c h_c·‖Q(w_c) − w_c‖².
+ */
+function perChannelPlan(sens: Sensitivity, budget: number): BitAssignment {
+  const size = search.sizeCost();
+  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
+  const layers = sens.layers.map((l) => {
+    const ch = sens.channelErrors!.get(l.name)!;
+    const total = (b: number): number => ch[b]!.reduce((s, v) => s + v, 0);
+    const options: { choice: BitChoice; cost: number; error: number }[] = SIZE_CHOICES.map((c) => ({
+      choice: c, cost: size.layerCost(l, c.w, c.a), error: c.w === 1 ? omega.get(l.name)![1]! : total(c.w),
+    }));
+    for (const b of [2, 3, 4, 5, 6]) {
+      const hi = b === 6 ? 8 : b + 1;
+      const mix = search.allocatePerChannel(l, { [b]: ch[b]!, [hi]: ch[hi]! }, ((b + hi) / 2) * l.weightCount);
+      if (mix.wPerChannel) options.push({ choice: { w: mix.w, a: 8, wPerChannel: mix.wPerChannel }, cost: mix.cost, error: mix.error });
+    }
+    return { name: l.name, options };
+  });
+  return search.allocateExact(layers, budget).assignment;
 }
 
 function describe(assignment: BitAssignment, layers: readonly LayerInfo[]): string {
-  return layers.map((l) => `${l.name}:w${assignment[l.name]!.w}a${assignment[l.name]!.a}`).join(' ');
+  return layers.map((l) => `${l.name}:${bitsLabel(assignment[l.name]!)}`).join(' ');
 }
 
-function qatScore(model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void) {
-  const steps = EPOCHS * (data.train.dataset.length / 64);
+/** 'w4a8', or 'w2/3a8(2:40,3:80)' for per-channel widths. */
+function bitsLabel(c: BitChoice): string {
+  if (!c.wPerChannel) return `w${c.w}a${c.a}`;
+  const counts = new Map<number, number>();
+  for (const b of c.wPerChannel) counts.set(b, (counts.get(b) ?? 0) + 1);
+  const keys = [...counts.keys()].sort((x, y) => x - y);
+  return `w${keys.join('/')}a${c.a}(${keys.map((k) => `${k}:${counts.get(k)}`).join(',')})`;
+}
+
+const CACHE = join(ROOT, 'runs', 'search', QUICK_FLAG ? 'qat-cache-quick.json' : 'qat-cache.json');
+
+/** Calibration + QAT fine-tune + test accuracy; identical (model, assignment, seed, epochs) runs come from runs/search/qat-cache.json. */
+function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void) {
+  const steps = Math.ceil(EPOCHS * (data.train.dataset.length / 64));
+  const key = `${setup.id}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}`;
+  let cache: Record<string, { accuracy: number; loss: number }> = {};
+  try {
+    cache = JSON.parse(readFileSync(CACHE, 'utf8'));
+  } catch {}
+  if (!inspect && cache[key]) return { ...cache[key]!, cached: true };
   const sd: SearchData = { calibration: data.calibration, eval: data.test, train: data.train };
-  return search.evaluateAssignmentSync(model, assignment, sd, { method: 'qat', qatSteps: Math.ceil(steps), qatLr: 1e-4, seed, inspect });
+  const r = search.evaluateAssignmentSync(model, assignment, sd, { method: 'qat', qatSteps: steps, qatLr: 1e-4, seed, inspect });
+  try {
+    cache = JSON.parse(readFileSync(CACHE, 'utf8'));
+  } catch {}
+  cache[key] = r;
+  mkdirSync(dirname(CACHE), { recursive: true });
+  writeFileAtomic(CACHE, new TextEncoder().encode(JSON.stringify(cache, null, 1)));
+  return { ...r, cached: false };
 }
 
 function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unknown {
@@ -213,28 +286,34 @@ function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unkn
     const plans = sizePlans(sens, b);
     const budget = search.totalCost(size, sens.layers, plans['uniform']!);
     for (const [arm, assignment] of Object.entries(plans)) {
+      if (!ARMS.includes(ARM_KEYS[arm] ?? arm)) continue;
       const accs: number[] = [];
       for (const seed of SEEDS) {
         const data = loaders(setup, seed);
         const t = performance.now();
-        const r = qatScore(model, assignment, data, seed);
+        const r = qatScore(setup, model, assignment, data, seed);
         accs.push(r.accuracy);
-        log(`${setup.id} size@${b}b ${arm} seed ${seed}: ${pct(r.accuracy)} (${describe(assignment, sens.layers)}) ${((performance.now() - t) / 1000).toFixed(0)} s`);
+        log(`${setup.id} size@${b}b ${arm} seed ${seed}: ${pct(r.accuracy)} (${describe(assignment, sens.layers)}) ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
       }
-      rows.push({
-        budgetBits: b, budget, arm, assignment, cost: search.totalCost(size, sens.layers, assignment), accuracies: accs,
-        mean: accs.reduce((s, x) => s + x, 0) / accs.length,
-      });
-      saveResult(setup.id, 'size', { rows, seeds: SEEDS, epochs: EPOCHS, command: COMMAND, commit: gitCommit(), quick: QUICK });
+      const row = {
+        budgetBits: b, budget, arm, assignment, cost: search.totalCost(size, sens.layers, assignment), accuracies: accs, seeds: SEEDS,
+        mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, command: COMMAND, commit: gitCommit(),
+      };
+      rows.push(row);
+      // Merge into the recorded rows: a row is identified by (budget, arm).
+      const prior = ((readResults()[setup.id] as Json | undefined)?.['size'] as { rows?: Json[] } | undefined)?.rows ?? [];
+      const merged = [...prior.filter((r) => !(r['budgetBits'] === b && r['arm'] === arm)), row]
+        .sort((x, y) => (y['budgetBits'] as number) - (x['budgetBits'] as number) || ARMS_ORDER.indexOf(x['arm'] as string) - ARMS_ORDER.indexOf(y['arm'] as string));
+      saveResult(setup.id, 'size', { rows: merged, quick: QUICK });
     }
   }
   return rows;
 }
 
 // ------------------------------------------------------------------ latency budget
-function intModelOf(model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, sensLayers: readonly LayerInfo[]) {
+function intModelOf(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, sensLayers: readonly LayerInfo[]) {
   let im: IntModel | null = null;
-  const score = qatScore(model, assignment, data, 0, (m) => {
+  const score = qatScore(setup, model, assignment, data, 0, (m) => {
     const x = data.calibration[Symbol.iterator]().next().value!.x;
     im = convert(m, { sample: x });
   });
@@ -242,16 +321,15 @@ function intModelOf(model: TensorModule, assignment: BitAssignment, data: Return
 }
 
 function latencySection(setup: Setup, model: TensorModule, sens: Sensitivity): unknown {
-  const latency = search.latencyCost({ onMeasure: (k) => log(`  measuring ${k}`) });
-  const choices: BitChoice[] = [];
-  for (const w of [1, 2, 4, 8]) for (const a of [2, 4, 8]) choices.push({ w, a });
-  choices.push({ w: 1, a: 1 });
+  const sample = loaders(setup, 0).calibration[Symbol.iterator]().next().value!.x;
+  const latency = search.latencyCost({ context: { model, sample }, batch: 64, onMeasure: (k) => log(`  measuring ${k}`) });
+  // Weight widths only, activations 8 bit: the activation error is not modelled by the sensitivity pass.
+  const choices: BitChoice[] = [2, 3, 4, 5, 6, 8].map((w) => ({ w, a: 8 }));
   const table = sens.layers.map((l) => ({ name: l.name, cost: Object.fromEntries(choices.map((c) => [`w${c.w}a${c.a}`, latency.layerCost(l, c.w, c.a)])) }));
   const w8a8 = search.uniformAssignment(sens.layers, 8, 8);
   const base = search.totalCost(latency, sens.layers, w8a8);
-  // Error estimate: PTQ weight Δloss at w (activation error not modelled beyond 8 bits; a < 8 gets the weight table at a as a proxy).
-  const ptqErr = new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]));
-  const err = (l: LayerInfo, c: BitChoice): number => ptqErr.get(l.name)![c.w]! + (c.a < 8 ? ptqErr.get(l.name)![Math.max(c.a, 2)]! : 0) + (c.a === 1 ? 10 : 0);
+  const kl = new Map(sens.ptq.map((p) => [p.name, p.kl]));
+  const err = (l: LayerInfo, c: BitChoice): number => kl.get(l.name)![c.w]!;
   const front = search.paretoFront(search.layerOptions(sens.layers, choices, latency, err));
   const target = base / 1.3;
   const fastest = front[0]!;
@@ -259,9 +337,9 @@ function latencySection(setup: Setup, model: TensorModule, sens: Sensitivity): u
   const pick = withinTarget[withinTarget.length - 1] ?? null;
   const data = loaders(setup, 0);
   const measure = (assignment: BitAssignment) => {
-    const { score, im } = intModelOf(model, assignment, data, sens.layers);
+    const { score, im } = intModelOf(setup, model, assignment, data, sens.layers);
     const x = new Float32Array(data.calibration[Symbol.iterator]().next().value!.x.data.slice(0, 64 * 784));
-    const us = search.measureModelLatency(im, x, 64, 7);
+    const us = search.measureModelLatency(im, x, 64, 9);
     return { accuracy: score.accuracy, usPerSample: us };
   };
   const w8 = measure(w8a8);
@@ -271,8 +349,13 @@ function latencySection(setup: Setup, model: TensorModule, sens: Sensitivity): u
     const m = measure(pick.assignment);
     rows.push({ arm: 'latency-budget plan', assignment: pick.assignment, estimate: pick.cost, ...m, speedup: w8.usPerSample / m.usPerSample });
   }
-  const f = measure(fastest.assignment);
-  rows.push({ arm: 'fastest plan in the table', assignment: fastest.assignment, estimate: fastest.cost, ...f, speedup: w8.usPerSample / f.usPerSample });
+  const w4a8 = search.uniformAssignment(sens.layers, 4, 8);
+  const u4 = measure(w4a8);
+  rows.push({ arm: 'uniform W4A8 (reference)', assignment: w4a8, estimate: search.totalCost(latency, sens.layers, w4a8), ...u4, speedup: w8.usPerSample / u4.usPerSample });
+  if (!pick || JSON.stringify(pick.assignment) !== JSON.stringify(fastest.assignment)) {
+    const f = measure(fastest.assignment);
+    rows.push({ arm: 'fastest plan in the table', assignment: fastest.assignment, estimate: fastest.cost, ...f, speedup: w8.usPerSample / f.usPerSample });
+  }
   return { kernels: intKernelsBackend(), table, rows, target, reachable: pick !== null };
 }
 
@@ -285,34 +368,47 @@ function markdown(all: Json): string {
     const s = entry['sensitivity'] as (Sensitivity & { command: string }) | undefined;
     if (s) {
       out.push(`Sensitivity (\`${s.command}\`): Hessian trace by Hutchinson (64 Rademacher vectors, 256 training images), Fisher (256 single images), PTQ Δloss (only that layer's weights quantized per channel, MSE scales; 2,000 held-out training images).`, '');
-      out.push('| layer | Tr(H) | Tr(H)/n | Fisher Tr | PTQ Δloss 2b | 3b | 4b | rank Tr/n | rank PTQ 3b |', '|---|---|---|---|---|---|---|---|---|');
-      const rt = search.ranks(s.hessian.map((h) => -h.meanTrace));
-      const rp = search.ranks(s.ptq.map((p) => -p.deltaLoss[3]!));
+      out.push('| layer | Tr(H) | Tr(H)/n | Fisher Tr | Ω 2b | PTQ Δloss 2b | Δloss 3b | KL 2b | KL 3b | KL 4b | rank Tr/n | rank Ω 3b | rank KL 3b | rank Δloss 2b |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+      const rank = (v: number[]): number[] => search.ranks(v.map((x) => -x));
+      const rt = rank(s.hessian.map((h) => h.meanTrace));
+      const ro = rank(s.omega.map((o) => o.omega[3]!));
+      const rk = rank(s.ptq.map((p) => p.kl[3]!));
+      const rl = rank(s.ptq.map((p) => p.deltaLoss[2]!));
+      const e = (x: number): string => x.toExponential(2);
       s.hessian.forEach((h, i) => {
         const p = s.ptq[i]!;
-        out.push(`| ${h.name} | ${h.trace.toExponential(3)} | ${h.meanTrace.toExponential(3)} | ${s.fisher[i]!.trace.toExponential(3)} | ${p.deltaLoss[2]!.toFixed(4)} | ${p.deltaLoss[3]!.toFixed(4)} | ${p.deltaLoss[4]!.toFixed(4)} | ${rt[i]} | ${rp[i]} |`);
+        out.push(`| ${h.name} | ${e(h.trace)} | ${e(h.meanTrace)} | ${e(s.fisher[i]!.trace)} | ${e(s.omega[i]!.omega[2]!)} | ${p.deltaLoss[2]!.toFixed(4)} | ${p.deltaLoss[3]!.toFixed(4)} | ${e(p.kl[2]!)} | ${e(p.kl[3]!)} | ${e(p.kl[4]!)} | ${rt[i]} | ${ro[i]} | ${rk[i]} | ${rl[i]} |`);
       });
+      out.push('', 'Rank 1 = most sensitive. Rank correlations over the layers (Spearman ρ, Kendall τ-b):');
       out.push('', '| bits | pair | Spearman ρ | Kendall τ-b |', '|---|---|---|---|');
       for (const c of s.correlations.filter((c) => [2, 3, 4].includes(c.bits))) out.push(`| ${c.bits} | ${c.pair} | ${c.spearman.toFixed(3)} | ${c.kendall.toFixed(3)} |`);
       out.push('');
     }
-    const size = entry['size'] as { rows: Json[]; seeds: number[]; epochs: number; command: string } | undefined;
+    const size = entry['size'] as { rows: Json[] } | undefined;
     if (size) {
-      out.push(`Size budget, same calibration + QAT fine-tune for every arm (${size.epochs} epoch, Adam 1e-4 cosine, activations 8 bit), test accuracy over seeds ${size.seeds.join(', ')} (\`${size.command}\`):`, '');
-      out.push('| budget | arm | weight bits per layer | size (bits) | accuracies | mean |', '|---|---|---|---|---|---|');
+      out.push('Size budget: every arm gets the same calibration (512 training images) + QAT fine-tune (Adam 1e-4, cosine, batch 64, frozen MSE weight scales, straight-through weights; activations 8 bit) and is tested on the full test set:', '');
+      out.push('| budget | arm | weight bits per layer | size (bits) | fine-tune | test accuracy per seed | mean | vs uniform |', '|---|---|---|---|---|---|---|---|');
       for (const r of size.rows) {
         const a = r['assignment'] as BitAssignment;
-        out.push(`| ${String(r['budgetBits'])}-bit size | ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:${c.w}`).join(' ')} | ${String(r['cost'])} | ${(r['accuracies'] as number[]).map(pct).join(', ')} | ${pct(r['mean'] as number)} |`);
+        const uni = size.rows.find((u) => u['budgetBits'] === r['budgetBits'] && u['arm'] === 'uniform' && u['epochs'] === r['epochs']);
+        const diff = uni ? `${(((r['mean'] as number) - (uni['mean'] as number)) * 100).toFixed(2)} pt` : '';
+        out.push(`| ${String(r['budgetBits'])}-bit size | ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:${bitsLabel(c).replace(/a\d+/, '')}`).join(' ')} | ${String(r['cost'])} | ${String(r['epochs'])} epoch | ${(r['accuracies'] as number[]).map((x, i) => `${pct(x)} (s${(r['seeds'] as number[])[i]})`).join(', ')} | ${pct(r['mean'] as number)} | ${diff} |`);
       }
-      out.push('');
+      const cmds = [...new Set(size.rows.map((r) => String(r['command'])))];
+      out.push('', `Commands: ${cmds.map((c) => `\`${c}\``).join('; ')}.`, '');
     }
-    const lat = entry['latency'] as { rows: Json[]; kernels: unknown; target: number; command: string; reachable: boolean } | undefined;
+    const lat = entry['latency'] as { rows: Json[]; kernels: unknown; target: number; command: string; reachable: boolean; commit: string; table: { name: string; cost: Record<string, number> }[] } | undefined;
     if (lat) {
-      out.push(`Latency on lowbit's integer runtime as in /work/main at commit ${String((entry['latency'] as Json)['commit'])} (kernels ${JSON.stringify(lat.kernels)}), process CPU time per sample, batch 64 (\`${lat.command}\`):`, '');
-      out.push('| arm | bits | table estimate (µs) | measured (µs/sample) | speedup vs W8A8 | accuracy |', '|---|---|---|---|---|---|');
+      out.push(`Latency table on lowbit's integer runtime as in /work/main at commit ${lat.commit} (kernels ${JSON.stringify(lat.kernels)}): µs per sample of each layer measured inside the trained model (other layers W8A8) with its requantizing output stage and the pooling up to the next layer, activations 8 bit, process CPU time, min of 5 runs of 64 samples:`, '');
+      const keys = Object.keys(lat.table[0]!.cost);
+      out.push(`| layer | ${keys.join(' | ')} |`, `|---|${keys.map(() => '---').join('|')}|`);
+      for (const t of lat.table) out.push(`| ${t.name} | ${keys.map((k) => t.cost[k]!.toFixed(1)).join(' | ')} |`);
+      out.push('', `Whole IntModels after the same calibration + QAT fine-tune (seed 0), µs per sample (min of 9 runs of 64 samples, process CPU time; includes input quantization and pooling) (\`${lat.command}\`):`, '');
+      out.push('| arm | bits | table estimate (µs) | measured (µs/sample) | speedup vs W8A8 | accuracy | Δ vs W8A8 |', '|---|---|---|---|---|---|---|');
+      const ref = lat.rows[0]!['accuracy'] as number;
       for (const r of lat.rows) {
         const a = r['assignment'] as BitAssignment;
-        out.push(`| ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:w${c.w}a${c.a}`).join(' ')} | ${(r['estimate'] as number).toFixed(1)} | ${(r['usPerSample'] as number).toFixed(1)} | ${r['speedup'] ? `${(r['speedup'] as number).toFixed(2)}x` : '1.00x'} | ${pct(r['accuracy'] as number)} |`);
+        out.push(`| ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:w${c.w}a${c.a}`).join(' ')} | ${(r['estimate'] as number).toFixed(1)} | ${(r['usPerSample'] as number).toFixed(1)} | ${r['speedup'] ? `${(r['speedup'] as number).toFixed(2)}x` : '1.00x'} | ${pct(r['accuracy'] as number)} | ${(((r['accuracy'] as number) - ref) * 100).toFixed(2)} pt |`);
       }
       out.push('', lat.reachable ? '' : `No plan in the table reaches the 1.3x latency target (${lat.target.toFixed(1)} µs).`, '');
     }
@@ -341,7 +437,8 @@ for (const name of MODELS) {
   const data = loaders(setup, 0);
   log(`${setup.id}: fp32 test accuracy ${pct(evaluate(model, data.test).accuracy)}`);
   const sens = sensitivity(setup, model, data);
-  if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...sens, command: COMMAND, commit: gitCommit(), quick: QUICK });
+  const { channelErrors: _unsaved, ...saved } = sens;
+  if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
   if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
   if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
   writeDoc();

@@ -2,12 +2,13 @@
 import type { Section, SectionResult } from '../lib.ts';
 import { epochTime } from './epoch-time.ts';
 import { inference } from './inference.ts';
+import { intInference } from './int-inference.ts';
 import { intKernels } from './int-kernels.ts';
 import { qatEpoch } from './qat-epoch.ts';
 import { renderSgemm, sgemm } from './sgemm.ts';
 import { trainThroughput } from './train-throughput.ts';
 
-export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime, qatEpoch, intKernels];
+export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime, qatEpoch, intKernels, intInference];
 
 /** Sections whose table is not the generic measurement table. */
 export const RENDERERS: Readonly<Record<string, (r: SectionResult) => string[]>> = {

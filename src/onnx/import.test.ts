@@ -123,6 +123,18 @@ describe('onnx/import: folding and running', () => {
     assert.deepEqual(Array.from(m.forward(x).data), Array.from({ length: 300 }, (_, r) => w[r * 300 + 2]!));
   });
 
+  it('names 3,000 nodes of the same name uniquely', () => {
+    const node = (k: number): OnnxNode => ({ opType: 'Relu', name: 'same', input: [k === 0 ? 'x' : `v${k - 1}`], output: [k === 2999 ? 'y' : `v${k}`] });
+    const start = process.cpuUsage();
+    const m = importOnnx(model({ node: Array.from({ length: 3000 }, (_, k) => node(k)), input: [input('x')], output: [{ name: 'y' }] }));
+    const cpu = process.cpuUsage(start);
+    const names = m.namedChildren().map(([n]) => n);
+    assert.equal(new Set(names).size, 3000);
+    assert.deepEqual(names.slice(0, 3), ['same', 'same_2', 'same_3']);
+    assert.ok(cpu.user + cpu.system < 2e6, `import took ${(cpu.user + cpu.system) / 1000} ms of CPU`);
+    assert.deepEqual(Array.from(m.forward(new Tensor(Float32Array.of(-1, 2), [2])).data), [0, 2]);
+  });
+
   it('runs graphs with several inputs and outputs through run()', () => {
     const m = importOnnx(model({
       node: [

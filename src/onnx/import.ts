@@ -268,11 +268,13 @@ function build(model: OnnxModel): OnnxModule {
   }
   if ((graph.sparseInitializer ?? []).length > 0) throw new OnnxError('bad-graph', 'sparse initializers are not supported');
   const inputs: GraphInput[] = [];
+  const inputNames = new Set<string>();
   const defined = new Set<string>(initializers.keys());
   for (const vi of graph.input ?? []) {
     const name = vi.name ?? '';
     if (name === '') throw new OnnxError('bad-graph', 'a graph input has no name');
-    if (inputs.some((i) => i.name === name)) throw new OnnxError('bad-graph', `graph input '${name}' listed twice`);
+    if (inputNames.has(name)) throw new OnnxError('bad-graph', `graph input '${name}' listed twice`);
+    inputNames.add(name);
     if (initializers.has(name)) continue; // IR < 4 lists initializers as inputs too
     const tensorType = vi.type?.tensorType;
     if (!tensorType) throw new OnnxError('bad-graph', `graph input '${name}' is not a tensor`);
@@ -326,9 +328,14 @@ function build(model: OnnxModel): OnnxModule {
   }
   const owned = new Set<string>();
   const used = new Set<string>();
+  const nextSuffix = new Map<string, number>();
   const uniqueName = (base: string): string => {
-    let name = sanitize(base);
-    for (let k = 2; used.has(name); k++) name = `${sanitize(base)}_${k}`;
+    const clean = sanitize(base);
+    let name = clean;
+    for (let k = nextSuffix.get(clean) ?? 2; used.has(name); k++) {
+      name = `${clean}_${k}`;
+      nextSuffix.set(clean, k + 1);
+    }
     used.add(name);
     return name;
   };
@@ -426,10 +433,11 @@ function build(model: OnnxModel): OnnxModule {
 
   // Conv2d -> BatchNorm pairs where the BN is the conv output's only reader.
   const pairs: [string, string][] = [];
+  const moduleByName = new Map(modules);
   for (const step of steps) {
     if (step.kind !== 'layer') continue;
     const source = layerOf.get(step.input);
-    const module = modules.find(([n]) => n === step.module)![1];
+    const module = moduleByName.get(step.module)!;
     if (source && source.instance instanceof Conv2d && module instanceof BatchNorm2d && consumers.get(step.input) === 1 && !graphOutputs.has(step.input)) {
       pairs.push([source.module, step.module]);
     }

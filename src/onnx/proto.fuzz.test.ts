@@ -219,6 +219,7 @@ function malicious(valid: OnnxModel, validBytes: Uint8Array): [string, Uint8Arra
   add('opset 2^40', (m) => void (m.opsetImport = [{ domain: '', version: 2 ** 40 }]));
   add('two default opsets', (m) => void m.opsetImport!.push({ domain: 'ai.onnx', version: 13 }));
   add('unknown op', (m) => void (node(m, 'relu').opType = 'Frobnicate'));
+  add('2,000 distinct unknown ops with long names', (m) => void m.graph!.node!.push(...Array.from({ length: 2000 }, (_, k): OnnxNode => ({ opType: `Op${k}${'x'.repeat(200)}`, input: ['y'], output: [`o${k}`] }))));
   add('custom domain op', (m) => void (node(m, 'relu').domain = 'com.example'));
   add('cycle', (m) => { node(m, 'conv').input![0] = 'y'; });
   add('self loop', (m) => { node(m, 'relu').input = ['r']; });
@@ -306,6 +307,7 @@ test('fuzz: >= 10,000 malformed ONNX files all end in OnnxError (or import), eac
   assert.ok(reference instanceof OnnxModule, String(reference));
   const stats: Stats = { count: 0, rejected: 0, imported: 0, maxMs: 0, slowest: '', rawMaxMs: 0, retimed: 0, totalMs: 0, codes: new Map() };
   const began = performance.now();
+  const cpuBegan = process.cpuUsage();
 
   // 1. every truncation
   for (let n = 0; n < bytes.length; n++) run(stats, `prefix ${n}`, bytes.subarray(0, n), n > 0, base);
@@ -350,14 +352,17 @@ test('fuzz: >= 10,000 malformed ONNX files all end in OnnxError (or import), eac
   }
 
   const totalMs = performance.now() - began;
+  const cpu = process.cpuUsage(cpuBegan);
+  const cpuMs = (cpu.user + cpu.system) / 1000;
   if (process.env.ONNX_FUZZ_REPORT) {
     const codes = [...stats.codes].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', ');
     console.log(`fuzz: ${stats.count} files (${truncations} truncations, 5500 bit-flip, 2800 byte-edit, ${edits.length} structured, ${crafted.length} crafted); ` +
       `${stats.rejected} rejected, ${stats.imported} imported; max ${stats.maxMs.toFixed(2)} ms (${stats.slowest}), mean ${(stats.totalMs / stats.count).toFixed(3)} ms per file ` +
-      `(first-run max ${stats.rawMaxMs.toFixed(1)} ms, ${stats.retimed} re-timings); largest memory growth of a crafted file ${(maxGrowth / 2 ** 20).toFixed(1)} MiB (${maxGrowthLabel}); total ${(totalMs / 1000).toFixed(1)} s\ncodes: ${codes}`);
+      `(first-run max ${stats.rawMaxMs.toFixed(1)} ms, ${stats.retimed} re-timings); largest memory growth of a crafted file ${(maxGrowth / 2 ** 20).toFixed(1)} MiB (${maxGrowthLabel}); total ${(totalMs / 1000).toFixed(1)} s wall, ${(cpuMs / 1000).toFixed(1)} s CPU\ncodes: ${codes}`);
   }
   assert.ok(stats.count >= 10_000, `${stats.count} files`);
   assert.ok(stats.rejected > stats.count / 2, `${stats.rejected} rejected`);
   assert.ok(stats.maxMs < 100, `max ${stats.maxMs} ms`);
-  assert.ok(totalMs < 20_000, `total ${totalMs} ms`);
+  // The whole run's budget is CPU time: wall time on a shared 2-core machine measures the neighbours.
+  assert.ok(cpuMs < 20_000, `total ${cpuMs} ms of CPU (${totalMs} ms wall)`);
 });

@@ -43,12 +43,15 @@ export type OnnxErrorCode =
   | 'bad-attribute'
   | 'shape';
 
+const MAX_MESSAGE = 1500;
+
 /** Any problem with an ONNX model: malformed bytes, bad tensors, unsupported content. */
 export class OnnxError extends Error {
   override name = 'OnnxError';
   readonly code: OnnxErrorCode;
   constructor(code: OnnxErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    // Names in messages come from the file: keep messages readable whatever their length.
+    super(message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}… (${message.length - MAX_MESSAGE} more characters)` : message, options);
     this.code = code;
   }
 }

@@ -19,10 +19,11 @@
  * then clamps to [qmin, qmax] — the order of the float model (average, then quantize).
  * Binary (sign) inputs: the producing layer emits ±1 by an integer threshold on its accumulator.
  *
- * Verification: with `options.sample`, the sample batch runs through both the fake-quant model
- * (eval mode, no grad) and the IntModel; the report (argmax agreement, logit difference in output
- * LSBs) is stored on `intModel.verification`, and convert throws when argmax agreement is below
- * `minAgreement` (default 0.99).
+ * Verification: with `options.sample`, the sample batch runs through the fake-quant model (its
+ * float32 forward in eval mode, and the same simulation in float64, see ./simulate.ts) and the
+ * IntModel; the report (argmax agreement, logit difference in output LSBs) is stored on
+ * `intModel.verification`, and convert throws when argmax agreement is below `minAgreement`
+ * (default 0.99).
  */
 import { Module } from '../nn/module.ts';
 import { ReLU, ReLU6, Identity } from '../nn/activation.ts';
@@ -37,6 +38,7 @@ import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from '../quant/qa
 import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
 import { packBinaryRows, packBits } from '../quant/core/packing.ts';
 import { quantizeMultiplier } from './requantize.ts';
+import { simulateFloat64, type Float64Simulation } from './simulate.ts';
 import { IntModel, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
 
 export interface ConvertOptions {
@@ -406,53 +408,74 @@ function finishLayer(L: PendingLayer, domain: Domain, tensors: Map<string, IntTe
 
 export interface AgreementReport {
   readonly count: number;
-  /** Fraction of samples with the same argmax. */
+  /** Fraction of samples with the same argmax as the model's own (float32) forward. */
   readonly argmaxAgreement: number;
-  /** Max / mean |Δlogit| in units of the last layer's accumulator scale (s_in·s_w per class). */
+  /** Fraction of samples with the same argmax as the float64 simulation (`simulateFloat64`). */
+  readonly argmaxAgreementFloat64: number;
+  /**
+   * Max / mean |Δlogit| against the float64 simulation, in units of the last layer's accumulator
+   * scale (s_in·s_w per class): the "at most 1 output LSB apart" measure.
+   */
   readonly maxLogitLsb: number;
   readonly meanLogitLsb: number;
-  /** Fraction of logits at most 1 LSB apart. */
+  /** Fraction of logits at most 1 LSB from the float64 simulation. */
   readonly logitWithin1Lsb: number;
-  /** Per layer: max |Δq| between the integer input of the layer and the fake-quant input (as integers). */
+  /**
+   * The same against the model's float32 forward: its rounding error flips hidden integers that
+   * sit within ≈ 2^−24 of a rounding boundary, and each flip moves logits by |w| LSB.
+   */
+  readonly float32MaxLogitLsb: number;
+  readonly float32LogitWithin1Lsb: number;
+  /** Per layer: max |Δq| between the integer input of the layer and the float64 simulation's. */
   readonly layerMaxDiff: Record<string, number>;
   /** Per layer: fraction of input integers that differ at all. */
   readonly layerMismatch: Record<string, number>;
   /**
-   * Each layer's own error: the layer (and the pooling/flatten after it) runs on the fake-quant
-   * model's exact integer input, and its output is compared with the fake-quant input of the next
-   * layer (max |Δq|), or, for the last layer, with the fake-quant logits (max |Δ| in LSB).
-   * Differences here come from the float32 arithmetic of the simulation near rounding ties.
+   * Each layer's own error: the layer (and the pooling/flatten after it) runs on the float64
+   * simulation's integer input, and its output is compared with the simulation's input of the
+   * next layer (max |Δq|), or, for the last layer, with the simulation's logits (max |Δ| in LSB).
    */
   readonly layerLocalMaxDiff: Record<string, number>;
 }
 
+interface LogitStats { agree: number; max: number; sum: number; within: number }
+
+function logitStats(mine: Float32Array, ref: ArrayLike<number>, n: number, classes: number, lsb: Float32Array): LogitStats {
+  const st: LogitStats = { agree: 0, max: 0, sum: 0, within: 0 };
+  for (let i = 0; i < n; i++) {
+    let a = 0;
+    let b = 0;
+    for (let c = 1; c < classes; c++) {
+      if (mine[i * classes + c]! > mine[i * classes + a]!) a = c;
+      if (ref[i * classes + c]! > ref[i * classes + b]!) b = c;
+    }
+    if (a === b) st.agree++;
+    for (let c = 0; c < classes; c++) {
+      const d = Math.abs(mine[i * classes + c]! - ref[i * classes + c]!) / (Math.abs(lsb[c % lsb.length]!) || 1);
+      st.max = Math.max(st.max, d);
+      st.sum += d;
+      if (d <= 1) st.within++;
+    }
+  }
+  return st;
+}
+
 /**
- * Runs `x` through the fake-quant model (eval, no grad) and the IntModel and compares logits and
- * the integer input of every layer. The fake-quant integers are recovered from each input
- * quantizer's output: q = round(x̂/s) + z (affine) or sign(x̂) (binary).
+ * Runs `x` through the fake-quant model (its float32 forward, eval, no grad), through the same
+ * simulation in float64 (`simulateFloat64`) and through the IntModel, and compares logits (argmax
+ * against both, LSB distance against both) and the integer input of every layer (against the
+ * float64 simulation, whose integers the IntModel reproduces exactly when its arithmetic is right).
  */
 export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tensor): AgreementReport {
   const layerNodes = intModel.nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
-  const captured = new Map<string, Float32Array | Float64Array>();
-  const restore: (() => void)[] = [];
-  for (const [name, m] of model.namedModules()) {
-    if (!(m instanceof QuantLayer) || !m.inputQuantizer) continue;
-    const q = m.inputQuantizer;
-    const original = q.forward;
-    q.forward = (t: Tensor): Tensor => {
-      const y = original.call(q, t);
-      captured.set(name, Float32Array.from(y.data as ArrayLike<number>));
-      return y;
-    };
-    restore.push(() => { q.forward = original; });
-  }
-  let ref: Tensor;
+  let ref32: Tensor;
+  let sim: Float64Simulation;
   const wasTraining = model.training;
   model.eval();
   try {
-    ref = noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x));
+    ref32 = noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x));
+    sim = simulateFloat64(model, x);
   } finally {
-    for (const r of restore) r();
     if (wasTraining) model.train();
   }
   const trace = new Map<string, { shape: number[]; data: Int32Array }>();
@@ -460,70 +483,44 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
   const n = x.shape[0]!;
   const classes = logits.length / n;
   const last = layerNodes[layerNodes.length - 1]!;
-  const outScale = last.output.mode === 'dequantize' ? (intModel.tensor(last.output.scale).data as Float32Array) : new Float32Array(classes).fill(1);
-  let agree = 0;
-  let maxLsb = 0;
-  let sumLsb = 0;
-  let within = 0;
-  const r = ref.data;
-  for (let i = 0; i < n; i++) {
-    let a = 0;
-    let b = 0;
-    for (let c = 1; c < classes; c++) {
-      if (logits[i * classes + c]! > logits[i * classes + a]!) a = c;
-      if (r[i * classes + c]! > r[i * classes + b]!) b = c;
-    }
-    if (a === b) agree++;
-    for (let c = 0; c < classes; c++) {
-      const s = Math.abs(outScale[c % outScale.length]!) || 1;
-      const d = Math.abs(logits[i * classes + c]! - r[i * classes + c]!) / s;
-      maxLsb = Math.max(maxLsb, d);
-      sumLsb += d;
-      if (d <= 1) within++;
-    }
-  }
+  const lsb = last.output.mode === 'dequantize' ? (intModel.tensor(last.output.scale).data as Float32Array) : new Float32Array(classes).fill(1);
+  const s64 = logitStats(logits, sim.output, n, classes, lsb);
+  const s32 = logitStats(logits, ref32.data, n, classes, lsb);
   const layerMaxDiff: Record<string, number> = {};
   const layerMismatch: Record<string, number> = {};
-  for (const node of layerNodes) {
-    const fq = captured.get(node.name);
-    const mine = trace.get(node.name);
-    if (!fq || !mine) continue;
-    let max = 0;
-    let diff = 0;
-    const inp = node.input;
-    for (let i = 0; i < fq.length; i++) {
-      const q = inp.mode === 'affine' ? roundHalfEven(fq[i]! / inp.scale) + inp.zeroPoint : fq[i]! >= 0 ? 1 : -1;
-      const d = Math.abs(q - mine.data[i]!);
-      if (d > max) max = d;
-      if (d !== 0) diff++;
-    }
-    layerMaxDiff[node.name] = inp.mode === 'sign' ? max / 2 : max;
-    layerMismatch[node.name] = diff / fq.length;
-  }
-  const simInts = (node: LayerNode): Int32Array | null => {
-    const fq = captured.get(node.name);
-    if (!fq) return null;
-    const inp = node.input;
-    return Int32Array.from(fq, (v) => (inp.mode === 'affine' ? roundHalfEven(v / inp.scale) + inp.zeroPoint : v >= 0 ? 1 : -1));
-  };
   const layerLocalMaxDiff: Record<string, number> = {};
   for (let li = 0; li < layerNodes.length; li++) {
     const node = layerNodes[li]!;
-    const input = simInts(node);
+    const expect = sim.layerInputs.get(node.name);
     const mine = trace.get(node.name);
-    if (!input || !mine) continue;
-    const out = intModel.runSegment(node.name, input, mine.shape);
+    if (!expect || !mine) continue;
+    const half = node.input.mode === 'sign' ? 2 : 1; // ±1 differ by 2
     let max = 0;
-    if (li + 1 < layerNodes.length) {
-      const next = layerNodes[li + 1]!;
-      const expect = simInts(next);
-      if (!expect || !out.ints) continue;
-      for (let i = 0; i < expect.length; i++) max = Math.max(max, Math.abs(expect[i]! - out.ints[i]!));
-      layerLocalMaxDiff[node.name] = next.input.mode === 'sign' ? max / 2 : max;
+    let diff = 0;
+    for (let i = 0; i < expect.length; i++) {
+      const d = Math.abs(expect[i]! - mine.data[i]!);
+      if (d > max) max = d;
+      if (d !== 0) diff++;
+    }
+    layerMaxDiff[node.name] = max / half;
+    layerMismatch[node.name] = diff / expect.length;
+    const out = intModel.runSegment(node.name, expect, mine.shape);
+    let local = 0;
+    const next = layerNodes[li + 1];
+    if (next) {
+      const nextExpect = sim.layerInputs.get(next.name);
+      if (!nextExpect || !out.ints) continue;
+      for (let i = 0; i < nextExpect.length; i++) local = Math.max(local, Math.abs(nextExpect[i]! - out.ints[i]!));
+      layerLocalMaxDiff[node.name] = next.input.mode === 'sign' ? local / 2 : local;
     } else if (out.floats) {
-      for (let i = 0; i < out.floats.length; i++) max = Math.max(max, Math.abs(out.floats[i]! - r[i]!) / (Math.abs(outScale[(i % classes) % outScale.length]!) || 1));
-      layerLocalMaxDiff[node.name] = max;
+      layerLocalMaxDiff[node.name] = logitStats(out.floats, sim.output, n, classes, lsb).max;
     }
   }
-  return { count: n, argmaxAgreement: agree / n, maxLogitLsb: maxLsb, meanLogitLsb: sumLsb / (n * classes), logitWithin1Lsb: within / (n * classes), layerMaxDiff, layerMismatch, layerLocalMaxDiff };
+  const total = n * classes;
+  return {
+    count: n, argmaxAgreement: s32.agree / n, argmaxAgreementFloat64: s64.agree / n,
+    maxLogitLsb: s64.max, meanLogitLsb: s64.sum / total, logitWithin1Lsb: s64.within / total,
+    float32MaxLogitLsb: s32.max, float32LogitWithin1Lsb: s32.within / total,
+    layerMaxDiff, layerMismatch, layerLocalMaxDiff,
+  };
 }

@@ -22,7 +22,10 @@ import { unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
 import { requantizeScalar } from './requantize.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { avgPoolInt, convOutputSize, gemmInt32, im2col, maxPoolInt, type ConvGeometry } from './ops.ts';
-import { gemmBinary, gemmInt8, packInt8Weights, type PackedWeights } from './kernels/index.ts';
+import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from './kernels/index.ts';
+import type { NativeIntPlan } from '../backend/native/addon.ts';
+import { compileNativePlan } from './native-plan.ts';
+import type { AgreementReport } from './convert.ts';
 
 /** Logical dtypes of stored tensors (packed ones hold bytes). */
 export type IntTensorDtype = 'int8' | 'int4' | 'int2' | 'bits' | 'int32' | 'float32';
@@ -114,7 +117,7 @@ export class IntModel {
   readonly graph: IntGraph;
   readonly tensors: ReadonlyMap<string, IntTensor>;
   /** Set by `convert` when it verified against the fake-quant model. */
-  verification?: unknown;
+  verification?: AgreementReport;
   private readonly unpacked = new Map<string, Int8Array>();
   private readonly packed = new Map<string, PackedWeights[]>();
   /**
@@ -123,6 +126,14 @@ export class IntModel {
    * 256 LeNet-5 images); false = the plain int32 loops of ./ops.ts. Both give identical integers.
    */
   useKernels = true;
+  /**
+   * true (default): `run` uses the native executor (native/intmodel.cc: the whole forward pass in
+   * C++, identical logits) when the addon is loaded, `useKernels` is on, no trace is requested
+   * and the graph compiles (see native-plan.ts); false: always the TypeScript executor.
+   */
+  useNative = true;
+  /** The compiled native plan, or why there is none (undefined until first needed). */
+  private nativePlan: { plan: NativeIntPlan; outputSize: number } | string | undefined;
 
   constructor(graph: IntGraph, tensors: ReadonlyMap<string, IntTensor>) {
     this.graph = graph;
@@ -189,10 +200,39 @@ export class IntModel {
     if (!Number.isInteger(batch) || batch * per !== data.length) {
       throw new Error(`IntModel.run: ${data.length} values are not ${batch} samples of shape [${this.graph.inputShape.join(', ')}]`);
     }
+    const native = !options.trace && this.useNative && this.useKernels ? this.native() : null;
+    if (native) {
+      const out = new Float32Array(batch * native.plan.outputSize);
+      native.addon.intPlanRun!(native.plan.plan, data, batch, out);
+      return out;
+    }
     let v: Value = { shape: [batch, ...this.graph.inputShape], ints: null, floats: data };
     for (const node of this.graph.nodes) v = this.step(node, v, options);
     if (!v.floats) throw new Error('IntModel.run: the graph does not end in a dequantizing layer');
     return v.floats;
+  }
+
+  /** Why this model runs in TypeScript rather than natively, or null when the native executor is used. */
+  nativeUnavailableReason(): string | null {
+    if (!nativeIntAddon()) return 'the native addon (with the IntModel executor) is not loaded';
+    const r = this.compiledPlan();
+    return typeof r === 'string' ? r : null;
+  }
+
+  private compiledPlan(): { plan: NativeIntPlan; outputSize: number } | string {
+    if (this.nativePlan === undefined) {
+      const addon = nativeIntAddon();
+      const spec = compileNativePlan(this);
+      this.nativePlan = typeof spec === 'string' || !addon ? (typeof spec === 'string' ? spec : 'no addon') : { plan: addon.intPlanCreate!(spec.ops), outputSize: spec.outputSize };
+    }
+    return this.nativePlan;
+  }
+
+  private native(): { addon: NonNullable<ReturnType<typeof nativeIntAddon>>; plan: { plan: NativeIntPlan; outputSize: number } } | null {
+    const addon = nativeIntAddon();
+    if (!addon) return null;
+    const plan = this.compiledPlan();
+    return typeof plan === 'string' ? null : { addon, plan };
   }
 
   /**

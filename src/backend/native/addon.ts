@@ -92,7 +92,29 @@ export interface NativeAddon {
   vnniPeakGops?(threads: number, seconds?: number): number;
   /** Measured xor + vpopcntq throughput (Gbit/s) on `threads` threads; 0 without VPOPCNTDQ. */
   popcountPeakGbits?(threads: number, seconds?: number): number;
+  /** Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list); `direct` = false disables the direct one-channel conv kernel (cross-checks). */
+  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean): NativeIntPlan;
+  /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
+  intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   // ---------------------------------------------------------------- end of integer kernels
+}
+
+/** An opaque native IntModel plan (an N-API external). */
+export type NativeIntPlan = { readonly __nativeIntPlan: unique symbol };
+
+/** One op of a native IntModel plan (layout of `meta` / `f64`: native/binding.cc IntPlanCreate). */
+export interface NativeIntOp {
+  readonly meta: Int32Array;
+  readonly f64: Float64Array;
+  readonly w?: Int8Array;
+  readonly wbits?: Uint8Array;
+  readonly mult?: Int32Array;
+  readonly shift?: Int32Array;
+  readonly bias?: Int32Array;
+  readonly threshold?: Int32Array;
+  readonly direction?: Int32Array;
+  readonly S?: Float32Array;
+  readonly B?: Float32Array;
 }
 
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */

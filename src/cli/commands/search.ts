@@ -85,6 +85,7 @@ export const searchCommand = defineCommand({
     lambda: { type: 'number', positive: true, default: 5, help: 'sdq: budget regularizer strength' },
     calib: { type: 'int', positive: true, default: 512, help: 'calibration samples per candidate (training split)' },
     searchSamples: { type: 'int', positive: true, default: 2000, help: 'test samples (from the end of the split) candidates are scored on' },
+    testLimit: { type: 'int', positive: true, help: 'use the first N test samples only (search samples taken from their end, the rest held out)' },
     maxTime: { type: 'number', positive: true, placeholder: 'SECONDS', help: 'stop after this many seconds, keeping the best so far' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
@@ -122,7 +123,9 @@ export const searchCommand = defineCommand({
     const costs: CostModel[] = [budget.cost, ...extra].map((name) => costModel(name));
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
-    const testSet = loadDataset(dataset, 'test');
+    const fullTest = loadDataset(dataset, 'test');
+    const testSet = options.testLimit === undefined ? fullTest : subset(fullTest, 0, Math.min(options.testLimit, fullTest.length));
+    if (testSet.length < 2) throw new UsageError(`--test-limit: at least 2 test samples are needed, got ${testSet.length}`, 'search');
     const searchCount = Math.min(options.searchSamples, testSet.length - 1);
     const searchSplit = subset(testSet, testSet.length - searchCount);
     const heldOutSplit = subset(testSet, 0, testSet.length - searchCount);

@@ -9,7 +9,9 @@ import { describeLayers } from './layers.ts';
 import {
   bitOpsCost, bitSerialCost, costModel, DEFAULT_ENERGY_CONSTANTS, energyCost, layerChoiceCost, sizeCost, totalCost, uniformAssignment,
 } from './costs.ts';
-import { latencyCost, latencyTablePath, measureLayerLatency } from './latency.ts';
+import { latencyCost, latencyTablePath, measureLayerInModel, measureLayerLatency, modelFingerprint } from './latency.ts';
+import { Rng } from '../../tensor/random.ts';
+import { Tensor } from '../../tensor/tensor.ts';
 import type { LayerInfo } from './types.ts';
 
 const conv: LayerInfo = {
@@ -117,5 +119,15 @@ describe('latency cost model', () => {
   it('measures a real layer on the integer runtime (positive µs per sample)', () => {
     const us = measureLayerLatency({ ...fc, weightCount: 16 * 8, outChannels: 16, macs: 128, inShape: [8], outShape: [16], reduction: 8 }, 4, 8, { batch: 4, repeats: 1 });
     assert.ok(us > 0 && Number.isFinite(us));
+  });
+  it('measures a layer inside a trained model and leaves the model unchanged', () => {
+    const model = lenet5();
+    const rng = new Rng(2);
+    const sample = new Tensor(new Float32Array(4 * 784).map(() => rng.normal()), [4, 1, 28, 28]);
+    const before = modelFingerprint(model);
+    const us = measureLayerInModel({ model, sample }, 'fc2', 4, 8, { batch: 4, repeats: 1 });
+    assert.ok(us > 0 && Number.isFinite(us));
+    assert.equal(modelFingerprint(model), before);
+    assert.throws(() => measureLayerInModel({ model, sample }, 'nope', 4, 8), /no layer 'nope'/);
   });
 });

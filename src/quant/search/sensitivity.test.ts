@@ -148,6 +148,15 @@ describe('PTQ perturbation and quantization errors', () => {
     const quantLoss = crossEntropy(model.forward(b.x), b.y).item();
     model.fc2.weight.data.set(keep);
     assert.ok(Math.abs(r[1]!.deltaLoss[2]! - (quantLoss - base)) < 1e-6);
+    // KL(p ‖ q) by hand for the same quantized model.
+    const p = softmax(model.forward(b.x), 1).data;
+    model.fc2.weight.data.set(quantizeWeight(model.fc2.weight, 2));
+    const q = softmax(model.forward(b.x), 1).data;
+    model.fc2.weight.data.set(keep);
+    let kl = 0;
+    for (let i = 0; i < p.length; i++) kl += p[i]! * Math.log(p[i]! / q[i]!);
+    assert.ok(Math.abs(r[1]!.kl[2]! - kl / 12) < 1e-5, `${r[1]!.kl[2]} vs ${kl / 12}`);
+    assert.ok(r[0]!.kl[16]! >= 0 && r[0]!.kl[16]! < 1e-6);
     assert.ok(Math.abs(r[0]!.deltaLoss[16]!) < 1e-4, '16-bit weights barely change the loss');
   });
   it('2-bit per-channel symmetric weights take values {−s, 0, s} with s = the MSE-chosen scale', () => {

@@ -5,6 +5,12 @@
  * Run directly: `node --import tsx src/runtime/kernels/cross-check.ts [quick]` (exit code 1 on a mismatch).
  */
 import { fileURLToPath } from 'node:url';
+import { loadAddon } from '../../backend/native/addon.ts';
+import { packBinaryRows, packBits } from '../../quant/core/packing.ts';
+import { IntModel, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type LayerOutput } from '../intmodel.ts';
+import { compileNativePlan } from '../native-plan.ts';
+import { convOutputSize } from '../ops.ts';
+import { quantizeMultiplier } from '../requantize.ts';
 import {
   gemmBinary, gemmBinaryRef, gemmInt2, gemmInt2Ref, gemmInt4, gemmInt4Ref, gemmInt8, gemmInt8Ref, intKernelsBackend,
   packInt8Weights, packLowBitWeights, requantize, requantizeRef,
@@ -127,6 +133,221 @@ export function crossCheck(quick = false, seed = 1234): string[] {
       requantizeRef(acc, M, N, mult, shift, zOut, qmin, qmax, want);
       requantize(acc, M, N, mult, shift, zOut, qmin, qmax, got);
       report(`requantize (${signed ? 'int8' : 'uint8'})`, [M, N], got, want);
+    }
+  }
+  fails.push(...crossCheckIntModels(quick, seed + 1));
+  return fails;
+}
+
+// ---------------------------------------------------------------- whole IntModels, native vs TS
+
+type Rand = () => number;
+
+/** Random IntModel graphs with odd shapes covering every node kind, input/output mode and weight format. */
+export function randomIntModels(seed: number): { name: string; model: IntModel }[] {
+  const next = rng(seed);
+  const int = (lo: number, hi: number): number => lo + (next() % (hi - lo + 1));
+  const out: { name: string; model: IntModel }[] = [];
+  const build = (name: string, inputShape: number[], make: (b: GraphBuilder) => void): void => {
+    const b = new GraphBuilder(next, inputShape);
+    make(b);
+    out.push({ name, model: new IntModel({ format: 'lowbit-intmodel', version: 1, inputShape, nodes: b.nodes }, b.tensors) });
+  };
+  type Affine = Extract<LayerInput, { mode: 'affine' }>;
+  const u8 = (z: number): Affine => ({ mode: 'affine', scale: 0.05 + (next() % 100) / 1000, zeroPoint: z, bits: 8, qmin: 0, qmax: 255 });
+  const s8 = (z: number): Affine => ({ mode: 'affine', scale: 0.03 + (next() % 100) / 1000, zeroPoint: z, bits: 8, qmin: -128, qmax: 127 });
+  const sign: LayerInput = { mode: 'sign', scale: 1 };
+  // 1. one-channel image: conv (direct kernel when available) - maxpool - conv groups - avgpool (F bits) - clamp - linear chain
+  for (const [pad, stride, k] of [[2, 1, 5], [1, 2, 3], [0, 1, 7]] as const) {
+    build(`cnn-1ch k${k} s${stride} p${pad}`, [1, 21, 19], (b) => {
+      const in0 = u8(int(0, 60));
+      b.quantize(in0);
+      const in1 = u8(int(0, 20));
+      b.conv('c1', in0, 1, 6, k, stride, pad, 1, 1, 'int8', b.requant(6, in1.zeroPoint, int(0, 30), 255, 150 / (k * 60)));
+      b.pool('maxpool2d', in1.zeroPoint, 3, 2, 1);
+      const in2 = s8(int(-20, 20));
+      // requantized with 8 extra fractional bits into a wide int32 range for the average pooling
+      b.conv('c2', in1, 6, 9, 3, 1, 1, 2, 3, 'int4', b.requant(9, in2.zeroPoint * 256, -(2 ** 30), 2 ** 30, (256 * 40) / 300));
+      b.pool('avgpool2d', in2.zeroPoint, 2, 2, 0, 8);
+      b.nodes.push({ op: 'clamp', name: 'range', lo: -128, hi: 127 });
+      b.flatten();
+      const in3 = u8(int(0, 10));
+      b.linear('f1', in2, b.features, 17, 'ternary', b.requant(17, in3.zeroPoint, in3.zeroPoint, 255, 2));
+      b.linear('f2', in3, 17, 5, 'int2', b.dequant(5));
+    });
+  }
+  // 2. three-channel input (im2col path), dilation, int8 input, adaptive pooling, sign output into a conv
+  build('cnn-3ch dilated', [3, 12, 9], (b) => {
+    const in0 = s8(int(-5, 5));
+    b.quantize(in0);
+    const in1 = u8(int(0, 30));
+    b.conv('c1', in0, 3, 7, 3, 1, 2, 2, 1, 'int8', b.requant(7, in1.zeroPoint, 0, 255, 0.05));
+    b.conv('c2', in1, 7, 8, 3, 1, 1, 1, 1, 'int8', b.sign(8));
+    b.conv('c3', sign, 8, 4, 3, 1, 1, 1, 2, 'binary', b.requant(4, 0, -128, 127, 0.5));
+    b.adaptive(2, 1, 0);
+    b.nodes.push({ op: 'clamp', name: 'range', lo: -128, hi: 127 });
+    b.flatten();
+    b.linear('f', s8(0), b.features, 3, 'int8', b.dequant(3));
+  });
+  // 3. binary MLP: packed sign bits between XNOR layers, odd widths, exact-tie multipliers
+  for (const widths of [[70, 65, 129], [64, 200, 3]]) {
+    build(`bnn mlp ${widths.join('-')}`, [1, 5, 7], (b) => {
+      const in0 = u8(int(0, 255));
+      b.quantize(in0);
+      b.flatten();
+      b.linear('l1', in0, 35, widths[0]!, 'int8', b.sign(widths[0]!));
+      b.linear('l2', sign, widths[0]!, widths[1]!, 'binary', b.sign(widths[1]!));
+      b.linear('l3', sign, widths[1]!, widths[2]!, 'binary', b.requant(widths[2]!, 3, -128, 127, 0.5, true));
+      b.linear('l4', s8(3), widths[2]!, 4, 'int8', b.dequant(4));
+    });
+  }
+  // 4. sign input image, binary conv with padding (int8 path), last linear on ±1 inputs
+  build('sign-input conv', [2, 9, 10], (b) => {
+    b.quantize(sign);
+    b.conv('c', sign, 2, 5, 3, 2, 1, 1, 1, 'binary', b.sign(5));
+    b.flatten();
+    b.linear('f', sign, b.features, 6, 'int8', b.dequant(6));
+  });
+  return out;
+}
+
+class GraphBuilder {
+  readonly nodes: IntNode[] = [];
+  readonly tensors = new Map<string, IntTensor>();
+  /** [C, H, W] of the current value (features = C·H·W). */
+  private dims: [number, number, number];
+  private count = 0;
+
+  constructor(private readonly next: Rand, inputShape: readonly number[]) {
+    this.dims = [inputShape[0]!, inputShape[1] ?? 1, inputShape[2] ?? 1];
+  }
+
+  get features(): number {
+    return this.dims[0] * this.dims[1] * this.dims[2];
+  }
+
+  private name(prefix: string): string {
+    return `${prefix}${this.count++}`;
+  }
+
+  quantize(input: LayerInput): void {
+    this.nodes.push({ op: 'quantize', name: 'input', input });
+  }
+
+  /** Requantization to [lo, hi] around zero point z with per-channel ratios ≈ `ratio` (some negative; `ties`: exact 0.5 ratios, bias 0). */
+  requant(O: number, z: number, lo: number, hi: number, ratio: number, ties = false): LayerOutput {
+    const id = this.name('rq');
+    const k = ties ? 0 : this.next() % 13;
+    const bias = new Int32Array(O);
+    const mult = new Int32Array(O);
+    const shift = new Int32Array(O);
+    for (let c = 0; c < O; c++) {
+      const r = ties ? (c % 3 === 2 ? -0.5 : 0.5) : ratio * (0.5 + (this.next() % 1000) / 666) * (c % 5 === 4 ? -1 : 1);
+      const m = quantizeMultiplier(r);
+      mult[c] = m.multiplier;
+      shift[c] = m.shift + k;
+      bias[c] = ties ? 0 : ((this.next() % 2001) - 1000) * 2 ** Math.max(0, k - 2);
+    }
+    this.tensors.set(`${id}.bias`, { dtype: 'int32', shape: [O], data: bias });
+    this.tensors.set(`${id}.mult`, { dtype: 'int32', shape: [O], data: mult });
+    this.tensors.set(`${id}.shift`, { dtype: 'int32', shape: [O], data: shift });
+    return { mode: 'requantize', bias: `${id}.bias`, multiplier: `${id}.mult`, shift: `${id}.shift`, biasShift: k, scale: 1, zeroPoint: z, lo, hi };
+  }
+
+  sign(O: number): LayerOutput {
+    const id = this.name('sg');
+    const t = new Int32Array(O);
+    const d = new Int32Array(O);
+    for (let c = 0; c < O; c++) {
+      d[c] = c % 7 === 6 ? 0 : c % 3 === 2 ? -1 : 1;
+      t[c] = (this.next() % 401) - 200;
+    }
+    this.tensors.set(`${id}.t`, { dtype: 'int32', shape: [O], data: t });
+    this.tensors.set(`${id}.d`, { dtype: 'int32', shape: [O], data: d });
+    return { mode: 'sign', threshold: `${id}.t`, direction: `${id}.d` };
+  }
+
+  dequant(O: number): LayerOutput {
+    const id = this.name('dq');
+    const S = new Float32Array(O).map(() => ((this.next() % 1000) + 1) * 1.37e-5);
+    const B = new Float32Array(O).map(() => ((this.next() % 2001) - 1000) * 1e-3);
+    this.tensors.set(`${id}.S`, { dtype: 'float32', shape: [O], data: S });
+    this.tensors.set(`${id}.B`, { dtype: 'float32', shape: [O], data: B });
+    return { mode: 'dequantize', scale: `${id}.S`, bias: `${id}.B` };
+  }
+
+  private weights(name: string, format: LayerNode['weightFormat'], shape: number[]): { tensor: string; bits: number } {
+    const count = shape.reduce((p, d) => p * d, 1);
+    const [lo, hi, bits] = format === 'int8' ? [-127, 127, 8] : format === 'int4' ? [-8, 7, 4] : format === 'int2' ? [-2, 1, 2] : [-1, 1, 2];
+    const values = Array.from({ length: count }, () => lo + (this.next() % (hi - lo + 1)));
+    let tensor: IntTensor;
+    if (format === 'binary') {
+      const rows = shape[0]!;
+      tensor = { dtype: 'bits', shape, data: packBinaryRows(values.map((v) => (v >= 0 ? 1 : -1)), rows, count / rows) };
+    } else if (format === 'int8') tensor = { dtype: 'int8', shape, data: new Uint8Array(Int8Array.from(values).buffer) };
+    else tensor = { dtype: format === 'int4' ? 'int4' : 'int2', shape, data: packBits(values, format === 'int4' ? 4 : 2, true) };
+    this.tensors.set(`${name}.w`, tensor);
+    return { tensor: `${name}.w`, bits: format === 'binary' ? 1 : bits };
+  }
+
+  conv(name: string, input: LayerInput, C: number, O: number, k: number, stride: number, pad: number, dilation: number, groups: number, format: LayerNode['weightFormat'], output: LayerOutput): void {
+    const w = this.weights(name, format, [O, C / groups, k, k]);
+    const conv = { inChannels: C, outChannels: O, kernelSize: [k, k], stride: [stride, stride], padding: [pad, pad], dilation: [dilation, dilation], groups } as const;
+    this.nodes.push({ op: 'conv2d', name, inFeatures: C, outFeatures: O, weight: w.tensor, weightFormat: format, weightBits: w.bits, input, output, conv });
+    const [oh, ow] = convOutputSize(this.dims[1], this.dims[2], conv);
+    this.dims = [O, oh, ow];
+  }
+
+  pool(op: 'maxpool2d' | 'avgpool2d', zeroPoint: number, k: number, s: number, p: number, fracBits = 0): void {
+    this.nodes.push({ op, name: this.name('pool'), kernelSize: [k, k], stride: [s, s], padding: [p, p], zeroPoint, fracBits });
+    this.dims = [this.dims[0], Math.floor((this.dims[1] + 2 * p - k) / s) + 1, Math.floor((this.dims[2] + 2 * p - k) / s) + 1];
+  }
+
+  /** Adaptive average pooling to [oh, ow] (the input must be a multiple). */
+  adaptive(oh: number, ow: number, zeroPoint: number): void {
+    this.nodes.push({ op: 'adaptiveavgpool2d', name: this.name('gap'), outputSize: [oh, ow], zeroPoint, fracBits: 0 });
+    this.dims = [this.dims[0], oh, ow];
+  }
+
+  flatten(): void {
+    this.nodes.push({ op: 'flatten', name: this.name('flat'), startDim: 1, endDim: -1 });
+    this.dims = [this.features, 1, 1];
+  }
+
+  linear(name: string, input: LayerInput, K: number, O: number, format: LayerNode['weightFormat'], output: LayerOutput): void {
+    const w = this.weights(name, format, [O, K]);
+    this.nodes.push({ op: 'linear', name, inFeatures: K, outFeatures: O, weight: w.tensor, weightFormat: format, weightBits: w.bits, input, output });
+    this.dims = [O, 1, 1];
+  }
+
+}
+
+/** Native executor vs the TypeScript executor on `randomIntModels` (odd batch sizes, direct conv on and off). */
+export function crossCheckIntModels(quick = false, seed = 77): string[] {
+  const addon = loadAddon();
+  if (!addon?.intPlanCreate || !addon.intPlanRun) return [];
+  const fails: string[] = [];
+  const next = rng(seed);
+  for (const { name, model } of randomIntModels(seed)) {
+    const spec = compileNativePlan(model);
+    if (typeof spec === 'string') {
+      fails.push(`${name}: does not compile natively (${spec})`);
+      continue;
+    }
+    const per = model.graph.inputShape.reduce((p, d) => p * d, 1);
+    for (const batch of quick ? [1, 37] : [1, 2, 37, 130]) {
+      const x = new Float32Array(batch * per);
+      for (let i = 0; i < x.length; i++) x[i] = ((next() % 20001) - 10000) / 1500;
+      model.useNative = false;
+      const want = model.run(x, batch);
+      for (const direct of [true, false]) {
+        const plan = addon.intPlanCreate(spec.ops, direct);
+        const got = new Float32Array(batch * spec.outputSize).fill(Number.NaN);
+        addon.intPlanRun(plan, x, batch, got);
+        const d = firstDiff(got, want);
+        if (d !== -1) fails.push(`IntModel ${name} batch ${batch}${direct ? '' : ' (im2col only)'}: first difference at ${d}: ${got[d]} vs ${want[d]}`);
+      }
+      model.useNative = true;
     }
   }
   return fails;

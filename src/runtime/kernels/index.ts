@@ -47,6 +47,12 @@ function native(): NativeAddon | null {
   return addon && typeof addon.gemmInt8Packed === 'function' ? addon : null;
 }
 
+/** @internal The addon when it has the native IntModel executor and the reference is not forced. */
+export function nativeIntAddon(): NativeAddon | null {
+  const addon = native();
+  return addon && typeof addon.intPlanCreate === 'function' && typeof addon.intPlanRun === 'function' ? addon : null;
+}
+
 /** Which implementation runs: `{ int8, binary }` path names, or 'reference'. */
 export function intKernelsBackend(): { int8: string; binary: string } {
   const addon = native();

@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../backend/native/addon.ts';
-import { crossCheck, rng } from './cross-check.ts';
+import { crossCheck, crossCheckIntModels, randomIntModels, rng } from './cross-check.ts';
+import { compileNativePlan } from '../native-plan.ts';
 import {
   gemmBinaryRef, gemmInt4Ref, gemmInt8, gemmInt8Ref, intKernelsBackend, packInt8Weights, requantizeValue, roundingDivideByPOT,
   saturatingRoundingDoublingHighMul, setIntKernelsReference,
@@ -109,4 +110,29 @@ test('native argument checks throw instead of reading out of bounds', { skip: !h
   assert.throws(() => addon!.gemmBinary!(2, 2, 65, new Uint8Array(16), new Uint8Array(32), new Int32Array(4)));
   assert.throws(() => addon!.requantize!(new Int32Array(4), 2, 2, new Int32Array(2), new Int32Array([0, 40]), 0, -128, 127, new Int8Array(4)));
   assert.throws(() => addon!.requantize!(new Int32Array(4), 2, 2, new Int32Array(2), new Int32Array(2), 0, 0, 300, new Uint8Array(4)));
+});
+
+const hasExecutor = !!addon?.intPlanCreate;
+
+test('native IntModel executor equals the TypeScript executor (random graphs: every node kind, odd shapes and batches)', { skip: !hasExecutor && 'addon without the IntModel executor' }, () => {
+  const models = randomIntModels(77);
+  assert.ok(models.length >= 7);
+  for (const { name, model } of models) assert.equal(typeof compileNativePlan(model), 'object', `${name} compiles to a native plan`);
+  assert.deepEqual(crossCheckIntModels(false, 77), []);
+  assert.deepEqual(crossCheckIntModels(true, 5), []);
+});
+
+test('native IntModel plans are validated before use', { skip: !hasExecutor && 'addon without the IntModel executor' }, () => {
+  const { model } = randomIntModels(3).find((m) => m.name.startsWith('bnn'))!;
+  const spec = compileNativePlan(model);
+  assert.ok(typeof spec === 'object');
+  const plan = addon!.intPlanCreate!(spec.ops);
+  assert.throws(() => addon!.intPlanRun!(plan, new Float32Array(10), 1, new Float32Array(4)), /too small/);
+  // a linear whose weights are too short, a chain whose sizes do not match, a plan without the final dequantize
+  const shortW = spec.ops.map((op, i) => (i === 1 ? { ...op, w: op.w!.subarray(0, 5) } : op));
+  assert.throws(() => addon!.intPlanCreate!(shortW), /weights too short/);
+  const badSize = spec.ops.map((op, i) => (i === 0 ? { ...op, meta: op.meta.map((v, j) => (j === 3 || j === 6 ? v + 1 : v)) } : op));
+  assert.throws(() => addon!.intPlanCreate!(badSize), /input size/);
+  assert.throws(() => addon!.intPlanCreate!(spec.ops.slice(0, -1)), /dequantizing/);
+  assert.throws(() => addon!.intPlanCreate!([{ meta: new Int32Array(3), f64: new Float64Array(3) }]), /meta/);
 });

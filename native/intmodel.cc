@@ -1,0 +1,747 @@
+// Native IntModel executor (see intmodel.h for the plan and the arithmetic).
+#include "intmodel.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cpu.h"
+#include "intgemm.h"
+#include "threadpool.h"
+
+#define LOWBIT_TARGET_IRT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,popcnt")))
+
+namespace lowbit {
+
+namespace {
+
+constexpr size_t kSlack = 128;    // bytes readable / writable past every scratch buffer
+constexpr int64_t kConvRows = 96;  // im2col rows per GEMM + epilogue block
+
+inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+bool useAvx512() {
+  static const bool on = activeIsa() == Isa::Avx512;
+  return on;
+}
+
+// Keeps the compiler from contracting a product with the next addition (exactness).
+inline double opaque(double v) {
+  __asm__("" : "+x"(v));
+  return v;
+}
+
+// ---------------------------------------------------------------- output stages, scalar
+inline int32_t requantOne(const IntOp& op, int32_t acc, int64_t c) {
+  const double x = static_cast<double>(acc) * op.up + op.bias[c];  // exact: |x| < 2^53
+  const bool negative = (x < 0) != (op.mneg[c] != 0);
+  const double ax = std::fabs(x), ms = op.mscale[c];
+  double p = opaque(ax * ms);
+  const double e = std::fma(ax, ms, -p);  // ax ms = p + e exactly
+  if (p > 0x1p40) p = 0x1p40;
+  const double t = opaque(p + 0.5);  // exact (p < 2^52)
+  double r = std::floor(t);
+  if (t == r && e < 0) r -= 1;  // p + e lies just below the half: round down
+  if (negative) r = -r;
+  double q = r + op.z;
+  q = q < op.lo ? op.lo : q > op.hi ? op.hi : q;
+  return static_cast<int32_t>(q);
+}
+
+inline bool signOne(const IntOp& op, int32_t acc, int64_t c) { return acc >= op.lower[c] && acc <= op.upper[c]; }
+
+inline float dequantOne(const IntOp& op, int32_t acc, int64_t c) {
+  const double y = opaque(static_cast<double>(acc) * static_cast<double>(op.S[c]));
+  return static_cast<float>(y + static_cast<double>(op.B[c]));
+}
+
+inline void storeValue(IType t, void* out, int64_t i, int32_t v) {
+  switch (t) {
+    case IType::U8: static_cast<uint8_t*>(out)[i] = static_cast<uint8_t>(v); break;
+    case IType::S8: static_cast<int8_t*>(out)[i] = static_cast<int8_t>(v); break;
+    default: static_cast<int32_t*>(out)[i] = v; break;
+  }
+}
+
+inline int32_t loadValue(IType t, const void* in, int64_t i) {
+  switch (t) {
+    case IType::U8: return static_cast<const uint8_t*>(in)[i];
+    case IType::S8: return static_cast<const int8_t*>(in)[i];
+    default: return static_cast<const int32_t*>(in)[i];
+  }
+}
+
+// Output stage of `rows` rows of the int32 tile (row stride ldt, channels [c0, c0 + nc)) into
+// `out`: element (r, c) goes to out index r * ldo + c (bits: row r of `ldo` 64-bit words).
+void epilogueScalar(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0, int64_t nc, void* out,
+                    int64_t ldo) {
+  for (int64_t r = 0; r < rows; r++) {
+    const int32_t* a = tile + r * ldt;
+    for (int64_t j = 0; j < nc; j++) {
+      const int64_t c = c0 + j;
+      if (op.outMode == IOutMode::Requantize) {
+        storeValue(op.out, out, r * ldo + c, requantOne(op, a[j], c));
+      } else if (op.outMode == IOutMode::Dequantize) {
+        static_cast<float*>(out)[r * ldo + c] = dequantOne(op, a[j], c);
+      } else if (op.out == IType::Bits) {
+        uint64_t* row = static_cast<uint64_t*>(out) + r * ldo;
+        if (signOne(op, a[j], c)) row[c >> 6] |= uint64_t{1} << (c & 63);
+      } else {
+        static_cast<int8_t*>(out)[r * ldo + c] = signOne(op, a[j], c) ? 1 : -1;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- output stages, AVX-512
+// 8 requantized values (exact, see requantOne) from 8 int32 accumulators; per-lane bias, |M0| 2^-n
+// and M0 < 0 mask.
+LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d bias, __m512d ms, __mmask8 mneg) {
+  const __m512d zero = _mm512_setzero_pd();
+  const __m512d x = _mm512_fmadd_pd(_mm512_cvtepi32_pd(acc), _mm512_set1_pd(op.up), bias);  // exact
+  const __mmask8 negative = _mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ) ^ mneg;
+  const __m512d ax = _mm512_abs_pd(x);
+  __m512d p = _mm512_mul_pd(ax, ms);
+  __asm__("" : "+v"(p));
+  const __m512d e = _mm512_fmsub_pd(ax, ms, p);
+  p = _mm512_min_pd(p, _mm512_set1_pd(0x1p40));
+  __m512d t = _mm512_add_pd(p, _mm512_set1_pd(0.5));
+  __asm__("" : "+v"(t));
+  __m512d rv = _mm512_roundscale_pd(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __mmask8 tie = _mm512_cmp_pd_mask(t, rv, _CMP_EQ_OQ) & _mm512_cmp_pd_mask(e, zero, _CMP_LT_OQ);
+  rv = _mm512_mask_sub_pd(rv, tie, rv, _mm512_set1_pd(1.0));
+  rv = _mm512_mask_sub_pd(rv, negative, zero, rv);
+  __m512d q = _mm512_add_pd(rv, _mm512_set1_pd(op.z));
+  q = _mm512_min_pd(_mm512_max_pd(q, _mm512_set1_pd(op.lo)), _mm512_set1_pd(op.hi));
+  return _mm512_cvtpd_epi32(q);
+}
+
+LOWBIT_TARGET_IRT void epilogueAvx512(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0,
+                                      int64_t nc, void* out, int64_t ldo) {
+  if (op.outMode == IOutMode::Requantize) {
+    for (int64_t j = 0; j < nc; j += 8) {
+      const int64_t valid = std::min<int64_t>(8, nc - j);
+      const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+      const int64_t c = c0 + j;
+      const __m512d bias = _mm512_maskz_loadu_pd(m, op.bias.data() + c);
+      const __m512d ms = _mm512_maskz_loadu_pd(m, op.mscale.data() + c);
+      const __mmask8 mneg = _mm512_cmpneq_epi64_mask(
+          _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(op.mneg.data() + c))), _mm512_setzero_si512()) & m;
+      for (int64_t r = 0; r < rows; r++) {
+        const __m256i qi = requant8(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), bias, ms, mneg);
+        const int64_t o = r * ldo + c;
+        if (op.out == IType::U8 || op.out == IType::S8) {
+          _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + o, m, qi);
+        } else {
+          _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + o, m, qi);
+        }
+      }
+    }
+    return;
+  }
+  if (op.outMode == IOutMode::Dequantize) {
+    for (int64_t j = 0; j < nc; j += 8) {
+      const int64_t valid = std::min<int64_t>(8, nc - j);
+      const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+      const int64_t c = c0 + j;
+      const __m512d S = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, op.S.data() + c));
+      const __m512d B = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, op.B.data() + c));
+      for (int64_t r = 0; r < rows; r++) {
+        __m512d y = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm256_maskz_loadu_epi32(m, tile + r * ldt + j)), S);
+        __asm__("" : "+v"(y));
+        y = _mm512_add_pd(y, B);
+        _mm256_mask_storeu_ps(static_cast<float*>(out) + r * ldo + c, m, _mm512_cvtpd_ps(y));
+      }
+    }
+    return;
+  }
+  // sign
+  const bool bits = op.out == IType::Bits;
+  if (bits && (c0 & 15) != 0) {
+    epilogueScalar(op, tile, ldt, rows, c0, nc, out, ldo);
+    return;
+  }
+  for (int64_t j = 0; j < nc; j += 16) {
+    const int64_t valid = std::min<int64_t>(16, nc - j);
+    const __mmask16 m = static_cast<__mmask16>((1u << valid) - 1u);
+    const int64_t c = c0 + j;
+    const __m512i L = _mm512_maskz_loadu_epi32(m, op.lower.data() + c);
+    const __m512i U = _mm512_maskz_loadu_epi32(m, op.upper.data() + c);
+    for (int64_t r = 0; r < rows; r++) {
+      const __m512i acc = _mm512_maskz_loadu_epi32(m, tile + r * ldt + j);
+      const __mmask16 on = _mm512_mask_cmpge_epi32_mask(m, acc, L) & _mm512_cmple_epi32_mask(acc, U);
+      if (bits) {
+        const uint16_t word = static_cast<uint16_t>(on);
+        std::memcpy(reinterpret_cast<uint8_t*>(static_cast<uint64_t*>(out) + r * ldo) + c / 8, &word, valid > 8 ? 2 : 1);
+      } else {
+        const __m128i v = _mm_mask_blend_epi8(on, _mm_set1_epi8(-1), _mm_set1_epi8(1));
+        _mm_mask_storeu_epi8(static_cast<int8_t*>(out) + r * ldo + c, m, v);
+      }
+    }
+  }
+}
+
+void epilogue(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0, int64_t nc, void* out, int64_t ldo) {
+  if (useAvx512()) {
+    epilogueAvx512(op, tile, ldt, rows, c0, nc, out, ldo);
+  } else {
+    epilogueScalar(op, tile, ldt, rows, c0, nc, out, ldo);
+  }
+}
+
+// ---------------------------------------------------------------- quantize (NCHW float -> NHWC ints)
+inline int32_t quantizeOne(const IntOp& op, float xf) {
+  if (op.sign) return xf >= 0 ? 1 : -1;
+  const double v = std::nearbyint(static_cast<double>(xf) / op.scale);
+  if (v != v) return 0;
+  const double q = v + op.zero;
+  return static_cast<int32_t>(q < op.qmin ? op.qmin : q > op.qmax ? op.qmax : q);
+}
+
+LOWBIT_TARGET_IRT void quantizeContiguousAvx512(const IntOp& op, const float* x, int64_t count, void* out) {
+  const __m512d s = _mm512_set1_pd(op.scale), z = _mm512_set1_pd(op.zero);
+  const __m512d lo = _mm512_set1_pd(op.qmin), hi = _mm512_set1_pd(op.qmax);
+  for (int64_t i = 0; i < count; i += 8) {
+    const int64_t valid = std::min<int64_t>(8, count - i);
+    const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+    const __m512d xv = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + i));
+    __m256i qi;
+    if (op.sign) {
+      const __mmask8 pos = _mm512_cmp_pd_mask(xv, _mm512_setzero_pd(), _CMP_GE_OQ);
+      qi = _mm256_mask_blend_epi32(pos, _mm256_set1_epi32(-1), _mm256_set1_epi32(1));
+    } else {
+      const __m512d v = _mm512_roundscale_pd(_mm512_div_pd(xv, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __mmask8 nan = _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
+      __m512d q = _mm512_min_pd(_mm512_max_pd(_mm512_add_pd(v, z), lo), hi);
+      q = _mm512_mask_blend_pd(nan, q, _mm512_setzero_pd());
+      qi = _mm512_cvtpd_epi32(q);
+    }
+    if (op.out == IType::I32) {
+      _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + i, m, qi);
+    } else {
+      _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + i, m, qi);
+    }
+  }
+}
+
+void runQuantize(const IntOp& op, const float* x, int64_t n, void* out) {
+  const int64_t C = op.C, HW = op.H * op.W, per = C * HW;
+  if (C == 1 && useAvx512()) {
+    quantizeContiguousAvx512(op, x, n * per, out);
+    return;
+  }
+  for (int64_t s = 0; s < n; s++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t i = 0; i < HW; i++) storeValue(op.out, out, s * per + i * C + c, quantizeOne(op, x[s * per + c * HW + i]));
+}
+
+// ---------------------------------------------------------------- im2col (NHWC bytes -> u8 rows)
+// Copies `len` bytes (xor `flip`), or fills `len` bytes with `fill`, with 8-byte stores that may
+// run past the end (the caller writes in increasing order and owns kSlack bytes past the buffer).
+inline void copyRun(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) {
+  for (int64_t i = 0; i < len; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, src + i, 8);
+    v ^= flip;
+    std::memcpy(dst + i, &v, 8);
+  }
+}
+
+inline void fillRun(uint8_t* dst, int64_t len, uint64_t fill) {
+  for (int64_t i = 0; i < len; i += 8) std::memcpy(dst + i, &fill, 8);
+}
+
+// Rows [p0, p1) of the patches of one sample and group: row p holds (ky, kx, c) in order, then
+// garbage up to the row's Kp bytes (it meets zero weights).
+void im2col(const IntOp& op, const uint8_t* x, int64_t group, int64_t p0, int64_t p1, uint8_t* col, int64_t Kp) {
+  const int64_t C = op.C, H = op.H, W = op.W, cg = C / op.groups;
+  const uint64_t flip = op.in == IType::S8 ? 0x8080808080808080ULL : 0;
+  const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ static_cast<uint8_t>(flip & 0xff);
+  const uint64_t fill = 0x0101010101010101ULL * padByte;
+  const bool wholeRows = op.dw == 1 && op.groups == 1;
+  const int64_t run = op.kw * cg;
+  int64_t oy = p0 / op.OW, ox = p0 % op.OW;
+  for (int64_t p = p0; p < p1; p++) {
+    uint8_t* row = col + (p - p0) * Kp;
+    const int64_t ix0 = ox * op.sw - op.pw;
+    const bool inside = ix0 >= 0 && ix0 + (op.kw - 1) * op.dw < W;
+    int64_t iy = oy * op.sh - op.ph;
+    for (int64_t ky = 0; ky < op.kh; ky++, iy += op.dh) {
+      uint8_t* dst = row + ky * run;
+      if (iy < 0 || iy >= H) {
+        fillRun(dst, run, fill);
+        continue;
+      }
+      const uint8_t* src = x + (iy * W) * C + group * cg;
+      if (inside && wholeRows) {
+        copyRun(dst, src + ix0 * C, run, flip);
+        continue;
+      }
+      for (int64_t kx = 0; kx < op.kw; kx++) {
+        const int64_t ix = ix0 + kx * op.dw;
+        if (ix < 0 || ix >= W) {
+          fillRun(dst + kx * cg, cg, fill);
+        } else {
+          copyRun(dst + kx * cg, src + ix * C, cg, flip);
+        }
+      }
+    }
+    if (++ox == op.OW) {
+      ox = 0;
+      oy++;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- direct conv (one input channel)
+// For a first layer on a one-channel image (LeNet's conv1: 1 -> 6, 5x5) im2col would copy 25 bytes
+// per output position. Instead 16 output positions sit in the 16 int32 lanes: per kernel row, the
+// input row segment is loaded once and vpermb spreads it so that lane j holds the 4 bytes
+// x[j + 4g .. j + 4g + 3] of the window (kx = 4g .. 4g + 3), and vpdpbusd multiplies them with the
+// broadcast weights w[o, ky, 4g .. 4g + 3] of each output channel. Same integers as im2col + GEMM.
+#define LOWBIT_TARGET_DIRECT \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,fma,avx2")))
+
+bool directConvAvailable() {
+  static const bool on = [] {
+    __builtin_cpu_init();
+    return useAvx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+  }();
+  return on;
+}
+
+template <int NB>
+LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
+                                          const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, uint8_t* tmp) {
+  __m512i acc[NB];
+  for (int o = 0; o < NB; o++) acc[o] = _mm512_set1_epi32(negZero * op.rowSums[ob + o]);
+  for (int64_t ky = 0; ky < op.kh; ky++) {
+    const __m512i v = _mm512_loadu_si512(pad + (oy * op.sh + ky) * PW + ox0);
+    for (int g = 0; g < g4n; g++) {
+      const __m512i a = _mm512_maskz_permutexvar_epi8(masks[g], idx[g], v);
+      const int32_t* wd = op.wdirect.data() + ((ob * op.kh + ky) * g4n + g);
+      for (int o = 0; o < NB; o++) acc[o] = _mm512_dpbusd_epi32(acc[o], a, _mm512_set1_epi32(wd[o * op.kh * g4n]));
+    }
+  }
+  for (int o = 0; o < NB; o++) {
+    const int64_t c = ob + o;
+    const __m512d bias = _mm512_set1_pd(op.bias[c]), ms = _mm512_set1_pd(op.mscale[c]);
+    const __mmask8 mneg = op.mneg[c] ? 0xff : 0;
+    const __m256i lo = requant8(op, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
+    const __m256i hi = requant8(op, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
+    _mm512_storeu_si512(tmp + 64 * o, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+  }
+}
+
+LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
+  const int64_t H = op.H, W = op.W, OC = op.OC;
+  const int64_t PW = W + 2 * op.pw + 64, PH = H + 2 * op.ph;
+  uint8_t* pad = padBuf.size() < static_cast<size_t>(PH * PW) + kSlack ? (padBuf.resize(static_cast<size_t>(PH * PW) + kSlack), padBuf.data()) : padBuf.data();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ flip;
+  const int g4n = static_cast<int>(ceilDiv(op.kw, 4));
+  __m512i idx[4];
+  __mmask64 masks[4];
+  for (int g = 0; g < g4n; g++) {
+    alignas(64) uint8_t bytes[64];
+    uint64_t mask = 0;
+    for (int j = 0; j < 16; j++) {
+      for (int t = 0; t < 4; t++) {
+        bytes[4 * j + t] = static_cast<uint8_t>(j + 4 * g + t);
+        if (4 * g + t < op.kw) mask |= uint64_t{1} << (4 * j + t);
+      }
+    }
+    idx[g] = _mm512_load_si512(bytes);
+    masks[g] = mask;
+  }
+  const int32_t negZero = -(op.zero + (flip ? 128 : 0));
+  alignas(64) uint8_t tmp[64 * 8];
+  for (int64_t smp = 0; smp < n; smp++) {
+    std::memset(pad, padByte, static_cast<size_t>(PH * PW));
+    const uint8_t* xs = x + smp * H * W;
+    for (int64_t iy = 0; iy < H; iy++) {
+      uint8_t* dst = pad + (iy + op.ph) * PW + op.pw;
+      for (int64_t ix = 0; ix < W; ix++) dst[ix] = xs[iy * W + ix] ^ flip;
+    }
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * op.OH * op.OW * OC;
+    for (int64_t oy = 0; oy < op.OH; oy++) {
+      for (int64_t ox0 = 0; ox0 < op.OW; ox0 += 16) {
+        const int64_t valid = std::min<int64_t>(16, op.OW - ox0);
+        for (int64_t ob = 0; ob < OC; ob += 8) {
+          const int nb = static_cast<int>(std::min<int64_t>(8, OC - ob));
+          switch (nb) {
+            case 1: convDirectBlock<1>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            case 2: convDirectBlock<2>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            case 3: convDirectBlock<3>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            case 4: convDirectBlock<4>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            case 5: convDirectBlock<5>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            case 6: convDirectBlock<6>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            case 7: convDirectBlock<7>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+            default: convDirectBlock<8>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+          }
+          // tmp holds channel o's 16 positions as int32 at tmp + 64 o: write NHWC bytes
+          uint8_t* dst = os + (oy * op.OW + ox0) * OC + ob;
+          for (int64_t p = 0; p < valid; p++)
+            for (int o = 0; o < nb; o++) dst[p * OC + o] = tmp[64 * o + 4 * p];
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- layers
+struct Scratch {
+  std::vector<uint8_t> act[2];
+  std::vector<uint8_t> col;
+  std::vector<int32_t> tile;
+  std::vector<uint8_t> rowU8;
+  std::vector<int8_t> rowS8;
+  std::vector<int32_t> rowI32;
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+template <class T>
+T* grow(std::vector<T>& v, size_t count) {
+  if (v.size() < count) v.resize(count);
+  return v.data();
+}
+
+int32_t negZeroOf(const IntOp& op) { return -(op.zero + (op.in == IType::S8 ? 128 : 0)); }
+
+__attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+  const int64_t cg = op.C / op.groups, og = op.OC / op.groups, P = op.OH * op.OW;
+  const int64_t Kp = ceilDiv(op.K, 4) * 4;
+  uint8_t* col = grow(s.col, static_cast<size_t>(kConvRows * Kp) + kSlack);
+  int32_t* tile = grow(s.tile, static_cast<size_t>(kConvRows * og) + 64);
+  if (op.direct) {
+    convDirect(op, x, n, out, s.col);
+    return;
+  }
+  const int64_t inPer = op.H * op.W * op.C;
+  const size_t outPer = itypeBytes(op.out, P * op.OC);
+  const int32_t negZero = negZeroOf(op);
+  for (int64_t smp = 0; smp < n; smp++) {
+    const uint8_t* xs = x + smp * inPer;
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    for (int64_t g = 0; g < op.groups; g++) {
+      const int8_t* packed = op.packed.data() + g * op.packedStride;
+      const int32_t* sums = op.rowSums.data() + g * og;
+      for (int64_t p0 = 0; p0 < P; p0 += kConvRows) {
+        const int64_t rows = std::min(kConvRows, P - p0);
+        im2col(op, xs, g, p0, p0 + rows, col, Kp);
+        gemmInt8Serial(rows, og, op.K, col, Kp, packed, sums, negZero, tile, og);
+        // element (p, c) of the sample's output is at p * OC + c; this group's channels are [g og, (g + 1) og)
+        epilogue(op, tile, og, rows, g * og, og, os + p0 * op.OC * itypeBytes(op.out, 1), op.OC);
+      }
+    }
+    (void)cg;
+  }
+}
+
+__attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+  const int64_t K = op.K, O = op.OC;
+  int32_t* tile = grow(s.tile, static_cast<size_t>(n * O) + 64);
+  if (op.in == IType::Bits) {
+    const int64_t words = ceilDiv(K, 64);
+    gemmBinarySerial(n, O, K, reinterpret_cast<const uint64_t*>(x), op.wbits.data(), op.wpanels.data(), tile, O);
+    (void)words;
+  } else {
+    const uint8_t* A = x;
+    int64_t lda = K;
+    if (op.in == IType::S8) {
+      const int64_t Kp = ceilDiv(K, 4) * 4;
+      uint8_t* col = grow(s.col, static_cast<size_t>(n * Kp) + kSlack);
+      for (int64_t r = 0; r < n; r++) copyRun(col + r * Kp, x + r * K, K, 0x8080808080808080ULL);
+      A = col;
+      lda = Kp;
+    }
+    gemmInt8Serial(n, O, K, A, lda, op.packed.data(), op.rowSums.data(), negZeroOf(op), tile, O);
+  }
+  if (op.out == IType::Bits) {
+    const int64_t wordsOut = ceilDiv(O, 64);
+    std::memset(out, 0, static_cast<size_t>(n * wordsOut) * 8);
+    epilogue(op, tile, O, n, 0, O, out, wordsOut);
+  } else {
+    epilogue(op, tile, O, n, 0, O, out, O);
+  }
+}
+
+// Max pooling of NHWC values of type T; padded cells never win (a window of padding only gives 0,
+// as the reference's -Infinity stored into an Int32Array).
+template <class T>
+void maxPoolTyped(const IntOp& op, const T* x, int64_t n, T* out, std::vector<T>& rowMax) {
+  const int64_t C = op.C, H = op.H, W = op.W, WC = W * C;
+  const bool plain = op.ph == 0 && op.pw == 0;
+  T* tmp = grow(rowMax, static_cast<size_t>(WC));
+  for (int64_t smp = 0; smp < n; smp++) {
+    const T* xs = x + smp * H * WC;
+    T* os = out + smp * op.OH * op.OW * C;
+    for (int64_t oy = 0; oy < op.OH; oy++) {
+      if (plain) {
+        // vertical max of the window's rows, then the horizontal max per output column
+        const T* r0 = xs + (oy * op.sh) * WC;
+        for (int64_t j = 0; j < WC; j++) tmp[j] = r0[j];
+        for (int64_t ky = 1; ky < op.kh; ky++) {
+          const T* r = r0 + ky * WC;
+          for (int64_t j = 0; j < WC; j++) tmp[j] = r[j] > tmp[j] ? r[j] : tmp[j];
+        }
+        for (int64_t ox = 0; ox < op.OW; ox++) {
+          T* o = os + (oy * op.OW + ox) * C;
+          const T* t0 = tmp + ox * op.sw * C;
+          for (int64_t c = 0; c < C; c++) o[c] = t0[c];
+          for (int64_t kx = 1; kx < op.kw; kx++) {
+            const T* t = t0 + kx * C;
+            for (int64_t c = 0; c < C; c++) o[c] = t[c] > o[c] ? t[c] : o[c];
+          }
+        }
+        continue;
+      }
+      for (int64_t ox = 0; ox < op.OW; ox++) {
+        for (int64_t c = 0; c < C; c++) {
+          bool any = false;
+          T best = 0;
+          for (int64_t ky = 0; ky < op.kh; ky++) {
+            const int64_t iy = oy * op.sh - op.ph + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < op.kw; kx++) {
+              const int64_t ix = ox * op.sw - op.pw + kx;
+              if (ix < 0 || ix >= W) continue;
+              const T v = xs[(iy * W + ix) * C + c];
+              if (!any || v > best) best = v;
+              any = true;
+            }
+          }
+          os[(oy * op.OW + ox) * C + c] = best;
+        }
+      }
+    }
+  }
+}
+
+void runMaxPool(const IntOp& op, const void* x, int64_t n, void* out, Scratch& s) {
+  switch (op.in) {
+    case IType::U8:
+      maxPoolTyped(op, static_cast<const uint8_t*>(x), n, static_cast<uint8_t*>(out), s.rowU8);
+      break;
+    case IType::S8:
+      maxPoolTyped(op, static_cast<const int8_t*>(x), n, static_cast<int8_t*>(out), s.rowS8);
+      break;
+    default:
+      maxPoolTyped(op, static_cast<const int32_t*>(x), n, static_cast<int32_t*>(out), s.rowI32);
+      break;
+  }
+}
+
+// round(a / b), b > 0, half to even (ops.ts divRoundHalfEven)
+inline int64_t divRoundHalfEven(int64_t a, int64_t b) {
+  int64_t q = a / b, r = a % b;
+  if (r < 0) {
+    q -= 1;
+    r += b;
+  }
+  const int64_t twice = 2 * r;
+  if (twice > b) return q + 1;
+  if (twice < b) return q;
+  return (q & 1) == 0 ? q : q + 1;
+}
+
+void runAvgPool(const IntOp& op, const void* x, int64_t n, void* out) {
+  const int64_t C = op.C, H = op.H, W = op.W;
+  const int64_t inZero = static_cast<int64_t>(op.zero) << op.fracBits;
+  const int64_t divisor = (op.kh * op.kw) << op.fracBits;
+  for (int64_t smp = 0; smp < n; smp++) {
+    const int64_t ib = smp * H * W * C, ob = smp * op.OH * op.OW * C;
+    for (int64_t oy = 0; oy < op.OH; oy++) {
+      for (int64_t ox = 0; ox < op.OW; ox++) {
+        for (int64_t c = 0; c < C; c++) {
+          int64_t sum = 0;
+          for (int64_t ky = 0; ky < op.kh; ky++) {
+            const int64_t iy = oy * op.sh - op.ph + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < op.kw; kx++) {
+              const int64_t ix = ox * op.sw - op.pw + kx;
+              if (ix < 0 || ix >= W) continue;
+              sum += loadValue(op.in, x, ib + (iy * W + ix) * C + c) - inZero;
+            }
+          }
+          storeValue(op.out, out, ob + (oy * op.OW + ox) * C + c, static_cast<int32_t>(op.zero + divRoundHalfEven(sum, divisor)));
+        }
+      }
+    }
+  }
+}
+
+void runClamp(const IntOp& op, const void* x, int64_t n, void* out) {
+  const int64_t count = n * op.H * op.W * op.C;
+  for (int64_t i = 0; i < count; i++) {
+    const double a = loadValue(op.in, x, i);
+    storeValue(op.out, out, i, static_cast<int32_t>(a < op.clo ? op.clo : a > op.chi ? op.chi : a));
+  }
+}
+
+int64_t elementsOut(const IntOp& op) { return op.OH * op.OW * op.OC; }
+
+}  // namespace
+
+void intPrepareDirectConv(IntOp* op, const int8_t* w) {
+  op->direct = false;
+  if (op->kind != IOpKind::Conv || op->groups != 1 || op->C != 1 || op->sw != 1 || op->dw != 1 || op->dh != 1 || op->kw > 16 ||
+      op->outMode != IOutMode::Requantize || (op->out != IType::U8 && op->out != IType::S8) || !directConvAvailable()) {
+    return;
+  }
+  const int64_t g4n = ceilDiv(op->kw, 4);
+  op->wdirect.assign(static_cast<size_t>(op->OC * op->kh * g4n), 0);
+  for (int64_t o = 0; o < op->OC; o++) {
+    for (int64_t ky = 0; ky < op->kh; ky++) {
+      for (int64_t kx = 0; kx < op->kw; kx++) {
+        const uint32_t byte = static_cast<uint8_t>(w[o * op->K + ky * op->kw + kx]);
+        uint32_t& word = reinterpret_cast<uint32_t&>(op->wdirect[static_cast<size_t>((o * op->kh + ky) * g4n + kx / 4)]);
+        word |= byte << (8 * (kx % 4));
+      }
+    }
+  }
+  op->direct = true;
+}
+
+size_t itypeBytes(IType t, int64_t elements) {
+  switch (t) {
+    case IType::U8:
+    case IType::S8: return static_cast<size_t>(elements);
+    case IType::Bits: return static_cast<size_t>(ceilDiv(elements, 64) * 8);
+    default: return static_cast<size_t>(elements) * 4;
+  }
+}
+
+std::string intPlanFinish(IntPlan* plan) {
+  if (plan->ops.empty() || plan->ops[0].kind != IOpKind::Quantize) return "the plan must start with a quantize op";
+  size_t maxAct = 0, maxCol = 0;
+  for (size_t i = 0; i < plan->ops.size(); i++) {
+    IntOp& op = plan->ops[i];
+    const std::string at = "op " + std::to_string(i) + ": ";
+    if (op.C <= 0 || op.H <= 0 || op.W <= 0 || op.OC <= 0 || op.OH <= 0 || op.OW <= 0) return at + "bad dimensions";
+    if (op.C * op.H * op.W > (int64_t{1} << 30) || op.OC * op.OH * op.OW > (int64_t{1} << 30)) return at + "too large";
+    if (i > 0) {
+      const IntOp& prev = plan->ops[i - 1];
+      if (prev.out != op.in) return at + "input type differs from the previous output";
+      if (prev.OC * prev.OH * prev.OW != op.C * op.H * op.W) return at + "input size differs from the previous output";
+      if (prev.out == IType::F32) return at + "float values can only be the final output";
+    }
+    const bool bytesIn = op.in == IType::U8 || op.in == IType::S8;
+    switch (op.kind) {
+      case IOpKind::Quantize:
+        if (i != 0 || op.in != IType::F32 || op.out == IType::F32 || op.out == IType::Bits) return at + "bad quantize";
+        if (op.OC != op.C || op.OH != op.H || op.OW != op.W || !(op.scale > 0)) return at + "bad quantize";
+        plan->inputSize = op.C * op.H * op.W;
+        break;
+      case IOpKind::Conv: {
+        if (!bytesIn || op.groups <= 0 || op.C % op.groups || op.OC % op.groups) return at + "bad conv";
+        if (op.kh <= 0 || op.kw <= 0 || op.sh <= 0 || op.sw <= 0 || op.dh <= 0 || op.dw <= 0 || op.ph < 0 || op.pw < 0) {
+          return at + "bad conv geometry";
+        }
+        const int64_t oh = (op.H + 2 * op.ph - op.dh * (op.kh - 1) - 1) / op.sh + 1;
+        const int64_t ow = (op.W + 2 * op.pw - op.dw * (op.kw - 1) - 1) / op.sw + 1;
+        if (oh != op.OH || ow != op.OW) return at + "conv output size";
+        if (op.K != (op.C / op.groups) * op.kh * op.kw) return at + "conv K";
+        const int64_t og = op.OC / op.groups;
+        if (op.packedStride < int8PackedBytes(og, op.K) || static_cast<int64_t>(op.packed.size()) < op.groups * op.packedStride ||
+            static_cast<int64_t>(op.rowSums.size()) < op.OC) {
+          return at + "conv weights";
+        }
+        if (op.outMode == IOutMode::Dequantize || op.out == IType::Bits) return at + "conv output stage";
+        maxCol = std::max(maxCol, static_cast<size_t>(kConvRows * ceilDiv(op.K, 4) * 4));
+        break;
+      }
+      case IOpKind::Linear:
+        if (op.H != 1 || op.W != 1 || op.OH != 1 || op.OW != 1 || op.K != op.C) return at + "bad linear";
+        if (op.in == IType::Bits) {
+          const int64_t words = ceilDiv(op.K, 64);
+          if (static_cast<int64_t>(op.wbits.size()) < op.OC * words) return at + "linear bit weights";
+          if (binaryUsesPanels() && static_cast<int64_t>(op.wpanels.size()) < binaryPanelWords(op.OC, op.K)) return at + "linear bit panels";
+        } else {
+          if (!bytesIn) return at + "linear input type";
+          if (static_cast<int64_t>(op.packed.size()) < int8PackedBytes(op.OC, op.K) || static_cast<int64_t>(op.rowSums.size()) < op.OC) {
+            return at + "linear weights";
+          }
+          maxCol = std::max(maxCol, static_cast<size_t>(ceilDiv(op.K, 4) * 4));
+        }
+        if ((op.outMode == IOutMode::Dequantize) != (op.out == IType::F32)) return at + "dequantize writes float32";
+        if (op.out == IType::Bits && op.outMode != IOutMode::Sign) return at + "bits come from a sign stage";
+        break;
+      case IOpKind::MaxPool:
+      case IOpKind::AvgPool: {
+        if (op.in == IType::Bits || op.in == IType::F32 || op.OC != op.C) return at + "bad pooling";
+        if (op.kind == IOpKind::MaxPool && op.out != op.in) return at + "max pooling keeps the type";
+        if (op.kind == IOpKind::AvgPool && (op.out != IType::I32 || op.fracBits < 0 || op.fracBits > 24)) return at + "bad average pooling";
+        if (op.kh <= 0 || op.kw <= 0 || op.sh <= 0 || op.sw <= 0 || op.ph < 0 || op.pw < 0) return at + "bad pooling geometry";
+        const int64_t oh = (op.H + 2 * op.ph - op.kh) / op.sh + 1, ow = (op.W + 2 * op.pw - op.kw) / op.sw + 1;
+        if (oh != op.OH || ow != op.OW) return at + "pooling output size";
+        break;
+      }
+      case IOpKind::Clamp:
+        if (op.in == IType::Bits || op.in == IType::F32 || op.out == IType::Bits || op.out == IType::F32) return at + "bad clamp";
+        if (op.OC != op.C || op.OH != op.H || op.OW != op.W) return at + "bad clamp";
+        break;
+    }
+    if (op.kind == IOpKind::Conv || op.kind == IOpKind::Linear) {
+      const size_t O = static_cast<size_t>(op.OC);
+      if (op.outMode == IOutMode::Requantize) {
+        if (op.mscale.size() < O || op.bias.size() < O || op.mneg.size() < O + 8) return at + "requantize tensors";
+        if (op.out != IType::U8 && op.out != IType::S8 && op.out != IType::I32) return at + "requantize output type";
+        if (op.lo > op.hi || (op.out == IType::U8 && (op.lo < 0 || op.hi > 255)) ||
+            (op.out == IType::S8 && (op.lo < -128 || op.hi > 127))) {
+          return at + "requantize range";
+        }
+      } else if (op.outMode == IOutMode::Sign) {
+        if (op.lower.size() < O || op.upper.size() < O || (op.out != IType::S8 && op.out != IType::Bits)) return at + "sign stage";
+      } else if (op.S.size() < O || op.B.size() < O) {
+        return at + "dequantize tensors";
+      }
+    }
+    maxAct = std::max(maxAct, itypeBytes(op.out, elementsOut(op)));
+  }
+  const IntOp& last = plan->ops.back();
+  if (last.out != IType::F32) return "the plan must end in a dequantizing layer";
+  plan->outputSize = elementsOut(last);
+  plan->maxActBytes = maxAct;
+  plan->maxColBytes = maxCol;
+  return "";
+}
+
+void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
+  if (n <= 0) return;
+  const int threads = poolThreads();
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, ceilDiv(n, 4 * static_cast<int64_t>(threads))));
+  const int64_t chunks = ceilDiv(n, chunk);
+  parallelFor(chunks, 1e12, [&](int64_t begin, int64_t end) {
+    Scratch& s = scratch();
+    const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kSlack;
+    uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
+    for (int64_t ci = begin; ci < end; ci++) {
+      const int64_t s0 = ci * chunk, m = std::min(chunk, n - s0);
+      const void* cur = x + s0 * plan.inputSize;
+      int which = 0;
+      for (size_t i = 0; i < plan.ops.size(); i++) {
+        const IntOp& op = plan.ops[i];
+        void* dst = i + 1 == plan.ops.size() ? static_cast<void*>(out + s0 * plan.outputSize) : buf[which];
+        switch (op.kind) {
+          case IOpKind::Quantize: runQuantize(op, static_cast<const float*>(cur), m, dst); break;
+          case IOpKind::Conv: runConv(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
+          case IOpKind::Linear: runLinear(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
+          case IOpKind::MaxPool: runMaxPool(op, cur, m, dst, s); break;
+          case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;
+          case IOpKind::Clamp: runClamp(op, cur, m, dst); break;
+        }
+        cur = dst;
+        which ^= 1;
+      }
+    }
+  });
+}
+
+}  // namespace lowbit

@@ -1,0 +1,89 @@
+// Native executor of an IntModel (src/runtime/intmodel.ts): the whole integer forward pass in one
+// call, bit-identical to the TypeScript reference executor.
+//
+// The plan is a chain of ops compiled by the TS side (src/runtime/native-plan.ts). Activations
+// between ops live in NHWC order (per sample: [H, W, C], or [F] after a flatten), as u8 / s8 bytes,
+// int32, packed sign bits (rows of ceil(F / 64) words, bit 1 = +1) or float32 (the logits).
+// A batch is split into chunks of samples, one pool task per chunk, and each task runs the whole
+// chain on its chunk with per-thread scratch buffers (no allocation once they have grown).
+//
+// Arithmetic (the same as the TS reference, see intmodel.ts):
+//   quantize:   q = clamp(roundHalfEven(x / s) + z, qmin, qmax) (double division), or ±1 (x >= 0)
+//   conv/linear: acc[c] = sum_k (x_k - z_x) w[c, k] (int32), im2col with padding = z_x
+//   requantize: clamp(round((acc 2^k + bias[c]) M0[c] 2^-n[c]) + z, lo, hi), one rounding of the
+//               exact product, half away from zero
+//   sign:       +1 if d[c] acc >= t[c] else -1
+//   dequantize: y = float(double(acc) S[c] + double(B[c]))
+//   max / average pooling and clamps as ops.ts.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lowbit {
+
+enum class IType : int32_t { U8 = 0, S8 = 1, I32 = 2, Bits = 3, F32 = 4 };
+enum class IOpKind : int32_t { Quantize = 0, Conv = 1, Linear = 2, MaxPool = 3, AvgPool = 4, Clamp = 5 };
+enum class IOutMode : int32_t { Requantize = 0, Sign = 1, Dequantize = 2 };
+
+struct IntOp {
+  IOpKind kind = IOpKind::Quantize;
+  IType in = IType::F32, out = IType::F32;
+  // Per-sample input [H, W, C] and output [OH, OW, OC] (a flat vector is H = W = 1).
+  int64_t C = 0, H = 0, W = 0, OC = 0, OH = 0, OW = 0;
+  // Window geometry (conv, pooling).
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
+  // quantize
+  double scale = 1;
+  bool sign = false;
+  int32_t qmin = 0, qmax = 0;
+  // layer input zero point (0 for sign / bits inputs); pooling zero point; quantize zero point
+  int32_t zero = 0;
+  // layer: K per group (conv: (C / groups) kh kw, in (ky, kx, c) order), packed weights per group
+  int64_t K = 0, packedStride = 0;
+  std::vector<int8_t> packed;
+  std::vector<int32_t> rowSums;
+  std::vector<uint64_t> wbits, wpanels;  // binary weights with a bits input
+  // direct one-input-channel conv (intPrepareDirectConv): weights as 32-bit words [o][ky][kx / 4]
+  bool direct = false;
+  std::vector<int32_t> wdirect;
+  IOutMode outMode = IOutMode::Requantize;
+  // requantize: |M0| 2^-n as a double (exact), sign of M0, bias, 2^k; output zero point and range
+  std::vector<double> mscale, bias;
+  std::vector<uint8_t> mneg;
+  double up = 1;
+  int32_t z = 0, lo = 0, hi = 0;
+  // sign: bit = lower[c] <= acc <= upper[c]
+  std::vector<int32_t> lower, upper;
+  // dequantize
+  std::vector<float> S, B;
+  // average pooling
+  int32_t fracBits = 0;
+  // clamp (doubles: +-inf allowed)
+  double clo = 0, chi = 0;
+};
+
+struct IntPlan {
+  std::vector<IntOp> ops;
+  int64_t inputSize = 0;   // floats per sample
+  int64_t outputSize = 0;  // floats per sample
+  size_t maxActBytes = 0;  // largest activation per sample, bytes
+  size_t maxColBytes = 0;  // largest im2col per sample and group, bytes
+  size_t maxTile = 0;      // largest GEMM tile, int32 elements per sample
+};
+
+// Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
+// (O, kh, kw) int8 weight. Call after the op's fields are set.
+void intPrepareDirectConv(IntOp* op, const int8_t* w);
+
+// Bytes per sample of a value of type t with `elements` values.
+size_t itypeBytes(IType t, int64_t elements);
+
+// Checks the chain (types, dimensions, tensor sizes) and fills the plan's buffer sizes; returns an
+// error message or "" when the plan is valid.
+std::string intPlanFinish(IntPlan* plan);
+
+// Runs `n` samples: x (n, inputSize) float32 NCHW per sample -> out (n, outputSize).
+void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out);
+
+}  // namespace lowbit

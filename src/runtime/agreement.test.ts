@@ -1,0 +1,60 @@
+/**
+ * The integer runtime against the fake-quant simulation on a really trained model (LeNet-5 W8A8,
+ * QAT on 3072 MNIST images) and real test images: the acceptance bound of DESIGN.md "Integer
+ * runtime" — same argmax, logits at most 1 output LSB apart — plus the float64 simulation's
+ * exactness (every hidden integer equal). The whole test set is measured by the bench section
+ * `int-agreement`.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { DATASET_STATS, loadDataset, type Dataset } from '../data/index.ts';
+import { normalizeInPlace } from '../data/dataset.ts';
+import { lenet5 } from '../nn/index.ts';
+import { Adam } from '../optim/index.ts';
+import { crossEntropy, manualSeed, Tensor } from '../tensor/index.ts';
+import { prepareQat } from '../quant/qat/index.ts';
+import { qconfigFor } from '../quant/config/qconfig.ts';
+import { compareWithFakeQuant, convert } from './index.ts';
+
+function batchOf(ds: Dataset, from: number, n: number): { x: Tensor; y: Tensor } {
+  const per = 784;
+  const images = ds.images.slice(from * per, (from + n) * per);
+  normalizeInPlace(images, [1, 28, 28], DATASET_STATS.mnist);
+  return { x: new Tensor(images, [n, 1, 28, 28]), y: new Tensor(Int32Array.from(ds.labels.subarray(from, from + n)), [n]) };
+}
+
+describe('IntModel vs fake-quant simulation on a trained LeNet-5', () => {
+  it('W8A8 after QAT on MNIST: same argmax, logits within 1 LSB, hidden integers identical', () => {
+    manualSeed(1);
+    const model = lenet5();
+    prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
+    model.train();
+    const opt = new Adam(model.parameters(), { lr: 2e-3 });
+    const train = loadDataset('mnist', 'train');
+    for (let step = 0; step < 48; step++) {
+      const { x, y } = batchOf(train, step * 64, 64);
+      const loss = crossEntropy(model.forward(x), y);
+      opt.zeroGrad();
+      loss.backward();
+      opt.step();
+    }
+    model.eval();
+    const test = batchOf(loadDataset('mnist', 'test'), 0, 256);
+    const im = convert(model, { inputShape: [1, 28, 28] });
+    const logits = im.run(test.x);
+    let correct = 0;
+    for (let i = 0; i < 256; i++) {
+      let best = 0;
+      for (let c = 1; c < 10; c++) if (logits[i * 10 + c]! > logits[i * 10 + best]!) best = c;
+      if (best === test.y.data[i]) correct++;
+    }
+    assert.ok(correct / 256 > 0.8, `the model is trained: ${correct}/256 correct`);
+    const r = compareWithFakeQuant(model, im, test.x);
+    assert.ok(r.argmaxAgreement >= 0.999, `argmax agreement with the float32 forward ${r.argmaxAgreement}`);
+    assert.equal(r.argmaxAgreementFloat64, 1);
+    assert.ok(r.maxLogitLsb <= 1, `logits ${r.maxLogitLsb} LSB from the float64 simulation`);
+    assert.equal(r.logitWithin1Lsb, 1);
+    for (const [layer, d] of Object.entries(r.layerMaxDiff)) assert.equal(d, 0, `layer ${layer} input differs from the float64 simulation by ${d}`);
+    assert.deepEqual(Object.keys(r.layerMaxDiff), ['conv1', 'conv2', 'fc1', 'fc2', 'fc3']);
+  });
+});
