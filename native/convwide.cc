@@ -424,7 +424,10 @@ static void convChannelsForward(const ConvGeom& g, const Layout& l, const float*
 }
 
 bool convWideSupported(const ConvGeom& g) {
-  return activeIsa() == Isa::Avx512 && g.sh == 1 && g.sw == 1 && g.O / g.groups <= 64;
+  // Every row block re-reads the sample's padded input: keep it within L2 (512 KB per group),
+  // else im2col + the packed SGEMM does better.
+  const int64_t padded = (g.C / g.groups) * (g.H + 2 * g.ph) * (g.W + 2 * g.pw);
+  return activeIsa() == Isa::Avx512 && g.sh == 1 && g.sw == 1 && g.O / g.groups <= 64 && padded <= (int64_t{1} << 17);
 }
 
 void convWideForward(const ConvGeom& g, const float* x, const float* w, const ConvEpilogue& e, float* y) {

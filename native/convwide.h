@@ -23,7 +23,8 @@ struct ConvEpilogue {
   int64_t pkh = 0, pkw = 0, psh = 1, psw = 1;
 };
 
-// True when the wide kernels handle g (AVX-512, stride 1, at most 64 output channels per group).
+// True when the wide kernels handle g (AVX-512, stride 1, at most 64 output channels per group,
+// a padded input of at most 128 K floats per sample and group).
 bool convWideSupported(const ConvGeom& g);
 
 // y = epilogue(conv2d(x, w)); requires convWideSupported(g).
