@@ -2,6 +2,13 @@
 // shapes arrive as plain numbers and are checked against the buffer lengths before any access.
 #include <napi.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
+
 #include <cstdint>
 #include <cmath>
 #include <cstring>
@@ -190,6 +197,32 @@ Napi::Value Conv(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dFused(x, w, bias, y, geom, epilogue): y = maxPool(relu(conv2d(x, w) + bias)); bias may be
+// null; epilogue: Int32Array [relu 0/1, pool kh, pool kw, pool sh, pool sw] (pool kh 0 = no pooling).
+Napi::Value ConvFused(const Napi::CallbackInfo& info) {
+  F32 x, w, bias, y;
+  lowbit::ConvGeom g;
+  int64_t epi[5];
+  const bool hasBias = info.Length() > 2 && !info[2].IsNull();
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || (hasBias && !argF32(info, 2, &bias)) || !argF32(info, 3, &y) ||
+      !argConvGeom(info, 4, &g) || !argInts(info, 5, epi, 5)) {
+    return info.Env().Undefined();
+  }
+  const bool pool = epi[1] != 0;
+  if (epi[1] < 0 || epi[2] < 0 || (pool && (epi[2] <= 0 || epi[3] <= 0 || epi[4] <= 0 || epi[1] > g.OH || epi[2] > g.OW))) {
+    fail(info.Env(), "bad conv2dFused pooling window");
+    return info.Env().Undefined();
+  }
+  const int64_t PH = pool ? (g.OH - epi[1]) / epi[3] + 1 : g.OH, PW = pool ? (g.OW - epi[2]) / epi[4] + 1 : g.OW;
+  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * PH * PW;
+  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  if (!checkSizes(info, {{&x, xSize}, {&w, wSize}, {&y, ySize}})) return info.Env().Undefined();
+  if (hasBias && !checkSizes(info, {{&bias, g.O}})) return info.Env().Undefined();
+  lowbit::conv2dFused(g, x.data, w.data, hasBias ? bias.data : nullptr, epi[0] != 0, pool ? epi[1] : 0, epi[2], epi[3],
+                      epi[4], y.data);
+  return info.Env().Undefined();
+}
+
 // ---------------------------------------------------------------- pooling
 // geom: Int32Array [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw]
 bool argPoolGeom(const Napi::CallbackInfo& info, size_t i, lowbit::PoolGeom* g) {
@@ -262,7 +295,7 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   const int64_t* dims = layout;
   const int64_t *as = layout + 3, *bs = layout + 6;
   int64_t aLast = 0, bLast = 0;
-  bool ok = op >= 0 && op <= static_cast<int64_t>(lowbit::BinaryOp::Equal);
+  bool ok = op >= 0 && op <= static_cast<int64_t>(lowbit::BinaryOp::ReluBackward);
   for (int d = 0; d < 3; d++) {
     ok = ok && dims[d] > 0 && as[d] >= 0 && bs[d] >= 0;
     aLast += (dims[d] - 1) * as[d];
@@ -968,7 +1001,22 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
 }
 // ================================================================ end of integer kernels
 
+// Tensors are JS ArrayBuffers that glibc malloc serves; by default it maps every buffer above a
+// (dynamic) threshold freshly and returns freed heap tops to the OS, so each new activation of a
+// training step costs page faults and kernel page zeroing. Keeping up to 64 MB of freed heap
+// (and serving buffers below 32 MB from it) removes that; LOWBIT_MALLOC_TUNING=0 leaves glibc's
+// defaults alone.
+void tuneMalloc() {
+#if defined(__GLIBC__)
+  const char* flag = std::getenv("LOWBIT_MALLOC_TUNING");
+  if (flag != nullptr && std::strcmp(flag, "0") == 0) return;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  tuneMalloc();
   initIntKernels(env, exports);  // integer kernels (block above)
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
@@ -987,6 +1035,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv<ConvKind::Forward>));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv<ConvKind::BackwardWeight>));
+  exports.Set("conv2dFused", Napi::Function::New(env, ConvFused));
   exports.Set("maxPool2d", Napi::Function::New(env, Pool<PoolKind::Max>));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, Pool<PoolKind::MaxBackward>));
   exports.Set("maxPool2dGather", Napi::Function::New(env, Pool<PoolKind::MaxGather>));

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "convwide.h"
 #include "cpu.h"
 #include "gemm.h"
 #include "threadpool.h"
@@ -179,6 +180,7 @@ void convForwardImplicit(const ConvGeom& g, const float* x, const float* w, floa
 }  // namespace
 
 void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) {
+  if (convWideSupported(g) && !isPointwise(g)) return convWideForward(g, x, w, ConvEpilogue{}, y);
   if (useImplicit(g)) return convForwardImplicit(g, x, w, y);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   forEachSample(g, convFlops(g), [&](int64_t n, bool parallel) {
@@ -203,13 +205,14 @@ void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) 
 }
 
 void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (convWideSupported(g) && !isPointwise(g)) return convWideBackwardInput(g, dy, w, dx);
   // Stride 1: dx is the forward convolution of dy, padded by d*(k-1) - p, with the flipped and
   // transposed weights -- the implicit (column-free) path when its padding is non-negative.
   const int64_t padH = g.dh * (g.KH - 1) - g.ph, padW = g.dw * (g.KW - 1) - g.pw;
   if (g.sh == 1 && g.sw == 1 && padH >= 0 && padW >= 0) {
     const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups;
     ConvGeom t{g.N, g.O, g.OH, g.OW, g.C, g.KH, g.KW, g.H, g.W, 1, 1, padH, padW, g.dh, g.dw, g.groups};
-    if (useImplicit(t)) {
+    if (convWideSupported(t) || useImplicit(t)) {
       std::vector<float> wt(static_cast<size_t>(g.C * Og * g.KH * g.KW));
       for (int64_t gr = 0; gr < g.groups; gr++)
         for (int64_t ci = 0; ci < Cg; ci++)
@@ -219,6 +222,7 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
                 wt[(((gr * Cg + ci) * Og + o) * g.KH + kh) * g.KW + kw] =
                     w[(((gr * Og + o) * Cg + ci) * g.KH + (g.KH - 1 - kh)) * g.KW + (g.KW - 1 - kw)];
               }
+      if (convWideSupported(t)) return convWideForward(t, dy, wt.data(), ConvEpilogue{}, dx);
       return convForwardImplicit(t, dy, wt.data(), dx);
     }
   }
@@ -248,6 +252,7 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
 }
 
 void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (convWideSupported(g) && !isPointwise(g)) return convWideBackwardWeight(g, x, dy, dw);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   const int64_t weightSize = g.O * R;
   // Each task sums its samples into its own copy of dw (task 0 into dw itself); then they add up.
@@ -304,6 +309,25 @@ void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, fl
     const float* part = partials.data() + (t - 1) * weightSize;
     for (int64_t i = 0; i < weightSize; i++) dw[i] += part[i];
   }
+}
+
+void conv2dFused(const ConvGeom& g, const float* x, const float* w, const float* bias, bool relu, int64_t pkh,
+                 int64_t pkw, int64_t psh, int64_t psw, float* y) {
+  ConvEpilogue e;
+  e.bias = bias;
+  e.relu = relu;
+  e.pkh = pkh, e.pkw = pkw, e.psh = psh, e.psw = psw;
+  if (convWideSupported(g) && !isPointwise(g)) return convWideForward(g, x, w, e, y);
+  // Other geometries: the plain convolution into a temporary, then the epilogue per plane.
+  const int64_t P = outPixels(g);
+  const int64_t PH = pkh == 0 ? g.OH : (g.OH - pkh) / psh + 1, PW = pkh == 0 ? g.OW : (g.OW - pkw) / psw + 1;
+  std::vector<float> conv(static_cast<size_t>(g.N * g.O * P));
+  conv2dForward(g, x, w, conv.data());
+  parallelFor(g.N * g.O, static_cast<double>(g.N * g.O * P), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+      convEpiloguePlane(e, g.OH, g.OW, conv.data() + p * P, g.OW, bias != nullptr ? bias[p % g.O] : 0.f, y + p * PH * PW);
+    }
+  });
 }
 
 }  // namespace lowbit

@@ -18,8 +18,10 @@ const char* isaName(Isa isa);
 // Names of the relevant features the CPU reports (avx2, fma, avx512f, ...).
 std::vector<std::string> cpuFeatures();
 
-// Measured fp32 FMA throughput of the active ISA on `threads` threads (GFLOP/s), from a loop of
-// independent FMA chains running for about `seconds`.
+// Measured fp32 FMA throughput of the active ISA on `threads` threads (GFLOP/s): the best of 5
+// runs of a loop of independent FMA chains (about `seconds` in all), each run with one loop per
+// pool thread started together and counted only when the loops overlapped (same method for any
+// thread count).
 double fmaPeakGflops(int threads, double seconds);
 
 }  // namespace lowbit

@@ -80,6 +80,7 @@ void binary(BinaryOp op, const float* a, const int64_t as[3], const float* b, co
     case BinaryOp::GreaterEqual:
       return binaryLoop(a, as, b, bs, out, d, [](float u, float v) { return u >= v ? 1.f : 0.f; });
     case BinaryOp::Equal: return binaryLoop(a, as, b, bs, out, d, [](float u, float v) { return u == v ? 1.f : 0.f; });
+    case BinaryOp::ReluBackward: return binaryLoop(a, as, b, bs, out, d, [](float u, float v) { return v > 0.f ? u : 0.f; });
   }
 }
 

@@ -5,7 +5,8 @@
 namespace lowbit {
 
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Relu, Sigmoid, Tanh, Abs };
-enum class BinaryOp { Add, Sub, Mul, Div, Maximum, Minimum, Greater, GreaterEqual, Equal };
+// ReluBackward: a where b > 0, else 0 (the gradient a routed through a ReLU whose input or output is b).
+enum class BinaryOp { Add, Sub, Mul, Div, Maximum, Minimum, Greater, GreaterEqual, Equal, ReluBackward };
 
 // y (n) = op(x (n))
 void unary(UnaryOp op, const float* x, float* y, int64_t n);

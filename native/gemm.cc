@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "cpu.h"
 #include "threadpool.h"
@@ -193,7 +194,7 @@ struct Scratch {
   }
   ~Scratch() { std::free(data); }
 };
-thread_local Scratch tPackA, tPackB;
+thread_local Scratch tPackA, tPackB, tPackB2;
 
 // ---------------------------------------------------------------- AVX-512 packing
 // In-register transpose of a 16 x 16 float block: r[i] lane j  ->  r[j] lane i.
@@ -438,44 +439,65 @@ void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
   }, &ctx);
 }
 
-// Shared-panel parallel SGEMM for large products: per (jc, pc) block, one job packs the B block
-// (NR panels split between tasks) into one shared buffer, and a second job computes C row blocks
-// (a few MR panels per task, each task packing its own rows of A). Tasks are claimed dynamically
-// and never wait for each other, so a descheduled worker only costs the task it holds.
+// Shared-panel parallel SGEMM for large products. The (jc, pc) blocks of B are packed into two
+// shared buffers in turn: one job packs the first block, then each job computes C row blocks
+// against the current block (a few MR panels per task, each task packing its own rows of A)
+// while its first tasks pack the next block into the other buffer -- one job per block, packing
+// overlapped with compute. Tasks are claimed dynamically and never wait for each other, so a
+// descheduled worker only costs the task it holds; small row tasks keep the tail short.
 void sgemmShared(const GemmArgs& g, int threads) {
   const Blocking& bl = blocking();
-  float* bufB = tPackB.get(packBSize(bl, g.N));  // the caller's buffer, shared with the tasks
+  // The caller's buffers, shared with the tasks.
+  float* bufs[2] = {tPackB.get(packBSize(bl, g.N)), tPackB2.get(packBSize(bl, g.N))};
   const int64_t panelsM = ceilDiv(g.M, bl.MR);
-  // ~4 row tasks per thread (at most MC rows each): dynamic claiming then balances a loaded machine.
-  const int64_t perTask = std::max<int64_t>(1, std::min(bl.MC / bl.MR, ceilDiv(panelsM, 4 * threads)));
+  // ~8 row tasks per thread (at most MC rows each): dynamic claiming then balances the threads.
+  const int64_t perTask = std::max<int64_t>(1, std::min(bl.MC / bl.MR, ceilDiv(panelsM, 8 * threads)));
   const int rowTasks = static_cast<int>(ceilDiv(panelsM, perTask));
+  struct Block {
+    int64_t jc, nc, pc, kc, panelsB;
+    float* buf;
+  };
+  std::vector<Block> blocks;
+  int which = 0;
+  for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
+    const int64_t nc = std::min(bl.NC, g.N - jc);
+    for (int64_t pc = 0; pc < g.K; pc += bl.KC) {
+      blocks.push_back(Block{jc, nc, pc, std::min(bl.KC, g.K - pc), ceilDiv(nc, bl.NR), bufs[which]});
+      which ^= 1;
+    }
+  }
   struct Ctx {
     const GemmArgs* g;
     const Blocking* bl;
-    float* bufB;
-    int64_t jc, nc, pc, kc, panelsM, panelsB;
-  } ctx{&g, &bl, bufB, 0, 0, 0, 0, panelsM, 0};
-  for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
-    const int64_t nc = std::min(bl.NC, g.N - jc);
-    const int64_t panelsB = ceilDiv(nc, bl.NR);
-    for (int64_t pc = 0; pc < g.K; pc += bl.KC) {
-      ctx.jc = jc;
-      ctx.nc = nc;
-      ctx.pc = pc;
-      ctx.kc = std::min(bl.KC, g.K - pc);
-      ctx.panelsB = panelsB;
-      poolRun(static_cast<int>(std::min<int64_t>(panelsB, 2 * threads)), [](void* raw, int t, int nt) {
-        const Ctx& c = *static_cast<Ctx*>(raw);
-        packB(*c.g, c.pc, c.jc, c.kc, c.nc, c.bl->NR, c.panelsB * t / nt, c.panelsB * (t + 1) / nt, c.bufB);
-      }, &ctx);
-      poolRun(rowTasks, [](void* raw, int t, int nt) {
-        const Ctx& c = *static_cast<Ctx*>(raw);
-        const int64_t i0 = c.panelsM * t / nt * c.bl->MR, i1 = std::min(c.g->M, c.panelsM * (t + 1) / nt * c.bl->MR);
-        if (i0 >= i1) return;
-        float* bufA = tPackA.get(packASize(*c.bl, i1 - i0));
-        multiplyRows(*c.g, *c.bl, i0, i1, c.jc, c.nc, c.pc, c.kc, c.bufB, bufA);
-      }, &ctx);
+    const Block* cur;   // computed by the row tasks (null in the first job)
+    const Block* next;  // packed by the first packTasks tasks (null when none is left)
+    int packTasks, rowTasks;
+    int64_t panelsM;
+  } ctx{&g, &bl, nullptr, nullptr, 0, rowTasks, panelsM};
+  const auto packTasksFor = [&](const Block& b) { return static_cast<int>(std::min<int64_t>(b.panelsB, 2 * threads)); };
+  const TaskFn fn = [](void* raw, int t, int) {
+    const Ctx& c = *static_cast<Ctx*>(raw);
+    if (t < c.packTasks) {
+      const Block& b = *c.next;
+      packB(*c.g, b.pc, b.jc, b.kc, b.nc, c.bl->NR, b.panelsB * t / c.packTasks, b.panelsB * (t + 1) / c.packTasks, b.buf);
+      return;
     }
+    const int r = t - c.packTasks;
+    const Block& b = *c.cur;
+    const int64_t i0 = c.panelsM * r / c.rowTasks * c.bl->MR;
+    const int64_t i1 = std::min(c.g->M, c.panelsM * (r + 1) / c.rowTasks * c.bl->MR);
+    if (i0 >= i1) return;
+    float* bufA = tPackA.get(packASize(*c.bl, i1 - i0));
+    multiplyRows(*c.g, *c.bl, i0, i1, b.jc, b.nc, b.pc, b.kc, b.buf, bufA);
+  };
+  ctx.next = &blocks[0];
+  ctx.packTasks = packTasksFor(blocks[0]);
+  poolRun(ctx.packTasks, fn, &ctx);
+  for (size_t i = 0; i < blocks.size(); i++) {
+    ctx.cur = &blocks[i];
+    ctx.next = i + 1 < blocks.size() ? &blocks[i + 1] : nullptr;
+    ctx.packTasks = ctx.next != nullptr ? packTasksFor(*ctx.next) : 0;
+    poolRun(ctx.packTasks + rowTasks, fn, &ctx);
   }
 }
 

@@ -126,6 +126,17 @@ const CASES: Record<PrimitiveName, Case[]> = {
     f: (x, dy) => o.apply('conv2dBackwardWeight', [x!, dy!], { ...conv([1, 1], [1, 0], [2, 1], 1), weightShape: [3, 2, 2, 3] }),
     inputs: () => [r([2, 2, 6, 5]), r([2, 3, 6, 3])],
   }],
+  reluBackward: [{
+    name: 'linear in g, mask from y',
+    f: (g, y) => o.apply('reluBackward', [g!, y!.detach()], {}),
+    inputs: () => [r([3, 4]), away([3, 4])],
+  }],
+  conv2dFused: [
+    { name: 'bias + relu + 2x2 max pool', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { padding: 1, relu: true, pool: { kernel: 2 } }), inputs: () => [r([2, 2, 5, 6]), r([3, 2, 3, 3]), r([3])] },
+    { name: 'bias only, stride 2 dilation 2 groups 2', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { stride: 2, padding: 1, dilation: 2, groups: 2 }), inputs: () => [r([1, 4, 9, 7]), r([6, 2, 3, 2]), r([6])] },
+    { name: 'bias + relu, no pool (mask from the output)', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { padding: [0, 1], relu: true }), inputs: () => [r([2, 3, 4, 5]), r([2, 3, 2, 3]), r([2])] },
+    { name: 'relu + 3x2 pool stride 1x2', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { relu: true, pool: { kernel: [3, 2], stride: [1, 2] } }), inputs: () => [r([2, 1, 7, 6]), r([2, 1, 2, 2]), r([2])] },
+  ],
   maxPool2d: [
     { name: '2x2 stride 2', f: (x) => o.maxPool2d(x, 2), inputs: () => [r([2, 3, 6, 6])] },
     { name: '3x3 stride 2 pad 1 odd', f: (x) => o.maxPool2d(x, 3, { stride: 2, padding: 1 }), inputs: () => [r([1, 2, 7, 5])] },

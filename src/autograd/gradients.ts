@@ -46,7 +46,9 @@ const RULES: RuleTable = {
   sqrt: (g, _i, out) => [o.div(g, o.mul(out, 2))],
   abs: (g, [x]) => [o.mul(g, o.sign(x!))],
   sign: 'nondifferentiable',
-  relu: (g, [x]) => [o.mul(g, o.greater(x!, 0))],
+  relu: (g, [x]) => [o.apply('reluBackward', [g, x!], {})],
+  // Linear in g; the mask is piecewise constant in y (zero gradient a.e.).
+  reluBackward: (g, [, y]) => [o.apply('reluBackward', [g, y!], {}), null],
   sigmoid: (g, _i, out) => [o.mul(g, o.mul(out, o.sub(1, out)))],
   tanh: (g, _i, out) => [o.mul(g, o.sub(1, o.mul(out, out)))],
   erf: (g, [x]) => [o.mul(g, o.mul(o.exp(o.neg(o.mul(x!, x!))), TWO_OVER_SQRT_PI))],
@@ -138,6 +140,26 @@ const RULES: RuleTable = {
     () => o.apply('conv2dBackwardInput', [dy!, g], { ...geometry(attrs), inputShape: x!.shape }),
     () => o.apply('conv2d', [x!, g], geometry(attrs)),
   ],
+  // y = pool(act(z)), z = conv2d(x, w) + bias: route g back through the pooling (recomputing
+  // act(z) for its argmax) and the ReLU mask (z > 0 iff act(z) > 0), then the conv2d and bias rules.
+  // Without pooling the output itself is act(z): nothing is recomputed.
+  conv2dFused: (g, [x, w, bias], out, attrs) => {
+    const geo = geometry(attrs);
+    let gz = g;
+    if (attrs.pool) {
+      const z = o.add(o.apply('conv2d', [x!, w!], geo), o.reshape(bias!, [1, bias!.shape[0]!, 1, 1]));
+      const act = attrs.relu ? o.relu(z) : z;
+      gz = o.apply('maxPool2dBackward', [g, act], attrs.pool);
+      if (attrs.relu) gz = o.apply('reluBackward', [gz, act], {});
+    } else if (attrs.relu) {
+      gz = o.apply('reluBackward', [g, out], {});
+    }
+    return [
+      () => o.apply('conv2dBackwardInput', [gz, w!], { ...geo, inputShape: x!.shape }),
+      () => o.apply('conv2dBackwardWeight', [x!, gz], { ...geo, weightShape: w!.shape }),
+      () => o.sum(gz, [0, 2, 3]),
+    ];
+  },
 
   maxPool2d: (g, [x], _out, attrs) => [o.apply('maxPool2dBackward', [g, x!], attrs)],
   // Linear in dy (x only selects positions, zero gradient a.e.).

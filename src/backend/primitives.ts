@@ -66,6 +66,8 @@ export interface PrimitiveAttrs {
   pow: NoAttrs;
   maximum: NoAttrs;
   minimum: NoAttrs;
+  /** (g, y) -> g where y > 0, else 0: a gradient routed back through a ReLU (y its input or output). */
+  reluBackward: NoAttrs;
   // ---- comparisons (a, b) -> 0/1 in a's dtype, broadcast; no gradient
   greater: NoAttrs;
   greaterEqual: NoAttrs;
@@ -104,6 +106,12 @@ export interface PrimitiveAttrs {
   conv2dBackwardInput: Conv2dAttrs & { readonly inputShape: readonly number[] };
   /** (x, dy) -> dw with shape weightShape: the adjoint of conv2d in w. */
   conv2dBackwardWeight: Conv2dAttrs & { readonly weightShape: readonly number[] };
+  /**
+   * (x [N, C, H, W], w [O, C/groups, kh, kw], bias [O]) -> maxPool(relu(conv2d(x, w) + bias)):
+   * a convolution with its bias, then optionally ReLU (`relu`) and max pooling (`pool`, null for
+   * none) in one pass -- the inference path of conv–ReLU–pool blocks (nn/fusion.ts).
+   */
+  conv2dFused: Conv2dAttrs & { readonly relu: boolean; readonly pool: Pool2dAttrs | null };
   // ---- pooling (NCHW)
   /** (x) -> max over each window; padding counts as -infinity. */
   maxPool2d: Pool2dAttrs;
@@ -157,11 +165,11 @@ export type PrimitiveName = keyof PrimitiveAttrs;
 /** All primitive names, for iteration (tests check that each has a kernel and a rule). */
 export const PRIMITIVES: readonly PrimitiveName[] = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'reluBackward',
   'greater', 'greaterEqual', 'equal', 'where',
   'sum', 'max', 'argmax',
   'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',
-  'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
+  'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',
@@ -176,7 +184,7 @@ export const UNARY_PRIMITIVES = [
 export type UnaryPrimitive = (typeof UNARY_PRIMITIVES)[number];
 
 export const BINARY_PRIMITIVES = [
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward',
 ] as const satisfies readonly PrimitiveName[];
 export type BinaryPrimitive = (typeof BINARY_PRIMITIVES)[number];
 

@@ -8,6 +8,7 @@ export { MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, type Pool2dLayerOptions } from
 export { Flatten } from './flatten.ts';
 export { Dropout } from './dropout.ts';
 export { Sequential } from './sequential.ts';
+export { forwardChain } from './fusion.ts';
 export { Embedding, type EmbeddingOptions } from './embedding.ts';
 export { LayerNorm, type LayerNormOptions } from './layernorm.ts';
 export * as init from './init.ts';

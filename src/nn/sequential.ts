@@ -1,5 +1,6 @@
 import type { Tensor } from '../tensor/index.ts';
 import { Module, type TensorModule } from './module.ts';
+import { forwardChain } from './fusion.ts';
 
 /**
  * A chain of tensor-to-tensor modules named `0`, `1`, ...; `forward` feeds each one's output to
@@ -36,10 +37,9 @@ export class Sequential extends Module implements Iterable<TensorModule> {
     return this.layers[Symbol.iterator]();
   }
 
+  /** Each layer's output feeds the next; conv–relu–pool runs fuse when no gradient is needed (`forwardChain`). */
   forward(x: Tensor): Tensor {
-    let y = x;
-    for (const layer of this.layers) y = layer.forward(y);
-    return y;
+    return forwardChain(this.layers, x);
   }
 
   protected override childReplaced(name: string, module: Module): void {

@@ -48,7 +48,9 @@ describe('IntModel vs fake-quant simulation on a trained LeNet-5', () => {
       for (let c = 1; c < 10; c++) if (logits[i * 10 + c]! > logits[i * 10 + best]!) best = c;
       if (best === test.y.data[i]) correct++;
     }
-    assert.ok(correct / 256 > 0.8, `the model is trained: ${correct}/256 correct`);
+    // A sanity bound (chance is 10 %): after 48 steps accuracy sits near 80 % and moves by a few
+    // images with the float rounding of the backend's kernels (203-206/256 seen), so 0.75.
+    assert.ok(correct / 256 > 0.75, `the model is trained: ${correct}/256 correct`);
     const r = compareWithFakeQuant(model, im, test.x);
     assert.ok(r.argmaxAgreement >= 0.999, `argmax agreement with the float32 forward ${r.argmaxAgreement}`);
     assert.equal(r.argmaxAgreementFloat64, 1);

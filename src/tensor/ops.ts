@@ -359,6 +359,38 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   return bias ? add(y, reshape(bias, [1, o, 1, 1])) : y;
 }
 
+export interface Conv2dFusedOptions extends Conv2dOptions {
+  /** Apply max(·, 0) after the bias (default false). */
+  relu?: boolean;
+  /** Max pooling after the activation: window, stride (default: the window), no padding. */
+  pool?: { kernel: number | readonly [number, number]; stride?: number | readonly [number, number] } | null;
+}
+
+/**
+ * maxPool(relu(conv2d(x, weight) + bias)) as one primitive (`conv2dFused`): equal to the three
+ * ops run one after the other (same float32 arithmetic per element; pooling and ReLU commute
+ * with the bias exactly), in one pass without intermediate tensors on the native backend.
+ * x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or null (zeros).
+ */
+export function conv2dFused(x: Tensor, weight: Tensor, bias: Tensor | null, options: Conv2dFusedOptions = {}): Tensor {
+  const attrs = conv2dAttrs(options);
+  if (x.rank !== 4 || weight.rank !== 4) throw new Error(`conv2dFused: expected x [N,C,H,W] and weight [O,C/g,kh,kw], got [${x.shape.join(', ')}] and [${weight.shape.join(', ')}]`);
+  const o = weight.shape[0]!;
+  if (x.shape[1] !== weight.shape[1]! * attrs.groups || o % attrs.groups !== 0) throw new Error(`conv2dFused: ${x.shape[1]} input channels do not match weight [${weight.shape.join(', ')}] with groups=${attrs.groups}`);
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== o)) throw new Error(`conv2dFused: bias must be [${o}], got [${bias.shape.join(', ')}]`);
+  const oh = Math.floor((x.shape[2]! + 2 * attrs.padding[0] - attrs.dilation[0] * (weight.shape[2]! - 1) - 1) / attrs.stride[0]) + 1;
+  const ow = Math.floor((x.shape[3]! + 2 * attrs.padding[1] - attrs.dilation[1] * (weight.shape[3]! - 1) - 1) / attrs.stride[1]) + 1;
+  if (oh <= 0 || ow <= 0) throw new Error(`conv2dFused: kernel ${weight.shape[2]}x${weight.shape[3]} does not fit input ${x.shape[2]}x${x.shape[3]}`);
+  let pool: PrimitiveAttrs['maxPool2d'] | null = null;
+  if (options.pool) {
+    const kernel = pair(options.pool.kernel, 1);
+    pool = { kernel, stride: pair(options.pool.stride ?? kernel, 1), padding: [0, 0] };
+    if (kernel[0] > oh || kernel[1] > ow) throw new Error(`conv2dFused: pooling window ${kernel.join('x')} larger than the conv output ${oh}x${ow}`);
+  }
+  const b = bias ?? new Tensor(typedArrayFor(x.dtype === 'int32' ? 'float32' : x.dtype, o), [o]);
+  return apply('conv2dFused', [x, weight, b], { ...attrs, relu: options.relu ?? false, pool });
+}
+
 export interface Pool2dOptions {
   stride?: number | readonly [number, number];
   padding?: number | readonly [number, number];

@@ -23,6 +23,11 @@ export interface NativeAddon {
   conv2d(x: Float32Array, w: Float32Array, y: Float32Array, geom: Int32Array): void;
   conv2dBackwardInput(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
   conv2dBackwardWeight(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
+  /**
+   * y = maxPool(relu(conv2d(x, w) + bias)); epilogue: [relu 0/1, pool kh, pool kw, pool sh, pool sw]
+   * (pool kh 0 = no pooling; pooling has no padding); bias null = no bias.
+   */
+  conv2dFused(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, epilogue: Int32Array): void;
   /** geom: [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw] */
   maxPool2d(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   maxPool2dBackward(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;
@@ -123,7 +128,7 @@ export interface NativeIntOp {
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */
 export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'relu', 'sigmoid', 'tanh', 'abs'] as const;
 export const BINARY_OPS = [
-  'add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal',
+  'add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward',
 ] as const;
 
 const addonPath = fileURLToPath(new URL('../../../build/Release/lowbit_native.node', import.meta.url));

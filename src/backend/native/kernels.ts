@@ -21,6 +21,20 @@ function out(shape: readonly number[]): { data: Float32Array; shape: number[]; d
   return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
 }
 
+/**
+ * An output the kernel overwrites completely: large buffers skip the zero fill (and the fresh,
+ * page-faulting pages) of `new Float32Array` by taking uninitialised memory from Node's allocator.
+ */
+function outUninit(shape: readonly number[]): { data: Float32Array; shape: number[]; dtype: 'float32' } {
+  const size = sizeOf(shape);
+  if (size < UNINIT_MIN) return out(shape);
+  const bytes = Buffer.allocUnsafeSlow(size * 4);
+  return { data: new Float32Array(bytes.buffer, bytes.byteOffset, size), shape: [...shape], dtype: 'float32' };
+}
+
+/** Below this many elements a zero-filled allocation costs about the same. */
+const UNINIT_MIN = 4096;
+
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
@@ -96,7 +110,7 @@ function matmulKernel(addon: NativeAddon): Kernel<'matmul'> {
     else if (bBatch.length === 0) batchShape = aBatch;
     else return undefined;
     const batch = sizeOf(batchShape);
-    const y = out([...batchShape, m, n]);
+    const y = outUninit([...batchShape, m, n]);
     if (y.data.length === 0) return y;
     addon.sgemm(
       transA, transB, m, n, k,
@@ -130,7 +144,7 @@ function conv2dKernel(addon: NativeAddon): Kernel<'conv2d'> {
     const [x, w] = inputs as [RawTensor, RawTensor];
     const geom = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
     if (!geom) return undefined;
-    const y = out([geom[0]!, geom[4]!, geom[7]!, geom[8]!]);
+    const y = outUninit([geom[0]!, geom[4]!, geom[7]!, geom[8]!]);
     addon.conv2d(x.data as Float32Array, w.data as Float32Array, y.data, geom);
     return y;
   };
@@ -142,7 +156,7 @@ function conv2dBackwardInputKernel(addon: NativeAddon): Kernel<'conv2dBackwardIn
     const [dy, w] = inputs as [RawTensor, RawTensor];
     const geom = allF32(inputs) ? convGeometry(attrs.inputShape, w.shape, attrs) : null;
     if (!geom || !sameShape(dy.shape, [geom[0]!, geom[4]!, geom[7]!, geom[8]!])) return undefined;
-    const dx = out(attrs.inputShape);
+    const dx = outUninit(attrs.inputShape);
     addon.conv2dBackwardInput(dy.data as Float32Array, w.data as Float32Array, dx.data, geom);
     return dx;
   };
@@ -157,6 +171,27 @@ function conv2dBackwardWeightKernel(addon: NativeAddon): Kernel<'conv2dBackwardW
     const dw = out(attrs.weightShape);
     addon.conv2dBackwardWeight(x.data as Float32Array, dy.data as Float32Array, dw.data, geom);
     return dw;
+  };
+}
+
+/** x (N,C,H,W), w (O,C/g,KH,KW), bias (O) -> maxPool(relu(conv2d(x, w) + bias)) (N,O,PH,PW); pooling without padding */
+function conv2dFusedKernel(addon: NativeAddon): Kernel<'conv2dFused'> {
+  return (inputs, attrs) => {
+    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    const geom = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
+    if (!geom || bias.shape.length !== 1 || bias.shape[0] !== geom[4]) return undefined;
+    const pool = attrs.pool;
+    let ph = geom[7]!;
+    let pw = geom[8]!;
+    if (pool) {
+      if (pool.padding[0] !== 0 || pool.padding[1] !== 0 || pool.kernel[0] > ph || pool.kernel[1] > pw) return undefined;
+      ph = outSize(ph, pool.kernel[0], pool.stride[0], 0, 1);
+      pw = outSize(pw, pool.kernel[1], pool.stride[1], 0, 1);
+    }
+    const epilogue = Int32Array.from(pool ? [attrs.relu ? 1 : 0, ...pool.kernel, ...pool.stride] : [attrs.relu ? 1 : 0, 0, 0, 1, 1]);
+    const y = outUninit([geom[0]!, geom[4]!, ph, pw]);
+    addon.conv2dFused(x.data as Float32Array, w.data as Float32Array, bias.data as Float32Array, y.data, geom, epilogue);
+    return y;
   };
 }
 
@@ -189,7 +224,7 @@ function maxPool2dKernel(addon: NativeAddon): Kernel<'maxPool2d'> {
     const [x] = inputs as [RawTensor];
     const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
     if (!geom) return undefined;
-    const y = out(pooledShape(geom));
+    const y = outUninit(pooledShape(geom));
     addon.maxPool2d(x.data as Float32Array, y.data, geom);
     return y;
   };
@@ -201,7 +236,7 @@ function maxPool2dBackwardKernel(addon: NativeAddon): Kernel<'maxPool2dBackward'
     const [dy, x] = inputs as [RawTensor, RawTensor];
     const geom = allF32(inputs) ? poolGeometry(x.shape, attrs) : null;
     if (!geom || !sameShape(dy.shape, pooledShape(geom))) return undefined;
-    const dx = out(x.shape);
+    const dx = outUninit(x.shape);
     addon.maxPool2dBackward(dy.data as Float32Array, x.data as Float32Array, dx.data, geom);
     return dx;
   };
@@ -250,7 +285,7 @@ function unaryKernel(addon: NativeAddon, code: number): Kernel {
   return (inputs) => {
     const [x] = inputs as [RawTensor];
     if (!allF32(inputs)) return undefined;
-    const y = out(x.shape);
+    const y = outUninit(x.shape);
     addon.unary(code, x.data as Float32Array, y.data);
     return y;
   };
@@ -265,7 +300,7 @@ function binaryKernel(addon: NativeAddon, code: number): Kernel {
     if (!shape || sizeOf(shape) === 0) return undefined;
     const layout = binaryLayout(a.shape, b.shape, shape);
     if (!layout) return undefined;
-    const y = out(shape);
+    const y = outUninit(shape);
     addon.binary(code, a.data as Float32Array, b.data as Float32Array, y.data, layout);
     return y;
   };
@@ -646,7 +681,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'transpose',
   'gather', 'scatterAdd', 'broadcastTo', 'slice', 'pad', 'concat', 'cast',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad',
-  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight',
+  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
 
@@ -689,6 +724,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('conv2d', conv2dKernel(addon));
   register('conv2dBackwardInput', conv2dBackwardInputKernel(addon));
   register('conv2dBackwardWeight', conv2dBackwardWeightKernel(addon));
+  register('conv2dFused', conv2dFusedKernel(addon));
   register('maxPool2d', maxPool2dKernel(addon));
   register('maxPool2dBackward', maxPool2dBackwardKernel(addon));
   register('maxPool2dGather', maxPool2dGatherKernel(addon));

@@ -100,7 +100,7 @@ describe('native backend vs reference', { skip }, () => {
     for (const [i, [sa, sb]] of pairs.entries()) {
       const a = random(sa, i);
       const b = random(sb, i + 100, 0.5, 2);
-      for (const op of ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal'] as const) {
+      for (const op of ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward'] as const) {
         check(op, [a, b], NO_ATTRS, EXACT);
       }
     }
@@ -310,13 +310,17 @@ describe('native backend vs reference', { skip }, () => {
   });
 
   it('matmul gives the same result on 1 and 2 threads', () => {
-    const a = random([300, 200], 1);
-    const b = random([200, 250], 2);
-    setNativeThreads(1);
-    const one = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
-    setNativeThreads(2);
-    const two = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
-    assert.deepEqual(one.data, two.data);
+    // The second size spans several (K, N) blocks: the 2-thread path packs the next block of B
+    // while it computes on the current one.
+    for (const [m, k, n] of [[300, 200, 250], [125, 530, 1070]] as const) {
+      const a = random([m, k], 1);
+      const b = random([k, n], 2);
+      setNativeThreads(1);
+      const one = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+      setNativeThreads(2);
+      const two = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+      assert.deepEqual(one.data, two.data, `${m}x${k}x${n}`);
+    }
   });
 
   it('transpose for rank 2 to 4 (exact)', () => {
@@ -341,6 +345,9 @@ describe('native backend vs reference', { skip }, () => {
     [2, 40, 9, 9, 70, 3, 3, [1, 1], [1, 1], [1, 1], 1], // wide enough for the packed SGEMM path
     [3, 4, 11, 10, 6, 3, 3, [2, 3], [0, 2], [1, 1], 2],
     [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
+    [3, 4, 9, 8, 6, 3, 3, [1, 1], [2, 1], [2, 1], 2], // stride 1: the wide path with groups, dilation, padding
+    [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1], // rows longer than one vector, 9 output channels
+    [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2], // 28 channels per group in the lanes (second block masked)
   ];
 
   it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
@@ -356,6 +363,29 @@ describe('native backend vs reference', { skip }, () => {
       check('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, { atol: 1e-5 * o * kh * kw, rtol: 1e-5 });
       const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
       check('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, { atol: 1e-5 * pixels, rtol: 1e-5 });
+    }
+  });
+
+  it('conv2dFused = conv2d + bias, ReLU, max pooling (1e-5 * taps absolute)', () => {
+    type Fused = [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, PrimitiveAttrs['maxPool2d'] | null];
+    const p2 = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as PrimitiveAttrs['maxPool2d'];
+    const cases: Fused[] = [
+      [[5, 1, 28, 28], [6, 1, 5, 5], { padding: [2, 2] }, true, p2], // LeNet conv1 block
+      [[5, 6, 14, 14], [16, 6, 5, 5], {}, true, p2], // LeNet conv2 block
+      [[3, 2, 11, 13], [5, 2, 3, 3], { padding: [1, 0] }, true, p2], // odd sizes: the last row / column is not pooled
+      [[2, 3, 10, 12], [9, 3, 3, 3], { padding: [1, 1] }, true, p2], // pooled row pairs in two channel blocks
+      [[2, 3, 9, 35], [7, 3, 3, 2], { dilation: [2, 1] }, false, p2],
+      [[2, 4, 8, 9], [6, 2, 3, 3], { groups: 2, padding: [1, 1] }, true, { kernel: [3, 2], stride: [2, 1], padding: [0, 0] }],
+      [[3, 3, 7, 6], [4, 3, 2, 2], {}, true, null],
+      [[2, 2, 9, 9], [3, 2, 3, 3], { stride: [2, 1], padding: [1, 1] }, true, p2], // stride 2: not the wide path
+      [[2, 3, 6, 6], [70, 3, 3, 3], { padding: [1, 1] }, true, p2], // many channels: im2col + SGEMM, then the epilogue
+      [[2, 2, 12, 14], [56, 1, 5, 5], { groups: 2, padding: [1, 0] }, true, p2], // channels in the lanes, masked tail block
+      [[3, 16, 7, 9], [32, 16, 3, 3], { padding: [1, 1] }, false, { kernel: [3, 3], stride: [2, 2], padding: [0, 0] }],
+    ];
+    for (const [i, [xs, ws, geo, relu, pool]] of cases.entries()) {
+      const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, ...geo, relu, pool } as PrimitiveAttrs['conv2dFused'];
+      const taps = ws[1]! * ws[2]! * ws[3]!;
+      check('conv2dFused', [random(xs, i), random(ws, i + 30), random([ws[0]!], i + 60)], attrs, { atol: 1e-5 * taps, rtol: 1e-5 });
     }
   });
 

@@ -72,6 +72,7 @@ const BINARY: Record<BinaryPrimitive, (a: number, b: number) => number> = {
   pow: Math.pow,
   maximum: (a, b) => (a >= b || Number.isNaN(a) ? a : b),
   minimum: (a, b) => (a <= b || Number.isNaN(a) ? a : b),
+  reluBackward: (g, y) => (y > 0 ? g : 0),
   greater: (a, b) => (a > b ? 1 : 0),
   greaterEqual: (a, b) => (a >= b ? 1 : 0),
   equal: (a, b) => (a === b ? 1 : 0),

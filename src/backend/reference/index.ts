@@ -6,6 +6,7 @@
 import { BINARY_PRIMITIVES, UNARY_PRIMITIVES } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } from './conv.ts';
+import { conv2dFusedKernel } from './fused.ts';
 import { binaryKernel, castKernel, unaryKernel, whereKernel } from './elementwise.ts';
 import { matmulKernel } from './matmul.ts';
 import { fakeQuantizeGradKernel, fakeQuantizeKernel, roundSteKernel, scaleGradKernel, signSteKernel } from './quant.ts';
@@ -44,6 +45,7 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'conv2d', conv2dKernel);
   registerKernel('reference', 'conv2dBackwardInput', conv2dBackwardInputKernel);
   registerKernel('reference', 'conv2dBackwardWeight', conv2dBackwardWeightKernel);
+  registerKernel('reference', 'conv2dFused', conv2dFusedKernel);
   registerKernel('reference', 'maxPool2d', maxPool2dKernel);
   registerKernel('reference', 'maxPool2dBackward', maxPool2dBackwardKernel);
   registerKernel('reference', 'maxPool2dGather', maxPool2dGatherKernel);

@@ -5,6 +5,7 @@ import { Linear } from '../linear.ts';
 import { ReLU } from '../activation.ts';
 import { MaxPool2d } from '../pooling.ts';
 import { Flatten } from '../flatten.ts';
+import { forwardChain } from '../fusion.ts';
 
 export interface LeNet5Options {
   /** Output classes (default 10). */
@@ -48,14 +49,15 @@ export class LeNet5 extends Module {
     this.fc3 = this.registerModule('fc3', new Linear(84, options.numClasses ?? 10));
   }
 
-  /** x [N, 1, 28, 28] -> logits [N, numClasses]. */
+  /**
+   * x [N, 1, 28, 28] -> logits [N, numClasses]. Without gradients (inference), each
+   * conv–relu–pool block runs as one fused op (see `forwardChain`).
+   */
   forward(x: Tensor): Tensor {
-    let y = this.pool1.forward(this.relu1.forward(this.conv1.forward(x)));
-    y = this.pool2.forward(this.relu2.forward(this.conv2.forward(y)));
-    y = this.flatten.forward(y);
-    y = this.relu3.forward(this.fc1.forward(y));
-    y = this.relu4.forward(this.fc2.forward(y));
-    return this.fc3.forward(y);
+    return forwardChain([
+      this.conv1, this.relu1, this.pool1, this.conv2, this.relu2, this.pool2,
+      this.flatten, this.fc1, this.relu3, this.fc2, this.relu4, this.fc3,
+    ], x);
   }
 }
 

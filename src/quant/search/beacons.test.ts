@@ -25,6 +25,30 @@ describe('beacon correction', () => {
     assert.throws(() => set.add({ position: [1, 1], ptqError: NaN, retrainedError: 0 }), /finite/);
   });
 
+  it('relative correction scales the excess error over the float floor by the beacon ratio', () => {
+    // Float error 0.08. Beacon at W2: PTQ 0.18, QAT 0.10 → excesses 0.10 and 0.02; κ = 0.005:
+    // r = (0.02 + 0.005)/(0.10 + 0.005) = 0.238095…
+    const set = new BeaconSet({ radius: 1, floorError: 0.08, shrinkage: 0.005 });
+    set.add({ position: [1, 1, 1], ptqError: 0.18, retrainedError: 0.10 });
+    const r = 0.025 / 0.105;
+    assert.ok(Math.abs(set.correct([1, 1, 1.5], 0.12) - (0.08 + 0.04 * r)) < 1e-15, 'a better neighbour keeps most of its advantage');
+    assert.ok(set.correct([1, 1, 1.5], 0.12) > 0.08, 'never below the floor');
+    // Additive would lend the full 0.08 reduction: 0.12 − 0.08 = 0.04, below the float error.
+    const additive = new BeaconSet({ radius: 1 });
+    additive.add({ position: [1, 1, 1], ptqError: 0.18, retrainedError: 0.10 });
+    assert.ok(Math.abs(additive.correct([1, 1, 1.5], 0.12) - 0.04) < 1e-15);
+    assert.equal(set.correct([1, 1, 1], 0.18), 0.10, 'the beacon itself: its retrained error');
+    assert.equal(set.correct([1, 1, 1.5], 0.07), 0.07, 'at or below the floor: unchanged');
+    // A noisy beacon whose QAT is slightly worse (excess 0.0006 → 0.0012): the ratio stays near 1.
+    const noisy = new BeaconSet({ radius: 1, floorError: 0.0048 });
+    noisy.add({ position: [3, 3], ptqError: 0.0054, retrainedError: 0.0060 });
+    const rn = (0.0012 + 0.005) / (0.0006 + 0.005);
+    assert.ok(Math.abs(noisy.correct([3, 3.5], 0.0148) - (0.0048 + 0.01 * rn)) < 1e-15);
+    assert.ok(rn < 1.11);
+    assert.throws(() => new BeaconSet({ floorError: NaN }), /floorError/);
+    assert.throws(() => new BeaconSet({ shrinkage: 0 }), /shrinkage/);
+  });
+
   it('pickNew takes the farthest uncovered positions greedily', () => {
     const set = new BeaconSet({ radius: 1 });
     set.add({ position: [4, 4], ptqError: 0.1, retrainedError: 0.05 });

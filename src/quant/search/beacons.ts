@@ -3,8 +3,10 @@
  * Quantization of Recurrent Neural Networks"): candidates are scored cheaply by post-training
  * quantization (PTQ); a few chosen candidates — the beacons — are retrained (QAT) and their error
  * reduction Δ = e_PTQ − e_QAT is lent to every candidate near them, whose error is estimated as
- * e_PTQ − Δ_nearest beacon. Candidates farther than `radius` from every beacon keep their PTQ error;
- * new beacons are picked among front candidates that no beacon covers yet.
+ * e_PTQ − Δ_nearest beacon (additive), or — given the float model's error as a floor — by scaling
+ * the candidate's excess error over that floor with the beacon's QAT/PTQ excess ratio (relative;
+ * see `BeaconSet.correct`). Candidates farther than `radius` from every beacon keep their PTQ
+ * error; new beacons are picked among front candidates that no beacon covers yet.
  *
  * Positions are plain number vectors (per-layer bit widths); the distance is the root mean square
  * per-coordinate difference, i.e. "bits per layer".
@@ -35,11 +37,21 @@ export interface BeaconSetOptions {
   readonly radius?: number;
   /** Distance of two positions (default `rmsDistance`). */
   readonly distance?: (a: readonly number[], b: readonly number[]) => number;
+  /**
+   * Error of the unquantized model. When given, the correction is relative: a candidate's excess
+   * error over this floor is scaled by the beacon's retrained/PTQ excess ratio (see `correct`);
+   * without it the beacon's error reduction is subtracted as is (additive).
+   */
+  readonly floorError?: number;
+  /** Shrinkage κ of the relative ratio (default 0.005: half a point of error), damping ratios of tiny, noisy excesses. */
+  readonly shrinkage?: number;
 }
 
 /** The beacons found so far and the correction they give. */
 export class BeaconSet {
   readonly radius: number;
+  readonly floorError: number | null;
+  readonly shrinkage: number;
   private readonly distance: (a: readonly number[], b: readonly number[]) => number;
   private readonly list: Beacon[] = [];
 
@@ -47,6 +59,10 @@ export class BeaconSet {
     this.radius = options.radius ?? 1;
     if (!(this.radius >= 0)) throw new Error(`BeaconSet: radius must be >= 0, got ${this.radius}`);
     this.distance = options.distance ?? rmsDistance;
+    this.floorError = options.floorError ?? null;
+    if (this.floorError !== null && !Number.isFinite(this.floorError)) throw new Error(`BeaconSet: floorError must be finite, got ${this.floorError}`);
+    this.shrinkage = options.shrinkage ?? 0.005;
+    if (!(this.shrinkage > 0)) throw new Error(`BeaconSet: shrinkage must be > 0, got ${this.shrinkage}`);
   }
 
   get beacons(): readonly Beacon[] {
@@ -76,14 +92,25 @@ export class BeaconSet {
   }
 
   /**
-   * The estimated retrained error of a candidate with PTQ error `ptqError`: `ptqError − Δ` with
-   * Δ = ptqError − retrainedError of the nearest beacon within `radius` (floored at 0), else
-   * `ptqError` unchanged. A beacon itself gets exactly its retrained error.
+   * The estimated retrained error of a candidate with PTQ error `e` near a beacon B (the nearest
+   * within `radius`; none: `e` unchanged; at distance 0: B's retrained error exactly):
+   * - additive (no `floorError`): e − (e_PTQ(B) − e_QAT(B)), floored at 0 — MOHAQ's error
+   *   reduction lent as is;
+   * - relative (with floor f): f + (e − f)·r, r = (x_QAT(B) + κ)/(x_PTQ(B) + κ), x = max(0, error − f):
+   *   the excess error that quantization adds is scaled by the beacon's ratio, so a large
+   *   reduction measured at a poor beacon does not push a better neighbour below the floor
+   *   (κ damps the ratio of tiny, noisy excesses). A candidate already at or below f is unchanged.
    */
   correct(position: readonly number[], ptqError: number): number {
     const near = this.nearest(position);
     if (near === null || near.distance > this.radius) return ptqError;
-    return Math.max(0, ptqError - (near.beacon.ptqError - near.beacon.retrainedError));
+    const b = near.beacon;
+    if (near.distance === 0) return b.retrainedError;
+    const f = this.floorError;
+    if (f === null) return Math.max(0, ptqError - (b.ptqError - b.retrainedError));
+    if (ptqError <= f) return ptqError;
+    const ratio = (Math.max(0, b.retrainedError - f) + this.shrinkage) / (Math.max(0, b.ptqError - f) + this.shrinkage);
+    return f + (ptqError - f) * ratio;
   }
 
   /** True when some beacon lies within `radius` of `position`. */

@@ -9,7 +9,7 @@ import { describeLayers } from './layers.ts';
 import {
   bitOpsCost, bitSerialCost, costModel, DEFAULT_ENERGY_CONSTANTS, energyCost, layerChoiceCost, sizeCost, totalCost, uniformAssignment,
 } from './costs.ts';
-import { latencyCost, latencyTablePath, measureLayerInModel, measureLayerLatency, modelFingerprint } from './latency.ts';
+import { latencyCost, latencyTablePath, measureAssignmentLatency, measureLayerLatency, modelFingerprint } from './latency.ts';
 import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { LayerInfo } from './types.ts';
@@ -120,14 +120,25 @@ describe('latency cost model', () => {
     const us = measureLayerLatency({ ...fc, weightCount: 16 * 8, outChannels: 16, macs: 128, inShape: [8], outShape: [16], reduction: 8 }, 4, 8, { batch: 4, repeats: 1 });
     assert.ok(us > 0 && Number.isFinite(us));
   });
-  it('measures a layer inside a trained model and leaves the model unchanged', () => {
+  it('in-model latency: whole-model runs, additive by layer, the model left unchanged', () => {
     const model = lenet5();
     const rng = new Rng(2);
     const sample = new Tensor(new Float32Array(4 * 784).map(() => rng.normal()), [4, 1, 28, 28]);
     const before = modelFingerprint(model);
-    const us = measureLayerInModel({ model, sample }, 'fc2', 4, 8, { batch: 4, repeats: 1 });
+    const us = measureAssignmentLatency({ model, sample }, { fc2: { w: 4, a: 8 } }, { batch: 4, repeats: 1 });
     assert.ok(us > 0 && Number.isFinite(us));
     assert.equal(modelFingerprint(model), before);
-    assert.throws(() => measureLayerInModel({ model, sample }, 'nope', 4, 8), /no layer 'nope'/);
+    assert.throws(() => measureAssignmentLatency({ model, sample }, { nope: { w: 4, a: 8 } }), /no layer 'nope'/);
+    const seen: string[] = [];
+    const m = latencyCost({ context: { model, sample }, noCache: true, batch: 4, repeats: 1, onMeasure: (k) => seen.push(k) });
+    const layers = describeLayers(model, [1, 28, 28]);
+    // The W8A8 plan costs exactly the measured W8A8 model: T8/n per layer, one measurement.
+    const t8 = totalCost(m, layers, uniformAssignment(layers, 8, 8));
+    assert.equal(seen.length, 1);
+    assert.ok(Math.abs(m.layerCost(layers[0]!, 8, 8) * layers.length - t8) < 1e-9);
+    // Another width of one layer adds its measured change to that layer only.
+    const c = m.layerCost(layers[3]!, 4, 8);
+    assert.equal(seen.length, 2);
+    assert.ok(c >= 0 && Number.isFinite(c));
   });
 });

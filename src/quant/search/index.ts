@@ -5,7 +5,9 @@ export {
   bitOpsCost, bitSerialCost, COST_MODEL_NAMES, costModel, DEFAULT_ENERGY_CONSTANTS, energyCost, layerChoiceCost, sizeCost, totalCost, uniformAssignment,
   type BitSerialOptions, type CostModelName, type CostModelOptions, type EnergyConstants,
 } from './costs.ts';
-export { latencyCost, latencyTablePath, measureLayerLatency, measureModelLatency, type LatencyCostOptions } from './latency.ts';
+export {
+  latencyCost, latencyTablePath, measureAssignmentLatency, measureLayerLatency, measureModelLatency, modelFingerprint, type LatencyContext, type LatencyCostOptions,
+} from './latency.ts';
 export {
   assignmentFromPlan, checkAssignment, loadPlanFile, planFromAssignment, savePlanFile, type PlanBase, type PlanFile,
 } from './plan.ts';

@@ -21,7 +21,7 @@ import { convert } from '../../runtime/convert.ts';
 import type { IntModel } from '../../runtime/intmodel.ts';
 import { intKernelsBackend } from '../../runtime/kernels/index.ts';
 import { planFromAssignment } from './plan.ts';
-import type { CostModel, LayerInfo } from './types.ts';
+import type { BitAssignment, CostModel, LayerInfo } from './types.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluateAssignmentSync } from './evaluate.ts';
 import { describeLayers } from './layers.ts';
@@ -51,8 +51,8 @@ export interface LatencyCostOptions {
   readonly onMeasure?: (key: string) => void;
 }
 
-/** Version 2: layers measured with their requantizing output stage (version 1 ended in dequantization). */
-const TABLE_VERSION = 2;
+/** Version 3: measured with `IntModel.run` (the native executor); 2 timed `runSegment`, 1 ended layers in dequantization. */
+const TABLE_VERSION = 3;
 
 /** A trained float model and a calibration batch for in-model latency measurements. */
 export interface LatencyContext {
@@ -143,10 +143,10 @@ class SingleLayer extends Module {
 
 /**
  * @internal The IntModel of one layer of `info`'s geometry at (w, a) (plus its probe, see
- * `SingleLayer`) and the layer's integer input for a `batch`-sample batch: the layer is
- * calibrated ('static' quantizers) on non-negative random inputs (post-ReLU-like).
+ * `SingleLayer`) and a float input batch for it: the layer is calibrated ('static' quantizers) on
+ * non-negative random inputs (post-ReLU-like).
  */
-export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch: number): { model: IntModel; input: Int32Array; shape: number[] } {
+export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch: number): { model: IntModel; input: Float32Array } {
   const net = new SingleLayer(info, 1234);
   const rng = new Rng(99);
   const perSample = info.inShape.reduce((p, d) => p * d, 1);
@@ -156,12 +156,7 @@ export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch
   const xnor = w === 1 && a === 1;
   const plan = planFromAssignment({ layer: { w, a }, probe: { w: 8, a: 8 } }, { oneBitActivations: xnor ? 'sign' : 'unsigned' });
   calibrate(net, [{ x }], { plan });
-  const model = convert(net, { inputShape: info.inShape });
-  const trace = new Map<string, { shape: number[]; data: Int32Array }>();
-  model.run(data, batch, { trace });
-  const input = trace.get('layer');
-  if (!input) throw new Error('latency: the microbenchmark traced no layer input');
-  return { model, input: input.data, shape: input.shape };
+  return { model: convert(net, { inputShape: info.inShape }), input: data };
 }
 
 /** CPU time (µs, user + system of this process) of fn; process.cpuUsage is less disturbed by other processes than wall time. */
@@ -172,30 +167,31 @@ function cpuMicros(fn: () => void): number {
   return d.user + d.system;
 }
 
+/** Minimum over `repeats` timed `run`s (after a warm-up) of `model` on `input`, µs per sample. */
+function timeRun(model: IntModel, input: Float32Array, batch: number, repeats: number): number {
+  model.run(input, batch);
+  let best = Infinity;
+  for (let r = 0; r < repeats; r++) best = Math.min(best, cpuMicros(() => model.run(input, batch)));
+  return Math.max(best, 1) / batch;
+}
+
 /**
- * µs per sample of one layer at (w, a) on the integer runtime, output stage (requantization into
- * the next layer's input, ReLU clamp) included, input quantization excluded: the minimum over
- * `repeats` timed `IntModel.runSegment` calls on a `batch`-sample integer input (after one
- * warm-up), in process CPU time.
+ * µs per sample of one fresh layer at (w, a) on the integer runtime: `IntModel.run` (the native
+ * executor when the addon provides it) of the layer with the quantization of its input, its
+ * requantizing output stage and a one-output probe Linear, minimum over `repeats` timed runs of a
+ * `batch`-sample batch after a warm-up, in process CPU time. The input quantization and the probe
+ * are the same for every (w, a) of a layer shape.
  */
 export function measureLayerLatency(info: LayerInfo, w: number, a: number, options: { batch?: number; repeats?: number } = {}): number {
   const batch = options.batch ?? 32;
-  const repeats = options.repeats ?? 5;
-  const { model, input, shape } = singleLayerIntModel(info, w, a, batch);
-  model.runSegment('layer', input, shape);
-  let best = Infinity;
-  for (let r = 0; r < repeats; r++) best = Math.min(best, cpuMicros(() => model.runSegment('layer', input, shape)));
-  return Math.max(best, 1) / batch;
+  const { model, input } = singleLayerIntModel(info, w, a, batch);
+  return timeRun(model, input, batch, options.repeats ?? 5);
 }
 
 /** A short hash of a model's parameter and buffer values (keys in-model latency entries). */
 export function modelFingerprint(model: TensorModule): string {
   const h = createHash('sha256');
-  for (const [name, t] of model.namedParameters()) {
-    h.update(name);
-    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-  }
-  for (const [name, t] of model.namedBuffers()) {
+  for (const [name, t] of [...model.namedParameters(), ...model.namedBuffers()]) {
     h.update(name);
     h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   }
@@ -203,34 +199,25 @@ export function modelFingerprint(model: TensorModule): string {
 }
 
 /**
- * µs per sample of layer `layerName` of a trained model at (w, a), every other layer at W8A8:
- * calibrate ('static' quantizers, the model restored afterwards), convert, trace the layer's
- * integer input on `sample` and time `runSegment` (the layer, its requantizing output stage and
- * the pooling / flatten nodes up to the next layer): minimum of `repeats` runs in process CPU time.
+ * µs per sample of the whole trained model converted with `assignment` (layers not listed at
+ * W8A8): calibrate ('static' quantizers; the model is restored), convert, time `IntModel.run` on
+ * the first `batch` samples of `sample` (minimum of `repeats` runs, process CPU time).
  */
-export function measureLayerInModel(context: LatencyContext, layerName: string, w: number, a: number, options: { batch?: number; repeats?: number } = {}): number {
+export function measureAssignmentLatency(context: LatencyContext, assignment: BitAssignment, options: { batch?: number; repeats?: number } = {}): number {
   const batch = Math.min(options.batch ?? 32, context.sample.shape[0]!);
-  const repeats = options.repeats ?? 5;
   const inputShape = context.sample.shape.slice(1);
   const layers = describeLayers(context.model, inputShape);
-  if (!layers.some((l) => l.name === layerName)) throw new Error(`measureLayerInModel: no layer '${layerName}'`);
-  const assignment = Object.fromEntries(layers.map((l) => [l.name, l.name === layerName ? { w, a } : { w: 8, a: 8 }]));
+  for (const name of Object.keys(assignment)) if (!layers.some((l) => l.name === name)) throw new Error(`measureAssignmentLatency: no layer '${name}'`);
+  const full = Object.fromEntries(layers.map((l) => [l.name, assignment[l.name] ?? { w: 8, a: 8 }]));
+  const xnor = Object.values(full).some((c) => c.w === 1 && c.a === 1);
   let us = NaN;
-  const xnor = w === 1 && a === 1;
-  evaluateAssignmentSync(context.model, assignment, { calibration: [{ x: context.sample }], eval: [] }, {
+  evaluateAssignmentSync(context.model, full, { calibration: [{ x: context.sample }], eval: [] }, {
     method: 'ptq',
     base: { oneBitActivations: xnor ? 'sign' : 'unsigned' },
     inspect: (m) => {
       const im = convert(m, { inputShape });
       const per = context.sample.size / context.sample.shape[0]!;
-      const data = context.sample.data.subarray(0, batch * per) as Float32Array;
-      const trace = new Map<string, { shape: number[]; data: Int32Array }>();
-      im.run(Float32Array.from(data), batch, { trace });
-      const input = trace.get(layerName)!;
-      im.runSegment(layerName, input.data, input.shape);
-      let best = Infinity;
-      for (let r = 0; r < repeats; r++) best = Math.min(best, cpuMicros(() => im.runSegment(layerName, input.data, input.shape)));
-      us = Math.max(best, 1) / batch;
+      us = timeRun(im, Float32Array.from(context.sample.data.subarray(0, batch * per)), batch, options.repeats ?? 5);
     },
   });
   return us;
@@ -248,33 +235,34 @@ export function measureModelLatency(model: IntModel, input: Float32Array, batch:
 }
 
 /**
- * Latency measured on lowbit's integer runtime on this machine: each (layer shape, w, a) is
- * microbenchmarked once (`measureLayerLatency`: one layer converted to an IntModel, CPU time per
- * sample, requantizing output stage included) and cached in a JSON table keyed by CPU model,
- * integer-kernel path (VNNI / AVX2 / reference) and Node version, under `cacheDir`. Unit: µs per
- * sample. With `context` (a trained model and a batch) each layer is measured inside that model
- * instead (`measureLayerInModel`), keyed by the model's fingerprint and the layer name: on this
- * runtime the requantization cost depends on the trained scales, which random layers do not
- * reproduce. Per-channel weight bits cost what the widest channel costs (the runtime stores a layer
- * at one width). Not counted: the model input's quantization and the pooling / flatten nodes
- * (the same for every bit width), so a model's measured latency is higher than its table sum.
+ * Latency measured on lowbit's integer runtime (`IntModel.run`: the native executor when the addon
+ * has it) on this machine. Unit: µs per sample. Two ways, both cached in a JSON table under
+ * `cacheDir` whose file name carries the CPU model, the integer-kernel path and the Node version:
+ * - without `context`: each (layer shape, w, a) is microbenchmarked once as a fresh layer
+ *   (`measureLayerLatency`: input quantization + layer + probe), so a layer's cost includes a
+ *   fixed overhead that is the same for every (w, a);
+ * - with `context` (a trained model and a batch): whole-model measurements, additive by layer:
+ *   cost(L, w, a) = T₈/n + (T(L at (w, a), the others W8A8) − T₈), T₈ = the model at W8A8, n = its
+ *   layer count, clamped at 0; so the W8A8 plan costs exactly T₈ and a plan's total is T₈ plus the
+ *   sum of its layers' measured changes (interaction between layers is ignored). Entries are keyed
+ *   by a fingerprint of the model's weights.
+ * Per-channel weight bits cost what the widest channel costs (the runtime stores a layer at one
+ * width).
  */
 export function latencyCost(options: LatencyCostOptions = {}): CostModel {
   const path = options.noCache ? null : latencyTablePath(options.cacheDir);
   let table: Record<string, number> | null = null;
   const load = (): Record<string, number> => (table ??= path && !options.refresh ? readTable(path) : {});
   const fresh = new Set<string>();
-  const fingerprint = options.context ? `model-${modelFingerprint(options.context.model)}` : null;
-  const cost = (layer: LayerInfo, w: number, a: number): number => {
-    if (!Number.isInteger(w) || w < 1 || w > 16 || !Number.isInteger(a) || a < 1 || a > 16) throw new Error(`cost model 'latency': bit widths must be integers in [1, 16], got w=${w} a=${a}`);
-    const key = fingerprint ? `${fingerprint}:${layer.name}|w${w}a${a}` : latencyKey(layer, w, a);
+  const context = options.context;
+  const fingerprint = context ? `model-${modelFingerprint(context.model)}` : null;
+  const layerCount = context ? describeLayers(context.model, context.sample.shape.slice(1)).length : 0;
+  const lookup = (key: string, measure: () => number): number => {
     const entries = load();
     const known = entries[key];
     if (known !== undefined && (!options.refresh || fresh.has(key))) return known;
     options.onMeasure?.(key);
-    const value = options.measure
-      ? options.measure(layer, w, a)
-      : options.context ? measureLayerInModel(options.context, layer.name, w, a, options) : measureLayerLatency(layer, w, a, options);
+    const value = measure();
     if (!(value > 0 && Number.isFinite(value))) throw new Error(`latency measurement of ${key} gave ${value}`);
     entries[key] = value;
     fresh.add(key);
@@ -286,6 +274,15 @@ export function latencyCost(options: LatencyCostOptions = {}): CostModel {
       writeFileAtomic(path, new TextEncoder().encode(`${JSON.stringify(file, null, 1)}\n`));
     }
     return value;
+  };
+  const cost = (layer: LayerInfo, w: number, a: number): number => {
+    if (!Number.isInteger(w) || w < 1 || w > 16 || !Number.isInteger(a) || a < 1 || a > 16) throw new Error(`cost model 'latency': bit widths must be integers in [1, 16], got w=${w} a=${a}`);
+    if (options.measure) return lookup(latencyKey(layer, w, a), () => options.measure!(layer, w, a));
+    if (!context) return lookup(latencyKey(layer, w, a), () => measureLayerLatency(layer, w, a, options));
+    const base = lookup(`${fingerprint}:w8a8`, () => measureAssignmentLatency(context, {}, options));
+    if (w === 8 && a === 8) return base / layerCount;
+    const changed = lookup(`${fingerprint}:${layer.name}|w${w}a${a}`, () => measureAssignmentLatency(context, { [layer.name]: { w, a } }, options));
+    return Math.max(0, base / layerCount + changed - base);
   };
   return {
     name: 'latency',

@@ -3,12 +3,14 @@
  * per-layer bit widths, minimizing the error and one or more costs. Every candidate is scored by
  * post-training quantization (`evaluateAssignment` 'ptq': calibrate and evaluate, the float model
  * restored after each); a few front candidates — beacons — are retrained ('qat') and lend their
- * PTQ→QAT error reduction to their neighbours (`beacons.ts`). The initial population holds the
+ * PTQ→QAT error reduction to their neighbours (`beacons.ts`; by default relative to the float
+ * model's error, so that a large reduction at a poor beacon is not lent in full to better neighbours). The initial population holds the
  * uniform assignments (W2, W3, ... at the widest activation bits), evaluated exactly like every
  * other candidate, so the reported front is comparable to them point for point.
  */
 import type { TensorModule } from '../../nn/module.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
+import { evaluate as evaluateModel } from '../../train/fit.ts';
 import { describeLayers } from './layers.ts';
 import { totalCost } from './costs.ts';
 import { evaluateAssignmentSync, type EvaluateAssignmentOptions, type SearchData } from './evaluate.ts';
@@ -70,6 +72,12 @@ export interface BeaconOptions {
   readonly qatSteps?: number;
   /** QAT learning rate (default 1e-4). */
   readonly qatLr?: number;
+  /**
+   * 'relative' (default): a neighbour's excess error over the float model is scaled by the
+   * beacon's QAT/PTQ excess ratio; 'additive': the beacon's error reduction is subtracted (see
+   * `BeaconSet.correct`).
+   */
+  readonly correction?: 'relative' | 'additive';
 }
 
 export interface Nsga2SearchOptions extends BitSpaceOptions {
@@ -99,6 +107,8 @@ export interface Nsga2SearchOptions extends BitSpaceOptions {
 export interface Nsga2SearchResult {
   readonly layers: LayerInfo[];
   readonly choices: BitChoice[];
+  /** Accuracy of the float model on `data.eval` (the floor of the relative beacon correction). */
+  readonly floatAccuracy: number;
   /** Every evaluated candidate with its final (corrected) accuracy. */
   readonly candidates: SearchCandidate[];
   /** Non-dominated candidates on (accuracy ↑, every cost ↓), sorted by the first cost. */
@@ -112,18 +122,9 @@ export interface Nsga2SearchResult {
   readonly stopped: boolean;
 }
 
-/**
- * QAT score of an assignment (`evaluateAssignment` 'qat') with the float weights and buffers put
- * back afterwards. Adapter: evaluate.ts restores from `stateDict()`, which returns copies, so the
- * fine-tuned weights would otherwise stay in the model; here the state is reloaded in place.
- */
+/** QAT score of an assignment (`evaluateAssignment` 'qat': calibrate, fine-tune, evaluate; the float model is restored). */
 export function retrainAssignment(model: TensorModule, assignment: BitAssignment, data: SearchData, options: Omit<EvaluateAssignmentOptions, 'method'>): { accuracy: number; loss: number } {
-  const saved = model.stateDict();
-  try {
-    return evaluateAssignmentSync(model, assignment, data, { ...options, method: 'qat' });
-  } finally {
-    model.loadStateDict(saved);
-  }
+  return evaluateAssignmentSync(model, assignment, data, { ...options, method: 'qat' });
 }
 
 function sampleShape(data: SearchData): number[] {
@@ -161,7 +162,9 @@ export async function nsga2Search(model: TensorModule, data: SearchData, options
   };
 
   const beaconOptions = options.beacons === false ? null : options.beacons ?? {};
-  const set = new BeaconSet({ radius: beaconOptions?.radius ?? 0.6 });
+  const floatAccuracy = evaluateModel(model, data.eval).accuracy;
+  const relative = (beaconOptions?.correction ?? 'relative') === 'relative';
+  const set = new BeaconSet({ radius: beaconOptions?.radius ?? 0.6, ...(relative ? { floorError: 1 - floatAccuracy } : {}) });
   const retrainedByKey = new Map<string, number>();
   const hooks = beaconOptions
     ? beaconHooks({
@@ -214,6 +217,7 @@ export async function nsga2Search(model: TensorModule, data: SearchData, options
   return {
     layers,
     choices,
+    floatAccuracy,
     candidates,
     front: candidateFront(candidates, options.costs.map((c) => c.name)),
     uniform: candidates.filter((c) => c.uniform !== undefined),

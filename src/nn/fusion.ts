@@ -1,0 +1,69 @@
+/**
+ * Fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or MaxPool2d
+ * runs as one `conv2dFused` op (one pass, no intermediate tensors on the native backend) instead
+ * of three; in training, Conv2d + ReLU still fuse (their gradient needs only the output), and the
+ * pooling runs on its own (its gradient needs its input). Results equal the unfused chain.
+ */
+import { isGradEnabled } from '../autograd/engine.ts';
+import { conv2dFused, type Tensor } from '../tensor/index.ts';
+import { ReLU } from './activation.ts';
+import { Conv2d } from './conv.ts';
+import type { TensorModule } from './module.ts';
+import { MaxPool2d } from './pooling.ts';
+
+/**
+ * True when `layer` is exactly an instance of `type` (not a subclass, e.g. a quantized
+ * replacement) and its `forward` has not been patched on the instance (calibration and
+ * conversion hooks capture a layer's inputs that way, so such a layer must run on its own).
+ */
+function plain<T>(layer: TensorModule, type: abstract new (...args: never[]) => T): layer is TensorModule & T {
+  return layer.constructor === type && !Object.prototype.hasOwnProperty.call(layer, 'forward');
+}
+
+/** Whether running `conv` on `x` would record anything for backward. */
+function needsGradient(conv: Conv2d, x: Tensor): boolean {
+  return isGradEnabled() && (x.requiresGrad || conv.weight.requiresGrad || (conv.bias?.requiresGrad ?? false));
+}
+
+/**
+ * Runs `layers` one after the other on `x` (what `Sequential.forward` does), fusing each
+ * Conv2d → [ReLU] → [MaxPool2d without padding] run into one `conv2dFused` op when no gradient
+ * is needed (under `noGrad()`, or when neither `x` nor the conv's parameters require grad), and
+ * Conv2d → ReLU when one is. Layers that are subclasses or have a patched `forward` are never fused.
+ */
+export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor {
+  let y = x;
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i]!;
+    if (plain(layer, Conv2d) && y.rank === 4) {
+      const training = needsGradient(layer, y);
+      let relu = false;
+      let pool: MaxPool2d | null = null;
+      let next = i + 1;
+      if (next < layers.length && plain(layers[next]!, ReLU)) {
+        relu = true;
+        next++;
+      }
+      const candidate = layers[next];
+      if (!training && candidate && plain(candidate, MaxPool2d) && candidate.padding[0] === 0 && candidate.padding[1] === 0) {
+        pool = candidate;
+        next++;
+      }
+      if (relu || pool) {
+        if (y.shape[1] !== layer.inChannels) return layer.forward(y);  // lets Conv2d report the mismatch
+        y = conv2dFused(y, layer.weight, layer.bias, {
+          stride: layer.stride,
+          padding: layer.padding,
+          dilation: layer.dilation,
+          groups: layer.groups,
+          relu,
+          pool: pool ? { kernel: pool.kernelSize, stride: pool.stride } : null,
+        });
+        i = next - 1;
+        continue;
+      }
+    }
+    y = layer.forward(y);
+  }
+  return y;
+}
