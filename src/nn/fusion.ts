@@ -20,22 +20,38 @@ function plain<T>(layer: TensorModule, type: abstract new (...args: never[]) => 
   return layer.constructor === type && !Object.prototype.hasOwnProperty.call(layer, 'forward');
 }
 
+/**
+ * A conv layer that runs conv → [ReLU] → [max pooling] as one op itself (the fake-quantized
+ * QuantConv2d of src/quant/qat: it quantizes its input and weight, then calls `conv2dFused`).
+ */
+export interface FusableConv extends TensorModule {
+  readonly inChannels: number;
+  forwardFused(x: Tensor, options: { relu: boolean; pool: { kernel: readonly [number, number]; stride: readonly [number, number] } | null }): Tensor;
+}
+
+function fusable(layer: TensorModule): layer is FusableConv {
+  return 'forwardFused' in layer && typeof layer.forwardFused === 'function' && !Object.prototype.hasOwnProperty.call(layer, 'forward');
+}
+
 /** Whether running `conv` on `x` would record anything for backward. */
-function needsGradient(conv: Conv2d, x: Tensor): boolean {
-  return isGradEnabled() && (x.requiresGrad || conv.weight.requiresGrad || (conv.bias?.requiresGrad ?? false));
+function needsGradient(conv: Conv2d | FusableConv, x: Tensor): boolean {
+  if (!isGradEnabled()) return false;
+  if (x.requiresGrad) return true;
+  return conv instanceof Conv2d ? conv.weight.requiresGrad || (conv.bias?.requiresGrad ?? false) : conv.parameters().some((p) => p.requiresGrad);
 }
 
 /**
  * Runs `layers` one after the other on `x` (what `Sequential.forward` does), fusing each
  * Conv2d → [ReLU] → [MaxPool2d without padding] run into one `conv2dFused` op when no gradient
  * is needed (under `noGrad()`, or when neither `x` nor the conv's parameters require grad), and
- * Conv2d → ReLU when one is. Layers that are subclasses or have a patched `forward` are never fused.
+ * Conv2d → ReLU when one is. Layers that are subclasses or have a patched `forward` are never fused;
+ * a `FusableConv` (QuantConv2d) fuses the same way through its own `forwardFused`.
  */
 export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor {
   let y = x;
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
-    if (plain(layer, Conv2d) && y.rank === 4) {
+    if ((plain(layer, Conv2d) || fusable(layer)) && y.rank === 4) {
       const training = needsGradient(layer, y);
       let relu = false;
       let pool: MaxPool2d | null = null;
@@ -51,13 +67,19 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
       }
       if (relu || pool) {
         if (y.shape[1] !== layer.inChannels) return layer.forward(y);  // lets Conv2d report the mismatch
+        const poolOptions = pool ? { kernel: pool.kernelSize, stride: pool.stride } : null;
+        if (!(layer instanceof Conv2d)) {
+          y = layer.forwardFused(y, { relu, pool: poolOptions });
+          i = next - 1;
+          continue;
+        }
         y = conv2dFused(y, layer.weight, layer.bias, {
           stride: layer.stride,
           padding: layer.padding,
           dilation: layer.dilation,
           groups: layer.groups,
           relu,
-          pool: pool ? { kernel: pool.kernelSize, stride: pool.stride } : null,
+          pool: poolOptions,
         });
         i = next - 1;
         continue;

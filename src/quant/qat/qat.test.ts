@@ -385,3 +385,37 @@ describe('quant/qat: with the shipped quantizer kinds', () => {
     assert.ok(final < 0.8 * initial, `QAT loss ${initial} -> ${final}`);
   });
 });
+
+describe('quant/qat: fused conv chain', () => {
+  it('a prepared LeNet-5 runs QuantConv2d → ReLU (→ pool) fused, with the unfused chain\'s outputs and gradients', () => {
+    manualSeed(3);
+    const model = prepareQat(lenet5(), { default: qconfigFor('w4a4', 'lsq') });
+    const x = randn([4, 1, 28, 28], { rng: new Rng(5) });
+    const y = new Tensor(Int32Array.from([1, 7, 3, 0]), [4]);
+    const m = model as unknown as Record<string, Module & { forward(t: Tensor): Tensor }>;
+    const unfused = (t: Tensor): Tensor => {
+      let h = m.pool1!.forward(m.relu1!.forward(m.conv1!.forward(t)));
+      h = m.pool2!.forward(m.relu2!.forward(m.conv2!.forward(h)));
+      h = m.flatten!.forward(h);
+      h = m.relu3!.forward(m.fc1!.forward(h));
+      h = m.relu4!.forward(m.fc2!.forward(h));
+      return m.fc3!.forward(h);
+    };
+    model.train();
+    model.forward(x); // initialises the LSQ steps and the input observer
+    const grads = (f: (t: Tensor) => Tensor): { out: number[]; g: number[][] } => {
+      const out = f(x);
+      crossEntropy(out, y).backward();
+      const g = model.parameters().map((p) => Array.from(p.grad?.data ?? []));
+      for (const p of model.parameters()) p.grad = null;
+      return { out: Array.from(out.data), g };
+    };
+    const a = grads((t) => model.forward(t));
+    const b = grads(unfused);
+    assert.deepEqual(a.out, b.out);
+    a.g.forEach((g, i) => g.forEach((v, j) => assert.ok(Math.abs(v - b.g[i]![j]!) <= 1e-6 * (1 + Math.abs(b.g[i]![j]!)), `param ${i}[${j}]: ${v} vs ${b.g[i]![j]}`)));
+    model.eval();
+    const inference = noGrad(() => model.forward(x));
+    assert.deepEqual(Array.from(inference.data), Array.from(noGrad(() => unfused(x)).data));
+  });
+});
