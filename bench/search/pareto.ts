@@ -172,7 +172,7 @@ for (const c of comparison) {
     `${best ? `; best mixed point at ≤ its size: ${best.bits} (${best.sizeKB.toFixed(2)} kB, ${pct(best.accuracy)}, held-out ${pct(best.heldOutAccuracy)})` : ''}.`);
 }
 md.push('');
-md.push(`Search: ${result.evaluations} candidates, ${result.beacons.length} beacons, ${searchCpu.toFixed(0)} s CPU. Reproduce: \`nice -n 10 node --import tsx bench/search/pareto.ts --model ${modelName} --dataset ${dataset}\`.`);
+md.push(`Search: ${result.evaluations} candidates, ${result.beacons.length} beacons, ${searchCpu.toFixed(0)} s CPU. Reproduce: \`nice -n 10 node --import tsx bench/search/pareto.ts ${process.argv.slice(2).join(' ')}\`.`);
 writeTextAtomic(join(outDir, 'summary.md'), `${md.join('\n')}\n`);
 console.log(md.join('\n'));
 console.log(`wrote ${[paths.front, paths.plan, paths.report, join(outDir, 'pareto-size.svg'), join(outDir, 'summary.md')].join(', ')}`);

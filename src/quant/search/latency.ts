@@ -35,7 +35,7 @@ export interface LatencyCostOptions {
   readonly refresh?: boolean;
   /** Samples per timed run (default 32). */
   readonly batch?: number;
-  /** Timed runs per entry; the minimum is kept (default 5). */
+  /** Timed runs per entry; the minimum is kept (default 20). */
   readonly repeats?: number;
   /**
    * Measure each layer inside this trained model instead of as a fresh random layer: the model is
@@ -51,8 +51,8 @@ export interface LatencyCostOptions {
   readonly onMeasure?: (key: string) => void;
 }
 
-/** Version 3: measured with `IntModel.run` (the native executor); 2 timed `runSegment`, 1 ended layers in dequantization. */
-const TABLE_VERSION = 3;
+/** Version 4: minimum wall time of `IntModel.run` (3: process CPU time; 2 timed `runSegment`; 1 ended layers in dequantization). */
+const TABLE_VERSION = 4;
 
 /** A trained float model and a calibration batch for in-model latency measurements. */
 export interface LatencyContext {
@@ -159,33 +159,36 @@ export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch
   return { model: convert(net, { inputShape: info.inShape }), input: data };
 }
 
-/** CPU time (µs, user + system of this process) of fn; process.cpuUsage is less disturbed by other processes than wall time. */
-function cpuMicros(fn: () => void): number {
-  const start = process.cpuUsage();
+/**
+ * Wall time (µs) of fn. Not process CPU time: the native executor's thread pool spins while it
+ * waits, which process.cpuUsage counts, and under load that spinning dominates short runs. The
+ * minimum over many repeats filters out the time other processes take the cores.
+ */
+function wallMicros(fn: () => void): number {
+  const start = performance.now();
   fn();
-  const d = process.cpuUsage(start);
-  return d.user + d.system;
+  return (performance.now() - start) * 1000;
 }
 
 /** Minimum over `repeats` timed `run`s (after a warm-up) of `model` on `input`, µs per sample. */
 function timeRun(model: IntModel, input: Float32Array, batch: number, repeats: number): number {
   model.run(input, batch);
   let best = Infinity;
-  for (let r = 0; r < repeats; r++) best = Math.min(best, cpuMicros(() => model.run(input, batch)));
-  return Math.max(best, 1) / batch;
+  for (let r = 0; r < repeats; r++) best = Math.min(best, wallMicros(() => model.run(input, batch)));
+  return best / batch;
 }
 
 /**
  * µs per sample of one fresh layer at (w, a) on the integer runtime: `IntModel.run` (the native
  * executor when the addon provides it) of the layer with the quantization of its input, its
  * requantizing output stage and a one-output probe Linear, minimum over `repeats` timed runs of a
- * `batch`-sample batch after a warm-up, in process CPU time. The input quantization and the probe
+ * `batch`-sample batch after a warm-up, in wall time. The input quantization and the probe
  * are the same for every (w, a) of a layer shape.
  */
 export function measureLayerLatency(info: LayerInfo, w: number, a: number, options: { batch?: number; repeats?: number } = {}): number {
   const batch = options.batch ?? 32;
   const { model, input } = singleLayerIntModel(info, w, a, batch);
-  return timeRun(model, input, batch, options.repeats ?? 5);
+  return timeRun(model, input, batch, options.repeats ?? 20);
 }
 
 /** A short hash of a model's parameter and buffer values (keys in-model latency entries). */
@@ -201,7 +204,7 @@ export function modelFingerprint(model: TensorModule): string {
 /**
  * µs per sample of the whole trained model converted with `assignment` (layers not listed at
  * W8A8): calibrate ('static' quantizers; the model is restored), convert, time `IntModel.run` on
- * the first `batch` samples of `sample` (minimum of `repeats` runs, process CPU time).
+ * the first `batch` samples of `sample` (minimum of `repeats` runs, wall time).
  */
 export function measureAssignmentLatency(context: LatencyContext, assignment: BitAssignment, options: { batch?: number; repeats?: number } = {}): number {
   const batch = Math.min(options.batch ?? 32, context.sample.shape[0]!);
@@ -217,7 +220,7 @@ export function measureAssignmentLatency(context: LatencyContext, assignment: Bi
     inspect: (m) => {
       const im = convert(m, { inputShape });
       const per = context.sample.size / context.sample.shape[0]!;
-      us = timeRun(im, Float32Array.from(context.sample.data.subarray(0, batch * per)), batch, options.repeats ?? 5);
+      us = timeRun(im, Float32Array.from(context.sample.data.subarray(0, batch * per)), batch, options.repeats ?? 20);
     },
   });
   return us;
@@ -225,18 +228,27 @@ export function measureAssignmentLatency(context: LatencyContext, assignment: Bi
 
 /**
  * µs per sample of a whole IntModel on `input` (`batch` samples): minimum of `repeats` timed runs
- * in process CPU time, after a warm-up run.
+ * (wall time), after a warm-up run.
  */
-export function measureModelLatency(model: IntModel, input: Float32Array, batch: number, repeats = 5): number {
-  model.run(input, batch);
-  let best = Infinity;
-  for (let r = 0; r < repeats; r++) best = Math.min(best, cpuMicros(() => model.run(input, batch)));
-  return best / batch;
+export function measureModelLatency(model: IntModel, input: Float32Array, batch: number, repeats = 20): number {
+  return timeRun(model, input, batch, repeats);
+}
+
+/**
+ * µs per sample of several IntModels on the same `input`, measured interleaved (one run of each
+ * per round, `rounds` rounds after a warm-up) so that a change in machine load hits all of them
+ * alike: the minimum wall time per model.
+ */
+export function measureModelsInterleaved(models: readonly IntModel[], input: Float32Array, batch: number, rounds = 30): number[] {
+  for (const m of models) m.run(input, batch);
+  const best = models.map(() => Infinity);
+  for (let r = 0; r < rounds; r++) models.forEach((m, i) => (best[i] = Math.min(best[i]!, wallMicros(() => m.run(input, batch)))));
+  return best.map((b) => b / batch);
 }
 
 /**
  * Latency measured on lowbit's integer runtime (`IntModel.run`: the native executor when the addon
- * has it) on this machine. Unit: µs per sample. Two ways, both cached in a JSON table under
+ * has it) on this machine, minimum wall time over repeated runs. Unit: µs per sample. Two ways, both cached in a JSON table under
  * `cacheDir` whose file name carries the CPU model, the integer-kernel path and the Node version:
  * - without `context`: each (layer shape, w, a) is microbenchmarked once as a fresh layer
  *   (`measureLayerLatency`: input quantization + layer + probe), so a layer's cost includes a
