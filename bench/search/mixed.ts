@@ -394,7 +394,7 @@ function markdown(all: Json): string {
     }
     const lat = entry['latency'] as { rows: Json[]; kernels: unknown; target: number; command: string; reachable: boolean; commit: string; table: { name: string; cost: Record<string, number> }[] } | undefined;
     if (lat) {
-      out.push(`Latency table on lowbit's integer runtime as in /work/main at commit ${lat.commit} (\`IntModel.run\`, native executor; kernels ${JSON.stringify(lat.kernels)}), activations 8 bit: cost(L, w) = T₈/n + (T(L at w, others W8A8) − T₈) in µs per sample, whole-model wall time, min of 20 runs of 64 samples:`, '');
+      out.push(`Latency table on lowbit's integer runtime as in /work/main at commit ${lat.commit} (\`IntModel.run\`, native executor; kernels ${JSON.stringify(lat.kernels)}), activations 8 bit: cost(L, w) = T₈/n + (r − 1)·T₈ in µs per sample, r = T(L at w, others W8A8)/T₈ from paired interleaved whole-model runs (min wall time of 20 rounds, 64 samples):`, '');
       const keys = Object.keys(lat.table[0]!.cost);
       out.push(`| layer | ${keys.join(' | ')} |`, `|---|${keys.map(() => '---').join('|')}|`);
       for (const t of lat.table) out.push(`| ${t.name} | ${keys.map((k) => t.cost[k]!.toFixed(1)).join(' | ')} |`);

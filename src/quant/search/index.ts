@@ -6,7 +6,7 @@ export {
   type BitSerialOptions, type CostModelName, type CostModelOptions, type EnergyConstants,
 } from './costs.ts';
 export {
-  latencyCost, latencyTablePath, measureAssignmentLatency, measureLayerLatency, measureModelLatency, measureModelsInterleaved, modelFingerprint, type LatencyContext, type LatencyCostOptions,
+  latencyCost, latencyTablePath, measureAssignmentDelta, measureAssignmentLatency, measureLayerLatency, measureModelLatency, measureModelsInterleaved, modelFingerprint, type LatencyContext, type LatencyCostOptions,
 } from './latency.ts';
 export {
   assignmentFromPlan, checkAssignment, loadPlanFile, planFromAssignment, savePlanFile, type PlanBase, type PlanFile,

@@ -51,8 +51,8 @@ export interface LatencyCostOptions {
   readonly onMeasure?: (key: string) => void;
 }
 
-/** Version 4: minimum wall time of `IntModel.run` (3: process CPU time; 2 timed `runSegment`; 1 ended layers in dequantization). */
-const TABLE_VERSION = 4;
+/** Version 5: in-model entries are paired ratios; 4: minimum wall time of `IntModel.run` (3: process CPU time; 2 timed `runSegment`; 1 ended layers in dequantization). */
+const TABLE_VERSION = 5;
 
 /** A trained float model and a calibration batch for in-model latency measurements. */
 export interface LatencyContext {
@@ -201,6 +201,27 @@ export function modelFingerprint(model: TensorModule): string {
   return h.digest('hex').slice(0, 12);
 }
 
+/** The trained model converted with `assignment` (layers not listed at W8A8); the model is restored. */
+function intModelFor(context: LatencyContext, assignment: BitAssignment, who: string): IntModel {
+  const inputShape = context.sample.shape.slice(1);
+  const layers = describeLayers(context.model, inputShape);
+  for (const name of Object.keys(assignment)) if (!layers.some((l) => l.name === name)) throw new Error(`${who}: no layer '${name}'`);
+  const full = Object.fromEntries(layers.map((l) => [l.name, assignment[l.name] ?? { w: 8, a: 8 }]));
+  const xnor = Object.values(full).some((c) => c.w === 1 && c.a === 1);
+  let im: IntModel | null = null;
+  evaluateAssignmentSync(context.model, full, { calibration: [{ x: context.sample }], eval: [] }, {
+    method: 'ptq',
+    base: { oneBitActivations: xnor ? 'sign' : 'unsigned' },
+    inspect: (m) => (im = convert(m, { inputShape })),
+  });
+  return im!;
+}
+
+function sampleInput(context: LatencyContext, batch: number): Float32Array {
+  const per = context.sample.size / context.sample.shape[0]!;
+  return Float32Array.from(context.sample.data.subarray(0, batch * per));
+}
+
 /**
  * µs per sample of the whole trained model converted with `assignment` (layers not listed at
  * W8A8): calibrate ('static' quantizers; the model is restored), convert, time `IntModel.run` on
@@ -208,22 +229,19 @@ export function modelFingerprint(model: TensorModule): string {
  */
 export function measureAssignmentLatency(context: LatencyContext, assignment: BitAssignment, options: { batch?: number; repeats?: number } = {}): number {
   const batch = Math.min(options.batch ?? 32, context.sample.shape[0]!);
-  const inputShape = context.sample.shape.slice(1);
-  const layers = describeLayers(context.model, inputShape);
-  for (const name of Object.keys(assignment)) if (!layers.some((l) => l.name === name)) throw new Error(`measureAssignmentLatency: no layer '${name}'`);
-  const full = Object.fromEntries(layers.map((l) => [l.name, assignment[l.name] ?? { w: 8, a: 8 }]));
-  const xnor = Object.values(full).some((c) => c.w === 1 && c.a === 1);
-  let us = NaN;
-  evaluateAssignmentSync(context.model, full, { calibration: [{ x: context.sample }], eval: [] }, {
-    method: 'ptq',
-    base: { oneBitActivations: xnor ? 'sign' : 'unsigned' },
-    inspect: (m) => {
-      const im = convert(m, { inputShape });
-      const per = context.sample.size / context.sample.shape[0]!;
-      us = timeRun(im, Float32Array.from(context.sample.data.subarray(0, batch * per)), batch, options.repeats ?? 20);
-    },
-  });
-  return us;
+  return timeRun(intModelFor(context, assignment, 'measureAssignmentLatency'), sampleInput(context, batch), batch, options.repeats ?? 20);
+}
+
+/**
+ * The latency change (µs per sample) of converting the trained model with `assignment` instead of
+ * W8A8: both IntModels timed interleaved (`measureModelsInterleaved`, `repeats` rounds), so a
+ * change of machine load hits both alike. Returns both times and their difference.
+ */
+export function measureAssignmentDelta(context: LatencyContext, assignment: BitAssignment, options: { batch?: number; repeats?: number } = {}): { base: number; changed: number; delta: number } {
+  const batch = Math.min(options.batch ?? 32, context.sample.shape[0]!);
+  const models = [intModelFor(context, {}, 'measureAssignmentDelta'), intModelFor(context, assignment, 'measureAssignmentDelta')];
+  const [base, changed] = measureModelsInterleaved(models, sampleInput(context, batch), batch, options.repeats ?? 20) as [number, number];
+  return { base, changed, delta: changed - base };
 }
 
 /**
@@ -254,8 +272,9 @@ export function measureModelsInterleaved(models: readonly IntModel[], input: Flo
  *   (`measureLayerLatency`: input quantization + layer + probe), so a layer's cost includes a
  *   fixed overhead that is the same for every (w, a);
  * - with `context` (a trained model and a batch): whole-model measurements, additive by layer:
- *   cost(L, w, a) = T₈/n + (T(L at (w, a), the others W8A8) − T₈), T₈ = the model at W8A8, n = its
- *   layer count, clamped at 0; so the W8A8 plan costs exactly T₈ and a plan's total is T₈ plus the
+ *   cost(L, w, a) = T₈/n + (r − 1)·T₈, T₈ = the model at W8A8, n = its layer count,
+ *   r = T(L at (w, a), the others W8A8) / T₈ measured as a paired, interleaved ratio
+ *   (`measureAssignmentDelta`), clamped at 0; so the W8A8 plan costs exactly T₈ and a plan's total is T₈ plus the
  *   sum of its layers' measured changes (interaction between layers is ignored). Entries are keyed
  *   by a fingerprint of the model's weights.
  * Per-channel weight bits cost what the widest channel costs (the runtime stores a layer at one
@@ -293,8 +312,12 @@ export function latencyCost(options: LatencyCostOptions = {}): CostModel {
     if (!context) return lookup(latencyKey(layer, w, a), () => measureLayerLatency(layer, w, a, options));
     const base = lookup(`${fingerprint}:w8a8`, () => measureAssignmentLatency(context, {}, options));
     if (w === 8 && a === 8) return base / layerCount;
-    const changed = lookup(`${fingerprint}:${layer.name}|w${w}a${a}`, () => measureAssignmentLatency(context, { [layer.name]: { w, a } }, options));
-    return Math.max(0, base / layerCount + changed - base);
+    // The change is measured as a paired, interleaved difference (stored as a ratio to the paired W8A8 time, > 0).
+    const ratio = lookup(`${fingerprint}:${layer.name}|w${w}a${a}`, () => {
+      const d = measureAssignmentDelta(context, { [layer.name]: { w, a } }, options);
+      return d.changed / d.base;
+    });
+    return Math.max(0, base / layerCount + (ratio - 1) * base);
   };
   return {
     name: 'latency',
