@@ -10,6 +10,7 @@
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/search/mixed.ts [--models lenet5,cnn]
  *       [--sections sensitivity,size,latency] [--seeds 0,1,2] [--budgets 3,2] [--epochs 1] [--quick]
+ *       [--arms uniform,kl,hessian,loss,channel] [--per-channel] [--doc-only]
  *
  * Writes docs/results/search.json (merged per model and section) and regenerates the block between
  * the `search-results` markers of docs/search.md. fp32 starting points: runs/qat/ckpt/<id>.safetensors
@@ -424,6 +425,10 @@ function writeDoc(): void {
 }
 
 // ------------------------------------------------------------------ main
+if (process.argv.includes('--doc-only')) {
+  writeDoc();
+  process.exit(0);
+}
 log(`backend ${getBackend()}, threads ${process.env.LOWBIT_THREADS}, kernels ${JSON.stringify(intKernelsBackend())}${QUICK ? ', QUICK' : ''}`);
 for (const name of MODELS) {
   const setup = SETUPS[name];
