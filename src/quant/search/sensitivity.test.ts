@@ -4,7 +4,7 @@ import { grad } from '../../autograd/engine.ts';
 import { Module } from '../../nn/module.ts';
 import { Linear } from '../../nn/linear.ts';
 import { Tanh } from '../../nn/activation.ts';
-import { crossEntropy, softmax } from '../../tensor/ops.ts';
+import { conv2d, crossEntropy, linear, maxPool2d, relu, reshape, softmax } from '../../tensor/ops.ts';
 import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
@@ -83,6 +83,37 @@ describe('Hessian trace (Hutchinson)', () => {
       });
       assert.ok(Math.sqrt(num / den) < 2e-3, `layer ${i}: relative error ${Math.sqrt(num / den)}`);
     });
+  });
+
+  it('Hv through conv2d → ReLU → max-pool → flatten → linear → cross-entropy matches float64 central differences', () => {
+    const rng = new Rng(21);
+    const r64 = (shape: readonly number[]): Tensor => new Tensor(new Float64Array(shape.reduce((p, d) => p * d, 1)).map(() => rng.uniform() * 2 - 1), shape);
+    class ConvNet extends Module {
+      readonly wc = this.registerParameter('wc', r64([3, 1, 3, 3]));
+      readonly wl = this.registerParameter('wl', r64([4, 3 * 3 * 3]));
+      forward(x: Tensor): Tensor {
+        const h = maxPool2d(relu(conv2d(x, this.wc, null, { padding: 1 })), 2);
+        return linear(reshape(h, [x.shape[0]!, 27]), this.wl);
+      }
+    }
+    const model = new ConvNet();
+    const b: Batch = { x: r64([2, 1, 6, 6]), y: new Tensor(Int32Array.from([1, 3]), [2]) };
+    const ws = [model.wc, model.wl];
+    const vs = ws.map((w) => r64(w.shape));
+    const hv = hessianVectorProduct(model, [b], ws, vs);
+    const eps = 1e-5;
+    const gradAt = (s: number): Float64Array[] => {
+      ws.forEach((w, i) => w.data.forEach((_, k) => (w.data[k] = w.data[k]! + s * eps * vs[i]!.data[k]!)));
+      const g = grad(crossEntropy(model.forward(b.x), b.y), ws).map((t) => Float64Array.from(t.data));
+      ws.forEach((w, i) => w.data.forEach((_, k) => (w.data[k] = w.data[k]! - s * eps * vs[i]!.data[k]!)));
+      return g;
+    };
+    const gp = gradAt(1);
+    const gm = gradAt(-1);
+    hv.forEach((h, i) => h.forEach((v, k) => {
+      const fd = (gp[i]![k]! - gm[i]![k]!) / (2 * eps);
+      assert.ok(Math.abs(fd - v) < 1e-6 * Math.max(1, Math.abs(fd)), `weight ${i}[${k}]: Hv ${v} vs ${fd}`);
+    }));
   });
 
   it('the per-layer estimate agrees with the exact trace within 4 standard errors', () => {
