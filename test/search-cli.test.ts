@@ -108,8 +108,10 @@ describe('lowbit search', () => {
 
   it('--max-time stops early and keeps the best plan so far', async () => {
     const out = join(dir, 'maxtime');
-    const r = await lowbit(['search', '--model', run, '--budget', 'size=30KB', '--beacons', '0', '--max-time', '0.5', '--out', out, ...QUICK, '--generations', '50']);
-    assert.equal(r.code, 0, r.stderr);
+    // A budget every candidate fits (uniform W8 is 61 kB): on a slow backend or a loaded machine the
+    // stop may come after only the first seeds were scored, and those must still yield a plan.
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=100KB', '--beacons', '0', '--max-time', '0.5', '--out', out, ...QUICK, '--generations', '50']);
+    assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
     assert.match(r.stdout, /stopped early after \d+ s/);
     const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
     assert.equal(front.stopped, true);

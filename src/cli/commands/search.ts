@@ -262,6 +262,8 @@ export const searchCommand = defineCommand({
       io.print(`chosen plan: ${outcome.layers.map((l) => `${l.name}=W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}`).join(' ')}`);
       io.print(`  ${primary.name} ${showCost(c.costs[primary.name]!)} (budget ${showCost(budget.value)}), search accuracy ${(c.accuracy * 100).toFixed(2)}%` +
         `${heldOutScores.chosen !== undefined ? `, held-out ${(heldOutScores.chosen * 100).toFixed(2)}% (float32 ${(heldOutScores.float! * 100).toFixed(2)}%)` : ''}`);
+    } else if (outcome.candidates.length === 0) {
+      io.print('no plan was evaluated before the search stopped');
     } else {
       const cheapest = Math.min(...outcome.candidates.map((c) => c.costs[primary.name]!));
       io.print(`no evaluated plan fits ${budget.text}: the cheapest costs ${showCost(cheapest)}`);

@@ -329,7 +329,9 @@ export async function nsga2(options: Nsga2Options): Promise<Nsga2Result> {
     if (known) return known;
     // Let signal handlers and timers run (a SIGINT handler setting the stop flag) between evaluations.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    if (shouldStop()) {
+    // The first evaluation always runs, so a stop (a time limit that expired while data loaded)
+    // still leaves a result to keep.
+    if (archive.length > 0 && shouldStop()) {
       stopped = true;
       return null;
     }

@@ -187,7 +187,8 @@ describe('PTQ perturbation and quantization errors', () => {
     let kl = 0;
     for (let i = 0; i < p.length; i++) kl += p[i]! * Math.log(p[i]! / q[i]!);
     assert.ok(Math.abs(r[1]!.kl[2]! - kl / 12) < 1e-5, `${r[1]!.kl[2]} vs ${kl / 12}`);
-    assert.ok(r[0]!.kl[16]! >= 0 && r[0]!.kl[16]! < 1e-6);
+    // ≈ 0: KL of two float32 softmaxes that differ by 16-bit weight rounding can round to a tiny negative.
+    assert.ok(Math.abs(r[0]!.kl[16]!) < 1e-6, `kl at 16 bits ${r[0]!.kl[16]}`);
     assert.ok(Math.abs(r[0]!.deltaLoss[16]!) < 1e-4, '16-bit weights barely change the loss');
   });
   it('2-bit per-channel symmetric weights take values {−s, 0, s} with s = the MSE-chosen scale', () => {
