@@ -564,8 +564,13 @@ Napi::Value FakeQuantize(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fakeQuantizeGrad(g, x, s, z, y, sMid, sInner, zMid, zInner, qmin, qmax, part)
-Napi::Value FakeQuantizeGrad(const Napi::CallbackInfo& info) {
+// fakeQuantizeGrad(g, x, s, z, y, sMid, sInner, zMid, zInner, qmin, qmax, part): one part of the
+// gradient (0 x ste, 1 x clipped, 2 scale, 3 zero point) elementwise into y.
+// fakeQuantizeGradSum(same arguments): part 2 (scale) or 3 (zero point) summed to its operand; y holds
+// that operand's mid values. Both read the same arguments; Sum selects the kernel and its layout check.
+template <bool Sum>
+Napi::Value FakeQuantizeGradT(const Napi::CallbackInfo& info) {
+  const char* name = Sum ? "fakeQuantizeGradSum" : "fakeQuantizeGrad";
   F32 g, x, s, z, y;
   int64_t sMid = 0, sInner = 0, zMid = 0, zInner = 0, part = 0;
   if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &s) || !argF32(info, 3, &z) ||
@@ -573,36 +578,18 @@ Napi::Value FakeQuantizeGrad(const Napi::CallbackInfo& info) {
       !argInt(info, 8, &zInner) || !info[9].IsNumber() || !info[10].IsNumber() || !argInt(info, 11, &part)) {
     return info.Env().Undefined();
   }
-  if (sMid < 1 || sInner < 1 || zMid < 1 || zInner < 1 || sMid > static_cast<int64_t>(s.length) ||
-      zMid > static_cast<int64_t>(z.length) || y.length < x.length || g.length < x.length || part < 0 || part > 3) {
-    fail(info.Env(), "fakeQuantizeGrad: bad layout");
+  bool ok = sMid >= 1 && sInner >= 1 && zMid >= 1 && zInner >= 1 && sMid <= static_cast<int64_t>(s.length) &&
+            zMid <= static_cast<int64_t>(z.length) && g.length >= x.length;
+  if (Sum) ok = ok && (part == 2 || part == 3) && static_cast<int64_t>(y.length) >= (part == 2 ? sMid : zMid);
+  else ok = ok && y.length >= x.length && part >= 0 && part <= 3;
+  if (!ok) {
+    fail(info.Env(), std::string(name) + ": bad layout");
     return info.Env().Undefined();
   }
-  lowbit::fakeQuantizeGrad(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, y.data,
-                           static_cast<int64_t>(x.length), info[9].As<Napi::Number>().DoubleValue(),
-                           info[10].As<Napi::Number>().DoubleValue(), static_cast<int>(part));
-  return info.Env().Undefined();
-}
-
-// fakeQuantizeGradSum(g, x, s, z, y, sMid, sInner, zMid, zInner, qmin, qmax, part): part 2 (scale) or
-// 3 (zero point) summed to its operand; y holds that operand's mid values.
-Napi::Value FakeQuantizeGradSum(const Napi::CallbackInfo& info) {
-  F32 g, x, s, z, y;
-  int64_t sMid = 0, sInner = 0, zMid = 0, zInner = 0, part = 0;
-  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &s) || !argF32(info, 3, &z) ||
-      !argF32(info, 4, &y) || !argInt(info, 5, &sMid) || !argInt(info, 6, &sInner) || !argInt(info, 7, &zMid) ||
-      !argInt(info, 8, &zInner) || !info[9].IsNumber() || !info[10].IsNumber() || !argInt(info, 11, &part)) {
-    return info.Env().Undefined();
-  }
-  if (sMid < 1 || sInner < 1 || zMid < 1 || zInner < 1 || sMid > static_cast<int64_t>(s.length) ||
-      zMid > static_cast<int64_t>(z.length) || g.length < x.length || (part != 2 && part != 3) ||
-      static_cast<int64_t>(y.length) < (part == 2 ? sMid : zMid)) {
-    fail(info.Env(), "fakeQuantizeGradSum: bad layout");
-    return info.Env().Undefined();
-  }
-  lowbit::fakeQuantizeGradSum(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, y.data,
-                              static_cast<int64_t>(x.length), info[9].As<Napi::Number>().DoubleValue(),
-                              info[10].As<Napi::Number>().DoubleValue(), static_cast<int>(part));
+  const double qmin = info[9].As<Napi::Number>().DoubleValue(), qmax = info[10].As<Napi::Number>().DoubleValue();
+  const int64_t n = static_cast<int64_t>(x.length);
+  if (Sum) lowbit::fakeQuantizeGradSum(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, y.data, n, qmin, qmax, static_cast<int>(part));
+  else lowbit::fakeQuantizeGrad(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, y.data, n, qmin, qmax, static_cast<int>(part));
   return info.Env().Undefined();
 }
 
@@ -1026,8 +1013,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cast", Napi::Function::New(env, Cast));
   exports.Set("fakeQuantize", Napi::Function::New(env, FakeQuantize));
   exports.Set("estimator", Napi::Function::New(env, Estimator));
-  exports.Set("fakeQuantizeGrad", Napi::Function::New(env, FakeQuantizeGrad));
-  exports.Set("fakeQuantizeGradSum", Napi::Function::New(env, FakeQuantizeGradSum));
+  exports.Set("fakeQuantizeGrad", Napi::Function::New(env, FakeQuantizeGradT<false>));
+  exports.Set("fakeQuantizeGradSum", Napi::Function::New(env, FakeQuantizeGradT<true>));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
