@@ -1,14 +1,12 @@
 /**
  * The official ONNX schema (onnx.proto, IR version 10) as text, so that it loads without a
- * filesystem read at run time. Identical to `src/onnx/onnx.proto` (checked by a test).
+ * filesystem read at run time (browser path). This module is the project's only copy of the schema.
  * @internal
  */
 export const ONNX_PROTO_SCHEMA = `// The ONNX model schema (package onnx, proto2), IR version 10: every message, enum, field name,
 // type, label and field number as in the official onnx/onnx.proto (generated from onnx.in.proto
 // of the ONNX project, Apache-2.0). Documentation comments of the original are left out; see the
 // ONNX IR specification (docs/IR.md of the ONNX project) for the meaning of each field.
-// src/onnx/schema.ts holds this same text for loading without a filesystem read; a test checks
-// that the two stay identical.
 
 syntax = "proto2";
 
