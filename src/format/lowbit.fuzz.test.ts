@@ -17,6 +17,7 @@ import {
   packedByteLength,
   type LowbitModel,
 } from './lowbit.ts';
+import { timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -62,50 +63,21 @@ function assertStructurallyValid(model: LowbitModel): void {
   assert.deepEqual(Object.keys(again.tensors), Object.keys(model.tensors));
 }
 
-interface Stats {
-  count: number;
+interface Stats extends FuzzTiming {
   rejected: number;
   decoded: number;
-  maxMs: number;
-  slowest: string;
-  rawMaxMs: number;
-  retimed: number;
-  totalMs: number;
   codes: Map<string, number>;
 }
 
 function run(stats: Stats, label: string, bytes: Uint8Array, mustReject: boolean): void {
-  const start = performance.now();
-  let outcome: LowbitModel | LowbitFormatError;
-  try {
-    outcome = decodeLowbit(bytes);
-  } catch (e) {
-    if (!(e instanceof LowbitFormatError)) {
-      assert.fail(`${label}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)} is not a LowbitFormatError`);
-    }
-    outcome = e;
-  }
-  let ms = performance.now() - start;
-  stats.rawMaxMs = Math.max(stats.rawMaxMs, ms);
-  // A slow outlier is timed again (up to twice, keeping the fastest run): on a loaded machine a
-  // GC pause or a descheduled thread is not the reader's doing, a slow input is slow every time.
-  for (let retry = 0; retry < 2 && ms >= 50; retry++) {
-    stats.retimed++;
-    const again = performance.now();
+  const outcome = timeFuzzCase(stats, label, 'a LowbitFormatError', (): LowbitModel | LowbitFormatError => {
     try {
-      decodeLowbit(bytes);
-    } catch {
-      // same outcome as above
+      return decodeLowbit(bytes);
+    } catch (e) {
+      if (e instanceof LowbitFormatError) return e;
+      throw e;
     }
-    ms = Math.min(ms, performance.now() - again);
-  }
-  stats.count++;
-  stats.totalMs += ms;
-  if (ms > stats.maxMs) {
-    stats.maxMs = ms;
-    stats.slowest = label;
-  }
-  assert.ok(ms < 100, `${label}: took ${ms.toFixed(1)} ms`);
+  });
   if (outcome instanceof LowbitFormatError) {
     stats.rejected++;
     stats.codes.set(outcome.code, (stats.codes.get(outcome.code) ?? 0) + 1);

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { OnnxDataType, OnnxError, decodeModel, encodeModel, floatTensor, makeTensor, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './proto.ts';
 import { OnnxModule, importOnnx } from './import.ts';
+import { timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -73,15 +74,9 @@ function validModel(): OnnxModel {
   };
 }
 
-interface Stats {
-  count: number;
+interface Stats extends FuzzTiming {
   rejected: number;
   imported: number;
-  maxMs: number;
-  slowest: string;
-  rawMaxMs: number;
-  retimed: number;
-  totalMs: number;
   codes: Map<string, number>;
 }
 
@@ -95,30 +90,7 @@ function attempt(bytes: Uint8Array, baseDir: string): OnnxModule | OnnxError {
 }
 
 function run(stats: Stats, label: string, bytes: Uint8Array, mustReject: boolean, baseDir: string): void {
-  const start = performance.now();
-  let outcome: OnnxModule | OnnxError;
-  try {
-    outcome = attempt(bytes, baseDir);
-  } catch (e) {
-    assert.fail(`${label}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)} is not an OnnxError`);
-  }
-  let ms = performance.now() - start;
-  stats.rawMaxMs = Math.max(stats.rawMaxMs, ms);
-  // A slow outlier is timed again (up to five times, keeping the fastest): on a loaded machine a GC
-  // pause or a descheduled thread is not the reader's doing; a slow input is slow every time.
-  for (let retry = 0; retry < 5 && ms >= 50; retry++) {
-    stats.retimed++;
-    const again = performance.now();
-    attempt(bytes, baseDir);
-    ms = Math.min(ms, performance.now() - again);
-  }
-  stats.count++;
-  stats.totalMs += ms;
-  if (ms > stats.maxMs) {
-    stats.maxMs = ms;
-    stats.slowest = label;
-  }
-  assert.ok(ms < 100, `${label}: took ${ms.toFixed(1)} ms`);
+  const outcome = timeFuzzCase(stats, label, 'an OnnxError', () => attempt(bytes, baseDir));
   if (outcome instanceof OnnxError) {
     stats.rejected++;
     stats.codes.set(outcome.code, (stats.codes.get(outcome.code) ?? 0) + 1);
