@@ -4,44 +4,11 @@
  */
 import { existsSync } from 'node:fs';
 import { measureRate } from '../lib.ts';
+import { loadOnnxRuntime, type OnnxRuntimeLoad, type OrtSession } from '../../src/onnx/verify.ts';
 
-/** The subset of onnxruntime-node's API used here. */
-interface OrtTensor {
-  readonly dims: readonly number[];
-}
-interface OrtSession {
-  readonly inputNames: readonly string[];
-  readonly outputNames: readonly string[];
-  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
-  release?(): Promise<void>;
-}
-interface OrtModule {
-  Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => OrtTensor;
-  InferenceSession: {
-    create(path: string, options: Record<string, unknown>): Promise<OrtSession>;
-  };
-  env?: { versions?: { node?: string; common?: string } };
-}
-
-export type OrtLoad = { ok: true; ort: OrtModule; version: string } | { ok: false; reason: string };
-
-let cached: Promise<OrtLoad> | null = null;
-
-export function loadOrt(): Promise<OrtLoad> {
-  cached ??= (async (): Promise<OrtLoad> => {
-    try {
-      const name = 'onnxruntime-node';
-      const mod = (await import(name)) as OrtModule & { default?: OrtModule };
-      const ort = mod.InferenceSession ? mod : mod.default;
-      if (!ort?.InferenceSession) return { ok: false, reason: 'onnxruntime-node loaded without InferenceSession' };
-      return { ok: true, ort, version: ort.env?.versions?.node ?? ort.env?.versions?.common ?? 'unknown' };
-    } catch (e) {
-      const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
-      return { ok: false, reason: `onnxruntime-node not available (${msg.slice(0, 160)})` };
-    }
-  })();
-  return cached;
-}
+/** onnxruntime-node is loaded by the library's own loader (src/onnx/verify.ts), once per process. */
+export type OrtLoad = OnnxRuntimeLoad;
+export const loadOrt = loadOnnxRuntime;
 
 export interface OrtInferenceOptions {
   modelPath: string;

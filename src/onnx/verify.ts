@@ -6,19 +6,20 @@
 import { ProgressBar, type ProgressStream } from '../train/progress.ts';
 
 /** The subset of onnxruntime-node's API used here. */
-interface OrtTensor {
+export interface OrtTensor {
   readonly dims: readonly number[];
   readonly data: unknown;
 }
-interface OrtSession {
+export interface OrtSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
   release?(): Promise<void>;
 }
-interface OrtModule {
+export interface OrtModule {
   Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => OrtTensor;
-  InferenceSession: { create(model: Uint8Array, options?: Record<string, unknown>): Promise<OrtSession> };
+  /** From model bytes or a file path. */
+  InferenceSession: { create(model: Uint8Array | string, options?: Record<string, unknown>): Promise<OrtSession> };
   env?: { versions?: Record<string, string | undefined> };
 }
 
