@@ -15,20 +15,14 @@
 #include "convwide.h"
 #include "cpu.h"
 #include "gemm.h"
+#include "scratch.h"
 #include "threadpool.h"
 
 namespace lowbit {
 
 namespace {
 
-struct Buffer {
-  std::vector<float> data;
-  float* get(size_t n) {
-    if (data.size() < n) data.resize(n);
-    return data.data();
-  }
-};
-thread_local Buffer tCol;
+thread_local ScratchBuffer tCol;
 
 int64_t channelsPerGroup(const ConvGeom& g) { return g.C / g.groups; }
 int64_t colRows(const ConvGeom& g) { return channelsPerGroup(g) * g.KH * g.KW; }
@@ -136,7 +130,7 @@ double convFlops(const ConvGeom& g) {
   return 2.0 * static_cast<double>(g.O) * static_cast<double>(colRows(g)) * static_cast<double>(outPixels(g));
 }
 
-thread_local Buffer tPad, tLanes;
+thread_local ScratchBuffer tPad, tLanes;
 
 // Stride-1 (in W) convolution with few output channels, without a column matrix: the input is
 // zero-padded once per sample and group, and each output row is a small GEMM whose B rows are

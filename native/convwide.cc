@@ -17,20 +17,14 @@
 #include <vector>
 
 #include "cpu.h"
+#include "scratch.h"
 #include "threadpool.h"
 
 namespace lowbit {
 
 namespace {
 
-struct Buffer {
-  std::vector<float> data;
-  float* get(size_t n) {
-    if (data.size() < n) data.resize(n);
-    return data.data();
-  }
-};
-thread_local Buffer tPadded, tWide, tDyWide;
+thread_local ScratchBuffer tPadded, tWide, tDyWide;
 
 inline __mmask16 tailMask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
@@ -360,7 +354,7 @@ LOWBIT_TARGET_AVX512 void channelEpilogue(const ConvEpilogue& e, int64_t OH, int
   }
 }
 
-thread_local Buffer tPixels;
+thread_local ScratchBuffer tPixels;
 
 }  // namespace
 
@@ -540,7 +534,7 @@ void dotTileShape(int64_t Og, int64_t* rows, int64_t* cols) {
 LOWBIT_TARGET_AVX512 float laneSum(const float* lanes) { return _mm512_reduce_add_ps(_mm512_loadu_ps(lanes)); }
 
 // Per-thread staging of a chunk of samples: padded inputs and wide dy.
-thread_local Buffer tStageX, tStageDy, tTileLanes;
+thread_local ScratchBuffer tStageX, tStageDy, tTileLanes;
 
 }  // namespace
 
@@ -699,7 +693,7 @@ int bestVectors(int64_t rows, int64_t N) {
   return bestV;
 }
 
-thread_local Buffer tDxPadded;
+thread_local ScratchBuffer tDxPadded;
 
 }  // namespace
 
