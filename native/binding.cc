@@ -593,6 +593,30 @@ Napi::Value FakeQuantizeGradT(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fakeQuantizeGradXScale(g, x, s, z, gx, gs, sMid, sInner, zMid, zInner, qmin, qmax, xPart): the x
+// part (xPart 0 ste, 1 clipped) into gx and the scale part summed to the scale into gs, one pass.
+Napi::Value FakeQuantizeGradXScale(const Napi::CallbackInfo& info) {
+  F32 g, x, s, z, gx, gs;
+  int64_t sMid = 0, sInner = 0, zMid = 0, zInner = 0, xPart = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &s) || !argF32(info, 3, &z) ||
+      !argF32(info, 4, &gx) || !argF32(info, 5, &gs) || !argInt(info, 6, &sMid) || !argInt(info, 7, &sInner) ||
+      !argInt(info, 8, &zMid) || !argInt(info, 9, &zInner) || !info[10].IsNumber() || !info[11].IsNumber() ||
+      !argInt(info, 12, &xPart)) {
+    return info.Env().Undefined();
+  }
+  const bool ok = sMid >= 1 && sInner >= 1 && zMid >= 1 && zInner >= 1 && sMid <= static_cast<int64_t>(s.length) &&
+                  zMid <= static_cast<int64_t>(z.length) && g.length >= x.length && gx.length >= x.length &&
+                  static_cast<int64_t>(gs.length) >= sMid && (xPart == 0 || xPart == 1);
+  if (!ok) {
+    fail(info.Env(), "fakeQuantizeGradXScale: bad layout");
+    return info.Env().Undefined();
+  }
+  lowbit::fakeQuantizeGradXScale(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, gx.data, gs.data,
+                                 static_cast<int64_t>(x.length), info[10].As<Napi::Number>().DoubleValue(),
+                                 info[11].As<Napi::Number>().DoubleValue(), static_cast<int>(xPart));
+  return info.Env().Undefined();
+}
+
 // estimator(op: 0 roundSte | 1 signSte, x, y)
 Napi::Value Estimator(const Napi::CallbackInfo& info) {
   int64_t op = 0;
@@ -1015,6 +1039,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("estimator", Napi::Function::New(env, Estimator));
   exports.Set("fakeQuantizeGrad", Napi::Function::New(env, FakeQuantizeGradT<false>));
   exports.Set("fakeQuantizeGradSum", Napi::Function::New(env, FakeQuantizeGradT<true>));
+  exports.Set("fakeQuantizeGradXScale", Napi::Function::New(env, FakeQuantizeGradXScale));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));

@@ -75,6 +75,14 @@ export interface NativeAddon {
     g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
     sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, part: 2 | 3,
   ): void;
+  /**
+   * Part 1 (x, clipped; xPart 1) or 0 (x, ste; xPart 0) into gx and part 2 (scale) summed as
+   * fakeQuantizeGradSum into gs, in one pass. Optional so that an older addon build still loads.
+   */
+  fakeQuantizeGradXScale?(
+    g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, gx: Float32Array, gs: Float32Array,
+    sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, xPart: 0 | 1,
+  ): void;
   /** op 0 = roundHalfEven, 1 = sign with sign(0) = +1 */
   estimator(op: 0 | 1, x: Float32Array, y: Float32Array): void;
 
