@@ -127,6 +127,47 @@ describe('quant/core: estimator gradients against their closed forms', () => {
       }
     }
   });
+  it("fakeQuantize with scaleGradFactor: the fused 'xAndScale' backward, its double backward, and the separate parts agree with the closed forms", () => {
+    const x = randn([3, 4], { rng, dtype: 'float64' }).requiresGrad_();
+    const s = new Tensor(Float64Array.from([0.1, 0.2, 0.3]), [3, 1]).requiresGrad_();
+    const z = new Tensor(Float64Array.from([1, -2, 0]), [3, 1]);
+    const factor = 0.37;
+    const attrs = { qmin: -7, qmax: 7, gradient: 'clipped', scaleGradFactor: factor } as const;
+    const g = randn([3, 4], { rng, dtype: 'float64' }).requiresGrad_();
+    const closed = (c: number, j: number): { inside: boolean; ds: number } => {
+      const v = x.data[c * 4 + j]! / s.data[c]!;
+      const r = roundHalfEven(v) + z.data[c]!;
+      const q = Math.min(7, Math.max(-7, r));
+      return { inside: q === r, ds: q === r ? r - (v + z.data[c]!) : q - z.data[c]! };
+    };
+    // x and s both need gradients: the rule takes the one-pass 'xAndScale' route.
+    const y = o.apply('fakeQuantize', [x, s, z], attrs);
+    const [gx, gs] = grad(y, [x, s], { gradOutputs: [g.detach()] });
+    // Only s: the separate 'scale' part, which must agree.
+    const [gsAlone] = grad(o.apply('fakeQuantize', [x.detach(), s, z], attrs), [s], { gradOutputs: [g.detach()] });
+    for (let c = 0; c < 3; c++) {
+      let es = 0;
+      for (let j = 0; j < 4; j++) {
+        const { inside, ds } = closed(c, j);
+        assert.equal(gx!.data[c * 4 + j], inside ? g.data[c * 4 + j] : 0, `dx at ${c},${j}`);
+        es += g.data[c * 4 + j]! * ds;
+      }
+      assert.ok(Math.abs(gs!.data[c]! - factor * es) < 1e-12, `ds_${c}: ${gs!.data[c]} vs ${factor * es}`);
+      assert.equal(gsAlone!.data[c], gs!.data[c]);
+    }
+    // Double backward through the fused part: d/dg of Σ wx·gx + Σ ws·gs.
+    const [gx2, gs2] = grad(y, [x, s], { gradOutputs: [g], createGraph: true });
+    const wx = randn([3, 4], { rng, dtype: 'float64' });
+    const ws = new Tensor(Float64Array.from([0.5, -1, 2]), [3, 1]);
+    const [dg] = grad([gx2!, gs2!], [g], { gradOutputs: [wx, ws] });
+    for (let c = 0; c < 3; c++) {
+      for (let j = 0; j < 4; j++) {
+        const { inside, ds } = closed(c, j);
+        const expected = wx.data[c * 4 + j]! * (inside ? 1 : 0) + ws.data[c]! * factor * ds;
+        assert.ok(Math.abs(dg!.data[c * 4 + j]! - expected) < 1e-12, `dg at ${c},${j}: ${dg!.data[c * 4 + j]} vs ${expected}`);
+      }
+    }
+  });
   it('roundSte and scaleGrad', () => {
     const x = tensor(data, undefined, 'float64').requiresGrad_();
     const y = roundSte(x);
