@@ -122,6 +122,34 @@ export function paramCount(shape: readonly number[], spec: QuantSpec): number {
 }
 
 /** Per-parameter min and max of `data` (the ranges a min-max observer would record). */
+/**
+ * [min, max] of all values (NaN skipped; [Infinity, −Infinity] when there are none). A small
+ * function of its own with two independent accumulator pairs, so that the JIT compiles a tight
+ * loop (an activation observer runs this on every training batch).
+ */
+function wholeRange(data: ArrayLike<number>): [number, number] {
+  let lo0 = Infinity;
+  let hi0 = -Infinity;
+  let lo1 = Infinity;
+  let hi1 = -Infinity;
+  const n = data.length;
+  let i = 0;
+  for (; i + 1 < n; i += 2) {
+    const a = data[i]!;
+    const b = data[i + 1]!;
+    if (a < lo0) lo0 = a;
+    if (a > hi0) hi0 = a;
+    if (b < lo1) lo1 = b;
+    if (b > hi1) hi1 = b;
+  }
+  if (i < n) {
+    const a = data[i]!;
+    if (a < lo0) lo0 = a;
+    if (a > hi0) hi0 = a;
+  }
+  return [lo0 < lo1 ? lo0 : lo1, hi0 > hi1 ? hi0 : hi1];
+}
+
 export function rangesOf(data: ArrayLike<number>, shape: readonly number[], spec: QuantSpec): { min: Float64Array; max: Float64Array } {
   const n = paramCount(shape, spec);
   const idx = paramIndex(shape, {
@@ -131,16 +159,7 @@ export function rangesOf(data: ArrayLike<number>, shape: readonly number[], spec
   const min = new Float64Array(n).fill(Infinity);
   const max = new Float64Array(n).fill(-Infinity);
   if (spec.granularity === 'tensor') {
-    // One range: a plain loop (an activation observer runs this on every training batch).
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (let i = 0; i < data.length; i++) {
-      const v = data[i]!;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-    min[0] = lo;
-    max[0] = hi;
+    [min[0], max[0]] = wholeRange(data);
     return { min, max };
   }
   for (let i = 0; i < data.length; i++) {
