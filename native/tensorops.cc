@@ -60,31 +60,7 @@ void addRowScalar(double* acc, const float* x, int64_t n) {
 
 inline float maxNan(float acc, float v) { return v > acc || v != v ? v : acc; }
 
-// rowMax for AVX-512: MAXPS(x, m) is (x > m ? x : m), the scalar loop's select, 16 lanes at a
-// time; NaN lanes are flagged separately (as the scalar loop does) and make the result NaN.
-LOWBIT_TARGET_AVX512 float rowMaxAvx512(const float* x, int64_t n) {
-  const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __m512 m0 = lowest, m1 = lowest;
-  __mmask16 nan = 0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
-    nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-    m0 = _mm512_max_ps(a, m0);
-    m1 = _mm512_max_ps(b, m1);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 k = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
-    const __m512 a = _mm512_mask_loadu_ps(lowest, k, x + i);
-    nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
-    m0 = _mm512_max_ps(a, m0);
-  }
-  if (nan) return std::numeric_limits<float>::quiet_NaN();
-  return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
-}
-
 float rowMax(const float* x, int64_t n) {
-  if (activeIsa() == Isa::Avx512) return rowMaxAvx512(x, n);
   float m = -std::numeric_limits<float>::infinity();
   bool nan = false;
   for (int64_t i = 0; i < n; i++) {
