@@ -298,7 +298,7 @@ static void forEachParamRun(int64_t n, int64_t sMid, int64_t sInner, int64_t zMi
 
 // One run of elements sharing (scale, zp). Plain double arithmetic, compiled without FMA
 // contraction, so that every step rounds like the reference's JavaScript numbers. The AVX-512
-// versions below compute the same values 8 at a time (see fqRound8 for the equivalence).
+// versions below compute the same values 8 at a time (see fqQuotient and fqRound for the equivalence).
 static void fakeQuantizeRunScalar(const float* x, float* y, int64_t n, double scale, double zp, double qmin, double qmax) {
   for (int64_t i = 0; i < n; i++) {
     double q = roundHalfEvenDouble(clampForRounding(static_cast<double>(x[i]) / scale)) + zp;
@@ -383,13 +383,14 @@ LOWBIT_TARGET_AVX512 static inline __m512d fqQuotient(const FqConsts& c, __m256 
   return _mm512_mask_div_pd(u, special, x, c.scale);
 }
 
-// r = roundHalfEven(clampForRounding(u)) + zp, lane by lane what the scalar code computes:
-// MAXPD(a, b) is (a > b ? a : b) and MINPD(a, b) is (a < b ? a : b), so max(-2^50, u) and
-// min(2^50, ·) are clampForRounding's two selects, NaN included (a NaN u is returned as is).
+// r = round(u) + zp by the magic-number trick, lane by lane what the scalar code computes for
+// |u| <= 2^50. The scalar code first clamps u to ±2^50; here, for |u| > 2^50, r comes out as some
+// value beyond ±2^49 of the same sign (or ±inf; NaN stays NaN), which is just as far outside
+// [qmin, qmax] (|qmin|, |qmax|, |zp| <= 2^40, see fqVectorOk): q, `inside` and every output
+// depend on r only through those, so they are the same.
 LOWBIT_TARGET_AVX512 static inline __m512d fqRound(const FqConsts& c, __m512d u) {
-  const __m512d bound = _mm512_set1_pd(1125899906842624.0), magic = _mm512_set1_pd(6755399441055744.0);
-  const __m512d clamped = _mm512_min_pd(bound, _mm512_max_pd(_mm512_set1_pd(-1125899906842624.0), u));
-  return _mm512_add_pd(_mm512_sub_pd(_mm512_add_pd(clamped, magic), magic), c.zp);
+  const __m512d magic = _mm512_set1_pd(6755399441055744.0);
+  return _mm512_add_pd(_mm512_sub_pd(_mm512_add_pd(u, magic), magic), c.zp);
 }
 
 // q = clamp(r, qmin, qmax) as `r < qmin ? qmin : r > qmax ? qmax : r` (qmin <= qmax; NaN stays).
@@ -402,11 +403,14 @@ LOWBIT_TARGET_AVX512 static inline __mmask8 fqInside(const FqConsts& c, __m512d 
   return _mm512_cmp_pd_mask(r, c.qmin, _CMP_GE_OQ) & _mm512_cmp_pd_mask(r, c.qmax, _CMP_LE_OQ);
 }
 
-// Scale-gradient term of 8 lanes, rounded to float32: g·(q == r ? r − (u + zp) : q − zp).
-LOWBIT_TARGET_AVX512 static inline __m256 fqScaleTerm(const FqConsts& c, __m256 g, __m512d u) {
+// Scale-gradient term of 8 lanes, rounded to float32: g·(q == r ? r − (u + zp) : q − zp); *inside
+// gets the lanes where q == r, which for a non-NaN r is qmin <= r <= qmax (fqInside) and is false
+// for NaN as fqInside is.
+LOWBIT_TARGET_AVX512 static inline __m256 fqScaleTerm(const FqConsts& c, __m256 g, __m512d u, __mmask8* inside) {
   const __m512d r = fqRound(c, u);
   const __m512d q = fqClamp(c, r);
   const __mmask8 same = _mm512_cmp_pd_mask(q, r, _CMP_EQ_OQ);
+  *inside = same;
   const __m512d factor = _mm512_mask_blend_pd(same, _mm512_sub_pd(q, c.zp), _mm512_sub_pd(r, _mm512_add_pd(u, c.zp)));
   return _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(g), factor));
 }
@@ -419,6 +423,21 @@ LOWBIT_TARGET_AVX512 static inline __m256 fqZeroPointTerm(const FqConsts& c, __m
 LOWBIT_TARGET_AVX512 static void fakeQuantizeRunAvx512(const float* x, float* y, int64_t n, double scale, double zp,
                                                        double qmin, double qmax) {
   const FqConsts c = fqConsts(scale, zp, qmin, qmax);
+  if (zp == std::floor(zp)) {
+    // Integral zp: (q − zp) = clamp(round(u), qmin − zp, qmax − zp), computed on t = u + M
+    // (M = 1.5·2^52, so t = M + round(u) exactly for |u| <= 2^51) against bounds M + qmin − zp and
+    // M + qmax − zp (exact integers near M): (clamp(t) − M)·s. Beyond ±2^51, t lands beyond the same
+    // bound as u does (or is ±inf / NaN, which clamp as in the scalar code), so q is the same.
+    const __m512d magic = _mm512_set1_pd(6755399441055744.0);
+    const __m512d lo = _mm512_set1_pd(6755399441055744.0 + (qmin - zp)), hi = _mm512_set1_pd(6755399441055744.0 + (qmax - zp));
+    for (int64_t i = 0; i < n; i += 8) {
+      const __mmask8 m = laneMask(n - i);
+      const __m512d t = _mm512_add_pd(fqQuotient(c, _mm256_maskz_loadu_ps(m, x + i)), magic);
+      const __m512d q = _mm512_sub_pd(_mm512_min_pd(hi, _mm512_max_pd(lo, t)), magic);
+      _mm256_mask_storeu_ps(y + i, m, _mm512_cvtpd_ps(_mm512_mul_pd(q, c.scale)));
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; i += 8) {
     const __mmask8 m = laneMask(n - i);
     const __m512d q = fqClamp(c, fqRound(c, fqQuotient(c, _mm256_maskz_loadu_ps(m, x + i))));
@@ -441,7 +460,8 @@ LOWBIT_TARGET_AVX512 static void fakeQuantizeGradRunAvx512(const float* g, const
     if (part == 1) {
       out = _mm256_maskz_mov_ps(fqInside(c, fqRound(c, u)), gv);  // g's bits inside, +0 outside
     } else if (part == 2) {
-      out = fqScaleTerm(c, gv, u);
+      __mmask8 inside;
+      out = fqScaleTerm(c, gv, u, &inside);
     } else {
       out = _mm256_maskz_mov_ps(static_cast<__mmask8>(~fqInside(c, fqRound(c, u))), fqZeroPointTerm(c, gv));
     }
@@ -449,14 +469,21 @@ LOWBIT_TARGET_AVX512 static void fakeQuantizeGradRunAvx512(const float* g, const
   }
 }
 
+// The AVX-512 loops assume qmin <= qmax (their clamp is min(qmax, max(qmin, r))) and bounded
+// qmin, qmax, zp (see fqRound); other attributes take the scalar loops.
+static bool fqVectorOk(double zp, double qmin, double qmax) {
+  const double bound = 1099511627776.0;  // 2^40
+  return activeIsa() == Isa::Avx512 && qmin <= qmax && std::fabs(qmin) <= bound && std::fabs(qmax) <= bound && std::fabs(zp) <= bound;
+}
+
 static void fakeQuantizeRun(const float* x, float* y, int64_t n, double scale, double zp, double qmin, double qmax) {
-  if (activeIsa() == Isa::Avx512) fakeQuantizeRunAvx512(x, y, n, scale, zp, qmin, qmax);
+  if (fqVectorOk(zp, qmin, qmax)) fakeQuantizeRunAvx512(x, y, n, scale, zp, qmin, qmax);
   else fakeQuantizeRunScalar(x, y, n, scale, zp, qmin, qmax);
 }
 
 static void fakeQuantizeGradRun(const float* g, const float* x, float* y, int64_t n, double scale, double zp, double qmin,
                                 double qmax, int part) {
-  if (activeIsa() == Isa::Avx512) fakeQuantizeGradRunAvx512(g, x, y, n, scale, zp, qmin, qmax, part);
+  if (fqVectorOk(zp, qmin, qmax)) fakeQuantizeGradRunAvx512(g, x, y, n, scale, zp, qmin, qmax, part);
   else fakeQuantizeGradRunScalar(g, x, y, n, scale, zp, qmin, qmax, part);
 }
 
@@ -499,10 +526,9 @@ LOWBIT_TARGET_AVX512 static inline __m512d gradSumLanes(const FqConsts& c, const
   const __m256 gv = _mm256_maskz_loadu_ps(m, g);
   const __m512d u = fqQuotient(c, _mm256_maskz_loadu_ps(m, x));
   __m256 term;
-  __mmask8 inside = 0xFF;
+  __mmask8 inside;
   if (part == 2) {
-    term = fqScaleTerm(c, gv, u);
-    if (gx && xPart == 1) inside = fqInside(c, fqRound(c, u));
+    term = fqScaleTerm(c, gv, u, &inside);
   } else {
     inside = fqInside(c, fqRound(c, u));
     term = _mm256_maskz_mov_ps(static_cast<__mmask8>(~inside), fqZeroPointTerm(c, gv));
@@ -540,7 +566,6 @@ static void gradSumDriver(const float* g, const float* x, const float* s, int64_
   const int64_t run = std::min(sIn, zIn);
   const int64_t tMid = part == 2 ? sMid : zMid;
   const int64_t tIn = part == 2 ? sIn : zIn;
-  const bool avx512 = activeIsa() == Isa::Avx512;
   const int64_t chunks = (n + kGradSumChunk - 1) / kGradSumChunk;
   // One float64 partial per (chunk, target element); with many target elements (fine-grained
   // parameters) a single sequential pass instead, so the partials never outgrow x.
@@ -552,7 +577,7 @@ static void gradSumDriver(const float* g, const float* x, const float* s, int64_
       const int64_t end = std::min({i1, (i / run + 1) * run, i + kGradSumChunk});
       const double scale = s[(i / sIn) % sMid], zp = z[(i / zIn) % zMid];
       float* gxRun = gx ? gx + i : nullptr;
-      acc[(i / tIn) % tMid] += avx512 ? fakeQuantizeGradSumRunAvx512(g + i, x + i, end - i, scale, zp, qmin, qmax, part, gxRun, xPart)
+      acc[(i / tIn) % tMid] += fqVectorOk(zp, qmin, qmax) ? fakeQuantizeGradSumRunAvx512(g + i, x + i, end - i, scale, zp, qmin, qmax, part, gxRun, xPart)
                                       : fakeQuantizeGradSumRunScalar(g + i, x + i, end - i, scale, zp, qmin, qmax, part, gxRun, xPart);
       i = end;
     }
