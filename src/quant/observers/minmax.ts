@@ -5,28 +5,13 @@
  * MovingAverageMinMaxObserver with averaging constant m).
  */
 import type { Tensor } from '../../tensor/tensor.ts';
-import { max, neg } from '../../tensor/ops.ts';
-import { getBackend } from '../../backend/registry.ts';
 import { qparamsFromRange, rangesOf, type QParams, type QuantSpec } from '../core/qparams.ts';
 import { checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
 
 export type RangeObserverKind = 'minMax' | 'movingAverage';
 
-/** Below this many elements the JS scan is as fast as two kernel calls. */
-const KERNEL_RANGE_MIN = 4096;
-
-/**
- * The batch min and max of `x` under `spec`'s granularity (float64, one entry per parameter set).
- * A large per-tensor float32 range on an accelerated backend comes from two `max` kernels
- * (max x, −max −x) instead of a JS scan (an activation observer runs this every training step);
- * their NaN-propagating result is used only when finite, else the scan's (NaN-skipping) one.
- */
+/** The batch min and max of `x` under `spec`'s granularity (float64, one entry per parameter set). */
 export function observeMinMax(x: Tensor, spec: QuantSpec): { min: Float64Array; max: Float64Array } {
-  if (spec.granularity === 'tensor' && x.dtype === 'float32' && x.size >= KERNEL_RANGE_MIN && getBackend() !== 'reference') {
-    const hi = max(x).item();
-    const lo = -max(neg(x)).item();
-    if (Number.isFinite(lo) && Number.isFinite(hi)) return { min: Float64Array.of(lo), max: Float64Array.of(hi) };
-  }
   return rangesOf(x.data, x.shape, spec);
 }
 
