@@ -21,7 +21,7 @@ import { convert } from '../../runtime/convert.ts';
 import type { IntModel } from '../../runtime/intmodel.ts';
 import { intKernelsBackend } from '../../runtime/kernels/index.ts';
 import { planFromAssignment } from './plan.ts';
-import type { BitAssignment, CostModel, LayerInfo } from './types.ts';
+import type { BitAssignment, BitChoice, CostModel, LayerInfo } from './types.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluateAssignmentSync } from './evaluate.ts';
 import { describeLayers } from './layers.ts';
@@ -286,7 +286,7 @@ export function measureModelsInterleaved(models: readonly IntModel[], input: Flo
  * input was pruned too is counted at its full input width, so sums are optimistic when consecutive
  * layers are pruned (check a plan by measuring it, `allocateMeasured`).
  */
-export function latencyCost(options: LatencyCostOptions = {}): CostModel {
+export function latencyCost(options: LatencyCostOptions = {}): LatencyCostModel {
   const path = options.noCache ? null : latencyTablePath(options.cacheDir);
   let table: Record<string, number> | null = null;
   const load = (): Record<string, number> => (table ??= path && !options.refresh ? readTable(path) : {});
@@ -324,21 +324,44 @@ export function latencyCost(options: LatencyCostOptions = {}): CostModel {
       return lookup(latencyKey(layer, w, a), () => options.measure!(layer, w, a));
     }
     if (!context) return lookup(`${latencyKey(layer, w, a)}${suffix}`, () => measureLayerLatency(layer, w, a, { ...options, ...(perChannel ? { wPerChannel: perChannel } : {}) }));
-    const base = lookup(`${fingerprint}:w8a8`, () => measureAssignmentLatency(context, {}, options));
-    if (w === 8 && a === 8 && !pruned) return base / layerCount;
+    const base = w8a8Total();
+    return Math.max(0, base / layerCount + inModelChange(layer, w, a, kept));
+  };
+  const w8a8Total = (): number => lookup(`${fingerprint}:w8a8`, () => measureAssignmentLatency(context!, {}, options));
+  /** (r − 1)·T₈: the measured change of the whole model (others W8A8), signed. */
+  const inModelChange = (layer: LayerInfo, w: number, a: number, kept: number): number => {
+    if (!context) throw new Error("cost model 'latency': changes are measured in a model (pass `context`)");
+    const pruned = kept < layer.outChannels;
+    if (w === 8 && a === 8 && !pruned) return 0;
+    const perChannel = pruned ? prunedWidths(layer.outChannels, kept, w) : undefined;
     // The change is measured as a paired, interleaved difference (stored as a ratio to the paired W8A8 time, > 0).
-    const ratio = lookup(`${fingerprint}:${layer.name}|w${w}a${a}${suffix}`, () => {
+    const ratio = lookup(`${fingerprint}:${layer.name}|w${w}a${a}${pruned ? `|keep${kept}` : ''}`, () => {
       const d = measureAssignmentDelta(context, { [layer.name]: { w, a, ...(perChannel ? { wPerChannel: perChannel } : {}) } }, options);
       return d.changed / d.base;
     });
-    return Math.max(0, base / layerCount + (ratio - 1) * base);
+    return (ratio - 1) * w8a8Total();
   };
   return {
     name: 'latency',
     unit: 'µs',
     layerCost: (layer, w, a) => cost(layer, w, a),
     channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a, wPerChannel.filter((b) => b !== 0).length),
+    ...(context ? {
+      change: (layer: LayerInfo, choice: BitChoice) => inModelChange(layer, choice.w, choice.a, choice.wPerChannel ? choice.wPerChannel.filter((b) => b !== 0).length : layer.outChannels),
+      w8a8Total,
+    } : {}),
   };
+}
+
+/**
+ * The latency cost model; with a `context` it also gives the signed measured change of a choice
+ * and T₈, so that a search can spread T₈ over the layers without clamping (`pruneLayerOptions`).
+ */
+export interface LatencyCostModel extends CostModel {
+  /** (r − 1)·T₈ of `choice` in `layer`, the other layers W8A8 (µs per sample, signed; context only). */
+  readonly change?: (layer: LayerInfo, choice: BitChoice) => number;
+  /** T₈: the whole model at W8A8 (µs per sample; context only). */
+  readonly w8a8Total?: () => number;
 }
 
 /** Widths of a layer keeping its first `kept` of `channels` channels at `w` (timing depends on the count only). */

@@ -57,7 +57,7 @@ describe('channel pruning (0-bit channels) in the search', () => {
     const before = model.stateDict();
     const p = prunePerturbation(model, data, layer.name, pruneChoice(layer, [1, 0, 1, 1], 3, 8, 8));
     assert.ok(p.kl > 0);
-    for (const [k, v] of Object.entries(model.stateDict())) assert.deepEqual(v.data, before[k]!.data, k);
+    for (const [k, v] of model.stateDict()) assert.deepEqual(v.data, before.get(k)!.data, k);
     // BN γ = β = 0 on channel 1 makes that channel output 0 already: pruning it changes nothing.
     const bn = model.features.at(4) as unknown as { weight: Tensor; bias: Tensor };
     bn.weight.data[1] = 0;
@@ -79,19 +79,38 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.ok(conv1[4]!.error >= conv1[2]!.error && conv1[2]!.error > 0);
   });
 
-  it('allocateMeasured re-allocates at budget·budget/measured until the measured cost fits', () => {
+  it('pruneLayerOptions with an in-model latency model: costs = m_L + (T₈ − Σ m)/n + change, W8A8 sums to T₈, nothing clamped', () => {
+    manualSeed(6);
+    const model = lenet5();
+    model.eval();
+    const layers = describeLayers(model, [1, 28, 28]);
+    // A fake measured model: keeping k of O channels changes the total by −3·(1 − k/O) µs in conv1, −1·(1 − k/O) elsewhere.
+    const change = (l: typeof layers[number], c: { wPerChannel?: readonly number[] }): number => {
+      const kept = c.wPerChannel ? c.wPerChannel.filter((b) => b !== 0).length : l.outChannels;
+      return -(l.name === 'conv1' ? 3 : 1) * (1 - kept / l.outChannels);
+    };
+    const latency = { name: 'latency', unit: 'µs', layerCost: () => 1, change, w8a8Total: () => 10 };
+    const opts = pruneLayerOptions(model, layers, [batch(8, 5)], latency, { ratios: [1, 0.5] });
+    // Largest savings: conv1 1.5, conv2/fc1/fc2 0.5, fc3 0 → spare (10 − 3)/5 = 1.4.
+    const full = opts.map((o) => o.options[0]!.cost);
+    assert.deepEqual(full.map((c) => Number(c.toFixed(9))), [2.9, 1.9, 1.9, 1.9, 1.4]);
+    assert.ok(Math.abs(full.reduce((x, y) => x + y, 0) - 10) < 1e-9);
+    assert.ok(Math.abs(opts[0]!.options[1]!.cost - 1.4) < 1e-9, 'conv1 at half its channels: 2.9 − 1.5');
+  });
+
+  it('allocateMeasured walks the estimated front from the most accurate end until a measurement fits', () => {
     const layers: LayerChoices[] = [0, 1].map((i) => ({
       name: `l${i}`,
       options: [{ choice: { w: 8, a: 8 }, cost: 10, error: 0 }, { choice: { w: 4, a: 8 }, cost: 7, error: 1 }, { choice: { w: 2, a: 8 }, cost: 4, error: 3 }],
     }));
-    // The measurement is 25 % over the estimate: at budget 17 the allocation 10 + 7 measures 21.25.
+    // Front within 17: 17 (error 1), 14 (2), 11 (4), 8 (6). Measured 25 % over the estimate: 17 → 21.25, 14 → 17.5, 11 → 13.75 fits.
     const r = allocateMeasured(layers, 17, (a) => a.cost * 1.25);
     assert.equal(r.fits, true);
-    assert.equal(r.rounds.length, 2);
-    assert.deepEqual(r.rounds[0], { budget: 17, estimate: 17, measured: 21.25 });
-    assert.ok(r.measured <= 17 && r.allocation.cost === 11);
+    assert.deepEqual(r.rounds, [{ estimate: 17, measured: 21.25, error: 1 }, { estimate: 14, measured: 17.5, error: 2 }, { estimate: 11, measured: 13.75, error: 4 }]);
+    assert.equal(r.allocation.cost, 11);
     const never = allocateMeasured(layers, 8, (a) => a.cost * 3);
     assert.equal(never.fits, false);
     assert.equal(never.allocation.cost, 8);
+    assert.throws(() => allocateMeasured(layers, 7, () => 0), /no allocation fits/);
   });
 });

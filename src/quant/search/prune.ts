@@ -14,9 +14,10 @@ import { Module, type TensorModule } from '../../nn/module.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
 import { findConvBnPairs, quantizableLayers } from '../config/plan.ts';
-import { allocateExact, type Allocation, type LayerChoices } from './allocate.ts';
+import { allocateExact, paretoFront, type Allocation, type LayerChoices } from './allocate.ts';
 import { layerChoiceCost } from './costs.ts';
 import { logProbs, type LayerSensitivity } from './sensitivity.ts';
+import type { LatencyCostModel } from './latency.ts';
 import type { BitChoice, CostModel, LayerInfo } from './types.ts';
 
 /**
@@ -156,8 +157,11 @@ export interface PruneOptionsConfig {
  * every width × ratio (duplicate channel counts merged), the others every width at keep 1. The
  * kept channels are those of highest score (`pruneChoice`); the error is the pruning
  * perturbation (`prunePerturbation` on `data`: output KL or Δloss, clamped at 0) plus
- * `widthError(layer, w)`; the cost is `layerChoiceCost(cost, layer, choice)` (for the latency
- * model, measured with the layer compacted).
+ * `widthError(layer, w)`; the cost is `layerChoiceCost(cost, layer, choice)`. For the in-model
+ * latency model (`latencyCost({ context })`, measured with the layer compacted) the costs are its
+ * signed measured changes spread without clamping: cost = m_L + (T₈ − Σ m)/n + change, m_L the
+ * layer's largest saving, so every option costs ≥ 0, W8A8 costs T₈ (when Σ m ≤ T₈) and no
+ * saving is cut off at 0 as `layerCost`'s T₈/n share would.
  */
 export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInfo[], data: Iterable<Batch>, cost: CostModel, config: PruneOptionsConfig = {}): LayerChoices[] {
   const ratios = config.ratios ?? [1, 0.75, 0.5, 0.375, 0.25];
@@ -173,7 +177,7 @@ export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInf
   });
   const total = jobs.reduce((s, j) => s + j.counts.length, 0);
   let done = 0;
-  return jobs.map(({ layer, counts }) => {
+  const built = jobs.map(({ layer, counts }) => {
     const scores = config.scores?.get(layer.name) ?? channelPruneScores(weights.get(layer.name)!);
     const options = counts.flatMap((kept) => {
       const shape = pruneChoice(layer, scores, kept, widths[0]!, a);
@@ -187,6 +191,12 @@ export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInf
     });
     return { name: layer.name, options };
   });
+  const latency = cost as LatencyCostModel;
+  if (!latency.change || !latency.w8a8Total) return built;
+  const changes = built.map((l, i) => l.options.map((o) => latency.change!(layers[i]!, o.choice)));
+  const savings = changes.map((c) => Math.max(0, -Math.min(...c)));
+  const spare = Math.max(0, latency.w8a8Total() - savings.reduce((x, y) => x + y, 0)) / layers.length;
+  return built.map((l, i) => ({ name: l.name, options: l.options.map((o, k) => ({ ...o, cost: Math.max(0, savings[i]! + spare + changes[i]![k]!) })) }));
 }
 
 /** An allocation and how it measured. */
@@ -196,36 +206,29 @@ export interface MeasuredAllocation {
   readonly measured: number;
   /** Whether `measured` ≤ the budget. */
   readonly fits: boolean;
-  /** Every allocation tried: its budget, estimated and measured cost. */
-  readonly rounds: readonly { budget: number; estimate: number; measured: number }[];
+  /** Every allocation measured, in order: its estimated and measured cost and error. */
+  readonly rounds: readonly { estimate: number; measured: number; error: number }[];
 }
 
 /**
- * Exact allocation checked by measurement: allocate at the budget, measure the plan (e.g. the
- * whole compacted IntModel as a paired ratio to W8A8), and while it measures over the budget,
- * allocate again at a budget scaled by budget/measured (the estimate's over-optimism), up to
- * `maxRounds`. Returns the first allocation that fits, else the one that measured cheapest.
+ * Exact allocation checked by measurement: the Pareto front of allocations within the budget
+ * (`paretoFront`, by estimated cost) is walked from the most accurate end towards cheaper ones,
+ * each allocation measured (e.g. the whole compacted IntModel as a paired ratio to W8A8), until
+ * one measures within the budget — the most accurate allocation whose measurement fits, among
+ * the first `maxRounds` (default 6). When none fits, the one that measured cheapest is returned
+ * with `fits: false`.
  */
 export function allocateMeasured(layers: readonly LayerChoices[], budget: number, measure: (allocation: Allocation) => number, options: { maxRounds?: number } = {}): MeasuredAllocation {
-  const maxRounds = options.maxRounds ?? 4;
-  const rounds: { budget: number; estimate: number; measured: number }[] = [];
-  let target = budget;
+  const front = paretoFront(layers, budget);
+  if (front.length === 0) allocateExact(layers, budget); // throws, naming the cheapest cost
+  const rounds: { estimate: number; measured: number; error: number }[] = [];
   let best: { allocation: Allocation; measured: number } | null = null;
-  for (let r = 0; r < maxRounds; r++) {
-    let allocation: Allocation;
-    try {
-      allocation = allocateExact(layers, target);
-    } catch (e) {
-      if (r === 0) throw e;
-      break; // the scaled budget is below the cheapest allocation
-    }
+  for (let i = front.length - 1; i >= 0 && rounds.length < (options.maxRounds ?? 6); i--) {
+    const allocation = front[i]!;
     const measured = measure(allocation);
-    rounds.push({ budget: target, estimate: allocation.cost, measured });
-    if (!best || measured < best.measured) best = { allocation, measured };
+    rounds.push({ estimate: allocation.cost, measured, error: allocation.error });
     if (measured <= budget) return { allocation, measured, fits: true, rounds };
-    const next = Math.min(target * (budget / measured), allocation.cost * (budget / measured));
-    if (!(next < target)) break;
-    target = next;
+    if (!best || measured < best.measured) best = { allocation, measured };
   }
   return { ...best!, fits: false, rounds };
 }
