@@ -7,8 +7,9 @@ import { Tensor } from '../../tensor/tensor.ts';
 import { describeLayers } from './layers.ts';
 import { latencyCost } from './latency.ts';
 import { sizeCost, layerChoiceCost } from './costs.ts';
-import { allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation } from './prune.ts';
+import { allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation, recoveredReference } from './prune.ts';
 import type { LayerChoices } from './allocate.ts';
+import { logProbs } from './sensitivity.ts';
 
 function batch(n: number, seed: number): { x: Tensor; y: Tensor } {
   const rng = new Rng(seed);
@@ -63,6 +64,28 @@ describe('channel pruning (0-bit channels) in the search', () => {
     bn.weight.data[1] = 0;
     bn.bias.data[1] = 0;
     assert.equal(prunePerturbation(model, data, layer.name, pruneChoice(layer, [1, 0, 1, 1], 3, 8, 8)).kl, 0);
+  });
+
+  it('prunePerturbation with a recovery fine-tune: 0 steps = no recovery; trains against the unpruned reference; model restored', () => {
+    manualSeed(8);
+    const model = lenet5();
+    model.eval();
+    const data = [batch(16, 7)];
+    const layer = describeLayers(model, [1, 28, 28])[0]!;
+    const choice = pruneChoice(layer, [1, 2, 3, 4, 5, 6], 3, 8, 8);
+    const before = model.stateDict();
+    const plain = prunePerturbation(model, data, layer.name, choice);
+    assert.deepEqual(prunePerturbation(model, data, layer.name, choice, undefined, { batches: [], steps: 0 }), plain);
+    const train = [batch(32, 9), batch(32, 10), batch(32, 11)];
+    const reference = recoveredReference(model, data, { batches: train, lr: 1e-2 });
+    const untrained = prunePerturbation(model, data, layer.name, { w: 8, a: 8 });
+    assert.deepEqual(untrained, { kl: 0, deltaLoss: 0 });
+    const recovered = prunePerturbation(model, data, layer.name, choice, reference, { batches: train, lr: 1e-2 });
+    assert.ok(Number.isFinite(recovered.kl) && recovered.kl >= 0 && recovered.kl !== plain.kl);
+    // The reference moved: three Adam steps at 1e-2 change the model's loss on the data.
+    assert.notEqual(reference.loss, logProbs(model, data).loss);
+    for (const [k, v] of model.stateDict()) assert.deepEqual(v.data, before.get(k)!.data, k);
+    assert.equal(model.training, false);
   });
 
   it('pruneLayerOptions: widths × distinct kept counts for prunable layers, keep 1 elsewhere; error grows as channels go', () => {
