@@ -121,16 +121,19 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.ok(Math.abs(opts[0]!.options[1]!.cost - 1.4) < 1e-9, 'conv1 at half its channels: 2.9 − 1.5');
   });
 
-  it('allocateMeasured walks the estimated front from the most accurate end until a measurement fits', () => {
+  it('allocateMeasured searches the estimated front from the most accurate end, scaling by the measured over-run', () => {
     const layers: LayerChoices[] = [0, 1].map((i) => ({
       name: `l${i}`,
       options: [{ choice: { w: 8, a: 8 }, cost: 10, error: 0 }, { choice: { w: 4, a: 8 }, cost: 7, error: 1 }, { choice: { w: 2, a: 8 }, cost: 4, error: 3 }],
     }));
-    // Front within 17: 17 (error 1), 14 (2), 11 (4), 8 (6). Measured 25 % over the estimate: 17 → 21.25, 14 → 17.5, 11 → 13.75 fits.
+    // Front within 17: 17 (error 1), 14 (2), 11 (4), 8 (6). Measured 25 % over the estimate: 17 → 21.25, so the next
+    // estimate may be at most 17·17/21.25 = 13.6: 11 → 13.75 fits.
     const r = allocateMeasured(layers, 17, (a) => a.cost * 1.25);
     assert.equal(r.fits, true);
-    assert.deepEqual(r.rounds, [{ estimate: 17, measured: 21.25, error: 1 }, { estimate: 14, measured: 17.5, error: 2 }, { estimate: 11, measured: 13.75, error: 4 }]);
+    assert.deepEqual(r.rounds, [{ estimate: 17, measured: 21.25, error: 1 }, { estimate: 11, measured: 13.75, error: 4 }]);
     assert.equal(r.allocation.cost, 11);
+    // 10 % over: 17 → 18.7, limit 15.45: 14 → 15.4 fits.
+    assert.deepEqual(allocateMeasured(layers, 17, (a) => a.cost * 1.1).rounds.map((x) => x.estimate), [17, 14]);
     const never = allocateMeasured(layers, 8, (a) => a.cost * 3);
     assert.equal(never.fits, false);
     assert.equal(never.allocation.cost, 8);

@@ -271,23 +271,28 @@ export interface MeasuredAllocation {
 
 /**
  * Exact allocation checked by measurement: the Pareto front of allocations within the budget
- * (`paretoFront`, by estimated cost) is walked from the most accurate end towards cheaper ones,
- * each allocation measured (e.g. the whole compacted IntModel as a paired ratio to W8A8), until
- * one measures within the budget — the most accurate allocation whose measurement fits, among
- * the first `maxRounds` (default 6). When none fits, the one that measured cheapest is returned
- * with `fits: false`.
+ * (`paretoFront`, by estimated cost) is searched from its most accurate end. Each allocation is
+ * measured (e.g. the whole compacted IntModel as a paired ratio to W8A8); when it measures over
+ * the budget, the next one tried is the most accurate front allocation whose estimate is at most
+ * estimate·budget/measured (the estimate's over-run taken as relative), until one fits or
+ * `maxRounds` (default 6) were measured. When none fits, the one that measured cheapest is
+ * returned with `fits: false`.
  */
 export function allocateMeasured(layers: readonly LayerChoices[], budget: number, measure: (allocation: Allocation) => number, options: { maxRounds?: number } = {}): MeasuredAllocation {
   const front = paretoFront(layers, budget);
   if (front.length === 0) allocateExact(layers, budget); // throws, naming the cheapest cost
   const rounds: { estimate: number; measured: number; error: number }[] = [];
   let best: { allocation: Allocation; measured: number } | null = null;
-  for (let i = front.length - 1; i >= 0 && rounds.length < (options.maxRounds ?? 6); i--) {
+  let i = front.length - 1;
+  while (i >= 0 && rounds.length < (options.maxRounds ?? 6)) {
     const allocation = front[i]!;
     const measured = measure(allocation);
     rounds.push({ estimate: allocation.cost, measured, error: allocation.error });
     if (measured <= budget) return { allocation, measured, fits: true, rounds };
     if (!best || measured < best.measured) best = { allocation, measured };
+    const limit = allocation.cost * (budget / measured);
+    i--;
+    while (i >= 0 && front[i]!.cost > limit) i--;
   }
   return { ...best!, fits: false, rounds };
 }
