@@ -59,6 +59,24 @@ describe('quant/core: ranges and qparams', () => {
   }
 });
 
+describe('quant/core: per-tensor range', () => {
+  it('rangesOf per tensor = the sequential min / max for every length mod 4, NaN skipped', () => {
+    const spec: QuantSpec = { bits: 8, signed: true, symmetric: false, granularity: 'tensor' };
+    for (let n = 0; n <= 11; n++) {
+      const data = Float32Array.from({ length: n }, (_, i) => Math.sin(3.7 * i + n) * (i + 1));
+      if (n > 5) data[n - 3] = NaN;
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (const v of data) {
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      const { min, max } = rangesOf(data, [n], spec);
+      assert.deepEqual([min[0], max[0]], [lo, hi], `length ${n}`);
+    }
+  });
+});
+
 describe('quant/core: estimator gradients against their closed forms', () => {
   const data = [-3.1, -1.26, -0.74, -0.2, 0, 0.25, 0.5, 0.76, 1.5, 2.9];
   it('fakeQuantize: clipped STE for x, LSQ for s, affine for z', () => {
