@@ -570,7 +570,7 @@ for (const name of MODELS) {
   if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
   if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
   if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
-  // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>'.
-  if (SECTIONS.includes('prune')) saveResult(setup.id, EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
+  // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>' (+ ' recover<N>' unless 200 steps).
+  if (SECTIONS.includes('prune')) saveResult(setup.id, `${EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`}${RECOVER_STEPS === 200 ? '' : ` recover${RECOVER_STEPS}`}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
   writeDoc();
 }
