@@ -61,9 +61,10 @@ const LR = Number(arg('lr', '1e-4'));
 const PER_CHANNEL = process.argv.includes('--per-channel');
 /** Arms of the size experiment to run (default all): uniform, kl, hessian, loss, channel (needs --per-channel). */
 const ARMS = arg('arms', 'uniform,kl,hessian,loss,channel').split(',');
-const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)'];
+const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)', 'searched (Hessian Ω, 0-bit channels)'];
 const ARM_KEYS: Record<string, string> = {
   uniform: 'uniform', 'searched (PTQ KL)': 'kl', 'searched (Hessian Ω)': 'hessian', 'searched (PTQ Δloss)': 'loss', 'searched (Hessian Ω, per-channel)': 'channel',
+  'searched (Hessian Ω, 0-bit channels)': 'prune0',
 };
 const COMMAND = `node --import tsx bench/search/mixed.ts ${process.argv.slice(2).join(' ')}`.trim();
 
@@ -223,6 +224,7 @@ function sizePlans(sens: Sensitivity, budgetBits: number): Record<string, BitAss
     'searched (Hessian Ω)': plan(new Map(sens.omega.map((p) => [p.name, p.omega]))),
     'searched (PTQ Δloss)': plan(new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]))),
     ...(PER_CHANNEL ? { 'searched (Hessian Ω, per-channel)': perChannelPlan(sens, budget) } : {}),
+    ...(ARMS.includes('prune0') ? { 'searched (Hessian Ω, 0-bit channels)': zeroBitPlan(sens, budget) } : {}),
   };
 }
 
@@ -244,6 +246,33 @@ function perChannelPlan(sens: Sensitivity, budget: number): BitAssignment {
       const hi = b === 6 ? 8 : b + 1;
       const mix = search.allocatePerChannel(l, { [b]: ch[b]!, [hi]: ch[hi]! }, ((b + hi) / 2) * l.weightCount);
       if (mix.wPerChannel) options.push({ choice: { w: mix.w, a: 8, wPerChannel: mix.wPerChannel }, cost: mix.cost, error: mix.error });
+    }
+    return { name: l.name, options };
+  });
+  return search.allocateExact(layers, budget).assignment;
+}
+
+/**
+ * Exact allocation over widths {1..8} and, in prunable layers, keep ratios {1, 0.875, 0.75, 0.625, 0.5}
+ * (the rest at 0 bits, lowest ½·(H_c/n_c)·‖w_c‖² first), all in Hessian-Ω units: a kept channel
+ * costs its ½·h_c·‖Q_w(w_c) − w_c‖², a pruned one its ½·h_c·‖w_c‖² (Q = 0); size = kept weights · w.
+ */
+function zeroBitPlan(sens: Sensitivity, budget: number): BitAssignment {
+  const size = search.sizeCost();
+  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
+  const prunable = new Set(sens.layers.slice(0, -1).map((l) => l.name));
+  const layers = sens.layers.map((l) => {
+    const ch = sens.channelErrors!.get(l.name)!;
+    const scores = sens.pruneScores!.get(l.name)!;
+    const options: { choice: BitChoice; cost: number; error: number }[] = [{ choice: { w: 1, a: 8 }, cost: size.layerCost(l, 1, 8), error: omega.get(l.name)![1]! }];
+    const counts = prunable.has(l.name) ? [...new Set([1, 0.875, 0.75, 0.625, 0.5].map((r) => search.keptChannels(l.outChannels, r)))] : [l.outChannels];
+    for (const w of [2, 3, 4, 5, 6, 8]) {
+      for (const kept of counts) {
+        const choice = search.pruneChoice(l, scores, kept, w, 8);
+        const widths = choice.wPerChannel ?? new Array<number>(l.outChannels).fill(w);
+        const error = widths.reduce((e, b, c) => e + (b === 0 ? scores[c]! : ch[w]![c]!), 0);
+        options.push({ choice, cost: search.layerChoiceCost(size, l, choice), error });
+      }
     }
     return { name: l.name, options };
   });
@@ -570,7 +599,7 @@ for (const name of MODELS) {
   if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
   if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
   if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
-  // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>'.
-  if (SECTIONS.includes('prune')) saveResult(setup.id, EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
+  // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>' (+ ' recover<N>' unless 200 steps).
+  if (SECTIONS.includes('prune')) saveResult(setup.id, `${EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`}${RECOVER_STEPS === 200 ? '' : ` recover${RECOVER_STEPS}`}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
   writeDoc();
 }

@@ -10,7 +10,8 @@
 import { BatchNorm, BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Conv2d } from '../../nn/conv.ts';
 import { Linear } from '../../nn/linear.ts';
-import { Module, type TensorModule } from '../../nn/module.ts';
+import type { Module, TensorModule } from '../../nn/module.ts';
+import { captureLeaves } from '../../runtime/convert.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
 import { findConvBnPairs, quantizableLayers } from '../config/plan.ts';
@@ -71,13 +72,7 @@ export function pruneChoice(layer: LayerInfo, scores: ArrayLike<number>, kept: n
  */
 export function prunableLayers(model: Module, layers: readonly LayerInfo[]): string[] {
   const folded = findConvBnPairs(model);
-  const leaves: [string, Module][] = [];
-  const visit = (m: Module, name: string): void => {
-    const children = m.namedChildren();
-    if (children.length === 0) leaves.push([name, m]);
-    for (const [cn, c] of children) visit(c, name === '' ? cn : `${name}.${cn}`);
-  };
-  visit(model, '');
+  const leaves = captureLeaves(model);
   const out: string[] = [];
   layers.forEach((l, i) => {
     const next = layers[i + 1];
