@@ -22,6 +22,7 @@
 #include "cpu.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "amx.h"
 #include "intgemm.h"
 #include "intmodel.h"
 #include "pool.h"
@@ -87,6 +88,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   uint32_t n = 0;
   for (const auto& f : lowbit::cpuFeatures()) features.Set(n++, f);
   out.Set("features", features);
+  out.Set("amx", lowbit::amxStatus());
   return out;
 }
 
@@ -787,7 +789,66 @@ Napi::Value IntKernelsInfo(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("int8", lowbit::int8PathName());
   out.Set("binary", lowbit::binaryPathName());
+  out.Set("amx", lowbit::amxStatus());
   return out;
+}
+
+// amxPackedBytes(N, K) -> bytes of the AMX weight tiles (amx.h)
+Napi::Value AmxPackedBytes(const Napi::CallbackInfo& info) {
+  int64_t N = 0, K = 0;
+  if (!argInt(info, 0, &N) || !argInt(info, 1, &K) || !shapeOk(info, 1, N, K)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), static_cast<double>(lowbit::amxPackedBytes(N, K)));
+}
+
+// packInt8Amx(w: Int8Array (N, K), N, K, packed: Int8Array (amxPackedBytes))
+Napi::Value PackInt8Amx(const Napi::CallbackInfo& info) {
+  Bytes w, packed;
+  int64_t N = 0, K = 0;
+  if (!argBytes(info, 0, &w) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &packed) ||
+      !shapeOk(info, 1, N, K)) {
+    return info.Env().Undefined();
+  }
+  if (static_cast<int64_t>(w.length) < N * K || static_cast<int64_t>(packed.length) < lowbit::amxPackedBytes(N, K)) {
+    fail(info.Env(), "packInt8Amx: buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::packAmx(reinterpret_cast<const int8_t*>(w.data), N, K, reinterpret_cast<int8_t*>(packed.data));
+  return info.Env().Undefined();
+}
+
+// gemmInt8Amx(M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed (packInt8Amx), rowSums, c: Int32Array (M, N));
+// throws when AMX is unavailable (see intKernelsInfo().amx)
+Napi::Value GemmInt8Amx(const Napi::CallbackInfo& info) {
+  int64_t M = 0, N = 0, K = 0, zero = 0;
+  Bytes a, packed;
+  int32_t *sums = nullptr, *c = nullptr;
+  size_t nsums = 0, nc = 0;
+  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &a) ||
+      !argInt(info, 4, &zero) || !argBytes(info, 5, &packed) || !argInt32s(info, 6, &sums, &nsums) ||
+      !argInt32s(info, 7, &c, &nc) || !shapeOk(info, M, N, K)) {
+    return info.Env().Undefined();
+  }
+  if (!lowbit::amxAvailable()) {
+    fail(info.Env(), std::string("gemmInt8Amx: AMX unavailable (") + lowbit::amxStatus() + ")");
+    return info.Env().Undefined();
+  }
+  if (static_cast<int64_t>(a.length) < M * K || static_cast<int64_t>(packed.length) < lowbit::amxPackedBytes(N, K) ||
+      static_cast<int64_t>(nsums) < N || static_cast<int64_t>(nc) < M * N || zero < -(int64_t{1} << 31) ||
+      zero >= (int64_t{1} << 31)) {
+    fail(info.Env(), "gemmInt8Amx: bad zero point or buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::gemmInt8Amx(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), reinterpret_cast<const int8_t*>(packed.data), sums, c);
+  return info.Env().Undefined();
+}
+
+// amxPeakGops(threads, seconds?): tdpbusd peak (0 without AMX)
+Napi::Value AmxPeak(const Napi::CallbackInfo& info) {
+  int64_t threads = 1;
+  if (!argInt(info, 0, &threads)) return info.Env().Undefined();
+  double seconds = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.2;
+  if (threads < 1 || threads > 256) threads = 1;
+  return Napi::Number::New(info.Env(), lowbit::amxPeakGops(static_cast<int>(threads), seconds));
 }
 
 // ---------------------------------------------------------------- native IntModel executor (intmodel.h)
@@ -985,6 +1046,10 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("vnniPeakGops", Napi::Function::New(env, IntPeak<true>));
   exports.Set("popcountPeakGbits", Napi::Function::New(env, IntPeak<false>));
   exports.Set("intKernelsInfo", Napi::Function::New(env, IntKernelsInfo));
+  exports.Set("amxPackedBytes", Napi::Function::New(env, AmxPackedBytes));
+  exports.Set("packInt8Amx", Napi::Function::New(env, PackInt8Amx));
+  exports.Set("gemmInt8Amx", Napi::Function::New(env, GemmInt8Amx));
+  exports.Set("amxPeakGops", Napi::Function::New(env, AmxPeak));
 }
 // ================================================================ end of integer kernels
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 /** The raw functions of the addon; shapes are plain numbers, geometry packed in Int32Arrays. */
 export interface NativeAddon {
-  info(): { isa: 'avx512' | 'avx2' | 'scalar'; threads: number; features: string[] };
+  info(): { isa: 'avx512' | 'avx2' | 'scalar'; threads: number; features: string[]; /** 'amx-int8' or why AMX is off */ amx?: string };
   setThreads(threads: number): void;
   /** Measured fp32 FMA GFLOP/s of the active ISA on `threads` threads, running about `seconds`. */
   fmaPeak(threads: number, seconds?: number): number;
@@ -81,7 +81,15 @@ export interface NativeAddon {
   // ---------------------------------------------------------------- integer kernels (native/intgemm.h)
   // Used by src/runtime/kernels; optional so that an older addon build still loads.
   /** Which integer paths are active: int8 'avx512-vnni' | 'avx2' | 'scalar', binary 'avx512-vpopcntdq' | 'avx2-pshufb' | 'scalar'. */
-  intKernelsInfo?(): { int8: string; binary: string };
+  intKernelsInfo?(): { int8: string; binary: string; amx?: string };
+  /** Bytes of the AMX weight tiles for (N, K) (native/amx.h: K padded to 64, N to 16). */
+  amxPackedBytes?(n: number, k: number): number;
+  /** w (N, K) int8 -> AMX weight tiles `packed` (amxPackedBytes(N, K)). */
+  packInt8Amx?(w: Int8Array, n: number, k: number, packed: Int8Array): void;
+  /** As gemmInt8Packed on the AMX tiles (tdpbusd); throws when AMX is unavailable (intKernelsInfo().amx says why). */
+  gemmInt8Amx?(m: number, n: number, k: number, a: Int8Array | Uint8Array, aZero: number, packed: Int8Array, rowSums: Int32Array, c: Int32Array): void;
+  /** Measured tdpbusd throughput (GOP/s) on `threads` threads; 0 without AMX. */
+  amxPeakGops?(threads: number, seconds?: number): number;
   /** Bytes of the VNNI-packed int8 weight panel for (N, K). */
   int8PackedBytes?(n: number, k: number): number;
   /** w (N, K) int8 -> VNNI panel `packed` (int8PackedBytes(N, K)) and rowSums (N). */
