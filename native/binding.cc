@@ -867,8 +867,9 @@ bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const
 }
 
 // intPlanCreate(ops: {meta: Int32Array(32), f64: Float64Array(4), w?, wbits?, mult?, shift?, bias?,
-//   threshold?, direction?, S?, B?}[], direct = true) -> External plan (direct: allow the direct
-//   one-input-channel conv kernel; false forces im2col + GEMM, for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
+//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true) -> External plan
+//   (direct: allow the direct one-input-channel conv kernel; false forces im2col + GEMM; amx: use
+//   AMX when available; fuse: fuse max pooling into the preceding conv; false for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
 //   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
 //   fracBits, K; f64: scale, clamp lo, clamp hi.
 Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
@@ -880,6 +881,9 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
   auto list = info[0].As<Napi::Array>();
   auto plan = std::make_unique<lowbit::IntPlan>();
   std::vector<std::pair<size_t, std::vector<int8_t>>> deferredDirect;  // convs that may use the direct kernel
+  std::vector<std::pair<size_t, std::vector<int8_t>>> deferredAmx;     // int8 layers that may use AMX
+  const bool allowAmx = !(info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value());
+  const bool allowFuse = !(info.Length() > 3 && info[3].IsBoolean() && !info[3].As<Napi::Boolean>().Value());
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Value item = list.Get(i);
     if (!item.IsObject()) {
@@ -955,6 +959,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
         }
         op.direct = false;
         if (!(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
+        if (allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
       }
       const size_t O = static_cast<size_t>(op.OC);
       if (op.outMode == lowbit::IOutMode::Requantize) {
@@ -1011,6 +1016,8 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   for (auto& [index, weights] : deferredDirect) lowbit::intPrepareDirectConv(&plan->ops[index], weights.data());
+  for (auto& [index, weights] : deferredAmx) lowbit::intPrepareAmx(&plan->ops[index], weights.data());
+  if (allowFuse) lowbit::intPlanFuse(plan.get());
   return Napi::External<lowbit::IntPlan>::New(env, plan.release(), [](Napi::Env, lowbit::IntPlan* p) { delete p; });
 }
 
@@ -1033,7 +1040,31 @@ Napi::Value IntPlanRun(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool",
+// "conv amx", "linear vnni", "linear binary", "maxpool"
+Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    fail(env, "intPlanKernels: argument 0 must be a plan from intPlanCreate");
+    return env.Undefined();
+  }
+  const lowbit::IntPlan* plan = info[0].As<Napi::External<lowbit::IntPlan>>().Data();
+  static const char* const kinds[] = {"quantize", "conv", "linear", "maxpool", "avgpool", "clamp"};
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& op : plan->ops) {
+    std::string name = kinds[static_cast<int>(op.kind)];
+    if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
+      name += op.in == lowbit::IType::Bits ? " binary" : op.direct ? " direct" : op.amx ? " amx" : std::string(" ") + lowbit::int8PathName();
+      if (op.poolKh > 0) name += "+maxpool";
+    }
+    out.Set(i++, name);
+  }
+  return out;
+}
+
 void initIntKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
   exports.Set("int8PackedBytes", Napi::Function::New(env, Int8PackedBytes));

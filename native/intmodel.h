@@ -47,6 +47,17 @@ struct IntOp {
   // direct one-input-channel conv (intPrepareDirectConv): weights as 32-bit words [o][ky][kx / 4]
   bool direct = false;
   std::vector<int32_t> wdirect;
+  // AMX (amx.h; set by intPrepareAmx): weight tiles per group (amxStride bytes each) and the column
+  // bias negZero * rowSums[c] per group, padded to amxPaddedN(OC / groups) columns
+  bool amx = false;
+  int64_t amxStride = 0;
+  std::vector<int8_t> amxPacked;
+  std::vector<int32_t> colBias;
+  // A max pooling fused into this conv (intPlanFuse): the requantization is monotone in the
+  // accumulator (non-decreasing, non-increasing when M0 < 0), so pooling the int32 accumulators
+  // (max, or min for M0 < 0) and requantizing the pooled ones gives the same integers. The conv
+  // then writes the pooled map [POH, POW, OC]; poolKh = 0: no pooling fused.
+  int64_t poolKh = 0, poolKw = 0, poolSh = 1, poolSw = 1, POH = 0, POW = 0;
   IOutMode outMode = IOutMode::Requantize;
   // requantize: |M0| 2^-n as a double (exact), sign of M0, bias, 2^k; output zero point and range
   std::vector<double> mscale, bias;
@@ -75,6 +86,15 @@ struct IntPlan {
 // Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
 // (O, kh, kw) int8 weight. Call after the op's fields are set.
 void intPrepareDirectConv(IntOp* op, const int8_t* w);
+
+// Packs the AMX weight tiles of a conv / linear op with int8 weights `w` (OC, K) (per group) when
+// AMX is available; call after the op's fields and rowSums are set.
+void intPrepareAmx(IntOp* op, const int8_t* w);
+
+// Fuses every max pooling without padding that directly follows a requantizing conv into it (see
+// IntOp::poolKh); a direct conv only takes a 2 x 2, stride 2 pooling. Call after intPlanFinish and
+// intPrepareDirectConv.
+void intPlanFuse(IntPlan* plan);
 
 // Bytes per sample of a value of type t with `elements` values.
 size_t itypeBytes(IType t, int64_t elements);

@@ -108,8 +108,14 @@ export interface NativeAddon {
   vnniPeakGops?(threads: number, seconds?: number): number;
   /** Measured xor + vpopcntq throughput (Gbit/s) on `threads` threads; 0 without VPOPCNTDQ. */
   popcountPeakGbits?(threads: number, seconds?: number): number;
-  /** Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list); `direct` = false disables the direct one-channel conv kernel (cross-checks). */
-  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean): NativeIntPlan;
+  /**
+   * Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list). Each flag (default
+   * true) allows one fast path, false disables it (cross-checks): `direct` the direct one-channel
+   * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it.
+   */
+  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean): NativeIntPlan;
+  /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
+  intPlanKernels?(plan: NativeIntPlan): string[];
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   // ---------------------------------------------------------------- end of integer kernels

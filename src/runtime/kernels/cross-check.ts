@@ -201,6 +201,25 @@ export function randomIntModels(seed: number): { name: string; model: IntModel }
       b.linear('l4', s8(3), widths[2]!, 4, 'int8', b.dequant(4));
     });
   }
+  // 5. max pooling without padding right after a conv (fused into the conv natively: int32
+  //    accumulators pooled with max, or min where the multiplier is negative), LeNet-like direct
+  //    conv with odd widths, then a wide im2col conv (K = 90, 40 channels: several AMX tiles)
+  for (const [H, W, signedOut] of [[23, 21, false], [12, 35, true]] as const) {
+    build(`cnn fused pools ${H}x${W}${signedOut ? ' s8' : ''}`, [1, H, W], (b) => {
+      const in0 = u8(int(0, 60));
+      b.quantize(in0);
+      const in1 = signedOut ? s8(int(-10, 10)) : u8(int(0, 20));
+      b.conv('c1', in0, 1, 10, 5, 1, 2, 1, 1, 'int8', b.requant(10, in1.zeroPoint, signedOut ? -128 : int(0, 30), signedOut ? 127 : 255, 150 / (5 * 60)));
+      b.pool('maxpool2d', in1.zeroPoint, 2, 2, 0);
+      const in2 = u8(int(0, 20));
+      b.conv('c2', in1, 10, 40, 3, 1, 1, 1, 1, 'int8', b.requant(40, in2.zeroPoint, 0, 255, 0.02));
+      b.pool('maxpool2d', in2.zeroPoint, 3, 2, 0);
+      b.flatten();
+      const in3 = u8(int(0, 10));
+      b.linear('f1', in2, b.features, 70, 'int8', b.requant(70, in3.zeroPoint, in3.zeroPoint, 255, 0.05));
+      b.linear('f2', in3, 70, 5, 'int8', b.dequant(5));
+    });
+  }
   // 4. sign input image, binary conv with padding (int8 path), last linear on ±1 inputs
   build('sign-input conv', [2, 9, 10], (b) => {
     b.quantize(sign);
@@ -322,8 +341,20 @@ class GraphBuilder {
 
 }
 
-/** Native executor vs the TypeScript executor on `randomIntModels` (odd batch sizes, direct conv on and off). */
-export function crossCheckIntModels(quick = false, seed = 77): string[] {
+/**
+ * The native plan variants compared: every fast path on, then one of them off at a time (the direct
+ * one-channel conv, AMX, pooling fused into the conv), then all off.
+ */
+const PLAN_VARIANTS: readonly { direct: boolean; amx: boolean; fuse: boolean }[] = [
+  { direct: true, amx: true, fuse: true }, { direct: false, amx: true, fuse: true }, { direct: true, amx: false, fuse: true },
+  { direct: true, amx: true, fuse: false }, { direct: false, amx: false, fuse: false },
+];
+
+/**
+ * Native executor vs the TypeScript executor on `randomIntModels` (odd batch sizes, every plan
+ * variant); `kernels`, when given, collects the kernel names the native plans used (intPlanKernels).
+ */
+export function crossCheckIntModels(quick = false, seed = 77, kernels?: Set<string>): string[] {
   const addon = loadAddon();
   if (!addon?.intPlanCreate || !addon.intPlanRun) return [];
   const fails: string[] = [];
@@ -340,12 +371,13 @@ export function crossCheckIntModels(quick = false, seed = 77): string[] {
       for (let i = 0; i < x.length; i++) x[i] = ((next() % 20001) - 10000) / 1500;
       model.useNative = false;
       const want = model.run(x, batch);
-      for (const direct of [true, false]) {
-        const plan = addon.intPlanCreate(spec.ops, direct);
+      for (const v of PLAN_VARIANTS) {
+        const plan = addon.intPlanCreate(spec.ops, v.direct, v.amx, v.fuse);
+        for (const k of addon.intPlanKernels?.(plan) ?? []) kernels?.add(k);
         const got = new Float32Array(batch * spec.outputSize).fill(Number.NaN);
         addon.intPlanRun(plan, x, batch, got);
         const d = firstDiff(got, want);
-        if (d !== -1) fails.push(`IntModel ${name} batch ${batch}${direct ? '' : ' (im2col only)'}: first difference at ${d}: ${got[d]} vs ${want[d]}`);
+        if (d !== -1) fails.push(`IntModel ${name} batch ${batch} (direct ${v.direct}, amx ${v.amx}, fuse ${v.fuse}): first difference at ${d}: ${got[d]} vs ${want[d]}`);
       }
       model.useNative = true;
     }
