@@ -867,9 +867,10 @@ bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const
 }
 
 // intPlanCreate(ops: {meta: Int32Array(32), f64: Float64Array(4), w?, wbits?, mult?, shift?, bias?,
-//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true) -> External plan
-//   (direct: allow the direct one-input-channel conv kernel; false forces im2col + GEMM; amx: use
-//   AMX when available; fuse: fuse max pooling into the preceding conv; false for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
+//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true, intRequant = true) ->
+//   External plan (direct: allow the direct one-input-channel conv kernel; false forces im2col +
+//   GEMM; amx: use AMX when available; fuse: fuse max pooling into the preceding conv; intRequant:
+//   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
 //   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
 //   fracBits, K; f64: scale, clamp lo, clamp hi.
 Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
@@ -884,6 +885,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
   std::vector<std::pair<size_t, std::vector<int8_t>>> deferredAmx;     // int8 layers that may use AMX
   const bool allowAmx = !(info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value());
   const bool allowFuse = !(info.Length() > 3 && info[3].IsBoolean() && !info[3].As<Napi::Boolean>().Value());
+  const bool allowIntRequant = !(info.Length() > 4 && info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value());
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Value item = list.Get(i);
     if (!item.IsObject()) {
@@ -980,6 +982,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
           op.mneg[c] = mult[c] < 0 ? 1 : 0;
           op.bias[c] = bias[c];
         }
+        if (allowIntRequant) lowbit::intPrepareRequant(&op, mult.data(), shift.data(), bias.data(), biasShift);
       } else if (op.outMode == lowbit::IOutMode::Sign) {
         if (thr.size() < O || dir.size() < O) {
           fail(env, "intPlanCreate: op " + std::to_string(i) + ": sign tensors");
@@ -1040,8 +1043,8 @@ Napi::Value IntPlanRun(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool",
-// "conv amx", "linear vnni", "linear binary", "maxpool"
+// intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
+// (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
 Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsExternal()) {
@@ -1057,6 +1060,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
     if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
       name += op.in == lowbit::IType::Bits ? " binary" : op.direct ? " direct" : op.amx ? " amx" : std::string(" ") + lowbit::int8PathName();
       if (op.poolKh > 0) name += "+maxpool";
+      if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }
     out.Set(i++, name);
   }

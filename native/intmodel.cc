@@ -119,8 +119,47 @@ LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d 
   return _mm512_cvtpd_epi32(q);
 }
 
+// The same 8 values from the integer constants (IntOp::intRequant); per-lane M0, bmh, 2^(n' - 1),
+// n' as int64 and the bml = 0 mask.
+LOWBIT_TARGET_IRT inline __m256i requant8i(const IntOp& op, __m256i acc, __m512i m0, __m512i bmh, __m512i half, __m512i sh,
+                                           __mmask8 lowZero) {
+  const __m512i S = _mm512_add_epi64(_mm512_mul_epi32(_mm512_cvtepi32_epi64(acc), m0), bmh);  // exact: |S| < 2^63
+  __m512i t = _mm512_add_epi64(S, half);
+  const __mmask8 fix = _mm512_mask_cmplt_epi64_mask(lowZero, S, _mm512_setzero_si512());
+  t = _mm512_mask_sub_epi64(t, fix, t, _mm512_set1_epi64(1));
+  __m512i q = _mm512_add_epi64(_mm512_srav_epi64(t, sh), _mm512_set1_epi64(op.z));
+  q = _mm512_min_epi64(_mm512_max_epi64(q, _mm512_set1_epi64(op.lo)), _mm512_set1_epi64(op.hi));
+  return _mm512_cvtepi64_epi32(q);
+}
+
+LOWBIT_TARGET_IRT inline __mmask8 flags8(const uint8_t* flags, __mmask8 m) {
+  return _mm512_mask_cmpneq_epi64_mask(m, _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(flags))),
+                                       _mm512_setzero_si512());
+}
+
 LOWBIT_TARGET_IRT void epilogueAvx512(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0,
                                       int64_t nc, void* out, int64_t ldo) {
+  if (op.outMode == IOutMode::Requantize && op.intRequant) {
+    const bool bytes = op.out == IType::U8 || op.out == IType::S8;
+    for (int64_t j = 0; j < nc; j += 8) {
+      const int64_t valid = std::min<int64_t>(8, nc - j);
+      const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+      const int64_t c = c0 + j;
+      const __m512i m0 = _mm512_maskz_loadu_epi64(m, op.rqM0.data() + c), bmh = _mm512_maskz_loadu_epi64(m, op.rqBmh.data() + c);
+      const __m512i half = _mm512_maskz_loadu_epi64(m, op.rqHalf.data() + c), sh = _mm512_maskz_loadu_epi64(m, op.rqShift.data() + c);
+      const __mmask8 lowZero = flags8(op.rqLowZero.data() + c, m);
+      for (int64_t r = 0; r < rows; r++) {
+        const __m256i qi = requant8i(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), m0, bmh, half, sh, lowZero);
+        const int64_t o = r * ldo + c;
+        if (bytes) {
+          _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + o, m, qi);
+        } else {
+          _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + o, m, qi);
+        }
+      }
+    }
+    return;
+  }
   if (op.outMode == IOutMode::Requantize) {
     for (int64_t j = 0; j < nc; j += 8) {
       const int64_t valid = std::min<int64_t>(8, nc - j);
@@ -397,10 +436,19 @@ LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, i
   alignas(64) uint8_t tmp[16 * NB];
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
-    const __m512d bias = _mm512_set1_pd(op.bias[c]), ms = _mm512_set1_pd(op.mscale[c]);
-    const __mmask8 mneg = op.mneg[c] ? 0xff : 0;
-    const __m256i lo = requant8(op, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
-    const __m256i hi = requant8(op, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
+    __m256i lo, hi;
+    if (op.intRequant) {
+      const __m512i m0 = _mm512_set1_epi64(op.rqM0[c]), bmh = _mm512_set1_epi64(op.rqBmh[c]);
+      const __m512i half = _mm512_set1_epi64(op.rqHalf[c]), sh = _mm512_set1_epi64(op.rqShift[c]);
+      const __mmask8 lowZero = op.rqLowZero[c] ? 0xff : 0;
+      lo = requant8i(op, _mm512_castsi512_si256(acc[o]), m0, bmh, half, sh, lowZero);
+      hi = requant8i(op, _mm512_extracti64x4_epi64(acc[o], 1), m0, bmh, half, sh, lowZero);
+    } else {
+      const __m512d bias = _mm512_set1_pd(op.bias[c]), ms = _mm512_set1_pd(op.mscale[c]);
+      const __mmask8 mneg = op.mneg[c] ? 0xff : 0;
+      lo = requant8(op, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
+      hi = requant8(op, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
+    }
     _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 16 * o), _mm512_cvtepi32_epi8(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)));
   }
   for (int64_t p = 0; p < count; p++)
@@ -416,7 +464,7 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
   __m512i a0[NB], a1[NB];
   convDirectAcc<NB>(op, pad, PW, 2 * py, ox0, ob, idx, masks, g4n, negZero, a0);
   convDirectAcc<NB>(op, pad, PW, 2 * py + 1, ox0, ob, idx, masks, g4n, negZero, a1);
-  alignas(16) uint8_t tmp[8 * NB + 8];
+  alignas(64) uint8_t tmp[64];
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
     __m512i v;
@@ -428,9 +476,20 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
       v = _mm512_max_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
     }
     v = _mm512_maskz_compress_epi32(0x5555, v);
-    const __m256i q = requant8(op, _mm512_castsi512_si256(v), _mm512_set1_pd(op.bias[c]), _mm512_set1_pd(op.mscale[c]),
-                               op.mneg[c] ? 0xff : 0);
+    const __m256i q = op.intRequant ? requant8i(op, _mm512_castsi512_si256(v), _mm512_set1_epi64(op.rqM0[c]), _mm512_set1_epi64(op.rqBmh[c]),
+                                                _mm512_set1_epi64(op.rqHalf[c]), _mm512_set1_epi64(op.rqShift[c]), op.rqLowZero[c] ? 0xff : 0)
+                                    : requant8(op, _mm512_castsi512_si256(v), _mm512_set1_pd(op.bias[c]), _mm512_set1_pd(op.mscale[c]),
+                                               op.mneg[c] ? 0xff : 0);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(tmp + 8 * o), _mm256_cvtepi32_epi8(q));
+  }
+  if (NB == op.OC) {
+    // all channels of a position in this block: transpose tmp [o][p] to [p][o] in one permute,
+    // and store the `count` positions' NB bytes as one run
+    alignas(64) uint8_t index[64];
+    for (int i = 0; i < 64; i++) index[i] = static_cast<uint8_t>(i < 8 * NB ? 8 * (i % NB) + i / NB : 0);
+    const __m512i t = _mm512_permutexvar_epi8(_mm512_load_si512(index), _mm512_load_si512(tmp));
+    _mm512_mask_storeu_epi8(dst, count * NB >= 64 ? ~__mmask64{0} : (__mmask64{1} << (count * NB)) - 1, t);
+    return;
   }
   for (int64_t p = 0; p < count; p++)
     for (int o = 0; o < NB; o++) dst[p * op.OC + o] = tmp[8 * o + p];
@@ -467,10 +526,10 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
     const uint8_t* xs = x + smp * H * W;
     for (int64_t iy = 0; iy < H; iy++) {
       uint8_t* dst = pad + (iy + op.ph) * PW + op.pw;
-      if (flip) {
-        for (int64_t ix = 0; ix < W; ix++) dst[ix] = xs[iy * W + ix] ^ flip;
-      } else {
-        std::memcpy(dst, xs + iy * W, static_cast<size_t>(W));
+      const __m512i f = _mm512_set1_epi8(static_cast<char>(flip));
+      for (int64_t ix = 0; ix < W; ix += 64) {
+        const __mmask64 m = W - ix >= 64 ? ~__mmask64{0} : (__mmask64{1} << (W - ix)) - 1;
+        _mm512_mask_storeu_epi8(dst + ix, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs + iy * W + ix), f));
       }
     }
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
@@ -780,6 +839,31 @@ void intPrepareDirectConv(IntOp* op, const int8_t* w) {
     }
   }
   op->direct = true;
+}
+
+void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, const int32_t* bias, int32_t biasShift) {
+  op->intRequant = false;
+  const size_t O = static_cast<size_t>(op->OC);
+  op->rqM0.assign(O, 0);
+  op->rqBmh.assign(O, 0);
+  op->rqHalf.assign(O, 1);
+  op->rqShift.assign(O, 1);
+  op->rqLowZero.assign(O + 16, 0);
+  const int k = biasShift;
+  for (size_t c = 0; c < O; c++) {
+    if (mult[c] == 0) continue;  // S = 0, (0 + 1) >> 1 = 0
+    const int64_t np = static_cast<int64_t>(shift[c]) - k;
+    const int64_t bm = static_cast<int64_t>(bias[c]) * mult[c];  // |bm| < 2^62
+    const int64_t bmh = bm >> k;                                  // floor(bm / 2^k)
+    // |acc M0| < 2^62, |bmh| < 2^61 and 2^(n' - 1) <= 2^61 keep S and S + 2^(n' - 1) inside int64
+    if (np < 1 || np > 62 || bmh >= (int64_t{1} << 61) || bmh <= -(int64_t{1} << 61)) return;
+    op->rqM0[c] = mult[c];
+    op->rqBmh[c] = bmh;
+    op->rqHalf[c] = int64_t{1} << (np - 1);
+    op->rqShift[c] = np;
+    op->rqLowZero[c] = bm - (bmh << k) == 0 ? 1 : 0;
+  }
+  op->intRequant = true;
 }
 
 void intPrepareAmx(IntOp* op, const int8_t* w) {

@@ -64,6 +64,13 @@ struct IntOp {
   std::vector<uint8_t> mneg;
   double up = 1;
   int32_t z = 0, lo = 0, hi = 0;
+  // the same requantization in int64 lanes (intPrepareRequant), when every channel's constants fit:
+  // with k = biasShift, n' = shift - k >= 1, bias M0 = bmh 2^k + bml (0 <= bml < 2^k), the exact
+  // product is (acc M0 + bmh) 2^k + bml, so with S = acc M0 + bmh the rounded value (half away
+  // from zero) is (S + 2^(n' - 1) - [S < 0 and bml = 0]) >> n' (arithmetic shift)
+  bool intRequant = false;
+  std::vector<int64_t> rqM0, rqBmh, rqHalf, rqShift;
+  std::vector<uint8_t> rqLowZero;  // bml = 0 (OC + 16 flags)
   // sign: bit = lower[c] <= acc <= upper[c]
   std::vector<int32_t> lower, upper;
   // dequantize
@@ -86,6 +93,11 @@ struct IntPlan {
 // Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
 // (O, kh, kw) int8 weight. Call after the op's fields are set.
 void intPrepareDirectConv(IntOp* op, const int8_t* w);
+
+// Fills the integer requantization constants (IntOp::intRequant) from the int32 multipliers M0,
+// shifts n and bias (call after the requantize fields are set); leaves intRequant false when some
+// channel's constants do not fit.
+void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, const int32_t* bias, int32_t biasShift);
 
 // Packs the AMX weight tiles of a conv / linear op with int8 weights `w` (OC, K) (per group) when
 // AMX is available; call after the op's fields and rowSums are set.

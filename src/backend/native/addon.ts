@@ -111,9 +111,10 @@ export interface NativeAddon {
   /**
    * Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list). Each flag (default
    * true) allows one fast path, false disables it (cross-checks): `direct` the direct one-channel
-   * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it.
+   * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it,
+   * `intRequant` requantization in int64 lanes (else in doubles; both exact).
    */
-  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean): NativeIntPlan;
+  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean, intRequant?: boolean): NativeIntPlan;
   /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
   intPlanKernels?(plan: NativeIntPlan): string[];
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */

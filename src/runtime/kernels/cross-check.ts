@@ -343,11 +343,12 @@ class GraphBuilder {
 
 /**
  * The native plan variants compared: every fast path on, then one of them off at a time (the direct
- * one-channel conv, AMX, pooling fused into the conv), then all off.
+ * one-channel conv, AMX, pooling fused into the conv, integer requantization), then all off.
  */
-const PLAN_VARIANTS: readonly { direct: boolean; amx: boolean; fuse: boolean }[] = [
-  { direct: true, amx: true, fuse: true }, { direct: false, amx: true, fuse: true }, { direct: true, amx: false, fuse: true },
-  { direct: true, amx: true, fuse: false }, { direct: false, amx: false, fuse: false },
+const PLAN_VARIANTS: readonly { direct: boolean; amx: boolean; fuse: boolean; intRequant: boolean }[] = [
+  { direct: true, amx: true, fuse: true, intRequant: true }, { direct: false, amx: true, fuse: true, intRequant: true },
+  { direct: true, amx: false, fuse: true, intRequant: true }, { direct: true, amx: true, fuse: false, intRequant: true },
+  { direct: true, amx: true, fuse: true, intRequant: false }, { direct: false, amx: false, fuse: false, intRequant: false },
 ];
 
 /**
@@ -372,12 +373,12 @@ export function crossCheckIntModels(quick = false, seed = 77, kernels?: Set<stri
       model.useNative = false;
       const want = model.run(x, batch);
       for (const v of PLAN_VARIANTS) {
-        const plan = addon.intPlanCreate(spec.ops, v.direct, v.amx, v.fuse);
+        const plan = addon.intPlanCreate(spec.ops, v.direct, v.amx, v.fuse, v.intRequant);
         for (const k of addon.intPlanKernels?.(plan) ?? []) kernels?.add(k);
         const got = new Float32Array(batch * spec.outputSize).fill(Number.NaN);
         addon.intPlanRun(plan, x, batch, got);
         const d = firstDiff(got, want);
-        if (d !== -1) fails.push(`IntModel ${name} batch ${batch} (direct ${v.direct}, amx ${v.amx}, fuse ${v.fuse}): first difference at ${d}: ${got[d]} vs ${want[d]}`);
+        if (d !== -1) fails.push(`IntModel ${name} batch ${batch} (direct ${v.direct}, amx ${v.amx}, fuse ${v.fuse}, int requantize ${v.intRequant}): first difference at ${d}: ${got[d]} vs ${want[d]}`);
       }
       model.useNative = true;
     }
