@@ -54,10 +54,13 @@ function firstDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
   return -1;
 }
 
-/** Runs all checks; returns a list of failure messages (empty = all equal). */
-export function crossCheck(quick = false, seed = 1234): string[] {
+/** Runs all checks; returns a list of failure messages (empty = all equal); `kernels` as crossCheckIntModels. */
+export function crossCheck(quick = false, seed = 1234, kernels?: Set<string>): string[] {
   const fails: string[] = [];
   const next = rng(seed);
+  const addon = loadAddon();
+  // the AMX GEMM (native/amx.cc) where the CPU has it and LOWBIT_AMX is not 0
+  const amxAddon = addon?.gemmInt8Amx && intKernelsBackend().amx === 'amx-int8' ? addon : null;
   const report = (what: string, shape: number[], x: ArrayLike<number>, y: ArrayLike<number>): void => {
     const d = firstDiff(x, y);
     if (d !== -1) fails.push(`${what} ${shape.join('x')}: first difference at ${d}: ${x[d]} vs ${y[d]}`);
@@ -75,6 +78,15 @@ export function crossCheck(quick = false, seed = 1234): string[] {
       const got2 = new Int32Array(M * N).fill(-3);
       gemmInt8(M, N, K, a, zero, packInt8Weights(w, N, K), got2);
       report('gemmInt8 (packed handle)', [M, N, K], got2, want);
+      if (amxAddon) {
+        const packed = new Int8Array(amxAddon.amxPackedBytes!(N, K));
+        amxAddon.packInt8Amx!(w, N, K, packed);
+        const rowSums = new Int32Array(N);
+        for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) rowSums[n]! += w[n * K + k]!;
+        const got3 = new Int32Array(M * N).fill(9);
+        amxAddon.gemmInt8Amx!(M, N, K, a, zero, packed, rowSums, got3);
+        report(`gemmInt8Amx (${signed ? 'int8' : 'uint8'} a, z=${zero})`, [M, N, K], got3, want);
+      }
       for (const bits of [4, 2] as const) {
         const wp = randBytes(next, N * Math.ceil((K * bits) / 8), false) as Uint8Array;
         const want4 = new Int32Array(M * N);
@@ -135,7 +147,7 @@ export function crossCheck(quick = false, seed = 1234): string[] {
       report(`requantize (${signed ? 'int8' : 'uint8'})`, [M, N], got, want);
     }
   }
-  fails.push(...crossCheckIntModels(quick, seed + 1));
+  fails.push(...crossCheckIntModels(quick, seed + 1, kernels));
   return fails;
 }
 
@@ -387,11 +399,12 @@ export function crossCheckIntModels(quick = false, seed = 77, kernels?: Set<stri
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const fails = crossCheck(process.argv.includes('quick'));
+  const kernels = new Set<string>();
+  const fails = crossCheck(process.argv.includes('quick'), 1234, kernels);
   const backend = intKernelsBackend();
   if (fails.length > 0) {
-    console.error(`${backend.int8}/${backend.binary}: ${fails.length} mismatches\n${fails.slice(0, 20).join('\n')}`);
+    console.error(`${backend.int8}/${backend.binary}/${backend.amx}: ${fails.length} mismatches\n${fails.slice(0, 20).join('\n')}`);
     process.exit(1);
   }
-  console.log(JSON.stringify({ ok: true, ...backend }));
+  console.log(JSON.stringify({ ok: true, ...backend, kernels: [...kernels].sort() }));
 }
