@@ -1,6 +1,8 @@
 // AMX-INT8 GEMM (see amx.h for the availability rules and the packed layout).
 #include "amx.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -165,6 +167,15 @@ int32_t amxLoop(long iters) {
   return out[0];
 }
 
+// dst[k] = src[k] ^ 0x80 for k < n.
+__attribute__((target("avx512f,avx512bw"))) void flipCopy(uint8_t* dst, const uint8_t* src, int64_t n) {
+  const __m512i f = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t k = 0; k < n; k += 64) {
+    const __mmask64 m = n - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - k)) - 1;
+    _mm512_mask_storeu_epi8(dst + k, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + k), f));
+  }
+}
+
 struct ProbeCtx {
   long iters;
   volatile int32_t sink;
@@ -189,7 +200,10 @@ void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned
   const int64_t Kp = amxPaddedK(K), Np = amxPaddedN(N), MT = (M + 15) / 16, Mp = MT * 16, NT = Np / 16;
   thread_local std::vector<uint8_t> ap;
   thread_local std::vector<int32_t> bias;
-  if (ap.size() < static_cast<size_t>(Mp * Kp)) ap.resize(static_cast<size_t>(Mp * Kp));
+  // rows of Kp bytes, 64 more when Kp is a multiple of 512 (a row stride of 2^k lines maps a tile's 16
+  // rows into few L1 sets)
+  const int64_t lda = Kp % 512 == 0 ? Kp + 64 : Kp;
+  if (ap.size() < static_cast<size_t>(Mp * lda)) ap.resize(static_cast<size_t>(Mp * lda));
   if (bias.size() < static_cast<size_t>(Np)) bias.resize(static_cast<size_t>(Np));
   const uint8_t flip = aSigned ? 0x80 : 0;
   uint8_t* const packedA = ap.data();  // (the thread_local names would mean the workers' own copies inside the tasks)
@@ -197,37 +211,44 @@ void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned
   // goes into the column bias -(aZero (+128)) rowSums[n].
   parallelFor(Mp, static_cast<double>(Mp) * Kp, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; m++) {
-      uint8_t* dst = packedA + m * Kp;
+      uint8_t* dst = packedA + m * lda;
       if (m >= M) {
         std::memset(dst, 0, static_cast<size_t>(Kp));
         continue;
       }
       const uint8_t* src = a + m * K;
-      for (int64_t k = 0; k < K; k++) dst[k] = src[k] ^ flip;
+      if (flip) {
+        flipCopy(dst, src, K);
+      } else {
+        std::memcpy(dst, src, static_cast<size_t>(K));
+      }
       std::memset(dst + K, 0, static_cast<size_t>(Kp - K));
     }
   });
   const uint32_t negZero = static_cast<uint32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
   for (int64_t n = 0; n < Np; n++) bias[n] = n < N ? static_cast<int32_t>(static_cast<uint32_t>(rowSums[n]) * negZero) : 0;
-  // Tasks: 64 rows x 64 columns (2 x 2 blocks of 2 x 2 tiles), column-major over tasks so that a
-  // thread's consecutive tasks share their weight tiles.
-  const int64_t mTasks = (MT + 3) / 4, nTasks = (NT + 3) / 4;
+  // Tasks: 32 columns (a pair of weight tiles: 2 KT KB, in L1 for K <= 1024) x 256 rows (8 pairs of
+  // activation tiles streamed from L2), ordered so that a thread's consecutive tasks keep their
+  // weight tiles.
+  constexpr int64_t kTaskMT = 16, kTaskNT = 2;
+  const int64_t mTasks = (MT + kTaskMT - 1) / kTaskMT, nTasks = (NT + kTaskNT - 1) / kTaskNT;
   const uint8_t* A = packedA;
   const int32_t* cb = bias.data();
   parallelFor(mTasks * nTasks, 2.0 * M * N * K / 64.0, [&](int64_t begin, int64_t end) {
-    alignas(64) int32_t tmp[64 * 64];
+    alignas(64) int32_t tmp[kTaskMT * 16 * kTaskNT * 16];
     for (int64_t t = begin; t < end; t++) {
       const int64_t nb = t / mTasks, mb = t % mTasks;
-      const int64_t mt0 = 4 * mb, mt1 = std::min(MT, mt0 + 4), nt0 = 4 * nb, nt1 = std::min(NT, nt0 + 4);
+      const int64_t mt0 = kTaskMT * mb, mt1 = std::min(MT, mt0 + kTaskMT), nt0 = kTaskNT * nb, nt1 = std::min(NT, nt0 + kTaskNT);
       const int64_t m0 = mt0 * 16, n0 = nt0 * 16;
       const int64_t rows = std::min(M, mt1 * 16) - m0, cols = std::min(N, nt1 * 16) - n0;
       if (rows == (mt1 - mt0) * 16 && cols == (nt1 - nt0) * 16) {
-        amxTiles(mt0, mt1, nt0, nt1, Kp / 64, A, Kp, packed, cb, c, N);
+        amxTiles(mt0, mt1, nt0, nt1, Kp / 64, A, lda, packed, cb, c, N);
         continue;
       }
-      // partial block: through a 64 x 64 buffer
-      amxTiles(0, mt1 - mt0, 0, nt1 - nt0, Kp / 64, A + m0 * Kp, Kp, packed + nt0 * 16 * Kp, cb + n0, tmp, 64);
-      for (int64_t r = 0; r < rows; r++) std::memcpy(c + (m0 + r) * N + n0, tmp + r * 64, static_cast<size_t>(cols) * 4);
+      // partial block: through a buffer of kTaskNT tiles' columns
+      constexpr int64_t ldt = kTaskNT * 16;
+      amxTiles(0, mt1 - mt0, 0, nt1 - nt0, Kp / 64, A + m0 * lda, lda, packed + nt0 * 16 * Kp, cb + n0, tmp, ldt);
+      for (int64_t r = 0; r < rows; r++) std::memcpy(c + (m0 + r) * N + n0, tmp + r * ldt, static_cast<size_t>(cols) * 4);
     }
   });
 }
