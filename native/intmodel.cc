@@ -240,8 +240,22 @@ inline int32_t quantizeOne(const IntOp& op, float xf) {
   return static_cast<int32_t>(q < op.qmin ? op.qmin : q > op.qmax ? op.qmax : q);
 }
 
+// round(x / s) half to even, as the double division of the reference: x (1 / s) differs from the
+// quotient fl(x / s) by less than |x / s| 2^-51 (< 2^-31 for |x / s| < 2^20), so both round alike
+// unless x (1 / s) lies within 2^-30 of a half-integer (or is large or NaN); only then (rarely)
+// the division is done.
+LOWBIT_TARGET_IRT inline __m512d roundQuotient(__m512d xv, __m512d s, __m512d inv) {
+  const __m512d y = _mm512_mul_pd(xv, inv);
+  const __m512d r = _mm512_roundscale_pd(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512d near = _mm512_set1_pd(0.5 - 0x1p-30), big = _mm512_set1_pd(0x1p20);
+  const __mmask8 bad = _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_sub_pd(y, r)), near, _CMP_GT_OQ) |
+                       _mm512_cmp_pd_mask(_mm512_abs_pd(y), big, _CMP_NLT_UQ);
+  if (bad == 0) return r;
+  return _mm512_mask_blend_pd(bad, r, _mm512_roundscale_pd(_mm512_div_pd(xv, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 LOWBIT_TARGET_IRT void quantizeContiguousAvx512(const IntOp& op, const float* x, int64_t count, void* out) {
-  const __m512d s = _mm512_set1_pd(op.scale), z = _mm512_set1_pd(op.zero);
+  const __m512d s = _mm512_set1_pd(op.scale), z = _mm512_set1_pd(op.zero), inv = _mm512_set1_pd(1.0 / op.scale);
   const __m512d lo = _mm512_set1_pd(op.qmin), hi = _mm512_set1_pd(op.qmax);
   for (int64_t i = 0; i < count; i += 8) {
     const int64_t valid = std::min<int64_t>(8, count - i);
@@ -252,7 +266,7 @@ LOWBIT_TARGET_IRT void quantizeContiguousAvx512(const IntOp& op, const float* x,
       const __mmask8 pos = _mm512_cmp_pd_mask(xv, _mm512_setzero_pd(), _CMP_GE_OQ);
       qi = _mm256_mask_blend_epi32(pos, _mm256_set1_epi32(-1), _mm256_set1_epi32(1));
     } else {
-      const __m512d v = _mm512_roundscale_pd(_mm512_div_pd(xv, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512d v = roundQuotient(xv, s, inv);
       const __mmask8 nan = _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
       __m512d q = _mm512_min_pd(_mm512_max_pd(_mm512_add_pd(v, z), lo), hi);
       q = _mm512_mask_blend_pd(nan, q, _mm512_setzero_pd());
@@ -296,13 +310,23 @@ struct NarrowRuns {
 };
 
 struct WideRuns {
+  // (runs of up to 32 bytes, e.g. kw C = 30, take one 32-byte store: fewer cache-line splits)
   LOWBIT_TARGET_IRT static inline void copy(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) {
+    if (len <= 32) {
+      const __m256i f = _mm256_set1_epi64x(static_cast<long long>(flip));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)), f));
+      return;
+    }
     const __m512i f = _mm512_set1_epi64(static_cast<long long>(flip));
     for (int64_t i = 0; i < len; i += 64) {
       _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), f));
     }
   }
   LOWBIT_TARGET_IRT static inline void fill(uint8_t* dst, int64_t len, uint64_t fill) {
+    if (len <= 32) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_set1_epi64x(static_cast<long long>(fill)));
+      return;
+    }
     const __m512i f = _mm512_set1_epi64(static_cast<long long>(fill));
     for (int64_t i = 0; i < len; i += 64) _mm512_storeu_si512(dst + i, f);
   }
