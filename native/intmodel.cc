@@ -488,7 +488,7 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
   __m512i a0[NB], a1[NB];
   convDirectAcc<NB>(op, pad, PW, 2 * py, ox0, ob, idx, masks, g4n, negZero, a0);
   convDirectAcc<NB>(op, pad, PW, 2 * py + 1, ox0, ob, idx, masks, g4n, negZero, a1);
-  alignas(64) uint8_t tmp[64];
+  __m512i packed = _mm512_setzero_si512();  // qword o = the 8 pooled bytes of channel ob + o
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
     __m512i v;
@@ -504,19 +504,20 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
                                                 _mm512_set1_epi64(op.rqHalf[c]), _mm512_set1_epi64(op.rqShift[c]), op.rqLowZero[c] ? 0xff : 0)
                                     : requant8(op, _mm512_castsi512_si256(v), _mm512_set1_pd(op.bias[c]), _mm512_set1_pd(op.mscale[c]),
                                                op.mneg[c] ? 0xff : 0);
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(tmp + 8 * o), _mm256_cvtepi32_epi8(q));
+    packed = _mm512_mask_broadcastq_epi64(packed, static_cast<__mmask8>(1u << o), _mm256_cvtepi32_epi8(q));
   }
+  // transpose [o][p] to [p][o] in one permute
+  alignas(64) uint8_t index[64];
+  for (int i = 0; i < 64; i++) index[i] = static_cast<uint8_t>(i < 8 * NB ? 8 * (i % NB) + i / NB : 0);
+  const __m512i t = _mm512_permutexvar_epi8(_mm512_load_si512(index), packed);
   if (NB == op.OC) {
-    // all channels of a position in this block: transpose tmp [o][p] to [p][o] in one permute,
-    // and store the `count` positions' NB bytes as one run
-    alignas(64) uint8_t index[64];
-    for (int i = 0; i < 64; i++) index[i] = static_cast<uint8_t>(i < 8 * NB ? 8 * (i % NB) + i / NB : 0);
-    const __m512i t = _mm512_permutexvar_epi8(_mm512_load_si512(index), _mm512_load_si512(tmp));
+    // all channels of a position in this block: the `count` positions' NB bytes are one run
     _mm512_mask_storeu_epi8(dst, count * NB >= 64 ? ~__mmask64{0} : (__mmask64{1} << (count * NB)) - 1, t);
     return;
   }
-  for (int64_t p = 0; p < count; p++)
-    for (int o = 0; o < NB; o++) dst[p * op.OC + o] = tmp[8 * o + p];
+  alignas(64) uint8_t bytes[64];
+  _mm512_store_si512(bytes, t);
+  for (int64_t p = 0; p < count; p++) std::memcpy(dst + p * op.OC, bytes + p * NB, NB);
 }
 
 LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {

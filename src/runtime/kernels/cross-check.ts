@@ -223,10 +223,12 @@ export function randomIntModels(seed: number): { name: string; model: IntModel }
       const in0: Affine = signedOut ? u8(int(0, 60)) : { mode: 'affine', scale: 0.125, zeroPoint: int(0, 60), bits: 8, qmin: 0, qmax: 255 };
       b.quantize(in0);
       const in1 = signedOut ? s8(int(-10, 10)) : u8(int(0, 20));
-      b.conv('c1', in0, 1, 10, 5, 1, 2, 1, 1, 'int8', b.requant(10, in1.zeroPoint, signedOut ? -128 : int(0, 30), signedOut ? 127 : 255, 150 / (5 * 60)));
+      // 10 channels: the direct kernel's blocks of 8 and 2; 6: one block holds every channel
+      const c1 = signedOut ? 6 : 10;
+      b.conv('c1', in0, 1, c1, 5, 1, 2, 1, 1, 'int8', b.requant(c1, in1.zeroPoint, signedOut ? -128 : int(0, 30), signedOut ? 127 : 255, 150 / (5 * 60)));
       b.pool('maxpool2d', in1.zeroPoint, 2, 2, 0);
       const in2 = u8(int(0, 20));
-      b.conv('c2', in1, 10, 40, 3, 1, 1, 1, 1, 'int8', b.requant(40, in2.zeroPoint, 0, 255, 0.02));
+      b.conv('c2', in1, c1, 40, 3, 1, 1, 1, 1, 'int8', b.requant(40, in2.zeroPoint, 0, 255, 0.02));
       b.pool('maxpool2d', in2.zeroPoint, 3, 2, 0);
       b.flatten();
       const in3 = u8(int(0, 10));
