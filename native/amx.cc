@@ -35,6 +35,22 @@ void packAmx(const int8_t* w, int64_t N, int64_t K, int8_t* packed) {
   }
 }
 
+int64_t amxConvPackedBytes(int64_t N, int64_t kh, int64_t kw, int64_t C) {
+  const int64_t rowBytes = (kw * C + 3) / 4 * 4;
+  return amxPaddedN(N) / 16 * kh * (rowBytes / 4) * 64;
+}
+
+void packAmxConv(const int8_t* w, int64_t N, int64_t kh, int64_t kw, int64_t C, int8_t* packed) {
+  const int64_t run = kw * C, rows = (run + 3) / 4, K = kh * run;
+  std::memset(packed, 0, static_cast<size_t>(amxConvPackedBytes(N, kh, kw, C)));
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t nt = n / 16, j = n % 16;
+    for (int64_t ky = 0; ky < kh; ky++) {
+      for (int64_t b = 0; b < run; b++) packed[((nt * kh + ky) * rows + b / 4) * 64 + 4 * j + b % 4] = w[n * K + ky * run + b];
+    }
+  }
+}
+
 #if defined(LOWBIT_HAVE_AMX)
 
 namespace {
@@ -76,17 +92,23 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// Loads the (fixed) tile configuration once per thread.
-inline void configureTiles() {
-  thread_local bool configured = false;
-  if (configured) return;
+// Loads a tile configuration when the thread's current one differs. aBytes = 0: the GEMM layout
+// (every tile 16 x 64 bytes); else the implicit conv layout: tiles 0-3 16 x 64 (int32 accumulators),
+// 4-6 16 rows x aBytes (activations), 7 aBytes / 4 rows x 64 (weights).
+inline void configureTiles(int aBytes = 0) {
+  thread_local int current = -1;
+  if (current == aBytes) return;
   TileConfig cfg;
   for (int t = 0; t < 8; t++) {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
+  if (aBytes > 0) {
+    for (int t = 4; t < 7; t++) cfg.colsb[t] = static_cast<uint16_t>(aBytes);
+    cfg.rows[7] = static_cast<uint8_t>(aBytes / 4);
+  }
   __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
-  configured = true;
+  current = aBytes;
 }
 
 // One block of MT x NT 16 x 16 tiles over all KT k-tiles: c = bias + A B.
@@ -194,6 +216,54 @@ void gemmAmxSerial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t ld
   amxTiles(0, (M + 15) / 16, 0, amxPaddedN(N) / 16, amxPaddedK(K) / 64, A, lda, packed, colBias, c, ldc);
 }
 
+void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t sh, int64_t sw, int64_t kh,
+                     int64_t kw, int64_t N, const int8_t* packed, const int32_t* colBias, int32_t* c, int64_t ldc) {
+  const int64_t rowBytes = (kw * C + 3) / 4 * 4, bTile = rowBytes / 4 * 64;
+  configureTiles(static_cast<int>(rowBytes));
+  const int64_t NT = amxPaddedN(N) / 16, perRow = (OW + 15) / 16, MT = OH * perRow;
+  const int64_t lda = sw * C, ldb = ldc * 4;
+  // activation tile j of a group: m-tile mt0 + j, kernel row ky
+  auto aTile = [&](int64_t mt, int64_t ky) {
+    const int64_t oy = mt / perRow, ox0 = (mt % perRow) * 16;
+    return x + ((oy * sh + ky) * W + ox0 * sw) * C;
+  };
+  auto cTile = [&](int64_t mt, int64_t nt) { return c + ((mt / perRow) * OW + (mt % perRow) * 16) * ldc + nt * 16; };
+  for (int64_t nt = 0; nt < NT; nt++) {
+    const int32_t* bias = colBias + nt * 16;
+    const int8_t* B = packed + nt * kh * bTile;
+    // groups of 4 m-tiles (accumulators 0-3), stored in increasing position order: a tile's rows
+    // past OW spill into the next output row, which a later store overwrites
+    for (int64_t mt0 = 0; mt0 < MT; mt0 += 4) {
+      const int64_t cnt = std::min<int64_t>(4, MT - mt0);
+      LB_TLOAD(0, bias, 0);
+      if (cnt > 1) LB_TLOAD(1, bias, 0);
+      if (cnt > 2) LB_TLOAD(2, bias, 0);
+      if (cnt > 3) LB_TLOAD(3, bias, 0);
+      for (int64_t ky = 0; ky < kh; ky++) {
+        LB_TLOAD(7, B + ky * bTile, 64);
+        LB_TLOAD(4, aTile(mt0, ky), lda);
+        LB_TDP(0, 4, 7);
+        if (cnt > 1) {
+          LB_TLOAD(5, aTile(mt0 + 1, ky), lda);
+          LB_TDP(1, 5, 7);
+        }
+        if (cnt > 2) {
+          LB_TLOAD(6, aTile(mt0 + 2, ky), lda);
+          LB_TDP(2, 6, 7);
+        }
+        if (cnt > 3) {
+          LB_TLOAD(4, aTile(mt0 + 3, ky), lda);
+          LB_TDP(3, 4, 7);
+        }
+      }
+      LB_TSTORE(0, cTile(mt0, nt), ldb);
+      if (cnt > 1) LB_TSTORE(1, cTile(mt0 + 1, nt), ldb);
+      if (cnt > 2) LB_TSTORE(2, cTile(mt0 + 2, nt), ldb);
+      if (cnt > 3) LB_TSTORE(3, cTile(mt0 + 3, nt), ldb);
+    }
+  }
+}
+
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
                  const int32_t* rowSums, int32_t* c) {
   if (M <= 0 || N <= 0) return;
@@ -294,6 +364,8 @@ bool amxAvailable() { return false; }
 const char* amxStatus() { return "not compiled in"; }
 void gemmAmxSerial(int64_t, int64_t, int64_t, const uint8_t*, int64_t, const int8_t*, const int32_t*, int32_t*, int64_t) {}
 void gemmInt8Amx(int64_t, int64_t, int64_t, const uint8_t*, bool, int32_t, const int8_t*, const int32_t*, int32_t*) {}
+void amxConvImplicit(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int8_t*,
+                     const int32_t*, int32_t*, int64_t) {}
 double amxPeakGops(int, double) { return 0; }
 
 #endif

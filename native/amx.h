@@ -36,6 +36,20 @@ void packAmx(const int8_t* w, int64_t N, int64_t K, int8_t* packed);
 void gemmAmxSerial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
                    const int32_t* colBias, int32_t* c, int64_t ldc);
 
+// Convolution with implicit im2col ("direct tile loads"): for a stride-1-dilation, unpadded conv
+// whose kernel row of input bytes (kw C, in (kx, c) order) fits a tile row, the activation tile of
+// 16 output positions (oy, ox0 .. ox0 + 15) and kernel row ky is loaded straight from the NHWC
+// input: row r at x + ((oy sh + ky) W + (ox0 + r) sw) C, row stride sw C, rowBytes = 4 ceil(kw C / 4)
+// bytes (those past kw C meet zero weights). Weights (N, kh kw C) pack per 16 channels and kernel row
+// into B tiles of rowBytes / 4 rows: amxConvPackedBytes / packAmxConv.
+int64_t amxConvPackedBytes(int64_t N, int64_t kh, int64_t kw, int64_t C);
+void packAmxConv(const int8_t* w, int64_t N, int64_t kh, int64_t kw, int64_t C, int8_t* packed);
+// c[(oy OW + ox) ldc + n] = colBias[n] + conv (oy < OH, ox < OW, n < amxPaddedN(N)) for one sample x
+// [H, W, C] u8; reads up to 16 sw C + rowBytes bytes past the sample's last row, and writes up to
+// 16 rows past OH OW (c must hold OH OW + 16 rows). Requires amxAvailable().
+void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t sh, int64_t sw, int64_t kh,
+                     int64_t kw, int64_t N, const int8_t* packed, const int32_t* colBias, int32_t* c, int64_t ldc);
+
 // c (M, N) = sum_k (a[m, k] - aZero) w[n, k] on the pool threads, weights from packAmx and rowSums
 // (sum_k w[n, k]); a signed (int8, +128 applied) or unsigned. Same contract as gemmInt8Packed.
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,

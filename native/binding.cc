@@ -1058,7 +1058,11 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
   for (const auto& op : plan->ops) {
     std::string name = kinds[static_cast<int>(op.kind)];
     if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
-      name += op.in == lowbit::IType::Bits ? " binary" : op.direct ? " direct" : op.amx ? " amx" : std::string(" ") + lowbit::int8PathName();
+      name += op.in == lowbit::IType::Bits ? " binary"
+              : op.direct                 ? " direct"
+              : op.amxImplicit            ? " amx-implicit"
+              : op.amx                    ? " amx"
+                                          : std::string(" ") + lowbit::int8PathName();
       if (op.poolKh > 0) name += "+maxpool";
       if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }

@@ -19,6 +19,7 @@ namespace lowbit {
 namespace {
 
 constexpr size_t kSlack = 128;    // bytes readable / writable past every scratch buffer
+constexpr size_t kActSlack = 4096;  // ... and past the activation buffers (amxConvImplicit reads ahead)
 constexpr int64_t kConvRows = 96;  // im2col rows per GEMM + epilogue block
 
 inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -664,6 +665,25 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
   const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
   const int64_t Kp = rowBytes(op), ldt = tileStride(op);
   const bool pooled = op.poolKh > 0;
+  if (op.amxImplicit) {
+    // one sample at a time, straight from the input (groups = 1)
+    int32_t* tile = grow(s.tile, static_cast<size_t>((P + 16) * ldt) + 64);
+    int32_t* ptile = pooled ? grow(s.ptile, static_cast<size_t>(op.POH * op.POW * ldt) + 64) : nullptr;
+    const int64_t inPer = op.H * op.W * op.C;
+    const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
+    for (int64_t smp = 0; smp < n; smp++) {
+      uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+      amxConvImplicit(x + smp * inPer, op.W, op.C, op.OH, op.OW, op.sh, op.sw, op.kh, op.kw, og, op.amxPacked.data(), op.colBias.data(), tile,
+                      ldt);
+      if (pooled) {
+        poolAcc(op, tile, ldt, 0, og, ptile);
+        epilogue(op, ptile, ldt, op.POH * op.POW, 0, og, os, op.OC);
+      } else {
+        epilogue(op, tile, ldt, P, 0, og, os, op.OC);
+      }
+    }
+    return;
+  }
   // With a fused pooling a block is a whole sample's map (the windows need all positions).
   const int64_t block = pooled ? P : kConvRows, blockRows = ceilDiv(block, 16) * 16;
   uint8_t* col = grow(s.col, static_cast<size_t>(blockRows * Kp) + kSlack);
@@ -898,12 +918,19 @@ void intPrepareAmx(IntOp* op, const int8_t* w) {
     return;
   }
   const int64_t og = op->OC / op->groups, np = amxPaddedN(og);
-  op->amxStride = amxPackedBytes(og, op->K);
+  const int64_t rowBytes = (op->kw * op->C + 3) / 4 * 4;
+  op->amxImplicit = op->kind == IOpKind::Conv && op->groups == 1 && op->in == IType::U8 && op->dh == 1 && op->dw == 1 &&
+                    op->ph == 0 && op->pw == 0 && rowBytes <= 64 && static_cast<size_t>(16 * op->sw * op->C + 64) <= kActSlack;
+  op->amxStride = op->amxImplicit ? amxConvPackedBytes(og, op->kh, op->kw, op->C) : amxPackedBytes(og, op->K);
   op->amxPacked.assign(static_cast<size_t>(op->amxStride * op->groups), 0);
   op->colBias.assign(static_cast<size_t>(np * op->groups), 0);
   const uint32_t negZero = static_cast<uint32_t>(negZeroOf(*op));
   for (int64_t g = 0; g < op->groups; g++) {
-    packAmx(w + g * og * op->K, og, op->K, op->amxPacked.data() + g * op->amxStride);
+    if (op->amxImplicit) {
+      packAmxConv(w, og, op->kh, op->kw, op->C, op->amxPacked.data());
+    } else {
+      packAmx(w + g * og * op->K, og, op->K, op->amxPacked.data() + g * op->amxStride);
+    }
     for (int64_t j = 0; j < og; j++) op->colBias[g * np + j] = static_cast<int32_t>(static_cast<uint32_t>(op->rowSums[g * og + j]) * negZero);
   }
   op->amx = true;
@@ -1037,7 +1064,7 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
   const int64_t chunks = ceilDiv(n, chunk);
   parallelFor(chunks, 1e12, [&](int64_t begin, int64_t end) {
     Scratch& s = scratch();
-    const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kSlack;
+    const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kActSlack;
     uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
     for (int64_t ci = begin; ci < end; ci++) {
       const int64_t s0 = ci * chunk, m = std::min(chunk, n - s0);

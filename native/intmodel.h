@@ -50,6 +50,7 @@ struct IntOp {
   // AMX (amx.h; set by intPrepareAmx): weight tiles per group (amxStride bytes each) and the column
   // bias negZero * rowSums[c] per group, padded to amxPaddedN(OC / groups) columns
   bool amx = false;
+  bool amxImplicit = false;  // conv: activation tiles read from the input (amxConvImplicit), no im2col
   int64_t amxStride = 0;
   std::vector<int8_t> amxPacked;
   std::vector<int32_t> colBias;

@@ -228,7 +228,8 @@ export function randomIntModels(seed: number): { name: string; model: IntModel }
       b.conv('c1', in0, 1, c1, 5, 1, 2, 1, 1, 'int8', b.requant(c1, in1.zeroPoint, signedOut ? -128 : int(0, 30), signedOut ? 127 : 255, 150 / (5 * 60)));
       b.pool('maxpool2d', in1.zeroPoint, 2, 2, 0);
       const in2 = u8(int(0, 20));
-      b.conv('c2', in1, c1, 40, 3, 1, 1, 1, 1, 'int8', b.requant(40, in2.zeroPoint, 0, 255, 0.02));
+      // unpadded on uint8 input: AMX reads the activation tiles straight from the input (no im2col)
+      b.conv('c2', in1, c1, 40, 3, 1, signedOut ? 1 : 0, 1, 1, 'int8', b.requant(40, in2.zeroPoint, 0, 255, 0.02));
       b.pool('maxpool2d', in2.zeroPoint, 3, 2, 0);
       b.flatten();
       const in3 = u8(int(0, 10));
