@@ -117,6 +117,8 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
   if constexpr (MR > i && NP > p) c##i##p = first ? bias[p] : _mm512_maskz_loadu_epi32(mask[p], C + (i) * ldc + 16 * (p));
   LB_ALL(LB_DECL)
 #undef LB_DECL
+  // (unrolled: the loop counter's ALU uops would otherwise take vpdpbusd issue slots)
+#pragma GCC unroll 4
   for (int64_t k = 0; k < k4n; k++) {
     __m512i b0, b1, b2, b3;
     const int8_t* bk = B + k * kKRow;
