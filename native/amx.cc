@@ -95,8 +95,12 @@ struct alignas(64) TileConfig {
 // Loads a tile configuration when the thread's current one differs. aBytes = 0: the GEMM layout
 // (every tile 16 x 64 bytes); else the implicit conv layout: tiles 0-3 16 x 64 (int32 accumulators),
 // 4-6 16 rows x aBytes (activations), 7 aBytes / 4 rows x 64 (weights).
+// The configuration this thread loaded last (-1: none, or released). Valid only within one of our
+// jobs: every job starts with amxRelease(), since other code may use the tiles between our jobs.
+thread_local int tCurrentConfig = -1;
+
 inline void configureTiles(int aBytes = 0) {
-  thread_local int current = -1;
+  int& current = tCurrentConfig;
   if (current == aBytes) return;
   TileConfig cfg;
   for (int t = 0; t < 8; t++) {
@@ -170,6 +174,7 @@ double threadCpuSeconds() {
 
 // The probe loop: 4 independent accumulators (tiles 0-3) fed by resident A (4, 5) and B (6, 7).
 int32_t amxLoop(long iters) {
+  tCurrentConfig = -1;  // (re)load the configuration: other code may have changed it
   configureTiles();
   alignas(64) static const uint8_t a[1024] = {1, 2, 3};
   alignas(64) static const int8_t b[1024] = {1, -1, 2};
@@ -207,6 +212,12 @@ struct ProbeCtx {
 }  // namespace
 
 bool amxAvailable() { return amxReason() == nullptr; }
+
+void amxRelease() {
+  if (tCurrentConfig == -1) return;
+  __asm__ volatile("tilerelease" ::: "memory");
+  tCurrentConfig = -1;
+}
 
 const char* amxStatus() { return amxReason() == nullptr ? "amx-int8" : amxReason(); }
 
@@ -305,6 +316,7 @@ void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned
   const uint8_t* A = packedA;
   const int32_t* cb = bias.data();
   parallelFor(mTasks * nTasks, 2.0 * M * N * K / 64.0, [&](int64_t begin, int64_t end) {
+    amxRelease();  // the configuration may have been changed by other code on this thread since our last job
     alignas(64) int32_t tmp[kTaskMT * 16 * kTaskNT * 16];
     for (int64_t t = begin; t < end; t++) {
       const int64_t nb = t / mTasks, mb = t % mTasks;
@@ -320,6 +332,7 @@ void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned
       amxTiles(0, mt1 - mt0, 0, nt1 - nt0, Kp / 64, A + m0 * lda, lda, packed + nt0 * 16 * Kp, cb + n0, tmp, ldt);
       for (int64_t r = 0; r < rows; r++) std::memcpy(c + (m0 + r) * N + n0, tmp + r * ldt, static_cast<size_t>(cols) * 4);
     }
+    amxRelease();
   });
 }
 
@@ -331,6 +344,7 @@ double amxPeakGops(int threads, double seconds) {
     const double t0 = threadCpuSeconds();
     const int32_t s = amxLoop(iters);
     elapsed = threadCpuSeconds() - t0;
+    amxRelease();
     if (s == 12345) iters++;
     if (elapsed > seconds / 4 || iters > (1L << 40)) break;
     iters *= 2;
@@ -345,6 +359,7 @@ double amxPeakGops(int threads, double seconds) {
     const double c0 = threadCpuSeconds();
     p->sink = amxLoop(p->iters);
     p->cpuSeconds[t] = threadCpuSeconds() - c0;
+    amxRelease();
   }, &ctx);
   if (threads != saved) poolSetThreads(saved);
   // 4 tdpbusd per iteration, each 16 x 16 x 64 multiply-adds = 2 ops each.
@@ -367,6 +382,7 @@ void gemmInt8Amx(int64_t, int64_t, int64_t, const uint8_t*, bool, int32_t, const
 void amxConvImplicit(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int8_t*,
                      const int32_t*, int32_t*, int64_t) {}
 double amxPeakGops(int, double) { return 0; }
+void amxRelease() {}
 
 #endif
 

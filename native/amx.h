@@ -28,7 +28,7 @@ int64_t amxPackedBytes(int64_t N, int64_t K);
 // w (N, K) int8 row-major -> packed (amxPackedBytes).
 void packAmx(const int8_t* w, int64_t N, int64_t K, int8_t* packed);
 
-// Serial AMX GEMM (for callers inside a pool task; requires amxAvailable()):
+// Serial AMX GEMM (for callers inside a pool task, between amxRelease() calls; requires amxAvailable()):
 //   c[m * ldc + n] = colBias[n] + sum_k A[m * lda + k] w[n, k]   (int32, wrapping)
 // for m < Mp = 16 ceil(M / 16), n < amxPaddedN(N). A is u8, and rows [0, Mp) must be readable
 // up to amxPaddedK(K) bytes each (bytes past K meet zero weights); c must hold Mp rows of
@@ -54,6 +54,12 @@ void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t
 // (sum_k w[n, k]); a signed (int8, +128 applied) or unsigned. Same contract as gemmInt8Packed.
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
                  const int32_t* rowSums, int32_t* c);
+
+// Returns the calling thread's tile registers to their init state (tilerelease) if it configured
+// them. Call at the start of a job that uses gemmAmxSerial / amxConvImplicit (the tile
+// configuration is cached per thread within a job; other code may change it between jobs) and at
+// its end (idle threads then carry no AMX state through context switches).
+void amxRelease();
 
 // tdpbusd throughput on `threads` threads (GOP/s, 2 ops per multiply-add) over each thread's CPU
 // time, like vnniPeakGops; 0 without AMX.

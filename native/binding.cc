@@ -1019,7 +1019,10 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   for (auto& [index, weights] : deferredDirect) lowbit::intPrepareDirectConv(&plan->ops[index], weights.data());
-  for (auto& [index, weights] : deferredAmx) lowbit::intPrepareAmx(&plan->ops[index], weights.data());
+  for (auto& [index, weights] : deferredAmx) {
+    lowbit::intPrepareAmx(&plan->ops[index], weights.data());
+    plan->usesAmx = plan->usesAmx || plan->ops[index].amx;
+  }
   if (allowFuse) lowbit::intPlanFuse(plan.get());
   return Napi::External<lowbit::IntPlan>::New(env, plan.release(), [](Napi::Env, lowbit::IntPlan* p) { delete p; });
 }

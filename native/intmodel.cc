@@ -1066,6 +1066,9 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
     Scratch& s = scratch();
     const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kActSlack;
     uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
+    // other code on this thread (another library) may have changed the tile configuration since
+    // our last job: start from released tiles, so that the first AMX op loads its configuration
+    if (plan.usesAmx) amxRelease();
     for (int64_t ci = begin; ci < end; ci++) {
       const int64_t s0 = ci * chunk, m = std::min(chunk, n - s0);
       const void* cur = x + s0 * plan.inputSize;
@@ -1085,6 +1088,7 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
         which ^= 1;
       }
     }
+    if (plan.usesAmx) amxRelease();
   });
 }
 

@@ -89,6 +89,7 @@ struct IntPlan {
   size_t maxActBytes = 0;  // largest activation per sample, bytes
   size_t maxColBytes = 0;  // largest im2col per sample and group, bytes
   size_t maxTile = 0;      // largest GEMM tile, int32 elements per sample
+  bool usesAmx = false;    // some op runs on AMX tiles (set with intPrepareAmx): release them after a chunk
 };
 
 // Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
