@@ -439,17 +439,18 @@ function pruneSection(setup: Setup, model: TensorModule, sens: Sensitivity): unk
   });
   const w8a8 = search.uniformAssignment(layers, 8, 8);
   const base = latency.w8a8Total!();
-  // W8A8 = every layer's keep-all option; its option costs sum to T₈ (see pruneLayerOptions).
-  const budget = options.reduce((sum, o) => sum + o.options[0]!.cost, 0) / SPEEDUP;
+  // Option costs are latencies plus a constant `costOffset` (0 unless the layers' savings overlap, see pruneLayerOptions).
+  const offset = options.costOffset;
+  const budget = base / SPEEDUP;
   // Each allocation is checked by measuring the whole compacted IntModel against W8A8 (paired, interleaved).
-  const measured = search.allocateMeasured(options, budget, (a) => {
+  const measured = search.allocateMeasured(options, budget + offset, (a) => {
     const d = search.measureAssignmentDelta(context, a.assignment, { batch: 64, repeats: 40 });
-    log(`  allocation at ${a.cost.toFixed(2)} µs (estimate) measures ${(base * d.changed / d.base).toFixed(2)} µs (ratio ${(d.base / d.changed).toFixed(3)}x)`);
-    return base * (d.changed / d.base);
+    log(`  allocation at ${(a.cost - offset).toFixed(2)} µs (estimate) measures ${(base * d.changed / d.base).toFixed(2)} µs (ratio ${(d.base / d.changed).toFixed(3)}x)`);
+    return base * (d.changed / d.base) + offset;
   });
   const searchSeconds = (performance.now() - t0) / 1000;
   const plan = measured.allocation.assignment;
-  log(`${setup.id} prune plan: ${describe(plan, layers)} (estimate ${measured.allocation.cost.toFixed(2)} µs, measured ${measured.measured.toFixed(2)} µs, budget ${budget.toFixed(2)} µs, W8A8 ${base.toFixed(2)} µs)`);
+  log(`${setup.id} prune plan: ${describe(plan, layers)} (estimate ${(measured.allocation.cost - offset).toFixed(2)} µs, measured ${(measured.measured - offset).toFixed(2)} µs, budget ${budget.toFixed(2)} µs, W8A8 ${base.toFixed(2)} µs)`);
   const arms: { arm: string; assignment: BitAssignment }[] = [{ arm: 'uniform W8A8', assignment: w8a8 }, { arm: 'latency-budget plan (pruned channels)', assignment: plan }];
   const rows: Json[] = [];
   const ims: IntModel[] = [];
@@ -464,7 +465,7 @@ function pruneSection(setup: Setup, model: TensorModule, sens: Sensitivity): unk
       accs.push(r.accuracy);
       log(`${setup.id} prune ${a.arm} seed ${seed}: ${pct(r.accuracy)} ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
     }
-    const estimate = options.reduce((sum, o) => sum + o.options.find((p) => JSON.stringify(p.choice) === JSON.stringify(a.assignment[o.name]))!.cost, 0);
+    const estimate = options.reduce((sum, o) => sum + o.options.find((p) => JSON.stringify(p.choice) === JSON.stringify(a.assignment[o.name]))!.cost, 0) - offset;
     rows.push({ arm: a.arm, assignment: a.assignment, accuracies: accs, seeds: SEEDS, mean: accs.reduce((x, y) => x + y, 0) / accs.length, estimate });
   }
   // Whole fine-tuned, converted (compacted) IntModels, timed interleaved at batch 256 and at the search's batch 64.
@@ -480,7 +481,8 @@ function pruneSection(setup: Setup, model: TensorModule, sens: Sensitivity): unk
     options: o.options.map((p) => ({ kept: p.choice.wPerChannel ? p.choice.wPerChannel.filter((v) => v !== 0).length : layers.find((l) => l.name === o.name)!.outChannels, cost: p.cost, error: p.error })),
   }));
   return {
-    kernels: intKernelsBackend(), base, budget, speedupTarget: SPEEDUP, keepRatios: KEEP_RATIOS, table, rounds: measured.rounds, fits: measured.fits,
+    kernels: intKernelsBackend(), base, budget, speedupTarget: SPEEDUP, keepRatios: KEEP_RATIOS, table, costOffset: offset,
+    rounds: measured.rounds.map((r) => ({ ...r, estimate: r.estimate - offset, measured: r.measured - offset })), fits: measured.fits,
     kept: Object.fromEntries(layers.map((l) => [l.name, plan[l.name]!.wPerChannel ? plan[l.name]!.wPerChannel!.filter((v) => v !== 0).length : l.outChannels])),
     rows, timing, searchSeconds, epochs: EPOCHS, lr: LR, recoverSteps: RECOVER_STEPS, pruneError: PRUNE_ERROR,
   };
@@ -546,7 +548,7 @@ function markdown(all: Json): string {
 
 interface PruneResult {
   kernels: unknown; base: number; budget: number; speedupTarget: number; keepRatios: number[]; fits: boolean; epochs: number; lr: number; command: string; commit: string;
-  recoverSteps?: number; pruneError?: string;
+  recoverSteps?: number; pruneError?: string; costOffset?: number;
   table: { name: string; options: { kept: number; cost: number; error: number }[] }[];
   rounds: { estimate: number; measured: number; error: number }[];
   kept: Record<string, number>;
@@ -556,7 +558,7 @@ interface PruneResult {
 
 function pruneMarkdown(pr: PruneResult): string[] {
   const out: string[] = [];
-  out.push(`Latency budget with pruned (0-bit) channels (\`${pr.command}\`, commit ${pr.commit}; kernels ${JSON.stringify(pr.kernels)}): options per layer = keep ratios {${pr.keepRatios.join(', ')}} at 8-bit weights, the kept channels those of highest ½·(H_c/n_c)·‖w_c‖² (per-channel Hessian); error = ${pr.recoverSteps ? `${pr.pruneError === 'deltaLoss' ? 'loss increase' : 'output KL'} of the float model with the channels zeroed and then fine-tuned ${pr.recoverSteps} Adam steps (lr ${pr.lr}, channels held at 0), against the same fine-tune unpruned` : 'output KL of the float model with the channels zeroed'} (2,000 training images) + the layer's PTQ KL at 8 bits; cost = the measured change of the whole compacted IntModel with only that layer pruned (paired interleaved ratio to W8A8, batch 64), spread so that W8A8 costs T₈ = ${pr.base.toFixed(2)} µs/sample. Budget T₈/${pr.speedupTarget} = ${pr.budget.toFixed(2)} µs.`, '');
+  out.push(`Latency budget with pruned (0-bit) channels (\`${pr.command}\`, commit ${pr.commit}; kernels ${JSON.stringify(pr.kernels)}): options per layer = keep ratios {${pr.keepRatios.join(', ')}} at 8-bit weights, the kept channels those of highest ½·(H_c/n_c)·‖w_c‖² (per-channel Hessian); error = ${pr.recoverSteps ? `${pr.pruneError === 'deltaLoss' ? 'loss increase' : 'output KL'} of the float model with the channels zeroed and then fine-tuned ${pr.recoverSteps} Adam steps (lr ${pr.lr}, channels held at 0), against the same fine-tune unpruned` : 'output KL of the float model with the channels zeroed'} (2,000 training images) + the layer's PTQ KL at 8 bits; cost = the measured change of the whole compacted IntModel with only that layer pruned (paired interleaved ratio to W8A8, batch 64), spread over the layers (pruneLayerOptions) with T₈ = ${pr.base.toFixed(2)} µs/sample${pr.costOffset ? ` (the layers' largest savings overlap and sum to T₈ + ${pr.costOffset.toFixed(2)} µs, so the option costs below carry that offset; estimates quoted below have it removed)` : ''}. Budget T₈/${pr.speedupTarget} = ${pr.budget.toFixed(2)} µs.`, '');
   out.push('| layer | ' + 'kept channels: cost µs / error |', '|---|---|');
   for (const t of pr.table) out.push(`| ${t.name} | ${t.options.map((o) => `${o.kept}: ${o.cost.toFixed(2)} / ${o.error.toExponential(1)}`).join('; ')} |`);
   out.push('', `Allocations measured (whole compacted IntModel vs W8A8, paired): ${pr.rounds.map((r) => `estimate ${r.estimate.toFixed(2)} → measured ${r.measured.toFixed(2)} µs (${(pr.base / r.measured).toFixed(2)}x)`).join('; ')}; plan keeps ${Object.entries(pr.kept).map(([n, k]) => `${n} ${k}`).join(', ')} channels${pr.fits ? '' : ' (no measured plan fit the budget; the fastest measured is kept)'}.`, '');

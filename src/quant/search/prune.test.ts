@@ -102,7 +102,7 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.ok(conv1[4]!.error >= conv1[2]!.error && conv1[2]!.error > 0);
   });
 
-  it('pruneLayerOptions with an in-model latency model: costs = m_L + (T₈ − Σ m)/n + change, W8A8 sums to T₈, nothing clamped', () => {
+  it('pruneLayerOptions with an in-model latency model: costs = m_L + max(0, T₈ − Σ m)/n + change, W8A8 sums to max(T₈, Σ m), nothing clamped', () => {
     manualSeed(6);
     const model = lenet5();
     model.eval();
@@ -119,6 +119,12 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.deepEqual(full.map((c) => Number(c.toFixed(9))), [2.9, 1.9, 1.9, 1.9, 1.4]);
     assert.ok(Math.abs(full.reduce((x, y) => x + y, 0) - 10) < 1e-9);
     assert.ok(Math.abs(opts[0]!.options[1]!.cost - 1.4) < 1e-9, 'conv1 at half its channels: 2.9 − 1.5');
+    assert.equal(opts.costOffset, 0);
+    // Savings that overlap (Σ m = 3 > T₈ = 2): no spare, W8A8 costs Σ m = T₈ + costOffset.
+    const smallTotal = { ...latency, w8a8Total: () => 2 };
+    const overlapping = pruneLayerOptions(model, layers, [batch(8, 5)], smallTotal, { ratios: [1, 0.5] });
+    assert.ok(Math.abs(overlapping.costOffset - 1) < 1e-9);
+    assert.ok(Math.abs(overlapping.reduce((sum, o) => sum + o.options[0]!.cost, 0) - 3) < 1e-9);
   });
 
   it('allocateMeasured searches the estimated front from the most accurate end, scaling by the measured over-run', () => {

@@ -213,11 +213,14 @@ export interface PruneOptionsConfig {
  * perturbation (`prunePerturbation` on `data`: output KL or Δloss, clamped at 0) plus
  * `widthError(layer, w)`; the cost is `layerChoiceCost(cost, layer, choice)`. For the in-model
  * latency model (`latencyCost({ context })`, measured with the layer compacted) the costs are its
- * signed measured changes spread without clamping: cost = m_L + (T₈ − Σ m)/n + change, m_L the
- * layer's largest saving, so every option costs ≥ 0, W8A8 costs T₈ (when Σ m ≤ T₈) and no
- * saving is cut off at 0 as `layerCost`'s T₈/n share would.
+ * signed measured changes spread without clamping: cost = m_L + max(0, T₈ − Σ m)/n + change, m_L
+ * the layer's largest saving, so every option costs ≥ 0 and no saving is cut off at 0 as
+ * `layerCost`'s T₈/n share would. W8A8 then costs max(T₈, Σ m): the savings of consecutive layers
+ * overlap (each counts the next layer's narrower input), so Σ m can exceed T₈; `costOffset` =
+ * max(0, Σ m − T₈) is what an estimate carries over the predicted latency (T₈ + Σ change):
+ * allocate at budget + costOffset. Other cost models: `costOffset` = 0.
  */
-export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInfo[], data: Iterable<Batch>, cost: CostModel, config: PruneOptionsConfig = {}): LayerChoices[] {
+export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInfo[], data: Iterable<Batch>, cost: CostModel, config: PruneOptionsConfig = {}): LayerChoices[] & { readonly costOffset: number } {
   const ratios = config.ratios ?? [1, 0.75, 0.5, 0.375, 0.25];
   const widths = config.widths ?? [8];
   const a = config.a ?? 8;
@@ -246,11 +249,14 @@ export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInf
     return { name: layer.name, options };
   });
   const latency = cost as LatencyCostModel;
-  if (!latency.change || !latency.w8a8Total) return built;
+  if (!latency.change || !latency.w8a8Total) return Object.assign(built, { costOffset: 0 });
   const changes = built.map((l, i) => l.options.map((o) => latency.change!(layers[i]!, o.choice)));
   const savings = changes.map((c) => Math.max(0, -Math.min(...c)));
-  const spare = Math.max(0, latency.w8a8Total() - savings.reduce((x, y) => x + y, 0)) / layers.length;
-  return built.map((l, i) => ({ name: l.name, options: l.options.map((o, k) => ({ ...o, cost: Math.max(0, savings[i]! + spare + changes[i]![k]!) })) }));
+  const t8 = latency.w8a8Total();
+  const saved = savings.reduce((x, y) => x + y, 0);
+  const spare = Math.max(0, t8 - saved) / layers.length;
+  const spread = built.map((l, i) => ({ name: l.name, options: l.options.map((o, k) => ({ ...o, cost: Math.max(0, savings[i]! + spare + changes[i]![k]!) })) }));
+  return Object.assign(spread, { costOffset: Math.max(0, saved - t8) });
 }
 
 /** An allocation and how it measured. */
