@@ -79,7 +79,9 @@ export function latencyKey(layer: LayerInfo, w: number, a: number): string {
 /** Machine identity of the table: CPU model and the integer kernel paths in use. */
 function machineId(): { cpu: string; kernels: string; node: string } {
   const k = intKernelsBackend();
-  return { cpu: cpus()[0]?.model.trim() ?? 'unknown', kernels: `${k.int8}/${k.binary}`, node: process.version };
+  // AMX-INT8 tiles change every int8 figure, so tables measured with and without them are kept apart.
+  const amx = k.amx.startsWith('amx') ? `/${k.amx}` : '';
+  return { cpu: cpus()[0]?.model.trim() ?? 'unknown', kernels: `${k.int8}/${k.binary}${amx}`, node: process.version };
 }
 
 function defaultCacheDir(): string {
