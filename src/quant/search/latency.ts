@@ -294,7 +294,9 @@ export function latencyCost(options: LatencyCostOptions = {}): LatencyCostModel 
   const load = (): Record<string, number> => (table ??= path && !options.refresh ? readTable(path) : {});
   const fresh = new Set<string>();
   const context = options.context;
-  const fingerprint = context ? `model-${modelFingerprint(context.model)}` : null;
+  // Per-sample times depend on the batch (fixed costs spread over it), so in-model keys carry it; batch 32 keeps the old keys.
+  const inModelBatch = context ? Math.min(options.batch ?? 32, context.sample.shape[0]!) : 0;
+  const fingerprint = context ? `model-${modelFingerprint(context.model)}${inModelBatch === 32 ? '' : `@b${inModelBatch}`}` : null;
   const layerCount = context ? describeLayers(context.model, context.sample.shape.slice(1)).length : 0;
   const lookup = (key: string, measure: () => number): number => {
     const entries = load();
