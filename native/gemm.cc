@@ -232,6 +232,11 @@ LOWBIT_TARGET_AVX512 inline void transpose16x16(__m512 r[16]) {
   }
 }
 
+// Source reads of the packing routines are strided (rows lda / ldb apart, often 4 KiB, so every
+// row is its own page) and come from L3 or memory: without help each 16-float block waits a full
+// miss latency. The routines prefetch kPackAhead floats ahead along each source row.
+constexpr int64_t kPackAhead = 64;
+
 // Packs MR = 14 row panels of op(A)[ic : ic+mc, pc : pc+kc] (see packA): A (M, K) goes through
 // 16 x 16 register transposes, A (K, M) is one masked 14-float copy per k.
 LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* dst) {
@@ -241,11 +246,23 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
     if (g.transA) {
       const float* src = g.A + pc * g.lda + ic + p;
       const __mmask16 m = static_cast<__mmask16>((1u << rows) - 1);
-      for (int64_t k = 0; k < kc; k++, src += g.lda) _mm512_mask_storeu_ps(dst + k * kMr512, kRowMask, _mm512_maskz_loadu_ps(m, src));
+      for (int64_t k = 0; k < kc; k++, src += g.lda) {
+        // Rows k + 8 of this panel (and, near the end, the first rows of the next one).
+        _mm_prefetch(reinterpret_cast<const char*>(k + 8 < kc ? src + 8 * g.lda : src + (8 - kc) * g.lda + kMr512), _MM_HINT_T0);
+        _mm512_mask_storeu_ps(dst + k * kMr512, kRowMask, _mm512_maskz_loadu_ps(m, src));
+      }
       continue;
     }
     const float* src = g.A + (ic + p) * g.lda + pc;
+    const int nextRows = static_cast<int>(std::min<int64_t>(kMr512, std::max<int64_t>(0, mc - p - kMr512)));
     for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+      // The same rows kPackAhead further on, or the start of the next panel's rows.
+      if (k0 + kPackAhead < kc) {
+        for (int i = 0; i < rows; i++) _mm_prefetch(reinterpret_cast<const char*>(src + i * g.lda + k0 + kPackAhead), _MM_HINT_T0);
+      } else if (k0 + kPackAhead - kc < kc) {
+        const float* next = src + kMr512 * g.lda + (k0 + kPackAhead - kc);
+        for (int i = 0; i < nextRows; i++) _mm_prefetch(reinterpret_cast<const char*>(next + i * g.lda), _MM_HINT_T0);
+      }
       const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
       __m512 r[16];
       if (kn == 16 && rows == kMr512) {
@@ -255,7 +272,7 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
         const __mmask16 km = static_cast<__mmask16>((1u << kn) - 1);
         for (int i = 0; i < kMr512; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + i * g.lda + k0) : _mm512_setzero_ps();
       }
-      r[14] = r[15] = _mm512_setzero_ps();
+      for (int i = kMr512; i < 16; i++) r[i] = _mm512_setzero_ps();
       transpose16x16(r);
       float* out = dst + k0 * kMr512;
       if (kn == 16) {
@@ -268,31 +285,42 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
   }
 }
 
-// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is two masked copies per k,
-// B (N, K) goes through 16 x 16 register transposes.
+// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is copied row by row (each
+// source row slice read once, sequentially, into its panels), B (N, K) goes through 16 x 16
+// register transposes.
 LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int64_t q0,
                                    int64_t q1, float* dst) {
+  if (q0 >= q1) return;
+  if (!g.transB) {
+    // Full panels [q0, qFull), then at most one partial panel (the last one of the block).
+    const int64_t qFull = std::min(q1, nc / kNr512);
+    const int tail = q1 > qFull ? static_cast<int>(nc - qFull * kNr512) : 0;
+    const __mmask16 m0 = tail >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << tail) - 1);
+    const __mmask16 m1 = tail > 16 ? static_cast<__mmask16>((1u << (tail - 16)) - 1) : 0;
+    const int64_t bytes = (q1 - q0) * kNr512 * static_cast<int64_t>(sizeof(float));
+    const float* row = g.B + pc * g.ldb + jc + q0 * kNr512;
+    for (int64_t k = 0; k < kc; k++, row += g.ldb) {
+      if (k + 4 < kc) {
+        const char* ahead = reinterpret_cast<const char*>(row + 4 * g.ldb);
+        for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+      }
+      const float* src = row;
+      float* out = dst + q0 * kNr512 * kc + k * kNr512;
+      for (int64_t q = q0; q < qFull; q++, src += kNr512, out += kNr512 * kc) {
+        _mm512_store_ps(out, _mm512_loadu_ps(src));
+        _mm512_store_ps(out + 16, _mm512_loadu_ps(src + 16));
+      }
+      if (tail > 0) {
+        _mm512_store_ps(out, _mm512_maskz_loadu_ps(m0, src));
+        _mm512_store_ps(out + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+      }
+    }
+    return;
+  }
   for (int64_t q = q0; q < q1; q++) {
     float* panel = dst + q * kNr512 * kc;
     const int64_t j0 = q * kNr512;
     const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - j0));
-    if (!g.transB) {
-      const float* src = g.B + pc * g.ldb + jc + j0;
-      if (cols == kNr512) {
-        for (int64_t k = 0; k < kc; k++, src += g.ldb) {
-          _mm512_store_ps(panel + k * kNr512, _mm512_loadu_ps(src));
-          _mm512_store_ps(panel + k * kNr512 + 16, _mm512_loadu_ps(src + 16));
-        }
-      } else {
-        const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-        const __mmask16 m1 = cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
-        for (int64_t k = 0; k < kc; k++, src += g.ldb) {
-          _mm512_store_ps(panel + k * kNr512, _mm512_maskz_loadu_ps(m0, src));
-          _mm512_store_ps(panel + k * kNr512 + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-        }
-      }
-      continue;
-    }
     for (int half = 0; half < 2; half++) {
       const int jn = std::min(16, cols - 16 * half);
       float* out = panel + 16 * half;
@@ -302,6 +330,9 @@ LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, in
       }
       const float* src = g.B + (jc + j0 + 16 * half) * g.ldb + pc;
       for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+        if (k0 + kPackAhead < kc) {
+          for (int j = 0; j < jn; j++) _mm_prefetch(reinterpret_cast<const char*>(src + j * g.ldb + k0 + kPackAhead), _MM_HINT_T0);
+        }
         const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
         __m512 r[16];
         if (kn == 16 && jn == 16) {
@@ -444,15 +475,22 @@ void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
 // against the current block (a few MR panels per task, each task packing its own rows of A)
 // while its first tasks pack the next block into the other buffer -- one job per block, packing
 // overlapped with compute. Tasks are claimed dynamically and never wait for each other, so a
-// descheduled worker only costs the task it holds; small row tasks keep the tail short.
+// descheduled worker only costs the task it holds; shrinking row tasks keep the tail short.
 void sgemmShared(const GemmArgs& g, int threads) {
   const Blocking& bl = blocking();
   // The caller's buffers, shared with the tasks.
   float* bufs[2] = {tPackB.get(packBSize(bl, g.N)), tPackB2.get(packBSize(bl, g.N))};
   const int64_t panelsM = ceilDiv(g.M, bl.MR);
-  // ~8 row tasks per thread (at most MC rows each): dynamic claiming then balances the threads.
-  const int64_t perTask = std::max<int64_t>(1, std::min(bl.MC / bl.MR, ceilDiv(panelsM, 8 * threads)));
-  const int rowTasks = static_cast<int>(ceilDiv(panelsM, perTask));
+  // Row tasks of decreasing size (guided): each takes 1 / (4 * threads) of the MR panels still
+  // left (at most MC rows), down to single panels, so that the threads finish a block together --
+  // the idle tail is at most one small task, not one of ~8 equal tasks per thread.
+  std::vector<int64_t> taskStart{0};
+  for (int64_t left = panelsM; left > 0;) {
+    const int64_t size = std::min({left, bl.MC / bl.MR, std::max<int64_t>(1, left / (4 * threads))});
+    left -= size;
+    taskStart.push_back(panelsM - left);
+  }
+  const int rowTasks = static_cast<int>(taskStart.size()) - 1;
   struct Block {
     int64_t jc, nc, pc, kc, panelsB;
     float* buf;
@@ -471,9 +509,9 @@ void sgemmShared(const GemmArgs& g, int threads) {
     const Blocking* bl;
     const Block* cur;   // computed by the row tasks (null in the first job)
     const Block* next;  // packed by the first packTasks tasks (null when none is left)
-    int packTasks, rowTasks;
-    int64_t panelsM;
-  } ctx{&g, &bl, nullptr, nullptr, 0, rowTasks, panelsM};
+    int packTasks;
+    const int64_t* taskStart;  // row task r covers MR panels [taskStart[r], taskStart[r + 1])
+  } ctx{&g, &bl, nullptr, nullptr, 0, taskStart.data()};
   const auto packTasksFor = [&](const Block& b) { return static_cast<int>(std::min<int64_t>(b.panelsB, 2 * threads)); };
   const TaskFn fn = [](void* raw, int t, int) {
     const Ctx& c = *static_cast<Ctx*>(raw);
@@ -484,8 +522,8 @@ void sgemmShared(const GemmArgs& g, int threads) {
     }
     const int r = t - c.packTasks;
     const Block& b = *c.cur;
-    const int64_t i0 = c.panelsM * r / c.rowTasks * c.bl->MR;
-    const int64_t i1 = std::min(c.g->M, c.panelsM * (r + 1) / c.rowTasks * c.bl->MR);
+    const int64_t i0 = c.taskStart[r] * c.bl->MR;
+    const int64_t i1 = std::min(c.g->M, c.taskStart[r + 1] * c.bl->MR);
     if (i0 >= i1) return;
     float* bufA = tPackA.get(packASize(*c.bl, i1 - i0));
     multiplyRows(*c.g, *c.bl, i0, i1, b.jc, b.nc, b.pc, b.kc, b.buf, bufA);
