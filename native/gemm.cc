@@ -232,11 +232,6 @@ LOWBIT_TARGET_AVX512 inline void transpose16x16(__m512 r[16]) {
   }
 }
 
-// Source reads of the packing routines are strided (rows lda / ldb apart, often 4 KiB, so every
-// row is its own page) and come from L3 or memory: without help each 16-float block waits a full
-// miss latency. The routines prefetch kPackAhead floats ahead along each source row.
-constexpr int64_t kPackAhead = 64;
-
 // Packs MR = 14 row panels of op(A)[ic : ic+mc, pc : pc+kc] (see packA): A (M, K) goes through
 // 16 x 16 register transposes, A (K, M) is one masked 14-float copy per k.
 LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* dst) {
@@ -246,23 +241,11 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
     if (g.transA) {
       const float* src = g.A + pc * g.lda + ic + p;
       const __mmask16 m = static_cast<__mmask16>((1u << rows) - 1);
-      for (int64_t k = 0; k < kc; k++, src += g.lda) {
-        // Rows k + 8 of this panel (and, near the end, the first rows of the next one).
-        _mm_prefetch(reinterpret_cast<const char*>(k + 8 < kc ? src + 8 * g.lda : src + (8 - kc) * g.lda + kMr512), _MM_HINT_T0);
-        _mm512_mask_storeu_ps(dst + k * kMr512, kRowMask, _mm512_maskz_loadu_ps(m, src));
-      }
+      for (int64_t k = 0; k < kc; k++, src += g.lda) _mm512_mask_storeu_ps(dst + k * kMr512, kRowMask, _mm512_maskz_loadu_ps(m, src));
       continue;
     }
     const float* src = g.A + (ic + p) * g.lda + pc;
-    const int nextRows = static_cast<int>(std::min<int64_t>(kMr512, std::max<int64_t>(0, mc - p - kMr512)));
     for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-      // The same rows kPackAhead further on, or the start of the next panel's rows.
-      if (k0 + kPackAhead < kc) {
-        for (int i = 0; i < rows; i++) _mm_prefetch(reinterpret_cast<const char*>(src + i * g.lda + k0 + kPackAhead), _MM_HINT_T0);
-      } else if (k0 + kPackAhead - kc < kc) {
-        const float* next = src + kMr512 * g.lda + (k0 + kPackAhead - kc);
-        for (int i = 0; i < nextRows; i++) _mm_prefetch(reinterpret_cast<const char*>(next + i * g.lda), _MM_HINT_T0);
-      }
       const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
       __m512 r[16];
       if (kn == 16 && rows == kMr512) {
@@ -285,34 +268,32 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
   }
 }
 
-// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is copied row by row (each
-// source row slice read once, sequentially, into its panels), B (N, K) goes through 16 x 16
-// register transposes.
+// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is copied in bands of 8
+// rows, B (N, K) goes through 16 x 16 register transposes.
 LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int64_t q0,
                                    int64_t q1, float* dst) {
-  if (q0 >= q1) return;
   if (!g.transB) {
-    // Full panels [q0, qFull), then at most one partial panel (the last one of the block).
-    const int64_t qFull = std::min(q1, nc / kNr512);
-    const int tail = q1 > qFull ? static_cast<int>(nc - qFull * kNr512) : 0;
-    const __mmask16 m0 = tail >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << tail) - 1);
-    const __mmask16 m1 = tail > 16 ? static_cast<__mmask16>((1u << (tail - 16)) - 1) : 0;
-    const int64_t bytes = (q1 - q0) * kNr512 * static_cast<int64_t>(sizeof(float));
-    const float* row = g.B + pc * g.ldb + jc + q0 * kNr512;
-    for (int64_t k = 0; k < kc; k++, row += g.ldb) {
-      if (k + 4 < kc) {
-        const char* ahead = reinterpret_cast<const char*>(row + 4 * g.ldb);
-        for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
-      }
-      const float* src = row;
-      float* out = dst + q0 * kNr512 * kc + k * kNr512;
-      for (int64_t q = q0; q < qFull; q++, src += kNr512, out += kNr512 * kc) {
-        _mm512_store_ps(out, _mm512_loadu_ps(src));
-        _mm512_store_ps(out + 16, _mm512_loadu_ps(src + 16));
-      }
-      if (tail > 0) {
-        _mm512_store_ps(out, _mm512_maskz_loadu_ps(m0, src));
-        _mm512_store_ps(out + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+    // Eight source rows at a time across all the panels: every row slice is read in one pass
+    // and each panel receives 1 KiB contiguous runs (the hardware prefetchers follow both).
+    for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+      const int64_t kn = std::min<int64_t>(8, kc - k0);
+      for (int64_t q = q0; q < q1; q++) {
+        const float* src = g.B + (pc + k0) * g.ldb + jc + q * kNr512;
+        float* out = dst + q * kNr512 * kc + k0 * kNr512;
+        const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - q * kNr512));
+        if (cols == kNr512) {
+          for (int64_t k = 0; k < kn; k++, src += g.ldb, out += kNr512) {
+            _mm512_store_ps(out, _mm512_loadu_ps(src));
+            _mm512_store_ps(out + 16, _mm512_loadu_ps(src + 16));
+          }
+        } else {
+          const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+          const __mmask16 m1 = cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
+          for (int64_t k = 0; k < kn; k++, src += g.ldb, out += kNr512) {
+            _mm512_store_ps(out, _mm512_maskz_loadu_ps(m0, src));
+            _mm512_store_ps(out + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+          }
+        }
       }
     }
     return;
@@ -330,9 +311,6 @@ LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, in
       }
       const float* src = g.B + (jc + j0 + 16 * half) * g.ldb + pc;
       for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-        if (k0 + kPackAhead < kc) {
-          for (int j = 0; j < jn; j++) _mm_prefetch(reinterpret_cast<const char*>(src + j * g.ldb + k0 + kPackAhead), _MM_HINT_T0);
-        }
         const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
         __m512 r[16];
         if (kn == 16 && jn == 16) {
