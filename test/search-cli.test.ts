@@ -18,6 +18,8 @@ import { DATASET_STATS, DataLoader, loadDataset, take } from '../src/data/index.
 import { calibrate } from '../src/quant/ptq/index.ts';
 import { assignmentFromPlan, loadPlanFile } from '../src/quant/search/index.ts';
 import { evaluate } from '../src/train/index.ts';
+import { Tensor } from '../src/tensor/tensor.ts';
+import { convert } from '../src/runtime/convert.ts';
 import { main } from '../src/cli/main.ts';
 
 const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
@@ -56,6 +58,8 @@ describe('lowbit search', () => {
       [['search', '--model', 'x', '--budget', 'size=40KB', '--wbits', '1,2'], /--wbits takes a comma-separated list of integers in \[2, 16\]/],
       [['search', '--model', 'x', '--budget', 'size=40KB', '--objectives', 'speed'], /--objectives: unknown cost 'speed'/],
       [['search', '--model', join(dir, 'missing'), '--budget', 'size=40KB'], /does not exist/],
+      [['search', '--model', 'x', '--budget', 'size=40KB', '--prune', '0.5'], /--prune works with --method ilp/],
+      [['search', '--model', 'x', '--budget', 'size=40KB', '--method', 'ilp', '--prune', '0.5,2'], /--prune takes keep ratios in \(0, 1\]/],
     ];
     for (const [args, pattern] of cases) {
       const r = await lowbit(args);
@@ -91,6 +95,23 @@ describe('lowbit search', () => {
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     assert.equal((html.match(/<svg /g) ?? []).length, 2);
     assert.ok(html.includes('id="layers"'));
+  });
+
+  it('ilp --prune: 0-bit channels under a size budget; the plan converts to a compacted IntModel', async () => {
+    const out = join(dir, 'prune');
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=40KB', '--method', 'ilp', '--wbits', '8', '--prune', '1,0.5,0.25', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /channels\)/);
+    const { plan, assignment } = loadPlanFile(join(out, 'plan.json'));
+    const pruned = Object.entries(assignment!).filter(([, c]) => c.wPerChannel?.includes(0));
+    assert.ok(pruned.length > 0, 'some layer keeps fewer channels');
+    assert.ok(!assignment!['fc3']!.wPerChannel, 'the logits layer keeps every channel');
+    const kept = Object.fromEntries(Object.entries(assignment!).map(([n, c]) => [n, c.wPerChannel ? c.wPerChannel.filter((b) => b !== 0).length : undefined]));
+    const model = createModel('lenet5');
+    const x = new Tensor(new Float32Array(16 * 784).map((_, i) => Math.sin(i)), [16, 1, 28, 28]);
+    calibrate(model, [{ x }], { plan });
+    const im = convert(model, { sample: x, minAgreement: 0 });
+    for (const node of im.nodes) if ((node.op === 'conv2d' || node.op === 'linear') && kept[node.name] !== undefined) assert.equal(node.outFeatures, kept[node.name], node.name);
   });
 
   it('ilp and sdq write their outputs too', async () => {

@@ -24,6 +24,13 @@
  * IntModel; the report (argmax agreement, logit difference in output LSBs) is stored on
  * `intModel.verification`, and convert throws when argmax agreement is below `minAgreement`
  * (default 0.99).
+ *
+ * Pruned channels (a weight spec's `channelBits` entry 0, see `QuantLayer.prunedChannels`): the
+ * graph is first built with them as all-zero channels (verified as above), then compacted
+ * (`compactIntModel`: the channels and the next layer's matching inputs are removed); with a
+ * sample, the compacted model's logits must equal the uncompacted model's bit for bit. A pruned
+ * channel may not sit in the last layer or feed a BatchNorm that is not folded into its layer (its
+ * output would be the BN's shift, not 0).
  */
 import { Module } from '../nn/module.ts';
 import { ReLU, ReLU6, Identity } from '../nn/activation.ts';
@@ -39,6 +46,7 @@ import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
 import { packBinaryRows, packBits } from '../quant/core/packing.ts';
 import { quantizeMultiplier } from './requantize.ts';
 import { simulateFloat64, type Float64Simulation } from './simulate.ts';
+import { compactIntModel } from './compact.ts';
 import { IntModel, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
 
 export interface ConvertOptions {
@@ -50,6 +58,12 @@ export interface ConvertOptions {
   readonly minAgreement?: number;
   /** Stored in the graph (e.g. dataset, normalisation, source checkpoint). */
   readonly metadata?: Record<string, unknown>;
+  /**
+   * Remove pruned output channels (0-bit `channelBits` entries) and the next layer's matching
+   * inputs from the IntModel (default true; see ./compact.ts). false keeps them as all-zero
+   * channels, which compute the same logits.
+   */
+  readonly compact?: boolean;
 }
 
 type Domain =
@@ -165,6 +179,8 @@ interface PendingLayer {
   index: number;
   /** Bound of |acc|: K·max|x − z_x|·max|w|. */
   accBound: number;
+  /** Pruned output channels (0-bit), or null. */
+  pruned: readonly number[] | null;
 }
 
 type Symbolic =
@@ -180,7 +196,7 @@ export function convert(model: Module, options: ConvertOptions = {}): IntModel {
   const wasTraining = model.training;
   model.eval();
   try {
-    const intModel = build(model, inputShape, options.metadata);
+    const { intModel, pruned } = build(model, inputShape, options.metadata);
     if (options.sample) {
       const report = compareWithFakeQuant(model, intModel, options.sample);
       intModel.verification = report;
@@ -189,13 +205,22 @@ export function convert(model: Module, options: ConvertOptions = {}): IntModel {
         throw new Error(`convert: the IntModel agrees with the fake-quant model on only ${(report.argmaxAgreement * 100).toFixed(2)} % of the sample (need ${(min * 100).toFixed(2)} %); max logit difference ${report.maxLogitLsb.toFixed(2)} LSB`);
       }
     }
-    return intModel;
+    if (pruned.size === 0 || options.compact === false) return intModel;
+    const compact = compactIntModel(intModel, pruned);
+    if (options.sample) {
+      const full = intModel.run(options.sample);
+      const small = compact.run(options.sample);
+      const i = full.findIndex((v, k) => !Object.is(v, small[k]) && !(v === 0 && small[k] === 0));
+      if (i >= 0) throw new Error(`convert: the compacted IntModel differs from the uncompacted one at output ${i} (${small[i]} vs ${full[i]}): a bug in compactIntModel`);
+      if (intModel.verification) compact.verification = intModel.verification;
+    }
+    return compact;
   } finally {
     if (wasTraining) model.train();
   }
 }
 
-function build(model: Module, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): IntModel {
+function build(model: Module, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): { intModel: IntModel; pruned: Map<string, readonly number[]> } {
   const leaves = captureLeaves(model);
   const tensors = new Map<string, IntTensor>();
   const symbolic: Symbolic[] = [];
@@ -228,7 +253,7 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
       const xMax = input.mode === 'sign' ? 1 : Math.max(Math.abs(input.qmin - input.zeroPoint), Math.abs(input.qmax - input.zeroPoint));
       const accBound = K * xMax * wMax;
       if (accBound > INT32_MAX) throw new Error(`convert: layer '${name}': the int32 accumulator may overflow (bound ${accBound})`);
-      const pending: PendingLayer = { node, accScale, bias, g: new Float64Array(O).fill(1), h: new Float64Array(O), index: layers.length, accBound };
+      const pending: PendingLayer = { node, accScale, bias, g: new Float64Array(O).fill(1), h: new Float64Array(O), index: layers.length, accBound, pruned: m.prunedChannels };
       layers.push(pending);
       symbolic.push({ kind: 'layer', layer: pending });
       lastLayer = pending;
@@ -242,6 +267,7 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
       if (!m.runningMean || !m.runningVar) throw new Error(`convert: '${name}' tracks no running statistics, so it cannot be folded`);
       const O = lastLayer.node.outFeatures;
       if (m.numFeatures !== O) throw new Error(`convert: '${name}' has ${m.numFeatures} features, '${lastLayer.node.name}' ${O} outputs`);
+      if (lastLayer.pruned) throw new Error(`convert: '${lastLayer.node.name}' has pruned (0-bit) channels but feeds '${name}' (${m.constructor.name}), which is not folded into it: a pruned channel would output the BatchNorm's shift, not 0`);
       for (let c = 0; c < O; c++) {
         const gamma = m.weight ? m.weight.data[c]! : 1;
         const beta = m.bias ? m.bias.data[c]! : 0;
@@ -261,6 +287,8 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
     }
   }
   if (layers.length === 0) throw new Error('convert: the model has no quantized layers (run prepareQat first)');
+  const lastPending = layers[layers.length - 1]!;
+  if (lastPending.pruned) throw new Error(`convert: '${lastPending.node.name}' is the last layer (its outputs are the logits) and may not have pruned (0-bit) channels`);
 
   const domainOf = (i: number): Domain => {
     if (i >= layers.length) return { kind: 'float' };
@@ -316,7 +344,8 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
     }
   }
   const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [...inputShape], nodes: fuseClamps(nodes, tensors), ...(metadata ? { metadata } : {}) };
-  return new IntModel(graph, tensors);
+  const pruned = new Map(layers.flatMap((l) => (l.pruned ? [[l.node.name, l.pruned] as const] : [])));
+  return { intModel: new IntModel(graph, tensors), pruned };
 }
 
 function reluClamp(name: string, six: boolean, domain: Domain): IntNode {

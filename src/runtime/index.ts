@@ -3,3 +3,4 @@ export { IntModel, tensorData, type IntGraph, type IntNode, type IntTensor, type
 export { convert, captureLeaves, compareWithFakeQuant, type ConvertOptions, type AgreementReport } from './convert.ts';
 export { quantizeMultiplier, requantizeScalar, multiplierValue, type FixedPointMultiplier } from './requantize.ts';
 export { saveIntModel, loadIntModel, intModelToLowbit, intModelFromLowbit } from './io.ts';
+export { compactIntModel, type PrunedChannels } from './compact.ts';

@@ -7,7 +7,8 @@ import type { TensorModule } from '../../nn/module.ts';
 import { evaluate } from '../../train/index.ts';
 import { loadCheckpoint } from '../../train/checkpoint.ts';
 import { ProgressBar } from '../../train/progress.ts';
-import { costModel, COST_MODEL_NAMES, evaluateAssignmentSync, type CostModel, type SearchData } from '../../quant/search/index.ts';
+import { costModel, COST_MODEL_NAMES, evaluateAssignmentSync, type CostModel, type LatencyContext, type SearchData } from '../../quant/search/index.ts';
+import type { Tensor } from '../../tensor/tensor.ts';
 import { BudgetError, costDisplay, parseBudget, type Budget } from '../../quant/search/budget.ts';
 import { candidateFront, chooseWithinBudget, assignmentCosts, bitChoices, nsga2Search, uniformLabel, type SearchCandidate } from '../../quant/search/mohaq.ts';
 import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant/search/outcome.ts';
@@ -69,6 +70,7 @@ export const searchCommand = defineCommand({
     'lowbit search --model runs/lenet5-mnist --budget bitops=150M --method ilp --abits 8',
     'lowbit search --model runs/lenet5-mnist --budget size=16KB --method sdq --steps 300',
     'lowbit search --model runs/lenet5-mnist --budget latency=0.2ms --method nsga2 --max-time 600',
+    'lowbit search --model runs/lenet5-mnist --budget latency=9us --method ilp --wbits 8 --prune 1,0.75,0.5,0.25',
   ],
   options: {
     model: { type: 'string', placeholder: 'PATH', help: 'run directory (runs/<model>-<dataset>) or checkpoint.safetensors' },
@@ -77,6 +79,7 @@ export const searchCommand = defineCommand({
     objectives: { type: 'string', placeholder: 'LIST', help: 'extra cost objectives / report axes, e.g. bitops,energy (the budget cost is always first)' },
     wbits: { type: 'string', default: '2,3,4,8', placeholder: 'LIST', help: 'candidate weight bit widths' },
     abits: { type: 'string', default: '8', placeholder: 'LIST', help: 'candidate activation bit widths (nsga2 searches them; ilp and sdq use the widest)' },
+    prune: { type: 'string', placeholder: 'LIST', help: 'ilp: keep ratios of output channels per layer, e.g. 1,0.75,0.5,0.25 (pruned channels = 0-bit, removed by convert); the latency cost is then measured in the model' },
     generations: { type: 'int', min: 0, default: 12, help: 'nsga2: generations after the initial population' },
     population: { type: 'int', min: 4, default: 20, help: 'nsga2: population size' },
     beacons: { type: 'int', min: 0, default: 3, help: 'nsga2: candidates retrained as beacons (0: PTQ only)' },
@@ -109,6 +112,13 @@ export const searchCommand = defineCommand({
       if (!(COST_MODEL_NAMES as readonly string[]).includes(name)) throw new UsageError(`--objectives: unknown cost '${name}' (known: ${COST_MODEL_NAMES.join(', ')})`, 'search');
     }
     const wBits = parseBitList(options.wbits, 'wbits', 2);
+    let keepRatios: number[] | undefined;
+    if (options.prune !== undefined) {
+      if (options.method !== 'ilp') throw new UsageError(`--prune works with --method ilp (got --method ${options.method})`, 'search');
+      keepRatios = options.prune.split(',').map((t) => Number(t.trim()));
+      if (keepRatios.length === 0 || keepRatios.some((r) => !(r > 0 && r <= 1))) throw new UsageError(`--prune takes keep ratios in (0, 1], e.g. 1,0.75,0.5,0.25; got '${options.prune}'`, 'search');
+      if (!keepRatios.includes(1)) keepRatios.unshift(1);
+    }
     const aBits = parseBitList(options.abits, 'abits', 2);
     useBackend(options.backend);
     const { checkpoint, config } = locateRun(options.model);
@@ -120,7 +130,6 @@ export const searchCommand = defineCommand({
     const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
     const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgetTag(budget)}`);
 
-    const costs: CostModel[] = [budget.cost, ...extra].map((name) => costModel(name));
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
     const fullTest = loadDataset(dataset, 'test');
@@ -142,6 +151,10 @@ export const searchCommand = defineCommand({
       return model;
     };
     const evaluation = { calibrationSamples: options.calib };
+    // With pruning, latency is measured inside the model (a pruned layer also narrows the next layer's input).
+    let latencyContext: LatencyContext | undefined;
+    if (keepRatios) for (const { x } of data.calibration as Iterable<{ x: Tensor }>) { latencyContext = { model: build(), sample: x }; break; }
+    const costs: CostModel[] = [budget.cost, ...extra].map((name) => costModel(name, latencyContext ? { latency: { context: latencyContext, batch: 64 } } : {}));
     const primary = costs[0]!;
     const display = costDisplay(primary.name, primary.unit);
     const showCost = (v: number) => formatSi(v * display.scale, display.unit);
@@ -204,6 +217,7 @@ export const searchCommand = defineCommand({
         const bar = options.progress ? new ProgressBar({ total: 0, label: 'ilp', stream: io.stderr }) : null;
         const result = await exactSearch(model, data, {
           costs, budget: budget.value, wBits, aBits, evaluation, shouldStop,
+          ...(keepRatios ? { prune: { ratios: keepRatios } } : {}),
           onProgress: (stage) => bar?.tick(1, { stage }),
         });
         bar?.done();
@@ -259,7 +273,11 @@ export const searchCommand = defineCommand({
     if (outcome.stopped) io.print(`stopped early after ${seconds.toFixed(0)} s: keeping the best plan found so far`);
     if (outcome.chosen) {
       const c = outcome.chosen;
-      io.print(`chosen plan: ${outcome.layers.map((l) => `${l.name}=W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}`).join(' ')}`);
+      const kept = (name: string): string => {
+        const per = c.assignment[name]!.wPerChannel;
+        return per && per.includes(0) ? ` (${per.filter((b) => b !== 0).length}/${per.length} channels)` : '';
+      };
+      io.print(`chosen plan: ${outcome.layers.map((l) => `${l.name}=W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}${kept(l.name)}`).join(' ')}`);
       io.print(`  ${primary.name} ${showCost(c.costs[primary.name]!)} (budget ${showCost(budget.value)}), search accuracy ${(c.accuracy * 100).toFixed(2)}%` +
         `${heldOutScores.chosen !== undefined ? `, held-out ${(heldOutScores.chosen * 100).toFixed(2)}% (float32 ${(heldOutScores.float! * 100).toFixed(2)}%)` : ''}`);
     } else if (outcome.candidates.length === 0) {

@@ -17,13 +17,16 @@
  * 'mse' | 'entropy', default 'minmax'), momentum (ema), percentile (default 99.99), bins
  * (histograms, default 2048), grid (mse, default 100).
  *
- * Per-channel bit widths (mixed-precision search, `channelBits`: one integer b_c in [2, bits] per
- * output channel, signed symmetric per-channel weights only, max b_c = bits): channel c uses the
+ * Per-channel bit widths (mixed-precision search, `channelBits`: one integer b_c in {0} ∪ [2, bits]
+ * per output channel, signed symmetric per-channel weights only, max b_c = bits): channel c uses the
  * narrow range [−(2^(b_c−1)−1), 2^(b_c−1)−1] with the scale its observer picks for b_c bits:
  *   ŷ_c = s_c·clamp(roundHalfEven(x_c/s_c), −q_c, q_c),  q_c = 2^(b_c−1) − 1,
  * computed as the container-width fake quantization of clamp(x_c, −q_c·s_c, q_c·s_c) (gradient:
  * straight-through inside the channel's range, 0 outside). Exported at the container width
- * `bits`; every channel's integers lie in its own range.
+ * `bits`; every channel's integers lie in its own range. b_c = 0 prunes the channel: q_c = 0, so
+ * ŷ_c = 0 exactly (gradient 0) and its scale stays the container width's; the layer holding the
+ * quantizer also zeroes the channel's bias (see `QuantLayer.prunedChannels`), and `convert`
+ * removes the channel.
  */
 import { noGrad } from '../../autograd/engine.ts';
 import { full, zeros, Tensor } from '../../tensor/tensor.ts';
@@ -97,7 +100,7 @@ export class StaticQuantizer extends BaseQuantizer {
       // One observer answer per distinct width; channel c takes the scale of its own width.
       const scale = qp.scale.slice();
       for (const b of new Set(this.channelBits)) {
-        if (b === this.format.bits) continue;
+        if (b === this.format.bits || b === 0) continue; // a pruned channel keeps the container scale
         const narrow = this.observer.qparams({ ...toQuantSpec(this.format), bits: b });
         this.channelBits.forEach((bc, c) => {
           if (bc === b) scale[c] = narrow.scale[c]!;
@@ -135,7 +138,7 @@ export class StaticQuantizer extends BaseQuantizer {
     const qp = this.qparams();
     if (!this.channelBits) return fakeQuantize(x, qp, { gradient: 'clipped' });
     const bound = new Float32Array(this.format.count);
-    this.channelBits.forEach((b, c) => (bound[c] = Math.fround((2 ** (b - 1) - 1) * qp.scale[c]!)));
+    this.channelBits.forEach((b, c) => (bound[c] = b === 0 ? 0 : Math.fround((2 ** (b - 1) - 1) * qp.scale[c]!)));
     const shape = x.shape.map((d, i) => (i === this.format.axis ? d : 1));
     const hi = new Tensor(x.dtype === 'float64' ? Float64Array.from(bound) : bound, shape);
     return fakeQuantize(minimum(maximum(x, neg(hi)), hi), qp, { gradient: 'clipped' });
@@ -165,7 +168,7 @@ function parseChannelBits(spec: QuantizerSpec, format: { role: string; bits: num
   if (format.role !== 'weight' || !format.signed || !format.symmetric || format.granularity !== 'channel') fail('needs signed symmetric per-channel weights');
   if (!Array.isArray(v) || v.length !== format.count) fail(`must list one bit width per output channel (${format.count}), got ${JSON.stringify(v)}`);
   const bits = Int32Array.from(v as number[]);
-  if ((v as unknown[]).some((b) => !Number.isInteger(b) || (b as number) < 2 || (b as number) > format.bits)) fail(`entries must be integers in [2, ${format.bits}]`);
+  if ((v as unknown[]).some((b) => !Number.isInteger(b) || (b !== 0 && ((b as number) < 2 || (b as number) > format.bits)))) fail(`entries must be 0 (pruned) or integers in [2, ${format.bits}]`);
   if (Math.max(...bits) !== format.bits) fail(`must reach the container width bits = ${format.bits} in some channel`);
   return bits;
 }

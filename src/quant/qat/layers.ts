@@ -31,9 +31,9 @@ export interface ExportedLayer {
   readonly geometry: LayerGeometry;
   /** Float weight, with the BatchNorm folded in (running statistics) for QuantConvBn2d. */
   readonly weightFloat: Tensor;
-  /** Float bias, BN-folded for QuantConvBn2d (never null there). */
+  /** Float bias, BN-folded for QuantConvBn2d (never null there); 0 in pruned channels. */
   readonly bias: Tensor | null;
-  /** The weight the fake-quant model computes with: weightQuantizer(weightFloat), or weightFloat. */
+  /** The weight the fake-quant model computes with: weightQuantizer(weightFloat), or weightFloat; 0 in pruned channels. */
   readonly weightFakeQuant: Tensor;
   /** null when the weight stays float. */
   readonly weightQuant: ExportedQuant | null;
@@ -49,6 +49,15 @@ export abstract class QuantLayer extends Module {
   readonly bias: Tensor | null;
   readonly weightQuantizer: Quantizer | null;
   readonly inputQuantizer: Quantizer | null;
+  /**
+   * Output channels pruned by the weight spec (its `channelBits` entries equal to 0), ascending, or
+   * null. A pruned channel's weights and bias (BN-folded shift for QuantConvBn2d) are multiplied
+   * by 0 in every forward and in `exportLayer`, so its output is exactly 0 — in calibration too,
+   * where the weight quantizer passes the float weight through.
+   */
+  readonly prunedChannels: readonly number[] | null;
+  /** 1 for kept, 0 for pruned output channels (null when none is pruned). */
+  private readonly channelMask: Float64Array | null;
 
   constructor(weight: Tensor, bias: Tensor | null, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
     super();
@@ -56,6 +65,26 @@ export abstract class QuantLayer extends Module {
     this.bias = bias ? registerKeepingFlag(this, 'bias', bias) : null;
     this.weightQuantizer = weightQuantizer ? this.registerModule('weightQuantizer', weightQuantizer) : null;
     this.inputQuantizer = inputQuantizer ? this.registerModule('inputQuantizer', inputQuantizer) : null;
+    const bits = weightQuantizer?.spec['channelBits'];
+    const pruned = Array.isArray(bits) ? bits.flatMap((b, c) => (b === 0 ? [c] : [])) : [];
+    if (pruned.length > 0 && (bits as unknown[]).length !== weight.shape[0]) throw new Error(`channelBits lists ${(bits as unknown[]).length} channels for a weight of ${weight.shape[0]} output channels`);
+    this.prunedChannels = pruned.length > 0 ? pruned : null;
+    this.channelMask = pruned.length > 0 ? Float64Array.from(bits as number[], (b) => (b === 0 ? 0 : 1)) : null;
+  }
+
+  /** `w` [O, ...] with the pruned output channels' rows multiplied by 0. */
+  protected maskWeight(w: Tensor): Tensor {
+    const m = this.channelMask;
+    if (!m) return w;
+    const data = w.dtype === 'float64' ? Float64Array.from(m) : Float32Array.from(m);
+    return mul(w, new Tensor(data, [m.length, ...w.shape.slice(1).map(() => 1)]));
+  }
+
+  /** A bias [O] with the pruned channels multiplied by 0. */
+  protected maskBias(b: Tensor | null): Tensor | null {
+    const m = this.channelMask;
+    if (!m || !b) return b;
+    return mul(b, new Tensor(b.dtype === 'float64' ? Float64Array.from(m) : Float32Array.from(m), [m.length]));
   }
 
   get weightSpec(): QuantizerSpec | null {
@@ -91,11 +120,11 @@ export abstract class QuantLayer extends Module {
   exportLayer(): ExportedLayer {
     return noGrad(() => {
       const { weight, bias } = this.exportedWeightAndBias();
-      const weightFakeQuant = this.weightQuantizer ? this.weightQuantizer.forward(weight) : weight;
+      const weightFakeQuant = this.maskWeight(this.weightQuantizer ? this.weightQuantizer.forward(weight) : weight);
       return {
         geometry: this.geometry(),
         weightFloat: weight,
-        bias,
+        bias: this.maskBias(bias),
         weightFakeQuant,
         weightQuant: this.weightQuantizer?.exportQuant() ?? null,
         activationQuant: this.inputQuantizer?.exportQuant() ?? null,
@@ -129,7 +158,7 @@ export class QuantLinear extends QuantLayer {
     if (x.shape[x.rank - 1] !== this.inFeatures) {
       throw new Error(`QuantLinear(${this.inFeatures}, ${this.outFeatures}): input has shape [${x.shape.join(', ')}], last dim should be ${this.inFeatures}`);
     }
-    return linear(this.quantizeInput(x), this.quantizeWeight(this.weight), this.bias);
+    return linear(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias));
   }
 
   protected exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null } {
@@ -194,7 +223,7 @@ abstract class QuantConvBase extends QuantLayer {
 export class QuantConv2d extends QuantConvBase {
   forward(x: Tensor): Tensor {
     this.checkInput(x);
-    return this.conv(this.quantizeInput(x), this.quantizeWeight(this.weight), this.bias);
+    return this.conv(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias));
   }
 
   /**
@@ -204,7 +233,7 @@ export class QuantConv2d extends QuantConvBase {
    */
   forwardFused(x: Tensor, options: { relu: boolean; pool: { kernel: readonly [number, number]; stride: readonly [number, number] } | null }): Tensor {
     this.checkInput(x);
-    return conv2dFused(this.quantizeInput(x), this.quantizeWeight(this.weight), this.bias, {
+    return conv2dFused(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias), {
       stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups, relu: options.relu, pool: options.pool,
     });
   }
@@ -264,7 +293,7 @@ export class QuantConvBn2d extends QuantConvBase {
       ({ scale, shift } = this.runningFold());
     }
     const folded = mul(this.weight, reshape(scale, [this.outChannels, 1, 1, 1]));
-    return this.conv(xq, this.quantizeWeight(folded), shift);
+    return this.conv(xq, this.maskWeight(this.quantizeWeight(folded)), this.maskBias(shift));
   }
 
   /** γ/√(σ²_run + ε) and β + (b − μ_run)·γ/√(σ²_run + ε) (γ, β as tensors, so gradients reach them). */

@@ -154,10 +154,12 @@ export function layerChoiceCost(model: CostModel, layer: LayerInfo, choice: BitC
   if (per.length !== layer.outChannels) throw new Error(`'${layer.name}': wPerChannel has ${per.length} entries for ${layer.outChannels} output channels`);
   if (per.some((b) => b > choice.w)) throw new Error(`'${layer.name}': wPerChannel exceeds w = ${choice.w}`);
   if (model.channelCost) return model.channelCost(layer, per, choice.a);
-  // Mean over channels: exact for costs linear in the number of channels.
+  // Mean over channels: exact for costs linear in the number of channels. A pruned channel (0 bits)
+  // costs 0 (its effect on the next layer's input is not modelled here; the latency model measures it).
   const memo = new Map<number, number>();
   let total = 0;
   for (const b of per) {
+    if (b === 0) continue;
     let c = memo.get(b);
     if (c === undefined) memo.set(b, (c = model.layerCost(layer, b, choice.a)));
     total += c;

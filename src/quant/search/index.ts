@@ -21,6 +21,10 @@ export {
 } from './sensitivity.ts';
 export { allocateExact, allocatePerChannel, layerOptions, paretoFront, type Allocation, type LayerChoices, type PerChannelOptions } from './allocate.ts';
 export {
+  allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation,
+  type MeasuredAllocation, type PruneOptionsConfig,
+} from './prune.ts';
+export {
   crowdingDistance, dominates, fastNonDominatedSort, nonDominated, nsga2,
   type Genome, type Individual, type Nsga2Options, type Nsga2Result, type Nsga2State, type Objectives,
 } from './nsga2.ts';

@@ -21,7 +21,7 @@ import { convert } from '../../runtime/convert.ts';
 import type { IntModel } from '../../runtime/intmodel.ts';
 import { intKernelsBackend } from '../../runtime/kernels/index.ts';
 import { planFromAssignment } from './plan.ts';
-import type { BitAssignment, CostModel, LayerInfo } from './types.ts';
+import type { BitAssignment, BitChoice, CostModel, LayerInfo } from './types.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluateAssignmentSync } from './evaluate.ts';
 import { describeLayers } from './layers.ts';
@@ -146,7 +146,7 @@ class SingleLayer extends Module {
  * `SingleLayer`) and a float input batch for it: the layer is calibrated ('static' quantizers) on
  * non-negative random inputs (post-ReLU-like).
  */
-export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch: number): { model: IntModel; input: Float32Array } {
+export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch: number, wPerChannel?: readonly number[]): { model: IntModel; input: Float32Array } {
   const net = new SingleLayer(info, 1234);
   const rng = new Rng(99);
   const perSample = info.inShape.reduce((p, d) => p * d, 1);
@@ -154,7 +154,7 @@ export function singleLayerIntModel(info: LayerInfo, w: number, a: number, batch
   for (let i = 0; i < data.length; i++) data[i] = rng.uniform();
   const x = new Tensor(data, [batch, ...info.inShape]);
   const xnor = w === 1 && a === 1;
-  const plan = planFromAssignment({ layer: { w, a }, probe: { w: 8, a: 8 } }, { oneBitActivations: xnor ? 'sign' : 'unsigned' });
+  const plan = planFromAssignment({ layer: { w, a, ...(wPerChannel ? { wPerChannel } : {}) }, probe: { w: 8, a: 8 } }, { oneBitActivations: xnor ? 'sign' : 'unsigned' });
   calibrate(net, [{ x }], { plan });
   return { model: convert(net, { inputShape: info.inShape }), input: data };
 }
@@ -185,9 +185,9 @@ function timeRun(model: IntModel, input: Float32Array, batch: number, repeats: n
  * `batch`-sample batch after a warm-up, in wall time. The input quantization and the probe
  * are the same for every (w, a) of a layer shape.
  */
-export function measureLayerLatency(info: LayerInfo, w: number, a: number, options: { batch?: number; repeats?: number } = {}): number {
+export function measureLayerLatency(info: LayerInfo, w: number, a: number, options: { batch?: number; repeats?: number; wPerChannel?: readonly number[] } = {}): number {
   const batch = options.batch ?? 32;
-  const { model, input } = singleLayerIntModel(info, w, a, batch);
+  const { model, input } = singleLayerIntModel(info, w, a, batch, options.wPerChannel);
   return timeRun(model, input, batch, options.repeats ?? 20);
 }
 
@@ -278,9 +278,15 @@ export function measureModelsInterleaved(models: readonly IntModel[], input: Flo
  *   sum of its layers' measured changes (interaction between layers is ignored). Entries are keyed
  *   by a fingerprint of the model's weights.
  * Per-channel weight bits cost what the widest channel costs (the runtime stores a layer at one
- * width).
+ * width), except pruned (0-bit) channels, which `convert` removes: a layer keeping k of its O
+ * channels is measured as such (the model with that layer pruned to k
+ * channels, the others W8A8 — so the next layer's narrower input is in the figure — as a paired
+ * ratio to W8A8; without a context the fresh layer pruned to k channels with its probe), keyed
+ * by k. Costs of several pruned layers add up like the width entries; the saving of a layer whose
+ * input was pruned too is counted at its full input width, so sums are optimistic when consecutive
+ * layers are pruned (check a plan by measuring it, `allocateMeasured`).
  */
-export function latencyCost(options: LatencyCostOptions = {}): CostModel {
+export function latencyCost(options: LatencyCostOptions = {}): LatencyCostModel {
   const path = options.noCache ? null : latencyTablePath(options.cacheDir);
   let table: Record<string, number> | null = null;
   const load = (): Record<string, number> => (table ??= path && !options.refresh ? readTable(path) : {});
@@ -306,23 +312,59 @@ export function latencyCost(options: LatencyCostOptions = {}): CostModel {
     }
     return value;
   };
-  const cost = (layer: LayerInfo, w: number, a: number): number => {
+  /** Cost of `layer` at (w, a) keeping `kept` of its output channels (the rest pruned). */
+  const cost = (layer: LayerInfo, w: number, a: number, kept = layer.outChannels): number => {
     if (!Number.isInteger(w) || w < 1 || w > 16 || !Number.isInteger(a) || a < 1 || a > 16) throw new Error(`cost model 'latency': bit widths must be integers in [1, 16], got w=${w} a=${a}`);
-    if (options.measure) return lookup(latencyKey(layer, w, a), () => options.measure!(layer, w, a));
-    if (!context) return lookup(latencyKey(layer, w, a), () => measureLayerLatency(layer, w, a, options));
-    const base = lookup(`${fingerprint}:w8a8`, () => measureAssignmentLatency(context, {}, options));
-    if (w === 8 && a === 8) return base / layerCount;
+    if (!Number.isInteger(kept) || kept < 1 || kept > layer.outChannels) throw new Error(`cost model 'latency': '${layer.name}' keeps ${kept} of ${layer.outChannels} channels`);
+    const pruned = kept < layer.outChannels;
+    const suffix = pruned ? `|keep${kept}` : '';
+    const perChannel = pruned ? prunedWidths(layer.outChannels, kept, w) : undefined;
+    if (options.measure) {
+      if (pruned) throw new Error("cost model 'latency': a custom `measure` cannot price pruned channels (it has no channel count)");
+      return lookup(latencyKey(layer, w, a), () => options.measure!(layer, w, a));
+    }
+    if (!context) return lookup(`${latencyKey(layer, w, a)}${suffix}`, () => measureLayerLatency(layer, w, a, { ...options, ...(perChannel ? { wPerChannel: perChannel } : {}) }));
+    const base = w8a8Total();
+    return Math.max(0, base / layerCount + inModelChange(layer, w, a, kept));
+  };
+  const w8a8Total = (): number => lookup(`${fingerprint}:w8a8`, () => measureAssignmentLatency(context!, {}, options));
+  /** (r − 1)·T₈: the measured change of the whole model (others W8A8), signed. */
+  const inModelChange = (layer: LayerInfo, w: number, a: number, kept: number): number => {
+    if (!context) throw new Error("cost model 'latency': changes are measured in a model (pass `context`)");
+    const pruned = kept < layer.outChannels;
+    if (w === 8 && a === 8 && !pruned) return 0;
+    const perChannel = pruned ? prunedWidths(layer.outChannels, kept, w) : undefined;
     // The change is measured as a paired, interleaved difference (stored as a ratio to the paired W8A8 time, > 0).
-    const ratio = lookup(`${fingerprint}:${layer.name}|w${w}a${a}`, () => {
-      const d = measureAssignmentDelta(context, { [layer.name]: { w, a } }, options);
+    const ratio = lookup(`${fingerprint}:${layer.name}|w${w}a${a}${pruned ? `|keep${kept}` : ''}`, () => {
+      const d = measureAssignmentDelta(context, { [layer.name]: { w, a, ...(perChannel ? { wPerChannel: perChannel } : {}) } }, options);
       return d.changed / d.base;
     });
-    return Math.max(0, base / layerCount + (ratio - 1) * base);
+    return (ratio - 1) * w8a8Total();
   };
   return {
     name: 'latency',
     unit: 'µs',
-    layerCost: cost,
-    channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a),
+    layerCost: (layer, w, a) => cost(layer, w, a),
+    channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a, wPerChannel.filter((b) => b !== 0).length),
+    ...(context ? {
+      change: (layer: LayerInfo, choice: BitChoice) => inModelChange(layer, choice.w, choice.a, choice.wPerChannel ? choice.wPerChannel.filter((b) => b !== 0).length : layer.outChannels),
+      w8a8Total,
+    } : {}),
   };
+}
+
+/**
+ * The latency cost model; with a `context` it also gives the signed measured change of a choice
+ * and T₈, so that a search can spread T₈ over the layers without clamping (`pruneLayerOptions`).
+ */
+export interface LatencyCostModel extends CostModel {
+  /** (r − 1)·T₈ of `choice` in `layer`, the other layers W8A8 (µs per sample, signed; context only). */
+  readonly change?: (layer: LayerInfo, choice: BitChoice) => number;
+  /** T₈: the whole model at W8A8 (µs per sample; context only). */
+  readonly w8a8Total?: () => number;
+}
+
+/** Widths of a layer keeping its first `kept` of `channels` channels at `w` (timing depends on the count only). */
+function prunedWidths(channels: number, kept: number, w: number): number[] {
+  return Array.from({ length: channels }, (_, c) => (c < kept ? w : 0));
 }

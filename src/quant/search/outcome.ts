@@ -15,6 +15,7 @@ import { evaluateAssignmentSync, type EvaluateAssignmentOptions, type SearchData
 import { describeLayers } from './layers.ts';
 import { planFromAssignment, savePlanFile, type PlanBase } from './plan.ts';
 import { ptqPerturbation } from './sensitivity.ts';
+import { pruneLayerOptions, type PruneOptionsConfig } from './prune.ts';
 import type { BitAssignment, CostModel, LayerInfo } from './types.ts';
 import { assignmentCosts, bitChoices, candidateFront, uniformLabel, type BitSpaceOptions, type SearchCandidate } from './mohaq.ts';
 import { costDisplay, type Budget } from './budget.ts';
@@ -160,6 +161,12 @@ export interface ExactSearchOptions extends BitSpaceOptions {
   readonly evaluation?: Omit<EvaluateAssignmentOptions, 'method' | 'qatSteps' | 'qatLr' | 'progress' | 'inspect'>;
   /** How many allocations of the proxy front to check by PTQ, spread over its cost range (default 8). */
   readonly frontPoints?: number;
+  /**
+   * Also choose per layer how many output channels to keep (0-bit channels, `pruneLayerOptions`:
+   * the lowest-scoring channels go; error = the PTQ loss increase of the width plus the float
+   * model's loss increase with those channels zeroed). `ratios` are keep ratios, e.g. [1, 0.75, 0.5].
+   */
+  readonly prune?: Pick<PruneOptionsConfig, 'ratios' | 'scores' | 'prunable'>;
   /** Progress of the sensitivity measurement and evaluations. */
   onProgress?(stage: 'sensitivity' | 'evaluate', done: number, total: number): void;
   shouldStop?(): boolean;
@@ -198,7 +205,12 @@ export async function exactSearch(model: TensorModule, data: SearchData, options
   const wBits = choices.map((c) => c.w);
   const perturbation = ptqPerturbation(model, data.eval, wBits, { onProgress: (d, t) => options.onProgress?.('sensitivity', d, t) });
   const deltaLoss = Object.fromEntries(perturbation.map((p) => [p.name, p.deltaLoss]));
-  const opts = layerOptions(layers, choices, primary, (layer, choice) => Math.max(0, deltaLoss[layer.name]![choice.w]!));
+  const opts = options.prune
+    ? pruneLayerOptions(model, layers, data.eval, primary, {
+      ...options.prune, widths: wBits, a, error: 'deltaLoss', widthError: (layer, w) => Math.max(0, deltaLoss[layer.name]![w]!),
+      onProgress: (d, t) => options.onProgress?.('sensitivity', d, t),
+    })
+    : layerOptions(layers, choices, primary, (layer, choice) => Math.max(0, deltaLoss[layer.name]![choice.w]!));
   const atBudget = allocateExact(opts, options.budget);
   const front = exactFront(opts);
   const count = Math.max(2, options.frontPoints ?? 8);

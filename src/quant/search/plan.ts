@@ -85,7 +85,10 @@ export function planFromAssignment(assignment: BitAssignment, base: PlanBase = {
   return { default: { weight: null, activation: null }, overrides, keepFirstLast8bit: false, inputActivation: 'layer' };
 }
 
-/** Throws unless every entry is `{ w, a, wPerChannel? }` with integer bits (per-channel ≤ w). */
+/**
+ * Throws unless every entry is `{ w, a, wPerChannel? }` with integer bits (per-channel ≤ w; 0 =
+ * the channel is pruned, and at least one channel reaches w, so a layer keeps ≥ 1 channel).
+ */
 export function checkAssignment(assignment: BitAssignment): BitAssignment {
   if (typeof assignment !== 'object' || assignment === null || Array.isArray(assignment)) throw new Error('a bit assignment must be an object { layerName: { w, a } }');
   for (const [name, c] of Object.entries(assignment)) {
@@ -97,7 +100,7 @@ export function checkAssignment(assignment: BitAssignment): BitAssignment {
     if (!Number.isInteger(c.a) || c.a < 1 || c.a > 16) bad('a must be an integer in [1, 16]');
     if (c.wPerChannel !== undefined) {
       if (!Array.isArray(c.wPerChannel) || c.wPerChannel.length === 0) bad('wPerChannel must be a non-empty array');
-      if (c.wPerChannel.some((b) => !Number.isInteger(b) || b < 2 || b > c.w)) bad('wPerChannel entries must be integers in [2, w]');
+      if (c.wPerChannel.some((b) => !Number.isInteger(b) || (b !== 0 && (b < 2 || b > c.w)))) bad('wPerChannel entries must be 0 (channel pruned) or integers in [2, w]');
       if (Math.max(...c.wPerChannel) !== c.w) bad('w must equal the widest channel of wPerChannel');
     }
   }

@@ -236,7 +236,8 @@ export interface PtqPerturbation {
 }
 
 /** Log-probabilities [N, C] of the model on every batch, and the labels. */
-function logProbs(model: TensorModule, batches: readonly Batch[]): { lp: Float64Array[]; loss: number; accuracy: number } {
+/** @internal Log-probabilities, loss and accuracy of `model` (eval, no grad) on `batches`. */
+export function logProbs(model: TensorModule, batches: readonly Batch[]): { lp: Float64Array[]; loss: number; accuracy: number } {
   const wasTraining = model.training;
   model.eval();
   try {

@@ -41,7 +41,11 @@ export interface BitChoice {
   readonly w: number;
   /** Input-activation bits. */
   readonly a: number;
-  /** Per-output-channel weight bits (length = outChannels, each ≤ w); absent = all channels at `w`. */
+  /**
+   * Per-output-channel weight bits (length = outChannels, each ≤ w); absent = all channels at `w`.
+   * 0 prunes the channel: its weights and output are exactly 0 and `convert` removes it (and the
+   * matching inputs of the next layer) from the IntModel.
+   */
   readonly wPerChannel?: readonly number[];
 }
 

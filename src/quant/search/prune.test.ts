@@ -1,0 +1,116 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { lenet5 } from '../../nn/models/lenet5.ts';
+import { Cnn } from '../../nn/models/cnn.ts';
+import { manualSeed, Rng } from '../../tensor/random.ts';
+import { Tensor } from '../../tensor/tensor.ts';
+import { describeLayers } from './layers.ts';
+import { latencyCost } from './latency.ts';
+import { sizeCost, layerChoiceCost } from './costs.ts';
+import { allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation } from './prune.ts';
+import type { LayerChoices } from './allocate.ts';
+
+function batch(n: number, seed: number): { x: Tensor; y: Tensor } {
+  const rng = new Rng(seed);
+  return {
+    x: new Tensor(new Float32Array(n * 784).map(() => rng.normal()), [n, 1, 28, 28]),
+    y: new Tensor(Int32Array.from({ length: n }, () => rng.int(10)), [n]),
+  };
+}
+
+describe('channel pruning (0-bit channels) in the search', () => {
+  it('channelPruneScores: ½·(H_c/n_c)·‖w_c‖² with a per-channel sensitivity, ‖w_c‖² without', () => {
+    const w = new Tensor(Float32Array.from([1, 2, 0, 3, -1, 1]), [3, 2]);
+    assert.deepEqual([...channelPruneScores(w)], [5, 9, 2]);
+    const h = { name: 'l', value: 14, mean: 14 / 6, weightCount: 6, perChannel: Float64Array.from([4, 2, 8]) };
+    assert.deepEqual([...channelPruneScores(w, h)], [0.5 * 2 * 5, 0.5 * 1 * 9, 0.5 * 4 * 2]);
+    assert.throws(() => channelPruneScores(w, { ...h, perChannel: undefined }), /per-channel/);
+  });
+
+  it('pruneChoice keeps the highest-scoring channels; keptChannels rounds and keeps ≥ 1', () => {
+    const layer = describeLayers(lenet5(), [1, 28, 28])[0]!; // conv1, 6 channels
+    const c = pruneChoice(layer, [3, 1, 5, 0, 2, 4], 3, 8, 8);
+    assert.deepEqual(c.wPerChannel, [8, 0, 8, 0, 0, 8]);
+    assert.deepEqual(pruneChoice(layer, [1, 1, 1, 1, 1, 1], 6, 4, 8), { w: 4, a: 8 });
+    assert.equal(keptChannels(6, 0.25), 2);
+    assert.equal(keptChannels(6, 0.01), 1);
+    assert.equal(keptChannels(120, 0.375), 45);
+    // The size of a pruned layer counts its kept channels only.
+    assert.equal(layerChoiceCost(sizeCost(), layer, c), 3 * 25 * 8);
+    // A custom latency measurement has no channel count, so it refuses pruned choices.
+    assert.throws(() => layerChoiceCost(latencyCost({ noCache: true, measure: () => 1 }), layer, c), /pruned/);
+  });
+
+  it('prunableLayers: not the logits layer, not a layer feeding an unfolded BatchNorm1d', () => {
+    const lenet = lenet5();
+    assert.deepEqual(prunableLayers(lenet, describeLayers(lenet, [1, 28, 28])), ['conv1', 'conv2', 'fc1', 'fc2']);
+    const cnn = new Cnn({ channels: [4, 8], hidden: 16 });
+    assert.deepEqual(prunableLayers(cnn, describeLayers(cnn, [1, 28, 28])), ['features.0', 'features.3', 'features.7', 'features.10']);
+  });
+
+  it('prunePerturbation: 0 for a channel that already outputs 0 (BN γ = β = 0), > 0 otherwise; model restored', () => {
+    manualSeed(2);
+    const model = new Cnn({ channels: [4, 8], hidden: 16 });
+    model.eval();
+    const data = [batch(16, 1)];
+    const layer = describeLayers(model, [1, 28, 28])[1]!; // features.3, BN features.4 folded
+    const before = model.stateDict();
+    const p = prunePerturbation(model, data, layer.name, pruneChoice(layer, [1, 0, 1, 1], 3, 8, 8));
+    assert.ok(p.kl > 0);
+    for (const [k, v] of model.stateDict()) assert.deepEqual(v.data, before.get(k)!.data, k);
+    // BN γ = β = 0 on channel 1 makes that channel output 0 already: pruning it changes nothing.
+    const bn = model.features.at(4) as unknown as { weight: Tensor; bias: Tensor };
+    bn.weight.data[1] = 0;
+    bn.bias.data[1] = 0;
+    assert.equal(prunePerturbation(model, data, layer.name, pruneChoice(layer, [1, 0, 1, 1], 3, 8, 8)).kl, 0);
+  });
+
+  it('pruneLayerOptions: widths × distinct kept counts for prunable layers, keep 1 elsewhere; error grows as channels go', () => {
+    manualSeed(4);
+    const model = lenet5();
+    model.eval();
+    const layers = describeLayers(model, [1, 28, 28]);
+    const opts = pruneLayerOptions(model, layers, [batch(16, 3)], sizeCost(), { ratios: [1, 0.5, 0.25], widths: [8, 4] });
+    assert.deepEqual(opts.map((o) => o.options.length), [6, 6, 6, 6, 2]);
+    const conv1 = opts[0]!.options;
+    assert.deepEqual(conv1.map((o) => o.choice.wPerChannel?.filter((b) => b !== 0).length ?? 6), [6, 6, 3, 3, 2, 2]);
+    assert.deepEqual(conv1.map((o) => o.cost), [6 * 25 * 8, 6 * 25 * 4, 3 * 25 * 8, 3 * 25 * 4, 2 * 25 * 8, 2 * 25 * 4]);
+    assert.equal(conv1[0]!.error, 0);
+    assert.ok(conv1[4]!.error >= conv1[2]!.error && conv1[2]!.error > 0);
+  });
+
+  it('pruneLayerOptions with an in-model latency model: costs = m_L + (T₈ − Σ m)/n + change, W8A8 sums to T₈, nothing clamped', () => {
+    manualSeed(6);
+    const model = lenet5();
+    model.eval();
+    const layers = describeLayers(model, [1, 28, 28]);
+    // A fake measured model: keeping k of O channels changes the total by −3·(1 − k/O) µs in conv1, −1·(1 − k/O) elsewhere.
+    const change = (l: typeof layers[number], c: { wPerChannel?: readonly number[] }): number => {
+      const kept = c.wPerChannel ? c.wPerChannel.filter((b) => b !== 0).length : l.outChannels;
+      return -(l.name === 'conv1' ? 3 : 1) * (1 - kept / l.outChannels);
+    };
+    const latency = { name: 'latency', unit: 'µs', layerCost: () => 1, change, w8a8Total: () => 10 };
+    const opts = pruneLayerOptions(model, layers, [batch(8, 5)], latency, { ratios: [1, 0.5] });
+    // Largest savings: conv1 1.5, conv2/fc1/fc2 0.5, fc3 0 → spare (10 − 3)/5 = 1.4.
+    const full = opts.map((o) => o.options[0]!.cost);
+    assert.deepEqual(full.map((c) => Number(c.toFixed(9))), [2.9, 1.9, 1.9, 1.9, 1.4]);
+    assert.ok(Math.abs(full.reduce((x, y) => x + y, 0) - 10) < 1e-9);
+    assert.ok(Math.abs(opts[0]!.options[1]!.cost - 1.4) < 1e-9, 'conv1 at half its channels: 2.9 − 1.5');
+  });
+
+  it('allocateMeasured walks the estimated front from the most accurate end until a measurement fits', () => {
+    const layers: LayerChoices[] = [0, 1].map((i) => ({
+      name: `l${i}`,
+      options: [{ choice: { w: 8, a: 8 }, cost: 10, error: 0 }, { choice: { w: 4, a: 8 }, cost: 7, error: 1 }, { choice: { w: 2, a: 8 }, cost: 4, error: 3 }],
+    }));
+    // Front within 17: 17 (error 1), 14 (2), 11 (4), 8 (6). Measured 25 % over the estimate: 17 → 21.25, 14 → 17.5, 11 → 13.75 fits.
+    const r = allocateMeasured(layers, 17, (a) => a.cost * 1.25);
+    assert.equal(r.fits, true);
+    assert.deepEqual(r.rounds, [{ estimate: 17, measured: 21.25, error: 1 }, { estimate: 14, measured: 17.5, error: 2 }, { estimate: 11, measured: 13.75, error: 4 }]);
+    assert.equal(r.allocation.cost, 11);
+    const never = allocateMeasured(layers, 8, (a) => a.cost * 3);
+    assert.equal(never.fits, false);
+    assert.equal(never.allocation.cost, 8);
+    assert.throws(() => allocateMeasured(layers, 7, () => 0), /no allocation fits/);
+  });
+});

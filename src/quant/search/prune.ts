@@ -1,0 +1,234 @@
+/**
+ * Channel pruning as a width of 0 bits: a search choice (w, keep ratio) per layer keeps the
+ * `round(keep·O)` output channels of highest sensitivity at w bits and sets the others to 0 bits
+ * (`wPerChannel` entries 0), which the fake-quant model holds at exactly 0 and `convert` removes
+ * from the IntModel together with the next layer's matching inputs — the only way, on an int8
+ * runtime where every width from 2 to 8 bits runs at one speed, to make a plan faster.
+ * Pruning each layer's precision to 0 is CSQ's bit-level view taken to the whole channel, as in
+ * the subgroup-wise precision-and-pruning work; here the exact allocator chooses it per layer.
+ */
+import { BatchNorm, BatchNorm2d } from '../../nn/batchnorm.ts';
+import { Conv2d } from '../../nn/conv.ts';
+import { Linear } from '../../nn/linear.ts';
+import { Module, type TensorModule } from '../../nn/module.ts';
+import type { Tensor } from '../../tensor/tensor.ts';
+import type { Batch } from '../../train/fit.ts';
+import { findConvBnPairs, quantizableLayers } from '../config/plan.ts';
+import { allocateExact, paretoFront, type Allocation, type LayerChoices } from './allocate.ts';
+import { layerChoiceCost } from './costs.ts';
+import { logProbs, type LayerSensitivity } from './sensitivity.ts';
+import type { LatencyCostModel } from './latency.ts';
+import type { BitChoice, CostModel, LayerInfo } from './types.ts';
+
+/**
+ * Per-output-channel pruning scores of a weight [O, ...] (lowest = pruned first): with a
+ * per-channel Hessian (or Fisher) sensitivity, the second-order loss increase of zeroing the
+ * channel, ½·(H_c/n_c)·‖w_c‖² (H_c the channel's diagonal sum, n_c its weight count — HAWQ-v2's Ω
+ * with Q(w) = 0); without one, the squared L2 norm ‖w_c‖².
+ */
+export function channelPruneScores(weight: Tensor, sensitivity?: LayerSensitivity): Float64Array {
+  const channels = weight.shape[0]!;
+  const per = weight.size / channels;
+  const h = sensitivity?.perChannel;
+  if (sensitivity && (!h || h.length !== channels)) throw new Error(`channelPruneScores: '${sensitivity.name}' needs per-channel sensitivities for ${channels} channels (run hessianTrace / fisherInformation with perChannel: true)`);
+  const out = new Float64Array(channels);
+  for (let c = 0; c < channels; c++) {
+    let sq = 0;
+    for (let i = c * per; i < (c + 1) * per; i++) sq += weight.data[i]! ** 2;
+    out[c] = h ? 0.5 * (h[c]! / per) * sq : sq;
+  }
+  return out;
+}
+
+/** Channels kept at keep ratio `keep` of `channels`: round(keep·channels), at least 1. */
+export function keptChannels(channels: number, keep: number): number {
+  if (!(keep > 0 && keep <= 1)) throw new Error(`keep ratio must be in (0, 1], got ${keep}`);
+  return Math.max(1, Math.min(channels, Math.round(keep * channels)));
+}
+
+/**
+ * The choice keeping the `kept` channels of highest `scores` at w bits, the others at 0 bits
+ * (ties: the lower index is kept). Keeping every channel gives the plain { w, a }.
+ */
+export function pruneChoice(layer: LayerInfo, scores: ArrayLike<number>, kept: number, w: number, a: number): BitChoice {
+  const O = layer.outChannels;
+  if (scores.length !== O) throw new Error(`pruneChoice: '${layer.name}' has ${O} channels, ${scores.length} scores`);
+  if (!Number.isInteger(kept) || kept < 1 || kept > O) throw new Error(`pruneChoice: '${layer.name}' must keep 1..${O} channels, got ${kept}`);
+  if (kept === O) return { w, a };
+  const order = [...Array(O).keys()].sort((x, y) => scores[y]! - scores[x]! || x - y);
+  const widths = new Array<number>(O).fill(0);
+  for (const c of order.slice(0, kept)) widths[c] = w;
+  return { w, a, wPerChannel: widths };
+}
+
+/**
+ * Names of the layers whose output channels may be pruned: not the last layer (logits), not a
+ * layer followed by a BatchNorm that is not folded into it (its pruned channels would output the
+ * BN's shift), not a layer feeding a grouped conv.
+ */
+export function prunableLayers(model: Module, layers: readonly LayerInfo[]): string[] {
+  const folded = findConvBnPairs(model);
+  const leaves: [string, Module][] = [];
+  const visit = (m: Module, name: string): void => {
+    const children = m.namedChildren();
+    if (children.length === 0) leaves.push([name, m]);
+    for (const [cn, c] of children) visit(c, name === '' ? cn : `${name}.${cn}`);
+  };
+  visit(model, '');
+  const out: string[] = [];
+  layers.forEach((l, i) => {
+    const next = layers[i + 1];
+    if (!next) return;
+    if (next.conv && next.conv.groups !== 1) return;
+    const at = leaves.findIndex(([n]) => n === l.name);
+    const after = leaves[at + 1]?.[1];
+    if (after instanceof BatchNorm && folded.get(l.name) !== leaves[at + 1]![0]) return;
+    out.push(l.name);
+  });
+  return out;
+}
+
+/**
+ * The output of `channels` of float layer `name` set to exactly 0 while `fn` runs: weight rows
+ * and bias entries zeroed, and γ, β of a BatchNorm2d folded into it (so the BN outputs 0 too);
+ * everything is restored afterwards.
+ */
+function withChannelsZeroed<T>(model: Module, name: string, channels: readonly number[], fn: () => T): T {
+  const layer = quantizableLayers(model).find((l) => l.name === name)?.module;
+  if (!(layer instanceof Conv2d || layer instanceof Linear)) throw new Error(`prune: no Conv2d or Linear '${name}'`);
+  const bnName = findConvBnPairs(model).get(name);
+  const bn = bnName ? model.getSubmodule(bnName) : null;
+  const rowSized = [layer.weight, ...(layer.bias ? [layer.bias] : []), ...(bn instanceof BatchNorm2d ? [bn.weight, bn.bias].filter((t): t is Tensor => t !== null) : [])];
+  const saved = rowSized.map((t) => t.data.slice());
+  try {
+    for (const t of rowSized) {
+      const per = t.size / t.shape[0]!;
+      for (const c of channels) t.data.fill(0, c * per, (c + 1) * per);
+    }
+    return fn();
+  } finally {
+    rowSized.forEach((t, i) => t.data.set(saved[i]!));
+  }
+}
+
+/**
+ * Output KL divergence KL(p_float ‖ p_pruned) (mean per sample) and loss increase of the float
+ * model when the channels at 0 bits in `choice.wPerChannel` of layer `name` output exactly 0
+ * (weights, bias and a folded BN's γ, β zeroed); activations and other layers stay float. The
+ * model is restored.
+ */
+export function prunePerturbation(model: TensorModule, data: Iterable<Batch>, name: string, choice: BitChoice, base?: ReturnType<typeof logProbs>): { kl: number; deltaLoss: number } {
+  const batches = [...data];
+  if (batches.length === 0) throw new Error('prunePerturbation: the data yielded no batch');
+  const ref = base ?? logProbs(model, batches);
+  const pruned = (choice.wPerChannel ?? []).flatMap((b, c) => (b === 0 ? [c] : []));
+  if (pruned.length === 0) return { kl: 0, deltaLoss: 0 };
+  const r = withChannelsZeroed(model, name, pruned, () => logProbs(model, batches));
+  let sum = 0;
+  let rows = 0;
+  r.lp.forEach((q, k) => {
+    const p = ref.lp[k]!;
+    for (let i = 0; i < p.length; i++) sum += Math.exp(p[i]!) * (p[i]! - q[i]!);
+    rows += batches[k]!.y.shape[0]!;
+  });
+  return { kl: sum / rows, deltaLoss: r.loss - ref.loss };
+}
+
+export interface PruneOptionsConfig {
+  /** Keep ratios per layer (default [1, 0.75, 0.5, 0.375, 0.25]); 1 = no pruning. */
+  readonly ratios?: readonly number[];
+  /** Weight widths of the kept channels (default [8]). */
+  readonly widths?: readonly number[];
+  /** Input-activation bits (default 8). */
+  readonly a?: number;
+  /** Channel scores per layer (`channelPruneScores`; default: squared L2 norms of the weights). */
+  readonly scores?: ReadonlyMap<string, ArrayLike<number>>;
+  /** Layers that may prune (default `prunableLayers`). */
+  readonly prunable?: readonly string[];
+  /** Error of a layer at width w (e.g. a PTQ perturbation); default 0. Added to the pruning error. */
+  readonly widthError?: (layer: LayerInfo, w: number) => number;
+  /** Which pruning error to use (default 'kl'). */
+  readonly error?: 'kl' | 'deltaLoss';
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * The options of an exact allocation over (width, keep ratio) per layer: each prunable layer gets
+ * every width × ratio (duplicate channel counts merged), the others every width at keep 1. The
+ * kept channels are those of highest score (`pruneChoice`); the error is the pruning
+ * perturbation (`prunePerturbation` on `data`: output KL or Δloss, clamped at 0) plus
+ * `widthError(layer, w)`; the cost is `layerChoiceCost(cost, layer, choice)`. For the in-model
+ * latency model (`latencyCost({ context })`, measured with the layer compacted) the costs are its
+ * signed measured changes spread without clamping: cost = m_L + (T₈ − Σ m)/n + change, m_L the
+ * layer's largest saving, so every option costs ≥ 0, W8A8 costs T₈ (when Σ m ≤ T₈) and no
+ * saving is cut off at 0 as `layerCost`'s T₈/n share would.
+ */
+export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInfo[], data: Iterable<Batch>, cost: CostModel, config: PruneOptionsConfig = {}): LayerChoices[] {
+  const ratios = config.ratios ?? [1, 0.75, 0.5, 0.375, 0.25];
+  const widths = config.widths ?? [8];
+  const a = config.a ?? 8;
+  const prunable = new Set(config.prunable ?? prunableLayers(model, layers));
+  const batches = [...data];
+  const base = logProbs(model, batches);
+  const weights = new Map(quantizableLayers(model).map((l) => [l.name, l.module.weight]));
+  const jobs = layers.map((l) => {
+    const counts = prunable.has(l.name) ? [...new Set(ratios.map((r) => keptChannels(l.outChannels, r)))] : [l.outChannels];
+    return { layer: l, counts };
+  });
+  const total = jobs.reduce((s, j) => s + j.counts.length, 0);
+  let done = 0;
+  const built = jobs.map(({ layer, counts }) => {
+    const scores = config.scores?.get(layer.name) ?? channelPruneScores(weights.get(layer.name)!);
+    const options = counts.flatMap((kept) => {
+      const shape = pruneChoice(layer, scores, kept, widths[0]!, a);
+      const p = prunePerturbation(model, batches, layer.name, shape, base);
+      config.onProgress?.(++done, total);
+      const pruneError = Math.max(0, config.error === 'deltaLoss' ? p.deltaLoss : p.kl);
+      return widths.map((w) => {
+        const choice = pruneChoice(layer, scores, kept, w, a);
+        return { choice, cost: layerChoiceCost(cost, layer, choice), error: pruneError + (config.widthError?.(layer, w) ?? 0) };
+      });
+    });
+    return { name: layer.name, options };
+  });
+  const latency = cost as LatencyCostModel;
+  if (!latency.change || !latency.w8a8Total) return built;
+  const changes = built.map((l, i) => l.options.map((o) => latency.change!(layers[i]!, o.choice)));
+  const savings = changes.map((c) => Math.max(0, -Math.min(...c)));
+  const spare = Math.max(0, latency.w8a8Total() - savings.reduce((x, y) => x + y, 0)) / layers.length;
+  return built.map((l, i) => ({ name: l.name, options: l.options.map((o, k) => ({ ...o, cost: Math.max(0, savings[i]! + spare + changes[i]![k]!) })) }));
+}
+
+/** An allocation and how it measured. */
+export interface MeasuredAllocation {
+  readonly allocation: Allocation;
+  /** The measured cost of the allocation (same unit as the budget). */
+  readonly measured: number;
+  /** Whether `measured` ≤ the budget. */
+  readonly fits: boolean;
+  /** Every allocation measured, in order: its estimated and measured cost and error. */
+  readonly rounds: readonly { estimate: number; measured: number; error: number }[];
+}
+
+/**
+ * Exact allocation checked by measurement: the Pareto front of allocations within the budget
+ * (`paretoFront`, by estimated cost) is walked from the most accurate end towards cheaper ones,
+ * each allocation measured (e.g. the whole compacted IntModel as a paired ratio to W8A8), until
+ * one measures within the budget — the most accurate allocation whose measurement fits, among
+ * the first `maxRounds` (default 6). When none fits, the one that measured cheapest is returned
+ * with `fits: false`.
+ */
+export function allocateMeasured(layers: readonly LayerChoices[], budget: number, measure: (allocation: Allocation) => number, options: { maxRounds?: number } = {}): MeasuredAllocation {
+  const front = paretoFront(layers, budget);
+  if (front.length === 0) allocateExact(layers, budget); // throws, naming the cheapest cost
+  const rounds: { estimate: number; measured: number; error: number }[] = [];
+  let best: { allocation: Allocation; measured: number } | null = null;
+  for (let i = front.length - 1; i >= 0 && rounds.length < (options.maxRounds ?? 6); i--) {
+    const allocation = front[i]!;
+    const measured = measure(allocation);
+    rounds.push({ estimate: allocation.cost, measured, error: allocation.error });
+    if (measured <= budget) return { allocation, measured, fits: true, rounds };
+    if (!best || measured < best.measured) best = { allocation, measured };
+  }
+  return { ...best!, fits: false, rounds };
+}
