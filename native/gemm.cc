@@ -462,7 +462,9 @@ void sgemmShared(const GemmArgs& g, int threads) {
   // Row tasks of decreasing size (guided): each takes 1 / (4 * threads) of the MR panels still
   // left (at most MC rows), down to single panels, so that the threads finish a block together --
   // the idle tail is at most one small task, not one of ~8 equal tasks per thread.
-  std::vector<int64_t> taskStart{0};
+  // Reused across calls (no allocation per product); only read by the tasks of this call.
+  thread_local std::vector<int64_t> taskStart;
+  taskStart.assign(1, 0);
   for (int64_t left = panelsM; left > 0;) {
     const int64_t size = std::min({left, bl.MC / bl.MR, std::max<int64_t>(1, left / (4 * threads))});
     left -= size;
@@ -473,7 +475,8 @@ void sgemmShared(const GemmArgs& g, int threads) {
     int64_t jc, nc, pc, kc, panelsB;
     float* buf;
   };
-  std::vector<Block> blocks;
+  thread_local std::vector<Block> blocks;
+  blocks.clear();
   int which = 0;
   for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
     const int64_t nc = std::min(bl.NC, g.N - jc);
