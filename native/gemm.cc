@@ -1,9 +1,10 @@
 // SGEMM with packed panels, cache blocking and register-blocked micro-kernels per ISA.
 //
-// Loop nest (BLIS order): jc over N by NC -> pc over K by KC (pack B block: NR-wide panels)
-// -> ic over M by MC (pack A block: MR-tall panels) -> jr by NR -> ir by MR -> micro-kernel,
-// which keeps an (MR, NR) tile of C in registers over kc steps. The B panel stays in L1, the
-// A block in L2, the B block in L3.
+// Loop nest: jc over N by NC -> pc over K by KC (pack B block: NR-wide panels) -> ic over M by
+// MC (pack A block: MR-tall panels) -> ir by MR -> jr by NR -> micro-kernel, which keeps an
+// (MR, NR) tile of C in registers over kc steps. The A micro-panel (MR x KC) stays in L1 while
+// the B panels of the block (KC x NC, in L2) stream past it; C tiles come from L3 (prefetched by
+// the kernel).
 #include "gemm.h"
 
 #include <immintrin.h>
