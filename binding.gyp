@@ -13,6 +13,7 @@
         "native/elementwise.cc",
         "native/tensorops.cc",
         "native/intgemm.cc",
+        "native/amx.cc",
         "native/intmodel.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -22,6 +22,7 @@
 #include "cpu.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "amx.h"
 #include "intgemm.h"
 #include "intmodel.h"
 #include "pool.h"
@@ -87,6 +88,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   uint32_t n = 0;
   for (const auto& f : lowbit::cpuFeatures()) features.Set(n++, f);
   out.Set("features", features);
+  out.Set("amx", lowbit::amxStatus());
   return out;
 }
 
@@ -593,6 +595,30 @@ Napi::Value FakeQuantizeGradT(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fakeQuantizeGradXScale(g, x, s, z, gx, gs, sMid, sInner, zMid, zInner, qmin, qmax, xPart): the x
+// part (xPart 0 ste, 1 clipped) into gx and the scale part summed to the scale into gs, one pass.
+Napi::Value FakeQuantizeGradXScale(const Napi::CallbackInfo& info) {
+  F32 g, x, s, z, gx, gs;
+  int64_t sMid = 0, sInner = 0, zMid = 0, zInner = 0, xPart = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &s) || !argF32(info, 3, &z) ||
+      !argF32(info, 4, &gx) || !argF32(info, 5, &gs) || !argInt(info, 6, &sMid) || !argInt(info, 7, &sInner) ||
+      !argInt(info, 8, &zMid) || !argInt(info, 9, &zInner) || !info[10].IsNumber() || !info[11].IsNumber() ||
+      !argInt(info, 12, &xPart)) {
+    return info.Env().Undefined();
+  }
+  const bool ok = sMid >= 1 && sInner >= 1 && zMid >= 1 && zInner >= 1 && sMid <= static_cast<int64_t>(s.length) &&
+                  zMid <= static_cast<int64_t>(z.length) && g.length >= x.length && gx.length >= x.length &&
+                  static_cast<int64_t>(gs.length) >= sMid && (xPart == 0 || xPart == 1);
+  if (!ok) {
+    fail(info.Env(), "fakeQuantizeGradXScale: bad layout");
+    return info.Env().Undefined();
+  }
+  lowbit::fakeQuantizeGradXScale(g.data, x.data, s.data, sMid, sInner, z.data, zMid, zInner, gx.data, gs.data,
+                                 static_cast<int64_t>(x.length), info[10].As<Napi::Number>().DoubleValue(),
+                                 info[11].As<Napi::Number>().DoubleValue(), static_cast<int>(xPart));
+  return info.Env().Undefined();
+}
+
 // estimator(op: 0 roundSte | 1 signSte, x, y)
 Napi::Value Estimator(const Napi::CallbackInfo& info) {
   int64_t op = 0;
@@ -787,7 +813,66 @@ Napi::Value IntKernelsInfo(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("int8", lowbit::int8PathName());
   out.Set("binary", lowbit::binaryPathName());
+  out.Set("amx", lowbit::amxStatus());
   return out;
+}
+
+// amxPackedBytes(N, K) -> bytes of the AMX weight tiles (amx.h)
+Napi::Value AmxPackedBytes(const Napi::CallbackInfo& info) {
+  int64_t N = 0, K = 0;
+  if (!argInt(info, 0, &N) || !argInt(info, 1, &K) || !shapeOk(info, 1, N, K)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), static_cast<double>(lowbit::amxPackedBytes(N, K)));
+}
+
+// packInt8Amx(w: Int8Array (N, K), N, K, packed: Int8Array (amxPackedBytes))
+Napi::Value PackInt8Amx(const Napi::CallbackInfo& info) {
+  Bytes w, packed;
+  int64_t N = 0, K = 0;
+  if (!argBytes(info, 0, &w) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &packed) ||
+      !shapeOk(info, 1, N, K)) {
+    return info.Env().Undefined();
+  }
+  if (static_cast<int64_t>(w.length) < N * K || static_cast<int64_t>(packed.length) < lowbit::amxPackedBytes(N, K)) {
+    fail(info.Env(), "packInt8Amx: buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::packAmx(reinterpret_cast<const int8_t*>(w.data), N, K, reinterpret_cast<int8_t*>(packed.data));
+  return info.Env().Undefined();
+}
+
+// gemmInt8Amx(M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed (packInt8Amx), rowSums, c: Int32Array (M, N));
+// throws when AMX is unavailable (see intKernelsInfo().amx)
+Napi::Value GemmInt8Amx(const Napi::CallbackInfo& info) {
+  int64_t M = 0, N = 0, K = 0, zero = 0;
+  Bytes a, packed;
+  int32_t *sums = nullptr, *c = nullptr;
+  size_t nsums = 0, nc = 0;
+  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &a) ||
+      !argInt(info, 4, &zero) || !argBytes(info, 5, &packed) || !argInt32s(info, 6, &sums, &nsums) ||
+      !argInt32s(info, 7, &c, &nc) || !shapeOk(info, M, N, K)) {
+    return info.Env().Undefined();
+  }
+  if (!lowbit::amxAvailable()) {
+    fail(info.Env(), std::string("gemmInt8Amx: AMX unavailable (") + lowbit::amxStatus() + ")");
+    return info.Env().Undefined();
+  }
+  if (static_cast<int64_t>(a.length) < M * K || static_cast<int64_t>(packed.length) < lowbit::amxPackedBytes(N, K) ||
+      static_cast<int64_t>(nsums) < N || static_cast<int64_t>(nc) < M * N || zero < -(int64_t{1} << 31) ||
+      zero >= (int64_t{1} << 31)) {
+    fail(info.Env(), "gemmInt8Amx: bad zero point or buffers too small");
+    return info.Env().Undefined();
+  }
+  lowbit::gemmInt8Amx(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), reinterpret_cast<const int8_t*>(packed.data), sums, c);
+  return info.Env().Undefined();
+}
+
+// amxPeakGops(threads, seconds?): tdpbusd peak (0 without AMX)
+Napi::Value AmxPeak(const Napi::CallbackInfo& info) {
+  int64_t threads = 1;
+  if (!argInt(info, 0, &threads)) return info.Env().Undefined();
+  double seconds = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.2;
+  if (threads < 1 || threads > 256) threads = 1;
+  return Napi::Number::New(info.Env(), lowbit::amxPeakGops(static_cast<int>(threads), seconds));
 }
 
 // ---------------------------------------------------------------- native IntModel executor (intmodel.h)
@@ -806,8 +891,10 @@ bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const
 }
 
 // intPlanCreate(ops: {meta: Int32Array(32), f64: Float64Array(4), w?, wbits?, mult?, shift?, bias?,
-//   threshold?, direction?, S?, B?}[], direct = true) -> External plan (direct: allow the direct
-//   one-input-channel conv kernel; false forces im2col + GEMM, for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
+//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true, intRequant = true) ->
+//   External plan (direct: allow the direct one-input-channel conv kernel; false forces im2col +
+//   GEMM; amx: use AMX when available; fuse: fuse max pooling into the preceding conv; intRequant:
+//   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
 //   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
 //   fracBits, K; f64: scale, clamp lo, clamp hi.
 Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
@@ -819,6 +906,10 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
   auto list = info[0].As<Napi::Array>();
   auto plan = std::make_unique<lowbit::IntPlan>();
   std::vector<std::pair<size_t, std::vector<int8_t>>> deferredDirect;  // convs that may use the direct kernel
+  std::vector<std::pair<size_t, std::vector<int8_t>>> deferredAmx;     // int8 layers that may use AMX
+  const bool allowAmx = !(info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value());
+  const bool allowFuse = !(info.Length() > 3 && info[3].IsBoolean() && !info[3].As<Napi::Boolean>().Value());
+  const bool allowIntRequant = !(info.Length() > 4 && info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value());
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Value item = list.Get(i);
     if (!item.IsObject()) {
@@ -894,6 +985,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
         }
         op.direct = false;
         if (!(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
+        if (allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
       }
       const size_t O = static_cast<size_t>(op.OC);
       if (op.outMode == lowbit::IOutMode::Requantize) {
@@ -914,6 +1006,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
           op.mneg[c] = mult[c] < 0 ? 1 : 0;
           op.bias[c] = bias[c];
         }
+        if (allowIntRequant) lowbit::intPrepareRequant(&op, mult.data(), shift.data(), bias.data(), biasShift);
       } else if (op.outMode == lowbit::IOutMode::Sign) {
         if (thr.size() < O || dir.size() < O) {
           fail(env, "intPlanCreate: op " + std::to_string(i) + ": sign tensors");
@@ -950,6 +1043,11 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   for (auto& [index, weights] : deferredDirect) lowbit::intPrepareDirectConv(&plan->ops[index], weights.data());
+  for (auto& [index, weights] : deferredAmx) {
+    lowbit::intPrepareAmx(&plan->ops[index], weights.data());
+    plan->usesAmx = plan->usesAmx || plan->ops[index].amx;
+  }
+  if (allowFuse) lowbit::intPlanFuse(plan.get());
   return Napi::External<lowbit::IntPlan>::New(env, plan.release(), [](Napi::Env, lowbit::IntPlan* p) { delete p; });
 }
 
@@ -972,7 +1070,36 @@ Napi::Value IntPlanRun(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
+// (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
+Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    fail(env, "intPlanKernels: argument 0 must be a plan from intPlanCreate");
+    return env.Undefined();
+  }
+  const lowbit::IntPlan* plan = info[0].As<Napi::External<lowbit::IntPlan>>().Data();
+  static const char* const kinds[] = {"quantize", "conv", "linear", "maxpool", "avgpool", "clamp"};
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& op : plan->ops) {
+    std::string name = kinds[static_cast<int>(op.kind)];
+    if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
+      name += op.in == lowbit::IType::Bits ? " binary"
+              : op.direct                 ? " direct"
+              : op.amxImplicit            ? " amx-implicit"
+              : op.amx                    ? " amx"
+                                          : std::string(" ") + lowbit::int8PathName();
+      if (op.poolKh > 0) name += "+maxpool";
+      if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
+    }
+    out.Set(i++, name);
+  }
+  return out;
+}
+
 void initIntKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
   exports.Set("int8PackedBytes", Napi::Function::New(env, Int8PackedBytes));
@@ -985,6 +1112,10 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("vnniPeakGops", Napi::Function::New(env, IntPeak<true>));
   exports.Set("popcountPeakGbits", Napi::Function::New(env, IntPeak<false>));
   exports.Set("intKernelsInfo", Napi::Function::New(env, IntKernelsInfo));
+  exports.Set("amxPackedBytes", Napi::Function::New(env, AmxPackedBytes));
+  exports.Set("packInt8Amx", Napi::Function::New(env, PackInt8Amx));
+  exports.Set("gemmInt8Amx", Napi::Function::New(env, GemmInt8Amx));
+  exports.Set("amxPeakGops", Napi::Function::New(env, AmxPeak));
 }
 // ================================================================ end of integer kernels
 
@@ -1015,6 +1146,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("estimator", Napi::Function::New(env, Estimator));
   exports.Set("fakeQuantizeGrad", Napi::Function::New(env, FakeQuantizeGradT<false>));
   exports.Set("fakeQuantizeGradSum", Napi::Function::New(env, FakeQuantizeGradT<true>));
+  exports.Set("fakeQuantizeGradXScale", Napi::Function::New(env, FakeQuantizeGradXScale));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));

@@ -117,6 +117,8 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
   if constexpr (MR > i && NP > p) c##i##p = first ? bias[p] : _mm512_maskz_loadu_epi32(mask[p], C + (i) * ldc + 16 * (p));
   LB_ALL(LB_DECL)
 #undef LB_DECL
+  // (unrolled: the loop counter's ALU uops would otherwise take vpdpbusd issue slots)
+#pragma GCC unroll 4
   for (int64_t k = 0; k < k4n; k++) {
     __m512i b0, b1, b2, b3;
     const int8_t* bk = B + k * kKRow;
@@ -293,16 +295,21 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
     return;
   }
   // Reused per calling thread: a fresh multi-megabyte vector costs page faults on every call.
+  // Unsigned activations with K a multiple of 4 are read in place.
   thread_local std::vector<uint8_t> ap;
-  if (ap.size() < static_cast<size_t>(M * Kp)) ap.resize(static_cast<size_t>(M * Kp));
-  packActivations(M, K, Kp, a, aSigned, ap.data());
+  const bool inPlace = !aSigned && Kp == K;
+  if (!inPlace) {
+    if (ap.size() < static_cast<size_t>(M * Kp)) ap.resize(static_cast<size_t>(M * Kp));
+    packActivations(M, K, Kp, a, aSigned, ap.data());
+  }
   const int32_t negZero = static_cast<int32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
   const IntPath path = int8Path();
   const int64_t nb = path == IntPath::Avx512 ? kNP * kPanel : kPanel;  // columns per block
   const int64_t nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
   const int64_t blockStride = k4n * kKRow;  // bytes per 64-channel block
-  const uint8_t* A = ap.data();
-  parallelFor(nBlocks * mBlocks, 2.0 * M * N * K / 8.0, [&](int64_t begin, int64_t end) {
+  const uint8_t* A = inPlace ? a : ap.data();
+  // Tiles claimed one at a time (parallelForEach), so that the threads finish together.
+  parallelForEach(nBlocks * mBlocks, 2.0 * M * N * K / 8.0, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
       const int64_t jb = t / mBlocks, ib = t % mBlocks;
       const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);

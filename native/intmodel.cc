@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "amx.h"
 #include "cpu.h"
 #include "intgemm.h"
 #include "threadpool.h"
@@ -18,6 +19,7 @@ namespace lowbit {
 namespace {
 
 constexpr size_t kSlack = 128;    // bytes readable / writable past every scratch buffer
+constexpr size_t kActSlack = 4096;  // ... and past the activation buffers (amxConvImplicit reads ahead)
 constexpr int64_t kConvRows = 96;  // im2col rows per GEMM + epilogue block
 
 inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -118,8 +120,47 @@ LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d 
   return _mm512_cvtpd_epi32(q);
 }
 
+// The same 8 values from the integer constants (IntOp::intRequant); per-lane M0, bmh, 2^(n' - 1),
+// n' as int64 and the bml = 0 mask.
+LOWBIT_TARGET_IRT inline __m256i requant8i(const IntOp& op, __m256i acc, __m512i m0, __m512i bmh, __m512i half, __m512i sh,
+                                           __mmask8 lowZero) {
+  const __m512i S = _mm512_add_epi64(_mm512_mul_epi32(_mm512_cvtepi32_epi64(acc), m0), bmh);  // exact: |S| < 2^63
+  __m512i t = _mm512_add_epi64(S, half);
+  const __mmask8 fix = _mm512_mask_cmplt_epi64_mask(lowZero, S, _mm512_setzero_si512());
+  t = _mm512_mask_sub_epi64(t, fix, t, _mm512_set1_epi64(1));
+  __m512i q = _mm512_add_epi64(_mm512_srav_epi64(t, sh), _mm512_set1_epi64(op.z));
+  q = _mm512_min_epi64(_mm512_max_epi64(q, _mm512_set1_epi64(op.lo)), _mm512_set1_epi64(op.hi));
+  return _mm512_cvtepi64_epi32(q);
+}
+
+LOWBIT_TARGET_IRT inline __mmask8 flags8(const uint8_t* flags, __mmask8 m) {
+  return _mm512_mask_cmpneq_epi64_mask(m, _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(flags))),
+                                       _mm512_setzero_si512());
+}
+
 LOWBIT_TARGET_IRT void epilogueAvx512(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0,
                                       int64_t nc, void* out, int64_t ldo) {
+  if (op.outMode == IOutMode::Requantize && op.intRequant) {
+    const bool bytes = op.out == IType::U8 || op.out == IType::S8;
+    for (int64_t j = 0; j < nc; j += 8) {
+      const int64_t valid = std::min<int64_t>(8, nc - j);
+      const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+      const int64_t c = c0 + j;
+      const __m512i m0 = _mm512_maskz_loadu_epi64(m, op.rqM0.data() + c), bmh = _mm512_maskz_loadu_epi64(m, op.rqBmh.data() + c);
+      const __m512i half = _mm512_maskz_loadu_epi64(m, op.rqHalf.data() + c), sh = _mm512_maskz_loadu_epi64(m, op.rqShift.data() + c);
+      const __mmask8 lowZero = flags8(op.rqLowZero.data() + c, m);
+      for (int64_t r = 0; r < rows; r++) {
+        const __m256i qi = requant8i(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), m0, bmh, half, sh, lowZero);
+        const int64_t o = r * ldo + c;
+        if (bytes) {
+          _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + o, m, qi);
+        } else {
+          _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + o, m, qi);
+        }
+      }
+    }
+    return;
+  }
   if (op.outMode == IOutMode::Requantize) {
     for (int64_t j = 0; j < nc; j += 8) {
       const int64_t valid = std::min<int64_t>(8, nc - j);
@@ -200,8 +241,22 @@ inline int32_t quantizeOne(const IntOp& op, float xf) {
   return static_cast<int32_t>(q < op.qmin ? op.qmin : q > op.qmax ? op.qmax : q);
 }
 
+// round(x / s) half to even, as the double division of the reference: x (1 / s) differs from the
+// quotient fl(x / s) by less than |x / s| 2^-51 (< 2^-31 for |x / s| < 2^20), so both round alike
+// unless x (1 / s) lies within 2^-30 of a half-integer (or is large or NaN); only then (rarely)
+// the division is done.
+LOWBIT_TARGET_IRT inline __m512d roundQuotient(__m512d xv, __m512d s, __m512d inv) {
+  const __m512d y = _mm512_mul_pd(xv, inv);
+  const __m512d r = _mm512_roundscale_pd(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512d near = _mm512_set1_pd(0.5 - 0x1p-30), big = _mm512_set1_pd(0x1p20);
+  const __mmask8 bad = _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_sub_pd(y, r)), near, _CMP_GT_OQ) |
+                       _mm512_cmp_pd_mask(_mm512_abs_pd(y), big, _CMP_NLT_UQ);
+  if (bad == 0) return r;
+  return _mm512_mask_blend_pd(bad, r, _mm512_roundscale_pd(_mm512_div_pd(xv, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 LOWBIT_TARGET_IRT void quantizeContiguousAvx512(const IntOp& op, const float* x, int64_t count, void* out) {
-  const __m512d s = _mm512_set1_pd(op.scale), z = _mm512_set1_pd(op.zero);
+  const __m512d s = _mm512_set1_pd(op.scale), z = _mm512_set1_pd(op.zero), inv = _mm512_set1_pd(1.0 / op.scale);
   const __m512d lo = _mm512_set1_pd(op.qmin), hi = _mm512_set1_pd(op.qmax);
   for (int64_t i = 0; i < count; i += 8) {
     const int64_t valid = std::min<int64_t>(8, count - i);
@@ -212,7 +267,7 @@ LOWBIT_TARGET_IRT void quantizeContiguousAvx512(const IntOp& op, const float* x,
       const __mmask8 pos = _mm512_cmp_pd_mask(xv, _mm512_setzero_pd(), _CMP_GE_OQ);
       qi = _mm256_mask_blend_epi32(pos, _mm256_set1_epi32(-1), _mm256_set1_epi32(1));
     } else {
-      const __m512d v = _mm512_roundscale_pd(_mm512_div_pd(xv, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512d v = roundQuotient(xv, s, inv);
       const __mmask8 nan = _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
       __m512d q = _mm512_min_pd(_mm512_max_pd(_mm512_add_pd(v, z), lo), hi);
       q = _mm512_mask_blend_pd(nan, q, _mm512_setzero_pd());
@@ -238,24 +293,54 @@ void runQuantize(const IntOp& op, const float* x, int64_t n, void* out) {
 }
 
 // ---------------------------------------------------------------- im2col (NHWC bytes -> u8 rows)
-// Copies `len` bytes (xor `flip`), or fills `len` bytes with `fill`, with 8-byte stores that may
-// run past the end (the caller writes in increasing order and owns kSlack bytes past the buffer).
-inline void copyRun(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) {
-  for (int64_t i = 0; i < len; i += 8) {
-    uint64_t v;
-    std::memcpy(&v, src + i, 8);
-    v ^= flip;
-    std::memcpy(dst + i, &v, 8);
+// Copies `len` bytes (xor `flip`), or fills `len` bytes with `fill`, with 8-byte (Narrow) or 64-byte
+// (Wide, AVX-512) stores that may run past the end (the caller writes in increasing order and owns
+// kSlack bytes past the buffer).
+struct NarrowRuns {
+  static inline void copy(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) {
+    for (int64_t i = 0; i < len; i += 8) {
+      uint64_t v;
+      std::memcpy(&v, src + i, 8);
+      v ^= flip;
+      std::memcpy(dst + i, &v, 8);
+    }
   }
-}
+  static inline void fill(uint8_t* dst, int64_t len, uint64_t fill) {
+    for (int64_t i = 0; i < len; i += 8) std::memcpy(dst + i, &fill, 8);
+  }
+};
 
-inline void fillRun(uint8_t* dst, int64_t len, uint64_t fill) {
-  for (int64_t i = 0; i < len; i += 8) std::memcpy(dst + i, &fill, 8);
-}
+struct WideRuns {
+  // (runs of up to 32 bytes, e.g. kw C = 30, take one 32-byte store: fewer cache-line splits)
+  LOWBIT_TARGET_IRT static inline void copy(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) {
+    if (len <= 32) {
+      const __m256i f = _mm256_set1_epi64x(static_cast<long long>(flip));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)), f));
+      return;
+    }
+    const __m512i f = _mm512_set1_epi64(static_cast<long long>(flip));
+    for (int64_t i = 0; i < len; i += 64) {
+      _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), f));
+    }
+  }
+  LOWBIT_TARGET_IRT static inline void fill(uint8_t* dst, int64_t len, uint64_t fill) {
+    if (len <= 32) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_set1_epi64x(static_cast<long long>(fill)));
+      return;
+    }
+    const __m512i f = _mm512_set1_epi64(static_cast<long long>(fill));
+    for (int64_t i = 0; i < len; i += 64) _mm512_storeu_si512(dst + i, f);
+  }
+};
+
+inline void copyRun(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) { NarrowRuns::copy(dst, src, len, flip); }
 
 // Rows [p0, p1) of the patches of one sample and group: row p holds (ky, kx, c) in order, then
-// garbage up to the row's Kp bytes (it meets zero weights).
-void im2col(const IntOp& op, const uint8_t* x, int64_t group, int64_t p0, int64_t p1, uint8_t* col, int64_t Kp) {
+// garbage up to the row's Kp bytes (it meets zero weights). Reads up to 64 bytes past a source
+// run (inside the activation buffer's kSlack).
+template <class Runs>
+__attribute__((always_inline)) inline void im2colWith(const IntOp& op, const uint8_t* x, int64_t group, int64_t p0, int64_t p1,
+                                                      uint8_t* col, int64_t Kp) {
   const int64_t C = op.C, H = op.H, W = op.W, cg = C / op.groups;
   const uint64_t flip = op.in == IType::S8 ? 0x8080808080808080ULL : 0;
   const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ static_cast<uint8_t>(flip & 0xff);
@@ -271,26 +356,65 @@ void im2col(const IntOp& op, const uint8_t* x, int64_t group, int64_t p0, int64_
     for (int64_t ky = 0; ky < op.kh; ky++, iy += op.dh) {
       uint8_t* dst = row + ky * run;
       if (iy < 0 || iy >= H) {
-        fillRun(dst, run, fill);
+        Runs::fill(dst, run, fill);
         continue;
       }
       const uint8_t* src = x + (iy * W) * C + group * cg;
       if (inside && wholeRows) {
-        copyRun(dst, src + ix0 * C, run, flip);
+        Runs::copy(dst, src + ix0 * C, run, flip);
         continue;
       }
       for (int64_t kx = 0; kx < op.kw; kx++) {
         const int64_t ix = ix0 + kx * op.dw;
         if (ix < 0 || ix >= W) {
-          fillRun(dst + kx * cg, cg, fill);
+          Runs::fill(dst + kx * cg, cg, fill);
         } else {
-          copyRun(dst + kx * cg, src + ix * C, cg, flip);
+          Runs::copy(dst + kx * cg, src + ix * C, cg, flip);
         }
       }
     }
     if (++ox == op.OW) {
       ox = 0;
       oy++;
+    }
+  }
+}
+
+LOWBIT_TARGET_IRT void im2colWide(const IntOp& op, const uint8_t* x, int64_t group, int64_t p0, int64_t p1, uint8_t* col, int64_t Kp) {
+  im2colWith<WideRuns>(op, x, group, p0, p1, col, Kp);
+}
+
+void im2col(const IntOp& op, const uint8_t* x, int64_t group, int64_t p0, int64_t p1, uint8_t* col, int64_t Kp) {
+  if (useAvx512()) {
+    im2colWide(op, x, group, p0, p1, col, Kp);
+  } else {
+    im2colWith<NarrowRuns>(op, x, group, p0, p1, col, Kp);
+  }
+}
+
+// ---------------------------------------------------------------- fused max pooling of accumulators
+// Pools the int32 tile (rows = conv output positions [OH, OW] of one sample, row stride ldt,
+// channels [c0, c0 + nc) of the op) into `out` (rows = pooled positions [POH, POW]): per channel
+// the max of the window, or the min when M0 < 0 (see IntOp::poolKh).
+LOWBIT_TARGET_IRT void poolAccAvx512(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t c0, int64_t nc, int32_t* out) {
+  for (int64_t j = 0; j < nc; j += 16) {
+    const int64_t valid = std::min<int64_t>(16, nc - j);
+    const __mmask16 m = static_cast<__mmask16>((1u << valid) - 1u);
+    const __mmask16 neg = _mm_mask_cmpneq_epi8_mask(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(op.mneg.data() + c0 + j)),
+                                                    _mm_setzero_si128());
+    for (int64_t py = 0; py < op.POH; py++) {
+      for (int64_t px = 0; px < op.POW; px++) {
+        const int32_t* base = tile + ((py * op.poolSh) * op.OW + px * op.poolSw) * ldt + j;
+        __m512i hi = _mm512_maskz_loadu_epi32(m, base), lo = hi;
+        for (int64_t ky = 0; ky < op.poolKh; ky++) {
+          for (int64_t kx = 0; kx < op.poolKw; kx++) {
+            const __m512i v = _mm512_maskz_loadu_epi32(m, base + (ky * op.OW + kx) * ldt);
+            hi = _mm512_max_epi32(hi, v);
+            lo = _mm512_min_epi32(lo, v);
+          }
+        }
+        _mm512_mask_storeu_epi32(out + (py * op.POW + px) * ldt + j, m, _mm512_mask_blend_epi32(neg, hi, lo));
+      }
     }
   }
 }
@@ -312,10 +436,10 @@ bool directConvAvailable() {
   return on;
 }
 
+// Accumulators of the NB channels [ob, ob + NB) at the 16 output positions (oy, ox0 .. ox0 + 15).
 template <int NB>
-LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
-                                          const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, uint8_t* tmp) {
-  __m512i acc[NB];
+LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
+                                               const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, __m512i* acc) {
   for (int o = 0; o < NB; o++) acc[o] = _mm512_set1_epi32(negZero * op.rowSums[ob + o]);
   for (int64_t ky = 0; ky < op.kh; ky++) {
     const __m512i v = _mm512_loadu_si512(pad + (oy * op.sh + ky) * PW + ox0);
@@ -325,20 +449,83 @@ LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, i
       for (int o = 0; o < NB; o++) acc[o] = _mm512_dpbusd_epi32(acc[o], a, _mm512_set1_epi32(wd[o * op.kh * g4n]));
     }
   }
+}
+
+// Requantized bytes of NB channels at `count` (<= 16) positions from (oy, ox0): dst[p * OC + o].
+template <int NB>
+LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
+                                          const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, uint8_t* dst,
+                                          int64_t count) {
+  __m512i acc[NB];
+  convDirectAcc<NB>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, acc);
+  alignas(64) uint8_t tmp[16 * NB];
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
-    const __m512d bias = _mm512_set1_pd(op.bias[c]), ms = _mm512_set1_pd(op.mscale[c]);
-    const __mmask8 mneg = op.mneg[c] ? 0xff : 0;
-    const __m256i lo = requant8(op, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
-    const __m256i hi = requant8(op, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
-    _mm512_storeu_si512(tmp + 64 * o, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+    __m256i lo, hi;
+    if (op.intRequant) {
+      const __m512i m0 = _mm512_set1_epi64(op.rqM0[c]), bmh = _mm512_set1_epi64(op.rqBmh[c]);
+      const __m512i half = _mm512_set1_epi64(op.rqHalf[c]), sh = _mm512_set1_epi64(op.rqShift[c]);
+      const __mmask8 lowZero = op.rqLowZero[c] ? 0xff : 0;
+      lo = requant8i(op, _mm512_castsi512_si256(acc[o]), m0, bmh, half, sh, lowZero);
+      hi = requant8i(op, _mm512_extracti64x4_epi64(acc[o], 1), m0, bmh, half, sh, lowZero);
+    } else {
+      const __m512d bias = _mm512_set1_pd(op.bias[c]), ms = _mm512_set1_pd(op.mscale[c]);
+      const __mmask8 mneg = op.mneg[c] ? 0xff : 0;
+      lo = requant8(op, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
+      hi = requant8(op, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
+    }
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 16 * o), _mm512_cvtepi32_epi8(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)));
   }
+  for (int64_t p = 0; p < count; p++)
+    for (int o = 0; o < NB; o++) dst[p * op.OC + o] = tmp[16 * o + p];
+}
+
+// With a fused 2 x 2, stride 2 max pooling: output rows 2 py and 2 py + 1 at 16 positions from ox0
+// pool into 8 positions from ox0 / 2, of which the first `count` are written (dst[p * OC + o]).
+template <int NB>
+LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t py, int64_t ox0, int64_t ob,
+                                                const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, uint8_t* dst,
+                                                int64_t count) {
+  __m512i a0[NB], a1[NB];
+  convDirectAcc<NB>(op, pad, PW, 2 * py, ox0, ob, idx, masks, g4n, negZero, a0);
+  convDirectAcc<NB>(op, pad, PW, 2 * py + 1, ox0, ob, idx, masks, g4n, negZero, a1);
+  __m512i packed = _mm512_setzero_si512();  // qword o = the 8 pooled bytes of channel ob + o
+  for (int o = 0; o < NB; o++) {
+    const int64_t c = ob + o;
+    __m512i v;
+    if (op.mneg[c]) {
+      v = _mm512_min_epi32(a0[o], a1[o]);
+      v = _mm512_min_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));  // lanes 2j, 2j + 1
+    } else {
+      v = _mm512_max_epi32(a0[o], a1[o]);
+      v = _mm512_max_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+    }
+    v = _mm512_maskz_compress_epi32(0x5555, v);
+    const __m256i q = op.intRequant ? requant8i(op, _mm512_castsi512_si256(v), _mm512_set1_epi64(op.rqM0[c]), _mm512_set1_epi64(op.rqBmh[c]),
+                                                _mm512_set1_epi64(op.rqHalf[c]), _mm512_set1_epi64(op.rqShift[c]), op.rqLowZero[c] ? 0xff : 0)
+                                    : requant8(op, _mm512_castsi512_si256(v), _mm512_set1_pd(op.bias[c]), _mm512_set1_pd(op.mscale[c]),
+                                               op.mneg[c] ? 0xff : 0);
+    packed = _mm512_mask_broadcastq_epi64(packed, static_cast<__mmask8>(1u << o), _mm256_cvtepi32_epi8(q));
+  }
+  // transpose [o][p] to [p][o] in one permute
+  alignas(64) uint8_t index[64];
+  for (int i = 0; i < 64; i++) index[i] = static_cast<uint8_t>(i < 8 * NB ? 8 * (i % NB) + i / NB : 0);
+  const __m512i t = _mm512_permutexvar_epi8(_mm512_load_si512(index), packed);
+  if (NB == op.OC) {
+    // all channels of a position in this block: the `count` positions' NB bytes are one run
+    _mm512_mask_storeu_epi8(dst, count * NB >= 64 ? ~__mmask64{0} : (__mmask64{1} << (count * NB)) - 1, t);
+    return;
+  }
+  alignas(64) uint8_t bytes[64];
+  _mm512_store_si512(bytes, t);
+  for (int64_t p = 0; p < count; p++) std::memcpy(dst + p * op.OC, bytes + p * NB, NB);
 }
 
 LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
   const int64_t H = op.H, W = op.W, OC = op.OC;
   const int64_t PW = W + 2 * op.pw + 64, PH = H + 2 * op.ph;
-  uint8_t* pad = padBuf.size() < static_cast<size_t>(PH * PW) + kSlack ? (padBuf.resize(static_cast<size_t>(PH * PW) + kSlack), padBuf.data()) : padBuf.data();
+  if (padBuf.size() < static_cast<size_t>(PH * PW) + kSlack) padBuf.resize(static_cast<size_t>(PH * PW) + kSlack);
+  uint8_t* pad = padBuf.data();
   const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
   const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ flip;
   const int g4n = static_cast<int>(ceilDiv(op.kw, 4));
@@ -357,37 +544,56 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
     masks[g] = mask;
   }
   const int32_t negZero = -(op.zero + (flip ? 128 : 0));
-  alignas(64) uint8_t tmp[64 * 8];
+  const bool pooled = op.poolKh > 0;
+  const int64_t outPer = pooled ? op.POH * op.POW * OC : op.OH * op.OW * OC;
+  // The border stays padding for the whole call; every sample only rewrites the interior.
+  std::memset(pad, padByte, static_cast<size_t>(PH * PW));
   for (int64_t smp = 0; smp < n; smp++) {
-    std::memset(pad, padByte, static_cast<size_t>(PH * PW));
     const uint8_t* xs = x + smp * H * W;
     for (int64_t iy = 0; iy < H; iy++) {
       uint8_t* dst = pad + (iy + op.ph) * PW + op.pw;
-      for (int64_t ix = 0; ix < W; ix++) dst[ix] = xs[iy * W + ix] ^ flip;
+      const __m512i f = _mm512_set1_epi8(static_cast<char>(flip));
+      for (int64_t ix = 0; ix < W; ix += 64) {
+        const __mmask64 m = W - ix >= 64 ? ~__mmask64{0} : (__mmask64{1} << (W - ix)) - 1;
+        _mm512_mask_storeu_epi8(dst + ix, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xs + iy * W + ix), f));
+      }
     }
-    uint8_t* os = static_cast<uint8_t*>(out) + smp * op.OH * op.OW * OC;
-    for (int64_t oy = 0; oy < op.OH; oy++) {
-      for (int64_t ox0 = 0; ox0 < op.OW; ox0 += 16) {
-        const int64_t valid = std::min<int64_t>(16, op.OW - ox0);
-        for (int64_t ob = 0; ob < OC; ob += 8) {
-          const int nb = static_cast<int>(std::min<int64_t>(8, OC - ob));
-          switch (nb) {
-            case 1: convDirectBlock<1>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            case 2: convDirectBlock<2>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            case 3: convDirectBlock<3>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            case 4: convDirectBlock<4>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            case 5: convDirectBlock<5>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            case 6: convDirectBlock<6>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            case 7: convDirectBlock<7>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
-            default: convDirectBlock<8>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, tmp); break;
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+#define LB_BLOCKS(F, row, count, dst)                                                    \
+  switch (nb) {                                                                          \
+    case 1: F<1>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 2: F<2>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 3: F<3>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 4: F<4>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 5: F<5>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 6: F<6>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 7: F<7>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    default: F<8>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+  }
+    if (pooled) {
+      for (int64_t py = 0; py < op.POH; py++) {
+        for (int64_t ox0 = 0; ox0 / 2 < op.POW; ox0 += 16) {
+          const int64_t count = std::min<int64_t>(8, op.POW - ox0 / 2);
+          for (int64_t ob = 0; ob < OC; ob += 8) {
+            const int nb = static_cast<int>(std::min<int64_t>(8, OC - ob));
+            uint8_t* dst = os + (py * op.POW + ox0 / 2) * OC + ob;
+            LB_BLOCKS(convDirectPooledBlock, py, count, dst)
           }
-          // tmp holds channel o's 16 positions as int32 at tmp + 64 o: write NHWC bytes
-          uint8_t* dst = os + (oy * op.OW + ox0) * OC + ob;
-          for (int64_t p = 0; p < valid; p++)
-            for (int o = 0; o < nb; o++) dst[p * OC + o] = tmp[64 * o + 4 * p];
+        }
+      }
+    } else {
+      for (int64_t oy = 0; oy < op.OH; oy++) {
+        for (int64_t ox0 = 0; ox0 < op.OW; ox0 += 16) {
+          const int64_t count = std::min<int64_t>(16, op.OW - ox0);
+          for (int64_t ob = 0; ob < OC; ob += 8) {
+            const int nb = static_cast<int>(std::min<int64_t>(8, OC - ob));
+            uint8_t* dst = os + (oy * op.OW + ox0) * OC + ob;
+            LB_BLOCKS(convDirectBlock, oy, count, dst)
+          }
         }
       }
     }
+#undef LB_BLOCKS
   }
 }
 
@@ -395,7 +601,7 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
 struct Scratch {
   std::vector<uint8_t> act[2];
   std::vector<uint8_t> col;
-  std::vector<int32_t> tile;
+  std::vector<int32_t> tile, ptile;
   std::vector<uint8_t> rowU8;
   std::vector<int8_t> rowS8;
   std::vector<int32_t> rowI32;
@@ -414,61 +620,132 @@ T* grow(std::vector<T>& v, size_t count) {
 
 int32_t negZeroOf(const IntOp& op) { return -(op.zero + (op.in == IType::S8 ? 128 : 0)); }
 
+// GEMM of `rows` prepared activation rows (u8, row stride lda; AMX: readable up to 16 ceil(rows / 16)
+// rows of amxPaddedK(K) bytes) with group g's weights into tile (row stride ldt, see tileStride).
+void layerGemm(const IntOp& op, int64_t g, int64_t rows, const uint8_t* A, int64_t lda, int32_t* tile, int64_t ldt) {
+  const int64_t og = op.OC / op.groups;
+  if (op.amx) {
+    gemmAmxSerial(rows, og, op.K, A, lda, op.amxPacked.data() + g * op.amxStride, op.colBias.data() + g * amxPaddedN(og), tile, ldt);
+  } else {
+    gemmInt8Serial(rows, og, op.K, A, lda, op.packed.data() + g * op.packedStride, op.rowSums.data() + g * og, negZeroOf(op), tile, ldt);
+  }
+}
+
+// Activation row length (bytes) and int32 tile row stride of an int8 conv / linear.
+int64_t rowBytes(const IntOp& op) { return op.amx ? amxPaddedK(op.K) : ceilDiv(op.K, 4) * 4; }
+int64_t tileStride(const IntOp& op) { return op.amx ? amxPaddedN(op.OC / op.groups) : op.OC / op.groups; }
+
+void poolAcc(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t c0, int64_t nc, int32_t* out) {
+  if (useAvx512()) {
+    poolAccAvx512(op, tile, ldt, c0, nc, out);
+    return;
+  }
+  for (int64_t py = 0; py < op.POH; py++) {
+    for (int64_t px = 0; px < op.POW; px++) {
+      const int32_t* base = tile + ((py * op.poolSh) * op.OW + px * op.poolSw) * ldt;
+      for (int64_t j = 0; j < nc; j++) {
+        int32_t best = base[j];
+        for (int64_t ky = 0; ky < op.poolKh; ky++) {
+          for (int64_t kx = 0; kx < op.poolKw; kx++) {
+            const int32_t v = base[(ky * op.OW + kx) * ldt + j];
+            best = op.mneg[c0 + j] ? std::min(best, v) : std::max(best, v);
+          }
+        }
+        out[(py * op.POW + px) * ldt + j] = best;
+      }
+    }
+  }
+}
+
 __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
-  const int64_t cg = op.C / op.groups, og = op.OC / op.groups, P = op.OH * op.OW;
-  const int64_t Kp = ceilDiv(op.K, 4) * 4;
-  uint8_t* col = grow(s.col, static_cast<size_t>(kConvRows * Kp) + kSlack);
-  int32_t* tile = grow(s.tile, static_cast<size_t>(kConvRows * og) + 64);
   if (op.direct) {
     convDirect(op, x, n, out, s.col);
     return;
   }
+  const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
+  const int64_t Kp = rowBytes(op), ldt = tileStride(op);
+  const bool pooled = op.poolKh > 0;
+  if (op.amxImplicit) {
+    // one sample at a time, straight from the input (groups = 1)
+    int32_t* tile = grow(s.tile, static_cast<size_t>((P + 16) * ldt) + 64);
+    int32_t* ptile = pooled ? grow(s.ptile, static_cast<size_t>(op.POH * op.POW * ldt) + 64) : nullptr;
+    const int64_t inPer = op.H * op.W * op.C;
+    const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
+    for (int64_t smp = 0; smp < n; smp++) {
+      uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+      amxConvImplicit(x + smp * inPer, op.W, op.C, op.OH, op.OW, op.sh, op.sw, op.kh, op.kw, og, op.amxPacked.data(), op.colBias.data(), tile,
+                      ldt);
+      if (pooled) {
+        poolAcc(op, tile, ldt, 0, og, ptile);
+        epilogue(op, ptile, ldt, op.POH * op.POW, 0, og, os, op.OC);
+      } else {
+        epilogue(op, tile, ldt, P, 0, og, os, op.OC);
+      }
+    }
+    return;
+  }
+  // With a fused pooling a block is a whole sample's map (the windows need all positions).
+  const int64_t block = pooled ? P : kConvRows, blockRows = ceilDiv(block, 16) * 16;
+  uint8_t* col = grow(s.col, static_cast<size_t>(blockRows * Kp) + kSlack);
+  int32_t* tile = grow(s.tile, static_cast<size_t>(blockRows * ldt) + 64);
+  int32_t* ptile = pooled ? grow(s.ptile, static_cast<size_t>(op.POH * op.POW * ldt) + 64) : nullptr;
   const int64_t inPer = op.H * op.W * op.C;
-  const size_t outPer = itypeBytes(op.out, P * op.OC);
-  const int32_t negZero = negZeroOf(op);
+  const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
+  const size_t valueBytes = itypeBytes(op.out, 1);
   for (int64_t smp = 0; smp < n; smp++) {
     const uint8_t* xs = x + smp * inPer;
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
     for (int64_t g = 0; g < op.groups; g++) {
-      const int8_t* packed = op.packed.data() + g * op.packedStride;
-      const int32_t* sums = op.rowSums.data() + g * og;
-      for (int64_t p0 = 0; p0 < P; p0 += kConvRows) {
-        const int64_t rows = std::min(kConvRows, P - p0);
+      for (int64_t p0 = 0; p0 < P; p0 += block) {
+        const int64_t rows = std::min(block, P - p0);
         im2col(op, xs, g, p0, p0 + rows, col, Kp);
-        gemmInt8Serial(rows, og, op.K, col, Kp, packed, sums, negZero, tile, og);
+        layerGemm(op, g, rows, col, Kp, tile, ldt);
         // element (p, c) of the sample's output is at p * OC + c; this group's channels are [g og, (g + 1) og)
-        epilogue(op, tile, og, rows, g * og, og, os + p0 * op.OC * itypeBytes(op.out, 1), op.OC);
+        if (pooled) {
+          poolAcc(op, tile, ldt, g * og, og, ptile);
+          epilogue(op, ptile, ldt, op.POH * op.POW, g * og, og, os, op.OC);
+        } else {
+          epilogue(op, tile, ldt, rows, g * og, og, os + p0 * op.OC * valueBytes, op.OC);
+        }
       }
     }
-    (void)cg;
   }
 }
 
 __attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
   const int64_t K = op.K, O = op.OC;
-  int32_t* tile = grow(s.tile, static_cast<size_t>(n * O) + 64);
+  int64_t ldt = O;
+  int32_t* tile = nullptr;
   if (op.in == IType::Bits) {
-    const int64_t words = ceilDiv(K, 64);
+    tile = grow(s.tile, static_cast<size_t>(n * O) + 64);
     gemmBinarySerial(n, O, K, reinterpret_cast<const uint64_t*>(x), op.wbits.data(), op.wpanels.data(), tile, O);
-    (void)words;
   } else {
+    ldt = tileStride(op);
+    tile = grow(s.tile, static_cast<size_t>(ceilDiv(n, 16) * 16 * ldt) + 64);
     const uint8_t* A = x;
     int64_t lda = K;
-    if (op.in == IType::S8) {
-      const int64_t Kp = ceilDiv(K, 4) * 4;
-      uint8_t* col = grow(s.col, static_cast<size_t>(n * Kp) + kSlack);
-      for (int64_t r = 0; r < n; r++) copyRun(col + r * Kp, x + r * K, K, 0x8080808080808080ULL);
+    // int8 inputs get +128; the AMX tiles read whole 16-row tiles of amxPaddedK(K) bytes, so they
+    // get a copy in a buffer of 16 ceil(n / 16) such rows
+    if (op.in == IType::S8 || op.amx) {
+      const int64_t Kp = rowBytes(op);
+      uint8_t* col = grow(s.col, static_cast<size_t>(ceilDiv(n, 16) * 16 * Kp) + kSlack);
+      const uint64_t flip = op.in == IType::S8 ? 0x8080808080808080ULL : 0;
+      if (useAvx512()) {
+        for (int64_t r = 0; r < n; r++) WideRuns::copy(col + r * Kp, x + r * K, K, flip);
+      } else {
+        for (int64_t r = 0; r < n; r++) copyRun(col + r * Kp, x + r * K, K, flip);
+      }
       A = col;
       lda = Kp;
     }
-    gemmInt8Serial(n, O, K, A, lda, op.packed.data(), op.rowSums.data(), negZeroOf(op), tile, O);
+    layerGemm(op, 0, n, A, lda, tile, ldt);
   }
   if (op.out == IType::Bits) {
     const int64_t wordsOut = ceilDiv(O, 64);
     std::memset(out, 0, static_cast<size_t>(n * wordsOut) * 8);
-    epilogue(op, tile, O, n, 0, O, out, wordsOut);
+    epilogue(op, tile, ldt, n, 0, O, out, wordsOut);
   } else {
-    epilogue(op, tile, O, n, 0, O, out, O);
+    epilogue(op, tile, ldt, n, 0, O, out, O);
   }
 }
 
@@ -609,6 +886,73 @@ void intPrepareDirectConv(IntOp* op, const int8_t* w) {
   op->direct = true;
 }
 
+void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, const int32_t* bias, int32_t biasShift) {
+  op->intRequant = false;
+  const size_t O = static_cast<size_t>(op->OC);
+  op->rqM0.assign(O, 0);
+  op->rqBmh.assign(O, 0);
+  op->rqHalf.assign(O, 1);
+  op->rqShift.assign(O, 1);
+  op->rqLowZero.assign(O + 16, 0);
+  const int k = biasShift;
+  for (size_t c = 0; c < O; c++) {
+    if (mult[c] == 0) continue;  // S = 0, (0 + 1) >> 1 = 0
+    const int64_t np = static_cast<int64_t>(shift[c]) - k;
+    const int64_t bm = static_cast<int64_t>(bias[c]) * mult[c];  // |bm| < 2^62
+    const int64_t bmh = bm >> k;                                  // floor(bm / 2^k)
+    // |acc M0| < 2^62, |bmh| < 2^61 and 2^(n' - 1) <= 2^61 keep S and S + 2^(n' - 1) inside int64
+    if (np < 1 || np > 62 || bmh >= (int64_t{1} << 61) || bmh <= -(int64_t{1} << 61)) return;
+    op->rqM0[c] = mult[c];
+    op->rqBmh[c] = bmh;
+    op->rqHalf[c] = int64_t{1} << (np - 1);
+    op->rqShift[c] = np;
+    op->rqLowZero[c] = bm - (bmh << k) == 0 ? 1 : 0;
+  }
+  op->intRequant = true;
+}
+
+void intPrepareAmx(IntOp* op, const int8_t* w) {
+  op->amx = false;
+  if ((op->kind != IOpKind::Conv && op->kind != IOpKind::Linear) || op->in == IType::Bits || op->direct || op->K <= 0 ||
+      !amxAvailable()) {
+    return;
+  }
+  const int64_t og = op->OC / op->groups, np = amxPaddedN(og);
+  const int64_t rowBytes = (op->kw * op->C + 3) / 4 * 4;
+  op->amxImplicit = op->kind == IOpKind::Conv && op->groups == 1 && op->in == IType::U8 && op->dh == 1 && op->dw == 1 &&
+                    op->ph == 0 && op->pw == 0 && rowBytes <= 64 && static_cast<size_t>(16 * op->sw * op->C + 64) <= kActSlack;
+  op->amxStride = op->amxImplicit ? amxConvPackedBytes(og, op->kh, op->kw, op->C) : amxPackedBytes(og, op->K);
+  op->amxPacked.assign(static_cast<size_t>(op->amxStride * op->groups), 0);
+  op->colBias.assign(static_cast<size_t>(np * op->groups), 0);
+  const uint32_t negZero = static_cast<uint32_t>(negZeroOf(*op));
+  for (int64_t g = 0; g < op->groups; g++) {
+    if (op->amxImplicit) {
+      packAmxConv(w, og, op->kh, op->kw, op->C, op->amxPacked.data());
+    } else {
+      packAmx(w + g * og * op->K, og, op->K, op->amxPacked.data() + g * op->amxStride);
+    }
+    for (int64_t j = 0; j < og; j++) op->colBias[g * np + j] = static_cast<int32_t>(static_cast<uint32_t>(op->rowSums[g * og + j]) * negZero);
+  }
+  op->amx = true;
+}
+
+void intPlanFuse(IntPlan* plan) {
+  auto& ops = plan->ops;
+  for (size_t i = 0; i + 1 < ops.size(); i++) {
+    IntOp& conv = ops[i];
+    const IntOp& pool = ops[i + 1];
+    if (conv.kind != IOpKind::Conv || conv.outMode != IOutMode::Requantize || conv.poolKh > 0 || pool.kind != IOpKind::MaxPool ||
+        pool.ph != 0 || pool.pw != 0 || conv.OH * conv.OW > 4096) {
+      continue;
+    }
+    if (conv.direct && (pool.kh != 2 || pool.kw != 2 || pool.sh != 2 || pool.sw != 2)) continue;
+    conv.poolKh = pool.kh, conv.poolKw = pool.kw, conv.poolSh = pool.sh, conv.poolSw = pool.sw;
+    conv.POH = pool.OH, conv.POW = pool.OW;
+    conv.mneg.resize(static_cast<size_t>(conv.OC) + 16, 0);  // poolAccAvx512 reads 16 flags at a time
+    ops.erase(ops.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+  }
+}
+
 size_t itypeBytes(IType t, int64_t elements) {
   switch (t) {
     case IType::U8:
@@ -720,8 +1064,11 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
   const int64_t chunks = ceilDiv(n, chunk);
   parallelFor(chunks, 1e12, [&](int64_t begin, int64_t end) {
     Scratch& s = scratch();
-    const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kSlack;
+    const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kActSlack;
     uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
+    // other code on this thread (another library) may have changed the tile configuration since
+    // our last job: start from released tiles, so that the first AMX op loads its configuration
+    if (plan.usesAmx) amxRelease();
     for (int64_t ci = begin; ci < end; ci++) {
       const int64_t s0 = ci * chunk, m = std::min(chunk, n - s0);
       const void* cur = x + s0 * plan.inputSize;
@@ -741,6 +1088,7 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
         which ^= 1;
       }
     }
+    if (plan.usesAmx) amxRelease();
   });
 }
 

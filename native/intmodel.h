@@ -47,12 +47,31 @@ struct IntOp {
   // direct one-input-channel conv (intPrepareDirectConv): weights as 32-bit words [o][ky][kx / 4]
   bool direct = false;
   std::vector<int32_t> wdirect;
+  // AMX (amx.h; set by intPrepareAmx): weight tiles per group (amxStride bytes each) and the column
+  // bias negZero * rowSums[c] per group, padded to amxPaddedN(OC / groups) columns
+  bool amx = false;
+  bool amxImplicit = false;  // conv: activation tiles read from the input (amxConvImplicit), no im2col
+  int64_t amxStride = 0;
+  std::vector<int8_t> amxPacked;
+  std::vector<int32_t> colBias;
+  // A max pooling fused into this conv (intPlanFuse): the requantization is monotone in the
+  // accumulator (non-decreasing, non-increasing when M0 < 0), so pooling the int32 accumulators
+  // (max, or min for M0 < 0) and requantizing the pooled ones gives the same integers. The conv
+  // then writes the pooled map [POH, POW, OC]; poolKh = 0: no pooling fused.
+  int64_t poolKh = 0, poolKw = 0, poolSh = 1, poolSw = 1, POH = 0, POW = 0;
   IOutMode outMode = IOutMode::Requantize;
   // requantize: |M0| 2^-n as a double (exact), sign of M0, bias, 2^k; output zero point and range
   std::vector<double> mscale, bias;
   std::vector<uint8_t> mneg;
   double up = 1;
   int32_t z = 0, lo = 0, hi = 0;
+  // the same requantization in int64 lanes (intPrepareRequant), when every channel's constants fit:
+  // with k = biasShift, n' = shift - k >= 1, bias M0 = bmh 2^k + bml (0 <= bml < 2^k), the exact
+  // product is (acc M0 + bmh) 2^k + bml, so with S = acc M0 + bmh the rounded value (half away
+  // from zero) is (S + 2^(n' - 1) - [S < 0 and bml = 0]) >> n' (arithmetic shift)
+  bool intRequant = false;
+  std::vector<int64_t> rqM0, rqBmh, rqHalf, rqShift;
+  std::vector<uint8_t> rqLowZero;  // bml = 0 (OC + 16 flags)
   // sign: bit = lower[c] <= acc <= upper[c]
   std::vector<int32_t> lower, upper;
   // dequantize
@@ -70,11 +89,26 @@ struct IntPlan {
   size_t maxActBytes = 0;  // largest activation per sample, bytes
   size_t maxColBytes = 0;  // largest im2col per sample and group, bytes
   size_t maxTile = 0;      // largest GEMM tile, int32 elements per sample
+  bool usesAmx = false;    // some op runs on AMX tiles (set with intPrepareAmx): release them after a chunk
 };
 
 // Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
 // (O, kh, kw) int8 weight. Call after the op's fields are set.
 void intPrepareDirectConv(IntOp* op, const int8_t* w);
+
+// Fills the integer requantization constants (IntOp::intRequant) from the int32 multipliers M0,
+// shifts n and bias (call after the requantize fields are set); leaves intRequant false when some
+// channel's constants do not fit.
+void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, const int32_t* bias, int32_t biasShift);
+
+// Packs the AMX weight tiles of a conv / linear op with int8 weights `w` (OC, K) (per group) when
+// AMX is available; call after the op's fields and rowSums are set.
+void intPrepareAmx(IntOp* op, const int8_t* w);
+
+// Fuses every max pooling without padding that directly follows a requantizing conv into it (see
+// IntOp::poolKh); a direct conv only takes a 2 x 2, stride 2 pooling. Call after intPlanFinish and
+// intPrepareDirectConv.
+void intPlanFuse(IntPlan* plan);
 
 // Bytes per sample of a value of type t with `elements` values.
 size_t itypeBytes(IType t, int64_t elements);

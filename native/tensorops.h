@@ -45,6 +45,10 @@ void fakeQuantizeGrad(const float* g, const float* x, const float* s, int64_t sM
 // chunks of partial sums added in order: the result does not depend on the thread count.
 void fakeQuantizeGradSum(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
                          int64_t zMid, int64_t zInner, float* y, int64_t n, double qmin, double qmax, int part);
+// Parts 1 (x, clipped; xPart 1) or 0 (x, plain STE; xPart 0) and 2 (scale, summed as
+// fakeQuantizeGradSum does) in one pass: gx has x's shape, gs holds sMid sums.
+void fakeQuantizeGradXScale(const float* g, const float* x, const float* s, int64_t sMid, int64_t sInner, const float* z,
+                            int64_t zMid, int64_t zInner, float* gx, float* gs, int64_t n, double qmin, double qmax, int xPart);
 void roundHalfEven(const float* x, float* y, int64_t n);
 void signPlusMinus(const float* x, float* y, int64_t n);  // x >= 0 ? 1 : -1
 

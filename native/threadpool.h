@@ -48,4 +48,27 @@ void parallelFor(int64_t n, double work, Body&& body) {
   }, &ctx);
 }
 
+// As parallelFor, with up to `maxTasks` (default 1024) tasks of about n / tasks items each instead
+// of a few per thread: for loops over many equal, independent tiles, where a thread that finishes
+// early takes the next tile instead of waiting for the others.
+template <class Body>
+void parallelForEach(int64_t n, double work, Body&& body, int64_t maxTasks = 1024) {
+  const int threads = poolThreads();
+  if (n <= 0) return;
+  if (threads <= 1 || n == 1 || work < kInlineWork || poolInsideJob()) {
+    body(int64_t{0}, n);
+    return;
+  }
+  struct Ctx {
+    std::remove_reference_t<Body>* body;
+    int64_t n;
+  } ctx{&body, n};
+  const int ntasks = static_cast<int>(std::min<int64_t>(std::min<int64_t>(maxTasks, 65535), n));
+  poolRun(ntasks, [](void* raw, int t, int nt) {
+    auto* c = static_cast<Ctx*>(raw);
+    const int64_t begin = c->n * t / nt, end = c->n * (t + 1) / nt;
+    if (begin < end) (*c->body)(begin, end);
+  }, &ctx);
+}
+
 }  // namespace lowbit

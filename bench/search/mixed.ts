@@ -27,7 +27,7 @@ const { getBackend } = await import('../../src/backend/index.ts');
 const { DATASET_STATS, DataLoader, loadDataset, subset } = await import('../../src/data/index.ts');
 const { createModel } = await import('../../src/nn/models/index.ts');
 const { Adam, CosineAnnealingLR } = await import('../../src/optim/index.ts');
-const { manualSeed } = await import('../../src/tensor/index.ts');
+const { manualSeed, Tensor } = await import('../../src/tensor/index.ts');
 const { fit, evaluate } = await import('../../src/train/fit.ts');
 const { saveCheckpoint, loadCheckpoint } = await import('../../src/train/checkpoint.ts');
 const { writeFileAtomic } = await import('../../src/format/safetensors.ts');
@@ -56,12 +56,15 @@ const SECTIONS = arg('sections', 'sensitivity,size,latency').split(',');
 const SEEDS = arg('seeds', '0,1,2').split(',').map(Number);
 const BUDGETS = arg('budgets', '3,2').split(',').map(Number);
 const EPOCHS = Number(arg('epochs', '1'));
+/** Learning rate of the QAT fine-tune (Adam, cosine to 0), the same for every arm (default 1e-4). */
+const LR = Number(arg('lr', '1e-4'));
 const PER_CHANNEL = process.argv.includes('--per-channel');
 /** Arms of the size experiment to run (default all): uniform, kl, hessian, loss, channel (needs --per-channel). */
 const ARMS = arg('arms', 'uniform,kl,hessian,loss,channel').split(',');
-const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)'];
+const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)', 'searched (Hessian Ω, 0-bit channels)'];
 const ARM_KEYS: Record<string, string> = {
   uniform: 'uniform', 'searched (PTQ KL)': 'kl', 'searched (Hessian Ω)': 'hessian', 'searched (PTQ Δloss)': 'loss', 'searched (Hessian Ω, per-channel)': 'channel',
+  'searched (Hessian Ω, 0-bit channels)': 'prune0',
 };
 const COMMAND = `node --import tsx bench/search/mixed.ts ${process.argv.slice(2).join(' ')}`.trim();
 
@@ -158,6 +161,8 @@ interface Sensitivity {
   seconds: { hessian: number; fisher: number; ptq: number };
   /** Not saved: per-layer, per-bits channel errors ½·h_c·‖Q_b(w_c) − w_c‖² from the per-channel Hessian. */
   channelErrors?: Map<string, Record<number, Float64Array>>;
+  /** Not saved: per-layer channel pruning scores ½·(H_c/n_c)·‖w_c‖² (per-channel Hessian). */
+  pruneScores?: Map<string, Float64Array>;
 }
 
 function sensitivity(setup: Setup, model: TensorModule, data: ReturnType<typeof loaders>): Sensitivity {
@@ -192,6 +197,7 @@ function sensitivity(setup: Setup, model: TensorModule, data: ReturnType<typeof 
     fisher: fish.map((h) => ({ name: h.name, trace: h.value, meanTrace: h.mean })),
     ptq, omega, fisherOmega, correlations,
     seconds: { hessian: hSec, fisher: fSec, ptq: pSec },
+    pruneScores: new Map(hessChannels.map((h) => [h.name, search.channelPruneScores(weights.get(h.name)!, h)])),
     channelErrors: new Map(hessChannels.map((h) => {
       const w = weights.get(h.name)!;
       const perWeight = w.size / w.shape[0]!;
@@ -218,6 +224,7 @@ function sizePlans(sens: Sensitivity, budgetBits: number): Record<string, BitAss
     'searched (Hessian Ω)': plan(new Map(sens.omega.map((p) => [p.name, p.omega]))),
     'searched (PTQ Δloss)': plan(new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]))),
     ...(PER_CHANNEL ? { 'searched (Hessian Ω, per-channel)': perChannelPlan(sens, budget) } : {}),
+    ...(ARMS.includes('prune0') ? { 'searched (Hessian Ω, 0-bit channels)': zeroBitPlan(sens, budget) } : {}),
   };
 }
 
@@ -245,6 +252,33 @@ function perChannelPlan(sens: Sensitivity, budget: number): BitAssignment {
   return search.allocateExact(layers, budget).assignment;
 }
 
+/**
+ * Exact allocation over widths {1..8} and, in prunable layers, keep ratios {1, 0.875, 0.75, 0.625, 0.5}
+ * (the rest at 0 bits, lowest ½·(H_c/n_c)·‖w_c‖² first), all in Hessian-Ω units: a kept channel
+ * costs its ½·h_c·‖Q_w(w_c) − w_c‖², a pruned one its ½·h_c·‖w_c‖² (Q = 0); size = kept weights · w.
+ */
+function zeroBitPlan(sens: Sensitivity, budget: number): BitAssignment {
+  const size = search.sizeCost();
+  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
+  const prunable = new Set(sens.layers.slice(0, -1).map((l) => l.name));
+  const layers = sens.layers.map((l) => {
+    const ch = sens.channelErrors!.get(l.name)!;
+    const scores = sens.pruneScores!.get(l.name)!;
+    const options: { choice: BitChoice; cost: number; error: number }[] = [{ choice: { w: 1, a: 8 }, cost: size.layerCost(l, 1, 8), error: omega.get(l.name)![1]! }];
+    const counts = prunable.has(l.name) ? [...new Set([1, 0.875, 0.75, 0.625, 0.5].map((r) => search.keptChannels(l.outChannels, r)))] : [l.outChannels];
+    for (const w of [2, 3, 4, 5, 6, 8]) {
+      for (const kept of counts) {
+        const choice = search.pruneChoice(l, scores, kept, w, 8);
+        const widths = choice.wPerChannel ?? new Array<number>(l.outChannels).fill(w);
+        const error = widths.reduce((e, b, c) => e + (b === 0 ? scores[c]! : ch[w]![c]!), 0);
+        options.push({ choice, cost: search.layerChoiceCost(size, l, choice), error });
+      }
+    }
+    return { name: l.name, options };
+  });
+  return search.allocateExact(layers, budget).assignment;
+}
+
 function describe(assignment: BitAssignment, layers: readonly LayerInfo[]): string {
   return layers.map((l) => `${l.name}:${bitsLabel(assignment[l.name]!)}`).join(' ');
 }
@@ -263,14 +297,14 @@ const CACHE = join(ROOT, 'runs', 'search', QUICK_FLAG ? 'qat-cache-quick.json' :
 /** Calibration + QAT fine-tune + test accuracy; identical (model, assignment, seed, epochs) runs come from runs/search/qat-cache.json. */
 function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void) {
   const steps = Math.ceil(EPOCHS * (data.train.dataset.length / 64));
-  const key = `${setup.id}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}`;
+  const key = `${setup.id}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}`;
   let cache: Record<string, { accuracy: number; loss: number }> = {};
   try {
     cache = JSON.parse(readFileSync(CACHE, 'utf8'));
   } catch {}
   if (!inspect && cache[key]) return { ...cache[key]!, cached: true };
   const sd: SearchData = { calibration: data.calibration, eval: data.test, train: data.train };
-  const r = search.evaluateAssignmentSync(model, assignment, sd, { method: 'qat', qatSteps: steps, qatLr: 1e-4, seed, inspect });
+  const r = search.evaluateAssignmentSync(model, assignment, sd, { method: 'qat', qatSteps: steps, qatLr: LR, seed, inspect });
   try {
     cache = JSON.parse(readFileSync(CACHE, 'utf8'));
   } catch {}
@@ -355,6 +389,105 @@ function latencySection(setup: Setup, model: TensorModule, sens: Sensitivity): u
   return { kernels: intKernelsBackend(), table, rows, target, reachable: pick !== null };
 }
 
+// ------------------------------------------------------------------ latency budget with pruned (0-bit) channels
+const KEEP_RATIOS = arg('keep', '1,0.875,0.75,0.625,0.5,0.375,0.25').split(',').map(Number);
+const SPEEDUP = Number(arg('speedup', '1.35'));
+/** Recovery fine-tune steps before a pruning option's error is measured (0: the error right after pruning). */
+const RECOVER_STEPS = Number(arg('recover-steps', '200'));
+const PRUNE_ERROR = arg('prune-error', 'kl') as 'kl' | 'deltaLoss';
+
+/** The first `n` calibration images as one batch. */
+function firstImages(data: ReturnType<typeof loaders>, n: number): InstanceType<typeof Tensor> {
+  const parts: Float32Array[] = [];
+  let shape: number[] = [];
+  let count = 0;
+  for (const { x } of data.calibration) {
+    shape = x.shape.slice(1);
+    parts.push(x.data as Float32Array);
+    count += x.shape[0]!;
+    if (count >= n) break;
+  }
+  const per = shape.reduce((p, d) => p * d, 1);
+  const out = new Float32Array(n * per);
+  let at = 0;
+  for (const p of parts) {
+    const take = Math.min(p.length, out.length - at);
+    out.set(p.subarray(0, take), at);
+    at += take;
+  }
+  return new Tensor(out, [n, ...shape]);
+}
+
+function pruneSection(setup: Setup, model: TensorModule, sens: Sensitivity): unknown {
+  const data = loaders(setup, 0);
+  const sample = firstImages(data, 256);
+  const sample64 = firstImages(data, 64);
+  const context = { model, sample: sample64 };
+  const latency = search.latencyCost({ context, batch: 64, repeats: 20, onMeasure: (k) => log(`  measuring ${k}`) });
+  const layers = sens.layers;
+  const kl = new Map(sens.ptq.map((p) => [p.name, p.kl]));
+  const t0 = performance.now();
+  const recoveryBatches: { x: InstanceType<typeof Tensor>; y: InstanceType<typeof Tensor> }[] = [];
+  for (const b of data.train) {
+    if (recoveryBatches.length >= RECOVER_STEPS) break;
+    recoveryBatches.push(b);
+  }
+  const options = search.pruneLayerOptions(model, layers, data.search, latency, {
+    ratios: KEEP_RATIOS, widths: [8], scores: sens.pruneScores, widthError: (l, w) => kl.get(l.name)![w]!, error: PRUNE_ERROR,
+    ...(RECOVER_STEPS > 0 ? { recovery: { batches: recoveryBatches, lr: LR, seed: 0 } } : {}),
+    onProgress: (d, t) => log(`  pruning error ${d}/${t}`),
+  });
+  const w8a8 = search.uniformAssignment(layers, 8, 8);
+  const base = latency.w8a8Total!();
+  // Option costs are latencies plus a constant `costOffset` (0 unless the layers' savings overlap, see pruneLayerOptions).
+  const offset = options.costOffset;
+  const budget = base / SPEEDUP;
+  // Each allocation is checked by measuring the whole compacted IntModel against W8A8 (paired, interleaved).
+  const measured = search.allocateMeasured(options, budget + offset, (a) => {
+    const d = search.measureAssignmentDelta(context, a.assignment, { batch: 64, repeats: 40 });
+    log(`  allocation at ${(a.cost - offset).toFixed(2)} µs (estimate) measures ${(base * d.changed / d.base).toFixed(2)} µs (ratio ${(d.base / d.changed).toFixed(3)}x)`);
+    return base * (d.changed / d.base) + offset;
+  });
+  const searchSeconds = (performance.now() - t0) / 1000;
+  const plan = measured.allocation.assignment;
+  log(`${setup.id} prune plan: ${describe(plan, layers)} (estimate ${(measured.allocation.cost - offset).toFixed(2)} µs, measured ${(measured.measured - offset).toFixed(2)} µs, budget ${budget.toFixed(2)} µs, W8A8 ${base.toFixed(2)} µs)`);
+  const arms: { arm: string; assignment: BitAssignment }[] = [{ arm: 'uniform W8A8', assignment: w8a8 }, { arm: 'latency-budget plan (pruned channels)', assignment: plan }];
+  const rows: Json[] = [];
+  const ims: IntModel[] = [];
+  for (const a of arms) {
+    const accs: number[] = [];
+    for (const seed of SEEDS) {
+      const d = loaders(setup, seed);
+      const t = performance.now();
+      let im: IntModel | null = null;
+      const r = qatScore(setup, model, a.assignment, d, seed, seed === SEEDS[0] ? (m) => (im = convert(m, { sample: sample64 })) : undefined);
+      if (im) ims.push(im);
+      accs.push(r.accuracy);
+      log(`${setup.id} prune ${a.arm} seed ${seed}: ${pct(r.accuracy)} ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
+    }
+    const estimate = options.reduce((sum, o) => sum + o.options.find((p) => JSON.stringify(p.choice) === JSON.stringify(a.assignment[o.name]))!.cost, 0) - offset;
+    rows.push({ arm: a.arm, assignment: a.assignment, accuracies: accs, seeds: SEEDS, mean: accs.reduce((x, y) => x + y, 0) / accs.length, estimate });
+  }
+  // Whole fine-tuned, converted (compacted) IntModels, timed interleaved at batch 256 and at the search's batch 64.
+  const timing: Json = {};
+  for (const b of [256, 64]) {
+    const x = Float32Array.from(sample.data.subarray(0, b * (sample.size / sample.shape[0]!)));
+    const times = search.measureModelsInterleaved(ims, x, b, b === 256 ? 30 : 60);
+    timing[`batch${b}`] = { usPerSample: times, speedup: times[0]! / times[1]! };
+    log(`${setup.id} prune timing batch ${b}: W8A8 ${times[0]!.toFixed(2)} µs, plan ${times[1]!.toFixed(2)} µs, ${(times[0]! / times[1]!).toFixed(3)}x`);
+  }
+  const table = options.map((o) => ({
+    name: o.name,
+    options: o.options.map((p) => ({ kept: p.choice.wPerChannel ? p.choice.wPerChannel.filter((v) => v !== 0).length : layers.find((l) => l.name === o.name)!.outChannels, cost: p.cost, error: p.error })),
+  }));
+  return {
+    kernels: intKernelsBackend(), base, budget, speedupTarget: SPEEDUP, keepRatios: KEEP_RATIOS, table, costOffset: offset,
+    rounds: measured.rounds.map((r) => ({ ...r, estimate: r.estimate - offset, measured: r.measured - offset })), fits: measured.fits,
+    kept: Object.fromEntries(layers.map((l) => [l.name, plan[l.name]!.wPerChannel ? plan[l.name]!.wPerChannel!.filter((v) => v !== 0).length : l.outChannels])),
+    rows, timing, searchSeconds, epochs: EPOCHS, lr: LR, recoverSteps: RECOVER_STEPS, pruneError: PRUNE_ERROR,
+  };
+}
+
 // ------------------------------------------------------------------ markdown
 function markdown(all: Json): string {
   const out: string[] = [];
@@ -408,8 +541,35 @@ function markdown(all: Json): string {
       }
       out.push('', lat.reachable ? '' : `No plan in the table reaches the 1.3x latency target (${lat.target.toFixed(1)} µs).`, '');
     }
+    for (const key of Object.keys(entry).filter((k) => k.startsWith('prune')).sort()) out.push(...pruneMarkdown(entry[key] as PruneResult));
   }
   return out.join('\n');
+}
+
+interface PruneResult {
+  kernels: unknown; base: number; budget: number; speedupTarget: number; keepRatios: number[]; fits: boolean; epochs: number; lr: number; command: string; commit: string;
+  recoverSteps?: number; pruneError?: string; costOffset?: number;
+  table: { name: string; options: { kept: number; cost: number; error: number }[] }[];
+  rounds: { estimate: number; measured: number; error: number }[];
+  kept: Record<string, number>;
+  rows: { arm: string; accuracies: number[]; seeds: number[]; mean: number; estimate: number }[];
+  timing: Record<string, { usPerSample: number[]; speedup: number }>;
+}
+
+function pruneMarkdown(pr: PruneResult): string[] {
+  const out: string[] = [];
+  out.push(`Latency budget with pruned (0-bit) channels (\`${pr.command}\`, commit ${pr.commit}; kernels ${JSON.stringify(pr.kernels)}): options per layer = keep ratios {${pr.keepRatios.join(', ')}} at 8-bit weights, the kept channels those of highest ½·(H_c/n_c)·‖w_c‖² (per-channel Hessian); error = ${pr.recoverSteps ? `${pr.pruneError === 'deltaLoss' ? 'loss increase' : 'output KL'} of the float model with the channels zeroed and then fine-tuned ${pr.recoverSteps} Adam steps (lr ${pr.lr}, channels held at 0), against the same fine-tune unpruned` : 'output KL of the float model with the channels zeroed'} (2,000 training images) + the layer's PTQ KL at 8 bits; cost = the measured change of the whole compacted IntModel with only that layer pruned (paired interleaved ratio to W8A8, batch 64), spread over the layers (pruneLayerOptions) with T₈ = ${pr.base.toFixed(2)} µs/sample${pr.costOffset ? ` (the layers' largest savings overlap and sum to T₈ + ${pr.costOffset.toFixed(2)} µs, so the option costs below carry that offset; estimates quoted below have it removed)` : ''}. Budget T₈/${pr.speedupTarget} = ${pr.budget.toFixed(2)} µs.`, '');
+  out.push('| layer | ' + 'kept channels: cost µs / error |', '|---|---|');
+  for (const t of pr.table) out.push(`| ${t.name} | ${t.options.map((o) => `${o.kept}: ${o.cost.toFixed(2)} / ${o.error.toExponential(1)}`).join('; ')} |`);
+  out.push('', `Allocations measured (whole compacted IntModel vs W8A8, paired): ${pr.rounds.map((r) => `estimate ${r.estimate.toFixed(2)} → measured ${r.measured.toFixed(2)} µs (${(pr.base / r.measured).toFixed(2)}x)`).join('; ')}; plan keeps ${Object.entries(pr.kept).map(([n, k]) => `${n} ${k}`).join(', ')} channels${pr.fits ? '' : ' (no measured plan fit the budget; the fastest measured is kept)'}.`, '');
+  out.push(`Fine-tune: the same for both arms (calibration on 512 training images, QAT ${pr.epochs} epoch(s), Adam ${pr.lr} cosine, batch 64, pruned channels held at 0); full test set:`, '');
+  out.push('| arm | test accuracy per seed | mean | vs W8A8 |', '|---|---|---|---|');
+  const ref = pr.rows[0]!.mean;
+  for (const r of pr.rows) out.push(`| ${r.arm} | ${r.accuracies.map((a, i) => `${pct(a)} (s${r.seeds[i]})`).join(', ')} | ${pct(r.mean)} | ${((r.mean - ref) * 100).toFixed(2)} pt |`);
+  const t256 = pr.timing['batch256']!;
+  const t64 = pr.timing['batch64']!;
+  out.push('', `Speed of the fine-tuned, converted IntModels (seed ${pr.rows[0]!.seeds[0]}) on the native executor, min wall time of interleaved runs on a shared 2-core machine (ratios, not absolute times, are the figure): batch 256: W8A8 ${t256.usPerSample[0]!.toFixed(2)} µs/sample, plan ${t256.usPerSample[1]!.toFixed(2)} µs/sample, **${t256.speedup.toFixed(2)}x**; batch 64 (the search's figure): ${t64.usPerSample[0]!.toFixed(2)} vs ${t64.usPerSample[1]!.toFixed(2)} µs/sample, **${t64.speedup.toFixed(2)}x**.`, '');
+  return out;
 }
 
 function writeDoc(): void {
@@ -437,9 +597,11 @@ for (const name of MODELS) {
   const data = loaders(setup, 0);
   log(`${setup.id}: fp32 test accuracy ${pct(evaluate(model, data.test).accuracy)}`);
   const sens = sensitivity(setup, model, data);
-  const { channelErrors: _unsaved, ...saved } = sens;
+  const { channelErrors: _unsaved, pruneScores: _unsavedScores, ...saved } = sens;
   if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
   if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
   if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
+  // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>' (+ ' recover<N>' unless 200 steps).
+  if (SECTIONS.includes('prune')) saveResult(setup.id, `${EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`}${RECOVER_STEPS === 200 ? '' : ` recover${RECOVER_STEPS}`}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
   writeDoc();
 }

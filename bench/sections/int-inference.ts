@@ -21,6 +21,8 @@ import { prepareQat } from '../../src/quant/qat/index.ts';
 import { qconfigFor } from '../../src/quant/config/qconfig.ts';
 import { int8PerChannelSym } from '../../src/quant/config/presets.ts';
 import { convert, type IntModel } from '../../src/runtime/index.ts';
+import { compileNativePlan } from '../../src/runtime/native-plan.ts';
+import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { saveOnnx } from '../../src/onnx/index.ts';
 import { loadAddon } from '../../src/backend/native/addon.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
@@ -126,6 +128,12 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       const why = m.nativeUnavailableReason();
       if (why) throw new Error(`${name} IntModel does not run natively: ${why}`);
       ctx.log(`${name}: ${m.layers().filter((l) => l.bits !== '-').map((l) => `${l.name} ${l.bits}`).join(', ')}`);
+      const spec = compileNativePlan(m);
+      if (typeof spec !== 'string' && addon.intPlanKernels) {
+        const kernels = addon.intPlanKernels(addon.intPlanCreate!(spec.ops)).join(', ');
+        ctx.log(`${name} native kernels: ${kernels}`);
+        notes.push(`${name} native kernels (AMX: ${intKernelsBackend().amx}): ${kernels}.`);
+      }
     }
     manualSeed(0);
     const lenetFp = nn.lenet5();

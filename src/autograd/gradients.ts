@@ -5,7 +5,7 @@
  * sign, floor, round, argmax) are listed as non-differentiable: their outputs never require grad.
  */
 import type { PrimitiveAttrs, PrimitiveName } from '../backend/primitives.ts';
-import type { Tensor } from '../tensor/tensor.ts';
+import { Tensor } from '../tensor/tensor.ts';
 import * as o from '../tensor/ops.ts';
 
 type Rule<P extends PrimitiveName> = (
@@ -176,18 +176,29 @@ const RULES: RuleTable = {
   //   dx̂/dx = inside (clipped) or 1 (ste);  dx̂/ds = r − v inside, q − z outside (LSQ);
   //   dx̂/dz = 0 inside, −s outside.
   // Each part is summed to its operand's shape inside the kernel (`reduce`), so a per-tensor or
-  // per-channel scale never materialises a gradient the size of x.
-  fakeQuantize: (g, [x, s, z], _out, { qmin, qmax, gradient }) => {
-    const part = (which: 'x' | 'scale' | 'zeroPoint'): Tensor =>
-      o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { qmin, qmax, gradient, part: which, reduce: true });
-    return [() => part('x'), () => part('scale'), () => part('zeroPoint')];
+  // per-channel scale never materialises a gradient the size of x. When both x and s need theirs
+  // (QAT: weights and LSQ steps, activations and their steps), one 'xAndScale' pass computes both.
+  // `scaleGradFactor` scales the scale's part (LSQ's g).
+  fakeQuantize: (g, [x, s, z], _out, { qmin, qmax, gradient, scaleGradFactor }) => {
+    const attrs = { qmin, qmax, gradient, reduce: true, ...(scaleGradFactor === undefined ? {} : { scaleGradFactor }) };
+    const part = (which: 'x' | 'scale' | 'zeroPoint'): Tensor => o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { ...attrs, part: which });
+    if (!x!.requiresGrad || !s!.requiresGrad) return [() => part('x'), () => part('scale'), () => part('zeroPoint')];
+    const both = o.apply('fakeQuantizeGrad', [g, x!, s!, z!], { ...attrs, part: 'xAndScale' });
+    const [gx, gs] = splitFlat(both, [x!.shape, s!.shape]);
+    return [gx, gs, () => part('zeroPoint')];
   },
   // Linear in g with factors that are piecewise constant in x, s, z: only g gets a gradient
   // (the factors are treated as constants, as estimators are in second-order methods): the
   // per-element terms of the upstream gradient gg (which broadcasts from the reduced shape when
-  // `reduce`), summed back to g's shape.
+  // `reduce`), summed back to g's shape; for 'xAndScale', the two parts' terms added.
   fakeQuantizeGrad: (gg, [g, x, s, z], _out, attrs) => [
-    () => o.sumTo(o.apply('fakeQuantizeGrad', [gg, x!, s!, z!], { ...attrs, reduce: false }), g!.shape),
+    () => {
+      const termsOf = (ggPart: Tensor, part: 'x' | 'scale' | 'zeroPoint'): Tensor =>
+        o.sumTo(o.apply('fakeQuantizeGrad', [ggPart, x!, s!, z!], { ...attrs, part, reduce: false }), g!.shape);
+      if (attrs.part !== 'xAndScale') return termsOf(gg, attrs.part);
+      const [ggx, ggs] = splitFlat(gg, [x!.shape, s!.shape]);
+      return o.add(termsOf(ggx, 'x'), termsOf(ggs, 'scale'));
+    },
     null,
     null,
     null,
@@ -223,4 +234,19 @@ export function gradientRule(op: PrimitiveName): Rule<PrimitiveName> {
 
 export function isDifferentiable(op: PrimitiveName): boolean {
   return RULES[op] !== 'nondifferentiable';
+}
+
+/**
+ * A flat tensor cut into consecutive pieces of the given shapes: views of its data (no copy) when
+ * it records no graph, else differentiable slices.
+ */
+function splitFlat(flat: Tensor, shapes: readonly (readonly number[])[]): Tensor[] {
+  let offset = 0;
+  return shapes.map((shape) => {
+    const size = shape.reduce((p, d) => p * d, 1);
+    const start = offset;
+    offset += size;
+    if (!flat.requiresGrad) return new Tensor(flat.data.subarray(start, start + size), shape);
+    return o.reshape(o.slice(flat, [start], [start + size]), shape);
+  });
 }

@@ -131,22 +131,28 @@ export interface PrimitiveAttrs {
    * (x, scale, zeroPoint) -> (clamp(roundHalfEven(x / scale) + zeroPoint, qmin, qmax) - zeroPoint) * scale.
    * scale and zeroPoint broadcast against x (per tensor, channel or group). `gradient` picks the
    * estimator for x: 'ste' passes g everywhere, 'clipped' only where the value was not clamped.
-   * scale gets the LSQ gradient, zeroPoint the affine one.
+   * scale gets the LSQ gradient, zeroPoint the affine one; `scaleGradFactor` (default 1) multiplies
+   * the scale's gradient (LSQ's g = 1/√(N·qmax), applied here instead of by a scaleGrad op).
    */
-  fakeQuantize: { readonly qmin: number; readonly qmax: number; readonly gradient: 'ste' | 'clipped' };
+  fakeQuantize: { readonly qmin: number; readonly qmax: number; readonly gradient: 'ste' | 'clipped'; readonly scaleGradFactor?: number };
   /**
    * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient in a single pass:
    * per element 'x' = g·inside (or g for 'ste'), 'scale' = g·(inside ? r − v : q − z),
    * 'zeroPoint' = g·(inside ? 0 : −s) (see the fakeQuantize rule), over the broadcast shape; with
    * `reduce` those terms (each rounded to the dtype) are summed, in float64, to the shape of the
    * operand the part belongs to (x, scale or zeroPoint), the form the fakeQuantize rule uses.
+   * The scale part is multiplied by `scaleGradFactor` (default 1) after that (rounded to the dtype,
+   * then the product rounded: what a following `mul` by the factor would give).
+   * 'xAndScale' (only with `reduce`) is the 'x' and the 'scale' parts computed in one pass and
+   * returned as one flat tensor [x.size + scale.size]: the x part in x's order, then the scale part.
    */
   fakeQuantizeGrad: {
     readonly qmin: number;
     readonly qmax: number;
     readonly gradient: 'ste' | 'clipped';
-    readonly part: 'x' | 'scale' | 'zeroPoint';
+    readonly part: 'x' | 'scale' | 'zeroPoint' | 'xAndScale';
     readonly reduce: boolean;
+    readonly scaleGradFactor?: number;
   };
   /** (x) -> roundHalfEven(x), with the straight-through (identity) gradient. */
   roundSte: NoAttrs;
@@ -193,6 +199,15 @@ export type Kernel<P extends PrimitiveName = PrimitiveName> = (
   inputs: readonly RawTensor[],
   attrs: PrimitiveAttrs[P],
 ) => RawTensor | undefined;
+
+/**
+ * data[i] = data[i]·factor with the factor and each product rounded to the array's type: what a
+ * `mul` by a scalar of that dtype computes (used where a kernel folds in LSQ's gradient scale).
+ */
+export function scaleInPlace(data: TypedArray, factor: number): void {
+  const f = data instanceof Float32Array ? Math.fround(factor) : factor;
+  for (let i = 0; i < data.length; i++) data[i] = data[i]! * f;
+}
 
 export function typedArrayFor(dtype: DType, length: number): TypedArray {
   switch (dtype) {

@@ -1,5 +1,6 @@
 import { availableBackends, getBackend, setBackend, type BackendName } from '../backend/index.ts';
 import { loadNative, nativeInfo } from '../backend/native/index.ts';
+import { intKernelsBackend } from '../runtime/kernels/index.ts';
 
 /** Values of the commands' `--backend` option. */
 export const BACKEND_CHOICES: readonly BackendName[] = ['reference', 'native'];
@@ -13,6 +14,8 @@ export interface BackendDetails {
   /** Native addon only: instruction set in use and CPU features detected. */
   isa?: string;
   cpuFeatures?: string[];
+  /** Native addon only: integer kernel paths (int8 GEMM, binary GEMM, and 'amx-int8' or why AMX is off). */
+  intKernels?: { int8: string; binary: string; amx: string };
   /** Why the native addon is not available, when it is not. */
   nativeUnavailable?: string;
 }
@@ -39,6 +42,7 @@ export function backendDetails(): BackendDetails {
     const info = nativeInfo();
     if (info) {
       details.cpuFeatures = info.features;
+      details.intKernels = intKernelsBackend();
       if (active === 'native') {
         details.threads = info.threads;
         details.isa = info.isa;

@@ -215,6 +215,10 @@ describe('pruned (0-bit) channels', () => {
     const lsb = small.tensor((last.output as { scale: string }).scale).data as Float32Array;
     for (let i = 0; i < logits.length; i++) assert.ok(Math.abs(logits[i]! - sim[i]!) <= Math.abs(lsb[i % 10]!) * (1 + 1e-6), `logit ${i}`);
     assertSameLogits(logits, full.run(test));
+    const direct = compareWithFakeQuant(model, small, test);
+    assert.equal(direct.argmaxAgreementFloat64, 1);
+    assert.ok(direct.maxLogitLsb <= 1);
+    assert.deepEqual(Object.keys(direct.layerMaxDiff), ['conv1'], 'only the un-narrowed first layer input is compared');
     assert.deepEqual(layerNodes(small).map((n) => n.outFeatures), [4, 10, 60, 44, 10]);
   });
 });

@@ -494,6 +494,8 @@ function logitStats(mine: Float32Array, ref: ArrayLike<number>, n: number, class
  * simulation in float64 (`simulateFloat64`) and through the IntModel, and compares logits (argmax
  * against both, LSB distance against both) and the integer input of every layer (against the
  * float64 simulation, whose integers the IntModel reproduces exactly when its arithmetic is right).
+ * For a compacted IntModel (pruned channels removed) the per-layer comparisons of layers whose
+ * input was narrowed are left out; compare the uncompacted one (`convert(..., { compact: false })`).
  */
 export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tensor): AgreementReport {
   const layerNodes = intModel.nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
@@ -522,7 +524,8 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     const node = layerNodes[li]!;
     const expect = sim.layerInputs.get(node.name);
     const mine = trace.get(node.name);
-    if (!expect || !mine) continue;
+    // A compacted IntModel (pruned channels removed) has narrower layer inputs than the simulation: logits only.
+    if (!expect || !mine || expect.length !== mine.data.length) continue;
     const half = node.input.mode === 'sign' ? 2 : 1; // ±1 differ by 2
     let max = 0;
     let diff = 0;
@@ -538,7 +541,7 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     const next = layerNodes[li + 1];
     if (next) {
       const nextExpect = sim.layerInputs.get(next.name);
-      if (!nextExpect || !out.ints) continue;
+      if (!nextExpect || !out.ints || out.ints.length !== nextExpect.length) continue;
       for (let i = 0; i < nextExpect.length; i++) local = Math.max(local, Math.abs(nextExpect[i]! - out.ints[i]!));
       layerLocalMaxDiff[node.name] = next.input.mode === 'sign' ? local / 2 : local;
     } else if (out.floats) {

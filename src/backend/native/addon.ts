@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 /** The raw functions of the addon; shapes are plain numbers, geometry packed in Int32Arrays. */
 export interface NativeAddon {
-  info(): { isa: 'avx512' | 'avx2' | 'scalar'; threads: number; features: string[] };
+  info(): { isa: 'avx512' | 'avx2' | 'scalar'; threads: number; features: string[]; /** 'amx-int8' or why AMX is off */ amx?: string };
   setThreads(threads: number): void;
   /** Measured fp32 FMA GFLOP/s of the active ISA on `threads` threads, running about `seconds`. */
   fmaPeak(threads: number, seconds?: number): number;
@@ -75,13 +75,29 @@ export interface NativeAddon {
     g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, y: Float32Array,
     sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, part: 2 | 3,
   ): void;
+  /**
+   * Part 1 (x, clipped; xPart 1) or 0 (x, ste; xPart 0) into gx and part 2 (scale) summed as
+   * fakeQuantizeGradSum into gs, in one pass. Optional so that an older addon build still loads.
+   */
+  fakeQuantizeGradXScale?(
+    g: Float32Array, x: Float32Array, s: Float32Array, z: Float32Array, gx: Float32Array, gs: Float32Array,
+    sMid: number, sInner: number, zMid: number, zInner: number, qmin: number, qmax: number, xPart: 0 | 1,
+  ): void;
   /** op 0 = roundHalfEven, 1 = sign with sign(0) = +1 */
   estimator(op: 0 | 1, x: Float32Array, y: Float32Array): void;
 
   // ---------------------------------------------------------------- integer kernels (native/intgemm.h)
   // Used by src/runtime/kernels; optional so that an older addon build still loads.
   /** Which integer paths are active: int8 'avx512-vnni' | 'avx2' | 'scalar', binary 'avx512-vpopcntdq' | 'avx2-pshufb' | 'scalar'. */
-  intKernelsInfo?(): { int8: string; binary: string };
+  intKernelsInfo?(): { int8: string; binary: string; amx?: string };
+  /** Bytes of the AMX weight tiles for (N, K) (native/amx.h: K padded to 64, N to 16). */
+  amxPackedBytes?(n: number, k: number): number;
+  /** w (N, K) int8 -> AMX weight tiles `packed` (amxPackedBytes(N, K)). */
+  packInt8Amx?(w: Int8Array, n: number, k: number, packed: Int8Array): void;
+  /** As gemmInt8Packed on the AMX tiles (tdpbusd); throws when AMX is unavailable (intKernelsInfo().amx says why). */
+  gemmInt8Amx?(m: number, n: number, k: number, a: Int8Array | Uint8Array, aZero: number, packed: Int8Array, rowSums: Int32Array, c: Int32Array): void;
+  /** Measured tdpbusd throughput (GOP/s) on `threads` threads; 0 without AMX. */
+  amxPeakGops?(threads: number, seconds?: number): number;
   /** Bytes of the VNNI-packed int8 weight panel for (N, K). */
   int8PackedBytes?(n: number, k: number): number;
   /** w (N, K) int8 -> VNNI panel `packed` (int8PackedBytes(N, K)) and rowSums (N). */
@@ -100,8 +116,15 @@ export interface NativeAddon {
   vnniPeakGops?(threads: number, seconds?: number): number;
   /** Measured xor + vpopcntq throughput (Gbit/s) on `threads` threads; 0 without VPOPCNTDQ. */
   popcountPeakGbits?(threads: number, seconds?: number): number;
-  /** Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list); `direct` = false disables the direct one-channel conv kernel (cross-checks). */
-  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean): NativeIntPlan;
+  /**
+   * Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list). Each flag (default
+   * true) allows one fast path, false disables it (cross-checks): `direct` the direct one-channel
+   * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it,
+   * `intRequant` requantization in int64 lanes (else in doubles; both exact).
+   */
+  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean, intRequant?: boolean): NativeIntPlan;
+  /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
+  intPlanKernels?(plan: NativeIntPlan): string[];
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   // ---------------------------------------------------------------- end of integer kernels

@@ -4,7 +4,7 @@
  * Outputs are allocated here; the addon writes into them in place.
  */
 import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor, TypedArray } from '../primitives.ts';
-import { sizeOf } from '../primitives.ts';
+import { scaleInPlace, sizeOf } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import type { NativeAddon } from './addon.ts';
 import { BINARY_OPS, UNARY_OPS } from './addon.ts';
@@ -615,7 +615,7 @@ function fakeQuantizeKernel(addon: NativeAddon): Kernel<'fakeQuantize'> {
     const sl = channelLayout(s.shape, x.shape);
     const zl = channelLayout(z.shape, x.shape);
     if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
-    const y = out(x.shape);
+    const y = outUninit(x.shape);
     if (y.data.length > 0) {
       addon.fakeQuantize(x.data as Float32Array, s.data as Float32Array, z.data as Float32Array, y.data, sl[0], sl[1], zl[0], zl[1], qmin, qmax);
     }
@@ -625,35 +625,41 @@ function fakeQuantizeKernel(addon: NativeAddon): Kernel<'fakeQuantize'> {
 
 /**
  * (g, x, scale, zeroPoint) -> one part of fakeQuantize's gradient; g must have x's shape. With
- * `reduce`, the scale / zero-point part comes out summed to that operand's shape in one pass.
+ * `reduce`, the scale / zero-point part comes out summed to that operand's shape in one pass, and
+ * 'xAndScale' gives the x part and the summed scale part of one pass, concatenated.
  */
 function fakeQuantizeGradKernel(addon: NativeAddon): Kernel<'fakeQuantizeGrad'> {
-  return (inputs, { qmin, qmax, gradient, part, reduce }) => {
+  return (inputs, { qmin, qmax, gradient, part, reduce, scaleGradFactor = 1 }) => {
     const [g, x, s, z] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor];
     if (inputs.length !== 4 || !allF32(inputs)) return undefined;
     if (g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) return undefined;
     const sl = channelLayout(s.shape, x.shape);
     const zl = channelLayout(z.shape, x.shape);
     if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
-    const code = part === 'x' ? (gradient === 'ste' ? 0 : 1) : part === 'scale' ? 2 : 3;
+    const [gd, xd, sd, zd] = [g.data, x.data, s.data, z.data] as Float32Array[] as [Float32Array, Float32Array, Float32Array, Float32Array];
+    const xPart = gradient === 'ste' ? 0 : 1;
+    if (part === 'xAndScale') {
+      if (!reduce || !addon.fakeQuantizeGradXScale) return undefined;
+      const n = x.data.length;
+      const y = outUninit([n + s.data.length]);
+      const gx = y.data.subarray(0, n);
+      const gs = y.data.subarray(n);
+      if (n > 0) addon.fakeQuantizeGradXScale(gd, xd, sd, zd, gx, gs, sl[0], sl[1], zl[0], zl[1], qmin, qmax, xPart);
+      else gs.fill(0);
+      if (scaleGradFactor !== 1) scaleInPlace(gs, scaleGradFactor);
+      return y;
+    }
+    const code = part === 'x' ? xPart : part === 'scale' ? 2 : 3;
     if (reduce && code >= 2) {
       // channelLayout's mid is the operand's size: the sums land in its row-major order.
       const y = out(code === 2 ? s.shape : z.shape);
-      if (x.data.length > 0) {
-        addon.fakeQuantizeGradSum(
-          g.data as Float32Array, x.data as Float32Array, s.data as Float32Array, z.data as Float32Array, y.data,
-          sl[0], sl[1], zl[0], zl[1], qmin, qmax, code as 2 | 3,
-        );
-      }
+      if (x.data.length > 0) addon.fakeQuantizeGradSum(gd, xd, sd, zd, y.data, sl[0], sl[1], zl[0], zl[1], qmin, qmax, code as 2 | 3);
+      if (code === 2 && scaleGradFactor !== 1) scaleInPlace(y.data, scaleGradFactor);
       return y;
     }
-    const y = out(x.shape);
-    if (y.data.length > 0) {
-      addon.fakeQuantizeGrad(
-        g.data as Float32Array, x.data as Float32Array, s.data as Float32Array, z.data as Float32Array, y.data,
-        sl[0], sl[1], zl[0], zl[1], qmin, qmax, code,
-      );
-    }
+    const y = outUninit(x.shape);
+    if (y.data.length > 0) addon.fakeQuantizeGrad(gd, xd, sd, zd, y.data, sl[0], sl[1], zl[0], zl[1], qmin, qmax, code);
+    if (code === 2 && scaleGradFactor !== 1) scaleInPlace(y.data, scaleGradFactor);
     return y;
   };
 }

@@ -277,6 +277,96 @@ describe('native backend vs reference', { skip }, () => {
     check('scaleGrad', [y], { scale: 0.5 }, EXACT);
   });
 
+  /** Native and reference agree bit for bit (sign of zero included), NaN matching any NaN. */
+  function checkBits<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P], what: string): void {
+    const got = nativeKernel(op)?.(inputs, attrs);
+    assert.ok(got, `native ${op} declined (${what})`);
+    setBackend('reference');
+    const ref = runKernel(op, inputs, attrs);
+    assert.deepEqual(got.shape, ref.shape, `${op} ${what}: shape`);
+    for (let i = 0; i < ref.data.length; i++) {
+      const r = ref.data[i]!;
+      const g = got.data[i]!;
+      if (Number.isNaN(r) && Number.isNaN(g)) continue;
+      assert.ok(Object.is(g, r), `${op} ${what}: element ${i} native ${g} vs reference ${r}`);
+    }
+  }
+
+  it('fakeQuantize and its gradient parts: special values, exact ties, odd scales and every tail length (bit-exact)', () => {
+    // Values the vector kernels could get wrong: NaN, ±Infinity, ±0, the float32 extremes and
+    // denormals, exact ties (k + ½)·s, the clamp edges, and near-ties fl32((k + ½)·s) for odd s.
+    const special = [NaN, Infinity, -Infinity, 0, -0, 3.4e38, -3.4e38, 1e-45, -1e-45, 1.2e-38, 0.125, -0.375, 0.625, 7.5, -8.5, 7.49, 15.5, 16];
+    const scales = [0.25, 0.1, 0.0123, 1e-30, 3e-39, 7.3e5, -0.3, 0, Infinity, NaN];
+    for (const scale of scales) {
+      const n = 45;
+      const x = random([n], 71, -4 / Math.max(Math.abs(scale), 1e-30) * 0.05, 4);
+      x.data.set(special);
+      for (let k = 0; k < 8; k++) x.data[special.length + k] = Math.fround((k - 4 + 0.5) * (Number.isFinite(scale) ? scale : 1));
+      const s: RawTensor = { data: Float32Array.of(scale), shape: [], dtype: 'float32' };
+      const g = random([n], 72, -2, 2);
+      g.data[3] = 0;
+      g.data[4] = -0;
+      for (const [zp, qmin, qmax] of [[0, -8, 7], [3, 0, 15], [-1, -128, 127]] as const) {
+        const z: RawTensor = { data: Float32Array.of(zp), shape: [], dtype: 'float32' };
+        // Every tail length 1..17 of the 8-lane loops (prefixes of x).
+        for (const len of [1, 2, 3, 7, 8, 9, 15, 16, 17, n]) {
+          const xs: RawTensor = { data: x.data.slice(0, len), shape: [len], dtype: 'float32' };
+          const gs: RawTensor = { data: g.data.slice(0, len), shape: [len], dtype: 'float32' };
+          const what = `s=${scale} z=${zp} [${qmin}, ${qmax}] n=${len}`;
+          checkBits('fakeQuantize', [xs, s, z], { qmin, qmax, gradient: 'clipped' }, what);
+          for (const part of ['x', 'scale', 'zeroPoint'] as const) {
+            for (const gradient of ['ste', 'clipped'] as const) {
+              checkBits('fakeQuantizeGrad', [gs, xs, s, z], { qmin, qmax, gradient, part, reduce: false }, `${what} ${part} ${gradient}`);
+            }
+          }
+          checkBits('fakeQuantizeGrad', [gs, xs, s, z], { qmin, qmax, gradient: 'clipped', part: 'scale', reduce: false, scaleGradFactor: 0.37 }, `${what} scaled`);
+          // The x half of the fused part is exact; its scale half is a float64 sum (1e-6).
+          for (const gradient of ['ste', 'clipped'] as const) {
+            const attrs = { qmin, qmax, gradient, part: 'xAndScale', reduce: true } as const;
+            const fused = nativeKernel('fakeQuantizeGrad')!([gs, xs, s, z], attrs)!;
+            setBackend('reference');
+            // (unreduced: the reference's float64 re-summing of a same-shape part turns −0 into +0)
+            const xPart = runKernel('fakeQuantizeGrad', [gs, xs, s, z], { ...attrs, part: 'x', reduce: false });
+            const sPart = runKernel('fakeQuantizeGrad', [gs, xs, s, z], { ...attrs, part: 'scale' });
+            assert.deepEqual(fused.shape, [len + 1]);
+            for (let i = 0; i < len; i++) assert.ok(Object.is(fused.data[i], xPart.data[i]), `${what} xAndScale ${gradient}: x part ${i}`);
+            const want = sPart.data[0]!;
+            const have = fused.data[len]!;
+            assert.ok((Number.isNaN(want) && Number.isNaN(have)) || Math.abs(have - want) <= 1e-6 * (1 + Math.abs(want)), `${what} xAndScale: scale part ${have} vs ${want}`);
+          }
+        }
+      }
+    }
+  });
+
+  it("fakeQuantizeGrad 'xAndScale' and scaleGradFactor: per tensor and per channel, one thread = two threads", () => {
+    const shape = [6, 7, 500];
+    const gy = random(shape, 81, -1, 1);
+    const xx = random(shape, 82, -2, 2);
+    const z: RawTensor = { data: new Float32Array(6), shape: [6, 1, 1], dtype: 'float32' };
+    const tol = { atol: 1e-6, rtol: 1e-6 };
+    for (const s of [random([], 83, 0.01, 0.3), random([6, 1, 1], 84, 0.01, 0.3)]) {
+      const zz = s.shape.length === 0 ? { ...z, data: Float32Array.of(0), shape: [] } : z;
+      for (const scaleGradFactor of [1, 0.0123]) {
+        const attrs = { qmin: -8, qmax: 7, gradient: 'clipped', reduce: true, scaleGradFactor } as const;
+        check('fakeQuantizeGrad', [gy, xx, s, zz], { ...attrs, part: 'xAndScale' }, tol);
+        check('fakeQuantizeGrad', [gy, xx, s, zz], { ...attrs, part: 'scale' }, tol);
+        const kernel = nativeKernel('fakeQuantizeGrad')!;
+        const threads = nativeInfo()!.threads;
+        setNativeThreads(1);
+        const one = kernel([gy, xx, s, zz], { ...attrs, part: 'xAndScale' })!;
+        setNativeThreads(2);
+        const two = kernel([gy, xx, s, zz], { ...attrs, part: 'xAndScale' })!;
+        setNativeThreads(threads);
+        assert.deepEqual(Array.from(two.data), Array.from(one.data), 'xAndScale: 1 vs 2 threads');
+        // The fused pass gives exactly what the two separate native passes give.
+        const xOnly = kernel([gy, xx, s, zz], { ...attrs, part: 'x' })!;
+        const sOnly = kernel([gy, xx, s, zz], { ...attrs, part: 'scale' })!;
+        assert.deepEqual(Array.from(one.data), [...xOnly.data, ...sOnly.data], 'xAndScale = x part then scale part');
+      }
+    }
+  });
+
   it('softmax and logSoftmax along the last axis (1e-6 absolute)', () => {
     for (const [i, n] of ODD.entries()) {
       const x = random([4, n], i, -10, 10);

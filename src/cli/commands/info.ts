@@ -42,6 +42,10 @@ export const infoCommand = defineCommand({
     lines.push(['backends', backend.available.join(', ')], ['active', describeBackend(backend)]);
     if (backend.nativeUnavailable) lines.push(['native', `not available: ${backend.nativeUnavailable}`]);
     if (backend.cpuFeatures) lines.push(['cpu features', backend.cpuFeatures.join(' ') || '(none detected)']);
+    if (backend.intKernels) {
+      const k = backend.intKernels;
+      lines.push(['integer kernels', `int8 ${k.int8}, binary ${k.binary}`], ['amx', k.amx]);
+    }
     const width = Math.max(...lines.map(([k]) => k.length));
     for (const [k, v] of lines) io.print(`${k.padEnd(width)}  ${v}`);
   },

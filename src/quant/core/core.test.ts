@@ -59,6 +59,24 @@ describe('quant/core: ranges and qparams', () => {
   }
 });
 
+describe('quant/core: per-tensor range', () => {
+  it('rangesOf per tensor = the sequential min / max for every length mod 4, NaN skipped', () => {
+    const spec: QuantSpec = { bits: 8, signed: true, symmetric: false, granularity: 'tensor' };
+    for (let n = 0; n <= 11; n++) {
+      const data = Float32Array.from({ length: n }, (_, i) => Math.sin(3.7 * i + n) * (i + 1));
+      if (n > 5) data[n - 3] = NaN;
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (const v of data) {
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      const { min, max } = rangesOf(data, [n], spec);
+      assert.deepEqual([min[0], max[0]], [lo, hi], `length ${n}`);
+    }
+  });
+});
+
 describe('quant/core: estimator gradients against their closed forms', () => {
   const data = [-3.1, -1.26, -0.74, -0.2, 0, 0.25, 0.5, 0.76, 1.5, 2.9];
   it('fakeQuantize: clipped STE for x, LSQ for s, affine for z', () => {
@@ -123,6 +141,47 @@ describe('quant/core: estimator gradients against their closed forms', () => {
         const inside = q === r;
         // d(gs_c)/dg_i = (inside ? r − (v + z) : q − z), d(gz_c)/dg_i = (inside ? 0 : −s).
         const expected = ws.data[c]! * (inside ? r - (v + z.data[c]!) : q - z.data[c]!) + wz.data[c]! * (inside ? 0 : -s.data[c]!);
+        assert.ok(Math.abs(dg!.data[c * 4 + j]! - expected) < 1e-12, `dg at ${c},${j}: ${dg!.data[c * 4 + j]} vs ${expected}`);
+      }
+    }
+  });
+  it("fakeQuantize with scaleGradFactor: the fused 'xAndScale' backward, its double backward, and the separate parts agree with the closed forms", () => {
+    const x = randn([3, 4], { rng, dtype: 'float64' }).requiresGrad_();
+    const s = new Tensor(Float64Array.from([0.1, 0.2, 0.3]), [3, 1]).requiresGrad_();
+    const z = new Tensor(Float64Array.from([1, -2, 0]), [3, 1]);
+    const factor = 0.37;
+    const attrs = { qmin: -7, qmax: 7, gradient: 'clipped', scaleGradFactor: factor } as const;
+    const g = randn([3, 4], { rng, dtype: 'float64' }).requiresGrad_();
+    const closed = (c: number, j: number): { inside: boolean; ds: number } => {
+      const v = x.data[c * 4 + j]! / s.data[c]!;
+      const r = roundHalfEven(v) + z.data[c]!;
+      const q = Math.min(7, Math.max(-7, r));
+      return { inside: q === r, ds: q === r ? r - (v + z.data[c]!) : q - z.data[c]! };
+    };
+    // x and s both need gradients: the rule takes the one-pass 'xAndScale' route.
+    const y = o.apply('fakeQuantize', [x, s, z], attrs);
+    const [gx, gs] = grad(y, [x, s], { gradOutputs: [g.detach()] });
+    // Only s: the separate 'scale' part, which must agree.
+    const [gsAlone] = grad(o.apply('fakeQuantize', [x.detach(), s, z], attrs), [s], { gradOutputs: [g.detach()] });
+    for (let c = 0; c < 3; c++) {
+      let es = 0;
+      for (let j = 0; j < 4; j++) {
+        const { inside, ds } = closed(c, j);
+        assert.equal(gx!.data[c * 4 + j], inside ? g.data[c * 4 + j] : 0, `dx at ${c},${j}`);
+        es += g.data[c * 4 + j]! * ds;
+      }
+      assert.ok(Math.abs(gs!.data[c]! - factor * es) < 1e-12, `ds_${c}: ${gs!.data[c]} vs ${factor * es}`);
+      assert.equal(gsAlone!.data[c], gs!.data[c]);
+    }
+    // Double backward through the fused part: d/dg of Σ wx·gx + Σ ws·gs.
+    const [gx2, gs2] = grad(y, [x, s], { gradOutputs: [g], createGraph: true });
+    const wx = randn([3, 4], { rng, dtype: 'float64' });
+    const ws = new Tensor(Float64Array.from([0.5, -1, 2]), [3, 1]);
+    const [dg] = grad([gx2!, gs2!], [g], { gradOutputs: [wx, ws] });
+    for (let c = 0; c < 3; c++) {
+      for (let j = 0; j < 4; j++) {
+        const { inside, ds } = closed(c, j);
+        const expected = wx.data[c * 4 + j]! * (inside ? 1 : 0) + ws.data[c]! * factor * ds;
         assert.ok(Math.abs(dg!.data[c * 4 + j]! - expected) < 1e-12, `dg at ${c},${j}: ${dg!.data[c * 4 + j]} vs ${expected}`);
       }
     }

@@ -47,6 +47,8 @@ export function groupView(shape: readonly number[], axis: number, groupSize: num
 export interface FakeQuantizeOptions {
   /** Gradient for x: 'clipped' (default) zeroes it where values were clamped; 'ste' passes it through. */
   gradient?: 'ste' | 'clipped';
+  /** Factor on the scale's gradient (LSQ's g = 1/√(N·qmax)); default 1. */
+  scaleGradFactor?: number;
 }
 
 /**
@@ -74,7 +76,9 @@ export function fakeQuantize(
   const group = params.groupSize ?? null;
   const view = group !== null && params.axis !== null && params.axis !== undefined ? groupView(x.shape, params.axis, group) : null;
   const xin = view ? reshape(x, view) : x;
-  const y = apply('fakeQuantize', [xin, scale, zeroPoint], { qmin: params.qmin, qmax: params.qmax, gradient });
+  const factor = options.scaleGradFactor;
+  const attrs = { qmin: params.qmin, qmax: params.qmax, gradient, ...(factor === undefined || factor === 1 ? {} : { scaleGradFactor: factor }) };
+  const y = apply('fakeQuantize', [xin, scale, zeroPoint], attrs);
   return view ? reshape(y, x.shape) : y;
 }
 

@@ -87,11 +87,15 @@ export class LsqQuantizer extends BaseQuantizer {
     return this.lsqPath(x);
   }
 
-  /** The LSQ fake quantization with its gradients (also the base of the noise quantizer). */
+  /**
+   * The LSQ fake quantization with its gradients (also the base of the noise quantizer). The step's
+   * gradient scale g is applied by the fakeQuantize op itself (`scaleGradFactor`), which is the
+   * step's only consumer that passes a gradient: the same as scaleGrad(step, g) before it.
+   */
   protected lsqPath(x: Tensor): Tensor {
     const g = this.gradScale(x);
     const axis = this.format.axis;
-    const learned = paramFor(scaleGrad(this.step, g), x, axis);
+    const learned = paramFor(this.step, x, axis);
     // max(s, MIN_STEP) is the identity (value and gradient) while every step exceeds MIN_STEP,
     // as it does in normal training: the op (and its backward) is only recorded when it is not.
     const s = allAbove(this.step.data, MIN_STEP) ? learned : maximum(learned, MIN_STEP);
@@ -100,10 +104,20 @@ export class LsqQuantizer extends BaseQuantizer {
       const beta = paramFor(scaleGrad(this.offset, g), x, axis);
       z = clamp(roundSte(div(neg(beta), s.detach())), this.qmin, this.qmax);
     } else {
-      z = zerosLike(s);
+      z = this.zeroPointLike(s);
     }
-    return fakeQuantize(x, { scale: s, zeroPoint: z, qmin: this.qmin, qmax: this.qmax }, { gradient: 'clipped' });
+    return fakeQuantize(x, { scale: s, zeroPoint: z, qmin: this.qmin, qmax: this.qmax }, { gradient: 'clipped', scaleGradFactor: g });
   }
+
+  /** A zero tensor shaped and typed like `s`, kept between steps (kernels never write their inputs). */
+  private zeroPointLike(s: Tensor): Tensor {
+    const cached = this.zeroPointCache;
+    if (cached && cached.dtype === s.dtype && cached.rank === s.rank && cached.shape.every((d, i) => d === s.shape[i])) return cached;
+    this.zeroPointCache = zerosLike(s);
+    return this.zeroPointCache;
+  }
+
+  private zeroPointCache: Tensor | null = null;
 
   /** The affine parameters of the current state (z from β for LSQ+). */
   qparams(): QParams {

@@ -21,8 +21,8 @@ export {
 } from './sensitivity.ts';
 export { allocateExact, allocatePerChannel, layerOptions, paretoFront, type Allocation, type LayerChoices, type PerChannelOptions } from './allocate.ts';
 export {
-  allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation,
-  type MeasuredAllocation, type PruneOptionsConfig,
+  allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation, recoveredReference,
+  type MeasuredAllocation, type PruneOptionsConfig, type PruneRecovery,
 } from './prune.ts';
 export {
   crowdingDistance, dominates, fastNonDominatedSort, nonDominated, nsga2,

@@ -345,9 +345,9 @@ export function latencyCost(options: LatencyCostOptions = {}): LatencyCostModel 
     name: 'latency',
     unit: 'µs',
     layerCost: (layer, w, a) => cost(layer, w, a),
-    channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a, wPerChannel.filter((b) => b !== 0).length),
+    channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a, keptChannels(layer, wPerChannel)),
     ...(context ? {
-      change: (layer: LayerInfo, choice: BitChoice) => inModelChange(layer, choice.w, choice.a, choice.wPerChannel ? choice.wPerChannel.filter((b) => b !== 0).length : layer.outChannels),
+      change: (layer: LayerInfo, choice: BitChoice) => inModelChange(layer, choice.w, choice.a, choice.wPerChannel ? keptChannels(layer, choice.wPerChannel) : layer.outChannels),
       w8a8Total,
     } : {}),
   };
@@ -367,4 +367,9 @@ export interface LatencyCostModel extends CostModel {
 /** Widths of a layer keeping its first `kept` of `channels` channels at `w` (timing depends on the count only). */
 function prunedWidths(channels: number, kept: number, w: number): number[] {
   return Array.from({ length: channels }, (_, c) => (c < kept ? w : 0));
+}
+
+/** Output channels a per-channel width list keeps: all of the layer's channels except the 0-bit (pruned) ones. */
+function keptChannels(layer: LayerInfo, wPerChannel: readonly number[]): number {
+  return layer.outChannels - wPerChannel.filter((b) => b === 0).length;
 }

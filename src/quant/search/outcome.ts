@@ -211,7 +211,9 @@ export async function exactSearch(model: TensorModule, data: SearchData, options
       onProgress: (d, t) => options.onProgress?.('sensitivity', d, t),
     })
     : layerOptions(layers, choices, primary, (layer, choice) => Math.max(0, deltaLoss[layer.name]![choice.w]!));
-  const atBudget = allocateExact(opts, options.budget);
+  // With pruning and in-model latency, option costs may carry a constant offset over the predicted latency.
+  const offset = 'costOffset' in opts ? (opts as { costOffset: number }).costOffset : 0;
+  const atBudget = allocateExact(opts, options.budget + offset);
   const front = exactFront(opts);
   const count = Math.max(2, options.frontPoints ?? 8);
   const picked: Allocation[] = [];

@@ -7,8 +7,9 @@ import { Tensor } from '../../tensor/tensor.ts';
 import { describeLayers } from './layers.ts';
 import { latencyCost } from './latency.ts';
 import { sizeCost, layerChoiceCost } from './costs.ts';
-import { allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation } from './prune.ts';
+import { allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation, recoveredReference } from './prune.ts';
 import type { LayerChoices } from './allocate.ts';
+import { logProbs } from './sensitivity.ts';
 
 function batch(n: number, seed: number): { x: Tensor; y: Tensor } {
   const rng = new Rng(seed);
@@ -65,6 +66,28 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.equal(prunePerturbation(model, data, layer.name, pruneChoice(layer, [1, 0, 1, 1], 3, 8, 8)).kl, 0);
   });
 
+  it('prunePerturbation with a recovery fine-tune: 0 steps = no recovery; trains against the unpruned reference; model restored', () => {
+    manualSeed(8);
+    const model = lenet5();
+    model.eval();
+    const data = [batch(16, 7)];
+    const layer = describeLayers(model, [1, 28, 28])[0]!;
+    const choice = pruneChoice(layer, [1, 2, 3, 4, 5, 6], 3, 8, 8);
+    const before = model.stateDict();
+    const plain = prunePerturbation(model, data, layer.name, choice);
+    assert.deepEqual(prunePerturbation(model, data, layer.name, choice, undefined, { batches: [], steps: 0 }), plain);
+    const train = [batch(32, 9), batch(32, 10), batch(32, 11)];
+    const reference = recoveredReference(model, data, { batches: train, lr: 1e-2 });
+    const untrained = prunePerturbation(model, data, layer.name, { w: 8, a: 8 });
+    assert.deepEqual(untrained, { kl: 0, deltaLoss: 0 });
+    const recovered = prunePerturbation(model, data, layer.name, choice, reference, { batches: train, lr: 1e-2 });
+    assert.ok(Number.isFinite(recovered.kl) && recovered.kl >= 0 && recovered.kl !== plain.kl);
+    // The reference moved: three Adam steps at 1e-2 change the model's loss on the data.
+    assert.notEqual(reference.loss, logProbs(model, data).loss);
+    for (const [k, v] of model.stateDict()) assert.deepEqual(v.data, before.get(k)!.data, k);
+    assert.equal(model.training, false);
+  });
+
   it('pruneLayerOptions: widths × distinct kept counts for prunable layers, keep 1 elsewhere; error grows as channels go', () => {
     manualSeed(4);
     const model = lenet5();
@@ -79,7 +102,7 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.ok(conv1[4]!.error >= conv1[2]!.error && conv1[2]!.error > 0);
   });
 
-  it('pruneLayerOptions with an in-model latency model: costs = m_L + (T₈ − Σ m)/n + change, W8A8 sums to T₈, nothing clamped', () => {
+  it('pruneLayerOptions with an in-model latency model: costs = m_L + max(0, T₈ − Σ m)/n + change, W8A8 sums to max(T₈, Σ m), nothing clamped', () => {
     manualSeed(6);
     const model = lenet5();
     model.eval();
@@ -96,18 +119,27 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.deepEqual(full.map((c) => Number(c.toFixed(9))), [2.9, 1.9, 1.9, 1.9, 1.4]);
     assert.ok(Math.abs(full.reduce((x, y) => x + y, 0) - 10) < 1e-9);
     assert.ok(Math.abs(opts[0]!.options[1]!.cost - 1.4) < 1e-9, 'conv1 at half its channels: 2.9 − 1.5');
+    assert.equal(opts.costOffset, 0);
+    // Savings that overlap (Σ m = 3 > T₈ = 2): no spare, W8A8 costs Σ m = T₈ + costOffset.
+    const smallTotal = { ...latency, w8a8Total: () => 2 };
+    const overlapping = pruneLayerOptions(model, layers, [batch(8, 5)], smallTotal, { ratios: [1, 0.5] });
+    assert.ok(Math.abs(overlapping.costOffset - 1) < 1e-9);
+    assert.ok(Math.abs(overlapping.reduce((sum, o) => sum + o.options[0]!.cost, 0) - 3) < 1e-9);
   });
 
-  it('allocateMeasured walks the estimated front from the most accurate end until a measurement fits', () => {
+  it('allocateMeasured searches the estimated front from the most accurate end, scaling by the measured over-run', () => {
     const layers: LayerChoices[] = [0, 1].map((i) => ({
       name: `l${i}`,
       options: [{ choice: { w: 8, a: 8 }, cost: 10, error: 0 }, { choice: { w: 4, a: 8 }, cost: 7, error: 1 }, { choice: { w: 2, a: 8 }, cost: 4, error: 3 }],
     }));
-    // Front within 17: 17 (error 1), 14 (2), 11 (4), 8 (6). Measured 25 % over the estimate: 17 → 21.25, 14 → 17.5, 11 → 13.75 fits.
+    // Front within 17: 17 (error 1), 14 (2), 11 (4), 8 (6). Measured 25 % over the estimate: 17 → 21.25, so the next
+    // estimate may be at most 17·17/21.25 = 13.6: 11 → 13.75 fits.
     const r = allocateMeasured(layers, 17, (a) => a.cost * 1.25);
     assert.equal(r.fits, true);
-    assert.deepEqual(r.rounds, [{ estimate: 17, measured: 21.25, error: 1 }, { estimate: 14, measured: 17.5, error: 2 }, { estimate: 11, measured: 13.75, error: 4 }]);
+    assert.deepEqual(r.rounds, [{ estimate: 17, measured: 21.25, error: 1 }, { estimate: 11, measured: 13.75, error: 4 }]);
     assert.equal(r.allocation.cost, 11);
+    // 10 % over: 17 → 18.7, limit 15.45: 14 → 15.4 fits.
+    assert.deepEqual(allocateMeasured(layers, 17, (a) => a.cost * 1.1).rounds.map((x) => x.estimate), [17, 14]);
     const never = allocateMeasured(layers, 8, (a) => a.cost * 3);
     assert.equal(never.fits, false);
     assert.equal(never.allocation.cost, 8);

@@ -10,13 +10,17 @@
 import { BatchNorm, BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Conv2d } from '../../nn/conv.ts';
 import { Linear } from '../../nn/linear.ts';
-import { Module, type TensorModule } from '../../nn/module.ts';
+import type { Module, TensorModule } from '../../nn/module.ts';
+import { captureLeaves } from '../../runtime/convert.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
 import { findConvBnPairs, quantizableLayers } from '../config/plan.ts';
 import { allocateExact, paretoFront, type Allocation, type LayerChoices } from './allocate.ts';
 import { layerChoiceCost } from './costs.ts';
 import { logProbs, type LayerSensitivity } from './sensitivity.ts';
+import { Adam } from '../../optim/adam.ts';
+import { crossEntropy } from '../../tensor/ops.ts';
+import { manualSeed } from '../../tensor/random.ts';
 import type { LatencyCostModel } from './latency.ts';
 import type { BitChoice, CostModel, LayerInfo } from './types.ts';
 
@@ -68,13 +72,7 @@ export function pruneChoice(layer: LayerInfo, scores: ArrayLike<number>, kept: n
  */
 export function prunableLayers(model: Module, layers: readonly LayerInfo[]): string[] {
   const folded = findConvBnPairs(model);
-  const leaves: [string, Module][] = [];
-  const visit = (m: Module, name: string): void => {
-    const children = m.namedChildren();
-    if (children.length === 0) leaves.push([name, m]);
-    for (const [cn, c] of children) visit(c, name === '' ? cn : `${name}.${cn}`);
-  };
-  visit(model, '');
+  const leaves = captureLeaves(model);
   const out: string[] = [];
   layers.forEach((l, i) => {
     const next = layers[i + 1];
@@ -91,39 +89,84 @@ export function prunableLayers(model: Module, layers: readonly LayerInfo[]): str
 /**
  * The output of `channels` of float layer `name` set to exactly 0 while `fn` runs: weight rows
  * and bias entries zeroed, and γ, β of a BatchNorm2d folded into it (so the BN outputs 0 too);
- * everything is restored afterwards.
+ * `fn` gets a function that zeroes them again (after an optimizer step). Every parameter and
+ * buffer of the model is restored afterwards.
  */
-function withChannelsZeroed<T>(model: Module, name: string, channels: readonly number[], fn: () => T): T {
-  const layer = quantizableLayers(model).find((l) => l.name === name)?.module;
-  if (!(layer instanceof Conv2d || layer instanceof Linear)) throw new Error(`prune: no Conv2d or Linear '${name}'`);
-  const bnName = findConvBnPairs(model).get(name);
-  const bn = bnName ? model.getSubmodule(bnName) : null;
-  const rowSized = [layer.weight, ...(layer.bias ? [layer.bias] : []), ...(bn instanceof BatchNorm2d ? [bn.weight, bn.bias].filter((t): t is Tensor => t !== null) : [])];
-  const saved = rowSized.map((t) => t.data.slice());
-  try {
+function withChannelsZeroed<T>(model: Module, name: string | null, channels: readonly number[], fn: (rezero: () => void) => T): T {
+  let rowSized: Tensor[] = [];
+  if (name !== null) {
+    const layer = quantizableLayers(model).find((l) => l.name === name)?.module;
+    if (!(layer instanceof Conv2d || layer instanceof Linear)) throw new Error(`prune: no Conv2d or Linear '${name}'`);
+    const bnName = findConvBnPairs(model).get(name);
+    const bn = bnName ? model.getSubmodule(bnName) : null;
+    rowSized = [layer.weight, ...(layer.bias ? [layer.bias] : []), ...(bn instanceof BatchNorm2d ? [bn.weight, bn.bias].filter((t): t is Tensor => t !== null) : [])];
+  }
+  const saved = [...new Set([...model.parameters(), ...model.buffers()])].map((t) => [t, t.data.slice()] as const);
+  const rezero = (): void => {
     for (const t of rowSized) {
       const per = t.size / t.shape[0]!;
       for (const c of channels) t.data.fill(0, c * per, (c + 1) * per);
     }
-    return fn();
+  };
+  const training = model.training;
+  try {
+    rezero();
+    return fn(rezero);
   } finally {
-    rowSized.forEach((t, i) => t.data.set(saved[i]!));
+    for (const [t, data] of saved) t.data.set(data);
+    model.train(training);
   }
 }
 
+/** A short fine-tune after pruning, so that the error reflects what QAT can recover. */
+export interface PruneRecovery {
+  /** Training batches (the first `steps` are used, in order; pass the same list for every option). */
+  readonly batches: readonly Batch[];
+  /** Adam steps (default: every batch). */
+  readonly steps?: number;
+  /** Adam learning rate (default 1e-3), constant. */
+  readonly lr?: number;
+  /** Seed of in-model randomness (dropout), the same for every option (default 0). */
+  readonly seed?: number;
+}
+
+/** `steps` Adam steps on the float model, calling `after` after each (re-zeroing pruned channels). */
+function recoverySteps(model: TensorModule, recovery: PruneRecovery, after: () => void): void {
+  const steps = Math.min(recovery.steps ?? recovery.batches.length, recovery.batches.length);
+  manualSeed(recovery.seed ?? 0);
+  const optimizer = new Adam(model.parameters(), { lr: recovery.lr ?? 1e-3 });
+  model.train();
+  for (let i = 0; i < steps; i++) {
+    const { x, y } = recovery.batches[i]!;
+    const loss = crossEntropy(model.forward(x), y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    after();
+  }
+  for (const p of model.parameters()) p.grad = null;
+  model.eval();
+}
+
 /**
- * Output KL divergence KL(p_float ‖ p_pruned) (mean per sample) and loss increase of the float
+ * Output KL divergence KL(p_ref ‖ p_pruned) (mean per sample) and loss increase of the float
  * model when the channels at 0 bits in `choice.wPerChannel` of layer `name` output exactly 0
- * (weights, bias and a folded BN's γ, β zeroed); activations and other layers stay float. The
- * model is restored.
+ * (weights, bias and a folded BN's γ, β zeroed); activations and other layers stay float. With
+ * `recovery`, the pruned model is first fine-tuned (`recovery.steps` Adam steps, the channels
+ * held at 0), and the reference `base` should be the same fine-tune without pruning
+ * (`recoveredReference`), so the error measures what fine-tuning does not win back. The model is
+ * restored.
  */
-export function prunePerturbation(model: TensorModule, data: Iterable<Batch>, name: string, choice: BitChoice, base?: ReturnType<typeof logProbs>): { kl: number; deltaLoss: number } {
+export function prunePerturbation(model: TensorModule, data: Iterable<Batch>, name: string, choice: BitChoice, base?: ReturnType<typeof logProbs>, recovery?: PruneRecovery): { kl: number; deltaLoss: number } {
   const batches = [...data];
   if (batches.length === 0) throw new Error('prunePerturbation: the data yielded no batch');
-  const ref = base ?? logProbs(model, batches);
+  const ref = base ?? (recovery ? recoveredReference(model, batches, recovery) : logProbs(model, batches));
   const pruned = (choice.wPerChannel ?? []).flatMap((b, c) => (b === 0 ? [c] : []));
   if (pruned.length === 0) return { kl: 0, deltaLoss: 0 };
-  const r = withChannelsZeroed(model, name, pruned, () => logProbs(model, batches));
+  const r = withChannelsZeroed(model, name, pruned, (rezero) => {
+    if (recovery) recoverySteps(model, recovery, rezero);
+    return logProbs(model, batches);
+  });
   let sum = 0;
   let rows = 0;
   r.lp.forEach((q, k) => {
@@ -132,6 +175,15 @@ export function prunePerturbation(model: TensorModule, data: Iterable<Batch>, na
     rows += batches[k]!.y.shape[0]!;
   });
   return { kl: sum / rows, deltaLoss: r.loss - ref.loss };
+}
+
+/** `logProbs` of the model after the recovery fine-tune without pruning (the reference of recovered errors); the model is restored. */
+export function recoveredReference(model: TensorModule, data: Iterable<Batch>, recovery: PruneRecovery): ReturnType<typeof logProbs> {
+  const batches = [...data];
+  return withChannelsZeroed(model, null, [], (rezero) => {
+    recoverySteps(model, recovery, rezero);
+    return logProbs(model, batches);
+  });
 }
 
 export interface PruneOptionsConfig {
@@ -149,6 +201,8 @@ export interface PruneOptionsConfig {
   readonly widthError?: (layer: LayerInfo, w: number) => number;
   /** Which pruning error to use (default 'kl'). */
   readonly error?: 'kl' | 'deltaLoss';
+  /** Fine-tune each pruned model briefly before measuring its error (see `prunePerturbation`). */
+  readonly recovery?: PruneRecovery;
   readonly onProgress?: (done: number, total: number) => void;
 }
 
@@ -159,17 +213,20 @@ export interface PruneOptionsConfig {
  * perturbation (`prunePerturbation` on `data`: output KL or Δloss, clamped at 0) plus
  * `widthError(layer, w)`; the cost is `layerChoiceCost(cost, layer, choice)`. For the in-model
  * latency model (`latencyCost({ context })`, measured with the layer compacted) the costs are its
- * signed measured changes spread without clamping: cost = m_L + (T₈ − Σ m)/n + change, m_L the
- * layer's largest saving, so every option costs ≥ 0, W8A8 costs T₈ (when Σ m ≤ T₈) and no
- * saving is cut off at 0 as `layerCost`'s T₈/n share would.
+ * signed measured changes spread without clamping: cost = m_L + max(0, T₈ − Σ m)/n + change, m_L
+ * the layer's largest saving, so every option costs ≥ 0 and no saving is cut off at 0 as
+ * `layerCost`'s T₈/n share would. W8A8 then costs max(T₈, Σ m): the savings of consecutive layers
+ * overlap (each counts the next layer's narrower input), so Σ m can exceed T₈; `costOffset` =
+ * max(0, Σ m − T₈) is what an estimate carries over the predicted latency (T₈ + Σ change):
+ * allocate at budget + costOffset. Other cost models: `costOffset` = 0.
  */
-export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInfo[], data: Iterable<Batch>, cost: CostModel, config: PruneOptionsConfig = {}): LayerChoices[] {
+export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInfo[], data: Iterable<Batch>, cost: CostModel, config: PruneOptionsConfig = {}): LayerChoices[] & { readonly costOffset: number } {
   const ratios = config.ratios ?? [1, 0.75, 0.5, 0.375, 0.25];
   const widths = config.widths ?? [8];
   const a = config.a ?? 8;
   const prunable = new Set(config.prunable ?? prunableLayers(model, layers));
   const batches = [...data];
-  const base = logProbs(model, batches);
+  const base = config.recovery ? recoveredReference(model, batches, config.recovery) : logProbs(model, batches);
   const weights = new Map(quantizableLayers(model).map((l) => [l.name, l.module.weight]));
   const jobs = layers.map((l) => {
     const counts = prunable.has(l.name) ? [...new Set(ratios.map((r) => keptChannels(l.outChannels, r)))] : [l.outChannels];
@@ -181,7 +238,7 @@ export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInf
     const scores = config.scores?.get(layer.name) ?? channelPruneScores(weights.get(layer.name)!);
     const options = counts.flatMap((kept) => {
       const shape = pruneChoice(layer, scores, kept, widths[0]!, a);
-      const p = prunePerturbation(model, batches, layer.name, shape, base);
+      const p = prunePerturbation(model, batches, layer.name, shape, base, config.recovery);
       config.onProgress?.(++done, total);
       const pruneError = Math.max(0, config.error === 'deltaLoss' ? p.deltaLoss : p.kl);
       return widths.map((w) => {
@@ -192,11 +249,14 @@ export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInf
     return { name: layer.name, options };
   });
   const latency = cost as LatencyCostModel;
-  if (!latency.change || !latency.w8a8Total) return built;
+  if (!latency.change || !latency.w8a8Total) return Object.assign(built, { costOffset: 0 });
   const changes = built.map((l, i) => l.options.map((o) => latency.change!(layers[i]!, o.choice)));
   const savings = changes.map((c) => Math.max(0, -Math.min(...c)));
-  const spare = Math.max(0, latency.w8a8Total() - savings.reduce((x, y) => x + y, 0)) / layers.length;
-  return built.map((l, i) => ({ name: l.name, options: l.options.map((o, k) => ({ ...o, cost: Math.max(0, savings[i]! + spare + changes[i]![k]!) })) }));
+  const t8 = latency.w8a8Total();
+  const saved = savings.reduce((x, y) => x + y, 0);
+  const spare = Math.max(0, t8 - saved) / layers.length;
+  const spread = built.map((l, i) => ({ name: l.name, options: l.options.map((o, k) => ({ ...o, cost: Math.max(0, savings[i]! + spare + changes[i]![k]!) })) }));
+  return Object.assign(spread, { costOffset: Math.max(0, saved - t8) });
 }
 
 /** An allocation and how it measured. */
@@ -212,23 +272,28 @@ export interface MeasuredAllocation {
 
 /**
  * Exact allocation checked by measurement: the Pareto front of allocations within the budget
- * (`paretoFront`, by estimated cost) is walked from the most accurate end towards cheaper ones,
- * each allocation measured (e.g. the whole compacted IntModel as a paired ratio to W8A8), until
- * one measures within the budget — the most accurate allocation whose measurement fits, among
- * the first `maxRounds` (default 6). When none fits, the one that measured cheapest is returned
- * with `fits: false`.
+ * (`paretoFront`, by estimated cost) is searched from its most accurate end. Each allocation is
+ * measured (e.g. the whole compacted IntModel as a paired ratio to W8A8); when it measures over
+ * the budget, the next one tried is the most accurate front allocation whose estimate is at most
+ * estimate·budget/measured (the estimate's over-run taken as relative), until one fits or
+ * `maxRounds` (default 6) were measured. When none fits, the one that measured cheapest is
+ * returned with `fits: false`.
  */
 export function allocateMeasured(layers: readonly LayerChoices[], budget: number, measure: (allocation: Allocation) => number, options: { maxRounds?: number } = {}): MeasuredAllocation {
   const front = paretoFront(layers, budget);
   if (front.length === 0) allocateExact(layers, budget); // throws, naming the cheapest cost
   const rounds: { estimate: number; measured: number; error: number }[] = [];
   let best: { allocation: Allocation; measured: number } | null = null;
-  for (let i = front.length - 1; i >= 0 && rounds.length < (options.maxRounds ?? 6); i--) {
+  let i = front.length - 1;
+  while (i >= 0 && rounds.length < (options.maxRounds ?? 6)) {
     const allocation = front[i]!;
     const measured = measure(allocation);
     rounds.push({ estimate: allocation.cost, measured, error: allocation.error });
     if (measured <= budget) return { allocation, measured, fits: true, rounds };
     if (!best || measured < best.measured) best = { allocation, measured };
+    const limit = allocation.cost * (budget / measured);
+    i--;
+    while (i >= 0 && front[i]!.cost > limit) i--;
   }
   return { ...best!, fits: false, rounds };
 }

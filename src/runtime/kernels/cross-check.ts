@@ -54,10 +54,13 @@ function firstDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
   return -1;
 }
 
-/** Runs all checks; returns a list of failure messages (empty = all equal). */
-export function crossCheck(quick = false, seed = 1234): string[] {
+/** Runs all checks; returns a list of failure messages (empty = all equal); `kernels` as crossCheckIntModels. */
+export function crossCheck(quick = false, seed = 1234, kernels?: Set<string>): string[] {
   const fails: string[] = [];
   const next = rng(seed);
+  const addon = loadAddon();
+  // the AMX GEMM (native/amx.cc) where the CPU has it and LOWBIT_AMX is not 0
+  const amxAddon = addon?.gemmInt8Amx && intKernelsBackend().amx === 'amx-int8' ? addon : null;
   const report = (what: string, shape: number[], x: ArrayLike<number>, y: ArrayLike<number>): void => {
     const d = firstDiff(x, y);
     if (d !== -1) fails.push(`${what} ${shape.join('x')}: first difference at ${d}: ${x[d]} vs ${y[d]}`);
@@ -75,6 +78,15 @@ export function crossCheck(quick = false, seed = 1234): string[] {
       const got2 = new Int32Array(M * N).fill(-3);
       gemmInt8(M, N, K, a, zero, packInt8Weights(w, N, K), got2);
       report('gemmInt8 (packed handle)', [M, N, K], got2, want);
+      if (amxAddon) {
+        const packed = new Int8Array(amxAddon.amxPackedBytes!(N, K));
+        amxAddon.packInt8Amx!(w, N, K, packed);
+        const rowSums = new Int32Array(N);
+        for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) rowSums[n]! += w[n * K + k]!;
+        const got3 = new Int32Array(M * N).fill(9);
+        amxAddon.gemmInt8Amx!(M, N, K, a, zero, packed, rowSums, got3);
+        report(`gemmInt8Amx (${signed ? 'int8' : 'uint8'} a, z=${zero})`, [M, N, K], got3, want);
+      }
       for (const bits of [4, 2] as const) {
         const wp = randBytes(next, N * Math.ceil((K * bits) / 8), false) as Uint8Array;
         const want4 = new Int32Array(M * N);
@@ -135,7 +147,7 @@ export function crossCheck(quick = false, seed = 1234): string[] {
       report(`requantize (${signed ? 'int8' : 'uint8'})`, [M, N], got, want);
     }
   }
-  fails.push(...crossCheckIntModels(quick, seed + 1));
+  fails.push(...crossCheckIntModels(quick, seed + 1, kernels));
   return fails;
 }
 
@@ -199,6 +211,30 @@ export function randomIntModels(seed: number): { name: string; model: IntModel }
       b.linear('l2', sign, widths[0]!, widths[1]!, 'binary', b.sign(widths[1]!));
       b.linear('l3', sign, widths[1]!, widths[2]!, 'binary', b.requant(widths[2]!, 3, -128, 127, 0.5, true));
       b.linear('l4', s8(3), widths[2]!, 4, 'int8', b.dequant(4));
+    });
+  }
+  // 5. max pooling without padding right after a conv (fused into the conv natively: int32
+  //    accumulators pooled with max, or min where the multiplier is negative), LeNet-like direct
+  //    conv with odd widths, then a wide im2col conv (K = 90, 40 channels: several AMX tiles)
+  for (const [H, W, signedOut] of [[23, 21, false], [12, 35, true]] as const) {
+    build(`cnn fused pools ${H}x${W}${signedOut ? ' s8' : ''}`, [1, H, W], (b) => {
+      // a power-of-two input scale: the inputs that are multiples of 1/16 (see crossCheckIntModels)
+      // land exactly on half-integers, the ties of the input quantizer's round-half-even
+      const in0: Affine = signedOut ? u8(int(0, 60)) : { mode: 'affine', scale: 0.125, zeroPoint: int(0, 60), bits: 8, qmin: 0, qmax: 255 };
+      b.quantize(in0);
+      const in1 = signedOut ? s8(int(-10, 10)) : u8(int(0, 20));
+      // 10 channels: the direct kernel's blocks of 8 and 2; 6: one block holds every channel
+      const c1 = signedOut ? 6 : 10;
+      b.conv('c1', in0, 1, c1, 5, 1, 2, 1, 1, 'int8', b.requant(c1, in1.zeroPoint, signedOut ? -128 : int(0, 30), signedOut ? 127 : 255, 150 / (5 * 60)));
+      b.pool('maxpool2d', in1.zeroPoint, 2, 2, 0);
+      const in2 = u8(int(0, 20));
+      // unpadded on uint8 input: AMX reads the activation tiles straight from the input (no im2col)
+      b.conv('c2', in1, c1, 40, 3, 1, signedOut ? 1 : 0, 1, 1, 'int8', b.requant(40, in2.zeroPoint, 0, 255, 0.02));
+      b.pool('maxpool2d', in2.zeroPoint, 3, 2, 0);
+      b.flatten();
+      const in3 = u8(int(0, 10));
+      b.linear('f1', in2, b.features, 70, 'int8', b.requant(70, in3.zeroPoint, in3.zeroPoint, 255, 0.05));
+      b.linear('f2', in3, 70, 5, 'int8', b.dequant(5));
     });
   }
   // 4. sign input image, binary conv with padding (int8 path), last linear on ±1 inputs
@@ -322,8 +358,21 @@ class GraphBuilder {
 
 }
 
-/** Native executor vs the TypeScript executor on `randomIntModels` (odd batch sizes, direct conv on and off). */
-export function crossCheckIntModels(quick = false, seed = 77): string[] {
+/**
+ * The native plan variants compared: every fast path on, then one of them off at a time (the direct
+ * one-channel conv, AMX, pooling fused into the conv, integer requantization), then all off.
+ */
+const PLAN_VARIANTS: readonly { direct: boolean; amx: boolean; fuse: boolean; intRequant: boolean }[] = [
+  { direct: true, amx: true, fuse: true, intRequant: true }, { direct: false, amx: true, fuse: true, intRequant: true },
+  { direct: true, amx: false, fuse: true, intRequant: true }, { direct: true, amx: true, fuse: false, intRequant: true },
+  { direct: true, amx: true, fuse: true, intRequant: false }, { direct: false, amx: false, fuse: false, intRequant: false },
+];
+
+/**
+ * Native executor vs the TypeScript executor on `randomIntModels` (odd batch sizes, every plan
+ * variant); `kernels`, when given, collects the kernel names the native plans used (intPlanKernels).
+ */
+export function crossCheckIntModels(quick = false, seed = 77, kernels?: Set<string>): string[] {
   const addon = loadAddon();
   if (!addon?.intPlanCreate || !addon.intPlanRun) return [];
   const fails: string[] = [];
@@ -337,15 +386,16 @@ export function crossCheckIntModels(quick = false, seed = 77): string[] {
     const per = model.graph.inputShape.reduce((p, d) => p * d, 1);
     for (const batch of quick ? [1, 37] : [1, 2, 37, 130]) {
       const x = new Float32Array(batch * per);
-      for (let i = 0; i < x.length; i++) x[i] = ((next() % 20001) - 10000) / 1500;
+      for (let i = 0; i < x.length; i++) x[i] = i % 7 === 3 ? ((next() % 401) - 200) / 16 : ((next() % 20001) - 10000) / 1500;
       model.useNative = false;
       const want = model.run(x, batch);
-      for (const direct of [true, false]) {
-        const plan = addon.intPlanCreate(spec.ops, direct);
+      for (const v of PLAN_VARIANTS) {
+        const plan = addon.intPlanCreate(spec.ops, v.direct, v.amx, v.fuse, v.intRequant);
+        for (const k of addon.intPlanKernels?.(plan) ?? []) kernels?.add(k);
         const got = new Float32Array(batch * spec.outputSize).fill(Number.NaN);
         addon.intPlanRun(plan, x, batch, got);
         const d = firstDiff(got, want);
-        if (d !== -1) fails.push(`IntModel ${name} batch ${batch}${direct ? '' : ' (im2col only)'}: first difference at ${d}: ${got[d]} vs ${want[d]}`);
+        if (d !== -1) fails.push(`IntModel ${name} batch ${batch} (direct ${v.direct}, amx ${v.amx}, fuse ${v.fuse}, int requantize ${v.intRequant}): first difference at ${d}: ${got[d]} vs ${want[d]}`);
       }
       model.useNative = true;
     }
@@ -354,11 +404,12 @@ export function crossCheckIntModels(quick = false, seed = 77): string[] {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const fails = crossCheck(process.argv.includes('quick'));
+  const kernels = new Set<string>();
+  const fails = crossCheck(process.argv.includes('quick'), 1234, kernels);
   const backend = intKernelsBackend();
   if (fails.length > 0) {
-    console.error(`${backend.int8}/${backend.binary}: ${fails.length} mismatches\n${fails.slice(0, 20).join('\n')}`);
+    console.error(`${backend.int8}/${backend.binary}/${backend.amx}: ${fails.length} mismatches\n${fails.slice(0, 20).join('\n')}`);
     process.exit(1);
   }
-  console.log(JSON.stringify({ ok: true, ...backend }));
+  console.log(JSON.stringify({ ok: true, ...backend, kernels: [...kernels].sort() }));
 }

@@ -53,10 +53,16 @@ export function nativeIntAddon(): NativeAddon | null {
   return addon && typeof addon.intPlanCreate === 'function' && typeof addon.intPlanRun === 'function' ? addon : null;
 }
 
-/** Which implementation runs: `{ int8, binary }` path names, or 'reference'. */
-export function intKernelsBackend(): { int8: string; binary: string } {
+/**
+ * Which implementation runs: `{ int8, binary }` path names, or 'reference'; `amx` is 'amx-int8'
+ * when the native IntModel executor uses AMX tiles for int8 layers, else why not (e.g.
+ * 'disabled by LOWBIT_AMX=0', 'CPU without AMX-INT8').
+ */
+export function intKernelsBackend(): { int8: string; binary: string; amx: string } {
   const addon = native();
-  return addon?.intKernelsInfo ? addon.intKernelsInfo() : { int8: 'reference', binary: 'reference' };
+  if (!addon?.intKernelsInfo) return { int8: 'reference', binary: 'reference', amx: 'reference kernels' };
+  const info = addon.intKernelsInfo();
+  return { int8: info.int8, binary: info.binary, amx: info.amx ?? 'addon without AMX support' };
 }
 
 function checkInt(name: string, v: number): void {

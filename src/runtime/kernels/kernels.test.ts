@@ -114,12 +114,38 @@ test('native argument checks throw instead of reading out of bounds', { skip: !h
 
 const hasExecutor = !!addon?.intPlanCreate;
 
-test('native IntModel executor equals the TypeScript executor (random graphs: every node kind, odd shapes and batches)', { skip: !hasExecutor && 'addon without the IntModel executor' }, () => {
+test('native IntModel executor equals the TypeScript executor (random graphs: every node kind, odd shapes and batches)', { skip: !hasExecutor && 'addon without the IntModel executor' }, (t) => {
   const models = randomIntModels(77);
-  assert.ok(models.length >= 7);
+  assert.ok(models.length >= 9);
   for (const { name, model } of models) assert.equal(typeof compileNativePlan(model), 'object', `${name} compiles to a native plan`);
-  assert.deepEqual(crossCheckIntModels(false, 77), []);
-  assert.deepEqual(crossCheckIntModels(true, 5), []);
+  const kernels = new Set<string>();
+  assert.deepEqual(crossCheckIntModels(false, 77, kernels), []);
+  assert.deepEqual(crossCheckIntModels(true, 5, kernels), []);
+  // every plan variant ran: fused pooling (direct and im2col), both requantize paths, and AMX
+  // exactly when the CPU and kernel grant it
+  const amx = intKernelsBackend().amx;
+  t.diagnostic(`AMX: ${amx}; kernels used: ${[...kernels].sort().join(', ')}`);
+  for (const k of ['conv direct+maxpool (int64 requantize)', 'conv direct+maxpool (double requantize)', `conv ${intKernelsBackend().int8}+maxpool (int64 requantize)`, 'linear binary']) {
+    assert.ok(kernels.has(k), `kernel '${k}' ran`);
+  }
+  const amxRan = [...kernels].some((k) => k.includes(' amx'));
+  assert.equal(amxRan, amx === 'amx-int8', `AMX kernels ran: ${amxRan}, AMX status '${amx}'`);
+  if (amx === 'amx-int8') {
+    for (const k of ['conv amx+maxpool (int64 requantize)', 'conv amx-implicit+maxpool (int64 requantize)', 'linear amx (int64 requantize)']) {
+      assert.ok(kernels.has(k), `kernel '${k}' ran`);
+    }
+  }
+});
+
+test('native IntModel executor with LOWBIT_AMX=0 (VNNI / AVX-512 GEMMs only) equals the TypeScript executor', { skip: !hasExecutor && 'addon without the IntModel executor' }, (t) => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', crossCheckFile, 'quick'], {
+    encoding: 'utf8', env: { ...process.env, LOWBIT_AMX: '0' }, timeout: 300_000,
+  });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { amx: string; kernels: string[] };
+  t.diagnostic(`child: AMX ${out.amx}; kernels used: ${out.kernels.join(', ')}`);
+  assert.equal(out.amx, 'disabled by LOWBIT_AMX=0');
+  assert.ok(out.kernels.length > 5 && !out.kernels.some((k) => k.includes(' amx')), 'no AMX kernel ran');
 });
 
 test('native IntModel plans are validated before use', { skip: !hasExecutor && 'addon without the IntModel executor' }, () => {

@@ -1,0 +1,389 @@
+// AMX-INT8 GEMM (see amx.h for the availability rules and the packed layout).
+#include "amx.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <vector>
+
+#include "cpu.h"
+#include "threadpool.h"
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
+#define LOWBIT_HAVE_AMX 1
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace lowbit {
+
+int64_t amxPackedBytes(int64_t N, int64_t K) { return amxPaddedN(N) * amxPaddedK(K); }
+
+void packAmx(const int8_t* w, int64_t N, int64_t K, int8_t* packed) {
+  const int64_t KT = amxPaddedK(K) / 64;
+  std::memset(packed, 0, static_cast<size_t>(amxPackedBytes(N, K)));
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t nt = n / 16, j = n % 16;
+    for (int64_t k = 0; k < K; k++) {
+      const int64_t kt = k / 64, r = (k % 64) / 4, i = k % 4;
+      packed[(nt * KT + kt) * 1024 + r * 64 + 4 * j + i] = w[n * K + k];
+    }
+  }
+}
+
+int64_t amxConvPackedBytes(int64_t N, int64_t kh, int64_t kw, int64_t C) {
+  const int64_t rowBytes = (kw * C + 3) / 4 * 4;
+  return amxPaddedN(N) / 16 * kh * (rowBytes / 4) * 64;
+}
+
+void packAmxConv(const int8_t* w, int64_t N, int64_t kh, int64_t kw, int64_t C, int8_t* packed) {
+  const int64_t run = kw * C, rows = (run + 3) / 4, K = kh * run;
+  std::memset(packed, 0, static_cast<size_t>(amxConvPackedBytes(N, kh, kw, C)));
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t nt = n / 16, j = n % 16;
+    for (int64_t ky = 0; ky < kh; ky++) {
+      for (int64_t b = 0; b < run; b++) packed[((nt * kh + ky) * rows + b / 4) * 64 + 4 * j + b % 4] = w[n * K + ky * run + b];
+    }
+  }
+}
+
+#if defined(LOWBIT_HAVE_AMX)
+
+namespace {
+
+constexpr int kArchReqXcompPerm = 0x1023;  // arch_prctl: request permission for an XSAVE feature
+constexpr int kXfeatureXtiledata = 18;
+
+const char* detectAmx() {
+  const char* flag = std::getenv("LOWBIT_AMX");
+  if (flag != nullptr && std::strcmp(flag, "0") == 0) return "disabled by LOWBIT_AMX=0";
+  if (activeIsa() != Isa::Avx512) return "needs the AVX-512 ISA";
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return "CPU without AMX-INT8";
+  if (!(d & (1u << 24)) || !(d & (1u << 25))) return "CPU without AMX-INT8";
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return "OS without XSAVE";  // OSXSAVE
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & (3u << 17)) != (3u << 17)) return "OS did not enable the AMX tile state";
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return "kernel refused the AMX tile data permission";
+  return nullptr;
+}
+
+const char* amxReason() {
+  static const char* reason = detectAmx();
+  return reason;
+}
+
+// Tile registers: 0-3 accumulators (2 x 2 blocks of 16 x 16 int32), 4-5 A (16 rows x 64 bytes),
+// 6-7 B (16 k-groups x 16 columns x 4 bytes). The asm statements clobber memory so that stores
+// into the operand buffers are never moved past a tile load.
+#define LB_TLOAD(t, base, stride) __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(base), "r"(static_cast<long>(stride)) : "memory")
+#define LB_TSTORE(t, base, stride) __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(base), "r"(static_cast<long>(stride)) : "memory")
+#define LB_TDP(d, a, b) __asm__ volatile("tdpbusd %%tmm" #b ", %%tmm" #a ", %%tmm" #d ::: "memory")
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, startRow = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Loads a tile configuration when the thread's current one differs. aBytes = 0: the GEMM layout
+// (every tile 16 x 64 bytes); else the implicit conv layout: tiles 0-3 16 x 64 (int32 accumulators),
+// 4-6 16 rows x aBytes (activations), 7 aBytes / 4 rows x 64 (weights).
+// The configuration this thread loaded last (-1: none, or released). Valid only within one of our
+// jobs: every job starts with amxRelease(), since other code may use the tiles between our jobs.
+thread_local int tCurrentConfig = -1;
+
+inline void configureTiles(int aBytes = 0) {
+  int& current = tCurrentConfig;
+  if (current == aBytes) return;
+  TileConfig cfg;
+  for (int t = 0; t < 8; t++) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  if (aBytes > 0) {
+    for (int t = 4; t < 7; t++) cfg.colsb[t] = static_cast<uint16_t>(aBytes);
+    cfg.rows[7] = static_cast<uint8_t>(aBytes / 4);
+  }
+  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  current = aBytes;
+}
+
+// One block of MT x NT 16 x 16 tiles over all KT k-tiles: c = bias + A B.
+template <int MT, int NT>
+void amxBlock(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ntStride, int64_t KT, const int32_t* bias, int32_t* c,
+              int64_t ldc) {
+  LB_TLOAD(0, bias, 0);
+  if constexpr (NT > 1) LB_TLOAD(1, bias + 16, 0);
+  if constexpr (MT > 1) LB_TLOAD(2, bias, 0);
+  if constexpr (MT > 1 && NT > 1) LB_TLOAD(3, bias + 16, 0);
+  for (int64_t kt = 0; kt < KT; kt++) {
+    LB_TLOAD(4, A + kt * 64, lda);
+    LB_TLOAD(6, B + kt * 1024, 64);
+    if constexpr (MT > 1) LB_TLOAD(5, A + 16 * lda + kt * 64, lda);
+    if constexpr (NT > 1) LB_TLOAD(7, B + ntStride + kt * 1024, 64);
+    LB_TDP(0, 4, 6);
+    if constexpr (NT > 1) LB_TDP(1, 4, 7);
+    if constexpr (MT > 1) LB_TDP(2, 5, 6);
+    if constexpr (MT > 1 && NT > 1) LB_TDP(3, 5, 7);
+  }
+  const int64_t ldb = ldc * 4;
+  LB_TSTORE(0, c, ldb);
+  if constexpr (NT > 1) LB_TSTORE(1, c + 16, ldb);
+  if constexpr (MT > 1) LB_TSTORE(2, c + 16 * ldc, ldb);
+  if constexpr (MT > 1 && NT > 1) LB_TSTORE(3, c + 16 * ldc + 16, ldb);
+}
+
+// Tiles [mt0, mt1) x [nt0, nt1) of the product (see gemmAmxSerial).
+void amxTiles(int64_t mt0, int64_t mt1, int64_t nt0, int64_t nt1, int64_t KT, const uint8_t* A, int64_t lda, const int8_t* packed,
+              const int32_t* colBias, int32_t* c, int64_t ldc) {
+  configureTiles();
+  const int64_t ntStride = KT * 1024;
+  for (int64_t nt = nt0; nt < nt1; nt += 2) {
+    const bool twoN = nt + 1 < nt1;
+    const int8_t* B = packed + nt * ntStride;
+    for (int64_t mt = mt0; mt < mt1; mt += 2) {
+      const bool twoM = mt + 1 < mt1;
+      const uint8_t* a = A + mt * 16 * lda;
+      int32_t* cc = c + mt * 16 * ldc + nt * 16;
+      const int32_t* bias = colBias + nt * 16;
+      if (twoM && twoN) {
+        amxBlock<2, 2>(a, lda, B, ntStride, KT, bias, cc, ldc);
+      } else if (twoM) {
+        amxBlock<2, 1>(a, lda, B, ntStride, KT, bias, cc, ldc);
+      } else if (twoN) {
+        amxBlock<1, 2>(a, lda, B, ntStride, KT, bias, cc, ldc);
+      } else {
+        amxBlock<1, 1>(a, lda, B, ntStride, KT, bias, cc, ldc);
+      }
+    }
+  }
+}
+
+double threadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// The probe loop: 4 independent accumulators (tiles 0-3) fed by resident A (4, 5) and B (6, 7).
+int32_t amxLoop(long iters) {
+  tCurrentConfig = -1;  // (re)load the configuration: other code may have changed it
+  configureTiles();
+  alignas(64) static const uint8_t a[1024] = {1, 2, 3};
+  alignas(64) static const int8_t b[1024] = {1, -1, 2};
+  alignas(64) int32_t out[256];
+  __asm__ volatile("tilezero %%tmm0\n\ttilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3" ::: "memory");
+  LB_TLOAD(4, a, 64);
+  LB_TLOAD(5, a, 64);
+  LB_TLOAD(6, b, 64);
+  LB_TLOAD(7, b, 64);
+  for (long i = 0; i < iters; i++) {
+    LB_TDP(0, 4, 6);
+    LB_TDP(1, 4, 7);
+    LB_TDP(2, 5, 6);
+    LB_TDP(3, 5, 7);
+  }
+  LB_TSTORE(0, out, 64);
+  return out[0];
+}
+
+// dst[k] = src[k] ^ 0x80 for k < n.
+__attribute__((target("avx512f,avx512bw"))) void flipCopy(uint8_t* dst, const uint8_t* src, int64_t n) {
+  const __m512i f = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t k = 0; k < n; k += 64) {
+    const __mmask64 m = n - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - k)) - 1;
+    _mm512_mask_storeu_epi8(dst + k, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + k), f));
+  }
+}
+
+struct ProbeCtx {
+  long iters;
+  volatile int32_t sink;
+  double cpuSeconds[256];
+};
+
+}  // namespace
+
+bool amxAvailable() { return amxReason() == nullptr; }
+
+void amxRelease() {
+  if (tCurrentConfig == -1) return;
+  __asm__ volatile("tilerelease" ::: "memory");
+  tCurrentConfig = -1;
+}
+
+const char* amxStatus() { return amxReason() == nullptr ? "amx-int8" : amxReason(); }
+
+void gemmAmxSerial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
+                   const int32_t* colBias, int32_t* c, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  amxTiles(0, (M + 15) / 16, 0, amxPaddedN(N) / 16, amxPaddedK(K) / 64, A, lda, packed, colBias, c, ldc);
+}
+
+void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t sh, int64_t sw, int64_t kh,
+                     int64_t kw, int64_t N, const int8_t* packed, const int32_t* colBias, int32_t* c, int64_t ldc) {
+  const int64_t rowBytes = (kw * C + 3) / 4 * 4, bTile = rowBytes / 4 * 64;
+  configureTiles(static_cast<int>(rowBytes));
+  const int64_t NT = amxPaddedN(N) / 16, perRow = (OW + 15) / 16, MT = OH * perRow;
+  const int64_t lda = sw * C, ldb = ldc * 4;
+  // activation tile j of a group: m-tile mt0 + j, kernel row ky
+  auto aTile = [&](int64_t mt, int64_t ky) {
+    const int64_t oy = mt / perRow, ox0 = (mt % perRow) * 16;
+    return x + ((oy * sh + ky) * W + ox0 * sw) * C;
+  };
+  auto cTile = [&](int64_t mt, int64_t nt) { return c + ((mt / perRow) * OW + (mt % perRow) * 16) * ldc + nt * 16; };
+  for (int64_t nt = 0; nt < NT; nt++) {
+    const int32_t* bias = colBias + nt * 16;
+    const int8_t* B = packed + nt * kh * bTile;
+    // groups of 4 m-tiles (accumulators 0-3), stored in increasing position order: a tile's rows
+    // past OW spill into the next output row, which a later store overwrites
+    for (int64_t mt0 = 0; mt0 < MT; mt0 += 4) {
+      const int64_t cnt = std::min<int64_t>(4, MT - mt0);
+      LB_TLOAD(0, bias, 0);
+      if (cnt > 1) LB_TLOAD(1, bias, 0);
+      if (cnt > 2) LB_TLOAD(2, bias, 0);
+      if (cnt > 3) LB_TLOAD(3, bias, 0);
+      for (int64_t ky = 0; ky < kh; ky++) {
+        LB_TLOAD(7, B + ky * bTile, 64);
+        LB_TLOAD(4, aTile(mt0, ky), lda);
+        LB_TDP(0, 4, 7);
+        if (cnt > 1) {
+          LB_TLOAD(5, aTile(mt0 + 1, ky), lda);
+          LB_TDP(1, 5, 7);
+        }
+        if (cnt > 2) {
+          LB_TLOAD(6, aTile(mt0 + 2, ky), lda);
+          LB_TDP(2, 6, 7);
+        }
+        if (cnt > 3) {
+          LB_TLOAD(4, aTile(mt0 + 3, ky), lda);
+          LB_TDP(3, 4, 7);
+        }
+      }
+      LB_TSTORE(0, cTile(mt0, nt), ldb);
+      if (cnt > 1) LB_TSTORE(1, cTile(mt0 + 1, nt), ldb);
+      if (cnt > 2) LB_TSTORE(2, cTile(mt0 + 2, nt), ldb);
+      if (cnt > 3) LB_TSTORE(3, cTile(mt0 + 3, nt), ldb);
+    }
+  }
+}
+
+void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
+                 const int32_t* rowSums, int32_t* c) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t Kp = amxPaddedK(K), Np = amxPaddedN(N), MT = (M + 15) / 16, Mp = MT * 16, NT = Np / 16;
+  thread_local std::vector<uint8_t> ap;
+  thread_local std::vector<int32_t> bias;
+  // rows of Kp bytes, 64 more when Kp is a multiple of 512 (a row stride of 2^k lines maps a tile's 16
+  // rows into few L1 sets)
+  const int64_t lda = Kp % 512 == 0 ? Kp + 64 : Kp;
+  if (ap.size() < static_cast<size_t>(Mp * lda)) ap.resize(static_cast<size_t>(Mp * lda));
+  if (bias.size() < static_cast<size_t>(Np)) bias.resize(static_cast<size_t>(Np));
+  const uint8_t flip = aSigned ? 0x80 : 0;
+  uint8_t* const packedA = ap.data();  // (the thread_local names would mean the workers' own copies inside the tasks)
+  // Activations as u8 rows of Kp bytes, zero padded (int8 gets +128); the zero point (plus 128)
+  // goes into the column bias -(aZero (+128)) rowSums[n].
+  parallelFor(Mp, static_cast<double>(Mp) * Kp, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      uint8_t* dst = packedA + m * lda;
+      if (m >= M) {
+        std::memset(dst, 0, static_cast<size_t>(Kp));
+        continue;
+      }
+      const uint8_t* src = a + m * K;
+      if (flip) {
+        flipCopy(dst, src, K);
+      } else {
+        std::memcpy(dst, src, static_cast<size_t>(K));
+      }
+      std::memset(dst + K, 0, static_cast<size_t>(Kp - K));
+    }
+  });
+  const uint32_t negZero = static_cast<uint32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
+  for (int64_t n = 0; n < Np; n++) bias[n] = n < N ? static_cast<int32_t>(static_cast<uint32_t>(rowSums[n]) * negZero) : 0;
+  // Tasks: 32 columns (a pair of weight tiles: 2 KT KB, in L1 for K <= 1024) x 256 rows (8 pairs of
+  // activation tiles streamed from L2), ordered so that a thread's consecutive tasks keep their
+  // weight tiles.
+  constexpr int64_t kTaskMT = 16, kTaskNT = 2;
+  const int64_t mTasks = (MT + kTaskMT - 1) / kTaskMT, nTasks = (NT + kTaskNT - 1) / kTaskNT;
+  const uint8_t* A = packedA;
+  const int32_t* cb = bias.data();
+  parallelFor(mTasks * nTasks, 2.0 * M * N * K / 64.0, [&](int64_t begin, int64_t end) {
+    amxRelease();  // the configuration may have been changed by other code on this thread since our last job
+    alignas(64) int32_t tmp[kTaskMT * 16 * kTaskNT * 16];
+    for (int64_t t = begin; t < end; t++) {
+      const int64_t nb = t / mTasks, mb = t % mTasks;
+      const int64_t mt0 = kTaskMT * mb, mt1 = std::min(MT, mt0 + kTaskMT), nt0 = kTaskNT * nb, nt1 = std::min(NT, nt0 + kTaskNT);
+      const int64_t m0 = mt0 * 16, n0 = nt0 * 16;
+      const int64_t rows = std::min(M, mt1 * 16) - m0, cols = std::min(N, nt1 * 16) - n0;
+      if (rows == (mt1 - mt0) * 16 && cols == (nt1 - nt0) * 16) {
+        amxTiles(mt0, mt1, nt0, nt1, Kp / 64, A, lda, packed, cb, c, N);
+        continue;
+      }
+      // partial block: through a buffer of kTaskNT tiles' columns
+      constexpr int64_t ldt = kTaskNT * 16;
+      amxTiles(0, mt1 - mt0, 0, nt1 - nt0, Kp / 64, A + m0 * lda, lda, packed + nt0 * 16 * Kp, cb + n0, tmp, ldt);
+      for (int64_t r = 0; r < rows; r++) std::memcpy(c + (m0 + r) * N + n0, tmp + r * ldt, static_cast<size_t>(cols) * 4);
+    }
+    amxRelease();
+  });
+}
+
+double amxPeakGops(int threads, double seconds) {
+  if (!amxAvailable()) return 0;
+  long iters = 1 << 10;
+  double elapsed = 0;
+  for (;;) {
+    const double t0 = threadCpuSeconds();
+    const int32_t s = amxLoop(iters);
+    elapsed = threadCpuSeconds() - t0;
+    amxRelease();
+    if (s == 12345) iters++;
+    if (elapsed > seconds / 4 || iters > (1L << 40)) break;
+    iters *= 2;
+  }
+  iters = static_cast<long>(iters * (seconds / elapsed));
+  threads = std::max(1, std::min(256, threads));
+  ProbeCtx ctx{iters, 0, {}};
+  const int saved = poolThreads();
+  if (threads != saved) poolSetThreads(threads);
+  poolRun(threads, [](void* raw, int t, int) {
+    auto* p = static_cast<ProbeCtx*>(raw);
+    const double c0 = threadCpuSeconds();
+    p->sink = amxLoop(p->iters);
+    p->cpuSeconds[t] = threadCpuSeconds() - c0;
+    amxRelease();
+  }, &ctx);
+  if (threads != saved) poolSetThreads(saved);
+  // 4 tdpbusd per iteration, each 16 x 16 x 64 multiply-adds = 2 ops each.
+  const double perThread = 4.0 * 16 * 16 * 64 * 2 * static_cast<double>(iters);
+  double total = 0;
+  for (int t = 0; t < threads; t++) total += ctx.cpuSeconds[t] > 0 ? perThread / ctx.cpuSeconds[t] : 0;
+  return total * 1e-9;
+}
+
+#undef LB_TLOAD
+#undef LB_TSTORE
+#undef LB_TDP
+
+#else  // no AMX support in this compiler / platform
+
+bool amxAvailable() { return false; }
+const char* amxStatus() { return "not compiled in"; }
+void gemmAmxSerial(int64_t, int64_t, int64_t, const uint8_t*, int64_t, const int8_t*, const int32_t*, int32_t*, int64_t) {}
+void gemmInt8Amx(int64_t, int64_t, int64_t, const uint8_t*, bool, int32_t, const int8_t*, const int32_t*, int32_t*) {}
+void amxConvImplicit(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int8_t*,
+                     const int32_t*, int32_t*, int64_t) {}
+double amxPeakGops(int, double) { return 0; }
+void amxRelease() {}
+
+#endif
+
+}  // namespace lowbit
