@@ -1,9 +1,10 @@
 // SGEMM with packed panels, cache blocking and register-blocked micro-kernels per ISA.
 //
-// Loop nest (BLIS order): jc over N by NC -> pc over K by KC (pack B block: NR-wide panels)
-// -> ic over M by MC (pack A block: MR-tall panels) -> jr by NR -> ir by MR -> micro-kernel,
-// which keeps an (MR, NR) tile of C in registers over kc steps. The B panel stays in L1, the
-// A block in L2, the B block in L3.
+// Loop nest: jc over N by NC -> pc over K by KC (pack B block: NR-wide panels) -> ic over M by
+// MC (pack A block: MR-tall panels) -> ir by MR -> jr by NR -> micro-kernel, which keeps an
+// (MR, NR) tile of C in registers over kc steps. The A micro-panel (MR x KC) stays in L1 while
+// the B panels of the block (KC x NC, in L2) stream past it; C tiles come from L3 (prefetched by
+// the kernel).
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -255,7 +256,7 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
         const __mmask16 km = static_cast<__mmask16>((1u << kn) - 1);
         for (int i = 0; i < kMr512; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + i * g.lda + k0) : _mm512_setzero_ps();
       }
-      r[14] = r[15] = _mm512_setzero_ps();
+      for (int i = kMr512; i < 16; i++) r[i] = _mm512_setzero_ps();
       transpose16x16(r);
       float* out = dst + k0 * kMr512;
       if (kn == 16) {
@@ -268,31 +269,40 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
   }
 }
 
-// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is two masked copies per k,
-// B (N, K) goes through 16 x 16 register transposes.
+// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is copied in bands of 8
+// rows, B (N, K) goes through 16 x 16 register transposes.
 LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int64_t q0,
                                    int64_t q1, float* dst) {
+  if (!g.transB) {
+    // Eight source rows at a time across all the panels: every row slice is read in one pass
+    // and each panel receives 1 KiB contiguous runs (the hardware prefetchers follow both).
+    for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+      const int64_t kn = std::min<int64_t>(8, kc - k0);
+      for (int64_t q = q0; q < q1; q++) {
+        const float* src = g.B + (pc + k0) * g.ldb + jc + q * kNr512;
+        float* out = dst + q * kNr512 * kc + k0 * kNr512;
+        const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - q * kNr512));
+        if (cols == kNr512) {
+          for (int64_t k = 0; k < kn; k++, src += g.ldb, out += kNr512) {
+            _mm512_store_ps(out, _mm512_loadu_ps(src));
+            _mm512_store_ps(out + 16, _mm512_loadu_ps(src + 16));
+          }
+        } else {
+          const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+          const __mmask16 m1 = cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
+          for (int64_t k = 0; k < kn; k++, src += g.ldb, out += kNr512) {
+            _mm512_store_ps(out, _mm512_maskz_loadu_ps(m0, src));
+            _mm512_store_ps(out + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+          }
+        }
+      }
+    }
+    return;
+  }
   for (int64_t q = q0; q < q1; q++) {
     float* panel = dst + q * kNr512 * kc;
     const int64_t j0 = q * kNr512;
     const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - j0));
-    if (!g.transB) {
-      const float* src = g.B + pc * g.ldb + jc + j0;
-      if (cols == kNr512) {
-        for (int64_t k = 0; k < kc; k++, src += g.ldb) {
-          _mm512_store_ps(panel + k * kNr512, _mm512_loadu_ps(src));
-          _mm512_store_ps(panel + k * kNr512 + 16, _mm512_loadu_ps(src + 16));
-        }
-      } else {
-        const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-        const __mmask16 m1 = cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
-        for (int64_t k = 0; k < kc; k++, src += g.ldb) {
-          _mm512_store_ps(panel + k * kNr512, _mm512_maskz_loadu_ps(m0, src));
-          _mm512_store_ps(panel + k * kNr512 + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-        }
-      }
-      continue;
-    }
     for (int half = 0; half < 2; half++) {
       const int jn = std::min(16, cols - 16 * half);
       float* out = panel + 16 * half;
@@ -444,20 +454,30 @@ void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
 // against the current block (a few MR panels per task, each task packing its own rows of A)
 // while its first tasks pack the next block into the other buffer -- one job per block, packing
 // overlapped with compute. Tasks are claimed dynamically and never wait for each other, so a
-// descheduled worker only costs the task it holds; small row tasks keep the tail short.
+// descheduled worker only costs the task it holds; shrinking row tasks keep the tail short.
 void sgemmShared(const GemmArgs& g, int threads) {
   const Blocking& bl = blocking();
   // The caller's buffers, shared with the tasks.
   float* bufs[2] = {tPackB.get(packBSize(bl, g.N)), tPackB2.get(packBSize(bl, g.N))};
   const int64_t panelsM = ceilDiv(g.M, bl.MR);
-  // ~8 row tasks per thread (at most MC rows each): dynamic claiming then balances the threads.
-  const int64_t perTask = std::max<int64_t>(1, std::min(bl.MC / bl.MR, ceilDiv(panelsM, 8 * threads)));
-  const int rowTasks = static_cast<int>(ceilDiv(panelsM, perTask));
+  // Row tasks of decreasing size (guided): each takes 1 / (4 * threads) of the MR panels still
+  // left (at most MC rows), down to single panels, so that the threads finish a block together --
+  // the idle tail is at most one small task, not one of ~8 equal tasks per thread.
+  // Reused across calls (no allocation per product); only read by the tasks of this call.
+  thread_local std::vector<int64_t> taskStart;
+  taskStart.assign(1, 0);
+  for (int64_t left = panelsM; left > 0;) {
+    const int64_t size = std::min({left, bl.MC / bl.MR, std::max<int64_t>(1, left / (4 * threads))});
+    left -= size;
+    taskStart.push_back(panelsM - left);
+  }
+  const int rowTasks = static_cast<int>(taskStart.size()) - 1;
   struct Block {
     int64_t jc, nc, pc, kc, panelsB;
     float* buf;
   };
-  std::vector<Block> blocks;
+  thread_local std::vector<Block> blocks;
+  blocks.clear();
   int which = 0;
   for (int64_t jc = 0; jc < g.N; jc += bl.NC) {
     const int64_t nc = std::min(bl.NC, g.N - jc);
@@ -471,9 +491,9 @@ void sgemmShared(const GemmArgs& g, int threads) {
     const Blocking* bl;
     const Block* cur;   // computed by the row tasks (null in the first job)
     const Block* next;  // packed by the first packTasks tasks (null when none is left)
-    int packTasks, rowTasks;
-    int64_t panelsM;
-  } ctx{&g, &bl, nullptr, nullptr, 0, rowTasks, panelsM};
+    int packTasks;
+    const int64_t* taskStart;  // row task r covers MR panels [taskStart[r], taskStart[r + 1])
+  } ctx{&g, &bl, nullptr, nullptr, 0, taskStart.data()};
   const auto packTasksFor = [&](const Block& b) { return static_cast<int>(std::min<int64_t>(b.panelsB, 2 * threads)); };
   const TaskFn fn = [](void* raw, int t, int) {
     const Ctx& c = *static_cast<Ctx*>(raw);
@@ -484,8 +504,8 @@ void sgemmShared(const GemmArgs& g, int threads) {
     }
     const int r = t - c.packTasks;
     const Block& b = *c.cur;
-    const int64_t i0 = c.panelsM * r / c.rowTasks * c.bl->MR;
-    const int64_t i1 = std::min(c.g->M, c.panelsM * (r + 1) / c.rowTasks * c.bl->MR);
+    const int64_t i0 = c.taskStart[r] * c.bl->MR;
+    const int64_t i1 = std::min(c.g->M, c.taskStart[r + 1] * c.bl->MR);
     if (i0 >= i1) return;
     float* bufA = tPackA.get(packASize(*c.bl, i1 - i0));
     multiplyRows(*c.g, *c.bl, i0, i1, b.jc, b.nc, b.pc, b.kc, b.buf, bufA);

@@ -402,14 +402,15 @@ describe('native backend vs reference', { skip }, () => {
   it('matmul gives the same result on 1 and 2 threads', () => {
     // The second size spans several (K, N) blocks: the 2-thread path packs the next block of B
     // while it computes on the current one.
-    for (const [m, k, n] of [[300, 200, 250], [125, 530, 1070]] as const) {
-      const a = random([m, k], 1);
-      const b = random([k, n], 2);
+    // The transposed case also has a partial last row task and a partial last panel of B.
+    for (const [m, k, n, trans] of [[300, 200, 250, false], [125, 530, 1070, false], [131, 600, 517, true]] as const) {
+      const a = random(trans ? [k, m] : [m, k], 1);
+      const b = random(trans ? [n, k] : [k, n], 2);
       setNativeThreads(1);
-      const one = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
+      const one = nativeKernel('matmul')!([a, b], { transA: trans, transB: trans })!;
       setNativeThreads(2);
-      const two = nativeKernel('matmul')!([a, b], { transA: false, transB: false })!;
-      assert.deepEqual(one.data, two.data, `${m}x${k}x${n}`);
+      const two = nativeKernel('matmul')!([a, b], { transA: trans, transB: trans })!;
+      assert.deepEqual(one.data, two.data, `${m}x${k}x${n}${trans ? ' transposed' : ''}`);
     }
   });
 
