@@ -62,13 +62,21 @@ constexpr int kMR = LB_MR;  // rows of the AVX-512 micro-kernel
 constexpr int kNP = LB_NP;  // panels of the AVX-512 micro-kernel (16 columns each)
 static_assert(kNP * 16 == 64, "an AVX-512 column block is one packed 64-channel block");
 #ifndef LB_KC4
-#define LB_KC4 128
+#define LB_KC4 256
 #endif
 #ifndef LB_MC
 #define LB_MC 96
 #endif
-constexpr int64_t kKC4 = LB_KC4;  // k-groups (of 4) per cache block: a 64 x 512 weight block = 32 KB
-constexpr int64_t kMC = LB_MC;   // rows per task tile
+// K blocking: at most kKC4 k-groups (1024 bytes of K) per block, the blocks of equal size.
+// Every block after the first reloads the micro-tile's partial sums from C (by then out of L1),
+// which cost ~3 % at K = 1024 with 512-byte blocks; a 64 x 1024 weight block (64 KB) read from
+// L2 costs less than that (bench int-kernels, n = 1024).
+constexpr int64_t kKC4 = LB_KC4;
+constexpr int64_t kMC = LB_MC;  // rows per task tile
+inline int64_t kBlockK4(int64_t k4n) {
+  const int64_t blocks = (k4n + kKC4 - 1) / kKC4;
+  return (k4n + blocks - 1) / blocks;
+}
 
 inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -302,6 +310,7 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
     if (ap.size() < static_cast<size_t>(M * Kp)) ap.resize(static_cast<size_t>(M * Kp));
     packActivations(M, K, Kp, a, aSigned, ap.data());
   }
+  const int64_t kc4 = kBlockK4(k4n);
   const int32_t negZero = static_cast<int32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
   const IntPath path = int8Path();
   const int64_t nb = path == IntPath::Avx512 ? kNP * kPanel : kPanel;  // columns per block
@@ -315,8 +324,8 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
       const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);
       const int64_t m0 = ib * kMC, m1 = std::min(M, m0 + kMC);
       const int8_t* B = packed + (n0 / kBlock) * blockStride + (n0 % kBlock) * 4;  // panel (n0 % 64) / 16
-      for (int64_t k0 = 0; k0 < k4n; k0 += kKC4) {
-        const int64_t kn = std::min(kKC4, k4n - k0);
+      for (int64_t k0 = 0; k0 < k4n; k0 += kc4) {
+        const int64_t kn = std::min(kc4, k4n - k0);
         const bool first = k0 == 0;
         if (path == IntPath::Avx512) {
           const int np = static_cast<int>(ceilDiv(ncols, kPanel));
@@ -353,12 +362,13 @@ void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t l
   }
   const IntPath path = int8Path();
   const int64_t nb = path == IntPath::Avx512 ? kNP * kPanel : kPanel;
+  const int64_t kc4 = kBlockK4(k4n);
   const int64_t blockStride = k4n * kKRow;
   for (int64_t n0 = 0; n0 < N; n0 += nb) {
     const int64_t ncols = std::min(nb, N - n0);
     const int8_t* B = packed + (n0 / kBlock) * blockStride + (n0 % kBlock) * 4;
-    for (int64_t k0 = 0; k0 < k4n; k0 += kKC4) {
-      const int64_t kn = std::min(kKC4, k4n - k0);
+    for (int64_t k0 = 0; k0 < k4n; k0 += kc4) {
+      const int64_t kn = std::min(kc4, k4n - k0);
       const bool first = k0 == 0;
       if (path == IntPath::Avx512) {
         const int np = static_cast<int>(ceilDiv(ncols, kPanel));
