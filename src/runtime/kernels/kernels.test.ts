@@ -162,3 +162,22 @@ test('native IntModel plans are validated before use', { skip: !hasExecutor && '
   assert.throws(() => addon!.intPlanCreate!(spec.ops.slice(0, -1)), /dequantizing/);
   assert.throws(() => addon!.intPlanCreate!([{ meta: new Int32Array(3), f64: new Float64Array(3) }]), /meta/);
 });
+
+test('native int8 GEMM with K over several K blocks (K > 1024) equals the reference exactly', (t) => {
+  if (intKernelsBackend().int8 === 'reference') {
+    t.skip('native addon not built');
+    return;
+  }
+  const next = rng(2309);
+  // K = 2309: 578 groups of 4 in three blocks (193 + 193 + 192), the last group partial;
+  // M = 13 ends in a partial micro-tile, N = 70 in a partial 16-column panel of a second block.
+  for (const [M, N, K, signed] of [[13, 70, 2309, true], [7, 64, 4096, false]] as const) {
+    const a = signed ? new Int8Array(M * K).map(() => (next() & 0xff) - 128) : new Uint8Array(M * K).map(() => next() & 0xff);
+    const w = new Int8Array(N * K).map(() => (next() & 0xff) - 128);
+    const zero = signed ? -3 : 131;
+    const want = new Int32Array(M * N), got = new Int32Array(M * N);
+    gemmInt8Ref(M, N, K, a, zero, w, want);
+    gemmInt8(M, N, K, a, zero, packInt8Weights(w, N, K), got);
+    assert.deepEqual(got, want, `M ${M} N ${N} K ${K}`);
+  }
+});
