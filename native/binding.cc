@@ -704,25 +704,38 @@ Napi::Value PackWeights(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// gemmInt8Packed(M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed, rowSums, c: Int32Array (M, N))
-Napi::Value GemmInt8Packed(const Napi::CallbackInfo& info) {
+// The arguments shared by gemmInt8Packed and gemmInt8Amx:
+// (M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed, rowSums, c: Int32Array (M, N)),
+// checked against the packed layout's size `packedBytes(N, K)`.
+struct Int8GemmArgs {
   int64_t M = 0, N = 0, K = 0, zero = 0;
   Bytes a, packed;
   int32_t *sums = nullptr, *c = nullptr;
+};
+
+static bool parseInt8GemmArgs(const Napi::CallbackInfo& info, const char* name, int64_t (*packedBytes)(int64_t, int64_t),
+                              Int8GemmArgs* g) {
   size_t nsums = 0, nc = 0;
-  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &a) ||
-      !argInt(info, 4, &zero) || !argBytes(info, 5, &packed) || !argInt32s(info, 6, &sums, &nsums) ||
-      !argInt32s(info, 7, &c, &nc) || !shapeOk(info, M, N, K)) {
-    return info.Env().Undefined();
+  if (!argInt(info, 0, &g->M) || !argInt(info, 1, &g->N) || !argInt(info, 2, &g->K) || !argBytes(info, 3, &g->a) ||
+      !argInt(info, 4, &g->zero) || !argBytes(info, 5, &g->packed) || !argInt32s(info, 6, &g->sums, &nsums) ||
+      !argInt32s(info, 7, &g->c, &nc) || !shapeOk(info, g->M, g->N, g->K)) {
+    return false;
   }
-  if (static_cast<int64_t>(a.length) < M * K || static_cast<int64_t>(packed.length) < lowbit::int8PackedBytes(N, K) ||
-      static_cast<int64_t>(nsums) < N || static_cast<int64_t>(nc) < M * N || zero < -(int64_t{1} << 31) ||
-      zero >= (int64_t{1} << 31)) {
-    fail(info.Env(), "gemmInt8: bad zero point or buffers too small");
-    return info.Env().Undefined();
+  if (static_cast<int64_t>(g->a.length) < g->M * g->K || static_cast<int64_t>(g->packed.length) < packedBytes(g->N, g->K) ||
+      static_cast<int64_t>(nsums) < g->N || static_cast<int64_t>(nc) < g->M * g->N || g->zero < -(int64_t{1} << 31) ||
+      g->zero >= (int64_t{1} << 31)) {
+    fail(info.Env(), std::string(name) + ": bad zero point or buffers too small");
+    return false;
   }
-  lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), reinterpret_cast<const int8_t*>(packed.data),
-                         sums, c);
+  return true;
+}
+
+// gemmInt8Packed(M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed, rowSums, c: Int32Array (M, N))
+Napi::Value GemmInt8Packed(const Napi::CallbackInfo& info) {
+  Int8GemmArgs g;
+  if (!parseInt8GemmArgs(info, "gemmInt8", lowbit::int8PackedBytes, &g)) return info.Env().Undefined();
+  lowbit::gemmInt8Packed(g.M, g.N, g.K, g.a.data, g.a.isSigned, static_cast<int32_t>(g.zero),
+                         reinterpret_cast<const int8_t*>(g.packed.data), g.sums, g.c);
   return info.Env().Undefined();
 }
 
@@ -843,26 +856,14 @@ Napi::Value PackInt8Amx(const Napi::CallbackInfo& info) {
 // gemmInt8Amx(M, N, K, a: Int8Array | Uint8Array (M, K), aZero, packed (packInt8Amx), rowSums, c: Int32Array (M, N));
 // throws when AMX is unavailable (see intKernelsInfo().amx)
 Napi::Value GemmInt8Amx(const Napi::CallbackInfo& info) {
-  int64_t M = 0, N = 0, K = 0, zero = 0;
-  Bytes a, packed;
-  int32_t *sums = nullptr, *c = nullptr;
-  size_t nsums = 0, nc = 0;
-  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &a) ||
-      !argInt(info, 4, &zero) || !argBytes(info, 5, &packed) || !argInt32s(info, 6, &sums, &nsums) ||
-      !argInt32s(info, 7, &c, &nc) || !shapeOk(info, M, N, K)) {
-    return info.Env().Undefined();
-  }
+  Int8GemmArgs g;
+  if (!parseInt8GemmArgs(info, "gemmInt8Amx", lowbit::amxPackedBytes, &g)) return info.Env().Undefined();
   if (!lowbit::amxAvailable()) {
     fail(info.Env(), std::string("gemmInt8Amx: AMX unavailable (") + lowbit::amxStatus() + ")");
     return info.Env().Undefined();
   }
-  if (static_cast<int64_t>(a.length) < M * K || static_cast<int64_t>(packed.length) < lowbit::amxPackedBytes(N, K) ||
-      static_cast<int64_t>(nsums) < N || static_cast<int64_t>(nc) < M * N || zero < -(int64_t{1} << 31) ||
-      zero >= (int64_t{1} << 31)) {
-    fail(info.Env(), "gemmInt8Amx: bad zero point or buffers too small");
-    return info.Env().Undefined();
-  }
-  lowbit::gemmInt8Amx(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), reinterpret_cast<const int8_t*>(packed.data), sums, c);
+  lowbit::gemmInt8Amx(g.M, g.N, g.K, g.a.data, g.a.isSigned, static_cast<int32_t>(g.zero),
+                      reinterpret_cast<const int8_t*>(g.packed.data), g.sums, g.c);
   return info.Env().Undefined();
 }
 

@@ -25,27 +25,34 @@ bool poolInsideJob();  // true on any thread while it runs a task
 // Runs fn(ctx, t, ntasks) for every t in [0, ntasks); the caller runs some tasks itself.
 void poolRun(int ntasks, TaskFn fn, void* ctx);
 
+// Runs body(begin, end) over `ntasks` contiguous, near-equal chunks of [0, n) on the pool
+// (chunks are claimed dynamically), or inline as one chunk when the total `work` is small, the pool
+// has one thread, n == 1, or we are nested. Shared by parallelFor and parallelForEach.
+template <class Body>
+void parallelChunks(int64_t n, double work, int64_t ntasks, Body& body) {
+  if (n <= 0) return;
+  if (poolThreads() <= 1 || n == 1 || work < kInlineWork || poolInsideJob()) {
+    body(int64_t{0}, n);
+    return;
+  }
+  struct Ctx {
+    Body* body;
+    int64_t n;
+  } ctx{&body, n};
+  poolRun(static_cast<int>(std::min<int64_t>(ntasks, n)), [](void* raw, int t, int nt) {
+    auto* c = static_cast<Ctx*>(raw);
+    const int64_t begin = c->n * t / nt, end = c->n * (t + 1) / nt;
+    if (begin < end) (*c->body)(begin, end);
+  }, &ctx);
+}
+
 // parallelFor(n, work, body): body(begin, end) over contiguous chunks of [0, n) (a few chunks per
 // thread, claimed dynamically); inline when the total `work` is small, the pool has one thread,
 // or we are nested.
 template <class Body>
 void parallelFor(int64_t n, double work, Body&& body) {
   const int threads = poolThreads();
-  if (n <= 0) return;
-  if (threads <= 1 || n == 1 || work < kInlineWork || poolInsideJob()) {
-    body(int64_t{0}, n);
-    return;
-  }
-  struct Ctx {
-    std::remove_reference_t<Body>* body;
-    int64_t n;
-  } ctx{&body, n};
-  const int ntasks = static_cast<int>(std::min<int64_t>(work < 8 * kInlineWork ? threads : 4 * threads, n));
-  poolRun(ntasks, [](void* raw, int t, int nt) {
-    auto* c = static_cast<Ctx*>(raw);
-    const int64_t begin = c->n * t / nt, end = c->n * (t + 1) / nt;
-    if (begin < end) (*c->body)(begin, end);
-  }, &ctx);
+  parallelChunks(n, work, work < 8 * kInlineWork ? threads : 4 * threads, body);
 }
 
 // As parallelFor, with up to `maxTasks` (default 1024) tasks of about n / tasks items each instead
@@ -53,22 +60,7 @@ void parallelFor(int64_t n, double work, Body&& body) {
 // early takes the next tile instead of waiting for the others.
 template <class Body>
 void parallelForEach(int64_t n, double work, Body&& body, int64_t maxTasks = 1024) {
-  const int threads = poolThreads();
-  if (n <= 0) return;
-  if (threads <= 1 || n == 1 || work < kInlineWork || poolInsideJob()) {
-    body(int64_t{0}, n);
-    return;
-  }
-  struct Ctx {
-    std::remove_reference_t<Body>* body;
-    int64_t n;
-  } ctx{&body, n};
-  const int ntasks = static_cast<int>(std::min<int64_t>(std::min<int64_t>(maxTasks, 65535), n));
-  poolRun(ntasks, [](void* raw, int t, int nt) {
-    auto* c = static_cast<Ctx*>(raw);
-    const int64_t begin = c->n * t / nt, end = c->n * (t + 1) / nt;
-    if (begin < end) (*c->body)(begin, end);
-  }, &ctx);
+  parallelChunks(n, work, std::min<int64_t>(maxTasks, 65535), body);
 }
 
 }  // namespace lowbit
