@@ -138,6 +138,15 @@ LOWBIT_TARGET_IRT inline __mmask8 flags8(const uint8_t* flags, __mmask8 m) {
                                        _mm512_setzero_si512());
 }
 
+// Stores 8 requantized channels of one output row: bytes (uint8/int8 outputs) or int32.
+LOWBIT_TARGET_IRT inline void storeRow8(void* out, int64_t o, __mmask8 m, __m256i qi, bool bytes) {
+  if (bytes) {
+    _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + o, m, qi);
+  } else {
+    _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + o, m, qi);
+  }
+}
+
 LOWBIT_TARGET_IRT void epilogueAvx512(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0,
                                       int64_t nc, void* out, int64_t ldo) {
   if (op.outMode == IOutMode::Requantize && op.intRequant) {
@@ -150,18 +159,13 @@ LOWBIT_TARGET_IRT void epilogueAvx512(const IntOp& op, const int32_t* tile, int6
       const __m512i half = _mm512_maskz_loadu_epi64(m, op.rqHalf.data() + c), sh = _mm512_maskz_loadu_epi64(m, op.rqShift.data() + c);
       const __mmask8 lowZero = flags8(op.rqLowZero.data() + c, m);
       for (int64_t r = 0; r < rows; r++) {
-        const __m256i qi = requant8i(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), m0, bmh, half, sh, lowZero);
-        const int64_t o = r * ldo + c;
-        if (bytes) {
-          _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + o, m, qi);
-        } else {
-          _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + o, m, qi);
-        }
+        storeRow8(out, r * ldo + c, m, requant8i(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), m0, bmh, half, sh, lowZero), bytes);
       }
     }
     return;
   }
   if (op.outMode == IOutMode::Requantize) {
+    const bool bytes = op.out == IType::U8 || op.out == IType::S8;
     for (int64_t j = 0; j < nc; j += 8) {
       const int64_t valid = std::min<int64_t>(8, nc - j);
       const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
@@ -171,13 +175,7 @@ LOWBIT_TARGET_IRT void epilogueAvx512(const IntOp& op, const int32_t* tile, int6
       const __mmask8 mneg = _mm512_cmpneq_epi64_mask(
           _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(op.mneg.data() + c))), _mm512_setzero_si512()) & m;
       for (int64_t r = 0; r < rows; r++) {
-        const __m256i qi = requant8(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), bias, ms, mneg);
-        const int64_t o = r * ldo + c;
-        if (op.out == IType::U8 || op.out == IType::S8) {
-          _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + o, m, qi);
-        } else {
-          _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + o, m, qi);
-        }
+        storeRow8(out, r * ldo + c, m, requant8(op, _mm256_maskz_loadu_epi32(m, tile + r * ldt + j), bias, ms, mneg), bytes);
       }
     }
     return;
@@ -273,11 +271,7 @@ LOWBIT_TARGET_IRT void quantizeContiguousAvx512(const IntOp& op, const float* x,
       q = _mm512_mask_blend_pd(nan, q, _mm512_setzero_pd());
       qi = _mm512_cvtpd_epi32(q);
     }
-    if (op.out == IType::I32) {
-      _mm256_mask_storeu_epi32(static_cast<int32_t*>(out) + i, m, qi);
-    } else {
-      _mm256_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(out) + i, m, qi);
-    }
+    storeRow8(out, i, m, qi, op.out != IType::I32);
   }
 }
 
