@@ -67,6 +67,18 @@ LOWBIT_TARGET_AVX512 void padInto(const ConvGeom& g, const Layout& l, const floa
   }
 }
 
+// The start of an R x (16 V) register tile at column j0 of N: the lane masks of its V vectors
+// (left = N - j0 columns remain) and zeroed accumulators.
+template <int R, int V>
+LOWBIT_TARGET_AVX512 __attribute__((always_inline)) inline void startTile(int64_t left, __mmask16 (&m)[V], __m512 (&acc)[R][V]) {
+#pragma GCC unroll 4
+  for (int v = 0; v < V; v++) m[v] = tailMask(left - 16 * v);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+}
+
 // ---------------------------------------------------------------- forward tiles
 // c (R, N) with row stride ldc = a (R, K) (row stride lda) . B, B row k = b + koff[k].
 template <int R, int V>
@@ -74,13 +86,8 @@ LOWBIT_TARGET_AVX512 void wideTile(int64_t N, int64_t K, const float* a, int64_t
                                    const int64_t* koff, float* c, int64_t ldc) {
   for (int64_t j0 = 0; j0 < N; j0 += 16 * V) {
     __mmask16 m[V];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++) m[v] = tailMask(N - j0 - 16 * v);
     __m512 acc[R][V];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+    startTile<R, V>(N - j0, m, acc);
     const float* bj = b + j0;
     for (int64_t k = 0; k < K; k++) {
       const float* bk = bj + koff[k];
@@ -643,13 +650,8 @@ LOWBIT_TARGET_AVX512 void scatterTile(int64_t N, int64_t Og, const float* a, int
                                       const int64_t* koff, float* dst) {
   for (int64_t j0 = 0; j0 < N; j0 += 16 * V) {
     __mmask16 m[V];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++) m[v] = tailMask(N - j0 - 16 * v);
     __m512 acc[R][V];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+    startTile<R, V>(N - j0, m, acc);
     for (int64_t o = 0; o < Og; o++) {
       const float* row = dyw + o * ldy + j0;
       __m512 bv[V];

@@ -10,8 +10,7 @@
  * changes no integer of any kept channel: the compacted model's logits equal the uncompacted
  * model's bit for bit (convert checks this on its sample).
  */
-import { packBinaryRows, packBits } from '../quant/core/packing.ts';
-import { IntModel, type IntNode, type IntTensor, type LayerNode } from './intmodel.ts';
+import { IntModel, packWeightTensor, type IntNode, type IntTensor, type LayerNode } from './intmodel.ts';
 
 /** Layer name → pruned output channel indices. */
 export type PrunedChannels = ReadonlyMap<string, readonly number[]>;
@@ -25,16 +24,6 @@ function select(values: Int8Array, cols: number, keepRows: readonly number[], ke
     else out.set(values.subarray(r * cols, (r + 1) * cols), i * width);
   });
   return out;
-}
-
-/** A weight tensor of `dtype` packed from values [rows, cols] (the layouts of convert). */
-function packWeight(dtype: IntTensor['dtype'], values: Int8Array, shape: readonly number[]): IntTensor {
-  const rows = shape[0]!;
-  const cols = values.length / rows;
-  if (dtype === 'int8') return { dtype, shape, data: new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength)) };
-  if (dtype === 'int4' || dtype === 'int2') return { dtype, shape, data: packBits(values, dtype === 'int4' ? 4 : 2, true) };
-  if (dtype === 'bits') return { dtype, shape, data: packBinaryRows(values, rows, cols) };
-  throw new Error(`compactIntModel: weight dtype ${dtype} cannot be compacted`);
 }
 
 /** Entries `keep` of a per-channel tensor (int32 or float32, shape [O]). */
@@ -113,7 +102,7 @@ export function compactIntModel(model: IntModel, pruned: PrunedChannels): IntMod
       flowing = { kept: keep, channels: rows };
       record[node.name] = [...dropped].sort((a, b) => a - b);
     }
-    tensors.set(node.weight, packWeight(weight.dtype, values, shape));
+    tensors.set(node.weight, packWeightTensor(weight.dtype, values, shape));
     nodes.push(next);
   }
   const metadata = { ...(model.graph.metadata ?? {}), prunedChannels: record };

@@ -43,11 +43,10 @@ import { noGrad } from '../autograd/engine.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from '../quant/qat/layers.ts';
 import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
-import { packBinaryRows, packBits } from '../quant/core/packing.ts';
 import { quantizeMultiplier } from './requantize.ts';
 import { simulateFloat64, type Float64Simulation } from './simulate.ts';
 import { compactIntModel } from './compact.ts';
-import { IntModel, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
+import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
 
 export interface ConvertOptions {
   /** Shape of one input sample (default: the sample's shape without the batch dim). */
@@ -148,14 +147,13 @@ function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor)
     const bits = lo >= -2 && hi <= 1 && qp.bits <= 2 ? 2 : lo >= -8 && hi <= 7 && qp.bits <= 4 ? 4 : lo >= -128 && hi <= 127 ? 8 : 0;
     if (bits === 0) throw new Error(`convert: layer '${layerName}': ${qp.bits}-bit weights in [${lo}, ${hi}] do not fit a signed 8-bit container`);
     const format: WeightFormat = bits === 8 ? 'int8' : bits === 4 ? 'int4' : 'int2';
-    const bytes = bits === 8 ? new Uint8Array(Int8Array.from(values).buffer) : packBits(values, bits, true);
-    return { format, bits: qp.bits, values, scale, tensor: { dtype: format, shape: [...wfq.shape], data: bytes } };
+    return { format, bits: qp.bits, values, scale, tensor: packWeightTensor(format, values, [...wfq.shape]) };
   }
   perChannel(q.axis, q.alpha.length, `${q.type} weights`);
   for (let c = 0; c < O; c++) scale[c] = q.alpha[q.alpha.length === 1 ? 0 : c]!;
   if (q.type === 'binary') {
     for (let i = 0; i < values.length; i++) values[i] = data[i]! >= 0 ? 1 : -1;
-    return { format: 'binary', bits: 1, values, scale, tensor: { dtype: 'bits', shape: [...wfq.shape], data: packBinaryRows(values, O, K) } };
+    return { format: 'binary', bits: 1, values, scale, tensor: packWeightTensor('bits', values, [...wfq.shape]) };
   }
   for (let i = 0; i < values.length; i++) {
     const a = scale[Math.floor(i / K)]!;
@@ -163,7 +161,7 @@ function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor)
     if (v < -1 || v > 1) throw new Error(`convert: layer '${layerName}': ternary weight ${i} is ${data[i]} with α = ${a}`);
     values[i] = v;
   }
-  return { format: 'ternary', bits: 2, values, scale, tensor: { dtype: 'int2', shape: [...wfq.shape], data: packBits(values, 2, true) } };
+  return { format: 'ternary', bits: 2, values, scale, tensor: packWeightTensor('int2', values, [...wfq.shape]) };
 }
 
 interface PendingLayer {

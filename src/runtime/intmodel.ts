@@ -18,7 +18,7 @@
  * no padding; everything else uses the centred int32 GEMM.
  */
 import { Tensor } from '../tensor/tensor.ts';
-import { unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
+import { packBinaryRows, packBits, unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
 import { requantizeScalar } from './requantize.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { avgPoolInt, convOutputSize, gemmInt32, im2col, maxPoolInt, type ConvGeometry } from './ops.ts';
@@ -36,6 +36,18 @@ export interface IntTensor {
   readonly shape: readonly number[];
   /** Packed bytes for int8/int4/int2/bits, Int32Array for int32, Float32Array for float32. */
   readonly data: Uint8Array | Int32Array | Float32Array;
+}
+
+/**
+ * A weight tensor of `dtype` packed from integer values [rows, cols] (row-major, cols = the rest of
+ * `shape`): the layouts `IntModel.weightValues` unpacks (int8 bytes, int4/int2 packed signed,
+ * `bits` = sign rows).
+ */
+export function packWeightTensor(dtype: IntTensor['dtype'], values: ArrayLike<number>, shape: readonly number[]): IntTensor {
+  if (dtype === 'int8') return { dtype, shape, data: new Uint8Array(Int8Array.from(values).buffer) };
+  if (dtype === 'int4' || dtype === 'int2') return { dtype, shape, data: packBits(values, dtype === 'int4' ? 4 : 2, true) };
+  if (dtype === 'bits') return { dtype, shape, data: packBinaryRows(values, shape[0]!, values.length / shape[0]!) };
+  throw new Error(`packWeightTensor: weight dtype ${dtype} is not a packed weight layout`);
 }
 
 export type WeightFormat = 'int8' | 'int4' | 'int2' | 'ternary' | 'binary';

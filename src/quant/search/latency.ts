@@ -349,9 +349,9 @@ export function latencyCost(options: LatencyCostOptions = {}): LatencyCostModel 
     name: 'latency',
     unit: 'µs',
     layerCost: (layer, w, a) => cost(layer, w, a),
-    channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a, keptChannels(layer, wPerChannel)),
+    channelCost: (layer, wPerChannel, a) => cost(layer, Math.max(...wPerChannel), a, unprunedChannels(layer, wPerChannel)),
     ...(context ? {
-      change: (layer: LayerInfo, choice: BitChoice) => inModelChange(layer, choice.w, choice.a, choice.wPerChannel ? keptChannels(layer, choice.wPerChannel) : layer.outChannels),
+      change: (layer: LayerInfo, choice: BitChoice) => inModelChange(layer, choice.w, choice.a, choice.wPerChannel ? unprunedChannels(layer, choice.wPerChannel) : layer.outChannels),
       w8a8Total,
     } : {}),
   };
@@ -374,6 +374,6 @@ function prunedWidths(channels: number, kept: number, w: number): number[] {
 }
 
 /** Output channels a per-channel width list keeps: all of the layer's channels except the 0-bit (pruned) ones. */
-function keptChannels(layer: LayerInfo, wPerChannel: readonly number[]): number {
+function unprunedChannels(layer: LayerInfo, wPerChannel: readonly number[]): number {
   return layer.outChannels - wPerChannel.filter((b) => b === 0).length;
 }
