@@ -51,6 +51,32 @@ void packAmxConv(const int8_t* w, int64_t N, int64_t kh, int64_t kw, int64_t C, 
   }
 }
 
+int64_t amxGatherKp(int64_t K) { return K <= 32 ? 32 : 64; }
+
+bool amxGatherTables(const int64_t* off, int64_t K, int64_t step, std::vector<uint8_t>* idx, std::vector<uint64_t>* masks) {
+  __builtin_cpu_init();
+  if (K <= 0 || K > 64 || !__builtin_cpu_supports("avx512vbmi")) return false;
+  const int64_t Kp = amxGatherKp(K), vectors = Kp / 4;  // 16 rows of Kp bytes = Kp / 4 vectors of 64 bytes
+  if (off[K - 1] + 15 * step >= 192) return false;
+  for (int64_t t = 0; t < K; t++) {
+    if (off[t] < 0 || off[t] + 15 * step >= 192) return false;
+  }
+  // vector v: [indexes into the first 128 bytes (vpermi2b)][indexes into bytes 128..191 (vpermb)]
+  idx->assign(static_cast<size_t>(vectors * 128), 0);
+  masks->assign(static_cast<size_t>(vectors * 2), 0);
+  for (int64_t v = 0; v < vectors; v++) {
+    for (int64_t i = 0; i < 64; i++) {
+      const int64_t byte = v * 64 + i, row = byte / Kp, t = byte % Kp;
+      if (t >= K) continue;
+      const int64_t o = off[t] + row * step;
+      const int hi = o >= 128 ? 1 : 0;
+      (*idx)[static_cast<size_t>(v * 128 + hi * 64 + i)] = static_cast<uint8_t>(o - 128 * hi);
+      (*masks)[static_cast<size_t>(v * 2 + hi)] |= uint64_t{1} << i;
+    }
+  }
+  return true;
+}
+
 #if defined(LOWBIT_HAVE_AMX)
 
 namespace {
@@ -94,14 +120,16 @@ struct alignas(64) TileConfig {
 
 // Loads a tile configuration when the thread's current one differs. aBytes = 0: the GEMM layout
 // (every tile 16 x 64 bytes); else the implicit conv layout: tiles 0-3 16 x 64 (int32 accumulators),
-// 4-6 16 rows x aBytes (activations), 7 aBytes / 4 rows x 64 (weights).
+// 4-6 16 rows x aBytes (activations), 7 aBytes / 4 rows x 64 (weights); nBytes < 64 narrows the
+// accumulators 0-3 and the weights 7 to nBytes / 4 columns (fewer output channels).
 // The configuration this thread loaded last (-1: none, or released). Valid only within one of our
 // jobs: every job starts with amxRelease(), since other code may use the tiles between our jobs.
 thread_local int tCurrentConfig = -1;
 
-inline void configureTiles(int aBytes = 0) {
+inline void configureTiles(int aBytes = 0, int nBytes = 64) {
   int& current = tCurrentConfig;
-  if (current == aBytes) return;
+  const int key = aBytes | (nBytes << 8);
+  if (current == key) return;
   TileConfig cfg;
   for (int t = 0; t < 8; t++) {
     cfg.colsb[t] = 64;
@@ -111,8 +139,9 @@ inline void configureTiles(int aBytes = 0) {
     for (int t = 4; t < 7; t++) cfg.colsb[t] = static_cast<uint16_t>(aBytes);
     cfg.rows[7] = static_cast<uint8_t>(aBytes / 4);
   }
+  for (int t : {0, 1, 2, 3, 7}) cfg.colsb[t] = static_cast<uint16_t>(nBytes);
   __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
-  current = aBytes;
+  current = key;
 }
 
 // One block of MT x NT 16 x 16 tiles over all KT k-tiles: c = bias + A B.
@@ -275,6 +304,132 @@ void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t
   }
 }
 
+namespace {
+
+// Gathers one activation tile (16 rows x Kp bytes, Kp / 4 vectors) from the 192 bytes at src.
+template <int V>
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void gatherTile(const uint8_t* src, const uint8_t* idx,
+                                                                                            const uint64_t* masks, bool high, uint8_t* dst) {
+  const __m512i l0 = _mm512_loadu_si512(src), l1 = _mm512_loadu_si512(src + 64);
+  if (high) {
+    const __m512i l2 = _mm512_loadu_si512(src + 128);
+    for (int v = 0; v < V; v++) {
+      __m512i a = _mm512_maskz_permutex2var_epi8(masks[2 * v], l0, _mm512_loadu_si512(idx + 128 * v), l1);
+      a = _mm512_mask_permutexvar_epi8(a, masks[2 * v + 1], _mm512_loadu_si512(idx + 128 * v + 64), l2);
+      _mm512_store_si512(dst + 64 * v, a);
+    }
+  } else {
+    for (int v = 0; v < V; v++) {
+      _mm512_store_si512(dst + 64 * v, _mm512_maskz_permutex2var_epi8(masks[2 * v], l0, _mm512_loadu_si512(idx + 128 * v), l1));
+    }
+  }
+}
+
+template <int V>
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void convGatherTiles(const uint8_t* pad, int64_t rowBytes, int64_t OH, int64_t OW,
+                                                                             int64_t sh, int64_t step, int64_t N, const uint8_t* idx,
+                                                                             const uint64_t* masks, const int8_t* packed, int32_t* c,
+                                                                             int64_t ldc) {
+  constexpr int Kp = 4 * V, tileBytes = 16 * Kp;
+  constexpr int64_t kAhead = 3, kRing = 4;  // tiles gathered ahead of their load, ring slots
+  bool high = false;
+  for (int v = 0; v < V; v++) high = high || masks[2 * v + 1] != 0;
+  const int64_t NT = amxPaddedN(N) / 16, perRow = (OW + 15) / 16, MT = OH * perRow, ldb = ldc * 4;
+  alignas(64) uint8_t ring[kRing][tileBytes];
+  auto gather = [&](int64_t mt) {
+    if (mt < MT) gatherTile<V>(pad + (mt / perRow) * sh * rowBytes + (mt % perRow) * 16 * step, idx, masks, high, ring[mt % kRing]);
+  };
+  auto cTile = [&](int64_t mt, int64_t nt) { return c + ((mt / perRow) * OW + (mt % perRow) * 16) * ldc + nt * 16; };
+  // with one column tile, accumulators and weights only as wide as the N channels
+  configureTiles(Kp, NT == 1 ? static_cast<int>(4 * N) : 64);
+  // A tile load waits until the stores into its buffer retire, so tile mt is gathered kAhead
+  // iterations before its load; a tile store waits for its product, so accumulator tiles rotate
+  // (0-3, activations 4-6, weights 7) and tile mt is stored three products later (NT = 1). Stores
+  // go in increasing position order: a tile's rows past OW spill into the next output row, which
+  // a later store overwrites.
+  for (int64_t mt = 0; mt < kAhead; mt++) gather(mt);
+  if (NT == 1) {
+    LB_TLOAD(7, packed, 64);
+#define LB_GSTEP(i, A, D, S)                                  \
+  case i:                                                     \
+    LB_TLOAD(A, ring[mt % kRing], Kp);                        \
+    __asm__ volatile("tilezero %%tmm" #D ::: "memory");       \
+    LB_TDP(D, A, 7);                                          \
+    if (mt >= 3) LB_TSTORE(S, cTile(mt - 3, 0), ldb);         \
+    break;
+    for (int64_t mt = 0; mt < MT; mt++) {
+      switch (mt % 12) {
+        LB_GSTEP(0, 4, 0, 1)
+        LB_GSTEP(1, 5, 1, 2)
+        LB_GSTEP(2, 6, 2, 3)
+        LB_GSTEP(3, 4, 3, 0)
+        LB_GSTEP(4, 5, 0, 1)
+        LB_GSTEP(5, 6, 1, 2)
+        LB_GSTEP(6, 4, 2, 3)
+        LB_GSTEP(7, 5, 3, 0)
+        LB_GSTEP(8, 6, 0, 1)
+        LB_GSTEP(9, 4, 1, 2)
+        LB_GSTEP(10, 5, 2, 3)
+        default: LB_GSTEP(11, 6, 3, 0)
+      }
+      gather(mt + kAhead);
+    }
+#undef LB_GSTEP
+    // the last three tiles (tile mt is in accumulator mt % 4)
+    for (int64_t mt = std::max<int64_t>(0, MT - 3); mt < MT; mt++) {
+      switch (mt % 4) {
+        case 0: LB_TSTORE(0, cTile(mt, 0), ldb); break;
+        case 1: LB_TSTORE(1, cTile(mt, 0), ldb); break;
+        case 2: LB_TSTORE(2, cTile(mt, 0), ldb); break;
+        default: LB_TSTORE(3, cTile(mt, 0), ldb); break;
+      }
+    }
+    return;
+  }
+  // NT > 1: one activation tile at a time in tile 4 (alternating with 5), per 16 channels
+  // accumulators 0-3 in rotation and the weights in 7 (reloaded)
+  int acc = 0;
+  for (int64_t mt = 0; mt < MT; mt++) {
+    const bool odd = mt & 1;
+    if (odd) {
+      LB_TLOAD(5, ring[mt % kRing], Kp);
+    } else {
+      LB_TLOAD(4, ring[mt % kRing], Kp);
+    }
+    gather(mt + kAhead);
+    for (int64_t nt = 0; nt < NT; nt++, acc = (acc + 1) & 3) {
+      LB_TLOAD(7, packed + nt * 1024, 64);
+      int32_t* dst = cTile(mt, nt);
+#define LB_GACC(D)                                      \
+  __asm__ volatile("tilezero %%tmm" #D ::: "memory");   \
+  if (odd) {                                            \
+    LB_TDP(D, 5, 7);                                    \
+  } else {                                              \
+    LB_TDP(D, 4, 7);                                    \
+  }                                                     \
+  LB_TSTORE(D, dst, ldb);
+      switch (acc) {
+        case 0: LB_GACC(0) break;
+        case 1: LB_GACC(1) break;
+        case 2: LB_GACC(2) break;
+        default: LB_GACC(3) break;
+      }
+#undef LB_GACC
+    }
+  }
+}
+
+}  // namespace
+
+void amxConvGather(const uint8_t* pad, int64_t rowBytes, int64_t OH, int64_t OW, int64_t sh, int64_t step, int64_t K, int64_t N,
+                   const uint8_t* idx, const uint64_t* masks, const int8_t* packed, int32_t* c, int64_t ldc) {
+  if (amxGatherKp(K) == 32) {
+    convGatherTiles<8>(pad, rowBytes, OH, OW, sh, step, N, idx, masks, packed, c, ldc);
+  } else {
+    convGatherTiles<16>(pad, rowBytes, OH, OW, sh, step, N, idx, masks, packed, c, ldc);
+  }
+}
+
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
                  const int32_t* rowSums, int32_t* c) {
   if (M <= 0 || N <= 0) return;
@@ -381,6 +536,8 @@ void gemmAmxSerial(int64_t, int64_t, int64_t, const uint8_t*, int64_t, const int
 void gemmInt8Amx(int64_t, int64_t, int64_t, const uint8_t*, bool, int32_t, const int8_t*, const int32_t*, int32_t*) {}
 void amxConvImplicit(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int8_t*,
                      const int32_t*, int32_t*, int64_t) {}
+void amxConvGather(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const uint8_t*, const uint64_t*,
+                   const int8_t*, int32_t*, int64_t) {}
 double amxPeakGops(int, double) { return 0; }
 void amxRelease() {}
 

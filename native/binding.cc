@@ -1071,6 +1071,29 @@ Napi::Value IntPlanRun(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// intPlanProfile(plan, x, n, out, threads, nanos: Float64Array (ops)): intPlanRun serially on the
+// calling thread in the chunks of a `threads`-thread run, adding each op's thread CPU time (ns) to nanos.
+Napi::Value IntPlanProfile(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsExternal() || !info[5].IsTypedArray() ||
+      info[5].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    fail(env, "intPlanProfile: expected (plan, x, n, out, threads, nanos: Float64Array)");
+    return env.Undefined();
+  }
+  const lowbit::IntPlan* plan = info[0].As<Napi::External<lowbit::IntPlan>>().Data();
+  F32 x, out;
+  int64_t n = 0, threads = 1;
+  if (!argF32(info, 1, &x) || !argInt(info, 2, &n) || !argF32(info, 3, &out) || !argInt(info, 4, &threads)) return env.Undefined();
+  Napi::Float64Array nanos = info[5].As<Napi::Float64Array>();
+  if (n < 0 || static_cast<int64_t>(x.length) < n * plan->inputSize || static_cast<int64_t>(out.length) < n * plan->outputSize ||
+      nanos.ElementLength() < plan->ops.size() || threads < 1) {
+    fail(env, "intPlanProfile: buffers too small");
+    return env.Undefined();
+  }
+  lowbit::intPlanProfile(*plan, x.data, n, out.data, static_cast<int>(threads), nanos.Data());
+  return env.Undefined();
+}
+
 // intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
 // (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
 Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
@@ -1088,6 +1111,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
     if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
       name += op.in == lowbit::IType::Bits ? " binary"
               : op.direct                 ? " direct"
+              : op.amxGather              ? " amx-gather"
               : op.amxImplicit            ? " amx-implicit"
               : op.amx                    ? " amx"
                                           : std::string(" ") + lowbit::int8PathName();
@@ -1103,6 +1127,7 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
+  exports.Set("intPlanProfile", Napi::Function::New(env, IntPlanProfile));
   exports.Set("int8PackedBytes", Napi::Function::New(env, Int8PackedBytes));
   exports.Set("packInt8", Napi::Function::New(env, PackWeights<false>));
   exports.Set("packLowBit", Napi::Function::New(env, PackWeights<true>));

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "amx.h"
 #include "cpu.h"
@@ -327,6 +329,17 @@ struct WideRuns {
   }
 };
 
+// dst[i] = src[i] ^ flip for i < len, without writing past dst + len.
+LOWBIT_TARGET_IRT inline void copyRowFlipAvx512(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) {
+  const __m512i f = _mm512_set1_epi64(static_cast<long long>(flip));
+  for (int64_t i = 0; i < len; i += 64) {
+    const __mmask64 m = len - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (len - i)) - 1;
+    _mm512_mask_storeu_epi8(dst + i, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + i), f));
+  }
+}
+
+inline void copyRowFlip(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) { copyRowFlipAvx512(dst, src, len, flip); }
+
 inline void copyRun(uint8_t* dst, const uint8_t* src, int64_t len, uint64_t flip) { NarrowRuns::copy(dst, src, len, flip); }
 
 // Rows [p0, p1) of the patches of one sample and group: row p holds (ky, kx, c) in order, then
@@ -430,28 +443,45 @@ bool directConvAvailable() {
   return on;
 }
 
-// Accumulators of the NB channels [ob, ob + NB) at the 16 output positions (oy, ox0 .. ox0 + 15).
+// The permute tables of a direct conv (IntOp::directIdx ...) in registers.
+struct DirectTables {
+  int groups = 0;
+  __m512i idxA[16], idxB[16];
+  __mmask64 maskA[16], maskB[16];
+  uint8_t mode[16];
+};
+
+// Accumulators of the NB channels [ob, ob + NB) at the 16 output positions (oy, ox0 .. ox0 + 15):
+// the 192 bytes of the padded image from the first position's window are loaded once, and per
+// group of 4 taps a byte permute gives lane j the 4 taps of position ox0 + j.
 template <int NB>
 LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
-                                               const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, __m512i* acc) {
+                                               const DirectTables& t, int32_t negZero, __m512i* acc) {
   for (int o = 0; o < NB; o++) acc[o] = _mm512_set1_epi32(negZero * op.rowSums[ob + o]);
-  for (int64_t ky = 0; ky < op.kh; ky++) {
-    const __m512i v = _mm512_loadu_si512(pad + (oy * op.sh + ky) * PW + ox0);
-    for (int g = 0; g < g4n; g++) {
-      const __m512i a = _mm512_maskz_permutexvar_epi8(masks[g], idx[g], v);
-      const int32_t* wd = op.wdirect.data() + ((ob * op.kh + ky) * g4n + g);
-      for (int o = 0; o < NB; o++) acc[o] = _mm512_dpbusd_epi32(acc[o], a, _mm512_set1_epi32(wd[o * op.kh * g4n]));
+  const uint8_t* base = pad + oy * op.sh * PW + ox0 * op.sw;
+  const __m512i l0 = _mm512_loadu_si512(base), l1 = _mm512_loadu_si512(base + 64), l2 = _mm512_loadu_si512(base + 128);
+  const int G = t.groups;
+  const int32_t* wd = op.wdirect.data() + ob * G;
+  for (int g = 0; g < G; g++) {
+    __m512i a;
+    if (t.mode[g] == 0) {
+      a = _mm512_permutex2var_epi8(l0, t.idxA[g], l1);
+    } else if (t.mode[g] == 1) {
+      a = _mm512_permutex2var_epi8(l1, t.idxA[g], l2);
+    } else {
+      a = _mm512_maskz_permutex2var_epi8(t.maskA[g], l0, t.idxA[g], l1);
+      a = _mm512_mask_permutexvar_epi8(a, t.maskB[g], t.idxB[g], l2);
     }
+    for (int o = 0; o < NB; o++) acc[o] = _mm512_dpbusd_epi32(acc[o], a, _mm512_set1_epi32(wd[o * G + g]));
   }
 }
 
 // Requantized bytes of NB channels at `count` (<= 16) positions from (oy, ox0): dst[p * OC + o].
 template <int NB>
 LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
-                                          const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, uint8_t* dst,
-                                          int64_t count) {
+                                          const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
   __m512i acc[NB];
-  convDirectAcc<NB>(op, pad, PW, oy, ox0, ob, idx, masks, g4n, negZero, acc);
+  convDirectAcc<NB>(op, pad, PW, oy, ox0, ob, t, negZero, acc);
   alignas(64) uint8_t tmp[16 * NB];
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
@@ -478,11 +508,10 @@ LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, i
 // pool into 8 positions from ox0 / 2, of which the first `count` are written (dst[p * OC + o]).
 template <int NB>
 LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t py, int64_t ox0, int64_t ob,
-                                                const __m512i* idx, const __mmask64* masks, int g4n, int32_t negZero, uint8_t* dst,
-                                                int64_t count) {
+                                                const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
   __m512i a0[NB], a1[NB];
-  convDirectAcc<NB>(op, pad, PW, 2 * py, ox0, ob, idx, masks, g4n, negZero, a0);
-  convDirectAcc<NB>(op, pad, PW, 2 * py + 1, ox0, ob, idx, masks, g4n, negZero, a1);
+  convDirectAcc<NB>(op, pad, PW, 2 * py, ox0, ob, t, negZero, a0);
+  convDirectAcc<NB>(op, pad, PW, 2 * py + 1, ox0, ob, t, negZero, a1);
   __m512i packed = _mm512_setzero_si512();  // qword o = the 8 pooled bytes of channel ob + o
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
@@ -504,44 +533,40 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
   // transpose [o][p] to [p][o] in one permute
   alignas(64) uint8_t index[64];
   for (int i = 0; i < 64; i++) index[i] = static_cast<uint8_t>(i < 8 * NB ? 8 * (i % NB) + i / NB : 0);
-  const __m512i t = _mm512_permutexvar_epi8(_mm512_load_si512(index), packed);
+  const __m512i tr = _mm512_permutexvar_epi8(_mm512_load_si512(index), packed);
   if (NB == op.OC) {
     // all channels of a position in this block: the `count` positions' NB bytes are one run
-    _mm512_mask_storeu_epi8(dst, count * NB >= 64 ? ~__mmask64{0} : (__mmask64{1} << (count * NB)) - 1, t);
+    _mm512_mask_storeu_epi8(dst, count * NB >= 64 ? ~__mmask64{0} : (__mmask64{1} << (count * NB)) - 1, tr);
     return;
   }
   alignas(64) uint8_t bytes[64];
-  _mm512_store_si512(bytes, t);
+  _mm512_store_si512(bytes, tr);
   for (int64_t p = 0; p < count; p++) std::memcpy(dst + p * op.OC, bytes + p * NB, NB);
 }
 
 LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
   const int64_t H = op.H, W = op.W, OC = op.OC;
-  const int64_t PW = W + 2 * op.pw + 64, PH = H + 2 * op.ph;
-  if (padBuf.size() < static_cast<size_t>(PH * PW) + kSlack) padBuf.resize(static_cast<size_t>(PH * PW) + kSlack);
+  const int64_t PW = W + 2 * op.pw, PH = H + 2 * op.ph;
+  // the windows read up to 192 bytes from the last block's first position
+  const size_t padBytes = static_cast<size_t>(PH * PW + 16 * op.sw + 192) + kSlack;
+  if (padBuf.size() < padBytes) padBuf.resize(padBytes);
   uint8_t* pad = padBuf.data();
   const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
   const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ flip;
-  const int g4n = static_cast<int>(ceilDiv(op.kw, 4));
-  __m512i idx[4];
-  __mmask64 masks[4];
-  for (int g = 0; g < g4n; g++) {
-    alignas(64) uint8_t bytes[64];
-    uint64_t mask = 0;
-    for (int j = 0; j < 16; j++) {
-      for (int t = 0; t < 4; t++) {
-        bytes[4 * j + t] = static_cast<uint8_t>(j + 4 * g + t);
-        if (4 * g + t < op.kw) mask |= uint64_t{1} << (4 * j + t);
-      }
-    }
-    idx[g] = _mm512_load_si512(bytes);
-    masks[g] = mask;
+  DirectTables t;
+  t.groups = static_cast<int>(op.directMode.size());
+  for (int g = 0; g < t.groups; g++) {
+    t.idxA[g] = _mm512_loadu_si512(op.directIdx.data() + 128 * g);
+    t.idxB[g] = _mm512_loadu_si512(op.directIdx.data() + 128 * g + 64);
+    t.maskA[g] = op.directMask[2 * g];
+    t.maskB[g] = op.directMask[2 * g + 1];
+    t.mode[g] = op.directMode[g];
   }
   const int32_t negZero = -(op.zero + (flip ? 128 : 0));
   const bool pooled = op.poolKh > 0;
   const int64_t outPer = pooled ? op.POH * op.POW * OC : op.OH * op.OW * OC;
   // The border stays padding for the whole call; every sample only rewrites the interior.
-  std::memset(pad, padByte, static_cast<size_t>(PH * PW));
+  std::memset(pad, padByte, padBytes);
   for (int64_t smp = 0; smp < n; smp++) {
     const uint8_t* xs = x + smp * H * W;
     for (int64_t iy = 0; iy < H; iy++) {
@@ -555,14 +580,14 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
 #define LB_BLOCKS(F, row, count, dst)                                                    \
   switch (nb) {                                                                          \
-    case 1: F<1>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    case 2: F<2>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    case 3: F<3>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    case 4: F<4>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    case 5: F<5>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    case 6: F<6>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    case 7: F<7>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
-    default: F<8>(op, pad, PW, row, ox0, ob, idx, masks, g4n, negZero, dst, count); break; \
+    case 1: F<1>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 2: F<2>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 3: F<3>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 4: F<4>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 5: F<5>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 6: F<6>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 7: F<7>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    default: F<8>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
   }
     if (pooled) {
       for (int64_t py = 0; py < op.POH; py++) {
@@ -651,6 +676,103 @@ void poolAcc(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t c0, int6
   }
 }
 
+// Output stage of an AMX conv tile (rows = the conv positions [OH, OW], ldt = 16 NT int32 columns,
+// every row readable in full): the fused max pooling (per channel the window's max, or min when
+// M0 < 0, see IntOp::poolKh) or none, plus the column bias when `addBias` (amxConvGather leaves
+// it out), requantized into out [rows, OC].
+template <bool Pool2x2>
+LOWBIT_TARGET_IRT void amxConvOutput(const IntOp& op, const int32_t* tile, int64_t ldt, bool addBias, void* out) {
+  const bool pooled = op.poolKh > 0;
+  const int64_t OHo = pooled ? op.POH : op.OH, OWo = pooled ? op.POW : op.OW, OW = op.OW, OC = op.OC;
+  const int64_t wh = pooled ? op.poolKh : 1, ww = pooled ? op.poolKw : 1, sy = pooled ? op.poolSh : 1, sx = pooled ? op.poolSw : 1;
+  const bool bytes = op.out != IType::I32;
+  for (int64_t c0 = 0; c0 < OC; c0 += 16) {
+    const int64_t nc = std::min<int64_t>(16, OC - c0);
+    const __mmask16 m16 = static_cast<__mmask16>((1u << nc) - 1u);
+    const __mmask8 mLo = static_cast<__mmask8>(m16 & 0xff), mHi = static_cast<__mmask8>(m16 >> 8);
+    const __mmask16 neg =
+        pooled ? _mm_mask_cmpneq_epi8_mask(m16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(op.mneg.data() + c0)), _mm_setzero_si128()) : 0;
+    const __m512i cb = addBias ? _mm512_maskz_loadu_epi32(m16, op.colBias.data() + c0) : _mm512_setzero_si512();
+    __m512i m0[2], bmh[2], half[2], sh[2];
+    __m512d dbias[2], dms[2];
+    __mmask8 lowZero[2] = {0, 0}, dneg[2] = {0, 0};
+    for (int h = 0; h < 2; h++) {
+      const __mmask8 m = h ? mHi : mLo;
+      const int64_t c = c0 + 8 * h;
+      if (op.intRequant) {
+        m0[h] = _mm512_maskz_loadu_epi64(m, op.rqM0.data() + c), bmh[h] = _mm512_maskz_loadu_epi64(m, op.rqBmh.data() + c);
+        half[h] = _mm512_maskz_loadu_epi64(m, op.rqHalf.data() + c), sh[h] = _mm512_maskz_loadu_epi64(m, op.rqShift.data() + c);
+        lowZero[h] = flags8(op.rqLowZero.data() + c, m);
+      } else {
+        dbias[h] = _mm512_maskz_loadu_pd(m, op.bias.data() + c), dms[h] = _mm512_maskz_loadu_pd(m, op.mscale.data() + c);
+        dneg[h] = flags8(op.mneg.data() + c, m);
+      }
+    }
+    for (int64_t oy = 0; oy < OHo; oy++) {
+      for (int64_t ox = 0; ox < OWo; ox++) {
+        const int32_t* base = tile + ((oy * sy) * OW + ox * sx) * ldt + c0;
+        __m512i v = _mm512_loadu_si512(base);
+        if (Pool2x2) {
+          const __m512i b = _mm512_loadu_si512(base + ldt), c = _mm512_loadu_si512(base + OW * ldt), d = _mm512_loadu_si512(base + (OW + 1) * ldt);
+          const __m512i hi = _mm512_max_epi32(_mm512_max_epi32(v, b), _mm512_max_epi32(c, d));
+          const __m512i lo = _mm512_min_epi32(_mm512_min_epi32(v, b), _mm512_min_epi32(c, d));
+          v = _mm512_mask_blend_epi32(neg, hi, lo);
+        } else if (pooled) {
+          __m512i hi = v, lo = v;
+          for (int64_t ky = 0; ky < wh; ky++) {
+            for (int64_t kx = 0; kx < ww; kx++) {
+              const __m512i w = _mm512_loadu_si512(base + (ky * OW + kx) * ldt);
+              hi = _mm512_max_epi32(hi, w);
+              lo = _mm512_min_epi32(lo, w);
+            }
+          }
+          v = _mm512_mask_blend_epi32(neg, hi, lo);
+        }
+        v = _mm512_add_epi32(v, cb);
+        const int64_t o = (oy * OWo + ox) * OC + c0;
+        for (int h = 0; h < (nc > 8 ? 2 : 1); h++) {
+          const __m256i acc = h ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v);
+          const __m256i q = op.intRequant ? requant8i(op, acc, m0[h], bmh[h], half[h], sh[h], lowZero[h]) : requant8(op, acc, dbias[h], dms[h], dneg[h]);
+          storeRow8(out, o + 8 * h, h ? mHi : mLo, q, bytes);
+        }
+      }
+    }
+  }
+}
+
+// One sample at a time: the input is copied into a padded image (int8 inputs get +128; the border
+// holds the zero point, written once per call), whose activation tiles amxConvGather gathers.
+void runConvGather(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+  const int64_t og = op.OC, P = op.OH * op.OW, ldt = amxPaddedN(og);
+  const int64_t C = op.C, rowBytes = (op.W + 2 * op.pw) * C, PH = op.H + 2 * op.ph, inRow = op.W * C;
+  const bool pooled = op.poolKh > 0;
+  uint8_t* pad = grow(s.col, static_cast<size_t>(PH * rowBytes + 256));
+  int32_t* tile = grow(s.tile, static_cast<size_t>((P + 16) * ldt) + 64);
+  const bool pool2x2 = pooled && op.poolKh == 2 && op.poolKw == 2;
+  const uint64_t flip = op.in == IType::S8 ? 0x8080808080808080ULL : 0;
+  const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ static_cast<uint8_t>(flip & 0xff);
+  std::memset(pad, padByte, static_cast<size_t>(PH * rowBytes + 256));
+  const int64_t inPer = op.H * inRow;
+  const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
+  for (int64_t smp = 0; smp < n; smp++) {
+    const uint8_t* xs = x + smp * inPer;
+    uint8_t* dst = pad + op.ph * rowBytes + op.pw * C;
+    if (op.ph == 0 && op.pw == 0 && !flip) {
+      dst = nullptr;  // the input rows are the padded image (read ahead: kActSlack)
+    } else {
+      for (int64_t iy = 0; iy < op.H; iy++) copyRowFlip(dst + iy * rowBytes, xs + iy * inRow, inRow, flip);
+    }
+    amxConvGather(dst ? pad : xs, rowBytes, op.OH, op.OW, op.sh, op.sw * C, op.K, og, op.gatherIdx.data(), op.gatherMasks.data(),
+                  op.amxPacked.data(), tile, ldt);
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    if (pool2x2) {
+      amxConvOutput<true>(op, tile, ldt, true, os);
+    } else {
+      amxConvOutput<false>(op, tile, ldt, true, os);
+    }
+  }
+}
+
 __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
   if (op.direct) {
     convDirect(op, x, n, out, s.col);
@@ -659,17 +781,26 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
   const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
   const int64_t Kp = rowBytes(op), ldt = tileStride(op);
   const bool pooled = op.poolKh > 0;
+  if (op.amxGather) {
+    runConvGather(op, x, n, out, s);
+    return;
+  }
   if (op.amxImplicit) {
     // one sample at a time, straight from the input (groups = 1)
     int32_t* tile = grow(s.tile, static_cast<size_t>((P + 16) * ldt) + 64);
     int32_t* ptile = pooled ? grow(s.ptile, static_cast<size_t>(op.POH * op.POW * ldt) + 64) : nullptr;
     const int64_t inPer = op.H * op.W * op.C;
     const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
+    const bool pool2x2 = pooled && op.poolKh == 2 && op.poolKw == 2;
     for (int64_t smp = 0; smp < n; smp++) {
       uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
       amxConvImplicit(x + smp * inPer, op.W, op.C, op.OH, op.OW, op.sh, op.sw, op.kh, op.kw, og, op.amxPacked.data(), op.colBias.data(), tile,
                       ldt);
-      if (pooled) {
+      if (op.outMode == IOutMode::Requantize && pool2x2) {
+        amxConvOutput<true>(op, tile, ldt, false, os);
+      } else if (op.outMode == IOutMode::Requantize && (!pooled || op.poolKh * op.poolKw <= 9)) {
+        amxConvOutput<false>(op, tile, ldt, false, os);
+      } else if (pooled) {
         poolAcc(op, tile, ldt, 0, og, ptile);
         epilogue(op, ptile, ldt, op.POH * op.POW, 0, og, os, op.OC);
       } else {
@@ -862,19 +993,54 @@ int64_t elementsOut(const IntOp& op) { return op.OH * op.OW * op.OC; }
 
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
   op->direct = false;
-  if (op->kind != IOpKind::Conv || op->groups != 1 || op->C != 1 || op->sw != 1 || op->dw != 1 || op->dh != 1 || op->kw > 16 ||
-      op->outMode != IOutMode::Requantize || (op->out != IType::U8 && op->out != IType::S8) || !directConvAvailable()) {
+  if (op->kind != IOpKind::Conv || op->groups != 1 || op->C != 1 || op->K > 64 || op->outMode != IOutMode::Requantize ||
+      (op->out != IType::U8 && op->out != IType::S8) || !directConvAvailable()) {
     return;
   }
-  const int64_t g4n = ceilDiv(op->kw, 4);
-  op->wdirect.assign(static_cast<size_t>(op->OC * op->kh * g4n), 0);
-  for (int64_t o = 0; o < op->OC; o++) {
-    for (int64_t ky = 0; ky < op->kh; ky++) {
-      for (int64_t kx = 0; kx < op->kw; kx++) {
-        const uint32_t byte = static_cast<uint8_t>(w[o * op->K + ky * op->kw + kx]);
-        uint32_t& word = reinterpret_cast<uint32_t&>(op->wdirect[static_cast<size_t>((o * op->kh + ky) * g4n + kx / 4)]);
-        word |= byte << (8 * (kx % 4));
+  // tap t = (ky, kx) of position ox0 + j lies at off[t] + j sw from the block's first window
+  const int64_t PW = op->W + 2 * op->pw, K = op->K, G = ceilDiv(K, 4);
+  std::vector<int64_t> off(static_cast<size_t>(K));
+  for (int64_t ky = 0; ky < op->kh; ky++)
+    for (int64_t kx = 0; kx < op->kw; kx++) off[static_cast<size_t>(ky * op->kw + kx)] = ky * op->dh * PW + kx * op->dw;
+  for (int64_t t = 0; t < K; t++) {
+    if (off[static_cast<size_t>(t)] + 15 * op->sw >= 192) return;
+  }
+  op->directIdx.assign(static_cast<size_t>(128 * G), 0);
+  op->directMask.assign(static_cast<size_t>(2 * G), 0);
+  op->directMode.assign(static_cast<size_t>(G), 0);
+  for (int64_t g = 0; g < G; g++) {
+    int64_t lo = 192, hi = -1;
+    for (int64_t i = 0; i < 4 && 4 * g + i < K; i++) {
+      lo = std::min(lo, off[static_cast<size_t>(4 * g + i)]);
+      hi = std::max(hi, off[static_cast<size_t>(4 * g + i)] + 15 * op->sw);
+    }
+    // mode 0: bytes [0, 128) (one two-source permute), 1: bytes [64, 192), 2: both halves (two permutes)
+    const uint8_t mode = hi < 128 ? 0 : lo >= 64 ? 1 : 2;
+    op->directMode[static_cast<size_t>(g)] = mode;
+    for (int64_t j = 0; j < 16; j++) {
+      for (int64_t i = 0; i < 4; i++) {
+        const int64_t t = 4 * g + i, lane = 4 * j + i;
+        if (t >= K) continue;  // meets a zero weight byte
+        const int64_t o = off[static_cast<size_t>(t)] + j * op->sw;
+        uint8_t* idx = op->directIdx.data() + 128 * g;
+        if (mode == 0) {
+          idx[lane] = static_cast<uint8_t>(o);
+        } else if (mode == 1) {
+          idx[lane] = static_cast<uint8_t>(o - 64);
+        } else {
+          const int h = o >= 128 ? 1 : 0;
+          idx[64 * h + lane] = static_cast<uint8_t>(o - 128 * h);
+          op->directMask[static_cast<size_t>(2 * g + h)] |= uint64_t{1} << lane;
+        }
       }
+    }
+  }
+  // weights as 32-bit words [o][g]: byte i of word g = w[o, 4 g + i] (0 past K)
+  op->wdirect.assign(static_cast<size_t>(op->OC * G), 0);
+  for (int64_t o = 0; o < op->OC; o++) {
+    for (int64_t t = 0; t < K; t++) {
+      const uint32_t byte = static_cast<uint8_t>(w[o * K + t]);
+      reinterpret_cast<uint32_t&>(op->wdirect[static_cast<size_t>(o * G + t / 4)]) |= byte << (8 * (t % 4));
     }
   }
   op->direct = true;
@@ -905,15 +1071,27 @@ void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, con
   op->intRequant = true;
 }
 
+// Whether the conv's activation tiles can be gathered (amxConvGather) from its padded input image,
+// filling the permute tables.
+bool prepareGather(IntOp* op) {
+  if (const char* g = std::getenv("LOWBIT_GATHER"); g && g[0] == '0') return false;  // (experiment)
+  if (op->kind != IOpKind::Conv || op->groups != 1 || op->K > 64 || op->outMode != IOutMode::Requantize) return false;
+  const int64_t rowBytes = (op->W + 2 * op->pw) * op->C;
+  std::vector<int64_t> off(static_cast<size_t>(op->K));
+  for (int64_t ky = 0; ky < op->kh; ky++)
+    for (int64_t kx = 0; kx < op->kw; kx++)
+      for (int64_t c = 0; c < op->C; c++) off[static_cast<size_t>((ky * op->kw + kx) * op->C + c)] = ky * op->dh * rowBytes + kx * op->dw * op->C + c;
+  return amxGatherTables(off.data(), op->K, op->sw * op->C, &op->gatherIdx, &op->gatherMasks);
+}
+
 void intPrepareAmx(IntOp* op, const int8_t* w) {
   op->amx = false;
-  if ((op->kind != IOpKind::Conv && op->kind != IOpKind::Linear) || op->in == IType::Bits || op->direct || op->K <= 0 ||
-      !amxAvailable()) {
-    return;
-  }
+  if ((op->kind != IOpKind::Conv && op->kind != IOpKind::Linear) || op->in == IType::Bits || op->K <= 0 || !amxAvailable()) return;
+  if (op->direct) return;  // (the direct kernel beats gathered AMX tiles on one input channel)
+  op->amxGather = prepareGather(op);
   const int64_t og = op->OC / op->groups, np = amxPaddedN(og);
   const int64_t rowBytes = (op->kw * op->C + 3) / 4 * 4;
-  op->amxImplicit = op->kind == IOpKind::Conv && op->groups == 1 && op->in == IType::U8 && op->dh == 1 && op->dw == 1 &&
+  op->amxImplicit = !op->amxGather && op->kind == IOpKind::Conv && op->groups == 1 && op->in == IType::U8 && op->dh == 1 && op->dw == 1 &&
                     op->ph == 0 && op->pw == 0 && rowBytes <= 64 && static_cast<size_t>(16 * op->sw * op->C + 64) <= kActSlack;
   op->amxStride = op->amxImplicit ? amxConvPackedBytes(og, op->kh, op->kw, op->C) : amxPackedBytes(og, op->K);
   op->amxPacked.assign(static_cast<size_t>(op->amxStride * op->groups), 0);
@@ -1051,10 +1229,45 @@ std::string intPlanFinish(IntPlan* plan) {
   return "";
 }
 
+namespace {
+
+// Samples per chunk of intPlanRun on `threads` threads.
+int64_t chunkOf(int64_t n, int threads) {
+  return std::max<int64_t>(1, std::min<int64_t>(32, ceilDiv(n, 4 * static_cast<int64_t>(threads))));
+}
+
+// Runs samples [s0, s0 + m) through the plan; with `nanos`, adds each op's thread CPU time to it.
+void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float* out, uint8_t* const buf[2], Scratch& s, double* nanos) {
+  const void* cur = x + s0 * plan.inputSize;
+  int which = 0;
+  timespec t0{}, t1{};
+  for (size_t i = 0; i < plan.ops.size(); i++) {
+    const IntOp& op = plan.ops[i];
+    void* dst = i + 1 == plan.ops.size() ? static_cast<void*>(out + s0 * plan.outputSize) : buf[which];
+    if (nanos) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    switch (op.kind) {
+      case IOpKind::Quantize: runQuantize(op, static_cast<const float*>(cur), m, dst); break;
+      case IOpKind::Conv: runConv(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
+      case IOpKind::Linear: runLinear(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
+      case IOpKind::MaxPool: runMaxPool(op, cur, m, dst, s); break;
+      case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;
+      case IOpKind::Clamp: runClamp(op, cur, m, dst); break;
+    }
+    if (nanos) {
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+      nanos[i] += static_cast<double>(t1.tv_sec - t0.tv_sec) * 1e9 + static_cast<double>(t1.tv_nsec - t0.tv_nsec);
+    }
+    cur = dst;
+    which ^= 1;
+  }
+}
+
+}  // namespace
+
 void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
   if (n <= 0) return;
   const int threads = poolThreads();
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, ceilDiv(n, 4 * static_cast<int64_t>(threads))));
+  const int64_t chunk = chunkOf(n, threads);
   const int64_t chunks = ceilDiv(n, chunk);
   parallelFor(chunks, 1e12, [&](int64_t begin, int64_t end) {
     Scratch& s = scratch();
@@ -1064,26 +1277,22 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
     // our last job: start from released tiles, so that the first AMX op loads its configuration
     if (plan.usesAmx) amxRelease();
     for (int64_t ci = begin; ci < end; ci++) {
-      const int64_t s0 = ci * chunk, m = std::min(chunk, n - s0);
-      const void* cur = x + s0 * plan.inputSize;
-      int which = 0;
-      for (size_t i = 0; i < plan.ops.size(); i++) {
-        const IntOp& op = plan.ops[i];
-        void* dst = i + 1 == plan.ops.size() ? static_cast<void*>(out + s0 * plan.outputSize) : buf[which];
-        switch (op.kind) {
-          case IOpKind::Quantize: runQuantize(op, static_cast<const float*>(cur), m, dst); break;
-          case IOpKind::Conv: runConv(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
-          case IOpKind::Linear: runLinear(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
-          case IOpKind::MaxPool: runMaxPool(op, cur, m, dst, s); break;
-          case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;
-          case IOpKind::Clamp: runClamp(op, cur, m, dst); break;
-        }
-        cur = dst;
-        which ^= 1;
-      }
+      const int64_t s0 = ci * chunk;
+      runChunk(plan, x, s0, std::min(chunk, n - s0), out, buf, s, nullptr);
     }
     if (plan.usesAmx) amxRelease();
   });
+}
+
+void intPlanProfile(const IntPlan& plan, const float* x, int64_t n, float* out, int threads, double* nanos) {
+  if (n <= 0) return;
+  const int64_t chunk = chunkOf(n, std::max(1, threads));
+  Scratch& s = scratch();
+  const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kActSlack;
+  uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
+  if (plan.usesAmx) amxRelease();
+  for (int64_t s0 = 0; s0 < n; s0 += chunk) runChunk(plan, x, s0, std::min(chunk, n - s0), out, buf, s, nanos);
+  if (plan.usesAmx) amxRelease();
 }
 
 }  // namespace lowbit

@@ -44,13 +44,22 @@ struct IntOp {
   std::vector<int8_t> packed;
   std::vector<int32_t> rowSums;
   std::vector<uint64_t> wbits, wpanels;  // binary weights with a bits input
-  // direct one-input-channel conv (intPrepareDirectConv): weights as 32-bit words [o][ky][kx / 4]
+  // direct one-input-channel conv (intPrepareDirectConv): weights as 32-bit words [o][g] (taps
+  // 4 g .. 4 g + 3 in (ky, kx) order), per group g a source mode and byte permute tables (128 bytes,
+  // two 64-bit masks) that spread the group's taps of 16 positions over the int32 lanes
   bool direct = false;
   std::vector<int32_t> wdirect;
+  std::vector<uint8_t> directIdx, directMode;
+  std::vector<uint64_t> directMask;
   // AMX (amx.h; set by intPrepareAmx): weight tiles per group (amxStride bytes each) and the column
   // bias negZero * rowSums[c] per group, padded to amxPaddedN(OC / groups) columns
   bool amx = false;
   bool amxImplicit = false;  // conv: activation tiles read from the input (amxConvImplicit), no im2col
+  // conv with K <= 64 (e.g. one input channel): activation tiles gathered from a padded copy of the
+  // input by byte permutes (amxConvGather; tables from amxGatherTables), weights as packAmx
+  bool amxGather = false;
+  std::vector<uint8_t> gatherIdx;
+  std::vector<uint64_t> gatherMasks;
   int64_t amxStride = 0;
   std::vector<int8_t> amxPacked;
   std::vector<int32_t> colBias;
@@ -119,5 +128,9 @@ std::string intPlanFinish(IntPlan* plan);
 
 // Runs `n` samples: x (n, inputSize) float32 NCHW per sample -> out (n, outputSize).
 void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out);
+
+// Profiling: runs the n samples serially on the calling thread, in the chunks intPlanRun uses on
+// `threads` threads, and adds each op's thread CPU time (ns) to nanos[op] (plan.ops.size() values).
+void intPlanProfile(const IntPlan& plan, const float* x, int64_t n, float* out, int threads, double* nanos);
 
 }  // namespace lowbit

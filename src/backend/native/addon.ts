@@ -127,6 +127,11 @@ export interface NativeAddon {
   intPlanKernels?(plan: NativeIntPlan): string[];
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
+  /**
+   * Profiling (benchmarks): runs `n` samples of a plan serially on the calling thread, in the chunks
+   * a `threads`-thread intPlanRun uses, adding each executed op's thread CPU time (ns) to `nanos`.
+   */
+  intPlanProfile?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array, threads: number, nanos: Float64Array): void;
   // ---------------------------------------------------------------- end of integer kernels
 }
 

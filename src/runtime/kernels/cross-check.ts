@@ -237,6 +237,20 @@ export function randomIntModels(seed: number): { name: string; model: IntModel }
       b.linear('f2', in3, 70, 5, 'int8', b.dequant(5));
     });
   }
+  // 6. small-K convs (K <= 64) on several input channels: AMX gathers their activation tiles from a
+  //    padded copy (int8 input, padding) or straight from the input (uint8, unpadded, stride 2),
+  //    with a fused 3 x 3 pooling and then 20 channels (two column tiles)
+  build('cnn small-K gather', [2, 13, 22], (b) => {
+    const in0 = s8(int(-10, 10));
+    b.quantize(in0);
+    const in1 = u8(int(0, 20));
+    b.conv('c1', in0, 2, 3, 3, 1, 1, 1, 1, 'int8', b.requant(3, in1.zeroPoint, int(0, 30), 255, 0.1));
+    b.pool('maxpool2d', in1.zeroPoint, 3, 2, 0);
+    const in2 = u8(int(0, 20));
+    b.conv('c2', in1, 3, 20, 3, 2, 0, 1, 1, 'int8', b.requant(20, in2.zeroPoint, 0, 255, 0.05));
+    b.flatten();
+    b.linear('f', in2, b.features, 4, 'int8', b.dequant(4));
+  });
   // 4. sign input image, binary conv with padding (int8 path), last linear on ±1 inputs
   build('sign-input conv', [2, 9, 10], (b) => {
     b.quantize(sign);

@@ -131,7 +131,8 @@ test('native IntModel executor equals the TypeScript executor (random graphs: ev
   const amxRan = [...kernels].some((k) => k.includes(' amx'));
   assert.equal(amxRan, amx === 'amx-int8', `AMX kernels ran: ${amxRan}, AMX status '${amx}'`);
   if (amx === 'amx-int8') {
-    for (const k of ['conv amx+maxpool (int64 requantize)', 'conv amx-implicit+maxpool (int64 requantize)', 'linear amx (int64 requantize)']) {
+    for (const k of ['conv amx+maxpool (int64 requantize)', 'conv amx-implicit+maxpool (int64 requantize)', 'conv amx-gather+maxpool (int64 requantize)',
+      'conv amx-gather (double requantize)', 'linear amx (int64 requantize)']) {
       assert.ok(kernels.has(k), `kernel '${k}' ran`);
     }
   }
