@@ -454,25 +454,37 @@ struct DirectTables {
 // Accumulators of the NB channels [ob, ob + NB) at the 16 output positions (oy, ox0 .. ox0 + 15):
 // the 192 bytes of the padded image from the first position's window are loaded once, and per
 // group of 4 taps a byte permute gives lane j the 4 taps of position ox0 + j.
-template <int NB>
+// Output rows oy .. oy + R - 1 (R = 1 or 2) share the weight broadcasts.
+template <int NB, int R>
 LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
-                                               const DirectTables& t, int32_t negZero, __m512i* acc) {
-  for (int o = 0; o < NB; o++) acc[o] = _mm512_set1_epi32(negZero * op.rowSums[ob + o]);
-  const uint8_t* base = pad + oy * op.sh * PW + ox0 * op.sw;
-  const __m512i l0 = _mm512_loadu_si512(base), l1 = _mm512_loadu_si512(base + 64), l2 = _mm512_loadu_si512(base + 128);
+                                               const DirectTables& t, int32_t negZero, __m512i (*acc)[NB]) {
+  for (int o = 0; o < NB; o++) {
+    const __m512i init = _mm512_set1_epi32(negZero * op.rowSums[ob + o]);
+    for (int r = 0; r < R; r++) acc[r][o] = init;
+  }
+  __m512i l0[R], l1[R], l2[R];
+  for (int r = 0; r < R; r++) {
+    const uint8_t* base = pad + (oy + r) * op.sh * PW + ox0 * op.sw;
+    l0[r] = _mm512_loadu_si512(base), l1[r] = _mm512_loadu_si512(base + 64), l2[r] = _mm512_loadu_si512(base + 128);
+  }
   const int G = t.groups;
   const int32_t* wd = op.wdirect.data() + ob * G;
   for (int g = 0; g < G; g++) {
-    __m512i a;
-    if (t.mode[g] == 0) {
-      a = _mm512_permutex2var_epi8(l0, t.idxA[g], l1);
-    } else if (t.mode[g] == 1) {
-      a = _mm512_permutex2var_epi8(l1, t.idxA[g], l2);
-    } else {
-      a = _mm512_maskz_permutex2var_epi8(t.maskA[g], l0, t.idxA[g], l1);
-      a = _mm512_mask_permutexvar_epi8(a, t.maskB[g], t.idxB[g], l2);
+    __m512i a[R];
+    for (int r = 0; r < R; r++) {
+      if (t.mode[g] == 0) {
+        a[r] = _mm512_permutex2var_epi8(l0[r], t.idxA[g], l1[r]);
+      } else if (t.mode[g] == 1) {
+        a[r] = _mm512_permutex2var_epi8(l1[r], t.idxA[g], l2[r]);
+      } else {
+        a[r] = _mm512_maskz_permutex2var_epi8(t.maskA[g], l0[r], t.idxA[g], l1[r]);
+        a[r] = _mm512_mask_permutexvar_epi8(a[r], t.maskB[g], t.idxB[g], l2[r]);
+      }
     }
-    for (int o = 0; o < NB; o++) acc[o] = _mm512_dpbusd_epi32(acc[o], a, _mm512_set1_epi32(wd[o * G + g]));
+    for (int o = 0; o < NB; o++) {
+      const __m512i w = _mm512_set1_epi32(wd[o * G + g]);
+      for (int r = 0; r < R; r++) acc[r][o] = _mm512_dpbusd_epi32(acc[r][o], a[r], w);
+    }
   }
 }
 
@@ -480,8 +492,9 @@ LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* p
 template <int NB>
 LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
                                           const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
-  __m512i acc[NB];
-  convDirectAcc<NB>(op, pad, PW, oy, ox0, ob, t, negZero, acc);
+  __m512i accs[1][NB];
+  convDirectAcc<NB, 1>(op, pad, PW, oy, ox0, ob, t, negZero, accs);
+  const __m512i* acc = accs[0];
   alignas(64) uint8_t tmp[16 * NB];
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
@@ -509,26 +522,47 @@ LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, i
 template <int NB>
 LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t py, int64_t ox0, int64_t ob,
                                                 const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
-  __m512i a0[NB], a1[NB];
-  convDirectAcc<NB>(op, pad, PW, 2 * py, ox0, ob, t, negZero, a0);
-  convDirectAcc<NB>(op, pad, PW, 2 * py + 1, ox0, ob, t, negZero, a1);
+  __m512i accs[2][NB];
+  convDirectAcc<NB, 2>(op, pad, PW, 2 * py, ox0, ob, t, negZero, accs);
+  const __m512i *a0 = accs[0], *a1 = accs[1];
   __m512i packed = _mm512_setzero_si512();  // qword o = the 8 pooled bytes of channel ob + o
-  for (int o = 0; o < NB; o++) {
-    const int64_t c = ob + o;
-    __m512i v;
-    if (op.mneg[c]) {
-      v = _mm512_min_epi32(a0[o], a1[o]);
-      v = _mm512_min_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));  // lanes 2j, 2j + 1
-    } else {
-      v = _mm512_max_epi32(a0[o], a1[o]);
-      v = _mm512_max_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+  if (op.intRequant) {
+    // the pooled value of position j lands in int32 lane 2 j, the low half of int64 lane j, which
+    // is what vpmuldq reads: requant8i without the compress and widening
+    const __m512i z = _mm512_set1_epi64(op.z), lo = _mm512_set1_epi64(op.lo), hi = _mm512_set1_epi64(op.hi), one = _mm512_set1_epi64(1);
+#pragma GCC unroll 8
+    for (int o = 0; o < NB; o++) {
+      const int64_t c = ob + o;
+      __m512i v;
+      if (op.mneg[c]) {
+        v = _mm512_min_epi32(a0[o], a1[o]);
+        v = _mm512_min_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));  // lanes 2j, 2j + 1
+      } else {
+        v = _mm512_max_epi32(a0[o], a1[o]);
+        v = _mm512_max_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+      }
+      const __m512i S = _mm512_add_epi64(_mm512_mul_epi32(v, _mm512_set1_epi64(op.rqM0[c])), _mm512_set1_epi64(op.rqBmh[c]));
+      __m512i r = _mm512_add_epi64(S, _mm512_set1_epi64(op.rqHalf[c]));
+      if (op.rqLowZero[c]) r = _mm512_mask_sub_epi64(r, _mm512_cmplt_epi64_mask(S, _mm512_setzero_si512()), r, one);
+      r = _mm512_add_epi64(_mm512_srav_epi64(r, _mm512_set1_epi64(op.rqShift[c])), z);
+      r = _mm512_min_epi64(_mm512_max_epi64(r, lo), hi);
+      packed = _mm512_mask_broadcastq_epi64(packed, static_cast<__mmask8>(1u << o), _mm512_cvtepi64_epi8(r));
     }
-    v = _mm512_maskz_compress_epi32(0x5555, v);
-    const __m256i q = op.intRequant ? requant8i(op, _mm512_castsi512_si256(v), _mm512_set1_epi64(op.rqM0[c]), _mm512_set1_epi64(op.rqBmh[c]),
-                                                _mm512_set1_epi64(op.rqHalf[c]), _mm512_set1_epi64(op.rqShift[c]), op.rqLowZero[c] ? 0xff : 0)
-                                    : requant8(op, _mm512_castsi512_si256(v), _mm512_set1_pd(op.bias[c]), _mm512_set1_pd(op.mscale[c]),
-                                               op.mneg[c] ? 0xff : 0);
-    packed = _mm512_mask_broadcastq_epi64(packed, static_cast<__mmask8>(1u << o), _mm256_cvtepi32_epi8(q));
+  } else {
+    for (int o = 0; o < NB; o++) {
+      const int64_t c = ob + o;
+      __m512i v;
+      if (op.mneg[c]) {
+        v = _mm512_min_epi32(a0[o], a1[o]);
+        v = _mm512_min_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+      } else {
+        v = _mm512_max_epi32(a0[o], a1[o]);
+        v = _mm512_max_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+      }
+      v = _mm512_maskz_compress_epi32(0x5555, v);
+      const __m256i q = requant8(op, _mm512_castsi512_si256(v), _mm512_set1_pd(op.bias[c]), _mm512_set1_pd(op.mscale[c]), op.mneg[c] ? 0xff : 0);
+      packed = _mm512_mask_broadcastq_epi64(packed, static_cast<__mmask8>(1u << o), _mm256_cvtepi32_epi8(q));
+    }
   }
   // transpose [o][p] to [p][o] in one permute
   alignas(64) uint8_t index[64];
