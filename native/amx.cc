@@ -269,16 +269,20 @@ void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t
   };
   auto cTile = [&](int64_t mt, int64_t nt) { return c + ((mt / perRow) * OW + (mt % perRow) * 16) * ldc + nt * 16; };
   for (int64_t nt = 0; nt < NT; nt++) {
-    const int32_t* bias = colBias + nt * 16;
+    const int32_t* bias = colBias ? colBias + nt * 16 : nullptr;
     const int8_t* B = packed + nt * kh * bTile;
     // groups of 4 m-tiles (accumulators 0-3), stored in increasing position order: a tile's rows
     // past OW spill into the next output row, which a later store overwrites
     for (int64_t mt0 = 0; mt0 < MT; mt0 += 4) {
       const int64_t cnt = std::min<int64_t>(4, MT - mt0);
-      LB_TLOAD(0, bias, 0);
-      if (cnt > 1) LB_TLOAD(1, bias, 0);
-      if (cnt > 2) LB_TLOAD(2, bias, 0);
-      if (cnt > 3) LB_TLOAD(3, bias, 0);
+      if (colBias) {
+        LB_TLOAD(0, bias, 0);
+        if (cnt > 1) LB_TLOAD(1, bias, 0);
+        if (cnt > 2) LB_TLOAD(2, bias, 0);
+        if (cnt > 3) LB_TLOAD(3, bias, 0);
+      } else {
+        __asm__ volatile("tilezero %%tmm0\n\ttilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3" ::: "memory");
+      }
       for (int64_t ky = 0; ky < kh; ky++) {
         LB_TLOAD(7, B + ky * bTile, 64);
         LB_TLOAD(4, aTile(mt0, ky), lda);

@@ -47,7 +47,8 @@ int64_t amxConvPackedBytes(int64_t N, int64_t kh, int64_t kw, int64_t C);
 void packAmxConv(const int8_t* w, int64_t N, int64_t kh, int64_t kw, int64_t C, int8_t* packed);
 // c[(oy OW + ox) ldc + n] = colBias[n] + conv (oy < OH, ox < OW, n < amxPaddedN(N)) for one sample x
 // [H, W, C] u8; reads up to 16 sw C + rowBytes bytes past the sample's last row, and writes up to
-// 16 rows past OH OW (c must hold OH OW + 16 rows). Requires amxAvailable().
+// 16 rows past OH OW (c must hold OH OW + 16 rows); colBias = nullptr: no column bias (the caller
+// adds it). Requires amxAvailable().
 void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t sh, int64_t sw, int64_t kh,
                      int64_t kw, int64_t N, const int8_t* packed, const int32_t* colBias, int32_t* c, int64_t ldc);
 

@@ -826,14 +826,17 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
     const int64_t inPer = op.H * op.W * op.C;
     const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
     const bool pool2x2 = pooled && op.poolKh == 2 && op.poolKw == 2;
+    const bool fastOutput = op.outMode == IOutMode::Requantize && (!pooled || op.poolKh * op.poolKw <= 9);
     for (int64_t smp = 0; smp < n; smp++) {
       uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
-      amxConvImplicit(x + smp * inPer, op.W, op.C, op.OH, op.OW, op.sh, op.sw, op.kh, op.kw, og, op.amxPacked.data(), op.colBias.data(), tile,
-                      ldt);
-      if (op.outMode == IOutMode::Requantize && pool2x2) {
-        amxConvOutput<true>(op, tile, ldt, false, os);
-      } else if (op.outMode == IOutMode::Requantize && (!pooled || op.poolKh * op.poolKw <= 9)) {
-        amxConvOutput<false>(op, tile, ldt, false, os);
+      // the requantizing output stage adds the column bias itself (a bias tile load per accumulator
+      // tile waits for the tile's previous store)
+      amxConvImplicit(x + smp * inPer, op.W, op.C, op.OH, op.OW, op.sh, op.sw, op.kh, op.kw, og, op.amxPacked.data(),
+                      fastOutput ? nullptr : op.colBias.data(), tile, ldt);
+      if (fastOutput && pool2x2) {
+        amxConvOutput<true>(op, tile, ldt, true, os);
+      } else if (fastOutput) {
+        amxConvOutput<false>(op, tile, ldt, true, os);
       } else if (pooled) {
         poolAcc(op, tile, ldt, 0, og, ptile);
         epilogue(op, ptile, ldt, op.POH * op.POW, 0, og, os, op.OC);
