@@ -72,7 +72,9 @@ function localNodedir() {
 const nodedir = localNodedir();
 const gypArgs = [...args, 'rebuild', `--jobs=${Math.max(1, Math.min(4, (await import('node:os')).availableParallelism()))}`];
 if (nodedir) gypArgs.push(`--nodedir=${nodedir}`);
-const run = spawnSync(cmd, gypArgs, { cwd: root, stdio: verbose ? 'inherit' : 'pipe', encoding: 'utf8' });
+// (a large maxBuffer: GCC 12 prints hundreds of false -Wmaybe-uninitialized warnings for the AVX-512
+// intrinsics' undefined pass-through operands; past the default 1 MB spawnSync fails with ENOBUFS)
+const run = spawnSync(cmd, gypArgs, { cwd: root, stdio: verbose ? 'inherit' : 'pipe', encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
 if (run.error || run.status !== 0) {
   if (!verbose && run.stderr) {
     const lines = run.stderr.split('\n').filter((l) => /error/i.test(l));

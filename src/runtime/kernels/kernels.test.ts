@@ -138,6 +138,39 @@ test('native IntModel executor equals the TypeScript executor (random graphs: ev
   }
 });
 
+test('native input quantizer equals the reference on extreme inputs (ties, |x / s| >= 500, infinities, NaN)', { skip: !hasExecutor && 'addon without the IntModel executor' }, () => {
+  // the one-channel graphs quantize 16 floats at a time in float32 and fall back to doubles near ties
+  for (const { name, model } of randomIntModels(77).filter((m) => m.name.startsWith('cnn-1ch') || m.name.startsWith('cnn fused'))) {
+    const per = model.graph.inputShape.reduce((p, d) => p * d, 1);
+    const special = [0.5, -0.5, 1.5, 2.5, -2.5, 1e3, -1e3, 37.4, -63.2, 1e30, -1e30, Infinity, -Infinity, Number.NaN, 0, -0];
+    const x = new Float32Array(3 * per);
+    const next = rng(11);
+    for (let i = 0; i < x.length; i++) x[i] = i % 3 === 0 ? special[next() % special.length]! * (next() % 2 ? 1 : 0.0625) : ((next() % 4001) - 2000) / 64;
+    model.useNative = false;
+    const want = model.run(x, 3);
+    model.useNative = true;
+    assert.deepEqual(Array.from(model.run(x, 3)), Array.from(want), name);
+  }
+});
+
+test('intPlanProfile runs the plan like intPlanRun and times every op', { skip: !addon?.intPlanProfile && 'addon without intPlanProfile' }, () => {
+  const { model } = randomIntModels(77)[0]!;
+  const spec = compileNativePlan(model);
+  assert.ok(typeof spec === 'object');
+  const plan = addon!.intPlanCreate!(spec.ops);
+  const ops = addon!.intPlanKernels!(plan).length;
+  const per = model.graph.inputShape.reduce((p, d) => p * d, 1);
+  const x = Float32Array.from({ length: 5 * per }, (_, i) => Math.sin(i) * 3);
+  const want = new Float32Array(5 * spec.outputSize);
+  addon!.intPlanRun!(plan, x, 5, want);
+  const got = new Float32Array(5 * spec.outputSize);
+  const nanos = new Float64Array(ops);
+  addon!.intPlanProfile!(plan, x, 5, got, 2, nanos);
+  assert.deepEqual(Array.from(got), Array.from(want));
+  assert.ok(nanos.every((v) => v >= 0) && nanos.some((v) => v > 0), `per-op times ${Array.from(nanos).join(', ')}`);
+  assert.throws(() => addon!.intPlanProfile!(plan, x, 5, got, 2, new Float64Array(ops - 1)), /too small/);
+});
+
 test('native IntModel executor with LOWBIT_AMX=0 (VNNI / AVX-512 GEMMs only) equals the TypeScript executor', { skip: !hasExecutor && 'addon without the IntModel executor' }, (t) => {
   const r = spawnSync(process.execPath, ['--import', 'tsx', crossCheckFile, 'quick'], {
     encoding: 'utf8', env: { ...process.env, LOWBIT_AMX: '0' }, timeout: 300_000,
