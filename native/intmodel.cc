@@ -486,7 +486,7 @@ struct DirectTables {
 // the 192 bytes of the padded image from the first position's window are loaded once, and per
 // group of 4 taps a byte permute gives lane j the 4 taps of position ox0 + j.
 // Output rows oy .. oy + R - 1 (R = 1 or 2) share the weight broadcasts.
-template <int NB, int R>
+template <int NB, int R, int GT>
 LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
                                                const DirectTables& t, int32_t negZero, __m512i (*acc)[NB]) {
   for (int o = 0; o < NB; o++) {
@@ -498,8 +498,9 @@ LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* p
     const uint8_t* base = pad + (oy + r) * op.sh * PW + ox0 * op.sw;
     l0[r] = _mm512_loadu_si512(base), l1[r] = _mm512_loadu_si512(base + 64), l2[r] = _mm512_loadu_si512(base + 128);
   }
-  const int G = t.groups;
+  const int G = GT > 0 ? GT : t.groups;  // GT: the group count known at compile time (0: not)
   const int32_t* wd = op.wdirect.data() + ob * G;
+#pragma GCC unroll 16
   for (int g = 0; g < G; g++) {
     __m512i a[R];
     for (int r = 0; r < R; r++) {
@@ -520,11 +521,11 @@ LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* p
 }
 
 // Requantized bytes of NB channels at `count` (<= 16) positions from (oy, ox0): dst[p * OC + o].
-template <int NB>
+template <int NB, int GT>
 LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
                                           const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
   __m512i accs[1][NB];
-  convDirectAcc<NB, 1>(op, pad, PW, oy, ox0, ob, t, negZero, accs);
+  convDirectAcc<NB, 1, GT>(op, pad, PW, oy, ox0, ob, t, negZero, accs);
   const __m512i* acc = accs[0];
   alignas(64) uint8_t tmp[16 * NB];
   for (int o = 0; o < NB; o++) {
@@ -550,11 +551,11 @@ LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, i
 
 // With a fused 2 x 2, stride 2 max pooling: output rows 2 py and 2 py + 1 at 16 positions from ox0
 // pool into 8 positions from ox0 / 2, of which the first `count` are written (dst[p * OC + o]).
-template <int NB>
+template <int NB, int GT>
 LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t py, int64_t ox0, int64_t ob,
                                                 const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
   __m512i accs[2][NB];
-  convDirectAcc<NB, 2>(op, pad, PW, 2 * py, ox0, ob, t, negZero, accs);
+  convDirectAcc<NB, 2, GT>(op, pad, PW, 2 * py, ox0, ob, t, negZero, accs);
   const __m512i *a0 = accs[0], *a1 = accs[1];
   __m512i packed = _mm512_setzero_si512();  // qword o = the 8 pooled bytes of channel ob + o
   if (op.intRequant) {
@@ -609,29 +610,15 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
   for (int64_t p = 0; p < count; p++) std::memcpy(dst + p * op.OC, bytes + p * NB, NB);
 }
 
-LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
+// The samples of convDirect (padded image border already written); GT: the tap group count when
+// known at compile time (the group loop unrolls), else 0.
+template <int GT>
+LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, int64_t n, void* out, uint8_t* pad, int64_t PW,
+                                            const DirectTables& t, int32_t negZero) {
   const int64_t H = op.H, W = op.W, OC = op.OC;
-  const int64_t PW = W + 2 * op.pw, PH = H + 2 * op.ph;
-  // the windows read up to 192 bytes from the last block's first position
-  const size_t padBytes = static_cast<size_t>(PH * PW + 16 * op.sw + 192) + kSlack;
-  if (padBuf.size() < padBytes) padBuf.resize(padBytes);
-  uint8_t* pad = padBuf.data();
   const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
-  const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ flip;
-  DirectTables t;
-  t.groups = static_cast<int>(op.directMode.size());
-  for (int g = 0; g < t.groups; g++) {
-    t.idxA[g] = _mm512_loadu_si512(op.directIdx.data() + 128 * g);
-    t.idxB[g] = _mm512_loadu_si512(op.directIdx.data() + 128 * g + 64);
-    t.maskA[g] = op.directMask[2 * g];
-    t.maskB[g] = op.directMask[2 * g + 1];
-    t.mode[g] = op.directMode[g];
-  }
-  const int32_t negZero = -(op.zero + (flip ? 128 : 0));
   const bool pooled = op.poolKh > 0;
   const int64_t outPer = pooled ? op.POH * op.POW * OC : op.OH * op.OW * OC;
-  // The border stays padding for the whole call; every sample only rewrites the interior.
-  std::memset(pad, padByte, padBytes);
   for (int64_t smp = 0; smp < n; smp++) {
     const uint8_t* xs = x + smp * H * W;
     for (int64_t iy = 0; iy < H; iy++) {
@@ -645,14 +632,14 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
 #define LB_BLOCKS(F, row, count, dst)                                                    \
   switch (nb) {                                                                          \
-    case 1: F<1>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 2: F<2>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 3: F<3>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 4: F<4>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 5: F<5>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 6: F<6>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 7: F<7>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    default: F<8>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 1: F<1, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 2: F<2, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 3: F<3, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 4: F<4, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 5: F<5, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 6: F<6, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 7: F<7, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    default: F<8, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
   }
     if (pooled) {
       for (int64_t py = 0; py < op.POH; py++) {
@@ -678,6 +665,34 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
       }
     }
 #undef LB_BLOCKS
+  }
+}
+
+LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
+  const int64_t H = op.H, W = op.W, OC = op.OC;
+  const int64_t PW = W + 2 * op.pw, PH = H + 2 * op.ph;
+  // the windows read up to 192 bytes from the last block's first position
+  const size_t padBytes = static_cast<size_t>(PH * PW + 16 * op.sw + 192) + kSlack;
+  if (padBuf.size() < padBytes) padBuf.resize(padBytes);
+  uint8_t* pad = padBuf.data();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  const uint8_t padByte = static_cast<uint8_t>(op.zero) ^ flip;
+  DirectTables t;
+  t.groups = static_cast<int>(op.directMode.size());
+  for (int g = 0; g < t.groups; g++) {
+    t.idxA[g] = _mm512_loadu_si512(op.directIdx.data() + 128 * g);
+    t.idxB[g] = _mm512_loadu_si512(op.directIdx.data() + 128 * g + 64);
+    t.maskA[g] = op.directMask[2 * g];
+    t.maskB[g] = op.directMask[2 * g + 1];
+    t.mode[g] = op.directMode[g];
+  }
+  const int32_t negZero = -(op.zero + (flip ? 128 : 0));
+  // The border stays padding for the whole call; every sample only rewrites the interior.
+  std::memset(pad, padByte, padBytes);
+  switch (t.groups) {
+    case 7: convDirectSamples<7>(op, x, n, out, pad, PW, t, negZero); break;  // 5 x 5 kernels
+    case 3: convDirectSamples<3>(op, x, n, out, pad, PW, t, negZero); break;  // 3 x 3
+    default: convDirectSamples<0>(op, x, n, out, pad, PW, t, negZero); break;
   }
 }
 
