@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -1157,7 +1156,6 @@ void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, con
 // Whether the conv's activation tiles can be gathered (amxConvGather) from its padded input image,
 // filling the permute tables.
 bool prepareGather(IntOp* op) {
-  if (const char* g = std::getenv("LOWBIT_GATHER"); g && g[0] == '0') return false;  // (experiment)
   if (op->kind != IOpKind::Conv || op->groups != 1 || op->K > 64 || op->outMode != IOutMode::Requantize) return false;
   const int64_t rowBytes = (op->W + 2 * op->pw) * op->C;
   std::vector<int64_t> off(static_cast<size_t>(op->K));
