@@ -52,10 +52,9 @@ void packAmxConv(const int8_t* w, int64_t N, int64_t kh, int64_t kw, int64_t C, 
 void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t sh, int64_t sw, int64_t kh,
                      int64_t kw, int64_t N, const int8_t* packed, const int32_t* colBias, int32_t* c, int64_t ldc);
 
-// c (M, N) = sum_k (a[m, k] - aZero) w[n, k] on the pool threads, weights from packAmx and rowSums
 // Small-K convolution with gathered activation tiles: for a conv whose K = kh kw C taps fit one
-// tile row (K <= 64, padded to Kp = 32 or 64 bytes; conv1 of LeNet-5: 1 channel, 5 x 5, K = 25),
-// an activation tile (16 output positions (oy, ox0 .. ox0 + 15) x Kp bytes) is gathered in
+// tile row (K <= 64, padded to Kp = 32 or 64 bytes; e.g. a pruned LeNet-5 conv2: 2 channels, 5 x 5,
+// K = 50), an activation tile (16 output positions (oy, ox0 .. ox0 + 15) x Kp bytes) is gathered in
 // registers by byte permutes from the 192 bytes at pad + oy sh rowBytes + ox0 step of a padded
 // input image (rows of rowBytes bytes), tap t of position r at offset off[t] + r step (off[t] =
 // ky dh rowBytes + kx dw C + c); bytes past K meet zero weights. amxGatherTables builds the
@@ -64,11 +63,13 @@ void amxConvImplicit(const uint8_t* x, int64_t W, int64_t C, int64_t OH, int64_t
 int64_t amxGatherKp(int64_t K);
 bool amxGatherTables(const int64_t* off, int64_t K, int64_t step, std::vector<uint8_t>* idx, std::vector<uint64_t>* masks);
 // c[(oy OW + ox) ldc + n] = sum_t A[., t] w[n, t] (no column bias: the caller adds it; oy < OH,
-// ox < OW, n < amxPaddedN(N)) for one padded image; reads up to 192 bytes past pad + (OH - 1) sh rowBytes + (OW - 1) step and writes up to 16
-// rows past OH OW (c must hold OH OW + 16 rows). Requires amxAvailable() and the tables.
+// ox < OW, n < amxPaddedN(N)) for one padded image; reads up to 192 bytes from the last tile's
+// first position and writes up to 16 rows past OH OW (c must hold OH OW + 16 rows). Requires
+// amxAvailable() and the tables.
 void amxConvGather(const uint8_t* pad, int64_t rowBytes, int64_t OH, int64_t OW, int64_t sh, int64_t step, int64_t K, int64_t N,
                    const uint8_t* idx, const uint64_t* masks, const int8_t* packed, int32_t* c, int64_t ldc);
 
+// c (M, N) = sum_k (a[m, k] - aZero) w[n, k] on the pool threads, weights from packAmx and rowSums
 // (sum_k w[n, k]); a signed (int8, +128 applied) or unsigned. Same contract as gemmInt8Packed.
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
                  const int32_t* rowSums, int32_t* c);

@@ -458,10 +458,12 @@ LOWBIT_TARGET_IRT void poolAccAvx512(const IntOp& op, const int32_t* tile, int64
 
 // ---------------------------------------------------------------- direct conv (one input channel)
 // For a first layer on a one-channel image (LeNet's conv1: 1 -> 6, 5x5) im2col would copy 25 bytes
-// per output position. Instead 16 output positions sit in the 16 int32 lanes: per kernel row, the
-// input row segment is loaded once and vpermb spreads it so that lane j holds the 4 bytes
-// x[j + 4g .. j + 4g + 3] of the window (kx = 4g .. 4g + 3), and vpdpbusd multiplies them with the
-// broadcast weights w[o, ky, 4g .. 4g + 3] of each output channel. Same integers as im2col + GEMM.
+// per output position. Instead 16 output positions sit in the 16 int32 lanes: the image is copied
+// into a padded buffer (rows of W + 2 pw bytes), the 192 bytes from a block's first window are
+// loaded once, and per group g of 4 taps (t = 4g .. 4g + 3 in (ky, kx) order, across kernel rows:
+// 7 groups for 5x5) a byte permute gives lane j the 4 taps of position ox0 + j, which vpdpbusd
+// multiplies with the broadcast weights w[o, 4g .. 4g + 3] of each output channel; a fused 2 x 2
+// pooling computes both conv rows with shared weight broadcasts. Same integers as im2col + GEMM.
 #define LOWBIT_TARGET_DIRECT \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,fma,avx2")))
 
