@@ -51,8 +51,13 @@ export interface LatencyCostOptions {
   readonly onMeasure?: (key: string) => void;
 }
 
-/** Version 5: in-model entries are paired ratios; 4: minimum wall time of `IntModel.run` (3: process CPU time; 2 timed `runSegment`; 1 ended layers in dequantization). */
-const TABLE_VERSION = 5;
+/**
+ * Version 6: measured on the native executor whose one-channel conv, input quantizer and AMX conv
+ * output stage scale with the kept channels (tables of older kernels are re-measured); 5: in-model
+ * entries are paired ratios; 4: minimum wall time of `IntModel.run` (3: process CPU time; 2 timed
+ * `runSegment`; 1 ended layers in dequantization).
+ */
+const TABLE_VERSION = 6;
 
 /** A trained float model and a calibration batch for in-model latency measurements. */
 export interface LatencyContext {
