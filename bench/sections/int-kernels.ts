@@ -14,7 +14,7 @@
  */
 import { loadAddon } from '../../src/backend/native/addon.ts';
 import {
-  cacheAlignedBytes, gemmBinary, gemmInt2, gemmInt4, gemmInt8, intKernelsBackend, packInt8Weights, popcountPeakGbits, vnniPeakGops,
+  cacheAlignedBytes, cacheAlignedInt32, gemmBinary, gemmInt2, gemmInt4, gemmInt8, intKernelsBackend, packInt8Weights, popcountPeakGbits, vnniPeakGops,
 } from '../../src/runtime/kernels/index.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 
@@ -49,7 +49,7 @@ function bytes(n: number, seed: number): Uint8Array {
 
 /** A call of the case's kernel on prepared random operands (weights packed once for int8). */
 function prepare(c: Case): () => void {
-  const out = new Int32Array(c.M * c.N);
+  const out = cacheAlignedInt32(c.M * c.N); // (line-aligned: the AMX GEMM then streams a large C)
   if (c.kind === 'binary') {
     const rowBytes = Math.ceil(c.K / 64) * 8;
     const a = bytes(c.M * rowBytes, 1), w = bytes(c.N * rowBytes, 2);

@@ -83,6 +83,17 @@ export function cacheAlignedBytes(bytes: number, addon: NativeAddon | null = nat
   return buf.subarray(pad, pad + bytes);
 }
 
+/**
+ * As cacheAlignedBytes, `n` int32 values (e.g. a GEMM output: the AMX GEMM writes a large, line-aligned
+ * C with streaming stores).
+ * @internal
+ */
+export function cacheAlignedInt32(n: number, addon: NativeAddon | null = native()): Int32Array {
+  const b = cacheAlignedBytes(n * 4 + 4, addon);
+  const skip = (4 - (b.byteOffset % 4)) % 4; // (backing stores are at least 8-byte aligned: skip = 0)
+  return new Int32Array(b.buffer, b.byteOffset + skip, n);
+}
+
 /** Packs int8 weights (N, K) once; pass the handle to gemmInt8 instead of the raw weights. */
 export function packInt8Weights(w: Int8Array, N: number, K: number): PackedWeights {
   checkInt('N', N);
