@@ -114,6 +114,23 @@ describe('lowbit search', () => {
     for (const node of im.nodes) if ((node.op === 'conv2d' || node.op === 'linear') && kept[node.name] !== undefined) assert.equal(node.outFeatures, kept[node.name], node.name);
   });
 
+  it('ilp under a size AND a BitOps budget allocates weight and activation bits', async () => {
+    const out = join(dir, 'ilp-wa');
+    // Uniform W3A3 LeNet-5 is 184,410 bits and 3.75 MBitOps: 8-bit activations cannot fit 3.7M anywhere near every layer.
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'ilp', '--wbits', '2,3,4,8', '--abits', '2,3,4,8', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /budget {5}size=23KB = .* and bitops=3\.7M/);
+    const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
+    const chosen = front.candidates[front.chosen];
+    assert.ok(chosen.costs.size <= 23e3 * 8 && chosen.costs.bitops <= 3.7e6, JSON.stringify(chosen.costs));
+    const { assignment } = loadPlanFile(join(out, 'plan.json'));
+    const widths = Object.values(assignment!).map((c) => c.a);
+    assert.ok(widths.some((a) => a < 8) && new Set(widths).size > 1, `activation widths ${widths}`);
+    const bad = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'nsga2', ...QUICK]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /several budgets .* work with --method ilp/);
+  });
+
   it('ilp and sdq write their outputs too', async () => {
     const ilp = await lowbit(['search', '--model', run, '--budget', 'bitops=60M', '--method', 'ilp', '--wbits', '2,4,8', '--out', join(dir, 'ilp'), ...QUICK]);
     assert.equal(ilp.code, 0, ilp.stderr);

@@ -9,7 +9,7 @@
  *    latency budget against uniform W8A8, measured on the converted IntModel.
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/search/mixed.ts [--models lenet5,cnn]
- *       [--sections sensitivity,size,latency] [--seeds 0,1,2] [--budgets 3,2] [--epochs 1] [--quick]
+ *       [--sections sensitivity,size,sizewa,latency,prune] [--seeds 0,1,2] [--budgets 3,2] [--epochs 1] [--quick]
  *       [--arms uniform,kl,hessian,loss,channel] [--per-channel] [--doc-only]
  *
  * Writes docs/results/search.json (merged per model and section) and regenerates the block between
@@ -38,6 +38,7 @@ const search = await import('../../src/quant/search/index.ts');
 import type { TensorModule } from '../../src/nn/module.ts';
 import type { BitAssignment, BitChoice, LayerInfo, SearchData } from '../../src/quant/search/index.ts';
 import type { IntModel } from '../../src/runtime/intmodel.ts';
+import type { PlanBase } from '../../src/quant/search/plan.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
@@ -295,16 +296,16 @@ function bitsLabel(c: BitChoice): string {
 const CACHE = join(ROOT, 'runs', 'search', QUICK_FLAG ? 'qat-cache-quick.json' : 'qat-cache.json');
 
 /** Calibration + QAT fine-tune + test accuracy; identical (model, assignment, seed, epochs) runs come from runs/search/qat-cache.json. */
-function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void) {
+function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void, base?: PlanBase) {
   const steps = Math.ceil(EPOCHS * (data.train.dataset.length / 64));
-  const key = `${setup.id}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}`;
+  const key = `${setup.id}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}${base ? `|base${JSON.stringify(base)}` : ''}`;
   let cache: Record<string, { accuracy: number; loss: number }> = {};
   try {
     cache = JSON.parse(readFileSync(CACHE, 'utf8'));
   } catch {}
   if (!inspect && cache[key]) return { ...cache[key]!, cached: true };
   const sd: SearchData = { calibration: data.calibration, eval: data.test, train: data.train };
-  const r = search.evaluateAssignmentSync(model, assignment, sd, { method: 'qat', qatSteps: steps, qatLr: LR, seed, inspect });
+  const r = search.evaluateAssignmentSync(model, assignment, sd, { method: 'qat', qatSteps: steps, qatLr: LR, seed, inspect, ...(base ? { base } : {}) });
   try {
     cache = JSON.parse(readFileSync(CACHE, 'utf8'));
   } catch {}
@@ -343,6 +344,60 @@ function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unkn
     }
   }
   return rows;
+}
+
+// ------------------------------------------------------------------ size and BitOps budget, weight and activation bits
+const WA_W = [1, 2, 3, 4, 5, 6, 8];
+const WA_A = [2, 3, 4, 5, 6, 8];
+/** Every arm of this experiment calibrates activations with the MSE observer (min-max ranges are poor at 2-3 bits). */
+const WA_BASE: PlanBase = { activationMethod: 'mse' };
+const WA_ORDER = ['uniform', 'searched (Hessian Ω + act. Δloss)', 'searched (PTQ KL w + a)'];
+
+/**
+ * Uniform WbAb against per-layer (w, a) plans chosen by the exact allocation under BOTH the weight
+ * size of uniform b-bit weights and the BitOps of uniform WbAb (activation bits are not free), the
+ * error of (w, a) = weight error + input-activation error (Hessian Ω + PTQ Δloss of the input
+ * alone, or PTQ KL + KL). Same calibration (MSE activation ranges) + QAT fine-tune per arm.
+ */
+function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): unknown {
+  const data0 = loaders(setup, 0);
+  let t = performance.now();
+  const act = search.activationPerturbation(model, data0.calibration, data0.search, WA_A, { method: 'mse' });
+  const actSeconds = (performance.now() - t) / 1000;
+  log(`${setup.id}: activation perturbation in ${actSeconds.toFixed(1)} s`);
+  const size = search.sizeCost();
+  const ops = search.bitOpsCost();
+  const choices: BitChoice[] = WA_W.flatMap((w) => WA_A.map((a) => ({ w, a })));
+  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
+  const klW = new Map(sens.ptq.map((p) => [p.name, p.kl]));
+  const lossA = new Map(act.map((p) => [p.name, p.deltaLoss]));
+  const klA = new Map(act.map((p) => [p.name, p.kl]));
+  const rows: Json[] = [];
+  for (const b of BUDGETS) {
+    const uniform = search.uniformAssignment(sens.layers, b, b);
+    const budgets = [search.totalCost(size, sens.layers, uniform), search.totalCost(ops, sens.layers, uniform)];
+    const plan = (error: (l: LayerInfo, c: BitChoice) => number): BitAssignment =>
+      search.allocateExactMulti(search.layerOptionsMulti(sens.layers, choices, [size, ops], error), budgets).assignment;
+    const plans: Record<string, BitAssignment> = {
+      uniform,
+      'searched (Hessian Ω + act. Δloss)': plan((l, c) => omega.get(l.name)![c.w]! + Math.max(0, lossA.get(l.name)![c.a]!)),
+      'searched (PTQ KL w + a)': plan((l, c) => klW.get(l.name)![c.w]! + Math.max(0, klA.get(l.name)![c.a]!)),
+    };
+    for (const [arm, assignment] of Object.entries(plans)) {
+      const accs: number[] = [];
+      for (const seed of SEEDS) {
+        t = performance.now();
+        const r = qatScore(setup, model, assignment, loaders(setup, seed), seed, undefined, WA_BASE);
+        accs.push(r.accuracy);
+        log(`${setup.id} size+bitops@W${b}A${b} ${arm} seed ${seed}: ${pct(r.accuracy)} (${describe(assignment, sens.layers)}) ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
+      }
+      rows.push({
+        budgetBits: b, budgets, arm, assignment, size: search.totalCost(size, sens.layers, assignment), bitops: search.totalCost(ops, sens.layers, assignment),
+        accuracies: accs, seeds: SEEDS, mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, lr: LR,
+      });
+    }
+  }
+  return { rows, activation: act, activationSeconds: actSeconds };
 }
 
 // ------------------------------------------------------------------ latency budget
@@ -527,6 +582,22 @@ function markdown(all: Json): string {
       const cmds = [...new Set(size.rows.map((r) => String(r['command'])))];
       out.push('', `Commands: ${cmds.map((c) => `\`${c}\``).join('; ')}.`, '');
     }
+    for (const waKey of Object.keys(entry).filter((k) => k === 'sizewa' || k.startsWith('sizewa ')).sort()) {
+      const wa = entry[waKey] as { rows: Json[]; activation: { name: string; deltaLoss: Record<number, number>; kl: Record<number, number> }[]; command: string; commit: string };
+      out.push(`Size and BitOps budget, weight AND activation bits (\`${wa.command}\`, commit ${wa.commit}): uniform WbAb against the exact allocation over (w ∈ {${WA_W.join(',')}}, a ∈ {${WA_A.join(',')}}) per layer under both the weight size of uniform b-bit weights and the BitOps of uniform WbAb. Error of (w, a) per layer = weight error (HAWQ-v2 Ω, or PTQ KL) + the loss increase (or KL) when only that layer's input is quantized to a bits (\`activationPerturbation\`, MSE range, 2,000 held-out training images). Every arm: the same calibration (512 training images, MSE activation ranges, frozen) + QAT fine-tune (Adam, cosine, batch 64, straight-through weights) and the full test set.`, '');
+      out.push('| layer | act. Δloss 2b | 3b | 4b | 8b | act. KL 2b | 3b |', '|---|---|---|---|---|---|---|');
+      for (const a of wa.activation) out.push(`| ${a.name} | ${a.deltaLoss[2]!.toFixed(4)} | ${a.deltaLoss[3]!.toFixed(4)} | ${a.deltaLoss[4]!.toFixed(4)} | ${a.deltaLoss[8]!.toFixed(4)} | ${a.kl[2]!.toExponential(2)} | ${a.kl[3]!.toExponential(2)} |`);
+      out.push('', '| budget | arm | bits per layer | size (bits) | BitOps | fine-tune | test accuracy per seed | mean | vs uniform |', '|---|---|---|---|---|---|---|---|---|');
+      const sorted = [...wa.rows].sort((x, y) => (y['budgetBits'] as number) - (x['budgetBits'] as number) || WA_ORDER.indexOf(x['arm'] as string) - WA_ORDER.indexOf(y['arm'] as string));
+      for (const r of sorted) {
+        const a = r['assignment'] as BitAssignment;
+        const uni = wa.rows.find((u) => u['budgetBits'] === r['budgetBits'] && u['arm'] === 'uniform');
+        const diff = uni ? `${(((r['mean'] as number) - (uni['mean'] as number)) * 100).toFixed(2)} pt` : '';
+        const b = r['budgetBits'] as number;
+        out.push(`| W${b}A${b} size + BitOps | ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:${bitsLabel(c)}`).join(' ')} | ${String(r['size'])} | ${String(r['bitops'])} | ${String(r['epochs'])} epoch, lr ${String(r['lr'])} | ${(r['accuracies'] as number[]).map((x, i) => `${pct(x)} (s${(r['seeds'] as number[])[i]})`).join(', ')} | ${pct(r['mean'] as number)} | ${diff} |`);
+      }
+      out.push('');
+    }
     const lat = entry['latency'] as { rows: Json[]; kernels: unknown; target: number; command: string; reachable: boolean; commit: string; table: { name: string; cost: Record<string, number> }[] } | undefined;
     if (lat) {
       out.push(`Latency table on lowbit's integer runtime as in /work/main at commit ${lat.commit} (\`IntModel.run\`, native executor; kernels ${JSON.stringify(lat.kernels)}), activations 8 bit: cost(L, w) = T₈/n + (r − 1)·T₈ in µs per sample, r = T(L at w, others W8A8)/T₈ from paired interleaved whole-model runs (min wall time of 20 rounds, 64 samples):`, '');
@@ -601,6 +672,7 @@ for (const name of MODELS) {
   const { channelErrors: _unsaved, pruneScores: _unsavedScores, ...saved } = sens;
   if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
   if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
+  if (SECTIONS.includes('sizewa')) saveResult(setup.id, EPOCHS === 1 && LR === 1e-4 ? 'sizewa' : `sizewa ${EPOCHS}ep ${LR}`, { ...(sizeWaSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
   if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
   // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>' (+ ' recover<N>' unless 200 steps).
   if (SECTIONS.includes('prune')) saveResult(setup.id, `${EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`}${RECOVER_STEPS === 200 ? '' : ` recover${RECOVER_STEPS}`}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });

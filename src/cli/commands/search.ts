@@ -68,13 +68,14 @@ export const searchCommand = defineCommand({
   examples: [
     'lowbit search --model runs/lenet5-mnist --budget size=20KB --method nsga2',
     'lowbit search --model runs/lenet5-mnist --budget bitops=150M --method ilp --abits 8',
+    'lowbit search --model runs/lenet5-mnist --budget size=23KB,bitops=3.8M --method ilp --wbits 2,3,4,8 --abits 2,3,4,8',
     'lowbit search --model runs/lenet5-mnist --budget size=16KB --method sdq --steps 300',
     'lowbit search --model runs/lenet5-mnist --budget latency=0.2ms --method nsga2 --max-time 600',
     'lowbit search --model runs/lenet5-mnist --budget latency=9us --method ilp --wbits 8 --prune 1,0.75,0.5,0.25',
   ],
   options: {
     model: { type: 'string', placeholder: 'PATH', help: 'run directory (runs/<model>-<dataset>) or checkpoint.safetensors' },
-    budget: { type: 'string', placeholder: 'COST=VALUE', help: `budget: ${COST_MODEL_NAMES.join(' | ')}, e.g. size=40KB, bitops=1.2G, latency=2ms, energy=5uJ` },
+    budget: { type: 'string', placeholder: 'COST=VALUE', help: `budget: ${COST_MODEL_NAMES.join(' | ')}, e.g. size=40KB, bitops=1.2G, latency=2ms, energy=5uJ; ilp also takes several, e.g. size=23KB,bitops=3.8M` },
     method: { type: 'enum', choices: METHODS, default: 'nsga2', help: 'search algorithm' },
     objectives: { type: 'string', placeholder: 'LIST', help: 'extra cost objectives / report axes, e.g. bitops,energy (the budget cost is always first)' },
     wbits: { type: 'string', default: '2,3,4,8', placeholder: 'LIST', help: 'candidate weight bit widths' },
@@ -100,14 +101,20 @@ export const searchCommand = defineCommand({
   async run(options, io) {
     if (options.model === undefined) throw new UsageError('--model is required (a run directory such as runs/lenet5-mnist, or a checkpoint)', 'search');
     if (options.budget === undefined) throw new UsageError('--budget is required, e.g. --budget size=40KB, bitops=1.2G or latency=2ms', 'search');
-    let budget: Budget;
+    let budgets: Budget[];
     try {
-      budget = parseBudget(options.budget);
+      budgets = options.budget.split(',').map((t) => parseBudget(t));
     } catch (e) {
       if (e instanceof BudgetError) throw new UsageError(`--budget: ${e.message}`, 'search');
       throw e;
     }
-    const extra = (options.objectives ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== budget.cost);
+    const budget = budgets[0]!;
+    const limits = budgets.slice(1);
+    if (new Set(budgets.map((b) => b.cost)).size !== budgets.length) throw new UsageError(`--budget: one limit per cost, got '${options.budget}'`, 'search');
+    if (limits.length > 0 && options.method !== 'ilp') throw new UsageError(`several budgets (${options.budget}) work with --method ilp`, 'search');
+    if (limits.length > 0 && options.prune !== undefined) throw new UsageError('several budgets do not combine with --prune', 'search');
+    const extra = [...limits.map((b) => b.cost as string), ...(options.objectives ?? '').split(',').map((s) => s.trim())]
+      .filter((s, i, all) => s !== '' && s !== budget.cost && all.indexOf(s) === i);
     for (const name of extra) {
       if (!(COST_MODEL_NAMES as readonly string[]).includes(name)) throw new UsageError(`--objectives: unknown cost '${name}' (known: ${COST_MODEL_NAMES.join(', ')})`, 'search');
     }
@@ -162,7 +169,7 @@ export const searchCommand = defineCommand({
     io.print('lowbit search');
     io.print(`  model      ${arch} from ${checkpoint}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples, scored on the last ${searchCount} test samples, ${heldOutSplit.length} held out`);
-    io.print(`  budget     ${budget.text} = ${showCost(budget.value)} (${primary.name})${extra.length ? `, also ${extra.join(', ')}` : ''}`);
+    io.print(`  budget     ${budget.text} = ${showCost(budget.value)} (${primary.name})${limits.length ? ` and ${limits.map((b) => b.text).join(', ')}` : ''}${extra.length ? `, also ${extra.join(', ')}` : ''}`);
     io.print(`  method     ${options.method}, weight bits {${wBits.join(', ')}}, activation bits {${aBits.join(', ')}}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
@@ -216,7 +223,7 @@ export const searchCommand = defineCommand({
       } else if (options.method === 'ilp') {
         const bar = options.progress ? new ProgressBar({ total: 0, label: 'ilp', stream: io.stderr }) : null;
         const result = await exactSearch(model, data, {
-          costs, budget: budget.value, wBits, aBits, evaluation, shouldStop,
+          costs, budget: budget.value, budgets: costs.map((c) => limits.find((b) => b.cost === c.name)?.value), wBits, aBits, evaluation, shouldStop,
           ...(keepRatios ? { prune: { ratios: keepRatios } } : {}),
           onProgress: (stage) => bar?.tick(1, { stage }),
         });
@@ -227,7 +234,7 @@ export const searchCommand = defineCommand({
           layers: result.layers, costs, budget, candidates: result.candidates, front: result.front, chosen: result.chosen,
           floatAccuracy: floatSearch, stopped: result.stopped,
           sensitivity: Object.fromEntries(Object.entries(result.deltaLoss).map(([k, v]) => [k, v[lowest]!])),
-          notes: [`Allocation: exact (dynamic programming) minimum of the summed per-layer PTQ loss increases under the budget; sensitivity column = loss increase of the layer alone at ${lowest} bits. Plotted points are scored by real PTQ.`],
+          notes: [`Allocation: exact (dynamic programming) minimum of the summed per-layer PTQ loss increases (weights${aBits.length > 1 ? ' + the layer input alone at a bits' : ''}) under the budget${limits.length ? `s ${budgets.map((b) => b.text).join(', ')}` : ''}; sensitivity column = loss increase of the layer alone at ${lowest} bits. Plotted points are scored by real PTQ.`],
           details: { deltaLoss: result.deltaLoss },
         };
       } else {

@@ -1,7 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../tensor/random.ts';
-import { allocateExact, allocatePerChannel, paretoFront, type LayerChoices } from './allocate.ts';
+import { allocateExact, allocateExactMulti, allocatePerChannel, layerOptionsMulti, paretoFront, type LayerChoices, type MultiCostLayerChoices } from './allocate.ts';
+import { bitOpsCost, sizeCost } from './costs.ts';
 import type { LayerInfo } from './types.ts';
 
 /** Every combination of one option per layer: [cost, error, choices]. */
@@ -84,5 +85,71 @@ describe('allocatePerChannel', () => {
     const got = allocatePerChannel(layer, { 2: [5, 5], 4: [1, 1] }, 80);
     assert.equal(got.w, 4);
     assert.equal(got.wPerChannel, undefined);
+  });
+});
+
+describe('allocateExactMulti', () => {
+  /** Every combination of one option per layer with its cost vector and error. */
+  function enumerateMulti(layers: readonly MultiCostLayerChoices[], dims: number): { costs: number[]; error: number }[] {
+    let partial = [{ costs: new Array<number>(dims).fill(0), error: 0 }];
+    for (const l of layers) partial = partial.flatMap((p) => l.options.map((o) => ({ costs: p.costs.map((c, k) => c + o.costs[k]!), error: p.error + o.error })));
+    return partial;
+  }
+
+  it('matches brute force with 1, 2 and 3 budgets (integer costs with ties, real errors)', () => {
+    const rng = new Rng(5);
+    for (let trial = 0; trial < 90; trial++) {
+      const dims = 1 + (trial % 3);
+      const layers: MultiCostLayerChoices[] = [...Array(2 + rng.int(4))].map((_, l) => ({
+        name: `l${l}`,
+        options: [...Array(2 + rng.int(5))].map((__, o) => ({ choice: { w: o + 1, a: 8 }, costs: [...Array(dims)].map(() => rng.int(12)), error: rng.uniform() * 4 - 0.5 })),
+      }));
+      const all = enumerateMulti(layers, dims);
+      const pick = all[rng.int(all.length)]!;
+      const budgets = pick.costs.map((c) => c + rng.int(3));
+      const feasible = all.filter((a) => a.costs.every((c, k) => c <= budgets[k]!));
+      const best = Math.min(...feasible.map((a) => a.error));
+      const got = allocateExactMulti(layers, budgets);
+      assert.ok(Math.abs(got.error - best) < 1e-9, `trial ${trial} (${dims} budgets): ${got.error} vs brute force ${best}`);
+      got.costs.forEach((c, k) => assert.ok(c <= budgets[k]!, `cost ${k} ${c} over budget ${budgets[k]}`));
+      // The choices reproduce the reported costs and error.
+      const costs = new Array<number>(dims).fill(0);
+      let error = 0;
+      got.choices.forEach((ci, l) => {
+        const o = layers[l]!.options[ci]!;
+        o.costs.forEach((c, k) => (costs[k]! += c));
+        error += o.error;
+        assert.equal(got.assignment[layers[l]!.name], o.choice);
+      });
+      assert.deepEqual(costs, got.costs);
+      assert.ok(Math.abs(error - got.error) < 1e-9);
+    }
+  });
+
+  it('agrees with allocateExact on one budget and binds both budgets of size and BitOps', () => {
+    const rng = new Rng(8);
+    const single = randomInstance(rng, 4, 5, true);
+    const multi: MultiCostLayerChoices[] = single.map((l) => ({ name: l.name, options: l.options.map((o) => ({ choice: o.choice, costs: [o.cost], error: o.error })) }));
+    for (const budget of [20, 35, 50]) assert.ok(Math.abs(allocateExactMulti(multi, [budget]).error - allocateExact(single, budget).error) < 1e-12);
+    // Two layers with the same MACs: weights are cheap to widen in the small layer, activations cost BitOps in both.
+    const layers: LayerInfo[] = [
+      { name: 'a', type: 'Linear', weightCount: 100, outChannels: 10, macs: 1000, inShape: [10], outShape: [10], reduction: 10 },
+      { name: 'b', type: 'Linear', weightCount: 1000, outChannels: 10, macs: 1000, inShape: [100], outShape: [10], reduction: 100 },
+    ];
+    const choices = [2, 4, 8].flatMap((w) => [2, 4, 8].map((a) => ({ w, a })));
+    // Error falls with every bit; 'a' is ten times as sensitive as 'b'.
+    const opts = layerOptionsMulti(layers, choices, [sizeCost(), bitOpsCost()], (l, c) => (l.name === 'a' ? 10 : 1) * (2 ** -c.w + 2 ** -c.a));
+    const sizeBudget = 1100 * 2;  // uniform 2-bit weights
+    const opsBudget = 2000 * 4;  // uniform W2A2
+    const got = allocateExactMulti(opts, [sizeBudget, opsBudget]);
+    assert.ok(got.costs[0]! <= sizeBudget && got.costs[1]! <= opsBudget);
+    // Brute force over the 81 combinations.
+    let best = Infinity;
+    for (const x of opts[0]!.options) for (const y of opts[1]!.options) {
+      if (x.costs[0]! + y.costs[0]! <= sizeBudget && x.costs[1]! + y.costs[1]! <= opsBudget) best = Math.min(best, x.error + y.error);
+    }
+    assert.equal(got.error, best);
+    assert.throws(() => allocateExactMulti(opts, [100, opsBudget]), /no allocation fits/);
+    assert.throws(() => allocateExactMulti(opts, [sizeBudget]), /2 costs for 1 budgets/);
   });
 });

@@ -144,3 +144,128 @@ export function allocatePerChannel(layer: LayerInfo, channelErrors: Readonly<Rec
   const uniform = wPerChannel.every((b) => b === w);
   return { w, a: options.a ?? 8, ...(uniform ? {} : { wPerChannel }), error: best.error, cost: best.cost };
 }
+
+/** One option of a layer under several cost models at once (`costs[k]` under the k-th model). */
+export interface MultiCostOption {
+  readonly choice: BitChoice;
+  readonly costs: readonly number[];
+  readonly error: number;
+}
+
+/** The options of one layer for `allocateExactMulti`. */
+export interface MultiCostLayerChoices {
+  readonly name: string;
+  readonly options: readonly MultiCostOption[];
+}
+
+/** A solution of `allocateExactMulti`: its total cost under every model. */
+export interface MultiCostAllocation {
+  readonly costs: readonly number[];
+  readonly error: number;
+  readonly choices: readonly number[];
+  readonly assignment: BitAssignment;
+}
+
+interface MultiState {
+  costs: number[];
+  error: number;
+  parent: number;
+  option: number;
+}
+
+/**
+ * Keeps the states no other state weakly dominates (all costs ≤ and error ≤; of exact duplicates
+ * the first). Sorted by error, a state is dominated iff an earlier kept one has every cost ≤ its
+ * own: for two costs that is a prefix minimum of the second cost over the first cost's ranks
+ * (a Fenwick tree, O(n log n)); for more costs a scan of the kept states.
+ */
+function paretoFilter(states: MultiState[]): MultiState[] {
+  states.sort((a, b) => a.error - b.error || a.costs[0]! - b.costs[0]! || (a.costs[1] ?? 0) - (b.costs[1] ?? 0));
+  const dims = states[0]?.costs.length ?? 0;
+  const kept: MultiState[] = [];
+  if (dims === 1) {
+    let best = Infinity;
+    for (const s of states) if (s.costs[0]! < best) {
+      best = s.costs[0]!;
+      kept.push(s);
+    }
+    return kept;
+  }
+  if (dims === 2) {
+    const values = [...new Set(states.map((s) => s.costs[0]!))].sort((x, y) => x - y);
+    const rank = new Map(values.map((v, i) => [v, i + 1]));
+    const tree = new Float64Array(values.length + 1).fill(Infinity);
+    for (const s of states) {
+      const r = rank.get(s.costs[0]!)!;
+      let min = Infinity;
+      for (let i = r; i > 0; i -= i & -i) min = Math.min(min, tree[i]!);
+      if (min <= s.costs[1]!) continue;
+      kept.push(s);
+      for (let i = r; i < tree.length; i += i & -i) tree[i] = Math.min(tree[i]!, s.costs[1]!);
+    }
+    return kept;
+  }
+  for (const s of states) {
+    if (!kept.some((k) => k.costs.every((c, i) => c <= s.costs[i]!))) kept.push(s);
+  }
+  return kept;
+}
+
+/**
+ * The allocation of least total error whose total cost under every model is within its budget
+ * (`budgets[k]` for `costs[k]`): e.g. the model size of uniform 3-bit weights AND the BitOps of
+ * uniform W3A3, so that activation bits cannot be raised for free. Exact, by dynamic programming
+ * over the Pareto fronts (all costs and the error) of partial solutions, pruning partials over
+ * any budget. Costs must be finite and ≥ 0; ties: the first cost, then the next, lower.
+ * Throws when no allocation fits.
+ */
+export function allocateExactMulti(layers: readonly MultiCostLayerChoices[], budgets: readonly number[]): MultiCostAllocation {
+  if (layers.length === 0) throw new Error('allocateExactMulti: no layers');
+  if (budgets.length === 0 || budgets.some((b) => typeof b !== 'number' || Number.isNaN(b))) throw new Error(`allocateExactMulti: budgets must be numbers, got ${JSON.stringify(budgets)}`);
+  for (const l of layers) {
+    if (l.options.length === 0) throw new Error(`allocateExactMulti: layer '${l.name}' has no option`);
+    for (const o of l.options) {
+      if (o.costs.length !== budgets.length) throw new Error(`allocateExactMulti: layer '${l.name}' has an option with ${o.costs.length} costs for ${budgets.length} budgets`);
+      if (!o.costs.every((c) => Number.isFinite(c) && c >= 0)) throw new Error(`allocateExactMulti: layer '${l.name}' has an option with costs ${JSON.stringify(o.costs)} (costs must be finite and >= 0)`);
+      if (!Number.isFinite(o.error)) throw new Error(`allocateExactMulti: layer '${l.name}' has an option with error ${o.error}`);
+    }
+  }
+  const limits = budgets.map((b) => b + Math.abs(b) * 1e-12);
+  const fronts: MultiState[][] = [];
+  let front: MultiState[] = [{ costs: budgets.map(() => 0), error: 0, parent: -1, option: -1 }];
+  for (const layer of layers) {
+    const next: MultiState[] = [];
+    front.forEach((s, si) => {
+      layer.options.forEach((o, oi) => {
+        const costs = s.costs.map((c, k) => c + o.costs[k]!);
+        if (costs.every((c, k) => c <= limits[k]!)) next.push({ costs, error: s.error + o.error, parent: si, option: oi });
+      });
+    });
+    front = paretoFilter(next);
+    if (front.length === 0) {
+      const minimum = budgets.map((_, k) => layers.reduce((sum, l) => sum + Math.min(...l.options.map((o) => o.costs[k]!)), 0));
+      throw new Error(`allocateExactMulti: no allocation fits the budgets ${JSON.stringify(budgets)} (the cheapest per cost: ${JSON.stringify(minimum)})`);
+    }
+    fronts.push(front);
+  }
+  // The front is sorted by error: its first state is the optimum.
+  const choices = new Array<number>(layers.length);
+  let i = 0;
+  for (let l = layers.length - 1; l >= 0; l--) {
+    const s = fronts[l]![i]!;
+    choices[l] = s.option;
+    i = s.parent;
+  }
+  const best = front[0]!;
+  const assignment: BitAssignment = {};
+  layers.forEach((l, k) => (assignment[l.name] = l.options[choices[k]!]!.choice));
+  return { costs: best.costs, error: best.error, choices, assignment };
+}
+
+/** `layerOptions` under several cost models: each option's `costs[k]` is its cost under `models[k]`. */
+export function layerOptionsMulti(layers: readonly LayerInfo[], choices: readonly BitChoice[], models: readonly CostModel[], error: (layer: LayerInfo, choice: BitChoice) => number): MultiCostLayerChoices[] {
+  return layers.map((layer) => ({
+    name: layer.name,
+    options: choices.map((choice) => ({ choice, costs: models.map((m) => layerChoiceCost(m, layer, choice)), error: error(layer, choice) })),
+  }));
+}

@@ -64,12 +64,16 @@ export function firstLayerName(model: Module, sampleShape: readonly number[]): s
   return describeLayers(model, sampleShape)[0]!.name;
 }
 
-interface Snapshot {
+/** @internal What `snapshot` returns: puts the model back as it was. */
+export interface Snapshot {
   restore(): void;
 }
 
-/** Records every parameter and buffer value, the module tree's quantizable layers and BatchNorms, and the mode. */
-function snapshot(model: Module): Snapshot {
+/**
+ * @internal Records every parameter and buffer value, the module tree's quantizable layers and
+ * BatchNorms, and the mode, so a model quantized in place can be restored.
+ */
+export function snapshot(model: Module): Snapshot {
   // The live tensors (stateDict() returns copies), with copies of their values.
   const values = [...new Set([...model.parameters(), ...model.buffers()])].map((t) => [t, t.data.slice()] as const);
   const modules = new Map<string, Module>();

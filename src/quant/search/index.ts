@@ -16,10 +16,13 @@ export {
   type AssignmentScore, type EvaluateAssignmentOptions, type SearchData,
 } from './evaluate.ts';
 export {
-  channelQuantErrors, fisherInformation, hessianTrace, hessianVectorProduct, ptqPerturbation, quantizationErrors, quantizeWeight, rankCorrelation, ranks,
-  type FisherOptions, type HessianTraceOptions, type LayerSensitivity, type PtqPerturbation, type RankCorrelation, type WeightQuantOptions,
+  activationPerturbation, channelQuantErrors, fisherInformation, hessianTrace, hessianVectorProduct, ptqPerturbation, quantizationErrors, quantizeWeight, rankCorrelation, ranks,
+  type ActivationPerturbation, type ActivationPerturbationOptions, type FisherOptions, type HessianTraceOptions, type LayerSensitivity, type PtqPerturbation, type RankCorrelation, type WeightQuantOptions,
 } from './sensitivity.ts';
-export { allocateExact, allocatePerChannel, layerOptions, paretoFront, type Allocation, type LayerChoices, type PerChannelOptions } from './allocate.ts';
+export {
+  allocateExact, allocateExactMulti, allocatePerChannel, layerOptions, layerOptionsMulti, paretoFront,
+  type Allocation, type LayerChoices, type MultiCostAllocation, type MultiCostLayerChoices, type MultiCostOption, type PerChannelOptions,
+} from './allocate.ts';
 export {
   allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation, recoveredReference,
   type MeasuredAllocation, type PruneOptionsConfig, type PruneRecovery,

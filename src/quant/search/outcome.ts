@@ -9,14 +9,14 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TensorModule } from '../../nn/module.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
-import { allocateExact, layerOptions, paretoFront as exactFront, type Allocation } from './allocate.ts';
+import { allocateExact, allocateExactMulti, layerOptions, layerOptionsMulti, paretoFront as exactFront, type Allocation } from './allocate.ts';
 import { layerChoiceCost, uniformAssignment } from './costs.ts';
 import { evaluateAssignmentSync, type EvaluateAssignmentOptions, type SearchData } from './evaluate.ts';
 import { describeLayers } from './layers.ts';
 import { planFromAssignment, savePlanFile, type PlanBase } from './plan.ts';
-import { ptqPerturbation } from './sensitivity.ts';
+import { activationPerturbation, ptqPerturbation } from './sensitivity.ts';
 import { pruneLayerOptions, type PruneOptionsConfig } from './prune.ts';
-import type { BitAssignment, CostModel, LayerInfo } from './types.ts';
+import type { BitAssignment, BitChoice, CostModel, LayerInfo } from './types.ts';
 import { assignmentCosts, bitChoices, candidateFront, uniformLabel, type BitSpaceOptions, type SearchCandidate } from './mohaq.ts';
 import { costDisplay, type Budget } from './budget.ts';
 import { formatSi, writeSearchReport, writeTextAtomic, type PointKind, type ReportPoint, type SearchReport } from './report.ts';
@@ -157,6 +157,12 @@ export function writeSearchOutputs(dir: string, outcome: SearchOutcome): { plan:
 export interface ExactSearchOptions extends BitSpaceOptions {
   readonly costs: readonly CostModel[];
   readonly budget: number;
+  /**
+   * Budgets on the other cost models, aligned with `costs` (`budgets[k]` limits `costs[k]`;
+   * index 0 is ignored, `budget` limits `costs[0]`; undefined = unconstrained). E.g. the size of
+   * uniform 3-bit weights AND the BitOps of uniform W3A3, so activation bits are not free.
+   */
+  readonly budgets?: readonly (number | undefined)[];
   /** Options of every PTQ evaluation. */
   readonly evaluation?: Omit<EvaluateAssignmentOptions, 'method' | 'qatSteps' | 'qatLr' | 'progress' | 'inspect'>;
   /** How many allocations of the proxy front to check by PTQ, spread over its cost range (default 8). */
@@ -194,26 +200,41 @@ function sampleShape(data: SearchData): number[] {
  * (`ptqPerturbation`, weights of one layer at a time, measured on `data.eval`), the allocation
  * at the budget is `allocateExact` on the first cost; `frontPoints` allocations of the proxy's
  * Pareto front and the uniform assignments are then measured by real PTQ like NSGA-II
- * candidates, for the plot. Activation widths: the widest of `aBits` (weights only are allocated).
+ * candidates, for the plot. Activation widths: with one width in `aBits` (default 8) only weights
+ * are allocated; with several, every (w, a) pair is a choice and its error adds the loss increase
+ * of the layer's input alone at a bits (`activationPerturbation`) — useful under a BitOps budget
+ * (`budgets` adds limits on the other cost models: `allocateExactMulti`).
  */
 export async function exactSearch(model: TensorModule, data: SearchData, options: ExactSearchOptions): Promise<ExactSearchResult> {
   const primary = options.costs[0];
   if (!primary) throw new Error('exactSearch: give at least one cost model');
   const layers = describeLayers(model, sampleShape(data));
-  const a = Math.max(...(options.aBits ?? [8]));
-  const choices = bitChoices({ wBits: options.wBits, aBits: [a] });
-  const wBits = choices.map((c) => c.w);
-  const perturbation = ptqPerturbation(model, data.eval, wBits, { onProgress: (d, t) => options.onProgress?.('sensitivity', d, t) });
+  const aList = [...new Set(options.aBits ?? [8])].sort((x, y) => x - y);
+  const multiA = aList.length > 1;
+  if (multiA && aList[0]! < 2) throw new Error('exactSearch: several activation widths need each >= 2 (the activation error is a calibrated PTQ perturbation)');
+  if (multiA && options.prune) throw new Error('exactSearch: pruning works with one activation width');
+  const choices = bitChoices({ wBits: options.wBits, aBits: multiA ? aList : [aList[aList.length - 1]!] });
+  const a = choices[0]!.a;
+  const wBits = [...new Set(choices.map((c) => c.w))];
+  const progress = (d: number, t: number): void => options.onProgress?.('sensitivity', d, t);
+  const perturbation = ptqPerturbation(model, data.eval, wBits, { onProgress: progress });
   const deltaLoss = Object.fromEntries(perturbation.map((p) => [p.name, p.deltaLoss]));
+  // Several activation widths: the error of (w, a) adds the loss increase of the layer's input alone at a bits.
+  const actLoss = multiA ? Object.fromEntries(activationPerturbation(model, data.calibration, data.eval, aList, { onProgress: progress }).map((p) => [p.name, p.deltaLoss])) : null;
+  const error = (layer: LayerInfo, choice: BitChoice): number => Math.max(0, deltaLoss[layer.name]![choice.w]!) + (actLoss ? Math.max(0, actLoss[layer.name]![choice.a]!) : 0);
   const opts = options.prune
     ? pruneLayerOptions(model, layers, data.eval, primary, {
       ...options.prune, widths: wBits, a, error: 'deltaLoss', widthError: (layer, w) => Math.max(0, deltaLoss[layer.name]![w]!),
-      onProgress: (d, t) => options.onProgress?.('sensitivity', d, t),
+      onProgress: progress,
     })
-    : layerOptions(layers, choices, primary, (layer, choice) => Math.max(0, deltaLoss[layer.name]![choice.w]!));
+    : layerOptions(layers, choices, primary, error);
   // With pruning and in-model latency, option costs may carry a constant offset over the predicted latency.
   const offset = 'costOffset' in opts ? (opts as { costOffset: number }).costOffset : 0;
-  const atBudget = allocateExact(opts, options.budget + offset);
+  const limited = (options.budgets ?? []).map((b, k) => ({ k, b })).filter(({ k, b }) => k > 0 && k < options.costs.length && b !== undefined) as { k: number; b: number }[];
+  if (limited.length > 0 && options.prune) throw new Error('exactSearch: several budgets work without pruning');
+  const atBudget = limited.length === 0
+    ? allocateExact(opts, options.budget + offset)
+    : allocateExactMulti(layerOptionsMulti(layers, choices, [primary, ...limited.map(({ k }) => options.costs[k]!)], error), [options.budget, ...limited.map(({ b }) => b)]);
   const front = exactFront(opts);
   const count = Math.max(2, options.frontPoints ?? 8);
   const picked: Allocation[] = [];

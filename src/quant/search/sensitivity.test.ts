@@ -9,7 +9,7 @@ import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
 import {
-  channelQuantErrors, fisherInformation, hessianTrace, hessianVectorProduct, ptqPerturbation, quantizationErrors, quantizeWeight, rankCorrelation, ranks,
+  activationPerturbation, channelQuantErrors, fisherInformation, hessianTrace, hessianVectorProduct, ptqPerturbation, quantizationErrors, quantizeWeight, rankCorrelation, ranks,
 } from './sensitivity.ts';
 
 /** A smooth two-layer net (tanh), so the Hessian is well defined everywhere. */
@@ -228,5 +228,34 @@ describe('rank correlation', () => {
     assert.ok(Math.abs(t.kendall - 5 / Math.sqrt(30)) < 1e-9, String(t.kendall));
     assert.deepEqual(ranks([3, 1, 3, 2]), [3.5, 1, 3.5, 2]);
     assert.throws(() => rankCorrelation([1], [1]), /at least 2/);
+  });
+});
+
+describe('activationPerturbation', () => {
+  it('equals the loss of the model with only that input min-max quantized (formula), and restores the model', () => {
+    const model = new Tiny(3);
+    const calib = batch(4, 16);
+    const b = batch(5, 12);
+    const before = model.forward(b.x).data.slice();
+    const r = activationPerturbation(model, [calib], [b], [2, 3, 8], { method: 'minmax' });
+    assert.deepEqual(model.forward(b.x).data, before, 'the model is restored');
+    assert.deepEqual(r.map((x) => x.name), ['fc1', 'fc2']);
+    const base = crossEntropy(model.forward(b.x), b.y).item();
+    // fc2's input h = tanh(fc1 x): unsigned asymmetric, range [min(0, min h), max(0, max h)] on the calibration batch.
+    const hc = model.act.forward(model.fc1.forward(calib.x)).data;
+    const lo = Math.min(0, ...hc);
+    const hi = Math.max(0, ...hc);
+    for (const bits of [2, 3, 8]) {
+      const levels = 2 ** bits - 1;
+      const s = (hi - lo) / levels;
+      const zp = Math.round(-lo / s);
+      const h = model.act.forward(model.fc1.forward(b.x));
+      const hq = new Tensor(h.data.map((v) => (Math.min(levels, Math.max(0, Math.round(v / s) + zp)) - zp) * s), h.shape);
+      const loss = crossEntropy(model.fc2.forward(hq), b.y).item();
+      assert.ok(Math.abs(r[1]!.deltaLoss[bits]! - (loss - base)) < 2e-5, `${bits} bits: ${r[1]!.deltaLoss[bits]} vs ${loss - base}`);
+    }
+    assert.ok(r[1]!.kl[2]! > r[1]!.kl[8]! && r[1]!.kl[8]! >= -1e-7, 'KL shrinks with bits');
+    assert.ok(Math.abs(r[0]!.deltaLoss[8]!) < Math.abs(r[0]!.deltaLoss[2]!) + 1e-9);
+    assert.throws(() => activationPerturbation(model, [calib], [b], [1]), /bits must be integers in \[2, 16\]/);
   });
 });

@@ -16,7 +16,12 @@ import { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
 import { quantizableLayers } from '../config/plan.ts';
 import { createQuantizer } from '../quantizers/quantizer.ts';
+import type { QuantPlan } from '../config/plan.ts';
+import { calibrate } from '../ptq/calibrate.ts';
 import '../ptq/static.ts';
+import { snapshot } from './evaluate.ts';
+import { describeLayers } from './layers.ts';
+import { activationSpecFor } from './plan.ts';
 
 /** Sensitivity of one layer: a total over its weights and the same per output channel. */
 export interface LayerSensitivity {
@@ -266,6 +271,18 @@ export function logProbs(model: TensorModule, batches: readonly Batch[]): { lp: 
   }
 }
 
+/** Mean KL(p ‖ q) per sample of two models' log-probabilities on the same batches. */
+function meanKl(p: readonly Float64Array[], q: readonly Float64Array[], batches: readonly Batch[]): number {
+  let sum = 0;
+  let rows = 0;
+  p.forEach((pk, k) => {
+    const qk = q[k]!;
+    for (let i = 0; i < pk.length; i++) sum += Math.exp(pk[i]!) * (pk[i]! - qk[i]!);
+    rows += batches[k]!.y.shape[0]!;
+  });
+  return sum / rows;
+}
+
 /**
  * Loss perturbation of weight PTQ per layer and bit width: for each layer l and each b in `bits`,
  * quantize only l's weights (`quantizeWeight`: per-channel symmetric, MSE-calibrated) and measure,
@@ -292,15 +309,7 @@ export function ptqPerturbation(model: TensorModule, data: Iterable<Batch>, bits
         const r = logProbs(model, batches);
         deltaLoss[b] = r.loss - base.loss;
         deltaAccuracy[b] = r.accuracy - base.accuracy;
-        let sumKl = 0;
-        let rows = 0;
-        r.lp.forEach((q, k) => {
-          const p = base.lp[k]!;
-          const c = p.length / batches[k]!.y.shape[0]!;
-          for (let i = 0; i < p.length; i++) sumKl += Math.exp(p[i]!) * (p[i]! - q[i]!);
-          rows += p.length / c;
-        });
-        kl[b] = sumKl / rows;
+        kl[b] = meanKl(base.lp, r.lp, batches);
         weight.data.set(original);
         options.onProgress?.(++done, total);
       }
@@ -391,4 +400,68 @@ export function rankCorrelation(a: readonly number[], b: readonly number[]): Ran
   }
   const kendall = (concordant - discordant) / Math.sqrt((concordant + discordant + tiesA) * (concordant + discordant + tiesB));
   return { spearman, kendall };
+}
+
+/** Per-layer input-activation perturbation (`activationPerturbation`). */
+export interface ActivationPerturbation {
+  readonly name: string;
+  /** bits → loss increase over the float model when only this layer's input is quantized. */
+  readonly deltaLoss: Record<number, number>;
+  /** bits → accuracy change (fraction, negative = worse). */
+  readonly deltaAccuracy: Record<number, number>;
+  /** bits → mean KL(p_float ‖ p_quantized) of the output distributions. */
+  readonly kl: Record<number, number>;
+}
+
+export interface ActivationPerturbationOptions {
+  /** Observer of the calibrated activation range (default 'mse'). */
+  readonly method?: string;
+  /** Calibration samples (default 512). */
+  readonly calibrationSamples?: number;
+  /** The layer whose input is the model input (signed); default the first layer in forward order. */
+  readonly firstLayer?: string;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * The activation counterpart of `ptqPerturbation`: for each quantizable layer l and each b in
+ * `bits`, quantize only l's input activation (a calibrated 'static' per-tensor quantizer, range
+ * from `options.method` on `calibration`; signed for the model input) and measure on `data`,
+ * against the float model, the mean loss increase, the accuracy change and the mean KL of the
+ * output distributions. Weights and every other activation stay float; the model is restored
+ * after each measurement. With `ptqPerturbation` (or a Hessian estimate) for the weights it gives
+ * additive (w, a) errors for searches over weight and activation bits.
+ */
+export function activationPerturbation(model: TensorModule, calibration: Iterable<{ x: Tensor }>, data: Iterable<Batch>, bits: readonly number[], options: ActivationPerturbationOptions = {}): ActivationPerturbation[] {
+  if (bits.length === 0 || bits.some((b) => !Number.isInteger(b) || b < 2 || b > 16)) throw new Error(`activationPerturbation: bits must be integers in [2, 16], got ${JSON.stringify(bits)}`);
+  const batches = [...data];
+  if (batches.length === 0) throw new Error('activationPerturbation: the data yielded no batch');
+  const calib = [...calibration];
+  if (calib.length === 0) throw new Error('activationPerturbation: the calibration data yielded no batch');
+  const names = layerWeights(model).map((l) => l.name);
+  const first = options.firstLayer ?? describeLayers(model, calib[0]!.x.shape.slice(1))[0]!.name;
+  const base = logProbs(model, batches);
+  const total = names.length * bits.length;
+  let done = 0;
+  return names.map((name) => {
+    const deltaLoss: Record<number, number> = {};
+    const deltaAccuracy: Record<number, number> = {};
+    const kl: Record<number, number> = {};
+    for (const b of bits) {
+      const snap = snapshot(model);
+      try {
+        const activation = activationSpecFor(b, name === first, { activationMethod: options.method ?? 'mse' });
+        const plan: QuantPlan = { default: { weight: null, activation: null }, overrides: [{ match: name, config: { weight: null, activation } }], keepFirstLast8bit: false, inputActivation: 'layer' };
+        calibrate(model, calib, { plan, samples: options.calibrationSamples ?? 512 });
+        const r = logProbs(model, batches);
+        deltaLoss[b] = r.loss - base.loss;
+        deltaAccuracy[b] = r.accuracy - base.accuracy;
+        kl[b] = meanKl(base.lp, r.lp, batches);
+      } finally {
+        snap.restore();
+      }
+      options.onProgress?.(++done, total);
+    }
+    return { name, deltaLoss, deltaAccuracy, kl };
+  });
 }
