@@ -434,63 +434,175 @@ void amxConvGather(const uint8_t* pad, int64_t rowBytes, int64_t OH, int64_t OW,
   }
 }
 
+namespace {
+
+#ifndef LB_AMX_RT
+#define LB_AMX_RT 2
+#endif
+// Row tiles (16 rows each) per GEMM task: the task packs its rows of A once (kRowTiles KT KB, read
+// by every column pair from L1) and sweeps all columns with them. 2 (32 rows, one 2 x 2 block
+// high) measured best at n = 1024: with 4, the 64 KB of activations at K = 1024 no longer fit L1.
+constexpr int64_t kRowTiles = LB_AMX_RT;
+static_assert(kRowTiles % 2 == 0, "tasks are whole 2 x 2 blocks high");
+
+// Rows q in [q0, q1) of a task's activations in tile order: row q = 16 j + r of the task (rows from
+// m0) goes to row r of tiles (j, kt), the 1024 bytes at (j KT + kt) 1024, as a[m0 + q, 64 kt ..
+// 64 kt + 63] (xor flip); rows past M and bytes past K are zero. out is 64-byte aligned.
+__attribute__((target("avx512f,avx512bw"))) void packRows(const uint8_t* a, int64_t M, int64_t K, int64_t m0, int64_t q0, int64_t q1,
+                                                          int64_t KT, uint8_t flip, uint8_t* out) {
+  const __m512i f = _mm512_set1_epi8(static_cast<char>(flip));
+  for (int64_t q = q0; q < q1; q++) {
+    const int64_t m = m0 + q;
+    uint8_t* dst = out + (q / 16) * KT * 1024 + (q % 16) * 64;
+    if (m >= M) {
+      for (int64_t kt = 0; kt < KT; kt++) _mm512_store_si512(dst + kt * 1024, _mm512_setzero_si512());
+      continue;
+    }
+    const uint8_t* src = a + m * K;
+    for (int64_t kt = 0; kt < KT; kt++) {
+      const int64_t left = K - 64 * kt;
+      const __mmask64 mk = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+      const __m512i v = _mm512_maskz_loadu_epi8(mk, src + 64 * kt);
+      _mm512_store_si512(dst + kt * 1024, _mm512_maskz_mov_epi8(mk, _mm512_xor_si512(v, f)));
+    }
+  }
+}
+
+// A finished 2 x 2 block waiting in its buffer to be written to C (rows x cols of it, cols <= 32).
+struct PendingBlock {
+  const int32_t* tile = nullptr;  // 32 rows of 32 int32
+  const int32_t* bias = nullptr;  // the block's 32 column biases
+  int32_t* c = nullptr;
+  int64_t ldc = 0, rows = 0, cols = 0;
+  bool stream = false;  // whole 64-byte lines of C written with non-temporal stores
+};
+
+// c[r, j] = tile[r, j] + bias[j] for r in [r0, min(r1, rows)), j < cols.
+__attribute__((target("avx512f"))) void writeBlock(const PendingBlock& p, int64_t r0 = 0, int64_t r1 = 32) {
+  if (p.tile == nullptr) return;
+  r1 = std::min(r1, p.rows);
+  const __m512i b0 = _mm512_loadu_si512(p.bias), b1 = _mm512_loadu_si512(p.bias + 16);
+  if (p.stream && p.cols == 32) {
+    for (int64_t r = r0; r < r1; r++) {
+      int32_t* dst = p.c + r * p.ldc;
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), _mm512_add_epi32(_mm512_load_si512(p.tile + r * 32), b0));
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + 16), _mm512_add_epi32(_mm512_load_si512(p.tile + r * 32 + 16), b1));
+    }
+    return;
+  }
+  const __mmask16 m0 = p.cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << p.cols) - 1);
+  const __mmask16 m1 = p.cols >= 32 ? 0xFFFF : p.cols <= 16 ? 0 : static_cast<__mmask16>((1u << (p.cols - 16)) - 1);
+  for (int64_t r = r0; r < r1; r++) {
+    int32_t* dst = p.c + r * p.ldc;
+    _mm512_mask_storeu_epi32(dst, m0, _mm512_add_epi32(_mm512_load_si512(p.tile + r * 32), b0));
+    _mm512_mask_storeu_epi32(dst + 16, m1, _mm512_add_epi32(_mm512_load_si512(p.tile + r * 32 + 16), b1));
+  }
+}
+
+// weight tiles: loaded with the streaming hint (tileloaddt1), so that they do not push the task's
+// activation tiles, reused by every column pair, out of L1 (~15 % at n = 1024)
+#define LB_TLOADB(t, base, stride) __asm__ volatile("tileloaddt1 (%0,%1,1), %%tmm" #t ::"r"(base), "r"(static_cast<long>(stride)) : "memory")
+
+// One block of 2 x 2 tiles (32 rows x 32 columns) over all KT k-tiles into out (32 rows of 32
+// int32, without the bias): A = two packed row tiles (the second KT KB after the first), B = two
+// weight tiles (the second ntStride bytes after the first). Loads interleave with the products, so
+// that a tile register is refilled as soon as its last reader of the step has issued. The previous
+// block (`pending`) is written to C a few rows per k step, so that its stores overlap this block's
+// products (written at once, they filled the store buffer and stalled the tile instructions).
+void amxBlock22(const uint8_t* A, int64_t KT, const int8_t* B, int64_t ntStride, int32_t* out, const PendingBlock& pending) {
+  __asm__ volatile("tilezero %%tmm0\n\ttilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3" ::: "memory");
+  const uint8_t* A1 = A + KT * 1024;
+  const int8_t* B1 = B + ntStride;
+  const int64_t perStep = (32 + KT - 1) / KT;  // rows of the pending block written per k step
+  for (int64_t kt = 0; kt < KT; kt++) {
+    LB_TLOAD(4, A + kt * 1024, 64);
+    LB_TLOADB(6, B + kt * 1024, 64);
+    LB_TDP(0, 4, 6);
+    LB_TLOADB(7, B1 + kt * 1024, 64);
+    LB_TDP(1, 4, 7);
+    LB_TLOAD(5, A1 + kt * 1024, 64);
+    LB_TDP(2, 5, 6);
+    LB_TDP(3, 5, 7);
+    writeBlock(pending, kt * perStep, (kt + 1) * perStep);
+  }
+  LB_TSTORE(0, out, 128);
+  LB_TSTORE(1, out + 16, 128);
+  LB_TSTORE(2, out + 16 * 32, 128);
+  LB_TSTORE(3, out + 16 * 32 + 16, 128);
+}
+#undef LB_TLOADB
+
+}  // namespace
+
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
                  const int32_t* rowSums, int32_t* c) {
   if (M <= 0 || N <= 0) return;
-  const int64_t Kp = amxPaddedK(K), Np = amxPaddedN(N), MT = (M + 15) / 16, Mp = MT * 16, NT = Np / 16;
-  thread_local std::vector<uint8_t> ap;
+  const int64_t KT = amxPaddedK(K) / 64, Np = amxPaddedN(N), NT = Np / 16;
+  // column bias -(aZero (+128)) rowSums[n], then 16 zeros (a block reads 32 biases even when it has
+  // a single column tile)
   thread_local std::vector<int32_t> bias;
-  // rows of Kp bytes, 64 more when Kp is a multiple of 512 (a row stride of 2^k lines maps a tile's 16
-  // rows into few L1 sets)
-  const int64_t lda = Kp % 512 == 0 ? Kp + 64 : Kp;
-  if (ap.size() < static_cast<size_t>(Mp * lda)) ap.resize(static_cast<size_t>(Mp * lda));
-  if (bias.size() < static_cast<size_t>(Np)) bias.resize(static_cast<size_t>(Np));
-  const uint8_t flip = aSigned ? 0x80 : 0;
-  uint8_t* const packedA = ap.data();  // (the thread_local names would mean the workers' own copies inside the tasks)
-  // Activations as u8 rows of Kp bytes, zero padded (int8 gets +128); the zero point (plus 128)
-  // goes into the column bias -(aZero (+128)) rowSums[n].
-  parallelFor(Mp, static_cast<double>(Mp) * Kp, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; m++) {
-      uint8_t* dst = packedA + m * lda;
-      if (m >= M) {
-        std::memset(dst, 0, static_cast<size_t>(Kp));
-        continue;
-      }
-      const uint8_t* src = a + m * K;
-      if (flip) {
-        flipCopy(dst, src, K);
-      } else {
-        std::memcpy(dst, src, static_cast<size_t>(K));
-      }
-      std::memset(dst + K, 0, static_cast<size_t>(Kp - K));
-    }
-  });
+  if (bias.size() < static_cast<size_t>(Np + 16)) bias.resize(static_cast<size_t>(Np + 16));
   const uint32_t negZero = static_cast<uint32_t>(-(static_cast<int64_t>(aZero) + (aSigned ? 128 : 0)));
-  for (int64_t n = 0; n < Np; n++) bias[n] = n < N ? static_cast<int32_t>(static_cast<uint32_t>(rowSums[n]) * negZero) : 0;
-  // Tasks: 32 columns (a pair of weight tiles: 2 KT KB, in L1 for K <= 1024) x 256 rows (8 pairs of
-  // activation tiles streamed from L2), ordered so that a thread's consecutive tasks keep their
-  // weight tiles.
-  constexpr int64_t kTaskMT = 16, kTaskNT = 2;
-  const int64_t mTasks = (MT + kTaskMT - 1) / kTaskMT, nTasks = (NT + kTaskNT - 1) / kTaskNT;
-  const uint8_t* A = packedA;
+  for (int64_t n = 0; n < Np + 16; n++) bias[n] = n < N ? static_cast<int32_t>(static_cast<uint32_t>(rowSums[n]) * negZero) : 0;
   const int32_t* cb = bias.data();
-  parallelFor(mTasks * nTasks, 2.0 * M * N * K / 64.0, [&](int64_t begin, int64_t end) {
+  const uint8_t flip = aSigned ? 0x80 : 0;
+  const int64_t rowTasks = (M + 16 * kRowTiles - 1) / (16 * kRowTiles);
+  const int64_t ntStride = KT * 1024;
+  // Tasks: kRowTiles row tiles (16 kRowTiles rows) each, all columns, in chunks of consecutive tasks
+  // per thread. A task's activation rows are packed into tile order (per-thread buffers, L1 / L2
+  // resident) while the previous task of the chunk computes, a few rows after each block; the task
+  // then computes 2 x 2 tile blocks over the whole K, each stored once into a small buffer and
+  // written to C (with the column bias) while the next block computes. Packing and C stores (the
+  // activations come from memory, C goes there) so overlap the tile products instead of stalling
+  // them: tile stores straight into a large C ran at half speed, unoverlapped packing cost ~20 %.
+  // C of 1 MB or more (past what L2 keeps for the consumer) is written with non-temporal stores when
+  // its rows start on cache lines: no read for ownership of lines about to be overwritten
+  // (~+3 % of the AMX peak at n = 1024).
+  const bool stream = M * N * 4 >= (int64_t{1} << 20) && reinterpret_cast<uintptr_t>(c) % 64 == 0 && N % 16 == 0;
+  const int64_t rowsPerTask = 16 * kRowTiles;
+  auto taskRows = [&](int64_t t) { return (std::min<int64_t>(kRowTiles, (M - t * rowsPerTask + 15) / 16) + 1) / 2 * 32; };
+  parallelFor(rowTasks, 2.0 * M * N * K / 64.0, [&](int64_t begin, int64_t end) {
     amxRelease();  // the configuration may have been changed by other code on this thread since our last job
-    alignas(64) int32_t tmp[kTaskMT * 16 * kTaskNT * 16];
+    configureTiles();
+    thread_local std::vector<uint8_t> apStore;
+    const size_t bufBytes = static_cast<size_t>(kRowTiles * KT * 1024);
+    if (apStore.size() < 2 * bufBytes + 64) apStore.resize(2 * bufBytes + 64);
+    uint8_t* const apBase = apStore.data() + (64 - reinterpret_cast<uintptr_t>(apStore.data()) % 64) % 64;
+    alignas(64) int32_t tiles[2][32 * 32];  // the block being computed and the one being written
+    PendingBlock pending;
+    int cur = 0, buf = 0;
+    packRows(a, M, K, begin * rowsPerTask, 0, taskRows(begin), KT, flip, apBase);
     for (int64_t t = begin; t < end; t++) {
-      const int64_t nb = t / mTasks, mb = t % mTasks;
-      const int64_t mt0 = kTaskMT * mb, mt1 = std::min(MT, mt0 + kTaskMT), nt0 = kTaskNT * nb, nt1 = std::min(NT, nt0 + kTaskNT);
-      const int64_t m0 = mt0 * 16, n0 = nt0 * 16;
-      const int64_t rows = std::min(M, mt1 * 16) - m0, cols = std::min(N, nt1 * 16) - n0;
-      if (rows == (mt1 - mt0) * 16 && cols == (nt1 - nt0) * 16) {
-        amxTiles(mt0, mt1, nt0, nt1, Kp / 64, A, lda, packed, cb, c, N);
-        continue;
+      const int64_t m0 = t * rowsPerTask;
+      const int64_t rows = taskRows(t);  // rows of A packed for this task: whole 2 x 2 blocks
+      const uint8_t* ap = apBase + buf * bufBytes;
+      uint8_t* nextAp = apBase + (buf ^ 1) * bufBytes;
+      const int64_t nextRows = t + 1 < end ? taskRows(t + 1) : 0;
+      const int64_t blocks = (NT + 1) / 2 * (rows / 32);
+      const int64_t perBlock = (nextRows + blocks - 1) / blocks;
+      int64_t packed1 = 0;  // rows of the next task packed so far
+      for (int64_t nt = 0; nt < NT; nt += 2) {
+        // an odd last column tile is paired with itself; the copy to C drops the duplicate columns
+        const int8_t* B = packed + nt * ntStride;
+        const int64_t second = nt + 1 < NT ? ntStride : 0;
+        const int64_t cols = std::min<int64_t>(32, N - nt * 16);
+        for (int64_t j = 0; j < rows / 16; j += 2) {
+          amxBlock22(ap + j * KT * 1024, KT, B, second, tiles[cur], pending);
+          const int64_t r0 = m0 + 16 * j;
+          pending = PendingBlock{tiles[cur], cb + nt * 16, c + r0 * N + nt * 16, N, std::min<int64_t>(32, M - r0), cols, stream};
+          cur ^= 1;
+          if (packed1 < nextRows) {
+            const int64_t q1 = std::min(nextRows, packed1 + perBlock);
+            packRows(a, M, K, m0 + rowsPerTask, packed1, q1, KT, flip, nextAp);
+            packed1 = q1;
+          }
+        }
       }
-      // partial block: through a buffer of kTaskNT tiles' columns
-      constexpr int64_t ldt = kTaskNT * 16;
-      amxTiles(0, mt1 - mt0, 0, nt1 - nt0, Kp / 64, A + m0 * lda, lda, packed + nt0 * 16 * Kp, cb + n0, tmp, ldt);
-      for (int64_t r = 0; r < rows; r++) std::memcpy(c + (m0 + r) * N + n0, tmp + r * ldt, static_cast<size_t>(cols) * 4);
+      if (packed1 < nextRows) packRows(a, M, K, m0 + rowsPerTask, packed1, nextRows, KT, flip, nextAp);
+      buf ^= 1;
     }
+    writeBlock(pending);
+    if (stream) _mm_sfence();  // the streaming stores are weakly ordered: complete them before the task ends
     amxRelease();
   });
 }

@@ -71,6 +71,8 @@ void amxConvGather(const uint8_t* pad, int64_t rowBytes, int64_t OH, int64_t OW,
 
 // c (M, N) = sum_k (a[m, k] - aZero) w[n, k] on the pool threads, weights from packAmx and rowSums
 // (sum_k w[n, k]); a signed (int8, +128 applied) or unsigned. Same contract as gemmInt8Packed.
+// A C of 1 MB or more whose rows start on 64-byte lines (c aligned, N a multiple of 16) is written
+// with non-temporal stores (it bypasses the caches; see amx.cc).
 void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned, int32_t aZero, const int8_t* packed,
                  const int32_t* rowSums, int32_t* c);
 

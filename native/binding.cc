@@ -668,6 +668,20 @@ bool shapeOk(const Napi::CallbackInfo& info, int64_t M, int64_t N, int64_t K) {
   return true;
 }
 
+// alignmentPad(view: TypedArray) -> bytes to skip from the view's first byte to the next 64-byte
+// (cache line) boundary. The int8 kernels read their packed weights a whole line per load; a panel
+// that starts mid-line splits every load in two (about 7 % of the VNNI GEMM at n = 1024). Typed
+// array backing stores do not move, so a subarray at this offset stays aligned.
+Napi::Value AlignmentPad(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    fail(info.Env(), "alignmentPad: argument 0 must be a typed array");
+    return info.Env().Undefined();
+  }
+  auto array = info[0].As<Napi::TypedArray>();
+  const auto address = reinterpret_cast<uintptr_t>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  return Napi::Number::New(info.Env(), static_cast<double>((64 - address % 64) % 64));
+}
+
 // int8PackedBytes(N, K) -> bytes of the VNNI panel
 Napi::Value Int8PackedBytes(const Napi::CallbackInfo& info) {
   int64_t N = 0, K = 0;
@@ -757,12 +771,15 @@ Napi::Value GemmLowBit(const Napi::CallbackInfo& info) {
     fail(info.Env(), "gemmLowBit: bad bits, zero point or buffers too small");
     return info.Env().Undefined();
   }
-  thread_local std::vector<int8_t> packed;  // reused across calls (packLowBit overwrites it)
+  // reused across calls (packLowBit overwrites it); the panel starts on a cache line (see AlignmentPad)
+  thread_local std::vector<int8_t> packed;
   thread_local std::vector<int32_t> sums;
-  if (packed.size() < static_cast<size_t>(lowbit::int8PackedBytes(N, K))) packed.resize(static_cast<size_t>(lowbit::int8PackedBytes(N, K)));
+  const size_t need = static_cast<size_t>(lowbit::int8PackedBytes(N, K)) + 64;
+  if (packed.size() < need) packed.resize(need);
   if (sums.size() < static_cast<size_t>(N)) sums.resize(static_cast<size_t>(N));
-  lowbit::packLowBit(w.data, static_cast<int>(bits), N, K, packed.data(), sums.data());
-  lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), packed.data(), sums.data(), c);
+  int8_t* panel = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64;
+  lowbit::packLowBit(w.data, static_cast<int>(bits), N, K, panel, sums.data());
+  lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), panel, sums.data(), c);
   return info.Env().Undefined();
 }
 
@@ -1128,6 +1145,7 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
   exports.Set("intPlanProfile", Napi::Function::New(env, IntPlanProfile));
+  exports.Set("alignmentPad", Napi::Function::New(env, AlignmentPad));
   exports.Set("int8PackedBytes", Napi::Function::New(env, Int8PackedBytes));
   exports.Set("packInt8", Napi::Function::New(env, PackWeights<false>));
   exports.Set("packLowBit", Napi::Function::New(env, PackWeights<true>));

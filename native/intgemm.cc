@@ -317,10 +317,12 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
   const int64_t nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
   const int64_t blockStride = k4n * kKRow;  // bytes per 64-channel block
   const uint8_t* A = inPlace ? a : ap.data();
-  // Tiles claimed one at a time (parallelForEach), so that the threads finish together.
+  // Tiles claimed one at a time (parallelForEach), so that the threads finish together; row-block
+  // major, so that a thread's consecutive tiles share their rows of A (kept in L2) and the weight
+  // blocks stream from L2 (~3 % over column-block major at n = 1024, 1 thread).
   parallelForEach(nBlocks * mBlocks, 2.0 * M * N * K / 8.0, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
-      const int64_t jb = t / mBlocks, ib = t % mBlocks;
+      const int64_t ib = t / nBlocks, jb = t % nBlocks;
       const int64_t n0 = jb * nb, ncols = std::min(nb, N - n0);
       const int64_t m0 = ib * kMC, m1 = std::min(M, m0 + kMC);
       const int8_t* B = packed + (n0 / kBlock) * blockStride + (n0 % kBlock) * 4;  // panel (n0 % 64) / 16

@@ -98,6 +98,8 @@ export interface NativeAddon {
   gemmInt8Amx?(m: number, n: number, k: number, a: Int8Array | Uint8Array, aZero: number, packed: Int8Array, rowSums: Int32Array, c: Int32Array): void;
   /** Measured tdpbusd throughput (GOP/s) on `threads` threads; 0 without AMX. */
   amxPeakGops?(threads: number, seconds?: number): number;
+  /** Bytes to skip from the view's start to the next 64-byte (cache line) boundary of its data. */
+  alignmentPad?(view: ArrayBufferView): number;
   /** Bytes of the VNNI-packed int8 weight panel for (N, K). */
   int8PackedBytes?(n: number, k: number): number;
   /** w (N, K) int8 -> VNNI panel `packed` (int8PackedBytes(N, K)) and rowSums (N). */

@@ -69,6 +69,31 @@ function checkInt(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 0) throw new Error(`bad ${name} = ${v}`);
 }
 
+/**
+ * A zeroed Int8Array of `bytes` whose data starts on a 64-byte (cache line) boundary when the addon
+ * can tell where it lies: the native int8 kernels read packed weights a whole line per load, and a
+ * panel starting mid-line (large allocations usually start 16 bytes past a page) splits each load
+ * in two. Speed only: the kernels accept any alignment.
+ * @internal
+ */
+export function cacheAlignedBytes(bytes: number, addon: NativeAddon | null = native()): Int8Array {
+  if (!addon?.alignmentPad) return new Int8Array(bytes);
+  const buf = new Int8Array(bytes + 64);
+  const pad = addon.alignmentPad(buf);
+  return buf.subarray(pad, pad + bytes);
+}
+
+/**
+ * As cacheAlignedBytes, `n` int32 values (e.g. a GEMM output: the AMX GEMM writes a large, line-aligned
+ * C with streaming stores).
+ * @internal
+ */
+export function cacheAlignedInt32(n: number, addon: NativeAddon | null = native()): Int32Array {
+  const b = cacheAlignedBytes(n * 4 + 4, addon);
+  const skip = (4 - (b.byteOffset % 4)) % 4; // (backing stores are at least 8-byte aligned: skip = 0)
+  return new Int32Array(b.buffer, b.byteOffset + skip, n);
+}
+
 /** Packs int8 weights (N, K) once; pass the handle to gemmInt8 instead of the raw weights. */
 export function packInt8Weights(w: Int8Array, N: number, K: number): PackedWeights {
   checkInt('N', N);
@@ -77,7 +102,7 @@ export function packInt8Weights(w: Int8Array, N: number, K: number): PackedWeigh
   const addon = native();
   const rowSums = new Int32Array(N);
   if (addon?.packInt8 && addon.int8PackedBytes) {
-    const panel = new Int8Array(addon.int8PackedBytes(N, K));
+    const panel = cacheAlignedBytes(addon.int8PackedBytes(N, K), addon);
     addon.packInt8(w, N, K, panel, rowSums);
     return { kind: 'int8-packed', N, K, w, panel, rowSums };
   }

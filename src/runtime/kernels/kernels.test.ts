@@ -6,7 +6,7 @@ import { loadAddon } from '../../backend/native/addon.ts';
 import { crossCheck, crossCheckIntModels, randomIntModels, rng } from './cross-check.ts';
 import { compileNativePlan } from '../native-plan.ts';
 import {
-  gemmBinaryRef, gemmInt4Ref, gemmInt8, gemmInt8Ref, intKernelsBackend, packInt8Weights, requantizeValue, roundingDivideByPOT,
+  cacheAlignedInt32, gemmBinaryRef, gemmInt4Ref, gemmInt8, gemmInt8Ref, intKernelsBackend, packInt8Weights, requantizeValue, roundingDivideByPOT,
   saturatingRoundingDoublingHighMul, setIntKernelsReference,
 } from './index.ts';
 import { packBinaryRows, packBits } from '../../quant/core/packing.ts';
@@ -213,5 +213,40 @@ test('native int8 GEMM with K over several K blocks (K > 1024) equals the refere
     gemmInt8Ref(M, N, K, a, zero, w, want);
     gemmInt8(M, N, K, a, zero, packInt8Weights(w, N, K), got);
     assert.deepEqual(got, want, `M ${M} N ${N} K ${K}`);
+  }
+});
+
+test('native AMX int8 GEMM equals the reference exactly (several tasks, odd tile counts, 1 and 2 threads)', (t) => {
+  if (!addon?.gemmInt8Amx || intKernelsBackend().amx !== 'amx-int8') {
+    t.skip(`AMX GEMM not available (${intKernelsBackend().amx})`);
+    return;
+  }
+  const next = rng(4242);
+  const saved = addon.info().threads;
+  try {
+    // M = 77: three 32-row tasks, the last one a single partial row tile (paired with zero rows);
+    // N = 40: three column tiles, the last one partial and paired with itself; K = 130: three
+    // k-tiles, the last one 2 bytes; M = 64, N = 32, K = 64: whole tiles only; 100 x 208 x 300 is
+    // large enough to run on the pool (4 tasks) when it has 2 threads; 520 x 512 x 70 has a 1 MB,
+    // line-aligned C, written with streaming stores.
+    for (const threads of [1, 2]) {
+      addon.setThreads(threads);
+      for (const [M, N, K, signed] of [[77, 40, 130, true], [64, 32, 64, false], [33, 17, 300, false], [100, 208, 300, true], [520, 512, 70, false]] as const) {
+        const a = signed ? new Int8Array(M * K).map(() => (next() & 0xff) - 128) : new Uint8Array(M * K).map(() => next() & 0xff);
+        const w = new Int8Array(N * K).map(() => (next() & 0xff) - 128);
+        const zero = signed ? 5 : 127;
+        const want = new Int32Array(M * N);
+        gemmInt8Ref(M, N, K, a, zero, w, want);
+        const packed = new Int8Array(addon.amxPackedBytes!(N, K));
+        addon.packInt8Amx!(w, N, K, packed);
+        const rowSums = new Int32Array(N);
+        for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) rowSums[n]! += w[n * K + k]!;
+        const got = cacheAlignedInt32(M * N).fill(-1);
+        addon.gemmInt8Amx!(M, N, K, a, zero, packed, rowSums, got);
+        assert.deepEqual(got, want, `M ${M} N ${N} K ${K} on ${threads} thread(s)`);
+      }
+    }
+  } finally {
+    addon.setThreads(saved);
   }
 });
