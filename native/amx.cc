@@ -223,15 +223,6 @@ int32_t amxLoop(long iters) {
   return out[0];
 }
 
-// dst[k] = src[k] ^ 0x80 for k < n.
-__attribute__((target("avx512f,avx512bw"))) void flipCopy(uint8_t* dst, const uint8_t* src, int64_t n) {
-  const __m512i f = _mm512_set1_epi8(static_cast<char>(0x80));
-  for (int64_t k = 0; k < n; k += 64) {
-    const __mmask64 m = n - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - k)) - 1;
-    _mm512_mask_storeu_epi8(dst + k, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + k), f));
-  }
-}
-
 struct ProbeCtx {
   long iters;
   volatile int32_t sink;

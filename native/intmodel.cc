@@ -499,7 +499,8 @@ LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* p
     const uint8_t* base = pad + (oy + r) * op.sh * PW + ox0 * op.sw;
     l0[r] = _mm512_loadu_si512(base), l1[r] = _mm512_loadu_si512(base + 64), l2[r] = _mm512_loadu_si512(base + 128);
   }
-  const int G = GT > 0 ? GT : t.groups;  // GT: the group count known at compile time (0: not)
+  // GT: the group count known at compile time (0: not); K <= 64 taps gives at most 16 groups
+  const int G = GT > 0 ? GT : std::min(t.groups, 16);
   const int32_t* wd = op.wdirect.data() + ob * G;
 #pragma GCC unroll 16
   for (int g = 0; g < G; g++) {
@@ -670,7 +671,7 @@ LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, i
 }
 
 LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
-  const int64_t H = op.H, W = op.W, OC = op.OC;
+  const int64_t H = op.H, W = op.W;
   const int64_t PW = W + 2 * op.pw, PH = H + 2 * op.ph;
   // the windows read up to 192 bytes from the last block's first position
   const size_t padBytes = static_cast<size_t>(PH * PW + 16 * op.sw + 192) + kSlack;
