@@ -333,13 +333,16 @@ function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unkn
       }
       const row = {
         budgetBits: b, budget, arm, assignment, cost: search.totalCost(size, sens.layers, assignment), accuracies: accs, seeds: SEEDS,
-        mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, command: COMMAND, commit: gitCommit(),
+        mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, lr: LR, command: COMMAND, commit: gitCommit(),
       };
       rows.push(row);
       // Merge into the recorded rows: a row is identified by (budget, arm).
       const prior = ((readResults()[setup.id] as Json | undefined)?.['size'] as { rows?: Json[] } | undefined)?.rows ?? [];
-      const merged = [...prior.filter((r) => !(r['budgetBits'] === b && r['arm'] === arm)), row]
-        .sort((x, y) => (y['budgetBits'] as number) - (x['budgetBits'] as number) || ARMS_ORDER.indexOf(x['arm'] as string) - ARMS_ORDER.indexOf(y['arm'] as string));
+      // Rows of earlier runs without 'lr' used the default 1e-4.
+      const sameRecipe = (r: Json): boolean => r['epochs'] === EPOCHS && ((r['lr'] as number | undefined) ?? 1e-4) === LR;
+      const merged = [...prior.filter((r) => !(r['budgetBits'] === b && r['arm'] === arm && sameRecipe(r))), row]
+        .sort((x, y) => (y['budgetBits'] as number) - (x['budgetBits'] as number) || (x['epochs'] as number) - (y['epochs'] as number) ||
+          ((x['lr'] as number | undefined) ?? 1e-4) - ((y['lr'] as number | undefined) ?? 1e-4) || ARMS_ORDER.indexOf(x['arm'] as string) - ARMS_ORDER.indexOf(y['arm'] as string));
       saveResult(setup.id, 'size', { rows: merged, quick: QUICK });
     }
   }
@@ -571,13 +574,14 @@ function markdown(all: Json): string {
     }
     const size = entry['size'] as { rows: Json[] } | undefined;
     if (size) {
-      out.push('Size budget: every arm gets the same calibration (512 training images) + QAT fine-tune (Adam 1e-4, cosine, batch 64, frozen MSE weight scales, straight-through weights; activations 8 bit) and is tested on the full test set:', '');
+      out.push('Size budget: every arm gets the same calibration (512 training images) + QAT fine-tune (Adam at the lr shown, cosine, batch 64, frozen MSE weight scales, straight-through weights; activations 8 bit) and is tested on the full test set:', '');
       out.push('| budget | arm | weight bits per layer | size (bits) | fine-tune | test accuracy per seed | mean | vs uniform |', '|---|---|---|---|---|---|---|---|');
       for (const r of size.rows) {
         const a = r['assignment'] as BitAssignment;
-        const uni = size.rows.find((u) => u['budgetBits'] === r['budgetBits'] && u['arm'] === 'uniform' && u['epochs'] === r['epochs']);
+        const lrOf = (x: Json): number => (x['lr'] as number | undefined) ?? 1e-4;
+        const uni = size.rows.find((u) => u['budgetBits'] === r['budgetBits'] && u['arm'] === 'uniform' && u['epochs'] === r['epochs'] && lrOf(u) === lrOf(r));
         const diff = uni ? `${(((r['mean'] as number) - (uni['mean'] as number)) * 100).toFixed(2)} pt` : '';
-        out.push(`| ${String(r['budgetBits'])}-bit size | ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:${bitsLabel(c).replace(/a\d+/, '')}`).join(' ')} | ${String(r['cost'])} | ${String(r['epochs'])} epoch | ${(r['accuracies'] as number[]).map((x, i) => `${pct(x)} (s${(r['seeds'] as number[])[i]})`).join(', ')} | ${pct(r['mean'] as number)} | ${diff} |`);
+        out.push(`| ${String(r['budgetBits'])}-bit size | ${String(r['arm'])} | ${Object.entries(a).map(([n, c]) => `${n}:${bitsLabel(c).replace(/a\d+/, '')}`).join(' ')} | ${String(r['cost'])} | ${String(r['epochs'])} epoch, lr ${lrOf(r)} | ${(r['accuracies'] as number[]).map((x, i) => `${pct(x)} (s${(r['seeds'] as number[])[i]})`).join(', ')} | ${pct(r['mean'] as number)} | ${diff} |`);
       }
       const cmds = [...new Set(size.rows.map((r) => String(r['command'])))];
       out.push('', `Commands: ${cmds.map((c) => `\`${c}\``).join('; ')}.`, '');
