@@ -11,6 +11,7 @@
 
 #include "cpu.h"
 #include "threadpool.h"
+#include "scratch.h"
 
 #if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
 #define LOWBIT_HAVE_AMX 1
@@ -557,8 +558,7 @@ void gemmInt8Amx(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSigned
     configureTiles();
     thread_local std::vector<uint8_t> apStore;
     const size_t bufBytes = static_cast<size_t>(kRowTiles * KT * 1024);
-    if (apStore.size() < 2 * bufBytes + 64) apStore.resize(2 * bufBytes + 64);
-    uint8_t* const apBase = apStore.data() + (64 - reinterpret_cast<uintptr_t>(apStore.data()) % 64) % 64;
+    uint8_t* const apBase = cacheAligned(apStore, 2 * bufBytes);
     alignas(64) int32_t tiles[2][32 * 32];  // the block being computed and the one being written
     PendingBlock pending;
     int cur = 0, buf = 0;

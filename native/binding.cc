@@ -25,6 +25,7 @@
 #include "amx.h"
 #include "intgemm.h"
 #include "intmodel.h"
+#include "scratch.h"
 #include "pool.h"
 #include "tensorops.h"
 #include "threadpool.h"
@@ -678,8 +679,8 @@ Napi::Value AlignmentPad(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   auto array = info[0].As<Napi::TypedArray>();
-  const auto address = reinterpret_cast<uintptr_t>(array.ArrayBuffer().Data()) + array.ByteOffset();
-  return Napi::Number::New(info.Env(), static_cast<double>((64 - address % 64) % 64));
+  const auto* first = static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  return Napi::Number::New(info.Env(), static_cast<double>(lowbit::cacheLinePad(first)));
 }
 
 // int8PackedBytes(N, K) -> bytes of the VNNI panel
@@ -774,10 +775,8 @@ Napi::Value GemmLowBit(const Napi::CallbackInfo& info) {
   // reused across calls (packLowBit overwrites it); the panel starts on a cache line (see AlignmentPad)
   thread_local std::vector<int8_t> packed;
   thread_local std::vector<int32_t> sums;
-  const size_t need = static_cast<size_t>(lowbit::int8PackedBytes(N, K)) + 64;
-  if (packed.size() < need) packed.resize(need);
+  int8_t* panel = lowbit::cacheAligned(packed, static_cast<size_t>(lowbit::int8PackedBytes(N, K)));
   if (sums.size() < static_cast<size_t>(N)) sums.resize(static_cast<size_t>(N));
-  int8_t* panel = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64;
   lowbit::packLowBit(w.data, static_cast<int>(bits), N, K, panel, sums.data());
   lowbit::gemmInt8Packed(M, N, K, a.data, a.isSigned, static_cast<int32_t>(zero), panel, sums.data(), c);
   return info.Env().Undefined();

@@ -30,15 +30,31 @@ interface State {
   option: number;
 }
 
-function checkChoices(layers: readonly LayerChoices[]): void {
-  if (layers.length === 0) throw new Error('allocate: no layers');
+/** Throws unless there are layers, each with options of finite costs ≥ 0 (`costsOf`) and finite errors. */
+function checkChoices<O extends { readonly error: number }>(
+  what: string, layers: readonly { readonly name: string; readonly options: readonly O[] }[], costsOf: (o: O) => readonly number[],
+): void {
+  if (layers.length === 0) throw new Error(`${what}: no layers`);
   for (const l of layers) {
-    if (l.options.length === 0) throw new Error(`allocate: layer '${l.name}' has no option`);
+    if (l.options.length === 0) throw new Error(`${what}: layer '${l.name}' has no option`);
     for (const o of l.options) {
-      if (!(Number.isFinite(o.cost) && o.cost >= 0)) throw new Error(`allocate: layer '${l.name}' has an option with cost ${o.cost} (costs must be finite and >= 0)`);
-      if (!Number.isFinite(o.error)) throw new Error(`allocate: layer '${l.name}' has an option with error ${o.error}`);
+      const costs = costsOf(o);
+      if (!costs.every((c) => Number.isFinite(c) && c >= 0)) throw new Error(`${what}: layer '${l.name}' has an option with cost ${costs.join(', ')} (costs must be finite and >= 0)`);
+      if (!Number.isFinite(o.error)) throw new Error(`${what}: layer '${l.name}' has an option with error ${o.error}`);
     }
   }
+}
+
+/** The option index per layer of state `index` of the last front, following the parent links back. */
+function backtrackChoices(fronts: readonly (readonly { parent: number; option: number }[])[], index: number): number[] {
+  const choices = new Array<number>(fronts.length);
+  let i = index;
+  for (let l = fronts.length - 1; l >= 0; l--) {
+    const s = fronts[l]![i]!;
+    choices[l] = s.option;
+    i = s.parent;
+  }
+  return choices;
 }
 
 /**
@@ -49,7 +65,7 @@ function checkChoices(layers: readonly LayerChoices[]): void {
  * loses no optimum. Costs must be ≥ 0 (partials over budget are pruned).
  */
 export function paretoFront(layers: readonly LayerChoices[], budget = Infinity): Allocation[] {
-  checkChoices(layers);
+  checkChoices('allocate', layers, (o) => [o.cost]);
   const limit = budget + Math.abs(budget) * 1e-12;
   const fronts: State[][] = [];
   let front: State[] = [{ cost: 0, error: 0, parent: -1, option: -1 }];
@@ -72,13 +88,7 @@ export function paretoFront(layers: readonly LayerChoices[], budget = Infinity):
 }
 
 function backtrack(layers: readonly LayerChoices[], fronts: readonly State[][], index: number): Allocation {
-  const choices = new Array<number>(layers.length);
-  let i = index;
-  for (let l = layers.length - 1; l >= 0; l--) {
-    const s = fronts[l]![i]!;
-    choices[l] = s.option;
-    i = s.parent;
-  }
+  const choices = backtrackChoices(fronts, index);
   const last = fronts[layers.length - 1]![index]!;
   const assignment: BitAssignment = {};
   layers.forEach((l, k) => (assignment[l.name] = l.options[choices[k]!]!.choice));
@@ -220,16 +230,11 @@ function paretoFilter(states: MultiState[]): MultiState[] {
  * Throws when no allocation fits.
  */
 export function allocateExactMulti(layers: readonly MultiCostLayerChoices[], budgets: readonly number[]): MultiCostAllocation {
-  if (layers.length === 0) throw new Error('allocateExactMulti: no layers');
   if (budgets.length === 0 || budgets.some((b) => typeof b !== 'number' || Number.isNaN(b))) throw new Error(`allocateExactMulti: budgets must be numbers, got ${JSON.stringify(budgets)}`);
-  for (const l of layers) {
-    if (l.options.length === 0) throw new Error(`allocateExactMulti: layer '${l.name}' has no option`);
-    for (const o of l.options) {
-      if (o.costs.length !== budgets.length) throw new Error(`allocateExactMulti: layer '${l.name}' has an option with ${o.costs.length} costs for ${budgets.length} budgets`);
-      if (!o.costs.every((c) => Number.isFinite(c) && c >= 0)) throw new Error(`allocateExactMulti: layer '${l.name}' has an option with costs ${JSON.stringify(o.costs)} (costs must be finite and >= 0)`);
-      if (!Number.isFinite(o.error)) throw new Error(`allocateExactMulti: layer '${l.name}' has an option with error ${o.error}`);
-    }
-  }
+  checkChoices('allocateExactMulti', layers, (o) => {
+    if (o.costs.length !== budgets.length) throw new Error(`allocateExactMulti: an option has ${o.costs.length} costs for ${budgets.length} budgets`);
+    return o.costs;
+  });
   const limits = budgets.map((b) => b + Math.abs(b) * 1e-12);
   const fronts: MultiState[][] = [];
   let front: MultiState[] = [{ costs: budgets.map(() => 0), error: 0, parent: -1, option: -1 }];
@@ -249,13 +254,7 @@ export function allocateExactMulti(layers: readonly MultiCostLayerChoices[], bud
     fronts.push(front);
   }
   // The front is sorted by error: its first state is the optimum.
-  const choices = new Array<number>(layers.length);
-  let i = 0;
-  for (let l = layers.length - 1; l >= 0; l--) {
-    const s = fronts[l]![i]!;
-    choices[l] = s.option;
-    i = s.parent;
-  }
+  const choices = backtrackChoices(fronts, 0);
   const best = front[0]!;
   const assignment: BitAssignment = {};
   layers.forEach((l, k) => (assignment[l.name] = l.options[choices[k]!]!.choice));

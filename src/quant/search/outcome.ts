@@ -230,11 +230,15 @@ export async function exactSearch(model: TensorModule, data: SearchData, options
     : layerOptions(layers, choices, primary, error);
   // With pruning and in-model latency, option costs may carry a constant offset over the predicted latency.
   const offset = 'costOffset' in opts ? (opts as { costOffset: number }).costOffset : 0;
-  const limited = (options.budgets ?? []).map((b, k) => ({ k, b })).filter(({ k, b }) => k > 0 && k < options.costs.length && b !== undefined) as { k: number; b: number }[];
+  // The other cost models with a budget of their own.
+  const limited = options.costs.flatMap((cost, k) => {
+    const budget = k > 0 ? options.budgets?.[k] : undefined;
+    return budget === undefined ? [] : [{ cost, budget }];
+  });
   if (limited.length > 0 && options.prune) throw new Error('exactSearch: several budgets work without pruning');
   const atBudget = limited.length === 0
     ? allocateExact(opts, options.budget + offset)
-    : allocateExactMulti(layerOptionsMulti(layers, choices, [primary, ...limited.map(({ k }) => options.costs[k]!)], error), [options.budget, ...limited.map(({ b }) => b)]);
+    : allocateExactMulti(layerOptionsMulti(layers, choices, [primary, ...limited.map((l) => l.cost)], error), [options.budget, ...limited.map((l) => l.budget)]);
   const front = exactFront(opts);
   const count = Math.max(2, options.frontPoints ?? 8);
   const picked: Allocation[] = [];
