@@ -7,6 +7,10 @@
  * thread, started together, best of 5 runs (a run whose loops did not overlap does not count).
  * A point's peak is the larger of the probes around it; its SGEMM figure is the median of repeats
  * (the best repeat is reported too), so the fraction errs low rather than high.
+ *
+ * Beside the peak, the load-fed probe (`loadFedPeak`) runs the micro-kernel's own step -- its
+ * broadcasts, vector loads and FMAs -- from panels kept in L1 and with no C traffic: the ceiling of
+ * any kernel of that shape on this core. It is measured once per thread count, like the peak.
  */
 import { loadNative, nativeAddon, nativeInfo } from '../src/backend/native/index.ts';
 
@@ -20,6 +24,8 @@ export interface SgemmPoint {
   peakGflops: number;
   /** Median GFLOP/s over the peak. */
   fractionOfPeak: number;
+  /** Median GFLOP/s over the load-fed probe on `threads` threads (absent when the ISA has none). */
+  fractionOfLoadFed?: number;
 }
 
 export interface ConvPoint {
@@ -34,6 +40,8 @@ export interface SgemmBench {
   isa: string;
   threads: number;
   fmaPeakGflops: Record<string, number>;
+  /** The load-fed probe (the micro-kernel's step, panels in L1) per thread count; 0 when the ISA has none. */
+  loadFedGflops?: Record<string, number>;
   sgemm: SgemmPoint[];
   lenetConv: ConvPoint[];
 }
@@ -74,9 +82,11 @@ export function benchSgemm(options: { sizes?: number[]; peakSeconds?: number } =
   const maxThreads = info.threads;
   const threadCounts = [...new Set([1, maxThreads])];
   const peak: Record<string, number> = {};
+  const loadFed: Record<string, number> = {};
   for (const t of threadCounts) {
     addon.setThreads(t);
     peak[t] = Math.max(...[0, 1, 2].map(() => addon.fmaPeak(t, options.peakSeconds ?? 0.1)));
+    loadFed[t] = Math.max(...[0, 1, 2].map(() => addon.loadFedPeak(t, options.peakSeconds ?? 0.1)));
   }
   const sgemm: SgemmPoint[] = [];
   for (const n of options.sizes ?? [256, 512, 1024, 2048]) {
@@ -93,11 +103,12 @@ export function benchSgemm(options: { sizes?: number[]; peakSeconds?: number } =
       const near = Math.max(before, addon.fmaPeak(t, options.peakSeconds ?? 0.1));
       const gflops = (2 * n ** 3) / median(times) / 1e6;
       const best = (2 * n ** 3) / Math.min(...times) / 1e6;
-      sgemm.push({ n, threads: t, gflops: round(gflops), bestGflops: round(best), peakGflops: round(near), fractionOfPeak: round(gflops / near, 3) });
+      const ceiling = loadFed[t]! > 0 ? { fractionOfLoadFed: round(gflops / loadFed[t]!, 3) } : {};
+      sgemm.push({ n, threads: t, gflops: round(gflops), bestGflops: round(best), peakGflops: round(near), fractionOfPeak: round(gflops / near, 3), ...ceiling });
     }
   }
   addon.setThreads(maxThreads);
-  return { isa: info.isa, threads: maxThreads, fmaPeakGflops: mapValues(peak), sgemm, lenetConv: benchLenetConv() };
+  return { isa: info.isa, threads: maxThreads, fmaPeakGflops: mapValues(peak), loadFedGflops: mapValues(loadFed), sgemm, lenetConv: benchLenetConv() };
 }
 
 /** LeNet-5 conv layers at batch 64, on all threads. */

@@ -104,13 +104,16 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+// fmaPeak(threads, seconds?) and loadFedPeak(threads, seconds?): GFLOP/s of a probe (cpu.h).
+Napi::Value RunProbe(const Napi::CallbackInfo& info, double (*probe)(int, double)) {
   int64_t threads = 1;
   if (!argInt(info, 0, &threads)) return info.Env().Undefined();
   double seconds = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0.2;
   if (threads < 1 || threads > 256) threads = 1;
-  return Napi::Number::New(info.Env(), lowbit::fmaPeakGflops(static_cast<int>(threads), seconds));
+  return Napi::Number::New(info.Env(), probe(static_cast<int>(threads), seconds));
 }
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) { return RunProbe(info, lowbit::fmaPeakGflops); }
+Napi::Value LoadFedPeak(const Napi::CallbackInfo& info) { return RunProbe(info, lowbit::loadFedFmaGflops); }
 
 // ---------------------------------------------------------------- sgemm
 // sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, batch, strideA, strideB, strideC)
@@ -1193,6 +1196,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
+  exports.Set("loadFedPeak", Napi::Function::New(env, LoadFedPeak));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv<ConvKind::Forward>));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));

@@ -110,24 +110,90 @@ static float fmaLoopScalar(long iters) {
   return acc[0] + acc[7];
 }
 
-// Flops of one iteration of the probe loop of the active ISA.
-static double flopsPerIter() {
-  switch (activeIsa()) {
-    case Isa::Avx512: return kChains * 16.0 * 2;
-    case Isa::Avx2: return kChains / 2 * 8.0 * 2;
-    default: return 8.0 * 2;
+// ---- Load-fed probe: the SGEMM micro-kernel's step without its memory hierarchy. Each step
+// broadcasts MR values of an A panel, loads NR / lanes vectors of a B panel and does MR x NR / lanes
+// FMAs into register tiles -- the same loads and FMAs per step as the GEMM kernels of gemm.cc
+// (AVX-512 14 x 32, AVX2 6 x 16) -- with both panels (kLoadSteps steps, ~23 KB) always in L1 and
+// no C traffic. It bounds what any kernel of that shape can reach on this core.
+constexpr int kLoadSteps = 128;
+alignas(64) static float gProbeA[kLoadSteps * 14];
+alignas(64) static float gProbeB[kLoadSteps * 32];
+static const bool gProbePanelsReady = [] {
+  for (int i = 0; i < kLoadSteps * 14; i++) gProbeA[i] = 1e-6f * static_cast<float>(i % 7);
+  for (int i = 0; i < kLoadSteps * 32; i++) gProbeB[i] = 1e-6f * static_cast<float>(i % 5);
+  return true;
+}();
+
+LOWBIT_TARGET_AVX512 static float loadLoopAvx512(long iters) {
+  __m512 acc0[14], acc1[14];
+  for (int r = 0; r < 14; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  for (long i = 0; i < iters; i++) {
+    const float* a = gProbeA;
+    const float* b = gProbeB;
+#pragma GCC unroll 4
+    for (int k = 0; k < kLoadSteps; k++, a += 14, b += 32) {
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 14
+      for (int r = 0; r < 14; r++) {
+        const __m512 av = _mm512_set1_ps(a[r]);
+        acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+        acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+      }
+    }
   }
+  __m512 sum = acc0[0];
+  for (int r = 1; r < 14; r++) sum = _mm512_add_ps(sum, _mm512_add_ps(acc0[r], acc1[r]));
+  sum = _mm512_add_ps(sum, acc1[0]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  return lanes[0] + lanes[15];
 }
 
-static float fmaLoop(long iters) {
+LOWBIT_TARGET_AVX2 static float loadLoopAvx2(long iters) {
+  __m256 acc0[6], acc1[6];
+  for (int r = 0; r < 6; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  for (long i = 0; i < iters; i++) {
+    const float* a = gProbeA;
+    const float* b = gProbeB;
+#pragma GCC unroll 4
+    for (int k = 0; k < kLoadSteps; k++, a += 6, b += 16) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+      for (int r = 0; r < 6; r++) {
+        const __m256 av = _mm256_broadcast_ss(a + r);
+        acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+      }
+    }
+  }
+  __m256 sum = acc0[0];
+  for (int r = 1; r < 6; r++) sum = _mm256_add_ps(sum, _mm256_add_ps(acc0[r], acc1[r]));
+  sum = _mm256_add_ps(sum, acc1[0]);
+  float out[8];
+  _mm256_storeu_ps(out, sum);
+  return out[0] + out[7];
+}
+
+// The probe loop of the active ISA and the flops of one of its iterations; loop is null when the
+// ISA has no such probe (the load-fed probe on the scalar ISA).
+struct ProbeLoop {
+  float (*loop)(long iters);
+  double flopsPerIter;
+};
+
+static ProbeLoop probeLoop(bool loadFed) {
   switch (activeIsa()) {
-    case Isa::Avx512: return fmaLoopAvx512(iters);
-    case Isa::Avx2: return fmaLoopAvx2(iters);
-    default: return fmaLoopScalar(iters);
+    case Isa::Avx512:
+      return loadFed ? ProbeLoop{loadLoopAvx512, kLoadSteps * 28 * 16.0 * 2} : ProbeLoop{fmaLoopAvx512, kChains * 16.0 * 2};
+    case Isa::Avx2:
+      return loadFed ? ProbeLoop{loadLoopAvx2, kLoadSteps * 12 * 8.0 * 2} : ProbeLoop{fmaLoopAvx2, kChains / 2 * 8.0 * 2};
+    default:
+      return loadFed ? ProbeLoop{nullptr, 0} : ProbeLoop{fmaLoopScalar, 8.0 * 2};
   }
 }
 
 struct ProbeCtx {
+  ProbeLoop probe;
   long iters;
   int threads;
   std::atomic<int> arrived{0};
@@ -149,7 +215,7 @@ static double probeRun(ProbeCtx& ctx) {
     const auto deadline = Clock::now() + std::chrono::milliseconds(20);
     while (c->arrived.load() < nt && Clock::now() < deadline) _mm_pause();
     c->start[t] = Clock::now();
-    c->sink = fmaLoop(c->iters);
+    c->sink = c->probe.loop(c->iters);
     c->end[t] = Clock::now();
     c->ran[t] = 1;
   }, &ctx);
@@ -163,11 +229,13 @@ static double probeRun(ProbeCtx& ctx) {
   }
   if (ctx.threads > 1 && latestStart >= earliestEnd) return 0;  // ran one after the other
   const double span = std::chrono::duration<double>(last - first).count();
-  return span > 0 ? flopsPerIter() * static_cast<double>(ctx.iters) * ctx.threads / span * 1e-9 : 0;
+  return span > 0 ? ctx.probe.flopsPerIter * static_cast<double>(ctx.iters) * ctx.threads / span * 1e-9 : 0;
 }
 
-double fmaPeakGflops(int threads, double seconds) {
+// Shared by both probes: calibrate on one thread, then the best of kProbeRuns runs side by side.
+static double probeGflops(const ProbeLoop& probe, int threads, double seconds) {
   using Clock = std::chrono::steady_clock;
+  if (probe.loop == nullptr) return 0;
   if (threads < 1) threads = 1;
   if (threads > 64) threads = 64;
   // Calibrate the iteration count on one thread so that one loop lasts about seconds / 5.
@@ -175,7 +243,7 @@ double fmaPeakGflops(int threads, double seconds) {
   double elapsed = 0;
   for (;;) {
     auto t0 = Clock::now();
-    float s = fmaLoop(iters);
+    float s = probe.loop(iters);
     elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     if (s == 12345.f) iters++;  // keeps the result alive
     if (elapsed > seconds / 20 || iters > (1L << 40)) break;
@@ -183,6 +251,7 @@ double fmaPeakGflops(int threads, double seconds) {
   }
   iters = std::max(1L, static_cast<long>(iters * (seconds / kProbeRuns / elapsed)));
   ProbeCtx ctx;
+  ctx.probe = probe;
   ctx.iters = iters;
   ctx.threads = threads;
   ctx.sink = 0.f;
@@ -194,6 +263,13 @@ double fmaPeakGflops(int threads, double seconds) {
   for (int r = 0; r < kProbeRuns; r++) best = std::max(best, probeRun(ctx));
   if (threads > saved) poolSetThreads(saved);
   return best;
+}
+
+double fmaPeakGflops(int threads, double seconds) { return probeGflops(probeLoop(false), threads, seconds); }
+
+double loadFedFmaGflops(int threads, double seconds) {
+  (void)gProbePanelsReady;
+  return probeGflops(probeLoop(true), threads, seconds);
 }
 
 }  // namespace lowbit

@@ -53,9 +53,20 @@ function isSgemmBench(v: unknown): v is SgemmBench {
 }
 
 function renderKnown(b: SgemmBench): string[] {
-  const out = [`ISA ${b.isa}, pool of ${b.threads} threads. Measured fp32 FMA peak: ${Object.entries(b.fmaPeakGflops).map(([t, g]) => `${fmtNumber(g)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'}`).join(', ')}.`, ''];
-  out.push('| SGEMM C = A·B (n×n×n) | Threads | GFLOP/s (median) | Best | FMA peak near it | Fraction of FMA peak |', '| --- | ---: | ---: | ---: | ---: | ---: |');
-  for (const p of b.sgemm) out.push(`| n = ${p.n} | ${p.threads} | ${fmtNumber(p.gflops)} | ${p.bestGflops === undefined ? '' : fmtNumber(p.bestGflops)} | ${fmtNumber(p.peakGflops)} | ${(p.fractionOfPeak * 100).toFixed(1)} % |`);
+  const perThreads = (record: Record<string, number>) => Object.entries(record).map(([t, g]) => `${fmtNumber(g)} GFLOP/s on ${t} thread${t === '1' ? '' : 's'}`).join(', ');
+  const out = [`ISA ${b.isa}, pool of ${b.threads} threads. Measured fp32 FMA peak: ${perThreads(b.fmaPeakGflops)}.`];
+  const loadFed = b.loadFedGflops !== undefined && Object.values(b.loadFedGflops).some((g) => g > 0) ? b.loadFedGflops : undefined;
+  if (loadFed !== undefined) {
+    const ratios = Object.entries(loadFed).map(([t, g]) => `${((g / b.fmaPeakGflops[t]!) * 100).toFixed(1)} %`).join(' / ');
+    out.push(`Load-fed probe (the micro-kernel's broadcasts, vector loads and FMAs per step, panels in L1, no C traffic): ${perThreads(loadFed)} = ${ratios} of the FMA peak -- the ceiling of a kernel of this shape here.`);
+  }
+  out.push('');
+  const extra = loadFed !== undefined ? ' Fraction of load-fed probe |' : '';
+  out.push(`| SGEMM C = A·B (n×n×n) | Threads | GFLOP/s (median) | Best | FMA peak near it | Fraction of FMA peak |${extra}`, `| --- | ---: | ---: | ---: | ---: | ---: |${loadFed !== undefined ? ' ---: |' : ''}`);
+  for (const p of b.sgemm) {
+    const ceiling = loadFed !== undefined ? ` ${p.fractionOfLoadFed === undefined ? '' : `${(p.fractionOfLoadFed * 100).toFixed(1)} %`} |` : '';
+    out.push(`| n = ${p.n} | ${p.threads} | ${fmtNumber(p.gflops)} | ${p.bestGflops === undefined ? '' : fmtNumber(p.bestGflops)} | ${fmtNumber(p.peakGflops)} | ${(p.fractionOfPeak * 100).toFixed(1)} % |${ceiling}`);
+  }
   if (b.lenetConv.length > 0) {
     out.push('', '| LeNet-5 conv layer, batch 64 | Shapes | Forward ms | Backward input ms | Backward weight ms |', '| --- | --- | ---: | ---: | ---: |');
     for (const c of b.lenetConv) out.push(`| ${c.layer} | ${c.shape} | ${fmtNumber(c.forwardMs)} | ${fmtNumber(c.backwardInputMs)} | ${fmtNumber(c.backwardWeightMs)} |`);

@@ -13,6 +13,8 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   /** Measured fp32 FMA GFLOP/s of the active ISA on `threads` threads, running about `seconds`. */
   fmaPeak(threads: number, seconds?: number): number;
+  /** The FMA probe with the SGEMM micro-kernel's loads per step (panels in L1, no C traffic); 0 on the scalar ISA. */
+  loadFedPeak(threads: number, seconds?: number): number;
   /** Batched C = op(A)·op(B) + beta·C (row-major, leading dimensions in elements). */
   sgemm(
     transA: boolean, transB: boolean, m: number, n: number, k: number,

@@ -12,7 +12,7 @@ import '../reference/index.ts';
 import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts';
 import { sizeOf } from '../primitives.ts';
 import { runKernel, setBackend } from '../registry.ts';
-import { fmaPeakGflops, loadNative, nativeInfo, setNativeThreads } from './index.ts';
+import { fmaPeakGflops, loadNative, nativeAddon, nativeInfo, setNativeThreads } from './index.ts';
 import { nativeKernel } from './kernels.ts';
 
 const loaded = loadNative();
@@ -76,6 +76,10 @@ describe('native backend vs reference', { skip }, () => {
     assert.ok(info && ['avx512', 'avx2', 'scalar'].includes(info.isa));
     assert.ok(info.threads >= 1);
     assert.ok(fmaPeakGflops(1, 0.02) > 0);
+    // The load-fed probe exists for the vector ISAs only.
+    const loadFed = nativeAddon()!.loadFedPeak(1, 0.02);
+    if (info.isa === 'scalar') assert.equal(loadFed, 0);
+    else assert.ok(loadFed > 0);
   });
 
   it('unary ops (neg, abs, relu, sqrt: exact; exp, log, sigmoid, tanh: 1e-6 relative)', () => {
