@@ -1,7 +1,8 @@
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesToUnitFloat, createDataset, type Dataset } from './dataset.ts';
+import { makeDirs } from '../format/files.ts';
 import { DataError } from './errors.ts';
 import { checkLimit, type LoadOptions, type Split } from './mnist.ts';
 import { packageDir } from './paths.ts';
@@ -384,7 +385,7 @@ function writeCache(
   const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   let fd: number | null = null;
   try {
-    mkdirSync(join(path, '..'), { recursive: true });
+    makeDirs(join(path, '..'));
     fd = openSync(tmp, 'w');
     for (const part of [head, payload]) {
       let done = 0;

@@ -14,6 +14,8 @@ export {
   type SafetensorsContents,
   type SafetensorsInput,
 } from './safetensors.ts';
+/** File helpers for untrusted paths: mkdir -p that cannot spin, bounded reads of regular files only. */
+export { makeDirs, makeParentDirs, readFileLimited, readTextLimited, FileLimitError } from './files.ts';
 /** The .lowbit model file (format version 1): docs/format.md. */
 export {
   encodeLowbit,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -181,6 +181,13 @@ test('writeLowbit is atomic and returns the size; readLowbit reads paths and hon
     assert.deepEqual(readLowbit(path).graph, sample().graph);
     assert.throws(() => readLowbit(path, { maxBytes: n - 1 }), (e: unknown) => e instanceof LowbitFormatError && e.code === 'file-too-large');
     assert.throws(() => readLowbit(join(dir, 'missing.lowbit')), /ENOENT/);
+    // A directory or a device is refused up front (reading /dev/zero would never end).
+    const refused = (e: unknown) => e instanceof LowbitFormatError && e.code === 'bad-input';
+    assert.throws(() => readLowbit(dir), refused);
+    if (existsSync('/dev/zero')) assert.throws(() => readLowbit('/dev/zero'), refused);
+    // Format errors of a file name the file.
+    writeFileSync(join(dir, 'bad.lowbit'), '{"not": "a lowbit file"}');
+    assert.throws(() => readLowbit(join(dir, 'bad.lowbit')), (e: unknown) => e instanceof LowbitFormatError && e.message.startsWith(`${join(dir, 'bad.lowbit')} is not a valid .lowbit file: `));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

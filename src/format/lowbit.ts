@@ -15,7 +15,7 @@
  * of every tensor against its logical shape, the metadata and the graph's tensor references.
  * Every problem is reported as a `LowbitFormatError` with a `code`.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { FileLimitError, readFileLimited } from './files.ts';
 import {
   encodeSafetensors,
   writeFileAtomic,
@@ -723,16 +723,26 @@ function typedCopy(stored: SafetensorsDType, bytes: Uint8Array): LowbitTensor['d
   }
 }
 
-function readBytes(path: string, maxBytes: number): Uint8Array {
-  const size = statSync(path).size;
-  if (size > maxBytes) throw new LowbitFormatError('file-too-large', `${path}: ${size} bytes exceeds maxBytes ${maxBytes}`);
-  return readFileSync(path);
+/** The bytes of a .lowbit file: a regular file of at most maxBytes (FileLimitError -> LowbitFormatError). */
+export function readLowbitBytes(path: string, maxBytes = DEFAULT_MAX_FILE_BYTES): Uint8Array {
+  try {
+    return readFileLimited(path, maxBytes);
+  } catch (e) {
+    if (e instanceof FileLimitError) throw new LowbitFormatError(e.code === 'too-large' ? 'file-too-large' : 'bad-input', `${path}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** Reads and validates a .lowbit file (or bytes). I/O errors propagate as they are (ENOENT, EACCES). */
 export function readLowbit(file: string | Uint8Array, options: ReadLowbitOptions = {}): LowbitModel {
-  const bytes = typeof file === 'string' ? readBytes(file, options.maxBytes ?? DEFAULT_MAX_FILE_BYTES) : file;
-  return decodeLowbit(bytes, options);
+  if (typeof file !== 'string') return decodeLowbit(file, options);
+  const bytes = readLowbitBytes(file, options.maxBytes ?? DEFAULT_MAX_FILE_BYTES);
+  try {
+    return decodeLowbit(bytes, options);
+  } catch (e) {
+    if (e instanceof LowbitFormatError) throw new LowbitFormatError(e.code, `${file} is not a valid .lowbit file: ${e.message}`);
+    throw e;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,7 +775,7 @@ export interface LowbitSizeReport {
 
 /** Per-tensor and total sizes of a .lowbit file (path or bytes); validates the header only. */
 export function lowbitSizeReport(file: string | Uint8Array, options: ReadLowbitOptions = {}): LowbitSizeReport {
-  const bytes = typeof file === 'string' ? readBytes(file, options.maxBytes ?? DEFAULT_MAX_FILE_BYTES) : file;
+  const bytes = typeof file === 'string' ? readLowbitBytes(file, options.maxBytes ?? DEFAULT_MAX_FILE_BYTES) : file;
   const header = parseLowbitHeader(bytes);
   const tensors: LowbitTensorSize[] = [];
   for (const [name, meta] of header.tensors) {

@@ -9,7 +9,8 @@
  * non-overlapping, byte size = product(shape)·itemsize) before it touches any tensor data, and
  * reports every problem as a `SafetensorsError`.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { FileLimitError, readFileLimited } from './files.ts';
 import { endianness } from 'node:os';
 import { randomBytes } from 'node:crypto';
 
@@ -248,7 +249,20 @@ export function writeSafetensorsFile(
   writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }
 
-/** Reads and validates a safetensors file. I/O errors propagate as they are (ENOENT, EACCES). */
-export function readSafetensorsFile(path: string): SafetensorsContents {
-  return decodeSafetensors(readFileSync(path));
+/** Largest safetensors file readSafetensorsFile accepts by default (2 GiB). */
+export const MAX_SAFETENSORS_FILE_BYTES = 2 ** 31;
+
+/**
+ * Reads and validates a safetensors file: a regular file of at most `maxBytes`. I/O errors
+ * propagate as they are (ENOENT, EACCES).
+ */
+export function readSafetensorsFile(path: string, maxBytes = MAX_SAFETENSORS_FILE_BYTES): SafetensorsContents {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileLimited(path, maxBytes);
+  } catch (e) {
+    if (e instanceof FileLimitError) throw new SafetensorsError(e.message);
+    throw e;
+  }
+  return decodeSafetensors(bytes);
 }

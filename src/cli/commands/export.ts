@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { noGrad } from '../../autograd/engine.ts';
 import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
@@ -12,6 +12,7 @@ import { loadCheckpoint } from '../../train/checkpoint.ts';
 import { ONNX_PROFILES, saveOnnx } from '../../onnx/export.ts';
 import { formatVerifyReport, verifyOnnx } from '../../onnx/verify.ts';
 import { defineCommand } from '../command.ts';
+import { readTextLimited } from '../../format/index.ts';
 
 interface RunConfig {
   model?: unknown;
@@ -34,7 +35,7 @@ function readCheckpointSource(path: string, archOption: string | undefined): Sou
   let config = (ck.config ?? {}) as RunConfig;
   const metricsPath = join(dirname(checkpoint), 'metrics.json');
   if (config.model === undefined && existsSync(metricsPath)) {
-    config = ((JSON.parse(readFileSync(metricsPath, 'utf8')) as { config?: RunConfig }).config ?? {});
+    config = ((JSON.parse(readTextLimited(metricsPath)) as { config?: RunConfig }).config ?? {});
   }
   if (config.scheme !== undefined && config.quant === undefined) {
     const lowbit = join(dirname(checkpoint), 'model.lowbit');

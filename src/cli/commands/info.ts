@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { defineCommand, type CommandIO } from '../command.ts';
 import { backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { packageVersion } from '../package-info.ts';
-import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, type LowbitNode } from '../../format/lowbit.ts';
+import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitNode } from '../../format/lowbit.ts';
 
 export const infoCommand = defineCommand({
   name: 'info',
@@ -55,9 +54,9 @@ export const infoCommand = defineCommand({
 function describeLowbitFile(path: string, json: boolean, io: CommandIO): void {
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(path);
+    bytes = readLowbitBytes(path);
   } catch (e) {
-    throw new Error(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new Error(e instanceof LowbitFormatError ? e.message : `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   let model;
   let report;

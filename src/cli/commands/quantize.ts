@@ -1,10 +1,10 @@
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, loadDataset, take, type DatasetName } from '../../data/index.ts';
 import { createModel, isModelName, MODEL_NAMES, type ModelName } from '../../nn/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../train/checkpoint.ts';
-import { writeFileAtomic } from '../../format/index.ts';
+import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
 import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
@@ -20,7 +20,7 @@ function locateRun(path: string): { checkpoint: string; config: Record<string, u
   const metricsPath = join(dirname(checkpoint), 'metrics.json');
   let config: Record<string, unknown> = {};
   if (existsSync(metricsPath)) {
-    const metrics = JSON.parse(readFileSync(metricsPath, 'utf8')) as { config?: Record<string, unknown> };
+    const metrics = JSON.parse(readTextLimited(metricsPath)) as { config?: Record<string, unknown> };
     config = metrics.config ?? {};
   }
   return { checkpoint, config };
@@ -69,6 +69,7 @@ export const quantizeCommand = defineCommand({
     if (!arch) throw new Error(`--arch is required: no model name in the run's metrics.json (known: ${MODEL_NAMES.join(', ')})`);
     const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
     const out = options.out ?? join(dirname(checkpoint), `ptq-${options.bits}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
+    makeDirs(out);  // before calibration: an unusable --out fails now, not after the work
 
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
@@ -104,7 +105,6 @@ export const quantizeCommand = defineCommand({
     const quantized = evaluate(model, testLoader);
     io.print(`${options.bits} test accuracy:      ${formatPercent(quantized.accuracy)} (${((quantized.accuracy - fp32.accuracy) * 100).toFixed(2)} pt)`);
 
-    mkdirSync(out, { recursive: true });
     const report = calibrationReport(model)!;
     const ptqConfig = {
       source: checkpoint, model: arch, dataset, scheme: options.bits, calibrationSamples: report.samples, method: options.method,

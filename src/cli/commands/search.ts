@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, loadDataset, type DatasetName } from '../../data/index.ts';
 import { subset } from '../../data/dataset.ts';
@@ -14,6 +14,7 @@ import { candidateFront, chooseWithinBudget, assignmentCosts, bitChoices, nsga2S
 import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant/search/outcome.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
 import { formatSi } from '../../quant/search/report.ts';
+import { makeDirs, readTextLimited } from '../../format/index.ts';
 import { uniformAssignment } from '../../quant/search/costs.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
@@ -30,7 +31,7 @@ function locateRun(path: string): { checkpoint: string; config: Record<string, u
   let config: Record<string, unknown> = {};
   if (existsSync(metricsPath)) {
     try {
-      config = (JSON.parse(readFileSync(metricsPath, 'utf8')) as { config?: Record<string, unknown> }).config ?? {};
+      config = (JSON.parse(readTextLimited(metricsPath)) as { config?: Record<string, unknown> }).config ?? {};
     } catch (e) {
       throw new Error(`${metricsPath}: not valid JSON (${(e as Error).message})`);
     }
@@ -136,6 +137,7 @@ export const searchCommand = defineCommand({
     if (!arch) throw new UsageError(`--arch is required: no model name in the run's metrics.json (known: ${MODEL_NAMES.join(', ')})`, 'search');
     const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
     const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgetTag(budget)}`);
+    makeDirs(out);  // before the search: an unusable --out fails now, not after the work
 
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');

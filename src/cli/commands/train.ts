@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
@@ -6,7 +6,7 @@ import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { Adam, AdamW, CosineAnnealingLR, OPTIMIZER_NAMES, SGD, StepLR, type OptimizerName } from '../../optim/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
 import { fit, formatPercent, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
-import { writeFileAtomic } from '../../format/index.ts';
+import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import {
@@ -109,7 +109,7 @@ export const trainCommand = defineCommand({
       if (quantPlan) io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
       if (quantPlan) setQuantProgress(model, 0, options.epochs);
 
-      mkdirSync(out, { recursive: true });
+      makeDirs(out);
       const checkpointPath = join(out, 'checkpoint.safetensors');
       const start = performance.now();
       const history = fit(model, {
@@ -182,7 +182,7 @@ function storedBaseline(model: string, dataset: string, fp32Dir: string): Baseli
   const metricsPath = join(fp32Dir, 'metrics.json');
   if (existsSync(metricsPath)) {
     try {
-      const metrics = JSON.parse(readFileSync(metricsPath, 'utf8')) as { testAccuracy?: unknown; testSamples?: unknown; config?: { epochs?: unknown } };
+      const metrics = JSON.parse(readTextLimited(metricsPath)) as { testAccuracy?: unknown; testSamples?: unknown; config?: { epochs?: unknown } };
       if (typeof metrics.testAccuracy === 'number') {
         const epochs = typeof metrics.config?.epochs === 'number' ? metrics.config.epochs : undefined;
         const full = metrics.testSamples === 10000 && metrics.config !== undefined && (metrics.config as { limit?: unknown }).limit === undefined;
@@ -199,7 +199,7 @@ function storedBaseline(model: string, dataset: string, fp32Dir: string): Baseli
   const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'docs', 'results', 'qat.json');
   if (!existsSync(resultsPath)) return null;
   try {
-    const results = JSON.parse(readFileSync(resultsPath, 'utf8')) as { runs?: { spec?: { model?: string; dataset?: string; scheme?: string; epochs?: number }; status?: string; accuracy?: number }[] };
+    const results = JSON.parse(readTextLimited(resultsPath)) as { runs?: { spec?: { model?: string; dataset?: string; scheme?: string; epochs?: number }; status?: string; accuracy?: number }[] };
     const row = results.runs?.find((r) => r.spec?.model === model && r.spec.dataset === dataset && r.spec.scheme === 'fp32' && r.status === 'ok' && typeof r.accuracy === 'number');
     if (!row) return null;
     return { accuracy: row.accuracy!, source: `stored: docs/results/qat.json, ${row.spec!.epochs} epochs on the full data`, epochs: row.spec!.epochs };

@@ -4,7 +4,7 @@
  * and kernel path, so a search measures each (layer shape, w, a) once per machine.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,7 @@ import { ReLU } from '../../nn/activation.ts';
 import { Flatten } from '../../nn/flatten.ts';
 import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
+import { makeParentDirs, readTextLimited } from '../../format/files.ts';
 import { writeFileAtomic } from '../../format/safetensors.ts';
 import { calibrate } from '../ptq/calibrate.ts';
 import { convert } from '../../runtime/convert.ts';
@@ -106,7 +107,7 @@ export function latencyTablePath(cacheDir: string = defaultCacheDir()): string {
 function readTable(path: string): Record<string, number> {
   if (!existsSync(path)) return {};
   try {
-    const t = JSON.parse(readFileSync(path, 'utf8')) as Partial<LatencyTable>;
+    const t = JSON.parse(readTextLimited(path)) as Partial<LatencyTable>;
     if (t.format !== 'lowbit-latency-table' || t.version !== TABLE_VERSION || typeof t.entries !== 'object' || t.entries === null) return {};
     const out: Record<string, number> = {};
     for (const [k, v] of Object.entries(t.entries)) if (typeof v === 'number' && Number.isFinite(v) && v > 0) out[k] = v;
@@ -316,7 +317,7 @@ export function latencyCost(options: LatencyCostOptions = {}): LatencyCostModel 
       // Merge with entries another process may have written meanwhile, then replace atomically.
       const merged = { ...readTable(path), ...entries };
       const file: LatencyTable = { format: 'lowbit-latency-table', version: TABLE_VERSION, machine: machineId(), entries: merged };
-      mkdirSync(dirname(path), { recursive: true });
+      makeParentDirs(path);
       writeFileAtomic(path, new TextEncoder().encode(`${JSON.stringify(file, null, 1)}\n`));
     }
     return value;

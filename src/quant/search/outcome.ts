@@ -5,8 +5,8 @@
  * calibrate / convert accept), front.json (every evaluated candidate and the front) and
  * report.html (Pareto plots + per-layer table). Each file is written atomically.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { makeDirs } from '../../format/files.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import { allocateExact, allocateExactMulti, layerOptions, layerOptionsMulti, paretoFront as exactFront, type Allocation } from './allocate.ts';
@@ -137,7 +137,7 @@ export function outcomeJson(outcome: SearchOutcome): Record<string, unknown> {
 
 /** Writes plan.json (when a plan was chosen), front.json and report.html into `dir`; returns their paths. */
 export function writeSearchOutputs(dir: string, outcome: SearchOutcome): { plan: string | null; front: string; report: string } {
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   let plan: string | null = null;
   if (outcome.chosen) {
     plan = join(dir, 'plan.json');

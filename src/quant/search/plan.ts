@@ -3,7 +3,6 @@
  * exact-name override per layer) that prepareQat, calibrate and convert accept; a plan file holds
  * that plan with the assignment and what the search measured.
  */
-import { readFileSync } from 'node:fs';
 import type { Module } from '../../nn/module.ts';
 import { writeFileAtomic } from '../../format/safetensors.ts';
 import type { QuantPlan, PlanOverride } from '../config/plan.ts';
@@ -11,6 +10,7 @@ import { BINARY_KINDS, TERNARY_KINDS } from '../config/qconfig.ts';
 import { resolveTarget, type QatTarget } from '../qat/prepare.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { BitAssignment, BitChoice } from './types.ts';
+import { readTextLimited } from '../../format/files.ts';
 
 /** How a plan built from an assignment quantizes (the bit widths come from the assignment). */
 export interface PlanBase {
@@ -150,7 +150,7 @@ export function savePlanFile(path: string, plan: QuantPlan, assignment: BitAssig
 export function loadPlanFile(path: string): { plan: QuantPlan; assignment?: BitAssignment; search?: Record<string, unknown> } {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    parsed = JSON.parse(readTextLimited(path));
   } catch (e) {
     throw new Error(`${path}: not a readable JSON plan file: ${(e as Error).message}`);
   }

@@ -5,9 +5,7 @@
  * table and the per-layer table of the chosen plan. Plain strings built here (no chart library,
  * no script, no external resource), written atomically.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { writeFileAtomic } from '../../format/index.ts';
+import { makeParentDirs, writeFileAtomic } from '../../format/index.ts';
 
 /** What a plotted point is. */
 export type PointKind = 'evaluated' | 'front' | 'uniform' | 'chosen' | 'beacon';
@@ -366,7 +364,7 @@ export function renderReportHtml(report: SearchReport): string {
 
 /** Writes `text` to `path` atomically (temp file + rename), creating the directory. */
 export function writeTextAtomic(path: string, text: string): void {
-  mkdirSync(dirname(path), { recursive: true });
+  makeParentDirs(path);
   writeFileAtomic(path, new TextEncoder().encode(text));
 }
 

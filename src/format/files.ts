@@ -1,0 +1,106 @@
+/** File-system helpers shared by every command that writes outputs. */
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+
+function errorCode(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+/**
+ * `mkdir -p` that always returns or throws. Node's `mkdirSync(dir, { recursive: true })` spins
+ * forever when a parent exists but answers ENOENT for a new child (procfs, a stale mount, a
+ * dangling symlink), so this walks up to the first existing ancestor itself, then creates the
+ * missing directories one at a time; any failure is an Error naming `dir` and the step that failed.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let cur = resolve(dir); ; ) {
+    let isDir: boolean | undefined;
+    try {
+      isDir = statSync(cur).isDirectory();
+    } catch (e) {
+      const code = errorCode(e);  // ENOTDIR: a file further up, reported when the walk reaches it
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new Error(`cannot create directory '${dir}': ${(e as Error).message}`);
+    }
+    if (isDir === true) break;
+    if (isDir === false) throw new Error(`cannot create directory '${dir}': '${cur}' exists and is not a directory`);
+    missing.push(cur);
+    const parent = dirname(cur);
+    if (parent === cur) break;
+    cur = parent;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      if (errorCode(e) === 'EEXIST' && isDirectory(d)) continue;  // made by someone else meanwhile
+      throw new Error(`cannot create directory '${dir}': ${(e as Error).message}`);
+    }
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** makeDirs for the directory that will hold `path`. */
+export function makeParentDirs(path: string): void {
+  makeDirs(dirname(path));
+}
+
+/** Why readFileLimited refused a file; the message does not name the file (callers add it). */
+export class FileLimitError extends Error {
+  override name = 'FileLimitError';
+  constructor(
+    readonly code: 'not-a-file' | 'too-large',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function checkRegular(st: { isFile(): boolean; isDirectory(): boolean; size: number }, maxBytes: number): void {
+  if (st.isDirectory()) throw new FileLimitError('not-a-file', 'a directory, not a file');
+  if (!st.isFile()) throw new FileLimitError('not-a-file', 'not a regular file (a device, FIFO or socket)');
+  if (st.size > maxBytes) throw new FileLimitError('too-large', `${st.size} bytes exceeds the limit of ${maxBytes}`);
+}
+
+/**
+ * Reads a whole file that must be a regular file of at most `maxBytes` bytes. `readFileSync`
+ * reads a character device such as /dev/zero until it ends -- never -- and opening a FIFO blocks
+ * until a writer comes, so untrusted paths go through this: stat before opening, fstat after,
+ * then exactly the stated size (a file that grows meanwhile is cut there). Throws FileLimitError
+ * for a non-file or a file over the limit; I/O errors (ENOENT, EACCES) propagate as they are.
+ */
+export function readFileLimited(path: string, maxBytes: number): Uint8Array {
+  checkRegular(statSync(path), maxBytes);
+  const fd = openSync(path, 'r');
+  try {
+    const st = fstatSync(fd);
+    checkRegular(st, maxBytes);
+    const out = new Uint8Array(st.size);
+    let done = 0;
+    while (done < out.length) {
+      const n = readSync(fd, out, done, out.length - done, done);
+      if (n === 0) return out.subarray(0, done);  // shrank meanwhile: what is there (the decoders reject a cut file)
+      done += n;
+    }
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** readFileLimited as UTF-8 text (JSON inputs: plan files, run metrics); errors name the file. */
+export function readTextLimited(path: string, maxBytes = 64 * 2 ** 20): string {
+  try {
+    return new TextDecoder().decode(readFileLimited(path, maxBytes));
+  } catch (e) {
+    if (e instanceof FileLimitError) throw new FileLimitError(e.code, `${path}: ${e.message}`);
+    throw e;
+  }
+}
