@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -271,5 +272,11 @@ describe('onnx/proto: files and external data', () => {
     // offset 8, length 8: the second half, a 2-float tensor would need 8 bytes -> dims 4 mismatch
     const half = decode([['location', 'w.bin'], ['offset', '8'], ['length', '8']]) as OnnxModel;
     assert.equal(code(() => tensorValue(half.graph!.initializer![0]!)), 'bad-tensor');
+    // A FIFO, as the model or as its external data, is refused before it is opened (the open
+    // would wait for a writer forever).
+    if (spawnSync('mkfifo', [join(base, 'pipe.bin')]).status === 0) {
+      assert.equal(code(() => decode([['location', 'pipe.bin']])), 'external-data');
+      assert.equal(code(() => readOnnx(join(base, 'pipe.bin'))), 'io');
+    }
   });
 });

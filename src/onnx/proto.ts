@@ -13,7 +13,8 @@
  * `rawData`, `opsetImport`); 64-bit integers are JS numbers (exact up to 2^53, see `toSafeInt`).
  * Decoded `bytes` fields (`rawData`, string attributes) are views into the input buffer.
  */
-import { closeSync, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { FileLimitError, readFileLimited } from '../format/files.ts';
 import { basename, dirname, isAbsolute, join, posix, relative, resolve, sep, win32 } from 'node:path';
 import protobuf from 'protobufjs';
 import { writeFileAtomic } from '../format/safetensors.ts';
@@ -515,11 +516,9 @@ export function readOnnx(path: string, opts: ReadOnnxOptions = {}): OnnxModel {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_ONNX_BYTES;
   let bytes: Uint8Array;
   try {
-    const size = statSync(path).size;
-    if (size > maxBytes) throw new OnnxError('too-large', `${path}: ${size} bytes exceeds the limit of ${maxBytes}`);
-    bytes = readRange(path, 0, size);
+    bytes = readFileLimited(path, maxBytes);
   } catch (e) {
-    if (e instanceof OnnxError) throw e;
+    if (e instanceof FileLimitError) throw new OnnxError(e.code === 'too-large' ? 'too-large' : 'io', `${path}: ${e.message}`);
     throw new OnnxError('io', `cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
   return decodeModel(bytes, { ...opts, baseDir: dirname(resolve(path)) });
@@ -683,19 +682,15 @@ function resolveExternalData(model: OnnxModel, opts: DecodeOptions): void {
     if (rel === '' || rel.startsWith(`..${sep}`) || rel === '..' || isAbsolute(rel)) {
       throw new OnnxError('external-data', `tensor ${name}: external data ${JSON.stringify(location)} resolves outside the model's folder`);
     }
+    // stat, not open + fstat: opening a FIFO would wait for a writer.
     let size: number;
-    let fd: number;
     try {
-      fd = openSync(file, 'r');
-    } catch (e) {
-      throw new OnnxError('external-data', `tensor ${name}: cannot open external data ${JSON.stringify(location)}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    try {
-      const st = fstatSync(fd);
+      const st = statSync(file);
       if (!st.isFile()) throw new OnnxError('external-data', `tensor ${name}: external data ${JSON.stringify(location)} is not a regular file`);
       size = st.size;
-    } finally {
-      closeSync(fd);
+    } catch (e) {
+      if (e instanceof OnnxError) throw e;
+      throw new OnnxError('external-data', `tensor ${name}: cannot open external data ${JSON.stringify(location)}: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (offset > size) throw new OnnxError('external-data', `tensor ${name}: external data offset ${offset} beyond the end of ${location} (${size} bytes)`);
     const n = length ?? size - offset;
