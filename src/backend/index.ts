@@ -15,11 +15,22 @@ export { nativeInfo, setNativeThreads, fmaPeakGflops } from './native/index.ts';
 /** Why the native backend is not in use, or null when it loaded. */
 export let nativeUnavailableReason: string | null = null;
 
+/** The environment variables lowbit reads (docs/guide.md), checked once: a typo is an error, not ignored. */
+function checkEnvironment(): void {
+  const env = process.env;
+  const check = (name: string, ok: (value: string) => boolean, expected: string) => {
+    const value = env[name];
+    if (value !== undefined && value !== '' && !ok(value)) throw new Error(`${name} must be ${expected}, got '${value}'`);
+  };
+  check('LOWBIT_BACKEND', (v) => v === 'reference' || v === 'native', "'reference' or 'native'");
+  check('LOWBIT_THREADS', (v) => /^[1-9][0-9]{0,2}$/.test(v) && Number(v) <= 256, 'an integer in [1, 256]');
+  check('LOWBIT_ISA', (v) => ['avx512', 'avx2', 'scalar'].includes(v), "'avx512', 'avx2' or 'scalar'");
+  for (const flag of ['LOWBIT_AMX', 'LOWBIT_MALLOC_TUNING', 'LOWBIT_DEBUG']) check(flag, (v) => v === '0' || v === '1', "'0' or '1'");
+}
+
 function chooseDefaultBackend(): void {
+  checkEnvironment();
   const forced = process.env.LOWBIT_BACKEND;
-  if (forced !== undefined && forced !== '' && forced !== 'reference' && forced !== 'native') {
-    throw new Error(`LOWBIT_BACKEND must be 'reference' or 'native', got '${forced}'`);
-  }
   if (forced === 'reference') {
     nativeUnavailableReason = 'LOWBIT_BACKEND=reference';
     return;

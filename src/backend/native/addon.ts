@@ -170,7 +170,7 @@ let loadError: string | null = null;
 
 /** Default pool size: LOWBIT_THREADS, else the number of cores (at most 16). */
 function defaultThreads(): number {
-  const fromEnv = Number.parseInt(process.env.LOWBIT_THREADS ?? '', 10);
+  const fromEnv = Number(process.env.LOWBIT_THREADS || NaN);  // checked by src/backend/index.ts
   if (Number.isInteger(fromEnv) && fromEnv >= 1) return Math.min(fromEnv, 256);
   return Math.max(1, Math.min(16, availableParallelism()));
 }
