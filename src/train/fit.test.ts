@@ -8,7 +8,8 @@ import { tensor } from '../tensor/tensor.ts';
 import { createDataset, DataLoader, type Dataset } from '../data/index.ts';
 import { mlp } from '../nn/index.ts';
 import { SGD } from '../optim/sgd.ts';
-import { countCorrect, evaluate, fit } from './fit.ts';
+import { countCorrect, evaluate, fit, TrainingDivergedError, type LossFn } from './fit.ts';
+import { crossEntropy } from '../tensor/ops.ts';
 import { loadCheckpoint } from './checkpoint.ts';
 
 /** 3 classes of 1×4×4 "images": class k lights up row k, plus noise. */
@@ -108,6 +109,43 @@ test('checkpoints are written every epoch and hold the final state', () => {
     fresh.loadStateDict(ckpt.optimizer as ReturnType<SGD['stateDict']>);
     assert.deepEqual(fresh.stateDict(), optimizer.stateDict());
     assert.equal((ckpt.history as { stepLosses: number[] }).stepLosses.length, 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a NaN loss stops training before the step, keeps the weights and the last checkpoint', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-fit-'));
+  try {
+    // The 5th loss (epoch 2, step 2 with 3 steps per epoch) is NaN, as after a divergence.
+    const lossAt = (bad: number): LossFn => {
+      let calls = 0;
+      return (logits, y) => (++calls === bad ? crossEntropy(logits, y).mul(NaN) : crossEntropy(logits, y));
+    };
+    const setup = () => {
+      manualSeed(0);
+      const model = mlp({ inputSize: 16, hidden: [8], numClasses: 3 });
+      return { model, trainLoader: new DataLoader(toyDataset(30, 1), { batchSize: 10 }), optimizer: new SGD(model.parameters(), { lr: 0.1 }) };
+    };
+    // Reference: the weights after 4 finite steps.
+    const ref = setup();
+    fit(ref.model, { trainLoader: new DataLoader(toyDataset(30, 1), { batchSize: 10 }), optimizer: ref.optimizer, epochs: 1, progress: false });
+    const refLoader = new DataLoader(toyDataset(10, 1), { batchSize: 10 });
+    fit(ref.model, { trainLoader: refLoader, optimizer: ref.optimizer, epochs: 1, progress: false });
+
+    const run = setup();
+    const path = join(dir, 'checkpoint.safetensors');
+    assert.throws(
+      () => fit(run.model, { trainLoader: run.trainLoader, optimizer: run.optimizer, epochs: 3, progress: false, lossFn: lossAt(5), checkpoint: { path } }),
+      (e: unknown) => e instanceof TrainingDivergedError && e.epoch === 2 && e.step === 2 && Number.isNaN(e.loss) && /training diverged: the loss is NaN at epoch 2, step 2 \(lr 0\.1\)/.test(e.message),
+    );
+    for (const [name, t] of run.model.stateDict()) assert.deepEqual(t.toArray(), ref.model.stateDict().get(name)!.toArray(), name);
+    assert.equal(loadCheckpoint(path).epoch, 1);
+
+    // Opting out trains through it (the history then holds the NaN).
+    const through = setup();
+    const history = fit(through.model, { trainLoader: through.trainLoader, optimizer: through.optimizer, epochs: 2, progress: false, lossFn: lossAt(5), stopOnNonFinite: false });
+    assert.ok(Number.isNaN(history.stepLosses[4]));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

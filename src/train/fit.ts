@@ -84,10 +84,33 @@ export interface FitOptions {
   /** Run configuration stored in checkpoints. */
   config?: unknown;
   /**
+   * Stop with a TrainingDivergedError when a step's loss is NaN or infinite (default true), before
+   * that step updates the weights: the model keeps its last finite weights and no checkpoint of
+   * the diverged state is written (like Keras' TerminateOnNaN).
+   */
+  stopOnNonFinite?: boolean;
+  /**
    * Receives one summary line per epoch. Default: the progress stream when `progress` is on,
    * nothing otherwise.
    */
   log?: (line: string) => void;
+}
+
+/** fit() stopped because a training loss was NaN or infinite (see FitOptions.stopOnNonFinite). */
+export class TrainingDivergedError extends Error {
+  override name = 'TrainingDivergedError';
+  constructor(
+    readonly epoch: number,
+    /** 1-based step within the epoch. */
+    readonly step: number,
+    readonly loss: number,
+    lr: number | undefined,
+  ) {
+    super(
+      `training diverged: the loss is ${loss} at epoch ${epoch}, step ${step}${lr === undefined ? '' : ` (lr ${lr})`}; ` +
+        'stopped before that step changed the weights (a lower learning rate usually helps)',
+    );
+  }
 }
 
 export interface EvaluateResult {
@@ -172,7 +195,8 @@ function summaryLine(r: EpochRecord, epochs: number): string {
  * Trains `model` for `epochs` passes over `trainLoader`.
  *
  * Each step: forward, loss, backward, `optimizer.step()`, `optimizer.zeroGrad()`; the step's loss
- * is read once (`loss.item()`) for the history and the running metrics. The scheduler, when
+ * is read once (`loss.item()`, before the backward pass) for the history, the running metrics and
+ * the divergence check (`stopOnNonFinite`). The scheduler, when
  * given, is stepped once per epoch, after that epoch's evaluation, so epoch k (1-based) trains
  * with the learning rate the schedule gives for index k − 1. Running accuracy is measured on the
  * training batches as they are trained (train mode), like PyTorch examples report it.
@@ -184,6 +208,7 @@ export function fit(model: TensorModule, options: FitOptions): History {
   const { trainLoader, testLoader, optimizer, scheduler, epochs } = options;
   const lossFn = options.lossFn ?? crossEntropy;
   const progress = options.progress ?? true;
+  const stopOnNonFinite = options.stopOnNonFinite ?? true;
   const stream = options.progressStream ?? process.stderr;
   const log = options.log ?? (progress ? (line: string) => void stream.write(`${line}\n`) : undefined);
   if (!Number.isInteger(epochs) || epochs < 0) throw new Error(`fit: epochs must be a non-negative integer, got ${epochs}`);
@@ -203,13 +228,19 @@ export function fit(model: TensorModule, options: FitOptions): History {
     let lossSum = 0;
     let correct = 0;
     let count = 0;
+    let step = 0;
     for (const { x, y } of trainLoader) {
+      step++;
       const logits = model.forward(x);
       const loss = lossFn(logits, y);
+      const value = loss.item();
+      if (stopOnNonFinite && !Number.isFinite(value)) {
+        bar?.done();
+        throw new TrainingDivergedError(epoch, step, value, lr);
+      }
       loss.backward();
       optimizer.step();
       optimizer.zeroGrad();
-      const value = loss.item();
       const n = y.shape[0]!;
       history.stepLosses.push(value);
       lossSum += value * n;

@@ -1,6 +1,7 @@
 /** Training loop, evaluation, progress display and checkpoints. */
 export {
   fit,
+  TrainingDivergedError,
   evaluate,
   countCorrect,
   formatPercent,
