@@ -12,6 +12,7 @@ import type { Tensor } from '../../tensor/tensor.ts';
 import { BudgetError, costDisplay, parseBudget, type Budget } from '../../quant/search/budget.ts';
 import { candidateFront, chooseWithinBudget, assignmentCosts, bitChoices, nsga2Search, uniformLabel, type SearchCandidate } from '../../quant/search/mohaq.ts';
 import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant/search/outcome.ts';
+import { NoAllocationFitsError } from '../../quant/search/allocate.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
 import { formatSi } from '../../quant/search/report.ts';
 import { makeDirs, readTextLimited } from '../../format/index.ts';
@@ -228,6 +229,15 @@ export const searchCommand = defineCommand({
           costs, budget: budget.value, budgets: costs.map((c) => limits.find((b) => b.cost === c.name)?.value), wBits, aBits, evaluation, shouldStop,
           ...(keepRatios ? { prune: { ratios: keepRatios } } : {}),
           onProgress: (stage) => bar?.tick(1, { stage }),
+        }).catch((e: unknown) => {
+          if (!(e instanceof NoAllocationFitsError)) throw e;
+          bar?.done();
+          const cheapest = e.minimum.map((m, k) => {
+            const model = costs.find((c) => c.name === e.costs[k]) ?? primary;
+            const shown = costDisplay(model.name, model.unit);
+            return `${model.name} ${formatSi(m * shown.scale, shown.unit)}`;
+          });
+          throw new Error(`no plan fits ${[budget, ...limits].map((b) => b.text).join(', ')}: the cheapest plan (every layer at its narrowest option) costs ${cheapest.join(', ')}${e.minimum.length > 1 ? ' (each cost on its own)' : ''}`);
         });
         bar?.done();
         const lowest = Math.min(...wBits);

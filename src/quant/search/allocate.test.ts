@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../tensor/random.ts';
-import { allocateExact, allocateExactMulti, allocatePerChannel, layerOptionsMulti, paretoFront, type LayerChoices, type MultiCostLayerChoices } from './allocate.ts';
+import { allocateExact, allocateExactMulti, allocatePerChannel, layerOptionsMulti, NoAllocationFitsError, paretoFront, type LayerChoices, type MultiCostLayerChoices } from './allocate.ts';
 import { bitOpsCost, sizeCost } from './costs.ts';
 import type { LayerInfo } from './types.ts';
 
@@ -58,7 +58,7 @@ describe('allocateExact', () => {
   });
   it('throws when nothing fits, naming the cheapest cost', () => {
     const layers: LayerChoices[] = [{ name: 'a', options: [{ choice: { w: 2, a: 8 }, cost: 5, error: 1 }] }];
-    assert.throws(() => allocateExact(layers, 4), /cheapest costs 5/);
+    assert.throws(() => allocateExact(layers, 4), (e: unknown) => e instanceof NoAllocationFitsError && e.minimum[0] === 5 && e.budgets[0] === 4 && /cheapest costs 5/.test(e.message));
     assert.throws(() => allocateExact([{ name: 'a', options: [{ choice: { w: 2, a: 8 }, cost: -1, error: 0 }] }], 4), />= 0/);
   });
 });
@@ -149,7 +149,8 @@ describe('allocateExactMulti', () => {
       if (x.costs[0]! + y.costs[0]! <= sizeBudget && x.costs[1]! + y.costs[1]! <= opsBudget) best = Math.min(best, x.error + y.error);
     }
     assert.equal(got.error, best);
-    assert.throws(() => allocateExactMulti(opts, [100, opsBudget]), /no allocation fits/);
+    // Each cost's own minimum: every layer at 2 bits (size 2 * 1100), W2A2 (BitOps 4 * 2000).
+    assert.throws(() => allocateExactMulti(opts, [100, opsBudget]), (e: unknown) => e instanceof NoAllocationFitsError && e.minimum[0] === 1100 * 2 && e.minimum[1] === 2000 * 4 && /no allocation fits the budgets 100, 8000/.test(e.message));
     assert.throws(() => allocateExactMulti(opts, [sizeBudget]), /2 costs for 1 budgets/);
   });
 });

@@ -96,15 +96,31 @@ function backtrack(layers: readonly LayerChoices[], fronts: readonly State[][], 
 }
 
 /**
+ * No allocation meets the budget(s). `minimum[k]` is the least total of cost k over all
+ * allocations (each cost on its own), in the same units as `budgets[k]`; `costs` names them when
+ * known (exactSearch fills it in).
+ */
+export class NoAllocationFitsError extends Error {
+  override name = 'NoAllocationFitsError';
+  constructor(
+    readonly budgets: readonly number[],
+    readonly minimum: readonly number[],
+    readonly costs: readonly string[] = [],
+  ) {
+    super(`no allocation fits the budget${budgets.length > 1 ? 's' : ''} ${budgets.join(', ')} (the cheapest costs ${minimum.join(', ')}${budgets.length > 1 ? ', each cost on its own' : ''})`);
+  }
+}
+
+/**
  * The allocation of least total error with total cost ≤ `budget` (exact; ties: the cheaper one).
- * Throws when even the cheapest options exceed the budget, naming the minimum cost.
+ * Throws NoAllocationFitsError when even the cheapest options exceed the budget.
  */
 export function allocateExact(layers: readonly LayerChoices[], budget: number): Allocation {
   if (!(typeof budget === 'number' && !Number.isNaN(budget))) throw new Error(`allocateExact: budget must be a number, got ${budget}`);
   const front = paretoFront(layers, budget);
   if (front.length === 0) {
     const minimum = layers.reduce((s, l) => s + Math.min(...l.options.map((o) => o.cost)), 0);
-    throw new Error(`allocateExact: no allocation fits the budget ${budget} (the cheapest costs ${minimum})`);
+    throw new NoAllocationFitsError([budget], [minimum]);
   }
   return front[front.length - 1]!;
 }
@@ -249,7 +265,7 @@ export function allocateExactMulti(layers: readonly MultiCostLayerChoices[], bud
     front = paretoFilter(next);
     if (front.length === 0) {
       const minimum = budgets.map((_, k) => layers.reduce((sum, l) => sum + Math.min(...l.options.map((o) => o.costs[k]!)), 0));
-      throw new Error(`allocateExactMulti: no allocation fits the budgets ${JSON.stringify(budgets)} (the cheapest per cost: ${JSON.stringify(minimum)})`);
+      throw new NoAllocationFitsError(budgets, minimum);
     }
     fronts.push(front);
   }

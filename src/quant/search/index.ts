@@ -20,7 +20,7 @@ export {
   type ActivationPerturbation, type ActivationPerturbationOptions, type FisherOptions, type HessianTraceOptions, type LayerSensitivity, type PtqPerturbation, type RankCorrelation, type WeightQuantOptions,
 } from './sensitivity.ts';
 export {
-  allocateExact, allocateExactMulti, allocatePerChannel, layerOptions, layerOptionsMulti, paretoFront,
+  allocateExact, allocateExactMulti, NoAllocationFitsError, allocatePerChannel, layerOptions, layerOptionsMulti, paretoFront,
   type Allocation, type LayerChoices, type MultiCostAllocation, type MultiCostLayerChoices, type MultiCostOption, type PerChannelOptions,
 } from './allocate.ts';
 export {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { makeDirs } from '../../format/files.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
-import { allocateExact, allocateExactMulti, layerOptions, layerOptionsMulti, paretoFront as exactFront, type Allocation } from './allocate.ts';
+import { allocateExact, allocateExactMulti, layerOptions, layerOptionsMulti, NoAllocationFitsError, paretoFront as exactFront, type Allocation, type MultiCostAllocation } from './allocate.ts';
 import { layerChoiceCost, uniformAssignment } from './costs.ts';
 import { evaluateAssignmentSync, type EvaluateAssignmentOptions, type SearchData } from './evaluate.ts';
 import { describeLayers } from './layers.ts';
@@ -236,9 +236,16 @@ export async function exactSearch(model: TensorModule, data: SearchData, options
     return budget === undefined ? [] : [{ cost, budget }];
   });
   if (limited.length > 0 && options.prune) throw new Error('exactSearch: several budgets work without pruning');
-  const atBudget = limited.length === 0
-    ? allocateExact(opts, options.budget + offset)
-    : allocateExactMulti(layerOptionsMulti(layers, choices, [primary, ...limited.map((l) => l.cost)], error), [options.budget, ...limited.map((l) => l.budget)]);
+  let atBudget: Allocation | MultiCostAllocation;
+  try {
+    atBudget = limited.length === 0
+      ? allocateExact(opts, options.budget + offset)
+      : allocateExactMulti(layerOptionsMulti(layers, choices, [primary, ...limited.map((l) => l.cost)], error), [options.budget, ...limited.map((l) => l.budget)]);
+  } catch (e) {
+    if (!(e instanceof NoAllocationFitsError)) throw e;
+    // In the caller's terms: without the offset, with the cost names.
+    throw new NoAllocationFitsError([options.budget, ...limited.map((l) => l.budget)], e.minimum.map((m, k) => (k === 0 ? m - offset : m)), [primary.name, ...limited.map((l) => l.cost.name)]);
+  }
   const front = exactFront(opts);
   const count = Math.max(2, options.frontPoints ?? 8);
   const picked: Allocation[] = [];
