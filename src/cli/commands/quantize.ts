@@ -1,30 +1,16 @@
-import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, loadDataset, take, type DatasetName } from '../../data/index.ts';
-import { createModel, isModelName, MODEL_NAMES, type ModelName } from '../../nn/index.ts';
+import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
+import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../train/checkpoint.ts';
-import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
+import { makeDirs, writeFileAtomic } from '../../format/index.ts';
 import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
 import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
 import { convert, saveIntModel } from '../../runtime/index.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
-
-/** The checkpoint file and the training config of a run directory or checkpoint path. */
-function locateRun(path: string): { checkpoint: string; config: Record<string, unknown> } {
-  if (!existsSync(path)) throw new Error(`--model: '${path}' does not exist (pass a run directory such as runs/lenet5-mnist or a checkpoint.safetensors)`);
-  const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
-  if (!existsSync(checkpoint)) throw new Error(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
-  const metricsPath = join(dirname(checkpoint), 'metrics.json');
-  let config: Record<string, unknown> = {};
-  if (existsSync(metricsPath)) {
-    const metrics = JSON.parse(readTextLimited(metricsPath)) as { config?: Record<string, unknown> };
-    config = metrics.config ?? {};
-  }
-  return { checkpoint, config };
-}
+import { locateFloatRun } from '../float-run.ts';
 
 export const quantizeCommand = defineCommand({
   name: 'quantize',
@@ -60,14 +46,7 @@ export const quantizeCommand = defineCommand({
   },
   run(options, io) {
     useBackend(options.backend);
-    if (options.model === undefined) throw new Error('--model is required (a run directory such as runs/lenet5-mnist or a checkpoint)');
-    const { checkpoint, config } = locateRun(options.model);
-    if (typeof config.quant === 'string' && config.quant !== 'fp32') {
-      throw new Error(`--model: '${checkpoint}' was trained with --quant ${config.quant}; post-training quantization starts from a float32 model`);
-    }
-    const arch = options.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
-    if (!arch) throw new Error(`--arch is required: no model name in the run's metrics.json (known: ${MODEL_NAMES.join(', ')})`);
-    const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
+    const { checkpoint, config, arch, dataset } = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
     const out = options.out ?? join(dirname(checkpoint), `ptq-${options.bits}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
     makeDirs(out);  // before calibration: an unusable --out fails now, not after the work
 

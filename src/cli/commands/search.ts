@@ -1,8 +1,7 @@
-import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, loadDataset, type DatasetName } from '../../data/index.ts';
+import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset } from '../../data/index.ts';
 import { subset } from '../../data/dataset.ts';
-import { createModel, isModelName, MODEL_NAMES, type ModelName } from '../../nn/index.ts';
+import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluate } from '../../train/index.ts';
 import { loadCheckpoint } from '../../train/checkpoint.ts';
@@ -15,30 +14,14 @@ import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant
 import { NoAllocationFitsError } from '../../quant/search/allocate.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
 import { formatSi } from '../../quant/search/report.ts';
-import { makeDirs, readTextLimited } from '../../format/index.ts';
+import { makeDirs } from '../../format/index.ts';
 import { uniformAssignment } from '../../quant/search/costs.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
+import { locateFloatRun } from '../float-run.ts';
 
 const METHODS = ['nsga2', 'ilp', 'sdq'] as const;
-
-/** Checkpoint path and training config of a run directory or checkpoint file. */
-function locateRun(path: string): { checkpoint: string; config: Record<string, unknown> } {
-  if (!existsSync(path)) throw new UsageError(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist, or a checkpoint.safetensors)`, 'search');
-  const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
-  if (!existsSync(checkpoint)) throw new UsageError(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`, 'search');
-  const metricsPath = join(dirname(checkpoint), 'metrics.json');
-  let config: Record<string, unknown> = {};
-  if (existsSync(metricsPath)) {
-    try {
-      config = (JSON.parse(readTextLimited(metricsPath)) as { config?: Record<string, unknown> }).config ?? {};
-    } catch (e) {
-      throw new Error(`${metricsPath}: not valid JSON (${(e as Error).message})`);
-    }
-  }
-  return { checkpoint, config };
-}
 
 /** '2,3,4,8' → [2, 3, 4, 8] (integers in [lo, hi]). */
 function parseBitList(text: string, flag: string, lo: number): number[] {
@@ -101,7 +84,6 @@ export const searchCommand = defineCommand({
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
   },
   async run(options, io) {
-    if (options.model === undefined) throw new UsageError('--model is required (a run directory such as runs/lenet5-mnist, or a checkpoint)', 'search');
     if (options.budget === undefined) throw new UsageError('--budget is required, e.g. --budget size=40KB, bitops=1.2G or latency=2ms', 'search');
     let budgets: Budget[];
     try {
@@ -130,13 +112,7 @@ export const searchCommand = defineCommand({
     }
     const aBits = parseBitList(options.abits, 'abits', 2);
     useBackend(options.backend);
-    const { checkpoint, config } = locateRun(options.model);
-    if (typeof config.quant === 'string' && config.quant !== 'fp32') {
-      throw new UsageError(`--model: '${checkpoint}' was trained with --quant ${config.quant}; the search starts from a float32 model`, 'search');
-    }
-    const arch = options.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
-    if (!arch) throw new UsageError(`--arch is required: no model name in the run's metrics.json (known: ${MODEL_NAMES.join(', ')})`, 'search');
-    const dataset: DatasetName = options.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
+    const { checkpoint, config, arch, dataset } = locateFloatRun(options.model, options, 'search', 'the search');
     const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgetTag(budget)}`);
     makeDirs(out);  // before the search: an unusable --out fails now, not after the work
 

@@ -1,0 +1,53 @@
+/** The float32 training run that `lowbit quantize` and `lowbit search` start from (--model). */
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { isDatasetName, type DatasetName } from '../data/index.ts';
+import { isModelName, MODEL_NAMES, type ModelName } from '../nn/index.ts';
+import { readTextLimited } from '../format/index.ts';
+import { UsageError } from './args.ts';
+
+export interface FloatRun {
+  /** The checkpoint file: the --model path itself, or checkpoint.safetensors in that run directory. */
+  checkpoint: string;
+  /** The training config from metrics.json next to the checkpoint ({} without one). */
+  config: Record<string, unknown>;
+  arch: ModelName;
+  dataset: DatasetName;
+}
+
+/**
+ * Resolves --model (a run directory or a checkpoint file) for `command`. The architecture and the
+ * dataset come from --arch / --dataset, else from the run's metrics.json (dataset default: mnist).
+ * A run trained with --quant is refused: `startsFrom` completes "… starts from a float32 model".
+ */
+export function locateFloatRun(
+  path: string | undefined,
+  overrides: { arch?: ModelName | undefined; dataset?: DatasetName | undefined },
+  command: string,
+  startsFrom: string,
+): FloatRun {
+  const usage = (message: string) => new UsageError(message, command);
+  if (path === undefined) throw usage('--model is required (a run directory such as runs/lenet5-mnist, or a checkpoint.safetensors)');
+  if (!existsSync(path)) throw usage(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist, or a checkpoint.safetensors)`);
+  const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
+  if (!existsSync(checkpoint)) throw usage(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
+  const metricsPath = join(dirname(checkpoint), 'metrics.json');
+  let config: Record<string, unknown> = {};
+  if (existsSync(metricsPath)) {
+    try {
+      config = (JSON.parse(readTextLimited(metricsPath)) as { config?: Record<string, unknown> }).config ?? {};
+    } catch (e) {
+      throw new Error(`${metricsPath}: not a readable JSON file (${(e as Error).message})`);
+    }
+  }
+  if (typeof config.quant === 'string' && config.quant !== 'fp32') {
+    throw usage(`--model: '${checkpoint}' was trained with --quant ${config.quant}; ${startsFrom} starts from a float32 model`);
+  }
+  const arch = overrides.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
+  if (!arch) {
+    const why = existsSync(metricsPath) ? `${metricsPath} names no known model` : `there is no metrics.json next to '${checkpoint}' to name the model`;
+    throw usage(`--arch is required: ${why} (known: ${MODEL_NAMES.join(', ')})`);
+  }
+  const dataset = overrides.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
+  return { checkpoint, config, arch, dataset };
+}
