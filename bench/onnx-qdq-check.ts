@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { noGrad } from '../src/autograd/engine.ts';
 import { DATASET_STATS, DataLoader, loadDataset, take, type DatasetName } from '../src/data/index.ts';
 import { normalizeInPlace } from '../src/data/dataset.ts';
-import { writeFileAtomic } from '../src/format/safetensors.ts';
+import { writeFileAtomic } from '../src/format/files.ts';
 import { cnn, lenet5, type Module, type TensorModule } from '../src/nn/index.ts';
 import { exportOnnx, type OnnxExportOptions } from '../src/onnx/export.ts';
 import { formatVerifyReport, loadOnnxRuntime, verifyOnnx, type VerifyReport } from '../src/onnx/verify.ts';

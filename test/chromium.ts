@@ -32,7 +32,7 @@ export async function chromiumUnavailable(): Promise<string | null> {
 }
 
 const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8', '.svg': 'image/svg+xml', '.json': 'application/json', '.png': 'image/png', '.css': 'text/css',
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.svg': 'image/svg+xml', '.json': 'application/json', '.png': 'image/png', '.css': 'text/css',
 };
 
 /** Serves the files of `root` on 127.0.0.1 (GET only, no directory listing, no path escape). */

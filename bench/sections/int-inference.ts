@@ -24,7 +24,7 @@ import { convert, type IntModel } from '../../src/runtime/index.ts';
 import { compileNativePlan } from '../../src/runtime/native-plan.ts';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { saveOnnx } from '../../src/onnx/index.ts';
-import { loadAddon } from '../../src/backend/native/addon.ts';
+import { loadAddon } from '../../src/backend/native/load.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortRunner } from '../peers/ort.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';

@@ -12,7 +12,7 @@
  * run right before it: the fraction of peak is the per-repeat ratio, reported as median and best.
  * Throughput over CPU time = ops / (CPU seconds / threads).
  */
-import { loadAddon } from '../../src/backend/native/addon.ts';
+import { loadAddon } from '../../src/backend/native/load.ts';
 import {
   cacheAlignedBytes, cacheAlignedInt32, gemmBinary, gemmInt2, gemmInt4, gemmInt8, intKernelsBackend, packInt8Weights, popcountPeakGbits, vnniPeakGops,
 } from '../../src/runtime/kernels/index.ts';

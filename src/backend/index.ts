@@ -2,7 +2,8 @@
  * Backend selection. The reference backend is always there; the native addon, when it built and
  * loads, becomes the default. `LOWBIT_BACKEND=reference|native` forces one; a forced native
  * backend that cannot load is an error, an unforced one falls back with a one-line warning on
- * stderr when the first kernel runs.
+ * stderr when the first kernel runs. In a browser bundle (package.json "browser" field) the
+ * addon loader is a stub and the reference backend runs without a notice.
  */
 import './reference/index.ts';
 import { loadNative } from './native/index.ts';
@@ -15,9 +16,11 @@ export { nativeInfo, setNativeThreads, fmaPeakGflops } from './native/index.ts';
 /** Why the native backend is not in use, or null when it loaded. */
 export let nativeUnavailableReason: string | null = null;
 
+/** The process environment; empty in a browser. */
+const env: Record<string, string | undefined> = typeof process !== 'undefined' && process.env ? process.env : {};
+
 /** The environment variables lowbit reads (docs/guide.md), checked once: a typo is an error, not ignored. */
 function checkEnvironment(): void {
-  const env = process.env;
   const check = (name: string, ok: (value: string) => boolean, expected: string) => {
     const value = env[name];
     if (value !== undefined && value !== '' && !ok(value)) throw new Error(`${name} must be ${expected}, got '${value}'`);
@@ -30,7 +33,7 @@ function checkEnvironment(): void {
 
 function chooseDefaultBackend(): void {
   checkEnvironment();
-  const forced = process.env.LOWBIT_BACKEND;
+  const forced = env.LOWBIT_BACKEND;
   if (forced === 'reference') {
     nativeUnavailableReason = 'LOWBIT_BACKEND=reference';
     return;
@@ -41,6 +44,7 @@ function chooseDefaultBackend(): void {
     return;
   }
   nativeUnavailableReason = loaded.reason;
+  if (typeof process === 'undefined') return;  // a browser: the reference backend is the only one
   if (forced === 'native') throw new Error(`LOWBIT_BACKEND=native but the native addon did not load: ${loaded.reason}`);
   noticeOnFirstKernel(`lowbit: warning: native backend unavailable (${loaded.reason}); using the pure-TypeScript reference backend`);
 }

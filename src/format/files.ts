@@ -1,5 +1,9 @@
-/** File-system helpers shared by every command that writes outputs. */
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+/**
+ * File-system helpers for untrusted paths, shared by every reader and writer (Node.js). Bundlers
+ * building for the browser replace this file with files.browser.ts (package.json "browser" field).
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 function errorCode(e: unknown): string | undefined {
@@ -101,6 +105,31 @@ export function readTextLimited(path: string, maxBytes = 64 * 2 ** 20): string {
     return new TextDecoder().decode(readFileLimited(path, maxBytes));
   } catch (e) {
     if (e instanceof FileLimitError) throw new FileLimitError(e.code, `${path}: ${e.message}`);
+    throw e;
+  }
+}
+
+/**
+ * Writes `bytes` to `path` atomically: to `path.tmp-<pid>-<random>` first, flushed, then renamed
+ * over `path`, so readers see either the old file or the complete new one.
+ */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    let written = 0;
+    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    unlinkSync(tmp);
     throw e;
   }
 }

@@ -4,7 +4,6 @@ export {
   decodeSafetensors,
   readSafetensorsFile,
   writeSafetensorsFile,
-  writeFileAtomic,
   safetensorsDTypeOf,
   SafetensorsError,
   MAX_HEADER_BYTES,
@@ -15,7 +14,7 @@ export {
   type SafetensorsInput,
 } from './safetensors.ts';
 /** File helpers for untrusted paths: mkdir -p that cannot spin, bounded reads of regular files only. */
-export { makeDirs, makeParentDirs, readFileLimited, readTextLimited, FileLimitError } from './files.ts';
+export { makeDirs, makeParentDirs, readFileLimited, readTextLimited, writeFileAtomic, FileLimitError } from './files.ts';
 /** The .lowbit model file (format version 1): docs/format.md. */
 export {
   encodeLowbit,

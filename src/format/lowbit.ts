@@ -15,10 +15,9 @@
  * of every tensor against its logical shape, the metadata and the graph's tensor references.
  * Every problem is reported as a `LowbitFormatError` with a `code`.
  */
-import { FileLimitError, readFileLimited } from './files.ts';
+import { FileLimitError, readFileLimited, writeFileAtomic } from './files.ts';
 import {
   encodeSafetensors,
-  writeFileAtomic,
   type SafetensorsDType,
   type SafetensorsInput,
 } from './safetensors.ts';

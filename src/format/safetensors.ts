@@ -9,10 +9,7 @@
  * non-overlapping, byte size = product(shape)·itemsize) before it touches any tensor data, and
  * reports every problem as a `SafetensorsError`.
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { FileLimitError, readFileLimited } from './files.ts';
-import { endianness } from 'node:os';
-import { randomBytes } from 'node:crypto';
+import { FileLimitError, readFileLimited, writeFileAtomic } from './files.ts';
 
 /** Element types stored on disk: F32/F64/I32 map to Tensor dtypes; U8/I8 hold packed low-bit data. */
 export type SafetensorsDType = 'F32' | 'F64' | 'I32' | 'U8' | 'I8';
@@ -54,7 +51,7 @@ export function safetensorsDTypeOf(data: SafetensorsArray): SafetensorsDType {
 }
 
 function assertLittleEndianHost(): void {
-  if (endianness() !== 'LE') throw new SafetensorsError('safetensors io needs a little-endian host');
+  if (new Uint8Array(Uint16Array.of(1).buffer)[0] !== 1) throw new SafetensorsError('safetensors io needs a little-endian host');
 }
 
 /** A tensor to write: anything with a shape and a typed array (Tensor qualifies). */
@@ -213,31 +210,6 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsContents {
     tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
   }
   return { tensors, metadata };
-}
-
-/**
- * Writes `bytes` to `path` atomically: to `path.tmp-<pid>-<random>` first, flushed, then renamed
- * over `path`, so readers see either the old file or the complete new one.
- */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw e;
-  }
-  closeSync(fd);
-  try {
-    renameSync(tmp, path);
-  } catch (e) {
-    unlinkSync(tmp);
-    throw e;
-  }
 }
 
 /** Encodes and writes a safetensors file atomically. */

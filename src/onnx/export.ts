@@ -39,7 +39,7 @@
  */
 import { noGrad } from '../autograd/engine.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
-import { writeFileAtomic } from '../format/safetensors.ts';
+import { writeFileAtomic } from '../format/files.ts';
 import { GELU, Identity, LeakyReLU, ReLU, ReLU6, Sigmoid, Tanh } from '../nn/activation.ts';
 import { BatchNorm } from '../nn/batchnorm.ts';
 import { Conv2d } from '../nn/conv.ts';

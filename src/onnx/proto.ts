@@ -17,7 +17,7 @@ import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { FileLimitError, readFileLimited } from '../format/files.ts';
 import { basename, dirname, isAbsolute, join, posix, relative, resolve, sep, win32 } from 'node:path';
 import protobuf from 'protobufjs';
-import { writeFileAtomic } from '../format/safetensors.ts';
+import { writeFileAtomic } from '../format/files.ts';
 import { ONNX_PROTO_SCHEMA } from './schema.ts';
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,3 @@
 /** Quantization: core math, quantizers (estimators), configs, QAT, PTQ and search. */
-export * from './core/index.ts';
-export * from './quantizers/quantizer.ts';
-export * from './quantizers/index.ts';
-export * from './config/index.ts';
-export * from './qat/index.ts';
-export * as constrained from './constrained/index.ts';
-export * as ptq from './ptq/index.ts';
-export * as observers from './observers/index.ts';
+export * from './engine.ts';
 export * as search from './search/index.ts';

@@ -473,7 +473,7 @@ export class IntModel {
   toJSON(): { graph: IntGraph; tensors: Record<string, { dtype: IntTensorDtype; shape: number[]; base64: string }> } {
     const tensors: Record<string, { dtype: IntTensorDtype; shape: number[]; base64: string }> = {};
     for (const [name, t] of this.tensors) {
-      tensors[name] = { dtype: t.dtype, shape: [...t.shape], base64: Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('base64') };
+      tensors[name] = { dtype: t.dtype, shape: [...t.shape], base64: bytesToBase64(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)) };
     }
     return { graph: this.graph, tensors };
   }
@@ -481,11 +481,25 @@ export class IntModel {
   static fromJSON(json: { graph: IntGraph; tensors: Record<string, { dtype: IntTensorDtype; shape: number[]; base64: string }> }): IntModel {
     const tensors = new Map<string, IntTensor>();
     for (const [name, t] of Object.entries(json.tensors)) {
-      const buf = Buffer.from(t.base64, 'base64');
-      tensors.set(name, { dtype: t.dtype, shape: t.shape, data: tensorData(t.dtype, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)) });
+      tensors.set(name, { dtype: t.dtype, shape: t.shape, data: tensorData(t.dtype, base64ToBytes(t.base64)) });
     }
     return new IntModel(json.graph, tensors);
   }
+}
+
+/** Base64 of `bytes` with btoa (Node.js and browsers alike; no Buffer). */
+function bytesToBase64(bytes: Uint8Array): string {
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+/** The bytes of a base64 string (atob: throws on characters outside the alphabet). */
+function base64ToBytes(text: string): Uint8Array {
+  const binary = atob(text);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
 }
 
 /** Typed view of raw little-endian bytes for a logical dtype (copied, so alignment never matters). */

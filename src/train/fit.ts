@@ -73,7 +73,7 @@ export interface FitOptions {
   lossFn?: LossFn;
   /** Calls `manualSeed(seed)` before the first step (dropout and other in-model randomness). */
   seed?: number;
-  /** Progress bar on stderr (default true). */
+  /** Progress bar on stderr (default true in Node.js; off in a browser unless progressStream is given). */
   progress?: boolean;
   /** Stream for the progress bar (default process.stderr). */
   progressStream?: ProgressStream;
@@ -207,9 +207,10 @@ function summaryLine(r: EpochRecord, epochs: number): string {
 export function fit(model: TensorModule, options: FitOptions): History {
   const { trainLoader, testLoader, optimizer, scheduler, epochs } = options;
   const lossFn = options.lossFn ?? crossEntropy;
-  const progress = options.progress ?? true;
+  // No stream to draw on in a browser: the bar is off there unless one is given.
+  const stream = options.progressStream ?? (typeof process !== 'undefined' ? process.stderr : undefined);
+  const progress = (options.progress ?? true) && stream !== undefined;
   const stopOnNonFinite = options.stopOnNonFinite ?? true;
-  const stream = options.progressStream ?? process.stderr;
   const log = options.log ?? (progress ? (line: string) => void stream.write(`${line}\n`) : undefined);
   if (!Number.isInteger(epochs) || epochs < 0) throw new Error(`fit: epochs must be a non-negative integer, got ${epochs}`);
   const every = options.checkpoint?.every ?? 1;

@@ -2,7 +2,8 @@
  * The native backend: C++ kernels (AVX-512 / AVX2 / scalar, chosen at load) behind the kernel
  * registry. `loadNative()` registers them; choosing the default backend is done elsewhere.
  */
-import { addonLoadError, loadAddon, type NativeAddon } from './addon.ts';
+import type { NativeAddon } from './addon.ts';
+import { addonLoadError, loadAddon } from './load.ts';
 import { registerNativeKernels } from './kernels.ts';
 
 export type { NativeAddon } from './addon.ts';

@@ -16,7 +16,7 @@ import { Flatten } from '../../nn/flatten.ts';
 import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { makeParentDirs, readTextLimited } from '../../format/files.ts';
-import { writeFileAtomic } from '../../format/safetensors.ts';
+import { writeFileAtomic } from '../../format/files.ts';
 import { calibrate } from '../ptq/calibrate.ts';
 import { convert } from '../../runtime/convert.ts';
 import type { IntModel } from '../../runtime/intmodel.ts';

@@ -4,7 +4,7 @@
  * that plan with the assignment and what the search measured.
  */
 import type { Module } from '../../nn/module.ts';
-import { writeFileAtomic } from '../../format/safetensors.ts';
+import { writeFileAtomic } from '../../format/files.ts';
 import type { QuantPlan, PlanOverride } from '../config/plan.ts';
 import { BINARY_KINDS, TERNARY_KINDS } from '../config/qconfig.ts';
 import { resolveTarget, type QatTarget } from '../qat/prepare.ts';

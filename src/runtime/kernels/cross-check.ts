@@ -5,7 +5,7 @@
  * Run directly: `node --import tsx src/runtime/kernels/cross-check.ts [quick]` (exit code 1 on a mismatch).
  */
 import { fileURLToPath } from 'node:url';
-import { loadAddon } from '../../backend/native/addon.ts';
+import { loadAddon } from '../../backend/native/load.ts';
 import { packBinaryRows, packBits } from '../../quant/core/packing.ts';
 import { IntModel, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type LayerOutput } from '../intmodel.ts';
 import { compileNativePlan } from '../native-plan.ts';

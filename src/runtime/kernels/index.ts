@@ -11,7 +11,8 @@
  * - binary rows: ceil(K/64)·8 bytes, bit 1 = +1, padding bits zero;
  * - c: (M, N) Int32Array, c[m, n] = Σ_k (a[m, k] − aZeroPoint)·w[n, k] (int32, wrapping).
  */
-import { loadAddon, type NativeAddon } from '../../backend/native/addon.ts';
+import type { NativeAddon } from '../../backend/native/addon.ts';
+import { loadAddon } from '../../backend/native/load.ts';
 import {
   gemmBinaryRef, gemmInt2Ref, gemmInt4Ref, gemmInt8Ref, requantizeRef, unpackWeightRows, type Activations,
 } from './reference.ts';

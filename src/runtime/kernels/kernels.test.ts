@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { loadAddon } from '../../backend/native/addon.ts';
+import { loadAddon } from '../../backend/native/load.ts';
 import { crossCheck, crossCheckIntModels, randomIntModels, rng } from './cross-check.ts';
 import { compileNativePlan } from '../native-plan.ts';
 import {

@@ -1,0 +1,9 @@
+/** Quantization without the mixed-precision search: core math, quantizers, configs, QAT, PTQ (browser-safe). */
+export * from './core/index.ts';
+export * from './quantizers/quantizer.ts';
+export * from './quantizers/index.ts';
+export * from './config/index.ts';
+export * from './qat/index.ts';
+export * as constrained from './constrained/index.ts';
+export * as ptq from './ptq/index.ts';
+export * as observers from './observers/index.ts';
