@@ -4,16 +4,7 @@
  * decodeSafetensors / encodeSafetensors).
  */
 
-/** Why readFileLimited refused a file (same class as in files.ts). */
-export class FileLimitError extends Error {
-  override name = 'FileLimitError';
-  constructor(
-    readonly code: 'not-a-file' | 'too-large',
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { FileLimitError } from './file-limit-error.ts';
 
 function noFiles(what: string): never {
   throw new Error(`${what}: no file system in the browser (work with bytes: decodeLowbit / encodeLowbit, decodeSafetensors / encodeSafetensors)`);

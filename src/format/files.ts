@@ -5,6 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { FileLimitError } from './file-limit-error.ts';
+
+export { FileLimitError };
 
 function errorCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
@@ -54,17 +57,6 @@ function isDirectory(path: string): boolean {
 /** makeDirs for the directory that will hold `path`. */
 export function makeParentDirs(path: string): void {
   makeDirs(dirname(path));
-}
-
-/** Why readFileLimited refused a file; the message does not name the file (callers add it). */
-export class FileLimitError extends Error {
-  override name = 'FileLimitError';
-  constructor(
-    readonly code: 'not-a-file' | 'too-large',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 function checkRegular(st: { isFile(): boolean; isDirectory(): boolean; size: number }, maxBytes: number): void {
