@@ -4,3 +4,4 @@ export { convert, captureLeaves, compareWithFakeQuant, type ConvertOptions, type
 export { quantizeMultiplier, requantizeScalar, multiplierValue, type FixedPointMultiplier } from './requantize.ts';
 export { saveIntModel, loadIntModel, intModelToLowbit, intModelFromLowbit } from './io.ts';
 export { compactIntModel, type PrunedChannels } from './compact.ts';
+export { validateIntGraph, IntGraphError, MAX_SAMPLE_ELEMENTS, MAX_SAMPLE_MACS, type IntGraphSize } from './validate.ts';

@@ -22,6 +22,7 @@ import { packBinaryRows, packBits, unpackBinaryRows, unpackBits } from '../quant
 import { requantizeScalar } from './requantize.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { avgPoolInt, convOutputSize, gemmInt32, im2col, maxPoolInt, type ConvGeometry } from './ops.ts';
+import { validateIntGraph, type IntGraphSize } from './validate.ts';
 import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from './kernels/index.ts';
 import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
@@ -124,6 +125,9 @@ interface Value {
   floats: Float32Array | null;
 }
 
+/** Largest activation of one `run` call (elements over the whole batch). */
+const MAX_BATCH_ELEMENTS = 2 ** 28;
+
 /** An integer-only inference graph (see the module comment for the arithmetic). */
 export class IntModel {
   readonly graph: IntGraph;
@@ -144,21 +148,15 @@ export class IntModel {
    * and the graph compiles (see native-plan.ts); false: always the TypeScript executor.
    */
   useNative = true;
+  /** Per-sample largest activation and multiply-accumulates (checked against limits on construction). */
+  readonly size: IntGraphSize;
   /** The compiled native plan, or why there is none (undefined until first needed). */
   private nativePlan: { plan: NativeIntPlan; outputSize: number } | string | undefined;
 
   constructor(graph: IntGraph, tensors: ReadonlyMap<string, IntTensor>) {
     this.graph = graph;
     this.tensors = tensors;
-    const known = new Set(['quantize', 'conv2d', 'linear', 'maxpool2d', 'avgpool2d', 'adaptiveavgpool2d', 'clamp', 'flatten']);
-    if (!Array.isArray(graph.nodes) || graph.nodes.length === 0 || graph.nodes[0]!.op !== 'quantize') throw new Error('IntModel: the graph must start with a quantize node');
-    for (const node of graph.nodes) {
-      if (!known.has(node.op)) throw new Error(`IntModel: unknown node op '${String(node.op)}'`);
-      if (node.op !== 'conv2d' && node.op !== 'linear') continue;
-      if (node.op === 'conv2d' && !node.conv) throw new Error(`IntModel: conv2d node '${node.name}' has no geometry`);
-      this.tensor(node.weight);
-      for (const key of Object.values(node.output)) if (typeof key === 'string' && key !== node.output.mode) this.tensor(key);
-    }
+    this.size = validateIntGraph(graph, tensors);
   }
 
   get nodes(): readonly IntNode[] {
@@ -211,6 +209,9 @@ export class IntModel {
     batch ??= data.length / per;
     if (!Number.isInteger(batch) || batch * per !== data.length) {
       throw new Error(`IntModel.run: ${data.length} values are not ${batch} samples of shape [${this.graph.inputShape.join(', ')}]`);
+    }
+    if (batch * this.size.maxElements > MAX_BATCH_ELEMENTS) {
+      throw new Error(`IntModel.run: ${batch} samples need activations of ${batch * this.size.maxElements} elements (limit ${MAX_BATCH_ELEMENTS}); run fewer samples at a time`);
     }
     const native = !options.trace && this.useNative && this.useKernels ? this.native() : null;
     if (native) {

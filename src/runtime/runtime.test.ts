@@ -11,6 +11,7 @@ import { qconfigFor, type Scheme } from '../quant/config/qconfig.ts';
 import type { QConfig } from '../quant/config/qconfig.ts';
 import { compareWithFakeQuant, convert, IntModel, multiplierValue, quantizeMultiplier, requantizeScalar } from './index.ts';
 import { loadIntModel, saveIntModel } from './io.ts';
+import { IntGraphError } from './validate.ts';
 import type { LayerNode } from './intmodel.ts';
 
 /** Prepares `model` with `qconfig`, initialises the quantizers with a few train-mode forwards, then eval. */
@@ -176,5 +177,43 @@ describe('IntModel', () => {
   it('run() checks its input size', () => {
     const im = convert(prepared(lenet5(), scheme('w8a8')), { inputShape: [1, 28, 28] });
     assert.throws(() => im.run(new Float32Array(100), 1), /not 1 samples/);
+  });
+
+  it('refuses a malformed graph before running it (geometry, sizes, tensors, ranges), and oversized batches', () => {
+    const im = convert(prepared(lenet5(), scheme('w4a4')), { inputShape: [1, 28, 28] });
+    // LeNet-5's largest activation is conv1's output, 6·28·28 (padding 2).
+    assert.equal(im.size.maxElements, 6 * 28 * 28);
+    assert.equal(im.size.macs, 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 120 * 400 + 84 * 120 + 10 * 84);
+    const json = JSON.stringify(im);
+    const mutated = (edit: (g: { inputShape: number[]; nodes: Record<string, any>[] }, t: Record<string, { shape: number[] }>) => void): IntModel => {
+      const copy = JSON.parse(json);
+      edit(copy.graph, copy.tensors);
+      return IntModel.fromJSON(copy);
+    };
+    const conv1 = (g: { nodes: Record<string, any>[] }) => g.nodes.find((n) => n.name === 'conv1')!;
+    const fc1 = (g: { nodes: Record<string, any>[] }) => g.nodes.find((n) => n.name === 'fc1')!;
+    const cases: [string, Parameters<typeof mutated>[0], RegExp][] = [
+      ['huge padding', (g) => { conv1(g).conv.padding = [100000, 100000]; }, /conv2d 'conv1': padding must be two integers in \[0, 4096\]/],
+      ['padding that blows up the activation', (g) => { conv1(g).conv.padding = [1500, 1500]; }, /conv2d 'conv1': activation \[6, 3024, 3024\] exceeds/],
+      ['zero stride', (g) => { conv1(g).conv.stride = [0, 1]; }, /stride must be two integers in \[1, 4096\]/],
+      ['fractional dilation', (g) => { conv1(g).conv.dilation = [1.5, 1]; }, /dilation must be/],
+      ['kernel larger than the padded input', (g) => { conv1(g).conv.kernelSize = [40, 5]; }, /produces an empty activation/],
+      ['channels that do not match the input', (g) => { conv1(g).conv.inChannels = 3; conv1(g).inFeatures = 3; }, /expects \[3, H, W\] per sample/],
+      ['inputShape too large', (g) => { g.inputShape = [1, 60000, 60000]; }, /inputShape: activation \[1, 60000, 60000\] exceeds/],
+      ['inputShape of rank 4', (g) => { g.inputShape = [1, 1, 28, 28]; }, /inputShape: must be 1 to 3 positive integers/],
+      ['weightBits 64', (g) => { conv1(g).weightBits = 64; }, /weightBits 64 must be an integer in \[1, 8\]/],
+      ['biasShift 1000', (g) => { conv1(g).output.biasShift = 1000; }, /biasShift 1000 must be an integer in \[0, 31\]/],
+      ['a missing tensor', (g) => { conv1(g).output.multiplier = 'nowhere'; }, /missing tensor 'nowhere'/],
+      ['a weight tensor of the wrong size', (_g, t) => { t['fc1.weight']!.shape = [120, 399]; }, /tensor 'fc1.weight' has shape \[120, 399\], expected 48000 elements/],
+      ['a linear layer fed the wrong size', (g) => { fc1(g).inFeatures = 401; }, /linear 'fc1': expects 401 features per sample, gets \[400\]/],
+      ['flatten over the batch dimension', (g) => { g.nodes.find((n) => n.op === 'flatten')!.startDim = 0; }, /flatten.*must lie within the sample dims/],
+      ['zero input scale', (g) => { g.nodes[0]!.input.scale = 0; }, /input scale 0 must be a finite number > 0/],
+      ['an unknown op', (g) => { g.nodes[2]!.op = 'softmax'; }, /unknown node op 'softmax'/],
+      ['pool padding over half the window', (g) => { g.nodes.find((n) => n.op === 'maxpool2d' || n.op === 'avgpool2d')!.padding = [2, 2]; }, /padding \[2, 2\] exceeds half the window/],
+    ];
+    for (const [what, edit, message] of cases) assert.throws(() => mutated(edit), (e: unknown) => e instanceof IntGraphError && message.test(e.message), what);
+    // The unmutated JSON still builds, and a batch whose activations would pass 2^28 elements is refused.
+    const ok = mutated(() => {});
+    assert.throws(() => ok.run(new Float32Array(60_000 * 784), 60_000), /run fewer samples at a time/);
   });
 });

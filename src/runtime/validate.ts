@@ -1,0 +1,190 @@
+/**
+ * Checks an IntModel graph before anything runs: a .lowbit file is untrusted input, and a graph
+ * whose conv padding, stride or input shape is absurd would otherwise make the executor allocate
+ * gigabytes or compute for hours (or fail deep inside with "Invalid typed array length"). The walk
+ * follows one sample's shape through the nodes as the executors do, and checks every geometry
+ * field, every tensor a node refers to, and the size of every activation.
+ */
+import type { IntGraph, IntNode, IntTensor, LayerNode } from './intmodel.ts';
+import { convOutputSize } from './ops.ts';
+
+/** Largest activation of one sample (elements) a graph may produce. */
+export const MAX_SAMPLE_ELEMENTS = 2 ** 24;
+/** Most multiply-accumulates per sample a graph may need (about ResNet-50 at 224×224). */
+export const MAX_SAMPLE_MACS = 2 ** 32;
+/** Largest kernel extent, stride, padding and pooling window (per axis). */
+const MAX_WINDOW = 4096;
+
+export class IntGraphError extends Error {
+  override name = 'IntGraphError';
+}
+
+function fail(where: string, message: string): never {
+  throw new IntGraphError(`IntModel: ${where}: ${message}`);
+}
+
+function isInt(v: unknown, lo: number, hi: number): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= lo && v <= hi;
+}
+
+function pair(v: unknown, lo: number, hi: number, where: string, field: string): [number, number] {
+  if (!Array.isArray(v) || v.length !== 2 || !isInt(v[0], lo, hi) || !isInt(v[1], lo, hi)) fail(where, `${field} must be two integers in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  return [v[0], v[1]];
+}
+
+function elements(shape: readonly number[]): number {
+  return shape.reduce((p, d) => p * d, 1);
+}
+
+function checkSize(shape: readonly number[], where: string): void {
+  if (shape.some((d) => d < 1)) fail(where, `produces an empty activation [${shape.join(', ')}]`);
+  if (elements(shape) > MAX_SAMPLE_ELEMENTS) fail(where, `activation [${shape.join(', ')}] exceeds ${MAX_SAMPLE_ELEMENTS} elements per sample`);
+}
+
+/** A tensor the node refers to: present, of one of `dtypes`, with `count` elements when given. */
+function tensorRef(tensors: ReadonlyMap<string, IntTensor>, name: unknown, where: string, dtypes: readonly string[], count?: number): IntTensor {
+  if (typeof name !== 'string') fail(where, `tensor reference ${JSON.stringify(name)} is not a name`);
+  const t = tensors.get(name);
+  if (!t) fail(where, `missing tensor '${name}'`);
+  if (!dtypes.includes(t.dtype)) fail(where, `tensor '${name}' is ${t.dtype}, expected ${dtypes.join(' or ')}`);
+  if (count !== undefined && elements(t.shape) !== count) fail(where, `tensor '${name}' has shape [${t.shape.join(', ')}], expected ${count} elements`);
+  return t;
+}
+
+function checkInputQuantizer(node: { input: LayerNode['input'] }, where: string): void {
+  const q = node.input as Record<string, unknown> | undefined;
+  if (!q || typeof q !== 'object') fail(where, 'has no input quantizer');
+  if (q.mode === 'sign') return;
+  if (q.mode !== 'affine') fail(where, `input mode ${JSON.stringify(q.mode)} is not 'affine' or 'sign'`);
+  if (typeof q.scale !== 'number' || !(q.scale > 0) || !Number.isFinite(q.scale)) fail(where, `input scale ${JSON.stringify(q.scale)} must be a finite number > 0`);
+  if (!isInt(q.qmin, -(2 ** 31), 2 ** 31 - 1) || !isInt(q.qmax, q.qmin as number, 2 ** 31 - 1)) fail(where, `input range [${String(q.qmin)}, ${String(q.qmax)}] is not an integer range`);
+  if (!isInt(q.zeroPoint, -(2 ** 31), 2 ** 31 - 1)) fail(where, `input zero point ${JSON.stringify(q.zeroPoint)} is not an integer`);
+}
+
+function checkLayer(node: LayerNode, shape: number[], tensors: ReadonlyMap<string, IntTensor>): { out: number[]; macs: number } {
+  const where = `${node.op} '${node.name}'`;
+  checkInputQuantizer(node, where);
+  if (!isInt(node.outFeatures, 1, MAX_SAMPLE_ELEMENTS) || !isInt(node.inFeatures, 1, MAX_SAMPLE_ELEMENTS)) fail(where, `inFeatures ${node.inFeatures} / outFeatures ${node.outFeatures} must be positive integers`);
+  if (!isInt(node.weightBits, 1, 8)) fail(where, `weightBits ${JSON.stringify(node.weightBits)} must be an integer in [1, 8]`);
+  const O = node.outFeatures;
+  let K: number;
+  let out: number[];
+  if (node.op === 'linear') {
+    if (shape.length !== 1 || shape[0] !== node.inFeatures) fail(where, `expects ${node.inFeatures} features per sample, gets [${shape.join(', ')}]`);
+    K = node.inFeatures;
+    out = [O];
+  } else {
+    const g = node.conv as unknown as Record<string, unknown> | undefined;
+    if (!g || typeof g !== 'object') fail(where, 'has no geometry');
+    const k = pair(g.kernelSize, 1, MAX_WINDOW, where, 'kernelSize');
+    const s = pair(g.stride, 1, MAX_WINDOW, where, 'stride');
+    const p = pair(g.padding, 0, MAX_WINDOW, where, 'padding');
+    const d = pair(g.dilation, 1, MAX_WINDOW, where, 'dilation');
+    if (!isInt(g.groups, 1, MAX_SAMPLE_ELEMENTS) || !isInt(g.inChannels, 1, MAX_SAMPLE_ELEMENTS) || g.outChannels !== O) fail(where, `channels ${String(g.inChannels)} -> ${String(g.outChannels)} (groups ${String(g.groups)}) do not match outFeatures ${O}`);
+    const groups = g.groups;
+    if (g.inChannels % groups !== 0 || O % groups !== 0) fail(where, `groups ${groups} must divide ${g.inChannels} input and ${O} output channels`);
+    if (shape.length !== 3 || shape[0] !== g.inChannels) fail(where, `expects [${g.inChannels}, H, W] per sample, gets [${shape.join(', ')}]`);
+    const [oh, ow] = convOutputSize(shape[1]!, shape[2]!, { kernelSize: k, stride: s, padding: p, dilation: d });
+    if (node.inFeatures !== g.inChannels) fail(where, `inFeatures ${node.inFeatures} is not inChannels ${g.inChannels}`);
+    K = (g.inChannels / groups) * k[0] * k[1];
+    out = [O, oh, ow];
+  }
+  checkSize(out, where);
+  const weightDtype = ({ int8: 'int8', int4: 'int4', int2: 'int2', ternary: 'int2', binary: 'bits' } as Record<string, string>)[node.weightFormat];
+  if (weightDtype === undefined) fail(where, `weightFormat ${JSON.stringify(node.weightFormat)} is not int8, int4, int2, ternary or binary`);
+  tensorRef(tensors, node.weight, where, [weightDtype], O * K);
+  const o = node.output as unknown as Record<string, unknown> | undefined;
+  if (!o || typeof o !== 'object') fail(where, 'has no output stage');
+  if (o.mode === 'requantize') {
+    if (!isInt(o.biasShift, 0, 31)) fail(where, `biasShift ${JSON.stringify(o.biasShift)} must be an integer in [0, 31]`);
+    if (!isInt(o.lo, -(2 ** 31), 2 ** 31 - 1) || !isInt(o.hi, o.lo as number, 2 ** 31 - 1)) fail(where, `output range [${String(o.lo)}, ${String(o.hi)}] is not an integer range`);
+    for (const key of ['bias', 'multiplier', 'shift']) tensorRef(tensors, o[key], where, ['int32'], O);
+  } else if (o.mode === 'dequantize') {
+    for (const key of ['scale', 'bias']) tensorRef(tensors, o[key], where, ['float32'], O);
+  } else if (o.mode === 'sign') {
+    for (const key of ['threshold', 'direction']) tensorRef(tensors, o[key], where, ['int32'], O);
+  } else fail(where, `output mode ${JSON.stringify(o.mode)} is not requantize, dequantize or sign`);
+  return { out, macs: elements(out) * K };
+}
+
+function checkPool(node: Extract<IntNode, { op: 'maxpool2d' | 'avgpool2d' | 'adaptiveavgpool2d' }>, shape: number[]): number[] {
+  const where = `${node.op} '${node.name}'`;
+  if (shape.length !== 3) fail(where, `expects [C, H, W] per sample, gets [${shape.join(', ')}]`);
+  const [c, h, w] = shape as [number, number, number];
+  let out: number[];
+  if (node.op === 'adaptiveavgpool2d') {
+    const [oh, ow] = pair(node.outputSize, 1, MAX_WINDOW, where, 'outputSize');
+    if (h % oh !== 0 || w % ow !== 0) fail(where, `input ${h}x${w} is not a multiple of ${oh}x${ow}`);
+    out = [c, oh, ow];
+  } else {
+    const k = pair(node.kernelSize, 1, MAX_WINDOW, where, 'kernelSize');
+    const s = pair(node.stride, 1, MAX_WINDOW, where, 'stride');
+    const p = pair(node.padding, 0, MAX_WINDOW, where, 'padding');
+    if (2 * p[0] > k[0] || 2 * p[1] > k[1]) fail(where, `padding [${p.join(', ')}] exceeds half the window [${k.join(', ')}]`);
+    out = [c, Math.floor((h + 2 * p[0] - k[0]) / s[0]) + 1, Math.floor((w + 2 * p[1] - k[1]) / s[1]) + 1];
+  }
+  if (node.op !== 'maxpool2d' && node.fracBits !== undefined && !isInt(node.fracBits, 0, 24)) fail(where, `fracBits ${JSON.stringify(node.fracBits)} must be an integer in [0, 24]`);
+  checkSize(out, where);
+  return out;
+}
+
+/** What a valid graph needs per sample. */
+export interface IntGraphSize {
+  /** The largest activation (elements). */
+  readonly maxElements: number;
+  /** Multiply-accumulates of all layers. */
+  readonly macs: number;
+}
+
+/**
+ * Throws IntGraphError unless every node of `graph` is well-formed for one sample of
+ * `graph.inputShape`, every activation stays within MAX_SAMPLE_ELEMENTS and the layers within
+ * MAX_SAMPLE_MACS; returns those per-sample sizes.
+ */
+export function validateIntGraph(graph: IntGraph, tensors: ReadonlyMap<string, IntTensor>): IntGraphSize {
+  const input = graph.inputShape;
+  if (!Array.isArray(input) || input.length < 1 || input.length > 3 || !input.every((d) => isInt(d, 1, MAX_SAMPLE_ELEMENTS))) fail('inputShape', `must be 1 to 3 positive integers, got ${JSON.stringify(input)}`);
+  checkSize(input, 'inputShape');
+  if (!Array.isArray(graph.nodes) || graph.nodes.length === 0 || graph.nodes[0]!.op !== 'quantize') fail('graph', 'must start with a quantize node');
+  let shape = [...input];
+  let maxElements = elements(shape);
+  let macs = 0;
+  for (const [i, node] of graph.nodes.entries()) {
+    const where = `node ${i} (${String(node?.op)})`;
+    if (!node || typeof node !== 'object') fail(where, 'is not an object');
+    switch (node.op) {
+      case 'quantize':
+        checkInputQuantizer(node, where);
+        break;
+      case 'conv2d':
+      case 'linear': {
+        const layer = checkLayer(node, shape, tensors);
+        shape = layer.out;
+        macs += layer.macs;
+        if (macs > MAX_SAMPLE_MACS) fail(`${node.op} '${node.name}'`, `the layers so far need ${macs} multiply-accumulates per sample, over the limit of ${MAX_SAMPLE_MACS}`);
+        break;
+      }
+      case 'maxpool2d':
+      case 'avgpool2d':
+      case 'adaptiveavgpool2d':
+        shape = checkPool(node, shape);
+        break;
+      case 'clamp':
+        for (const bound of [node.lo, node.hi]) if (bound !== null && (typeof bound !== 'number' || Number.isNaN(bound))) fail(where, `bound ${JSON.stringify(bound)} must be a number or null`);
+        break;
+      case 'flatten': {
+        // Node dims count the batch dimension (dim 0), as in torch.flatten.
+        const rank = shape.length + 1;
+        const start = isInt(node.startDim, -rank, rank - 1) ? (node.startDim < 0 ? node.startDim + rank : node.startDim) : -1;
+        const end = isInt(node.endDim, -rank, rank - 1) ? (node.endDim < 0 ? node.endDim + rank : node.endDim) : -1;
+        if (start < 1 || end < start) fail(where, `dims ${JSON.stringify(node.startDim)}..${JSON.stringify(node.endDim)} must lie within the sample dims 1..${rank - 1}`);
+        shape = [...shape.slice(0, start - 1), elements(shape.slice(start - 1, end)), ...shape.slice(end)];
+        break;
+      }
+      default:
+        fail(where, `unknown node op '${String((node as { op: unknown }).op)}'`);
+    }
+    maxElements = Math.max(maxElements, elements(shape));
+  }
+  return { maxElements, macs };
+}
