@@ -101,3 +101,23 @@ test('runtime errors: one line and exit code 1; LOWBIT_DEBUG=1 adds the stack', 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('untrusted paths end in one clear error, never a hang: /proc outputs, devices, FIFOs', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
+  try {
+    const cases: [string[], RegExp][] = [];
+    // Node's recursive mkdir spins forever under /proc (ENOENT for a child of an existing parent).
+    if (existsSync('/proc/self')) cases.push([['train', '--limit', '64', '--test-limit', '64', '--epochs', '1', '--out', '/proc/lowbit-no-such/out', '--no-progress'], /cannot create directory '\/proc\/lowbit-no-such\/out'/]);
+    // readFileSync on /dev/zero never ends; opening a FIFO waits for a writer.
+    if (existsSync('/dev/zero')) for (const command of ['eval', 'info', 'export']) cases.push([[command, '/dev/zero'], /\/dev\/zero: not a regular file/]);
+    const fifo = join(dir, 'model.lowbit');
+    if (spawnSync('mkfifo', [fifo]).status === 0) cases.push([['eval', fifo], /not a regular file/]);
+    for (const [args, message] of cases) {
+      const r = lowbit(args);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -4,12 +4,13 @@ import { dirname, join } from 'node:path';
 import { isDatasetName, type DatasetName } from '../data/index.ts';
 import { isModelName, MODEL_NAMES, type ModelName } from '../nn/index.ts';
 import { readTextLimited } from '../format/index.ts';
+import { loadCheckpoint } from '../train/checkpoint.ts';
 import { UsageError } from './args.ts';
 
 export interface FloatRun {
   /** The checkpoint file: the --model path itself, or checkpoint.safetensors in that run directory. */
   checkpoint: string;
-  /** The training config from metrics.json next to the checkpoint ({} without one). */
+  /** The training config from metrics.json next to the checkpoint, else the checkpoint's own ({} without either). */
   config: Record<string, unknown>;
   arch: ModelName;
   dataset: DatasetName;
@@ -17,7 +18,8 @@ export interface FloatRun {
 
 /**
  * Resolves --model (a run directory or a checkpoint file) for `command`. The architecture and the
- * dataset come from --arch / --dataset, else from the run's metrics.json (dataset default: mnist).
+ * dataset come from --arch / --dataset, else from the run's metrics.json or, without one, the
+ * checkpoint's stored config (dataset default: mnist).
  * A run trained with --quant is refused: `startsFrom` completes "… starts from a float32 model".
  */
 export function locateFloatRun(
@@ -39,13 +41,17 @@ export function locateFloatRun(
     } catch (e) {
       throw new Error(`${metricsPath}: not a readable JSON file (${(e as Error).message})`);
     }
+  } else {
+    // A checkpoint moved away from its run directory still carries the run's config.
+    const stored = loadCheckpoint(checkpoint).config;
+    if (stored !== null && typeof stored === 'object' && !Array.isArray(stored)) config = stored as Record<string, unknown>;
   }
   if (typeof config.quant === 'string' && config.quant !== 'fp32') {
     throw usage(`--model: '${checkpoint}' was trained with --quant ${config.quant}; ${startsFrom} starts from a float32 model`);
   }
   const arch = overrides.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
   if (!arch) {
-    const why = existsSync(metricsPath) ? `${metricsPath} names no known model` : `there is no metrics.json next to '${checkpoint}' to name the model`;
+    const why = existsSync(metricsPath) ? `${metricsPath} names no known model` : `neither a metrics.json next to '${checkpoint}' nor the checkpoint's config names the model`;
     throw usage(`--arch is required: ${why} (known: ${MODEL_NAMES.join(', ')})`);
   }
   const dataset = overrides.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
