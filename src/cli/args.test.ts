@@ -65,6 +65,9 @@ test('help text lists every option with its default', () => {
   assert.match(text, /--no-progress +no bar/);
   assert.match(text, /--verbose +talk/);
   assert.match(text, /-h, --help/);
+  // A flag wider than the column goes on its own line, its help indented below.
+  const wide = formatOptions({ estimator: { type: 'enum', choices: ['ste', 'clippedSte', 'lsq', 'lsqPlus', 'pact', 'dorefa', 'lqnet'], help: 'estimator' }, seed: { type: 'int', help: 'seed' } });
+  assert.equal(wide, ['  --estimator ste|clippedSte|lsq|lsqPlus|pact|dorefa|lqnet', `${' '.repeat(36)}estimator`, `  ${'--seed N'.padEnd(32)}  seed`, `  ${'-h, --help'.padEnd(32)}  show this help`].join('\n'));
 });
 
 test('helpers', () => {

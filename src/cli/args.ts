@@ -222,6 +222,12 @@ export function formatOptions(specs: OptionSpecs): string {
     rows.push([`--${flag} ${placeholderOf(spec)}`, `${spec.help}${shownDefault}`]);
   }
   rows.push(['-h, --help', 'show this help']);
-  const width = Math.max(...rows.map(([left]) => left.length));
-  return rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`).join('\n');
+  // Like argparse: a flag longer than the column gets its own line and its help goes below, so one
+  // long list of choices does not push every description off an 80-column terminal.
+  const width = Math.min(HELP_COLUMN, Math.max(...rows.map(([left]) => left.length)));
+  const indent = ' '.repeat(width + 4);
+  return rows.map(([left, right]) => (left.length <= width ? `  ${left.padEnd(width)}  ${right}` : `  ${left}\n${indent}${right}`)).join('\n');
 }
+
+/** Widest flag column of --help (longer flags go on a line of their own). */
+const HELP_COLUMN = 32;
