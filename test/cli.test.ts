@@ -121,3 +121,26 @@ test('untrusted paths end in one clear error, never a hang: /proc outputs, devic
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('lowbit train --init RUN fine-tunes a float32 run at 4 bits and reports that run as the baseline', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
+  try {
+    const float = join(dir, 'fp32');
+    const quick = ['--limit', '512', '--test-limit', '256', '--epochs', '1', '--no-progress'];
+    assert.equal(lowbit(['train', '--quant', 'fp32', '--out', float, ...quick]).code, 0);
+    const r = lowbit(['train', '--init', float, '--lr', '5e-4', '--out', join(dir, 'w4a4'), ...quick]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ +init +weights of .*fp32\/checkpoint\.safetensors$/m);
+    const floatAccuracy = (JSON.parse(readFileSync(join(float, 'metrics.json'), 'utf8')) as { testAccuracy: number }).testAccuracy;
+    assert.match(r.stdout, new RegExp(`^fp32 baseline: ${(floatAccuracy * 100).toFixed(2)} % \\(stored: ${float.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/metrics\\.json`, 'm'));
+    // Fine-tuning starts from the trained float weights: its first loss is well below the first
+    // loss of the float run, which started from a fresh model.
+    const losses = (run: string) => (JSON.parse(readFileSync(join(dir, run, 'metrics.json'), 'utf8')) as { history: { stepLosses: number[] } }).history.stepLosses;
+    assert.ok(losses('w4a4')[0]! < losses('fp32')[0]! - 0.2, `first losses: fine-tune ${losses('w4a4')[0]}, fresh ${losses('fp32')[0]}`);
+    const mismatch = lowbit(['train', '--init', float, '--model', 'mlp', ...quick]);
+    assert.equal(mismatch.code, 2);
+    assert.match(mismatch.stderr, /--init: '.*' is a lenet5, not a mlp \(pass --model lenet5\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -5,9 +5,11 @@ import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { Adam, AdamW, CosineAnnealingLR, OPTIMIZER_NAMES, SGD, StepLR, type OptimizerName } from '../../optim/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
-import { fit, formatPercent, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
+import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { defineCommand } from '../command.ts';
+import { UsageError } from '../args.ts';
+import { locateFloatRun } from '../float-run.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import {
   defaultEstimator, formatQuantTable, prepareQat, qatFromCliOptions, qatParamGroups, quantCliOptions, quantizedLayers, setQuantProgress,
@@ -37,6 +39,7 @@ export const trainCommand = defineCommand({
     'lowbit train --quant w2a2 --estimator lsq --baseline train',
     'lowbit train --model mlp --dataset fashion-mnist --epochs 10 --optimizer sgd --lr 0.05',
     'lowbit train --limit 2048 --epochs 1 --no-progress   # a quick try',
+    'lowbit train --quant fp32 && lowbit train --init runs/lenet5-mnist-fp32 --epochs 1 --lr 5e-4   # QAT fine-tune of a float model',
   ],
   options: {
     model: { type: 'enum', choices: MODEL_NAMES, default: 'lenet5', help: 'model architecture' },
@@ -58,6 +61,7 @@ export const trainCommand = defineCommand({
     estimator: quantCliOptions.estimator,
     quantLrScale: { type: 'number', positive: true, default: 0.1, help: 'LR multiplier of quantizer parameters (LSQ steps, PACT clips)' },
     baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run' },
+    init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
   },
   run(options, io) {
     useBackend(options.backend);
@@ -66,6 +70,11 @@ export const trainCommand = defineCommand({
     const lr = options.lr ?? DEFAULT_LR[options.optimizer];
     const quant: QuantChoice = options.quant;
     const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${options.model}-${options.dataset}-${q}`);
+
+    // --init: the float32 run the QAT run starts from (same architecture).
+    const init = options.init === undefined ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init');
+    if (init && init.arch !== options.model) throw new UsageError(`--init: '${init.checkpoint}' is a ${init.arch}, not a ${options.model} (pass --model ${init.arch})`, 'train');
+    if (init && options.baseline === 'train') throw new UsageError('--init and --baseline train do not go together: the --init run is the baseline', 'train');
 
     const fullTrain = loadDataset(options.dataset, 'train');
     const fullTest = loadDataset(options.dataset, 'test');
@@ -81,6 +90,7 @@ export const trainCommand = defineCommand({
       const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
       manualSeed(options.seed);
       const model = createModel(options.model, { numClasses: trainSet.numClasses });
+      if (init) model.loadStateDict(loadCheckpoint(init.checkpoint).model);
       const quantPlan = qatFromCliOptions({ quant: q, estimator: q === 'fp32' ? undefined : options.estimator });
       if (quantPlan) prepareQat(model, quantPlan);
       const groups = qatParamGroups(model, { lr, quantLrScale: options.quantLrScale, weightDecay: options.weightDecay });
@@ -102,6 +112,7 @@ export const trainCommand = defineCommand({
         ['data', `${options.dataset}: ${trainSet.length} train / ${testSet.length} test samples, batch ${options.batchSize}`],
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
         ['backend', describeBackend(backend)],
+        ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
         ['output', out],
       ];
       io.print(`lowbit train`);
@@ -151,7 +162,7 @@ export const trainCommand = defineCommand({
     }
     const result = trainOnce(quant);
     if (quant !== 'fp32' && options.baseline === 'stored') {
-      baseline = storedBaseline(options.model, options.dataset, outFor('fp32'));
+      baseline = storedBaseline(options.model, options.dataset, init ? dirname(init.checkpoint) : outFor('fp32'));
       const sameRecipe = baseline?.epochs === options.epochs && options.limit === undefined && options.testLimit === undefined;
       if (baseline && !sameRecipe) baseline = { ...baseline, source: `${baseline.source}; not the same recipe as this run` };
     }
