@@ -29,8 +29,8 @@ export function locateFloatRun(
   startsFrom: string,
 ): FloatRun {
   const usage = (message: string) => new UsageError(message, command);
-  if (path === undefined) throw usage('--model is required (a run directory such as runs/lenet5-mnist, or a checkpoint.safetensors)');
-  if (!existsSync(path)) throw usage(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist, or a checkpoint.safetensors)`);
+  if (path === undefined) throw usage('--model is required (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)');
+  if (!existsSync(path)) throw usage(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
   const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
   if (!existsSync(checkpoint)) throw usage(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
   const metricsPath = join(dirname(checkpoint), 'metrics.json');

@@ -44,7 +44,7 @@ export const evalCommand = defineCommand({
   ].join('\n'),
   examples: [
     'lowbit eval --model lenet5-w8a8.lowbit --dataset mnist',
-    'lowbit eval --checkpoint runs/lenet5-mnist/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
+    'lowbit eval --checkpoint runs/lenet5-mnist-w8a8/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
   ],
   options: {
     model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },

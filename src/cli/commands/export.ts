@@ -83,9 +83,9 @@ export const exportCommand = defineCommand({
     'simulation, or the float model). See docs/onnx.md.',
   ].join('\n'),
   examples: [
-    'lowbit export runs/lenet5-mnist/ptq-w8a8-minmax/model.lowbit --verify',
+    'lowbit export runs/lenet5-mnist-fp32/ptq-w8a8-minmax/model.lowbit --verify',
     'lowbit export model.lowbit --profile web --out model.web.onnx',
-    'lowbit export runs/lenet5-mnist --out lenet5-fp32.onnx --verify --samples 10000',
+    'lowbit export runs/lenet5-mnist-fp32 --out lenet5-fp32.onnx --verify --samples 10000',
   ],
   options: {
     input: { type: 'string', placeholder: 'FILE', positional: true, help: 'a .lowbit integer model, a training checkpoint (.safetensors) or a run directory' },

@@ -24,12 +24,12 @@ export const quantizeCommand = defineCommand({
     '<out>/ptq.json and, through the integer runtime, <out>/model.lowbit.',
   ].join('\n'),
   examples: [
-    'lowbit quantize --model runs/lenet5-mnist --bits w8a8',
-    'lowbit quantize --model runs/lenet5-mnist --bits w4a8 --adaround',
-    'lowbit quantize --model runs/cnn-fashion-mnist --bits w8a8 --method percentile --bias-correction',
+    'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w8a8',
+    'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w4a8 --adaround',
+    'lowbit quantize --model runs/cnn-fashion-mnist-fp32 --bits w8a8 --method percentile --bias-correction',
   ],
   options: {
-    model: { type: 'string', placeholder: 'PATH', help: 'run directory (runs/<model>-<dataset>) or checkpoint.safetensors' },
+    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors' },
     bits: { type: 'enum', choices: PTQ_SCHEMES, default: 'w8a8', help: 'weight/activation bits' },
     calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split)' },
     method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },

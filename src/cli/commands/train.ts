@@ -52,7 +52,7 @@ export const trainCommand = defineCommand({
     weightDecay: { type: 'number', min: 0, default: 0, help: 'weight decay (L2 for sgd/adam, decoupled for adamw)' },
     schedule: { type: 'enum', choices: ['cosine', 'step', 'none'], default: 'cosine', help: 'per-epoch learning-rate schedule (step: x0.1 every third of the epochs)' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of initialisation and shuffling' },
-    out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: runs/<model>-<dataset>)' },
+    out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: runs/<model>-<dataset>-<quant>)' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
     limit: { type: 'int', positive: true, help: 'train on the first N training samples only' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
