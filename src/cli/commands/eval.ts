@@ -134,7 +134,7 @@ export const evalCommand = defineCommand({
     }
     io.print(`${test.name}: ${test.length} images`);
     io.print(`accuracy      ${formatPercent(correct / test.length)} (${correct}/${test.length})`);
-    io.print(`throughput    ${(test.length / seconds).toFixed(0)} images/s wall, ${(test.length / cpuSeconds).toFixed(0)} images/s of process CPU time (IntModel.run, batch ${options.batchSize}, ${seconds.toFixed(2)} s)`);
+    io.print(`throughput    ${(test.length / seconds).toFixed(0)} images/s wall, ${(test.length / cpuSeconds).toFixed(0)} images/s of process CPU time (IntModel.run, batch ${Math.min(options.batchSize, test.length)}, ${seconds.toFixed(2)} s)`);
     if (fakeQuant) {
       io.print(`agreement     ${formatPercent(agree / test.length)} same argmax as the fake-quant model`);
       io.print(`logits        ${formatPercent(within / test.length)} within 1 LSB of the float64 fake-quant simulation; max ${maxLsb.toFixed(4)} / mean ${(sumLsb / test.length).toFixed(5)} LSB apart (LSB = s_in·s_w of the last layer)`);
