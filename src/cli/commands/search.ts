@@ -130,9 +130,10 @@ export const searchCommand = defineCommand({
       train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, normalize }),
     };
     const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, normalize }) };
+    const weights = loadCheckpoint(checkpoint).model;  // read once; loadStateDict copies into each model
     const build = (): TensorModule => {
       const model = createModel(arch, { numClasses: trainSet.numClasses });
-      model.loadStateDict(loadCheckpoint(checkpoint).model);
+      model.loadStateDict(weights);
       model.eval();
       return model;
     };
