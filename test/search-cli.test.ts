@@ -20,6 +20,7 @@ import { assignmentFromPlan, loadPlanFile } from '../src/quant/search/index.ts';
 import { evaluate } from '../src/train/index.ts';
 import { Tensor } from '../src/tensor/tensor.ts';
 import { convert } from '../src/runtime/convert.ts';
+import { loadIntModel } from '../src/runtime/io.ts';
 import { main } from '../src/cli/main.ts';
 
 const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
@@ -129,6 +130,16 @@ describe('lowbit search', () => {
     const bad = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'nsga2', ...QUICK]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /several budgets .* work with --method ilp/);
+
+    // The plan deploys from the CLI: lowbit quantize --plan calibrates those widths and writes the integer model.
+    const ptq = await lowbit(['quantize', '--model', run, '--plan', join(out, 'plan.json'), '--calib', '200', '--test-limit', '200', '--out', join(dir, 'ptq-plan')]);
+    assert.equal(ptq.code, 0, ptq.stderr);
+    for (const [layer, c] of Object.entries(assignment!)) assert.match(ptq.stdout, new RegExp(`\\b${layer} w${c.w}a${c.a}\\b`));
+    const summary = JSON.parse(readFileSync(join(dir, 'ptq-plan', 'ptq.json'), 'utf8')) as { config: { assignment: unknown } };
+    assert.deepEqual(summary.config.assignment, assignment);
+    const intModel = loadIntModel(join(dir, 'ptq-plan', 'model.lowbit'));
+    const layerBits = Object.fromEntries(intModel.layers().map((l) => [l.name, l.bits]));
+    for (const [layer, c] of Object.entries(assignment!)) assert.equal(layerBits[layer], `w${c.w}a${c.a}`, layer);
   });
 
   it('ilp and sdq write their outputs too', async () => {

@@ -8,6 +8,7 @@ import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
 import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
 import { convert, saveIntModel } from '../../runtime/index.ts';
+import { loadPlanFile } from '../../quant/search/plan.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
@@ -27,6 +28,7 @@ export const quantizeCommand = defineCommand({
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w8a8',
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w4a8 --adaround',
     'lowbit quantize --model runs/cnn-fashion-mnist-fp32 --bits w8a8 --method percentile --bias-correction',
+    'lowbit quantize --model runs/lenet5-mnist-fp32 --plan runs/lenet5-mnist-fp32/search-ilp-size-20KB/plan.json',
   ],
   options: {
     model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors' },
@@ -37,6 +39,7 @@ export const quantizeCommand = defineCommand({
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
+    plan: { type: 'string', placeholder: 'FILE', help: 'per-layer bit widths from a plan file (plan.json of lowbit search) instead of --bits' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
     out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: <run dir>/ptq-<bits>-<method>)' },
@@ -47,7 +50,10 @@ export const quantizeCommand = defineCommand({
   run(options, io) {
     useBackend(options.backend);
     const { checkpoint, config, arch, dataset } = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
-    const out = options.out ?? join(dirname(checkpoint), `ptq-${options.bits}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
+    // A searched plan: its per-layer bit widths replace --bits.
+    const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
+    const scheme = planFile ? `plan ${options.plan}` : options.bits;
+    const out = options.out ?? join(dirname(checkpoint), `ptq-${planFile ? 'plan' : options.bits}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
     makeDirs(out);  // before calibration: an unusable --out fails now, not after the work
 
     const normalize = DATASET_STATS[dataset];
@@ -56,23 +62,25 @@ export const quantizeCommand = defineCommand({
     const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
     const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, normalize });
     const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
+    const weights = loadCheckpoint(checkpoint).model;  // read once; loadStateDict copies into each model
     const build = () => {
       const model = createModel(arch, { numClasses: trainSet.numClasses });
-      model.loadStateDict(loadCheckpoint(checkpoint).model);
+      model.loadStateDict(weights);
       return model;
     };
 
     io.print('lowbit quantize');
     io.print(`  model      ${arch} from ${checkpoint}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
-    io.print(`  scheme     ${options.bits}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
+    if (planFile?.assignment) io.print(`  plan       ${Object.entries(planFile.assignment).map(([layer, c]) => `${layer} w${c.w}a${c.a}`).join(', ')}`);
+    io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
       `${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
     const fp32 = evaluate(build(), testLoader);
     io.print(`fp32 test accuracy:      ${formatPercent(fp32.accuracy)}`);
     const model = calibrate(build(), calibLoader, {
-      scheme: options.bits,
+      ...(planFile ? { plan: planFile.plan } : { scheme: options.bits }),
       samples: options.calib,
       method: options.method,
       weightMethod: options.weightMethod,
@@ -82,11 +90,11 @@ export const quantizeCommand = defineCommand({
     });
     io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
     const quantized = evaluate(model, testLoader);
-    io.print(`${options.bits} test accuracy:      ${formatPercent(quantized.accuracy)} (${((quantized.accuracy - fp32.accuracy) * 100).toFixed(2)} pt)`);
+    io.print(`${planFile ? 'plan' : options.bits} test accuracy:      ${formatPercent(quantized.accuracy)} (${((quantized.accuracy - fp32.accuracy) * 100).toFixed(2)} pt)`);
 
     const report = calibrationReport(model)!;
     const ptqConfig = {
-      source: checkpoint, model: arch, dataset, scheme: options.bits, calibrationSamples: report.samples, method: options.method,
+      source: checkpoint, model: arch, dataset, scheme, ...(planFile?.assignment ? { assignment: planFile.assignment } : {}), calibrationSamples: report.samples, method: options.method,
       weightMethod: options.weightMethod ?? null, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection, seed: options.seed,
     };
@@ -105,7 +113,7 @@ export const quantizeCommand = defineCommand({
 
     const sample = testLoader[Symbol.iterator]().next().value?.x;
     try {
-      const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme: options.bits } });
+      const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme } });
       const bytes = saveIntModel(join(out, 'model.lowbit'), intModel);
       io.print(`wrote ${join(out, 'model.lowbit')} (${bytes.toLocaleString('en-US')} bytes, integer model)`);
     } catch (error) {
