@@ -140,6 +140,21 @@ describe('lowbit search', () => {
     const intModel = loadIntModel(join(dir, 'ptq-plan', 'model.lowbit'));
     const layerBits = Object.fromEntries(intModel.layers().map((l) => [l.name, l.bits]));
     for (const [layer, c] of Object.entries(assignment!)) assert.equal(layerBits[layer], `w${c.w}a${c.a}`, layer);
+
+    // ... and fine-tunes from the CLI: train --init --plan, then the checkpoint converts with those widths.
+    const ft = join(dir, 'ft-plan');
+    const train = await lowbit(['train', '--init', run, '--plan', join(out, 'plan.json'), '--limit', '512', '--test-limit', '200', '--epochs', '1', '--lr', '5e-4', '--out', ft, '--no-progress']);
+    assert.equal(train.code, 0, train.stderr);
+    assert.match(train.stdout, /^ +quant +plan .*plan\.json: /m);
+    assert.match(train.stdout, /plan - fp32 = /);
+    const saved = join(ft, 'model.lowbit');
+    const evalRun = await lowbit(['eval', '--checkpoint', join(ft, 'checkpoint.safetensors'), '--save', saved, '--limit', '200']);
+    assert.equal(evalRun.code, 0, evalRun.stderr);
+    const tuned = Object.fromEntries(loadIntModel(saved).layers().map((l) => [l.name, l.bits]));
+    for (const [layer, c] of Object.entries(assignment!)) assert.equal(tuned[layer], `w${c.w}a${c.a}`, layer);
+    const noInit = await lowbit(['train', '--plan', join(out, 'plan.json'), '--limit', '64', '--epochs', '1', '--no-progress']);
+    assert.equal(noInit.code, 2);
+    assert.match(noInit.stderr, /--plan needs --init RUN/);
   });
 
   it('ilp and sdq write their outputs too', async () => {

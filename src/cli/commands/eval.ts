@@ -4,7 +4,7 @@ import { createModel, isModelName, type Module } from '../../nn/index.ts';
 import { Tensor } from '../../tensor/index.ts';
 import { loadCheckpoint } from '../../train/index.ts';
 import { formatPercent } from '../../train/index.ts';
-import { prepareQat, qatFromCliOptions, type QuantChoice, type EstimatorChoice } from '../../quant/qat/index.ts';
+import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
 import { compareWithFakeQuant, convert, type IntModel } from '../../runtime/index.ts';
 import { loadIntModel, saveIntModel } from '../../runtime/io.ts';
 import { defineCommand } from '../command.ts';
@@ -15,6 +15,7 @@ interface TrainConfig {
   dataset?: string;
   quant?: string;
   estimator?: string;
+  plan?: unknown;
 }
 
 /** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode. */
@@ -23,7 +24,7 @@ function preparedFromCheckpoint(path: string): { model: Module; config: TrainCon
   const config = (ck.config ?? {}) as TrainConfig;
   const name = config.model ?? 'lenet5';
   if (!isModelName(name)) throw new Error(`${path}: unknown model '${name}' in the checkpoint config`);
-  const plan = qatFromCliOptions({ quant: (config.quant ?? 'fp32') as QuantChoice, estimator: config.estimator as EstimatorChoice | undefined });
+  const plan = qatPlanOfRunConfig(config);
   if (!plan) throw new Error(`${path}: a float32 checkpoint (quant fp32): train with --quant to get an integer model`);
   const model = createModel(name, { numClasses: 10 }) as Module;
   prepareQat(model, plan);

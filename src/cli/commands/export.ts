@@ -4,7 +4,7 @@ import { noGrad } from '../../autograd/engine.ts';
 import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
 import { normalizeInPlace } from '../../data/dataset.ts';
 import { createModel, isModelName, MODEL_NAMES, type Module, type TensorModule } from '../../nn/index.ts';
-import { prepareQat, qatFromCliOptions, type EstimatorChoice, type QuantChoice } from '../../quant/qat/index.ts';
+import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
 import { convert, type IntModel } from '../../runtime/index.ts';
 import { loadIntModel } from '../../runtime/io.ts';
 import { Tensor } from '../../tensor/index.ts';
@@ -19,6 +19,7 @@ interface RunConfig {
   dataset?: unknown;
   quant?: unknown;
   estimator?: unknown;
+  plan?: unknown;
   scheme?: unknown;
 }
 
@@ -45,8 +46,7 @@ function readCheckpointSource(path: string, archOption: string | undefined): Sou
   if (!arch || !isModelName(arch)) throw new Error(`export: --arch is required: the checkpoint names no known model (known: ${MODEL_NAMES.join(', ')})`);
   const dataset = typeof config.dataset === 'string' ? config.dataset : undefined;
   const model = createModel(arch, { numClasses: 10 }) as Module;
-  const quant = typeof config.quant === 'string' ? config.quant : 'fp32';
-  const plan = qatFromCliOptions({ quant: quant as QuantChoice, estimator: (typeof config.estimator === 'string' ? config.estimator : undefined) as EstimatorChoice | undefined });
+  const plan = qatPlanOfRunConfig(config);
   if (plan) prepareQat(model, plan);
   model.loadStateDict(ck.model);
   model.eval();

@@ -10,6 +10,8 @@ import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.t
 import { defineCommand } from '../command.ts';
 import { UsageError } from '../args.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { loadPlanFile } from '../../quant/search/plan.ts';
+import { calibrate } from '../../quant/ptq/index.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import {
   defaultEstimator, formatQuantTable, prepareQat, qatFromCliOptions, qatParamGroups, quantCliOptions, quantizedLayers, setQuantProgress,
@@ -62,6 +64,7 @@ export const trainCommand = defineCommand({
     quantLrScale: { type: 'number', positive: true, default: 0.1, help: 'LR multiplier of quantizer parameters (LSQ steps, PACT clips)' },
     baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run' },
     init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
+    plan: { type: 'string', placeholder: 'FILE', help: 'with --init: per-layer bit widths from a plan file (lowbit search) instead of --quant, calibrated on the float weights, then fine-tuned' },
   },
   run(options, io) {
     useBackend(options.backend);
@@ -69,12 +72,15 @@ export const trainCommand = defineCommand({
     preferThroughputGc();
     const lr = options.lr ?? DEFAULT_LR[options.optimizer];
     const quant: QuantChoice = options.quant;
-    const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${options.model}-${options.dataset}-${q}`);
+    // --plan: a searched plan (per-layer widths) replaces --quant for this run.
+    const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
+    const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${options.model}-${options.dataset}-${planFile && q === quant ? 'plan' : q}`);
 
     // --init: the float32 run the QAT run starts from (same architecture).
     const init = options.init === undefined ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init');
     if (init && init.arch !== options.model) throw new UsageError(`--init: '${init.checkpoint}' is a ${init.arch}, not a ${options.model} (pass --model ${init.arch})`, 'train');
     if (init && options.baseline === 'train') throw new UsageError('--init and --baseline train do not go together: the --init run is the baseline', 'train');
+    if (planFile && !init) throw new UsageError('--plan needs --init RUN: a plan is calibrated on trained float32 weights, then fine-tuned', 'train');
 
     const fullTrain = loadDataset(options.dataset, 'train');
     const fullTest = loadDataset(options.dataset, 'test');
@@ -91,8 +97,12 @@ export const trainCommand = defineCommand({
       manualSeed(options.seed);
       const model = createModel(options.model, { numClasses: trainSet.numClasses });
       if (init) model.loadStateDict(loadCheckpoint(init.checkpoint).model);
-      const quantPlan = qatFromCliOptions({ quant: q, estimator: q === 'fp32' ? undefined : options.estimator });
-      if (quantPlan) prepareQat(model, quantPlan);
+      const usePlan = planFile !== null && q === quant;
+      const quantPlan = usePlan ? planFile.plan : qatFromCliOptions({ quant: q, estimator: q === 'fp32' ? undefined : options.estimator });
+      // A searched plan holds calibrated ('static') quantizers: calibrate them on the float weights
+      // (512 training images), then fine-tune through them like any QAT run.
+      if (usePlan) calibrate(model, new DataLoader(trainSet, { batchSize: 128, shuffle: true, seed: options.seed, normalize }), { plan: planFile.plan, samples: 512 });
+      else if (quantPlan) prepareQat(model, quantPlan);
       const groups = qatParamGroups(model, { lr, quantLrScale: options.quantLrScale, weightDecay: options.weightDecay });
       const optimizer =
         options.optimizer === 'sgd' ? new SGD(groups, { lr, momentum: options.momentum, weightDecay: options.weightDecay })
@@ -102,13 +112,14 @@ export const trainCommand = defineCommand({
       if (options.schedule === 'cosine') scheduler = new CosineAnnealingLR(optimizer, { tMax: options.epochs });
       else if (options.schedule === 'step') scheduler = new StepLR(optimizer, { stepSize: Math.max(1, Math.round(options.epochs / 3)), gamma: 0.1 });
 
-      const config = { ...options, quant: q, lr, out, backend: backend.active };
+      const config = { ...options, quant: q, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
       const optimizerText = `${options.optimizer} lr ${lr}${options.optimizer === 'sgd' ? ` momentum ${options.momentum}` : ''}` +
         `${options.weightDecay > 0 ? ` weight decay ${options.weightDecay}` : ''}, ${options.schedule} schedule` +
         `${quantPlan ? `, quantizer params at ${options.quantLrScale}x lr` : ''}`;
       const rows: [string, string][] = [
         ['model', `${options.model}, ${model.numParameters().toLocaleString('en-US')} parameters`],
-        ['quant', q === 'fp32' ? 'fp32 (none)' : `${q}, ${options.estimator ?? defaultEstimator(q)} estimator`],
+        ['quant', usePlan ? `plan ${options.plan}${planFile.assignment ? `: ${Object.entries(planFile.assignment).map(([layer, c]) => `${layer} w${c.w}a${c.a}`).join(', ')}` : ''}`
+          : q === 'fp32' ? 'fp32 (none)' : `${q}, ${options.estimator ?? defaultEstimator(q)} estimator`],
         ['data', `${options.dataset}: ${trainSet.length} train / ${testSet.length} test samples, batch ${options.batchSize}`],
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
         ['backend', describeBackend(backend)],
@@ -171,7 +182,7 @@ export const trainCommand = defineCommand({
     if (quant === 'fp32' || options.baseline === 'none') return;
     if (baseline) {
       const delta = (result.accuracy - baseline.accuracy) * 100;
-      io.print(`fp32 baseline: ${formatPercent(baseline.accuracy)} (${baseline.source}); ${quant} - fp32 = ${delta >= 0 ? '+' : ''}${delta.toFixed(2)} pt`);
+      io.print(`fp32 baseline: ${formatPercent(baseline.accuracy)} (${baseline.source}); ${planFile ? 'plan' : quant} - fp32 = ${delta >= 0 ? '+' : ''}${delta.toFixed(2)} pt`);
     } else {
       io.print(`fp32 baseline: none stored for ${options.model} on ${options.dataset} (run with --quant fp32 or --baseline train)`);
     }

@@ -67,3 +67,18 @@ export function qatFromCliOptions(options: QuantCliOptions): QuantPlan | null {
   }
   return { default: qconfigFor(quant, chosen) };
 }
+
+/**
+ * The QAT plan a training run's config describes: its stored `plan` (a `lowbit train --plan` run:
+ * the searched per-layer widths) or the plan of its `quant` / `estimator` options; null for fp32.
+ */
+export function qatPlanOfRunConfig(config: { quant?: unknown; estimator?: unknown; plan?: unknown }): QuantPlan | null {
+  if (config.plan !== undefined && config.plan !== null) {
+    if (typeof config.plan !== 'object' || Array.isArray(config.plan)) throw new Error(`the run config's plan must be a QuantPlan object, got ${JSON.stringify(config.plan).slice(0, 80)}`);
+    return config.plan as QuantPlan;
+  }
+  return qatFromCliOptions({
+    quant: (typeof config.quant === 'string' ? config.quant : 'fp32') as QuantChoice,
+    estimator: (typeof config.estimator === 'string' ? config.estimator : undefined) as EstimatorChoice | undefined,
+  });
+}
