@@ -8,7 +8,7 @@ import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
 import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
 import { convert, saveIntModel } from '../../runtime/index.ts';
-import { loadPlanFile } from '../../quant/search/plan.ts';
+import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
@@ -72,7 +72,7 @@ export const quantizeCommand = defineCommand({
     io.print('lowbit quantize');
     io.print(`  model      ${arch} from ${checkpoint}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
-    if (planFile?.assignment) io.print(`  plan       ${Object.entries(planFile.assignment).map(([layer, c]) => `${layer} w${c.w}a${c.a}`).join(', ')}`);
+    if (planFile?.assignment) io.print(`  plan       ${formatAssignment(planFile.assignment)}`);
     io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
       `${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);

@@ -10,7 +10,7 @@ import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.t
 import { defineCommand } from '../command.ts';
 import { UsageError } from '../args.ts';
 import { locateFloatRun } from '../float-run.ts';
-import { loadPlanFile } from '../../quant/search/plan.ts';
+import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
 import { calibrate } from '../../quant/ptq/index.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import {
@@ -118,7 +118,7 @@ export const trainCommand = defineCommand({
         `${quantPlan ? `, quantizer params at ${options.quantLrScale}x lr` : ''}`;
       const rows: [string, string][] = [
         ['model', `${options.model}, ${model.numParameters().toLocaleString('en-US')} parameters`],
-        ['quant', usePlan ? `plan ${options.plan}${planFile.assignment ? `: ${Object.entries(planFile.assignment).map(([layer, c]) => `${layer} w${c.w}a${c.a}`).join(', ')}` : ''}`
+        ['quant', usePlan ? `plan ${options.plan}${planFile.assignment ? `: ${formatAssignment(planFile.assignment)}` : ''}`
           : q === 'fp32' ? 'fp32 (none)' : `${q}, ${options.estimator ?? defaultEstimator(q)} estimator`],
         ['data', `${options.dataset}: ${trainSet.length} train / ${testSet.length} test samples, batch ${options.batchSize}`],
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],

@@ -125,6 +125,11 @@ export function assignmentFromPlan(model: Module, plan: QatTarget): BitAssignmen
   return out;
 }
 
+/** One line for people: 'conv1 w8a8, conv2 w3a8, ...' (per-channel widths show as their widest). */
+export function formatAssignment(assignment: BitAssignment): string {
+  return Object.entries(assignment).map(([layer, c]) => `${layer} w${c.w}a${c.a}`).join(', ');
+}
+
 /** What a plan file holds. */
 export interface PlanFile {
   readonly format: 'lowbit-plan';
