@@ -144,3 +144,33 @@ test('lowbit train --init RUN fine-tunes a float32 run at 4 bits and reports tha
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('lowbit train --resume continues a run from its checkpoint: bit-identical to training straight through', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
+  try {
+    // W4A4 LSQ (quantizer state in the checkpoint), no schedule: the lr does not depend on --epochs.
+    const quick = ['--limit', '256', '--test-limit', '64', '--schedule', 'none', '--baseline', 'none', '--no-progress'];
+    const straight = join(dir, 'straight');
+    const resumed = join(dir, 'resumed');
+    assert.equal(lowbit(['train', ...quick, '--epochs', '2', '--out', straight]).code, 0);
+    assert.equal(lowbit(['train', ...quick, '--epochs', '1', '--out', resumed]).code, 0);
+    const r = lowbit(['train', ...quick, '--epochs', '2', '--out', resumed, '--resume']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ +resume +from epoch 1 of /m);
+    assert.doesNotMatch(r.stdout, /^epoch 1\/2/m);
+    const a = loadCheckpoint(join(straight, 'checkpoint.safetensors'));
+    const b = loadCheckpoint(join(resumed, 'checkpoint.safetensors'));
+    assert.equal(b.epoch, 2);
+    for (const [name, t] of Object.entries(a.model)) assert.deepEqual(b.model[name]!.toArray(), t.toArray(), name);
+    assert.deepEqual((b.history as { stepLosses: number[] }).stepLosses, (a.history as { stepLosses: number[] }).stepLosses);
+
+    const other = lowbit(['train', ...quick, '--epochs', '3', '--out', resumed, '--resume', '--lr', '0.01']);
+    assert.equal(other.code, 2);
+    assert.match(other.stderr, /--resume: '.*' was trained with other settings: lr 0\.002 \(now 0\.01\)/);
+    const done = lowbit(['train', ...quick, '--epochs', '2', '--out', resumed, '--resume']);
+    assert.equal(done.code, 2);
+    assert.match(done.stderr, /already has 2 epochs; pass --epochs above 2/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -151,6 +151,28 @@ test('a NaN loss stops training before the step, keeps the weights and the last 
   }
 });
 
+test('initialEpoch + history resume a run: the same weights and losses as training straight through', () => {
+  const setup = () => {
+    manualSeed(0);
+    const model = mlp({ inputSize: 16, hidden: [8], numClasses: 3 });
+    return { model, loader: new DataLoader(toyDataset(40, 1), { batchSize: 10, shuffle: true, seed: 3 }), optimizer: new SGD(model.parameters(), { lr: 0.1, momentum: 0.9 }) };
+  };
+  const a = setup();
+  const straight = fit(a.model, { trainLoader: a.loader, optimizer: a.optimizer, epochs: 3, progress: false });
+  const b = setup();
+  const first = fit(b.model, { trainLoader: b.loader, optimizer: b.optimizer, epochs: 1, progress: false });
+  // Restore into fresh objects, as after a restart.
+  const c = setup();
+  c.model.loadStateDict(b.model.stateDict());
+  c.optimizer.loadStateDict(b.optimizer.stateDict());
+  c.loader.setEpoch(1);
+  const rest = fit(c.model, { trainLoader: c.loader, optimizer: c.optimizer, epochs: 3, initialEpoch: 1, history: first, progress: false });
+  assert.deepEqual(rest.stepLosses, straight.stepLosses);
+  assert.deepEqual(rest.epochs.map((e) => e.epoch), [1, 2, 3]);
+  for (const [name, t] of a.model.stateDict()) assert.deepEqual(c.model.stateDict().get(name)!.toArray(), t.toArray(), name);
+  assert.throws(() => fit(c.model, { trainLoader: c.loader, optimizer: c.optimizer, epochs: 3, initialEpoch: 4, progress: false }), /initialEpoch must be an integer in \[0, epochs\]/);
+});
+
 test('countCorrect takes the first maximum', () => {
   const logits = tensor([[1, 3, 3], [5, 0, 0], [0, 0, 1]]);
   assert.equal(countCorrect(logits, tensor([1, 0, 1], undefined, 'int32')), 2);

@@ -90,6 +90,13 @@ export interface FitOptions {
    */
   stopOnNonFinite?: boolean;
   /**
+   * Epochs already done (resuming a run, like Keras' initial_epoch): training runs epochs
+   * initialEpoch + 1 .. epochs. The caller restores the model, optimizer and scheduler state and
+   * the loader's epoch (`DataLoader.setEpoch`); `history` continues the earlier run's history.
+   */
+  initialEpoch?: number;
+  history?: History;
+  /**
    * Receives one summary line per epoch. Default: the progress stream when `progress` is on,
    * nothing otherwise.
    */
@@ -217,8 +224,10 @@ export function fit(model: TensorModule, options: FitOptions): History {
   if (!Number.isInteger(every) || every < 1) throw new Error(`fit: checkpoint.every must be a positive integer, got ${every}`);
   if (options.seed !== undefined) manualSeed(options.seed);
 
-  const history: History = { epochs: [], stepLosses: [] };
-  for (let epoch = 1; epoch <= epochs; epoch++) {
+  const initialEpoch = options.initialEpoch ?? 0;
+  if (!Number.isInteger(initialEpoch) || initialEpoch < 0 || initialEpoch > epochs) throw new Error(`fit: initialEpoch must be an integer in [0, epochs], got ${initialEpoch}`);
+  const history: History = { epochs: [...(options.history?.epochs ?? [])], stepLosses: [...(options.history?.stepLosses ?? [])] };
+  for (let epoch = initialEpoch + 1; epoch <= epochs; epoch++) {
     const lr = optimizer.lr;
     model.train();
     const steps = trainLoader.length;

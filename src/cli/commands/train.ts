@@ -3,9 +3,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
-import { Adam, AdamW, CosineAnnealingLR, OPTIMIZER_NAMES, SGD, StepLR, type OptimizerName } from '../../optim/index.ts';
+import { Adam, AdamW, CosineAnnealingLR, OPTIMIZER_NAMES, SGD, StepLR, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
-import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
+import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler, type History, type StateTensors } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { defineCommand } from '../command.ts';
 import { UsageError } from '../args.ts';
@@ -64,6 +64,7 @@ export const trainCommand = defineCommand({
     quantLrScale: { type: 'number', positive: true, default: 0.1, help: 'LR multiplier of quantizer parameters (LSQ steps, PACT clips)' },
     baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run' },
     init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
+    resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint (same settings; --epochs may grow)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'with --init: per-layer bit widths from a plan file (lowbit search) instead of --quant, calibrated on the float weights, then fine-tuned' },
   },
   run(options, io) {
@@ -113,6 +114,14 @@ export const trainCommand = defineCommand({
       else if (options.schedule === 'step') scheduler = new StepLR(optimizer, { stepSize: Math.max(1, Math.round(options.epochs / 3)), gamma: 0.1 });
 
       const config = { ...options, quant: q, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
+      // --resume: the run's last checkpoint, taken with the same settings (only --epochs may differ).
+      const resumed = options.resume && q === quant ? resumeState(join(out, 'checkpoint.safetensors'), config, options.epochs) : null;
+      if (resumed) {
+        model.loadStateDict(resumed.model);
+        optimizer.loadStateDict(resumed.optimizer);
+        for (let e = 0; e < resumed.epoch; e++) scheduler?.step();
+        trainLoader.setEpoch(resumed.epoch);
+      }
       const optimizerText = `${options.optimizer} lr ${lr}${options.optimizer === 'sgd' ? ` momentum ${options.momentum}` : ''}` +
         `${options.weightDecay > 0 ? ` weight decay ${options.weightDecay}` : ''}, ${options.schedule} schedule` +
         `${quantPlan ? `, quantizer params at ${options.quantLrScale}x lr` : ''}`;
@@ -124,12 +133,13 @@ export const trainCommand = defineCommand({
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
         ['backend', describeBackend(backend)],
         ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
+        ...(resumed ? [['resume', `from epoch ${resumed.epoch} of ${join(out, 'checkpoint.safetensors')}`] as [string, string]] : []),
         ['output', out],
       ];
       io.print(`lowbit train`);
       for (const [k, v] of rows) io.print(`  ${k.padEnd(9)}  ${v}`);
       if (quantPlan) io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
-      if (quantPlan) setQuantProgress(model, 0, options.epochs);
+      if (quantPlan) setQuantProgress(model, resumed?.epoch ?? 0, options.epochs);
 
       makeDirs(out);
       const checkpointPath = join(out, 'checkpoint.safetensors');
@@ -140,6 +150,7 @@ export const trainCommand = defineCommand({
         optimizer,
         scheduler,
         epochs: options.epochs,
+        ...(resumed ? { initialEpoch: resumed.epoch, history: resumed.history } : {}),
         progress: options.progress,
         progressStream: io.stderr,
         checkpoint: { path: checkpointPath },
@@ -188,6 +199,23 @@ export const trainCommand = defineCommand({
     }
   },
 });
+
+/** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
+const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init'] as const;
+
+/** The state to continue from: the checkpoint at `path`, checked against this run's `config`. */
+function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History } {
+  if (!existsSync(path)) throw new UsageError(`--resume: no checkpoint at '${path}' (pass the --out of the run to continue)`, 'train');
+  const ck = loadCheckpoint(path);
+  const saved = (ck.config ?? {}) as Record<string, unknown>;
+  const differ = RESUME_KEYS.filter((k) => JSON.stringify(saved[k] ?? null) !== JSON.stringify(config[k] ?? null));
+  if (differ.length > 0) throw new UsageError(`--resume: '${path}' was trained with other settings: ${differ.map((k) => `${k} ${JSON.stringify(saved[k] ?? null)} (now ${JSON.stringify(config[k] ?? null)})`).join(', ')}`, 'train');
+  if (ck.epoch >= epochs) throw new UsageError(`--resume: '${path}' already has ${ck.epoch} epochs; pass --epochs above ${ck.epoch} to train on`, 'train');
+  if (ck.optimizer === null || typeof ck.optimizer !== 'object') throw new Error(`--resume: '${path}' holds no optimizer state`);
+  const history = ck.history as History | undefined;
+  if (!history || !Array.isArray(history.epochs) || !Array.isArray(history.stepLosses)) throw new Error(`--resume: '${path}' holds no training history`);
+  return { model: ck.model, optimizer: ck.optimizer as OptimizerStateDict, epoch: ck.epoch, history };
+}
 
 interface Baseline {
   accuracy: number;
