@@ -185,7 +185,8 @@ export const trainCommand = defineCommand({
     const result = trainOnce(quant);
     if (quant !== 'fp32' && options.baseline === 'stored') {
       baseline = storedBaseline(options.model, options.dataset, init ? dirname(init.checkpoint) : outFor('fp32'));
-      const sameRecipe = baseline?.epochs === options.epochs && options.limit === undefined && options.testLimit === undefined;
+      // With --init the baseline is the very run this one starts from: no recipe to compare.
+      const sameRecipe = init !== null || (baseline?.epochs === options.epochs && options.limit === undefined && options.testLimit === undefined);
       if (baseline && !sameRecipe) baseline = { ...baseline, source: `${baseline.source}; not the same recipe as this run` };
     }
     if (result.accuracy === null) return;
