@@ -25,6 +25,7 @@
 #include "amx.h"
 #include "intgemm.h"
 #include "intmodel.h"
+#include "optim.h"
 #include "scratch.h"
 #include "pool.h"
 #include "tensorops.h"
@@ -114,6 +115,49 @@ Napi::Value RunProbe(const Napi::CallbackInfo& info, double (*probe)(int, double
 }
 Napi::Value FmaPeak(const Napi::CallbackInfo& info) { return RunProbe(info, lowbit::fmaPeakGflops); }
 Napi::Value LoadFedPeak(const Napi::CallbackInfo& info) { return RunProbe(info, lowbit::loadFedFmaGflops); }
+
+// ---------------------------------------------------------------- optimizers
+// Reads `count` numbers starting at argument i.
+bool argNumbers(const Napi::CallbackInfo& info, size_t i, double* out, size_t count) {
+  for (size_t k = 0; k < count; k++) {
+    if (i + k >= info.Length() || !info[i + k].IsNumber()) return fail(info.Env(), "argument " + std::to_string(i + k) + " must be a number");
+    out[k] = info[i + k].As<Napi::Number>().DoubleValue();
+  }
+  return true;
+}
+
+// sgdMomentumStep(w, g, buf, lr, momentum, keep, weightDecay, sign, first, nesterov): in place
+Napi::Value SgdMomentumStep(const Napi::CallbackInfo& info) {
+  F32 w, g, buf;
+  double h[5];
+  if (!argF32(info, 0, &w) || !argF32(info, 1, &g) || !argF32(info, 2, &buf) || !argNumbers(info, 3, h, 5)) return info.Env().Undefined();
+  if (g.length != w.length || buf.length != w.length) {
+    fail(info.Env(), "sgdMomentumStep: w, g and buf must have one length");
+    return info.Env().Undefined();
+  }
+  const bool first = info.Length() > 8 && info[8].ToBoolean().Value();
+  const bool nesterov = info.Length() > 9 && info[9].ToBoolean().Value();
+  lowbit::sgdMomentumStep(w.data, g.data, buf.data, static_cast<int64_t>(w.length), h[0], h[1], h[2], h[3], h[4], first, nesterov);
+  return info.Env().Undefined();
+}
+
+// adamStep(w, g, m, v, vMax | null, beta1, beta2, l2, decay, stepSize, bias2Sqrt, eps, sign): in place
+Napi::Value AdamStep(const Napi::CallbackInfo& info) {
+  F32 w, g, m, v, vMax;
+  double h[8];
+  const bool amsgrad = info.Length() > 4 && !info[4].IsNull() && !info[4].IsUndefined();
+  if (!argF32(info, 0, &w) || !argF32(info, 1, &g) || !argF32(info, 2, &m) || !argF32(info, 3, &v) ||
+      (amsgrad && !argF32(info, 4, &vMax)) || !argNumbers(info, 5, h, 8)) {
+    return info.Env().Undefined();
+  }
+  if (g.length != w.length || m.length != w.length || v.length != w.length || (amsgrad && vMax.length != w.length)) {
+    fail(info.Env(), "adamStep: w, g, m, v (and vMax) must have one length");
+    return info.Env().Undefined();
+  }
+  lowbit::adamStep(w.data, g.data, m.data, v.data, amsgrad ? vMax.data : nullptr, static_cast<int64_t>(w.length), h[0], h[1], h[2], h[3],
+                   h[4], h[5], h[6], h[7]);
+  return info.Env().Undefined();
+}
 
 // ---------------------------------------------------------------- sgemm
 // sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, batch, strideA, strideB, strideC)
@@ -1197,6 +1241,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   exports.Set("loadFedPeak", Napi::Function::New(env, LoadFedPeak));
+  exports.Set("sgdMomentumStep", Napi::Function::New(env, SgdMomentumStep));
+  exports.Set("adamStep", Napi::Function::New(env, AdamStep));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv<ConvKind::Forward>));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));

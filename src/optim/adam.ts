@@ -1,6 +1,7 @@
 import type { Tensor } from '../tensor/index.ts';
 import type { TypedArray } from '../backend/primitives.ts';
 import { checkNonNegative, Optimizer, zerosLikeData, type ParamGroup, type ParamsInput, type ParamState } from './optimizer.ts';
+import { nativeSteps } from './native-steps.ts';
 
 /** Adam / AdamW hyperparameters (PyTorch's names). */
 export interface AdamHyper {
@@ -65,6 +66,11 @@ export class Adam extends Optimizer<AdamHyper, AdamState> {
         const v = state.expAvgSq;
         const vMax = amsgrad ? state.maxExpAvgSq! : v;
         const n = w.length;
+        const native = nativeSteps(w, g, m, v, amsgrad ? vMax : null);
+        if (native) {
+          native.adamStep(w as Float32Array, g as Float32Array, m as Float32Array, v as Float32Array, amsgrad ? (vMax as Float32Array) : null, beta1, beta2, l2, decay, stepSize, bias2Sqrt, eps, sign);
+          continue;
+        }
         for (let i = 0; i < n; i++) {
           const theta = w[i]!;
           const gi = sign * g[i]! + l2 * theta;

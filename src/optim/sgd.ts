@@ -1,6 +1,7 @@
 import type { Tensor } from '../tensor/index.ts';
 import type { TypedArray } from '../backend/primitives.ts';
 import { checkNonNegative, Optimizer, zerosLikeData, type ParamGroup, type ParamsInput, type ParamState } from './optimizer.ts';
+import { nativeSteps } from './native-steps.ts';
 
 /** SGD hyperparameters (PyTorch's names and defaults). */
 export interface SgdHyper {
@@ -67,6 +68,11 @@ export class SGD extends Optimizer<SgdHyper, SgdState> {
         const buf = state.momentumBuffer ?? zerosLikeData(p);
         state.momentumBuffer = buf;
         const keep = 1 - dampening;
+        const native = nativeSteps(w, g, buf);
+        if (native) {
+          native.sgdMomentumStep(w as Float32Array, g as Float32Array, buf as Float32Array, lr, momentum, keep, weightDecay, sign, first, nesterov);
+          continue;
+        }
         for (let i = 0; i < n; i++) {
           const d = sign * g[i]! + weightDecay * w[i]!;
           const b = first ? d : momentum * buf[i]! + keep * d;

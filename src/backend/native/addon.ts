@@ -12,6 +12,10 @@ export interface NativeAddon {
   fmaPeak(threads: number, seconds?: number): number;
   /** The FMA probe with the SGEMM micro-kernel's loads per step (panels in L1, no C traffic); 0 on the scalar ISA. */
   loadFedPeak(threads: number, seconds?: number): number;
+  /** SGD-with-momentum step in place, per element in double precision as src/optim/sgd.ts. */
+  sgdMomentumStep(w: Float32Array, g: Float32Array, buf: Float32Array, lr: number, momentum: number, keep: number, weightDecay: number, sign: number, first: boolean, nesterov: boolean): void;
+  /** Adam/AdamW step in place (vMax null: no AMSGrad), per element in double precision as src/optim/adam.ts. */
+  adamStep(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, vMax: Float32Array | null, beta1: number, beta2: number, l2: number, decay: number, stepSize: number, bias2Sqrt: number, eps: number, sign: number): void;
   /** Batched C = op(A)·op(B) + beta·C (row-major, leading dimensions in elements). */
   sgemm(
     transA: boolean, transB: boolean, m: number, n: number, k: number,
