@@ -1,9 +1,13 @@
 /**
  * Training throughput (samples/s): LeNet-5 at batch 64 and MLP 784-512-512-10 at batch 128, SGD
- * with momentum, on every lowbit backend and on PyTorch (same models, batches, optimizer).
+ * with momentum, on every lowbit backend and on PyTorch (same models, batches, optimizer). The
+ * process runs with the GC policy of a lowbit training job (`preferThroughputGc`, as
+ * `lowbit train` and the epoch-time section): without it V8's incremental marking keeps starting
+ * on the steps' short-lived buffers and competes with the pool's second thread.
  */
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { preferThroughputGc } from '../../src/train/gc.ts';
 import { MODEL_LABEL, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, nativeMissingReason, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
@@ -12,6 +16,7 @@ const CASES: readonly { model: BenchModel; batch: number }[] = [
 ];
 
 async function run(ctx: SectionContext): Promise<SectionOutput> {
+  preferThroughputGc();
   const measurements: Measurement[] = [];
   const notes: string[] = [];
   const backends = benchBackends();
@@ -48,6 +53,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       measurements.push(measured({ ...tbase, details: { stepsPerRepeat: t.json.steps, data: t.json.data, blas: t.json.blas } }, repeatsOf(t.json)));
     } else measurements.push(skippedMeasurement(tbase, t.reason));
   }
+  notes.push('lowbit runs with the GC policy of its training jobs (`preferThroughputGc()`: no incremental marking), as `lowbit train` does.');
   notes.push(`Each step: forward, softmax cross-entropy, backward, SGD step (lr ${SGD_CONFIG.lr}, momentum ${SGD_CONFIG.momentum}), zero grad, loss read back. Steps per repeat are calibrated to ~${ctx.targetSeconds} s; samples/s = steps × batch / time.`);
   notes.push(`lowbit data: ${source}, 8 batches cycled. PyTorch data: ${torchData || 'n/a'} (8 batches cycled) — fp32 throughput does not depend on pixel values.`);
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}. Linear layers go through that BLAS; convolutions through oneDNN.`);
