@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { isDatasetName, type DatasetName } from '../data/index.ts';
 import { isModelName, MODEL_NAMES, type ModelName } from '../nn/index.ts';
 import { readTextLimited } from '../format/index.ts';
-import { loadCheckpoint } from '../train/checkpoint.ts';
+import { loadCheckpoint, type LoadedCheckpoint, type StateTensors } from '../train/checkpoint.ts';
 import { UsageError } from './args.ts';
 
 export interface FloatRun {
@@ -14,6 +14,8 @@ export interface FloatRun {
   config: Record<string, unknown>;
   arch: ModelName;
   dataset: DatasetName;
+  /** The checkpoint's model tensors, read at most once (the config fallback may have read them already). */
+  weights(): StateTensors;
 }
 
 /**
@@ -33,6 +35,8 @@ export function locateFloatRun(
   if (!existsSync(path)) throw usage(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
   const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
   if (!existsSync(checkpoint)) throw usage(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
+  let loaded: LoadedCheckpoint | undefined;
+  const read = (): LoadedCheckpoint => (loaded ??= loadCheckpoint(checkpoint));
   const metricsPath = join(dirname(checkpoint), 'metrics.json');
   let config: Record<string, unknown> = {};
   if (existsSync(metricsPath)) {
@@ -43,7 +47,7 @@ export function locateFloatRun(
     }
   } else {
     // A checkpoint moved away from its run directory still carries the run's config.
-    const stored = loadCheckpoint(checkpoint).config;
+    const stored = read().config;
     if (stored !== null && typeof stored === 'object' && !Array.isArray(stored)) config = stored as Record<string, unknown>;
   }
   if (typeof config.quant === 'string' && config.quant !== 'fp32') {
@@ -55,5 +59,5 @@ export function locateFloatRun(
     throw usage(`--arch is required: ${why} (known: ${MODEL_NAMES.join(', ')})`);
   }
   const dataset = overrides.dataset ?? (isDatasetName(String(config.dataset)) ? (config.dataset as DatasetName) : 'mnist');
-  return { checkpoint, config, arch, dataset };
+  return { checkpoint, config, arch, dataset, weights: () => read().model };
 }

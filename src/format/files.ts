@@ -22,15 +22,9 @@ function errorCode(e: unknown): string | undefined {
 export function makeDirs(dir: string): void {
   const missing: string[] = [];
   for (let cur = resolve(dir); ; ) {
-    let isDir: boolean | undefined;
-    try {
-      isDir = statSync(cur).isDirectory();
-    } catch (e) {
-      const code = errorCode(e);  // ENOTDIR: a file further up, reported when the walk reaches it
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new Error(`cannot create directory '${dir}': ${(e as Error).message}`);
-    }
-    if (isDir === true) break;
-    if (isDir === false) throw new Error(`cannot create directory '${dir}': '${cur}' exists and is not a directory`);
+    const kind = kindOf(cur, dir);
+    if (kind === 'directory') break;
+    if (kind === 'other') throw new Error(`cannot create directory '${dir}': '${cur}' exists and is not a directory`);
     missing.push(cur);
     const parent = dirname(cur);
     if (parent === cur) break;
@@ -40,17 +34,20 @@ export function makeDirs(dir: string): void {
     try {
       mkdirSync(d);
     } catch (e) {
-      if (errorCode(e) === 'EEXIST' && isDirectory(d)) continue;  // made by someone else meanwhile
+      if (errorCode(e) === 'EEXIST' && kindOf(d, dir) === 'directory') continue;  // made by someone else meanwhile
       throw new Error(`cannot create directory '${dir}': ${(e as Error).message}`);
     }
   }
 }
 
-function isDirectory(path: string): boolean {
+/** What is at `path`: ENOENT and ENOTDIR (a file further up, reported when the walk reaches it) are 'missing'. */
+function kindOf(path: string, dir: string): 'directory' | 'other' | 'missing' {
   try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
+    return statSync(path).isDirectory() ? 'directory' : 'other';
+  } catch (e) {
+    const code = errorCode(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
+    throw new Error(`cannot create directory '${dir}': ${(e as Error).message}`);
   }
 }
 

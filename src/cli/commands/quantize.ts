@@ -2,7 +2,7 @@ import { dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
-import { loadCheckpoint, saveCheckpoint } from '../../train/checkpoint.ts';
+import { saveCheckpoint } from '../../train/checkpoint.ts';
 import { makeDirs, writeFileAtomic } from '../../format/index.ts';
 import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
 import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
@@ -49,7 +49,7 @@ export const quantizeCommand = defineCommand({
   },
   run(options, io) {
     useBackend(options.backend);
-    const { checkpoint, config, arch, dataset } = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
+    const { checkpoint, config, arch, dataset, weights: runWeights } = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
     // A searched plan: its per-layer bit widths replace --bits.
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
@@ -62,7 +62,7 @@ export const quantizeCommand = defineCommand({
     const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
     const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, normalize });
     const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
-    const weights = loadCheckpoint(checkpoint).model;  // read once; loadStateDict copies into each model
+    const weights = runWeights();  // read once; loadStateDict copies into each model
     const build = () => {
       const model = createModel(arch, { numClasses: trainSet.numClasses });
       model.loadStateDict(weights);

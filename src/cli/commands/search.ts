@@ -4,7 +4,6 @@ import { subset } from '../../data/dataset.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluate } from '../../train/index.ts';
-import { loadCheckpoint } from '../../train/checkpoint.ts';
 import { ProgressBar } from '../../train/progress.ts';
 import { costModel, COST_MODEL_NAMES, evaluateAssignmentSync, type CostModel, type LatencyContext, type SearchData } from '../../quant/search/index.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
@@ -112,7 +111,7 @@ export const searchCommand = defineCommand({
     }
     const aBits = parseBitList(options.abits, 'abits', 2);
     useBackend(options.backend);
-    const { checkpoint, config, arch, dataset } = locateFloatRun(options.model, options, 'search', 'the search');
+    const { checkpoint, config, arch, dataset, weights: runWeights } = locateFloatRun(options.model, options, 'search', 'the search');
     const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgetTag(budget)}`);
     makeDirs(out);  // before the search: an unusable --out fails now, not after the work
 
@@ -130,7 +129,7 @@ export const searchCommand = defineCommand({
       train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, normalize }),
     };
     const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, normalize }) };
-    const weights = loadCheckpoint(checkpoint).model;  // read once; loadStateDict copies into each model
+    const weights = runWeights();  // read once; loadStateDict copies into each model
     const build = (): TensorModule => {
       const model = createModel(arch, { numClasses: trainSet.numClasses });
       model.loadStateDict(weights);

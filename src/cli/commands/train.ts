@@ -97,7 +97,7 @@ export const trainCommand = defineCommand({
       const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
       manualSeed(options.seed);
       const model = createModel(options.model, { numClasses: trainSet.numClasses });
-      if (init) model.loadStateDict(loadCheckpoint(init.checkpoint).model);
+      if (init) model.loadStateDict(init.weights());
       const usePlan = planFile !== null && q === quant;
       const quantPlan = usePlan ? planFile.plan : qatFromCliOptions({ quant: q, estimator: q === 'fp32' ? undefined : options.estimator });
       // A searched plan holds calibrated ('static') quantizers: calibrate them on the float weights
