@@ -443,6 +443,7 @@ describe('native backend vs reference', { skip }, () => {
     [3, 4, 9, 8, 6, 3, 3, [1, 1], [2, 1], [2, 1], 2], // stride 1: the wide path with groups, dilation, padding
     [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1], // rows longer than one vector, 9 output channels
     [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2], // 28 channels per group in the lanes (second block masked)
+    [2, 24, 7, 6, 10, 3, 3, [1, 1], [1, 1], [1, 1], 2], // backward in x by tap-major tiles, 12 channels per group in two blocks
   ];
 
   it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
