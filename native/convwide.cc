@@ -67,6 +67,23 @@ LOWBIT_TARGET_AVX512 void padInto(const ConvGeom& g, const Layout& l, const floa
   }
 }
 
+// Lays dy (O planes of OH x OW) of one sample out in wide rows: plane o at dst + o * ldy, row oh
+// at oh * Wp, columns OW..Wp-1 zero (they meet real input pixels). Short rows: one masked vector
+// copy per 16 columns instead of a memcpy and a memset call per row.
+LOWBIT_TARGET_AVX512 void wideRowsInto(const ConvGeom& g, const Layout& l, const float* dyn, float* dst, int64_t ldy) {
+  for (int64_t o = 0; o < g.O; o++) {
+    for (int64_t oh = 0; oh < g.OH; oh++) {
+      const float* src = dyn + (o * g.OH + oh) * g.OW;
+      float* row = dst + o * ldy + oh * l.Wp;
+      const int64_t width = oh + 1 < g.OH ? l.Wp : g.OW;  // the last row ends the plane
+      for (int64_t w = 0; w < width; w += 16) {
+        const __mmask16 keep = tailMask(width - w), real = tailMask(g.OW - w);
+        _mm512_mask_storeu_ps(row + w, keep, _mm512_maskz_loadu_ps(real, src + w));
+      }
+    }
+  }
+}
+
 // The start of an R x (16 V) register tile at column j0 of N: the lane masks of its V vectors
 // (left = N - j0 columns remain) and zeroed accumulators.
 template <int R, int V>
@@ -79,33 +96,54 @@ LOWBIT_TARGET_AVX512 __attribute__((always_inline)) inline void startTile(int64_
     for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
 }
 
+// Vector load / store: plain when the whole tile is inside the row (Full), else with the lane mask
+// (masked accesses in the hot loops of full tiles cost ~10 % of these kernels' time).
+template <bool Full>
+LOWBIT_TARGET_AVX512 __attribute__((always_inline)) inline __m512 loadLanes(__mmask16 m, const float* p) {
+  if constexpr (Full) return _mm512_loadu_ps(p);
+  return _mm512_maskz_loadu_ps(m, p);
+}
+template <bool Full>
+LOWBIT_TARGET_AVX512 __attribute__((always_inline)) inline void storeLanes(float* p, __mmask16 m, __m512 v) {
+  if constexpr (Full) return _mm512_storeu_ps(p, v);
+  _mm512_mask_storeu_ps(p, m, v);
+}
+
 // ---------------------------------------------------------------- forward tiles
+// One R x 16V chunk of wideTile at column j0.
+template <int R, int V, bool Full>
+LOWBIT_TARGET_AVX512 __attribute__((always_inline)) inline void wideChunk(int64_t N, int64_t j0, int64_t K, const float* a,
+                                                                        int64_t lda, const float* b, const int64_t* koff,
+                                                                        float* c, int64_t ldc) {
+  __mmask16 m[V];
+  __m512 acc[R][V];
+  startTile<R, V>(N - j0, m, acc);
+  const float* bj = b + j0;
+  for (int64_t k = 0; k < K; k++) {
+    const float* bk = bj + koff[k];
+    __m512 bv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) bv[v] = loadLanes<Full>(m[v], bk + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) storeLanes<Full>(c + r * ldc + j0 + 16 * v, m[v], acc[r][v]);
+}
+
 // c (R, N) with row stride ldc = a (R, K) (row stride lda) . B, B row k = b + koff[k].
 template <int R, int V>
 LOWBIT_TARGET_AVX512 void wideTile(int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
                                    const int64_t* koff, float* c, int64_t ldc) {
-  for (int64_t j0 = 0; j0 < N; j0 += 16 * V) {
-    __mmask16 m[V];
-    __m512 acc[R][V];
-    startTile<R, V>(N - j0, m, acc);
-    const float* bj = b + j0;
-    for (int64_t k = 0; k < K; k++) {
-      const float* bk = bj + koff[k];
-      __m512 bv[V];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; v++) bv[v] = _mm512_maskz_loadu_ps(m[v], bk + 16 * v);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; r++) {
-        const __m512 av = _mm512_set1_ps(a[r * lda + k]);
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-      for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(c + r * ldc + j0 + 16 * v, m[v], acc[r][v]);
-  }
+  int64_t j0 = 0;
+  for (; j0 + 16 * V <= N; j0 += 16 * V) wideChunk<R, V, true>(N, j0, K, a, lda, b, koff, c, ldc);
+  if (j0 < N) wideChunk<R, V, false>(N, j0, K, a, lda, b, koff, c, ldc);
 }
 
 using WideTileFn = void (*)(int64_t, int64_t, const float*, int64_t, const float*, const int64_t*, float*, int64_t);
@@ -505,7 +543,19 @@ LOWBIT_TARGET_AVX512 void dotTile(int64_t samples, int64_t N, const float* a, in
     const float* bj[RJ];
 #pragma GCC unroll 6
     for (int j = 0; j < RJ; j++) bj[j] = b + koff[j];
-    for (int64_t p = 0; p < N; p += 16) {
+    int64_t p = 0;
+    for (; p + 16 <= N; p += 16) {
+      __m512 bv[RJ];
+#pragma GCC unroll 6
+      for (int j = 0; j < RJ; j++) bv[j] = _mm512_loadu_ps(bj[j] + p);
+#pragma GCC unroll 8
+      for (int i = 0; i < RI; i++) {
+        const __m512 av = _mm512_loadu_ps(a + i * lda + p);
+#pragma GCC unroll 6
+        for (int j = 0; j < RJ; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+      }
+    }
+    if (p < N) {
       const __mmask16 m = tailMask(N - p);
       __m512 bv[RJ];
 #pragma GCC unroll 6
@@ -550,7 +600,9 @@ void convWideBackwardWeight(const ConvGeom& g, const float* x, const float* dy, 
   const bool padded = g.ph != 0 || g.pw != 0;
   const int64_t weightSize = g.O * l.R;
   const int64_t xSample = padded ? g.C * l.plane : g.C * g.H * g.W;
-  const int64_t dySample = g.O * l.Nw;  // wide dy rows of one sample
+  // Wide dy rows of one sample, each padded to whole vectors so that every load of dy is aligned.
+  const int64_t ldy = (l.Nw + 15) / 16 * 16;
+  const int64_t dySample = g.O * ldy;
   // Samples staged at a time: what stays in L1 (~32 KB) while every tile sweeps it.
   const int64_t chunk = std::max<int64_t>(1, (int64_t{8} << 10) / (dySample + xSample));
   const double work = 2.0 * static_cast<double>(weightSize * g.OH * g.OW) * static_cast<double>(g.N);
@@ -563,8 +615,8 @@ void convWideBackwardWeight(const ConvGeom& g, const float* x, const float* dy, 
     const float *x, *dy;
     float *dw, *partials;
     bool padded;
-    int64_t weightSize, xSample, dySample, chunk;
-  } ctx{&g, &l, x, dy, dw, partials.data(), padded, weightSize, xSample, dySample, chunk};
+    int64_t weightSize, xSample, dySample, ldy, chunk;
+  } ctx{&g, &l, x, dy, dw, partials.data(), padded, weightSize, xSample, dySample, ldy, chunk};
   auto task = [](void* raw, int t, int nt) {
     const Ctx& c = *static_cast<Ctx*>(raw);
     const ConvGeom& g = *c.g;
@@ -579,21 +631,13 @@ void convWideBackwardWeight(const ConvGeom& g, const float* x, const float* dy, 
     const int64_t chunk = std::min(c.chunk, std::max<int64_t>(1, n1 - n0));
     float* stageX = c.padded ? tStageX.get(static_cast<size_t>(chunk * c.xSample)) : nullptr;
     if (c.padded) std::memset(stageX, 0, static_cast<size_t>(chunk * c.xSample) * sizeof(float));
-    float* stageDy = tStageDy.get(static_cast<size_t>(chunk * c.dySample));
+    float* stageDy = tStageDy.get(static_cast<size_t>(chunk * c.dySample + 16));
+    stageDy += cacheLinePad(stageDy) / sizeof(float);
     for (int64_t s0 = n0; s0 < n1; s0 += chunk) {
       const int64_t count = std::min(chunk, n1 - s0);
       for (int64_t s = 0; s < count; s++) {
         if (c.padded) padInto(g, l, c.x + (s0 + s) * g.C * g.H * g.W, stageX + s * c.xSample);
-        // dy in wide rows: columns OW..Wp-1 zero (they meet real input pixels in B).
-        const float* dyn = c.dy + (s0 + s) * g.O * g.OH * g.OW;
-        float* dst = stageDy + s * c.dySample;
-        for (int64_t o = 0; o < g.O; o++) {
-          for (int64_t oh = 0; oh < g.OH; oh++) {
-            float* row = dst + o * l.Nw + oh * l.Wp;
-            std::memcpy(row, dyn + (o * g.OH + oh) * g.OW, static_cast<size_t>(g.OW) * sizeof(float));
-            if (oh + 1 < g.OH) std::memset(row + g.OW, 0, static_cast<size_t>(l.Wp - g.OW) * sizeof(float));
-          }
-        }
+        wideRowsInto(g, l, c.dy + (s0 + s) * g.O * g.OH * g.OW, stageDy + s * c.dySample, c.ldy);
       }
       const float* xBase = c.padded ? stageX : c.x + s0 * g.C * g.H * g.W;
       // Sweep the tiles over sub-chunks of samples whose staged data stays in L1 (~32 KB).
@@ -607,7 +651,7 @@ void convWideBackwardWeight(const ConvGeom& g, const float* x, const float* dy, 
             for (int64_t j0 = 0; j0 < l.R; j0 += tc) {
               const int rj = static_cast<int>(std::min<int64_t>(tc, l.R - j0));
               float* tileLanes = lanes + ((gr * l.Og + i0) * l.R + j0 * ri) * 16;
-              kDotTiles[ri - 1][rj - 1](subCount, l.Nw, stageDy + s1 * c.dySample + (gr * l.Og + i0) * l.Nw, l.Nw,
+              kDotTiles[ri - 1][rj - 1](subCount, l.Nw, stageDy + s1 * c.dySample + (gr * l.Og + i0) * c.ldy, c.ldy,
                                         c.dySample, xBase + s1 * c.xSample + gr * l.Cg * (c.padded ? l.plane : g.H * g.W),
                                         c.xSample, l.koff.data() + j0, tileLanes);
             }
@@ -645,35 +689,39 @@ namespace {
 // For taps k0..k0+R-1 (a = w + k0, a[r + o * lda] = w[o][k0 + r]) and wide pixels of dy (rows of
 // Og, row stride ldy): dcol (R, N) = a^T . dy, added straight from registers into
 // dst + koff[r] + p (the col2im scatter, on contiguous vectors).
+template <int R, int V, bool Full>
+LOWBIT_TARGET_AVX512 __attribute__((always_inline)) inline void scatterChunk(int64_t N, int64_t j0, int64_t Og, const float* a,
+                                                                           int64_t lda, const float* dyw, int64_t ldy,
+                                                                           const int64_t* koff, float* dst) {
+  __mmask16 m[V];
+  __m512 acc[R][V];
+  startTile<R, V>(N - j0, m, acc);
+  for (int64_t o = 0; o < Og; o++) {
+    const float* row = dyw + o * ldy + j0;
+    __m512 bv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) bv[v] = loadLanes<Full>(m[v], row + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(a[r + o * lda]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++) {
+    float* d = dst + koff[r] + j0;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) storeLanes<Full>(d + 16 * v, m[v], _mm512_add_ps(loadLanes<Full>(m[v], d + 16 * v), acc[r][v]));
+  }
+}
+
 template <int R, int V>
 LOWBIT_TARGET_AVX512 void scatterTile(int64_t N, int64_t Og, const float* a, int64_t lda, const float* dyw, int64_t ldy,
                                       const int64_t* koff, float* dst) {
-  for (int64_t j0 = 0; j0 < N; j0 += 16 * V) {
-    __mmask16 m[V];
-    __m512 acc[R][V];
-    startTile<R, V>(N - j0, m, acc);
-    for (int64_t o = 0; o < Og; o++) {
-      const float* row = dyw + o * ldy + j0;
-      __m512 bv[V];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; v++) bv[v] = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; r++) {
-        const __m512 av = _mm512_set1_ps(a[r + o * lda]);
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      float* d = dst + koff[r] + j0;
-#pragma GCC unroll 4
-      for (int v = 0; v < V; v++) {
-        const __m512 prev = _mm512_maskz_loadu_ps(m[v], d + 16 * v);
-        _mm512_mask_storeu_ps(d + 16 * v, m[v], _mm512_add_ps(prev, acc[r][v]));
-      }
-    }
-  }
+  int64_t j0 = 0;
+  for (; j0 + 16 * V <= N; j0 += 16 * V) scatterChunk<R, V, true>(N, j0, Og, a, lda, dyw, ldy, koff, dst);
+  if (j0 < N) scatterChunk<R, V, false>(N, j0, Og, a, lda, dyw, ldy, koff, dst);
 }
 
 using ScatterTileFn = void (*)(int64_t, int64_t, const float*, int64_t, const float*, int64_t, const int64_t*, float*);
@@ -726,14 +774,7 @@ void convWideBackwardInput(const ConvGeom& g, const float* dy, const float* w, f
     float* pad = padded ? tDxPadded.get(static_cast<size_t>(g.C * l.plane)) : nullptr;
     for (int64_t n = n0; n < n1; n++) {
       // dy in wide rows, junk columns zero (they would scatter into real pixels).
-      const float* dyn = dy + n * g.O * g.OH * g.OW;
-      for (int64_t o = 0; o < g.O; o++) {
-        for (int64_t oh = 0; oh < g.OH; oh++) {
-          float* row = dyw + o * l.Nw + oh * l.Wp;
-          std::memcpy(row, dyn + (o * g.OH + oh) * g.OW, static_cast<size_t>(g.OW) * sizeof(float));
-          if (oh + 1 < g.OH) std::memset(row + g.OW, 0, static_cast<size_t>(l.Wp - g.OW) * sizeof(float));
-        }
-      }
+      wideRowsInto(g, l, dy + n * g.O * g.OH * g.OW, dyw, l.Nw);
       float* dxn = dx + n * g.C * g.H * g.W;
       float* target = padded ? pad : dxn;
       std::memset(target, 0, static_cast<size_t>(g.C * (padded ? l.plane : g.H * g.W)) * sizeof(float));
