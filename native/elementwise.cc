@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "cpu.h"
 #include "threadpool.h"
@@ -227,8 +228,73 @@ void sumOuter(const float* x, float* y, int64_t outer, int64_t inner) {
   });
 }
 
+namespace {
+
+// One row of softmaxRows split between the pool threads (for few, long rows), with the single-row
+// loop's results: the max is merged over chunks in order with the same comparison (so of equal
+// values the first is kept, as in one pass), the exponentials are computed in parallel with the
+// same expressions, and only their sum, in double and in column order, runs on one thread.
+void softmaxRowSplit(const float* in, float* out, int64_t cols, bool log, std::vector<double>& logTerms) {
+  const int64_t units = (cols + kAlign - 1) / kAlign;
+  const int tasks = poolThreads();
+  std::vector<float> chunkMax(static_cast<size_t>(tasks), -INFINITY);
+  const double work = static_cast<double>(cols) * kTranscendental;
+  // Chunk t of [0, cols): the same split for each phase.
+  auto chunk = [&](int64_t t, int64_t* c0, int64_t* c1) {
+    *c0 = std::min(cols, units * t / tasks * kAlign);
+    *c1 = std::min(cols, units * (t + 1) / tasks * kAlign);
+  };
+  parallelForEach(tasks, work, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t c0, c1;
+      chunk(t, &c0, &c1);
+      float m = -INFINITY;
+      for (int64_t c = c0; c < c1; c++) m = std::max(m, in[c]);
+      chunkMax[static_cast<size_t>(t)] = m;
+    }
+  });
+  float maxValue = -INFINITY;
+  for (const float m : chunkMax) maxValue = std::max(maxValue, m);
+  if (maxValue == -INFINITY) maxValue = 0.f;  // a row of -inf: avoid inf - inf
+  if (log) logTerms.resize(static_cast<size_t>(cols));
+  parallelForEach(tasks, work, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t c0, c1;
+      chunk(t, &c0, &c1);
+      if (log) {
+        for (int64_t c = c0; c < c1; c++) logTerms[static_cast<size_t>(c)] = std::exp(static_cast<double>(in[c] - maxValue));
+      } else {
+        for (int64_t c = c0; c < c1; c++) out[c] = std::exp(in[c] - maxValue);
+      }
+    }
+  });
+  double sum = 0.0;
+  if (log) {
+    for (int64_t c = 0; c < cols; c++) sum += logTerms[static_cast<size_t>(c)];
+  } else {
+    for (int64_t c = 0; c < cols; c++) sum += out[c];
+  }
+  const float logSum = static_cast<float>(std::log(sum));
+  const float inv = static_cast<float>(1.0 / sum);
+  splitFlat(cols, kCheap, [&](int64_t c0, int64_t c1) {
+    if (log) {
+      for (int64_t c = c0; c < c1; c++) out[c] = in[c] - maxValue - logSum;
+    } else {
+      for (int64_t c = c0; c < c1; c++) out[c] *= inv;
+    }
+  });
+}
+
+}  // namespace
+
 void softmaxRows(const float* x, float* y, int64_t rows, int64_t cols, bool log) {
-  parallelFor(rows, static_cast<double>(rows * cols) * kTranscendental, [&](int64_t r0, int64_t r1) {
+  const double work = static_cast<double>(rows * cols) * kTranscendental;
+  if (rows < poolThreads() && work >= kInlineWork && !poolInsideJob()) {
+    std::vector<double> logTerms;
+    for (int64_t r = 0; r < rows; r++) softmaxRowSplit(x + r * cols, y + r * cols, cols, log, logTerms);
+    return;
+  }
+  parallelFor(rows, work, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       const float* in = x + r * cols;
       float* out = y + r * cols;
