@@ -1,5 +1,6 @@
 // A/B timing of the native elementwise kernels of two builds of the addon in ONE process,
-// interleaved in short blocks (process.cpuUsage() and wall per call, median of the blocks):
+// interleaved in short blocks: wall per call (median and best block: the best shows the split
+// when the other core happens to be free on a loaded machine) and process.cpuUsage() per call (median):
 //
 //   node bench/elementwise-ab.mjs <A.node> <B.node> [blocks] [threads]
 //
@@ -31,7 +32,7 @@ const cases = {
   'sum axes [0,2,3] of [64,6,28,28]': (a) => a.reduce(0, x, y6, groups, reducedFlags),
   'Float32Array.fill 301056 (floor)': () => out.fill(1),
 };
-const iters = 100;
+const iters = 50;
 const median = (v) => [...v].sort((p, q) => p - q)[v.length >> 1];
 console.log(`threads ${threads}, ${blocks} blocks x ${iters} calls, A = ${pathA}, B = ${pathB}`);
 for (const [name, fn] of Object.entries(cases)) {
@@ -50,6 +51,8 @@ for (const [name, fn] of Object.entries(cases)) {
       res[k].cpu.push((c.user + c.system) / iters);
     }
   }
-  const f = (v) => median(v).toFixed(1).padStart(7);
-  console.log(`${name.padEnd(36)} A wall ${f(res.A.wall)} us cpu ${f(res.A.cpu)} us | B wall ${f(res.B.wall)} us cpu ${f(res.B.cpu)} us`);
+  const f = (v) => median(v).toFixed(1).padStart(6);
+  const m = (v) => Math.min(...v).toFixed(1).padStart(6);
+  const side = (k) => `wall ${f(res[k].wall)} (best ${m(res[k].wall)}) cpu ${f(res[k].cpu)}`;
+  console.log(`${name.padEnd(34)} A ${side('A')} | B ${side('B')} us`);
 }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -51,11 +52,24 @@ void splitFlat(int64_t n, double cost, Body&& body) {
   ((isa) == Isa::Avx512 ? name##Avx512(__VA_ARGS__)                         \
    : (isa) == Isa::Avx2 ? name##Avx2(__VA_ARGS__) : name(__VA_ARGS__))
 
+// loop(k0, mid) then loop(mid, k1), with mid the first index at which out + mid is 64-byte aligned
+// (long ranges only): the vector loop's stores then never straddle two cache lines (worth ~10% on
+// arrays beyond L2, as V8's buffers are not 64-byte aligned).
+template <class Loop>
+LOWBIT_INLINE void alignedSplit(const float* out, int64_t k0, int64_t k1, Loop loop) {
+  if (k1 - k0 < 64) return loop(k0, k1);
+  const int64_t mid = k0 + static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(out + k0) & 63)) & 63) / sizeof(float));
+  loop(k0, mid);
+  loop(mid, k1);
+}
+
 // ---------------------------------------------------------------- unary
 
 template <class Op>
 LOWBIT_INLINE void mapBody(const float* x, float* y, int64_t i0, int64_t i1, Op op) {
-  for (int64_t i = i0; i < i1; i++) y[i] = op(x[i]);
+  alignedSplit(y, i0, i1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) y[i] = op(x[i]);
+  });
 }
 LOWBIT_ISA_WRAPPERS(mapBody)
 
@@ -97,13 +111,19 @@ LOWBIT_INLINE void binaryBody(const BinaryView* v, int64_t f0, int64_t f1, Op op
     const float* bp = v->b + i * v->bs[0] + j * v->bs[1];
     float* o = v->out + r * inner;
     if (aRow && bRow) {
-      for (int64_t k = k0; k < k1; k++) o[k] = op(ap[k], bp[k]);
+      alignedSplit(o, k0, k1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; k++) o[k] = op(ap[k], bp[k]);
+      });
     } else if (aRow) {
       const float bv = bp[0];
-      for (int64_t k = k0; k < k1; k++) o[k] = op(ap[k], bv);
+      alignedSplit(o, k0, k1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; k++) o[k] = op(ap[k], bv);
+      });
     } else if (bRow) {
       const float av = ap[0];
-      for (int64_t k = k0; k < k1; k++) o[k] = op(av, bp[k]);
+      alignedSplit(o, k0, k1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; k++) o[k] = op(av, bp[k]);
+      });
     } else {
       const float c = op(ap[0], bp[0]);
       for (int64_t k = k0; k < k1; k++) o[k] = c;
@@ -125,7 +145,9 @@ void binaryLoop(const float* a, const int64_t as[3], const float* b, const int64
 
 template <class Cond>
 LOWBIT_INLINE void whereBody(const Cond* cond, const float* a, const float* b, float* out, int64_t i0, int64_t i1) {
-  for (int64_t i = i0; i < i1; i++) out[i] = cond[i] != 0 ? a[i] : b[i];
+  alignedSplit(out, i0, i1, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; i++) out[i] = cond[i] != 0 ? a[i] : b[i];
+  });
 }
 LOWBIT_ISA_WRAPPERS(whereBody)
 
