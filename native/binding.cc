@@ -274,13 +274,13 @@ Napi::Value ConvFused(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------- pooling
-// geom: Int32Array [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw]
+// geom: Int32Array [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw, relu 0/1 (max pooling only)]
 bool argPoolGeom(const Napi::CallbackInfo& info, size_t i, lowbit::PoolGeom* g) {
-  int64_t v[12];
-  if (!argInts(info, i, v, 12)) return false;
-  *g = lowbit::PoolGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
+  int64_t v[13];
+  if (!argInts(info, i, v, 13)) return false;
+  *g = lowbit::PoolGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12] == 1};
   if (g->N < 0 || g->C < 0 || g->H <= 0 || g->W <= 0 || g->OH < 0 || g->OW < 0 || g->KH <= 0 || g->KW <= 0 ||
-      g->sh <= 0 || g->sw <= 0 || g->ph < 0 || g->pw < 0) {
+      g->sh <= 0 || g->sw <= 0 || g->ph < 0 || g->pw < 0 || (v[12] != 0 && v[12] != 1)) {
     return fail(info.Env(), "bad pool geometry");
   }
   return true;
@@ -300,6 +300,10 @@ Napi::Value Pool(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.C * g.OH * g.OW;
+  if (g.relu && (kind == PoolKind::Avg || kind == PoolKind::AvgBackward)) {
+    fail(info.Env(), "avgPool2d: no fused relu");
+    return info.Env().Undefined();
+  }
   switch (kind) {
     case PoolKind::Max:
       if (checkSizes(info, {{&a, xSize}, {&b, ySize}})) lowbit::maxPool2d(g, a.data, b.data);

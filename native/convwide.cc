@@ -703,6 +703,24 @@ void convWideBackwardInput(const ConvGeom& g, const float* dy, const float* w, f
   const Layout l = layoutOf(g);
   const bool padded = g.ph != 0 || g.pw != 0;
   const double flops = 2.0 * static_cast<double>(g.O * l.R * g.OH * g.OW) * static_cast<double>(g.N);
+  // A tile's rows add their results into dx at the offsets of their taps. Taps of one channel
+  // (c, kh, kw order) are a pixel or a row apart, so each read-modify-write overlaps the vector
+  // stored just before and waits for it (no store forwarding on a partial overlap). With enough
+  // channels, tiles instead take one tap over several channels -- rows in different planes --
+  // with the weights and offsets reordered to (kh, kw, c).
+  const int64_t taps = g.KH * g.KW;
+  const bool tapMajor = l.Cg >= 4;
+  std::vector<float> wTap;
+  std::vector<int64_t> koffTap;
+  if (tapMajor) {
+    wTap.resize(static_cast<size_t>(g.O * l.R));
+    koffTap.resize(static_cast<size_t>(l.R));
+    for (int64_t c = 0; c < l.Cg; c++)
+      for (int64_t t = 0; t < taps; t++) koffTap[static_cast<size_t>(t * l.Cg + c)] = l.koff[static_cast<size_t>(c * taps + t)];
+    for (int64_t o = 0; o < g.O; o++)
+      for (int64_t c = 0; c < l.Cg; c++)
+        for (int64_t t = 0; t < taps; t++) wTap[static_cast<size_t>(o * l.R + t * l.Cg + c)] = w[o * l.R + c * taps + t];
+  }
   parallelFor(g.N, flops, [&](int64_t n0, int64_t n1) {
     float* dyw = tDyWide.get(static_cast<size_t>(g.O * l.Nw));
     float* pad = padded ? tDxPadded.get(static_cast<size_t>(g.C * l.plane)) : nullptr;
@@ -721,8 +739,20 @@ void convWideBackwardInput(const ConvGeom& g, const float* dy, const float* w, f
       std::memset(target, 0, static_cast<size_t>(g.C * (padded ? l.plane : g.H * g.W)) * sizeof(float));
       for (int64_t gr = 0; gr < g.groups; gr++) {
         float* tg = target + gr * l.Cg * (padded ? l.plane : g.H * g.W);
-        const float* wg = w + gr * l.Og * l.R;
         const float* dyg = dyw + gr * l.Og * l.Nw;
+        if (tapMajor) {  // tiles of one tap (kh, kw) over up to 8 channels: rows in disjoint planes
+          const float* wg = wTap.data() + gr * l.Og * l.R;
+          const int64_t blocks = (l.Cg + kMaxTileRows - 1) / kMaxTileRows;
+          for (int64_t t = 0; t < taps; t++) {
+            for (int64_t blk = 0; blk < blocks; blk++) {
+              const int64_t c0 = l.Cg * blk / blocks, c1 = l.Cg * (blk + 1) / blocks;
+              const int64_t k0 = t * l.Cg + c0, rows = c1 - c0;
+              kScatterTiles[rows - 1][bestVectors(rows, l.Nw) - 1](l.Nw, l.Og, wg + k0, l.R, dyg, l.Nw, koffTap.data() + k0, tg);
+            }
+          }
+          continue;
+        }
+        const float* wg = w + gr * l.Og * l.R;
         const int64_t blocks = (l.R + kMaxTileRows - 1) / kMaxTileRows;
         for (int64_t blk = 0; blk < blocks; blk++) {
           const int64_t k0 = l.R * blk / blocks, k1 = l.R * (blk + 1) / blocks;

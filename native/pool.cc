@@ -23,7 +23,7 @@ void forEachPlane(const PoolGeom& g, Body&& body) {
 }
 
 // Index (ih * W + iw) of the first maximum of window (oh, ow) in plane x (H, W); -1 when the
-// window lies entirely in the padding.
+// window lies entirely in the padding, or with g.relu when that maximum is not positive.
 int64_t argmaxWindow(const PoolGeom& g, const float* x, int64_t oh, int64_t ow) {
   float best = -std::numeric_limits<float>::infinity();
   int64_t bestIndex = -1;
@@ -40,7 +40,7 @@ int64_t argmaxWindow(const PoolGeom& g, const float* x, int64_t oh, int64_t ow) 
       }
     }
   }
-  return bestIndex;
+  return g.relu && !(best > 0.f) ? -1 : bestIndex;
 }
 
 // 2x2 windows, stride 2, no padding: the common LeNet / VGG pooling.
@@ -49,14 +49,14 @@ bool is2x2(const PoolGeom& g) {
 }
 
 // Offset (0..3 -> (0,0), (0,1), (1,0), (1,1)) of the first maximum of a 2x2 window, scanning
-// rows then columns like argmaxWindow.
-inline int firstMax4(float a, float b, float c, float d) {
+// rows then columns like argmaxWindow; -1 with relu when that maximum is not positive.
+inline int firstMax4(bool relu, float a, float b, float c, float d) {
   int k = 0;
   float best = a;
   if (b > best) best = b, k = 1;
   if (c > best) best = c, k = 2;
-  if (d > best) k = 3;
-  return k;
+  if (d > best) best = d, k = 3;
+  return relu && !(best > 0.f) ? -1 : k;
 }
 
 // ---- AVX-512 rows of 2x2 / stride 2 windows, 16 windows per step.
@@ -89,7 +89,8 @@ struct Winner {
   __mmask16 w0, w1, w2, w3;
 };
 
-LOWBIT_TARGET_AVX512 inline Winner winner(__m512 a, __m512 b, __m512 c, __m512 d) {
+// With relu, windows whose maximum is not positive (or NaN) get best 0 and no winner.
+LOWBIT_TARGET_AVX512 inline Winner winner(__m512 a, __m512 b, __m512 c, __m512 d, bool relu) {
   const __mmask16 m1 = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
   __m512 best = _mm512_mask_blend_ps(m1, a, b);
   const __mmask16 m2 = _mm512_cmp_ps_mask(c, best, _CMP_GT_OQ);
@@ -97,11 +98,12 @@ LOWBIT_TARGET_AVX512 inline Winner winner(__m512 a, __m512 b, __m512 c, __m512 d
   const __mmask16 m3 = _mm512_cmp_ps_mask(d, best, _CMP_GT_OQ);
   best = _mm512_mask_blend_ps(m3, best, d);
   Winner w;
-  w.best = best;
-  w.w3 = m3;
-  w.w2 = static_cast<__mmask16>(m2 & ~m3);
-  w.w1 = static_cast<__mmask16>(m1 & ~m2 & ~m3);
-  w.w0 = static_cast<__mmask16>(~(m1 | m2 | m3));
+  const __mmask16 live = relu ? _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_GT_OQ) : __mmask16{0xFFFF};
+  w.best = relu ? _mm512_maskz_mov_ps(live, best) : best;
+  w.w3 = static_cast<__mmask16>(m3 & live);
+  w.w2 = static_cast<__mmask16>(m2 & ~m3 & live);
+  w.w1 = static_cast<__mmask16>(m1 & ~m2 & ~m3 & live);
+  w.w0 = static_cast<__mmask16>(~(m1 | m2 | m3) & live);
   return w;
 }
 
@@ -115,7 +117,7 @@ LOWBIT_TARGET_AVX512 void maxPool2x2Avx512(const PoolGeom& g, const float* xp, f
       loadPairs(r0 + 2 * ow, n, &a, &b);
       loadPairs(r1 + 2 * ow, n, &c, &d);
       const __mmask16 m = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
-      _mm512_mask_storeu_ps(yp + oh * g.OW + ow, m, winner(a, b, c, d).best);
+      _mm512_mask_storeu_ps(yp + oh * g.OW + ow, m, winner(a, b, c, d, g.relu).best);
     }
   }
 }
@@ -133,7 +135,7 @@ LOWBIT_TARGET_AVX512 void maxPool2x2BackwardAvx512(const PoolGeom& g, const floa
       loadPairs(r1 + 2 * ow, n, &c, &d);
       const __mmask16 m = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
       const __m512 v = _mm512_maskz_loadu_ps(m, dyp + oh * g.OW + ow);
-      const Winner w = winner(a, b, c, d);
+      const Winner w = winner(a, b, c, d, g.relu);
       storePairs(d0 + 2 * ow, n, _mm512_maskz_mov_ps(w.w0, v), _mm512_maskz_mov_ps(w.w1, v));
       storePairs(d1 + 2 * ow, n, _mm512_maskz_mov_ps(w.w2, v), _mm512_maskz_mov_ps(w.w3, v));
     }
@@ -152,8 +154,9 @@ LOWBIT_TARGET_AVX512 void maxPool2x2GatherAvx512(const PoolGeom& g, const float*
       loadPairs(xp + base + g.W + 2 * ow, n, &c, &d);
       loadPairs(gp + base + 2 * ow, n, &ga, &gb);
       loadPairs(gp + base + g.W + 2 * ow, n, &gc, &gd);
-      const Winner w = winner(a, b, c, d);
-      __m512 r = _mm512_mask_mov_ps(ga, w.w1, gb);
+      const Winner w = winner(a, b, c, d, g.relu);
+      __m512 r = _mm512_maskz_mov_ps(w.w0, ga);
+      r = _mm512_mask_mov_ps(r, w.w1, gb);
       r = _mm512_mask_mov_ps(r, w.w2, gc);
       r = _mm512_mask_mov_ps(r, w.w3, gd);
       const __mmask16 m = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
@@ -183,7 +186,7 @@ void maxPool2d(const PoolGeom& g, const float* x, float* y) {
           best = b > best ? b : best;
           best = c > best ? c : best;
           best = d > best ? d : best;
-          out[ow] = best;
+          out[ow] = g.relu && !(best > 0.f) ? 0.f : best;
         }
       }
     });
@@ -195,7 +198,7 @@ void maxPool2d(const PoolGeom& g, const float* x, float* y) {
     for (int64_t oh = 0; oh < g.OH; oh++) {
       for (int64_t ow = 0; ow < g.OW; ow++) {
         const int64_t i = argmaxWindow(g, xp, oh, ow);
-        yp[oh * g.OW + ow] = i < 0 ? -std::numeric_limits<float>::infinity() : xp[i];
+        yp[oh * g.OW + ow] = i >= 0 ? xp[i] : g.relu ? 0.f : -std::numeric_limits<float>::infinity();
       }
     }
   });
@@ -220,7 +223,7 @@ void maxPool2dBackward(const PoolGeom& g, const float* dy, const float* x, float
         float* d1 = d0 + g.W;
         const float* gy = dyp + oh * g.OW;
         for (int64_t ow = 0; ow < g.OW; ow++) {
-          const int k = firstMax4(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
+          const int k = firstMax4(g.relu, r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]);
           const float v = gy[ow];
           d0[2 * ow] = k == 0 ? v : 0.f;
           d0[2 * ow + 1] = k == 1 ? v : 0.f;
@@ -261,8 +264,8 @@ void maxPool2dGather(const PoolGeom& g, const float* gx, const float* x, float* 
         const int64_t base = 2 * oh * g.W;
         for (int64_t ow = 0; ow < g.OW; ow++) {
           const int64_t i = base + 2 * ow;
-          const int k = firstMax4(xp[i], xp[i + 1], xp[i + g.W], xp[i + g.W + 1]);
-          yp[oh * g.OW + ow] = gp[i + (k >> 1) * g.W + (k & 1)];
+          const int k = firstMax4(g.relu, xp[i], xp[i + 1], xp[i + g.W], xp[i + g.W + 1]);
+          yp[oh * g.OW + ow] = k < 0 ? 0.f : gp[i + (k >> 1) * g.W + (k & 1)];
         }
       }
     });

@@ -140,15 +140,25 @@ const CASES: Record<PrimitiveName, Case[]> = {
   maxPool2d: [
     { name: '2x2 stride 2', f: (x) => o.maxPool2d(x, 2), inputs: () => [r([2, 3, 6, 6])] },
     { name: '3x3 stride 2 pad 1 odd', f: (x) => o.maxPool2d(x, 3, { stride: 2, padding: 1 }), inputs: () => [r([1, 2, 7, 5])] },
+    { name: 'relu fused, 2x2 stride 2', f: (x) => o.maxPool2d(x, 2, { relu: true }), inputs: () => [r([2, 3, 6, 6])] },
+    { name: 'relu fused, 3x2 stride 1x2 pad 1x0', f: (x) => o.maxPool2d(x, [3, 2], { stride: [1, 2], padding: [1, 0], relu: true }), inputs: () => [r([1, 2, 5, 7])] },
   ],
   maxPool2dBackward: [{
     name: 'linear in dy',
     f: (dy, x) => o.apply('maxPool2dBackward', [dy!, x!.detach()], pool(3, 2, 1)),
     inputs: () => [r([1, 2, 4, 3]), r([1, 2, 7, 5])],
+  }, {
+    name: 'linear in dy, relu fused',
+    f: (dy, x) => o.apply('maxPool2dBackward', [dy!, x!.detach()], { ...pool(3, 2, 1), relu: true }),
+    inputs: () => [r([1, 2, 4, 3]), r([1, 2, 7, 5])],
   }],
   maxPool2dGather: [{
     name: 'linear in g',
     f: (g, x) => o.apply('maxPool2dGather', [g!, x!.detach()], pool(2, 2, 0)),
+    inputs: () => [r([2, 2, 6, 4]), r([2, 2, 6, 4])],
+  }, {
+    name: 'linear in g, relu fused',
+    f: (g, x) => o.apply('maxPool2dGather', [g!, x!.detach()], { ...pool(2, 2, 0), relu: true }),
     inputs: () => [r([2, 2, 6, 4]), r([2, 2, 6, 4])],
   }],
   avgPool2d: [

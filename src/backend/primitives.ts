@@ -36,6 +36,16 @@ export interface Pool2dAttrs {
   readonly padding: readonly [number, number];
 }
 
+/**
+ * Max pooling windows, optionally with a ReLU fused in front: with `relu`, each window's maximum
+ * goes through max(·, 0) (= pooling the ReLU of the input, for finite inputs), and the backward
+ * passes route a window's gradient only when its maximum is positive -- what ReLU → MaxPool2d
+ * computes in two ops, in one pass and without the ReLU's output (nn/fusion.ts uses it in training).
+ */
+export interface MaxPool2dAttrs extends Pool2dAttrs {
+  readonly relu?: boolean;
+}
+
 type NoAttrs = Record<string, never>;
 
 /**
@@ -113,12 +123,12 @@ export interface PrimitiveAttrs {
    */
   conv2dFused: Conv2dAttrs & { readonly relu: boolean; readonly pool: Pool2dAttrs | null };
   // ---- pooling (NCHW)
-  /** (x) -> max over each window; padding counts as -infinity. */
-  maxPool2d: Pool2dAttrs;
-  /** (dy, x) -> dx: dy routed to the first maximum of each window. */
-  maxPool2dBackward: Pool2dAttrs;
-  /** (g, x) -> g read at the first maximum of each window (adjoint of maxPool2dBackward in dy). */
-  maxPool2dGather: Pool2dAttrs;
+  /** (x) -> max over each window; padding counts as -infinity; with `relu`, max(that, 0). */
+  maxPool2d: MaxPool2dAttrs;
+  /** (dy, x) -> dx: dy routed to the first maximum of each window (with `relu`: if it is > 0). */
+  maxPool2dBackward: MaxPool2dAttrs;
+  /** (g, x) -> g read at the first maximum of each window (with `relu`: if it is > 0, else 0); adjoint of maxPool2dBackward in dy. */
+  maxPool2dGather: MaxPool2dAttrs;
   /** (x) -> mean over each window; padded cells count in the divisor (count_include_pad). */
   avgPool2d: Pool2dAttrs;
   /** (dy) -> dx with shape inputShape (adjoint of avgPool2d). */

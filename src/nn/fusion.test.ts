@@ -82,7 +82,7 @@ describe('forwardChain: conv–relu–pool fusion for inference', () => {
     close(fused, noGrad(() => unfused(layers, x)), 'sequential');
   });
 
-  it('training: conv + relu fuse, pooling runs on its own, and gradients equal the unfused ones', () => {
+  it('training: conv with bias, then ReLU-fused pooling; outputs and gradients equal the unfused ones', () => {
     manualSeed(5);
     const model = lenet5();
     const x = randn([3, 1, 28, 28]);
@@ -92,6 +92,10 @@ describe('forwardChain: conv–relu–pool fusion for inference', () => {
     assert.equal(calls.get('conv2dFused'), 2);
     assert.equal(calls.get('maxPool2d'), 2);
     assert.equal(calls.get('conv2d'), undefined);
+    assert.equal(calls.get('relu'), 2, 'only the two fully connected ReLUs run on their own');
+    const backwardCalls = opCalls(() => { model.zeroGrad(); sum(fusedOut).backward(); });
+    assert.equal(backwardCalls.get('reluBackward'), 2, 'the conv blocks need no ReLU backward');
+    assert.equal(backwardCalls.get('maxPool2dBackward'), 2);
     const gradsOf = (out: Tensor): Float32Array[] => {
       model.zeroGrad();
       sum(mul(out, out)).backward();
@@ -103,6 +107,31 @@ describe('forwardChain: conv–relu–pool fusion for inference', () => {
     const plainGrads = gradsOf(plainOut);
     fusedGrads.forEach((g, i) => close(new Tensor(g, [g.length]), new Tensor(plainGrads[i]!, [g.length]), `grad ${i}`));
   });
+
+  for (const backend of availableBackends()) {
+    it(`training: padded 3x3 pooling with the ReLU fused gives the unfused gradients (${backend})`, () => {
+      withBackend(backend, () => {
+        manualSeed(7);
+        const layers: TensorModule[] = [new Conv2d(3, 5, 3, { padding: 1 }), new ReLU(), new MaxPool2d(3, { stride: 2, padding: 1 })];
+        const x = randn([2, 3, 9, 8]);
+        x.requiresGrad = true;
+        const grads = (run: () => Tensor): Float32Array[] => {
+          for (const l of layers) l.zeroGrad();
+          x.grad = null;
+          const out = run();
+          sum(mul(out, out)).backward();
+          return [x, ...layers.flatMap((l) => l.parameters())].map((p) => Float32Array.from(p.grad!.data));
+        };
+        let calls!: Map<string, number>;
+        let fused!: Float32Array[];
+        calls = opCalls(() => { fused = grads(() => forwardChain(layers, x)); });
+        assert.equal(calls.get('relu'), undefined);
+        assert.equal(calls.get('reluBackward'), undefined);
+        const plain = grads(() => unfused(layers, x));
+        fused.forEach((g, i) => close(new Tensor(g, [g.length]), new Tensor(plain[i]!, [g.length]), `grad ${i}`));
+      });
+    });
+  }
 
   it('leaves subclasses, patched forwards and padded pooling alone', () => {
     manualSeed(6);

@@ -1,11 +1,14 @@
 /**
  * Fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or MaxPool2d
  * runs as one `conv2dFused` op (one pass, no intermediate tensors on the native backend) instead
- * of three; in training, Conv2d + ReLU still fuse (their gradient needs only the output), and the
- * pooling runs on its own (its gradient needs its input). Results equal the unfused chain.
+ * of three. In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then
+ * max pooling with the ReLU fused in front (`maxPool2d(z, …, { relu: true })`), whose backward
+ * routes each window's gradient to its positive maximum in one pass -- no ReLU output, no separate
+ * ReLU backward. Conv2d → ReLU without pooling fuses into one op (its gradient needs only the
+ * output). Results equal the unfused chain (for finite values).
  */
 import { isGradEnabled } from '../autograd/engine.ts';
-import { conv2dFused, type Tensor } from '../tensor/index.ts';
+import { conv2dFused, maxPool2d, type Tensor } from '../tensor/index.ts';
 import { ReLU } from './activation.ts';
 import { Conv2d } from './conv.ts';
 import type { TensorModule } from './module.ts';
@@ -43,8 +46,9 @@ function needsGradient(conv: Conv2d | FusableConv, x: Tensor): boolean {
 /**
  * Runs `layers` one after the other on `x` (what `Sequential.forward` does), fusing each
  * Conv2d → [ReLU] → [MaxPool2d without padding] run into one `conv2dFused` op when no gradient
- * is needed (under `noGrad()`, or when neither `x` nor the conv's parameters require grad), and
- * Conv2d → ReLU when one is. Layers that are subclasses or have a patched `forward` are never fused;
+ * is needed (under `noGrad()`, or when neither `x` nor the conv's parameters require grad); when
+ * one is, Conv2d → ReLU → MaxPool2d becomes conv-with-bias + ReLU-fused max pooling, and
+ * Conv2d → ReLU one op. Layers that are subclasses or have a patched `forward` are never fused;
  * a `FusableConv` (QuantConv2d) fuses the same way through its own `forwardFused`.
  */
 export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor {
@@ -61,6 +65,15 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
         next++;
       }
       const candidate = layers[next];
+      if (training && relu && candidate && plain(candidate, MaxPool2d)) {
+        if (y.shape[1] !== layer.inChannels) return layer.forward(y);  // lets the conv report the mismatch
+        const z = layer instanceof Conv2d
+          ? conv2dFused(y, layer.weight, layer.bias, { stride: layer.stride, padding: layer.padding, dilation: layer.dilation, groups: layer.groups })
+          : layer.forwardFused(y, { relu: false, pool: null });
+        y = maxPool2d(z, candidate.kernelSize, { stride: candidate.stride, padding: candidate.padding, relu: true });
+        i = next;
+        continue;
+      }
       if (!training && candidate && plain(candidate, MaxPool2d) && candidate.padding[0] === 0 && candidate.padding[1] === 0) {
         pool = candidate;
         next++;

@@ -407,8 +407,17 @@ function poolAttrs(x: Tensor, kernel: number | readonly [number, number], option
   return attrs;
 }
 
-export function maxPool2d(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions = {}): Tensor {
-  return apply('maxPool2d', [x], poolAttrs(x, kernel, options));
+export interface MaxPool2dOptions extends Pool2dOptions {
+  /**
+   * Pool the ReLU of x: max(window max, 0), with gradients routed only through positive maxima --
+   * maxPool2d(relu(x)) as one op that never materialises relu(x) (equal for finite inputs).
+   */
+  relu?: boolean;
+}
+
+export function maxPool2d(x: Tensor, kernel: number | readonly [number, number], options: MaxPool2dOptions = {}): Tensor {
+  const attrs = poolAttrs(x, kernel, options);
+  return apply('maxPool2d', [x], options.relu ? { ...attrs, relu: true } : attrs);
 }
 
 export function avgPool2d(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions = {}): Tensor {

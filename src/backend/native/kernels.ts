@@ -201,9 +201,10 @@ interface PoolAttrs {
   readonly kernel: readonly [number, number];
   readonly stride: readonly [number, number];
   readonly padding: readonly [number, number];
+  readonly relu?: boolean;
 }
 
-/** [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw] for an input shape, or null. */
+/** [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw, relu] for an input shape, or null. */
 function poolGeometry(x: readonly number[], a: PoolAttrs): Int32Array | null {
   if (x.length !== 4) return null;
   const [n, c, h, w] = x as [number, number, number, number];
@@ -211,7 +212,7 @@ function poolGeometry(x: readonly number[], a: PoolAttrs): Int32Array | null {
   const ow = outSize(w, a.kernel[1], a.stride[1], a.padding[1], 1);
   // Windows entirely inside the padding have no defined maximum: leave them to the reference.
   if (oh < 1 || ow < 1 || a.padding[0] >= a.kernel[0] || a.padding[1] >= a.kernel[1]) return null;
-  return Int32Array.from([n, c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1]]);
+  return Int32Array.from([n, c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1], a.relu ? 1 : 0]);
 }
 
 function pooledShape(geom: Int32Array): number[] {

@@ -443,6 +443,7 @@ describe('native backend vs reference', { skip }, () => {
     [3, 4, 9, 8, 6, 3, 3, [1, 1], [2, 1], [2, 1], 2], // stride 1: the wide path with groups, dilation, padding
     [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1], // rows longer than one vector, 9 output channels
     [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2], // 28 channels per group in the lanes (second block masked)
+    [2, 24, 7, 6, 10, 3, 3, [1, 1], [1, 1], [1, 1], 2], // backward in x by tap-major tiles, 12 channels per group in two blocks
   ];
 
   it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
@@ -484,7 +485,7 @@ describe('native backend vs reference', { skip }, () => {
     }
   });
 
-  it('pooling: max (exact, first maximum), avg (1e-6 relative) and their backward passes', () => {
+  it('pooling: max with and without fused relu (exact, first maximum), avg (1e-6 relative) and their backward passes', () => {
     const cases: [number[], [number, number], [number, number], [number, number]][] = [
       [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],
       [[1, 1, 1, 1], [1, 1], [1, 1], [0, 0]], [[2, 2, 33, 65], [3, 2], [3, 1], [1, 1]],
@@ -496,14 +497,17 @@ describe('native backend vs reference', { skip }, () => {
       // Quantised values make ties, so "first maximum" is really exercised.
       const ties: RawTensor = { ...x, data: x.data.map((v) => Math.round(v * 2) / 2) };
       for (const input of [x, ties]) {
-        check('maxPool2d', [input], attrs, EXACT);
         check('avgPool2d', [input], attrs, { atol: 1e-7, rtol: 1e-6 });
-        setBackend('reference');
-        const y = runKernel('maxPool2d', [input], attrs);
-        const dy = random(y.shape, i + 5);
-        check('maxPool2dBackward', [dy, input], attrs, { atol: 1e-6, rtol: 1e-6 });
-        check('maxPool2dGather', [random(shape, i + 6), input], attrs, EXACT);
-        check('avgPool2dBackward', [dy], { ...attrs, inputShape: shape }, { atol: 1e-6, rtol: 1e-6 });
+        // With relu, windows whose maximum is <= 0 (many exact zeros among the ties) drop out.
+        for (const maxAttrs of [attrs, { ...attrs, relu: true }]) {
+          check('maxPool2d', [input], maxAttrs, EXACT);
+          setBackend('reference');
+          const y = runKernel('maxPool2d', [input], maxAttrs);
+          const dy = random(y.shape, i + 5);
+          check('maxPool2dBackward', [dy, input], maxAttrs, { atol: 1e-6, rtol: 1e-6 });
+          check('maxPool2dGather', [random(shape, i + 6), input], maxAttrs, EXACT);
+          check('avgPool2dBackward', [dy], { ...attrs, inputShape: shape }, { atol: 1e-6, rtol: 1e-6 });
+        }
       }
     }
   });

@@ -1,4 +1,4 @@
-import type { Kernel, Pool2dAttrs } from '../primitives.ts';
+import type { Kernel, MaxPool2dAttrs, Pool2dAttrs } from '../primitives.ts';
 import { outSize } from './conv.ts';
 import { alloc, raw } from './util.ts';
 
@@ -21,8 +21,11 @@ function forEachWindow(shape: readonly number[], a: Pool2dAttrs, visit: (plane: 
   return [oh, ow];
 }
 
-/** Flat input index of the first maximum of each window (padding is -infinity). */
-function argmaxWindows(x: { data: ArrayLike<number>; shape: readonly number[] }, a: Pool2dAttrs): { idx: Int32Array; oh: number; ow: number } {
+/**
+ * Flat input index of the first maximum of each window (padding is -infinity); with `relu`, -1
+ * where that maximum is not positive (the ReLU in front maps the whole window to 0).
+ */
+function argmaxWindows(x: { data: ArrayLike<number>; shape: readonly number[] }, a: MaxPool2dAttrs): { idx: Int32Array; oh: number; ow: number } {
   const [n, c, h, w] = x.shape as [number, number, number, number];
   const oh = outSize(h, a.kernel[0], a.stride[0], a.padding[0]);
   const ow = outSize(w, a.kernel[1], a.stride[1], a.padding[1]);
@@ -43,17 +46,17 @@ function argmaxWindows(x: { data: ArrayLike<number>; shape: readonly number[] },
         }
       }
     }
-    idx[out] = best;
+    idx[out] = a.relu && !(bestV > 0) ? -1 : best;
   });
   return { idx, oh, ow };
 }
 
-/** x is (N,C,H,W) -> (N,C,OH,OW), max of each window. */
+/** x is (N,C,H,W) -> (N,C,OH,OW), max of each window (0 where `relu` drops it). */
 export const maxPool2dKernel: Kernel<'maxPool2d'> = ([x], attrs) => {
   const { idx, oh, ow } = argmaxWindows(x!, attrs);
   const shape = [x!.shape[0]!, x!.shape[1]!, oh, ow];
   const y = alloc(x!.dtype, shape);
-  for (let i = 0; i < idx.length; i++) y[i] = x!.data[idx[i]!]!;
+  for (let i = 0; i < idx.length; i++) y[i] = idx[i]! < 0 ? 0 : x!.data[idx[i]!]!;
   return raw(y, shape, x!.dtype);
 };
 
@@ -61,7 +64,7 @@ export const maxPool2dKernel: Kernel<'maxPool2d'> = ([x], attrs) => {
 export const maxPool2dBackwardKernel: Kernel<'maxPool2dBackward'> = ([dy, x], attrs) => {
   const { idx } = argmaxWindows(x!, attrs);
   const dx = alloc(dy!.dtype, x!.shape);
-  for (let i = 0; i < idx.length; i++) dx[idx[i]!] += dy!.data[i]!;
+  for (let i = 0; i < idx.length; i++) if (idx[i]! >= 0) dx[idx[i]!] += dy!.data[i]!;
   return raw(dx, x!.shape, dy!.dtype);
 };
 
@@ -70,7 +73,7 @@ export const maxPool2dGatherKernel: Kernel<'maxPool2dGather'> = ([g, x], attrs) 
   const { idx, oh, ow } = argmaxWindows(x!, attrs);
   const shape = [x!.shape[0]!, x!.shape[1]!, oh, ow];
   const y = alloc(g!.dtype, shape);
-  for (let i = 0; i < idx.length; i++) y[i] = g!.data[idx[i]!]!;
+  for (let i = 0; i < idx.length; i++) y[i] = idx[i]! < 0 ? 0 : g!.data[idx[i]!]!;
   return raw(y, shape, g!.dtype);
 };
 
