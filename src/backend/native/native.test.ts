@@ -545,3 +545,184 @@ describe('native backend vs reference', { skip }, () => {
     });
   }
 });
+
+// ---------------------------------------------------------------- split and vector elementwise paths
+//
+// Arrays large enough to be split between two threads (more than the pool's inline threshold of
+// 150,000 operations), with lengths and rows that are not multiples of 16, and the special values
+// sprinkled in. Compared bit for bit with the reference backend (any NaN matches any NaN). The
+// tests tagged [elementwise-split] also run under LOWBIT_ISA=avx2 and scalar (child processes).
+
+const SPECIAL = [NaN, Infinity, -Infinity, 0, -0, 1e-40, -1e-40, 1, -1, 3.4e38, -3.4e38];
+
+/** random() with every 5th element a special value: over the indices, a (seed) and b (seed + 1) see every pair of specials. */
+function withSpecials(shape: readonly number[], seed: number, lo = -2, hi = 2): RawTensor {
+  const t = random(shape, seed, lo, hi);
+  const data = t.data as Float32Array;
+  const L = SPECIAL.length;
+  for (let i = 0, k = 0; i < data.length; i += 5, k++) {
+    data[i] = SPECIAL[seed % 2 === 0 ? k % L : (k + Math.floor(k / L)) % L]!;
+  }
+  return t;
+}
+
+function assertSameBits(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  const g = new Uint32Array(Float32Array.from(got).buffer);
+  const w = new Uint32Array(Float32Array.from(want).buffer);
+  for (let i = 0; i < g.length; i++) {
+    if (g[i] === w[i] || (Number.isNaN(got[i]) && Number.isNaN(want[i]))) continue;
+    assert.fail(`${what}: element ${i} native ${got[i]} (0x${g[i]!.toString(16)}) vs expected ${want[i]} (0x${w[i]!.toString(16)})`);
+  }
+}
+
+/** Runs `op` on the native kernel directly and on the reference backend; bitwise comparison. */
+function checkBits<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P]): void {
+  const got = nativeKernel(op)?.(inputs, attrs);
+  assert.ok(got, `native ${op} declined shapes ${inputs.map((t) => `[${t.shape.join(',')}]`).join(' ')}`);
+  setBackend('reference');
+  const ref = runKernel(op, inputs, attrs);
+  assert.deepEqual(got.shape, ref.shape, `${op}: shape`);
+  assertSameBits(got.data, ref.data, `${op} [${inputs.map((t) => t.shape.join('x')).join(', ')}]`);
+}
+
+/** Runs `body` with the native pool at `threads` threads, then restores the previous size. */
+function withThreads(threads: number, body: () => void): void {
+  const saved = nativeInfo()!.threads;
+  setNativeThreads(threads);
+  try {
+    body();
+  } finally {
+    setNativeThreads(saved);
+  }
+}
+
+interface SumAddon {
+  sumInner(x: Float32Array, y: Float32Array, outer: number, inner: number): void;
+  sumOuter(x: Float32Array, y: Float32Array, outer: number, inner: number): void;
+}
+
+describe('native elementwise kernels: split and vector paths (bit-exact)', { skip }, () => {
+  const forcedIsa = process.env.LOWBIT_ISA;
+
+  it('[elementwise-split] runs on the ISA LOWBIT_ISA asks for', () => {
+    const info = nativeInfo()!;
+    if (forcedIsa === 'scalar') assert.equal(info.isa, 'scalar');
+    if (forcedIsa === 'avx2') assert.notEqual(info.isa, 'avx512');
+  });
+
+  it('[elementwise-split] binary ops: same shape, scalar and few-row broadcasts with long odd rows, special values', () => {
+    const all = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward'] as const;
+    const some = ['add', 'div', 'maximum', 'minimum', 'reluBackward'] as const;
+    // [a shape, b shape, ops]: layouts [1, 1, n], scalar operand, [1, 3, n] / [1, 2, n] / [2, 3, n] rows, channels.
+    const cases: [number[], number[], readonly (typeof all)[number][]][] = [
+      [[160007], [160007], all],
+      [[160007], [], some],
+      [[], [160007], some],
+      [[3, 53337], [3, 1], some],
+      [[2, 80021], [80021], some],
+      [[2, 3, 26669], [2, 1, 26669], some],
+      [[5, 7, 4573], [1, 7, 1], some],
+    ];
+    withThreads(2, () => {
+      for (const [i, [sa, sb, ops]] of cases.entries()) {
+        const a = withSpecials(sa, 2 * i);
+        const b = withSpecials(sb, 2 * i + 1);
+        // Equal operands in places, for equal / greaterEqual / the ties of maximum and minimum.
+        if (sizeOf(sa) === sizeOf(sb)) for (let k = 3; k < a.data.length; k += 11) b.data[k] = a.data[k]!;
+        for (const op of ops) checkBits(op, [a, b], NO_ATTRS);
+      }
+      // Signed zeros both ways: maximum / minimum return the first operand on ties.
+      const z = { data: Float32Array.from({ length: 160000 }, (_, k) => (k % 2 ? 0 : -0)), shape: [160000], dtype: 'float32' } as const;
+      const zr = { ...z, data: z.data.map((v) => (Object.is(v, -0) ? 0 : -0)) };
+      for (const op of ['maximum', 'minimum', 'add', 'sub'] as const) checkBits(op, [z, zr], NO_ATTRS);
+    });
+  });
+
+  it('[elementwise-split] unary neg, abs, relu, sqrt and where with float32 and int32 conditions, special values', () => {
+    withThreads(2, () => {
+      for (const n of [160007, 1000003 % 160000 + 160000]) {
+        const x = withSpecials([n], 7);
+        for (const op of ['neg', 'abs', 'relu', 'sqrt'] as const) checkBits(op, [x], NO_ATTRS);
+        const a = withSpecials([n], 8);
+        const b = withSpecials([n], 9);
+        checkBits('where', [x, a, b], NO_ATTRS);  // x as the condition: NaN selects a, -0 selects b
+        const condInt: RawTensor = { data: Int32Array.from(x.data, (v) => (v > 0 ? 5 : v < 0 ? -1 : 0)), shape: [n], dtype: 'int32' };
+        checkBits('where', [condInt, a, b], NO_ATTRS);
+      }
+    });
+  });
+
+  it('[elementwise-split] sumInner and sumOuter keep their summation order (double, eight chains / rows in order)', () => {
+    const addon = nativeAddon() as unknown as SumAddon;
+    const expectInner = (x: Float32Array, outer: number, inner: number): number[] =>
+      Array.from({ length: outer }, (_, r) => {
+        const acc = [0, 0, 0, 0, 0, 0, 0, 0];
+        let k = 0;
+        for (; k + 8 <= inner; k += 8) for (let l = 0; l < 8; l++) acc[l]! += x[r * inner + k + l]!;
+        for (; k < inner; k++) acc[0]! += x[r * inner + k]!;
+        return ((acc[0]! + acc[1]!) + (acc[2]! + acc[3]!)) + ((acc[4]! + acc[5]!) + (acc[6]! + acc[7]!));
+      });
+    const expectOuter = (x: Float32Array, outer: number, inner: number): number[] =>
+      Array.from({ length: inner }, (_, c) => {
+        let s = 0;
+        for (let r = 0; r < outer; r++) s += x[r * inner + c]!;
+        return s;
+      });
+    withThreads(2, () => {
+      for (const [outer, inner] of [[1, 200003], [3, 70001], [200003, 1], [1001, 157], [7, 33]]) {
+        const x = random([outer, inner], outer + inner, -3, 3).data as Float32Array;
+        x[inner >> 1] = 1e30;  // large terms: any other order rounds differently
+        x[x.length - 1] = -1e30;
+        const y = new Float32Array(outer);
+        addon.sumInner(x, y, outer, inner);
+        assertSameBits(y, expectInner(x, outer, inner), `sumInner ${outer}x${inner}`);
+        const yo = new Float32Array(inner);
+        addon.sumOuter(x, yo, outer, inner);
+        assertSameBits(yo, expectOuter(x, outer, inner), `sumOuter ${outer}x${inner}`);
+      }
+    });
+  });
+
+  it('[elementwise-split] softmax and logSoftmax of few long rows: two threads give the one-thread result', () => {
+    const kernels = [nativeKernel('softmax')!, nativeKernel('logSoftmax')!];
+    for (const shape of [[1, 100003], [1, 40009]]) {
+      const x = random(shape, shape[1]!, -30, 30);
+      const withInf = random(shape, 5, -30, 30);
+      withInf.data[17] = -Infinity;
+      withInf.data[40000] = 30.5;
+      for (const input of [x, withInf]) {
+        for (const [i, kernel] of kernels.entries()) {
+          let one!: RawTensor;
+          let two!: RawTensor;
+          withThreads(1, () => (one = kernel([input], { axis: 1 })!));
+          withThreads(2, () => (two = kernel([input], { axis: 1 })!));
+          assertSameBits(two.data, one.data, `${i ? 'logSoftmax' : 'softmax'} [${shape}]`);
+        }
+      }
+      check('softmax', [x], { axis: 1 }, { atol: 1e-6, rtol: 1e-5 });
+      check('logSoftmax', [x], { axis: 1 }, { atol: 1e-5, rtol: 1e-6 });
+    }
+    // Rows of NaN or of -inf take the same path on both thread counts.
+    const odd: RawTensor = { data: Float32Array.from({ length: 2 * 60000 }, (_, k) => (k < 60000 ? -Infinity : k === 70000 ? NaN : k % 7)), shape: [2, 60000], dtype: 'float32' };
+    for (const kernel of kernels) {
+      let one!: RawTensor;
+      let two!: RawTensor;
+      withThreads(1, () => (one = kernel([odd], { axis: 1 })!));
+      withThreads(2, () => (two = kernel([odd], { axis: 1 })!));
+      assertSameBits(two.data, one.data, 'rows of -inf / with a NaN');
+    }
+  });
+
+  for (const isa of ['avx2', 'scalar'] as const) {
+    it(`the [elementwise-split] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
+      const file = fileURLToPath(import.meta.url);
+      const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-name-pattern=\\[elementwise-split\\]', file], {
+        env: { ...process.env, LOWBIT_ISA: isa, NODE_TEST_CONTEXT: undefined }, encoding: 'utf8', timeout: 120_000,
+      });
+      assert.equal(run.status, 0, `${run.stdout.slice(-3000)}\n${run.stderr}`);
+      const passed = Number(/^# pass (\d+)/m.exec(run.stdout)?.[1] ?? 0);
+      assert.ok(passed >= 5, `expected the 5 tagged tests to pass, got ${passed}:\n${run.stdout.slice(-2000)}`);
+    });
+  }
+});
