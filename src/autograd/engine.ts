@@ -1,6 +1,7 @@
 import type { Tensor } from '../tensor/tensor.ts';
 import { gradientRule } from './gradients.ts';
 import { add, onesLike, zerosLike } from '../tensor/ops.ts';
+import { isFreshWhole, recycle, trackAllocations } from '../backend/recycle.ts';
 
 let gradEnabled = true;
 
@@ -57,11 +58,11 @@ function topologicalOrder(roots: readonly Tensor[]): Tensor[] {
  * Gradients of sum_i <roots[i], rootGrads[i]> with respect to every tensor in the graph.
  * With `createGraph`, the gradient computation is itself recorded (for double backward).
  */
-function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], createGraph: boolean): Map<Tensor, Tensor> {
-  const grads = new Map<Tensor, Tensor>();
-  roots.forEach((r, i) => accumulate(grads, r, rootGrads[i]!));
+function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], createGraph: boolean, keep: ReadonlySet<Tensor> = new Set()): Map<Tensor, Tensor> {
+  const grads = new Grads(!createGraph);
+  roots.forEach((r, i) => grads.accumulate(r, rootGrads[i]!));
   const order = topologicalOrder(roots);
-  withGradMode(createGraph, () => {
+  trackAllocations(() => withGradMode(createGraph, () => {
     for (let i = order.length - 1; i >= 0; i--) {
       const t = order[i]!;
       const node = t.node;
@@ -73,19 +74,66 @@ function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], creat
         if (!input.requiresGrad) return;
         const entry = inputGrads[k];
         const gi = typeof entry === 'function' ? entry() : entry;
-        if (gi) accumulate(grads, input, gi);
+        if (gi) grads.accumulate(input, gi);
       });
+      // t's gradient has been consumed by its rule: nothing reads it again unless asked for.
+      if (!keep.has(t)) grads.release(t);
     }
-  });
-  return grads;
+  }));
+  return grads.map;
 }
 
-function accumulate(grads: Map<Tensor, Tensor>, t: Tensor, g: Tensor): void {
-  if (g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
-    throw new Error(`gradient shape [${g.shape.join(', ')}] does not match tensor shape [${t.shape.join(', ')}]`);
+/**
+ * The gradients of one backward pass, with the buffers they hold counted: a gradient that is
+ * dropped (consumed by its node, or replaced by a sum) hands its buffer to backend/recycle.ts
+ * when the buffer was allocated during this pass and no remaining gradient shares it.
+ */
+class Grads {
+  readonly map = new Map<Tensor, Tensor>();
+  private readonly holders = new Map<ArrayBufferLike, number>();
+
+  constructor(private readonly recycling: boolean) {}
+
+  get(t: Tensor): Tensor | undefined {
+    return this.map.get(t);
   }
-  const prev = grads.get(t);
-  grads.set(t, prev ? add(prev, g) : g);
+
+  accumulate(t: Tensor, g: Tensor): void {
+    if (g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
+      throw new Error(`gradient shape [${g.shape.join(', ')}] does not match tensor shape [${t.shape.join(', ')}]`);
+    }
+    const prev = this.map.get(t);
+    const next = prev ? add(prev, g) : g;
+    this.hold(next);
+    this.map.set(t, next);
+    // prev is summed in. (g is not dropped: the rule may hand the same tensor to another input.)
+    if (prev) this.drop(prev);
+  }
+
+  release(t: Tensor): void {
+    const g = this.map.get(t);
+    if (!g) return;
+    this.map.delete(t);
+    this.drop(g);
+  }
+
+  private hold(g: Tensor): void {
+    if (!this.recycling) return;
+    const buffer = g.data.buffer;
+    this.holders.set(buffer, (this.holders.get(buffer) ?? 0) + 1);
+  }
+
+  private drop(g: Tensor): void {
+    if (!this.recycling) return;
+    const buffer = g.data.buffer;
+    const left = (this.holders.get(buffer) ?? 1) - 1;
+    if (left > 0) {
+      this.holders.set(buffer, left);
+      return;
+    }
+    this.holders.delete(buffer);
+    if (isFreshWhole(g.data)) recycle(g.data);
+  }
 }
 
 /** Backpropagates from `root` and accumulates into the `.grad` of every leaf that requires it. */
@@ -112,6 +160,6 @@ export function grad(
 ): Tensor[] {
   const outs = Array.isArray(outputs) ? (outputs as readonly Tensor[]) : [outputs as Tensor];
   const gOuts = options.gradOutputs ?? outs.map((o) => onesLike(o));
-  const grads = propagate(outs, gOuts, options.createGraph ?? false);
+  const grads = propagate(outs, gOuts, options.createGraph ?? false, new Set(inputs));
   return inputs.map((x) => grads.get(x) ?? zerosLike(x));
 }

@@ -6,6 +6,7 @@
 import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor, TypedArray } from '../primitives.ts';
 import { scaleInPlace, sizeOf } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
+import { noteAllocated, takeRecycled } from '../recycle.ts';
 import type { NativeAddon } from './addon.ts';
 import { BINARY_OPS, UNARY_OPS } from './addon.ts';
 
@@ -18,18 +19,26 @@ function allF32(inputs: readonly RawTensor[]): boolean {
 }
 
 function out(shape: readonly number[]): { data: Float32Array; shape: number[]; dtype: 'float32' } {
-  return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
+  const data = new Float32Array(sizeOf(shape));
+  noteAllocated(data);
+  return { data, shape: [...shape], dtype: 'float32' };
 }
 
 /**
  * An output the kernel overwrites completely: large buffers skip the zero fill (and the fresh,
- * page-faulting pages) of `new Float32Array` by taking uninitialised memory from Node's allocator.
+ * page-faulting pages) of `new Float32Array` -- a buffer autograd has released while it is still
+ * in cache (backend/recycle.ts), else uninitialised memory from Node's allocator.
  */
 function outUninit(shape: readonly number[]): { data: Float32Array; shape: number[]; dtype: 'float32' } {
   const size = sizeOf(shape);
   if (size < UNINIT_MIN) return out(shape);
-  const bytes = Buffer.allocUnsafeSlow(size * 4);
-  return { data: new Float32Array(bytes.buffer, bytes.byteOffset, size), shape: [...shape], dtype: 'float32' };
+  let data = takeRecycled(size);
+  if (!data) {
+    const bytes = Buffer.allocUnsafeSlow(size * 4);
+    data = new Float32Array(bytes.buffer, bytes.byteOffset, size);
+  }
+  noteAllocated(data);
+  return { data, shape: [...shape], dtype: 'float32' };
 }
 
 /** Below this many elements a zero-filled allocation costs about the same. */

@@ -1,0 +1,89 @@
+/**
+ * Reuse of float32 buffers that are provably dead, while they are still in cache.
+ *
+ * A training step allocates megabytes of activations and gradients, and V8 only frees an
+ * ArrayBuffer when a scavenge finds its wrapper dead -- every few steps. Until then every new
+ * output is memory last touched several steps ago: its first write misses every cache level
+ * (about 40 µs per 0.4 MB here, more than the kernel writing it). Backpropagation knows better:
+ * once a non-leaf tensor's gradient has been consumed by its node's rule, nothing can see that
+ * gradient again -- if its buffer was allocated during this backward pass and no gradient still
+ * held shares it (`autograd/engine.ts` checks both). Those buffers come here, and kernel outputs
+ * that are overwritten completely take them back first (`takeRecycled`).
+ *
+ * Bounded (a few buffers per size, 32 MB in all); only whole buffers of at least 16 KB.
+ * `setRecyclePoison(true)` fills every returned buffer with NaN, so a use after release shows up
+ * in any test as a wrong gradient.
+ */
+
+const MIN_ELEMENTS = 4096;
+const PER_SIZE = 4;
+const MAX_BYTES = 32 << 20;
+
+const free = new Map<number, Float32Array[]>();
+let pooledBytes = 0;
+let poison = false;
+let enabled = true;
+let tracking = 0;
+let fresh = new WeakSet<ArrayBufferLike>();
+
+/** Poison returned buffers with NaN (tests). */
+export function setRecyclePoison(on: boolean): void {
+  poison = on;
+}
+
+/** Turns recycling on (the default) or off; off also empties the pool. Returns the previous setting. */
+export function setRecycling(on: boolean): boolean {
+  const previous = enabled;
+  enabled = on;
+  if (!on) {
+    free.clear();
+    pooledBytes = 0;
+  }
+  return previous;
+}
+
+/**
+ * Runs `fn` while recording which buffers kernels allocate (`noteAllocated`): only those may be
+ * released by `recycle` afterwards. Nested calls share one record.
+ */
+export function trackAllocations<T>(fn: () => T): T {
+  if (tracking === 0) fresh = new WeakSet();
+  tracking++;
+  try {
+    return fn();
+  } finally {
+    tracking--;
+  }
+}
+
+/** Called by kernels for each output buffer they allocate. */
+export function noteAllocated(data: Float32Array): void {
+  if (tracking > 0) fresh.add(data.buffer);
+}
+
+/** Whether `data` is a whole buffer allocated inside the current `trackAllocations`. */
+export function isFreshWhole(data: unknown): data is Float32Array {
+  return data instanceof Float32Array && data.length >= MIN_ELEMENTS && data.byteOffset === 0 &&
+    data.byteLength === data.buffer.byteLength && fresh.has(data.buffer);
+}
+
+/** Hands a dead buffer (checked by the caller: `isFreshWhole` and unreferenced) back for reuse. */
+export function recycle(data: Float32Array): void {
+  if (!enabled) return;
+  const list = free.get(data.length) ?? [];
+  if (list.length >= PER_SIZE || pooledBytes + data.byteLength > MAX_BYTES) return;
+  fresh.delete(data.buffer);
+  list.push(data);
+  free.set(data.length, list);
+  pooledBytes += data.byteLength;
+}
+
+/** A released buffer of exactly `size` elements (contents undefined), or undefined. */
+export function takeRecycled(size: number): Float32Array | undefined {
+  const list = free.get(size);
+  const data = list?.pop();
+  if (!data) return undefined;
+  pooledBytes -= data.byteLength;
+  if (poison) data.fill(NaN);
+  return data;
+}
