@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { availableBackends, getBackend, setBackend, type BackendName } from '../backend/index.ts';
+import { availableBackends, withBackend } from '../backend/index.ts';
 import { loadNative } from '../backend/native/index.ts';
 import { setRecyclePoison, setRecycling } from '../backend/recycle.ts';
 import { lenet5 } from '../nn/models/index.ts';
@@ -8,16 +8,6 @@ import { add, crossEntropy, manualSeed, matmul, mul, randint, randn, relu, sum, 
 import { grad } from './engine.ts';
 
 loadNative();
-
-function withBackend<T>(backend: BackendName, fn: () => T): T {
-  const previous = getBackend();
-  setBackend(backend);
-  try {
-    return fn();
-  } finally {
-    setBackend(previous);
-  }
-}
 
 /** Runs fn with recycling on and poisoned (released buffers come back full of NaN), or off. */
 function run<T>(recycling: boolean, fn: () => T): T {

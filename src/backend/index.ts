@@ -9,7 +9,7 @@ import './reference/index.ts';
 import { loadNative } from './native/index.ts';
 import { noticeOnFirstKernel, setBackend } from './registry.ts';
 
-export { availableBackends, getBackend, setBackend, profileOps, type BackendName, type OpProfile } from './registry.ts';
+export { availableBackends, getBackend, setBackend, withBackend, profileOps, type BackendName, type OpProfile } from './registry.ts';
 export type { DType, RawTensor, TypedArray, PrimitiveName } from './primitives.ts';
 export { nativeInfo, setNativeThreads, fmaPeakGflops } from './native/index.ts';
 

@@ -29,6 +29,17 @@ export function getBackend(): BackendName {
   return current;
 }
 
+/** Runs `fn` with backend `name` selected, then restores the previous backend (also on throw). */
+export function withBackend<T>(name: BackendName, fn: () => T): T {
+  const previous = current;
+  setBackend(name);
+  try {
+    return fn();
+  } finally {
+    current = previous;
+  }
+}
+
 export function availableBackends(): BackendName[] {
   return [...available];
 }

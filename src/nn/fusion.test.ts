@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { noGrad } from '../autograd/index.ts';
-import { availableBackends, getBackend, setBackend, type BackendName } from '../backend/index.ts';
+import { availableBackends, withBackend } from '../backend/index.ts';
 import { loadNative } from '../backend/native/index.ts';
 import { profileOps } from '../backend/registry.ts';
 import { manualSeed, mul, randn, sum, Tensor } from '../tensor/index.ts';
@@ -41,16 +41,6 @@ function opCalls(fn: () => void): Map<string, number> {
     calls.set(op, (calls.get(op) ?? 0) + n);
   }
   return calls;
-}
-
-function withBackend<T>(backend: BackendName, fn: () => T): T {
-  const previous = getBackend();
-  setBackend(backend);
-  try {
-    return fn();
-  } finally {
-    setBackend(previous);
-  }
 }
 
 describe('forwardChain: conv–relu–pool fusion for inference', () => {

@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import '../index.ts';
-import { setBackend } from '../registry.ts';
+import { getBackend, setBackend, withBackend } from '../registry.ts';
 import { Tensor, tensor } from '../../tensor/tensor.ts';
 import * as o from '../../tensor/ops.ts';
 import { randn } from '../../tensor/creation.ts';
@@ -41,6 +41,18 @@ function naiveConv(x: Tensor, w: Tensor, s: number[], p: number[], d: number[], 
   }
   return out;
 }
+
+describe('withBackend', () => {
+  it('selects the backend for the call and restores the previous one, also when fn throws', () => {
+    const before = getBackend();
+    assert.equal(withBackend('reference', () => getBackend()), 'reference');
+    assert.equal(getBackend(), before);
+    assert.throws(() => withBackend('reference', () => { throw new Error('inside'); }), /inside/);
+    assert.equal(getBackend(), before);
+    assert.throws(() => withBackend('nope' as 'reference', () => 1), /not available/);
+    assert.equal(getBackend(), before);
+  });
+});
 
 describe('reference kernels: forward values', () => {
   it('roundHalfEven and erf', () => {
