@@ -43,7 +43,14 @@ import type { PlanBase } from '../../src/quant/search/plan.ts';
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
 const QUICK_FLAG = process.argv.includes('--quick');
-const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json') : join(ROOT, 'docs', 'results', 'search.json');
+/**
+ * --fp32-epochs N: start from an fp32 model trained N epochs here (its own checkpoint) instead of the
+ * shared 5-epoch one; results go to runs/search/fp32-e<N>.json and docs/search.md is left alone.
+ */
+const FP32_EPOCHS = process.argv.includes('--fp32-epochs') ? Number(process.argv[process.argv.indexOf('--fp32-epochs') + 1]) : null;
+if (FP32_EPOCHS !== null && !(Number.isInteger(FP32_EPOCHS) && FP32_EPOCHS > 0)) throw new Error('--fp32-epochs needs a positive integer');
+const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
+  : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32-e${FP32_EPOCHS}.json`) : join(ROOT, 'docs', 'results', 'search.json');
 const DOC = join(ROOT, 'docs', 'search.md');
 
 // ------------------------------------------------------------------ arguments
@@ -113,13 +120,13 @@ function fp32Model(setup: Setup): TensorModule {
   manualSeed(0);
   const model = createModel(setup.model);
   const shared = join(ROOT, 'runs', 'qat', 'ckpt', `${setup.id}_fp32.safetensors`);
-  const own = join(ROOT, 'runs', 'search', 'ckpt', `${setup.id}_fp32${QUICK ? '-quick' : ''}.safetensors`);
-  const path = !QUICK && existsSync(shared) ? shared : own;
+  const own = join(ROOT, 'runs', 'search', 'ckpt', `${setup.id}_fp32${QUICK ? '-quick' : FP32_EPOCHS !== null ? `-e${FP32_EPOCHS}` : ''}.safetensors`);
+  const path = !QUICK && FP32_EPOCHS === null && existsSync(shared) ? shared : own;
   if (!existsSync(path)) {
-    log(`training the fp32 ${setup.model} on ${setup.dataset} (${setup.fp32Epochs} epochs, Adam 1e-3 cosine) -> ${path}`);
+    const epochs = QUICK ? 1 : FP32_EPOCHS ?? setup.fp32Epochs;
+    log(`training the fp32 ${setup.model} on ${setup.dataset} (${epochs} epochs, Adam 1e-3 cosine) -> ${path}`);
     const l = loaders(setup, 0);
     const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
-    const epochs = QUICK ? 1 : setup.fp32Epochs;
     fit(model, { trainLoader: l.train, optimizer, scheduler: new CosineAnnealingLR(optimizer, { tMax: epochs }), epochs, seed: 0, progress: false });
     mkdirSync(dirname(path), { recursive: true });
     saveCheckpoint(path, { model: model.stateDict(), optimizer: null, epoch: epochs, config: { model: setup.model, dataset: setup.dataset }, history: null });
@@ -298,7 +305,8 @@ const CACHE = join(ROOT, 'runs', 'search', QUICK_FLAG ? 'qat-cache-quick.json' :
 /** Calibration + QAT fine-tune + test accuracy; identical (model, assignment, seed, epochs) runs come from runs/search/qat-cache.json. */
 function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void, base?: PlanBase) {
   const steps = Math.ceil(EPOCHS * (data.train.dataset.length / 64));
-  const key = `${setup.id}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}${base ? `|base${JSON.stringify(base)}` : ''}`;
+  const start = FP32_EPOCHS === null ? '' : `|fp32e${FP32_EPOCHS}`;  // the starting point (default: the shared fp32 model)
+  const key = `${setup.id}${start}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}${base ? `|base${JSON.stringify(base)}` : ''}`;
   let cache: Record<string, { accuracy: number; loss: number }> = {};
   try {
     cache = JSON.parse(readFileSync(CACHE, 'utf8'));
@@ -649,7 +657,7 @@ function pruneMarkdown(pr: PruneResult): string[] {
 }
 
 function writeDoc(): void {
-  if (QUICK || !existsSync(DOC)) return;
+  if (QUICK || FP32_EPOCHS !== null || !existsSync(DOC)) return;
   const doc = readFileSync(DOC, 'utf8');
   const begin = '<!-- search-results:begin -->';
   const end = '<!-- search-results:end -->';
