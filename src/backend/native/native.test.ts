@@ -446,7 +446,7 @@ describe('native backend vs reference', { skip }, () => {
     [2, 24, 7, 6, 10, 3, 3, [1, 1], [1, 1], [1, 1], 2], // backward in x by tap-major tiles, 12 channels per group in two blocks
   ];
 
-  it('conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
+  it('[every-isa] conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
     for (const [i, [n, c, h, w, o, kh, kw, stride, padding, dilation, groups]] of convCases.entries()) {
       const attrs = { stride, padding, dilation, groups };
       const x = random([n, c, h, w], i);
@@ -462,7 +462,7 @@ describe('native backend vs reference', { skip }, () => {
     }
   });
 
-  it('conv2dFused = conv2d + bias, ReLU, max pooling (1e-5 * taps absolute)', () => {
+  it('[every-isa] conv2dFused = conv2d + bias, ReLU, max pooling (1e-5 * taps absolute)', () => {
     type Fused = [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, PrimitiveAttrs['maxPool2d'] | null];
     const p2 = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as PrimitiveAttrs['maxPool2d'];
     const cases: Fused[] = [
@@ -485,7 +485,7 @@ describe('native backend vs reference', { skip }, () => {
     }
   });
 
-  it('pooling: max with and without fused relu (exact, first maximum), avg (1e-6 relative) and their backward passes', () => {
+  it('[every-isa] pooling: max with and without fused relu (exact, first maximum), avg (1e-6 relative) and their backward passes', () => {
     const cases: [number[], [number, number], [number, number], [number, number]][] = [
       [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],
       [[1, 1, 1, 1], [1, 1], [1, 1], [0, 0]], [[2, 2, 33, 65], [3, 2], [3, 1], [1, 1]],
@@ -551,7 +551,7 @@ describe('native backend vs reference', { skip }, () => {
 // Arrays large enough to be split between two threads (more than the pool's inline threshold of
 // 150,000 operations), with lengths and rows that are not multiples of 16, and the special values
 // sprinkled in. Compared bit for bit with the reference backend (any NaN matches any NaN). The
-// tests tagged [elementwise-split] also run under LOWBIT_ISA=avx2 and scalar (child processes).
+// tests tagged [every-isa] also run under LOWBIT_ISA=avx2 and scalar (child processes).
 
 const SPECIAL = [NaN, Infinity, -Infinity, 0, -0, 1e-40, -1e-40, 1, -1, 3.4e38, -3.4e38];
 
@@ -605,13 +605,13 @@ interface SumAddon {
 describe('native elementwise kernels: split and vector paths (bit-exact)', { skip }, () => {
   const forcedIsa = process.env.LOWBIT_ISA;
 
-  it('[elementwise-split] runs on the ISA LOWBIT_ISA asks for', () => {
+  it('[every-isa] runs on the ISA LOWBIT_ISA asks for', () => {
     const info = nativeInfo()!;
     if (forcedIsa === 'scalar') assert.equal(info.isa, 'scalar');
     if (forcedIsa === 'avx2') assert.notEqual(info.isa, 'avx512');
   });
 
-  it('[elementwise-split] binary ops: same shape, scalar and few-row broadcasts with long odd rows, special values', () => {
+  it('[every-isa] binary ops: same shape, scalar and few-row broadcasts with long odd rows, special values', () => {
     const all = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'reluBackward'] as const;
     const some = ['add', 'div', 'maximum', 'minimum', 'reluBackward'] as const;
     // [a shape, b shape, ops]: layouts [1, 1, n], scalar operand, [1, 3, n] / [1, 2, n] / [2, 3, n] rows, channels.
@@ -639,7 +639,7 @@ describe('native elementwise kernels: split and vector paths (bit-exact)', { ski
     });
   });
 
-  it('[elementwise-split] unary neg, abs, relu, sqrt and where with float32 and int32 conditions, special values', () => {
+  it('[every-isa] unary neg, abs, relu, sqrt and where with float32 and int32 conditions, special values', () => {
     withThreads(2, () => {
       for (const n of [160007, 1000003 % 160000 + 160000]) {
         const x = withSpecials([n], 7);
@@ -653,7 +653,7 @@ describe('native elementwise kernels: split and vector paths (bit-exact)', { ski
     });
   });
 
-  it('[elementwise-split] sumInner and sumOuter keep their summation order (double, eight chains / rows in order)', () => {
+  it('[every-isa] sumInner and sumOuter keep their summation order (double, eight chains / rows in order)', () => {
     const addon = nativeAddon() as unknown as SumAddon;
     const expectInner = (x: Float32Array, outer: number, inner: number): number[] =>
       Array.from({ length: outer }, (_, r) => {
@@ -684,7 +684,7 @@ describe('native elementwise kernels: split and vector paths (bit-exact)', { ski
     });
   });
 
-  it('[elementwise-split] softmax and logSoftmax of few long rows: two threads give the one-thread result', () => {
+  it('[every-isa] softmax and logSoftmax of few long rows: two threads give the one-thread result', () => {
     const kernels = [nativeKernel('softmax')!, nativeKernel('logSoftmax')!];
     for (const shape of [[1, 100003], [1, 40009]]) {
       const x = random(shape, shape[1]!, -30, 30);
@@ -715,14 +715,14 @@ describe('native elementwise kernels: split and vector paths (bit-exact)', { ski
   });
 
   for (const isa of ['avx2', 'scalar'] as const) {
-    it(`the [elementwise-split] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
+    it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const file = fileURLToPath(import.meta.url);
-      const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-name-pattern=\\[elementwise-split\\]', file], {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-name-pattern=\\[every-isa\\]', file], {
         env: { ...process.env, LOWBIT_ISA: isa, NODE_TEST_CONTEXT: undefined }, encoding: 'utf8', timeout: 120_000,
       });
       assert.equal(run.status, 0, `${run.stdout.slice(-3000)}\n${run.stderr}`);
       const passed = Number(/^# pass (\d+)/m.exec(run.stdout)?.[1] ?? 0);
-      assert.ok(passed >= 5, `expected the 5 tagged tests to pass, got ${passed}:\n${run.stdout.slice(-2000)}`);
+      assert.ok(passed >= 8, `expected the 8 tagged tests to pass, got ${passed}:\n${run.stdout.slice(-2000)}`);
     });
   }
 });
