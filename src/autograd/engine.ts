@@ -78,6 +78,7 @@ function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], creat
       });
       // t's gradient has been consumed by its rule: nothing reads it again unless asked for.
       if (!keep.has(t)) grads.release(t);
+      grads.flush();
     }
   }));
   return grads.map;
@@ -86,11 +87,15 @@ function propagate(roots: readonly Tensor[], rootGrads: readonly Tensor[], creat
 /**
  * The gradients of one backward pass, with the buffers they hold counted: a gradient that is
  * dropped (consumed by its node, or replaced by a sum) hands its buffer to backend/recycle.ts
- * when the buffer was allocated during this pass and no remaining gradient shares it.
+ * when the buffer was allocated during this pass and no remaining gradient shares it. Buffers
+ * dropped while a node's input gradients are being accumulated are handed over only after that
+ * node (`flush`): until then the rule's outputs -- which may repeat one tensor for several
+ * inputs -- are still being read.
  */
 class Grads {
   readonly map = new Map<Tensor, Tensor>();
   private readonly holders = new Map<ArrayBufferLike, number>();
+  private pending: Float32Array[] = [];
 
   constructor(private readonly recycling: boolean) {}
 
@@ -132,7 +137,18 @@ class Grads {
       return;
     }
     this.holders.delete(buffer);
-    if (isFreshWhole(g.data)) recycle(g.data);
+    if (isFreshWhole(g.data)) this.pending.push(g.data);
+  }
+
+  /** Recycles the buffers dropped since the last flush that no gradient has taken up again. */
+  flush(): void {
+    const seen = new Set<ArrayBufferLike>();
+    for (const data of this.pending) {
+      if (seen.has(data.buffer) || this.holders.has(data.buffer)) continue;
+      seen.add(data.buffer);
+      if (isFreshWhole(data)) recycle(data);
+    }
+    this.pending = [];
   }
 }
 

@@ -25,6 +25,8 @@ let poison = false;
 let enabled = true;
 let tracking = 0;
 let fresh = new WeakSet<ArrayBufferLike>();
+/** Buffers in the pool now (a buffer is never pooled twice). */
+const pooled = new WeakSet<ArrayBufferLike>();
 
 /** Poison returned buffers with NaN (tests). */
 export function setRecyclePoison(on: boolean): void {
@@ -36,6 +38,7 @@ export function setRecycling(on: boolean): boolean {
   const previous = enabled;
   enabled = on;
   if (!on) {
+    for (const list of free.values()) for (const data of list) pooled.delete(data.buffer);
     free.clear();
     pooledBytes = 0;
   }
@@ -69,10 +72,11 @@ export function isFreshWhole(data: unknown): data is Float32Array {
 
 /** Hands a dead buffer (checked by the caller: `isFreshWhole` and unreferenced) back for reuse. */
 export function recycle(data: Float32Array): void {
-  if (!enabled) return;
+  if (!enabled || pooled.has(data.buffer)) return;
   const list = free.get(data.length) ?? [];
   if (list.length >= PER_SIZE || pooledBytes + data.byteLength > MAX_BYTES) return;
   fresh.delete(data.buffer);
+  pooled.add(data.buffer);
   list.push(data);
   free.set(data.length, list);
   pooledBytes += data.byteLength;
@@ -83,6 +87,7 @@ export function takeRecycled(size: number): Float32Array | undefined {
   const list = free.get(size);
   const data = list?.pop();
   if (!data) return undefined;
+  pooled.delete(data.buffer);
   pooledBytes -= data.byteLength;
   if (poison) data.fill(NaN);
   return data;
