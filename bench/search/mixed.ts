@@ -47,7 +47,7 @@ const QUICK_FLAG = process.argv.includes('--quick');
  * --fp32-epochs N: start from an fp32 model trained N epochs here (its own checkpoint) instead of the
  * shared 5-epoch one; results go to runs/search/fp32-e<N>.json and docs/search.md is left alone.
  */
-const FP32_EPOCHS = process.argv.includes('--fp32-epochs') ? Number(process.argv[process.argv.indexOf('--fp32-epochs') + 1]) : null;
+const FP32_EPOCHS = process.argv.includes('--fp32-epochs') ? Number(arg('fp32-epochs', '')) : null;
 if (FP32_EPOCHS !== null && !(Number.isInteger(FP32_EPOCHS) && FP32_EPOCHS > 0)) throw new Error('--fp32-epochs needs a positive integer');
 const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
   : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32-e${FP32_EPOCHS}.json`) : join(ROOT, 'docs', 'results', 'search.json');

@@ -61,7 +61,7 @@ export function trackAllocations<T>(fn: () => T): T {
 
 /** Called by kernels for each output buffer they allocate. */
 export function noteAllocated(data: Float32Array): void {
-  if (tracking > 0) fresh.add(data.buffer);
+  if (tracking > 0 && data.length >= MIN_ELEMENTS) fresh.add(data.buffer);
 }
 
 /** Whether `data` is a whole buffer allocated inside the current `trackAllocations`. */

@@ -23,13 +23,19 @@ function plain<T>(layer: TensorModule, type: abstract new (...args: never[]) => 
   return layer.constructor === type && !Object.prototype.hasOwnProperty.call(layer, 'forward');
 }
 
+/** Max pooling fused into a conv op: window and stride, no padding. */
+export interface FusedPool {
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+}
+
 /**
  * A conv layer that runs conv → [ReLU] → [max pooling] as one op itself (the fake-quantized
  * QuantConv2d of src/quant/qat: it quantizes its input and weight, then calls `conv2dFused`).
  */
 export interface FusableConv extends TensorModule {
   readonly inChannels: number;
-  forwardFused(x: Tensor, options: { relu: boolean; pool: { kernel: readonly [number, number]; stride: readonly [number, number] } | null }): Tensor;
+  forwardFused(x: Tensor, options: { relu: boolean; pool: FusedPool | null }): Tensor;
 }
 
 function fusable(layer: TensorModule): layer is FusableConv {
@@ -55,50 +61,37 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
   let y = x;
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
-    if ((plain(layer, Conv2d) || fusable(layer)) && y.rank === 4) {
-      const training = needsGradient(layer, y);
-      let relu = false;
-      let pool: MaxPool2d | null = null;
-      let next = i + 1;
-      if (next < layers.length && plain(layers[next]!, ReLU)) {
-        relu = true;
-        next++;
-      }
-      const candidate = layers[next];
-      if (training && relu && candidate && plain(candidate, MaxPool2d)) {
-        if (y.shape[1] !== layer.inChannels) return layer.forward(y);  // lets the conv report the mismatch
-        const z = layer instanceof Conv2d
-          ? conv2dFused(y, layer.weight, layer.bias, { stride: layer.stride, padding: layer.padding, dilation: layer.dilation, groups: layer.groups })
-          : layer.forwardFused(y, { relu: false, pool: null });
-        y = maxPool2d(z, candidate.kernelSize, { stride: candidate.stride, padding: candidate.padding, relu: true });
-        i = next;
-        continue;
-      }
-      if (!training && candidate && plain(candidate, MaxPool2d) && candidate.padding[0] === 0 && candidate.padding[1] === 0) {
-        pool = candidate;
-        next++;
-      }
-      if (relu || pool) {
-        if (y.shape[1] !== layer.inChannels) return layer.forward(y);  // lets Conv2d report the mismatch
-        const poolOptions = pool ? { kernel: pool.kernelSize, stride: pool.stride } : null;
-        if (!(layer instanceof Conv2d)) {
-          y = layer.forwardFused(y, { relu, pool: poolOptions });
-          i = next - 1;
-          continue;
-        }
-        y = conv2dFused(y, layer.weight, layer.bias, {
-          stride: layer.stride,
-          padding: layer.padding,
-          dilation: layer.dilation,
-          groups: layer.groups,
-          relu,
-          pool: poolOptions,
-        });
-        i = next - 1;
-        continue;
-      }
+    if (!((plain(layer, Conv2d) || fusable(layer)) && y.rank === 4)) {
+      y = layer.forward(y);
+      continue;
     }
-    y = layer.forward(y);
+    const training = needsGradient(layer, y);
+    let next = i + 1;
+    const relu = next < layers.length && plain(layers[next]!, ReLU);
+    if (relu) next++;
+    // Training pools after a ReLU (fused in front of the pooling); inference pools without padding.
+    const candidate = layers[next];
+    const pool = candidate && plain(candidate, MaxPool2d) && (training ? relu : candidate.padding[0] === 0 && candidate.padding[1] === 0) ? candidate : null;
+    if (pool) next++;
+    if (!relu && !pool) {
+      y = layer.forward(y);
+      continue;
+    }
+    if (y.shape[1] !== layer.inChannels) return layer.forward(y);  // lets the conv report the mismatch
+    if (training && pool) {
+      y = maxPool2d(convOp(layer, y, false, null), pool.kernelSize, { stride: pool.stride, padding: pool.padding, relu: true });
+    } else {
+      y = convOp(layer, y, relu, pool ? { kernel: pool.kernelSize, stride: pool.stride } : null);
+    }
+    i = next - 1;
   }
   return y;
+}
+
+/** conv → [ReLU] → [max pooling] as one op: `conv2dFused` for a Conv2d, `forwardFused` for a FusableConv. */
+function convOp(layer: Conv2d | FusableConv, x: Tensor, relu: boolean, pool: FusedPool | null): Tensor {
+  if (!(layer instanceof Conv2d)) return layer.forwardFused(x, { relu, pool });
+  return conv2dFused(x, layer.weight, layer.bias, {
+    stride: layer.stride, padding: layer.padding, dilation: layer.dilation, groups: layer.groups, relu, pool,
+  });
 }

@@ -8,6 +8,7 @@ import { Module } from '../../nn/module.ts';
 import type { Conv2d } from '../../nn/conv.ts';
 import type { Linear } from '../../nn/linear.ts';
 import type { BatchNorm2d } from '../../nn/batchnorm.ts';
+import type { FusedPool } from '../../nn/fusion.ts';
 import { add, conv2d, conv2dFused, div, linear, mean, mul, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
 import { noGrad } from '../../autograd/engine.ts';
 import type { ExportedQuant, Quantizer, QuantizerSpec } from '../quantizers/quantizer.ts';
@@ -231,7 +232,7 @@ export class QuantConv2d extends QuantConvBase {
    * `conv2dFused` op, as `forwardChain` runs a float Conv2d → ReLU → MaxPool2d chain; equal to
    * `forward` followed by the ReLU and pooling layers.
    */
-  forwardFused(x: Tensor, options: { relu: boolean; pool: { kernel: readonly [number, number]; stride: readonly [number, number] } | null }): Tensor {
+  forwardFused(x: Tensor, options: { relu: boolean; pool: FusedPool | null }): Tensor {
     this.checkInput(x);
     return conv2dFused(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias), {
       stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups, relu: options.relu, pool: options.pool,
