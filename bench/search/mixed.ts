@@ -10,7 +10,7 @@
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/search/mixed.ts [--models lenet5,cnn]
  *       [--sections sensitivity,size,sizewa,latency,prune] [--seeds 0,1,2] [--budgets 3,2] [--epochs 1] [--quick]
- *       [--arms uniform,kl,hessian,loss,channel] [--per-channel] [--doc-only]
+ *       [--arms uniform,kl,hessian,loss,channel,prune0,qat] [--per-channel] [--fp32-epochs N [--holdout]] [--doc-only]
  *
  * Writes docs/results/search.json (merged per model and section) and regenerates the block between
  * the `search-results` markers of docs/search.md. fp32 starting points: runs/qat/ckpt/<id>.safetensors
@@ -49,8 +49,16 @@ const QUICK_FLAG = process.argv.includes('--quick');
  */
 const FP32_EPOCHS = process.argv.includes('--fp32-epochs') ? Number(arg('fp32-epochs', '')) : null;
 if (FP32_EPOCHS !== null && !(Number.isInteger(FP32_EPOCHS) && FP32_EPOCHS > 0)) throw new Error('--fp32-epochs needs a positive integer');
+/**
+ * --holdout: the fp32 start (needs --fp32-epochs) is trained without the last 10,000 training
+ * images, so that the QAT-ranked arm can rank candidates on images the model has never seen.
+ * The arms' final fine-tune still uses the whole training set.
+ */
+const HOLDOUT = process.argv.includes('--holdout');
+if (HOLDOUT && FP32_EPOCHS === null) throw new Error('--holdout needs --fp32-epochs (its own fp32 start)');
+const START = FP32_EPOCHS === null ? '' : `-e${FP32_EPOCHS}${HOLDOUT ? '-h10k' : ''}`;
 const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
-  : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32-e${FP32_EPOCHS}.json`) : join(ROOT, 'docs', 'results', 'search.json');
+  : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32${START}.json`) : join(ROOT, 'docs', 'results', 'search.json');
 const DOC = join(ROOT, 'docs', 'search.md');
 
 // ------------------------------------------------------------------ arguments
@@ -67,12 +75,16 @@ const EPOCHS = Number(arg('epochs', '1'));
 /** Learning rate of the QAT fine-tune (Adam, cosine to 0), the same for every arm (default 1e-4). */
 const LR = Number(arg('lr', '1e-4'));
 const PER_CHANNEL = process.argv.includes('--per-channel');
-/** Arms of the size experiment to run (default all): uniform, kl, hessian, loss, channel (needs --per-channel). */
+/**
+ * Arms of the size experiments (default: uniform, kl, hessian, loss, channel (needs --per-channel));
+ * prune0 (0-bit channels) and qat (QAT-ranked candidates, needs --holdout; also adds that arm to
+ * the size + BitOps experiment) only when named.
+ */
 const ARMS = arg('arms', 'uniform,kl,hessian,loss,channel').split(',');
-const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)', 'searched (Hessian Ω, 0-bit channels)'];
+const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)', 'searched (Hessian Ω, 0-bit channels)', 'searched (QAT-ranked)'];
 const ARM_KEYS: Record<string, string> = {
   uniform: 'uniform', 'searched (PTQ KL)': 'kl', 'searched (Hessian Ω)': 'hessian', 'searched (PTQ Δloss)': 'loss', 'searched (Hessian Ω, per-channel)': 'channel',
-  'searched (Hessian Ω, 0-bit channels)': 'prune0',
+  'searched (Hessian Ω, 0-bit channels)': 'prune0', 'searched (QAT-ranked)': 'qat',
 };
 const COMMAND = `node --import tsx bench/search/mixed.ts ${process.argv.slice(2).join(' ')}`.trim();
 
@@ -116,16 +128,32 @@ function loaders(setup: Setup, seed: number) {
   };
 }
 
+/**
+ * The split the QAT-ranked arm ranks candidates on: fine-tune on the training set minus its last
+ * 10,000 images, accuracy on those 10,000 (never the test set).
+ */
+function rankLoaders(setup: Setup, seed: number) {
+  const norm = DATASET_STATS[setup.dataset];
+  const train = loadDataset(setup.dataset, 'train');
+  const hold = QUICK ? 500 : 10000;
+  const fit = QUICK ? subset(train, 0, 3000) : subset(train, 0, train.length - hold);
+  return {
+    train: new DataLoader(fit, { batchSize: 64, shuffle: true, seed, normalize: norm }),
+    test: new DataLoader(subset(train, train.length - hold), { batchSize: 500, normalize: norm }),
+    calibration: new DataLoader(subset(train, 0, 512), { batchSize: 128, normalize: norm }),
+  };
+}
+
 function fp32Model(setup: Setup): TensorModule {
   manualSeed(0);
   const model = createModel(setup.model);
   const shared = join(ROOT, 'runs', 'qat', 'ckpt', `${setup.id}_fp32.safetensors`);
-  const own = join(ROOT, 'runs', 'search', 'ckpt', `${setup.id}_fp32${QUICK ? '-quick' : FP32_EPOCHS !== null ? `-e${FP32_EPOCHS}` : ''}.safetensors`);
+  const own = join(ROOT, 'runs', 'search', 'ckpt', `${setup.id}_fp32${QUICK ? '-quick' : START}.safetensors`);
   const path = !QUICK && FP32_EPOCHS === null && existsSync(shared) ? shared : own;
   if (!existsSync(path)) {
     const epochs = QUICK ? 1 : FP32_EPOCHS ?? setup.fp32Epochs;
     log(`training the fp32 ${setup.model} on ${setup.dataset} (${epochs} epochs, Adam 1e-3 cosine) -> ${path}`);
-    const l = loaders(setup, 0);
+    const l = HOLDOUT ? rankLoaders(setup, 0) : loaders(setup, 0);
     const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
     fit(model, { trainLoader: l.train, optimizer, scheduler: new CosineAnnealingLR(optimizer, { tMax: epochs }), epochs, seed: 0, progress: false });
     mkdirSync(dirname(path), { recursive: true });
@@ -303,10 +331,10 @@ function bitsLabel(c: BitChoice): string {
 const CACHE = join(ROOT, 'runs', 'search', QUICK_FLAG ? 'qat-cache-quick.json' : 'qat-cache.json');
 
 /** Calibration + QAT fine-tune + test accuracy; identical (model, assignment, seed, epochs) runs come from runs/search/qat-cache.json. */
-function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: ReturnType<typeof loaders>, seed: number, inspect?: (m: TensorModule) => void, base?: PlanBase) {
+function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: Pick<ReturnType<typeof loaders>, 'train' | 'test' | 'calibration'>, seed: number, inspect?: (m: TensorModule) => void, base?: PlanBase, split = '') {
   const steps = Math.ceil(EPOCHS * (data.train.dataset.length / 64));
-  const start = FP32_EPOCHS === null ? '' : `|fp32e${FP32_EPOCHS}`;  // the starting point (default: the shared fp32 model)
-  const key = `${setup.id}${start}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}${base ? `|base${JSON.stringify(base)}` : ''}`;
+  const start = FP32_EPOCHS === null ? '' : `|fp32e${FP32_EPOCHS}${HOLDOUT ? 'h10k' : ''}`;  // the starting point (default: the shared fp32 model)
+  const key = `${setup.id}${start}${split ? `|${split}` : ''}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}${base ? `|base${JSON.stringify(base)}` : ''}`;
   let cache: Record<string, { accuracy: number; loss: number }> = {};
   try {
     cache = JSON.parse(readFileSync(CACHE, 'utf8'));
@@ -323,12 +351,43 @@ function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, 
   return { ...r, cached: false };
 }
 
+/**
+ * Candidates of the QAT-ranked arm at a weight-size budget (activations 8 bit): for each error
+ * model (PTQ KL, Hessian Ω, PTQ Δloss), its exact allocation and, for every layer, the exact
+ * allocation with that layer's chosen width taken away (the runners-up the error model nearly picked).
+ */
+function sizeCandidates(sens: Sensitivity, budget: number, uniform: BitAssignment): BitAssignment[] {
+  const size = search.sizeCost();
+  const out: BitAssignment[] = [uniform];
+  const models = [new Map(sens.ptq.map((p) => [p.name, p.kl])), new Map(sens.omega.map((p) => [p.name, p.omega])), new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]))];
+  for (const errors of models) {
+    const options = search.layerOptions(sens.layers, SIZE_CHOICES, size, (l, c) => errors.get(l.name)![c.w]!);
+    const best = search.allocateExact(options, budget).assignment;
+    out.push(best);
+    for (const [i, l] of sens.layers.entries()) {
+      const without = options.map((o, j) => (j === i ? { ...o, options: o.options.filter((x) => x.choice.w !== best[l.name]!.w) } : o));
+      try {
+        out.push(search.allocateExact(without, budget).assignment);
+      } catch (e) {
+        if (!(e instanceof search.NoAllocationFitsError)) throw e;
+      }
+    }
+  }
+  return out;
+}
+
 function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unknown {
   const size = search.sizeCost();
   const rows: Json[] = [];
   for (const b of BUDGETS) {
     const plans = sizePlans(sens, b);
     const budget = search.totalCost(size, sens.layers, plans['uniform']!);
+    let ranking: Json | undefined;
+    if (ARMS.includes('qat')) {
+      const r = qatRanked(setup, model, sizeCandidates(sens, budget, plans['uniform']!), sens.layers, undefined, `size@${b}b`);
+      plans['searched (QAT-ranked)'] = r.best;
+      ranking = r.ranking;
+    }
     for (const [arm, assignment] of Object.entries(plans)) {
       if (!ARMS.includes(ARM_KEYS[arm] ?? arm)) continue;
       const accs: number[] = [];
@@ -342,6 +401,7 @@ function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unkn
       const row = {
         budgetBits: b, budget, arm, assignment, cost: search.totalCost(size, sens.layers, assignment), accuracies: accs, seeds: SEEDS,
         mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, lr: LR, command: COMMAND, commit: gitCommit(),
+        ...(arm === 'searched (QAT-ranked)' ? { ranking } : {}),
       };
       rows.push(row);
       // Merge into the recorded rows: a row is identified by (budget, arm).
@@ -362,7 +422,7 @@ const WA_W = [1, 2, 3, 4, 5, 6, 8];
 const WA_A = [2, 3, 4, 5, 6, 8];
 /** Every arm of this experiment calibrates activations with the MSE observer (min-max ranges are poor at 2-3 bits). */
 const WA_BASE: PlanBase = { activationMethod: 'mse' };
-const WA_ORDER = ['uniform', 'searched (Hessian Ω + act. Δloss)', 'searched (PTQ KL w + a)'];
+const WA_ORDER = ['uniform', 'searched (Hessian Ω + act. Δloss)', 'searched (PTQ KL w + a)', 'searched (QAT-ranked)'];
 
 /**
  * Uniform WbAb against per-layer (w, a) plans chosen by the exact allocation under BOTH the weight
@@ -394,6 +454,23 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
       'searched (Hessian Ω + act. Δloss)': plan((l, c) => omega.get(l.name)![c.w]! + Math.max(0, lossA.get(l.name)![c.a]!)),
       'searched (PTQ KL w + a)': plan((l, c) => klW.get(l.name)![c.w]! + Math.max(0, klA.get(l.name)![c.a]!)),
     };
+    let ranking: Json | undefined;
+    if (ARMS.includes('qat')) {
+      // Candidates: the exact allocation under both budgets for each error model with the weight
+      // error scaled by α (the two terms' units differ), over all (w, a) and over a >= 3 only.
+      const candidates: BitAssignment[] = [uniform];
+      for (const [w, a] of [[omega, lossA], [klW, klA]] as const) {
+        for (const alpha of [1 / 16, 1 / 4, 1, 4, 16]) {
+          for (const minA of [2, 3]) {
+            const options = search.layerOptionsMulti(sens.layers, choices.filter((c) => c.a >= minA), [size, ops], (l, c) => alpha * w.get(l.name)![c.w]! + Math.max(0, a.get(l.name)![c.a]!));
+            candidates.push(search.allocateExactMulti(options, budgets).assignment);
+          }
+        }
+      }
+      const r = qatRanked(setup, model, candidates, sens.layers, WA_BASE, `W${b}A${b}`);
+      plans['searched (QAT-ranked)'] = r.best;
+      ranking = r.ranking;
+    }
     for (const [arm, assignment] of Object.entries(plans)) {
       const accs: number[] = [];
       for (const seed of SEEDS) {
@@ -405,10 +482,42 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
       rows.push({
         budgetBits: b, budgets, arm, assignment, size: search.totalCost(size, sens.layers, assignment), bitops: search.totalCost(ops, sens.layers, assignment),
         accuracies: accs, seeds: SEEDS, mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, lr: LR,
+        ...(arm === 'searched (QAT-ranked)' ? { ranking } : {}),
       });
     }
   }
   return { rows, activation: act, activationSeconds: actSeconds };
+}
+
+/**
+ * Ranks budget-feasible candidates by the fine-tune itself (the MOHAQ beacon idea taken to its
+ * end: every shortlisted candidate is a beacon): each gets the arms' calibration + QAT recipe on
+ * the training set minus 10,000 held-out training images (seed 0) and is scored on those 10,000;
+ * the best accuracy (then the lowest loss) wins. The test set plays no part.
+ */
+function qatRanked(setup: Setup, model: TensorModule, candidates: readonly BitAssignment[], layers: readonly LayerInfo[], base: PlanBase | undefined, label: string): { best: BitAssignment; ranking: Json } {
+  if (!HOLDOUT && !QUICK) throw new Error('the QAT-ranked arm needs --holdout: its fp32 start must not have seen the images it ranks on');
+  const seen = new Set<string>();
+  const unique = candidates.filter((c) => {
+    const k = JSON.stringify(Object.entries(c).sort());
+    return seen.has(k) ? false : (seen.add(k), true);
+  });
+  const data = rankLoaders(setup, 0);
+  const t0 = performance.now();
+  const scored = unique.map((assignment, i) => {
+    const t = performance.now();
+    const r = qatScore(setup, model, assignment, data, 0, undefined, base, 'rank10k');
+    log(`${setup.id} ${label} rank ${i + 1}/${unique.length}: held-out ${pct(r.accuracy)} loss ${r.loss.toFixed(4)} (${describe(assignment, layers)}) ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
+    return { assignment, accuracy: r.accuracy, loss: r.loss };
+  });
+  const order = [...scored].sort((x, y) => y.accuracy - x.accuracy || x.loss - y.loss);
+  return {
+    best: order[0]!.assignment,
+    ranking: {
+      candidates: order.map((c) => ({ bits: describe(c.assignment, layers), heldOutAccuracy: c.accuracy, heldOutLoss: c.loss })),
+      seconds: (performance.now() - t0) / 1000,
+    },
+  };
 }
 
 // ------------------------------------------------------------------ latency budget
