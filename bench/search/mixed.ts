@@ -447,8 +447,8 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
   for (const b of BUDGETS) {
     const uniform = search.uniformAssignment(sens.layers, b, b);
     const budgets = [search.totalCost(size, sens.layers, uniform), search.totalCost(ops, sens.layers, uniform)];
-    const plan = (error: (l: LayerInfo, c: BitChoice) => number): BitAssignment =>
-      search.allocateExactMulti(search.layerOptionsMulti(sens.layers, choices, [size, ops], error), budgets).assignment;
+    const plan = (error: (l: LayerInfo, c: BitChoice) => number, minA = 2): BitAssignment =>
+      search.allocateExactMulti(search.layerOptionsMulti(sens.layers, choices.filter((c) => c.a >= minA), [size, ops], error), budgets).assignment;
     const plans: Record<string, BitAssignment> = {
       uniform,
       'searched (Hessian Ω + act. Δloss)': plan((l, c) => omega.get(l.name)![c.w]! + Math.max(0, lossA.get(l.name)![c.a]!)),
@@ -461,10 +461,7 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
       const candidates: BitAssignment[] = [uniform];
       for (const [w, a] of [[omega, lossA], [klW, klA]] as const) {
         for (const alpha of [1 / 16, 1 / 4, 1, 4, 16]) {
-          for (const minA of [2, 3]) {
-            const options = search.layerOptionsMulti(sens.layers, choices.filter((c) => c.a >= minA), [size, ops], (l, c) => alpha * w.get(l.name)![c.w]! + Math.max(0, a.get(l.name)![c.a]!));
-            candidates.push(search.allocateExactMulti(options, budgets).assignment);
-          }
+          for (const minA of [2, 3]) candidates.push(plan((l, c) => alpha * w.get(l.name)![c.w]! + Math.max(0, a.get(l.name)![c.a]!), minA));
         }
       }
       const r = qatRanked(setup, model, candidates, sens.layers, WA_BASE, `W${b}A${b}`);
