@@ -157,6 +157,29 @@ describe('lowbit search', () => {
     assert.match(noInit.stderr, /--plan needs --init RUN/);
   });
 
+  it('--rank retrains the most accurate plans within the budget and keeps the best after retraining', async () => {
+    const out = join(dir, 'ilp-rank');
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'ilp', '--wbits', '2,3,4,8', '--abits', '2,3,4,8', '--rank', '3', '--rank-steps', '4', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.split('\n').filter((l) => l.startsWith('  retrained '));
+    assert.equal(lines.length, 3, r.stdout);
+    const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
+    const ranking = front.details.ranking as { assignment: unknown; ptqAccuracy: number; retrainedAccuracy: number }[];
+    assert.equal(ranking.length, 3);
+    // the three most accurate in-budget plans by PTQ, best first after retraining
+    const inBudget = (front.candidates as { accuracy: number; costs: { size: number; bitops: number } }[])
+      .filter((c) => c.costs.size <= 23e3 * 8 && c.costs.bitops <= 3.7e6).map((c) => c.accuracy).sort((x, y) => y - x);
+    assert.deepEqual(ranking.map((c) => c.ptqAccuracy).sort((x, y) => y - x), inBudget.slice(0, 3));
+    for (let i = 1; i < ranking.length; i++) assert.ok(ranking[i - 1]!.retrainedAccuracy >= ranking[i]!.retrainedAccuracy);
+    assert.ok(front.chosen !== null);
+    assert.deepEqual(front.candidates[front.chosen].assignment, ranking[0]!.assignment);
+    assert.deepEqual(loadPlanFile(join(out, 'plan.json')).assignment, ranking[0]!.assignment);
+    assert.match(r.stdout, new RegExp(`\\(after QAT ${(ranking[0]!.retrainedAccuracy * 100).toFixed(2)}%\\)`));
+    const bad = await lowbit(['search', '--model', run, '--budget', 'size=16KB', '--method', 'sdq', '--rank', '2', ...QUICK]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--rank works with --method nsga2 or ilp/);
+  });
+
   it('ilp and sdq write their outputs too', async () => {
     const ilp = await lowbit(['search', '--model', run, '--budget', 'bitops=60M', '--method', 'ilp', '--wbits', '2,4,8', '--out', join(dir, 'ilp'), ...QUICK]);
     assert.equal(ilp.code, 0, ilp.stderr);

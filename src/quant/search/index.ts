@@ -33,8 +33,8 @@ export {
 } from './nsga2.ts';
 export { BeaconSet, beaconHooks, rmsDistance, type Beacon, type BeaconSearchOptions, type BeaconSetOptions } from './beacons.ts';
 export {
-  assignmentCosts, bitChoices, candidateFront, chooseWithinBudget, nsga2Search, retrainAssignment,
-  type BeaconOptions, type BitSpaceOptions, type Nsga2SearchOptions, type Nsga2SearchResult, type SearchCandidate,
+  assignmentCosts, bestWithinBudget, bitChoices, candidateFront, chooseWithinBudget, nsga2Search, rankByRetraining, retrainAssignment,
+  type BeaconOptions, type BitSpaceOptions, type Nsga2SearchOptions, type Nsga2SearchResult, type RankByRetrainingOptions, type SearchCandidate,
 } from './mohaq.ts';
 export { repairToBudget, SDQ_KIND, SdqQuantizer, sdqSearch, type SdqOptions, type SdqResult } from './sdq.ts';
 export { BudgetError, costDisplay, parseBudget, type Budget, type CostDisplay } from './budget.ts';

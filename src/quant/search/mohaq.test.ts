@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { bitChoices, candidateFront, chooseWithinBudget, nsga2Search, type SearchCandidate } from './mohaq.ts';
+import { bestWithinBudget, bitChoices, candidateFront, chooseWithinBudget, nsga2Search, rankByRetraining, retrainAssignment, type SearchCandidate } from './mohaq.ts';
+import { uniformAssignment } from './costs.ts';
+import { describeLayers } from './layers.ts';
 import { bitOpsCost, sizeCost, totalCost } from './costs.ts';
 import { evaluateAssignmentSync } from './evaluate.ts';
 import { trainedBlobMlp } from './testing.ts';
@@ -25,6 +27,35 @@ describe('mohaq helpers', () => {
     assert.equal(chooseWithinBudget(all, 'size', 29)?.costs.size, 20);
     assert.equal(chooseWithinBudget(all, 'size', 100)?.costs.size, 30, 'equal accuracy: the cheaper');
     assert.equal(chooseWithinBudget(all, 'size', 5), null);
+    assert.deepEqual(bestWithinBudget(all, 'size', 29, 3).map((c) => [c.accuracy, c.costs.size]), [[0.97, 20], [0.97, 20], [0.96, 25]]);
+    assert.deepEqual(bestWithinBudget(all, 'size', 100, 2).map((c) => c.costs.size), [30, 40], 'equal accuracy: the cheaper first');
+    assert.deepEqual(bestWithinBudget(all, 'size', 5, 3), []);
+  });
+});
+
+describe('rankByRetraining', () => {
+  it('orders candidates by their accuracy after retrainAssignment, restores the model and stops on request', () => {
+    const { model, data } = trainedBlobMlp(3);
+    const layers = describeLayers(model, [8]);
+    const before = model.parameters().map((p) => p.data.slice());
+    const options = { calibrationSamples: 64, qatSteps: 6, qatLr: 1e-3, seed: 1 };
+    const candidates: SearchCandidate[] = [2, 3, 4, 8].map((w) => {
+      const assignment = uniformAssignment(layers, w, 8);
+      // PTQ scores that rank the plans the other way round from retraining (which favours more bits here)
+      return { assignment, accuracy: 0.9 - w / 100, ptqAccuracy: 0.9 - w / 100, costs: { size: w } };
+    });
+    const seen: number[] = [];
+    const ranked = rankByRetraining(model, candidates, data, { ...options, onCandidate: (_c, i) => seen.push(i) });
+    assert.deepEqual(seen, [0, 1, 2, 3]);
+    model.parameters().forEach((p, i) => assert.deepEqual(p.data, before[i], 'model restored'));
+    // Each retrained accuracy is what retrainAssignment gives on its own; the order is by it (ties: higher PTQ first).
+    const expected = candidates.map((c) => ({ w: c.costs.size!, acc: retrainAssignment(model, c.assignment, data, options).accuracy }))
+      .sort((x, y) => y.acc - x.acc || x.w - y.w);
+    assert.deepEqual(ranked.map((c) => [c.costs.size, c.retrainedAccuracy]), expected.map((e) => [e.w, e.acc]));
+    assert.notDeepEqual(ranked.map((c) => c.costs.size), [2, 3, 4, 8], 'retraining reorders what PTQ ranked');
+    for (const c of ranked) assert.equal(c.accuracy, c.ptqAccuracy, 'the search accuracy is kept');
+    let n = 0;
+    assert.equal(rankByRetraining(model, candidates, data, { ...options, shouldStop: () => n++ >= 2 }).length, 2);
   });
 });
 

@@ -239,11 +239,39 @@ export function candidateFront(candidates: readonly SearchCandidate[], costNames
  * (ties: the cheaper one); null when none fits.
  */
 export function chooseWithinBudget(candidates: readonly SearchCandidate[], cost: string, budget: number): SearchCandidate | null {
-  let best: SearchCandidate | null = null;
-  for (const c of candidates) {
-    const v = c.costs[cost];
-    if (v === undefined || !(v <= budget)) continue;
-    if (best === null || c.accuracy > best.accuracy || (c.accuracy === best.accuracy && v < best.costs[cost]!)) best = c;
+  return bestWithinBudget(candidates, cost, budget, 1)[0] ?? null;
+}
+
+/** The `count` most accurate candidates whose `cost` is within `budget` (ties: the cheaper first). */
+export function bestWithinBudget(candidates: readonly SearchCandidate[], cost: string, budget: number, count: number): SearchCandidate[] {
+  return candidates
+    .filter((c) => c.costs[cost] !== undefined && c.costs[cost]! <= budget)
+    .sort((x, y) => y.accuracy - x.accuracy || x.costs[cost]! - y.costs[cost]!)
+    .slice(0, Math.max(0, count));
+}
+
+export interface RankByRetrainingOptions extends Omit<EvaluateAssignmentOptions, 'method'> {
+  /** Called after each candidate is retrained, with its index in `candidates`. */
+  readonly onCandidate?: (candidate: SearchCandidate, index: number) => void;
+  /** Polled before each candidate; the ranking then holds the ones retrained so far. */
+  readonly shouldStop?: () => boolean;
+}
+
+/**
+ * Ranks candidates by retraining each (calibration + QAT fine-tune of `model`, restored after
+ * each; see `retrainAssignment`) and scoring it on `data.eval`: post-training scores can mis-rank
+ * plans whose errors a short fine-tune repairs unevenly (e.g. very low activation widths). Returns
+ * the retrained candidates, `retrainedAccuracy` set, best first (ties: the higher PTQ accuracy).
+ */
+export function rankByRetraining(model: TensorModule, candidates: readonly SearchCandidate[], data: SearchData, options: RankByRetrainingOptions = {}): SearchCandidate[] {
+  const { onCandidate, shouldStop, ...evaluation } = options;
+  const ranked: SearchCandidate[] = [];
+  for (const [i, c] of candidates.entries()) {
+    if (shouldStop?.()) break;
+    const retrained: SearchCandidate = { ...c, retrainedAccuracy: retrainAssignment(model, c.assignment, data, evaluation).accuracy };
+    ranked.push(retrained);
+    onCandidate?.(retrained, i);
   }
-  return best;
+  const ptq = (c: SearchCandidate): number => c.ptqAccuracy ?? c.accuracy;
+  return ranked.sort((x, y) => y.retrainedAccuracy! - x.retrainedAccuracy! || ptq(y) - ptq(x));
 }
