@@ -273,7 +273,7 @@ export const searchCommand = defineCommand({
             chosenAfterQat = ranked[0]!.retrainedAccuracy!;
             outcome = {
               // the candidate object itself (front.json and the report find the chosen plan by identity)
-              ...outcome, chosen: shortlist[shortlist.findIndex((c) => c.assignment === ranked[0]!.assignment)]!,
+              ...outcome, chosen: shortlist.find((c) => c.assignment === ranked[0]!.assignment)!,
               notes: [...(outcome.notes ?? []), `Chosen by retraining: the ${ranked.length} most accurate plans within the budget were fine-tuned (calibration + QAT, ${options.rankSteps} steps, Adam 1e-4 with cosine decay) and scored on the search samples; the plan is the best after fine-tuning (${(ranked[0]!.retrainedAccuracy! * 100).toFixed(2)}%).`],
               details: { ...outcome.details, ranking: ranked.map((c) => ({ assignment: c.assignment, ptqAccuracy: c.ptqAccuracy ?? c.accuracy, retrainedAccuracy: c.retrainedAccuracy })) },
             };
@@ -302,7 +302,7 @@ export const searchCommand = defineCommand({
       io.print(`chosen plan: ${outcome.layers.map((l) => `${l.name}=W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}${kept(l.name)}`).join(' ')}`);
       io.print(`  ${primary.name} ${showCost(c.costs[primary.name]!)} (budget ${showCost(budget.value)}), search accuracy ${(c.accuracy * 100).toFixed(2)}%` +
         `${chosenAfterQat !== undefined ? ` (after QAT ${(chosenAfterQat * 100).toFixed(2)}%)` : ''}` +
-        `${heldOutScores.chosen !== undefined ? `, held-out ${(heldOutScores.chosen * 100).toFixed(2)}% (float32 ${(heldOutScores.float! * 100).toFixed(2)}%)` : ''}`);
+        `${heldOutScores.chosen !== undefined ? `, held-out${chosenAfterQat !== undefined ? ' PTQ' : ''} ${(heldOutScores.chosen * 100).toFixed(2)}% (float32 ${(heldOutScores.float! * 100).toFixed(2)}%)` : ''}`);
     } else if (outcome.candidates.length === 0) {
       io.print('no plan was evaluated before the search stopped');
     } else {
