@@ -201,6 +201,17 @@ interface Sensitivity {
   pruneScores?: Map<string, Float64Array>;
 }
 
+type ErrorMap = Map<string, Record<number, number>>;
+
+/** The per-layer weight error by width of each error model, keyed by layer name. */
+function weightErrors(sens: Pick<Sensitivity, 'ptq' | 'omega'>): { kl: ErrorMap; omega: ErrorMap; deltaLoss: ErrorMap } {
+  return {
+    kl: new Map(sens.ptq.map((p) => [p.name, p.kl])),
+    omega: new Map(sens.omega.map((o) => [o.name, o.omega])),
+    deltaLoss: new Map(sens.ptq.map((p) => [p.name, p.deltaLoss])),
+  };
+}
+
 function sensitivity(setup: Setup, model: TensorModule, data: ReturnType<typeof loaders>): Sensitivity {
   const layers = search.describeLayers(model, [1, 28, 28]);
   let t = performance.now();
@@ -252,13 +263,14 @@ function sizePlans(sens: Sensitivity, budgetBits: number): Record<string, BitAss
   const size = search.sizeCost();
   const uniform = search.uniformAssignment(sens.layers, budgetBits, 8);
   const budget = search.totalCost(size, sens.layers, uniform);
-  const plan = (errors: Map<string, Record<number, number>>): BitAssignment =>
+  const plan = (errors: ErrorMap): BitAssignment =>
     search.allocateExact(search.layerOptions(sens.layers, SIZE_CHOICES, size, (l, c) => errors.get(l.name)![c.w]!), budget).assignment;
+  const { kl, omega, deltaLoss } = weightErrors(sens);
   return {
     uniform,
-    'searched (PTQ KL)': plan(new Map(sens.ptq.map((p) => [p.name, p.kl]))),
-    'searched (Hessian Ω)': plan(new Map(sens.omega.map((p) => [p.name, p.omega]))),
-    'searched (PTQ Δloss)': plan(new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]))),
+    'searched (PTQ KL)': plan(kl),
+    'searched (Hessian Ω)': plan(omega),
+    'searched (PTQ Δloss)': plan(deltaLoss),
     ...(PER_CHANNEL ? { 'searched (Hessian Ω, per-channel)': perChannelPlan(sens, budget) } : {}),
     ...(ARMS.includes('prune0') ? { 'searched (Hessian Ω, 0-bit channels)': zeroBitPlan(sens, budget) } : {}),
   };
@@ -271,7 +283,7 @@ function sizePlans(sens: Sensitivity, budgetBits: number): Record<string, BitAss
  */
 function perChannelPlan(sens: Sensitivity, budget: number): BitAssignment {
   const size = search.sizeCost();
-  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
+  const { omega } = weightErrors(sens);
   const layers = sens.layers.map((l) => {
     const ch = sens.channelErrors!.get(l.name)!;
     const total = (b: number): number => ch[b]!.reduce((s, v) => s + v, 0);
@@ -295,7 +307,7 @@ function perChannelPlan(sens: Sensitivity, budget: number): BitAssignment {
  */
 function zeroBitPlan(sens: Sensitivity, budget: number): BitAssignment {
   const size = search.sizeCost();
-  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
+  const { omega } = weightErrors(sens);
   const prunable = new Set(sens.layers.slice(0, -1).map((l) => l.name));
   const layers = sens.layers.map((l) => {
     const ch = sens.channelErrors!.get(l.name)!;
@@ -359,8 +371,8 @@ function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, 
 function sizeCandidates(sens: Sensitivity, budget: number, uniform: BitAssignment): BitAssignment[] {
   const size = search.sizeCost();
   const out: BitAssignment[] = [uniform];
-  const models = [new Map(sens.ptq.map((p) => [p.name, p.kl])), new Map(sens.omega.map((p) => [p.name, p.omega])), new Map(sens.ptq.map((p) => [p.name, p.deltaLoss]))];
-  for (const errors of models) {
+  const { kl, omega, deltaLoss } = weightErrors(sens);
+  for (const errors of [kl, omega, deltaLoss]) {
     const options = search.layerOptions(sens.layers, SIZE_CHOICES, size, (l, c) => errors.get(l.name)![c.w]!);
     const best = search.allocateExact(options, budget).assignment;
     out.push(best);
@@ -439,8 +451,7 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
   const size = search.sizeCost();
   const ops = search.bitOpsCost();
   const choices: BitChoice[] = WA_W.flatMap((w) => WA_A.map((a) => ({ w, a })));
-  const omega = new Map(sens.omega.map((o) => [o.name, o.omega]));
-  const klW = new Map(sens.ptq.map((p) => [p.name, p.kl]));
+  const { omega, kl: klW } = weightErrors(sens);
   const lossA = new Map(act.map((p) => [p.name, p.deltaLoss]));
   const klA = new Map(act.map((p) => [p.name, p.kl]));
   const rows: Json[] = [];
@@ -535,7 +546,7 @@ function latencySection(setup: Setup, model: TensorModule, sens: Sensitivity): u
   const table = sens.layers.map((l) => ({ name: l.name, cost: Object.fromEntries(choices.map((c) => [`w${c.w}a${c.a}`, latency.layerCost(l, c.w, c.a)])) }));
   const w8a8 = search.uniformAssignment(sens.layers, 8, 8);
   const base = search.totalCost(latency, sens.layers, w8a8);
-  const kl = new Map(sens.ptq.map((p) => [p.name, p.kl]));
+  const { kl } = weightErrors(sens);
   const err = (l: LayerInfo, c: BitChoice): number => kl.get(l.name)![c.w]!;
   const front = search.paretoFront(search.layerOptions(sens.layers, choices, latency, err));
   const target = base / 1.3;
@@ -598,7 +609,7 @@ function pruneSection(setup: Setup, model: TensorModule, sens: Sensitivity): unk
   const context = { model, sample };
   const latency = search.latencyCost({ context, batch: 256, repeats: 30, onMeasure: (k) => log(`  measuring ${k}`) });
   const layers = sens.layers;
-  const kl = new Map(sens.ptq.map((p) => [p.name, p.kl]));
+  const { kl } = weightErrors(sens);
   const t0 = performance.now();
   const recoveryBatches: { x: InstanceType<typeof Tensor>; y: InstanceType<typeof Tensor> }[] = [];
   for (const b of data.train) {

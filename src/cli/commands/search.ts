@@ -257,27 +257,28 @@ export const searchCommand = defineCommand({
           details: { probabilities: result.probabilities, candidates: result.candidates, history: result.history, argmaxAssignment: result.argmaxAssignment },
         };
       }
-      if (options.rank > 0 && !interrupted && !shouldStop()) {
-        const withinLimits = outcome.candidates.filter((c) => limits.every((b) => c.costs[b.cost]! <= b.value));
-        const shortlist = bestWithinBudget(withinLimits, primary.name, budget.value, options.rank);
-        if (shortlist.length > 0) {
-          const bar = options.progress ? new ProgressBar({ total: shortlist.length, label: 'rank', rateUnit: 'plan', stream: io.stderr }) : null;
-          const ranked = rankByRetraining(model, shortlist, data, {
-            ...evaluation, qatSteps: options.rankSteps, seed: options.seed, shouldStop,
-            onCandidate: (c) => bar?.tick(1, { 'last QAT': `${(c.retrainedAccuracy! * 100).toFixed(2)}%` }),
-          });
-          bar?.done();
-          const bits = (c: SearchCandidate): string => outcome.layers.map((l) => `W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}`).join('/');
-          for (const c of ranked) io.print(`  retrained ${bits(c)}: PTQ ${((c.ptqAccuracy ?? c.accuracy) * 100).toFixed(2)}% → QAT ${(c.retrainedAccuracy! * 100).toFixed(2)}%`);
-          if (ranked.length > 0) {
-            chosenAfterQat = ranked[0]!.retrainedAccuracy!;
-            outcome = {
-              // the candidate object itself (front.json and the report find the chosen plan by identity)
-              ...outcome, chosen: shortlist.find((c) => c.assignment === ranked[0]!.assignment)!,
-              notes: [...(outcome.notes ?? []), `Chosen by retraining: the ${ranked.length} most accurate plans within the budget were fine-tuned (calibration + QAT, ${options.rankSteps} steps, Adam 1e-4 with cosine decay) and scored on the search samples; the plan is the best after fine-tuning (${(ranked[0]!.retrainedAccuracy! * 100).toFixed(2)}%).`],
-              details: { ...outcome.details, ranking: ranked.map((c) => ({ assignment: c.assignment, ptqAccuracy: c.ptqAccuracy ?? c.accuracy, retrainedAccuracy: c.retrainedAccuracy })) },
-            };
-          }
+      // --rank: the most accurate plans within every budget, retrained; the best after retraining is the plan.
+      const shortlist = options.rank > 0 && !interrupted && !shouldStop()
+        ? bestWithinBudget(outcome.candidates.filter((c) => limits.every((b) => c.costs[b.cost]! <= b.value)), primary.name, budget.value, options.rank)
+        : [];
+      if (shortlist.length > 0) {
+        const bar = options.progress ? new ProgressBar({ total: shortlist.length, label: 'rank', rateUnit: 'plan', stream: io.stderr }) : null;
+        const ranked = rankByRetraining(model, shortlist, data, {
+          ...evaluation, qatSteps: options.rankSteps, seed: options.seed, shouldStop,
+          onCandidate: (c) => bar?.tick(1, { 'last QAT': `${(c.retrainedAccuracy! * 100).toFixed(2)}%` }),
+        });
+        bar?.done();
+        const bits = (c: SearchCandidate): string => outcome.layers.map((l) => `W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}`).join('/');
+        for (const c of ranked) io.print(`  retrained ${bits(c)}: PTQ ${((c.ptqAccuracy ?? c.accuracy) * 100).toFixed(2)}% → QAT ${(c.retrainedAccuracy! * 100).toFixed(2)}%`);
+        const best = ranked[0];
+        if (best) {
+          chosenAfterQat = best.retrainedAccuracy!;
+          outcome = {
+            // the candidate object itself (front.json and the report find the chosen plan by identity)
+            ...outcome, chosen: shortlist.find((c) => c.assignment === best.assignment)!,
+            notes: [...(outcome.notes ?? []), `Chosen by retraining: the ${ranked.length} most accurate plans within the budget were fine-tuned (calibration + QAT, ${options.rankSteps} steps, Adam 1e-4 with cosine decay) and scored on the search samples; the plan is the best after fine-tuning (${(chosenAfterQat * 100).toFixed(2)}%).`],
+            details: { ...outcome.details, ranking: ranked.map((c) => ({ assignment: c.assignment, ptqAccuracy: c.ptqAccuracy ?? c.accuracy, retrainedAccuracy: c.retrainedAccuracy })) },
+          };
         }
       }
     } finally {
