@@ -113,37 +113,37 @@ static float fmaLoopScalar(long iters) {
 // ---- Load-fed probe: the SGEMM micro-kernel's step without its memory hierarchy. Each step
 // broadcasts MR values of an A panel, loads NR / lanes vectors of a B panel and does MR x NR / lanes
 // FMAs into register tiles -- the same loads and FMAs per step as the GEMM kernels of gemm.cc
-// (AVX-512 14 x 32, AVX2 6 x 16) -- with both panels (kLoadSteps steps, ~23 KB) always in L1 and
+// (AVX-512 9 x 48, AVX2 6 x 16) -- with both panels (kLoadSteps steps, ~29 KB) always in L1 and
 // no C traffic. It bounds what any kernel of that shape can reach on this core.
 constexpr int kLoadSteps = 128;
-alignas(64) static float gProbeA[kLoadSteps * 14];
-alignas(64) static float gProbeB[kLoadSteps * 32];
+alignas(64) static float gProbeA[kLoadSteps * 9];
+alignas(64) static float gProbeB[kLoadSteps * 48];
 static const bool gProbePanelsReady = [] {
-  for (int i = 0; i < kLoadSteps * 14; i++) gProbeA[i] = 1e-6f * static_cast<float>(i % 7);
-  for (int i = 0; i < kLoadSteps * 32; i++) gProbeB[i] = 1e-6f * static_cast<float>(i % 5);
+  for (int i = 0; i < kLoadSteps * 9; i++) gProbeA[i] = 1e-6f * static_cast<float>(i % 7);
+  for (int i = 0; i < kLoadSteps * 48; i++) gProbeB[i] = 1e-6f * static_cast<float>(i % 5);
   return true;
 }();
 
 LOWBIT_TARGET_AVX512 static float loadLoopAvx512(long iters) {
-  __m512 acc0[14], acc1[14];
-  for (int r = 0; r < 14; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  __m512 acc[9][3];
+  for (int r = 0; r < 9; r++) acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
   for (long i = 0; i < iters; i++) {
     const float* a = gProbeA;
     const float* b = gProbeB;
 #pragma GCC unroll 4
-    for (int k = 0; k < kLoadSteps; k++, a += 14, b += 32) {
-      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 14
-      for (int r = 0; r < 14; r++) {
+    for (int k = 0; k < kLoadSteps; k++, a += 9, b += 48) {
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32);
+#pragma GCC unroll 9
+      for (int r = 0; r < 9; r++) {
         const __m512 av = _mm512_set1_ps(a[r]);
-        acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-        acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
       }
     }
   }
-  __m512 sum = acc0[0];
-  for (int r = 1; r < 14; r++) sum = _mm512_add_ps(sum, _mm512_add_ps(acc0[r], acc1[r]));
-  sum = _mm512_add_ps(sum, acc1[0]);
+  __m512 sum = _mm512_setzero_ps();
+  for (int r = 0; r < 9; r++) sum = _mm512_add_ps(sum, _mm512_add_ps(acc[r][0], _mm512_add_ps(acc[r][1], acc[r][2])));
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, sum);
   return lanes[0] + lanes[15];
@@ -184,7 +184,7 @@ struct ProbeLoop {
 static ProbeLoop probeLoop(bool loadFed) {
   switch (activeIsa()) {
     case Isa::Avx512:
-      return loadFed ? ProbeLoop{loadLoopAvx512, kLoadSteps * 28 * 16.0 * 2} : ProbeLoop{fmaLoopAvx512, kChains * 16.0 * 2};
+      return loadFed ? ProbeLoop{loadLoopAvx512, kLoadSteps * 27 * 16.0 * 2} : ProbeLoop{fmaLoopAvx512, kChains * 16.0 * 2};
     case Isa::Avx2:
       return loadFed ? ProbeLoop{loadLoopAvx2, kLoadSteps * 12 * 8.0 * 2} : ProbeLoop{fmaLoopAvx2, kChains / 2 * 8.0 * 2};
     default:

@@ -25,7 +25,7 @@ std::vector<std::string> cpuFeatures();
 double fmaPeakGflops(int threads, double seconds);
 
 // The same measurement for a loop with the SGEMM micro-kernel's loads and FMAs per step (AVX-512:
-// 14 broadcasts + 2 vector loads + 28 FMAs; AVX2: 6 + 2 + 12) from panels kept in L1, with no C
+// 9 broadcasts + 3 vector loads + 27 FMAs; AVX2: 6 + 2 + 12) from panels kept in L1, with no C
 // traffic: the most a kernel of that shape can reach here. 0 on the scalar ISA.
 double loadFedFmaGflops(int threads, double seconds);
 

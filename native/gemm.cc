@@ -33,70 +33,90 @@ struct Blocking {
   MicroKernel kernel;
 };
 
-// ---------------------------------------------------------------- AVX-512: 14 x 32 of zmm
-constexpr int kMr512 = 14, kNr512 = 32;
+// ---------------------------------------------------------------- AVX-512: 9 x 48 of zmm
+// 27 accumulators + 3 B vectors + 1 broadcast = 31 of the 32 zmm registers. Per k step: 3 vector
+// loads and 9 broadcasts feed 27 FMAs (0.44 loads per FMA; 14 x 32 needs 0.57). With panels in
+// L1, 9 x 48 runs 3-5 points of the FMA peak above 14 x 32, 12 x 32, 8 x 48, 6 x 64, 5 x 80 and
+// 4 x 96 on this machine (bench/probes/kernel-shapes.cc).
+constexpr int kMr512 = 9, kNr512 = 48, kVec512 = kNr512 / 16;
 
-template <int R>
+// An R x (16 V) tile, V = the vectors of the 48-wide panel that hold valid columns (nr <= 16 V);
+// the packed B panel keeps its 48-float row stride.
+template <int R, int V>
 LOWBIT_TARGET_AVX512 void kernelAvx512Rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr,
                                            float cscale) {
-  __m512 acc0[R], acc1[R];
-#pragma GCC unroll 14
-  for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
-  // One k step: two B vectors (prefetching 8 steps ahead) times MR broadcasts of A.
-#define LOWBIT_K512_STEP()                                                              \
-  do {                                                                                  \
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512), _MM_HINT_T0);                \
-    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr512 + 16), _MM_HINT_T0);           \
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);                   \
-    _Pragma("GCC unroll 14") for (int r = 0; r < R; r++) {                              \
-      const __m512 av = _mm512_set1_ps(a[r]);                                           \
-      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);                                       \
-      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);                                       \
-    }                                                                                   \
-    a += kMr512;                                                                        \
-    b += kNr512;                                                                        \
+  __m512 acc[R][V];
+#pragma GCC unroll 9
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+  // One k step: V B vectors times R broadcasts of A. No software prefetch of B: the panel is read
+  // in order and the hardware prefetchers keep up, while prefetch instructions cost load slots
+  // (with a prefetch of the line 8 steps ahead per B vector, this tile ran 3-5 points of the peak
+  // slower on panels in the GEMM's access pattern).
+#define LOWBIT_K512_STEP()                                                                            \
+  do {                                                                                                \
+    __m512 bv[V];                                                                                     \
+    _Pragma("GCC unroll 3") for (int v = 0; v < V; v++) bv[v] = _mm512_load_ps(b + 16 * v);           \
+    _Pragma("GCC unroll 9") for (int r = 0; r < R; r++) {                                             \
+      const __m512 av = _mm512_set1_ps(a[r]);                                                         \
+      _Pragma("GCC unroll 3") for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]); \
+    }                                                                                                 \
+    a += kMr512;                                                                                      \
+    b += kNr512;                                                                                      \
   } while (0)
   // Bring the C tile towards L2 now; it is only read after the k loop.
-#pragma GCC unroll 14
-  for (int r = 0; r < R; r++) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T1);
-  }
-  // The C tile is read after the k loop: fetch one line of it per step over the last 2R steps
-  // (earlier, its lines -- ldc apart, often in one L1 set -- would be evicted before use).
-  const int64_t tail = std::min<int64_t>(kc, 2 * R);
+#pragma GCC unroll 9
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T1);
+  // The C tile is read after the k loop: fetch one of its R * V lines per step over the last
+  // R * V steps (earlier, its lines -- ldc apart, often in one L1 set -- would be evicted before use).
+  constexpr int kLines = R * V;
+  const int64_t tail = std::min<int64_t>(kc, kLines);
 #pragma GCC unroll 4
   for (int64_t k = tail; k < kc; k++) LOWBIT_K512_STEP();
   for (int64_t t = 0; t < tail; t++) {
-    const int64_t line = t + 2 * R - tail;
-    _mm_prefetch(reinterpret_cast<const char*>(c + (line >> 1) * ldc + (line & 1) * 16), _MM_HINT_T0);
+    const int64_t line = t + kLines - tail;
+    _mm_prefetch(reinterpret_cast<const char*>(c + (line / V) * ldc + (line % V) * 16), _MM_HINT_T0);
     LOWBIT_K512_STEP();
   }
-  const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
-  const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? static_cast<__mmask16>((1u << (nr - 16)) - 1) : 0;
+#undef LOWBIT_K512_STEP
+  __mmask16 m[V];
+#pragma GCC unroll 3
+  for (int v = 0; v < V; v++) {
+    const int cols = nr - 16 * v;
+    m[v] = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+  }
   const __m512 s = _mm512_set1_ps(cscale);
-#pragma GCC unroll 14
+#pragma GCC unroll 9
   for (int r = 0; r < R; r++) {
     float* row = c + r * ldc;
-    if (cscale != 0.f) {
-      acc0[r] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m0, row), acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m1, row + 16), acc1[r]);
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++) {
+      if (cscale != 0.f) acc[r][v] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[v], row + 16 * v), acc[r][v]);
+      _mm512_mask_storeu_ps(row + 16 * v, m[v], acc[r][v]);
     }
-    _mm512_mask_storeu_ps(row, m0, acc0[r]);
-    _mm512_mask_storeu_ps(row + 16, m1, acc1[r]);
   }
-#undef LOWBIT_K512_STEP
 }
 
-void kernelAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float cscale) {
+template <int V>
+void kernelAvx512Cols(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float cscale) {
   switch (mr) {
 #define LOWBIT_ROWS(R) \
-  case R: return kernelAvx512Rows<R>(kc, a, b, c, ldc, nr, cscale);
+  case R: return kernelAvx512Rows<R, V>(kc, a, b, c, ldc, nr, cscale);
     LOWBIT_ROWS(1) LOWBIT_ROWS(2) LOWBIT_ROWS(3) LOWBIT_ROWS(4) LOWBIT_ROWS(5) LOWBIT_ROWS(6) LOWBIT_ROWS(7)
-    LOWBIT_ROWS(8) LOWBIT_ROWS(9) LOWBIT_ROWS(10) LOWBIT_ROWS(11) LOWBIT_ROWS(12) LOWBIT_ROWS(13) LOWBIT_ROWS(14)
+    LOWBIT_ROWS(8) LOWBIT_ROWS(9)
 #undef LOWBIT_ROWS
     default: return;
   }
+}
+
+// Edge panels (nr <= 32 or <= 16 valid columns) run a 2- or 1-vector tile: no FMAs on padding.
+void kernelAvx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float cscale) {
+  if (nr > 32) return kernelAvx512Cols<3>(kc, a, b, c, ldc, mr, nr, cscale);
+  if (nr > 16) return kernelAvx512Cols<2>(kc, a, b, c, ldc, mr, nr, cscale);
+  return kernelAvx512Cols<1>(kc, a, b, c, ldc, mr, nr, cscale);
 }
 
 // ---------------------------------------------------------------- AVX2: 6 x 16 of ymm
@@ -170,7 +190,7 @@ const Blocking& blocking() {
   // NC: the packed B block (KC x NC) stays in L2; MC: rows of A packed at a time.
   static const Blocking chosen = [] {
     switch (activeIsa()) {
-      case Isa::Avx512: return Blocking{kMr512, kNr512, 256, 14 * 24, 1024, kernelAvx512};
+      case Isa::Avx512: return Blocking{kMr512, kNr512, 256, kMr512 * 24, kNr512 * 22, kernelAvx512};
       case Isa::Avx2:
         return Blocking{kMr256, kNr256, 256, 6 * 48, 1024, kernelWithEdges<kMr256, kNr256, kernelAvx2Full>};
       default:
@@ -233,8 +253,8 @@ LOWBIT_TARGET_AVX512 inline void transpose16x16(__m512 r[16]) {
   }
 }
 
-// Packs MR = 14 row panels of op(A)[ic : ic+mc, pc : pc+kc] (see packA): A (M, K) goes through
-// 16 x 16 register transposes, A (K, M) is one masked 14-float copy per k.
+// Packs MR = 9 row panels of op(A)[ic : ic+mc, pc : pc+kc] (see packA): A (M, K) goes through
+// 16 x 16 register transposes, A (K, M) is one masked 9-float copy per k.
 LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, int64_t mc, int64_t kc, float* dst) {
   constexpr __mmask16 kRowMask = (1u << kMr512) - 1;
   for (int64_t p = 0; p < mc; p += kMr512, dst += kMr512 * kc) {
@@ -250,7 +270,7 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
       const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
       __m512 r[16];
       if (kn == 16 && rows == kMr512) {
-#pragma GCC unroll 14
+#pragma GCC unroll 9
         for (int i = 0; i < kMr512; i++) r[i] = _mm512_loadu_ps(src + i * g.lda + k0);
       } else {
         const __mmask16 km = static_cast<__mmask16>((1u << kn) - 1);
@@ -269,13 +289,13 @@ LOWBIT_TARGET_AVX512 void packA512(const GemmArgs& g, int64_t ic, int64_t pc, in
   }
 }
 
-// Packs NR = 32 column panels [q0, q1) of op(B) (see packB): B (K, N) is copied in bands of 8
+// Packs NR = 48 column panels [q0, q1) of op(B) (see packB): B (K, N) is copied in bands of 8
 // rows, B (N, K) goes through 16 x 16 register transposes.
 LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int64_t q0,
                                    int64_t q1, float* dst) {
   if (!g.transB) {
     // Eight source rows at a time across all the panels: every row slice is read in one pass
-    // and each panel receives 1 KiB contiguous runs (the hardware prefetchers follow both).
+    // and each panel receives 1.5 KiB contiguous runs (the hardware prefetchers follow both).
     for (int64_t k0 = 0; k0 < kc; k0 += 8) {
       const int64_t kn = std::min<int64_t>(8, kc - k0);
       for (int64_t q = q0; q < q1; q++) {
@@ -284,15 +304,17 @@ LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, in
         const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - q * kNr512));
         if (cols == kNr512) {
           for (int64_t k = 0; k < kn; k++, src += g.ldb, out += kNr512) {
-            _mm512_store_ps(out, _mm512_loadu_ps(src));
-            _mm512_store_ps(out + 16, _mm512_loadu_ps(src + 16));
+#pragma GCC unroll 3
+            for (int v = 0; v < kVec512; v++) _mm512_store_ps(out + 16 * v, _mm512_loadu_ps(src + 16 * v));
           }
         } else {
-          const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-          const __mmask16 m1 = cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
+          __mmask16 m[kVec512];
+          for (int v = 0; v < kVec512; v++) {
+            const int left = cols - 16 * v;
+            m[v] = left >= 16 ? 0xFFFF : left > 0 ? static_cast<__mmask16>((1u << left) - 1) : 0;
+          }
           for (int64_t k = 0; k < kn; k++, src += g.ldb, out += kNr512) {
-            _mm512_store_ps(out, _mm512_maskz_loadu_ps(m0, src));
-            _mm512_store_ps(out + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+            for (int v = 0; v < kVec512; v++) _mm512_store_ps(out + 16 * v, _mm512_maskz_loadu_ps(m[v], src + 16 * v));
           }
         }
       }
@@ -303,14 +325,14 @@ LOWBIT_TARGET_AVX512 void packB512(const GemmArgs& g, int64_t pc, int64_t jc, in
     float* panel = dst + q * kNr512 * kc;
     const int64_t j0 = q * kNr512;
     const int cols = static_cast<int>(std::min<int64_t>(kNr512, nc - j0));
-    for (int half = 0; half < 2; half++) {
-      const int jn = std::min(16, cols - 16 * half);
-      float* out = panel + 16 * half;
+    for (int v = 0; v < kVec512; v++) {
+      const int jn = std::min(16, cols - 16 * v);
+      float* out = panel + 16 * v;
       if (jn <= 0) {
         for (int64_t k = 0; k < kc; k++) _mm512_store_ps(out + k * kNr512, _mm512_setzero_ps());
         continue;
       }
-      const float* src = g.B + (jc + j0 + 16 * half) * g.ldb + pc;
+      const float* src = g.B + (jc + j0 + 16 * v) * g.ldb + pc;
       for (int64_t k0 = 0; k0 < kc; k0 += 16) {
         const int kn = static_cast<int>(std::min<int64_t>(16, kc - k0));
         __m512 r[16];
@@ -422,22 +444,27 @@ size_t packBSize(const Blocking& bl, int64_t N) {
   return static_cast<size_t>(bl.KC * ceilDiv(std::min(bl.NC, N), bl.NR) * bl.NR);
 }
 
+// Columns of C are split between threads in units of one vector (every ISA's NR is a multiple):
+// equal column blocks even when the NR-wide panels do not divide evenly (N = 256 on 2 threads:
+// 128 + 128 columns, not the 144 + 112 of a split at 48-wide panels).
+constexpr int64_t kColUnit = 16;
+
 // Each thread runs the whole blocked loop on its own (tm, tn) block of C.
 void sgemmBlocks(const GemmArgs& g, int threads, int tm) {
   const Blocking& bl = blocking();
   struct Ctx {
     const GemmArgs* g;
     int tm, tn;
-    int64_t tilesM, tilesN;
-    int MR, NR;
-  } ctx{&g, tm, threads / tm, ceilDiv(g.M, bl.MR), ceilDiv(g.N, bl.NR), bl.MR, bl.NR};
+    int64_t tilesM, unitsN;  // MR-row tiles and kColUnit-column units of C
+    int MR;
+  } ctx{&g, tm, threads / tm, ceilDiv(g.M, bl.MR), ceilDiv(g.N, kColUnit), bl.MR};
   poolRun(threads, [](void* raw, int t, int) {
     const Ctx& c = *static_cast<Ctx*>(raw);
     const int bm = t / c.tn, bn = t % c.tn;
     const int64_t i0 = std::min(c.g->M, c.tilesM * bm / c.tm * c.MR);
     const int64_t i1 = std::min(c.g->M, c.tilesM * (bm + 1) / c.tm * c.MR);
-    const int64_t j0 = std::min(c.g->N, c.tilesN * bn / c.tn * c.NR);
-    const int64_t j1 = std::min(c.g->N, c.tilesN * (bn + 1) / c.tn * c.NR);
+    const int64_t j0 = std::min(c.g->N, c.unitsN * bn / c.tn * kColUnit);
+    const int64_t j1 = std::min(c.g->N, c.unitsN * (bn + 1) / c.tn * kColUnit);
     if (i0 >= i1 || j0 >= j1) return;
     GemmArgs part = *c.g;
     part.M = i1 - i0;
