@@ -23,18 +23,20 @@ export interface FloatRun {
  * dataset come from --arch / --dataset, else from the run's metrics.json or, without one, the
  * checkpoint's stored config (dataset default: mnist).
  * A run trained with --quant is refused: `startsFrom` completes "… starts from a float32 model".
+ * `flag` is the option that named the path, for error messages (default --model).
  */
 export function locateFloatRun(
   path: string | undefined,
   overrides: { arch?: ModelName | undefined; dataset?: DatasetName | undefined },
   command: string,
   startsFrom: string,
+  flag = '--model',
 ): FloatRun {
   const usage = (message: string) => new UsageError(message, command);
-  if (path === undefined) throw usage('--model is required (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)');
-  if (!existsSync(path)) throw usage(`--model: '${path}' does not exist (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
+  if (path === undefined) throw usage(`${flag} is required (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
+  if (!existsSync(path)) throw usage(`${flag}: '${path}' does not exist (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
   const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
-  if (!existsSync(checkpoint)) throw usage(`--model: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
+  if (!existsSync(checkpoint)) throw usage(`${flag}: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
   let loaded: LoadedCheckpoint | undefined;
   const read = (): LoadedCheckpoint => (loaded ??= loadCheckpoint(checkpoint));
   const metricsPath = join(dirname(checkpoint), 'metrics.json');
@@ -51,7 +53,7 @@ export function locateFloatRun(
     if (stored !== null && typeof stored === 'object' && !Array.isArray(stored)) config = stored as Record<string, unknown>;
   }
   if (typeof config.quant === 'string' && config.quant !== 'fp32') {
-    throw usage(`--model: '${checkpoint}' was trained with --quant ${config.quant}; ${startsFrom} starts from a float32 model`);
+    throw usage(`${flag}: '${checkpoint}' was trained with --quant ${config.quant}; ${startsFrom} starts from a float32 model`);
   }
   const arch = overrides.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
   if (!arch) {

@@ -78,7 +78,7 @@ export const trainCommand = defineCommand({
     const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${options.model}-${options.dataset}-${planFile && q === quant ? 'plan' : q}`);
 
     // --init: the float32 run the QAT run starts from (same architecture).
-    const init = options.init === undefined ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init');
+    const init = options.init === undefined ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init', '--init');
     if (init && init.arch !== options.model) throw new UsageError(`--init: '${init.checkpoint}' is a ${init.arch}, not a ${options.model} (pass --model ${init.arch})`, 'train');
     if (init && options.baseline === 'train') throw new UsageError('--init and --baseline train do not go together: the --init run is the baseline', 'train');
     if (planFile && !init) throw new UsageError('--plan needs --init RUN: a plan is calibrated on trained float32 weights, then fine-tuned', 'train');
