@@ -9,11 +9,12 @@ import { loadCheckpoint } from '../src/train/checkpoint.ts';
 
 const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
 
-function lowbit(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
+function lowbit(args: string[], env: Record<string, string> = {}, cwd?: string): { code: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [bin, ...args], {
     encoding: 'utf8',
     env: { ...process.env, LOWBIT_DEBUG: '', ...env },
     timeout: 60_000,
+    ...(cwd === undefined ? {} : { cwd }),
   });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
@@ -140,6 +141,36 @@ test('lowbit train --init RUN fine-tunes a float32 run at 4 bits and reports tha
     const mismatch = lowbit(['train', '--init', float, '--model', 'mlp', ...quick]);
     assert.equal(mismatch.code, 2);
     assert.match(mismatch.stderr, /--init: '.*' is a lenet5, not a mlp \(pass --model lenet5\)/);
+    // Errors about the --init path name --init.
+    const missing = lowbit(['train', '--init', join(dir, 'nonexistent'), ...quick]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /^lowbit: error: --init: '.*nonexistent' does not exist/);
+    const quantized = lowbit(['train', '--init', join(dir, 'w4a4'), ...quick]);
+    assert.equal(quantized.code, 2);
+    assert.match(quantized.stderr, /^lowbit: error: --init: '.*' was trained with --quant w4a4/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('lowbit train --baseline train keeps the baseline inside the run folder; a rerun says it replaces the earlier run', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-cli-'));
+  try {
+    const out = join(dir, 'w2a2');
+    const args = ['train', '--quant', 'w2a2', '--baseline', 'train', '--out', out, '--limit', '256', '--test-limit', '64', '--epochs', '1', '--no-progress'];
+    // Run from an empty working directory: nothing may appear under its runs/ (the default fp32
+    // location that --baseline stored and other commands read).
+    const r = lowbit(args, {}, dir);
+    assert.equal(r.code, 0, r.stderr);
+    const baseline = JSON.parse(readFileSync(join(out, 'baseline-fp32', 'metrics.json'), 'utf8')) as { testAccuracy: number; config: { quant: string } };
+    assert.equal(baseline.config.quant, 'fp32');
+    assert.match(r.stdout, new RegExp(`^fp32 baseline: ${(baseline.testAccuracy * 100).toFixed(2)} % \\(trained now`, 'm'));
+    assert.ok(existsSync(join(out, 'checkpoint.safetensors')));
+    assert.equal(existsSync(join(dir, 'runs')), false, 'no default run folder written');
+    assert.doesNotMatch(r.stdout, /replacing the earlier run/);
+    const again = lowbit(args, {}, dir);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, new RegExp(`note +replacing the earlier run in ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} `, 'm'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

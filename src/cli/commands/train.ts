@@ -62,7 +62,7 @@ export const trainCommand = defineCommand({
     quant: { ...quantCliOptions.quant, default: 'w4a4' },
     estimator: quantCliOptions.estimator,
     quantLrScale: { type: 'number', positive: true, default: 0.1, help: 'LR multiplier of quantizer parameters (LSQ steps, PACT clips)' },
-    baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run' },
+    baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run: the stored fp32 run, one trained now with the same settings (kept in OUT/baseline-fp32), or none' },
     init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
     resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint (same settings; --epochs may grow)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'with --init: per-layer bit widths from a plan file (lowbit search) instead of --quant, calibrated on the float weights, then fine-tuned' },
@@ -91,8 +91,7 @@ export const trainCommand = defineCommand({
     const backend = backendDetails();
 
     /** One training run with the command's settings and the given quantization. */
-    const trainOnce = (q: QuantChoice): { accuracy: number | null; seconds: number } => {
-      const out = outFor(q);
+    const trainOnce = (q: QuantChoice, out: string): { accuracy: number | null; seconds: number } => {
       const trainLoader = new DataLoader(trainSet, { batchSize: options.batchSize, shuffle: true, seed: options.seed, normalize });
       const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
       manualSeed(options.seed);
@@ -141,8 +140,9 @@ export const trainCommand = defineCommand({
       if (quantPlan) io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
       if (quantPlan) setQuantProgress(model, resumed?.epoch ?? 0, options.epochs);
 
-      makeDirs(out);
       const checkpointPath = join(out, 'checkpoint.safetensors');
+      if (!resumed && existsSync(join(out, 'metrics.json'))) io.print(`  note       replacing the earlier run in ${out} (--out DIR keeps it)`);
+      makeDirs(out);
       const start = performance.now();
       const history = fit(model, {
         trainLoader,
@@ -179,10 +179,12 @@ export const trainCommand = defineCommand({
 
     let baseline: Baseline | null = null;
     if (quant !== 'fp32' && options.baseline === 'train') {
-      const fp32 = trainOnce('fp32');
+      // Inside this run's folder: a baseline trained with this run's settings (--limit, --epochs ...)
+      // must not replace the float32 run other commands find at the default fp32 location.
+      const fp32 = trainOnce('fp32', join(outFor(quant), 'baseline-fp32'));
       if (fp32.accuracy !== null) baseline = { accuracy: fp32.accuracy, source: `trained now with the same settings (${fp32.seconds.toFixed(1)} s)` };
     }
-    const result = trainOnce(quant);
+    const result = trainOnce(quant, outFor(quant));
     if (quant !== 'fp32' && options.baseline === 'stored') {
       baseline = storedBaseline(options.model, options.dataset, init ? dirname(init.checkpoint) : outFor('fp32'));
       // With --init the baseline is the very run this one starts from: no recipe to compare.
