@@ -5,6 +5,9 @@ export { availableBackends, getBackend, setBackend, profileOps, type OpProfile, 
 export * as nn from './nn/index.ts';
 export * as optim from './optim/index.ts';
 export * as data from './data/index.ts';
+// Also at the top level, as in the browser entry (src/browser.ts): one import works in both.
+export { DataLoader, type DataLoaderOptions } from './data/loader.ts';
+export { createDataset, type Dataset } from './data/dataset.ts';
 export * from './train/index.ts';
 export * as format from './format/index.ts';
 export * as quant from './quant/index.ts';
