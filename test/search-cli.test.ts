@@ -116,11 +116,15 @@ describe('lowbit search', () => {
   });
 
   it('ilp under a size AND a BitOps budget allocates weight and activation bits', async () => {
-    const out = join(dir, 'ilp-wa');
+    // No --out: the default folder names both budgets.
+    const out = join(run, 'search-ilp-size-23KB-bitops-3.7M');
     // Uniform W3A3 LeNet-5 is 184,410 bits and 3.75 MBitOps: 8-bit activations cannot fit 3.7M anywhere near every layer.
-    const r = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'ilp', '--wbits', '2,3,4,8', '--abits', '2,3,4,8', '--out', out, ...QUICK]);
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'ilp', '--wbits', '2,3,4,8', '--abits', '2,3,4,8', ...QUICK]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /budget {5}size=23KB = .* and bitops=3\.7M/);
+    assert.ok(r.stdout.includes(`wrote ${join(out, 'plan.json')}, `), r.stdout);
+    // Each budget once, in its unit (not 'and bitops=3.7M, also bitops'); the chosen plan's line shows every budgeted cost.
+    assert.match(r.stdout, /^ {2}budget {5}size=23KB = 23\.0 kB \(size\) and bitops=3\.7M = 3\.70 Mbitops \(bitops\)$/m);
+    assert.match(r.stdout, /^ {2}size \d+\.\d kB \(budget 23\.0 kB\), bitops \d\.\d\d Mbitops \(budget 3\.70 Mbitops\), search accuracy /m);
     const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
     const chosen = front.candidates[front.chosen];
     assert.ok(chosen.costs.size <= 23e3 * 8 && chosen.costs.bitops <= 3.7e6, JSON.stringify(chosen.costs));
@@ -178,6 +182,49 @@ describe('lowbit search', () => {
     const bad = await lowbit(['search', '--model', run, '--budget', 'size=16KB', '--method', 'sdq', '--rank', '2', ...QUICK]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--rank works with --method nsga2 or ilp/);
+  });
+
+  it('a search that finds no plan removes the plan.json of an earlier search in the same folder and says so', async () => {
+    const out = join(dir, 'refit');
+    const args = ['search', '--model', run, '--beacons', '0', '--out', out, ...QUICK, '--generations', '0'];
+    const fits = await lowbit([...args, '--budget', 'size=20KB']);
+    assert.equal(fits.code, 0, fits.stderr);
+    assert.ok(existsSync(join(out, 'plan.json')));
+    const none = await lowbit([...args, '--budget', 'size=1KB']);
+    assert.equal(none.code, 1, none.stdout);
+    assert.match(none.stdout, /no evaluated plan fits size=1KB/);
+    assert.match(none.stdout, /^wrote .*front\.json, .*report\.html$/m);
+    assert.ok(none.stdout.includes(`no plan written (removed ${join(out, 'plan.json')}, left by an earlier run)`), none.stdout);
+    assert.ok(!existsSync(join(out, 'plan.json')), 'the earlier plan is gone');
+    assert.equal(JSON.parse(readFileSync(join(out, 'front.json'), 'utf8')).chosen, null);
+    // Again: nothing to remove any more.
+    const again = await lowbit([...args, '--budget', 'size=1KB']);
+    assert.equal(again.code, 1);
+    assert.match(again.stdout, /^no plan written$/m);
+  });
+
+  it('refuses, before any work or folder, what it cannot honour: too many search or calibration samples, a checkpoint of another --arch, an infeasible ilp budget', async () => {
+    const out = join(dir, 'refused', 'out');
+    const cases: [string[], number, RegExp][] = [
+      [['--budget', 'size=20KB', '--search-samples', '20000'], 2, /--search-samples 20000: the mnist test set has 10,000 samples; at most 9,999 can score candidates/],
+      [['--budget', 'size=20KB', '--test-limit', '500', '--search-samples', '500'], 2, /--search-samples 500: the mnist test set \(with --test-limit\) has 500 samples; at most 499/],
+      [['--budget', 'size=20KB', '--calib', '60001'], 2, /--calib 60001: the mnist training split has 60,000 samples/],
+      [['--budget', 'size=20KB', '--arch', 'cnn'], 2, /does not match --arch cnn: missing features\.0\.weight, .* \(29 more\); unexpected conv1\.weight, conv1\.bias, conv2\.weight \(7 more\)/],
+      [['--budget', 'size=1KB', '--method', 'ilp', '--search-samples', '200', '--test-limit', '500', '--calib', '64'], 1, /no plan fits size=1KB: the cheapest plan .* costs size/],
+    ];
+    for (const [extra, code, pattern] of cases) {
+      const r = await lowbit(['search', '--model', run, '--out', out, '--no-progress', ...extra]);
+      assert.equal(r.code, code, `${extra.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, pattern);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.ok(!existsSync(join(dir, 'refused')), `${extra.join(' ')}: no folder left behind`);
+    }
+    // The default of 2000 search samples still shrinks to a small --test-limit (all but one).
+    // (and another dataset of the same shape is run, with a warning)
+    const small = await lowbit(['search', '--model', run, '--budget', 'size=100KB', '--method', 'ilp', '--wbits', '8', '--test-limit', '300', '--calib', '64', '--dataset', 'fashion-mnist', '--no-progress', '--out', join(dir, 'small')]);
+    assert.equal(small.code, 0, small.stderr);
+    assert.match(small.stdout, /fashion-mnist: 64 calibration samples, scored on the last 299 test samples, 1 held out/);
+    assert.match(small.stderr, /^lowbit search: warning: --dataset fashion-mnist, but the model was trained on mnist/m);
   });
 
   it('ilp and sdq write their outputs too', async () => {

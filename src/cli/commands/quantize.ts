@@ -1,4 +1,5 @@
-import { dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
@@ -9,9 +10,25 @@ import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
 import { convert, saveIntModel } from '../../runtime/index.ts';
 import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
+import type { QuantPlan } from '../../quant/config/plan.ts';
+import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { checkOutDir } from '../out-dir.ts';
+import { checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
+
+/**
+ * The folder name part of a plan file: its folder's name for a search's `plan.json`
+ * (`search-ilp-size-20KB`), else its own name, then 8 hex digits of the plan's SHA-256, so that
+ * different plans never share a default output folder and the same plan always finds its own.
+ */
+function planTag(path: string, plan: QuantPlan): string {
+  const name = basename(path).replace(/\.json$/i, '');
+  const label = (name === 'plan' ? basename(dirname(resolve(path))) : name).replace(/[^A-Za-z0-9.]+/g, '-').replace(/^-+|-+$/g, '');
+  const digest = createHash('sha256').update(JSON.stringify(plan)).digest('hex').slice(0, 8);
+  return `${label === '' ? '' : `${label}-`}${digest}`;
+}
 
 export const quantizeCommand = defineCommand({
   name: 'quantize',
@@ -33,36 +50,43 @@ export const quantizeCommand = defineCommand({
   options: {
     model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors' },
     bits: { type: 'enum', choices: PTQ_SCHEMES, default: 'w8a8', help: 'weight/activation bits' },
-    calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split)' },
+    calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split; at most its size)' },
     method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },
     weightMethod: { type: 'enum', choices: OBSERVER_METHODS, help: 'weight range observer (default: minmax at 8 bits, mse below)' },
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
     plan: { type: 'string', placeholder: 'FILE', help: 'per-layer bit widths from a plan file (plan.json of lowbit search) instead of --bits' },
-    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on; another one of the same input shape and classes is warned about, a different shape or class count refused)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
-    out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: <run dir>/ptq-<bits>-<method>)' },
+    out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the results are written (default: <run dir>/ptq-<bits>-<method>; with --plan <run dir>/ptq-plan-<plan folder or file name>-<plan hash>-<method>)' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the calibration sample' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
   },
   run(options, io) {
     useBackend(options.backend);
-    const { checkpoint, config, arch, dataset, weights: runWeights } = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
+    const run = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
+    const { checkpoint, arch, dataset } = run;
     // A searched plan: its per-layer bit widths replace --bits.
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
-    const out = options.out ?? join(dirname(checkpoint), `ptq-${planFile ? 'plan' : options.bits}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
-    makeDirs(out);  // before calibration: an unusable --out fails now, not after the work
+    const schemeTag = options.plan !== undefined && planFile ? `plan-${planTag(options.plan, planFile.plan)}` : options.bits;
+    const out = options.out ?? join(dirname(checkpoint), `ptq-${schemeTag}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
+    checkOutDir(out);  // an unusable --out fails now, not after the work; it is created when the results are written
 
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
+    checkDatasetChoice(run.config, options.dataset, trainSet, 'quantize', io);
+    if (options.calib > trainSet.length) {
+      throw new UsageError(`--calib ${options.calib}: the ${dataset} training split has ${trainSet.length.toLocaleString('en-US')} samples`, 'quantize');
+    }
     const fullTest = loadDataset(dataset, 'test');
     const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
     const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, normalize });
     const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
-    const weights = runWeights();  // read once; loadStateDict copies into each model
+    const weights = run.weights();  // read once; loadStateDict copies into each model
+    checkCheckpointFits(run, createModel(arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'quantize');
     const build = () => {
       const model = createModel(arch, { numClasses: trainSet.numClasses });
       model.loadStateDict(weights);
@@ -98,6 +122,7 @@ export const quantizeCommand = defineCommand({
       weightMethod: options.weightMethod ?? null, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection, seed: options.seed,
     };
+    makeDirs(out);
     saveCheckpoint(join(out, 'model.safetensors'), { model: model.stateDict(), epoch: 0, config: ptqConfig });
     const summary = {
       config: ptqConfig,

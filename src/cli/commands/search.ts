@@ -1,3 +1,4 @@
+import { unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset } from '../../data/index.ts';
 import { subset } from '../../data/dataset.ts';
@@ -13,14 +14,18 @@ import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant
 import { NoAllocationFitsError } from '../../quant/search/allocate.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
 import { formatSi } from '../../quant/search/report.ts';
-import { makeDirs } from '../../format/index.ts';
 import { uniformAssignment } from '../../quant/search/costs.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { checkOutDir } from '../out-dir.ts';
+import { checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 const METHODS = ['nsga2', 'ilp', 'sdq'] as const;
+
+/** Search samples without --search-samples (fewer when the test set is smaller: all but one). */
+const DEFAULT_SEARCH_SAMPLES = 2000;
 
 /** '2,3,4,8' → [2, 3, 4, 8] (integers in [lo, hi]). */
 function parseBitList(text: string, flag: string, lo: number): number[] {
@@ -30,6 +35,17 @@ function parseBitList(text: string, flag: string, lo: number): number[] {
     throw new UsageError(`--${flag} takes a comma-separated list of integers in [${lo}, 16], e.g. 2,3,4,8; got '${text}'`, 'search');
   }
   return [...new Set(bits)].sort((a, b) => a - b);
+}
+
+/** Deletes the file at `path` if there is one; returns `path` when it did. */
+function removeIfPresent(path: string): string | null {
+  try {
+    unlinkSync(path);
+    return path;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new Error(`cannot remove '${path}' of an earlier search: ${(e as Error).message}`);
+  }
 }
 
 function budgetTag(budget: Budget): string {
@@ -73,13 +89,13 @@ export const searchCommand = defineCommand({
     rankSteps: { type: 'int', positive: true, default: 200, help: 'QAT steps per plan for --rank' },
     steps: { type: 'int', positive: true, default: 300, help: 'sdq: training steps' },
     lambda: { type: 'number', positive: true, default: 5, help: 'sdq: budget regularizer strength' },
-    calib: { type: 'int', positive: true, default: 512, help: 'calibration samples per candidate (training split)' },
-    searchSamples: { type: 'int', positive: true, default: 2000, help: 'test samples (from the end of the split) candidates are scored on' },
+    calib: { type: 'int', positive: true, default: 512, help: 'calibration samples per candidate (training split; at most its size)' },
+    searchSamples: { type: 'int', positive: true, help: `test samples (from the end of the split) candidates are scored on, at most all but one (default: ${DEFAULT_SEARCH_SAMPLES}, or all but one of a smaller test set)` },
     testLimit: { type: 'int', positive: true, help: 'use the first N test samples only (search samples taken from their end, the rest held out)' },
     maxTime: { type: 'number', positive: true, placeholder: 'SECONDS', help: 'stop after this many seconds, keeping the best so far' },
-    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on; another one of the same input shape and classes is warned about, a different shape or class count refused)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
-    out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: <run dir>/search-<method>-<budget>)' },
+    out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the outputs are written (default: <run dir>/search-<method>-<budgets>)' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the search' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
@@ -114,16 +130,25 @@ export const searchCommand = defineCommand({
     }
     const aBits = parseBitList(options.abits, 'abits', 2);
     useBackend(options.backend);
-    const { checkpoint, config, arch, dataset, weights: runWeights } = locateFloatRun(options.model, options, 'search', 'the search');
-    const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgetTag(budget)}`);
-    makeDirs(out);  // before the search: an unusable --out fails now, not after the work
+    const run = locateFloatRun(options.model, options, 'search', 'the search');
+    const { checkpoint, arch, dataset } = run;
+    const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgets.map(budgetTag).join('-')}`);
+    checkOutDir(out);  // an unusable --out fails now, not after the work; it is created when the outputs are written
 
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
+    checkDatasetChoice(run.config, options.dataset, trainSet, 'search', io);
+    if (options.calib > trainSet.length) {
+      throw new UsageError(`--calib ${options.calib}: the ${dataset} training split has ${trainSet.length.toLocaleString('en-US')} samples`, 'search');
+    }
     const fullTest = loadDataset(dataset, 'test');
     const testSet = options.testLimit === undefined ? fullTest : subset(fullTest, 0, Math.min(options.testLimit, fullTest.length));
     if (testSet.length < 2) throw new UsageError(`--test-limit: at least 2 test samples are needed, got ${testSet.length}`, 'search');
-    const searchCount = Math.min(options.searchSamples, testSet.length - 1);
+    if (options.searchSamples !== undefined && options.searchSamples > testSet.length - 1) {
+      throw new UsageError(`--search-samples ${options.searchSamples}: the ${dataset} test set${options.testLimit !== undefined ? ' (with --test-limit)' : ''} has ${testSet.length.toLocaleString('en-US')} samples; ` +
+        `at most ${(testSet.length - 1).toLocaleString('en-US')} can score candidates (at least one is held out to re-score the chosen plan)`, 'search');
+    }
+    const searchCount = options.searchSamples ?? Math.min(DEFAULT_SEARCH_SAMPLES, testSet.length - 1);
     const searchSplit = subset(testSet, testSet.length - searchCount);
     const heldOutSplit = subset(testSet, 0, testSet.length - searchCount);
     const data: SearchData = {
@@ -132,7 +157,8 @@ export const searchCommand = defineCommand({
       train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, normalize }),
     };
     const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, normalize }) };
-    const weights = runWeights();  // read once; loadStateDict copies into each model
+    const weights = run.weights();  // read once; loadStateDict copies into each model
+    checkCheckpointFits(run, createModel(arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'search');
     const build = (): TensorModule => {
       const model = createModel(arch, { numClasses: trainSet.numClasses });
       model.loadStateDict(weights);
@@ -145,13 +171,18 @@ export const searchCommand = defineCommand({
     if (keepRatios) for (const { x } of data.calibration as Iterable<{ x: Tensor }>) { latencyContext = { model: build(), sample: x }; break; }
     const costs: CostModel[] = [budget.cost, ...extra].map((name) => costModel(name, latencyContext ? { latency: { context: latencyContext, batch: 64 } } : {}));
     const primary = costs[0]!;
-    const display = costDisplay(primary.name, primary.unit);
-    const showCost = (v: number) => formatSi(v * display.scale, display.unit);
+    const showCostOf = (name: string, v: number): string => {
+      const model = costs.find((c) => c.name === name) ?? primary;
+      const display = costDisplay(model.name, model.unit);
+      return formatSi(v * display.scale, display.unit);
+    };
+    const showCost = (v: number): string => showCostOf(primary.name, v);
+    const alsoReported = extra.filter((name) => !limits.some((b) => b.cost === name));
 
     io.print('lowbit search');
     io.print(`  model      ${arch} from ${checkpoint}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples, scored on the last ${searchCount} test samples, ${heldOutSplit.length} held out`);
-    io.print(`  budget     ${budget.text} = ${showCost(budget.value)} (${primary.name})${limits.length ? ` and ${limits.map((b) => b.text).join(', ')}` : ''}${extra.length ? `, also ${extra.join(', ')}` : ''}`);
+    io.print(`  budget     ${budgets.map((b) => `${b.text} = ${showCostOf(b.cost, b.value)} (${b.cost})`).join(' and ')}${alsoReported.length ? `; also reported: ${alsoReported.join(', ')}` : ''}`);
     io.print(`  method     ${options.method}, weight bits {${wBits.join(', ')}}, activation bits {${aBits.join(', ')}}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
@@ -291,6 +322,8 @@ export const searchCommand = defineCommand({
       const float = evaluate(model, heldOut.eval).accuracy;
       heldOutScores = { samples: heldOutSplit.length, chosen, float };
     }
+    // Without a chosen plan, a plan.json of an earlier run in the same folder would sit beside this front as if it were its plan.
+    const stalePlan = outcome.chosen ? null : removeIfPresent(join(out, 'plan.json'));
     const paths = writeSearchOutputs(out, { ...outcome, heldOut: heldOutScores });
     const seconds = (performance.now() - started) / 1000;
     if (outcome.stopped) io.print(`stopped early after ${seconds.toFixed(0)} s: keeping the best plan found so far`);
@@ -301,7 +334,7 @@ export const searchCommand = defineCommand({
         return per && per.includes(0) ? ` (${per.filter((b) => b !== 0).length}/${per.length} channels)` : '';
       };
       io.print(`chosen plan: ${outcome.layers.map((l) => `${l.name}=W${c.assignment[l.name]!.w}A${c.assignment[l.name]!.a}${kept(l.name)}`).join(' ')}`);
-      io.print(`  ${primary.name} ${showCost(c.costs[primary.name]!)} (budget ${showCost(budget.value)}), search accuracy ${(c.accuracy * 100).toFixed(2)}%` +
+      io.print(`  ${budgets.map((b) => `${b.cost} ${showCostOf(b.cost, c.costs[b.cost]!)} (budget ${showCostOf(b.cost, b.value)})`).join(', ')}, search accuracy ${(c.accuracy * 100).toFixed(2)}%` +
         `${chosenAfterQat !== undefined ? ` (after QAT ${(chosenAfterQat * 100).toFixed(2)}%)` : ''}` +
         `${heldOutScores.chosen !== undefined ? `, held-out${chosenAfterQat !== undefined ? ' PTQ' : ''} ${(heldOutScores.chosen * 100).toFixed(2)}% (float32 ${(heldOutScores.float! * 100).toFixed(2)}%)` : ''}`);
     } else if (outcome.candidates.length === 0) {
@@ -312,6 +345,7 @@ export const searchCommand = defineCommand({
     }
     io.print(`front: ${outcome.front.length} points of ${outcome.candidates.length} evaluated`);
     io.print(`wrote ${[paths.plan, paths.front, paths.report].filter((p) => p !== null).join(', ')}`);
+    if (paths.plan === null) io.print(`no plan written${stalePlan ? ` (removed ${stalePlan}, left by an earlier run)` : ''}`);
     return outcome.chosen ? 0 : 1;
   },
 });
