@@ -4,7 +4,8 @@
  *
  * Option keys are camelCase and spelled as kebab-case flags (`batchSize` → `--batch-size`).
  * Values follow as the next argument or after `=` (`--epochs 3`, `--epochs=3`). Booleans take no
- * value; `--no-<name>` sets one to false. The last occurrence of an option wins.
+ * value; `--no-<name>` sets one to false. The last occurrence of an option wins, except that a
+ * command's bare argument and its flag (`lowbit eval A.lowbit --model B.lowbit`) must agree.
  */
 
 interface BaseSpec {
@@ -155,12 +156,14 @@ export function parseOptions<O extends OptionSpecs>(
     const spec = specs[key]!;
     return spec.type === 'string' && spec.positional === true;
   });
-  let positionalSeen = false;
+  // The bare argument and its --flag both set one option: two different values are a conflict.
+  let positionalValue: unknown;
+  let flagValue: unknown;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (positionalKey !== undefined && !arg.startsWith('-') && !positionalSeen) {
-      positionalSeen = true;
-      values[positionalKey] = parseValue(flagName(positionalKey), specs[positionalKey]!, arg, command);
+    if (positionalKey !== undefined && !arg.startsWith('-') && positionalValue === undefined) {
+      positionalValue = parseValue(flagName(positionalKey), specs[positionalKey]!, arg, command);
+      values[positionalKey] = positionalValue;
       continue;
     }
     if (!arg.startsWith('--') || arg === '--') {
@@ -194,6 +197,11 @@ export function parseOptions<O extends OptionSpecs>(
       raw = argv[++i]!;
     }
     values[key] = parseValue(flag, spec, raw, command);
+    if (key === positionalKey) flagValue = values[key];
+  }
+  if (positionalValue !== undefined && flagValue !== undefined && positionalValue !== flagValue) {
+    const flag = flagName(positionalKey!);
+    throw new UsageError(`'${String(positionalValue)}' and --${flag} ${String(flagValue)} are two values of --${flag}; give one`, command);
   }
   return { help: false, options: values as ParsedOptions<O> };
 }

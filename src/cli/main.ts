@@ -10,6 +10,7 @@
 import { formatOptions, parseOptions, suggestion, UsageError } from './args.ts';
 import type { Command, CommandIO } from './command.ts';
 import { commands } from './commands/index.ts';
+import { systemErrorMessage } from './inputs.ts';
 import { packageVersion } from './package-info.ts';
 
 function topLevelHelp(): string {
@@ -84,7 +85,7 @@ export async function main(argv: readonly string[], io: CommandIO = defaultIO())
     }
     const error = e instanceof Error ? e : new Error(String(e));
     if (process.env.LOWBIT_DEBUG === '1') fail(error.stack ?? error.message);
-    else fail(`lowbit: error: ${oneLine(error.message)}`);
+    else fail(`lowbit: error: ${oneLine(systemErrorMessage(error) ?? error.message)}`);
     return 1;
   }
 }

@@ -72,7 +72,7 @@ test('lowbit info --file on a malformed or missing file: one line, exit 1', asyn
     }
     const missing = await lowbit(['info', '--file', join(dir, 'missing.lowbit')]);
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /^lowbit: error: cannot read .*ENOENT\n$/);
+    assert.match(missing.stderr, /^lowbit: error: info: '.*missing\.lowbit' does not exist\n$/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -6,9 +6,11 @@ import { loadCheckpoint } from '../../train/index.ts';
 import { formatPercent } from '../../train/index.ts';
 import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
 import { compareWithFakeQuant, convert, type IntModel } from '../../runtime/index.ts';
-import { loadIntModel, saveIntModel } from '../../runtime/io.ts';
+import { saveIntModel } from '../../runtime/io.ts';
+import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
+import { checkOutputFile, loadIntModelFile, resolveModelInput } from '../inputs.ts';
 
 interface TrainConfig {
   model?: string;
@@ -38,7 +40,8 @@ export const evalCommand = defineCommand({
   summary: 'run an integer model (.lowbit) on a test set: accuracy and images/s',
   description: [
     'Evaluates an IntModel (integer-only inference, src/runtime) on the test split.',
-    '--model reads a .lowbit file; --checkpoint converts a QAT training checkpoint on the fly',
+    '--model reads a .lowbit file (or the model.lowbit of a lowbit quantize folder); --checkpoint',
+    'converts a QAT training checkpoint (or a run directory\'s checkpoint.safetensors) on the fly',
     '(model, scheme and estimator from its config), optionally saves it (--save) and, with',
     '--compare, also runs the fake-quant model and reports their agreement (same argmax, logit',
     'difference in units of the last layer\'s s_in·s_w, per-layer integer input differences).',
@@ -49,7 +52,7 @@ export const evalCommand = defineCommand({
   ],
   options: {
     model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },
-    checkpoint: { type: 'string', placeholder: 'FILE', help: 'a QAT training checkpoint to convert (instead of --model)' },
+    checkpoint: { type: 'string', placeholder: 'FILE', help: 'a QAT training checkpoint or run directory to convert (instead of --model)' },
     save: { type: 'string', placeholder: 'FILE', help: 'with --checkpoint: write the converted model to this .lowbit file' },
     compare: { type: 'boolean', help: 'with --checkpoint: compare with the fake-quant model on the same images' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on, else mnist)' },
@@ -58,13 +61,16 @@ export const evalCommand = defineCommand({
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'backend of the fake-quant model (--compare)' },
   },
   run(options, io) {
+    if ((options.model === undefined) === (options.checkpoint === undefined)) throw new UsageError('give exactly one of --model FILE.lowbit (or lowbit eval FILE.lowbit) and --checkpoint FILE.safetensors', 'eval');
+    if (options.checkpoint === undefined && (options.save !== undefined || options.compare)) throw new UsageError('--save and --compare need --checkpoint', 'eval');
+    const input = options.checkpoint !== undefined ? checkpointInput(options.checkpoint) : modelInput(options.model!);
+    if (options.save !== undefined) checkOutputFile(options.save, 'eval: --save', input);
     useBackend(options.backend);
-    if ((options.model === undefined) === (options.checkpoint === undefined)) throw new Error('eval: give exactly one of --model FILE.lowbit or --checkpoint FILE.safetensors');
     let intModel: IntModel;
     let fakeQuant: Module | null = null;
     let datasetName: string | undefined = options.dataset;
     if (options.checkpoint !== undefined) {
-      const { model, config } = preparedFromCheckpoint(options.checkpoint);
+      const { model, config } = preparedFromCheckpoint(input);
       datasetName ??= config.dataset;
       const ds = resolveDataset(datasetName);
       const stats = DATASET_STATS[ds];
@@ -73,7 +79,7 @@ export const evalCommand = defineCommand({
       normalizeInPlace(x, calib.sampleShape, stats);
       intModel = convert(model, {
         sample: new Tensor(x, [calib.length, ...calib.sampleShape]),
-        metadata: { model: config.model, dataset: ds, quant: config.quant, estimator: config.estimator ?? null, normalize: stats, source: options.checkpoint },
+        metadata: { model: config.model, dataset: ds, quant: config.quant, estimator: config.estimator ?? null, normalize: stats, source: input },
       });
       if (options.save !== undefined) {
         const bytes = saveIntModel(options.save, intModel);
@@ -81,8 +87,7 @@ export const evalCommand = defineCommand({
       }
       if (options.compare) fakeQuant = model;
     } else {
-      if (options.save !== undefined || options.compare) throw new Error('eval: --save and --compare need --checkpoint');
-      intModel = loadIntModel(options.model!);
+      intModel = loadIntModelFile(input);
       datasetName ??= intModel.graph.metadata?.dataset as string | undefined;
     }
     const ds = resolveDataset(datasetName);
@@ -147,6 +152,20 @@ export const evalCommand = defineCommand({
     }
   },
 });
+
+/** The .lowbit file of --model (a file or a lowbit quantize folder); a checkpoint there is a usage error. */
+function modelInput(path: string): string {
+  const input = resolveModelInput(path, 'eval: --model', 'eval', 'lowbit');
+  if (input.kind === 'checkpoint') throw new UsageError(`--model: '${path}' is a training checkpoint${input.directory ? ' folder' : ''}: pass it as --checkpoint ${path}`, 'eval');
+  return input.file;
+}
+
+/** The checkpoint file of --checkpoint (a file or a run directory); a .lowbit there is a usage error. */
+function checkpointInput(path: string): string {
+  const input = resolveModelInput(path, 'eval: --checkpoint', 'eval', 'checkpoint');
+  if (input.kind === 'lowbit') throw new UsageError(`--checkpoint: '${path}' is ${input.directory ? 'a folder with a .lowbit integer model' : 'a .lowbit integer model'}: pass it as --model ${path} (or lowbit eval ${path})`, 'eval');
+  return input.file;
+}
 
 function resolveDataset(name: string | undefined): DatasetName {
   const ds = name ?? 'mnist';

@@ -1,7 +1,11 @@
+import { UsageError } from '../args.ts';
 import { defineCommand, type CommandIO } from '../command.ts';
 import { backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { packageVersion } from '../package-info.ts';
-import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitNode } from '../../format/lowbit.ts';
+import { resolveModelInput } from '../inputs.ts';
+import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitModel, type LowbitNode } from '../../format/lowbit.ts';
+import { intModelFromLowbit } from '../../runtime/io.ts';
+import type { IntModel, IntNode } from '../../runtime/intmodel.ts';
 
 export const infoCommand = defineCommand({
   name: 'info',
@@ -9,7 +13,8 @@ export const infoCommand = defineCommand({
   description:
     'Without --file: the lowbit and node versions, the platform and the compute backends.\n' +
     'With --file: validates a .lowbit file and prints its format version, graph nodes (op, name, bits),\n' +
-    'tensors (logical dtype, shape, bytes) and its size against the same model in float32.\n' +
+    'tensors (logical dtype, shape, bytes) and its size against the same model in float32. An integer\n' +
+    'model (what lowbit quantize and lowbit eval --save write) is checked as lowbit eval loads it.\n' +
     'A malformed file is reported on one line with exit code 1.',
   examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info model.lowbit', 'lowbit info --file model.lowbit --json'],
   options: {
@@ -19,6 +24,7 @@ export const infoCommand = defineCommand({
   },
   run(options, io) {
     if (options.file !== undefined) {
+      if (options.backend) throw new UsageError('--backend prints the compute backends, not a model file: run lowbit info --backend on its own', 'info');
       describeLowbitFile(options.file, options.json, io);
       return;
     }
@@ -50,8 +56,15 @@ export const infoCommand = defineCommand({
   },
 });
 
-/** Prints a validated .lowbit file; format errors become one-line errors naming the file. */
-function describeLowbitFile(path: string, json: boolean, io: CommandIO): void {
+/**
+ * Prints a validated .lowbit file; format errors become one-line errors naming the file. A file
+ * that declares an IntModel graph (metadata.intModel) is also built as one, which checks every
+ * node (bits, geometry, tensor references and dtypes) the way eval and export do.
+ */
+function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
+  const input = resolveModelInput(file, 'info', 'info', 'lowbit', 'a .lowbit file (or a folder holding model.lowbit)');
+  if (input.kind !== 'lowbit') throw new UsageError(`'${input.file}' is a training checkpoint; info describes .lowbit integer models (lowbit quantize and lowbit eval --checkpoint --save write them)`, 'info');
+  const path = input.file;
   let bytes: Uint8Array;
   try {
     bytes = readLowbitBytes(path);
@@ -67,9 +80,12 @@ function describeLowbitFile(path: string, json: boolean, io: CommandIO): void {
     if (e instanceof LowbitFormatError) throw new Error(`${path} is not a valid .lowbit file: ${e.message.replace(/\s+/g, ' ')} [${e.code}]`);
     throw e;
   }
-  const nodes = model.graph.map((node, i) => ({ index: i, op: node.op, name: stringField(node, 'name'), bits: bitsOf(node) }));
+  const intModel = intModelOf(model, path);
+  const nodes = model.graph.map((node, i) => ({
+    index: i, op: node.op, name: stringField(node, 'name'), bits: intModel ? intNodeBits(intModel, i) : bitsOf(node),
+  }));
   if (json) {
-    io.print(JSON.stringify({ file: path, format: 'lowbit', version: Number(LOWBIT_VERSION), metadata: model.metadata, nodes, ...report }, null, 2));
+    io.print(JSON.stringify({ file: path, format: 'lowbit', version: Number(LOWBIT_VERSION), intModel: intModel !== undefined, metadata: model.metadata, nodes, ...report }, null, 2));
     return;
   }
   const ratio = report.fileBytes > 0 ? report.fp32Bytes / report.fileBytes : 0;
@@ -79,6 +95,7 @@ function describeLowbitFile(path: string, json: boolean, io: CommandIO): void {
     ['size', `${bytes_(report.fileBytes)} (header ${bytes_(report.headerBytes)}, tensors ${bytes_(report.tensorBytes)})`],
     ['fp32 size', `${bytes_(report.fp32Bytes)} (${ratio.toFixed(1)}x the file)`],
     ['packed bound', `${bytes_(report.theoreticalBytes)} (elements x bits; file overhead ${bytes_(report.overheadBytes)})`],
+    ['graph', intModel ? 'integer model (IntModel), valid' : 'not an integer model (no metadata.intModel): eval and export cannot run it'],
   ];
   const name = model.metadata?.['model'];
   if (typeof name === 'string') head.splice(2, 0, ['model', name]);
@@ -96,12 +113,30 @@ function describeLowbitFile(path: string, json: boolean, io: CommandIO): void {
   }
 }
 
+/** The file's IntModel when it declares one (validated: throws naming the file), else undefined. */
+function intModelOf(model: LowbitModel, path: string): IntModel | undefined {
+  if (model.metadata?.['intModel'] === undefined) return undefined;
+  try {
+    return intModelFromLowbit(model);
+  } catch (e) {
+    throw new Error(`${path} is not a valid lowbit integer model: ${(e as Error).message}`);
+  }
+}
+
+/** Bits of IntModel node `i`: `w4a4` for layers (as eval prints them), `a8` for the input quantizer. */
+function intNodeBits(model: IntModel, i: number): string | undefined {
+  const node: IntNode = model.nodes[i]!;
+  if (node.op === 'conv2d' || node.op === 'linear') return model.layers()[i]!.bits;
+  if (node.op === 'quantize') return node.input.mode === 'sign' ? 'a1 (sign)' : `a${node.input.bits}`;
+  return undefined;
+}
+
 function stringField(node: LowbitNode, key: string): string | undefined {
   const v = node[key];
   return typeof v === 'string' ? v : undefined;
 }
 
-/** A node's `bits` field when it has one: a number, or an object such as {weight: 4, activation: 8}. */
+/** A generic node's `bits` field when it has one: a number, or an object such as {weight: 4, activation: 8}. */
 function bitsOf(node: LowbitNode): string | undefined {
   const v = node['bits'];
   if (typeof v === 'number') return String(v);
