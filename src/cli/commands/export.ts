@@ -166,11 +166,14 @@ export const exportCommand = defineCommand({
     if (report.status === 'ok') {
       io.print(`  reference: ${intModel ? 'the IntModel (integer simulation)' : 'the float32 model'}, ${test.name} test images`);
       if (result.kind === 'qdq' && bias === 'standard' && report.argmaxAgreement < 1) {
-        // docs/onnx.md (the --bias measurements): most visible with <= 4-bit layers, where one
-        // accumulator step is a large part of an output step; test accuracy moved by <= 0.03 pt there.
+        // docs/onnx.md, "Measured: the bias scale at 4 bits": most visible with <= 4-bit layers, where
+        // one accumulator step is a large part of an output step; test accuracy moved by <= 0.03 pt.
+        const int4 = Object.values(result.weightTypes).includes('int4');
         io.print('  note: the standard int32 bias (s_in*s_w, integer kernels in onnxruntime) is rounded to one accumulator step, so');
         io.print('        activations near a rounding boundary can land one step from the IntModel\'s; --bias intmodel reproduces');
-        io.print('        the IntModel exactly (float layers in onnxruntime; see docs/onnx.md)');
+        io.print(int4
+          ? '        the IntModel exactly (int4 weights run as float layers in onnxruntime either way; see docs/onnx.md)'
+          : '        the IntModel exactly (float layers in onnxruntime; see docs/onnx.md)');
       }
     }
     return 0;
