@@ -52,7 +52,7 @@ export const evalCommand = defineCommand({
   ],
   options: {
     model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },
-    checkpoint: { type: 'string', placeholder: 'FILE', help: 'a QAT training checkpoint or run directory to convert (instead of --model)' },
+    checkpoint: { type: 'string', placeholder: 'PATH', help: 'a QAT training checkpoint or run directory to convert (instead of --model)' },
     save: { type: 'string', placeholder: 'FILE', help: 'with --checkpoint: write the converted model to this .lowbit file' },
     compare: { type: 'boolean', help: 'with --checkpoint: compare with the fake-quant model on the same images' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on, else mnist)' },

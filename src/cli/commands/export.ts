@@ -101,7 +101,7 @@ export const exportCommand = defineCommand({
     'lowbit export runs/lenet5-mnist-fp32 --out lenet5-fp32.onnx --verify --samples 10000',
   ],
   options: {
-    input: { type: 'string', placeholder: 'FILE', positional: true, help: `${MODEL_PATH_KINDS} (lowbit train's or lowbit quantize's folder)` },
+    input: { type: 'string', placeholder: 'PATH', positional: true, help: `${MODEL_PATH_KINDS} (lowbit train's or lowbit quantize's folder)` },
     format: { type: 'enum', choices: ['onnx'], default: 'onnx', help: 'output format' },
     profile: { type: 'enum', choices: ONNX_PROFILES, default: 'default', help: 'target runtime: default (onnxruntime) or web (onnxruntime-web)' },
     out: { type: 'string', placeholder: 'FILE', help: 'output file (default: next to the input, <name>.onnx or <name>.web.onnx)' },
