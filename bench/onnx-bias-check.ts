@@ -1,6 +1,7 @@
 /**
  * The two int32 bias scales of a QDQ export (`--bias standard|intmodel`, docs/onnx.md) on one
- * .lowbit integer model: for each bias and each weight container (default: int4 where the weights
+ * .lowbit integer model: for each bias (default: per layer, intmodel for int4 weights and standard
+ * for int8 weights; standard; intmodel) and each weight container (default: int4 where the weights
  * fit; weightBits 8: int8 everywhere), the export runs in onnxruntime-node (graph optimization
  * `all`, 1 thread) on the test set and is compared with the IntModel: test accuracy of both, same
  * argmax, and the process CPU time of onnxruntime's session runs (process.cpuUsage, so the figure
@@ -60,7 +61,7 @@ for (let from = 0; from < test.length; from += BATCH) {
 console.log(`${file}: ${test.name}, ${test.length} images; IntModel test accuracy ${accuracy(reference)}`);
 
 for (const weightBits of [undefined, 8] as const) {
-  for (const bias of ['standard', 'intmodel'] as const) {
+  for (const bias of [undefined, 'standard', 'intmodel'] as const) {
     const exported = exportOnnx(model, { weightBits, bias });
     const runner = await openOnnx(exported.bytes, test.sampleShape);
     if ('skipped' in runner) {
@@ -78,6 +79,6 @@ for (const weightBits of [undefined, 8] as const) {
     let same = 0;
     for (let i = 0; i < test.length; i++) if (predicted[i] === reference[i]) same++;
     const weights = [...new Set(Object.values(exported.weightTypes))].join('+');
-    console.log(`bias ${bias.padEnd(8)} weights ${weights.padEnd(9)} opset ${exported.opset}: test accuracy ${accuracy(predicted)}, same argmax as the IntModel ${((100 * same) / test.length).toFixed(2)} % (${same}/${test.length}), onnxruntime CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s`);
+    console.log(`bias ${(bias ?? 'default').padEnd(8)} weights ${weights.padEnd(9)} opset ${exported.opset}: test accuracy ${accuracy(predicted)}, same argmax as the IntModel ${((100 * same) / test.length).toFixed(2)} % (${same}/${test.length}), onnxruntime CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s`);
   }
 }

@@ -220,13 +220,16 @@ describe('lowbit export messages', () => {
   it('--verify: a note on --bias intmodel when the standard bias disagrees with the IntModel, none when it agrees', async (t) => {
     if (!(await loadOnnxRuntime()).ok) return t.skip('onnxruntime-node not installed');
     const verify = (bias: string[], out: string) => lowbit(['export', model, '--out', join(dir, out), '--verify', '--samples', '128', ...bias]);
-    const [standard, exact] = await Promise.all([verify([], 'standard.onnx'), verify(['--bias', 'intmodel'], 'exact.onnx')]);
+    const [standard, exact, byDefault] = await Promise.all([verify(['--bias', 'standard'], 'standard.onnx'), verify(['--bias', 'intmodel'], 'exact.onnx'), verify([], 'default.onnx')]);
     assert.equal(standard.code, 0, standard.stderr);
     // The untrained model has near-tied logits: the one-step differences of the standard bias flip argmaxes.
     const agreement = Number(/argmax agreement ([\d.]+) %/.exec(standard.stdout)?.[1]);
     assert.ok(agreement < 100, standard.stdout);
-    assert.match(standard.stdout, /^ {2}note: the standard int32 bias .* rounded to one accumulator step/m);
-    assert.match(standard.stdout, /--bias intmodel reproduces\n +the IntModel exactly/);
+    assert.match(standard.stdout, /^ {2}note: the standard int32 bias .* rounded to one\n +accumulator step/m);
+    assert.match(standard.stdout, /--bias intmodel reproduces the IntModel exactly/);
+    // The default puts the exact bias on the int4 layers: a note, if any, is about the int8 layers.
+    assert.equal(byDefault.code, 0, byDefault.stderr);
+    if (!/argmax agreement 100\.00 %/.test(byDefault.stdout)) assert.match(byDefault.stdout, /note: the standard int32 bias .* of the int8-weight layers/);
     assert.equal(exact.code, 0, exact.stderr);
     assert.match(exact.stdout, /argmax agreement 100\.00 %/);
     assert.doesNotMatch(exact.stdout, /note:/);

@@ -234,6 +234,22 @@ describe('ONNX export: QDQ from an IntModel', () => {
     }
   });
 
+  it('default bias: the IntModel\'s exact bias for int4-weight layers, the standard bias for int8-weight layers', () => {
+    const im = intModelOf(lenet5(), scheme('w4a4', 'lsq'), [1, 28, 28], 2);
+    const [byDefault, standard, exact] = [exportOnnx(im), exportOnnx(im, { bias: 'standard' }), exportOnnx(im, { bias: 'intmodel' })];
+    const kinds = new Set(Object.values(byDefault.weightTypes));
+    assert.ok(kinds.has('int4') && kinds.has('int8'), `both containers in the default export: ${[...kinds].join(', ')}`);
+    for (const [layer, type] of Object.entries(byDefault.weightTypes)) {
+      const expected = type === 'int4' ? exact : standard;
+      const other = type === 'int4' ? standard : exact;
+      for (const part of ['bias_quantized', 'bias_scale']) {
+        const got = Array.from(tensorValue(initializer(byDefault.model, `${layer}.${part}`)).data);
+        assert.deepEqual(got, Array.from(tensorValue(initializer(expected.model, `${layer}.${part}`)).data), `${layer} (${type}) ${part}`);
+        if (part === 'bias_scale') assert.notDeepEqual(got, Array.from(tensorValue(initializer(other.model, `${layer}.${part}`)).data), `${layer}: the two biases differ`);
+      }
+    }
+  });
+
   it('folded BatchNorm with negative γ (negated channels keep every scale positive), CNN w8a8', { skip: noOrt }, async () => {
     const model = cnn({ channels: [4, 8], hidden: 16 });
     randomizeBatchNorms(model, 6, true);
