@@ -36,7 +36,7 @@ test('lowbit --help lists the commands; lowbit train --help lists its options', 
 });
 
 test('bad arguments: one line on stderr, exit code 2, no stack trace', () => {
-  for (const args of [['train', '--epoch', '3'], ['train', '--lr', '0'], ['train', '--model', 'resnet'], ['train', '--epochs'], ['trian'], ['train', 'extra']]) {
+  for (const args of [['train', '--epoch', '3'], ['train', '--lr', '0'], ['train', '--model', 'resnet'], ['train', '--epochs'], ['trian'], ['train', 'extra'], ['train', '--quant', 'w4a4', '--estimator', 'binary'], ['train', '--quant', 'fp32', '--estimator', 'lsq']]) {
     const r = lowbit(args);
     assert.equal(r.code, 2, args.join(' '));
     const lines = r.stderr.trimEnd().split('\n');
@@ -143,8 +143,8 @@ test('lowbit train --init RUN fine-tunes a float32 run at 4 bits and reports tha
     assert.match(mismatch.stderr, /--init: '.*' is a lenet5, not a mlp \(pass --model lenet5\)/);
     // Errors about the --init path name --init.
     const missing = lowbit(['train', '--init', join(dir, 'nonexistent'), ...quick]);
-    assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /^lowbit: error: --init: '.*nonexistent' does not exist/);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^lowbit: error: train: --init: '.*nonexistent' does not exist/);
     const quantized = lowbit(['train', '--init', join(dir, 'w4a4'), ...quick]);
     assert.equal(quantized.code, 2);
     assert.match(quantized.stderr, /^lowbit: error: --init: '.*' was trained with --quant w4a4/);

@@ -58,7 +58,6 @@ describe('lowbit search', () => {
       [['search', '--model', 'x', '--budget', 'size=40'], /needs a unit: size=40KB/],
       [['search', '--model', 'x', '--budget', 'size=40KB', '--wbits', '1,2'], /--wbits takes a comma-separated list of integers in \[2, 16\]/],
       [['search', '--model', 'x', '--budget', 'size=40KB', '--objectives', 'speed'], /--objectives: unknown cost 'speed'/],
-      [['search', '--model', join(dir, 'missing'), '--budget', 'size=40KB'], /does not exist/],
       [['search', '--model', 'x', '--budget', 'size=40KB', '--prune', '0.5'], /--prune works with --method ilp/],
       [['search', '--model', 'x', '--budget', 'size=40KB', '--method', 'ilp', '--prune', '0.5,2'], /--prune takes keep ratios in \(0, 1\]/],
     ];
@@ -68,6 +67,11 @@ describe('lowbit search', () => {
       assert.match(r.stderr, pattern);
       assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
     }
+    // A missing model is a file error, not a usage error: exit 1, as in eval / export / info.
+    const missing = await lowbit(['search', '--model', join(dir, 'missing'), '--budget', 'size=40KB']);
+    assert.equal(missing.code, 1, missing.stderr);
+    assert.match(missing.stderr, /^lowbit: error: search: --model: '.*missing' does not exist/);
+    assert.equal(missing.stderr.trim().split('\n').length, 1, 'one line');
   });
 
   it('nsga2 writes a plan that calibrate accepts, the front and the report', async () => {

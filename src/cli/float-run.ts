@@ -34,9 +34,10 @@ export function locateFloatRun(
 ): FloatRun {
   const usage = (message: string) => new UsageError(message, command);
   if (path === undefined) throw usage(`${flag} is required (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
-  if (!existsSync(path)) throw usage(`${flag}: '${path}' does not exist (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
+  // A missing file is not a usage error (exit 1, like eval / export / info).
+  if (!existsSync(path)) throw new Error(`${command}: ${flag}: '${path}' does not exist (a run directory such as runs/lenet5-mnist-fp32, or a checkpoint.safetensors)`);
   const checkpoint = statSync(path).isDirectory() ? join(path, 'checkpoint.safetensors') : path;
-  if (!existsSync(checkpoint)) throw usage(`${flag}: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
+  if (!existsSync(checkpoint)) throw new Error(`${command}: ${flag}: no checkpoint.safetensors in '${path}' (train one with lowbit train)`);
   let loaded: LoadedCheckpoint | undefined;
   const read = (): LoadedCheckpoint => (loaded ??= loadCheckpoint(checkpoint));
   const metricsPath = join(dirname(checkpoint), 'metrics.json');

@@ -82,6 +82,14 @@ export const trainCommand = defineCommand({
     if (init && init.arch !== options.model) throw new UsageError(`--init: '${init.checkpoint}' is a ${init.arch}, not a ${options.model} (pass --model ${init.arch})`, 'train');
     if (init && options.baseline === 'train') throw new UsageError('--init and --baseline train do not go together: the --init run is the baseline', 'train');
     if (planFile && !init) throw new UsageError('--plan needs --init RUN: a plan is calibrated on trained float32 weights, then fine-tuned', 'train');
+    // --quant / --estimator combinations, checked before any work (a --baseline train run included).
+    if (!planFile) {
+      try {
+        qatFromCliOptions({ quant, estimator: options.estimator });
+      } catch (e) {
+        throw new UsageError((e as Error).message, 'train');
+      }
+    }
 
     const fullTrain = loadDataset(options.dataset, 'train');
     const fullTest = loadDataset(options.dataset, 'test');
