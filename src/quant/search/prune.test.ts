@@ -8,7 +8,7 @@ import { describeLayers } from './layers.ts';
 import { latencyCost } from './latency.ts';
 import { sizeCost, layerChoiceCost } from './costs.ts';
 import { allocateMeasured, channelPruneScores, keptChannels, prunableLayers, pruneChoice, pruneLayerOptions, prunePerturbation, recoveredReference } from './prune.ts';
-import type { LayerChoices } from './allocate.ts';
+import { allocateExact, type LayerChoices } from './allocate.ts';
 import { logProbs } from './sensitivity.ts';
 
 function batch(n: number, seed: number): { x: Tensor; y: Tensor } {
@@ -100,6 +100,25 @@ describe('channel pruning (0-bit channels) in the search', () => {
     assert.deepEqual(conv1.map((o) => o.cost), [6 * 25 * 8, 6 * 25 * 4, 3 * 25 * 8, 3 * 25 * 4, 2 * 25 * 8, 2 * 25 * 4]);
     assert.equal(conv1[0]!.error, 0);
     assert.ok(conv1[4]!.error >= conv1[2]!.error && conv1[2]!.error > 0);
+  });
+
+  it('pruneLayerOptions: fewer kept channels never count as less error (a budget that fits the full layer prunes nothing)', () => {
+    manualSeed(4);
+    const model = lenet5();
+    model.eval();
+    const layers = describeLayers(model, [1, 28, 28]);
+    // Δloss of an untrained model: pruning often lowers the loss on the sample (clamped at 0), so
+    // the measured errors of several kept counts tie at 0 or fall as channels go.
+    const opts = pruneLayerOptions(model, layers, [batch(16, 3)], sizeCost(), { ratios: [1, 0.75, 0.5, 0.25], error: 'deltaLoss' });
+    for (const layer of opts) {
+      const kept = (o: (typeof layer.options)[number]) => o.choice.wPerChannel?.filter((b) => b !== 0).length ?? Infinity;
+      const byKept = [...layer.options].sort((x, y) => kept(y) - kept(x));
+      for (let i = 1; i < byKept.length; i++) assert.ok(byKept[i]!.error > byKept[i - 1]!.error, `${layer.name}: ${kept(byKept[i]!)} kept: ${byKept[i]!.error} vs ${byKept[i - 1]!.error}`);
+    }
+    // The exact allocation under a size budget the unpruned model meets keeps every channel.
+    const full = opts.reduce((sum, l) => sum + l.options[0]!.cost, 0);
+    const plan = allocateExact(opts, full);
+    assert.deepEqual(plan.choices.map((k, i) => opts[i]!.options[k]!.choice.wPerChannel?.includes(0) ?? false), opts.map(() => false));
   });
 
   it('pruneLayerOptions with an in-model latency model: costs = m_L + max(0, T₈ − Σ m)/n + change, W8A8 sums to max(T₈, Σ m), nothing clamped', () => {

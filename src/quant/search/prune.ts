@@ -236,11 +236,21 @@ export function pruneLayerOptions(model: TensorModule, layers: readonly LayerInf
   let done = 0;
   const built = jobs.map(({ layer, counts }) => {
     const scores = config.scores?.get(layer.name) ?? channelPruneScores(weights.get(layer.name)!);
-    const options = counts.flatMap((kept) => {
+    const measured = counts.map((kept) => {
       const shape = pruneChoice(layer, scores, kept, widths[0]!, a);
       const p = prunePerturbation(model, batches, layer.name, shape, base, config.recovery);
       config.onProgress?.(++done, total);
-      const pruneError = Math.max(0, config.error === 'deltaLoss' ? p.deltaLoss : p.kl);
+      return { kept, error: Math.max(0, config.error === 'deltaLoss' ? p.deltaLoss : p.kl) };
+    });
+    // Pruning more channels never counts as less error: a measured error below that of a wider
+    // choice is noise of the sample (or both are clamped at 0), and would prune channels a budget
+    // does not ask for. Fewer kept channels get at least the error of more, plus a tie-breaker.
+    const byKept = [...measured].sort((x, y) => y.kept - x.kept);
+    for (let i = 1; i < byKept.length; i++) {
+      const wider = byKept[i - 1]!.error;
+      byKept[i]!.error = Math.max(byKept[i]!.error, wider + Math.max(Math.abs(wider), 1) * 1e-9);
+    }
+    const options = measured.flatMap(({ kept, error: pruneError }) => {
       return widths.map((w) => {
         const choice = pruneChoice(layer, scores, kept, w, a);
         return { choice, cost: layerChoiceCost(cost, layer, choice), error: pruneError + (config.widthError?.(layer, w) ?? 0) };
