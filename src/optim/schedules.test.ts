@@ -57,9 +57,21 @@ test('OneCycleLR: up from maxLr/25 to maxLr, then down to maxLr/25e4 (PyTorch ph
   const final = initial / 1e4;
   const expected = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((t) => (t <= 2 ? cos(initial, 1, t / 2) : cos(1, final, (t - 2) / 7)));
   close(sequence(s, 9), expected);
-  assert.throws(() => s.step(), /past totalSteps/);
+  // As PyTorch: the totalSteps-th step() is allowed (the annealing formula continued), the next throws.
+  s.step();
+  close(s.getLr(), [cos(1, final, 8 / 7)]);
+  assert.throws(() => s.step(), /step 11 is past totalSteps 10/);
   const linear = new OneCycleLR(sgd(1), { maxLr: 1, totalSteps: 5, pctStart: 0.4, annealStrategy: 'linear', divFactor: 10, finalDivFactor: 1 });
   close(sequence(linear, 4), [0.1, 1, 0.7, 0.4, 0.1]);
+});
+
+test('OneCycleLR allows exactly totalSteps step() calls, like PyTorch (values from torch 1.13)', () => {
+  // torch.optim.lr_scheduler.OneCycleLR(SGD(lr=0.1), max_lr=1, total_steps=6): the initial LR, then after each of 6 steps;
+  // a 7th step raises.
+  const s = new OneCycleLR(sgd(0.1), { maxLr: 1, totalSteps: 6 });
+  const torch = [0.04, 0.9944154354509117, 0.811745653949763, 0.46263710266697505, 0.1334775301888306, 4e-6, 0.13347753018883055];
+  close(sequence(s, 6), torch);
+  assert.throws(() => s.step(), /past totalSteps 6/);
 });
 
 test('scheduler stateDict restores the step and the LR', () => {

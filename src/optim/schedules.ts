@@ -171,7 +171,11 @@ export class LinearWarmupLR extends LRScheduler {
 export interface OneCycleOptions {
   /** Peak learning rate (one value for all groups, or one per group). */
   maxLr: number | readonly number[];
-  /** Total number of steps of the cycle; stepping past it throws. */
+  /**
+   * Total number of steps of the cycle. As in PyTorch, `step()` may be called exactly totalSteps
+   * times (the last call sets an LR just past the cycle's end, harmless when no optimizer step
+   * follows, e.g. fit()'s per-epoch step after the last epoch); the next call throws.
+   */
   totalSteps: number;
   /** Fraction of the steps spent increasing the LR (default 0.3). */
   pctStart?: number;
@@ -186,7 +190,9 @@ export interface OneCycleOptions {
 /**
  * One-cycle policy (Smith & Topsekar, 2018) as PyTorch's OneCycleLR (two phases, no momentum
  * cycling): from maxLr/divFactor up to maxLr over the first pctStart of the steps, then down to
- * maxLr/(divFactor·finalDivFactor) at step totalSteps − 1. Step once per iteration.
+ * maxLr/(divFactor·finalDivFactor) at step totalSteps − 1. Step once per iteration; the
+ * totalSteps-th step() is allowed (the annealing formula continued one step, as PyTorch), the
+ * next one throws.
  */
 export class OneCycleLR extends LRScheduler {
   readonly totalSteps: number;
@@ -215,7 +221,7 @@ export class OneCycleLR extends LRScheduler {
   }
 
   lrAt(step: number, groupIndex = 0): number {
-    if (step >= this.totalSteps) throw new Error(`OneCycleLR: step ${step} is past totalSteps ${this.totalSteps}`);
+    if (step > this.totalSteps) throw new Error(`OneCycleLR: step ${step} is past totalSteps ${this.totalSteps} (step() may be called at most totalSteps times)`);
     const maxLr = this.maxLrs[groupIndex]!;
     const initial = maxLr / this.divFactor;
     const final = initial / this.finalDivFactor;

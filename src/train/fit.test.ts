@@ -8,6 +8,7 @@ import { tensor } from '../tensor/tensor.ts';
 import { createDataset, DataLoader, type Dataset } from '../data/index.ts';
 import { mlp } from '../nn/index.ts';
 import { SGD } from '../optim/sgd.ts';
+import { OneCycleLR } from '../optim/schedules.ts';
 import { countCorrect, evaluate, fit, TrainingDivergedError, type LossFn } from './fit.ts';
 import { crossEntropy } from '../tensor/ops.ts';
 import { loadCheckpoint } from './checkpoint.ts';
@@ -109,6 +110,23 @@ test('checkpoints are written every epoch and hold the final state', () => {
     fresh.loadStateDict(ckpt.optimizer as ReturnType<SGD['stateDict']>);
     assert.deepEqual(fresh.stateDict(), optimizer.stateDict());
     assert.equal((ckpt.history as { stepLosses: number[] }).stepLosses.length, 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a OneCycleLR over exactly the epochs returns the history and writes the final checkpoint', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-fit-'));
+  try {
+    manualSeed(0);
+    const model = mlp({ inputSize: 16, hidden: [8], numClasses: 3 });
+    const trainLoader = new DataLoader(toyDataset(20, 1), { batchSize: 10 });
+    const optimizer = new SGD(model.parameters(), { lr: 0.1 });
+    const scheduler = new OneCycleLR(optimizer, { maxLr: 0.1, totalSteps: 3 });
+    const path = join(dir, 'checkpoint.safetensors');
+    const history = fit(model, { trainLoader, optimizer, scheduler, epochs: 3, progress: false, checkpoint: { path, every: 5 } });
+    assert.deepEqual(history.epochs.map((e) => e.lr), [0, 1, 2].map((k) => scheduler.lrAt(k)));
+    assert.equal(loadCheckpoint(path).epoch, 3);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
