@@ -198,10 +198,18 @@ export class IntModel {
     return w;
   }
 
-  /** Runs `batch` samples (float, already normalised as in training) and returns float logits [batch, classes]. */
+  /**
+   * Runs `batch` samples (float, already normalised as in training) and returns float logits [batch, classes].
+   * A Tensor must have the shape [N, ...inputShape] (N = `batch` when given); a Float32Array holds
+   * `batch` samples laid out the same way.
+   */
   run(x: Float32Array | Tensor, batch?: number, options: RunOptions = {}): Float32Array {
     let data: Float32Array;
     if (x instanceof Tensor) {
+      const expected = [x.shape[0], ...this.graph.inputShape];
+      if (x.shape.length !== expected.length || x.shape.some((d, i) => d !== expected[i]) || (batch !== undefined && batch !== x.shape[0])) {
+        throw new Error(`IntModel.run: input of shape [${x.shape.join(', ')}] is not [${batch ?? 'N'}, ${this.graph.inputShape.join(', ')}] (samples of the model's input shape)`);
+      }
       data = x.data instanceof Float32Array ? x.data : Float32Array.from(x.data as ArrayLike<number>);
       batch ??= x.shape[0]!;
     } else data = x;

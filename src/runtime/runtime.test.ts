@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { noGrad } from '../autograd/engine.ts';
 import { AvgPool2d, Conv2d, Flatten, Linear, lenet5, mlp, cnn, ReLU, ReLU6, Sequential, Sigmoid, type Module } from '../nn/index.ts';
-import { manualSeed, randn, Rng, type Tensor } from '../tensor/index.ts';
+import { manualSeed, randn, Rng, Tensor } from '../tensor/index.ts';
 import { prepareQat } from '../quant/qat/index.ts';
 import { qconfigFor, type Scheme } from '../quant/config/qconfig.ts';
 import type { QConfig } from '../quant/config/qconfig.ts';
@@ -174,9 +174,15 @@ describe('IntModel', () => {
     }
   });
 
-  it('run() checks its input size', () => {
+  it('run() checks its input size, and a Tensor\'s shape (not only its element count)', () => {
     const im = convert(prepared(lenet5(), scheme('w8a8')), { inputShape: [1, 28, 28] });
     assert.throws(() => im.run(new Float32Array(100), 1), /not 1 samples/);
+    // Same element count as 2 samples of [1, 28, 28], other layouts: refused.
+    for (const shape of [[2, 28, 28, 1], [1, 2, 28, 28], [2, 784], [4, 1, 14, 28]]) {
+      assert.throws(() => im.run(new Tensor(new Float32Array(2 * 784), shape)), /IntModel\.run: input of shape \[.*\] is not \[/, shape.join('x'));
+    }
+    assert.throws(() => im.run(new Tensor(new Float32Array(2 * 784), [2, 1, 28, 28]), 3), /is not \[3, 1, 28, 28\]/);
+    assert.equal(im.run(new Tensor(new Float32Array(2 * 784), [2, 1, 28, 28])).length, 20);
   });
 
   it('refuses a malformed graph before running it (geometry, sizes, tensors, ranges), and oversized batches', () => {
