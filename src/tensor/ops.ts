@@ -449,11 +449,15 @@ function reduce(x: Tensor, reduction: Reduction): Tensor {
   return reduction === 'mean' ? mean(x) : reduction === 'sum' ? sum(x) : x;
 }
 
-/** Negative log-likelihood of int32 `targets` [N] under log-probabilities [N, C]. */
+/**
+ * Negative log-likelihood of int32 class indices `targets` [N] under log-probabilities [N, C].
+ * Float targets are refused (as PyTorch refuses non-integer class indices) rather than truncated.
+ */
 export function nllLoss(logProbs: Tensor, targets: Tensor, reduction: Reduction = 'mean'): Tensor {
   if (logProbs.rank !== 2 || targets.rank !== 1 || targets.shape[0] !== logProbs.shape[0]) {
     throw new Error(`nllLoss: expected [N, C] and [N], got [${logProbs.shape.join(', ')}] and [${targets.shape.join(', ')}]`);
   }
+  if (targets.dtype !== 'int32') throw new Error(`nllLoss: targets must be int32 class indices, got ${targets.dtype} (cast(targets, 'int32') truncates)`);
   const n = logProbs.shape[0]!;
   const c = logProbs.shape[1]!;
   // Pick logProbs[i, targets[i]] by gathering rows of the flattened matrix.
@@ -467,7 +471,7 @@ export function nllLoss(logProbs: Tensor, targets: Tensor, reduction: Reduction 
   return reduce(neg(picked), reduction);
 }
 
-/** Softmax cross-entropy of logits [N, C] against int32 class indices [N]. */
+/** Softmax cross-entropy of logits [N, C] against int32 class indices [N] (float targets throw). */
 export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = 'mean'): Tensor {
   return nllLoss(logSoftmax(logits, 1), targets, reduction);
 }
