@@ -24,3 +24,31 @@ describe('losses', () => {
     });
   });
 });
+
+describe('shape ops validate their arguments like PyTorch', () => {
+  const x = o.reshape(tensor([0, 1, 2, 3, 4, 5]), [2, 3]);
+  const v = tensor([0, 1, 2, 3, 4]);
+  it('unsqueeze takes axes in [-(rank + 1), rank]', () => {
+    assert.throws(() => o.unsqueeze(x, 5), /unsqueeze: axis 5 out of range \[-3, 2\] for rank 2/);
+    assert.throws(() => o.unsqueeze(x, 3), /out of range/);
+    assert.throws(() => o.unsqueeze(x, -4), /out of range/);
+    assert.deepEqual(o.unsqueeze(x, 2).shape, [2, 3, 1]);
+    assert.deepEqual(o.unsqueeze(x, -3).shape, [1, 2, 3]);
+    assert.deepEqual(o.unsqueeze(x, -1).shape, [2, 3, 1]);
+  });
+  it('narrow refuses a range past the dimension and counts a negative start from the end', () => {
+    assert.throws(() => o.narrow(v, 0, 3, 5), /narrow: start 3 \+ length 5 exceeds dimension 0 of size 5/);
+    assert.throws(() => o.narrow(v, 0, 1, -1), /exceeds dimension 0/);
+    assert.throws(() => o.narrow(v, 0, -6, 1), /start -6 out of range \[-5, 5\]/);
+    assert.throws(() => o.narrow(v, 0, 0.5, 1), /out of range/);
+    assert.deepEqual(o.narrow(v, 0, -2, 2).toArray(), [3, 4]);
+    assert.deepEqual(o.narrow(x, 1, 1, 2).toArray(), [1, 2, 4, 5]);
+  });
+  it('split sizes must be non-negative and sum to the dimension', () => {
+    assert.throws(() => o.split(v, [2, 2]), /split: sizes \[2, 2\] sum to 4, not to the size 5 of dimension 0/);
+    assert.throws(() => o.split(v, [2, 4]), /sum to 6/);
+    assert.throws(() => o.split(v, [2, -1, 4]), /non-negative integers/);
+    assert.deepEqual(o.split(v, [2, 3]).map((t) => t.toArray()), [[0, 1], [2, 3, 4]]);
+    assert.deepEqual(o.split(x, [1, 2], -1).map((t) => t.toArray()), [[0, 3], [1, 2, 4, 5]]);
+  });
+});

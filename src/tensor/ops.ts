@@ -165,8 +165,10 @@ export function flatten(x: Tensor, startDim = 1): Tensor {
   return reshape(x, [...x.shape.slice(0, s), -1]);
 }
 
+/** Inserts a dimension of size 1 at `axis`, in [-(rank + 1), rank] (negative counts from the end). */
 export function unsqueeze(x: Tensor, axis: number): Tensor {
   const a = axis < 0 ? axis + x.rank + 1 : axis;
+  if (!Number.isInteger(a) || a < 0 || a > x.rank) throw new Error(`unsqueeze: axis ${axis} out of range [${-x.rank - 1}, ${x.rank}] for rank ${x.rank}`);
   const shape = [...x.shape];
   shape.splice(a, 0, 1);
   return reshape(x, shape);
@@ -232,16 +234,29 @@ export function slice(x: Tensor, starts: readonly number[], ends: readonly numbe
   return apply('slice', [x], { starts: s, ends: e });
 }
 
-/** `length` entries of dimension `axis` starting at `start`. */
+/**
+ * `length` entries of dimension `axis` starting at `start` (negative: counted from the end).
+ * Throws, as PyTorch does, when the range does not lie inside the dimension.
+ */
 export function narrow(x: Tensor, axis: number, start: number, length: number): Tensor {
   const a = normAxis(axis, x.rank);
-  const starts = x.shape.map((_, d) => (d === a ? start : 0));
-  const ends = x.shape.map((n, d) => (d === a ? start + length : n));
+  const n = x.shape[a]!;
+  if (!Number.isInteger(start) || start < -n || start > n) throw new Error(`narrow: start ${start} out of range [${-n}, ${n}] for dimension ${axis} of size ${n}`);
+  const first = start < 0 ? start + n : start;
+  if (!Number.isInteger(length) || length < 0 || first + length > n) {
+    throw new Error(`narrow: start ${first} + length ${length} exceeds dimension ${axis} of size ${n}`);
+  }
+  const starts = x.shape.map((_, d) => (d === a ? first : 0));
+  const ends = x.shape.map((size, d) => (d === a ? first + length : size));
   return slice(x, starts, ends);
 }
 
-/** Splits `axis` into pieces of the given sizes. */
+/** Splits `axis` into pieces of the given sizes (non-negative integers summing to the dimension's size). */
 export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
+  const n = x.shape[normAxis(axis, x.rank)]!;
+  if (sizes.some((len) => !Number.isInteger(len) || len < 0)) throw new Error(`split: sizes must be non-negative integers, got [${sizes.join(', ')}]`);
+  const total = sizes.reduce((p, len) => p + len, 0);
+  if (total !== n) throw new Error(`split: sizes [${sizes.join(', ')}] sum to ${total}, not to the size ${n} of dimension ${axis}`);
   let start = 0;
   return sizes.map((len) => {
     const piece = narrow(x, axis, start, len);
