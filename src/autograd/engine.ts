@@ -1,6 +1,6 @@
 import type { Tensor } from '../tensor/tensor.ts';
 import { gradientRule } from './gradients.ts';
-import { add, onesLike, zerosLike } from '../tensor/ops.ts';
+import { add, mul, onesLike, zerosLike } from '../tensor/ops.ts';
 import { isFreshWhole, recycle, trackAllocations } from '../backend/recycle.ts';
 
 let gradEnabled = true;
@@ -158,11 +158,26 @@ export function backward(root: Tensor, grad?: Tensor, options: { createGraph?: b
   if (!grad && root.size !== 1) throw new Error(`backward() without a gradient needs a scalar, got shape [${root.shape.join(', ')}]`);
   const createGraph = options.createGraph ?? false;
   const grads = propagate([root], [grad ?? onesLike(root)], createGraph);
+  // Gradient rules pass a tensor through unchanged where they can (add gives its upstream gradient
+  // to both inputs; the root's gradient may be the caller's `grad`): a leaf's new .grad that
+  // overlaps another leaf's, or the caller's tensor, gets its own copy, so that editing one .grad
+  // in place (clipping by hand, zeroing) changes nothing else.
+  const taken: ArrayBufferView[] = grad ? [grad.data] : [];
   for (const [t, g] of grads) {
     if (t.node || !t.requiresGrad) continue;
-    const leafGrad = createGraph ? g : g.detach();
+    let leafGrad = createGraph ? g : g.detach();
+    if (!t.grad) {
+      // With createGraph the copy stays in the graph (a product by 1), for higher derivatives.
+      if (taken.some((d) => overlaps(d, leafGrad.data))) leafGrad = createGraph ? withGradMode(true, () => mul(g, 1)) : leafGrad.clone();
+      taken.push(leafGrad.data);
+    }
     t.grad = t.grad ? withGradMode(createGraph, () => add(t.grad!, leafGrad)) : leafGrad;
   }
+}
+
+/** Whether two typed arrays share any bytes of memory. */
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 /**

@@ -274,3 +274,33 @@ describe('gradients of every primitive (float64 central differences)', () => {
 function gradOf(y: Tensor, xs: Tensor[]): Tensor[] {
   return autogradGrad(y, xs, { createGraph: true });
 }
+
+describe('leaf gradients own their buffers', () => {
+  it('.grad of leaves fed the same upstream gradient, and of a leaf fed the caller\'s gradient, are separate copies', () => {
+    const a = new Tensor(Float32Array.from([1, 2]), [2]).requiresGrad_();
+    const b = new Tensor(Float32Array.from([3, 4]), [2]).requiresGrad_();
+    o.sum(o.add(a, b)).backward();
+    assert.deepEqual(Array.from(a.grad!.data), [1, 1]);
+    assert.deepEqual(Array.from(b.grad!.data), [1, 1]);
+    a.grad!.data[0] = 100;  // an in-place edit (e.g. hand-written clipping) of one gradient
+    assert.deepEqual(Array.from(b.grad!.data), [1, 1]);
+    const x = new Tensor(Float32Array.from([1, 2]), [2]).requiresGrad_();
+    const g = new Tensor(Float32Array.from([5, 6]), [2]);
+    o.add(x, 1).backward(g);
+    assert.deepEqual(Array.from(x.grad!.data), [5, 6]);
+    x.grad!.data[1] = 0;
+    assert.deepEqual(Array.from(g.data), [5, 6], 'the caller\'s gradient is untouched');
+  });
+
+  it('with createGraph the copies stay differentiable: d/da of (da + db) for y = sum((a + b)^2)', () => {
+    const a = new Tensor(Float32Array.from([1, 2]), [2]).requiresGrad_();
+    const b = new Tensor(Float32Array.from([3, 4]), [2]).requiresGrad_();
+    const s = o.add(a, b);
+    o.sum(o.mul(s, s)).backward(undefined, { createGraph: true });
+    // .grad = 2(a + b) for both; d/da sum(a.grad + b.grad) = 4 per element.
+    assert.deepEqual(Array.from(a.grad!.data), [8, 12]);
+    assert.notEqual(a.grad!.data.buffer, b.grad!.data.buffer);
+    const [d] = autogradGrad(o.sum(o.add(a.grad!, b.grad!)), [a]);
+    assert.deepEqual(Array.from(d!.data), [4, 4]);
+  });
+});
