@@ -52,3 +52,38 @@ describe('shape ops validate their arguments like PyTorch', () => {
     assert.deepEqual(o.split(x, [1, 2], -1).map((t) => t.toArray()), [[0, 3], [1, 2, 4, 5]]);
   });
 });
+
+describe('a number beside a tensor takes its dtype (int32 promotes to float32 as PyTorch)', () => {
+  const x = tensor([1, 2, 3], undefined, 'int32');
+  const same = (t: Tensor, dtype: string, values: number[]): void => {
+    assert.equal(t.dtype, dtype);
+    values.forEach((v, i) => assert.ok(Math.abs(t.data[i]! - v) <= 1e-6 * Math.abs(v) || t.data[i] === v, `[${i}] ${t.data[i]} vs ${v}`));
+    assert.equal(t.size, values.length);
+  };
+  it('int32 with an integer stays int32; with a non-integer, or under div, it is float32 (torch 1.13 values)', () => {
+    onEachBackend(() => {
+      same(o.add(x, 2), 'int32', [3, 4, 5]);
+      same(o.sub(5, x), 'int32', [4, 3, 2]);
+      same(o.pow(x, 2), 'int32', [1, 4, 9]);
+      same(o.pow(2, x), 'int32', [2, 4, 8]);
+      same(o.greater(x, 1), 'int32', [0, 1, 1]);
+      same(o.add(x, 2.5), 'float32', [3.5, 4.5, 5.5]);
+      same(o.mul(x, 0.5), 'float32', [0.5, 1, 1.5]);
+      same(o.div(x, 2), 'float32', [0.5, 1, 1.5]);
+      same(o.div(2, x), 'float32', [2, 1, 2 / 3]);
+      same(o.pow(x, 0.5), 'float32', [1, Math.SQRT2, Math.sqrt(3)]);
+      same(o.maximum(x, 2.5), 'float32', [2.5, 2.5, 3]);
+      same(o.add(x, Infinity), 'float32', [Infinity, Infinity, Infinity]);
+      same(o.where(o.greater(x, 1), x, 2.5), 'float32', [2.5, 2, 3]);
+      same(o.where(o.greater(x, 1), x, 7), 'int32', [7, 2, 3]);
+      same(o.add(tensor([1, 2], undefined, 'float64'), 0.1), 'float64', [1.1, 2.1]);
+      assert.equal(o.add(tensor([1, 2], undefined, 'float64'), 0.1).data[0], 1.1, 'float64 keeps the number exactly');
+    });
+  });
+  it('refuses what PyTorch refuses or would wrap silently', () => {
+    assert.throws(() => o.pow(x, -1), /pow: an int32 tensor to the negative integer power -1/);
+    assert.throws(() => o.add(x, 1e10), /add: the number 10000000000 does not fit the int32 tensor's dtype/);
+    assert.throws(() => o.add(x, tensor([1, 2, 3])), /add: dtypes int32 and float32 differ/);
+    assert.throws(() => o.add(1, 2 as never), /add needs at least one tensor/);
+  });
+});

@@ -24,12 +24,38 @@ const NONE = {} as Record<string, never>;
 
 type Operand = Tensor | number;
 
-/** A number becomes a scalar tensor of `like`'s dtype. */
-function lift(x: Operand, like: Tensor): Tensor {
-  if (typeof x !== 'number') return x;
-  const data = typedArrayFor(like.dtype === 'int32' ? 'float32' : like.dtype, 1);
+/** A scalar tensor holding `x`. */
+function scalar(x: number, dtype: DType): Tensor {
+  const data = typedArrayFor(dtype, 1);
   data[0] = x;
   return new Tensor(data, []);
+}
+
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * The operands of a binary op or `where` when one of them may be a number (PyTorch's rule for a
+ * Python scalar beside a tensor): the number becomes a scalar tensor of the tensor's dtype, so
+ * float32 + 2 is float32 and int32 + 2 stays int32. An int32 tensor meets a non-integer number
+ * (0.5, NaN, ±Infinity) by promotion: the tensor is cast to float32 and so is the result, as
+ * torch.tensor([1], dtype=torch.int32) + 0.5 is float32; `div` always promotes (true division,
+ * int32 / 2 = float32, as torch.div). Errors, where PyTorch raises or would silently wrap: an
+ * integer outside the int32 range with an int32 tensor, and an int32 tensor to a negative
+ * integer power.
+ */
+function liftPair(op: string, a: Operand, b: Operand): [Tensor, Tensor] {
+  if (typeof a !== 'number' && typeof b !== 'number') return [a, b];
+  if (typeof a === 'number' && typeof b === 'number') throw new Error(`${op} needs at least one tensor`);
+  const numberFirst = typeof a === 'number';
+  const t = (numberFirst ? b : a) as Tensor;
+  const n = (numberFirst ? a : b) as number;
+  if (t.dtype !== 'int32') return numberFirst ? [scalar(n, t.dtype), t] : [t, scalar(n, t.dtype)];
+  const integer = Number.isInteger(n);
+  if (integer && (n < INT32_MIN || n > INT32_MAX)) throw new Error(`${op}: the number ${n} does not fit the int32 tensor's dtype (cast the tensor to float32 first)`);
+  if (op === 'pow' && !numberFirst && integer && n < 0) throw new Error(`pow: an int32 tensor to the negative integer power ${n} (cast it to float32 first)`);
+  const promoted = !integer || op === 'div' ? cast(t, 'float32') : t;
+  return numberFirst ? [scalar(n, promoted.dtype), promoted] : [promoted, scalar(n, promoted.dtype)];
 }
 
 function normAxis(axis: number, rank: number): number {
@@ -62,17 +88,21 @@ export const round = (x: Tensor): Tensor => apply('round', [x], NONE);
 
 // ---------------------------------------------------------------- binary (broadcasting)
 function binary(op: 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'greater' | 'greaterEqual' | 'equal', a: Operand, b: Operand): Tensor {
-  if (typeof a === 'number' && typeof b === 'number') throw new Error(`${op} needs at least one tensor`);
-  const ta = typeof a === 'number' ? lift(a, b as Tensor) : a;
-  const tb = lift(b, ta);
+  const [ta, tb] = liftPair(op, a, b);
   if (ta.dtype !== tb.dtype) throw new Error(`${op}: dtypes ${ta.dtype} and ${tb.dtype} differ (cast one first)`);
   broadcastShapes(ta.shape, tb.shape);
   return apply(op, [ta, tb], NONE);
 }
 
+/**
+ * Elementwise a + b with numpy broadcasting. Both tensors must share a dtype. A number takes the
+ * tensor's dtype (int32 + 2 is int32); an int32 tensor with a non-integer number promotes to
+ * float32 (int32 + 0.5 is float32), as in PyTorch. The same holds for the other binary ops below.
+ */
 export const add = (a: Operand, b: Operand): Tensor => binary('add', a, b);
 export const sub = (a: Operand, b: Operand): Tensor => binary('sub', a, b);
 export const mul = (a: Operand, b: Operand): Tensor => binary('mul', a, b);
+/** Elementwise a / b; an int32 tensor with a number divides in float32 (true division, as torch.div). */
 export const div = (a: Operand, b: Operand): Tensor => binary('div', a, b);
 export const pow = (a: Operand, b: Operand): Tensor => binary('pow', a, b);
 export const maximum = (a: Operand, b: Operand): Tensor => binary('maximum', a, b);
@@ -84,11 +114,16 @@ export const less = (a: Operand, b: Operand): Tensor => binary('greater', b, a);
 export const lessEqual = (a: Operand, b: Operand): Tensor => binary('greaterEqual', b, a);
 export const equal = (a: Operand, b: Operand): Tensor => binary('equal', a, b);
 
-/** Elementwise `cond ? a : b` (cond nonzero), broadcasting all three. */
+/**
+ * Elementwise `cond ? a : b` (cond nonzero), broadcasting all three. A number takes the other
+ * branch's dtype as in the binary ops (int32 with a non-integer number promotes to float32);
+ * with two numbers, cond's dtype (float32 for an int32 cond).
+ */
 export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
-  const like = typeof a !== 'number' ? a : typeof b !== 'number' ? b : cond;
-  const ta = lift(a, like);
-  const tb = lift(b, like);
+  const [ta, tb] =
+    typeof a === 'number' && typeof b === 'number'
+      ? [scalar(a, cond.dtype === 'int32' ? 'float32' : cond.dtype), scalar(b, cond.dtype === 'int32' ? 'float32' : cond.dtype)]
+      : liftPair('where', a, b);
   broadcastShapes(broadcastShapes(cond.shape, ta.shape), tb.shape);
   return apply('where', [cond, ta, tb], NONE);
 }
