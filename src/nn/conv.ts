@@ -1,4 +1,4 @@
-import { conv2d, zeros, type Rng, type Tensor } from '../tensor/index.ts';
+import { conv2d, conv2dAttrs, zeros, type Rng, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
 import { fans, kaimingUniform, uniform } from './init.ts';
 
@@ -38,16 +38,22 @@ export class Conv2d extends Module {
 
   constructor(inChannels: number, outChannels: number, kernelSize: Pair, options: Conv2dLayerOptions = {}) {
     super();
-    const groups = options.groups ?? 1;
+    // The op layer's checks (stride, padding, dilation, groups), so the layer and conv2d agree.
+    const attrs = conv2dAttrs(options, 'Conv2d');
+    const groups = attrs.groups;
+    for (const [name, n] of [['inChannels', inChannels], ['outChannels', outChannels]] as const) {
+      if (!(Number.isInteger(n) && n >= 1)) throw new Error(`Conv2d: ${name} must be a positive integer, got ${n}`);
+    }
     if (inChannels % groups !== 0 || outChannels % groups !== 0) {
       throw new Error(`Conv2d: inChannels ${inChannels} and outChannels ${outChannels} must be divisible by groups ${groups}`);
     }
     this.inChannels = inChannels;
     this.outChannels = outChannels;
     this.kernelSize = pair(kernelSize, 1);
-    this.stride = pair(options.stride, 1);
-    this.padding = pair(options.padding, 0);
-    this.dilation = pair(options.dilation, 1);
+    if (!this.kernelSize.every((k) => Number.isInteger(k) && k >= 1)) throw new Error(`Conv2d: kernelSize must be positive integers, got ${this.kernelSize.join('x')}`);
+    this.stride = [...attrs.stride];
+    this.padding = [...attrs.padding];
+    this.dilation = [...attrs.dilation];
     this.groups = groups;
     const [kh, kw] = this.kernelSize;
     this.weight = this.registerParameter('weight', zeros([outChannels, inChannels / groups, kh, kw]));

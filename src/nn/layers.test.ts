@@ -211,3 +211,21 @@ test('LayerNorm normalises the trailing dims per sample, then scales and shifts'
   for (let r = 0; r < 3; r++) assert.ok(Math.abs(z.slice(r * 4, r * 4 + 4).reduce((a, b) => a + b)) < 1e-5);
   assert.throws(() => ln.forward(randn([2, 3])), /does not end with/);
 });
+
+test('Conv2d and pooling layers validate their geometry when built, with the op layer\'s checks', () => {
+  assert.throws(() => new Conv2d(1, 1, 3, { padding: -1 }), /^Error: Conv2d: padding must be non-negative integers, got -1x-1$/);
+  assert.throws(() => new Conv2d(1, 1, 3, { stride: 1.5 }), /Conv2d: stride must be positive integers, got 1.5x1.5/);
+  assert.throws(() => new Conv2d(1, 1, 3, { stride: 0 }), /Conv2d: stride must be positive integers/);
+  assert.throws(() => new Conv2d(1, 1, 3, { dilation: 0 }), /Conv2d: dilation must be positive integers/);
+  assert.throws(() => new Conv2d(2, 2, 3, { groups: 0 }), /Conv2d: groups must be a positive integer, got 0/);
+  assert.throws(() => new Conv2d(1, 1, 0), /Conv2d: kernelSize must be positive integers, got 0x0/);
+  assert.throws(() => new Conv2d(0, 1, 3), /Conv2d: inChannels must be a positive integer, got 0/);
+  assert.throws(() => new MaxPool2d(0), /^Error: MaxPool2d: kernel must be positive integers, got 0x0$/);
+  assert.throws(() => new MaxPool2d(2, { stride: 0 }), /MaxPool2d: stride must be positive integers/);
+  assert.throws(() => new AvgPool2d(2, { padding: -1 }), /AvgPool2d: padding must be non-negative integers/);
+  assert.throws(() => new AvgPool2d(2, { padding: 2 }), /AvgPool2d: padding must be at most half the kernel/);
+  const pool = new MaxPool2d(3, { stride: 2, padding: 1 });
+  assert.deepEqual([pool.kernelSize, pool.stride, pool.padding], [[3, 3], [2, 2], [1, 1]]);
+  const conv = new Conv2d(2, 4, [3, 1], { stride: [2, 1], padding: 1, groups: 2 });
+  assert.deepEqual([conv.stride, conv.padding, conv.dilation, conv.groups], [[2, 1], [1, 1], [1, 1], 2]);
+});

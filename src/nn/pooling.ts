@@ -1,4 +1,4 @@
-import { adaptiveAvgPool2d, avgPool2d, maxPool2d, type Tensor } from '../tensor/index.ts';
+import { adaptiveAvgPool2d, avgPool2d, maxPool2d, pool2dAttrs, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
 
 type Pair = number | readonly [number, number];
@@ -21,9 +21,11 @@ abstract class Pool2d extends Module {
 
   constructor(kernelSize: Pair, options: Pool2dLayerOptions = {}) {
     super();
-    this.kernelSize = pair(kernelSize);
-    this.stride = pair(options.stride ?? kernelSize);
-    this.padding = pair(options.padding ?? 0);
+    // The op layer's checks, so the layer and maxPool2d / avgPool2d agree.
+    const attrs = pool2dAttrs(kernelSize, options, this.constructor.name);
+    this.kernelSize = [...attrs.kernel];
+    this.stride = [...attrs.stride];
+    this.padding = [...attrs.padding];
   }
 
   override extraRepr(): string {

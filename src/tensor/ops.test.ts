@@ -87,3 +87,35 @@ describe('a number beside a tensor takes its dtype (int32 promotes to float32 as
     assert.throws(() => o.add(1, 2 as never), /add needs at least one tensor/);
   });
 });
+
+describe('conv and pooling geometry is checked in the op layer, the same on every backend', () => {
+  const x = o.reshape(tensor(Array.from({ length: 25 }, () => 1)), [1, 1, 5, 5]);
+  const w = o.reshape(tensor(Array.from({ length: 9 }, () => 1)), [1, 1, 3, 3]);
+  it('conv2d and conv2dFused refuse negative or fractional padding, non-positive or fractional stride and dilation, bad groups', () => {
+    onEachBackend(() => {
+      assert.throws(() => o.conv2d(x, w, null, { padding: -1 }), /^Error: conv2d: padding must be non-negative integers, got -1x-1$/);
+      assert.throws(() => o.conv2d(x, w, null, { padding: [0, 0.5] }), /conv2d: padding must be non-negative integers, got 0x0.5/);
+      assert.throws(() => o.conv2d(x, w, null, { stride: 1.5 }), /conv2d: stride must be positive integers, got 1.5x1.5/);
+      assert.throws(() => o.conv2d(x, w, null, { stride: 0 }), /conv2d: stride must be positive integers, got 0x0/);
+      assert.throws(() => o.conv2d(x, w, null, { dilation: [1, 0] }), /conv2d: dilation must be positive integers/);
+      assert.throws(() => o.conv2d(x, w, null, { groups: 0 }), /conv2d: groups must be a positive integer, got 0/);
+      assert.throws(() => o.conv2dFused(x, w, null, { stride: 0 }), /conv2dFused: stride must be positive integers/);
+      assert.throws(() => o.conv2dFused(x, w, null, { pool: { kernel: 0 } }), /conv2dFused pool: kernel must be positive integers, got 0x0/);
+      // Valid geometry still computes: all-ones 3x3 over all-ones 5x5 with padding 1 counts the window's cells inside.
+      const y = o.conv2d(x, w, null, { padding: 1, stride: 2 });
+      assert.deepEqual(y.shape, [1, 1, 3, 3]);
+      assert.deepEqual(y.toArray(), [4, 6, 4, 6, 9, 6, 4, 6, 4]);
+    });
+  });
+  it('maxPool2d and avgPool2d refuse a zero kernel, a zero stride and negative padding (no typed-array RangeError)', () => {
+    onEachBackend(() => {
+      assert.throws(() => o.maxPool2d(x, 0), /^Error: maxPool2d: kernel must be positive integers, got 0x0$/);
+      assert.throws(() => o.avgPool2d(x, 0), /avgPool2d: kernel must be positive integers/);
+      assert.throws(() => o.maxPool2d(x, 2, { stride: 0 }), /maxPool2d: stride must be positive integers, got 0x0/);
+      assert.throws(() => o.avgPool2d(x, 2, { stride: 1.5 }), /avgPool2d: stride must be positive integers/);
+      assert.throws(() => o.maxPool2d(x, 2, { padding: -1 }), /maxPool2d: padding must be non-negative integers/);
+      assert.throws(() => o.maxPool2d(x, 2, { padding: 2 }), /maxPool2d: padding must be at most half the kernel/);
+      assert.deepEqual(o.avgPool2d(x, 2, { stride: 3 }).toArray(), [1, 1, 1, 1]);
+    });
+  });
+});

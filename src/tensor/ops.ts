@@ -385,13 +385,30 @@ function pair(v: number | readonly [number, number] | undefined, fallback: numbe
   return typeof v === 'number' ? [v, v] : [v[0], v[1]];
 }
 
-export function conv2dAttrs(options: Conv2dOptions = {}): PrimitiveAttrs['conv2d'] {
-  return {
+/** Throws unless both entries of a [h, w] geometry pair are integers >= min (min 0 or 1). */
+function checkPair(op: string, name: string, value: readonly number[], min: number): void {
+  if (value.length !== 2 || !value.every((d) => Number.isInteger(d) && d >= min)) {
+    throw new Error(`${op}: ${name} must be ${min === 0 ? 'non-negative' : 'positive'} integers, got ${value.join('x')}`);
+  }
+}
+
+/**
+ * The conv2d attributes of `options` (defaults stride 1, padding 0, dilation 1, groups 1),
+ * validated once for every backend and for nn.Conv2d: stride and dilation positive integers,
+ * padding non-negative integers, groups a positive integer. `op` names the caller in errors.
+ */
+export function conv2dAttrs(options: Conv2dOptions = {}, op = 'conv2d'): PrimitiveAttrs['conv2d'] {
+  const attrs = {
     stride: pair(options.stride, 1),
     padding: pair(options.padding, 0),
     dilation: pair(options.dilation, 1),
     groups: options.groups ?? 1,
   };
+  checkPair(op, 'stride', attrs.stride, 1);
+  checkPair(op, 'padding', attrs.padding, 0);
+  checkPair(op, 'dilation', attrs.dilation, 1);
+  if (!(Number.isInteger(attrs.groups) && attrs.groups >= 1)) throw new Error(`${op}: groups must be a positive integer, got ${attrs.groups}`);
+  return attrs;
 }
 
 /** 2-D convolution, x [N, C, H, W], weight [O, C/groups, kh, kw], optional bias [O]. */
@@ -423,7 +440,7 @@ export interface Conv2dFusedOptions extends Conv2dOptions {
  * x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or null (zeros).
  */
 export function conv2dFused(x: Tensor, weight: Tensor, bias: Tensor | null, options: Conv2dFusedOptions = {}): Tensor {
-  const attrs = conv2dAttrs(options);
+  const attrs = conv2dAttrs(options, 'conv2dFused');
   if (x.rank !== 4 || weight.rank !== 4) throw new Error(`conv2dFused: expected x [N,C,H,W] and weight [O,C/g,kh,kw], got [${x.shape.join(', ')}] and [${weight.shape.join(', ')}]`);
   const o = weight.shape[0]!;
   if (x.shape[1] !== weight.shape[1]! * attrs.groups || o % attrs.groups !== 0) throw new Error(`conv2dFused: ${x.shape[1]} input channels do not match weight [${weight.shape.join(', ')}] with groups=${attrs.groups}`);
@@ -433,8 +450,8 @@ export function conv2dFused(x: Tensor, weight: Tensor, bias: Tensor | null, opti
   if (oh <= 0 || ow <= 0) throw new Error(`conv2dFused: kernel ${weight.shape[2]}x${weight.shape[3]} does not fit input ${x.shape[2]}x${x.shape[3]}`);
   let pool: PrimitiveAttrs['maxPool2d'] | null = null;
   if (options.pool) {
-    const kernel = pair(options.pool.kernel, 1);
-    pool = { kernel, stride: pair(options.pool.stride ?? kernel, 1), padding: [0, 0] };
+    pool = pool2dAttrs(options.pool.kernel, { stride: options.pool.stride ?? options.pool.kernel }, 'conv2dFused pool');
+    const kernel = pool.kernel;
     if (kernel[0] > oh || kernel[1] > ow) throw new Error(`conv2dFused: pooling window ${kernel.join('x')} larger than the conv output ${oh}x${ow}`);
   }
   const b = bias ?? new Tensor(typedArrayFor(x.dtype === 'int32' ? 'float32' : x.dtype, o), [o]);
@@ -446,13 +463,27 @@ export interface Pool2dOptions {
   padding?: number | readonly [number, number];
 }
 
-function poolAttrs(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions): PrimitiveAttrs['maxPool2d'] {
-  if (x.rank !== 4) throw new Error(`pooling expects [N, C, H, W], got [${x.shape.join(', ')}]`);
+/**
+ * Pooling attributes (stride defaults to the kernel, padding to 0), validated once for every
+ * backend and for the nn pooling layers: kernel and stride positive integers, padding
+ * non-negative integers of at most half the kernel. `op` names the caller in errors.
+ */
+export function pool2dAttrs(kernel: number | readonly [number, number], options: Pool2dOptions = {}, op = 'pooling'): PrimitiveAttrs['avgPool2d'] {
   const k = pair(kernel, 1);
   const attrs = { kernel: k, stride: pair(options.stride ?? k, 1), padding: pair(options.padding, 0) };
-  if (attrs.padding[0] * 2 > k[0] || attrs.padding[1] * 2 > k[1]) throw new Error('pooling: padding must be at most half the kernel');
+  checkPair(op, 'kernel', attrs.kernel, 1);
+  checkPair(op, 'stride', attrs.stride, 1);
+  checkPair(op, 'padding', attrs.padding, 0);
+  if (attrs.padding[0] * 2 > k[0] || attrs.padding[1] * 2 > k[1]) throw new Error(`${op}: padding must be at most half the kernel, got padding ${attrs.padding.join('x')} for kernel ${k.join('x')}`);
+  return attrs;
+}
+
+function poolAttrs(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions, op: string): PrimitiveAttrs['maxPool2d'] {
+  if (x.rank !== 4) throw new Error(`${op} expects [N, C, H, W], got [${x.shape.join(', ')}]`);
+  const attrs = pool2dAttrs(kernel, options, op);
+  const k = attrs.kernel;
   if (x.shape[2]! + 2 * attrs.padding[0] < k[0] || x.shape[3]! + 2 * attrs.padding[1] < k[1]) {
-    throw new Error(`pooling: kernel ${k.join('x')} larger than input ${x.shape[2]}x${x.shape[3]}`);
+    throw new Error(`${op}: kernel ${k.join('x')} larger than input ${x.shape[2]}x${x.shape[3]}`);
   }
   return attrs;
 }
@@ -466,12 +497,12 @@ export interface MaxPool2dOptions extends Pool2dOptions {
 }
 
 export function maxPool2d(x: Tensor, kernel: number | readonly [number, number], options: MaxPool2dOptions = {}): Tensor {
-  const attrs = poolAttrs(x, kernel, options);
+  const attrs = poolAttrs(x, kernel, options, 'maxPool2d');
   return apply('maxPool2d', [x], options.relu ? { ...attrs, relu: true } : attrs);
 }
 
 export function avgPool2d(x: Tensor, kernel: number | readonly [number, number], options: Pool2dOptions = {}): Tensor {
-  return apply('avgPool2d', [x], poolAttrs(x, kernel, options));
+  return apply('avgPool2d', [x], poolAttrs(x, kernel, options, 'avgPool2d'));
 }
 
 /** Average pooling to a fixed output size; input sizes must be multiples of the output size. */
