@@ -1,9 +1,12 @@
-import { gather, mul, Tensor, zeros, type Rng } from '../tensor/index.ts';
+import { gather, Tensor, where, zeros, type Rng } from '../tensor/index.ts';
 import { Module } from './module.ts';
 import { normal } from './init.ts';
 
 export interface EmbeddingOptions {
-  /** Row that stays zero and gets no gradient (e.g. the padding token). */
+  /**
+   * Row zeroed at initialisation that gets no gradient (e.g. the padding token), as PyTorch's
+   * padding_idx: forward uses the row as it is, so a row loaded or set to nonzero values is returned.
+   */
   paddingIdx?: number;
   rng?: Rng;
 }
@@ -34,11 +37,16 @@ export class Embedding extends Module {
   forward(indices: Tensor): Tensor {
     if (indices.dtype !== 'int32') throw new Error(`Embedding: indices must be int32, got ${indices.dtype}`);
     const rows = gather(this.weight, indices, 0);
-    if (this.paddingIdx === null) return rows;
-    // Zero the padding positions through a constant mask, so that row gets no gradient.
-    const mask = new Float32Array(indices.size);
-    for (let i = 0; i < mask.length; i++) mask[i] = indices.data[i] === this.paddingIdx ? 0 : 1;
-    return mul(rows, new Tensor(mask, [...indices.shape, 1]));
+    if (this.paddingIdx === null || !rows.requiresGrad) return rows;
+    const keep = new Float32Array(indices.size);
+    let padded = false;
+    for (let i = 0; i < keep.length; i++) {
+      keep[i] = indices.data[i] === this.paddingIdx ? 0 : 1;
+      padded ||= keep[i] === 0;
+    }
+    if (!padded) return rows;
+    // The padding positions read the same row from a detached table: same values, no gradient.
+    return where(new Tensor(keep, [...indices.shape, 1]), rows, gather(this.weight.detach(), indices, 0));
   }
 
   override extraRepr(): string {

@@ -178,6 +178,18 @@ test('Dropout: inverted scaling, drop rate ≈ p, seeded, identity in eval', () 
   assert.throws(() => new Dropout(1.5), /\[0, 1\]/);
 });
 
+test('Embedding paddingIdx: the row is zeroed at init and gets no gradient, but forward uses it as is (torch 1.13 values)', () => {
+  // torch.nn.Embedding(4, 2, padding_idx=1) with weight arange(1, 9).view(4, 2), indices [[1, 2], [1, 0]],
+  // loss sum(y * arange(1, 9).view(2, 2, 2)).
+  const emb = new Embedding(4, 2, { paddingIdx: 1 });
+  assert.deepEqual(Array.from(emb.weight.data.subarray(2, 4)), [0, 0]);
+  emb.weight.data.set([1, 2, 3, 4, 5, 6, 7, 8]);
+  const y = emb.forward(new Tensor(Int32Array.from([1, 2, 1, 0]), [2, 2]));
+  assert.deepEqual(y.toArray(), [3, 4, 5, 6, 3, 4, 1, 2]);
+  y.mul(tensor([1, 2, 3, 4, 5, 6, 7, 8]).reshape([2, 2, 2])).sum().backward();
+  assert.deepEqual(emb.weight.grad!.toArray(), [7, 8, 0, 0, 3, 4, 0, 0]);
+});
+
 test('Embedding gathers rows; padding row stays zero and gets no gradient', () => {
   const emb = new Embedding(5, 3, { paddingIdx: 0, rng: new Rng(2) });
   assert.deepEqual(Array.from(emb.weight.data.subarray(0, 3)), [0, 0, 0]);
