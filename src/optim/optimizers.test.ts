@@ -59,8 +59,27 @@ test('SGD momentum with dampening: first buffer is the raw gradient, then (1 −
   opt.step();
   // b = 0.5·2 + 0.5·4 = 3
   close(p.data, [-7]);
-  assert.throws(() => new SGD([param([1])], { momentum: 0.9, dampening: 0.1, nesterov: true }), /nesterov/);
+  assert.throws(() => new SGD([param([1])], { lr: 1, momentum: 0.9, dampening: 0.1, nesterov: true }), /nesterov/);
   assert.throws(() => new SGD([param([1])], { lr: -1 }), /invalid lr/);
+});
+
+test('SGD: lr is required as in torch.optim.SGD (options or every group); dampening in [0, 1], momentum >= 0', () => {
+  assert.throws(() => new SGD([param([1])]), /SGD: lr is required/);
+  assert.throws(() => new SGD([{ params: [param([1])], lr: 0.1 }, { params: [param([1])] }]), /SGD: lr is required/);
+  const groups = new SGD([{ params: [param([1])], lr: 0.1 }, { params: [param([1])], lr: 0.2 }]);
+  assert.deepEqual(groups.paramGroups.map((g) => g.lr), [0.1, 0.2]);
+  assert.equal(new SGD([{ params: [param([1])] }], { lr: 0.3 }).lr, 0.3);
+  assert.throws(() => new SGD([param([1])], { lr: 0.1, momentum: 0.9, dampening: 5 }), /SGD: invalid dampening 5 \(must be in \[0, 1\]\)/);
+  assert.throws(() => new SGD([param([1])], { lr: 0.1, dampening: -0.1 }), /invalid dampening -0.1/);
+  assert.throws(() => new SGD([param([1])], { lr: 0.1, momentum: -0.5 }), /SGD: invalid momentum -0.5/);
+  // dampening 1 is the edge of the range: after the first step the buffer stops taking new gradients.
+  const p = param([0]);
+  const opt = new SGD([p], { lr: 1, momentum: 0.5, dampening: 1 });
+  setGrad(p, [2]);
+  opt.step();
+  setGrad(p, [8]);
+  opt.step();
+  close(p.data, [-3]);
 });
 
 test('Adam: bias-corrected steps, L2 weight decay and amsgrad', () => {

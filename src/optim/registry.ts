@@ -25,7 +25,10 @@ export interface OptimizerByName {
   adamw: AdamW;
 }
 
-/** A new optimizer by name over `params` (one group); unknown names throw listing the known ones. */
+/**
+ * A new optimizer by name over `params` (one group); unknown names throw listing the known ones.
+ * 'sgd' needs `options.lr` (no default, as torch.optim.SGD).
+ */
 export function createOptimizer<N extends OptimizerName>(
   name: N,
   params: Iterable<Tensor>,

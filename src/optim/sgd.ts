@@ -3,13 +3,16 @@ import type { TypedArray } from '../backend/primitives.ts';
 import { checkNonNegative, Optimizer, zerosLikeData, type ParamGroup, type ParamsInput, type ParamState } from './optimizer.ts';
 import { nativeSteps } from './native-steps.ts';
 
-/** SGD hyperparameters (PyTorch's names and defaults). */
+/** SGD hyperparameters (PyTorch's names and defaults; like torch.optim.SGD, lr has no default). */
 export interface SgdHyper {
-  /** Default 1e-3. */
+  /**
+   * Learning rate, required: give it in the options (the default of every group) or in every
+   * param group; an SGD without one throws, as torch.optim.SGD does.
+   */
   lr: number;
-  /** Default 0 (plain SGD). */
+  /** Default 0 (plain SGD); must be >= 0. */
   momentum: number;
-  /** Fraction of the new gradient withheld from the momentum buffer (default 0). */
+  /** Fraction of the new gradient withheld from the momentum buffer, in [0, 1] (default 0). */
   dampening: number;
   /** L2 penalty added to the gradient (default 0). */
   weightDecay: number;
@@ -32,7 +35,8 @@ export type SgdState = { momentumBuffer?: TypedArray };
 export class SGD extends Optimizer<SgdHyper, SgdState> {
   constructor(params: ParamsInput<SgdHyper>, options: SgdOptions = {}) {
     super(params, {
-      lr: options.lr ?? 1e-3,
+      // NaN marks "not given": validate() then requires an lr in every group.
+      lr: options.lr ?? Number.NaN,
       momentum: options.momentum ?? 0,
       dampening: options.dampening ?? 0,
       weightDecay: options.weightDecay ?? 0,
@@ -42,9 +46,11 @@ export class SGD extends Optimizer<SgdHyper, SgdState> {
   }
 
   protected validate(group: ParamGroup<SgdHyper>): void {
+    if (Number.isNaN(group.lr)) throw new Error('SGD: lr is required (torch.optim.SGD has no default either): give options.lr or an lr in every param group');
     checkNonNegative('SGD', 'lr', group.lr);
     checkNonNegative('SGD', 'momentum', group.momentum);
     checkNonNegative('SGD', 'weightDecay', group.weightDecay);
+    if (!(group.dampening >= 0 && group.dampening <= 1)) throw new Error(`SGD: invalid dampening ${group.dampening} (must be in [0, 1])`);
     if (group.nesterov && (group.momentum <= 0 || group.dampening !== 0)) {
       throw new Error('SGD: nesterov momentum requires momentum > 0 and dampening = 0');
     }
