@@ -11,6 +11,8 @@ export { Sequential } from './sequential.ts';
 export { forwardChain } from './fusion.ts';
 export { Embedding, type EmbeddingOptions } from './embedding.ts';
 export { LayerNorm, type LayerNormOptions } from './layernorm.ts';
+export { RNNBase, LSTM, GRU, type RNNOptions, type FloatDType } from './rnn.ts';
+export { MultiheadAttention, AttentionOutProjection, type MultiheadAttentionOptions, type MultiheadAttentionForwardOptions } from './attention.ts';
 export * as init from './init.ts';
 export type { Nonlinearity, FanMode, KaimingOptions } from './init.ts';
 export * from './models/index.ts';
