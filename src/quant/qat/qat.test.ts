@@ -134,6 +134,14 @@ describe('quant/qat: prepareQat swaps layers and keeps parameters', () => {
     assert.deepEqual(model.forward(x).shape, [5, 3]);
   });
 
+  it('a per-group weight spec whose groupSize does not divide a layer fails in prepareQat, naming the layer, and leaves the model float', () => {
+    const model = mlp({ inputSize: 12, hidden: [16], numClasses: 3 });
+    const grouped: QConfig = { weight: { kind: 'ste', bits: 4, granularity: 'group', groupSize: 8, axis: 1 }, activation: null };
+    // fc 0: [16, 12] (12 is not a multiple of 8); fc 2: [3, 16].
+    assert.throws(() => prepareQat(model, { default: grouped }), /prepareQat: cannot build the weight quantizer of '1' .*groupSize 8 does not divide axis 1 of the weight \[16, 12\] \(size 12\)/);
+    assert.equal(quantizedLayers(model).length, 0);
+  });
+
   it('cnn: Conv2d→BatchNorm2d folded into QuantConvBn2d, BN replaced by Identity, BN state kept', () => {
     const model = smallCnn();
     const bn = model.features.at(1) as BatchNorm2d;

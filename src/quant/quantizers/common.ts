@@ -88,6 +88,9 @@ export function resolveFormat(
   if (!Number.isInteger(axis) || axis < 0 || axis >= shape.length) throw new Error(`quantizer '${spec.kind}': channel axis ${axis} out of range for shape [${shape.join(', ')}]`);
   const groupSize = granularity === 'group' ? numberOption(spec, 'groupSize', 0) : null;
   if (groupSize !== null && (!Number.isInteger(groupSize) || groupSize < 1)) throw new Error(`quantizer '${spec.kind}': granularity 'group' needs a positive integer groupSize`);
+  if (groupSize !== null && shape[axis]! % groupSize !== 0) {
+    throw new Error(`quantizer '${spec.kind}': groupSize ${groupSize} does not divide axis ${axis} of the weight [${shape.join(', ')}] (size ${shape[axis]}); choose a divisor of ${shape[axis]}`);
+  }
   const quantSpec: QuantSpec = { bits: Math.max(bits, 2), signed, symmetric, granularity, axis, groupSize: groupSize ?? undefined };
   return { role: context.role, bits, signed, symmetric, granularity, axis, groupSize, count: paramCount(shape, quantSpec) };
 }

@@ -91,4 +91,12 @@ describe("quantizers: 'ste' / 'clippedSte' (min-max)", () => {
     assert.equal(e.type === 'affine' && e.qparams.scale.length, 4);
     assertExportReproduces(e, w, y, 1e-6);
   });
+
+  it('a groupSize that does not divide the grouped axis fails when the quantizer is built, naming both', () => {
+    const context = { role: 'weight', shape: [4, 6] } as const;
+    const build = (groupSize: number, axis: number) => createQuantizer({ kind: 'ste', bits: 4, granularity: 'group', groupSize, axis }, context);
+    assert.throws(() => build(5, 1), /^Error: quantizer 'ste': groupSize 5 does not divide axis 1 of the weight \[4, 6\] \(size 6\); choose a divisor of 6$/);
+    assert.throws(() => build(3, 0), /groupSize 3 does not divide axis 0 of the weight \[4, 6\] \(size 4\)/);
+    assert.equal((build(3, 1) as SteQuantizer).scale.size, 8);
+  });
 });
