@@ -5,7 +5,7 @@
  * batch fits, so earlier counts are never interpolated. Bin i covers [i·R/bins, (i+1)·R/bins).
  */
 import type { Tensor } from '../../tensor/tensor.ts';
-import { extremes, splitChannels } from './observer.ts';
+import { checkFinite, extremes, splitChannels } from './observer.ts';
 
 export class SignedHistogram {
   readonly bins: number;
@@ -99,6 +99,7 @@ export abstract class HistogramObserver {
   }
 
   observe(x: Tensor): void {
+    checkFinite(this.method, x);
     const channels = splitChannels(x, this.axis);
     if (this.histograms.length === 0) this.histograms = channels.map(() => new SignedHistogram(this.bins));
     if (channels.length !== this.histograms.length) throw new Error(`${this.method} observer: ${channels.length} channels, earlier batches had ${this.histograms.length}`);

@@ -6,7 +6,7 @@
  */
 import type { Tensor } from '../../tensor/tensor.ts';
 import { qparamsFromRange, rangesOf, type QParams, type QuantSpec } from '../core/qparams.ts';
-import { checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
+import { checkFinite, checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
 
 export type RangeObserverKind = 'minMax' | 'movingAverage';
 
@@ -66,6 +66,7 @@ export class MinMaxObserver implements Observer {
   }
 
   observe(x: Tensor): void {
+    checkFinite(this.method, x);
     const batch = batchRange(x, this.axis);
     if (!this.seen) {
       this.min = new Float64Array(batch.min.length).fill(Infinity);

@@ -12,7 +12,7 @@
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import { qparamsFromRange, type QParams, type QuantSpec } from '../core/qparams.ts';
-import { checkGranularity, extremes, splitChannels, type Observer, type ObserverOptions } from './observer.ts';
+import { checkFinite, checkGranularity, extremes, splitChannels, type Observer, type ObserverOptions } from './observer.ts';
 
 export interface MseOptions extends ObserverOptions {
   /** Number of clipping ratios searched (default 100: r = 0.01, 0.02, …, 1). */
@@ -54,6 +54,7 @@ export class MseObserver implements Observer {
   }
 
   observe(x: Tensor): void {
+    checkFinite(this.method, x);
     const parts = splitChannels(x, this.axis);
     if (this.channels.length === 0) {
       this.channels = parts.map(() => ({ values: new Float32Array(0), size: 0, seen: 0, min: Infinity, max: -Infinity }));

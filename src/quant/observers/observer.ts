@@ -17,7 +17,7 @@ export interface Observer {
   readonly axis: number | null;
   /** True once at least one tensor was observed. */
   readonly observed: boolean;
-  /** Adds the values of `x` to the statistics. */
+  /** Adds the values of `x` to the statistics; throws on NaN or ±Infinity (nothing is added). */
   observe(x: Tensor): void;
   /** Scale and zero point for `spec` (granularity must match the observer's axis). */
   qparams(spec: QuantSpec): QParams;
@@ -37,6 +37,20 @@ export function checkGranularity(observer: Observer, spec: QuantSpec, channels: 
   }
   if (!observer.observed) throw new Error(`${observer.method} observer: nothing observed yet (run calibration batches first)`);
   if (channels < 1) throw new Error(`${observer.method} observer: no channels`);
+}
+
+/**
+ * @internal Throws when `x` holds NaN or ±Infinity, naming the observer: a range built without
+ * them (or from them) would give parameters that do not describe the data, silently.
+ */
+export function checkFinite(method: string, x: Tensor): void {
+  const data = x.data;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (!Number.isFinite(v)) {
+      throw new Error(`${method} observer: observed a non-finite value (${v} at flat index ${i} of a [${x.shape.join(', ')}] tensor); observers need finite calibration data and activations`);
+    }
+  }
 }
 
 /**

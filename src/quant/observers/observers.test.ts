@@ -187,3 +187,23 @@ describe('quant/observers: factory', () => {
     assert.throws(() => createObserver('median' as 'minmax'), /unknown observer/);
   });
 });
+
+describe('quant/observers: non-finite values', () => {
+  it('every observer throws on +Inf, -Inf or NaN, naming itself, and keeps its earlier statistics', () => {
+    for (const method of ['minmax', 'ema', 'percentile', 'mse', 'entropy'] as const) {
+      for (const bad of [Infinity, -Infinity, NaN]) {
+        const o = createObserver(method);
+        assert.throws(
+          () => o.observe(new Tensor(Float32Array.from([bad, 1, 2]), [3])),
+          new RegExp(`^Error: ${method} observer: observed a non-finite value \\(${bad} at flat index 0 of a \\[3\\] tensor\\)`),
+        );
+        assert.equal(o.observed, false, `${method}: nothing was added`);
+      }
+      const o = createObserver(method, { axis: 0 });
+      o.observe(new Tensor(Float32Array.from([-1, 1, -2, 2]), [2, 2]));
+      const before = o.qparams({ ...int8Sym, granularity: 'channel', axis: 0 });
+      assert.throws(() => o.observe(new Tensor(Float32Array.from([1, 1, 50, Infinity]), [2, 2])), /at flat index 3 of a \[2, 2\] tensor/);
+      assert.deepEqual(o.qparams({ ...int8Sym, granularity: 'channel', axis: 0 }), before, `${method}: the failed batch left no trace`);
+    }
+  });
+});
