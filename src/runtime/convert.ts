@@ -2,9 +2,10 @@
  * convert(model) → IntModel: captures the graph of a prepared (fake-quant) model and turns every
  * QuantConv2d / QuantConvBn2d / QuantLinear into an integer layer.
  *
- * Graph capture: the model's forward must apply its leaf modules in registration order (true of
- * lenet5, mlp, cnn and any Sequential). Leaves are walked with `namedModules()` order; a QuantLayer
- * counts as one leaf. Supported leaves: the quantized layers, ReLU, ReLU6, MaxPool2d, AvgPool2d,
+ * Graph capture: the model's forward must apply its leaf modules in registration order, each on
+ * the previous one's output (true of lenet5, mlp, cnn and any Sequential); a probe forward checks
+ * that it does and refuses anything else (./capture.ts, see `convert`). Leaves are walked in
+ * `namedModules()` order; a QuantLayer counts as one leaf. Supported leaves: the quantized layers, ReLU, ReLU6, MaxPool2d, AvgPool2d,
  * AdaptiveAvgPool2d, Flatten, Identity, Dropout (no-op at inference) and a BatchNorm1d/2d right
  * after a quantized layer (folded into that layer's output stage: its per-channel scale multiplies
  * the requantization ratio, its shift goes into the int32 bias, so the integer weights stay exactly
@@ -22,8 +23,9 @@
  * Verification: with `options.sample`, the sample batch runs through the fake-quant model (its
  * float32 forward in eval mode, and the same simulation in float64, see ./simulate.ts) and the
  * IntModel; the report (argmax agreement, logit difference in output LSBs) is stored on
- * `intModel.verification`, and convert throws when argmax agreement is below `minAgreement`
- * (default 0.99).
+ * `intModel.verification`, and convert throws when a logit is farther from the float32 forward
+ * than quantization explains (`AgreementReport.float32ToleranceLsb`) or argmax agreement with it
+ * is below `minAgreement` (default 0.99).
  *
  * Pruned channels (a weight spec's `channelBits` entry 0, see `QuantLayer.prunedChannels`): the
  * graph is first built with them as all-zero channels (verified as above), then compacted
@@ -46,6 +48,7 @@ import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
 import { quantizeMultiplier } from './requantize.ts';
 import { simulateFloat64, type Float64Simulation } from './simulate.ts';
 import { compactIntModel } from './compact.ts';
+import { captureChain, ConvertError } from './capture.ts';
 import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
 
 export interface ConvertOptions {
@@ -187,20 +190,46 @@ type Symbolic =
   | { kind: 'pool'; name: string; module: MaxPool2d | AvgPool2d | AdaptiveAvgPool2d }
   | { kind: 'flatten'; name: string; startDim: number; endDim: number };
 
-/** Converts a prepared fake-quant model to an integer-only IntModel (see the module comment). */
+/**
+ * Converts a prepared fake-quant model to an integer-only IntModel (details in the module comment).
+ *
+ * What it captures: the chain of the model's leaf modules in registration order (a QuantLayer is
+ * one leaf; see `captureLeaves`). Before building, `model.forward` runs once on a probe batch (the
+ * first ≤ 4 rows of `options.sample`, else 2 pseudo-random samples of `inputShape`) with every
+ * leaf recorded (`captureChain` in ./capture.ts): each leaf must be called once, in registration
+ * order, on the previous leaf's output (the first on the model input), and forward must return
+ * the last leaf's output. Identity / Dropout leaves may go uncalled.
+ *
+ * What it refuses (`ConvertError`, reason 'capture', naming what was found): tensor ops or
+ * functional calls between or after the modules (`fc2(x).mul(2)`, `relu(x)` instead of a ReLU
+ * module, a reshape instead of a Flatten module), residual adds and other uses of one tensor
+ * twice, a module called twice or never, modules applied out of registration order, in-place
+ * edits between modules, and a subclass of a supported module whose forward computes something
+ * else; then (plain Error, from the build) any leaf the integer runtime does not support. The
+ * probe cannot see data-dependent control flow: pass `sample` to verify on real data.
+ *
+ * With `options.sample`: throws `ConvertError` 'float32-logits' when any IntModel logit is
+ * farther from the model's own float32 forward than `1 + step·Σ_k|w_ck|` output LSBs (one
+ * quantization step on every input of the last layer; see `AgreementReport.float32ToleranceLsb`),
+ * and 'agreement' when argmax agreement with that forward is below `minAgreement`.
+ */
 export function convert(model: Module, options: ConvertOptions = {}): IntModel {
   const inputShape = options.inputShape ?? options.sample?.shape.slice(1);
   if (!inputShape) throw new Error('convert: pass options.inputShape (one sample, e.g. [1, 28, 28]) or options.sample');
   const wasTraining = model.training;
   model.eval();
   try {
+    captureChain(model, captureLeaves(model), probeBatch(inputShape, options.sample));
     const { intModel, pruned } = build(model, inputShape, options.metadata);
     if (options.sample) {
       const report = compareWithFakeQuant(model, intModel, options.sample);
       intModel.verification = report;
+      if (report.float32BeyondTolerance > 0) {
+        throw new ConvertError('float32-logits', `convert: the IntModel's logits differ from the fake-quant model's float32 forward by up to ${report.float32MaxLogitLsb.toFixed(2)} LSB, ${report.float32MaxToleranceRatio.toFixed(1)}× what quantization explains (1 + Σ|w| of the last layer's row, one input step each: ${toleranceRange(report.float32ToleranceLsb)} LSB), on ${report.float32BeyondTolerance} logit(s) of the sample; the float64 simulation of the captured chain is ${report.maxLogitLsb.toFixed(2)} LSB away: model.forward computes something the captured module chain does not`);
+      }
       const min = options.minAgreement ?? 0.99;
       if (report.argmaxAgreement < min) {
-        throw new Error(`convert: the IntModel agrees with the fake-quant model on only ${(report.argmaxAgreement * 100).toFixed(2)} % of the sample (need ${(min * 100).toFixed(2)} %); max logit difference ${report.maxLogitLsb.toFixed(2)} LSB`);
+        throw new ConvertError('agreement', `convert: the IntModel agrees with the fake-quant model's float32 forward on only ${(report.argmaxAgreement * 100).toFixed(2)} % of the sample (need ${(min * 100).toFixed(2)} %); max logit difference to that forward ${report.float32MaxLogitLsb.toFixed(2)} LSB (tolerance ${toleranceRange(report.float32ToleranceLsb)} LSB), to the float64 simulation ${report.maxLogitLsb.toFixed(2)} LSB`);
       }
     }
     if (pruned.size === 0 || options.compact === false) return intModel;
@@ -216,6 +245,28 @@ export function convert(model: Module, options: ConvertOptions = {}): IntModel {
   } finally {
     if (wasTraining) model.train();
   }
+}
+
+function toleranceRange(tol: readonly number[]): string {
+  const lo = Math.min(...tol);
+  const hi = Math.max(...tol);
+  return lo === hi ? `${lo}` : `${lo}–${hi}`;
+}
+
+/** Rows of the sample (at most 4) or 2 deterministic pseudo-random samples in [−1, 1) of `inputShape`. */
+function probeBatch(inputShape: readonly number[], sample: Tensor | undefined): Tensor {
+  if (sample && sample.rank >= 1 && sample.shape[0]! >= 1) {
+    const rows = Math.min(4, sample.shape[0]!);
+    return new Tensor(sample.data.slice(0, (sample.size / sample.shape[0]!) * rows), [rows, ...sample.shape.slice(1)]);
+  }
+  const n = 2 * inputShape.reduce((p, d) => p * d, 1);
+  const data = new Float32Array(n);
+  let s = 0x2545f491;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+    data[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
+  }
+  return new Tensor(data, [2, ...inputShape]);
 }
 
 function build(model: Module, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): { intModel: IntModel; pruned: Map<string, readonly number[]> } {
@@ -453,6 +504,19 @@ export interface AgreementReport {
    */
   readonly float32MaxLogitLsb: number;
   readonly float32LogitWithin1Lsb: number;
+  /**
+   * Per output channel of the last layer: how far (in LSB) a logit may sit from the float32
+   * forward when the IntModel computes what the forward computes, `1 + step·Σ_k|w_ck|` (w the
+   * channel's integer weights, step 1 for affine inputs, 2 for ±1 sign inputs): the 1-LSB bound of
+   * the float64 simulation plus every input of the last layer one quantization step off, which
+   * covers the float32 rounding flips above (each moves a logit by one |w_ck|). `convert` refuses
+   * a model with any logit beyond it: its forward is not the captured chain.
+   */
+  readonly float32ToleranceLsb: readonly number[];
+  /** Number of logits farther from the float32 forward than their channel's tolerance. */
+  readonly float32BeyondTolerance: number;
+  /** Max over logits of |Δlogit to the float32 forward| / tolerance (≤ 1: explained by quantization). */
+  readonly float32MaxToleranceRatio: number;
   /** Per layer: max |Δq| between the integer input of the layer and the float64 simulation's. */
   readonly layerMaxDiff: Record<string, number>;
   /** Per layer: fraction of input integers that differ at all. */
@@ -465,10 +529,17 @@ export interface AgreementReport {
   readonly layerLocalMaxDiff: Record<string, number>;
 }
 
-interface LogitStats { agree: number; max: number; sum: number; within: number }
+interface LogitStats { agree: number; max: number; sum: number; within: number; beyond: number; ratio: number }
 
-function logitStats(mine: Float32Array, ref: ArrayLike<number>, n: number, classes: number, lsb: Float32Array): LogitStats {
-  const st: LogitStats = { agree: 0, max: 0, sum: 0, within: 0 };
+/**
+ * Argmax agreement and per-logit distances in LSB of the logit's output channel. A sample's
+ * `classes` logits hold `lsb.length` channels, channel-major (a Linear: one logit each; a conv's
+ * [O, H, W], flattened or not: H·W each).
+ */
+function logitStats(mine: Float32Array, ref: ArrayLike<number>, n: number, classes: number, lsb: Float32Array, tolerance: readonly number[] | null = null): LogitStats {
+  const st: LogitStats = { agree: 0, max: 0, sum: 0, within: 0, beyond: 0, ratio: 0 };
+  const per = classes % lsb.length === 0 ? classes / lsb.length : 0;
+  const channelOf = (c: number): number => (per > 0 ? Math.floor(c / per) : c % lsb.length);
   for (let i = 0; i < n; i++) {
     let a = 0;
     let b = 0;
@@ -478,10 +549,16 @@ function logitStats(mine: Float32Array, ref: ArrayLike<number>, n: number, class
     }
     if (a === b) st.agree++;
     for (let c = 0; c < classes; c++) {
-      const d = Math.abs(mine[i * classes + c]! - ref[i * classes + c]!) / (Math.abs(lsb[c % lsb.length]!) || 1);
+      const ch = channelOf(c);
+      const d = Math.abs(mine[i * classes + c]! - ref[i * classes + c]!) / (Math.abs(lsb[ch]!) || 1);
       st.max = Math.max(st.max, d);
       st.sum += d;
       if (d <= 1) st.within++;
+      if (tolerance) {
+        const r = d / tolerance[ch]!;
+        if (!(r <= 1)) st.beyond++;
+        st.ratio = Math.max(st.ratio, Number.isNaN(r) ? Infinity : r);
+      }
     }
   }
   return st;
@@ -513,8 +590,10 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
   const classes = logits.length / n;
   const last = layerNodes[layerNodes.length - 1]!;
   const lsb = last.output.mode === 'dequantize' ? (intModel.tensor(last.output.scale).data as Float32Array) : new Float32Array(classes).fill(1);
+  const tolerance = float32Tolerance(intModel, last);
   const s64 = logitStats(logits, sim.output, n, classes, lsb);
-  const s32 = logitStats(logits, ref32.data, n, classes, lsb);
+  if (ref32.size !== logits.length) throw new ConvertError('float32-logits', `compareWithFakeQuant: model.forward gives ${ref32.size / n} outputs per sample, the IntModel ${classes}`);
+  const s32 = logitStats(logits, ref32.data, n, classes, lsb, tolerance);
   const layerMaxDiff: Record<string, number> = {};
   const layerMismatch: Record<string, number> = {};
   const layerLocalMaxDiff: Record<string, number> = {};
@@ -551,6 +630,22 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     count: n, argmaxAgreement: s32.agree / n, argmaxAgreementFloat64: s64.agree / n,
     maxLogitLsb: s64.max, meanLogitLsb: s64.sum / total, logitWithin1Lsb: s64.within / total,
     float32MaxLogitLsb: s32.max, float32LogitWithin1Lsb: s32.within / total,
+    float32ToleranceLsb: tolerance, float32BeyondTolerance: s32.beyond, float32MaxToleranceRatio: s32.ratio,
     layerMaxDiff, layerMismatch, layerLocalMaxDiff,
   };
+}
+
+/** Per output channel of the last layer: 1 + step·Σ_k|w_ck| (see `AgreementReport.float32ToleranceLsb`). */
+function float32Tolerance(intModel: IntModel, last: LayerNode): number[] {
+  const w = intModel.weightValues(last);
+  const O = last.outFeatures;
+  const K = w.length / O;
+  const step = last.input.mode === 'sign' ? 2 : 1;
+  const out: number[] = [];
+  for (let c = 0; c < O; c++) {
+    let sum = 0;
+    for (let k = 0; k < K; k++) sum += Math.abs(w[c * K + k]!);
+    out.push(1 + step * sum);
+  }
+  return out;
 }
