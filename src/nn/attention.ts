@@ -7,6 +7,7 @@ import {
   type Rng, type Tensor,
 } from '../tensor/index.ts';
 import { Module } from './module.ts';
+import { invertedDropout } from './dropout.ts';
 import { kaimingUniform, xavierUniform } from './init.ts';
 import type { FloatDType } from './rnn.ts';
 
@@ -163,7 +164,7 @@ export class MultiheadAttention extends Module {
     let scores = matmul(mul(q, 1 / Math.sqrt(this.headDim)), k, { transB: true }); // [N, heads, L, S]
     if (mask) scores = add(scores, mask);
     let weights = softmax(scores, -1);
-    if (this.training && this.dropout > 0) weights = this.dropWeights(weights);
+    if (this.training && this.dropout > 0) weights = invertedDropout(weights, this.dropout, this.rng);
     const context = matmul(weights, v); // [N, heads, L, headDim]
     const merged = reshape(transpose(context, [0, 2, 1, 3]), [batch, targetLength, e]);
     let output = this.outProj.forward(merged);
@@ -202,17 +203,6 @@ export class MultiheadAttention extends Module {
     const out = zeros(mask.shape, this.dtype);
     for (let i = 0; i < mask.size; i++) if (mask.data[i] !== 0) out.data[i] = -Infinity;
     return out;
-  }
-
-  /** Inverted dropout on the attention weights, drawing from this layer's generator. */
-  private dropWeights(weights: Tensor): Tensor {
-    const keep = zerosLike(weights);
-    if (this.dropout < 1) {
-      const keepScale = 1 / (1 - this.dropout);
-      const data = keep.data;
-      for (let i = 0; i < data.length; i++) data[i] = this.rng.uniform() < this.dropout ? 0 : keepScale;
-    }
-    return mul(weights, keep);
   }
 
   override extraRepr(): string {

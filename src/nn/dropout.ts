@@ -19,15 +19,24 @@ export class Dropout extends Module {
 
   forward(x: Tensor): Tensor {
     if (!this.training || this.p === 0) return x;
-    if (this.p === 1) return mul(x, zeros([], x.dtype));
-    const mask = zerosLike(x);
-    const keepScale = 1 / (1 - this.p);
-    const data = mask.data;
-    for (let i = 0; i < data.length; i++) data[i] = this.rng.uniform() < this.p ? 0 : keepScale;
-    return mul(x, mask);
+    return invertedDropout(x, this.p, this.rng);
   }
 
   override extraRepr(): string {
     return `p=${this.p}`;
   }
+}
+
+/**
+ * Inverted dropout applied unconditionally (the caller decides on training mode): each element
+ * zeroed with probability `p` in [0, 1], the survivors scaled by 1/(1 − p); one draw from `rng`
+ * per element (none when p = 1). Shared by Dropout, the RNN layers and MultiheadAttention.
+ */
+export function invertedDropout(x: Tensor, p: number, rng: Rng): Tensor {
+  if (p === 1) return mul(x, zeros([], x.dtype));
+  const mask = zerosLike(x);
+  const keepScale = 1 / (1 - p);
+  const data = mask.data;
+  for (let i = 0; i < data.length; i++) data[i] = rng.uniform() < p ? 0 : keepScale;
+  return mul(x, mask);
 }

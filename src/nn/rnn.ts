@@ -10,6 +10,7 @@ import {
   type Rng, type Tensor,
 } from '../tensor/index.ts';
 import { Module } from './module.ts';
+import { invertedDropout } from './dropout.ts';
 import { uniform } from './init.ts';
 
 /** Floating-point dtypes a layer's parameters can have. */
@@ -186,7 +187,8 @@ export abstract class RNNBase extends Module {
         state.forEach((s, part) => finals[part]!.push(s));
       }
       layerInput = outputs.length === 1 ? outputs[0]! : concat(outputs, 2);
-      if (layer < this.numLayers - 1) layerInput = this.dropLayerOutput(layerInput);
+      // Inverted dropout between layers, in training mode only.
+      if (layer < this.numLayers - 1 && this.training && this.dropout > 0) layerInput = invertedDropout(layerInput, this.dropout, this.rng);
     }
     const output = batched ? layerInput : squeeze(layerInput, 1);
     const final = finals.map((parts) => {
@@ -194,18 +196,6 @@ export abstract class RNNBase extends Module {
       return batched ? full : squeeze(full, 1);
     });
     return { output, final };
-  }
-
-  /** Inverted dropout between layers (training mode only), drawing from this layer's generator. */
-  private dropLayerOutput(x: Tensor): Tensor {
-    if (!this.training || this.dropout === 0) return x;
-    const mask = zerosLike(x);
-    if (this.dropout < 1) {
-      const keepScale = 1 / (1 - this.dropout);
-      const data = mask.data;
-      for (let i = 0; i < data.length; i++) data[i] = this.rng.uniform() < this.dropout ? 0 : keepScale;
-    }
-    return mul(x, mask);
   }
 
   override extraRepr(): string {
