@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../src/cli/main.ts';
+import { runCli, trainSmallFloatRun } from './cli-harness.ts';
 import { UsageError } from '../src/cli/args.ts';
 import { checkCheckpointFits, checkDatasetChoice, compareDatasets, stateMismatch } from '../src/cli/run-checks.ts';
 import { checkOutDir } from '../src/cli/out-dir.ts';
@@ -20,19 +20,7 @@ import type { BitAssignment } from '../src/quant/search/types.ts';
 import { createModel } from '../src/nn/index.ts';
 import { Tensor } from '../src/tensor/tensor.ts';
 
-/** Runs the CLI in this process, capturing stdout and stderr. */
-async function lowbit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const sink = (append: (s: string) => void) => new Writable({ write(chunk, _enc, done) { append(String(chunk)); done(); } });
-  const io = {
-    stdout: sink((s) => (stdout += s)),
-    stderr: sink((s) => (stderr += s)),
-    print: (line = '') => void (stdout += `${line}\n`),
-  };
-  const code = await main(args, io);
-  return { code, stdout, stderr };
-}
+const lowbit = runCli;
 
 const QUICK = ['--calib', '64', '--test-limit', '100'];
 
@@ -41,9 +29,7 @@ describe('lowbit quantize', () => {
   let run = '';
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'lowbit-quantize-cli-'));
-    run = join(dir, 'run');
-    const r = await lowbit(['train', '--model', 'lenet5', '--quant', 'fp32', '--limit', '2048', '--test-limit', '256', '--epochs', '1', '--out', run, '--no-progress']);
-    assert.equal(r.code, 0, r.stderr);
+    run = await trainSmallFloatRun(dir);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -7,7 +7,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { Writable } from 'node:stream';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,23 +20,11 @@ import { evaluate } from '../src/train/index.ts';
 import { Tensor } from '../src/tensor/tensor.ts';
 import { convert } from '../src/runtime/convert.ts';
 import { loadIntModel } from '../src/runtime/io.ts';
-import { main } from '../src/cli/main.ts';
+import { runCli, trainSmallFloatRun } from './cli-harness.ts';
 
 const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
 
-/** Runs the CLI in this process (no startup cost), capturing stdout and stderr. */
-async function lowbit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const sink = (append: (s: string) => void) => new Writable({ write(chunk, _enc, done) { append(String(chunk)); done(); } });
-  const io = {
-    stdout: sink((s) => (stdout += s)),
-    stderr: sink((s) => (stderr += s)),
-    print: (line = '') => void (stdout += `${line}\n`),
-  };
-  const code = await main(args, io);
-  return { code, stdout, stderr };
-}
+const lowbit = runCli;
 
 const QUICK = ['--population', '4', '--generations', '1', '--search-samples', '200', '--test-limit', '500', '--calib', '64', '--no-progress'];
 
@@ -46,9 +33,7 @@ describe('lowbit search', () => {
   let run = '';
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'lowbit-search-cli-'));
-    run = join(dir, 'run');
-    const r = await lowbit(['train', '--model', 'lenet5', '--quant', 'fp32', '--limit', '2048', '--test-limit', '256', '--epochs', '1', '--out', run, '--no-progress']);
-    assert.equal(r.code, 0, r.stderr);
+    run = await trainSmallFloatRun(dir);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
