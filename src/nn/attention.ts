@@ -3,7 +3,7 @@
  * (`in_proj_weight`, `in_proj_bias`, `out_proj.weight`, `out_proj.bias`), composed of autograd ops.
  */
 import {
-  add, cast, globalRng, linear, matmul, mean, mul, narrow, reshape, softmax, squeeze, transpose, unsqueeze, zeros, zerosLike,
+  add, cast, globalRng, linear, matmul, mean, mul, narrow, reshape, softmax, squeeze, transpose, unsqueeze, zeros,
   type Rng, type Tensor,
 } from '../tensor/index.ts';
 import { Module } from './module.ts';

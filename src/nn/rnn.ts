@@ -6,7 +6,7 @@
  */
 import type { DType } from '../backend/primitives.ts';
 import {
-  add, concat, globalRng, linear, mul, narrow, reshape, sigmoid, split, squeeze, stack, sub, tanh, unsqueeze, zeros, zerosLike,
+  add, concat, globalRng, linear, mul, narrow, reshape, sigmoid, split, squeeze, stack, sub, tanh, unsqueeze, zeros,
   type Rng, type Tensor,
 } from '../tensor/index.ts';
 import { Module } from './module.ts';
