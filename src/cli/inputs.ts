@@ -9,7 +9,7 @@
  */
 import { accessSync, constants, statSync, type Stats } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
-import { readLowbit } from '../format/lowbit.ts';
+import { readLowbit, type LowbitModel } from '../format/lowbit.ts';
 import { intModelFromLowbit } from '../runtime/io.ts';
 import type { IntModel } from '../runtime/intmodel.ts';
 import { UsageError } from './args.ts';
@@ -82,11 +82,18 @@ export function resolveModelInput(path: string, label: string, command: string, 
 
 /**
  * Reads an IntModel from a .lowbit file, with the file's name in every error: format errors
- * (`... is not a valid .lowbit file: ...`) and graph errors of a well-formed file (`weightBits 9`,
- * a node pointing to a missing tensor, a tensor of the wrong dtype).
+ * (`... is not a valid .lowbit file: ...`) and graph errors of a well-formed file (see
+ * `intModelOfFile`).
  */
 export function loadIntModelFile(path: string): IntModel {
-  const file = readLowbit(path);
+  return intModelOfFile(readLowbit(path), path);
+}
+
+/**
+ * Builds the IntModel of a decoded .lowbit file read from `path`; graph errors of the well-formed
+ * file (`weightBits 9`, a node pointing to a missing tensor, a tensor of the wrong dtype) name it.
+ */
+export function intModelOfFile(file: LowbitModel, path: string): IntModel {
   try {
     return intModelFromLowbit(file);
   } catch (e) {

@@ -2,10 +2,9 @@ import { UsageError } from '../args.ts';
 import { defineCommand, type CommandIO } from '../command.ts';
 import { backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { packageVersion } from '../package-info.ts';
-import { resolveModelInput } from '../inputs.ts';
-import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitModel, type LowbitNode } from '../../format/lowbit.ts';
-import { intModelFromLowbit } from '../../runtime/io.ts';
-import type { IntModel, IntNode } from '../../runtime/intmodel.ts';
+import { intModelOfFile, resolveModelInput } from '../inputs.ts';
+import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitNode } from '../../format/lowbit.ts';
+import type { IntNode, LayerSummary } from '../../runtime/intmodel.ts';
 
 export const infoCommand = defineCommand({
   name: 'info',
@@ -80,9 +79,10 @@ function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
     if (e instanceof LowbitFormatError) throw new Error(`${path} is not a valid .lowbit file: ${e.message.replace(/\s+/g, ' ')} [${e.code}]`);
     throw e;
   }
-  const intModel = intModelOf(model, path);
+  const intModel = model.metadata?.['intModel'] === undefined ? undefined : intModelOfFile(model, path);
+  const layers = intModel?.layers();
   const nodes = model.graph.map((node, i) => ({
-    index: i, op: node.op, name: stringField(node, 'name'), bits: intModel ? intNodeBits(intModel, i) : bitsOf(node),
+    index: i, op: node.op, name: stringField(node, 'name'), bits: intModel ? intNodeBits(intModel.nodes[i]!, layers![i]!) : bitsOf(node),
   }));
   if (json) {
     io.print(JSON.stringify({ file: path, format: 'lowbit', version: Number(LOWBIT_VERSION), intModel: intModel !== undefined, metadata: model.metadata, nodes, ...report }, null, 2));
@@ -113,20 +113,9 @@ function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
   }
 }
 
-/** The file's IntModel when it declares one (validated: throws naming the file), else undefined. */
-function intModelOf(model: LowbitModel, path: string): IntModel | undefined {
-  if (model.metadata?.['intModel'] === undefined) return undefined;
-  try {
-    return intModelFromLowbit(model);
-  } catch (e) {
-    throw new Error(`${path} is not a valid lowbit integer model: ${(e as Error).message}`);
-  }
-}
-
-/** Bits of IntModel node `i`: `w4a4` for layers (as eval prints them), `a8` for the input quantizer. */
-function intNodeBits(model: IntModel, i: number): string | undefined {
-  const node: IntNode = model.nodes[i]!;
-  if (node.op === 'conv2d' || node.op === 'linear') return model.layers()[i]!.bits;
+/** Bits of an IntModel node: `w4a4` for layers (`layer` = its `layers()` row, as eval prints them), `a8` for the input quantizer. */
+function intNodeBits(node: IntNode, layer: LayerSummary): string | undefined {
+  if (node.op === 'conv2d' || node.op === 'linear') return layer.bits;
   if (node.op === 'quantize') return node.input.mode === 'sign' ? 'a1 (sign)' : `a${node.input.bits}`;
   return undefined;
 }
