@@ -96,3 +96,10 @@ export function checkDatasetChoice(config: Record<string, unknown>, chosen: stri
   if (verdict.level === 'error') throw new UsageError(verdict.message, command);
   io.stderr.write(`lowbit ${command}: warning: ${verdict.message}\n`);
 }
+
+/** Throws a UsageError when --calib asks for more samples than the training split `trainSet` of `dataset` holds. */
+export function checkCalibCount(calib: number, trainSet: Pick<Dataset, 'length'>, dataset: string, command: string): void {
+  if (calib > trainSet.length) {
+    throw new UsageError(`--calib ${calib}: the ${dataset} training split has ${trainSet.length.toLocaleString('en-US')} samples`, command);
+  }
+}

@@ -11,12 +11,11 @@ import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
 import { convert, saveIntModel } from '../../runtime/index.ts';
 import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
 import type { QuantPlan } from '../../quant/config/plan.ts';
-import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
 import { checkOutDir } from '../out-dir.ts';
-import { checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
+import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 /**
  * The folder name part of a plan file: its folder's name for a search's `plan.json`
@@ -78,9 +77,7 @@ export const quantizeCommand = defineCommand({
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
     checkDatasetChoice(run.config, options.dataset, trainSet, 'quantize', io);
-    if (options.calib > trainSet.length) {
-      throw new UsageError(`--calib ${options.calib}: the ${dataset} training split has ${trainSet.length.toLocaleString('en-US')} samples`, 'quantize');
-    }
+    checkCalibCount(options.calib, trainSet, dataset, 'quantize');
     const fullTest = loadDataset(dataset, 'test');
     const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
     const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, normalize });

@@ -20,7 +20,7 @@ import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
 import { checkOutDir } from '../out-dir.ts';
-import { checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
+import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 const METHODS = ['nsga2', 'ilp', 'sdq'] as const;
 
@@ -138,9 +138,7 @@ export const searchCommand = defineCommand({
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
     checkDatasetChoice(run.config, options.dataset, trainSet, 'search', io);
-    if (options.calib > trainSet.length) {
-      throw new UsageError(`--calib ${options.calib}: the ${dataset} training split has ${trainSet.length.toLocaleString('en-US')} samples`, 'search');
-    }
+    checkCalibCount(options.calib, trainSet, dataset, 'search');
     const fullTest = loadDataset(dataset, 'test');
     const testSet = options.testLimit === undefined ? fullTest : subset(fullTest, 0, Math.min(options.testLimit, fullTest.length));
     if (testSet.length < 2) throw new UsageError(`--test-limit: at least 2 test samples are needed, got ${testSet.length}`, 'search');
