@@ -162,6 +162,20 @@ describe('convert: graph capture refuses what the IntModel cannot represent', ()
     assert.ok(inputs.length >= 4);
     for (const [name, t] of inputs) assert.deepEqual(t.data, before.get(name)!.data, name);
   });
+
+  it('the probe leaves no trace in parameters either: an LSQ quantizer that initializes its step from the first batch', () => {
+    manualSeed(6);
+    const model = new Sequential(new Linear(8, 16), new ReLU(), new Linear(16, 3));
+    prepareQat(model, { default: qconfigFor('w4a4', 'lsq') });
+    model.eval();
+    const before = model.stateDict();
+    assert.throws(() => convert(model, { inputShape: [8] }), /has not observed any data/);
+    // The input quantizers only ever see the probe (building the weights initializes the weight
+    // quantizers' steps, as a first forward would).
+    const inputs = [...model.stateDict()].filter(([name]) => name.includes('inputQuantizer'));
+    assert.ok(inputs.some(([name]) => name.endsWith('.step')), inputs.map(([n]) => n).join(', '));
+    for (const [name, t] of inputs) assert.deepEqual(t.data, before.get(name)!.data, name);
+  });
 });
 
 describe('convert: the sample check against the float32 forward', () => {

@@ -10,7 +10,8 @@
  * pass on a probe batch by an own property that records its input and output tensor objects
  * (identity, not values) and a copy of their data (to see in-place edits). An own `forward` also
  * keeps `forwardChain` from fusing conv → ReLU → max pooling, so every leaf is called as a module.
- * The model's buffers (observer ranges, counters) are restored afterwards: the probe leaves no
+ * The model's buffers (observer ranges, counters) and parameters (a quantizer that initializes
+ * from its first batch, like LSQ's step, writes one) are restored afterwards: the probe leaves no
  * trace in the model.
  */
 import type { Module } from '../nn/module.ts';
@@ -105,7 +106,7 @@ function fail(message: string, cause?: unknown): never {
  * forward returning the last leaf's output unmodified. A leaf whose class overrides the forward of
  * the class convert converts it as (e.g. a ReLU subclass) must give the same values as that
  * class's forward on its captured input (relative 1e-5). Throws `ConvertError` (reason
- * 'capture') naming the first deviation. The model's buffers are restored afterwards.
+ * 'capture') naming the first deviation. The model's buffers and parameters are restored afterwards.
  */
 export function captureChain(model: Module, leaves: readonly (readonly [string, Module])[], probe: Tensor): CapturedChain {
   const byModule = new Map<Module, number[]>();
@@ -116,7 +117,8 @@ export function captureChain(model: Module, leaves: readonly (readonly [string, 
   });
   const calls: Call[] = [];
   const originals = new Map<Module, { own: PropertyDescriptor | undefined; forward: TensorForward }>();
-  const buffers = model.namedBuffers().map(([, t]) => [t, t.data.slice()] as const);
+  // Parameters too: a quantizer that initializes from its first batch (LSQ's step) writes a parameter.
+  const buffers = [...model.namedBuffers(), ...model.namedParameters()].map(([, t]) => [t, t.data.slice()] as const);
   const wasTraining = model.training;
   let result: unknown;
   try {
