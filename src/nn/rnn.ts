@@ -172,13 +172,15 @@ export abstract class RNNBase extends Module {
       for (let d = 0; d < this.numDirections; d++) {
         const index = layer * this.numDirections + d;
         const cell = this.cells[index]!;
-        // W_ih·x_t + b_ih for every step at once: [L, N, G·H] (or [N, L, G·H]).
-        const projected = linear(layerInput, cell.weightIh, cell.biasIh);
+        // W_ih·x_t + b_ih per step, from the step's slice of the layer input. (One product over
+        // all steps, sliced afterwards, costs more: the gradient of each slice is padded to the
+        // whole [L, N, G·H] tensor, G·H wider than the input, T times per sequence.)
+        const features = layerInput.shape[2]!;
         let state: CellState = starts.map((parts) => parts[index]!);
         const perStep: Tensor[] = new Array<Tensor>(steps);
         for (let k = 0; k < steps; k++) {
           const t = d === 0 ? k : steps - 1 - k;
-          const inputGates = reshape(narrow(projected, timeAxis, t, 1), [batch, this.gateCount * this.hiddenSize]);
+          const inputGates = linear(reshape(narrow(layerInput, timeAxis, t, 1), [batch, features]), cell.weightIh, cell.biasIh);
           const hiddenGates = linear(state[0]!, cell.weightHh, cell.biasHh);
           state = this.step(inputGates, hiddenGates, state, this.hiddenSize);
           perStep[t] = state[0]!;
