@@ -6,7 +6,7 @@ import {
   add, cast, globalRng, linear, matmul, mean, mul, narrow, reshape, softmax, squeeze, transpose, unsqueeze, zeros,
   type Rng, type Tensor,
 } from '../tensor/index.ts';
-import { Module } from './module.ts';
+import { Module, shapeText, sameShape } from './module.ts';
 import { invertedDropout } from './dropout.ts';
 import { kaimingUniform, xavierUniform } from './init.ts';
 import type { FloatDType } from './rnn.ts';
@@ -62,14 +62,6 @@ export class AttentionOutProjection extends Module {
   override extraRepr(): string {
     return `${this.weight.shape[1]}, ${this.weight.shape[0]}, bias=${this.bias !== null}`;
   }
-}
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /**

@@ -269,6 +269,12 @@ export interface TensorModule extends Module {
   forward(x: Tensor): Tensor;
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
+/** Whether two shapes are equal (shared by the nn layers' shape checks). */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** A shape as text for error messages: [2, 3]. */
+export function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
 }

@@ -9,7 +9,7 @@ import {
   add, concat, globalRng, linear, mul, narrow, reshape, sigmoid, split, squeeze, stack, sub, tanh, unsqueeze, zeros,
   type Rng, type Tensor,
 } from '../tensor/index.ts';
-import { Module } from './module.ts';
+import { Module, shapeText } from './module.ts';
 import { invertedDropout } from './dropout.ts';
 import { uniform } from './init.ts';
 
@@ -52,10 +52,6 @@ type CellStep = (inputGates: Tensor, hiddenGates: Tensor, state: CellState, hidd
 
 function checkPositiveInteger(owner: string, name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${owner}: ${name} must be a positive integer, got ${value}`);
-}
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
 }
 
 /**
