@@ -99,6 +99,17 @@ export interface OnnxExportOptions {
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
+/** The smallest and largest integer weight of a conv / linear layer (0 included): whether it fits int4. */
+export function weightRange(im: IntModel, layer: LayerNode): [number, number] {
+  let lo = 0;
+  let hi = 0;
+  for (const v of im.weightValues(layer)) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
+
 /** What `buildOnnxModel` produced. */
 export interface OnnxExportResult {
   /** The ModelProto as a plain object (encode with `encodeModel`). */
@@ -516,10 +527,7 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
   const weightTypes: Record<string, 'int8' | 'int4'> = {};
   let narrowToInt8 = 0;
   for (const L of layers) {
-    const w = im.weightValues(L);
-    let lo = 0;
-    let hi = 0;
-    for (const v of w) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    const [lo, hi] = weightRange(im, L);
     const fits4 = lo >= -8 && hi <= 7;
     const low = L.weightFormat !== 'int8';
     if (options.weightBits === 4 && !fits4) throw new OnnxError('bad-input', `ONNX export: layer '${L.name}' has weights in [${lo}, ${hi}], which do not fit int4 (weightBits: 4); use weightBits 8`);

@@ -8,7 +8,7 @@ import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
 import { convert, type IntModel } from '../../runtime/index.ts';
 import { Tensor } from '../../tensor/index.ts';
 import { loadCheckpoint } from '../../train/checkpoint.ts';
-import { MAX_EXPORT_OPSET, MIN_EXPORT_OPSET, ONNX_PROFILES, saveOnnx } from '../../onnx/export.ts';
+import { MAX_EXPORT_OPSET, MIN_EXPORT_OPSET, ONNX_PROFILES, saveOnnx, weightRange } from '../../onnx/export.ts';
 import { formatVerifyReport, verifyOnnx } from '../../onnx/verify.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
@@ -72,12 +72,7 @@ function defaultOut(input: ModelInput, profile: string): string {
 function int4Misfit(model: IntModel): { name: string; lo: number; hi: number } | undefined {
   for (const node of model.nodes) {
     if (node.op !== 'conv2d' && node.op !== 'linear') continue;
-    let lo = 0;
-    let hi = 0;
-    for (const w of model.weightValues(node)) {
-      if (w < lo) lo = w;
-      if (w > hi) hi = w;
-    }
+    const [lo, hi] = weightRange(model, node);
     if (lo < -8 || hi > 7) return { name: node.name, lo, hi };
   }
   return undefined;
