@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { runCli, trainSmallFloatRun } from './cli-harness.ts';
 import { UsageError } from '../src/cli/args.ts';
 import { checkCheckpointFits, checkDatasetChoice, compareDatasets, stateMismatch } from '../src/cli/run-checks.ts';
-import { checkOutDir } from '../src/cli/out-dir.ts';
+import { checkDirCreatable as checkOutDir } from '../src/format/files.ts';
 import { planFromAssignment, savePlanFile } from '../src/quant/search/plan.ts';
 import type { BitAssignment } from '../src/quant/search/types.ts';
 import { createModel } from '../src/nn/index.ts';

@@ -14,6 +14,10 @@ export function makeDirs(dir: string): void {
   noFiles(`makeDirs('${dir}')`);
 }
 
+export function checkDirCreatable(dir: string): void {
+  noFiles(`checkDirCreatable('${dir}')`);
+}
+
 export function makeParentDirs(path: string): void {
   noFiles(`makeParentDirs('${path}')`);
 }

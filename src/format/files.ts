@@ -3,7 +3,7 @@
  * building for the browser replace this file with files.browser.ts (package.json "browser" field).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { FileLimitError } from './file-limit-error.ts';
 
@@ -20,23 +20,46 @@ function errorCode(e: unknown): string | undefined {
  * missing directories one at a time; any failure is an Error naming `dir` and the step that failed.
  */
 export function makeDirs(dir: string): void {
-  const missing: string[] = [];
-  for (let cur = resolve(dir); ; ) {
-    const kind = kindOf(cur, dir);
-    if (kind === 'directory') break;
-    if (kind === 'other') throw new Error(`cannot create directory '${dir}': '${cur}' exists and is not a directory`);
-    missing.push(cur);
-    const parent = dirname(cur);
-    if (parent === cur) break;
-    cur = parent;
-  }
-  for (const d of missing.reverse()) {
+  for (const d of missingDirs(dir).missing.reverse()) {
     try {
       mkdirSync(d);
     } catch (e) {
       if (errorCode(e) === 'EEXIST' && kindOf(d, dir) === 'directory') continue;  // made by someone else meanwhile
       throw new Error(`cannot create directory '${dir}': ${(e as Error).message}`);
     }
+  }
+}
+
+/**
+ * Walks up from `dir` to its nearest existing ancestor: the directories to create (deepest first)
+ * and that ancestor (null when nothing exists up to the root). Throws when a non-directory is met.
+ */
+function missingDirs(dir: string): { missing: string[]; existing: string | null } {
+  const missing: string[] = [];
+  for (let cur = resolve(dir); ; ) {
+    const kind = kindOf(cur, dir);
+    if (kind === 'directory') return { missing, existing: cur };
+    if (kind === 'other') throw new Error(`cannot create directory '${dir}': '${cur}' exists and is not a directory`);
+    missing.push(cur);
+    const parent = dirname(cur);
+    if (parent === cur) return { missing, existing: null };
+    cur = parent;
+  }
+}
+
+/**
+ * Throws unless `dir` is a directory this process can write into, or could be created by
+ * makeDirs: its nearest existing ancestor must be a writable directory. Creates nothing -- for
+ * commands that work a while before they write, so an unusable --out fails at once and a failed
+ * run leaves no empty folder. Messages as makeDirs': `cannot create directory '<dir>': ...`.
+ */
+export function checkDirCreatable(dir: string): void {
+  const { existing } = missingDirs(dir);
+  if (existing === null) return;  // nothing exists up to the root: let makeDirs report it
+  try {
+    accessSync(existing, constants.W_OK | constants.X_OK);
+  } catch {
+    throw new Error(existing === resolve(dir) ? `cannot write into '${dir}': permission denied` : `cannot create directory '${dir}': '${existing}' is not writable`);
   }
 }
 

@@ -5,6 +5,7 @@ import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
 import { saveCheckpoint } from '../../train/checkpoint.ts';
 import { makeDirs, writeFileAtomic } from '../../format/index.ts';
+import { checkDirCreatable } from '../../format/files.ts';
 import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
 import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
@@ -14,7 +15,6 @@ import type { QuantPlan } from '../../quant/config/plan.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
-import { checkOutDir } from '../out-dir.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 /**
@@ -72,7 +72,7 @@ export const quantizeCommand = defineCommand({
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
     const schemeTag = options.plan !== undefined && planFile ? `plan-${planTag(options.plan, planFile.plan)}` : options.bits;
     const out = options.out ?? join(dirname(checkpoint), `ptq-${schemeTag}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
-    checkOutDir(out);  // an unusable --out fails now, not after the work; it is created when the results are written
+    checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the results are written
 
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');

@@ -14,12 +14,12 @@ import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant
 import { NoAllocationFitsError } from '../../quant/search/allocate.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
 import { formatSi } from '../../quant/search/report.ts';
+import { checkDirCreatable } from '../../format/files.ts';
 import { uniformAssignment } from '../../quant/search/costs.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
-import { checkOutDir } from '../out-dir.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 const METHODS = ['nsga2', 'ilp', 'sdq'] as const;
@@ -133,7 +133,7 @@ export const searchCommand = defineCommand({
     const run = locateFloatRun(options.model, options, 'search', 'the search');
     const { checkpoint, arch, dataset } = run;
     const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgets.map(budgetTag).join('-')}`);
-    checkOutDir(out);  // an unusable --out fails now, not after the work; it is created when the outputs are written
+    checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the outputs are written
 
     const normalize = DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
