@@ -6,6 +6,7 @@
  */
 import { isDatasetName, loadDataset, type Dataset } from '../data/index.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import { compareStateDicts } from '../nn/module.ts';
 import type { StateTensors } from '../train/checkpoint.ts';
 import { UsageError } from './args.ts';
 import type { CommandIO } from './command.ts';
@@ -24,15 +25,8 @@ function someOf(names: readonly string[], shown = 3): string {
  */
 export function stateMismatch(expected: ReadonlyMap<string, Tensor>, found: StateTensors): string | null {
   const stored: ReadonlyMap<string, Tensor> = found instanceof Map ? found : new Map(Object.entries(found as Record<string, Tensor>));
-  const missing = [...expected.keys()].filter((k) => !stored.has(k));
-  const unexpected = [...stored.keys()].filter((k) => !expected.has(k));
-  const reshaped: string[] = [];
-  for (const [name, tensor] of expected) {
-    const other = stored.get(name);
-    if (other && (other.shape.length !== tensor.shape.length || other.shape.some((d, i) => d !== tensor.shape[i]))) {
-      reshaped.push(`${name} [${other.shape.join(', ')}] (model [${tensor.shape.join(', ')}])`);
-    }
-  }
+  const { missingKeys: missing, unexpectedKeys: unexpected, shapeMismatches } = compareStateDicts(expected, stored);
+  const reshaped = shapeMismatches.map(({ name, checkpoint, model }) => `${name} [${checkpoint.join(', ')}] (model [${model.join(', ')}])`);
   const parts: string[] = [];
   if (missing.length > 0) parts.push(`missing ${someOf(missing)}`);
   if (unexpected.length > 0) parts.push(`unexpected ${someOf(unexpected)}`);

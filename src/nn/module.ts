@@ -224,15 +224,8 @@ export abstract class Module {
     const strict = options.strict ?? true;
     const source: ReadonlyMap<string, Tensor> = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict));
     const targets = this.stateTargets();
-    const missingKeys = [...targets.keys()].filter((k) => !source.has(k));
-    const unexpectedKeys = [...source.keys()].filter((k) => !targets.has(k));
-    const problems: string[] = [];
-    for (const [name, target] of targets) {
-      const value = source.get(name);
-      if (value && !sameShape(value.shape, target.shape)) {
-        problems.push(`shape mismatch for '${name}': checkpoint [${value.shape.join(', ')}], model [${target.shape.join(', ')}]`);
-      }
-    }
+    const { missingKeys, unexpectedKeys, shapeMismatches } = compareStateDicts(targets, source);
+    const problems = shapeMismatches.map(({ name, checkpoint, model }) => `shape mismatch for '${name}': checkpoint ${shapeText(checkpoint)}, model ${shapeText(model)}`);
     if (strict && missingKeys.length > 0) problems.push(`missing keys: ${missingKeys.join(', ')}`);
     if (strict && unexpectedKeys.length > 0) problems.push(`unexpected keys: ${unexpectedKeys.join(', ')}`);
     if (problems.length > 0) throw new Error(`loadStateDict into ${this.constructor.name} failed:\n  ${problems.join('\n  ')}`);
@@ -267,6 +260,27 @@ export abstract class Module {
 /** A module mapping one tensor to one tensor: what Sequential chains and models are made of. */
 export interface TensorModule extends Module {
   forward(x: Tensor): Tensor;
+}
+
+/**
+ * How a state dict `source` differs from a model's tensors `targets` (both by name): names the
+ * model has and the source lacks, names the source has and the model lacks, and shared names
+ * whose shapes differ. What loadStateDict checks, without loading.
+ */
+export function compareStateDicts(
+  targets: ReadonlyMap<string, { readonly shape: readonly number[] }>,
+  source: ReadonlyMap<string, { readonly shape: readonly number[] }>,
+): LoadStateDictResult & { readonly shapeMismatches: { name: string; checkpoint: readonly number[]; model: readonly number[] }[] } {
+  const shapeMismatches: { name: string; checkpoint: readonly number[]; model: readonly number[] }[] = [];
+  for (const [name, target] of targets) {
+    const value = source.get(name);
+    if (value && !sameShape(value.shape, target.shape)) shapeMismatches.push({ name, checkpoint: value.shape, model: target.shape });
+  }
+  return {
+    missingKeys: [...targets.keys()].filter((k) => !source.has(k)),
+    unexpectedKeys: [...source.keys()].filter((k) => !targets.has(k)),
+    shapeMismatches,
+  };
 }
 
 /** Whether two shapes are equal (shared by the nn layers' shape checks). */
