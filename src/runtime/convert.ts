@@ -601,18 +601,23 @@ function logitStats(mine: Float32Array, ref: ArrayLike<number>, n: number, class
  */
 export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tensor): AgreementReport {
   const layerNodes = intModel.nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
-  let ref32: Tensor;
-  let chain32: Tensor;
-  let sim: Float64Simulation;
   const wasTraining = model.training;
-  model.eval();
-  try {
-    ref32 = noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x));
-    chain32 = noGrad(() => captureLeaves(model).reduce((y, [, m]) => (m as TensorModule).forward(y), x));
-    sim = simulateFloat64(model, x);
-  } finally {
-    if (wasTraining) model.train();
-  }
+  /** `fn` with the model in eval mode, its mode restored after. */
+  const inEval = <T>(fn: () => T): T => {
+    model.eval();
+    try {
+      return fn();
+    } finally {
+      if (wasTraining) model.train();
+    }
+  };
+  const [ref32, sim] = inEval((): [Tensor, Float64Simulation] => [
+    noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x)),
+    simulateFloat64(model, x),
+  ]);
+  // The leaves run one after another in float32: only needed when an argmax differs from the forward's.
+  let chain32: Tensor | undefined;
+  const chain = (): Tensor => (chain32 ??= inEval(() => noGrad(() => captureLeaves(model).reduce((y, [, m]) => (m as TensorModule).forward(y), x))));
   const trace = new Map<string, { shape: number[]; data: Int32Array }>();
   const logits = intModel.run(x, x.shape[0], { trace });
   const n = x.shape[0]!;
@@ -627,7 +632,7 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
   for (let i = 0; i < n; i++) {
     const mine = argmaxRow(logits, i, classes);
     if (mine === argmaxRow(ref32.data, i, classes) || mine !== argmaxRow(sim.output, i, classes)) continue;
-    if (chain32.size === ref32.size && sameRow(ref32.data, chain32.data, i, classes)) roundingFlips++;
+    if (chain().size === ref32.size && sameRow(ref32.data, chain().data, i, classes)) roundingFlips++;
   }
   const layerMaxDiff: Record<string, number> = {};
   const layerMismatch: Record<string, number> = {};
