@@ -193,6 +193,24 @@ const RULES: RuleTable = {
   },
   gruSequenceBackward: 'nondifferentiable',
 
+  // AdderNet's estimator (see the primitive): full-precision x − w for w, HardTanh(w − x) for x,
+  // then the optional adaptive scaling η·√k·G/‖G‖₂ of the weight gradient. Its gradient primitive
+  // has no rule of its own (no second order through an estimator).
+  adderConv2d: (g, [x, w], _out, attrs) => {
+    const geo = geometry(attrs);
+    return [
+      () => o.apply('adderConv2dGrad', [g, x!, w!], { ...geo, part: 'input' }),
+      () => {
+        const gw = o.apply('adderConv2dGrad', [g, x!, w!], { ...geo, part: 'weight' });
+        const eta = attrs.adaptiveEta ?? 0;
+        if (eta <= 0) return gw;
+        const norm = o.maximum(o.sqrt(o.sum(o.mul(gw, gw))), 1e-12);
+        return o.mul(gw, o.div(eta * Math.sqrt(w!.size), norm));
+      },
+    ];
+  },
+  adderConv2dGrad: 'nondifferentiable',
+
   // x̂ = (q − z)·s with v = x/s + z, r = round(x/s) + z, q = clamp(r, qmin, qmax). With dq/dv = 1
   // where r is inside [qmin, qmax] (straight-through) and 0 where clamped:
   //   dx̂/dx = inside (clipped) or 1 (ste);  dx̂/ds = r − v inside, q − z outside (LSQ);

@@ -161,6 +161,19 @@ export interface PrimitiveAttrs {
    * then h0's.
    */
   gruSequenceBackward: RecurrentAttrs;
+  // ---- multiplication-free layers (src/nn/mulfree)
+  /**
+   * AdderNet (Chen et al., CVPR 2020): (x [N, C, H, W], w [O, C/groups, kh, kw]) -> [N, O, OH, OW],
+   * y = −Σ |x_patch − w| over each receptive field (conv2d's geometry; zero padding counts as x = 0).
+   * Its gradient is the paper's estimator, not the true one: dy/dw = x − w, dy/dx = HardTanh(w − x);
+   * with `adaptiveEta` > 0 the layer's weight gradient G is replaced by η·√k·G/‖G‖₂ (k = w.size).
+   */
+  adderConv2d: Conv2dAttrs & { readonly adaptiveEta?: number };
+  /**
+   * (g [N, O, OH, OW], x, w) -> adderConv2d's estimator gradient: part 'input' Σ g·HardTanh(w − x)
+   * (shape of x), part 'weight' Σ g·(x − w) (shape of w).
+   */
+  adderConv2dGrad: Conv2dAttrs & { readonly part: 'input' | 'weight' };
   // ---- pooling (NCHW)
   /**
    * (x) -> max over each window; padding counts as -infinity; a NaN anywhere in a window makes it
@@ -238,12 +251,13 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
+  'adderConv2d', 'adderConv2dGrad',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',
   'castFloat',
 ];
 
 /** Primitives whose gradient is an estimator by design: checked against their closed forms, not finite differences. */
-export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'castFloat'];
+export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'castFloat', 'adderConv2d', 'adderConv2dGrad'];
 
 export const UNARY_PRIMITIVES = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',

@@ -7,6 +7,7 @@ import { BINARY_PRIMITIVES, UNARY_PRIMITIVES } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } from './conv.ts';
 import { conv2dFusedKernel } from './fused.ts';
+import { adderConv2dGradKernel, adderConv2dKernel } from './adder.ts';
 import { binaryKernel, castKernel, unaryKernel, whereKernel } from './elementwise.ts';
 import { matmulKernel } from './matmul.ts';
 import { castFloatKernel } from './lowp.ts';
@@ -57,6 +58,8 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'lstmSequenceBackward', lstmSequenceBackwardKernel);
   registerKernel('reference', 'gruSequence', gruSequenceKernel);
   registerKernel('reference', 'gruSequenceBackward', gruSequenceBackwardKernel);
+  registerKernel('reference', 'adderConv2d', adderConv2dKernel);
+  registerKernel('reference', 'adderConv2dGrad', adderConv2dGradKernel);
   registerKernel('reference', 'fakeQuantize', fakeQuantizeKernel);
   registerKernel('reference', 'fakeQuantizeGrad', fakeQuantizeGradKernel);
   registerKernel('reference', 'roundSte', roundSteKernel);
