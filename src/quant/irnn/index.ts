@@ -1,0 +1,10 @@
+/** iRNN: integer-only LSTM (PWL activations, QAT model, integer runtime, file io). See docs/irnn.md. */
+export {
+  type Pwl, type PwlObjective, type PwlFitOptions, type PwlError, type PwlFormat, type IntPwl,
+  DEFAULT_PWL_FORMAT, fitPwl, fitSigmoidPwl, fitTanhPwl, sigmoidExact, evalPwl, pwlSlope, pwlError,
+  quantizePwl, evalIntPwl, pwlOfInt, intPwlProblems, pwlShift, roundShift, applyPwl,
+} from './pwl.ts';
+export { GATE_FRAC, ACT_FRAC, CELL_FRAC, rowScales, absMaxScale } from './formats.ts';
+export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';
+export { IntLSTM, intLstmStep, convertQuantLSTM, type IntLSTMParams, type IntLSTMState } from './intlstm.ts';
+export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, saveIntLSTM, loadIntLSTM, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode } from './io.ts';

@@ -1,0 +1,192 @@
+/**
+ * IntLSTM: the integer-only runtime of a QuantLSTM. Weights are int8 (per-row scales folded into
+ * fixed-point multipliers M0·2^−n from src/runtime/requantize.ts), the state is int8 h and int16
+ * c (Q4.11), accumulators are int32, activations are the integer PWL tables. Inside the time loop
+ * every value is an integer: the two matrix-vector products accumulate int8 × int8 in int32, the
+ * requantization is requantize.ts's exact round(acc·M0·2^−n), the PWL and cell products are int32
+ * products with rounding shifts. Real numbers appear only at the boundary: quantizing the input
+ * (`quantizeInput`) and reading h back (`hiddenScale`).
+ */
+import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
+import { roundHalfEven } from '../../backend/reference/elementwise.ts';
+import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales } from './formats.ts';
+import { evalIntPwl, roundShift, type IntPwl } from './pwl.ts';
+import type { QuantLSTM } from './qlstm.ts';
+
+/** Everything an IntLSTM holds (what the file stores). */
+export interface IntLSTMParams {
+  readonly inputSize: number;
+  readonly hiddenSize: number;
+  /** Real value of one step of x and of h (float32). */
+  readonly inputScale: number;
+  readonly hiddenScale: number;
+  /** [4H, inputSize] and [4H, hiddenSize] int8, gates in PyTorch's order i, f, g, o. */
+  readonly weightIh: Int8Array;
+  readonly weightHh: Int8Array;
+  /** Per row: W_ih·x accumulator → Q3.12, and W_hh·h → Q3.12. */
+  readonly multiplierIh: Int32Array;
+  readonly shiftIh: Int32Array;
+  readonly multiplierHh: Int32Array;
+  readonly shiftHh: Int32Array;
+  /** b_ih + b_hh in Q3.12 [4H]. */
+  readonly bias: Int32Array;
+  /** o·tanh(c) (Q0.30 product) → int8 h. */
+  readonly outputMultiplier: number;
+  readonly outputShift: number;
+  readonly sigmoid: IntPwl;
+  readonly tanh: IntPwl;
+}
+
+/** The state between steps: h int8 [N·H], c int16 Q4.11 [N·H]. */
+export interface IntLSTMState {
+  readonly h: Int8Array;
+  readonly c: Int16Array;
+}
+
+/** Shifts to Q4.11: of a Q0.15 gate times a Q4.11 cell (2^−26), and of two Q0.15 gates (2^−30). */
+const GATE_CELL_SHIFT = ACT_FRAC;
+const GATE_GATE_SHIFT = 2 * ACT_FRAC - CELL_FRAC;
+
+function clamp(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+/**
+ * One time step for a batch, integers only. x [N·I] int8, state in, state out (may not alias
+ * the input state), `gates` scratch [4H] int32 of Q0.15 values.
+ *   z_r = clamp16(rq(Σ_j Wih[r,j]·x_j; Mih_r) + rq(Σ_j Whh[r,j]·h_j; Mhh_r) + b_r)
+ *   i, f, g, o = PWL_σ, PWL_σ, PWL_tanh, PWL_σ (z)
+ *   c' = clamp16(roundShift(f·c, 15) + roundShift(i·g, 19))
+ *   h' = clamp8(rq(o·PWL_tanh(2c'); Mout))
+ */
+export function intLstmStep(p: IntLSTMParams, batch: number, x: Int8Array, state: IntLSTMState, out: IntLSTMState, gates: Int32Array): void {
+  const I = p.inputSize;
+  const H = p.hiddenSize;
+  const { weightIh, weightHh, multiplierIh, shiftIh, multiplierHh, shiftHh, bias, sigmoid, tanh } = p;
+  for (let n = 0; n < batch; n++) {
+    const xOff = n * I;
+    const hOff = n * H;
+    for (let r = 0; r < 4 * H; r++) {
+      let accX = 0;
+      const wx = r * I;
+      for (let j = 0; j < I; j++) accX += weightIh[wx + j]! * x[xOff + j]!;
+      let accH = 0;
+      const wh = r * H;
+      for (let j = 0; j < H; j++) accH += weightHh[wh + j]! * state.h[hOff + j]!;
+      const z = clamp(requantizeScalar(accX, multiplierIh[r]!, shiftIh[r]!) + requantizeScalar(accH, multiplierHh[r]!, shiftHh[r]!) + bias[r]!, INT16_MIN, INT16_MAX);
+      gates[r] = evalIntPwl(r >= 2 * H && r < 3 * H ? tanh : sigmoid, z);
+    }
+    for (let k = 0; k < H; k++) {
+      const i = gates[k]!;
+      const f = gates[H + k]!;
+      const g = gates[2 * H + k]!;
+      const o = gates[3 * H + k]!;
+      const c = clamp(roundShift(f * state.c[hOff + k]!, GATE_CELL_SHIFT) + roundShift(i * g, GATE_GATE_SHIFT), INT16_MIN, INT16_MAX);
+      out.c[hOff + k] = c;
+      // c is Q4.11, the tanh table reads Q3.12: one left shift (the table clamps to its knots).
+      const t = evalIntPwl(tanh, c * 2);
+      out.h[hOff + k] = clamp(requantizeScalar(o * t, p.outputMultiplier, p.outputShift), -Q8_MAX, Q8_MAX);
+    }
+  }
+}
+
+/** The integer-only LSTM runtime. */
+export class IntLSTM {
+  readonly params: IntLSTMParams;
+
+  constructor(params: IntLSTMParams) {
+    this.params = params;
+  }
+
+  get inputSize(): number {
+    return this.params.inputSize;
+  }
+
+  get hiddenSize(): number {
+    return this.params.hiddenSize;
+  }
+
+  /** Bytes of the weights, biases, multipliers and tables (int8 weights, int32 per-row parameters). */
+  get byteLength(): number {
+    const p = this.params;
+    const rows = 4 * p.hiddenSize;
+    const tables = (p.sigmoid.knots.length + p.sigmoid.values.length + p.sigmoid.slopes.length + p.tanh.knots.length + p.tanh.values.length + p.tanh.slopes.length) * 4;
+    return p.weightIh.length + p.weightHh.length + rows * 4 * 5 + tables + 4 * 4;
+  }
+
+  /** x (real, any layout) → int8 codes at the input scale, round half to even, clamped to ±127. */
+  quantizeInput(x: ArrayLike<number>): Int8Array {
+    const q = new Int8Array(x.length);
+    const s = this.params.inputScale;
+    for (let i = 0; i < x.length; i++) q[i] = clamp(roundHalfEven(x[i]! / s), -Q8_MAX, Q8_MAX);
+    return q;
+  }
+
+  /**
+   * Runs `steps` steps over `batch` sequences: x int8 time-major [L, N, I]. Returns h for every
+   * step [L, N, H] (int8, real value q·hiddenScale) and the final state. Integer-only.
+   */
+  run(x: Int8Array, steps: number, batch: number, initial?: IntLSTMState): { output: Int8Array; state: IntLSTMState } {
+    const { inputSize: I, hiddenSize: H } = this.params;
+    if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(batch) || batch < 1) throw new RangeError(`IntLSTM.run: steps and batch must be positive integers, got ${steps}, ${batch}`);
+    if (x.length !== steps * batch * I) throw new RangeError(`IntLSTM.run: x has ${x.length} values, expected L·N·I = ${steps}·${batch}·${I}`);
+    if (initial && (initial.h.length !== batch * H || initial.c.length !== batch * H)) throw new RangeError(`IntLSTM.run: the initial state must hold N·H = ${batch * H} values`);
+    let state: IntLSTMState = { h: new Int8Array(batch * H), c: new Int16Array(batch * H) };
+    let next: IntLSTMState = { h: new Int8Array(batch * H), c: new Int16Array(batch * H) };
+    if (initial) {
+      state.h.set(initial.h);
+      state.c.set(initial.c);
+    }
+    const gates = new Int32Array(4 * H);
+    const output = new Int8Array(steps * batch * H);
+    for (let t = 0; t < steps; t++) {
+      intLstmStep(this.params, batch, x.subarray(t * batch * I, (t + 1) * batch * I), state, next, gates);
+      output.set(next.h, t * batch * H);
+      [state, next] = [next, state];
+    }
+    return { output, state };
+  }
+}
+
+/**
+ * The IntLSTM of a trained QuantLSTM: int8 weights at the per-row scales the fake quantization
+ * used, multipliers M0·2^−n for s_w·s_x·2^12 and s_w·s_h·2^12, the bias rounded to Q3.12, the
+ * output multiplier 2^−30/s_h, and the model's PWL tables.
+ */
+export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
+  if (!model.quantize) throw new Error('convertQuantLSTM: the model runs with quantize=false; only a fake-quant model has integer semantics');
+  const { inputSize, hiddenSize } = model;
+  const rows = 4 * hiddenSize;
+  const sx = model.inputScale;
+  const sh = model.hiddenScale;
+  const quantizeRows = (w: Float32Array | Float64Array, cols: number, scales: Float32Array): Int8Array => {
+    const q = new Int8Array(rows * cols);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -Q8_MAX, Q8_MAX);
+    return q;
+  };
+  const scalesIh = rowScales(model.weightIh);
+  const scalesHh = rowScales(model.weightHh);
+  const multiplierIh = new Int32Array(rows);
+  const shiftIh = new Int32Array(rows);
+  const multiplierHh = new Int32Array(rows);
+  const shiftHh = new Int32Array(rows);
+  const bias = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const a = quantizeMultiplier(scalesIh[r]! * sx * 2 ** GATE_FRAC);
+    const b = quantizeMultiplier(scalesHh[r]! * sh * 2 ** GATE_FRAC);
+    multiplierIh[r] = a.multiplier;
+    shiftIh[r] = a.shift;
+    multiplierHh[r] = b.multiplier;
+    shiftHh[r] = b.shift;
+    bias[r] = clamp(roundHalfEven(Math.fround(model.biasIh.data[r]! + model.biasHh.data[r]!) * 2 ** GATE_FRAC), -(2 ** 24), 2 ** 24);
+  }
+  const out = quantizeMultiplier(2 ** -(2 * ACT_FRAC) / sh);
+  return new IntLSTM({
+    inputSize, hiddenSize, inputScale: sx, hiddenScale: sh,
+    weightIh: quantizeRows(model.weightIh.data as Float32Array, inputSize, scalesIh),
+    weightHh: quantizeRows(model.weightHh.data as Float32Array, hiddenSize, scalesHh),
+    multiplierIh, shiftIh, multiplierHh, shiftHh, bias,
+    outputMultiplier: out.multiplier, outputShift: out.shift,
+    sigmoid: model.tables.sigmoid, tanh: model.tables.tanh,
+  });
+}

@@ -1,0 +1,210 @@
+/**
+ * QuantLSTM: a single-layer, unidirectional LSTM trained with fake quantization of exactly the
+ * fixed-point arithmetic the integer runtime (`IntLSTM`) performs (formats in ./formats.ts), with
+ * PWL sigmoid/tanh (./pwl.ts). Per step t, with xq = fq8(x_t, s_x), hq = fq8(h_{t−1}, s_h) and
+ * int8 per-row weights Ŵ:
+ *   z   = clamp16( fq12(Ŵ_ih·xq) + fq12(Ŵ_hh·hq) + fq12(b_ih + b_hh) )      (Q3.12)
+ *   [i, f, g, o] = fq15( PWL[σ, σ, tanh, σ](z) )                             (Q0.15)
+ *   c_t = clamp16( fq11(f·c_{t−1}) + fq11(i·g) )                             (Q4.11)
+ *   h_t = fq8( o · fq15(PWL_tanh(c_t)), s_h )
+ * where fqN rounds to the grid 2^−N (half to even) and the gradient is straight-through
+ * (zero where a clamp bit), the PWL's gradient its segment slope. s_x and s_h come from running
+ * absolute-maximum observers (EMA, momentum 0.1) updated in training mode.
+ * After iRNN (Nia et al., "iRNN: integer-only recurrent neural network"); the optional layer
+ * normalisation of the paper is not implemented.
+ */
+import { fakeQuantize } from '../core/quantize.ts';
+import { LSTM } from '../../nn/rnn.ts';
+import { Module, shapeText } from '../../nn/module.ts';
+import { uniform } from '../../nn/init.ts';
+import type { FloatDType } from '../../nn/rnn.ts';
+import { add, globalRng, linear, mul, narrow, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
+import { Tensor } from '../../tensor/tensor.ts';
+import { noGrad } from '../../autograd/index.ts';
+import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { applyPwl, fitSigmoidPwl, fitTanhPwl, pwlOfInt, quantizePwl, type IntPwl, type Pwl, type PwlObjective } from './pwl.ts';
+
+export interface QuantLSTMOptions {
+  /** PWL segments of sigmoid and tanh (default 16). */
+  segments?: number;
+  /** PWL fit objective (default 'maxError'). */
+  objective?: PwlObjective;
+  /** Fake-quantize (default true); false runs the same PWL LSTM in float, for gradient checks. */
+  quantize?: boolean;
+  /** Input and output are [N, L, ·] instead of [L, N, ·] (default false). */
+  batchFirst?: boolean;
+  /** Parameter dtype (default float32; float64 for gradient checks on the reference backend). */
+  dtype?: FloatDType;
+  rng?: Rng;
+}
+
+const fitCache = new Map<string, { sigmoid: IntPwl; tanh: IntPwl }>();
+
+/** The fixed-point sigmoid and tanh PWL tables for a segment count and objective (fitted once per process). */
+export function lstmPwlTables(segments = 16, objective: PwlObjective = 'maxError'): { sigmoid: IntPwl; tanh: IntPwl } {
+  const key = `${segments}/${objective}`;
+  let tables = fitCache.get(key);
+  if (!tables) {
+    const format = { inputFrac: GATE_FRAC, outputFrac: ACT_FRAC, slopeFrac: 15, outputMin: -ACT_MAX, outputMax: ACT_MAX };
+    tables = {
+      sigmoid: quantizePwl(fitSigmoidPwl({ segments, objective }), format),
+      tanh: quantizePwl(fitTanhPwl({ segments, objective }), format),
+    };
+    fitCache.set(key, tables);
+  }
+  return tables;
+}
+
+/** Fake quantization on a fixed grid `scale` (per tensor) or per row ([rows, 1] scales), range [qmin, qmax]. */
+function fq(x: Tensor, scale: number | Float32Array, qmin: number, qmax: number): Tensor {
+  const float64 = x.dtype === 'float64';
+  const make = (values: ArrayLike<number>, shape: number[]): Tensor => new Tensor(float64 ? Float64Array.from(values) : Float32Array.from(values), shape);
+  const s = typeof scale === 'number' ? make([scale], []) : make(scale, [scale.length, 1]);
+  const z = typeof scale === 'number' ? make([0], []) : make(new Float32Array(scale.length), [scale.length, 1]);
+  return fakeQuantize(x, { scale: s, zeroPoint: z, qmin, qmax });
+}
+
+function maxAbs(data: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < data.length; i++) {
+    const a = Math.abs(data[i]!);
+    if (a > m) m = a;
+  }
+  return m;
+}
+
+/**
+ * Single-layer LSTM with fake-quant int8 weights (per output row, symmetric), int8 x and h,
+ * Q3.12 gate inputs, Q0.15 PWL gates, Q4.11 cell state: see the file comment for the formulas.
+ * Parameters carry nn.LSTM's names (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0), so a
+ * float LSTM's state dict loads as is (`fromLSTM`). Buffers input_absmax and hidden_absmax hold
+ * the observed ranges (0 = not observed yet).
+ */
+export class QuantLSTM extends Module {
+  readonly inputSize: number;
+  readonly hiddenSize: number;
+  readonly batchFirst: boolean;
+  readonly quantize: boolean;
+  readonly dtype: FloatDType;
+  readonly segments: number;
+  readonly objective: PwlObjective;
+  readonly weightIh: Tensor;
+  readonly weightHh: Tensor;
+  readonly biasIh: Tensor;
+  readonly biasHh: Tensor;
+  readonly inputAbsMax: Tensor;
+  readonly hiddenAbsMax: Tensor;
+  /** Fixed-point PWL tables the runtime uses. */
+  readonly tables: { sigmoid: IntPwl; tanh: IntPwl };
+  private readonly sigmoidPwl: Pwl;
+  private readonly tanhPwl: Pwl;
+
+  constructor(inputSize: number, hiddenSize: number, options: QuantLSTMOptions = {}) {
+    super();
+    for (const [name, v] of [['inputSize', inputSize], ['hiddenSize', hiddenSize]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`QuantLSTM: ${name} must be a positive integer, got ${v}`);
+    }
+    this.inputSize = inputSize;
+    this.hiddenSize = hiddenSize;
+    this.batchFirst = options.batchFirst ?? false;
+    this.quantize = options.quantize ?? true;
+    this.dtype = options.dtype ?? 'float32';
+    this.segments = options.segments ?? 16;
+    this.objective = options.objective ?? 'maxError';
+    const rows = 4 * hiddenSize;
+    this.weightIh = this.registerParameter('weight_ih_l0', zeros([rows, inputSize], this.dtype));
+    this.weightHh = this.registerParameter('weight_hh_l0', zeros([rows, hiddenSize], this.dtype));
+    this.biasIh = this.registerParameter('bias_ih_l0', zeros([rows], this.dtype));
+    this.biasHh = this.registerParameter('bias_hh_l0', zeros([rows], this.dtype));
+    this.inputAbsMax = this.registerBuffer('input_absmax', zeros([1]));
+    this.hiddenAbsMax = this.registerBuffer('hidden_absmax', zeros([1]));
+    const bound = 1 / Math.sqrt(hiddenSize);
+    for (const p of this.parameters()) uniform(p, -bound, bound, options.rng ?? globalRng);
+    this.tables = lstmPwlTables(this.segments, this.objective);
+    this.sigmoidPwl = pwlOfInt(this.tables.sigmoid);
+    this.tanhPwl = pwlOfInt(this.tables.tanh);
+  }
+
+  /** A QuantLSTM holding a float nn.LSTM's weights (one layer, one direction, with biases). */
+  static fromLSTM(lstm: LSTM, options: Omit<QuantLSTMOptions, 'batchFirst' | 'dtype'> = {}): QuantLSTM {
+    if (lstm.numLayers !== 1 || lstm.bidirectional || !lstm.bias) {
+      throw new RangeError(`QuantLSTM.fromLSTM: needs a one-layer, unidirectional LSTM with biases, got ${lstm.toString()}`);
+    }
+    const q = new QuantLSTM(lstm.inputSize, lstm.hiddenSize, { ...options, batchFirst: lstm.batchFirst, dtype: lstm.dtype });
+    q.loadStateDict(lstm.stateDict());
+    return q;
+  }
+
+  /** The int8 scale of x (from the observer). */
+  get inputScale(): number {
+    return absMaxScale(this.inputAbsMax.data[0]!);
+  }
+
+  /** The int8 scale of h (from the observer). */
+  get hiddenScale(): number {
+    return absMaxScale(this.hiddenAbsMax.data[0]!);
+  }
+
+  private observe(buffer: Tensor, value: number): void {
+    const old = buffer.data[0]!;
+    buffer.data[0] = old > 0 ? 0.9 * old + 0.1 * value : value;
+  }
+
+  /**
+   * Runs the sequence: x [L, N, inputSize] ([N, L, inputSize] with batchFirst), optional [h0, c0]
+   * each [N, hiddenSize] (zeros by default). Returns [output (x's layout, width hiddenSize), [hN, cN]].
+   */
+  forward(x: Tensor, hx?: readonly [Tensor, Tensor]): [Tensor, [Tensor, Tensor]] {
+    if (x.rank !== 3 || x.shape[2] !== this.inputSize) {
+      throw new Error(`QuantLSTM: expected input ${this.batchFirst ? '[N, L' : '[L, N'}, ${this.inputSize}], got ${shapeText(x.shape)}`);
+    }
+    if (x.dtype !== this.dtype) throw new TypeError(`QuantLSTM: input dtype ${x.dtype} differs from the parameters' ${this.dtype}`);
+    const timeAxis = this.batchFirst ? 1 : 0;
+    const steps = x.shape[timeAxis]!;
+    const batch = x.shape[1 - timeAxis]!;
+    const H = this.hiddenSize;
+    for (const s of hx ?? []) {
+      if (s.rank !== 2 || s.shape[0] !== batch || s.shape[1] !== H) throw new Error(`QuantLSTM: initial state has shape ${shapeText(s.shape)}, expected [${batch}, ${H}]`);
+    }
+    const q = this.quantize;
+    if (q && this.training) this.observe(this.inputAbsMax, maxAbs(x.data));
+    const sx = this.inputScale;
+    const sh = this.hiddenScale;
+    const xq = q ? fq(x, sx, -Q8_MAX, Q8_MAX) : x;
+    const wih = q ? fq(this.weightIh, rowScales(this.weightIh), -Q8_MAX, Q8_MAX) : this.weightIh;
+    const whh = q ? fq(this.weightHh, rowScales(this.weightHh), -Q8_MAX, Q8_MAX) : this.weightHh;
+    const biasSum = add(this.biasIh, this.biasHh);
+    const bias = q ? fq(biasSum, 2 ** -GATE_FRAC, -WIDE, WIDE) : biasSum;
+    const inputGates = linear(xq, wih);
+    const zx = q ? fq(inputGates, 2 ** -GATE_FRAC, -WIDE, WIDE) : inputGates;
+    let h = hx ? (q ? fq(hx[0], sh, -Q8_MAX, Q8_MAX) : hx[0]) : zeros([batch, H], this.dtype);
+    let c = hx ? (q ? fq(hx[1], 2 ** -CELL_FRAC, INT16_MIN, INT16_MAX) : hx[1]) : zeros([batch, H], this.dtype);
+    const outputs: Tensor[] = [];
+    let hiddenMax = 0;
+    const gatePwls = [this.sigmoidPwl, this.sigmoidPwl, this.tanhPwl, this.sigmoidPwl];
+    for (let t = 0; t < steps; t++) {
+      const zxT = reshape(narrow(zx, timeAxis, t, 1), [batch, 4 * H]);
+      const hiddenGates = linear(h, whh);
+      const zh = q ? fq(hiddenGates, 2 ** -GATE_FRAC, -WIDE, WIDE) : hiddenGates;
+      const sum = add(add(zxT, zh), bias);
+      const z = q ? fq(sum, 2 ** -GATE_FRAC, INT16_MIN, INT16_MAX) : sum;
+      const act = applyPwl(z, gatePwls);
+      const [i, f, g, o] = split(q ? fq(act, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX) : act, [H, H, H, H], 1) as [Tensor, Tensor, Tensor, Tensor];
+      const fc = mul(f, c);
+      const ig = mul(i, g);
+      const cellSum = q ? add(fq(fc, 2 ** -CELL_FRAC, -WIDE, WIDE), fq(ig, 2 ** -CELL_FRAC, -WIDE, WIDE)) : add(fc, ig);
+      c = q ? fq(cellSum, 2 ** -CELL_FRAC, INT16_MIN, INT16_MAX) : cellSum;
+      const tc = applyPwl(c, this.tanhPwl);
+      const hReal = mul(o, q ? fq(tc, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX) : tc);
+      if (q && this.training) hiddenMax = Math.max(hiddenMax, maxAbs(hReal.data));
+      h = q ? fq(hReal, sh, -Q8_MAX, Q8_MAX) : hReal;
+      outputs.push(h);
+    }
+    if (q && this.training) noGrad(() => this.observe(this.hiddenAbsMax, hiddenMax));
+    return [stack(outputs, timeAxis), [h, c]];
+  }
+
+  override extraRepr(): string {
+    return `${this.inputSize}, ${this.hiddenSize}, segments=${this.segments}${this.quantize ? '' : ', quantize=false'}${this.batchFirst ? ', batchFirst=true' : ''}`;
+  }
+}
