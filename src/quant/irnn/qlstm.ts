@@ -131,7 +131,7 @@ export class QuantLSTM extends Module {
       throw new RangeError(`QuantLSTM.fromLSTM: needs a one-layer, unidirectional LSTM with biases, got ${lstm.toString()}`);
     }
     const q = new QuantLSTM(lstm.inputSize, lstm.hiddenSize, { ...options, batchFirst: lstm.batchFirst, dtype: lstm.dtype });
-    q.loadStateDict(lstm.stateDict());
+    q.loadStateDict(lstm.stateDict(), { strict: false });
     return q;
   }
 
