@@ -10,6 +10,7 @@ import { evalCommand } from './eval.ts';
 import { searchCommand } from './search.ts';
 import { exportCommand } from './export.ts';
 import { verticalCommand } from './vertical.ts';
+import { attackCommand } from './attack.ts';
 
 export const commands: Readonly<Record<string, Command>> = Object.freeze({
   train: trainCommand,
@@ -18,5 +19,6 @@ export const commands: Readonly<Record<string, Command>> = Object.freeze({
   eval: evalCommand,
   export: exportCommand,
   vertical: verticalCommand,
+  attack: attackCommand,
   info: infoCommand,
 });

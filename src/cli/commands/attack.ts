@@ -1,0 +1,165 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, type DatasetName } from '../../data/index.ts';
+import { ATTACK_NAMES, evaluateRobustness, type RobustnessReport } from '../../eval/index.ts';
+import { readTextLimited, writeFileAtomic } from '../../format/index.ts';
+import { createModel, isModelName, type TensorModule } from '../../nn/index.ts';
+import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
+import { formatPercent, loadCheckpoint } from '../../train/index.ts';
+import { UsageError } from '../args.ts';
+import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
+import { defineCommand } from '../command.ts';
+import { checkOutputFile, resolveModelInput } from '../inputs.ts';
+
+/** What `lowbit attack` reads from a training run's config. */
+interface RunConfig {
+  model?: unknown;
+  dataset?: unknown;
+  quant?: unknown;
+  estimator?: unknown;
+  plan?: unknown;
+  scheme?: unknown;
+}
+
+/**
+ * The model of a `lowbit train` checkpoint as it was trained: float32, or prepared for QAT with the
+ * run's plan (its --quant / --estimator or --plan) before the weights are loaded, in eval mode.
+ * The config comes from the checkpoint, else the metrics.json next to it.
+ */
+function modelOfCheckpoint(checkpoint: string): { model: TensorModule; config: RunConfig; arch: string; quantized: boolean } {
+  const ck = loadCheckpoint(checkpoint);
+  let config = (ck.config ?? {}) as RunConfig;
+  const metricsPath = join(dirname(checkpoint), 'metrics.json');
+  if (config.model === undefined && existsSync(metricsPath)) {
+    try {
+      config = (JSON.parse(readTextLimited(metricsPath)) as { config?: RunConfig }).config ?? {};
+    } catch (e) {
+      throw new Error(`${metricsPath}: not a readable JSON file (${(e as Error).message})`);
+    }
+  }
+  if (config.scheme !== undefined && config.quant === undefined) throw new Error(`attack: '${checkpoint}' is a post-training-quantization state, not a lowbit train checkpoint`);
+  const arch = typeof config.model === 'string' ? config.model : 'lenet5';
+  if (!isModelName(arch)) throw new Error(`attack: '${checkpoint}' names an unknown model '${arch}'`);
+  const model = createModel(arch, { numClasses: 10 });
+  let plan;
+  try {
+    plan = qatPlanOfRunConfig(config);
+  } catch (e) {
+    throw new Error(`attack: '${checkpoint}': ${(e as Error).message}`);
+  }
+  if (plan) prepareQat(model, plan);
+  try {
+    model.loadStateDict(ck.model);
+  } catch (e) {
+    throw new Error(`attack: '${checkpoint}' does not fit a ${arch}${plan ? ` prepared for ${String(config.quant)}` : ''}: ${(e as Error).message}`);
+  }
+  model.eval();
+  return { model, config, arch, quantized: plan !== null };
+}
+
+/** `0.1,0.2` -> [0.1, 0.2]: each finite, in (0, 1]. */
+function parseEpsList(text: string): number[] {
+  const values = text.split(',').map((s) => s.trim());
+  if (values.some((s) => s === '')) throw new UsageError(`--eps: '${text}' is not a comma-separated list of numbers`, 'attack');
+  return values.map((s) => {
+    const v = Number(s);
+    if (!Number.isFinite(v) || !(v > 0) || v > 1) throw new UsageError(`--eps: '${s}' must be a number in (0, 1] (pixel units; images are in [0, 1])`, 'attack');
+    return v;
+  });
+}
+
+/** `1,njs,hns` -> [1, 'njs', 'hns']. */
+function parseTemperatures(text: string): (number | 'njs' | 'hns')[] {
+  return text.split(',').map((raw) => {
+    const s = raw.trim().toLowerCase();
+    if (s === 'njs' || s === 'hns') return s;
+    const v = Number(s);
+    if (s === '' || !Number.isFinite(v) || !(v > 0)) throw new UsageError(`--temperature: '${raw}' must be a positive number, njs or hns`, 'attack');
+    return v;
+  });
+}
+
+function temperatureLabel(report: RobustnessReport): string {
+  if (report.temperature === 'njs') return `njs (T ${report.njsTemperature!.toPrecision(4)})`;
+  if (report.temperature === 'hns') return `hns (mean β ${report.meanBeta.toPrecision(3)})`;
+  return `T ${report.temperature}`;
+}
+
+export const attackCommand = defineCommand({
+  name: 'attack',
+  summary: 'adversarial robustness of a trained model: FGSM / PGD at several eps, with temperature-scaled losses',
+  description: [
+    'Attacks the test images with untargeted L-inf FGSM or PGD (random start, 2.5·eps/steps step',
+    'unless --step-size) on the model of a lowbit train checkpoint (float32 or fake-quant QAT, as',
+    'trained), and reports clean accuracy, robust accuracy and attack success rate per eps. eps is',
+    'in pixel units (images in [0, 1]; the normalization is part of the model). The loss is the',
+    'cross-entropy of logits / T: --temperature takes a number, njs (network Jacobian scaling) or',
+    'hns (Hessian norm scaling), the rules of Gupta & Ajanthan (AAAI 2022) against the vanishing',
+    'gradients of quantized networks; a comma list compares them. The diagnostic columns give the',
+    'share of images whose input gradient is exactly zero and whose softmax is saturated (float32',
+    'p_y = 1) at T = 1 and at the attack\'s temperature. See docs/robustness.md.',
+  ].join('\n'),
+  examples: [
+    'lowbit attack runs/lenet5-mnist-w4a4 --eps 0.1,0.2 --limit 1000',
+    'lowbit attack runs/lenet5-mnist-w1a1 --attack pgd --steps 20 --temperature 1,njs,hns --json robustness.json',
+  ],
+  options: {
+    checkpoint: { type: 'string', placeholder: 'RUN', positional: true, help: 'a lowbit train run directory or its checkpoint.safetensors (also: lowbit attack RUN)' },
+    eps: { type: 'string', default: '0.1,0.2', placeholder: 'LIST', help: 'L-inf budgets in pixel units, comma-separated' },
+    attack: { type: 'enum', choices: ATTACK_NAMES, default: 'fgsm', help: 'attack' },
+    steps: { type: 'int', positive: true, default: 20, help: 'PGD iterations' },
+    stepSize: { type: 'number', positive: true, help: 'PGD step (default 2.5 * eps / steps)' },
+    temperature: { type: 'string', default: '1', placeholder: 'T', help: 'loss temperature: a number, njs or hns; a comma list runs each' },
+    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on)' },
+    limit: { type: 'int', positive: true, help: 'attack the first N test images only' },
+    batchSize: { type: 'int', positive: true, default: 100, help: 'images per attack batch' },
+    seed: { type: 'int', min: 0, default: 0, help: 'seed of the PGD random starts' },
+    json: { type: 'string', placeholder: 'FILE', help: 'also write the results as JSON to FILE' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
+  },
+  run(options, io) {
+    if (options.checkpoint === undefined) throw new UsageError('give the checkpoint to attack: lowbit attack RUN (a lowbit train run directory or checkpoint.safetensors)', 'attack');
+    const eps = parseEpsList(options.eps);
+    const temperatures = parseTemperatures(options.temperature);
+    if (options.attack === 'fgsm' && options.stepSize !== undefined) throw new UsageError('--step-size applies to --attack pgd (FGSM steps by eps)', 'attack');
+    const input = resolveModelInput(options.checkpoint, 'attack: checkpoint', 'attack', 'checkpoint', 'a lowbit train run directory or checkpoint.safetensors');
+    if (input.kind === 'lowbit') throw new UsageError(`'${options.checkpoint}' is ${input.directory ? 'a folder with a .lowbit integer model' : 'a .lowbit integer model'}: integer models have no gradient; attack the training checkpoint it came from`, 'attack');
+    if (options.json !== undefined) checkOutputFile(options.json, 'attack: --json', input.file);
+    useBackend(options.backend);
+    const { model, config, arch, quantized } = modelOfCheckpoint(input.file);
+    const datasetName = options.dataset ?? (typeof config.dataset === 'string' ? config.dataset : 'mnist');
+    if (!isDatasetName(datasetName)) throw new Error(`attack: the checkpoint names an unknown dataset '${datasetName}' (pass --dataset: ${DATASET_NAMES.join(', ')})`);
+    const dataset: DatasetName = datasetName;
+    const test = loadDataset(dataset, 'test');
+    const samples = Math.min(test.length, options.limit ?? test.length);
+    const quantText = quantized ? `${String(config.quant ?? 'plan')}${config.estimator ? ` ${String(config.estimator)}` : ''}` : 'fp32';
+    io.print(`lowbit attack  ${input.file}`);
+    io.print(`  model      ${arch}, ${quantText}`);
+    io.print(`  data       ${dataset} test, ${samples} images; eps ${eps.join(', ')} (pixels in [0, 1])`);
+    io.print(`  attack     ${options.attack === 'pgd' ? `PGD, ${options.steps} steps of ${options.stepSize ?? '2.5·eps/steps'}, random start (seed ${options.seed})` : 'FGSM'}`);
+    const reports: RobustnessReport[] = [];
+    for (const temperature of temperatures) {
+      reports.push(evaluateRobustness(model, test, {
+        eps, attack: options.attack, temperature, steps: options.steps, ...(options.stepSize !== undefined ? { stepSize: options.stepSize } : {}),
+        normalize: DATASET_STATS[dataset], limit: samples, batchSize: options.batchSize, seed: options.seed,
+        progress: options.progress, progressStream: io.stderr,
+      }));
+    }
+    const header = ['temperature'.padEnd(24), 'clean'.padStart(8), ...eps.map((e) => `eps ${e}`.padStart(10)), 'zero grad T=1/T'.padStart(17), 'saturated T=1/T'.padStart(17)];
+    io.print(header.join('  '));
+    for (const r of reports) {
+      const pair = (a: number, b: number) => `${(a * 100).toFixed(1)}/${(b * 100).toFixed(1)} %`.padStart(17);
+      io.print([
+        temperatureLabel(r).padEnd(24), formatPercent(r.cleanAccuracy).padStart(8), ...r.results.map((e) => formatPercent(e.robustAccuracy).padStart(10)),
+        pair(r.gradientAtT1.zeroGradient, r.gradientScaled.zeroGradient), pair(r.gradientAtT1.saturated, r.gradientScaled.saturated),
+      ].join('  '));
+    }
+    io.print('robust accuracy per eps; attack success rate (of the clean-correct images) in the JSON output');
+    if (options.json !== undefined) {
+      const out = { checkpoint: input.file, model: arch, quant: quantText, dataset, samples, attack: options.attack, eps, reports };
+      writeFileAtomic(options.json, new TextEncoder().encode(`${JSON.stringify(out, null, 2)}\n`));
+      io.print(`wrote ${options.json}`);
+    }
+  },
+});
