@@ -1,0 +1,66 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import '../../backend/index.ts';
+import { Tensor } from '../../tensor/tensor.ts';
+import { Rng } from '../../tensor/index.ts';
+import { noGrad } from '../../autograd/engine.ts';
+import { LeNet5 } from '../models/lenet5.ts';
+import { Conv2d } from '../conv.ts';
+import { Linear } from '../linear.ts';
+import { AdderConv2d, AdderLinear } from './adder.ts';
+import { ShiftConv2d, ShiftLinear } from './shift.ts';
+import { countMulFreeOps, DEFAULT_MULFREE_ENERGY, LENET5_MULFREE_PLANS, mulFreeEnergy, mulFreeLeNet5, toMulFree } from './model.ts';
+
+// LeNet-5 MACs per sample: conv1 6·25·28·28, conv2 16·150·10·10, fc1 400·120, fc2 120·84, fc3 84·10.
+const MACS = [117_600, 240_000, 48_000, 10_080, 840];
+const OUTPUTS = [6 * 28 * 28, 16 * 10 * 10, 120, 84, 10];
+
+describe('multiplication-reduced LeNet-5', () => {
+  it('toMulFree swaps layers by plan and keeps conv geometry and filters', () => {
+    const model = mulFreeLeNet5('hybrid');
+    assert.ok(model.conv1 instanceof Conv2d && model.fc3 instanceof Linear);
+    assert.ok(model.conv2 instanceof AdderConv2d && model.fc1 instanceof ShiftLinear && model.fc2 instanceof ShiftLinear);
+    const float = new LeNet5();
+    const conv1Weights = Array.from((float.conv1 as Conv2d).weight.data);
+    toMulFree(float, { conv1: 'adder', conv2: 'shift', fc3: 'adder' });
+    const adder = float.conv1 as AdderConv2d;
+    assert.ok(adder instanceof AdderConv2d && float.conv2 instanceof ShiftConv2d && float.fc3 instanceof AdderLinear);
+    assert.deepEqual(adder.padding, [2, 2]);
+    assert.deepEqual(Array.from(adder.weight.data), conv1Weights);
+    assert.throws(() => toMulFree(new LeNet5(), { relu1: 'shift' }), /not a Conv2d or Linear/);
+    assert.throws(() => toMulFree(new LeNet5(), { conv1: 'xnor' as 'shift' }), /unknown kind/);
+  });
+
+  it('a LeNet-5 whose weights are powers of two gives the same logits after conversion to shifts', () => {
+    const model = new LeNet5();
+    const rng = new Rng(12);
+    for (const p of model.parameters()) if (p.rank > 1) for (let i = 0; i < p.size; i++) p.data[i] = (rng.uniform() < 0.5 ? -1 : 1) * 2 ** -(1 + Math.floor(rng.uniform() * 6));
+    const x = new Tensor(Float32Array.from({ length: 2 * 784 }, (_, i) => Math.sin(i / 7)), [2, 1, 28, 28]);
+    const before = Array.from(noGrad(() => model.forward(x)).data);
+    toMulFree(model, LENET5_MULFREE_PLANS['all-shift']);
+    assert.deepEqual(Array.from(noGrad(() => model.forward(x)).data), before);
+  });
+
+  it('operation counts per layer follow the stated rules; energy is their weighted sum', () => {
+    const mult = countMulFreeOps(new LeNet5(), [1, 28, 28]);
+    assert.deepEqual(mult.map((l) => l.macs), MACS);
+    assert.deepEqual(mult.map((l) => l.mults), MACS);
+    assert.deepEqual(mult.map((l) => l.adds), MACS.map((m, i) => m + OUTPUTS[i]!));
+    const adder = countMulFreeOps(mulFreeLeNet5('all-adder'), [1, 28, 28]);
+    assert.deepEqual(adder.map((l) => l.mults), OUTPUTS); // the BN scale after each adder layer
+    assert.deepEqual(adder.map((l) => l.adds), MACS.map((m, i) => 2 * m + OUTPUTS[i]!));
+    const shiftModel = mulFreeLeNet5('all-shift');
+    const fc3 = shiftModel.fc3 as ShiftLinear;
+    fc3.sign.data.fill(0, 0, 84); // zero the first output row: its 84 shifts and adds disappear
+    const shift = countMulFreeOps(shiftModel, [1, 28, 28]);
+    assert.equal(shift[4]!.shifts, 840 - 84);
+    assert.equal(shift[4]!.weightBits, 6);
+    const e = DEFAULT_MULFREE_ENERGY;
+    assert.equal(e.mult, 0.2);
+    assert.equal(e.add, 0.1);
+    const total = MACS.reduce((s, m) => s + m, 0);
+    const outs = OUTPUTS.reduce((s, m) => s + m, 0);
+    assert.ok(Math.abs(mulFreeEnergy(mult) - (total * 0.2 + (total + outs) * 0.1)) < 1e-6);
+    assert.ok(Math.abs(mulFreeEnergy(adder, { add: 1, mult: 0 }) - (2 * total + outs)) < 1e-6);
+  });
+});
