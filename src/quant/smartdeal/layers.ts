@@ -95,6 +95,8 @@ export abstract class SmartDealLayer extends Module {
     return kept / (rowsPerChannel * outChannels);
   }
 
+  abstract override forward(x: Tensor): Tensor;
+
   /** Geometry of the layer (as the QAT export describes it). */
   abstract geometry(): LayerGeometry;
 
