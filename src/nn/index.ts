@@ -16,3 +16,4 @@ export { MultiheadAttention, AttentionOutProjection, type MultiheadAttentionOpti
 export * as init from './init.ts';
 export type { Nonlinearity, FanMode, KaimingOptions } from './init.ts';
 export * from './models/index.ts';
+export * as mulfree from './mulfree/index.ts';
