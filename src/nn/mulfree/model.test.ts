@@ -9,6 +9,7 @@ import { Conv2d } from '../conv.ts';
 import { Linear } from '../linear.ts';
 import { AdderConv2d, AdderLinear } from './adder.ts';
 import { ShiftConv2d, ShiftLinear } from './shift.ts';
+import { DEFAULT_ENERGY_CONSTANTS } from '../../quant/search/costs.ts';
 import { countMulFreeOps, DEFAULT_MULFREE_ENERGY, LENET5_MULFREE_PLANS, mulFreeEnergy, mulFreeLeNet5, toMulFree } from './model.ts';
 
 // LeNet-5 MACs per sample: conv1 6·25·28·28, conv2 16·150·10·10, fc1 400·120, fc2 120·84, fc3 84·10.
@@ -56,8 +57,8 @@ describe('multiplication-reduced LeNet-5', () => {
     assert.equal(shift[4]!.shifts, 840 - 84);
     assert.equal(shift[4]!.weightBits, 6);
     const e = DEFAULT_MULFREE_ENERGY;
-    assert.equal(e.mult, 0.2);
-    assert.equal(e.add, 0.1);
+    assert.equal(e.mult, DEFAULT_ENERGY_CONSTANTS.mult8);
+    assert.equal(e.add, DEFAULT_ENERGY_CONSTANTS.add32);
     const total = MACS.reduce((s, m) => s + m, 0);
     const outs = OUTPUTS.reduce((s, m) => s + m, 0);
     assert.ok(Math.abs(mulFreeEnergy(mult) - (total * 0.2 + (total + outs) * 0.1)) < 1e-6);
