@@ -26,7 +26,7 @@ interface RunConfig {
  * run's plan (its --quant / --estimator or --plan) before the weights are loaded, in eval mode.
  * The config comes from the checkpoint, else the metrics.json next to it.
  */
-function modelOfCheckpoint(checkpoint: string): { model: TensorModule; config: RunConfig; arch: string; quantized: boolean } {
+export function modelOfCheckpoint(checkpoint: string): { model: TensorModule; config: RunConfig; arch: string; quantized: boolean } {
   const ck = loadCheckpoint(checkpoint);
   let config = (ck.config ?? {}) as RunConfig;
   const metricsPath = join(dirname(checkpoint), 'metrics.json');
