@@ -21,3 +21,4 @@ export { DataLoader, type DataLoaderOptions } from './data/loader.ts';
 export * as format from './format/index.ts';
 export * as quant from './quant/engine.ts';
 export * as runtime from './runtime/index.ts';
+export * as attacks from './eval/index.ts';

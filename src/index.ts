@@ -15,3 +15,4 @@ export * as quant from './quant/index.ts';
 export * as runtime from './runtime/index.ts';
 export * as onnx from './onnx/index.ts';
 export * as distributed from './distributed/index.ts';
+export * as attacks from './eval/index.ts';

@@ -8,7 +8,7 @@ import type { Dataset, NormalizeStats } from '../data/index.ts';
 import type { TensorModule } from '../nn/index.ts';
 import { noGrad } from '../autograd/index.ts';
 import { Tensor } from '../tensor/index.ts';
-import { ProgressBar, type ProgressStream } from '../train/index.ts';
+import { ProgressBar, type ProgressStream } from '../train/progress.ts';
 import { argmaxRows, attack, betaRule, lossGradient, sliceBatch, type AttackName, type TemperatureOption } from './attack.ts';
 import { classifierOf, withFrozenModel } from './classifier.ts';
 import { njsTemperature, NJS_SAMPLES, oneMinusProbability } from './temperature.ts';
