@@ -8,6 +8,7 @@
  * (`quantizeInput`) and reading h back (`hiddenScale`).
  */
 import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
+import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales } from './formats.ts';
 import { evalIntPwl, roundShift, type IntPwl } from './pwl.ts';
@@ -52,41 +53,53 @@ function clamp(v: number, lo: number, hi: number): number {
 }
 
 /**
- * One time step for a batch, integers only. x [N·I] int8, state in, state out (may not alias
- * the input state), `gates` scratch [4H] int32 of Q0.15 values.
- *   z_r = clamp16(rq(Σ_j Wih[r,j]·x_j; Mih_r) + rq(Σ_j Whh[r,j]·h_j; Mhh_r) + b_r)
+ * The elementwise part of a step for one sequence: gate rows from the two int32 accumulators
+ * (accX[r] = Σ_j Wih[r,j]·x_j, accH[r] = Σ_j Whh[r,j]·h_j), then the cell and the new h.
+ *   z_r = clamp16(rq(accX_r; Mih_r) + rq(accH_r; Mhh_r) + b_r)
  *   i, f, g, o = PWL_σ, PWL_σ, PWL_tanh, PWL_σ (z)
  *   c' = clamp16(roundShift(f·c, 15) + roundShift(i·g, 19))
  *   h' = clamp8(rq(o·PWL_tanh(2c'); Mout))
+ * `gates` is scratch [4H] (Q0.15 values). Offsets select the sequence in the batch arrays.
+ */
+function cellUpdate(p: IntLSTMParams, accX: Int32Array, xOff: number, accH: Int32Array, hAccOff: number, c: Int16Array, hOff: number, out: IntLSTMState, gates: Int32Array): void {
+  const H = p.hiddenSize;
+  const { multiplierIh, shiftIh, multiplierHh, shiftHh, bias, sigmoid, tanh } = p;
+  for (let r = 0; r < 4 * H; r++) {
+    const z = clamp(requantizeScalar(accX[xOff + r]!, multiplierIh[r]!, shiftIh[r]!) + requantizeScalar(accH[hAccOff + r]!, multiplierHh[r]!, shiftHh[r]!) + bias[r]!, INT16_MIN, INT16_MAX);
+    gates[r] = evalIntPwl(r >= 2 * H && r < 3 * H ? tanh : sigmoid, z);
+  }
+  for (let k = 0; k < H; k++) {
+    const i = gates[k]!;
+    const f = gates[H + k]!;
+    const g = gates[2 * H + k]!;
+    const o = gates[3 * H + k]!;
+    const cNew = clamp(roundShift(f * c[hOff + k]!, GATE_CELL_SHIFT) + roundShift(i * g, GATE_GATE_SHIFT), INT16_MIN, INT16_MAX);
+    out.c[hOff + k] = cNew;
+    // c is Q4.11, the tanh table reads Q3.12: one left shift (the table clamps to its knots).
+    const t = evalIntPwl(tanh, cNew * 2);
+    out.h[hOff + k] = clamp(requantizeScalar(o * t, p.outputMultiplier, p.outputShift), -Q8_MAX, Q8_MAX);
+  }
+}
+
+/**
+ * One time step for a batch with plain loops (the reference `IntLSTM.run` is tested against):
+ * x [N·I] int8, state in, state out (must not alias the input state), `gates` scratch [4H].
  */
 export function intLstmStep(p: IntLSTMParams, batch: number, x: Int8Array, state: IntLSTMState, out: IntLSTMState, gates: Int32Array): void {
   const I = p.inputSize;
   const H = p.hiddenSize;
-  const { weightIh, weightHh, multiplierIh, shiftIh, multiplierHh, shiftHh, bias, sigmoid, tanh } = p;
+  const accX = new Int32Array(4 * H);
+  const accH = new Int32Array(4 * H);
   for (let n = 0; n < batch; n++) {
-    const xOff = n * I;
-    const hOff = n * H;
     for (let r = 0; r < 4 * H; r++) {
-      let accX = 0;
-      const wx = r * I;
-      for (let j = 0; j < I; j++) accX += weightIh[wx + j]! * x[xOff + j]!;
-      let accH = 0;
-      const wh = r * H;
-      for (let j = 0; j < H; j++) accH += weightHh[wh + j]! * state.h[hOff + j]!;
-      const z = clamp(requantizeScalar(accX, multiplierIh[r]!, shiftIh[r]!) + requantizeScalar(accH, multiplierHh[r]!, shiftHh[r]!) + bias[r]!, INT16_MIN, INT16_MAX);
-      gates[r] = evalIntPwl(r >= 2 * H && r < 3 * H ? tanh : sigmoid, z);
+      let sx = 0;
+      for (let j = 0; j < I; j++) sx += p.weightIh[r * I + j]! * x[n * I + j]!;
+      let sh = 0;
+      for (let j = 0; j < H; j++) sh += p.weightHh[r * H + j]! * state.h[n * H + j]!;
+      accX[r] = sx;
+      accH[r] = sh;
     }
-    for (let k = 0; k < H; k++) {
-      const i = gates[k]!;
-      const f = gates[H + k]!;
-      const g = gates[2 * H + k]!;
-      const o = gates[3 * H + k]!;
-      const c = clamp(roundShift(f * state.c[hOff + k]!, GATE_CELL_SHIFT) + roundShift(i * g, GATE_GATE_SHIFT), INT16_MIN, INT16_MAX);
-      out.c[hOff + k] = c;
-      // c is Q4.11, the tanh table reads Q3.12: one left shift (the table clamps to its knots).
-      const t = evalIntPwl(tanh, c * 2);
-      out.h[hOff + k] = clamp(requantizeScalar(o * t, p.outputMultiplier, p.outputShift), -Q8_MAX, Q8_MAX);
-    }
+    cellUpdate(p, accX, 0, accH, 0, state.c, n * H, out, gates);
   }
 }
 
@@ -94,8 +107,17 @@ export function intLstmStep(p: IntLSTMParams, batch: number, x: Int8Array, state
 export class IntLSTM {
   readonly params: IntLSTMParams;
 
+  private packedWeights: { ih: PackedWeights; hh: PackedWeights } | null = null;
+
   constructor(params: IntLSTMParams) {
     this.params = params;
+  }
+
+  /** The int8 weights packed for the runtime's GEMM kernel (native VNNI when the addon loaded), once. */
+  private packed(): { ih: PackedWeights; hh: PackedWeights } {
+    const p = this.params;
+    this.packedWeights ??= { ih: packInt8Weights(p.weightIh, 4 * p.hiddenSize, p.inputSize), hh: packInt8Weights(p.weightHh, 4 * p.hiddenSize, p.hiddenSize) };
+    return this.packedWeights;
   }
 
   get inputSize(): number {
@@ -124,7 +146,9 @@ export class IntLSTM {
 
   /**
    * Runs `steps` steps over `batch` sequences: x int8 time-major [L, N, I]. Returns h for every
-   * step [L, N, H] (int8, real value q·hiddenScale) and the final state. Integer-only.
+   * step [L, N, H] (int8, real value q·hiddenScale) and the final state. Integer-only: the
+   * products are the runtime's int8 GEMM (src/runtime/kernels: native VNNI/AVX2 or the
+   * TypeScript reference, bit-identical), the rest is `cellUpdate`; equal to `intLstmStep` per step.
    */
   run(x: Int8Array, steps: number, batch: number, initial?: IntLSTMState): { output: Int8Array; state: IntLSTMState } {
     const { inputSize: I, hiddenSize: H } = this.params;
@@ -137,10 +161,17 @@ export class IntLSTM {
       state.h.set(initial.h);
       state.c.set(initial.c);
     }
-    const gates = new Int32Array(4 * H);
+    const rows = 4 * H;
+    const { ih, hh } = this.packed();
+    // The input projection of every step at once (it does not depend on h): [L·N, 4H] int32.
+    const accX = new Int32Array(steps * batch * rows);
+    gemmInt8(steps * batch, rows, I, x, 0, ih, accX);
+    const accH = new Int32Array(batch * rows);
+    const gates = new Int32Array(rows);
     const output = new Int8Array(steps * batch * H);
     for (let t = 0; t < steps; t++) {
-      intLstmStep(this.params, batch, x.subarray(t * batch * I, (t + 1) * batch * I), state, next, gates);
+      gemmInt8(batch, rows, H, state.h, 0, hh, accH);
+      for (let n = 0; n < batch; n++) cellUpdate(this.params, accX, (t * batch + n) * rows, accH, n * rows, state.c, n * H, next, gates);
       output.set(next.h, t * batch * H);
       [state, next] = [next, state];
     }

@@ -7,7 +7,8 @@ import { LSTM } from '../../nn/rnn.ts';
 import { Adam } from '../../optim/adam.ts';
 import { quantizeMultiplier, multiplierValue } from '../../runtime/requantize.ts';
 import { concat, mseLoss, randn, reshape, Rng, Tensor } from '../../tensor/index.ts';
-import { convertQuantLSTM, intLstmStep, type IntLSTMParams } from './intlstm.ts';
+import { setIntKernelsReference } from '../../runtime/kernels/index.ts';
+import { convertQuantLSTM, IntLSTM, intLstmStep, type IntLSTMParams } from './intlstm.ts';
 import { lstmPwlTables, QuantLSTM } from './qlstm.ts';
 import { type IntPwl } from './pwl.ts';
 
@@ -123,6 +124,34 @@ describe('IntLSTM step', () => {
       saturatedCells += sim.c.filter((v) => v === 32767 || v === -32768).length;
     }
     assert.ok(saturatedCells > 0, 'the cases reach the int16 clamp of the cell');
+  });
+});
+
+describe('IntLSTM.run', () => {
+  it('equals the loop reference intLstmStep step by step, with the native and the reference int8 GEMM', () => {
+    const rng = new Rng(23);
+    const [L, N, I, H] = [5, 3, 7, 6];
+    const p = randomParams(rng, I, H);
+    const x = Int8Array.from({ length: L * N * I }, () => Math.floor(rng.uniform() * 255) - 127);
+    const initial = { h: Int8Array.from({ length: N * H }, () => Math.floor(rng.uniform() * 255) - 127), c: Int16Array.from({ length: N * H }, () => Math.floor(rng.uniform() * 8000) - 4000) };
+    let state = { h: initial.h.slice(), c: initial.c.slice() };
+    const expected: number[] = [];
+    for (let t = 0; t < L; t++) {
+      const next = { h: new Int8Array(N * H), c: new Int16Array(N * H) };
+      intLstmStep(p, N, x.subarray(t * N * I, (t + 1) * N * I), state, next, new Int32Array(4 * H));
+      expected.push(...next.h);
+      state = next;
+    }
+    for (const reference of [false, true]) {
+      setIntKernelsReference(reference);
+      try {
+        const { output, state: final } = new IntLSTM(p).run(x, L, N, initial);
+        assert.deepEqual(Array.from(output), expected);
+        assert.deepEqual(final, state);
+      } finally {
+        setIntKernelsReference(false);
+      }
+    }
   });
 });
 
