@@ -9,7 +9,10 @@
  *      norm is removed (mask 0);
  *   3. each column j of Ce is scaled by a power of two 2^t so that its largest kept entry is about
  *      2^maxExponent, and row j of B by 2^−t (Ce·B unchanged), so the exponent range is used;
- *   4. Ĉ ← mask ⊙ pow2(Ce) (nearest power of two, exponents clamped to the range);
+ *   4. Ĉ ← mask ⊙ pow2(Ce) (nearest power of two, exponents clamped to the range), then two
+ *      passes of exact coordinate descent per kept row: with the other entries fixed, ‖ĉ·B − w‖²
+ *      is a parabola in ĉ_j with vertex t = ĉ_j + ⟨e, B_j⟩/‖B_j‖² (e the row's residual), so the
+ *      best power of two for ĉ_j is pow2(t) — each update can only lower the error;
  *   5. B ← argmin ‖Ĉ·B − W‖ (least squares, B = (ĈᵀĈ + λI)⁻¹ĈᵀW), per group.
  * The iterate with the smallest error ‖W − Ĉ·B‖ is kept. With an 8-bit basis, B is then rounded
  * symmetrically per group (scale max|B|/127) and the error reported is that of the rounded basis.
@@ -107,6 +110,7 @@ export function decomposeWeight(
       for (let s = 0; s < S; s++) {
         if (rowMask[g * S + s] === 0) continue;
         for (let j = 0; j < K; j++) coefficients[(g * S + s) * K + j] = roundPow2(ce[(g * S + s) * K + j]!, options.range);
+        refineRow(target, coefficients, basis, g, s, S, K, options.range);
       }
     }
     const nextBasis = basis.slice();
@@ -240,6 +244,34 @@ function solveSpd(a: Float64Array, rhs: Float64Array, K: number, count: number):
       let v = x[i]!;
       for (let k = i + 1; k < K; k++) v -= l[k * K + i]! * x[k]!;
       x[i] = v / l[i * K + i]!;
+    }
+  }
+}
+
+/** Two passes of coordinate descent over the power-of-two entries of kept row s of group g (step 4). */
+function refineRow(target: Float64Array, coefficients: Float64Array, basis: Float64Array, g: number, s: number, S: number, K: number, range: Pow2Range): void {
+  const at = (g * S + s) * K;
+  const residual = new Float64Array(K);
+  for (let k = 0; k < K; k++) {
+    let v = target[at + k]!;
+    for (let j = 0; j < K; j++) v -= coefficients[at + j]! * basis[(g * K + j) * K + k]!;
+    residual[k] = v;
+  }
+  for (let pass = 0; pass < 2; pass++) {
+    for (let j = 0; j < K; j++) {
+      let dot = 0;
+      let norm = 0;
+      for (let k = 0; k < K; k++) {
+        const b = basis[(g * K + j) * K + k]!;
+        dot += residual[k]! * b;
+        norm += b * b;
+      }
+      if (!(norm > 0)) continue;
+      const old = coefficients[at + j]!;
+      const next = roundPow2(old + dot / norm, range);
+      if (next === old) continue;
+      for (let k = 0; k < K; k++) residual[k]! -= (next - old) * basis[(g * K + j) * K + k]!;
+      coefficients[at + j] = next;
     }
   }
 }

@@ -307,11 +307,11 @@ describe('smartdeal: shift-add inference', () => {
 });
 
 describe('smartdeal: learning', () => {
-  it('a seeded SD student fitted to a linear teacher lowers the loss 4x in 60 Adam steps', () => {
+  it('a seeded SD student fitted to a linear teacher (no rows removed) lowers the loss 10x in 80 Adam steps (seed 11: 1.10 -> 0.032)', () => {
     manualSeed(11);
     const teacher = new Linear(12, 6);
     const model = new Sequential(new Linear(12, 6));
-    prepareSmartDeal(model, { sparsity: 0.25 });
+    prepareSmartDeal(model, { sparsity: 0 });
     const optimizer = new Adam(model.parameters(), { lr: 0.02 });
     const data = new Rng(12);
     const batch = (): Tensor => randomTensor(data, [16, 12], { dtype: 'float32' });
@@ -319,13 +319,13 @@ describe('smartdeal: learning', () => {
     const target = teacher.forward(probe).detach();
     const lossOf = (): number => mseLoss(model.forward(probe), target).data[0]!;
     const before = lossOf();
-    for (let step = 0; step < 60; step++) {
+    for (let step = 0; step < 80; step++) {
       const x = batch();
       optimizer.zeroGrad();
       mseLoss(model.forward(x), teacher.forward(x).detach()).backward();
       optimizer.step();
     }
     const after = lossOf();
-    assert.ok(after < before / 4, `loss ${before} -> ${after}`);
+    assert.ok(after < before / 10, `loss ${before} -> ${after}`);
   });
 });
