@@ -6,10 +6,11 @@
  * and compute energy per sample; and the integer shift kernel against the fake-shift model.
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/mulfree/lenet5.ts [--epochs 1] [--train N] [--test N]
- *       [--lr 1e-3] [--seed 0] [--variants all-mult,all-shift,all-adder,hybrid] [--out PATH]
+ *       [--lr 1e-3] [--seed 0] [--variants all-mult,all-shift,all-adder,hybrid] [--adder-sgd LR] [--out PATH]
  *
  * Recipe: Adam (lr 1e-3), batch 64, `--epochs` epochs over the first `--train` training images
- * (shuffled with `--seed`), manualSeed(seed) before building each model. Results:
+ * (shuffled with `--seed`), manualSeed(seed) before building each model. With --adder-sgd LR the
+ * adder weights take SGD (momentum 0.9, that LR) as in the AdderNet paper, everything else Adam. Results:
  * bench/results/mulfree.json (written atomically) and a table on stdout.
  */
 import { dirname, join, resolve } from 'node:path';
@@ -21,7 +22,7 @@ const { getBackend } = await import('../../src/backend/index.ts');
 const { DATASET_STATS, DataLoader, loadDataset, take } = await import('../../src/data/index.ts');
 const { LeNet5, BatchNorm } = await import('../../src/nn/index.ts');
 const mf = await import('../../src/nn/mulfree/index.ts');
-const { Adam } = await import('../../src/optim/index.ts');
+const { Adam, SGD } = await import('../../src/optim/index.ts');
 const { manualSeed, Tensor } = await import('../../src/tensor/index.ts');
 const { fit, evaluate } = await import('../../src/train/fit.ts');
 const { noGrad } = await import('../../src/autograd/engine.ts');
@@ -34,10 +35,10 @@ import type { LeNet5MulFreeVariant, LayerOps } from '../../src/nn/mulfree/index.
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
 
-interface Flags { epochs: number; train: number | null; test: number | null; lr: number; seed: number; variants: LeNet5MulFreeVariant[]; out: string }
+interface Flags { epochs: number; train: number | null; test: number | null; lr: number; seed: number; variants: LeNet5MulFreeVariant[]; out: string; adderSgd: number | null }
 
 function parseFlags(argv: readonly string[]): Flags {
-  const flags: Flags = { epochs: 1, train: null, test: null, lr: 1e-3, seed: 0, variants: ['all-mult', 'all-shift', 'all-adder', 'hybrid'], out: join(ROOT, 'bench', 'results', 'mulfree.json') };
+  const flags: Flags = { epochs: 1, train: null, test: null, lr: 1e-3, seed: 0, variants: ['all-mult', 'all-shift', 'all-adder', 'hybrid'], out: join(ROOT, 'bench', 'results', 'mulfree.json'), adderSgd: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -66,6 +67,9 @@ function parseFlags(argv: readonly string[]): Flags {
         if (!known.includes(s)) throw new Error(`unknown variant '${s}' (known: ${known.join(', ')})`);
         return s as LeNet5MulFreeVariant;
       });
+    } else if (a === '--adder-sgd') {
+      flags.adderSgd = Number(value());
+      if (!(flags.adderSgd > 0)) throw new Error('--adder-sgd must be a positive learning rate');
     } else if (a === '--out') flags.out = resolve(value());
     else throw new Error(`unknown flag ${a}`);
   }
@@ -90,9 +94,23 @@ interface Row {
   trainSeconds: number;
 }
 
+/**
+ * Adam over every parameter; with --adder-sgd LR, the adder layers' weights instead take the
+ * AdderNet paper's optimizer (SGD, momentum 0.9, that LR) on top of their adaptive η scaling.
+ */
+function optimizerFor(model: TensorModule) {
+  if (flags.adderSgd === null) return new Adam(model.parameters(), { lr: flags.lr });
+  const adderWeights = new Set(model.modules().flatMap((m) => (m instanceof mf.AdderConv2d || m instanceof mf.AdderLinear ? [m.weight] : [])));
+  const rest = model.parameters().filter((p) => !adderWeights.has(p));
+  const adam = new Adam(rest, { lr: flags.lr });
+  if (adderWeights.size === 0) return adam;
+  const sgd = new SGD([...adderWeights], { lr: flags.adderSgd, momentum: 0.9 });
+  return { step: () => { adam.step(); sgd.step(); }, zeroGrad: () => { adam.zeroGrad(); sgd.zeroGrad(); }, lr: flags.lr };
+}
+
 function train(model: TensorModule): number {
   const started = process.cpuUsage();
-  fit(model, { trainLoader: trainLoader(), optimizer: new Adam(model.parameters(), { lr: flags.lr }), epochs: flags.epochs, seed: flags.seed, progress: true });
+  fit(model, { trainLoader: trainLoader(), optimizer: optimizerFor(model), epochs: flags.epochs, seed: flags.seed, progress: true });
   const used = process.cpuUsage(started);
   return (used.user + used.system) / 1e6;
 }
@@ -222,7 +240,7 @@ writeTextAtomic(flags.out, JSON.stringify({
   when: new Date().toISOString(),
   backend: getBackend(),
   command: `node --import tsx bench/mulfree/lenet5.ts ${process.argv.slice(2).join(' ')}`.trim(),
-  recipe: { optimizer: 'Adam', lr: flags.lr, batchSize: 64, epochs: flags.epochs, trainImages: trainSet.length, testImages: testSet.length, seed: flags.seed },
+  recipe: { optimizer: flags.adderSgd === null ? 'Adam' : `Adam; adder weights SGD momentum 0.9 lr ${flags.adderSgd}`, lr: flags.lr, batchSize: 64, epochs: flags.epochs, trainImages: trainSet.length, testImages: testSet.length, seed: flags.seed },
   energyConstantsPj: mf.DEFAULT_MULFREE_ENERGY,
   accuracy: rows,
   ops: energyRows,

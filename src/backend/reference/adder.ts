@@ -119,25 +119,26 @@ export const adderConv2dGradKernel: Kernel<'adderConv2dGrad'> = ([g, x, w], attr
     return raw(dw, w!.shape);
   }
   const dx = new Float64Array(x!.data.length);
+  const dPatches = new Float64Array(l * k);
   for (let img = 0; img < n; img++) {
     for (let grp = 0; grp < groups; grp++) {
       const xOff = (img * c + grp * cg) * h * geo.w;
       patches(x!.data, xOff, buf, geo, attrs, false);
-      // buf becomes the patches' gradient in place, position by position.
-      for (let pos = 0; pos < l; pos++) {
-        const pOff = pos * k;
-        for (let j = 0; j < k; j++) {
-          const p = buf[pOff + j]!;
-          let s = 0;
-          for (let oc = grp * og; oc < (grp + 1) * og; oc++) {
-            const gv = gd[(img * o + oc) * l + pos]!;
-            const d = wd[oc * k + j]! - p;
-            s += gv * (d > 1 ? 1 : d < -1 ? -1 : d);
+      dPatches.fill(0);
+      for (let oc = grp * og; oc < (grp + 1) * og; oc++) {
+        const gOff = (img * o + oc) * l;
+        const wOff = oc * k;
+        for (let pos = 0; pos < l; pos++) {
+          const gv = gd[gOff + pos]!;
+          if (gv === 0) continue;
+          const pOff = pos * k;
+          for (let j = 0; j < k; j++) {
+            const d = wd[wOff + j]! - buf[pOff + j]!;
+            dPatches[pOff + j] += gv * (d > 1 ? 1 : d < -1 ? -1 : d);
           }
-          buf[pOff + j] = s;
         }
       }
-      patches(dx, xOff, buf, geo, attrs, true);
+      patches(dx, xOff, dPatches, geo, attrs, true);
     }
   }
   const out = alloc(x!.dtype, x!.shape);
