@@ -13,6 +13,7 @@ import { bestWithinBudget, candidateFront, chooseWithinBudget, assignmentCosts, 
 import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant/search/outcome.ts';
 import { NoAllocationFitsError } from '../../quant/search/allocate.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
+import { haqSearch } from '../../quant/search/haq.ts';
 import { formatSi } from '../../quant/search/report.ts';
 import { checkDirCreatable } from '../../format/files.ts';
 import { uniformAssignment } from '../../quant/search/costs.ts';
@@ -22,7 +23,7 @@ import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '..
 import { locateFloatRun } from '../float-run.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
-const METHODS = ['nsga2', 'ilp', 'sdq'] as const;
+const METHODS = ['nsga2', 'ilp', 'sdq', 'haq'] as const;
 
 /** Search samples without --search-samples (fewer when the test set is smaller: all but one). */
 const DEFAULT_SEARCH_SAMPLES = 2000;
@@ -60,7 +61,8 @@ export const searchCommand = defineCommand({
     'Methods: nsga2 (multi-objective evolutionary search, candidates scored by post-training',
     'quantization, a few "beacon" candidates retrained to correct the others — MOHAQ); ilp (exact',
     'allocation of per-layer PTQ loss perturbations under the budget); sdq (bit widths learned during',
-    'QAT with a budget regularizer). Candidates are scored on the LAST --search-samples test images;',
+    'QAT with a budget regularizer); haq (a DDPG agent picks each layer\'s width, the plan is forced under',
+    'the budget by lowering widths, reward = PTQ accuracy change — HAQ). Candidates are scored on the LAST --search-samples test images;',
     'the chosen plan is re-scored on the remaining test images. Writes <out>/plan.json (a QuantPlan',
     'that prepareQat / calibrate / convert accept), <out>/front.json and <out>/report.html.',
     'Ctrl-C (or --max-time) stops early and writes the best plan found so far.',
@@ -71,6 +73,7 @@ export const searchCommand = defineCommand({
     'lowbit search --model runs/lenet5-mnist-fp32 --budget size=23KB,bitops=3.8M --method ilp --wbits 2,3,4,8 --abits 2,3,4,8',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget size=16KB --method sdq --steps 300',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget latency=0.2ms --method nsga2 --max-time 600',
+    'lowbit search --model runs/lenet5-mnist-fp32 --budget bitserial=1.2k --method haq --episodes 300',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget latency=9us --method ilp --wbits 8 --prune 1,0.75,0.5,0.25',
   ],
   options: {
@@ -88,6 +91,7 @@ export const searchCommand = defineCommand({
     rank: { type: 'int', min: 0, default: 0, placeholder: 'N', help: 'nsga2 / ilp: retrain the N most accurate plans within the budget (QAT, --rank-steps steps each) and keep the best after retraining (0: the best by PTQ)' },
     rankSteps: { type: 'int', positive: true, default: 200, help: 'QAT steps per plan for --rank' },
     steps: { type: 'int', positive: true, default: 300, help: 'sdq: training steps' },
+    episodes: { type: 'int', positive: true, default: 300, help: 'haq: episodes (one plan each; 20 warm-up episodes act at random)' },
     lambda: { type: 'number', positive: true, default: 5, help: 'sdq: budget regularizer strength' },
     calib: { type: 'int', positive: true, default: 512, help: 'calibration samples per candidate (training split; at most its size)' },
     searchSamples: { type: 'int', positive: true, help: `test samples (from the end of the split) candidates are scored on, at most all but one (default: ${DEFAULT_SEARCH_SAMPLES}, or all but one of a smaller test set)` },
@@ -112,7 +116,7 @@ export const searchCommand = defineCommand({
     const budget = budgets[0]!;
     const limits = budgets.slice(1);
     if (new Set(budgets.map((b) => b.cost)).size !== budgets.length) throw new UsageError(`--budget: one limit per cost, got '${options.budget}'`, 'search');
-    if (limits.length > 0 && options.method !== 'ilp') throw new UsageError(`several budgets (${options.budget}) work with --method ilp`, 'search');
+    if (limits.length > 0 && options.method !== 'ilp' && options.method !== 'haq') throw new UsageError(`several budgets (${options.budget}) work with --method ilp or haq`, 'search');
     if (limits.length > 0 && options.prune !== undefined) throw new UsageError('several budgets do not combine with --prune', 'search');
     const extra = [...limits.map((b) => b.cost as string), ...(options.objectives ?? '').split(',').map((s) => s.trim())]
       .filter((s, i, all) => s !== '' && s !== budget.cost && all.indexOf(s) === i);
@@ -257,6 +261,26 @@ export const searchCommand = defineCommand({
           sensitivity: Object.fromEntries(Object.entries(result.deltaLoss).map(([k, v]) => [k, v[lowest]!])),
           notes: [`Allocation: exact (dynamic programming) minimum of the summed per-layer PTQ loss increases (weights${aBits.length > 1 ? ' + the layer input alone at a bits' : ''}) under the budget${limits.length ? `s ${budgets.map((b) => b.text).join(', ')}` : ''}; sensitivity column = loss increase of the layer alone at ${lowest} bits. Plotted points are scored by real PTQ.`],
           details: { deltaLoss: result.deltaLoss },
+        };
+      } else if (options.method === 'haq') {
+        const bar = options.progress ? new ProgressBar({ total: options.episodes, label: 'haq', rateUnit: 'ep', stream: io.stderr }) : null;
+        let bestAccuracy = -Infinity;
+        const result = await haqSearch(model, data, {
+          budgets: [budget, ...limits].map((b) => ({ cost: costs.find((c) => c.name === b.cost)!, value: b.value })),
+          costs, wBits, aBits, episodes: options.episodes, seed: options.seed, evaluation: { ...evaluation, method: 'ptq' }, shouldStop,
+          onEpisode: (e, c) => {
+            bestAccuracy = Math.max(bestAccuracy, c.accuracy);
+            bar?.tick(1, { acc: `${(c.accuracy * 100).toFixed(2)}%`, best: `${(bestAccuracy * 100).toFixed(2)}%`, σ: Number.isNaN(e.sigma) ? 'warm-up' : e.sigma.toFixed(3) });
+          },
+        });
+        bar?.done();
+        outcome = {
+          method: 'haq', title: `lowbit search: ${arch} on ${dataset}, HAQ (DDPG agent)`,
+          summary: [...summary, ['episodes', `${result.episodes} (${result.evaluations} distinct plans)`]],
+          layers: result.layers, costs, budget, candidates: result.candidates, front: result.front, chosen: result.chosen,
+          floatAccuracy: floatSearch, stopped: result.stopped,
+          notes: ['HAQ: a DDPG agent chose each layer\'s width (20 random warm-up episodes, then truncated-normal exploration); every plan was forced under the budget by lowering widths from the last layer and scored by post-training quantization (reward 0.1·Δaccuracy in %). The plan is the best one the agent produced; uniform points are scored the same way for reference.'],
+          details: { history: result.history.map((e) => ({ episode: e.episode, reward: e.reward, sigma: e.sigma, wBits: result.layers.map((_l, i) => wBits[e.plan[aBits.length > 1 ? 2 * i : i]!]) })) },
         };
       } else {
         const bar = options.progress ? new ProgressBar({ total: options.steps, label: 'sdq', rateUnit: 'step', stream: io.stderr }) : null;
