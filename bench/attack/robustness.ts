@@ -8,7 +8,9 @@
  *
  * Each model is the `lowbit train --quant <q> --epochs <epochs> --baseline none` run in
  * runs/attack/lenet5-<q> (trained first when its checkpoint is missing), loaded with the same
- * function `lowbit attack` uses. Results: bench/results/attack-robustness.json (atomic write) and a
+ * function `lowbit attack` uses. Two extra rows wrap the fp32 and W1A1 models with their logits
+ * multiplied by LOGIT_SCALE: the same decision boundary with a saturated softmax, the situation the
+ * paper describes for quantized networks, to show what the temperature rules do there. Results: bench/results/attack-robustness.json (atomic write) and a
  * markdown table on stdout. Times are process CPU seconds (process.cpuUsage), for orientation only.
  */
 import { spawnSync } from 'node:child_process';
@@ -18,6 +20,21 @@ import { DATASET_STATS, loadDataset } from '../../src/data/index.ts';
 import { evaluateRobustness, type RobustnessReport } from '../../src/eval/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { modelOfCheckpoint } from '../../src/cli/commands/attack.ts';
+import { Module, type TensorModule } from '../../src/nn/index.ts';
+import { mul, type Tensor } from '../../src/tensor/index.ts';
+
+/** `inner` with its logits multiplied by `scale` (argmax unchanged). */
+class ScaledLogits extends Module {
+  readonly inner: TensorModule;
+  constructor(inner: TensorModule, readonly scale: number) {
+    super();
+    this.inner = this.registerModule('inner', inner);
+  }
+  forward(x: Tensor): Tensor {
+    return mul(this.inner.forward(x), this.scale);
+  }
+}
+const LOGIT_SCALE = 20;
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -33,6 +50,7 @@ const outIndex = process.argv.indexOf('--out');
 const out = outIndex >= 0 ? process.argv[outIndex + 1]! : 'bench/results/attack-robustness.json';
 
 const QUANTS = ['fp32', 'w4a4', 'w2a2', 'w1a1'] as const;
+const SCALED = new Set<string>(['fp32', 'w1a1']);
 const EPS = [0.1, 0.2];
 const TEMPERATURES = [1, 'njs', 'hns'] as const;
 
@@ -45,14 +63,18 @@ for (const quant of QUANTS) {
     if (r.status !== 0) throw new Error(`training ${quant} failed`);
   }
   const { model } = modelOfCheckpoint(join(dir, 'checkpoint.safetensors'));
-  for (const attack of ['fgsm', 'pgd'] as const) {
-    for (const temperature of TEMPERATURES) {
-      const c0 = process.cpuUsage();
-      const report = evaluateRobustness(model, test, { eps: EPS, attack, temperature, steps, normalize: DATASET_STATS.mnist, limit, progress: process.stderr.isTTY === true });
-      const cpu = process.cpuUsage(c0);
-      rows.push({ quant, attack, report, cpuSeconds: (cpu.user + cpu.system) / 1e6 });
-      const r = report;
-      console.error(`${quant} ${attack} T=${temperature}: clean ${(100 * r.cleanAccuracy).toFixed(1)} %, ${r.results.map((e) => `eps ${e.eps} ${(100 * e.robustAccuracy).toFixed(1)} %`).join(', ')}`);
+  const variants: [string, TensorModule][] = [[quant, model]];
+  if (SCALED.has(quant)) variants.push([`${quant}, logits x${LOGIT_SCALE}`, new ScaledLogits(model, LOGIT_SCALE)]);
+  for (const [name, variant] of variants) {
+    for (const attack of ['fgsm', 'pgd'] as const) {
+      for (const temperature of TEMPERATURES) {
+        const c0 = process.cpuUsage();
+        const report = evaluateRobustness(variant, test, { eps: EPS, attack, temperature, steps, normalize: DATASET_STATS.mnist, limit, progress: process.stderr.isTTY === true });
+        const cpu = process.cpuUsage(c0);
+        rows.push({ quant: name, attack, report, cpuSeconds: (cpu.user + cpu.system) / 1e6 });
+        const r = report;
+        console.error(`${name} ${attack} T=${temperature}: clean ${(100 * r.cleanAccuracy).toFixed(1)} %, ${r.results.map((e) => `eps ${e.eps} ${(100 * e.robustAccuracy).toFixed(1)} %`).join(', ')}, zero grad ${(100 * r.gradientAtT1.zeroGradient).toFixed(1)} / ${(100 * r.gradientScaled.zeroGradient).toFixed(1)} %`);
+      }
     }
   }
 }
@@ -67,5 +89,5 @@ for (const { quant, attack, report: r } of rows) {
   lines.push(`| LeNet-5 ${quant} | ${attack === 'pgd' ? `PGD-${steps}` : 'FGSM'} | ${t} | ${pct(r.cleanAccuracy)} | ${r.results.map((e) => pct(e.robustAccuracy)).join(' | ')} | ${r.results.map((e) => pct(e.attackSuccessRate)).join(' | ')} | ${pct(r.gradientAtT1.zeroGradient)} / ${pct(r.gradientScaled.zeroGradient)} | ${pct(r.gradientAtT1.saturated)} / ${pct(r.gradientScaled.saturated)} |`);
 }
 console.log(lines.join('\n'));
-writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify({ date: new Date().toISOString(), limit, epochs, steps, eps: EPS, rows }, null, 2)}\n`));
+writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify({ date: new Date().toISOString(), limit, epochs, steps, eps: EPS, logitScale: LOGIT_SCALE, rows }, null, 2)}\n`));
 console.error(`wrote ${out}`);

@@ -198,7 +198,7 @@ export function attack(model: TensorModule, x: Tensor, labels: Int32Array, optio
   });
 }
 
-/** Projection onto [x − ε, x + ε] ∩ [lo, hi], rounded to float32 the way the tensor stores it. */
+/** Projection onto [x − ε, x + ε] ∩ [lo, hi] (in float64; the Float32Array it is stored in rounds it). */
 function clip(value: number, origin: number, eps: number, lo: number, hi: number): number {
   const v = Math.min(Math.max(value, origin - eps), origin + eps);
   return Math.min(Math.max(v, lo), hi);
