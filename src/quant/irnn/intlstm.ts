@@ -11,7 +11,7 @@ import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.t
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales } from './formats.ts';
-import { evalIntPwl, roundShift, type IntPwl } from './pwl.ts';
+import { evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, roundShift, type IntPwl } from './pwl.ts';
 import type { QuantLSTM } from './qlstm.ts';
 
 /** Everything an IntLSTM holds (what the file stores). */
@@ -31,7 +31,7 @@ export interface IntLSTMParams {
   readonly shiftHh: Int32Array;
   /** b_ih + b_hh in Q3.12 [4H]. */
   readonly bias: Int32Array;
-  /** o·tanh(c) (Q0.30 product) → int8 h. */
+  /** o·tanh(c) rounded to Q0.15 → int8 h (≈ 2^−15 / s_h). */
   readonly outputMultiplier: number;
   readonly outputShift: number;
   readonly sigmoid: IntPwl;
@@ -52,21 +52,69 @@ function clamp(v: number, lo: number, hi: number): number {
   return v < lo ? lo : v > hi ? hi : v;
 }
 
+/** Per-row powers of two for `requantizeExact`: unit = 2^−n, half = 2^(n−1). */
+interface ShiftPowers {
+  readonly unit: Float64Array;
+  readonly half: Float64Array;
+}
+
+function shiftPowers(shift: ArrayLike<number>): ShiftPowers {
+  return { unit: Float64Array.from(shift, (n) => 2 ** -n), half: Float64Array.from(shift, (n) => 2 ** (n - 1)) };
+}
+
+const TWO52 = 2 ** 52;
+
+/**
+ * round(acc·M0·2^−n), half away from zero: requantizeScalar's result. When |acc·M0| < 2^52 and
+ * 1 ≤ n ≤ 53 (always, for this runtime's accumulators), the product, the added half and the
+ * scaling by 2^−n are exact integer operations held in doubles, so one multiply, one add and a
+ * floor give it; otherwise requantizeScalar runs.
+ */
+function requantizeExact(acc: number, multiplier: number, shift: number, unit: number, half: number): number {
+  const product = acc * multiplier;
+  if (shift >= 1 && shift <= 53 && product < TWO52 && product > -TWO52) {
+    return product >= 0 ? Math.floor((product + half) * unit) : -Math.floor((half - product) * unit);
+  }
+  return requantizeScalar(acc, multiplier, shift);
+}
+
+/** What the batched path precomputes: PWL segment lookups and the powers of two of every shift. */
+interface FastPath {
+  readonly sigmoid: Uint8Array;
+  readonly tanh: Uint8Array;
+  readonly ih: ShiftPowers;
+  readonly hh: ShiftPowers;
+  readonly out: ShiftPowers;
+}
+
 /**
  * The elementwise part of a step for one sequence: gate rows from the two int32 accumulators
  * (accX[r] = Σ_j Wih[r,j]·x_j, accH[r] = Σ_j Whh[r,j]·h_j), then the cell and the new h.
  *   z_r = clamp16(rq(accX_r; Mih_r) + rq(accH_r; Mhh_r) + b_r)
  *   i, f, g, o = PWL_σ, PWL_σ, PWL_tanh, PWL_σ (z)
  *   c' = clamp16(roundShift(f·c, 15) + roundShift(i·g, 19))
- *   h' = clamp8(rq(o·PWL_tanh(2c'); Mout))
+ *   h' = clamp8(rq(roundShift(o·PWL_tanh(2c'), 15); Mout))
  * `gates` is scratch [4H] (Q0.15 values). Offsets select the sequence in the batch arrays.
+ * With `fast`, the PWL segment is looked up instead of searched and the requantization takes
+ * `requantizeExact` (same integers; tested against this function without it).
  */
-function cellUpdate(p: IntLSTMParams, accX: Int32Array, xOff: number, accH: Int32Array, hAccOff: number, c: Int16Array, hOff: number, out: IntLSTMState, gates: Int32Array): void {
+function cellUpdate(
+  p: IntLSTMParams, accX: Int32Array, xOff: number, accH: Int32Array, hAccOff: number, c: Int16Array, hOff: number, out: IntLSTMState, gates: Int32Array,
+  fast: FastPath | null,
+): void {
   const H = p.hiddenSize;
   const { multiplierIh, shiftIh, multiplierHh, shiftHh, bias, sigmoid, tanh } = p;
   for (let r = 0; r < 4 * H; r++) {
-    const z = clamp(requantizeScalar(accX[xOff + r]!, multiplierIh[r]!, shiftIh[r]!) + requantizeScalar(accH[hAccOff + r]!, multiplierHh[r]!, shiftHh[r]!) + bias[r]!, INT16_MIN, INT16_MAX);
-    gates[r] = evalIntPwl(r >= 2 * H && r < 3 * H ? tanh : sigmoid, z);
+    const isTanh = r >= 2 * H && r < 3 * H;
+    if (fast) {
+      const zx = requantizeExact(accX[xOff + r]!, multiplierIh[r]!, shiftIh[r]!, fast.ih.unit[r]!, fast.ih.half[r]!);
+      const zh = requantizeExact(accH[hAccOff + r]!, multiplierHh[r]!, shiftHh[r]!, fast.hh.unit[r]!, fast.hh.half[r]!);
+      const z = clamp(zx + zh + bias[r]!, INT16_MIN, INT16_MAX);
+      gates[r] = evalIntPwlIndexed(isTanh ? tanh : sigmoid, isTanh ? fast.tanh : fast.sigmoid, z);
+    } else {
+      const z = clamp(requantizeScalar(accX[xOff + r]!, multiplierIh[r]!, shiftIh[r]!) + requantizeScalar(accH[hAccOff + r]!, multiplierHh[r]!, shiftHh[r]!) + bias[r]!, INT16_MIN, INT16_MAX);
+      gates[r] = evalIntPwl(isTanh ? tanh : sigmoid, z);
+    }
   }
   for (let k = 0; k < H; k++) {
     const i = gates[k]!;
@@ -76,8 +124,11 @@ function cellUpdate(p: IntLSTMParams, accX: Int32Array, xOff: number, accH: Int3
     const cNew = clamp(roundShift(f * c[hOff + k]!, GATE_CELL_SHIFT) + roundShift(i * g, GATE_GATE_SHIFT), INT16_MIN, INT16_MAX);
     out.c[hOff + k] = cNew;
     // c is Q4.11, the tanh table reads Q3.12: one left shift (the table clamps to its knots).
-    const t = evalIntPwl(tanh, cNew * 2);
-    out.h[hOff + k] = clamp(requantizeScalar(o * t, p.outputMultiplier, p.outputShift), -Q8_MAX, Q8_MAX);
+    const t = fast ? evalIntPwlIndexed(tanh, fast.tanh, cNew * 2) : evalIntPwl(tanh, cNew * 2);
+    // o·t is Q0.30; rounded to Q0.15 first so that the multiplier's shift stays in requantizeScalar's exact fast range.
+    const ot = roundShift(o * t, ACT_FRAC);
+    const h = fast ? requantizeExact(ot, p.outputMultiplier, p.outputShift, fast.out.unit[0]!, fast.out.half[0]!) : requantizeScalar(ot, p.outputMultiplier, p.outputShift);
+    out.h[hOff + k] = clamp(h, -Q8_MAX, Q8_MAX);
   }
 }
 
@@ -99,7 +150,7 @@ export function intLstmStep(p: IntLSTMParams, batch: number, x: Int8Array, state
       accX[r] = sx;
       accH[r] = sh;
     }
-    cellUpdate(p, accX, 0, accH, 0, state.c, n * H, out, gates);
+    cellUpdate(p, accX, 0, accH, 0, state.c, n * H, out, gates, null);
   }
 }
 
@@ -108,6 +159,7 @@ export class IntLSTM {
   readonly params: IntLSTMParams;
 
   private packedWeights: { ih: PackedWeights; hh: PackedWeights } | null = null;
+  private fastPath: FastPath | null = null;
 
   constructor(params: IntLSTMParams) {
     this.params = params;
@@ -163,6 +215,12 @@ export class IntLSTM {
     }
     const rows = 4 * H;
     const { ih, hh } = this.packed();
+    const p = this.params;
+    this.fastPath ??= {
+      sigmoid: pwlSegmentIndex(p.sigmoid), tanh: pwlSegmentIndex(p.tanh),
+      ih: shiftPowers(p.shiftIh), hh: shiftPowers(p.shiftHh), out: shiftPowers([p.outputShift]),
+    };
+    const fast = this.fastPath;
     // The input projection of every step at once (it does not depend on h): [L·N, 4H] int32.
     const accX = new Int32Array(steps * batch * rows);
     gemmInt8(steps * batch, rows, I, x, 0, ih, accX);
@@ -171,7 +229,7 @@ export class IntLSTM {
     const output = new Int8Array(steps * batch * H);
     for (let t = 0; t < steps; t++) {
       gemmInt8(batch, rows, H, state.h, 0, hh, accH);
-      for (let n = 0; n < batch; n++) cellUpdate(this.params, accX, (t * batch + n) * rows, accH, n * rows, state.c, n * H, next, gates);
+      for (let n = 0; n < batch; n++) cellUpdate(this.params, accX, (t * batch + n) * rows, accH, n * rows, state.c, n * H, next, gates, fast);
       output.set(next.h, t * batch * H);
       [state, next] = [next, state];
     }
@@ -182,7 +240,7 @@ export class IntLSTM {
 /**
  * The IntLSTM of a trained QuantLSTM: int8 weights at the per-row scales the fake quantization
  * used, multipliers M0·2^−n for s_w·s_x·2^12 and s_w·s_h·2^12, the bias rounded to Q3.12, the
- * output multiplier 2^−30/s_h, and the model's PWL tables.
+ * output multiplier 2^−15/s_h, and the model's PWL tables.
  */
 export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
   if (!model.quantize) throw new Error('convertQuantLSTM: the model runs with quantize=false; only a fake-quant model has integer semantics');
@@ -211,7 +269,7 @@ export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
     shiftHh[r] = b.shift;
     bias[r] = clamp(roundHalfEven(Math.fround(model.biasIh.data[r]! + model.biasHh.data[r]!) * 2 ** GATE_FRAC), -(2 ** 24), 2 ** 24);
   }
-  const out = quantizeMultiplier(2 ** -(2 * ACT_FRAC) / sh);
+  const out = quantizeMultiplier(2 ** -ACT_FRAC / sh);
   return new IntLSTM({
     inputSize, hiddenSize, inputScale: sx, hiddenScale: sh,
     weightIh: quantizeRows(model.weightIh.data as Float32Array, inputSize, scalesIh),

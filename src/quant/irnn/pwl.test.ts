@@ -4,7 +4,7 @@ import { gradcheck } from '../../autograd/gradcheck.ts';
 import { withBackend } from '../../backend/index.ts';
 import { Rng, Tensor } from '../../tensor/index.ts';
 import {
-  applyPwl, evalIntPwl, evalPwl, fitSigmoidPwl, fitTanhPwl, intPwlProblems, pwlError, pwlOfInt, quantizePwl, sigmoidExact, type Pwl,
+  applyPwl, evalIntPwl, evalIntPwlIndexed, evalPwl, pwlSegmentIndex, fitSigmoidPwl, fitTanhPwl, intPwlProblems, pwlError, pwlOfInt, quantizePwl, sigmoidExact, type Pwl,
 } from './pwl.ts';
 
 const RANGE = [-8, 8] as const;
@@ -70,6 +70,13 @@ describe('PWL fit', () => {
           worst = Math.max(worst, Math.abs(evalIntPwl(table, z) - exact));
         }
         assert.ok(worst <= 0.5, `worst ${worst} LSB`);
+      }
+    });
+
+    it('the segment lookup table gives the result of evalIntPwl on every int16 input', () => {
+      for (const table of tables) {
+        const index = pwlSegmentIndex(table);
+        for (let z = -32768; z <= 32767; z++) assert.equal(evalIntPwlIndexed(table, index, z), evalIntPwl(table, z));
       }
     });
 

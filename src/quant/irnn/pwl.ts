@@ -260,6 +260,8 @@ export function pwlShift(format: PwlFormat): number {
 
 /** round(v / 2^shift), ties up (toward +∞): floor((v + 2^(shift−1)) / 2^shift) for an integer v, shift ≥ 1. */
 export function roundShift(v: number, shift: number): number {
+  // Every product the runtime rounds is below 2^30 in magnitude: then int32 shifts do it.
+  if (shift <= 30 && v >= -0x40000000 && v < 0x40000000) return (v + (1 << (shift - 1))) >> shift;
   return Math.floor((v + 2 ** (shift - 1)) / 2 ** shift);
 }
 
@@ -338,6 +340,34 @@ export function evalIntPwl(table: IntPwl, z: number): number {
   return y < table.outputMin ? table.outputMin : y > table.outputMax ? table.outputMax : y;
 }
 
+/**
+ * The segment of every input from knots[0] to knots[N] (index z − knots[0]): a lookup table that
+ * replaces the binary search of `evalIntPwl` in the runtime's hot loop (`evalIntPwlIndexed`).
+ */
+export function pwlSegmentIndex(table: IntPwl): Uint8Array {
+  const n = table.values.length;
+  if (n > 256) throw new RangeError(`pwlSegmentIndex: ${n} segments do not fit a byte index`);
+  const lo = table.knots[0]!;
+  const index = new Uint8Array(table.knots[n]! - lo + 1);
+  let k = 0;
+  for (let z = lo; z <= table.knots[n]!; z++) {
+    while (k < n - 1 && table.knots[k + 1]! <= z) k++;
+    index[z - lo] = k;
+  }
+  return index;
+}
+
+/** `evalIntPwl` with the segment read from `pwlSegmentIndex(table)`: the same integer result. */
+export function evalIntPwlIndexed(table: IntPwl, index: Uint8Array, z: number): number {
+  const knots = table.knots;
+  const lo = knots[0]!;
+  const hi = knots[table.values.length]!;
+  const v = z < lo ? lo : z > hi ? hi : z;
+  const k = index[v - lo]!;
+  const y = table.values[k]! + roundShift((v - knots[k]!) * table.slopes[k]!, table.slopeFrac + table.inputFrac - table.outputFrac);
+  return y < table.outputMin ? table.outputMin : y > table.outputMax ? table.outputMax : y;
+}
+
 /** The real-valued function an IntPwl computes before its final rounding (knots, values, slopes scaled back). */
 export function pwlOfInt(table: IntPwl): Pwl {
   const inScale = 2 ** -table.inputFrac;
@@ -366,19 +396,51 @@ export function applyPwl(x: Tensor, pwls: Pwl | readonly Pwl[]): Tensor {
   const slope = x.dtype === 'float64' ? new Float64Array(x.size) : new Float32Array(x.size);
   const intercept = x.dtype === 'float64' ? new Float64Array(x.size) : new Float32Array(x.size);
   const data = x.data;
-  for (let i = 0; i < data.length; i++) {
-    const pwl = list[Math.floor((i % width) / block)]!;
-    const v = data[i]!;
-    const n = pwl.values.length;
-    if (v < pwl.knots[0]!) {
-      intercept[i] = pwl.values[0]!;
-    } else if (v > pwl.knots[n]!) {
-      intercept[i] = pwl.values[n - 1]! + pwl.slopes[n - 1]! * (pwl.knots[n]! - pwl.knots[n - 1]!);
-    } else {
-      const k = segmentOf(pwl.knots, v);
-      slope[i] = pwl.slopes[k]!;
-      intercept[i] = pwl.values[k]! - pwl.slopes[k]! * pwl.knots[k]!;
+  const rows = data.length / width;
+  for (let b = 0; b < list.length; b++) {
+    const pwl = list[b]!;
+    const { knots, values, slopes } = pwl;
+    const n = values.length;
+    const lo = knots[0]!;
+    const hi = knots[n]!;
+    const end = values[n - 1]! + slopes[n - 1]! * (hi - knots[n - 1]!);
+    const buckets = segmentBuckets(pwl);
+    const perUnit = buckets.length / (hi - lo);
+    for (let r = 0; r < rows; r++) {
+      const first = r * width + b * block;
+      for (let i = first; i < first + block; i++) {
+        const v = data[i]!;
+        if (v < lo) intercept[i] = values[0]!;
+        else if (v > hi) intercept[i] = end;
+        else {
+          // The bucket gives the first candidate segment; at most a few knots lie past it.
+          let k = buckets[Math.min(buckets.length - 1, Math.floor((v - lo) * perUnit))]!;
+          while (k < n - 1 && knots[k + 1]! <= v) k++;
+          slope[i] = slopes[k]!;
+          intercept[i] = values[k]! - slopes[k]! * knots[k]!;
+        }
+      }
     }
   }
   return add(mul(x, new Tensor(slope, x.shape)), new Tensor(intercept, x.shape));
+}
+
+const BUCKETS = 256;
+const bucketCache = new WeakMap<Pwl, Int32Array>();
+
+/** For 256 equal buckets of [knots[0], knots[N]]: the segment of each bucket's left edge. */
+function segmentBuckets(pwl: Pwl): Int32Array {
+  let buckets = bucketCache.get(pwl);
+  if (!buckets) {
+    const n = pwl.values.length;
+    const lo = pwl.knots[0]!;
+    const step = (pwl.knots[n]! - lo) / BUCKETS;
+    buckets = new Int32Array(BUCKETS);
+    for (let j = 0; j < BUCKETS; j++) {
+      // Floating-point slack: start one segment early, the scan moves forward.
+      buckets[j] = Math.max(0, segmentOf(pwl.knots, lo + j * step) - 1);
+    }
+    bucketCache.set(pwl, buckets);
+  }
+  return buckets;
 }

@@ -6,7 +6,7 @@
  *   z   = clamp16( fq12(Ŵ_ih·xq) + fq12(Ŵ_hh·hq) + fq12(b_ih + b_hh) )      (Q3.12)
  *   [i, f, g, o] = fq15( PWL[σ, σ, tanh, σ](z) )                             (Q0.15)
  *   c_t = clamp16( fq11(f·c_{t−1}) + fq11(i·g) )                             (Q4.11)
- *   h_t = fq8( o · fq15(PWL_tanh(c_t)), s_h )
+ *   h_t = fq8( fq15(o · fq15(PWL_tanh(c_t))), s_h )
  * where fqN rounds to the grid 2^−N (half to even) and the gradient is straight-through
  * (zero where a clamp bit), the PWL's gradient its segment slope. s_x and s_h come from running
  * absolute-maximum observers (EMA, momentum 0.1) updated in training mode.
@@ -195,7 +195,8 @@ export class QuantLSTM extends Module {
       const cellSum = q ? add(fq(fc, 2 ** -CELL_FRAC, -WIDE, WIDE), fq(ig, 2 ** -CELL_FRAC, -WIDE, WIDE)) : add(fc, ig);
       c = q ? fq(cellSum, 2 ** -CELL_FRAC, INT16_MIN, INT16_MAX) : cellSum;
       const tc = applyPwl(c, this.tanhPwl);
-      const hReal = mul(o, q ? fq(tc, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX) : tc);
+      const hProduct = mul(o, q ? fq(tc, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX) : tc);
+      const hReal = q ? fq(hProduct, 2 ** -ACT_FRAC, -WIDE, WIDE) : hProduct;
       if (q && this.training) hiddenMax = Math.max(hiddenMax, maxAbs(hReal.data));
       h = q ? fq(hReal, sh, -Q8_MAX, Q8_MAX) : hReal;
       outputs.push(h);
