@@ -33,7 +33,7 @@ import { fakeQuantize } from '../../src/quant/core/quantize.ts';
 import { convertQuantLSTM, QuantLSTM, rowScales, saveIntLSTM, type IntLSTM } from '../../src/quant/irnn/index.ts';
 import { roundHalfEven } from '../../src/backend/reference/elementwise.ts';
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../../src/runtime/kernels/index.ts';
-import { crossEntropy, linear, manualSeed, narrow, reshape, Rng, type Tensor } from '../../src/tensor/index.ts';
+import { crossEntropy, linear, manualSeed, narrow, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
 
 function flag(name: string): string | undefined {
@@ -295,6 +295,34 @@ try {
 const floatLstmBytes = floatLstm.parameters().reduce((n, p) => n + p.size * 4, 0);
 const floatBytes = model.embedding.weight.size * 4 + floatLstmBytes + (model.head.weight.size + model.head.bias!.size) * 4;
 const intStepMs = integer.lstmCpuMs / integer.lstmSteps;
+
+/** Batch 1 (one sequence at a time, the on-device case): CPU ms per step over `sequences` test contexts, both runtimes alternating. */
+function batchOneStepMs(sequences: number): { int: number; float: number } {
+  const first = new DataLoader(corpus.test, { batchSize: sequences })[Symbol.iterator]().next().value as { x: Tensor };
+  const ids = contextIds(first.x).data as Int32Array;
+  let intMs = 0;
+  let floatMs = 0;
+  noGrad(() => {
+    for (let round = 0; round < 3; round++) {
+      for (let n = 0; n < sequences; n++) {
+        const one = ids.subarray(n * context, (n + 1) * context);
+        const x = new Int8Array(context * embedDim);
+        for (let t = 0; t < context; t++) x.set(integer.table.subarray(one[t]! * embedDim, (one[t]! + 1) * embedDim), t * embedDim);
+        let start = process.cpuUsage();
+        runtime.run(x, context, 1);
+        let used = process.cpuUsage(start);
+        intMs += (used.user + used.system) / 1000;
+        const emb = model.embedding.forward(new Tensor(Int32Array.from(one), [1, context]));
+        start = process.cpuUsage();
+        floatLstm.forward(emb);
+        used = process.cpuUsage(start);
+        floatMs += (used.user + used.system) / 1000;
+      }
+    }
+  });
+  return { int: intMs / (3 * sequences * context), float: floatMs / (3 * sequences * context) };
+}
+const single = batchOneStepMs(256);
 const floatStepMs = floatLstmStepMs(model, floatLstm, corpus.test, Math.max(1, Math.ceil(Math.min(evalCount, 4096) / 512)));
 
 const row = {
@@ -310,12 +338,14 @@ const row = {
   },
   stepCpuMs: {
     batch: 512, intLstm: intStepMs, floatLstmNative: floatStepMs,
+    batchOne: { intLstm: single.int, floatLstmNative: single.float },
     note: 'process.cpuUsage (user+system) of the LSTM part per time step of a 512-sequence batch, machine shared with other jobs',
   },
   date: new Date().toISOString(),
 };
 console.log(`bytes: float ${floatBytes} vs int8 ${integer.byteLength} (${row.bytes.ratio.toFixed(2)}x); LSTM alone ${floatLstmBytes} vs ${runtime.byteLength} (file ${lstmFileBytes})`);
 console.log(`LSTM step CPU time, batch 512: IntLSTM ${intStepMs.toFixed(2)} ms vs float LSTM (native) ${floatStepMs.toFixed(3)} ms`);
+console.log(`LSTM step CPU time, batch 1: IntLSTM ${(single.int * 1000).toFixed(1)} µs vs float LSTM (native) ${(single.float * 1000).toFixed(1)} µs`);
 const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'irnn-moby-dick.json');
 writeFileAtomic(resultsPath, new TextEncoder().encode(`${JSON.stringify({ benchmark: 'irnn-moby-dick', row }, null, 2)}\n`));
 console.log(`wrote ${resultsPath}`);
