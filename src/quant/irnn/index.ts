@@ -2,7 +2,7 @@
 export {
   type Pwl, type PwlObjective, type PwlFitOptions, type PwlError, type PwlFormat, type IntPwl,
   DEFAULT_PWL_FORMAT, fitPwl, fitSigmoidPwl, fitTanhPwl, sigmoidExact, evalPwl, pwlSlope, pwlError,
-  quantizePwl, evalIntPwl, pwlOfInt, intPwlProblems, pwlShift, roundShift, applyPwl,
+  quantizePwl, evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, pwlOfInt, intPwlProblems, pwlShift, roundShift, applyPwl,
 } from './pwl.ts';
 export { GATE_FRAC, ACT_FRAC, CELL_FRAC, rowScales, absMaxScale } from './formats.ts';
 export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';

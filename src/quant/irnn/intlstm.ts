@@ -244,6 +244,9 @@ export class IntLSTM {
  */
 export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
   if (!model.quantize) throw new Error('convertQuantLSTM: the model runs with quantize=false; only a fake-quant model has integer semantics');
+  if (!(model.inputAbsMax.data[0]! > 0) || !(model.hiddenAbsMax.data[0]! > 0)) {
+    throw new Error('convertQuantLSTM: the input/hidden ranges were never observed; run the model in training mode on data (QAT or a calibration pass) first');
+  }
   const { inputSize, hiddenSize } = model;
   const rows = 4 * hiddenSize;
   const sx = model.inputScale;

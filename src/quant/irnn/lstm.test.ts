@@ -246,6 +246,7 @@ describe('IntLSTM vs the fake-quant QuantLSTM', () => {
     assert.ok(equal >= 0.95 * output.length, `${equal} of ${output.length} equal`);
     for (let i = 0; i < state.c.length; i++) assert.ok(Math.abs(state.c[i]! - Math.round(cN.data[i]! * 2048)) <= 1);
     assert.throws(() => convertQuantLSTM(new QuantLSTM(2, 2, { quantize: false, segments: 8 })), /quantize=false/);
+    assert.throws(() => convertQuantLSTM(new QuantLSTM(2, 2, { segments: 8 })), /never observed/);
     assert.throws(() => runtime.run(new Int8Array(3), 1, 1), RangeError);
   });
 });
