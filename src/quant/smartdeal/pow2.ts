@@ -56,8 +56,48 @@ export function roundPow2(c: number, range: Pow2Range): number {
  */
 export function roundPow2Masked<T extends Float32Array | Float64Array>(values: T, mask: ArrayLike<number>, range: Pow2Range): T {
   const out = values.slice() as T;
-  for (let i = 0; i < values.length; i++) out[i] = mask[i] === 0 ? 0 : roundPow2(values[i]!, range);
+  const { minExponent, maxExponent } = range;
+  const powers = new Float64Array(maxExponent - minExponent + 1).map((_, i) => 2 ** (minExponent + i));
+  // float32 input: exponent and first mantissa bit straight from the bits (see pow2ExponentFast).
+  const words = values instanceof Float32Array ? new Uint32Array(values.buffer, values.byteOffset, values.length) : null;
+  for (let i = 0; i < values.length; i++) {
+    if (mask[i] === 0) {
+      out[i] = 0;
+      continue;
+    }
+    let p: number;
+    if (words !== null) {
+      const bits = words[i]!;
+      const biased = (bits >>> 23) & 0xff;
+      p = biased === 0 || biased === 0xff ? pow2ExponentFast(values[i]!) : biased - 127 + ((bits >>> 22) & 1);
+    } else {
+      p = pow2ExponentFast(values[i]!);
+    }
+    const v = powers[(p < minExponent ? minExponent : p > maxExponent ? maxExponent : p) - minExponent]!;
+    out[i] = values[i]! < 0 ? -v : v;
+  }
   return out;
+}
+
+const scratch = new Float64Array(1);
+const scratchWords = new Uint32Array(scratch.buffer);
+const highWord = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0;
+
+/**
+ * @internal `pow2Exponent` before clamping, read from the float64 bits: |c| = 1.m·2^q, and
+ * |c| ≥ 1.5·2^q exactly when the first mantissa bit is 1, so p = q + that bit. Zero, subnormal
+ * and non-finite values take the formula path (Number.NEGATIVE_INFINITY for 0).
+ */
+export function pow2ExponentFast(c: number): number {
+  scratch[0] = c;
+  const high = scratchWords[highWord]!;
+  const biased = (high >>> 20) & 0x7ff;
+  if (biased === 0 || biased === 0x7ff) {
+    const a = Math.abs(c);
+    if (!(a > 0)) return Number.NEGATIVE_INFINITY;
+    return pow2Exponent(c, { minExponent: -1100, maxExponent: 1100 });
+  }
+  return biased - 1023 + ((high >>> 19) & 1);
 }
 
 /**

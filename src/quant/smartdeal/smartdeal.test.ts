@@ -12,8 +12,8 @@ import { manualSeed, mseLoss, Tensor } from '../../tensor/index.ts';
 import { Rng } from '../../tensor/random.ts';
 import { assertClose, randomTensor } from '../quantizers/testing.ts';
 import {
-  compactSize, decomposeWeight, denseForward, exportSmartDeal, makeLayout, pow2Exponent, pow2Range, pow2Ste,
-  prepareSmartDeal, roundPow2, shiftAddForward, SmartDealConv2d, SmartDealLinear, smartDealLayers, type SmartDealLayer,
+  compactSize, decomposeWeight, denseForward, exportSmartDeal, makeLayout, pow2Exponent, pow2ExponentFast, pow2Range, pow2Ste,
+  prepareSmartDeal, roundPow2, roundPow2Masked, shiftAddForward, SmartDealConv2d, SmartDealLinear, smartDealLayers, type SmartDealLayer,
 } from './index.ts';
 
 const rng = new Rng(2024);
@@ -77,6 +77,21 @@ describe('smartdeal: power-of-two coefficients', () => {
       for (let q = range.minExponent; q <= range.maxExponent; q++) {
         assert.ok(Math.abs(c - r) <= Math.abs(Math.abs(c) - 2 ** q) + 1e-15, `${c} -> ${r}, 2^${q} closer`);
       }
+    }
+  });
+
+  it('the bit-level exponent and masked rounding used in training equal the formula (random values, powers of two, midpoints, subnormals; float32 and float64)', () => {
+    const wide = { minExponent: -1100, maxExponent: 1100 };
+    const values = [1, 1.5, 1.4999999999999998, 0.75, 3, 2 ** -1074, 3 * 2 ** -1074, 2 ** -1022, 1.5 * 2 ** -1022, 1e300, -6, -0.3];
+    for (let t = 0; t < 2000; t++) values.push((rng.uniform() * 2 - 1) * 2 ** (rng.uniform() * 80 - 40));
+    for (const c of values) assert.equal(pow2ExponentFast(c), pow2Exponent(c, wide), `exponent of ${c}`);
+    assert.equal(pow2ExponentFast(0), Number.NEGATIVE_INFINITY);
+    // The masked rounding reads float32 bits directly: same values as roundPow2 on float32 and float64 input.
+    for (const make of [(v: number[]) => Float32Array.from(v), (v: number[]) => Float64Array.from(v)]) {
+      const input = make([...values, 0, -0, 2 ** -140, 1.5 * 2 ** -130]);
+      const mask = Float64Array.from(input, (_, i) => (i % 7 === 3 ? 0 : 1));
+      const out = roundPow2Masked(input, mask, range);
+      for (let i = 0; i < input.length; i++) assert.equal(out[i], mask[i] === 0 ? 0 : roundPow2(input[i]!, range), `${input[i]}`);
     }
   });
 
