@@ -52,6 +52,9 @@ export function prepareSmartDeal<M extends Module>(model: M, options: SmartDealO
   const names = options.layers
     ? [...options.layers]
     : model.namedModules().filter(([name, m]) => name !== '' && (m instanceof Conv2d || m instanceof Linear)).map(([name]) => name);
+  for (const name of skip) {
+    if (!names.includes(name)) throw new Error(`prepareSmartDeal: skip lists '${name}', which is not a Conv2d or Linear to convert (candidates: ${names.join(', ')})`);
+  }
   for (const name of Object.keys(options.overrides ?? {})) {
     if (!names.includes(name)) throw new Error(`prepareSmartDeal: override for '${name}', which is not a converted layer (converted: ${names.join(', ')})`);
   }
@@ -62,12 +65,13 @@ export function prepareSmartDeal<M extends Module>(model: M, options: SmartDealO
     if (!(layer instanceof Conv2d) && !(layer instanceof Linear)) throw new Error(`prepareSmartDeal: '${name}' is a ${layer.constructor.name}, not a Conv2d or Linear`);
     const own = options.overrides?.[name] ?? {};
     const basisSize = layer instanceof Conv2d ? layer.kernelSize[1] : own.linearBasisSize ?? options.linearBasisSize ?? 3;
+    const rowsPerBasis = own.rowsPerBasis ?? options.rowsPerBasis;
     const decomposition = noGrad(() => decomposeWeight(layer.weight.data, layer.weight.shape, basisSize, {
       sparsity: own.sparsity ?? options.sparsity ?? 0.5,
       range: format.range,
       basisBits: format.basisBits,
       ...(options.iterations !== undefined ? { iterations: options.iterations } : {}),
-      ...(own.rowsPerBasis ?? options.rowsPerBasis) !== undefined ? { rowsPerBasis: own.rowsPerBasis ?? options.rowsPerBasis } : {},
+      ...(rowsPerBasis !== undefined ? { rowsPerBasis } : {}),
     }));
     swaps.push({ name, layer: layer instanceof Conv2d ? new SmartDealConv2d(layer, decomposition, format) : new SmartDealLinear(layer, decomposition, format) });
   }

@@ -275,6 +275,19 @@ describe('smartdeal: compactSize', () => {
     const model32 = new Sequential(new Linear(6, 2));
     prepareSmartDeal(model32, { sparsity: 0.5, basisBits: 32 });
     assert.equal(compactSize(model32).layers[0]!.basisBits, 576);
+    // A model without SmartDeal layers counts 4 bytes per value.
+    assert.equal(compactSize(new Sequential(new Linear(6, 2))).totalBytes, 56);
+  });
+
+  it('prepareSmartDeal refuses unknown names, bad options and a second call, leaving the model untouched', () => {
+    const model = new Sequential(new Linear(6, 2), new Linear(2, 3));
+    assert.throws(() => prepareSmartDeal(model, { skip: ['fc9'] }), /skip lists 'fc9'/);
+    assert.throws(() => prepareSmartDeal(model, { overrides: { fc9: { sparsity: 0 } } }), /override for 'fc9'/);
+    assert.throws(() => prepareSmartDeal(model, { sparsity: 0.5, overrides: { 1: { sparsity: 1.5 } } }), /sparsity/);
+    assert.throws(() => prepareSmartDeal(model, { exponentBits: 9 }), /exponentBits/);
+    assert.equal(smartDealLayers(model).length, 0);
+    prepareSmartDeal(model);
+    assert.throws(() => prepareSmartDeal(model), /already has SmartDeal layers/);
   });
 });
 
