@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { DATASET_STATS, loadDataset } from '../../src/data/index.ts';
 import { evaluateRobustness, type RobustnessReport } from '../../src/eval/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
-import { modelOfCheckpoint } from '../../src/cli/commands/attack.ts';
+import { modelOfCheckpoint } from '../../src/cli/checkpoint-model.ts';
 import { Module, type TensorModule } from '../../src/nn/index.ts';
 import { mul, type Tensor } from '../../src/tensor/index.ts';
 
@@ -62,7 +62,7 @@ for (const quant of QUANTS) {
     const r = spawnSync(process.execPath, ['bin/lowbit.js', 'train', '--quant', quant, '--epochs', String(epochs), '--baseline', 'none', '--out', dir, '--no-progress'], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`training ${quant} failed`);
   }
-  const { model } = modelOfCheckpoint(join(dir, 'checkpoint.safetensors'));
+  const { model } = modelOfCheckpoint(join(dir, 'checkpoint.safetensors'), 'robustness', { defaultArch: 'lenet5' });
   const variants: [string, TensorModule][] = [[quant, model]];
   if (SCALED.has(quant)) variants.push([`${quant}, logits x${LOGIT_SCALE}`, new ScaledLogits(model, LOGIT_SCALE)]);
   for (const [name, variant] of variants) {

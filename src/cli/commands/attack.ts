@@ -1,61 +1,12 @@
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, type DatasetName } from '../../data/index.ts';
 import { ATTACK_NAMES, evaluateRobustness, type RobustnessReport } from '../../eval/index.ts';
-import { readTextLimited, writeFileAtomic } from '../../format/index.ts';
-import { createModel, isModelName, type TensorModule } from '../../nn/index.ts';
-import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
-import { formatPercent, loadCheckpoint } from '../../train/index.ts';
+import { writeFileAtomic } from '../../format/index.ts';
+import { formatPercent } from '../../train/index.ts';
 import { UsageError } from '../args.ts';
 import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
+import { modelOfCheckpoint } from '../checkpoint-model.ts';
 import { defineCommand } from '../command.ts';
 import { checkOutputFile, resolveModelInput } from '../inputs.ts';
-
-/** What `lowbit attack` reads from a training run's config. */
-interface RunConfig {
-  model?: unknown;
-  dataset?: unknown;
-  quant?: unknown;
-  estimator?: unknown;
-  plan?: unknown;
-  scheme?: unknown;
-}
-
-/**
- * The model of a `lowbit train` checkpoint as it was trained: float32, or prepared for QAT with the
- * run's plan (its --quant / --estimator or --plan) before the weights are loaded, in eval mode.
- * The config comes from the checkpoint, else the metrics.json next to it.
- */
-export function modelOfCheckpoint(checkpoint: string): { model: TensorModule; config: RunConfig; arch: string; quantized: boolean } {
-  const ck = loadCheckpoint(checkpoint);
-  let config = (ck.config ?? {}) as RunConfig;
-  const metricsPath = join(dirname(checkpoint), 'metrics.json');
-  if (config.model === undefined && existsSync(metricsPath)) {
-    try {
-      config = (JSON.parse(readTextLimited(metricsPath)) as { config?: RunConfig }).config ?? {};
-    } catch (e) {
-      throw new Error(`${metricsPath}: not a readable JSON file (${(e as Error).message})`);
-    }
-  }
-  if (config.scheme !== undefined && config.quant === undefined) throw new Error(`attack: '${checkpoint}' is a post-training-quantization state, not a lowbit train checkpoint`);
-  const arch = typeof config.model === 'string' ? config.model : 'lenet5';
-  if (!isModelName(arch)) throw new Error(`attack: '${checkpoint}' names an unknown model '${arch}'`);
-  const model = createModel(arch, { numClasses: 10 });
-  let plan;
-  try {
-    plan = qatPlanOfRunConfig(config);
-  } catch (e) {
-    throw new Error(`attack: '${checkpoint}': ${(e as Error).message}`);
-  }
-  if (plan) prepareQat(model, plan);
-  try {
-    model.loadStateDict(ck.model);
-  } catch (e) {
-    throw new Error(`attack: '${checkpoint}' does not fit a ${arch}${plan ? ` prepared for ${String(config.quant)}` : ''}: ${(e as Error).message}`);
-  }
-  model.eval();
-  return { model, config, arch, quantized: plan !== null };
-}
 
 /** `0.1,0.2` -> [0.1, 0.2]: each finite, in (0, 1]. */
 function parseEpsList(text: string): number[] {
@@ -127,7 +78,7 @@ export const attackCommand = defineCommand({
     if (input.kind === 'lowbit') throw new UsageError(`'${options.checkpoint}' is ${input.directory ? 'a folder with a .lowbit integer model' : 'a .lowbit integer model'}: integer models have no gradient; attack the training checkpoint it came from`, 'attack');
     if (options.json !== undefined) checkOutputFile(options.json, 'attack: --json', input.file);
     useBackend(options.backend);
-    const { model, config, arch, quantized } = modelOfCheckpoint(input.file);
+    const { model, config, arch, quantized } = modelOfCheckpoint(input.file, 'attack', { defaultArch: 'lenet5' });
     const datasetName = options.dataset ?? (typeof config.dataset === 'string' ? config.dataset : 'mnist');
     if (!isDatasetName(datasetName)) throw new Error(`attack: the checkpoint names an unknown dataset '${datasetName}' (pass --dataset: ${DATASET_NAMES.join(', ')})`);
     const dataset: DatasetName = datasetName;

@@ -1,38 +1,21 @@
 import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
 import { normalizeInPlace } from '../../data/dataset.ts';
-import { createModel, isModelName, type Module } from '../../nn/index.ts';
+import type { Module } from '../../nn/index.ts';
 import { Tensor } from '../../tensor/index.ts';
-import { loadCheckpoint } from '../../train/index.ts';
 import { formatPercent } from '../../train/index.ts';
-import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
 import { compareWithFakeQuant, convert, type IntModel } from '../../runtime/index.ts';
 import { saveIntModel } from '../../runtime/io.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
+import { modelOfCheckpoint, type CheckpointModel } from '../checkpoint-model.ts';
 import { checkOutputFile, loadIntModelFile, resolveModelInput } from '../inputs.ts';
 
-interface TrainConfig {
-  model?: string;
-  dataset?: string;
-  quant?: string;
-  estimator?: string;
-  plan?: unknown;
-}
-
-/** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode. */
-function preparedFromCheckpoint(path: string): { model: Module; config: TrainConfig } {
-  const ck = loadCheckpoint(path);
-  const config = (ck.config ?? {}) as TrainConfig;
-  const name = config.model ?? 'lenet5';
-  if (!isModelName(name)) throw new Error(`${path}: unknown model '${name}' in the checkpoint config`);
-  const plan = qatPlanOfRunConfig(config);
-  if (!plan) throw new Error(`${path}: a float32 checkpoint (quant fp32): train with --quant to get an integer model`);
-  const model = createModel(name, { numClasses: 10 }) as Module;
-  prepareQat(model, plan);
-  model.loadStateDict(ck.model);
-  model.eval();
-  return { model, config };
+/** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode; float32 runs are refused. */
+function preparedFromCheckpoint(path: string): CheckpointModel {
+  const loaded = modelOfCheckpoint(path, 'eval', { defaultArch: 'lenet5' });
+  if (!loaded.quantized) throw new Error(`eval: '${path}' is a float32 checkpoint (quant fp32): train with --quant to get an integer model`);
+  return loaded;
 }
 
 export const evalCommand = defineCommand({
@@ -70,8 +53,8 @@ export const evalCommand = defineCommand({
     let fakeQuant: Module | null = null;
     let datasetName: string | undefined = options.dataset;
     if (options.checkpoint !== undefined) {
-      const { model, config } = preparedFromCheckpoint(input);
-      datasetName ??= config.dataset;
+      const { model, config, arch, dataset } = preparedFromCheckpoint(input);
+      datasetName ??= dataset;
       const ds = resolveDataset(datasetName);
       const stats = DATASET_STATS[ds];
       const calib = take(loadDataset(ds, 'test'), 256);
@@ -79,7 +62,7 @@ export const evalCommand = defineCommand({
       normalizeInPlace(x, calib.sampleShape, stats);
       intModel = convert(model, {
         sample: new Tensor(x, [calib.length, ...calib.sampleShape]),
-        metadata: { model: config.model, dataset: ds, quant: config.quant, estimator: config.estimator ?? null, normalize: stats, source: input },
+        metadata: { model: arch, dataset: ds, quant: config.quant, estimator: config.estimator ?? null, normalize: stats, source: input },
       });
       if (options.save !== undefined) {
         const bytes = saveIntModel(options.save, intModel);

@@ -12,44 +12,19 @@ import { MAX_EXPORT_OPSET, MIN_EXPORT_OPSET, ONNX_PROFILES, saveOnnx, weightRang
 import { formatVerifyReport, verifyOnnx } from '../../onnx/verify.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
+import { modelOfCheckpoint } from '../checkpoint-model.ts';
 import { checkOutputFile, loadIntModelFile, MODEL_PATH_KINDS, resolveModelInput, type ModelInput } from '../inputs.ts';
 import { readTextLimited } from '../../format/index.ts';
-
-interface RunConfig {
-  model?: unknown;
-  dataset?: unknown;
-  quant?: unknown;
-  estimator?: unknown;
-  plan?: unknown;
-  scheme?: unknown;
-}
 
 /** What the input file holds, ready to export. */
 type Source =
   | { kind: 'intmodel'; model: IntModel; dataset: string | undefined; normalize: NormalizeStats | undefined }
   | { kind: 'module'; model: Module; quantized: boolean; dataset: string | undefined; arch: string };
 
-/** A training checkpoint and its run config. */
+/** A training checkpoint, rebuilt as trained. */
 function readCheckpointSource(checkpoint: string, archOption: string | undefined): Source {
-  const ck = loadCheckpoint(checkpoint);
-  let config = (ck.config ?? {}) as RunConfig;
-  const metricsPath = join(dirname(checkpoint), 'metrics.json');
-  if (config.model === undefined && existsSync(metricsPath)) {
-    config = ((JSON.parse(readTextLimited(metricsPath)) as { config?: RunConfig }).config ?? {});
-  }
-  if (config.scheme !== undefined && config.quant === undefined) {
-    const lowbit = join(dirname(checkpoint), 'model.lowbit');
-    throw new Error(`export: '${checkpoint}' is a post-training-quantization state; export the integer model written next to it${existsSync(lowbit) ? ` (${lowbit})` : ' (model.lowbit)'}`);
-  }
-  const arch = archOption ?? (typeof config.model === 'string' ? config.model : undefined);
-  if (!arch || !isModelName(arch)) throw new Error(`export: --arch is required: the checkpoint names no known model (known: ${MODEL_NAMES.join(', ')})`);
-  const dataset = typeof config.dataset === 'string' ? config.dataset : undefined;
-  const model = createModel(arch, { numClasses: 10 }) as Module;
-  const plan = qatPlanOfRunConfig(config);
-  if (plan) prepareQat(model, plan);
-  model.loadStateDict(ck.model);
-  model.eval();
-  return { kind: 'module', model, quantized: plan !== null, dataset, arch };
+  const { model, quantized, dataset, arch } = modelOfCheckpoint(checkpoint, 'export', archOption !== undefined ? { arch: archOption } : {});
+  return { kind: 'module', model, quantized, dataset, arch };
 }
 
 function readSource(input: ModelInput, archOption: string | undefined): Source {

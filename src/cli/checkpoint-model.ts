@@ -1,0 +1,82 @@
+/**
+ * The model of a `lowbit train` checkpoint, rebuilt as it was trained: the architecture and the
+ * QAT plan come from the run config (in the checkpoint, else the metrics.json beside it), the model
+ * is prepared for QAT when the run was quantized, then the weights are loaded. Shared by the
+ * commands that read checkpoints (attack, eval, export) so that all of them accept the same runs
+ * and refuse the same files with the same messages.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { readTextLimited } from '../format/index.ts';
+import { createModel, isModelName, MODEL_NAMES, type ModelName, type TensorModule } from '../nn/index.ts';
+import { prepareQat, qatPlanOfRunConfig } from '../quant/qat/index.ts';
+import { loadCheckpoint } from '../train/checkpoint.ts';
+
+/** What the commands read from a training run's config (every field unchecked until used). */
+export interface RunConfig {
+  model?: unknown;
+  dataset?: unknown;
+  quant?: unknown;
+  estimator?: unknown;
+  plan?: unknown;
+  scheme?: unknown;
+}
+
+/** A checkpoint's model, ready to run (eval mode). */
+export interface CheckpointModel {
+  readonly model: TensorModule;
+  readonly config: RunConfig;
+  readonly arch: ModelName;
+  /** Prepared for QAT (the run's --quant / --plan), not a float32 run. */
+  readonly quantized: boolean;
+  /** The run's dataset name, when its config has one. */
+  readonly dataset: string | undefined;
+}
+
+/** How {@link modelOfCheckpoint} fills what the config does not say. */
+export interface CheckpointModelOptions {
+  /** Architecture to use instead of the config's (`export --arch`). */
+  readonly arch?: string;
+  /** Architecture when neither `arch` nor the config names one; without it such a checkpoint is refused. */
+  readonly defaultArch?: ModelName;
+}
+
+/**
+ * Rebuilds the model of the training checkpoint `checkpoint` (see the module comment). Errors start
+ * with `command:` and name the file: a post-training-quantization state, an unknown architecture,
+ * a plan that does not parse, or weights that do not fit the prepared model.
+ */
+export function modelOfCheckpoint(checkpoint: string, command: string, options: CheckpointModelOptions = {}): CheckpointModel {
+  const ck = loadCheckpoint(checkpoint);
+  let config = (ck.config ?? {}) as RunConfig;
+  const metricsPath = join(dirname(checkpoint), 'metrics.json');
+  if (config.model === undefined && existsSync(metricsPath)) {
+    try {
+      config = (JSON.parse(readTextLimited(metricsPath)) as { config?: RunConfig }).config ?? {};
+    } catch (e) {
+      throw new Error(`${command}: ${metricsPath}: not a readable JSON file (${(e as Error).message})`);
+    }
+  }
+  if (config.scheme !== undefined && config.quant === undefined) {
+    const lowbit = join(dirname(checkpoint), 'model.lowbit');
+    throw new Error(`${command}: '${checkpoint}' is a post-training-quantization state, not a lowbit train checkpoint; use the integer model written next to it${existsSync(lowbit) ? ` (${lowbit})` : ' (model.lowbit)'}`);
+  }
+  const arch = options.arch ?? (typeof config.model === 'string' ? config.model : options.defaultArch);
+  if (arch === undefined) throw new Error(`${command}: --arch is required: the checkpoint names no model (known: ${MODEL_NAMES.join(', ')})`);
+  if (!isModelName(arch)) throw new Error(`${command}: '${checkpoint}' names an unknown model '${arch}' (known: ${MODEL_NAMES.join(', ')})`);
+  const model = createModel(arch, { numClasses: 10 });
+  let plan;
+  try {
+    plan = qatPlanOfRunConfig(config);
+  } catch (e) {
+    throw new Error(`${command}: '${checkpoint}': ${(e as Error).message}`);
+  }
+  if (plan) prepareQat(model, plan);
+  try {
+    model.loadStateDict(ck.model);
+  } catch (e) {
+    throw new Error(`${command}: '${checkpoint}' does not fit a ${arch}${plan ? ` prepared for ${String(config.quant ?? 'its plan')}` : ''}: ${(e as Error).message}`);
+  }
+  model.eval();
+  return { model, config, arch, quantized: plan !== null, dataset: typeof config.dataset === 'string' ? config.dataset : undefined };
+}
