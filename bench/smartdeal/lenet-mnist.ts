@@ -16,15 +16,18 @@
  * Storage: fp32 = 4 bytes per parameter; W8 / W4 / W2 = packed weight codes + a float32 scale per output
  * channel + float32 bias; SmartDeal = `compactSize` (basis + sign/exponent codes + row bitmap +
  * float32 bias). Prints a markdown table and writes the records (atomically) to `--out`.
+ * Last, the final SmartDeal model is run on the first 1,000 test images with every SD layer replaced
+ * by its shift-add form (`shiftAddForward`, float input) and compared with the model's own forward.
  */
-import { DataLoader, DATASET_STATS, loadMnist } from '../../src/data/index.ts';
-import { lenet5, Conv2d, Linear, type Module } from '../../src/nn/index.ts';
+import { DataLoader, DATASET_STATS, loadMnist, take } from '../../src/data/index.ts';
+import { lenet5, Conv2d, Linear, Module } from '../../src/nn/index.ts';
 import { SGD } from '../../src/optim/sgd.ts';
-import { manualSeed, Tensor } from '../../src/tensor/index.ts';
+import { argmax, manualSeed, Tensor } from '../../src/tensor/index.ts';
+import { noGrad } from '../../src/autograd/engine.ts';
 import { evaluate, fit } from '../../src/train/fit.ts';
 import { prepareQat } from '../../src/quant/qat/index.ts';
 import { int2PerChannelSym, int4PerChannelSym, int8PerChannelSym } from '../../src/quant/config/index.ts';
-import { compactSize, prepareSmartDeal, smartDealLayers } from '../../src/quant/smartdeal/index.ts';
+import { compactSize, exportSmartDeal, outputShape, prepareSmartDeal, shiftAddForward, smartDealLayers, type SmartDealExport } from '../../src/quant/smartdeal/index.ts';
 import { writeFileAtomic } from '../../src/format/files.ts';
 import { getBackend } from '../../src/backend/index.ts';
 
@@ -115,9 +118,11 @@ for (const [name, spec, bits] of [['W8 (int8PerChannelSym)', int8PerChannelSym, 
   finetuneModel(m);
   record({ method: name, accuracyBeforeFinetune: before, accuracy: evaluate(m, testLoader).accuracy, bytes: uniformBytes(fresh(), bits), detail: `${bits}-bit codes + fp32 scale/channel + fp32 bias`, seconds: (performance.now() - t0) / 1000 });
 }
+let lastSd: ReturnType<typeof lenet5> | null = null;
 for (const { sparsity, keepEnds } of settings) {
   t0 = performance.now();
   const m = fresh();
+  lastSd = m;
   prepareSmartDeal(m, { sparsity, basisBits: basisBits as 8 | 32, exponentBits, ...(keepEnds ? { overrides: { conv1: { sparsity: 0 }, fc3: { sparsity: 0 } } } : {}) });
   const errors = smartDealLayers(m).map(({ name, layer }) => `${name} ${layer.initialError.toFixed(3)}`).join(', ');
   const before = evaluate(m, testLoader).accuracy;
@@ -134,6 +139,45 @@ for (const { sparsity, keepEnds } of settings) {
   });
 }
 
+/** A SmartDeal layer run through `shiftAddForward` (inference only). */
+class ShiftAddLayer extends Module {
+  constructor(private readonly packed: SmartDealExport) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return new Tensor(Float32Array.from(shiftAddForward(this.packed, { data: x.data, shape: x.shape })), outputShape(this.packed, x.shape));
+  }
+}
+
+let shiftAddCheck: { images: number; sameArgmax: number; maxAbsLogitDifference: number } | null = null;
+if (lastSd !== null) {
+  const sd = lastSd;
+  const sample = new DataLoader(take(test, 1000), { batchSize: 500, normalize: DATASET_STATS.mnist });
+  const shiftAdd = fresh();
+  prepareSmartDeal(shiftAdd, { sparsity: 0 });
+  shiftAdd.loadStateDict(sd.stateDict());
+  sd.eval();
+  shiftAdd.eval();
+  for (const { name, layer } of smartDealLayers(shiftAdd)) shiftAdd.setSubmodule(name, new ShiftAddLayer(exportSmartDeal(layer)));
+  let same = 0;
+  let images = 0;
+  let maxDiff = 0;
+  noGrad(() => {
+    for (const { x } of sample) {
+      const a = sd.forward(x);
+      const b = shiftAdd.forward(x);
+      const pa = argmax(a, 1).data;
+      const pb = argmax(b, 1).data;
+      for (let i = 0; i < pa.length; i++) if (pa[i] === pb[i]) same++;
+      for (let i = 0; i < a.size; i++) maxDiff = Math.max(maxDiff, Math.abs(a.data[i]! - b.data[i]!));
+      images += pa.length;
+    }
+  });
+  shiftAddCheck = { images, sameArgmax: same, maxAbsLogitDifference: maxDiff };
+  process.stdout.write(`shift-add inference of the last SD model on ${images} test images: same argmax on ${same}, max |logit difference| ${maxDiff.toExponential(2)}\n`);
+}
+
 const fp32Bytes = rows[0]!.bytes;
 const table = [
   '| method | accuracy before fine-tune | accuracy | weight storage (bytes) | vs fp32 |',
@@ -142,5 +186,5 @@ const table = [
 ].join('\n');
 process.stdout.write(`\nLeNet-5 / MNIST, fp32 ${epochs} epochs + ${finetune} fine-tune epoch(s), ${train.length} training images, seed ${seed}:\n${table}\n`);
 for (const r of rows) process.stdout.write(`- ${r.method}: ${r.detail}\n`);
-writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify({ epochs, finetune, seed, limit: train.length, basisBits, exponentBits, backend: getBackend(), rows }, null, 2)}\n`));
+writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify({ epochs, finetune, seed, limit: train.length, basisBits, exponentBits, backend: getBackend(), rows, shiftAddCheck }, null, 2)}\n`));
 process.stdout.write(`wrote ${out}\n`);
