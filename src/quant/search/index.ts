@@ -37,6 +37,10 @@ export {
   type BeaconOptions, type BitSpaceOptions, type Nsga2SearchOptions, type Nsga2SearchResult, type RankByRetrainingOptions, type SearchCandidate,
 } from './mohaq.ts';
 export { repairToBudget, SDQ_KIND, SdqQuantizer, sdqSearch, type SdqOptions, type SdqResult } from './sdq.ts';
+export {
+  actionToChoice, DdpgAgent, forceToBudget, haq, haqSearch, HaqActor, HaqCritic, layerFeatures, normalizeFeatures, ReplayBuffer, softUpdate, truncatedNormal,
+  type DdpgOptions, type DdpgUpdate, type HaqBudget, type HaqDecision, type HaqEnvironment, type HaqEpisode, type HaqOptions, type HaqResult, type HaqSearchOptions, type HaqSearchResult, type Transition,
+} from './haq.ts';
 export { BudgetError, costDisplay, parseBudget, type Budget, type CostDisplay } from './budget.ts';
 export { buildSearchReport, exactSearch, outcomeJson, writeSearchOutputs, type ExactSearchOptions, type ExactSearchResult, type SearchOutcome } from './outcome.ts';
 export {

@@ -12,6 +12,8 @@ import { Rng } from '../../tensor/random.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { Batch } from '../../train/fit.ts';
 import type { SearchData } from './evaluate.ts';
+import { allocateExact } from './allocate.ts';
+import type { HaqEnvironment } from './haq.ts';
 
 /** Four Gaussian blobs in 8 dimensions (centres ±1.2 on two axes, noise σ = `noise`): separable, but not by much. */
 export function blobBatches(rng: Rng, batches: number, batchSize: number, noise = 0.7): Batch[] {
@@ -47,4 +49,28 @@ export function trainedBlobMlp(seed = 0, steps = 150): { model: Sequential; data
   }
   model.eval();
   return { model, data: { calibration: train.slice(0, 2), eval: evalData, train } };
+}
+
+/**
+ * A HAQ problem with a known optimum: eight layers of 200–6,400 weights, widths {2, 3, 4, 5, 6, 8},
+ * the size budget of uniform 3 bits, reward = −Σ_l s_l·4^−(b_l − 2) (each layer's quantization
+ * noise power times a known sensitivity s_l), so that `allocateExact` gives the optimum. Features:
+ * layer index and weight count.
+ */
+export function syntheticHaqProblem(): { env: HaqEnvironment; optimum: number; uniform: number; value: (plan: readonly number[]) => number } {
+  const bits = [2, 3, 4, 5, 6, 8];
+  const rng = new Rng(123);
+  const counts = Array.from({ length: 8 }, () => Math.round(200 * 2 ** (rng.uniform() * 5)));
+  const sensitivity = Array.from({ length: 8 }, () => 2 ** (rng.uniform() * 8 - 4));
+  const error = (l: number, b: number): number => sensitivity[l]! * 4 ** -(b - 2);
+  const budget = counts.reduce((s, c) => s + 3 * c, 0);
+  const value = (plan: readonly number[]): number => -plan.reduce((s, k, l) => s + error(l, bits[k]!), 0);
+  const env: HaqEnvironment = {
+    decisions: counts.map((c, l) => ({ features: [l, c], choices: bits.length, kind: 'weight' })),
+    budgets: [budget],
+    costs: (plan) => [plan.reduce((s, k, l) => s + counts[l]! * bits[k]!, 0)],
+    reward: value,
+  };
+  const options = counts.map((c, l) => ({ name: `l${l}`, options: bits.map((b) => ({ choice: { w: b, a: 8 }, cost: c * b, error: error(l, b) })) }));
+  return { env, optimum: -allocateExact(options, budget).error, uniform: value(counts.map(() => 1)), value };
 }
