@@ -44,15 +44,16 @@ export function pow2Exponent(c: number, range: Pow2Range): number {
   return Math.min(range.maxExponent, Math.max(range.minExponent, p));
 }
 
-/** sign(c)·2^p with p = pow2Exponent(c) and sign(0) = +1 (DESIGN.md). */
+/** sign(c)·2^p with p = pow2Exponent(c) and sign(0) = +1 (DESIGN.md); NaN stays NaN (a diverged value is not hidden). */
 export function roundPow2(c: number, range: Pow2Range): number {
+  if (Number.isNaN(c)) return Number.NaN;
   const v = 2 ** pow2Exponent(c, range);
   return c < 0 ? -v : v;
 }
 
 /**
- * Rounds every entry of `values` to ±2^p where `mask` is 1 and writes 0 where it is 0; returns a
- * new array of the same type.
+ * Rounds every entry of `values` to ±2^p (`roundPow2`, NaN stays NaN) where `mask` is 1 and writes 0
+ * where it is 0; returns a new array of the same type.
  */
 export function roundPow2Masked<T extends Float32Array | Float64Array>(values: T, mask: ArrayLike<number>, range: Pow2Range): T {
   const out = values.slice() as T;
@@ -63,6 +64,10 @@ export function roundPow2Masked<T extends Float32Array | Float64Array>(values: T
   for (let i = 0; i < values.length; i++) {
     if (mask[i] === 0) {
       out[i] = 0;
+      continue;
+    }
+    if (Number.isNaN(values[i]!)) {
+      out[i] = Number.NaN;
       continue;
     }
     let p: number;

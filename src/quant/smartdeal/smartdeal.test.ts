@@ -86,6 +86,11 @@ describe('smartdeal: power-of-two coefficients', () => {
     for (let t = 0; t < 2000; t++) values.push((rng.uniform() * 2 - 1) * 2 ** (rng.uniform() * 80 - 40));
     for (const c of values) assert.equal(pow2ExponentFast(c), pow2Exponent(c, wide), `exponent of ${c}`);
     assert.equal(pow2ExponentFast(0), Number.NEGATIVE_INFINITY);
+    assert.ok(Number.isNaN(roundPow2(Number.NaN, range)));
+    assert.equal(roundPow2(Number.POSITIVE_INFINITY, range), 1);
+    const withNan = roundPow2Masked(Float32Array.from([Number.NaN, Number.NaN, -Infinity]), [1, 0, 1], range);
+    assert.ok(Number.isNaN(withNan[0]!));
+    assert.deepEqual([withNan[1], withNan[2]], [0, -1]);
     // The masked rounding reads float32 bits directly: same values as roundPow2 on float32 and float64 input.
     for (const make of [(v: number[]) => Float32Array.from(v), (v: number[]) => Float64Array.from(v)]) {
       const input = make([...values, 0, -0, 2 ** -140, 1.5 * 2 ** -130]);
