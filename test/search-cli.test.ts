@@ -229,6 +229,25 @@ describe('lowbit search', () => {
     assert.ok(existsSync(join(dir, 'sdq', 'report.html')));
   });
 
+  it('haq writes its outputs within every budget, and --max-time stops it early', async () => {
+    const out = join(dir, 'haq');
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'haq', '--episodes', '6', '--wbits', '2,3,4,8', '--abits', '4,8', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
+    assert.ok(front.candidates[front.chosen].costs.size <= 23e3 * 8 && front.candidates[front.chosen].costs.bitops <= 3.7e6);
+    assert.equal(front.details.history.length, 6);
+    assert.equal(Object.keys(loadPlanFile(join(out, 'plan.json')).assignment!).length, 5);
+    const tooSmall = await lowbit(['search', '--model', run, '--budget', 'size=1KB', '--method', 'haq', '--out', join(dir, 'haq-small'), ...QUICK]);
+    assert.equal(tooSmall.code, 1);
+    assert.match(tooSmall.stderr, /no plan fits size=1KB: every layer at its narrowest widths costs size/);
+    const stop = await lowbit(['search', '--model', run, '--budget', 'size=100KB', '--method', 'haq', '--episodes', '500', '--max-time', '0.5', '--out', join(dir, 'haq-stop'), ...QUICK]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(stop.stdout, /stopped early after \d+ s/);
+    const stopped = JSON.parse(readFileSync(join(dir, 'haq-stop', 'front.json'), 'utf8'));
+    assert.equal(stopped.stopped, true);
+    assert.ok(stopped.details.history.length >= 1 && stopped.details.history.length < 500);
+  });
+
   it('--max-time stops early and keeps the best plan so far', async () => {
     const out = join(dir, 'maxtime');
     // A budget every candidate fits (uniform W8 is 61 kB): on a slow backend or a loaded machine the

@@ -8,7 +8,7 @@
  * straight-through fine-tune, Adam 1e-4 cosine, batch 64, `--epochs` epochs; as bench/search/mixed.ts).
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/search/haq.ts [--budgets size3,size4,latency]
- *       [--episodes 300] [--epochs 1] [--seed 0] [--quick]
+ *       [--episodes 300] [--epochs 1] [--seed 0] [--wbits 2,3,4,8] [--quick]
  *   node --import tsx bench/search/haq.ts --synthetic      (agent variants on the test's known-optimum problem)
  *
  * Search signals use training images only (calibration: the first 512; scores: the last 2,000).
@@ -52,7 +52,9 @@ const EPOCHS = Number(arg('epochs', QUICK ? '0.05' : '1'));
 const SEED = Number(arg('seed', '0'));
 const RESULTS = join(ROOT, QUICK ? 'runs/search/haq-quick.json' : 'docs/results/search-haq.json');
 const COMMAND = `node --import tsx bench/search/haq.ts ${process.argv.slice(2).join(' ')}`.trim();
-const W_BITS = [2, 3, 4, 8];
+const W_BITS = arg('wbits', '2,3,4,8').split(',').map(Number);
+/** Results are keyed by budget, plus the width set when it is not the default. */
+const KEY_SUFFIX = W_BITS.join(',') === '2,3,4,8' ? '' : ` w{${W_BITS.join(',')}}`;
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
 const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
 
@@ -230,14 +232,14 @@ for (const name of BUDGETS) {
     });
   }
   const all = readResults();
-  all[name] = { rows, floatTest, episodes: EPISODES, qatSteps, seed: SEED, command: COMMAND, commit: gitCommit(), date: new Date().toISOString(), quick: QUICK };
+  all[`${name}${KEY_SUFFIX}`] = { rows, wBits: W_BITS, floatTest, episodes: EPISODES, qatSteps, seed: SEED, command: COMMAND, commit: gitCommit(), date: new Date().toISOString(), quick: QUICK };
   mkdirSync(dirname(RESULTS), { recursive: true });
   writeFileAtomic(RESULTS, new TextEncoder().encode(`${JSON.stringify(all, null, 1)}\n`));
 }
 
 // Markdown of everything recorded.
 const all = readResults();
-log('\n| budget | arm | bits (conv1/conv2/fc1/fc2/fc3) | cost | search PTQ | test PTQ | test after QAT | evaluations | search time |');
+log('\n| budget | arm | weight bits (conv1/conv2/fc1/fc2/fc3) | cost | search PTQ | test PTQ | test after QAT | evaluations | search time |');
 log('|---|---|---|---|---|---|---|---|---|');
 for (const [name, entry] of Object.entries(all)) {
   const rows = (entry as { rows: Json[] }).rows;

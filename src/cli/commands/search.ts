@@ -272,6 +272,11 @@ export const searchCommand = defineCommand({
             bestAccuracy = Math.max(bestAccuracy, c.accuracy);
             bar?.tick(1, { acc: `${(c.accuracy * 100).toFixed(2)}%`, best: `${(bestAccuracy * 100).toFixed(2)}%`, σ: Number.isNaN(e.sigma) ? 'warm-up' : e.sigma.toFixed(3) });
           },
+        }).catch((e: unknown) => {
+          if (!(e instanceof NoAllocationFitsError)) throw e;
+          bar?.done();
+          const narrowest = [budget, ...limits].map((b, k) => `${b.cost} ${showCostOf(b.cost, e.minimum[k]!)}`);
+          throw new Error(`no plan fits ${[budget, ...limits].map((b) => b.text).join(', ')}: every layer at its narrowest widths costs ${narrowest.join(', ')}`);
         });
         bar?.done();
         outcome = {
