@@ -177,4 +177,31 @@ describe('a tiny seeded learning run', () => {
     assert.ok(last < first * 0.5, `loss ${first} -> ${last}`);
     assert.ok(hits / n >= 0.9, `accuracy ${hits / n}`);
   });
+  it('ShiftConv2d learns to tell bright-left from bright-right 6×6 images with Adam', () => {
+    manualSeed(7);
+    const rng = new Rng(7);
+    const n = 48;
+    const xs = new Float32Array(n * 36);
+    const ys = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      ys[i] = i % 2;
+      for (let r = 0; r < 6; r++) for (let c = 0; c < 6; c++) xs[i * 36 + r * 6 + c] = ((c < 3) === (i % 2 === 0) ? 1 : 0) + 0.3 * rng.normal();
+    }
+    const x = new Tensor(xs, [n, 1, 6, 6]);
+    const y = new Tensor(ys, [n]);
+    const conv = new ShiftConv2d(1, 2, 3, { stride: 3, exponentBits: 3, rng: new Rng(3) });
+    const opt = new Adam(conv.parameters(), { lr: 0.05 });
+    // Logits: each channel's outputs over the left column of positions.
+    const logits = (): Tensor => o.sum(o.narrow(conv.forward(x), 3, 0, 1), [2, 3]);
+    const first = o.crossEntropy(logits(), y).item();
+    let last = first;
+    for (let step = 0; step < 60; step++) {
+      const loss = o.crossEntropy(logits(), y);
+      loss.backward();
+      opt.step();
+      opt.zeroGrad();
+      last = loss.item();
+    }
+    assert.ok(last < first * 0.5, `loss ${first} -> ${last}`);
+  });
 });
