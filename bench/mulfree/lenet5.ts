@@ -89,6 +89,8 @@ interface Row {
   variant: string;
   start: 'scratch' | 'progressive';
   testAccuracy: number;
+  /** Test accuracy after reestimateBatchNorm (50 training batches), for models with batch norms; else null. */
+  testAccuracyBnReestimated: number | null;
   /** Test accuracy right after conversion, before fine-tuning (progressive rows only). */
   convertedAccuracy: number | null;
   trainSeconds: number;
@@ -117,6 +119,12 @@ function train(model: TensorModule): number {
 
 const accuracy = (model: TensorModule): number => evaluate(model, testLoader()).accuracy;
 
+/** Accuracy with the batch norms' statistics re-estimated on 50 training batches (null without BN). */
+function reestimatedAccuracy(model: TensorModule): number | null {
+  const batches = (function* () { for (const { x } of trainLoader()) yield x; })();
+  return mf.reestimateBatchNorm(model, batches, 50) > 0 ? accuracy(model) : null;
+}
+
 const rows: Row[] = [];
 const ops: Record<string, LayerOps[]> = {};
 const models = new Map<string, TensorModule>();
@@ -125,7 +133,7 @@ const models = new Map<string, TensorModule>();
 manualSeed(flags.seed);
 const multModel = new LeNet5();
 const multSeconds = train(multModel);
-rows.push({ variant: 'all-mult', start: 'scratch', testAccuracy: accuracy(multModel), convertedAccuracy: null, trainSeconds: multSeconds });
+rows.push({ variant: 'all-mult', start: 'scratch', testAccuracy: accuracy(multModel), testAccuracyBnReestimated: null, convertedAccuracy: null, trainSeconds: multSeconds });
 ops['all-mult'] = mf.countMulFreeOps(multModel, [1, 28, 28]);
 console.log(`all-mult scratch: ${(rows[0]!.testAccuracy * 100).toFixed(2)} %`);
 
@@ -134,10 +142,10 @@ for (const variant of flags.variants) {
   manualSeed(flags.seed);
   const scratch = mf.mulFreeLeNet5(variant);
   const scratchSeconds = train(scratch);
-  rows.push({ variant, start: 'scratch', testAccuracy: accuracy(scratch), convertedAccuracy: null, trainSeconds: scratchSeconds });
+  rows.push({ variant, start: 'scratch', testAccuracy: accuracy(scratch), testAccuracyBnReestimated: reestimatedAccuracy(scratch), convertedAccuracy: null, trainSeconds: scratchSeconds });
   ops[variant] = mf.countMulFreeOps(scratch, [1, 28, 28]);
   models.set(`${variant}/scratch`, scratch);
-  console.log(`${variant} scratch: ${(rows.at(-1)!.testAccuracy * 100).toFixed(2)} %`);
+  console.log(`${variant} scratch: ${(rows.at(-1)!.testAccuracy * 100).toFixed(2)} % (BN re-estimated: ${pct(rows.at(-1)!.testAccuracyBnReestimated)})`);
 
   manualSeed(flags.seed);
   const progressive = new LeNet5();
@@ -148,9 +156,13 @@ for (const variant of flags.variants) {
   calibrateBatchNorm(progressive);
   const converted = accuracy(progressive);
   const progressiveSeconds = train(progressive);
-  rows.push({ variant, start: 'progressive', testAccuracy: accuracy(progressive), convertedAccuracy: converted, trainSeconds: progressiveSeconds });
+  rows.push({ variant, start: 'progressive', testAccuracy: accuracy(progressive), testAccuracyBnReestimated: reestimatedAccuracy(progressive), convertedAccuracy: converted, trainSeconds: progressiveSeconds });
   models.set(`${variant}/progressive`, progressive);
-  console.log(`${variant} progressive: converted ${(converted * 100).toFixed(2)} %, fine-tuned ${(rows.at(-1)!.testAccuracy * 100).toFixed(2)} %`);
+  console.log(`${variant} progressive: converted ${(converted * 100).toFixed(2)} %, fine-tuned ${(rows.at(-1)!.testAccuracy * 100).toFixed(2)} % (BN re-estimated: ${pct(rows.at(-1)!.testAccuracyBnReestimated)})`);
+}
+
+function pct(v: number | null): string {
+  return v === null ? '-' : `${(v * 100).toFixed(2)} %`;
 }
 
 /** BN running statistics from 20 training batches in train mode, without gradients (cumulative average). */
@@ -231,8 +243,8 @@ const energyRows = Object.entries(ops).map(([variant, layers]) => {
 });
 const multEnergy = energyRows.find((r) => r.variant === 'all-mult')!.computeEnergyPj;
 
-console.log('\nvariant     start        test acc   (converted)   train CPU s');
-for (const r of rows) console.log(`${r.variant.padEnd(11)} ${r.start.padEnd(12)} ${(r.testAccuracy * 100).toFixed(2).padStart(7)} %  ${r.convertedAccuracy === null ? '      -    ' : `${(r.convertedAccuracy * 100).toFixed(2).padStart(7)} %  `}  ${r.trainSeconds.toFixed(0).padStart(8)}`);
+console.log('\nvariant     start        test acc   BN re-est.  (converted)  train CPU s');
+for (const r of rows) console.log(`${r.variant.padEnd(11)} ${r.start.padEnd(12)} ${pct(r.testAccuracy).padStart(9)}  ${pct(r.testAccuracyBnReestimated).padStart(9)}  ${pct(r.convertedAccuracy).padStart(9)}    ${r.trainSeconds.toFixed(0).padStart(8)}`);
 console.log('\nvariant     mults     shifts    adds      energy pJ/sample (x all-mult)  weight kbit');
 for (const r of energyRows) console.log(`${r.variant.padEnd(11)} ${String(r.mults).padEnd(9)} ${r.shifts.toFixed(0).padEnd(9)} ${String(r.adds).padEnd(9)} ${r.computeEnergyPj.toFixed(0).padStart(8)} (${(r.computeEnergyPj / multEnergy).toFixed(3)})          ${r.weightKbit.toFixed(1)}`);
 

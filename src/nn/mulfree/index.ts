@@ -7,6 +7,6 @@ export { ShiftLinear, ShiftConv2d, shiftWeight, shiftRange, shiftParamsFrom, shi
 export { shiftLinearInteger, shiftConv2dInteger, type ShiftCodes, type ShiftAccumulator } from './kernel.ts';
 export { AdderConv2d, AdderLinear, adderConv2d, adderLinear, DEFAULT_ADAPTIVE_ETA, type AdderOptions, type AdderConv2dOptions } from './adder.ts';
 export {
-  toMulFree, mulFreeLeNet5, countMulFreeOps, mulFreeEnergy, LENET5_MULFREE_PLANS, LENET5_WEIGHT_LAYERS, DEFAULT_MULFREE_ENERGY,
+  toMulFree, mulFreeLeNet5, reestimateBatchNorm, countMulFreeOps, mulFreeEnergy, LENET5_MULFREE_PLANS, LENET5_WEIGHT_LAYERS, DEFAULT_MULFREE_ENERGY,
   type LayerKind, type MulFreePlan, type LeNet5MulFreeVariant, type ToMulFreeOptions, type LayerOps, type MulFreeEnergyConstants,
 } from './model.ts';

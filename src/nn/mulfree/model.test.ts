@@ -7,10 +7,10 @@ import { noGrad } from '../../autograd/engine.ts';
 import { LeNet5 } from '../models/lenet5.ts';
 import { Conv2d } from '../conv.ts';
 import { Linear } from '../linear.ts';
-import { AdderConv2d, AdderLinear } from './adder.ts';
+import { AdderConv2d, AdderLinear, adderLinear } from './adder.ts';
 import { ShiftConv2d, ShiftLinear } from './shift.ts';
 import { DEFAULT_ENERGY_CONSTANTS } from '../../quant/search/costs.ts';
-import { countMulFreeOps, DEFAULT_MULFREE_ENERGY, LENET5_MULFREE_PLANS, mulFreeEnergy, mulFreeLeNet5, toMulFree } from './model.ts';
+import { reestimateBatchNorm, countMulFreeOps, DEFAULT_MULFREE_ENERGY, LENET5_MULFREE_PLANS, mulFreeEnergy, mulFreeLeNet5, toMulFree } from './model.ts';
 
 // LeNet-5 MACs per sample: conv1 6·25·28·28, conv2 16·150·10·10, fc1 400·120, fc2 120·84, fc3 84·10.
 const MACS = [117_600, 240_000, 48_000, 10_080, 840];
@@ -63,5 +63,26 @@ describe('multiplication-reduced LeNet-5', () => {
     const outs = OUTPUTS.reduce((s, m) => s + m, 0);
     assert.ok(Math.abs(mulFreeEnergy(mult) - (total * 0.2 + (total + outs) * 0.1)) < 1e-6);
     assert.ok(Math.abs(mulFreeEnergy(adder, { add: 1, mult: 0 }) - (2 * total + outs)) < 1e-6);
+  });
+  it('reestimateBatchNorm: running stats become the cumulative average of the batches, momentum restored', () => {
+    const layer = new AdderLinear(3, 2, { rng: new Rng(13) });
+    const batches = [0, 1, 2].map((b) => new Tensor(Float32Array.from({ length: 12 }, (_, i) => Math.sin(i + 5 * b)), [4, 3]));
+    const raw = batches.map((x) => noGrad(() => adderLinear(x, layer.weight)));
+    layer.eval();
+    assert.equal(reestimateBatchNorm(layer, batches, 2), 2);
+    assert.equal(layer.training, false);
+    assert.equal(layer.bn!.momentum, 0.1);
+    for (let c = 0; c < 2; c++) {
+      let meanSum = 0;
+      let varSum = 0;
+      for (const y of raw.slice(0, 2)) {
+        const v = [0, 1, 2, 3].map((n) => y.data[n * 2 + c]!);
+        const m = v.reduce((s, a) => s + a, 0) / 4;
+        meanSum += m;
+        varSum += v.reduce((s, a) => s + (a - m) ** 2, 0) / 3; // unbiased, as BatchNorm's running variance
+      }
+      assert.ok(Math.abs(layer.bn!.runningMean!.data[c]! - meanSum / 2) < 1e-4, `mean ${c}`);
+      assert.ok(Math.abs(layer.bn!.runningVar!.data[c]! - varSum / 2) < 1e-3 * Math.max(1, varSum), `var ${c}`);
+    }
   });
 });

@@ -14,6 +14,7 @@ import { zeros } from '../../tensor/index.ts';
 import { Conv2d } from '../conv.ts';
 import { Linear } from '../linear.ts';
 import { LeNet5 } from '../models/lenet5.ts';
+import { BatchNorm } from '../batchnorm.ts';
 import { ShiftConv2d, ShiftLinear, type ShiftOptions } from './shift.ts';
 import { AdderConv2d, AdderLinear, type AdderOptions } from './adder.ts';
 
@@ -200,4 +201,42 @@ export function mulFreeEnergy(ops: readonly LayerOps[], constants: Partial<MulFr
   const c = { ...DEFAULT_MULFREE_ENERGY, ...constants };
   for (const [k, v] of Object.entries(c)) if (!(Number.isFinite(v) && v >= 0)) throw new Error(`mulFreeEnergy: constant ${k} must be a finite number >= 0, got ${v}`);
   return ops.reduce((e, l) => e + l.mults * c.mult + l.shifts * c.shift + l.adds * c.add, 0);
+}
+
+/**
+ * Re-estimates every batch norm's running statistics of `model` with its weights fixed: resets
+ * them, then runs up to `maxBatches` of `inputs` in training mode without gradients, averaging
+ * the batch statistics cumulatively (momentum null for the pass; restored after). Adder layers
+ * need it after training with large steps: their outputs (large negative sums) drift faster than a
+ * momentum-0.1 running average follows, and evaluation with stale statistics collapses.
+ * Returns the number of batches used.
+ */
+export function reestimateBatchNorm(model: TensorModule, inputs: Iterable<Tensor>, maxBatches = 50): number {
+  if (!(Number.isInteger(maxBatches) && maxBatches >= 1)) throw new Error(`reestimateBatchNorm: maxBatches must be a positive integer, got ${maxBatches}`);
+  const norms = model.modules().filter((m): m is BatchNorm => m instanceof BatchNorm && m.trackRunningStats);
+  if (norms.length === 0) return 0;
+  const momenta = norms.map((m) => m.momentum);
+  const wasTraining = model.training;
+  let used = 0;
+  try {
+    for (const m of norms) {
+      m.resetRunningStats();
+      setMomentum(m, null);
+    }
+    model.train();
+    noGrad(() => {
+      for (const x of inputs) {
+        model.forward(x);
+        if (++used === maxBatches) break;
+      }
+    });
+  } finally {
+    norms.forEach((m, i) => setMomentum(m, momenta[i]!));
+    model.train(wasTraining);
+  }
+  return used;
+}
+
+function setMomentum(m: BatchNorm, momentum: number | null): void {
+  Object.defineProperty(m, 'momentum', { value: momentum, writable: true, configurable: true, enumerable: true });
 }
