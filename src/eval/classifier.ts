@@ -36,17 +36,21 @@ function channelTensor(value: number | readonly number[], channels: number, what
 
 /**
  * Runs `fn` with `model` in eval mode and none of its parameters requiring gradients, then puts
- * back every module's training flag and every parameter's `requiresGrad`: an attack needs the
- * input gradient only, accumulates nothing in `.grad` and leaves the model as it found it.
+ * back every module's training flag, every parameter's `requiresGrad` and the values of every
+ * parameter and buffer: an attack needs the input gradient only, accumulates nothing in `.grad`
+ * and leaves the model as it found it, also when its forward initializes state lazily (the LSQ
+ * step and the observers of a fake-quant model that never ran).
  */
 export function withFrozenModel<T>(model: Module, fn: () => T): T {
   const modes = model.modules().map((m) => [m, m.training] as const);
   const flags = model.parameters().map((p) => [p, p.requiresGrad] as const);
+  const values = [...model.parameters(), ...model.buffers()].map((t) => [t.data, t.data.slice()] as const);
   model.eval();
   for (const [p] of flags) p.requiresGrad = false;
   try {
     return fn();
   } finally {
+    for (const [data, saved] of values) data.set(saved as never);
     for (const [p, flag] of flags) p.requiresGrad = flag;
     for (const [m, mode] of modes) m.training = mode;
   }
