@@ -19,6 +19,8 @@ export interface RunConfig {
   quant?: unknown;
   estimator?: unknown;
   plan?: unknown;
+  /** A --plan run's per-layer widths ({ layer: { w, a } }). */
+  assignment?: unknown;
   scheme?: unknown;
 }
 
@@ -31,6 +33,25 @@ export interface CheckpointModel {
   readonly quantized: boolean;
   /** The run's dataset name, when its config has one. */
   readonly dataset: string | undefined;
+  /**
+   * What the model was trained as: 'fp32', the run's `--quant` (and `--estimator`), or for a
+   * `lowbit train --plan` run `plan (conv1=W3A8 ...)` from its assignment (such a run's `quant`
+   * field holds the CLI default, not what ran).
+   */
+  readonly quantLabel: string;
+}
+
+/** See {@link CheckpointModel.quantLabel}. */
+export function quantLabelOfRunConfig(config: RunConfig, quantized: boolean): string {
+  if (!quantized) return 'fp32';
+  if (config.plan !== undefined && config.plan !== null) {
+    const assignment = config.assignment;
+    if (typeof assignment !== 'object' || assignment === null || Array.isArray(assignment)) return 'plan';
+    const layers = Object.entries(assignment as Record<string, { w?: unknown; a?: unknown }>)
+      .map(([layer, c]) => `${layer}=W${String(c?.w ?? '?')}${c?.a === undefined || c?.a === null ? '' : `A${String(c.a)}`}`);
+    return layers.length > 0 ? `plan (${layers.join(' ')})` : 'plan';
+  }
+  return `${String(config.quant ?? 'quantized')}${typeof config.estimator === 'string' ? ` ${config.estimator}` : ''}`;
 }
 
 /** How {@link modelOfCheckpoint} fills what the config does not say. */
@@ -75,8 +96,8 @@ export function modelOfCheckpoint(checkpoint: string, command: string, options: 
   try {
     model.loadStateDict(ck.model);
   } catch (e) {
-    throw new Error(`${command}: '${checkpoint}' does not fit a ${arch}${plan ? ` prepared for ${String(config.quant ?? 'its plan')}` : ''}: ${(e as Error).message}`);
+    throw new Error(`${command}: '${checkpoint}' does not fit a ${arch}${plan ? ` prepared for ${quantLabelOfRunConfig(config, true)}` : ''}: ${(e as Error).message}`);
   }
   model.eval();
-  return { model, config, arch, quantized: plan !== null, dataset: typeof config.dataset === 'string' ? config.dataset : undefined };
+  return { model, config, arch, quantized: plan !== null, dataset: typeof config.dataset === 'string' ? config.dataset : undefined, quantLabel: quantLabelOfRunConfig(config, plan !== null) };
 }

@@ -78,13 +78,13 @@ export const attackCommand = defineCommand({
     if (input.kind === 'lowbit') throw new UsageError(`'${options.checkpoint}' is ${input.directory ? 'a folder with a .lowbit integer model' : 'a .lowbit integer model'}: integer models have no gradient; attack the training checkpoint it came from`, 'attack');
     if (options.json !== undefined) checkOutputFile(options.json, 'attack: --json', input.file);
     useBackend(options.backend);
-    const { model, config, arch, quantized } = modelOfCheckpoint(input.file, 'attack', { defaultArch: 'lenet5' });
+    const { model, config, arch, quantLabel } = modelOfCheckpoint(input.file, 'attack', { defaultArch: 'lenet5' });
     const datasetName = options.dataset ?? (typeof config.dataset === 'string' ? config.dataset : 'mnist');
     if (!isDatasetName(datasetName)) throw new Error(`attack: the checkpoint names an unknown dataset '${datasetName}' (pass --dataset: ${DATASET_NAMES.join(', ')})`);
     const dataset: DatasetName = datasetName;
     const test = loadDataset(dataset, 'test');
     const samples = Math.min(test.length, options.limit ?? test.length);
-    const quantText = quantized ? `${String(config.quant ?? 'plan')}${config.estimator ? ` ${String(config.estimator)}` : ''}` : 'fp32';
+    const quantText = quantLabel;
     io.print(`lowbit attack  ${input.file}`);
     io.print(`  model      ${arch}, ${quantText}`);
     io.print(`  data       ${dataset} test, ${samples} images; eps ${eps.join(', ')} (pixels in [0, 1])`);

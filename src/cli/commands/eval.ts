@@ -53,7 +53,7 @@ export const evalCommand = defineCommand({
     let fakeQuant: Module | null = null;
     let datasetName: string | undefined = options.dataset;
     if (options.checkpoint !== undefined) {
-      const { model, config, arch, dataset } = preparedFromCheckpoint(input);
+      const { model, config, arch, dataset, quantLabel } = preparedFromCheckpoint(input);
       datasetName ??= dataset;
       const ds = resolveDataset(datasetName);
       const stats = DATASET_STATS[ds];
@@ -62,7 +62,7 @@ export const evalCommand = defineCommand({
       normalizeInPlace(x, calib.sampleShape, stats);
       intModel = convert(model, {
         sample: new Tensor(x, [calib.length, ...calib.sampleShape]),
-        metadata: { model: arch, dataset: ds, quant: config.quant, estimator: config.estimator ?? null, normalize: stats, source: input },
+        metadata: { model: arch, dataset: ds, quant: config.plan ? quantLabel : config.quant, estimator: config.estimator ?? null, normalize: stats, source: input },
       });
       if (options.save !== undefined) {
         const bytes = saveIntModel(options.save, intModel);
