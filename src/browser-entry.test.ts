@@ -22,6 +22,13 @@ describe('browser entry', () => {
     assert.equal(typeof lowbit.optim.LnsMadam, 'function');
   });
 
+  it('exports quant.smartdeal and quant.irnn (pure TypeScript, as on the Node entry)', () => {
+    assert.equal(typeof lowbit.quant.smartdeal?.prepareSmartDeal, 'function');
+    assert.equal(typeof lowbit.quant.smartdeal?.shiftAddForward, 'function');
+    assert.equal(typeof lowbit.quant.irnn?.QuantLSTM, 'function');
+    assert.equal(typeof lowbit.quant.irnn?.loadIntLSTM, 'function');
+  });
+
   it('bundles for the browser without a Node.js import', async () => {
     const { build } = await import('esbuild');
     const result = await build({

@@ -2,5 +2,3 @@
 export * from './engine.ts';
 export * as search from './search/index.ts';
 export * as vertical from './vertical/index.ts';
-export * as smartdeal from './smartdeal/index.ts';
-export * as irnn from './irnn/index.ts';
