@@ -106,6 +106,9 @@ export function betaRule(classify: Classify, x: Tensor, labels: Int32Array, temp
     const betas = hnsBetas(classify, x, labels);
     return { rule: () => betas };
   }
+  if (temperature !== 'njs' && (typeof temperature !== 'object' || temperature === null || temperature.rule !== 'njs')) {
+    throw new Error(`attack: temperature must be a number, 'njs', 'hns' or { rule: 'njs', temperature }, got ${JSON.stringify(temperature)}`);
+  }
   const t = temperature === 'njs' ? njsTemperature(classify, sliceBatch(x, 0, Math.min(n, NJS_SAMPLES))).temperature : temperature.temperature;
   if (!(t > 0) || !Number.isFinite(t)) throw new Error(`attack: NJS temperature must be a positive finite number, got ${t}`);
   return {

@@ -84,6 +84,8 @@ export function evaluateRobustness(model: TensorModule, data: Dataset, options: 
   const temperature = options.temperature ?? 1;
   const batchSize = options.batchSize ?? 100;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`evaluateRobustness: batchSize must be a positive integer, got ${batchSize}`);
+  if (options.limit !== undefined && !(Number.isInteger(options.limit) && options.limit >= 1)) throw new Error(`evaluateRobustness: limit must be a positive integer, got ${options.limit}`);
+  if (typeof temperature !== 'number' && temperature !== 'njs' && temperature !== 'hns') throw new Error(`evaluateRobustness: temperature must be a number, 'njs' or 'hns', got ${JSON.stringify(temperature)}`);
   const n = Math.min(data.length, options.limit ?? data.length);
   if (n < 1) throw new Error('evaluateRobustness: no samples');
   const per = data.sampleShape.reduce((p, d) => p * d, 1);
