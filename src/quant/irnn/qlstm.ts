@@ -64,10 +64,12 @@ function fq(x: Tensor, scale: number | Float32Array, qmin: number, qmax: number)
   return fakeQuantize(x, { scale: s, zeroPoint: z, qmin, qmax });
 }
 
+/** max |v| over `data`; NaN when a value is NaN or infinite (the observers refuse those). */
 function maxAbs(data: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < data.length; i++) {
     const a = Math.abs(data[i]!);
+    if (!(a < Infinity)) return NaN;
     if (a > m) m = a;
   }
   return m;
@@ -167,7 +169,12 @@ export class QuantLSTM extends Module {
       if (s.rank !== 2 || s.shape[0] !== batch || s.shape[1] !== H) throw new Error(`QuantLSTM: initial state has shape ${shapeText(s.shape)}, expected [${batch}, ${H}]`);
     }
     const q = this.quantize;
-    if (q && this.training) this.observe(this.inputAbsMax, maxAbs(x.data));
+    if (q && this.training) {
+      const m = maxAbs(x.data);
+      // One Inf would pin the running range at Infinity for good (and the scale silently at 1/127).
+      if (Number.isNaN(m)) throw new RangeError('QuantLSTM: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
+      this.observe(this.inputAbsMax, m);
+    }
     const sx = this.inputScale;
     const sh = this.hiddenScale;
     const xq = q ? fq(x, sx, -Q8_MAX, Q8_MAX) : x;
@@ -197,7 +204,11 @@ export class QuantLSTM extends Module {
       const tc = applyPwl(c, this.tanhPwl);
       const hProduct = mul(o, q ? fq(tc, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX) : tc);
       const hReal = q ? fq(hProduct, 2 ** -ACT_FRAC, -WIDE, WIDE) : hProduct;
-      if (q && this.training) hiddenMax = Math.max(hiddenMax, maxAbs(hReal.data));
+      if (q && this.training) {
+        const m = maxAbs(hReal.data);
+        if (Number.isNaN(m)) throw new RangeError(`QuantLSTM: h is NaN or ±Infinity at step ${t} (non-finite weights or initial state?); the int8 range of h needs finite values`);
+        hiddenMax = Math.max(hiddenMax, m);
+      }
       h = q ? fq(hReal, sh, -Q8_MAX, Q8_MAX) : hReal;
       outputs.push(h);
     }
