@@ -20,4 +20,11 @@ describe('QuantLSTM observers', () => {
     q.forward(input([1, 0, 0, 0]));
     assert.ok(Math.abs(q.inputAbsMax.data[0]! - 0.55) < 1e-6, `running range ${q.inputAbsMax.data[0]}`);
   });
+
+  it('names an empty sequence (as nn.LSTM does) instead of failing inside concat', () => {
+    for (const batchFirst of [false, true]) {
+      const q = new QuantLSTM(2, 3, { batchFirst });
+      assert.throws(() => q.forward(new Tensor(new Float32Array(0), batchFirst ? [1, 0, 2] : [0, 1, 2])), /^Error: QuantLSTM: the input sequence is empty/);
+    }
+  });
 });

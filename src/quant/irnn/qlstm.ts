@@ -165,6 +165,7 @@ export class QuantLSTM extends Module {
     const steps = x.shape[timeAxis]!;
     const batch = x.shape[1 - timeAxis]!;
     const H = this.hiddenSize;
+    if (steps === 0) throw new Error(`QuantLSTM: the input sequence is empty (shape ${shapeText(x.shape)})`);
     for (const s of hx ?? []) {
       if (s.rank !== 2 || s.shape[0] !== batch || s.shape[1] !== H) throw new Error(`QuantLSTM: initial state has shape ${shapeText(s.shape)}, expected [${batch}, ${H}]`);
     }
