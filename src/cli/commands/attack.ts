@@ -90,13 +90,22 @@ export const attackCommand = defineCommand({
     io.print(`  data       ${dataset} test, ${samples} images; eps ${eps.join(', ')} (pixels in [0, 1])`);
     io.print(`  attack     ${options.attack === 'pgd' ? `PGD, ${options.steps} steps of ${options.stepSize ?? '2.5·eps/steps'}, random start (seed ${options.seed})` : 'FGSM'}`);
     const reports: RobustnessReport[] = [];
+    // A temperature rule that cannot be computed (NJS on a model whose input gradient is zero
+    // everywhere) is reported on its row; the other temperatures still run. All failing is an error.
+    const failed: { temperature: number | 'njs' | 'hns'; error: string }[] = [];
     for (const temperature of temperatures) {
-      reports.push(evaluateRobustness(model, test, {
-        eps, attack: options.attack, temperature, steps: options.steps, ...(options.stepSize !== undefined ? { stepSize: options.stepSize } : {}),
-        normalize: DATASET_STATS[dataset], limit: samples, batchSize: options.batchSize, seed: options.seed,
-        progress: options.progress, progressStream: io.stderr,
-      }));
+      try {
+        reports.push(evaluateRobustness(model, test, {
+          eps, attack: options.attack, temperature, steps: options.steps, ...(options.stepSize !== undefined ? { stepSize: options.stepSize } : {}),
+          normalize: DATASET_STATS[dataset], limit: samples, batchSize: options.batchSize, seed: options.seed,
+          progress: options.progress, progressStream: io.stderr,
+        }));
+      } catch (e) {
+        if (temperatures.length === 1) throw e;
+        failed.push({ temperature, error: (e as Error).message });
+      }
     }
+    if (reports.length === 0) throw new Error(`attack: no temperature could be evaluated: ${failed.map((f) => `${f.temperature}: ${f.error}`).join('; ')}`);
     const header = ['temperature'.padEnd(24), 'clean'.padStart(8), ...eps.map((e) => `eps ${e}`.padStart(10)), 'zero grad T=1/T'.padStart(17), 'saturated T=1/T'.padStart(17)];
     io.print(header.join('  '));
     for (const r of reports) {
@@ -106,9 +115,10 @@ export const attackCommand = defineCommand({
         pair(r.gradientAtT1.zeroGradient, r.gradientScaled.zeroGradient), pair(r.gradientAtT1.saturated, r.gradientScaled.saturated),
       ].join('  '));
     }
+    for (const f of failed) io.print(`${String(f.temperature).padEnd(24)}  not evaluated: ${f.error}`);
     io.print('robust accuracy per eps; attack success rate (of the clean-correct images) in the JSON output');
     if (options.json !== undefined) {
-      const out = { checkpoint: input.file, model: arch, quant: quantText, dataset, samples, attack: options.attack, eps, reports };
+      const out = { checkpoint: input.file, model: arch, quant: quantText, dataset, samples, attack: options.attack, eps, reports, ...(failed.length > 0 ? { failed } : {}) };
       writeFileAtomic(options.json, new TextEncoder().encode(`${JSON.stringify(out, null, 2)}\n`));
       io.print(`wrote ${options.json}`);
     }
