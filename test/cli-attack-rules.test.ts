@@ -33,4 +33,13 @@ describe('lowbit attack: a temperature rule that cannot be computed', () => {
     assert.equal(alone.code, 1);
     assert.match(alone.stderr, /mean Jacobian singular value is 0/);
   });
+
+  it('says so when --dataset is not the dataset the model was trained on', async () => {
+    const same = await runCli(['attack', ck, '--limit', '2', '--no-progress']);
+    assert.equal(same.code, 0, same.stderr);
+    assert.doesNotMatch(same.stdout, /trained on/);
+    const other = await runCli(['attack', ck, '--dataset', 'fashion-mnist', '--limit', '2', '--no-progress']);
+    assert.equal(other.code, 0, other.stderr);
+    assert.match(other.stdout, /^ {2}data +fashion-mnist test, 2 images; .* NOTE: the model was trained on mnist \(--dataset fashion-mnist\)$/m);
+  });
 });

@@ -87,7 +87,9 @@ export const attackCommand = defineCommand({
     const quantText = quantLabel;
     io.print(`lowbit attack  ${input.file}`);
     io.print(`  model      ${arch}, ${quantText}`);
-    io.print(`  data       ${dataset} test, ${samples} images; eps ${eps.join(', ')} (pixels in [0, 1])`);
+    const trainedOn = typeof config.dataset === 'string' ? config.dataset : undefined;
+    const mismatch = trainedOn !== undefined && trainedOn !== dataset ? ` -- NOTE: the model was trained on ${trainedOn} (--dataset ${dataset})` : '';
+    io.print(`  data       ${dataset} test, ${samples} images; eps ${eps.join(', ')} (pixels in [0, 1])${mismatch}`);
     io.print(`  attack     ${options.attack === 'pgd' ? `PGD, ${options.steps} steps of ${options.stepSize ?? '2.5·eps/steps'}, random start (seed ${options.seed})` : 'FGSM'}`);
     const reports: RobustnessReport[] = [];
     // A temperature rule that cannot be computed (NJS on a model whose input gradient is zero
@@ -118,7 +120,7 @@ export const attackCommand = defineCommand({
     for (const f of failed) io.print(`${String(f.temperature).padEnd(24)}  not evaluated: ${f.error}`);
     io.print('robust accuracy per eps; attack success rate (of the clean-correct images) in the JSON output');
     if (options.json !== undefined) {
-      const out = { checkpoint: input.file, model: arch, quant: quantText, dataset, samples, attack: options.attack, eps, reports, ...(failed.length > 0 ? { failed } : {}) };
+      const out = { checkpoint: input.file, model: arch, quant: quantText, dataset, ...(trainedOn !== undefined ? { trainedOn } : {}), samples, attack: options.attack, eps, reports, ...(failed.length > 0 ? { failed } : {}) };
       writeFileAtomic(options.json, new TextEncoder().encode(`${JSON.stringify(out, null, 2)}\n`));
       io.print(`wrote ${options.json}`);
     }
