@@ -40,7 +40,8 @@ export interface SmartDealOptions {
  * W ≈ Ĉ·B (decompose.ts) and replaces them in place by SmartDealConv2d / SmartDealLinear, which
  * train Ĉ's values through straight-through power-of-two rounding with the row mask fixed and B
  * normally. Returns the model. Build the optimizer after this call (the parameters are new).
- * Throws, leaving the model untouched, when a named layer is missing or not a Conv2d / Linear.
+ * Throws, leaving the model untouched, when a named layer is missing or not a Conv2d / Linear, or
+ * when nothing would be converted (no Conv2d / Linear left, e.g. a model already prepared for QAT).
  */
 export function prepareSmartDeal<M extends Module>(model: M, options: SmartDealOptions = {}): M {
   const existing = smartDealLayers(model);
@@ -74,6 +75,9 @@ export function prepareSmartDeal<M extends Module>(model: M, options: SmartDealO
       ...(rowsPerBasis !== undefined ? { rowsPerBasis } : {}),
     }));
     swaps.push({ name, layer: layer instanceof Conv2d ? new SmartDealConv2d(layer, decomposition, format) : new SmartDealLinear(layer, decomposition, format) });
+  }
+  if (swaps.length === 0) {
+    throw new Error(`prepareSmartDeal: nothing to convert in ${model.constructor.name}: ${names.length === 0 ? 'it has no Conv2d or Linear layer (already prepared for QAT?)' : 'every selected layer is skipped'}`);
   }
   for (const { name, layer } of swaps) model.setSubmodule(name, layer);
   return model;
