@@ -19,4 +19,9 @@ describe('prepareSmartDeal with nothing to convert', () => {
     const ok = prepareSmartDeal(createModel('lenet5', { numClasses: 10 }), { layers: [first] });
     assert.deepEqual(compactSize(ok).layers.map((l) => l.name), [first]);
   });
+
+  it('refuses an override for a layer that skip leaves dense (it was ignored)', () => {
+    const first = createModel('lenet5', { numClasses: 10 }).namedModules().find(([, m]) => m instanceof Linear)![0];
+    assert.throws(() => prepareSmartDeal(createModel('lenet5', { numClasses: 10 }), { skip: [first], overrides: { [first]: { sparsity: 0.9 } } }), new RegExp(`override for '${first}', which skip leaves dense`));
+  });
 });

@@ -58,6 +58,7 @@ export function prepareSmartDeal<M extends Module>(model: M, options: SmartDealO
   }
   for (const name of Object.keys(options.overrides ?? {})) {
     if (!names.includes(name)) throw new Error(`prepareSmartDeal: override for '${name}', which is not a converted layer (converted: ${names.join(', ')})`);
+    if (skip.has(name)) throw new Error(`prepareSmartDeal: override for '${name}', which skip leaves dense`);
   }
   const swaps: { name: string; layer: SmartDealLayer }[] = [];
   for (const name of names) {
