@@ -29,5 +29,7 @@ describe('checkpoint quant label', () => {
     assert.equal(quantLabelOfRunConfig({ quant: 'w2a2' }, true), 'w2a2');
     assert.equal(quantLabelOfRunConfig({ quant: 'fp32' }, false), 'fp32');
     assert.equal(quantLabelOfRunConfig({ quant: 'w4a4', plan: {} }, true), 'plan');
+    // A pruned layer (0-bit channels) says how many channels it keeps, as lowbit search prints it.
+    assert.equal(quantLabelOfRunConfig({ quant: 'w4a4', plan: {}, assignment: { fc1: { w: 4, a: 8, wPerChannel: [4, 0, 4, 0, 0] } } }, true), 'plan (fc1=W4A8 (2/5 channels))');
   });
 });

@@ -47,8 +47,10 @@ export function quantLabelOfRunConfig(config: RunConfig, quantized: boolean): st
   if (config.plan !== undefined && config.plan !== null) {
     const assignment = config.assignment;
     if (typeof assignment !== 'object' || assignment === null || Array.isArray(assignment)) return 'plan';
-    const layers = Object.entries(assignment as Record<string, { w?: unknown; a?: unknown }>)
-      .map(([layer, c]) => `${layer}=W${String(c?.w ?? '?')}${c?.a === undefined || c?.a === null ? '' : `A${String(c.a)}`}`);
+    const layers = Object.entries(assignment as Record<string, { w?: unknown; a?: unknown; wPerChannel?: unknown }>).map(([layer, c]) => {
+      const kept = Array.isArray(c?.wPerChannel) ? ` (${c.wPerChannel.filter((b) => b !== 0).length}/${c.wPerChannel.length} channels)` : '';
+      return `${layer}=W${String(c?.w ?? '?')}${c?.a === undefined || c?.a === null ? '' : `A${String(c.a)}`}${kept}`;
+    });
     return layers.length > 0 ? `plan (${layers.join(' ')})` : 'plan';
   }
   return `${String(config.quant ?? 'quantized')}${typeof config.estimator === 'string' ? ` ${config.estimator}` : ''}`;
