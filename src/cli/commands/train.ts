@@ -96,6 +96,10 @@ export const trainCommand = defineCommand({
     // --init: the float32 run the QAT run starts from (same architecture).
     const init = options.init === undefined ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init', '--init');
     if (init && init.arch !== options.model) throw new UsageError(`--init: '${init.checkpoint}' is a ${init.arch}, not a ${options.model} (pass --model ${init.arch})`, 'train');
+    if (init && init.dataset !== options.dataset) {
+      // Its accuracy is this run's baseline and the plan of --plan is calibrated for it: the data must be the same.
+      throw new UsageError(`--init: '${init.checkpoint}' was trained on ${init.dataset}, this run would train on ${options.dataset} (pass --dataset ${init.dataset})`, 'train');
+    }
     if (init && options.baseline === 'train') throw new UsageError('--init and --baseline train do not go together: the --init run is the baseline', 'train');
     if (planFile && !init) throw new UsageError('--plan needs --init RUN: a plan is calibrated on trained float32 weights, then fine-tuned', 'train');
     // --quant / --estimator combinations, checked before any work (a --baseline train run included).
