@@ -244,8 +244,11 @@ export class IntLSTM {
  */
 export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
   if (!model.quantize) throw new Error('convertQuantLSTM: the model runs with quantize=false; only a fake-quant model has integer semantics');
-  if (!(model.inputAbsMax.data[0]! > 0) || !(model.hiddenAbsMax.data[0]! > 0)) {
-    throw new Error('convertQuantLSTM: the input/hidden ranges were never observed; run the model in training mode on data (QAT or a calibration pass) first');
+  const ranges = [['input', model.inputAbsMax.data[0]!], ['hidden', model.hiddenAbsMax.data[0]!]] as const;
+  const unset = ranges.filter(([, v]) => !(v > 0)).map(([name]) => name);
+  if (unset.length > 0) {
+    // 0 is also what an observation of all-zero values leaves (zero inputs, or zero weights giving h = 0).
+    throw new Error(`convertQuantLSTM: the ${unset.join(' and ')} range${unset.length > 1 ? 's are' : ' is'} 0: never observed, or only zeros were seen; run the model in training mode on representative data (QAT or a calibration pass) first`);
   }
   const { inputSize, hiddenSize } = model;
   const rows = 4 * hiddenSize;
