@@ -88,7 +88,7 @@ export const searchCommand = defineCommand({
     population: { type: 'int', min: 4, default: 20, help: 'nsga2: population size' },
     beacons: { type: 'int', min: 0, default: 3, help: 'nsga2: candidates retrained as beacons (0: PTQ only)' },
     beaconSteps: { type: 'int', positive: true, default: 100, help: 'nsga2: QAT steps per beacon' },
-    rank: { type: 'int', min: 0, default: 0, placeholder: 'N', help: 'nsga2 / ilp: retrain the N most accurate plans within the budget (QAT, --rank-steps steps each) and keep the best after retraining (0: the best by PTQ)' },
+    rank: { type: 'int', min: 0, default: 0, placeholder: 'N', help: 'nsga2 / ilp / haq: retrain the N most accurate plans within the budget (QAT, --rank-steps steps each) and keep the best after retraining (0: the best by PTQ)' },
     rankSteps: { type: 'int', positive: true, default: 200, help: 'QAT steps per plan for --rank' },
     steps: { type: 'int', positive: true, default: 300, help: 'sdq: training steps' },
     episodes: { type: 'int', positive: true, default: 300, help: 'haq: episodes (one plan each; 20 warm-up episodes act at random)' },
@@ -123,7 +123,7 @@ export const searchCommand = defineCommand({
     for (const name of extra) {
       if (!(COST_MODEL_NAMES as readonly string[]).includes(name)) throw new UsageError(`--objectives: unknown cost '${name}' (known: ${COST_MODEL_NAMES.join(', ')})`, 'search');
     }
-    if (options.rank > 0 && options.method === 'sdq') throw new UsageError('--rank works with --method nsga2 or ilp (sdq learns one plan)', 'search');
+    if (options.rank > 0 && options.method === 'sdq') throw new UsageError('--rank works with --method nsga2 or ilp or haq (sdq learns one plan)', 'search');
     const wBits = parseBitList(options.wbits, 'wbits', 2);
     let keepRatios: number[] | undefined;
     if (options.prune !== undefined) {
