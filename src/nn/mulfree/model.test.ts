@@ -85,4 +85,22 @@ describe('multiplication-reduced LeNet-5', () => {
       assert.ok(Math.abs(layer.bn!.runningVar!.data[c]! - varSum / 2) < 1e-3 * Math.max(1, varSum), `var ${c}`);
     }
   });
+  it('reestimateBatchNorm: no batch leaves the statistics as they were; every module keeps its own mode', () => {
+    const layer = new AdderLinear(3, 2, { rng: new Rng(13) });
+    layer.bn!.runningMean!.data.set([3, -1]);
+    layer.bn!.runningVar!.data.set([7, 2]);
+    layer.train();
+    layer.bn!.eval();
+    assert.throws(() => reestimateBatchNorm(layer, []), /no input batches/);
+    assert.deepEqual(Array.from(layer.bn!.runningMean!.data), [3, -1]);
+    assert.deepEqual(Array.from(layer.bn!.runningVar!.data), [7, 2]);
+    assert.equal(layer.bn!.momentum, 0.1);
+    assert.equal(layer.training, true);
+    assert.equal(layer.bn!.training, false);
+    const x = new Tensor(Float32Array.from({ length: 12 }, (_, i) => Math.cos(i)), [4, 3]);
+    assert.equal(reestimateBatchNorm(layer, [x]), 1);
+    assert.equal(layer.training, true);
+    assert.equal(layer.bn!.training, false);
+    assert.notDeepEqual(Array.from(layer.bn!.runningMean!.data), [3, -1]);
+  });
 });

@@ -209,14 +209,17 @@ export function mulFreeEnergy(ops: readonly LayerOps[], constants: Partial<MulFr
  * the batch statistics cumulatively (momentum null for the pass; restored after). Adder layers
  * need it after training with large steps: their outputs (large negative sums) drift faster than a
  * momentum-0.1 running average follows, and evaluation with stale statistics collapses.
- * Returns the number of batches used.
+ * Returns the number of batches used. Every module keeps its own train/eval mode; with no batch at
+ * all it throws and leaves the statistics as they were.
  */
 export function reestimateBatchNorm(model: TensorModule, inputs: Iterable<Tensor>, maxBatches = 50): number {
   if (!(Number.isInteger(maxBatches) && maxBatches >= 1)) throw new Error(`reestimateBatchNorm: maxBatches must be a positive integer, got ${maxBatches}`);
   const norms = model.modules().filter((m): m is BatchNorm => m instanceof BatchNorm && m.trackRunningStats);
   if (norms.length === 0) return 0;
   const momenta = norms.map((m) => m.momentum);
-  const wasTraining = model.training;
+  // Every module's own mode and every statistic, to put back as they were (no batch: nothing changes).
+  const modes = model.modules().map((m) => [m, m.training] as const);
+  const saved = norms.map((m) => m.buffers({ recurse: false }).map((t) => t.data.slice()));
   let used = 0;
   try {
     for (const m of norms) {
@@ -232,8 +235,10 @@ export function reestimateBatchNorm(model: TensorModule, inputs: Iterable<Tensor
     });
   } finally {
     norms.forEach((m, i) => setMomentum(m, momenta[i]!));
-    model.train(wasTraining);
+    for (const [m, training] of modes) m.training = training;
+    if (used === 0) norms.forEach((m, i) => m.buffers({ recurse: false }).forEach((t, j) => t.data.set(saved[i]![j]!)));
   }
+  if (used === 0) throw new Error('reestimateBatchNorm: no input batches (the running statistics are left as they were)');
   return used;
 }
 
