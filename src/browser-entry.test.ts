@@ -27,6 +27,8 @@ describe('browser entry', () => {
     assert.equal(typeof lowbit.quant.smartdeal?.shiftAddForward, 'function');
     assert.equal(typeof lowbit.quant.irnn?.QuantLSTM, 'function');
     assert.equal(typeof lowbit.quant.irnn?.loadIntLSTM, 'function');
+    assert.equal(typeof lowbit.quant.vertical?.trainOnce, 'function');
+    assert.equal(typeof lowbit.quant.vertical?.cascadeCode, 'function');
   });
 
   it('bundles for the browser without a Node.js import', async () => {

@@ -1,4 +1,4 @@
-/** Quantization without the mixed-precision search: core math, quantizers, configs, QAT, PTQ, ALPT embeddings, SmartDeal, the integer-only LSTM (browser-safe). */
+/** Quantization without the mixed-precision search: core math, quantizers, configs, QAT, PTQ, ALPT embeddings, SmartDeal, the integer-only LSTM, vertical-layered weights (browser-safe). */
 export * from './core/index.ts';
 export * from './quantizers/quantizer.ts';
 export * from './quantizers/index.ts';
@@ -10,3 +10,4 @@ export * as observers from './observers/index.ts';
 export * as embedding from './embedding/index.ts';
 export * as smartdeal from './smartdeal/index.ts';
 export * as irnn from './irnn/index.ts';
+export * as vertical from './vertical/index.ts';

@@ -1,4 +1,3 @@
 /** Quantization: core math, quantizers (estimators), configs, QAT, PTQ and search. */
 export * from './engine.ts';
 export * as search from './search/index.ts';
-export * as vertical from './vertical/index.ts';
