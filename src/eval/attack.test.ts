@@ -135,6 +135,12 @@ describe('PGD', () => {
     assert.throws(() => attack(model, x, labels, { eps: 0.1, temperature: 0 }), /temperature must be a positive finite number/);
     assert.throws(() => attack(model, x, labels.subarray(0, 1), { eps: 0.1 }), /1 labels for images/);
     assert.throws(() => attack(model, x, labels, { eps: 0.1, range: [1, 0] }), /lo < hi/);
+    assert.throws(() => attack(model, x, labels, { eps: 0.1, attack: 'pgd', seed: Number.NaN }), /seed must be an integer, got NaN/);
+    assert.throws(() => attack(model, x, Int32Array.from([0, -1]), { eps: 0.1 }), /label -1 of sample 1 is negative/);
+    assert.throws(() => attack(model, x, Int32Array.from([0, 99]), { eps: 0.1 }), /label 99 of sample 1 is not a class of this model/);
+    const withNaN = new Tensor(Float32Array.from(x.data), x.shape);
+    withNaN.data[withNaN.size - 1] = Number.NaN;
+    assert.throws(() => attack(model, withNaN, labels, { eps: 0.1 }), /image value NaN at flat index \d+ \(sample 1\) is not finite/);
   });
 });
 

@@ -75,6 +75,8 @@ export function lossGradient(classify: Classify, x: Tensor, labels: Int32Array, 
   const n = logits.shape[0]!;
   const classes = logits.shape[1]!;
   const raw = Float32Array.from(logits.data);
+  const bad = labels.findIndex((y) => y >= classes);
+  if (bad >= 0) throw new Error(`attack: label ${labels[bad]} of sample ${bad} is not a class of this model (${classes} outputs)`);
   const betas = scale(raw, classes);
   const scaled = mul(logits, new Tensor(Float32Array.from(betas), [n, 1]));
   const loss = crossEntropy(scaled, new Tensor(labels, [n]), 'sum');
@@ -137,6 +139,13 @@ function checkInputs(x: Tensor, labels: Int32Array, options: AttackOptions): { l
   if (!(options.eps >= 0) || !Number.isFinite(options.eps)) throw new Error(`attack: eps must be a finite number >= 0, got ${options.eps}`);
   const [lo, hi] = options.range ?? [0, 1];
   if (!(lo < hi)) throw new Error(`attack: range must be [lo, hi] with lo < hi, got [${lo}, ${hi}]`);
+  if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new Error(`attack: seed must be an integer, got ${options.seed}`);
+  const negative = labels.findIndex((y) => y < 0);
+  if (negative >= 0) throw new Error(`attack: label ${labels[negative]} of sample ${negative} is negative`);
+  const data = x.data as Float32Array;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) throw new Error(`attack: image value ${data[i]} at flat index ${i} (sample ${Math.floor(i / (x.size / labels.length))}) is not finite`);
+  }
   return { lo, hi };
 }
 
