@@ -26,7 +26,9 @@ const bin = fileURLToPath(new URL('../bin/lowbit.js', import.meta.url));
 
 const lowbit = runCli;
 
-const QUICK = ['--population', '4', '--generations', '1', '--search-samples', '200', '--test-limit', '500', '--calib', '64', '--no-progress'];
+const QUICK = ['--search-samples', '200', '--test-limit', '500', '--calib', '64', '--no-progress'];
+/** QUICK plus a small NSGA-II (the default method); its options are refused with the other methods. */
+const NSGA = [...QUICK, '--population', '4', '--generations', '1'];
 
 describe('lowbit search', () => {
   let dir = '';
@@ -61,7 +63,7 @@ describe('lowbit search', () => {
 
   it('nsga2 writes a plan that calibrate accepts, the front and the report', async () => {
     const out = join(dir, 'nsga2');
-    const r = await lowbit(['search', '--model', run, '--budget', 'size=20KB', '--method', 'nsga2', '--beacons', '1', '--beacon-steps', '5', '--objectives', 'bitops', '--out', out, ...QUICK]);
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=20KB', '--method', 'nsga2', '--beacons', '1', '--beacon-steps', '5', '--objectives', 'bitops', '--out', out, ...NSGA]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /chosen plan: conv1=W\dA8 conv2=W\dA8 fc1=W\dA8 fc2=W\dA8 fc3=W\dA8/);
     const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
@@ -120,9 +122,19 @@ describe('lowbit search', () => {
     const { assignment } = loadPlanFile(join(out, 'plan.json'));
     const widths = Object.values(assignment!).map((c) => c.a);
     assert.ok(widths.some((a) => a < 8) && new Set(widths).size > 1, `activation widths ${widths}`);
-    const bad = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'nsga2', ...QUICK]);
+    const bad = await lowbit(['search', '--model', run, '--budget', 'size=23KB,bitops=3.7M', '--method', 'nsga2', ...NSGA]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /several budgets .* work with --method ilp/);
+    // Another method's options would be ignored: refused, naming the method they belong to.
+    for (const [args, message] of [
+      [['--method', 'ilp', '--generations', '3'], /--generations applies to --method nsga2 \(got --method ilp\)/],
+      [['--method', 'haq', '--steps', '5'], /--steps applies to --method sdq \(got --method haq\)/],
+      [['--beacon-steps', '5', '--episodes', '5'], /--episodes applies to --method haq \(got --method nsga2\)/],
+    ] as const) {
+      const wrong = await lowbit(['search', '--model', run, '--budget', 'size=23KB', ...args, ...QUICK]);
+      assert.equal(wrong.code, 2, wrong.stderr);
+      assert.match(wrong.stderr, message);
+    }
 
     // The plan deploys from the CLI: lowbit quantize --plan calibrates those widths and writes the integer model.
     const ptq = await lowbit(['quantize', '--model', run, '--plan', join(out, 'plan.json'), '--calib', '200', '--test-limit', '200', '--out', join(dir, 'ptq-plan')]);
@@ -175,7 +187,7 @@ describe('lowbit search', () => {
 
   it('a search that finds no plan removes the plan.json of an earlier search in the same folder and says so', async () => {
     const out = join(dir, 'refit');
-    const args = ['search', '--model', run, '--beacons', '0', '--out', out, ...QUICK, '--generations', '0'];
+    const args = ['search', '--model', run, '--beacons', '0', '--out', out, ...NSGA, '--generations', '0'];
     const fits = await lowbit([...args, '--budget', 'size=20KB']);
     assert.equal(fits.code, 0, fits.stderr);
     assert.ok(existsSync(join(out, 'plan.json')));
@@ -252,7 +264,7 @@ describe('lowbit search', () => {
     const out = join(dir, 'maxtime');
     // A budget every candidate fits (uniform W8 is 61 kB): on a slow backend or a loaded machine the
     // stop may come after only the first seeds were scored, and those must still yield a plan.
-    const r = await lowbit(['search', '--model', run, '--budget', 'size=100KB', '--beacons', '0', '--max-time', '0.5', '--out', out, ...QUICK, '--generations', '50']);
+    const r = await lowbit(['search', '--model', run, '--budget', 'size=100KB', '--beacons', '0', '--max-time', '0.5', '--out', out, ...NSGA, '--generations', '50']);
     assert.equal(r.code, 0, `${r.stderr}\n${r.stdout}`);
     assert.match(r.stdout, /stopped early after \d+ s/);
     const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
@@ -263,7 +275,7 @@ describe('lowbit search', () => {
 
   it('SIGINT stops after the current evaluation and writes the outputs', async () => {
     const out = join(dir, 'sigint');
-    const child = spawn(process.execPath, [bin, 'search', '--model', run, '--budget', 'size=30KB', '--beacons', '0', '--out', out, ...QUICK, '--generations', '200'], {
+    const child = spawn(process.execPath, [bin, 'search', '--model', run, '--budget', 'size=30KB', '--beacons', '0', '--out', out, ...NSGA, '--generations', '200'], {
       env: { ...process.env, LOWBIT_DEBUG: '' },
     });
     let stdout = '';

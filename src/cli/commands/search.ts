@@ -53,6 +53,11 @@ function budgetTag(budget: Budget): string {
   return budget.text.replace(/[^A-Za-z0-9.]+/g, '-');
 }
 
+/** The options that belong to one search method. */
+const METHOD_OPTIONS = {
+  generations: 'nsga2', population: 'nsga2', beacons: 'nsga2', beaconSteps: 'nsga2', steps: 'sdq', lambda: 'sdq', episodes: 'haq',
+} as const;
+
 export const searchCommand = defineCommand({
   name: 'search',
   summary: 'mixed-precision search: per-layer bit widths under a size / BitOps / latency / energy budget',
@@ -84,15 +89,15 @@ export const searchCommand = defineCommand({
     wbits: { type: 'string', default: '2,3,4,8', placeholder: 'LIST', help: 'candidate weight bit widths' },
     abits: { type: 'string', default: '8', placeholder: 'LIST', help: 'candidate activation bit widths (nsga2 and ilp search them per layer; sdq uses the widest)' },
     prune: { type: 'string', placeholder: 'LIST', help: 'ilp: keep ratios of output channels per layer, e.g. 1,0.75,0.5,0.25 (pruned channels = 0-bit, removed by convert); the latency cost is then measured in the model' },
-    generations: { type: 'int', min: 0, default: 12, help: 'nsga2: generations after the initial population' },
-    population: { type: 'int', min: 4, default: 20, help: 'nsga2: population size' },
-    beacons: { type: 'int', min: 0, default: 3, help: 'nsga2: candidates retrained as beacons (0: PTQ only)' },
-    beaconSteps: { type: 'int', positive: true, default: 100, help: 'nsga2: QAT steps per beacon' },
+    generations: { type: 'int', min: 0, help: 'nsga2: generations after the initial population (default: 12)' },
+    population: { type: 'int', min: 4, help: 'nsga2: population size (default: 20)' },
+    beacons: { type: 'int', min: 0, help: 'nsga2: candidates retrained as beacons (0: PTQ only; default: 3)' },
+    beaconSteps: { type: 'int', positive: true, help: 'nsga2: QAT steps per beacon (default: 100)' },
     rank: { type: 'int', min: 0, default: 0, placeholder: 'N', help: 'nsga2 / ilp / haq: retrain the N most accurate plans within the budget (QAT, --rank-steps steps each) and keep the best after retraining (0: the best by PTQ)' },
     rankSteps: { type: 'int', positive: true, default: 200, help: 'QAT steps per plan for --rank' },
-    steps: { type: 'int', positive: true, default: 300, help: 'sdq: training steps' },
-    episodes: { type: 'int', positive: true, default: 300, help: 'haq: episodes (one plan each; 20 warm-up episodes act at random)' },
-    lambda: { type: 'number', positive: true, default: 5, help: 'sdq: budget regularizer strength' },
+    steps: { type: 'int', positive: true, help: 'sdq: training steps (default: 300)' },
+    episodes: { type: 'int', positive: true, help: 'haq: episodes (one plan each; 20 warm-up episodes act at random; default: 300)' },
+    lambda: { type: 'number', positive: true, help: 'sdq: budget regularizer strength (default: 5)' },
     calib: { type: 'int', positive: true, default: 512, help: 'calibration samples per candidate (training split; at most its size)' },
     searchSamples: { type: 'int', positive: true, help: `test samples (from the end of the split) candidates are scored on, at most all but one (default: ${DEFAULT_SEARCH_SAMPLES}, or all but one of a smaller test set)` },
     testLimit: { type: 'int', positive: true, help: 'use the first N test samples only (search samples taken from their end, the rest held out)' },
@@ -104,7 +109,18 @@ export const searchCommand = defineCommand({
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
   },
-  async run(options, io) {
+  async run(given, io) {
+    // Options of one method: refused with another (they would be ignored), defaulted here.
+    for (const [name, method] of Object.entries(METHOD_OPTIONS)) {
+      if (given[name as keyof typeof METHOD_OPTIONS] !== undefined && given.method !== method) {
+        throw new UsageError(`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --method ${method} (got --method ${given.method})`, 'search');
+      }
+    }
+    const options = {
+      ...given,
+      generations: given.generations ?? 12, population: given.population ?? 20, beacons: given.beacons ?? 3, beaconSteps: given.beaconSteps ?? 100,
+      steps: given.steps ?? 300, lambda: given.lambda ?? 5, episodes: given.episodes ?? 300,
+    };
     if (options.budget === undefined) throw new UsageError('--budget is required, e.g. --budget size=40KB, bitops=1.2G or latency=2ms', 'search');
     let budgets: Budget[];
     try {
