@@ -19,6 +19,7 @@ import { Adam, CosineAnnealingLR, LnsMadam, Madam, lnsMinExponent, type Optimize
 import { manualSeed } from '../src/tensor/index.ts';
 import { fit } from '../src/train/index.ts';
 import { writeFileAtomic } from '../src/format/index.ts';
+import { flag } from './flags.ts';
 
 const DEFAULT_RUNS = ['adam', 'madam', 'lns-8-8-0.125', 'lns-8-8-0.0144-sr', 'lns-6-4-0.25', 'lns-5-2-0.5', 'lns-4-1-1'];
 
@@ -34,11 +35,6 @@ interface Row {
   /** LNS runs: share of weights at the top (e = 0) and bottom (e = min) of the exponent range. */
   atTop?: number;
   atBottom?: number;
-}
-
-function flag(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? undefined : process.argv[i + 1];
 }
 
 function makeOptimizer(name: string, params: ReturnType<ReturnType<typeof createModel>['parameters']>): { optimizer: Optimizer<BaseHyper, ParamState>; text: string } {

@@ -22,6 +22,7 @@ import { writeFileAtomic } from '../../src/format/index.ts';
 import { modelOfCheckpoint } from '../../src/cli/checkpoint-model.ts';
 import { Module, type TensorModule } from '../../src/nn/index.ts';
 import { mul, type Tensor } from '../../src/tensor/index.ts';
+import { numberFlag } from '../flags.ts';
 
 /** `inner` with its logits multiplied by `scale` (argmax unchanged). */
 class ScaledLogits extends Module {
@@ -36,16 +37,9 @@ class ScaledLogits extends Module {
 }
 const LOGIT_SCALE = 20;
 
-function flag(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} needs a positive integer`);
-  return v;
-}
-const limit = flag('limit', 1000);
-const epochs = flag('epochs', 2);
-const steps = flag('steps', 20);
+const limit = numberFlag('limit', 1000, { integer: true, min: 1 });
+const epochs = numberFlag('epochs', 2, { integer: true, min: 1 });
+const steps = numberFlag('steps', 20, { integer: true, min: 1 });
 const outIndex = process.argv.indexOf('--out');
 const out = outIndex >= 0 ? process.argv[outIndex + 1]! : 'bench/results/attack-robustness.json';
 

@@ -26,20 +26,9 @@ import { Adam, SGD } from '../../src/optim/index.ts';
 import { AlptOptimizer, QuantEmbedding, type RoundingMode } from '../../src/quant/embedding/index.ts';
 import { crossEntropy, manualSeed, reshape, Rng, type Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
+import { flag, numberFlag } from '../flags.ts';
 
 const DEFAULT_RUNS = ['fp32-adam', 'fp32-sgd', 'alpt-8-sr', 'alpt-8-nearest', 'alpt-4-sr', 'alpt-4-nearest', 'alpt-2-sr', 'alpt-2-nearest'];
-
-function flag(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? undefined : process.argv[i + 1];
-}
-
-function numberFlag(name: string, fallback: number): number {
-  const text = flag(name);
-  const value = text === undefined ? fallback : Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`--${name} needs a non-negative number, got '${text}'`);
-  return value;
-}
 
 const epochs = numberFlag('epochs', 2);
 const seed = numberFlag('seed', 0);

@@ -35,30 +35,19 @@ import { roundHalfEven } from '../../src/backend/reference/elementwise.ts';
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../../src/runtime/kernels/index.ts';
 import { crossEntropy, linear, manualSeed, narrow, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
+import { flag, numberFlag } from '../flags.ts';
 
-function flag(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? undefined : process.argv[i + 1];
-}
-
-function numberFlag(name: string, fallback: number): number {
-  const text = flag(name);
-  const value = text === undefined ? fallback : Number(text);
-  if (!Number.isInteger(value) || value < 0) throw new Error(`--${name} needs a non-negative integer, got '${text}'`);
-  return value;
-}
-
-const epochs = numberFlag('epochs', 2);
-const qatEpochs = numberFlag('qat-epochs', 1);
-const qatBatches = flag('qat-batches') === undefined ? Infinity : numberFlag('qat-batches', 0);
-const vocabSize = numberFlag('vocab', 2000);
-const embedDim = numberFlag('embed', 64);
-const hiddenSize = numberFlag('hidden', 128);
-const context = numberFlag('context', 8);
-const segments = numberFlag('segments', 16);
-const seed = numberFlag('seed', 0);
-const limitWords = flag('limit-words') === undefined ? undefined : numberFlag('limit-words', 0);
-const evalLimit = flag('eval-limit') === undefined ? Infinity : numberFlag('eval-limit', 0);
+const epochs = numberFlag('epochs', 2, { integer: true });
+const qatEpochs = numberFlag('qat-epochs', 1, { integer: true });
+const qatBatches = flag('qat-batches') === undefined ? Infinity : numberFlag('qat-batches', 0, { integer: true });
+const vocabSize = numberFlag('vocab', 2000, { integer: true });
+const embedDim = numberFlag('embed', 64, { integer: true });
+const hiddenSize = numberFlag('hidden', 128, { integer: true });
+const context = numberFlag('context', 8, { integer: true });
+const segments = numberFlag('segments', 16, { integer: true });
+const seed = numberFlag('seed', 0, { integer: true });
+const limitWords = flag('limit-words') === undefined ? undefined : numberFlag('limit-words', 0, { integer: true });
+const evalLimit = flag('eval-limit') === undefined ? Infinity : numberFlag('eval-limit', 0, { integer: true });
 const batchSize = 128;
 
 /** Embedding → LSTM (float or QuantLSTM) → last h → head. */

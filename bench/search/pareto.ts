@@ -31,26 +31,24 @@ import { bitOpsCost, evaluateAssignmentSync, sizeCost, type SearchData } from '.
 import { assignmentCosts, candidateFront, chooseWithinBudget, nsga2Search, type SearchCandidate } from '../../src/quant/search/mohaq.ts';
 import { writeSearchOutputs, buildSearchReport } from '../../src/quant/search/outcome.ts';
 import { paretoSvg, writeTextAtomic } from '../../src/quant/search/report.ts';
+import { flag } from '../flags.ts';
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
+const flagOr = (name: string, fallback: string): string => flag(name) ?? fallback;
 
-const modelName = flag('model', 'lenet5') as ModelName;
-const dataset = flag('dataset', 'mnist') as DatasetName;
-const runDir = flag('run', join('runs', `${modelName}-${dataset}`));
-const population = Number(flag('population', '24'));
-const generations = Number(flag('generations', '12'));
-const beacons = Number(flag('beacons', '4'));
-const beaconSteps = Number(flag('beacon-steps', '150'));
-const searchSamples = Number(flag('search-samples', '5000'));
-const seed = Number(flag('seed', '0'));
-const outDir = join(flag('out', join('bench', 'results', 'search')), `${modelName}-${dataset}`);
+const modelName = flagOr('model', 'lenet5') as ModelName;
+const dataset = flagOr('dataset', 'mnist') as DatasetName;
+const runDir = flagOr('run', join('runs', `${modelName}-${dataset}`));
+const population = Number(flagOr('population', '24'));
+const generations = Number(flagOr('generations', '12'));
+const beacons = Number(flagOr('beacons', '4'));
+const beaconSteps = Number(flagOr('beacon-steps', '150'));
+const searchSamples = Number(flagOr('search-samples', '5000'));
+const seed = Number(flagOr('seed', '0'));
+const outDir = join(flagOr('out', join('bench', 'results', 'search')), `${modelName}-${dataset}`);
 const calibSamples = 512;
 
 useBackend(undefined);
-const checkpoint = flag('checkpoint', join(runDir, 'checkpoint.safetensors'));
+const checkpoint = flagOr('checkpoint', join(runDir, 'checkpoint.safetensors'));
 if (!existsSync(checkpoint)) {
   const bin = fileURLToPath(new URL('../../bin/lowbit.js', import.meta.url));
   const epochs = modelName === 'cnn' ? '2' : '4';
