@@ -1,11 +1,11 @@
 import { describe, it } from 'node:test';
+import { accuracyOf, leftRightImages, threeClassData, trainWithAdam } from './testing.ts';
 import assert from 'node:assert/strict';
 import '../../backend/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import * as o from '../../tensor/ops.ts';
-import { manualSeed, Rng } from '../../tensor/index.ts';
+import { Rng } from '../../tensor/index.ts';
 import { noGrad } from '../../autograd/engine.ts';
-import { Adam } from '../../optim/adam.ts';
 import { Linear } from '../linear.ts';
 import { Conv2d } from '../conv.ts';
 import { ShiftConv2d, ShiftLinear, shiftRange, shiftWeight } from './shift.ts';
@@ -148,60 +148,18 @@ describe('integer shift kernels (shifts and adds on int8) are exact', () => {
 
 describe('a tiny seeded learning run', () => {
   it('ShiftLinear learns a 3-class linear problem with Adam', () => {
-    manualSeed(4);
-    const rng = new Rng(4);
-    const n = 96;
-    const xs = new Float32Array(n * 4);
-    const ys = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const c = i % 3;
-      ys[i] = c;
-      for (let j = 0; j < 4; j++) xs[i * 4 + j] = (j === c ? 2 : 0) + 0.5 * rng.normal();
-    }
-    const x = new Tensor(xs, [n, 4]);
-    const y = new Tensor(ys, [n]);
+    const { x, y, labels } = threeClassData(4);
     const layer = new ShiftLinear(4, 3, { exponentBits: 3, rng: new Rng(1) });
-    const opt = new Adam(layer.parameters(), { lr: 0.05 });
-    const first = o.crossEntropy(layer.forward(x), y).item();
-    let last = first;
-    for (let step = 0; step < 60; step++) {
-      const loss = o.crossEntropy(layer.forward(x), y);
-      loss.backward();
-      opt.step();
-      opt.zeroGrad();
-      last = loss.item();
-    }
-    const predicted = noGrad(() => o.argmax(layer.forward(x), 1));
-    let hits = 0;
-    for (let i = 0; i < n; i++) if (predicted.data[i] === ys[i]) hits++;
+    const { first, last } = trainWithAdam(layer.parameters(), () => layer.forward(x), y);
+    const accuracy = accuracyOf(() => layer.forward(x), labels);
     assert.ok(last < first * 0.5, `loss ${first} -> ${last}`);
-    assert.ok(hits / n >= 0.9, `accuracy ${hits / n}`);
+    assert.ok(accuracy >= 0.9, `accuracy ${accuracy}`);
   });
   it('ShiftConv2d learns to tell bright-left from bright-right 6×6 images with Adam', () => {
-    manualSeed(7);
-    const rng = new Rng(7);
-    const n = 48;
-    const xs = new Float32Array(n * 36);
-    const ys = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      ys[i] = i % 2;
-      for (let r = 0; r < 6; r++) for (let c = 0; c < 6; c++) xs[i * 36 + r * 6 + c] = ((c < 3) === (i % 2 === 0) ? 1 : 0) + 0.3 * rng.normal();
-    }
-    const x = new Tensor(xs, [n, 1, 6, 6]);
-    const y = new Tensor(ys, [n]);
+    const { x, y } = leftRightImages(7);
     const conv = new ShiftConv2d(1, 2, 3, { stride: 3, exponentBits: 3, rng: new Rng(3) });
-    const opt = new Adam(conv.parameters(), { lr: 0.05 });
     // Logits: each channel's outputs over the left column of positions.
-    const logits = (): Tensor => o.sum(o.narrow(conv.forward(x), 3, 0, 1), [2, 3]);
-    const first = o.crossEntropy(logits(), y).item();
-    let last = first;
-    for (let step = 0; step < 60; step++) {
-      const loss = o.crossEntropy(logits(), y);
-      loss.backward();
-      opt.step();
-      opt.zeroGrad();
-      last = loss.item();
-    }
+    const { first, last } = trainWithAdam(conv.parameters(), () => o.sum(o.narrow(conv.forward(x), 3, 0, 1), [2, 3]), y);
     assert.ok(last < first * 0.5, `loss ${first} -> ${last}`);
   });
 });
