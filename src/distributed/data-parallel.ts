@@ -8,7 +8,7 @@ import { Tensor } from '../tensor/tensor.ts';
 import { Rng } from '../tensor/random.ts';
 import { crossEntropy } from '../tensor/ops.ts';
 import { countCorrect, type Batch } from '../train/fit.ts';
-import { InProcessCommunicator, type Communicator, type SparseMessage } from './communicator.ts';
+import { InProcessCommunicator, type Communicator, type SparseMessage, type TrafficStats } from './communicator.ts';
 import { dgcSendCount, dgcSparsityAt, DgcTensorState, resolveDgcOptions, type DgcOptions, type ResolvedDgcOptions } from './dgc.ts';
 
 /** Gradient exchange: `none` = dense all-reduce of the gradient; `dgc` = Deep Gradient Compression. */
@@ -45,6 +45,12 @@ export interface DataParallelOptions {
   readonly stepsPerEpoch?: number;
   /** Seed of the workers' threshold samplers (default 0). */
   readonly seed?: number;
+  /**
+   * Hold and run rank `localRank` only, with `model` as its replica (one worker of a multi-thread
+   * run: see `fitDataParallelThreads`); `replica` is not called and steps go through `stepShard`.
+   * Default: all W ranks in this thread.
+   */
+  readonly localRank?: number;
 }
 
 /** What one synchronous step did. */
@@ -153,10 +159,15 @@ export class DataParallel {
     this.totalSize = offset;
     const state = model.stateDict();
     const seed = options.seed ?? 0;
+    const localRank = options.localRank;
+    if (localRank !== undefined && !(Number.isInteger(localRank) && localRank >= 0 && localRank < workers)) {
+      throw new RangeError(`DataParallel: localRank must be an integer in [0, ${workers}), got ${localRank}`);
+    }
     this.workerStates = [];
     for (let rank = 0; rank < workers; rank++) {
-      const replica = rank === 0 ? model : options.replica();
-      if (rank > 0) {
+      if (localRank !== undefined && rank !== localRank) continue;
+      const replica = rank === 0 || localRank !== undefined ? model : options.replica();
+      if (rank > 0 && localRank === undefined) {
         const theirs = replica.namedParameters();
         const same = theirs.length === named.length && theirs.every(([name, p], i) => name === named[i]![0] && p.shape.join() === named[i]![1].shape.join());
         if (!same) throw new Error(`DataParallel: replica ${rank} does not have the model's parameters (names and shapes must match)`);
@@ -208,6 +219,11 @@ export class DataParallel {
     return this.compressor === 'dgc' ? dgcSparsityAt(this.dgcOptions, this.stepCount, this.stepsPerEpoch) : 0;
   }
 
+  /** Bytes sent per rank so far (the communicator's accounting). */
+  trafficStats(): TrafficStats {
+    return this.communicator.stats();
+  }
+
   /** Largest |difference| between any replica's parameter and rank 0's (0 when in sync). */
   maxReplicaDifference(): number {
     let worst = 0;
@@ -236,39 +252,46 @@ export class DataParallel {
     const total = batch.y.shape[0]!;
     if (batch.x.shape[0] !== total) throw new Error(`DataParallel.step: x has ${batch.x.shape[0]} rows, y ${total}`);
     if (total === 0) throw new Error('DataParallel.step: empty batch');
+    if (this.workerStates.length !== this.workers) throw new Error('DataParallel.step: this trainer holds one rank only (localRank); call stepShard');
     const sparsity = this.currentSparsity();
     const before = sum(this.communicator.stats().bytesSent);
-    const results = await Promise.all(this.workerStates.map((worker) => this.workerStep(worker, batch, total, sparsity)));
+    const results = await Promise.all(
+      this.workerStates.map((worker) => {
+        const { lo, hi } = shardRows(worker.rank, this.workers, total);
+        const shard = hi > lo ? { x: sliceRows(batch.x, lo, hi), y: sliceRows(batch.y, lo, hi) } : null;
+        return this.workerStep(worker, shard, total, sparsity);
+      }),
+    );
     this.stepCount++;
-    let loss = 0;
-    let correct = 0;
-    let fallbacks = 0;
-    for (const r of results) {
-      loss += (r.count / total) * r.loss;
-      correct += r.correct;
-      fallbacks += r.fallbacks;
+    return { ...combineShardResults(results, total), bytesSent: sum(this.communicator.stats().bytesSent) - before, denseBytes: this.workers * this.denseBytesPerWorker, sparsity };
+  }
+
+  /**
+   * The local rank's part of one synchronous step (a trainer built with `localRank`): `shard` holds
+   * rows `shardRows(localRank, workers, total)` of a global batch of `total` rows (null when that
+   * range is empty). The other ranks must call it for the same step, each in its own thread.
+   */
+  async stepShard(shard: Batch | null, total: number): Promise<ShardStepResult> {
+    const worker = this.workerStates[0]!;
+    if (this.workerStates.length !== 1) throw new Error('DataParallel.stepShard: needs a trainer built with localRank');
+    const { lo, hi } = shardRows(worker.rank, this.workers, total);
+    const rows = shard?.y.shape[0] ?? 0;
+    if (rows !== hi - lo || (shard !== null && shard.x.shape[0] !== rows)) {
+      throw new Error(`DataParallel.stepShard: rank ${worker.rank} of a ${total}-row batch takes ${hi - lo} rows, got x ${shard?.x.shape[0] ?? 0} / y ${rows}`);
     }
-    return {
-      loss,
-      correct,
-      count: total,
-      bytesSent: sum(this.communicator.stats().bytesSent) - before,
-      denseBytes: this.workers * this.denseBytesPerWorker,
-      sparsity,
-      thresholdFallbacks: fallbacks,
-    };
+    const sparsity = this.currentSparsity();
+    const result = await this.workerStep(worker, shard, total, sparsity);
+    this.stepCount++;
+    return result;
   }
 
   /** Worker `worker`'s part of a step: its shard's gradient, its messages, the update of its replica. */
-  private async workerStep(worker: Worker, batch: Batch, total: number, sparsity: number): Promise<{ loss: number; correct: number; count: number; fallbacks: number }> {
-    const lo = Math.floor((worker.rank * total) / this.workers);
-    const hi = Math.floor(((worker.rank + 1) * total) / this.workers);
-    const count = hi - lo;
+  private async workerStep(worker: Worker, shard: Batch | null, total: number, sparsity: number): Promise<ShardStepResult> {
+    const count = shard?.y.shape[0] ?? 0;
     let loss = 0;
     let correct = 0;
-    if (count > 0) {
-      const x = sliceRows(batch.x, lo, hi);
-      const y = sliceRows(batch.y, lo, hi);
+    if (shard !== null && count > 0) {
+      const { x, y } = shard;
       worker.model.train();
       const logits = worker.model.forward(x);
       const lossTensor = crossEntropy(logits, y);
@@ -354,8 +377,34 @@ export class DataParallel {
   }
 }
 
-/** Rows [lo, hi) of a tensor whose first axis is the batch. */
-function sliceRows(t: Tensor, lo: number, hi: number): Tensor {
+/** One rank's part of a step: its shard's mean loss and correct count, and its threshold fallbacks. */
+export interface ShardStepResult {
+  readonly loss: number;
+  readonly correct: number;
+  readonly count: number;
+  readonly fallbacks: number;
+}
+
+/** Rows `[lo, hi)` of a `total`-row global batch that rank `rank` of `workers` takes (contiguous, sizes differ by at most one). */
+export function shardRows(rank: number, workers: number, total: number): { lo: number; hi: number } {
+  return { lo: Math.floor((rank * total) / workers), hi: Math.floor(((rank + 1) * total) / workers) };
+}
+
+/** @internal The global-batch figures of a step from every rank's result, summed in rank order. */
+export function combineShardResults(results: readonly ShardStepResult[], total: number): { loss: number; correct: number; count: number; thresholdFallbacks: number } {
+  let loss = 0;
+  let correct = 0;
+  let fallbacks = 0;
+  for (const r of results) {
+    loss += (r.count / total) * r.loss;
+    correct += r.correct;
+    fallbacks += r.fallbacks;
+  }
+  return { loss, correct, count: total, thresholdFallbacks: fallbacks };
+}
+
+/** @internal Rows [lo, hi) of a tensor whose first axis is the batch. */
+export function sliceRows(t: Tensor, lo: number, hi: number): Tensor {
   const rows = t.shape[0]!;
   const per = rows === 0 ? 0 : t.size / rows;
   return new Tensor(t.data.slice(lo * per, hi * per), [hi - lo, ...t.shape.slice(1)]);

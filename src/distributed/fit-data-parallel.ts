@@ -3,10 +3,11 @@
  */
 import type { TensorModule } from '../nn/module.ts';
 import { manualSeed } from '../tensor/random.ts';
-import { evaluate, formatPercent, TrainingDivergedError, type BatchSource, type EpochRecord, type EpochScheduler } from '../train/fit.ts';
+import { evaluate, formatPercent, TrainingDivergedError, type Batch, type BatchSource, type EpochRecord, type EpochScheduler } from '../train/fit.ts';
 import type { LrGroups } from '../optim/schedules.ts';
 import { ProgressBar, type ProgressStream } from '../train/progress.ts';
-import { DataParallel, type DataParallelOptions } from './data-parallel.ts';
+import type { TrafficStats } from './communicator.ts';
+import { DataParallel, type DataParallelOptions, type DataParallelStep } from './data-parallel.ts';
 
 /** Options of {@link fitDataParallel}: the DataParallel settings plus the loop's. */
 export interface FitDataParallelOptions extends Omit<DataParallelOptions, 'stepsPerEpoch'> {
@@ -74,13 +75,46 @@ export interface DataParallelHistory {
  * or infinite (that step has already been applied). Returns the history with the traffic summary.
  */
 export async function fitDataParallel(model: TensorModule, options: FitDataParallelOptions): Promise<DataParallelHistory> {
+  checkEpochs('fitDataParallel', options.epochs);
+  if (options.seed !== undefined) manualSeed(options.seed);
+  const trainer = new DataParallel(model, { ...options, stepsPerEpoch: Math.max(1, options.trainLoader.length ?? 1) });
+  return runDataParallelLoop(model, trainer, options);
+}
+
+/** @internal Refuses a bad epoch count before any worker is built. */
+export function checkEpochs(caller: string, epochs: number): void {
+  if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`${caller}: epochs must be a non-negative integer, got ${epochs}`);
+}
+
+/**
+ * @internal What the data-parallel loop drives: the in-process `DataParallel` or the worker-thread
+ * trainer. `syncModel` brings rank 0's weights into the model the loop evaluates (a no-op in-process).
+ */
+export interface DataParallelTrainer {
+  readonly workers: number;
+  readonly paramGroups: { lr: number; initialLr?: number }[];
+  readonly lr: number;
+  readonly denseBytesPerWorker: number;
+  step(batch: Batch): Promise<DataParallelStep>;
+  trafficStats(): TrafficStats;
+  syncModel?(): Promise<void>;
+  maxReplicaDifference(): number | Promise<number>;
+}
+
+/** The loop options the shared data-parallel loop reads. */
+type LoopOptions<T> = Pick<FitDataParallelOptions, 'trainLoader' | 'testLoader' | 'epochs' | 'scheduler' | 'progress' | 'progressStream' | 'log'> & {
+  readonly onEpochEnd?: (record: DataParallelEpochRecord, trainer: T) => void;
+};
+
+/**
+ * @internal The epoch loop of data-parallel training (progress bar, per-epoch record and log line,
+ * schedule, NaN/Inf stop, traffic summary), shared by `fitDataParallel` and `fitDataParallelThreads`.
+ */
+export async function runDataParallelLoop<T extends DataParallelTrainer>(model: TensorModule, trainer: T, options: LoopOptions<T>): Promise<DataParallelHistory> {
   const { trainLoader, testLoader, epochs } = options;
-  if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`fitDataParallel: epochs must be a non-negative integer, got ${epochs}`);
   const stream = options.progressStream ?? (typeof process !== 'undefined' ? process.stderr : undefined);
   const progress = (options.progress ?? true) && stream !== undefined;
   const log = options.log ?? (progress ? (line: string) => void stream.write(`${line}\n`) : undefined);
-  if (options.seed !== undefined) manualSeed(options.seed);
-  const trainer = new DataParallel(model, { ...options, stepsPerEpoch: Math.max(1, trainLoader.length ?? 1) });
   const scheduler = options.scheduler?.(trainer);
   const history: DataParallelHistory = { epochs: [], stepLosses: [], stepBytesSent: [], stepSparsities: [], traffic: traffic(trainer, 0), maxReplicaDifference: 0 };
   let steps = 0;
@@ -132,6 +166,7 @@ export async function fitDataParallel(model: TensorModule, options: FitDataParal
       thresholdFallbacks: fallbacks,
     };
     if (testLoader) {
+      await trainer.syncModel?.();
       const result = evaluate(model, testLoader);
       record.testLoss = result.loss;
       record.testAccuracy = result.accuracy;
@@ -141,13 +176,14 @@ export async function fitDataParallel(model: TensorModule, options: FitDataParal
     log?.(summaryLine(record, epochs, trainer.workers));
     options.onEpochEnd?.(record, trainer);
   }
+  await trainer.syncModel?.();
   history.traffic = traffic(trainer, steps);
-  history.maxReplicaDifference = trainer.maxReplicaDifference();
+  history.maxReplicaDifference = await trainer.maxReplicaDifference();
   return history;
 }
 
-function traffic(trainer: DataParallel, steps: number): TrafficSummary {
-  const perWorker = trainer.communicator.stats().bytesSent;
+function traffic(trainer: DataParallelTrainer, steps: number): TrafficSummary {
+  const perWorker = trainer.trafficStats().bytesSent;
   const bytesSent = perWorker.reduce((a, b) => a + b, 0);
   const denseBytes = steps * trainer.workers * trainer.denseBytesPerWorker;
   return { workers: trainer.workers, steps, bytesSentPerWorker: perWorker, bytesSent, denseBytes, compressionRatio: bytesSent > 0 ? denseBytes / bytesSent : NaN };
