@@ -12,6 +12,11 @@ export function flag(name: string): string | undefined {
   return value;
 }
 
+/** The value after `--name`, or `fallback` when the flag is absent. */
+export function flagOr(name: string, fallback: string): string {
+  return flag(name) ?? fallback;
+}
+
 /** `--name` as a number >= `min` (default 0), an integer when `integer`; `fallback` when absent. */
 export function numberFlag(name: string, fallback: number, options: { integer?: boolean; min?: number } = {}): number {
   const { integer = false, min = 0 } = options;

@@ -15,6 +15,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { flagOr } from './flags.ts';
 
 process.env.LOWBIT_THREADS ??= '2';
 
@@ -28,16 +29,12 @@ const { nativeIntAddon, intKernelsBackend } = await import('../src/runtime/kerne
 const { planFromAssignment } = await import('../src/quant/search/index.ts');
 const { loadCheckpoint } = await import('../src/train/checkpoint.ts');
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-const BATCHES = arg('batches', '64,256').split(',').map(Number);
-const REPS = Number(arg('reps', '20'));
-const ROUNDS = Number(arg('rounds', '40'));
-const KEEPS = arg('keep', '1:1,0.5:0.5,0.25:0.25').split(',').map((k) => k.split(':').map(Number) as [number, number]);
-const BASE = arg('base', '');
-const CKPT = arg('ckpt', '/work/main/runs/qat/ckpt/lenet5-mnist_fp32.safetensors');
+const BATCHES = flagOr('batches', '64,256').split(',').map(Number);
+const REPS = Number(flagOr('reps', '20'));
+const ROUNDS = Number(flagOr('rounds', '40'));
+const KEEPS = flagOr('keep', '1:1,0.5:0.5,0.25:0.25').split(',').map((k) => k.split(':').map(Number) as [number, number]);
+const BASE = flagOr('base', '');
+const CKPT = flagOr('ckpt', '/work/main/runs/qat/ckpt/lenet5-mnist_fp32.safetensors');
 
 const addon = nativeIntAddon();
 if (!addon?.intPlanProfile) throw new Error('the native addon has no intPlanProfile (npm run build:native)');

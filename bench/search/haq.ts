@@ -38,21 +38,18 @@ const { backendDetails, describeBackend, useBackend } = await import('../../src/
 
 import type { TensorModule } from '../../src/nn/module.ts';
 import type { BitAssignment, CostModel, LayerInfo, SearchData } from '../../src/quant/search/index.ts';
+import { flagOr } from '../flags.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const QUICK = process.argv.includes('--quick');
-const BUDGETS = arg('budgets', 'size3,size4,latency').split(',');
-const EPISODES = Number(arg('episodes', QUICK ? '30' : '300'));
-const EPOCHS = Number(arg('epochs', QUICK ? '0.05' : '1'));
-const SEED = Number(arg('seed', '0'));
+const BUDGETS = flagOr('budgets', 'size3,size4,latency').split(',');
+const EPISODES = Number(flagOr('episodes', QUICK ? '30' : '300'));
+const EPOCHS = Number(flagOr('epochs', QUICK ? '0.05' : '1'));
+const SEED = Number(flagOr('seed', '0'));
 const RESULTS = join(ROOT, QUICK ? 'runs/search/haq-quick.json' : 'docs/results/search-haq.json');
 const COMMAND = `node --import tsx bench/search/haq.ts ${process.argv.slice(2).join(' ')}`.trim();
-const W_BITS = arg('wbits', '2,3,4,8').split(',').map(Number);
+const W_BITS = flagOr('wbits', '2,3,4,8').split(',').map(Number);
 /** Results are keyed by budget, plus the width set when it is not the default. */
 const KEY_SUFFIX = W_BITS.join(',') === '2,3,4,8' ? '' : ` w{${W_BITS.join(',')}}`;
 const log = (s: string): void => void process.stdout.write(`${s}\n`);

@@ -39,6 +39,7 @@ import type { TensorModule } from '../../src/nn/module.ts';
 import type { BitAssignment, BitChoice, LayerInfo, SearchData } from '../../src/quant/search/index.ts';
 import type { IntModel } from '../../src/runtime/intmodel.ts';
 import type { PlanBase } from '../../src/quant/search/plan.ts';
+import { flagOr } from '../flags.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
@@ -47,7 +48,7 @@ const QUICK_FLAG = process.argv.includes('--quick');
  * --fp32-epochs N: start from an fp32 model trained N epochs here (its own checkpoint) instead of the
  * shared 5-epoch one; results go to runs/search/fp32-e<N>.json and docs/search.md is left alone.
  */
-const FP32_EPOCHS = process.argv.includes('--fp32-epochs') ? Number(arg('fp32-epochs', '')) : null;
+const FP32_EPOCHS = process.argv.includes('--fp32-epochs') ? Number(flagOr('fp32-epochs', '')) : null;
 if (FP32_EPOCHS !== null && !(Number.isInteger(FP32_EPOCHS) && FP32_EPOCHS > 0)) throw new Error('--fp32-epochs needs a positive integer');
 /**
  * --holdout: the fp32 start (needs --fp32-epochs) is trained without the last 10,000 training
@@ -62,25 +63,21 @@ const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
 const DOC = join(ROOT, 'docs', 'search.md');
 
 // ------------------------------------------------------------------ arguments
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const QUICK = process.argv.includes('--quick');
-const MODELS = arg('models', 'lenet5,cnn').split(',');
-const SECTIONS = arg('sections', 'sensitivity,size,latency').split(',');
-const SEEDS = arg('seeds', '0,1,2').split(',').map(Number);
-const BUDGETS = arg('budgets', '3,2').split(',').map(Number);
-const EPOCHS = Number(arg('epochs', '1'));
+const MODELS = flagOr('models', 'lenet5,cnn').split(',');
+const SECTIONS = flagOr('sections', 'sensitivity,size,latency').split(',');
+const SEEDS = flagOr('seeds', '0,1,2').split(',').map(Number);
+const BUDGETS = flagOr('budgets', '3,2').split(',').map(Number);
+const EPOCHS = Number(flagOr('epochs', '1'));
 /** Learning rate of the QAT fine-tune (Adam, cosine to 0), the same for every arm (default 1e-4). */
-const LR = Number(arg('lr', '1e-4'));
+const LR = Number(flagOr('lr', '1e-4'));
 const PER_CHANNEL = process.argv.includes('--per-channel');
 /**
  * Arms of the size experiments (default: uniform, kl, hessian, loss, channel (needs --per-channel));
  * prune0 (0-bit channels) and qat (QAT-ranked candidates, needs --holdout; also adds that arm to
  * the size + BitOps experiment) only when named.
  */
-const ARMS = arg('arms', 'uniform,kl,hessian,loss,channel').split(',');
+const ARMS = flagOr('arms', 'uniform,kl,hessian,loss,channel').split(',');
 const ARMS_ORDER = ['uniform', 'searched (PTQ KL)', 'searched (Hessian Ω)', 'searched (PTQ Δloss)', 'searched (Hessian Ω, per-channel)', 'searched (Hessian Ω, 0-bit channels)', 'searched (QAT-ranked)'];
 const ARM_KEYS: Record<string, string> = {
   uniform: 'uniform', 'searched (PTQ KL)': 'kl', 'searched (Hessian Ω)': 'hessian', 'searched (PTQ Δloss)': 'loss', 'searched (Hessian Ω, per-channel)': 'channel',
@@ -573,11 +570,11 @@ function latencySection(setup: Setup, model: TensorModule, sens: Sensitivity): u
 }
 
 // ------------------------------------------------------------------ latency budget with pruned (0-bit) channels
-const KEEP_RATIOS = arg('keep', '1,0.875,0.75,0.625,0.5,0.375,0.25').split(',').map(Number);
-const SPEEDUP = Number(arg('speedup', '1.35'));
+const KEEP_RATIOS = flagOr('keep', '1,0.875,0.75,0.625,0.5,0.375,0.25').split(',').map(Number);
+const SPEEDUP = Number(flagOr('speedup', '1.35'));
 /** Recovery fine-tune steps before a pruning option's error is measured (0: the error right after pruning). */
-const RECOVER_STEPS = Number(arg('recover-steps', '200'));
-const PRUNE_ERROR = arg('prune-error', 'kl') as 'kl' | 'deltaLoss';
+const RECOVER_STEPS = Number(flagOr('recover-steps', '200'));
+const PRUNE_ERROR = flagOr('prune-error', 'kl') as 'kl' | 'deltaLoss';
 
 /** The first `n` calibration images as one batch. */
 function firstImages(data: ReturnType<typeof loaders>, n: number): InstanceType<typeof Tensor> {

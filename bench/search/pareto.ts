@@ -31,9 +31,7 @@ import { bitOpsCost, evaluateAssignmentSync, sizeCost, type SearchData } from '.
 import { assignmentCosts, candidateFront, chooseWithinBudget, nsga2Search, type SearchCandidate } from '../../src/quant/search/mohaq.ts';
 import { writeSearchOutputs, buildSearchReport } from '../../src/quant/search/outcome.ts';
 import { paretoSvg, writeTextAtomic } from '../../src/quant/search/report.ts';
-import { flag } from '../flags.ts';
-
-const flagOr = (name: string, fallback: string): string => flag(name) ?? fallback;
+import { flagOr } from '../flags.ts';
 
 const modelName = flagOr('model', 'lenet5') as ModelName;
 const dataset = flagOr('dataset', 'mnist') as DatasetName;

@@ -30,25 +30,21 @@ import { int2PerChannelSym, int4PerChannelSym, int8PerChannelSym } from '../../s
 import { compactSize, exportSmartDeal, outputShape, prepareSmartDeal, shiftAddForward, smartDealLayers, type SmartDealExport } from '../../src/quant/smartdeal/index.ts';
 import { writeFileAtomic } from '../../src/format/files.ts';
 import { getBackend } from '../../src/backend/index.ts';
+import { flagOr } from '../flags.ts';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
-}
-
-const epochs = Number(arg('epochs', '2'));
-const finetune = Number(arg('finetune', '1'));
-const seed = Number(arg('seed', '0'));
-const limit = Number(arg('limit', '60000'));
-const settings = arg('sd', '0,0.5,0.75,0.5e,0.75e').split(',').map((entry) => {
+const epochs = Number(flagOr('epochs', '2'));
+const finetune = Number(flagOr('finetune', '1'));
+const seed = Number(flagOr('seed', '0'));
+const limit = Number(flagOr('limit', '60000'));
+const settings = flagOr('sd', '0,0.5,0.75,0.5e,0.75e').split(',').map((entry) => {
   const keepEnds = entry.endsWith('e');
   const sparsity = Number(keepEnds ? entry.slice(0, -1) : entry);
   if (!(sparsity >= 0 && sparsity < 1)) throw new Error(`--sd: '${entry}' is not a fraction in [0, 1) (optionally followed by 'e')`);
   return { sparsity, keepEnds };
 });
-const basisBits = Number(arg('basis-bits', '8'));
-const exponentBits = Number(arg('exponent-bits', '3'));
-const out = arg('out', 'bench/results/smartdeal-lenet.json');
+const basisBits = Number(flagOr('basis-bits', '8'));
+const exponentBits = Number(flagOr('exponent-bits', '3'));
+const out = flagOr('out', 'bench/results/smartdeal-lenet.json');
 if (basisBits !== 8 && basisBits !== 32) throw new Error(`--basis-bits must be 8 or 32, got ${basisBits}`);
 
 const train = loadMnist({ split: 'train', limit });

@@ -13,13 +13,10 @@ import { manualSeed, randn, sum } from '../../src/tensor/index.ts';
 import { prepareQat } from '../../src/quant/qat/index.ts';
 import { int4PerChannelSym } from '../../src/quant/config/index.ts';
 import { prepareSmartDeal } from '../../src/quant/smartdeal/index.ts';
+import { flagOr } from '../flags.ts';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
-}
-const steps = Number(arg('steps', '40'));
-const rounds = Number(arg('rounds', '3'));
+const steps = Number(flagOr('steps', '40'));
+const rounds = Number(flagOr('rounds', '3'));
 
 manualSeed(0);
 const x = randn([64, 1, 28, 28]);
