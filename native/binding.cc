@@ -22,6 +22,7 @@
 #include "cpu.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "adder.h"
 #include "amx.h"
 #include "intgemm.h"
 #include "intmodel.h"
@@ -245,6 +246,41 @@ Napi::Value Conv(const Napi::CallbackInfo& info) {
       lowbit::conv2dBackwardWeight(g, in0.data, in1.data, out.data);
     }
   }
+  return info.Env().Undefined();
+}
+
+// adderConv2d(x, w, y, geom); adderConv2dGrad(part 0 input / 1 weight, gy, x, w, out, geom) -- geom as conv2d's
+Napi::Value AdderConv(const Napi::CallbackInfo& info) {
+  F32 x, w, y;
+  lowbit::ConvGeom g;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || !argF32(info, 2, &y) || !argConvGeom(info, 3, &g)) {
+    return info.Env().Undefined();
+  }
+  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * g.OH * g.OW;
+  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  if (checkSizes(info, {{&x, xSize}, {&w, wSize}, {&y, ySize}})) lowbit::adderConv2dForward(g, x.data, w.data, y.data);
+  return info.Env().Undefined();
+}
+
+Napi::Value AdderConvGrad(const Napi::CallbackInfo& info) {
+  int64_t part;
+  F32 gy, x, w, out;
+  lowbit::ConvGeom g;
+  if (!argInt(info, 0, &part) || !argF32(info, 1, &gy) || !argF32(info, 2, &x) || !argF32(info, 3, &w) ||
+      !argF32(info, 4, &out) || !argConvGeom(info, 5, &g)) {
+    return info.Env().Undefined();
+  }
+  if (part != 0 && part != 1) {
+    fail(info.Env(), "adderConv2dGrad: part must be 0 (input) or 1 (weight)");
+    return info.Env().Undefined();
+  }
+  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * g.OH * g.OW;
+  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  if (!checkSizes(info, {{&gy, ySize}, {&x, xSize}, {&w, wSize}, {&out, part == 0 ? xSize : wSize}})) {
+    return info.Env().Undefined();
+  }
+  if (part == 0) lowbit::adderConv2dGradInput(g, gy.data, x.data, w.data, out.data);
+  else lowbit::adderConv2dGradWeight(g, gy.data, x.data, w.data, out.data);
   return info.Env().Undefined();
 }
 
@@ -1306,6 +1342,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv<ConvKind::BackwardWeight>));
   exports.Set("conv2dFused", Napi::Function::New(env, ConvFused));
+  exports.Set("adderConv2d", Napi::Function::New(env, AdderConv));
+  exports.Set("adderConv2dGrad", Napi::Function::New(env, AdderConvGrad));
   exports.Set("maxPool2d", Napi::Function::New(env, Pool<PoolKind::Max>));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, Pool<PoolKind::MaxBackward>));
   exports.Set("maxPool2dGather", Napi::Function::New(env, Pool<PoolKind::MaxGather>));

@@ -31,6 +31,10 @@ export interface NativeAddon {
    * (pool kh 0 = no pooling; pooling has no padding); bias null = no bias.
    */
   conv2dFused(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, epilogue: Int32Array): void;
+  /** AdderNet: y = -Σ|patch - w| (geom as conv2d's). Absent from addons built before it existed. */
+  adderConv2d?(x: Float32Array, w: Float32Array, y: Float32Array, geom: Int32Array): void;
+  /** AdderNet's estimator gradient: part 0 'input' (out like x), 1 'weight' (out like w). */
+  adderConv2dGrad?(part: 0 | 1, g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, geom: Int32Array): void;
   /** geom: [N, C, H, W, OH, OW, KH, KW, sh, sw, ph, pw] */
   maxPool2d(x: Float32Array, y: Float32Array, geom: Int32Array): void;
   maxPool2dBackward(dy: Float32Array, x: Float32Array, dx: Float32Array, geom: Int32Array): void;

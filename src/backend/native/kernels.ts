@@ -183,6 +183,31 @@ function conv2dBackwardWeightKernel(addon: NativeAddon): Kernel<'conv2dBackwardW
   };
 }
 
+/** AdderNet: x (N,C,H,W), w (O,C/g,KH,KW) -> y (N,O,OH,OW) = -Σ|patch - w| (float32 sums; the reference sums in float64). */
+function adderConv2dKernel(addon: NativeAddon): Kernel<'adderConv2d'> {
+  return (inputs, attrs) => {
+    const [x, w] = inputs as [RawTensor, RawTensor];
+    const geom = allF32(inputs) && addon.adderConv2d ? convGeometry(x.shape, w.shape, attrs) : null;
+    if (!geom) return undefined;
+    const y = outUninit([geom[0]!, geom[4]!, geom[7]!, geom[8]!]);
+    addon.adderConv2d!(x.data as Float32Array, w.data as Float32Array, y.data, geom);
+    return y;
+  };
+}
+
+/** g (N,O,OH,OW), x, w -> 'input' dx (like x) or 'weight' dw (like w): AdderNet's estimator gradient. */
+function adderConv2dGradKernel(addon: NativeAddon): Kernel<'adderConv2dGrad'> {
+  return (inputs, attrs) => {
+    const [g, x, w] = inputs as [RawTensor, RawTensor, RawTensor];
+    const geom = allF32(inputs) && addon.adderConv2dGrad ? convGeometry(x.shape, w.shape, attrs) : null;
+    if (!geom || !sameShape(g.shape, [geom[0]!, geom[4]!, geom[7]!, geom[8]!])) return undefined;
+    const input = attrs.part === 'input';
+    const result = outUninit(input ? x.shape : w.shape);
+    addon.adderConv2dGrad!(input ? 0 : 1, g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, result.data, geom);
+    return result;
+  };
+}
+
 /** x (N,C,H,W), w (O,C/g,KH,KW), bias (O) -> maxPool(relu(conv2d(x, w) + bias)) (N,O,PH,PW); pooling without padding */
 function conv2dFusedKernel(addon: NativeAddon): Kernel<'conv2dFused'> {
   return (inputs, attrs) => {
@@ -740,7 +765,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'transpose',
   'gather', 'scatterAdd', 'broadcastTo', 'slice', 'pad', 'concat', 'cast',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
-  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
+  'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
@@ -786,6 +811,8 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('conv2dBackwardInput', conv2dBackwardInputKernel(addon));
   register('conv2dBackwardWeight', conv2dBackwardWeightKernel(addon));
   register('conv2dFused', conv2dFusedKernel(addon));
+  register('adderConv2d', adderConv2dKernel(addon));
+  register('adderConv2dGrad', adderConv2dGradKernel(addon));
   register('lstmSequence', recurrentKernel(addon, 'lstmSequence'));
   register('lstmSequenceBackward', recurrentKernel(addon, 'lstmSequenceBackward'));
   register('gruSequence', recurrentKernel(addon, 'gruSequence'));

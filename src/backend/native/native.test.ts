@@ -53,7 +53,7 @@ function check<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], att
   for (let i = 0; i < ref.data.length; i++) {
     const r = ref.data[i]!;
     const g = got.data[i]!;
-    if (Number.isNaN(r) && Number.isNaN(g)) continue;
+    if ((Number.isNaN(r) && Number.isNaN(g)) || g === r) continue; // equal infinities too
     const excess = Math.abs(g - r) - (tol.atol + tol.rtol * Math.abs(r));
     if (!(excess <= worst)) {
       worst = Number.isNaN(excess) ? Infinity : excess;
@@ -462,6 +462,88 @@ describe('native backend vs reference', { skip }, () => {
       check('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, { atol: 1e-5 * o * kh * kw, rtol: 1e-5 });
       const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
       check('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, { atol: 1e-5 * pixels, rtol: 1e-5 });
+    }
+  });
+
+  // AdderNet: float32 sums of |x - w| (the reference sums in float64): tolerances scale with the number of terms.
+  const adderCases: typeof convCases = [
+    [8, 1, 28, 28, 6, 5, 5, [1, 1], [2, 2], [1, 1], 1], // LeNet conv1 (padded), split over two threads
+    [8, 6, 14, 14, 16, 5, 5, [1, 1], [0, 0], [1, 1], 1], // LeNet conv2
+    [9, 400, 1, 1, 17, 1, 1, [1, 1], [0, 0], [1, 1], 1], // adderLinear (a 1x1 adderConv2d)
+    [2, 3, 7, 9, 5, 3, 3, [2, 2], [1, 1], [1, 1], 1],
+    [1, 4, 17, 13, 6, 3, 2, [1, 2], [2, 1], [2, 1], 2],
+    [3, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [1, 1], 6], // depthwise
+    [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
+    [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2],
+  ];
+
+  /** Every `every`-th element of t replaced by values[k % values.length] (k-th replacement). */
+  function sprinkle(t: RawTensor, every: number, offset: number, values: readonly number[]): RawTensor {
+    const data = (t.data as Float32Array).slice();
+    for (let i = offset, k = 0; i < data.length; i += every, k++) data[i] = values[k % values.length]!;
+    return { ...t, data };
+  }
+
+  function checkAdder(i: number, [n, c, h, w, o, kh, kw, stride, padding, dilation, groups]: (typeof convCases)[number], specials: boolean): void {
+    const attrs = { stride, padding, dilation, groups };
+    let x = random([n, c, h, w], 100 + i);
+    let weight = random([o, c / groups, kh, kw], 110 + i);
+    if (specials) {
+      x = sprinkle(x, 37, i, [NaN, Infinity, -Infinity, -0]);
+      weight = sprinkle(weight, 23, 1, [NaN, 0.5]);
+    }
+    const taps = (c / groups) * kh * kw;
+    check('adderConv2d', [x, weight], attrs, { atol: 1e-6 * taps, rtol: 1e-5 });
+    setBackend('reference');
+    const y = runKernel('adderConv2d', [x, weight], attrs);
+    // gy == 0 outputs are skipped by the reference (a NaN patch there adds nothing): every 3rd is 0 / -0.
+    let gy = sprinkle(random(y.shape, 120 + i), 3, 0, [0, -0]);
+    if (specials) gy = sprinkle(gy, 101, 7, [NaN]);
+    check('adderConv2dGrad', [gy, x, weight], { ...attrs, part: 'input' }, { atol: 1e-6 * o * kh * kw, rtol: 1e-5 });
+    const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
+    check('adderConv2dGrad', [gy, x, weight], { ...attrs, part: 'weight' }, { atol: 2e-6 * pixels, rtol: 1e-5 });
+  }
+
+  it('[every-isa] adderConv2d and both parts of adderConv2dGrad: stride, padding, dilation, groups (1e-6 * terms absolute)', () => {
+    for (const [i, conv] of adderCases.entries()) checkAdder(i, conv, false);
+  });
+
+  it('[every-isa] adderConv2d and adderConv2dGrad: NaN and infinities propagate as in the reference, gy == 0 skipped', () => {
+    for (const [i, conv] of adderCases.entries()) checkAdder(i, conv, true);
+    // the skip is observable: a NaN cell seen only by outputs with gy = 0 gets gradient 0, not NaN
+    const x = random([1, 1, 3, 3], 1);
+    (x.data as Float32Array)[0] = NaN;
+    const weight = random([1, 1, 2, 2], 2);
+    const attrs = { stride: [1, 1] as [number, number], padding: [0, 0] as [number, number], dilation: [1, 1] as [number, number], groups: 1 };
+    const gy: RawTensor = { data: Float32Array.from([0, 1, 1, 1]), shape: [1, 1, 2, 2], dtype: 'float32' };
+    const dx = nativeKernel('adderConv2dGrad')!([gy, x, weight], { ...attrs, part: 'input' })!;
+    assert.equal(dx.data[0], 0);
+    assert.ok(!Number.isNaN(dx.data[4]!));
+    const dw = nativeKernel('adderConv2dGrad')!([gy, x, weight], { ...attrs, part: 'weight' })!;
+    assert.ok(Array.from(dw.data).every((v) => Number.isFinite(v)));
+    check('adderConv2dGrad', [gy, x, weight], { ...attrs, part: 'input' }, { atol: 1e-6, rtol: 1e-6 });
+  });
+
+  it('adderConv2d kernels give the same result on 1 and 2 threads', () => {
+    const conv = adderCases[1]!;
+    const [n, c, h, w, o, kh, kw, stride, padding, dilation, groups] = conv;
+    const attrs = { stride, padding, dilation, groups };
+    const x = random([n, c, h, w], 5);
+    const weight = random([o, c / groups, kh, kw], 6);
+    const gy = random([n, o, 10, 10], 7);
+    const run = (): number[][] => [
+      Array.from(nativeKernel('adderConv2d')!([x, weight], attrs)!.data),
+      Array.from(nativeKernel('adderConv2dGrad')!([gy, x, weight], { ...attrs, part: 'input' })!.data),
+      Array.from(nativeKernel('adderConv2dGrad')!([gy, x, weight], { ...attrs, part: 'weight' })!.data),
+    ];
+    const saved = nativeInfo()!.threads;
+    try {
+      setNativeThreads(1);
+      const one = run();
+      setNativeThreads(2);
+      assert.deepEqual(run(), one);
+    } finally {
+      setNativeThreads(saved);
     }
   });
 
