@@ -1,8 +1,10 @@
 // AdderNet kernels. One generic loop nest per pass, written so that the compiler vectorises the
-// innermost loop (over output positions in the forward pass, over the receptive field in the
-// gradients); it is inlined into one wrapper per ISA (AVX-512, AVX2, baseline x86-64) compiled
-// with that ISA's target attribute, and the wrapper for activeIsa() runs. No -ffast-math: fabsf,
-// the comparisons of HardTanh and the gy != 0 tests keep the reference's NaN behaviour.
+// innermost loop: over output positions (tap-major patches) in the forward pass and the input
+// gradient, over the receptive field (position-major patches) in the weight gradient and, when an
+// image has fewer than 16 output positions (adderLinear), in all three. Each is inlined into one
+// wrapper per ISA (AVX-512, AVX2, baseline x86-64) compiled with that ISA's target attribute, and
+// the wrapper for activeIsa() runs. No -ffast-math: fabsf, the comparisons of HardTanh and the
+// gy != 0 tests keep the reference's NaN behaviour.
 #include "adder.h"
 
 #include <algorithm>
@@ -61,10 +63,38 @@ LOWBIT_INLINE void patchesPosMajor(const ConvGeom& g, const Dims& d, const float
   forEachTap(g, d, [&](int64_t j, int64_t pos, int64_t xi) { p[pos * d.k + j] = xi >= 0 ? xg[xi] : 0.f; });
 }
 
+// Outputs per image and channel below which the passes vectorise over the receptive field instead
+// of over output positions (1x1 outputs: adderLinear).
+constexpr int64_t kFewPositions = 16;
+constexpr int64_t kLanes = 16;
+
+// sum_j |p[j] - w[j]| over k elements: kLanes independent partial sums (one vector register, or
+// several on narrower ISAs) added in lane order, then the tail; the same order on every ISA.
+LOWBIT_INLINE float absDiffSum(const float* __restrict p, const float* __restrict w, int64_t k) {
+  float part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= k; j += kLanes) {
+    for (int64_t t = 0; t < kLanes; t++) part[t] += std::fabs(p[j + t] - w[j + t]);
+  }
+  float s = 0.f;
+  for (int64_t t = 0; t < kLanes; t++) s += part[t];
+  for (; j < k; j++) s += std::fabs(p[j] - w[j]);
+  return s;
+}
+
 // One (image, group) of the forward pass: y rows of the group's output channels.
 LOWBIT_INLINE void forwardItem(const ConvGeom& g, const Dims& d, const float* x, const float* w, float* y, int64_t img,
                                int64_t grp, float* __restrict col) {
-  patchesTapMajor(g, d, x + (img * g.C + grp * d.cg) * g.H * g.W, col);
+  const float* xg = x + (img * g.C + grp * d.cg) * g.H * g.W;
+  if (d.l < kFewPositions) {
+    patchesPosMajor(g, d, xg, col);
+    for (int64_t oc = grp * d.og; oc < (grp + 1) * d.og; oc++) {
+      float* yr = y + (img * g.O + oc) * d.l;
+      for (int64_t pos = 0; pos < d.l; pos++) yr[pos] = -absDiffSum(col + pos * d.k, w + oc * d.k, d.k);
+    }
+    return;
+  }
+  patchesTapMajor(g, d, xg, col);
   for (int64_t oc = grp * d.og; oc < (grp + 1) * d.og; oc++) {
     float* __restrict yr = y + (img * g.O + oc) * d.l;
     const float* wr = w + oc * d.k;
@@ -78,31 +108,52 @@ LOWBIT_INLINE void forwardItem(const ConvGeom& g, const Dims& d, const float* x,
   }
 }
 
-// One (image, group) of the input gradient: overwrites that group's planes of dx.
+LOWBIT_INLINE float hardTanh(float t) { return t > 1.f ? 1.f : t < -1.f ? -1.f : t; }
+
+// One (image, group) of the input gradient: overwrites that group's planes of dx. An output with
+// gy == 0 contributes nothing (not gy * HardTanh(NaN)).
 LOWBIT_INLINE void gradInputItem(const ConvGeom& g, const Dims& d, const float* gy, const float* x, const float* w,
                                  float* dx, int64_t img, int64_t grp, float* __restrict p, float* __restrict dp) {
   const int64_t xOff = (img * g.C + grp * d.cg) * g.H * g.W;
-  patchesPosMajor(g, d, x + xOff, p);
+  const bool few = d.l < kFewPositions;
+  if (few) patchesPosMajor(g, d, x + xOff, p);
+  else patchesTapMajor(g, d, x + xOff, p);
   std::memset(dp, 0, static_cast<size_t>(d.k * d.l) * sizeof(float));
   for (int64_t oc = grp * d.og; oc < (grp + 1) * d.og; oc++) {
-    const float* gr = gy + (img * g.O + oc) * d.l;
+    const float* __restrict gr = gy + (img * g.O + oc) * d.l;
     const float* __restrict wr = w + oc * d.k;
-    for (int64_t pos = 0; pos < d.l; pos++) {
-      const float gv = gr[pos];
-      if (gv == 0.f) continue;
-      const float* __restrict pr = p + pos * d.k;
-      float* __restrict dr = dp + pos * d.k;
+    if (few) {
+      for (int64_t pos = 0; pos < d.l; pos++) {
+        const float gv = gr[pos];
+        if (gv == 0.f) continue;
+        const float* __restrict pr = p + pos * d.k;
+        float* __restrict dr = dp + pos * d.k;
+        for (int64_t j = 0; j < d.k; j++) dr[j] += gv * hardTanh(wr[j] - pr[j]);
+      }
+    } else {
       for (int64_t j = 0; j < d.k; j++) {
-        const float t = wr[j] - pr[j];
-        dr[j] += gv * (t > 1.f ? 1.f : t < -1.f ? -1.f : t);
+        const float wj = wr[j];
+        const float* __restrict pr = p + j * d.l;
+        float* __restrict dr = dp + j * d.l;
+        for (int64_t pos = 0; pos < d.l; pos++) {
+          const float gv = gr[pos];
+          const float c = gv * hardTanh(wj - pr[pos]);
+          dr[pos] += gv != 0.f ? c : 0.f;
+        }
       }
     }
   }
   float* dxg = dx + xOff;
   std::memset(dxg, 0, static_cast<size_t>(d.cg * g.H * g.W) * sizeof(float));
-  forEachTap(g, d, [&](int64_t j, int64_t pos, int64_t xi) {
-    if (xi >= 0) dxg[xi] += dp[pos * d.k + j];
-  });
+  if (few) {
+    forEachTap(g, d, [&](int64_t j, int64_t pos, int64_t xi) {
+      if (xi >= 0) dxg[xi] += dp[pos * d.k + j];
+    });
+  } else {
+    forEachTap(g, d, [&](int64_t j, int64_t pos, int64_t xi) {
+      if (xi >= 0) dxg[xi] += dp[j * d.l + pos];
+    });
+  }
 }
 
 // Output channels [lo, hi) of group grp, image img, of the weight gradient, added to acc (double).

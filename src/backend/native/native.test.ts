@@ -475,6 +475,8 @@ describe('native backend vs reference', { skip }, () => {
     [3, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [1, 1], 6], // depthwise
     [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
     [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2],
+    [3, 6, 5, 5, 4, 3, 3, [2, 2], [1, 1], [1, 1], 2], // 9 output positions: vectorised over the receptive field
+    [2, 5, 4, 3, 7, 3, 2, [2, 1], [1, 0], [1, 1], 1], // 4 output positions
   ];
 
   /** Every `every`-th element of t replaced by values[k % values.length] (k-th replacement). */
