@@ -53,9 +53,54 @@ LOWBIT_INLINE void forEachTap(const ConvGeom& g, const Dims& d, F&& f) {
   }
 }
 
+// Calls f(j, oy, rowInside, xRow, oxLo, oxHi) for every receptive-field element j and output row
+// oy: output columns [oxLo, oxHi) read x at xRow + ox * sw (an offset in the group's planes), the
+// others (and all of a row outside the image) lie in the padding.
+template <class F>
+LOWBIT_INLINE void forEachTapRow(const ConvGeom& g, const Dims& d, F&& f) {
+  int64_t j = 0;
+  for (int64_t ci = 0; ci < d.cg; ci++) {
+    for (int64_t ky = 0; ky < g.KH; ky++) {
+      for (int64_t kx = 0; kx < g.KW; kx++, j++) {
+        const int64_t off = kx * g.dw - g.pw;  // ix = ox * sw + off
+        int64_t oxLo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        int64_t oxHi = g.W - 1 - off < 0 ? 0 : (g.W - 1 - off) / g.sw + 1;
+        oxLo = std::min(oxLo, g.OW);
+        oxHi = std::max(oxLo, std::min(oxHi, g.OW));
+        for (int64_t oy = 0; oy < g.OH; oy++) {
+          const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+          f(j, oy, iy >= 0 && iy < g.H, (ci * g.H + iy) * g.W + off, oxLo, oxHi);
+        }
+      }
+    }
+  }
+}
+
 // col [k, l] (tap-major): col[j * l + pos].
 LOWBIT_INLINE void patchesTapMajor(const ConvGeom& g, const Dims& d, const float* xg, float* col) {
-  forEachTap(g, d, [&](int64_t j, int64_t pos, int64_t xi) { col[j * d.l + pos] = xi >= 0 ? xg[xi] : 0.f; });
+  const int64_t sw = g.sw;
+  forEachTapRow(g, d, [&](int64_t j, int64_t oy, bool rowInside, int64_t xRow, int64_t oxLo, int64_t oxHi) {
+    float* dst = col + j * d.l + oy * g.OW;
+    if (!rowInside) {
+      for (int64_t ox = 0; ox < g.OW; ox++) dst[ox] = 0.f;
+      return;
+    }
+    const float* src = xg + xRow;
+    for (int64_t ox = 0; ox < oxLo; ox++) dst[ox] = 0.f;
+    for (int64_t ox = oxLo; ox < oxHi; ox++) dst[ox] = src[ox * sw];
+    for (int64_t ox = oxHi; ox < g.OW; ox++) dst[ox] = 0.f;
+  });
+}
+
+// Adds tap-major dcol [k, l] back into x's cells (padded cells dropped): patchesTapMajor's adjoint.
+LOWBIT_INLINE void scatterTapMajor(const ConvGeom& g, const Dims& d, const float* dcol, float* dxg) {
+  const int64_t sw = g.sw;
+  forEachTapRow(g, d, [&](int64_t j, int64_t oy, bool rowInside, int64_t xRow, int64_t oxLo, int64_t oxHi) {
+    if (!rowInside) return;
+    const float* src = dcol + j * d.l + oy * g.OW;
+    float* dst = dxg + xRow;
+    for (int64_t ox = oxLo; ox < oxHi; ox++) dst[ox * sw] += src[ox];
+  });
 }
 
 // P [l, k] (position-major, as the reference's buffer): P[pos * k + j].
@@ -150,9 +195,7 @@ LOWBIT_INLINE void gradInputItem(const ConvGeom& g, const Dims& d, const float* 
       if (xi >= 0) dxg[xi] += dp[pos * d.k + j];
     });
   } else {
-    forEachTap(g, d, [&](int64_t j, int64_t pos, int64_t xi) {
-      if (xi >= 0) dxg[xi] += dp[j * d.l + pos];
-    });
+    scatterTapMajor(g, d, dp, dxg);
   }
 }
 
