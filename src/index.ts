@@ -14,5 +14,5 @@ export * as format from './format/index.ts';
 export * as quant from './quant/index.ts';
 export * as runtime from './runtime/index.ts';
 export * as onnx from './onnx/index.ts';
-export * as distributed from './distributed/index.ts';
+export * as distributed from './distributed/node.ts';
 export * as attacks from './eval/index.ts';
