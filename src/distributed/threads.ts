@@ -25,7 +25,8 @@ export interface ThreadedDataParallelOptions extends WorkerTrainerOptions {
   readonly replica: ModelFactorySpec;
   /**
    * Native kernel threads (LOWBIT_THREADS of each worker, default 1: W threads x 1). The addon's
-   * pool is one per process, so this also sizes the caller's kernels until `close()` restores them.
+   * pool is one per process: `create` sizes it before the workers start (so this also sizes the
+   * caller's kernels) and `close()` restores the caller's size once every worker has exited.
    */
   readonly kernelThreads?: number;
 }
@@ -124,6 +125,10 @@ export class ThreadedDataParallel implements DataParallelTrainer {
       stepsPerEpoch: options.stepsPerEpoch,
       seed: options.seed,
     };
+    // The addon's pool is one per process and resizing it from several threads at once deadlocks
+    // (a resize joins pool threads another caller may be using): size it here, before any worker
+    // starts, so that each worker's load-time setThreads(LOWBIT_THREADS) finds it sized and does nothing.
+    if (trainer.savedKernelThreads !== null) setNativeThreads(kernelThreads);
     const env = { ...process.env, LOWBIT_THREADS: String(kernelThreads) };
     for (let rank = 0; rank < workers; rank++) {
       const init: WorkerInit = {
