@@ -10,6 +10,7 @@ import { manualSeed } from '../../tensor/index.ts';
 import { formatPercent, saveCheckpoint, type EpochScheduler } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic } from '../../format/index.ts';
 import { fitDataParallel, formatBytes, type CompressorName } from '../../distributed/index.ts';
+import { fitDataParallelThreads } from '../../distributed/threads.ts';
 import { UsageError } from '../args.ts';
 import type { CommandIO } from '../command.ts';
 import { backendDetails, describeBackend } from '../backend-info.ts';
@@ -34,6 +35,7 @@ export interface DataParallelTrainOptions {
   readonly workers: number;
   readonly compress: CompressorName;
   readonly sparsity: number;
+  readonly threads?: boolean;
   readonly init?: string;
   readonly resume?: boolean;
   readonly plan?: string;
@@ -89,7 +91,7 @@ export async function trainDataParallel(options: DataParallelTrainOptions, io: C
   const rows: [string, string][] = [
     ['model', `${options.model}, ${model.numParameters().toLocaleString('en-US')} parameters, float32`],
     ['data', `${options.dataset}: ${trainSet.length} train / ${testSet.length} test samples, global batch ${options.batchSize}`],
-    ['workers', `${options.workers} (in-process, synchronous SGD)`],
+    ['workers', `${options.workers} (${options.threads ? 'worker threads x 1 kernel thread' : 'in-process'}, synchronous SGD)`],
     ['exchange', exchange],
     ['optimizer', `momentum SGD lr ${lr} momentum ${options.momentum}${options.weightDecay > 0 ? ` weight decay ${options.weightDecay}` : ''}, ${options.schedule} schedule, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
     ['backend', describeBackend(backend)],
@@ -100,8 +102,7 @@ export async function trainDataParallel(options: DataParallelTrainOptions, io: C
   makeDirs(out);
   const config = { ...options, lr, out, backend: backend.active };
   const start = performance.now();
-  const history = await fitDataParallel(model, {
-    replica: () => createModel(options.model, { numClasses }),
+  const common = {
     workers: options.workers,
     lr,
     momentum: options.momentum,
@@ -113,12 +114,15 @@ export async function trainDataParallel(options: DataParallelTrainOptions, io: C
     epochs: options.epochs,
     trainLoader,
     testLoader,
-    scheduler: (groups) => makeScheduler(groups) ?? { step: () => undefined },
+    scheduler: (groups: LrGroups) => makeScheduler(groups) ?? { step: () => undefined },
     seed: options.seed,
     progress: options.progress,
     progressStream: io.stderr,
-    log: (line) => io.print(line),
-  });
+    log: (line: string) => io.print(line),
+  };
+  const history = options.threads
+    ? await fitDataParallelThreads(model, { ...common, replica: { module: import.meta.resolve('../../nn/index.ts'), export: 'createModel', args: [options.model, { numClasses }] } })
+    : await fitDataParallel(model, { ...common, replica: () => createModel(options.model, { numClasses }) });
   const totalSeconds = (performance.now() - start) / 1000;
   const checkpointPath = join(out, 'checkpoint.safetensors');
   saveCheckpoint(checkpointPath, { model: model.stateDict(), optimizer: null, epoch: options.epochs, config, history: { epochs: history.epochs, stepLosses: history.stepLosses } });

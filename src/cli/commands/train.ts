@@ -76,11 +76,13 @@ export const trainCommand = defineCommand({
     workers: { type: 'int', positive: true, default: 1, help: 'data-parallel workers, simulated in-process (with --quant fp32 --optimizer sgd; docs/distributed.md)' },
     compress: { type: 'enum', choices: COMPRESSOR_NAMES, default: 'none', help: 'gradient exchange of data-parallel training: dense all-reduce or Deep Gradient Compression' },
     sparsity: { type: 'number', min: 0, max: 0.99999, default: DEFAULT_SPARSITY, help: 'final DGC sparsity (fraction of each gradient tensor not sent per step)' },
+    threads: { type: 'boolean', default: false, help: 'with --workers: run each worker as a worker thread (1 kernel thread each) instead of in-process' },
   },
   run(options, io) {
     useBackend(options.backend);
     // --sparsity has a default, so only a changed value can be told from an unused one.
     if (options.compress !== 'dgc' && options.sparsity !== DEFAULT_SPARSITY) throw new UsageError(`--sparsity applies to --compress dgc only (got --sparsity ${options.sparsity} with --compress ${options.compress})`, 'train');
+    if (options.threads && !wantsDataParallel(options)) throw new UsageError('--threads runs data-parallel workers: pass --workers N (N > 1) or --compress', 'train');
     if (wantsDataParallel(options)) {
       if (options.precision !== 'fp32') throw new UsageError('--workers/--compress train with --precision fp32 only', 'train');
       return trainDataParallel(options, io);
