@@ -128,7 +128,8 @@ describe('ThreadedDataParallel (worker_threads)', () => {
     const m = model(0);
     await assert.rejects(ThreadedDataParallel.create(m, { workers: 0, lr: 0.1, replica: tiny }), /workers must be a positive integer, got 0/);
     await assert.rejects(ThreadedDataParallel.create(m, { workers: 2, lr: -1, replica: tiny }), /lr must be a finite number >= 0/);
-    await assert.rejects(ThreadedDataParallel.create(m, { workers: 2, lr: 0.1, replica: tinyMlp as unknown as ModelFactorySpec }), /a closure cannot cross threads/);
+    // @ts-expect-error -- a closure where a module spec belongs, as plain JavaScript could pass
+    await assert.rejects(ThreadedDataParallel.create(m, { workers: 2, lr: 0.1, replica: tinyMlp }), /a closure cannot cross threads/);
     await assert.rejects(ThreadedDataParallel.create(m, { workers: 2, lr: 0.1, replica: tiny, kernelThreads: 0 }), /kernelThreads must be an integer in \[1, 256\]/);
     await assert.rejects(ThreadedDataParallel.create(m, { workers: 2, lr: 0.1, replica: { module: fixture, export: 'notAModel' } }), (e: unknown) => e instanceof WorkerThreadError && /rank \d: TypeError: notAModel\(\.\.\.\) .* did not return a module/.test(e.message));
     await assert.rejects(ThreadedDataParallel.create(m, { workers: 2, lr: 0.1, replica: { module: fixture, export: 'missing' } }), /has no function export 'missing'/);
@@ -140,6 +141,5 @@ describe('ThreadedDataParallel (worker_threads)', () => {
 
 /** Resolves with the exit codes once all of the trainer's threads have exited. */
 function collectExits(trainer: ThreadedDataParallel): Promise<number[]> {
-  const threads = (trainer as unknown as { threads: import('node:worker_threads').Worker[] }).threads;
-  return Promise.all(threads.map((t) => new Promise<number>((resolve) => t.once('exit', resolve))));
+  return Promise.all(trainer.workerThreads.map((t) => new Promise<number>((resolve) => t.once('exit', resolve))));
 }

@@ -154,6 +154,11 @@ export class ThreadedDataParallel implements DataParallelTrainer {
     return trainer;
   }
 
+  /** The worker threads, rank order (to watch them, e.g. their `exit` events; the trainer owns their messages). */
+  get workerThreads(): readonly Worker[] {
+    return this.threads;
+  }
+
   /** Learning rate (of the single param group); sent to the workers with every step. */
   get lr(): number {
     return this.paramGroups[0]!.lr;
