@@ -32,16 +32,19 @@ class Pool {
  public:
   ~Pool() { resize(1); }
 
-  int threads() const { return threads_; }
+  int threads() const { return threads_.load(std::memory_order_relaxed); }
 
+  // Holds runMutex_: a resize never overlaps a job or another resize (worker_threads of one process
+  // share this pool; two of them resizing at once deadlocked joining a pool thread).
   void resize(int threads) {
+    const std::lock_guard<std::mutex> serialize(runMutex_);
     if (threads < 1) threads = 1;
-    if (threads == threads_) return;
+    if (threads == threads_.load(std::memory_order_relaxed)) return;
     stopWorkers();
-    threads_ = threads;
+    threads_.store(threads, std::memory_order_relaxed);
     stop_ = false;
     const uint32_t seen = jobId(state_.load(std::memory_order_acquire));
-    for (int w = 1; w < threads_; w++) workers_.emplace_back([this, seen] { workerLoop(seen); });
+    for (int w = 1; w < threads; w++) workers_.emplace_back([this, seen] { workerLoop(seen); });
   }
 
   void run(int ntasks, TaskFn fn, void* ctx) {
@@ -133,7 +136,7 @@ class Pool {
     workers_.clear();
   }
 
-  int threads_ = 1;
+  std::atomic<int> threads_{1};
   std::vector<std::thread> workers_;
   std::mutex runMutex_, mutex_;
   std::condition_variable wake_;
