@@ -2,7 +2,8 @@ import { conv2d, conv2dAttrs, zeros, type Rng, type Tensor } from '../tensor/ind
 import { Module } from './module.ts';
 import { fans, kaimingUniform, uniform } from './init.ts';
 
-type Pair = number | readonly [number, number];
+/** A size given once for both spatial dimensions, or as [height, width]. */
+export type Pair = number | readonly [number, number];
 
 export interface Conv2dLayerOptions {
   stride?: Pair;
@@ -16,7 +17,8 @@ export interface Conv2dLayerOptions {
   rng?: Rng;
 }
 
-function pair(v: Pair | undefined, fallback: number): [number, number] {
+/** `v` as [height, width] (`fallback` for both when absent). @internal */
+export function pair(v: Pair | undefined, fallback: number): [number, number] {
   if (v === undefined) return [fallback, fallback];
   return typeof v === 'number' ? [v, v] : [v[0], v[1]];
 }

@@ -17,11 +17,10 @@ import type { Tensor } from '../../tensor/tensor.ts';
 import { conv2dAttrs, zeros, type Rng } from '../../tensor/index.ts';
 import { Module } from '../module.ts';
 import { BatchNorm1d, BatchNorm2d } from '../batchnorm.ts';
-import { Conv2d } from '../conv.ts';
+import { Conv2d, pair, type Pair } from '../conv.ts';
 import { Linear } from '../linear.ts';
 import { normal } from '../init.ts';
 
-type Pair = number | readonly [number, number];
 
 /** The released AdderNet code's η (its weight gradient is scaled by √k/‖G‖/5). */
 export const DEFAULT_ADAPTIVE_ETA = 0.2;
@@ -67,11 +66,6 @@ export function adderLinear(x: Tensor, weight: Tensor, options: { adaptiveEta?: 
 function checkEta(layer: string, eta: number): number {
   if (!(Number.isFinite(eta) && eta >= 0)) throw new Error(`${layer}: adaptiveEta must be a finite number >= 0, got ${eta}`);
   return eta;
-}
-
-function pair(v: Pair | undefined, fallback: number): [number, number] {
-  if (v === undefined) return [fallback, fallback];
-  return typeof v === 'number' ? [v, v] : [v[0], v[1]];
 }
 
 /**

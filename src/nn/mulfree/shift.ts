@@ -16,11 +16,10 @@ import { Tensor } from '../../tensor/tensor.ts';
 import { zeros, type Rng } from '../../tensor/index.ts';
 import { Module } from '../module.ts';
 import { Linear } from '../linear.ts';
-import { Conv2d } from '../conv.ts';
+import { Conv2d, pair, type Pair } from '../conv.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { shiftConv2dInteger, shiftLinearInteger, type ShiftCodes } from './kernel.ts';
 
-type Pair = number | readonly [number, number];
 
 /** Exponent range and initialisation of a shift layer. */
 export interface ShiftOptions {
@@ -180,11 +179,6 @@ export class ShiftLinear extends ShiftLayer {
 export interface ShiftConv2dOptions extends ShiftOptions {
   stride?: Pair;
   padding?: Pair;
-}
-
-function pair(v: Pair | undefined, fallback: number): [number, number] {
-  if (v === undefined) return [fallback, fallback];
-  return typeof v === 'number' ? [v, v] : [v[0], v[1]];
 }
 
 /** DeepShift-PS convolution (NCHW, weight OIHW = s·2^p; groups and dilation 1). */
