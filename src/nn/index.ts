@@ -17,3 +17,4 @@ export * as init from './init.ts';
 export type { Nonlinearity, FanMode, KaimingOptions } from './init.ts';
 export * from './models/index.ts';
 export * as mulfree from './mulfree/index.ts';
+export * as delta from './delta/index.ts';
