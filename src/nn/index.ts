@@ -18,3 +18,4 @@ export type { Nonlinearity, FanMode, KaimingOptions } from './init.ts';
 export * from './models/index.ts';
 export * as mulfree from './mulfree/index.ts';
 export * as delta from './delta/index.ts';
+export * as prune from './prune/index.ts';
