@@ -11,3 +11,4 @@ export * as embedding from './embedding/index.ts';
 export * as smartdeal from './smartdeal/index.ts';
 export * as irnn from './irnn/index.ts';
 export * as vertical from './vertical/index.ts';
+export * as subgroup from './subgroup/index.ts';
