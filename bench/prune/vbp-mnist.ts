@@ -6,7 +6,7 @@
  * Rows go to bench/results/prune-vbp.json (merged by name).
  *
  *   nice -n 10 node --import tsx bench/prune/vbp-mnist.ts --model lenet300 [--epochs 3] [--limit N]
- *     [--seed 0] [--dense 1] [--posterior-std 0.005] [--theta-lr 0.02] [--lr 0.001]
+ *     [--seed 0] [--dense 1] [--posterior-std 0.005] [--theta-lr 0.02] [--temperature 0.5] [--lr 0.001]
  *
  * Models: lenet300 (mlp 784-300-100-10), lenet300x2 (784-600-200-10), lenet5.
  */
@@ -38,6 +38,7 @@ const withDense = numberFlag('dense', 1, { integer: true }) === 1;
 const posteriorStd = numberFlag('posterior-std', 0.005);
 const thetaLr = numberFlag('theta-lr', 0.02);
 const lr = numberFlag('lr', 1e-3);
+const temperature = numberFlag('temperature', 0.5);
 const tag = flagOr('tag', '');
 
 function build(): TensorModule {
@@ -58,7 +59,7 @@ function run(mode: 'dense' | 'pruned'): Row {
   manualSeed(seed);
   const model = build();
   const before = layerSizes(model, inputShape);
-  const pruner = mode === 'pruned' ? new VariationalPruner(model, { datasetSize: trainSet.length, inputShape, posteriorStd, thetaLr }) : null;
+  const pruner = mode === 'pruned' ? new VariationalPruner(model, { datasetSize: trainSet.length, inputShape, posteriorStd, thetaLr, temperature }) : null;
   const weights = pruner ? pruner.weightParameters() : model.parameters();
   const adam = new Adam(weights, { lr });
   const optimizer = pruner ? pruner.wrap(adam) : adam;
@@ -89,7 +90,7 @@ function run(mode: 'dense' | 'pruned'): Row {
   const testAccuracy = evaluate(model, testLoader).accuracy;
   return {
     name: `${modelName}-${mode}-e${epochs}-s${seed}${tag ? `-${tag}` : ''}`, model: modelName, mode, epochs, seed, trainSamples: trainSet.length,
-    options: pruner ? { posteriorStd, thetaLr, lr, initialTheta: 0.9, temperature: 0.5, pruneThreshold: pruner.pruneThreshold, pruneEvery: pruner.pruneEvery } : { lr },
+    options: pruner ? { posteriorStd, thetaLr, lr, initialTheta: 0.9, temperature, pruneThreshold: pruner.pruneThreshold, pruneEvery: pruner.pruneEvery } : { lr },
     testAccuracy, before, after,
     paramsKept: total(after, 'params') / total(before, 'params'), macsKept: total(after, 'macs') / total(before, 'macs'),
     perEpoch, pruneEvents: pruner?.events.length ?? 0,
