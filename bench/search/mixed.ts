@@ -88,13 +88,13 @@ const COMMAND = `node --import tsx bench/search/mixed.ts ${process.argv.slice(2)
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
 const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
 
-interface Setup {
+export interface Setup {
   readonly id: 'lenet5-mnist' | 'cnn-fashion';
   readonly model: 'lenet5' | 'cnn';
   readonly dataset: 'mnist' | 'fashion-mnist';
   readonly fp32Epochs: number;
 }
-const SETUPS: Record<string, Setup> = {
+export const SETUPS: Record<string, Setup> = {
   lenet5: { id: 'lenet5-mnist', model: 'lenet5', dataset: 'mnist', fp32Epochs: 5 },
   cnn: { id: 'cnn-fashion', model: 'cnn', dataset: 'fashion-mnist', fp32Epochs: 2 },
 };
@@ -108,7 +108,7 @@ function gitCommit(): string {
 }
 
 // ------------------------------------------------------------------ data and fp32 model
-function loaders(setup: Setup, seed: number) {
+export function loaders(setup: Setup, seed: number) {
   const norm = DATASET_STATS[setup.dataset];
   const train = loadDataset(setup.dataset, 'train');
   const test = loadDataset(setup.dataset, 'test');
@@ -141,7 +141,7 @@ function rankLoaders(setup: Setup, seed: number) {
   };
 }
 
-function fp32Model(setup: Setup): TensorModule {
+export function fp32Model(setup: Setup): TensorModule {
   manualSeed(0);
   const model = createModel(setup.model);
   const shared = join(ROOT, 'runs', 'qat', 'ckpt', `${setup.id}_fp32.safetensors`);
@@ -340,7 +340,7 @@ function bitsLabel(c: BitChoice): string {
 const CACHE = join(ROOT, 'runs', 'search', QUICK_FLAG ? 'qat-cache-quick.json' : 'qat-cache.json');
 
 /** Calibration + QAT fine-tune + test accuracy; identical (model, assignment, seed, epochs) runs come from runs/search/qat-cache.json. */
-function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: Pick<ReturnType<typeof loaders>, 'train' | 'test' | 'calibration'>, seed: number, inspect?: (m: TensorModule) => void, base?: PlanBase, split = '') {
+export function qatScore(setup: Setup, model: TensorModule, assignment: BitAssignment, data: Pick<ReturnType<typeof loaders>, 'train' | 'test' | 'calibration'>, seed: number, inspect?: (m: TensorModule) => void, base?: PlanBase, split = '') {
   const steps = Math.ceil(EPOCHS * (data.train.dataset.length / 64));
   const start = FP32_EPOCHS === null ? '' : `|fp32e${FP32_EPOCHS}${HOLDOUT ? 'h10k' : ''}`;  // the starting point (default: the shared fp32 model)
   const key = `${setup.id}${start}${split ? `|${split}` : ''}|${JSON.stringify(Object.entries(assignment).sort())}|seed${seed}|steps${steps}${LR === 1e-4 ? '' : `|lr${LR}`}${base ? `|base${JSON.stringify(base)}` : ''}`;
@@ -783,24 +783,27 @@ function writeDoc(): void {
 }
 
 // ------------------------------------------------------------------ main
-if (process.argv.includes('--doc-only')) {
-  writeDoc();
-  process.exit(0);
-}
-log(`backend ${getBackend()}, threads ${process.env.LOWBIT_THREADS}, kernels ${JSON.stringify(intKernelsBackend())}${QUICK ? ', QUICK' : ''}`);
-for (const name of MODELS) {
-  const setup = SETUPS[name];
-  if (!setup) throw new Error(`unknown model '${name}' (known: ${Object.keys(SETUPS).join(', ')})`);
-  const model = fp32Model(setup);
-  const data = loaders(setup, 0);
-  log(`${setup.id}: fp32 test accuracy ${pct(evaluate(model, data.test).accuracy)}`);
-  const sens = sensitivity(setup, model, data);
-  const { channelErrors: _unsaved, pruneScores: _unsavedScores, ...saved } = sens;
-  if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
-  if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
-  if (SECTIONS.includes('sizewa')) saveResult(setup.id, EPOCHS === 1 && LR === 1e-4 ? 'sizewa' : `sizewa ${EPOCHS}ep ${LR}`, { ...(sizeWaSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
-  if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
-  // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>' (+ ' recover<N>' unless 200 steps).
-  if (SECTIONS.includes('prune')) saveResult(setup.id, `${EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`}${RECOVER_STEPS === 200 ? '' : ` recover${RECOVER_STEPS}`}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
-  writeDoc();
+// Run only as a script: bench/search/spos.ts imports the recipe above (loaders, fp32Model, qatScore).
+if (resolve(process.argv[1] ?? '') === fileURLToPath(import.meta.url)) {
+  if (process.argv.includes('--doc-only')) {
+    writeDoc();
+    process.exit(0);
+  }
+  log(`backend ${getBackend()}, threads ${process.env.LOWBIT_THREADS}, kernels ${JSON.stringify(intKernelsBackend())}${QUICK ? ', QUICK' : ''}`);
+  for (const name of MODELS) {
+    const setup = SETUPS[name];
+    if (!setup) throw new Error(`unknown model '${name}' (known: ${Object.keys(SETUPS).join(', ')})`);
+    const model = fp32Model(setup);
+    const data = loaders(setup, 0);
+    log(`${setup.id}: fp32 test accuracy ${pct(evaluate(model, data.test).accuracy)}`);
+    const sens = sensitivity(setup, model, data);
+    const { channelErrors: _unsaved, pruneScores: _unsavedScores, ...saved } = sens;
+    if (SECTIONS.includes('sensitivity')) saveResult(setup.id, 'sensitivity', { ...saved, command: COMMAND, commit: gitCommit(), quick: QUICK });
+    if (SECTIONS.includes('size')) sizeSection(setup, model, sens);
+    if (SECTIONS.includes('sizewa')) saveResult(setup.id, EPOCHS === 1 && LR === 1e-4 ? 'sizewa' : `sizewa ${EPOCHS}ep ${LR}`, { ...(sizeWaSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
+    if (SECTIONS.includes('latency')) saveResult(setup.id, 'latency', { ...(latencySection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
+    // One record per fine-tune recipe: 'prune' for the size arms' recipe (1 epoch, 1e-4), else 'prune <epochs>ep <lr>' (+ ' recover<N>' unless 200 steps).
+    if (SECTIONS.includes('prune')) saveResult(setup.id, `${EPOCHS === 1 && LR === 1e-4 ? 'prune' : `prune ${EPOCHS}ep ${LR}`}${RECOVER_STEPS === 200 ? '' : ` recover${RECOVER_STEPS}`}`, { ...(pruneSection(setup, model, sens) as Json), command: COMMAND, commit: gitCommit(), quick: QUICK });
+    writeDoc();
+  }
 }

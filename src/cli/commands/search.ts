@@ -14,6 +14,7 @@ import { exactSearch, writeSearchOutputs, type SearchOutcome } from '../../quant
 import { NoAllocationFitsError } from '../../quant/search/allocate.ts';
 import { sdqSearch } from '../../quant/search/sdq.ts';
 import { haqSearch } from '../../quant/search/haq.ts';
+import { sposSearch } from '../../quant/search/spos.ts';
 import { formatSi } from '../../quant/search/report.ts';
 import { checkDirCreatable } from '../../format/files.ts';
 import { uniformAssignment } from '../../quant/search/costs.ts';
@@ -23,7 +24,7 @@ import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '..
 import { locateFloatRun } from '../float-run.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
-const METHODS = ['nsga2', 'ilp', 'sdq', 'haq'] as const;
+const METHODS = ['nsga2', 'ilp', 'sdq', 'haq', 'spos'] as const;
 
 /** Search samples without --search-samples (fewer when the test set is smaller: all but one). */
 const DEFAULT_SEARCH_SAMPLES = 2000;
@@ -53,10 +54,11 @@ function budgetTag(budget: Budget): string {
   return budget.text.replace(/[^A-Za-z0-9.]+/g, '-');
 }
 
-/** The options that belong to one search method. */
-const METHOD_OPTIONS = {
-  generations: 'nsga2', population: 'nsga2', beacons: 'nsga2', beaconSteps: 'nsga2', steps: 'sdq', lambda: 'sdq', episodes: 'haq',
-} as const;
+/** The options that belong to some search methods only. */
+const METHOD_OPTIONS: Record<string, readonly (typeof METHODS)[number][]> = {
+  generations: ['nsga2'], population: ['nsga2', 'spos'], beacons: ['nsga2'], beaconSteps: ['nsga2'], steps: ['sdq'], lambda: ['sdq'], episodes: ['haq'],
+  supernetSteps: ['spos'], iterations: ['spos'],
+};
 
 export const searchCommand = defineCommand({
   name: 'search',
@@ -67,7 +69,9 @@ export const searchCommand = defineCommand({
     'quantization, a few "beacon" candidates retrained to correct the others — MOHAQ); ilp (exact',
     'allocation of per-layer PTQ loss perturbations under the budget); sdq (bit widths learned during',
     'QAT with a budget regularizer); haq (a DDPG agent picks each layer\'s width, the plan is forced under',
-    'the budget by lowering widths, reward = PTQ accuracy change — HAQ). Candidates are scored on the LAST --search-samples test images;',
+    'the budget by lowering widths, reward = PTQ accuracy change — HAQ); spos (a supernet with a switchable',
+    'quantizer per layer fine-tuned by uniform path sampling, then an evolutionary search over paths within the',
+    'budget scored with the inherited weights — single-path one-shot). Candidates are scored on the LAST --search-samples test images;',
     'the chosen plan is re-scored on the remaining test images. Writes <out>/plan.json (a QuantPlan',
     'that prepareQat / calibrate / convert accept), <out>/front.json and <out>/report.html.',
     'Ctrl-C (or --max-time) stops early and writes the best plan found so far.',
@@ -80,6 +84,7 @@ export const searchCommand = defineCommand({
     'lowbit search --model runs/lenet5-mnist-fp32 --budget latency=0.2ms --method nsga2 --max-time 600',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget bitserial=1.2k --method haq --episodes 300',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget latency=9us --method ilp --wbits 8 --prune 1,0.75,0.5,0.25',
+    'lowbit search --model runs/lenet5-mnist-fp32 --budget size=23KB --method spos --supernet-steps 2000 --population 50 --iterations 20',
   ],
   options: {
     model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors' },
@@ -90,7 +95,9 @@ export const searchCommand = defineCommand({
     abits: { type: 'string', default: '8', placeholder: 'LIST', help: 'candidate activation bit widths (nsga2 and ilp search them per layer; sdq uses the widest)' },
     prune: { type: 'string', placeholder: 'LIST', help: 'ilp: keep ratios of output channels per layer, e.g. 1,0.75,0.5,0.25 (pruned channels = 0-bit, removed by convert); the latency cost is then measured in the model' },
     generations: { type: 'int', min: 0, help: 'nsga2: generations after the initial population (default: 12)' },
-    population: { type: 'int', min: 4, help: 'nsga2: population size (default: 20)' },
+    population: { type: 'int', min: 4, help: 'nsga2 / spos: population size (default: 20 for nsga2, 50 for spos)' },
+    supernetSteps: { type: 'int', positive: true, help: 'spos: supernet training steps, one uniformly sampled path each (default: 1000)' },
+    iterations: { type: 'int', positive: true, help: 'spos: evolution iterations (default: 20)' },
     beacons: { type: 'int', min: 0, help: 'nsga2: candidates retrained as beacons (0: PTQ only; default: 3)' },
     beaconSteps: { type: 'int', positive: true, help: 'nsga2: QAT steps per beacon (default: 100)' },
     rank: { type: 'int', min: 0, default: 0, placeholder: 'N', help: 'nsga2 / ilp / haq: retrain the N most accurate plans within the budget (QAT, --rank-steps steps each) and keep the best after retraining (0: the best by PTQ)' },
@@ -111,15 +118,15 @@ export const searchCommand = defineCommand({
   },
   async run(given, io) {
     // Options of one method: refused with another (they would be ignored), defaulted here.
-    for (const [name, method] of Object.entries(METHOD_OPTIONS)) {
-      if (given[name as keyof typeof METHOD_OPTIONS] !== undefined && given.method !== method) {
-        throw new UsageError(`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --method ${method} (got --method ${given.method})`, 'search');
+    for (const [name, methods] of Object.entries(METHOD_OPTIONS)) {
+      if (given[name as keyof typeof given] !== undefined && !methods.includes(given.method)) {
+        throw new UsageError(`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --method ${methods.join(' or ')} (got --method ${given.method})`, 'search');
       }
     }
     const options = {
       ...given,
-      generations: given.generations ?? 12, population: given.population ?? 20, beacons: given.beacons ?? 3, beaconSteps: given.beaconSteps ?? 100,
-      steps: given.steps ?? 300, lambda: given.lambda ?? 5, episodes: given.episodes ?? 300,
+      generations: given.generations ?? 12, population: given.population ?? (given.method === 'spos' ? 50 : 20), beacons: given.beacons ?? 3, beaconSteps: given.beaconSteps ?? 100,
+      steps: given.steps ?? 300, lambda: given.lambda ?? 5, episodes: given.episodes ?? 300, supernetSteps: given.supernetSteps ?? 1000, iterations: given.iterations ?? 20,
     };
     if (options.budget === undefined) throw new UsageError('--budget is required, e.g. --budget size=40KB, bitops=1.2G or latency=2ms', 'search');
     let budgets: Budget[];
@@ -132,7 +139,7 @@ export const searchCommand = defineCommand({
     const budget = budgets[0]!;
     const limits = budgets.slice(1);
     if (new Set(budgets.map((b) => b.cost)).size !== budgets.length) throw new UsageError(`--budget: one limit per cost, got '${options.budget}'`, 'search');
-    if (limits.length > 0 && options.method !== 'ilp' && options.method !== 'haq') throw new UsageError(`several budgets (${options.budget}) work with --method ilp or haq`, 'search');
+    if (limits.length > 0 && options.method !== 'ilp' && options.method !== 'haq' && options.method !== 'spos') throw new UsageError(`several budgets (${options.budget}) work with --method ilp, haq or spos`, 'search');
     if (limits.length > 0 && options.prune !== undefined) throw new UsageError('several budgets do not combine with --prune', 'search');
     const extra = [...limits.map((b) => b.cost as string), ...(options.objectives ?? '').split(',').map((s) => s.trim())]
       .filter((s, i, all) => s !== '' && s !== budget.cost && all.indexOf(s) === i);
@@ -302,6 +309,40 @@ export const searchCommand = defineCommand({
           floatAccuracy: floatSearch, stopped: result.stopped,
           notes: ['HAQ: a DDPG agent chose each layer\'s width (20 random warm-up episodes, then truncated-normal exploration); every plan was forced under the budget by lowering widths from the last layer and scored by post-training quantization (reward 0.1·Δaccuracy in %). The plan is the best one the agent produced; uniform points are scored the same way for reference.'],
           details: { history: result.history.map((e) => ({ episode: e.episode, reward: e.reward, sigma: e.sigma, wBits: result.layers.map((_l, i) => wBits[e.plan[aBits.length > 1 ? 2 * i : i]!]) })) },
+        };
+      } else if (options.method === 'spos') {
+        const trainBar = options.progress ? new ProgressBar({ total: options.supernetSteps, label: 'supernet', rateUnit: 'step', stream: io.stderr }) : null;
+        let searchBar: ProgressBar | null = null;
+        let bestAccuracy = -Infinity;
+        const result = await sposSearch(build(), data, {
+          budgets: [budget, ...limits].map((b) => ({ cost: costs.find((c) => c.name === b.cost)!, value: b.value })),
+          costs, wBits, aBits, calibrationSamples: options.calib, seed: options.seed, shouldStop,
+          training: { steps: options.supernetSteps },
+          evolution: { population: options.population, iterations: options.iterations },
+          onTrainStep: (_s, info) => trainBar?.tick(1, { loss: info.loss }),
+          onEvaluation: (c) => {
+            if (trainBar && searchBar === null) {
+              trainBar.done();
+              searchBar = new ProgressBar({ total: 0, label: 'evolution', rateUnit: 'path', stream: io.stderr });
+            }
+            bestAccuracy = Math.max(bestAccuracy, c.accuracy);
+            searchBar?.tick(1, { acc: `${(c.accuracy * 100).toFixed(2)}%`, best: `${(bestAccuracy * 100).toFixed(2)}%` });
+          },
+        }).catch((e: unknown) => {
+          if (!(e instanceof NoAllocationFitsError)) throw e;
+          trainBar?.done();
+          const narrowest = [budget, ...limits].map((b, k) => `${b.cost} ${showCostOf(b.cost, e.minimum[k]!)}`);
+          throw new Error(`no plan fits ${[budget, ...limits].map((b) => b.text).join(', ')}: every layer at its narrowest widths costs ${narrowest.join(', ')}`);
+        });
+        if (searchBar === null) trainBar?.done();
+        (searchBar as ProgressBar | null)?.done();
+        outcome = {
+          method: 'spos', title: `lowbit search: ${arch} on ${dataset}, single-path one-shot supernet`,
+          summary: [...summary, ['supernet', `${result.trainSteps} steps by uniform path sampling (${result.trainSeconds.toFixed(0)} s)`], ['evolution', `${result.iterations} iterations, ${result.evaluations} paths (${result.searchSeconds.toFixed(0)} s)`]],
+          layers: result.layers, costs, budget, candidates: result.candidates, front: result.front, chosen: result.chosen,
+          floatAccuracy: floatSearch, stopped: result.stopped,
+          notes: ['SPOS: one supernet (the float weights shared by a switchable static quantizer per layer and width) was fine-tuned by uniform path sampling; paths within the budget were searched by evolution (top-k parents, mutation, crossover) and scored with the inherited supernet weights (accuracy shown). The plan applies to the original float model; the uniform points are supernet paths too.'],
+          details: { sampleCounts: result.sampleCounts, history: result.history, widestAccuracy: result.widestAccuracy },
         };
       } else {
         const bar = options.progress ? new ProgressBar({ total: options.steps, label: 'sdq', rateUnit: 'step', stream: io.stderr }) : null;

@@ -23,7 +23,7 @@ import { formatSi, writeSearchReport, writeTextAtomic, type PointKind, type Repo
 
 /** The result of a search, whatever the method. */
 export interface SearchOutcome {
-  readonly method: 'ilp' | 'nsga2' | 'sdq' | 'haq';
+  readonly method: 'ilp' | 'nsga2' | 'sdq' | 'haq' | 'spos';
   readonly title: string;
   /** Extra summary lines (model, dataset, samples, time...). */
   readonly summary: readonly (readonly [string, string])[];

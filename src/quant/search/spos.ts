@@ -574,13 +574,12 @@ export interface SposBudget {
   readonly value: number;
 }
 
-export interface SposSearchOptions extends SupernetOptions {
+/** What `searchSupernet` needs besides the supernet. */
+export interface SposEvolveOptions {
   /** Budgets; the plan fits all of them. The first orders the report. */
   readonly budgets: readonly SposBudget[];
   /** Further cost models recorded per candidate (report axes). */
   readonly costs?: readonly CostModel[];
-  /** Supernet training (steps, lr, rescaleEvery); its seed defaults to `seed`. */
-  readonly training?: Omit<SupernetTrainOptions, 'shouldStop' | 'onStep' | 'seed'>;
   /** Evolution (population, topK, iterations, mutations, crossovers, mutationProbability). */
   readonly evolution?: Pick<EvolutionOptions, 'population' | 'topK' | 'iterations' | 'mutations' | 'crossovers' | 'mutationProbability' | 'maxTries'>;
   /** Training batches that recompute BN statistics per candidate (default 4; unused without BatchNorm). */
@@ -591,80 +590,90 @@ export interface SposSearchOptions extends SupernetOptions {
   readonly references?: boolean;
   readonly seed?: number;
   shouldStop?(): boolean;
-  onTrainStep?(step: number, info: { loss: number; path: readonly number[] }): void;
   onEvaluation?(candidate: SearchCandidate): void;
 }
 
-export interface SposSearchResult {
+export interface SposSearchOptions extends SupernetOptions, SposEvolveOptions {
+  /** Supernet training (steps, lr, rescaleEvery); its seed is `seed`. */
+  readonly training?: Omit<SupernetTrainOptions, 'shouldStop' | 'onStep' | 'seed'>;
+  onTrainStep?(step: number, info: { loss: number; path: readonly number[] }): void;
+}
+
+export interface SposEvolveResult {
   readonly layers: LayerInfo[];
   readonly space: SposSpace;
-  /** Accuracy of the supernet at its widest path on `data.eval` (for the report's float line, the model itself is no longer float). */
+  /** Inherited accuracy of the widest path on `data.eval`. */
   readonly widestAccuracy: number;
-  /** The best path found (within every budget); accuracy = inherited supernet accuracy. */
+  /** The best path found (within every budget); accuracy = inherited supernet accuracy on `data.eval`. */
   readonly chosen: SearchCandidate;
+  /** Every path evaluated, then the uniform references. */
   readonly candidates: SearchCandidate[];
   readonly front: SearchCandidate[];
   readonly uniform: SearchCandidate[];
-  readonly trainSteps: number;
-  readonly trainSeconds: number;
   readonly searchSeconds: number;
   readonly evaluations: number;
   readonly iterations: number;
   readonly stopped: boolean;
+  /** Best inherited accuracy among the parents of each iteration. */
+  readonly history: { iteration: number; bestAccuracy: number }[];
+}
+
+export interface SposSearchResult extends SposEvolveResult {
+  readonly trainSteps: number;
+  readonly trainSeconds: number;
   /** How often each choice of each gene was sampled during training. */
   readonly sampleCounts: number[][];
-  /** Best inherited accuracy after each iteration. */
-  readonly history: { iteration: number; bestAccuracy: number }[];
 }
 
 const FIT_SLACK = 1e-12;
 
+/** Costs of a path per budget (tables priced once) and whether it fits every budget. */
+function budgetChecker(space: SposSpace, budgets: readonly SposBudget[]): { costsOf(path: readonly number[]): number[]; fits(path: readonly number[]): boolean } {
+  if (budgets.length === 0) throw new Error('spos: give at least one budget');
+  for (const b of budgets) if (!(b.value > 0 && Number.isFinite(b.value))) throw new Error(`spos: the ${b.cost.name} budget must be a positive finite number, got ${b.value}`);
+  // Cost tables [budget][layer][w][a] (the latency model measures here).
+  const tables = budgets.map((b) => space.layers.map((l) => space.wBits.map((w) => space.aBits.map((a) => layerChoiceCost(b.cost, l, { w, a })))));
+  const per = space.aBits.length > 1 ? 2 : 1;
+  const costsOf = (path: readonly number[]): number[] => tables.map((t) => space.layers.reduce((s, _l, i) => s + t[i]![path[per * i]!]![per === 2 ? path[per * i + 1]! : 0]!, 0));
+  const fits = (path: readonly number[]): boolean => costsOf(path).every((c, k) => c <= budgets[k]!.value + Math.abs(budgets[k]!.value) * FIT_SLACK);
+  const narrowest = pathCardinalities(space).map(() => 0);
+  if (!fits(narrowest)) throw new NoAllocationFitsError(budgets.map((b) => b.value), costsOf(narrowest));
+  return { costsOf, fits };
+}
+
 /**
- * SPOS over the Conv2d / Linear layers of a trained float `model` (turned into the supernet and
- * fine-tuned IN PLACE: pass a copy to keep the float model): build the supernet on
- * `data.calibration`, train it on `data.train` by uniform path sampling, then search paths within
- * the budgets by evolution, each scored on `data.eval` with the inherited weights (BN statistics
- * recomputed on the first `recalibrationBatches` batches of `data.train`).
+ * The evolutionary search on a trained supernet (step 3 of the module comment): paths within
+ * every budget, each scored on `data.eval` with the inherited weights after recomputing BN
+ * statistics on the first `recalibrationBatches` batches of `data.train` (models with BatchNorm
+ * only; the branches are then re-calibrated too, as BN-folded weights changed). Leaves the
+ * supernet switched to the chosen path.
  */
-export async function sposSearch(model: TensorModule, data: SearchData, options: SposSearchOptions): Promise<SposSearchResult> {
-  if (!data.train) throw new Error('sposSearch: data.train is required (the supernet is trained)');
-  if (options.budgets.length === 0) throw new Error('sposSearch: give at least one budget');
-  for (const b of options.budgets) if (!(b.value > 0 && Number.isFinite(b.value))) throw new Error(`sposSearch: the ${b.cost.name} budget must be a positive finite number, got ${b.value}`);
+export async function searchSupernet(supernet: Supernet, data: SearchData, options: SposEvolveOptions): Promise<SposEvolveResult> {
   const fitness = options.fitness ?? 'accuracy';
-  if (fitness !== 'accuracy' && fitness !== 'loss') throw new Error(`sposSearch: fitness must be 'accuracy' or 'loss', got '${String(fitness)}'`);
+  if (fitness !== 'accuracy' && fitness !== 'loss') throw new Error(`searchSupernet: fitness must be 'accuracy' or 'loss', got '${String(fitness)}'`);
   const recalCount = options.recalibrationBatches ?? 4;
-  if (!Number.isInteger(recalCount) || recalCount < 1) throw new Error(`sposSearch: recalibrationBatches must be a positive integer, got ${recalCount}`);
+  if (!Number.isInteger(recalCount) || recalCount < 1) throw new Error(`searchSupernet: recalibrationBatches must be a positive integer, got ${recalCount}`);
   const t0 = performance.now();
-  const supernet = buildSupernet(model, data.calibration, options);
-  const { space } = supernet;
+  const { model, space } = supernet;
   const layers = [...space.layers];
   const cards = pathCardinalities(space);
-  // Cost tables [budget][layer][w][a], priced once (the latency model measures here).
-  const table = (cost: CostModel): number[][][] => layers.map((l) => space.wBits.map((w) => space.aBits.map((a) => layerChoiceCost(cost, l, { w, a }))));
-  const tables = options.budgets.map((b) => table(b.cost));
   const per = space.aBits.length > 1 ? 2 : 1;
-  const costsOf = (path: readonly number[]): number[] => tables.map((t) => layers.reduce((s, _l, i) => s + t[i]![path[per * i]!]![per === 2 ? path[per * i + 1]! : 0]!, 0));
-  const fits = (path: readonly number[]): boolean => costsOf(path).every((c, k) => c <= options.budgets[k]!.value + Math.abs(options.budgets[k]!.value) * FIT_SLACK);
-  const narrowest = cards.map(() => 0);
-  if (!fits(narrowest)) throw new NoAllocationFitsError(options.budgets.map((b) => b.value), costsOf(narrowest));
-
-  const trained = await trainSupernet(supernet, data.train, {
-    ...options.training, seed: options.seed ?? 0,
-    ...(options.shouldStop ? { shouldStop: options.shouldStop } : {}),
-    ...(options.onTrainStep ? { onStep: options.onTrainStep } : {}),
-  });
-  const t1 = performance.now();
-
-  const recalBatches = batchNorms(model).length > 0 ? collectCalibrationBatches(data.train, { batches: recalCount }) : [];
+  const { fits } = budgetChecker(space, options.budgets);
+  const hasBatchNorm = batchNorms(model).length > 0;
+  if (hasBatchNorm && !data.train) throw new Error('searchSupernet: a model with BatchNorm needs data.train (its statistics are recomputed per path)');
+  const recalBatches = hasBatchNorm ? collectCalibrationBatches(data.train!, { batches: recalCount }) : [];
   const allCosts = [...options.budgets.map((b) => b.cost), ...(options.costs ?? []).filter((c) => !options.budgets.some((b) => b.cost.name === c.name))];
   const candidates = new Map<string, SearchCandidate>();
   const losses = new Map<SearchCandidate, number>();
-  const scorePath = (path: readonly number[], uniform?: string): SearchCandidate => {
+  const setAndRecalibrate = (path: readonly number[]): void => {
     supernet.setPath(path);
     if (recalBatches.length > 0) {
       recalibrateBatchNorm(model, recalBatches);
       supernet.refreshScales();  // BN-folded weights changed with the statistics
     }
+  };
+  const scorePath = (path: readonly number[], uniform?: string): SearchCandidate => {
+    setAndRecalibrate(path);
     const r = evaluateModel(model, data.eval);
     const assignment = pathToAssignment(space, path);
     const candidate: SearchCandidate = { assignment, accuracy: r.accuracy, ptqAccuracy: r.accuracy, costs: assignmentCosts(allCosts, layers, assignment), ...(uniform ? { uniform } : {}) };
@@ -697,18 +706,34 @@ export async function sposSearch(model: TensorModule, data: SearchData, options:
       uniform.push(scorePath(path, uniformLabel({ w, a: space.aBits[widestA]! })));
     });
   }
-  supernet.setPath(evo.best.genome);
-  if (recalBatches.length > 0) {
-    recalibrateBatchNorm(model, recalBatches);
-    supernet.refreshScales();
-  }
+  setAndRecalibrate(evo.best.genome);
   const all = [...candidates.values(), ...uniform];
   return {
     layers, space, widestAccuracy, chosen, candidates: all, front: candidateFront(all, allCosts.map((c) => c.name)), uniform,
-    trainSteps: trained.steps, trainSeconds: (t1 - t0) / 1000, searchSeconds: (performance.now() - t1) / 1000,
-    evaluations: evo.evaluated.length, iterations: evo.iterations, stopped: trained.stopped || evo.stopped,
-    sampleCounts: trained.counts, history,
+    searchSeconds: (performance.now() - t0) / 1000, evaluations: evo.evaluated.length, iterations: evo.iterations, stopped: evo.stopped, history,
   };
+}
+
+/**
+ * SPOS over the Conv2d / Linear layers of a trained float `model` (turned into the supernet and
+ * fine-tuned IN PLACE: pass a copy to keep the float model): `buildSupernet` on
+ * `data.calibration`, `trainSupernet` on `data.train` by uniform path sampling, then
+ * `searchSupernet` within the budgets, each path scored on `data.eval` with the inherited weights.
+ * Throws NoAllocationFitsError (before training) when the narrowest path exceeds a budget.
+ */
+export async function sposSearch(model: TensorModule, data: SearchData, options: SposSearchOptions): Promise<SposSearchResult> {
+  if (!data.train) throw new Error('sposSearch: data.train is required (the supernet is trained)');
+  const t0 = performance.now();
+  const supernet = buildSupernet(model, data.calibration, options);
+  budgetChecker(supernet.space, options.budgets);
+  const trained = await trainSupernet(supernet, data.train, {
+    ...options.training, seed: options.seed ?? 0,
+    ...(options.shouldStop ? { shouldStop: options.shouldStop } : {}),
+    ...(options.onTrainStep ? { onStep: options.onTrainStep } : {}),
+  });
+  const trainSeconds = (performance.now() - t0) / 1000;
+  const found = await searchSupernet(supernet, data, options);
+  return { ...found, stopped: trained.stopped || found.stopped, trainSteps: trained.steps, trainSeconds, sampleCounts: trained.counts };
 }
 
 /** @internal The layer choice a gene pair encodes (for messages). */
