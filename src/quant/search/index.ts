@@ -41,6 +41,10 @@ export {
   actionToChoice, DdpgAgent, forceToBudget, haq, haqSearch, HaqActor, HaqCritic, layerFeatures, normalizeFeatures, ReplayBuffer, softUpdate, truncatedNormal,
   type DdpgOptions, type DdpgUpdate, type HaqBudget, type HaqDecision, type HaqEnvironment, type HaqEpisode, type HaqOptions, type HaqResult, type HaqSearchOptions, type HaqSearchResult, type Transition,
 } from './haq.ts';
+export {
+  assignmentToPath, buildSupernet, evolutionarySearch, pathCardinalities, pathToAssignment, recalibrateBatchNorm, samplePath, scoreBetter, searchSupernet, SPOS_KIND, SposQuantizer, sposSearch, trainSupernet,
+  type EvolutionOptions, type EvolutionResult, type SposBudget, type SposEvolveOptions, type SposEvolveResult, type SposSearchOptions, type SposSearchResult, type SposSpace, type Supernet, type SupernetOptions, type SupernetTrainOptions,
+} from './spos.ts';
 export { BudgetError, costDisplay, parseBudget, type Budget, type CostDisplay } from './budget.ts';
 export { buildSearchReport, exactSearch, outcomeJson, writeSearchOutputs, type ExactSearchOptions, type ExactSearchResult, type SearchOutcome } from './outcome.ts';
 export {
