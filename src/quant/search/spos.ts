@@ -49,7 +49,7 @@ import type { SearchData } from './evaluate.ts';
 import { describeLayers } from './layers.ts';
 import { assignmentCosts, candidateFront, uniformLabel, type SearchCandidate } from './mohaq.ts';
 import { activationSpecFor, weightSpecFor, type PlanBase } from './plan.ts';
-import type { BitAssignment, BitChoice, CostModel, LayerInfo } from './types.ts';
+import type { BitAssignment, CostModel, LayerInfo } from './types.ts';
 
 // ------------------------------------------------------------------ the switchable quantizer
 
@@ -734,13 +734,4 @@ export async function sposSearch(model: TensorModule, data: SearchData, options:
   const trainSeconds = (performance.now() - t0) / 1000;
   const found = await searchSupernet(supernet, data, options);
   return { ...found, stopped: trained.stopped || found.stopped, trainSteps: trained.steps, trainSeconds, sampleCounts: trained.counts };
-}
-
-/** @internal The layer choice a gene pair encodes (for messages). */
-export function describePath(space: SposSpace, path: readonly number[]): string {
-  const a = pathToAssignment(space, path);
-  return space.layers.map((l) => {
-    const c: BitChoice = a[l.name]!;
-    return `${l.name}=W${c.w}A${c.a}`;
-  }).join(' ');
 }
