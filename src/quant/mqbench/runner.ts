@@ -56,6 +56,8 @@ export interface BenchmarkOptions {
   readonly progressStream?: ProgressStream;
   /** Called after every cell. */
   readonly onResult?: (result: MqbenchResult) => void;
+  /** Receives every deployed IntModel (e.g. to export and check it as ONNX), before `onResult` of its cell. */
+  readonly onIntModel?: (cell: { readonly algorithm: Algorithm; readonly backend: BackendName; readonly bits: number }, intModel: IntModel) => void;
 }
 
 /** One cell of the benchmark. */
@@ -191,6 +193,7 @@ export function runCell(options: BenchmarkOptions, algorithm: string, backend: s
     }
     const testLoader = new DataLoader(options.test, { batchSize: 500, normalize: options.normalize });
     const ev = evaluateSimulatedAndDeployed(model, intModel, testLoader);
+    if (intModel) options.onIntModel?.(base, intModel);
     return {
       ...base, status: 'ok', layers, simulatedAccuracy: ev.simulated, deployedAccuracy: ev.deployed,
       ...(deployReason === undefined ? {} : { deployReason }),
