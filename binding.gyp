@@ -17,7 +17,8 @@
         "native/amx.cc",
         "native/intmodel.cc",
         "native/optim.cc",
-        "native/recurrent.cc"
+        "native/recurrent.cc",
+        "native/irnn.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -6,5 +6,5 @@ export {
 } from './pwl.ts';
 export { GATE_FRAC, ACT_FRAC, CELL_FRAC, rowScales, absMaxScale } from './formats.ts';
 export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';
-export { IntLSTM, intLstmStep, convertQuantLSTM, type IntLSTMParams, type IntLSTMState } from './intlstm.ts';
+export { IntLSTM, intLstmStep, convertQuantLSTM, type IntLSTMParams, type IntLSTMState, type IntLSTMRunOptions } from './intlstm.ts';
 export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, saveIntLSTM, loadIntLSTM, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode } from './io.ts';

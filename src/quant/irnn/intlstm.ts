@@ -8,10 +8,11 @@
  * (`quantizeInput`) and reading h back (`hiddenScale`).
  */
 import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
-import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import type { NativeAddon } from '../../backend/native/addon.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales } from './formats.ts';
-import { evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, roundShift, type IntPwl } from './pwl.ts';
+import { evalIntPwl, evalIntPwlIndexed, intPwlProblems, pwlSegmentIndex, pwlShift, roundShift, type IntPwl } from './pwl.ts';
 import type { QuantLSTM } from './qlstm.ts';
 
 /** Everything an IntLSTM holds (what the file stores). */
@@ -154,12 +155,43 @@ export function intLstmStep(p: IntLSTMParams, batch: number, x: Int8Array, state
   }
 }
 
+/** Options of `IntLSTM.run`. */
+export interface IntLSTMRunOptions {
+  /**
+   * Run the cell (requantization, PWL gates, cell and h update, and the W_hh product) in the native
+   * kernel (native/irnn.cc) when the addon has it and accepts the parameters (default true); false runs
+   * the TypeScript cell, the reference the native one equals bit for bit.
+   */
+  native?: boolean;
+}
+
+/** What the native cell needs besides the weights: the parameters flattened as native/irnn.h reads them. */
+interface NativeCell {
+  readonly addon: NativeAddon;
+  readonly path: string;
+  /** [steps, batch, hidden, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; steps and batch set per run. */
+  readonly dims: Int32Array;
+  readonly rows: Int32Array;
+  readonly sigmoid: Int32Array;
+  readonly tanh: Int32Array;
+}
+
+function flatTable(t: IntPwl): Int32Array {
+  const out = new Int32Array(t.knots.length + t.values.length + t.slopes.length);
+  out.set(t.knots, 0);
+  out.set(t.values, t.knots.length);
+  out.set(t.slopes, t.knots.length + t.values.length);
+  return out;
+}
+
 /** The integer-only LSTM runtime. */
 export class IntLSTM {
   readonly params: IntLSTMParams;
 
   private packedWeights: { ih: PackedWeights; hh: PackedWeights } | null = null;
   private fastPath: FastPath | null = null;
+  /** The native cell's flattened parameters, or why the native cell does not run (cached per addon state). */
+  private nativeState: { addon: NativeAddon | null; cell: NativeCell | string } | null = null;
 
   constructor(params: IntLSTMParams) {
     this.params = params;
@@ -188,21 +220,70 @@ export class IntLSTM {
     return p.weightIh.length + p.weightHh.length + rows * 4 * 5 + tables + 4 * 4;
   }
 
-  /** x (real, any layout) → int8 codes at the input scale, round half to even, clamped to ±127. */
+  /**
+   * x (real, any layout) → int8 codes at the input scale, round half to even, saturated to ±127:
+   * values beyond ±127.5·inputScale (±Infinity included) become ±127, as the fake quantization of
+   * QuantLSTM clamps them. NaN has no code: it throws a RangeError naming the first NaN's index.
+   */
   quantizeInput(x: ArrayLike<number>): Int8Array {
     const q = new Int8Array(x.length);
     const s = this.params.inputScale;
-    for (let i = 0; i < x.length; i++) q[i] = clamp(roundHalfEven(x[i]! / s), -Q8_MAX, Q8_MAX);
+    for (let i = 0; i < x.length; i++) {
+      const v = x[i]!;
+      if (Number.isNaN(v)) throw new RangeError(`IntLSTM.quantizeInput: x[${i}] is NaN; the int8 input has no code for it`);
+      q[i] = clamp(roundHalfEven(v / s), -Q8_MAX, Q8_MAX);
+    }
     return q;
+  }
+
+  /** The native cell for the current addon state, or why there is none. */
+  private nativeCell(): NativeCell | string {
+    const addon = nativeIntAddon();
+    if (this.nativeState && this.nativeState.addon === addon) return this.nativeState.cell;
+    let cell: NativeCell | string;
+    if (!addon) cell = 'the native addon is not loaded (or the reference kernels are forced)';
+    else if (!addon.intLstmSequence || !addon.intLstmPath) cell = 'the native addon predates the integer LSTM kernel';
+    else {
+      const p = this.params;
+      const H = p.hiddenSize;
+      const problems = [...intPwlProblems(p.sigmoid).map((m) => `sigmoid table: ${m}`), ...intPwlProblems(p.tanh).map((m) => `tanh table: ${m}`)];
+      if (problems.length > 0) cell = problems.join('; ');
+      else {
+        const rows = new Int32Array(5 * 4 * H);
+        [p.multiplierIh, p.shiftIh, p.multiplierHh, p.shiftHh, p.bias].forEach((a, j) => rows.set(a, j * 4 * H));
+        const dims = Int32Array.from([1, 1, H, p.outputMultiplier, p.outputShift,
+          pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
+        const sigmoid = flatTable(p.sigmoid);
+        const tanh = flatTable(p.tanh);
+        try {
+          cell = { addon, path: addon.intLstmPath(dims, rows, sigmoid, tanh), dims, rows, sigmoid, tanh };
+        } catch (error) {
+          cell = error instanceof Error ? error.message.replace(/^lowbit_native: intLstmPath: /, '') : String(error);
+        }
+      }
+    }
+    this.nativeState = { addon, cell };
+    return cell;
+  }
+
+  /**
+   * Where `run` computes the cell: 'native avx512' | 'native avx2' | 'native scalar', or
+   * 'typescript (<why>)' when the native kernel is missing or refuses the parameters (it needs
+   * requantization shifts in [10, 62] and valid PWL tables, as every converted model has).
+   */
+  get cellBackend(): string {
+    const cell = this.nativeCell();
+    return typeof cell === 'string' ? `typescript (${cell})` : `native ${cell.path}`;
   }
 
   /**
    * Runs `steps` steps over `batch` sequences: x int8 time-major [L, N, I]. Returns h for every
    * step [L, N, H] (int8, real value q·hiddenScale) and the final state. Integer-only: the
    * products are the runtime's int8 GEMM (src/runtime/kernels: native VNNI/AVX2 or the
-   * TypeScript reference, bit-identical), the rest is `cellUpdate`; equal to `intLstmStep` per step.
+   * TypeScript reference, bit-identical), the rest is the native cell (`cellBackend`; see
+   * `options.native`) or `cellUpdate`; both equal `intLstmStep` per step.
    */
-  run(x: Int8Array, steps: number, batch: number, initial?: IntLSTMState): { output: Int8Array; state: IntLSTMState } {
+  run(x: Int8Array, steps: number, batch: number, initial?: IntLSTMState, options: IntLSTMRunOptions = {}): { output: Int8Array; state: IntLSTMState } {
     const { inputSize: I, hiddenSize: H } = this.params;
     if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(batch) || batch < 1) throw new RangeError(`IntLSTM.run: steps and batch must be positive integers, got ${steps}, ${batch}`);
     if (x.length !== steps * batch * I) throw new RangeError(`IntLSTM.run: x has ${x.length} values, expected L·N·I = ${steps}·${batch}·${I}`);
@@ -214,7 +295,25 @@ export class IntLSTM {
       state.c.set(initial.c);
     }
     const rows = 4 * H;
-    const { ih, hh } = this.packed();
+    let { ih, hh } = this.packed();
+    const cell = options.native === false ? null : this.nativeCell();
+    if (cell && typeof cell !== 'string' && !hh.panel) {
+      // Packed while the reference kernels were forced: pack again for the native GEMM.
+      this.packedWeights = null;
+      ({ ih, hh } = this.packed());
+    }
+    if (cell && typeof cell !== 'string' && hh.panel) {
+      const accX = new Int32Array(steps * batch * rows);
+      gemmInt8(steps * batch, rows, I, x, 0, ih, accX);
+      const output = new Int8Array(steps * batch * H);
+      const c = initial ? initial.c.slice() : new Int16Array(batch * H);
+      const h0 = initial ? initial.h.slice() : new Int8Array(batch * H);
+      const dims = cell.dims.slice();
+      dims[0] = steps;
+      dims[1] = batch;
+      cell.addon.intLstmSequence!(dims, cell.rows, cell.sigmoid, cell.tanh, accX, hh.panel, hh.rowSums, h0, c, output);
+      return { output, state: { h: output.slice((steps - 1) * batch * H), c } };
+    }
     const p = this.params;
     this.fastPath ??= {
       sigmoid: pwlSegmentIndex(p.sigmoid), tanh: pwlSegmentIndex(p.tanh),
