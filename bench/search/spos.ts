@@ -95,6 +95,22 @@ const trainCpu = cpuSeconds(c0);
 log(`supernet: ${trained.steps} steps (lr ${SUPERNET_LR}) in ${trainWall.toFixed(0)} s wall / ${trainCpu.toFixed(0)} s CPU; samples per width per layer: ${trained.counts.map((c) => c.join('/')).join(', ')}`);
 
 type Json = Record<string, unknown>;
+/** Merges this run's entries into docs/results/search-spos.json (after every budget, so a cut run keeps what it finished). */
+function save(entries: Json, trained: { steps: number; counts: number[][] }, trainWall: number, trainCpu: number): void {
+  let all: Json = {};
+  try {
+    all = JSON.parse(readFileSync(RESULTS, 'utf8')) as Json;
+  } catch {}
+  const key = `lenet5 steps${trained.steps} lr${SUPERNET_LR} w{${W_BITS.join(',')}}`;
+  all[key] = {
+    ...((all[key] as Json | undefined) ?? {}), ...entries,
+    supernet: { steps: trained.steps, lr: SUPERNET_LR, trainWallSeconds: trainWall, trainCpuSeconds: trainCpu, counts: trained.counts },
+    population: POPULATION, iterations: ITERATIONS, floatTest, command: COMMAND, commit: gitCommit(), date: new Date().toISOString(),
+  };
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  writeFileAtomic(RESULTS, new TextEncoder().encode(`${JSON.stringify(all, null, 1)}\n`));
+}
+
 const entries: Json = {};
 for (const b of BUDGETS) {
   const size = search.sizeCost();
@@ -132,20 +148,8 @@ for (const b of BUDGETS) {
     evaluations: found.evaluations, iterations: found.iterations, searchWallSeconds: searchWall, searchCpuSeconds: searchCpu, history: found.history,
     topInherited: top,
   };
+  save(entries, trained, trainWall, trainCpu);
 }
-
-let all: Json = {};
-try {
-  all = JSON.parse(readFileSync(RESULTS, 'utf8')) as Json;
-} catch {}
-const key = `lenet5 steps${trained.steps} lr${SUPERNET_LR} w{${W_BITS.join(',')}}`;
-all[key] = {
-  ...((all[key] as Json | undefined) ?? {}), ...entries,
-  supernet: { steps: trained.steps, lr: SUPERNET_LR, trainWallSeconds: trainWall, trainCpuSeconds: trainCpu, counts: trained.counts },
-  population: POPULATION, iterations: ITERATIONS, floatTest, command: COMMAND, commit: gitCommit(), date: new Date().toISOString(),
-};
-mkdirSync(dirname(RESULTS), { recursive: true });
-writeFileAtomic(RESULTS, new TextEncoder().encode(`${JSON.stringify(all, null, 1)}\n`));
 
 log('\n| budget | arm | weight bits (conv1/conv2/fc1/fc2/fc3) | size | test after QAT, per seed | mean | vs uniform |');
 log('|---|---|---|---|---|---|---|');
