@@ -38,6 +38,11 @@ export interface QuantLSTMOptions {
   rng?: Rng;
 }
 
+/** Objective codes of the pwl_config buffer. */
+const PWL_OBJECTIVES: readonly PwlObjective[] = ['maxError', 'mse'];
+/** Largest segment count (a table's segment index is a byte in the runtime; io.ts's MAX_PWL_SEGMENTS). */
+const MAX_PWL_SEGMENTS = 256;
+
 const fitCache = new Map<string, { sigmoid: IntPwl; tanh: IntPwl }>();
 
 /** The fixed-point sigmoid and tanh PWL tables for a segment count and objective (fitted once per process). */
@@ -96,6 +101,12 @@ export class QuantLSTM extends Module {
   readonly biasHh: Tensor;
   readonly inputAbsMax: Tensor;
   readonly hiddenAbsMax: Tensor;
+  /**
+   * Buffer pwl_config = [segments, objective] (objective 0 = 'maxError', 1 = 'mse'): the PWL tables
+   * are fitted from the constructor options, so the state dict records them and `loadStateDict`
+   * refuses one saved with other tables (the weights were trained through those).
+   */
+  readonly pwlConfig: Tensor;
   /** Fixed-point PWL tables the runtime uses. */
   readonly tables: { sigmoid: IntPwl; tanh: IntPwl };
   private readonly sigmoidPwl: Pwl;
@@ -120,6 +131,9 @@ export class QuantLSTM extends Module {
     this.biasHh = this.registerParameter('bias_hh_l0', zeros([rows], this.dtype));
     this.inputAbsMax = this.registerBuffer('input_absmax', zeros([1]));
     this.hiddenAbsMax = this.registerBuffer('hidden_absmax', zeros([1]));
+    if (!Number.isInteger(this.segments) || this.segments < 1 || this.segments > MAX_PWL_SEGMENTS) throw new RangeError(`QuantLSTM: segments must be an integer in [1, ${MAX_PWL_SEGMENTS}], got ${this.segments}`);
+    if (!PWL_OBJECTIVES.includes(this.objective)) throw new RangeError(`QuantLSTM: objective must be 'maxError' or 'mse', got ${String(this.objective)}`);
+    this.pwlConfig = this.registerBuffer('pwl_config', new Tensor(Float32Array.from([this.segments, PWL_OBJECTIVES.indexOf(this.objective)]), [2]));
     const bound = 1 / Math.sqrt(hiddenSize);
     for (const p of this.parameters()) uniform(p, -bound, bound, options.rng ?? globalRng);
     this.tables = lstmPwlTables(this.segments, this.objective);
@@ -215,6 +229,16 @@ export class QuantLSTM extends Module {
     }
     if (q && this.training) noGrad(() => this.observe(this.hiddenAbsMax, hiddenMax));
     return [stack(outputs, timeAxis), [h, c]];
+  }
+
+  /** Refuses a state dict whose pwl_config differs from this model's PWL options (a clear error instead of other outputs). */
+  protected override checkLoadedState(incoming: ReadonlyMap<string, Tensor>): string[] {
+    const config = incoming.get('pwl_config');
+    if (!config) return [];
+    const [segments, code] = [config.data[0]!, config.data[1]!];
+    if (segments === this.segments && code === PWL_OBJECTIVES.indexOf(this.objective)) return [];
+    const objective = PWL_OBJECTIVES[code] ?? `unknown objective code ${code}`;
+    return [`pwl_config: the state dict was saved by a QuantLSTM with ${segments} PWL segments and objective '${objective}', this one has ${this.segments} and '${this.objective}'; construct it with { segments: ${segments}, objective: '${objective}' } (the PWL tables are fitted from these options, not loaded)`];
   }
 
   override extraRepr(): string {
