@@ -130,7 +130,9 @@ function evaluate(model: RowClassifier, test: Dataset, method: string, trainLoss
   let inputSent = 0;
   let hiddenSent = 0;
   const per = steps * steps;
+  const bar = new ProgressBar({ total: test.length, label: `eval ${method}`, rateUnit: 'seq' });
   for (let n = 0; n < test.length; n++) {
+    if (n % 100 === 99) bar.tick(100);
     const { output, counts } = engine.run(test.images.subarray(n * per, (n + 1) * per), steps);
     let best = 0;
     let max = -Infinity;
@@ -148,6 +150,7 @@ function evaluate(model: RowClassifier, test: Dataset, method: string, trainLoss
     inputSent += counts.inputSent;
     hiddenSent += counts.hiddenSent;
   }
+  bar.done();
   const inputColumns = test.length * steps * steps;
   const hiddenColumns = test.length * steps * hidden;
   const stored = engine.weightIh.values.length + engine.weightHh.values.length;
