@@ -1,3 +1,4 @@
 /** Quantization: core math, quantizers (estimators), configs, QAT, PTQ and search. */
 export * from './engine.ts';
 export * as search from './search/index.ts';
+export * as mqbench from './mqbench/index.ts';
