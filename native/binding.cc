@@ -1283,11 +1283,11 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------- integer LSTM cell (irnn.h)
 // The parameters shared by intLstmPath and intLstmSequence:
-//   dims: Int32Array [steps, batch, hidden, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max],
+//   dims: Int32Array [steps, batch, hidden, input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max],
 //   rows: Int32Array (5 * 4H: multIh | shiftIh | multHh | shiftHh | bias),
 //   sigmoid, tanh: Int32Array (3n + 1: knots (n + 1) | values (n) | slopes (n)).
 struct IntLstmArgs {
-  int64_t steps = 0, batch = 0;
+  int64_t steps = 0, batch = 0, input = 0;
   lowbit::IntLstmCell cell;
 };
 
@@ -1298,11 +1298,12 @@ bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs*
       !argI32(info, 3, &tables[1], &ntables[1])) {
     return false;
   }
-  if (ndims != 11) return fail(info.Env(), std::string(name) + ": dims must hold 11 values");
+  if (ndims != 12) return fail(info.Env(), std::string(name) + ": dims must hold 12 values");
   a->steps = dims[0];
   a->batch = dims[1];
   const int64_t H = dims[2];
-  if (a->steps < 1 || a->batch < 1 || H < 1 || H > 65536 || static_cast<int64_t>(nrows) != 5 * 4 * H) {
+  a->input = dims[3];
+  if (a->steps < 1 || a->batch < 1 || H < 1 || H > 65536 || a->input < 1 || a->input > 65536 || static_cast<int64_t>(nrows) != 5 * 4 * H) {
     return fail(info.Env(), std::string(name) + ": bad sizes");
   }
   lowbit::IntLstmCell& c = a->cell;
@@ -1312,8 +1313,8 @@ bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs*
   c.multHh = rows + 8 * H;
   c.shiftHh = rows + 12 * H;
   c.bias = rows + 16 * H;
-  c.outMult = dims[3];
-  c.outShift = dims[4];
+  c.outMult = dims[4];
+  c.outShift = dims[5];
   lowbit::IntPwlTable* t[2] = {&c.sigmoid, &c.tanh};
   for (int j = 0; j < 2; j++) {
     if (ntables[j] < 4 || (ntables[j] - 1) % 3 != 0) return fail(info.Env(), std::string(name) + ": a PWL table must hold 3n + 1 values");
@@ -1322,9 +1323,9 @@ bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs*
     t[j]->knots = tables[j];
     t[j]->values = tables[j] + n + 1;
     t[j]->slopes = tables[j] + 2 * n + 1;
-    t[j]->shift = dims[5 + 3 * j];
-    t[j]->outMin = dims[6 + 3 * j];
-    t[j]->outMax = dims[7 + 3 * j];
+    t[j]->shift = dims[6 + 3 * j];
+    t[j]->outMin = dims[7 + 3 * j];
+    t[j]->outMax = dims[8 + 3 * j];
   }
   if (const char* problem = lowbit::intLstmCellProblem(c)) return fail(info.Env(), std::string(name) + ": " + problem);
   return true;
@@ -1337,31 +1338,36 @@ Napi::Value IntLstmPath(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), lowbit::intLstmPathName(a.cell));
 }
 
-// intLstmSequence(dims, rows, sigmoid, tanh, accX: Int32Array (L, N, 4H), packedHh: Int8Array (int8PackedBytes(4H, H)),
-//   rowSumsHh: Int32Array (4H), h0: Int8Array (N, H), c: Int16Array (N, H; in: c0, out: final c), out: Int8Array (L, N, H))
+// intLstmSequence(dims, rows, sigmoid, tanh, x: Int8Array (L, N, I), packedIh: Int8Array (int8PackedBytes(4H, I)),
+//   rowSumsIh: Int32Array (4H), packedHh: Int8Array (int8PackedBytes(4H, H)), rowSumsHh: Int32Array (4H),
+//   h0: Int8Array (N, H), c: Int16Array (N, H; in: c0, out: final c), out: Int8Array (L, N, H))
 Napi::Value IntLstmSequence(const Napi::CallbackInfo& info) {
   IntLstmArgs a;
   if (!parseIntLstm(info, "intLstmSequence", &a)) return info.Env().Undefined();
-  int32_t *accX = nullptr, *sums = nullptr;
-  size_t naccX = 0, nsums = 0;
-  Bytes packed, h0, out;
-  if (!argI32(info, 4, &accX, &naccX) || !argBytes(info, 5, &packed) || !argI32(info, 6, &sums, &nsums) ||
-      !argBytes(info, 7, &h0) || !argBytes(info, 9, &out)) {
+  int32_t *sumsIh = nullptr, *sumsHh = nullptr;
+  size_t nsumsIh = 0, nsumsHh = 0;
+  Bytes x, packedIh, packedHh, h0, out;
+  if (!argBytes(info, 4, &x) || !argBytes(info, 5, &packedIh) || !argI32(info, 6, &sumsIh, &nsumsIh) ||
+      !argBytes(info, 7, &packedHh) || !argI32(info, 8, &sumsHh, &nsumsHh) || !argBytes(info, 9, &h0) ||
+      !argBytes(info, 11, &out)) {
     return info.Env().Undefined();
   }
-  if (info.Length() <= 8 || !info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_int16_array) {
-    fail(info.Env(), "intLstmSequence: argument 8 must be an Int16Array");
+  if (info.Length() <= 10 || !info[10].IsTypedArray() || info[10].As<Napi::TypedArray>().TypedArrayType() != napi_int16_array) {
+    fail(info.Env(), "intLstmSequence: argument 10 must be an Int16Array");
     return info.Env().Undefined();
   }
-  auto cArray = info[8].As<Napi::Int16Array>();
-  const int64_t H = a.cell.hidden, L = a.steps, N = a.batch;
-  if (static_cast<int64_t>(naccX) != L * N * 4 * H || static_cast<int64_t>(packed.length) < lowbit::int8PackedBytes(4 * H, H) ||
-      static_cast<int64_t>(nsums) != 4 * H || !h0.isSigned || !out.isSigned || static_cast<int64_t>(h0.length) != N * H ||
+  auto cArray = info[10].As<Napi::Int16Array>();
+  const int64_t H = a.cell.hidden, I = a.input, L = a.steps, N = a.batch;
+  if (L * N * std::max(I, 4 * H) >= (int64_t{1} << 40) || !x.isSigned || static_cast<int64_t>(x.length) != L * N * I ||
+      static_cast<int64_t>(packedIh.length) < lowbit::int8PackedBytes(4 * H, I) || static_cast<int64_t>(nsumsIh) != 4 * H ||
+      static_cast<int64_t>(packedHh.length) < lowbit::int8PackedBytes(4 * H, H) || static_cast<int64_t>(nsumsHh) != 4 * H ||
+      !h0.isSigned || !out.isSigned || static_cast<int64_t>(h0.length) != N * H ||
       static_cast<int64_t>(cArray.ElementLength()) != N * H || static_cast<int64_t>(out.length) != L * N * H) {
     fail(info.Env(), "intLstmSequence: buffer sizes or types do not match the dims");
     return info.Env().Undefined();
   }
-  lowbit::intLstmSequence(a.cell, L, N, accX, reinterpret_cast<const int8_t*>(packed.data), sums,
+  lowbit::intLstmSequence(a.cell, L, N, I, reinterpret_cast<const int8_t*>(x.data), reinterpret_cast<const int8_t*>(packedIh.data),
+                          sumsIh, reinterpret_cast<const int8_t*>(packedHh.data), sumsHh,
                           reinterpret_cast<const int8_t*>(h0.data), cArray.Data(), reinterpret_cast<int8_t*>(out.data));
   return info.Env().Undefined();
 }

@@ -280,14 +280,26 @@ void intLstmCellStep(const IntLstmCell& p, int64_t batch, const int32_t* accX, c
   });
 }
 
-void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, const int32_t* accX, const int8_t* packedHh,
-                     const int32_t* rowSumsHh, const int8_t* h0, int16_t* c, int8_t* out) {
+void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, int64_t input, const int8_t* x,
+                     const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
+                     const int8_t* h0, int16_t* c, int8_t* out) {
   const int64_t H = p.hidden, rows = 4 * H;
-  std::vector<int32_t> accH(static_cast<size_t>(batch * rows));
+  // The input projection of several steps per GEMM (it does not depend on h), at most about 8 MB of
+  // accumulators at a time; buffers reused by the calling thread (no page faults per call).
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, (int64_t{1} << 21) / (batch * rows)));
+  thread_local std::vector<int32_t> accX, accH;
+  if (accX.size() < static_cast<size_t>(chunk * batch * rows)) accX.resize(static_cast<size_t>(chunk * batch * rows));
+  if (accH.size() < static_cast<size_t>(batch * rows)) accH.resize(static_cast<size_t>(batch * rows));
   for (int64_t t = 0; t < steps; t++) {
+    const int64_t inChunk = t % chunk;
+    if (inChunk == 0) {
+      const int64_t m = std::min(chunk, steps - t) * batch;
+      gemmInt8Packed(m, rows, input, reinterpret_cast<const uint8_t*>(x + t * batch * input), true, 0, packedIh, rowSumsIh,
+                     accX.data());
+    }
     const int8_t* hPrev = t == 0 ? h0 : out + (t - 1) * batch * H;
     gemmInt8Packed(batch, rows, H, reinterpret_cast<const uint8_t*>(hPrev), true, 0, packedHh, rowSumsHh, accH.data());
-    intLstmCellStep(p, batch, accX + t * batch * rows, accH.data(), c, out + t * batch * H);
+    intLstmCellStep(p, batch, accX.data() + inChunk * batch * rows, accH.data(), c, out + t * batch * H);
   }
 }
 

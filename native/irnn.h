@@ -42,11 +42,13 @@ const char* intLstmCellProblem(const IntLstmCell& p);
 void intLstmCellStep(const IntLstmCell& p, int64_t batch, const int32_t* accX, const int32_t* accH, int16_t* c,
                      int8_t* h);
 
-// A whole sequence: accX (steps, batch, 4H) = W_ih x for every step, W_hh packed by packInt8 (4H rows,
-// H columns) with its rowSums, h0 (batch, H), c (batch, H) in: initial cell, out: final cell;
-// out (steps, batch, H) int8 h of every step. Per step: the int8 GEMM for W_hh h, then intLstmCellStep.
-void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, const int32_t* accX, const int8_t* packedHh,
-                     const int32_t* rowSumsHh, const int8_t* h0, int16_t* c, int8_t* out);
+// A whole sequence: x (steps, batch, input) int8; W_ih (4H rows, `input` columns) and W_hh (4H rows, H
+// columns) packed by packInt8 with their rowSums; h0 (batch, H); c (batch, H) in: initial cell, out:
+// final cell; out (steps, batch, H) int8 h of every step. The int8 GEMM computes W_ih x for a chunk
+// of steps at a time and W_hh h every step, then intLstmCellStep.
+void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, int64_t input, const int8_t* x,
+                     const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
+                     const int8_t* h0, int16_t* c, int8_t* out);
 
 // The cell path the active ISA and these tables take: "avx512", "avx2" or "scalar".
 const char* intLstmPathName(const IntLstmCell& p);

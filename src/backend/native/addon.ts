@@ -153,18 +153,18 @@ export interface NativeAddon {
   /**
    * The integer LSTM cell of quant.irnn (native/irnn.h), whose path for these parameters it returns
    * ('avx512' | 'avx2' | 'scalar'); throws when the kernel refuses them. dims = [steps, batch, hidden,
-   * outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; rows = multIh | shiftIh | multHh |
+   * input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; rows = multIh | shiftIh | multHh |
    * shiftHh | bias (4H each); sigmoid, tanh = knots (n + 1) | values (n) | slopes (n).
    */
   intLstmPath?(dims: Int32Array, rows: Int32Array, sigmoid: Int32Array, tanh: Int32Array): string;
   /**
-   * A whole IntLSTM sequence: accX (L, N, 4H) = W_ih x, W_hh packed by packInt8 with its rowSums, h0 (N, H),
-   * c (N, H) initial cell in, final cell out, out (L, N, H) int8 h per step. Bit-identical to IntLSTM's
-   * TypeScript cell.
+   * A whole IntLSTM sequence: x (L, N, I) int8, W_ih and W_hh packed by packInt8 with their rowSums,
+   * h0 (N, H), c (N, H) initial cell in, final cell out, out (L, N, H) int8 h per step. Bit-identical to
+   * IntLSTM's TypeScript cell.
    */
   intLstmSequence?(
-    dims: Int32Array, rows: Int32Array, sigmoid: Int32Array, tanh: Int32Array, accX: Int32Array, packedHh: Int8Array,
-    rowSumsHh: Int32Array, h0: Int8Array, c: Int16Array, out: Int8Array,
+    dims: Int32Array, rows: Int32Array, sigmoid: Int32Array, tanh: Int32Array, x: Int8Array, packedIh: Int8Array,
+    rowSumsIh: Int32Array, packedHh: Int8Array, rowSumsHh: Int32Array, h0: Int8Array, c: Int16Array, out: Int8Array,
   ): void;
   // ---------------------------------------------------------------- end of integer kernels
 }

@@ -169,7 +169,7 @@ export interface IntLSTMRunOptions {
 interface NativeCell {
   readonly addon: NativeAddon;
   readonly path: string;
-  /** [steps, batch, hidden, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; steps and batch set per run. */
+  /** [steps, batch, hidden, input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; steps and batch set per run. */
   readonly dims: Int32Array;
   readonly rows: Int32Array;
   readonly sigmoid: Int32Array;
@@ -251,7 +251,7 @@ export class IntLSTM {
       else {
         const rows = new Int32Array(5 * 4 * H);
         [p.multiplierIh, p.shiftIh, p.multiplierHh, p.shiftHh, p.bias].forEach((a, j) => rows.set(a, j * 4 * H));
-        const dims = Int32Array.from([1, 1, H, p.outputMultiplier, p.outputShift,
+        const dims = Int32Array.from([1, 1, H, p.inputSize, p.outputMultiplier, p.outputShift,
           pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
         const sigmoid = flatTable(p.sigmoid);
         const tanh = flatTable(p.tanh);
@@ -297,21 +297,19 @@ export class IntLSTM {
     const rows = 4 * H;
     let { ih, hh } = this.packed();
     const cell = options.native === false ? null : this.nativeCell();
-    if (cell && typeof cell !== 'string' && !hh.panel) {
+    if (cell && typeof cell !== 'string' && (!ih.panel || !hh.panel)) {
       // Packed while the reference kernels were forced: pack again for the native GEMM.
       this.packedWeights = null;
       ({ ih, hh } = this.packed());
     }
-    if (cell && typeof cell !== 'string' && hh.panel) {
-      const accX = new Int32Array(steps * batch * rows);
-      gemmInt8(steps * batch, rows, I, x, 0, ih, accX);
+    if (cell && typeof cell !== 'string' && ih.panel && hh.panel) {
       const output = new Int8Array(steps * batch * H);
       const c = initial ? initial.c.slice() : new Int16Array(batch * H);
       const h0 = initial ? initial.h.slice() : new Int8Array(batch * H);
       const dims = cell.dims.slice();
       dims[0] = steps;
       dims[1] = batch;
-      cell.addon.intLstmSequence!(dims, cell.rows, cell.sigmoid, cell.tanh, accX, hh.panel, hh.rowSums, h0, c, output);
+      cell.addon.intLstmSequence!(dims, cell.rows, cell.sigmoid, cell.tanh, x, ih.panel, ih.rowSums, hh.panel, hh.rowSums, h0, c, output);
       return { output, state: { h: output.slice((steps - 1) * batch * H), c } };
     }
     const p = this.params;
