@@ -20,12 +20,12 @@ export interface VariationalPrunerOptions {
   layers?: readonly string[];
   /** Initial gate probability θ (default 0.9). */
   initialTheta?: number;
-  /** Temperature τ of the relaxed Bernoulli gates (default 0.5). */
+  /** Temperature τ of the relaxed Bernoulli gates (default 0.2). */
   temperature?: number;
-  /** Learning rate of the projected SGD step on θ (default 0.02). */
+  /** Learning rate of the projected SGD step on θ (default 0.5). */
   thetaLr?: number;
   /**
-   * s, the standard deviation of the posterior N(w, s²) of a kept unit's weights (default 0.005):
+   * s, the standard deviation of the posterior N(w, s²) of a kept unit's weights (default 0.02):
    * the precision a kept weight is paid for; smaller s makes each unit cost more (log σ²/s² nats per weight).
    */
   posteriorStd?: number;
@@ -101,8 +101,8 @@ export class VariationalPruner {
     this.model = model;
     this.datasetSize = options.datasetSize;
     this.inputShape = [...options.inputShape];
-    this.thetaLr = positive('thetaLr', options.thetaLr ?? 0.02);
-    this.posteriorStd = positive('posteriorStd', options.posteriorStd ?? 0.005);
+    this.thetaLr = positive('thetaLr', options.thetaLr ?? 0.5);
+    this.posteriorStd = positive('posteriorStd', options.posteriorStd ?? 0.02);
     const pv = options.priorVariance ?? 'fanIn';
     this.priorVariance = pv === 'learned' || pv === 'fanIn' ? pv : positive('priorVariance', pv);
     const pi = options.priorInclusion ?? 'learned';
@@ -114,7 +114,7 @@ export class VariationalPruner {
     this.pruneEvery = every;
     const initialTheta = options.initialTheta ?? 0.9;
     if (!(initialTheta > 0 && initialTheta <= 1)) throw new PruneError(`VariationalPruner: initialTheta must be in (0, 1], got ${initialTheta}`);
-    const temperature = positive('temperature', options.temperature ?? 0.5);
+    const temperature = positive('temperature', options.temperature ?? 0.2);
 
     checkChain(model, this.inputShape);
     const chain = layerChain(model);
