@@ -20,8 +20,7 @@
  * unlike a straight-through estimator (∂x̂/∂x := 1) it is the true gradient of the loss the
  * network actually computes, and it can be checked against finite differences.
  */
-import { add, linear, mul, sigmoid, slice, split, stack, tanh, where, zeros, reshape, type RecurrentOptions, type Tensor } from '../../tensor/index.ts';
-import { Tensor as TensorClass } from '../../tensor/index.ts';
+import { add, linear, mul, reshape, sigmoid, slice, split, stack, tanh, Tensor, where, zeros, type RecurrentOptions } from '../../tensor/index.ts';
 import { RNNBase, type RNNOptions } from '../rnn.ts';
 
 /** Maps a weight matrix to the one the forward pass uses (e.g. CBTD's masked weight). */
@@ -69,7 +68,7 @@ function transmitMask(current: Tensor, held: Tensor, threshold: number): { mask:
       sent++;
     }
   }
-  return { mask: new TensorClass(out, [...current.shape]), sent };
+  return { mask: new Tensor(out, [...current.shape]), sent };
 }
 
 /** The weights a layer-direction gets from RNNBase. */
@@ -80,8 +79,10 @@ interface Cell {
   readonly biasHh: Tensor | null;
 }
 
-/** One DeltaLSTM layer-direction over `input` [L, N, F] ([N, L, F] when batchFirst). */
-function deltaLayer(settings: DeltaSettings) {
+type DeltaLayerRun = (input: Tensor, cell: Cell, start: readonly Tensor[], options: RecurrentOptions) => { output: Tensor; final: Tensor[] };
+
+/** One DeltaLSTM layer-direction over `input` [L, N, F] ([N, L, F] when batchFirst), reading `settings` at call time. */
+function deltaLayer(settings: DeltaSettings): DeltaLayerRun {
   return (input: Tensor, cell: Cell, [h0, c0]: readonly Tensor[], { batchFirst, reverse }: RecurrentOptions): { output: Tensor; final: Tensor[] } => {
     const timeAxis = batchFirst ? 1 : 0;
     const [a, b, features] = input.shape as [number, number, number];
