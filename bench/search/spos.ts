@@ -5,7 +5,7 @@
  * uniform arms are the very runs of docs/search.md's Summary, taken from its fine-tune cache):
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/search/spos.ts [--budgets 3,2] [--seeds 0,1,2]
- *       [--supernet-steps 2718] [--supernet-lr 1e-4] [--population 50] [--iterations 20] [--wbits 2,3,4,8]
+ *       [--supernet-steps 2721] [--supernet-lr 1e-4] [--population 50] [--iterations 20] [--wbits 2,3,4,8] [--fitness accuracy|loss]
  *
  * One supernet (weights {2, 3, 4, 8} per layer, A8) is trained from the fp32 checkpoint by uniform
  * path sampling on the training images minus the last 2,000; for each budget the evolution ranks
@@ -44,6 +44,8 @@ const SUPERNET_STEPS = Number(flagOr('supernet-steps', String(3 * Math.ceil((600
 const SUPERNET_LR = Number(flagOr('supernet-lr', '1e-4'));
 const POPULATION = Number(flagOr('population', '50'));
 const ITERATIONS = Number(flagOr('iterations', '20'));
+/** Fitness of a path: inherited accuracy on the search split (ties: lower loss), or its loss. */
+const FITNESS = flagOr('fitness', 'accuracy') as 'accuracy' | 'loss';
 const COMMAND = `node --import tsx bench/search/spos.ts ${process.argv.slice(2).join(' ')}`.trim();
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
 const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
@@ -101,7 +103,7 @@ function save(entries: Json, trained: { steps: number; counts: number[][] }, tra
   try {
     all = JSON.parse(readFileSync(RESULTS, 'utf8')) as Json;
   } catch {}
-  const key = `lenet5 steps${trained.steps} lr${SUPERNET_LR} w{${W_BITS.join(',')}}`;
+  const key = `lenet5 steps${trained.steps} lr${SUPERNET_LR} w{${W_BITS.join(',')}}${FITNESS === 'accuracy' ? '' : ` fitness ${FITNESS}`}`;
   all[key] = {
     ...((all[key] as Json | undefined) ?? {}), ...entries,
     supernet: { steps: trained.steps, lr: SUPERNET_LR, trainWallSeconds: trainWall, trainCpuSeconds: trainCpu, counts: trained.counts },
@@ -119,7 +121,7 @@ for (const b of BUDGETS) {
   const t1 = performance.now();
   const c1 = process.cpuUsage();
   const found = await searchSupernet(supernet, supernetData, {
-    budgets: [{ cost: size, value: budget }], evolution: { population: POPULATION, iterations: ITERATIONS }, seed: 0,
+    budgets: [{ cost: size, value: budget }], evolution: { population: POPULATION, iterations: ITERATIONS }, seed: 0, fitness: FITNESS,
   });
   const searchWall = (performance.now() - t1) / 1000;
   const searchCpu = cpuSeconds(c1);

@@ -183,7 +183,11 @@ export interface Supernet {
 }
 
 export interface SupernetOptions {
-  /** Candidate weight widths (default [2, 3, 4, 8]; each in [2, 16]). */
+  /**
+   * Candidate weight widths (default [2, 3, 4, 8]; each in [2, 16]). No 1-bit: `calibrate` runs a
+   * binary weight quantized (it has no calibration state), so the next layers' activation ranges
+   * would depend on the path and a path would no longer equal its plain calibrated plan.
+   */
   readonly wBits?: readonly number[];
   /** Candidate input-activation widths (default [8]). */
   readonly aBits?: readonly number[];
@@ -193,10 +197,10 @@ export interface SupernetOptions {
   readonly calibrationSamples?: number;
 }
 
-function sortedBits(list: readonly number[] | undefined, fallback: number[], name: string): number[] {
+function sortedBits(list: readonly number[] | undefined, fallback: number[], name: string, lowest: number): number[] {
   const bits = [...new Set(list ?? fallback)].sort((x, y) => x - y);
   if (bits.length === 0) throw new Error(`spos: ${name} is empty`);
-  for (const b of bits) if (!Number.isInteger(b) || b < 2 || b > 16) throw new Error(`spos: ${name} entries must be integers in [2, 16], got ${b}`);
+  for (const b of bits) if (!Number.isInteger(b) || b < lowest || b > 16) throw new Error(`spos: ${name} entries must be integers in [${lowest}, 16], got ${b}`);
   return bits;
 }
 
@@ -213,8 +217,8 @@ function firstInput(data: Iterable<{ x: Tensor }>, who: string): Tensor {
  * path starts at the widest widths. The model is left in eval mode.
  */
 export function buildSupernet(model: TensorModule, calibration: Iterable<{ x: Tensor }>, options: SupernetOptions = {}): Supernet {
-  const wBits = sortedBits(options.wBits, [2, 3, 4, 8], 'wBits');
-  const aBits = sortedBits(options.aBits, [8], 'aBits');
+  const wBits = sortedBits(options.wBits, [2, 3, 4, 8], 'wBits', 2);
+  const aBits = sortedBits(options.aBits, [8], 'aBits', 2);
   const sample = firstInput(calibration, 'buildSupernet');
   const layers = describeLayers(model, sample.shape.slice(1));
   const base: PlanBase = { ...options.base, weightKind: 'static', activationKind: 'static' };
