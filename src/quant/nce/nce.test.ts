@@ -22,7 +22,7 @@ import { describeLayers } from '../search/layers.ts';
 import { blobBatches } from '../search/testing.ts';
 import { qconfigFor } from '../config/qconfig.ts';
 import { prepareQat } from '../qat/prepare.ts';
-import { architectureCost, architectureLayers, costTerms, expandModel, expectedCostTensor, modelChain, nceSearch, NceError, repairChoice, Supernet } from './index.ts';
+import { architectureCost, architectureLayers, costTerms, expandModel, expectedCostTensor, modelChain, nceSearch, NceError, repairChoice, fillChoice, Supernet } from './index.ts';
 
 const SHAPE = [1, 28, 28];
 
@@ -219,6 +219,17 @@ describe('nceSearch', () => {
     assert.throws(() => repairChoice([2, 2], [[0, 0, 0], [0, 0, 0]], cost, 10), /narrowest/);
   });
 
+  it('fillChoice widens where the logits gain most while the budget holds', () => {
+    const widths = [[2, 4, 8], [10, 20, 40]];
+    const cost = (c: readonly number[]) => widths[0]![c[0]!]! + widths[0]![c[0]!]! * widths[1]![c[1]!]!;
+    // From [0, 0] (cost 22), budget 90: layer 1 gains more (+3 vs +1): [0, 1] = 42; then [0, 2] = 82
+    // (gain 2) beats [1, 1] = 84 (gain 1); then every step costs > 90: stop.
+    assert.deepEqual(fillChoice([0, 0], [[0, 1, 2], [0, 3, 5]], [3, 3], cost, 90), [0, 2]);
+    // Equal gains after [0, 1] ([0, 2] = 82 and [1, 1] = 84, both +1): the earlier layer.
+    assert.deepEqual(fillChoice([0, 0], [[0, 1, 2], [0, 3, 4]], [3, 3], cost, 90), [1, 1]);
+    assert.deepEqual(fillChoice([2, 2], [[0, 0, 0], [0, 0, 0]], [3, 3], cost, 1e9), [2, 2], 'all widest: unchanged');
+  });
+
   it('never returns an over-budget architecture, even when the penalty is too weak to hold the budget', async () => {
     const rng = new Rng(1);
     const train = blobBatches(rng, 4, 32);
@@ -227,7 +238,7 @@ describe('nceSearch', () => {
     const expanded: number[] = [];
     for (const budgetRatio of [0.55, 0.8, 1]) {
       for (const [lambda, archLr] of [[1e-6, 0.3], [10, 0.05]] as const) {
-        const r = await nceSearch(model, { inputShape: [8], train, steps: 12, warmupSteps: 2, budgetRatio, lambda, archLr, qat: { default: qconfigFor('w2a2', 'lsq'), keepFirstLast8bit: false } });
+        const r = await nceSearch(model, { inputShape: [8], train, steps: 12, warmupSteps: 2, budgetRatio, lambda, archLr, penalty: 'over', qat: { default: qconfigFor('w2a2', 'lsq'), keepFirstLast8bit: false } });
         assert.ok(r.cost <= r.budget, `ratio ${budgetRatio}, λ ${lambda}: cost ${r.cost} > budget ${r.budget}`);
         assert.equal(r.cost, architectureCost(sizeCost(), modelChain(model, [8]), r.widths));
         assert.equal(r.baseCost, 8 * 16 + 16 * 16 + 16 * 4);

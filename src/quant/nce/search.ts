@@ -9,11 +9,16 @@
  * c_lk channels. Each step (after `warmupSteps` steps of weights only, with uniform probabilities)
  *   p_l = softmax((α_l [+ Gumbel noise]) / τ),  mask_l = Σ_k p_lk·mask_lk,
  *   E[C] = Σ_j κ_j · E[c_in,j] · E[c_out,j]             (closed form, see ./cost.ts)
- *   L = CE(supernet(x), y) + λ·max(0, E[C]/B − 1)²
+ *   L = CE(supernet(x), y) + λ·(E[C]/B − 1)²      (penalty 'target', the default), or
+ *   L = CE(supernet(x), y) + λ·max(0, E[C]/B − 1)²  (penalty 'over')
  * and both the weights (with their QAT quantizers) and α step on L (first-order, one batch); τ is
  * annealed geometrically from τ₀ to τ₁. The result is the per-layer argmax, stepped down (the
  * layer whose step saves the most cost per unit of logit given up, first) until its exact cost is
- * within B: the returned architecture is never over budget. The paper's exact schedule and its
+ * within B, then (option `fill`, default on) widened one candidate at a time, largest logit gain
+ * first, while it stays within B: the returned architecture is never over budget. The default two-sided penalty holds the
+ * expected cost at the budget, so the search redistributes the budget between layers instead of
+ * also choosing how much of it to spend (with 'over', Adam's momentum on the logits after the
+ * initial over-budget phase tends to leave much of the budget unused). The paper's exact schedule and its
  * search on ImageNet-scale ResNets are not reproduced; see docs/nce.md.
  */
 import type { TensorModule } from '../../nn/module.ts';
@@ -60,7 +65,14 @@ export interface NceSearchOptions {
   readonly archLr?: number;
   /** Strength λ of the budget penalty (default 10). */
   readonly lambda?: number;
-  /** Softmax temperature annealed geometrically from τ₀ to τ₁ after the warm-up (default [1, 0.2]). */
+  /** 'target' (default): λ·(E/B − 1)², holds the expected cost at the budget; 'over': λ·max(0, E/B − 1)², only pushes down. */
+  readonly penalty?: 'target' | 'over';
+  /**
+   * After the budget repair, widen layers while the budget allows (`fillChoice`; default true), so
+   * the architecture spends about the budget it was searched for.
+   */
+  readonly fill?: boolean;
+  /** Softmax temperature annealed geometrically from τ₀ to τ₁ after the warm-up (default [1, 0.05]). */
   readonly temperature?: readonly [number, number];
   /** Gumbel noise on the logits (FBNet's sampling; default false: plain softmax, DARTS-style). */
   readonly gumbel?: boolean;
@@ -77,7 +89,7 @@ export interface NceResult {
   readonly widths: Record<string, number>;
   /** Widths of the source model. */
   readonly baseWidths: Record<string, number>;
-  /** Per-layer argmax before the budget repair. */
+  /** Per-layer argmax before the budget repair and fill. */
   readonly argmaxWidths: Record<string, number>;
   /** Candidate widths per layer. */
   readonly candidates: Record<string, number[]>;
@@ -151,6 +163,34 @@ export function repairChoice(choice: readonly number[], logits: readonly (readon
 }
 
 /**
+ * Widens layers one candidate at a time while the exact cost stays within `budget`: each time the
+ * step that fits with the largest logit change α_upper − α_current (ties to the earlier layer), so
+ * the budget the argmax left unused goes where the search liked wider widths best. `sizes[l]` is
+ * layer l's number of candidates.
+ */
+export function fillChoice(choice: readonly number[], logits: readonly (readonly number[])[], sizes: readonly number[], cost: (choice: readonly number[]) => number, budget: number): number[] {
+  const current = choice.slice();
+  for (;;) {
+    let best = -1;
+    let bestGain = -Infinity;
+    for (let l = 0; l < current.length; l++) {
+      const c = current[l]!;
+      if (c + 1 >= sizes[l]!) continue;
+      const upper = current.slice();
+      upper[l] = c + 1;
+      if (cost(upper) > budget) continue;
+      const gain = logits[l]![c + 1]! - logits[l]![c]!;
+      if (gain > bestGain) {
+        best = l;
+        bestGain = gain;
+      }
+    }
+    if (best < 0) return current;
+    current[best]!++;
+  }
+}
+
+/**
  * Searches channel widths of the float feed-forward `model` under uniform low-bit QAT and a cost
  * budget (see the module comment). `model` is not modified (the supernet is built fresh from its
  * structure). Build the searched network with `expandModel(model, inputShape, result.widths)`.
@@ -161,11 +201,13 @@ export async function nceSearch(model: TensorModule, options: NceSearchOptions):
   const lr = options.lr ?? 1e-3;
   const archLr = options.archLr ?? 0.05;
   const lambda = options.lambda ?? 10;
-  const [tau0, tau1] = options.temperature ?? [1, 0.2];
+  const [tau0, tau1] = options.temperature ?? [1, 0.05];
   const seed = options.seed ?? 0;
   if (!Number.isInteger(steps) || steps < 1) throw new NceError(`nceSearch: steps must be a positive integer, got ${steps}`);
   if (!Number.isInteger(warmup) || warmup < 0 || warmup >= steps) throw new NceError(`nceSearch: warmupSteps must be an integer in [0, steps), got ${warmup}`);
   for (const [k, v] of Object.entries({ lr, archLr, lambda, tau0, tau1 })) if (!(v > 0 && Number.isFinite(v))) throw new NceError(`nceSearch: ${k} must be finite and > 0, got ${v}`);
+  const penaltyKind = options.penalty ?? 'target';
+  if (penaltyKind !== 'target' && penaltyKind !== 'over') throw new NceError(`nceSearch: penalty must be 'target' or 'over', got '${String(penaltyKind)}'`);
   const cost = options.cost ?? sizeCost();
   const bits = options.bits ?? { w: 1, a: 1 };
 
@@ -202,7 +244,8 @@ export async function nceSearch(model: TensorModule, options: NceSearchOptions):
     const expected = expectedCostTensor(terms, supernet.expectedWidths(p));
     const { x, y } = batches.next().value!;
     const task = crossEntropy(net.forward(x), y);
-    const over = relu(sub(div(expected, budget), 1));
+    const relative = sub(div(expected, budget), 1);
+    const over = penaltyKind === 'over' ? relu(relative) : relative;
     const penalty = mul(mul(over, over), lambda);
     const loss = searching ? add(task, penalty) : task;
     weightOptimizer.zeroGrad();
@@ -223,7 +266,8 @@ export async function nceSearch(model: TensorModule, options: NceSearchOptions):
   const expectedCost = noGrad(() => expectedCostTensor(terms, supernet.expectedWidths(supernet.probabilities(tau1))).item());
   const logitValues = logits.map((t) => [...t.data]);
   const argmax = logitValues.map((l) => l.reduce((best, v, k) => (v > l[best]! ? k : best), 0));
-  const choice = repairChoice(argmax, logitValues, choiceCost, budget);
+  const repaired = repairChoice(argmax, logitValues, choiceCost, budget);
+  const choice = options.fill ?? true ? fillChoice(repaired, logitValues, supernet.layers.map((l) => l.widths.length), choiceCost, budget) : repaired;
   const widths = supernet.widthsOf(choice);
   const exact = architectureCost(cost, supernet.chain, widths, bits);
   if (exact > budget * (1 + 1e-12)) throw new NceError(`nceSearch: internal error: the chosen architecture costs ${exact} > ${budget}`);
