@@ -5,7 +5,7 @@
  *
  *   nice -n 10 node --import tsx bench/mqbench/run.ts [--model lenet5|cnn] [--bits 4,8]
  *     [--backends academic,tensorrt,fbgemm,snpe,tvm] [--algorithms ste,lsq,pact,noise,dorefa,lqnet]
- *     [--train N] [--test N] [--epochs E] [--seed S] [--lr LR] [--tag NAME]
+ *     [--train N] [--test N] [--epochs E] [--seed S] [--lr LR] [--tag NAME] [--allow-reference]
  *
  * Defaults: the first 4,000 training images (1 epoch), the first 5,000 test images, seed 0.
  *
@@ -21,6 +21,16 @@ import { flagOr, numberFlag } from '../flags.ts';
 import { writeAtomic } from '../lib.ts';
 
 process.env.LOWBIT_THREADS ??= '1';
+
+// Another engineer's `npm run build:native` removes the addon for a while: wait for it instead of
+// silently running on the (much slower) reference backend.
+{
+  const addon = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'lowbit_native.node');
+  for (let waited = 0; !existsSync(addon) && waited < 600 && process.env.LOWBIT_BACKEND !== 'reference'; waited += 2) {
+    if (waited === 0) process.stderr.write(`waiting for ${addon} (native rebuild in progress?)\n`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
 
 const { getBackend } = await import('../../src/backend/index.ts');
 const { DATASET_STATS, DataLoader, loadDataset, take } = await import('../../src/data/index.ts');
@@ -45,6 +55,9 @@ interface OnnxCheck {
 }
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+if (getBackend() !== 'native' && !process.argv.includes('--allow-reference')) {
+  throw new Error(`the native backend is not loaded (backend '${getBackend()}'): rebuild it (npm run build:native) or pass --allow-reference`);
+}
 const modelFlag = flagOr('model', 'lenet5');
 if (modelFlag !== 'lenet5' && modelFlag !== 'cnn') throw new Error(`--model must be lenet5 or cnn, got '${modelFlag}'`);
 const modelName: 'lenet5' | 'cnn' = modelFlag;
