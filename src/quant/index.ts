@@ -2,3 +2,4 @@
 export * from './engine.ts';
 export * as search from './search/index.ts';
 export * as mqbench from './mqbench/index.ts';
+export * as palquant from './palquant/index.ts';
