@@ -284,9 +284,9 @@ void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, int64_t
                      const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
                      const int8_t* h0, int16_t* c, int8_t* out) {
   const int64_t H = p.hidden, rows = 4 * H;
-  // The input projection of several steps per GEMM (it does not depend on h), at most about 8 MB of
+  // The input projection of several steps per GEMM (it does not depend on h), at most about 1 MB of
   // accumulators at a time; buffers reused by the calling thread (no page faults per call).
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, (int64_t{1} << 21) / (batch * rows)));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, (int64_t{1} << 18) / (batch * rows)));
   thread_local std::vector<int32_t> accX, accH;
   if (accX.size() < static_cast<size_t>(chunk * batch * rows)) accX.resize(static_cast<size_t>(chunk * batch * rows));
   if (accH.size() < static_cast<size_t>(batch * rows)) accH.resize(static_cast<size_t>(batch * rows));
