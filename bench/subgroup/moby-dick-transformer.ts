@@ -6,6 +6,7 @@
  *
  *   nice -n 10 node --import tsx bench/subgroup/moby-dick-transformer.ts [--epochs 3] [--search-steps 150]
  *        [--finetune-steps 150] [--context 32] [--batch 32] [--vocab 2000] [--seed 0] [--eval-limit N]
+ *        [--search-budgets W4,W2] [--skip-uniform] [--out subgroup-moby-dick]
  *
  * Model (src/quant/subgroup/transformer.ts): embedding 64 (+ learned positions), 2 pre-LN blocks,
  * 4 heads, FFN 128 (GELU), logits against the tied token embedding; causal, loss on every position.
@@ -19,7 +20,10 @@
  * on held-out batches, size penalty at the uniform variant's bytes), take the argmax plan fitted to
  * that budget, then fine-tune `finetune-steps` steps — the same number of weight updates. The
  * embeddings, LayerNorms and biases stay float32 in every variant (their bytes are reported apart).
- * The result is written to bench/results/subgroup-moby-dick.json (atomically).
+ * `--search-budgets W4,W2,W1` picks the searched budgets (W1: one bit per weight + scales, below any
+ * uniform width, so only reachable with pruning); `--skip-uniform` leaves out the uniform variants
+ * and the float extra steps; `--out name` writes bench/results/<name>.json (default
+ * subgroup-moby-dick), atomically.
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,7 +46,7 @@ import {
 } from '../../src/quant/subgroup/index.ts';
 import { crossEntropy, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
-import { flag, numberFlag } from '../flags.ts';
+import { flag, flagOr, numberFlag } from '../flags.ts';
 
 const epochs = numberFlag('epochs', 3, { integer: true, min: 1 });
 const searchSteps = numberFlag('search-steps', 150, { integer: true, min: 1 });
@@ -52,6 +56,15 @@ const batchSize = numberFlag('batch', 32, { integer: true, min: 1 });
 const vocabSize = numberFlag('vocab', 2000, { integer: true, min: 2 });
 const seed = numberFlag('seed', 0, { integer: true, min: 0 });
 const evalLimit = flag('eval-limit') === undefined ? Infinity : numberFlag('eval-limit', 0, { integer: true, min: 1 });
+/** Budgets of the searched variants, as uniform widths: W4, W2, or W1 (⌈n/8⌉ + 4 bytes per subgroup: one bit per weight). */
+const searchBudgets = flagOr('search-budgets', 'W4,W2').split(',').map((label) => {
+  const bits = { W4: 4, W2: 2, W1: 1 }[label.trim()];
+  if (bits === undefined) throw new Error(`--search-budgets: expected a list of W4, W2, W1, got '${label}'`);
+  return bits;
+});
+const skipUniform = process.argv.includes('--skip-uniform');
+const outName = flagOr('out', 'subgroup-moby-dick');
+if (!/^[a-z0-9-]+$/.test(outName)) throw new Error(`--out: a file name of lowercase letters, digits and '-', got '${outName}'`);
 
 // ---------------------------------------------------------------- data
 const words = tokenizeWords(loadMobyDickText());
@@ -202,23 +215,31 @@ function finish(variant: string, model: TinyTransformerLm, plan: SubgroupPlan, f
 }
 
 // The fair float reference: the same extra weight updates as every quantized variant.
-const floatTuned = build();
-floatTuned.loadStateDict(floatState);
-trainSteps(floatTuned, searchSteps + finetuneSteps, 1e-3, sampler(trainWindows, seed + 2), 'fp32 extra steps', floatTuned);
-const floatTunedPerplexity = perplexity(floatTuned);
-console.log(`fp32 + ${searchSteps + finetuneSteps} steps perplexity ${floatTunedPerplexity.toFixed(2)}`);
+let floatTunedPerplexity = Number.NaN;
+if (!skipUniform) {
+  const floatTuned = build();
+  floatTuned.loadStateDict(floatState);
+  trainSteps(floatTuned, searchSteps + finetuneSteps, 1e-3, sampler(trainWindows, seed + 2), 'fp32 extra steps', floatTuned);
+  floatTunedPerplexity = perplexity(floatTuned);
+  console.log(`fp32 + ${searchSteps + finetuneSteps} steps perplexity ${floatTunedPerplexity.toFixed(2)}`);
+}
 
 const rows: Row[] = [];
 const budgets: Record<string, number> = {};
-for (const bits of [4, 2]) {
+for (const bits of [4, 2, 1]) {
   const model = quantizedCopy();
+  if (bits === 1) {
+    budgets.W1 = subgroupLayers(model).reduce((s, [, l]) => s + l.groups * (Math.ceil(l.groupElements / 8) + 4), 0);
+    continue;
+  }
   const plan = uniformPlan(model, bits);
   budgets[`W${bits}`] = planBytes(plan);
+  if (skipUniform) continue;
   applyPlan(model, plan);
   const loss = trainSteps(model, searchSteps + finetuneSteps, 1e-3, sampler(trainWindows, seed + 2), `uniform W${bits} QAT`, model);
   rows.push(finish(`uniform W${bits}`, model, plan, loss));
 }
-for (const bits of [4, 2]) {
+for (const bits of searchBudgets) {
   const model = quantizedCopy();
   const budget = budgets[`W${bits}`]!;
   const train = sampler(trainWindows, seed + 2);
@@ -253,14 +274,14 @@ const result = {
   wallSeconds: (performance.now() - started) / 1000,
   cpuSeconds: (cpu.user + cpu.system) / 1e6,
 };
-const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'subgroup-moby-dick.json');
+const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', `${outName}.json`);
 writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify(result, null, 2)}\n`));
 console.log(`\n| variant | test perplexity | bytes (codes + scales) | bits/weight | pruned subgroups |`);
 console.log(`| --- | --- | --- | --- | --- |`);
 console.log(`| fp32 | ${floatPerplexity.toFixed(2)} | ${4 * searchedParams} | 32 | 0 |`);
-console.log(`| fp32 + ${searchSteps + finetuneSteps} steps | ${floatTunedPerplexity.toFixed(2)} | ${4 * searchedParams} | 32 | 0 |`);
+if (!skipUniform) console.log(`| fp32 + ${searchSteps + finetuneSteps} steps | ${floatTunedPerplexity.toFixed(2)} | ${4 * searchedParams} | 32 | 0 |`);
 for (const r of rows) console.log(`| ${r.variant} | ${r.perplexity.toFixed(2)} | ${r.bytes} | ${r.bitsPerWeight.toFixed(3)} | ${r.prunedSubgroups} |`);
-for (const r of rows.slice(2)) {
+for (const r of rows.filter((row) => row.variant.startsWith('search'))) {
   console.log(`\n${r.variant} map (attention: one entry per head; fc1/fc2: per 32 hidden units):`);
   for (const [name, bits] of Object.entries(r.map)) console.log(`  ${name.padEnd(16)} ${bits.join(' ')}`);
 }
