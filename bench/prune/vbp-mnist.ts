@@ -3,10 +3,10 @@
  * against the same network trained dense for the same epochs: units kept per layer, parameters
  * and multiply-accumulates remaining, test accuracy, and CPU time of each training epoch as the
  * network shrinks (process.cpuUsage, user + system of all threads, evaluation excluded).
- * Rows go to bench/results/prune-vbp-<model>.json (merged by name).
+ * Rows go to bench/results/prune-vbp-<model>[-<tag>].json (merged by name).
  *
  *   nice -n 10 node --import tsx bench/prune/vbp-mnist.ts --model lenet300 [--epochs 3] [--limit N]
- *     [--seed 0] [--dense 1] [--posterior-std 0.02] [--theta-lr 0.5] [--temperature 0.2] [--lr 0.001]
+ *     [--seed 0] [--dense 1] [--pruned 1] [--posterior-std 0.02] [--theta-lr 0.1] [--temperature 0.2] [--lr 0.001]
  *
  * Models: lenet300 (mlp 784-300-100-10), lenet300x2 (784-600-200-10), lenet5.
  */
@@ -35,8 +35,9 @@ const epochs = numberFlag('epochs', 3, { integer: true, min: 1 });
 const seed = numberFlag('seed', 0, { integer: true });
 const limit = flag('limit') === undefined ? undefined : numberFlag('limit', 0, { integer: true, min: 1 });
 const withDense = numberFlag('dense', 1, { integer: true }) === 1;
+const withPruned = numberFlag('pruned', 1, { integer: true }) === 1;
 const posteriorStd = numberFlag('posterior-std', 0.02);
-const thetaLr = numberFlag('theta-lr', 0.5);
+const thetaLr = numberFlag('theta-lr', 0.1);
 const lr = numberFlag('lr', 1e-3);
 const temperature = numberFlag('temperature', 0.2);
 const tag = flagOr('tag', '');
@@ -97,9 +98,9 @@ function run(mode: 'dense' | 'pruned'): Row {
   };
 }
 
-const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', `prune-vbp-${modelName}.json`);
+const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', `prune-vbp-${modelName}${tag ? `-${tag}` : ''}.json`);
 const rows: Row[] = existsSync(resultsPath) ? (JSON.parse(readFileSync(resultsPath, 'utf8')) as { rows: Row[] }).rows : [];
-for (const mode of withDense ? (['pruned', 'dense'] as const) : (['pruned'] as const)) {
+for (const mode of [...(withPruned ? (['pruned'] as const) : []), ...(withDense ? (['dense'] as const) : [])]) {
   const row = run(mode);
   console.log(`${row.name}: test acc ${(row.testAccuracy * 100).toFixed(2)} %  units ${row.after.map((l) => `${l.path} ${l.units}`).join(', ')}  params kept ${(row.paramsKept * 100).toFixed(1)} %  MACs kept ${(row.macsKept * 100).toFixed(1)} %`);
   const i = rows.findIndex((r) => r.name === row.name);

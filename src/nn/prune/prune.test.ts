@@ -207,6 +207,20 @@ describe('the final deterministic network', () => {
     out.forEach((v, i) => assert.ok(Math.abs(v - gatedOut[i]!) <= 1e-6 * (1 + Math.abs(gatedOut[i]!)), `${v} vs ${gatedOut[i]}`));
   });
 
+  it('finalizePruned on a layer whose every gate is off: terminates, keeps one zeroed unit, same eval function', () => {
+    manualSeed(8);
+    const model = mlp({ inputSize: 5, hidden: [4, 3], numClasses: 2 });
+    new VariationalPruner(model, { datasetSize: 10, inputShape: [5] });
+    gatedLayer(model, '1').theta.data.set([0.2, 0.1, 0.4, 0]);
+    gatedLayer(model, '3').theta.data.set([1, 0.3, 0.9]);
+    const x = randn([3, 5]);
+    const gatedOut = evalOut(model, x);
+    finalizePruned(model);
+    assert.deepEqual(layerSizes(model, [5]).map((l) => l.units), [1, 2, 2]);
+    const out = evalOut(model, x);
+    out.forEach((v, i) => assert.ok(Math.abs(v - gatedOut[i]!) <= 1e-6 * (1 + Math.abs(gatedOut[i]!)), `${v} vs ${gatedOut[i]}`));
+  });
+
   it('a pruned LeNet-5 converts through prepareQat / convert (W8A8) and agrees with its fake-quant simulation', () => {
     manualSeed(4);
     const model = lenet5();

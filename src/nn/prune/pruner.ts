@@ -22,7 +22,7 @@ export interface VariationalPrunerOptions {
   initialTheta?: number;
   /** Temperature τ of the relaxed Bernoulli gates (default 0.2). */
   temperature?: number;
-  /** Learning rate of the projected SGD step on θ (default 0.5). */
+  /** Learning rate of the projected SGD step on θ (default 0.1). */
   thetaLr?: number;
   /**
    * s, the standard deviation of the posterior N(w, s²) of a kept unit's weights (default 0.02):
@@ -101,7 +101,7 @@ export class VariationalPruner {
     this.model = model;
     this.datasetSize = options.datasetSize;
     this.inputShape = [...options.inputShape];
-    this.thetaLr = positive('thetaLr', options.thetaLr ?? 0.5);
+    this.thetaLr = positive('thetaLr', options.thetaLr ?? 0.1);
     this.posteriorStd = positive('posteriorStd', options.posteriorStd ?? 0.02);
     const pv = options.priorVariance ?? 'fanIn';
     this.priorVariance = pv === 'learned' || pv === 'fanIn' ? pv : positive('priorVariance', pv);

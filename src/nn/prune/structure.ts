@@ -252,22 +252,35 @@ export function removeUnits(model: Module, chain: readonly ChainEntry[], pair: P
  * The final deterministic network, in place: in every gated layer the units with θ < 0.5 are
  * removed and the gate wrappers are replaced by their plain Linear / Conv2d (the kept units'
  * gates are exactly 1), so the result is an ordinary model (prepareQat / convert / export work on
- * it) computing the same function as the gated model in eval mode. Returns the model.
+ * it) computing the same function as the gated model in eval mode. A layer whose gates are all
+ * off keeps one unit with zero weights (its eval output). Returns the model.
  */
 export function finalizePruned<M extends Module>(model: M): M {
-  for (;;) {
+  for (let changed = true; changed;) {
+    changed = false;
     const chain = layerChain(model);
-    const pair = prunablePairs(chain).find((p) => {
-      const m = chain[p.index]!.module;
-      return m instanceof GatedUnits && m.theta.data.some((t) => t < 0.5);
-    });
-    if (!pair) break;
-    const gated = chain[pair.index]!.module as GatedUnits;
-    const keep = keptUnits(gated, 0.5);
-    removeUnits(model, chain, pair, keep.length > 0 ? keep : [argmaxTheta(gated)]);
+    for (const pair of prunablePairs(chain)) {
+      const gated = chain[pair.index]!.module;
+      if (!(gated instanceof GatedUnits)) continue;
+      const keep = keptUnits(gated, 0.5);
+      if (keep.length === 0) keep.push(argmaxTheta(gated));
+      if (keep.length === gated.units) continue;
+      removeUnits(model, chain, pair, keep);
+      changed = true;
+      break;
+    }
   }
   for (const { path, module } of layerChain(model)) {
-    if (module instanceof GatedUnits) model.setSubmodule(path, module.layer);
+    if (!(module instanceof GatedUnits)) continue;
+    // A layer whose every gate is off keeps one unit; its eval gate is 0, so its output must stay 0.
+    module.theta.data.forEach((t, i) => {
+      if (t >= 0.5) return;
+      const w = module.layer.weight;
+      const row = w.size / w.shape[0]!;
+      w.data.fill(0, i * row, (i + 1) * row);
+      if (module.layer.bias) module.layer.bias.data[i] = 0;
+    });
+    model.setSubmodule(path, module.layer);
   }
   return model;
 }
