@@ -41,11 +41,17 @@ LOWBIT_INLINE int64_t roundShift(int64_t v, int32_t s) { return (v + (int64_t{1}
 
 LOWBIT_INLINE int32_t pwlScalar(const IntPwlTable& t, int32_t z) {
   const int32_t v = std::min(std::max(z, t.knots[0]), t.knots[t.n]);
-  int32_t lo = 0, hi = t.n - 1;
-  while (lo < hi) {
-    const int32_t mid = (lo + hi + 1) >> 1;
-    if (t.knots[mid] <= v) lo = mid;
-    else hi = mid - 1;
+  int32_t lo = 0;
+  if (t.n <= 32) {
+    // Branch-free: the number of interior knots at or below v (a search mispredicts about half its branches).
+    for (int32_t j = 1; j < t.n; j++) lo += t.knots[j] <= v;
+  } else {
+    int32_t hi = t.n - 1;
+    while (lo < hi) {
+      const int32_t mid = (lo + hi + 1) >> 1;
+      if (t.knots[mid] <= v) lo = mid;
+      else hi = mid - 1;
+    }
   }
   const int64_t y = t.values[lo] + roundShift(static_cast<int64_t>(v - t.knots[lo]) * t.slopes[lo], t.shift);
   return static_cast<int32_t>(clamp64(y, t.outMin, t.outMax));
@@ -55,10 +61,12 @@ LOWBIT_INLINE int32_t pwlScalar(const IntPwlTable& t, int32_t z) {
 LOWBIT_INLINE void rowBody(const IntLstmCell& p, const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h,
                            int32_t* gates) {
   const int64_t H = p.hidden;
-  for (int64_t r = 0; r < 4 * H; r++) {
-    const int64_t z = requant(ax[r], p.multIh[r], p.shiftIh[r]) + requant(ah[r], p.multHh[r], p.shiftHh[r]) + p.bias[r];
-    const int32_t zc = static_cast<int32_t>(clamp64(z, kInt16Min, kInt16Max));
-    gates[r] = pwlScalar(r >= 2 * H && r < 3 * H ? p.tanh : p.sigmoid, zc);
+  for (int q = 0; q < 4; q++) {
+    const IntPwlTable& table = q == 2 ? p.tanh : p.sigmoid;
+    for (int64_t r = q * H; r < (q + 1) * H; r++) {
+      const int64_t z = requant(ax[r], p.multIh[r], p.shiftIh[r]) + requant(ah[r], p.multHh[r], p.shiftHh[r]) + p.bias[r];
+      gates[r] = pwlScalar(table, static_cast<int32_t>(clamp64(z, kInt16Min, kInt16Max)));
+    }
   }
   for (int64_t k = 0; k < H; k++) {
     const int64_t i = gates[k], f = gates[H + k], g = gates[2 * H + k], o = gates[3 * H + k];
