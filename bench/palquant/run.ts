@@ -12,6 +12,7 @@
  *   nice -n 10 node --import tsx bench/palquant/run.ts [--model lenet5|cnn|all] [--epochs N]
  *       [--train N] [--test N] [--seed S] [--only id,id] [--force] [--out PATH] [--allow-reference]
  *
+ * Run ids are `<model>/<variant>` (with `@s<seed>` for a seed other than 0).
  * Resumable: each finished run is written (atomically) to the results file (default
  * bench/results/palquant.json) and skipped next time unless --force.
  */
@@ -154,7 +155,7 @@ function main(): void {
     const testSet = testLimit > 0 ? take(fullTest, testLimit) : fullTest;
     const normalize = DATASET_STATS[spec.dataset];
     for (const variant of VARIANTS) {
-      const id = `${model}/${variant.id}`;
+      const id = `${model}/${variant.id}${seed === 0 ? '' : `@s${seed}`}`;
       if (only.length > 0 && !only.includes(variant.id) && !only.includes(id)) continue;
       if (!force && results.some((r) => r.id === id)) {
         process.stdout.write(`${id}: recorded, skipped (--force to re-run)\n`);

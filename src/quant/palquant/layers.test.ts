@@ -217,6 +217,7 @@ describe('PalQuantConv2d / PalQuantLinear', () => {
     assert.throws(() => new PalQuantConv2d(new Conv2d(4, 4, 1, { groups: 2 }), 4, specs(2, 2)), /does not split into 4 parallel groups|do not split/);
     const pal = PalQuantConv2d.fromConv(new Conv2d(3, 4, 3), 2, specs(2, 2));
     assert.throws(() => pal.forward(randn([1, 3, 5, 5])), /expected input \[N, 6, H, W\]/);
+    assert.throws(() => new PalQuantConv2d({ ...conv64(4, 4, 3, 2), weight: randn([4, 4, 3, 3], { dtype: 'float64' }) }, 2, specs(2, 2)), /does not match the geometry \[4, 2, 3, 3\]/);
     assert.throws(() => new CyclicShuffle(6, 3, specs(2, 2), 3), /shift must be an integer that is not a multiple/);
     assert.throws(() => new CyclicShuffle(5, 2, specs(2, 2)), /do not split/);
     assert.throws(() => PalQuantConv2d.fromConv(new Conv2d(3, 4, 3), 2, { weight: { kind: 'nope', bits: 2 }, activation: palQuantActivationSpec(2) }), /unknown quantizer kind 'nope'/);

@@ -122,6 +122,10 @@ export class PalQuantConv2d extends PalQuantLayer {
     if (wide.groups % groups !== 0 || wide.inChannels % groups !== 0) {
       throw new Error(`PalQuantConv2d: a conv with ${wide.inChannels} input channels and groups=${wide.groups} does not split into ${groups} parallel groups`);
     }
+    const expected = [wide.outChannels, wide.inChannels / wide.groups, ...wide.kernelSize];
+    if (wide.weight.rank !== 4 || wide.weight.shape.some((d, i) => d !== expected[i])) {
+      throw new Error(`PalQuantConv2d: weight [${wide.weight.shape.join(', ')}] does not match the geometry [${expected.join(', ')}]`);
+    }
     this.geo = {
       groups, inChannels: wide.inChannels / groups, outChannels: wide.outChannels / groups, kernelSize: [...wide.kernelSize],
       stride: [...wide.stride], padding: [...wide.padding], dilation: [...wide.dilation], innerGroups: wide.groups / groups,
