@@ -1,11 +1,11 @@
-// The integer LSTM cell (definitions in irnn.h). Three builds of one row function:
-// - scalar: plain int64 arithmetic, any table the checks accept;
-// - avx2: the same source compiled for AVX2 (whatever the compiler vectorises);
-// - avx512: 16 gate rows per vector. The requantizations run in 64-bit lanes (even and odd lanes
-//   through vpmuldq, per-lane arithmetic shifts), the PWL segment is a 4-step binary search over a
-//   table held in one register (vpermd), so it needs tables of at most 16 segments whose products
-//   (v - knot) slope + 2^(shift-1) fit int32 (the default 16-segment Q3.12 -> Q0.15 tables do);
-//   other tables take the scalar row.
+// The integer LSTM cell (definitions in irnn.h). Builds of one row:
+// - scalar: plain int64 arithmetic, any table the checks accept (also compiled for AVX2: "avx2-loop");
+// - avx512 (16 gate rows per vector) and avx2 (8): the requantizations run in 64-bit lanes (even and
+//   odd lanes through vpmuldq, per-lane shifts; AVX2 builds the arithmetic shift and the 64-bit clamp
+//   from logical shifts and compares), the PWL segment is a 4-step binary search over a table held in
+//   registers (vpermd; AVX2 two permutes and a blend), so they need tables of at most 16 segments whose
+//   products (v - knot) slope + 2^(shift-1) fit int32 (the default 16-segment Q3.12 -> Q0.15 tables
+//   do); other tables take the int64 row. AVX2 leaves the H % 8 tail of each block to the int64 code.
 #include "irnn.h"
 
 #include <immintrin.h>
@@ -78,17 +78,6 @@ LOWBIT_INLINE void rowBody(const IntLstmCell& p, const int32_t* ax, const int32_
   }
 }
 
-LOWBIT_TARGET_AVX2 void rowAvx2(const IntLstmCell& p, const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h,
-                                int32_t* gates) {
-  rowBody(p, ax, ah, c, h, gates);
-}
-
-void rowScalar(const IntLstmCell& p, const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h, int32_t* gates) {
-  rowBody(p, ax, ah, c, h, gates);
-}
-
-// ---------------------------------------------------------------- AVX-512
-
 // Whether a table suits the one-register AVX-512 evaluation.
 bool pwlFitsVector(const IntPwlTable& t) {
   if (t.n > 16 || t.shift > 30) return false;
@@ -125,6 +114,144 @@ PaddedPwl paddedPwl(const IntPwlTable& t) {
   out.outMax = t.outMax;
   return out;
 }
+
+// ---------------------------------------------------------------- AVX2 (8 lanes, full blocks; tails in int64 scalar code)
+
+// 64-bit lane helpers AVX2 lacks: arithmetic variable shift, min / max, sign extension of the low halves.
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i sravEpi64(__m256i x, __m256i s) {
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), x);
+  return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), s), sign);
+}
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i clampEpi64(__m256i x, __m256i lo, __m256i hi) {
+  x = _mm256_blendv_epi8(x, hi, _mm256_cmpgt_epi64(x, hi));
+  return _mm256_blendv_epi8(x, lo, _mm256_cmpgt_epi64(lo, x));
+}
+// requant on 4 lanes of 64 bits whose low halves hold acc and m; s the full 64-bit shift.
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i requant4(__m256i acc, __m256i m, __m256i s) {
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i p = _mm256_mul_epi32(acc, m);
+  const __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(s, one));
+  const __m256i negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), p);  // -1 where p < 0
+  return sravEpi64(_mm256_add_epi64(_mm256_add_epi64(p, half), negative), s);
+}
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i odd4(__m256i x) { return _mm256_srli_epi64(x, 32); }
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i even4(__m256i x) { return _mm256_and_si256(x, _mm256_set1_epi64x(0xffffffff)); }
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i join4(__m256i even, __m256i odd) {
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i load8(const int32_t* a) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)); }
+
+struct Vec8Pwl {
+  __m256i knotsLo, knotsHi, valuesLo, valuesHi, slopesLo, slopesHi;
+  __m256i lo, hi, half, outMin, outMax;
+  __m128i shift;
+};
+
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE Vec8Pwl vec8Pwl(const PaddedPwl& t) {
+  Vec8Pwl out;
+  out.knotsLo = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.knots));
+  out.knotsHi = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.knots + 8));
+  out.valuesLo = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.values));
+  out.valuesHi = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.values + 8));
+  out.slopesLo = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.slopes));
+  out.slopesHi = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.slopes + 8));
+  out.lo = _mm256_set1_epi32(t.lo);
+  out.hi = _mm256_set1_epi32(t.hi);
+  out.half = _mm256_set1_epi32(1 << (t.shift - 1));
+  out.outMin = _mm256_set1_epi32(t.outMin);
+  out.outMax = _mm256_set1_epi32(t.outMax);
+  out.shift = _mm_cvtsi32_si128(t.shift);
+  return out;
+}
+
+// Entry idx (0..15) of a 16-entry table held in two registers.
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i lookup16(__m256i lo, __m256i hi, __m256i idx) {
+  const __m256i upper = _mm256_slli_epi32(idx, 28);  // bit 3 of idx into the sign bit
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lo, idx)),
+                                              _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(hi, idx)), _mm256_castsi256_ps(upper)));
+}
+
+LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i pwl8(const Vec8Pwl& t, __m256i z) {
+  const __m256i v = _mm256_min_epi32(_mm256_max_epi32(z, t.lo), t.hi);
+  __m256i k = _mm256_setzero_si256();
+  for (int step = 8; step >= 1; step >>= 1) {
+    const __m256i cand = _mm256_add_epi32(k, _mm256_set1_epi32(step));
+    // knots[cand] <= v, i.e. not (knots[cand] > v)
+    const __m256i above = _mm256_cmpgt_epi32(lookup16(t.knotsLo, t.knotsHi, cand), v);
+    k = _mm256_blendv_epi8(cand, k, above);
+  }
+  const __m256i knot = lookup16(t.knotsLo, t.knotsHi, k);
+  const __m256i prod = _mm256_mullo_epi32(_mm256_sub_epi32(v, knot), lookup16(t.slopesLo, t.slopesHi, k));
+  const __m256i y = _mm256_add_epi32(lookup16(t.valuesLo, t.valuesHi, k), _mm256_sra_epi32(_mm256_add_epi32(prod, t.half), t.shift));
+  return _mm256_min_epi32(_mm256_max_epi32(y, t.outMin), t.outMax);
+}
+
+LOWBIT_TARGET_AVX2 void rowAvx2Vector(const IntLstmCell& p, const PaddedPwl& sigTable, const PaddedPwl& tanhTable,
+                                      const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h, int32_t* gates) {
+  const int64_t H = p.hidden, full = H - H % 8;
+  const Vec8Pwl sig = vec8Pwl(sigTable), tnh = vec8Pwl(tanhTable);
+  const __m256i ones = _mm256_set1_epi64x(1);
+  const __m256i zMin = _mm256_set1_epi64x(kInt16Min), zMax = _mm256_set1_epi64x(kInt16Max);
+  for (int q = 0; q < 4; q++) {
+    const Vec8Pwl& table = q == 2 ? tnh : sig;
+    const IntPwlTable& scalarTable = q == 2 ? p.tanh : p.sigmoid;
+    for (int64_t k = 0; k < full; k += 8) {
+      const int64_t r = q * H + k;
+      const __m256i x = load8(ax + r), hh = load8(ah + r), mx = load8(p.multIh + r), mh = load8(p.multHh + r);
+      const __m256i sx = load8(p.shiftIh + r), sh = load8(p.shiftHh + r), b = load8(p.bias + r);
+      __m256i ze = _mm256_add_epi64(_mm256_add_epi64(requant4(x, mx, even4(sx)), requant4(hh, mh, even4(sh))), _mm256_mul_epi32(b, ones));
+      __m256i zo = _mm256_add_epi64(_mm256_add_epi64(requant4(odd4(x), odd4(mx), odd4(sx)), requant4(odd4(hh), odd4(mh), odd4(sh))),
+                                    _mm256_mul_epi32(odd4(b), ones));
+      ze = clampEpi64(ze, zMin, zMax);
+      zo = clampEpi64(zo, zMin, zMax);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(gates + r), pwl8(table, join4(ze, zo)));
+    }
+    for (int64_t r = q * H + full; r < (q + 1) * H; r++) {
+      const int64_t z = requant(ax[r], p.multIh[r], p.shiftIh[r]) + requant(ah[r], p.multHh[r], p.shiftHh[r]) + p.bias[r];
+      gates[r] = pwlScalar(scalarTable, static_cast<int32_t>(clamp64(z, kInt16Min, kInt16Max)));
+    }
+  }
+  const __m256i outM = _mm256_set1_epi64x(p.outMult), outS = _mm256_set1_epi64x(p.outShift);
+  const __m256i hMin = _mm256_set1_epi64x(-kQ8), hMax = _mm256_set1_epi64x(kQ8);
+  const __m256i cMin = _mm256_set1_epi32(kInt16Min), cMax = _mm256_set1_epi32(kInt16Max);
+  const __m256i half14 = _mm256_set1_epi32(1 << 14), half18 = _mm256_set1_epi32(1 << 18);
+  alignas(32) int32_t cOut[8], hOut[8];
+  for (int64_t k = 0; k < full; k += 8) {
+    const __m256i i = load8(gates + k), f = load8(gates + H + k), g = load8(gates + 2 * H + k), o = load8(gates + 3 * H + k);
+    const __m256i cOld = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + k)));
+    const __m256i fc = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(f, cOld), half14), 15);
+    const __m256i ig = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(i, g), half18), 19);
+    const __m256i cNew = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(fc, ig), cMin), cMax);
+    const __m256i t = pwl8(tnh, _mm256_add_epi32(cNew, cNew));
+    const __m256i ot = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(o, t), half14), 15);
+    const __m256i he = clampEpi64(requant4(ot, outM, outS), hMin, hMax), ho = clampEpi64(requant4(odd4(ot), outM, outS), hMin, hMax);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(cOut), cNew);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(hOut), join4(he, ho));
+    for (int j = 0; j < 8; j++) {
+      c[k + j] = static_cast<int16_t>(cOut[j]);
+      h[k + j] = static_cast<int8_t>(hOut[j]);
+    }
+  }
+  for (int64_t k = full; k < H; k++) {
+    const int64_t i = gates[k], f = gates[H + k], g = gates[2 * H + k], o = gates[3 * H + k];
+    const int32_t cNew = static_cast<int32_t>(clamp64(roundShift(f * c[k], 15) + roundShift(i * g, 19), kInt16Min, kInt16Max));
+    c[k] = static_cast<int16_t>(cNew);
+    const int64_t t = pwlScalar(p.tanh, 2 * cNew);
+    h[k] = static_cast<int8_t>(clamp64(requant(roundShift(o * t, 15), p.outMult, p.outShift), -kQ8, kQ8));
+  }
+}
+
+LOWBIT_TARGET_AVX2 void rowAvx2(const IntLstmCell& p, const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h,
+                                int32_t* gates) {
+  rowBody(p, ax, ah, c, h, gates);
+}
+
+void rowScalar(const IntLstmCell& p, const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h, int32_t* gates) {
+  rowBody(p, ax, ah, c, h, gates);
+}
+
+// ---------------------------------------------------------------- AVX-512
 
 struct VecPwl {
   __m512i knots, values, slopes;
@@ -227,12 +354,13 @@ LOWBIT_TARGET_AVX512 void rowAvx512(const IntLstmCell& p, const PaddedPwl& sigTa
   }
 }
 
-enum class CellPath { Scalar, Avx2, Avx512 };
+enum class CellPath { Scalar, Avx2Loop, Avx2, Avx512 };
 
 CellPath cellPath(const IntLstmCell& p) {
   const Isa isa = activeIsa();
-  if (isa == Isa::Avx512 && pwlFitsVector(p.sigmoid) && pwlFitsVector(p.tanh)) return CellPath::Avx512;
-  if (isa >= Isa::Avx2) return CellPath::Avx2;
+  const bool vector = pwlFitsVector(p.sigmoid) && pwlFitsVector(p.tanh);
+  if (isa == Isa::Avx512 && vector) return CellPath::Avx512;
+  if (isa >= Isa::Avx2) return vector ? CellPath::Avx2 : CellPath::Avx2Loop;
   return CellPath::Scalar;
 }
 
@@ -262,6 +390,7 @@ const char* intLstmPathName(const IntLstmCell& p) {
   switch (cellPath(p)) {
     case CellPath::Avx512: return "avx512";
     case CellPath::Avx2: return "avx2";
+    case CellPath::Avx2Loop: return "avx2-loop";
     default: return "scalar";
   }
 }
@@ -271,7 +400,7 @@ void intLstmCellStep(const IntLstmCell& p, int64_t batch, const int32_t* accX, c
   const int64_t H = p.hidden, rows = 4 * H;
   const CellPath path = cellPath(p);
   PaddedPwl sig{}, tnh{};
-  if (path == CellPath::Avx512) {
+  if (path == CellPath::Avx512 || path == CellPath::Avx2) {
     sig = paddedPwl(p.sigmoid);
     tnh = paddedPwl(p.tanh);
   }
@@ -282,7 +411,8 @@ void intLstmCellStep(const IntLstmCell& p, int64_t batch, const int32_t* accX, c
       const int32_t* ax = accX + n * rows;
       const int32_t* ah = accH + n * rows;
       if (path == CellPath::Avx512) rowAvx512(p, sig, tnh, ax, ah, c + n * H, h + n * H, gates.data());
-      else if (path == CellPath::Avx2) rowAvx2(p, ax, ah, c + n * H, h + n * H, gates.data());
+      else if (path == CellPath::Avx2) rowAvx2Vector(p, sig, tnh, ax, ah, c + n * H, h + n * H, gates.data());
+      else if (path == CellPath::Avx2Loop) rowAvx2(p, ax, ah, c + n * H, h + n * H, gates.data());
       else rowScalar(p, ax, ah, c + n * H, h + n * H, gates.data());
     }
   });

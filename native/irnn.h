@@ -50,7 +50,8 @@ void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, int64_t
                      const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
                      const int8_t* h0, int16_t* c, int8_t* out);
 
-// The cell path the active ISA and these tables take: "avx512", "avx2" or "scalar".
+// The cell path the active ISA and these tables take: "avx512", "avx2" (vectors of 8 rows), "avx2-loop"
+// (the int64 row loop compiled for AVX2: tables the vector PWL cannot hold) or "scalar".
 const char* intLstmPathName(const IntLstmCell& p);
 
 }  // namespace lowbit

@@ -152,7 +152,7 @@ export interface NativeAddon {
   intPlanProfile?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array, threads: number, nanos: Float64Array): void;
   /**
    * The integer LSTM cell of quant.irnn (native/irnn.h), whose path for these parameters it returns
-   * ('avx512' | 'avx2' | 'scalar'); throws when the kernel refuses them. dims = [steps, batch, hidden,
+   * ('avx512' | 'avx2' | 'avx2-loop' | 'scalar'); throws when the kernel refuses them. dims = [steps, batch, hidden,
    * input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; rows = multIh | shiftIh | multHh |
    * shiftHh | bias (4H each); sigmoid, tanh = knots (n + 1) | values (n) | slopes (n).
    */

@@ -267,7 +267,8 @@ export class IntLSTM {
   }
 
   /**
-   * Where `run` computes the cell: 'native avx512' | 'native avx2' | 'native scalar', or
+   * Where `run` computes the cell: 'native avx512' | 'native avx2' | 'native avx2-loop' (the int64
+   * row loop, for tables the vector kernels cannot hold) | 'native scalar', or
    * 'typescript (<why>)' when the native kernel is missing or refuses the parameters (it needs
    * requantization shifts in [10, 62] and valid PWL tables, as every converted model has).
    */

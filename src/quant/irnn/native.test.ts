@@ -112,7 +112,8 @@ describe('IntLSTM native cell (bit-exact against the TypeScript cell)', { skip }
       for (const [I, H, L, N] of [[3, 1, 4, 2], [5, 7, 3, 3], [9, 16, 2, 4], [6, 37, 3, 2], [4, 130, 2, 1]] as const) {
         const p = randomParams(rng, I, H, tables());
         const path = compare(p, L, N, rng, `${name}, I ${I} H ${H} L ${L} N ${N}`);
-        const expected = isa === 'avx512' && !vectorTables ? 'avx2' : isa;
+        // Tables too large for the vector PWL take the int64 row loop (compiled for AVX2).
+        const expected = isa === 'scalar' ? 'scalar' : vectorTables ? isa : 'avx2-loop';
         assert.equal(path, `native ${expected}`, name);
         const lstm = new IntLSTM(p);
         const { state } = lstm.run(Int8Array.from({ length: N * I }, () => int(rng, -127, 127)), 1, N, randomState(rng, N, H));
