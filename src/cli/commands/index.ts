@@ -11,6 +11,7 @@ import { searchCommand } from './search.ts';
 import { exportCommand } from './export.ts';
 import { verticalCommand } from './vertical.ts';
 import { attackCommand } from './attack.ts';
+import { nceCommand } from './nce.ts';
 
 export const commands: Readonly<Record<string, Command>> = Object.freeze({
   train: trainCommand,
@@ -20,5 +21,6 @@ export const commands: Readonly<Record<string, Command>> = Object.freeze({
   export: exportCommand,
   vertical: verticalCommand,
   attack: attackCommand,
+  nce: nceCommand,
   info: infoCommand,
 });
