@@ -6,6 +6,7 @@
  *   nice -n 10 node --import tsx bench/mqbench/run.ts [--model lenet5|cnn] [--bits 4,8]
  *     [--backends academic,tensorrt,fbgemm,snpe,tvm] [--algorithms ste,lsq,pact,noise,dorefa,lqnet]
  *     [--train N] [--test N] [--epochs E] [--seed S] [--lr LR] [--tag NAME] [--allow-reference]
+ *     [--onnx-bias default|standard|intmodel]   (the ONNX export's int32 bias, docs/onnx.md)
  *
  * Defaults: the first 4,000 training images (1 epoch), the first 5,000 test images, seed 0.
  *
@@ -73,6 +74,8 @@ const epochs = numberFlag('epochs', 1, { integer: true, min: 1 });
 const seed = numberFlag('seed', 0, { integer: true });
 const lr = numberFlag('lr', 2e-4);
 const tag = flagOr('tag', '');
+const onnxBias = flagOr('onnx-bias', 'default') as 'default' | 'standard' | 'intmodel';
+if (!['default', 'standard', 'intmodel'].includes(onnxBias)) throw new Error(`--onnx-bias must be default, standard or intmodel (got ${onnxBias})`);
 const suffix = `${modelName}${tag ? `-${tag}` : ''}`;
 const jsonPath = join(ROOT, 'bench', 'results', `mqbench-${suffix}.json`);
 const mdPath = join(ROOT, 'docs', 'results', `mqbench-${suffix}.md`);
@@ -147,7 +150,7 @@ const testData = new Float32Array(test.images.length);
 }
 for (const [cell, im] of intModels) {
   try {
-    const { bytes } = exportOnnx(im);
+    const { bytes } = exportOnnx(im, onnxBias === 'default' ? {} : { bias: onnxBias });
     const report = await verifyOnnx(bytes, (x, n) => im.run(x, n), { data: testData, shape: [...test.sampleShape], count: test.length });
     onnx.push(report.status === 'ok' ? { cell, status: 'ok', argmaxAgreement: report.argmaxAgreement, maxAbsDiff: report.maxAbsDiff } : { cell, status: 'skipped', reason: report.reason });
   } catch (error) {
