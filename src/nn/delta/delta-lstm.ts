@@ -57,13 +57,14 @@ function checkThreshold(name: string, value: number): number {
 
 /**
  * The transmit mask [|current − held| > Θ] as a constant 0/1 tensor shaped like `current`; also
- * returns how many units were sent.
+ * returns how many units were sent. A NaN change counts as sent, so a NaN input reaches the output
+ * as in nn.LSTM instead of being held back as "unchanged".
  */
 function transmitMask(current: Tensor, held: Tensor, threshold: number): { mask: Tensor; sent: number } {
   const out = current.dtype === 'float64' ? new Float64Array(current.size) : new Float32Array(current.size);
   let sent = 0;
   for (let i = 0; i < out.length; i++) {
-    if (Math.abs(current.data[i]! - held.data[i]!) > threshold) {
+    if (!(Math.abs(current.data[i]! - held.data[i]!) <= threshold)) {
       out[i] = 1;
       sent++;
     }

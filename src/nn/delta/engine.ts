@@ -139,7 +139,7 @@ export class DeltaLstmEngine {
     for (let t = 0; t < steps; t++) {
       for (let j = 0; j < inputs; j++) {
         const d = x[t * inputs + j]! - xHat[j]!;
-        deltaX[j] = Math.abs(d) > this.thresholdX ? d : 0;
+        deltaX[j] = Math.abs(d) <= this.thresholdX ? 0 : d; // a NaN change is sent (as in DeltaLSTM)
         if (deltaX[j] !== 0) {
           xHat[j] = x[t * inputs + j]!;
           counts.inputSent++;
@@ -147,7 +147,7 @@ export class DeltaLstmEngine {
       }
       for (let k = 0; k < hidden; k++) {
         const d = h[k]! - hHat[k]!;
-        deltaH[k] = Math.abs(d) > this.thresholdH ? d : 0;
+        deltaH[k] = Math.abs(d) <= this.thresholdH ? 0 : d;
         if (deltaH[k] !== 0) {
           hHat[k] = h[k]!;
           counts.hiddenSent++;
