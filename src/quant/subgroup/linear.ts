@@ -20,6 +20,9 @@ const MIN_STEP = 1e-8;
  */
 export type SubgroupMode = 'float' | 'search' | 'fixed';
 
+/** The modes in the order of their codes in the 'mode' buffer. */
+const SUBGROUP_MODES: readonly SubgroupMode[] = ['float', 'search', 'fixed'];
+
 export interface SubgroupLinearOptions {
   /** Subgroups are blocks of output rows (0, default) or of input columns (1) of W [out, in]. */
   axis?: 0 | 1;
@@ -82,10 +85,12 @@ export class SubgroupLinear extends Module {
   readonly steps: ReadonlyMap<number, Tensor>;
   /** 1 once the steps were initialised from the weight. */
   readonly initialized: Tensor;
-  mode: SubgroupMode = 'search';
   /** Softmax temperature τ of the search. */
   temperature = 1;
-  private assignmentBits: Int32Array | null = null;
+  /** Buffer 'mode': the {@link SubgroupMode} as an index into SUBGROUP_MODES (persistent, like the plan). */
+  private readonly modeState: Tensor;
+  /** Buffer 'assignment' [G]: the fixed width of each subgroup, −1 before `setAssignment`. */
+  private readonly assignmentState: Tensor;
   private readonly rng: Rng;
 
   constructor(inFeatures: number, outFeatures: number, options: SubgroupLinearOptions = {}) {
@@ -124,6 +129,41 @@ export class SubgroupLinear extends Module {
     for (const bits of this.choices) if (bits > 0) steps.set(bits, this.registerParameter(`step_b${bits}`, full([this.groups], 1, dtype)));
     this.steps = steps;
     this.initialized = this.registerBuffer('initialized', zeros([1]));
+    this.modeState = this.registerBuffer('mode', full([1], SUBGROUP_MODES.indexOf('search'), 'float32'));
+    this.assignmentState = this.registerBuffer('assignment', full([this.groups], -1, 'float32'));
+  }
+
+  /** float (plain weights), search (the mixture over the choices) or fixed (one width per subgroup); saved in the state dict. */
+  get mode(): SubgroupMode {
+    return SUBGROUP_MODES[this.modeState.data[0]!]!;
+  }
+
+  set mode(mode: SubgroupMode) {
+    const code = SUBGROUP_MODES.indexOf(mode);
+    if (code < 0) throw new RangeError(`SubgroupLinear: mode must be one of ${SUBGROUP_MODES.join(', ')}, got ${String(mode)}`);
+    this.modeState.data[0] = code;
+  }
+
+  /** The fixed assignment, or null before `setAssignment`. */
+  private get assignmentBits(): Int32Array | null {
+    return this.assignmentState.data[0]! < 0 ? null : Int32Array.from(this.assignmentState.data);
+  }
+
+  /** Refuses a loaded mode that is not one of SUBGROUP_MODES, an assignment that is not all −1 or all choices, and fixed mode without one. */
+  protected override checkLoadedState(incoming: ReadonlyMap<string, Tensor>): string[] {
+    const problems: string[] = [];
+    const mode = incoming.get('mode')?.data[0];
+    if (mode !== undefined && SUBGROUP_MODES[mode] === undefined) problems.push(`mode: code ${mode} is not one of 0 (float), 1 (search), 2 (fixed)`);
+    const assignment = incoming.get('assignment');
+    if (assignment) {
+      const values = Array.from(assignment.data);
+      const unset = values.every((v) => v === -1);
+      if (!unset && !values.every((v) => (this.choices as readonly number[]).includes(v))) {
+        problems.push(`assignment: [${values.join(', ')}] must be all -1 (none) or widths among the choices {${this.choices.join(', ')}}`);
+      }
+      if (unset && mode === SUBGROUP_MODES.indexOf('fixed')) problems.push('mode: fixed, but the assignment is empty (-1)');
+    }
+    return problems;
   }
 
   /** A searchable copy of a float Linear (weights and bias copied; W is [out, in] as in Linear). */
@@ -206,7 +246,7 @@ export class SubgroupLinear extends Module {
     for (let g = 0; g < bits.length; g++) {
       if (!(this.choices as readonly number[]).includes(bits[g]!)) throw new RangeError(`SubgroupLinear: subgroup ${g} width ${bits[g]} is not one of the choices {${this.choices.join(', ')}}`);
     }
-    this.assignmentBits = Int32Array.from(bits);
+    this.assignmentState.data.set(Array.from(bits));
     this.mode = 'fixed';
   }
 
