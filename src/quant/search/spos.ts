@@ -723,13 +723,17 @@ export async function searchSupernet(supernet: Supernet, data: SearchData, optio
  * fine-tuned IN PLACE: pass a copy to keep the float model): `buildSupernet` on
  * `data.calibration`, `trainSupernet` on `data.train` by uniform path sampling, then
  * `searchSupernet` within the budgets, each path scored on `data.eval` with the inherited weights.
- * Throws NoAllocationFitsError (before training) when the narrowest path exceeds a budget.
+ * Throws NoAllocationFitsError (before the model is changed) when the narrowest path exceeds a budget.
  */
 export async function sposSearch(model: TensorModule, data: SearchData, options: SposSearchOptions): Promise<SposSearchResult> {
   if (!data.train) throw new Error('sposSearch: data.train is required (the supernet is trained)');
   const t0 = performance.now();
+  // The budgets are checked on the float model's layers first: an unreachable budget leaves it untouched.
+  const probe = firstInput(data.calibration, 'sposSearch');
+  const wBits = sortedBits(options.wBits, [2, 3, 4, 8], 'wBits', 2);
+  const aBits = sortedBits(options.aBits, [8], 'aBits', 2);
+  budgetChecker({ layers: describeLayers(model, probe.shape.slice(1)), wBits, aBits }, options.budgets);
   const supernet = buildSupernet(model, data.calibration, options);
-  budgetChecker(supernet.space, options.budgets);
   const trained = await trainSupernet(supernet, data.train, {
     ...options.training, seed: options.seed ?? 0,
     ...(options.shouldStop ? { shouldStop: options.shouldStop } : {}),
