@@ -151,6 +151,13 @@ export function evaluateSimulatedAndDeployed(model: TensorModule, intModel: IntM
   return { simulated: simCorrect / count, deployed: intModel ? intCorrect / count : null, agreement: intModel ? agree / count : null, count };
 }
 
+/** Throws MqbenchError when the training or the test set has no samples (a cell would report an untrained model). */
+function checkData(options: BenchmarkOptions): void {
+  for (const [name, ds] of [['train', options.train], ['test', options.test]] as const) {
+    if (ds.length === 0) throw new MqbenchError('unsupported', `the ${name} set has no samples`);
+  }
+}
+
 /** Trains and evaluates one cell (see `benchmarkQuantization`). */
 export function runCell(options: BenchmarkOptions, algorithm: string, backend: string, bits: number): MqbenchResult {
   const profile = backendProfile(backend);
@@ -165,6 +172,7 @@ export function runCell(options: BenchmarkOptions, algorithm: string, backend: s
   const recipe = resolveRecipe(options.recipe);
   const t0 = performance.now();
   try {
+    checkData(options);
     manualSeed(recipe.seed);
     const model = options.createModel();
     prepareQat(model, built.plan, built.resolve);
@@ -211,7 +219,7 @@ export function runCell(options: BenchmarkOptions, algorithm: string, backend: s
 /**
  * Runs every algorithm × backend × bits cell with the same recipe (see the module comment) and
  * returns the results in that order. Names are checked before any training: an unknown backend or
- * algorithm throws `MqbenchError`; a combination a backend's scheme cannot express becomes an
+ * algorithm, or an empty training / test set, throws `MqbenchError`; a combination a backend's scheme cannot express becomes an
  * 'unsupported' cell with the reason, a failure during training an 'error' cell.
  */
 export function benchmarkQuantization(options: BenchmarkOptions): MqbenchResult[] {
@@ -221,6 +229,7 @@ export function benchmarkQuantization(options: BenchmarkOptions): MqbenchResult[
   }
   for (const bits of options.bits) if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new MqbenchError('unsupported', `bits must be integers in [2, 8], got ${String(bits)}`);
   resolveRecipe(options.recipe);
+  checkData(options);
   const cells: [string, string, number][] = [];
   for (const bits of options.bits) for (const backend of options.backends) for (const algorithm of options.algorithms) cells.push([algorithm, backend, bits]);
   const bar = options.progress ?? true ? new ProgressBar({ total: cells.length, label: 'mqbench', rateUnit: 'cell', stream: options.progressStream }) : null;
