@@ -57,6 +57,15 @@ export function gaussianKl(rowSquares: Tensor, n: number, sigma2: number, s2: nu
 /** A layer whose output units can be gated: a plain Linear or Conv2d (groups 1). */
 export type GateableLayer = Linear | Conv2d;
 
+/** A message naming the first θ that is NaN or outside [0, 1], or null. */
+function outsideUnitInterval(theta: Tensor): string | null {
+  for (let i = 0; i < theta.size; i++) {
+    const v = theta.data[i]!;
+    if (!(v >= 0 && v <= 1)) return `theta[${i}] = ${v} is not a probability in [0, 1]`;
+  }
+  return null;
+}
+
 /**
  * `layer` (Linear or Conv2d) with a Bernoulli gate on each output unit / filter: output unit i is
  * multiplied by ξ_i. Its own parameter `theta` [U] holds the posterior probabilities θ_i = q(ξ_i = 1).
@@ -89,6 +98,8 @@ export class GatedUnits extends Module implements TensorModule {
     let theta = options.theta;
     if (theta) {
       if (theta.rank !== 1 || theta.shape[0] !== units) throw new Error(`GatedUnits: theta has shape [${theta.shape.join(', ')}], the layer has ${units} units`);
+      const bad = outsideUnitInterval(theta);
+      if (bad) throw new Error(`GatedUnits: ${bad}`);
     } else {
       const initial = options.initialTheta ?? 1;
       if (!(initial >= 0 && initial <= 1)) throw new Error(`GatedUnits: initialTheta must be in [0, 1], got ${initial}`);
@@ -96,6 +107,13 @@ export class GatedUnits extends Module implements TensorModule {
       theta = new Tensor(data, [units]);
     }
     this.theta = this.registerParameter('theta', theta);
+  }
+
+  /** Refuses a loaded θ that is NaN or outside [0, 1] (θ_i is the posterior probability of unit i). */
+  protected override checkLoadedState(incoming: ReadonlyMap<string, Tensor>): string[] {
+    const theta = incoming.get('theta');
+    const bad = theta ? outsideUnitInterval(theta) : null;
+    return bad ? [bad] : [];
   }
 
   /** Number of gated units (output features or channels). */
