@@ -221,7 +221,11 @@ export async function nceSearch(model: TensorModule, options: NceSearchOptions):
   if (!(budget > 0 && Number.isFinite(budget))) throw new NceError(`nceSearch: budget must be finite and > 0, got ${budget}`);
   const choiceCost = (choice: readonly number[]): number => costFromWidths(terms, supernet.layers.map((l, i) => l.widths[choice[i]!]!));
   const narrowest = choiceCost(supernet.layers.map(() => 0));
-  if (narrowest > budget) throw new NceError(`nceSearch: budget ${budget} ${cost.unit} is below the narrowest architecture's ${narrowest}`);
+  if (narrowest > budget) {
+    // At 1-bit weights / activations size counts weights and BitOps MACs; name the cost, not its full-precision unit.
+    const counted = bits.w === 1 && bits.a === 1 ? (cost.name === 'size' ? ': weights' : cost.name === 'bitops' ? ': MACs' : '') : '';
+    throw new NceError(`nceSearch: budget ${budget} is below the narrowest architecture's ${narrowest} (${cost.name} at w${bits.w}a${bits.a}${counted})`);
+  }
 
   const net = supernet.net;
   prepareQat(net, options.qat ?? { default: qconfigFor('w2a2', 'lsq') });
