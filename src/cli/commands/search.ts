@@ -92,7 +92,7 @@ export const searchCommand = defineCommand({
     method: { type: 'enum', choices: METHODS, default: 'nsga2', help: 'search algorithm' },
     objectives: { type: 'string', placeholder: 'LIST', help: 'extra cost objectives / report axes, e.g. bitops,energy (the budget cost is always first)' },
     wbits: { type: 'string', default: '2,3,4,8', placeholder: 'LIST', help: 'candidate weight bit widths' },
-    abits: { type: 'string', default: '8', placeholder: 'LIST', help: 'candidate activation bit widths (nsga2 and ilp search them per layer; sdq uses the widest)' },
+    abits: { type: 'string', default: '8', placeholder: 'LIST', help: 'candidate activation bit widths (nsga2, ilp, haq and spos search them per layer; sdq uses the widest)' },
     prune: { type: 'string', placeholder: 'LIST', help: 'ilp: keep ratios of output channels per layer, e.g. 1,0.75,0.5,0.25 (pruned channels = 0-bit, removed by convert); the latency cost is then measured in the model' },
     generations: { type: 'int', min: 0, help: 'nsga2: generations after the initial population (default: 12)' },
     population: { type: 'int', min: 4, help: 'nsga2 / spos: population size (default: 20 for nsga2, 50 for spos)' },
