@@ -48,7 +48,8 @@ export const nceCommand = defineCommand({
     io.print(`lowbit nce  ${modelName} on ${dataset} (${train.length} training images), uniform W2A2 LSQ, budget ${options.budgetRatio} x the ${options.budget} of ${modelName}`);
     const result = await nceSearch(model, {
       inputShape,
-      train: new DataLoader(train, { batchSize: 64, shuffle: true, seed: options.seed, normalize: DATASET_STATS[dataset] }),
+      // Full batches only (when there are 64 images or more): a last batch of one image fails in BatchNorm (cnn).
+      train: new DataLoader(train, { batchSize: 64, shuffle: true, seed: options.seed, normalize: DATASET_STATS[dataset], dropLast: train.length >= 64 }),
       steps: options.steps,
       cost: options.budget === 'params' ? sizeCost() : bitOpsCost(),
       budgetRatio: options.budgetRatio,
