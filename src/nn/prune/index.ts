@@ -5,7 +5,7 @@
  */
 export { GatedUnits, relaxedBernoulli, bernoulliKl, gaussianKl, unitsOf, THETA_EPS, type GateableLayer } from './gate.ts';
 export {
-  PruneError, layerChain, runChain, checkChain, prunablePairs, removeUnits, finalizePruned, keptUnits, layerSizes,
+  PruneError, layerChain, runChain, checkChain, prunablePairs, removeUnits, finalizePruned, keptUnits, layerSizes, shapeLike,
   type ChainEntry, type PrunablePair, type ParamReplacement, type LayerSize,
 } from './structure.ts';
 export { VariationalPruner, PruningOptimizer, moveOptimizerState, isGated, type VariationalPrunerOptions, type PruneEvent } from './pruner.ts';

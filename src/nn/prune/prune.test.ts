@@ -13,7 +13,7 @@ import { prepareQat } from '../../quant/qat/index.ts';
 import { qconfigFor } from '../../quant/config/qconfig.ts';
 import { compareWithFakeQuant, convert } from '../../runtime/index.ts';
 import { bernoulliKl, gaussianKl, GatedUnits, relaxedBernoulli, THETA_EPS } from './gate.ts';
-import { finalizePruned, layerChain, layerSizes, PruneError } from './structure.ts';
+import { finalizePruned, layerChain, layerSizes, PruneError, shapeLike } from './structure.ts';
 import { isGated, VariationalPruner } from './pruner.ts';
 
 function f64(values: readonly number[], shape = [values.length]): Tensor {
@@ -219,6 +219,25 @@ describe('the final deterministic network', () => {
     assert.deepEqual(layerSizes(model, [5]).map((l) => l.units), [1, 2, 2]);
     const out = evalOut(model, x);
     out.forEach((v, i) => assert.ok(Math.abs(v - gatedOut[i]!) <= 1e-6 * (1 + Math.abs(gatedOut[i]!)), `${v} vs ${gatedOut[i]}`));
+  });
+
+  it('shapeLike: a pruned LeNet-5 checkpoint loads (strict) into a fresh nn.lenet5() and computes the same function', () => {
+    manualSeed(4);
+    const model = lenet5();
+    new VariationalPruner(model, { datasetSize: 10, inputShape: [1, 28, 28] });
+    for (const e of layerChain(model)) {
+      if (e.module instanceof GatedUnits) e.module.theta.data.forEach((_, i, t) => { t[i] = i % 3 === 1 ? 0.2 : 0.9; });
+    }
+    finalizePruned(model);
+    const checkpoint = model.stateDict();
+    const fresh = shapeLike(lenet5(), checkpoint);
+    fresh.loadStateDict(checkpoint);
+    assert.deepEqual(layerSizes(fresh, [1, 28, 28]).map((l) => l.units), layerSizes(model, [1, 28, 28]).map((l) => l.units));
+    const x = randn([2, 1, 28, 28]);
+    assert.deepEqual(evalOut(fresh, x), evalOut(model, x));
+    // Without it the load fails on the shapes; a wider checkpoint is refused by name.
+    assert.throws(() => lenet5().loadStateDict(checkpoint), /shape/);
+    assert.throws(() => shapeLike(model, lenet5().stateDict()), (e: Error) => e instanceof PruneError && /conv1\.weight' has 6 output units, the model's layer has 4/.test(e.message));
   });
 
   it('a pruned LeNet-5 converts through prepareQat / convert (W8A8) and agrees with its fake-quant simulation', () => {

@@ -337,3 +337,41 @@ export function layerSizes(model: TensorModule, inputShape: readonly number[]): 
     model.train(wasTraining);
   }
 }
+
+/**
+ * Shrinks a freshly built model (e.g. `nn.lenet5()`) in place to the layer widths of a pruned
+ * checkpoint, so that the checkpoint loads into it: for every prunable layer whose weight in
+ * `stateDict` has fewer output units than the model's, the layer keeps its first units and the
+ * next weight layer loses the matching inputs (the weights are then overwritten by
+ * `loadStateDict`). A pruned network has no other record of its widths; this reads them from the
+ * weight shapes. Throws a PruneError when a checkpoint layer is wider than the model's or its weight
+ * is missing. Returns the model.
+ *
+ * ```ts
+ * const model = nn.prune.shapeLike(nn.lenet5(), checkpoint);
+ * model.loadStateDict(checkpoint);
+ * ```
+ */
+export function shapeLike<M extends Module>(model: M, stateDict: ReadonlyMap<string, Tensor> | Readonly<Record<string, Tensor>>): M {
+  const get = (key: string): Tensor | undefined => (stateDict instanceof Map ? stateDict.get(key) : (stateDict as Readonly<Record<string, Tensor>>)[key]);
+  for (let changed = true; changed;) {
+    changed = false;
+    const chain = layerChain(model);
+    for (const pair of prunablePairs(chain)) {
+      const entry = chain[pair.index]!;
+      const key = entry.module instanceof GatedUnits ? `${entry.path}.layer.weight` : `${entry.path}.weight`;
+      const weight = get(key);
+      if (!weight) throw new PruneError(`shapeLike: the state dict has no '${key}'`);
+      const units = unitsOf(innerLayer(entry.module)!);
+      const target = weight.shape[0]!;
+      if (!Number.isInteger(target) || target < 1 || target > units) {
+        throw new PruneError(`shapeLike: '${key}' has ${target} output units, the model's layer has ${units} (a pruned checkpoint can only be narrower)`);
+      }
+      if (target === units) continue;
+      removeUnits(model, chain, pair, Array.from({ length: target }, (_, i) => i));
+      changed = true;
+      break;
+    }
+  }
+  return model;
+}
