@@ -119,3 +119,19 @@ export function deriveSeed(seed: number, epoch: number): number {
   z = Math.imul(z ^ (z >>> 12), 0x297a2d39) >>> 0;
   return (z ^ (z >>> 15)) >>> 0;
 }
+
+/**
+ * The batches of `batches` over and over (a fresh pass each time it ends), for step-budgeted loops
+ * (searches that run N steps, not epochs). Throws `emptyError()` when a pass yields no batch, so an
+ * empty source fails instead of looping forever.
+ */
+export function* cycleBatches<B>(batches: Iterable<B>, emptyError: () => Error): Generator<B> {
+  for (;;) {
+    let any = false;
+    for (const b of batches) {
+      any = true;
+      yield b;
+    }
+    if (!any) throw emptyError();
+  }
+}

@@ -28,6 +28,7 @@ import { manualSeed, Rng } from '../../tensor/random.ts';
 import { Tensor, zeros } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/engine.ts';
 import type { Batch } from '../../train/fit.ts';
+import { cycleBatches } from '../../data/loader.ts';
 import { ProgressBar } from '../../train/progress.ts';
 import { qconfigFor } from '../config/qconfig.ts';
 import { prepareQat, type QatTarget } from '../qat/prepare.ts';
@@ -108,16 +109,6 @@ export interface NceResult {
   readonly history: { step: number; loss: number; expectedCost: number }[];
 }
 
-function* cycle(batches: Iterable<Batch>): Generator<Batch> {
-  for (;;) {
-    let any = false;
-    for (const b of batches) {
-      any = true;
-      yield b;
-    }
-    if (!any) throw new NceError('nceSearch: the training data yielded no batch');
-  }
-}
 
 /** The differentiable closed-form cost Σ κ·E[c_in]·E[c_out] of expected widths (tensors). */
 export function expectedCostTensor(terms: readonly CostTerm[], expectedWidths: readonly Tensor[]): Tensor {
@@ -234,7 +225,7 @@ export async function nceSearch(model: TensorModule, options: NceSearchOptions):
   const weightOptimizer = new Adam(weights, { lr });
   const archOptimizer = new Adam(logits, { lr: archLr });
   const gumbel = options.gumbel ? rng : null;
-  const batches = cycle(options.train);
+  const batches = cycleBatches(options.train, () => new NceError('nceSearch: the training data yielded no batch'));
   const history: NceResult['history'] = [];
   const bar = options.progress ? new ProgressBar({ total: steps, label: 'nce search' }) : null;
   net.train();

@@ -23,6 +23,7 @@ import { manualSeed } from '../../tensor/random.ts';
 import { Tensor, tensor, zeros } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/engine.ts';
 import type { Batch } from '../../train/fit.ts';
+import { cycleBatches } from '../../data/loader.ts';
 import type { QuantPlan, PlanOverride } from '../config/plan.ts';
 import { prepareQat, quantizedLayers } from '../qat/prepare.ts';
 import { createQuantizer, Quantizer, quantizerKinds, registerQuantizer, type ExportedQuant, type QuantizerContext, type QuantizerSpec } from '../quantizers/quantizer.ts';
@@ -170,16 +171,6 @@ export interface SdqResult {
   readonly history: { step: number; expectedCost: number; loss: number }[];
 }
 
-function* cycle(batches: Iterable<Batch>): Generator<Batch> {
-  for (;;) {
-    let any = false;
-    for (const b of batches) {
-      any = true;
-      yield b;
-    }
-    if (!any) throw new Error('sdqSearch: data.train yielded no batch');
-  }
-}
 
 /**
  * Steps layers down one candidate width at a time until `cost` ≤ `budget`: each time the layer
@@ -257,7 +248,7 @@ export async function sdqSearch(model: TensorModule, data: SearchData, options: 
   manualSeed(options.seed ?? 0);
 
   const history: { step: number; expectedCost: number; loss: number }[] = [];
-  const batches = cycle(data.train);
+  const batches = cycleBatches(data.train, () => new Error('sdqSearch: data.train yielded no batch'));
   let done = 0;
   let stopped = false;
   model.train();

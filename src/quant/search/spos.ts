@@ -28,6 +28,7 @@
  * width at 0 inside one quantizer; a switchable keep ratio would need a mask per branch).
  */
 import { noGrad } from '../../autograd/engine.ts';
+import { cycleBatches } from '../../data/loader.ts';
 import { BatchNorm } from '../../nn/batchnorm.ts';
 import type { Module, TensorModule } from '../../nn/module.ts';
 import { Adam } from '../../optim/adam.ts';
@@ -361,16 +362,6 @@ export interface SupernetTrainOptions {
   onStep?(step: number, info: { loss: number; path: readonly number[] }): void;
 }
 
-function* cycle(batches: Iterable<Batch>, who: string): Generator<Batch> {
-  for (;;) {
-    let any = false;
-    for (const b of batches) {
-      any = true;
-      yield b;
-    }
-    if (!any) throw new Error(`${who}: the training data yielded no batch`);
-  }
-}
 
 /**
  * Fine-tunes the supernet's shared weights by uniform path sampling (see the module comment):
@@ -391,7 +382,7 @@ export async function trainSupernet(supernet: Supernet, train: Iterable<Batch>, 
   manualSeed(options.seed ?? 0);
   const optimizer = new Adam(qatParamGroups(model, { lr }));
   const baseLr = optimizer.paramGroups.map((g) => g.lr);
-  const batches = cycle(train, 'trainSupernet');
+  const batches = cycleBatches(train, () => new Error('trainSupernet: the training data yielded no batch'));
   const losses: number[] = [];
   let done = 0;
   let stopped = false;
