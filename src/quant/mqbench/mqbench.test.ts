@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { manualSeed, randn, Rng, Tensor } from '../../tensor/index.ts';
 import { grad } from '../../autograd/engine.ts';
-import { BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, type TensorModule } from '../../nn/index.ts';
+import { BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, type TensorModule } from '../../nn/index.ts';
 import { createDataset, type Dataset } from '../../data/dataset.ts';
 import { ceilPowerOfTwo, type QParams } from '../core/qparams.ts';
 import { createQuantizer } from '../quantizers/quantizer.ts';
@@ -245,6 +245,20 @@ describe('benchmarkQuantization', () => {
     const refused = results.filter((r) => r.status === 'unsupported').map((r) => `${r.backend}/${r.algorithm}`).sort();
     assert.deepEqual(refused, ['fbgemm/dorefa', 'snpe/dorefa', 'tensorrt/dorefa', 'tvm/dorefa', 'tvm/pact']);
     assert.equal(results.filter((r) => r.status === 'error').length, 0, JSON.stringify(results.filter((r) => r.status === 'error')));
+  });
+
+  it('a training set whose last batch would hold one image trains (BatchNorm model; audit s11 #11)', () => {
+    const results = benchmarkQuantization({
+      createModel: () => {
+        manualSeed(5);
+        return new Sequential(new Flatten(), new Linear(36, 8), new BatchNorm1d(8), new ReLU(), new Linear(8, 3));
+      },
+      train: stripes(17, 1), test: stripes(16, 2), normalize: { mean: 0.3, std: 0.3 },
+      algorithms: ['lsq'], backends: ['academic'], bits: [8],
+      recipe: { epochs: 1, batchSize: 16, lr: 1e-2 }, verifySamples: 16, progress: false,
+    });
+    assert.equal(results.length, 1);
+    assert.equal(results[0]!.status, 'ok', JSON.stringify(results[0]));
   });
 
   it('refuses unknown backend and algorithm names before training, naming the known ones', () => {

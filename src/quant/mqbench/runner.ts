@@ -179,7 +179,9 @@ export function runCell(options: BenchmarkOptions, algorithm: string, backend: s
     const layers = quantizedLayers(model).map((l) => `${l.name}${l.foldedBatchNorm ? '+BN' : ''}: ${describeSpec(l.weightSpec)} / ${describeSpec(l.activationSpec, 'activation')}`);
     setQuantProgress(model, 0, recipe.epochs);
     model.train();
-    const trainLoader = new DataLoader(options.train, { batchSize: recipe.batchSize, shuffle: true, seed: recipe.seed, normalize: options.normalize });
+    // A last batch of one image would fail a BatchNorm in training mode: drop just that one.
+    const dropLast = options.train.length > recipe.batchSize && options.train.length % recipe.batchSize === 1;
+    const trainLoader = new DataLoader(options.train, { batchSize: recipe.batchSize, shuffle: true, seed: recipe.seed, normalize: options.normalize, dropLast });
     const optimizer = new Adam(qatParamGroups(model, { lr: recipe.lr, quantLrScale: recipe.quantLrScale }), { lr: recipe.lr });
     const history: History = fit(model, {
       trainLoader, optimizer, epochs: recipe.epochs, seed: recipe.seed, progress: false, log: () => {},
