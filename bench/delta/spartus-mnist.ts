@@ -23,13 +23,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import '../../src/backend/index.ts';
 import { noGrad } from '../../src/autograd/index.ts';
-import { DataLoader, loadMnist, type Dataset } from '../../src/data/index.ts';
+import { loadMnist, type Dataset } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { Linear, LSTM, Module } from '../../src/nn/index.ts';
 import { ColumnBalancedTargetedDropout, DeltaLSTM, DeltaLstmEngine } from '../../src/nn/delta/index.ts';
-import { Adam } from '../../src/optim/index.ts';
-import { crossEntropy, manualSeed, reshape, Rng, type Tensor } from '../../src/tensor/index.ts';
+import { manualSeed, reshape, Rng, type Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
+import { trainAdam } from '../train-loop.ts';
 import { flagOr, numberFlag } from '../flags.ts';
 
 const trainCount = numberFlag('train', 12000, { integer: true, min: 1 });
@@ -77,30 +77,7 @@ function deltaCopy(model: RowClassifier, theta: number): RowClassifier {
 }
 
 function train(model: RowClassifier, ds: Dataset, rounds: number, label: string, maxBatches = Infinity, onStep?: () => void): number {
-  const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
-  const loader = new DataLoader(ds, { batchSize, shuffle: true, seed });
-  model.train();
-  let last = Number.NaN;
-  for (let epoch = 0; epoch < rounds; epoch++) {
-    loader.setEpoch(epoch);
-    const bar = new ProgressBar({ total: Math.min(loader.length, maxBatches), label: `${label} ${epoch + 1}/${rounds}` });
-    let sum = 0;
-    let count = 0;
-    for (const { x, y } of loader) {
-      if (count >= maxBatches) break;
-      optimizer.zeroGrad();
-      const loss = crossEntropy(model.forward(x), y);
-      loss.backward();
-      optimizer.step();
-      onStep?.();
-      sum += loss.item();
-      count++;
-      bar.tick(1, { loss: sum / count });
-    }
-    bar.done();
-    last = sum / count;
-  }
-  return last;
+  return trainAdam(model, ds, { rounds, lr: 2e-3, label, batchSize, seed, maxBatches, onStep });
 }
 
 interface Row {

@@ -28,13 +28,13 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { contextIds, DataLoader, loadMobyDickNextWord, type Dataset } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { Embedding, Linear, LSTM, Module } from '../../src/nn/index.ts';
-import { Adam } from '../../src/optim/index.ts';
 import { fakeQuantize } from '../../src/quant/core/quantize.ts';
 import { convertQuantLSTM, QuantLSTM, rowScales, saveIntLSTM, type IntLSTM } from '../../src/quant/irnn/index.ts';
 import { roundHalfEven } from '../../src/backend/reference/elementwise.ts';
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../../src/runtime/kernels/index.ts';
-import { crossEntropy, linear, manualSeed, narrow, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
+import { linear, manualSeed, narrow, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
+import { trainAdam } from '../train-loop.ts';
 import { flag, numberFlag } from '../flags.ts';
 
 const epochs = numberFlag('epochs', 2, { integer: true });
@@ -77,27 +77,7 @@ class WordLstm extends Module {
 }
 
 function train(model: WordLstm, ds: Dataset, rounds: number, lr: number, label: string, maxBatches = Infinity): number {
-  const opt = new Adam(model.parameters(), { lr });
-  const loader = new DataLoader(ds, { batchSize, shuffle: true, seed });
-  let last = Number.NaN;
-  for (let epoch = 0; epoch < rounds; epoch++) {
-    const bar = new ProgressBar({ total: Math.min(loader.length, maxBatches), label: `${label} epoch ${epoch + 1}/${rounds}` });
-    let sum = 0;
-    let count = 0;
-    for (const { x, y } of loader) {
-      if (count >= maxBatches) break;
-      opt.zeroGrad();
-      const loss = crossEntropy(model.forward(x), y);
-      loss.backward();
-      opt.step();
-      sum += loss.item();
-      count++;
-      bar.tick(1, { loss: sum / count });
-    }
-    bar.done();
-    last = sum / count;
-  }
-  return last;
+  return trainAdam(model, ds, { rounds, lr, label, batchSize, seed, maxBatches });
 }
 
 interface Scores {
