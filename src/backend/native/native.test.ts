@@ -14,6 +14,7 @@ import { sizeOf } from '../primitives.ts';
 import { runKernel, setBackend } from '../registry.ts';
 import { fmaPeakGflops, loadNative, nativeAddon, nativeInfo, setNativeThreads } from './index.ts';
 import { nativeKernel } from './kernels.ts';
+import { runEveryIsaTests } from './isa-testing.ts';
 
 const loaded = loadNative();
 const skip = loaded.ok ? false : `native addon not loaded: ${loaded.reason}`;
@@ -851,13 +852,8 @@ describe('native elementwise kernels: split and vector paths (bit-exact)', { ski
 
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
-      const file = fileURLToPath(import.meta.url);
-      const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-name-pattern=\\[every-isa\\]', file], {
-        env: { ...process.env, LOWBIT_ISA: isa, NODE_TEST_CONTEXT: undefined }, encoding: 'utf8', timeout: 120_000,
-      });
-      assert.equal(run.status, 0, `${run.stdout.slice(-3000)}\n${run.stderr}`);
-      const passed = Number(/^# pass (\d+)/m.exec(run.stdout)?.[1] ?? 0);
-      assert.ok(passed >= 15, `expected the 15 tagged tests to pass, got ${passed}:\n${run.stdout.slice(-2000)}`);
+      const { passed, output } = runEveryIsaTests(import.meta.url, isa);
+      assert.ok(passed >= 15, `expected the 15 tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });

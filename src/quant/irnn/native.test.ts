@@ -6,13 +6,12 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { loadNative, nativeInfo, setNativeThreads } from '../../backend/native/index.ts';
 import { Rng } from '../../tensor/index.ts';
 import { IntLSTM, type IntLSTMParams, type IntLSTMState } from './intlstm.ts';
 import { intPwlProblems, type IntPwl } from './pwl.ts';
 import { lstmPwlTables } from './qlstm.ts';
+import { runEveryIsaTests } from '../../backend/native/isa-testing.ts';
 
 const loaded = loadNative();
 const skip = loaded.ok ? false : `native addon not loaded: ${loaded.reason}`;
@@ -156,13 +155,8 @@ describe('IntLSTM native cell (bit-exact against the TypeScript cell)', { skip }
 
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
-      const file = fileURLToPath(import.meta.url);
-      const run = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', '--test-name-pattern=\\[every-isa\\]', file], {
-        env: { ...process.env, LOWBIT_ISA: isa, NODE_TEST_CONTEXT: undefined }, encoding: 'utf8', timeout: 120_000,
-      });
-      assert.equal(run.status, 0, `${run.stdout.slice(-3000)}\n${run.stderr}`);
-      const passed = Number(/^# pass (\d+)/m.exec(run.stdout)?.[1] ?? 0);
-      assert.equal(passed, 3, `expected the 3 tagged tests to pass:\n${run.stdout.slice(-2000)}`);
+      const { passed, output } = runEveryIsaTests(import.meta.url, isa);
+      assert.equal(passed, 3, `expected the 3 tagged tests to pass:\n${output}`);
     });
   }
 });
