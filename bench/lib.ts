@@ -7,8 +7,10 @@
  * - Ratios are lowbit / peer on a "higher is better" figure (throughput), so > 1 means lowbit is
  *   faster; a time is turned into a throughput before dividing.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 /** One measured (or skipped) figure. */
@@ -199,4 +201,16 @@ export function writeAtomic(path: string, text: string | Uint8Array): void {
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, text);
   renameSync(tmp, path);
+}
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The short hash of HEAD of this checkout, or "unknown" outside git. */
+export function gitCommit(): string {
+  try {
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return sha || 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

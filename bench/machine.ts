@@ -1,25 +1,16 @@
 /** What the benchmarks ran on: CPU, Node, lowbit's backends and ISA, the peers' versions. */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, release, type } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableBackends, getBackend } from '../src/backend/index.ts';
 import { loadNative, nativeInfo } from '../src/backend/native/index.ts';
-import type { MachineInfo } from './lib.ts';
+import { gitCommit, type MachineInfo } from './lib.ts';
 import { loadOrt } from './peers/ort.ts';
 import { runTorch } from './peers/torch.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-function gitCommit(): string {
-  try {
-    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return sha || 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** Busy and total jiffies of all CPUs since boot (first line of /proc/stat); null where unavailable. */
 export function cpuTimes(): { busy: number; total: number } | null {

@@ -17,9 +17,8 @@
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 import { flagOr, numberFlag } from '../flags.ts';
-import { writeAtomic } from '../lib.ts';
+import { gitCommit, writeAtomic } from '../lib.ts';
 
 process.env.LOWBIT_THREADS ??= '1';
 
@@ -112,13 +111,7 @@ const fp32Accuracy = evaluate(fresh(), testLoader).accuracy;
 process.stderr.write(`fp32 ${modelName} (${ckpt}): ${(fp32Accuracy * 100).toFixed(2)} % on ${test.length} test images\n`);
 
 const recipe = { epochs, batchSize: 64, lr, quantLrScale: 0.5, seed };
-const commit = (() => {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim();
-  } catch {
-    return 'unknown';
-  }
-})();
+const commit = gitCommit();
 const results: MqbenchResult[] = [];
 const intModels: [string, IntModel][] = [];
 const onnx: OnnxCheck[] = [];

@@ -20,7 +20,7 @@
  *   --seed N      override every run's seed (id gets a `@sN` suffix)
  *   --allow-reference  run full runs even when the native backend is not loaded
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +56,7 @@ import type { Module, TensorModule } from '../../src/nn/index.ts';
 import type { Tensor } from '../../src/tensor/index.ts';
 import type { EpochRecord, TrainOptimizer } from '../../src/train/fit.ts';
 import type { Estimator, QConfigForOptions, QuantPlan, Scheme } from '../../src/quant/config/index.ts';
+import { gitCommit } from '../lib.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '..', '..');
@@ -430,13 +431,6 @@ function checkpointPath(id: string, quick: boolean): string {
   return join(ROOT, 'runs', 'qat', quick ? 'quick-ckpt' : 'ckpt', `${id.replace(/[^A-Za-z0-9._-]+/g, '_')}.safetensors`);
 }
 
-function gitCommit(): string {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
 function median(values: readonly number[]): number | null {
   if (values.length === 0) return null;

@@ -21,7 +21,6 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 
 process.env.LOWBIT_THREADS ??= '2';
 
@@ -41,6 +40,7 @@ const vertical = await import('../../src/quant/vertical/index.ts');
 import type { Module, TensorModule } from '../../src/nn/index.ts';
 import type { Dataset } from '../../src/data/index.ts';
 import type { IntModel } from '../../src/runtime/intmodel.ts';
+import { gitCommit } from '../lib.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
@@ -285,12 +285,7 @@ for (const r of rows) {
 }
 log(`\n${lines.join('\n')}`);
 
-let commit = 'unknown';
-try {
-  commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-} catch {
-  // not a git checkout
-}
+const commit = gitCommit();
 const result = {
   format: 'lowbit-vertical-bench', version: 1, command: `LOWBIT_THREADS=2 node --import tsx bench/qat/vertical.ts ${process.argv.slice(2).join(' ')}`.trim(),
   commit, backend: getBackend(), threads: process.env.LOWBIT_THREADS, finishedAt: new Date().toISOString(),

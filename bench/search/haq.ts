@@ -18,7 +18,6 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 
 process.env.LOWBIT_THREADS ??= '2';
 
@@ -39,6 +38,7 @@ const { backendDetails, describeBackend, useBackend } = await import('../../src/
 import type { TensorModule } from '../../src/nn/module.ts';
 import type { BitAssignment, CostModel, LayerInfo, SearchData } from '../../src/quant/search/index.ts';
 import { flagOr } from '../flags.ts';
+import { gitCommit } from '../lib.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
@@ -126,13 +126,6 @@ function fp32Model(): TensorModule {
   return model;
 }
 
-function gitCommit(): string {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
 type Json = Record<string, unknown>;
 function readResults(): Json {

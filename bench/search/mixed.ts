@@ -19,7 +19,6 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 
 process.env.LOWBIT_THREADS ??= '2';
 
@@ -40,6 +39,7 @@ import type { BitAssignment, BitChoice, LayerInfo, SearchData } from '../../src/
 import type { IntModel } from '../../src/runtime/intmodel.ts';
 import type { PlanBase } from '../../src/quant/search/plan.ts';
 import { flagOr } from '../flags.ts';
+import { gitCommit } from '../lib.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
@@ -99,13 +99,6 @@ export const SETUPS: Record<string, Setup> = {
   cnn: { id: 'cnn-fashion', model: 'cnn', dataset: 'fashion-mnist', fp32Epochs: 2 },
 };
 
-function gitCommit(): string {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
 // ------------------------------------------------------------------ data and fp32 model
 export function loaders(setup: Setup, seed: number) {

@@ -17,7 +17,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
 
 process.env.LOWBIT_THREADS ??= '2';
 
@@ -32,6 +31,7 @@ const mixed = await import('./mixed.ts');
 
 import type { BitAssignment, SearchData } from '../../src/quant/search/index.ts';
 import { flagOr } from '../flags.ts';
+import { gitCommit } from '../lib.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, '..', '..');
@@ -51,13 +51,6 @@ const log = (s: string): void => void process.stdout.write(`${s}\n`);
 const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
 
 useBackend(undefined);
-function gitCommit(): string {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return 'unknown';
-  }
-}
 const cpuSeconds = (from: NodeJS.CpuUsage): number => {
   const u = process.cpuUsage(from);
   return (u.user + u.system) / 1e6;
