@@ -225,6 +225,14 @@ bool checkSizes(const Napi::CallbackInfo& info, std::initializer_list<std::pair<
   return true;
 }
 
+// Element counts of a convolution's input x, output y and weight w for geometry g.
+struct ConvSizes {
+  int64_t x, y, w;
+};
+ConvSizes convSizes(const lowbit::ConvGeom& g) {
+  return {g.N * g.C * g.H * g.W, g.N * g.O * g.OH * g.OW, g.O * (g.C / g.groups) * g.KH * g.KW};
+}
+
 enum class ConvKind { Forward, BackwardInput, BackwardWeight };
 
 template <ConvKind kind>
@@ -234,8 +242,7 @@ Napi::Value Conv(const Napi::CallbackInfo& info) {
   if (!argF32(info, 0, &in0) || !argF32(info, 1, &in1) || !argF32(info, 2, &out) || !argConvGeom(info, 3, &g)) {
     return info.Env().Undefined();
   }
-  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * g.OH * g.OW;
-  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  const auto [xSize, ySize, wSize] = convSizes(g);
   if (kind == ConvKind::Forward) {  // (x, w) -> y
     if (checkSizes(info, {{&in0, xSize}, {&in1, wSize}, {&out, ySize}})) lowbit::conv2dForward(g, in0.data, in1.data, out.data);
   } else if (kind == ConvKind::BackwardInput) {  // (dy, w) -> dx
@@ -257,8 +264,7 @@ Napi::Value AdderConv(const Napi::CallbackInfo& info) {
   if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || !argF32(info, 2, &y) || !argConvGeom(info, 3, &g)) {
     return info.Env().Undefined();
   }
-  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * g.OH * g.OW;
-  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  const auto [xSize, ySize, wSize] = convSizes(g);
   if (checkSizes(info, {{&x, xSize}, {&w, wSize}, {&y, ySize}})) lowbit::adderConv2dForward(g, x.data, w.data, y.data);
   return info.Env().Undefined();
 }
@@ -275,8 +281,7 @@ Napi::Value AdderConvGrad(const Napi::CallbackInfo& info) {
     fail(info.Env(), "adderConv2dGrad: part must be 0 (input) or 1 (weight)");
     return info.Env().Undefined();
   }
-  const int64_t xSize = g.N * g.C * g.H * g.W, ySize = g.N * g.O * g.OH * g.OW;
-  const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
+  const auto [xSize, ySize, wSize] = convSizes(g);
   if (!checkSizes(info, {{&gy, ySize}, {&x, xSize}, {&w, wSize}, {&out, part == 0 ? xSize : wSize}})) {
     return info.Env().Undefined();
   }

@@ -3,7 +3,7 @@
  */
 import type { BackendName } from '../backend/registry.ts';
 import type { TypedArray } from '../backend/primitives.ts';
-import type { CompressorName } from './data-parallel.ts';
+import type { DataParallelOptions } from './data-parallel.ts';
 import type { DgcOptions } from './dgc.ts';
 import type { ShardStepResult } from './data-parallel.ts';
 import type { SharedCommunicatorMemory } from './shared-communicator.ts';
@@ -21,16 +21,7 @@ export interface ModelFactorySpec {
 }
 
 /** The DataParallel settings a worker needs (everything but the replica factory and communicator). */
-export interface WorkerTrainerOptions {
-  readonly lr: number;
-  readonly momentum?: number;
-  readonly weightDecay?: number;
-  readonly compressor?: CompressorName;
-  readonly clipNorm?: number;
-  readonly dgc?: DgcOptions;
-  readonly stepsPerEpoch?: number;
-  readonly seed?: number;
-}
+export type WorkerTrainerOptions = Pick<DataParallelOptions, 'lr' | 'momentum' | 'weightDecay' | 'compressor' | 'clipNorm' | 'dgc' | 'stepsPerEpoch' | 'seed'>;
 
 /** A tensor as it crosses the thread boundary. */
 export interface TensorPayload {

@@ -20,6 +20,7 @@ import { add, concat, conv2d, relu, reshape, split, type Tensor } from '../../te
 import '../quantizers/index.ts';
 import { createQuantizer, Quantizer, type QuantizerSpec } from '../quantizers/quantizer.ts';
 import { checkGroups, cyclicPermuteGroups } from './permute.ts';
+import type { ConvGeometry } from '../../runtime/ops.ts';
 
 /** Quantizer specs of a PalQuant layer. */
 export interface PalQuantSpecs {
@@ -40,18 +41,16 @@ function buildQuantizer(where: string, spec: QuantizerSpec, context: Parameters<
   return q;
 }
 
-/** Geometry of a PalQuant layer as a grouped conv (a linear layer is a 1×1 conv on a 1×1 image). */
-export interface PalQuantGeometry {
+/**
+ * Geometry of a PalQuant layer as a grouped conv (a linear layer is a 1×1 conv on a 1×1 image): the
+ * runtime's conv geometry for ONE group (`inChannels` / `outChannels` per group), with `groups` the
+ * parallel groups G and `innerGroups` the conv groups inside one group (the original layer's
+ * `groups`; 1 for linear).
+ */
+export interface PalQuantGeometry extends Omit<ConvGeometry, 'groups'> {
   /** Parallel groups G. */
   readonly groups: number;
-  /** Input / output channels of ONE group. */
-  readonly inChannels: number;
-  readonly outChannels: number;
-  readonly kernelSize: readonly [number, number];
-  readonly stride: readonly [number, number];
-  readonly padding: readonly [number, number];
-  readonly dilation: readonly [number, number];
-  /** Conv groups inside one parallel group (the original layer's `groups`; 1 for linear). */
+  /** Conv groups inside one parallel group. */
   readonly innerGroups: number;
 }
 
