@@ -114,7 +114,7 @@ describe('VQLSTM forward', () => {
       const m = model(3, 5, 8, 6, dtype);
       const x = random([6, 2, 3], rng, dtype, 2);
       const whole = noGrad(() => m.forward(x));
-      let codes = new Int32Array(2).fill(START_CODE);
+      let codes: Int32Array = new Int32Array(2).fill(START_CODE);
       for (let t = 0; t < 6; t++) {
         const xt = new Tensor(x.data.slice(t * 6, (t + 1) * 6), [2, 3]);
         const step = noGrad(() => m.step(xt, codes));
