@@ -19,3 +19,4 @@ export * from './models/index.ts';
 export * as mulfree from './mulfree/index.ts';
 export * as delta from './delta/index.ts';
 export * as prune from './prune/index.ts';
+export * as transducer from './transducer/index.ts';
