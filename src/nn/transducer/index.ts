@@ -4,4 +4,5 @@ export { LstmPredictor, type TransducerPredictor, type PredictorModule, type Lst
 export { TransducerJoint, type TransducerJointOptions } from './joint.ts';
 export { Transducer, type TransducerOptions } from './model.ts';
 export { greedyDecode, type GreedyOptions, type TransducerScorer } from './greedy.ts';
+export { beamSearch, type BeamSearchOptions, type BeamMerge, type TransducerHypothesis, type AlternativeHypothesis } from './beam.ts';
 export { editDistance, labelErrorRate } from './metrics.ts';

@@ -6,6 +6,7 @@ import { TransducerJoint } from './joint.ts';
 import { transducerLoss, type Lengths, type TransducerLossOptions } from './loss.ts';
 import { LstmPredictor, type PredictorModule } from './predictor.ts';
 import { greedyDecode, type GreedyOptions, type TransducerScorer } from './greedy.ts';
+import { beamSearch, type BeamSearchOptions, type TransducerHypothesis } from './beam.ts';
 
 /** Options of {@link Transducer}. */
 export interface TransducerOptions {
@@ -99,5 +100,10 @@ export class Transducer extends Module {
   /** Greedy decoding of a batch (see {@link greedyDecode}); call `eval()` first. */
   greedyDecode(features: Tensor, featureLengths: Lengths, options: GreedyOptions = {}): number[][] {
     return greedyDecode(this.scorer(), noGrad(() => this.encodeForDecoding(features)), featureLengths, options);
+  }
+
+  /** Beam search of a batch (see {@link beamSearch}): n-best lists, best first; call `eval()` first. */
+  beamSearch(features: Tensor, featureLengths: Lengths, options: BeamSearchOptions = {}): TransducerHypothesis[][] {
+    return beamSearch(this.scorer(), noGrad(() => this.encodeForDecoding(features)), featureLengths, options);
   }
 }

@@ -13,7 +13,7 @@ export interface HistoryState {
 
 /**
  * Predictor whose output is the number of labels fed so far (start symbol excluded), [B, 1];
- * stateKey = the last label fed (as a first-order, "vector-quantized" context would merge).
+ * stateKey = that number: the table joint reads only it, so equal keys do mean identical futures.
  */
 export const historyPredictor: TransducerPredictor<HistoryState> = {
   outputSize: 1,
@@ -28,7 +28,7 @@ export const historyPredictor: TransducerPredictor<HistoryState> = {
     const histories = state.histories.map((h, b) => [...h, prevLabels[b]!]);
     return { output: new Tensor(Float64Array.from(histories, (h) => h.length - 1), [histories.length, 1]), state: { histories } };
   },
-  stateKey: (state, index) => String(state.histories[index]!.at(-1)),
+  stateKey: (state, index) => String(state.histories[index]!.length),
   selectState: (state, indices) => ({ histories: indices.map((i) => state.histories[i]!) }),
   joinStates: (states) => ({ histories: states.flatMap((s) => s.histories) }),
 };
