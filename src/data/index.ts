@@ -1,4 +1,4 @@
-/** Datasets (MNIST, Fashion-MNIST, Moby Dick next-word), dataset helpers and the DataLoader. */
+/** Datasets (MNIST, Fashion-MNIST, Moby Dick next-word, MNIST digit strings), dataset helpers and the DataLoader. */
 export { DataError, type DataErrorCode } from './errors.ts';
 export {
   type Dataset,
@@ -34,3 +34,11 @@ export {
   loadMobyDickText,
   loadMobyDickNextWord,
 } from './text.ts';
+export {
+  DIGIT_STRIP_HEIGHT,
+  DigitStrings,
+  type DigitStringsOptions,
+  type DigitStringBatch,
+  type DigitStringBatchOptions,
+  digitStrings,
+} from './digit-strings.ts';
