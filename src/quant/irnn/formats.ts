@@ -11,6 +11,8 @@
  * | cell state c_t                | int16 (Q4.11)       | q·2^−11, range [−16, 16) |
  */
 import { Tensor } from '../../tensor/tensor.ts';
+import { add, mul } from '../../tensor/ops.ts';
+import { fakeQuantize } from '../core/quantize.ts';
 
 /** Fractional bits of the gate pre-activations (PWL input): Q3.12. */
 export const GATE_FRAC = 12;
@@ -48,4 +50,33 @@ export function rowScales(weight: Tensor): Float32Array {
 /** The float32 int8 scale of an observed absolute maximum (1/127 when nothing was observed). */
 export function absMaxScale(absMax: number): number {
   return Math.fround((absMax > 0 && Number.isFinite(absMax) ? absMax : 1) / Q8_MAX);
+}
+
+/**
+ * The value of an integer computation with the gradient of a float one (straight-through): the
+ * result is fq(F + (V − F)) on the grid `scale`, where V = codes·scale is the integer result and
+ * F the differentiable float expression of the same math; V − F enters as a constant. Since V is
+ * a grid point and F is close to it, the sum rounds back to exactly codes·scale, so the forward
+ * value is the integer runtime's, bit for bit, and the gradient is F's. Where a code sits at
+ * `qmin` or `qmax` and F lies beyond it (the clamp bit), the gradient is zero.
+ * @internal
+ */
+export function integerForward(F: Tensor, codes: ArrayLike<number>, scale: number, qmin: number, qmax: number): Tensor {
+  const float64 = F.dtype === 'float64';
+  const n = F.size;
+  if (codes.length !== n) throw new Error(`integerForward: ${codes.length} codes for a tensor of ${n} values`);
+  const offset = float64 ? new Float64Array(n) : new Float32Array(n);
+  const keep = float64 ? new Float64Array(n) : new Float32Array(n);
+  let clamped = false;
+  const f = F.data;
+  for (let i = 0; i < n; i++) {
+    const q = codes[i]!;
+    const beyond = (q >= qmax && f[i]! > q * scale) || (q <= qmin && f[i]! < q * scale);
+    keep[i] = beyond ? 0 : 1;
+    if (beyond) clamped = true;
+    offset[i] = q * scale - (beyond ? 0 : f[i]!);
+  }
+  const source = clamped ? mul(F, new Tensor(keep, F.shape)) : F;
+  const make = (v: number): Tensor => new Tensor(float64 ? Float64Array.of(v) : Float32Array.of(v), []);
+  return fakeQuantize(add(source, new Tensor(offset, F.shape)), { scale: make(scale), zeroPoint: make(0), qmin, qmax });
 }

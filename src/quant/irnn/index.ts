@@ -8,3 +8,7 @@ export { GATE_FRAC, ACT_FRAC, CELL_FRAC, rowScales, absMaxScale } from './format
 export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';
 export { IntLSTM, intLstmStep, convertQuantLSTM, type IntLSTMParams, type IntLSTMState, type IntLSTMRunOptions } from './intlstm.ts';
 export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, saveIntLSTM, loadIntLSTM, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode } from './io.ts';
+export {
+  QuantLayerNorm, IntLayerNorm, convertQuantLayerNorm, intLayerNormRow, isqrtFloor, isqrtRound, layerNormParams, epsCodeOf,
+  NORM_FRAC, MAX_LN_SIZE, type IntLayerNormParams, type IntLayerNormModel, type QuantLayerNormOptions,
+} from './layernorm.ts';
