@@ -6,6 +6,7 @@ import { logAddExp } from '../transducer/loss.ts';
 import { editDistance } from '../transducer/metrics.ts';
 import type { TransducerScorer } from '../transducer/greedy.ts';
 import { LstmPredictor, type TransducerPredictor } from '../transducer/predictor.ts';
+import { beamSearch } from '../transducer/beam.ts';
 import { latticePaths, oracleErrors } from './lattice.ts';
 import { beamLattice } from './lattice-search.ts';
 import { VqLstmPredictor } from './predictor.ts';
@@ -137,6 +138,26 @@ describe('beamLattice with pruning', () => {
         assert.ok(oracle.errors <= editDistance(decoded.best, reference));
         assert.ok(lattice.finals.length <= 3);
       }
+    }
+  });
+
+  it('the 1-best and its score are those of nn.transducer.beamSearch, for both merge rules; state-merged alternatives are lattice paths', () => {
+    for (const merge of ['labels', 'state'] as const) {
+      const rng = new Rng(15);
+      const s = scorer(vqPredictor(4, 16), rng);
+      const frames = random([3, 8, WIDTH], rng, 2);
+      const lattices = beamLattice(s, frames, [8, 6, 3], { beamSize: 3, merge });
+      const searched = beamSearch(s, frames, [8, 6, 3], { beamSize: 3, merge });
+      lattices.forEach((d, n) => {
+        const top = searched[n]![0]!;
+        assert.deepEqual(d.best, top.labels, `${merge} utterance ${n}`);
+        assert.ok(Math.abs(d.bestScore - top.mergedScore) < 1e-9, `${merge} utterance ${n}: ${d.bestScore} vs ${top.mergedScore}`);
+        const paths = new Set(latticePaths(d.lattice).map((p) => p.labels.join(',')));
+        for (const h of searched[n]!) {
+          assert.ok(paths.has(h.labels.join(',')), `${merge}: hypothesis [${h.labels}] is a path`);
+          for (const a of h.alternatives) assert.ok(paths.has(a.labels.join(',')), `${merge}: alternative [${a.labels}] is a path`);
+        }
+      });
     }
   });
 
