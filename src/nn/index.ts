@@ -20,3 +20,4 @@ export * as mulfree from './mulfree/index.ts';
 export * as delta from './delta/index.ts';
 export * as prune from './prune/index.ts';
 export * as transducer from './transducer/index.ts';
+export * as vq from './vq/index.ts';
