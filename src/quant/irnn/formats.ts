@@ -20,6 +20,8 @@ export const GATE_FRAC = 12;
 export const ACT_FRAC = 15;
 /** Fractional bits of the cell state: Q4.11. */
 export const CELL_FRAC = 11;
+/** Fractional bits of W·x and W·h on their way into the layer norms of an LN-LSTM (int32, |q| ≤ 2^24). */
+export const LN_INPUT_FRAC = 16;
 export const INT16_MIN = -32768;
 export const INT16_MAX = 32767;
 /** Symmetric int8 range of x, h and the weights. */

@@ -4,9 +4,9 @@ export {
   DEFAULT_PWL_FORMAT, fitPwl, fitSigmoidPwl, fitTanhPwl, sigmoidExact, evalPwl, pwlSlope, pwlError,
   quantizePwl, evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, pwlOfInt, intPwlProblems, pwlShift, roundShift, applyPwl,
 } from './pwl.ts';
-export { GATE_FRAC, ACT_FRAC, CELL_FRAC, rowScales, absMaxScale } from './formats.ts';
+export { GATE_FRAC, ACT_FRAC, CELL_FRAC, LN_INPUT_FRAC, rowScales, absMaxScale } from './formats.ts';
 export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';
-export { IntLSTM, intLstmStep, convertQuantLSTM, type IntLSTMParams, type IntLSTMState, type IntLSTMRunOptions } from './intlstm.ts';
+export { IntLSTM, intLstmStep, lnCellUpdate, lnStepBuffers, convertQuantLSTM, type IntLSTMParams, type IntLSTMState, type IntLSTMRunOptions, type IntLSTMLayerNorm, type LnStepBuffers } from './intlstm.ts';
 export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, saveIntLSTM, loadIntLSTM, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode } from './io.ts';
 export {
   QuantLayerNorm, IntLayerNorm, convertQuantLayerNorm, intLayerNormRow, isqrtFloor, isqrtRound, layerNormParams, epsCodeOf,

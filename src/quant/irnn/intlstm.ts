@@ -11,7 +11,8 @@ import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.t
 import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import type { NativeAddon } from '../../backend/native/addon.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
-import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales } from './formats.ts';
+import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { intLayerNormRow, type IntLayerNormParams } from './layernorm.ts';
 import { evalIntPwl, evalIntPwlIndexed, intPwlProblems, pwlSegmentIndex, pwlShift, roundShift, type IntPwl } from './pwl.ts';
 import type { QuantLSTM } from './qlstm.ts';
 
@@ -37,6 +38,92 @@ export interface IntLSTMParams {
   readonly outputShift: number;
   readonly sigmoid: IntPwl;
   readonly tanh: IntPwl;
+  /**
+   * Layer normalisation (LN-LSTM, Ba et al. 2016), when present: then multiplier_ih/hh map the
+   * accumulators to the LN input grid 2^−16 (not Q3.12), and a step is `lnCellUpdate`.
+   */
+  readonly layerNorm?: IntLSTMLayerNorm;
+}
+
+/**
+ * The three integer layer norms of an LN-LSTM: over the 4H gate rows of W_ih·x and of W_hh·h
+ * (input grid 2^−16, output Q3.12, γ only: the LSTM bias is the shift), and over the H cells of
+ * c_t before tanh (input Q4.11, output Q3.12 clamped to int16, γ and β).
+ */
+export interface IntLSTMLayerNorm {
+  readonly ih: IntLayerNormParams;
+  readonly hh: IntLayerNormParams;
+  readonly cell: IntLayerNormParams;
+}
+
+/** Integer intermediates of LN-LSTM steps (per sequence: [4H] gate rows, [H] cells), kept for QAT. */
+export interface LnStepBuffers {
+  /** W_ih·x and W_hh·h on the LN input grid 2^−16. */
+  readonly gx: Int32Array;
+  readonly gh: Int32Array;
+  /** Their layer norms, Q3.12. */
+  readonly lnx: Int32Array;
+  readonly lnh: Int32Array;
+  /** Gate pre-activations Q3.12 and gates Q0.15. */
+  readonly z: Int32Array;
+  readonly gates: Int32Array;
+  /** LN(c_t) Q3.12 and tanh of it, Q0.15. */
+  readonly lc: Int32Array;
+  readonly t: Int32Array;
+}
+
+/** Buffers for `count` sequences. */
+export function lnStepBuffers(hiddenSize: number, count: number): LnStepBuffers {
+  const rows = 4 * hiddenSize * count;
+  const cells = hiddenSize * count;
+  return {
+    gx: new Int32Array(rows), gh: new Int32Array(rows), lnx: new Int32Array(rows), lnh: new Int32Array(rows),
+    z: new Int32Array(rows), gates: new Int32Array(rows), lc: new Int32Array(cells), t: new Int32Array(cells),
+  };
+}
+
+/**
+ * One LN-LSTM cell update of one sequence (integers only; the layer norms are `intLayerNormRow`):
+ *   gx = clamp(rq(accX; M_ih), ±2^24), gh = clamp(rq(accH; M_hh), ±2^24)      grid 2^−16
+ *   z  = clamp16(LN_ih(gx) + LN_hh(gh) + b)                                    Q3.12
+ *   i, f, g, o = PWL_σ, PWL_σ, PWL_tanh, PWL_σ (z)                             Q0.15
+ *   c' = clamp16(roundShift(f·c, 15) + roundShift(i·g, 19))                    Q4.11
+ *   h' = clamp8(rq(roundShift(o·PWL_tanh(LN_cell(c')), 15); M_out))
+ * The intermediates go to `b` at offsets `b4` (gate rows) and `b1` (cells).
+ */
+export function lnCellUpdate(
+  p: IntLSTMParams, accX: Int32Array, xOff: number, accH: Int32Array, hAccOff: number, c: Int16Array, hOff: number, out: IntLSTMState,
+  b: LnStepBuffers, b4: number, b1: number,
+): void {
+  const ln = p.layerNorm;
+  if (!ln) throw new Error('lnCellUpdate: the parameters have no layer normalisation');
+  const H = p.hiddenSize;
+  const rows = 4 * H;
+  for (let r = 0; r < rows; r++) {
+    b.gx[b4 + r] = clamp(requantizeScalar(accX[xOff + r]!, p.multiplierIh[r]!, p.shiftIh[r]!), -WIDE, WIDE);
+    b.gh[b4 + r] = clamp(requantizeScalar(accH[hAccOff + r]!, p.multiplierHh[r]!, p.shiftHh[r]!), -WIDE, WIDE);
+  }
+  intLayerNormRow(ln.ih, b.gx, b4, b.lnx, b4);
+  intLayerNormRow(ln.hh, b.gh, b4, b.lnh, b4);
+  for (let r = 0; r < rows; r++) {
+    const z = clamp(b.lnx[b4 + r]! + b.lnh[b4 + r]! + p.bias[r]!, INT16_MIN, INT16_MAX);
+    b.z[b4 + r] = z;
+    const isTanh = r >= 2 * H && r < 3 * H;
+    b.gates[b4 + r] = evalIntPwl(isTanh ? p.tanh : p.sigmoid, z);
+  }
+  for (let k = 0; k < H; k++) {
+    const i = b.gates[b4 + k]!;
+    const f = b.gates[b4 + H + k]!;
+    const g = b.gates[b4 + 2 * H + k]!;
+    out.c[hOff + k] = clamp(roundShift(f * c[hOff + k]!, GATE_CELL_SHIFT) + roundShift(i * g, GATE_GATE_SHIFT), INT16_MIN, INT16_MAX);
+  }
+  intLayerNormRow(ln.cell, out.c, hOff, b.lc, b1);
+  for (let k = 0; k < H; k++) {
+    const t = evalIntPwl(p.tanh, b.lc[b1 + k]!);
+    b.t[b1 + k] = t;
+    const ot = roundShift(b.gates[b4 + 3 * H + k]! * t, ACT_FRAC);
+    out.h[hOff + k] = clamp(requantizeScalar(ot, p.outputMultiplier, p.outputShift), -Q8_MAX, Q8_MAX);
+  }
 }
 
 /** The state between steps: h int8 [N·H], c int16 Q4.11 [N·H]. */
@@ -151,7 +238,8 @@ export function intLstmStep(p: IntLSTMParams, batch: number, x: Int8Array, state
       accX[r] = sx;
       accH[r] = sh;
     }
-    cellUpdate(p, accX, 0, accH, 0, state.c, n * H, out, gates, null);
+    if (p.layerNorm) lnCellUpdate(p, accX, 0, accH, 0, state.c, n * H, out, lnStepBuffers(H, 1), 0, 0);
+    else cellUpdate(p, accX, 0, accH, 0, state.c, n * H, out, gates, null);
   }
 }
 
@@ -217,7 +305,8 @@ export class IntLSTM {
     const p = this.params;
     const rows = 4 * p.hiddenSize;
     const tables = (p.sigmoid.knots.length + p.sigmoid.values.length + p.sigmoid.slopes.length + p.tanh.knots.length + p.tanh.values.length + p.tanh.slopes.length) * 4;
-    return p.weightIh.length + p.weightHh.length + rows * 4 * 5 + tables + 4 * 4;
+    const ln = p.layerNorm ? [p.layerNorm.ih, p.layerNorm.hh, p.layerNorm.cell].reduce((n, l) => n + (l.gamma.length + l.beta.length) * 4 + 5 * 4, 0) : 0;
+    return p.weightIh.length + p.weightHh.length + rows * 4 * 5 + tables + 4 * 4 + ln;
   }
 
   /**
@@ -243,6 +332,7 @@ export class IntLSTM {
     let cell: NativeCell | string;
     if (!addon) cell = 'the native addon is not loaded (or the reference kernels are forced)';
     else if (!addon.intLstmSequence || !addon.intLstmPath) cell = 'the native addon predates the integer LSTM kernel';
+    else if (this.params.layerNorm) cell = 'the native cell has no layer normalisation';
     else {
       const p = this.params;
       const H = p.hiddenSize;
@@ -314,6 +404,20 @@ export class IntLSTM {
       return { output, state: { h: output.slice((steps - 1) * batch * H), c } };
     }
     const p = this.params;
+    if (p.layerNorm) {
+      const accX = new Int32Array(steps * batch * rows);
+      gemmInt8(steps * batch, rows, I, x, 0, ih, accX);
+      const accH = new Int32Array(batch * rows);
+      const buffers = lnStepBuffers(H, 1);
+      const output = new Int8Array(steps * batch * H);
+      for (let t = 0; t < steps; t++) {
+        gemmInt8(batch, rows, H, state.h, 0, hh, accH);
+        for (let n = 0; n < batch; n++) lnCellUpdate(p, accX, (t * batch + n) * rows, accH, n * rows, state.c, n * H, next, buffers, 0, 0);
+        output.set(next.h, t * batch * H);
+        [state, next] = [next, state];
+      }
+      return { output, state };
+    }
     this.fastPath ??= {
       sigmoid: pwlSegmentIndex(p.sigmoid), tanh: pwlSegmentIndex(p.tanh),
       ih: shiftPowers(p.shiftIh), hh: shiftPowers(p.shiftHh), out: shiftPowers([p.outputShift]),
@@ -337,8 +441,9 @@ export class IntLSTM {
 
 /**
  * The IntLSTM of a trained QuantLSTM: int8 weights at the per-row scales the fake quantization
- * used, multipliers M0·2^−n for s_w·s_x·2^12 and s_w·s_h·2^12, the bias rounded to Q3.12, the
- * output multiplier 2^−15/s_h, and the model's PWL tables.
+ * used, multipliers M0·2^−n for s_w·s_x·2^12 and s_w·s_h·2^12 (2^16, the LN input grid, with
+ * layer normalisation), the bias rounded to Q3.12, the output multiplier 2^−15/s_h, the model's
+ * PWL tables and, for an LN-LSTM, its quantized layer norms.
  */
 export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
   if (!model.quantize) throw new Error('convertQuantLSTM: the model runs with quantize=false; only a fake-quant model has integer semantics');
@@ -348,10 +453,18 @@ export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
     // 0 is also what an observation of all-zero values leaves (zero inputs, or zero weights giving h = 0).
     throw new Error(`convertQuantLSTM: the ${unset.join(' and ')} range${unset.length > 1 ? 's are' : ' is'} 0: never observed, or only zeros were seen; run the model in training mode on representative data (QAT or a calibration pass) first`);
   }
+  const layerNorm = model.layerNorm ? model.quantizedLayerNorm().params : undefined;
+  return new IntLSTM(integerLstmParams(model, model.inputScale, model.hiddenScale, layerNorm));
+}
+
+/**
+ * The integer parameters of a QuantLSTM at given x and h scales (the converter's, and what the
+ * LN-LSTM's fake quantization runs at every forward). @internal
+ */
+export function integerLstmParams(model: QuantLSTM, sx: number, sh: number, layerNorm?: IntLSTMLayerNorm): IntLSTMParams {
   const { inputSize, hiddenSize } = model;
   const rows = 4 * hiddenSize;
-  const sx = model.inputScale;
-  const sh = model.hiddenScale;
+  const frac = layerNorm ? LN_INPUT_FRAC : GATE_FRAC;
   const quantizeRows = (w: Float32Array | Float64Array, cols: number, scales: Float32Array): Int8Array => {
     const q = new Int8Array(rows * cols);
     for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -Q8_MAX, Q8_MAX);
@@ -365,8 +478,8 @@ export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
   const shiftHh = new Int32Array(rows);
   const bias = new Int32Array(rows);
   for (let r = 0; r < rows; r++) {
-    const a = quantizeMultiplier(scalesIh[r]! * sx * 2 ** GATE_FRAC);
-    const b = quantizeMultiplier(scalesHh[r]! * sh * 2 ** GATE_FRAC);
+    const a = quantizeMultiplier(scalesIh[r]! * sx * 2 ** frac);
+    const b = quantizeMultiplier(scalesHh[r]! * sh * 2 ** frac);
     multiplierIh[r] = a.multiplier;
     shiftIh[r] = a.shift;
     multiplierHh[r] = b.multiplier;
@@ -374,12 +487,13 @@ export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
     bias[r] = clamp(roundHalfEven(Math.fround(model.biasIh.data[r]! + model.biasHh.data[r]!) * 2 ** GATE_FRAC), -(2 ** 24), 2 ** 24);
   }
   const out = quantizeMultiplier(2 ** -ACT_FRAC / sh);
-  return new IntLSTM({
+  return {
     inputSize, hiddenSize, inputScale: sx, hiddenScale: sh,
     weightIh: quantizeRows(model.weightIh.data as Float32Array, inputSize, scalesIh),
     weightHh: quantizeRows(model.weightHh.data as Float32Array, hiddenSize, scalesHh),
     multiplierIh, shiftIh, multiplierHh, shiftHh, bias,
     outputMultiplier: out.multiplier, outputShift: out.shift,
     sigmoid: model.tables.sigmoid, tanh: model.tables.tanh,
-  });
+    ...(layerNorm ? { layerNorm } : {}),
+  };
 }

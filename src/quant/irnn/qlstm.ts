@@ -10,18 +10,27 @@
  * where fqN rounds to the grid 2^−N (half to even) and the gradient is straight-through
  * (zero where a clamp bit), the PWL's gradient its segment slope. s_x and s_h come from running
  * absolute-maximum observers (EMA, momentum 0.1) updated in training mode.
- * After iRNN (Nia et al., "iRNN: integer-only recurrent neural network"); the optional layer
- * normalisation of the paper is not implemented.
+ * After iRNN (Nia et al., "iRNN: integer-only recurrent neural network").
+ *
+ * With `layerNorm: true` (LN-LSTM, Ba et al. 2016): z = LN_ih(W_ih·x) + LN_hh(W_hh·h) + b (each
+ * over the 4H gate rows, γ only) and h_t = o·tanh(LN_cell(c_t)) (over H, γ and β); the integer
+ * step is intlstm.ts's `lnCellUpdate`. Then the forward values are that integer step's (run on
+ * the int8 codes with the runtime's GEMM) and the gradient is the float LN-LSTM's through the
+ * same quantized weights, evaluated at the integer values (straight-through, `integerForward`):
+ * the fake-quant output equals IntLSTM's bit for bit.
  */
 import { fakeQuantize } from '../core/quantize.ts';
 import { LSTM } from '../../nn/rnn.ts';
 import { Module, shapeText } from '../../nn/module.ts';
 import { uniform } from '../../nn/init.ts';
 import type { FloatDType } from '../../nn/rnn.ts';
-import { add, globalRng, linear, mul, narrow, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
+import { add, globalRng, linear, mul, narrow, ones, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/index.ts';
-import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { floatLayerNorm, layerNormParams, quantizeBeta, quantizeGamma, surrogateLayerNorm } from './layernorm.ts';
+import { integerLstmParams, lnCellUpdate, lnStepBuffers, type IntLSTMLayerNorm } from './intlstm.ts';
+import { gemmInt8, packInt8Weights } from '../../runtime/kernels/index.ts';
 import { applyPwl, fitSigmoidPwl, fitTanhPwl, pwlOfInt, quantizePwl, type IntPwl, type Pwl, type PwlObjective } from './pwl.ts';
 
 export interface QuantLSTMOptions {
@@ -35,6 +44,10 @@ export interface QuantLSTMOptions {
   batchFirst?: boolean;
   /** Parameter dtype (default float32; float64 for gradient checks on the reference backend). */
   dtype?: FloatDType;
+  /** LN-LSTM: layer norms on W_ih·x, W_hh·h and c_t (default false); see the file comment. */
+  layerNorm?: boolean;
+  /** Variance floor of the layer norms (default 1e-5). */
+  eps?: number;
   rng?: Rng;
 }
 
@@ -101,6 +114,13 @@ export class QuantLSTM extends Module {
   readonly biasHh: Tensor;
   readonly inputAbsMax: Tensor;
   readonly hiddenAbsMax: Tensor;
+  readonly layerNorm: boolean;
+  readonly eps: number;
+  /** LN-LSTM γ of the gate layer norms [4H] and γ, β of the cell layer norm [H] (null without layerNorm). */
+  readonly lnIhWeight: Tensor | null;
+  readonly lnHhWeight: Tensor | null;
+  readonly lnCellWeight: Tensor | null;
+  readonly lnCellBias: Tensor | null;
   /**
    * Buffer pwl_config = [segments, objective] (objective 0 = 'maxError', 1 = 'mse'): the PWL tables
    * are fitted from the constructor options, so the state dict records them and `loadStateDict`
@@ -136,12 +156,22 @@ export class QuantLSTM extends Module {
     this.pwlConfig = this.registerBuffer('pwl_config', new Tensor(Float32Array.from([this.segments, PWL_OBJECTIVES.indexOf(this.objective)]), [2]));
     const bound = 1 / Math.sqrt(hiddenSize);
     for (const p of this.parameters()) uniform(p, -bound, bound, options.rng ?? globalRng);
+    this.layerNorm = options.layerNorm ?? false;
+    this.eps = options.eps ?? 1e-5;
+    if (!(this.eps >= 0) || !Number.isFinite(this.eps)) throw new RangeError(`QuantLSTM: eps must be a finite number ≥ 0, got ${this.eps}`);
+    this.lnIhWeight = this.layerNorm ? this.registerParameter('ln_ih_weight', ones([rows], this.dtype)) : null;
+    this.lnHhWeight = this.layerNorm ? this.registerParameter('ln_hh_weight', ones([rows], this.dtype)) : null;
+    this.lnCellWeight = this.layerNorm ? this.registerParameter('ln_cell_weight', ones([hiddenSize], this.dtype)) : null;
+    this.lnCellBias = this.layerNorm ? this.registerParameter('ln_cell_bias', zeros([hiddenSize], this.dtype)) : null;
     this.tables = lstmPwlTables(this.segments, this.objective);
     this.sigmoidPwl = pwlOfInt(this.tables.sigmoid);
     this.tanhPwl = pwlOfInt(this.tables.tanh);
   }
 
-  /** A QuantLSTM holding a float nn.LSTM's weights (one layer, one direction, with biases). */
+  /**
+   * A QuantLSTM holding a float nn.LSTM's weights (one layer, one direction, with biases); with
+   * `layerNorm`, the layer norms start at γ = 1, β = 0 (so the function changes: fine-tune it).
+   */
   static fromLSTM(lstm: LSTM, options: Omit<QuantLSTMOptions, 'batchFirst' | 'dtype'> = {}): QuantLSTM {
     if (lstm.numLayers !== 1 || lstm.bidirectional || !lstm.bias) {
       throw new RangeError(`QuantLSTM.fromLSTM: needs a one-layer, unidirectional LSTM with biases, got ${lstm.toString()}`);
@@ -183,6 +213,7 @@ export class QuantLSTM extends Module {
     for (const s of hx ?? []) {
       if (s.rank !== 2 || s.shape[0] !== batch || s.shape[1] !== H) throw new Error(`QuantLSTM: initial state has shape ${shapeText(s.shape)}, expected [${batch}, ${H}]`);
     }
+    if (this.layerNorm) return this.forwardLayerNorm(x, steps, batch, timeAxis, hx);
     const q = this.quantize;
     if (q && this.training) {
       const m = maxAbs(x.data);
@@ -231,6 +262,119 @@ export class QuantLSTM extends Module {
     return [stack(outputs, timeAxis), [h, c]];
   }
 
+  /**
+   * The layer norms' integer parameters (γ int16 per tensor; the cell's β on the grid 2^−20) and
+   * their fake-quantized γ, β (differentiable). @internal
+   */
+  quantizedLayerNorm(): { params: IntLSTMLayerNorm; ih: Tensor; hh: Tensor; cell: Tensor; cellBias: Tensor } {
+    if (!this.lnIhWeight || !this.lnHhWeight || !this.lnCellWeight || !this.lnCellBias) throw new Error('QuantLSTM: this model has no layer normalisation');
+    const rows = 4 * this.hiddenSize;
+    const ih = quantizeGamma(this.lnIhWeight);
+    const hh = quantizeGamma(this.lnHhWeight);
+    const cell = quantizeGamma(this.lnCellWeight);
+    const gate = 2 ** -GATE_FRAC;
+    const cellBias = quantizeBeta(this.lnCellBias, gate);
+    const lnInput = 2 ** -LN_INPUT_FRAC;
+    return {
+      params: {
+        ih: layerNormParams(ih.codes, ih.scale, new Int32Array(rows), this.eps, lnInput, gate, -WIDE, WIDE),
+        hh: layerNormParams(hh.codes, hh.scale, new Int32Array(rows), this.eps, lnInput, gate, -WIDE, WIDE),
+        cell: layerNormParams(cell.codes, cell.scale, cellBias.codes, this.eps, 2 ** -CELL_FRAC, gate, INT16_MIN, INT16_MAX),
+      },
+      ih: ih.hat, hh: hh.hat, cell: cell.hat, cellBias: cellBias.hat,
+    };
+  }
+
+  /** The LN-LSTM forward: the float one (quantize=false) or the integer one with float gradients. */
+  private forwardLayerNorm(x: Tensor, steps: number, batch: number, timeAxis: number, hx?: readonly [Tensor, Tensor]): [Tensor, [Tensor, Tensor]] {
+    const H = this.hiddenSize;
+    const rows = 4 * H;
+    const gatePwls = [this.sigmoidPwl, this.sigmoidPwl, this.tanhPwl, this.sigmoidPwl];
+    const biasSum = add(this.biasIh, this.biasHh);
+    if (!this.quantize) {
+      const gx = linear(x, this.weightIh);
+      let h = hx ? hx[0] : zeros([batch, H], this.dtype);
+      let c = hx ? hx[1] : zeros([batch, H], this.dtype);
+      const outputs: Tensor[] = [];
+      for (let t = 0; t < steps; t++) {
+        const gxT = reshape(narrow(gx, timeAxis, t, 1), [batch, rows]);
+        const z = add(add(mul(floatLayerNorm(gxT, this.eps), this.lnIhWeight!), mul(floatLayerNorm(linear(h, this.weightHh), this.eps), this.lnHhWeight!)), biasSum);
+        const [i, f, g, o] = split(applyPwl(z, gatePwls), [H, H, H, H], 1) as [Tensor, Tensor, Tensor, Tensor];
+        c = add(mul(f, c), mul(i, g));
+        h = mul(o, applyPwl(add(mul(floatLayerNorm(c, this.eps), this.lnCellWeight!), this.lnCellBias!), this.tanhPwl));
+        outputs.push(h);
+      }
+      return [stack(outputs, timeAxis), [h, c]];
+    }
+    if (this.training) {
+      const m = maxAbs(x.data);
+      if (Number.isNaN(m)) throw new RangeError('QuantLSTM: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
+      this.observe(this.inputAbsMax, m);
+    }
+    const sx = this.inputScale;
+    const sh = this.hiddenScale;
+    const ln = this.quantizedLayerNorm();
+    const p = integerLstmParams(this, sx, sh, ln.params);
+    const xq = fq(x, sx, -Q8_MAX, Q8_MAX);
+    const wih = fq(this.weightIh, rowScales(this.weightIh), -Q8_MAX, Q8_MAX);
+    const whh = fq(this.weightHh, rowScales(this.weightHh), -Q8_MAX, Q8_MAX);
+    const bias = fq(biasSum, 2 ** -GATE_FRAC, -WIDE, WIDE);
+    // Integer side: x codes time-major [L, N, I], the runtime's GEMM for both products.
+    const I = this.inputSize;
+    const xCodes = new Int8Array(steps * batch * I);
+    for (let t = 0; t < steps; t++) {
+      for (let n = 0; n < batch; n++) {
+        const from = (this.batchFirst ? n * steps + t : t * batch + n) * I;
+        for (let j = 0; j < I; j++) xCodes[(t * batch + n) * I + j] = Math.round(xq.data[from + j]! / sx);
+      }
+    }
+    const accX = new Int32Array(steps * batch * rows);
+    gemmInt8(steps * batch, rows, I, xCodes, 0, packInt8Weights(p.weightIh, rows, I), accX);
+    const packedHh = packInt8Weights(p.weightHh, rows, H);
+    const accH = new Int32Array(batch * rows);
+    let state = { h: new Int8Array(batch * H), c: new Int16Array(batch * H) };
+    let h = zeros([batch, H], this.dtype);
+    let c = zeros([batch, H], this.dtype);
+    if (hx) {
+      h = fq(hx[0], sh, -Q8_MAX, Q8_MAX);
+      c = fq(hx[1], 2 ** -CELL_FRAC, INT16_MIN, INT16_MAX);
+      state = { h: Int8Array.from(h.data, (v) => Math.round(v / sh)), c: Int16Array.from(c.data, (v) => Math.round(v * 2 ** CELL_FRAC)) };
+    }
+    const gx = linear(xq, wih);
+    const lnGrid = 2 ** -LN_INPUT_FRAC;
+    const gate = 2 ** -GATE_FRAC;
+    const act = 2 ** -ACT_FRAC;
+    const outputs: Tensor[] = [];
+    let hiddenMax = 0;
+    for (let t = 0; t < steps; t++) {
+      gemmInt8(batch, rows, H, state.h, 0, packedHh, accH);
+      const next = { h: new Int8Array(batch * H), c: new Int16Array(batch * H) };
+      const b = lnStepBuffers(H, batch);
+      for (let n = 0; n < batch; n++) lnCellUpdate(p, accX, (t * batch + n) * rows, accH, n * rows, state.c, n * H, next, b, n * rows, n * H);
+      const gxT = integerForward(reshape(narrow(gx, timeAxis, t, 1), [batch, rows]), b.gx, lnGrid, -WIDE, WIDE);
+      const ghT = integerForward(linear(h, whh), b.gh, lnGrid, -WIDE, WIDE);
+      const lnx = integerForward(mul(surrogateLayerNorm(gxT, p.layerNorm!.ih.epsCode, lnGrid), ln.ih), b.lnx, gate, -WIDE, WIDE);
+      const lnh = integerForward(mul(surrogateLayerNorm(ghT, p.layerNorm!.hh.epsCode, lnGrid), ln.hh), b.lnh, gate, -WIDE, WIDE);
+      const z = integerForward(add(add(lnx, lnh), bias), b.z, gate, INT16_MIN, INT16_MAX);
+      const gates = integerForward(applyPwl(z, gatePwls), b.gates, act, -ACT_MAX, ACT_MAX);
+      const [i, f, g, o] = split(gates, [H, H, H, H], 1) as [Tensor, Tensor, Tensor, Tensor];
+      c = integerForward(add(mul(f, c), mul(i, g)), next.c, 2 ** -CELL_FRAC, INT16_MIN, INT16_MAX);
+      const lc = integerForward(add(mul(surrogateLayerNorm(c, p.layerNorm!.cell.epsCode, 2 ** -CELL_FRAC), ln.cell), ln.cellBias), b.lc, gate, INT16_MIN, INT16_MAX);
+      const tc = integerForward(applyPwl(lc, this.tanhPwl), b.t, act, -ACT_MAX, ACT_MAX);
+      const hReal = mul(o, tc);
+      if (this.training) {
+        const m = maxAbs(hReal.data);
+        if (Number.isNaN(m)) throw new RangeError(`QuantLSTM: h is NaN or ±Infinity at step ${t}; the int8 range of h needs finite values`);
+        hiddenMax = Math.max(hiddenMax, m);
+      }
+      h = integerForward(hReal, next.h, sh, -Q8_MAX, Q8_MAX);
+      outputs.push(h);
+      state = next;
+    }
+    if (this.training) noGrad(() => this.observe(this.hiddenAbsMax, hiddenMax));
+    return [stack(outputs, timeAxis), [h, c]];
+  }
+
   /** Refuses a state dict whose pwl_config differs from this model's PWL options (a clear error instead of other outputs). */
   protected override checkLoadedState(incoming: ReadonlyMap<string, Tensor>): string[] {
     const config = incoming.get('pwl_config');
@@ -242,6 +386,6 @@ export class QuantLSTM extends Module {
   }
 
   override extraRepr(): string {
-    return `${this.inputSize}, ${this.hiddenSize}, segments=${this.segments}${this.quantize ? '' : ', quantize=false'}${this.batchFirst ? ', batchFirst=true' : ''}`;
+    return `${this.inputSize}, ${this.hiddenSize}, segments=${this.segments}${this.layerNorm ? ', layerNorm=true' : ''}${this.quantize ? '' : ', quantize=false'}${this.batchFirst ? ', batchFirst=true' : ''}`;
   }
 }
