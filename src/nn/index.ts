@@ -7,6 +7,7 @@ export { ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, Identity } from './activat
 export { MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, type Pool2dLayerOptions } from './pooling.ts';
 export { Flatten } from './flatten.ts';
 export { Dropout } from './dropout.ts';
+export { Add } from './merge.ts';
 export { Sequential } from './sequential.ts';
 export { forwardChain } from './fusion.ts';
 export { Embedding, type EmbeddingOptions } from './embedding.ts';

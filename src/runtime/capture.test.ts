@@ -11,7 +11,7 @@ import { manualSeed, randn, Tensor } from '../tensor/index.ts';
 import { prepareQat } from '../quant/qat/index.ts';
 import { qconfigFor, type QConfig } from '../quant/config/qconfig.ts';
 import { QuantLinear } from '../quant/qat/layers.ts';
-import { captureChain, compareWithFakeQuant, ConvertError, captureLeaves, convert, type AgreementReport, type ConvertErrorReason } from './index.ts';
+import { captureGraph, compareWithFakeQuant, ConvertError, captureLeaves, convert, type AgreementReport, type ConvertErrorReason } from './index.ts';
 
 const w8a8 = (): QConfig => qconfigFor('w8a8', 'ste');
 
@@ -71,12 +71,12 @@ describe('convert: graph capture refuses what the IntModel cannot represent', ()
     const x = data(32);
     manualSeed(1);
     const post = prepared(new PostOps(), w8a8(), x);
-    const after = /model\.forward applies operations outside its modules after 'fc2' \(its result is not the output of 'fc2'\): convert captures sequential module chains only/;
+    const after = /model\.forward applies operations outside its modules after 'fc2' \(its result is not the output of 'fc2'\): convert captures graphs of module calls only/;
     assert.throws(() => convert(post, { inputShape: [8] }), refusal('capture', after));
     assert.throws(() => convert(post, { inputShape: [8], sample: x }), refusal('capture', after));
     manualSeed(1);
     const res = prepared(new ResidualBlock(), w8a8(), x);
-    const between = /outside its modules between 'act' and 'fc2' \(the input of 'fc2' is not the output of 'act': .*residual add/;
+    const between = /outside its modules between 'act' and 'fc2' \(the input of 'fc2' is not the output of 'act' or of any other module, .*a residual add written as a tensor op instead of an nn\.Add module/;
     assert.throws(() => convert(res, { inputShape: [8] }), refusal('capture', between));
     assert.throws(() => convert(res, { sample: x }), refusal('capture', between));
     // The probe left no own `forward` behind (so conv–relu–pool fusion works again) and the
@@ -92,7 +92,7 @@ describe('convert: graph capture refuses what the IntModel cannot represent', ()
         readonly act = this.registerModule('act', new ReLU());
         readonly out = this.registerModule('out', new Linear(8, 3));
         forward(t: Tensor): Tensor { return this.out.forward(this.act.forward(this.fc.forward(this.act.forward(this.fc.forward(t))))); }
-      }, /model\.forward calls 'fc' \(QuantLinear\) 2 times: convert captures sequential module chains only, each module applied once/],
+      }, /model\.forward calls 'fc' \(QuantLinear\) 2 times: convert captures graphs of module calls only, each module applied once/],
       ['never called', class extends Small {
         readonly spare = this.registerModule('spare', new Linear(3, 3));
         forward(t: Tensor): Tensor { return this.chain(t); }
@@ -112,7 +112,7 @@ describe('convert: graph capture refuses what the IntModel cannot represent', ()
           this.act.forward(h);
           return this.fc2.forward(h);
         }
-      }, /'fc2' takes the output of 'fc1' instead of the output of 'act' \(a tensor used twice/],
+      }, /the output of 'act' \(ReLU\) is never used by a later module nor returned/],
       ['functional relu', class extends Module {
         readonly fc1 = this.registerModule('fc1', new Linear(8, 16));
         readonly fc2 = this.registerModule('fc2', new Linear(16, 3));
@@ -274,7 +274,10 @@ describe('convert: supported models still convert and agree', () => {
       // Every leaf called once, in registration order (fusion is off while leaves are recorded).
       const leaves = captureLeaves(model).map(([n]) => n);
       assert.equal(leaves.length, leafCount);
-      assert.deepEqual(captureChain(model, captureLeaves(model), x), { called: leaves, skipped: [] });
+      const captured = captureGraph(model, captureLeaves(model), x);
+      assert.deepEqual({ called: captured.called, skipped: captured.skipped }, { called: leaves, skipped: [] });
+      // A chain: each call takes the previous one's output (the first, the model input).
+      assert.deepEqual(captured.nodes.map((n) => n.inputs), leaves.map((_, i) => [i - 1]));
       if (name.startsWith('LeNet')) assert.deepEqual(leaves, lenetChain);
       const im = convert(model, { sample: x });
       const r = im.verification as AgreementReport;

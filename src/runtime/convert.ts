@@ -52,8 +52,10 @@ import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
 import { quantizeMultiplier } from './requantize.ts';
 import { simulateFloat64, type Float64Simulation } from './simulate.ts';
 import { compactIntModel } from './compact.ts';
-import { captureChain, ConvertError } from './capture.ts';
-import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
+import { captureGraph, ConvertError, type CapturedGraph } from './capture.ts';
+import { IntModel, packWeightTensor, type AddNode, type IntGraph, type IntNode, type IntTensor, type LayerInput, type LayerNode, type WeightFormat } from './intmodel.ts';
+import { QuantAdd } from '../quant/qat/add.ts';
+import { Add } from '../nn/merge.ts';
 
 export interface ConvertOptions {
   /** Shape of one input sample (default: the sample's shape without the batch dim). */
@@ -78,8 +80,11 @@ export interface ConvertOptions {
   readonly compact?: boolean;
 }
 
+/** An affine integer domain; `fracBits` > 0: widened for an average pooling (scale s·2^−F, zero point z·2^F). */
+type AffineDomain = { kind: 'affine'; scale: number; zeroPoint: number; qmin: number; qmax: number; fracBits?: number };
+
 type Domain =
-  | { kind: 'affine'; scale: number; zeroPoint: number; qmin: number; qmax: number }
+  | AffineDomain
   | { kind: 'sign'; scale: number }
   | { kind: 'float' };
 
@@ -87,12 +92,12 @@ const INT32_MAX = 2 ** 31 - 1;
 /** Extra fractional bits of a layer's output that feeds an average pooling. */
 const AVG_FRAC_BITS = 8;
 
-/** The leaves of `model` in registration order (a QuantLayer is one leaf). */
+/** The leaves of `model` in registration order (a QuantLayer or a QuantAdd is one leaf). */
 export function captureLeaves(model: Module): [string, Module][] {
   const out: [string, Module][] = [];
   const visit = (m: Module, name: string): void => {
     const children = m.namedChildren();
-    if (m instanceof QuantLayer || children.length === 0) {
+    if (m instanceof QuantLayer || m instanceof QuantAdd || children.length === 0) {
       out.push([name, m]);
       return;
     }
@@ -178,6 +183,7 @@ function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor)
 }
 
 interface PendingLayer {
+  /** The node template (named after the leaf; its output stage is set per materialization). */
   node: LayerNode;
   /** s_in·s_w per output channel. */
   accScale: Float64Array;
@@ -187,18 +193,20 @@ interface PendingLayer {
   g: Float64Array;
   h: Float64Array;
   bnName?: string;
-  index: number;
   /** Bound of |acc|: K·max|x − z_x|·max|w|. */
   accBound: number;
   /** Pruned output channels (0-bit), or null. */
   pruned: readonly number[] | null;
 }
 
+/** A value of the symbolic graph, by what produces it (inputs are value ids; value 0 is the model input). */
 type Symbolic =
-  | { kind: 'layer'; layer: PendingLayer }
-  | { kind: 'relu'; name: string; six: boolean }
-  | { kind: 'pool'; name: string; module: MaxPool2d | AvgPool2d | AdaptiveAvgPool2d }
-  | { kind: 'flatten'; name: string; startDim: number; endDim: number };
+  | { kind: 'input' }
+  | { kind: 'layer'; layer: PendingLayer; input: number }
+  | { kind: 'add'; name: string; inputs: readonly [number, number]; domains: readonly [AffineDomain, AffineDomain] }
+  | { kind: 'relu'; name: string; six: boolean; input: number }
+  | { kind: 'pool'; name: string; module: MaxPool2d | AvgPool2d | AdaptiveAvgPool2d; input: number }
+  | { kind: 'flatten'; name: string; startDim: number; endDim: number; input: number };
 
 /**
  * Converts a prepared fake-quant model to an integer-only IntModel (details in the module comment).
@@ -231,8 +239,8 @@ export function convert(model: Module, options: ConvertOptions = {}): IntModel {
   const wasTraining = model.training;
   model.eval();
   try {
-    captureChain(model, captureLeaves(model), probeBatch(inputShape, options.sample));
-    const { intModel, pruned } = build(model, inputShape, options.metadata);
+    const graph = captureGraph(model, captureLeaves(model), probeBatch(inputShape, options.sample));
+    const { intModel, pruned } = build(model, graph, inputShape, options.metadata);
     if (options.sample) {
       const report = compareWithFakeQuant(model, intModel, options.sample);
       intModel.verification = report;
@@ -246,7 +254,8 @@ export function convert(model: Module, options: ConvertOptions = {}): IntModel {
         throw new ConvertError('agreement', `convert: the IntModel agrees with the fake-quant model's float32 forward on only ${(report.argmaxAgreement * 100).toFixed(2)} % of the sample${flips} (need ${(min * 100).toFixed(2)} %), with the float64 simulation on ${(report.argmaxAgreementFloat64 * 100).toFixed(2)} %; max logit difference to that forward ${report.float32MaxLogitLsb.toFixed(2)} LSB (tolerance ${toleranceRange(report.float32ToleranceLsb)} LSB), to the float64 simulation ${report.maxLogitLsb.toFixed(2)} LSB`);
       }
     }
-    if (pruned.size === 0 || options.compact === false) return intModel;
+    // Compaction narrows each layer's single consumer; a DAG keeps its pruned channels as zeros (same logits).
+    if (pruned.size === 0 || options.compact === false || intModel.graph.version !== 1) return intModel;
     const compact = compactIntModel(intModel, pruned);
     if (options.sample) {
       const full = intModel.run(options.sample);
@@ -279,14 +288,57 @@ function probeBatch(inputShape: readonly number[], sample: Tensor | undefined): 
   return rand([2, ...inputShape], { low: -1, high: 1, rng: new Rng(PROBE_SEED) });
 }
 
-function build(model: Module, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): { intModel: IntModel; pruned: Map<string, readonly number[]> } {
-  const leaves = captureLeaves(model);
+/** The IntModel domain of a layer input (what its producer must emit). */
+function domainOfInput(input: LayerInput): Domain {
+  return input.mode === 'affine' ? { kind: 'affine', scale: input.scale, zeroPoint: input.zeroPoint, qmin: input.qmin, qmax: input.qmax } : { kind: 'sign', scale: input.scale };
+}
+
+/** An Add input's domain from its quantizer's export (per-tensor affine only). */
+function addInputDomain(q: Module | null, name: string, which: string): AffineDomain {
+  const ex = (q as { exportQuant?: () => ExportedQuant } | null)?.exportQuant?.() ?? null;
+  if (ex === null) throw new Error(`convert: '${name}' (QuantAdd) has a float ${which} input (no input quantizer): the integer add needs both inputs quantized`);
+  if (ex.type !== 'affine' || ex.qparams.scale.length !== 1) throw new Error(`convert: '${name}' (QuantAdd): its ${which} input quantizer is ${ex.type === 'affine' ? 'per channel' : ex.type}; the integer add needs per-tensor affine inputs`);
+  const qp = ex.qparams;
+  return { kind: 'affine', scale: qp.scale[0]!, zeroPoint: qp.zeroPoint[0]!, qmin: qp.qmin, qmax: qp.qmax };
+}
+
+/** `d` with AVG_FRAC_BITS extra fractional bits and a wide range (the producer of an average pooling). */
+function widen(d: AffineDomain): AffineDomain {
+  const up = 2 ** AVG_FRAC_BITS;
+  return { kind: 'affine', scale: d.scale / up, zeroPoint: d.zeroPoint * up, qmin: -(2 ** 30), qmax: 2 ** 30, fracBits: AVG_FRAC_BITS };
+}
+
+/**
+ * Builds the IntModel of the captured graph. Every value of the symbolic graph (a leaf's output) is
+ * materialized in the domain each consumer needs — the input domain of a quantized layer, an add
+ * input's domain, float for the model output — once per distinct domain: domain-preserving leaves
+ * (ReLU, pooling, Flatten) pass the request to their input, a layer or an add requantizes into it
+ * (a layer whose output two consumers need in different domains runs twice, sharing its weight
+ * tensor), the model input gets one quantize node per domain. A chain comes out as before (graph
+ * version 1, no `inputs`); anything else as a version-2 DAG.
+ */
+function build(model: Module, graph: CapturedGraph, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): { intModel: IntModel; pruned: Map<string, readonly number[]> } {
+  void model;
   const tensors = new Map<string, IntTensor>();
-  const symbolic: Symbolic[] = [];
+  const syms: Symbolic[] = [{ kind: 'input' }];
+  /** Captured node index → value id (−1 for the model input, poisoned −2 for a layer whose BN was folded). */
+  const valueOf: number[] = [];
+  const uses: number[] = [0];
   const layers: PendingLayer[] = [];
-  let lastLayer: PendingLayer | null = null;
-  let lastWasLayer = false;
-  for (const [name, m] of leaves) {
+  const layerNodeOf = new Map<number, string>();
+  for (const [k, cn] of graph.nodes.entries()) {
+    const { name, module: m } = cn;
+    const ins = cn.inputs.map((i) => {
+      const v = i < 0 ? 0 : valueOf[i]!;
+      if (v === -2) throw new Error(`convert: '${name}' takes the output of '${layerNodeOf.get(i)}' before the BatchNorm folded into it: a folded BatchNorm must be the only consumer of its layer`);
+      return v;
+    });
+    const value = (sym: Symbolic): void => {
+      for (const v of ins) uses[v]!++;
+      syms.push(sym);
+      uses.push(0);
+      valueOf[k] = syms.length - 1;
+    };
     if (m instanceof QuantLinear || m instanceof QuantConv2d || m instanceof QuantConvBn2d) {
       const ex = m.exportLayer();
       const input = inputOf(ex.activationQuant, name, m.inputQuantizer);
@@ -303,7 +355,7 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
           output: { mode: 'dequantize', scale: '', bias: '' },
         };
       const sIn = input.scale;
-      const accScale = Float64Array.from(w.scale, (s) => s * sIn);
+      const accScale = Float64Array.from(w.scale, (sw) => sw * sIn);
       const bias = new Float64Array(O);
       if (ex.bias) for (let c = 0; c < O; c++) bias[c] = ex.bias.data[c]!;
       const K = ex.weightFakeQuant.size / O;
@@ -312,99 +364,161 @@ function build(model: Module, inputShape: readonly number[], metadata: Record<st
       const xMax = input.mode === 'sign' ? 1 : Math.max(Math.abs(input.qmin - input.zeroPoint), Math.abs(input.qmax - input.zeroPoint));
       const accBound = K * xMax * wMax;
       if (accBound > INT32_MAX) throw new Error(`convert: layer '${name}': the int32 accumulator may overflow (bound ${accBound})`);
-      const pending: PendingLayer = { node, accScale, bias, g: new Float64Array(O).fill(1), h: new Float64Array(O), index: layers.length, accBound, pruned: m.prunedChannels };
+      const pending: PendingLayer = { node, accScale, bias, g: new Float64Array(O).fill(1), h: new Float64Array(O), accBound, pruned: m.prunedChannels };
       layers.push(pending);
-      symbolic.push({ kind: 'layer', layer: pending });
-      lastLayer = pending;
-      lastWasLayer = true;
+      layerNodeOf.set(k, name);
+      value({ kind: 'layer', layer: pending, input: ins[0]! });
       continue;
     }
-    if (m instanceof Identity || m instanceof Dropout) continue;
+    if (m instanceof Identity || m instanceof Dropout) {
+      valueOf[k] = ins[0]!;
+      continue;
+    }
     if (m instanceof BatchNorm) {
-      if (!lastWasLayer || !lastLayer) throw new Error(`convert: '${name}' (${m.constructor.name}) does not directly follow a quantized layer, so it cannot be folded`);
-      if (lastLayer.bnName) throw new Error(`convert: '${name}': a second BatchNorm after '${lastLayer.node.name}'`);
+      const src = syms[ins[0]!]!;
+      if (src.kind !== 'layer') throw new Error(`convert: '${name}' (${m.constructor.name}) does not directly follow a quantized layer, so it cannot be folded`);
+      const L = src.layer;
+      if (L.bnName) throw new Error(`convert: '${name}': a second BatchNorm after '${L.node.name}'`);
+      if (uses[ins[0]!]! > 0) throw new Error(`convert: '${name}' (${m.constructor.name}) cannot be folded into '${L.node.name}', whose output another module takes too`);
       if (!m.runningMean || !m.runningVar) throw new Error(`convert: '${name}' tracks no running statistics, so it cannot be folded`);
-      const O = lastLayer.node.outFeatures;
-      if (m.numFeatures !== O) throw new Error(`convert: '${name}' has ${m.numFeatures} features, '${lastLayer.node.name}' ${O} outputs`);
-      if (lastLayer.pruned) throw new Error(`convert: '${lastLayer.node.name}' has pruned (0-bit) channels but feeds '${name}' (${m.constructor.name}), which is not folded into it: a pruned channel would output the BatchNorm's shift, not 0`);
+      const O = L.node.outFeatures;
+      if (m.numFeatures !== O) throw new Error(`convert: '${name}' has ${m.numFeatures} features, '${L.node.name}' ${O} outputs`);
+      if (L.pruned) throw new Error(`convert: '${L.node.name}' has pruned (0-bit) channels but feeds '${name}' (${m.constructor.name}), which is not folded into it: a pruned channel would output the BatchNorm's shift, not 0`);
       for (let c = 0; c < O; c++) {
         const gamma = m.weight ? m.weight.data[c]! : 1;
         const beta = m.bias ? m.bias.data[c]! : 0;
-        const k = gamma / Math.sqrt(m.runningVar.data[c]! + m.eps);
-        lastLayer.g[c] = k;
-        lastLayer.h[c] = beta - m.runningMean.data[c]! * k;
+        const kk = gamma / Math.sqrt(m.runningVar.data[c]! + m.eps);
+        L.g[c] = kk;
+        L.h[c] = beta - m.runningMean.data[c]! * kk;
       }
-      lastLayer.bnName = name;
+      L.bnName = name;
+      valueOf[k] = ins[0]!;
+      const producer = cn.inputs[0]!;
+      layerNodeOf.set(producer, L.node.name);
+      valueOf[producer] = -2;
       continue;
     }
-    lastWasLayer = false;
-    if (m instanceof ReLU || m instanceof ReLU6) symbolic.push({ kind: 'relu', name, six: m instanceof ReLU6 });
-    else if (m instanceof MaxPool2d || m instanceof AvgPool2d || m instanceof AdaptiveAvgPool2d) symbolic.push({ kind: 'pool', name, module: m });
-    else if (m instanceof Flatten) symbolic.push({ kind: 'flatten', name, startDim: m.startDim, endDim: m.endDim });
+    if (m instanceof QuantAdd) value({ kind: 'add', name, inputs: [ins[0]!, ins[1]!], domains: [addInputDomain(m.inputQuantizerA, name, 'first'), addInputDomain(m.inputQuantizerB, name, 'second')] });
+    else if (m instanceof Add) throw new Error(`convert: '${name}' is a float nn.Add (no input quantizers): prepareQat swaps it for a QuantAdd, which the integer runtime converts`);
+    else if (m instanceof ReLU || m instanceof ReLU6) value({ kind: 'relu', name, six: m instanceof ReLU6, input: ins[0]! });
+    else if (m instanceof MaxPool2d || m instanceof AvgPool2d || m instanceof AdaptiveAvgPool2d) value({ kind: 'pool', name, module: m, input: ins[0]! });
+    else if (m instanceof Flatten) value({ kind: 'flatten', name, startDim: m.startDim, endDim: m.endDim, input: ins[0]! });
     else {
-      throw new Error(`convert: module '${name || '<root>'}' (${m.constructor.name}) is not supported by the integer runtime (supported: quantized Conv2d/Linear, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Identity, Dropout, BatchNorm after a quantized layer)`);
+      throw new Error(`convert: module '${name || '<root>'}' (${m.constructor.name}) is not supported by the integer runtime (supported: quantized Conv2d/Linear, QuantAdd, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Identity, Dropout, BatchNorm after a quantized layer)`);
     }
   }
   if (layers.length === 0) throw new Error('convert: the model has no quantized layers (run prepareQat first)');
-  const lastPending = layers[layers.length - 1]!;
-  if (lastPending.pruned) throw new Error(`convert: '${lastPending.node.name}' is the last layer (its outputs are the logits) and may not have pruned (0-bit) channels`);
+  const last = graph.nodes.length - 1;
+  const output = valueOf[last]!;
+  const outSym = syms[output]!;
+  if (outSym.kind === 'layer' && outSym.layer.pruned) throw new Error(`convert: '${outSym.layer.node.name}' is the last layer (its outputs are the logits) and may not have pruned (0-bit) channels`);
 
-  const domainOf = (i: number): Domain => {
-    if (i >= layers.length) return { kind: 'float' };
-    const inp = layers[i]!.node.input;
-    return inp.mode === 'affine' ? { kind: 'affine', scale: inp.scale, zeroPoint: inp.zeroPoint, qmin: inp.qmin, qmax: inp.qmax } : { kind: 'sign', scale: inp.scale };
+  const nodes: IntNode[] = [];
+  const memo = new Map<string, string>();
+  const names = new Set<string>();
+  const unique = (base: string): string => {
+    let n = base;
+    for (let k = 2; names.has(n); k++) n = `${base}@${k}`;
+    names.add(n);
+    return n;
   };
-
-  const nodes: IntNode[] = [{ op: 'quantize', name: 'input', input: layers[0]!.node.input }];
-  let domain = domainOf(0);
-  let afterLast = false;
-  for (const s of symbolic) {
-    if (s.kind === 'layer') {
-      const L = s.layer;
-      domain = domainOf(L.index + 1);
-      finishLayer(L, domain, tensors);
-      nodes.push(L.node);
-      afterLast = L.index === layers.length - 1;
-      continue;
-    }
-    if (afterLast && s.kind !== 'flatten' && s.kind !== 'relu') throw new Error(`convert: '${s.name}' after the last quantized layer is not supported (only Flatten, ReLU, ReLU6 may follow it)`);
-    if (s.kind === 'flatten') nodes.push({ op: 'flatten', name: s.name, startDim: s.startDim, endDim: s.endDim });
-    else if (s.kind === 'relu') nodes.push(reluClamp(s.name, s.six, domain));
-    else {
-      const m = s.module;
-      if (domain.kind !== 'affine' && !(m instanceof MaxPool2d)) throw new Error(`convert: '${s.name}' (${m.constructor.name}) on ${domain.kind} values is not supported`);
-      const zeroPoint = domain.kind === 'affine' ? domain.zeroPoint : 0;
-      // Average pooling in an affine domain: the layer before it requantizes with AVG_FRAC_BITS extra
-      // fractional bits (scale s·2^−F, zero point z·2^F, a wide range) and the pooling rounds
-      // once, back to s, then clamps to [qmin, qmax] — as the float model averages unrounded,
-      // unclamped values and quantizes once. Without a layer to widen, it pools plain integers.
-      let fracBits = 0;
-      if (!(m instanceof MaxPool2d) && domain.kind === 'affine') {
-        let j = nodes.length - 1;
-        while (j >= 0 && (nodes[j]!.op === 'maxpool2d' || nodes[j]!.op === 'flatten' || nodes[j]!.op === 'clamp')) j--;
-        const prev = nodes[j];
-        if (prev && (prev.op === 'conv2d' || prev.op === 'linear') && prev.output.mode === 'requantize') {
-          fracBits = AVG_FRAC_BITS;
-          const up = 2 ** fracBits;
-          const o = prev.output;
-          const sh = tensors.get(o.shift)!.data as Int32Array;
-          const mult = tensors.get(o.multiplier)!.data as Int32Array;
-          for (let c = 0; c < sh.length; c++) if (mult[c] !== 0) sh[c] = sh[c]! - fracBits;
-          prev.output = { ...o, zeroPoint: o.zeroPoint * up, lo: -(2 ** 30), hi: 2 ** 30 };
-          for (let k = j + 1; k < nodes.length; k++) {
-            const n = nodes[k]!;
-            if (n.op === 'clamp') { n.lo = n.lo === null ? null : n.lo * up; n.hi = n.hi === null ? null : n.hi * up; }
-          }
-        }
+  const push = (node: IntNode): string => {
+    nodes.push(node);
+    return node.name;
+  };
+  const widenable = (v: number): boolean => {
+    const sym = syms[v]!;
+    if (sym.kind === 'layer' || sym.kind === 'add') return true;
+    if (sym.kind === 'relu' || sym.kind === 'flatten' || (sym.kind === 'pool' && sym.module instanceof MaxPool2d)) return widenable(sym.input);
+    return false;
+  };
+  const emit = (v: number, d: Domain): string => {
+    const key = `${v} ${JSON.stringify(d)}`;
+    const hit = memo.get(key);
+    if (hit !== undefined) return hit;
+    const sym = syms[v]!;
+    let name: string;
+    switch (sym.kind) {
+      case 'input':
+        if (d.kind === 'float') throw new Error('convert: the model input reaches the output without passing a quantized layer');
+        name = push({ op: 'quantize', name: unique('input'), inputs: [], input: d.kind === 'sign' ? { mode: 'sign', scale: d.scale } : { mode: 'affine', scale: d.scale, zeroPoint: d.zeroPoint, bits: Math.ceil(Math.log2(d.qmax - d.qmin + 1)), qmin: d.qmin, qmax: d.qmax } });
+        break;
+      case 'layer': {
+        const L = sym.layer;
+        const src = emit(sym.input, domainOfInput(L.node.input));
+        const node: LayerNode = { ...L.node, name: unique(L.node.name), inputs: [src] };
+        finishLayer(L, node, d, tensors);
+        name = push(node);
+        break;
       }
-      if (m instanceof AdaptiveAvgPool2d) nodes.push({ op: 'adaptiveavgpool2d', name: s.name, outputSize: [...m.outputSize], zeroPoint, fracBits });
-      else nodes.push({ op: m instanceof MaxPool2d ? 'maxpool2d' : 'avgpool2d', name: s.name, kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint, fracBits });
-      if (!(m instanceof MaxPool2d) && domain.kind === 'affine') nodes.push({ op: 'clamp', name: `${s.name}.range`, lo: domain.qmin, hi: domain.qmax });
+      case 'add': {
+        if (d.kind !== 'affine') throw new Error(`convert: '${sym.name}' (QuantAdd) feeds ${d.kind === 'float' ? 'the model output' : 'a sign (binary) input'}: the integer add produces affine integers only (end the model with a quantized layer after it)`);
+        const a = emit(sym.inputs[0], sym.domains[0]);
+        const b = emit(sym.inputs[1], sym.domains[1]);
+        name = push(addNode(unique(sym.name), [a, b], sym.domains, d));
+        break;
+      }
+      case 'relu': {
+        const src = emit(sym.input, d);
+        name = push({ ...reluClamp(unique(sym.name), sym.six, d), inputs: [src] });
+        break;
+      }
+      case 'flatten': {
+        const src = emit(sym.input, d);
+        name = push({ op: 'flatten', name: unique(sym.name), inputs: [src], startDim: sym.startDim, endDim: sym.endDim });
+        break;
+      }
+      case 'pool': {
+        const m = sym.module;
+        if (d.kind === 'float') throw new Error(`convert: '${sym.name}' after the last quantized layer is not supported (only Flatten, ReLU, ReLU6 may follow it)`);
+        if (m instanceof MaxPool2d) {
+          const src = emit(sym.input, d);
+          name = push({ op: 'maxpool2d', name: unique(sym.name), inputs: [src], kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint: d.kind === 'affine' ? d.zeroPoint : 0, fracBits: 0 });
+          break;
+        }
+        if (d.kind !== 'affine') throw new Error(`convert: '${sym.name}' (${m.constructor.name}) on ${d.kind} values is not supported`);
+        // Average pooling in an affine domain: the producer (a layer or an add, through ReLU / max
+        // pooling / Flatten) requantizes with AVG_FRAC_BITS extra fractional bits (scale s·2^−F,
+        // zero point z·2^F, a wide range) and the pooling rounds once, back to s, then clamps to
+        // [qmin, qmax] — as the float model averages unrounded, unclamped values and quantizes
+        // once. Without such a producer it pools plain integers.
+        const fracBits = d.fracBits === undefined && widenable(sym.input) ? AVG_FRAC_BITS : 0;
+        const src = emit(sym.input, fracBits > 0 ? widen(d) : d);
+        const poolName = unique(sym.name);
+        if (m instanceof AdaptiveAvgPool2d) push({ op: 'adaptiveavgpool2d', name: poolName, inputs: [src], outputSize: [...m.outputSize], zeroPoint: d.zeroPoint, fracBits });
+        else push({ op: 'avgpool2d', name: poolName, inputs: [src], kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint: d.zeroPoint, fracBits });
+        name = push({ op: 'clamp', name: unique(`${sym.name}.range`), inputs: [poolName], lo: d.qmin, hi: d.qmax });
+        break;
+      }
     }
-  }
-  const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [...inputShape], nodes: fuseClamps(nodes, tensors), ...(metadata ? { metadata } : {}) };
+    memo.set(key, name);
+    return name;
+  };
+  emit(output, { kind: 'float' });
+  const fused = fuseClamps(nodes);
+  const chain = fused.every((n, i) => (i === 0 ? n.op === 'quantize' : n.op !== 'quantize' && n.op !== 'add' && n.inputs?.length === 1 && n.inputs[0] === fused[i - 1]!.name));
+  const finalNodes = chain ? fused.map(({ inputs: _inputs, ...rest }) => rest as IntNode) : fused;
+  const intGraph: IntGraph = { format: 'lowbit-intmodel', version: chain ? 1 : 2, inputShape: [...inputShape], nodes: finalNodes, ...(metadata ? { metadata } : {}) };
   const pruned = new Map(layers.flatMap((l) => (l.pruned ? [[l.node.name, l.pruned] as const] : [])));
-  return { intModel: new IntModel(graph, tensors), pruned };
+  return { intModel: new IntModel(intGraph, tensors), pruned };
+}
+
+/**
+ * The integer add of inputs in `domains` into `out`: M_a, M_b = s_a/s, s_b/s as int32 with one
+ * shared shift n (the larger in [2^30, 2^31), see `AddNode`).
+ */
+function addNode(name: string, inputs: readonly [string, string], domains: readonly [AffineDomain, AffineDomain], out: AffineDomain): AddNode {
+  const ra = domains[0].scale / out.scale;
+  const rb = domains[1].scale / out.scale;
+  const shift = quantizeMultiplier(Math.max(ra, rb)).shift;
+  if (shift < 0 || shift > 62) throw new Error(`convert: '${name}': input/output scale ratios ${ra} and ${rb} are out of the integer add's range`);
+  const ma = Math.round(ra * 2 ** shift);
+  const mb = Math.round(rb * 2 ** shift);
+  if (Math.max(ma, mb) > INT32_MAX) throw new Error(`convert: '${name}': multiplier overflow`);
+  return {
+    op: 'add', name, inputs: [...inputs], inputZeroPoints: [domains[0].zeroPoint, domains[1].zeroPoint], inputScales: [domains[0].scale, domains[1].scale],
+    multipliers: [ma, mb], shift, scale: out.fracBits ? out.scale * 2 ** out.fracBits : out.scale, zeroPoint: out.zeroPoint, lo: out.qmin, hi: out.qmax,
+  };
 }
 
 function reluClamp(name: string, six: boolean, domain: Domain): IntNode {
@@ -415,30 +529,48 @@ function reluClamp(name: string, six: boolean, domain: Domain): IntNode {
   return { op: 'clamp', name, lo: z, hi: six ? roundHalfEven(6 / scale) + z : null };
 }
 
-/** Fuses clamp nodes into the requantization bounds of the layer before them (through max pooling / flatten only). */
-function fuseClamps(nodes: IntNode[], tensors: Map<string, IntTensor>): IntNode[] {
-  void tensors;
+/**
+ * Fuses each clamp node into the output bounds of the requantizing layer or the add before it
+ * (through max pooling / Flatten), when every node on that way has the clamp as its only consumer;
+ * the clamp's consumers then take its input.
+ */
+function fuseClamps(nodes: readonly IntNode[]): IntNode[] {
+  const consumers = new Map<string, number>();
+  for (const n of nodes) for (const i of n.inputs ?? []) consumers.set(i, (consumers.get(i) ?? 0) + 1);
+  const renamed = new Map<string, string>();
+  const kept = new Map<string, IntNode>();
   const out: IntNode[] = [];
-  for (const node of nodes) {
-    if (node.op === 'clamp') {
-      let j = out.length - 1;
-      while (j >= 0 && (out[j]!.op === 'maxpool2d' || out[j]!.op === 'flatten')) j--;
-      const prev = out[j];
-      if (prev && (prev.op === 'conv2d' || prev.op === 'linear') && prev.output.mode === 'requantize') {
-        const o = prev.output;
-        prev.output = { ...o, lo: Math.max(o.lo, node.lo ?? o.lo), hi: Math.min(o.hi, node.hi ?? o.hi) };
-        continue;
+  for (const original of nodes) {
+    const node = { ...original, ...(original.inputs ? { inputs: original.inputs.map((i) => renamed.get(i) ?? i) } : {}) } as IntNode;
+    if (node.op === 'clamp' && node.inputs?.length === 1) {
+      const src = node.inputs[0]!;
+      let p = kept.get(src);
+      while (p && (p.op === 'maxpool2d' || p.op === 'flatten') && consumers.get(p.name) === 1) p = kept.get(p.inputs![0]!);
+      if (p && consumers.get(p.name) === 1) {
+        if ((p.op === 'conv2d' || p.op === 'linear') && p.output.mode === 'requantize') {
+          const o = p.output;
+          p.output = { ...o, lo: Math.max(o.lo, node.lo ?? o.lo), hi: Math.min(o.hi, node.hi ?? o.hi) };
+        } else if (p.op === 'add') {
+          p.lo = Math.max(p.lo, node.lo ?? p.lo);
+          p.hi = Math.min(p.hi, node.hi ?? p.hi);
+        } else p = undefined;
+        if (p) {
+          renamed.set(node.name, src);
+          consumers.set(src, (consumers.get(src) ?? 0) - 1 + (consumers.get(node.name) ?? 0));
+          continue;
+        }
       }
     }
     out.push(node);
+    kept.set(node.name, node);
   }
   return out;
 }
 
-/** Sets a layer's output stage for the domain its output flows into. */
-function finishLayer(L: PendingLayer, domain: Domain, tensors: Map<string, IntTensor>): void {
+/** Sets the output stage of `node` (a materialization of layer L) for the domain its output flows into. */
+function finishLayer(L: PendingLayer, node: LayerNode, domain: Domain, tensors: Map<string, IntTensor>): void {
   const O = L.node.outFeatures;
-  const name = L.node.name;
+  const name = node.name;
   const A = new Float64Array(O); // y = A·acc + B
   const B = new Float64Array(O);
   for (let c = 0; c < O; c++) {
@@ -448,7 +580,7 @@ function finishLayer(L: PendingLayer, domain: Domain, tensors: Map<string, IntTe
   if (domain.kind === 'float') {
     tensors.set(`${name}.outScale`, { dtype: 'float32', shape: [O], data: Float32Array.from(A) });
     tensors.set(`${name}.outBias`, { dtype: 'float32', shape: [O], data: Float32Array.from(B) });
-    L.node.output = { mode: 'dequantize', scale: `${name}.outScale`, bias: `${name}.outBias` };
+    node.output = { mode: 'dequantize', scale: `${name}.outScale`, bias: `${name}.outBias` };
     return;
   }
   if (domain.kind === 'sign') {
@@ -461,7 +593,7 @@ function finishLayer(L: PendingLayer, domain: Domain, tensors: Map<string, IntTe
     }
     tensors.set(`${name}.threshold`, { dtype: 'int32', shape: [O], data: t });
     tensors.set(`${name}.direction`, { dtype: 'int32', shape: [O], data: d });
-    L.node.output = { mode: 'sign', threshold: `${name}.threshold`, direction: `${name}.direction` };
+    node.output = { mode: 'sign', threshold: `${name}.threshold`, direction: `${name}.direction` };
     return;
   }
   const bias = new Int32Array(O);
@@ -485,9 +617,9 @@ function finishLayer(L: PendingLayer, domain: Domain, tensors: Map<string, IntTe
   tensors.set(`${name}.bias`, { dtype: 'int32', shape: [O], data: bias });
   tensors.set(`${name}.multiplier`, { dtype: 'int32', shape: [O], data: mult });
   tensors.set(`${name}.shift`, { dtype: 'int32', shape: [O], data: shift });
-  L.node.output = {
+  node.output = {
     mode: 'requantize', bias: `${name}.bias`, multiplier: `${name}.multiplier`, shift: `${name}.shift`, biasShift: k,
-    scale: domain.scale, zeroPoint: domain.zeroPoint, lo: domain.qmin, hi: domain.qmax,
+    scale: domain.fracBits ? domain.scale * 2 ** domain.fracBits : domain.scale, zeroPoint: domain.zeroPoint, lo: domain.qmin, hi: domain.qmax,
   };
 }
 
@@ -611,13 +743,14 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
       if (wasTraining) model.train();
     }
   };
+  const graph = captureGraph(model, captureLeaves(model), probeBatch(x.shape.slice(1), x));
   const [ref32, sim] = inEval((): [Tensor, Float64Simulation] => [
     noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x)),
-    simulateFloat64(model, x),
+    simulateFloat64(model, x, graph),
   ]);
-  // The leaves run one after another in float32: only needed when an argmax differs from the forward's.
+  // The captured leaf calls run one after another in float32: only needed when an argmax differs from the forward's.
   let chain32: Tensor | undefined;
-  const chain = (): Tensor => (chain32 ??= inEval(() => noGrad(() => captureLeaves(model).reduce((y, [, m]) => (m as TensorModule).forward(y), x))));
+  const chain = (): Tensor => (chain32 ??= inEval(() => noGrad(() => runCaptured(graph, x))));
   const trace = new Map<string, { shape: number[]; data: Int32Array }>();
   const logits = intModel.run(x, x.shape[0], { trace });
   const n = x.shape[0]!;
@@ -653,6 +786,7 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     }
     layerMaxDiff[node.name] = max / half;
     layerMismatch[node.name] = diff / expect.length;
+    if (intModel.graph.version !== 1) continue; // a layer's own error is measured on chains only
     const out = intModel.runSegment(node.name, expect, mine.shape);
     let local = 0;
     const next = layerNodes[li + 1];
@@ -673,6 +807,16 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
     float32ToleranceLsb: tolerance, float32BeyondTolerance: s32.beyond, float32MaxToleranceRatio: s32.ratio,
     layerMaxDiff, layerMismatch, layerLocalMaxDiff,
   };
+}
+
+/** The captured leaf calls of `graph` run on `x` (float32, as the model's modules compute). */
+function runCaptured(graph: CapturedGraph, x: Tensor): Tensor {
+  const values: Tensor[] = [];
+  for (const node of graph.nodes) {
+    const ins = node.inputs.map((k) => (k < 0 ? x : values[k]!));
+    values.push((node.module as unknown as { forward(...t: Tensor[]): Tensor }).forward(...ins));
+  }
+  return values[values.length - 1] ?? x;
 }
 
 /** Per output channel of the last layer: 1 + step·Σ_k|w_ck| (see `AgreementReport.float32ToleranceLsb`). */

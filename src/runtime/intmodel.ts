@@ -16,6 +16,14 @@
  *   dequantize:  y = acc·S[c] + B[c] (float logits, S = s_in·s_w[·BN scale], B the float bias)
  * Binary weights with sign inputs use XNOR-popcount (K − 2·popcount(a xor w)) when the layer has
  * no padding; everything else uses the centred int32 GEMM.
+ *
+ * Graph shape. Version 1: a chain, each node takes the previous node's output (the first, a
+ * quantize node, the model input). Version 2: a DAG, every node lists the names of the earlier
+ * nodes it takes in `inputs` (a quantize node lists none and takes the model input); the last
+ * node's output is the model's. Version 2 adds the integer `add` node (a residual sum):
+ *   add:  q = clamp(z + round(((a − z_a)·M_a + (b − z_b)·M_b)·2^−n), lo, hi)
+ *         (one rounding, half away from zero; M_a, M_b int32 with M·2^−n ≈ s_a/s and s_b/s, the
+ *         larger one in [2^30, 2^31); a following ReLU is the bound lo = z)
  */
 import { Tensor } from '../tensor/tensor.ts';
 import { packBinaryRows, packBits, unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
@@ -75,6 +83,8 @@ export interface LayerNode {
   /** conv2d only. */
   readonly conv?: ConvGeometry;
   readonly weight: string;
+  /** Version 2: the name of the node whose output this layer takes. */
+  readonly inputs?: readonly string[];
   readonly weightFormat: WeightFormat;
   readonly weightBits: number;
   readonly input: LayerInput;
@@ -83,9 +93,32 @@ export interface LayerNode {
   readonly foldedBatchNorm?: string;
 }
 
-export type IntNode =
+/**
+ * The integer sum of two values (graph version 2): a in the domain (s_a, z_a), b in (s_b, z_b),
+ * the result in (scale, zeroPoint) clamped to [lo, hi] (see the module comment for the formula).
+ */
+export interface AddNode {
+  readonly op: 'add';
+  readonly name: string;
+  readonly inputs?: readonly string[];
+  /** Zero points z_a, z_b of the two inputs. */
+  readonly inputZeroPoints: readonly [number, number];
+  /** Scales s_a, s_b of the two inputs (documentation and ONNX export; the integers use the multipliers). */
+  readonly inputScales: readonly [number, number];
+  /** M_a, M_b: int32 with M·2^−shift ≈ s_in/scale. */
+  readonly multipliers: readonly [number, number];
+  readonly shift: number;
+  readonly scale: number;
+  readonly zeroPoint: number;
+  lo: number;
+  hi: number;
+}
+
+/** The node kinds (version 2 adds `inputs` to every node and the `add` node). */
+export type IntNode = (
   | { readonly op: 'quantize'; readonly name: string; readonly input: LayerInput }
   | LayerNode
+  | AddNode
   /**
    * Pooling. Average pooling: out = z + round(Σ (q − z·2^F) / (count·2^F)), half to even, where
    * F = fracBits (the producing layer kept F extra fractional bits; padded cells count as 0).
@@ -93,12 +126,17 @@ export type IntNode =
   | { readonly op: 'maxpool2d' | 'avgpool2d'; readonly name: string; readonly kernelSize: readonly [number, number]; readonly stride: readonly [number, number]; readonly padding: readonly [number, number]; readonly zeroPoint: number; readonly fracBits?: number }
   | { readonly op: 'adaptiveavgpool2d'; readonly name: string; readonly outputSize: readonly [number, number]; readonly zeroPoint: number; readonly fracBits?: number }
   | { readonly op: 'clamp'; readonly name: string; lo: number | null; hi: number | null }
-  | { readonly op: 'flatten'; readonly name: string; readonly startDim: number; readonly endDim: number };
+  | { readonly op: 'flatten'; readonly name: string; readonly startDim: number; readonly endDim: number }
+) & {
+  /** Version 2: names of the earlier nodes whose outputs this node takes (none for quantize: the model input). */
+  readonly inputs?: readonly string[];
+};
 
 /** The JSON part of an IntModel. */
 export interface IntGraph {
   readonly format: 'lowbit-intmodel';
-  readonly version: 1;
+  /** 1: a chain of nodes; 2: a DAG with explicit node `inputs` (see the module comment). */
+  readonly version: 1 | 2;
   /** Shape of one input sample, e.g. [1, 28, 28]. */
   readonly inputShape: readonly number[];
   readonly nodes: readonly IntNode[];
@@ -227,10 +265,43 @@ export class IntModel {
       native.addon.intPlanRun!(native.plan.plan, data, batch, out);
       return out;
     }
-    let v: Value = { shape: [batch, ...this.graph.inputShape], ints: null, floats: data };
-    for (const node of this.graph.nodes) v = this.step(node, v, options);
+    const v = this.runGraph({ shape: [batch, ...this.graph.inputShape], ints: null, floats: data }, options);
     if (!v.floats) throw new Error('IntModel.run: the graph does not end in a dequantizing layer');
     return v.floats;
+  }
+
+  /**
+   * Every node once, in order, each on the outputs of the nodes it takes (`IntGraphSize.inputRefs`);
+   * a value is dropped after its last consumer. Returns the last node's output.
+   */
+  private runGraph(input: Value, options: RunOptions): Value {
+    const nodes = this.graph.nodes;
+    const refs = this.size.inputRefs;
+    const uses = new Int32Array(nodes.length);
+    for (const r of refs) for (const k of r) if (k >= 0) uses[k]!++;
+    const values: (Value | null)[] = new Array<Value | null>(nodes.length).fill(null);
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[i]!;
+      const ins = refs[i]!.map((k) => (k < 0 ? input : values[k]!));
+      values[i] = node.op === 'add' ? this.add(node, ins[0]!, ins[1]!) : this.step(node, ins[0]!, options);
+      for (const k of refs[i]!) if (k >= 0 && --uses[k]! === 0) values[k] = null;
+    }
+    return values[nodes.length - 1]!;
+  }
+
+  /** The integer add (see `AddNode`): one rounding of the exact sum (BigInt when a product could exceed 2^53). */
+  private add(node: AddNode, a: Value, b: Value): Value {
+    if (!a.ints || !b.ints) throw new Error(`IntModel: '${node.name}' expects integer inputs`);
+    if (a.ints.length !== b.ints.length) throw new Error(`IntModel: '${node.name}' adds [${a.shape.join(', ')}] and [${b.shape.join(', ')}]`);
+    const [za, zb] = node.inputZeroPoints;
+    const [ma, mb] = node.multipliers;
+    const out = new Int32Array(a.ints.length);
+    const { zeroPoint: z, lo, hi, shift } = node;
+    for (let i = 0; i < out.length; i++) {
+      const r = addRescaled(a.ints[i]! - za, ma, b.ints[i]! - zb, mb, shift) + z;
+      out[i] = r < lo ? lo : r > hi ? hi : r;
+    }
+    return { shape: a.shape, ints: out, floats: null };
   }
 
   /** Why this model runs in TypeScript rather than natively, or null when the native executor is used. */
@@ -263,18 +334,20 @@ export class IntModel {
    */
   runSegment(layerName: string, data: Int32Array, shape: readonly number[]): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
     const nodes = this.graph.nodes;
+    if (this.graph.version !== 1) throw new Error('IntModel.runSegment: the graph is a DAG (version 2); segments are defined for chains only');
     const start = nodes.findIndex((n) => (n.op === 'conv2d' || n.op === 'linear') && n.name === layerName);
     if (start < 0) throw new Error(`IntModel.runSegment: no layer '${layerName}'`);
     let v: Value = { shape: [...shape], ints: data, floats: null };
     for (let i = start; i < nodes.length; i++) {
       const node = nodes[i]!;
       if (i > start && (node.op === 'conv2d' || node.op === 'linear')) break;
+      if (node.op === 'add') throw new Error(`IntModel.runSegment: '${node.name}' is an add node (graph version 2)`);
       v = this.step(node, v, {});
     }
     return v;
   }
 
-  private step(node: IntNode, v: Value, options: RunOptions): Value {
+  private step(node: Exclude<IntNode, AddNode>, v: Value, options: RunOptions): Value {
     switch (node.op) {
       case 'quantize': {
         const x = v.floats;
@@ -523,6 +596,24 @@ export function tensorData(dtype: IntTensorDtype, bytes: Uint8Array): Uint8Array
     return new Float32Array(copy.buffer, 0, copy.byteLength / 4);
   }
   return copy;
+}
+
+/**
+ * round((da·ma + db·mb)·2^−shift), half away from zero, exactly: in doubles when both products
+ * stay below 2^52 (|d| < 2^21 with |m| < 2^31), else in BigInt.
+ */
+export function addRescaled(da: number, ma: number, db: number, mb: number, shift: number): number {
+  if (Math.abs(da) < 2 ** 21 && Math.abs(db) < 2 ** 21) {
+    const t = da * ma + db * mb; // |t| < 2^53: exact
+    if (shift === 0) return t;
+    const p = 2 ** shift;
+    const r = Math.floor((Math.abs(t) + p / 2) / p);
+    return t < 0 ? 0 - r : r; // 0 − r: never −0
+  }
+  const t = BigInt(da) * BigInt(ma) + BigInt(db) * BigInt(mb);
+  const abs = t < 0n ? -t : t;
+  const r = shift === 0 ? abs : (abs + (1n << BigInt(shift - 1))) >> BigInt(shift);
+  return Number(t < 0n ? -r : r);
 }
 
 /** ±1 rows [rows, K] as bit rows (bit 1 = +1) of ceil(K/64)·8 bytes, padding bits zero. */

@@ -1,7 +1,8 @@
 /**
  * IntModel ⇄ .lowbit file (src/format/lowbit.ts). The file's graph is the IntModel's node list,
  * each layer node carrying `tensors: {role: name}` so the format can check references; the
- * IntModel header (input shape, graph format/version) and user metadata go in `metadata`.
+ * IntModel header (input shape, graph format/version: 1 a chain, 2 a DAG with node `inputs` and
+ * add nodes, see ./intmodel.ts) and user metadata go in `metadata`.
  * Weights keep their packed bytes (int4/int2 two/four per byte, `bits` rows padded to 64 bits,
  * ternary as int2); int8 is stored as I8, biases/multipliers/shifts as int32, dequantization
  * scales as float32.
@@ -38,8 +39,8 @@ export function intModelToLowbit(model: IntModel): LowbitModel {
 export function intModelFromLowbit(file: LowbitModel): IntModel {
   const meta = (file.metadata ?? {}) as Record<string, unknown>;
   const header = meta.intModel as { format?: unknown; version?: unknown; inputShape?: unknown } | undefined;
-  if (!header || header.format !== GRAPH_FORMAT || header.version !== 1) {
-    throw new Error(`not an IntModel .lowbit file: metadata.intModel is ${JSON.stringify(header)} (expected format '${GRAPH_FORMAT}', version 1)`);
+  if (!header || header.format !== GRAPH_FORMAT || (header.version !== 1 && header.version !== 2)) {
+    throw new Error(`not an IntModel .lowbit file: metadata.intModel is ${JSON.stringify(header)} (expected format '${GRAPH_FORMAT}', version 1 or 2)`);
   }
   if (!Array.isArray(header.inputShape) || !header.inputShape.every((d) => Number.isInteger(d) && d > 0)) {
     throw new Error(`IntModel .lowbit: bad inputShape ${JSON.stringify(header.inputShape)}`);
@@ -76,7 +77,7 @@ export function intModelFromLowbit(file: LowbitModel): IntModel {
   const { intModel: _h, ...userMeta } = meta;
   void _h;
   const graph: IntGraph = {
-    format: GRAPH_FORMAT, version: 1, inputShape: header.inputShape as number[], nodes,
+    format: GRAPH_FORMAT, version: header.version, inputShape: header.inputShape as number[], nodes,
     ...(Object.keys(userMeta).length > 0 ? { metadata: userMeta } : {}),
   };
   return new IntModel(graph, tensors);

@@ -10,7 +10,7 @@
  * the integers equal the NCHW reference, conv weights go from OIHW to (O, kh, kw, C/groups) order
  * and a Linear after flattening an [C, H, W] map gets its columns permuted from (c, h, w) to (h, w, c).
  *
- * Unsupported graphs (a layer input wider than 8 bits, a non-final float value, flattening other
+ * Unsupported graphs (a DAG of graph version 2, a layer input wider than 8 bits, a non-final float value, flattening other
  * than all-but-batch, a 4-D dequantized output) compile to a reason string and run in TypeScript.
  */
 import type { NativeIntOp } from '../backend/native/addon.ts';
@@ -90,6 +90,9 @@ function outputStage(model: IntModel, node: LayerNode, out: LayerOutput, outType
 export function compileNativePlan(model: IntModel): NativePlanSpec | string {
   const nodes = model.graph.nodes;
   const shape = model.graph.inputShape;
+  // The native executor (native/intmodel.cc) runs chains; a DAG (residual adds, a value used twice)
+  // runs in the TypeScript executor, whose layers still use the native GEMM kernels.
+  if (model.graph.version !== 1) return 'the graph is a DAG (version 2: residual adds or a value used twice); the native executor runs chains only';
   if (shape.length !== 3 && shape.length !== 1) return `input shape [${shape.join(', ')}] is neither [C, H, W] nor [F]`;
   const first = nodes[0]!;
   if (first.op !== 'quantize') return 'the graph does not start with quantize';
@@ -106,6 +109,8 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
       return `'${node.name}' follows the float output`;
     }
     switch (node.op) {
+      case 'add':
+        return `'${node.name}' is an add node`;
       case 'quantize': {
         if (i !== 0) return 'a second quantize node';
         const inp = node.input;

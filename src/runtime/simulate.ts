@@ -1,6 +1,6 @@
 /**
  * The fake-quant simulation of a prepared model evaluated in float64: the same graph `convert`
- * captures (its leaves in registration order), the same quantizers, weights, biases and BatchNorm
+ * captures (its leaf calls, see ./capture.ts), the same quantizers, weights, biases and BatchNorm
  * statistics, but every product, sum, division and rounding done in double precision.
  *
  * Why: the model's own forward runs in float32, whose rounding error (≈ 2^−24 of each partial sum)
@@ -23,6 +23,10 @@ import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { QuantConv2d, QuantConvBn2d, QuantLinear } from '../quant/qat/layers.ts';
 import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
 import { captureLeaves } from './convert.ts';
+import type { CapturedGraph, CapturedNode } from './capture.ts';
+import { QuantAdd } from '../quant/qat/add.ts';
+import { Add } from '../nn/merge.ts';
+import type { Quantizer } from '../quant/quantizers/quantizer.ts';
 import { convOutputSize } from './ops.ts';
 
 export interface Float64Simulation {
@@ -182,45 +186,73 @@ function pool64(x: Value, k: readonly [number, number], s: readonly [number, num
 /**
  * Runs the fake-quant simulation of `model` (prepared, eval semantics: running BN statistics, no
  * dropout) on `x` in float64. Supports the leaves `convert` supports; throws naming any other.
+ * `graph` (from `captureGraph`) gives the data flow; without it the leaves run as a chain in
+ * registration order.
  */
-export function simulateFloat64(model: Module, x: Tensor): Float64Simulation {
-  let v: Value = { data: Float64Array.from(x.data as ArrayLike<number>), shape: [...x.shape] };
+export function simulateFloat64(model: Module, x: Tensor, graph?: CapturedGraph): Float64Simulation {
+  const input: Value = { data: Float64Array.from(x.data as ArrayLike<number>), shape: [...x.shape] };
+  const nodes: readonly CapturedNode[] = graph?.nodes ?? captureLeaves(model).map(([name, module], i) => ({ name, module, inputs: [i - 1] }));
   const layerInputs = new Map<string, Int32Array>();
-  for (const [name, m] of captureLeaves(model)) {
-    if (m instanceof QuantLinear || m instanceof QuantConv2d || m instanceof QuantConvBn2d) {
-      const ex = m.exportLayer();
-      if (ex.activationQuant) layerInputs.set(name, quantizeInput(ex.activationQuant, v.data, name));
-      const w = weightValues64(ex.weightQuant, ex.weightFakeQuant, name);
-      const bias = ex.bias ? Float64Array.from(ex.bias.data as ArrayLike<number>) : null;
-      const geo = ex.geometry;
-      v = geo.type === 'linear' ? linear64(v, w, bias, geo.outFeatures, name) : conv64(v, w, bias, geo);
-    } else if (m instanceof BatchNorm) {
-      if (!m.runningMean || !m.runningVar) throw new Error(`simulate: '${name}' tracks no running statistics`);
-      const C = m.numFeatures;
-      const inner = v.shape.length > 2 ? v.shape.slice(2).reduce((p, d) => p * d, 1) : 1;
-      for (let i = 0; i < v.data.length; i++) {
-        const ch = Math.floor(i / inner) % C;
-        const k = (m.weight ? m.weight.data[ch]! : 1) / Math.sqrt(m.runningVar.data[ch]! + m.eps);
-        v.data[i] = (v.data[i]! - m.runningMean.data[ch]!) * k + (m.bias ? m.bias.data[ch]! : 0);
-      }
-    } else if (m instanceof ReLU || m instanceof ReLU6) {
-      const six = m instanceof ReLU6;
-      for (let i = 0; i < v.data.length; i++) v.data[i] = Math.min(Math.max(v.data[i]!, 0), six ? 6 : Infinity);
-    } else if (m instanceof MaxPool2d || m instanceof AvgPool2d) {
-      v = pool64(v, m.kernelSize, m.stride, m.padding, m instanceof MaxPool2d);
-    } else if (m instanceof AdaptiveAvgPool2d) {
-      const [, , h, w] = v.shape as [number, number, number, number];
-      const k: [number, number] = [h / m.outputSize[0], w / m.outputSize[1]];
-      v = pool64(v, k, k, [0, 0], false);
-    } else if (m instanceof Flatten) {
-      const rank = v.shape.length;
-      const start = m.startDim < 0 ? m.startDim + rank : m.startDim;
-      const end = m.endDim < 0 ? m.endDim + rank : m.endDim;
-      const merged = v.shape.slice(start, end + 1).reduce((p, d) => p * d, 1);
-      v = { data: v.data, shape: [...v.shape.slice(0, start), merged, ...v.shape.slice(end + 1)] };
-    } else if (!(m instanceof Identity || m instanceof Dropout)) {
-      throw new Error(`simulate: module '${name}' (${m.constructor.name}) is not supported`);
-    }
+  const values: Value[] = [];
+  for (const { name, module: m, inputs } of nodes) {
+    // Copies: quantizing or clamping in place must not change a value another node takes too.
+    const ins = inputs.map((k) => {
+      const v = k < 0 ? input : values[k]!;
+      return { data: v.data.slice(), shape: [...v.shape] };
+    });
+    values.push(ins.length === 0 ? input : simulateLeaf(name, m, ins, layerInputs));
   }
-  return { output: v.data, shape: v.shape, layerInputs };
+  const out = values[values.length - 1] ?? input;
+  return { output: out.data, shape: out.shape, layerInputs };
+}
+
+function quantizeWith(quantizer: Quantizer | null, v: Value, name: string): Value {
+  if (quantizer === null) return v;
+  quantizeInput(quantizer.exportQuant(), v.data, name);
+  return v;
+}
+
+function simulateLeaf(name: string, m: Module, ins: Value[], layerInputs: Map<string, Int32Array>): Value {
+  let v = ins[0]!;
+  if (m instanceof QuantLinear || m instanceof QuantConv2d || m instanceof QuantConvBn2d) {
+    const ex = m.exportLayer();
+    if (ex.activationQuant) layerInputs.set(name, quantizeInput(ex.activationQuant, v.data, name));
+    const w = weightValues64(ex.weightQuant, ex.weightFakeQuant, name);
+    const bias = ex.bias ? Float64Array.from(ex.bias.data as ArrayLike<number>) : null;
+    const geo = ex.geometry;
+    return geo.type === 'linear' ? linear64(v, w, bias, geo.outFeatures, name) : conv64(v, w, bias, geo);
+  }
+  if (m instanceof QuantAdd || m instanceof Add) {
+    const [a, b] = m instanceof QuantAdd ? [quantizeWith(m.inputQuantizerA, ins[0]!, name), quantizeWith(m.inputQuantizerB, ins[1]!, name)] : [ins[0]!, ins[1]!];
+    for (let i = 0; i < a.data.length; i++) a.data[i] = a.data[i]! + b.data[i]!;
+    return a;
+  }
+  if (m instanceof BatchNorm) {
+    if (!m.runningMean || !m.runningVar) throw new Error(`simulate: '${name}' tracks no running statistics`);
+    const C = m.numFeatures;
+    const inner = v.shape.length > 2 ? v.shape.slice(2).reduce((p, d) => p * d, 1) : 1;
+    for (let i = 0; i < v.data.length; i++) {
+      const ch = Math.floor(i / inner) % C;
+      const k = (m.weight ? m.weight.data[ch]! : 1) / Math.sqrt(m.runningVar.data[ch]! + m.eps);
+      v.data[i] = (v.data[i]! - m.runningMean.data[ch]!) * k + (m.bias ? m.bias.data[ch]! : 0);
+    }
+  } else if (m instanceof ReLU || m instanceof ReLU6) {
+    const six = m instanceof ReLU6;
+    for (let i = 0; i < v.data.length; i++) v.data[i] = Math.min(Math.max(v.data[i]!, 0), six ? 6 : Infinity);
+  } else if (m instanceof MaxPool2d || m instanceof AvgPool2d) {
+    v = pool64(v, m.kernelSize, m.stride, m.padding, m instanceof MaxPool2d);
+  } else if (m instanceof AdaptiveAvgPool2d) {
+    const [, , h, w] = v.shape as [number, number, number, number];
+    const k: [number, number] = [h / m.outputSize[0], w / m.outputSize[1]];
+    v = pool64(v, k, k, [0, 0], false);
+  } else if (m instanceof Flatten) {
+    const rank = v.shape.length;
+    const start = m.startDim < 0 ? m.startDim + rank : m.startDim;
+    const end = m.endDim < 0 ? m.endDim + rank : m.endDim;
+    const merged = v.shape.slice(start, end + 1).reduce((p, d) => p * d, 1);
+    v = { data: v.data, shape: [...v.shape.slice(0, start), merged, ...v.shape.slice(end + 1)] };
+  } else if (!(m instanceof Identity || m instanceof Dropout)) {
+    throw new Error(`simulate: module '${name}' (${m.constructor.name}) is not supported`);
+  }
+  return v;
 }

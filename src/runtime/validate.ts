@@ -5,7 +5,7 @@
  * follows one sample's shape through the nodes as the executors do, and checks every geometry
  * field, every tensor a node refers to, and the size of every activation.
  */
-import type { IntGraph, IntNode, IntTensor, LayerNode } from './intmodel.ts';
+import type { AddNode, IntGraph, IntNode, IntTensor, LayerNode } from './intmodel.ts';
 import { convOutputSize } from './ops.ts';
 
 /** Largest activation of one sample (elements) a graph may produce. */
@@ -134,6 +134,71 @@ export interface IntGraphSize {
   readonly maxElements: number;
   /** Multiply-accumulates of all layers. */
   readonly macs: number;
+  /**
+   * Per node, the indices of the nodes whose outputs it takes (−1: the model input): version 1,
+   * the previous node; version 2, its `inputs` resolved.
+   */
+  readonly inputRefs: readonly (readonly number[])[];
+}
+
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * The input references of every node (see `IntGraphSize.inputRefs`), checked: version 2 needs
+ * unique node names, `inputs` on every node naming earlier nodes (none for quantize, two for add,
+ * one otherwise), and every node's output used by a later one except the last's; version 1 allows
+ * no `inputs` and no add.
+ */
+function inputRefs(graph: IntGraph): number[][] {
+  const nodes = graph.nodes;
+  if (graph.version === 1) {
+    return nodes.map((node, i) => {
+      const where = `node ${i} (${String(node?.op)})`;
+      if (node && typeof node === 'object' && 'inputs' in node) fail(where, "has 'inputs', which need graph version 2");
+      if (node?.op === 'add') fail(where, 'an add node needs graph version 2');
+      return [i - 1];
+    });
+  }
+  if (graph.version !== 2) fail('graph', `version ${JSON.stringify(graph.version)} is not 1 or 2`);
+  const index = new Map<string, number>();
+  const used = new Uint8Array(nodes.length);
+  const refs = nodes.map((node, i) => {
+    const where = `node ${i} (${String(node?.op)})`;
+    if (!node || typeof node !== 'object') fail(where, 'is not an object');
+    if (typeof node.name !== 'string' || node.name === '') fail(where, `name ${JSON.stringify(node.name)} must be a non-empty string`);
+    if (index.has(node.name)) fail(where, `name '${node.name}' is used by node ${index.get(node.name)} too (version 2 names must be unique)`);
+    const inputs: unknown = node.inputs;
+    const arity = node.op === 'quantize' ? 0 : node.op === 'add' ? 2 : 1;
+    if (!Array.isArray(inputs) || inputs.length !== arity) fail(where, `inputs ${JSON.stringify(inputs)} must list ${arity} node name(s)`);
+    const r = inputs.map((name: unknown) => {
+      const k = typeof name === 'string' ? index.get(name) : undefined;
+      if (k === undefined) fail(where, `input ${JSON.stringify(name)} does not name an earlier node`);
+      used[k] = 1;
+      return k;
+    });
+    index.set(node.name, i);
+    return node.op === 'quantize' ? [-1] : r;
+  });
+  for (let i = 0; i < nodes.length - 1; i++) if (!used[i]) fail(`node ${i} (${nodes[i]!.op} '${nodes[i]!.name}')`, 'its output is never used (only the last node may be unconsumed)');
+  return refs;
+}
+
+function checkAdd(node: AddNode, a: readonly number[], b: readonly number[]): void {
+  const where = `add '${node.name}'`;
+  if (a.length !== b.length || a.some((d, i) => d !== b[i])) fail(where, `adds [${a.join(', ')}] and [${b.join(', ')}]: the shapes must be equal`);
+  const pairOf = (v: unknown, lo: number, hi: number, field: string): void => {
+    if (!Array.isArray(v) || v.length !== 2 || !isInt(v[0], lo, hi) || !isInt(v[1], lo, hi)) fail(where, `${field} must be two integers in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  };
+  pairOf(node.inputZeroPoints, INT32_MIN, INT32_MAX, 'inputZeroPoints');
+  pairOf(node.multipliers, -INT32_MAX, INT32_MAX, 'multipliers');
+  const scales: unknown = node.inputScales;
+  for (const s of [node.scale, ...(Array.isArray(scales) && scales.length === 2 ? scales : [NaN])]) {
+    if (typeof s !== 'number' || !(s > 0) || !Number.isFinite(s)) fail(where, `scales ${JSON.stringify({ scale: node.scale, inputScales: scales })} must be finite numbers > 0`);
+  }
+  if (!isInt(node.shift, 0, 62)) fail(where, `shift ${JSON.stringify(node.shift)} must be an integer in [0, 62]`);
+  if (!isInt(node.zeroPoint, INT32_MIN, INT32_MAX)) fail(where, `zero point ${JSON.stringify(node.zeroPoint)} is not an int32`);
+  if (!isInt(node.lo, INT32_MIN, INT32_MAX) || !isInt(node.hi, node.lo, INT32_MAX)) fail(where, `output range [${String(node.lo)}, ${String(node.hi)}] is not an int32 range`);
 }
 
 /**
@@ -146,12 +211,15 @@ export function validateIntGraph(graph: IntGraph, tensors: ReadonlyMap<string, I
   if (!Array.isArray(input) || input.length < 1 || input.length > 3 || !input.every((d) => isInt(d, 1, MAX_SAMPLE_ELEMENTS))) fail('inputShape', `must be 1 to 3 positive integers, got ${JSON.stringify(input)}`);
   checkSize(input, 'inputShape');
   if (!Array.isArray(graph.nodes) || graph.nodes.length === 0 || graph.nodes[0]!.op !== 'quantize') fail('graph', 'must start with a quantize node');
-  let shape = [...input];
-  let maxElements = elements(shape);
+  const refs = inputRefs(graph);
+  const shapes: number[][] = [];
+  let maxElements = elements(input);
   let macs = 0;
   for (const [i, node] of graph.nodes.entries()) {
     const where = `node ${i} (${String(node?.op)})`;
     if (!node || typeof node !== 'object') fail(where, 'is not an object');
+    const inShapes = refs[i]!.map((k) => (k < 0 ? [...input] : shapes[k]!));
+    let shape = inShapes[0]!;
     switch (node.op) {
       case 'quantize':
         checkInputQuantizer(node, where);
@@ -164,6 +232,9 @@ export function validateIntGraph(graph: IntGraph, tensors: ReadonlyMap<string, I
         if (macs > MAX_SAMPLE_MACS) fail(`${node.op} '${node.name}'`, `the layers so far need ${macs} multiply-accumulates per sample, over the limit of ${MAX_SAMPLE_MACS}`);
         break;
       }
+      case 'add':
+        checkAdd(node, inShapes[0]!, inShapes[1]!);
+        break;
       case 'maxpool2d':
       case 'avgpool2d':
       case 'adaptiveavgpool2d':
@@ -184,7 +255,8 @@ export function validateIntGraph(graph: IntGraph, tensors: ReadonlyMap<string, I
       default:
         fail(where, `unknown node op '${String((node as { op: unknown }).op)}'`);
     }
+    shapes.push(shape);
     maxElements = Math.max(maxElements, elements(shape));
   }
-  return { maxElements, macs };
+  return { maxElements, macs, inputRefs: refs };
 }

@@ -1,4 +1,5 @@
 export { LeNet5, lenet5, type LeNet5Options } from './lenet5.ts';
 export { mlp, type MlpOptions } from './mlp.ts';
 export { Cnn, cnn, type CnnOptions } from './cnn.ts';
+export { ResNet, BasicBlock, resnet8, type ResNetOptions, type MergeModule } from './resnet.ts';
 export { createModel, isModelName, MODEL_NAMES, type ModelName, type ModelOptionsMap } from './registry.ts';

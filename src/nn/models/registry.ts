@@ -2,20 +2,22 @@ import type { TensorModule } from '../module.ts';
 import { lenet5, type LeNet5Options } from './lenet5.ts';
 import { mlp, type MlpOptions } from './mlp.ts';
 import { cnn, type CnnOptions } from './cnn.ts';
+import { resnet8, type ResNetOptions } from './resnet.ts';
 
 /** Options of each named model. */
 export interface ModelOptionsMap {
   lenet5: LeNet5Options;
   mlp: MlpOptions;
   cnn: CnnOptions;
+  resnet8: Omit<ResNetOptions, 'blocks'>;
 }
 
 export type ModelName = keyof ModelOptionsMap;
 
 /** Names `createModel` accepts (for the CLI's `--model`). */
-export const MODEL_NAMES: readonly ModelName[] = ['lenet5', 'mlp', 'cnn'];
+export const MODEL_NAMES: readonly ModelName[] = ['lenet5', 'mlp', 'cnn', 'resnet8'];
 
-const FACTORIES: { [N in ModelName]: (options: ModelOptionsMap[N]) => TensorModule } = { lenet5, mlp, cnn };
+const FACTORIES: { [N in ModelName]: (options: ModelOptionsMap[N]) => TensorModule } = { lenet5, mlp, cnn, resnet8 };
 
 export function isModelName(name: string): name is ModelName {
   return (MODEL_NAMES as readonly string[]).includes(name);

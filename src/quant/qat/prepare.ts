@@ -7,16 +7,38 @@ import { Conv2d } from '../../nn/conv.ts';
 import { Linear } from '../../nn/linear.ts';
 import { BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Identity } from '../../nn/activation.ts';
+import { Add } from '../../nn/merge.ts';
 import { createQuantizer, Quantizer, type QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { QConfig } from '../config/qconfig.ts';
 import { describeSpec } from '../config/qconfig.ts';
 import { resolvePlan, validateTable, type LayerType, type QuantPlan, type ResolvedLayer, type ResolveOptions } from '../config/plan.ts';
 import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from './layers.ts';
+import { QuantAdd } from './add.ts';
+import { BINARY_KINDS } from '../config/qconfig.ts';
+import { int8PerTensorAffine } from '../config/presets.ts';
 
 /** What prepareQat accepts: a plan, a single QConfig for every layer (plan defaults apply), or a resolved table. */
 export type QatTarget = QuantPlan | QConfig | readonly ResolvedLayer[];
 
-export type PrepareQatOptions = ResolveOptions;
+export interface PrepareQatOptions extends ResolveOptions {
+  /**
+   * Quantizer of both inputs of every `nn.Add` (per tensor; signed, since a residual branch ends
+   * in a BatchNorm without ReLU). Default: the plan's default activation spec with `signed: true`
+   * (for a resolved table: the last layer's input spec), int8PerTensorAffine when that is a
+   * sign-valued kind; null leaves the adds float (the integer runtime then refuses them).
+   */
+  readonly addActivation?: QuantizerSpec | null;
+}
+
+/** The spec of an Add's inputs when `options.addActivation` is not given (see PrepareQatOptions). */
+function defaultAddSpec(target: QatTarget, table: readonly ResolvedLayer[]): QuantizerSpec | null {
+  let base: QuantizerSpec | null;
+  if (Array.isArray(target)) base = [...table].reverse().find((r) => r.activationSpec !== null)?.activationSpec ?? null;
+  else base = ('default' in target ? target.default : (target as QConfig)).activation;
+  if (base === null) return null;
+  if (BINARY_KINDS.includes(base.kind) || base.bits === 1) return int8PerTensorAffine;
+  return { ...base, signed: true };
+}
 
 /** The resolved table of a target on `model`. */
 export function resolveTarget(model: Module, target: QatTarget, options: ResolveOptions = {}): ResolvedLayer[] {
@@ -38,7 +60,8 @@ export function resolveTarget(model: Module, target: QatTarget, options: Resolve
 export function prepareQat<M extends Module>(model: M, target: QatTarget, options: PrepareQatOptions = {}): M {
   const already = quantizedLayers(model);
   if (already.length > 0) throw new Error(`prepareQat: the model is already prepared (quantized layers: ${already.map((l) => l.name).join(', ')})`);
-  const table = resolveTarget(model, target, options);
+  const { addActivation, ...resolveOptions } = options;
+  const table = resolveTarget(model, target, resolveOptions);
   // Build every replacement first, so that a failing quantizer leaves the model untouched.
   const swaps: { name: string; replacement: QuantLayer; batchNorm: BatchNorm2d | null; batchNormName: string | null }[] = [];
   for (const row of table) {
@@ -57,6 +80,16 @@ export function prepareQat<M extends Module>(model: M, target: QatTarget, option
       swaps.push({ name: row.name, replacement: new QuantConv2d(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     }
   }
+  const addSpec = addActivation === undefined ? defaultAddSpec(target, table) : addActivation;
+  const adds: { name: string; replacement: QuantAdd }[] = [];
+  for (const [name, m] of model.namedModules()) {
+    if (!(m instanceof Add)) continue;
+    const quantizer = (): Quantizer | null => (addSpec === null ? null : buildQuantizer(addSpec, 'activation', undefined, name));
+    const replacement = new QuantAdd(quantizer(), quantizer());
+    replacement.training = m.training;
+    adds.push({ name, replacement });
+  }
+  for (const { name, replacement } of adds) model.setSubmodule(name, replacement);
   for (const { name, replacement, batchNorm, batchNormName } of swaps) {
     model.setSubmodule(name, replacement);
     if (batchNorm && batchNormName !== null) {
