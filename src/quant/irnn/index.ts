@@ -12,3 +12,7 @@ export {
   QuantLayerNorm, IntLayerNorm, convertQuantLayerNorm, intLayerNormRow, isqrtFloor, isqrtRound, layerNormParams, epsCodeOf,
   NORM_FRAC, MAX_LN_SIZE, type IntLayerNormParams, type IntLayerNormModel, type QuantLayerNormOptions,
 } from './layernorm.ts';
+export {
+  QuantAttention, IntAttention, convertQuantAttention, intAttention, intExp, intSoftmax, SCORE_FRAC, EXP_FRAC, PROB_FRAC, MAX_ATTENTION_SIZE,
+  type IntAttentionParams, type AttentionTrace, type QuantAttentionOptions, type AttentionForwardOptions,
+} from './attention.ts';
