@@ -4,9 +4,9 @@
  * sequence accuracy, training time, model size and the loss's own speed.
  *
  *   nice -n 10 node --import tsx bench/transducer/digits.ts [--train 30000] [--test 2000]
- *        [--epochs 1] [--batch 32] [--lr 0.002] [--clip 1] [--frame-stack 2] [--encoder 128]
+ *        [--epochs 2] [--batch 32] [--lr 0.002] [--clip 1] [--frame-stack 2] [--encoder 128]
  *        [--encoder-layers 1] [--embed 32] [--predictor 64] [--joint 128] [--beam 4]
- *        [--beam-limit 1000] [--max-minutes 6] [--seed 0] [--out transducer-digits]
+ *        [--beam-limit 1000] [--max-minutes 9] [--seed 0] [--out transducer-digits]
  *
  * Data: train strings from MNIST train images, test strings from MNIST test images, 1..5 digits,
  * gaps 2..8 px, no jitter, frames of 2 columns (56 features), MNIST-normalised. Model: LSTM
@@ -33,7 +33,7 @@ import { gitCommit, median } from '../lib.ts';
 
 const trainCount = numberFlag('train', 30000, { integer: true, min: 1 });
 const testCount = numberFlag('test', 2000, { integer: true, min: 1 });
-const epochs = numberFlag('epochs', 1, { integer: true, min: 1 });
+const epochs = numberFlag('epochs', 2, { integer: true, min: 1 });
 const batchSize = numberFlag('batch', 32, { integer: true, min: 1 });
 const lr = numberFlag('lr', 0.002);
 const clip = numberFlag('clip', 1);
@@ -45,7 +45,7 @@ const predictorSize = numberFlag('predictor', 64, { integer: true, min: 1 });
 const jointSize = numberFlag('joint', 128, { integer: true, min: 1 });
 const beamSize = numberFlag('beam', 4, { integer: true, min: 1 });
 const beamLimit = numberFlag('beam-limit', 1000, { integer: true, min: 1 });
-const maxMinutes = numberFlag('max-minutes', 6);
+const maxMinutes = numberFlag('max-minutes', 9);
 const seed = numberFlag('seed', 0, { integer: true });
 const out = flagOr('out', 'transducer-digits');
 if (flag('help') !== undefined) process.exit(0);
