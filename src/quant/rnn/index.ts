@@ -1,5 +1,10 @@
-/** Quantization-aware training of recurrent models at low bit widths: QatLSTM (configurable fake-quantized matmul operands). See docs/rnnt-4bit.md. */
+/** Quantization-aware training of recurrent models at low bit widths: QatLSTM (configurable fake-quantized matmul operands), QatEmbedding, the RNN(-T) QAT recipe and packed model size. See docs/rnnt-4bit.md. */
 export {
   QatLSTM, checkLstmSpec, DEFAULT_LSTM_WEIGHT, DEFAULT_LSTM_ACTIVATION,
   type QatLSTMOptions, type QatLSTMLayerQuantizers, type PerLayerSpec, type LstmOperand,
 } from './qat-lstm.ts';
+export { QatEmbedding } from './qat-embedding.ts';
+export {
+  prepareRnnQat, resolveRnnQatPlan, modelSize,
+  type RnnLayerType, type RnnQatConfig, type RnnQatPlan, type RnnQatRow, type SizeEntry, type ModelSize,
+} from './recipe.ts';
