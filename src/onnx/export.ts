@@ -29,6 +29,11 @@
  * Linear into an integer kernel. Max pooling runs between a DequantizeLinear and a QuantizeLinear of the same
  * parameters (exact), Flatten on the quantized tensor, average pooling in float followed by the
  * next layer's QuantizeLinear (the IntModel keeps 8 extra fractional bits there instead).
+ * A residual IntModel (graph version 2, a DAG): every node reads the values its `inputs` name; an
+ * integer add becomes DequantizeLinear ×2 → Add → QuantizeLinear in the add's output domain (a
+ * fused ReLU as the Relu / Clip above), or stays float when an average pooling follows (where the
+ * IntModel keeps 8 extra fractional bits); a layer the IntModel runs twice (its output needed in
+ * two domains) is written twice.
  * Where the two differ: the QDQ graph accumulates in float32 (onnxruntime may fuse it back to
  * integers) and rounds the bias to s_in·s_w, the IntModel rounds once in fixed point; results
  * agree except at rounding ties (see docs/onnx.md for measured agreement).
@@ -49,6 +54,7 @@ import { Linear } from '../nn/linear.ts';
 import type { Module, TensorModule } from '../nn/module.ts';
 import { AdaptiveAvgPool2d, AvgPool2d, MaxPool2d } from '../nn/pooling.ts';
 import { Sequential } from '../nn/sequential.ts';
+import { Add } from '../nn/merge.ts';
 import { QuantLayer } from '../quant/qat/layers.ts';
 import { captureLeaves, convert } from '../runtime/convert.ts';
 import { IntModel, type IntNode, type LayerInput, type LayerNode } from '../runtime/intmodel.ts';
@@ -358,6 +364,8 @@ function probeInput(shape: readonly number[]): Tensor {
 
 function exportFloat(model: Module, inputShape: readonly number[], b: GraphBuilder, profile: OnnxProfile, inputName: string): { name: string; shape: number[] } {
   const leaves = captureLeaves(model).filter(([, m]) => !(m instanceof Sequential));
+  const merge = leaves.find(([, m]) => m instanceof Add);
+  if (merge) throw new OnnxError('unsupported-op', `ONNX export: '${merge[0]}' (Add): the float32 export writes chains of modules only; prepare and convert the model and export the IntModel (QDQ), which supports residual adds`);
   const wasTraining = model.training;
   model.eval();
   try {
@@ -544,8 +552,14 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
     notes.push(`opset ${opset}: <= 4-bit weights stored in int8 containers (int4 needs opset 21)`);
   }
   const b = new GraphBuilder(opset);
-  let shape = [1, ...inputShape];
-  let v: Value = { f: { name: b.reserve(options.inputName), domain: null } };
+  const graphInput: Value = { f: { name: b.reserve(options.inputName), domain: null } };
+  // Per node: its ONNX value and shape (a chain reads the previous node's, a DAG its `inputs`).
+  const refs = im.size.inputRefs;
+  const values: Value[] = [];
+  const shapes: number[][] = [];
+  const dag = im.graph.version !== 1;
+  const consumers: number[][] = nodes.map(() => []);
+  refs.forEach((r, j) => r.forEach((k) => { if (k >= 0) consumers[k]!.push(j); }));
   const dqCache = new Map<string, string>();
 
   const dequantize = (val: Value): string => {
@@ -586,16 +600,55 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
     return b.node('Clip', [x, lo === null ? '' : b.typedScalar(lo, dataType), hi === null ? '' : b.typedScalar(hi, dataType)], [], `${label}_clip`);
   };
 
-  const nextLayerInput = (from: number): LayerInput | null => {
-    for (let j = from; j < nodes.length; j++) {
-      const n = nodes[j]!;
-      if (n.op === 'conv2d' || n.op === 'linear') return n.input;
+  /**
+   * The domain the output of node `i` is read in. A chain: the next layer's input. A DAG: the
+   * first consumer (through max pooling, Flatten and clamps) that is a layer, or an add (its
+   * input's scale and zero point; the range from a clamp on the way, else the 8-bit container).
+   */
+  const targetDomain = (i: number, bounds: [number, number] | null = null): { scale: number; zeroPoint: number; qmin: number; qmax: number } | null => {
+    if (!dag) {
+      for (let j = i + 1; j < nodes.length; j++) {
+        const n = nodes[j]!;
+        if (n.op === 'conv2d' || n.op === 'linear') return affineInput(n.input, `the layer after '${nodes[i]!.name}'`);
+      }
+      return null;
+    }
+    for (const c of consumers[i]!) {
+      const n = nodes[c]!;
+      if (n.op === 'conv2d' || n.op === 'linear') return affineInput(n.input, `the layer after '${nodes[i]!.name}'`);
+      if (n.op === 'add') {
+        const k = refs[c]!.indexOf(i);
+        const z = n.inputZeroPoints[k]!;
+        const [qmin, qmax] = bounds ?? (z >= -128 && z <= 127 ? [-128, 127] : [0, 255]);
+        return { scale: n.inputScales[k]!, zeroPoint: z, qmin, qmax };
+      }
+      if (n.op === 'maxpool2d' || n.op === 'flatten' || n.op === 'clamp') {
+        const t = targetDomain(c, n.op === 'clamp' && n.lo !== null && n.hi !== null ? [n.lo, n.hi] : bounds);
+        if (t) return t;
+      }
     }
     return null;
   };
 
+  /** F: extra fractional bits node `i` keeps for an average pooling after it (0 if none). */
+  const fracBitsOf = (i: number): number => {
+    if (!dag) return fracBitsAhead(nodes, i);
+    for (const c of consumers[i]!) {
+      const n = nodes[c]!;
+      if (n.op === 'avgpool2d' || n.op === 'adaptiveavgpool2d') return n.fracBits ?? 0;
+      if (n.op === 'maxpool2d' || n.op === 'flatten' || n.op === 'clamp') {
+        const f = fracBitsOf(c);
+        if (f > 0) return f;
+      }
+    }
+    return 0;
+  };
+
   for (let i = 0; i < nodes.length; i++) {
     const node = nodes[i]!;
+    const src = refs[i]![0] ?? -1;
+    let v: Value = src < 0 ? graphInput : values[src]!;
+    let shape = src < 0 ? [1, ...inputShape] : shapes[src]!;
     switch (node.op) {
       case 'quantize': {
         const inp = affineInput(node.input, node.name);
@@ -606,15 +659,15 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
       }
       case 'conv2d':
       case 'linear': {
-        const r = emitLayer(b, im, node, v, dequantize, shape, weightTypes[node.name]!, fracBitsAhead(nodes, i), options.bias ?? (weightTypes[node.name] === 'int4' ? 'intmodel' : 'standard'));
+        const weightType = weightTypes[node.name] ?? weightTypes[node.weight]!;
+        const r = emitLayer(b, im, node, v, dequantize, shape, weightType, fracBitsOf(i), options.bias ?? (weightType === 'int4' ? 'intmodel' : 'standard'));
         shape = r.shape;
         if (r.output.kind === 'float') v = clampFloat(b, { name: r.y, domain: r.output.domain }, r.output.lo, r.output.hi, node.name);
         else {
-          const target = nextLayerInput(i + 1);
-          if (!target) throw new OnnxError('bad-model', `ONNX export: layer '${node.name}' requantizes but no layer follows`);
-          const t = affineInput(target, `the layer after '${node.name}'`);
+          const t = targetDomain(i);
+          if (!t) throw new OnnxError('bad-model', `ONNX export: layer '${node.name}' requantizes but no layer or add follows`);
           const o = r.output;
-          const type = containerFor(t.qmin, t.qmax, o.zeroPoint, `output of '${node.name}'`);
+          const type = dag ? containerFor(o.lo, o.hi, o.zeroPoint, `output of '${node.name}'`) : containerFor(t.qmin, t.qmax, o.zeroPoint, `output of '${node.name}'`);
           v = quantize(r.y, o.scale, o.zeroPoint, o.lo, o.hi, type, node.name);
         }
         break;
@@ -642,11 +695,31 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
           shape = poolShape(shape, node.kernelSize, node.stride, node.padding);
         }
         // The IntModel rounds the average into the next layer's input domain.
-        const target = nextLayerInput(i + 1);
-        if (!target) { v = { f: { name: y, domain: null } }; break; }
-        const t = affineInput(target, `the layer after '${node.name}'`);
+        const t = targetDomain(i);
+        if (!t) { v = { f: { name: y, domain: null } }; break; }
         const type = containerFor(t.qmin, t.qmax, t.zeroPoint, `output of '${node.name}'`);
         v = quantize(y, t.scale, t.zeroPoint, t.qmin, t.qmax, type, node.name);
+        break;
+      }
+      case 'add': {
+        // DequantizeLinear ×2 → Add → QuantizeLinear (Relu before it for a fused ReLU); before an
+        // average pooling (F extra fractional bits in the IntModel) the sum stays float.
+        const operands = refs[i]!.map((k, pos) => {
+          const val = values[k]!;
+          if (val.q === undefined) throw new OnnxError('bad-model', `ONNX export: add '${node.name}': input ${pos + 1} is a float value`);
+          if (Math.fround(val.q.scale) !== Math.fround(node.inputScales[pos]!) || val.q.zeroPoint !== node.inputZeroPoints[pos]) {
+            throw new OnnxError('bad-model', `ONNX export: add '${node.name}' expects input ${pos + 1} with scale ${node.inputScales[pos]} / zero point ${node.inputZeroPoints[pos]}, the graph gives ${val.q.scale} / ${val.q.zeroPoint}`);
+          }
+          return dequantize(val);
+        });
+        const y = b.node('Add', operands, [], node.name);
+        const F = fracBitsOf(i);
+        if (F > 0) {
+          const wide = (bound: number): number | null => (Math.abs(bound) >= 2 ** 30 ? null : bound);
+          v = clampFloat(b, { name: y, domain: { scale: node.scale / 2 ** F, zeroPoint: node.zeroPoint } }, wide(node.lo), wide(node.hi), node.name);
+        } else {
+          v = quantize(y, node.scale, node.zeroPoint, node.lo, node.hi, containerFor(node.lo, node.hi, node.zeroPoint, `output of '${node.name}'`), node.name);
+        }
         break;
       }
       case 'clamp': {
@@ -680,7 +753,11 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
         break;
       }
     }
+    values.push(v);
+    shapes.push(shape);
   }
+  const v = values[values.length - 1]!;
+  const shape = shapes[shapes.length - 1]!;
   if (v.q !== undefined) throw new OnnxError('bad-model', 'ONNX export: the IntModel does not end in a dequantizing layer');
   return finish(b, { inputName: options.inputName, outputName: options.outputName, inputShape, output: { name: v.f.name, shape: shape.slice(1) }, kind: 'qdq', opset, profile: options.profile, metadata: options.metadata, notes, weightTypes });
 }
