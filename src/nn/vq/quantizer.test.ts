@@ -12,16 +12,17 @@ function random(shape: number[], rng: Rng, dtype: 'float32' | 'float64' = 'float
   return new Tensor(data, shape);
 }
 
-/** Brute-force nearest rows in float64 (ties: lowest index). */
-function bruteNearest(z: Tensor, codebook: Tensor): number[] {
-  const [n, d] = z.shape as [number, number];
+/** Brute-force nearest rows in float64 over the first `m` columns (ties: lowest index). */
+function bruteNearest(z: Tensor, codebook: Tensor, m?: number): number[] {
+  const [n, width] = z.shape as [number, number];
+  const d = m ?? width;
   const k = codebook.shape[0]!;
   return Array.from({ length: n }, (_, i) => {
     let best = 0;
     let bestDistance = Infinity;
     for (let j = 0; j < k; j++) {
       let s = 0;
-      for (let e = 0; e < d; e++) s += (z.data[i * d + e]! - codebook.data[j * d + e]!) ** 2;
+      for (let e = 0; e < d; e++) s += (z.data[i * width + e]! - codebook.data[j * width + e]!) ** 2;
       if (s < bestDistance) {
         bestDistance = s;
         best = j;
@@ -43,6 +44,20 @@ describe('nearestCodes', () => {
       const codebook = random([17, 6], rng, dtype);
       assert.deepEqual([...nearestCodes(z, codebook)], bruteNearest(z, codebook), dtype);
     }
+  });
+
+  it('with matchDims compares only the first columns (brute force), and the quantizer returns the whole row', () => {
+    const rng = new Rng(8);
+    const z = random([30, 6], rng);
+    const codebook = random([9, 6], rng);
+    const codes = nearestCodes(z, codebook, 2);
+    assert.deepEqual([...codes], bruteNearest(z, codebook, 2));
+    assert.notDeepEqual([...codes], bruteNearest(z, codebook), 'the test distinguishes the two');
+    const vq = uniformQuantizer(9, 6, { matchDims: 2 });
+    vq.codebook.data.set(codebook.data);
+    const { quantized } = vq.forward(z);
+    codes.forEach((k, i) => assert.deepEqual([...quantized.data.subarray(i * 6, i * 6 + 6)], [...codebook.data.subarray(k * 6, k * 6 + 6)]));
+    assert.throws(() => nearestCodes(z, codebook, 7), /matchDims must be an integer in \[1, 6\], got 7/);
   });
 
   it('breaks ties towards the lowest index', () => {

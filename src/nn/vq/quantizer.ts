@@ -21,7 +21,7 @@
  * (`init: 'data'`, default) or drawn from U(±initScale) at construction (`init: 'uniform'`).
  */
 import { noGrad } from '../../autograd/index.ts';
-import { add, gather, matmul, mean, mul, square, sub, sum, Tensor, globalRng, type Rng } from '../../tensor/index.ts';
+import { add, gather, matmul, mean, mul, slice, square, sub, Tensor, globalRng, type Rng } from '../../tensor/index.ts';
 import { straightThrough } from '../../quant/quantizers/common.ts';
 import { Module, shapeText } from '../module.ts';
 import { uniform } from '../init.ts';
@@ -42,6 +42,8 @@ export interface VectorQuantizerOptions {
   init?: 'data' | 'uniform';
   /** Half-width of the uniform initialisation (default 1/K). */
   initScale?: number;
+  /** Choose codes by the distance over the first `matchDims` columns only (default: all D); the whole row is returned. */
+  matchDims?: number;
   rng?: Rng;
   dtype?: FloatDType;
 }
@@ -64,21 +66,27 @@ function checkOption(name: string, value: number, ok: boolean): number {
 }
 
 /**
- * Indices of the nearest codebook rows to the rows of z (squared Euclidean distance; ties go to the
- * lowest index). Scores ‖E_k‖² − 2·z·E_k come from one matmul, so the choice follows the backend's
- * arithmetic; NaN rows get code 0.
+ * Indices of the nearest codebook rows to the rows of z (squared Euclidean distance over the first
+ * `matchDims` columns, default all; ties go to the lowest index). Scores ‖E_k‖² − 2·z·E_k come from
+ * one matmul, so the choice follows the backend's arithmetic; NaN rows get code 0.
  */
-export function nearestCodes(z: Tensor, codebook: Tensor): Int32Array {
+export function nearestCodes(z: Tensor, codebook: Tensor, matchDims?: number): Int32Array {
   const [rows, dim] = z.shape as [number, number];
   const [count, codeDim] = codebook.shape as [number, number];
   if (z.rank !== 2 || codebook.rank !== 2 || dim !== codeDim) {
     throw new Error(`nearestCodes: expected z [N, D] and codebook [K, D], got ${shapeText(z.shape)} and ${shapeText(codebook.shape)}`);
   }
-  const dots = noGrad(() => matmul(z.detach(), codebook.detach(), { transB: true })).data;
+  const m = matchDims ?? dim;
+  if (!Number.isInteger(m) || m < 1 || m > dim) throw new RangeError(`nearestCodes: matchDims must be an integer in [1, ${dim}], got ${m}`);
+  const dots = noGrad(() => {
+    const a = m === dim ? z.detach() : slice(z.detach(), [0, 0], [rows, m]);
+    const b = m === dim ? codebook.detach() : slice(codebook.detach(), [0, 0], [count, m]);
+    return matmul(a, b, { transB: true });
+  }).data;
   const norms = new Float64Array(count);
   for (let k = 0; k < count; k++) {
     let s = 0;
-    for (let d = 0; d < dim; d++) s += codebook.data[k * dim + d]! ** 2;
+    for (let d = 0; d < m; d++) s += codebook.data[k * dim + d]! ** 2;
     norms[k] = s;
   }
   const codes = new Int32Array(rows);
@@ -107,6 +115,8 @@ export class VectorQuantizer extends Module {
   readonly epsilon: number;
   readonly deadCodeThreshold: number;
   readonly dtype: FloatDType;
+  /** Columns the nearest-code search compares (the first `matchDims`). */
+  readonly matchDims: number;
   /** [K, D]: a parameter ('loss') or a buffer ('ema'). */
   readonly codebook: Tensor;
   /** [K]: EMA of how many rows each code got per training forward. */
@@ -135,6 +145,8 @@ export class VectorQuantizer extends Module {
     checkOption('epsilon', this.epsilon, this.epsilon > 0 && Number.isFinite(this.epsilon));
     this.deadCodeThreshold = options.deadCodeThreshold ?? 0;
     checkOption('deadCodeThreshold', this.deadCodeThreshold, this.deadCodeThreshold >= 0 && Number.isFinite(this.deadCodeThreshold));
+    this.matchDims = options.matchDims ?? dim;
+    checkOption('matchDims', this.matchDims, Number.isInteger(this.matchDims) && this.matchDims >= 1 && this.matchDims <= dim);
     const init = options.init ?? 'data';
     if (init !== 'data' && init !== 'uniform') throw new RangeError(`VectorQuantizer: init must be 'data' or 'uniform', got ${String(init)}`);
     this.dtype = options.dtype ?? 'float32';
@@ -166,7 +178,7 @@ export class VectorQuantizer extends Module {
       if (!this.training) throw new Error('VectorQuantizer: the codebook is not initialised (init \'data\' takes it from the first training batch); call train() first');
       this.initFromRows(z);
     }
-    const codes = nearestCodes(z, this.codebook);
+    const codes = nearestCodes(z, this.codebook, this.matchDims);
     const index = new Tensor(codes, [codes.length]);
     const chosen = gather(this.codebook, index, 0);
     const quantized = straightThrough(chosen, z);

@@ -17,9 +17,9 @@ function random(shape: number[], rng: Rng, dtype: 'float32' | 'float64' = 'float
  * A VQLSTM in eval mode whose codebook holds states the cell really reaches: one training-mode
  * forward over random inputs initialises it from those states (init 'data').
  */
-function model(inputSize: number, hidden: number, k: number, seed: number, dtype: 'float32' | 'float64' = 'float64', batchFirst = false): VQLSTM {
+function model(inputSize: number, hidden: number, k: number, seed: number, dtype: 'float32' | 'float64' = 'float64', batchFirst = false, match: 'state' | 'hidden' = 'state'): VQLSTM {
   const rng = new Rng(seed);
-  const m = new VQLSTM(inputSize, hidden, { codebookSize: k, rng, dtype, batchFirst });
+  const m = new VQLSTM(inputSize, hidden, { codebookSize: k, rng, dtype, batchFirst, match });
   const warm = random(batchFirst ? [k, 3, inputSize] : [3, k, inputSize], rng, dtype, 2);
   noGrad(() => m.forward(warm));
   m.eval();
@@ -58,9 +58,10 @@ function reference(m: VQLSTM, x: Tensor): { outputs: number[]; codes: number[] }
       }
       let best = 0;
       let bestDistance = Infinity;
+      const compared = m.match === 'state' ? 2 * hs : hs;
       for (let k = 0; k < m.codebookSize; k++) {
         let s = 0;
-        for (let j = 0; j < 2 * hs; j++) s += (z[j]! - e[k * 2 * hs + j]!) ** 2;
+        for (let j = 0; j < compared; j++) s += (z[j]! - e[k * 2 * hs + j]!) ** 2;
         if (s < bestDistance) {
           bestDistance = s;
           best = k;
@@ -78,18 +79,20 @@ function reference(m: VQLSTM, x: Tensor): { outputs: number[]; codes: number[] }
 }
 
 describe('VQLSTM forward', () => {
-  it('equals a float64 reference: LSTM cell on the quantized (h, c), then the nearest codebook row', () => {
-    const rng = new Rng(1);
-    const m = model(3, 4, 6, 2);
-    const x = random([5, 3, 3], rng, 'float64', 2);
-    const { output, codes, final } = noGrad(() => m.forward(x));
-    const ref = reference(m, x);
-    assert.deepEqual([...codes], ref.codes);
-    assert.deepEqual([...final], ref.codes.slice(12));
-    assert.deepEqual(output.shape, [5, 3, 4]);
-    output.data.forEach((v, i) => assert.ok(Math.abs(v - ref.outputs[i]!) < 1e-14, `output ${i}`));
-    assert.ok(new Set(ref.codes).size > 1, 'the test visits several codes');
-  });
+  for (const match of ['state', 'hidden'] as const) {
+    it(`match '${match}': equals a float64 reference: LSTM cell on the quantized (h, c), then the nearest codebook row`, () => {
+      const rng = new Rng(1);
+      const m = model(3, 4, 6, 2, 'float64', false, match);
+      const x = random([5, 3, 3], rng, 'float64', 2);
+      const { output, codes, final } = noGrad(() => m.forward(x));
+      const ref = reference(m, x);
+      assert.deepEqual([...codes], ref.codes);
+      assert.deepEqual([...final], ref.codes.slice(12));
+      assert.deepEqual(output.shape, [5, 3, 4]);
+      output.data.forEach((v, i) => assert.ok(Math.abs(v - ref.outputs[i]!) < 1e-14, `output ${i}`));
+      assert.ok(new Set(ref.codes).size > 1, 'the test visits several codes');
+    });
+  }
 
   it('batchFirst gives the same outputs as the [L, N, ·] layout, transposed', () => {
     const rng = new Rng(4);
@@ -127,11 +130,11 @@ describe('VQLSTM forward', () => {
 });
 
 describe('VQLSTM merge property', () => {
-  it('two different histories that reach the same code give bit-identical futures (float32 default backend, float64 reference)', () => {
-    for (const [dtype, backend] of [['float32', null], ['float64', 'reference']] as const) {
+  it('two different histories that reach the same code give bit-identical futures (float32 default backend, float64 reference; both match rules)', () => {
+    for (const [dtype, backend, match] of [['float32', null, 'state'], ['float64', 'reference', 'state'], ['float32', null, 'hidden']] as const) {
       const run = (): void => {
         const rng = new Rng(21);
-        const m = model(2, 6, 3, 8, dtype);
+        const m = model(2, 6, 3, 8, dtype, false, match);
         const seen = new Map<number, Tensor>();
         let pair: [Tensor, Tensor] | null = null;
         for (let attempt = 0; attempt < 200 && !pair; attempt++) {

@@ -33,7 +33,12 @@ import { VectorQuantizer, type VectorQuantizerOptions } from './quantizer.ts';
 /** The code of the all-zero start state. */
 export const START_CODE = -1;
 
-export interface VQLSTMOptions extends Omit<VectorQuantizerOptions, 'dtype' | 'rng'> {
+export interface VQLSTMOptions extends Omit<VectorQuantizerOptions, 'dtype' | 'rng' | 'matchDims'> {
+  /**
+   * What the nearest-code search compares: 'state' = [h; c] (default), 'hidden' = h only. Either
+   * way the state becomes the whole row [ĥ; ĉ] of the chosen code, so equal codes are equal states.
+   */
+  match?: 'state' | 'hidden';
   /** Codebook rows K (default 256). */
   codebookSize?: number;
   /** Learn the biases (default true). */
@@ -77,6 +82,7 @@ export class VQLSTM extends Module {
   readonly biasIh: Tensor | null;
   readonly biasHh: Tensor | null;
   readonly quantizer: VectorQuantizer;
+  readonly match: 'state' | 'hidden';
 
   constructor(inputSize: number, hiddenSize: number, options: VQLSTMOptions = {}) {
     super();
@@ -96,8 +102,11 @@ export class VQLSTM extends Module {
     this.biasHh = bias ? this.registerParameter('bias_hh', zeros([rows], this.dtype)) : null;
     const bound = 1 / Math.sqrt(hiddenSize);
     for (const p of this.parameters()) uniform(p, -bound, bound, rng);
-    const { codebookSize = 256, bias: _bias, batchFirst: _batchFirst, ...quantizerOptions } = options;
-    this.quantizer = this.registerModule('quantizer', new VectorQuantizer(codebookSize, 2 * hiddenSize, { ...quantizerOptions, rng, dtype: this.dtype }));
+    const { codebookSize = 256, bias: _bias, batchFirst: _batchFirst, match = 'state', ...quantizerOptions } = options;
+    if (match !== 'state' && match !== 'hidden') throw new RangeError(`VQLSTM: match must be 'state' or 'hidden', got ${String(match)}`);
+    this.match = match;
+    const matchDims = match === 'state' ? 2 * hiddenSize : hiddenSize;
+    this.quantizer = this.registerModule('quantizer', new VectorQuantizer(codebookSize, 2 * hiddenSize, { ...quantizerOptions, matchDims, rng, dtype: this.dtype }));
   }
 
   get codebookSize(): number {
