@@ -7,7 +7,7 @@ export {
 export { GATE_FRAC, ACT_FRAC, CELL_FRAC, LN_INPUT_FRAC, rowScales, absMaxScale } from './formats.ts';
 export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';
 export { IntLSTM, intLstmStep, lnCellUpdate, lnStepBuffers, convertQuantLSTM, type IntLSTMParams, type IntLSTMState, type IntLSTMRunOptions, type IntLSTMLayerNorm, type LnStepBuffers } from './intlstm.ts';
-export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, saveIntLSTM, loadIntLSTM, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode } from './io.ts';
+export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, irnnFromLowbit, saveIntLSTM, loadIntLSTM, loadIrnnModel, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode, type IrnnModel } from './io.ts';
 export {
   QuantLayerNorm, IntLayerNorm, convertQuantLayerNorm, intLayerNormRow, isqrtFloor, isqrtRound, layerNormParams, epsCodeOf,
   NORM_FRAC, MAX_LN_SIZE, type IntLayerNormParams, type IntLayerNormModel, type QuantLayerNormOptions,

@@ -5,9 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeLowbit, LowbitFormatError, type LowbitModel } from '../../format/lowbit.ts';
 import { loadIntModel } from '../../runtime/io.ts';
-import { randn, Rng } from '../../tensor/index.ts';
+import { randn, Rng, Tensor } from '../../tensor/index.ts';
 import { convertQuantLSTM, type IntLSTM } from './intlstm.ts';
-import { intLSTMFromLowbit, intLSTMToLowbit, IrnnFormatError, loadIntLSTM, saveIntLSTM } from './io.ts';
+import { intLSTMFromLowbit, intLSTMToLowbit, IrnnFormatError, loadIntLSTM, loadIrnnModel, saveIntLSTM } from './io.ts';
+import { convertQuantAttention, QuantAttention, type IntAttention } from './attention.ts';
 import { QuantLSTM } from './qlstm.ts';
 
 function tinyModel(): IntLSTM {
@@ -53,7 +54,9 @@ describe('IntLSTM file', () => {
     const int32 = (v: number[]): { dtype: string; shape: number[]; data: Int32Array } => ({ dtype: 'int32', shape: [v.length], data: Int32Array.from(v) });
     const cases: [string, LowbitModel, RegExp][] = [
       ['wrong format', mutate((m) => { m.metadata.irnn = { format: 'other', version: 1 }; }), /metadata\.irnn/],
-      ['future version', mutate((m) => { m.metadata.irnn = { format: 'lowbit-irnn-lstm', version: 2 }; }), /metadata\.irnn/],
+      ['future version', mutate((m) => { m.metadata.irnn = { format: 'lowbit-irnn-lstm', version: 3 }; }), /metadata\.irnn/],
+      ['layer norm in a version 1 file', mutate((m) => { m.graph[0]!.layerNorm = {}; }), /layerNorm needs version 2/],
+      ['attention node in a version 1 file', mutate((m) => { m.graph.push({ op: 'irnn.attention' }); }), /one 'irnn\.lstm' node/],
       ['two nodes', mutate((m) => { m.graph.push({ op: 'irnn.lstm' }); }), /one 'irnn\.lstm' node/],
       ['hiddenSize 0', mutate((m) => { m.graph[0]!.hiddenSize = 0; }), /hiddenSize/],
       ['hiddenSize 1e9', mutate((m) => { m.graph[0]!.hiddenSize = 1e9; }), /hiddenSize/],
@@ -111,6 +114,116 @@ describe('IntLSTM file', () => {
       attempt(bytes);
     }
     assert.ok(refused >= 7, `${refused} refused`);
+    assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
+  });
+});
+
+/** An LN-LSTM with an attention over its outputs, converted. */
+function lnAttentionModel(): { lstm: IntLSTM; attention: IntAttention } {
+  const rng = new Rng(5);
+  const model = new QuantLSTM(3, 4, { rng, segments: 8, layerNorm: true, eps: 1e-3 });
+  for (let i = 0; i < 4; i++) model.lnCellBias!.data[i] = 0.1 * i - 0.2;
+  const x = randn([5, 2, 3], { rng });
+  const [out] = model.forward(x);
+  model.eval();
+  const lstm = convertQuantLSTM(model);
+  const attention = new QuantAttention(4, { rng });
+  const h = out.data;
+  // keys = values = the LSTM outputs [N, L, H] (batch-major), query = the last h.
+  const keys = new Tensor(Float32Array.from({ length: 2 * 5 * 4 }, (_, i) => h[((i >> 2) % 5) * 8 + Math.floor(i / 20) * 4 + (i & 3)]!), [2, 5, 4]);
+  const query = new Tensor(Float32Array.from(h.subarray(4 * 8)), [2, 4]);
+  attention.forward(query, keys, keys, { inputScale: lstm.params.hiddenScale });
+  return { lstm, attention: convertQuantAttention(attention) };
+}
+
+describe('iRNN file, version 2 (layer norms, attention)', () => {
+  const { lstm, attention } = lnAttentionModel();
+  const v2 = (): { graph: Record<string, unknown>[]; tensors: Record<string, unknown>; metadata: Record<string, unknown> } => {
+    const base = intLSTMToLowbit(lstm, attention);
+    return {
+      graph: base.graph.map((n) => structuredClone({ ...n })) as Record<string, unknown>[],
+      tensors: { ...base.tensors } as Record<string, unknown>,
+      metadata: structuredClone({ ...base.metadata }) as Record<string, unknown>,
+    };
+  };
+
+  it('round trip of an LN-LSTM with attention; a plain LSTM is still written as version 1 and loads', () => {
+    const bytes = encodeLowbit(intLSTMToLowbit(lstm, attention));
+    const loaded = loadIrnnModel(bytes);
+    assert.deepEqual(loaded.lstm.params, lstm.params);
+    assert.deepEqual(loaded.attention!.params, attention.params);
+    const xq = lstm.quantizeInput(randn([5, 2, 3], { rng: new Rng(8) }).data);
+    assert.deepEqual(loaded.lstm.run(xq, 5, 2), lstm.run(xq, 5, 2));
+    assert.deepEqual(loadIntLSTM(bytes).params, lstm.params);
+    assert.equal((intLSTMToLowbit(lstm).metadata!.irnn as { version: number }).version, 2, 'layer norms need version 2');
+    const plain = intLSTMToLowbit(runtime);
+    assert.equal((plain.metadata!.irnn as { version: number }).version, 1);
+    const old = loadIrnnModel(encodeLowbit(plain));
+    assert.equal(old.attention, null);
+    assert.equal(old.lstm.params.layerNorm, undefined);
+    assert.throws(() => intLSTMToLowbit(runtime, attention), /must read the LSTM's h/);
+  });
+
+  it('refuses malformed layer-norm and attention fields with a typed error', () => {
+    const change = (f: (m: ReturnType<typeof v2>) => void): LowbitModel => {
+      const m = v2();
+      f(m);
+      return m as unknown as LowbitModel;
+    };
+    const ln = (m: ReturnType<typeof v2>): Record<string, Record<string, unknown>> => m.graph[0]!.layerNorm as Record<string, Record<string, unknown>>;
+    const cases: [string, LowbitModel, RegExp][] = [
+      ['layerNorm not an object', change((m) => { m.graph[0]!.layerNorm = 3; }), /layerNorm must be an object/],
+      ['missing cell layer norm', change((m) => { delete ln(m).cell; }), /layerNorm\.cell/],
+      ['negative epsCode', change((m) => { ln(m).ih!.epsCode = -1; }), /epsCode/],
+      ['fractional epsCode', change((m) => { ln(m).hh!.epsCode = 0.5; }), /epsCode/],
+      ['wrong output clamp', change((m) => { ln(m).cell!.outMax = 127; }), /outMax/],
+      ['multiplier not Q31', change((m) => { ln(m).ih!.multiplier = 12; }), /Q31/],
+      ['gamma beyond int16', change((m) => { m.tensors['ln_cell.gamma'] = { dtype: 'int32', shape: [4], data: Int32Array.of(1, 2, 40000, 3) }; }), /gamma\[2\]/],
+      ['gamma wrong shape', change((m) => { m.tensors['ln_ih.gamma'] = { dtype: 'int32', shape: [4], data: new Int32Array(4) }; }), /shape \[4\], expected \[16\]/],
+      ['beta missing', change((m) => { delete m.tensors['ln_hh.beta']; delete (m.graph[0]!.tensors as Record<string, string>)['ln_hh.beta']; }), /'ln_hh\.beta' is missing/],
+      ['attention size', change((m) => { m.graph[1]!.size = 5; }), /size/],
+      ['attention reads another scale', change((m) => { m.graph[1]!.inputScale = 0.5; }), /differs from the LSTM's hiddenScale/],
+      ['attention score shift', change((m) => { m.graph[1]!.scoreShift = 99; }), /scoreShift/],
+      ['attention weight dtype', change((m) => { m.tensors['attention.weight'] = { dtype: 'int32', shape: [4, 4], data: new Int32Array(16) }; }), /dtype int32, expected int8/],
+      ['attention row multiplier', change((m) => { m.tensors['attention.multiplier'] = { dtype: 'int32', shape: [4], data: Int32Array.of(1, 2, 3, 4) }; }), /attention row 0/],
+      ['three nodes', change((m) => { m.graph.push({ op: 'irnn.attention' }); }), /optionally followed/],
+      ['attention first', change((m) => { m.graph.reverse(); }), /optionally followed/],
+    ];
+    for (const [what, model, pattern] of cases) {
+      assert.throws(() => loadIrnnModel(encodeLowbit(model)), (e: unknown) => e instanceof IrnnFormatError && pattern.test(e.message), what);
+    }
+  });
+
+  it('fuzz: truncations and random byte flips of a version 2 file load and run, or fail with a typed error', () => {
+    const good = encodeLowbit(intLSTMToLowbit(lstm, attention));
+    const rng = new Rng(78);
+    let refused = 0;
+    let loaded = 0;
+    const attempt = (bytes: Uint8Array): void => {
+      try {
+        const model = loadIrnnModel(bytes);
+        const x = model.lstm.quantizeInput(new Float32Array(3 * 2 * model.lstm.inputSize).fill(0.3));
+        const { output, state } = model.lstm.run(x, 3, 2);
+        if (model.attention) {
+          const H = model.lstm.hiddenSize;
+          const keys = new Int8Array(2 * 3 * H);
+          for (let n = 0; n < 2; n++) for (let t = 0; t < 3; t++) keys.set(output.subarray((t * 2 + n) * H, (t * 2 + n + 1) * H), (n * 3 + t) * H);
+          assert.equal(model.attention.run(state.h, keys, keys, 2, 3).length, 2 * H);
+        }
+        loaded++;
+      } catch (e) {
+        assert.ok(e instanceof IrnnFormatError || e instanceof LowbitFormatError, `untyped error: ${String(e)}`);
+        refused++;
+      }
+    };
+    for (const cut of [0, 8, 100, good.length >> 1, good.length - 1]) attempt(good.subarray(0, cut));
+    for (let i = 0; i < 300; i++) {
+      const bytes = good.slice();
+      const flips = 1 + Math.floor(rng.uniform() * 3);
+      for (let f = 0; f < flips; f++) bytes[Math.floor(rng.uniform() * bytes.length)] = Math.floor(rng.uniform() * 256);
+      attempt(bytes);
+    }
+    assert.ok(refused >= 5, `${refused} refused`);
     assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
   });
 });

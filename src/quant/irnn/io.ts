@@ -8,17 +8,30 @@
  *   tensors: weight_ih I8 [4H, I], weight_hh I8 [4H, H], multiplier_ih, shift_ih, multiplier_hh,
  *            shift_hh, bias I32 [4H], sigmoid.knots I32 [N+1], sigmoid.values, sigmoid.slopes I32 [N]
  *            (same for tanh).
- * After the container's checks, `intLSTMFromLowbit` validates every field, dtype, shape and value
+ * Version 2 (written only when the model has layer norms or an attention; version 1 files load
+ * as before): the lstm node may carry
+ *   layerNorm = { ih: LnFields, hh: LnFields, cell: LnFields }, LnFields = { epsCode, multiplier,
+ *               shift, outMin, outMax }, tensors ln_<ih|hh|cell>.gamma, .beta I32 [4H, 4H, H]
+ * and a second node may follow:
+ *   { op: 'irnn.attention', size (= hiddenSize), inputScale (= hiddenScale), outputScale,
+ *     scoreMultiplier, scoreShift, outputMultiplier, outputShift }, tensors attention.weight I8
+ *     [D, D], attention.multiplier, attention.shift I32 [D].
+ * After the container's checks, `irnnFromLowbit` validates every field, dtype, shape and value
  * range the runtime relies on and throws `IrnnFormatError` naming the first problem.
  */
-import { readLowbit, writeLowbit, type LowbitModel, type LowbitTensor } from '../../format/lowbit.ts';
-import { ACT_FRAC, GATE_FRAC, WIDE } from './formats.ts';
-import { IntLSTM, type IntLSTMParams } from './intlstm.ts';
+import { readLowbit, writeLowbit, type LowbitModel, type LowbitNode, type LowbitTensor } from '../../format/lowbit.ts';
+import { IntAttention } from './attention.ts';
+import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, WIDE } from './formats.ts';
+import { IntLSTM, type IntLSTMLayerNorm, type IntLSTMParams } from './intlstm.ts';
+import { GAMMA_MAX, MAX_EPS_CODE, type IntLayerNormParams } from './layernorm.ts';
 import { intPwlProblems, type IntPwl } from './pwl.ts';
 
 const FORMAT = 'lowbit-irnn-lstm';
+/** Version 1: the plain LSTM; 2: with layer norms and/or an attention node. */
 const VERSION = 1;
+const VERSION_LN_ATTENTION = 2;
 const OP = 'irnn.lstm';
+const ATTENTION_OP = 'irnn.attention';
 /** Largest inputSize / hiddenSize accepted from a file. */
 export const MAX_IRNN_SIZE = 1 << 16;
 /** Largest PWL segment count accepted from a file. */
@@ -43,8 +56,11 @@ function tableFormat(t: IntPwl): Record<string, number> {
   return Object.fromEntries(TABLE_FIELDS.map((f) => [f, t[f]]));
 }
 
-/** The .lowbit model of an IntLSTM. */
-export function intLSTMToLowbit(model: IntLSTM): LowbitModel {
+const LN_FIELDS = ['epsCode', 'multiplier', 'shift', 'outMin', 'outMax'] as const;
+const LN_NAMES = ['ih', 'hh', 'cell'] as const;
+
+/** The .lowbit model of an IntLSTM, and of the attention over its outputs when given (version 2 then, or with layer norms). */
+export function intLSTMToLowbit(model: IntLSTM, attention?: IntAttention): LowbitModel {
   const p = model.params;
   const rows = 4 * p.hiddenSize;
   const tensors: Record<string, LowbitTensor> = {
@@ -62,14 +78,43 @@ export function intLSTMToLowbit(model: IntLSTM): LowbitModel {
     tensors[`${name}.values`] = { dtype: 'int32', shape: [t.values.length], data: t.values };
     tensors[`${name}.slopes`] = { dtype: 'int32', shape: [t.slopes.length], data: t.slopes };
   }
+  const lstmTensors = Object.keys(tensors);
+  let layerNorm: Record<string, Record<string, number>> | undefined;
+  if (p.layerNorm) {
+    layerNorm = {};
+    for (const name of LN_NAMES) {
+      const ln = p.layerNorm[name];
+      layerNorm[name] = Object.fromEntries(LN_FIELDS.map((f) => [f, ln[f]]));
+      tensors[`ln_${name}.gamma`] = { dtype: 'int32', shape: [ln.size], data: ln.gamma };
+      tensors[`ln_${name}.beta`] = { dtype: 'int32', shape: [ln.size], data: ln.beta };
+      lstmTensors.push(`ln_${name}.gamma`, `ln_${name}.beta`);
+    }
+  }
   const node = {
     op: OP,
     inputSize: p.inputSize, hiddenSize: p.hiddenSize, inputScale: p.inputScale, hiddenScale: p.hiddenScale,
     outputMultiplier: p.outputMultiplier, outputShift: p.outputShift,
     sigmoid: tableFormat(p.sigmoid), tanh: tableFormat(p.tanh),
-    tensors: Object.fromEntries(Object.keys(tensors).map((k) => [k, k])),
+    ...(layerNorm ? { layerNorm } : {}),
+    tensors: Object.fromEntries(lstmTensors.map((k) => [k, k])),
   };
-  return { graph: [node], tensors, metadata: { irnn: { format: FORMAT, version: VERSION } } };
+  const graph: LowbitNode[] = [node];
+  if (attention) {
+    const a = attention.params;
+    if (a.size !== p.hiddenSize || a.inputScale !== p.hiddenScale) {
+      throw new RangeError(`intLSTMToLowbit: the attention must read the LSTM's h (size ${p.hiddenSize}, scale ${p.hiddenScale}), got size ${a.size}, input scale ${a.inputScale}`);
+    }
+    tensors['attention.weight'] = { dtype: 'int8', shape: [a.size, a.size], data: a.weight };
+    tensors['attention.multiplier'] = { dtype: 'int32', shape: [a.size], data: a.multiplier };
+    tensors['attention.shift'] = { dtype: 'int32', shape: [a.size], data: a.shift };
+    graph.push({
+      op: ATTENTION_OP, size: a.size, inputScale: a.inputScale, outputScale: a.outputScale,
+      scoreMultiplier: a.scoreMultiplier, scoreShift: a.scoreShift, outputMultiplier: a.outputMultiplier, outputShift: a.outputShift,
+      tensors: { weight: 'attention.weight', multiplier: 'attention.multiplier', shift: 'attention.shift' },
+    });
+  }
+  const version = p.layerNorm || attention ? VERSION_LN_ATTENTION : VERSION;
+  return { graph, tensors, metadata: { irnn: { format: FORMAT, version } } };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -129,14 +174,64 @@ function readTable(file: LowbitModel, node: Record<string, unknown>, name: 'sigm
   return table;
 }
 
-/** The IntLSTM of a decoded .lowbit model, every field validated (IrnnFormatError). */
-export function intLSTMFromLowbit(file: LowbitModel): IntLSTM {
+function readLayerNorm(file: LowbitModel, fields: unknown, name: typeof LN_NAMES[number], size: number): IntLayerNormParams {
+  if (!isObject(fields)) throw new IrnnFormatError('bad-field', `layerNorm.${name} must be an object with the layer norm's integer fields`);
+  const [lo, hi] = name === 'cell' ? [INT16_MIN, INT16_MAX] : [-WIDE, WIDE];
+  const ln = {
+    size,
+    epsCode: integerField(fields, 'epsCode', 0, MAX_EPS_CODE),
+    multiplier: integerField(fields, 'multiplier', -(2 ** 31), 2 ** 31 - 1),
+    shift: integerField(fields, 'shift', -8, 62),
+    outMin: integerField(fields, 'outMin', lo, lo),
+    outMax: integerField(fields, 'outMax', hi, hi),
+    gamma: tensorOf(file, `ln_${name}.gamma`, 'int32', [size]),
+    beta: tensorOf(file, `ln_${name}.beta`, 'int32', [size]),
+  };
+  checkMultiplier(`layerNorm.${name}`, ln.multiplier, ln.shift);
+  for (let i = 0; i < size; i++) {
+    if (Math.abs(ln.gamma[i]!) > GAMMA_MAX) throw new IrnnFormatError('bad-field', `ln_${name}.gamma[${i}] = ${ln.gamma[i]} is outside ±${GAMMA_MAX}`);
+  }
+  return ln;
+}
+
+function readAttention(file: LowbitModel, node: Record<string, unknown>, hiddenSize: number, hiddenScale: number): IntAttention {
+  const size = integerField(node, 'size', hiddenSize, hiddenSize);
+  const inputScale = scaleField(node, 'inputScale');
+  if (inputScale !== hiddenScale) throw new IrnnFormatError('bad-field', `attention inputScale ${inputScale} differs from the LSTM's hiddenScale ${hiddenScale} (the attention reads h)`);
+  const multiplier = tensorOf(file, 'attention.multiplier', 'int32', [size]);
+  const shift = tensorOf(file, 'attention.shift', 'int32', [size]);
+  for (let r = 0; r < size; r++) checkMultiplier(`attention row ${r}`, multiplier[r]!, shift[r]!);
+  const params = {
+    size, inputScale, outputScale: scaleField(node, 'outputScale'),
+    weight: tensorOf(file, 'attention.weight', 'int8', [size, size]), multiplier, shift,
+    scoreMultiplier: integerField(node, 'scoreMultiplier', -(2 ** 31), 2 ** 31 - 1),
+    scoreShift: integerField(node, 'scoreShift', -8, 62),
+    outputMultiplier: integerField(node, 'outputMultiplier', -(2 ** 31), 2 ** 31 - 1),
+    outputShift: integerField(node, 'outputShift', -8, 62),
+  };
+  checkMultiplier('attention score', params.scoreMultiplier, params.scoreShift);
+  checkMultiplier('attention output', params.outputMultiplier, params.outputShift);
+  return new IntAttention(params);
+}
+
+/** What an iRNN file holds: the LSTM and, from version 2, an optional attention over its outputs. */
+export interface IrnnModel {
+  readonly lstm: IntLSTM;
+  readonly attention: IntAttention | null;
+}
+
+/** The iRNN model of a decoded .lowbit model, every field validated (IrnnFormatError). */
+export function irnnFromLowbit(file: LowbitModel): IrnnModel {
   const meta = file.metadata as Record<string, unknown> | undefined;
   const header = meta?.irnn;
-  if (!isObject(header) || header.format !== FORMAT || header.version !== VERSION) {
-    throw new IrnnFormatError('not-irnn', `metadata.irnn is ${JSON.stringify(header)}, expected { format: '${FORMAT}', version: ${VERSION} }`);
+  if (!isObject(header) || header.format !== FORMAT || (header.version !== VERSION && header.version !== VERSION_LN_ATTENTION)) {
+    throw new IrnnFormatError('not-irnn', `metadata.irnn is ${JSON.stringify(header)}, expected { format: '${FORMAT}', version: ${VERSION} or ${VERSION_LN_ATTENTION} }`);
   }
-  if (file.graph.length !== 1 || file.graph[0]!.op !== OP) throw new IrnnFormatError('bad-graph', `the graph must be one '${OP}' node, got ${file.graph.length} node(s)`);
+  const v2 = header.version === VERSION_LN_ATTENTION;
+  const nodes = file.graph.length;
+  if (file.graph[0]?.op !== OP || nodes > (v2 ? 2 : 1) || (nodes === 2 && file.graph[1]!.op !== ATTENTION_OP)) {
+    throw new IrnnFormatError('bad-graph', v2 ? `the graph must be one '${OP}' node, optionally followed by one '${ATTENTION_OP}' node` : `the graph must be one '${OP}' node, got ${nodes} node(s)`);
+  }
   const node = file.graph[0] as unknown as Record<string, unknown>;
   const inputSize = integerField(node, 'inputSize', 1, MAX_IRNN_SIZE);
   const hiddenSize = integerField(node, 'hiddenSize', 1, MAX_IRNN_SIZE);
@@ -152,6 +247,17 @@ export function intLSTMFromLowbit(file: LowbitModel): IntLSTM {
     checkMultiplier(`row ${r} (hh)`, multiplierHh[r]!, shiftHh[r]!);
     if (Math.abs(bias[r]!) > WIDE) throw new IrnnFormatError('bad-field', `bias ${bias[r]} of row ${r} is outside ±2^24`);
   }
+  let layerNorm: IntLSTMLayerNorm | undefined;
+  if (node.layerNorm !== undefined) {
+    if (!v2) throw new IrnnFormatError('bad-field', 'layerNorm needs version 2');
+    const fields = node.layerNorm;
+    if (!isObject(fields)) throw new IrnnFormatError('bad-field', 'layerNorm must be an object { ih, hh, cell }');
+    layerNorm = {
+      ih: readLayerNorm(file, fields.ih, 'ih', rows),
+      hh: readLayerNorm(file, fields.hh, 'hh', rows),
+      cell: readLayerNorm(file, fields.cell, 'cell', hiddenSize),
+    };
+  }
   const params: IntLSTMParams = {
     inputSize, hiddenSize, inputScale, hiddenScale,
     weightIh: tensorOf(file, 'weight_ih', 'int8', [rows, inputSize]),
@@ -159,16 +265,28 @@ export function intLSTMFromLowbit(file: LowbitModel): IntLSTM {
     multiplierIh, shiftIh, multiplierHh, shiftHh, bias, outputMultiplier, outputShift,
     sigmoid: readTable(file, node, 'sigmoid'),
     tanh: readTable(file, node, 'tanh'),
+    ...(layerNorm ? { layerNorm } : {}),
   };
-  return new IntLSTM(params);
+  const attention = nodes === 2 ? readAttention(file, file.graph[1] as unknown as Record<string, unknown>, hiddenSize, hiddenScale) : null;
+  return { lstm: new IntLSTM(params), attention };
 }
 
-/** Writes an IntLSTM (atomically, through the .lowbit writer); returns the bytes written. */
-export function saveIntLSTM(path: string, model: IntLSTM): number {
-  return writeLowbit(path, intLSTMToLowbit(model));
+/** The IntLSTM of a decoded .lowbit model, every field validated (IrnnFormatError); an attention node is validated and left out. */
+export function intLSTMFromLowbit(file: LowbitModel): IntLSTM {
+  return irnnFromLowbit(file).lstm;
+}
+
+/** Writes an IntLSTM (and the attention over its outputs) atomically, through the .lowbit writer; returns the bytes written. */
+export function saveIntLSTM(path: string, model: IntLSTM, attention?: IntAttention): number {
+  return writeLowbit(path, intLSTMToLowbit(model, attention));
 }
 
 /** Reads and validates an IntLSTM from a file path or bytes (LowbitFormatError for the container, IrnnFormatError for the content). */
 export function loadIntLSTM(file: string | Uint8Array): IntLSTM {
   return intLSTMFromLowbit(readLowbit(file));
+}
+
+/** Reads and validates an iRNN file with its optional attention (errors as `loadIntLSTM`). */
+export function loadIrnnModel(file: string | Uint8Array): IrnnModel {
+  return irnnFromLowbit(readLowbit(file));
 }
