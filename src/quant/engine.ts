@@ -1,4 +1,4 @@
-/** Quantization without the mixed-precision search: core math, quantizers, configs, QAT, PTQ, ALPT embeddings, SmartDeal, the integer-only LSTM, vertical-layered weights, the subgroup search, the MQBench-style backend benchmark (browser-safe). */
+/** Quantization without the mixed-precision search: core math, quantizers, configs, QAT, PTQ, ALPT embeddings, SmartDeal, the integer-only LSTM, vertical-layered weights, the subgroup search, the MQBench-style backend benchmark, 4-bit RNN QAT (browser-safe). */
 export * from './core/index.ts';
 export * from './quantizers/quantizer.ts';
 export * from './quantizers/index.ts';
@@ -13,3 +13,4 @@ export * as irnn from './irnn/index.ts';
 export * as vertical from './vertical/index.ts';
 export * as subgroup from './subgroup/index.ts';
 export * as mqbench from './mqbench/index.ts';
+export * as rnn from './rnn/index.ts';
