@@ -4,7 +4,8 @@
  *
  *   nice -n 10 node --import tsx bench/vq/moby-dick-lm.ts [--epochs 1] [--sizes 64,256,1024]
  *        [--vocab 2000] [--embed 64] [--hidden 128] [--context 8] [--lr 0.002] [--commitment 0.25]
- *        [--dead 0.01] [--update loss|ema] [--seed 0] [--max-batches N] [--eval-limit N]
+ *        [--dead 0.01] [--update loss|ema] [--match state|hidden] [--seed 0] [--max-batches N]
+ *        [--eval-limit N] [--out bench/results/vq-moby-dick.json]
  *
  * Model: context ids [B, C] → Embedding → one recurrent layer (batch first) → output at the last
  * step → Linear → vocabulary logits; cross-entropy (+ the VQ loss for VQLSTM), Adam, batch 128;
@@ -24,6 +25,7 @@ import { Adam } from '../../src/optim/index.ts';
 import { add, crossEntropy, manualSeed, narrow, reshape, Rng, type Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
+import { choiceFlag } from './flags.ts';
 import { gitCommit, writeAtomic } from '../lib.ts';
 
 const epochs = numberFlag('epochs', 1, { integer: true, min: 1 });
@@ -35,13 +37,14 @@ const context = numberFlag('context', 8, { integer: true, min: 1 });
 const lr = numberFlag('lr', 2e-3);
 const commitment = numberFlag('commitment', 0.25);
 const dead = numberFlag('dead', 0.01);
-const update = flagOr('update', 'loss');
+const update = choiceFlag('update', ['loss', 'ema'] as const);
+const match = choiceFlag('match', ['state', 'hidden'] as const);
+const outPath = flagOr('out', 'bench/results/vq-moby-dick.json');
 const seed = numberFlag('seed', 0, { integer: true });
 const maxBatches = flag('max-batches') === undefined ? Infinity : numberFlag('max-batches', 0, { integer: true, min: 1 });
 const evalLimit = flag('eval-limit') === undefined ? Infinity : numberFlag('eval-limit', 0, { integer: true, min: 1 });
 const batchSize = 128;
 if (sizes.some((k) => !Number.isInteger(k) || k < 1)) throw new Error(`--sizes needs positive integers, got '${flag('sizes')}'`);
-if (update !== 'loss' && update !== 'ema') throw new Error(`--update needs 'loss' or 'ema', got '${update}'`);
 
 /** Embedding → LSTM or VQLSTM → last output → head; `vqLoss` holds the last forward's VQ loss. */
 class WordModel extends Module {
@@ -57,7 +60,7 @@ class WordModel extends Module {
     this.embedding = this.registerModule('embedding', new Embedding(vocabSize, embedDim, { rng }));
     this.rnn = this.registerModule('rnn', codebookSize === null
       ? new LSTM(embedDim, hiddenSize, { batchFirst: true, rng })
-      : new VQLSTM(embedDim, hiddenSize, { batchFirst: true, rng, codebookSize, commitment, deadCodeThreshold: dead, update: update as 'loss' | 'ema' }));
+      : new VQLSTM(embedDim, hiddenSize, { batchFirst: true, rng, codebookSize, commitment, deadCodeThreshold: dead, update, match }));
     this.head = this.registerModule('head', new Linear(hiddenSize, vocabSize, { rng }));
   }
 
@@ -168,8 +171,8 @@ const out = {
   bench: 'vq-moby-dick',
   commit: gitCommit(),
   date: new Date().toISOString(),
-  settings: { epochs, vocabSize, embedDim, hiddenSize, context, lr, commitment, deadCodeThreshold: dead, update, seed, batchSize, maxBatches: Number.isFinite(maxBatches) ? maxBatches : null, evalLimit: Number.isFinite(evalLimit) ? evalLimit : null },
+  settings: { epochs, vocabSize, embedDim, hiddenSize, context, lr, commitment, deadCodeThreshold: dead, update, match, seed, batchSize, maxBatches: Number.isFinite(maxBatches) ? maxBatches : null, evalLimit: Number.isFinite(evalLimit) ? evalLimit : null },
   rows,
 };
-writeAtomic('bench/results/vq-moby-dick.json', `${JSON.stringify(out, null, 2)}\n`);
-console.log('wrote bench/results/vq-moby-dick.json');
+writeAtomic(outPath, `${JSON.stringify(out, null, 2)}\n`);
+console.log(`wrote ${outPath}`);

@@ -9,7 +9,7 @@
  *
  *   nice -n 10 node --import tsx bench/vq/vq-rnnt.ts [--steps 1000] [--batch 32] [--train 10000]
  *        [--test 300] [--codebook 32] [--predictor 64] [--encoder 128] [--joint 128] [--lr 0.002]
- *        [--max-digits 5] [--frame-stack 2] [--beams 4,8] [--dead 0.01] [--seed 0]
+ *        [--max-digits 5] [--frame-stack 2] [--beams 4,8] [--dead 0.01] [--update loss|ema] [--seed 0]
  *        [--out bench/results/vq-rnnt.json]
  *
  * Task: data.digitStrings (1..maxDigits MNIST digits on a 28-px strip with random gaps; train
@@ -27,6 +27,7 @@ import { Adam } from '../../src/optim/index.ts';
 import { add, manualSeed, Rng } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
 import { flagOr, numberFlag } from '../flags.ts';
+import { choiceFlag } from './flags.ts';
 import { gitCommit, writeAtomic } from '../lib.ts';
 
 const steps = numberFlag('steps', 1000, { integer: true, min: 1 });
@@ -41,6 +42,7 @@ const lr = numberFlag('lr', 0.002);
 const maxDigits = numberFlag('max-digits', 5, { integer: true, min: 1 });
 const frameStack = numberFlag('frame-stack', 2, { integer: true, min: 1 });
 const dead = numberFlag('dead', 0.01);
+const update = choiceFlag('update', ['loss', 'ema'] as const);
 const beams = flagOr('beams', '4,8').split(',').map(Number);
 const seed = numberFlag('seed', 0, { integer: true });
 const outPath = flagOr('out', 'bench/results/vq-rnnt.json');
@@ -50,7 +52,7 @@ function buildModel(kind: 'lstm' | 'vq', featureSize: number): Transducer {
   const rng = new Rng(seed);
   const predictor = kind === 'lstm'
     ? new LstmPredictor(11, { embeddingSize: 32, hiddenSize: predictorSize, rng })
-    : new VqLstmPredictor(11, { embeddingSize: 32, hiddenSize: predictorSize, codebookSize, deadCodeThreshold: dead, rng });
+    : new VqLstmPredictor(11, { embeddingSize: 32, hiddenSize: predictorSize, codebookSize, deadCodeThreshold: dead, update, rng });
   return new Transducer({ inputSize: featureSize, numLabels: 10, encoderSize, jointSize, predictor, rng });
 }
 
@@ -175,7 +177,7 @@ const out = {
   bench: 'vq-rnnt',
   commit: gitCommit(),
   date: new Date().toISOString(),
-  settings: { steps, batchSize, trainCount, testCount, codebookSize, predictorSize, encoderSize, jointSize, lr, maxDigits, frameStack, deadCodeThreshold: dead, beams, seed, task: 'data.digitStrings' },
+  settings: { steps, batchSize, trainCount, testCount, codebookSize, predictorSize, encoderSize, jointSize, lr, maxDigits, frameStack, deadCodeThreshold: dead, update, beams, seed, task: 'data.digitStrings' },
   training,
   rows,
 };
