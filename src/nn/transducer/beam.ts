@@ -24,6 +24,11 @@ export interface BeamSearchOptions {
   readonly merge?: BeamMerge;
   /** Hypotheses returned per utterance, best first (default beamSize). */
   readonly nBest?: number;
+  /**
+   * What the scorer's joint returns: 'logits' (default), normalised here by a log-softmax per row,
+   * or 'logProbs': per-step log scores used as they are (e.g. with language-model fusion, quant.rnn.fusionScorer).
+   */
+  readonly scores?: 'logits' | 'logProbs';
 }
 
 /** A label sequence a hypothesis absorbed by state merging, continued with the hypothesis's later labels. */
@@ -108,6 +113,8 @@ export function beamSearch<S>(scorer: TransducerScorer<S>, frames: Tensor, lengt
   if (merge === 'state' && !stateKey) throw new RangeError(`${who}: merge 'state' needs a predictor with stateKey()`);
   const nBest = options.nBest ?? beamSize;
   if (!Number.isInteger(nBest) || nBest < 1) throw new RangeError(`${who}: nBest must be a positive integer, got ${nBest}`);
+  const scores = options.scores ?? 'logits';
+  if (scores !== 'logits' && scores !== 'logProbs') throw new RangeError(`${who}: scores must be 'logits' or 'logProbs', got ${String(scores)}`);
   const width = frames.shape[2]!;
   return noGrad(() => Array.from(lens, (length, n) => {
     const utterance = selectRows(frames, [n]);
@@ -127,7 +134,7 @@ export function beamSearch<S>(scorer: TransducerScorer<S>, frames: Tensor, lengt
         for (let k = 0; k < vocab; k++) max = Math.max(max, logits.data[b * vocab + k]!);
         let z = 0;
         for (let k = 0; k < vocab; k++) z += Math.exp(logits.data[b * vocab + k]! - max);
-        const logZ = max + Math.log(z);
+        const logZ = scores === 'logits' ? max + Math.log(z) : 0;
         const h = hyps[b]!;
         for (let k = 0; k < vocab; k++) {
           const labels = k === blank ? h.labels : [...h.labels, k];

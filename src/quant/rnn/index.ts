@@ -1,4 +1,4 @@
-/** Quantization-aware training of recurrent models at low bit widths: QatLSTM (configurable fake-quantized matmul operands), QatEmbedding, the RNN(-T) QAT recipe and packed model size. See docs/rnnt-4bit.md. */
+/** Quantization-aware training of recurrent models at low bit widths: QatLSTM (configurable fake-quantized matmul operands), QatEmbedding, the RNN(-T) QAT recipe, packed model size, and LM fusion (shallow, density ratio) for transducer beam search. See docs/rnnt-4bit.md. */
 export {
   QatLSTM, checkLstmSpec, DEFAULT_LSTM_WEIGHT, DEFAULT_LSTM_ACTIVATION,
   type QatLSTMOptions, type QatLSTMLayerQuantizers, type PerLayerSpec, type LstmOperand,
@@ -8,3 +8,7 @@ export {
   prepareRnnQat, resolveRnnQatPlan, modelSize,
   type RnnLayerType, type RnnQatConfig, type RnnQatPlan, type RnnQatRow, type SizeEntry, type ModelSize,
 } from './recipe.ts';
+export {
+  LstmLanguageModel, fusionScorer,
+  type LstmLanguageModelOptions, type FusedLanguageModel, type FusionOptions, type FusionState,
+} from './fusion.ts';
