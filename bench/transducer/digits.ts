@@ -113,6 +113,7 @@ model.train();
 const trainStart = performance.now();
 const deadline = trainStart + maxMinutes * 60_000;
 let steps = 0;
+let samples = 0;
 let stopped = false;
 const losses: number[] = [];
 for (let epoch = 0; epoch < epochs && !stopped; epoch++) {
@@ -127,6 +128,7 @@ for (let epoch = 0; epoch < epochs && !stopped; epoch++) {
     clipGradNorm(parameters, clip);
     optimizer.step();
     steps++;
+    samples += batch.indices.length;
     sum += loss.item();
     count++;
     losses.push(loss.item());
@@ -141,7 +143,7 @@ for (let epoch = 0; epoch < epochs && !stopped; epoch++) {
 const trainSeconds = seconds(trainStart);
 const tail = losses.slice(-50);
 const finalLoss = tail.reduce((a, b) => a + b, 0) / tail.length;
-console.log(`trained ${steps} steps (${(steps * batchSize / train.length).toFixed(2)} epochs) in ${trainSeconds.toFixed(0)} s; loss (last 50 steps) ${finalLoss.toFixed(4)}`);
+console.log(`trained ${steps} steps (${(samples / train.length).toFixed(2)} epochs) in ${trainSeconds.toFixed(0)} s; loss (last 50 steps) ${finalLoss.toFixed(4)}`);
 
 model.eval();
 const greedy = evaluate(model, test, test.length, (b) => model.greedyDecode(b.features, b.featureLengths), 'greedy');
@@ -154,7 +156,7 @@ console.log(`first ${beam.strings}: greedy LER ${(100 * greedySubset.labelErrorR
 const probe = train.batch(Array.from({ length: batchSize }, (_, i) => i));
 const logits = noGrad(() => model.forward(probe.features, probe.labels)).detach().requiresGrad_();
 const lossTimes: number[] = [];
-for (let r = 0; r < 6; r++) {
+for (let r = 0; r < 21; r++) {
   const start = performance.now();
   transducer.transducerLoss(logits, probe.labels, probe.featureLengths, probe.labelLengths).backward();
   logits.grad = null;
@@ -171,7 +173,7 @@ const row = {
   seed,
   data: { train: trainCount, test: testCount, digits: [1, 5], gap: [2, 8], frameStack, features: train.featureSize, meanFramesTrain: meanFrames(train), meanFramesTest: meanFrames(test) },
   model: { encoderSize, encoderLayers, embeddingSize, predictorSize, jointSize, parameters: parameterCount, float32Bytes: parameterCount * 4 },
-  training: { optimizer: 'Adam', lr, batchSize, clip, epochsRequested: epochs, maxMinutes, steps, epochsDone: (steps * batchSize) / train.length, seconds: trainSeconds, secondsPerStep: trainSeconds / steps, stoppedByTime: stopped, lossLast50: finalLoss, lossFirst: losses[0] },
+  training: { optimizer: 'Adam', lr, batchSize, clip, epochsRequested: epochs, maxMinutes, steps, epochsDone: samples / train.length, seconds: trainSeconds, secondsPerStep: trainSeconds / steps, stoppedByTime: stopped, lossLast50: finalLoss, lossFirst: losses[0] },
   test: { greedy, greedyOnBeamSubset: greedySubset, beam: { beamSize, merge: 'labels', ...beam } },
   lossSpeed: { logitsShape: logits.shape, medianMs: median(lossTimes), repeatsMs: lossTimes },
 };
