@@ -40,10 +40,10 @@ describe('LstmLanguageModel', () => {
 });
 
 describe('fusionScorer', () => {
-  it('joint = log-softmax of the transducer joint + λ_t·log p_T − λ_s·log p_S on labels, blank untouched', () => {
+  it('joint = log-softmax of the transducer joint + λ_t·log p_T − λ_s·log p_S + β on labels, blank untouched', () => {
     const { model, target, source, frames } = setup();
     const plain = model.scorer();
-    const fused = fusionScorer(plain, { target: { lm: target, weight: 0.7 }, source: { lm: source, weight: 0.4 } });
+    const fused = fusionScorer(plain, { target: { lm: target, weight: 0.7 }, source: { lm: source, weight: 0.4 }, labelBonus: 0.25 });
     noGrad(() => {
       const start = fused.predictor.step(Int32Array.of(V, 1), fused.predictor.initialState(2));
       const next = fused.predictor.step(Int32Array.of(2, 0), start.state);
@@ -57,7 +57,7 @@ describe('fusionScorer', () => {
       const s1 = source.step(Int32Array.of(2, 0), source.step(Int32Array.of(V, 1), source.initialState(2)).state).logProbs;
       for (let b = 0; b < 2; b++) {
         for (let k = 0; k <= V; k++) {
-          const want = lp.data[b * (V + 1) + k]! + (k < V ? 0.7 * t1.data[b * V + k]! - 0.4 * s1.data[b * V + k]! : 0);
+          const want = lp.data[b * (V + 1) + k]! + (k < V ? 0.7 * t1.data[b * V + k]! - 0.4 * s1.data[b * V + k]! + 0.25 : 0);
           assert.ok(Math.abs(got.data[b * (V + 1) + k]! - want) < 1e-5, `[${b}, ${k}]`);
         }
       }
@@ -91,6 +91,7 @@ describe('fusionScorer', () => {
     const { model, target, frames } = setup();
     assert.throws(() => fusionScorer(model.scorer(), { target: { lm: target, weight: -1 } }), /target.weight must be a finite number >= 0, got -1/);
     assert.throws(() => fusionScorer(model.scorer(), { source: { lm: new LstmLanguageModel(5), weight: 1 } }), /the source LM has 5 labels, the transducer 3/);
+    assert.throws(() => fusionScorer(model.scorer(), { labelBonus: Number.NaN }), /labelBonus must be a finite number/);
     assert.throws(() => beamSearch(model.scorer(), frames, [1, 1], { scores: 'probs' as 'logits' }), /scores must be 'logits' or 'logProbs'/);
   });
 });

@@ -3,12 +3,14 @@
  * transducer decoders (`nn.transducer.beamSearch` with `scores: 'logProbs'`) run unchanged.
  *
  * Per decoding step, with p_rnnt the transducer's per-step distribution (labels and blank):
- *   label k:  log p_rnnt(k) + λ_t·log p_T(k | labels so far) − λ_s·log p_S(k | labels so far)
+ *   label k:  log p_rnnt(k) + λ_t·log p_T(k | labels so far) − λ_s·log p_S(k | labels so far) + β
  *   blank:    log p_rnnt(blank)
  * Shallow fusion (Gulcehre et al. 2015) uses only the target-domain LM p_T; density-ratio fusion
  * (McDermott, Sak, Variani, "A Density Ratio Approach to Language Model Fusion in End-to-End
  * Automatic Speech Recognition", ASRU 2019) also divides out a source-domain LM p_S trained on the
- * transducer's training text. The scores are not renormalised. No length reward is added.
+ * transducer's training text. β (`labelBonus`, default 0) is a reward per emitted label, the usual
+ * counterweight to shallow fusion's negative log p_T (without it blanks win more often and labels
+ * get deleted). The scores are not renormalised.
  */
 import { add, concat, logSoftmax, mul, reshape, slice, split, sum, Tensor, zeros, type Rng } from '../../tensor/index.ts';
 import { Module } from '../../nn/module.ts';
@@ -89,6 +91,8 @@ export interface FusionOptions {
   readonly target?: FusedLanguageModel;
   /** Source-domain LM, subtracted with −λ_s (density ratio, with `target`). */
   readonly source?: FusedLanguageModel;
+  /** β added to every label's score (default 0). */
+  readonly labelBonus?: number;
 }
 
 /** The fused decoder's state: the transducer predictor's and each LM's. */
@@ -113,6 +117,8 @@ export function fusionScorer<S>(scorer: TransducerScorer<S>, options: FusionOpti
     if (!Number.isFinite(f.weight) || f.weight < 0) throw new RangeError(`fusionScorer: ${name}.weight must be a finite number >= 0, got ${f.weight}`);
     if (f.lm.numLabels !== blank) throw new RangeError(`fusionScorer: the ${name} LM has ${f.lm.numLabels} labels, the transducer ${blank} (blank = ${blank})`);
   }
+  const bonus = options.labelBonus ?? 0;
+  if (!Number.isFinite(bonus)) throw new RangeError(`fusionScorer: labelBonus must be a finite number, got ${bonus}`);
   const inner = scorer.predictor;
   const V = blank;
   const target = options.target ?? null;
@@ -153,10 +159,11 @@ export function fusionScorer<S>(scorer: TransducerScorer<S>, options: FusionOpti
       if (logp.shape[1] !== V + 1) throw new RangeError(`fusionScorer: the joint gives ${logp.shape[1]} outputs, expected labels + blank = ${V + 1} with blank last`);
       let lmScore: Tensor | null = null;
       for (const p of parts.slice(1)) lmScore = lmScore ? add(lmScore, p) : p;
-      if (!lmScore) return logp;
       const rows = logp.shape[0]!;
-      // Labels get the LM terms; blank (the last column) gets none.
-      return add(logp, concat([reshape(lmScore, [rows, V]), zeros([rows, 1], logp.dtype)], 1));
+      if (!lmScore && bonus === 0) return logp;
+      const labelTerms = lmScore ? (bonus === 0 ? lmScore : add(lmScore, bonus)) : add(zeros([rows, V], logp.dtype), bonus);
+      // Labels get the LM terms and the bonus; blank (the last column) gets none.
+      return add(logp, concat([reshape(labelTerms, [rows, V]), zeros([rows, 1], logp.dtype)], 1));
     },
   };
 }
