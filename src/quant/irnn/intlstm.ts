@@ -360,7 +360,8 @@ export class IntLSTM {
    * Where `run` computes the cell: 'native avx512' | 'native avx2' | 'native avx2-loop' (the int64
    * row loop, for tables the vector kernels cannot hold) | 'native scalar', or
    * 'typescript (<why>)' when the native kernel is missing or refuses the parameters (it needs
-   * requantization shifts in [10, 62] and valid PWL tables, as every converted model has).
+   * requantization shifts in [10, 62] and valid PWL tables, as every converted model has, and no
+   * layer norms: an LN-LSTM always runs the TypeScript cell, `lnCellUpdate`).
    */
   get cellBackend(): string {
     const cell = this.nativeCell();
