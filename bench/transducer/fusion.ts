@@ -1,7 +1,7 @@
 /**
  * LM fusion on a domain shift of the MNIST digit-string task (docs/rnnt-4bit.md, part 3).
  *
- *   nice -n 10 node --import tsx bench/transducer/fusion.ts [--train-minutes 4] [--train 20000]
+ *   nice -n 10 node --import tsx bench/transducer/fusion.ts [--train-steps 600] [--train-minutes 10] [--train 20000]
  *        [--dev 300] [--test 500] [--lm-steps 400] [--lm-qat-steps 150] [--beam 4] [--seed 0]
  *        [--out rnnt-fusion]
  *
@@ -10,7 +10,8 @@
  * target chain B: next = (d + 3) mod 10 with probability 0.7, else uniform. Strips: the chosen
  * MNIST images (train images for training, test images for dev/test) pasted side by side with
  * 0..4 blank columns between and 2..8 around them, read as frames of 2 columns (56 features,
- * MNIST-normalised). The RNN-T (as bench/transducer/digits.ts) trains on domain A only; LMs
+ * MNIST-normalised). The RNN-T (as bench/transducer/digits.ts) trains on domain A only (Adam 2e-3,
+ * batch 32, `--train-steps` steps or `--train-minutes`, whichever comes first); LMs
  * (quant.rnn.LstmLanguageModel, E 16, H 64) train on label text of A (source) and B (target);
  * their 4-bit versions are QAT fine-tuned copies (LSQ W4A4 per row, embedding and head at 8 bits).
  * Decoding on domain B: beam search without fusion, shallow fusion (target LM) and density-ratio
@@ -33,7 +34,8 @@ import type { QuantizerSpec } from '../../src/quant/quantizers/quantizer.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
 import { gitCommit } from '../lib.ts';
 
-const trainMinutes = numberFlag('train-minutes', 4);
+const trainSteps = numberFlag('train-steps', 600, { integer: true, min: 1 });
+const trainMinutes = numberFlag('train-minutes', 10);
 const trainCount = numberFlag('train', 20000, { integer: true, min: 1 });
 const devCount = numberFlag('dev', 300, { integer: true, min: 1 });
 const testCount = numberFlag('test', 500, { integer: true, min: 1 });
@@ -153,7 +155,7 @@ let steps = 0;
 let lossTail: number[] = [];
 const trainStart = performance.now();
 const batches = shuffledBatches(trainA.strips.length, 32, new Rng(seed + 5));
-while (seconds(trainStart) < trainMinutes * 60) {
+while (steps < trainSteps && seconds(trainStart) < trainMinutes * 60) {
   const b = trainA.batch(batches.next().value!);
   optimizer.zeroGrad();
   const loss = model.loss(b.features, b.featureLengths, b.labels, b.labelLengths);
