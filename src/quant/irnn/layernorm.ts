@@ -132,28 +132,35 @@ const epsCache = new Map<string, bigint>();
  */
 export function intLayerNormRow(p: IntLayerNormParams, input: ArrayLike<number>, inOff: number, out: { [i: number]: number }, outOff: number, normalized?: { [i: number]: number }): void {
   const D = p.size;
+  const { gamma, beta, multiplier, shift, outMin, outMax } = p;
+  // One pass over the caller's array (int8, int16, int32 or float64 rows), then local arrays only.
+  const v = new Float64Array(D);
   let S = 0;
-  for (let i = 0; i < D; i++) S += input[inOff + i]!;
+  for (let i = 0; i < D; i++) {
+    const x = input[inOff + i]!;
+    v[i] = x;
+    S += x;
+  }
   let m = 0;
   for (let i = 0; i < D; i++) {
-    const a = Math.abs(D * input[inOff + i]! - S);
+    const a = Math.abs(D * v[i]! - S);
     if (a > m) m = a;
   }
   if (m === 0) {
     for (let i = 0; i < D; i++) {
-      out[outOff + i] = clamp(roundShift(p.beta[i]!, BETA_FRAC), p.outMin, p.outMax);
+      out[outOff + i] = clamp(roundShift(beta[i]!, BETA_FRAC), outMin, outMax);
       if (normalized) normalized[i] = 0;
     }
     return;
   }
   const k = bitLength(m) - 15;
-  const e = new Float64Array(D);
+  const down = 2 ** -k;
   let Q = 0;
   for (let i = 0; i < D; i++) {
-    const c = D * input[inOff + i]! - S;
-    const v = k > 0 ? roundShift(c, k) : c * 2 ** -k;
-    e[i] = v;
-    Q += v * v;
+    const c = D * v[i]! - S;
+    const e = k > 0 ? roundShift(c, k) : c * down;
+    v[i] = e;
+    Q += e * e;
   }
   if (p.epsCode > 0) {
     const key = `${p.epsCode}/${D}`;
@@ -172,10 +179,10 @@ export function intLayerNormRow(p: IntLayerNormParams, input: ArrayLike<number>,
     sqrtCache.set(D, sqrtD);
   }
   for (let i = 0; i < D; i++) {
-    const n = roundDiv(e[i]! * sqrtD, r);
+    const n = roundDiv(v[i]! * sqrtD, r);
     if (normalized) normalized[i] = n;
-    const y = roundShift(requantizeScalar(p.gamma[i]! * n, p.multiplier, p.shift) + p.beta[i]!, BETA_FRAC);
-    out[outOff + i] = clamp(y, p.outMin, p.outMax);
+    const y = roundShift(requantizeScalar(gamma[i]! * n, multiplier, shift) + beta[i]!, BETA_FRAC);
+    out[outOff + i] = y < outMin ? outMin : y > outMax ? outMax : y;
   }
 }
 
