@@ -51,9 +51,9 @@ describe('VqLstmPredictor', () => {
     assert.throws(() => new VqLstmPredictor(1), /numOutputs must be an integer >= 2, got 1/);
   });
 
-  it('trains jointly inside a Transducer: the RNN-T loss plus vqLoss reaches the encoder, the LSTM and the codebook', () => {
+  it("trains jointly inside a Transducer: the RNN-T loss plus vqLoss reaches the encoder, the LSTM and (update 'loss') the codebook", () => {
     const rng = new Rng(3);
-    const predictor = new VqLstmPredictor(4, { embeddingSize: 3, hiddenSize: 4, codebookSize: 5, rng });
+    const predictor = new VqLstmPredictor(4, { embeddingSize: 3, hiddenSize: 4, codebookSize: 5, update: 'loss', rng });
     const model = new Transducer({ inputSize: 2, numLabels: 3, encoderSize: 4, jointSize: 6, predictor, rng });
     model.train();
     const features = new Tensor(Float32Array.from({ length: 2 * 5 * 2 }, () => rng.uniform() - 0.5), [2, 5, 2]);

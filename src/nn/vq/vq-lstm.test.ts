@@ -19,7 +19,7 @@ function random(shape: number[], rng: Rng, dtype: 'float32' | 'float64' = 'float
  */
 function model(inputSize: number, hidden: number, k: number, seed: number, dtype: 'float32' | 'float64' = 'float64', batchFirst = false, match: 'state' | 'hidden' = 'state'): VQLSTM {
   const rng = new Rng(seed);
-  const m = new VQLSTM(inputSize, hidden, { codebookSize: k, rng, dtype, batchFirst, match });
+  const m = new VQLSTM(inputSize, hidden, { codebookSize: k, rng, dtype, batchFirst, match, update: 'loss' });
   const warm = random(batchFirst ? [k, 3, inputSize] : [3, k, inputSize], rng, dtype, 2);
   noGrad(() => m.forward(warm));
   m.eval();
@@ -97,7 +97,7 @@ describe('VQLSTM forward', () => {
   it('batchFirst gives the same outputs as the [L, N, ·] layout, transposed', () => {
     const rng = new Rng(4);
     const a = model(2, 3, 5, 9);
-    const b = new VQLSTM(2, 3, { codebookSize: 5, dtype: 'float64', batchFirst: true });
+    const b = new VQLSTM(2, 3, { codebookSize: 5, dtype: 'float64', batchFirst: true, update: 'loss' });
     b.loadStateDict(a.stateDict());
     b.eval();
     const x = random([4, 2, 2], rng, 'float64', 2);
@@ -267,6 +267,29 @@ describe('VQLSTM gradients', () => {
       }
       expected.forEach((v, j) => assert.ok(Math.abs(dCodebook!.data[j]! - v) < 1e-12, `codebook ${j}`));
     });
+  });
+});
+
+describe('VQLSTM training with the default EMA codebook', () => {
+  it("defaults to update 'ema': a training forward moves the codebook buffer (no gradient), unused codes only rescale", () => {
+    const rng = new Rng(40);
+    const m = new VQLSTM(2, 3, { codebookSize: 4, dtype: 'float64', rng, decay: 0.5, init: 'uniform', initScale: 0.5 });
+    assert.equal(m.quantizer.update, 'ema');
+    assert.equal(m.quantizer.codebook.requiresGrad, false);
+    const before = Float64Array.from(m.quantizer.codebook.data);
+    const x = random([1, 5, 2], rng, 'float64', 2);
+    m.train();
+    const { codes } = m.forward(x);
+    assert.notDeepEqual([...m.quantizer.codebook.data], [...before]);
+    // A code no row chose keeps E_k = m_k / ñ_k with its sum and count both decayed by γ: the row
+    // rescales only through the Laplace smoothing's renormalisation (the sums are float32), never
+    // towards other rows' states.
+    const unused = [0, 1, 2, 3].filter((k) => !codes.includes(k));
+    assert.ok(unused.length > 0 && unused.length < 4, `codes used: ${codes}`);
+    for (const k of unused) {
+      const ratio = m.quantizer.codebook.data[k * 6]! / before[k * 6]!;
+      for (let j = 1; j < 6; j++) assert.ok(Math.abs(m.quantizer.codebook.data[k * 6 + j]! / before[k * 6 + j]! - ratio) < 1e-5, `code ${k} keeps its direction`);
+    }
   });
 });
 

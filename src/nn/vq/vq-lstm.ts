@@ -17,8 +17,8 @@
  *
  * Training: straight-through gradients through every quantization (∂ĥ/∂h = ∂ĉ/∂c = I), plus the
  * quantizer's codebook and commitment terms averaged over steps (`loss` of the result); add it to
- * the task loss. The codebook can instead follow EMA updates, with dead-code restarts (see
- * VectorQuantizer). Each step runs as the fused lstmSequence primitive of length one, with the
+ * the task loss. The codebook follows EMA updates by default ('loss': the VQ-VAE codebook loss),
+ * with optional dead-code restarts (see VectorQuantizer). Each step runs as the fused lstmSequence primitive of length one, with the
  * same per-step code in `forward` and `step`, so a sequence and its step-by-step decoding agree.
  *
  * Parameters, as one nn.LSTM layer: weight_ih [4H, in], weight_hh [4H, H], bias_ih, bias_hh [4H]
@@ -41,6 +41,11 @@ export interface VQLSTMOptions extends Omit<VectorQuantizerOptions, 'dtype' | 'r
   match?: 'state' | 'hidden';
   /** Codebook rows K (default 256). */
   codebookSize?: number;
+  /**
+   * How the codebook learns (default 'ema' here, unlike VectorQuantizer's 'loss': in the Moby Dick
+   * LM and digit-string benches EMA updates trained clearly better; see docs/vq-lstm.md).
+   */
+  update?: 'loss' | 'ema';
   /** Learn the biases (default true). */
   bias?: boolean;
   /** Input [N, L, in] and output [N, L, H] instead of [L, N, ·] (default false). */
@@ -102,11 +107,11 @@ export class VQLSTM extends Module {
     this.biasHh = bias ? this.registerParameter('bias_hh', zeros([rows], this.dtype)) : null;
     const bound = 1 / Math.sqrt(hiddenSize);
     for (const p of this.parameters()) uniform(p, -bound, bound, rng);
-    const { codebookSize = 256, bias: _bias, batchFirst: _batchFirst, match = 'state', ...quantizerOptions } = options;
+    const { codebookSize = 256, bias: _bias, batchFirst: _batchFirst, match = 'state', update = 'ema', ...quantizerOptions } = options;
     if (match !== 'state' && match !== 'hidden') throw new RangeError(`VQLSTM: match must be 'state' or 'hidden', got ${String(match)}`);
     this.match = match;
     const matchDims = match === 'state' ? 2 * hiddenSize : hiddenSize;
-    this.quantizer = this.registerModule('quantizer', new VectorQuantizer(codebookSize, 2 * hiddenSize, { ...quantizerOptions, matchDims, rng, dtype: this.dtype }));
+    this.quantizer = this.registerModule('quantizer', new VectorQuantizer(codebookSize, 2 * hiddenSize, { ...quantizerOptions, update, matchDims, rng, dtype: this.dtype }));
   }
 
   get codebookSize(): number {
