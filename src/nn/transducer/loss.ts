@@ -55,7 +55,7 @@ export interface TransducerLossValues {
 
 /**
  * The plain-array core of {@link transducerLoss} (no autograd), for logits [N, T, U+1, V+1] in
- * row-major order. Indices and lengths must already be checked.
+ * row-major order; computes in float64. Indices and lengths are not checked here (transducerLoss does).
  *
  * With lp = logSoftmax(logits) over the last axis, per sample (lengths T_n, U_n):
  *   α(0,0) = 0, α(t,u) = logaddexp(α(t−1,u) + lp(t−1,u,∅), α(t,u−1) + lp(t,u−1,y_u)),
@@ -64,7 +64,6 @@ export interface TransducerLossValues {
  * The gradient of −log P w.r.t. the logits z(t,u,k) is
  *   softmax(z(t,u))_k · e^{α(t,u)+β(t,u)−log P} − e^{α(t,u)+lp(t,u,k)+β(next)−log P}·[k ∈ {∅, y_{u+1}}],
  * where "next" is (t+1,u) for blank (1 at the final cell) and (t,u+1) for the label.
- * @internal
  */
 export function transducerLossValues(
   logits: ArrayLike<number>, shape: readonly [number, number, number, number], labels: ArrayLike<number>,
