@@ -91,6 +91,12 @@ type Domain =
 const INT32_MAX = 2 ** 31 - 1;
 /** Extra fractional bits of a layer's output that feeds an average pooling. */
 const AVG_FRAC_BITS = 8;
+/**
+ * The same for an add: its output is one rounding of an exact rational sum, so more fractional bits
+ * make the pooled value's double rounding (at 2^−F, then to the output step) rarer: 2^−16 of an
+ * LSB (|values| stay far below the 2^30 range: 8-bit sums times 2^16).
+ */
+const ADD_AVG_FRAC_BITS = 16;
 
 /** The leaves of `model` in registration order (a QuantLayer or a QuantAdd is one leaf). */
 export function captureLeaves(model: Module): [string, Module][] {
@@ -302,10 +308,10 @@ function addInputDomain(q: Module | null, name: string, which: string): AffineDo
   return { kind: 'affine', scale: qp.scale[0]!, zeroPoint: qp.zeroPoint[0]!, qmin: qp.qmin, qmax: qp.qmax };
 }
 
-/** `d` with AVG_FRAC_BITS extra fractional bits and a wide range (the producer of an average pooling). */
-function widen(d: AffineDomain): AffineDomain {
-  const up = 2 ** AVG_FRAC_BITS;
-  return { kind: 'affine', scale: d.scale / up, zeroPoint: d.zeroPoint * up, qmin: -(2 ** 30), qmax: 2 ** 30, fracBits: AVG_FRAC_BITS };
+/** `d` with `fracBits` extra fractional bits and a wide range (the producer of an average pooling). */
+function widen(d: AffineDomain, fracBits: number): AffineDomain {
+  const up = 2 ** fracBits;
+  return { kind: 'affine', scale: d.scale / up, zeroPoint: d.zeroPoint * up, qmin: -(2 ** 30), qmax: 2 ** 30, fracBits };
 }
 
 /**
@@ -426,11 +432,13 @@ function build(model: Module, graph: CapturedGraph, inputShape: readonly number[
     nodes.push(node);
     return node.name;
   };
-  const widenable = (v: number): boolean => {
+  /** Extra fractional bits value `v` can be produced with (a layer or an add, through ReLU / max pooling / Flatten), else 0. */
+  const widenable = (v: number): number => {
     const sym = syms[v]!;
-    if (sym.kind === 'layer' || sym.kind === 'add') return true;
+    if (sym.kind === 'layer') return AVG_FRAC_BITS;
+    if (sym.kind === 'add') return ADD_AVG_FRAC_BITS;
     if (sym.kind === 'relu' || sym.kind === 'flatten' || (sym.kind === 'pool' && sym.module instanceof MaxPool2d)) return widenable(sym.input);
-    return false;
+    return 0;
   };
   const emit = (v: number, d: Domain): string => {
     const key = `${v} ${JSON.stringify(d)}`;
@@ -478,12 +486,13 @@ function build(model: Module, graph: CapturedGraph, inputShape: readonly number[
         }
         if (d.kind !== 'affine') throw new Error(`convert: '${sym.name}' (${m.constructor.name}) on ${d.kind} values is not supported`);
         // Average pooling in an affine domain: the producer (a layer or an add, through ReLU / max
-        // pooling / Flatten) requantizes with AVG_FRAC_BITS extra fractional bits (scale s·2^−F,
+        // pooling / Flatten) requantizes with F extra fractional bits (AVG_FRAC_BITS for a layer,
+        // ADD_AVG_FRAC_BITS for an add; scale s·2^−F,
         // zero point z·2^F, a wide range) and the pooling rounds once, back to s, then clamps to
         // [qmin, qmax] — as the float model averages unrounded, unclamped values and quantizes
         // once. Without such a producer it pools plain integers.
-        const fracBits = d.fracBits === undefined && widenable(sym.input) ? AVG_FRAC_BITS : 0;
-        const src = emit(sym.input, fracBits > 0 ? widen(d) : d);
+        const fracBits = d.fracBits === undefined ? widenable(sym.input) : 0;
+        const src = emit(sym.input, fracBits > 0 ? widen(d, fracBits) : d);
         const poolName = unique(sym.name);
         if (m instanceof AdaptiveAvgPool2d) push({ op: 'adaptiveavgpool2d', name: poolName, inputs: [src], outputSize: [...m.outputSize], zeroPoint: d.zeroPoint, fracBits });
         else push({ op: 'avgpool2d', name: poolName, inputs: [src], kernelSize: [...m.kernelSize], stride: [...m.stride], padding: [...m.padding], zeroPoint: d.zeroPoint, fracBits });
