@@ -120,6 +120,12 @@ describe('residual networks convert to an integer DAG', () => {
       assert.deepEqual(adds.map((n) => n.name), ['stages.0.add', 'stages.1.add', 'stages.2.add']);
       // The block ReLU is the add's lower bound (fused): no clamp left after an add.
       for (const a of adds as AddNode[]) assert.equal(a.lo, a.zeroPoint);
+      // The last add feeds the global average pooling with 16 extra fractional bits (a wide range).
+      const pool = im.nodes.find((n) => n.op === 'adaptiveavgpool2d');
+      assert.ok(pool?.op === 'adaptiveavgpool2d' && pool.fracBits === 16 && pool.inputs![0] === 'stages.2.add');
+      const last = adds[2] as AddNode;
+      assert.equal(last.hi, 2 ** 30);
+      assert.equal(last.zeroPoint % 2 ** 16, 0);
       const r = im.verification!;
       assert.equal(r.argmaxAgreement, 1, JSON.stringify(r));
       assert.ok(r.maxLogitLsb <= 1, `${r.maxLogitLsb} LSB from the float64 simulation`);
