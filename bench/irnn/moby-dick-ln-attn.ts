@@ -3,6 +3,7 @@
  * moby-dick-lm.ts): float vs QAT fake quant vs the integer-only runtime, for two variants:
  *   ln:        Embedding → LN-LSTM (QuantLSTM { layerNorm: true }) → last h → Linear
  *   attention: Embedding → LSTM → last h, attention of it over the 8 outputs → Linear([h; context])
+ *   lstm:      the plain LSTM of moby-dick-lm.ts, trained the same way here (baseline; not in 'both')
  * Float first (ln: QuantLSTM with quantize=false, i.e. float layer norms and the float PWL
  * activations; attention: nn.LSTM + QuantAttention with quantize=false), then the fake-quant
  * modules with the same weights (+ a head with int8 per-row weights) fine-tuned for
@@ -10,10 +11,10 @@
  * integer pipeline: int8 embedding codes → IntLSTM (TypeScript cell for LN) → IntAttention →
  * int8 head (int32 accumulators; logits scaled to float once, for the softmax).
  *
- *   nice -n 10 node --import tsx bench/irnn/moby-dick-ln-attn.ts [--variant ln|attention|both]
+ *   nice -n 10 node --import tsx bench/irnn/moby-dick-ln-attn.ts [--variant ln|attention|both|lstm]
  *        [--float-epochs 1] [--float-batches N] [--qat-batches 300] [--eval-limit N] [--seed 0]
  *
- * Writes bench/results/irnn-ln-attn.json (atomically; one row per variant).
+ * Writes bench/results/irnn-ln-attn.json (both), or irnn-ln-attn-<variant>.json (atomically; one row per variant).
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +37,7 @@ import { flag, flagOr, numberFlag } from '../flags.ts';
 import { gitCommit } from '../lib.ts';
 
 const variantFlag = flagOr('variant', 'both');
-if (!['ln', 'attention', 'both'].includes(variantFlag)) throw new Error(`--variant must be ln, attention or both, got '${variantFlag}'`);
+if (!['ln', 'attention', 'both', 'lstm'].includes(variantFlag)) throw new Error(`--variant must be ln, attention, both or lstm (the plain LSTM baseline), got '${variantFlag}'`);
 const floatEpochs = numberFlag('float-epochs', 1, { integer: true, min: 1 });
 const floatBatches = flag('float-batches') === undefined ? Infinity : numberFlag('float-batches', 0, { integer: true, min: 1 });
 const qatBatches = numberFlag('qat-batches', 300, { integer: true, min: 1 });
@@ -49,7 +50,7 @@ const context = 8;
 const segments = 16;
 const batchSize = 128;
 
-type Variant = 'ln' | 'attention';
+type Variant = 'ln' | 'attention' | 'lstm';
 
 /** Embedding → (LN-)LSTM → last h [→ attention over the outputs] → head. */
 class Lm extends Module {
