@@ -232,7 +232,7 @@ export function irnnFromLowbit(file: LowbitModel): IrnnModel {
   if (file.graph[0]?.op !== OP || nodes > (v2 ? 2 : 1) || (nodes === 2 && file.graph[1]!.op !== ATTENTION_OP)) {
     throw new IrnnFormatError('bad-graph', v2 ? `the graph must be one '${OP}' node, optionally followed by one '${ATTENTION_OP}' node` : `the graph must be one '${OP}' node, got ${nodes} node(s)`);
   }
-  const node = file.graph[0] as unknown as Record<string, unknown>;
+  const node: Record<string, unknown> = file.graph[0]!;
   const inputSize = integerField(node, 'inputSize', 1, MAX_IRNN_SIZE);
   const hiddenSize = integerField(node, 'hiddenSize', 1, MAX_IRNN_SIZE);
   const rows = 4 * hiddenSize;
@@ -267,7 +267,7 @@ export function irnnFromLowbit(file: LowbitModel): IrnnModel {
     tanh: readTable(file, node, 'tanh'),
     ...(layerNorm ? { layerNorm } : {}),
   };
-  const attention = nodes === 2 ? readAttention(file, file.graph[1] as unknown as Record<string, unknown>, hiddenSize, hiddenScale) : null;
+  const attention = nodes === 2 ? readAttention(file, file.graph[1]!, hiddenSize, hiddenScale) : null;
   return { lstm: new IntLSTM(params), attention };
 }
 
