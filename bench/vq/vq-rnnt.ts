@@ -118,7 +118,7 @@ function decode(model: Transducer, name: string, merge: 'labels' | 'state', beam
       labelArcs += density.labelArcsPerFrame * d.lattice.frames;
       nodes += density.nodesPerFrame * d.lattice.frames;
       frames += d.lattice.frames;
-      log10Paths += Math.log10(density.paths);
+      log10Paths += density.log10Paths;
     });
   }
   const referenceLabels = references.reduce((n, r) => n + r.length, 0);

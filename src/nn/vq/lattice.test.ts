@@ -68,7 +68,18 @@ describe('latticeDensity', () => {
       assert.equal(d.labelArcsPerFrame, lattice.arcs.filter((a) => a.label !== null).length / 5);
       assert.equal(d.nodesPerFrame, (lattice.numNodes - 1) / 5);
       assert.equal(d.paths, latticePaths(lattice).length);
+      assert.ok(Math.abs(d.log10Paths - Math.log10(d.paths)) < 1e-12);
     }
+  });
+
+  it('counts the paths of a long lattice in log space: a chain of 1,100 frames with two arcs per step has 2^1100', () => {
+    const frames = 1100;
+    const arcs: LatticeArc[] = [];
+    for (let t = 0; t < frames; t++) arcs.push({ from: t, to: t + 1, label: 0, logProb: -1 }, { from: t, to: t + 1, label: null, logProb: -1 });
+    const lattice: Lattice = { numNodes: frames + 1, nodeFrame: Int32Array.from({ length: frames + 1 }, (_, i) => i), frames, finals: [frames], arcs };
+    const d = latticeDensity(lattice);
+    assert.equal(d.paths, Infinity);
+    assert.ok(Math.abs(d.log10Paths - frames * Math.log10(2)) < 1e-9, `${d.log10Paths}`);
   });
 });
 

@@ -10,6 +10,7 @@
  * rows compose along arcs and take the element-wise minimum where paths meet), so the cost is
  * O(arcs · |reference|) however many paths the lattice holds.
  */
+import { logAddExp } from '../transducer/loss.ts';
 
 /** An arc of a {@link Lattice}. */
 export interface LatticeArc {
@@ -159,8 +160,10 @@ export interface LatticeDensity {
   readonly labelArcsPerFrame: number;
   /** Nodes per frame (without the start node). */
   readonly nodesPerFrame: number;
-  /** Start-to-final paths (a float: it grows exponentially with the frames). */
+  /** Start-to-final paths (a float: it grows exponentially with the frames, and is Infinity past ~1e308). */
   readonly paths: number;
+  /** log10 of `paths`, counted in log space so that it stays finite for long lattices. */
+  readonly log10Paths: number;
 }
 
 /** Arcs, label arcs and nodes per frame, and the number of paths (counted by DP). */
@@ -168,16 +171,26 @@ export function latticeDensity(lattice: Lattice): LatticeDensity {
   checkLattice(lattice);
   const frames = Math.max(lattice.frames, 1);
   const counts = new Float64Array(lattice.numNodes);
+  const logCounts = new Float64Array(lattice.numNodes).fill(-Infinity);
   counts[0] = 1;
+  logCounts[0] = 0;
   const byTarget = [...lattice.arcs].sort((a, b) => a.to - b.to);
-  for (const a of byTarget) counts[a.to]! += counts[a.from]!;
+  for (const a of byTarget) {
+    counts[a.to]! += counts[a.from]!;
+    logCounts[a.to] = logAddExp(logCounts[a.to]!, logCounts[a.from]!);
+  }
   let paths = 0;
-  for (const f of lattice.finals) paths += counts[f]!;
+  let logPaths = -Infinity;
+  for (const f of lattice.finals) {
+    paths += counts[f]!;
+    logPaths = logAddExp(logPaths, logCounts[f]!);
+  }
   return {
     arcsPerFrame: lattice.arcs.length / frames,
     labelArcsPerFrame: lattice.arcs.filter((a) => a.label !== null).length / frames,
     nodesPerFrame: (lattice.numNodes - 1) / frames,
     paths,
+    log10Paths: logPaths / Math.LN10,
   };
 }
 
