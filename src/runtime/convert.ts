@@ -3,9 +3,10 @@
  * QuantConv2d / QuantConvBn2d / QuantLinear into an integer layer.
  *
  * Graph capture: the model's forward must apply its leaf modules in registration order, each on
- * the previous one's output (true of lenet5, mlp, cnn and any Sequential); a probe forward checks
- * that it does and refuses anything else (./capture.ts, see `convert`). Leaves are walked in
- * `namedModules()` order; a QuantLayer counts as one leaf. Supported leaves: the quantized layers, ReLU, ReLU6, MaxPool2d, AvgPool2d,
+ * the model input or earlier leaves' outputs (a chain for lenet5, mlp, cnn and any Sequential; a
+ * DAG with `nn.Add` merges for resnet8); a probe forward records that graph and refuses anything
+ * else (./capture.ts, see `convert`). Leaves are walked in `namedModules()` order; a QuantLayer or
+ * a QuantAdd counts as one leaf. Supported leaves: the quantized layers, QuantAdd, ReLU, ReLU6, MaxPool2d, AvgPool2d,
  * AdaptiveAvgPool2d, Flatten, Identity, Dropout (no-op at inference) and a BatchNorm1d/2d right
  * after a quantized layer (folded into that layer's output stage: its per-channel scale multiplies
  * the requantization ratio, its shift goes into the int32 bias, so the integer weights stay exactly
@@ -36,7 +37,7 @@
  * channel may not sit in the last layer or feed a BatchNorm that is not folded into its layer (its
  * output would be the BN's shift, not 0).
  */
-import { Module, type TensorModule } from '../nn/module.ts';
+import type { Module } from '../nn/module.ts';
 import { ReLU, ReLU6, Identity } from '../nn/activation.ts';
 import { AdaptiveAvgPool2d, AvgPool2d, MaxPool2d } from '../nn/pooling.ts';
 import { Flatten } from '../nn/flatten.ts';
@@ -48,7 +49,7 @@ import { Rng } from '../tensor/random.ts';
 import { noGrad } from '../autograd/engine.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from '../quant/qat/layers.ts';
-import type { ExportedQuant } from '../quant/quantizers/quantizer.ts';
+import type { ExportedQuant, Quantizer } from '../quant/quantizers/quantizer.ts';
 import { quantizeMultiplier } from './requantize.ts';
 import { simulateFloat64, type Float64Simulation } from './simulate.ts';
 import { compactIntModel } from './compact.ts';
@@ -217,17 +218,19 @@ type Symbolic =
 /**
  * Converts a prepared fake-quant model to an integer-only IntModel (details in the module comment).
  *
- * What it captures: the chain of the model's leaf modules in registration order (a QuantLayer is
- * one leaf; see `captureLeaves`). Before building, `model.forward` runs once on a probe batch (the
+ * What it captures: the graph of the model's leaf module calls (a QuantLayer or QuantAdd is one
+ * leaf; see `captureLeaves`). Before building, `model.forward` runs once on a probe batch (the
  * first ≤ 4 rows of `options.sample`, else 2 pseudo-random samples of `inputShape`) with every
- * leaf recorded (`captureChain` in ./capture.ts): each leaf must be called once, in registration
- * order, on the previous leaf's output (the first on the model input), and forward must return
- * the last leaf's output. Identity / Dropout leaves may go uncalled.
+ * leaf recorded (`captureGraph` in ./capture.ts): each leaf must be called once, in registration
+ * order, each input the model input or an earlier leaf's output, every output used, and forward
+ * must return the last leaf's output. Identity / Dropout leaves may go uncalled. A chain becomes a
+ * version-1 IntModel as before; a DAG (residual adds, a value read twice) a version-2 one (see
+ * `build`).
  *
  * What it refuses (`ConvertError`, reason 'capture', naming what was found): tensor ops or
  * functional calls between or after the modules (`fc2(x).mul(2)`, `relu(x)` instead of a ReLU
- * module, a reshape instead of a Flatten module), residual adds and other uses of one tensor
- * twice, a module called twice or never, modules applied out of registration order, in-place
+ * module, a reshape instead of a Flatten module, a residual sum written as a tensor op instead of
+ * an nn.Add), an output nothing uses, a module called twice or never, modules applied out of registration order, in-place
  * edits between modules, and a subclass of a supported module whose forward computes something
  * else; then (plain Error, from the build) any leaf the integer runtime does not support. The
  * probe cannot see data-dependent control flow: pass `sample` to verify on real data.
@@ -246,7 +249,7 @@ export function convert(model: Module, options: ConvertOptions = {}): IntModel {
   model.eval();
   try {
     const graph = captureGraph(model, captureLeaves(model), probeBatch(inputShape, options.sample));
-    const { intModel, pruned } = build(model, graph, inputShape, options.metadata);
+    const { intModel, pruned } = build(graph, inputShape, options.metadata);
     if (options.sample) {
       const report = compareWithFakeQuant(model, intModel, options.sample);
       intModel.verification = report;
@@ -300,8 +303,8 @@ function domainOfInput(input: LayerInput): Domain {
 }
 
 /** An Add input's domain from its quantizer's export (per-tensor affine only). */
-function addInputDomain(q: Module | null, name: string, which: string): AffineDomain {
-  const ex = (q as { exportQuant?: () => ExportedQuant } | null)?.exportQuant?.() ?? null;
+function addInputDomain(q: Quantizer | null, name: string, which: string): AffineDomain {
+  const ex = q?.exportQuant() ?? null;
   if (ex === null) throw new Error(`convert: '${name}' (QuantAdd) has a float ${which} input (no input quantizer): the integer add needs both inputs quantized`);
   if (ex.type !== 'affine' || ex.qparams.scale.length !== 1) throw new Error(`convert: '${name}' (QuantAdd): its ${which} input quantizer is ${ex.type === 'affine' ? 'per channel' : ex.type}; the integer add needs per-tensor affine inputs`);
   const qp = ex.qparams;
@@ -323,8 +326,7 @@ function widen(d: AffineDomain, fracBits: number): AffineDomain {
  * tensor), the model input gets one quantize node per domain. A chain comes out as before (graph
  * version 1, no `inputs`); anything else as a version-2 DAG.
  */
-function build(model: Module, graph: CapturedGraph, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): { intModel: IntModel; pruned: Map<string, readonly number[]> } {
-  void model;
+function build(graph: CapturedGraph, inputShape: readonly number[], metadata: Record<string, unknown> | undefined): { intModel: IntModel; pruned: Map<string, readonly number[]> } {
   const tensors = new Map<string, IntTensor>();
   const syms: Symbolic[] = [{ kind: 'input' }];
   /** Captured node index → value id (−1 for the model input, poisoned −2 for a layer whose BN was folded). */
@@ -823,7 +825,8 @@ function runCaptured(graph: CapturedGraph, x: Tensor): Tensor {
   const values: Tensor[] = [];
   for (const node of graph.nodes) {
     const ins = node.inputs.map((k) => (k < 0 ? x : values[k]!));
-    values.push((node.module as unknown as { forward(...t: Tensor[]): Tensor }).forward(...ins));
+    const forward = node.module.forward as (...t: Tensor[]) => Tensor;
+    values.push(forward.call(node.module, ...ins));
   }
   return values[values.length - 1] ?? x;
 }
