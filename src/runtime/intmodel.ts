@@ -529,16 +529,20 @@ export class IntModel {
 
   /** One row per node: name, op, bits, parameter count, packed bytes (weights + int32/float side tensors). */
   layers(): LayerSummary[] {
+    // A layer run twice in a DAG (its output needed in two domains) shares its weight tensor: counted once.
+    const counted = new Set<string>();
     return this.graph.nodes.map((node) => {
       if (node.op !== 'conv2d' && node.op !== 'linear') return { name: node.name, op: node.op, bits: '-', params: 0, packedBytes: 0 };
       const w = this.tensor(node.weight);
-      const weightCount = w.shape.reduce((p, d) => p * d, 1);
-      let bytes = w.data.byteLength;
+      const shared = counted.has(node.weight);
+      counted.add(node.weight);
+      const weightCount = shared ? 0 : w.shape.reduce((p, d) => p * d, 1);
+      let bytes = shared ? 0 : w.data.byteLength;
       for (const [k, name] of Object.entries(node.output)) if (k !== 'mode' && typeof name === 'string') bytes += this.tensor(name).data.byteLength;
       const a = node.input.mode === 'sign' ? '1 (sign)' : String(node.input.bits);
       const wb = node.weightFormat === 'binary' ? '1' : node.weightFormat === 'ternary' ? 't' : String(node.weightBits);
       const xnor = node.weightFormat === 'binary' && node.input.mode === 'sign' ? ' xnor' : '';
-      return { name: node.name, op: node.op, bits: `w${wb}a${a}${xnor}`, params: weightCount + node.outFeatures, packedBytes: bytes };
+      return { name: node.name, op: node.op, bits: `w${wb}a${a}${xnor}`, params: shared ? 0 : weightCount + node.outFeatures, packedBytes: bytes };
     });
   }
 

@@ -16,7 +16,7 @@ import { manualSeed, rand, randn, Rng, Tensor } from '../tensor/index.ts';
 import { prepareQat } from '../quant/qat/index.ts';
 import { QuantAdd } from '../quant/qat/add.ts';
 import { qconfigFor, type QConfig } from '../quant/config/qconfig.ts';
-import { captureGraph, captureLeaves, convert, ConvertError, IntModel, type AddNode, type IntGraph, type IntNode } from './index.ts';
+import { captureGraph, captureLeaves, convert, ConvertError, IntModel, type AddNode, type IntGraph, type IntNode, type LayerNode } from './index.ts';
 import { addRescaled } from './intmodel.ts';
 import { loadIntModel, saveIntModel } from './io.ts';
 import { IntGraphError } from './validate.ts';
@@ -126,6 +126,13 @@ describe('residual networks convert to an integer DAG', () => {
       const last = adds[2] as AddNode;
       assert.equal(last.hi, 2 ** 30);
       assert.equal(last.zeroPoint % 2 ** 16, 0);
+      // The stem runs twice (block 1's conv and add quantize its output differently), sharing its weights.
+      const stems = im.nodes.filter((n) => n.op === 'conv2d' && n.weight === 'stem.0.weight');
+      assert.deepEqual(stems.map((n) => n.name), ['stem.0', 'stem.0@2']);
+      const rows = im.layers();
+      assert.equal(rows.find((l) => l.name === 'stem.0@2')!.params, 0);
+      const unique = im.nodes.filter((n): n is LayerNode => (n.op === 'conv2d' || n.op === 'linear') && !n.name.includes('@'));
+      assert.equal(rows.reduce((n, l) => n + l.params, 0), unique.reduce((n, l) => n + im.weightValues(l).length + l.outFeatures, 0));
       const r = im.verification!;
       assert.equal(r.argmaxAgreement, 1, JSON.stringify(r));
       assert.ok(r.maxLogitLsb <= 1, `${r.maxLogitLsb} LSB from the float64 simulation`);
