@@ -29,6 +29,7 @@
  * Linear into an integer kernel. Max pooling runs between a DequantizeLinear and a QuantizeLinear of the same
  * parameters (exact), Flatten on the quantized tensor, average pooling in float followed by the
  * next layer's QuantizeLinear (the IntModel keeps 8 extra fractional bits there instead).
+ * A float model with `nn.Add` merges is written from its captured graph of leaf calls (Add → Add).
  * A residual IntModel (graph version 2, a DAG): every node reads the values its `inputs` name; an
  * integer add becomes DequantizeLinear ×2 → Add → QuantizeLinear in the add's output domain (a
  * fused ReLU as the Relu / Clip above), or stays float when an average pooling follows (where the
@@ -57,6 +58,7 @@ import { Sequential } from '../nn/sequential.ts';
 import { Add } from '../nn/merge.ts';
 import { QuantLayer } from '../quant/qat/layers.ts';
 import { captureLeaves, convert } from '../runtime/convert.ts';
+import { captureGraph, ConvertError, type CapturedGraph } from '../runtime/capture.ts';
 import { IntModel, type IntNode, type LayerInput, type LayerNode } from '../runtime/intmodel.ts';
 import { convOutputSize } from '../runtime/ops.ts';
 import { Tensor } from '../tensor/tensor.ts';
@@ -364,8 +366,7 @@ function probeInput(shape: readonly number[]): Tensor {
 
 function exportFloat(model: Module, inputShape: readonly number[], b: GraphBuilder, profile: OnnxProfile, inputName: string): { name: string; shape: number[] } {
   const leaves = captureLeaves(model).filter(([, m]) => !(m instanceof Sequential));
-  const merge = leaves.find(([, m]) => m instanceof Add);
-  if (merge) throw new OnnxError('unsupported-op', `ONNX export: '${merge[0]}' (Add): the float32 export writes chains of modules only; prepare and convert the model and export the IntModel (QDQ), which supports residual adds`);
+  if (leaves.some(([, m]) => m instanceof Add)) return exportFloatGraph(model, inputShape, b, profile, inputName);
   const wasTraining = model.training;
   model.eval();
   try {
@@ -385,6 +386,49 @@ function exportFloat(model: Module, inputShape: readonly number[], b: GraphBuild
         throw new OnnxError('unsupported-op', `ONNX export: ${model.constructor.name}.forward is not the chain of its leaf modules in registration order (max |diff| ${diff} on a probe input); the exporter supports sequential models such as lenet5, mlp, cnn and Sequential`);
       }
       return { name: cur, shape: x.shape.slice(1) };
+    });
+  } finally {
+    if (wasTraining) model.train();
+  }
+}
+
+/**
+ * A float model with `nn.Add` merges (a residual network): its leaf calls as `captureGraph` records
+ * them (each input the model input or an earlier leaf's output), every leaf emitted on its
+ * inputs' ONNX values, an Add as ONNX Add; the graph run leaf by leaf must give the model's output.
+ */
+function exportFloatGraph(model: Module, inputShape: readonly number[], b: GraphBuilder, profile: OnnxProfile, inputName: string): { name: string; shape: number[] } {
+  const wasTraining = model.training;
+  const probe = probeInput([2, ...inputShape]);
+  let graph: CapturedGraph;
+  try {
+    graph = captureGraph(model, captureLeaves(model), probe);
+  } catch (error) {
+    if (error instanceof ConvertError) throw new OnnxError('unsupported-op', `ONNX export: ${error.message.replace(/^convert: /, '')}`);
+    throw error;
+  }
+  model.eval();
+  try {
+    return noGrad(() => {
+      const input = b.reserve(inputName);
+      const names: string[] = [];
+      const outputs: Tensor[] = [];
+      for (const node of graph.nodes) {
+        const xs = node.inputs.map((k) => (k < 0 ? probe : outputs[k]!));
+        const ins = node.inputs.map((k) => (k < 0 ? input : names[k]!));
+        const forward = node.module.forward as (...t: Tensor[]) => Tensor;
+        const y = forward.call(node.module, ...xs);
+        names.push(node.module instanceof Add ? b.node('Add', ins, [], node.name) : emitFloatLeaf(b, node.name, node.module, ins[0]!, xs[0]!.shape, y.shape, profile));
+        outputs.push(y);
+      }
+      const last = outputs[outputs.length - 1] ?? probe;
+      const whole = runLeaf(model, probe);
+      let diff = whole.shape.length === last.shape.length && whole.shape.every((d, i) => d === last.shape[i]) ? 0 : Infinity;
+      for (let i = 0; diff !== Infinity && i < whole.size; i++) diff = Math.max(diff, Math.abs(whole.data[i]! - last.data[i]!));
+      if (!(diff <= 1e-6 * Math.max(1, maxAbs(whole.data)))) {
+        throw new OnnxError('unsupported-op', `ONNX export: ${model.constructor.name}.forward is not the graph of its leaf modules (max |diff| ${diff} on a probe input)`);
+      }
+      return { name: names[names.length - 1] ?? input, shape: last.shape.slice(1) };
     });
   } finally {
     if (wasTraining) model.train();
