@@ -8,7 +8,7 @@
  *   faster; a time is turned into a throughput before dividing.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -213,4 +213,30 @@ export function gitCommit(): string {
   } catch {
     return 'unknown';
   }
+}
+
+/**
+ * OPENBLAS_CORETYPE for the PyTorch peer. OpenBLAS 0.3.21 (Debian 12) does not know newer CPUs
+ * such as AMD Zen 5 (family 26), and this machine's environment pins it to its Haswell (AVX2)
+ * kernels (OPENBLAS_CORETYPE=Haswell), half the speed of its AVX-512 ones here (SGEMM 1024, one
+ * BLAS thread: 118 vs 228 GFLOP/s). So on a CPU with the AVX-512 subsets of OpenBLAS's SkylakeX
+ * kernels the peer gets those, whatever the inherited environment says: the peer runs its fastest
+ * kernels. LOWBIT_BENCH_OPENBLAS_CORETYPE overrides the choice ('' = keep the inherited value).
+ * Null = leave the environment as it is.
+ */
+export function openblasCoreType(): string | null {
+  const forced = process.env.LOWBIT_BENCH_OPENBLAS_CORETYPE;
+  if (forced !== undefined) return forced === '' ? null : forced;
+  try {
+    const flags = new Set((/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').trim().split(/\s+/));
+    return ['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd'].every((f) => flags.has(f)) ? 'SkylakeX' : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Environment of a PyTorch peer process: `threads` torch threads, one BLAS thread, OpenBLAS's best kernels. */
+export function torchPeerEnv(threads: number): NodeJS.ProcessEnv {
+  const core = openblasCoreType();
+  return { ...process.env, OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_NUM_THREADS: String(threads), ...(core ? { OPENBLAS_CORETYPE: core } : {}) };
 }

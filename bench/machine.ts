@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableBackends, getBackend } from '../src/backend/index.ts';
 import { loadNative, nativeInfo } from '../src/backend/native/index.ts';
-import { gitCommit, type MachineInfo } from './lib.ts';
+import { gitCommit, openblasCoreType, type MachineInfo } from './lib.ts';
 import { loadOrt } from './peers/ort.ts';
 import { runTorch } from './peers/torch.ts';
 
@@ -59,7 +59,7 @@ export async function collectMachineInfo(): Promise<MachineInfo> {
       threads: process.env.LOWBIT_THREADS ?? 'default',
     },
     torch: torch.ok ? String(torch.json.torch) : `not available (${torch.reason})`,
-    torchBlas: torch.ok ? `BLAS ${String(torch.json.blas)}, ATen CPU capability ${String(torch.json.cpu_capability)}` : '',
+    torchBlas: torch.ok ? `BLAS ${String(torch.json.blas)}${` (OPENBLAS_CORETYPE=${openblasCoreType() ?? process.env.OPENBLAS_CORETYPE ?? 'auto'})`}, ATen CPU capability ${String(torch.json.cpu_capability)}` : '',
     ort: ort.ok ? ort.version : `not available (${ort.reason})`,
   };
 }

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { pythonPath } from './torch.ts';
+import { torchPeerEnv } from '../lib.ts';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'torch_rnn.py');
 
@@ -57,7 +58,7 @@ export class TorchRnnPeer {
   static async start(threads: number, timeoutSeconds = 120): Promise<TorchRnnPeer | string> {
     const py = pythonPath();
     if (!existsSync(py)) return `python not found at ${py}`;
-    const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_NUM_THREADS: String(threads) };
+    const env = torchPeerEnv(threads);
     const child = spawn(py, [SCRIPT, '--threads', String(threads)], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const stderr: string[] = [];
     child.stderr.on('data', (d: Buffer) => {

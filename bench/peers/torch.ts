@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { torchPeerEnv } from '../lib.ts';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'torch_bench.py');
 
@@ -56,7 +57,7 @@ export function runTorch(args: TorchArgs, timeoutSeconds = 300): Promise<TorchRe
   opt('--lr', args.lr);
   opt('--momentum', args.momentum);
   if (args.int8) argv.push('--int8');
-  const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', MKL_NUM_THREADS: '1', OMP_NUM_THREADS: String(args.threads ?? 2) };
+  const env = torchPeerEnv(args.threads ?? 2);
   return new Promise((resolve) => {
     const child = spawn(py, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

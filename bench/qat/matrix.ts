@@ -56,7 +56,7 @@ import type { Module, TensorModule } from '../../src/nn/index.ts';
 import type { Tensor } from '../../src/tensor/index.ts';
 import type { EpochRecord, TrainOptimizer } from '../../src/train/fit.ts';
 import type { Estimator, QConfigForOptions, QuantPlan, Scheme } from '../../src/quant/config/index.ts';
-import { gitCommit } from '../lib.ts';
+import { gitCommit, openblasCoreType, torchPeerEnv } from '../lib.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '..', '..');
@@ -553,9 +553,9 @@ function runTorch(spec: RunSpec, ctx: Context, base: Omit<RunRecord, 'status' | 
     '--batch', String(spec.recipe.batch), '--seed', String(spec.seed), '--threads', '2', '--init', spec.init === 'scratch' ? 'scratch' : 'fp32'];
   if (quick) args.push('--limit', '2000', '--test-limit', '500');
   const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
-  const r = spawnSync(python, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } });
+  const r = spawnSync(python, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: torchPeerEnv(2) });
   const wallSeconds = (performance.now() - t0) / 1000;
-  const command = `OPENBLAS_NUM_THREADS=1 ${python} bench/qat/torch_qat.py ${args.slice(1).join(' ')}`;
+  const command = `OPENBLAS_NUM_THREADS=1${openblasCoreType() ? ` OPENBLAS_CORETYPE=${openblasCoreType()}` : ''} ${python} bench/qat/torch_qat.py ${args.slice(1).join(' ')}`;
   let json: Record<string, unknown> | null = null;
   try {
     json = JSON.parse((r.stdout ?? '').trim().split('\n').pop() ?? '') as Record<string, unknown>;

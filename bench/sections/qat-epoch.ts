@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { errorMessage, measured, median, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
+import { errorMessage, measured, median, skippedMeasurement, torchPeerEnv, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { benchBackends, mnist, nativeMissingReason } from '../workloads.ts';
 import { measureTrainJob, TRAIN_JOB, trainJobRatios } from './train-job.ts';
 
@@ -37,7 +37,7 @@ function runTorchQat(ctx: SectionContext, limit: number): TorchResult {
   const script = join(root, 'bench', 'qat', 'torch_qat.py');
   const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
   const r = spawnSync(python, [script, '--epochs', '1', '--limit', String(limit), '--test-limit', '2000', '--threads', String(ctx.threads)], {
-    cwd: root, encoding: 'utf8', timeout: 900_000, env: { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: String(ctx.threads) },
+    cwd: root, encoding: 'utf8', timeout: 900_000, env: torchPeerEnv(ctx.threads),
   });
   if (r.error) return { ok: false, reason: errorMessage(r.error) };
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
