@@ -8,6 +8,7 @@ import { broadcastTo, concat, Tensor } from '../../tensor/index.ts';
 import type { Lengths } from './loss.ts';
 import { logAddExp } from './loss.ts';
 import { checkFrames, frameAt, selectRows, type TransducerScorer } from './greedy.ts';
+import type { TransducerPredictor } from './predictor.ts';
 
 /** How beam search merges hypotheses. */
 export type BeamMerge = 'labels' | 'state';
@@ -156,17 +157,7 @@ export function beamSearch<S>(scorer: TransducerScorer<S>, frames: Tensor, lengt
         }
       }
       const kept = [...candidates.values()].sort((x, y) => y.score - x.score).slice(0, beamSize);
-      // One batched predictor step for the kept label extensions.
-      const extended = kept.filter((c) => c.label !== blank);
-      let joinedState = state;
-      let joinedOutput = output;
-      if (extended.length > 0) {
-        const stepped = predictor.step(Int32Array.from(extended, (c) => c.label), predictor.selectState(state, extended.map((c) => c.parent)));
-        joinedState = predictor.joinStates([state, stepped.state]);
-        joinedOutput = concat([output, stepped.output], 0);
-      }
-      let next = 0;
-      const picks = kept.map((c) => (c.label === blank ? c.parent : rows + next++));
+      const { joinedState, joinedOutput, picks } = stepKept(predictor, state, output, rows, kept, blank);
       let newHyps: Hypothesis[] = kept.map((c) => {
         const labels = c.merged[0]!.labels;
         return { labels, score: c.score, own: c.own, alternatives: c.merged.flatMap((m) => absorb(m, c.score, labels.length, false)) };
@@ -198,4 +189,26 @@ export function beamSearch<S>(scorer: TransducerScorer<S>, frames: Tensor, lengt
     }
     return hyps.slice(0, nBest).map((h) => ({ labels: h.labels, score: h.own, mergedScore: h.score, alternatives: finishAlternatives(h) }));
   }));
+}
+
+/**
+ * @internal One batched predictor step for the kept candidates that extend their parent row by a
+ * label (a blank extension keeps its parent's state and output). Returns the parents' `rows` rows
+ * followed by the stepped ones, and each candidate's row in them.
+ */
+export function stepKept<S>(
+  predictor: TransducerPredictor<S>, state: S, output: Tensor, rows: number,
+  kept: readonly { readonly parent: number; readonly label: number }[], blank: number,
+): { joinedState: S; joinedOutput: Tensor; picks: number[] } {
+  const extended = kept.filter((c) => c.label !== blank);
+  let joinedState = state;
+  let joinedOutput = output;
+  if (extended.length > 0) {
+    const stepped = predictor.step(Int32Array.from(extended, (c) => c.label), predictor.selectState(state, extended.map((c) => c.parent)));
+    joinedState = predictor.joinStates([state, stepped.state]);
+    joinedOutput = concat([output, stepped.output], 0);
+  }
+  let next = 0;
+  const picks = kept.map((c) => (c.label === blank ? c.parent : rows + next++));
+  return { joinedState, joinedOutput, picks };
 }

@@ -56,6 +56,27 @@ export interface LstmPredictorOptions {
   readonly rng?: Rng;
 }
 
+/** @internal Refuses a label outside [0, numOutputs) (`who` names the predictor, `name` the argument). */
+export function checkPredictorLabels(values: ArrayLike<number>, numOutputs: number, who: string, name: string): void {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (!Number.isInteger(v) || v < 0 || v >= numOutputs) throw new RangeError(`${who}: ${name}[${i}] = ${v} is outside [0, ${numOutputs - 1}]`);
+  }
+}
+
+/** @internal Teacher-forcing input of a predictor: checked int32 labels [N, U] → [N, U + 1] with the start symbol (blank) first. */
+export function withStartSymbol(labels: Tensor, numOutputs: number, blank: number, who: string): Tensor {
+  if (labels.dtype !== 'int32' || labels.rank !== 2) throw new TypeError(`${who}: labels must be int32 [N, U], got ${labels.dtype} [${labels.shape.join(', ')}]`);
+  checkPredictorLabels(labels.data, numOutputs, who, 'labels');
+  const [n, u] = labels.shape as [number, number];
+  const input = new Int32Array(n * (u + 1));
+  for (let b = 0; b < n; b++) {
+    input[b * (u + 1)] = blank;
+    input.set(labels.data.subarray(b * u, (b + 1) * u), b * (u + 1) + 1);
+  }
+  return new Tensor(input, [n, u + 1]);
+}
+
 /**
  * The usual RNN-T prediction network: Embedding(V + 1, E) of the previous label (blank = start
  * symbol) -> LSTM(E, H) (batchFirst). Outputs are the LSTM's hidden states.
@@ -82,23 +103,8 @@ export class LstmPredictor extends Module implements TransducerPredictor<LstmPre
     this.lstm = this.registerModule('lstm', new LSTM(embeddingSize, hiddenSize, { numLayers: options.numLayers ?? 1, batchFirst: true, rng: options.rng }));
   }
 
-  private checkLabels(values: ArrayLike<number>, name: string): void {
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i]!;
-      if (!Number.isInteger(v) || v < 0 || v >= this.numOutputs) throw new RangeError(`LstmPredictor: ${name}[${i}] = ${v} is outside [0, ${this.numOutputs - 1}]`);
-    }
-  }
-
   forward(labels: Tensor): Tensor {
-    if (labels.dtype !== 'int32' || labels.rank !== 2) throw new TypeError(`LstmPredictor: labels must be int32 [N, U], got ${labels.dtype} [${labels.shape.join(', ')}]`);
-    this.checkLabels(labels.data, 'labels');
-    const [n, u] = labels.shape as [number, number];
-    const input = new Int32Array(n * (u + 1));
-    for (let b = 0; b < n; b++) {
-      input[b * (u + 1)] = this.blank;
-      input.set(labels.data.subarray(b * u, (b + 1) * u), b * (u + 1) + 1);
-    }
-    const [output] = this.lstm.forward(this.embedding.forward(new Tensor(input, [n, u + 1])));
+    const [output] = this.lstm.forward(this.embedding.forward(withStartSymbol(labels, this.numOutputs, this.blank, 'LstmPredictor')));
     return output;
   }
 
@@ -111,7 +117,7 @@ export class LstmPredictor extends Module implements TransducerPredictor<LstmPre
   step(prevLabels: Int32Array, state: LstmPredictorState): { output: Tensor; state: LstmPredictorState } {
     const batch = prevLabels.length;
     if (state.h.shape[1] !== batch) throw new RangeError(`LstmPredictor.step: ${batch} labels for a state of ${state.h.shape[1]} hypotheses`);
-    this.checkLabels(prevLabels, 'prevLabels');
+    checkPredictorLabels(prevLabels, this.numOutputs, 'LstmPredictor', 'prevLabels');
     const embedded = this.embedding.forward(new Tensor(Int32Array.from(prevLabels), [batch, 1]));
     const [output, [h, c]] = this.lstm.forward(embedded, [state.h, state.c]);
     return { output: reshape(output, [batch, this.outputSize]), state: { h, c } };

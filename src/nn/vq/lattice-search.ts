@@ -14,8 +14,9 @@
  * A node's score is the log-sum of (source score + arc log-probability) over its incoming arcs.
  */
 import { noGrad } from '../../autograd/index.ts';
-import { broadcastTo, concat, type Tensor } from '../../tensor/index.ts';
+import { broadcastTo, type Tensor } from '../../tensor/index.ts';
 import { checkFrames, frameAt, selectRows, type TransducerScorer } from '../transducer/greedy.ts';
+import { stepKept } from '../transducer/beam.ts';
 import { logAddExp, type Lengths } from '../transducer/loss.ts';
 import type { Lattice, LatticeArc } from './lattice.ts';
 
@@ -106,16 +107,7 @@ export function beamLattice<S>(scorer: TransducerScorer<S>, frames: Tensor, leng
         }
       }
       const kept = [...candidates.values()].sort((x, y) => y.score - x.score).slice(0, beamSize);
-      const extended = kept.filter((c) => c.label !== blank);
-      let joinedState = state;
-      let joinedOutput = output;
-      if (extended.length > 0) {
-        const stepped = predictor.step(Int32Array.from(extended, (c) => c.label), predictor.selectState(state, extended.map((c) => c.parent)));
-        joinedState = predictor.joinStates([state, stepped.state]);
-        joinedOutput = concat([output, stepped.output], 0);
-      }
-      let next = 0;
-      const picks = kept.map((c) => (c.label === blank ? c.parent : rows + next++));
+      const { joinedState, joinedOutput, picks } = stepKept(predictor, state, output, rows, kept, blank);
       // Groups of kept candidates that become one node: by label sequence, or by state key.
       let groups: number[][];
       if (merge === 'state') {

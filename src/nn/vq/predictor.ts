@@ -7,7 +7,7 @@
 import { Tensor } from '../../tensor/index.ts';
 import { Module } from '../module.ts';
 import { Embedding } from '../embedding.ts';
-import type { TransducerPredictor } from '../transducer/predictor.ts';
+import { checkPredictorLabels, withStartSymbol, type TransducerPredictor } from '../transducer/predictor.ts';
 import { START_CODE, VQLSTM, type VQLSTMOptions } from './vq-lstm.ts';
 
 /** The state of {@link VqLstmPredictor}: one code per hypothesis (START_CODE before any step). */
@@ -52,24 +52,9 @@ export class VqLstmPredictor extends Module implements TransducerPredictor<VqPre
     this.lstm = this.registerModule('lstm', new VQLSTM(embeddingSize, hiddenSize, { ...vqOptions, batchFirst: true }));
   }
 
-  private checkLabels(values: ArrayLike<number>, name: string): void {
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i]!;
-      if (!Number.isInteger(v) || v < 0 || v >= this.numOutputs) throw new RangeError(`VqLstmPredictor: ${name}[${i}] = ${v} is outside [0, ${this.numOutputs - 1}]`);
-    }
-  }
-
   /** labels [N, U] int32 → outputs [N, U + 1, H] (the start symbol's first); sets `vqLoss`. */
   forward(labels: Tensor): Tensor {
-    if (labels.dtype !== 'int32' || labels.rank !== 2) throw new TypeError(`VqLstmPredictor: labels must be int32 [N, U], got ${labels.dtype} [${labels.shape.join(', ')}]`);
-    this.checkLabels(labels.data, 'labels');
-    const [n, u] = labels.shape as [number, number];
-    const input = new Int32Array(n * (u + 1));
-    for (let b = 0; b < n; b++) {
-      input[b * (u + 1)] = this.blank;
-      input.set(labels.data.subarray(b * u, (b + 1) * u), b * (u + 1) + 1);
-    }
-    const result = this.lstm.forward(this.embedding.forward(new Tensor(input, [n, u + 1])));
+    const result = this.lstm.forward(this.embedding.forward(withStartSymbol(labels, this.numOutputs, this.blank, 'VqLstmPredictor')));
     this.vqLoss = result.loss;
     return result.output;
   }
@@ -82,7 +67,7 @@ export class VqLstmPredictor extends Module implements TransducerPredictor<VqPre
   step(prevLabels: Int32Array, state: VqPredictorState): { output: Tensor; state: VqPredictorState } {
     const batch = prevLabels.length;
     if (state.codes.length !== batch) throw new RangeError(`VqLstmPredictor.step: ${batch} labels for a state of ${state.codes.length} hypotheses`);
-    this.checkLabels(prevLabels, 'prevLabels');
+    checkPredictorLabels(prevLabels, this.numOutputs, 'VqLstmPredictor', 'prevLabels');
     const embedded = this.embedding.forward(new Tensor(Int32Array.from(prevLabels), [batch]));
     const { output, codes } = this.lstm.step(embedded, state.codes);
     return { output, state: { codes } };
