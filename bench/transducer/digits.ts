@@ -25,11 +25,12 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { digitStrings, type DigitStringBatch, type DigitStrings } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { transducer } from '../../src/nn/index.ts';
-import { Adam } from '../../src/optim/index.ts';
+import { Adam, clipGradNorm } from '../../src/optim/index.ts';
 import { manualSeed, Rng, Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
 import { gitCommit, median } from '../lib.ts';
+import { evaluateDecoder, seconds } from './common.ts';
 
 const trainCount = numberFlag('train', 30000, { integer: true, min: 1 });
 const testCount = numberFlag('test', 2000, { integer: true, min: 1 });
@@ -49,52 +50,6 @@ const maxMinutes = numberFlag('max-minutes', 9);
 const seed = numberFlag('seed', 0, { integer: true });
 const out = flagOr('out', 'transducer-digits');
 if (flag('help') !== undefined) process.exit(0);
-
-const seconds = (from: number): number => (performance.now() - from) / 1000;
-
-/** Scales every gradient so that their global L2 norm is at most `maxNorm`; returns the norm before. */
-function clipGradNorm(parameters: readonly Tensor[], maxNorm: number): number {
-  let squares = 0;
-  for (const p of parameters) if (p.grad) for (const g of p.grad.data) squares += g * g;
-  const norm = Math.sqrt(squares);
-  if (maxNorm > 0 && norm > maxNorm) {
-    const scale = maxNorm / norm;
-    for (const p of parameters) if (p.grad) p.grad.data.forEach((g, i, a) => (a[i] = g * scale));
-  }
-  return norm;
-}
-
-function labelsOf(batch: DigitStringBatch): number[][] {
-  const u = batch.labels.shape[1]!;
-  return Array.from(batch.labelLengths.data, (len, b) => Array.from(batch.labels.data.subarray(b * u, b * u + len)));
-}
-
-interface DecodeResult {
-  readonly labelErrorRate: number;
-  readonly sequenceAccuracy: number;
-  readonly strings: number;
-  readonly seconds: number;
-}
-
-function evaluate(model: transducer.Transducer, strings: DigitStrings, limit: number, decode: (b: DigitStringBatch) => number[][], label: string): DecodeResult {
-  const hyps: number[][] = [];
-  const refs: number[][] = [];
-  const count = Math.min(limit, strings.length);
-  const bar = new ProgressBar({ total: count, label });
-  const start = performance.now();
-  for (const batch of strings.batches({ batchSize: 100 })) {
-    if (refs.length >= count) break;
-    const take = Math.min(batch.indices.length, count - refs.length);
-    const part = take === batch.indices.length ? batch : strings.batch(batch.indices.subarray(0, take));
-    hyps.push(...decode(part));
-    refs.push(...labelsOf(part));
-    bar.tick(take);
-  }
-  bar.done();
-  const elapsed = seconds(start);
-  const exact = hyps.filter((h, i) => h.length === refs[i]!.length && h.every((v, j) => v === refs[i]![j])).length;
-  return { labelErrorRate: transducer.labelErrorRate(hyps, refs), sequenceAccuracy: exact / refs.length, strings: refs.length, seconds: elapsed };
-}
 
 manualSeed(seed);
 console.log(`backend ${getBackend()}; building ${trainCount} train / ${testCount} test digit strings`);
@@ -125,7 +80,7 @@ for (let epoch = 0; epoch < epochs && !stopped; epoch++) {
     optimizer.zeroGrad();
     const loss = model.loss(batch.features, batch.featureLengths, batch.labels, batch.labelLengths);
     loss.backward();
-    clipGradNorm(parameters, clip);
+    if (clip > 0) clipGradNorm(parameters, clip);
     optimizer.step();
     steps++;
     samples += batch.indices.length;
@@ -146,9 +101,9 @@ const finalLoss = tail.reduce((a, b) => a + b, 0) / tail.length;
 console.log(`trained ${steps} steps (${(samples / train.length).toFixed(2)} epochs) in ${trainSeconds.toFixed(0)} s; loss (last 50 steps) ${finalLoss.toFixed(4)}`);
 
 model.eval();
-const greedy = evaluate(model, test, test.length, (b) => model.greedyDecode(b.features, b.featureLengths), 'greedy');
-const greedySubset = evaluate(model, test, beamLimit, (b) => model.greedyDecode(b.features, b.featureLengths), 'greedy (beam subset)');
-const beam = evaluate(model, test, beamLimit, (b) => model.beamSearch(b.features, b.featureLengths, { beamSize }).map((n) => n[0]!.labels), `beam ${beamSize}`);
+const greedy = evaluateDecoder(test, test.length, (b) => model.greedyDecode(b.features, b.featureLengths), 'greedy');
+const greedySubset = evaluateDecoder(test, beamLimit, (b) => model.greedyDecode(b.features, b.featureLengths), 'greedy (beam subset)');
+const beam = evaluateDecoder(test, beamLimit, (b) => model.beamSearch(b.features, b.featureLengths, { beamSize }).map((n) => n[0]!.labels), `beam ${beamSize}`);
 console.log(`greedy LER ${(100 * greedy.labelErrorRate).toFixed(2)} % seq acc ${(100 * greedy.sequenceAccuracy).toFixed(2)} % (${greedy.strings} strings)`);
 console.log(`first ${beam.strings}: greedy LER ${(100 * greedySubset.labelErrorRate).toFixed(2)} %, beam ${beamSize} LER ${(100 * beam.labelErrorRate).toFixed(2)} % seq acc ${(100 * beam.sequenceAccuracy).toFixed(2)} %`);
 

@@ -27,7 +27,7 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { loadMnist, type Dataset } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { transducer } from '../../src/nn/index.ts';
-import { Adam } from '../../src/optim/index.ts';
+import { Adam, clipGradNorm } from '../../src/optim/index.ts';
 import { manualSeed, Rng, Tensor } from '../../src/tensor/index.ts';
 import { fusionScorer, LstmLanguageModel, modelSize, prepareRnnQat, type FusionOptions } from '../../src/quant/rnn/index.ts';
 import type { QuantizerSpec } from '../../src/quant/quantizers/quantizer.ts';
@@ -127,13 +127,6 @@ function* shuffledBatches(count: number, batchSize: number, rng: Rng): Generator
     }
     for (let i = 0; i + batchSize <= count; i += batchSize) yield order.slice(i, i + batchSize);
   }
-}
-
-function clipGradNorm(parameters: readonly Tensor[], maxNorm: number): void {
-  let squares = 0;
-  for (const p of parameters) if (p.grad) for (const g of p.grad.data) squares += g * g;
-  const norm = Math.sqrt(squares);
-  if (norm > maxNorm) for (const p of parameters) if (p.grad) p.grad.data.forEach((g, i, a) => (a[i] = (g * maxNorm) / norm));
 }
 
 // ------------------------------------------------------------------ run

@@ -25,7 +25,7 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { digitStrings, type DigitStringBatch, type DigitStrings } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { transducer } from '../../src/nn/index.ts';
-import { Adam } from '../../src/optim/index.ts';
+import { Adam, clipGradNorm } from '../../src/optim/index.ts';
 import { manualSeed, Rng, type Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
 import { modelSize, prepareRnnQat, type RnnQatPlan } from '../../src/quant/rnn/index.ts';
@@ -34,6 +34,7 @@ import { SteQuantizer } from '../../src/quant/quantizers/ste.ts';
 import type { QuantizerSpec } from '../../src/quant/quantizers/quantizer.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
 import { gitCommit } from '../lib.ts';
+import { evaluateDecoder, seconds } from './common.ts';
 
 const trainCount = numberFlag('train', 30000, { integer: true, min: 1 });
 const testCount = numberFlag('test', 2000, { integer: true, min: 1 });
@@ -83,39 +84,6 @@ const recipes: Record<string, RnnQatPlan | null> = {
 for (const name of configNames) if (!(name in recipes)) throw new Error(`--configs: unknown recipe '${name}' (known: ${Object.keys(recipes).join(', ')})`);
 
 // ------------------------------------------------------------------ helpers
-const seconds = (from: number): number => (performance.now() - from) / 1000;
-
-function clipGradNorm(parameters: readonly Tensor[], maxNorm: number): void {
-  let squares = 0;
-  for (const p of parameters) if (p.grad) for (const g of p.grad.data) squares += g * g;
-  const norm = Math.sqrt(squares);
-  if (norm > maxNorm) for (const p of parameters) if (p.grad) p.grad.data.forEach((g, i, a) => (a[i] = (g * maxNorm) / norm));
-}
-
-function labelsOf(batch: DigitStringBatch): number[][] {
-  const u = batch.labels.shape[1]!;
-  return Array.from(batch.labelLengths.data, (len, b) => Array.from(batch.labels.data.subarray(b * u, b * u + len)));
-}
-
-function evaluate(strings: DigitStrings, limit: number, decode: (b: DigitStringBatch) => number[][], label: string): { labelErrorRate: number; sequenceAccuracy: number; strings: number; seconds: number } {
-  const hyps: number[][] = [];
-  const refs: number[][] = [];
-  const count = Math.min(limit, strings.length);
-  const bar = new ProgressBar({ total: count, label });
-  const start = performance.now();
-  for (const batch of strings.batches({ batchSize: 100 })) {
-    if (refs.length >= count) break;
-    const take = Math.min(batch.indices.length, count - refs.length);
-    const part = take === batch.indices.length ? batch : strings.batch(batch.indices.subarray(0, take));
-    hyps.push(...decode(part));
-    refs.push(...labelsOf(part));
-    bar.tick(take);
-  }
-  bar.done();
-  const exact = hyps.filter((h, i) => h.length === refs[i]!.length && h.every((v, j) => v === refs[i]![j])).length;
-  return { labelErrorRate: transducer.labelErrorRate(hyps, refs), sequenceAccuracy: exact / refs.length, strings: refs.length, seconds: seconds(start) };
-}
-
 /** Trains `model` with Adam for `steps` batches (or until `deadline`), data order fixed by `seed`. */
 function train(model: transducer.Transducer, data: DigitStrings, options: { steps: number; lr: number; deadline: number; label: string }): { steps: number; seconds: number; lossLast50: number } {
   const parameters = model.parameters();
@@ -183,9 +151,9 @@ for (const name of configNames) {
   const table = plan ? prepareRnnQat(model, plan) : null;
   const fine = train(model, trainSet, { steps: finetuneSteps, lr: ftLr, deadline: Number.POSITIVE_INFINITY, label: `${name} fine-tune` });
   model.eval();
-  const greedy = evaluate(testSet, testSet.length, (b) => model.greedyDecode(b.features, b.featureLengths), `${name} greedy`);
-  const greedySubset = evaluate(testSet, beamLimit, (b) => model.greedyDecode(b.features, b.featureLengths), `${name} greedy (beam subset)`);
-  const beam = evaluate(testSet, beamLimit, (b) => model.beamSearch(b.features, b.featureLengths, { beamSize }).map((n) => n[0]!.labels), `${name} beam ${beamSize}`);
+  const greedy = evaluateDecoder(testSet, testSet.length, (b) => model.greedyDecode(b.features, b.featureLengths), `${name} greedy`);
+  const greedySubset = evaluateDecoder(testSet, beamLimit, (b) => model.greedyDecode(b.features, b.featureLengths), `${name} greedy (beam subset)`);
+  const beam = evaluateDecoder(testSet, beamLimit, (b) => model.beamSearch(b.features, b.featureLengths, { beamSize }).map((n) => n[0]!.labels), `${name} beam ${beamSize}`);
   const size = plan ? modelSize(model) : { bytes: float32Bytes, float32Bytes, compression: 1, entries: [] };
   console.log(`${name}: greedy LER ${(100 * greedy.labelErrorRate).toFixed(2)} %, beam ${beamSize} LER ${(100 * beam.labelErrorRate).toFixed(2)} % (greedy on same ${beam.strings}: ${(100 * greedySubset.labelErrorRate).toFixed(2)} %), size ${size.bytes} B (${size.compression.toFixed(2)}x)`);
   results.push({

@@ -29,4 +29,5 @@ export {
   type OneCycleOptions,
   type SchedulerStateDict,
 } from './schedules.ts';
+export { clipGradNorm } from './clip.ts';
 export { createOptimizer, isOptimizerName, OPTIMIZER_NAMES, type OptimizerByName, type OptimizerName, type OptimizerOptionsMap } from './registry.ts';
