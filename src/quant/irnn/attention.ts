@@ -24,7 +24,7 @@ import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.t
 import { add, globalRng, linear, mul, softmax, sum, unsqueeze, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { fakeQuantize } from '../core/quantize.ts';
-import { absMaxScale, integerForward, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { absMaxScale, integerForward, Q8_MAX, rowScales, WIDE, observeAbsMax } from './formats.ts';
 import { roundShift } from './pwl.ts';
 
 /** Fractional bits of the softmax input (the requantized scores). */
@@ -293,10 +293,6 @@ export class QuantAttention extends Module {
     return absMaxScale(this.outputAbsMax.data[0]!);
   }
 
-  private observe(buffer: Tensor, value: number): void {
-    const old = buffer.data[0]!;
-    buffer.data[0] = old > 0 ? 0.9 * old + 0.1 * value : value;
-  }
 
   /** query [N, D], keys and values [N, L, D] → [N, D]. */
   forward(query: Tensor, keys: Tensor, values: Tensor, options: AttentionForwardOptions = {}): Tensor {
@@ -326,7 +322,7 @@ export class QuantAttention extends Module {
       } else {
         const m = maxAbs(query.data, keys.data, values.data);
         if (Number.isNaN(m)) throw new RangeError('QuantAttention: the inputs hold NaN or ±Infinity; their int8 range is observed in training mode and needs finite values');
-        this.observe(this.inputAbsMax, m);
+        observeAbsMax(this.inputAbsMax, m);
       }
     }
     const sIn = this.inputScale;
@@ -336,14 +332,14 @@ export class QuantAttention extends Module {
     const wScales = rowScales(this.weight);
     const w = fq(this.weight, wScales, -Q8_MAX, Q8_MAX);
     const projected = linear(qq, w);
-    if (this.training) this.observe(this.queryAbsMax, maxAbs(projected.data));
+    if (this.training) observeAbsMax(this.queryAbsMax, maxAbs(projected.data));
     const sP = this.queryScale;
     const params = this.integerParams(sIn, sP, wScales, w);
     const codes = (t: Tensor): Int32Array => Int32Array.from(t.data, (x) => Math.round(x / sIn));
     const [qc, kc, vc] = [codes(qq), codes(kq), codes(vq)];
     const stages = attentionStages(params, qc, kc, N, L, mask);
     const acc = contextSums(stages.probabilities, vc, N, L, D);
-    if (this.training) this.observe(this.outputAbsMax, maxAbs(acc) * 2 ** -PROB_FRAC * sIn);
+    if (this.training) observeAbsMax(this.outputAbsMax, maxAbs(acc) * 2 ** -PROB_FRAC * sIn);
     const sOut = this.outputScale;
     const out = quantizeMultiplier(2 ** -PROB_FRAC * sIn / sOut);
     const trace = { ...stages, output: Int32Array.from(acc, (a) => clamp(requantizeScalar(a, out.multiplier, out.shift), -Q8_MAX, Q8_MAX)) };

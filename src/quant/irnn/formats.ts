@@ -49,6 +49,12 @@ export function rowScales(weight: Tensor): Float32Array {
   return scales;
 }
 
+/** Updates an abs-max observer buffer ([1]): the first value as is, then an EMA with momentum 0.9. */
+export function observeAbsMax(buffer: Tensor, value: number): void {
+  const old = buffer.data[0]!;
+  buffer.data[0] = old > 0 ? 0.9 * old + 0.1 * value : value;
+}
+
 /** The float32 int8 scale of an observed absolute maximum (1/127 when nothing was observed). */
 export function absMaxScale(absMax: number): number {
   return Math.fround((absMax > 0 && Number.isFinite(absMax) ? absMax : 1) / Q8_MAX);

@@ -29,7 +29,7 @@ import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.t
 import { add, div, mean, mul, ones, sqrt, sub, zeros } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { fakeQuantize } from '../core/quantize.ts';
-import { absMaxScale, integerForward, Q8_MAX } from './formats.ts';
+import { absMaxScale, integerForward, Q8_MAX, observeAbsMax } from './formats.ts';
 import { roundShift } from './pwl.ts';
 
 /** Fractional bits of the normalised value n. */
@@ -304,10 +304,6 @@ export class QuantLayerNorm extends Module {
     return absMaxScale(this.outputAbsMax.data[0]!);
   }
 
-  private observe(buffer: Tensor, value: number): void {
-    const old = buffer.data[0]!;
-    buffer.data[0] = old > 0 ? 0.9 * old + 0.1 * value : value;
-  }
 
   /** x [..., size] → [..., size]. */
   forward(x: Tensor): Tensor {
@@ -321,7 +317,7 @@ export class QuantLayerNorm extends Module {
     if (this.training) {
       const m = maxAbs(x.data);
       if (Number.isNaN(m)) throw new RangeError('QuantLayerNorm: the input holds NaN or ±Infinity; its int8 range is observed in training mode and needs finite values');
-      this.observe(this.inputAbsMax, m);
+      observeAbsMax(this.inputAbsMax, m);
     }
     const sIn = this.inputScale;
     const xq = fq(x, sIn, -Q8_MAX, Q8_MAX);
@@ -332,7 +328,7 @@ export class QuantLayerNorm extends Module {
     if (this.training) {
       noGrad(() => {
         const plain = mul(normalized, gamma.hat);
-        this.observe(this.outputAbsMax, maxAbs((this.bias ? add(plain, this.bias) : plain).data));
+        observeAbsMax(this.outputAbsMax, maxAbs((this.bias ? add(plain, this.bias) : plain).data));
       });
     }
     const sOut = this.outputScale;

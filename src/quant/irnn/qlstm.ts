@@ -27,7 +27,7 @@ import type { FloatDType } from '../../nn/rnn.ts';
 import { add, globalRng, linear, mul, narrow, ones, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/index.ts';
-import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, observeAbsMax } from './formats.ts';
 import { floatLayerNorm, layerNormParams, quantizeBeta, quantizeGamma, surrogateLayerNorm } from './layernorm.ts';
 import { integerLstmParams, lnCellUpdate, lnStepBuffers, type IntLSTMLayerNorm } from './intlstm.ts';
 import { gemmInt8, packInt8Weights } from '../../runtime/kernels/index.ts';
@@ -191,10 +191,6 @@ export class QuantLSTM extends Module {
     return absMaxScale(this.hiddenAbsMax.data[0]!);
   }
 
-  private observe(buffer: Tensor, value: number): void {
-    const old = buffer.data[0]!;
-    buffer.data[0] = old > 0 ? 0.9 * old + 0.1 * value : value;
-  }
 
   /**
    * Runs the sequence: x [L, N, inputSize] ([N, L, inputSize] with batchFirst), optional [h0, c0]
@@ -219,7 +215,7 @@ export class QuantLSTM extends Module {
       const m = maxAbs(x.data);
       // One Inf would pin the running range at Infinity for good (and the scale silently at 1/127).
       if (Number.isNaN(m)) throw new RangeError('QuantLSTM: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
-      this.observe(this.inputAbsMax, m);
+      observeAbsMax(this.inputAbsMax, m);
     }
     const sx = this.inputScale;
     const sh = this.hiddenScale;
@@ -258,7 +254,7 @@ export class QuantLSTM extends Module {
       h = q ? fq(hReal, sh, -Q8_MAX, Q8_MAX) : hReal;
       outputs.push(h);
     }
-    if (q && this.training) noGrad(() => this.observe(this.hiddenAbsMax, hiddenMax));
+    if (q && this.training) noGrad(() => observeAbsMax(this.hiddenAbsMax, hiddenMax));
     return [stack(outputs, timeAxis), [h, c]];
   }
 
@@ -309,7 +305,7 @@ export class QuantLSTM extends Module {
     if (this.training) {
       const m = maxAbs(x.data);
       if (Number.isNaN(m)) throw new RangeError('QuantLSTM: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
-      this.observe(this.inputAbsMax, m);
+      observeAbsMax(this.inputAbsMax, m);
     }
     const sx = this.inputScale;
     const sh = this.hiddenScale;
@@ -371,7 +367,7 @@ export class QuantLSTM extends Module {
       outputs.push(h);
       state = next;
     }
-    if (this.training) noGrad(() => this.observe(this.hiddenAbsMax, hiddenMax));
+    if (this.training) noGrad(() => observeAbsMax(this.hiddenAbsMax, hiddenMax));
     return [stack(outputs, timeAxis), [h, c]];
   }
 
