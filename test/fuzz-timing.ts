@@ -46,3 +46,15 @@ export function timeFuzzCase<T>(timing: FuzzTiming, label: string, expected: str
   assert.ok(ms < limitMs, `${label}: took ${ms.toFixed(1)} ms`);
   return outcome;
 }
+
+/** A small seeded generator of floats in [0, 1) (mulberry32) for the fuzz tests' mutations: the same cases every run. */
+export function fuzzRng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

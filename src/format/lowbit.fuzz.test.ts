@@ -17,18 +17,7 @@ import {
   packedByteLength,
   type LowbitModel,
 } from './lowbit.ts';
-import { timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { fuzzRng, timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
 
 const small: LowbitModel = {
   graph: [
@@ -192,7 +181,7 @@ test('fuzz: >= 10,000 malformed .lowbit files all end in LowbitFormatError (or a
   const truncations = stats.count;
 
   // 2. seeded random bit flips (1-4 bits), half of them aimed at the header
-  const random = rng(20261122);
+  const random = fuzzRng(20261122);
   const headerEnd = 8 + Number(new DataView(valid.buffer).getBigUint64(0, true));
   for (let i = 0; i < 6000; i++) {
     const b = valid.slice();

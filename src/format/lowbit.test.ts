@@ -20,21 +20,11 @@ import {
 } from './lowbit.ts';
 import { decodeSafetensors } from './safetensors.ts';
 import { packBinaryRows, packBits } from '../quant/core/packing.ts';
+import { fuzzRng } from '../../test/fuzz-timing.ts';
 
 /** A seeded generator (mulberry32) so that tests are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomInts(n: number, lo: number, hi: number, seed: number): number[] {
-  const r = rng(seed);
+  const r = fuzzRng(seed);
   return Array.from({ length: n }, () => lo + Math.floor(r() * (hi - lo + 1)));
 }
 

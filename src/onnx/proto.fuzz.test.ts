@@ -16,18 +16,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { OnnxDataType, OnnxError, decodeModel, encodeModel, floatTensor, makeTensor, type OnnxAttribute, type OnnxModel, type OnnxNode, type OnnxTensor } from './proto.ts';
 import { OnnxModule, importOnnx } from './import.ts';
-import { timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { fuzzRng, timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
 
 const ints = (name: string, v: number[]): OnnxAttribute => ({ name, type: 7, ints: v });
 const int = (name: string, v: number): OnnxAttribute => ({ name, type: 2, i: v });
@@ -286,7 +275,7 @@ test('fuzz: >= 10,000 malformed ONNX files all end in OnnxError (or import), eac
   const truncations = stats.count;
 
   // 2. seeded random bit flips (1-4 bits)
-  const random = rng(20261122);
+  const random = fuzzRng(20261122);
   for (let i = 0; i < 5500; i++) {
     const b = bytes.slice();
     const flips = 1 + Math.floor(random() * 4);

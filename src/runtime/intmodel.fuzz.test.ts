@@ -14,21 +14,10 @@ import { manualSeed, randn } from '../tensor/index.ts';
 import { prepareQat } from '../quant/qat/index.ts';
 import { qconfigFor } from '../quant/config/qconfig.ts';
 import { decodeLowbit, encodeLowbit, LowbitFormatError, type LowbitModel, type LowbitNode } from '../format/lowbit.ts';
-import { timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
+import { fuzzRng, timeFuzzCase, type FuzzTiming } from '../../test/fuzz-timing.ts';
 import { convert } from './convert.ts';
 import { intModelFromLowbit, intModelToLowbit } from './io.ts';
 import { IntGraphError } from './validate.ts';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FIELDS = ['inputs', 'inputs', 'inputs', 'name', 'op', 'multipliers', 'shift', 'lo', 'hi', 'inputZeroPoints', 'inputScales', 'zeroPoint', 'scale', 'fracBits', 'startDim'];
 
@@ -46,7 +35,7 @@ test('fuzz: 3,000 mutated IntModel DAG files end in a typed error or a model tha
   assert.equal(im.graph.version, 2);
   const base = intModelToLowbit(im);
   const names = base.graph.map((n) => String((n as { name?: unknown }).name));
-  const random = rng(20261123);
+  const random = fuzzRng(20261123);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
   const values = (): unknown => {
     const other = pick(names);
