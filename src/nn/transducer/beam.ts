@@ -105,13 +105,8 @@ function finishAlternatives(h: Hypothesis): AlternativeHypothesis[] {
 export function beamSearch<S>(scorer: TransducerScorer<S>, frames: Tensor, lengths: Lengths, options: BeamSearchOptions = {}): TransducerHypothesis[][] {
   const who = 'beamSearch';
   const lens = checkFrames(frames, lengths, who);
-  const beamSize = options.beamSize ?? 4;
-  if (!Number.isInteger(beamSize) || beamSize < 1) throw new RangeError(`${who}: beamSize must be a positive integer, got ${beamSize}`);
-  const merge = options.merge ?? 'labels';
-  if (merge !== 'labels' && merge !== 'state') throw new RangeError(`${who}: merge must be 'labels' or 'state', got ${String(merge)}`);
+  const { beamSize, merge, stateKey } = beamOptions(scorer, options, who);
   const { predictor, blank } = scorer;
-  const stateKey = predictor.stateKey?.bind(predictor);
-  if (merge === 'state' && !stateKey) throw new RangeError(`${who}: merge 'state' needs a predictor with stateKey()`);
   const nBest = options.nBest ?? beamSize;
   if (!Number.isInteger(nBest) || nBest < 1) throw new RangeError(`${who}: nBest must be a positive integer, got ${nBest}`);
   const scores = options.scores ?? 'logits';
@@ -211,4 +206,20 @@ export function stepKept<S>(
   let next = 0;
   const picks = kept.map((c) => (c.label === blank ? c.parent : rows + next++));
   return { joinedState, joinedOutput, picks };
+}
+
+/**
+ * @internal The checked beam size and merge rule of a beam search (`who` names the caller in
+ * errors), with the predictor's bound `stateKey` (required by merge 'state').
+ */
+export function beamOptions<S>(
+  scorer: TransducerScorer<S>, options: { readonly beamSize?: number; readonly merge?: 'labels' | 'state' }, who: string,
+): { beamSize: number; merge: 'labels' | 'state'; stateKey: ((state: S, index: number) => string) | undefined } {
+  const beamSize = options.beamSize ?? 4;
+  if (!Number.isInteger(beamSize) || beamSize < 1) throw new RangeError(`${who}: beamSize must be a positive integer, got ${beamSize}`);
+  const merge = options.merge ?? 'labels';
+  if (merge !== 'labels' && merge !== 'state') throw new RangeError(`${who}: merge must be 'labels' or 'state', got ${String(merge)}`);
+  const stateKey = scorer.predictor.stateKey?.bind(scorer.predictor);
+  if (merge === 'state' && !stateKey) throw new RangeError(`${who}: merge 'state' needs a predictor with stateKey()`);
+  return { beamSize, merge, stateKey };
 }

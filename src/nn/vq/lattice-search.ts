@@ -16,7 +16,7 @@
 import { noGrad } from '../../autograd/index.ts';
 import { broadcastTo, type Tensor } from '../../tensor/index.ts';
 import { checkFrames, frameAt, selectRows, type TransducerScorer } from '../transducer/greedy.ts';
-import { stepKept } from '../transducer/beam.ts';
+import { beamOptions, stepKept } from '../transducer/beam.ts';
 import { logAddExp, type Lengths } from '../transducer/loss.ts';
 import type { Lattice, LatticeArc } from './lattice.ts';
 
@@ -59,13 +59,8 @@ interface Candidate {
 export function beamLattice<S>(scorer: TransducerScorer<S>, frames: Tensor, lengths: Lengths, options: BeamLatticeOptions = {}): DecodedLattice[] {
   const who = 'beamLattice';
   const lens = checkFrames(frames, lengths, who);
-  const beamSize = options.beamSize ?? 4;
-  if (!Number.isInteger(beamSize) || beamSize < 1) throw new RangeError(`${who}: beamSize must be a positive integer, got ${beamSize}`);
-  const merge = options.merge ?? 'labels';
-  if (merge !== 'labels' && merge !== 'state') throw new RangeError(`${who}: merge must be 'labels' or 'state', got ${String(merge)}`);
+  const { beamSize, merge, stateKey } = beamOptions(scorer, options, who);
   const { predictor, blank } = scorer;
-  const stateKey = predictor.stateKey?.bind(predictor);
-  if (merge === 'state' && !stateKey) throw new RangeError(`${who}: merge 'state' needs a predictor with stateKey()`);
   const width = frames.shape[2]!;
   return noGrad(() => Array.from(lens, (length, n) => {
     const utterance = selectRows(frames, [n]);
