@@ -36,6 +36,7 @@ import { linear, manualSeed, narrow, reshape, Rng, Tensor } from '../../src/tens
 import { ProgressBar } from '../../src/train/index.ts';
 import { trainAdam } from '../train-loop.ts';
 import { flag, numberFlag } from '../flags.ts';
+import { scoreLogits } from './scores.ts';
 
 const epochs = numberFlag('epochs', 2, { integer: true });
 const qatEpochs = numberFlag('qat-epochs', 1, { integer: true });
@@ -87,26 +88,6 @@ interface Scores {
   predictions: Int32Array;
 }
 
-/** Mean cross-entropy → perplexity, accuracy and argmax of float logits rows. */
-function scoreLogits(logits: ArrayLike<number>, labels: ArrayLike<number>, rows: number, offset: number, acc: { loss: number; correct: number; predictions: Int32Array }): void {
-  for (let i = 0; i < rows; i++) {
-    let best = 0;
-    let max = -Infinity;
-    for (let j = 0; j < vocabSize; j++) {
-      const v = logits[i * vocabSize + j]!;
-      if (v > max) {
-        max = v;
-        best = j;
-      }
-    }
-    let sum = 0;
-    for (let j = 0; j < vocabSize; j++) sum += Math.exp(logits[i * vocabSize + j]! - max);
-    acc.loss += Math.log(sum) + max - logits[i * vocabSize + labels[i]!]!;
-    if (best === labels[i]) acc.correct++;
-    acc.predictions[offset + i] = best;
-  }
-}
-
 function evaluateModel(model: WordLstm, ds: Dataset, count: number): Scores {
   const acc = { loss: 0, correct: 0, predictions: new Int32Array(count) };
   let seen = 0;
@@ -115,7 +96,7 @@ function evaluateModel(model: WordLstm, ds: Dataset, count: number): Scores {
       if (seen >= count) break;
       const rows = Math.min(y.size, count - seen);
       const logits = model.forward(x);
-      scoreLogits(logits.data, y.data, rows, seen, acc);
+      scoreLogits(logits.data, y.data, rows, seen, acc, vocabSize);
       seen += rows;
     }
   });
@@ -176,7 +157,7 @@ function evaluateInteger(lm: IntegerLm, ds: Dataset, count: number): Scores {
     if (seen >= count) break;
     const rows = Math.min(y.size, count - seen);
     const ids = contextIds(x).data as Int32Array;
-    scoreLogits(lm.logits(ids, y.size), y.data, rows, seen, acc);
+    scoreLogits(lm.logits(ids, y.size), y.data, rows, seen, acc, vocabSize);
     seen += rows;
     bar.tick(rows);
   }

@@ -35,6 +35,7 @@ import { ProgressBar } from '../../src/train/index.ts';
 import { trainAdam } from '../train-loop.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
 import { gitCommit } from '../lib.ts';
+import { scoreLogits } from './scores.ts';
 
 const variantFlag = flagOr('variant', 'both');
 if (!['ln', 'attention', 'both', 'lstm'].includes(variantFlag)) throw new Error(`--variant must be ln, attention, both or lstm (the plain LSTM baseline), got '${variantFlag}'`);
@@ -93,25 +94,6 @@ interface Scores {
   predictions: Int32Array;
 }
 
-function scoreLogits(logits: ArrayLike<number>, labels: ArrayLike<number>, rows: number, offset: number, acc: { loss: number; correct: number; predictions: Int32Array }): void {
-  for (let i = 0; i < rows; i++) {
-    let best = 0;
-    let max = -Infinity;
-    for (let j = 0; j < vocabSize; j++) {
-      const v = logits[i * vocabSize + j]!;
-      if (v > max) {
-        max = v;
-        best = j;
-      }
-    }
-    let sum = 0;
-    for (let j = 0; j < vocabSize; j++) sum += Math.exp(logits[i * vocabSize + j]! - max);
-    acc.loss += Math.log(sum) + max - logits[i * vocabSize + labels[i]!]!;
-    if (best === labels[i]) acc.correct++;
-    acc.predictions[offset + i] = best;
-  }
-}
-
 function evaluate(label: string, count: number, ds: Dataset, logitsOf: (x: Tensor, rows: number) => ArrayLike<number>): Scores {
   const acc = { loss: 0, correct: 0, predictions: new Int32Array(count) };
   let seen = 0;
@@ -119,7 +101,7 @@ function evaluate(label: string, count: number, ds: Dataset, logitsOf: (x: Tenso
   for (const { x, y } of new DataLoader(ds, { batchSize: 512 })) {
     if (seen >= count) break;
     const rows = Math.min(y.size, count - seen);
-    scoreLogits(logitsOf(x, y.size), y.data, rows, seen, acc);
+    scoreLogits(logitsOf(x, y.size), y.data, rows, seen, acc, vocabSize);
     seen += rows;
     bar.tick(rows);
   }
