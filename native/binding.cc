@@ -1060,7 +1060,8 @@ bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const
 //   GEMM; amx: use AMX when available; fuse: fuse max pooling into the preceding conv; intRequant:
 //   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
 //   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
-//   fracBits, K; f64: scale, clamp lo, clamp hi.
+//   fracBits, K, slots (1: meta[29..31] = src, src2, dst; a DAG, see intmodel.h); f64: scale, clamp lo,
+//   clamp hi. An add (kind 6): zero = z_a, qmin = z_b, qmax = type of b, biasShift = shift, f64 = [_, M_a, M_b].
 Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray()) {
@@ -1099,7 +1100,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     lowbit::IntOp op;
-    if (meta[0] < 0 || meta[0] > 5 || meta[1] < 0 || meta[1] > 4 || meta[2] < 0 || meta[2] > 4 || meta[21] < 0 || meta[21] > 2) {
+    if (meta[0] < 0 || meta[0] > 6 || meta[1] < 0 || meta[1] > 4 || meta[2] < 0 || meta[2] > 4 || meta[21] < 0 || meta[21] > 2) {
       fail(env, "intPlanCreate: op " + std::to_string(i) + " has a bad kind, type or mode");
       return env.Undefined();
     }
@@ -1117,6 +1118,25 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     op.fracBits = meta[26];
     op.K = meta[27];
     op.scale = f64[0], op.clo = f64[1], op.chi = f64[2];
+    if (meta.size() >= 32 && meta[28] == 1) {  // a slot plan (a DAG): src, src2, dst
+      if (i == 0) plan->slots = true;
+      op.src = meta[29], op.src2 = meta[30], op.dst = meta[31];
+    }
+    if ((meta.size() >= 32 && meta[28] == 1) != plan->slots) {
+      fail(env, "intPlanCreate: op " + std::to_string(i) + ": either every op has slots (meta[28] = 1) or none");
+      return env.Undefined();
+    }
+    if (op.kind == lowbit::IOpKind::Add) {
+      // add: zero = z_a, meta[19] = z_b, meta[20] = type of b, meta[25] = shift, f64[1], f64[2] = M_a, M_b
+      if (meta[20] < 0 || meta[20] > 4 || !(std::fabs(f64[1]) <= INT32_MAX) || !(std::fabs(f64[2]) <= INT32_MAX) ||
+          f64[1] != std::trunc(f64[1]) || f64[2] != std::trunc(f64[2])) {
+        fail(env, "intPlanCreate: op " + std::to_string(i) + ": add needs int32 multipliers and a second input type");
+        return env.Undefined();
+      }
+      op.zero2 = meta[19], op.in2 = static_cast<lowbit::IType>(meta[20]), op.addShift = meta[25];
+      op.multA = static_cast<int64_t>(f64[1]), op.multB = static_cast<int64_t>(f64[2]);
+      op.outMode = lowbit::IOutMode::Requantize;
+    }
     const bool layer = op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear;
     if (layer) {
       if (op.groups <= 0 || op.OC <= 0 || op.K < 0 || op.OC % op.groups != 0 || op.OC > (1 << 24) || op.K > (1 << 26)) {
@@ -1259,6 +1279,39 @@ Napi::Value IntPlanProfile(const Napi::CallbackInfo& info) {
 
 // intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
 // (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
+// intAddValues(a: Int32Array, b: Int32Array, params: Float64Array [z_a, z_b, M_a, M_b, shift, z, lo, hi],
+//   out: Int32Array): the add op of the executor on int32 values (tests compare it with addRescaled).
+Napi::Value IntAddValues(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    fail(env, "intAddValues: expected (a: Int32Array, b: Int32Array, params: Float64Array(8), out: Int32Array)");
+    return env.Undefined();
+  }
+  auto a = info[0].As<Napi::Int32Array>(), b = info[1].As<Napi::Int32Array>(), out = info[3].As<Napi::Int32Array>();
+  auto p = info[2].As<Napi::Float64Array>();
+  if (p.ElementLength() < 8 || b.ElementLength() != a.ElementLength() || out.ElementLength() != a.ElementLength()) {
+    fail(env, "intAddValues: params needs 8 values and a, b, out equal lengths");
+    return env.Undefined();
+  }
+  const auto isInt32 = [](double v) { return v == std::trunc(v) && v >= INT32_MIN && v <= INT32_MAX; };
+  for (size_t k = 0; k < 8; k++) {
+    if (!isInt32(p[k]) || (k == 4 && (p[k] < 0 || p[k] > 62)) || ((k == 2 || k == 3) && p[k] == INT32_MIN)) {
+      fail(env, "intAddValues: params[" + std::to_string(k) + "] out of range");
+      return env.Undefined();
+    }
+  }
+  lowbit::IntOp op;
+  op.kind = lowbit::IOpKind::Add;
+  op.in = op.in2 = op.out = lowbit::IType::I32;
+  op.zero = static_cast<int32_t>(p[0]), op.zero2 = static_cast<int32_t>(p[1]);
+  op.multA = static_cast<int64_t>(p[2]), op.multB = static_cast<int64_t>(p[3]), op.addShift = static_cast<int32_t>(p[4]);
+  op.z = static_cast<int32_t>(p[5]), op.lo = static_cast<int32_t>(p[6]), op.hi = static_cast<int32_t>(p[7]);
+  lowbit::intAddValues(op, a.Data(), b.Data(), static_cast<int64_t>(a.ElementLength()), out.Data());
+  return env.Undefined();
+}
+
 Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsExternal()) {
@@ -1266,7 +1319,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const lowbit::IntPlan* plan = info[0].As<Napi::External<lowbit::IntPlan>>().Data();
-  static const char* const kinds[] = {"quantize", "conv", "linear", "maxpool", "avgpool", "clamp"};
+  static const char* const kinds[] = {"quantize", "conv", "linear", "maxpool", "avgpool", "clamp", "add"};
   Napi::Array out = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& op : plan->ops) {
@@ -1381,6 +1434,7 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intLstmPath", Napi::Function::New(env, IntLstmPath));
   exports.Set("intLstmSequence", Napi::Function::New(env, IntLstmSequence));
   exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
+  exports.Set("intAddValues", Napi::Function::New(env, IntAddValues));
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
   exports.Set("intPlanProfile", Napi::Function::New(env, IntPlanProfile));

@@ -700,7 +700,8 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
 
 // ---------------------------------------------------------------- layers
 struct Scratch {
-  std::vector<uint8_t> act[2];
+  std::vector<std::vector<uint8_t>> act;  // value slots
+  std::vector<uint8_t*> slotPtr;
   std::vector<uint8_t> col;
   std::vector<int32_t> tile, ptile;
   std::vector<uint8_t> rowU8;
@@ -1072,9 +1073,54 @@ void runClamp(const IntOp& op, const void* x, int64_t n, void* out) {
   }
 }
 
+// addRescaled (intmodel.ts) of the differences da = a - z_a, db = b - z_b: the exact sum
+// t = da M_a + db M_b rounded once by 2^-n, half away from zero. Like the TS code, when |da| and
+// |db| are below 2^21 it works in doubles (|t| < 2^53 is exact; |t| + 2^(n-1) may round, but never
+// across a multiple of 2^n, so the floor is exact too), else exactly (TS: BigInt; here __int128,
+// |t| < 2^65).
+inline __int128 addRescaledOne(int64_t da, int64_t ma, int64_t db, int64_t mb, int32_t shift) {
+  if (std::llabs(da) < (int64_t{1} << 21) && std::llabs(db) < (int64_t{1} << 21)) {
+    const double t = opaque(static_cast<double>(da) * static_cast<double>(ma)) + opaque(static_cast<double>(db) * static_cast<double>(mb));
+    if (shift == 0) return static_cast<__int128>(t);
+    const double p = std::ldexp(1.0, shift);
+    const double r = std::floor(opaque(std::fabs(t) + p / 2) / p);
+    return static_cast<__int128>(t < 0 ? -r : r);
+  }
+  const __int128 t = static_cast<__int128>(da) * ma + static_cast<__int128>(db) * mb;
+  const __int128 a = t < 0 ? -t : t;
+  const __int128 r = shift == 0 ? a : (a + (static_cast<__int128>(1) << (shift - 1))) >> shift;
+  return t < 0 ? -r : r;
+}
+
+// Elementwise, so the layout does not matter: both inputs are [count] values of one sample order.
+void runAdd(const IntOp& op, const void* a, const void* b, int64_t n, void* out) {
+  const int64_t count = n * op.C * op.H * op.W;
+  for (int64_t i = 0; i < count; i++) {
+    const int64_t da = static_cast<int64_t>(loadValue(op.in, a, i)) - op.zero;
+    const int64_t db = static_cast<int64_t>(loadValue(op.in2, b, i)) - op.zero2;
+    const __int128 q = addRescaledOne(da, op.multA, db, op.multB, op.addShift) + op.z;
+    storeValue(op.out, out, i, static_cast<int32_t>(q < op.lo ? op.lo : q > op.hi ? op.hi : q));
+  }
+}
+
 int64_t elementsOut(const IntOp& op) { return op.OH * op.OW * op.OC; }
 
+// Whether an op after index `after` reads the value op `after` wrote to `slot` before it is overwritten.
+bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, size_t skip) {
+  for (size_t j = after + 1; j < ops.size(); j++) {
+    if (j != skip && (ops[j].src == slot || (ops[j].kind == IOpKind::Add && ops[j].src2 == slot))) return true;
+    if (ops[j].dst == slot && j + 1 != ops.size()) return false;
+  }
+  return false;
+}
+
 }  // namespace
+
+void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out) {
+  IntOp one = op;
+  one.C = count, one.H = 1, one.W = 1;
+  runAdd(one, a, b, 1, out);
+}
 
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
   op->direct = false;
@@ -1202,10 +1248,31 @@ void intPlanFuse(IntPlan* plan) {
       continue;
     }
     if (conv.direct && (pool.kh != 2 || pool.kw != 2 || pool.sh != 2 || pool.sw != 2)) continue;
+    // the pool must be the conv's only reader (in a DAG another op may read the conv output too)
+    if (pool.src != conv.dst || slotReadAfter(ops, i, conv.dst, i + 1)) continue;
+    if (plan->slots && (pool.dst == conv.src)) {
+      // the conv would write the slot it reads: the pooled value moves to a new slot, renamed in
+      // its readers (up to the next op writing the old slot)
+      const int32_t old = pool.dst, fresh = plan->slotCount++;
+      for (size_t j = i + 2; j < ops.size(); j++) {
+        if (ops[j].src == old) ops[j].src = fresh;
+        if (ops[j].kind == IOpKind::Add && ops[j].src2 == old) ops[j].src2 = fresh;
+        if (ops[j].dst == old) break;
+      }
+      conv.dst = fresh;
+    } else {
+      conv.dst = pool.dst;
+    }
     conv.poolKh = pool.kh, conv.poolKw = pool.kw, conv.poolSh = pool.sh, conv.poolSw = pool.sw;
     conv.POH = pool.OH, conv.POW = pool.OW;
     conv.mneg.resize(static_cast<size_t>(conv.OC) + 16, 0);  // poolAccAvx512 reads 16 flags at a time
     ops.erase(ops.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+  }
+  if (!plan->slots) {  // a chain: ping-pong again over the remaining ops
+    for (size_t i = 0; i < ops.size(); i++) {
+      ops[i].src = i == 0 ? -1 : static_cast<int32_t>((i - 1) % 2);
+      ops[i].dst = i + 1 == ops.size() ? -1 : static_cast<int32_t>(i % 2);
+    }
   }
 }
 
@@ -1220,18 +1287,52 @@ size_t itypeBytes(IType t, int64_t elements) {
 
 std::string intPlanFinish(IntPlan* plan) {
   if (plan->ops.empty() || plan->ops[0].kind != IOpKind::Quantize) return "the plan must start with a quantize op";
+  constexpr int32_t kMaxSlots = 256;
+  const size_t nops = plan->ops.size();
+  if (!plan->slots) {
+    for (size_t i = 0; i < nops; i++) {
+      IntOp& op = plan->ops[i];
+      op.src = i == 0 ? -1 : static_cast<int32_t>((i - 1) % 2);
+      op.src2 = -1;
+      op.dst = i + 1 == nops ? -1 : static_cast<int32_t>(i % 2);
+    }
+  }
+  // the value each slot holds while the ops run in order: written yet, type, elements per sample
+  struct SlotValue {
+    bool written = false;
+    IType type = IType::F32;
+    int64_t elements = 0;
+  };
+  std::vector<SlotValue> slotValues(kMaxSlots);
+  int32_t slotCount = 0;
   size_t maxAct = 0, maxCol = 0;
-  for (size_t i = 0; i < plan->ops.size(); i++) {
+  for (size_t i = 0; i < nops; i++) {
     IntOp& op = plan->ops[i];
     const std::string at = "op " + std::to_string(i) + ": ";
     if (op.C <= 0 || op.H <= 0 || op.W <= 0 || op.OC <= 0 || op.OH <= 0 || op.OW <= 0) return at + "bad dimensions";
     if (op.C * op.H * op.W > (int64_t{1} << 30) || op.OC * op.OH * op.OW > (int64_t{1} << 30)) return at + "too large";
-    if (i > 0) {
-      const IntOp& prev = plan->ops[i - 1];
-      if (prev.out != op.in) return at + "input type differs from the previous output";
-      if (prev.OC * prev.OH * prev.OW != op.C * op.H * op.W) return at + "input size differs from the previous output";
-      if (prev.out == IType::F32) return at + "float values can only be the final output";
+    const bool last = i + 1 == nops;
+    if (last ? op.dst != -1 : (op.dst < 0 || op.dst >= kMaxSlots)) {
+      return at + "output slot " + std::to_string(op.dst) + (last ? " (the last op writes the model output: -1)" : " out of range [0, 256)");
     }
+    if ((op.kind == IOpKind::Quantize) != (op.src == -1)) return at + "only the quantize op reads the model input (slot -1)";
+    const auto checkInput = [&](int32_t slot, IType type, const char* which) -> std::string {
+      if (slot == -1) return "";
+      if (slot < -1 || slot >= kMaxSlots || !slotValues[static_cast<size_t>(slot)].written) {
+        return at + which + " slot " + std::to_string(slot) + " is not written by an earlier op";
+      }
+      if (slot == op.dst) return at + which + " slot " + std::to_string(slot) + " is also the output slot";
+      const SlotValue& v = slotValues[static_cast<size_t>(slot)];
+      if (v.type == IType::F32) return at + "float values can only be the final output";
+      if (v.type != type) return at + which + " type differs from the producer's output";
+      if (v.elements != op.C * op.H * op.W) return at + which + " size differs from the producer's output";
+      return "";
+    };
+    if (op.kind == IOpKind::Add && op.src2 < 0) return at + "an add reads two slots (second input slot " + std::to_string(op.src2) + ")";
+    std::string err = checkInput(op.src, op.in, "input");
+    if (err.empty() && op.kind == IOpKind::Add) err = checkInput(op.src2, op.in2, "second input");
+    if (!err.empty()) return err;
+    if (op.kind != IOpKind::Add && op.src2 != -1) return at + "only an add has a second input";
     const bool bytesIn = op.in == IType::U8 || op.in == IType::S8;
     switch (op.kind) {
       case IOpKind::Quantize:
@@ -1287,6 +1388,17 @@ std::string intPlanFinish(IntPlan* plan) {
         if (op.in == IType::Bits || op.in == IType::F32 || op.out == IType::Bits || op.out == IType::F32) return at + "bad clamp";
         if (op.OC != op.C || op.OH != op.H || op.OW != op.W) return at + "bad clamp";
         break;
+      case IOpKind::Add: {
+        const auto intType = [](IType t) { return t == IType::U8 || t == IType::S8 || t == IType::I32; };
+        if (!intType(op.in) || !intType(op.in2) || !intType(op.out)) return at + "add types (u8, s8 or int32)";
+        if (op.OC * op.OH * op.OW != op.C * op.H * op.W) return at + "add output size";
+        if (op.addShift < 0 || op.addShift > 62) return at + "add shift out of [0, 62]";
+        if (std::llabs(op.multA) > INT32_MAX || std::llabs(op.multB) > INT32_MAX) return at + "add multipliers are not int32";
+        if (op.lo > op.hi || (op.out == IType::U8 && (op.lo < 0 || op.hi > 255)) || (op.out == IType::S8 && (op.lo < -128 || op.hi > 127))) {
+          return at + "add output range";
+        }
+        break;
+      }
     }
     if (op.kind == IOpKind::Conv || op.kind == IOpKind::Linear) {
       const size_t O = static_cast<size_t>(op.OC);
@@ -1304,9 +1416,14 @@ std::string intPlanFinish(IntPlan* plan) {
       }
     }
     maxAct = std::max(maxAct, itypeBytes(op.out, elementsOut(op)));
+    if (!last) {
+      slotValues[static_cast<size_t>(op.dst)] = {true, op.out, elementsOut(op)};
+      slotCount = std::max(slotCount, op.dst + 1);
+    }
   }
   const IntOp& last = plan->ops.back();
   if (last.out != IType::F32) return "the plan must end in a dequantizing layer";
+  plan->slotCount = std::max<int32_t>(slotCount, 1);
   plan->outputSize = elementsOut(last);
   plan->maxActBytes = maxAct;
   plan->maxColBytes = maxCol;
@@ -1321,13 +1438,13 @@ int64_t chunkOf(int64_t n, int threads) {
 }
 
 // Runs samples [s0, s0 + m) through the plan; with `nanos`, adds each op's thread CPU time to it.
-void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float* out, uint8_t* const buf[2], Scratch& s, double* nanos) {
-  const void* cur = x + s0 * plan.inputSize;
-  int which = 0;
+void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float* out, uint8_t* const* buf, Scratch& s, double* nanos) {
+  const void* input = x + s0 * plan.inputSize;
   timespec t0{}, t1{};
   for (size_t i = 0; i < plan.ops.size(); i++) {
     const IntOp& op = plan.ops[i];
-    void* dst = i + 1 == plan.ops.size() ? static_cast<void*>(out + s0 * plan.outputSize) : buf[which];
+    void* dst = i + 1 == plan.ops.size() ? static_cast<void*>(out + s0 * plan.outputSize) : buf[op.dst];
+    const void* cur = op.src < 0 ? input : buf[op.src];
     if (nanos) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
     switch (op.kind) {
       case IOpKind::Quantize: runQuantize(op, static_cast<const float*>(cur), m, dst); break;
@@ -1336,14 +1453,21 @@ void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float*
       case IOpKind::MaxPool: runMaxPool(op, cur, m, dst, s); break;
       case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;
       case IOpKind::Clamp: runClamp(op, cur, m, dst); break;
+      case IOpKind::Add: runAdd(op, cur, buf[op.src2], m, dst); break;
     }
     if (nanos) {
       clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
       nanos[i] += static_cast<double>(t1.tv_sec - t0.tv_sec) * 1e9 + static_cast<double>(t1.tv_nsec - t0.tv_nsec);
     }
-    cur = dst;
-    which ^= 1;
   }
+}
+
+// The plan's value buffers in this thread's scratch, each readable / writable `bytes`.
+std::vector<uint8_t*>& slotBuffers(const IntPlan& plan, Scratch& s, size_t bytes) {
+  if (s.act.size() < static_cast<size_t>(plan.slotCount)) s.act.resize(static_cast<size_t>(plan.slotCount));
+  s.slotPtr.resize(static_cast<size_t>(plan.slotCount));
+  for (size_t k = 0; k < s.slotPtr.size(); k++) s.slotPtr[k] = grow(s.act[k], bytes);
+  return s.slotPtr;
 }
 
 }  // namespace
@@ -1356,7 +1480,7 @@ void intPlanRun(const IntPlan& plan, const float* x, int64_t n, float* out) {
   parallelFor(chunks, 1e12, [&](int64_t begin, int64_t end) {
     Scratch& s = scratch();
     const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kActSlack;
-    uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
+    uint8_t* const* buf = slotBuffers(plan, s, bytes).data();
     // other code on this thread (another library) may have changed the tile configuration since
     // our last job: start from released tiles, so that the first AMX op loads its configuration
     if (plan.usesAmx) amxRelease();
@@ -1373,7 +1497,7 @@ void intPlanProfile(const IntPlan& plan, const float* x, int64_t n, float* out, 
   const int64_t chunk = chunkOf(n, std::max(1, threads));
   Scratch& s = scratch();
   const size_t bytes = plan.maxActBytes * static_cast<size_t>(chunk) + kActSlack;
-  uint8_t* buf[2] = {grow(s.act[0], bytes), grow(s.act[1], bytes)};
+  uint8_t* const* buf = slotBuffers(plan, s, bytes).data();
   if (plan.usesAmx) amxRelease();
   for (int64_t s0 = 0; s0 < n; s0 += chunk) runChunk(plan, x, s0, std::min(chunk, n - s0), out, buf, s, nanos);
   if (plan.usesAmx) amxRelease();

@@ -1,11 +1,11 @@
 // Native executor of an IntModel (src/runtime/intmodel.ts): the whole integer forward pass in one
 // call, bit-identical to the TypeScript reference executor.
 //
-// The plan is a chain of ops compiled by the TS side (src/runtime/native-plan.ts). Activations
-// between ops live in NHWC order (per sample: [H, W, C], or [F] after a flatten), as u8 / s8 bytes,
-// int32, packed sign bits (rows of ceil(F / 64) words, bit 1 = +1) or float32 (the logits).
+// The plan is a list of ops (a chain, or a DAG with value slots) compiled by the TS side
+// (src/runtime/native-plan.ts). Activations between ops live in NHWC order (per sample: [H, W, C],
+// or [F] after a flatten), as u8 / s8 bytes, int32, packed sign bits (rows of ceil(F / 64) words, bit 1 = +1) or float32 (the logits).
 // A batch is split into chunks of samples, one pool task per chunk, and each task runs the whole
-// chain on its chunk with per-thread scratch buffers (no allocation once they have grown).
+// plan on its chunk with per-thread scratch buffers (no allocation once they have grown).
 //
 // Arithmetic (the same as the TS reference, see intmodel.ts):
 //   quantize:   q = clamp(roundHalfEven(x / s) + z, qmin, qmax) (double division), or ±1 (x >= 0)
@@ -15,6 +15,12 @@
 //   sign:       +1 if d[c] acc >= t[c] else -1
 //   dequantize: y = float(double(acc) S[c] + double(B[c]))
 //   max / average pooling and clamps as ops.ts.
+//   add:        clamp(z + addRescaled(a - z_a, M_a, b - z_b, M_b, n), lo, hi) (intmodel.ts: one
+//               rounding of the exact sum, half away from zero, mirroring its double fast path)
+//
+// Values live in slots (IntOp::src / src2 / dst): src = -1 is the model input x, the last op writes
+// the model output. A plan built without slots (IntPlan::slots false) is a chain: intPlanFinish
+// gives op i the input slot (i - 1) % 2 and the output slot i % 2.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -23,12 +29,18 @@
 namespace lowbit {
 
 enum class IType : int32_t { U8 = 0, S8 = 1, I32 = 2, Bits = 3, F32 = 4 };
-enum class IOpKind : int32_t { Quantize = 0, Conv = 1, Linear = 2, MaxPool = 3, AvgPool = 4, Clamp = 5 };
+enum class IOpKind : int32_t { Quantize = 0, Conv = 1, Linear = 2, MaxPool = 3, AvgPool = 4, Clamp = 5, Add = 6 };
 enum class IOutMode : int32_t { Requantize = 0, Sign = 1, Dequantize = 2 };
 
 struct IntOp {
   IOpKind kind = IOpKind::Quantize;
   IType in = IType::F32, out = IType::F32;
+  // value slots: input, second input (add), output (-1: the model input / the model output)
+  int32_t src = -1, src2 = -1, dst = -1;
+  // add: type and zero point of the second input (the first one's is `zero`), multipliers, shift
+  IType in2 = IType::F32;
+  int32_t zero2 = 0, addShift = 0;
+  int64_t multA = 0, multB = 0;
   // Per-sample input [H, W, C] and output [OH, OW, OC] (a flat vector is H = W = 1).
   int64_t C = 0, H = 0, W = 0, OC = 0, OH = 0, OW = 0;
   // Window geometry (conv, pooling).
@@ -93,6 +105,8 @@ struct IntOp {
 
 struct IntPlan {
   std::vector<IntOp> ops;
+  bool slots = false;      // the ops carry their own src / src2 / dst (a DAG); else a chain
+  int32_t slotCount = 0;   // value buffers per thread (set by intPlanFinish)
   int64_t inputSize = 0;   // floats per sample
   int64_t outputSize = 0;  // floats per sample
   size_t maxActBytes = 0;  // largest activation per sample, bytes
@@ -119,10 +133,14 @@ void intPrepareAmx(IntOp* op, const int8_t* w);
 // intPrepareDirectConv.
 void intPlanFuse(IntPlan* plan);
 
+// The add op's arithmetic on `count` values of its input types (a: op.in, b: op.in2) into op.out;
+// what the executor runs for an add (exposed for tests against addRescaled).
+void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out);
+
 // Bytes per sample of a value of type t with `elements` values.
 size_t itypeBytes(IType t, int64_t elements);
 
-// Checks the chain (types, dimensions, tensor sizes) and fills the plan's buffer sizes; returns an
+// Checks the plan (slots, types, dimensions, tensor sizes) and fills the plan's buffer sizes; returns an
 // error message or "" when the plan is valid.
 std::string intPlanFinish(IntPlan* plan);
 

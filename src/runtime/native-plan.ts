@@ -10,8 +10,13 @@
  * the integers equal the NCHW reference, conv weights go from OIHW to (O, kh, kw, C/groups) order
  * and a Linear after flattening an [C, H, W] map gets its columns permuted from (c, h, w) to (h, w, c).
  *
- * Unsupported graphs (a DAG of graph version 2, a layer input wider than 8 bits, a non-final float value, flattening other
- * than all-but-batch, a 4-D dequantized output) compile to a reason string and run in TypeScript.
+ * A DAG (graph version 2: residual adds, a value read twice) compiles to ops with value slots
+ * (meta src / src2 / dst, assigned by liveness: a slot is reused after the last reader of its value)
+ * and the integer add op; a chain (version 1) compiles to the slot-less chain plan as before.
+ *
+ * Unsupported graphs (a layer input wider than 8 bits, a non-final float value, flattening other
+ * than all-but-batch, a 4-D dequantized output, an add of values in different layouts) compile to a
+ * reason string and run in TypeScript.
  */
 import type { NativeIntOp } from '../backend/native/addon.ts';
 import type { IntModel, IntNode, LayerNode, LayerOutput } from './intmodel.ts';
@@ -24,7 +29,7 @@ const I32 = 2;
 const BITS = 3;
 const F32 = 4;
 
-const KIND = { quantize: 0, conv: 1, linear: 2, maxpool: 3, avgpool: 4, clamp: 5 } as const;
+const KIND = { quantize: 0, conv: 1, linear: 2, maxpool: 3, avgpool: 4, clamp: 5, add: 6 } as const;
 const OUT_MODE = { requantize: 0, sign: 1, dequantize: 2 } as const;
 
 interface ValueState {
@@ -59,16 +64,15 @@ function opOf(meta: Partial<Record<keyof typeof M, number>>, f64: [number, numbe
 const M = {
   kind: 0, in: 1, out: 2, C: 3, H: 4, W: 5, OC: 6, OH: 7, OW: 8, kh: 9, kw: 10, sh: 11, sw: 12, ph: 13, pw: 14, dh: 15, dw: 16,
   groups: 17, zero: 18, qmin: 19, qmax: 20, mode: 21, z: 22, lo: 23, hi: 24, biasShift: 25, fracBits: 26, K: 27,
+  slots: 28, src: 29, src2: 30, dst: 31,
 } as const;
 
-/** Whether a sign-output Linear at `index` feeds (through flattens only) a binary Linear with sign input. */
-function feedsXnorLinear(nodes: readonly IntNode[], index: number): boolean {
-  for (let j = index + 1; j < nodes.length; j++) {
+/** Whether a sign-output Linear feeds (through flattens only) binary Linears with sign input only (`readers`: its readers past flattens). */
+function feedsXnorLinear(nodes: readonly IntNode[], readers: readonly number[]): boolean {
+  return readers.length > 0 && readers.every((j) => {
     const n = nodes[j]!;
-    if (n.op === 'flatten') continue;
     return n.op === 'linear' && n.weightFormat === 'binary' && n.input.mode === 'sign';
-  }
-  return false;
+  });
 }
 
 function outputStage(model: IntModel, node: LayerNode, out: LayerOutput, outType: number): { meta: Partial<Record<keyof typeof M, number>>; tensors: Omit<NativeIntOp, 'meta' | 'f64'> } {
@@ -90,32 +94,80 @@ function outputStage(model: IntModel, node: LayerNode, out: LayerOutput, outType
 export function compileNativePlan(model: IntModel): NativePlanSpec | string {
   const nodes = model.graph.nodes;
   const shape = model.graph.inputShape;
-  // The native executor (native/intmodel.cc) runs chains; a DAG (residual adds, a value used twice)
-  // runs in the TypeScript executor, whose layers still use the native GEMM kernels.
-  if (model.graph.version !== 1) return 'the graph is a DAG (version 2: residual adds or a value used twice); the native executor runs chains only';
+  const refs = model.size.inputRefs;
   if (shape.length !== 3 && shape.length !== 1) return `input shape [${shape.join(', ')}] is neither [C, H, W] nor [F]`;
   const first = nodes[0]!;
   if (first.op !== 'quantize') return 'the graph does not start with quantize';
-  const v: ValueState = shape.length === 3
+  const input: ValueState = shape.length === 3
     ? { type: F32, C: shape[0]!, H: shape[1]!, W: shape[2]!, permute: null, rank4: true }
     : { type: F32, C: shape[0]!, H: 1, W: 1, permute: null, rank4: false };
+  // Per node: the state of its output and the node that owns the buffer (a flatten emits no op: its
+  // output is its input's buffer), and per buffer owner the last node that reads it.
+  const states: ValueState[] = [];
+  const owner = new Int32Array(nodes.length);
+  const lastRead = new Int32Array(nodes.length).fill(-1);
+  const consumers: number[][] = nodes.map(() => []);
+  for (let i = 0; i < nodes.length; i++) {
+    owner[i] = nodes[i]!.op === 'flatten' && refs[i]![0]! >= 0 ? owner[refs[i]![0]!]! : i;
+    for (const k of refs[i]!) if (k >= 0) lastRead[owner[k]!] = i;
+    if (nodes[i]!.op !== 'flatten') for (const k of refs[i]!) if (k >= 0) consumers[owner[k]!]!.push(i);
+  }
+  // Value slots by liveness: a node's output takes a free slot (never one of its own inputs', which
+  // are still live while it runs); a slot is free again after the last reader of its value.
+  let lastOp = nodes.length - 1;  // the last node that emits an op (writes the model output)
+  while (lastOp > 0 && nodes[lastOp]!.op === 'flatten') lastOp--;
+  const slotOf = new Int32Array(nodes.length).fill(-1);
+  const free: number[] = [];
+  let slotCount = 0;
   const ops: NativeIntOp[] = [];
-  const dims = (): { C: number; H: number; W: number } => ({ C: v.C, H: v.H, W: v.W });
+  const emit = (i: number, op: NativeIntOp): void => {
+    const srcs = refs[i]!.map((k) => (k < 0 ? -1 : slotOf[owner[k]!]!));
+    let dst = -1;
+    if (i !== lastOp) {
+      free.sort((a, b) => a - b);
+      dst = free.length > 0 ? free.shift()! : slotCount++;
+      slotOf[i] = dst;
+    }
+    op.meta[M.slots] = 1;
+    op.meta[M.src] = srcs[0]!;
+    op.meta[M.src2] = srcs.length > 1 ? srcs[1]! : -1;
+    op.meta[M.dst] = dst;
+    ops.push(op);
+    for (const k of new Set(refs[i]!.map((r) => (r < 0 ? -1 : owner[r]!)))) if (k >= 0 && lastRead[k] === i) free.push(slotOf[k]!);
+    if (lastRead[i] < 0 && dst >= 0) free.push(dst);
+  };
   for (let i = 0; i < nodes.length; i++) {
     const node = nodes[i]!;
     const last = i === nodes.length - 1;
-    if (v.type === F32 && i > 0) {
-      if (node.op === 'flatten') continue;
+    const ins = refs[i]!.map((k) => (k < 0 ? input : states[k]!));
+    const v: ValueState = { ...ins[0]! };
+    const dims = (): { C: number; H: number; W: number } => ({ C: v.C, H: v.H, W: v.W });
+    if (ins.some((s) => s.type === F32) && i > 0) {
+      if (node.op === 'flatten') {
+        states.push(v);
+        continue;
+      }
       return `'${node.name}' follows the float output`;
     }
     switch (node.op) {
-      case 'add':
-        return `'${node.name}' is an add node`;
+      case 'add': {
+        const b = ins[1]!;
+        if (v.type === BITS || b.type === BITS) return `'${node.name}' adds sign bits`;
+        const samePermute = (v.permute === null && b.permute === null) || (v.permute !== null && b.permute !== null && v.permute.C === b.permute.C && v.permute.H === b.permute.H && v.permute.W === b.permute.W);
+        if (v.C !== b.C || v.H !== b.H || v.W !== b.W || v.rank4 !== b.rank4 || !samePermute) return `'${node.name}' adds values of different layouts`;
+        const outType = rangeType(node.lo, node.hi);
+        emit(i, opOf({
+          kind: KIND.add, in: v.type, out: outType, ...dims(), OC: v.C, OH: v.H, OW: v.W, zero: node.inputZeroPoints[0], qmin: node.inputZeroPoints[1], qmax: b.type,
+          biasShift: node.shift, z: node.zeroPoint, lo: node.lo, hi: node.hi,
+        }, [1, node.multipliers[0], node.multipliers[1]]));
+        v.type = outType;
+        break;
+      }
       case 'quantize': {
         if (i !== 0) return 'a second quantize node';
         const inp = node.input;
         const type = inp.mode === 'sign' ? S8 : rangeType(inp.qmin, inp.qmax);
-        ops.push(opOf(inp.mode === 'sign'
+        emit(i, opOf(inp.mode === 'sign'
           ? { kind: KIND.quantize, in: F32, out: type, ...dims(), OC: v.C, OH: v.H, OW: v.W, mode: 1 }
           : { kind: KIND.quantize, in: F32, out: type, ...dims(), OC: v.C, OH: v.H, OW: v.W, zero: inp.zeroPoint, qmin: inp.qmin, qmax: inp.qmax },
         [inp.mode === 'sign' ? 1 : inp.scale, 0, 0]));
@@ -132,7 +184,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
         const O = node.outFeatures;
         let outType: number;
         if (out.mode === 'requantize') outType = rangeType(out.lo, out.hi);
-        else if (out.mode === 'sign') outType = node.op === 'linear' && feedsXnorLinear(nodes, i) ? BITS : S8;
+        else if (out.mode === 'sign') outType = node.op === 'linear' && feedsXnorLinear(nodes, consumers[i]!) ? BITS : S8;
         else {
           outType = F32;
           const rest = nodes.slice(i + 1);
@@ -155,7 +207,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
               for (let ky = 0; ky < kh; ky++) for (let kx = 0; kx < kw; kx++) w[o * K + (ky * kw + kx) * cg + c] = wv[o * K + (c * kh + ky) * kw + kx]!;
             }
           }
-          ops.push(opOf({
+          emit(i, opOf({
             kind: KIND.conv, in: v.type, out: outType, ...dims(), OC: O, OH, OW, kh, kw, sh: g.stride[0], sw: g.stride[1], ph: g.padding[0], pw: g.padding[1],
             dh: g.dilation[0], dw: g.dilation[1], groups: g.groups, zero, K, ...stage.meta,
           }, [1, 0, 0], { w, ...stage.tensors }));
@@ -178,7 +230,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
             }
             tensors = { w };
           }
-          ops.push(opOf({ kind: KIND.linear, in: v.type, out: outType, C: K, H: 1, W: 1, OC: O, OH: 1, OW: 1, zero, K, ...stage.meta }, [1, 0, 0], { ...tensors, ...stage.tensors }));
+          emit(i, opOf({ kind: KIND.linear, in: v.type, out: outType, C: K, H: 1, W: 1, OC: O, OH: 1, OW: 1, zero, K, ...stage.meta }, [1, 0, 0], { ...tensors, ...stage.tensors }));
           v.C = O; v.permute = null;
         }
         v.type = outType;
@@ -204,7 +256,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
         if (OH <= 0 || OW <= 0) return `'${node.name}' has no output positions`;
         const max = node.op === 'maxpool2d';
         const outType = max ? v.type : I32;
-        ops.push(opOf({
+        emit(i, opOf({
           kind: max ? KIND.maxpool : KIND.avgpool, in: v.type, out: outType, ...dims(), OC: v.C, OH, OW, kh: k[0], kw: k[1], sh: s[0], sw: s[1], ph: p[0], pw: p[1],
           zero: max ? 0 : node.zeroPoint, fracBits: max ? 0 : node.fracBits ?? 0,
         }));
@@ -216,7 +268,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
         const lo = node.lo ?? -Infinity;
         const hi = node.hi ?? Infinity;
         const outType = v.type !== I32 ? v.type : rangeType(lo, hi);
-        ops.push(opOf({ kind: KIND.clamp, in: v.type, out: outType, ...dims(), OC: v.C, OH: v.H, OW: v.W }, [1, lo, hi]));
+        emit(i, opOf({ kind: KIND.clamp, in: v.type, out: outType, ...dims(), OC: v.C, OH: v.H, OW: v.W }, [1, lo, hi]));
         v.type = outType;
         break;
       }
@@ -232,7 +284,11 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
         break;
       }
     }
+    states.push(v);
   }
-  if (v.type !== F32) return 'the graph does not end in a dequantizing layer';
-  return { ops, outputSize: v.C * v.H * v.W };
+  const out = states[nodes.length - 1]!;
+  if (out.type !== F32) return 'the graph does not end in a dequantizing layer';
+  // A chain (version 1) keeps the native chain semantics: no slot fields.
+  if (model.graph.version === 1) for (const op of ops) op.meta.fill(0, M.slots);
+  return { ops, outputSize: out.C * out.H * out.W };
 }

@@ -140,9 +140,9 @@ describe('residual networks convert to an integer DAG', () => {
       const layerNames = im.nodes.filter((n) => n.op === 'conv2d' || n.op === 'linear').map((n) => n.name).filter((n) => !n.includes('@'));
       assert.equal(Object.keys(r.layerMaxDiff).length, layerNames.length);
       for (const [name, d] of Object.entries(r.layerMaxDiff)) assert.ok(d <= 1, `${name}: ${d}`);
-      // The native executor runs chains only; the DAG runs in TypeScript (native GEMM kernels when loaded).
+      // The native executor runs the DAG when the addon is loaded (residual-native.test.ts compares it with TypeScript).
       const reason = im.nativeUnavailableReason();
-      assert.ok(reason !== null && /DAG|addon/.test(reason), String(reason));
+      assert.ok(reason === null || /addon/.test(reason), String(reason));
     });
   }
 

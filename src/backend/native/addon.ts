@@ -143,6 +143,11 @@ export interface NativeAddon {
   intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean, intRequant?: boolean): NativeIntPlan;
   /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
   intPlanKernels?(plan: NativeIntPlan): string[];
+  /**
+   * The executor's integer add (plan op kind 6) on int32 values: out[i] = clamp(z + addRescaled(a[i] − z_a, M_a,
+   * b[i] − z_b, M_b, shift), lo, hi); params = [z_a, z_b, M_a, M_b, shift, z, lo, hi]. For tests.
+   */
+  intAddValues?(a: Int32Array, b: Int32Array, params: Float64Array, out: Int32Array): void;
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   /**
