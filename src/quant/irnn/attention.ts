@@ -23,8 +23,7 @@ import { uniform } from '../../nn/init.ts';
 import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
 import { add, globalRng, linear, mul, softmax, sum, unsqueeze, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
-import { fakeQuantize } from '../core/quantize.ts';
-import { absMaxScale, integerForward, Q8_MAX, rowScales, WIDE, observeAbsMax } from './formats.ts';
+import { absMaxScale, integerForward, Q8_MAX, rowScales, WIDE, observeAbsMax, fq, maxAbs } from './formats.ts';
 import { roundShift } from './pwl.ts';
 
 /** Fractional bits of the softmax input (the requantized scores). */
@@ -225,27 +224,6 @@ export interface AttentionForwardOptions {
    * scale. Without it, the input range is observed (EMA of max |q|, |k|, |v|) in training.
    */
   inputScale?: number;
-}
-
-/** Per-tensor fake quantization on the grid `scale`. */
-function fq(x: Tensor, scale: number | Float32Array, qmin: number, qmax: number): Tensor {
-  const f64 = x.dtype === 'float64';
-  const make = (values: ArrayLike<number>, shape: number[]): Tensor => new Tensor(f64 ? Float64Array.from(values) : Float32Array.from(values), shape);
-  const s = typeof scale === 'number' ? make([scale], []) : make(scale, [scale.length, 1]);
-  const z = typeof scale === 'number' ? make([0], []) : make(new Float32Array(scale.length), [scale.length, 1]);
-  return fakeQuantize(x, { scale: s, zeroPoint: z, qmin, qmax });
-}
-
-function maxAbs(...arrays: ArrayLike<number>[]): number {
-  let m = 0;
-  for (const data of arrays) {
-    for (let i = 0; i < data.length; i++) {
-      const a = Math.abs(data[i]!);
-      if (!(a < Infinity)) return NaN;
-      if (a > m) m = a;
-    }
-  }
-  return m;
 }
 
 /**

@@ -88,3 +88,28 @@ export function integerForward(F: Tensor, codes: ArrayLike<number>, scale: numbe
   const make = (v: number): Tensor => new Tensor(float64 ? Float64Array.of(v) : Float32Array.of(v), []);
   return fakeQuantize(add(source, new Tensor(offset, F.shape)), { scale: make(scale), zeroPoint: make(0), qmin, qmax });
 }
+
+/**
+ * Fake quantization on a fixed grid `scale` (per tensor) or per row ([rows, 1] scales), range
+ * [qmin, qmax], in the dtype of `x`.
+ */
+export function fq(x: Tensor, scale: number | Float32Array, qmin: number, qmax: number): Tensor {
+  const float64 = x.dtype === 'float64';
+  const make = (values: ArrayLike<number>, shape: number[]): Tensor => new Tensor(float64 ? Float64Array.from(values) : Float32Array.from(values), shape);
+  const s = typeof scale === 'number' ? make([scale], []) : make(scale, [scale.length, 1]);
+  const z = typeof scale === 'number' ? make([0], []) : make(new Float32Array(scale.length), [scale.length, 1]);
+  return fakeQuantize(x, { scale: s, zeroPoint: z, qmin, qmax });
+}
+
+/** max |v| over all of `arrays`; NaN when a value is NaN or infinite (the observers refuse those). */
+export function maxAbs(...arrays: ArrayLike<number>[]): number {
+  let m = 0;
+  for (const data of arrays) {
+    for (let i = 0; i < data.length; i++) {
+      const a = Math.abs(data[i]!);
+      if (!(a < Infinity)) return NaN;
+      if (a > m) m = a;
+    }
+  }
+  return m;
+}

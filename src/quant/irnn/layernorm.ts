@@ -28,8 +28,7 @@ import type { FloatDType } from '../../nn/rnn.ts';
 import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
 import { add, div, mean, mul, ones, sqrt, sub, zeros } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
-import { fakeQuantize } from '../core/quantize.ts';
-import { absMaxScale, integerForward, Q8_MAX, observeAbsMax } from './formats.ts';
+import { absMaxScale, integerForward, Q8_MAX, observeAbsMax, fq, maxAbs } from './formats.ts';
 import { roundShift } from './pwl.ts';
 
 /** Fractional bits of the normalised value n. */
@@ -206,12 +205,6 @@ export function quantizeBeta(beta: Tensor, outputScale: number): { hat: Tensor; 
   return { hat, codes: Int32Array.from(hat.data, (v) => Math.round(v / grid)) };
 }
 
-/** Per-tensor fake quantization on the grid `scale`. */
-function fq(x: Tensor, scale: number, qmin: number, qmax: number): Tensor {
-  const make = (v: number): Tensor => new Tensor(x.dtype === 'float64' ? Float64Array.of(v) : Float32Array.of(v), []);
-  return fakeQuantize(x, { scale: make(scale), zeroPoint: make(0), qmin, qmax });
-}
-
 /** The epsCode of a float eps at an input scale: round(eps / s_in²), at most 2^30. */
 export function epsCodeOf(eps: number, inputScale: number): number {
   return Math.min(MAX_EPS_CODE, roundHalfEven(eps / (inputScale * inputScale)));
@@ -343,16 +336,6 @@ export class QuantLayerNorm extends Module {
   override extraRepr(): string {
     return `${this.size}, eps=${this.eps}${this.bias ? '' : ', bias=false'}${this.quantize ? '' : ', quantize=false'}`;
   }
-}
-
-function maxAbs(data: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < data.length; i++) {
-    const a = Math.abs(data[i]!);
-    if (!(a < Infinity)) return NaN;
-    if (a > m) m = a;
-  }
-  return m;
 }
 
 /** Everything an IntLayerNorm holds. */

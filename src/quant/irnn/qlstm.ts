@@ -19,7 +19,6 @@
  * same quantized weights, evaluated at the integer values (straight-through, `integerForward`):
  * the fake-quant output equals IntLSTM's bit for bit.
  */
-import { fakeQuantize } from '../core/quantize.ts';
 import { LSTM } from '../../nn/rnn.ts';
 import { Module, shapeText } from '../../nn/module.ts';
 import { uniform } from '../../nn/init.ts';
@@ -27,7 +26,7 @@ import type { FloatDType } from '../../nn/rnn.ts';
 import { add, globalRng, linear, mul, narrow, ones, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/index.ts';
-import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, observeAbsMax } from './formats.ts';
+import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, observeAbsMax, fq, maxAbs } from './formats.ts';
 import { floatLayerNorm, layerNormParams, quantizeBeta, quantizeGamma, surrogateLayerNorm } from './layernorm.ts';
 import { integerLstmParams, lnCellUpdate, lnStepBuffers, type IntLSTMLayerNorm } from './intlstm.ts';
 import { gemmInt8, packInt8Weights } from '../../runtime/kernels/index.ts';
@@ -71,26 +70,6 @@ export function lstmPwlTables(segments = 16, objective: PwlObjective = 'maxError
     fitCache.set(key, tables);
   }
   return tables;
-}
-
-/** Fake quantization on a fixed grid `scale` (per tensor) or per row ([rows, 1] scales), range [qmin, qmax]. */
-function fq(x: Tensor, scale: number | Float32Array, qmin: number, qmax: number): Tensor {
-  const float64 = x.dtype === 'float64';
-  const make = (values: ArrayLike<number>, shape: number[]): Tensor => new Tensor(float64 ? Float64Array.from(values) : Float32Array.from(values), shape);
-  const s = typeof scale === 'number' ? make([scale], []) : make(scale, [scale.length, 1]);
-  const z = typeof scale === 'number' ? make([0], []) : make(new Float32Array(scale.length), [scale.length, 1]);
-  return fakeQuantize(x, { scale: s, zeroPoint: z, qmin, qmax });
-}
-
-/** max |v| over `data`; NaN when a value is NaN or infinite (the observers refuse those). */
-function maxAbs(data: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < data.length; i++) {
-    const a = Math.abs(data[i]!);
-    if (!(a < Infinity)) return NaN;
-    if (a > m) m = a;
-  }
-  return m;
 }
 
 /**
