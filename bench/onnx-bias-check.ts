@@ -16,6 +16,7 @@ import { normalizeInPlace } from '../src/data/dataset.ts';
 import { exportOnnx } from '../src/onnx/export.ts';
 import { openOnnx } from '../src/onnx/verify.ts';
 import { loadIntModel } from '../src/runtime/io.ts';
+import { argmaxRows } from '../src/eval/attack.ts';
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -36,16 +37,8 @@ normalizeInPlace(x, test.sampleShape, (meta.normalize as NormalizeStats | undefi
 const per = test.sampleShape.reduce((p, d) => p * d, 1);
 const BATCH = 500;
 
-function argmaxes(logits: Float32Array, n: number): Int32Array {
-  const classes = logits.length / n;
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (logits[i * classes + c]! > logits[i * classes + best]!) best = c;
-    out[i] = best;
-  }
-  return out;
-}
+/** argmax of each of the n rows of `logits`. */
+const argmaxes = (logits: Float32Array, n: number): Int32Array => argmaxRows(logits, logits.length / n);
 
 function accuracy(predicted: Int32Array): string {
   let correct = 0;

@@ -29,6 +29,7 @@ import { openOnnx } from '../../src/onnx/verify.ts';
 import { getBackend } from '../../src/backend/index.ts';
 import { trainAdam } from '../train-loop.ts';
 import { gitCommit, writeAtomic } from '../lib.ts';
+import { argmaxRows } from '../../src/eval/attack.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: number): number => {
@@ -55,16 +56,8 @@ const testX = new Tensor(test.images, [test.length, ...test.sampleShape]);
 const log = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 log(`backend ${getBackend()}; Fashion-MNIST train ${train.length}, test ${test.length}; seed ${SEED}`);
 
-function argmaxes(logits: Float32Array, n: number): Int32Array {
-  const classes = logits.length / n;
-  const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (logits[i * classes + c]! > logits[i * classes + best]!) best = c;
-    out[i] = best;
-  }
-  return out;
-}
+/** argmax of each of the n rows of `logits`. */
+const argmaxes = (logits: Float32Array, n: number): Int32Array => argmaxRows(logits, logits.length / n);
 
 const accuracy = (pred: Int32Array): number => pred.reduce((s, p, i) => s + (p === test.labels[i] ? 1 : 0), 0) / pred.length;
 const agreement = (a: Int32Array, b: Int32Array): number => a.reduce((s, p, i) => s + (p === b[i] ? 1 : 0), 0) / a.length;

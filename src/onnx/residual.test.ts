@@ -14,6 +14,7 @@ import { manualSeed, randn, type Tensor } from '../tensor/index.ts';
 import { OnnxError } from './proto.ts';
 import { exportOnnx } from './export.ts';
 import { loadOnnxRuntime, openOnnx } from './verify.ts';
+import { argmaxRows } from '../eval/attack.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
@@ -40,18 +41,9 @@ async function runOrt(bytes: Uint8Array, x: Tensor, level: 'all' | 'disabled'): 
 }
 
 function argmaxAgreement(a: Float32Array, b: Float32Array, classes: number): number {
-  let same = 0;
-  const n = a.length / classes;
-  for (let i = 0; i < n; i++) {
-    let ia = 0;
-    let ib = 0;
-    for (let c = 1; c < classes; c++) {
-      if (a[i * classes + c]! > a[i * classes + ia]!) ia = c;
-      if (b[i * classes + c]! > b[i * classes + ib]!) ib = c;
-    }
-    if (ia === ib) same++;
-  }
-  return same / n;
+  const ia = argmaxRows(a, classes);
+  const ib = argmaxRows(b, classes);
+  return ia.reduce((same, v, i) => same + (v === ib[i] ? 1 : 0), 0) / ia.length;
 }
 
 describe('ONNX QDQ export of residual networks', () => {
