@@ -27,6 +27,7 @@ import { ProgressBar } from '../../src/train/index.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
 import { choiceFlag } from './flags.ts';
 import { gitCommit, writeAtomic } from '../lib.ts';
+import { scoreLogits } from '../irnn/scores.ts';
 
 const epochs = numberFlag('epochs', 1, { integer: true, min: 1 });
 const sizes = flagOr('sizes', '64,256,1024').split(',').map(Number);
@@ -109,35 +110,19 @@ function train(model: WordModel, ds: Dataset, label: string): number {
 function evaluate(model: WordModel, ds: Dataset): { perplexity: number; accuracy: number; count: number; distinctFinalCodes: number | null } {
   model.eval();
   const count = Math.min(ds.length, evalLimit);
-  let loss = 0;
-  let correct = 0;
+  const acc = { loss: 0, correct: 0, predictions: new Int32Array(count) };
   let seen = 0;
   const codes = new Set<number>();
   noGrad(() => {
     for (const { x, y } of new DataLoader(ds, { batchSize: 512 })) {
       if (seen >= count) break;
       const rows = Math.min(y.size, count - seen);
-      const logits = model.forward(x).data;
-      for (let i = 0; i < rows; i++) {
-        let max = -Infinity;
-        let best = 0;
-        for (let j = 0; j < vocabSize; j++) {
-          const v = logits[i * vocabSize + j]!;
-          if (v > max) {
-            max = v;
-            best = j;
-          }
-        }
-        let s = 0;
-        for (let j = 0; j < vocabSize; j++) s += Math.exp(logits[i * vocabSize + j]! - max);
-        loss += Math.log(s) + max - logits[i * vocabSize + y.data[i]!]!;
-        if (best === y.data[i]) correct++;
-        if (model.lastCodes) codes.add(model.lastCodes[i]!);
-      }
+      scoreLogits(model.forward(x).data, y.data, rows, seen, acc, vocabSize);
+      if (model.lastCodes) for (let i = 0; i < rows; i++) codes.add(model.lastCodes[i]!);
       seen += rows;
     }
   });
-  return { perplexity: Math.exp(loss / count), accuracy: correct / count, count, distinctFinalCodes: model.lastCodes ? codes.size : null };
+  return { perplexity: Math.exp(acc.loss / count), accuracy: acc.correct / count, count, distinctFinalCodes: model.lastCodes ? codes.size : null };
 }
 
 const corpus = loadMobyDickNextWord({ context, maxSize: vocabSize });
