@@ -48,6 +48,63 @@ describe("quantizers: 'binary' (BinaryConnect / XNOR-Net)", () => {
   });
 });
 
+describe("quantizers: 'binary' with magnitudeAware (Bi-Real Net weight gradient)", () => {
+  it('same forward as the scaled binarizer; gradient g·α_c·σ′(w) with α_c = mean|w_c| held constant', () => {
+    const shape = [3, 4, 2];
+    const n = 8;
+    const w = randomTensor(rng, shape, { std: 0.9 }).requiresGrad_();
+    const gy = randomTensor(rng, shape);
+    for (const gradient of ['clipped', 'approxSign'] as const) {
+      const q = createQuantizer({ kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true, gradient }, { role: 'weight', shape, channelAxis: 0 });
+      const plain = createQuantizer({ kind: 'binary', bits: 1, granularity: 'channel', gradient }, { role: 'weight', shape, channelAxis: 0 });
+      const y = q.forward(w);
+      assert.deepEqual(y.toArray(), plain.forward(w).toArray());
+      const [gw] = grad(y, [w], { gradOutputs: [gy] });
+      const sigma = (v: number): number => (gradient === 'clipped' ? (Math.abs(v) <= 1 ? 1 : 0) : Math.max(0, 2 - 2 * Math.abs(v)));
+      let differsFromExact = false;
+      for (let c = 0; c < 3; c++) {
+        const row = [...w.data.subarray(c * n, c * n + n)];
+        const alpha = row.reduce((a, v) => a + Math.abs(v), 0) / n;
+        const dot = row.reduce((a, v, j) => a + gy.data[c * n + j]! * sgn(v), 0);
+        row.forEach((v, j) => {
+          const i = c * n + j;
+          assertClose([gw!.data[i]!], [gy.data[i]! * alpha * sigma(v)], 1e-12, `${gradient} gradient ${i}`);
+          if (Math.abs(sgn(v) * dot) / n > 1e-6) differsFromExact = true;
+        });
+      }
+      // The cross term the magnitude-aware form drops is not negligible on these values.
+      assert.ok(differsFromExact);
+    }
+    const q = createQuantizer({ kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true }, { role: 'weight', shape, channelAxis: 0 });
+    const yq = q.forward(w);
+    assertExportReproduces(q.exportQuant(), w, yq, 1e-6);
+  });
+
+  it('the gradient is the float64 finite-difference gradient of the surrogate α·clamp(w, −1, 1) with α frozen', () => {
+    const shape = [2, 5];
+    const w = new Tensor(Float64Array.from({ length: 10 }, (_, i) => [0.3, -1.4, 0.05, -0.7, 2.1, -0.2, 0.9, -0.6, 1.3, 0.45][i]!), shape).requiresGrad_();
+    const gy = new Tensor(Float64Array.from({ length: 10 }, (_, i) => Math.sin(i + 1)), shape);
+    const q = createQuantizer({ kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true }, { role: 'weight', shape, channelAxis: 0 });
+    const [gw] = grad(q.forward(w), [w], { gradOutputs: [gy] });
+    const alpha = [0, 1].map((c) => [...w.data.subarray(c * 5, c * 5 + 5)].reduce((a, v) => a + Math.abs(v), 0) / 5);
+    const surrogate = (v: Float64Array): number => v.reduce((a, x, i) => a + gy.data[i]! * alpha[Math.floor(i / 5)]! * Math.min(1, Math.max(-1, x)), 0);
+    const eps = 1e-6;
+    const numeric = [...w.data].map((x, i) => {
+      const v = Float64Array.from(w.data);
+      v[i] = x + eps;
+      const plus = surrogate(v);
+      v[i] = x - eps;
+      return (plus - surrogate(v)) / (2 * eps);
+    });
+    assertClose(gw!.data, numeric, 1e-8);
+  });
+
+  it('needs scaled: true', () => {
+    assert.throws(() => createQuantizer({ kind: 'binary', bits: 1, magnitudeAware: true }, { role: 'activation' }), /'magnitudeAware'.*needs scaled: true.*default for activations/);
+    assert.throws(() => createQuantizer({ kind: 'binary', bits: 1, magnitudeAware: 'yes' }, { role: 'weight', shape: [2, 2] }), /magnitudeAware/);
+  });
+});
+
 describe("quantizers: 'irnet' (IR-Net / DIR-Net)", () => {
   it('balanced, standardized weights, power-of-two scale, EDE gradient at annealed (t, k)', () => {
     const shape = [2, 9];
