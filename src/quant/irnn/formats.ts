@@ -31,12 +31,42 @@ export const ACT_MAX = 32767;
 /** Range used where the runtime keeps an int32 (the requantized partial sums), wide enough never to clamp in practice. */
 export const WIDE = 2 ** 24;
 
+/** Smallest and largest weight bit width (`QuantLSTMOptions.weightBits`). */
+export const MIN_WEIGHT_BITS = 2;
+export const MAX_WEIGHT_BITS = 8;
+
 /**
- * Per-row symmetric int8 scales of a [rows, cols] weight: max|row|/127 as float32 (1 for an
- * all-zero row). The QAT model and the converter both call this, so they agree bit for bit.
+ * Largest weight code of a symmetric (narrow-range) b-bit weight: 2^(b−1) − 1 (127 at 8 bits, 7 at
+ * 4, 1 at 2). Throws a RangeError naming the bad width outside [2, 8].
  */
-export function rowScales(weight: Tensor): Float32Array {
+export function weightMax(bits: number): number {
+  if (!Number.isInteger(bits) || bits < MIN_WEIGHT_BITS || bits > MAX_WEIGHT_BITS) throw new RangeError(`weightBits must be an integer in [${MIN_WEIGHT_BITS}, ${MAX_WEIGHT_BITS}], got ${bits}`);
+  return 2 ** (bits - 1) - 1;
+}
+
+/**
+ * How b-bit weight codes are stored in a file: 'int2' (four per byte) for b = 2, 'int4' (two per
+ * byte) for b = 3, 4, 'int8' (one per byte) for b = 5..8.
+ */
+export function weightStorage(bits: number): 'int2' | 'int4' | 'int8' {
+  weightMax(bits);
+  return bits <= 2 ? 'int2' : bits <= 4 ? 'int4' : 'int8';
+}
+
+/** Bytes of `count` b-bit weight codes packed as `weightStorage(b)` (the last byte zero-filled). */
+export function packedWeightBytes(count: number, bits: number): number {
+  const storage = weightStorage(bits);
+  return storage === 'int2' ? Math.ceil(count / 4) : storage === 'int4' ? Math.ceil(count / 2) : count;
+}
+
+/**
+ * Per-row symmetric scales of a [rows, cols] weight at `bits` (default 8): max|row|/(2^(b−1)−1) as
+ * float32 (1 for an all-zero row). The QAT model and the converter both call this, so they agree
+ * bit for bit.
+ */
+export function rowScales(weight: Tensor, bits = 8): Float32Array {
   const [rows, cols] = weight.shape as [number, number];
+  const top = weightMax(bits);
   const scales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     let m = 0;
@@ -44,7 +74,7 @@ export function rowScales(weight: Tensor): Float32Array {
       const a = Math.abs(weight.data[r * cols + j]!);
       if (a > m) m = a;
     }
-    scales[r] = m > 0 ? m / Q8_MAX : 1;
+    scales[r] = m > 0 ? m / top : 1;
   }
   return scales;
 }

@@ -4,7 +4,7 @@ export {
   DEFAULT_PWL_FORMAT, fitPwl, fitSigmoidPwl, fitTanhPwl, sigmoidExact, evalPwl, pwlSlope, pwlError,
   quantizePwl, evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, pwlOfInt, intPwlProblems, pwlShift, roundShift, applyPwl,
 } from './pwl.ts';
-export { GATE_FRAC, ACT_FRAC, CELL_FRAC, LN_INPUT_FRAC, rowScales, absMaxScale } from './formats.ts';
+export { GATE_FRAC, ACT_FRAC, CELL_FRAC, LN_INPUT_FRAC, MIN_WEIGHT_BITS, MAX_WEIGHT_BITS, rowScales, absMaxScale, weightMax, weightStorage, packedWeightBytes } from './formats.ts';
 export { QuantLSTM, lstmPwlTables, type QuantLSTMOptions } from './qlstm.ts';
 export { IntLSTM, intLstmStep, lnCellUpdate, lnStepBuffers, convertQuantLSTM, type IntLSTMParams, type IntLSTMState, type IntLSTMRunOptions, type IntLSTMLayerNorm, type LnStepBuffers } from './intlstm.ts';
 export { IrnnFormatError, intLSTMToLowbit, intLSTMFromLowbit, irnnFromLowbit, saveIntLSTM, loadIntLSTM, loadIrnnModel, MAX_IRNN_SIZE, MAX_PWL_SEGMENTS, type IrnnFormatErrorCode, type IrnnModel } from './io.ts';

@@ -11,7 +11,7 @@ import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.t
 import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import type { NativeAddon } from '../../backend/native/addon.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
-import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE } from './formats.ts';
+import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, weightMax, packedWeightBytes } from './formats.ts';
 import { intLayerNormRow, type IntLayerNormParams } from './layernorm.ts';
 import { evalIntPwl, evalIntPwlIndexed, intPwlProblems, pwlSegmentIndex, pwlShift, roundShift, type IntPwl } from './pwl.ts';
 import type { QuantLSTM } from './qlstm.ts';
@@ -23,7 +23,10 @@ export interface IntLSTMParams {
   /** Real value of one step of x and of h (float32). */
   readonly inputScale: number;
   readonly hiddenScale: number;
-  /** [4H, inputSize] and [4H, hiddenSize] int8, gates in PyTorch's order i, f, g, o. */
+  /**
+   * [4H, inputSize] and [4H, hiddenSize] int8, gates in PyTorch's order i, f, g, o; with
+   * `weightBits` b < 8 every value lies in ±(2^(b−1)−1) (the cells read them as int8 all the same).
+   */
   readonly weightIh: Int8Array;
   readonly weightHh: Int8Array;
   /** Per row: W_ih·x accumulator → Q3.12, and W_hh·h → Q3.12. */
@@ -31,6 +34,8 @@ export interface IntLSTMParams {
   readonly shiftIh: Int32Array;
   readonly multiplierHh: Int32Array;
   readonly shiftHh: Int32Array;
+  /** Bit width of the weights (2..8; absent = 8): the file packs them to it. */
+  readonly weightBits?: number;
   /** b_ih + b_hh in Q3.12 [4H]. */
   readonly bias: Int32Array;
   /** o·tanh(c) rounded to Q0.15 → int8 h (≈ 2^−15 / s_h). */
@@ -300,13 +305,17 @@ export class IntLSTM {
     return this.params.hiddenSize;
   }
 
-  /** Bytes of the weights, biases, multipliers and tables (int8 weights, int32 per-row parameters). */
+  /**
+   * Bytes of the weights, biases, multipliers and tables: the weights packed at `weightBits` as the
+   * file stores them (int8, int4 two per byte, int2 four per byte), the per-row parameters int32.
+   */
   get byteLength(): number {
     const p = this.params;
     const rows = 4 * p.hiddenSize;
     const tables = (p.sigmoid.knots.length + p.sigmoid.values.length + p.sigmoid.slopes.length + p.tanh.knots.length + p.tanh.values.length + p.tanh.slopes.length) * 4;
     const ln = p.layerNorm ? [p.layerNorm.ih, p.layerNorm.hh, p.layerNorm.cell].reduce((n, l) => n + (l.gamma.length + l.beta.length) * 4 + 5 * 4, 0) : 0;
-    return p.weightIh.length + p.weightHh.length + rows * 4 * 5 + tables + 4 * 4 + ln;
+    const bits = p.weightBits ?? 8;
+    return packedWeightBytes(p.weightIh.length, bits) + packedWeightBytes(p.weightHh.length, bits) + rows * 4 * 5 + tables + 4 * 4 + ln;
   }
 
   /**
@@ -466,13 +475,15 @@ export function integerLstmParams(model: QuantLSTM, sx: number, sh: number, laye
   const { inputSize, hiddenSize } = model;
   const rows = 4 * hiddenSize;
   const frac = layerNorm ? LN_INPUT_FRAC : GATE_FRAC;
+  const bits = model.weightBits;
+  const top = weightMax(bits);
   const quantizeRows = (w: Float32Array | Float64Array, cols: number, scales: Float32Array): Int8Array => {
     const q = new Int8Array(rows * cols);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -Q8_MAX, Q8_MAX);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -top, top);
     return q;
   };
-  const scalesIh = rowScales(model.weightIh);
-  const scalesHh = rowScales(model.weightHh);
+  const scalesIh = rowScales(model.weightIh, bits);
+  const scalesHh = rowScales(model.weightHh, bits);
   const multiplierIh = new Int32Array(rows);
   const shiftIh = new Int32Array(rows);
   const multiplierHh = new Int32Array(rows);
@@ -489,7 +500,7 @@ export function integerLstmParams(model: QuantLSTM, sx: number, sh: number, laye
   }
   const out = quantizeMultiplier(2 ** -ACT_FRAC / sh);
   return {
-    inputSize, hiddenSize, inputScale: sx, hiddenScale: sh,
+    inputSize, hiddenSize, inputScale: sx, hiddenScale: sh, weightBits: bits,
     weightIh: quantizeRows(model.weightIh.data as Float32Array, inputSize, scalesIh),
     weightHh: quantizeRows(model.weightHh.data as Float32Array, hiddenSize, scalesHh),
     multiplierIh, shiftIh, multiplierHh, shiftHh, bias,

@@ -54,7 +54,7 @@ describe('IntLSTM file', () => {
     const int32 = (v: number[]): { dtype: string; shape: number[]; data: Int32Array } => ({ dtype: 'int32', shape: [v.length], data: Int32Array.from(v) });
     const cases: [string, LowbitModel, RegExp][] = [
       ['wrong format', mutate((m) => { m.metadata.irnn = { format: 'other', version: 1 }; }), /metadata\.irnn/],
-      ['future version', mutate((m) => { m.metadata.irnn = { format: 'lowbit-irnn-lstm', version: 3 }; }), /metadata\.irnn/],
+      ['future version', mutate((m) => { m.metadata.irnn = { format: 'lowbit-irnn-lstm', version: 4 }; }), /metadata\.irnn/],
       ['layer norm in a version 1 file', mutate((m) => { m.graph[0]!.layerNorm = {}; }), /layerNorm needs version 2/],
       ['attention node in a version 1 file', mutate((m) => { m.graph.push({ op: 'irnn.attention' }); }), /one 'irnn\.lstm' node/],
       ['two nodes', mutate((m) => { m.graph.push({ op: 'irnn.lstm' }); }), /one 'irnn\.lstm' node/],

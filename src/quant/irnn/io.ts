@@ -16,12 +16,17 @@
  *   { op: 'irnn.attention', size (= hiddenSize), inputScale (= hiddenScale), outputScale,
  *     scoreMultiplier, scoreShift, outputMultiplier, outputShift }, tensors attention.weight I8
  *     [D, D], attention.multiplier, attention.shift I32 [D].
+ * Version 3 (written only when the weights have fewer than 8 bits; versions 1 and 2 load as before):
+ * everything version 2 may hold, plus `weightBits` (2..8) on the lstm node, and weight_ih /
+ * weight_hh stored packed as `weightStorage(weightBits)`: int4 (two per byte, low nibble first)
+ * for 3..4 bits, int2 (four per byte) for 2 bits, I8 for 5..7 bits; every code must lie in
+ * ±(2^(b−1)−1).
  * After the container's checks, `irnnFromLowbit` validates every field, dtype, shape and value
  * range the runtime relies on and throws `IrnnFormatError` naming the first problem.
  */
-import { readLowbit, writeLowbit, type LowbitModel, type LowbitNode, type LowbitTensor } from '../../format/lowbit.ts';
+import { packedByteLength, packLowbitValues, readLowbit, unpackLowbitValues, writeLowbit, type LowbitModel, type LowbitNode, type LowbitTensor } from '../../format/lowbit.ts';
 import { IntAttention } from './attention.ts';
-import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, WIDE } from './formats.ts';
+import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, MAX_WEIGHT_BITS, MIN_WEIGHT_BITS, WIDE, weightMax, weightStorage } from './formats.ts';
 import { IntLSTM, type IntLSTMLayerNorm, type IntLSTMParams } from './intlstm.ts';
 import { GAMMA_MAX, MAX_EPS_CODE, type IntLayerNormParams } from './layernorm.ts';
 import { intPwlProblems, type IntPwl } from './pwl.ts';
@@ -30,6 +35,9 @@ const FORMAT = 'lowbit-irnn-lstm';
 /** Version 1: the plain LSTM; 2: with layer norms and/or an attention node. */
 const VERSION = 1;
 const VERSION_LN_ATTENTION = 2;
+/** Version 3: weights of fewer than 8 bits, packed. */
+const VERSION_PACKED = 3;
+const VERSIONS: readonly number[] = [VERSION, VERSION_LN_ATTENTION, VERSION_PACKED];
 const OP = 'irnn.lstm';
 const ATTENTION_OP = 'irnn.attention';
 /** Largest inputSize / hiddenSize accepted from a file. */
@@ -63,9 +71,18 @@ const LN_NAMES = ['ih', 'hh', 'cell'] as const;
 export function intLSTMToLowbit(model: IntLSTM, attention?: IntAttention): LowbitModel {
   const p = model.params;
   const rows = 4 * p.hiddenSize;
+  const bits = p.weightBits ?? 8;
+  const storage = weightStorage(bits);
+  const weight = (data: Int8Array, cols: number): LowbitTensor => {
+    const top = weightMax(bits);
+    for (let i = 0; i < data.length; i++) {
+      if (Math.abs(data[i]!) > top) throw new RangeError(`intLSTMToLowbit: weight code ${data[i]} at ${i} is outside ±${top} (weightBits ${bits})`);
+    }
+    return storage === 'int8' ? { dtype: 'int8', shape: [rows, cols], data } : packLowbitValues(storage, [rows, cols], data);
+  };
   const tensors: Record<string, LowbitTensor> = {
-    weight_ih: { dtype: 'int8', shape: [rows, p.inputSize], data: p.weightIh },
-    weight_hh: { dtype: 'int8', shape: [rows, p.hiddenSize], data: p.weightHh },
+    weight_ih: weight(p.weightIh, p.inputSize),
+    weight_hh: weight(p.weightHh, p.hiddenSize),
     multiplier_ih: { dtype: 'int32', shape: [rows], data: p.multiplierIh },
     shift_ih: { dtype: 'int32', shape: [rows], data: p.shiftIh },
     multiplier_hh: { dtype: 'int32', shape: [rows], data: p.multiplierHh },
@@ -94,6 +111,7 @@ export function intLSTMToLowbit(model: IntLSTM, attention?: IntAttention): Lowbi
     op: OP,
     inputSize: p.inputSize, hiddenSize: p.hiddenSize, inputScale: p.inputScale, hiddenScale: p.hiddenScale,
     outputMultiplier: p.outputMultiplier, outputShift: p.outputShift,
+    ...(bits < 8 ? { weightBits: bits } : {}),
     sigmoid: tableFormat(p.sigmoid), tanh: tableFormat(p.tanh),
     ...(layerNorm ? { layerNorm } : {}),
     tensors: Object.fromEntries(lstmTensors.map((k) => [k, k])),
@@ -113,7 +131,7 @@ export function intLSTMToLowbit(model: IntLSTM, attention?: IntAttention): Lowbi
       tensors: { weight: 'attention.weight', multiplier: 'attention.multiplier', shift: 'attention.shift' },
     });
   }
-  const version = p.layerNorm || attention ? VERSION_LN_ATTENTION : VERSION;
+  const version = bits < 8 ? VERSION_PACKED : p.layerNorm || attention ? VERSION_LN_ATTENTION : VERSION;
   return { graph, tensors, metadata: { irnn: { format: FORMAT, version } } };
 }
 
@@ -149,6 +167,32 @@ function tensorOf<D extends 'int8' | 'int32'>(file: LowbitModel, name: string, d
   const ok = dtype === 'int8' ? t.data instanceof Int8Array : t.data instanceof Int32Array;
   if (!ok) throw new IrnnFormatError('bad-tensor', `tensor '${name}' is not stored as ${dtype === 'int8' ? 'I8' : 'I32'}`);
   return t.data as D extends 'int8' ? Int8Array : Int32Array;
+}
+
+/** A weight tensor [rows, cols] stored as `weightStorage(bits)`, unpacked to int8 codes, each checked to lie in ±(2^(b−1)−1). */
+function readWeight(file: LowbitModel, name: string, rows: number, cols: number, bits: number): Int8Array {
+  const storage = weightStorage(bits);
+  const top = weightMax(bits);
+  let codes: ArrayLike<number>;
+  if (storage === 'int8') codes = tensorOf(file, name, 'int8', [rows, cols]);
+  else {
+    const t = file.tensors[name];
+    if (!t) throw new IrnnFormatError('bad-tensor', `tensor '${name}' is missing`);
+    if (t.dtype !== storage) throw new IrnnFormatError('bad-tensor', `tensor '${name}' has dtype ${t.dtype}, expected ${storage} (weightBits ${bits})`);
+    if (t.shape.length !== 2 || t.shape[0] !== rows || t.shape[1] !== cols) {
+      throw new IrnnFormatError('bad-tensor', `tensor '${name}' has shape [${t.shape.join(', ')}], expected [${rows}, ${cols}]`);
+    }
+    const bytes = packedByteLength(storage, [rows, cols]);
+    if (!(t.data instanceof Uint8Array) || t.data.length !== bytes) throw new IrnnFormatError('bad-tensor', `tensor '${name}' must hold ${bytes} packed bytes, got ${t.data.length}`);
+    codes = unpackLowbitValues(t);
+  }
+  const out = new Int8Array(rows * cols);
+  for (let i = 0; i < out.length; i++) {
+    const v = codes[i]!;
+    if (v > top || v < -top) throw new IrnnFormatError('bad-tensor', `tensor '${name}': code ${v} at ${i} is outside ±${top} (weightBits ${bits})`);
+    out[i] = v;
+  }
+  return out;
 }
 
 function readTable(file: LowbitModel, node: Record<string, unknown>, name: 'sigmoid' | 'tanh'): IntPwl {
@@ -224,10 +268,10 @@ export interface IrnnModel {
 export function irnnFromLowbit(file: LowbitModel): IrnnModel {
   const meta = file.metadata as Record<string, unknown> | undefined;
   const header = meta?.irnn;
-  if (!isObject(header) || header.format !== FORMAT || (header.version !== VERSION && header.version !== VERSION_LN_ATTENTION)) {
-    throw new IrnnFormatError('not-irnn', `metadata.irnn is ${JSON.stringify(header)}, expected { format: '${FORMAT}', version: ${VERSION} or ${VERSION_LN_ATTENTION} }`);
+  if (!isObject(header) || header.format !== FORMAT || !VERSIONS.includes(header.version as number)) {
+    throw new IrnnFormatError('not-irnn', `metadata.irnn is ${JSON.stringify(header)}, expected { format: '${FORMAT}', version: ${VERSIONS.join(', ')} }`);
   }
-  const v2 = header.version === VERSION_LN_ATTENTION;
+  const v2 = header.version === VERSION_LN_ATTENTION || header.version === VERSION_PACKED;
   const nodes = file.graph.length;
   if (file.graph[0]?.op !== OP || nodes > (v2 ? 2 : 1) || (nodes === 2 && file.graph[1]!.op !== ATTENTION_OP)) {
     throw new IrnnFormatError('bad-graph', v2 ? `the graph must be one '${OP}' node, optionally followed by one '${ATTENTION_OP}' node` : `the graph must be one '${OP}' node, got ${nodes} node(s)`);
@@ -241,6 +285,9 @@ export function irnnFromLowbit(file: LowbitModel): IrnnModel {
   const outputMultiplier = integerField(node, 'outputMultiplier', -(2 ** 31), 2 ** 31 - 1);
   const outputShift = integerField(node, 'outputShift', -8, 62);
   checkMultiplier('output', outputMultiplier, outputShift);
+  let weightBits = 8;
+  if (header.version === VERSION_PACKED) weightBits = integerField(node, 'weightBits', MIN_WEIGHT_BITS, MAX_WEIGHT_BITS);
+  else if (node.weightBits !== undefined) throw new IrnnFormatError('bad-field', 'weightBits needs version 3');
   const [multiplierIh, shiftIh, multiplierHh, shiftHh, bias] = ROW_TENSORS.map((n) => tensorOf(file, n, 'int32', [rows])) as [Int32Array, Int32Array, Int32Array, Int32Array, Int32Array];
   for (let r = 0; r < rows; r++) {
     checkMultiplier(`row ${r} (ih)`, multiplierIh[r]!, shiftIh[r]!);
@@ -259,9 +306,9 @@ export function irnnFromLowbit(file: LowbitModel): IrnnModel {
     };
   }
   const params: IntLSTMParams = {
-    inputSize, hiddenSize, inputScale, hiddenScale,
-    weightIh: tensorOf(file, 'weight_ih', 'int8', [rows, inputSize]),
-    weightHh: tensorOf(file, 'weight_hh', 'int8', [rows, hiddenSize]),
+    inputSize, hiddenSize, inputScale, hiddenScale, weightBits,
+    weightIh: weightBits === 8 ? tensorOf(file, 'weight_ih', 'int8', [rows, inputSize]) : readWeight(file, 'weight_ih', rows, inputSize, weightBits),
+    weightHh: weightBits === 8 ? tensorOf(file, 'weight_hh', 'int8', [rows, hiddenSize]) : readWeight(file, 'weight_hh', rows, hiddenSize, weightBits),
     multiplierIh, shiftIh, multiplierHh, shiftHh, bias, outputMultiplier, outputShift,
     sigmoid: readTable(file, node, 'sigmoid'),
     tanh: readTable(file, node, 'tanh'),

@@ -26,7 +26,7 @@ import type { FloatDType } from '../../nn/rnn.ts';
 import { add, globalRng, linear, mul, narrow, ones, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/index.ts';
-import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, observeAbsMax, fq, maxAbs } from './formats.ts';
+import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, observeAbsMax, fq, maxAbs, weightMax } from './formats.ts';
 import { floatLayerNorm, layerNormParams, quantizeBeta, quantizeGamma, surrogateLayerNorm } from './layernorm.ts';
 import { integerLstmParams, lnCellUpdate, lnStepBuffers, type IntLSTMLayerNorm } from './intlstm.ts';
 import { gemmInt8, packInt8Weights } from '../../runtime/kernels/index.ts';
@@ -43,6 +43,12 @@ export interface QuantLSTMOptions {
   batchFirst?: boolean;
   /** Parameter dtype (default float32; float64 for gradient checks on the reference backend). */
   dtype?: FloatDType;
+  /**
+   * Bits of W_ih and W_hh (2..8, default 8): symmetric per output row, codes in ±(2^(b−1)−1) at
+   * scale max|row|/(2^(b−1)−1). The runtime holds them as int8 values in that range; the file packs
+   * them (4 bits: two per byte, 2 bits: four per byte).
+   */
+  weightBits?: number;
   /** LN-LSTM: layer norms on W_ih·x, W_hh·h and c_t (default false); see the file comment. */
   layerNorm?: boolean;
   /** Variance floor of the layer norms (default 1e-5). */
@@ -95,6 +101,8 @@ export class QuantLSTM extends Module {
   readonly hiddenAbsMax: Tensor;
   readonly layerNorm: boolean;
   readonly eps: number;
+  /** Bits of W_ih and W_hh (2..8). */
+  readonly weightBits: number;
   /** LN-LSTM γ of the gate layer norms [4H] and γ, β of the cell layer norm [H] (null without layerNorm). */
   readonly lnIhWeight: Tensor | null;
   readonly lnHhWeight: Tensor | null;
@@ -122,6 +130,8 @@ export class QuantLSTM extends Module {
     this.quantize = options.quantize ?? true;
     this.dtype = options.dtype ?? 'float32';
     this.segments = options.segments ?? 16;
+    this.weightBits = options.weightBits ?? 8;
+    weightMax(this.weightBits);
     this.objective = options.objective ?? 'maxError';
     const rows = 4 * hiddenSize;
     this.weightIh = this.registerParameter('weight_ih_l0', zeros([rows, inputSize], this.dtype));
@@ -199,8 +209,7 @@ export class QuantLSTM extends Module {
     const sx = this.inputScale;
     const sh = this.hiddenScale;
     const xq = q ? fq(x, sx, -Q8_MAX, Q8_MAX) : x;
-    const wih = q ? fq(this.weightIh, rowScales(this.weightIh), -Q8_MAX, Q8_MAX) : this.weightIh;
-    const whh = q ? fq(this.weightHh, rowScales(this.weightHh), -Q8_MAX, Q8_MAX) : this.weightHh;
+    const [wih, whh] = q ? this.quantizedWeights() : [this.weightIh, this.weightHh];
     const biasSum = add(this.biasIh, this.biasHh);
     const bias = q ? fq(biasSum, 2 ** -GATE_FRAC, -WIDE, WIDE) : biasSum;
     const inputGates = linear(xq, wih);
@@ -235,6 +244,15 @@ export class QuantLSTM extends Module {
     }
     if (q && this.training) noGrad(() => observeAbsMax(this.hiddenAbsMax, hiddenMax));
     return [stack(outputs, timeAxis), [h, c]];
+  }
+
+  /** W_ih and W_hh fake-quantized at `weightBits` per row (differentiable, straight-through). */
+  quantizedWeights(): [Tensor, Tensor] {
+    const top = weightMax(this.weightBits);
+    return [
+      fq(this.weightIh, rowScales(this.weightIh, this.weightBits), -top, top),
+      fq(this.weightHh, rowScales(this.weightHh, this.weightBits), -top, top),
+    ];
   }
 
   /**
@@ -291,8 +309,7 @@ export class QuantLSTM extends Module {
     const ln = this.quantizedLayerNorm();
     const p = integerLstmParams(this, sx, sh, ln.params);
     const xq = fq(x, sx, -Q8_MAX, Q8_MAX);
-    const wih = fq(this.weightIh, rowScales(this.weightIh), -Q8_MAX, Q8_MAX);
-    const whh = fq(this.weightHh, rowScales(this.weightHh), -Q8_MAX, Q8_MAX);
+    const [wih, whh] = this.quantizedWeights();
     const bias = fq(biasSum, 2 ** -GATE_FRAC, -WIDE, WIDE);
     // Integer side: x codes time-major [L, N, I], the runtime's GEMM for both products.
     const I = this.inputSize;
@@ -361,6 +378,6 @@ export class QuantLSTM extends Module {
   }
 
   override extraRepr(): string {
-    return `${this.inputSize}, ${this.hiddenSize}, segments=${this.segments}${this.layerNorm ? ', layerNorm=true' : ''}${this.quantize ? '' : ', quantize=false'}${this.batchFirst ? ', batchFirst=true' : ''}`;
+    return `${this.inputSize}, ${this.hiddenSize}, segments=${this.segments}${this.weightBits === 8 ? '' : `, weightBits=${this.weightBits}`}${this.layerNorm ? ', layerNorm=true' : ''}${this.quantize ? '' : ', quantize=false'}${this.batchFirst ? ', batchFirst=true' : ''}`;
   }
 }
