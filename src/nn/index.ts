@@ -13,6 +13,7 @@ export { forwardChain } from './fusion.ts';
 export { Embedding, type EmbeddingOptions } from './embedding.ts';
 export { LayerNorm, type LayerNormOptions } from './layernorm.ts';
 export { RNNBase, LSTM, GRU, type RNNOptions, type FloatDType } from './rnn.ts';
+export { SRU, SRUCell, sruRecurrence, type SRUOptions, type SRUActivation, type SRUVectors, type SRURecurrenceOptions } from './sru.ts';
 export { MultiheadAttention, AttentionOutProjection, type MultiheadAttentionOptions, type MultiheadAttentionForwardOptions } from './attention.ts';
 export * as init from './init.ts';
 export type { Nonlinearity, FanMode, KaimingOptions } from './init.ts';
