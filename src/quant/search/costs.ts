@@ -119,6 +119,92 @@ export function energyCost(constants: Partial<EnergyConstants> = {}): CostModel 
   };
 }
 
+/** The multiply widths of a SiLago-like datapath: one 16-bit, two 8-bit or four 4-bit MACs per unit and cycle. */
+export const SILAGO_MODES = [4, 8, 16] as const;
+export type SiLagoMode = (typeof SILAGO_MODES)[number];
+
+/**
+ * The datapath mode a w-bit weight × a-bit activation multiply runs in: the narrowest of 4, 8, 16
+ * bits holding both operands (2-bit weights run as 4-bit). Widths above 16 bits are refused (the
+ * datapath has no wider mode; keep such layers out of the assignment).
+ */
+export function siLagoMode(w: number, a: number): SiLagoMode {
+  checkBits('silago', w, a);
+  const width = Math.max(w, a);
+  const mode = SILAGO_MODES.find((m) => m >= width);
+  if (mode === undefined) throw new Error(`cost model 'silago': the datapath multiplies at most 16 bits, got w=${w} a=${a}`);
+  return mode;
+}
+
+/** MACs one 16-bit unit does per cycle in a mode: 1 (16-bit), 2 (8-bit), 4 (4-bit). */
+export function siLagoLanes(mode: SiLagoMode): number {
+  return 16 / mode;
+}
+
+export interface SiLagoOptions {
+  /** 16-bit MAC units working in parallel (default 16). Speedups are ratios and do not depend on it. */
+  readonly macUnits?: number;
+  /**
+   * Energy of one unit-cycle in each mode, in units of one 16-bit unit-cycle (= one 16-bit MAC).
+   * Default { 16: 1, 8: 1.15, 4: 1.3 }: a MODELLED assumption (not a measurement) that a split
+   * datapath spends a little more per cycle (extra partial-product adders and shifters) while
+   * doing 2 or 4 MACs, so the energy per MAC is 1, 0.575 and 0.325. It makes the largest energy
+   * saving (67.5 % at all-4-bit) smaller than the largest speedup (4×), as MOHAQ reports for SiLago
+   * (its abstract: 80 % of the possible speedup but 64 % of the possible energy saving).
+   */
+  readonly energyPerCycle?: Readonly<Record<SiLagoMode, number>>;
+}
+
+export const DEFAULT_SILAGO_ENERGY_PER_CYCLE: Readonly<Record<SiLagoMode, number>> = Object.freeze({ 16: 1, 8: 1.15, 4: 1.3 });
+
+function siLagoSettings(options: SiLagoOptions): { units: number; energy: Readonly<Record<SiLagoMode, number>> } {
+  const units = options.macUnits ?? 16;
+  if (!Number.isInteger(units) || units < 1) throw new Error(`siLagoCost: macUnits must be a positive integer, got ${units}`);
+  const energy = { ...DEFAULT_SILAGO_ENERGY_PER_CYCLE, ...options.energyPerCycle };
+  for (const m of SILAGO_MODES) {
+    const e = energy[m];
+    if (!(typeof e === 'number' && Number.isFinite(e) && e > 0)) throw new Error(`siLagoCost: energyPerCycle[${m}] must be a finite number > 0, got ${String(e)}`);
+  }
+  return { units, energy };
+}
+
+/**
+ * A SiLago-like coarse-grain reconfigurable array (the platform MOHAQ targets, Rezk et al. 2022):
+ * `macUnits` 16-bit MAC units, each doing per cycle one 16-bit, two 8-bit or four 4-bit MACs
+ * (mode = `siLagoMode(w, a)`). Cycles per sample of a layer:
+ *   macs / (macUnits · lanes(mode)),  lanes = 16 / mode
+ * (ideal utilisation: no memory stalls, no tiling loss; elementwise recurrence ops are not counted).
+ * Unit: cycles per sample. Per-channel bits: the mean over channels.
+ */
+export function siLagoCost(options: SiLagoOptions = {}): CostModel {
+  const { units } = siLagoSettings(options);
+  return {
+    name: 'silago',
+    unit: 'cycles',
+    layerCost(layer, w, a) {
+      return layer.macs / (units * siLagoLanes(siLagoMode(w, a)));
+    },
+  };
+}
+
+/**
+ * Energy of the SiLago-like array's MACs per sample of a layer:
+ *   macs · energyPerCycle[mode] / lanes(mode)
+ * in units of one 16-bit MAC ('E16'), with the modelled constants of `SiLagoOptions.energyPerCycle`.
+ * Memory traffic is not modelled. Unit: E16 per sample.
+ */
+export function siLagoEnergyCost(options: SiLagoOptions = {}): CostModel {
+  const { energy } = siLagoSettings(options);
+  return {
+    name: 'silagoEnergy',
+    unit: 'E16',
+    layerCost(layer, w, a) {
+      const mode = siLagoMode(w, a);
+      return (layer.macs * energy[mode]) / siLagoLanes(mode);
+    },
+  };
+}
+
 /** Names `costModel` knows. */
 export const COST_MODEL_NAMES = ['size', 'bitops', 'latency', 'bitserial', 'energy'] as const;
 export type CostModelName = (typeof COST_MODEL_NAMES)[number];

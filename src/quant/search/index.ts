@@ -6,6 +6,9 @@ export {
   type BitSerialOptions, type CostModelName, type CostModelOptions, type EnergyConstants,
 } from './costs.ts';
 export {
+  DEFAULT_SILAGO_ENERGY_PER_CYCLE, SILAGO_MODES, siLagoCost, siLagoEnergyCost, siLagoLanes, siLagoMode, type SiLagoMode, type SiLagoOptions,
+} from './costs.ts';
+export {
   latencyCost, latencyTablePath, measureAssignmentDelta, measureAssignmentLatency, measureLayerLatency, measureModelLatency, measureModelsInterleaved, modelFingerprint, type LatencyContext, type LatencyCostOptions,
 } from './latency.ts';
 export {
