@@ -34,6 +34,8 @@ import { validateIntGraph, type IntGraphSize } from './validate.ts';
 import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from './kernels/index.ts';
 import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
+import { FastLayer, Scratch } from './ts-kernels/layer.ts';
+import { addInts } from './ts-kernels/add.ts';
 import type { AgreementReport } from './convert.ts';
 
 /** Logical dtypes of stored tensors (packed ones hold bytes). */
@@ -186,6 +188,16 @@ export class IntModel {
    * and the graph compiles (see native-plan.ts); false: always the TypeScript executor.
    */
   useNative = true;
+  /**
+   * @internal The TypeScript executor: 'fast' (default: ./ts-kernels, lane-packed double GEMMs,
+   * one-multiply requantization, buffers reused) or 'reference' (the original per-element code of
+   * this file with the kernels of ./kernels). Both give identical integers and logits; 'fast'
+   * applies when `useKernels` is on and runs the layers it cannot reproduce the reference way.
+   */
+  tsExecutor: 'fast' | 'reference' = 'fast';
+  /** Layers prepared for the fast executor (or why not), by node name. */
+  private readonly fastLayers = new Map<string, FastLayer | string>();
+  private readonly scratch = new Scratch();
   /** Per-sample largest activation and multiply-accumulates (checked against limits on construction). */
   readonly size: IntGraphSize;
   /** The compiled native plan, or why there is none (undefined until first needed). */
@@ -297,6 +309,10 @@ export class IntModel {
     const [ma, mb] = node.multipliers;
     const out = new Int32Array(a.ints.length);
     const { zeroPoint: z, lo, hi, shift } = node;
+    if (this.tsExecutor === 'fast') {
+      addInts(a.ints, b.ints, za, zb, ma, mb, shift, z, lo, hi, out);
+      return { shape: a.shape, ints: out, floats: null };
+    }
     for (let i = 0; i < out.length; i++) {
       const r = addRescaled(a.ints[i]! - za, ma, b.ints[i]! - zb, mb, shift) + z;
       out[i] = r < lo ? lo : r > hi ? hi : r;
@@ -367,7 +383,10 @@ export class IntModel {
       case 'linear':
         if (!v.ints) throw new Error(`IntModel: '${node.name}' expects integer input`);
         if (options.trace) options.trace.set(node.name, { shape: [...v.shape], data: v.ints });
-        return this.layer(node, v.shape, v.ints);
+        {
+          const fast = this.fastLayer(node);
+          return fast ? fast.run(v.shape, v.ints, this.scratch) : this.layer(node, v.shape, v.ints);
+        }
       case 'maxpool2d':
       case 'avgpool2d':
       case 'adaptiveavgpool2d': {
@@ -406,6 +425,35 @@ export class IntModel {
         return { ...v, shape: [...v.shape.slice(0, start), merged, ...v.shape.slice(end + 1)] };
       }
     }
+  }
+
+  /** The layer prepared for the fast TypeScript executor, or null when the reference path runs it. */
+  private fastLayer(node: LayerNode): FastLayer | null {
+    if (this.tsExecutor !== 'fast' || !this.useKernels) return null;
+    let f = this.fastLayers.get(node.name);
+    if (f === undefined || (typeof f !== 'string' && (f.node !== node || f.outputSpec !== node.output))) {
+      f = FastLayer.prepare(node, this.weightValues(node), {
+        int32: (name) => this.int32(name),
+        float32: (name) => this.float32(name),
+        bytes: (name) => this.tensor(name).data as Uint8Array,
+      });
+      this.fastLayers.set(node.name, f);
+    }
+    return typeof f === 'string' ? null : f;
+  }
+
+  /**
+   * @internal Why the fast TypeScript executor runs a layer the reference way (null when it runs it
+   * itself or it is not a layer).
+   */
+  fastLayerFallback(name: string): string | null {
+    const node = this.graph.nodes.find((n) => n.name === name);
+    if (!node || (node.op !== 'conv2d' && node.op !== 'linear')) return null;
+    if (this.tsExecutor !== 'fast') return "tsExecutor is 'reference'";
+    if (!this.useKernels) return 'useKernels is off';
+    this.fastLayer(node);
+    const f = this.fastLayers.get(node.name);
+    return typeof f === 'string' ? f : null;
   }
 
   /** int8 weight handles per group (packed once for the GEMM kernels). */

@@ -1,0 +1,296 @@
+/**
+ * A conv2d / linear node of an IntModel prepared for the fast TypeScript executor: weights packed
+ * once into lane doubles (./gemm.ts), per-channel requantization constants (./requantize.ts),
+ * reusable scratch buffers. Gives the same integers (and float logits) as the reference executor
+ * (IntModel's `layer` with the kernels of ../kernels), including its int8/uint8 wrapping of
+ * out-of-range inputs and its int32 wrapping of accumulators; layers it cannot reproduce exactly
+ * with doubles (wider than 8-bit inputs, dot products that could reach 2^52, binary weights with
+ * stray padding bits) are refused with a reason, and the executor runs them the reference way.
+ * @internal
+ */
+import type { LayerNode } from '../intmodel.ts';
+import { convOutputSize } from '../ops.ts';
+import { gemmLanes, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
+import { requantPlan, requantizeBlock, type RequantPlan } from './requantize.ts';
+
+/** How the layer reads its integer input (as the reference kernels store it before the GEMM). */
+type InputMode = 'uint8' | 'int8' | 'sign';
+
+export interface FastLayerTensors {
+  int32(name: string): Int32Array;
+  float32(name: string): Float32Array;
+  /** Raw bytes of a `bits` weight tensor (rows of ceil(K/64)·8 bytes). */
+  bytes(name: string): Uint8Array;
+}
+
+type Output =
+  | { readonly mode: 'requantize'; readonly plan: RequantPlan }
+  | { readonly mode: 'sign'; readonly threshold: Int32Array; readonly direction: Int32Array }
+  | { readonly mode: 'dequantize'; readonly scale: Float32Array; readonly bias: Float32Array };
+
+/** Scratch arrays shared by the layers of one model (grown on demand, never shrunk). */
+export class Scratch {
+  private f64 = new Float64Array(0);
+  private f64b = new Float64Array(0);
+  private i32 = new Int32Array(0);
+
+  /** Transformed input values. */
+  input(n: number): Float64Array {
+    if (this.f64.length < n) this.f64 = new Float64Array(n);
+    return this.f64;
+  }
+
+  /** Patch matrix [K, Pp]. */
+  patches(n: number): Float64Array {
+    if (this.f64b.length < n) this.f64b = new Float64Array(n);
+    return this.f64b;
+  }
+
+  accumulators(n: number): Int32Array {
+    if (this.i32.length < n) this.i32 = new Int32Array(n);
+    return this.i32;
+  }
+}
+
+export class FastLayer {
+  readonly node: LayerNode;
+  /** The node's output stage this layer was prepared for (a replaced `node.output` needs a new one). */
+  readonly outputSpec: LayerNode['output'];
+  private readonly mode: InputMode;
+  private readonly zx: number;
+  /** Value of a padded cell after centring (wrap(z) − z, as the reference im2col stores z in the byte type). */
+  private readonly padValue: number;
+  /** The input range the tight packing assumes ([qmin, qmax] of the input quantizer, or ±1). */
+  private readonly inLo: number;
+  private readonly inHi: number;
+  private readonly weights: Int8Array;
+  private readonly maxAbsW: number;
+  private readonly K: number;
+  private readonly groups: number;
+  private readonly output: Output;
+  /** Packed weights per group for inputs in [inLo, inHi] / anywhere in the byte type. */
+  private tight: LaneWeights[] | null = null;
+  private wide: LaneWeights[] | null = null;
+
+  private constructor(node: LayerNode, mode: InputMode, weights: Int8Array, output: Output) {
+    this.node = node;
+    this.outputSpec = node.output;
+    this.mode = mode;
+    this.weights = weights;
+    this.output = output;
+    const inp = node.input;
+    this.zx = inp.mode === 'affine' ? inp.zeroPoint : 0;
+    this.inLo = inp.mode === 'affine' ? inp.qmin : -1;
+    this.inHi = inp.mode === 'affine' ? inp.qmax : 1;
+    this.padValue = mode === 'sign' ? 0 : wrap(mode, this.zx) - this.zx;
+    let m = 0;
+    for (let i = 0; i < weights.length; i++) {
+      const a = Math.abs(weights[i]!);
+      if (a > m) m = a;
+    }
+    this.maxAbsW = m;
+    if (node.op === 'linear') {
+      this.K = node.inFeatures;
+      this.groups = 1;
+    } else {
+      const g = node.conv!;
+      this.groups = g.groups;
+      this.K = (g.inChannels / g.groups) * g.kernelSize[0] * g.kernelSize[1];
+    }
+  }
+
+  /**
+   * The prepared layer, or why the fast executor cannot reproduce it (the caller then runs the
+   * reference path). `weights` are the layer's int8 values [O, K] (IntModel.weightValues).
+   */
+  static prepare(node: LayerNode, weights: Int8Array, tensors: FastLayerTensors): FastLayer | string {
+    const inp = node.input;
+    const inLo = inp.mode === 'affine' ? inp.qmin : -1;
+    const inHi = inp.mode === 'affine' ? inp.qmax : 1;
+    const byteType: InputMode | null = inLo >= 0 && inHi <= 255 ? 'uint8' : inLo >= -128 && inHi <= 127 ? 'int8' : null;
+    const xnorCapable = node.weightFormat === 'binary' && inp.mode === 'sign';
+    const conv = node.conv;
+    const xnor = xnorCapable && (node.op === 'linear' || (conv!.padding[0] === 0 && conv!.padding[1] === 0));
+    if (!xnor && !byteType) return `input range [${inLo}, ${inHi}] is wider than 8 bits`;
+    const mode: InputMode = xnor ? 'sign' : byteType!;
+    if (xnor && !paddingBitsClear(tensors.bytes(node.weight), node.outFeatures, node.op === 'linear' ? node.inFeatures : (conv!.inChannels / conv!.groups) * conv!.kernelSize[0] * conv!.kernelSize[1])) {
+      return 'binary weight rows have padding bits set';
+    }
+    const o = node.output;
+    let output: Output;
+    if (o.mode === 'requantize') {
+      output = { mode: 'requantize', plan: requantPlan(tensors.int32(o.bias), tensors.int32(o.multiplier), tensors.int32(o.shift), o.biasShift, o.zeroPoint, o.lo, o.hi) };
+    } else if (o.mode === 'sign') output = { mode: 'sign', threshold: tensors.int32(o.threshold), direction: tensors.int32(o.direction) };
+    else output = { mode: 'dequantize', scale: tensors.float32(o.scale), bias: tensors.float32(o.bias) };
+    const layer = new FastLayer(node, mode, weights, output);
+    if (laneLayout(layer.bound(false)).lanes === 0) return `dot products of up to ${layer.bound(false)} do not stay exact in doubles`;
+    return layer;
+  }
+
+  /** Largest |Σ_k x_k·w_k| for inputs in the quantizer's range (tight) or anywhere in the byte type. */
+  private bound(tight: boolean): number {
+    let maxX: number;
+    if (this.mode === 'sign') maxX = 1;
+    else {
+      const [lo, hi] = tight ? [this.inLo, this.inHi] : this.mode === 'uint8' ? [0, 255] : [-128, 127];
+      maxX = Math.max(Math.abs(lo - this.zx), Math.abs(hi - this.zx), Math.abs(this.padValue));
+    }
+    return this.K * maxX * this.maxAbsW;
+  }
+
+  private packed(tight: boolean): LaneWeights[] {
+    const cached = tight ? this.tight : this.wide;
+    if (cached) return cached;
+    const og = this.node.outFeatures / this.groups;
+    const bound = this.bound(tight);
+    const groups: LaneWeights[] = [];
+    for (let gi = 0; gi < this.groups; gi++) groups.push(packLaneWeights(this.weights, gi * og * this.K, og, this.K, bound));
+    if (tight) this.tight = groups;
+    else this.wide = groups;
+    return groups;
+  }
+
+  /** Runs the layer on integer input `x` of `shape`: the next node's integers, or float logits. */
+  run(shape: readonly number[], x: Int32Array, scratch: Scratch): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
+    const node = this.node;
+    const n = shape[0]!;
+    const O = node.outFeatures;
+    // Transformed input: the value the reference GEMM multiplies (byte-wrapped, centred; or ±1).
+    const xt = scratch.input(x.length);
+    let inRange = true;
+    const { inLo, inHi, zx } = this;
+    if (this.mode === 'sign') {
+      for (let i = 0; i < x.length; i++) xt[i] = x[i]! >= 0 ? 1 : -1;
+    } else {
+      for (let i = 0; i < x.length; i++) {
+        const v = x[i]!;
+        if (v < inLo || v > inHi) inRange = false;
+        xt[i] = v - zx;
+      }
+      if (!inRange) {
+        const m = this.mode;
+        for (let i = 0; i < x.length; i++) xt[i] = wrap(m, x[i]!) - zx;
+      }
+    }
+    const packed = this.packed(inRange);
+    let P: number;
+    let outShape: number[];
+    let acc: Int32Array;
+    if (node.op === 'linear') {
+      const K = node.inFeatures;
+      if (shape.length !== 2 || shape[1] !== K) throw new Error(`IntModel: '${node.name}' expects [N, ${K}], got [${shape.join(', ')}]`);
+      P = 1;
+      outShape = [n, O];
+      acc = scratch.accumulators(n * O);
+      const Pp = Math.ceil(n / 4) * 4;
+      const col = scratch.patches(K * Pp);
+      for (let s = 0; s < n; s++) for (let k = 0; k < K; k++) col[k * Pp + s] = xt[s * K + k]!;
+      gemmLanes(packed[0]!, col, Pp, n, acc, 0, 1, O);
+    } else {
+      const g = node.conv!;
+      if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
+      const [, , h, w] = shape as [number, number, number, number];
+      const [oh, ow] = convOutputSize(h, w, g);
+      P = oh * ow;
+      outShape = [n, O, oh, ow];
+      acc = scratch.accumulators(n * O * P);
+      const K = this.K;
+      const Pp = Math.ceil(P / 4) * 4;
+      const col = scratch.patches(K * Pp);
+      const og = O / g.groups;
+      for (let b = 0; b < n; b++) {
+        for (let gi = 0; gi < g.groups; gi++) {
+          im2colRows(xt, b * g.inChannels * h * w, h, w, oh, ow, g, gi, this.padValue, col, Pp);
+          gemmLanes(packed[gi]!, col, Pp, P, acc, (b * O + gi * og) * P, P, 1);
+        }
+      }
+    }
+    const total = n * O * P;
+    const out = this.output;
+    if (out.mode === 'dequantize') {
+      const y = new Float32Array(total);
+      const { scale: S, bias: B } = out;
+      let i = 0;
+      for (let r = 0; r < n; r++) {
+        for (let c = 0; c < O; c++) {
+          const s = S[c]!;
+          const bc = B[c]!;
+          for (let p = 0; p < P; p++, i++) y[i] = acc[i]! * s + bc;
+        }
+      }
+      return { shape: outShape, ints: null, floats: y };
+    }
+    const q = new Int32Array(total);
+    if (out.mode === 'sign') {
+      const { threshold: t, direction: d } = out;
+      let i = 0;
+      for (let r = 0; r < n; r++) {
+        for (let c = 0; c < O; c++) {
+          const dc = d[c]!;
+          const tc = t[c]!;
+          for (let p = 0; p < P; p++, i++) q[i] = dc * acc[i]! >= tc ? 1 : -1;
+        }
+      }
+      return { shape: outShape, ints: q, floats: null };
+    }
+    requantizeBlock(acc, n, O, P, out.plan, q);
+    return { shape: outShape, ints: q, floats: null };
+  }
+}
+
+/** v as the reference stores it in the layer's byte type (uint8: mod 256; int8: signed mod 256). */
+function wrap(mode: InputMode, v: number): number {
+  return mode === 'uint8' ? v & 255 : mode === 'int8' ? (v << 24) >> 24 : v;
+}
+
+/** True when every bit row of `bytes` ([rows, ceil(K/64)·8 bytes]) has zero bits past K. */
+function paddingBitsClear(bytes: Uint8Array, rows: number, K: number): boolean {
+  const rowBytes = Math.ceil(K / 64) * 8;
+  for (let r = 0; r < rows; r++) {
+    for (let k = K; k < rowBytes * 8; k++) if ((bytes[r * rowBytes + (k >> 3)]! >> (k & 7)) & 1) return false;
+  }
+  return true;
+}
+
+/**
+ * Patches of one image and group as rows: col[k·Pp + p] = xt[...] for k = (c, ky, kx) in OIHW
+ * order and p = oy·ow + ox, `padValue` outside the image; columns P..Pp−1 are zero.
+ */
+function im2colRows(
+  xt: Float64Array, xOffset: number, h: number, w: number, oh: number, ow: number,
+  g: NonNullable<LayerNode['conv']>, group: number, padValue: number, col: Float64Array, Pp: number,
+): void {
+  const cg = g.inChannels / g.groups;
+  const [kh, kw] = g.kernelSize;
+  const [sh, sw] = g.stride;
+  const [ph, pw] = g.padding;
+  const [dh, dw] = g.dilation;
+  const P = oh * ow;
+  let k = 0;
+  for (let c = 0; c < cg; c++) {
+    const plane = xOffset + (group * cg + c) * h * w;
+    for (let ky = 0; ky < kh; ky++) {
+      for (let kx = 0; kx < kw; kx++, k++) {
+        const row = k * Pp;
+        const shiftX = kx * dw - pw;
+        // ox with 0 ≤ ox·sw + shiftX < w
+        const oxLo = Math.min(ow, Math.max(0, Math.ceil(-shiftX / sw)));
+        const oxHi = Math.max(oxLo, Math.min(ow, Math.floor((w - 1 - shiftX) / sw) + 1));
+        for (let oy = 0; oy < oh; oy++) {
+          const iy = oy * sh - ph + ky * dh;
+          const o = row + oy * ow;
+          if (iy < 0 || iy >= h) {
+            for (let ox = 0; ox < ow; ox++) col[o + ox] = padValue;
+            continue;
+          }
+          const src = plane + iy * w + shiftX;
+          for (let ox = 0; ox < oxLo; ox++) col[o + ox] = padValue;
+          if (sw === 1) for (let ox = oxLo; ox < oxHi; ox++) col[o + ox] = xt[src + ox]!;
+          else for (let ox = oxLo; ox < oxHi; ox++) col[o + ox] = xt[src + ox * sw]!;
+          for (let ox = oxHi; ox < ow; ox++) col[o + ox] = padValue;
+        }
+        for (let p = P; p < Pp; p++) col[row + p] = 0;
+      }
+    }
+  }
+}
