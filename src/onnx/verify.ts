@@ -17,7 +17,7 @@ export interface OrtSession {
   release?(): Promise<void>;
 }
 export interface OrtModule {
-  Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => OrtTensor;
+  Tensor: new (type: 'float32' | 'int32', data: Float32Array | Int32Array, dims: readonly number[]) => OrtTensor;
   /** From model bytes or a file path. */
   InferenceSession: { create(model: Uint8Array | string, options?: Record<string, unknown>): Promise<OrtSession> };
   env?: { versions?: Record<string, string | undefined> };
