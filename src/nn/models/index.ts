@@ -3,3 +3,7 @@ export { mlp, type MlpOptions } from './mlp.ts';
 export { Cnn, cnn, type CnnOptions } from './cnn.ts';
 export { ResNet, BasicBlock, resnet8, type ResNetOptions, type MergeModule } from './resnet.ts';
 export { createModel, isModelName, MODEL_NAMES, type ModelName, type ModelOptionsMap } from './registry.ts';
+export {
+  BiRealBlock, BiRealResNet, SignClip, biRealResnet8,
+  type BiRealBlockOptions, type BiRealResNetOptions, type BiRealShortcut, type BiRealDownsample,
+} from './bireal.ts';
