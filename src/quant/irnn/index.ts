@@ -16,3 +16,7 @@ export {
   QuantAttention, IntAttention, convertQuantAttention, intAttention, intExp, intSoftmax, SCORE_FRAC, EXP_FRAC, PROB_FRAC, MAX_ATTENTION_SIZE,
   type IntAttentionParams, type AttentionTrace, type QuantAttentionOptions, type AttentionForwardOptions,
 } from './attention.ts';
+export {
+  QuantTransducer, QuantTransducerJoint, QuantLstmPredictor, IntTransducer, convertQuantTransducer, JOINT_FRAC, JOINT_SCALE, PROJECTION_MAX,
+  type QuantTransducerOptions, type QuantPredictorState, type IntJointParams, type IntTransducerParts,
+} from './transducer.ts';
