@@ -538,7 +538,13 @@ function checkChainForward(model: Module, chain: readonly [string, Module][], op
   const probe = probeInput(chain, embeddingFirst, batchFirst, options.sequenceLength ?? 3);
   const expected = runRnnChain(chain, probe, { lastStep: options.lastStep }).output;
   // A model's forward may return anything (a recurrent layer's tuple, say): only a Tensor compares.
-  const got: unknown = (model as TensorModule).forward(probe);
+  let got: unknown;
+  try {
+    got = (model as TensorModule).forward(probe);
+  } catch (error) {
+    const hint = options.sequenceLength === undefined ? '; if the model needs a fixed number of steps, pass sequenceLength' : '';
+    throw new OnnxError('unsupported-op', `ONNX export: ${model.constructor.name}.forward failed on a probe input of shape [${probe.shape.join(', ')}] (${(error as Error).message})${hint}`, { cause: error });
+  }
   let diff = Infinity;
   if (got instanceof Tensor && got.rank === expected.rank && got.shape.every((d, i) => d === expected.shape[i])) {
     diff = 0;
