@@ -110,7 +110,7 @@ export function gemmLanes(wp: LaneWeights, x: Float64Array, Pp: number, P: numbe
           let t = sums[i * 4 + j]!;
           const base = accOffset + (p0 + j) * pStride;
           for (let l = 0; l < L - 1; l++) {
-            const hi = Math.round(t * inv);
+            const hi = Math.floor(t * inv + 0.5); // exact: |t·2^−b| < 2^47, and the lane below is within ±½
             if (o0 + l < C) acc[base + (o0 + l) * oStride] = t - hi * unit;
             t = hi;
           }
