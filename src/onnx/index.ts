@@ -4,3 +4,8 @@ export { ONNX_OPS, OnnxBatchNorm, OnnxFlatten, OnnxGlobalAveragePool, type OpHan
 export { IntValue, Attributes, valueFromTensor, type OnnxValue } from './values.ts';
 export { buildOnnxModel, exportOnnx, saveOnnx, ONNX_PROFILES, MIN_EXPORT_OPSET, MAX_EXPORT_OPSET, type OnnxExportOptions, type OnnxExportResult, type OnnxProfile } from './export.ts';
 export { verifyOnnx, openOnnx, loadOnnxRuntime, formatVerifyReport, type VerifyReport, type VerifySamples, type ReferenceFn, type OnnxRunner, type OnnxRunOptions, type OnnxRuntimeLoad } from './verify.ts';
+export {
+  buildRnnOnnxModel, exportRnnOnnx, saveRnnOnnx, rnnChain, runRnnChain, MIN_RNN_EXPORT_OPSET, MAX_RNN_EXPORT_OPSET,
+  type RnnOnnxExportOptions, type RnnOnnxExportResult, type RnnOnnxValue, type RnnChainModule, type RnnChainStates,
+} from './rnn.ts';
+export { openRnnOnnx, verifyRnnOnnx, type RnnOnnxRunner, type RnnVerifyReport, type RnnVerifyOptions } from './rnn-verify.ts';
