@@ -195,8 +195,8 @@ export class IntModel {
    * applies when `useKernels` is on and runs the layers it cannot reproduce the reference way.
    */
   tsExecutor: 'fast' | 'reference' = 'fast';
-  /** Layers prepared for the fast executor (or why not), by node name. */
-  private readonly fastLayers = new Map<string, FastLayer | string>();
+  /** Layers prepared for the fast executor (or why not), by node. */
+  private readonly fastLayers = new Map<LayerNode, FastLayer | string>();
   private readonly scratch = new Scratch();
   /** Per-sample largest activation and multiply-accumulates (checked against limits on construction). */
   readonly size: IntGraphSize;
@@ -430,14 +430,14 @@ export class IntModel {
   /** The layer prepared for the fast TypeScript executor, or null when the reference path runs it. */
   private fastLayer(node: LayerNode): FastLayer | null {
     if (this.tsExecutor !== 'fast' || !this.useKernels) return null;
-    let f = this.fastLayers.get(node.name);
-    if (f === undefined || (typeof f !== 'string' && (f.node !== node || f.outputSpec !== node.output))) {
+    let f = this.fastLayers.get(node);
+    if (f === undefined || (typeof f !== 'string' && f.outputSpec !== node.output)) {
       f = FastLayer.prepare(node, this.weightValues(node), {
         int32: (name) => this.int32(name),
         float32: (name) => this.float32(name),
         bytes: (name) => this.tensor(name).data as Uint8Array,
       });
-      this.fastLayers.set(node.name, f);
+      this.fastLayers.set(node, f);
     }
     return typeof f === 'string' ? null : f;
   }
@@ -452,7 +452,7 @@ export class IntModel {
     if (this.tsExecutor !== 'fast') return "tsExecutor is 'reference'";
     if (!this.useKernels) return 'useKernels is off';
     this.fastLayer(node);
-    const f = this.fastLayers.get(node.name);
+    const f = this.fastLayers.get(node);
     return typeof f === 'string' ? f : null;
   }
 
