@@ -145,13 +145,14 @@ function clamp(v: number, lo: number, hi: number): number {
   return v < lo ? lo : v > hi ? hi : v;
 }
 
-/** Per-row powers of two for `requantizeExact`: unit = 2^−n, half = 2^(n−1). */
-interface ShiftPowers {
+/** Per-row powers of two for `requantizeExact`: unit = 2^−n, half = 2^(n−1). @internal */
+export interface ShiftPowers {
   readonly unit: Float64Array;
   readonly half: Float64Array;
 }
 
-function shiftPowers(shift: ArrayLike<number>): ShiftPowers {
+/** @internal */
+export function shiftPowers(shift: ArrayLike<number>): ShiftPowers {
   return { unit: Float64Array.from(shift, (n) => 2 ** -n), half: Float64Array.from(shift, (n) => 2 ** (n - 1)) };
 }
 
@@ -161,9 +162,9 @@ const TWO52 = 2 ** 52;
  * round(acc·M0·2^−n), half away from zero: requantizeScalar's result. When |acc·M0| < 2^52 and
  * 1 ≤ n ≤ 53 (always, for this runtime's accumulators), the product, the added half and the
  * scaling by 2^−n are exact integer operations held in doubles, so one multiply, one add and a
- * floor give it; otherwise requantizeScalar runs.
+ * floor give it; otherwise requantizeScalar runs. @internal
  */
-function requantizeExact(acc: number, multiplier: number, shift: number, unit: number, half: number): number {
+export function requantizeExact(acc: number, multiplier: number, shift: number, unit: number, half: number): number {
   const product = acc * multiplier;
   if (shift >= 1 && shift <= 53 && product < TWO52 && product > -TWO52) {
     return product >= 0 ? Math.floor((product + half) * unit) : -Math.floor((half - product) * unit);

@@ -30,15 +30,16 @@ import { transducerLoss, type Lengths, type TransducerLossOptions } from '../../
 import { noGrad } from '../../autograd/index.ts';
 import { add, concat, gather, globalRng, linear, reshape, Tensor, type Rng } from '../../tensor/index.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
-import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
+import { quantizeMultiplier } from '../../runtime/requantize.ts';
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import { ACT_FRAC, ACT_MAX, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, packedWeightBytes, Q8_MAX, rowScales, WIDE, fq, weightMax } from './formats.ts';
-import { applyPwl, evalIntPwl, pwlOfInt, type IntPwl, type Pwl } from './pwl.ts';
+import { applyPwl, evalIntPwlIndexed, pwlOfInt, pwlSegmentIndex, type IntPwl, type Pwl } from './pwl.ts';
 import { lstmPwlTables, QuantLSTM } from './qlstm.ts';
-import { convertQuantLSTM, type IntLSTM } from './intlstm.ts';
+import { convertQuantLSTM, requantizeExact, shiftPowers, type IntLSTM } from './intlstm.ts';
 
 /** Fractional bits of the joint projections, their sum and the logits (Q3.12 grid, as the LSTM gates). */
 export const JOINT_FRAC = GATE_FRAC;
+const JOINT_UNITS = 2 ** JOINT_FRAC;
 /** Clamp of each projection (with its bias): two of them add exactly in float32 and in int32. */
 export const PROJECTION_MAX = 2 ** 22;
 /** Real value of one step of the int8 joint activation j = tanh(·) (tanh lies in [−1, 1]). */
@@ -79,19 +80,24 @@ function clamp(v: number, lo: number, hi: number): number {
 
 /**
  * out[m, r] = clamp(rq(Σ_k W[r, k]·codes[m, k]; M[r]) + bias[r], ±max) for M rows of K int8 codes
- * (W [R, K] packed). int32 out [M, R].
+ * (W [R, K] packed). int32 out [M, R]. rq is requantize.ts's exact round(acc·M0·2^−n)
+ * (`requantizeExact`, equal to `requantizeScalar`).
  */
 function projectRows(codes: Int8Array, M: number, K: number, w: PackedWeights, R: number, multiplier: Int32Array, shift: Int32Array, bias: Int32Array | null, max: number): Int32Array {
   const acc = new Int32Array(M * R);
   gemmInt8(M, R, K, codes, 0, w, acc);
+  const { unit, half } = shiftPowers(shift);
+  const requantize = requantizeExact;
   for (let m = 0; m < M; m++) {
     for (let r = 0; r < R; r++) {
       const i = m * R + r;
-      acc[i] = clamp(requantizeScalar(acc[i]!, multiplier[r]!, shift[r]!) + (bias ? bias[r]! : 0), -max, max);
+      acc[i] = clamp(requantize(acc[i]!, multiplier[r]!, shift[r]!, unit[r]!, half[r]!) + (bias ? bias[r]! : 0), -max, max);
     }
   }
   return acc;
 }
+
+const segmentIndexCache = new WeakMap<IntPwl, Uint8Array>();
 
 /** The joint's elementwise integer stage of e + p codes: z (Q3.12), a = PWL_tanh(z) (Q0.15), j (int8). */
 function jointActivation(sum: ArrayLike<number>, p: IntJointParams): { z: Int32Array; a: Int32Array; j: Int8Array } {
@@ -99,10 +105,18 @@ function jointActivation(sum: ArrayLike<number>, p: IntJointParams): { z: Int32A
   const z = new Int32Array(n);
   const a = new Int32Array(n);
   const j = new Int8Array(n);
+  let index = segmentIndexCache.get(p.tanh);
+  if (!index) segmentIndexCache.set(p.tanh, (index = pwlSegmentIndex(p.tanh)));
+  const { unit, half } = shiftPowers([p.jointShift]);
+  const [u, h, m, shift] = [unit[0]!, half[0]!, p.jointMultiplier, p.jointShift];
+  // Imported bindings read through accessors in some loaders: local copies for the hot loop.
+  const [zMin, zMax, jMax, tanh, pwl, requantize] = [INT16_MIN, INT16_MAX, Q8_MAX, p.tanh, evalIntPwlIndexed, requantizeExact];
   for (let i = 0; i < n; i++) {
-    z[i] = clamp(sum[i]!, INT16_MIN, INT16_MAX);
-    a[i] = evalIntPwl(p.tanh, z[i]!);
-    j[i] = clamp(requantizeScalar(a[i]!, p.jointMultiplier, p.jointShift), -Q8_MAX, Q8_MAX);
+    const zi = clamp(sum[i]!, zMin, zMax);
+    const ai = pwl(tanh, index, zi);
+    z[i] = zi;
+    a[i] = ai;
+    j[i] = clamp(requantize(ai, m, shift, u, h), -jMax, jMax);
   }
   return { z, a, j };
 }
@@ -233,7 +247,9 @@ export class QuantTransducerJoint extends Module {
   combine(encoderProjected: Tensor, predictorProjected: Tensor): Tensor {
     const params = this.intParams(1, 1);
     const sum = add(encoderProjected, predictorProjected);
-    const sumCodes = Int32Array.from(sum.data, (v) => Math.round(v * 2 ** JOINT_FRAC));
+    const sumCodes = new Int32Array(sum.size);
+    const values = sum.data;
+    for (let i = 0; i < sumCodes.length; i++) sumCodes[i] = Math.round(values[i]! * JOINT_UNITS);
     const { z, a, j } = jointActivation(sumCodes, params);
     const zT = integerForward(sum, z, 2 ** -JOINT_FRAC, INT16_MIN, INT16_MAX);
     const aT = integerForward(applyPwl(zT, this.tanhPwl), a, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX);
