@@ -36,6 +36,7 @@ import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { FastLayer, Scratch } from './ts-kernels/layer.ts';
 import { addInts } from './ts-kernels/add.ts';
+import { maxPoolValues, quantizeValues } from './ts-kernels/elementwise.ts';
 import type { AgreementReport } from './convert.ts';
 
 /** Logical dtypes of stored tensors (packed ones hold bytes). */
@@ -370,7 +371,8 @@ export class IntModel {
         if (!x) throw new Error(`IntModel: '${node.name}' expects float input`);
         const out = new Int32Array(x.length);
         const inp = node.input;
-        if (inp.mode === 'sign') for (let i = 0; i < x.length; i++) out[i] = x[i]! >= 0 ? 1 : -1;
+        if (inp.mode === 'affine' && this.tsExecutor === 'fast') quantizeValues(x, inp.scale, inp.zeroPoint, inp.qmin, inp.qmax, out);
+        else if (inp.mode === 'sign') for (let i = 0; i < x.length; i++) out[i] = x[i]! >= 0 ? 1 : -1;
         else {
           for (let i = 0; i < x.length; i++) {
             const q = roundHalfEven(x[i]! / inp.scale) + inp.zeroPoint;
@@ -402,7 +404,8 @@ export class IntModel {
           s = k;
           p = [0, 0];
         } else ({ kernelSize: k, stride: s, padding: p } = node);
-        const r = node.op === 'maxpool2d' ? maxPoolInt(v.ints, n, c, h, w, k, s, p) : avgPoolInt(v.ints, n, c, h, w, k, s, p, node.zeroPoint, node.fracBits ?? 0);
+        const maxPool = this.tsExecutor === 'fast' ? maxPoolValues : maxPoolInt;
+        const r = node.op === 'maxpool2d' ? maxPool(v.ints, n, c, h, w, k, s, p) : avgPoolInt(v.ints, n, c, h, w, k, s, p, node.zeroPoint, node.fracBits ?? 0);
         return { shape: [n, c, r.oh, r.ow], ints: r.data, floats: null };
       }
       case 'clamp': {

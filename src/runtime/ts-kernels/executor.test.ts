@@ -108,11 +108,12 @@ describe('fast TypeScript executor == reference TypeScript executor', () => {
 });
 
 /**
- * quantize → conv2d (random geometry) → flatten → linear (dequantize). `wrap`: the quantize node
+ * quantize → conv2d (random geometry) → flatten → linear (dequantize). `same`: stride 1 and
+ * width-preserving padding; `wrap`: the quantize node
  * produces values outside the conv's declared input range (the reference stores them in the byte
  * type, wrapping); `wide`: the conv's input range is 16-bit (the fast executor must fall back).
  */
-function randomConvModel(rng: Rng, variant: 'plain' | 'wrap' | 'wide'): IntModel {
+function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide'): IntModel {
   const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
   const groups = int(1, 3);
   const cg = int(1, 3), og = int(1, 5);
@@ -121,6 +122,12 @@ function randomConvModel(rng: Rng, variant: 'plain' | 'wrap' | 'wide'): IntModel
   const stride: [number, number] = [int(1, 2), int(1, 2)];
   const padding: [number, number] = [int(0, 2), int(0, 2)];
   const dilation: [number, number] = [int(1, 2), int(1, 2)];
+  if (variant === 'same') {
+    // stride 1, output as wide as the input (the im2col block-copy path)
+    stride[0] = stride[1] = 1;
+    k[1] = [1, 3][int(0, 1)]!;
+    padding[1] = (dilation[1] * (k[1] - 1)) / 2;
+  }
   const H = int(dilation[0] * (k[0] - 1) + 1, 9), W = int(dilation[1] * (k[1] - 1) + 1, 9);
   const oh = Math.floor((H + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) / stride[0]) + 1;
   const ow = Math.floor((W + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) / stride[1]) + 1;
@@ -173,7 +180,7 @@ describe('fast TypeScript executor on hand-built conv graphs', () => {
   it('random geometry (groups, stride, padding, dilation), zero points, byte types: identical', () => {
     const rng = new Rng(21);
     for (let trial = 0; trial < 40; trial++) {
-      const im = randomConvModel(rng, 'plain');
+      const im = randomConvModel(rng, trial % 2 === 0 ? 'same' : 'plain');
       const per = im.graph.inputShape.reduce((p, d) => p * d, 1);
       const x = Float32Array.from({ length: 3 * per }, () => (rng.uniform() - 0.5) * 30);
       assert.equal(assertSame(im, x, 3, `trial ${trial}`), 2, `trial ${trial}: a layer fell back`);

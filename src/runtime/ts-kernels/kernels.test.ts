@@ -6,6 +6,9 @@ import { addRescaled } from '../intmodel.ts';
 import { gemmLanes, laneLayout, packLaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock } from './requantize.ts';
 import { addInts } from './add.ts';
+import { maxPoolValues, quantizeValues } from './elementwise.ts';
+import { maxPoolInt } from '../ops.ts';
+import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 
 /** round(v·m·2^−n), half away from zero, in BigInt (v, m integers). */
 function bigRequant(v: number, m: number, n: number): number {
@@ -160,6 +163,47 @@ describe('ts-kernels: addInts', () => {
         const expected = clamp(addRescaled(a[i]! - za, ma, b[i]! - zb, mb, shift) + z, lo, hi);
         assert.equal(out[i], expected | 0, `trial ${trial} i ${i}`);
       }
+    }
+  });
+});
+
+describe('ts-kernels: quantizeValues and maxPoolValues', () => {
+  it('quantizeValues equals clamp(roundHalfEven(x / s) + z) on ties, saturation, NaN and ±Infinity', () => {
+    const rng = new Rng(17);
+    for (let trial = 0; trial < 30; trial++) {
+      const scale = trial % 3 === 0 ? 0.25 : 0.01 + rng.uniform(); // 0.25: x / s hits exact halves
+      const wide = trial % 10 === 9;
+      const z = wide ? 2 ** 31 - 5 : Math.floor(rng.uniform() * 256) - 128;
+      const qmin = wide ? -(2 ** 31) : [-128, 0, -8][trial % 3]!;
+      const qmax = wide ? 2 ** 31 - 1 : [127, 255, 7][trial % 3]!;
+      const x = Float32Array.from({ length: 500 }, (_, i) => {
+        const r = rng.uniform();
+        if (i < 4) return [NaN, Infinity, -Infinity, 3e38][i]!;
+        if (r < 0.3) return (Math.floor(rng.uniform() * 200) - 100 + 0.5) * scale; // ties (exact for scale 0.25)
+        return (rng.uniform() - 0.5) * 2 ** (rng.uniform() * 20);
+      });
+      const out = new Int32Array(x.length);
+      quantizeValues(x, scale, z, qmin, qmax, out);
+      const expected = new Int32Array(x.length);
+      for (let i = 0; i < x.length; i++) {
+        const q = roundHalfEven(x[i]! / scale) + z;
+        expected[i] = q < qmin ? qmin : q > qmax ? qmax : q;
+      }
+      assert.deepEqual(out, expected, `trial ${trial}`);
+    }
+  });
+
+  it('maxPoolValues equals maxPoolInt (padding, strides, values spanning more than 2^31)', () => {
+    const rng = new Rng(19);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    for (let trial = 0; trial < 40; trial++) {
+      const k: [number, number] = [int(1, 3), int(1, 3)];
+      const s: [number, number] = [int(1, 3), int(1, 3)];
+      const p: [number, number] = [int(0, Math.floor(k[0] / 2)), int(0, Math.floor(k[1] / 2))];
+      const n = int(1, 2), c = int(1, 3), h = int(k[0], 9), w = int(k[1], 9);
+      const span = trial % 8 === 7 ? 2 ** 31 - 1 : 300;
+      const x = new Int32Array(n * c * h * w).map(() => int(-span, span));
+      assert.deepEqual(maxPoolValues(x, n, c, h, w, k, s, p), maxPoolInt(x, n, c, h, w, k, s, p), `trial ${trial}`);
     }
   });
 });

@@ -266,6 +266,7 @@ function im2colRows(
   const [ph, pw] = g.padding;
   const [dh, dw] = g.dilation;
   const P = oh * ow;
+  const contiguous = sh === 1 && sw === 1 && ow === w;
   let k = 0;
   for (let c = 0; c < cg; c++) {
     const plane = xOffset + (group * cg + c) * h * w;
@@ -276,18 +277,39 @@ function im2colRows(
         // ox with 0 ≤ ox·sw + shiftX < w
         const oxLo = Math.min(ow, Math.max(0, Math.ceil(-shiftX / sw)));
         const oxHi = Math.max(oxLo, Math.min(ow, Math.floor((w - 1 - shiftX) / sw) + 1));
-        for (let oy = 0; oy < oh; oy++) {
-          const iy = oy * sh - ph + ky * dh;
-          const o = row + oy * ow;
-          if (iy < 0 || iy >= h) {
-            for (let ox = 0; ox < ow; ox++) col[o + ox] = padValue;
-            continue;
+        if (contiguous) {
+          // stride 1 and ow = w: the valid rows are one span of the plane; copy it at once, then
+          // overwrite the cells of each row that fall in the left / right padding
+          const shiftY = ky * dh - ph;
+          const oyLo = Math.min(oh, Math.max(0, -shiftY));
+          const oyHi = Math.max(oyLo, Math.min(oh, h - shiftY));
+          col.fill(padValue, row, row + oyLo * ow);
+          col.fill(padValue, row + oyHi * ow, row + P);
+          if (oyHi > oyLo && oxHi > oxLo) {
+            const src = plane + (oyLo + shiftY) * w + shiftX + oxLo;
+            const length = (oyHi - oyLo - 1) * w + (oxHi - oxLo);
+            col.set(xt.subarray(src, src + length), row + oyLo * ow + oxLo);
           }
-          const src = plane + iy * w + shiftX;
-          for (let ox = 0; ox < oxLo; ox++) col[o + ox] = padValue;
-          if (sw === 1) for (let ox = oxLo; ox < oxHi; ox++) col[o + ox] = xt[src + ox]!;
-          else for (let ox = oxLo; ox < oxHi; ox++) col[o + ox] = xt[src + ox * sw]!;
-          for (let ox = oxHi; ox < ow; ox++) col[o + ox] = padValue;
+          for (let oy = oyLo; oy < oyHi; oy++) {
+            const o = row + oy * ow;
+            for (let ox = 0; ox < oxLo; ox++) col[o + ox] = padValue;
+            for (let ox = oxHi; ox < ow; ox++) col[o + ox] = padValue;
+          }
+          if (oxHi <= oxLo) col.fill(padValue, row + oyLo * ow, row + oyHi * ow);
+        } else {
+          for (let oy = 0; oy < oh; oy++) {
+            const iy = oy * sh - ph + ky * dh;
+            const o = row + oy * ow;
+            if (iy < 0 || iy >= h) {
+              for (let ox = 0; ox < ow; ox++) col[o + ox] = padValue;
+              continue;
+            }
+            const src = plane + iy * w + shiftX;
+            for (let ox = 0; ox < oxLo; ox++) col[o + ox] = padValue;
+            if (sw === 1) for (let ox = oxLo; ox < oxHi; ox++) col[o + ox] = xt[src + ox]!;
+            else for (let ox = oxLo; ox < oxHi; ox++) col[o + ox] = xt[src + ox * sw]!;
+            for (let ox = oxHi; ox < ow; ox++) col[o + ox] = padValue;
+          }
         }
         for (let p = P; p < Pp; p++) col[row + p] = 0;
       }
