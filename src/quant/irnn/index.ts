@@ -20,3 +20,4 @@ export {
   QuantTransducer, QuantTransducerJoint, QuantLstmPredictor, IntTransducer, convertQuantTransducer, JOINT_FRAC, JOINT_SCALE, PROJECTION_MAX,
   type QuantTransducerOptions, type QuantPredictorState, type IntJointParams, type IntTransducerParts,
 } from './transducer.ts';
+export { intTransducerToLowbit, intTransducerFromLowbit, saveIntTransducer, loadIntTransducer } from './transducer-io.ts';

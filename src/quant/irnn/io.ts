@@ -135,11 +135,13 @@ export function intLSTMToLowbit(model: IntLSTM, attention?: IntAttention): Lowbi
   return { graph, tensors, metadata: { irnn: { format: FORMAT, version } } };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+/** @internal */
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function integerField(node: Record<string, unknown>, name: string, lo: number, hi: number): number {
+/** @internal */
+export function integerField(node: Record<string, unknown>, name: string, lo: number, hi: number): number {
   const v = node[name];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new IrnnFormatError('bad-field', `${name} must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
   return v;
@@ -151,13 +153,15 @@ function scaleField(node: Record<string, unknown>, name: string): number {
   return v;
 }
 
-function checkMultiplier(what: string, multiplier: number, shift: number): void {
+/** @internal */
+export function checkMultiplier(what: string, multiplier: number, shift: number): void {
   const m = Math.abs(multiplier);
   if (!(multiplier === 0 || (m >= 2 ** 30 && m < 2 ** 31))) throw new IrnnFormatError('bad-field', `${what}: multiplier ${multiplier} is not 0 or a Q31 mantissa (2^30 ≤ |M0| < 2^31)`);
   if (!Number.isInteger(shift) || shift < -8 || shift > 62) throw new IrnnFormatError('bad-field', `${what}: shift ${shift} is outside [−8, 62]`);
 }
 
-function tensorOf<D extends 'int8' | 'int32'>(file: LowbitModel, name: string, dtype: D, shape: readonly number[]): D extends 'int8' ? Int8Array : Int32Array {
+/** @internal */
+export function tensorOf<D extends 'int8' | 'int32'>(file: LowbitModel, name: string, dtype: D, shape: readonly number[]): D extends 'int8' ? Int8Array : Int32Array {
   const t = file.tensors[name];
   if (!t) throw new IrnnFormatError('bad-tensor', `tensor '${name}' is missing`);
   if (t.dtype !== dtype) throw new IrnnFormatError('bad-tensor', `tensor '${name}' has dtype ${t.dtype}, expected ${dtype}`);
@@ -170,7 +174,8 @@ function tensorOf<D extends 'int8' | 'int32'>(file: LowbitModel, name: string, d
 }
 
 /** A weight tensor [rows, cols] stored as `weightStorage(bits)`, unpacked to int8 codes, each checked to lie in ±(2^(b−1)−1). */
-function readWeight(file: LowbitModel, name: string, rows: number, cols: number, bits: number): Int8Array {
+/** @internal */
+export function readWeight(file: LowbitModel, name: string, rows: number, cols: number, bits: number): Int8Array {
   const storage = weightStorage(bits);
   const top = weightMax(bits);
   let codes: ArrayLike<number>;
@@ -195,7 +200,8 @@ function readWeight(file: LowbitModel, name: string, rows: number, cols: number,
   return out;
 }
 
-function readTable(file: LowbitModel, node: Record<string, unknown>, name: 'sigmoid' | 'tanh'): IntPwl {
+/** @internal */
+export function readTable(file: LowbitModel, node: Record<string, unknown>, name: 'sigmoid' | 'tanh'): IntPwl {
   const format = node[name];
   if (!isObject(format)) throw new IrnnFormatError('bad-field', `${name} must be an object with the table's fixed-point format`);
   const knotsMeta = file.tensors[`${name}.knots`];

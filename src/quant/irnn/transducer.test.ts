@@ -4,8 +4,14 @@ import { noGrad } from '../../autograd/index.ts';
 import { Transducer } from '../../nn/transducer/model.ts';
 import { Adam } from '../../optim/adam.ts';
 import { mul, randn, Rng, sum, Tensor } from '../../tensor/index.ts';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encodeLowbit, LowbitFormatError, packLowbitValues, type LowbitModel } from '../../format/lowbit.ts';
 import { weightMax } from './formats.ts';
+import { intLSTMToLowbit, IrnnFormatError } from './io.ts';
 import { convertQuantTransducer, IntTransducer, QuantTransducer } from './transducer.ts';
+import { intTransducerToLowbit, loadIntTransducer, saveIntTransducer } from './transducer-io.ts';
 
 const [F, V] = [6, 3];
 
@@ -140,5 +146,103 @@ describe('QuantTransducer and IntTransducer', () => {
     assert.throws(() => runtime.predictorStep([V + 1]), /labels\[0\] = 4/);
     assert.throws(() => convertQuantTransducer(new QuantTransducer({ inputSize: F, numLabels: V, encoderSize: 4, predictorSize: 4, jointSize: 4 })), /never observed/);
     assert.ok(runtime.byteLength > 0);
+  });
+});
+
+describe('IntTransducer file', () => {
+  const model4 = twin(4);
+  const runtime = convertQuantTransducer(model4);
+  const frames = batch(31, 5, 8);
+  const copy = (file: LowbitModel): { graph: Record<string, unknown>[]; tensors: Record<string, unknown>; metadata: Record<string, unknown> } => ({
+    graph: file.graph.map((n) => structuredClone({ ...n })) as Record<string, unknown>[],
+    tensors: { ...file.tensors } as Record<string, unknown>,
+    metadata: structuredClone({ ...file.metadata }) as Record<string, unknown>,
+  });
+
+  it('round trip at W4 (and W2 with an 8-bit output layer): same parameters, same greedy labels; weights stored packed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lowbit-irnn-rnnt-'));
+    try {
+      const path = join(dir, 'rnnt.lowbit');
+      const bytes = saveIntTransducer(path, runtime);
+      assert.equal(bytes, readFileSync(path).length);
+      const loaded = loadIntTransducer(path);
+      assert.deepEqual(loaded.joint, runtime.joint);
+      assert.deepEqual(loaded.encoder.params, runtime.encoder.params);
+      assert.deepEqual(loaded.predictor.params, runtime.predictor.params);
+      assert.deepEqual(loaded.embedding, runtime.embedding);
+      assert.deepEqual(loaded.greedyDecode(frames.features, frames.lengths), runtime.greedyDecode(frames.features, frames.lengths));
+      const file = intTransducerToLowbit(runtime);
+      assert.equal(file.tensors['joint.encoder_weight']!.dtype, 'int4');
+      assert.equal(file.tensors['encoder.weight_hh']!.dtype, 'int4');
+      const w2 = new QuantTransducer({ inputSize: F, numLabels: V, encoderSize: 8, embeddingSize: 4, predictorSize: 8, jointSize: 8, weightBits: 2, outputWeightBits: 8, rng: new Rng(2) });
+      const b = batch(5);
+      w2.forward(b.features, b.labels);
+      w2.eval();
+      const r2 = convertQuantTransducer(w2);
+      const f2 = intTransducerToLowbit(r2);
+      assert.deepEqual([f2.tensors['joint.predictor_weight']!.dtype, f2.tensors['joint.output_weight']!.dtype, f2.tensors['predictor.weight_ih']!.dtype], ['int2', 'int8', 'int2']);
+      assert.deepEqual(loadIntTransducer(encodeLowbit(f2)).joint, r2.joint);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses malformed content with a typed error naming the problem', () => {
+    const change = (f: (m: ReturnType<typeof copy>) => void): LowbitModel => {
+      const m = copy(intTransducerToLowbit(runtime));
+      f(m);
+      return m as unknown as LowbitModel;
+    };
+    const int32 = (v: number[]): { dtype: string; shape: number[]; data: Int32Array } => ({ dtype: 'int32', shape: [v.length], data: Int32Array.from(v) });
+    const joint = (m: ReturnType<typeof copy>): Record<string, unknown> => m.graph[2]!;
+    const cases: [string, LowbitModel, RegExp][] = [
+      ['an LSTM file', intLSTMToLowbit(runtime.encoder), /metadata\.irnn/],
+      ['two nodes', change((m) => { m.graph.pop(); }), /the graph must be/],
+      ['parts swapped', change((m) => { m.graph.reverse(); }), /the graph must be|graph\[0\]/],
+      ['encoder version 1 with 4-bit weights', change((m) => { m.graph[0]!.irnnVersion = 1; }), /encoder: weightBits needs version 3/],
+      ['predictor hidden size', change((m) => { m.graph[1]!.hiddenSize = 9; }), /predictor: .*shape/],
+      ['joint encoder size', change((m) => { joint(m).encoderSize = 7; }), /encoderSize/],
+      ['numLabels', change((m) => { joint(m).numLabels = 4; }), /shape/],
+      ['weightBits 9', change((m) => { joint(m).weightBits = 9; }), /weightBits/],
+      ['joint multiplier', change((m) => { joint(m).jointMultiplier = 3; }), /joint activation: multiplier 3/],
+      ['row shift', change((m) => { m.tensors['joint.output_shift'] = int32([99, 0, 0, 0]); }), /joint output row 0/],
+      ['encoder bias beyond 2^22', change((m) => { m.tensors['joint.encoder_bias'] = int32(new Array(8).fill(2 ** 23)); }), /encoder_bias\[0\]/],
+      ['output bias missing', change((m) => { delete m.tensors['joint.output_bias']; delete (joint(m).tensors as Record<string, string>).output_bias; }), /'output_bias' is missing/],
+      ['4-bit code 8 in the output layer', change((m) => { m.tensors['joint.output_weight'] = packLowbitValues('int4', [4, 8], Int32Array.from({ length: 32 }, (_, i) => (i === 5 ? -8 : 0))); }), /code -8 at 5 is outside ±7/],
+      ['int8 joint weights in a 4-bit joint', change((m) => { m.tensors['joint.encoder_weight'] = { dtype: 'int8', shape: [8, 8], data: new Int8Array(64) }; }), /dtype int8, expected int4/],
+      ['embedding shape', change((m) => { m.tensors['joint.embedding'] = { dtype: 'int8', shape: [4, 5], data: new Int8Array(20) }; }), /embedding' has shape \[4, 5\]/],
+      ['embedding −128', change((m) => { m.tensors['joint.embedding'] = { dtype: 'int8', shape: [4, 4], data: Int8Array.from({ length: 16 }, (_, i) => (i === 2 ? -128 : 0)) }; }), /embedding code -128/],
+      ['tanh knots', change((m) => { const k = Int32Array.from(runtime.joint.tanh.knots); k[3] = k[2]!; m.tensors['joint.tanh.knots'] = { dtype: 'int32', shape: [k.length], data: k }; }), /tanh: .*strictly increasing/],
+    ];
+    for (const [what, file, pattern] of cases) {
+      assert.throws(() => loadIntTransducer(encodeLowbit(file)), (e: unknown) => e instanceof IrnnFormatError && pattern.test(e.message), what);
+    }
+  });
+
+  it('fuzz: truncations and random byte flips load and decode, or fail with a typed error', () => {
+    const good = encodeLowbit(intTransducerToLowbit(runtime));
+    const rng = new Rng(80);
+    const small = batch(41, 2, 4);
+    let refused = 0;
+    let loaded = 0;
+    const attempt = (bytes: Uint8Array): void => {
+      try {
+        const m = loadIntTransducer(bytes);
+        assert.equal(m.greedyDecode(small.features, small.lengths).length, 2);
+        loaded++;
+      } catch (e) {
+        assert.ok(e instanceof IrnnFormatError || e instanceof LowbitFormatError, `untyped error: ${String(e)}`);
+        refused++;
+      }
+    };
+    for (const cut of [0, 8, 100, good.length >> 1, good.length - 1]) attempt(good.subarray(0, cut));
+    for (let i = 0; i < 200; i++) {
+      const bytes = good.slice();
+      const flips = 1 + Math.floor(rng.uniform() * 3);
+      for (let f = 0; f < flips; f++) bytes[Math.floor(rng.uniform() * bytes.length)] = Math.floor(rng.uniform() * 256);
+      attempt(bytes);
+    }
+    assert.ok(refused >= 5, `${refused} refused`);
+    assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
   });
 });
