@@ -27,7 +27,8 @@ import type { Module } from '../../src/nn/module.ts';
 import { Adam, clipGradNorm } from '../../src/optim/index.ts';
 import { manualSeed, Rng, type Tensor } from '../../src/tensor/index.ts';
 import { ProgressBar } from '../../src/train/index.ts';
-import { convertQuantTransducer, QuantTransducer } from '../../src/quant/irnn/index.ts';
+import { convertQuantTransducer, intTransducerToLowbit, loadIntTransducer, QuantTransducer } from '../../src/quant/irnn/index.ts';
+import { encodeLowbit } from '../../src/format/lowbit.ts';
 import { flag, flagOr, numberFlag } from '../flags.ts';
 import { gitCommit } from '../lib.ts';
 import { labelsOf, seconds } from './common.ts';
@@ -110,7 +111,9 @@ for (const bits of bitList) {
   const twin = QuantTransducer.fromTransducer(float, { weightBits: bits, ...(outputBits > 0 ? { outputWeightBits: outputBits } : {}) });
   const finetune = train(twin, trainSet, finetuneSteps, Number.POSITIVE_INFINITY, ftLr, `W${bits}A8 fine-tune`);
   twin.eval();
-  const runtime = convertQuantTransducer(twin);
+  // The runtime decodes from its own file (written and read back through the validated reader).
+  const fileBytes = encodeLowbit(intTransducerToLowbit(convertQuantTransducer(twin)));
+  const runtime = loadIntTransducer(fileBytes);
   const decoders: Record<string, (b: DigitStringBatch) => number[][]> = {
     fakeQuant: (b) => twin.greedyDecode(b.features, b.featureLengths),
     integer: (b) => runtime.greedyDecode(b.features, b.featureLengths),
@@ -127,11 +130,11 @@ for (const bits of bitList) {
     finetune,
     labelErrorRate: { fakeQuant: transducer.labelErrorRate(hyps.fakeQuant!, refs), integer: transducer.labelErrorRate(hyps.integer!, refs) },
     agreement: { equalSequences: agree, strings: refs.length, fraction: agree / refs.length },
-    bytes: { integer: runtime.byteLength, encoder: runtime.encoder.byteLength, predictor: runtime.predictor.byteLength, float32: float.numParameters() * 4 },
+    bytes: { file: fileBytes.length, integer: runtime.byteLength, encoder: runtime.encoder.byteLength, predictor: runtime.predictor.byteLength, float32: float.numParameters() * 4 },
     speed: { integerStringsPerSecond: refs.length / time.integer!, integerSeconds: time.integer!, fakeQuantSeconds: time.fakeQuant!, floatStringsPerSecond: floatResult!.stringsPerSecond, ratioToFloat: (refs.length / time.integer!) / floatResult!.stringsPerSecond! },
     cellBackend: runtime.encoder.cellBackend,
   };
-  console.log(`W${bits}A8: LER fake quant ${(100 * row.labelErrorRate.fakeQuant).toFixed(2)} %, integer ${(100 * row.labelErrorRate.integer).toFixed(2)} %, agreement ${agree}/${refs.length}, ${row.bytes.integer} B, integer ${row.speed.integerStringsPerSecond.toFixed(0)} strings/s (${row.speed.ratioToFloat.toFixed(2)}× float)`);
+  console.log(`W${bits}A8: LER fake quant ${(100 * row.labelErrorRate.fakeQuant).toFixed(2)} %, integer ${(100 * row.labelErrorRate.integer).toFixed(2)} %, agreement ${agree}/${refs.length}, ${row.bytes.integer} B (file ${fileBytes.length} B), integer ${row.speed.integerStringsPerSecond.toFixed(0)} strings/s (${row.speed.ratioToFloat.toFixed(2)}× float)`);
   rows.push(row);
 }
 
