@@ -5,23 +5,26 @@
  *   (b) a shortcut around every conv (double residual), binary projections,
  *   (c) (b) + real-valued downsampling (avg-pool + 8-bit 1×1 conv),
  *   (d) (c) trained in two stages: real-valued with clip(x, −1, 1) in place of sign, then binarized,
- * and the float32 ResNet-8 (nn.resnet8, ReLU) at the same recipe (Adam, constant lr, batch 64).
+ * and the float32 ResNet-8 (nn.resnet8, ReLU) at the same recipe (Adam, batch 64, per-step cosine
+ * decay of the lr to 0 over each training run — `--schedule constant` keeps it constant).
  * Binary runs from scratch get `--epochs`; (d) gets `--epochs` real-valued plus `--epochs` binary
  * (twice the budget), so (c2) repeats (c) for 2·epochs as its equal-budget control.
  * Test accuracy of the fake-quant model (eval mode) and the packed weight size; one seed. Also
  * tries `convert()` to an IntModel and records its error.
  *
- *   nice -n 10 node --import tsx bench/binary/bireal.ts [--train 10000] [--test 2000] [--epochs 2] [--lr 2e-3] [--seed 0] [--variants fp32,a,b,c,d,c2] [--out bireal.json]
+ *   nice -n 10 node --import tsx bench/binary/bireal.ts [--train 10000] [--test 2000] [--epochs 2] [--lr 2e-3] [--schedule cosine] [--seed 0] [--variants fp32,a,b,c,d,c2] [--out bireal.json]
  *
  * Writes bench/results/<out> (default binary-bireal.json).
  */
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { DATASET_STATS, loadDataset, type Dataset } from '../../src/data/index.ts';
+import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../../src/data/index.ts';
 import { normalizeInPlace } from '../../src/data/dataset.ts';
 import { biRealResnet8, resnet8, Conv2d, Linear, type BiRealResNet, type Module, type TensorModule } from '../../src/nn/index.ts';
-import { manualSeed, Tensor } from '../../src/tensor/index.ts';
+import { crossEntropy, manualSeed, Tensor } from '../../src/tensor/index.ts';
+import { Adam, CosineAnnealingLR } from '../../src/optim/index.ts';
+import { ProgressBar } from '../../src/train/index.ts';
 import { noGrad } from '../../src/autograd/engine.ts';
 import { prepareQat, quantizedLayers } from '../../src/quant/qat/index.ts';
 import { convert } from '../../src/runtime/index.ts';
@@ -41,6 +44,8 @@ const TEST = Number(opt('test', '2000'));
 const EPOCHS = Number(opt('epochs', '2'));
 const LR = Number(opt('lr', '2e-3'));
 const SEED = Number(opt('seed', '0'));
+const SCHEDULE = opt('schedule', 'cosine');
+if (SCHEDULE !== 'cosine' && SCHEDULE !== 'constant') throw new Error(`--schedule must be cosine or constant, got '${SCHEDULE}'`);
 const VARIANTS = opt('variants', 'fp32,a,b,c,d,c2').split(',');
 const OUT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results', opt('out', 'binary-bireal.json'));
 const KNOWN = ['fp32', 'a', 'b', 'c', 'd', 'c2'];
@@ -55,7 +60,35 @@ function normalized(ds: Dataset): Dataset {
 const train = normalized(loadDataset('fashion-mnist', 'train', { limit: TRAIN }));
 const test = normalized(loadDataset('fashion-mnist', 'test', { limit: TEST }));
 const log = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
-log(`backend ${getBackend()}; Fashion-MNIST train ${train.length}, test ${test.length}; seed ${SEED}; epochs ${EPOCHS}, lr ${LR}`);
+log(`backend ${getBackend()}; Fashion-MNIST train ${train.length}, test ${test.length}; seed ${SEED}; epochs ${EPOCHS}, lr ${LR} (${SCHEDULE})`);
+
+/** Adam on cross-entropy, batch 64, the lr decayed to 0 by a per-step cosine (or constant: bench/train-loop.ts). */
+function fitModel(model: TensorModule, epochs: number, label: string, seed: number): void {
+  if (SCHEDULE === 'constant') {
+    trainAdam(model, train, { rounds: epochs, lr: LR, label, batchSize: 64, seed });
+    return;
+  }
+  const optimizer = new Adam(model.parameters(), { lr: LR });
+  const loader = new DataLoader(train, { batchSize: 64, shuffle: true, seed });
+  const schedule = new CosineAnnealingLR(optimizer, { tMax: epochs * loader.length });
+  model.train();
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const bar = new ProgressBar({ total: loader.length, label: `${label} epoch ${epoch + 1}/${epochs}` });
+    let sum = 0;
+    let count = 0;
+    for (const { x, y } of loader) {
+      optimizer.zeroGrad();
+      const loss = crossEntropy(model.forward(x), y);
+      loss.backward();
+      optimizer.step();
+      schedule.step();
+      sum += loss.item();
+      count++;
+      bar.tick(1, { loss: sum / count });
+    }
+    bar.done();
+  }
+}
 
 /** Test accuracy of `model` in eval mode. */
 function accuracy(model: TensorModule): number {
@@ -119,7 +152,7 @@ const save = (): void => {
     bench: 'binary-bireal', commit, date: new Date().toISOString(), backend: getBackend(), seed: SEED,
     command: `nice -n 10 node --import tsx bench/binary/bireal.ts ${args.join(' ')}`.trim(),
     data: { dataset: 'fashion-mnist', train: train.length, test: test.length },
-    recipe: { optimizer: 'Adam', lr: LR, batchSize: 64, epochs: EPOCHS, schedule: 'constant' },
+    recipe: { optimizer: 'Adam', lr: LR, batchSize: 64, epochs: EPOCHS, schedule: SCHEDULE === 'cosine' ? 'cosine to 0 per step, per training run' : 'constant' },
     rows,
   }, null, 2)}\n`);
 };
@@ -129,7 +162,7 @@ for (const variant of VARIANTS) {
   const started = performance.now();
   if (variant === 'fp32') {
     const model = resnet8();
-    trainAdam(model, train, { rounds: EPOCHS, lr: LR, label: 'fp32 resnet8', batchSize: 64, seed: SEED });
+    fitModel(model, EPOCHS, 'fp32 resnet8', SEED);
     const acc = accuracy(model);
     const size = packedBytes(model);
     rows.push({ variant, description: 'float32 ResNet-8 (nn.resnet8, ReLU)', epochs: EPOCHS, accuracy: acc, packedBytes: size.bytes, parameters: model.numParameters(), seconds: (performance.now() - started) / 1000 });
@@ -143,14 +176,14 @@ for (const variant of VARIANTS) {
   const model = biRealResnet8(layout);
   if (variant === 'd') {
     const real = biRealResnet8({ ...layout, clip: true });
-    trainAdam(real, train, { rounds: EPOCHS, lr: LR, label: 'd stage 1 (real, clip)', batchSize: 64, seed: SEED });
+    fitModel(real, EPOCHS, 'd stage 1 (real, clip)', SEED);
     row.stage1 = { epochs: EPOCHS, accuracy: accuracy(real), seconds: (performance.now() - started) / 1000 };
     log(`d stage 1 (real-valued, clip): accuracy ${((row.stage1 as { accuracy: number }).accuracy * 100).toFixed(2)} %`);
     model.loadStateDict(real.stateDict());
   }
   prepareQat(model, biRealPlan(model, { realDownsample }));
   const epochs = variant === 'c2' ? 2 * EPOCHS : EPOCHS;
-  trainAdam(model, train, { rounds: epochs, lr: LR, label: `${variant} binary`, batchSize: 64, seed: SEED + (variant === 'd' ? 1 : 0) });
+  fitModel(model, epochs, `${variant} binary`, SEED + (variant === 'd' ? 1 : 0));
   const acc = accuracy(model);
   const size = packedBytes(model);
   const conversion = tryConvert(model);

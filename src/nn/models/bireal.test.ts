@@ -81,6 +81,11 @@ describe('BiRealBlock', () => {
     assert.deepEqual(grad(y, [x])[0]!.toArray(), [0, 1, 1, 1, 1, 1, 0]);
     const sgn = (v: number): number => (v >= 0 ? 1 : -1);
     assert.deepEqual(y.toArray().map(sgn), x.toArray().map(sgn));
+    manualSeed(8);
+    const r = randn([200], { std: 2 }).requiresGrad_();
+    const clipped = new SignClip().forward(r);
+    close(clipped.data, Array.from(r.data, (v) => Math.min(1, Math.max(-1, v))), 1e-6, 'clip of random values');
+    assert.deepEqual(grad(clipped, [r])[0]!.toArray(), Array.from(r.data, (v) => (Math.abs(v) <= 1 ? 1 : 0)));
   });
 
   it('rejects a bad shortcut, downsampling or stride, naming the value', () => {

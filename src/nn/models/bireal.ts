@@ -1,4 +1,4 @@
-import { clamp, type Tensor } from '../../tensor/index.ts';
+import { add, neg, relu, sub, type Tensor } from '../../tensor/index.ts';
 import { Module, type TensorModule } from '../module.ts';
 import { Sequential } from '../sequential.ts';
 import { Conv2d } from '../conv.ts';
@@ -15,10 +15,13 @@ import type { MergeModule } from './resnet.ts';
  * stage. Gradient 1 on [−1, 1], 0 outside. sign(clip(x)) = sign(x), so keeping it in a binarized
  * model changes neither its forward nor (with the 'clipped' or 'approxSign' sign estimators,
  * which are 0 outside [−1, 1] already) its gradient.
+ * Computed as x − relu(x − 1) + relu(−x − 1) (exact on [−1, 1], ±1 outside up to rounding of
+ * x ∓ 1): elementwise ops the native backend runs, ~10× faster in training than `clamp`'s
+ * where/greater (forward + backward on [64, 16, 28, 28]: 20–52 ms vs 400–480 ms, shared machine).
  */
 export class SignClip extends Module {
   forward(x: Tensor): Tensor {
-    return clamp(x, -1, 1);
+    return add(sub(x, relu(sub(x, 1))), relu(sub(neg(x), 1)));
   }
 }
 
