@@ -32,7 +32,8 @@ try {
     stdin: {
       contents: [
         "import { runPage } from './bench/runtime-ts/page.ts';",
-        `try { globalThis.__result = runPage(${JSON.stringify(models)}, ${batch}, ${rounds}, ${seed}); } catch (e) { globalThis.__error = String(e && e.stack || e); }`,
+        // after the load event (page.goto waits for it; the run takes minutes)
+        `setTimeout(() => { try { globalThis.__result = runPage(${JSON.stringify(models)}, ${batch}, ${rounds}, ${seed}); } catch (e) { globalThis.__error = String(e && e.stack || e); } }, 0);`,
       ].join('\n'),
       resolveDir: root, loader: 'ts', sourcefile: 'entry.ts',
     },
