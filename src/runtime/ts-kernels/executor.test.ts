@@ -90,6 +90,12 @@ describe('fast TypeScript executor == reference TypeScript executor', () => {
     });
   }
 
+  it('MLP w8a8 on 300 samples (linear layers in chunks of 256 samples)', () => {
+    const model = prepared(mlp({ hidden: [32] }), qconfigFor('w8a8', 'ste'));
+    const im = convert(model, { inputShape: [1, 28, 28] });
+    assert.equal(assertSame(im, inputs(300, 6), 300, 'mlp w8a8 300'), layerCount(im));
+  });
+
   it('binary layers: 1-bit affine and sign activations (XNOR linear and conv, sign outputs)', () => {
     const binary = (sign: boolean): QConfig => qconfigFor('w1a1', 'binary' as never, { signActivations: sign });
     for (const sign of [false, true]) {

@@ -9,8 +9,8 @@
  * One multiply-add thus does L multiply-accumulates (W8A8 with K ≤ 1024: L = 2; W4A4: L = 3), and
  * every partial sum is itself bounded by B, so nothing is ever rounded.
  *
- * Layouts: packed weights [rows, K] (rows = ceil(channels/L) padded to a multiple of 4, zero rows
- * beyond); activations `x` [K, Pp] (column p of row k at k·Pp + p, Pp a multiple of 4, columns
+ * Layouts: packed weights in panels of 4 rows, [rows/4, K, 4] (rows = ceil(channels/L) padded to a
+ * multiple of 4, zero rows beyond); activations `x` [K, Pp] (column p of row k at k·Pp + p, Pp a multiple of 4, columns
  * past P zero); the result S[o, p] goes to acc[accOffset + o·oStride + p·pStride] as int32
  * (ToInt32, i.e. modulo 2^32 as the reference kernels wrap: the sums here are exact, so the
  * stored value equals the wrapped int32 sum of the reference).
@@ -28,7 +28,7 @@ export interface LaneWeights {
   readonly laneBits: number;
   /** Packed rows (a multiple of 4). */
   readonly rows: number;
-  /** [rows, K] packed weights. */
+  /** Packed weights, panels of 4 rows: row r, column k at ⌊r/4⌋·4K + 4k + r mod 4. */
   readonly data: Float64Array;
 }
 
@@ -61,8 +61,8 @@ export function packLaneWeights(w: Int8Array, offset: number, channels: number, 
     const r = Math.floor(o / L);
     const scale = 2 ** (layout.laneBits * (o % L));
     const src = offset + o * K;
-    const dst = r * K;
-    for (let k = 0; k < K; k++) data[dst + k]! += w[src + k]! * scale;
+    const dst = (r >> 2) * 4 * K + (r & 3); // panels of 4 rows, k-major: [rows/4, K, 4]
+    for (let k = 0; k < K; k++) data[dst + 4 * k]! += w[src + k]! * scale;
   }
   return { channels, K, lanes: L, laneBits: layout.laneBits, rows, data };
 }
@@ -85,14 +85,11 @@ export function gemmLanes(wp: LaneWeights, x: Float64Array, Pp: number, P: numbe
       let s10 = 0, s11 = 0, s12 = 0, s13 = 0;
       let s20 = 0, s21 = 0, s22 = 0, s23 = 0;
       let s30 = 0, s31 = 0, s32 = 0, s33 = 0;
-      let w0 = r0 * K;
-      let w1 = w0 + K;
-      let w2 = w1 + K;
-      let w3 = w2 + K;
       let xo = p0;
-      for (let k = 0; k < K; k++, xo += Pp) {
+      const end = (r0 + 4) * K;
+      for (let wo = r0 * K; wo < end; wo += 4, xo += Pp) {
         const x0 = x[xo]!, x1 = x[xo + 1]!, x2 = x[xo + 2]!, x3 = x[xo + 3]!;
-        const a0 = w[w0++]!, a1 = w[w1++]!, a2 = w[w2++]!, a3 = w[w3++]!;
+        const a0 = w[wo]!, a1 = w[wo + 1]!, a2 = w[wo + 2]!, a3 = w[wo + 3]!;
         s00 += a0 * x0; s01 += a0 * x1; s02 += a0 * x2; s03 += a0 * x3;
         s10 += a1 * x0; s11 += a1 * x1; s12 += a1 * x2; s13 += a1 * x3;
         s20 += a2 * x0; s21 += a2 * x1; s22 += a2 * x2; s23 += a2 * x3;

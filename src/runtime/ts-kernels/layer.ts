@@ -23,6 +23,9 @@ export interface FastLayerTensors {
   bytes(name: string): Uint8Array;
 }
 
+/** Samples per GEMM of a linear layer (bounds the scratch buffers for large batches). */
+const LINEAR_CHUNK = 256;
+
 type Output =
   | { readonly mode: 'requantize'; readonly plan: RequantPlan }
   | { readonly mode: 'sign'; readonly threshold: Int32Array; readonly direction: Int32Array }
@@ -155,21 +158,14 @@ export class FastLayer {
     const node = this.node;
     const n = shape[0]!;
     const O = node.outFeatures;
-    // Transformed input: the value the reference GEMM multiplies (byte-wrapped, centred; or ±1).
-    const xt = scratch.input(x.length);
+    // The values the reference GEMM multiplies: byte-wrapped (only needed for inputs outside the
+    // declared range, which also need the wider packing) and centred, or ±1.
     let inRange = true;
-    const { inLo, inHi, zx } = this;
-    if (this.mode === 'sign') {
-      for (let i = 0; i < x.length; i++) xt[i] = x[i]! >= 0 ? 1 : -1;
-    } else {
+    if (this.mode !== 'sign') {
+      const { inLo, inHi } = this;
       for (let i = 0; i < x.length; i++) {
         const v = x[i]!;
         if (v < inLo || v > inHi) inRange = false;
-        xt[i] = v - zx;
-      }
-      if (!inRange) {
-        const m = this.mode;
-        for (let i = 0; i < x.length; i++) xt[i] = wrap(m, x[i]!) - zx;
       }
     }
     const packed = this.packed(inRange);
@@ -182,10 +178,16 @@ export class FastLayer {
       P = 1;
       outShape = [n, O];
       acc = scratch.accumulators(n * O);
-      const Pp = Math.ceil(n / 4) * 4;
-      const col = scratch.patches(K * Pp);
-      for (let s = 0; s < n; s++) for (let k = 0; k < K; k++) col[k * Pp + s] = xt[s * K + k]!;
-      gemmLanes(packed[0]!, col, Pp, n, acc, 0, 1, O);
+      // samples in chunks (bounded scratch), each transposed to [K, chunk]
+      const xt = scratch.input(LINEAR_CHUNK * K);
+      for (let s0 = 0; s0 < n; s0 += LINEAR_CHUNK) {
+        const m = Math.min(LINEAR_CHUNK, n - s0);
+        this.transform(x, s0 * K, m * K, inRange, xt);
+        const Pp = Math.ceil(m / 4) * 4;
+        const col = scratch.patches(K * Pp);
+        for (let s = 0; s < m; s++) for (let k = 0; k < K; k++) col[k * Pp + s] = xt[s * K + k]!;
+        gemmLanes(packed[0]!, col, Pp, m, acc, s0 * O, 1, O);
+      }
     } else {
       const g = node.conv!;
       if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
@@ -198,9 +200,12 @@ export class FastLayer {
       const Pp = Math.ceil(P / 4) * 4;
       const col = scratch.patches(K * Pp);
       const og = O / g.groups;
+      const per = g.inChannels * h * w;
+      const xt = scratch.input(per);
       for (let b = 0; b < n; b++) {
+        this.transform(x, b * per, per, inRange, xt);
         for (let gi = 0; gi < g.groups; gi++) {
-          im2colRows(xt, b * g.inChannels * h * w, h, w, oh, ow, g, gi, this.padValue, col, Pp);
+          im2colRows(xt, 0, h, w, oh, ow, g, gi, this.padValue, col, Pp);
           gemmLanes(packed[gi]!, col, Pp, P, acc, (b * O + gi * og) * P, P, 1);
         }
       }
@@ -235,6 +240,17 @@ export class FastLayer {
     }
     requantizeBlock(acc, n, O, P, out.plan, q);
     return { shape: outShape, ints: q, floats: null };
+  }
+
+  /** xt[i] = the GEMM operand of x[start + i], i < count (see `run`). */
+  private transform(x: Int32Array, start: number, count: number, inRange: boolean, xt: Float64Array): void {
+    const zx = this.zx;
+    if (this.mode === 'sign') for (let i = 0; i < count; i++) xt[i] = x[start + i]! >= 0 ? 1 : -1;
+    else if (inRange) for (let i = 0; i < count; i++) xt[i] = x[start + i]! - zx;
+    else {
+      const m = this.mode;
+      for (let i = 0; i < count; i++) xt[i] = wrap(m, x[start + i]!) - zx;
+    }
   }
 }
 
