@@ -180,7 +180,8 @@ export class IntModel {
   /**
    * GEMM path: true (default) = the kernels of ./kernels for 8-bit-range inputs (native when the
    * addon is loaded; even their TS reference beat the int32 loops: 0.31–0.42 vs 0.55–0.59 s CPU for
-   * 256 LeNet-5 images); false = the plain int32 loops of ./ops.ts. Both give identical integers.
+   * 256 LeNet-5 images), or, with `tsExecutor` 'fast' (default), the lane-packed GEMM of
+   * ./ts-kernels; false = the plain int32 loops of ./ops.ts. All give identical integers.
    */
   useKernels = true;
   /**
