@@ -8,4 +8,4 @@ export {
   buildRnnOnnxModel, exportRnnOnnx, saveRnnOnnx, rnnChain, runRnnChain, MIN_RNN_EXPORT_OPSET, MAX_RNN_EXPORT_OPSET,
   type RnnOnnxExportOptions, type RnnOnnxExportResult, type RnnOnnxValue, type RnnChainModule, type RnnChainStates,
 } from './rnn.ts';
-export { openRnnOnnx, verifyRnnOnnx, type RnnOnnxRunner, type RnnVerifyReport, type RnnVerifyOptions } from './rnn-verify.ts';
+export { openRnnOnnx, verifyRnnOnnx, type RnnOnnxOpenOptions, type RnnOnnxRunner, type RnnVerifyReport, type RnnVerifyOptions } from './rnn-verify.ts';

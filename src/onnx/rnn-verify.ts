@@ -23,7 +23,18 @@ export interface RnnOnnxRunner {
  * Opens `bytes` with onnxruntime-node (CPU). Resolves to a runner, or to `{ skipped }` when
  * onnxruntime-node is not available; throws when onnxruntime rejects the model.
  */
-export async function openRnnOnnx(bytes: Uint8Array, options: Omit<OnnxRunOptions, 'batchSize' | 'progress'> = {}): Promise<RnnOnnxRunner | { readonly skipped: string }> {
+export interface RnnOnnxOpenOptions extends Omit<OnnxRunOptions, 'batchSize' | 'progress'> {
+  /**
+   * onnxruntime's `session.qdq_matmulnbits_accuracy_level` (0..4). At graph optimization level
+   * 'extended' or higher onnxruntime fuses DequantizeLinear(int8 weight) → MatMul with a float
+   * input into com.microsoft MatMulNBits, whose default accuracy level 4 quantizes that input to
+   * int8 on the fly — no longer the fake-quant model. 0 (or 1) keeps the float input. Default:
+   * onnxruntime's own (4). See docs/onnx-rnn.md.
+   */
+  readonly matMulNBitsAccuracyLevel?: 0 | 1 | 2 | 3 | 4;
+}
+
+export async function openRnnOnnx(bytes: Uint8Array, options: RnnOnnxOpenOptions = {}): Promise<RnnOnnxRunner | { readonly skipped: string }> {
   const loaded = await loadOnnxRuntime();
   if (!loaded.ok) return { skipped: loaded.reason };
   const { ort } = loaded;
@@ -35,6 +46,7 @@ export async function openRnnOnnx(bytes: Uint8Array, options: Omit<OnnxRunOption
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
+      ...(options.matMulNBitsAccuracyLevel === undefined ? {} : { extra: { session: { qdq_matmulnbits_accuracy_level: String(options.matMulNBitsAccuracyLevel) } } }),
     });
   } catch (e) {
     throw new Error(`onnxruntime-node ${loaded.version} rejected the model: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`);
@@ -90,7 +102,7 @@ export type RnnVerifyReport =
     readonly argmaxAgreement: number;
   };
 
-export interface RnnVerifyOptions extends Pick<RnnOnnxExportOptions, 'lastStep' | 'inputName' | 'outputName'>, Omit<OnnxRunOptions, 'batchSize' | 'progress'> {
+export interface RnnVerifyOptions extends Pick<RnnOnnxExportOptions, 'lastStep' | 'inputName' | 'outputName'>, RnnOnnxOpenOptions {
   /** Initial states, by recurrent layer (chain name) — only for a model exported with `states`. */
   readonly initial?: RnnChainStates;
   /** Graph input names of the initial states, by layer and part (as `exportRnnOnnx` reported them in `inputs`). */

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { noGrad } from '../autograd/engine.ts';
 import { Conv2d, Dropout, Embedding, GRU, Linear, LSTM, Module, ReLU, Tanh } from '../nn/index.ts';
-import { prepareRnnQat, type RnnQatConfig } from '../quant/rnn/index.ts';
+import { prepareRnnQat, QatLSTM, type RnnQatConfig } from '../quant/rnn/index.ts';
 import type { QuantizerSpec } from '../quant/quantizers/quantizer.ts';
 import { narrow, randn, reshape, Rng, Tensor } from '../tensor/index.ts';
 import { decodeModel, encodeModel, OnnxAttributeType, OnnxDataType, OnnxError, tensorValue, type OnnxModel } from './proto.ts';
@@ -296,5 +296,57 @@ describe('weight-QDQ export of QatEmbedding → QatLSTM → QuantLinear (onnxrun
     const bounds = clips.map((n) => n.input!.slice(1).map((name) => tensorValue(ex.model.graph!.initializer!.find((t) => t.name === name)!).data[0]));
     for (const b of bounds) assert.deepEqual(b, [-8, 7]);
     assert.ok(ex.model.graph!.node!.some((n) => n.opType === 'LSTM' && n.attribute!.some((a) => a.name === 'hidden_size' && a.type === OnnxAttributeType.INT && a.i === HIDDEN)));
+  });
+});
+
+describe('activation rounding and weight-only QDQ in onnxruntime-node', () => {
+  it("'exact' activations round x/s in float64 like lowbit, also on inputs crafted to sit at float32 rounding midpoints", { skip: noOrt }, async () => {
+    const rng = new Rng(41);
+    const lstm = QatLSTM.fromLSTM(new LSTM(4, HIDDEN, { rng }), { weight: int8Row, input: act8, hidden: null });
+    const head = new Linear(HIDDEN, 5, { rng });
+    const warm = randn([6, 3, 4], { rng });
+    lstm.train();
+    noGrad(() => lstm.forward(warm));
+    lstm.eval();
+    const exported = lstm.layerQuantizers(0).input!.exportQuant();
+    assert.equal(exported.type, 'affine');
+    const s = exported.type === 'affine' ? exported.qparams.scale[0]! : 0;
+    // x just below (k + ½)·s for odd k: the float64 quotient rounds to k, the float32 one is k + ½ (→ k + 1).
+    const crafted: number[] = [];
+    for (let k = 1; crafted.length < 24 && k < 120; k += 2) {
+      let x = Math.fround((k + 0.5) * s);
+      for (let step = 0; step < 64 && x / s >= k + 0.5; step++) x = Math.fround(x - x * 2 ** -24);
+      if (x / s < k + 0.5 && Math.fround(Math.fround(x) / s) === k + 0.5) crafted.push(x, -x);
+    }
+    assert.ok(crafted.length >= 8, `only ${crafted.length} midpoint inputs found`);
+    const x = randn([6, 3, 4], { rng });
+    crafted.forEach((v, i) => { x.data[i % x.size] = v; });
+    const want = noGrad(() => head.forward(lstm.forward(x)[0]));
+    const exact = exportRnnOnnx([lstm, head], { activations: 'exact' });
+    assert.ok(!exact.model.graph!.node!.some((n) => n.opType === 'QuantizeLinear'));
+    const got = (await ort(exact.bytes, { input: x }))['logits']!;
+    assert.ok(maxDiff(got, want) <= 1e-5 * maxAbs(want), `exact: |Δ| ${maxDiff(got, want)}`);
+    // The standard QDQ graph is exported too (whether onnxruntime lands on the other integer here is its business).
+    const qdq = (await ort(exportRnnOnnx([lstm, head]).bytes, { input: x }))['logits']!;
+    assert.equal(argmaxAgreement(qdq, want), 1);
+  });
+
+  it('weight-only QDQ (no activation quantizers) equals the fake-quant forward when MatMulNBits keeps float inputs (accuracy level 0)', { skip: noOrt }, async () => {
+    const rng = new Rng(43);
+    const x = ids([5, 4], VOCAB, rng);
+    const model = preparedLm({ weight: int4Row, activation: null, hidden: null }, 1, false, 12, x);
+    const ex = exportRnnOnnx(model);
+    assert.equal(ex.kind, 'qdq');
+    assert.ok(!ex.model.graph!.node!.some((n) => n.opType === 'QuantizeLinear'), 'weight-only: no activation quantizers');
+    const want = noGrad(() => model.forward(x));
+    const runner = await openRnnOnnx(ex.bytes, { matMulNBitsAccuracyLevel: 0 });
+    if ('skipped' in runner) throw new Error(runner.skipped);
+    try {
+      const got = (await runner.run({ input: x }))['logits']!;
+      assert.ok(maxDiff(got, want) <= 1e-5 * maxAbs(want), `|Δ| ${maxDiff(got, want)}`);
+      assert.equal(argmaxAgreement(got, want), 1);
+    } finally {
+      await runner.release();
+    }
   });
 });

@@ -28,7 +28,14 @@
  * the output rows; per tensor: a scalar scale). The integers are read back from the quantizer's
  * own eval output ŵ (q = round(ŵ/s) + z, checked against ŵ), so ORT's (q − z)·s is ŵ in float32.
  * Activation quantizers (a QatLSTM's input x_t, a QuantLinear's input) become QuantizeLinear →
- * (Clip to [qmin, qmax] when narrower than the container) → DequantizeLinear on the tensor.
+ * (Clip to [qmin, qmax] when narrower than the container) → DequantizeLinear on the tensor
+ * (`activations: 'qdq'`, default), or with `activations: 'exact'` the float64 arithmetic of lowbit's
+ * fakeQuantize (Cast → Div → Round → Clip → Mul → Cast): onnxruntime's QuantizeLinear divides in
+ * float32, so an x/s within ~6e-8 relative of a midpoint can round to the other integer.
+ * onnxruntime (optimization level ≥ 'extended') rewrites DequantizeLinear(weight) → MatMul with a
+ * float input into MatMulNBits, which by default quantizes that input to int8 on the fly; open the
+ * session with `session.qdq_matmulnbits_accuracy_level` 0 (openRnnOnnx's matMulNBitsAccuracyLevel)
+ * to run such a weight-only layer as the fake-quant model (docs/onnx-rnn.md).
  * A QatLSTM that also quantizes h_{t−1} cannot use the ONNX LSTM node (its recurrence is closed):
  * that layer is unrolled over a fixed `sequenceLength` into per-step MatMul / Sigmoid / Tanh nodes
  * with a QDQ on h_{t−1}.
@@ -76,6 +83,15 @@ export interface RnnOnnxExportOptions {
    * recurrent layers. Default false: zero initial states, logits only.
    */
   readonly states?: boolean;
+  /**
+   * How an activation quantizer (a QatLSTM's x_t or h_{t−1}, a QuantLinear's input) is written.
+   * 'qdq' (default): QuantizeLinear → DequantizeLinear, the standard pattern (onnxruntime divides
+   * x/s in float32, lowbit in float64, so a value within ~1e-7 relative of a rounding midpoint can
+   * land on the neighbouring integer). 'exact': the same arithmetic in double (Cast → Div → Round
+   * → Clip → Mul → Cast), bit-for-bit lowbit's fakeQuantize, but no QuantizeLinear for runtimes
+   * to fuse.
+   */
+  readonly activations?: 'qdq' | 'exact';
   /** Opset of the default domain (default 13). */
   readonly opset?: number;
   /** Graph input name (default 'input'). */
@@ -184,11 +200,17 @@ export function runRnnChain(chain: readonly (readonly [string, Module])[], x: Te
 /** Nodes and initializers with unique names. @internal */
 class RnnGraph {
   readonly nodes: OnnxNode[] = [];
+  /** How activation quantizers are written (RnnOnnxExportOptions.activations). */
+  readonly activations: 'qdq' | 'exact';
   readonly initializers: OnnxTensor[] = [];
   private readonly used = new Set<string>();
   private readonly constants = new Map<string, string>();
   /** Value → the input of the [1, 0, 2] Transpose that produced it (to cancel back-to-back transposes). */
   private readonly transposedFrom = new Map<string, string>();
+
+  constructor(activations: 'qdq' | 'exact') {
+    this.activations = activations;
+  }
 
   name(base: string): string {
     const clean = base.replace(/[^A-Za-z0-9._/:-]/g, '_') || 'v';
@@ -342,6 +364,15 @@ function emitActivationQdq(b: RnnGraph, x: string, q: Quantizer, label: string):
   const signed = qmin < 0;
   const [lo, hi] = signed ? [-128, 127] : [0, 255];
   if (qmin < lo || qmax > hi) throw new OnnxError('unsupported-op', `ONNX export: ${label} has integer range [${qmin}, ${qmax}], wider than ${signed ? 'int8' : 'uint8'}`);
+  if (b.activations === 'exact') {
+    // lowbit's fakeQuantize: q = clamp(roundHalfEven(x/s) + z, qmin, qmax) in float64, (q − z)·s rounded to float32.
+    const sd = b.scalar(scale[0]!, OnnxDataType.DOUBLE);
+    const xd = b.one('Cast', [x], `${label}_f64`, [attrInt('to', OnnxDataType.DOUBLE)]);
+    let q = b.one('Round', [b.one('Div', [xd, sd], `${label}_quotient`)], `${label}_round`);
+    const z = zeroPoint[0]!;
+    q = b.one('Clip', [q, b.scalar(qmin - z, OnnxDataType.DOUBLE), b.scalar(qmax - z, OnnxDataType.DOUBLE)], `${label}_clip`);
+    return b.one('Cast', [b.one('Mul', [q, sd], `${label}_dequant`)], `${label}_fq`, [attrInt('to', OnnxDataType.FLOAT)]);
+  }
   const type = signed ? OnnxDataType.INT8 : OnnxDataType.UINT8;
   const s = b.scalar(scale[0]!, OnnxDataType.FLOAT);
   const z = b.scalar(zeroPoint[0]!, type);
@@ -388,6 +419,8 @@ export function buildRnnOnnxModel(model: Module | readonly Module[], options: Rn
   }
   const L = options.sequenceLength;
   if (L !== undefined && (!Number.isInteger(L) || L < 1)) throw new OnnxError('bad-input', `ONNX export: sequenceLength must be a positive integer, got ${String(L)}`);
+  const activations = options.activations ?? 'qdq';
+  if (activations !== 'qdq' && activations !== 'exact') throw new OnnxError('bad-input', `ONNX export: activations must be 'qdq' or 'exact', got ${JSON.stringify(options.activations)}`);
   const inputName = options.inputName ?? 'input';
   const outputName = options.outputName ?? 'logits';
   if (inputName === outputName) throw new OnnxError('bad-input', `ONNX export: input and output names are both '${inputName}'`);
@@ -415,7 +448,7 @@ export function buildRnnOnnxModel(model: Module | readonly Module[], options: Rn
   try {
     return noGrad(() => {
       if (!Array.isArray(model)) checkChainForward(model as Module, chain, options, embeddingFirst, batchFirst);
-      const b = new RnnGraph();
+      const b = new RnnGraph(activations);
       const notes: string[] = [];
       const recurrent: Record<string, 'LSTM' | 'GRU' | 'unrolled'> = {};
       const input: RnnOnnxValue = embeddingFirst
