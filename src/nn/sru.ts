@@ -185,8 +185,8 @@ export class SRU extends Module {
   readonly dropout: number;
   readonly bidirectional: boolean;
   readonly activation: SRUActivation;
-  /** Layer k, direction d at index k·D + d. */
-  readonly cells: readonly SRUCell[];
+  /** Child names, layer k direction d at index k·D + d. */
+  private readonly cellNames: readonly string[];
   private readonly rng: Rng;
 
   constructor(inputSize: number, hiddenSize: number, options: SRUOptions = {}) {
@@ -207,14 +207,25 @@ export class SRU extends Module {
     this.bidirectional = options.bidirectional ?? false;
     this.activation = activation;
     this.rng = options.rng ?? globalRng;
-    const cells: SRUCell[] = [];
+    const names: string[] = [];
     for (let layer = 0; layer < numLayers; layer++) {
       const layerInput = layer === 0 ? inputSize : hiddenSize * this.numDirections;
       for (let d = 0; d < this.numDirections; d++) {
-        cells.push(this.registerModule(`layer${layer}${d === 1 ? '_reverse' : ''}`, new SRUCell(layerInput, hiddenSize, this.rng)));
+        const name = `layer${layer}${d === 1 ? '_reverse' : ''}`;
+        this.registerModule(name, new SRUCell(layerInput, hiddenSize, this.rng));
+        names.push(name);
       }
     }
-    this.cells = cells;
+    this.cellNames = names;
+  }
+
+  /** The layer-directions (layer k, direction d at index k·D + d), looked up by name so a replaced child is seen. */
+  get cells(): SRUCell[] {
+    return this.cellNames.map((name) => {
+      const cell = this.getSubmodule(name);
+      if (!(cell instanceof SRUCell)) throw new TypeError(`SRU: child '${name}' is a ${cell.constructor.name}, not an SRUCell`);
+      return cell;
+    });
   }
 
   /** 2 when bidirectional, else 1. */
@@ -245,13 +256,14 @@ export class SRU extends Module {
     const full = c0 ? (batched ? c0 : unsqueeze(c0, 1)) : zeros([stateCount, batch, this.hiddenSize]);
     const starts = (stateCount === 1 ? [full] : split(full, new Array<number>(stateCount).fill(1), 0)).map((p) => reshape(p, [batch, this.hiddenSize]));
 
+    const cells = this.cells;
     const finals: Tensor[] = [];
     let layerInput = input;
     for (let layer = 0; layer < this.numLayers; layer++) {
       const outputs: Tensor[] = [];
       for (let d = 0; d < this.numDirections; d++) {
         const index = layer * this.numDirections + d;
-        const [output, final] = this.cells[index]!.forward(layerInput, starts[index]!, { batchFirst: timeAxis === 1, reverse: d === 1, activation: this.activation });
+        const [output, final] = cells[index]!.forward(layerInput, starts[index]!, { batchFirst: timeAxis === 1, reverse: d === 1, activation: this.activation });
         outputs.push(output);
         finals.push(final);
       }
