@@ -37,15 +37,15 @@ describe('onnx/import: refusals', () => {
     const nodes: OnnxNode[] = [
       { opType: 'Relu', input: ['x'], output: ['a'] },
       { opType: 'Loop', input: ['a'], output: ['b'] },
-      { opType: 'LSTM', input: ['b'], output: ['c'] },
+      { opType: 'RNN', input: ['b'], output: ['c'] },
       { opType: 'Loop', input: ['c'], output: ['d'] },
       { opType: 'FusedConv', domain: 'com.microsoft', input: ['d'], output: ['e'] },
       { opType: 'Gelu', input: ['e'], output: ['y'] },
     ];
     const e = rejects(model({ node: nodes, input: [input('x')], output: [{ name: 'y' }] }, 17), 'unsupported-op');
     assert.ok(e instanceof OnnxUnsupportedOpsError);
-    assert.deepEqual(e.ops, { Loop: 2, LSTM: 1, 'com.microsoft:FusedConv': 1, 'Gelu (needs opset 20)': 1 });
-    assert.equal(e.message, 'unsupported ONNX ops (5 nodes): Loop ×2, LSTM ×1, com.microsoft:FusedConv ×1, Gelu (needs opset 20) ×1');
+    assert.deepEqual(e.ops, { Loop: 2, RNN: 1, 'com.microsoft:FusedConv': 1, 'Gelu (needs opset 20)': 1 });
+    assert.equal(e.message, 'unsupported ONNX ops (5 nodes): Loop ×2, RNN ×1, com.microsoft:FusedConv ×1, Gelu (needs opset 20) ×1');
   });
 
   it('accepts opsets 11 to 21 only', () => {

@@ -54,6 +54,7 @@ import { Flatten } from '../nn/flatten.ts';
 import { Dropout } from '../nn/dropout.ts';
 import { OnnxDataType, OnnxError } from './proto.ts';
 import { Attributes, IntValue, checkElements, isFloatType, isIntType, numbersOf, valueFromTensor, type OnnxValue } from './values.ts';
+import { gruHandler, lstmHandler } from './rnn-ops.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Handler interface
@@ -1178,6 +1179,8 @@ export const ONNX_OPS: ReadonlyMap<string, OpHandler> = new Map<string, OpHandle
   ['Identity', identity],
   ['Dropout', dropout],
   ['Cast', castHandler],
+  ['LSTM', lstmHandler],
+  ['GRU', gruHandler],
 ]);
 
 function geluMode(ctx: NodeContext): 'none' | 'tanh' {
