@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { noGrad } from '../../autograd/engine.ts';
-import { cnn, lenet5, mlp, resnet8, type Module } from '../../nn/index.ts';
+import { AvgPool2d, Conv2d, Flatten, Linear, ReLU, ReLU6, Sequential, cnn, lenet5, mlp, resnet8, type Module } from '../../nn/index.ts';
 import { manualSeed, randn, Rng, type Tensor } from '../../tensor/index.ts';
 import { prepareQat } from '../../quant/qat/index.ts';
 import { qconfigFor, type QConfig } from '../../quant/config/qconfig.ts';
@@ -89,6 +89,14 @@ describe('fast TypeScript executor == reference TypeScript executor', () => {
       assert.equal(assertSame(im, inputs(3, 3), 3, `resnet8 ${scheme}`), layerCount(im));
     });
   }
+
+  it('average pooling and ReLU6 (avgpool2d with fractional bits, clamps)', () => {
+    const net = new Sequential(new Conv2d(1, 4, 3, { padding: 1 }), new ReLU6(), new AvgPool2d(2), new Conv2d(4, 4, 3), new ReLU(), new Flatten(), new Linear(4 * 12 * 12, 10));
+    const model = prepared(net, qconfigFor('w8a8', 'ste'));
+    const im = convert(model, { inputShape: [1, 28, 28] });
+    assert.ok(im.nodes.some((n) => n.op === 'avgpool2d'), im.formatLayers());
+    assert.equal(assertSame(im, inputs(4, 7), 4, 'avgpool relu6'), layerCount(im));
+  });
 
   it('MLP w8a8 on 300 samples (linear layers in chunks of 256 samples)', () => {
     const model = prepared(mlp({ hidden: [32] }), qconfigFor('w8a8', 'ste'));
