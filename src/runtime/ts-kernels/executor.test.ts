@@ -127,12 +127,14 @@ describe('fast TypeScript executor == reference TypeScript executor', () => {
  * produces values outside the conv's declared input range (the reference stores them in the byte
  * type, wrapping); `wide`: the conv's input range is 16-bit (the fast executor must fall back).
  */
-function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide'): IntModel {
+function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide' | 'deep8' | 'deep4'): IntModel {
   const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
-  const groups = int(1, 3);
-  const cg = int(1, 3), og = int(1, 5);
+  const deep = variant === 'deep8' || variant === 'deep4';
+  const groups = deep ? 1 : int(1, 3);
+  // deep: K = cg·kh·kw above the lane limits (1,036 for 8-bit, 624 for 4-bit): K chunks
+  const cg = variant === 'deep8' ? 130 : variant === 'deep4' ? 80 : int(1, 3), og = int(1, 5);
   const Cin = groups * cg, Cout = groups * og;
-  const k: [number, number] = [int(1, 3), int(1, 3)];
+  const k: [number, number] = deep ? [3, 3] : [int(1, 3), int(1, 3)];
   const stride: [number, number] = [int(1, 2), int(1, 2)];
   const padding: [number, number] = [int(0, 2), int(0, 2)];
   const dilation: [number, number] = [int(1, 2), int(1, 2)];
@@ -146,13 +148,16 @@ function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide'):
   const oh = Math.floor((H + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) / stride[0]) + 1;
   const ow = Math.floor((W + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) / stride[1]) + 1;
   const unsigned = rng.uniform() < 0.5;
-  const [qmin, qmax] = variant === 'wide' ? [-32768, 32767] : unsigned ? [0, int(15, 255)] : [int(-128, -8), int(7, 127)];
-  const z = int(qmin, qmax);
+  const [qmin, qmax] = variant === 'wide' ? [-32768, 32767] : variant === 'deep8' ? [0, 255] : variant === 'deep4' ? [0, 15] : unsigned ? [0, int(15, 255)] : [int(-128, -8), int(7, 127)];
+  const z = deep ? 0 : int(qmin, qmax);
   const convInput = { mode: 'affine' as const, scale: 0.05, zeroPoint: z, bits: variant === 'wide' ? 16 : 8, qmin, qmax };
   const quantInput = variant === 'wrap' ? { ...convInput, qmin: -700, qmax: 700 } : convInput;
   const Kc = cg * k[0] * k[1];
   const tensors = new Map<string, IntTensor>();
-  tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: Cout * Kc }, () => int(-127, 127)), [Cout, cg, k[0], k[1]]));
+  const wMax = variant === 'deep4' ? 7 : 127;
+  // deep: every weight at ±wMax and inputs at the range ends make the sums reach the bound
+  const weight = (): number => (deep ? (rng.uniform() < 0.5 ? -wMax : wMax) : int(-wMax, wMax));
+  tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: Cout * Kc }, weight), [Cout, cg, k[0], k[1]]));
   const M = new Int32Array(Cout), sh = new Int32Array(Cout), bias = new Int32Array(Cout);
   for (let c = 0; c < Cout; c++) {
     const m = quantizeMultiplier(2 ** -(8 + rng.uniform() * 10));
@@ -201,13 +206,20 @@ describe('fast TypeScript executor on hand-built conv graphs', () => {
     }
   });
 
-  it('inputs outside the declared range wrap as in the reference (byte types), and wider inputs fall back', () => {
+  it('inputs outside the declared range wrap (byte types), K above the lane limits runs in chunks, wider inputs fall back', () => {
     const rng = new Rng(22);
     for (let trial = 0; trial < 15; trial++) {
       const im = randomConvModel(rng, 'wrap');
       const per = im.graph.inputShape.reduce((p, d) => p * d, 1);
       const x = Float32Array.from({ length: 2 * per }, () => (rng.uniform() - 0.5) * 60);
       assert.equal(assertSame(im, x, 2, `wrap ${trial}`), 2);
+    }
+    for (const variant of ['deep8', 'deep4'] as const) {
+      const deep = randomConvModel(rng, variant);
+      const per = deep.graph.inputShape.reduce((p, d) => p * d, 1);
+      // inputs at the ends of the range (0 and qmax) and in between
+      const x = Float32Array.from({ length: 2 * per }, () => (rng.uniform() < 0.4 ? 1e6 : rng.uniform() < 0.5 ? -1e6 : rng.uniform() * 20));
+      assert.equal(assertSame(deep, x, 2, variant), 2, variant);
     }
     const im = randomConvModel(rng, 'wide');
     const per = im.graph.inputShape.reduce((p, d) => p * d, 1);

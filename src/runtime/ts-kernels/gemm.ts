@@ -48,10 +48,11 @@ export function laneLayout(bound: number): { lanes: number; laneBits: number } {
 }
 
 /**
- * Packs int8 weight rows w[offset + o·K + k] (o < channels) for dot products bounded by `bound`
- * (see the module comment); `lanes` forces fewer lanes than the bound allows (tests).
+ * Packs int8 weight rows w[offset + o·rowStride + k] (o < channels, k < K; rowStride defaults to
+ * K) for dot products bounded by `bound` (see the module comment); `lanes` forces fewer lanes than
+ * the bound allows (tests).
  */
-export function packLaneWeights(w: Int8Array, offset: number, channels: number, K: number, bound: number, lanes?: number): LaneWeights {
+export function packLaneWeights(w: Int8Array, offset: number, channels: number, K: number, bound: number, lanes?: number, rowStride = K): LaneWeights {
   const layout = laneLayout(bound);
   if (layout.lanes === 0) throw new Error(`packLaneWeights: dot products bounded by ${bound} do not stay exact in doubles`);
   const L = lanes === undefined ? layout.lanes : Math.max(1, Math.min(lanes, layout.lanes));
@@ -60,11 +61,25 @@ export function packLaneWeights(w: Int8Array, offset: number, channels: number, 
   for (let o = 0; o < channels; o++) {
     const r = Math.floor(o / L);
     const scale = 2 ** (layout.laneBits * (o % L));
-    const src = offset + o * K;
+    const src = offset + o * rowStride;
     const dst = (r >> 2) * 4 * K + (r & 3); // panels of 4 rows, k-major: [rows/4, K, 4]
     for (let k = 0; k < K; k++) data[dst + 4 * k]! += w[src + k]! * scale;
   }
   return { channels, K, lanes: L, laneBits: layout.laneBits, rows, data };
+}
+
+/**
+ * The K-chunk length that gives more lanes than the whole K when every product is bounded by
+ * `perK` (chunks of at least 64; the partial sums are then added as int32), or K itself.
+ */
+export function laneChunk(K: number, perK: number): number {
+  const whole = laneLayout(K * perK).lanes;
+  for (let L = MAX_LANES; L > whole; L--) {
+    const bits = Math.floor(53 / L);
+    const chunk = perK === 0 ? K : Math.floor((2 ** (bits - 1) - 1) / perK);
+    if (chunk >= 64 && chunk < K) return chunk;
+  }
+  return K;
 }
 
 /**

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Rng } from '../../tensor/random.ts';
 import { requantizeScalar } from '../requantize.ts';
 import { addRescaled } from '../intmodel.ts';
-import { gemmLanes, laneLayout, packLaneWeights } from './gemm.ts';
+import { gemmLanes, laneChunk, laneLayout, packLaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock } from './requantize.ts';
 import { addInts } from './add.ts';
 import { maxPoolValues, quantizeValues } from './elementwise.ts';
@@ -133,6 +133,14 @@ describe('ts-kernels: gemmLanes', () => {
         }
       }
     }
+  });
+
+  it('laneChunk: the longest K chunk that keeps more lanes than the whole K', () => {
+    assert.equal(laneChunk(576, 255 * 127), 576); // 2 lanes for the whole K already
+    assert.equal(laneChunk(1152, 255 * 127), 1036); // 1036·32385 < 2^25 ≤ 1037·32385
+    assert.equal(laneChunk(640, 15 * 7), 624); // 3 lanes of 17 bits: 624·105 < 2^16
+    assert.equal(laneChunk(5000, 0), 5000);
+    assert.equal(laneChunk(3000, 2 ** 24), 3000); // chunks would be shorter than 64
   });
 
   it('refuses bounds a double cannot hold exactly', () => {

@@ -10,7 +10,7 @@
  */
 import type { LayerNode } from '../intmodel.ts';
 import { convOutputSize } from '../ops.ts';
-import { gemmLanes, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
+import { gemmLanes, laneChunk, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock, type RequantPlan } from './requantize.ts';
 
 /** How the layer reads its integer input (as the reference kernels store it before the GEMM). */
@@ -36,6 +36,7 @@ export class Scratch {
   private f64 = new Float64Array(0);
   private f64b = new Float64Array(0);
   private i32 = new Int32Array(0);
+  private i32b = new Int32Array(0);
 
   /** Transformed input values. */
   input(n: number): Float64Array {
@@ -52,6 +53,12 @@ export class Scratch {
   accumulators(n: number): Int32Array {
     if (this.i32.length < n) this.i32 = new Int32Array(n);
     return this.i32;
+  }
+
+  /** Partial sums of one K chunk (see gemmChunks). */
+  partial(n: number): Int32Array {
+    if (this.i32b.length < n) this.i32b = new Int32Array(n);
+    return this.i32b;
   }
 }
 
@@ -71,9 +78,12 @@ export class FastLayer {
   private readonly K: number;
   private readonly groups: number;
   private readonly output: Output;
-  /** Packed weights per group for inputs in [inLo, inHi] / anywhere in the byte type. */
-  private tight: LaneWeights[] | null = null;
-  private wide: LaneWeights[] | null = null;
+  /**
+   * Packed weights per group and K chunk (usually one: see `laneChunk`) for inputs in
+   * [inLo, inHi] / anywhere in the byte type.
+   */
+  private tight: LaneWeights[][] | null = null;
+  private wide: LaneWeights[][] | null = null;
 
   private constructor(node: LayerNode, mode: InputMode, weights: Int8Array, output: Output) {
     this.node = node;
@@ -130,24 +140,38 @@ export class FastLayer {
     return layer;
   }
 
-  /** Largest |Σ_k x_k·w_k| for inputs in the quantizer's range (tight) or anywhere in the byte type. */
-  private bound(tight: boolean): number {
+  /** Largest |x_k·w_k| for inputs in the quantizer's range (tight) or anywhere in the byte type. */
+  private productBound(tight: boolean): number {
     let maxX: number;
     if (this.mode === 'sign') maxX = 1;
     else {
       const [lo, hi] = tight ? [this.inLo, this.inHi] : this.mode === 'uint8' ? [0, 255] : [-128, 127];
       maxX = Math.max(Math.abs(lo - this.zx), Math.abs(hi - this.zx), Math.abs(this.padValue));
     }
-    return this.K * maxX * this.maxAbsW;
+    return maxX * this.maxAbsW;
   }
 
-  private packed(tight: boolean): LaneWeights[] {
+  /** Largest |Σ_k x_k·w_k| (see `productBound`). */
+  private bound(tight: boolean): number {
+    return this.K * this.productBound(tight);
+  }
+
+  private packed(tight: boolean): LaneWeights[][] {
     const cached = tight ? this.tight : this.wide;
     if (cached) return cached;
+    const K = this.K;
     const og = this.node.outFeatures / this.groups;
-    const bound = this.bound(tight);
-    const groups: LaneWeights[] = [];
-    for (let gi = 0; gi < this.groups; gi++) groups.push(packLaneWeights(this.weights, gi * og * this.K, og, this.K, bound));
+    const perK = this.productBound(tight);
+    const chunk = laneChunk(K, perK);
+    const groups: LaneWeights[][] = [];
+    for (let gi = 0; gi < this.groups; gi++) {
+      const chunks: LaneWeights[] = [];
+      for (let k0 = 0; k0 < K; k0 += chunk) {
+        const kc = Math.min(chunk, K - k0);
+        chunks.push(packLaneWeights(this.weights, gi * og * K + k0, og, kc, kc * perK, undefined, K));
+      }
+      groups.push(chunks);
+    }
     if (tight) this.tight = groups;
     else this.wide = groups;
     return groups;
@@ -186,7 +210,7 @@ export class FastLayer {
         const Pp = Math.ceil(m / 4) * 4;
         const col = scratch.patches(K * Pp);
         for (let s = 0; s < m; s++) for (let k = 0; k < K; k++) col[k * Pp + s] = xt[s * K + k]!;
-        gemmLanes(packed[0]!, col, Pp, m, acc, s0 * O, 1, O);
+        gemmChunks(packed[0]!, col, Pp, m, acc, s0 * O, 1, O, m * O, scratch);
       }
     } else {
       const g = node.conv!;
@@ -206,7 +230,7 @@ export class FastLayer {
         this.transform(x, b * per, per, inRange, xt);
         for (let gi = 0; gi < g.groups; gi++) {
           im2colRows(xt, 0, h, w, oh, ow, g, gi, this.padValue, col, Pp);
-          gemmLanes(packed[gi]!, col, Pp, P, acc, (b * O + gi * og) * P, P, 1);
+          gemmChunks(packed[gi]!, col, Pp, P, acc, (b * O + gi * og) * P, P, 1, og * P, scratch);
         }
       }
     }
@@ -251,6 +275,27 @@ export class FastLayer {
       const m = this.mode;
       for (let i = 0; i < count; i++) xt[i] = wrap(m, x[start + i]!) - zx;
     }
+  }
+}
+
+/**
+ * gemmLanes over the K chunks of one weight matrix: the first chunk writes the block of `block`
+ * values at accOffset (contiguous for both callers' strides), later chunks go to a scratch block
+ * that is added in int32 (wrapping, as the reference's accumulators: the chunk sums are exact).
+ */
+function gemmChunks(
+  chunks: readonly LaneWeights[], col: Float64Array, Pp: number, P: number, acc: Int32Array, accOffset: number,
+  oStride: number, pStride: number, block: number, scratch: Scratch,
+): void {
+  gemmLanes(chunks[0]!, col, Pp, P, acc, accOffset, oStride, pStride);
+  if (chunks.length === 1) return;
+  const part = scratch.partial(block);
+  let k0 = chunks[0]!.K;
+  for (let c = 1; c < chunks.length; c++) {
+    const wp = chunks[c]!;
+    gemmLanes(wp, col.subarray(k0 * Pp), Pp, P, part, 0, oStride, pStride);
+    for (let i = 0; i < block; i++) acc[accOffset + i] = acc[accOffset + i]! + part[i]!;
+    k0 += wp.K;
   }
 }
 
