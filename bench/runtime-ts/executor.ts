@@ -5,7 +5,10 @@
  * against) and on the native backend, for LeNet-5 W8A8 and ResNet-8 W8A8 / W4A4 at batch 64.
  * Untrained weights (speed does not depend on them), random inputs.
  *
- *   nice -n 10 node --import tsx bench/runtime-ts/executor.ts [--batch 64] [--rounds 5] [--seed 0] [--models lenet5-w8a8,resnet8-w8a8,resnet8-w4a4]
+ *   nice -n 10 node --import tsx bench/runtime-ts/executor.ts [--batch 64] [--rounds 5] [--seed 0]
+ *       [--models lenet5-w8a8,resnet8-w8a8,resnet8-w4a4] [--out bench/results/runtime-ts.json]
+ *
+ * A model spec `resnet8-w4a4-full` has its int4 weights redrawn in [−7, 7] (see buildBenchModel).
  *
  * The variants of one model run interleaved, one batch each per round, after one warm-up round;
  * per variant the best (min) and median wall and process-CPU time of a batch are kept, reported
@@ -26,6 +29,7 @@ const batch = numberFlag('batch', 64, { integer: true, min: 1 });
 const rounds = numberFlag('rounds', 5, { integer: true, min: 1 });
 const seed = numberFlag('seed', 0, { integer: true });
 const models = flagOr('models', 'lenet5-w8a8,resnet8-w8a8,resnet8-w4a4').split(',');
+const outFile = flagOr('out', 'bench/results/runtime-ts.json');
 const log = (s: string): void => console.log(`[runtime-ts] ${s}`);
 
 interface Variant {
@@ -41,8 +45,8 @@ const nativeBackend = getBackend() === 'native';
 log(`kernels ${JSON.stringify(intKernelsBackend())}, default backend ${getBackend()}, batch ${batch}, ${rounds} rounds`);
 const rows: Record<string, unknown>[] = [];
 for (const spec of models) {
-  const [kind, scheme] = spec.split('-') as ['lenet5' | 'resnet8', 'w8a8' | 'w4a4'];
-  const { label, model, im } = buildBenchModel(kind, scheme, seed);
+  const [kind, scheme, variant] = spec.split('-') as ['lenet5' | 'resnet8', 'w8a8' | 'w4a4', string | undefined];
+  const { label, model, im } = buildBenchModel(kind, scheme, seed, variant === 'full');
   const x = randn([batch, 1, 28, 28]);
   const data = x.data as Float32Array;
   const ts = (mode: 'fast' | 'reference') => (): Float32Array => {
@@ -112,7 +116,7 @@ for (const spec of models) {
 }
 
 mkdirSync('bench/results', { recursive: true });
-const out = 'bench/results/runtime-ts.json';
+const out = outFile;
 writeFileSync(`${out}.tmp`, JSON.stringify({ bench: 'runtime-ts', seed, batch, rounds, kernels: intKernelsBackend(), rows }, null, 2));
 renameSync(`${out}.tmp`, out);
 log(`wrote ${out}`);
