@@ -142,6 +142,7 @@ describe('QuantTransducer and IntTransducer', () => {
     const runtime = convertQuantTransducer(twin(8));
     assert.throws(() => new IntTransducer({ ...runtime, embedding: new Int8Array(3) }), /embedding holds 3 codes/);
     assert.throws(() => new IntTransducer({ ...runtime, numLabels: 5 }), /numOutputs 4 ≠ numLabels \+ 1 = 6/);
+    assert.throws(() => new IntTransducer({ ...runtime, joint: { ...runtime.joint, outputBias: new Int32Array(2) } }), /joint\.outputBias holds 2 values, expected 4/);
     assert.throws(() => runtime.greedyDecode(randn([2, 3, F + 1]), [3, 3]), /features must be/);
     assert.throws(() => runtime.predictorStep([V + 1]), /labels\[0\] = 4/);
     assert.throws(() => convertQuantTransducer(new QuantTransducer({ inputSize: F, numLabels: V, encoderSize: 4, predictorSize: 4, jointSize: 4 })), /never observed/);

@@ -442,6 +442,14 @@ export class IntTransducer {
     if (joint.encoderSize !== encoder.hiddenSize) problems.push(`joint.encoderSize ${joint.encoderSize} ≠ encoder hidden size ${encoder.hiddenSize}`);
     if (joint.predictorSize !== predictor.hiddenSize) problems.push(`joint.predictorSize ${joint.predictorSize} ≠ predictor hidden size ${predictor.hiddenSize}`);
     if (embedding.length !== V1 * predictor.inputSize) problems.push(`embedding holds ${embedding.length} codes, expected (V+1)·inputSize = ${V1 * predictor.inputSize}`);
+    const J = joint.jointSize;
+    const lengths: [string, number, number][] = [
+      ['encoderWeight', joint.encoderWeight.length, J * joint.encoderSize], ['predictorWeight', joint.predictorWeight.length, J * joint.predictorSize],
+      ['outputWeight', joint.outputWeight.length, V1 * J], ['encoderMultiplier', joint.encoderMultiplier.length, J], ['encoderShift', joint.encoderShift.length, J],
+      ['encoderBias', joint.encoderBias.length, J], ['predictorMultiplier', joint.predictorMultiplier.length, J], ['predictorShift', joint.predictorShift.length, J],
+      ['outputMultiplier', joint.outputMultiplier.length, V1], ['outputShift', joint.outputShift.length, V1], ['outputBias', joint.outputBias.length, V1],
+    ];
+    for (const [name, got, want] of lengths) if (got !== want) problems.push(`joint.${name} holds ${got} values, expected ${want}`);
     if (problems.length > 0) throw new RangeError(`IntTransducer: ${problems.join('; ')}`);
     this.numLabels = numLabels;
     this.blank = numLabels;
@@ -449,7 +457,6 @@ export class IntTransducer {
     this.predictor = predictor;
     this.embedding = embedding;
     this.joint = joint;
-    const J = joint.jointSize;
     this.packed = {
       encoder: packInt8Weights(joint.encoderWeight, J, joint.encoderSize),
       predictor: packInt8Weights(joint.predictorWeight, J, joint.predictorSize),
