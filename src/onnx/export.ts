@@ -63,9 +63,10 @@ import { IntModel, type IntNode, type LayerInput, type LayerNode } from '../runt
 import { convOutputSize } from '../runtime/ops.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import {
-  encodeModel, makeTensor, OnnxAttributeType, OnnxDataType, OnnxError,
-  type OnnxAttribute, type OnnxDimension, type OnnxModel, type OnnxNode, type OnnxTensor, type OnnxValueInfo,
+  encodeModel, OnnxAttributeType, OnnxDataType, OnnxError,
+  type OnnxAttribute, type OnnxDimension, type OnnxModel, type OnnxNode, type OnnxValueInfo,
 } from './proto.ts';
+import { attrFloat, attrInt, attrInts, NamedGraph } from './graph.ts';
 
 /** `default`: onnxruntime (CPU); `web`: what onnxruntime-web accepts (docs/onnx.md). */
 export type OnnxProfile = 'default' | 'web';
@@ -199,75 +200,28 @@ function checkShape(shape: readonly number[]): void {
 // ---------------------------------------------------------------------------------------------
 // Graph building
 
-/** Nodes and initializers with unique names. @internal */
-class GraphBuilder {
-  readonly nodes: OnnxNode[] = [];
-  readonly initializers: OnnxTensor[] = [];
+/** The image exporter's graph: NamedGraph plus quantization parameters and single-output nodes. @internal */
+class GraphBuilder extends NamedGraph {
   readonly opset: number;
-  private readonly used = new Set<string>();
-  private readonly constants = new Map<string, string>();
 
   constructor(opset: number) {
+    super();
     this.opset = opset;
-  }
-
-  /** `base` made unique (and safe: letters, digits, '.', '_', '/', ':', '-'). */
-  name(base: string): string {
-    const clean = base.replace(/[^A-Za-z0-9._/:-]/g, '_') || 'v';
-    let n = clean;
-    for (let i = 1; this.used.has(n); i++) n = `${clean}_${i}`;
-    this.used.add(n);
-    return n;
-  }
-
-  /** Reserves a name exactly (graph input / output); throws if taken. */
-  reserve(name: string): string {
-    if (this.used.has(name)) throw new OnnxError('bad-input', `ONNX export: name '${name}' is used twice`);
-    this.used.add(name);
-    return name;
-  }
-
-  tensor(base: string, dataType: number, dims: readonly number[], values: ArrayLike<number>): string {
-    const name = this.name(base);
-    this.initializers.push(makeTensor(name, dataType, dims, values));
-    return name;
-  }
-
-  float(base: string, dims: readonly number[], values: ArrayLike<number>): string {
-    return this.tensor(base, OnnxDataType.FLOAT, dims, values);
   }
 
   /** A shared scalar float32 constant. */
   scalar(value: number): string {
-    const key = `f:${Math.fround(value)}`;
-    let name = this.constants.get(key);
-    if (!name) {
-      name = this.float(`const_${Math.fround(value)}`, [], [value]);
-      this.constants.set(key, name);
-    }
-    return name;
-  }
-
-  /** A shared scalar integer constant of `dataType` (INT8, UINT8). */
-  typedScalar(value: number, dataType: number): string {
-    const key = `t${dataType}:${value}`;
-    let name = this.constants.get(key);
-    if (!name) {
-      name = this.tensor(`const_${value}`, dataType, [], [value]);
-      this.constants.set(key, name);
-    }
-    return name;
+    return this.shared(`f:${Math.fround(value)}`, () => this.float(`const_${Math.fround(value)}`, [], [value]));
   }
 
   /** A shared (scale, zero point) pair of scalars for a quantized domain. */
   qparams(scale: number, zeroPoint: number, type: QType): [string, string] {
-    const key = `q:${Math.fround(scale)}:${zeroPoint}:${type}`;
-    const found = this.constants.get(key);
-    if (found) return JSON.parse(found) as [string, string];
-    const s = this.float('scale', [], [scale]);
-    const z = this.tensor('zero_point', type === 'uint8' ? OnnxDataType.UINT8 : OnnxDataType.INT8, [], [zeroPoint]);
-    this.constants.set(key, JSON.stringify([s, z]));
-    return [s, z];
+    const pair = this.shared(`q:${Math.fround(scale)}:${zeroPoint}:${type}`, () => {
+      const s = this.float('scale', [], [scale]);
+      const z = this.tensor('zero_point', type === 'uint8' ? OnnxDataType.UINT8 : OnnxDataType.INT8, [], [zeroPoint]);
+      return JSON.stringify([s, z]);
+    });
+    return JSON.parse(pair) as [string, string];
   }
 
   /** Appends a node; returns its (first) output name. */
@@ -276,18 +230,6 @@ class GraphBuilder {
     this.nodes.push({ name: this.name(`${opType}_${this.nodes.length}`), opType, input: [...inputs], output: [out], attribute: attributes });
     return out;
   }
-}
-
-function attrInt(name: string, i: number): OnnxAttribute {
-  return { name, type: OnnxAttributeType.INT, i };
-}
-
-function attrInts(name: string, ints: readonly number[]): OnnxAttribute {
-  return { name, type: OnnxAttributeType.INTS, ints: [...ints] };
-}
-
-function attrFloat(name: string, f: number): OnnxAttribute {
-  return { name, type: OnnxAttributeType.FLOAT, f };
 }
 
 function valueInfo(name: string, dims: readonly (number | string)[]): OnnxValueInfo {

@@ -56,9 +56,10 @@ import { QatEmbedding } from '../quant/rnn/qat-embedding.ts';
 import { QatLSTM } from '../quant/rnn/qat-lstm.ts';
 import { narrow, reshape, Tensor } from '../tensor/index.ts';
 import {
-  encodeModel, makeTensor, OnnxAttributeType, OnnxDataType, OnnxError,
-  type OnnxAttribute, type OnnxDimension, type OnnxModel, type OnnxNode, type OnnxTensor, type OnnxValueInfo,
+  encodeModel, OnnxDataType, OnnxError,
+  type OnnxAttribute, type OnnxDimension, type OnnxModel, type OnnxValueInfo,
 } from './proto.ts';
+import { attrFloat, attrInt, attrInts, attrString, NamedGraph } from './graph.ts';
 
 /** Lowest and highest opset the sequence exporter writes. */
 export const MIN_RNN_EXPORT_OPSET = 13;
@@ -197,65 +198,26 @@ export function runRnnChain(chain: readonly (readonly [string, Module])[], x: Te
 // ---------------------------------------------------------------------------------------------
 // Graph building
 
-/** Nodes and initializers with unique names. @internal */
-class RnnGraph {
-  readonly nodes: OnnxNode[] = [];
+/** The sequence exporter's graph: NamedGraph plus int64 constants, multi-output nodes, transposes. @internal */
+class RnnGraph extends NamedGraph {
   /** How activation quantizers are written (RnnOnnxExportOptions.activations). */
   readonly activations: 'qdq' | 'exact';
-  readonly initializers: OnnxTensor[] = [];
-  private readonly used = new Set<string>();
-  private readonly constants = new Map<string, string>();
   /** Value → the input of the [1, 0, 2] Transpose that produced it (to cancel back-to-back transposes). */
   private readonly transposedFrom = new Map<string, string>();
 
   constructor(activations: 'qdq' | 'exact') {
+    super();
     this.activations = activations;
-  }
-
-  name(base: string): string {
-    const clean = base.replace(/[^A-Za-z0-9._/:-]/g, '_') || 'v';
-    let n = clean;
-    for (let i = 1; this.used.has(n); i++) n = `${clean}_${i}`;
-    this.used.add(n);
-    return n;
-  }
-
-  reserve(name: string): string {
-    if (this.used.has(name)) throw new OnnxError('bad-input', `ONNX export: name '${name}' is used twice`);
-    this.used.add(name);
-    return name;
-  }
-
-  tensor(base: string, dataType: number, dims: readonly number[], values: ArrayLike<number>): string {
-    const name = this.name(base);
-    this.initializers.push(makeTensor(name, dataType, dims, values));
-    return name;
-  }
-
-  float(base: string, dims: readonly number[], values: ArrayLike<number>): string {
-    return this.tensor(base, OnnxDataType.FLOAT, dims, values);
   }
 
   /** A shared int64 constant (a scalar when `dims` is empty). */
   int64(values: readonly number[], dims: readonly number[] = [values.length]): string {
-    const key = `i64:${dims.join('x')}:${values.join(',')}`;
-    let name = this.constants.get(key);
-    if (!name) {
-      name = this.tensor(`const_${values.join('_')}`, OnnxDataType.INT64, dims, values);
-      this.constants.set(key, name);
-    }
-    return name;
+    return this.shared(`i64:${dims.join('x')}:${values.join(',')}`, () => this.tensor(`const_${values.join('_')}`, OnnxDataType.INT64, dims, values));
   }
 
   /** A shared scalar constant of `dataType`. */
   scalar(value: number, dataType: number): string {
-    const key = `s${dataType}:${value}`;
-    let name = this.constants.get(key);
-    if (!name) {
-      name = this.tensor(`const_${value}`, dataType, [], [value]);
-      this.constants.set(key, name);
-    }
-    return name;
+    return this.typedScalar(value, dataType);
   }
 
   /** Appends a node with `outputs` outputs (or the given names); returns the output names. */
@@ -277,22 +239,6 @@ class RnnGraph {
     this.transposedFrom.set(y, x);
     return y;
   }
-}
-
-function attrInt(name: string, i: number): OnnxAttribute {
-  return { name, type: OnnxAttributeType.INT, i };
-}
-
-function attrInts(name: string, ints: readonly number[]): OnnxAttribute {
-  return { name, type: OnnxAttributeType.INTS, ints: [...ints] };
-}
-
-function attrFloat(name: string, f: number): OnnxAttribute {
-  return { name, type: OnnxAttributeType.FLOAT, f };
-}
-
-function attrString(name: string, s: string): OnnxAttribute {
-  return { name, type: OnnxAttributeType.STRING, s: new TextEncoder().encode(s) };
 }
 
 function valueInfo(v: RnnOnnxValue): OnnxValueInfo {
