@@ -7,7 +7,7 @@ import { noGrad } from '../autograd/engine.ts';
 import type { Module } from '../nn/module.ts';
 import { Tensor } from '../tensor/index.ts';
 import { rnnChain, runRnnChain, type RnnChainStates, type RnnOnnxExportOptions } from './rnn.ts';
-import { loadOnnxRuntime, type OnnxRunOptions, type OrtSession } from './verify.ts';
+import { createOrtSession, type OnnxRunOptions } from './verify.ts';
 
 /** An open onnxruntime session over a sequence model. */
 export interface RnnOnnxRunner {
@@ -35,24 +35,11 @@ export interface RnnOnnxOpenOptions extends Omit<OnnxRunOptions, 'batchSize' | '
 }
 
 export async function openRnnOnnx(bytes: Uint8Array, options: RnnOnnxOpenOptions = {}): Promise<RnnOnnxRunner | { readonly skipped: string }> {
-  const loaded = await loadOnnxRuntime();
-  if (!loaded.ok) return { skipped: loaded.reason };
-  const { ort } = loaded;
-  let session: OrtSession;
-  try {
-    session = await ort.InferenceSession.create(bytes, {
-      executionProviders: ['cpu'],
-      intraOpNumThreads: options.threads ?? 1,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
-      ...(options.matMulNBitsAccuracyLevel === undefined ? {} : { extra: { session: { qdq_matmulnbits_accuracy_level: String(options.matMulNBitsAccuracyLevel) } } }),
-    });
-  } catch (e) {
-    throw new Error(`onnxruntime-node ${loaded.version} rejected the model: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`);
-  }
+  const opened = await createOrtSession(bytes, options, options.matMulNBitsAccuracyLevel === undefined ? undefined : { qdq_matmulnbits_accuracy_level: String(options.matMulNBitsAccuracyLevel) });
+  if ('skipped' in opened) return opened;
+  const { ort, session } = opened;
   return {
-    version: loaded.version,
+    version: opened.version,
     inputNames: session.inputNames,
     outputNames: session.outputNames,
     async run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>> {

@@ -66,28 +66,44 @@ export interface OnnxRunner {
 }
 
 /**
- * Opens `bytes` with onnxruntime-node (CPU). Resolves to a runner, or to `{ skipped }` when
- * onnxruntime-node is not available. Throws when onnxruntime rejects the model.
+ * A CPU session of onnxruntime-node over `model` (bytes or a path) with lowbit's settings (sequential,
+ * `threads` intra-op threads, default optimization level 'all'; `extra` session config entries), or
+ * `{ skipped }` when onnxruntime-node is not available. Throws when onnxruntime rejects the model.
+ * @internal
  */
-export async function openOnnx(bytes: Uint8Array, sampleShape: readonly number[], options: OnnxRunOptions = {}): Promise<OnnxRunner | { readonly skipped: string }> {
+export async function createOrtSession(
+  model: Uint8Array | string,
+  options: Pick<OnnxRunOptions, 'graphOptimizationLevel' | 'threads'> = {},
+  extra?: Readonly<Record<string, string>>,
+): Promise<{ readonly ort: OrtModule; readonly version: string; readonly session: OrtSession } | { readonly skipped: string }> {
   const loaded = await loadOnnxRuntime();
   if (!loaded.ok) return { skipped: loaded.reason };
-  const { ort } = loaded;
-  let session: OrtSession;
   try {
-    session = await ort.InferenceSession.create(bytes, {
+    const session = await loaded.ort.InferenceSession.create(model, {
       executionProviders: ['cpu'],
       intraOpNumThreads: options.threads ?? 1,
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
+      ...(extra === undefined ? {} : { extra: { session: { ...extra } } }),
     });
+    return { ort: loaded.ort, version: loaded.version, session };
   } catch (e) {
     throw new Error(`onnxruntime-node ${loaded.version} rejected the model: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`);
   }
+}
+
+/**
+ * Opens `bytes` with onnxruntime-node (CPU). Resolves to a runner, or to `{ skipped }` when
+ * onnxruntime-node is not available. Throws when onnxruntime rejects the model.
+ */
+export async function openOnnx(bytes: Uint8Array, sampleShape: readonly number[], options: OnnxRunOptions = {}): Promise<OnnxRunner | { readonly skipped: string }> {
+  const opened = await createOrtSession(bytes, options);
+  if ('skipped' in opened) return opened;
+  const { ort, session } = opened;
   const per = sampleShape.reduce((p, d) => p * d, 1);
   return {
-    version: loaded.version,
+    version: opened.version,
     async run(x: Float32Array, n: number): Promise<Float32Array> {
       if (x.length !== n * per) throw new Error(`onnx run: ${x.length} values are not ${n} samples of shape [${sampleShape.join(', ')}]`);
       const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', x, [n, ...sampleShape]) });
