@@ -55,6 +55,33 @@ function checkPositiveInteger(owner: string, name: string, value: number): void 
 }
 
 /**
+ * Checks a recurrent layer's input x ([L, N, inputSize], [N, L, inputSize] with batchFirst, or
+ * unbatched [L, inputSize], run as a batch of one as in PyTorch) and gives its time axis, step and
+ * batch counts and the shape of its states ([stateCount, N, H], unbatched [stateCount, H]).
+ * @internal shared by the RNN layers (nn.LSTM, nn.GRU, nn.SRU).
+ */
+export function sequenceInput(who: string, x: Tensor, inputSize: number, batchFirst: boolean, stateCount: number, hiddenSize: number): {
+  batched: boolean; timeAxis: number; input: Tensor; steps: number; batch: number; stateShape: number[];
+} {
+  if (x.rank !== 2 && x.rank !== 3) {
+    const layout = batchFirst ? '[N, L, inputSize]' : '[L, N, inputSize]';
+    throw new Error(`${who}: expected input ${layout} or unbatched [L, inputSize], got ${shapeText(x.shape)}`);
+  }
+  if (x.shape[x.rank - 1] !== inputSize) {
+    throw new Error(`${who}: input has shape ${shapeText(x.shape)}, last dim should be ${inputSize}`);
+  }
+  const batched = x.rank === 3;
+  // Unbatched input is [L, H_in] whatever batchFirst says (as PyTorch); run it as a batch of one.
+  const timeAxis = batched && batchFirst ? 1 : 0;
+  const input = batched ? x : unsqueeze(x, 1);
+  const steps = input.shape[timeAxis]!;
+  const batch = input.shape[1 - timeAxis]!;
+  if (steps === 0) throw new Error(`${who}: the input sequence is empty (shape ${shapeText(x.shape)})`);
+  const stateShape = batched ? [stateCount, batch, hiddenSize] : [stateCount, hiddenSize];
+  return { batched, timeAxis, input, steps, batch, stateShape };
+}
+
+/**
  * Shared machinery of LSTM and GRU (PyTorch's RNNBase): parameters `weight_ih_l{k}`,
  * `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}` (suffix `_reverse` for the backward direction),
  * registered per layer, forward direction first, each drawn from U(±1/√hiddenSize).
@@ -131,22 +158,8 @@ export abstract class RNNBase extends Module {
   protected run(x: Tensor, initial: readonly Tensor[] | undefined, stateParts: number): { output: Tensor; final: Tensor[] } {
     const who = this.describe();
     if (x.dtype !== this.dtype) throw new TypeError(`${who}: input dtype ${x.dtype} differs from the parameters' ${this.dtype}`);
-    if (x.rank !== 2 && x.rank !== 3) {
-      const layout = this.batchFirst ? '[N, L, inputSize]' : '[L, N, inputSize]';
-      throw new Error(`${who}: expected input ${layout} or unbatched [L, inputSize], got ${shapeText(x.shape)}`);
-    }
-    if (x.shape[x.rank - 1] !== this.inputSize) {
-      throw new Error(`${who}: input has shape ${shapeText(x.shape)}, last dim should be ${this.inputSize}`);
-    }
-    const batched = x.rank === 3;
-    // Unbatched input is [L, H_in] whatever batchFirst says (as PyTorch); run it as a batch of one.
-    const timeAxis = batched && this.batchFirst ? 1 : 0;
-    const input = batched ? x : unsqueeze(x, 1);
-    const steps = input.shape[timeAxis]!;
-    const batch = input.shape[1 - timeAxis]!;
-    if (steps === 0) throw new Error(`${who}: the input sequence is empty (shape ${shapeText(x.shape)})`);
     const stateCount = this.numLayers * this.numDirections;
-    const stateShape = batched ? [stateCount, batch, this.hiddenSize] : [stateCount, this.hiddenSize];
+    const { batched, timeAxis, input, steps, batch, stateShape } = sequenceInput(who, x, this.inputSize, this.batchFirst, stateCount, this.hiddenSize);
     const starts: Tensor[][] = [];
     for (let part = 0; part < stateParts; part++) {
       const given = initial?.[part];

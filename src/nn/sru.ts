@@ -25,6 +25,7 @@ import {
 import { Module, shapeText, type TensorModule } from './module.ts';
 import { Linear } from './linear.ts';
 import { invertedDropout } from './dropout.ts';
+import { sequenceInput } from './rnn.ts';
 import { uniform } from './init.ts';
 
 /** The output nonlinearity g of h_t = r ⊙ g(c) + (1 − r) ⊙ s. */
@@ -236,19 +237,9 @@ export class SRU extends Module {
   /** Returns [output, cN]; `c0` defaults to zeros. */
   forward(x: Tensor, c0?: Tensor): [Tensor, Tensor] {
     const who = `SRU(${this.inputSize}, ${this.hiddenSize})`;
-    if (x.rank !== 2 && x.rank !== 3) {
-      throw new Error(`${who}: expected input ${this.batchFirst ? '[N, L, inputSize]' : '[L, N, inputSize]'} or unbatched [L, inputSize], got ${shapeText(x.shape)}`);
-    }
-    if (x.shape[x.rank - 1] !== this.inputSize) throw new Error(`${who}: input has shape ${shapeText(x.shape)}, last dim should be ${this.inputSize}`);
-    if (x.dtype !== 'float32') throw new TypeError(`${who}: input dtype ${x.dtype}, expected float32`);
-    const batched = x.rank === 3;
-    const timeAxis = batched && this.batchFirst ? 1 : 0;
-    const input = batched ? x : unsqueeze(x, 1);
-    const steps = input.shape[timeAxis]!;
-    const batch = input.shape[1 - timeAxis]!;
-    if (steps === 0) throw new Error(`${who}: the input sequence is empty (shape ${shapeText(x.shape)})`);
     const stateCount = this.numLayers * this.numDirections;
-    const stateShape = batched ? [stateCount, batch, this.hiddenSize] : [stateCount, this.hiddenSize];
+    const { batched, timeAxis, input, steps, batch, stateShape } = sequenceInput(who, x, this.inputSize, this.batchFirst, stateCount, this.hiddenSize);
+    if (x.dtype !== 'float32') throw new TypeError(`${who}: input dtype ${x.dtype}, expected float32`);
     if (c0 && (c0.rank !== stateShape.length || c0.shape.some((d, i) => d !== stateShape[i]))) {
       throw new Error(`${who}: c0 has shape ${shapeText(c0.shape)}, expected ${shapeText(stateShape)}`);
     }
