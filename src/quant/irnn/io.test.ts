@@ -10,6 +10,7 @@ import { convertQuantLSTM, type IntLSTM } from './intlstm.ts';
 import { intLSTMFromLowbit, intLSTMToLowbit, IrnnFormatError, loadIntLSTM, loadIrnnModel, saveIntLSTM } from './io.ts';
 import { convertQuantAttention, QuantAttention, type IntAttention } from './attention.ts';
 import { QuantLSTM } from './qlstm.ts';
+import { fuzzIrnnBytes } from './testing.ts';
 
 function tinyModel(): IntLSTM {
   const rng = new Rng(4);
@@ -92,27 +93,12 @@ describe('IntLSTM file', () => {
   it('fuzz: truncated files and random byte flips load or fail with a typed error, never crash or hang', () => {
     const good = encodeLowbit(intLSTMToLowbit(runtime));
     const rng = new Rng(77);
-    let refused = 0;
-    let loaded = 0;
-    const attempt = (bytes: Uint8Array): void => {
-      try {
-        const model = loadIntLSTM(bytes);
-        // Whatever loads must run: every value it can hold was validated.
-        const out = model.run(model.quantizeInput(new Float32Array(2 * model.inputSize).fill(0.3)), 1, 2);
-        assert.equal(out.output.length, 2 * model.hiddenSize);
-        loaded++;
-      } catch (e) {
-        assert.ok(e instanceof IrnnFormatError || e instanceof LowbitFormatError, `untyped error: ${String(e)}`);
-        refused++;
-      }
-    };
-    for (const cut of [0, 4, 8, 20, 100, good.length >> 1, good.length - 1]) attempt(good.subarray(0, cut));
-    for (let i = 0; i < 300; i++) {
-      const bytes = good.slice();
-      const flips = 1 + Math.floor(rng.uniform() * 3);
-      for (let f = 0; f < flips; f++) bytes[Math.floor(rng.uniform() * bytes.length)] = Math.floor(rng.uniform() * 256);
-      attempt(bytes);
-    }
+    const { loaded, refused } = fuzzIrnnBytes(good, rng, 300, (bytes) => {
+      const model = loadIntLSTM(bytes);
+      // Whatever loads must run: every value it can hold was validated.
+      const out = model.run(model.quantizeInput(new Float32Array(2 * model.inputSize).fill(0.3)), 1, 2);
+      assert.equal(out.output.length, 2 * model.hiddenSize);
+    }, [0, 4, 8, 20, 100, good.length >> 1, good.length - 1]);
     assert.ok(refused >= 7, `${refused} refused`);
     assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
   });
@@ -197,32 +183,17 @@ describe('iRNN file, version 2 (layer norms, attention)', () => {
   it('fuzz: truncations and random byte flips of a version 2 file load and run, or fail with a typed error', () => {
     const good = encodeLowbit(intLSTMToLowbit(lstm, attention));
     const rng = new Rng(78);
-    let refused = 0;
-    let loaded = 0;
-    const attempt = (bytes: Uint8Array): void => {
-      try {
-        const model = loadIrnnModel(bytes);
-        const x = model.lstm.quantizeInput(new Float32Array(3 * 2 * model.lstm.inputSize).fill(0.3));
-        const { output, state } = model.lstm.run(x, 3, 2);
-        if (model.attention) {
-          const H = model.lstm.hiddenSize;
-          const keys = new Int8Array(2 * 3 * H);
-          for (let n = 0; n < 2; n++) for (let t = 0; t < 3; t++) keys.set(output.subarray((t * 2 + n) * H, (t * 2 + n + 1) * H), (n * 3 + t) * H);
-          assert.equal(model.attention.run(state.h, keys, keys, 2, 3).length, 2 * H);
-        }
-        loaded++;
-      } catch (e) {
-        assert.ok(e instanceof IrnnFormatError || e instanceof LowbitFormatError, `untyped error: ${String(e)}`);
-        refused++;
+    const { loaded, refused } = fuzzIrnnBytes(good, rng, 300, (bytes) => {
+      const model = loadIrnnModel(bytes);
+      const x = model.lstm.quantizeInput(new Float32Array(3 * 2 * model.lstm.inputSize).fill(0.3));
+      const { output, state } = model.lstm.run(x, 3, 2);
+      if (model.attention) {
+        const H = model.lstm.hiddenSize;
+        const keys = new Int8Array(2 * 3 * H);
+        for (let n = 0; n < 2; n++) for (let t = 0; t < 3; t++) keys.set(output.subarray((t * 2 + n) * H, (t * 2 + n + 1) * H), (n * 3 + t) * H);
+        assert.equal(model.attention.run(state.h, keys, keys, 2, 3).length, 2 * H);
       }
-    };
-    for (const cut of [0, 8, 100, good.length >> 1, good.length - 1]) attempt(good.subarray(0, cut));
-    for (let i = 0; i < 300; i++) {
-      const bytes = good.slice();
-      const flips = 1 + Math.floor(rng.uniform() * 3);
-      for (let f = 0; f < flips; f++) bytes[Math.floor(rng.uniform() * bytes.length)] = Math.floor(rng.uniform() * 256);
-      attempt(bytes);
-    }
+    });
     assert.ok(refused >= 5, `${refused} refused`);
     assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
   });

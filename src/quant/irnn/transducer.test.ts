@@ -12,6 +12,7 @@ import { weightMax } from './formats.ts';
 import { intLSTMToLowbit, IrnnFormatError } from './io.ts';
 import { convertQuantTransducer, IntTransducer, QuantTransducer } from './transducer.ts';
 import { intTransducerToLowbit, loadIntTransducer, saveIntTransducer } from './transducer-io.ts';
+import { fuzzIrnnBytes } from './testing.ts';
 
 const [F, V] = [6, 3];
 
@@ -224,25 +225,10 @@ describe('IntTransducer file', () => {
     const good = encodeLowbit(intTransducerToLowbit(runtime));
     const rng = new Rng(80);
     const small = batch(41, 2, 4);
-    let refused = 0;
-    let loaded = 0;
-    const attempt = (bytes: Uint8Array): void => {
-      try {
-        const m = loadIntTransducer(bytes);
-        assert.equal(m.greedyDecode(small.features, small.lengths).length, 2);
-        loaded++;
-      } catch (e) {
-        assert.ok(e instanceof IrnnFormatError || e instanceof LowbitFormatError, `untyped error: ${String(e)}`);
-        refused++;
-      }
-    };
-    for (const cut of [0, 8, 100, good.length >> 1, good.length - 1]) attempt(good.subarray(0, cut));
-    for (let i = 0; i < 200; i++) {
-      const bytes = good.slice();
-      const flips = 1 + Math.floor(rng.uniform() * 3);
-      for (let f = 0; f < flips; f++) bytes[Math.floor(rng.uniform() * bytes.length)] = Math.floor(rng.uniform() * 256);
-      attempt(bytes);
-    }
+    const { loaded, refused } = fuzzIrnnBytes(good, rng, 200, (bytes) => {
+      const m = loadIntTransducer(bytes);
+      assert.equal(m.greedyDecode(small.features, small.lengths).length, 2);
+    });
     assert.ok(refused >= 5, `${refused} refused`);
     assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
   });

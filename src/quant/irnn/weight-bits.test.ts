@@ -7,6 +7,7 @@ import { packedWeightBytes, rowScales, weightMax, weightStorage } from './format
 import { convertQuantLSTM, type IntLSTM } from './intlstm.ts';
 import { intLSTMFromLowbit, intLSTMToLowbit, IrnnFormatError, loadIntLSTM } from './io.ts';
 import { QuantLSTM } from './qlstm.ts';
+import { fuzzIrnnBytes } from './testing.ts';
 
 /** A trained-range QuantLSTM at `bits` and its IntLSTM. */
 function model(bits: number, options: { layerNorm?: boolean; seed?: number } = {}): { q: QuantLSTM; runtime: IntLSTM; x: ReturnType<typeof randn> } {
@@ -154,25 +155,14 @@ describe('iRNN file version 3 (packed weights)', () => {
     let loaded = 0;
     for (const bits of [4, 2]) {
       const good = encodeLowbit(intLSTMToLowbit(model(bits).runtime));
-      const attempt = (bytes: Uint8Array): void => {
-        try {
-          const m = loadIntLSTM(bytes);
-          const top = weightMax(m.params.weightBits ?? 8);
-          assert.ok(m.params.weightIh.every((v) => Math.abs(v) <= top) && m.params.weightHh.every((v) => Math.abs(v) <= top));
-          assert.equal(m.run(m.quantizeInput(new Float32Array(2 * m.inputSize).fill(0.3)), 1, 2).output.length, 2 * m.hiddenSize);
-          loaded++;
-        } catch (e) {
-          assert.ok(e instanceof IrnnFormatError || e instanceof LowbitFormatError, `untyped error: ${String(e)}`);
-          refused++;
-        }
-      };
-      for (const cut of [0, 8, 100, good.length >> 1, good.length - 1]) attempt(good.subarray(0, cut));
-      for (let i = 0; i < 150; i++) {
-        const bytes = good.slice();
-        const flips = 1 + Math.floor(rng.uniform() * 3);
-        for (let f = 0; f < flips; f++) bytes[Math.floor(rng.uniform() * bytes.length)] = Math.floor(rng.uniform() * 256);
-        attempt(bytes);
-      }
+      const counts = fuzzIrnnBytes(good, rng, 150, (bytes) => {
+        const m = loadIntLSTM(bytes);
+        const top = weightMax(m.params.weightBits ?? 8);
+        assert.ok(m.params.weightIh.every((v) => Math.abs(v) <= top) && m.params.weightHh.every((v) => Math.abs(v) <= top));
+        assert.equal(m.run(m.quantizeInput(new Float32Array(2 * m.inputSize).fill(0.3)), 1, 2).output.length, 2 * m.hiddenSize);
+      });
+      loaded += counts.loaded;
+      refused += counts.refused;
     }
     assert.ok(refused >= 10, `${refused} refused`);
     assert.ok(loaded > 0, 'some flips land in weight bytes and still load');
