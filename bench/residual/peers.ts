@@ -13,7 +13,9 @@
  *
  * Each round times every peer once per batch size for about `seconds` (calls per measurement fixed
  * after a warm-up call); the table gives the median over rounds (and the best) in images/s, and
- * each peer's ratio to the lowbit native executor's median. Weights are untrained (speed does not
+ * each peer's ratio to the lowbit native executor's median. Beside wall time it records the
+ * process CPU time (all threads: `process.cpuUsage()`, Python's `time.process_time()`) per image,
+ * which other jobs on the machine disturb less (but which counts a thread pool's spinning). Weights are untrained (speed does not
  * depend on them); inputs random normal. Every peer gets `threads` threads: LOWBIT_THREADS,
  * onnxruntime intraOpNumThreads, torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE (with the
  * default spinning OpenMP barrier torch collapses to ~50 images/s when the 2 cores are shared
@@ -52,17 +54,23 @@ const seconds = numberFlag('seconds', 0.5);
 const seed = numberFlag('seed', 0, { integer: true });
 const log = (s: string): void => console.log(`[residual-peers] ${s}`);
 
-/** One peer: `measure(batch, calls)` runs `calls` inferences of `batch` images and returns the wall seconds. */
+/** Wall and process CPU seconds of one measurement. */
+interface Timing { seconds: number; cpu: number }
+
+/** One peer: `measure(batch, calls)` runs `calls` inferences of `batch` images. */
 interface Peer {
   name: string;
-  measure: (batch: number, calls: number) => Promise<number>;
+  measure: (batch: number, calls: number) => Promise<Timing>;
   close?: () => Promise<void>;
 }
 
-const timed = async (calls: number, run: () => unknown): Promise<number> => {
+const timed = async (calls: number, run: () => unknown): Promise<Timing> => {
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   for (let c = 0; c < calls; c++) await run();
-  return (performance.now() - t0) / 1000;
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  return { seconds, cpu: (cpu.user + cpu.system) / 1e6 };
 };
 
 // ---------------------------------------------------------------- models
@@ -143,6 +151,7 @@ if (!existsSync(py)) {
   const child: ChildProcessWithoutNullStreams = spawn(py, [script, '--serve', '--threads', String(threads), '--seed', String(seed)], {
     env: { ...torchPeerEnv(threads), OMP_WAIT_POLICY: 'PASSIVE' },
   });
+  process.on('exit', () => child.kill());
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
@@ -161,8 +170,8 @@ if (!existsSync(py)) {
       measure: async (b, calls) => {
         child.stdin.write(`${b} ${calls}\n`);
         const r = await next();
-        if (!r || typeof r.seconds !== 'number') throw new Error(`PyTorch peer failed: ${stderr.slice(-500)}`);
-        return r.seconds;
+        if (!r || typeof r.seconds !== 'number' || typeof r.cpu !== 'number') throw new Error(`PyTorch peer failed: ${stderr.slice(-500)}`);
+        return { seconds: r.seconds, cpu: r.cpu };
       },
       close: async () => { child.stdin.end(); },
     });
@@ -172,13 +181,15 @@ if (skipped['PyTorch fp32']) log(`skip PyTorch fp32: ${skipped['PyTorch fp32']}`
 
 // ---------------------------------------------------------------- interleaved rounds
 const rates = new Map<string, number[]>();
+const cpuMicros = new Map<string, number[]>();
 const calls = new Map<string, number>();
 for (const b of batches) {
   for (const p of peers) {
     await p.measure(b, 1); // warm-up
     const one = await p.measure(b, 1);
-    calls.set(`${p.name}@${b}`, Math.max(1, Math.round(seconds / one)));
+    calls.set(`${p.name}@${b}`, Math.max(1, Math.round(seconds / one.seconds)));
     rates.set(`${p.name}@${b}`, []);
+    cpuMicros.set(`${p.name}@${b}`, []);
   }
 }
 for (let r = 0; r < rounds; r++) {
@@ -186,8 +197,9 @@ for (let r = 0; r < rounds; r++) {
     for (const p of peers) {
       const key = `${p.name}@${b}`;
       const n = calls.get(key)!;
-      const s = await p.measure(b, n);
-      rates.get(key)!.push((n * b) / s);
+      const t = await p.measure(b, n);
+      rates.get(key)!.push((n * b) / t.seconds);
+      cpuMicros.get(key)!.push((t.cpu * 1e6) / (n * b));
     }
   }
   log(`round ${r + 1}/${rounds}: ${batches.map((b) => peers.map((p) => `${p.name}@${b} ${rates.get(`${p.name}@${b}`)!.at(-1)!.toFixed(0)}`).join(', ')).join(' | ')}`);
@@ -198,12 +210,18 @@ rmSync(dir, { recursive: true, force: true });
 const rows: Record<string, unknown>[] = [];
 for (const b of batches) {
   const ref = median(rates.get(`${peers[0]!.name}@${b}`)!);
-  log(`batch ${b} (median of ${rounds} rounds, images/s; native / peer):`);
+  const refCpu = median(cpuMicros.get(`${peers[0]!.name}@${b}`)!);
+  log(`batch ${b} (median of ${rounds} rounds: wall images/s, native / peer; CPU µs per image, peer / native):`);
   for (const p of peers) {
     const rs = rates.get(`${p.name}@${b}`)!;
+    const cs = cpuMicros.get(`${p.name}@${b}`)!;
     const med = median(rs);
-    log(`  ${p.name.padEnd(30)} ${med.toFixed(0).padStart(7)}  (best ${Math.max(...rs).toFixed(0)})  native / this ${(ref / med).toFixed(2)}x`);
-    rows.push({ batch: b, peer: p.name, medianImagesPerSecond: med, bestImagesPerSecond: Math.max(...rs), imagesPerSecond: rs, callsPerMeasurement: calls.get(`${p.name}@${b}`), nativeOverPeer: ref / med });
+    const cpu = median(cs);
+    log(`  ${p.name.padEnd(30)} ${med.toFixed(0).padStart(7)}  (best ${Math.max(...rs).toFixed(0)})  native / this ${(ref / med).toFixed(2)}x;  CPU ${cpu.toFixed(1).padStart(7)} µs/image (this / native ${(cpu / refCpu).toFixed(2)}x)`);
+    rows.push({
+      batch: b, peer: p.name, medianImagesPerSecond: med, bestImagesPerSecond: Math.max(...rs), imagesPerSecond: rs, callsPerMeasurement: calls.get(`${p.name}@${b}`),
+      nativeOverPeer: ref / med, medianCpuMicrosPerImage: cpu, cpuMicrosPerImage: cs, cpuPeerOverNative: cpu / refCpu,
+    });
   }
 }
 const out = 'bench/results/residual-peers.json';

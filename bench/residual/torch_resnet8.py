@@ -12,7 +12,8 @@ depend on the weights). Input [batch, 1, 28, 28] random normal.
   python3 torch_resnet8.py --serve [--threads 2]
 
 --serve: prints {"ready": ...} (versions, parameter count), then per line "BATCH STEPS" read from
-stdin runs STEPS forward passes on one random batch of BATCH images and prints {"seconds": wall}
+stdin runs STEPS forward passes on one random batch of BATCH images and prints {"seconds": wall,
+"cpu": process CPU seconds of all threads}
 (so that a driver can interleave this peer with others, round by round); ends at EOF.
 
 If torch cannot be imported, prints {"skipped": "<reason>"} and exits 0.
@@ -82,10 +83,10 @@ def main():
             for line in sys.stdin:
                 batch, steps = (int(v) for v in line.split())
                 x = inputs.setdefault(batch, torch.randn(batch, 1, 28, 28))
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 for _ in range(steps):
                     model(x)
-                emit({"seconds": time.perf_counter() - start})
+                emit({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu})
         return
     x = torch.randn(a.batch, 1, 28, 28)
     with torch.no_grad():
