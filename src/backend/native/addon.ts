@@ -144,8 +144,9 @@ export interface NativeAddon {
   /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
   intPlanKernels?(plan: NativeIntPlan): string[];
   /**
-   * The executor's integer add (plan op kind 6) on int32 values: out[i] = clamp(z + addRescaled(a[i] − z_a, M_a,
-   * b[i] − z_b, M_b, shift), lo, hi); params = [z_a, z_b, M_a, M_b, shift, z, lo, hi]. For tests.
+   * The executor's integer add (plan op kind 6; its AVX-512 / AVX2 kernel where exact): out[i] = clamp(z +
+   * addRescaled(a[i] − z_a, M_a, b[i] − z_b, M_b, shift), lo, hi); params = [z_a, z_b, M_a, M_b, shift, z, lo, hi].
+   * a, b, out: Uint8Array (u8), Int8Array (s8) or Int32Array (int32), one length; [lo, hi] must fit out's type. For tests.
    */
   intAddValues?(a: Uint8Array | Int8Array | Int32Array, b: Uint8Array | Int8Array | Int32Array, params: Float64Array, out: Uint8Array | Int8Array | Int32Array): void;
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
