@@ -26,6 +26,7 @@
 #include "amx.h"
 #include "intgemm.h"
 #include "intmodel.h"
+#include "intadd.h"
 #include "irnn.h"
 #include "optim.h"
 #include "scratch.h"
@@ -1082,7 +1083,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     auto o = item.As<Napi::Object>();
-    std::vector<int32_t> meta, mult, shift, bias, thr, dir;
+    std::vector<int32_t> meta, mult, shift, bias, thr, dir, index;
     std::vector<double> f64;
     std::vector<int8_t> w;
     std::vector<uint8_t> wbits;
@@ -1092,7 +1093,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
         !optArray<int32_t, napi_int32_array>(o, "mult", &mult, env) || !optArray<int32_t, napi_int32_array>(o, "shift", &shift, env) ||
         !optArray<int32_t, napi_int32_array>(o, "bias", &bias, env) || !optArray<int32_t, napi_int32_array>(o, "threshold", &thr, env) ||
         !optArray<int32_t, napi_int32_array>(o, "direction", &dir, env) || !optArray<float, napi_float32_array>(o, "S", &S, env) ||
-        !optArray<float, napi_float32_array>(o, "B", &B, env)) {
+        !optArray<float, napi_float32_array>(o, "B", &B, env) || !optArray<int32_t, napi_int32_array>(o, "index", &index, env)) {
       return env.Undefined();
     }
     if (meta.size() < 28 || f64.size() < 3) {
@@ -1100,7 +1101,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     lowbit::IntOp op;
-    if (meta[0] < 0 || meta[0] > 6 || meta[1] < 0 || meta[1] > 4 || meta[2] < 0 || meta[2] > 4 || meta[21] < 0 || meta[21] > 2) {
+    if (meta[0] < 0 || meta[0] > 7 || meta[1] < 0 || meta[1] > 4 || meta[2] < 0 || meta[2] > 4 || meta[21] < 0 || meta[21] > 2) {
       fail(env, "intPlanCreate: op " + std::to_string(i) + " has a bad kind, type or mode");
       return env.Undefined();
     }
@@ -1137,6 +1138,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       op.multA = static_cast<int64_t>(f64[1]), op.multB = static_cast<int64_t>(f64[2]);
       op.outMode = lowbit::IOutMode::Requantize;
     }
+    if (op.kind == lowbit::IOpKind::Permute) op.gather = std::move(index);  // checked by intPlanFinish
     const bool layer = op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear;
     if (layer) {
       if (op.groups <= 0 || op.OC <= 0 || op.K < 0 || op.OC % op.groups != 0 || op.OC > (1 << 24) || op.K > (1 << 26)) {
@@ -1279,17 +1281,27 @@ Napi::Value IntPlanProfile(const Napi::CallbackInfo& info) {
 
 // intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
 // (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
-// intAddValues(a: Int32Array, b: Int32Array, params: Float64Array [z_a, z_b, M_a, M_b, shift, z, lo, hi],
-//   out: Int32Array): the add op of the executor on int32 values (tests compare it with addRescaled).
+// intAddValues(a, b, params: Float64Array [z_a, z_b, M_a, M_b, shift, z, lo, hi], out): the add op of
+//   the executor (its vector kernel where exact) on a, b, out each a Uint8Array (u8), Int8Array (s8)
+//   or Int32Array (int32) of one length; tests compare it with addRescaled.
 Napi::Value IntAddValues(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    fail(env, "intAddValues: expected (a: Int32Array, b: Int32Array, params: Float64Array(8), out: Int32Array)");
+  const auto typeOf = [](const Napi::Value& v, lowbit::IType* t) {
+    if (!v.IsTypedArray()) return false;
+    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_uint8_array: *t = lowbit::IType::U8; return true;
+      case napi_int8_array: *t = lowbit::IType::S8; return true;
+      case napi_int32_array: *t = lowbit::IType::I32; return true;
+      default: return false;
+    }
+  };
+  lowbit::IType ta, tb, to;
+  if (info.Length() < 4 || !typeOf(info[0], &ta) || !typeOf(info[1], &tb) || !typeOf(info[3], &to) || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    fail(env, "intAddValues: expected (a, b: Uint8Array | Int8Array | Int32Array, params: Float64Array(8), out: Uint8Array | Int8Array | Int32Array)");
     return env.Undefined();
   }
-  auto a = info[0].As<Napi::Int32Array>(), b = info[1].As<Napi::Int32Array>(), out = info[3].As<Napi::Int32Array>();
+  auto a = info[0].As<Napi::TypedArray>(), b = info[1].As<Napi::TypedArray>(), out = info[3].As<Napi::TypedArray>();
   auto p = info[2].As<Napi::Float64Array>();
   if (p.ElementLength() < 8 || b.ElementLength() != a.ElementLength() || out.ElementLength() != a.ElementLength()) {
     fail(env, "intAddValues: params needs 8 values and a, b, out equal lengths");
@@ -1302,13 +1314,18 @@ Napi::Value IntAddValues(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
   }
+  if (p[6] > p[7] || (to == lowbit::IType::U8 && (p[6] < 0 || p[7] > 255)) || (to == lowbit::IType::S8 && (p[6] < -128 || p[7] > 127))) {
+    fail(env, "intAddValues: the range [lo, hi] = [" + std::to_string(p[6]) + ", " + std::to_string(p[7]) + "] does not fit the output array's type");
+    return env.Undefined();
+  }
   lowbit::IntOp op;
   op.kind = lowbit::IOpKind::Add;
-  op.in = op.in2 = op.out = lowbit::IType::I32;
+  op.in = ta, op.in2 = tb, op.out = to;
   op.zero = static_cast<int32_t>(p[0]), op.zero2 = static_cast<int32_t>(p[1]);
   op.multA = static_cast<int64_t>(p[2]), op.multB = static_cast<int64_t>(p[3]), op.addShift = static_cast<int32_t>(p[4]);
   op.z = static_cast<int32_t>(p[5]), op.lo = static_cast<int32_t>(p[6]), op.hi = static_cast<int32_t>(p[7]);
-  lowbit::intAddValues(op, a.Data(), b.Data(), static_cast<int64_t>(a.ElementLength()), out.Data());
+  const auto data = [](Napi::TypedArray t) { return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(); };
+  lowbit::intAddValues(op, data(a), data(b), static_cast<int64_t>(a.ElementLength()), data(out));
   return env.Undefined();
 }
 
@@ -1319,7 +1336,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const lowbit::IntPlan* plan = info[0].As<Napi::External<lowbit::IntPlan>>().Data();
-  static const char* const kinds[] = {"quantize", "conv", "linear", "maxpool", "avgpool", "clamp", "add"};
+  static const char* const kinds[] = {"quantize", "conv", "linear", "maxpool", "avgpool", "clamp", "add", "permute"};
   Napi::Array out = Napi::Array::New(env);
   uint32_t i = 0;
   for (const auto& op : plan->ops) {
@@ -1334,6 +1351,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
       if (op.poolKh > 0) name += "+maxpool";
       if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }
+    if (op.kind == lowbit::IOpKind::Add) name += std::string(" ") + lowbit::intAddPathName();
     out.Set(i++, name);
   }
   return out;

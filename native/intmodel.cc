@@ -10,6 +10,7 @@
 
 #include "amx.h"
 #include "cpu.h"
+#include "intadd.h"
 #include "intgemm.h"
 #include "threadpool.h"
 
@@ -1073,33 +1074,25 @@ void runClamp(const IntOp& op, const void* x, int64_t n, void* out) {
   }
 }
 
-// addRescaled (intmodel.ts) of the differences da = a - z_a, db = b - z_b: the exact sum
-// t = da M_a + db M_b rounded once by 2^-n, half away from zero. Like the TS code, when |da| and
-// |db| are below 2^21 it works in doubles (|t| < 2^53 is exact; |t| + 2^(n-1) may round, but never
-// across a multiple of 2^n, so the floor is exact too), else exactly (TS: BigInt; here __int128,
-// |t| < 2^65).
-inline __int128 addRescaledOne(int64_t da, int64_t ma, int64_t db, int64_t mb, int32_t shift) {
-  if (std::llabs(da) < (int64_t{1} << 21) && std::llabs(db) < (int64_t{1} << 21)) {
-    const double t = opaque(static_cast<double>(da) * static_cast<double>(ma)) + opaque(static_cast<double>(db) * static_cast<double>(mb));
-    if (shift == 0) return static_cast<__int128>(t);
-    const double p = std::ldexp(1.0, shift);
-    const double r = std::floor(opaque(std::fabs(t) + p / 2) / p);
-    return static_cast<__int128>(t < 0 ? -r : r);
+// Elementwise, so the layout does not matter: both inputs are [count] values of one sample order
+// (the arithmetic and its vector kernels: intadd.cc).
+void runAdd(const IntOp& op, const void* a, const void* b, int64_t n, void* out) { intAddRun(op, a, b, n * op.C * op.H * op.W, out); }
+
+// Per sample: out[p] = in[gather[p]] (a layout change; values of one type, copied unchanged).
+template <typename T>
+void permuteAs(const IntOp& op, const T* x, int64_t n, T* out) {
+  const int64_t count = op.C * op.H * op.W;
+  const int32_t* g = op.gather.data();
+  for (int64_t s = 0; s < n; s++, x += count, out += count) {
+    for (int64_t p = 0; p < count; p++) out[p] = x[g[p]];
   }
-  const __int128 t = static_cast<__int128>(da) * ma + static_cast<__int128>(db) * mb;
-  const __int128 a = t < 0 ? -t : t;
-  const __int128 r = shift == 0 ? a : (a + (static_cast<__int128>(1) << (shift - 1))) >> shift;
-  return t < 0 ? -r : r;
 }
 
-// Elementwise, so the layout does not matter: both inputs are [count] values of one sample order.
-void runAdd(const IntOp& op, const void* a, const void* b, int64_t n, void* out) {
-  const int64_t count = n * op.C * op.H * op.W;
-  for (int64_t i = 0; i < count; i++) {
-    const int64_t da = static_cast<int64_t>(loadValue(op.in, a, i)) - op.zero;
-    const int64_t db = static_cast<int64_t>(loadValue(op.in2, b, i)) - op.zero2;
-    const __int128 q = addRescaledOne(da, op.multA, db, op.multB, op.addShift) + op.z;
-    storeValue(op.out, out, i, static_cast<int32_t>(q < op.lo ? op.lo : q > op.hi ? op.hi : q));
+void runPermute(const IntOp& op, const void* x, int64_t n, void* out) {
+  switch (op.in) {
+    case IType::U8: permuteAs(op, static_cast<const uint8_t*>(x), n, static_cast<uint8_t*>(out)); break;
+    case IType::S8: permuteAs(op, static_cast<const int8_t*>(x), n, static_cast<int8_t*>(out)); break;
+    default: permuteAs(op, static_cast<const int32_t*>(x), n, static_cast<int32_t*>(out)); break;
   }
 }
 
@@ -1117,9 +1110,7 @@ bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, si
 }  // namespace
 
 void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out) {
-  IntOp one = op;
-  one.C = count, one.H = 1, one.W = 1;
-  runAdd(one, a, b, 1, out);
+  intAddRun(op, a, b, count, out);
 }
 
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
@@ -1399,6 +1390,15 @@ std::string intPlanFinish(IntPlan* plan) {
         }
         break;
       }
+      case IOpKind::Permute: {
+        const int64_t count = op.C * op.H * op.W;
+        if ((op.in != IType::U8 && op.in != IType::S8 && op.in != IType::I32) || op.out != op.in) return at + "permute types (u8, s8 or int32, kept)";
+        if (op.OC * op.OH * op.OW != count || static_cast<int64_t>(op.gather.size()) != count) return at + "permute size";
+        for (const int32_t k : op.gather) {
+          if (k < 0 || k >= count) return at + "permute index " + std::to_string(k) + " out of range [0, " + std::to_string(count) + ")";
+        }
+        break;
+      }
     }
     if (op.kind == IOpKind::Conv || op.kind == IOpKind::Linear) {
       const size_t O = static_cast<size_t>(op.OC);
@@ -1454,6 +1454,7 @@ void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float*
       case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;
       case IOpKind::Clamp: runClamp(op, cur, m, dst); break;
       case IOpKind::Add: runAdd(op, cur, buf[op.src2], m, dst); break;
+      case IOpKind::Permute: runPermute(op, cur, m, dst); break;
     }
     if (nanos) {
       clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);

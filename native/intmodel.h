@@ -16,7 +16,10 @@
 //   dequantize: y = float(double(acc) S[c] + double(B[c]))
 //   max / average pooling and clamps as ops.ts.
 //   add:        clamp(z + addRescaled(a - z_a, M_a, b - z_b, M_b, n), lo, hi) (intmodel.ts: one
-//               rounding of the exact sum, half away from zero, mirroring its double fast path)
+//               rounding of the exact sum, half away from zero, mirroring its double fast path;
+//               vector kernels in intadd.cc)
+//   permute:    out[p] = in[gather[p]] per sample (puts an add's second input into the first one's
+//               layout when they differ, e.g. a flattened NHWC map and a Linear output)
 //
 // Values live in slots (IntOp::src / src2 / dst): src = -1 is the model input x, the last op writes
 // the model output. A plan built without slots (IntPlan::slots false) is a chain: intPlanFinish
@@ -29,7 +32,7 @@
 namespace lowbit {
 
 enum class IType : int32_t { U8 = 0, S8 = 1, I32 = 2, Bits = 3, F32 = 4 };
-enum class IOpKind : int32_t { Quantize = 0, Conv = 1, Linear = 2, MaxPool = 3, AvgPool = 4, Clamp = 5, Add = 6 };
+enum class IOpKind : int32_t { Quantize = 0, Conv = 1, Linear = 2, MaxPool = 3, AvgPool = 4, Clamp = 5, Add = 6, Permute = 7 };
 enum class IOutMode : int32_t { Requantize = 0, Sign = 1, Dequantize = 2 };
 
 struct IntOp {
@@ -101,6 +104,8 @@ struct IntOp {
   int32_t fracBits = 0;
   // clamp (doubles: +-inf allowed)
   double clo = 0, chi = 0;
+  // permute: per-sample source index of each output element (C H W values in [0, C H W))
+  std::vector<int32_t> gather;
 };
 
 struct IntPlan {

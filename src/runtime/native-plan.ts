@@ -14,9 +14,13 @@
  * (meta src / src2 / dst, assigned by liveness: a slot is reused after the last reader of its value)
  * and the integer add op; a chain (version 1) compiles to the slot-less chain plan as before.
  *
+ * The two inputs of an add can sit in different native layouts (e.g. a flattened NHWC map and a
+ * Linear's output, or two flattened maps of different [C, H, W]): the compiler then emits a permute
+ * op (a per-sample gather) that puts the second input into the first one's order; the sum keeps the
+ * first input's layout.
+ *
  * Unsupported graphs (a layer input wider than 8 bits, a non-final float value, flattening other
- * than all-but-batch, a 4-D dequantized output, an add of values in different layouts) compile to a
- * reason string and run in TypeScript.
+ * than all-but-batch, a 4-D dequantized output) compile to a reason string and run in TypeScript.
  */
 import type { NativeIntOp } from '../backend/native/addon.ts';
 import type { IntModel, IntNode, LayerNode, LayerOutput } from './intmodel.ts';
@@ -29,7 +33,7 @@ const I32 = 2;
 const BITS = 3;
 const F32 = 4;
 
-const KIND = { quantize: 0, conv: 1, linear: 2, maxpool: 3, avgpool: 4, clamp: 5, add: 6 } as const;
+const KIND = { quantize: 0, conv: 1, linear: 2, maxpool: 3, avgpool: 4, clamp: 5, add: 6, permute: 7 } as const;
 const OUT_MODE = { requantize: 0, sign: 1, dequantize: 2 } as const;
 
 interface ValueState {
@@ -66,6 +70,35 @@ const M = {
   groups: 17, zero: 18, qmin: 19, qmax: 20, mode: 21, z: 22, lo: 23, hi: 24, biasShift: 25, fracBits: 26, K: 27,
   slots: 28, src: 29, src2: 30, dst: 31,
 } as const;
+
+/**
+ * The native order of a value's elements per sample: order[p] = the TypeScript (NCHW, row-major)
+ * index of the element at native position p, or null when the two coincide. A feature map, and a
+ * flattened one (`permute`), is NHWC: p = (h W + w) C + c holds index c H W + h W + w.
+ */
+function nativeOrder(s: ValueState): Int32Array | null {
+  const d = s.rank4 ? { C: s.C, H: s.H, W: s.W } : s.permute;
+  if (!d || d.C === 1 || d.H * d.W === 1) return null;
+  const HW = d.H * d.W;
+  const order = new Int32Array(d.C * HW);
+  for (let sp = 0; sp < HW; sp++) for (let c = 0; c < d.C; c++) order[sp * d.C + c] = c * HW + sp;
+  return order;
+}
+
+/**
+ * The gather that puts value b into value a's native order (index[p] = b's native position of the
+ * element at a's position p), or null when both orders are the same.
+ */
+function layoutGather(a: ValueState, b: ValueState): Int32Array | null {
+  const oa = nativeOrder(a);
+  const ob = nativeOrder(b);
+  if (oa === null && ob === null) return null;
+  if (oa !== null && ob !== null && oa.length === ob.length && oa.every((v, k) => v === ob[k])) return null;
+  const n = (oa ?? ob)!.length;
+  const positionInB = new Int32Array(n);
+  for (let p = 0; p < n; p++) positionInB[ob ? ob[p]! : p] = p;
+  return Int32Array.from({ length: n }, (_, p) => positionInB[oa ? oa[p]! : p]!);
+}
 
 /** Whether a sign-output Linear feeds (through flattens only) binary Linears with sign input only (`readers`: its readers past flattens). */
 function feedsXnorLinear(nodes: readonly IntNode[], readers: readonly number[]): boolean {
@@ -120,12 +153,17 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
   const free: number[] = [];
   let slotCount = 0;
   const ops: NativeIntOp[] = [];
-  const emit = (i: number, op: NativeIntOp): void => {
+  const takeSlot = (): number => {
+    free.sort((a, b) => a - b);
+    return free.length > 0 ? free.shift()! : slotCount++;
+  };
+  // `src2`: the second input's slot when it is not the producer's (a permuted copy)
+  const emit = (i: number, op: NativeIntOp, src2?: number): void => {
     const srcs = refs[i]!.map((k) => (k < 0 ? -1 : slotOf[owner[k]!]!));
+    if (src2 !== undefined) srcs[1] = src2;
     let dst = -1;
     if (i !== lastOp) {
-      free.sort((a, b) => a - b);
-      dst = free.length > 0 ? free.shift()! : slotCount++;
+      dst = takeSlot();
       slotOf[i] = dst;
     }
     op.meta[M.slots] = 1;
@@ -153,13 +191,29 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
       case 'add': {
         const b = ins[1]!;
         if (v.type === BITS || b.type === BITS) return `'${node.name}' adds sign bits`;
-        const samePermute = (v.permute === null && b.permute === null) || (v.permute !== null && b.permute !== null && v.permute.C === b.permute.C && v.permute.H === b.permute.H && v.permute.W === b.permute.W);
-        if (v.C !== b.C || v.H !== b.H || v.W !== b.W || v.rank4 !== b.rank4 || !samePermute) return `'${node.name}' adds values of different layouts`;
+        if (v.C * v.H * v.W !== b.C * b.H * b.W || v.rank4 !== b.rank4 || (v.rank4 && (v.C !== b.C || v.H !== b.H || v.W !== b.W))) {
+          return `'${node.name}' adds values of different shapes`;
+        }
+        // b in another native order (e.g. a flattened NHWC map + a Linear output): a permute op
+        // copies it into a's order into a temporary slot, free again after the add
+        const gather = layoutGather(v, b);
+        let src2: number | undefined;
+        if (gather) {
+          const count = gather.length;
+          src2 = takeSlot();
+          const perm = opOf({ kind: KIND.permute, in: b.type, out: b.type, C: count, H: 1, W: 1, OC: count, OH: 1, OW: 1 }, [1, 0, 0], { index: gather });
+          perm.meta[M.slots] = 1;
+          perm.meta[M.src] = slotOf[owner[refs[i]![1]!]!]!;
+          perm.meta[M.src2] = -1;
+          perm.meta[M.dst] = src2;
+          ops.push(perm);
+        }
         const outType = rangeType(node.lo, node.hi);
         emit(i, opOf({
           kind: KIND.add, in: v.type, out: outType, ...dims(), OC: v.C, OH: v.H, OW: v.W, zero: node.inputZeroPoints[0], qmin: node.inputZeroPoints[1], qmax: b.type,
           biasShift: node.shift, z: node.zeroPoint, lo: node.lo, hi: node.hi,
-        }, [1, node.multipliers[0], node.multipliers[1]]));
+        }, [1, node.multipliers[0], node.multipliers[1]]), src2);
+        if (src2 !== undefined) free.push(src2);
         v.type = outType;
         break;
       }

@@ -144,10 +144,11 @@ export interface NativeAddon {
   /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
   intPlanKernels?(plan: NativeIntPlan): string[];
   /**
-   * The executor's integer add (plan op kind 6) on int32 values: out[i] = clamp(z + addRescaled(a[i] − z_a, M_a,
-   * b[i] − z_b, M_b, shift), lo, hi); params = [z_a, z_b, M_a, M_b, shift, z, lo, hi]. For tests.
+   * The executor's integer add (plan op kind 6; its AVX-512 / AVX2 kernel where exact): out[i] = clamp(z +
+   * addRescaled(a[i] − z_a, M_a, b[i] − z_b, M_b, shift), lo, hi); params = [z_a, z_b, M_a, M_b, shift, z, lo, hi].
+   * a, b, out: Uint8Array (u8), Int8Array (s8) or Int32Array (int32), one length; [lo, hi] must fit out's type. For tests.
    */
-  intAddValues?(a: Int32Array, b: Int32Array, params: Float64Array, out: Int32Array): void;
+  intAddValues?(a: Uint8Array | Int8Array | Int32Array, b: Uint8Array | Int8Array | Int32Array, params: Float64Array, out: Uint8Array | Int8Array | Int32Array): void;
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   /**
@@ -190,6 +191,8 @@ export interface NativeIntOp {
   readonly direction?: Int32Array;
   readonly S?: Float32Array;
   readonly B?: Float32Array;
+  /** permute op (kind 7): out[p] = in[index[p]] per sample, index values in [0, elements). */
+  readonly index?: Int32Array;
 }
 
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */
