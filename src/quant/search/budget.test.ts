@@ -18,6 +18,8 @@ describe('parseBudget', () => {
     assert.equal(parseBudget('latency=150µs').value, 150);
     assert.equal(parseBudget('energy=5uJ').value, 5e6);
     assert.equal(parseBudget('bitserial=20k').value, 20_000);
+    assert.deepEqual(parseBudget('silago=20k'), { cost: 'silago', value: 20_000, text: 'silago=20k' });
+    assert.equal(parseBudget('silagoEnergy=1.5M').value, 1.5e6);
     assert.equal(parseBudget(' size = 40KB ').text, 'size = 40KB');
   });
 
@@ -37,5 +39,7 @@ describe('parseBudget', () => {
     assert.equal(costDisplay('latency', 'µs').scale, 1e-6);
     assert.equal(costDisplay('energy', 'pJ').scale, 1e-12);
     assert.equal(costDisplay('bitops', 'bitops').scale, 1);
+    assert.equal(costDisplay('silago', 'cycles').unit, 'cycles');
+    assert.equal(costDisplay('silagoEnergy', 'E16').unit, 'E16');
   });
 });

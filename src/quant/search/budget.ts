@@ -32,6 +32,8 @@ const UNITS: Record<CostModelName, { units: Record<string, number>; example: str
   bitserial: { units: SI, example: 'bitserial=20k (cycles; optional k, M, G)', unitless: true },
   latency: { units: { ns: 1e-3, us: 1, 'µs': 1, ms: 1e3, s: 1e6 }, example: 'latency=2ms (ns, us, µs, ms, s)', unitless: false },
   energy: { units: { pJ: 1, nJ: 1e3, uJ: 1e6, 'µJ': 1e6, mJ: 1e9, J: 1e12 }, example: 'energy=5uJ (pJ, nJ, uJ, µJ, mJ, J)', unitless: false },
+  silago: { units: SI, example: 'silago=20k (SiLago-like array cycles; optional k, M, G)', unitless: true },
+  silagoEnergy: { units: SI, example: 'silagoEnergy=50k (SiLago-like MAC energy in 16-bit-MAC units; optional k, M, G)', unitless: true },
 };
 
 /**
@@ -39,8 +41,8 @@ const UNITS: Record<CostModelName, { units: Record<string, number>; example: str
  * the accepted form for an unknown cost, a missing or unknown unit, or a non-positive value.
  */
 export function parseBudget(text: string): Budget {
-  const m = /^\s*([a-z]+)\s*=\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([A-Za-zµ]*)\s*$/.exec(text);
-  const name = /^\s*([a-z]+)\s*=/.exec(text)?.[1];
+  const m = /^\s*([A-Za-z]+)\s*=\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([A-Za-zµ]*)\s*$/.exec(text);
+  const name = /^\s*([A-Za-z]+)\s*=/.exec(text)?.[1];
   if (name !== undefined && !(COST_MODEL_NAMES as readonly string[]).includes(name)) {
     throw new BudgetError(`unknown budget cost '${name}' in '${text}' (known: ${COST_MODEL_NAMES.join(', ')})`);
   }
@@ -76,6 +78,10 @@ export function costDisplay(name: string, unit: string): CostDisplay {
       return { label: 'energy per sample', unit: 'J', scale: unit === 'pJ' ? 1e-12 : 1 };
     case 'bitserial':
       return { label: 'bit-serial cycles per sample', unit: 'cycles', scale: 1 };
+    case 'silago':
+      return { label: 'SiLago-like array cycles per sample', unit: 'cycles', scale: 1 };
+    case 'silagoEnergy':
+      return { label: 'SiLago-like MAC energy per sample (16-bit MACs)', unit: 'E16', scale: 1 };
     default:
       return { label: name, unit, scale: 1 };
   }

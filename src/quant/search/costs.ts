@@ -206,13 +206,14 @@ export function siLagoEnergyCost(options: SiLagoOptions = {}): CostModel {
 }
 
 /** Names `costModel` knows. */
-export const COST_MODEL_NAMES = ['size', 'bitops', 'latency', 'bitserial', 'energy'] as const;
+export const COST_MODEL_NAMES = ['size', 'bitops', 'latency', 'bitserial', 'energy', 'silago', 'silagoEnergy'] as const;
 export type CostModelName = (typeof COST_MODEL_NAMES)[number];
 
 export interface CostModelOptions {
   readonly latency?: LatencyCostOptions;
   readonly bitSerial?: BitSerialOptions;
   readonly energy?: Partial<EnergyConstants>;
+  readonly siLago?: SiLagoOptions;
 }
 
 /** A cost model by name (see `COST_MODEL_NAMES`); unknown names throw listing the known ones. */
@@ -228,6 +229,10 @@ export function costModel(name: string, options: CostModelOptions = {}): CostMod
       return bitSerialCost(options.bitSerial);
     case 'energy':
       return energyCost(options.energy);
+    case 'silago':
+      return siLagoCost(options.siLago);
+    case 'silagoEnergy':
+      return siLagoEnergyCost(options.siLago);
     default:
       throw new Error(`unknown cost model '${name}' (known: ${COST_MODEL_NAMES.join(', ')})`);
   }

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  DEFAULT_SILAGO_ENERGY_PER_CYCLE, siLagoCost, siLagoEnergyCost, siLagoLanes, siLagoMode, sizeCost, totalCost, uniformAssignment,
+  costModel, DEFAULT_SILAGO_ENERGY_PER_CYCLE, siLagoCost, siLagoEnergyCost, siLagoLanes, siLagoMode, sizeCost, totalCost, uniformAssignment,
 } from './costs.ts';
 import type { LayerInfo } from './types.ts';
 
@@ -64,5 +64,13 @@ describe('SiLago-like cost model', () => {
     assert.throws(() => siLagoEnergyCost({ energyPerCycle: { 16: 1, 8: -1, 4: 1 } }), /energyPerCycle\[8\] must be a finite number > 0, got -1/);
     // Size is unaffected by the datapath: W2 stores 2 bits even though it multiplies in 4-bit mode.
     assert.equal(sizeCost().layerCost(proj, 2, 8), proj.weightCount * 2);
+  });
+
+  it('costModel knows them by name (the CLI budgets silago=… and silagoEnergy=…), options passed through', () => {
+    const layer: LayerInfo = { ...head, macs: 1200 };
+    assert.equal(costModel('silago', { siLago: { macUnits: 2 } }).layerCost(layer, 4, 4), siLagoCost({ macUnits: 2 }).layerCost(layer, 4, 4));
+    assert.equal(costModel('silago').layerCost(layer, 8, 8), 1200 / (16 * 2));
+    assert.equal(costModel('silagoEnergy').layerCost(layer, 8, 8), siLagoEnergyCost().layerCost(layer, 8, 8));
+    assert.equal(costModel('silagoEnergy').name, 'silagoEnergy');
   });
 });
