@@ -1233,7 +1233,10 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     lowbit::intPrepareAmx(&plan->ops[index], weights.data());
     plan->usesAmx = plan->usesAmx || plan->ops[index].amx;
   }
-  if (allowFuse) lowbit::intPlanFuse(plan.get());
+  if (allowFuse) {
+    lowbit::intPlanFuse(plan.get());
+    lowbit::intPlanShareConv(plan.get());
+  }
   return Napi::External<lowbit::IntPlan>::New(env, plan.release(), [](Napi::Env, lowbit::IntPlan* p) { delete p; });
 }
 
@@ -1349,6 +1352,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
               : op.amx                    ? " amx"
                                           : std::string(" ") + lowbit::int8PathName();
       if (op.poolKh > 0) name += "+maxpool";
+      if (op.second) name += "+2nd output";
       if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }
     if (op.kind == lowbit::IOpKind::Add) name += std::string(" ") + lowbit::intAddPathName();

@@ -523,40 +523,67 @@ LOWBIT_TARGET_DIRECT inline void convDirectAcc(const IntOp& op, const uint8_t* p
   }
 }
 
-// Requantized bytes of NB channels at `count` (<= 16) positions from (oy, ox0): dst[p * OC + o].
-template <int NB, int GT>
-LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
-                                          const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
-  __m512i accs[1][NB];
-  convDirectAcc<NB, 1, GT>(op, pad, PW, oy, ox0, ob, t, negZero, accs);
-  const __m512i* acc = accs[0];
-  alignas(64) uint8_t tmp[16 * NB];
+// Requantizes the accumulators of the NB channels [ob, ob + NB) at `count` (<= 16) positions with
+// q's output stage into dst[p * OC + o].
+template <int NB>
+LOWBIT_TARGET_DIRECT inline void convDirectStore(const IntOp& q, const __m512i* acc, int64_t ob, uint8_t* dst, int64_t count, int64_t OC) {
+  alignas(64) uint8_t tmp[128];
   for (int o = 0; o < NB; o++) {
     const int64_t c = ob + o;
     __m256i lo, hi;
-    if (op.intRequant) {
-      const __m512i m0 = _mm512_set1_epi64(op.rqM0[c]), bmh = _mm512_set1_epi64(op.rqBmh[c]);
-      const __m512i half = _mm512_set1_epi64(op.rqHalf[c]), sh = _mm512_set1_epi64(op.rqShift[c]);
-      const __mmask8 lowZero = op.rqLowZero[c] ? 0xff : 0;
-      lo = requant8i(op, _mm512_castsi512_si256(acc[o]), m0, bmh, half, sh, lowZero);
-      hi = requant8i(op, _mm512_extracti64x4_epi64(acc[o], 1), m0, bmh, half, sh, lowZero);
+    if (q.intRequant) {
+      const __m512i m0 = _mm512_set1_epi64(q.rqM0[c]), bmh = _mm512_set1_epi64(q.rqBmh[c]);
+      const __m512i half = _mm512_set1_epi64(q.rqHalf[c]), sh = _mm512_set1_epi64(q.rqShift[c]);
+      const __mmask8 lowZero = q.rqLowZero[c] ? 0xff : 0;
+      lo = requant8i(q, _mm512_castsi512_si256(acc[o]), m0, bmh, half, sh, lowZero);
+      hi = requant8i(q, _mm512_extracti64x4_epi64(acc[o], 1), m0, bmh, half, sh, lowZero);
     } else {
-      const __m512d bias = _mm512_set1_pd(op.bias[c]), ms = _mm512_set1_pd(op.mscale[c]);
-      const __mmask8 mneg = op.mneg[c] ? 0xff : 0;
-      lo = requant8(op, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
-      hi = requant8(op, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
+      const __m512d bias = _mm512_set1_pd(q.bias[c]), ms = _mm512_set1_pd(q.mscale[c]);
+      const __mmask8 mneg = q.mneg[c] ? 0xff : 0;
+      lo = requant8(q, _mm512_castsi512_si256(acc[o]), bias, ms, mneg);
+      hi = requant8(q, _mm512_extracti64x4_epi64(acc[o], 1), bias, ms, mneg);
     }
     _mm_store_si128(reinterpret_cast<__m128i*>(tmp + 16 * o), _mm512_cvtepi32_epi8(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)));
   }
+  if (NB == 8) {
+    // transpose [o][p] to 8-byte rows [p][o] (two byte permutes), one scattered qword per position
+    static const struct Index {
+      alignas(64) uint8_t v[2][64];
+      Index() {
+        for (int h = 0; h < 2; h++)
+          for (int i = 0; i < 64; i++) v[h][i] = static_cast<uint8_t>(16 * (i % 8) + 8 * h + i / 8);
+      }
+    } index;
+    const __m512i a = _mm512_load_si512(tmp), b = _mm512_load_si512(tmp + 64);
+    const __m512i offs = _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(OC));
+    for (int h = 0; h < 2 && 8 * h < count; h++) {
+      const __m512i rows = _mm512_permutex2var_epi8(a, _mm512_load_si512(index.v[h]), b);
+      const int64_t left = count - 8 * h;
+      const __mmask8 m = left >= 8 ? 0xff : static_cast<__mmask8>((1u << left) - 1u);
+      _mm512_mask_i64scatter_epi64(dst + 8 * h * OC, m, offs, rows, 1);
+    }
+    return;
+  }
   for (int64_t p = 0; p < count; p++)
-    for (int o = 0; o < NB; o++) dst[p * op.OC + o] = tmp[16 * o + p];
+    for (int o = 0; o < NB; o++) dst[p * OC + o] = tmp[16 * o + p];
+}
+
+// Requantized bytes of NB channels at `count` (<= 16) positions from (oy, ox0): dst[p * OC + o], and
+// with a second output stage (IntOp::second) the same accumulators requantized by it into dst2.
+template <int NB, int GT>
+LOWBIT_TARGET_DIRECT void convDirectBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t oy, int64_t ox0, int64_t ob,
+                                          const DirectTables& t, int32_t negZero, uint8_t* dst, uint8_t* dst2, int64_t count) {
+  __m512i accs[1][NB];
+  convDirectAcc<NB, 1, GT>(op, pad, PW, oy, ox0, ob, t, negZero, accs);
+  convDirectStore<NB>(op, accs[0], ob, dst, count, op.OC);
+  if (dst2) convDirectStore<NB>(*op.second, accs[0], ob, dst2, count, op.OC);
 }
 
 // With a fused 2 x 2, stride 2 max pooling: output rows 2 py and 2 py + 1 at 16 positions from ox0
 // pool into 8 positions from ox0 / 2, of which the first `count` are written (dst[p * OC + o]).
 template <int NB, int GT>
 LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* pad, int64_t PW, int64_t py, int64_t ox0, int64_t ob,
-                                                const DirectTables& t, int32_t negZero, uint8_t* dst, int64_t count) {
+                                                const DirectTables& t, int32_t negZero, uint8_t* dst, uint8_t* /*dst2*/, int64_t count) {
   __m512i accs[2][NB];
   convDirectAcc<NB, 2, GT>(op, pad, PW, 2 * py, ox0, ob, t, negZero, accs);
   const __m512i *a0 = accs[0], *a1 = accs[1];
@@ -616,7 +643,7 @@ LOWBIT_TARGET_DIRECT void convDirectPooledBlock(const IntOp& op, const uint8_t* 
 // The samples of convDirect (padded image border already written); GT: the tap group count when
 // known at compile time (the group loop unrolls), else 0.
 template <int GT>
-LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, int64_t n, void* out, uint8_t* pad, int64_t PW,
+LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, uint8_t* pad, int64_t PW,
                                             const DirectTables& t, int32_t negZero) {
   const int64_t H = op.H, W = op.W, OC = op.OC;
   const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
@@ -633,16 +660,17 @@ LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, i
       }
     }
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    uint8_t* os2 = out2 ? static_cast<uint8_t*>(out2) + smp * outPer : nullptr;
 #define LB_BLOCKS(F, row, count, dst)                                                    \
   switch (nb) {                                                                          \
-    case 1: F<1, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 2: F<2, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 3: F<3, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 4: F<4, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 5: F<5, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 6: F<6, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    case 7: F<7, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
-    default: F<8, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, count); break; \
+    case 1: F<1, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    case 2: F<2, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    case 3: F<3, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    case 4: F<4, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    case 5: F<5, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    case 6: F<6, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    case 7: F<7, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
+    default: F<8, GT>(op, pad, PW, row, ox0, ob, t, negZero, dst, dst2, count); break; \
   }
     if (pooled) {
       for (int64_t py = 0; py < op.POH; py++) {
@@ -651,6 +679,7 @@ LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, i
           for (int64_t ob = 0; ob < OC; ob += 8) {
             const int nb = static_cast<int>(std::min<int64_t>(8, OC - ob));
             uint8_t* dst = os + (py * op.POW + ox0 / 2) * OC + ob;
+            uint8_t* const dst2 = nullptr;  // (no second output stage with a fused pooling)
             LB_BLOCKS(convDirectPooledBlock, py, count, dst)
           }
         }
@@ -662,6 +691,7 @@ LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, i
           for (int64_t ob = 0; ob < OC; ob += 8) {
             const int nb = static_cast<int>(std::min<int64_t>(8, OC - ob));
             uint8_t* dst = os + (oy * op.OW + ox0) * OC + ob;
+            uint8_t* dst2 = os2 ? os2 + (oy * op.OW + ox0) * OC + ob : nullptr;
             LB_BLOCKS(convDirectBlock, oy, count, dst)
           }
         }
@@ -671,7 +701,7 @@ LOWBIT_TARGET_DIRECT void convDirectSamples(const IntOp& op, const uint8_t* x, i
   }
 }
 
-LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf) {
+LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, std::vector<uint8_t>& padBuf) {
   const int64_t H = op.H, W = op.W;
   const int64_t PW = W + 2 * op.pw, PH = H + 2 * op.ph;
   // the windows read up to 192 bytes from the last block's first position
@@ -693,9 +723,9 @@ LOWBIT_TARGET_DIRECT void convDirect(const IntOp& op, const uint8_t* x, int64_t 
   // The border stays padding for the whole call; every sample only rewrites the interior.
   std::memset(pad, padByte, padBytes);
   switch (t.groups) {
-    case 7: convDirectSamples<7>(op, x, n, out, pad, PW, t, negZero); break;  // 5 x 5 kernels
-    case 3: convDirectSamples<3>(op, x, n, out, pad, PW, t, negZero); break;  // 3 x 3
-    default: convDirectSamples<0>(op, x, n, out, pad, PW, t, negZero); break;
+    case 7: convDirectSamples<7>(op, x, n, out, out2, pad, PW, t, negZero); break;  // 5 x 5 kernels
+    case 3: convDirectSamples<3>(op, x, n, out, out2, pad, PW, t, negZero); break;  // 3 x 3
+    default: convDirectSamples<0>(op, x, n, out, out2, pad, PW, t, negZero); break;
   }
 }
 
@@ -857,9 +887,9 @@ void runConvGather(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scra
   }
 }
 
-__attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+__attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, Scratch& s) {
   if (op.direct) {
-    convDirect(op, x, n, out, s.col);
+    convDirect(op, x, n, out, op.second ? out2 : nullptr, s.col);
     return;
   }
   const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
@@ -1276,6 +1306,43 @@ size_t itypeBytes(IType t, int64_t elements) {
   }
 }
 
+void intPlanShareConv(IntPlan* plan) {
+  if (!plan->slots) return;  // (a chain has no value read twice)
+  auto& ops = plan->ops;
+  const auto sameConv = [](const IntOp& a, const IntOp& b) {
+    return a.src == b.src && a.in == b.in && a.zero == b.zero && a.C == b.C && a.H == b.H && a.W == b.W && a.OC == b.OC && a.OH == b.OH &&
+           a.OW == b.OW && a.kh == b.kh && a.kw == b.kw && a.sh == b.sh && a.sw == b.sw && a.ph == b.ph && a.pw == b.pw && a.dh == b.dh &&
+           a.dw == b.dw && a.groups == b.groups && a.K == b.K && a.wdirect == b.wdirect && a.rowSums == b.rowSums &&
+           a.directIdx == b.directIdx && a.directMode == b.directMode && a.directMask == b.directMask;
+  };
+  const auto shareable = [](const IntOp& op) {
+    return op.kind == IOpKind::Conv && op.direct && op.poolKh == 0 && !op.second && op.outMode == IOutMode::Requantize &&
+           (op.out == IType::U8 || op.out == IType::S8);
+  };
+  for (size_t i = 0; i + 1 < ops.size(); i++) {
+    if (!shareable(ops[i])) continue;
+    for (size_t j = i + 1; j + 1 < ops.size(); j++) {  // (the last op writes the model output)
+      const IntOp& b = ops[j];
+      if (shareable(b) && sameConv(ops[i], b)) {
+        // op i writes b's value at once, into a fresh slot (b's own slot may hold other values
+        // between i and j), renamed in b's readers up to the next op writing b's slot
+        const int32_t old = b.dst, fresh = plan->slotCount++;
+        ops[i].second = std::make_shared<const IntOp>(b);
+        ops[i].dst2 = fresh;
+        ops.erase(ops.begin() + static_cast<std::ptrdiff_t>(j));
+        for (size_t k = j; k < ops.size(); k++) {
+          if (ops[k].src == old) ops[k].src = fresh;
+          if (ops[k].kind == IOpKind::Add && ops[k].src2 == old) ops[k].src2 = fresh;
+          if (ops[k].dst == old || (ops[k].second && ops[k].dst2 == old)) break;
+        }
+        break;
+      }
+      // past a write of the input slot no later conv reads the same value
+      if (ops[j].dst == ops[i].src) break;
+    }
+  }
+}
+
 std::string intPlanFinish(IntPlan* plan) {
   if (plan->ops.empty() || plan->ops[0].kind != IOpKind::Quantize) return "the plan must start with a quantize op";
   constexpr int32_t kMaxSlots = 256;
@@ -1448,7 +1515,7 @@ void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float*
     if (nanos) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
     switch (op.kind) {
       case IOpKind::Quantize: runQuantize(op, static_cast<const float*>(cur), m, dst); break;
-      case IOpKind::Conv: runConv(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
+      case IOpKind::Conv: runConv(op, static_cast<const uint8_t*>(cur), m, dst, op.second ? buf[op.dst2] : nullptr, s); break;
       case IOpKind::Linear: runLinear(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
       case IOpKind::MaxPool: runMaxPool(op, cur, m, dst, s); break;
       case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;

@@ -26,6 +26,7 @@
 // gives op i the input slot (i - 1) % 2 and the output slot i % 2.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,12 @@ struct IntOp {
   // then writes the pooled map [POH, POW, OC]; poolKh = 0: no pooling fused.
   int64_t poolKh = 0, poolKw = 0, poolSh = 1, poolSw = 1, POH = 0, POW = 0;
   IOutMode outMode = IOutMode::Requantize;
+  // A second output stage (intPlanShareConv): another conv of the same input with the same weights
+  // that differs only in its requantization (ResNet's stem feeds a block conv and an add in two
+  // quantization domains). Its requantize fields and output type are `second`'s; the same int32
+  // accumulators are requantized twice, the second result written to slot dst2.
+  std::shared_ptr<const IntOp> second;
+  int32_t dst2 = -1;
   // requantize: |M0| 2^-n as a double (exact), sign of M0, bias, 2^k; output zero point and range
   std::vector<double> mscale, bias;
   std::vector<uint8_t> mneg;
@@ -137,6 +144,12 @@ void intPrepareAmx(IntOp* op, const int8_t* w);
 // IntOp::poolKh); a direct conv only takes a 2 x 2, stride 2 pooling. Call after intPlanFinish and
 // intPrepareDirectConv.
 void intPlanFuse(IntPlan* plan);
+
+// Merges a direct conv that reads the same value with the same weights and geometry as an earlier
+// direct conv (no fused pooling, requantizing to bytes) into that one as its second output stage
+// (IntOp::second), when moving its write earlier changes no value another op reads. Call after
+// intPlanFuse.
+void intPlanShareConv(IntPlan* plan);
 
 // The add op's arithmetic on `count` values of its input types (a: op.in, b: op.in2) into op.out;
 // what the executor runs for an add (exposed for tests against addRescaled).
