@@ -50,8 +50,8 @@ describe('native executor: a conv computed once for two output stages', { skip }
         );
         im.useNative = false;
         const ts = im.run(xr, n);
-        const a = new Float32Array(n * spec.outputSize);
-        const b = new Float32Array(n * spec.outputSize);
+        const a: Float32Array = new Float32Array(n * spec.outputSize);
+        const b: Float32Array = new Float32Array(n * spec.outputSize);
         addon!.intPlanRun!(shared, xr, n, a);
         addon!.intPlanRun!(plain, xr, n, b);
         assert.deepEqual(Array.from(a), Array.from(ts), `batch ${n}: shared plan vs TS executor`);
