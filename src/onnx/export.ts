@@ -688,6 +688,7 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
         break;
       }
       case 'add': {
+        if (node.output === 'sign') throw new OnnxError('unsupported-op', `ONNX export: add '${node.name}' binarizes its sum (sign), which QDQ cannot express`);
         // DequantizeLinear ×2 → Add → QuantizeLinear (Relu before it for a fused ReLU); before an
         // average pooling (F extra fractional bits in the IntModel) the sum stays float.
         const operands = refs[i]!.map((k, pos) => {

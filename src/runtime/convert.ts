@@ -462,10 +462,10 @@ function build(graph: CapturedGraph, inputShape: readonly number[], metadata: Re
         break;
       }
       case 'add': {
-        if (d.kind !== 'affine') throw new Error(`convert: '${sym.name}' (QuantAdd) feeds ${d.kind === 'float' ? 'the model output' : 'a sign (binary) input'}: the integer add produces affine integers only (end the model with a quantized layer after it)`);
+        if (d.kind === 'float') throw new Error(`convert: '${sym.name}' (QuantAdd) feeds the model output: the integer add produces integers only (end the model with a quantized layer after it)`);
         const a = emit(sym.inputs[0], sym.domains[0]);
         const b = emit(sym.inputs[1], sym.domains[1]);
-        name = push(addNode(unique(sym.name), [a, b], sym.domains, d));
+        name = push(d.kind === 'sign' ? addSignNode(unique(sym.name), [a, b], sym.domains) : addNode(unique(sym.name), [a, b], sym.domains, d));
         break;
       }
       case 'relu': {
@@ -532,6 +532,64 @@ function addNode(name: string, inputs: readonly [string, string], domains: reado
   };
 }
 
+/** m, e with x = m·2^e, m an odd integer (x > 0 finite; m < 2^53). */
+function mantissaExponent(x: number): { m: number; e: number } {
+  let e = Math.floor(Math.log2(x)) - 52;
+  let m = x / 2 ** e;
+  while (!Number.isInteger(m)) { e--; m = x / 2 ** e; }
+  while (m % 2 === 0) { m /= 2; e++; }
+  return { m, e };
+}
+
+/**
+ * @internal M_a, M_b (int32, > 0) for the sign of (a − z_a)·s_a + (b − z_b)·s_b: s_a and s_b as
+ * integer multiples of one power of two when both fit int32 (exact), else both ratios rounded to
+ * 31 bits (see `addSignNode`).
+ */
+export function signAddMultipliers(sa: number, sb: number): [number, number] {
+  if (!(sa > 0) || !(sb > 0) || !Number.isFinite(sa) || !Number.isFinite(sb)) throw new Error(`input scales ${sa} and ${sb} must be finite and > 0`);
+  const fa = mantissaExponent(sa);
+  const fb = mantissaExponent(sb);
+  const e0 = Math.min(fa.e, fb.e);
+  const ma = fa.m * 2 ** (fa.e - e0);
+  const mb = fb.m * 2 ** (fb.e - e0);
+  if (Math.max(ma, mb) <= INT32_MAX) return [ma, mb];
+  const shift = quantizeMultiplier(Math.max(sa, sb) / Math.min(sa, sb)).shift;
+  const scale = 2 ** shift / Math.min(sa, sb);
+  const ra = Math.round(sa * scale);
+  const rb = Math.round(sb * scale);
+  if (Math.max(ra, rb) > INT32_MAX || Math.min(ra, rb) < 1) throw new Error(`input scales ${sa} and ${sb} are too far apart for the integer sign of their sum`);
+  return [ra, rb];
+}
+
+/**
+ * The add whose sum feeds a sign (binary) input: +1 where (a − z_a)·M_a + (b − z_b)·M_b ≥ 0
+ * (`AddNode.output` 'sign'). The fake-quant model computes sign(x̂_a + x̂_b) with x̂ = (q − z)·s;
+ * the sign only needs the ratio s_a : s_b, so M_a, M_b are s_a, s_b written as integer multiples of
+ * one power of two, 2^e0 with e0 the smaller exponent: M = m·2^(e − e0) for s = m·2^e, m odd. When
+ * both fit int32 (float32 scales: 24-bit m, exponents less than 8 apart) the comparison is the
+ * exact sign of the real sum of the dequantized inputs; otherwise both ratios are rounded to 31 bits
+ * (the smaller scale becomes exactly 2^n, the larger its ratio to it times 2^n rounded into
+ * [2^30, 2^31)), and a sign can differ only where |x̂_a + x̂_b| ≤ 2^−31·|x̂_large|.
+ * Against the fake-quant model's float32 sum (each x̂ rounded once to float32, then the sum once:
+ * sign-preserving roundings, and x̂_a = −x̂_b gives exactly 0 in both) the exact sign can differ
+ * only where |x̂_a + x̂_b| ≤ 2^−24·(|x̂_a| + |x̂_b|), a near-cancellation of the two inputs.
+ */
+function addSignNode(name: string, inputs: readonly [string, string], domains: readonly [AffineDomain, AffineDomain]): AddNode {
+  const [sa, sb] = [domains[0].scale, domains[1].scale];
+  let ma: number;
+  let mb: number;
+  try {
+    [ma, mb] = signAddMultipliers(sa, sb);
+  } catch (e) {
+    throw new Error(`convert: '${name}' (QuantAdd): ${(e as Error).message}`);
+  }
+  return {
+    op: 'add', name, inputs: [...inputs], inputZeroPoints: [domains[0].zeroPoint, domains[1].zeroPoint], inputScales: [sa, sb],
+    multipliers: [ma, mb], shift: 0, scale: 1, zeroPoint: 0, lo: -1, hi: 1, output: 'sign',
+  };
+}
+
 function reluClamp(name: string, six: boolean, domain: Domain): IntNode {
   if (domain.kind === 'sign') return { op: 'clamp', name, lo: 1, hi: 1 }; // sign(relu(y)) = +1
   if (domain.kind === 'float') return { op: 'clamp', name, lo: 0, hi: six ? 6 : null };
@@ -561,7 +619,7 @@ function fuseClamps(nodes: readonly IntNode[]): IntNode[] {
         if ((p.op === 'conv2d' || p.op === 'linear') && p.output.mode === 'requantize') {
           const o = p.output;
           p.output = { ...o, lo: Math.max(o.lo, node.lo ?? o.lo), hi: Math.min(o.hi, node.hi ?? o.hi) };
-        } else if (p.op === 'add') {
+        } else if (p.op === 'add' && p.output !== 'sign') {
           p.lo = Math.max(p.lo, node.lo ?? p.lo);
           p.hi = Math.min(p.hi, node.hi ?? p.hi);
         } else p = undefined;

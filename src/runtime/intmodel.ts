@@ -24,6 +24,11 @@
  *   add:  q = clamp(z + round(((a − z_a)·M_a + (b − z_b)·M_b)·2^−n), lo, hi)
  *         (one rounding, half away from zero; M_a, M_b int32 with M·2^−n ≈ s_a/s and s_b/s, the
  *         larger one in [2^30, 2^31); a following ReLU is the bound lo = z)
+ *   add with `output: 'sign'` (the sum feeds a binary layer's sign input):
+ *         q = +1 if (a − z_a)·M_a + (b − z_b)·M_b ≥ 0 else −1
+ *         (no rounding, shift, zero point or clamp: M_a : M_b = s_a : s_b, exactly when convert
+ *         could represent both scales as int32 multiples of one power of two; sign(0) = +1 as the
+ *         fake-quant sign)
  */
 import { Tensor } from '../tensor/tensor.ts';
 import { packBinaryRows, packBits, unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
@@ -115,6 +120,11 @@ export interface AddNode {
   readonly zeroPoint: number;
   lo: number;
   hi: number;
+  /**
+   * 'sign': the node emits ±1, the sign of the sum (+1 at 0), instead of the requantized sum;
+   * `shift`, `scale`, `zeroPoint`, `lo`, `hi` are then unused (stored as 0, 1, 0, −1, 1).
+   */
+  readonly output?: 'sign';
 }
 
 /** The node kinds (version 2 adds `inputs` to every node and the `add` node). */
@@ -310,6 +320,10 @@ export class IntModel {
     const [za, zb] = node.inputZeroPoints;
     const [ma, mb] = node.multipliers;
     const out = new Int32Array(a.ints.length);
+    if (node.output === 'sign') {
+      signOfSum(a.ints, b.ints, za, zb, ma, mb, out);
+      return { shape: a.shape, ints: out, floats: null };
+    }
     const { zeroPoint: z, lo, hi, shift } = node;
     if (this.tsExecutor === 'fast') {
       addInts(a.ints, b.ints, za, zb, ma, mb, shift, z, lo, hi, out);
@@ -670,6 +684,24 @@ export function addRescaled(da: number, ma: number, db: number, mb: number, shif
   const abs = t < 0n ? -t : t;
   const r = shift === 0 ? abs : (abs + (1n << BigInt(shift - 1))) >> BigInt(shift);
   return Number(t < 0n ? -r : r);
+}
+
+/**
+ * out[i] = +1 if (a[i] − za)·ma + (b[i] − zb)·mb ≥ 0 else −1, exactly (doubles while both products
+ * stay below 2^52, BigInt beyond).
+ */
+export function signOfSum(a: Int32Array, b: Int32Array, za: number, zb: number, ma: number, mb: number, out: Int32Array): void {
+  for (let i = 0; i < out.length; i++) {
+    const da = a[i]! - za;
+    const db = b[i]! - zb;
+    let s: number;
+    if (Math.abs(da) < 2 ** 21 && Math.abs(db) < 2 ** 21) s = da * ma + db * mb;
+    else {
+      const t = BigInt(da) * BigInt(ma) + BigInt(db) * BigInt(mb);
+      s = t < 0n ? -1 : 1;
+    }
+    out[i] = s >= 0 ? 1 : -1;
+  }
 }
 
 /** ±1 rows [rows, K] as bit rows (bit 1 = +1) of ceil(K/64)·8 bytes, padding bits zero. */

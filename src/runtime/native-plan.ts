@@ -191,6 +191,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
       case 'add': {
         const b = ins[1]!;
         if (v.type === BITS || b.type === BITS) return `'${node.name}' adds sign bits`;
+        if (node.output === 'sign') return `'${node.name}' emits the sign of its sum (binary ResNet), which the native executor has no op for`;
         if (v.C * v.H * v.W !== b.C * b.H * b.W || v.rank4 !== b.rank4 || (v.rank4 && (v.C !== b.C || v.H !== b.H || v.W !== b.W))) {
           return `'${node.name}' adds values of different shapes`;
         }

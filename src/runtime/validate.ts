@@ -196,6 +196,8 @@ function checkAdd(node: AddNode, a: readonly number[], b: readonly number[]): vo
   for (const s of [node.scale, ...(Array.isArray(scales) && scales.length === 2 ? scales : [NaN])]) {
     if (typeof s !== 'number' || !(s > 0) || !Number.isFinite(s)) fail(where, `scales ${JSON.stringify({ scale: node.scale, inputScales: scales })} must be finite numbers > 0`);
   }
+  const output: unknown = node.output;
+  if (output !== undefined && output !== 'sign') fail(where, `output ${JSON.stringify(output)} must be 'sign' or absent`);
   if (!isInt(node.shift, 0, 62)) fail(where, `shift ${JSON.stringify(node.shift)} must be an integer in [0, 62]`);
   if (!isInt(node.zeroPoint, INT32_MIN, INT32_MAX)) fail(where, `zero point ${JSON.stringify(node.zeroPoint)} is not an int32`);
   if (!isInt(node.lo, INT32_MIN, INT32_MAX) || !isInt(node.hi, node.lo, INT32_MAX)) fail(where, `output range [${String(node.lo)}, ${String(node.hi)}] is not an int32 range`);
