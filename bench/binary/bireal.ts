@@ -19,12 +19,10 @@
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../../src/data/index.ts';
-import { normalizeInPlace } from '../../src/data/dataset.ts';
+import { loadDataset } from '../../src/data/index.ts';
 import { biRealResnet8, resnet8, Conv2d, Linear, type BiRealResNet, type Module, type TensorModule } from '../../src/nn/index.ts';
-import { crossEntropy, manualSeed, Tensor } from '../../src/tensor/index.ts';
-import { Adam, CosineAnnealingLR } from '../../src/optim/index.ts';
-import { ProgressBar } from '../../src/train/index.ts';
+import { manualSeed, Tensor } from '../../src/tensor/index.ts';
+import { Adam } from '../../src/optim/index.ts';
 import { noGrad } from '../../src/autograd/engine.ts';
 import { prepareQat, quantizedLayers } from '../../src/quant/qat/index.ts';
 import { convert } from '../../src/runtime/index.ts';
@@ -33,6 +31,7 @@ import { argmaxRows } from '../../src/eval/attack.ts';
 import { trainAdam } from '../train-loop.ts';
 import { gitCommit, writeAtomic } from '../lib.ts';
 import { biRealPlan } from './plan.ts';
+import { fitCosine, normalizedFashion } from './common.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => {
@@ -51,14 +50,9 @@ const OUT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results', op
 const KNOWN = ['fp32', 'a', 'b', 'c', 'd', 'c2'];
 for (const v of VARIANTS) if (!KNOWN.includes(v)) throw new Error(`--variants: unknown variant '${v}' (known: ${KNOWN.join(', ')})`);
 
-function normalized(ds: Dataset): Dataset {
-  const images = ds.images.slice();
-  normalizeInPlace(images, ds.sampleShape, DATASET_STATS['fashion-mnist']);
-  return { ...ds, images };
-}
 
-const train = normalized(loadDataset('fashion-mnist', 'train', { limit: TRAIN }));
-const test = normalized(loadDataset('fashion-mnist', 'test', { limit: TEST }));
+const train = normalizedFashion(loadDataset('fashion-mnist', 'train', { limit: TRAIN }));
+const test = normalizedFashion(loadDataset('fashion-mnist', 'test', { limit: TEST }));
 const log = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 log(`backend ${getBackend()}; Fashion-MNIST train ${train.length}, test ${test.length}; seed ${SEED}; epochs ${EPOCHS}, lr ${LR} (${SCHEDULE})`);
 
@@ -68,26 +62,7 @@ function fitModel(model: TensorModule, epochs: number, label: string, seed: numb
     trainAdam(model, train, { rounds: epochs, lr: LR, label, batchSize: 64, seed });
     return;
   }
-  const optimizer = new Adam(model.parameters(), { lr: LR });
-  const loader = new DataLoader(train, { batchSize: 64, shuffle: true, seed });
-  const schedule = new CosineAnnealingLR(optimizer, { tMax: epochs * loader.length });
-  model.train();
-  for (let epoch = 0; epoch < epochs; epoch++) {
-    const bar = new ProgressBar({ total: loader.length, label: `${label} epoch ${epoch + 1}/${epochs}` });
-    let sum = 0;
-    let count = 0;
-    for (const { x, y } of loader) {
-      optimizer.zeroGrad();
-      const loss = crossEntropy(model.forward(x), y);
-      loss.backward();
-      optimizer.step();
-      schedule.step();
-      sum += loss.item();
-      count++;
-      bar.tick(1, { loss: sum / count });
-    }
-    bar.done();
-  }
+  fitCosine(model, train, { epochs, lr: LR, seed, label });
 }
 
 /** Test accuracy of `model` in eval mode. */

@@ -15,11 +15,10 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../../src/data/index.ts';
-import { normalizeInPlace } from '../../src/data/dataset.ts';
+import { loadDataset } from '../../src/data/index.ts';
 import { biRealResnet8, resnet8, type TensorModule } from '../../src/nn/index.ts';
-import { crossEntropy, manualSeed, Tensor } from '../../src/tensor/index.ts';
-import { Adam, CosineAnnealingLR } from '../../src/optim/index.ts';
+import { manualSeed, Tensor } from '../../src/tensor/index.ts';
+import { Adam } from '../../src/optim/index.ts';
 import { noGrad } from '../../src/autograd/engine.ts';
 import { prepareQat } from '../../src/quant/qat/index.ts';
 import { qconfigFor } from '../../src/quant/config/index.ts';
@@ -28,6 +27,7 @@ import { loadIntModel, saveIntModel } from '../../src/runtime/io.ts';
 import { argmaxRows } from '../../src/eval/attack.ts';
 import { gitCommit, writeAtomic } from '../lib.ts';
 import { biRealPlan } from './plan.ts';
+import { fitCosine, normalizedFashion } from './common.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => {
@@ -41,35 +41,13 @@ const SEED = Number(opt('seed', '0'));
 const OUT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results', opt('out', 'binary-intmodel.json'));
 const log = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
-function normalized(ds: Dataset): Dataset {
-  const images = ds.images.slice();
-  normalizeInPlace(images, ds.sampleShape, DATASET_STATS['fashion-mnist']);
-  return { ...ds, images };
-}
-const train = normalized(loadDataset('fashion-mnist', 'train', { limit: TRAIN }));
-const test = normalized(loadDataset('fashion-mnist', 'test', { limit: TEST }));
+const train = normalizedFashion(loadDataset('fashion-mnist', 'train', { limit: TRAIN }));
+const test = normalizedFashion(loadDataset('fashion-mnist', 'test', { limit: TEST }));
 log(`Fashion-MNIST train ${train.length}, test ${test.length}; seed ${SEED}; ${EPOCHS} epoch(s) per stage`);
 
 /** Adam, batch 64, lr 2e-3 decayed to 0 by a per-step cosine (as bench/binary/bireal.ts). */
 function fit(model: TensorModule, epochs: number, label: string, lr = 2e-3): void {
-  const optimizer = new Adam(model.parameters(), { lr });
-  const loader = new DataLoader(train, { batchSize: 64, shuffle: true, seed: SEED });
-  const schedule = new CosineAnnealingLR(optimizer, { tMax: epochs * loader.length });
-  model.train();
-  for (let e = 0; e < epochs; e++) {
-    let sum = 0;
-    let n = 0;
-    for (const { x, y } of loader) {
-      optimizer.zeroGrad();
-      const loss = crossEntropy(model.forward(x), y);
-      loss.backward();
-      optimizer.step();
-      schedule.step();
-      sum += loss.item();
-      n++;
-    }
-    log(`${label} epoch ${e + 1}/${epochs}: mean loss ${(sum / n).toFixed(3)}`);
-  }
+  fitCosine(model, train, { epochs, lr, seed: SEED, label });
 }
 
 function predictions(logitsOf: (x: Tensor) => Float32Array): Int32Array {
