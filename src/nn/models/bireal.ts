@@ -8,7 +8,7 @@ import { AdaptiveAvgPool2d, AvgPool2d } from '../pooling.ts';
 import { Flatten } from '../flatten.ts';
 import { Linear } from '../linear.ts';
 import { Add } from '../merge.ts';
-import type { MergeModule } from './resnet.ts';
+import { resnetStages, type MergeModule } from './resnet.ts';
 
 /**
  * clip(x, −1, 1) (hard tanh): the real-valued stand-in of sign in Bi-Real Net's first training
@@ -142,19 +142,9 @@ export class BiRealResNet extends Module {
   constructor(options: BiRealResNetOptions = {}) {
     super();
     const [c1, c2, c3] = options.channels ?? [16, 32, 64];
-    const blocks = options.blocks ?? 1;
-    if (!Number.isInteger(blocks) || blocks < 1) throw new Error(`BiRealResNet: blocks must be a positive integer, got ${blocks}`);
     const blockOptions: BiRealBlockOptions = { shortcut: options.shortcut, downsample: options.downsample, clip: options.clip };
     this.stem = this.registerModule('stem', new Sequential(new Conv2d(options.inChannels ?? 1, c1, 3, { padding: 1, bias: false }), new BatchNorm2d(c1)));
-    const stages = new Sequential();
-    let width = c1;
-    for (const [i, c] of [c1, c2, c3].entries()) {
-      for (let b = 0; b < blocks; b++) {
-        stages.append(new BiRealBlock(width, c, i > 0 && b === 0 ? 2 : 1, blockOptions));
-        width = c;
-      }
-    }
-    this.stages = this.registerModule('stages', stages);
+    this.stages = this.registerModule('stages', resnetStages('BiRealResNet', [c1, c2, c3], options.blocks ?? 1, (inC, outC, stride) => new BiRealBlock(inC, outC, stride, blockOptions)));
     this.pool = this.registerModule('pool', new AdaptiveAvgPool2d(1));
     this.flatten = this.registerModule('flatten', new Flatten());
     this.fc = this.registerModule('fc', new Linear(c3, options.numClasses ?? 10));

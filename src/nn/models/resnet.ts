@@ -59,6 +59,24 @@ export interface ResNetOptions {
 }
 
 /**
+ * The three stages of a CIFAR-style ResNet: `blocks` blocks per width, the first block of the second
+ * and third stage with stride 2; `block(in, out, stride)` makes one block. `who` names the model in
+ * the error for a bad block count. @internal shared by ResNet and BiRealResNet.
+ */
+export function resnetStages(who: string, widths: readonly number[], blocks: number, block: (inChannels: number, outChannels: number, stride: number) => TensorModule): Sequential {
+  if (!Number.isInteger(blocks) || blocks < 1) throw new Error(`${who}: blocks must be a positive integer, got ${blocks}`);
+  const stages = new Sequential();
+  let width = widths[0]!;
+  for (const [i, c] of widths.entries()) {
+    for (let b = 0; b < blocks; b++) {
+      stages.append(block(width, c, i > 0 && b === 0 ? 2 : 1));
+      width = c;
+    }
+  }
+  return stages;
+}
+
+/**
  * A small CIFAR-style ResNet for 28×28 images: `stem` conv3×3(in→c1)–BN–ReLU, three stages of
  * `blocks` BasicBlocks (widths c1, c2, c3; the first block of stages 2 and 3 has stride 2 and a
  * projection shortcut), global average pooling, flatten, `fc` Linear(c3→numClasses). With the
@@ -76,18 +94,8 @@ export class ResNet extends Module {
   constructor(options: ResNetOptions = {}) {
     super();
     const [c1, c2, c3] = options.channels ?? [16, 32, 64];
-    const blocks = options.blocks ?? 1;
-    if (!Number.isInteger(blocks) || blocks < 1) throw new Error(`ResNet: blocks must be a positive integer, got ${blocks}`);
     this.stem = this.registerModule('stem', new Sequential(new Conv2d(options.inChannels ?? 1, c1, 3, { padding: 1, bias: false }), new BatchNorm2d(c1), new ReLU()));
-    const stages = new Sequential();
-    let width = c1;
-    for (const [i, c] of [c1, c2, c3].entries()) {
-      for (let b = 0; b < blocks; b++) {
-        stages.append(new BasicBlock(width, c, i > 0 && b === 0 ? 2 : 1));
-        width = c;
-      }
-    }
-    this.stages = this.registerModule('stages', stages);
+    this.stages = this.registerModule('stages', resnetStages('ResNet', [c1, c2, c3], options.blocks ?? 1, (inC, outC, stride) => new BasicBlock(inC, outC, stride)));
     this.pool = this.registerModule('pool', new AdaptiveAvgPool2d(1));
     this.flatten = this.registerModule('flatten', new Flatten());
     this.fc = this.registerModule('fc', new Linear(c3, options.numClasses ?? 10));
