@@ -14,14 +14,11 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { flagOr, numberFlag } from '../flags.ts';
 import { median, writeAtomic } from '../lib.ts';
-import { noGrad } from '../../src/autograd/index.ts';
 import type { NativeAddon } from '../../src/backend/native/addon.ts';
 import { resnet8 } from '../../src/nn/index.ts';
-import { qconfigFor } from '../../src/quant/config/qconfig.ts';
-import { prepareQat } from '../../src/quant/qat/index.ts';
-import { convert } from '../../src/runtime/index.ts';
 import { compileNativePlan } from '../../src/runtime/native-plan.ts';
-import { manualSeed, randn } from '../../src/tensor/index.ts';
+import { buildBenchModel } from '../runtime-ts/models.ts';
+import { randn } from '../../src/tensor/index.ts';
 
 const base = flagOr('base', '');
 if (!base) throw new Error('ab-addons: --base <path to the other lowbit_native.node> is required');
@@ -35,13 +32,7 @@ const builds: [string, NativeAddon][] = [
   ['new', require(fileURLToPath(new URL('../../build/Release/lowbit_native.node', import.meta.url))) as NativeAddon],
 ];
 
-manualSeed(0);
-const model = resnet8();
-prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
-model.train();
-for (let i = 0; i < 3; i++) noGrad(() => model.forward(randn([32, 1, 28, 28])));
-model.eval();
-const im = convert(model, { sample: randn([32, 1, 28, 28]) });
+const { im } = buildBenchModel('resnet8', 'w8a8', 0);
 const spec = compileNativePlan(im);
 if (typeof spec === 'string') throw new Error(spec);
 const x = randn([batch, 1, 28, 28]).data as Float32Array;

@@ -41,13 +41,9 @@ interface ChildResult {
 
 async function child(): Promise<ChildResult> {
   const { loadAddon } = await import('../../src/backend/native/load.ts');
-  const { noGrad } = await import('../../src/autograd/engine.ts');
-  const { resnet8 } = await import('../../src/nn/index.ts');
-  const { manualSeed, randn, Rng } = await import('../../src/tensor/index.ts');
-  const { prepareQat } = await import('../../src/quant/qat/index.ts');
-  const { qconfigFor } = await import('../../src/quant/config/qconfig.ts');
-  const { convert } = await import('../../src/runtime/index.ts');
+  const { randn, Rng } = await import('../../src/tensor/index.ts');
   const { compileNativePlan } = await import('../../src/runtime/native-plan.ts');
+  const { buildBenchModel } = await import('../runtime-ts/models.ts');
   const addon = loadAddon();
   if (!addon?.intAddValues || !addon.intPlanProfile) throw new Error('the native addon has no IntModel executor (npm run build:native)');
   const isa = addon.info().isa;
@@ -81,13 +77,7 @@ async function child(): Promise<ChildResult> {
   kernel['s8+u8->s8'] = best(() => addon.intAddValues!(s8a, u8b, Float64Array.of(-3, 130, 1_234_567_890, 987_654_321, 31, 5, -128, 127), s8out));
   kernel['i32+i32->i32'] = best(() => addon.intAddValues!(i32a, i32b, Float64Array.of(0, 0, 1_234_567_890, 987_654_321, 38, 0, -(2 ** 31), 2 ** 31 - 1), i32out));
 
-  manualSeed(seed);
-  const model = resnet8();
-  prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
-  model.train();
-  for (let i = 0; i < 3; i++) noGrad(() => model.forward(randn([32, 1, 28, 28])));
-  model.eval();
-  const im = convert(model, { sample: randn([32, 1, 28, 28]) });
+  const { im } = buildBenchModel('resnet8', 'w8a8', seed);
   const spec = compileNativePlan(im);
   if (typeof spec === 'string') throw new Error(spec);
   type Addon = NonNullable<typeof addon>;

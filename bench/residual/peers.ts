@@ -42,9 +42,7 @@ process.env.LOWBIT_THREADS ??= String(threads);
 const { noGrad } = await import('../../src/autograd/engine.ts');
 const { resnet8 } = await import('../../src/nn/index.ts');
 const { manualSeed, randn } = await import('../../src/tensor/index.ts');
-const { prepareQat } = await import('../../src/quant/qat/index.ts');
-const { qconfigFor } = await import('../../src/quant/config/qconfig.ts');
-const { convert } = await import('../../src/runtime/index.ts');
+const { buildBenchModel } = await import('../runtime-ts/models.ts');
 const { exportOnnx } = await import('../../src/onnx/index.ts');
 const { argmaxRows } = await import('../../src/eval/attack.ts');
 
@@ -74,13 +72,7 @@ const timed = async (calls: number, run: () => unknown): Promise<Timing> => {
 };
 
 // ---------------------------------------------------------------- models
-manualSeed(seed);
-const model = resnet8();
-prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
-model.train();
-for (let i = 0; i < 3; i++) noGrad(() => model.forward(randn([32, 1, 28, 28])));
-model.eval();
-const im = convert(model, { sample: randn([32, 1, 28, 28]) });
+const { model, im } = buildBenchModel('resnet8', 'w8a8', seed);
 log(`W8A8 IntModel: graph version ${im.graph.version}, ${im.nodes.length} nodes; native: ${im.nativeUnavailableReason() ?? 'yes'}`);
 manualSeed(seed);
 const floatModel = resnet8();
