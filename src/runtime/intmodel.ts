@@ -34,7 +34,7 @@ import { Tensor } from '../tensor/tensor.ts';
 import { packBinaryRows, packBits, unpackBinaryRows, unpackBits } from '../quant/core/packing.ts';
 import { requantizeScalar } from './requantize.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
-import { avgPoolInt, convOutputSize, gemmInt32, im2col, maxPoolInt, type ConvGeometry } from './ops.ts';
+import { avgPoolInt, gemmInt32, im2col, layerOutput, maxPoolInt, type ConvGeometry } from './ops.ts';
 import { validateIntGraph, type IntGraphSize } from './validate.ts';
 import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from './kernels/index.ts';
 import type { NativeIntPlan } from '../backend/native/addon.ts';
@@ -497,8 +497,7 @@ export class IntModel {
     const n = shape[0]!;
     const O = node.outFeatures;
     let acc: Int32Array;
-    let outShape: number[];
-    let P: number; // output positions per sample
+    const { P, outShape, h, w, oh, ow } = layerOutput(node, shape); // P: output positions per sample
     const inp = node.input;
     const zx = inp.mode === 'affine' ? inp.zeroPoint : 0;
     const inLo = inp.mode === 'affine' ? inp.qmin : -1;
@@ -508,9 +507,6 @@ export class IntModel {
     const xnor = node.weightFormat === 'binary' && inp.mode === 'sign';
     if (node.op === 'linear') {
       const K = node.inFeatures;
-      if (shape.length !== 2 || shape[1] !== K) throw new Error(`IntModel: '${node.name}' expects [N, ${K}], got [${shape.join(', ')}]`);
-      P = 1;
-      outShape = [n, O];
       acc = new Int32Array(n * O);
       if (xnor) {
         gemmBinary(n, O, K, signRowBytes(x, n, K), this.tensor(node.weight).data as Uint8Array, acc);
@@ -522,11 +518,6 @@ export class IntModel {
       }
     } else {
       const g = node.conv!;
-      if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
-      const [, , h, w] = shape as [number, number, number, number];
-      const [oh, ow] = convOutputSize(h, w, g);
-      P = oh * ow;
-      outShape = [n, O, oh, ow];
       acc = new Int32Array(n * O * P);
       const K = (g.inChannels / g.groups) * g.kernelSize[0] * g.kernelSize[1];
       const og = O / g.groups;

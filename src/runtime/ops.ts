@@ -21,6 +21,29 @@ export function convOutputSize(h: number, w: number, g: Pick<ConvGeometry, 'kern
 }
 
 /**
+ * The output of a linear or conv layer node on an input of `shape`, checked: P output positions per
+ * channel (1 for linear), the output shape, and for a conv its input and output height and width.
+ * Throws naming the node when the input shape does not fit. Shared by both TypeScript executors.
+ */
+export function layerOutput(
+  node: { readonly op: 'conv2d' | 'linear'; readonly name: string; readonly inFeatures: number; readonly outFeatures: number; readonly conv?: ConvGeometry },
+  shape: readonly number[],
+): { P: number; outShape: number[]; h: number; w: number; oh: number; ow: number } {
+  const n = shape[0]!;
+  const O = node.outFeatures;
+  if (node.op === 'linear') {
+    const K = node.inFeatures;
+    if (shape.length !== 2 || shape[1] !== K) throw new Error(`IntModel: '${node.name}' expects [N, ${K}], got [${shape.join(', ')}]`);
+    return { P: 1, outShape: [n, O], h: 1, w: 1, oh: 1, ow: 1 };
+  }
+  const g = node.conv!;
+  if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
+  const [, , h, w] = shape as [number, number, number, number];
+  const [oh, ow] = convOutputSize(h, w, g);
+  return { P: oh * ow, outShape: [n, O, oh, ow], h, w, oh, ow };
+}
+
+/**
  * Patches of one image and one group, centred by the input zero point: col[p·K + k] = x − z
  * (padding is the real value 0, i.e. 0 after centring). K = (C/groups)·kh·kw in OIHW order.
  */

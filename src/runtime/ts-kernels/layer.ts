@@ -9,7 +9,7 @@
  * @internal
  */
 import type { LayerNode } from '../intmodel.ts';
-import { convOutputSize } from '../ops.ts';
+import { layerOutput } from '../ops.ts';
 import { gemmLanes, laneChunk, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock, type RequantPlan } from './requantize.ts';
 
@@ -193,14 +193,10 @@ export class FastLayer {
       }
     }
     const packed = this.packed(inRange);
-    let P: number;
-    let outShape: number[];
+    const { P, outShape, h, w, oh, ow } = layerOutput(node, shape);
     let acc: Int32Array;
     if (node.op === 'linear') {
       const K = node.inFeatures;
-      if (shape.length !== 2 || shape[1] !== K) throw new Error(`IntModel: '${node.name}' expects [N, ${K}], got [${shape.join(', ')}]`);
-      P = 1;
-      outShape = [n, O];
       acc = scratch.accumulators(n * O);
       // samples in chunks (bounded scratch), each transposed to [K, chunk]
       const xt = scratch.input(LINEAR_CHUNK * K);
@@ -214,11 +210,6 @@ export class FastLayer {
       }
     } else {
       const g = node.conv!;
-      if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
-      const [, , h, w] = shape as [number, number, number, number];
-      const [oh, ow] = convOutputSize(h, w, g);
-      P = oh * ow;
-      outShape = [n, O, oh, ow];
       acc = scratch.accumulators(n * O * P);
       const K = this.K;
       const Pp = Math.ceil(P / 4) * 4;
