@@ -39,7 +39,7 @@ import { validateIntGraph, type IntGraphSize } from './validate.ts';
 import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from './kernels/index.ts';
 import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
-import { FastLayer, Scratch } from './ts-kernels/layer.ts';
+import { FastLayer, Scratch, type TsKernels } from './ts-kernels/layer.ts';
 import { addInts } from './ts-kernels/add.ts';
 import { maxPoolValues, quantizeValues } from './ts-kernels/elementwise.ts';
 import type { AgreementReport } from './convert.ts';
@@ -207,6 +207,11 @@ export class IntModel {
    * applies when `useKernels` is on and runs the layers it cannot reproduce the reference way.
    */
   tsExecutor: 'fast' | 'reference' = 'fast';
+  /**
+   * @internal GEMM kernels of the 'fast' executor: 'wasm' (default) = WebAssembly SIMD128
+   * (./wasm/gemm.ts) when the engine validates it, 'double' = lane-packed doubles. Identical integers.
+   */
+  tsKernels: TsKernels = 'wasm';
   /** Layers prepared for the fast executor (or why not), by node. */
   private readonly fastLayers = new Map<LayerNode, FastLayer | string>();
   private readonly scratch = new Scratch();
@@ -402,7 +407,7 @@ export class IntModel {
         if (options.trace) options.trace.set(node.name, { shape: [...v.shape], data: v.ints });
         {
           const fast = this.fastLayer(node);
-          return fast ? fast.run(v.shape, v.ints, this.scratch) : this.layer(node, v.shape, v.ints);
+          return fast ? fast.run(v.shape, v.ints, this.scratch, this.tsKernels) : this.layer(node, v.shape, v.ints);
         }
       case 'maxpool2d':
       case 'avgpool2d':
@@ -472,6 +477,21 @@ export class IntModel {
     this.fastLayer(node);
     const f = this.fastLayers.get(node);
     return typeof f === 'string' ? f : null;
+  }
+
+  /**
+   * @internal Why the fast executor's layer `name` does not run on the wasm kernels (null when it
+   * does; a reason also when the fast executor does not run it at all).
+   */
+  wasmLayerFallback(name: string): string | null {
+    const reason = this.fastLayerFallback(name);
+    if (reason !== null) return reason;
+    const node = this.graph.nodes.find((n) => n.name === name);
+    const f = node ? this.fastLayers.get(node as LayerNode) : undefined;
+    if (!f || typeof f === 'string') return null;
+    if (this.tsKernels !== 'wasm') return "tsKernels is 'double'";
+    if (!this.scratch.wasm()) return 'this engine has no WebAssembly SIMD128';
+    return f.wasmFallback;
   }
 
   /** int8 weight handles per group (packed once for the GEMM kernels). */

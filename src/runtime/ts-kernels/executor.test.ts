@@ -1,5 +1,6 @@
 /**
- * The fast TypeScript executor (ts-kernels) against the reference TypeScript executor
+ * The fast TypeScript executor (ts-kernels) with both GEMM kernels ('double' lane-packed doubles
+ * and 'wasm' WebAssembly SIMD128) against the reference TypeScript executor
  * (`tsExecutor = 'reference'`, the reference GEMM kernels): every layer input (trace) and every
  * logit bit for bit, on converted models (LeNet-5, the Fashion CNN, ResNet-8, binary layers with
  * sign activations) and on hand-built conv graphs of random geometry, zero points and out-of-range
@@ -19,25 +20,36 @@ import { quantizeMultiplier } from '../requantize.ts';
 
 type Trace = Map<string, { shape: number[]; data: Int32Array }>;
 
-function runWith(im: IntModel, mode: 'fast' | 'reference', x: Float32Array, batch: number): { logits: Float32Array; trace: Trace } {
+function runWith(im: IntModel, mode: 'fast' | 'reference', x: Float32Array, batch: number, kernels: 'wasm' | 'double' = 'double'): { logits: Float32Array; trace: Trace } {
   im.useNative = false;
   im.tsExecutor = mode;
+  im.tsKernels = kernels;
   const trace: Trace = new Map();
   const logits = im.run(x, batch);
   im.run(x, batch, { trace }); // same integers with a trace (the layer inputs)
   return { logits, trace };
 }
 
-/** Runs both executors and asserts identical layer inputs and logits; returns how many layers ran fast. */
+/**
+ * Runs the reference executor and the fast one with either kernels, asserts identical layer inputs
+ * and logits; returns how many layers ran fast on the wasm kernels (fewer ran fast on doubles:
+ * the counts are asserted equal).
+ */
 function assertSame(im: IntModel, x: Float32Array, batch: number, label: string): number {
   const ref = runWith(im, 'reference', x, batch);
-  const fast = runWith(im, 'fast', x, batch);
-  assert.equal(fast.logits.length, ref.logits.length);
-  for (let i = 0; i < ref.logits.length; i++) assert.ok(Object.is(fast.logits[i], ref.logits[i]), `${label}: logit ${i}: ${fast.logits[i]} vs ${ref.logits[i]}`);
-  assert.deepEqual([...fast.trace.keys()], [...ref.trace.keys()]);
-  for (const [name, t] of ref.trace) assert.deepEqual(fast.trace.get(name), t, `${label}: input of ${name}`);
+  for (const kernels of ['double', 'wasm'] as const) {
+    const fast = runWith(im, 'fast', x, batch, kernels);
+    const tag = `${label} (${kernels})`;
+    assert.equal(fast.logits.length, ref.logits.length);
+    for (let i = 0; i < ref.logits.length; i++) assert.ok(Object.is(fast.logits[i], ref.logits[i]), `${tag}: logit ${i}: ${fast.logits[i]} vs ${ref.logits[i]}`);
+    assert.deepEqual([...fast.trace.keys()], [...ref.trace.keys()]);
+    for (const [name, t] of ref.trace) assert.deepEqual(fast.trace.get(name), t, `${tag}: input of ${name}`);
+  }
   const layers = im.nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
-  return layers.filter((n) => im.fastLayerFallback(n.name) === null).length;
+  const fast = layers.filter((n) => im.fastLayerFallback(n.name) === null).length;
+  const wasm = layers.filter((n) => im.wasmLayerFallback(n.name) === null).length;
+  assert.equal(wasm, fast, `${label}: layers on wasm vs fast: ${layers.map((n) => `${n.name}: ${im.wasmLayerFallback(n.name)}`).join('; ')}`);
+  return wasm;
 }
 
 function prepared<M extends Module>(model: M, qconfig: QConfig, seed = 0): M {

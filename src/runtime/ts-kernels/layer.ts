@@ -1,6 +1,7 @@
 /**
  * A conv2d / linear node of an IntModel prepared for the fast TypeScript executor: weights packed
- * once into lane doubles (./gemm.ts), per-channel requantization constants (./requantize.ts),
+ * once into lane doubles (./gemm.ts) or, with the 'wasm' kernels, as int16 for the WebAssembly
+ * SIMD128 GEMM (../wasm/gemm.ts, when the engine has it), per-channel requantization constants (./requantize.ts),
  * reusable scratch buffers. Gives the same integers (and float logits) as the reference executor
  * (IntModel's `layer` with the kernels of ../kernels), including its int8/uint8 wrapping of
  * out-of-range inputs and its int32 wrapping of accumulators; layers it cannot reproduce exactly
@@ -12,6 +13,13 @@ import type { LayerNode } from '../intmodel.ts';
 import { layerOutput } from '../ops.ts';
 import { gemmLanes, laneChunk, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock, type RequantPlan } from './requantize.ts';
+import { packInt16Weights, WasmGemm, type Int16Weights } from '../wasm/gemm.ts';
+
+/**
+ * The GEMM kernels of the fast executor: 'wasm' = WebAssembly SIMD128 (../wasm/gemm.ts) where the
+ * engine validates it and the layer's operands fit int16, else 'double' = lane-packed doubles.
+ */
+export type TsKernels = 'wasm' | 'double';
 
 /** How the layer reads its integer input (as the reference kernels store it before the GEMM). */
 type InputMode = 'uint8' | 'int8' | 'sign';
@@ -37,6 +45,21 @@ export class Scratch {
   private f64b = new Float64Array(0);
   private i32 = new Int32Array(0);
   private i32b = new Int32Array(0);
+  private i16 = new Int16Array(0);
+  /** The WebAssembly kernel instance (null: not created yet; false: unavailable). */
+  private gemm: WasmGemm | null | false = null;
+
+  /** The WebAssembly GEMM of this model's layers, or null when the engine has no SIMD128. */
+  wasm(): WasmGemm | null {
+    if (this.gemm === null) this.gemm = WasmGemm.create() ?? false;
+    return this.gemm === false ? null : this.gemm;
+  }
+
+  /** Transformed input values as int16 (the wasm path). */
+  input16(n: number): Int16Array {
+    if (this.i16.length < n) this.i16 = new Int16Array(n);
+    return this.i16;
+  }
 
   /** Transformed input values. */
   input(n: number): Float64Array {
@@ -84,6 +107,10 @@ export class FastLayer {
    */
   private tight: LaneWeights[][] | null = null;
   private wide: LaneWeights[][] | null = null;
+  /** int16 weights per group uploaded to a WasmGemm, with their byte addresses there. */
+  private int16: { gemm: WasmGemm; weights: Int16Weights[]; at: number[] } | null = null;
+  /** Why the wasm kernels cannot run this layer exactly (null: they can). */
+  readonly wasmFallback: string | null;
 
   private constructor(node: LayerNode, mode: InputMode, weights: Int8Array, output: Output) {
     this.node = node;
@@ -102,6 +129,9 @@ export class FastLayer {
       if (a > m) m = a;
     }
     this.maxAbsW = m;
+    // the wasm GEMM multiplies int16 operands with exact int32 pair sums: |w| ≤ 128, |x| ≤ 32767
+    const maxX = mode === 'sign' ? 1 : Math.max(Math.abs((mode === 'uint8' ? 0 : -128) - this.zx), Math.abs((mode === 'uint8' ? 255 : 127) - this.zx), Math.abs(this.padValue));
+    this.wasmFallback = m > 128 ? `weights up to ${m} do not fit the int16 GEMM` : maxX > 32767 ? `centred inputs up to ${maxX} do not fit int16` : null;
     if (node.op === 'linear') {
       this.K = node.inFeatures;
       this.groups = 1;
@@ -177,8 +207,22 @@ export class FastLayer {
     return groups;
   }
 
-  /** Runs the layer on integer input `x` of `shape`: the next node's integers, or float logits. */
-  run(shape: readonly number[], x: Int32Array, scratch: Scratch): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
+  /**
+   * Runs the layer on integer input `x` of `shape`: the next node's integers, or float logits.
+   * `kernels` 'wasm' runs the GEMM in WebAssembly when available and exact for this layer.
+   */
+  run(shape: readonly number[], x: Int32Array, scratch: Scratch, kernels: TsKernels = 'double'): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
+    const node = this.node;
+    const n = shape[0]!;
+    const O = node.outFeatures;
+    const { P, outShape } = layerOutput(node, shape);
+    const gemm = kernels === 'wasm' && this.wasmFallback === null ? scratch.wasm() : null;
+    const acc = gemm ? this.accumulateWasm(shape, x, scratch, gemm) : this.accumulateDouble(shape, x, scratch);
+    return this.outputStage(acc, n, O, P, outShape);
+  }
+
+  /** Int32 accumulators [N, O, P] with the lane-packed double GEMM. */
+  private accumulateDouble(shape: readonly number[], x: Int32Array, scratch: Scratch): Int32Array {
     const node = this.node;
     const n = shape[0]!;
     const O = node.outFeatures;
@@ -193,7 +237,7 @@ export class FastLayer {
       }
     }
     const packed = this.packed(inRange);
-    const { P, outShape, h, w, oh, ow } = layerOutput(node, shape);
+    const { P, h, w, oh, ow } = layerOutput(node, shape);
     let acc: Int32Array;
     if (node.op === 'linear') {
       const K = node.inFeatures;
@@ -225,6 +269,75 @@ export class FastLayer {
         }
       }
     }
+    return acc;
+  }
+
+  /** The int16 weights of each group, uploaded to `gemm` once. */
+  private weights16(gemm: WasmGemm): { weights: Int16Weights[]; at: number[] } {
+    if (this.int16 && this.int16.gemm === gemm) return this.int16;
+    const og = this.node.outFeatures / this.groups;
+    const weights: Int16Weights[] = [];
+    for (let gi = 0; gi < this.groups; gi++) weights.push(packInt16Weights(this.weights, gi * og * this.K, og, this.K));
+    this.int16 = { gemm, weights, at: weights.map((w) => gemm.upload(w)) };
+    return this.int16;
+  }
+
+  /** Int32 accumulators [N, O, P] with the WebAssembly SIMD128 GEMM. */
+  private accumulateWasm(shape: readonly number[], x: Int32Array, scratch: Scratch, gemm: WasmGemm): Int32Array {
+    const node = this.node;
+    const n = shape[0]!;
+    const O = node.outFeatures;
+    const K = this.K;
+    const { weights, at } = this.weights16(gemm);
+    const { P, h, w, oh, ow } = layerOutput(node, shape);
+    let acc: Int32Array;
+    if (node.op === 'linear') {
+      acc = scratch.accumulators(n * O);
+      const wt = weights[0]!;
+      const xt = scratch.input16(LINEAR_CHUNK * K);
+      for (let s0 = 0; s0 < n; s0 += LINEAR_CHUNK) {
+        const m = Math.min(LINEAR_CHUNK, n - s0);
+        this.transform16(x, s0 * K, m * K, xt);
+        const Pp = Math.ceil(m / 8) * 8;
+        const { i16, x: xi, i32, out } = gemm.operands(wt.K2, Pp, wt.blocks);
+        // x [K2, Pp, 2]: sample s, feature k at (k >> 1)·2Pp + 2s + (k & 1)
+        for (let s = 0; s < m; s++) {
+          const src = s * K;
+          const dst = xi + 2 * s;
+          for (let k = 0; k < K; k++) i16[dst + (k >> 1) * 2 * Pp + (k & 1)] = xt[src + k]!;
+        }
+        gemm.gemm(wt, at[0]!, Pp);
+        for (let o = 0; o < O; o++) {
+          const row = out + o * Pp;
+          for (let s = 0; s < m; s++) acc[(s0 + s) * O + o] = i32[row + s]!;
+        }
+      }
+    } else {
+      const g = node.conv!;
+      acc = scratch.accumulators(n * O * P);
+      const Pp = Math.ceil(P / 8) * 8;
+      const og = O / g.groups;
+      const per = g.inChannels * h * w;
+      const xt = scratch.input16(per);
+      for (let b = 0; b < n; b++) {
+        this.transform16(x, b * per, per, xt);
+        for (let gi = 0; gi < g.groups; gi++) {
+          const wt = weights[gi]!;
+          const { i16, x: xi, i32, out } = gemm.operands(wt.K2, Pp, wt.blocks);
+          im2colPairs(xt, h, w, oh, ow, g, gi, this.padValue, i16, xi, Pp);
+          gemm.gemm(wt, at[gi]!, Pp);
+          for (let o = 0; o < og; o++) {
+            const row = out + o * Pp;
+            acc.set(i32.subarray(row, row + P), (b * O + gi * og + o) * P);
+          }
+        }
+      }
+    }
+    return acc;
+  }
+
+  /** The output stage on accumulators [n, O, P]: requantized integers, signs or float logits. */
+  private outputStage(acc: Int32Array, n: number, O: number, P: number, outShape: number[]): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
     const total = n * O * P;
     const out = this.output;
     if (out.mode === 'dequantize') {
@@ -255,6 +368,14 @@ export class FastLayer {
     }
     requantizeBlock(acc, n, O, P, out.plan, q);
     return { shape: outShape, ints: q, floats: null };
+  }
+
+  /** xt[i] = the GEMM operand of x[start + i] as int16, i < count: byte-wrapped and centred, or ±1. */
+  private transform16(x: Int32Array, start: number, count: number, xt: Int16Array): void {
+    const zx = this.zx;
+    if (this.mode === 'sign') for (let i = 0; i < count; i++) xt[i] = x[start + i]! >= 0 ? 1 : -1;
+    else if (this.mode === 'uint8') for (let i = 0; i < count; i++) xt[i] = (x[start + i]! & 255) - zx;
+    else for (let i = 0; i < count; i++) xt[i] = ((x[start + i]! << 24) >> 24) - zx;
   }
 
   /** xt[i] = the GEMM operand of x[start + i], i < count (see `run`). */
@@ -364,6 +485,49 @@ function im2colRows(
           }
         }
         for (let p = P; p < Pp; p++) col[row + p] = 0;
+      }
+    }
+  }
+}
+
+/**
+ * Patches of one image and group for the wasm GEMM, layout [K2, Pp, 2]: the value of patch row
+ * k = (c, ky, kx) (OIHW order) at pixel p = oy·ow + ox goes to dst[at + (k >> 1)·2Pp + 2p + (k & 1)],
+ * `padValue` outside the image. Pixels P..Pp−1 and the odd padding row are left as they are (the
+ * kernel's padded weights are zero and its pixels independent).
+ */
+function im2colPairs(
+  xt: Int16Array, h: number, w: number, oh: number, ow: number,
+  g: NonNullable<LayerNode['conv']>, group: number, padValue: number, dst: Int16Array, at: number, Pp: number,
+): void {
+  const cg = g.inChannels / g.groups;
+  const [kh, kw] = g.kernelSize;
+  const [sh, sw] = g.stride;
+  const [ph, pw] = g.padding;
+  const [dh, dw] = g.dilation;
+  let k = 0;
+  for (let c = 0; c < cg; c++) {
+    const plane = (group * cg + c) * h * w;
+    for (let ky = 0; ky < kh; ky++) {
+      for (let kx = 0; kx < kw; kx++, k++) {
+        const row = at + (k >> 1) * 2 * Pp + (k & 1);
+        const shiftX = kx * dw - pw;
+        // ox with 0 ≤ ox·sw + shiftX < w
+        const oxLo = Math.min(ow, Math.max(0, Math.ceil(-shiftX / sw)));
+        const oxHi = Math.max(oxLo, Math.min(ow, Math.floor((w - 1 - shiftX) / sw) + 1));
+        for (let oy = 0; oy < oh; oy++) {
+          const iy = oy * sh - ph + ky * dh;
+          const o = row + 2 * oy * ow;
+          if (iy < 0 || iy >= h) {
+            for (let ox = 0; ox < ow; ox++) dst[o + 2 * ox] = padValue;
+            continue;
+          }
+          const src = plane + iy * w + shiftX;
+          for (let ox = 0; ox < oxLo; ox++) dst[o + 2 * ox] = padValue;
+          if (sw === 1) for (let ox = oxLo; ox < oxHi; ox++) dst[o + 2 * ox] = xt[src + ox]!;
+          else for (let ox = oxLo; ox < oxHi; ox++) dst[o + 2 * ox] = xt[src + ox * sw]!;
+          for (let ox = oxHi; ox < ow; ox++) dst[o + 2 * ox] = padValue;
+        }
       }
     }
   }

@@ -1,0 +1,202 @@
+/**
+ * A small WebAssembly binary emitter: LEB128 integers, the sections of a module (type, import,
+ * function, export, code) and a function-body builder with the opcodes the kernels of ./gemm.ts use
+ * (control flow, locals, i32 arithmetic, memory, and the SIMD128 ops behind the 0xfd prefix).
+ * Encodings follow the WebAssembly core specification 2.0 (binary format, chapter 5) and the
+ * fixed-width SIMD proposal as standardised in it; relaxed SIMD is deliberately absent.
+ * @internal
+ */
+
+/** Value types (binary encoding). */
+export const ValType = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64: 0x7c, v128: 0x7b } as const;
+export type ValType = (typeof ValType)[keyof typeof ValType];
+
+/** Unsigned LEB128 of a non-negative integer below 2^53. */
+export function uleb(value: number): number[] {
+  if (!Number.isInteger(value) || value < 0 || value > Number.MAX_SAFE_INTEGER) throw new RangeError(`uleb: value must be a non-negative safe integer, got ${value}`);
+  const out: number[] = [];
+  let v = value;
+  do {
+    const byte = v % 128;
+    v = Math.floor(v / 128);
+    out.push(v > 0 ? byte | 0x80 : byte);
+  } while (v > 0);
+  return out;
+}
+
+/** Signed LEB128 of a safe integer (i32 / i64 immediates). */
+export function sleb(value: number): number[] {
+  if (!Number.isSafeInteger(value)) throw new RangeError(`sleb: value must be a safe integer, got ${value}`);
+  const out: number[] = [];
+  let v = value;
+  for (;;) {
+    const byte = ((v % 128) + 128) % 128; // low 7 bits, two's complement
+    v = Math.floor(v / 128); // arithmetic shift right by 7
+    const signBit = byte & 0x40;
+    if ((v === 0 && signBit === 0) || (v === -1 && signBit !== 0)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
+}
+
+/** Decodes an unsigned LEB128 at `offset` (tests and validation): value and bytes read. */
+export function readUleb(bytes: ArrayLike<number>, offset = 0): { value: number; length: number } {
+  let value = 0;
+  let scale = 1;
+  for (let i = offset; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    value += (b & 0x7f) * scale;
+    scale *= 128;
+    if ((b & 0x80) === 0) return { value, length: i - offset + 1 };
+  }
+  throw new RangeError('readUleb: unterminated LEB128');
+}
+
+/** Decodes a signed LEB128 at `offset`: value and bytes read. */
+export function readSleb(bytes: ArrayLike<number>, offset = 0): { value: number; length: number } {
+  let value = 0;
+  let scale = 1;
+  for (let i = offset; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    value += (b & 0x7f) * scale;
+    scale *= 128;
+    if ((b & 0x80) === 0) {
+      if (b & 0x40) value -= scale;
+      return { value, length: i - offset + 1 };
+    }
+  }
+  throw new RangeError('readSleb: unterminated LEB128');
+}
+
+/** UTF-8 name as a vector. */
+function name(s: string): number[] {
+  const bytes = [...new TextEncoder().encode(s)];
+  return [...uleb(bytes.length), ...bytes];
+}
+
+/** Memory access immediate: alignment exponent and offset. */
+function memarg(align: number, offset: number): number[] {
+  return [...uleb(align), ...uleb(offset)];
+}
+
+/**
+ * Bytes of one function body (without its locals header): each method appends one instruction.
+ * Names follow the text format (`i32.add` → `i32Add`).
+ */
+export class Code {
+  readonly bytes: number[] = [];
+
+  private op(...b: number[]): this {
+    for (const x of b) this.bytes.push(x);
+    return this;
+  }
+
+  private simd(opcode: number, ...imm: number[]): this {
+    return this.op(0xfd, ...uleb(opcode), ...imm);
+  }
+
+  // control
+  block(): this { return this.op(0x02, 0x40); }
+  loop(): this { return this.op(0x03, 0x40); }
+  if(): this { return this.op(0x04, 0x40); }
+  else(): this { return this.op(0x05); }
+  end(): this { return this.op(0x0b); }
+  br(depth: number): this { return this.op(0x0c, ...uleb(depth)); }
+  brIf(depth: number): this { return this.op(0x0d, ...uleb(depth)); }
+  return(): this { return this.op(0x0f); }
+  drop(): this { return this.op(0x1a); }
+
+  // locals
+  localGet(i: number): this { return this.op(0x20, ...uleb(i)); }
+  localSet(i: number): this { return this.op(0x21, ...uleb(i)); }
+  localTee(i: number): this { return this.op(0x22, ...uleb(i)); }
+
+  // i32
+  i32Const(v: number): this {
+    if (!Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 32) throw new RangeError(`i32Const: ${v} is not a 32-bit integer`);
+    return this.op(0x41, ...sleb(v | 0));
+  }
+  i32Load(offset = 0): this { return this.op(0x28, ...memarg(2, offset)); }
+  i32Store(offset = 0): this { return this.op(0x36, ...memarg(2, offset)); }
+  i32Eqz(): this { return this.op(0x45); }
+  i32Eq(): this { return this.op(0x46); }
+  i32Ne(): this { return this.op(0x47); }
+  i32LtS(): this { return this.op(0x48); }
+  i32LtU(): this { return this.op(0x49); }
+  i32GeU(): this { return this.op(0x4f); }
+  i32Add(): this { return this.op(0x6a); }
+  i32Sub(): this { return this.op(0x6b); }
+  i32Mul(): this { return this.op(0x6c); }
+  i32Shl(): this { return this.op(0x74); }
+
+  // SIMD128 (prefix 0xfd)
+  v128Load(offset = 0): this { return this.simd(0x00, ...memarg(4, offset)); }
+  /** Loads 8 bytes and sign-extends them to 8 × i16. */
+  v128Load8x8S(offset = 0): this { return this.simd(0x01, ...memarg(3, offset)); }
+  v128Load32Splat(offset = 0): this { return this.simd(0x09, ...memarg(2, offset)); }
+  v128Store(offset = 0): this { return this.simd(0x0b, ...memarg(4, offset)); }
+  /** v128.const of 16 bytes. */
+  v128Const(bytes: readonly number[]): this {
+    if (bytes.length !== 16) throw new RangeError(`v128Const: 16 bytes expected, got ${bytes.length}`);
+    return this.simd(0x0c, ...bytes.map((b) => b & 255));
+  }
+  i32x4Splat(): this { return this.simd(0x11); }
+  i32x4ExtractLane(lane: number): this { return this.simd(0x1b, lane); }
+  i16x8ExtendLowI8x16S(): this { return this.simd(0x87); }
+  i16x8ExtendHighI8x16S(): this { return this.simd(0x88); }
+  i16x8ExtendLowI8x16U(): this { return this.simd(0x89); }
+  i32x4Add(): this { return this.simd(0xae); }
+  i32x4Mul(): this { return this.simd(0xb5); }
+  i32x4DotI16x8S(): this { return this.simd(0xba); }
+}
+
+/** One function of a module: its type, locals (beyond the parameters) and body. */
+export interface FunctionDef {
+  readonly params: readonly ValType[];
+  readonly results: readonly ValType[];
+  readonly locals: readonly ValType[];
+  readonly body: Code;
+  /** Export name (none: not exported). */
+  readonly exportName?: string;
+}
+
+/** An imported memory `module.field` with at least `minPages` 64 KiB pages. */
+export interface MemoryImport {
+  readonly module: string;
+  readonly field: string;
+  readonly minPages: number;
+}
+
+function section(id: number, content: number[]): number[] {
+  return [id, ...uleb(content.length), ...content];
+}
+
+function vector(items: number[][]): number[] {
+  return [...uleb(items.length), ...items.flat()];
+}
+
+/** The binary module of `functions` (each with its own type) importing `memory` when given. */
+export function emitModule(functions: readonly FunctionDef[], memory?: MemoryImport): Uint8Array {
+  const out: number[] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+  out.push(...section(1, vector(functions.map((f) => [0x60, ...uleb(f.params.length), ...f.params, ...uleb(f.results.length), ...f.results]))));
+  if (memory) out.push(...section(2, vector([[...name(memory.module), ...name(memory.field), 0x02, 0x00, ...uleb(memory.minPages)]])));
+  out.push(...section(3, vector(functions.map((_, i) => uleb(i)))));
+  const exports = functions.flatMap((f, i) => (f.exportName === undefined ? [] : [[...name(f.exportName), 0x00, ...uleb(i)]]));
+  out.push(...section(7, vector(exports)));
+  const bodies = functions.map((f) => {
+    // locals as runs of one type
+    const runs: number[][] = [];
+    for (let i = 0; i < f.locals.length;) {
+      let j = i;
+      while (j < f.locals.length && f.locals[j] === f.locals[i]) j++;
+      runs.push([...uleb(j - i), f.locals[i]!]);
+      i = j;
+    }
+    const body = [...vector(runs), ...f.body.bytes, 0x0b];
+    return [...uleb(body.length), ...body];
+  });
+  out.push(...section(10, vector(bodies)));
+  return Uint8Array.from(out);
+}

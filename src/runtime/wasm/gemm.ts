@@ -1,0 +1,231 @@
+/**
+ * Integer GEMM in WebAssembly SIMD128 for the TypeScript executor, emitted at run time with
+ * ./emitter.ts (no toolchain needed; the module is under 1 KB, so the synchronous
+ * `new WebAssembly.Module` is fine on a browser's main thread).
+ *
+ *   out[o, p] = Σ_k w[o, k]·x[k, p]   (int32, wrapping modulo 2^32 like the reference kernels)
+ *
+ * Operands are int16. i32x4.dot_i16x8_s multiplies 8 pairs of int16 and adds neighbouring
+ * products into 4 int32 lanes; with x laid out as k-pairs of 4 pixels and a weight pair splatted
+ * to all lanes, one instruction gives 2 multiply-accumulates for each of 4 pixels of one channel.
+ * Every product and pair sum is exact in int32 when |w| ≤ 128 and |x| ≤ 32767 (callers check),
+ * and the accumulation wraps modulo 2^32, so the result equals the reference's wrapped int32 sum
+ * whatever the order of the additions.
+ *
+ * Layouts (int16 elements unless stated):
+ * - weights [O4, K2, 4, 2]: block of 4 channels, k-pair kp, channel c, k parity
+ *   (channels padded to a multiple of 4 and K to a multiple of 2 with zeros);
+ * - x [K2, Pp, 2]: k-pair kp, pixel p, parity; Pp a multiple of 8. Cells of pixels ≥ P and of the
+ *   padding k row may hold anything (padded weights are zero; pixels are independent columns);
+ * - out int32 [4·O4, Pp]: channel-major.
+ * The kernel keeps 4 channels × 8 pixels in 8 v128 accumulators.
+ * @internal
+ */
+import { Code, emitModule, ValType } from './emitter.ts';
+
+/** The part of the WebAssembly JS API used here (typed locally: the project's lib has no DOM). */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { readonly exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
+}
+
+function wasmApi(): WasmApi | null {
+  const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+  return api ?? null;
+}
+
+const PAGE = 65536;
+
+/** The GEMM kernel as a function body: gemm(w, x, out, oBlocks, K2, Pp) (byte addresses). */
+function gemmBody(): { locals: ValType[]; body: Code } {
+  // params 0..5: w, x, out, oBlocks, K2, Pp
+  const [W, X, OUT, OB, K2, PP] = [0, 1, 2, 3, 4, 5];
+  // i32 locals
+  const CB = 6, P = 7, KP = 8, WP = 9, XP = 10, ROW = 11, WBLOCK = 12, OBASE = 13;
+  // v128 locals
+  const ACC = 14; // 8 accumulators: channel c, pixel vector j at ACC + 2c + j
+  const X0 = 22, X1 = 23, WV = 24;
+  const locals: ValType[] = [...Array<ValType>(8).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)];
+  const c = new Code();
+  // ROW = Pp·4 bytes per k-pair row of x and per channel row of out
+  c.localGet(PP).i32Const(4).i32Mul().localSet(ROW);
+  c.i32Const(0).localSet(CB);
+  c.loop(); // over channel blocks
+  {
+    // WBLOCK = w + cb·K2·16
+    c.localGet(W).localGet(CB).localGet(K2).i32Mul().i32Const(16).i32Mul().i32Add().localSet(WBLOCK);
+    // OBASE = out + cb·4·ROW
+    c.localGet(OUT).localGet(CB).i32Const(4).i32Mul().localGet(ROW).i32Mul().i32Add().localSet(OBASE);
+    c.i32Const(0).localSet(P);
+    c.loop(); // over pixel blocks of 8
+    {
+      for (let i = 0; i < 8; i++) c.v128Const(Array<number>(16).fill(0)).localSet(ACC + i);
+      c.localGet(WBLOCK).localSet(WP);
+      c.localGet(X).localGet(P).i32Const(4).i32Mul().i32Add().localSet(XP);
+      c.localGet(K2).localSet(KP);
+      c.loop(); // over k pairs
+      {
+        c.localGet(XP).v128Load(0).localSet(X0);
+        c.localGet(XP).v128Load(16).localSet(X1);
+        for (let ch = 0; ch < 4; ch++) {
+          c.localGet(WP).v128Load32Splat(4 * ch).localSet(WV);
+          for (let j = 0; j < 2; j++) {
+            c.localGet(ACC + 2 * ch + j).localGet(WV).localGet(j === 0 ? X0 : X1).i32x4DotI16x8S().i32x4Add().localSet(ACC + 2 * ch + j);
+          }
+        }
+        c.localGet(WP).i32Const(16).i32Add().localSet(WP);
+        c.localGet(XP).localGet(ROW).i32Add().localSet(XP);
+        c.localGet(KP).i32Const(1).i32Sub().localTee(KP).brIf(0);
+      }
+      c.end();
+      // store: channel ch row at OBASE + ch·ROW + P·4, pixel vectors j at +16j
+      for (let ch = 0; ch < 4; ch++) {
+        for (let j = 0; j < 2; j++) {
+          c.localGet(OBASE).localGet(ROW).i32Const(ch).i32Mul().i32Add().localGet(P).i32Const(4).i32Mul().i32Add();
+          c.localGet(ACC + 2 * ch + j).v128Store(16 * j);
+        }
+      }
+      c.localGet(P).i32Const(8).i32Add().localTee(P).localGet(PP).i32LtU().brIf(0);
+    }
+    c.end();
+    c.localGet(CB).i32Const(1).i32Add().localTee(CB).localGet(OB).i32LtU().brIf(0);
+  }
+  c.end();
+  return { locals, body: c };
+}
+
+/** The kernel module's bytes (memory imported as env.memory). */
+export function gemmModuleBytes(): Uint8Array {
+  const { locals, body } = gemmBody();
+  const i32 = ValType.i32;
+  return emitModule([{ params: [i32, i32, i32, i32, i32, i32], results: [], locals, body, exportName: 'gemm' }], { module: 'env', field: 'memory', minPages: 1 });
+}
+
+let compiled: object | null | undefined;
+
+/** The compiled kernel module, or null when this engine has no WebAssembly SIMD128. */
+function kernelModule(): object | null {
+  if (compiled !== undefined) return compiled;
+  const api = wasmApi();
+  compiled = null;
+  if (api) {
+    try {
+      const bytes = gemmModuleBytes();
+      if (api.validate(bytes)) compiled = new api.Module(bytes);
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled;
+}
+
+/** True when the engine validates and compiles the SIMD128 kernel module. */
+export function wasmSimdAvailable(): boolean {
+  return kernelModule() !== null;
+}
+
+/** int16 weights packed for `WasmGemm.gemm` (see the module comment), with their channel count and K. */
+export interface Int16Weights {
+  readonly channels: number;
+  readonly K: number;
+  /** Channel blocks of 4. */
+  readonly blocks: number;
+  /** K rounded up to even. */
+  readonly K2: number;
+  readonly data: Int16Array;
+}
+
+/** Packs int8 weight rows w[offset + o·rowStride + k] (o < channels, k < K) as [O4, K2, 4, 2]. */
+export function packInt16Weights(w: Int8Array, offset: number, channels: number, K: number, rowStride = K): Int16Weights {
+  const blocks = Math.ceil(channels / 4);
+  const K2 = Math.ceil(K / 2);
+  const data = new Int16Array(blocks * K2 * 8);
+  for (let o = 0; o < channels; o++) {
+    const base = (o >> 2) * K2 * 8 + (o & 3) * 2;
+    const src = offset + o * rowStride;
+    for (let k = 0; k < K; k++) data[base + (k >> 1) * 8 + (k & 1)] = w[src + k]!;
+  }
+  return { channels, K, blocks, K2: K2, data };
+}
+
+/**
+ * One instance of the kernel with its own memory: weights are copied in once (`upload`) and stay;
+ * activations and results use the space above them (`operands`), grown on demand.
+ */
+export class WasmGemm {
+  private readonly memory: WasmMemory;
+  private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number) => void;
+  /** End of the uploaded weights (bytes, 16-aligned). */
+  private top = 0;
+  private buffer: ArrayBuffer | null = null;
+  private i16 = new Int16Array(0);
+  private i32 = new Int32Array(0);
+
+  private constructor(api: WasmApi, module: object) {
+    this.memory = new api.Memory({ initial: 1 });
+    const instance = new api.Instance(module, { env: { memory: this.memory } });
+    const gemm = instance.exports['gemm'];
+    if (typeof gemm !== 'function') throw new Error('WasmGemm: the kernel module exports no gemm function');
+    this.kernel = gemm as (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number) => void;
+  }
+
+  /** A new instance, or null without WebAssembly SIMD128. */
+  static create(): WasmGemm | null {
+    const api = wasmApi();
+    const module = kernelModule();
+    return api && module ? new WasmGemm(api, module) : null;
+  }
+
+  private ensure(bytes: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / PAGE));
+    if (this.buffer !== this.memory.buffer) {
+      this.buffer = this.memory.buffer;
+      this.i16 = new Int16Array(this.buffer);
+      this.i32 = new Int32Array(this.buffer);
+    }
+  }
+
+  /** Copies packed weights into memory for good; returns their byte address. */
+  upload(w: Int16Weights): number {
+    const at = this.top;
+    this.top = at + Math.ceil((w.data.length * 2) / 16) * 16;
+    this.ensure(this.top);
+    this.i16.set(w.data, at / 2);
+    return at;
+  }
+
+  /**
+   * Space for x [K2, Pp, 2] int16 and out [4·blocks, Pp] int32 above the weights: the int16 view
+   * with x's element index and the int32 view with out's element index (views change when memory
+   * grows, so take them after this call).
+   */
+  operands(K2: number, Pp: number, blocks: number): { i16: Int16Array; x: number; i32: Int32Array; out: number } {
+    const xBytes = Math.ceil((K2 * Pp * 4) / 16) * 16;
+    const outAt = this.top + xBytes;
+    this.ensure(outAt + blocks * 4 * Pp * 4);
+    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4 };
+  }
+
+  /**
+   * Runs the kernel on weights at byte address `wAt` (from `upload`) and the operands placed by
+   * `operands(w.K2, Pp, w.blocks)`; Pp must be a positive multiple of 8.
+   */
+  gemm(w: Int16Weights, wAt: number, Pp: number): void {
+    if (!(Pp > 0 && Pp % 8 === 0)) throw new RangeError(`WasmGemm.gemm: Pp must be a positive multiple of 8, got ${Pp}`);
+    const xAt = this.top;
+    const outAt = this.top + Math.ceil((w.K2 * Pp * 4) / 16) * 16;
+    if (w.blocks === 0) return;
+    if (w.K2 === 0) {
+      this.i32.fill(0, outAt / 4, outAt / 4 + w.blocks * 4 * Pp);
+      return;
+    }
+    this.kernel(wAt, xAt, outAt, w.blocks, w.K2, Pp);
+  }
+}
