@@ -139,17 +139,19 @@ describe('fast TypeScript executor == reference TypeScript executor', () => {
  * produces values outside the conv's declared input range (the reference stores them in the byte
  * type, wrapping); `wide`: the conv's input range is 16-bit (the fast executor must fall back).
  */
-function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide' | 'deep8' | 'deep4'): IntModel {
+function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide' | 'deep8' | 'deep4' | 'direct'): IntModel {
   const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
   const deep = variant === 'deep8' || variant === 'deep4';
   const groups = deep ? 1 : int(1, 3);
   // deep: K = cg·kh·kw above the lane limits (1,036 for 8-bit, 624 for 4-bit): K chunks
-  const cg = variant === 'deep8' ? 130 : variant === 'deep4' ? 80 : int(1, 3), og = int(1, 5);
+  // direct: stride 1 and ≥ 8 channels per group (the wasm kernels' direct convolution)
+  const cg = variant === 'deep8' ? 130 : variant === 'deep4' ? 80 : variant === 'direct' ? int(8, 11) : int(1, 3), og = int(1, 5);
   const Cin = groups * cg, Cout = groups * og;
   const k: [number, number] = deep ? [3, 3] : [int(1, 3), int(1, 3)];
   const stride: [number, number] = [int(1, 2), int(1, 2)];
   const padding: [number, number] = [int(0, 2), int(0, 2)];
   const dilation: [number, number] = [int(1, 2), int(1, 2)];
+  if (variant === 'direct') stride[0] = stride[1] = 1;
   if (variant === 'same') {
     // stride 1, output as wide as the input (the im2col block-copy path)
     stride[0] = stride[1] = 1;
@@ -163,7 +165,7 @@ function randomConvModel(rng: Rng, variant: 'plain' | 'same' | 'wrap' | 'wide' |
   const [qmin, qmax] = variant === 'wide' ? [-32768, 32767] : variant === 'deep8' ? [0, 255] : variant === 'deep4' ? [0, 15] : unsigned ? [0, int(15, 255)] : [int(-128, -8), int(7, 127)];
   const z = deep ? 0 : int(qmin, qmax);
   const convInput = { mode: 'affine' as const, scale: 0.05, zeroPoint: z, bits: variant === 'wide' ? 16 : 8, qmin, qmax };
-  const quantInput = variant === 'wrap' ? { ...convInput, qmin: -700, qmax: 700 } : convInput;
+  const quantInput = variant === 'wrap' || (variant === 'direct' && rng.uniform() < 0.5) ? { ...convInput, qmin: -700, qmax: 700 } : convInput;
   const Kc = cg * k[0] * k[1];
   const tensors = new Map<string, IntTensor>();
   const wMax = variant === 'deep4' ? 7 : 127;
@@ -215,6 +217,16 @@ describe('fast TypeScript executor on hand-built conv graphs', () => {
       const per = im.graph.inputShape.reduce((p, d) => p * d, 1);
       const x = Float32Array.from({ length: 3 * per }, () => (rng.uniform() - 0.5) * 30);
       assert.equal(assertSame(im, x, 3, `trial ${trial}`), 2, `trial ${trial}: a layer fell back`);
+    }
+  });
+
+  it('stride 1 with 8–11 channels per group (direct convolution on the wasm kernels), some inputs wrapping: identical', () => {
+    const rng = new Rng(23);
+    for (let trial = 0; trial < 16; trial++) {
+      const im = randomConvModel(rng, 'direct');
+      const per = im.graph.inputShape.reduce((p, d) => p * d, 1);
+      const x = Float32Array.from({ length: 2 * per }, () => (rng.uniform() - 0.5) * 40);
+      assert.equal(assertSame(im, x, 2, `direct ${trial}`), 2, `direct ${trial}: a layer fell back`);
     }
   });
 

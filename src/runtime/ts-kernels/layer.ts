@@ -34,6 +34,12 @@ export interface FastLayerTensors {
 /** Samples per GEMM of a linear layer (bounds the scratch buffers for large batches). */
 const LINEAR_CHUNK = 256;
 
+/**
+ * Input channels per group from which a stride-1 convolution runs as a direct convolution on the
+ * wasm kernels (fewer: each tap's GEMM is too short to pay for loading and storing accumulators).
+ */
+const DIRECT_MIN_CHANNELS = 8;
+
 type Output =
   | { readonly mode: 'requantize'; readonly plan: RequantPlan }
   | { readonly mode: 'sign'; readonly threshold: Int32Array; readonly direction: Int32Array }
@@ -109,6 +115,8 @@ export class FastLayer {
   private wide: LaneWeights[][] | null = null;
   /** int16 weights per group uploaded to a WasmGemm, with their byte addresses there. */
   private int16: { gemm: WasmGemm; weights: Int16Weights[]; at: number[] } | null = null;
+  /** The same per group and kernel tap (ky·kw + kx), K = the group's input channels (direct convolution). */
+  private int16Taps: { gemm: WasmGemm; weights: Int16Weights[][]; at: number[][] } | null = null;
   /** Why the wasm kernels cannot run this layer exactly (null: they can). */
   readonly wasmFallback: string | null;
 
@@ -282,6 +290,74 @@ export class FastLayer {
     return this.int16;
   }
 
+  /** The int16 weights of each group and tap, uploaded to `gemm` once (see `directConv`). */
+  private weightTaps(gemm: WasmGemm): { weights: Int16Weights[][]; at: number[][] } {
+    if (this.int16Taps && this.int16Taps.gemm === gemm) return this.int16Taps;
+    const g = this.node.conv!;
+    const og = this.node.outFeatures / this.groups;
+    const cg = g.inChannels / g.groups;
+    const taps = g.kernelSize[0] * g.kernelSize[1];
+    const weights: Int16Weights[][] = [];
+    for (let gi = 0; gi < this.groups; gi++) {
+      const row: Int16Weights[] = [];
+      for (let t = 0; t < taps; t++) row.push(packInt16Weights(this.weights, gi * og * this.K + t, og, cg, this.K, taps));
+      weights.push(row);
+    }
+    this.int16Taps = { gemm, weights, at: weights.map((row) => row.map((w) => gemm.upload(w))) };
+    return this.int16Taps;
+  }
+
+  /**
+   * Direct convolution for stride 1 with at least 8 input channels per group (no patch matrix):
+   * the group's channels in pairs over the padded image, x [C2, N, 2] with pixel q = y·Wp + x of
+   * the padded grid (Hp × Wp, border = the padding value); output position q = oy·Wp + ox reads
+   * tap (ky, kx) at q + ky·dh·Wp + kx·dw, so each tap is one GEMM on a shifted view of the same
+   * rows, accumulated in the kernel. Positions with ox ≥ ow (and the cells past Hp·Wp they read)
+   * are computed and dropped.
+   */
+  private directConv(xt: Int16Array, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number): void {
+    const g = this.node.conv!;
+    const cg = g.inChannels / g.groups;
+    const og = this.node.outFeatures / this.groups;
+    const [kh, kw] = g.kernelSize;
+    const [ph, pw] = g.padding;
+    const [dh, dw] = g.dilation;
+    const Hp = h + 2 * ph, Wp = w + 2 * pw;
+    const Pp = Math.ceil((oh * Wp) / 8) * 8;
+    const N = Pp + (kh - 1) * dh * Wp + (kw - 1) * dw;
+    const C2 = Math.ceil(cg / 2);
+    const taps = this.weightTaps(gemm);
+    const { i32, x: xi, out } = gemm.operands(C2, Pp, taps.weights[gi]![0]!.blocks, N);
+    const pad = this.padValue;
+    const padPair = (pad & 0xffff) | (pad << 16);
+    const hw = h * w;
+    for (let cp = 0; cp < C2; cp++) {
+      const row = xi / 2 + cp * N; // int32 index: one channel pair per element (low half = even channel)
+      const p0 = (gi * cg + 2 * cp) * hw;
+      const p1 = 2 * cp + 1 < cg ? p0 + hw : p0; // odd tail: the partner's weights are zero
+      i32.fill(padPair, row, row + ph * Wp);
+      for (let iy = 0; iy < h; iy++) {
+        const r = row + (iy + ph) * Wp;
+        i32.fill(padPair, r, r + pw);
+        const s0 = p0 + iy * w, s1 = p1 + iy * w, d = r + pw;
+        for (let ix = 0; ix < w; ix++) i32[d + ix] = (xt[s0 + ix]! & 0xffff) | (xt[s1 + ix]! << 16);
+        i32.fill(padPair, r + pw + w, r + Wp);
+      }
+      i32.fill(padPair, row + (ph + h) * Wp, row + Hp * Wp);
+    }
+    for (let ky = 0, t = 0; ky < kh; ky++) {
+      for (let kx = 0; kx < kw; kx++, t++) {
+        gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: N, xShift: ky * dh * Wp + kx * dw, accumulate: t > 0, K2: C2 });
+      }
+    }
+    for (let o = 0; o < og; o++) {
+      for (let oy = 0; oy < oh; oy++) {
+        const src = out + o * Pp + oy * Wp;
+        acc.set(i32.subarray(src, src + ow), accOffset + o * oh * ow + oy * ow);
+      }
+    }
+  }
+
   /** Int32 accumulators [N, O, P] with the WebAssembly SIMD128 GEMM. */
   private accumulateWasm(shape: readonly number[], x: Int32Array, scratch: Scratch, gemm: WasmGemm): Int32Array {
     const node = this.node;
@@ -319,9 +395,14 @@ export class FastLayer {
       const og = O / g.groups;
       const per = g.inChannels * h * w;
       const xt = scratch.input16(per);
+      const direct = g.stride[0] === 1 && g.stride[1] === 1 && g.inChannels / g.groups >= DIRECT_MIN_CHANNELS;
       for (let b = 0; b < n; b++) {
         this.transform16(x, b * per, per, xt);
         for (let gi = 0; gi < g.groups; gi++) {
+          if (direct) {
+            this.directConv(xt, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P);
+            continue;
+          }
           const wt = weights[gi]!;
           const { i16, x: xi, i32, out } = gemm.operands(wt.K2, Pp, wt.blocks);
           im2colPairs(xt, h, w, oh, ow, g, gi, this.padValue, i16, xi, Pp);

@@ -43,31 +43,29 @@ export function sleb(value: number): number[] {
 
 /** Decodes an unsigned LEB128 at `offset` (tests and validation): value and bytes read. */
 export function readUleb(bytes: ArrayLike<number>, offset = 0): { value: number; length: number } {
-  let value = 0;
-  let scale = 1;
-  for (let i = offset; i < bytes.length; i++) {
-    const b = bytes[i]!;
-    value += (b & 0x7f) * scale;
-    scale *= 128;
-    if ((b & 0x80) === 0) return { value, length: i - offset + 1 };
-  }
-  throw new RangeError('readUleb: unterminated LEB128');
+  const { value, length } = readLeb(bytes, offset, false);
+  return { value: Number(value), length };
 }
 
 /** Decodes a signed LEB128 at `offset`: value and bytes read. */
 export function readSleb(bytes: ArrayLike<number>, offset = 0): { value: number; length: number } {
-  let value = 0;
-  let scale = 1;
+  const { value, length } = readLeb(bytes, offset, true);
+  return { value: Number(value), length };
+}
+
+function readLeb(bytes: ArrayLike<number>, offset: number, signed: boolean): { value: bigint; length: number } {
+  let value = 0n;
+  let shift = 0n;
   for (let i = offset; i < bytes.length; i++) {
     const b = bytes[i]!;
-    value += (b & 0x7f) * scale;
-    scale *= 128;
+    value |= BigInt(b & 0x7f) << shift;
+    shift += 7n;
     if ((b & 0x80) === 0) {
-      if (b & 0x40) value -= scale;
+      if (signed && b & 0x40) value -= 1n << shift;
       return { value, length: i - offset + 1 };
     }
   }
-  throw new RangeError('readSleb: unterminated LEB128');
+  throw new RangeError('readLeb: unterminated LEB128');
 }
 
 /** UTF-8 name as a vector. */

@@ -42,19 +42,23 @@ function wasmApi(): WasmApi | null {
 
 const PAGE = 65536;
 
-/** The GEMM kernel as a function body: gemm(w, x, out, oBlocks, K2, Pp) (byte addresses). */
+/**
+ * The GEMM kernel as a function body: gemm(w, x, out, oBlocks, K2, Pp, xStride, accumulate) (byte
+ * addresses; x rows of xStride pixels; accumulate ≠ 0 adds to `out` instead of overwriting it).
+ */
 function gemmBody(): { locals: ValType[]; body: Code } {
-  // params 0..5: w, x, out, oBlocks, K2, Pp
-  const [W, X, OUT, OB, K2, PP] = [0, 1, 2, 3, 4, 5];
+  // params 0..7: w, x, out, oBlocks, K2, Pp, xStride, accumulate
+  const [W, X, OUT, OB, K2, PP, XSTRIDE, ACCUMULATE] = [0, 1, 2, 3, 4, 5, 6, 7];
   // i32 locals
-  const CB = 6, P = 7, KP = 8, WP = 9, XP = 10, ROW = 11, WBLOCK = 12, OBASE = 13;
+  const CB = 8, P = 9, KP = 10, WP = 11, XP = 12, ROW = 13, WBLOCK = 14, OBASE = 15, XROW = 16;
   // v128 locals
-  const ACC = 14; // 8 accumulators: channel c, pixel vector j at ACC + 2c + j
-  const X0 = 22, X1 = 23, WV = 24;
-  const locals: ValType[] = [...Array<ValType>(8).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)];
+  const ACC = 17; // 8 accumulators: channel c, pixel vector j at ACC + 2c + j
+  const X0 = 25, X1 = 26, WV = 27;
+  const locals: ValType[] = [...Array<ValType>(9).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)];
   const c = new Code();
-  // ROW = Pp·4 bytes per k-pair row of x and per channel row of out
+  // ROW = Pp·4 bytes per channel row of out, XROW = xStride·4 bytes per k-pair row of x
   c.localGet(PP).i32Const(4).i32Mul().localSet(ROW);
+  c.localGet(XSTRIDE).i32Const(4).i32Mul().localSet(XROW);
   c.i32Const(0).localSet(CB);
   c.loop(); // over channel blocks
   {
@@ -65,7 +69,16 @@ function gemmBody(): { locals: ValType[]; body: Code } {
     c.i32Const(0).localSet(P);
     c.loop(); // over pixel blocks of 8
     {
+      c.localGet(ACCUMULATE).if();
+      for (let ch = 0; ch < 4; ch++) {
+        for (let j = 0; j < 2; j++) {
+          c.localGet(OBASE).localGet(ROW).i32Const(ch).i32Mul().i32Add().localGet(P).i32Const(4).i32Mul().i32Add();
+          c.v128Load(16 * j).localSet(ACC + 2 * ch + j);
+        }
+      }
+      c.else();
       for (let i = 0; i < 8; i++) c.v128Const(Array<number>(16).fill(0)).localSet(ACC + i);
+      c.end();
       c.localGet(WBLOCK).localSet(WP);
       c.localGet(X).localGet(P).i32Const(4).i32Mul().i32Add().localSet(XP);
       c.localGet(K2).localSet(KP);
@@ -80,7 +93,7 @@ function gemmBody(): { locals: ValType[]; body: Code } {
           }
         }
         c.localGet(WP).i32Const(16).i32Add().localSet(WP);
-        c.localGet(XP).localGet(ROW).i32Add().localSet(XP);
+        c.localGet(XP).localGet(XROW).i32Add().localSet(XP);
         c.localGet(KP).i32Const(1).i32Sub().localTee(KP).brIf(0);
       }
       c.end();
@@ -104,7 +117,7 @@ function gemmBody(): { locals: ValType[]; body: Code } {
 export function gemmModuleBytes(): Uint8Array {
   const { locals, body } = gemmBody();
   const i32 = ValType.i32;
-  return emitModule([{ params: [i32, i32, i32, i32, i32, i32], results: [], locals, body, exportName: 'gemm' }], { module: 'env', field: 'memory', minPages: 1 });
+  return emitModule([{ params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals, body, exportName: 'gemm' }], { module: 'env', field: 'memory', minPages: 1 });
 }
 
 let compiled: object | null | undefined;
@@ -141,17 +154,19 @@ export interface Int16Weights {
   readonly data: Int16Array;
 }
 
-/** Packs int8 weight rows w[offset + o·rowStride + k] (o < channels, k < K) as [O4, K2, 4, 2]. */
-export function packInt16Weights(w: Int8Array, offset: number, channels: number, K: number, rowStride = K): Int16Weights {
+/**
+ * Packs int8 weights w[offset + o·rowStride + k·kStride] (o < channels, k < K) as [O4, K2, 4, 2].
+ */
+export function packInt16Weights(w: Int8Array, offset: number, channels: number, K: number, rowStride = K, kStride = 1): Int16Weights {
   const blocks = Math.ceil(channels / 4);
   const K2 = Math.ceil(K / 2);
   const data = new Int16Array(blocks * K2 * 8);
   for (let o = 0; o < channels; o++) {
     const base = (o >> 2) * K2 * 8 + (o & 3) * 2;
     const src = offset + o * rowStride;
-    for (let k = 0; k < K; k++) data[base + (k >> 1) * 8 + (k & 1)] = w[src + k]!;
+    for (let k = 0; k < K; k++) data[base + (k >> 1) * 8 + (k & 1)] = w[src + k * kStride]!;
   }
-  return { channels, K, blocks, K2: K2, data };
+  return { channels, K, blocks, K2, data };
 }
 
 /**
@@ -160,7 +175,7 @@ export function packInt16Weights(w: Int8Array, offset: number, channels: number,
  */
 export class WasmGemm {
   private readonly memory: WasmMemory;
-  private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number) => void;
+  private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
   private buffer: ArrayBuffer | null = null;
@@ -172,7 +187,7 @@ export class WasmGemm {
     const instance = new api.Instance(module, { env: { memory: this.memory } });
     const gemm = instance.exports['gemm'];
     if (typeof gemm !== 'function') throw new Error('WasmGemm: the kernel module exports no gemm function');
-    this.kernel = gemm as (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number) => void;
+    this.kernel = gemm as WasmGemm['kernel'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
@@ -206,8 +221,8 @@ export class WasmGemm {
    * with x's element index and the int32 view with out's element index (views change when memory
    * grows, so take them after this call).
    */
-  operands(K2: number, Pp: number, blocks: number): { i16: Int16Array; x: number; i32: Int32Array; out: number } {
-    const xBytes = Math.ceil((K2 * Pp * 4) / 16) * 16;
+  operands(K2: number, Pp: number, blocks: number, xStride = Pp): { i16: Int16Array; x: number; i32: Int32Array; out: number } {
+    const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
     const outAt = this.top + xBytes;
     this.ensure(outAt + blocks * 4 * Pp * 4);
     return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4 };
@@ -215,17 +230,24 @@ export class WasmGemm {
 
   /**
    * Runs the kernel on weights at byte address `wAt` (from `upload`) and the operands placed by
-   * `operands(w.K2, Pp, w.blocks)`; Pp must be a positive multiple of 8.
+   * `operands(K2, Pp, w.blocks, xStride)` (K2 ≥ w.K2: the x rows reserved); Pp must be a positive
+   * multiple of 8 and xStride ≥ Pp. `xShift` pixels are skipped at the start of every x row (a
+   * shifted view of the same rows: the taps of a direct convolution); `accumulate` adds to out.
    */
-  gemm(w: Int16Weights, wAt: number, Pp: number): void {
+  gemm(w: Int16Weights, wAt: number, Pp: number, options: { xStride?: number; xShift?: number; accumulate?: boolean; K2?: number } = {}): void {
+    const xStride = options.xStride ?? Pp;
+    const xShift = options.xShift ?? 0;
+    const K2 = options.K2 ?? w.K2;
     if (!(Pp > 0 && Pp % 8 === 0)) throw new RangeError(`WasmGemm.gemm: Pp must be a positive multiple of 8, got ${Pp}`);
-    const xAt = this.top;
-    const outAt = this.top + Math.ceil((w.K2 * Pp * 4) / 16) * 16;
+    if (!(xStride >= Pp + xShift && xShift >= 0 && K2 >= w.K2)) throw new RangeError(`WasmGemm.gemm: bad x geometry (xStride ${xStride}, xShift ${xShift}, Pp ${Pp}, K2 ${K2} < ${w.K2})`);
+    const xAt = this.top + 4 * xShift;
+    const outAt = this.top + Math.ceil((K2 * xStride * 4) / 16) * 16;
+    if (outAt + w.blocks * 16 * Pp > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.gemm: operands not reserved (call operands() first)');
     if (w.blocks === 0) return;
     if (w.K2 === 0) {
-      this.i32.fill(0, outAt / 4, outAt / 4 + w.blocks * 4 * Pp);
+      if (!options.accumulate) this.i32.fill(0, outAt / 4, outAt / 4 + w.blocks * 4 * Pp);
       return;
     }
-    this.kernel(wAt, xAt, outAt, w.blocks, w.K2, Pp);
+    this.kernel(wAt, xAt, outAt, w.blocks, w.K2, Pp, xStride, options.accumulate ? 1 : 0);
   }
 }

@@ -1,0 +1,99 @@
+/**
+ * The wasm emitter: LEB128 encodings against known byte strings and round trips at the edges,
+ * and modules it emits validate and compute what the opcodes mean (scalar i32 arithmetic and a
+ * loop; SIMD128 widening loads and i32x4.dot_i16x8_s against a plain JS evaluation).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Code, emitModule, readSleb, readUleb, sleb, uleb, ValType } from './emitter.ts';
+
+interface Api {
+  validate(b: Uint8Array): boolean;
+  Module: new (b: Uint8Array) => object;
+  Instance: new (m: object, i: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
+  Memory: new (d: { initial: number }) => { buffer: ArrayBuffer };
+}
+const api = (globalThis as { WebAssembly?: Api }).WebAssembly!;
+
+describe('LEB128', () => {
+  it('known encodings', () => {
+    assert.deepEqual(uleb(0), [0]);
+    assert.deepEqual(uleb(127), [0x7f]);
+    assert.deepEqual(uleb(128), [0x80, 0x01]);
+    assert.deepEqual(uleb(624485), [0xe5, 0x8e, 0x26]);
+    assert.deepEqual(uleb(2 ** 32 - 1), [0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert.deepEqual(sleb(0), [0]);
+    assert.deepEqual(sleb(-1), [0x7f]);
+    assert.deepEqual(sleb(63), [0x3f]);
+    assert.deepEqual(sleb(64), [0xc0, 0x00]);
+    assert.deepEqual(sleb(-64), [0x40]);
+    assert.deepEqual(sleb(-65), [0xbf, 0x7f]);
+    assert.deepEqual(sleb(-123456), [0xc0, 0xbb, 0x78]);
+    assert.deepEqual(sleb(2 ** 31 - 1), [0xff, 0xff, 0xff, 0xff, 0x07]);
+    assert.deepEqual(sleb(-(2 ** 31)), [0x80, 0x80, 0x80, 0x80, 0x78]);
+  });
+
+  it('round trips at the edges and rejects non-integers', () => {
+    const unsigned = [0, 1, 63, 64, 127, 128, 255, 16383, 16384, 2 ** 31, 2 ** 32, 2 ** 35 + 5, Number.MAX_SAFE_INTEGER];
+    for (const v of unsigned) assert.deepEqual(readUleb(uleb(v)), { value: v, length: uleb(v).length }, `uleb ${v}`);
+    const signed = [0, 1, -1, 63, -63, 64, -64, 65, -65, 8191, -8192, 8192, -8193, 2 ** 31 - 1, -(2 ** 31), 2 ** 40, -(2 ** 40), Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER];
+    for (const v of signed) assert.deepEqual(readSleb(sleb(v)), { value: v, length: sleb(v).length }, `sleb ${v}`);
+    assert.throws(() => uleb(-1), /non-negative/);
+    assert.throws(() => uleb(1.5), /non-negative/);
+    assert.throws(() => sleb(0.5), /safe integer/);
+    assert.throws(() => new Code().i32Const(2 ** 32), /32-bit/);
+    assert.throws(() => readUleb([0x80]), /unterminated/);
+  });
+});
+
+describe('emitted modules', () => {
+  it('scalar: i32 arithmetic and a counted loop', () => {
+    const i32 = ValType.i32;
+    // sum(n) = Σ_{i=1..n} i·a, with i32 wrapping
+    const c = new Code();
+    c.i32Const(0).localSet(2);
+    c.block().localGet(0).i32Eqz().brIf(0).loop();
+    c.localGet(2).localGet(0).localGet(1).i32Mul().i32Add().localSet(2);
+    c.localGet(0).i32Const(1).i32Sub().localTee(0).brIf(0);
+    c.end().end();
+    c.localGet(2);
+    const bytes = emitModule([{ params: [i32, i32], results: [i32], locals: [i32], body: c, exportName: 'sum' }]);
+    assert.ok(api.validate(bytes));
+    const sum = new api.Instance(new api.Module(bytes), {}).exports['sum'] as (n: number, a: number) => number;
+    assert.equal(sum(0, 5), 0);
+    assert.equal(sum(10, 3), 165);
+    let ref = 0;
+    for (let i = 1; i <= 1000; i++) ref = (ref + Math.imul(i, 0x7654321)) | 0;
+    assert.equal(sum(1000, 0x7654321), ref);
+  });
+
+  it('SIMD128: sign-extending loads and i32x4.dot_i16x8_s', () => {
+    // f(a, b, out): out[0..3] = dot(extend8(a), extend8(b)); out[4..7] = dot(load16(a+16), load16(b+16))
+    const c = new Code();
+    c.localGet(2).localGet(0).v128Load8x8S().localGet(1).v128Load8x8S().i32x4DotI16x8S().v128Store();
+    c.localGet(2).localGet(0).v128Load(16).localGet(1).v128Load(16).i32x4DotI16x8S().localGet(0).v128Load32Splat(32).i32x4Add().v128Store(16);
+    const i32 = ValType.i32;
+    const bytes = emitModule([{ params: [i32, i32, i32], results: [], locals: [], body: c, exportName: 'f' }], { module: 'env', field: 'memory', minPages: 1 });
+    assert.ok(api.validate(bytes));
+    const memory = new api.Memory({ initial: 1 });
+    const f = new api.Instance(new api.Module(bytes), { env: { memory } }).exports['f'] as (a: number, b: number, o: number) => void;
+    const i8 = new Int8Array(memory.buffer);
+    const i16 = new Int16Array(memory.buffer);
+    const i32v = new Int32Array(memory.buffer);
+    const a = [-128, 127, -1, 0, 5, -7, 100, -100];
+    const b = [-128, -128, 127, 3, -9, 11, -50, 99];
+    i8.set(a, 0);
+    i8.set(b, 64);
+    const a16 = [-32768, -32768, 32767, -1, 300, -300, 12345, -23456];
+    const b16 = [-32768, -32768, 32767, 32767, -300, 299, 2, 3];
+    i16.set(a16, 8);
+    i16.set(b16, 40);
+    i32v[8] = 1000; // splat at a + 32
+    f(0, 64, 128);
+    for (let l = 0; l < 4; l++) {
+      assert.equal(i32v[32 + l], a[2 * l]! * b[2 * l]! + a[2 * l + 1]! * b[2 * l + 1]!, `8-bit lane ${l}`);
+      // lane 0: 2·2^30 wraps to −2^31, as the spec's modular addition
+      assert.equal(i32v[36 + l], (a16[2 * l]! * b16[2 * l]! + a16[2 * l + 1]! * b16[2 * l + 1]! + 1000) | 0, `16-bit lane ${l}`);
+    }
+  });
+});

@@ -1,0 +1,118 @@
+/**
+ * The WebAssembly SIMD128 GEMM against a plain int32 loop (products summed with wrapping int32
+ * additions, as the reference kernels): random shapes with odd K, pixel counts and channel
+ * counts, saturated int8 weights and int16 activations (K large enough that the sums wrap),
+ * accumulation into the output and shifted x views (the direct convolution's taps).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Rng } from '../../tensor/index.ts';
+import { gemmModuleBytes, packInt16Weights, WasmGemm, wasmSimdAvailable } from './gemm.ts';
+
+/** out[o, p] = Σ_k w[o·K + k]·x[k·stride + shift + p] wrapped to int32. */
+function reference(w: Int8Array, x: Int16Array, O: number, K: number, P: number, stride: number, shift: number): Int32Array {
+  const out = new Int32Array(O * P);
+  for (let o = 0; o < O; o++) {
+    for (let p = 0; p < P; p++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s = (s + w[o * K + k]! * x[k * stride + shift + p]!) | 0;
+      out[o * P + p] = s;
+    }
+  }
+  return out;
+}
+
+/** Writes x [K, stride] into the kernel's [K2, stride, 2] layout; the odd padding row gets junk. */
+function place(i16: Int16Array, at: number, x: Int16Array, K: number, stride: number, junk: number): void {
+  for (let k = 0; k < K; k++) for (let p = 0; p < stride; p++) i16[at + (k >> 1) * 2 * stride + 2 * p + (k & 1)] = x[k * stride + p]!;
+  if (K % 2 === 1) for (let p = 0; p < stride; p++) i16[at + (K >> 1) * 2 * stride + 2 * p + 1] = junk;
+}
+
+describe('WebAssembly SIMD128 GEMM', () => {
+  it('the kernel module validates in this engine (Node has SIMD128)', () => {
+    assert.ok(wasmSimdAvailable());
+    assert.ok(gemmModuleBytes().length < 1024);
+  });
+
+  it('random shapes (odd K, P, channels), int8 weights, centred-byte and full int16 activations', () => {
+    const rng = new Rng(5);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
+    for (let trial = 0; trial < 30; trial++) {
+      const O = int(1, 13), K = int(1, 41), P = int(1, 37);
+      const saturate = trial % 3 === 0;
+      const xMax = trial % 2 === 0 ? 255 : 32767;
+      const w = Int8Array.from({ length: O * K }, () => (saturate ? (rng.uniform() < 0.5 ? -128 : 127) : int(-128, 127)));
+      const x = Int16Array.from({ length: K * P }, () => (saturate ? (rng.uniform() < 0.5 ? -xMax : xMax) : int(-xMax, xMax)));
+      const packed = packInt16Weights(w, 0, O, K);
+      const at = gemm.upload(packed);
+      const Pp = Math.ceil(P / 8) * 8;
+      const padded = new Int16Array(K * Pp);
+      for (let k = 0; k < K; k++) for (let p = 0; p < Pp; p++) padded[k * Pp + p] = p < P ? x[k * P + p]! : int(-32768, 32767);
+      const { i16, x: xi } = gemm.operands(packed.K2, Pp, packed.blocks);
+      place(i16, xi, padded, K, Pp, int(-32768, 32767));
+      gemm.gemm(packed, at, Pp);
+      const { i32, out } = gemm.operands(packed.K2, Pp, packed.blocks);
+      const ref = reference(w, padded, O, K, Pp, Pp, 0);
+      for (let o = 0; o < O; o++) for (let p = 0; p < P; p++) assert.equal(i32[out + o * Pp + p], ref[o * Pp + p], `trial ${trial} (O ${O}, K ${K}, P ${P}): out[${o}, ${p}]`);
+    }
+  });
+
+  it('sums past 2^31 wrap as int32 (K = 1,023 of 128·32,767)', () => {
+    const gemm = WasmGemm.create()!;
+    const O = 3, K = 1023, P = 9, Pp = 16;
+    const w = Int8Array.from({ length: O * K }, (_, i) => (i % 11 === 0 ? 127 : -128)); // mostly −128
+    const x = Int16Array.from({ length: K * Pp }, (_, i) => (i % 13 === 0 ? 32767 : -32767)); // mostly (−128)·(−32,767) > 0
+    const packed = packInt16Weights(w, 0, O, K);
+    const at = gemm.upload(packed);
+    const { i16, x: xi } = gemm.operands(packed.K2, Pp, packed.blocks);
+    place(i16, xi, x, K, Pp, 0);
+    gemm.gemm(packed, at, Pp);
+    const { i32, out } = gemm.operands(packed.K2, Pp, packed.blocks);
+    const ref = reference(w, x, O, K, Pp, Pp, 0);
+    let wrapped = 0;
+    for (let o = 0; o < O; o++) {
+      for (let p = 0; p < P; p++) {
+        assert.equal(i32[out + o * Pp + p], ref[o * Pp + p]);
+        let exact = 0;
+        for (let k = 0; k < K; k++) exact += w[o * K + k]! * x[k * Pp + p]!;
+        if (exact !== ref[o * Pp + p]) wrapped++;
+      }
+    }
+    assert.ok(wrapped > 0, 'the test must reach int32 wrapping');
+  });
+
+  it('strided weights, shifted x views and accumulation (direct-convolution taps)', () => {
+    const rng = new Rng(9);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
+    // weights [O, C, T] (T taps); tap t uses w[o, c, t] against x rows shifted by shifts[t]
+    const O = 6, C = 9, T = 3, Pp = 24, shifts = [0, 1, 7];
+    const stride = Pp + 7;
+    const w = Int8Array.from({ length: O * C * T }, () => int(-128, 127));
+    const x = Int16Array.from({ length: C * stride }, () => int(-255, 255));
+    const taps = [0, 1, 2].map((t) => packInt16Weights(w, t, O, C, C * T, T));
+    const at = taps.map((p) => gemm.upload(p));
+    const { i16, x: xi } = gemm.operands(taps[0]!.K2, Pp, taps[0]!.blocks, stride);
+    place(i16, xi, x, C, stride, 77);
+    for (let t = 0; t < T; t++) gemm.gemm(taps[t]!, at[t]!, Pp, { xStride: stride, xShift: shifts[t], accumulate: t > 0 });
+    const { i32, out } = gemm.operands(taps[0]!.K2, Pp, taps[0]!.blocks, stride);
+    for (let o = 0; o < O; o++) {
+      for (let p = 0; p < Pp; p++) {
+        let s = 0;
+        for (let t = 0; t < T; t++) for (let c = 0; c < C; c++) s = (s + w[(o * C + c) * T + t]! * x[c * stride + shifts[t]! + p]!) | 0;
+        assert.equal(i32[out + o * Pp + p], s, `out[${o}, ${p}]`);
+      }
+    }
+  });
+
+  it('rejects bad geometry', () => {
+    const gemm = WasmGemm.create()!;
+    const packed = packInt16Weights(new Int8Array(8), 0, 2, 4);
+    const at = gemm.upload(packed);
+    gemm.operands(packed.K2, 8, packed.blocks);
+    assert.throws(() => gemm.gemm(packed, at, 12), /multiple of 8/);
+    assert.throws(() => gemm.gemm(packed, at, 8, { xShift: 3 }), /bad x geometry/);
+    assert.throws(() => gemm.gemm(packed, at, 1 << 20), /not reserved/);
+  });
+});
