@@ -35,6 +35,16 @@ export {
   loadMobyDickNextWord,
 } from './text.ts';
 export {
+  LM_DATASET_NAMES,
+  type LmDatasetName,
+  type LanguageModelCorpusOptions,
+  type LanguageModelCorpus,
+  isLmDatasetName,
+  textLanguageModel,
+  loadLanguageModelCorpus,
+  contextIdBatches,
+} from './lm-corpus.ts';
+export {
   DIGIT_STRIP_HEIGHT,
   DigitStrings,
   type DigitStringsOptions,

@@ -15,6 +15,7 @@ export {
   type FitOptions,
   type EvaluateResult,
 } from './fit.ts';
+export { evaluatePerplexity, PerplexityMeter, type PerplexityResult } from './perplexity.ts';
 export { ProgressBar, formatDuration, type ProgressBarOptions, type ProgressMetrics, type ProgressStream } from './progress.ts';
 export {
   saveCheckpoint,

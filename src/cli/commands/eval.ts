@@ -1,4 +1,4 @@
-import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
+import { DATASET_NAMES, DATASET_STATS, isDatasetName, isLmDatasetName, LM_DATASET_NAMES, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
 import { normalizeInPlace } from '../../data/dataset.ts';
 import type { Module } from '../../nn/index.ts';
 import { Tensor } from '../../tensor/index.ts';
@@ -10,6 +10,8 @@ import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
 import { modelOfCheckpoint, type CheckpointModel } from '../checkpoint-model.ts';
 import { checkOutputFile, loadIntModelFile, resolveModelInput } from '../inputs.ts';
+import { readLmCheckpoint, type LmCheckpoint } from '../lm-run.ts';
+import { evalLanguageModel } from './eval-lm.ts';
 
 /** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode; float32 runs are refused. */
 function preparedFromCheckpoint(path: string): CheckpointModel {
@@ -28,23 +30,31 @@ export const evalCommand = defineCommand({
     '(model, scheme and estimator from its config), optionally saves it (--save) and, with',
     '--compare, also runs the fake-quant model and reports their agreement (same argmax, logit',
     'difference in units of the last layer\'s s_in·s_w, per-layer integer input differences).',
+    'A language-model run (lowbit train --model lstm-lm|gru-lm; as --model or --checkpoint) reports its',
+    'test perplexity on the corpus\' held-out test split and the forward throughput (docs/lm.md).',
   ].join('\n'),
   examples: [
     'lowbit eval --model lenet5-w8a8.lowbit --dataset mnist',
     'lowbit eval --checkpoint runs/lenet5-mnist-w8a8/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
+    'lowbit eval runs/lstm-lm-moby-dick-w4a8          # test perplexity of a language-model run',
   ],
   options: {
     model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },
     checkpoint: { type: 'string', placeholder: 'PATH', help: 'a QAT training checkpoint or run directory to convert (instead of --model)' },
     save: { type: 'string', placeholder: 'FILE', help: 'with --checkpoint: write the converted model to this .lowbit file' },
     compare: { type: 'boolean', help: 'with --checkpoint: compare with the fake-quant model on the same images' },
-    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on, else mnist)' },
-    limit: { type: 'int', positive: true, help: 'evaluate on the first N test images only' },
-    batchSize: { type: 'int', positive: true, default: 256, help: 'images per IntModel.run call' },
+    dataset: { type: 'enum', choices: [...DATASET_NAMES, ...LM_DATASET_NAMES], help: 'dataset (default: the one the model was trained on, else mnist)' },
+    limit: { type: 'int', positive: true, help: 'evaluate on the first N test images (language models: test windows) only' },
+    batchSize: { type: 'int', positive: true, default: 256, help: 'images per IntModel.run call (language models: windows per forward)' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'backend of the fake-quant model (--compare)' },
   },
   run(options, io) {
     if ((options.model === undefined) === (options.checkpoint === undefined)) throw new UsageError('give exactly one of --model FILE.lowbit (or lowbit eval FILE.lowbit) and --checkpoint FILE.safetensors', 'eval');
+    const lm = languageModelRun(options.checkpoint ?? options.model!);
+    if (lm) {
+      useBackend(options.backend);
+      return evalLanguageModel(lm, options, io);
+    }
     if (options.checkpoint === undefined && (options.save !== undefined || options.compare)) throw new UsageError('--save and --compare need --checkpoint', 'eval');
     const input = options.checkpoint !== undefined ? checkpointInput(options.checkpoint) : modelInput(options.model!);
     if (options.save !== undefined) checkOutputFile(options.save, 'eval: --save', input);
@@ -150,8 +160,15 @@ function checkpointInput(path: string): string {
   return input.file;
 }
 
+/** The language-model run at `path` (a run directory or its checkpoint), else null (image runs, .lowbit files, unreadable files: the image path reports those). */
+function languageModelRun(path: string): LmCheckpoint | null {
+  const input = resolveModelInput(path, 'eval', 'eval', 'lowbit');
+  return input.kind === 'checkpoint' ? readLmCheckpoint(input.file, 'eval', { unreadable: 'null' }) : null;
+}
+
 function resolveDataset(name: string | undefined): DatasetName {
   const ds = name ?? 'mnist';
+  if (isLmDatasetName(ds)) throw new UsageError(`--dataset ${ds} is a text corpus: evaluate a language-model run (lowbit train --model lstm-lm) on it, not an image model`, 'eval');
   if (!isDatasetName(ds)) throw new Error(`eval: unknown dataset '${ds}' (known: ${DATASET_NAMES.join(', ')})`);
   return ds;
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { noGrad } from '../../autograd/engine.ts';
-import { DATASET_NAMES, DATASET_STATS, isDatasetName, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
+import { DATASET_NAMES, DATASET_STATS, isDatasetName, LM_DATASET_NAMES, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
 import { normalizeInPlace } from '../../data/dataset.ts';
 import { createModel, isModelName, MODEL_NAMES, type Module, type TensorModule } from '../../nn/index.ts';
 import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
@@ -15,6 +15,8 @@ import { defineCommand } from '../command.ts';
 import { modelOfCheckpoint } from '../checkpoint-model.ts';
 import { checkOutputFile, loadIntModelFile, MODEL_PATH_KINDS, resolveModelInput, type ModelInput } from '../inputs.ts';
 import { readTextLimited } from '../../format/index.ts';
+import { readLmCheckpoint } from '../lm-run.ts';
+import { exportLanguageModel } from './export-lm.ts';
 
 /** What the input file holds, ready to export. */
 type Source =
@@ -64,11 +66,15 @@ export const exportCommand = defineCommand({
     'onnxruntime-web accepts (opset 13, no int4). --verify runs the file with onnxruntime-node (optional',
     'dependency) on --samples test images and reports the agreement with lowbit\'s own output (the IntModel',
     'simulation, or the float model). See docs/onnx.md.',
+    'A language-model run (lowbit train --model lstm-lm|gru-lm) becomes a sequence graph (onnx.saveRnnOnnx:',
+    'int32 word ids [N, L] -> next-word logits; float32, or int8-container weight QDQ for QAT runs);',
+    '--verify then compares perplexity and next-word argmax with lowbit on --samples test windows (docs/lm.md).',
   ].join('\n'),
   examples: [
     'lowbit export runs/lenet5-mnist-fp32/ptq-w8a8-minmax/model.lowbit --verify',
     'lowbit export model.lowbit --profile web --out model.web.onnx',
     'lowbit export runs/lenet5-mnist-fp32 --out lenet5-fp32.onnx --verify --samples 10000',
+    'lowbit export runs/lstm-lm-moby-dick-w4a8 --out lm.onnx --verify',
   ],
   options: {
     input: { type: 'string', placeholder: 'PATH', positional: true, help: `${MODEL_PATH_KINDS} (lowbit train's or lowbit quantize's folder)` },
@@ -79,8 +85,9 @@ export const exportCommand = defineCommand({
     opset: { type: 'int', min: MIN_EXPORT_OPSET, max: MAX_EXPORT_OPSET, help: `opset of the default domain (${MIN_EXPORT_OPSET}..${MAX_EXPORT_OPSET}; default 13, 21 with int4)` },
     bias: { type: 'enum', choices: ['standard', 'intmodel'], help: 'int32 bias scale (default: intmodel for int4-weight layers, standard for int8): standard = s_in*s_w (integer kernels in onnxruntime with int8 weights), intmodel = the IntModel\'s finer scale (exact bias, float layers)' },
     verify: { type: 'boolean', help: 'run the exported file with onnxruntime-node and compare with lowbit' },
-    samples: { type: 'int', positive: true, default: 1000, help: 'test images for --verify' },
-    dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset of the verification samples (default: the model\'s, else mnist)' },
+    samples: { type: 'int', positive: true, default: 1000, help: 'test images (language models: test windows) for --verify' },
+    activations: { type: 'enum', choices: ['qdq', 'exact'], help: "language models: activation quantizers as QuantizeLinear/DequantizeLinear (default qdq) or as lowbit's float64 arithmetic (exact; docs/onnx-rnn.md)" },
+    dataset: { type: 'enum', choices: [...DATASET_NAMES, ...LM_DATASET_NAMES], help: 'dataset of the verification samples (default: the model\'s, else mnist)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture of a checkpoint (default: from its run config)' },
   },
   async run(options, io) {
@@ -91,6 +98,11 @@ export const exportCommand = defineCommand({
     const input = resolveModelInput(options.input, 'export', 'export', 'checkpoint');
     const out = options.out ?? defaultOut(input, options.profile);
     checkOutputFile(out, options.out === undefined ? 'export: output' : 'export: --out', input.file);
+    if (input.kind === 'checkpoint') {
+      const lm = readLmCheckpoint(input.file, 'export', { unreadable: 'null' });
+      if (lm) return exportLanguageModel(lm, out, options, io);
+    }
+    if (options.activations !== undefined) throw new UsageError(`--activations applies to language-model runs; '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
     const source = readSource(input, options.arch);
     const datasetName = options.dataset ?? source.dataset ?? 'mnist';
     if (!isDatasetName(datasetName)) throw new Error(`export: unknown dataset '${datasetName}' (known: ${DATASET_NAMES.join(', ')})`);

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
+import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { CosineAnnealingLR, createOptimizer, OPTIMIZER_NAMES, StepLR, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
@@ -11,15 +11,18 @@ import { GradScaler, PRECISIONS, type Precision } from '../../lowp/index.ts';
 import { defineCommand } from '../command.ts';
 import { COMPRESSOR_NAMES } from '../../distributed/index.ts';
 import { trainDataParallel, wantsDataParallel } from './train-data-parallel.ts';
-import { UsageError } from '../args.ts';
+import { flagName, UsageError } from '../args.ts';
 import { locateFloatRun } from '../float-run.ts';
 import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
 import { calibrate } from '../../quant/ptq/index.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import {
-  defaultEstimator, formatQuantTable, prepareQat, qatFromCliOptions, qatParamGroups, quantCliOptions, quantizedLayers, setQuantProgress,
+  defaultEstimator, formatQuantTable, prepareQat, qatFromCliOptions, qatParamGroups, quantCliOptions, quantizedLayers, QUANT_CHOICES, setQuantProgress,
   type QuantChoice,
 } from '../../quant/qat/index.ts';
+import { NEXT_WORD_QUANT_CHOICES } from '../../quant/rnn/index.ts';
+import { isLmModelName, LM_DEFAULTS, LM_LIMITS, LM_MODEL_NAMES } from '../lm-run.ts';
+import { trainLanguageModel } from './train-lm.ts';
 
 /** Learning rate used when `--lr` is not given. */
 // Adam at 2e-3 with cosine decay over 4 epochs: LeNet-5 on MNIST reached 99.12 % / 99.05 % test
@@ -40,6 +43,13 @@ export const trainCommand = defineCommand({
     'and it reports the float32 baseline next to the QAT accuracy: a stored one (a previous',
     '--quant fp32 run in runs/, else the documented result in docs/results) or, with',
     '--baseline train, one trained first with the same settings. --quant fp32 trains float32 only.',
+    '',
+    'Language models: --model lstm-lm|gru-lm trains a word-level next-word model (embedding, one',
+    'LSTM/GRU layer, linear head over the vocabulary; --seq-len words of context) on --dataset',
+    'moby-dick (80/10/10 % train/validation/test by position), printing the validation perplexity',
+    'after every epoch. Defaults: lstm-lm at --quant w4a8 (LSQ QAT), gru-lm at fp32 (no QAT GRU),',
+    '3 epochs, batch 128, Adam 5e-3. lowbit eval RUN reports the test perplexity, lowbit export RUN',
+    'writes ONNX. See docs/lm.md.',
   ].join('\n'),
   examples: [
     'lowbit train                                  # LeNet-5, MNIST, W4A4 LSQ QAT + fp32 baseline',
@@ -48,14 +58,16 @@ export const trainCommand = defineCommand({
     'lowbit train --model mlp --dataset fashion-mnist --epochs 10 --optimizer sgd --lr 0.05',
     'lowbit train --limit 2048 --epochs 1 --no-progress   # a quick try',
     'lowbit train --quant fp32 && lowbit train --init runs/lenet5-mnist-fp32 --epochs 1 --lr 5e-4   # QAT fine-tune of a float model',
+    'lowbit train --model lstm-lm --dataset moby-dick        # 4-bit-weight LSTM language model (W4A8 QAT)',
+    'lowbit train --model gru-lm --quant fp32 --hidden 64 --epochs 1',
   ],
   options: {
-    model: { type: 'enum', choices: MODEL_NAMES, default: 'lenet5', help: 'model architecture' },
-    dataset: { type: 'enum', choices: DATASET_NAMES, default: 'mnist', help: 'dataset' },
-    epochs: { type: 'int', positive: true, default: 4, help: 'passes over the training set' },
-    batchSize: { type: 'int', positive: true, default: 64, help: 'samples per step' },
+    model: { type: 'enum', choices: [...MODEL_NAMES, ...LM_MODEL_NAMES], default: 'lenet5', help: 'model architecture (lstm-lm, gru-lm: word-level language models)' },
+    dataset: { type: 'enum', choices: [...DATASET_NAMES, ...LM_DATASET_NAMES], help: 'dataset (default: mnist; moby-dick for language models)' },
+    epochs: { type: 'int', positive: true, help: `passes over the training set (default: 4; ${LM_DEFAULTS.epochs} for language models)` },
+    batchSize: { type: 'int', positive: true, help: `samples per step (default: 64; ${LM_DEFAULTS.batchSize} for language models)` },
     optimizer: { type: 'enum', choices: OPTIMIZER_NAMES, default: 'adam', help: 'optimizer' },
-    lr: { type: 'number', positive: true, placeholder: 'LR', help: 'learning rate (default: 0.002 for adam/adamw, 0.05 for sgd, 0.01 for madam, 0.125 for lns-madam)' },
+    lr: { type: 'number', positive: true, placeholder: 'LR', help: `learning rate (default: 0.002 for adam/adamw (${LM_DEFAULTS.adamLr} for language models), 0.05 for sgd, 0.01 for madam, 0.125 for lns-madam)` },
     momentum: { type: 'number', min: 0, max: 1, default: 0.9, help: 'SGD momentum' },
     weightDecay: { type: 'number', min: 0, default: 0, help: 'weight decay (L2 for sgd/adam, decoupled for adamw, multiplicative for madam/lns-madam)' },
     schedule: { type: 'enum', choices: ['cosine', 'step', 'none'], default: 'cosine', help: 'per-epoch learning-rate schedule (step: x0.1 every third of the epochs)' },
@@ -65,7 +77,10 @@ export const trainCommand = defineCommand({
     limit: { type: 'int', positive: true, help: 'train on the first N training samples only' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
-    quant: { ...quantCliOptions.quant, default: 'w4a4' },
+    quant: {
+      type: 'enum', choices: [...new Set([...QUANT_CHOICES, ...NEXT_WORD_QUANT_CHOICES])],
+      help: `${quantCliOptions.quant.help}; language models: ${NEXT_WORD_QUANT_CHOICES.join(', ')} (w4: 4-bit weights, float activations) (default: w4a4; w4a8 for lstm-lm, fp32 for gru-lm)`,
+    },
     estimator: quantCliOptions.estimator,
     quantLrScale: { type: 'number', positive: true, default: 0.1, help: 'LR multiplier of quantizer parameters (LSQ steps, PACT clips)' },
     baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run: the stored fp32 run, one trained now with the same settings (kept in OUT/baseline-fp32), or none' },
@@ -77,9 +92,26 @@ export const trainCommand = defineCommand({
     compress: { type: 'enum', choices: COMPRESSOR_NAMES, default: 'none', help: 'gradient exchange of data-parallel training: dense all-reduce or Deep Gradient Compression' },
     sparsity: { type: 'number', min: 0, max: 0.99999, default: DEFAULT_SPARSITY, help: 'final DGC sparsity (fraction of each gradient tensor not sent per step)' },
     threads: { type: 'boolean', default: false, help: 'with --workers: run each worker as a worker thread (1 kernel thread each) instead of in-process' },
+    seqLen: { type: 'int', positive: true, max: LM_LIMITS.seqLen, help: `language models: words of context per sample (default: ${LM_DEFAULTS.seqLen})` },
+    hidden: { type: 'int', positive: true, max: LM_LIMITS.hidden, help: `language models: LSTM/GRU width (default: ${LM_DEFAULTS.hidden})` },
+    embed: { type: 'int', positive: true, max: LM_LIMITS.embed, help: `language models: embedding width (default: ${LM_DEFAULTS.embed})` },
+    vocab: { type: 'int', min: 2, max: LM_LIMITS.vocab, help: `language models: at most this many words in the vocabulary, <unk> included (default: ${LM_DEFAULTS.vocab})` },
   },
-  run(options, io) {
-    useBackend(options.backend);
+  run(given, io) {
+    useBackend(given.backend);
+    const model = given.model;
+    if (isLmModelName(model)) {
+      const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
+      return trainLanguageModel({ ...given, model, lr }, io);
+    }
+    // Image models: the language-model options and data are refused, the image defaults filled in.
+    const lmOnly = (['seqLen', 'hidden', 'embed', 'vocab'] as const).filter((k) => given[k] !== undefined);
+    if (lmOnly.length > 0) throw new UsageError(`${lmOnly.map((k) => `--${flagName(k)}`).join(', ')} apply to language models (--model ${LM_MODEL_NAMES.join('|')}), not --model ${model}`, 'train');
+    const dataset = given.dataset ?? 'mnist';
+    if (!isDatasetName(dataset)) throw new UsageError(`--dataset ${dataset} is a text corpus: train a language model on it (--model ${LM_MODEL_NAMES.join('|')}); --model ${model} takes --dataset ${DATASET_NAMES.join('|')}`, 'train');
+    const quantGiven = given.quant ?? 'w4a4';
+    if (!isQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is a language-model scheme; image models take --quant ${QUANT_CHOICES.join('|')}`, 'train');
+    const options = { ...given, model, dataset, quant: quantGiven, epochs: given.epochs ?? 4, batchSize: given.batchSize ?? 64 };
     // --sparsity has a default, so only a changed value can be told from an unused one.
     if (options.compress !== 'dgc' && options.sparsity !== DEFAULT_SPARSITY) throw new UsageError(`--sparsity applies to --compress dgc only (got --sparsity ${options.sparsity} with --compress ${options.compress})`, 'train');
     if (options.threads && !wantsDataParallel(options)) throw new UsageError('--threads runs data-parallel workers: pass --workers N (N > 1) or --compress', 'train');
@@ -240,6 +272,10 @@ export const trainCommand = defineCommand({
     }
   },
 });
+
+function isQuantChoice(name: string): name is QuantChoice {
+  return (QUANT_CHOICES as readonly string[]).includes(name);
+}
 
 /** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
 const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision'] as const;

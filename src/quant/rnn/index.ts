@@ -8,6 +8,7 @@ export {
   prepareRnnQat, resolveRnnQatPlan, modelSize,
   type RnnLayerType, type RnnQatConfig, type RnnQatPlan, type RnnQatRow, type SizeEntry, type ModelSize,
 } from './recipe.ts';
+export { NEXT_WORD_QUANT_CHOICES, isNextWordQuantChoice, nextWordQatPlan, type NextWordQuantChoice } from './next-word-plan.ts';
 export {
   LstmLanguageModel, fusionScorer,
   type LstmLanguageModelOptions, type FusedLanguageModel, type FusionOptions, type FusionState,

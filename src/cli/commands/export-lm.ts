@@ -1,0 +1,95 @@
+/**
+ * `lowbit export RUN` for a language-model run: the checkpoint's chain (Embedding → LSTM/GRU → last
+ * step → Linear) as ONNX through onnx.saveRnnOnnx — float32, or weight QDQ for QAT runs — and with
+ * --verify the file run in onnxruntime-node on the corpus' test windows: perplexity of both, argmax
+ * agreement and the largest logit difference against lowbit's own forward.
+ */
+import { basename } from 'node:path';
+import { noGrad } from '../../autograd/engine.ts';
+import { openRnnOnnx, saveRnnOnnx } from '../../onnx/index.ts';
+import { PerplexityMeter, formatPercent } from '../../train/index.ts';
+import { UsageError } from '../args.ts';
+import type { CommandIO } from '../command.ts';
+import { describeLmRun, lmTestBatches, type LmCheckpoint } from '../lm-run.ts';
+
+/** The export options a language-model run reads; the image-only ones must be left out. */
+export interface LmExportOptions {
+  readonly profile: string;
+  readonly weightBits?: string;
+  readonly bias?: string;
+  readonly arch?: string;
+  readonly opset?: number;
+  readonly dataset?: string;
+  readonly activations?: 'qdq' | 'exact';
+  readonly verify?: boolean;
+  readonly samples: number;
+}
+
+/** Windows per onnxruntime / lowbit forward during --verify. */
+const VERIFY_BATCH = 256;
+
+export async function exportLanguageModel(run: LmCheckpoint, out: string, options: LmExportOptions, io: CommandIO): Promise<number> {
+  const { settings } = run;
+  const refuse = (message: string): never => {
+    throw new UsageError(`${message} ('${run.checkpoint}' is a ${settings.model} run)`, 'export');
+  };
+  if (options.profile !== 'default') refuse('--profile web is for image models; a language model is written at opset 13 with int8 weight containers by default');
+  if (options.weightBits === '4') refuse('--weight-bits 4: language-model weights are stored in int8 containers (4-bit values included)');
+  if (options.bias !== undefined) refuse('--bias applies to integer image models');
+  if (options.arch !== undefined) refuse('--arch applies to image checkpoints; the architecture comes from the run');
+  if (options.dataset !== undefined && options.dataset !== settings.dataset) refuse(`--dataset ${options.dataset}: the run was trained on ${settings.dataset}`);
+  // A quantized h_{t-1} cannot live inside an ONNX LSTM node: that layer is unrolled over the run's context.
+  const unrolled = settings.quant !== 'fp32' && settings.quant !== 'w4';
+  const result = saveRnnOnnx(out, run.model, {
+    lastStep: true,
+    ...(unrolled ? { sequenceLength: settings.seqLen } : {}),
+    activations: options.activations ?? 'qdq',
+    ...(options.opset === undefined ? {} : { opset: options.opset }),
+    metadata: {
+      'lowbit.source': basename(run.checkpoint), 'lowbit.dataset': settings.dataset, 'lowbit.model': settings.model, 'lowbit.quant': settings.quant,
+      'lowbit.context': String(settings.seqLen), 'lowbit.vocabulary': JSON.stringify(run.corpus.vocab.words),
+    },
+  });
+  const inputDims = result.inputs[0]!.dims.join(', ');
+  io.print(`wrote ${out} (${result.bytes.length.toLocaleString('en-US')} bytes, ${result.kind === 'qdq' ? 'weight QDQ (int8 containers)' : 'float32'}, opset ${result.opset}; ${Object.entries(result.recurrent).map(([k, v]) => `${k}: ${v}`).join(', ')})`);
+  io.print(`  input '${result.inputs[0]!.name}' int32 word ids [${inputDims}] -> '${result.outputs[0]!.name}' [${result.outputs[0]!.dims.join(', ')}] next-word logits; vocabulary in the metadata (lowbit.vocabulary)`);
+  for (const note of result.notes) io.print(`  note: ${note}`);
+  if (!options.verify) return 0;
+
+  // onnxruntime would otherwise feed the fused int8 MatMulNBits with int8-quantized inputs (docs/onnx-rnn.md).
+  const runner = await openRnnOnnx(result.bytes, { matMulNBitsAccuracyLevel: 0 });
+  if ('skipped' in runner) {
+    io.print(`verify: skipped (${runner.skipped})`);
+    return 0;
+  }
+  const mine = new PerplexityMeter();
+  const theirs = new PerplexityMeter();
+  let agree = 0;
+  let maxDiff = 0;
+  let maxRef = 0;
+  try {
+    const { windows, batches } = lmTestBatches(run, VERIFY_BATCH, options.samples);
+    const vocab = settings.vocabSize;
+    for (const { x, y } of batches) {
+      const ref = noGrad(() => run.model.forward(x)).data;
+      const got = (await runner.run({ [result.inputs[0]!.name]: x }))[result.outputs[0]!.name]!.data;
+      const a = mine.add(ref, y.data, vocab);
+      const b = theirs.add(got, y.data, vocab);
+      for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
+      for (let i = 0; i < ref.length; i++) {
+        const d = Math.abs(got[i]! - ref[i]!);
+        maxDiff = Number.isNaN(d) ? Infinity : Math.max(maxDiff, d);
+        maxRef = Math.max(maxRef, Math.abs(ref[i]!));
+      }
+    }
+    const l = mine.result();
+    const o = theirs.result();
+    io.print(`verify: onnxruntime-node ${runner.version} vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
+    io.print(`  perplexity       onnxruntime ${o.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(o.perplexity / l.perplexity).toFixed(6)})`);
+    io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
+    io.print(`  logits           max |diff| ${maxDiff.toExponential(3)} (${(maxDiff / Math.max(maxRef, Number.MIN_VALUE)).toExponential(3)} of the largest |logit|)`);
+  } finally {
+    await runner.release();
+  }
+  return 0;
+}
