@@ -13,7 +13,8 @@ import type { LayerNode } from '../intmodel.ts';
 import { layerOutput } from '../ops.ts';
 import { gemmLanes, laneChunk, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock, type RequantPlan } from './requantize.ts';
-import { packInt16Weights, WasmGemm, type Int16Weights } from '../wasm/gemm.ts';
+import { packInt16Weights, REQUANT_UNSURE, WasmGemm, type Int16Weights } from '../wasm/gemm.ts';
+import { requantizeScalar } from '../requantize.ts';
 
 /**
  * The GEMM kernels of the fast executor: 'wasm' = WebAssembly SIMD128 (../wasm/gemm.ts) where the
@@ -119,6 +120,8 @@ export class FastLayer {
   private int16Taps: { gemm: WasmGemm; weights: Int16Weights[][]; at: number[][] } | null = null;
   /** Why the wasm kernels cannot run this layer exactly (null: they can). */
   readonly wasmFallback: string | null;
+  /** The requantization the wasm kernels apply to each GEMM's output (null: the JS output stage runs). */
+  private readonly wasmRequant: RequantPlan | null;
 
   private constructor(node: LayerNode, mode: InputMode, weights: Int8Array, output: Output) {
     this.node = node;
@@ -139,6 +142,8 @@ export class FastLayer {
     this.maxAbsW = m;
     // the wasm GEMM multiplies int16 operands with exact int32 pair sums: |w| ≤ 128, |x| ≤ 32767
     const maxX = mode === 'sign' ? 1 : Math.max(Math.abs((mode === 'uint8' ? 0 : -128) - this.zx), Math.abs((mode === 'uint8' ? 255 : 127) - this.zx), Math.abs(this.padValue));
+    const plan = output.mode === 'requantize' ? output.plan : null;
+    this.wasmRequant = plan && plan.fast.every((f) => f === 1) && Math.abs(plan.lo - plan.zeroPoint) <= 2 ** 29 && Math.abs(plan.hi - plan.zeroPoint) <= 2 ** 29 && plan.lo > REQUANT_UNSURE ? plan : null;
     this.wasmFallback = m > 128 ? `weights up to ${m} do not fit the int16 GEMM` : maxX > 32767 ? `centred inputs up to ${maxX} do not fit int16` : null;
     if (node.op === 'linear') {
       this.K = node.inFeatures;
@@ -225,7 +230,13 @@ export class FastLayer {
     const O = node.outFeatures;
     const { P, outShape } = layerOutput(node, shape);
     const gemm = kernels === 'wasm' && this.wasmFallback === null ? scratch.wasm() : null;
-    const acc = gemm ? this.accumulateWasm(shape, x, scratch, gemm) : this.accumulateDouble(shape, x, scratch);
+    if (gemm && this.wasmRequant) {
+      // the wasm kernels requantize each GEMM's output before it leaves wasm memory
+      const q = new Int32Array(n * O * P);
+      this.accumulateWasm(shape, x, scratch, gemm, q);
+      return { shape: outShape, ints: q, floats: null };
+    }
+    const acc = gemm ? this.accumulateWasm(shape, x, scratch, gemm, null) : this.accumulateDouble(shape, x, scratch);
     return this.outputStage(acc, n, O, P, outShape);
   }
 
@@ -315,7 +326,7 @@ export class FastLayer {
    * rows, accumulated in the kernel. Positions with ox ≥ ow (and the cells past Hp·Wp they read)
    * are computed and dropped.
    */
-  private directConv(xt: Int16Array, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number): void {
+  private directConv(xt: Int16Array, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean): void {
     const g = this.node.conv!;
     const cg = g.inChannels / g.groups;
     const og = this.node.outFeatures / this.groups;
@@ -327,7 +338,7 @@ export class FastLayer {
     const N = Pp + (kh - 1) * dh * Wp + (kw - 1) * dw;
     const C2 = Math.ceil(cg / 2);
     const taps = this.weightTaps(gemm);
-    const { i32, x: xi, out } = gemm.operands(C2, Pp, taps.weights[gi]![0]!.blocks, N);
+    const { i32, x: xi, out: raw, q } = gemm.operands(C2, Pp, taps.weights[gi]![0]!.blocks, N);
     const pad = this.padValue;
     const padPair = (pad & 0xffff) | (pad << 16);
     const hw = h * w;
@@ -350,6 +361,7 @@ export class FastLayer {
         gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: N, xShift: ky * dh * Wp + kx * dw, accumulate: t > 0, K2: C2 });
       }
     }
+    const out = requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
     for (let o = 0; o < og; o++) {
       for (let oy = 0; oy < oh; oy++) {
         const src = out + o * Pp + oy * Wp;
@@ -358,8 +370,32 @@ export class FastLayer {
     }
   }
 
-  /** Int32 accumulators [N, O, P] with the WebAssembly SIMD128 GEMM. */
-  private accumulateWasm(shape: readonly number[], x: Int32Array, scratch: Scratch, gemm: WasmGemm): Int32Array {
+  /**
+   * Requantizes `rows` GEMM output rows of Pp values (channels channel0…) from `out` to `q` (int32
+   * element indices of `i32`) in wasm, values the fast path is unsure of with requantizeScalar
+   * (the reference's own function). Returns where the results are.
+   */
+  private requantRows(gemm: WasmGemm, i32: Int32Array, out: number, q: number, rows: number, Pp: number, channel0: number): number {
+    const plan = this.wasmRequant!;
+    const { bias, multiplier, shift, ratio, up, zeroPoint: z, lo, hi } = plan;
+    for (let o = 0; o < rows; o++) {
+      const c = channel0 + o;
+      const a = out + o * Pp, r = q + o * Pp;
+      if (gemm.requantize(a, r, Pp, up, bias[c]!, ratio[c]!, lo - z, hi - z, z)) continue;
+      for (let i = 0; i < Pp; i++) {
+        if (i32[r + i] !== REQUANT_UNSURE) continue;
+        const v = requantizeScalar(i32[a + i]! * up + bias[c]!, multiplier[c]!, shift[c]!) + z;
+        i32[r + i] = v < lo ? lo : v > hi ? hi : v;
+      }
+    }
+    return q;
+  }
+
+  /**
+   * Int32 accumulators [N, O, P] with the WebAssembly SIMD128 GEMM, or with `fused` the requantized
+   * outputs written there (see `wasmRequant`).
+   */
+  private accumulateWasm(shape: readonly number[], x: Int32Array, scratch: Scratch, gemm: WasmGemm, fused: Int32Array | null): Int32Array {
     const node = this.node;
     const n = shape[0]!;
     const O = node.outFeatures;
@@ -368,14 +404,14 @@ export class FastLayer {
     const { P, h, w, oh, ow } = layerOutput(node, shape);
     let acc: Int32Array;
     if (node.op === 'linear') {
-      acc = scratch.accumulators(n * O);
+      acc = fused ?? scratch.accumulators(n * O);
       const wt = weights[0]!;
       const xt = scratch.input16(LINEAR_CHUNK * K);
       for (let s0 = 0; s0 < n; s0 += LINEAR_CHUNK) {
         const m = Math.min(LINEAR_CHUNK, n - s0);
         this.transform16(x, s0 * K, m * K, xt);
         const Pp = Math.ceil(m / 8) * 8;
-        const { i16, x: xi, i32, out } = gemm.operands(wt.K2, Pp, wt.blocks);
+        const { i16, x: xi, i32, out: raw, q } = gemm.operands(wt.K2, Pp, wt.blocks);
         // x [K2, Pp, 2]: sample s, feature k at (k >> 1)·2Pp + 2s + (k & 1)
         for (let s = 0; s < m; s++) {
           const src = s * K;
@@ -383,6 +419,7 @@ export class FastLayer {
           for (let k = 0; k < K; k++) i16[dst + (k >> 1) * 2 * Pp + (k & 1)] = xt[src + k]!;
         }
         gemm.gemm(wt, at[0]!, Pp);
+        const out = fused ? this.requantRows(gemm, i32, raw, q, O, Pp, 0) : raw;
         for (let o = 0; o < O; o++) {
           const row = out + o * Pp;
           for (let s = 0; s < m; s++) acc[(s0 + s) * O + o] = i32[row + s]!;
@@ -390,7 +427,7 @@ export class FastLayer {
       }
     } else {
       const g = node.conv!;
-      acc = scratch.accumulators(n * O * P);
+      acc = fused ?? scratch.accumulators(n * O * P);
       const Pp = Math.ceil(P / 8) * 8;
       const og = O / g.groups;
       const per = g.inChannels * h * w;
@@ -400,13 +437,14 @@ export class FastLayer {
         this.transform16(x, b * per, per, xt);
         for (let gi = 0; gi < g.groups; gi++) {
           if (direct) {
-            this.directConv(xt, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P);
+            this.directConv(xt, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null);
             continue;
           }
           const wt = weights[gi]!;
-          const { i16, x: xi, i32, out } = gemm.operands(wt.K2, Pp, wt.blocks);
+          const { i16, x: xi, i32, out: raw, q } = gemm.operands(wt.K2, Pp, wt.blocks);
           im2colPairs(xt, h, w, oh, ow, g, gi, this.padValue, i16, xi, Pp);
           gemm.gemm(wt, at[gi]!, Pp);
+          const out = fused ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
           for (let o = 0; o < og; o++) {
             const row = out + o * Pp;
             acc.set(i32.subarray(row, row + P), (b * O + gi * og + o) * P);

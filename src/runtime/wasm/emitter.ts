@@ -128,6 +128,13 @@ export class Code {
   i32Sub(): this { return this.op(0x6b); }
   i32Mul(): this { return this.op(0x6c); }
   i32Shl(): this { return this.op(0x74); }
+  i32And(): this { return this.op(0x71); }
+
+  /** f64.const (little-endian IEEE 754 bytes). */
+  f64Const(v: number): this {
+    const bytes = new Uint8Array(new Float64Array([v]).buffer);
+    return this.op(0x44, ...bytes);
+  }
 
   // SIMD128 (prefix 0xfd)
   v128Load(offset = 0): this { return this.simd(0x00, ...memarg(4, offset)); }
@@ -140,7 +147,27 @@ export class Code {
     if (bytes.length !== 16) throw new RangeError(`v128Const: 16 bytes expected, got ${bytes.length}`);
     return this.simd(0x0c, ...bytes.map((b) => b & 255));
   }
+  /** i8x16.shuffle: lane i of the result = byte lanes[i] of the 32 bytes a ‖ b. */
+  i8x16Shuffle(lanes: readonly number[]): this {
+    if (lanes.length !== 16 || lanes.some((l) => !(l >= 0 && l < 32))) throw new RangeError(`i8x16Shuffle: 16 lanes in [0, 32) expected, got ${lanes.join(',')}`);
+    return this.simd(0x0d, ...lanes);
+  }
   i32x4Splat(): this { return this.simd(0x11); }
+  f64x2Splat(): this { return this.simd(0x14); }
+  f64x2Lt(): this { return this.simd(0x49); }
+  f64x2Gt(): this { return this.simd(0x4a); }
+  v128And(): this { return this.simd(0x4e); }
+  f64x2Floor(): this { return this.simd(0x75); }
+  i32x4AllTrue(): this { return this.simd(0xa3); }
+  /** v128.bitselect(a, b, mask) = (a & mask) | (b & ~mask). */
+  v128Bitselect(): this { return this.simd(0x52); }
+  i32x4MinS(): this { return this.simd(0xb6); }
+  i32x4MaxS(): this { return this.simd(0xb8); }
+  f64x2Add(): this { return this.simd(0xf0); }
+  f64x2Sub(): this { return this.simd(0xf1); }
+  f64x2Mul(): this { return this.simd(0xf2); }
+  i32x4TruncSatF64x2SZero(): this { return this.simd(0xfc); }
+  f64x2ConvertLowI32x4S(): this { return this.simd(0xfe); }
   i32x4ExtractLane(lane: number): this { return this.simd(0x1b, lane); }
   i16x8ExtendLowI8x16S(): this { return this.simd(0x87); }
   i16x8ExtendHighI8x16S(): this { return this.simd(0x88); }

@@ -7,7 +7,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../tensor/index.ts';
-import { gemmModuleBytes, packInt16Weights, WasmGemm, wasmSimdAvailable } from './gemm.ts';
+import { requantizeScalar, quantizeMultiplier } from '../requantize.ts';
+import { gemmModuleBytes, packInt16Weights, REQUANT_UNSURE, WasmGemm, wasmSimdAvailable } from './gemm.ts';
 
 /** out[o, p] = Σ_k w[o·K + k]·x[k·stride + shift + p] wrapped to int32. */
 function reference(w: Int8Array, x: Int16Array, O: number, K: number, P: number, stride: number, shift: number): Int32Array {
@@ -31,7 +32,7 @@ function place(i16: Int16Array, at: number, x: Int16Array, K: number, stride: nu
 describe('WebAssembly SIMD128 GEMM', () => {
   it('the kernel module validates in this engine (Node has SIMD128)', () => {
     assert.ok(wasmSimdAvailable());
-    assert.ok(gemmModuleBytes().length < 1024);
+    assert.ok(gemmModuleBytes().length < 2048);
   });
 
   it('random shapes (odd K, P, channels), int8 weights, centred-byte and full int16 activations', () => {
@@ -104,6 +105,40 @@ describe('WebAssembly SIMD128 GEMM', () => {
         assert.equal(i32[out + o * Pp + p], s, `out[${o}, ${p}]`);
       }
     }
+  });
+
+  it('requantize: sure values equal clamp(requantizeScalar(acc·2^k + bias) + z), ties and large values left unsure', () => {
+    const rng = new Rng(11);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
+    const count = 64;
+    let unsure = 0, sure = 0;
+    for (let trial = 0; trial < 40; trial++) {
+      // trial % 4 === 0: ratio 2^−s exactly and small accumulators, so many products are exact ties
+      const exactTies = trial % 4 === 0;
+      const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
+      const biasShift = int(0, 2), up = 2 ** biasShift, bias = int(-5000, 5000);
+      const [lo, hi] = trial % 2 === 0 ? [0, 255] : [-128, 127];
+      const z = int(lo, hi);
+      const accs = Int32Array.from({ length: count }, (_, i) => (exactTies ? int(-300, 300) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20)));
+      const { i32, out, q } = gemm.operands(1, count, 1);
+      i32.set(accs, out);
+      const allSure = gemm.requantize(out, q, count, up, bias, multiplier * 2 ** -shift, lo - z, hi - z, z);
+      let here = 0;
+      for (let i = 0; i < count; i++) {
+        const got = i32[q + i]!;
+        if (got === REQUANT_UNSURE) { here++; continue; }
+        const r = requantizeScalar(accs[i]! * up + bias, multiplier, shift) + z;
+        assert.equal(got, Math.min(hi, Math.max(lo, r)), `trial ${trial}: value ${i} (acc ${accs[i]})`);
+        sure++;
+      }
+      assert.equal(allSure, here === 0);
+      unsure += here;
+    }
+    assert.ok(unsure > 20 && sure > 1000, `both paths exercised (${sure} sure, ${unsure} unsure)`);
+    const { out, q } = gemm.operands(1, 8, 1);
+    assert.throws(() => gemm.requantize(out, q, 6, 1, 0, 1, 0, 255, 0), /multiple of 4/);
+    assert.throws(() => gemm.requantize(out, q, 8, 1, 0, 1, -(2 ** 30), 255, 0), /2\^29/);
   });
 
   it('rejects bad geometry', () => {

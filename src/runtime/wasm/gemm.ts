@@ -113,11 +113,82 @@ function gemmBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
+/** Below this the fast requantization rounds and clamps in int32 (../ts-kernels/requantize.ts). */
+const SMALL = 2 ** 29;
+/** |round(d) − d| below this: d is not within 2^−10 of a tie. */
+const NEAR = 0.5 - 2 ** -10;
+/** What `requantize` writes for a value it leaves to the scalar path (below every clamp range it accepts). */
+export const REQUANT_UNSURE = -(2 ** 31);
+
+/**
+ * requantize(acc, q, count, up, bias, ratio, loT, hiT, z) → 1 when every value was done here:
+ * the fast path of ../ts-kernels/requantize.ts, two doubles per f64x2 op with the same IEEE
+ * operations in the same order (v = acc·up + bias, d = v·ratio, t = floor(d + ½)), so the same d
+ * and t; where |t − d| < ½ − 2^−10 and |d| < 2^29, q = clamp(t, loT, hiT) + z, else q =
+ * REQUANT_UNSURE and the function returns 0 (the caller recomputes those values exactly).
+ * count: a positive multiple of 4.
+ */
+function requantBody(): { locals: ValType[]; body: Code } {
+  const [ACC, Q, COUNT, UP, BIAS, RATIO, LOT, HIT, Z] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const END = 9;
+  const UPV = 10, BV = 11, FV = 12, HALF = 13, NEARP = 14, NEARN = 15, SMALLP = 16, SMALLN = 17;
+  const LOV = 18, HIV = 19, ZV = 20, SENT = 21, OKALL = 22, A = 23, D = 24, NR = 25, T0 = 26, T1 = 27, M0 = 28, M1 = 29, T = 30, MASK = 31;
+  const locals: ValType[] = [ValType.i32, ...Array<ValType>(22).fill(ValType.v128)];
+  const c = new Code();
+  c.localGet(ACC).localGet(COUNT).i32Const(4).i32Mul().i32Add().localSet(END);
+  c.localGet(UP).f64x2Splat().localSet(UPV);
+  c.localGet(BIAS).f64x2Splat().localSet(BV);
+  c.localGet(RATIO).f64x2Splat().localSet(FV);
+  c.f64Const(0.5).f64x2Splat().localSet(HALF);
+  c.f64Const(NEAR).f64x2Splat().localSet(NEARP);
+  c.f64Const(-NEAR).f64x2Splat().localSet(NEARN);
+  c.f64Const(SMALL).f64x2Splat().localSet(SMALLP);
+  c.f64Const(-SMALL).f64x2Splat().localSet(SMALLN);
+  c.localGet(LOT).i32x4Splat().localSet(LOV);
+  c.localGet(HIT).i32x4Splat().localSet(HIV);
+  c.localGet(Z).i32x4Splat().localSet(ZV);
+  c.i32Const(REQUANT_UNSURE).i32x4Splat().localSet(SENT);
+  c.v128Const(Array<number>(16).fill(255)).localSet(OKALL);
+  c.loop();
+  {
+    c.localGet(ACC).v128Load().localSet(A);
+    for (const half of [0, 1]) {
+      c.localGet(A);
+      if (half === 1) c.localGet(A).i8x16Shuffle([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]);
+      // d = (acc·up + bias)·ratio; nr = floor(d + ½)
+      c.f64x2ConvertLowI32x4S().localGet(UPV).f64x2Mul().localGet(BV).f64x2Add().localGet(FV).f64x2Mul().localSet(D);
+      c.localGet(D).localGet(HALF).f64x2Add().f64x2Floor().localSet(NR);
+      // ok = (nr − d < NEAR) & (nr − d > −NEAR) & (d < SMALL) & (d > −SMALL)
+      c.localGet(NR).localGet(D).f64x2Sub().localGet(NEARP).f64x2Lt();
+      c.localGet(NR).localGet(D).f64x2Sub().localGet(NEARN).f64x2Gt().v128And();
+      c.localGet(D).localGet(SMALLP).f64x2Lt().v128And();
+      c.localGet(D).localGet(SMALLN).f64x2Gt().v128And().localSet(half === 0 ? M0 : M1);
+      c.localGet(NR).i32x4TruncSatF64x2SZero().localSet(half === 0 ? T0 : T1);
+    }
+    // the four int32 results and lane masks
+    c.localGet(T0).localGet(T1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).localSet(T);
+    c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
+    c.localGet(OKALL).localGet(MASK).v128And().localSet(OKALL);
+    c.localGet(Q);
+    c.localGet(T).localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
+    c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
+    c.localGet(Q).i32Const(16).i32Add().localSet(Q);
+    c.localGet(ACC).i32Const(16).i32Add().localTee(ACC).localGet(END).i32LtU().brIf(0);
+  }
+  c.end();
+  c.localGet(OKALL).i32x4AllTrue();
+  return { locals, body: c };
+}
+
 /** The kernel module's bytes (memory imported as env.memory). */
 export function gemmModuleBytes(): Uint8Array {
-  const { locals, body } = gemmBody();
-  const i32 = ValType.i32;
-  return emitModule([{ params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals, body, exportName: 'gemm' }], { module: 'env', field: 'memory', minPages: 1 });
+  const gemm = gemmBody();
+  const requant = requantBody();
+  const i32 = ValType.i32, f64 = ValType.f64;
+  return emitModule([
+    { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
+    { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
+  ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
 let compiled: object | null | undefined;
@@ -175,6 +246,7 @@ export function packInt16Weights(w: Int8Array, offset: number, channels: number,
  */
 export class WasmGemm {
   private readonly memory: WasmMemory;
+  private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number) => number;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
@@ -188,6 +260,9 @@ export class WasmGemm {
     const gemm = instance.exports['gemm'];
     if (typeof gemm !== 'function') throw new Error('WasmGemm: the kernel module exports no gemm function');
     this.kernel = gemm as WasmGemm['kernel'];
+    const requantize = instance.exports['requantize'];
+    if (typeof requantize !== 'function') throw new Error('WasmGemm: the kernel module exports no requantize function');
+    this.requantizeKernel = requantize as WasmGemm['requantizeKernel'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
@@ -221,11 +296,24 @@ export class WasmGemm {
    * with x's element index and the int32 view with out's element index (views change when memory
    * grows, so take them after this call).
    */
-  operands(K2: number, Pp: number, blocks: number, xStride = Pp): { i16: Int16Array; x: number; i32: Int32Array; out: number } {
+  operands(K2: number, Pp: number, blocks: number, xStride = Pp): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number } {
     const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
     const outAt = this.top + xBytes;
-    this.ensure(outAt + blocks * 4 * Pp * 4);
-    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4 };
+    const qAt = outAt + blocks * 4 * Pp * 4;
+    this.ensure(qAt + blocks * 4 * Pp * 4);
+    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4 };
+  }
+
+  /**
+   * q[i] = the fast requantization of acc[i] (int32 element indices into the `operands` view),
+   * i < count (a positive multiple of 4), REQUANT_UNSURE where the caller must use the exact
+   * scalar path; true when there is no such value. Needs loT > REQUANT_UNSURE, |loT|, |hiT| ≤ 2^29.
+   */
+  requantize(acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number): boolean {
+    if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.requantize: count must be a positive multiple of 4, got ${count}`);
+    if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] outside ±2^29`);
+    if (4 * (Math.max(acc, q) + count) > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
+    return this.requantizeKernel(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z) === 1;
   }
 
   /**
