@@ -16,6 +16,7 @@ export * as optim from './optim/index.ts';
 export * as lowp from './lowp/index.ts';
 export * as distributed from './distributed/index.ts';
 export { fit, evaluate, countCorrect, formatPercent, TrainingDivergedError, type Batch, type BatchSource, type FitOptions, type History, type EpochRecord, type LossFn } from './train/fit.ts';
+export { evaluatePerplexity, PerplexityMeter, type PerplexityResult } from './train/perplexity.ts';
 export { createDataset, type Dataset } from './data/dataset.ts';
 export { DataLoader, type DataLoaderOptions } from './data/loader.ts';
 export * as format from './format/index.ts';

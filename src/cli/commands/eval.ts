@@ -55,6 +55,7 @@ export const evalCommand = defineCommand({
       useBackend(options.backend);
       return evalLanguageModel(lm, options, io);
     }
+    if (options.dataset !== undefined && isLmDatasetName(options.dataset)) throw new UsageError(`--dataset ${options.dataset} is a text corpus: evaluate a language-model run (lowbit train --model lstm-lm) on it, not an image model`, 'eval');
     if (options.checkpoint === undefined && (options.save !== undefined || options.compare)) throw new UsageError('--save and --compare need --checkpoint', 'eval');
     const input = options.checkpoint !== undefined ? checkpointInput(options.checkpoint) : modelInput(options.model!);
     if (options.save !== undefined) checkOutputFile(options.save, 'eval: --save', input);
@@ -168,7 +169,6 @@ function languageModelRun(path: string): LmCheckpoint | null {
 
 function resolveDataset(name: string | undefined): DatasetName {
   const ds = name ?? 'mnist';
-  if (isLmDatasetName(ds)) throw new UsageError(`--dataset ${ds} is a text corpus: evaluate a language-model run (lowbit train --model lstm-lm) on it, not an image model`, 'eval');
   if (!isDatasetName(ds)) throw new Error(`eval: unknown dataset '${ds}' (known: ${DATASET_NAMES.join(', ')})`);
   return ds;
 }

@@ -1,0 +1,84 @@
+/**
+ * The docs/lm.md table: the CLI's default language-model runs, fp32 vs quantized, each trained,
+ * evaluated and exported (with --verify) through `lowbit` itself (src/cli/main.ts, in-process).
+ * One seed (0), on a machine shared with other jobs.
+ *
+ *   nice -n 10 node --import tsx bench/lm/cli-table.ts [--out-dir /tmp/lowbit-lm] [--only fp32,w4a8]
+ *
+ * Rows: lstm-lm fp32; lstm-lm w8a8, w4a8 (the default), w4a4, w4, each LSQ QAT from scratch with the
+ * default recipe; lstm-lm w4a8 fine-tuned for one epoch from the fp32 run (--init, lr 1e-3);
+ * gru-lm fp32. Per row: validation perplexity (metrics.json), test perplexity (lowbit eval), ONNX
+ * bytes and onnxruntime-node agreement on 2000 test windows (lowbit export --verify).
+ * Writes bench/results/lm-cli.json.
+ */
+import { Writable } from 'node:stream';
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli/main.ts';
+import { writeFileAtomic } from '../../src/format/index.ts';
+import { flag } from '../flags.ts';
+
+const outDir = flag('out-dir') ?? '/tmp/lowbit-lm';
+const only = flag('only')?.split(',');
+
+async function lowbit(args: string[]): Promise<string> {
+  let stdout = '';
+  const io = {
+    stdout: new Writable({ write(chunk, _enc, done) { stdout += String(chunk); done(); } }),
+    stderr: process.stderr,
+    print: (line = '') => { stdout += `${line}\n`; console.log(line); },
+  };
+  console.log(`$ lowbit ${args.join(' ')}`);
+  const code = await main(args, io);
+  if (code !== 0) throw new Error(`lowbit ${args.join(' ')} exited with ${code}`);
+  return stdout;
+}
+
+function number(text: string, pattern: RegExp, what: string): number {
+  const m = pattern.exec(text);
+  if (!m) throw new Error(`no ${what} in:\n${text}`);
+  return Number(m[1]);
+}
+
+const rows: [string, string[]][] = [
+  ['lstm-lm fp32', ['--model', 'lstm-lm', '--quant', 'fp32']],
+  ['lstm-lm w8a8', ['--model', 'lstm-lm', '--quant', 'w8a8']],
+  ['lstm-lm w4a8', ['--model', 'lstm-lm']],
+  ['lstm-lm w4a4', ['--model', 'lstm-lm', '--quant', 'w4a4']],
+  ['lstm-lm w4', ['--model', 'lstm-lm', '--quant', 'w4']],
+  ['lstm-lm w4a8 from fp32', ['--model', 'lstm-lm', '--quant', 'w4a8', '--init', join(outDir, 'lstm-lm-fp32'), '--epochs', '1', '--lr', '1e-3']],
+  ['gru-lm fp32', ['--model', 'gru-lm']],
+];
+
+const results: Record<string, unknown>[] = [];
+for (const [name, args] of rows) {
+  if (only && !only.some((o) => name === `lstm-lm ${o}` || name === o)) continue;
+  const run = join(outDir, name.replaceAll(' ', '-'));
+  const trainArgs = ['train', ...args, '--out', run, '--no-progress'];
+  const t0 = performance.now();
+  await lowbit(trainArgs);
+  const trainSeconds = (performance.now() - t0) / 1000;
+  const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; parameters: number; history: { epochs: { seconds: number }[] } };
+  const evalText = await lowbit(['eval', run]);
+  const onnx = join(run, 'model.onnx');
+  const exportText = await lowbit(['export', run, '--out', onnx, '--verify', '--samples', '2000']);
+  results.push({
+    name,
+    command: `lowbit ${trainArgs.join(' ')}`,
+    parameters: metrics.parameters,
+    trainSeconds,
+    validPerplexity: metrics.validPerplexity,
+    testPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
+    testAccuracy: number(evalText, /next-word accuracy ([\d.]+) %/, 'accuracy') / 100,
+    predictedWordsPerSecond: number(evalText, /throughput +(\d+) predicted words\/s/, 'throughput'),
+    onnxBytes: statSync(onnx).size,
+    ortPerplexity: number(exportText, /onnxruntime ([\d.]+), lowbit/, 'ORT perplexity'),
+    lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
+    argmaxAgreement: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
+  });
+  console.log(JSON.stringify(results.at(-1)));
+}
+const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'lm-cli.json');
+writeFileAtomic(path, new TextEncoder().encode(`${JSON.stringify({ bench: 'lm/cli-table', date: new Date().toISOString(), seed: 0, rows: results }, null, 2)}\n`));
+console.log(`wrote ${path}`);
