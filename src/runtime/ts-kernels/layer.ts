@@ -36,10 +36,11 @@ export interface FastLayerTensors {
 const LINEAR_CHUNK = 256;
 
 /**
- * Input channels per group from which a stride-1 convolution runs as a direct convolution on the
- * wasm kernels (fewer: each tap's GEMM is too short to pay for loading and storing accumulators).
+ * Direct convolutions with fewer input channels per group fold the kernel columns into the GEMM's
+ * K (one tap per kernel row); with more, each (ky, kx) is a tap (see FastLayer.directConv).
  */
-const DIRECT_MIN_CHANNELS = 8;
+const FOLD_BELOW_CHANNELS = 8;
+
 
 type Output =
   | { readonly mode: 'requantize'; readonly plan: RequantPlan }
@@ -53,6 +54,7 @@ export class Scratch {
   private i32 = new Int32Array(0);
   private i32b = new Int32Array(0);
   private i16 = new Int16Array(0);
+  private i16b = new Int16Array(0);
   /** The WebAssembly kernel instance (null: not created yet; false: unavailable). */
   private gemm: WasmGemm | null | false = null;
 
@@ -60,6 +62,12 @@ export class Scratch {
   wasm(): WasmGemm | null {
     if (this.gemm === null) this.gemm = WasmGemm.create() ?? false;
     return this.gemm === false ? null : this.gemm;
+  }
+
+  /** Padded input planes of a direct convolution (the wasm path). */
+  planes(n: number): Int16Array {
+    if (this.i16b.length < n) this.i16b = new Int16Array(n);
+    return this.i16b;
   }
 
   /** Transformed input values as int16 (the wasm path). */
@@ -116,7 +124,7 @@ export class FastLayer {
   private wide: LaneWeights[][] | null = null;
   /** int16 weights per group uploaded to a WasmGemm, with their byte addresses there. */
   private int16: { gemm: WasmGemm; weights: Int16Weights[]; at: number[] } | null = null;
-  /** The same per group and kernel tap (ky·kw + kx), K = the group's input channels (direct convolution). */
+  /** The same per group and kernel row ky, K = (channel, kx) pairs (direct convolution). */
   private int16Taps: { gemm: WasmGemm; weights: Int16Weights[][]; at: number[][] } | null = null;
   /** Why the wasm kernels cannot run this layer exactly (null: they can). */
   readonly wasmFallback: string | null;
@@ -301,64 +309,92 @@ export class FastLayer {
     return this.int16;
   }
 
-  /** The int16 weights of each group and tap, uploaded to `gemm` once (see `directConv`). */
-  private weightTaps(gemm: WasmGemm): { weights: Int16Weights[][]; at: number[][] } {
+  /**
+   * The int16 weights of each group and tap of a direct convolution, uploaded to `gemm` once:
+   * with `fold` = kw the taps are the kernel rows ky and the GEMM rows r = c·kw + kx; with `fold`
+   * = 1 the taps are (ky, kx) and the rows the channels (see `directConv`).
+   */
+  private weightTaps(gemm: WasmGemm, fold: number): { weights: Int16Weights[][]; at: number[][] } {
     if (this.int16Taps && this.int16Taps.gemm === gemm) return this.int16Taps;
     const g = this.node.conv!;
     const og = this.node.outFeatures / this.groups;
     const cg = g.inChannels / g.groups;
-    const taps = g.kernelSize[0] * g.kernelSize[1];
+    const [kh, kw] = g.kernelSize;
+    const R = cg * fold;
     const weights: Int16Weights[][] = [];
+    const rows = new Int8Array(og * R);
     for (let gi = 0; gi < this.groups; gi++) {
-      const row: Int16Weights[] = [];
-      for (let t = 0; t < taps; t++) row.push(packInt16Weights(this.weights, gi * og * this.K + t, og, cg, this.K, taps));
-      weights.push(row);
+      const taps: Int16Weights[] = [];
+      for (let ky = 0; ky < kh; ky++) {
+        for (let kx0 = 0; kx0 < kw; kx0 += fold) {
+          // rows[o, c·fold + f] = w[o, c, ky, kx0 + f]
+          for (let o = 0; o < og; o++) {
+            for (let c = 0; c < cg; c++) {
+              const src = (gi * og + o) * this.K + (c * kh + ky) * kw + kx0;
+              for (let f = 0; f < fold; f++) rows[o * R + c * fold + f] = this.weights[src + f]!;
+            }
+          }
+          taps.push(packInt16Weights(rows, 0, og, R));
+        }
+      }
+      weights.push(taps);
     }
     this.int16Taps = { gemm, weights, at: weights.map((row) => row.map((w) => gemm.upload(w))) };
     return this.int16Taps;
   }
 
   /**
-   * Direct convolution for stride 1 with at least 8 input channels per group (no patch matrix):
-   * the group's channels in pairs over the padded image, x [C2, N, 2] with pixel q = y·Wp + x of
-   * the padded grid (Hp × Wp, border = the padding value); output position q = oy·Wp + ox reads
-   * tap (ky, kx) at q + ky·dh·Wp + kx·dw, so each tap is one GEMM on a shifted view of the same
-   * rows, accumulated in the kernel. Positions with ox ≥ ow (and the cells past Hp·Wp they read)
-   * are computed and dropped.
+   * Direct convolution for stride 1 (no patch matrix). On the padded image (Hp × Wp, border = the
+   * padding value, pixel q = y·Wp + x), GEMM row r = c·fold + f of x holds channel c shifted by
+   * f·dw: x[r, q] = padded_c[q + f·dw], in pairs of rows [R2, N, 2]. Output position
+   * q = oy·Wp + ox is a sum over taps (ky, kx0) of GEMMs on the view of x shifted by
+   * ky·dh·Wp + kx0·dw, accumulated in the kernel. fold = kw (few channels: one tap per kernel row,
+   * long GEMMs) or 1 (many channels: x is the padded image itself). Positions with ox ≥ ow (and
+   * the cells past the image they read) are computed and dropped.
    */
-  private directConv(xt: Int16Array, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean): void {
+  private directConv(xt: Int16Array, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean, scratch: Scratch): void {
     const g = this.node.conv!;
     const cg = g.inChannels / g.groups;
     const og = this.node.outFeatures / this.groups;
     const [kh, kw] = g.kernelSize;
     const [ph, pw] = g.padding;
     const [dh, dw] = g.dilation;
+    const fold = cg < FOLD_BELOW_CHANNELS ? kw : 1;
     const Hp = h + 2 * ph, Wp = w + 2 * pw;
     const Pp = Math.ceil((oh * Wp) / 8) * 8;
-    const N = Pp + (kh - 1) * dh * Wp + (kw - 1) * dw;
-    const C2 = Math.ceil(cg / 2);
-    const taps = this.weightTaps(gemm);
-    const { i32, x: xi, out: raw, q } = gemm.operands(C2, Pp, taps.weights[gi]![0]!.blocks, N);
+    const N = Pp + (kh - 1) * dh * Wp + (kw - fold) * dw;
+    const R = cg * fold;
+    const R2 = Math.ceil(R / 2);
+    // padded planes, S values each (the shifted rows read up to N − 1 + (fold − 1)·dw)
+    const S = Math.max(Hp * Wp, N + (fold - 1) * dw);
+    const planes = scratch.planes(cg * S);
     const pad = this.padValue;
-    const padPair = (pad & 0xffff) | (pad << 16);
     const hw = h * w;
-    for (let cp = 0; cp < C2; cp++) {
-      const row = xi / 2 + cp * N; // int32 index: one channel pair per element (low half = even channel)
-      const p0 = (gi * cg + 2 * cp) * hw;
-      const p1 = 2 * cp + 1 < cg ? p0 + hw : p0; // odd tail: the partner's weights are zero
-      i32.fill(padPair, row, row + ph * Wp);
+    for (let c = 0; c < cg; c++) {
+      const base = c * S;
+      const src = (gi * cg + c) * hw;
+      planes.fill(pad, base, base + ph * Wp + pw);
       for (let iy = 0; iy < h; iy++) {
-        const r = row + (iy + ph) * Wp;
-        i32.fill(padPair, r, r + pw);
-        const s0 = p0 + iy * w, s1 = p1 + iy * w, d = r + pw;
-        for (let ix = 0; ix < w; ix++) i32[d + ix] = (xt[s0 + ix]! & 0xffff) | (xt[s1 + ix]! << 16);
-        i32.fill(padPair, r + pw + w, r + Wp);
+        const r = base + (iy + ph) * Wp + pw;
+        const from = src + iy * w;
+        for (let ix = 0; ix < w; ix++) planes[r + ix] = xt[from + ix]!;
+        planes.fill(pad, r + w, r + w + 2 * pw); // right border of this row, left border of the next
       }
-      i32.fill(padPair, row + (ph + h) * Wp, row + Hp * Wp);
+      planes.fill(pad, base + (ph + h) * Wp + pw, base + S);
     }
-    for (let ky = 0, t = 0; ky < kh; ky++) {
-      for (let kx = 0; kx < kw; kx++, t++) {
-        gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: N, xShift: ky * dh * Wp + kx * dw, accumulate: t > 0, K2: C2 });
+    const taps = this.weightTaps(gemm, fold);
+    const { i32, x: xi, out: raw, q } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, N);
+    for (let rp = 0; rp < R2; rp++) {
+      const r0 = 2 * rp, r1 = Math.min(r0 + 1, R - 1); // odd tail: the partner's weights are zero
+      const s0 = Math.floor(r0 / fold) * S + (r0 % fold) * dw;
+      const s1 = Math.floor(r1 / fold) * S + (r1 % fold) * dw;
+      const row = xi / 2 + rp * N; // int32 index: one row pair per element (low half = even row)
+      for (let i = 0; i < N; i++) i32[row + i] = (planes[s0 + i]! & 0xffff) | (planes[s1 + i]! << 16);
+    }
+    let t = 0;
+    for (let ky = 0; ky < kh; ky++) {
+      for (let kx0 = 0; kx0 < kw; kx0 += fold, t++) {
+        gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: N, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
     const out = requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
@@ -432,12 +468,12 @@ export class FastLayer {
       const og = O / g.groups;
       const per = g.inChannels * h * w;
       const xt = scratch.input16(per);
-      const direct = g.stride[0] === 1 && g.stride[1] === 1 && g.inChannels / g.groups >= DIRECT_MIN_CHANNELS;
+      const direct = g.stride[0] === 1 && g.stride[1] === 1;
       for (let b = 0; b < n; b++) {
         this.transform16(x, b * per, per, xt);
         for (let gi = 0; gi < g.groups; gi++) {
           if (direct) {
-            this.directConv(xt, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null);
+            this.directConv(xt, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null, scratch);
             continue;
           }
           const wt = weights[gi]!;
