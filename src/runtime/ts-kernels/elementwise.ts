@@ -68,6 +68,27 @@ export function maxPoolValues(
     xs1[ox] = Math.min(w, ox * s[1] - p[1] + k[1]);
   }
   let o = 0;
+  if (k[0] === 2 && k[1] === 2 && s[0] === 2 && s[1] === 2 && p[0] === 0 && p[1] === 0) {
+    // the common 2×2 / stride 2 window without padding: four loads and three branch-free maxima
+    for (let plane = 0; plane < n * c; plane++) {
+      const base = plane * h * w;
+      for (let oy = 0; oy < oh; oy++) {
+        let r0 = base + 2 * oy * w;
+        for (let ox = 0; ox < ow; ox++, r0 += 2) {
+          const r1 = r0 + w;
+          let best = x[r0]! - lo;
+          let d = x[r0 + 1]! - lo - best;
+          best += d & ~(d >> 31);
+          d = x[r1]! - lo - best;
+          best += d & ~(d >> 31);
+          d = x[r1 + 1]! - lo - best;
+          best += d & ~(d >> 31);
+          out[o++] = best + lo;
+        }
+      }
+    }
+    return { data: out, oh, ow };
+  }
   for (let plane = 0; plane < n * c; plane++) {
     const base = plane * h * w;
     for (let oy = 0; oy < oh; oy++) {

@@ -212,6 +212,12 @@ describe('ts-kernels: quantizeValues and maxPoolValues', () => {
       const span = trial % 8 === 7 ? 2 ** 31 - 1 : 300;
       const x = new Int32Array(n * c * h * w).map(() => int(-span, span));
       assert.deepEqual(maxPoolValues(x, n, c, h, w, k, s, p), maxPoolInt(x, n, c, h, w, k, s, p), `trial ${trial}`);
+    }    // the 2×2 / stride 2 fast path, odd and even sizes
+    for (let trial = 0; trial < 12; trial++) {
+      const n = int(1, 2), c = int(1, 3), h = int(2, 9), w = int(2, 9);
+      const span = trial % 4 === 3 ? 2 ** 31 - 1 : 300;
+      const x = new Int32Array(n * c * h * w).map(() => int(-span, span));
+      assert.deepEqual(maxPoolValues(x, n, c, h, w, [2, 2], [2, 2], [0, 0]), maxPoolInt(x, n, c, h, w, [2, 2], [2, 2], [0, 0]), `2x2 trial ${trial}`);
     }
   });
 });

@@ -352,7 +352,7 @@ export class FastLayer {
    * long GEMMs) or 1 (many channels: x is the padded image itself). Positions with ox ≥ ow (and
    * the cells past the image they read) are computed and dropped.
    */
-  private directConv(xt: Int16Array, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean, scratch: Scratch): void {
+  private directConv(x: Int32Array, xOffset: number, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean, scratch: Scratch): void {
     const g = this.node.conv!;
     const cg = g.inChannels / g.groups;
     const og = this.node.outFeatures / this.groups;
@@ -372,12 +372,11 @@ export class FastLayer {
     const hw = h * w;
     for (let c = 0; c < cg; c++) {
       const base = c * S;
-      const src = (gi * cg + c) * hw;
+      const src = xOffset + (gi * cg + c) * hw;
       planes.fill(pad, base, base + ph * Wp + pw);
       for (let iy = 0; iy < h; iy++) {
         const r = base + (iy + ph) * Wp + pw;
-        const from = src + iy * w;
-        for (let ix = 0; ix < w; ix++) planes[r + ix] = xt[from + ix]!;
+        this.transform16(x, src + iy * w, w, planes, r);
         planes.fill(pad, r + w, r + w + 2 * pw); // right border of this row, left border of the next
       }
       planes.fill(pad, base + (ph + h) * Wp + pw, base + S);
@@ -467,13 +466,13 @@ export class FastLayer {
       const Pp = Math.ceil(P / 8) * 8;
       const og = O / g.groups;
       const per = g.inChannels * h * w;
-      const xt = scratch.input16(per);
       const direct = g.stride[0] === 1 && g.stride[1] === 1;
+      const xt = scratch.input16(direct ? 0 : per);
       for (let b = 0; b < n; b++) {
-        this.transform16(x, b * per, per, xt);
+        if (!direct) this.transform16(x, b * per, per, xt);
         for (let gi = 0; gi < g.groups; gi++) {
           if (direct) {
-            this.directConv(xt, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null, scratch);
+            this.directConv(x, b * per, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null, scratch);
             continue;
           }
           const wt = weights[gi]!;
@@ -525,12 +524,17 @@ export class FastLayer {
     return { shape: outShape, ints: q, floats: null };
   }
 
-  /** xt[i] = the GEMM operand of x[start + i] as int16, i < count: byte-wrapped and centred, or ±1. */
-  private transform16(x: Int32Array, start: number, count: number, xt: Int16Array): void {
+  /**
+   * xt[to + i] = the GEMM operand of x[start + i] as int16, i < count: byte-wrapped and centred,
+   * or ±1.
+   */
+  private transform16(x: Int32Array, start: number, count: number, xt: Int16Array, to = 0): void {
     const zx = this.zx;
-    if (this.mode === 'sign') for (let i = 0; i < count; i++) xt[i] = x[start + i]! >= 0 ? 1 : -1;
-    else if (this.mode === 'uint8') for (let i = 0; i < count; i++) xt[i] = (x[start + i]! & 255) - zx;
-    else for (let i = 0; i < count; i++) xt[i] = ((x[start + i]! << 24) >> 24) - zx;
+    const d = to - start;
+    const end = start + count;
+    if (this.mode === 'sign') for (let i = start; i < end; i++) xt[i + d] = x[i]! >= 0 ? 1 : -1;
+    else if (this.mode === 'uint8') for (let i = start; i < end; i++) xt[i + d] = (x[i]! & 255) - zx;
+    else for (let i = start; i < end; i++) xt[i + d] = ((x[i]! << 24) >> 24) - zx;
   }
 
   /** xt[i] = the GEMM operand of x[start + i], i < count (see `run`). */
