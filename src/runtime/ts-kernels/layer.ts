@@ -397,10 +397,12 @@ export class FastLayer {
       }
     }
     const out = requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
+    // valid positions out, row by row (plain loops: a subarray per row costs an allocation)
+    let d = accOffset;
     for (let o = 0; o < og; o++) {
       for (let oy = 0; oy < oh; oy++) {
         const src = out + o * Pp + oy * Wp;
-        acc.set(i32.subarray(src, src + ow), accOffset + o * oh * ow + oy * ow);
+        for (let ox = 0; ox < ow; ox++) acc[d++] = i32[src + ox]!;
       }
     }
   }
@@ -482,7 +484,8 @@ export class FastLayer {
           const out = fused ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
           for (let o = 0; o < og; o++) {
             const row = out + o * Pp;
-            acc.set(i32.subarray(row, row + P), (b * O + gi * og + o) * P);
+            const d = (b * O + gi * og + o) * P;
+            for (let p = 0; p < P; p++) acc[d + p] = i32[row + p]!;
           }
         }
       }
