@@ -1,7 +1,7 @@
 /**
  * IntModel speed inside headless Chromium (Debian's /usr/bin/chromium driven by playwright-core, as
  * test/chromium.ts): the browser bundle of bench/runtime-ts/page.ts measures the old and new
- * TypeScript executors and the float fake-quant forward (reference backend) for LeNet-5 W8A8 and
+ * TypeScript executors (new: double and WebAssembly kernels) and the float fake-quant forward (reference backend) for LeNet-5 W8A8 and
  * ResNet-8 W8A8 / W4A4 at batch 64, best of `rounds` interleaved rounds.
  *
  *   nice -n 10 node --import tsx bench/runtime-ts/browser.ts [--batch 64] [--rounds 3] [--seed 0]
@@ -56,7 +56,7 @@ try {
   const rows = value.result!;
   for (const r of rows) {
     const v = r.imagesPerSecond;
-    log(`${r.model}: ${Object.entries(v).map(([k, s]) => `${k} ${s.toFixed(0)}`).join(', ')} images/s; new/old x${(v['ts-new']! / v['ts-old']!).toFixed(2)}, new/float x${(v['ts-new']! / v['float-fakequant-reference']!).toFixed(2)}; identical logits ${r.identical}`);
+    log(`${r.model}: ${Object.entries(v).map(([k, s]) => `${k} ${s.toFixed(0)}`).join(', ')} images/s; new/old x${(v['ts-new']! / v['ts-old']!).toFixed(2)}, new/float x${(v['ts-new']! / v['float-fakequant-reference']!).toFixed(2)}, wasm/new x${(v['ts-wasm']! / v['ts-new']!).toFixed(2)}; identical logits ${r.identical}`);
   }
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   const out = join(root, 'bench/results/runtime-ts-browser.json');

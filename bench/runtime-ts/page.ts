@@ -1,6 +1,7 @@
 /**
  * The in-page part of bench/runtime-ts/browser.ts (bundled for the browser): IntModel speed of the
- * old and new TypeScript executors and the float fake-quant forward (reference backend, the only
+ * old and new TypeScript executors (the new one with its lane-packed double GEMM, 'ts-new', and with
+ * the WebAssembly SIMD128 kernels, 'ts-wasm') and the float fake-quant forward (reference backend, the only
  * one a browser has), interleaved rounds, best wall time per variant. No Node.js imports.
  */
 import { noGrad } from '../../src/autograd/engine.ts';
@@ -12,7 +13,7 @@ export interface PageRow {
   readonly batch: number;
   /** Best-round images/s per variant. */
   readonly imagesPerSecond: Record<string, number>;
-  /** New executor's logits equal the old one's, bit for bit. */
+  /** New executor's logits (both kernels) equal the old one's, bit for bit. */
   readonly identical: boolean;
 }
 
@@ -25,7 +26,8 @@ export function runPage(specs: readonly string[], batch: number, rounds: number,
     const data = x.data as Float32Array;
     const variants: Record<string, () => Float32Array> = {
       'ts-old': () => { im.tsExecutor = 'reference'; return im.run(data, batch); },
-      'ts-new': () => { im.tsExecutor = 'fast'; return im.run(data, batch); },
+      'ts-new': () => { im.tsExecutor = 'fast'; im.tsKernels = 'double'; return im.run(data, batch); },
+      'ts-wasm': () => { im.tsExecutor = 'fast'; im.tsKernels = 'wasm'; return im.run(data, batch); },
       'float-fakequant-reference': () => noGrad(() => model.forward(new Tensor(data, x.shape)).data as Float32Array),
     };
     const best: Record<string, number> = {};
@@ -39,8 +41,9 @@ export function runPage(specs: readonly string[], batch: number, rounds: number,
         else best[name] = Math.max(best[name] ?? 0, batch / seconds);
       }
     }
-    const a = outs['ts-new']!, b = outs['ts-old']!;
-    rows.push({ model: label, batch, imagesPerSecond: best, identical: a.length === b.length && a.every((v, i) => Object.is(v, b[i])) });
+    const b = outs['ts-old']!;
+    const same = (a: Float32Array): boolean => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+    rows.push({ model: label, batch, imagesPerSecond: best, identical: same(outs['ts-new']!) && same(outs['ts-wasm']!) });
   }
   return rows;
 }
