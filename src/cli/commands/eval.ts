@@ -50,7 +50,7 @@ export const evalCommand = defineCommand({
   },
   run(options, io) {
     if ((options.model === undefined) === (options.checkpoint === undefined)) throw new UsageError('give exactly one of --model FILE.lowbit (or lowbit eval FILE.lowbit) and --checkpoint FILE.safetensors', 'eval');
-    const lm = languageModelRun(options.checkpoint ?? options.model!);
+    const lm = options.checkpoint !== undefined ? languageModelRun(options.checkpoint, 'eval: --checkpoint', 'checkpoint') : languageModelRun(options.model!, 'eval: --model', 'lowbit');
     if (lm) {
       useBackend(options.backend);
       return evalLanguageModel(lm, options, io);
@@ -162,8 +162,8 @@ function checkpointInput(path: string): string {
 }
 
 /** The language-model run at `path` (a run directory or its checkpoint), else null (image runs, .lowbit files, unreadable files: the image path reports those). */
-function languageModelRun(path: string): LmCheckpoint | null {
-  const input = resolveModelInput(path, 'eval', 'eval', 'lowbit');
+function languageModelRun(path: string, label: string, prefer: 'lowbit' | 'checkpoint'): LmCheckpoint | null {
+  const input = resolveModelInput(path, label, 'eval', prefer);
   return input.kind === 'checkpoint' ? readLmCheckpoint(input.file, 'eval', { unreadable: 'null' }) : null;
 }
 
