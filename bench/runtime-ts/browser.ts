@@ -5,8 +5,7 @@
  * ResNet-8 W8A8 / W4A4 at batch 64, best of `rounds` interleaved rounds.
  *
  *   nice -n 10 node --import tsx bench/runtime-ts/browser.ts [--batch 64] [--rounds 3] [--seed 0]
- *
- * Writes bench/results/runtime-ts-browser.json.
+ *       [--models lenet5-w8a8,resnet8-w8a8,resnet8-w4a4] [--out bench/results/runtime-ts-browser.json]
  */
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +19,7 @@ const batch = numberFlag('batch', 64, { integer: true, min: 1 });
 const rounds = numberFlag('rounds', 3, { integer: true, min: 1 });
 const seed = numberFlag('seed', 0, { integer: true });
 const models = flagOr('models', 'lenet5-w8a8,resnet8-w8a8,resnet8-w4a4').split(',');
+const outFile = flagOr('out', 'bench/results/runtime-ts-browser.json');
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const log = (s: string): void => console.log(`[runtime-ts browser] ${s}`);
 
@@ -59,7 +59,7 @@ try {
     log(`${r.model}: ${Object.entries(v).map(([k, s]) => `${k} ${s.toFixed(0)}`).join(', ')} images/s; new/old x${(v['ts-new']! / v['ts-old']!).toFixed(2)}, new/float x${(v['ts-new']! / v['float-fakequant-reference']!).toFixed(2)}, wasm/new x${(v['ts-wasm']! / v['ts-new']!).toFixed(2)}; identical logits ${r.identical}`);
   }
   mkdirSync(join(root, 'bench/results'), { recursive: true });
-  const out = join(root, 'bench/results/runtime-ts-browser.json');
+  const out = join(root, outFile);
   writeFileSync(`${out}.tmp`, JSON.stringify({ bench: 'runtime-ts-browser', userAgent: value.userAgent, seed, batch, rounds, rows }, null, 2));
   renameSync(`${out}.tmp`, out);
   log(`wrote ${out}`);
