@@ -437,11 +437,11 @@ export class FastLayer {
     const n = shape[0]!;
     const O = node.outFeatures;
     const K = this.K;
-    const { weights, at } = this.weights16(gemm);
     const { P, h, w, oh, ow } = layerOutput(node, shape);
     let acc: Int32Array;
     if (node.op === 'linear') {
       acc = fused ?? scratch.accumulators(n * O);
+      const { weights, at } = this.weights16(gemm);
       const wt = weights[0]!;
       const xt = scratch.input16(LINEAR_CHUNK * K);
       for (let s0 = 0; s0 < n; s0 += LINEAR_CHUNK) {
@@ -477,6 +477,7 @@ export class FastLayer {
             this.directConv(x, b * per, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null, scratch);
             continue;
           }
+          const { weights, at } = this.weights16(gemm); // (direct convolutions use weightTaps)
           const wt = weights[gi]!;
           const { i16, x: xi, i32, out: raw, q } = gemm.operands(wt.K2, Pp, wt.blocks);
           im2colPairs(xt, h, w, oh, ow, g, gi, this.padValue, i16, xi, Pp);
