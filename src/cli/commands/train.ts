@@ -99,6 +99,8 @@ export const trainCommand = defineCommand({
   },
   run(given, io) {
     useBackend(given.backend);
+    // --sparsity has a default, so only a changed value can be told from an unused one.
+    if (given.compress !== 'dgc' && given.sparsity !== DEFAULT_SPARSITY) throw new UsageError(`--sparsity applies to --compress dgc only (got --sparsity ${given.sparsity} with --compress ${given.compress})`, 'train');
     const model = given.model;
     if (isLmModelName(model)) {
       const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
@@ -112,8 +114,6 @@ export const trainCommand = defineCommand({
     const quantGiven = given.quant ?? 'w4a4';
     if (!isQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is a language-model scheme; image models take --quant ${QUANT_CHOICES.join('|')}`, 'train');
     const options = { ...given, model, dataset, quant: quantGiven, epochs: given.epochs ?? 4, batchSize: given.batchSize ?? 64 };
-    // --sparsity has a default, so only a changed value can be told from an unused one.
-    if (options.compress !== 'dgc' && options.sparsity !== DEFAULT_SPARSITY) throw new UsageError(`--sparsity applies to --compress dgc only (got --sparsity ${options.sparsity} with --compress ${options.compress})`, 'train');
     if (options.threads && !wantsDataParallel(options)) throw new UsageError('--threads runs data-parallel workers: pass --workers N (N > 1) or --compress', 'train');
     if (wantsDataParallel(options)) {
       if (options.precision !== 'fp32') throw new UsageError('--workers/--compress train with --precision fp32 only', 'train');
