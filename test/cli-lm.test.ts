@@ -138,6 +138,7 @@ test('bad arguments: usage errors (exit 2, one line), nothing written', async ()
       [['--model', 'lstm-lm', '--estimator', 'pact'], /lsq only/],
       [['--model', 'lstm-lm', '--plan', 'plan.json'], /--plan applies to image models/],
       [['--model', 'lstm-lm', '--workers', '2'], /not supported for --model lstm-lm/],
+      [['--model', 'lstm-lm', '--sparsity', '0.5'], /--sparsity applies to --compress dgc only/],
       [['--model', 'lstm-lm', '--seq-len', '0'], /'--seq-len' must be > 0/],
       [['--model', 'lstm-lm', '--vocab', '1'], /'--vocab' must be >= 2/],
     ];
@@ -148,6 +149,12 @@ test('bad arguments: usage errors (exit 2, one line), nothing written', async ()
       assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
       assert.ok(!existsSync(out), `${args.join(' ')} wrote ${out}`);
     }
+
+    // A missing path is exit 1, as for eval / export.
+    const missing = await runCli(['train', '--model', 'lstm-lm', '--quant', 'w4a8', '--init', join(dir, 'no-such-run'), '--out', out, '--no-progress']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /--init: '.*no-such-run' does not exist/);
+    assert.ok(!existsSync(out));
 
     // An image run where a language-model run is expected, and the other way round.
     const image = await trainSmallFloatRun(dir);
