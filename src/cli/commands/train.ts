@@ -34,7 +34,7 @@ const DEFAULT_LR: Record<OptimizerName, number> = { sgd: 0.05, adam: 2e-3, adamw
 
 export const trainCommand = defineCommand({
   name: 'train',
-  summary: 'train a model on an image dataset, quantization-aware (default: 4-bit QAT) or float32',
+  summary: 'train an image model or a word-level language model, quantization-aware (default: 4-bit QAT) or float32',
   description: [
     'Trains with a per-epoch learning-rate schedule, evaluates on the test split after every',
     'epoch, writes <out>/checkpoint.safetensors after every epoch and <out>/metrics.json at the',
@@ -74,8 +74,8 @@ export const trainCommand = defineCommand({
     seed: { type: 'int', min: 0, default: 0, help: 'seed of initialisation and shuffling' },
     out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: runs/<model>-<dataset>-<quant>)' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
-    limit: { type: 'int', positive: true, help: 'train on the first N training samples only' },
-    testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
+    limit: { type: 'int', positive: true, help: 'train on the first N training samples (language models: windows) only' },
+    testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples (language models: validation windows) only' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
     quant: {
       type: 'enum', choices: [...new Set([...QUANT_CHOICES, ...NEXT_WORD_QUANT_CHOICES])],
