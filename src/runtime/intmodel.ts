@@ -40,7 +40,7 @@ import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeigh
 import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { FastLayer, Scratch, type TsKernels } from './ts-kernels/layer.ts';
-import { addInts } from './ts-kernels/add.ts';
+import { addInts, addIntsWasm } from './ts-kernels/add.ts';
 import { maxPoolValues, quantizeValues } from './ts-kernels/elementwise.ts';
 import type { AgreementReport } from './convert.ts';
 
@@ -331,7 +331,9 @@ export class IntModel {
     }
     const { zeroPoint: z, lo, hi, shift } = node;
     if (this.tsExecutor === 'fast') {
-      addInts(a.ints, b.ints, za, zb, ma, mb, shift, z, lo, hi, out);
+      const gemm = this.tsKernels === 'wasm' ? this.scratch.wasm() : null;
+      if (gemm) addIntsWasm(gemm, a.ints, b.ints, za, zb, ma, mb, shift, z, lo, hi, out);
+      else addInts(a.ints, b.ints, za, zb, ma, mb, shift, z, lo, hi, out);
       return { shape: a.shape, ints: out, floats: null };
     }
     for (let i = 0; i < out.length; i++) {

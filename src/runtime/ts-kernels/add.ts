@@ -5,6 +5,7 @@
  * @internal
  */
 import { addRescaled } from '../intmodel.ts';
+import { REQUANT_UNSURE, type WasmGemm } from '../wasm/gemm.ts';
 
 const LIMIT = 2 ** 21;
 /** Bound of the rounded sums and clamp offsets handled in int32 without branches. */
@@ -41,5 +42,41 @@ export function addInts(
     } else r = addRescaled(da, ma, db, mb, shift);
     r += z;
     out[i] = r < lo ? lo : r > hi ? hi : r;
+  }
+}
+
+/** Values per call of the wasm add kernel (bounds its memory). */
+const WASM_CHUNK = 1 << 16;
+
+/**
+ * addInts with the WebAssembly SIMD128 add kernel (../wasm/gemm.ts: the same double arithmetic
+ * in f64x2); the values it leaves unsure, and layers whose clamp range it cannot take, go through
+ * addInts itself. Same integers as addInts.
+ */
+export function addIntsWasm(
+  gemm: WasmGemm, a: Int32Array, b: Int32Array, za: number, zb: number, ma: number, mb: number, shift: number,
+  z: number, lo: number, hi: number, out: Int32Array,
+): void {
+  const loT = lo - z, hiT = hi - z;
+  if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL) || lo <= REQUANT_UNSURE || out.length < 4) {
+    addInts(a, b, za, zb, ma, mb, shift, z, lo, hi, out);
+    return;
+  }
+  const half = shift === 0 ? 0 : 2 ** (shift - 1);
+  const inv = 2 ** -shift;
+  for (let s0 = 0; s0 < out.length; s0 += WASM_CHUNK) {
+    const m = Math.min(WASM_CHUNK, out.length - s0);
+    const m4 = Math.ceil(m / 4) * 4;
+    const { i32, a: ai, b: bi, out: oi } = gemm.addOperands(m4);
+    i32.set(a.subarray(s0, s0 + m), ai);
+    i32.set(b.subarray(s0, s0 + m), bi);
+    i32.fill(za, ai + m, ai + m4); // the tail lanes add zero
+    i32.fill(zb, bi + m, bi + m4);
+    const sure = gemm.add(m4, za, zb, ma, mb, half, inv, loT, hiT, z);
+    out.set(i32.subarray(oi, oi + m), s0);
+    if (sure) continue;
+    for (let i = s0; i < s0 + m; i++) {
+      if (out[i] === REQUANT_UNSURE) addInts(a.subarray(i, i + 1), b.subarray(i, i + 1), za, zb, ma, mb, shift, z, lo, hi, out.subarray(i, i + 1));
+    }
   }
 }

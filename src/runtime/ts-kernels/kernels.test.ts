@@ -5,7 +5,8 @@ import { requantizeScalar } from '../requantize.ts';
 import { addRescaled } from '../intmodel.ts';
 import { gemmLanes, laneChunk, laneLayout, packLaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock } from './requantize.ts';
-import { addInts } from './add.ts';
+import { addInts, addIntsWasm } from './add.ts';
+import { REQUANT_UNSURE, WasmGemm } from '../wasm/gemm.ts';
 import { maxPoolValues, quantizeValues } from './elementwise.ts';
 import { maxPoolInt } from '../ops.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
@@ -149,11 +150,12 @@ describe('ts-kernels: gemmLanes', () => {
 });
 
 describe('ts-kernels: addInts', () => {
-  it('equals addRescaled + clamp element by element, including its BigInt range and wide bounds', () => {
+  it('addInts and addIntsWasm equal addRescaled + clamp element by element, including its BigInt range and wide bounds', () => {
     const rng = new Rng(13);
     const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
     for (let trial = 0; trial < 80; trial++) {
-      const n = 200;
+      const n = trial % 2 === 0 ? 200 : 203;
       const big = trial % 8 === 7;
       const a = new Int32Array(n).map(() => (big ? int(-(2 ** 31), 2 ** 31 - 1) : int(-300, 300)));
       const b = new Int32Array(n).map(() => (big ? int(-(2 ** 31), 2 ** 31 - 1) : int(-300, 300)));
@@ -166,12 +168,29 @@ describe('ts-kernels: addInts', () => {
       const lo = wide ? -(2 ** 31) : int(-128, 0);
       const hi = wide ? 2 ** 31 - 1 : int(lo, 255);
       const out = new Int32Array(n);
+      const outWasm = new Int32Array(n);
       addInts(a, b, za, zb, ma, mb, shift, z, lo, hi, out);
+      addIntsWasm(gemm, a, b, za, zb, ma, mb, shift, z, lo, hi, outWasm);
       for (let i = 0; i < n; i++) {
         const expected = clamp(addRescaled(a[i]! - za, ma, b[i]! - zb, mb, shift) + z, lo, hi);
         assert.equal(out[i], expected | 0, `trial ${trial} i ${i}`);
+        assert.equal(outWasm[i], expected | 0, `wasm: trial ${trial} i ${i}`);
       }
     }
+  });
+
+  it('the wasm add kernel does the common case itself and marks the values it leaves to addInts', () => {
+    const gemm = WasmGemm.create()!;
+    const { i32, a, b, out } = gemm.addOperands(8);
+    const av = [10, -20, 300, 7, 2 ** 22, 0, -5, 1], bv = [3, 4, -100, 7, 0, 0, 5, 2 ** 30];
+    i32.set(av, a);
+    i32.set(bv, b);
+    // t = (a − 1)·3 + (b − 2)·5, r = round-half-away(t / 4) (shift 2), out = clamp(r + 2, −58, 62);
+    // a − 1 = 2^22 − 1 and b − 2 = 2^30 − 2 are past the kernel's 2^21 limit
+    assert.equal(gemm.add(8, 1, 2, 3, 5, 2, 0.25, -60, 60, 2), false);
+    const expected = av.map((x, i) => (i === 4 || i === 7 ? REQUANT_UNSURE : clamp(addRescaled(x - 1, 3, bv[i]! - 2, 5, 2) + 2, -58, 62)));
+    assert.deepEqual([...i32.subarray(out, out + 8)], expected);
+    assert.deepEqual(expected.slice(0, 4), [10, -11, 62, 13]); // worked by hand
   });
 });
 

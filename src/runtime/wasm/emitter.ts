@@ -163,6 +163,8 @@ export class Code {
   v128Bitselect(): this { return this.simd(0x52); }
   i32x4MinS(): this { return this.simd(0xb6); }
   i32x4MaxS(): this { return this.simd(0xb8); }
+  f64x2Abs(): this { return this.simd(0xec); }
+  f64x2Neg(): this { return this.simd(0xed); }
   f64x2Add(): this { return this.simd(0xf0); }
   f64x2Sub(): this { return this.simd(0xf1); }
   f64x2Mul(): this { return this.simd(0xf2); }

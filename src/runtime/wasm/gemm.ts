@@ -180,14 +180,82 @@ function requantBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
+/** |a − z_a| and |b − z_b| below this take the double path of ../ts-kernels/add.ts. */
+const ADD_LIMIT = 2 ** 21;
+
+/**
+ * add(a, b, out, count, za, zb, ma, mb, half, inv, loT, hiT, z) → 1 when every value was done
+ * here: the double path of ../ts-kernels/add.ts (addInts) in f64x2 with the same IEEE operations
+ * in the same order: t = (a − za)·ma + (b − zb)·mb, m = ⌊(|t| + half)·inv⌋, r = ±m with t's sign,
+ * out = clamp(r, loT, hiT) + z where |a − za|, |b − zb| < 2^21 and m < 2^29, else REQUANT_UNSURE
+ * (the caller recomputes those values with addInts). count: a positive multiple of 4.
+ */
+function addBody(): { locals: ValType[]; body: Code } {
+  const [A, B, OUT, COUNT, ZA, ZB, MA, MB, HALF, INV, LOT, HIT, Z] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+  const END = 13;
+  const ZAV = 14, ZBV = 15, MAV = 16, MBV = 17, HALFV = 18, INVV = 19, LIMIT = 20, SMALLV = 21, ZERO = 22;
+  const LOV = 23, HIV = 24, ZV = 25, SENT = 26, OKALL = 27, AV = 28, BV = 29, DA = 30, DB = 31, T = 32, M = 33;
+  const R0 = 34, R1 = 35, M0 = 36, M1 = 37, MASK = 38;
+  const locals: ValType[] = [ValType.i32, ...Array<ValType>(25).fill(ValType.v128)];
+  const c = new Code();
+  c.localGet(A).localGet(COUNT).i32Const(4).i32Mul().i32Add().localSet(END);
+  for (const [from, to] of [[ZA, ZAV], [ZB, ZBV], [MA, MAV], [MB, MBV], [HALF, HALFV], [INV, INVV]] as const) c.localGet(from).f64x2Splat().localSet(to);
+  c.f64Const(ADD_LIMIT).f64x2Splat().localSet(LIMIT);
+  c.f64Const(SMALL).f64x2Splat().localSet(SMALLV);
+  c.v128Const(Array<number>(16).fill(0)).localSet(ZERO);
+  c.localGet(LOT).i32x4Splat().localSet(LOV);
+  c.localGet(HIT).i32x4Splat().localSet(HIV);
+  c.localGet(Z).i32x4Splat().localSet(ZV);
+  c.i32Const(REQUANT_UNSURE).i32x4Splat().localSet(SENT);
+  c.v128Const(Array<number>(16).fill(255)).localSet(OKALL);
+  const high = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
+  c.loop();
+  {
+    c.localGet(A).v128Load().localSet(AV);
+    c.localGet(B).v128Load().localSet(BV);
+    for (const half of [0, 1]) {
+      c.localGet(AV);
+      if (half === 1) c.localGet(AV).i8x16Shuffle(high);
+      c.f64x2ConvertLowI32x4S().localGet(ZAV).f64x2Sub().localSet(DA);
+      c.localGet(BV);
+      if (half === 1) c.localGet(BV).i8x16Shuffle(high);
+      c.f64x2ConvertLowI32x4S().localGet(ZBV).f64x2Sub().localSet(DB);
+      // t = da·ma + db·mb; m = floor((|t| + half)·inv)
+      c.localGet(DA).localGet(MAV).f64x2Mul().localGet(DB).localGet(MBV).f64x2Mul().f64x2Add().localSet(T);
+      c.localGet(T).f64x2Abs().localGet(HALFV).f64x2Add().localGet(INVV).f64x2Mul().f64x2Floor().localSet(M);
+      // ok = |da| < LIMIT & |db| < LIMIT & m < SMALL
+      c.localGet(DA).f64x2Abs().localGet(LIMIT).f64x2Lt();
+      c.localGet(DB).f64x2Abs().localGet(LIMIT).f64x2Lt().v128And();
+      c.localGet(M).localGet(SMALLV).f64x2Lt().v128And().localSet(half === 0 ? M0 : M1);
+      // r = t < 0 ? −m : m
+      c.localGet(M).f64x2Neg().localGet(M).localGet(T).localGet(ZERO).f64x2Lt().v128Bitselect();
+      c.i32x4TruncSatF64x2SZero().localSet(half === 0 ? R0 : R1);
+    }
+    c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
+    c.localGet(OKALL).localGet(MASK).v128And().localSet(OKALL);
+    c.localGet(OUT);
+    c.localGet(R0).localGet(R1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
+    c.localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
+    c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
+    c.localGet(OUT).i32Const(16).i32Add().localSet(OUT);
+    c.localGet(B).i32Const(16).i32Add().localSet(B);
+    c.localGet(A).i32Const(16).i32Add().localTee(A).localGet(END).i32LtU().brIf(0);
+  }
+  c.end();
+  c.localGet(OKALL).i32x4AllTrue();
+  return { locals, body: c };
+}
+
 /** The kernel module's bytes (memory imported as env.memory). */
 export function gemmModuleBytes(): Uint8Array {
   const gemm = gemmBody();
   const requant = requantBody();
+  const add = addBody();
   const i32 = ValType.i32, f64 = ValType.f64;
   return emitModule([
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
     { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
+    { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
@@ -246,6 +314,7 @@ export function packInt16Weights(w: Int8Array, offset: number, channels: number,
  */
 export class WasmGemm {
   private readonly memory: WasmMemory;
+  private readonly addKernel: (a: number, b: number, out: number, count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number) => number;
   private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number) => number;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
@@ -263,6 +332,9 @@ export class WasmGemm {
     const requantize = instance.exports['requantize'];
     if (typeof requantize !== 'function') throw new Error('WasmGemm: the kernel module exports no requantize function');
     this.requantizeKernel = requantize as WasmGemm['requantizeKernel'];
+    const add = instance.exports['add'];
+    if (typeof add !== 'function') throw new Error('WasmGemm: the kernel module exports no add function');
+    this.addKernel = add as WasmGemm['addKernel'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
@@ -304,6 +376,24 @@ export class WasmGemm {
     return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4 };
   }
 
+  /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) above the weights. */
+  addOperands(count: number): { i32: Int32Array; a: number; b: number; out: number } {
+    this.ensure(this.top + 12 * count);
+    const a = this.top / 4;
+    return { i32: this.i32, a, b: a + count, out: a + 2 * count };
+  }
+
+  /**
+   * The add kernel on the arrays placed by `addOperands(count)` (see `addBody`): out[i], or
+   * REQUANT_UNSURE where addInts must be used; true when there is none. Needs |loT|, |hiT| ≤ 2^29.
+   */
+  add(count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number): boolean {
+    if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.add: count must be a positive multiple of 4, got ${count}`);
+    if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL && loT <= hiT)) throw new RangeError(`WasmGemm.add: clamp offsets [${loT}, ${hiT}] outside ±2^29`);
+    if (this.top + 12 * count > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.add: operands not reserved');
+    return this.addKernel(this.top, this.top + 4 * count, this.top + 8 * count, count, za, zb, ma, mb, half, inv, loT, hiT, z) === 1;
+  }
+
   /**
    * q[i] = the fast requantization of acc[i] (int32 element indices into the `operands` view),
    * i < count (a positive multiple of 4), REQUANT_UNSURE where the caller must use the exact
@@ -312,7 +402,7 @@ export class WasmGemm {
   requantize(acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number): boolean {
     if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.requantize: count must be a positive multiple of 4, got ${count}`);
     if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] outside ±2^29`);
-    if (4 * (Math.max(acc, q) + count) > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
+    if (4 * (Math.max(acc, q) + count) > this.i32.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
     return this.requantizeKernel(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z) === 1;
   }
 
