@@ -1,6 +1,6 @@
 /**
  * Integer GEMM in WebAssembly SIMD128 for the TypeScript executor, emitted at run time with
- * ./emitter.ts (no toolchain needed; the module is under 1 KB, so the synchronous
+ * ./emitter.ts (no toolchain needed; the module is under 2 KB, so the synchronous
  * `new WebAssembly.Module` is fine on a browser's main thread).
  *
  *   out[o, p] = Σ_k w[o, k]·x[k, p]   (int32, wrapping modulo 2^32 like the reference kernels)
