@@ -15,10 +15,15 @@
  * Layouts (int16 elements unless stated):
  * - weights [O4, K2, 4, 2]: block of 4 channels, k-pair kp, channel c, k parity
  *   (channels padded to a multiple of 4 and K to a multiple of 2 with zeros);
- * - x [K2, Pp, 2]: k-pair kp, pixel p, parity; Pp a multiple of 8. Cells of pixels ≥ P and of the
- *   padding k row may hold anything (padded weights are zero; pixels are independent columns);
+ * - x [K2, xStride, 2]: k-pair kp, pixel p, parity; Pp (the pixels computed) a multiple of 8,
+ *   xStride ≥ Pp (+ the shift of a shifted view). Cells of pixels ≥ P and of the padding k row may
+ *   hold anything (padded weights are zero; pixels are independent columns);
  * - out int32 [4·O4, Pp]: channel-major.
  * The kernel keeps 4 channels × 8 pixels in 8 v128 accumulators.
+ *
+ * The same module exports `requantize` (the output stage of ../ts-kernels/requantize.ts) and `add`
+ * (the residual add of ../ts-kernels/add.ts) in f64x2, each repeating the TypeScript fast path's
+ * IEEE operations and marking the values that path would hand to its exact fallback.
  * @internal
  */
 import { Code, emitModule, ValType } from './emitter.ts';
