@@ -1,0 +1,33 @@
+const { resnet8 } = await import('../../src/nn/index.ts');
+const { manualSeed, randn } = await import('../../src/tensor/index.ts');
+const { noGrad } = await import('../../src/autograd/index.ts');
+const { prepareQat } = await import('../../src/quant/qat/index.ts');
+const { qconfigFor } = await import('../../src/quant/config/qconfig.ts');
+const { convert } = await import('../../src/runtime/index.ts');
+const { compileNativePlan } = await import('../../src/runtime/native-plan.ts');
+const { nativeIntAddon } = await import('../../src/runtime/kernels/index.ts');
+const addon = nativeIntAddon()!;
+manualSeed(0);
+const model = resnet8();
+prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
+model.train();
+for (let i = 0; i < 3; i++) noGrad(() => model.forward(randn([32, 1, 28, 28])));
+model.eval();
+const im = convert(model, { sample: randn([32, 1, 28, 28]) });
+const spec = compileNativePlan(im);
+if (typeof spec === 'string') throw new Error(spec);
+const batch = 64;
+const x = randn([256, 1, 28, 28]).data as Float32Array;
+const plan = addon.intPlanCreate!(spec.ops);
+const names = addon.intPlanKernels!(plan);
+const out = new Float32Array(batch * spec.outputSize);
+const min = new Float64Array(names.length).fill(Infinity);
+for (let r = 0; r < 21; r++) {
+  const nanos = new Float64Array(names.length);
+  addon.intPlanProfile!(plan, x, batch, out, 2, nanos);
+  if (r > 0) nanos.forEach((v, i) => (min[i] = Math.min(min[i]!, v)));
+}
+let tot = 0;
+names.forEach((n, i) => { tot += min[i]!; });
+names.forEach((n, i) => console.log(i, n.padEnd(40), (min[i]! / 1000 / batch).toFixed(2), 'us/img', JSON.stringify(spec.ops[i]!.meta.slice(0, 12))));
+console.log('total', (tot / 1000 / batch).toFixed(2));

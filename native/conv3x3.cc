@@ -1,0 +1,208 @@
+// Direct 3x3 conv (see conv3x3.h).
+#include "conv3x3.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "cpu.h"
+#include "intmodel.h"
+
+#define LOWBIT_TARGET_C3 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+
+namespace lowbit {
+
+namespace {
+
+inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+constexpr int kMaxR1 = 14;  // pixels per register block with one channel block (14 accumulators)
+constexpr int kMaxR2 = 12;  // ... with two (24 accumulators + 2 weight vectors + 1 broadcast)
+constexpr size_t kPadSlack = 128;  // bytes past the padded image (a 4-byte broadcast never reads past it)
+
+// The accumulation of R pixels x NB channel blocks. q: the padded input at the first pixel's window
+// origin; ps: bytes between neighbouring pixels' windows (stride C); rowBytes: padded row; j4n: 4-byte
+// groups per window row (3 C / 4); w: the first block's weights ([k4][64 bytes]), wStride bytes to the
+// next block; bias: the blocks' initial values; tile: R rows of ldt int32, the blocks' 16 NB columns.
+// Accumulators are named variables and the multiply-add is inline asm (as intgemm.cc's micro-kernel:
+// GCC would otherwise keep an array of accumulators on the stack).
+#define C3_DP(acc, a, w) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(acc) : [av] "v"(a), [wv] "v"(w))
+#define C3_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+template <int R, int NB, int PS>
+LOWBIT_TARGET_C3 void accBlock(const uint8_t* q, int64_t psRun, int64_t rowBytes, int64_t j4n, const int8_t* w, int64_t wStride,
+                               const int32_t* bias, int32_t* tile, int64_t ldt) {
+  static_assert(R >= 1 && R <= kMaxR1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxR2), "register block");
+  const int64_t ps = PS > 0 ? PS : psRun;
+  const __m512i b0 = _mm512_loadu_si512(bias);
+  const __m512i b1 = NB > 1 ? _mm512_loadu_si512(bias + 16) : b0;
+#define C3_DECL(r)  \
+  __m512i a##r##0, a##r##1; \
+  if constexpr (R > r) {    \
+    a##r##0 = b0;           \
+    a##r##1 = b1;           \
+  }
+  C3_ROWS(C3_DECL)
+#undef C3_DECL
+  for (int64_t ky = 0; ky < 3; ky++) {
+    const uint8_t* row = q + ky * rowBytes;
+    const int8_t* wk = w + ky * j4n * 64;
+    for (int64_t j = 0; j < j4n; j++) {
+      const __m512i w0 = _mm512_loadu_si512(wk + 64 * j);
+      __m512i w1;
+      if constexpr (NB > 1) w1 = _mm512_loadu_si512(wk + wStride + 64 * j);
+      const uint8_t* src = row + 4 * j;
+#define C3_STEP(r)                                  \
+  if constexpr (R > r) {                            \
+    int32_t word;                                   \
+    std::memcpy(&word, src + (r) * ps, 4);          \
+    const __m512i av = _mm512_set1_epi32(word);     \
+    C3_DP(a##r##0, av, w0);                         \
+    if constexpr (NB > 1) C3_DP(a##r##1, av, w1);   \
+  }
+      C3_ROWS(C3_STEP)
+#undef C3_STEP
+    }
+  }
+#define C3_STORE(r)                                                         \
+  if constexpr (R > r) {                                                    \
+    _mm512_storeu_si512(tile + (r) * ldt, a##r##0);                         \
+    if constexpr (NB > 1) _mm512_storeu_si512(tile + (r) * ldt + 16, a##r##1); \
+  }
+  C3_ROWS(C3_STORE)
+#undef C3_STORE
+}
+#undef C3_ROWS
+#undef C3_DP
+
+using BlockFn = void (*)(const uint8_t*, int64_t, int64_t, int64_t, const int8_t*, int64_t, const int32_t*, int32_t*, int64_t);
+
+template <int NB, int PS, size_t... I>
+constexpr std::array<BlockFn, sizeof...(I)> blockTable(std::index_sequence<I...>) {
+  return {accBlock<static_cast<int>(I) + 1, NB, PS>...};
+}
+
+// Register-block kernels by pixel count R (index R - 1); the pixel step PS is a constant for the
+// common C S = 16, 32, 64, 128 (then every broadcast address is one base register plus an
+// immediate; with a run-time step GCC spends general registers and stack reloads on them).
+struct BlockTables {
+  std::array<BlockFn, kMaxR1> one;
+  std::array<BlockFn, kMaxR2> two;
+};
+
+template <int PS>
+constexpr BlockTables tablesFor() {
+  return {blockTable<1, PS>(std::make_index_sequence<kMaxR1>()), blockTable<2, PS>(std::make_index_sequence<kMaxR2>())};
+}
+
+const BlockTables kTables[5] = {tablesFor<0>(), tablesFor<16>(), tablesFor<32>(), tablesFor<64>(), tablesFor<128>()};
+
+const BlockTables& tablesOf(int64_t ps) {
+  switch (ps) {
+    case 16: return kTables[1];
+    case 32: return kTables[2];
+    case 64: return kTables[3];
+    case 128: return kTables[4];
+    default: return kTables[0];
+  }
+}
+
+// dst[i] = src[i] ^ flip for i < len.
+LOWBIT_TARGET_C3 void copyFlip(uint8_t* dst, const uint8_t* src, int64_t len, uint8_t flip) {
+  const __m512i f = _mm512_set1_epi8(static_cast<char>(flip));
+  for (int64_t i = 0; i < len; i += 64) {
+    const __mmask64 m = len - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (len - i)) - 1;
+    _mm512_mask_storeu_epi8(dst + i, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + i), f));
+  }
+}
+
+}  // namespace
+
+bool conv3x3Available() {
+  static const bool on = [] {
+    __builtin_cpu_init();
+    return activeIsa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
+  }();
+  return on;
+}
+
+std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w) {
+  if (op.kind != IOpKind::Conv || op.groups != 1 || op.kh != 3 || op.kw != 3 || op.dh != 1 || op.dw != 1 || op.sh != op.sw ||
+      (op.sh != 1 && op.sh != 2) || op.ph < 0 || op.ph > 2 || op.pw < 0 || op.pw > 2 || (op.in != IType::U8 && op.in != IType::S8) ||
+      op.C % 4 != 0 || op.C <= 0 || op.C > 1024 || op.K != 9 * op.C || op.outMode != IOutMode::Requantize || op.OW <= 0 || op.OH <= 0 ||
+      static_cast<int64_t>(op.rowSums.size()) < op.OC || !conv3x3Available()) {
+    return nullptr;
+  }
+  auto plan = std::make_shared<Conv3x3Plan>();
+  const int64_t OC = op.OC, K = op.K;
+  plan->blocks = ceilDiv(OC, 16);
+  plan->k4n = K / 4;
+  plan->w.assign(static_cast<size_t>(plan->blocks * plan->k4n * 64), 0);
+  plan->bias.assign(static_cast<size_t>(plan->blocks * 16), 0);
+  const int32_t negZero = -(op.zero + (op.in == IType::S8 ? 128 : 0));
+  for (int64_t o = 0; o < OC; o++) {
+    const int64_t b = o / 16, lane = o % 16;
+    for (int64_t k = 0; k < K; k++) {
+      plan->w[static_cast<size_t>((b * plan->k4n + k / 4) * 64 + lane * 4 + k % 4)] = w[o * K + k];
+    }
+    // wraps mod 2^32 like the GEMM kernels' negZero * rowSums
+    plan->bias[static_cast<size_t>(o)] =
+        static_cast<int32_t>(static_cast<uint32_t>(negZero) * static_cast<uint32_t>(op.rowSums[static_cast<size_t>(o)]));
+  }
+  return plan;
+}
+
+bool conv3x3Runs(const IntOp& op) { return op.conv3x3 && op.poolKh == 0 && !op.amx && !op.second; }
+
+void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf, std::vector<int32_t>& tileBuf,
+                Conv3x3Epilogue epilogue) {
+  const Conv3x3Plan& plan = *op.conv3x3;
+  const int64_t C = op.C, S = op.sh, OW = op.OW, OH = op.OH, OC = op.OC;
+  const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowBytes = PW * C, inRow = op.W * C;
+  const size_t padBytes = static_cast<size_t>(PH * rowBytes) + kPadSlack;
+  if (padBuf.size() < padBytes) padBuf.resize(padBytes);
+  const int64_t ldt = plan.blocks * 16;
+  const size_t tileSize = static_cast<size_t>(OW * ldt) + 16;
+  if (tileBuf.size() < tileSize) tileBuf.resize(tileSize);
+  uint8_t* pad = padBuf.data();
+  int32_t* tile = tileBuf.data();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  std::memset(pad, static_cast<uint8_t>(op.zero) ^ flip, padBytes);  // the border: the zero point, as im2col fills it
+  const int64_t j4n = 3 * C / 4, wStride = plan.k4n * 64, ps = S * C;
+  const BlockTables& tables = tablesOf(ps);
+  const size_t valueBytes = itypeBytes(op.out, 1);
+  const size_t outPer = static_cast<size_t>(OH * OW * OC) * valueBytes;
+  // pixels per register block: the row split into equal blocks (the last one may overlap the one
+  // before it; its pixels are computed twice, to the same values)
+  const int64_t n1 = ceilDiv(OW, kMaxR1), r1 = ceilDiv(OW, n1);
+  const int64_t n2 = ceilDiv(OW, kMaxR2), r2 = ceilDiv(OW, n2);
+  for (int64_t smp = 0; smp < n; smp++) {
+    const uint8_t* xs = x + smp * op.H * inRow;
+    for (int64_t iy = 0; iy < op.H; iy++) copyFlip(pad + (iy + op.ph) * rowBytes + op.pw * C, xs + iy * inRow, inRow, flip);
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    for (int64_t oy = 0; oy < OH; oy++) {
+      const uint8_t* q = pad + oy * S * rowBytes;
+      int64_t b = 0;
+      for (; b + 2 <= plan.blocks; b += 2) {
+        for (int64_t i = 0; i < n2; i++) {
+          const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
+          tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+                                                plan.bias.data() + 16 * b, tile + ox0 * ldt + 16 * b, ldt);
+        }
+      }
+      if (b < plan.blocks) {
+        for (int64_t i = 0; i < n1; i++) {
+          const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
+          tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+                                                plan.bias.data() + 16 * b, tile + ox0 * ldt + 16 * b, ldt);
+        }
+      }
+      epilogue(op, tile, ldt, OW, 0, OC, os + static_cast<size_t>(oy * OW * OC) * valueBytes, OC);
+    }
+  }
+}
+
+}  // namespace lowbit
