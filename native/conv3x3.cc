@@ -119,6 +119,52 @@ LOWBIT_TARGET_C3 void copyFlip(uint8_t* dst, const uint8_t* src, int64_t len, ui
   }
 }
 
+// Requantizes one output row (OW pixels, tile rows of ldt int32) to bytes: the integer path of
+// intmodel.cc (IntOp::intRequant: with S = acc M0 + bmh, q = (S + 2^(n' - 1) - [S < 0 and bml = 0])
+// >> n', then clamp(q + z, lo, hi)) on 16 channels at once. The even channels' accumulators are the
+// low halves of the int64 lanes and the odd ones' the high halves (vpmuldq reads the low 32 bits,
+// signed), so no lane shuffle widens them; q is clamped to [lo - z, hi - z] in int64 (the same as
+// clamping q + z to [lo, hi]), the two halves are merged back into 16 int32 lanes, z is added and
+// vpmovdb packs the bytes in a register, stored with one (masked, for the last block) 16-byte store.
+LOWBIT_TARGET_C3 void requantRow(const Conv3x3Plan& plan, const IntOp& op, const int32_t* tile, int64_t ldt, int64_t OW, uint8_t* out) {
+  const int64_t OC = op.OC;
+  const __m512i lo = _mm512_set1_epi64(op.lo - op.z), hi = _mm512_set1_epi64(op.hi - op.z), z = _mm512_set1_epi32(op.z);
+  const __m512i one = _mm512_set1_epi64(1);
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    const int64_t* k = plan.rq.data() + b * 64;
+    const __m512i m0e = _mm512_loadu_si512(k), m0o = _mm512_loadu_si512(k + 8);
+    const __m512i bhe = _mm512_loadu_si512(k + 16), bho = _mm512_loadu_si512(k + 24);
+    const __m512i hfe = _mm512_loadu_si512(k + 32), hfo = _mm512_loadu_si512(k + 40);
+    const __m512i she = _mm512_loadu_si512(k + 48), sho = _mm512_loadu_si512(k + 56);
+    const uint16_t lz = plan.lowZero[static_cast<size_t>(b)];
+    __mmask8 lze = 0, lzo = 0;
+    for (int i = 0; i < 8; i++) {
+      lze = static_cast<__mmask8>(lze | (((lz >> (2 * i)) & 1) << i));
+      lzo = static_cast<__mmask8>(lzo | (((lz >> (2 * i + 1)) & 1) << i));
+    }
+    const int64_t valid = std::min<int64_t>(16, OC - 16 * b);
+    const __mmask16 store = static_cast<__mmask16>((1u << valid) - 1u);
+    for (int64_t ox = 0; ox < OW; ox++) {
+      const __m512i acc = _mm512_loadu_si512(tile + ox * ldt + 16 * b);
+      __m512i te = _mm512_add_epi64(_mm512_mul_epi32(acc, m0e), bhe);
+      __m512i to = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), m0o), bho);
+      // S < 0 exactly when t = S + 2^(n' - 1) < 2^(n' - 1)
+      te = _mm512_mask_sub_epi64(te, _mm512_mask_cmplt_epi64_mask(lze, te, hfe), te, one);
+      to = _mm512_mask_sub_epi64(to, _mm512_mask_cmplt_epi64_mask(lzo, to, hfo), to, one);
+      const __m512i qe = _mm512_min_epi64(_mm512_max_epi64(_mm512_srav_epi64(te, she), lo), hi);
+      const __m512i qo = _mm512_min_epi64(_mm512_max_epi64(_mm512_srav_epi64(to, sho), lo), hi);
+      const __m512i q = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32)), z);
+      const __m128i bytes = _mm512_cvtepi32_epi8(q);
+      uint8_t* dst = out + ox * OC + 16 * b;
+      if (valid == 16) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
+      } else {
+        _mm_mask_storeu_epi8(dst, store, bytes);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool conv3x3Available() {
@@ -151,6 +197,22 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
     // wraps mod 2^32 like the GEMM kernels' negZero * rowSums
     plan->bias[static_cast<size_t>(o)] =
         static_cast<int32_t>(static_cast<uint32_t>(negZero) * static_cast<uint32_t>(op.rowSums[static_cast<size_t>(o)]));
+  }
+  // the byte output stage (requantRow) when the executor requantizes in int64 lanes
+  if (op.intRequant && (op.out == IType::U8 || op.out == IType::S8) && static_cast<int64_t>(op.rqM0.size()) >= OC &&
+      static_cast<int64_t>(op.rqLowZero.size()) >= OC) {
+    plan->fastOut = true;
+    plan->rq.assign(static_cast<size_t>(plan->blocks * 64), 0);
+    plan->lowZero.assign(static_cast<size_t>(plan->blocks), 0);
+    for (int64_t o = 0; o < OC; o++) {
+      const size_t c = static_cast<size_t>(o);
+      int64_t* k = plan->rq.data() + (o / 16) * 64 + (o % 2) * 8 + (o % 16) / 2;
+      k[0] = op.rqM0[c];
+      k[16] = op.rqBmh[c] + op.rqHalf[c];
+      k[32] = op.rqHalf[c];
+      k[48] = op.rqShift[c];
+      if (op.rqLowZero[c]) plan->lowZero[static_cast<size_t>(o / 16)] |= static_cast<uint16_t>(1u << (o % 16));
+    }
   }
   return plan;
 }
@@ -200,7 +262,11 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
                                                 plan.bias.data() + 16 * b, tile + ox0 * ldt + 16 * b, ldt);
         }
       }
-      epilogue(op, tile, ldt, OW, 0, OC, os + static_cast<size_t>(oy * OW * OC) * valueBytes, OC);
+      if (plan.fastOut) {
+        requantRow(plan, op, tile, ldt, OW, os + oy * OW * OC);
+      } else {
+        epilogue(op, tile, ldt, OW, 0, OC, os + static_cast<size_t>(oy * OW * OC) * valueBytes, OC);
+      }
     }
   }
 }

@@ -25,6 +25,12 @@ struct Conv3x3Plan {
   int64_t k4n = 0;          // 4-byte groups of K = 9 C: 3 rows of 3 C / 4
   std::vector<int8_t> w;    // [block][k4n][16 channels][4 bytes], channels past OC zero
   std::vector<int32_t> bias;  // negZero rowSums[c], blocks 16 values (0 past OC)
+  // The output stage for byte outputs with the integer requantization (IntOp::intRequant): per
+  // block, the constants of its even and of its odd channels as int64 lanes (8 each: M0, bmh +
+  // 2^(n' - 1), 2^(n' - 1), n') and the bml = 0 flags; see conv3x3.cc. Else the executor's epilogue.
+  bool fastOut = false;
+  std::vector<int64_t> rq;        // [block][8 vectors of 8]: M0 even, M0 odd, bh even, bh odd, half even, half odd, n' even, n' odd
+  std::vector<uint16_t> lowZero;  // [block]: bit i = channel 16 b + i has bml = 0
 };
 
 // Whether the CPU runs the kernel (AVX-512 VNNI on the active ISA).
