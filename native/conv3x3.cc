@@ -165,6 +165,24 @@ LOWBIT_TARGET_C3 void requantRow(const Conv3x3Plan& plan, const IntOp& op, const
   }
 }
 
+// The fused 2 x 2, stride 2 max pooling of two conv rows (tile rows [0, OW) and [OW, 2 OW)) into
+// tile rows [0, POW): per channel the max of the window's accumulators, or the min when M0 < 0
+// (the requantization is then non-increasing; IntOp::poolKh). Pooled pixel px only reads conv
+// pixels 2 px and 2 px + 1 >= px, so it may overwrite row px in place.
+LOWBIT_TARGET_C3 void pool2x2(const IntOp& op, const Conv3x3Plan& plan, int32_t* tile, int64_t ldt, int64_t OW, int64_t POW) {
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    const __mmask16 neg = _mm_cmpneq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(op.mneg.data() + 16 * b)), _mm_setzero_si128());
+    for (int64_t px = 0; px < POW; px++) {
+      const int32_t* a = tile + 2 * px * ldt + 16 * b;
+      const __m512i v0 = _mm512_loadu_si512(a), v1 = _mm512_loadu_si512(a + ldt);
+      const __m512i v2 = _mm512_loadu_si512(a + OW * ldt), v3 = _mm512_loadu_si512(a + (OW + 1) * ldt);
+      const __m512i hi = _mm512_max_epi32(_mm512_max_epi32(v0, v1), _mm512_max_epi32(v2, v3));
+      const __m512i lo = _mm512_min_epi32(_mm512_min_epi32(v0, v1), _mm512_min_epi32(v2, v3));
+      _mm512_storeu_si512(tile + px * ldt + 16 * b, _mm512_mask_blend_epi32(neg, hi, lo));
+    }
+  }
+}
+
 }  // namespace
 
 bool conv3x3Available() {
@@ -217,17 +235,24 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
   return plan;
 }
 
-bool conv3x3Runs(const IntOp& op) { return op.conv3x3 && op.poolKh == 0 && !op.amx && !op.second; }
+bool conv3x3Runs(const IntOp& op) {
+  const bool pool2x2 = op.poolKh == 2 && op.poolKw == 2 && op.poolSh == 2 && op.poolSw == 2;
+  return op.conv3x3 && (op.poolKh == 0 || pool2x2) && !op.amx && !op.second;
+}
 
 void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf, std::vector<int32_t>& tileBuf,
                 Conv3x3Epilogue epilogue) {
   const Conv3x3Plan& plan = *op.conv3x3;
-  const int64_t C = op.C, S = op.sh, OW = op.OW, OH = op.OH, OC = op.OC;
+  const int64_t C = op.C, S = op.sh, OW = op.OW, OC = op.OC;
   const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowBytes = PW * C, inRow = op.W * C;
+  // a fused 2 x 2, stride 2 max pooling (IntOp::poolKh): two conv rows per pooled row, pooled in the
+  // tile before the output stage; the output map is then [POH, POW]
+  const bool pooled = op.poolKh > 0;
+  const int64_t rowsOut = pooled ? op.POH : op.OH, colsOut = pooled ? op.POW : OW, convRows = pooled ? 2 : 1;
   const size_t padBytes = static_cast<size_t>(PH * rowBytes) + kPadSlack;
   if (padBuf.size() < padBytes) padBuf.resize(padBytes);
   const int64_t ldt = plan.blocks * 16;
-  const size_t tileSize = static_cast<size_t>(OW * ldt) + 16;
+  const size_t tileSize = static_cast<size_t>(2 * OW * ldt) + 16;
   if (tileBuf.size() < tileSize) tileBuf.resize(tileSize);
   uint8_t* pad = padBuf.data();
   int32_t* tile = tileBuf.data();
@@ -236,7 +261,7 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
   const int64_t j4n = 3 * C / 4, wStride = plan.k4n * 64, ps = S * C;
   const BlockTables& tables = tablesOf(ps);
   const size_t valueBytes = itypeBytes(op.out, 1);
-  const size_t outPer = static_cast<size_t>(OH * OW * OC) * valueBytes;
+  const size_t outPer = static_cast<size_t>(rowsOut * colsOut * OC) * valueBytes;
   // pixels per register block: the row split into equal blocks (the last one may overlap the one
   // before it; its pixels are computed twice, to the same values)
   const int64_t n1 = ceilDiv(OW, kMaxR1), r1 = ceilDiv(OW, n1);
@@ -245,27 +270,32 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
     const uint8_t* xs = x + smp * op.H * inRow;
     for (int64_t iy = 0; iy < op.H; iy++) copyFlip(pad + (iy + op.ph) * rowBytes + op.pw * C, xs + iy * inRow, inRow, flip);
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
-    for (int64_t oy = 0; oy < OH; oy++) {
-      const uint8_t* q = pad + oy * S * rowBytes;
-      int64_t b = 0;
-      for (; b + 2 <= plan.blocks; b += 2) {
-        for (int64_t i = 0; i < n2; i++) {
-          const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
-          tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
-                                                plan.bias.data() + 16 * b, tile + ox0 * ldt + 16 * b, ldt);
+    for (int64_t yo = 0; yo < rowsOut; yo++) {
+      for (int64_t k = 0; k < convRows; k++) {
+        const int64_t oy = yo * convRows + k;
+        const uint8_t* q = pad + oy * S * rowBytes;
+        int32_t* t = tile + k * OW * ldt;
+        int64_t b = 0;
+        for (; b + 2 <= plan.blocks; b += 2) {
+          for (int64_t i = 0; i < n2; i++) {
+            const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
+            tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+                                                    plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
+          }
+        }
+        if (b < plan.blocks) {
+          for (int64_t i = 0; i < n1; i++) {
+            const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
+            tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+                                                    plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
+          }
         }
       }
-      if (b < plan.blocks) {
-        for (int64_t i = 0; i < n1; i++) {
-          const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
-          tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
-                                                plan.bias.data() + 16 * b, tile + ox0 * ldt + 16 * b, ldt);
-        }
-      }
+      if (pooled) pool2x2(op, plan, tile, ldt, OW, colsOut);
       if (plan.fastOut) {
-        requantRow(plan, op, tile, ldt, OW, os + oy * OW * OC);
+        requantRow(plan, op, tile, ldt, colsOut, os + yo * colsOut * OC);
       } else {
-        epilogue(op, tile, ldt, OW, 0, OC, os + static_cast<size_t>(oy * OW * OC) * valueBytes, OC);
+        epilogue(op, tile, ldt, colsOut, 0, OC, os + static_cast<size_t>(yo * colsOut * OC) * valueBytes, OC);
       }
     }
   }

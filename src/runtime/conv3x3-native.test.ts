@@ -1,7 +1,8 @@
 // The native executor's direct 3x3 conv (native/conv3x3.cc: no im2col, for byte inputs with
 // C % 4 == 0 channels) must give the same integers as the TypeScript executor and as the native
 // im2col + GEMM path. Random geometries: C_in 16/32/48, C_out 8/16/32/40, H/W 5..30, stride 1/2,
-// pad 0/1, uint8 and int8 inputs (random zero points, inputs past the range), batch 1 and 3.
+// pad 0/1, uint8 and int8 inputs (random zero points, inputs past the range), batch 1 and 3, some
+// with a 2 x 2 max pooling after the conv (fused into it; M0 < 0 channels pool the minimum).
 // The conv feeds a dequantizing linear: the identity with scale 1 and bias 0 when the conv output
 // has at most 4,096 values per sample (then the logits ARE the conv's output integers minus the
 // zero point, and every one is compared, besides the TS trace), else a random 64-row projection
@@ -26,6 +27,8 @@ interface Case {
   pad: number;
   signedIn: boolean;
   signedOut: boolean;
+  /** A 2 x 2, stride 2 max pooling after the conv (the native plan fuses it into the conv). */
+  pool: boolean;
 }
 
 const IDENTITY_MAX = 4096;
@@ -52,7 +55,7 @@ function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number;
   tensors.set('conv.s', { dtype: 'int32', shape: [c.OC], data: sh });
   const [lo, hi] = c.signedOut ? [-128, 127] : [0, 255];
   const outZ = int(lo, hi);
-  const F = c.OC * oh * ow;
+  const F = c.pool ? c.OC * Math.floor(oh / 2) * Math.floor(ow / 2) : c.OC * oh * ow;
   const identity = F <= IDENTITY_MAX;
   const rows = identity ? F : 64;
   const fc = new Int8Array(rows * F);
@@ -72,6 +75,7 @@ function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number;
       input,
       output: { mode: 'requantize', bias: 'conv.b', multiplier: 'conv.m', shift: 'conv.s', biasShift: 4, scale: 0.1, zeroPoint: outZ, lo, hi },
     },
+    ...(c.pool ? [{ op: 'maxpool2d' as const, name: 'pool', kernelSize: [2, 2] as const, stride: [2, 2] as const, padding: [0, 0] as const, zeroPoint: outZ }] : []),
     { op: 'flatten', name: 'flat', startDim: 1, endDim: -1 },
     {
       op: 'linear', name: 'fc', inFeatures: F, outFeatures: rows, weight: 'fc.w', weightFormat: 'int8', weightBits: 8,
@@ -89,18 +93,20 @@ function randomCases(count: number, rng: Rng): Case[] {
   // first the corners the kernel must get right: every C_in / C_out, both strides and pads, both
   // input types; then random draws
   const cases: Case[] = [
-    { C: 16, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false },  // ResNet-8's block conv
-    { C: 16, OC: 32, H: 28, W: 28, stride: 2, pad: 1, signedIn: false, signedOut: true },
-    { C: 32, OC: 40, H: 5, W: 30, stride: 1, pad: 0, signedIn: true, signedOut: false },
-    { C: 48, OC: 8, H: 30, W: 5, stride: 2, pad: 0, signedIn: true, signedOut: true },
-    { C: 48, OC: 40, H: 9, W: 13, stride: 2, pad: 1, signedIn: false, signedOut: true },
-    { C: 32, OC: 32, H: 14, W: 14, stride: 1, pad: 1, signedIn: true, signedOut: false },
+    { C: 16, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false, pool: false },  // ResNet-8's block conv
+    { C: 16, OC: 32, H: 28, W: 28, stride: 2, pad: 1, signedIn: false, signedOut: true, pool: false },
+    { C: 32, OC: 40, H: 5, W: 30, stride: 1, pad: 0, signedIn: true, signedOut: false, pool: false },
+    { C: 48, OC: 8, H: 30, W: 5, stride: 2, pad: 0, signedIn: true, signedOut: true, pool: false },
+    { C: 48, OC: 40, H: 9, W: 13, stride: 2, pad: 1, signedIn: false, signedOut: true, pool: false },
+    { C: 32, OC: 32, H: 14, W: 14, stride: 1, pad: 1, signedIn: true, signedOut: false, pool: false },
+    { C: 16, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false, pool: true },  // the Fashion CNN's conv2 + pool
+    { C: 32, OC: 40, H: 11, W: 13, stride: 1, pad: 0, signedIn: true, signedOut: true, pool: true },  // odd conv output (9 x 11)
   ];
   while (cases.length < count) {
     const stride = int(1, 2), pad = int(0, 1);
     cases.push({
       C: pick([16, 32, 48]), OC: pick([8, 16, 32, 40]), H: int(5, 30), W: int(5, 30), stride, pad,
-      signedIn: rng.uniform() < 0.5, signedOut: rng.uniform() < 0.5,
+      signedIn: rng.uniform() < 0.5, signedOut: rng.uniform() < 0.5, pool: rng.uniform() < 0.3,
     });
   }
   return cases;
@@ -108,8 +114,8 @@ function randomCases(count: number, rng: Rng): Case[] {
 
 describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, () => {
   const rng = new Rng(20261123);
-  for (const c of randomCases(16, rng)) {
-    const label = `C ${c.C} -> ${c.OC}, ${c.H}x${c.W}, stride ${c.stride}, pad ${c.pad}, ${c.signedIn ? 'int8' : 'uint8'} in, ${c.signedOut ? 'int8' : 'uint8'} out`;
+  for (const c of randomCases(20, rng)) {
+    const label = `C ${c.C} -> ${c.OC}, ${c.H}x${c.W}, stride ${c.stride}, pad ${c.pad}, ${c.signedIn ? 'int8' : 'uint8'} in, ${c.signedOut ? 'int8' : 'uint8'} out${c.pool ? ', 2x2 max pool' : ''}`;
     it(`${label}: integers identical to the TS executor and to the im2col path`, () => {
       const { im, F, outZ, identity } = buildModel(c, rng);
       const spec = compileNativePlan(im);
@@ -119,7 +125,9 @@ describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, 
       const doubles = addon!.intPlanCreate!(spec.ops, true, true, true, false);
       const kernels = addon!.intPlanKernels!(fast);
       // with AVX-512 VNNI the im2col path's GEMM is 'avx512-vnni' and the conv must take the new kernel
-      if (addon!.intPlanKernels!(im2col)[1]!.includes('avx512-vnni')) assert.match(kernels[1]!, /^conv direct3x3/, kernels.join(', '));
+      if (addon!.intPlanKernels!(im2col)[1]!.includes('avx512-vnni')) {
+        assert.match(kernels[1]!, c.pool ? /^conv direct3x3 .*\+maxpool/ : /^conv direct3x3/, kernels.join(', '));
+      }
       assert.doesNotMatch(addon!.intPlanKernels!(im2col)[1]!, /direct3x3/);
       for (const n of [1, 3]) {
         const per = c.C * c.H * c.W;
