@@ -2,11 +2,14 @@
 // for one conv geometry, per image, on one thread (not part of the addon). Build and run:
 //   g++ -O3 -std=c++17 -pthread -Inative -o /tmp/conv-pieces bench/native/conv-pieces.cc \
 //     native/intgemm.cc native/cpu.cc native/threadpool.cc native/intadd.cc native/amx.cc native/conv3x3.cc
-//   nice -n 10 /tmp/conv-pieces [C OC H stride]      (default 16 16 28 1: ResNet-8's first block conv)
+//   nice -n 10 /tmp/conv-pieces > bench/results/native-conv-pieces.json   (ResNet-8's five 3x3 geometries)
+//   nice -n 10 /tmp/conv-pieces C OC H stride                              (one geometry)
+// Prints a JSON array, one object per geometry (times in µs per image).
 // It includes intmodel.cc to reach its internal im2col / epilogue. Pieces, each timed over whole
 // images (best of several repetitions, thread CPU time): the im2col blocks alone, the GEMM on
 // them alone, the requantizing epilogue alone, the whole runConv (im2col + GEMM + epilogue), and
-// the direct 3x3 kernel (native/conv3x3.cc) when it takes the geometry.
+// the whole conv on the direct 3x3 kernel (native/conv3x3.cc) with a check that its output bytes
+// equal the im2col path's ("same").
 #include "../../native/intmodel.cc"
 
 #include <cstdio>
@@ -34,10 +37,8 @@ double bestUs(int images, F f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+void measure(int64_t C, int64_t OC, int64_t H, int64_t stride) {
   using namespace lowbit;
-  const int64_t C = argc > 1 ? std::atoll(argv[1]) : 16, OC = argc > 2 ? std::atoll(argv[2]) : 16;
-  const int64_t H = argc > 3 ? std::atoll(argv[3]) : 28, stride = argc > 4 ? std::atoll(argv[4]) : 1;
   IntOp op;
   op.kind = IOpKind::Conv;
   op.in = IType::U8;
@@ -92,17 +93,27 @@ int main(int argc, char** argv) {
   op.conv3x3 = conv3x3Prepare(op, w.data());
   if (op.conv3x3) {
     const double tDirect = bestUs(images, [&] { runConv(op, x.data(), images, out2.data(), nullptr, s); });
-    // the accumulation alone (an output stage that does nothing)
-    const double tAcc = bestUs(images, [&] {
-      conv3x3Run(op, x.data(), images, out2.data(), s.col, s.tile, [](const IntOp&, const int32_t*, int64_t, int64_t, int64_t, int64_t, void*, int64_t) {});
-    });
     runConv(op, x.data(), images, out2.data(), nullptr, s);
     op.conv3x3.reset();
     runConv(op, x.data(), images, out.data(), nullptr, s);
-    std::printf(",\"direct3x3Us\":%.2f,\"direct3x3AccUs\":%.2f,\"same\":%s", tDirect, tAcc, std::memcmp(out.data(), out2.data(), static_cast<size_t>(images * P * OC)) ? "false" : "true");
+    std::printf(",\"direct3x3Us\":%.2f,\"same\":%s", tDirect, std::memcmp(out.data(), out2.data(), static_cast<size_t>(images * P * OC)) ? "false" : "true");
   }
 #endif
   const double macs = static_cast<double>(P) * OC * op.K;
-  std::printf(",\"floorUs\":%.2f}\n", macs / 64 / 2 / 3.97e3);  // 2 vpdpbusd zmm per cycle at 3.97 GHz (bench/native/vpdpbusd.cc)
+  std::printf(",\"floorUs\":%.2f}", macs / 64 / 2 / 3.97e3);  // 2 vpdpbusd zmm per cycle at 3.97 GHz (bench/native/vpdpbusd.cc)
+}
+
+int main(int argc, char** argv) {
+  std::printf("[");
+  if (argc > 4) {
+    measure(std::atoll(argv[1]), std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]));
+  } else {
+    const int64_t geometries[5][4] = {{16, 16, 28, 1}, {16, 32, 28, 2}, {32, 32, 14, 1}, {32, 64, 14, 2}, {64, 64, 7, 1}};
+    for (int i = 0; i < 5; i++) {
+      if (i) std::printf(",\n");
+      measure(geometries[i][0], geometries[i][1], geometries[i][2], geometries[i][3]);
+    }
+  }
+  std::printf("]\n");
   return 0;
 }

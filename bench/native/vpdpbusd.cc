@@ -1,5 +1,6 @@
 // vpdpbusd throughput and latency on this CPU (not part of the addon). Build and run:
-//   g++ -O2 -o /tmp/vpdpbusd bench/native/vpdpbusd.cc && nice -n 10 /tmp/vpdpbusd
+//   g++ -O2 -std=c++17 -o /tmp/vpdpbusd bench/native/vpdpbusd.cc && nice -n 10 /tmp/vpdpbusd > bench/results/native-vpdpbusd.json
+// (prints a JSON array, one object per measurement)
 // The core clock is estimated from a chain of dependent 64-bit adds (latency 1 cycle on every x86
 // core this runs on), timed over the thread's CPU time so time slices lost to other processes do
 // not count. Then, for k = 1 .. 24 independent accumulator chains, 'iters' rounds of k vpdpbusd
@@ -177,7 +178,7 @@ template <int K, bool Wide>
 void row(double ghz, long iters) {
   const double s = bestSeconds([&] { dpChains<K, Wide>(iters); });
   const double cyc = s * ghz * 1e9 / (static_cast<double>(iters) * K);
-  std::printf("{\"kind\":\"%s\",\"chains\":%d,\"cyclesPerInstr\":%.3f,\"perCycle\":%.3f,\"gmacs\":%.1f}\n", Wide ? "zmm" : "ymm", K, cyc,
+  std::printf(",{\"kind\":\"%s\",\"chains\":%d,\"cyclesPerInstr\":%.3f,\"perCycle\":%.3f,\"gmacs\":%.1f}\n", Wide ? "zmm" : "ymm", K, cyc,
               1.0 / cyc, (Wide ? 64.0 : 32.0) * static_cast<double>(iters) * K / s * 1e-9);
 }
 
@@ -187,7 +188,7 @@ int main() {
   const long addIters = 50'000'000;
   const double sa = bestSeconds([&] { addChain(addIters); });
   const double ghz = 8.0 * addIters / sa * 1e-9;
-  std::printf("{\"kind\":\"clock\",\"ghz\":%.3f}\n", ghz);
+  std::printf("[{\"kind\":\"clock\",\"ghz\":%.3f}\n", ghz);
   const long it = 20'000'000;
   row<1, true>(ghz, it);
   row<2, true>(ghz, it);
@@ -208,7 +209,7 @@ int main() {
   const long bi = 5'000'000;
   const auto mix = [&](const char* name, int rows, int np, void (*f)(long, const int32_t*)) {
     const double s = bestSeconds([&] { f(bi, a); });
-    std::printf("{\"kind\":\"vpbroadcastd + vpdpbusd\",\"rows\":%d,\"panels\":%d,\"cyclesPerDp\":%.3f}\n", rows, np,
+    std::printf(",{\"kind\":\"vpbroadcastd + vpdpbusd\",\"rows\":%d,\"panels\":%d,\"cyclesPerDp\":%.3f}\n", rows, np,
                 s * ghz * 1e9 / (static_cast<double>(bi) * rows * np));
     (void)name;
   };
@@ -218,5 +219,6 @@ int main() {
   mix("", 6, 2, dpWithBroadcast<6, 2>);
   mix("", 12, 2, dpWithBroadcast<12, 2>);
   mix("", 6, 4, dpWithBroadcast<6, 4>);
+  std::printf("]\n");
   return 0;
 }
