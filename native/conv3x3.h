@@ -10,7 +10,9 @@
 // accumulator chains (vpdpbusd: latency 4 cycles, 2 per cycle here, bench/native/vpdpbusd.cc).
 // The accumulators start at negZero rowSums[c] (negZero = -(zero point (+128 for int8))), so every
 // int32 equals the im2col + GEMM path's: sum_k x'_k w_k - (z (+128)) sum_k w_k, wrapping mod 2^32 in
-// both. The executor's own output stage (epilogue) then requantizes one output row at a time.
+// both. One output row at a time is then requantized: byte outputs with the int64 requantization
+// by the kernel's own 16-channel output stage, others by the executor's epilogue. A fused 2x2
+// stride-2 max pooling (IntOp::poolKh) pools two conv rows of accumulators first.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -38,11 +40,11 @@ bool conv3x3Available();
 
 // A plan for the conv op (weights `w` (OC, 3, 3, C) int8, op.rowSums set) when the kernel takes its
 // geometry: groups 1, 3x3, dilation 1, stride 1 or 2, pad <= 2, byte input with C % 4 == 0 and C <= 1024,
-// requantizing output; else null.
+// requantizing output; else null. Call after the op's requantization constants are set.
 std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w);
 
-// Whether the executor runs the op on this kernel: a plan, and no fused pooling, AMX tiles or second
-// output stage (those keep their own paths).
+// Whether the executor runs the op on this kernel: a plan, no fused pooling other than 2x2 stride 2,
+// no AMX tiles and no second output stage (those keep their own paths).
 bool conv3x3Runs(const IntOp& op);
 
 // The output stage the executor runs on a tile of int32 accumulators (intmodel.cc's epilogue):

@@ -86,7 +86,7 @@ struct IntOp {
   // (max, or min for M0 < 0) and requantizing the pooled ones gives the same integers. The conv
   // then writes the pooled map [POH, POW, OC]; poolKh = 0: no pooling fused.
   int64_t poolKh = 0, poolKw = 0, poolSh = 1, poolSw = 1, POH = 0, POW = 0;
-  // direct 3x3 conv of a C % 4 == 0 byte input (conv3x3.h; set by intPrepareDirectConv), run when no pooling is fused
+  // direct 3x3 conv of a C % 4 == 0 byte input (conv3x3.h; set by intPrepareDirectConv), run when conv3x3Runs(op)
   std::shared_ptr<const Conv3x3Plan> conv3x3;
   IOutMode outMode = IOutMode::Requantize;
   // A second output stage (intPlanShareConv): another conv of the same input with the same weights
