@@ -16,6 +16,7 @@
         "native/intgemm.cc",
         "native/amx.cc",
         "native/intmodel.cc",
+        "native/conv3x3.cc",
         "native/intadd.cc",
         "native/optim.cc",
         "native/recurrent.cc",

@@ -25,6 +25,7 @@
 #include "adder.h"
 #include "amx.h"
 #include "intgemm.h"
+#include "conv3x3.h"
 #include "intmodel.h"
 #include "intadd.h"
 #include "irnn.h"
@@ -1347,6 +1348,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
     if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
       name += op.in == lowbit::IType::Bits ? " binary"
               : op.direct                 ? " direct"
+              : lowbit::conv3x3Runs(op)   ? " direct3x3 avx512-vnni"
               : op.amxGather              ? " amx-gather"
               : op.amxImplicit            ? " amx-implicit"
               : op.amx                    ? " amx"

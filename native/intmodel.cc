@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "amx.h"
+#include "conv3x3.h"
 #include "cpu.h"
 #include "intadd.h"
 #include "intgemm.h"
@@ -892,6 +893,7 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
     convDirect(op, x, n, out, op.second ? out2 : nullptr, s.col);
     return;
   }
+  if (conv3x3Runs(op)) return conv3x3Run(op, x, n, out, s.col, s.tile, epilogue);
   const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
   const int64_t Kp = rowBytes(op), ldt = tileStride(op);
   const bool pooled = op.poolKh > 0;
@@ -1145,6 +1147,7 @@ void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, 
 
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
   op->direct = false;
+  op->conv3x3 = conv3x3Prepare(*op, w);
   if (op->kind != IOpKind::Conv || op->groups != 1 || op->C != 1 || op->K > 64 || op->outMode != IOutMode::Requantize ||
       (op->out != IType::U8 && op->out != IType::S8) || !directConvAvailable()) {
     return;

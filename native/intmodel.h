@@ -32,6 +32,8 @@
 
 namespace lowbit {
 
+struct Conv3x3Plan;  // conv3x3.h
+
 enum class IType : int32_t { U8 = 0, S8 = 1, I32 = 2, Bits = 3, F32 = 4 };
 enum class IOpKind : int32_t { Quantize = 0, Conv = 1, Linear = 2, MaxPool = 3, AvgPool = 4, Clamp = 5, Add = 6, Permute = 7 };
 enum class IOutMode : int32_t { Requantize = 0, Sign = 1, Dequantize = 2 };
@@ -84,6 +86,8 @@ struct IntOp {
   // (max, or min for M0 < 0) and requantizing the pooled ones gives the same integers. The conv
   // then writes the pooled map [POH, POW, OC]; poolKh = 0: no pooling fused.
   int64_t poolKh = 0, poolKw = 0, poolSh = 1, poolSw = 1, POH = 0, POW = 0;
+  // direct 3x3 conv of a C % 4 == 0 byte input (conv3x3.h; set by intPrepareDirectConv), run when conv3x3Runs(op)
+  std::shared_ptr<const Conv3x3Plan> conv3x3;
   IOutMode outMode = IOutMode::Requantize;
   // A second output stage (intPlanShareConv): another conv of the same input with the same weights
   // that differs only in its requantization (ResNet's stem feeds a block conv and an add in two

@@ -1,0 +1,304 @@
+// Direct 3x3 conv (see conv3x3.h).
+#include "conv3x3.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "cpu.h"
+#include "intmodel.h"
+
+#define LOWBIT_TARGET_C3 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+
+namespace lowbit {
+
+namespace {
+
+inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+constexpr int kMaxR1 = 14;  // pixels per register block with one channel block (14 accumulators)
+constexpr int kMaxR2 = 12;  // ... with two (24 accumulators + 2 weight vectors + 1 broadcast)
+constexpr size_t kPadSlack = 128;  // bytes past the padded image (a 4-byte broadcast never reads past it)
+
+// The accumulation of R pixels x NB channel blocks. q: the padded input at the first pixel's window
+// origin; ps: bytes between neighbouring pixels' windows (stride C); rowBytes: padded row; j4n: 4-byte
+// groups per window row (3 C / 4); w: the first block's weights ([k4][64 bytes]), wStride bytes to the
+// next block; bias: the blocks' initial values; tile: R rows of ldt int32, the blocks' 16 NB columns.
+// Accumulators are named variables and the multiply-add is inline asm (as intgemm.cc's micro-kernel:
+// GCC would otherwise keep an array of accumulators on the stack).
+#define C3_DP(acc, a, w) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(acc) : [av] "v"(a), [wv] "v"(w))
+#define C3_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+template <int R, int NB, int PS>
+LOWBIT_TARGET_C3 void accBlock(const uint8_t* q, int64_t psRun, int64_t rowBytes, int64_t j4n, const int8_t* w, int64_t wStride,
+                               const int32_t* bias, int32_t* tile, int64_t ldt) {
+  static_assert(R >= 1 && R <= kMaxR1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxR2), "register block");
+  const int64_t ps = PS > 0 ? PS : psRun;
+  const __m512i b0 = _mm512_loadu_si512(bias);
+  const __m512i b1 = NB > 1 ? _mm512_loadu_si512(bias + 16) : b0;
+#define C3_DECL(r)  \
+  __m512i a##r##0, a##r##1; \
+  if constexpr (R > r) {    \
+    a##r##0 = b0;           \
+    a##r##1 = b1;           \
+  }
+  C3_ROWS(C3_DECL)
+#undef C3_DECL
+  for (int64_t ky = 0; ky < 3; ky++) {
+    const uint8_t* row = q + ky * rowBytes;
+    const int8_t* wk = w + ky * j4n * 64;
+    for (int64_t j = 0; j < j4n; j++) {
+      const __m512i w0 = _mm512_loadu_si512(wk + 64 * j);
+      __m512i w1;
+      if constexpr (NB > 1) w1 = _mm512_loadu_si512(wk + wStride + 64 * j);
+      const uint8_t* src = row + 4 * j;
+#define C3_STEP(r)                                  \
+  if constexpr (R > r) {                            \
+    int32_t word;                                   \
+    std::memcpy(&word, src + (r) * ps, 4);          \
+    const __m512i av = _mm512_set1_epi32(word);     \
+    C3_DP(a##r##0, av, w0);                         \
+    if constexpr (NB > 1) C3_DP(a##r##1, av, w1);   \
+  }
+      C3_ROWS(C3_STEP)
+#undef C3_STEP
+    }
+  }
+#define C3_STORE(r)                                                         \
+  if constexpr (R > r) {                                                    \
+    _mm512_storeu_si512(tile + (r) * ldt, a##r##0);                         \
+    if constexpr (NB > 1) _mm512_storeu_si512(tile + (r) * ldt + 16, a##r##1); \
+  }
+  C3_ROWS(C3_STORE)
+#undef C3_STORE
+}
+#undef C3_ROWS
+#undef C3_DP
+
+using BlockFn = void (*)(const uint8_t*, int64_t, int64_t, int64_t, const int8_t*, int64_t, const int32_t*, int32_t*, int64_t);
+
+template <int NB, int PS, size_t... I>
+constexpr std::array<BlockFn, sizeof...(I)> blockTable(std::index_sequence<I...>) {
+  return {accBlock<static_cast<int>(I) + 1, NB, PS>...};
+}
+
+// Register-block kernels by pixel count R (index R - 1); the pixel step PS is a constant for the
+// common C S = 16, 32, 64, 128 (then every broadcast address is one base register plus an
+// immediate; with a run-time step GCC spends general registers and stack reloads on them).
+struct BlockTables {
+  std::array<BlockFn, kMaxR1> one;
+  std::array<BlockFn, kMaxR2> two;
+};
+
+template <int PS>
+constexpr BlockTables tablesFor() {
+  return {blockTable<1, PS>(std::make_index_sequence<kMaxR1>()), blockTable<2, PS>(std::make_index_sequence<kMaxR2>())};
+}
+
+const BlockTables kTables[5] = {tablesFor<0>(), tablesFor<16>(), tablesFor<32>(), tablesFor<64>(), tablesFor<128>()};
+
+const BlockTables& tablesOf(int64_t ps) {
+  switch (ps) {
+    case 16: return kTables[1];
+    case 32: return kTables[2];
+    case 64: return kTables[3];
+    case 128: return kTables[4];
+    default: return kTables[0];
+  }
+}
+
+// dst[i] = src[i] ^ flip for i < len.
+LOWBIT_TARGET_C3 void copyFlip(uint8_t* dst, const uint8_t* src, int64_t len, uint8_t flip) {
+  const __m512i f = _mm512_set1_epi8(static_cast<char>(flip));
+  for (int64_t i = 0; i < len; i += 64) {
+    const __mmask64 m = len - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (len - i)) - 1;
+    _mm512_mask_storeu_epi8(dst + i, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + i), f));
+  }
+}
+
+// Requantizes one output row (OW pixels, tile rows of ldt int32) to bytes: the integer path of
+// intmodel.cc (IntOp::intRequant: with S = acc M0 + bmh, q = (S + 2^(n' - 1) - [S < 0 and bml = 0])
+// >> n', then clamp(q + z, lo, hi)) on 16 channels at once. The even channels' accumulators are the
+// low halves of the int64 lanes and the odd ones' the high halves (vpmuldq reads the low 32 bits,
+// signed), so no lane shuffle widens them; q is clamped to [lo - z, hi - z] in int64 (the same as
+// clamping q + z to [lo, hi]), the two halves are merged back into 16 int32 lanes, z is added and
+// vpmovdb packs the bytes in a register, stored with one (masked, for the last block) 16-byte store.
+LOWBIT_TARGET_C3 void requantRow(const Conv3x3Plan& plan, const IntOp& op, const int32_t* tile, int64_t ldt, int64_t OW, uint8_t* out) {
+  const int64_t OC = op.OC;
+  const __m512i lo = _mm512_set1_epi64(op.lo - op.z), hi = _mm512_set1_epi64(op.hi - op.z), z = _mm512_set1_epi32(op.z);
+  const __m512i one = _mm512_set1_epi64(1);
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    const int64_t* k = plan.rq.data() + b * 64;
+    const __m512i m0e = _mm512_loadu_si512(k), m0o = _mm512_loadu_si512(k + 8);
+    const __m512i bhe = _mm512_loadu_si512(k + 16), bho = _mm512_loadu_si512(k + 24);
+    const __m512i hfe = _mm512_loadu_si512(k + 32), hfo = _mm512_loadu_si512(k + 40);
+    const __m512i she = _mm512_loadu_si512(k + 48), sho = _mm512_loadu_si512(k + 56);
+    const uint16_t lz = plan.lowZero[static_cast<size_t>(b)];
+    __mmask8 lze = 0, lzo = 0;
+    for (int i = 0; i < 8; i++) {
+      lze = static_cast<__mmask8>(lze | (((lz >> (2 * i)) & 1) << i));
+      lzo = static_cast<__mmask8>(lzo | (((lz >> (2 * i + 1)) & 1) << i));
+    }
+    const int64_t valid = std::min<int64_t>(16, OC - 16 * b);
+    const __mmask16 store = static_cast<__mmask16>((1u << valid) - 1u);
+    for (int64_t ox = 0; ox < OW; ox++) {
+      const __m512i acc = _mm512_loadu_si512(tile + ox * ldt + 16 * b);
+      __m512i te = _mm512_add_epi64(_mm512_mul_epi32(acc, m0e), bhe);
+      __m512i to = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), m0o), bho);
+      // S < 0 exactly when t = S + 2^(n' - 1) < 2^(n' - 1)
+      te = _mm512_mask_sub_epi64(te, _mm512_mask_cmplt_epi64_mask(lze, te, hfe), te, one);
+      to = _mm512_mask_sub_epi64(to, _mm512_mask_cmplt_epi64_mask(lzo, to, hfo), to, one);
+      const __m512i qe = _mm512_min_epi64(_mm512_max_epi64(_mm512_srav_epi64(te, she), lo), hi);
+      const __m512i qo = _mm512_min_epi64(_mm512_max_epi64(_mm512_srav_epi64(to, sho), lo), hi);
+      const __m512i q = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32)), z);
+      const __m128i bytes = _mm512_cvtepi32_epi8(q);
+      uint8_t* dst = out + ox * OC + 16 * b;
+      if (valid == 16) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
+      } else {
+        _mm_mask_storeu_epi8(dst, store, bytes);
+      }
+    }
+  }
+}
+
+// The fused 2 x 2, stride 2 max pooling of two conv rows (tile rows [0, OW) and [OW, 2 OW)) into
+// tile rows [0, POW): per channel the max of the window's accumulators, or the min when M0 < 0
+// (the requantization is then non-increasing; IntOp::poolKh). Pooled pixel px only reads conv
+// pixels 2 px and 2 px + 1 >= px, so it may overwrite row px in place.
+LOWBIT_TARGET_C3 void pool2x2(const IntOp& op, const Conv3x3Plan& plan, int32_t* tile, int64_t ldt, int64_t OW, int64_t POW) {
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    const __mmask16 neg = _mm_cmpneq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(op.mneg.data() + 16 * b)), _mm_setzero_si128());
+    for (int64_t px = 0; px < POW; px++) {
+      const int32_t* a = tile + 2 * px * ldt + 16 * b;
+      const __m512i v0 = _mm512_loadu_si512(a), v1 = _mm512_loadu_si512(a + ldt);
+      const __m512i v2 = _mm512_loadu_si512(a + OW * ldt), v3 = _mm512_loadu_si512(a + (OW + 1) * ldt);
+      const __m512i hi = _mm512_max_epi32(_mm512_max_epi32(v0, v1), _mm512_max_epi32(v2, v3));
+      const __m512i lo = _mm512_min_epi32(_mm512_min_epi32(v0, v1), _mm512_min_epi32(v2, v3));
+      _mm512_storeu_si512(tile + px * ldt + 16 * b, _mm512_mask_blend_epi32(neg, hi, lo));
+    }
+  }
+}
+
+}  // namespace
+
+bool conv3x3Available() {
+  static const bool on = [] {
+    __builtin_cpu_init();
+    return activeIsa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
+  }();
+  return on;
+}
+
+std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w) {
+  if (op.kind != IOpKind::Conv || op.groups != 1 || op.kh != 3 || op.kw != 3 || op.dh != 1 || op.dw != 1 || op.sh != op.sw ||
+      (op.sh != 1 && op.sh != 2) || op.ph < 0 || op.ph > 2 || op.pw < 0 || op.pw > 2 || (op.in != IType::U8 && op.in != IType::S8) ||
+      op.C % 4 != 0 || op.C <= 0 || op.C > 1024 || op.K != 9 * op.C || op.outMode != IOutMode::Requantize || op.OW <= 0 || op.OH <= 0 ||
+      static_cast<int64_t>(op.rowSums.size()) < op.OC || !conv3x3Available()) {
+    return nullptr;
+  }
+  auto plan = std::make_shared<Conv3x3Plan>();
+  const int64_t OC = op.OC, K = op.K;
+  plan->blocks = ceilDiv(OC, 16);
+  plan->k4n = K / 4;
+  plan->w.assign(static_cast<size_t>(plan->blocks * plan->k4n * 64), 0);
+  plan->bias.assign(static_cast<size_t>(plan->blocks * 16), 0);
+  const int32_t negZero = -(op.zero + (op.in == IType::S8 ? 128 : 0));
+  for (int64_t o = 0; o < OC; o++) {
+    const int64_t b = o / 16, lane = o % 16;
+    for (int64_t k = 0; k < K; k++) {
+      plan->w[static_cast<size_t>((b * plan->k4n + k / 4) * 64 + lane * 4 + k % 4)] = w[o * K + k];
+    }
+    // wraps mod 2^32 like the GEMM kernels' negZero * rowSums
+    plan->bias[static_cast<size_t>(o)] =
+        static_cast<int32_t>(static_cast<uint32_t>(negZero) * static_cast<uint32_t>(op.rowSums[static_cast<size_t>(o)]));
+  }
+  // the byte output stage (requantRow) when the executor requantizes in int64 lanes
+  if (op.intRequant && (op.out == IType::U8 || op.out == IType::S8) && static_cast<int64_t>(op.rqM0.size()) >= OC &&
+      static_cast<int64_t>(op.rqLowZero.size()) >= OC) {
+    plan->fastOut = true;
+    plan->rq.assign(static_cast<size_t>(plan->blocks * 64), 0);
+    plan->lowZero.assign(static_cast<size_t>(plan->blocks), 0);
+    for (int64_t o = 0; o < OC; o++) {
+      const size_t c = static_cast<size_t>(o);
+      int64_t* k = plan->rq.data() + (o / 16) * 64 + (o % 2) * 8 + (o % 16) / 2;
+      k[0] = op.rqM0[c];
+      k[16] = op.rqBmh[c] + op.rqHalf[c];
+      k[32] = op.rqHalf[c];
+      k[48] = op.rqShift[c];
+      if (op.rqLowZero[c]) plan->lowZero[static_cast<size_t>(o / 16)] |= static_cast<uint16_t>(1u << (o % 16));
+    }
+  }
+  return plan;
+}
+
+bool conv3x3Runs(const IntOp& op) {
+  const bool pool2x2 = op.poolKh == 2 && op.poolKw == 2 && op.poolSh == 2 && op.poolSw == 2;
+  return op.conv3x3 && (op.poolKh == 0 || pool2x2) && !op.amx && !op.second;
+}
+
+void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf, std::vector<int32_t>& tileBuf,
+                Conv3x3Epilogue epilogue) {
+  const Conv3x3Plan& plan = *op.conv3x3;
+  const int64_t C = op.C, S = op.sh, OW = op.OW, OC = op.OC;
+  const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowBytes = PW * C, inRow = op.W * C;
+  // a fused 2 x 2, stride 2 max pooling (IntOp::poolKh): two conv rows per pooled row, pooled in the
+  // tile before the output stage; the output map is then [POH, POW]
+  const bool pooled = op.poolKh > 0;
+  const int64_t rowsOut = pooled ? op.POH : op.OH, colsOut = pooled ? op.POW : OW, convRows = pooled ? 2 : 1;
+  const size_t padBytes = static_cast<size_t>(PH * rowBytes) + kPadSlack;
+  if (padBuf.size() < padBytes) padBuf.resize(padBytes);
+  const int64_t ldt = plan.blocks * 16;
+  const size_t tileSize = static_cast<size_t>(2 * OW * ldt) + 16;
+  if (tileBuf.size() < tileSize) tileBuf.resize(tileSize);
+  uint8_t* pad = padBuf.data();
+  int32_t* tile = tileBuf.data();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  std::memset(pad, static_cast<uint8_t>(op.zero) ^ flip, padBytes);  // the border: the zero point, as im2col fills it
+  const int64_t j4n = 3 * C / 4, wStride = plan.k4n * 64, ps = S * C;
+  const BlockTables& tables = tablesOf(ps);
+  const size_t valueBytes = itypeBytes(op.out, 1);
+  const size_t outPer = static_cast<size_t>(rowsOut * colsOut * OC) * valueBytes;
+  // pixels per register block: the row split into equal blocks (the last one may overlap the one
+  // before it; its pixels are computed twice, to the same values)
+  const int64_t n1 = ceilDiv(OW, kMaxR1), r1 = ceilDiv(OW, n1);
+  const int64_t n2 = ceilDiv(OW, kMaxR2), r2 = ceilDiv(OW, n2);
+  for (int64_t smp = 0; smp < n; smp++) {
+    const uint8_t* xs = x + smp * op.H * inRow;
+    for (int64_t iy = 0; iy < op.H; iy++) copyFlip(pad + (iy + op.ph) * rowBytes + op.pw * C, xs + iy * inRow, inRow, flip);
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    for (int64_t yo = 0; yo < rowsOut; yo++) {
+      for (int64_t k = 0; k < convRows; k++) {
+        const int64_t oy = yo * convRows + k;
+        const uint8_t* q = pad + oy * S * rowBytes;
+        int32_t* t = tile + k * OW * ldt;
+        int64_t b = 0;
+        for (; b + 2 <= plan.blocks; b += 2) {
+          for (int64_t i = 0; i < n2; i++) {
+            const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
+            tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+                                                    plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
+          }
+        }
+        if (b < plan.blocks) {
+          for (int64_t i = 0; i < n1; i++) {
+            const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
+            tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+                                                    plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
+          }
+        }
+      }
+      if (pooled) pool2x2(op, plan, tile, ldt, OW, colsOut);
+      if (plan.fastOut) {
+        requantRow(plan, op, tile, ldt, colsOut, os + yo * colsOut * OC);
+      } else {
+        epilogue(op, tile, ldt, colsOut, 0, OC, os + static_cast<size_t>(yo * colsOut * OC) * valueBytes, OC);
+      }
+    }
+  }
+}
+
+}  // namespace lowbit

@@ -1,0 +1,60 @@
+// Direct 3x3 conv of the native IntModel executor for byte inputs with C % 4 == 0 input channels
+// (ResNet's 16..64-channel block convs), without im2col.
+//
+// Per sample the input is copied once into a padded image (NHWC rows of (W + 2 pw) C bytes; int8
+// inputs get +128 by xor 0x80; the border holds the zero point, the byte im2col fills padded cells
+// with). An output pixel's 16-channel accumulator block is a zmm: for each kernel row ky and each
+// group of 4 consecutive bytes j of the window row (3 C bytes: taps kx = 0..2, all channels, contiguous
+// in NHWC), one vpdpbusd adds the broadcast 4 activation bytes times the 16 channels' 4 weight bytes.
+// A register block is R pixels of one output row x NB (1 or 2) channel blocks, R NB independent
+// accumulator chains (vpdpbusd: latency 4 cycles, 2 per cycle here, bench/native/vpdpbusd.cc).
+// The accumulators start at negZero rowSums[c] (negZero = -(zero point (+128 for int8))), so every
+// int32 equals the im2col + GEMM path's: sum_k x'_k w_k - (z (+128)) sum_k w_k, wrapping mod 2^32 in
+// both. One output row at a time is then requantized: byte outputs with the int64 requantization
+// by the kernel's own 16-channel output stage, others by the executor's epilogue. A fused 2x2
+// stride-2 max pooling (IntOp::poolKh) pools two conv rows of accumulators first.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace lowbit {
+
+struct IntOp;
+
+struct Conv3x3Plan {
+  int64_t blocks = 0;       // 16-channel output blocks, ceil(OC / 16)
+  int64_t k4n = 0;          // 4-byte groups of K = 9 C: 3 rows of 3 C / 4
+  std::vector<int8_t> w;    // [block][k4n][16 channels][4 bytes], channels past OC zero
+  std::vector<int32_t> bias;  // negZero rowSums[c], blocks 16 values (0 past OC)
+  // The output stage for byte outputs with the integer requantization (IntOp::intRequant): per
+  // block, the constants of its even and of its odd channels as int64 lanes (8 each: M0, bmh +
+  // 2^(n' - 1), 2^(n' - 1), n') and the bml = 0 flags; see conv3x3.cc. Else the executor's epilogue.
+  bool fastOut = false;
+  std::vector<int64_t> rq;        // [block][8 vectors of 8]: M0 even, M0 odd, bh even, bh odd, half even, half odd, n' even, n' odd
+  std::vector<uint16_t> lowZero;  // [block]: bit i = channel 16 b + i has bml = 0
+};
+
+// Whether the CPU runs the kernel (AVX-512 VNNI on the active ISA).
+bool conv3x3Available();
+
+// A plan for the conv op (weights `w` (OC, 3, 3, C) int8, op.rowSums set) when the kernel takes its
+// geometry: groups 1, 3x3, dilation 1, stride 1 or 2, pad <= 2, byte input with C % 4 == 0 and C <= 1024,
+// requantizing output; else null. Call after the op's requantization constants are set.
+std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w);
+
+// Whether the executor runs the op on this kernel: a plan, no fused pooling other than 2x2 stride 2,
+// no AMX tiles and no second output stage (those keep their own paths).
+bool conv3x3Runs(const IntOp& op);
+
+// The output stage the executor runs on a tile of int32 accumulators (intmodel.cc's epilogue):
+// rows x channels [c0, c0 + nc) of `tile` (row stride ldt) into out (row stride ldo).
+using Conv3x3Epilogue = void (*)(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0, int64_t nc,
+                                 void* out, int64_t ldo);
+
+// Runs the conv on n samples x (NHWC bytes) into out (NHWC, op.out values) with the op's plan
+// (op.conv3x3); `pad` and `tile` are per-thread scratch vectors.
+void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& pad, std::vector<int32_t>& tile,
+                Conv3x3Epilogue epilogue);
+
+}  // namespace lowbit

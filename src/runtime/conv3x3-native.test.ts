@@ -1,0 +1,158 @@
+// The native executor's direct 3x3 conv (native/conv3x3.cc: no im2col, for byte inputs with
+// C % 4 == 0 channels) must give the same integers as the TypeScript executor and as the native
+// im2col + GEMM path. Random geometries: C_in 16/32/48, C_out 8/16/32/40, H/W 5..30, stride 1/2,
+// pad 0/1, uint8 and int8 inputs (random zero points, inputs past the range), batch 1 and 3, some
+// with a 2 x 2 max pooling after the conv (fused into it; M0 < 0 channels pool the minimum).
+// The conv feeds a dequantizing linear: the identity with scale 1 and bias 0 when the conv output
+// has at most 4,096 values per sample (then the logits ARE the conv's output integers minus the
+// zero point, and every one is compared, besides the TS trace), else a random 64-row projection
+// with weights in {-1, 0, 1} (sums stay below 2^24, so the float logits are exact integers).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Rng } from '../tensor/index.ts';
+import { loadAddon } from '../backend/native/load.ts';
+import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor } from './intmodel.ts';
+import { compileNativePlan } from './native-plan.ts';
+import { quantizeMultiplier } from './requantize.ts';
+
+const addon = loadAddon();
+const skip = addon?.intPlanCreate && addon.intPlanRun && addon.intPlanKernels ? false : 'native addon without the IntModel executor';
+
+interface Case {
+  C: number;
+  OC: number;
+  H: number;
+  W: number;
+  stride: number;
+  pad: number;
+  signedIn: boolean;
+  signedOut: boolean;
+  /** A 2 x 2, stride 2 max pooling after the conv (the native plan fuses it into the conv). */
+  pool: boolean;
+}
+
+const IDENTITY_MAX = 4096;
+
+function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number; identity: boolean } {
+  const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+  const [qmin, qmax] = c.signedIn ? [-128, 127] : [0, 255];
+  const z = int(qmin, qmax);
+  const input = { mode: 'affine' as const, scale: 0.05, zeroPoint: z, bits: 8, qmin, qmax };
+  const K = c.C * 9;
+  const oh = Math.floor((c.H + 2 * c.pad - 3) / c.stride) + 1, ow = Math.floor((c.W + 2 * c.pad - 3) / c.stride) + 1;
+  const tensors = new Map<string, IntTensor>();
+  tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: c.OC * K }, () => int(-128, 127)), [c.OC, c.C, 3, 3]));
+  const M = new Int32Array(c.OC), sh = new Int32Array(c.OC), bias = new Int32Array(c.OC);
+  for (let o = 0; o < c.OC; o++) {
+    // |acc| reaches ~K 255 128: scales 2^-(10..16) spread the outputs over the range and clamp some
+    const m = quantizeMultiplier(2 ** -(10 + rng.uniform() * 6));
+    M[o] = rng.uniform() < 0.1 ? -m.multiplier : m.multiplier;
+    sh[o] = m.shift + 4;
+    bias[o] = int(-200000, 200000);
+  }
+  tensors.set('conv.b', { dtype: 'int32', shape: [c.OC], data: bias });
+  tensors.set('conv.m', { dtype: 'int32', shape: [c.OC], data: M });
+  tensors.set('conv.s', { dtype: 'int32', shape: [c.OC], data: sh });
+  const [lo, hi] = c.signedOut ? [-128, 127] : [0, 255];
+  const outZ = int(lo, hi);
+  const F = c.pool ? c.OC * Math.floor(oh / 2) * Math.floor(ow / 2) : c.OC * oh * ow;
+  const identity = F <= IDENTITY_MAX;
+  const rows = identity ? F : 64;
+  const fc = new Int8Array(rows * F);
+  if (identity) {
+    for (let i = 0; i < F; i++) fc[i * F + i] = 1;
+  } else {
+    for (let i = 0; i < fc.length; i++) fc[i] = int(-1, 1);
+  }
+  tensors.set('fc.w', packWeightTensor('int8', fc, [rows, F]));
+  tensors.set('fc.scale', { dtype: 'float32', shape: [rows], data: new Float32Array(rows).fill(1) });
+  tensors.set('fc.bias', { dtype: 'float32', shape: [rows], data: new Float32Array(rows) });
+  const nodes: IntNode[] = [
+    { op: 'quantize', name: 'q', input },
+    {
+      op: 'conv2d', name: 'conv', inFeatures: c.C, outFeatures: c.OC, weight: 'conv.w', weightFormat: 'int8', weightBits: 8,
+      conv: { inChannels: c.C, outChannels: c.OC, kernelSize: [3, 3], stride: [c.stride, c.stride], padding: [c.pad, c.pad], dilation: [1, 1], groups: 1 },
+      input,
+      output: { mode: 'requantize', bias: 'conv.b', multiplier: 'conv.m', shift: 'conv.s', biasShift: 4, scale: 0.1, zeroPoint: outZ, lo, hi },
+    },
+    ...(c.pool ? [{ op: 'maxpool2d' as const, name: 'pool', kernelSize: [2, 2] as const, stride: [2, 2] as const, padding: [0, 0] as const, zeroPoint: outZ }] : []),
+    { op: 'flatten', name: 'flat', startDim: 1, endDim: -1 },
+    {
+      op: 'linear', name: 'fc', inFeatures: F, outFeatures: rows, weight: 'fc.w', weightFormat: 'int8', weightBits: 8,
+      input: { mode: 'affine', scale: 0.1, zeroPoint: outZ, bits: 8, qmin: lo, qmax: hi },
+      output: { mode: 'dequantize', scale: 'fc.scale', bias: 'fc.bias' },
+    },
+  ];
+  const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [c.C, c.H, c.W], nodes };
+  return { im: new IntModel(graph, tensors), F, outZ, identity };
+}
+
+function randomCases(count: number, rng: Rng): Case[] {
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(rng.uniform() * list.length)]!;
+  const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+  // first the corners the kernel must get right: every C_in / C_out, both strides and pads, both
+  // input types; then random draws
+  const cases: Case[] = [
+    { C: 16, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false, pool: false },  // ResNet-8's block conv
+    { C: 16, OC: 32, H: 28, W: 28, stride: 2, pad: 1, signedIn: false, signedOut: true, pool: false },
+    { C: 32, OC: 40, H: 5, W: 30, stride: 1, pad: 0, signedIn: true, signedOut: false, pool: false },
+    { C: 48, OC: 8, H: 30, W: 5, stride: 2, pad: 0, signedIn: true, signedOut: true, pool: false },
+    { C: 48, OC: 40, H: 9, W: 13, stride: 2, pad: 1, signedIn: false, signedOut: true, pool: false },
+    { C: 32, OC: 32, H: 14, W: 14, stride: 1, pad: 1, signedIn: true, signedOut: false, pool: false },
+    { C: 16, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false, pool: true },  // the Fashion CNN's conv2 + pool
+    { C: 32, OC: 40, H: 11, W: 13, stride: 1, pad: 0, signedIn: true, signedOut: true, pool: true },  // odd conv output (9 x 11)
+  ];
+  while (cases.length < count) {
+    const stride = int(1, 2), pad = int(0, 1);
+    cases.push({
+      C: pick([16, 32, 48]), OC: pick([8, 16, 32, 40]), H: int(5, 30), W: int(5, 30), stride, pad,
+      signedIn: rng.uniform() < 0.5, signedOut: rng.uniform() < 0.5, pool: rng.uniform() < 0.3,
+    });
+  }
+  return cases;
+}
+
+describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, () => {
+  const rng = new Rng(20261123);
+  for (const c of randomCases(20, rng)) {
+    const label = `C ${c.C} -> ${c.OC}, ${c.H}x${c.W}, stride ${c.stride}, pad ${c.pad}, ${c.signedIn ? 'int8' : 'uint8'} in, ${c.signedOut ? 'int8' : 'uint8'} out${c.pool ? ', 2x2 max pool' : ''}`;
+    it(`${label}: integers identical to the TS executor and to the im2col path`, () => {
+      const { im, F, outZ, identity } = buildModel(c, rng);
+      const spec = compileNativePlan(im);
+      assert.ok(typeof spec === 'object', String(spec));
+      const fast = addon!.intPlanCreate!(spec.ops);
+      const im2col = addon!.intPlanCreate!(spec.ops, false);
+      const doubles = addon!.intPlanCreate!(spec.ops, true, true, true, false);
+      const kernels = addon!.intPlanKernels!(fast);
+      // with AVX-512 VNNI the im2col path's GEMM is 'avx512-vnni' and the conv must take the new kernel
+      if (addon!.intPlanKernels!(im2col)[1]!.includes('avx512-vnni')) {
+        assert.match(kernels[1]!, c.pool ? /^conv direct3x3 .*\+maxpool/ : /^conv direct3x3/, kernels.join(', '));
+      }
+      assert.doesNotMatch(addon!.intPlanKernels!(im2col)[1]!, /direct3x3/);
+      for (const n of [1, 3]) {
+        const per = c.C * c.H * c.W;
+        // inputs past both ends of the quantizer's range (every byte value occurs, the ends clamp)
+        const x = Float32Array.from({ length: n * per }, () => (rng.uniform() * 2 - 1) * 10);
+        im.useNative = false;
+        const trace = new Map<string, { shape: number[]; data: Int32Array }>();
+        const ts = im.run(x, n, { trace });
+        const out: number = spec.outputSize;
+        const a: Float32Array = new Float32Array(n * out), b: Float32Array = new Float32Array(n * out), d: Float32Array = new Float32Array(n * out);
+        addon!.intPlanRun!(fast, x, n, a);
+        addon!.intPlanRun!(im2col, x, n, b);
+        addon!.intPlanRun!(doubles, x, n, d);
+        if (identity) {
+          // the logits are the conv's output integers minus the zero point, in the TS flatten order
+          const ints = trace.get('fc')!.data;
+          assert.equal(ints.length, n * F);
+          for (let i = 0; i < n * F; i++) {
+            if (a[i] !== ints[i]! - outZ) assert.fail(`batch ${n}: output ${i}: native ${a[i]! + outZ}, TS ${ints[i]}`);
+          }
+        }
+        assert.deepEqual(Array.from(a), Array.from(ts), `batch ${n}: direct 3x3 vs TS executor`);
+        assert.deepEqual(Array.from(a), Array.from(b), `batch ${n}: direct 3x3 vs im2col + GEMM`);
+        assert.deepEqual(Array.from(d), Array.from(b), `batch ${n}: double requantization vs im2col + GEMM`);
+      }
+    });
+  }
+});
