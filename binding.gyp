@@ -17,6 +17,8 @@
         "native/amx.cc",
         "native/intmodel.cc",
         "native/intadd.cc",
+        "native/signadd.cc",
+        "native/xnorconv.cc",
         "native/optim.cc",
         "native/recurrent.cc",
         "native/irnn.cc"
