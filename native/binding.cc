@@ -1058,11 +1058,12 @@ bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const
 }
 
 // intPlanCreate(ops: {meta: Int32Array(32), f64: Float64Array(4), w?, wbits?, mult?, shift?, bias?,
-//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true, intRequant = true, xnor = true) ->
+//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true, intRequant = true, xnor = auto) ->
 //   External plan (direct: allow the direct one-input-channel conv kernel; false forces im2col +
 //   GEMM; amx: use AMX when available; fuse: fuse max pooling into the preceding conv; intRequant:
-//   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks; xnor: a conv with
-//   meta[32] = 1 (its input is +-1) and +-1 weights runs XNOR-popcount, xnorconv.h). meta: kind, in, out, C, H, W, OC, OH, OW,
+//   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks; xnor: true: a conv
+//   with meta[32] = 1 (its input is +-1) and +-1 weights runs XNOR-popcount, false: never, absent: only where the
+//   int8 GEMM is scalar, xnorconv.h). meta: kind, in, out, C, H, W, OC, OH, OW,
 //   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
 //   fracBits, K, slots (1: meta[29..31] = src, src2, dst; a DAG, see intmodel.h); f64: scale, clamp lo,
 //   clamp hi. An add (kind 6): zero = z_a, qmin = z_b, qmax = type of b, biasShift = shift, f64 = [_, M_a, M_b].
@@ -1079,7 +1080,10 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
   const bool allowAmx = !(info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value());
   const bool allowFuse = !(info.Length() > 3 && info[3].IsBoolean() && !info[3].As<Napi::Boolean>().Value());
   const bool allowIntRequant = !(info.Length() > 4 && info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value());
-  const bool allowXnor = !(info.Length() > 5 && info[5].IsBoolean() && !info[5].As<Napi::Boolean>().Value());
+  // xnor: true forces XNOR-popcount for eligible convs, false disables it, absent = where it is faster (xnorconv.h)
+  const bool xnorGiven = info.Length() > 5 && info[5].IsBoolean();
+  const bool allowXnor = !xnorGiven || info[5].As<Napi::Boolean>().Value();
+  const bool forceXnor = xnorGiven && info[5].As<Napi::Boolean>().Value();
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Value item = list.Get(i);
     if (!item.IsObject()) {
@@ -1176,7 +1180,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
           lowbit::packInt8(w.data() + g * og * op.K, og, op.K, op.packed.data() + g * op.packedStride, op.rowSums.data() + g * og);
         }
         op.direct = false;
-        if (allowXnor) lowbit::intPrepareXnorConv(&op, w.data());
+        if (allowXnor) lowbit::intPrepareXnorConv(&op, w.data(), forceXnor);
         if (!op.xnor && !(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
         if (!op.xnor && allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
       }

@@ -1,10 +1,13 @@
 // XNOR-popcount convs with padding (xnorconv.h).
 #include "xnorconv.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "cpu.h"
 #include "intgemm.h"
 
 namespace lowbit {
@@ -37,8 +40,9 @@ inline void orBits(uint64_t* row, int64_t at, const uint64_t* src, int64_t bits)
   }
 }
 
-// One sample's input [H W, C] int8 as bit rows (bit 1: value >= 0), padding bits zero.
-void packPixels(const int8_t* x, int64_t pixels, int64_t C, uint64_t* out) {
+// One sample's input [H W, C] int8 as bit rows (bit 1: value >= 0), padding bits zero; scalar and
+// AVX-512 / AVX2 (sign bits of 64 / 32 bytes at a time; the same bits).
+void packPixelsScalar(const int8_t* x, int64_t pixels, int64_t C, uint64_t* out) {
   const int64_t wc = ceilDiv(C, 64);
   std::memset(out, 0, static_cast<size_t>(pixels * wc) * 8);
   for (int64_t p = 0; p < pixels; p++) {
@@ -48,10 +52,81 @@ void packPixels(const int8_t* x, int64_t pixels, int64_t C, uint64_t* out) {
   }
 }
 
+LOWBIT_TARGET_AVX512 void packPixelsAvx512(const int8_t* x, int64_t pixels, int64_t C, uint64_t* out) {
+  const int64_t wc = ceilDiv(C, 64);
+  for (int64_t p = 0; p < pixels; p++) {
+    const int8_t* v = x + p * C;
+    for (int64_t j = 0; j < wc; j++) {
+      const int64_t n = std::min<int64_t>(64, C - 64 * j);
+      const __mmask64 valid = n == 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+      const __mmask64 negative = _mm512_movepi8_mask(_mm512_maskz_loadu_epi8(valid, v + 64 * j));
+      out[p * wc + j] = static_cast<uint64_t>(~negative & valid);
+    }
+  }
+}
+
+LOWBIT_TARGET_AVX2 void packPixelsAvx2(const int8_t* x, int64_t pixels, int64_t C, uint64_t* out) {
+  const int64_t wc = ceilDiv(C, 64);
+  if (C % 32 != 0) {
+    packPixelsScalar(x, pixels, C, out);
+    return;
+  }
+  for (int64_t p = 0; p < pixels; p++) {
+    const int8_t* v = x + p * C;
+    for (int64_t j = 0; j < wc; j++) {
+      const uint64_t lo = static_cast<uint32_t>(~_mm256_movemask_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 64 * j))));
+      const uint64_t hi = C - 64 * j > 32 ? static_cast<uint32_t>(~_mm256_movemask_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 64 * j + 32)))) : 0;
+      out[p * wc + j] = lo | hi << 32;
+    }
+  }
+}
+
+void packPixels(const int8_t* x, int64_t pixels, int64_t C, uint64_t* out) {
+  const Isa isa = activeIsa();
+  if (isa == Isa::Avx512) {
+    packPixelsAvx512(x, pixels, C, out);
+  } else if (isa == Isa::Avx2) {
+    packPixelsAvx2(x, pixels, C, out);
+  } else {
+    packPixelsScalar(x, pixels, C, out);
+  }
+}
+
+// The taps of output position (oy, ox) into the bit row (zeroed); returns whether a tap is padding.
+// One word per pixel (C <= 64): each tap is one shifted OR (two across a word boundary).
+inline bool gatherRow(const IntOp& op, const uint64_t* pixels, int64_t wc, int64_t oy, int64_t ox, uint64_t* row) {
+  const int64_t C = op.C, H = op.H, W = op.W;
+  const int64_t y0 = oy * op.sh - op.ph, x0 = ox * op.sw - op.pw;
+  const bool interior = y0 >= 0 && y0 + (op.kh - 1) * op.dh < H && x0 >= 0 && x0 + (op.kw - 1) * op.dw < W;
+  bool border = false;
+  int64_t at = 0;
+  for (int64_t ky = 0; ky < op.kh; ky++) {
+    const int64_t iy = y0 + ky * op.dh;
+    for (int64_t kx = 0; kx < op.kw; kx++, at += C) {
+      const int64_t ix = x0 + kx * op.dw;
+      if (!interior && (iy < 0 || iy >= H || ix < 0 || ix >= W)) {
+        border = true;
+        continue;
+      }
+      const uint64_t* src = pixels + (iy * W + ix) * wc;
+      if (wc == 1) {
+        const uint64_t v = src[0];
+        const int64_t word = at >> 6, shift = at & 63;
+        row[word] |= v << shift;
+        if (shift + C > 64) row[word + 1] |= v >> (64 - shift);
+      } else {
+        orBits(row, at, src, C);
+      }
+    }
+  }
+  return border;
+}
+
 }  // namespace
 
-void intPrepareXnorConv(IntOp* op, const int8_t* w) {
+void intPrepareXnorConv(IntOp* op, const int8_t* w, bool force) {
   op->xnor = false;
+  if (!force && std::strcmp(int8PathName(), "scalar") != 0) return;
   if (op->kind != IOpKind::Conv || !op->signInput || op->in != IType::S8 || op->groups != 1 || op->K != op->C * op->kh * op->kw ||
       op->outMode == IOutMode::Dequantize) {
     return;
@@ -94,22 +169,9 @@ void intXnorConvRun(const IntOp& op, const int8_t* x, int64_t n, void* out) {
     for (int64_t p0 = 0; p0 < P; p0 += kRows) {
       const int64_t rows = std::min(kRows, P - p0);
       std::memset(col, 0, static_cast<size_t>(rows * words) * 8);
-      for (int64_t r = 0; r < rows; r++) {
-        const int64_t oy = (p0 + r) / OW, ox = (p0 + r) % OW;
-        uint64_t* row = col + r * words;
-        bool border = false;
-        for (int64_t ky = 0; ky < op.kh; ky++) {
-          const int64_t iy = oy * op.sh - op.ph + ky * op.dh;
-          for (int64_t kx = 0; kx < op.kw; kx++) {
-            const int64_t ix = ox * op.sw - op.pw + kx * op.dw;
-            if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
-              border = true;
-            } else {
-              orBits(row, (ky * op.kw + kx) * C, pixels + (iy * W + ix) * wc, C);
-            }
-          }
-        }
-        s.border[static_cast<size_t>(r)] = border;
+      for (int64_t r = 0, oy = p0 / OW, ox = p0 % OW; r < rows; r++) {
+        s.border[static_cast<size_t>(r)] = gatherRow(op, pixels, wc, oy, ox, col + r * words);
+        if (++ox == OW) ox = 0, oy++;
       }
       gemmBinarySerial(rows, OC, K, col, op.wbits.data(), op.wpanels.data(), tile, OC);
       // border positions: a padded tap read as -1 added -sum_c w; the reference adds 0

@@ -18,7 +18,11 @@ namespace lowbit {
 // Chooses the XNOR path for a conv op whose input is marked +-1 (IntOp::signInput) when it has one
 // group, an int8 input, and every weight of `w` (OC, K) in the (ky, kx, c) order is +-1: packs the
 // weight bits (and the popcount panels) and the per-tap weight sums. Leaves op->xnor false otherwise.
-void intPrepareXnorConv(IntOp* op, const int8_t* w);
+// `force` false: only where the int8 GEMM is the scalar one. Measured on the Bi-Real ResNet-8
+// (bench/binary/native.ts, docs/binary.md), XNOR made the whole plan 1.2x slower than the int8
+// GEMM with AVX-512 VNNI, about equal with AVX2, 2x faster with the scalar kernels: at these
+// channel counts (16..64, K = 144..576) the im2col gather costs as much as the VNNI GEMM.
+void intPrepareXnorConv(IntOp* op, const int8_t* w, bool force);
 
 // Runs an XNOR conv op on n samples x (n, H, W, C) int8 +-1 (a value >= 0 counts as +1) into out
 // (the op's output stage, as the GEMM path writes it).

@@ -128,7 +128,7 @@ describe('native sign add', { skip }, () => {
 
 describe('Bi-Real ResNet-8 on the native executor', { skip }, () => {
   it('[every-isa] runs fully native (5 sign adds, 6 XNOR convs), logits bit-identical to the TypeScript executor on random inputs', () => {
-    const { im, x } = convertedBiReal(3);
+    const { im, x } = convertedBiReal(3, [8, 16, 32]);
     assert.equal(im.nativeUnavailableReason(), null);
     const signAdds = im.nodes.filter((n): n is AddNode => n.op === 'add' && n.output === 'sign').length;
     assert.equal(signAdds, 5);
@@ -136,13 +136,18 @@ describe('Bi-Real ResNet-8 on the native executor', { skip }, () => {
     assert.ok(typeof spec === 'object', String(spec));
     const kernels = addon!.intPlanKernels!(addon!.intPlanCreate!(spec.ops));
     assert.equal(kernels.filter((k) => k.startsWith('add sign')).length, 5, kernels.join(', '));
-    assert.equal(kernels.filter((k) => k.startsWith('conv xnor')).length, 6, `the six binary 3×3 convs (padded) run XNOR-popcount: ${kernels.join(', ')}`);
+    // XNOR forced (by default it runs only where the int8 GEMM is scalar): the six padded binary 3×3 convs
+    const xnor = addon!.intPlanCreate!(spec.ops, true, true, true, true, true);
+    const xnorKernels = addon!.intPlanKernels!(xnor);
+    assert.equal(xnorKernels.filter((k) => k.startsWith('conv xnor')).length, 6, xnorKernels.join(', '));
     const both = (data: Float32Array, n: number): void => {
       im.useNative = false;
       const ts = im.run(data, n);
       im.useNative = true;
-      const native = im.run(data, n);
-      assert.deepEqual(Array.from(native), Array.from(ts), `batch ${n}`);
+      assert.deepEqual(Array.from(im.run(data, n)), Array.from(ts), `batch ${n}`);
+      const viaXnor = new Float32Array(ts.length);
+      addon!.intPlanRun!(xnor, data, n, viaXnor);
+      assert.deepEqual(Array.from(viaXnor), Array.from(ts), `batch ${n}, XNOR convs`);
     };
     both(x, 8);
     const rng = new Rng(5);

@@ -116,15 +116,18 @@ describe('native XNOR-popcount conv with padding', { skip }, () => {
       assert.equal(im.nativeUnavailableReason(), null, label);
       const spec = compileNativePlan(im);
       assert.ok(typeof spec === 'object', String(spec));
-      assert.equal(addon!.intPlanKernels!(addon!.intPlanCreate!(spec.ops))[1], 'conv xnor (int64 requantize)', label);
+      const xnor = addon!.intPlanCreate!(spec.ops, true, true, true, true, true); // XNOR forced (the default picks it only where faster)
+      assert.equal(addon!.intPlanKernels!(xnor)[1], 'conv xnor (int64 requantize)', label);
       const n = 1 + (index % 3);
       // inputs with exact zeros (sign(0) = +1) among random values
       const x = Float32Array.from({ length: n * g.C * g.H * g.W }, () => (rng.uniform() < 0.1 ? 0 : rng.uniform() * 2 - 1));
       im.useNative = false;
       const ts = im.run(x, n);
-      im.useNative = true;
-      const native = im.run(x, n);
+      const native = new Float32Array(ts.length);
+      addon!.intPlanRun!(xnor, x, n, native);
       assert.deepEqual(Array.from(native), Array.from(ts), label);
+      im.useNative = true;
+      assert.deepEqual(Array.from(im.run(x, n)), Array.from(ts), `${label} (default plan)`);
       assert.deepEqual(Array.from(ts), directReference(g, weights, bias, x, n), label);
       // and the ±1 int8 GEMM path of the same plan (xnor off) agrees
       const gemm = addon!.intPlanCreate!(spec.ops, true, true, true, true, false);
@@ -144,11 +147,16 @@ describe('native XNOR-popcount conv with padding', { skip }, () => {
       { C: 32, O: 8, H: 14, W: 14, k: 3, stride: 2, pad: 1, dilation: 1 },
     ]) {
       const { im } = xnorModel(g, rng);
+      const spec = compileNativePlan(im);
+      assert.ok(typeof spec === 'object', String(spec));
+      const xnor = addon!.intPlanCreate!(spec.ops, true, true, true, true, true);
+      assert.match(addon!.intPlanKernels!(xnor)[1]!, /^conv xnor/);
       const x = Float32Array.from({ length: 16 * g.C * g.H * g.W }, () => rng.uniform() * 2 - 1);
       im.useNative = false;
       const ts = im.run(x, 16);
-      im.useNative = true;
-      assert.deepEqual(Array.from(im.run(x, 16)), Array.from(ts), JSON.stringify(g));
+      const native = new Float32Array(ts.length);
+      addon!.intPlanRun!(xnor, x, 16, native);
+      assert.deepEqual(Array.from(native), Array.from(ts), JSON.stringify(g));
     }
   });
 
@@ -160,10 +168,12 @@ describe('native XNOR-popcount conv with padding', { skip }, () => {
     assert.ok(typeof spec === 'object', String(spec));
     const w = spec.ops[1]!.w as Int8Array;
     const edited = spec.ops.map((op, i) => (i === 1 ? { ...op, w: Int8Array.from(w, (v, j) => (j === 5 ? 2 : v)) } : op));
-    assert.match(addon!.intPlanKernels!(addon!.intPlanCreate!(edited))[1]!, /^conv (avx512-vnni|avx2|scalar|amx)/);
+    const create = (ops: typeof spec.ops): string => addon!.intPlanKernels!(addon!.intPlanCreate!(ops, true, true, true, true, true))[1]!;
+    assert.match(create(spec.ops), /^conv xnor/);
+    assert.match(create(edited), /^conv (avx512-vnni|avx2|scalar|amx)/);
     // without the ±1-input flag (meta[32]) the binary weights alone do not select XNOR either
     const unflagged = spec.ops.map((op, i) => (i === 1 ? { ...op, meta: Int32Array.from(op.meta, (v, j) => (j === 32 ? 0 : v)) } : op));
-    assert.doesNotMatch(addon!.intPlanKernels!(addon!.intPlanCreate!(unflagged))[1]!, /xnor/);
+    assert.doesNotMatch(create(unflagged), /xnor/);
   });
 
   for (const isa of ['avx2', 'scalar'] as const) {
