@@ -18,6 +18,8 @@
         "native/intmodel.cc",
         "native/conv3x3.cc",
         "native/intadd.cc",
+        "native/signadd.cc",
+        "native/xnorconv.cc",
         "native/optim.cc",
         "native/recurrent.cc",
         "native/irnn.cc"

@@ -28,6 +28,8 @@
 #include "conv3x3.h"
 #include "intmodel.h"
 #include "intadd.h"
+#include "signadd.h"
+#include "xnorconv.h"
 #include "irnn.h"
 #include "optim.h"
 #include "scratch.h"
@@ -1057,10 +1059,12 @@ bool optArray(const Napi::Object& o, const char* key, std::vector<T>* out, const
 }
 
 // intPlanCreate(ops: {meta: Int32Array(32), f64: Float64Array(4), w?, wbits?, mult?, shift?, bias?,
-//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true, intRequant = true) ->
+//   threshold?, direction?, S?, B?}[], direct = true, amx = true, fuse = true, intRequant = true, xnor = auto) ->
 //   External plan (direct: allow the direct one-input-channel conv kernel; false forces im2col +
 //   GEMM; amx: use AMX when available; fuse: fuse max pooling into the preceding conv; intRequant:
-//   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks). meta: kind, in, out, C, H, W, OC, OH, OW,
+//   requantize in int64 lanes where the constants fit, else in doubles; false for cross-checks; xnor: true: a conv
+//   with meta[32] = 1 (its input is +-1) and +-1 weights runs XNOR-popcount, false: never, absent: only where the
+//   int8 GEMM is scalar, xnorconv.h). meta: kind, in, out, C, H, W, OC, OH, OW,
 //   kh, kw, sh, sw, ph, pw, dh, dw, groups, zero, qmin, qmax, sign|outMode, z, lo, hi, biasShift,
 //   fracBits, K, slots (1: meta[29..31] = src, src2, dst; a DAG, see intmodel.h); f64: scale, clamp lo,
 //   clamp hi. An add (kind 6): zero = z_a, qmin = z_b, qmax = type of b, biasShift = shift, f64 = [_, M_a, M_b].
@@ -1077,6 +1081,10 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
   const bool allowAmx = !(info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value());
   const bool allowFuse = !(info.Length() > 3 && info[3].IsBoolean() && !info[3].As<Napi::Boolean>().Value());
   const bool allowIntRequant = !(info.Length() > 4 && info[4].IsBoolean() && !info[4].As<Napi::Boolean>().Value());
+  // xnor: true forces XNOR-popcount for eligible convs, false disables it, absent = where it is faster (xnorconv.h)
+  const bool xnorGiven = info.Length() > 5 && info[5].IsBoolean();
+  const bool allowXnor = !xnorGiven || info[5].As<Napi::Boolean>().Value();
+  const bool forceXnor = xnorGiven && info[5].As<Napi::Boolean>().Value();
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Value item = list.Get(i);
     if (!item.IsObject()) {
@@ -1137,9 +1145,11 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       }
       op.zero2 = meta[19], op.in2 = static_cast<lowbit::IType>(meta[20]), op.addShift = meta[25];
       op.multA = static_cast<int64_t>(f64[1]), op.multB = static_cast<int64_t>(f64[2]);
-      op.outMode = lowbit::IOutMode::Requantize;
+      // meta[21] = 1: the sign of the sum (int8 +-1, signadd.h), else the requantized sum
+      op.outMode = meta[21] == 1 ? lowbit::IOutMode::Sign : lowbit::IOutMode::Requantize;
     }
     if (op.kind == lowbit::IOpKind::Permute) op.gather = std::move(index);  // checked by intPlanFinish
+    op.signInput = op.kind == lowbit::IOpKind::Conv && meta.size() >= 33 && meta[32] == 1;  // a +-1 input (xnorconv.h)
     const bool layer = op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear;
     if (layer) {
       if (op.groups <= 0 || op.OC <= 0 || op.K < 0 || op.OC % op.groups != 0 || op.OC > (1 << 24) || op.K > (1 << 26)) {
@@ -1171,8 +1181,9 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
           lowbit::packInt8(w.data() + g * og * op.K, og, op.K, op.packed.data() + g * op.packedStride, op.rowSums.data() + g * og);
         }
         op.direct = false;
-        if (!(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
-        if (allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
+        if (allowXnor) lowbit::intPrepareXnorConv(&op, w.data(), forceXnor);
+        if (!op.xnor && !(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
+        if (!op.xnor && allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
       }
       const size_t O = static_cast<size_t>(op.OC);
       if (op.outMode == lowbit::IOutMode::Requantize) {
@@ -1333,6 +1344,51 @@ Napi::Value IntAddValues(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// intSignAddValues(a, b, params: Float64Array [z_a, z_b, M_a, M_b], out: Int8Array): the sign add
+//   op of the executor (+1 where (a - z_a) M_a + (b - z_b) M_b >= 0, else -1) on a, b each a
+//   Uint8Array (u8), Int8Array (s8) or Int32Array (int32) of out's length; tests compare it with signOfSum.
+Napi::Value IntSignAddValues(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  const auto typeOf = [](const Napi::Value& v, lowbit::IType* t) {
+    if (!v.IsTypedArray()) return false;
+    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_uint8_array: *t = lowbit::IType::U8; return true;
+      case napi_int8_array: *t = lowbit::IType::S8; return true;
+      case napi_int32_array: *t = lowbit::IType::I32; return true;
+      default: return false;
+    }
+  };
+  lowbit::IType ta, tb;
+  if (info.Length() < 4 || !typeOf(info[0], &ta) || !typeOf(info[1], &tb) || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[3].IsTypedArray() ||
+      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int8_array) {
+    fail(env, "intSignAddValues: expected (a, b: Uint8Array | Int8Array | Int32Array, params: Float64Array(4), out: Int8Array)");
+    return env.Undefined();
+  }
+  auto a = info[0].As<Napi::TypedArray>(), b = info[1].As<Napi::TypedArray>(), out = info[3].As<Napi::TypedArray>();
+  auto p = info[2].As<Napi::Float64Array>();
+  if (p.ElementLength() < 4 || b.ElementLength() != a.ElementLength() || out.ElementLength() != a.ElementLength()) {
+    fail(env, "intSignAddValues: params needs 4 values and a, b, out equal lengths");
+    return env.Undefined();
+  }
+  for (size_t k = 0; k < 4; k++) {
+    const double v = p[k];
+    if (v != std::trunc(v) || v < INT32_MIN || v > INT32_MAX || (k >= 2 && v == INT32_MIN)) {
+      fail(env, "intSignAddValues: params[" + std::to_string(k) + "] = " + std::to_string(v) + " is not an int32" + (k >= 2 ? " multiplier (|M| <= 2^31 - 1)" : ""));
+      return env.Undefined();
+    }
+  }
+  lowbit::IntOp op;
+  op.kind = lowbit::IOpKind::Add;
+  op.outMode = lowbit::IOutMode::Sign;
+  op.in = ta, op.in2 = tb, op.out = lowbit::IType::S8;
+  op.zero = static_cast<int32_t>(p[0]), op.zero2 = static_cast<int32_t>(p[1]);
+  op.multA = static_cast<int64_t>(p[2]), op.multB = static_cast<int64_t>(p[3]);
+  const auto data = [](Napi::TypedArray t) { return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(); };
+  lowbit::intSignAddRun(op, data(a), data(b), static_cast<int64_t>(a.ElementLength()), reinterpret_cast<int8_t*>(data(out)));
+  return env.Undefined();
+}
+
 Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsExternal()) {
@@ -1347,6 +1403,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
     std::string name = kinds[static_cast<int>(op.kind)];
     if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
       name += op.in == lowbit::IType::Bits ? " binary"
+              : op.xnor                   ? " xnor"
               : op.direct                 ? " direct"
               : lowbit::conv3x3Runs(op)   ? " direct3x3 avx512-vnni"
               : op.amxGather              ? " amx-gather"
@@ -1357,7 +1414,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
       if (op.second) name += "+2nd output";
       if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }
-    if (op.kind == lowbit::IOpKind::Add) name += std::string(" ") + lowbit::intAddPathName();
+    if (op.kind == lowbit::IOpKind::Add) name += std::string(op.outMode == lowbit::IOutMode::Sign ? " sign " : " ") + lowbit::intAddPathName();
     out.Set(i++, name);
   }
   return out;
@@ -1459,6 +1516,7 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intLstmSequence", Napi::Function::New(env, IntLstmSequence));
   exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
   exports.Set("intAddValues", Napi::Function::New(env, IntAddValues));
+  exports.Set("intSignAddValues", Napi::Function::New(env, IntSignAddValues));
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));
   exports.Set("intPlanProfile", Napi::Function::New(env, IntPlanProfile));

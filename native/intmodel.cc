@@ -13,6 +13,8 @@
 #include "cpu.h"
 #include "intadd.h"
 #include "intgemm.h"
+#include "signadd.h"
+#include "xnorconv.h"
 #include "threadpool.h"
 
 #define LOWBIT_TARGET_IRT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,popcnt")))
@@ -889,6 +891,10 @@ void runConvGather(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scra
 }
 
 __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, Scratch& s) {
+  if (op.xnor) {
+    intXnorConvRun(op, reinterpret_cast<const int8_t*>(x), n, out);
+    return;
+  }
   if (op.direct) {
     convDirect(op, x, n, out, op.second ? out2 : nullptr, s.col);
     return;
@@ -1108,7 +1114,14 @@ void runClamp(const IntOp& op, const void* x, int64_t n, void* out) {
 
 // Elementwise, so the layout does not matter: both inputs are [count] values of one sample order
 // (the arithmetic and its vector kernels: intadd.cc).
-void runAdd(const IntOp& op, const void* a, const void* b, int64_t n, void* out) { intAddRun(op, a, b, n * op.C * op.H * op.W, out); }
+// A sign add (outMode Sign) writes int8 +-1 (signadd.cc).
+void runAdd(const IntOp& op, const void* a, const void* b, int64_t n, void* out) {
+  if (op.outMode == IOutMode::Sign) {
+    intSignAddRun(op, a, b, n * op.C * op.H * op.W, static_cast<int8_t*>(out));
+    return;
+  }
+  intAddRun(op, a, b, n * op.C * op.H * op.W, out);
+}
 
 // Per sample: out[p] = in[gather[p]] (a layout change; values of one type, copied unchanged).
 template <typename T>
@@ -1143,6 +1156,10 @@ bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, si
 
 void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out) {
   intAddRun(op, a, b, count, out);
+}
+
+void intLayerOutput(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0, int64_t nc, void* out, int64_t ldo) {
+  epilogue(op, tile, ldt, rows, c0, nc, out, ldo);
 }
 
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
@@ -1267,7 +1284,7 @@ void intPlanFuse(IntPlan* plan) {
   for (size_t i = 0; i + 1 < ops.size(); i++) {
     IntOp& conv = ops[i];
     const IntOp& pool = ops[i + 1];
-    if (conv.kind != IOpKind::Conv || conv.outMode != IOutMode::Requantize || conv.poolKh > 0 || pool.kind != IOpKind::MaxPool ||
+    if (conv.kind != IOpKind::Conv || conv.xnor || conv.outMode != IOutMode::Requantize || conv.poolKh > 0 || pool.kind != IOpKind::MaxPool ||
         pool.ph != 0 || pool.pw != 0 || conv.OH * conv.OW > 4096) {
       continue;
     }
@@ -1416,6 +1433,11 @@ std::string intPlanFinish(IntPlan* plan) {
           return at + "conv weights";
         }
         if (op.outMode == IOutMode::Dequantize || op.out == IType::Bits) return at + "conv output stage";
+        if (op.xnor && (op.in != IType::S8 || op.groups != 1 || static_cast<int64_t>(op.wbits.size()) < op.OC * ceilDiv(op.K, 64) ||
+                        static_cast<int64_t>(op.xnorTapSums.size()) < op.OC * op.kh * op.kw ||
+                        (binaryUsesPanels() && static_cast<int64_t>(op.wpanels.size()) < binaryPanelWords(op.OC, op.K)))) {
+          return at + "xnor conv";
+        }
         maxCol = std::max(maxCol, static_cast<size_t>(kConvRows * ceilDiv(op.K, 4) * 4));
         break;
       }
@@ -1455,6 +1477,11 @@ std::string intPlanFinish(IntPlan* plan) {
         if (op.OC * op.OH * op.OW != op.C * op.H * op.W) return at + "add output size";
         if (op.addShift < 0 || op.addShift > 62) return at + "add shift out of [0, 62]";
         if (std::llabs(op.multA) > INT32_MAX || std::llabs(op.multB) > INT32_MAX) return at + "add multipliers are not int32";
+        if (op.outMode == IOutMode::Sign) {
+          if (op.out != IType::S8) return at + "a sign add writes int8";
+          break;
+        }
+        if (op.outMode != IOutMode::Requantize) return at + "add output mode";
         if (op.lo > op.hi || (op.out == IType::U8 && (op.lo < 0 || op.hi > 255)) || (op.out == IType::S8 && (op.lo < -128 || op.hi > 127))) {
           return at + "add output range";
         }

@@ -61,7 +61,11 @@ struct IntOp {
   int64_t K = 0, packedStride = 0;
   std::vector<int8_t> packed;
   std::vector<int32_t> rowSums;
-  std::vector<uint64_t> wbits, wpanels;  // binary weights with a bits input
+  std::vector<uint64_t> wbits, wpanels;  // binary weights with a bits input (and of an xnor conv)
+  // conv: the input is +-1 (a sign stage or sign add feeds it; plan meta[32] = 1); with +-1 weights
+  // it runs XNOR-popcount (xnorconv.h; intPrepareXnorConv): wbits / wpanels and per (o, tap) weight sums
+  bool signInput = false, xnor = false;
+  std::vector<int32_t> xnorTapSums;
   // direct one-input-channel conv (intPrepareDirectConv): weights as 32-bit words [o][g] (taps
   // 4 g .. 4 g + 3 in (ky, kx) order), per group g a source mode and byte permute tables (128 bytes,
   // two 64-bit masks) that spread the group's taps of 16 positions over the int32 lanes
@@ -158,6 +162,10 @@ void intPlanShareConv(IntPlan* plan);
 // The add op's arithmetic on `count` values of its input types (a: op.in, b: op.in2) into op.out;
 // what the executor runs for an add (exposed for tests against addRescaled).
 void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out);
+
+// The output stage of a conv / linear op (requantize, sign or dequantize) on `rows` rows of int32
+// accumulators `tile` (row stride ldt, channels [c0, c0 + nc)) into out (element (r, c) at r * ldo + c).
+void intLayerOutput(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t rows, int64_t c0, int64_t nc, void* out, int64_t ldo);
 
 // Bytes per sample of a value of type t with `elements` values.
 size_t itypeBytes(IType t, int64_t elements);

@@ -309,9 +309,13 @@ describe('ONNX export: QDQ from an IntModel', () => {
     assert.throws(() => buildOnnxModel(model), /pass inputShape .* fake-quant model/);
   });
 
-  it('refuses sign (binary) activations', () => {
+  it('exports sign (binary) activations: each sign output as GreaterOrEqual → Where → int8 ±1 (src/onnx/bireal.test.ts runs them)', () => {
     const im = intModelOf(mlp({ inputSize: 8, hidden: [8, 8], numClasses: 2 }), qconfigFor('w1a1', 'binary' as never, { signActivations: true }), [8], 6);
-    assert.throws(() => buildOnnxModel(im), /binary \(sign\) activations cannot be expressed|binarizes its output/);
+    const signs = im.nodes.filter((n) => (n.op === 'linear' || n.op === 'conv2d') && n.output.mode === 'sign').length;
+    assert.ok(signs >= 1);
+    const ops = buildOnnxModel(im).model.graph!.node!.map((n) => n.opType);
+    assert.equal(ops.filter((o) => o === 'GreaterOrEqual').length, signs);
+    assert.equal(ops.filter((o) => o === 'Where').length, signs);
   });
 
   it('verifyOnnx reports max |diff| and argmax agreement against a reference, or skips', { skip: noOrt }, async () => {

@@ -35,6 +35,14 @@
  * fused ReLU as the Relu / Clip above), or stays float when an average pooling follows (where the
  * IntModel keeps 8 extra fractional bits); a layer the IntModel runs twice (its output needed in
  * two domains) is written twice.
+ * Binary (sign) activations (Bi-Real ResNets, w1a1 MLPs) travel as int8 ±1 (scale 1, zero point 0),
+ * so a binary layer reads them through the same DequantizeLinear. A layer's sign output
+ * (d·acc ≥ t) runs its Conv / Gemm on the integers themselves (input and weights dequantized with
+ * scale 1, so the float32 accumulator is exact while every partial sum stays below 2^24; larger
+ * layers are refused) and compares it with the per-channel thresholds: Mul → GreaterOrEqual →
+ * Where → QuantizeLinear. A sign add ((a − z_a)·M_a + (b − z_b)·M_b ≥ 0) is exact int64
+ * arithmetic: Cast → Sub → Mul → Add → GreaterOrEqual → Where → QuantizeLinear. Both give the
+ * IntModel's ±1 exactly; a requantizing binary conv is a QDQ float Conv like any other layer.
  * Where the two differ: the QDQ graph accumulates in float32 (onnxruntime may fuse it back to
  * integers) and rounds the bias to s_in·s_w, the IntModel rounds once in fixed point; results
  * agree except at rounding ties (see docs/onnx.md for measured agreement).
@@ -59,7 +67,7 @@ import { Add } from '../nn/merge.ts';
 import { QuantLayer } from '../quant/qat/layers.ts';
 import { captureLeaves, convert } from '../runtime/convert.ts';
 import { captureGraph, ConvertError, type CapturedGraph } from '../runtime/capture.ts';
-import { IntModel, type IntNode, type LayerInput, type LayerNode } from '../runtime/intmodel.ts';
+import { IntModel, type AddNode, type IntNode, type LayerInput, type LayerNode } from '../runtime/intmodel.ts';
 import { convOutputSize } from '../runtime/ops.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import {
@@ -648,7 +656,8 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
         const weightType = weightTypes[node.name] ?? weightTypes[node.weight]!;
         const r = emitLayer(b, im, node, v, dequantize, shape, weightType, fracBitsOf(i), options.bias ?? (weightType === 'int4' ? 'intmodel' : 'standard'));
         shape = r.shape;
-        if (r.output.kind === 'float') v = clampFloat(b, { name: r.y, domain: r.output.domain }, r.output.lo, r.output.hi, node.name);
+        if (r.output.kind === 'sign') v = signValue(b, b.node('GreaterOrEqual', [b.node('Mul', [r.y, r.output.direction], [], `${node.name}_directed`), r.output.threshold], [], `${node.name}_ge`), node.name);
+        else if (r.output.kind === 'float') v = clampFloat(b, { name: r.y, domain: r.output.domain }, r.output.lo, r.output.hi, node.name);
         else {
           const t = targetDomain(i);
           if (!t) throw new OnnxError('bad-model', `ONNX export: layer '${node.name}' requantizes but no layer or add follows`);
@@ -688,7 +697,10 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
         break;
       }
       case 'add': {
-        if (node.output === 'sign') throw new OnnxError('unsupported-op', `ONNX export: add '${node.name}' binarizes its sum (sign), which QDQ cannot express`);
+        if (node.output === 'sign') {
+          v = emitSignAdd(b, node, refs[i]!.map((k) => values[k]!));
+          break;
+        }
         // DequantizeLinear ×2 → Add → QuantizeLinear (Relu before it for a fused ReLU); before an
         // average pooling (F extra fractional bits in the IntModel) the sum stays float.
         const operands = refs[i]!.map((k, pos) => {
@@ -762,6 +774,35 @@ function clampFloat(b: GraphBuilder, v: FValue, lo: number | null, hi: number | 
   return { f: { name: y, domain: d } };
 }
 
+/** A sign (±1) activation as the exporter carries it: int8 ±1, scale 1, zero point 0. */
+const SIGN_DOMAIN: Extract<LayerInput, { mode: 'affine' }> = { mode: 'affine', scale: 1, zeroPoint: 0, bits: 8, qmin: -1, qmax: 1 };
+
+/** int8 ±1 from a boolean tensor: Where(cond, 1, −1) → QuantizeLinear (scale 1, zero point 0; exact). */
+function signValue(b: GraphBuilder, cond: string, label: string): Value {
+  const y = b.node('Where', [cond, b.scalar(1), b.scalar(-1)], [], `${label}_sign`);
+  const [s, z] = b.qparams(1, 0, 'int8');
+  return { q: { name: b.node('QuantizeLinear', [y, s, z], [], `${label}_q`), scale: 1, zeroPoint: 0, type: 'int8', lo: -1, hi: 1 } };
+}
+
+/**
+ * The sign add (AddNode.output 'sign') in exact integer arithmetic: +1 where
+ * (a − z_a)·M_a + (b − z_b)·M_b ≥ 0 (int64: |q − z| ≤ 2^9, |M| < 2^31), else −1 — the IntModel's
+ * integers exactly, no float rounding near a zero sum.
+ */
+function emitSignAdd(b: GraphBuilder, node: AddNode, operands: readonly Value[]): Value {
+  const terms = operands.map((val, pos) => {
+    if (val.q === undefined) throw new OnnxError('bad-model', `ONNX export: add '${node.name}': input ${pos + 1} is a float value`);
+    if (Math.fround(val.q.scale) !== Math.fround(node.inputScales[pos]!) || val.q.zeroPoint !== node.inputZeroPoints[pos]) {
+      throw new OnnxError('bad-model', `ONNX export: add '${node.name}' expects input ${pos + 1} with scale ${node.inputScales[pos]} / zero point ${node.inputZeroPoints[pos]}, the graph gives ${val.q.scale} / ${val.q.zeroPoint}`);
+    }
+    const wide = b.node('Cast', [val.q.name], [attrInt('to', OnnxDataType.INT64)], `${node.name}_in${pos + 1}_i64`);
+    const centred = b.node('Sub', [wide, b.typedScalar(node.inputZeroPoints[pos]!, OnnxDataType.INT64)], [], `${node.name}_in${pos + 1}_centred`);
+    return b.node('Mul', [centred, b.typedScalar(node.multipliers[pos]!, OnnxDataType.INT64)], [], `${node.name}_in${pos + 1}_scaled`);
+  });
+  const sum = b.node('Add', terms, [], `${node.name}_sum`);
+  return signValue(b, b.node('GreaterOrEqual', [sum, b.typedScalar(0, OnnxDataType.INT64)], [], `${node.name}_ge`), node.name);
+}
+
 function affineInput(inp: LayerInput, where: string): Extract<LayerInput, { mode: 'affine' }> {
   if (inp.mode !== 'affine') throw new OnnxError('unsupported-op', `ONNX export: ${where}: binary (sign) activations cannot be expressed with QuantizeLinear/DequantizeLinear`);
   return inp;
@@ -789,6 +830,8 @@ function fracBitsAhead(nodes: readonly IntNode[], i: number): number {
 
 type LayerOut =
   | { kind: 'float'; domain: { scale: number; zeroPoint: number } | null; lo: number | null; hi: number | null }
+  /** `y` is the accumulator itself (integer-valued floats); the bit is direction·y ≥ threshold (per-channel constants). */
+  | { kind: 'sign'; direction: string; threshold: string }
   | { kind: 'quantized'; scale: number; zeroPoint: number; lo: number; hi: number };
 
 function int32Of(im: IntModel, name: string): Int32Array {
@@ -812,22 +855,45 @@ function emitLayer(
   b: GraphBuilder, im: IntModel, node: LayerNode, v: Value, dequantize: (v: Value) => string,
   shape: number[], weightType: 'int8' | 'int4', fracBits: number, biasMode: 'standard' | 'intmodel',
 ): { y: string; shape: number[]; output: LayerOut } {
-  const inp = affineInput(node.input, `layer '${node.name}'`);
+  // a sign (binary) input travels as int8 ±1 (scale 1, zero point 0; see signValue)
+  const inp = node.input.mode === 'sign' ? SIGN_DOMAIN : affineInput(node.input, `layer '${node.name}'`);
   if (!(v.q !== undefined)) throw new OnnxError('bad-model', `ONNX export: layer '${node.name}' has a float input`);
   if (Math.fround(v.q.scale) !== Math.fround(inp.scale) || v.q.zeroPoint !== inp.zeroPoint) {
     throw new OnnxError('bad-model', `ONNX export: layer '${node.name}' expects input scale ${inp.scale} / zero point ${inp.zeroPoint}, the graph gives ${v.q.scale} / ${v.q.zeroPoint}`);
   }
-  const x = dequantize(v);
   const O = node.outFeatures;
   const out = node.output;
+  // A sign output compares the accumulator itself with integer thresholds: the input is dequantized
+  // with scale 1 (integers q − z) and the weights with scale 1, so y = acc exactly in float32
+  // (every partial sum is an integer below 2^24, checked below).
+  const unitScale = out.mode === 'sign';
+  const sIn = unitScale ? 1 : inp.scale;
+  let x: string;
+  if (unitScale) {
+    const [s1, z] = b.qparams(1, v.q.zeroPoint, v.q.type);
+    x = b.node('DequantizeLinear', [v.q.name, s1, z], [], `${v.q.name}_int`);
+  } else x = dequantize(v);
   // y = A·acc + B per output channel.
   const A = new Float64Array(O);
   const B = new Float64Array(O);
   let output: LayerOut;
   // Fractional bits of the bias below one accumulator step (see OnnxExportOptions.bias).
   let biasShift = 0;
-  if (out.mode === 'sign') throw new OnnxError('unsupported-op', `ONNX export: layer '${node.name}' binarizes its output (sign), which QDQ cannot express`);
-  if (out.mode === 'dequantize') {
+  if (out.mode === 'sign') {
+    const w = im.weightValues(node);
+    const K = w.length / O;
+    const xMax = Math.max(Math.abs(v.q.lo - v.q.zeroPoint), Math.abs(v.q.hi - v.q.zeroPoint));
+    let wMax = 0;
+    for (let j = 0; j < w.length; j++) wMax = Math.max(wMax, Math.abs(w[j]!));
+    if (K * xMax * wMax >= 2 ** 24) {
+      throw new OnnxError('unsupported-op', `ONNX export: layer '${node.name}' binarizes its output (sign) and its accumulator can reach ${K * xMax * wMax} ≥ 2^24, which float32 Conv/Gemm do not sum exactly`);
+    }
+    for (let c = 0; c < O; c++) A[c] = 1;
+    const d = int32Of(im, out.direction);
+    const t = int32Of(im, out.threshold);
+    const dims = node.op === 'conv2d' ? [1, O, 1, 1] : [1, O];
+    output = { kind: 'sign', direction: b.float(`${node.name}.direction`, dims, d), threshold: b.float(`${node.name}.threshold`, dims, Float32Array.from(t)) };
+  } else if (out.mode === 'dequantize') {
     const S = float32Of(im, out.scale);
     const Bf = float32Of(im, out.bias);
     for (let c = 0; c < O; c++) { A[c] = S[c]!; B[c] = Bf[c]!; }
@@ -862,14 +928,14 @@ function emitLayer(
   const values = new Int32Array(w.length);
   const wScale = new Float32Array(O);
   const [wmin, wmax] = weightType === 'int4' ? [-8, 7] : [-128, 127];
-  const sx = Math.fround(inp.scale);
+  const sx = Math.fround(sIn);
   for (let c = 0; c < O; c++) {
     let sign = A[c]! < 0 ? -1 : 1;
     if (sign < 0) {
       for (let j = 0; j < K; j++) if (-w[c * K + j]! < wmin || -w[c * K + j]! > wmax) { sign = 1; break; }
     }
     for (let j = 0; j < K; j++) values[c * K + j] = sign * w[c * K + j]! || 0;
-    wScale[c] = (sign * A[c]!) / inp.scale;
+    wScale[c] = (sign * A[c]!) / sIn;
   }
   const wDims = node.op === 'conv2d' ? [O, node.conv!.inChannels / node.conv!.groups, node.conv!.kernelSize[0], node.conv!.kernelSize[1]] : [O, K];
   const wq = b.tensor(`${node.name}.weight_quantized`, weightType === 'int4' ? OnnxDataType.INT4 : OnnxDataType.INT8, wDims, values);

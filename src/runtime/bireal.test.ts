@@ -118,7 +118,7 @@ describe('sign of an integer sum', () => {
 });
 
 describe('Bi-Real ResNet-8 in the integer runtime', () => {
-  it('converts (every binary conv reads a sign add), agrees with the fake-quant forward on random inputs, native refuses with a reason', () => {
+  it('converts (every binary conv reads a sign add), agrees with the fake-quant forward on random inputs, runs natively', () => {
     const model = preparedBiReal(3);
     const x = randn([16, 1, 28, 28]);
     model.train();
@@ -136,7 +136,9 @@ describe('Bi-Real ResNet-8 in the integer runtime', () => {
     for (const [name, v] of Object.entries(r.layerMismatch)) {
       if (/main[12]\.0$/.test(name)) assert.ok(v <= 1e-3, `${name}: ${v} of its sign inputs differ from the float64 simulation`);
     }
-    assert.match(im.nativeUnavailableReason() ?? '', /emits the sign of its sum|not loaded/);
+    // the native executor runs it (the sign add: native/signadd.cc; bireal-native.test.ts) unless the addon is missing
+    const reason = im.nativeUnavailableReason();
+    assert.ok(reason === null || /not loaded/.test(reason), String(reason));
     // The fast and reference TypeScript executors give identical logits.
     const fast = im.run(x);
     im.tsExecutor = 'reference';

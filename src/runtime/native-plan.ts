@@ -12,7 +12,9 @@
  *
  * A DAG (graph version 2: residual adds, a value read twice) compiles to ops with value slots
  * (meta src / src2 / dst, assigned by liveness: a slot is reused after the last reader of its value)
- * and the integer add op; a chain (version 1) compiles to the slot-less chain plan as before.
+ * and the integer add op (an add with `output: 'sign'`, a binary ResNet's sum feeding a sign input,
+ * becomes the sign add: int8 ±1, native/signadd.h); a chain (version 1) compiles to the slot-less
+ * chain plan as before.
  *
  * The two inputs of an add can sit in different native layouts (e.g. a flattened NHWC map and a
  * Linear's output, or two flattened maps of different [C, H, W]): the compiler then emits a permute
@@ -58,7 +60,7 @@ function rangeType(lo: number, hi: number): number {
 }
 
 function opOf(meta: Partial<Record<keyof typeof M, number>>, f64: [number, number, number] = [1, 0, 0], tensors: Omit<NativeIntOp, 'meta' | 'f64'> = {}): NativeIntOp {
-  const m = new Int32Array(32);
+  const m = new Int32Array(33);
   m[M.kh] = 1; m[M.kw] = 1; m[M.sh] = 1; m[M.sw] = 1; m[M.dh] = 1; m[M.dw] = 1; m[M.groups] = 1;
   for (const [k, v] of Object.entries(meta)) m[M[k as keyof typeof M]] = v!;
   return { meta: m, f64: Float64Array.from(f64), ...tensors };
@@ -68,7 +70,7 @@ function opOf(meta: Partial<Record<keyof typeof M, number>>, f64: [number, numbe
 const M = {
   kind: 0, in: 1, out: 2, C: 3, H: 4, W: 5, OC: 6, OH: 7, OW: 8, kh: 9, kw: 10, sh: 11, sw: 12, ph: 13, pw: 14, dh: 15, dw: 16,
   groups: 17, zero: 18, qmin: 19, qmax: 20, mode: 21, z: 22, lo: 23, hi: 24, biasShift: 25, fracBits: 26, K: 27,
-  slots: 28, src: 29, src2: 30, dst: 31,
+  slots: 28, src: 29, src2: 30, dst: 31, signInput: 32,
 } as const;
 
 /**
@@ -191,7 +193,6 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
       case 'add': {
         const b = ins[1]!;
         if (v.type === BITS || b.type === BITS) return `'${node.name}' adds sign bits`;
-        if (node.output === 'sign') return `'${node.name}' emits the sign of its sum (binary ResNet), which the native executor has no op for`;
         if (v.C * v.H * v.W !== b.C * b.H * b.W || v.rank4 !== b.rank4 || (v.rank4 && (v.C !== b.C || v.H !== b.H || v.W !== b.W))) {
           return `'${node.name}' adds values of different shapes`;
         }
@@ -209,10 +210,12 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
           perm.meta[M.dst] = src2;
           ops.push(perm);
         }
-        const outType = rangeType(node.lo, node.hi);
+        // a sign add (binary ResNet: the sum feeds a sign input) writes int8 ±1, mode 1
+        const sign = node.output === 'sign';
+        const outType = sign ? S8 : rangeType(node.lo, node.hi);
         emit(i, opOf({
           kind: KIND.add, in: v.type, out: outType, ...dims(), OC: v.C, OH: v.H, OW: v.W, zero: node.inputZeroPoints[0], qmin: node.inputZeroPoints[1], qmax: b.type,
-          biasShift: node.shift, z: node.zeroPoint, lo: node.lo, hi: node.hi,
+          ...(sign ? { mode: 1 } : { biasShift: node.shift, z: node.zeroPoint, lo: node.lo, hi: node.hi }),
         }, [1, node.multipliers[0], node.multipliers[1]]), src2);
         if (src2 !== undefined) free.push(src2);
         v.type = outType;
@@ -265,6 +268,8 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
           emit(i, opOf({
             kind: KIND.conv, in: v.type, out: outType, ...dims(), OC: O, OH, OW, kh, kw, sh: g.stride[0], sw: g.stride[1], ph: g.padding[0], pw: g.padding[1],
             dh: g.dilation[0], dw: g.dilation[1], groups: g.groups, zero, K, ...stage.meta,
+            // ±1 inputs: with ±1 (binary) weights the native side runs XNOR-popcount (native/xnorconv.h)
+            signInput: inp.mode === 'sign' ? 1 : 0,
           }, [1, 0, 0], { w, ...stage.tensors }));
           v.C = O; v.H = OH; v.W = OW;
         } else {
@@ -344,6 +349,6 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
   const out = states[nodes.length - 1]!;
   if (out.type !== F32) return 'the graph does not end in a dequantizing layer';
   // A chain (version 1) keeps the native chain semantics: no slot fields.
-  if (model.graph.version === 1) for (const op of ops) op.meta.fill(0, M.slots);
+  if (model.graph.version === 1) for (const op of ops) op.meta.fill(0, M.slots, M.dst + 1);
   return { ops, outputSize: out.C * out.H * out.W };
 }

@@ -138,9 +138,11 @@ export interface NativeAddon {
    * Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list). Each flag (default
    * true) allows one fast path, false disables it (cross-checks): `direct` the direct one-channel
    * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it,
-   * `intRequant` requantization in int64 lanes (else in doubles; both exact).
+   * `intRequant` requantization in int64 lanes (else in doubles; both exact). `xnor`: true forces XNOR-popcount for a
+   * conv with ±1 inputs (meta[32] = 1) and ±1 weights, padded ones included; false never; absent (default) only where
+   * the int8 GEMM is the scalar one (measured faster there, slower than AVX-512 VNNI; native/xnorconv.h). Both exact.
    */
-  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean, intRequant?: boolean): NativeIntPlan;
+  intPlanCreate?(ops: readonly NativeIntOp[], direct?: boolean, amx?: boolean, fuse?: boolean, intRequant?: boolean, xnor?: boolean): NativeIntPlan;
   /** The kernel of each executed op of a plan, e.g. 'conv direct+maxpool', 'conv amx', 'linear avx512-vnni', 'linear binary'. */
   intPlanKernels?(plan: NativeIntPlan): string[];
   /**
@@ -149,6 +151,12 @@ export interface NativeAddon {
    * a, b, out: Uint8Array (u8), Int8Array (s8) or Int32Array (int32), one length; [lo, hi] must fit out's type. For tests.
    */
   intAddValues?(a: Uint8Array | Int8Array | Int32Array, b: Uint8Array | Int8Array | Int32Array, params: Float64Array, out: Uint8Array | Int8Array | Int32Array): void;
+  /**
+   * The executor's sign add (plan op kind 6 with mode 1; its AVX-512 / AVX2 kernel where exact): out[i] = +1 where
+   * (a[i] − z_a)·M_a + (b[i] − z_b)·M_b ≥ 0, else −1; params = [z_a, z_b, M_a, M_b] (int32, |M| ≤ 2^31 − 1).
+   * a, b: Uint8Array (u8), Int8Array (s8) or Int32Array (int32) of out's length. For tests.
+   */
+  intSignAddValues?(a: Uint8Array | Int8Array | Int32Array, b: Uint8Array | Int8Array | Int32Array, params: Float64Array, out: Int8Array): void;
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   /**
