@@ -1,25 +1,5 @@
 /**
- * The quantization plan the binary ResNet bench trains with (kept here and in docs/binary.md, not
- * in the library: it is one recipe, not a preset): the 3×3 block convs binary (sign inputs with
- * Bi-Real's approxSign gradient, ±α per-channel weights with the magnitude-aware gradient), the
- * stem and fc 8-bit with signed inputs (the residual stream has no ReLU), the real-valued
- * downsampling 1×1 convs 8-bit (or binary, for the 'projection' shortcut of the baseline layouts).
+ * The quantization plan the binary ResNet benches train with: the library's Bi-Real preset
+ * (src/quant/config/bireal.ts), re-exported under the names the benches import.
  */
-import type { BiRealResNet } from '../../src/nn/index.ts';
-import type { QConfig, QuantPlan } from '../../src/quant/config/index.ts';
-import { int8PerChannelSym, int8PerTensorAffine } from '../../src/quant/config/index.ts';
-import type { QuantizerSpec } from '../../src/quant/quantizers/quantizer.ts';
-
-/** sign(x) ∈ {−1, +1} with Bi-Real's piecewise-quadratic gradient max(0, 2 − 2|x|). */
-export const signApprox: QuantizerSpec = { kind: 'binary', bits: 1, granularity: 'tensor', gradient: 'approxSign' };
-/** α_c·sign(w), α_c = mean|w_c|, gradient α_c·1{|w| ≤ 1} (magnitude-aware). */
-export const binaryMagnitudeAware: QuantizerSpec = { kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true };
-/** 8-bit layer on a signed input. */
-export const int8Signed: QConfig = { weight: int8PerChannelSym, activation: int8PerTensorAffine };
-
-/** The plan of a BiRealResNet: binary block convs; 8-bit stem, fc and (if `realDownsample`) downsampling convs. */
-export function biRealPlan(model: BiRealResNet, options: { realDownsample: boolean }): QuantPlan {
-  const overrides = [{ match: 'fc', config: int8Signed }];
-  if (options.realDownsample) for (const name of model.downsampleConvNames()) overrides.push({ match: name, config: int8Signed });
-  return { default: { weight: binaryMagnitudeAware, activation: signApprox }, overrides, keepFirstLast8bit: true };
-}
+export { biRealPlan, binaryMagnitudeAware, int8Signed, signApprox } from '../../src/quant/config/index.ts';

@@ -12,7 +12,7 @@ import { biRealResnet8 } from '../nn/index.ts';
 import { noGrad } from '../autograd/engine.ts';
 import { manualSeed, randn, Rng, Tensor } from '../tensor/index.ts';
 import { prepareQat } from '../quant/qat/index.ts';
-import { int8PerChannelSym, int8PerTensorAffine, type QuantPlan } from '../quant/config/index.ts';
+import { biRealPlan } from '../quant/config/index.ts';
 import { convert } from '../runtime/index.ts';
 import { IntModel, packWeightTensor, type IntNode, type IntTensor } from '../runtime/intmodel.ts';
 import { argmaxRows } from '../eval/attack.ts';
@@ -90,17 +90,6 @@ function signLayerModel(rng: Rng, K = F, weights?: Int8Array): IntModel {
   return new IntModel({ format: 'lowbit-intmodel', version: 2, inputShape: [K], nodes }, tensors);
 }
 
-function biRealPlan(names: readonly string[]): QuantPlan {
-  const int8 = { weight: int8PerChannelSym, activation: int8PerTensorAffine };
-  return {
-    default: {
-      weight: { kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true },
-      activation: { kind: 'binary', bits: 1, granularity: 'tensor', gradient: 'approxSign' },
-    },
-    overrides: [{ match: 'fc', config: int8 }, ...names.map((match) => ({ match, config: int8 }))],
-    keepFirstLast8bit: true,
-  };
-}
 
 describe('ONNX export of sign activations', { skip: noOrt }, () => {
   it('the sign add is exact int64 arithmetic: onnxruntime gives the IntModel\'s signs, +1 at a zero sum, with nearly cancelling 31-bit multipliers', async () => {
@@ -141,7 +130,7 @@ describe('ONNX export of sign activations', { skip: noOrt }, () => {
   it('the Bi-Real ResNet-8 exports (5 sign adds as int64, binary convs on int8 ±1) and onnxruntime agrees on argmax for ≥ 90 % of random inputs', async () => {
     manualSeed(3);
     const model = biRealResnet8();
-    prepareQat(model, biRealPlan(model.downsampleConvNames()));
+    prepareQat(model, biRealPlan(model));
     const x = randn([64, 1, 28, 28]);
     model.train();
     noGrad(() => {

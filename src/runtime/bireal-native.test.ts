@@ -12,7 +12,7 @@ import { biRealResnet8 } from '../nn/index.ts';
 import { manualSeed, randn, Rng } from '../tensor/index.ts';
 import { noGrad } from '../autograd/engine.ts';
 import { prepareQat } from '../quant/qat/index.ts';
-import { int8PerChannelSym, int8PerTensorAffine, type QuantPlan } from '../quant/config/index.ts';
+import { biRealPlan } from '../quant/config/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { convert, type AddNode, type IntModel } from './index.ts';
@@ -32,23 +32,11 @@ const TYPES = [
   { name: 'i32', lo: INT32_MIN, hi: INT32_MAX, make: (n: number): IntArray => new Int32Array(n) },
 ] as const;
 
-/** The plan of bench/binary/plan.ts: binary 3×3 convs; stem, fc and the downsampling 1×1 convs 8-bit on signed inputs. */
-function biRealPlan(names: readonly string[]): QuantPlan {
-  const int8 = { weight: int8PerChannelSym, activation: int8PerTensorAffine };
-  return {
-    default: {
-      weight: { kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true },
-      activation: { kind: 'binary', bits: 1, granularity: 'tensor', gradient: 'approxSign' },
-    },
-    overrides: [{ match: 'fc', config: int8 }, ...names.map((match) => ({ match, config: int8 }))],
-    keepFirstLast8bit: true,
-  };
-}
 
 function convertedBiReal(seed: number, channels?: readonly [number, number, number]): { im: IntModel; x: Float32Array } {
   manualSeed(seed);
   const model = biRealResnet8(channels ? { channels } : {});
-  prepareQat(model, biRealPlan(model.downsampleConvNames()));
+  prepareQat(model, biRealPlan(model));
   const x = randn([8, 1, 28, 28]);
   model.train();
   noGrad(() => {

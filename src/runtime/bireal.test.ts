@@ -16,31 +16,18 @@ import { Adam } from '../optim/index.ts';
 import { DATASET_STATS, loadDataset } from '../data/index.ts';
 import { normalizeInPlace } from '../data/dataset.ts';
 import { prepareQat } from '../quant/qat/index.ts';
-import { int8PerChannelSym, int8PerTensorAffine } from '../quant/config/index.ts';
-import type { QuantPlan } from '../quant/config/index.ts';
+import { biRealPlan } from '../quant/config/index.ts';
 import { convert, IntModel, type AddNode, type IntNode } from './index.ts';
 import { signAddMultipliers } from './convert.ts';
 import { signOfSum } from './intmodel.ts';
 import { loadIntModel, saveIntModel } from './io.ts';
 import { IntGraphError } from './validate.ts';
 
-/** The plan of bench/binary/plan.ts (binary 3×3 convs, 8-bit stem, fc and downsampling convs on signed inputs). */
-function biRealPlan(names: readonly string[]): QuantPlan {
-  const int8 = { weight: int8PerChannelSym, activation: int8PerTensorAffine };
-  return {
-    default: {
-      weight: { kind: 'binary', bits: 1, granularity: 'channel', magnitudeAware: true },
-      activation: { kind: 'binary', bits: 1, granularity: 'tensor', gradient: 'approxSign' },
-    },
-    overrides: [{ match: 'fc', config: int8 }, ...names.map((match) => ({ match, config: int8 }))],
-    keepFirstLast8bit: true,
-  };
-}
 
 function preparedBiReal(seed: number): ReturnType<typeof biRealResnet8> {
   manualSeed(seed);
   const model = biRealResnet8();
-  prepareQat(model, biRealPlan(model.downsampleConvNames()));
+  prepareQat(model, biRealPlan(model));
   return model;
 }
 

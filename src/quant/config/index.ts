@@ -10,3 +10,4 @@ export {
   resolvePlan, planFromTable, validateTable, specAt8Bits, globToRegExp, LAYER_TYPES,
   type QuantPlan, type PlanOverride, type PlanMatch, type ResolvedLayer, type ResolveOptions, type LayerType,
 } from './plan.ts';
+export { biRealPlan, signApprox, binaryMagnitudeAware, int8Signed } from './bireal.ts';
