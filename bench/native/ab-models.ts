@@ -1,8 +1,8 @@
 /**
  * A / B of two builds of the native addon on a W8A8 IntModel (untrained weights: speed does not
  * depend on them): --model cnn, the Fashion-shaped CNN (src/nn/models/cnn.ts: 3x3 pad-1 convs
- * 1->16, 16->16 + max pool, 16->32, 32->32 + max pool, then 1568-128-10), or --model resnet8 (the
- * model of bench/residual/ab-addons.ts). Both addons in one process; intPlanRun timed in
+ * 1->16, 16->16 + max pool, 16->32, 32->32 + max pool, then 1568-128-10), or --model resnet8; both
+ * built by bench/runtime-ts/models.ts's buildBenchModel (seed 0). Both addons in one process; intPlanRun timed in
  * alternating rounds, and the per-op thread CPU time (intPlanProfile) also taken in alternating
  * rounds (min per op over the rounds), so that load changes hit both builds alike; then a check
  * that the logits are identical.
@@ -17,12 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { flagOr, numberFlag } from '../flags.ts';
 import { median, writeAtomic } from '../lib.ts';
 import type { NativeAddon } from '../../src/backend/native/addon.ts';
-import { noGrad } from '../../src/autograd/engine.ts';
-import { cnn, resnet8 } from '../../src/nn/index.ts';
-import { manualSeed, randn } from '../../src/tensor/index.ts';
-import { prepareQat } from '../../src/quant/qat/index.ts';
-import { qconfigFor } from '../../src/quant/config/qconfig.ts';
-import { convert } from '../../src/runtime/index.ts';
+import { randn } from '../../src/tensor/index.ts';
+import { buildBenchModel } from '../runtime-ts/models.ts';
 import { compileNativePlan } from '../../src/runtime/native-plan.ts';
 
 const base = flagOr('base', '');
@@ -39,13 +35,7 @@ const builds: [string, NativeAddon][] = [
   ['new', require(fileURLToPath(new URL('../../build/Release/lowbit_native.node', import.meta.url))) as NativeAddon],
 ];
 
-manualSeed(0);
-const model = kind === 'cnn' ? cnn() : resnet8();
-prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
-model.train();
-for (let i = 0; i < 3; i++) noGrad(() => model.forward(randn([32, 1, 28, 28])));
-model.eval();
-const im = convert(model, { sample: randn([32, 1, 28, 28]) });
+const { im } = buildBenchModel(kind, 'w8a8', 0);
 const spec = compileNativePlan(im);
 if (typeof spec === 'string') throw new Error(spec);
 const x = randn([batch, 1, 28, 28]).data as Float32Array;

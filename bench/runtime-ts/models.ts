@@ -1,10 +1,10 @@
 /**
- * The models of the TypeScript-executor bench: LeNet-5 W8A8, ResNet-8 W8A8 and W4A4 (untrained
+ * The models of the executor benches: LeNet-5, the Fashion CNN and ResNet-8, W8A8 or W4A4 (untrained
  * weights: speed does not depend on them), prepared for QAT, quantizers initialised on a few random
  * train-mode batches, converted to IntModels.
  */
 import { noGrad } from '../../src/autograd/engine.ts';
-import { lenet5, resnet8, type Module } from '../../src/nn/index.ts';
+import { cnn, lenet5, resnet8, type Module } from '../../src/nn/index.ts';
 import { manualSeed, randn, Rng, type Tensor } from '../../src/tensor/index.ts';
 import { prepareQat } from '../../src/quant/qat/index.ts';
 import { qconfigFor } from '../../src/quant/config/qconfig.ts';
@@ -23,9 +23,9 @@ export interface BenchModel {
  * TypeScript executor more lanes than a trained model gets). Its logits are then no longer the
  * float model's; only its speed is meant.
  */
-export function buildBenchModel(kind: 'lenet5' | 'resnet8', scheme: 'w8a8' | 'w4a4', seed = 0, fullRange = false): BenchModel {
+export function buildBenchModel(kind: 'lenet5' | 'resnet8' | 'cnn', scheme: 'w8a8' | 'w4a4', seed = 0, fullRange = false): BenchModel {
   manualSeed(seed);
-  const model = (kind === 'lenet5' ? lenet5() : resnet8()) as unknown as BenchModel['model'];
+  const model = (kind === 'lenet5' ? lenet5() : kind === 'cnn' ? cnn() : resnet8()) as unknown as BenchModel['model'];
   prepareQat(model, { default: qconfigFor(scheme, scheme === 'w8a8' ? 'ste' : 'lsq') });
   model.train();
   for (let i = 0; i < 3; i++) noGrad(() => model.forward(randn([32, 1, 28, 28])));
@@ -42,6 +42,6 @@ export function buildBenchModel(kind: 'lenet5' | 'resnet8', scheme: 'w8a8' | 'w4
     }
     im = new IntModel(im.graph, tensors);
   }
-  const label = `${kind === 'lenet5' ? 'LeNet-5' : 'ResNet-8'} ${scheme.toUpperCase()}${fullRange ? ' (int4 weights in [-7, 7])' : ''}`;
+  const label = `${kind === 'lenet5' ? 'LeNet-5' : kind === 'cnn' ? 'CNN' : 'ResNet-8'} ${scheme.toUpperCase()}${fullRange ? ' (int4 weights in [-7, 7])' : ''}`;
   return { label, model, im };
 }
