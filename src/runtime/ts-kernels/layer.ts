@@ -367,6 +367,23 @@ export class FastLayer {
     const R2 = Math.ceil(R / 2);
     // padded planes, S values each (the shifted rows read up to N − 1 + (fold − 1)·dw)
     const S = Math.max(Hp * Wp, N + (fold - 1) * dw);
+    const taps = this.weightTaps(gemm, fold);
+    if (fold === 1) {
+      // the rows are the channels: wasm writes the padded planes straight into x (stride S)
+      const hw = h * w;
+      const { i32, out: raw, q, extra } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S, cg * hw);
+      const src = xOffset + gi * cg * hw;
+      i32.set(x.subarray(src, src + cg * hw), extra);
+      gemm.pad(this.mode, extra, cg, h, w, Wp, ph, pw, S, this.padValue, this.zx);
+      let t = 0;
+      for (let ky = 0; ky < kh; ky++) {
+        for (let kx = 0; kx < kw; kx++, t++) {
+          gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx * dw, accumulate: t > 0, K2: R2 });
+        }
+      }
+      this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
+      return;
+    }
     const planes = scratch.planes(cg * S);
     const pad = this.padValue;
     const hw = h * w;
@@ -381,7 +398,6 @@ export class FastLayer {
       }
       planes.fill(pad, base + (ph + h) * Wp + pw, base + S);
     }
-    const taps = this.weightTaps(gemm, fold);
     const { i32, x: xi, out: raw, q } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, N);
     for (let rp = 0; rp < R2; rp++) {
       const r0 = 2 * rp, r1 = Math.min(r0 + 1, R - 1); // odd tail: the partner's weights are zero
@@ -396,10 +412,14 @@ export class FastLayer {
         gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: N, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
-    const out = requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
-    // valid positions out, row by row (plain loops: a subarray per row costs an allocation)
+    this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
+  }
+
+  /** The valid positions (q = oy·Wp + ox, ox < ow) of `rows` GEMM output rows at `out` to acc[accOffset…]. */
+  private validOut(out: number, i32: Int32Array, rows: number, oh: number, ow: number, Wp: number, Pp: number, acc: Int32Array, accOffset: number): void {
+    // row by row (plain loops: a subarray per row costs an allocation)
     let d = accOffset;
-    for (let o = 0; o < og; o++) {
+    for (let o = 0; o < rows; o++) {
       for (let oy = 0; oy < oh; oy++) {
         const src = out + o * Pp + oy * Wp;
         for (let ox = 0; ox < ow; ox++) acc[d++] = i32[src + ox]!;

@@ -118,6 +118,8 @@ export class Code {
   }
   i32Load(offset = 0): this { return this.op(0x28, ...memarg(2, offset)); }
   i32Store(offset = 0): this { return this.op(0x36, ...memarg(2, offset)); }
+  /** i32.store16: the low 16 bits (2-byte alignment hint). */
+  i32Store16(offset = 0): this { return this.op(0x3b, ...memarg(1, offset)); }
   i32Eqz(): this { return this.op(0x45); }
   i32Eq(): this { return this.op(0x46); }
   i32Ne(): this { return this.op(0x47); }
@@ -129,6 +131,7 @@ export class Code {
   i32Mul(): this { return this.op(0x6c); }
   i32Shl(): this { return this.op(0x74); }
   i32And(): this { return this.op(0x71); }
+  i32ShrS(): this { return this.op(0x75); }
 
   /** f64.const (little-endian IEEE 754 bytes). */
   f64Const(v: number): this {

@@ -2,7 +2,8 @@
  * The WebAssembly SIMD128 GEMM against a plain int32 loop (products summed with wrapping int32
  * additions, as the reference kernels): random shapes with odd K, pixel counts and channel
  * counts, saturated int8 weights and int16 activations (K large enough that the sums wrap),
- * accumulation into the output and shifted x views (the direct convolution's taps).
+ * accumulation into the output and shifted x views (the direct convolution's taps); the pad
+ * kernels against a plain loop over the pair-plane layout.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,7 +33,7 @@ function place(i16: Int16Array, at: number, x: Int16Array, K: number, stride: nu
 describe('WebAssembly SIMD128 GEMM', () => {
   it('the kernel module validates in this engine (Node has SIMD128)', () => {
     assert.ok(wasmSimdAvailable());
-    assert.ok(gemmModuleBytes().length < 2048);
+    assert.ok(gemmModuleBytes().length < 4096);
   });
 
   it('random shapes (odd K, P, channels), int8 weights, centred-byte and full int16 activations', () => {
@@ -139,6 +140,38 @@ describe('WebAssembly SIMD128 GEMM', () => {
     const { out, q } = gemm.operands(1, 8, 1);
     assert.throws(() => gemm.requantize(out, q, 6, 1, 0, 1, 0, 255, 0), /multiple of 4/);
     assert.throws(() => gemm.requantize(out, q, 8, 1, 0, 1, -(2 ** 30), 255, 0), /2\^29/);
+  });
+
+  it('pad: padded pair planes of random odd shapes, every mode, values outside the byte range wrap', () => {
+    const rng = new Rng(13);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
+    for (let trial = 0; trial < 30; trial++) {
+      const mode = (['uint8', 'int8', 'sign'] as const)[trial % 3]!;
+      const channels = int(1, 7), h = int(1, 9), w = int(1, 9), ph = int(0, 2), pw = int(0, 2);
+      const Wp = w + 2 * pw, S = (h + 2 * ph) * Wp + int(0, 11);
+      const zx = mode === 'sign' ? 0 : mode === 'uint8' ? int(0, 255) : int(-128, 127);
+      const pad = int(-300, 300);
+      // mostly in-range bytes, some anywhere in int32 (the reference wraps them into the byte type)
+      const x = Int32Array.from({ length: channels * h * w }, (_, i) => (i % 7 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : i % 5 === 0 ? int(-1000, 1000) : int(-128, 255)));
+      const K2 = Math.ceil(channels / 2);
+      const { i16, i32, x: xi, extra } = gemm.operands(K2, 8, 1, S, x.length);
+      // junk in the odd partner slots, to see that they are left alone
+      i16.fill(12345, xi, xi + K2 * S * 2);
+      i32.set(x, extra);
+      gemm.pad(mode, extra, channels, h, w, Wp, ph, pw, S, pad, zx);
+      const operand = (v: number): number => (mode === 'sign' ? (v >= 0 ? 1 : -1) : mode === 'uint8' ? (v & 255) - zx : ((v << 24) >> 24) - zx);
+      for (let c = 0; c < K2 * 2; c++) {
+        for (let q = 0; q < S; q++) {
+          const y = Math.floor(q / Wp) - ph, xx = (q % Wp) - pw;
+          const want = c >= channels ? 12345 : y >= 0 && y < h && xx >= 0 && xx < w ? operand(x[(c * h + y) * w + xx]!) : pad;
+          assert.equal(i16[xi + (c >> 1) * S * 2 + 2 * q + (c & 1)], want, `trial ${trial} (${mode}): channel ${c}, cell ${q}`);
+        }
+      }
+    }
+    const { extra } = gemm.operands(1, 8, 1, 16, 16);
+    assert.throws(() => gemm.pad('uint8', extra, 1, 4, 4, 4, 1, 0, 16, 0, 0), /bad geometry/);
+    assert.throws(() => gemm.pad('uint8', 0, 1, 2, 2, 4, 1, 1, 16, 0, 0), /overlapping x/);
   });
 
   it('rejects bad geometry', () => {

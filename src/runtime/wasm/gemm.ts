@@ -1,6 +1,6 @@
 /**
  * Integer GEMM in WebAssembly SIMD128 for the TypeScript executor, emitted at run time with
- * ./emitter.ts (no toolchain needed; the module is under 2 KB, so the synchronous
+ * ./emitter.ts (no toolchain needed; the module is under 4 KB, so the synchronous
  * `new WebAssembly.Module` is fine on a browser's main thread).
  *
  *   out[o, p] = Σ_k w[o, k]·x[k, p]   (int32, wrapping modulo 2^32 like the reference kernels)
@@ -117,6 +117,8 @@ function gemmBody(): { locals: ValType[]; body: Code } {
   c.end();
   return { locals, body: c };
 }
+
+const PAD_MODES: readonly PadMode[] = ['uint8', 'int8', 'sign'];
 
 /** Below this the fast requantization rounds and clamps in int32 (../ts-kernels/requantize.ts). */
 const SMALL = 2 ** 29;
@@ -251,6 +253,63 @@ function addBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
+/** How a pad kernel turns a stored input integer v into its GEMM operand (see `padBody`). */
+export type PadMode = 'uint8' | 'int8' | 'sign';
+
+/**
+ * pad_<mode>(src, dst, channels, h, w, Wp, ph, pw, S, pad, zx): the padded input planes of a
+ * direct convolution in the GEMM's pair layout, from int32 images src [channels, h, w] (byte
+ * address): channel c's cell q (q < S; the image at (y + ph)·Wp + x + pw, `pad` elsewhere) goes to
+ * the int16 at dst + ((c >> 1)·S·2 + 2q + (c & 1))·2 bytes, so x row-pair r holds channels 2r, 2r + 1
+ * (the odd partner of a last odd channel is not written). The operand of v is (v & 255) − zx
+ * (uint8), ((v << 24) >> 24) − zx (int8) or v ≥ 0 ? 1 : −1 (sign): the byte-wrapping and centring
+ * of ../ts-kernels/layer.ts's transform16. channels, h, w, S must be positive.
+ */
+function padBody(mode: PadMode): { locals: ValType[]; body: Code } {
+  const [SRC, DST, CH, H, W, WP, PH, PW, S, PAD, ZX] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const C = 11, DC = 12, Q = 13, IY = 14, D = 15, SP = 16, END = 17;
+  const locals: ValType[] = Array<ValType>(7).fill(ValType.i32);
+  const c = new Code();
+  c.i32Const(0).localSet(C);
+  c.localGet(SRC).localSet(SP);
+  c.loop(); // channels
+  {
+    // DC = dst + (c >> 1)·S·4 + (c & 1)·2
+    c.localGet(DST).localGet(C).i32Const(1).i32ShrS().localGet(S).i32Mul().i32Const(4).i32Mul().i32Add();
+    c.localGet(C).i32Const(1).i32And().i32Const(2).i32Mul().i32Add().localSet(DC);
+    // every cell = pad
+    c.localGet(DC).localSet(D);
+    c.localGet(DC).localGet(S).i32Const(4).i32Mul().i32Add().localSet(END);
+    c.loop();
+    c.localGet(D).localGet(PAD).i32Store16();
+    c.localGet(D).i32Const(4).i32Add().localTee(D).localGet(END).i32LtU().brIf(0);
+    c.end();
+    // image rows
+    c.i32Const(0).localSet(IY);
+    c.loop();
+    {
+      // D = DC + ((iy + ph)·Wp + pw)·4; the row's w source values from SP on
+      c.localGet(DC).localGet(IY).localGet(PH).i32Add().localGet(WP).i32Mul().localGet(PW).i32Add().i32Const(4).i32Mul().i32Add().localSet(D);
+      c.localGet(SP).localGet(W).i32Const(4).i32Mul().i32Add().localSet(END);
+      c.loop();
+      c.localGet(D);
+      c.localGet(SP).i32Load();
+      if (mode === 'uint8') c.i32Const(255).i32And().localGet(ZX).i32Sub();
+      else if (mode === 'int8') c.i32Const(24).i32Shl().i32Const(24).i32ShrS().localGet(ZX).i32Sub();
+      else c.i32Const(31).i32ShrS().i32Const(1).i32Shl().i32Const(1).i32Add(); // (v >> 31)·2 + 1 = ±1
+      c.i32Store16();
+      c.localGet(D).i32Const(4).i32Add().localSet(D);
+      c.localGet(SP).i32Const(4).i32Add().localTee(SP).localGet(END).i32LtU().brIf(0);
+      c.end();
+      c.localGet(IY).i32Const(1).i32Add().localTee(IY).localGet(H).i32LtU().brIf(0);
+    }
+    c.end();
+    c.localGet(C).i32Const(1).i32Add().localTee(C).localGet(CH).i32LtU().brIf(0);
+  }
+  c.end();
+  return { locals, body: c };
+}
+
 /** The kernel module's bytes (memory imported as env.memory). */
 export function gemmModuleBytes(): Uint8Array {
   const gemm = gemmBody();
@@ -261,6 +320,7 @@ export function gemmModuleBytes(): Uint8Array {
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
     { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
+    ...PAD_MODES.map((mode) => ({ params: Array<ValType>(11).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
   ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
@@ -321,6 +381,7 @@ export class WasmGemm {
   private readonly memory: WasmMemory;
   private readonly addKernel: (a: number, b: number, out: number, count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number) => number;
   private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number) => number;
+  private readonly padKernels: Record<PadMode, (src: number, dst: number, channels: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
@@ -340,6 +401,13 @@ export class WasmGemm {
     const add = instance.exports['add'];
     if (typeof add !== 'function') throw new Error('WasmGemm: the kernel module exports no add function');
     this.addKernel = add as WasmGemm['addKernel'];
+    const pads: Partial<WasmGemm['padKernels']> = {};
+    for (const mode of PAD_MODES) {
+      const f = instance.exports[`pad_${mode}`];
+      if (typeof f !== 'function') throw new Error(`WasmGemm: the kernel module exports no pad_${mode} function`);
+      pads[mode] = f as WasmGemm['padKernels'][PadMode];
+    }
+    this.padKernels = pads as WasmGemm['padKernels'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
@@ -371,14 +439,31 @@ export class WasmGemm {
   /**
    * Space for x [K2, Pp, 2] int16 and out [4·blocks, Pp] int32 above the weights: the int16 view
    * with x's element index and the int32 view with out's element index (views change when memory
-   * grows, so take them after this call).
+   * grows, so take them after this call). `extra` int32 values are reserved after them (element
+   * index `extra` of the int32 view: the input images of `pad`).
    */
-  operands(K2: number, Pp: number, blocks: number, xStride = Pp): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number } {
+  operands(K2: number, Pp: number, blocks: number, xStride = Pp, extra = 0): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number; extra: number } {
     const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
     const outAt = this.top + xBytes;
     const qAt = outAt + blocks * 4 * Pp * 4;
-    this.ensure(qAt + blocks * 4 * Pp * 4);
-    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4 };
+    const extraAt = qAt + blocks * 4 * Pp * 4;
+    this.ensure(extraAt + 4 * extra);
+    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4, extra: extraAt / 4 };
+  }
+
+  /**
+   * The padded pair planes of a direct convolution written to the x operand (see `padBody`): from
+   * int32 images [channels, h, w] at int32 element index `src` (inside the space `operands`
+   * reserved, after x), each channel as S cells (the image at (y + ph)·Wp + x + pw, `pad`
+   * elsewhere), channels 2r and 2r + 1 interleaved in x row-pair r (x stride S).
+   */
+  pad(mode: PadMode, src: number, channels: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number): void {
+    if (!(channels > 0 && h > 0 && w > 0 && Wp >= w + pw && ph >= 0 && pw >= 0 && S >= (h + ph) * Wp)) {
+      throw new RangeError(`WasmGemm.pad: bad geometry (channels ${channels}, h ${h}, w ${w}, Wp ${Wp}, ph ${ph}, pw ${pw}, S ${S})`);
+    }
+    const xEnd = this.top + Math.ceil(channels / 2) * S * 4;
+    if (!(4 * src >= xEnd && 4 * (src + channels * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.pad: source outside the reserved space or overlapping x');
+    this.padKernels[mode](4 * src, this.top, channels, h, w, Wp, ph, pw, S, pad, zx);
   }
 
   /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) above the weights. */
