@@ -11,7 +11,7 @@ import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
 import { modelOfCheckpoint, type CheckpointModel } from '../checkpoint-model.ts';
 import { checkOutputFile, loadIntModelFile, resolveModelInput } from '../inputs.ts';
 import { readLmCheckpoint, type LmCheckpoint } from '../lm-run.ts';
-import { evalLanguageModel } from './eval-lm.ts';
+import { evalIntLanguageModel, evalLanguageModel, isIrnnPath } from './eval-lm.ts';
 
 /** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode; float32 runs are refused. */
 function preparedFromCheckpoint(path: string): CheckpointModel {
@@ -31,12 +31,14 @@ export const evalCommand = defineCommand({
     '--compare, also runs the fake-quant model and reports their agreement (same argmax, logit',
     'difference in units of the last layer\'s s_in·s_w, per-layer integer input differences).',
     'A language-model run (lowbit train --model lstm-lm|gru-lm; as --model or --checkpoint) reports its',
-    'test perplexity on the corpus\' held-out test split and the forward throughput (docs/lm.md).',
+    'test perplexity on the corpus\' held-out test split and the forward throughput (docs/lm.md); so does an',
+    'integer-only language model (FILE.irnn, from lowbit export RUN --format irnn), run by the iRNN runtime.',
   ].join('\n'),
   examples: [
     'lowbit eval --model lenet5-w8a8.lowbit --dataset mnist',
     'lowbit eval --checkpoint runs/lenet5-mnist-w8a8/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
     'lowbit eval runs/lstm-lm-moby-dick-w4a8          # test perplexity of a language-model run',
+    'lowbit eval lm.irnn                              # ... of its integer-only export (lowbit export RUN --format irnn --out lm.irnn)',
   ],
   options: {
     model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },
@@ -50,6 +52,7 @@ export const evalCommand = defineCommand({
   },
   run(options, io) {
     if ((options.model === undefined) === (options.checkpoint === undefined)) throw new UsageError('give exactly one of --model FILE.lowbit (or lowbit eval FILE.lowbit) and --checkpoint FILE.safetensors', 'eval');
+    if (options.model !== undefined && isIrnnPath(options.model)) return evalIntLanguageModel(options.model, options, io);
     const lm = options.checkpoint !== undefined ? languageModelRun(options.checkpoint, 'eval: --checkpoint', 'checkpoint') : languageModelRun(options.model!, 'eval: --model', 'lowbit');
     if (lm) {
       useBackend(options.backend);

@@ -11,6 +11,8 @@ import { PerplexityMeter, formatPercent } from '../../train/index.ts';
 import { UsageError } from '../args.ts';
 import type { CommandIO } from '../command.ts';
 import { describeLmRun, lmTestBatches, type LmCheckpoint } from '../lm-run.ts';
+import { convertNextWordModel, saveIntNextWord } from '../lm-irnn.ts';
+import { contextIdBatches, DataLoader, take } from '../../data/index.ts';
 
 /** The export options a language-model run reads; the image-only ones must be left out. */
 export interface LmExportOptions {
@@ -91,5 +93,50 @@ export async function exportLanguageModel(run: LmCheckpoint, out: string, option
   } finally {
     await runner.release();
   }
+  return 0;
+}
+
+/** Train windows the integer model's x and h ranges are calibrated on (the first ones, in order). */
+export const IRNN_CALIBRATION_WINDOWS = 4096;
+
+/**
+ * `lowbit export RUN --format irnn`: the run's LSTM language model converted to the integer-only
+ * iRNN runtime (src/cli/lm-irnn.ts; post-training, ranges calibrated on the first
+ * IRNN_CALIBRATION_WINDOWS train windows) and written as an .irnn file; with --verify the integer
+ * model's and the run's (fake-quant) perplexity on the first --samples test windows.
+ */
+export function exportLanguageModelIrnn(run: LmCheckpoint, out: string, options: LmExportOptions, io: CommandIO): number {
+  const { settings } = run;
+  const refuse = (message: string): never => {
+    throw new UsageError(`--format irnn: ${message} ('${run.checkpoint}' is a ${settings.model} run)`, 'export');
+  };
+  if (settings.model !== 'lstm-lm') refuse('the integer runtime (quant.irnn) has an LSTM only; export a gru-lm run to ONNX');
+  if (options.profile !== 'default') refuse('--profile applies to ONNX');
+  if (options.weightBits !== undefined) refuse('--weight-bits applies to ONNX; the LSTM keeps the run\'s weight bits (8 for fp32 runs), the head int8');
+  if (options.bias !== undefined || options.arch !== undefined || options.opset !== undefined || options.activations !== undefined) refuse('--bias, --arch, --opset and --activations apply to ONNX');
+  if (options.dataset !== undefined && options.dataset !== settings.dataset) refuse(`--dataset ${options.dataset}: the run was trained on ${settings.dataset}`);
+  const calibration = [...contextIdBatches(new DataLoader(take(run.corpus.train, IRNN_CALIBRATION_WINDOWS), { batchSize: VERIFY_BATCH }))].map((b) => b.x);
+  const model = convertNextWordModel(run.model, calibration, {
+    context: settings.seqLen, vocabulary: run.corpus.vocab.words, source: basename(run.checkpoint), quant: settings.quant, dataset: settings.dataset, corpusVocab: settings.vocab,
+  });
+  const bytes = saveIntNextWord(out, model);
+  const bits = model.lstm.params.weightBits ?? 8;
+  io.print(`wrote ${out} (${bytes.toLocaleString('en-US')} bytes; integer-only LSTM with ${bits}-bit weights, int8 x/h, PWL gates; int8 embedding and head)`);
+  io.print(`  x and h ranges calibrated on the first ${Math.min(IRNN_CALIBRATION_WINDOWS, run.corpus.train.length)} train windows; evaluate it with lowbit eval ${out}`);
+  if (!options.verify) return 0;
+  const mine = new PerplexityMeter();
+  const ints = new PerplexityMeter();
+  let agree = 0;
+  const { windows, batches } = lmTestBatches(run, VERIFY_BATCH, options.samples);
+  for (const { x, y } of batches) {
+    const a = mine.add(noGrad(() => run.model.forward(x)).data, y.data, settings.vocabSize);
+    const b = ints.add(model.logits(x.data, y.size), y.data, settings.vocabSize);
+    for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
+  }
+  const l = mine.result();
+  const r = ints.result();
+  io.print(`verify: integer model vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
+  io.print(`  perplexity       integer ${r.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(r.perplexity / l.perplexity).toFixed(6)})`);
+  io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
   return 0;
 }

@@ -16,7 +16,7 @@ import { modelOfCheckpoint } from '../checkpoint-model.ts';
 import { checkOutputFile, loadIntModelFile, MODEL_PATH_KINDS, resolveModelInput, type ModelInput } from '../inputs.ts';
 import { readTextLimited } from '../../format/index.ts';
 import { readLmCheckpoint } from '../lm-run.ts';
-import { exportLanguageModel } from './export-lm.ts';
+import { exportLanguageModel, exportLanguageModelIrnn } from './export-lm.ts';
 
 /** What the input file holds, ready to export. */
 type Source =
@@ -75,10 +75,11 @@ export const exportCommand = defineCommand({
     'lowbit export model.lowbit --profile web --out model.web.onnx',
     'lowbit export runs/lenet5-mnist-fp32 --out lenet5-fp32.onnx --verify --samples 10000',
     'lowbit export runs/lstm-lm-moby-dick-w4a8 --out lm.onnx --verify',
+    'lowbit export runs/lstm-lm-moby-dick-w4a8 --format irnn --out lm.irnn --verify   # integer-only LSTM runtime (lowbit eval lm.irnn)',
   ],
   options: {
     input: { type: 'string', placeholder: 'PATH', positional: true, help: `${MODEL_PATH_KINDS} (lowbit train's or lowbit quantize's folder)` },
-    format: { type: 'enum', choices: ['onnx'], default: 'onnx', help: 'output format' },
+    format: { type: 'enum', choices: ['onnx', 'irnn'], default: 'onnx', help: 'output format: onnx, or irnn (language-model runs of lstm-lm: the integer-only LSTM runtime, docs/lm.md)' },
     profile: { type: 'enum', choices: ONNX_PROFILES, default: 'default', help: 'target runtime: default (onnxruntime) or web (onnxruntime-web)' },
     out: { type: 'string', placeholder: 'FILE', help: 'output file (default: next to the input, <name>.onnx or <name>.web.onnx)' },
     weightBits: { type: 'enum', choices: ['8', '4'], help: 'weight container: 8 = int8, 4 = int4 (opset 21); default: int4 for <= 4-bit layers, int8 otherwise' },
@@ -96,12 +97,13 @@ export const exportCommand = defineCommand({
     if (options.profile === 'web' && options.opset !== undefined && options.opset !== 13) throw new UsageError(`--profile web writes opset 13; drop --opset ${options.opset}`, 'export');
     if (options.weightBits === '4' && options.opset !== undefined && options.opset < 21) throw new UsageError(`--weight-bits 4 needs --opset 21 (int4 tensors), got --opset ${options.opset}`, 'export');
     const input = resolveModelInput(options.input, 'export', 'export', 'checkpoint');
-    const out = options.out ?? defaultOut(input, options.profile);
+    const out = options.out ?? (options.format === 'irnn' ? defaultOut(input, options.profile).replace(/\.onnx$/, '.irnn') : defaultOut(input, options.profile));
     checkOutputFile(out, options.out === undefined ? 'export: output' : 'export: --out', input.file);
     if (input.kind === 'checkpoint') {
       const lm = readLmCheckpoint(input.file, 'export', { unreadable: 'null' });
-      if (lm) return exportLanguageModel(lm, out, options, io);
+      if (lm) return options.format === 'irnn' ? exportLanguageModelIrnn(lm, out, options, io) : exportLanguageModel(lm, out, options, io);
     }
+    if (options.format === 'irnn') throw new UsageError(`--format irnn converts language-model runs (lowbit train --model lstm-lm); '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
     if (options.activations !== undefined) throw new UsageError(`--activations applies to language-model runs; '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
     const source = readSource(input, options.arch);
     const datasetName = options.dataset ?? source.dataset ?? 'mnist';

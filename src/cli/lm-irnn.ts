@@ -1,0 +1,269 @@
+/**
+ * Integer-only next-word language model: a trained `nn.NextWordModel` with an LSTM core (float or
+ * QAT) converted to the iRNN runtime (`quant.irnn.IntLSTM`, docs/irnn.md), saved as an .irnn file
+ * and evaluated from it (`lowbit export RUN --format irnn`, `lowbit eval FILE.irnn`).
+ *
+ * Conversion (post-training, no fine-tune):
+ *   - the embedding table, the LSTM's W_ih / W_hh and the head's weight are taken as the run's
+ *     forward sees them (through its fake quantizers for a QAT run);
+ *   - the LSTM becomes a `QuantLSTM` (PWL sigmoid/tanh, 16 segments; weights at the run's weight
+ *     bits, per-row absmax scales) whose int8 x and h ranges are observed on `calibration` train
+ *     windows, then `convertQuantLSTM` → IntLSTM;
+ *   - the table is stored as int8 codes at the LSTM's input scale (what IntLSTM.quantizeInput
+ *     gives), the head as int8 per-row weights (absmax / 127) with float32 row scales and bias.
+ * Forward: ids → int8 table rows → IntLSTM over the context (integer only) → int8 h of the last
+ * step → int8 × int8 head GEMM with int32 accumulators → one float multiply-add per logit (for the
+ * softmax only).
+ *
+ * File: the IntLSTM's .lowbit file (io.ts, versions 1..3) plus the tensors lm.embedding int8 [V, E],
+ * lm.head.weight int8 [V, H], lm.head.scale float32 [V], lm.head.bias float32 [V] and
+ *   metadata.lm = { format: 'lowbit-irnn-lm', version: 1, context, vocabulary: string[V], source?, quant? }.
+ */
+import { noGrad } from '../autograd/engine.ts';
+import { readLowbit, writeLowbit, type LowbitModel, type LowbitTensor } from '../format/lowbit.ts';
+import type { NextWordModel } from '../nn/models/next-word.ts';
+import { LSTM } from '../nn/rnn.ts';
+import { convertQuantLSTM, intLSTMToLowbit, irnnFromLowbit, IrnnFormatError, QuantLSTM, type IntLSTM } from '../quant/irnn/index.ts';
+import { QatLSTM } from '../quant/rnn/qat-lstm.ts';
+import { gemmInt8, packInt8Weights, type PackedWeights } from '../runtime/kernels/index.ts';
+import { roundHalfEven } from '../backend/reference/elementwise.ts';
+import { Tensor } from '../tensor/index.ts';
+import type { Quantizer } from '../quant/quantizers/quantizer.ts';
+
+const LM_FORMAT = 'lowbit-irnn-lm';
+const LM_VERSION = 1;
+/** Largest vocabulary / context accepted from a file. */
+const MAX_VOCAB = 1 << 20;
+const MAX_CONTEXT = 1024;
+
+export interface IntLmMeta {
+  readonly context: number;
+  readonly vocabulary: readonly string[];
+  readonly source?: string;
+  readonly quant?: string;
+  /** The corpus the run was trained on and its `--vocab` setting (to rebuild the test split). */
+  readonly dataset?: string;
+  readonly corpusVocab?: number;
+}
+
+/** An integer-only next-word model (see the file comment). */
+export class IntNextWordModel {
+  private packedHead: PackedWeights | null = null;
+
+  constructor(
+    readonly lstm: IntLSTM,
+    /** int8 codes at lstm.params.inputScale, [V, E]. */
+    readonly table: Int8Array,
+    /** int8 per-row weights [V, H]. */
+    readonly headWeight: Int8Array,
+    readonly headScale: Float32Array,
+    readonly headBias: Float32Array,
+    readonly meta: IntLmMeta,
+  ) {
+    const V = meta.vocabulary.length;
+    const { inputSize: E, hiddenSize: H } = lstm;
+    if (table.length !== V * E || headWeight.length !== V * H || headScale.length !== V || headBias.length !== V) {
+      throw new RangeError(`IntNextWordModel: sizes do not fit vocabulary ${V}, embedding ${E}, hidden ${H}`);
+    }
+  }
+
+  get vocabSize(): number {
+    return this.meta.vocabulary.length;
+  }
+
+  /** Bytes of the integer weights, scales, biases and tables (the LSTM's packed at its weight bits). */
+  get byteLength(): number {
+    return this.table.length + this.lstm.byteLength + this.headWeight.length + 8 * this.vocabSize;
+  }
+
+  /** Logits [N, V] (float32, row-major) of int32 ids [N, C], C = any context length ≥ 1. */
+  logits(ids: ArrayLike<number>, batch: number): Float32Array {
+    const V = this.vocabSize;
+    const { inputSize: E, hiddenSize: H } = this.lstm;
+    if (!Number.isInteger(batch) || batch < 1 || ids.length % batch !== 0 || ids.length === 0) {
+      throw new RangeError(`IntNextWordModel.logits: ${ids.length} ids do not make ${batch} rows`);
+    }
+    const steps = ids.length / batch;
+    const x = new Int8Array(steps * batch * E);
+    for (let n = 0; n < batch; n++) {
+      for (let t = 0; t < steps; t++) {
+        const id = ids[n * steps + t]!;
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`IntNextWordModel.logits: word id ${id} (row ${n}, step ${t}) is outside [0, ${V - 1}]`);
+        x.set(this.table.subarray(id * E, (id + 1) * E), (t * batch + n) * E);
+      }
+    }
+    const { state } = this.lstm.run(x, steps, batch);
+    this.packedHead ??= packInt8Weights(this.headWeight, V, H);
+    const acc = new Int32Array(batch * V);
+    gemmInt8(batch, V, H, state.h, 0, this.packedHead, acc);
+    const out = new Float32Array(batch * V);
+    const hs = this.lstm.params.hiddenScale;
+    for (let n = 0; n < batch; n++) for (let r = 0; r < V; r++) out[n * V + r] = acc[n * V + r]! * this.headScale[r]! * hs + this.headBias[r]!;
+    return out;
+  }
+}
+
+/** Bits of the LSTM weight quantizer of a QAT model (8 when float or unknown). */
+function weightBitsOf(q: Quantizer | null): number {
+  const bits = q?.spec.bits;
+  return typeof bits === 'number' && Number.isInteger(bits) && bits >= 2 && bits <= 8 ? bits : 8;
+}
+
+function effective(weight: Tensor, quantizer: Quantizer | null | undefined): Tensor {
+  return quantizer && quantizer.fakeQuantEnabled ? quantizer.forward(weight) : weight;
+}
+
+/**
+ * Converts `model` (an LSTM NextWordModel, float or QAT) to an IntNextWordModel. `calibration`:
+ * batches of int32 context ids [B, C] on which the int8 ranges of x and h are observed.
+ */
+export function convertNextWordModel(model: NextWordModel, calibration: Iterable<Tensor>, meta: IntLmMeta, options: { segments?: number } = {}): IntNextWordModel {
+  if (model.cell !== 'lstm') throw new RangeError(`convertNextWordModel: the integer runtime has an LSTM only, this model's core is a ${model.cell}`);
+  if (meta.vocabulary.length !== model.vocabSize) throw new RangeError(`convertNextWordModel: ${meta.vocabulary.length} vocabulary words for a ${model.vocabSize}-word model`);
+  const rnn = model.rnn as unknown;
+  const H = model.hiddenSize;
+  const V = model.vocabSize;
+  return noGrad(() => {
+    const wasTraining = model.training;
+    model.eval();
+    try {
+      let wih: Tensor, whh: Tensor, bih: Tensor, bhh: Tensor, bits: number;
+      if (rnn instanceof QatLSTM) {
+        if (rnn.numLayers !== 1) throw new RangeError('convertNextWordModel: one LSTM layer only');
+        const q = rnn.layerQuantizers(0);
+        const params = new Map(rnn.namedParameters({ recurse: false }));
+        const [pih, phh, pbih, pbhh] = ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'].map((k) => params.get(k));
+        if (!pih || !phh || !pbih || !pbhh) throw new RangeError('convertNextWordModel: the LSTM needs both biases');
+        wih = effective(pih, q.weightIh);
+        whh = effective(phh, q.weightHh);
+        bih = pbih;
+        bhh = pbhh;
+        bits = weightBitsOf(q.weightIh);
+      } else if (rnn instanceof LSTM) {
+        const sd = rnn.stateDict();
+        const get = (k: string): Tensor => {
+          const t = sd.get(k);
+          if (!t) throw new RangeError(`convertNextWordModel: the LSTM has no ${k}`);
+          return t;
+        };
+        [wih, whh, bih, bhh] = [get('weight_ih_l0'), get('weight_hh_l0'), get('bias_ih_l0'), get('bias_hh_l0')];
+        bits = 8;
+      } else {
+        throw new TypeError(`convertNextWordModel: unsupported recurrent core ${(rnn as object).constructor.name}`);
+      }
+      const E = wih.shape[1]!;
+      const qlstm = new QuantLSTM(E, H, { batchFirst: true, weightBits: bits, ...(options.segments === undefined ? {} : { segments: options.segments }) });
+      qlstm.loadStateDict(new Map([['weight_ih_l0', wih], ['weight_hh_l0', whh], ['bias_ih_l0', bih], ['bias_hh_l0', bhh]]), { strict: false });
+      // The embedding table as the forward sees it: every id once.
+      const allIds = new Tensor(Int32Array.from({ length: V }, (_, i) => i), [1, V]);
+      const tableReal = model.embedding.forward(allIds);
+      // Calibration: observe the int8 ranges of x and h (training mode updates QuantLSTM's absmax buffers).
+      qlstm.train();
+      let seen = 0;
+      for (const ids of calibration) {
+        qlstm.forward(model.embedding.forward(ids));
+        seen++;
+      }
+      if (seen === 0) throw new RangeError('convertNextWordModel: no calibration batches');
+      qlstm.eval();
+      const lstm = convertQuantLSTM(qlstm);
+      const table = lstm.quantizeInput(tableReal.data);
+      const head = model.head as unknown as { weight: Tensor; bias: Tensor | null; weightQuantizer?: Quantizer | null };
+      const hw = effective(head.weight, head.weightQuantizer ?? null).data;
+      const headScale = new Float32Array(V);
+      const headWeight = new Int8Array(V * H);
+      for (let r = 0; r < V; r++) {
+        let m = 0;
+        for (let j = 0; j < H; j++) m = Math.max(m, Math.abs(hw[r * H + j]!));
+        const s = m > 0 ? m / 127 : 1;
+        headScale[r] = s;
+        for (let j = 0; j < H; j++) headWeight[r * H + j] = Math.max(-127, Math.min(127, roundHalfEven(hw[r * H + j]! / s)));
+      }
+      const headBias = head.bias ? Float32Array.from(head.bias.data) : new Float32Array(V);
+      return new IntNextWordModel(lstm, table, headWeight, headScale, headBias, meta);
+    } finally {
+      model.train(wasTraining);
+    }
+  });
+}
+
+/** The .lowbit model of an IntNextWordModel (see the file comment). */
+export function intNextWordToLowbit(model: IntNextWordModel): LowbitModel {
+  const base = intLSTMToLowbit(model.lstm);
+  const V = model.vocabSize;
+  const tensors: Record<string, LowbitTensor> = {
+    ...base.tensors,
+    'lm.embedding': { dtype: 'int8', shape: [V, model.lstm.inputSize], data: model.table },
+    'lm.head.weight': { dtype: 'int8', shape: [V, model.lstm.hiddenSize], data: model.headWeight },
+    'lm.head.scale': { dtype: 'float32', shape: [V], data: model.headScale },
+    'lm.head.bias': { dtype: 'float32', shape: [V], data: model.headBias },
+  };
+  const { context, vocabulary, ...rest } = model.meta;
+  const lm = { format: LM_FORMAT, version: LM_VERSION, context, vocabulary: [...vocabulary], ...rest };
+  return { graph: base.graph, tensors, metadata: { ...base.metadata, lm } };
+}
+
+/** Writes the .irnn file atomically; returns its byte length. */
+export function saveIntNextWord(path: string, model: IntNextWordModel): number {
+  return writeLowbit(path, intNextWordToLowbit(model));
+}
+
+function bad(message: string): never {
+  throw new IrnnFormatError('bad-field', `language model: ${message}`);
+}
+
+function lmTensor<T extends Int8Array | Float32Array>(file: LowbitModel, name: string, dtype: 'int8' | 'float32', shape: readonly number[]): T {
+  const t = file.tensors[name];
+  if (!t) throw new IrnnFormatError('bad-tensor', `language model: tensor ${name} is missing`);
+  if (t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new IrnnFormatError('bad-tensor', `language model: tensor ${name} is ${t.dtype} [${t.shape.join(', ')}], expected ${dtype} [${shape.join(', ')}]`);
+  }
+  const data = dtype === 'int8' ? (t.data instanceof Int8Array ? t.data : new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)) : t.data;
+  if (dtype === 'float32') {
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) throw new IrnnFormatError('bad-tensor', `language model: ${name}[${i}] is not finite`);
+  }
+  return data as T;
+}
+
+/** True when a .lowbit model carries an integer language model (metadata.lm). */
+export function isIntNextWordFile(file: LowbitModel): boolean {
+  const lm = (file.metadata as Record<string, unknown> | undefined)?.['lm'];
+  return typeof lm === 'object' && lm !== null && (lm as Record<string, unknown>)['format'] === LM_FORMAT;
+}
+
+/** Validates and rebuilds an IntNextWordModel from its .lowbit model; throws IrnnFormatError naming the first problem. */
+export function intNextWordFromLowbit(file: LowbitModel): IntNextWordModel {
+  const lm = (file.metadata as Record<string, unknown> | undefined)?.['lm'];
+  if (typeof lm !== 'object' || lm === null || Array.isArray(lm)) throw new IrnnFormatError('not-irnn', `language model: metadata.lm is ${JSON.stringify(lm)}, expected { format: '${LM_FORMAT}', version: ${LM_VERSION}, ... }`);
+  const meta = lm as Record<string, unknown>;
+  if (meta['format'] !== LM_FORMAT || meta['version'] !== LM_VERSION) bad(`metadata.lm format/version is ${JSON.stringify(meta['format'])}/${JSON.stringify(meta['version'])}, expected '${LM_FORMAT}'/${LM_VERSION}`);
+  const context = meta['context'];
+  if (typeof context !== 'number' || !Number.isInteger(context) || context < 1 || context > MAX_CONTEXT) bad(`context ${JSON.stringify(context)} is not an integer in [1, ${MAX_CONTEXT}]`);
+  const vocabulary = meta['vocabulary'];
+  if (!Array.isArray(vocabulary) || vocabulary.length < 2 || vocabulary.length > MAX_VOCAB || vocabulary.some((w) => typeof w !== 'string')) bad(`vocabulary must be a list of 2..${MAX_VOCAB} strings`);
+  for (const key of ['source', 'quant', 'dataset'] as const) if (meta[key] !== undefined && typeof meta[key] !== 'string') bad(`${key} must be a string`);
+  const corpusVocab = meta['corpusVocab'];
+  if (corpusVocab !== undefined && (typeof corpusVocab !== 'number' || !Number.isInteger(corpusVocab) || corpusVocab < 2 || corpusVocab > MAX_VOCAB)) bad(`corpusVocab ${JSON.stringify(corpusVocab)} is not an integer in [2, ${MAX_VOCAB}]`);
+  const { lstm } = irnnFromLowbit(file);
+  if (file.graph.length !== 1) bad('the LSTM must be the only graph node (no attention)');
+  if (lstm.params.layerNorm) bad('layer-normalised LSTMs are not used by language models');
+  const V = (vocabulary as string[]).length;
+  const E = lstm.inputSize;
+  const H = lstm.hiddenSize;
+  const table = lmTensor<Int8Array>(file, 'lm.embedding', 'int8', [V, E]);
+  const headWeight = lmTensor<Int8Array>(file, 'lm.head.weight', 'int8', [V, H]);
+  for (let i = 0; i < headWeight.length; i++) if (headWeight[i] === -128) throw new IrnnFormatError('bad-tensor', `language model: lm.head.weight[${i}] is -128, outside ±127`);
+  const headScale = lmTensor<Float32Array>(file, 'lm.head.scale', 'float32', [V]);
+  for (let i = 0; i < V; i++) if (!(headScale[i]! > 0)) throw new IrnnFormatError('bad-tensor', `language model: lm.head.scale[${i}] = ${headScale[i]} is not positive`);
+  const headBias = lmTensor<Float32Array>(file, 'lm.head.bias', 'float32', [V]);
+  return new IntNextWordModel(lstm, table, headWeight, headScale, headBias, {
+    context: context as number, vocabulary: vocabulary as string[],
+    ...(typeof meta['source'] === 'string' ? { source: meta['source'] } : {}), ...(typeof meta['quant'] === 'string' ? { quant: meta['quant'] } : {}),
+    ...(typeof meta['dataset'] === 'string' ? { dataset: meta['dataset'] } : {}), ...(typeof corpusVocab === 'number' ? { corpusVocab } : {}),
+  });
+}
+
+/** Reads an .irnn language-model file (container and content validated). */
+export function loadIntNextWord(file: string | Uint8Array): IntNextWordModel {
+  return intNextWordFromLowbit(readLowbit(file));
+}
