@@ -54,7 +54,6 @@ export class Scratch {
   private i32 = new Int32Array(0);
   private i32b = new Int32Array(0);
   private i16 = new Int16Array(0);
-  private i16b = new Int16Array(0);
   /** The WebAssembly kernel instance (null: not created yet; false: unavailable). */
   private gemm: WasmGemm | null | false = null;
 
@@ -62,12 +61,6 @@ export class Scratch {
   wasm(): WasmGemm | null {
     if (this.gemm === null) this.gemm = WasmGemm.create() ?? false;
     return this.gemm === false ? null : this.gemm;
-  }
-
-  /** Padded input planes of a direct convolution (the wasm path). */
-  planes(n: number): Int16Array {
-    if (this.i16b.length < n) this.i16b = new Int16Array(n);
-    return this.i16b;
   }
 
   /** Transformed input values as int16 (the wasm path). */
@@ -346,13 +339,14 @@ export class FastLayer {
   /**
    * Direct convolution for stride 1 (no patch matrix). On the padded image (Hp × Wp, border = the
    * padding value, pixel q = y·Wp + x), GEMM row r = c·fold + f of x holds channel c shifted by
-   * f·dw: x[r, q] = padded_c[q + f·dw], in pairs of rows [R2, N, 2]. Output position
+   * f·dw: x[r, q] = padded_c[q + f·dw], in pairs of rows [R2, S, 2], written in wasm (`WasmGemm.pad`)
+   * from the layer's int32 input copied into wasm memory. Output position
    * q = oy·Wp + ox is a sum over taps (ky, kx0) of GEMMs on the view of x shifted by
    * ky·dh·Wp + kx0·dw, accumulated in the kernel. fold = kw (few channels: one tap per kernel row,
    * long GEMMs) or 1 (many channels: x is the padded image itself). Positions with ox ≥ ow (and
    * the cells past the image they read) are computed and dropped.
    */
-  private directConv(x: Int32Array, xOffset: number, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean, scratch: Scratch): void {
+  private directConv(x: Int32Array, xOffset: number, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean): void {
     const g = this.node.conv!;
     const cg = g.inChannels / g.groups;
     const og = this.node.outFeatures / this.groups;
@@ -365,51 +359,19 @@ export class FastLayer {
     const N = Pp + (kh - 1) * dh * Wp + (kw - fold) * dw;
     const R = cg * fold;
     const R2 = Math.ceil(R / 2);
-    // padded planes, S values each (the shifted rows read up to N − 1 + (fold − 1)·dw)
-    const S = Math.max(Hp * Wp, N + (fold - 1) * dw);
+    // S cells per row (the taps read cells up to N − 1; the shift f·dw is in the row itself)
+    const S = Math.max(Hp * Wp, N);
     const taps = this.weightTaps(gemm, fold);
-    if (fold === 1) {
-      // the rows are the channels: wasm writes the padded planes straight into x (stride S)
-      const hw = h * w;
-      const { i32, out: raw, q, extra } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S, cg * hw);
-      const src = xOffset + gi * cg * hw;
-      i32.set(x.subarray(src, src + cg * hw), extra);
-      gemm.pad(this.mode, extra, cg, h, w, Wp, ph, pw, S, this.padValue, this.zx);
-      let t = 0;
-      for (let ky = 0; ky < kh; ky++) {
-        for (let kx = 0; kx < kw; kx++, t++) {
-          gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx * dw, accumulate: t > 0, K2: R2 });
-        }
-      }
-      this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
-      return;
-    }
-    const planes = scratch.planes(cg * S);
-    const pad = this.padValue;
+    // wasm writes the padded, shifted rows straight into x (stride S) from the int32 images
     const hw = h * w;
-    for (let c = 0; c < cg; c++) {
-      const base = c * S;
-      const src = xOffset + (gi * cg + c) * hw;
-      planes.fill(pad, base, base + ph * Wp + pw);
-      for (let iy = 0; iy < h; iy++) {
-        const r = base + (iy + ph) * Wp + pw;
-        this.transform16(x, src + iy * w, w, planes, r);
-        planes.fill(pad, r + w, r + w + 2 * pw); // right border of this row, left border of the next
-      }
-      planes.fill(pad, base + (ph + h) * Wp + pw, base + S);
-    }
-    const { i32, x: xi, out: raw, q } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, N);
-    for (let rp = 0; rp < R2; rp++) {
-      const r0 = 2 * rp, r1 = Math.min(r0 + 1, R - 1); // odd tail: the partner's weights are zero
-      const s0 = Math.floor(r0 / fold) * S + (r0 % fold) * dw;
-      const s1 = Math.floor(r1 / fold) * S + (r1 % fold) * dw;
-      const row = xi / 2 + rp * N; // int32 index: one row pair per element (low half = even row)
-      for (let i = 0; i < N; i++) i32[row + i] = (planes[s0 + i]! & 0xffff) | (planes[s1 + i]! << 16);
-    }
+    const { i32, out: raw, q, extra } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S, cg * hw);
+    const src = xOffset + gi * cg * hw;
+    i32.set(x.subarray(src, src + cg * hw), extra);
+    gemm.pad(this.mode, extra, cg, fold, dw, h, w, Wp, ph, pw, S, this.padValue, this.zx);
     let t = 0;
     for (let ky = 0; ky < kh; ky++) {
       for (let kx0 = 0; kx0 < kw; kx0 += fold, t++) {
-        gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: N, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
+        gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
     this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
@@ -494,7 +456,7 @@ export class FastLayer {
         if (!direct) this.transform16(x, b * per, per, xt);
         for (let gi = 0; gi < g.groups; gi++) {
           if (direct) {
-            this.directConv(x, b * per, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null, scratch);
+            this.directConv(x, b * per, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null);
             continue;
           }
           const { weights, at } = this.weights16(gemm); // (direct convolutions use weightTaps)

@@ -132,6 +132,7 @@ export class Code {
   i32Shl(): this { return this.op(0x74); }
   i32And(): this { return this.op(0x71); }
   i32ShrS(): this { return this.op(0x75); }
+  i32DivU(): this { return this.op(0x6e); }
 
   /** f64.const (little-endian IEEE 754 bytes). */
   f64Const(v: number): this {

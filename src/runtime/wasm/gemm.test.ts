@@ -142,36 +142,40 @@ describe('WebAssembly SIMD128 GEMM', () => {
     assert.throws(() => gemm.requantize(out, q, 8, 1, 0, 1, -(2 ** 30), 255, 0), /2\^29/);
   });
 
-  it('pad: padded pair planes of random odd shapes, every mode, values outside the byte range wrap', () => {
+  it('pad: padded, shifted pair rows of random odd shapes, every mode, values outside the byte range wrap', () => {
     const rng = new Rng(13);
     const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
     const gemm = WasmGemm.create()!;
-    for (let trial = 0; trial < 30; trial++) {
+    for (let trial = 0; trial < 40; trial++) {
       const mode = (['uint8', 'int8', 'sign'] as const)[trial % 3]!;
       const channels = int(1, 7), h = int(1, 9), w = int(1, 9), ph = int(0, 2), pw = int(0, 2);
+      // fold > 1: row c·fold + f is channel c shifted by f·dw (shifts past the first cell drop cells)
+      const fold = trial % 2 === 0 ? 1 : int(2, 5), dw = int(0, 3);
       const Wp = w + 2 * pw, S = (h + 2 * ph) * Wp + int(0, 11);
       const zx = mode === 'sign' ? 0 : mode === 'uint8' ? int(0, 255) : int(-128, 127);
       const pad = int(-300, 300);
       // mostly in-range bytes, some anywhere in int32 (the reference wraps them into the byte type)
       const x = Int32Array.from({ length: channels * h * w }, (_, i) => (i % 7 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : i % 5 === 0 ? int(-1000, 1000) : int(-128, 255)));
-      const K2 = Math.ceil(channels / 2);
+      const rows = channels * fold, K2 = Math.ceil(rows / 2);
       const { i16, i32, x: xi, extra } = gemm.operands(K2, 8, 1, S, x.length);
-      // junk in the odd partner slots, to see that they are left alone
+      // junk in the odd partner slot, to see that it is left alone
       i16.fill(12345, xi, xi + K2 * S * 2);
       i32.set(x, extra);
-      gemm.pad(mode, extra, channels, h, w, Wp, ph, pw, S, pad, zx);
+      gemm.pad(mode, extra, channels, fold, dw, h, w, Wp, ph, pw, S, pad, zx);
       const operand = (v: number): number => (mode === 'sign' ? (v >= 0 ? 1 : -1) : mode === 'uint8' ? (v & 255) - zx : ((v << 24) >> 24) - zx);
-      for (let c = 0; c < K2 * 2; c++) {
+      for (let r = 0; r < K2 * 2; r++) {
+        const c = Math.floor(r / fold), shift = (r % fold) * dw;
         for (let q = 0; q < S; q++) {
-          const y = Math.floor(q / Wp) - ph, xx = (q % Wp) - pw;
-          const want = c >= channels ? 12345 : y >= 0 && y < h && xx >= 0 && xx < w ? operand(x[(c * h + y) * w + xx]!) : pad;
-          assert.equal(i16[xi + (c >> 1) * S * 2 + 2 * q + (c & 1)], want, `trial ${trial} (${mode}): channel ${c}, cell ${q}`);
+          const cell = q + shift;
+          const y = Math.floor(cell / Wp) - ph, xx = (cell % Wp) - pw;
+          const want = r >= rows ? 12345 : y >= 0 && y < h && xx >= 0 && xx < w ? operand(x[(c * h + y) * w + xx]!) : pad;
+          assert.equal(i16[xi + (r >> 1) * S * 2 + 2 * q + (r & 1)], want, `trial ${trial} (${mode}, fold ${fold}, dw ${dw}): row ${r}, cell ${q}`);
         }
       }
     }
     const { extra } = gemm.operands(1, 8, 1, 16, 16);
-    assert.throws(() => gemm.pad('uint8', extra, 1, 4, 4, 4, 1, 0, 16, 0, 0), /bad geometry/);
-    assert.throws(() => gemm.pad('uint8', 0, 1, 2, 2, 4, 1, 1, 16, 0, 0), /overlapping x/);
+    assert.throws(() => gemm.pad('uint8', extra, 1, 1, 1, 4, 4, 4, 1, 0, 16, 0, 0), /bad geometry/);
+    assert.throws(() => gemm.pad('uint8', 0, 1, 1, 1, 2, 2, 4, 1, 1, 16, 0, 0), /overlapping x/);
   });
 
   it('rejects bad geometry', () => {

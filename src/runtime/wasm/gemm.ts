@@ -257,26 +257,27 @@ function addBody(): { locals: ValType[]; body: Code } {
 export type PadMode = 'uint8' | 'int8' | 'sign';
 
 /**
- * pad_<mode>(src, dst, channels, h, w, Wp, ph, pw, S, pad, zx): the padded input planes of a
- * direct convolution in the GEMM's pair layout, from int32 images src [channels, h, w] (byte
- * address): channel c's cell q (q < S; the image at (y + ph)·Wp + x + pw, `pad` elsewhere) goes to
- * the int16 at dst + ((c >> 1)·S·2 + 2q + (c & 1))·2 bytes, so x row-pair r holds channels 2r, 2r + 1
- * (the odd partner of a last odd channel is not written). The operand of v is (v & 255) − zx
- * (uint8), ((v << 24) >> 24) − zx (int8) or v ≥ 0 ? 1 : −1 (sign): the byte-wrapping and centring
- * of ../ts-kernels/layer.ts's transform16. channels, h, w, S must be positive.
+ * pad_<mode>(src, dst, rows, fold, dw, h, w, Wp, ph, pw, S, pad, zx): the padded input of a direct
+ * convolution in the GEMM's pair layout, from int32 images src [rows / fold, h, w] (byte address).
+ * GEMM row r = c·fold + f holds channel c's padded plane shifted by f·dw: its cell q (q < S) is
+ * the padded plane's cell q + f·dw (the image at (y + ph)·Wp + x + pw, `pad` elsewhere) and goes to
+ * the int16 at dst + ((r >> 1)·S·2 + 2q + (r & 1))·2 bytes, so x row-pair k holds rows 2k, 2k + 1
+ * (the odd partner of a last odd row is not written). The operand of v is (v & 255) − zx (uint8),
+ * ((v << 24) >> 24) − zx (int8) or v ≥ 0 ? 1 : −1 (sign): the byte-wrapping and centring of
+ * ../ts-kernels/layer.ts's transform16. rows, fold, h, w, S must be positive and
+ * S ≥ (h + ph)·Wp.
  */
 function padBody(mode: PadMode): { locals: ValType[]; body: Code } {
-  const [SRC, DST, CH, H, W, WP, PH, PW, S, PAD, ZX] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-  const C = 11, DC = 12, Q = 13, IY = 14, D = 15, SP = 16, END = 17;
-  const locals: ValType[] = Array<ValType>(7).fill(ValType.i32);
+  const [SRC, DST, ROWS, FOLD, DW, H, W, WP, PH, PW, S, PAD, ZX] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+  const R = 13, DC = 14, Q = 15, IY = 16, D = 17, SP = 18, END = 19, CH = 20;
+  const locals: ValType[] = Array<ValType>(8).fill(ValType.i32);
   const c = new Code();
-  c.i32Const(0).localSet(C);
-  c.localGet(SRC).localSet(SP);
-  c.loop(); // channels
+  c.i32Const(0).localSet(R);
+  c.loop(); // GEMM rows
   {
-    // DC = dst + (c >> 1)·S·4 + (c & 1)·2
-    c.localGet(DST).localGet(C).i32Const(1).i32ShrS().localGet(S).i32Mul().i32Const(4).i32Mul().i32Add();
-    c.localGet(C).i32Const(1).i32And().i32Const(2).i32Mul().i32Add().localSet(DC);
+    // DC = dst + (r >> 1)·S·4 + (r & 1)·2
+    c.localGet(DST).localGet(R).i32Const(1).i32ShrS().localGet(S).i32Mul().i32Const(4).i32Mul().i32Add();
+    c.localGet(R).i32Const(1).i32And().i32Const(2).i32Mul().i32Add().localSet(DC);
     // every cell = pad
     c.localGet(DC).localSet(D);
     c.localGet(DC).localGet(S).i32Const(4).i32Mul().i32Add().localSet(END);
@@ -284,27 +285,34 @@ function padBody(mode: PadMode): { locals: ValType[]; body: Code } {
     c.localGet(D).localGet(PAD).i32Store16();
     c.localGet(D).i32Const(4).i32Add().localTee(D).localGet(END).i32LtU().brIf(0);
     c.end();
-    // image rows
+    // channel c = r / fold; SP = src + c·h·w·4
+    c.localGet(R).localGet(FOLD).i32DivU().localSet(CH);
+    c.localGet(SRC).localGet(CH).localGet(H).i32Mul().localGet(W).i32Mul().i32Const(4).i32Mul().i32Add().localSet(SP);
     c.i32Const(0).localSet(IY);
     c.loop();
     {
-      // D = DC + ((iy + ph)·Wp + pw)·4; the row's w source values from SP on
-      c.localGet(DC).localGet(IY).localGet(PH).i32Add().localGet(WP).i32Mul().localGet(PW).i32Add().i32Const(4).i32Mul().i32Add().localSet(D);
+      // Q = (iy + ph)·Wp + pw − (r − c·fold)·dw: the row's first cell (negative cells are skipped)
+      c.localGet(IY).localGet(PH).i32Add().localGet(WP).i32Mul().localGet(PW).i32Add();
+      c.localGet(R).localGet(CH).localGet(FOLD).i32Mul().i32Sub().localGet(DW).i32Mul().i32Sub().localSet(Q);
       c.localGet(SP).localGet(W).i32Const(4).i32Mul().i32Add().localSet(END);
       c.loop();
-      c.localGet(D);
-      c.localGet(SP).i32Load();
-      if (mode === 'uint8') c.i32Const(255).i32And().localGet(ZX).i32Sub();
-      else if (mode === 'int8') c.i32Const(24).i32Shl().i32Const(24).i32ShrS().localGet(ZX).i32Sub();
-      else c.i32Const(31).i32ShrS().i32Const(1).i32Shl().i32Const(1).i32Add(); // (v >> 31)·2 + 1 = ±1
-      c.i32Store16();
-      c.localGet(D).i32Const(4).i32Add().localSet(D);
-      c.localGet(SP).i32Const(4).i32Add().localTee(SP).localGet(END).i32LtU().brIf(0);
+      {
+        c.localGet(Q).localGet(S).i32LtU().if();
+        c.localGet(DC).localGet(Q).i32Const(4).i32Mul().i32Add();
+        c.localGet(SP).i32Load();
+        if (mode === 'uint8') c.i32Const(255).i32And().localGet(ZX).i32Sub();
+        else if (mode === 'int8') c.i32Const(24).i32Shl().i32Const(24).i32ShrS().localGet(ZX).i32Sub();
+        else c.i32Const(31).i32ShrS().i32Const(1).i32Shl().i32Const(1).i32Add(); // (v >> 31)·2 + 1 = ±1
+        c.i32Store16();
+        c.end();
+        c.localGet(Q).i32Const(1).i32Add().localSet(Q);
+        c.localGet(SP).i32Const(4).i32Add().localTee(SP).localGet(END).i32LtU().brIf(0);
+      }
       c.end();
       c.localGet(IY).i32Const(1).i32Add().localTee(IY).localGet(H).i32LtU().brIf(0);
     }
     c.end();
-    c.localGet(C).i32Const(1).i32Add().localTee(C).localGet(CH).i32LtU().brIf(0);
+    c.localGet(R).i32Const(1).i32Add().localTee(R).localGet(ROWS).i32LtU().brIf(0);
   }
   c.end();
   return { locals, body: c };
@@ -320,7 +328,7 @@ export function gemmModuleBytes(): Uint8Array {
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
     { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
-    ...PAD_MODES.map((mode) => ({ params: Array<ValType>(11).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
+    ...PAD_MODES.map((mode) => ({ params: Array<ValType>(13).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
   ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
@@ -381,7 +389,7 @@ export class WasmGemm {
   private readonly memory: WasmMemory;
   private readonly addKernel: (a: number, b: number, out: number, count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number) => number;
   private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number) => number;
-  private readonly padKernels: Record<PadMode, (src: number, dst: number, channels: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
+  private readonly padKernels: Record<PadMode, (src: number, dst: number, rows: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
@@ -452,18 +460,20 @@ export class WasmGemm {
   }
 
   /**
-   * The padded pair planes of a direct convolution written to the x operand (see `padBody`): from
-   * int32 images [channels, h, w] at int32 element index `src` (inside the space `operands`
-   * reserved, after x), each channel as S cells (the image at (y + ph)·Wp + x + pw, `pad`
-   * elsewhere), channels 2r and 2r + 1 interleaved in x row-pair r (x stride S).
+   * The padded input of a direct convolution written to the x operand (see `padBody`): from int32
+   * images [channels, h, w] at int32 element index `src` (inside the space `operands` reserved,
+   * after x), GEMM row r = c·fold + f = channel c's padded plane (the image at (y + ph)·Wp + x + pw,
+   * `pad` elsewhere) shifted by f·dw, S cells, rows 2k and 2k + 1 interleaved in x row-pair k (x
+   * stride S).
    */
-  pad(mode: PadMode, src: number, channels: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number): void {
-    if (!(channels > 0 && h > 0 && w > 0 && Wp >= w + pw && ph >= 0 && pw >= 0 && S >= (h + ph) * Wp)) {
-      throw new RangeError(`WasmGemm.pad: bad geometry (channels ${channels}, h ${h}, w ${w}, Wp ${Wp}, ph ${ph}, pw ${pw}, S ${S})`);
+  pad(mode: PadMode, src: number, channels: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number): void {
+    if (!(channels > 0 && fold > 0 && dw >= 0 && h > 0 && w > 0 && Wp >= w + pw && ph >= 0 && pw >= 0 && S >= (h + ph) * Wp)) {
+      throw new RangeError(`WasmGemm.pad: bad geometry (channels ${channels}, fold ${fold}, dw ${dw}, h ${h}, w ${w}, Wp ${Wp}, ph ${ph}, pw ${pw}, S ${S})`);
     }
-    const xEnd = this.top + Math.ceil(channels / 2) * S * 4;
+    const rows = channels * fold;
+    const xEnd = this.top + Math.ceil(rows / 2) * S * 4;
     if (!(4 * src >= xEnd && 4 * (src + channels * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.pad: source outside the reserved space or overlapping x');
-    this.padKernels[mode](4 * src, this.top, channels, h, w, Wp, ph, pw, S, pad, zx);
+    this.padKernels[mode](4 * src, this.top, rows, fold, dw, h, w, Wp, ph, pw, S, pad, zx);
   }
 
   /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) above the weights. */
