@@ -451,9 +451,7 @@ export class FastLayer {
       const og = O / g.groups;
       const per = g.inChannels * h * w;
       const direct = g.stride[0] === 1 && g.stride[1] === 1;
-      const xt = scratch.input16(direct ? 0 : per);
       for (let b = 0; b < n; b++) {
-        if (!direct) this.transform16(x, b * per, per, xt);
         for (let gi = 0; gi < g.groups; gi++) {
           if (direct) {
             this.directConv(x, b * per, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null);
@@ -461,8 +459,11 @@ export class FastLayer {
           }
           const { weights, at } = this.weights16(gemm); // (direct convolutions use weightTaps)
           const wt = weights[gi]!;
-          const { i16, x: xi, i32, out: raw, q } = gemm.operands(wt.K2, Pp, wt.blocks);
-          im2colPairs(xt, h, w, oh, ow, g, gi, this.padValue, i16, xi, Pp);
+          const cg = g.inChannels / g.groups;
+          const { i32, out: raw, q, extra } = gemm.operands(wt.K2, Pp, wt.blocks, Pp, cg * h * w);
+          const src = b * per + gi * cg * h * w;
+          i32.set(x.subarray(src, src + cg * h * w), extra);
+          gemm.im2col(this.mode, extra, cg, h, w, g.kernelSize, g.stride, g.padding, g.dilation, oh, ow, Pp, this.padValue, this.zx);
           gemm.gemm(wt, at[gi]!, Pp);
           const out = fused ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
           for (let o = 0; o < og; o++) {
@@ -630,49 +631,6 @@ function im2colRows(
           }
         }
         for (let p = P; p < Pp; p++) col[row + p] = 0;
-      }
-    }
-  }
-}
-
-/**
- * Patches of one image and group for the wasm GEMM, layout [K2, Pp, 2]: the value of patch row
- * k = (c, ky, kx) (OIHW order) at pixel p = oy·ow + ox goes to dst[at + (k >> 1)·2Pp + 2p + (k & 1)],
- * `padValue` outside the image. Pixels P..Pp−1 and the odd padding row are left as they are (the
- * kernel's padded weights are zero and its pixels independent).
- */
-function im2colPairs(
-  xt: Int16Array, h: number, w: number, oh: number, ow: number,
-  g: NonNullable<LayerNode['conv']>, group: number, padValue: number, dst: Int16Array, at: number, Pp: number,
-): void {
-  const cg = g.inChannels / g.groups;
-  const [kh, kw] = g.kernelSize;
-  const [sh, sw] = g.stride;
-  const [ph, pw] = g.padding;
-  const [dh, dw] = g.dilation;
-  let k = 0;
-  for (let c = 0; c < cg; c++) {
-    const plane = (group * cg + c) * h * w;
-    for (let ky = 0; ky < kh; ky++) {
-      for (let kx = 0; kx < kw; kx++, k++) {
-        const row = at + (k >> 1) * 2 * Pp + (k & 1);
-        const shiftX = kx * dw - pw;
-        // ox with 0 ≤ ox·sw + shiftX < w
-        const oxLo = Math.min(ow, Math.max(0, Math.ceil(-shiftX / sw)));
-        const oxHi = Math.max(oxLo, Math.min(ow, Math.floor((w - 1 - shiftX) / sw) + 1));
-        for (let oy = 0; oy < oh; oy++) {
-          const iy = oy * sh - ph + ky * dh;
-          const o = row + 2 * oy * ow;
-          if (iy < 0 || iy >= h) {
-            for (let ox = 0; ox < ow; ox++) dst[o + 2 * ox] = padValue;
-            continue;
-          }
-          const src = plane + iy * w + shiftX;
-          for (let ox = 0; ox < oxLo; ox++) dst[o + 2 * ox] = padValue;
-          if (sw === 1) for (let ox = oxLo; ox < oxHi; ox++) dst[o + 2 * ox] = xt[src + ox]!;
-          else for (let ox = oxLo; ox < oxHi; ox++) dst[o + 2 * ox] = xt[src + ox * sw]!;
-          for (let ox = oxHi; ox < ow; ox++) dst[o + 2 * ox] = padValue;
-        }
       }
     }
   }

@@ -178,6 +178,39 @@ describe('WebAssembly SIMD128 GEMM', () => {
     assert.throws(() => gemm.pad('uint8', 0, 1, 1, 1, 2, 2, 4, 1, 1, 16, 0, 0), /overlapping x/);
   });
 
+  it('im2col: patches of random geometry (stride, padding, dilation, odd sizes), every mode, wrapping values', () => {
+    const rng = new Rng(17);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
+    for (let trial = 0; trial < 40; trial++) {
+      const mode = (['uint8', 'int8', 'sign'] as const)[trial % 3]!;
+      const cg = int(1, 5), h = int(1, 9), w = int(1, 9), kh = int(1, 3), kw = int(1, 3), sh = int(1, 3), sw = int(1, 3);
+      const ph = int(0, 2), pw = int(0, 2), dh = int(1, 2), dw = int(1, 2);
+      const oh = Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1, ow = Math.floor((w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+      if (oh < 1 || ow < 1) continue;
+      const P = oh * ow, Pp = Math.ceil(P / 8) * 8, K = cg * kh * kw, K2 = Math.ceil(K / 2);
+      const zx = mode === 'sign' ? 0 : mode === 'uint8' ? int(0, 255) : int(-128, 127);
+      const pad = int(-300, 300);
+      const x = Int32Array.from({ length: cg * h * w }, (_, i) => (i % 7 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : i % 5 === 0 ? int(-1000, 1000) : int(-128, 255)));
+      const { i16, i32, x: xi, extra } = gemm.operands(K2, Pp, 1, Pp, x.length);
+      i16.fill(12345, xi, xi + K2 * Pp * 2);
+      i32.set(x, extra);
+      gemm.im2col(mode, extra, cg, h, w, [kh, kw], [sh, sw], [ph, pw], [dh, dw], oh, ow, Pp, pad, zx);
+      const operand = (v: number): number => (mode === 'sign' ? (v >= 0 ? 1 : -1) : mode === 'uint8' ? (v & 255) - zx : ((v << 24) >> 24) - zx);
+      for (let k = 0; k < 2 * K2; k++) {
+        const c = Math.floor(k / (kh * kw)), ky = Math.floor(k / kw) % kh, kx = k % kw;
+        for (let p = 0; p < Pp; p++) {
+          const iy = Math.floor(p / ow) * sh - ph + ky * dh, ix = (p % ow) * sw - pw + kx * dw;
+          const want = k >= K || p >= P ? 12345 : iy >= 0 && iy < h && ix >= 0 && ix < w ? operand(x[(c * h + iy) * w + ix]!) : pad;
+          assert.equal(i16[xi + (k >> 1) * 2 * Pp + 2 * p + (k & 1)], want, `trial ${trial} (${mode}): row ${k}, pixel ${p}`);
+        }
+      }
+    }
+    const { extra } = gemm.operands(1, 8, 1, 8, 16);
+    assert.throws(() => gemm.im2col('int8', extra, 1, 4, 4, [1, 1], [1, 1], [0, 0], [1, 1], 4, 4, 8, 0, 0), /bad geometry/);
+    assert.throws(() => gemm.im2col('int8', 0, 1, 2, 2, [1, 1], [1, 1], [0, 0], [1, 1], 2, 2, 8, 0, 0), /overlapping x/);
+  });
+
   it('rejects bad geometry', () => {
     const gemm = WasmGemm.create()!;
     const packed = packInt16Weights(new Int8Array(8), 0, 2, 4);

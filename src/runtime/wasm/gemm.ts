@@ -318,6 +318,74 @@ function padBody(mode: PadMode): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
+/**
+ * im2col_<mode>(src, dst, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, Pp, pad, zx): the
+ * patches of one image and group for the GEMM from int32 images src [cg, h, w] (byte address):
+ * patch row k = (c, ky, kx) (OIHW order) at pixel p = oy·ow + ox goes to the int16 at
+ * dst + ((k >> 1)·2Pp + 2p + (k & 1))·2 bytes: the operand (see `padBody`) of the input at
+ * (oy·sh − ph + ky·dh, ox·sw − pw + kx·dw), `pad` outside the image. Pixels P..Pp − 1 and the odd
+ * partner of a last odd row are not written. All sizes must be positive.
+ */
+function im2colBody(mode: PadMode): { locals: ValType[]; body: Code } {
+  const [SRC, DST, CG, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, PP, PAD, ZX] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
+  const C = 18, KY = 19, KX = 20, K = 21, D = 22, OY = 23, OX = 24, IY = 25, IX = 26, CB = 27, V = 28, ROWB = 29;
+  const locals: ValType[] = Array<ValType>(12).fill(ValType.i32);
+  const c = new Code();
+  c.i32Const(0).localSet(K);
+  c.i32Const(0).localSet(C);
+  c.loop(); // channels
+  {
+    c.localGet(SRC).localGet(C).localGet(H).i32Mul().localGet(W).i32Mul().i32Const(4).i32Mul().i32Add().localSet(CB);
+    c.i32Const(0).localSet(KY);
+    c.loop();
+    {
+      c.i32Const(0).localSet(KX);
+      c.loop();
+      {
+        // D = dst + ((k >> 1)·2Pp + (k & 1))·2
+        c.localGet(DST).localGet(K).i32Const(1).i32ShrS().localGet(PP).i32Mul().i32Const(4).i32Mul().i32Add();
+        c.localGet(K).i32Const(1).i32And().i32Const(2).i32Mul().i32Add().localSet(D);
+        c.i32Const(0).localSet(OY);
+        c.loop();
+        {
+          // IY = oy·sh − ph + ky·dh; ROWB = CB + IY·w·4
+          c.localGet(OY).localGet(SH).i32Mul().localGet(PH).i32Sub().localGet(KY).localGet(DH).i32Mul().i32Add().localSet(IY);
+          c.localGet(CB).localGet(IY).localGet(W).i32Mul().i32Const(4).i32Mul().i32Add().localSet(ROWB);
+          // IX = −pw + kx·dw, then + sw per pixel
+          c.localGet(KX).localGet(DW).i32Mul().localGet(PW).i32Sub().localSet(IX);
+          c.i32Const(0).localSet(OX);
+          c.loop();
+          {
+            c.localGet(PAD).localSet(V);
+            c.localGet(IY).localGet(H).i32LtU().localGet(IX).localGet(W).i32LtU().i32And().if();
+            c.localGet(ROWB).localGet(IX).i32Const(4).i32Mul().i32Add().i32Load();
+            if (mode === 'uint8') c.i32Const(255).i32And().localGet(ZX).i32Sub();
+            else if (mode === 'int8') c.i32Const(24).i32Shl().i32Const(24).i32ShrS().localGet(ZX).i32Sub();
+            else c.i32Const(31).i32ShrS().i32Const(1).i32Shl().i32Const(1).i32Add();
+            c.localSet(V);
+            c.end();
+            c.localGet(D).localGet(V).i32Store16();
+            c.localGet(D).i32Const(4).i32Add().localSet(D);
+            c.localGet(IX).localGet(SW).i32Add().localSet(IX);
+            c.localGet(OX).i32Const(1).i32Add().localTee(OX).localGet(OW).i32LtU().brIf(0);
+          }
+          c.end();
+          c.localGet(OY).i32Const(1).i32Add().localTee(OY).localGet(OH).i32LtU().brIf(0);
+        }
+        c.end();
+        c.localGet(K).i32Const(1).i32Add().localSet(K);
+        c.localGet(KX).i32Const(1).i32Add().localTee(KX).localGet(KW).i32LtU().brIf(0);
+      }
+      c.end();
+      c.localGet(KY).i32Const(1).i32Add().localTee(KY).localGet(KH).i32LtU().brIf(0);
+    }
+    c.end();
+    c.localGet(C).i32Const(1).i32Add().localTee(C).localGet(CG).i32LtU().brIf(0);
+  }
+  c.end();
+  return { locals, body: c };
+}
+
 /** The kernel module's bytes (memory imported as env.memory). */
 export function gemmModuleBytes(): Uint8Array {
   const gemm = gemmBody();
@@ -329,6 +397,7 @@ export function gemmModuleBytes(): Uint8Array {
     { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
     ...PAD_MODES.map((mode) => ({ params: Array<ValType>(13).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
+    ...PAD_MODES.map((mode) => ({ params: Array<ValType>(18).fill(i32), results: [], ...im2colBody(mode), exportName: `im2col_${mode}` })),
   ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
@@ -390,6 +459,7 @@ export class WasmGemm {
   private readonly addKernel: (a: number, b: number, out: number, count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number) => number;
   private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number) => number;
   private readonly padKernels: Record<PadMode, (src: number, dst: number, rows: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
+  private readonly im2colKernels: Record<PadMode, (...args: number[]) => void>;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
@@ -416,6 +486,13 @@ export class WasmGemm {
       pads[mode] = f as WasmGemm['padKernels'][PadMode];
     }
     this.padKernels = pads as WasmGemm['padKernels'];
+    const im2cols: Partial<WasmGemm['im2colKernels']> = {};
+    for (const mode of PAD_MODES) {
+      const f = instance.exports[`im2col_${mode}`];
+      if (typeof f !== 'function') throw new Error(`WasmGemm: the kernel module exports no im2col_${mode} function`);
+      im2cols[mode] = f as WasmGemm['im2colKernels'][PadMode];
+    }
+    this.im2colKernels = im2cols as WasmGemm['im2colKernels'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
@@ -474,6 +551,21 @@ export class WasmGemm {
     const xEnd = this.top + Math.ceil(rows / 2) * S * 4;
     if (!(4 * src >= xEnd && 4 * (src + channels * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.pad: source outside the reserved space or overlapping x');
     this.padKernels[mode](4 * src, this.top, rows, fold, dw, h, w, Wp, ph, pw, S, pad, zx);
+  }
+
+  /**
+   * The patches of one image and group written to the x operand [K2, Pp, 2] (see `im2colBody`)
+   * from int32 images [cg, h, w] at int32 element index `src` (inside the space `operands`
+   * reserved, after x): row k = (c, ky, kx), pixel p = oy·ow + ox, `pad` outside the image.
+   */
+  im2col(mode: PadMode, src: number, cg: number, h: number, w: number, kernel: readonly [number, number], stride: readonly [number, number], padding: readonly [number, number], dilation: readonly [number, number], oh: number, ow: number, Pp: number, pad: number, zx: number): void {
+    const [kh, kw] = kernel, [sh, sw] = stride, [ph, pw] = padding, [dh, dw] = dilation;
+    if (!([cg, h, w, kh, kw, sh, sw, dh, dw, oh, ow].every((v) => v > 0) && ph >= 0 && pw >= 0 && Pp >= oh * ow)) {
+      throw new RangeError(`WasmGemm.im2col: bad geometry (cg ${cg}, h ${h}, w ${w}, kernel ${kh}x${kw}, stride ${sh}x${sw}, oh ${oh}, ow ${ow}, Pp ${Pp})`);
+    }
+    const xEnd = this.top + Math.ceil((cg * kh * kw) / 2) * Pp * 4;
+    if (!(4 * src >= xEnd && 4 * (src + cg * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.im2col: source outside the reserved space or overlapping x');
+    this.im2colKernels[mode](4 * src, this.top, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, Pp, pad, zx);
   }
 
   /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) above the weights. */
