@@ -47,8 +47,8 @@ for (const [name, O, K, P] of shapes) {
   };
   time(() => gemm.gemm(packed, at, Pp)); // warm-up
   const perCall = time(() => gemm.gemm(packed, at, Pp));
-  const { out, q } = gemm.operands(packed.K2, Pp, packed.blocks);
-  const perRequant = time(() => { for (let o = 0; o < O; o++) gemm.requantize(out + o * Pp, q + o * Pp, Pp, 1, 100, 2 ** -12, -128, 127, 0); });
+  const { out, q, list } = gemm.operands(packed.K2, Pp, packed.blocks);
+  const perRequant = time(() => { for (let o = 0; o < O; o++) gemm.requantize(out + o * Pp, q + o * Pp, Pp, 1, 100, 2 ** -12, -128, 127, 0, list); });
   const macs = O * K * P; // useful multiply-accumulates
   const computed = packed.blocks * 4 * packed.K2 * 2 * Pp; // including padding
   const row = {

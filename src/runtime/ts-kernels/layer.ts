@@ -364,7 +364,7 @@ export class FastLayer {
     const taps = this.weightTaps(gemm, fold);
     // wasm writes the padded, shifted rows straight into x (stride S) from the int32 images
     const hw = h * w;
-    const { i32, out: raw, q, extra } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S, cg * hw);
+    const { i32, out: raw, q, list, extra } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S, cg * hw);
     const src = xOffset + gi * cg * hw;
     i32.set(x.subarray(src, src + cg * hw), extra);
     gemm.pad(this.mode, extra, cg, fold, dw, h, w, Wp, ph, pw, S, this.padValue, this.zx);
@@ -374,7 +374,7 @@ export class FastLayer {
         gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
-    this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
+    this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
   }
 
   /** The valid positions (q = oy·Wp + ox, ox < ow) of `rows` GEMM output rows at `out` to acc[accOffset…]. */
@@ -394,15 +394,15 @@ export class FastLayer {
    * element indices of `i32`) in wasm, values the fast path is unsure of with requantizeScalar
    * (the reference's own function). Returns where the results are.
    */
-  private requantRows(gemm: WasmGemm, i32: Int32Array, out: number, q: number, rows: number, Pp: number, channel0: number): number {
+  private requantRows(gemm: WasmGemm, i32: Int32Array, out: number, q: number, list: number, rows: number, Pp: number, channel0: number): number {
     const plan = this.wasmRequant!;
     const { bias, multiplier, shift, ratio, up, zeroPoint: z, lo, hi } = plan;
     for (let o = 0; o < rows; o++) {
       const c = channel0 + o;
       const a = out + o * Pp, r = q + o * Pp;
-      if (gemm.requantize(a, r, Pp, up, bias[c]!, ratio[c]!, lo - z, hi - z, z)) continue;
-      for (let i = 0; i < Pp; i++) {
-        if (i32[r + i] !== REQUANT_UNSURE) continue;
+      const unsure = gemm.requantize(a, r, Pp, up, bias[c]!, ratio[c]!, lo - z, hi - z, z, list);
+      for (let u = 0; u < unsure; u++) {
+        const i = i32[list + u]!;
         const v = requantizeScalar(i32[a + i]! * up + bias[c]!, multiplier[c]!, shift[c]!) + z;
         i32[r + i] = v < lo ? lo : v > hi ? hi : v;
       }
@@ -430,7 +430,7 @@ export class FastLayer {
         const m = Math.min(LINEAR_CHUNK, n - s0);
         this.transform16(x, s0 * K, m * K, xt);
         const Pp = Math.ceil(m / 8) * 8;
-        const { i16, x: xi, i32, out: raw, q } = gemm.operands(wt.K2, Pp, wt.blocks);
+        const { i16, x: xi, i32, out: raw, q, list } = gemm.operands(wt.K2, Pp, wt.blocks);
         // x [K2, Pp, 2]: sample s, feature k at (k >> 1)·2Pp + 2s + (k & 1)
         for (let s = 0; s < m; s++) {
           const src = s * K;
@@ -438,7 +438,7 @@ export class FastLayer {
           for (let k = 0; k < K; k++) i16[dst + (k >> 1) * 2 * Pp + (k & 1)] = xt[src + k]!;
         }
         gemm.gemm(wt, at[0]!, Pp);
-        const out = fused ? this.requantRows(gemm, i32, raw, q, O, Pp, 0) : raw;
+        const out = fused ? this.requantRows(gemm, i32, raw, q, list, O, Pp, 0) : raw;
         for (let o = 0; o < O; o++) {
           const row = out + o * Pp;
           for (let s = 0; s < m; s++) acc[(s0 + s) * O + o] = i32[row + s]!;
@@ -460,12 +460,12 @@ export class FastLayer {
           const { weights, at } = this.weights16(gemm); // (direct convolutions use weightTaps)
           const wt = weights[gi]!;
           const cg = g.inChannels / g.groups;
-          const { i32, out: raw, q, extra } = gemm.operands(wt.K2, Pp, wt.blocks, Pp, cg * h * w);
+          const { i32, out: raw, q, list, extra } = gemm.operands(wt.K2, Pp, wt.blocks, Pp, cg * h * w);
           const src = b * per + gi * cg * h * w;
           i32.set(x.subarray(src, src + cg * h * w), extra);
           gemm.im2col(this.mode, extra, cg, h, w, g.kernelSize, g.stride, g.padding, g.dilation, oh, ow, Pp, this.padValue, this.zx);
           gemm.gemm(wt, at[gi]!, Pp);
-          const out = fused ? this.requantRows(gemm, i32, raw, q, og, Pp, gi * og) : raw;
+          const out = fused ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
           for (let o = 0; o < og; o++) {
             const row = out + o * Pp;
             const d = (b * O + gi * og + o) * P;

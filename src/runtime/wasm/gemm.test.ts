@@ -108,7 +108,7 @@ describe('WebAssembly SIMD128 GEMM', () => {
     }
   });
 
-  it('requantize: sure values equal clamp(requantizeScalar(acc·2^k + bias) + z), ties and large values left unsure', () => {
+  it('requantize: sure values equal clamp(requantizeScalar(acc·2^k + bias) + z), ties and large values left unsure and listed', () => {
     const rng = new Rng(11);
     const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
     const gemm = WasmGemm.create()!;
@@ -122,24 +122,28 @@ describe('WebAssembly SIMD128 GEMM', () => {
       const [lo, hi] = trial % 2 === 0 ? [0, 255] : [-128, 127];
       const z = int(lo, hi);
       const accs = Int32Array.from({ length: count }, (_, i) => (exactTies ? int(-300, 300) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20)));
-      const { i32, out, q } = gemm.operands(1, count, 1);
+      const { i32, out, q, list } = gemm.operands(1, count, 1);
       i32.set(accs, out);
-      const allSure = gemm.requantize(out, q, count, up, bias, multiplier * 2 ** -shift, lo - z, hi - z, z);
+      i32.fill(-1, list, list + count);
+      const listed = gemm.requantize(out, q, count, up, bias, multiplier * 2 ** -shift, lo - z, hi - z, z, list);
+      const unsureAt: number[] = [];
       let here = 0;
       for (let i = 0; i < count; i++) {
         const got = i32[q + i]!;
-        if (got === REQUANT_UNSURE) { here++; continue; }
+        if (got === REQUANT_UNSURE) { here++; unsureAt.push(i); continue; }
         const r = requantizeScalar(accs[i]! * up + bias, multiplier, shift) + z;
         assert.equal(got, Math.min(hi, Math.max(lo, r)), `trial ${trial}: value ${i} (acc ${accs[i]})`);
         sure++;
       }
-      assert.equal(allSure, here === 0);
+      // the list names exactly the unsure values, in order
+      assert.equal(listed, here);
+      assert.deepEqual([...i32.subarray(list, list + listed)], unsureAt);
       unsure += here;
     }
     assert.ok(unsure > 20 && sure > 1000, `both paths exercised (${sure} sure, ${unsure} unsure)`);
-    const { out, q } = gemm.operands(1, 8, 1);
-    assert.throws(() => gemm.requantize(out, q, 6, 1, 0, 1, 0, 255, 0), /multiple of 4/);
-    assert.throws(() => gemm.requantize(out, q, 8, 1, 0, 1, -(2 ** 30), 255, 0), /2\^29/);
+    const { out, q, list } = gemm.operands(1, 8, 1);
+    assert.throws(() => gemm.requantize(out, q, 6, 1, 0, 1, 0, 255, 0, list), /multiple of 4/);
+    assert.throws(() => gemm.requantize(out, q, 8, 1, 0, 1, -(2 ** 30), 255, 0, list), /2\^29/);
   });
 
   it('pad: padded, shifted pair rows of random odd shapes, every mode, values outside the byte range wrap', () => {

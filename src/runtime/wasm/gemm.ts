@@ -128,19 +128,19 @@ const NEAR = 0.5 - 2 ** -10;
 export const REQUANT_UNSURE = -(2 ** 31);
 
 /**
- * requantize(acc, q, count, up, bias, ratio, loT, hiT, z) → 1 when every value was done here:
- * the fast path of ../ts-kernels/requantize.ts, two doubles per f64x2 op with the same IEEE
+ * requantize(acc, q, count, up, bias, ratio, loT, hiT, z, list) → the number of values left to the
+ * caller: the fast path of ../ts-kernels/requantize.ts, two doubles per f64x2 op with the same IEEE
  * operations in the same order (v = acc·up + bias, d = v·ratio, t = floor(d + ½)), so the same d
  * and t; where |t − d| < ½ − 2^−10 and |d| < 2^29, q = clamp(t, loT, hiT) + z, else q =
- * REQUANT_UNSURE and the function returns 0 (the caller recomputes those values exactly).
- * count: a positive multiple of 4.
+ * REQUANT_UNSURE and the value's index i (q[i]) is appended to the int32 array at `list` (the
+ * caller recomputes those values exactly). count: a positive multiple of 4.
  */
 function requantBody(): { locals: ValType[]; body: Code } {
-  const [ACC, Q, COUNT, UP, BIAS, RATIO, LOT, HIT, Z] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  const END = 9;
-  const UPV = 10, BV = 11, FV = 12, HALF = 13, NEARP = 14, NEARN = 15, SMALLP = 16, SMALLN = 17;
-  const LOV = 18, HIV = 19, ZV = 20, SENT = 21, OKALL = 22, A = 23, D = 24, NR = 25, T0 = 26, T1 = 27, M0 = 28, M1 = 29, T = 30, MASK = 31;
-  const locals: ValType[] = [ValType.i32, ...Array<ValType>(22).fill(ValType.v128)];
+  const [ACC, Q, COUNT, UP, BIAS, RATIO, LOT, HIT, Z, LIST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const END = 10, N = 11, I = 12;
+  const UPV = 13, BV = 14, FV = 15, HALF = 16, NEARP = 17, NEARN = 18, SMALLP = 19, SMALLN = 20;
+  const LOV = 21, HIV = 22, ZV = 23, SENT = 24, A = 25, D = 26, NR = 27, T0 = 28, T1 = 29, M0 = 30, M1 = 31, T = 32, MASK = 33;
+  const locals: ValType[] = [ValType.i32, ValType.i32, ValType.i32, ...Array<ValType>(21).fill(ValType.v128)];
   const c = new Code();
   c.localGet(ACC).localGet(COUNT).i32Const(4).i32Mul().i32Add().localSet(END);
   c.localGet(UP).f64x2Splat().localSet(UPV);
@@ -155,7 +155,8 @@ function requantBody(): { locals: ValType[]; body: Code } {
   c.localGet(HIT).i32x4Splat().localSet(HIV);
   c.localGet(Z).i32x4Splat().localSet(ZV);
   c.i32Const(REQUANT_UNSURE).i32x4Splat().localSet(SENT);
-  c.v128Const(Array<number>(16).fill(255)).localSet(OKALL);
+  c.i32Const(0).localSet(N);
+  c.i32Const(0).localSet(I);
   c.loop();
   {
     c.localGet(ACC).v128Load().localSet(A);
@@ -175,7 +176,16 @@ function requantBody(): { locals: ValType[]; body: Code } {
     // the four int32 results and lane masks
     c.localGet(T0).localGet(T1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).localSet(T);
     c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
-    c.localGet(OKALL).localGet(MASK).v128And().localSet(OKALL);
+    // unsure lanes: their indices to the list
+    c.localGet(MASK).i32x4AllTrue().i32Eqz().if();
+    for (let lane = 0; lane < 4; lane++) {
+      c.localGet(MASK).i32x4ExtractLane(lane).i32Eqz().if();
+      c.localGet(LIST).localGet(N).i32Const(4).i32Mul().i32Add().localGet(I).i32Const(lane).i32Add().i32Store();
+      c.localGet(N).i32Const(1).i32Add().localSet(N);
+      c.end();
+    }
+    c.end();
+    c.localGet(I).i32Const(4).i32Add().localSet(I);
     c.localGet(Q);
     c.localGet(T).localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
     c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
@@ -183,7 +193,7 @@ function requantBody(): { locals: ValType[]; body: Code } {
     c.localGet(ACC).i32Const(16).i32Add().localTee(ACC).localGet(END).i32LtU().brIf(0);
   }
   c.end();
-  c.localGet(OKALL).i32x4AllTrue();
+  c.localGet(N);
   return { locals, body: c };
 }
 
@@ -394,7 +404,7 @@ export function gemmModuleBytes(): Uint8Array {
   const i32 = ValType.i32, f64 = ValType.f64;
   return emitModule([
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
-    { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
+    { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
     ...PAD_MODES.map((mode) => ({ params: Array<ValType>(13).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
     ...PAD_MODES.map((mode) => ({ params: Array<ValType>(18).fill(i32), results: [], ...im2colBody(mode), exportName: `im2col_${mode}` })),
@@ -457,7 +467,7 @@ export function packInt16Weights(w: Int8Array, offset: number, channels: number,
 export class WasmGemm {
   private readonly memory: WasmMemory;
   private readonly addKernel: (a: number, b: number, out: number, count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number) => number;
-  private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number) => number;
+  private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number, list: number) => number;
   private readonly padKernels: Record<PadMode, (src: number, dst: number, rows: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
   private readonly im2colKernels: Record<PadMode, (...args: number[]) => void>;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
@@ -524,16 +534,17 @@ export class WasmGemm {
   /**
    * Space for x [K2, Pp, 2] int16 and out [4·blocks, Pp] int32 above the weights: the int16 view
    * with x's element index and the int32 view with out's element index (views change when memory
-   * grows, so take them after this call). `extra` int32 values are reserved after them (element
-   * index `extra` of the int32 view: the input images of `pad`).
+   * grows, so take them after this call). Then Pp int32 for the `list` of `requantize`, and `extra`
+   * int32 values (element index `extra` of the int32 view: the input images of `pad` / `im2col`).
    */
-  operands(K2: number, Pp: number, blocks: number, xStride = Pp, extra = 0): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number; extra: number } {
+  operands(K2: number, Pp: number, blocks: number, xStride = Pp, extra = 0): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number; list: number; extra: number } {
     const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
     const outAt = this.top + xBytes;
     const qAt = outAt + blocks * 4 * Pp * 4;
-    const extraAt = qAt + blocks * 4 * Pp * 4;
+    const listAt = qAt + blocks * 4 * Pp * 4;
+    const extraAt = listAt + Pp * 4;
     this.ensure(extraAt + 4 * extra);
-    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4, extra: extraAt / 4 };
+    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4, list: listAt / 4, extra: extraAt / 4 };
   }
 
   /**
@@ -589,13 +600,14 @@ export class WasmGemm {
   /**
    * q[i] = the fast requantization of acc[i] (int32 element indices into the `operands` view),
    * i < count (a positive multiple of 4), REQUANT_UNSURE where the caller must use the exact
-   * scalar path; true when there is no such value. Needs loT > REQUANT_UNSURE, |loT|, |hiT| ≤ 2^29.
+   * scalar path; those i are written to the int32 elements list, list + 1, … (room for count
+   * values). Returns how many there are. Needs loT > REQUANT_UNSURE, |loT|, |hiT| ≤ 2^29.
    */
-  requantize(acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number): boolean {
+  requantize(acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number, list: number): number {
     if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.requantize: count must be a positive multiple of 4, got ${count}`);
     if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] outside ±2^29`);
-    if (4 * (Math.max(acc, q) + count) > this.i32.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
-    return this.requantizeKernel(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z) === 1;
+    if (4 * (Math.max(acc, q, list) + count) > this.i32.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
+    return this.requantizeKernel(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z, 4 * list);
   }
 
   /**
