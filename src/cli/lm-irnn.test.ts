@@ -9,8 +9,9 @@ import { encodeLowbit, readLowbit, type LowbitModel } from '../format/lowbit.ts'
 import { NextWordModel } from '../nn/models/next-word.ts';
 import { Adam } from '../optim/index.ts';
 import { IrnnFormatError } from '../quant/irnn/index.ts';
-import { nextWordQatPlan, prepareRnnQat } from '../quant/rnn/index.ts';
-import { Rng } from '../tensor/index.ts';
+import { nextWordQatPlan, prepareRnnQat, type QatLSTM } from '../quant/rnn/index.ts';
+import { Rng, Tensor } from '../tensor/index.ts';
+import { noGrad } from '../autograd/engine.ts';
 import { evaluatePerplexity, fit, PerplexityMeter } from '../train/index.ts';
 import { convertNextWordModel, intNextWordFromLowbit, intNextWordToLowbit, loadIntNextWord, saveIntNextWord, type IntNextWordModel } from './lm-irnn.ts';
 import { evalIntLanguageModel } from './commands/eval-lm.ts';
@@ -97,9 +98,11 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
         assert.equal(logits[n * V + r], Math.fround(acc * intModel.headScale[r]! * hs + intModel.headBias[r]!), `logit [${n}, ${r}]`);
       }
     }
-    // The stored table is the embedding quantized at the LSTM's input scale.
-    const table = qat.embedding.forward(new (x.constructor as typeof import('../tensor/index.ts').Tensor)(Int32Array.of(3), [1, 1])).data;
-    for (let k = 0; k < E; k++) assert.ok(Math.abs(intModel.table[3 * E + k]! * intModel.lstm.params.inputScale - table[k]!) <= intModel.lstm.params.inputScale / 2 + 1e-7);
+    // The stored table is the LSTM input as the QAT model's matmul sees it (Q_x of the embedding), requantized at the LSTM's input scale.
+    const qx = (qat.rnn as unknown as QatLSTM).layerQuantizers(0).input!;
+    const table = noGrad(() => qx.forward(qat.embedding.forward(new Tensor(Int32Array.of(3), [1, 1])))).data;
+    const s = intModel.lstm.params.inputScale;
+    for (let k = 0; k < E; k++) assert.ok(Math.abs(intModel.table[3 * E + k]! * s - table[k]!) <= s / 2 + 1e-7, `table [3, ${k}]: ${intModel.table[3 * E + k]} * ${s} vs ${table[k]}`);
   });
 
   it('round-trips through the file bit-exactly, metadata included', () => {
@@ -148,6 +151,12 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
     // The container's own checks: a truncated file is refused by the .lowbit reader.
     const bytes = encodeLowbit(good);
     assert.throws(() => loadIntNextWord(bytes.subarray(0, bytes.length - 10)), /truncated|expected|bytes/i);
+  });
+
+  it('refuses a run with activations narrower than 8 bits (w4a4)', () => {
+    const w4a4 = new NextWordModel({ vocabSize: corpus.vocab.size, embeddingDim: 4, hiddenSize: 4, rng: new Rng(0) });
+    prepareRnnQat(w4a4, nextWordQatPlan('w4a4')!);
+    assert.throws(() => convertNextWordModel(w4a4, [], { context: CONTEXT, vocabulary: corpus.vocab.words }), /LSTM input x_t was trained at 4 bits/);
   });
 
   it('refuses a GRU core, and lowbit eval refuses a file that does not name its corpus', () => {

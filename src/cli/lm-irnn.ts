@@ -128,6 +128,8 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
     model.eval();
     try {
       let wih: Tensor, whh: Tensor, bih: Tensor, bhh: Tensor, bits: number;
+      // The QAT LSTM's input quantizer (x_t as its matmul sees it: clamped and rounded); null when float.
+      let inputQuantizer: Quantizer | null = null;
       if (rnn instanceof QatLSTM) {
         if (rnn.numLayers !== 1) throw new RangeError('convertNextWordModel: one LSTM layer only');
         const q = rnn.layerQuantizers(0);
@@ -139,6 +141,13 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
         bih = pbih;
         bhh = pbhh;
         bits = weightBitsOf(q.weightIh);
+        inputQuantizer = q.input;
+        const headInput = (model.head as unknown as { inputQuantizer?: Quantizer | null }).inputQuantizer ?? null;
+        for (const [what, quantizer] of [['the LSTM input x_t', q.input], ['the LSTM hidden state h_{t-1}', q.hidden], ['the head input', headInput]] as const) {
+          if (quantizer && quantizer.spec.bits < 8) {
+            throw new RangeError(`convertNextWordModel: ${what} was trained at ${quantizer.spec.bits} bits; the integer runtime carries x and h as int8 and the model relies on the clipping of its narrower format (a w4a4 run measured test perplexity 1609 through it instead of 133), so only runs with 8-bit or float activations convert`);
+          }
+        }
       } else if (rnn instanceof LSTM) {
         const sd = rnn.stateDict();
         const get = (k: string): Tensor => {
@@ -154,14 +163,18 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
       const E = wih.shape[1]!;
       const qlstm = new QuantLSTM(E, H, { batchFirst: true, weightBits: bits, ...(options.segments === undefined ? {} : { segments: options.segments }) });
       qlstm.loadStateDict(new Map([['weight_ih_l0', wih], ['weight_hh_l0', whh], ['bias_ih_l0', bih], ['bias_hh_l0', bhh]]), { strict: false });
-      // The embedding table as the forward sees it: every id once.
+      // The embedding table as the LSTM's matmul sees it (through the QAT input quantizer): every id once.
       const allIds = new Tensor(Int32Array.from({ length: V }, (_, i) => i), [1, V]);
-      const tableReal = model.embedding.forward(allIds);
+      const embed = (ids: Tensor): Tensor => {
+        const x = model.embedding.forward(ids);
+        return inputQuantizer && inputQuantizer.fakeQuantEnabled ? inputQuantizer.forward(x) : x;
+      };
+      const tableReal = embed(allIds);
       // Calibration: observe the int8 ranges of x and h (training mode updates QuantLSTM's absmax buffers).
       qlstm.train();
       let seen = 0;
       for (const ids of calibration) {
-        qlstm.forward(model.embedding.forward(ids));
+        qlstm.forward(embed(ids));
         seen++;
       }
       if (seen === 0) throw new RangeError('convertNextWordModel: no calibration batches');
