@@ -374,19 +374,11 @@ export class FastLayer {
         gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
-    this.validOut(requantize ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw, i32, og, oh, ow, Wp, Pp, acc, accOffset);
-  }
-
-  /** The valid positions (q = oy·Wp + ox, ox < ow) of `rows` GEMM output rows at `out` to acc[accOffset…]. */
-  private validOut(out: number, i32: Int32Array, rows: number, oh: number, ow: number, Wp: number, Pp: number, acc: Int32Array, accOffset: number): void {
-    // row by row (plain loops: a subarray per row costs an allocation)
-    let d = accOffset;
-    for (let o = 0; o < rows; o++) {
-      for (let oy = 0; oy < oh; oy++) {
-        const src = out + o * Pp + oy * Wp;
-        for (let ox = 0; ox < ow; ox++) acc[d++] = i32[src + ox]!;
-      }
-    }
+    // the valid positions (ox < ow) packed in wasm into the other output region, then one copy out
+    const res = requantize ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
+    const packed = res === q ? raw : q;
+    gemm.compact(res, packed, og, oh, ow, Wp, Pp);
+    acc.set(i32.subarray(packed, packed + og * oh * ow), accOffset);
   }
 
   /**

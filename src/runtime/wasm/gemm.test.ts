@@ -215,6 +215,26 @@ describe('WebAssembly SIMD128 GEMM', () => {
     assert.throws(() => gemm.im2col('int8', 0, 1, 2, 2, [1, 1], [1, 1], [0, 0], [1, 1], 2, 2, 8, 0, 0), /overlapping x/);
   });
 
+  it('compact: valid outputs of random row geometries packed contiguously, both region orders', () => {
+    const rng = new Rng(19);
+    const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
+    const gemm = WasmGemm.create()!;
+    for (let trial = 0; trial < 40; trial++) {
+      const rows = int(1, 9), oh = int(1, 7), ow = int(1, 9), Wp = ow + int(0, 3);
+      const Pp = Math.ceil((oh * Wp) / 8) * 8;
+      const { i32, out, q } = gemm.operands(1, Pp, Math.ceil(rows / 4));
+      const [src, dst] = trial % 2 === 0 ? [out, q] : [q, out];
+      for (let i = 0; i < 4 * Math.ceil(rows / 4) * Pp; i++) i32[src + i] = int(-(2 ** 31), 2 ** 31 - 1);
+      const want: number[] = [];
+      for (let o = 0; o < rows; o++) for (let oy = 0; oy < oh; oy++) for (let ox = 0; ox < ow; ox++) want.push(i32[src + o * Pp + oy * Wp + ox]!);
+      gemm.compact(src, dst, rows, oh, ow, Wp, Pp);
+      assert.deepEqual([...i32.subarray(dst, dst + rows * oh * ow)], want, `trial ${trial}: rows ${rows}, ${oh}x${ow}, Wp ${Wp}`);
+    }
+    const { out } = gemm.operands(1, 8, 1);
+    assert.throws(() => gemm.compact(out, out + 4, 1, 2, 4, 4, 8), /overlap/);
+    assert.throws(() => gemm.compact(out, out + 32, 1, 2, 4, 3, 8), /bad geometry/);
+  });
+
   it('rejects bad geometry', () => {
     const gemm = WasmGemm.create()!;
     const packed = packInt16Weights(new Int8Array(8), 0, 2, 4);

@@ -23,7 +23,9 @@
  *
  * The same module exports `requantize` (the output stage of ../ts-kernels/requantize.ts) and `add`
  * (the residual add of ../ts-kernels/add.ts) in f64x2, each repeating the TypeScript fast path's
- * IEEE operations and marking the values that path would hand to its exact fallback.
+ * IEEE operations and marking the values that path would hand to its exact fallback, and
+ * `pad_<mode>` / `im2col_<mode>`, which build the int16 x operand of a direct / strided convolution
+ * from the layer's int32 input (byte-wrapped and centred, or ±1) inside wasm memory.
  * @internal
  */
 import { Code, emitModule, ValType } from './emitter.ts';
@@ -396,6 +398,44 @@ function im2colBody(mode: PadMode): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
+/**
+ * compact(src, dst, rows, oh, ow, Wp, Pp): the valid outputs of a direct convolution, row o's
+ * values src[o·Pp + oy·Wp + ox] (int32, byte addresses) for oy < oh, ox < ow, to dst contiguously
+ * ([rows, oh, ow]). Copies 4 values per v128: each output row may write up to 3 values past its
+ * end (overwritten by the next row) and read up to 3 past its source; the last row's may land up
+ * to 12 bytes past dst's rows·oh·ow values. src and dst must not overlap. All sizes positive.
+ */
+function compactBody(): { locals: ValType[]; body: Code } {
+  const [SRC, DST, ROWS, OH, OW, WP, PP] = [0, 1, 2, 3, 4, 5, 6];
+  const O = 7, OY = 8, S = 9, E = 10, D = 11;
+  const locals: ValType[] = Array<ValType>(5).fill(ValType.i32);
+  const c = new Code();
+  c.localGet(DST).localSet(D);
+  c.i32Const(0).localSet(O);
+  c.loop();
+  {
+    c.i32Const(0).localSet(OY);
+    c.loop();
+    {
+      // S = src + (o·Pp + oy·Wp)·4, E = S + ow·4
+      c.localGet(SRC).localGet(O).localGet(PP).i32Mul().localGet(OY).localGet(WP).i32Mul().i32Add().i32Const(4).i32Mul().i32Add().localSet(S);
+      c.localGet(S).localGet(OW).i32Const(4).i32Mul().i32Add().localSet(E);
+      c.loop();
+      c.localGet(D).localGet(S).v128Load().v128Store();
+      c.localGet(D).i32Const(16).i32Add().localSet(D);
+      c.localGet(S).i32Const(16).i32Add().localTee(S).localGet(E).i32LtU().brIf(0);
+      c.end();
+      // D −= the overshoot (S − E)
+      c.localGet(D).localGet(S).localGet(E).i32Sub().i32Sub().localSet(D);
+      c.localGet(OY).i32Const(1).i32Add().localTee(OY).localGet(OH).i32LtU().brIf(0);
+    }
+    c.end();
+    c.localGet(O).i32Const(1).i32Add().localTee(O).localGet(ROWS).i32LtU().brIf(0);
+  }
+  c.end();
+  return { locals, body: c };
+}
+
 /** The kernel module's bytes (memory imported as env.memory). */
 export function gemmModuleBytes(): Uint8Array {
   const gemm = gemmBody();
@@ -408,6 +448,7 @@ export function gemmModuleBytes(): Uint8Array {
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
     ...PAD_MODES.map((mode) => ({ params: Array<ValType>(13).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
     ...PAD_MODES.map((mode) => ({ params: Array<ValType>(18).fill(i32), results: [], ...im2colBody(mode), exportName: `im2col_${mode}` })),
+    { params: Array<ValType>(7).fill(i32), results: [], ...compactBody(), exportName: 'compact' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
@@ -470,6 +511,7 @@ export class WasmGemm {
   private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number, list: number) => number;
   private readonly padKernels: Record<PadMode, (src: number, dst: number, rows: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
   private readonly im2colKernels: Record<PadMode, (...args: number[]) => void>;
+  private readonly compactKernel: (src: number, dst: number, rows: number, oh: number, ow: number, Wp: number, Pp: number) => void;
   private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
@@ -503,6 +545,9 @@ export class WasmGemm {
       im2cols[mode] = f as WasmGemm['im2colKernels'][PadMode];
     }
     this.im2colKernels = im2cols as WasmGemm['im2colKernels'];
+    const compact = instance.exports['compact'];
+    if (typeof compact !== 'function') throw new Error('WasmGemm: the kernel module exports no compact function');
+    this.compactKernel = compact as WasmGemm['compactKernel'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
@@ -577,6 +622,22 @@ export class WasmGemm {
     const xEnd = this.top + Math.ceil((cg * kh * kw) / 2) * Pp * 4;
     if (!(4 * src >= xEnd && 4 * (src + cg * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.im2col: source outside the reserved space or overlapping x');
     this.im2colKernels[mode](4 * src, this.top, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, Pp, pad, zx);
+  }
+
+  /**
+   * The values src[o·Pp + oy·Wp + ox] (int32 element indices), o < rows, oy < oh, ox < ow, to
+   * dst[(o·oh + oy)·ow + ox]; writes up to 3 values past them, reads up to 3 past the last source
+   * row. The two ranges must not overlap; the overshoot may reach the other one's first 3 values,
+   * which is harmless: writes there hit source values read at the very start, reads there fill
+   * lanes that are dropped.
+   */
+  compact(src: number, dst: number, rows: number, oh: number, ow: number, Wp: number, Pp: number): void {
+    if (!(rows > 0 && oh > 0 && ow > 0 && Wp >= ow && Pp >= (oh - 1) * Wp + ow)) throw new RangeError(`WasmGemm.compact: bad geometry (rows ${rows}, oh ${oh}, ow ${ow}, Wp ${Wp}, Pp ${Pp})`);
+    const srcEnd = src + (rows - 1) * Pp + (oh - 1) * Wp + ow + 3, dstEnd = dst + rows * oh * ow + 3;
+    if (!(src >= 0 && dst >= 0 && 4 * Math.max(srcEnd, dstEnd) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.compact: outside memory');
+    // the values themselves must not overlap (the overshoot lanes may: they are junk either way)
+    if (dst < srcEnd - 3 && src < dstEnd - 3) throw new RangeError('WasmGemm.compact: source and destination overlap');
+    this.compactKernel(4 * src, 4 * dst, rows, oh, ow, Wp, Pp);
   }
 
   /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) above the weights. */
