@@ -457,12 +457,11 @@ export class FastLayer {
           i32.set(x.subarray(src, src + cg * h * w), extra);
           gemm.im2col(this.mode, extra, cg, h, w, g.kernelSize, g.stride, g.padding, g.dilation, oh, ow, Pp, this.padValue, this.zx);
           gemm.gemm(wt, at[gi]!, Pp);
-          const out = fused ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
-          for (let o = 0; o < og; o++) {
-            const row = out + o * Pp;
-            const d = (b * O + gi * og + o) * P;
-            for (let p = 0; p < P; p++) acc[d + p] = i32[row + p]!;
-          }
+          const res = fused ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
+          // rows of P (stride Pp) packed in wasm into the other output region, then one copy out
+          const packed = res === q ? raw : q;
+          gemm.compact(res, packed, og, 1, P, P, Pp);
+          acc.set(i32.subarray(packed, packed + og * P), (b * O + gi * og) * P);
         }
       }
     }
