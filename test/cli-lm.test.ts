@@ -56,7 +56,7 @@ test('lowbit train --help lists the language models and their options', async ()
   for (const flag of ['--seq-len', '--hidden', '--embed', '--vocab']) assert.ok(r.stdout.includes(flag), flag);
 });
 
-test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, computed here) → export --verify (onnxruntime agrees)', async () => {
+test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, computed here) → export --verify (onnxruntime agrees) → export --format irnn → eval (integer within 1 %)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-lm-'));
   try {
     const run = join(dir, 'run');
@@ -96,6 +96,19 @@ test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, comp
       assert.ok(printed(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
       assert.ok(Math.abs(lowbit - directPerplexity(join(run, 'checkpoint.safetensors'), 'w4a8', 'lstm', 300)) < 1e-3);
     }
+
+    // The integer-only LSTM file (--format irnn): its perplexity on the same 500 windows stays
+    // within 1 % of the fake-quant model's, and --verify reports the next-word agreement.
+    const irnn = join(dir, 'lm.irnn');
+    const xi = await runCli(['export', run, '--format', 'irnn', '--out', irnn, '--verify', '--samples', '300']);
+    assert.equal(xi.code, 0, xi.stderr);
+    assert.ok(existsSync(irnn));
+    assert.match(xi.stdout, /4-bit weights/);
+    assert.ok(printed(xi.stdout, /argmax +([\d.]+) %/) >= 95, xi.stdout);
+    const ei = await runCli(['eval', irnn, '--limit', '500']);
+    assert.equal(ei.code, 0, ei.stderr);
+    const intPpl = printed(ei.stdout, /test perplexity +([\d.]+)/);
+    assert.ok(Math.abs(intPpl / evalPpl - 1) < 0.01, `integer ${intPpl} vs fake quant ${evalPpl}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
