@@ -1426,6 +1426,10 @@ Napi::Value IntAvgPoolValues(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
   }
+  if (p[0] * p[1] * p[2] * p[3] > 1e9) {
+    fail(env, "intAvgPoolValues: n C H W = " + std::to_string(p[0] * p[1] * p[2] * p[3]) + " values is over 1e9");
+    return env.Undefined();
+  }
   lowbit::IntOp op;
   op.kind = lowbit::IOpKind::AvgPool;
   op.in = tx, op.out = lowbit::IType::I32;

@@ -134,6 +134,7 @@ describe('native average pooling', { skip }, () => {
     assert.throws(() => addon!.intAvgPoolValues!(new Int32Array(4), Float64Array.of(1, 1, 2, 2, 1, 1, 1, 1, 0, 0, 0, 25), out), /fracBits = 25/);
     assert.throws(() => addon!.intAvgPoolValues!(new Int32Array(4), Float64Array.of(1, 1, 2, 2, 1, 1, 0, 1, 0, 0, 0, 0), out), /sh = 0/);
     assert.throws(() => addon!.intAvgPoolValues!(new Int32Array(4), Float64Array.of(1, 1, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0), out), /padding over half/);
+    assert.throws(() => addon!.intAvgPoolValues!(new Int32Array(4), Float64Array.of(65536, 65536, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0), out), /values is over 1e9/);
     assert.throws(() => addon!.intAvgPoolValues!(new Int32Array(3), Float64Array.of(1, 1, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), out), /x needs n H W C = 4/);
     assert.equal(addon!.intAvgPoolValues!(new Int32Array([1, 2, 3, 5]), Float64Array.of(1, 1, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), out), 'scalar');
     assert.deepEqual(Array.from(out), [1, 2, 3, 5]);
