@@ -18,6 +18,7 @@
         "native/intmodel.cc",
         "native/conv3x3.cc",
         "native/intadd.cc",
+        "native/intpool.cc",
         "native/signadd.cc",
         "native/xnorconv.cc",
         "native/optim.cc",

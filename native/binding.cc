@@ -28,6 +28,7 @@
 #include "conv3x3.h"
 #include "intmodel.h"
 #include "intadd.h"
+#include "intpool.h"
 #include "signadd.h"
 #include "xnorconv.h"
 #include "irnn.h"
@@ -1389,6 +1390,68 @@ Napi::Value IntSignAddValues(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// intAvgPoolValues(x, dims: Float64Array [n, C, H, W, kh, kw, sh, sw, ph, pw, zero, fracBits], out: Int32Array)
+//   -> kernel name: the average pooling op of the executor (its vector kernel where exact) on n
+//   samples [H, W, C] of x (Uint8Array u8, Int8Array s8 or Int32Array int32) into out [n, OH, OW, C];
+//   tests compare it with avgPoolInt.
+Napi::Value IntAvgPoolValues(const Napi::CallbackInfo& info) {
+  const Napi::Env env = info.Env();
+  lowbit::IType tx = lowbit::IType::F32;
+  if (info.Length() >= 3 && info[0].IsTypedArray()) {
+    switch (info[0].As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_uint8_array: tx = lowbit::IType::U8; break;
+      case napi_int8_array: tx = lowbit::IType::S8; break;
+      case napi_int32_array: tx = lowbit::IType::I32; break;
+      default: break;
+    }
+  }
+  const auto isType = [](const Napi::Value& v, napi_typedarray_type t) { return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == t; };
+  if (tx == lowbit::IType::F32 || !isType(info[1], napi_float64_array) || !isType(info[2], napi_int32_array)) {
+    fail(env, "intAvgPoolValues: expected (x: Uint8Array | Int8Array | Int32Array, dims: Float64Array(12), out: Int32Array)");
+    return env.Undefined();
+  }
+  auto x = info[0].As<Napi::TypedArray>();
+  auto p = info[1].As<Napi::Float64Array>();
+  auto out = info[2].As<Napi::Int32Array>();
+  if (p.ElementLength() < 12) {
+    fail(env, "intAvgPoolValues: dims needs 12 values");
+    return env.Undefined();
+  }
+  static const char* const names[] = {"n", "C", "H", "W", "kh", "kw", "sh", "sw", "ph", "pw", "zero", "fracBits"};
+  for (size_t k = 0; k < 12; k++) {
+    const double v = p[k];
+    const double lo = k == 10 ? INT32_MIN : k >= 8 ? 0 : k == 0 ? 0 : 1, hi = k == 10 ? INT32_MAX : k == 11 ? 24 : 65536;
+    if (v != std::trunc(v) || v < lo || v > hi) {
+      fail(env, std::string("intAvgPoolValues: dims ") + names[k] + " = " + std::to_string(v) + " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      return env.Undefined();
+    }
+  }
+  if (p[0] * p[1] * p[2] * p[3] > 1e9) {
+    fail(env, "intAvgPoolValues: n C H W = " + std::to_string(p[0] * p[1] * p[2] * p[3]) + " values is over 1e9");
+    return env.Undefined();
+  }
+  lowbit::IntOp op;
+  op.kind = lowbit::IOpKind::AvgPool;
+  op.in = tx, op.out = lowbit::IType::I32;
+  const int64_t n = static_cast<int64_t>(p[0]);
+  op.C = op.OC = static_cast<int64_t>(p[1]), op.H = static_cast<int64_t>(p[2]), op.W = static_cast<int64_t>(p[3]);
+  op.kh = static_cast<int64_t>(p[4]), op.kw = static_cast<int64_t>(p[5]), op.sh = static_cast<int64_t>(p[6]), op.sw = static_cast<int64_t>(p[7]);
+  op.ph = static_cast<int64_t>(p[8]), op.pw = static_cast<int64_t>(p[9]);
+  op.zero = static_cast<int32_t>(p[10]), op.fracBits = static_cast<int32_t>(p[11]);
+  if (2 * op.ph > op.kh || 2 * op.pw > op.kw || op.H + 2 * op.ph < op.kh || op.W + 2 * op.pw < op.kw) {
+    fail(env, "intAvgPoolValues: padding over half the window or a window larger than the padded input");
+    return env.Undefined();
+  }
+  op.OH = (op.H + 2 * op.ph - op.kh) / op.sh + 1, op.OW = (op.W + 2 * op.pw - op.kw) / op.sw + 1;
+  if (static_cast<int64_t>(x.ElementLength()) != n * op.H * op.W * op.C || static_cast<int64_t>(out.ElementLength()) != n * op.OH * op.OW * op.C) {
+    fail(env, "intAvgPoolValues: x needs n H W C = " + std::to_string(n * op.H * op.W * op.C) + " values and out n OH OW C = " + std::to_string(n * op.OH * op.OW * op.C));
+    return env.Undefined();
+  }
+  const auto data = [](Napi::TypedArray t) { return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(); };
+  lowbit::intAvgPoolRun(op, data(x), n, reinterpret_cast<int32_t*>(data(out)));
+  return Napi::String::New(env, lowbit::intAvgPoolPathName(op));
+}
+
 Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsExternal()) {
@@ -1414,6 +1477,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
       if (op.second) name += "+2nd output";
       if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }
+    if (op.kind == lowbit::IOpKind::AvgPool) name += std::string(" ") + lowbit::intAvgPoolPathName(op);
     if (op.kind == lowbit::IOpKind::Add) name += std::string(op.outMode == lowbit::IOutMode::Sign ? " sign " : " ") + lowbit::intAddPathName();
     out.Set(i++, name);
   }
@@ -1516,6 +1580,7 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intLstmSequence", Napi::Function::New(env, IntLstmSequence));
   exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
   exports.Set("intAddValues", Napi::Function::New(env, IntAddValues));
+  exports.Set("intAvgPoolValues", Napi::Function::New(env, IntAvgPoolValues));
   exports.Set("intSignAddValues", Napi::Function::New(env, IntSignAddValues));
   exports.Set("intPlanCreate", Napi::Function::New(env, IntPlanCreate));
   exports.Set("intPlanRun", Napi::Function::New(env, IntPlanRun));

@@ -12,6 +12,7 @@
 #include "conv3x3.h"
 #include "cpu.h"
 #include "intadd.h"
+#include "intpool.h"
 #include "intgemm.h"
 #include "signadd.h"
 #include "xnorconv.h"
@@ -1065,45 +1066,6 @@ void runMaxPool(const IntOp& op, const void* x, int64_t n, void* out, Scratch& s
   }
 }
 
-// round(a / b), b > 0, half to even (ops.ts divRoundHalfEven)
-inline int64_t divRoundHalfEven(int64_t a, int64_t b) {
-  int64_t q = a / b, r = a % b;
-  if (r < 0) {
-    q -= 1;
-    r += b;
-  }
-  const int64_t twice = 2 * r;
-  if (twice > b) return q + 1;
-  if (twice < b) return q;
-  return (q & 1) == 0 ? q : q + 1;
-}
-
-void runAvgPool(const IntOp& op, const void* x, int64_t n, void* out) {
-  const int64_t C = op.C, H = op.H, W = op.W;
-  const int64_t inZero = static_cast<int64_t>(op.zero) << op.fracBits;
-  const int64_t divisor = (op.kh * op.kw) << op.fracBits;
-  for (int64_t smp = 0; smp < n; smp++) {
-    const int64_t ib = smp * H * W * C, ob = smp * op.OH * op.OW * C;
-    for (int64_t oy = 0; oy < op.OH; oy++) {
-      for (int64_t ox = 0; ox < op.OW; ox++) {
-        for (int64_t c = 0; c < C; c++) {
-          int64_t sum = 0;
-          for (int64_t ky = 0; ky < op.kh; ky++) {
-            const int64_t iy = oy * op.sh - op.ph + ky;
-            if (iy < 0 || iy >= H) continue;
-            for (int64_t kx = 0; kx < op.kw; kx++) {
-              const int64_t ix = ox * op.sw - op.pw + kx;
-              if (ix < 0 || ix >= W) continue;
-              sum += loadValue(op.in, x, ib + (iy * W + ix) * C + c) - inZero;
-            }
-          }
-          storeValue(op.out, out, ob + (oy * op.OW + ox) * C + c, static_cast<int32_t>(op.zero + divRoundHalfEven(sum, divisor)));
-        }
-      }
-    }
-  }
-}
-
 void runClamp(const IntOp& op, const void* x, int64_t n, void* out) {
   const int64_t count = n * op.H * op.W * op.C;
   for (int64_t i = 0; i < count; i++) {
@@ -1548,7 +1510,7 @@ void runChunk(const IntPlan& plan, const float* x, int64_t s0, int64_t m, float*
       case IOpKind::Conv: runConv(op, static_cast<const uint8_t*>(cur), m, dst, op.second ? buf[op.dst2] : nullptr, s); break;
       case IOpKind::Linear: runLinear(op, static_cast<const uint8_t*>(cur), m, dst, s); break;
       case IOpKind::MaxPool: runMaxPool(op, cur, m, dst, s); break;
-      case IOpKind::AvgPool: runAvgPool(op, cur, m, dst); break;
+      case IOpKind::AvgPool: intAvgPoolRun(op, cur, m, static_cast<int32_t*>(dst)); break;
       case IOpKind::Clamp: runClamp(op, cur, m, dst); break;
       case IOpKind::Add: runAdd(op, cur, buf[op.src2], m, dst); break;
       case IOpKind::Permute: runPermute(op, cur, m, dst); break;

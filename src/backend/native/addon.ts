@@ -157,6 +157,12 @@ export interface NativeAddon {
    * a, b: Uint8Array (u8), Int8Array (s8) or Int32Array (int32) of out's length. For tests.
    */
   intSignAddValues?(a: Uint8Array | Int8Array | Int32Array, b: Uint8Array | Int8Array | Int32Array, params: Float64Array, out: Int8Array): void;
+  /**
+   * The executor's average pooling (plan op kind 4; its AVX-512 / AVX2 kernel where exact) of n samples [H, W, C] of x
+   * (Uint8Array u8, Int8Array s8 or Int32Array int32) into out [n, OH, OW, C]: z + round half to even of the window's
+   * Σ (q − z·2^F) / (kh·kw·2^F); dims = [n, C, H, W, kh, kw, sh, sw, ph, pw, z, F]. Returns the kernel's name. For tests.
+   */
+  intAvgPoolValues?(x: Uint8Array | Int8Array | Int32Array, dims: Float64Array, out: Int32Array): string;
   /** Runs `n` samples of a plan: x (n, inputSize) -> out (n, outputSize) float32 logits. */
   intPlanRun?(plan: NativeIntPlan, x: Float32Array, n: number, out: Float32Array): void;
   /**
