@@ -6,35 +6,15 @@
  *
  *   nice -n 10 node --import tsx bench/lm/irnn-table.ts [--out-dir /tmp/lowbit-lm] [--only fp32,w4a8]
  */
-import { Writable } from 'node:stream';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { main } from '../../src/cli/main.ts';
+import { lowbit, number } from './cli.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { flag } from '../flags.ts';
 
 const outDir = flag('out-dir') ?? '/tmp/lowbit-lm';
 const only = flag('only')?.split(',');
-
-async function lowbit(args: string[]): Promise<string> {
-  let stdout = '';
-  const io = {
-    stdout: new Writable({ write(chunk, _enc, done) { stdout += String(chunk); done(); } }),
-    stderr: process.stderr,
-    print: (line = '') => { stdout += `${line}\n`; console.log(line); },
-  };
-  console.log(`$ lowbit ${args.join(' ')}`);
-  const code = await main(args, io);
-  if (code !== 0) throw new Error(`lowbit ${args.join(' ')} exited with ${code}`);
-  return stdout;
-}
-
-function number(text: string, pattern: RegExp, what: string): number {
-  const m = pattern.exec(text);
-  if (!m) throw new Error(`no ${what} in:\n${text}`);
-  return Number(m[1]!.replace(/,/g, ''));
-}
 
 const runs = ['fp32', 'w8a8', 'w4a8', 'w4a4', 'w4', 'w4a8-from-fp32'];
 const results: Record<string, unknown>[] = [];

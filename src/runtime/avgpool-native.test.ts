@@ -10,21 +10,13 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
-import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
+import { INT32_MAX, INT32_MIN, INT_VALUE_TYPES, runEveryIsaTests, type IntArray } from '../backend/native/isa-testing.ts';
 import { avgPoolInt } from './ops.ts';
 
 const addon = loadAddon();
 const skip = addon?.intAvgPoolValues ? false : 'native addon without intAvgPoolValues';
 const forcedIsa = process.env.LOWBIT_ISA !== undefined;
-const INT32_MIN = -(2 ** 31);
-const INT32_MAX = 2 ** 31 - 1;
-
-type IntArray = Uint8Array | Int8Array | Int32Array;
-const TYPES = [
-  { name: 'u8', lo: 0, hi: 255, make: (n: number): IntArray => new Uint8Array(n) },
-  { name: 's8', lo: -128, hi: 127, make: (n: number): IntArray => new Int8Array(n) },
-  { name: 'i32', lo: INT32_MIN, hi: INT32_MAX, make: (n: number): IntArray => new Int32Array(n) },
-] as const;
+const TYPES = INT_VALUE_TYPES;
 
 interface Case { n: number; c: number; h: number; w: number; k: [number, number]; s: [number, number]; p: [number, number]; zero: number; frac: number }
 

@@ -14,7 +14,7 @@ import { noGrad } from '../autograd/engine.ts';
 import { prepareQat } from '../quant/qat/index.ts';
 import { biRealPlan } from '../quant/config/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
-import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
+import { INT32_MAX, INT32_MIN, INT_VALUE_TYPES, runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { convert, type AddNode, type IntModel } from './index.ts';
 import { signOfSum } from './intmodel.ts';
 import { compileNativePlan } from './native-plan.ts';
@@ -22,15 +22,7 @@ import { compileNativePlan } from './native-plan.ts';
 const addon = loadAddon();
 const skip = addon?.intPlanCreate && addon.intSignAddValues ? false : 'native addon without the sign add';
 const forcedIsa = process.env.LOWBIT_ISA !== undefined;
-const INT32_MIN = -(2 ** 31);
-const INT32_MAX = 2 ** 31 - 1;
-
-type IntArray = Uint8Array | Int8Array | Int32Array;
-const TYPES = [
-  { name: 'u8', lo: 0, hi: 255, make: (n: number): IntArray => new Uint8Array(n) },
-  { name: 's8', lo: -128, hi: 127, make: (n: number): IntArray => new Int8Array(n) },
-  { name: 'i32', lo: INT32_MIN, hi: INT32_MAX, make: (n: number): IntArray => new Int32Array(n) },
-] as const;
+const TYPES = INT_VALUE_TYPES;
 
 
 function convertedBiReal(seed: number, channels?: readonly [number, number, number]): { im: IntModel; x: Float32Array } {

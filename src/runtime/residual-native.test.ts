@@ -15,7 +15,7 @@ import { prepareQat } from '../quant/qat/index.ts';
 import { qconfigFor } from '../quant/config/qconfig.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import type { NativeIntOp } from '../backend/native/addon.ts';
-import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
+import { INT32_MAX, INT32_MIN, runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { convert, type IntModel } from './index.ts';
 import { addRescaled } from './intmodel.ts';
 import { compileNativePlan } from './native-plan.ts';
@@ -23,8 +23,6 @@ import { compileNativePlan } from './native-plan.ts';
 const addon = loadAddon();
 const skip = addon?.intPlanCreate && addon.intAddValues ? false : 'native addon without the IntModel executor';
 const forcedIsa = process.env.LOWBIT_ISA !== undefined;
-const INT32_MIN = -(2 ** 31);
-const INT32_MAX = 2 ** 31 - 1;
 
 function nativeResnet(scheme: 'w8a8' | 'w4a4'): { im: IntModel; x: Tensor } {
   manualSeed(scheme === 'w8a8' ? 0 : 1);

@@ -1,7 +1,8 @@
 /**
  * Test helper: re-runs the tests tagged `[every-isa]` of one test file in a child process with the
  * native addon forced to an instruction set (LOWBIT_ISA), so one suite checks every kernel path the
- * machine can run. Node-only; used by test files, not by the library.
+ * machine can run; and the integer value types the native kernel tests draw inputs from.
+ * Node-only; used by test files, not by the library.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -19,3 +20,14 @@ export function runEveryIsaTests(fileUrl: string, isa: 'avx2' | 'scalar'): { pas
   assert.equal(run.status, 0, `${run.stdout.slice(-3000)}\n${run.stderr}`);
   return { passed: Number(/^# pass (\d+)/m.exec(run.stdout)?.[1] ?? 0), output: run.stdout.slice(-2000) };
 }
+
+export const INT32_MIN = -(2 ** 31);
+export const INT32_MAX = 2 ** 31 - 1;
+
+export type IntArray = Uint8Array | Int8Array | Int32Array;
+/** The value types the native IntModel kernels read (uint8, int8, int32), with their ranges. */
+export const INT_VALUE_TYPES = [
+  { name: 'u8', lo: 0, hi: 255, make: (n: number): IntArray => new Uint8Array(n) },
+  { name: 's8', lo: -128, hi: 127, make: (n: number): IntArray => new Int8Array(n) },
+  { name: 'i32', lo: INT32_MIN, hi: INT32_MAX, make: (n: number): IntArray => new Int32Array(n) },
+] as const;
