@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "cpu.h"
+#include "intload.h"
 
 namespace lowbit {
 
@@ -29,13 +30,6 @@ namespace {
 inline double opaque(double v) {
   __asm__("" : "+x"(v));
   return v;
-}
-
-template <IType T>
-inline int64_t loadOne(const void* p, int64_t i) {
-  if constexpr (T == IType::U8) return static_cast<const uint8_t*>(p)[i];
-  if constexpr (T == IType::S8) return static_cast<const int8_t*>(p)[i];
-  return static_cast<const int32_t*>(p)[i];
 }
 
 template <IType T>
@@ -80,13 +74,6 @@ void addScalarAll(const IntOp& op, const void* a, const void* b, int64_t count, 
 }
 
 // ---------------------------------------------------------------- AVX-512: 8 int64 lanes
-template <IType T>
-LOWBIT_TARGET_AVX512 inline __m512i load8(const void* p, int64_t i) {
-  if constexpr (T == IType::U8) return _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(p) + i)));
-  if constexpr (T == IType::S8) return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(p) + i)));
-  return _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(p) + i)));
-}
-
 // v: 8 lanes already within the output type's range.
 template <IType T>
 LOWBIT_TARGET_AVX512 inline void store8(void* p, int64_t i, __m512i v) {
@@ -127,15 +114,6 @@ LOWBIT_TARGET_AVX512 void addAvx512(const IntOp& op, const void* a, const void* 
 }
 
 // ---------------------------------------------------------------- AVX2: 4 int64 lanes
-template <IType T>
-LOWBIT_TARGET_AVX2 inline __m256i load4(const void* p, int64_t i) {
-  if constexpr (T == IType::I32) return _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int32_t*>(p) + i)));
-  int32_t bytes;
-  std::memcpy(&bytes, static_cast<const uint8_t*>(p) + i, 4);
-  if constexpr (T == IType::U8) return _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
-  return _mm256_cvtepi8_epi64(_mm_cvtsi32_si128(bytes));
-}
-
 // v: 4 lanes already within the output type's range.
 template <IType T>
 LOWBIT_TARGET_AVX2 inline void store4(void* p, int64_t i, __m256i v) {

@@ -19,17 +19,11 @@
 #include <cstdlib>
 
 #include "cpu.h"
+#include "intload.h"
 
 namespace lowbit {
 
 namespace {
-
-template <IType T>
-inline int64_t loadOne(const void* p, int64_t i) {
-  if constexpr (T == IType::U8) return static_cast<const uint8_t*>(p)[i];
-  if constexpr (T == IType::S8) return static_cast<const int8_t*>(p)[i];
-  return static_cast<const int32_t*>(p)[i];
-}
 
 // round(a / b), b > 0, half to even (ops.ts divRoundHalfEven)
 inline int64_t divRoundHalfEven(int64_t a, int64_t b) {

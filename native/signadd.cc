@@ -11,17 +11,11 @@
 #include <immintrin.h>
 
 #include "cpu.h"
+#include "intload.h"
 
 namespace lowbit {
 
 namespace {
-
-template <IType T>
-inline int64_t loadOne(const void* p, int64_t i) {
-  if constexpr (T == IType::U8) return static_cast<const uint8_t*>(p)[i];
-  if constexpr (T == IType::S8) return static_cast<const int8_t*>(p)[i];
-  return static_cast<const int32_t*>(p)[i];
-}
 
 // The scalar path on elements [i0, i0 + n).
 template <IType A, IType B>
@@ -38,13 +32,6 @@ void signScalarAll(const IntOp& op, const void* a, const void* b, int64_t count,
 }
 
 // ---------------------------------------------------------------- AVX-512: 8 int64 lanes
-template <IType T>
-LOWBIT_TARGET_AVX512 inline __m512i load8(const void* p, int64_t i) {
-  if constexpr (T == IType::U8) return _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(p) + i)));
-  if constexpr (T == IType::S8) return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(p) + i)));
-  return _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(p) + i)));
-}
-
 template <IType A, IType B>
 LOWBIT_TARGET_AVX512 void signAvx512(const IntOp& op, const void* a, const void* b, int64_t count, int8_t* out) {
   const __m512i za = _mm512_set1_epi64(op.zero), zb = _mm512_set1_epi64(op.zero2);
@@ -69,15 +56,6 @@ LOWBIT_TARGET_AVX512 void signAvx512(const IntOp& op, const void* a, const void*
 }
 
 // ---------------------------------------------------------------- AVX2: 4 int64 lanes
-template <IType T>
-LOWBIT_TARGET_AVX2 inline __m256i load4(const void* p, int64_t i) {
-  if constexpr (T == IType::I32) return _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int32_t*>(p) + i)));
-  int32_t bytes;
-  __builtin_memcpy(&bytes, static_cast<const uint8_t*>(p) + i, 4);
-  if constexpr (T == IType::U8) return _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes));
-  return _mm256_cvtepi8_epi64(_mm_cvtsi32_si128(bytes));
-}
-
 template <IType A, IType B>
 LOWBIT_TARGET_AVX2 void signAvx2(const IntOp& op, const void* a, const void* b, int64_t count, int8_t* out) {
   const __m256i za = _mm256_set1_epi64x(op.zero), zb = _mm256_set1_epi64x(op.zero2);
