@@ -1297,20 +1297,22 @@ Napi::Value IntPlanProfile(const Napi::CallbackInfo& info) {
 
 // intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
 // (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
+// The IntModel value type of a Uint8Array (u8), Int8Array (s8) or Int32Array (int32); false otherwise.
+bool typeOf(const Napi::Value& v, lowbit::IType* t) {
+  if (!v.IsTypedArray()) return false;
+  switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+    case napi_uint8_array: *t = lowbit::IType::U8; return true;
+    case napi_int8_array: *t = lowbit::IType::S8; return true;
+    case napi_int32_array: *t = lowbit::IType::I32; return true;
+    default: return false;
+  }
+}
+
 // intAddValues(a, b, params: Float64Array [z_a, z_b, M_a, M_b, shift, z, lo, hi], out): the add op of
 //   the executor (its vector kernel where exact) on a, b, out each a Uint8Array (u8), Int8Array (s8)
 //   or Int32Array (int32) of one length; tests compare it with addRescaled.
 Napi::Value IntAddValues(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const auto typeOf = [](const Napi::Value& v, lowbit::IType* t) {
-    if (!v.IsTypedArray()) return false;
-    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
-      case napi_uint8_array: *t = lowbit::IType::U8; return true;
-      case napi_int8_array: *t = lowbit::IType::S8; return true;
-      case napi_int32_array: *t = lowbit::IType::I32; return true;
-      default: return false;
-    }
-  };
   lowbit::IType ta, tb, to;
   if (info.Length() < 4 || !typeOf(info[0], &ta) || !typeOf(info[1], &tb) || !typeOf(info[3], &to) || !info[2].IsTypedArray() ||
       info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
@@ -1350,15 +1352,6 @@ Napi::Value IntAddValues(const Napi::CallbackInfo& info) {
 //   Uint8Array (u8), Int8Array (s8) or Int32Array (int32) of out's length; tests compare it with signOfSum.
 Napi::Value IntSignAddValues(const Napi::CallbackInfo& info) {
   const Napi::Env env = info.Env();
-  const auto typeOf = [](const Napi::Value& v, lowbit::IType* t) {
-    if (!v.IsTypedArray()) return false;
-    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
-      case napi_uint8_array: *t = lowbit::IType::U8; return true;
-      case napi_int8_array: *t = lowbit::IType::S8; return true;
-      case napi_int32_array: *t = lowbit::IType::I32; return true;
-      default: return false;
-    }
-  };
   lowbit::IType ta, tb;
   if (info.Length() < 4 || !typeOf(info[0], &ta) || !typeOf(info[1], &tb) || !info[2].IsTypedArray() ||
       info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[3].IsTypedArray() ||
