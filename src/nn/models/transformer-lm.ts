@@ -1,0 +1,294 @@
+/**
+ * A small decoder-only (causal, pre-LayerNorm) Transformer language model with the next-word
+ * interface of {@link NextWordModel}: int32 ids [N, C] → logits [N, V] of the word after each row.
+ *
+ * Every matmul with a weight is an `nn.Linear` (the fused Q/K/V projection, the attention output
+ * projection, the two MLP layers, the head), so the quantization passes that swap Linear layers
+ * (`quant.prepareQat`, `quant.rnn.prepareRnnQat`) reach all of them; the two matmuls between
+ * activations (Q·Kᵀ and A·V) take optional operand fake-quantizers (`setOperandQuantizers`).
+ */
+import { Module, type TensorModule } from '../module.ts';
+import { Embedding } from '../embedding.ts';
+import { LayerNorm } from '../layernorm.ts';
+import { Linear } from '../linear.ts';
+import { GELU, ReLU } from '../activation.ts';
+import { Sequential } from '../sequential.ts';
+import { invertedDropout } from '../dropout.ts';
+import {
+  add, arange, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
+  type Rng,
+} from '../../tensor/index.ts';
+
+/** The operands of the two activation-by-activation matmuls of attention: (Q·Kᵀ) and (A·V). */
+export const ATTENTION_OPERANDS = ['query', 'key', 'probs', 'value'] as const;
+export type AttentionOperand = (typeof ATTENTION_OPERANDS)[number];
+
+/** A tensor-to-tensor module applied to one attention operand (a fake-quantizer, in QAT). */
+export type OperandQuantizers = Partial<Record<AttentionOperand, Module & TensorModule>>;
+
+/**
+ * Additive causal mask [C, C] in `dtype`: 0 on and below the diagonal, −∞ above it (position t
+ * attends to positions ≤ t only).
+ */
+export function causalMask(steps: number, dtype: 'float32' | 'float64' = 'float32'): Tensor {
+  const mask = zeros([steps, steps], dtype);
+  for (let i = 0; i < steps; i++) for (let j = i + 1; j < steps; j++) mask.data[i * steps + j] = -Infinity;
+  return mask;
+}
+
+export interface CausalSelfAttentionOptions {
+  /** Dropout on the attention weights, in training mode (default 0). */
+  readonly dropout?: number;
+  readonly rng?: Rng;
+}
+
+/**
+ * Causal multi-head self-attention on [N, C, E]: [Q | K | V] = qkv(x) (one Linear E → 3E, rows
+ * W_q, W_k, W_v as PyTorch's in_proj_weight), per head h
+ * A_h = softmax(Q_h·K_hᵀ/√d + causal mask), O_h = A_h·V_h (d = E / heads), y = proj(concat_h O_h).
+ * With operand quantizers set, Q, K, A and V pass through them right before their matmul.
+ */
+export class CausalSelfAttention extends Module {
+  readonly embedDim: number;
+  readonly numHeads: number;
+  readonly headDim: number;
+  readonly dropout: number;
+  /** Registered as `qkv`: Linear(E, 3E). */
+  readonly qkv: Module & TensorModule;
+  /** Registered as `proj`: Linear(E, E). */
+  readonly proj: Module & TensorModule;
+  private readonly rng: Rng;
+  private quantizers: OperandQuantizers = {};
+
+  constructor(embedDim: number, numHeads: number, options: CausalSelfAttentionOptions = {}) {
+    super();
+    if (!Number.isInteger(embedDim) || embedDim < 1) throw new RangeError(`CausalSelfAttention: embedDim must be a positive integer, got ${embedDim}`);
+    if (!Number.isInteger(numHeads) || numHeads < 1) throw new RangeError(`CausalSelfAttention: numHeads must be a positive integer, got ${numHeads}`);
+    if (embedDim % numHeads !== 0) throw new RangeError(`CausalSelfAttention: embedDim ${embedDim} must be divisible by numHeads ${numHeads}`);
+    const dropout = options.dropout ?? 0;
+    if (!(dropout >= 0 && dropout < 1)) throw new RangeError(`CausalSelfAttention: dropout must be in [0, 1), got ${dropout}`);
+    this.embedDim = embedDim;
+    this.numHeads = numHeads;
+    this.headDim = embedDim / numHeads;
+    this.dropout = dropout;
+    this.rng = options.rng ?? globalRng;
+    this.qkv = this.registerModule('qkv', new Linear(embedDim, 3 * embedDim, { rng: options.rng }));
+    this.proj = this.registerModule('proj', new Linear(embedDim, embedDim, { rng: options.rng }));
+  }
+
+  /**
+   * Installs modules applied to Q and K (before Q·Kᵀ), to the attention weights A and to V (before
+   * A·V); registered as `quant_query`, `quant_key`, `quant_probs`, `quant_value`. Throws if any is set already.
+   */
+  setOperandQuantizers(quantizers: OperandQuantizers): void {
+    for (const name of Object.keys(quantizers)) {
+      if (!(ATTENTION_OPERANDS as readonly string[]).includes(name)) throw new RangeError(`CausalSelfAttention.setOperandQuantizers: unknown operand ${JSON.stringify(name)} (known: ${ATTENTION_OPERANDS.join(', ')})`);
+      if (this.quantizers[name as AttentionOperand]) throw new Error(`CausalSelfAttention.setOperandQuantizers: operand '${name}' already has a quantizer`);
+    }
+    for (const name of ATTENTION_OPERANDS) {
+      const q = quantizers[name];
+      if (q) this.registerModule(`quant_${name}`, q);
+    }
+    this.quantizers = { ...this.quantizers, ...quantizers };
+  }
+
+  /** The operand modules installed by {@link setOperandQuantizers}. */
+  operandQuantizers(): OperandQuantizers {
+    return { ...this.quantizers };
+  }
+
+  /** x [N, C, E] → [N, C, E]; position t sees positions 0..t. */
+  forward(x: Tensor): Tensor {
+    if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}): expected [N, C, ${this.embedDim}], got [${x.shape.join(', ')}]`);
+    const [batch, steps] = x.shape as [number, number, number];
+    const e = this.embedDim;
+    const fused = this.qkv.forward(x); // [N, C, 3E]
+    // [N, C, E] slice → [N, heads, C, d]
+    const heads = (i: number): Tensor => transpose(reshape(narrow(fused, 2, i * e, e), [batch, steps, this.numHeads, this.headDim]), [0, 2, 1, 3]);
+    const apply = (name: AttentionOperand, t: Tensor): Tensor => this.quantizers[name]?.forward(t) ?? t;
+    const q = apply('query', heads(0));
+    const k = apply('key', heads(1));
+    const v = apply('value', heads(2));
+    const scores = add(mul(matmul(q, k, { transB: true }), 1 / Math.sqrt(this.headDim)), causalMask(steps, x.dtype === 'float64' ? 'float64' : 'float32'));
+    let weights = softmax(scores, -1); // [N, heads, C, C]
+    if (this.training && this.dropout > 0) weights = invertedDropout(weights, this.dropout, this.rng);
+    const context = matmul(apply('probs', weights), v); // [N, heads, C, d]
+    return this.proj.forward(reshape(transpose(context, [0, 2, 1, 3]), [batch, steps, e]));
+  }
+
+  override extraRepr(): string {
+    return `embedDim=${this.embedDim}, numHeads=${this.numHeads}${this.dropout ? `, dropout=${this.dropout}` : ''}`;
+  }
+}
+
+export interface TransformerBlockOptions {
+  /** MLP width (default 4·E). */
+  readonly mlpDim?: number;
+  /** MLP nonlinearity (default 'gelu', the exact erf form). */
+  readonly activation?: 'gelu' | 'relu';
+  /** Dropout on the attention weights and after each residual branch, in training mode (default 0). */
+  readonly dropout?: number;
+  readonly rng?: Rng;
+}
+
+/**
+ * A pre-LayerNorm Transformer decoder block on [N, C, E]:
+ * x ← x + attn(ln1(x)); x ← x + fc2(act(fc1(ln2(x)))) with fc1: E → mlpDim, fc2: mlpDim → E.
+ */
+export class TransformerBlock extends Module {
+  readonly embedDim: number;
+  readonly mlpDim: number;
+  readonly dropout: number;
+  readonly ln1: Module & TensorModule;
+  readonly attn: CausalSelfAttention;
+  readonly ln2: Module & TensorModule;
+  readonly fc1: Module & TensorModule;
+  readonly act: Module & TensorModule;
+  readonly fc2: Module & TensorModule;
+  private readonly rng: Rng;
+
+  constructor(embedDim: number, numHeads: number, options: TransformerBlockOptions = {}) {
+    super();
+    const mlpDim = options.mlpDim ?? 4 * embedDim;
+    if (!Number.isInteger(mlpDim) || mlpDim < 1) throw new RangeError(`TransformerBlock: mlpDim must be a positive integer, got ${mlpDim}`);
+    const activation = options.activation ?? 'gelu';
+    if (activation !== 'gelu' && activation !== 'relu') throw new RangeError(`TransformerBlock: activation must be 'gelu' or 'relu', got ${JSON.stringify(activation)}`);
+    const dropout = options.dropout ?? 0;
+    this.embedDim = embedDim;
+    this.mlpDim = mlpDim;
+    this.dropout = dropout;
+    this.rng = options.rng ?? globalRng;
+    this.ln1 = this.registerModule('ln1', new LayerNorm(embedDim));
+    this.attn = this.registerModule('attn', new CausalSelfAttention(embedDim, numHeads, { dropout, rng: options.rng }));
+    this.ln2 = this.registerModule('ln2', new LayerNorm(embedDim));
+    this.fc1 = this.registerModule('fc1', new Linear(embedDim, mlpDim, { rng: options.rng }));
+    this.act = this.registerModule('act', activation === 'gelu' ? new GELU() : new ReLU());
+    this.fc2 = this.registerModule('fc2', new Linear(mlpDim, embedDim, { rng: options.rng }));
+  }
+
+  forward(x: Tensor): Tensor {
+    const drop = (t: Tensor): Tensor => (this.training && this.dropout > 0 ? invertedDropout(t, this.dropout, this.rng) : t);
+    const h = add(x, drop(this.attn.forward(this.ln1.forward(x))));
+    return add(h, drop(this.fc2.forward(this.act.forward(this.fc1.forward(this.ln2.forward(h))))));
+  }
+}
+
+export interface TransformerLMOptions {
+  /** Vocabulary size V. */
+  readonly vocabSize: number;
+  /** Longest context C the position table covers (default 64). */
+  readonly maxContext?: number;
+  /** Model width E (default 64). */
+  readonly embedDim?: number;
+  /** Blocks (default 2). */
+  readonly numLayers?: number;
+  /** Attention heads per block, dividing E (default 4). */
+  readonly numHeads?: number;
+  /** MLP width (default 4·E). */
+  readonly mlpDim?: number;
+  /** MLP nonlinearity (default 'gelu'). */
+  readonly activation?: 'gelu' | 'relu';
+  /** Dropout (attention weights, residual branches, embeddings), training mode only (default 0). */
+  readonly dropout?: number;
+  /** Use the token table as the head's weight (no `head` Linear; default false). */
+  readonly tieWeights?: boolean;
+  readonly rng?: Rng;
+}
+
+/**
+ * Decoder-only Transformer LM: x = tokenEmbedding(ids) + positionEmbedding(0..C−1) [N, C, E] →
+ * `numLayers` pre-LN {@link TransformerBlock}s (causal) → final LayerNorm → head Linear(E, V)
+ * (or xᵀ of the token table with `tieWeights`). `forward` gives the logits of the word after the
+ * last position, [N, V], as {@link NextWordModel}; `forwardAll` those of every position, [N, C, V].
+ *
+ * The token table is initialised N(0, 0.02²) and the position table N(0, 0.01²)
+ * (the nn.Embedding N(0, 1) default is far too large beside a LayerNorm'd residual stream);
+ * the Linear layers keep nn.Linear's init.
+ */
+export class TransformerLM extends Module implements TensorModule {
+  readonly vocabSize: number;
+  readonly maxContext: number;
+  readonly embedDim: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly tieWeights: boolean;
+  readonly dropout: number;
+  readonly tokenEmbedding: Module & TensorModule & { readonly weight: Tensor };
+  readonly positionEmbedding: Module & TensorModule;
+  readonly blocks: Sequential;
+  readonly lnFinal: Module & TensorModule;
+  /** Linear(E, V); null with `tieWeights`. */
+  readonly head: (Module & TensorModule) | null;
+  private readonly rng: Rng;
+
+  constructor(options: TransformerLMOptions) {
+    super();
+    const { vocabSize } = options;
+    const maxContext = options.maxContext ?? 64;
+    const embedDim = options.embedDim ?? 64;
+    const numLayers = options.numLayers ?? 2;
+    const numHeads = options.numHeads ?? 4;
+    const mlpDim = options.mlpDim ?? 4 * embedDim;
+    for (const [name, v] of [['vocabSize', vocabSize], ['maxContext', maxContext], ['embedDim', embedDim], ['numLayers', numLayers], ['numHeads', numHeads], ['mlpDim', mlpDim]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`TransformerLM: ${name} must be a positive integer, got ${String(v)}`);
+    }
+    if (vocabSize < 2) throw new RangeError(`TransformerLM: vocabSize must be at least 2, got ${vocabSize}`);
+    if (embedDim % numHeads !== 0) throw new RangeError(`TransformerLM: embedDim ${embedDim} must be divisible by numHeads ${numHeads}`);
+    const dropout = options.dropout ?? 0;
+    if (!(dropout >= 0 && dropout < 1)) throw new RangeError(`TransformerLM: dropout must be in [0, 1), got ${dropout}`);
+    this.vocabSize = vocabSize;
+    this.maxContext = maxContext;
+    this.embedDim = embedDim;
+    this.numLayers = numLayers;
+    this.numHeads = numHeads;
+    this.tieWeights = options.tieWeights ?? false;
+    this.dropout = dropout;
+    const rng = options.rng;
+    this.rng = rng ?? globalRng;
+    const tokens = new Embedding(vocabSize, embedDim, { rng });
+    scaleInPlace(tokens.weight, 0.02);
+    const positions = new Embedding(maxContext, embedDim, { rng });
+    scaleInPlace(positions.weight, 0.01);
+    this.tokenEmbedding = this.registerModule('tokenEmbedding', tokens);
+    this.positionEmbedding = this.registerModule('positionEmbedding', positions);
+    this.blocks = this.registerModule('blocks', new Sequential());
+    for (let i = 0; i < numLayers; i++) this.blocks.append(new TransformerBlock(embedDim, numHeads, { mlpDim, activation: options.activation, dropout, rng }));
+    this.lnFinal = this.registerModule('lnFinal', new LayerNorm(embedDim));
+    this.head = this.tieWeights ? null : this.registerModule('head', new Linear(embedDim, vocabSize, { rng }));
+  }
+
+  /** ids [N, C] int32 → the final hidden states [N, C, E] (after lnFinal). */
+  hidden(ids: Tensor): Tensor {
+    if (ids.rank !== 2 || ids.dtype !== 'int32') throw new RangeError(`TransformerLM: expected int32 ids [N, C], got ${ids.dtype} [${ids.shape.join(', ')}]`);
+    const steps = ids.shape[1]!;
+    if (steps < 1 || steps > this.maxContext) throw new RangeError(`TransformerLM: context length ${steps} is outside [1, ${this.maxContext}] (maxContext)`);
+    const positions = arange(0, steps, 1, 'int32');
+    let x = add(this.tokenEmbedding.forward(ids), this.positionEmbedding.forward(positions));
+    if (this.training && this.dropout > 0) x = invertedDropout(x, this.dropout, this.rng);
+    return this.lnFinal.forward(this.blocks.forward(x));
+  }
+
+  /** ids [N, C] int32 → logits [N, C, V]: at position t, of the word after ids[:, t]. */
+  forwardAll(ids: Tensor): Tensor {
+    return this.logits(this.hidden(ids));
+  }
+
+  /** ids [N, C] int32 → logits [N, V] of the word after each row's last id. */
+  forward(ids: Tensor): Tensor {
+    const h = this.hidden(ids);
+    const [n, steps] = ids.shape as [number, number];
+    return this.logits(reshape(narrow(h, 1, steps - 1, 1), [n, this.embedDim]));
+  }
+
+  private logits(h: Tensor): Tensor {
+    return this.head ? this.head.forward(h) : linear(h, this.tokenEmbedding.weight, null);
+  }
+
+  override extraRepr(): string {
+    return `vocabSize=${this.vocabSize}, embedDim=${this.embedDim}, numLayers=${this.numLayers}, numHeads=${this.numHeads}, maxContext=${this.maxContext}${this.tieWeights ? ', tieWeights=true' : ''}`;
+  }
+}
+
+function scaleInPlace(t: Tensor, factor: number): void {
+  for (let i = 0; i < t.size; i++) t.data[i] = t.data[i]! * factor;
+}
