@@ -41,9 +41,11 @@ export {
   type LanguageModelCorpus,
   isLmDatasetName,
   textLanguageModel,
+  splitTextLanguageModel,
   loadLanguageModelCorpus,
   contextIdBatches,
 } from './lm-corpus.ts';
+export { type SotuAddress, type SotuSplit, SOTU_SPLIT_YEARS, sotuSplitOf, loadSotuAddresses, loadSotuSplits } from './sotu.ts';
 export {
   DIGIT_STRIP_HEIGHT,
   DigitStrings,

@@ -63,6 +63,6 @@ describe('loadLanguageModelCorpus', () => {
     assert.deepEqual(c.words, { train: 16_000, valid: 2_000, test: 2_000 });
     assert.equal(c.context, 8);
     assert.ok(c.vocab.size > 500 && c.vocab.size <= 2000, `vocabulary ${c.vocab.size}`);
-    assert.throws(() => loadLanguageModelCorpus('sotu' as 'moby-dick'), /unknown language-model corpus 'sotu'/);
+    assert.throws(() => loadLanguageModelCorpus('wikitext' as 'moby-dick'), /unknown language-model corpus 'wikitext'; known: moby-dick, sotu/);
   });
 });

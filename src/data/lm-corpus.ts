@@ -7,9 +7,13 @@ import type { Dataset } from './dataset.ts';
 import { DataError } from './errors.ts';
 import type { Batch } from './loader.ts';
 import { buildVocabulary, contextIds, encodeTokens, loadMobyDickText, nextWordDataset, tokenizeWords, type Vocabulary } from './text.ts';
+import { loadSotuSplits } from './sotu.ts';
 
-/** Corpora {@link loadLanguageModelCorpus} knows (the CLI's `--dataset` of language models). */
-export const LM_DATASET_NAMES = ['moby-dick'] as const;
+/**
+ * Corpora {@link loadLanguageModelCorpus} knows (the CLI's `--dataset` of language models):
+ * `moby-dick` (split by position) and `sotu`, the State of the Union addresses (split by year).
+ */
+export const LM_DATASET_NAMES = ['moby-dick', 'sotu'] as const;
 export type LmDatasetName = (typeof LM_DATASET_NAMES)[number];
 
 /** True when `name` is one of {@link LM_DATASET_NAMES}. */
@@ -66,8 +70,38 @@ export function textLanguageModel(text: string, options: LanguageModelCorpusOpti
   const testCut = Math.round(tokens.length * (1 - testFraction));
   const validCut = Math.round(tokens.length * (1 - testFraction - validFraction));
   const parts = { train: tokens.slice(0, validCut), valid: tokens.slice(validCut, testCut), test: tokens.slice(testCut) };
+  return corpusOfParts(parts, context, options, name, 'textLanguageModel', `${tokens.length} words leave`);
+}
+
+/**
+ * Like {@link textLanguageModel}, for a text that comes already split (e.g. by date): each part
+ * is tokenized on its own, the vocabulary is built from the train part, and each part becomes a
+ * next-word dataset. `limitWords` keeps the first that many words of each part;
+ * `validFraction` / `testFraction` do not apply (throws `DataError('invalid-argument')` when given).
+ */
+export function splitTextLanguageModel(texts: { readonly train: string; readonly valid: string; readonly test: string }, options: LanguageModelCorpusOptions = {}, name = 'text'): LanguageModelCorpus {
+  const context = options.context ?? 8;
+  const fail = (message: string): never => {
+    throw new DataError('invalid-argument', `splitTextLanguageModel: ${message}`);
+  };
+  if (!Number.isInteger(context) || context < 1) fail(`context must be a positive integer, got ${context}`);
+  if (options.validFraction !== undefined || options.testFraction !== undefined) fail(`the ${name} corpus comes split; validFraction / testFraction do not apply`);
+  const limit = options.limitWords;
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) fail(`limitWords must be a non-negative integer, got ${limit}`);
+  const cut = (text: string): string[] => {
+    const tokens = tokenizeWords(text);
+    return limit === undefined ? tokens : tokens.slice(0, limit);
+  };
+  return corpusOfParts({ train: cut(texts.train), valid: cut(texts.valid), test: cut(texts.test) }, context, options, name, 'splitTextLanguageModel', 'the text leaves');
+}
+
+/** The vocabulary (from the train words) and the next-word datasets of three word lists. */
+function corpusOfParts(parts: { train: string[]; valid: string[]; test: string[] }, context: number, options: LanguageModelCorpusOptions, name: string, who: string, lead: string): LanguageModelCorpus {
+  const fail = (message: string): never => {
+    throw new DataError('invalid-argument', `${who}: ${message}`);
+  };
   for (const [part, words] of Object.entries(parts)) {
-    if (words.length <= context) fail(`${tokens.length} words leave ${words.length} in the ${part} split, too few for a ${context}-word context`);
+    if (words.length <= context) fail(`${lead} ${words.length} in the ${part} split, too few for a ${context}-word context`);
   }
   const vocab = buildVocabulary(parts.train, { minCount: options.minCount ?? 3, maxSize: options.vocabSize ?? 2000 });
   if (vocab.size < 2) fail(`no train word occurs ${options.minCount ?? 3} times, so the vocabulary would hold only <unk>; lower minCount or use more words`);
@@ -82,11 +116,17 @@ export function textLanguageModel(text: string, options: LanguageModelCorpusOpti
   };
 }
 
-/** A built-in corpus by name (the text read from its npm package, no network), split by {@link textLanguageModel}. */
+/**
+ * A built-in corpus by name (the text read from its npm package, no network): `moby-dick` split
+ * by position ({@link textLanguageModel}); `sotu` split by year ({@link splitTextLanguageModel}:
+ * train = addresses up to 2000, validation 2001–2010, test 2011–2021; see `loadSotuSplits`).
+ */
 export function loadLanguageModelCorpus(name: LmDatasetName, options: LanguageModelCorpusOptions = {}): LanguageModelCorpus {
   switch (name) {
     case 'moby-dick':
       return textLanguageModel(loadMobyDickText(), options, 'moby-dick');
+    case 'sotu':
+      return splitTextLanguageModel(loadSotuSplits(), options, 'sotu');
     default:
       throw new DataError('invalid-argument', `unknown language-model corpus '${String(name)}'; known: ${LM_DATASET_NAMES.join(', ')}`);
   }
