@@ -14,3 +14,4 @@ export * as vertical from './vertical/index.ts';
 export * as subgroup from './subgroup/index.ts';
 export * as mqbench from './mqbench/index.ts';
 export * as rnn from './rnn/index.ts';
+export * as transformer from './transformer/index.ts';
