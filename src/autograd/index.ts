@@ -1,2 +1,3 @@
 export { backward, grad, noGrad, isGradEnabled, withGradMode } from './engine.ts';
 export { gradientRule, isDifferentiable } from './gradients.ts';
+export { gradcheck, type GradcheckResult } from './gradcheck.ts';
