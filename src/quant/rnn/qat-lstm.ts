@@ -104,40 +104,42 @@ export function checkLstmSpec(operand: LstmOperand, spec: QuantizerSpec, where =
     }
     const axis = spec['axis'];
     if (granularity !== 'tensor' && axis !== undefined && axis !== 0) {
-      throw new RangeError(`${where}: per-row weight quantization uses axis 0 (the 4·hiddenSize gate rows), got axis ${JSON.stringify(axis)}`);
+      throw new RangeError(`${where}: per-row weight quantization uses axis 0 (one scale per gate row), got axis ${JSON.stringify(axis)}`);
     }
   } else if (granularity !== undefined && granularity !== 'tensor') {
     throw new RangeError(`${where}: ${operand} activations are quantized per tensor, got granularity ${JSON.stringify(granularity)}`);
   }
 }
 
-function specForLayer(option: PerLayerSpec | undefined, fallback: QuantizerSpec, layer: number, numLayers: number, operand: LstmOperand): QuantizerSpec | null {
+/** @internal The spec of `operand` for layer `layer` (shared with QatGRU). */
+export function specForLayer(option: PerLayerSpec | undefined, fallback: QuantizerSpec, layer: number, numLayers: number, operand: LstmOperand, where = 'QatLSTM'): QuantizerSpec | null {
   if (option === undefined) return fallback;
   if (Array.isArray(option)) {
     const list = option as readonly (QuantizerSpec | null)[];
-    if (list.length !== numLayers) throw new RangeError(`QatLSTM: ${operand} lists ${list.length} specs for ${numLayers} layers`);
+    if (list.length !== numLayers) throw new RangeError(`${where}: ${operand} lists ${list.length} specs for ${numLayers} layers`);
     return list[layer] ?? null;
   }
   return option as QuantizerSpec | null;
 }
 
-function buildQuantizer(spec: QuantizerSpec | null, operand: LstmOperand, shape: readonly number[] | undefined, label: string): Quantizer | null {
+/** @internal A checked quantizer of `operand` (weights per row on axis 0), or null (shared with QatGRU). */
+export function buildQuantizer(spec: QuantizerSpec | null, operand: LstmOperand, shape: readonly number[] | undefined, label: string, where = 'QatLSTM'): Quantizer | null {
   if (spec === null) return null;
-  checkLstmSpec(operand, spec);
+  checkLstmSpec(operand, spec, where);
   try {
     return operand === 'weight' ? createQuantizer(spec, { role: 'weight', shape, channelAxis: 0 }) : createQuantizer(spec, { role: 'activation' });
   } catch (error) {
-    throw new RangeError(`QatLSTM: cannot build the quantizer of ${label} from ${JSON.stringify(spec)}: ${(error as Error).message}`);
+    throw new RangeError(`${where}: cannot build the quantizer of ${label} from ${JSON.stringify(spec)}: ${(error as Error).message}`);
   }
 }
 
-/** The operand through its quantizer (identity when there is none or it is switched off). */
-function quantized(q: Quantizer | null, x: Tensor): Tensor {
+/** @internal The operand through its quantizer (identity when there is none or it is switched off). */
+export function quantized(q: Quantizer | null, x: Tensor): Tensor {
   return q && q.fakeQuantEnabled ? q.forward(x) : x;
 }
 
-/** True for a quantizer whose step or range has not been set from data yet. */
-function awaitsData(q: Quantizer): boolean {
+/** @internal True for a quantizer whose step or range has not been set from data yet. */
+export function awaitsData(q: Quantizer): boolean {
   if (q instanceof LsqQuantizer) return q.initialized.data[0] === 0;
   if (q instanceof SteQuantizer) return q.observed.data[0] === 0;
   return false;
