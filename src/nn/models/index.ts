@@ -4,8 +4,8 @@ export { Cnn, cnn, type CnnOptions } from './cnn.ts';
 export { ResNet, BasicBlock, resnet8, type ResNetOptions, type MergeModule } from './resnet.ts';
 export { NextWordModel, NEXT_WORD_CELLS, type NextWordCell, type NextWordModelOptions } from './next-word.ts';
 export {
-  TransformerLM, TransformerBlock, CausalSelfAttention, causalMask, ATTENTION_OPERANDS,
-  type TransformerLMOptions, type TransformerBlockOptions, type CausalSelfAttentionOptions, type AttentionOperand, type OperandQuantizers,
+  TransformerLM, TransformerBlock, CausalSelfAttention, causalMask, ATTENTION_OPERANDS, TRANSFORMER_ACTIVATIONS,
+  type TransformerLMOptions, type TransformerBlockOptions, type CausalSelfAttentionOptions, type AttentionOperand, type OperandQuantizers, type TransformerActivation,
 } from './transformer-lm.ts';
 export { createModel, isModelName, MODEL_NAMES, type ModelName, type ModelOptionsMap } from './registry.ts';
 export {

@@ -113,10 +113,10 @@ describe('CausalSelfAttention', () => {
 });
 
 describe('TransformerBlock gradients against float64 central differences', () => {
-  for (const activation of ['gelu', 'relu'] as const) {
+  for (const activation of ['gelu', 'gelu-tanh', 'relu'] as const) {
     it(`${activation}: input and every Linear weight and bias of a 2-head block`, () => {
       withBackend('reference', () => {
-        const rng = new Rng(activation === 'gelu' ? 11 : 12);
+        const rng = new Rng(activation.length);
         const block = new TransformerBlock(4, 2, { mlpDim: 6, activation, rng });
         // float64 stand-ins: Linears with random weights, LayerNorms without affine parameters (any dtype).
         for (const [name, inF, outF] of [['attn.qkv', 4, 12], ['attn.proj', 4, 4], ['fc1', 4, 6], ['fc2', 6, 4]] as const) block.setSubmodule(name, new Linear64(inF, outF, rng));

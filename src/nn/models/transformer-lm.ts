@@ -121,11 +121,15 @@ export class CausalSelfAttention extends Module {
   }
 }
 
+/** MLP nonlinearities of a {@link TransformerBlock}. */
+export const TRANSFORMER_ACTIVATIONS = ['gelu', 'gelu-tanh', 'relu'] as const;
+export type TransformerActivation = (typeof TRANSFORMER_ACTIVATIONS)[number];
+
 export interface TransformerBlockOptions {
   /** MLP width (default 4·E). */
   readonly mlpDim?: number;
-  /** MLP nonlinearity (default 'gelu', the exact erf form). */
-  readonly activation?: 'gelu' | 'relu';
+  /** MLP nonlinearity: 'gelu' (default, the exact erf form), 'gelu-tanh' (the tanh approximation) or 'relu'. */
+  readonly activation?: TransformerActivation;
   /** Dropout on the attention weights and after each residual branch, in training mode (default 0). */
   readonly dropout?: number;
   readonly rng?: Rng;
@@ -152,7 +156,7 @@ export class TransformerBlock extends Module {
     const mlpDim = options.mlpDim ?? 4 * embedDim;
     if (!Number.isInteger(mlpDim) || mlpDim < 1) throw new RangeError(`TransformerBlock: mlpDim must be a positive integer, got ${mlpDim}`);
     const activation = options.activation ?? 'gelu';
-    if (activation !== 'gelu' && activation !== 'relu') throw new RangeError(`TransformerBlock: activation must be 'gelu' or 'relu', got ${JSON.stringify(activation)}`);
+    if (!(TRANSFORMER_ACTIVATIONS as readonly string[]).includes(activation)) throw new RangeError(`TransformerBlock: activation must be one of ${TRANSFORMER_ACTIVATIONS.join(', ')}, got ${JSON.stringify(activation)}`);
     const dropout = options.dropout ?? 0;
     this.embedDim = embedDim;
     this.mlpDim = mlpDim;
@@ -162,7 +166,7 @@ export class TransformerBlock extends Module {
     this.attn = this.registerModule('attn', new CausalSelfAttention(embedDim, numHeads, { dropout, rng: options.rng }));
     this.ln2 = this.registerModule('ln2', new LayerNorm(embedDim));
     this.fc1 = this.registerModule('fc1', new Linear(embedDim, mlpDim, { rng: options.rng }));
-    this.act = this.registerModule('act', activation === 'gelu' ? new GELU() : new ReLU());
+    this.act = this.registerModule('act', activation === 'gelu' ? new GELU() : activation === 'gelu-tanh' ? new GELU({ approximate: 'tanh' }) : new ReLU());
     this.fc2 = this.registerModule('fc2', new Linear(mlpDim, embedDim, { rng: options.rng }));
   }
 
@@ -186,8 +190,8 @@ export interface TransformerLMOptions {
   readonly numHeads?: number;
   /** MLP width (default 4·E). */
   readonly mlpDim?: number;
-  /** MLP nonlinearity (default 'gelu'). */
-  readonly activation?: 'gelu' | 'relu';
+  /** MLP nonlinearity (default 'gelu'; see {@link TransformerBlockOptions}). */
+  readonly activation?: TransformerActivation;
   /** Dropout (attention weights, residual branches, embeddings), training mode only (default 0). */
   readonly dropout?: number;
   /** Use the token table as the head's weight (no `head` Linear; default false). */
