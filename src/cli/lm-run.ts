@@ -8,21 +8,30 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { contextIdBatches, DataLoader, isLmDatasetName, LM_DATASET_NAMES, loadLanguageModelCorpus, take, type LanguageModelCorpus, type LmDatasetName } from '../data/index.ts';
 import { readTextLimited } from '../format/index.ts';
-import { NextWordModel, type NextWordCell } from '../nn/index.ts';
+import { NextWordModel, TransformerLM, type NextWordCell } from '../nn/index.ts';
 import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, nextWordQatPlan, prepareRnnQat, type NextWordQuantChoice } from '../quant/rnn/index.ts';
 import { Rng } from '../tensor/index.ts';
 import { loadCheckpoint, type StateTensors } from '../train/checkpoint.ts';
+import { prepareTransformerLmQat, TRANSFORMER_LM, transformerLmModel } from './lm-transformer.ts';
 
 /** `--model` names of the language models. */
-export const LM_MODEL_NAMES = ['lstm-lm', 'gru-lm'] as const;
+export const LM_MODEL_NAMES = ['lstm-lm', 'gru-lm', 'transformer-lm'] as const;
 export type LmModelName = (typeof LM_MODEL_NAMES)[number];
 
 export function isLmModelName(name: string): name is LmModelName {
   return (LM_MODEL_NAMES as readonly string[]).includes(name);
 }
 
-/** The recurrent cell of each model name. */
-export const LM_CELL: Readonly<Record<LmModelName, NextWordCell>> = { 'lstm-lm': 'lstm', 'gru-lm': 'gru' };
+/** The recurrent cell of each recurrent model name. */
+export const LM_CELL: Readonly<Record<Exclude<LmModelName, 'transformer-lm'>, NextWordCell>> = { 'lstm-lm': 'lstm', 'gru-lm': 'gru' };
+
+/** The model of an LM run: a recurrent NextWordModel, or a TransformerLM for transformer-lm (same forward: ids [N, C] → logits [N, V]). */
+export type LmModel = NextWordModel | TransformerLM;
+
+/** --embed and --hidden defaults of a model name (transformer-lm: width and MLP width, src/cli/lm-transformer.ts). */
+export function lmDefaultSizes(model: LmModelName): { hidden: number; embed: number } {
+  return model === 'transformer-lm' ? { hidden: TRANSFORMER_LM.hidden, embed: TRANSFORMER_LM.embed } : { hidden: LM_DEFAULTS.hidden, embed: LM_DEFAULTS.embed };
+}
 
 /**
  * Defaults of a language-model run where they differ from image runs (one seed on this machine,
@@ -57,11 +66,18 @@ export function lmCorpus(settings: Pick<LmRunSettings, 'dataset' | 'seqLen' | 'v
 }
 
 /** A fresh model of a run's settings, prepared for QAT when the run is quantized (seeded by `seed`). */
-export function lmModel(settings: Pick<LmRunSettings, 'model' | 'quant' | 'hidden' | 'embed' | 'vocabSize'>, seed: number): NextWordModel {
+export function lmModel(settings: Pick<LmRunSettings, 'model' | 'quant' | 'hidden' | 'embed' | 'vocabSize' | 'seqLen'>, seed: number): LmModel {
+  if (settings.model === 'transformer-lm') return transformerLmModel(settings, seed);
   const model = new NextWordModel({ vocabSize: settings.vocabSize, embeddingDim: settings.embed, hiddenSize: settings.hidden, cell: LM_CELL[settings.model], rng: new Rng(seed) });
   const plan = nextWordQatPlan(settings.quant);
   if (plan) prepareRnnQat(model, plan);
   return model;
+}
+
+/** Prepares a float model of an LM run for QAT with `quant` in place (for a QAT run started from a float one). */
+export function prepareLmQat(model: LmModel, quant: NextWordQuantChoice): void {
+  if (model instanceof TransformerLM) prepareTransformerLmQat(model, quant);
+  else prepareRnnQat(model, nextWordQatPlan(quant)!);
 }
 
 /** A language-model checkpoint read back: its settings, corpus and model (eval mode, weights loaded). */
@@ -70,7 +86,7 @@ export interface LmCheckpoint {
   readonly settings: LmRunSettings;
   readonly config: Record<string, unknown>;
   readonly corpus: LanguageModelCorpus;
-  readonly model: NextWordModel;
+  readonly model: LmModel;
   readonly weights: StateTensors;
 }
 

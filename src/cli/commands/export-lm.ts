@@ -13,6 +13,8 @@ import type { CommandIO } from '../command.ts';
 import { describeLmRun, lmTestBatches, type LmCheckpoint } from '../lm-run.ts';
 import { convertNextWordModel, saveIntNextWord } from '../lm-irnn.ts';
 import { contextIdBatches, DataLoader, take } from '../../data/index.ts';
+import { NextWordModel, TransformerLM } from '../../nn/index.ts';
+import { exportTransformerLanguageModel } from '../lm-transformer-export.ts';
 
 /** The export options a language-model run reads; the image-only ones must be left out. */
 export interface LmExportOptions {
@@ -31,6 +33,7 @@ export interface LmExportOptions {
 const VERIFY_BATCH = 256;
 
 export async function exportLanguageModel(run: LmCheckpoint, out: string, options: LmExportOptions, io: CommandIO): Promise<number> {
+  if (run.model instanceof TransformerLM) return exportTransformerLanguageModel(run, run.model, out, options, io);
   const { settings } = run;
   const refuse = (message: string): never => {
     throw new UsageError(`${message} ('${run.checkpoint}' is a ${settings.model} run)`, 'export');
@@ -110,13 +113,14 @@ export function exportLanguageModelIrnn(run: LmCheckpoint, out: string, options:
   const refuse = (message: string): never => {
     throw new UsageError(`--format irnn: ${message} ('${run.checkpoint}' is a ${settings.model} run)`, 'export');
   };
-  if (settings.model !== 'lstm-lm') refuse('the integer runtime (quant.irnn) has an LSTM only; export a gru-lm run to ONNX');
+  const lstm = run.model;
+  if (settings.model !== 'lstm-lm' || !(lstm instanceof NextWordModel)) return refuse(`the integer runtime (quant.irnn) has an LSTM only; export a ${settings.model} run to ONNX`);
   if (options.profile !== 'default') refuse('--profile applies to ONNX');
   if (options.weightBits !== undefined) refuse('--weight-bits applies to ONNX; the LSTM keeps the run\'s weight bits (8 for fp32 runs), the head int8');
   if (options.bias !== undefined || options.arch !== undefined || options.opset !== undefined || options.activations !== undefined) refuse('--bias, --arch, --opset and --activations apply to ONNX');
   if (options.dataset !== undefined && options.dataset !== settings.dataset) refuse(`--dataset ${options.dataset}: the run was trained on ${settings.dataset}`);
   const calibration = [...contextIdBatches(new DataLoader(take(run.corpus.train, IRNN_CALIBRATION_WINDOWS), { batchSize: VERIFY_BATCH }))].map((b) => b.x);
-  const model = convertNextWordModel(run.model, calibration, {
+  const model = convertNextWordModel(lstm, calibration, {
     context: settings.seqLen, vocabulary: run.corpus.vocab.words, source: basename(run.checkpoint), quant: settings.quant, dataset: settings.dataset, corpusVocab: settings.vocab,
   });
   const bytes = saveIntNextWord(out, model);

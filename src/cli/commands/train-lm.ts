@@ -1,5 +1,5 @@
 /**
- * `lowbit train --model lstm-lm|gru-lm`: a word-level next-word language model (nn.NextWordModel)
+ * `lowbit train --model lstm-lm|gru-lm|transformer-lm`: a word-level next-word language model (nn.NextWordModel, nn.TransformerLM)
  * on a text corpus (data.loadLanguageModelCorpus), float32 or quantization-aware (LSQ,
  * quant.rnn.nextWordQatPlan), with the validation perplexity after every epoch; writes
  * <out>/checkpoint.safetensors after every epoch and <out>/metrics.json at the end, like image runs.
@@ -11,14 +11,15 @@ import { checkDirCreatable } from '../../format/files.ts';
 import { makeDirs, readTextLimited, writeFileAtomic } from '../../format/index.ts';
 import { CosineAnnealingLR, createOptimizer, StepLR, type OptimizerName } from '../../optim/index.ts';
 import { qatParamGroups } from '../../quant/qat/index.ts';
-import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, nextWordQatPlan, prepareRnnQat, type NextWordQuantChoice } from '../../quant/rnn/index.ts';
+import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, type NextWordQuantChoice } from '../../quant/rnn/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
 import { fit, formatPercent, preferThroughputGc, type EpochRecord, type EpochScheduler } from '../../train/index.ts';
 import { UsageError } from '../args.ts';
 import { backendDetails, describeBackend } from '../backend-info.ts';
 import type { CommandIO } from '../command.ts';
 import { resolveModelInput } from '../inputs.ts';
-import { LM_DEFAULTS, lmCorpus, lmModel, readLmCheckpoint, type LmModelName, type LmRunSettings } from '../lm-run.ts';
+import { LM_DEFAULTS, lmCorpus, lmDefaultSizes, lmModel, prepareLmQat, readLmCheckpoint, type LmModelName, type LmRunSettings } from '../lm-run.ts';
+import { TRANSFORMER_LM } from '../lm-transformer.ts';
 
 /** The train options a language-model run reads (`lr` already resolved); the image-only ones must keep their defaults. */
 export interface LmTrainOptions {
@@ -127,7 +128,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   const batchSize = options.batchSize ?? LM_DEFAULTS.batchSize;
   const sizes = init
     ? { seqLen: init.settings.seqLen, hidden: init.settings.hidden, embed: init.settings.embed, vocab: init.settings.vocab }
-    : { seqLen: options.seqLen ?? LM_DEFAULTS.seqLen, hidden: options.hidden ?? LM_DEFAULTS.hidden, embed: options.embed ?? LM_DEFAULTS.embed, vocab: options.vocab ?? LM_DEFAULTS.vocab };
+    : { seqLen: options.seqLen ?? LM_DEFAULTS.seqLen, hidden: options.hidden ?? lmDefaultSizes(options.model).hidden, embed: options.embed ?? lmDefaultSizes(options.model).embed, vocab: options.vocab ?? LM_DEFAULTS.vocab };
   const out = options.out ?? join('runs', `${options.model}-${dataset}-${quant}`);
   checkDirCreatable(out);  // an unusable --out fails now, not after the training
 
@@ -141,7 +142,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   if (init) {
     model = lmModel({ ...settings, quant: 'fp32' }, options.seed);
     model.loadStateDict(init.weights);
-    prepareRnnQat(model, nextWordQatPlan(quant)!);
+    prepareLmQat(model, quant);
   } else {
     model = lmModel(settings, options.seed);
   }
@@ -161,8 +162,8 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   };
   const quantized = quant !== 'fp32';
   const rows: [string, string][] = [
-    ['model', `${options.model}: embedding ${sizes.embed}, ${options.model === 'lstm-lm' ? 'LSTM' : 'GRU'} ${sizes.hidden}, head to ${corpus.vocab.size} words; ${model.numParameters().toLocaleString('en-US')} parameters`],
-    ['quant', quantized ? `${quant}, lsq estimator (weights per row${quant === 'w4' ? ', activations float' : ', activations per tensor incl. h_{t-1}'})` : 'fp32 (none)'],
+    ['model', `${options.model}: embedding ${sizes.embed}, ${options.model === 'transformer-lm' ? `${TRANSFORMER_LM.layers} causal pre-LN Transformer blocks (${TRANSFORMER_LM.heads} heads, ${TRANSFORMER_LM.activation} MLP ${sizes.hidden}), learned positions` : `${options.model === 'lstm-lm' ? 'LSTM' : 'GRU'} ${sizes.hidden}`}, head to ${corpus.vocab.size} words; ${model.numParameters().toLocaleString('en-US')} parameters`],
+    ['quant', quantized ? `${quant}, lsq estimator (weights per row${quant === 'w4' ? ', activations float' : options.model === 'transformer-lm' ? ', activations per tensor at every matmul input incl. Q, K, V and the attention weights' : ', activations per tensor incl. h_{t-1}'})` : 'fp32 (none)'],
     ['data', `${dataset}, words, ${sizes.seqLen}-word context: ${trainSet.length} train / ${validSet.length} validation windows (test split held out for lowbit eval), batch ${batchSize}`],
     ['optimizer', `${options.optimizer} lr ${options.lr}, ${options.schedule} schedule${quantized ? `, quantizer params at ${options.quantLrScale}x lr` : ''}, ${epochs} epoch${epochs === 1 ? '' : 's'}, seed ${options.seed}`],
     ['backend', describeBackend(backend)],
