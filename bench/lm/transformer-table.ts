@@ -1,0 +1,71 @@
+/**
+ * The transformer-lm rows of docs/lm.md: `lowbit train --model transformer-lm` at fp32, W8A8 and
+ * W4A8 (LSQ QAT from scratch, the CLI defaults otherwise), each evaluated with `lowbit eval` and,
+ * with --export, exported to ONNX and checked in onnxruntime-node (`lowbit export --verify`).
+ * Runs the CLI in-process (bench/lm/cli.ts). One seed (0), on a machine shared with other jobs.
+ *
+ *   nice -n 10 node --import tsx bench/lm/transformer-table.ts [--out-dir /tmp/lowbit-tlm] [--only fp32,w4a8] [--reuse] [--export]
+ *
+ * --reuse skips the training of a row whose run directory already has a metrics.json.
+ * Writes bench/results/lm-transformer.json after every row.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { lowbit, number } from './cli.ts';
+import { writeFileAtomic } from '../../src/format/index.ts';
+import { flag } from '../flags.ts';
+
+const outDir = flag('out-dir') ?? '/tmp/lowbit-tlm';
+const only = flag('only')?.split(',');
+const reuse = process.argv.includes('--reuse');
+const exportToo = process.argv.includes('--export');
+
+const rows: [string, string[]][] = [
+  ['fp32', ['--quant', 'fp32']],
+  ['w8a8', ['--quant', 'w8a8']],
+  ['w4a8', ['--quant', 'w4a8']],
+  ['w4a4', ['--quant', 'w4a4']],
+];
+
+const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'lm-transformer.json');
+const results: Record<string, unknown>[] = [];
+for (const [name, args] of rows) {
+  if (only ? !only.includes(name) : name === 'w4a4') continue;
+  const run = join(outDir, `transformer-lm-${name}`);
+  const trainArgs = ['train', '--model', 'transformer-lm', ...args, '--out', run, '--no-progress'];
+  let trainSeconds: number | null = null;
+  if (!(reuse && existsSync(join(run, 'metrics.json')))) {
+    const t0 = performance.now();
+    await lowbit(trainArgs);
+    trainSeconds = (performance.now() - t0) / 1000;
+  }
+  const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; parameters: number; totalSeconds: number; history: { epochs: { seconds: number }[] } };
+  const evalText = await lowbit(['eval', run]);
+  const row: Record<string, unknown> = {
+    name: `transformer-lm ${name}`,
+    command: `lowbit ${trainArgs.join(' ')}`,
+    parameters: metrics.parameters,
+    trainSeconds: trainSeconds ?? metrics.totalSeconds,
+    epochSeconds: metrics.history.epochs.map((e) => e.seconds),
+    validPerplexity: metrics.validPerplexity,
+    testPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
+    testAccuracy: number(evalText, /next-word accuracy ([\d.]+) %/, 'accuracy') / 100,
+    predictedWordsPerSecond: number(evalText, /throughput +(\d+) predicted words\/s/, 'throughput'),
+  };
+  if (exportToo) {
+    const onnx = join(run, 'model.onnx');
+    const exportText = await lowbit(['export', run, '--out', onnx, '--verify', '--samples', '2000']);
+    Object.assign(row, {
+      onnxBytes: statSync(onnx).size,
+      ortPerplexity: number(exportText, /onnxruntime ([\d.]+), lowbit/, 'ORT perplexity'),
+      lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
+      argmaxAgreement: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
+      maxLogitDiff: number(exportText, /max \|diff\| ([\d.e+-]+)/, 'logit difference'),
+    });
+  }
+  results.push(row);
+  console.log(JSON.stringify(row));
+  writeFileAtomic(resultsPath, new TextEncoder().encode(`${JSON.stringify({ bench: 'lm/transformer-table', date: new Date().toISOString(), seed: 0, rows: results }, null, 2)}\n`));
+}
+console.log(`wrote ${resultsPath}`);
