@@ -1,7 +1,7 @@
 /**
  * ONNX export of sequence models: a chain of nn.Embedding, nn.LSTM, nn.GRU, nn.Linear,
- * activations and dropout (eval), and their quantization-aware twins QatEmbedding, QatLSTM and
- * QuantLinear (from `prepareRnnQat` / `prepareQat`).
+ * activations and dropout (eval), and their quantization-aware twins QatEmbedding, QatLSTM, QatGRU
+ * and QuantLinear (from `prepareRnnQat` / `prepareQat`).
  *
  * The chain: modules applied one after the other, each to the previous one's output; a recurrent
  * layer passes on its output sequence (its final states become extra graph outputs when `states`
@@ -36,9 +36,9 @@
  * float input into MatMulNBits, which by default quantizes that input to int8 on the fly; open the
  * session with `session.qdq_matmulnbits_accuracy_level` 0 (openRnnOnnx's matMulNBitsAccuracyLevel)
  * to run such a weight-only layer as the fake-quant model (docs/onnx-rnn.md).
- * A QatLSTM that also quantizes h_{t−1} cannot use the ONNX LSTM node (its recurrence is closed):
- * that layer is unrolled over a fixed `sequenceLength` into per-step MatMul / Sigmoid / Tanh nodes
- * with a QDQ on h_{t−1}.
+ * A QatLSTM or QatGRU that also quantizes h_{t−1} cannot use the ONNX LSTM / GRU node (its
+ * recurrence is closed): that layer is unrolled over a fixed `sequenceLength` into per-step
+ * MatMul / Sigmoid / Tanh nodes with a QDQ on h_{t−1}.
  */
 import { noGrad } from '../autograd/engine.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
@@ -54,6 +54,7 @@ import { QuantLinear } from '../quant/qat/layers.ts';
 import type { Quantizer } from '../quant/quantizers/quantizer.ts';
 import { QatEmbedding } from '../quant/rnn/qat-embedding.ts';
 import { QatLSTM } from '../quant/rnn/qat-lstm.ts';
+import { QatGRU } from '../quant/rnn/qat-gru.ts';
 import { narrow, reshape, Tensor } from '../tensor/index.ts';
 import {
   encodeModel, OnnxDataType, OnnxError,
@@ -66,9 +67,9 @@ export const MIN_RNN_EXPORT_OPSET = 13;
 export const MAX_RNN_EXPORT_OPSET = 21;
 
 /** Modules a chain may hold. */
-export type RnnChainModule = Embedding | QatEmbedding | LSTM | GRU | QatLSTM | Linear | QuantLinear | ReLU | Tanh | Sigmoid | LeakyReLU | Dropout | Identity;
+export type RnnChainModule = Embedding | QatEmbedding | LSTM | GRU | QatLSTM | QatGRU | Linear | QuantLinear | ReLU | Tanh | Sigmoid | LeakyReLU | Dropout | Identity;
 
-const SUPPORTED = 'Embedding, QatEmbedding, LSTM, GRU, QatLSTM, Linear, QuantLinear, ReLU, Tanh, Sigmoid, LeakyReLU, Dropout, Identity';
+const SUPPORTED = 'Embedding, QatEmbedding, LSTM, GRU, QatLSTM, QatGRU, Linear, QuantLinear, ReLU, Tanh, Sigmoid, LeakyReLU, Dropout, Identity';
 
 export interface RnnOnnxExportOptions {
   /**
@@ -145,15 +146,15 @@ export function rnnChain(model: Module | readonly Module[]): [string, Module][] 
 }
 
 function isChainModule(m: Module): m is RnnChainModule {
-  return m instanceof Embedding || m instanceof QatEmbedding || m instanceof LSTM || m instanceof GRU || m instanceof QatLSTM
+  return m instanceof Embedding || m instanceof QatEmbedding || m instanceof LSTM || m instanceof GRU || m instanceof QatLSTM || m instanceof QatGRU
     || m instanceof Linear || m instanceof QuantLinear || m instanceof ReLU || m instanceof Tanh || m instanceof Sigmoid
     || m instanceof LeakyReLU || m instanceof Dropout || m instanceof Identity;
 }
 
-type Recurrent = LSTM | GRU | QatLSTM;
+type Recurrent = LSTM | GRU | QatLSTM | QatGRU;
 
 function isRecurrent(m: Module): m is Recurrent {
-  return m instanceof RNNBase || m instanceof QatLSTM;
+  return m instanceof RNNBase || m instanceof QatLSTM || m instanceof QatGRU;
 }
 
 /** Initial states per recurrent layer (by chain name): [h0] or [h0, c0]. */
@@ -171,7 +172,7 @@ export function runRnnChain(chain: readonly (readonly [string, Module])[], x: Te
   let y = x;
   const states: Record<string, Tensor[]> = {};
   chain.forEach(([name, m], i) => {
-    if (m instanceof GRU) {
+    if (m instanceof GRU || m instanceof QatGRU) {
       const h0 = options.initial?.[name]?.[0];
       const [out, hN] = m.forward(y, h0);
       y = out;
@@ -355,7 +356,7 @@ interface ChainState {
 /**
  * Builds the ONNX model of a sequence chain (see the file comment). `model` is an array of
  * modules, a Module whose children (in registration order) form the chain (its forward must
- * compute the chain: checked on a probe input), or a lone LSTM / GRU / QatLSTM. Throws
+ * compute the chain: checked on a probe input), or a lone LSTM / GRU / QatLSTM / QatGRU. Throws
  * OnnxError naming what cannot be exported.
  */
 export function buildRnnOnnxModel(model: Module | readonly Module[], options: RnnOnnxExportOptions = {}): RnnOnnxExportResult {
@@ -379,7 +380,7 @@ export function buildRnnOnnxModel(model: Module | readonly Module[], options: Rn
     if (m instanceof QuantLinear && m.prunedChannels) throw new OnnxError('unsupported-op', `ONNX export: ${name} has pruned channels; not supported by the sequence exporter`);
   }
   const recurrentLayers = chain.filter(([, m]) => isRecurrent(m)) as [string, Recurrent][];
-  if (recurrentLayers.length === 0) throw new OnnxError('bad-input', 'ONNX export: the chain has no LSTM, GRU or QatLSTM; use exportOnnx for feed-forward models');
+  if (recurrentLayers.length === 0) throw new OnnxError('bad-input', 'ONNX export: the chain has no LSTM, GRU, QatLSTM or QatGRU; use exportOnnx for feed-forward models');
   const embeddingFirst = chain[0]![1] instanceof Embedding || chain[0]![1] instanceof QatEmbedding;
   chain.forEach(([name, m], i) => {
     if (i > 0 && (m instanceof Embedding || m instanceof QatEmbedding)) throw new OnnxError('unsupported-op', `ONNX export: the embedding ${name} must come first in the chain`);
@@ -411,7 +412,7 @@ export function buildRnnOnnxModel(model: Module | readonly Module[], options: Rn
         if (isRecurrent(m)) {
           const H = m.hiddenSize;
           const D = m instanceof RNNBase ? m.numDirections : 1;
-          const parts = m instanceof GRU ? ['h'] : ['h', 'c'];
+          const parts = m instanceof GRU || m instanceof QatGRU ? ['h'] : ['h', 'c'];
           const stateDims = [D * m.numLayers, 'N', H];
           const starts: string[] = [];
           const ends: RnnOnnxValue[] = [];
@@ -426,7 +427,7 @@ export function buildRnnOnnxModel(model: Module | readonly Module[], options: Rn
           const x = m.batchFirst ? b.swap01(state.name, `${label}_time_major`) : state.name;
           const run = m instanceof QatLSTM
             ? emitQatLstm(b, m, label, x, starts, L, notes)
-            : emitRecurrentNode(b, m, label, x, starts);
+            : m instanceof QatGRU ? emitQatGru(b, m, label, x, starts, L, notes) : emitRecurrentNode(b, m, label, x, starts);
           recurrent[label] = run.how;
           state.quantized ||= run.quantized;
           state.deviation = Math.max(state.deviation, run.deviation);
@@ -774,4 +775,120 @@ function emitQatLstm(b: RnnGraph, m: QatLSTM, label: string, x: string, starts: 
   }
   if (unrolled) notes.push(`${label}: hidden-state quantizer → recurrence unrolled over ${steps} steps (fixed sequence length)`);
   return { output: cur, finals, how: unrolled ? 'unrolled' : 'LSTM', quantized, deviation };
+}
+
+/**
+ * A QatGRU: per layer, the input x_t through its quantizer (QDQ), then either one ONNX GRU node
+ * (`linear_before_reset` 1) with dequantized W and R (no hidden quantizer) or, with a hidden
+ * quantizer, the recurrence unrolled over `steps`: per step
+ * g_h = Q(h_{t−1})·R̂ᵀ + b_hh, r = σ(g_x[r] + g_h[r]), z = σ(g_x[z] + g_h[z]),
+ * n = tanh(g_x[n] + r⊙g_h[n]), h_t = n + z⊙(h_{t−1} − n), as QatGRU computes it.
+ */
+function emitQatGru(b: RnnGraph, m: QatGRU, label: string, x: string, starts: readonly string[], steps: number | undefined, notes: string[]): RecurrentRun {
+  const H = m.hiddenSize;
+  const params = new Map(m.namedParameters({ recurse: false }));
+  let cur = x;
+  const finals: string[][] = [];
+  let deviation = 0;
+  let quantized = false;
+  let unrolled = false;
+  for (let k = 0; k < m.numLayers; k++) {
+    const layer = `${label}.l${k}`;
+    const q = m.layerQuantizers(k);
+    const inF = k === 0 ? m.inputSize : H;
+    const bih = params.get(`bias_ih_l${k}`);
+    const bhh = params.get(`bias_hh_l${k}`);
+    const iq = active(q.input);
+    const hq = active(q.hidden);
+    if (iq) {
+      cur = emitActivationQdq(b, cur, iq, `${layer}.input`);
+      quantized = true;
+    }
+    const weights = [[params.get(`weight_ih_l${k}`)!, active(q.weightIh), inF, 'W'], [params.get(`weight_hh_l${k}`)!, active(q.weightHh), H, 'R']] as const;
+    const initial = starts.map((s) => stateSlice(b, s, k, 1, `${layer}.h0`));
+    if (!hq) {
+      const [w, r] = weights.map(([weight, wq, cols, tag]) => {
+        if (!wq) {
+          const out = new Float32Array(3 * H * cols);
+          reorderGates(weight.data, GRU_GATES, H, cols, out, 0);
+          return b.float(`${layer}.${tag}`, [1, 3 * H, cols], out);
+        }
+        const qw = quantizeWeight(wq, weight, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`);
+        deviation = Math.max(deviation, qw.deviation);
+        quantized = true;
+        const values = new Int32Array(3 * H * cols);
+        reorderGates(qw.values, GRU_GATES, H, cols, values, 0);
+        const [scale, zeroPoint] = qw.perRow ? [new Float32Array(3 * H), new Int32Array(3 * H)] : [qw.scale, qw.zeroPoint];
+        if (qw.perRow) {
+          reorderGates(qw.scale, GRU_GATES, H, 1, scale, 0);
+          reorderGates(qw.zeroPoint, GRU_GATES, H, 1, zeroPoint, 0);
+        }
+        return emitDequantized(b, `${layer}.${tag}`, [1, 3 * H, cols], values, scale, zeroPoint, 1);
+      }) as [string, string];
+      let bias = '';
+      if (bih && bhh) {
+        const B = new Float32Array(6 * H);
+        reorderGates(bih.data, GRU_GATES, H, 1, B, 0);
+        reorderGates(bhh.data, GRU_GATES, H, 1, B, 3 * H);
+        bias = b.float(`${layer}.B`, [1, 6 * H], B);
+      }
+      const ins = [cur, w, r, bias, '', initial[0] ?? ''];
+      while (ins[ins.length - 1] === '') ins.pop();
+      const outs = b.node('GRU', ins, [attrString('direction', 'forward'), attrInt('hidden_size', H), attrInt('linear_before_reset', 1)], layer, 2);
+      cur = mergeDirections(b, outs[0]!, 1, `${layer}.y`);
+      finals.push(outs.slice(1));
+      continue;
+    }
+    if (steps === undefined) {
+      throw new OnnxError('bad-input', `ONNX export: ${label} quantizes its hidden state h_{t−1} (layer ${k}), which the ONNX GRU node cannot do; pass sequenceLength so that the layer is unrolled over a fixed number of steps`);
+    }
+    unrolled = true;
+    quantized = true;
+    // Weights transposed for MatMul ([cols, 3H], lowbit gate order r, z, n; per-row scales on axis 1).
+    const [wT, rT] = weights.map(([weight, wq, cols, tag]) => {
+      if (!wq) {
+        const t = new Float32Array(3 * H * cols);
+        transpose2(weight.data, 3 * H, cols, t);
+        return b.float(`${layer}.${tag}_t`, [cols, 3 * H], t);
+      }
+      const qw = quantizeWeight(wq, weight, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`);
+      deviation = Math.max(deviation, qw.deviation);
+      const t = new Int32Array(3 * H * cols);
+      transpose2(qw.values, 3 * H, cols, t);
+      return emitDequantized(b, `${layer}.${tag}_t`, [cols, 3 * H], t, qw.scale, qw.zeroPoint, 1);
+    }) as [string, string];
+    const biasIh = b.float(`${layer}.bias_ih`, [3 * H], bih ? bih.data : new Float32Array(3 * H));
+    const biasHhData = bhh ? Float32Array.from(bhh.data) : new Float32Array(3 * H);
+    const biasHh = b.float(`${layer}.bias_hh`, [3 * H], biasHhData);
+    // With no initial state, h_{−1} = 0: g_h is b_hh alone.
+    const startParts = [0, 1, 2].map((g) => b.float(`${layer}.bias_hh_${'rzn'[g]}`, [H], biasHhData.subarray(g * H, (g + 1) * H)));
+    const gates = b.one('Add', [b.one('MatMul', [cur, wT], `${layer}.input_matmul`), biasIh], `${layer}.input_gates`);
+    const splits = b.int64([H, H, H]);
+    let h = initial[0] ? b.one('Squeeze', [initial[0], b.int64([0])], `${layer}.h_start`) : '';
+    const hs: string[] = [];
+    for (let t = 0; t < steps; t++) {
+      const step = `${layer}.t${t}`;
+      const gx = b.one('Gather', [gates, b.int64([t], [])], `${step}.gx`, [attrInt('axis', 0)]);
+      const [xr, xz, xn] = b.node('Split', [gx, splits], [attrInt('axis', 1)], `${step}.gx_part`, 3) as [string, string, string];
+      let hr: string, hz: string, hn: string;
+      if (h === '') {
+        [hr, hz, hn] = startParts as [string, string, string];
+      } else {
+        const hIn = emitActivationQdq(b, h, hq, `${step}.h`);
+        const gh = b.one('Add', [b.one('MatMul', [hIn, rT], `${step}.h_matmul`), biasHh], `${step}.gh`);
+        [hr, hz, hn] = b.node('Split', [gh, splits], [attrInt('axis', 1)], `${step}.gh_part`, 3) as [string, string, string];
+      }
+      const r = b.one('Sigmoid', [b.one('Add', [xr, hr], `${step}.r_in`)], `${step}.r`);
+      const z = b.one('Sigmoid', [b.one('Add', [xz, hz], `${step}.z_in`)], `${step}.z`);
+      const n = b.one('Tanh', [b.one('Add', [xn, b.one('Mul', [r, hn], `${step}.r_hn`)], `${step}.n_in`)], `${step}.n`);
+      h = h === ''
+        ? b.one('Sub', [n, b.one('Mul', [z, n], `${step}.z_n`)], `${step}.h_out`)
+        : b.one('Add', [n, b.one('Mul', [z, b.one('Sub', [h, n], `${step}.h_minus_n`)], `${step}.z_diff`)], `${step}.h_out`);
+      hs.push(b.one('Unsqueeze', [h, b.int64([0])], `${step}.y`));
+    }
+    cur = hs.length === 1 ? hs[0]! : b.one('Concat', hs, `${layer}.y`, [attrInt('axis', 0)]);
+    finals.push([hs[hs.length - 1]!]);
+  }
+  if (unrolled) notes.push(`${label}: hidden-state quantizer → recurrence unrolled over ${steps} steps (fixed sequence length)`);
+  return { output: cur, finals, how: unrolled ? 'unrolled' : 'GRU', quantized, deviation };
 }

@@ -120,7 +120,6 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   const quantGiven = options.quant ?? (options.model === 'gru-lm' ? 'fp32' : 'w4a8');
   if (!isNextWordQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is an image-model scheme; --model ${options.model} takes --quant ${NEXT_WORD_QUANT_CHOICES.join('|')}`, 'train');
   const quant: NextWordQuantChoice = quantGiven;
-  if (options.model === 'gru-lm' && quant !== 'fp32') throw new UsageError(`--model gru-lm trains float32 only (--quant fp32): lowbit has no quantization-aware GRU; --model lstm-lm takes --quant ${quant}`, 'train');
   refuseImageOptions(options, quant);
   const init = options.init === undefined ? null : initRun(options.init, options, dataset);
   if (init && quant === 'fp32') throw new UsageError('--init starts QAT from a float32 run: pass a --quant other than fp32', 'train');

@@ -10,6 +10,9 @@ import { concat, reshape, Rng, Tensor } from '../../tensor/index.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import { disableFakeQuant } from '../qat/prepare.ts';
 import { QatGRU } from './qat-gru.ts';
+import { NextWordModel } from '../../nn/models/next-word.ts';
+import { nextWordQatPlan } from './next-word-plan.ts';
+import { modelSize, prepareRnnQat } from './recipe.ts';
 
 const sigmoid = (v: number): number => 1 / (1 + Math.exp(-v));
 
@@ -330,5 +333,22 @@ describe('QatGRU', () => {
     const partial = float.stateDict();
     partial.delete('bias_hh_l1');
     assert.throws(() => b.loadFloatStateDict(partial), /missing keys bias_hh_l1/);
+  });
+
+  it('prepareRnnQat swaps a GRU for a QatGRU with the plan (w4a8: 4-bit rows, 8-bit x and h), keeping the weights; modelSize counts them at 4 bits', () => {
+    const model = new NextWordModel({ vocabSize: 20, embeddingDim: 4, hiddenSize: 6, cell: 'gru', rng: new Rng(1) });
+    const before = Array.from((model.rnn as unknown as GRU).stateDict().get('weight_hh_l0')!.data);
+    const rows = prepareRnnQat(model, nextWordQatPlan('w4a8')!);
+    assert.deepEqual(rows.map((r) => `${r.name}:${r.type}`), ['embedding:Embedding', 'rnn:GRU', 'head:Linear']);
+    assert.ok(model.rnn instanceof QatGRU);
+    const q = (model.rnn as QatGRU).layerQuantizers(0);
+    assert.deepEqual([q.weightIh!.spec.bits, q.weightHh!.spec.bits, q.input!.spec.bits, q.hidden!.spec.bits], [4, 4, 8, 8]);
+    assert.deepEqual(Array.from((model.rnn as QatGRU).stateDict().get('weight_hh_l0')!.data), before);
+    const x = new Tensor(Int32Array.from({ length: 3 * 5 }, (_, i) => i % 20), [3, 5]);
+    model.forward(x);
+    const size = modelSize(model);
+    const whh = size.entries.find((e) => e.name === 'rnn.weight_hh_l0')!;
+    assert.deepEqual([whh.values, whh.bits, whh.quantParams, whh.bytes], [18 * 6, 4, 18, 54 + 4 * 18]);
+    assert.ok(size.entries.some((e) => e.name === 'rnn.hidden_l0' && e.quantParams === 1));
   });
 });

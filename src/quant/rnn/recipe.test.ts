@@ -86,7 +86,7 @@ describe('prepareRnnQat', () => {
 
   it('refuses overrides that match nothing, bad match types and bad LSTM specs (naming the layer)', () => {
     assert.throws(() => resolveRnnQatPlan(tiny(5), { default: { weight: w4, activation: a4 }, overrides: [{ match: 'decoder.*', config: null }] }), /overrides "decoder.\*" match no layer/);
-    assert.throws(() => resolveRnnQatPlan(tiny(5), { default: { weight: w4, activation: a4 }, overrides: [{ match: { type: 'GRU' as 'LSTM' }, config: null }] }), /must be a name glob or \{ type/);
+    assert.throws(() => resolveRnnQatPlan(tiny(5), { default: { weight: w4, activation: a4 }, overrides: [{ match: { type: 'SRU' as 'LSTM' }, config: null }] }), /must be a name glob or \{ type/);
     assert.throws(() => resolveRnnQatPlan(tiny(5), { default: { weight: { ...w4, granularity: 'group', groupSize: 2 }, activation: a4 } }), /'encoder': weight granularity must be/);
     const model = tiny(5);
     assert.throws(() => prepareRnnQat(model, { default: { weight: w4, activation: { kind: 'lsq', bits: 1, signed: true } } }), /cannot build the quantizer/);

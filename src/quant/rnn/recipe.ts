@@ -1,12 +1,12 @@
 /**
  * The RNN quantization recipe: a plan (default config + name-glob / type overrides, as QuantPlan)
- * over a model's LSTMs, Linears and Embeddings, resolved to an explicit per-layer table and
- * applied in place — Linears through `prepareQat` (QuantLinear), LSTMs by QatLSTM, Embeddings by
- * QatEmbedding. Plus the packed model size a plan gives, for compression ratios.
+ * over a model's LSTMs, GRUs, Linears and Embeddings, resolved to an explicit per-layer table and
+ * applied in place — Linears through `prepareQat` (QuantLinear), LSTMs by QatLSTM, GRUs by QatGRU,
+ * Embeddings by QatEmbedding. Plus the packed model size a plan gives, for compression ratios.
  */
 import { Module } from '../../nn/module.ts';
 import { Linear } from '../../nn/linear.ts';
-import { LSTM } from '../../nn/rnn.ts';
+import { GRU, LSTM } from '../../nn/rnn.ts';
 import { Embedding } from '../../nn/embedding.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import { Quantizer } from '../quantizers/quantizer.ts';
@@ -14,16 +14,19 @@ import { globToRegExp } from '../config/plan.ts';
 import { prepareQat } from '../qat/prepare.ts';
 import { QuantLayer } from '../qat/layers.ts';
 import { checkLstmSpec, QatLSTM } from './qat-lstm.ts';
+import { QatGRU } from './qat-gru.ts';
 import { QatEmbedding } from './qat-embedding.ts';
 
 /** Layer types the recipe quantizes. */
-export type RnnLayerType = 'LSTM' | 'Linear' | 'Embedding';
-const RNN_LAYER_TYPES: readonly RnnLayerType[] = ['LSTM', 'Linear', 'Embedding'];
+export type RnnLayerType = 'LSTM' | 'GRU' | 'Linear' | 'Embedding';
+const RNN_LAYER_TYPES: readonly RnnLayerType[] = ['LSTM', 'GRU', 'Linear', 'Embedding'];
+/** The recurrent layer types (weight, x_t and h_{t−1} quantizers). */
+const isRecurrentType = (type: RnnLayerType): boolean => type === 'LSTM' || type === 'GRU';
 
 /**
- * What one layer gets. `weight`: the weight(s) (LSTM: W_ih and W_hh; Embedding: the table);
- * `activation`: the layer input (Linear's input, LSTM's x_t; unused by Embedding); `hidden`: an
- * LSTM's h_{t−1} (default: `activation`). null keeps that operand float.
+ * What one layer gets. `weight`: the weight(s) (LSTM / GRU: W_ih and W_hh; Embedding: the table);
+ * `activation`: the layer input (Linear's input, LSTM / GRU x_t; unused by Embedding); `hidden`: an
+ * LSTM's or GRU's h_{t−1} (default: `activation`). null keeps that operand float.
  */
 export interface RnnQatConfig {
   readonly weight: QuantizerSpec | null;
@@ -50,11 +53,12 @@ export interface RnnQatRow {
   readonly hidden: QuantizerSpec | null;
 }
 
-/** LSTMs, Linears and Embeddings of `model` in definition order (exact classes; LSTMs unidirectional). */
+/** LSTMs, GRUs, Linears and Embeddings of `model` in definition order (exact classes; recurrent layers unidirectional). */
 function rnnLayers(model: Module): { name: string; type: RnnLayerType }[] {
   const out: { name: string; type: RnnLayerType }[] = [];
   for (const [name, m] of model.namedModules()) {
     if (m instanceof LSTM) out.push({ name, type: 'LSTM' });
+    else if (m instanceof GRU) out.push({ name, type: 'GRU' });
     else if (m instanceof Linear) out.push({ name, type: 'Linear' });
     else if (m instanceof Embedding) out.push({ name, type: 'Embedding' });
   }
@@ -65,12 +69,12 @@ function rnnLayers(model: Module): { name: string; type: RnnLayerType }[] {
 export function resolveRnnQatPlan(model: Module, plan: RnnQatPlan): RnnQatRow[] {
   if (typeof plan !== 'object' || plan === null || typeof plan.default !== 'object' || plan.default === null) throw new TypeError("resolveRnnQatPlan: the plan needs a 'default' config { weight, activation, hidden? }");
   const layers = rnnLayers(model);
-  if (layers.length === 0) throw new Error(`resolveRnnQatPlan: ${model.constructor.name} has no LSTM, Linear or Embedding (already prepared?)`);
+  if (layers.length === 0) throw new Error(`resolveRnnQatPlan: ${model.constructor.name} has no LSTM, GRU, Linear or Embedding (already prepared?)`);
   const overrides = plan.overrides ?? [];
   overrides.forEach((o, i) => {
     const m = o?.match;
     const ok = (typeof m === 'string' && m !== '') || (typeof m === 'object' && m !== null && RNN_LAYER_TYPES.includes(m.type));
-    if (!ok) throw new TypeError(`RnnQatPlan.overrides[${i}].match must be a name glob or { type: 'LSTM' | 'Linear' | 'Embedding' }, got ${JSON.stringify(m)}`);
+    if (!ok) throw new TypeError(`RnnQatPlan.overrides[${i}].match must be a name glob or { type: 'LSTM' | 'GRU' | 'Linear' | 'Embedding' }, got ${JSON.stringify(m)}`);
   });
   const matchers = overrides.map((o) => (typeof o.match === 'string' ? globToRegExp(o.match) : null));
   const used = overrides.map(() => false);
@@ -82,13 +86,13 @@ export function resolveRnnQatPlan(model: Module, plan: RnnQatPlan): RnnQatRow[] 
       used[i] = true;
       config = o.config === null ? { weight: null, activation: null, hidden: null } : { ...config, ...o.config };
     });
-    const hidden = type === 'LSTM' ? (config.hidden === undefined ? config.activation : config.hidden) : null;
+    const hidden = isRecurrentType(type) ? (config.hidden === undefined ? config.activation : config.hidden) : null;
     return { name, type, weight: config.weight, activation: type === 'Embedding' ? null : config.activation, hidden };
   });
   const unused = overrides.filter((_, i) => !used[i]).map((o) => JSON.stringify(o.match));
   if (unused.length > 0) throw new Error(`RnnQatPlan overrides ${unused.join(', ')} match no layer (layers: ${layers.map((l) => `${l.name} (${l.type})`).join(', ')})`);
   for (const row of rows) {
-    if (row.type !== 'LSTM') continue;
+    if (!isRecurrentType(row.type)) continue;
     const where = `resolveRnnQatPlan: '${row.name}'`;
     if (row.weight) checkLstmSpec('weight', row.weight, where);
     if (row.activation) checkLstmSpec('input', row.activation, where);
@@ -99,8 +103,8 @@ export function resolveRnnQatPlan(model: Module, plan: RnnQatPlan): RnnQatRow[] 
 
 /**
  * Prepares `model` for QAT in place following `plan` and returns the resolved table: Linears
- * become QuantLinear (via `prepareQat`, same weight tensors), LSTMs QatLSTM (a copy of the
- * weights: build the optimizer afterwards), Embeddings QatEmbedding (same table tensor). Every
+ * become QuantLinear (via `prepareQat`, same weight tensors), LSTMs QatLSTM and GRUs QatGRU (a
+ * copy of the weights: build the optimizer afterwards), Embeddings QatEmbedding (same table tensor). Every
  * replacement is built before the first swap, so a bad spec leaves the model untouched.
  */
 export function prepareRnnQat<M extends Module>(model: M, plan: RnnQatPlan): RnnQatRow[] {
@@ -110,6 +114,9 @@ export function prepareRnnQat<M extends Module>(model: M, plan: RnnQatPlan): Rnn
     if (row.type === 'LSTM' && (row.weight || row.activation || row.hidden)) {
       const lstm = model.getSubmodule(row.name) as LSTM;
       swaps.push([row.name, QatLSTM.fromLSTM(lstm, { weight: row.weight, input: row.activation, hidden: row.hidden })]);
+    } else if (row.type === 'GRU' && (row.weight || row.activation || row.hidden)) {
+      const gru = model.getSubmodule(row.name) as GRU;
+      swaps.push([row.name, QatGRU.fromGRU(gru, { weight: row.weight, input: row.activation, hidden: row.hidden })]);
     } else if (row.type === 'Embedding' && row.weight) {
       swaps.push([row.name, new QatEmbedding(model.getSubmodule(row.name) as Embedding, row.weight)]);
     }
@@ -172,7 +179,7 @@ export function modelSize(model: Module): ModelSize {
   };
   for (const [name, m] of model.namedModules()) {
     const prefix = name === '' ? '' : `${name}.`;
-    if (m instanceof QatLSTM) {
+    if (m instanceof QatLSTM || m instanceof QatGRU) {
       const params = new Map(m.namedParameters({ recurse: false }));
       for (let k = 0; k < m.numLayers; k++) {
         const q = m.layerQuantizers(k);
