@@ -139,6 +139,8 @@ export interface IntGraphSize {
    * the previous node; version 2, its `inputs` resolved.
    */
   readonly inputRefs: readonly (readonly number[])[];
+  /** Per node, the shape of its output for one sample (no batch dimension). */
+  readonly shapes: readonly (readonly number[])[];
 }
 
 const INT32_MIN = -(2 ** 31);
@@ -260,5 +262,5 @@ export function validateIntGraph(graph: IntGraph, tensors: ReadonlyMap<string, I
     shapes.push(shape);
     maxElements = Math.max(maxElements, elements(shape));
   }
-  return { maxElements, macs, inputRefs: refs };
+  return { maxElements, macs, inputRefs: refs, shapes };
 }

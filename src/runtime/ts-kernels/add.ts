@@ -58,7 +58,8 @@ export function addIntsWasm(
   z: number, lo: number, hi: number, out: Int32Array,
 ): void {
   const loT = lo - z, hiT = hi - z;
-  if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL) || lo <= REQUANT_UNSURE || out.length < 4) {
+  // the kernel clamps sums below 2^29 in int32: any int32 offsets will do
+  if (!(loT >= -(2 ** 31) && hiT <= 2 ** 31 - 1) || lo <= REQUANT_UNSURE || out.length < 4) {
     addInts(a, b, za, zb, ma, mb, shift, z, lo, hi, out);
     return;
   }

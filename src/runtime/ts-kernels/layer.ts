@@ -53,7 +53,6 @@ export class Scratch {
   private f64b = new Float64Array(0);
   private i32 = new Int32Array(0);
   private i32b = new Int32Array(0);
-  private i16 = new Int16Array(0);
   /** The WebAssembly kernel instance (null: not created yet; false: unavailable). */
   private gemm: WasmGemm | null | false = null;
 
@@ -61,12 +60,6 @@ export class Scratch {
   wasm(): WasmGemm | null {
     if (this.gemm === null) this.gemm = WasmGemm.create() ?? false;
     return this.gemm === false ? null : this.gemm;
-  }
-
-  /** Transformed input values as int16 (the wasm path). */
-  input16(n: number): Int16Array {
-    if (this.i16.length < n) this.i16 = new Int16Array(n);
-    return this.i16;
   }
 
   /** Transformed input values. */
@@ -144,7 +137,9 @@ export class FastLayer {
     // the wasm GEMM multiplies int16 operands with exact int32 pair sums: |w| ≤ 128, |x| ≤ 32767
     const maxX = mode === 'sign' ? 1 : Math.max(Math.abs((mode === 'uint8' ? 0 : -128) - this.zx), Math.abs((mode === 'uint8' ? 255 : 127) - this.zx), Math.abs(this.padValue));
     const plan = output.mode === 'requantize' ? output.plan : null;
-    this.wasmRequant = plan && plan.fast.every((f) => f === 1) && Math.abs(plan.lo - plan.zeroPoint) <= 2 ** 29 && Math.abs(plan.hi - plan.zeroPoint) <= 2 ** 29 && plan.lo > REQUANT_UNSURE ? plan : null;
+    // (the kernel clamps values below 2^29 in int32, so any int32 clamp offsets lo − z, hi − z will do)
+    const offsets = plan ? [plan.lo - plan.zeroPoint, plan.hi - plan.zeroPoint] : [];
+    this.wasmRequant = plan && plan.fast.every((f) => f === 1) && offsets.every((v) => v >= -(2 ** 31) && v <= 2 ** 31 - 1) && plan.lo > REQUANT_UNSURE ? plan : null;
     this.wasmFallback = m > 128 ? `weights up to ${m} do not fit the int16 GEMM` : maxX > 32767 ? `centred inputs up to ${maxX} do not fit int16` : null;
     if (node.op === 'linear') {
       this.K = node.inFeatures;
@@ -223,7 +218,8 @@ export class FastLayer {
 
   /**
    * Runs the layer on integer input `x` of `shape`: the next node's integers, or float logits.
-   * `kernels` 'wasm' runs the GEMM in WebAssembly when available and exact for this layer.
+   * `kernels` 'wasm' runs it on the WebAssembly kernels when available and exact for this layer
+   * (the input copied into wasm memory, `runWasm`, the output copied out).
    */
   run(shape: readonly number[], x: Int32Array, scratch: Scratch, kernels: TsKernels = 'double'): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
     const node = this.node;
@@ -231,14 +227,16 @@ export class FastLayer {
     const O = node.outFeatures;
     const { P, outShape } = layerOutput(node, shape);
     const gemm = kernels === 'wasm' && this.wasmFallback === null ? scratch.wasm() : null;
-    if (gemm && this.wasmRequant) {
-      // the wasm kernels requantize each GEMM's output before it leaves wasm memory
-      const q = new Int32Array(n * O * P);
-      this.accumulateWasm(shape, x, scratch, gemm, q);
-      return { shape: outShape, ints: q, floats: null };
+    if (gemm) {
+      this.uploadWasm(gemm);
+      const inLength = Math.ceil(x.length / 4) * 4;
+      const inAt = gemm.arena(inLength + n * O * P + 4); // (+ the 3 values `compact` may write past the output)
+      const outAt = inAt + inLength;
+      gemm.int32View().set(x, inAt);
+      const floats = this.runWasm(shape, inAt, outAt, gemm);
+      return { shape: outShape, ints: floats ? null : gemm.int32View().slice(outAt, outAt + n * O * P), floats };
     }
-    const acc = gemm ? this.accumulateWasm(shape, x, scratch, gemm, null) : this.accumulateDouble(shape, x, scratch);
-    return this.outputStage(acc, n, O, P, outShape);
+    return this.outputStage(this.accumulateDouble(shape, x, scratch), n, O, P, outShape);
   }
 
   /** Int32 accumulators [N, O, P] with the lane-packed double GEMM. */
@@ -292,6 +290,22 @@ export class FastLayer {
     return acc;
   }
 
+  /**
+   * Uploads the int16 weights `runWasm` uses to `gemm` unless they are there already (uploads drop
+   * gemm's arena: call this before reserving one). Returns true when it uploaded.
+   */
+  uploadWasm(gemm: WasmGemm): boolean {
+    const conv = this.node.conv;
+    if (conv && conv.stride[0] === 1 && conv.stride[1] === 1) {
+      const had = this.int16Taps?.gemm === gemm;
+      this.weightTaps(gemm, conv.inChannels / conv.groups < FOLD_BELOW_CHANNELS ? conv.kernelSize[1] : 1);
+      return !had;
+    }
+    const had = this.int16?.gemm === gemm;
+    this.weights16(gemm);
+    return !had;
+  }
+
   /** The int16 weights of each group, uploaded to `gemm` once. */
   private weights16(gemm: WasmGemm): { weights: Int16Weights[]; at: number[] } {
     if (this.int16 && this.int16.gemm === gemm) return this.int16;
@@ -340,13 +354,14 @@ export class FastLayer {
    * Direct convolution for stride 1 (no patch matrix). On the padded image (Hp × Wp, border = the
    * padding value, pixel q = y·Wp + x), GEMM row r = c·fold + f of x holds channel c shifted by
    * f·dw: x[r, q] = padded_c[q + f·dw], in pairs of rows [R2, S, 2], written in wasm (`WasmGemm.pad`)
-   * from the layer's int32 input copied into wasm memory. Output position
+   * from the int32 image at element index `src` of wasm memory. Output position
    * q = oy·Wp + ox is a sum over taps (ky, kx0) of GEMMs on the view of x shifted by
    * ky·dh·Wp + kx0·dw, accumulated in the kernel. fold = kw (few channels: one tap per kernel row,
    * long GEMMs) or 1 (many channels: x is the padded image itself). Positions with ox ≥ ow (and
-   * the cells past the image they read) are computed and dropped.
+   * the cells past the image they read) are computed and dropped: `compact` packs the valid ones
+   * (requantized or not) to element index `dst` as [og, oh, ow].
    */
-  private directConv(x: Int32Array, xOffset: number, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, acc: Int32Array, accOffset: number, requantize: boolean): void {
+  private directConv(src: number, h: number, w: number, oh: number, ow: number, gi: number, gemm: WasmGemm, dst: number, requantize: boolean): void {
     const g = this.node.conv!;
     const cg = g.inChannels / g.groups;
     const og = this.node.outFeatures / this.groups;
@@ -362,23 +377,16 @@ export class FastLayer {
     // S cells per row (the taps read cells up to N − 1; the shift f·dw is in the row itself)
     const S = Math.max(Hp * Wp, N);
     const taps = this.weightTaps(gemm, fold);
-    // wasm writes the padded, shifted rows straight into x (stride S) from the int32 images
-    const hw = h * w;
-    const { i32, out: raw, q, list, extra } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S, cg * hw);
-    const src = xOffset + gi * cg * hw;
-    i32.set(x.subarray(src, src + cg * hw), extra);
-    gemm.pad(this.mode, extra, cg, fold, dw, h, w, Wp, ph, pw, S, this.padValue, this.zx);
+    const { i32, out: raw, q, list } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S);
+    gemm.pad(this.mode, src + gi * cg * h * w, cg, fold, dw, h, w, Wp, ph, pw, S, this.padValue, this.zx);
     let t = 0;
     for (let ky = 0; ky < kh; ky++) {
       for (let kx0 = 0; kx0 < kw; kx0 += fold, t++) {
         gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
-    // the valid positions (ox < ow) packed in wasm into the other output region, then one copy out
     const res = requantize ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
-    const packed = res === q ? raw : q;
-    gemm.compact(res, packed, og, oh, ow, Wp, Pp);
-    acc.set(i32.subarray(packed, packed + og * oh * ow), accOffset);
+    gemm.compact(res, dst, og, oh, ow, Wp, Pp);
   }
 
   /**
@@ -403,73 +411,76 @@ export class FastLayer {
   }
 
   /**
-   * Int32 accumulators [N, O, P] with the WebAssembly SIMD128 GEMM, or with `fused` the requantized
-   * outputs written there (see `wasmRequant`).
+   * The layer on the WebAssembly kernels, activations in wasm memory: the int32 input of `shape` at
+   * element index `inAt`, the output [N, O, P] (integers of the next node) written at `outAt`
+   * (room for 3 values more), or, for a dequantizing layer, float logits returned (null otherwise).
+   * The two ranges must not overlap. The weights must be uploaded already (`uploadWasm`), and only
+   * layers with `wasmFallback` null run here.
    */
-  private accumulateWasm(shape: readonly number[], x: Int32Array, scratch: Scratch, gemm: WasmGemm, fused: Int32Array | null): Int32Array {
+  runWasm(shape: readonly number[], inAt: number, outAt: number, gemm: WasmGemm): Float32Array | null {
+    if (this.wasmFallback !== null) throw new Error(`FastLayer.runWasm: '${this.node.name}' cannot run on the wasm kernels (${this.wasmFallback})`);
+    if (this.uploadWasm(gemm)) throw new Error(`FastLayer.runWasm: the weights of '${this.node.name}' were not uploaded before the arena was reserved`);
     const node = this.node;
     const n = shape[0]!;
     const O = node.outFeatures;
     const K = this.K;
+    const fused = this.wasmRequant !== null;
     const { P, h, w, oh, ow } = layerOutput(node, shape);
-    let acc: Int32Array;
     if (node.op === 'linear') {
-      acc = fused ?? scratch.accumulators(n * O);
       const { weights, at } = this.weights16(gemm);
       const wt = weights[0]!;
-      const xt = scratch.input16(LINEAR_CHUNK * K);
       for (let s0 = 0; s0 < n; s0 += LINEAR_CHUNK) {
         const m = Math.min(LINEAR_CHUNK, n - s0);
-        this.transform16(x, s0 * K, m * K, xt);
         const Pp = Math.ceil(m / 8) * 8;
-        const { i16, x: xi, i32, out: raw, q, list } = gemm.operands(wt.K2, Pp, wt.blocks);
-        // x [K2, Pp, 2]: sample s, feature k at (k >> 1)·2Pp + 2s + (k & 1)
-        for (let s = 0; s < m; s++) {
-          const src = s * K;
-          const dst = xi + 2 * s;
-          for (let k = 0; k < K; k++) i16[dst + (k >> 1) * 2 * Pp + (k & 1)] = xt[src + k]!;
-        }
+        const { i32, out: raw, q, list } = gemm.operands(wt.K2, Pp, wt.blocks);
+        // x [K2, Pp, 2] (feature k of sample s at (k >> 1)·2Pp + 2s + (k & 1)): the samples [m, K]
+        // as one m × K image under a 1 × K kernel, sample s = output row s
+        gemm.im2col(this.mode, inAt + s0 * K, 1, m, K, [1, K], [1, 1], [0, 0], [1, 1], m, 1, Pp, this.padValue, this.zx);
         gemm.gemm(wt, at[0]!, Pp);
-        const out = fused ? this.requantRows(gemm, i32, raw, q, list, O, Pp, 0) : raw;
+        const res = fused ? this.requantRows(gemm, i32, raw, q, list, O, Pp, 0) : raw;
+        // [O, Pp] to [m, O]
+        const dst = outAt + s0 * O;
         for (let o = 0; o < O; o++) {
-          const row = out + o * Pp;
-          for (let s = 0; s < m; s++) acc[(s0 + s) * O + o] = i32[row + s]!;
+          const row = res + o * Pp;
+          for (let s = 0; s < m; s++) i32[dst + s * O + o] = i32[row + s]!;
         }
       }
     } else {
       const g = node.conv!;
-      acc = fused ?? scratch.accumulators(n * O * P);
       const Pp = Math.ceil(P / 8) * 8;
       const og = O / g.groups;
+      const cg = g.inChannels / g.groups;
       const per = g.inChannels * h * w;
       const direct = g.stride[0] === 1 && g.stride[1] === 1;
       for (let b = 0; b < n; b++) {
         for (let gi = 0; gi < g.groups; gi++) {
+          const dst = outAt + (b * O + gi * og) * P;
           if (direct) {
-            this.directConv(x, b * per, h, w, oh, ow, gi, gemm, acc, (b * O + gi * og) * P, fused !== null);
+            this.directConv(inAt + b * per, h, w, oh, ow, gi, gemm, dst, fused);
             continue;
           }
           const { weights, at } = this.weights16(gemm); // (direct convolutions use weightTaps)
           const wt = weights[gi]!;
-          const cg = g.inChannels / g.groups;
-          const { i32, out: raw, q, list, extra } = gemm.operands(wt.K2, Pp, wt.blocks, Pp, cg * h * w);
-          const src = b * per + gi * cg * h * w;
-          i32.set(x.subarray(src, src + cg * h * w), extra);
-          gemm.im2col(this.mode, extra, cg, h, w, g.kernelSize, g.stride, g.padding, g.dilation, oh, ow, Pp, this.padValue, this.zx);
+          const { i32, out: raw, q, list } = gemm.operands(wt.K2, Pp, wt.blocks);
+          gemm.im2col(this.mode, inAt + b * per + gi * cg * h * w, cg, h, w, g.kernelSize, g.stride, g.padding, g.dilation, oh, ow, Pp, this.padValue, this.zx);
           gemm.gemm(wt, at[gi]!, Pp);
           const res = fused ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
-          // rows of P (stride Pp) packed in wasm into the other output region, then one copy out
-          const packed = res === q ? raw : q;
-          gemm.compact(res, packed, og, 1, P, P, Pp);
-          acc.set(i32.subarray(packed, packed + og * P), (b * O + gi * og) * P);
+          gemm.compact(res, dst, og, 1, P, P, Pp); // rows of P (stride Pp)
         }
       }
     }
-    return acc;
+    if (fused) return null;
+    // accumulators at outAt: the output stage in place (sign, a requantization the kernel does not
+    // take) or to float logits
+    const acc = gemm.int32View().subarray(outAt, outAt + n * O * P);
+    return this.outputStage(acc, n, O, P, [], acc).floats;
   }
 
-  /** The output stage on accumulators [n, O, P]: requantized integers, signs or float logits. */
-  private outputStage(acc: Int32Array, n: number, O: number, P: number, outShape: number[]): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
+  /**
+   * The output stage on accumulators [n, O, P]: requantized integers (to `target`, which may be
+   * `acc` itself, or a new array), signs or float logits.
+   */
+  private outputStage(acc: Int32Array, n: number, O: number, P: number, outShape: number[], target?: Int32Array): { shape: number[]; ints: Int32Array | null; floats: Float32Array | null } {
     const total = n * O * P;
     const out = this.output;
     if (out.mode === 'dequantize') {
@@ -485,7 +496,7 @@ export class FastLayer {
       }
       return { shape: outShape, ints: null, floats: y };
     }
-    const q = new Int32Array(total);
+    const q = target ?? new Int32Array(total);
     if (out.mode === 'sign') {
       const { threshold: t, direction: d } = out;
       let i = 0;
@@ -500,19 +511,6 @@ export class FastLayer {
     }
     requantizeBlock(acc, n, O, P, out.plan, q);
     return { shape: outShape, ints: q, floats: null };
-  }
-
-  /**
-   * xt[to + i] = the GEMM operand of x[start + i] as int16, i < count: byte-wrapped and centred,
-   * or ±1.
-   */
-  private transform16(x: Int32Array, start: number, count: number, xt: Int16Array, to = 0): void {
-    const zx = this.zx;
-    const d = to - start;
-    const end = start + count;
-    if (this.mode === 'sign') for (let i = start; i < end; i++) xt[i + d] = x[i]! >= 0 ? 1 : -1;
-    else if (this.mode === 'uint8') for (let i = start; i < end; i++) xt[i + d] = (x[i]! & 255) - zx;
-    else for (let i = start; i < end; i++) xt[i + d] = ((x[i]! << 24) >> 24) - zx;
   }
 
   /** xt[i] = the GEMM operand of x[start + i], i < count (see `run`). */

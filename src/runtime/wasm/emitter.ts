@@ -105,6 +105,8 @@ export class Code {
   brIf(depth: number): this { return this.op(0x0d, ...uleb(depth)); }
   return(): this { return this.op(0x0f); }
   drop(): this { return this.op(0x1a); }
+  /** select(a, b, c) = c ≠ 0 ? a : b (no branch). */
+  select(): this { return this.op(0x1b); }
 
   // locals
   localGet(i: number): this { return this.op(0x20, ...uleb(i)); }
@@ -125,6 +127,10 @@ export class Code {
   i32Ne(): this { return this.op(0x47); }
   i32LtS(): this { return this.op(0x48); }
   i32LtU(): this { return this.op(0x49); }
+  i32GtS(): this { return this.op(0x4a); }
+  i32GtU(): this { return this.op(0x4b); }
+  i32LeS(): this { return this.op(0x4c); }
+  i32GeS(): this { return this.op(0x4e); }
   i32GeU(): this { return this.op(0x4f); }
   i32Add(): this { return this.op(0x6a); }
   i32Sub(): this { return this.op(0x6b); }
@@ -133,6 +139,22 @@ export class Code {
   i32And(): this { return this.op(0x71); }
   i32ShrS(): this { return this.op(0x75); }
   i32DivU(): this { return this.op(0x6e); }
+  i32WrapI64(): this { return this.op(0xa7); }
+
+  // i64
+  i64Const(v: number): this {
+    if (!Number.isSafeInteger(v)) throw new RangeError(`i64Const: ${v} is not a safe integer`);
+    return this.op(0x42, ...sleb(v));
+  }
+  i64LtS(): this { return this.op(0x53); }
+  i64GtS(): this { return this.op(0x55); }
+  i64Add(): this { return this.op(0x7c); }
+  i64Sub(): this { return this.op(0x7d); }
+  i64Mul(): this { return this.op(0x7e); }
+  /** i64.div_s: truncates toward zero. */
+  i64DivS(): this { return this.op(0x7f); }
+  i64And(): this { return this.op(0x83); }
+  i64ExtendI32S(): this { return this.op(0xac); }
 
   /** f64.const (little-endian IEEE 754 bytes). */
   f64Const(v: number): this {
@@ -156,12 +178,16 @@ export class Code {
     if (lanes.length !== 16 || lanes.some((l) => !(l >= 0 && l < 32))) throw new RangeError(`i8x16Shuffle: 16 lanes in [0, 32) expected, got ${lanes.join(',')}`);
     return this.simd(0x0d, ...lanes);
   }
+  i16x8Splat(): this { return this.simd(0x10); }
   i32x4Splat(): this { return this.simd(0x11); }
   f64x2Splat(): this { return this.simd(0x14); }
   f64x2Lt(): this { return this.simd(0x49); }
   f64x2Gt(): this { return this.simd(0x4a); }
   v128And(): this { return this.simd(0x4e); }
+  f64x2PromoteLowF32x4(): this { return this.simd(0x5f); }
   f64x2Floor(): this { return this.simd(0x75); }
+  /** f64x2.nearest: round half to even. */
+  f64x2Nearest(): this { return this.simd(0x94); }
   i32x4AllTrue(): this { return this.simd(0xa3); }
   /** v128.bitselect(a, b, mask) = (a & mask) | (b & ~mask). */
   v128Bitselect(): this { return this.simd(0x52); }
@@ -172,6 +198,10 @@ export class Code {
   f64x2Add(): this { return this.simd(0xf0); }
   f64x2Sub(): this { return this.simd(0xf1); }
   f64x2Mul(): this { return this.simd(0xf2); }
+  f64x2Div(): this { return this.simd(0xf3); }
+  /** f64x2.min / max: NaN when either lane is NaN. */
+  f64x2Min(): this { return this.simd(0xf4); }
+  f64x2Max(): this { return this.simd(0xf5); }
   i32x4TruncSatF64x2SZero(): this { return this.simd(0xfc); }
   f64x2ConvertLowI32x4S(): this { return this.simd(0xfe); }
   i32x4ExtractLane(lane: number): this { return this.simd(0x1b, lane); }
@@ -229,5 +259,11 @@ export function emitModule(functions: readonly FunctionDef[], memory?: MemoryImp
     return [...uleb(body.length), ...body];
   });
   out.push(...section(10, vector(bodies)));
+  // custom "name" section, function names (subsection 1): profilers and stack traces show them
+  const names = functions.flatMap((f, i) => (f.exportName === undefined ? [] : [[...uleb(i), ...name(f.exportName)]]));
+  if (names.length > 0) {
+    const sub = vector(names);
+    out.push(...section(0, [...name('name'), 1, ...uleb(sub.length), ...sub]));
+  }
   return Uint8Array.from(out);
 }

@@ -29,6 +29,9 @@
  * @internal
  */
 import { Code, emitModule, ValType } from './emitter.ts';
+import { layoutModuleBytes, PAD_MODES, type PadMode } from './layout.ts';
+
+export type { PadMode } from './layout.ts';
 
 /** The part of the WebAssembly JS API used here (typed locally: the project's lib has no DOM). */
 interface WasmMemory {
@@ -48,6 +51,11 @@ function wasmApi(): WasmApi | null {
 }
 
 const PAGE = 65536;
+
+/** True for an integer in the int32 range. */
+function isInt32(v: number): boolean {
+  return Number.isInteger(v) && v >= -(2 ** 31) && v <= 2 ** 31 - 1;
+}
 
 /**
  * The GEMM kernel as a function body: gemm(w, x, out, oBlocks, K2, Pp, xStride, accumulate) (byte
@@ -119,8 +127,6 @@ function gemmBody(): { locals: ValType[]; body: Code } {
   c.end();
   return { locals, body: c };
 }
-
-const PAD_MODES: readonly PadMode[] = ['uint8', 'int8', 'sign'];
 
 /** Below this the fast requantization rounds and clamps in int32 (../ts-kernels/requantize.ts). */
 const SMALL = 2 ** 29;
@@ -265,139 +271,6 @@ function addBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** How a pad kernel turns a stored input integer v into its GEMM operand (see `padBody`). */
-export type PadMode = 'uint8' | 'int8' | 'sign';
-
-/**
- * pad_<mode>(src, dst, rows, fold, dw, h, w, Wp, ph, pw, S, pad, zx): the padded input of a direct
- * convolution in the GEMM's pair layout, from int32 images src [rows / fold, h, w] (byte address).
- * GEMM row r = c·fold + f holds channel c's padded plane shifted by f·dw: its cell q (q < S) is
- * the padded plane's cell q + f·dw (the image at (y + ph)·Wp + x + pw, `pad` elsewhere) and goes to
- * the int16 at dst + ((r >> 1)·S·2 + 2q + (r & 1))·2 bytes, so x row-pair k holds rows 2k, 2k + 1
- * (the odd partner of a last odd row is not written). The operand of v is (v & 255) − zx (uint8),
- * ((v << 24) >> 24) − zx (int8) or v ≥ 0 ? 1 : −1 (sign): the byte-wrapping and centring of
- * ../ts-kernels/layer.ts's transform16. rows, fold, h, w, S must be positive and
- * S ≥ (h + ph)·Wp.
- */
-function padBody(mode: PadMode): { locals: ValType[]; body: Code } {
-  const [SRC, DST, ROWS, FOLD, DW, H, W, WP, PH, PW, S, PAD, ZX] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
-  const R = 13, DC = 14, Q = 15, IY = 16, D = 17, SP = 18, END = 19, CH = 20;
-  const locals: ValType[] = Array<ValType>(8).fill(ValType.i32);
-  const c = new Code();
-  c.i32Const(0).localSet(R);
-  c.loop(); // GEMM rows
-  {
-    // DC = dst + (r >> 1)·S·4 + (r & 1)·2
-    c.localGet(DST).localGet(R).i32Const(1).i32ShrS().localGet(S).i32Mul().i32Const(4).i32Mul().i32Add();
-    c.localGet(R).i32Const(1).i32And().i32Const(2).i32Mul().i32Add().localSet(DC);
-    // every cell = pad
-    c.localGet(DC).localSet(D);
-    c.localGet(DC).localGet(S).i32Const(4).i32Mul().i32Add().localSet(END);
-    c.loop();
-    c.localGet(D).localGet(PAD).i32Store16();
-    c.localGet(D).i32Const(4).i32Add().localTee(D).localGet(END).i32LtU().brIf(0);
-    c.end();
-    // channel c = r / fold; SP = src + c·h·w·4
-    c.localGet(R).localGet(FOLD).i32DivU().localSet(CH);
-    c.localGet(SRC).localGet(CH).localGet(H).i32Mul().localGet(W).i32Mul().i32Const(4).i32Mul().i32Add().localSet(SP);
-    c.i32Const(0).localSet(IY);
-    c.loop();
-    {
-      // Q = (iy + ph)·Wp + pw − (r − c·fold)·dw: the row's first cell (negative cells are skipped)
-      c.localGet(IY).localGet(PH).i32Add().localGet(WP).i32Mul().localGet(PW).i32Add();
-      c.localGet(R).localGet(CH).localGet(FOLD).i32Mul().i32Sub().localGet(DW).i32Mul().i32Sub().localSet(Q);
-      c.localGet(SP).localGet(W).i32Const(4).i32Mul().i32Add().localSet(END);
-      c.loop();
-      {
-        c.localGet(Q).localGet(S).i32LtU().if();
-        c.localGet(DC).localGet(Q).i32Const(4).i32Mul().i32Add();
-        c.localGet(SP).i32Load();
-        if (mode === 'uint8') c.i32Const(255).i32And().localGet(ZX).i32Sub();
-        else if (mode === 'int8') c.i32Const(24).i32Shl().i32Const(24).i32ShrS().localGet(ZX).i32Sub();
-        else c.i32Const(31).i32ShrS().i32Const(1).i32Shl().i32Const(1).i32Add(); // (v >> 31)·2 + 1 = ±1
-        c.i32Store16();
-        c.end();
-        c.localGet(Q).i32Const(1).i32Add().localSet(Q);
-        c.localGet(SP).i32Const(4).i32Add().localTee(SP).localGet(END).i32LtU().brIf(0);
-      }
-      c.end();
-      c.localGet(IY).i32Const(1).i32Add().localTee(IY).localGet(H).i32LtU().brIf(0);
-    }
-    c.end();
-    c.localGet(R).i32Const(1).i32Add().localTee(R).localGet(ROWS).i32LtU().brIf(0);
-  }
-  c.end();
-  return { locals, body: c };
-}
-
-/**
- * im2col_<mode>(src, dst, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, Pp, pad, zx): the
- * patches of one image and group for the GEMM from int32 images src [cg, h, w] (byte address):
- * patch row k = (c, ky, kx) (OIHW order) at pixel p = oy·ow + ox goes to the int16 at
- * dst + ((k >> 1)·2Pp + 2p + (k & 1))·2 bytes: the operand (see `padBody`) of the input at
- * (oy·sh − ph + ky·dh, ox·sw − pw + kx·dw), `pad` outside the image. Pixels P..Pp − 1 and the odd
- * partner of a last odd row are not written. All sizes must be positive.
- */
-function im2colBody(mode: PadMode): { locals: ValType[]; body: Code } {
-  const [SRC, DST, CG, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, PP, PAD, ZX] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
-  const C = 18, KY = 19, KX = 20, K = 21, D = 22, OY = 23, OX = 24, IY = 25, IX = 26, CB = 27, V = 28, ROWB = 29;
-  const locals: ValType[] = Array<ValType>(12).fill(ValType.i32);
-  const c = new Code();
-  c.i32Const(0).localSet(K);
-  c.i32Const(0).localSet(C);
-  c.loop(); // channels
-  {
-    c.localGet(SRC).localGet(C).localGet(H).i32Mul().localGet(W).i32Mul().i32Const(4).i32Mul().i32Add().localSet(CB);
-    c.i32Const(0).localSet(KY);
-    c.loop();
-    {
-      c.i32Const(0).localSet(KX);
-      c.loop();
-      {
-        // D = dst + ((k >> 1)·2Pp + (k & 1))·2
-        c.localGet(DST).localGet(K).i32Const(1).i32ShrS().localGet(PP).i32Mul().i32Const(4).i32Mul().i32Add();
-        c.localGet(K).i32Const(1).i32And().i32Const(2).i32Mul().i32Add().localSet(D);
-        c.i32Const(0).localSet(OY);
-        c.loop();
-        {
-          // IY = oy·sh − ph + ky·dh; ROWB = CB + IY·w·4
-          c.localGet(OY).localGet(SH).i32Mul().localGet(PH).i32Sub().localGet(KY).localGet(DH).i32Mul().i32Add().localSet(IY);
-          c.localGet(CB).localGet(IY).localGet(W).i32Mul().i32Const(4).i32Mul().i32Add().localSet(ROWB);
-          // IX = −pw + kx·dw, then + sw per pixel
-          c.localGet(KX).localGet(DW).i32Mul().localGet(PW).i32Sub().localSet(IX);
-          c.i32Const(0).localSet(OX);
-          c.loop();
-          {
-            c.localGet(PAD).localSet(V);
-            c.localGet(IY).localGet(H).i32LtU().localGet(IX).localGet(W).i32LtU().i32And().if();
-            c.localGet(ROWB).localGet(IX).i32Const(4).i32Mul().i32Add().i32Load();
-            if (mode === 'uint8') c.i32Const(255).i32And().localGet(ZX).i32Sub();
-            else if (mode === 'int8') c.i32Const(24).i32Shl().i32Const(24).i32ShrS().localGet(ZX).i32Sub();
-            else c.i32Const(31).i32ShrS().i32Const(1).i32Shl().i32Const(1).i32Add();
-            c.localSet(V);
-            c.end();
-            c.localGet(D).localGet(V).i32Store16();
-            c.localGet(D).i32Const(4).i32Add().localSet(D);
-            c.localGet(IX).localGet(SW).i32Add().localSet(IX);
-            c.localGet(OX).i32Const(1).i32Add().localTee(OX).localGet(OW).i32LtU().brIf(0);
-          }
-          c.end();
-          c.localGet(OY).i32Const(1).i32Add().localTee(OY).localGet(OH).i32LtU().brIf(0);
-        }
-        c.end();
-        c.localGet(K).i32Const(1).i32Add().localSet(K);
-        c.localGet(KX).i32Const(1).i32Add().localTee(KX).localGet(KW).i32LtU().brIf(0);
-      }
-      c.end();
-      c.localGet(KY).i32Const(1).i32Add().localTee(KY).localGet(KH).i32LtU().brIf(0);
-    }
-    c.end();
-    c.localGet(C).i32Const(1).i32Add().localTee(C).localGet(CG).i32LtU().brIf(0);
-  }
-  c.end();
-  return { locals, body: c };
-}
-
 /**
  * compact(src, dst, rows, oh, ow, Wp, Pp): the valid outputs of a direct convolution, row o's
  * values src[o·Pp + oy·Wp + ox] (int32, byte addresses) for oy < oh, ox < ow, to dst contiguously
@@ -436,7 +309,7 @@ function compactBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** The kernel module's bytes (memory imported as env.memory). */
+/** The GEMM module's bytes (gemm, requantize, add, compact; memory imported as env.memory). */
 export function gemmModuleBytes(): Uint8Array {
   const gemm = gemmBody();
   const requant = requantBody();
@@ -446,23 +319,21 @@ export function gemmModuleBytes(): Uint8Array {
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
     { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
-    ...PAD_MODES.map((mode) => ({ params: Array<ValType>(13).fill(i32), results: [], ...padBody(mode), exportName: `pad_${mode}` })),
-    ...PAD_MODES.map((mode) => ({ params: Array<ValType>(18).fill(i32), results: [], ...im2colBody(mode), exportName: `im2col_${mode}` })),
     { params: Array<ValType>(7).fill(i32), results: [], ...compactBody(), exportName: 'compact' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }
 
-let compiled: object | null | undefined;
+let compiled: object[] | null | undefined;
 
-/** The compiled kernel module, or null when this engine has no WebAssembly SIMD128. */
-function kernelModule(): object | null {
+/** The compiled kernel modules (GEMM, layout), or null when this engine has no WebAssembly SIMD128. */
+function kernelModules(): object[] | null {
   if (compiled !== undefined) return compiled;
   const api = wasmApi();
   compiled = null;
   if (api) {
     try {
-      const bytes = gemmModuleBytes();
-      if (api.validate(bytes)) compiled = new api.Module(bytes);
+      const all = [gemmModuleBytes(), layoutModuleBytes()];
+      if (all.every((bytes) => api.validate(bytes))) compiled = all.map((bytes) => new api.Module(bytes));
     } catch {
       compiled = null;
     }
@@ -470,9 +341,9 @@ function kernelModule(): object | null {
   return compiled;
 }
 
-/** True when the engine validates and compiles the SIMD128 kernel module. */
+/** True when the engine validates and compiles the SIMD128 kernel modules. */
 export function wasmSimdAvailable(): boolean {
-  return kernelModule() !== null;
+  return kernelModules() !== null;
 }
 
 /** int16 weights packed for `WasmGemm.gemm` (see the module comment), with their channel count and K. */
@@ -501,60 +372,44 @@ export function packInt16Weights(w: Int8Array, offset: number, channels: number,
   return { channels, K, blocks, K2, data };
 }
 
+type Kernel = (...args: number[]) => number;
+
 /**
- * One instance of the kernel with its own memory: weights are copied in once (`upload`) and stay;
- * activations and results use the space above them (`operands`), grown on demand.
+ * One instance of the kernels with their own memory, laid out as
+ *   [weights | arena | scratch]:
+ * weights are copied in once (`upload`) and stay; the arena (`arena`) holds a model run's
+ * activations at offsets its caller plans; the scratch above it holds the operands of the current
+ * kernel (`operands`, `addOperands`, `scratch`), grown on demand. Uploading weights drops the arena
+ * (its contents live for one run only; reserve it after the uploads).
  */
 export class WasmGemm {
   private readonly memory: WasmMemory;
-  private readonly addKernel: (a: number, b: number, out: number, count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number) => number;
-  private readonly requantizeKernel: (acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number, list: number) => number;
-  private readonly padKernels: Record<PadMode, (src: number, dst: number, rows: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number) => void>;
-  private readonly im2colKernels: Record<PadMode, (...args: number[]) => void>;
-  private readonly compactKernel: (src: number, dst: number, rows: number, oh: number, ow: number, Wp: number, Pp: number) => void;
-  private readonly kernel: (w: number, x: number, out: number, oBlocks: number, K2: number, Pp: number, xStride: number, accumulate: number) => void;
+  private readonly kernels: Record<string, Kernel> = {};
   /** End of the uploaded weights (bytes, 16-aligned). */
   private top = 0;
+  /** Start of the scratch space (bytes, 16-aligned): `top` + the arena. */
+  private base = 0;
   private buffer: ArrayBuffer | null = null;
   private i16 = new Int16Array(0);
   private i32 = new Int32Array(0);
+  private f32 = new Float32Array(0);
 
-  private constructor(api: WasmApi, module: object) {
+  private constructor(api: WasmApi, modules: object[]) {
     this.memory = new api.Memory({ initial: 1 });
-    const instance = new api.Instance(module, { env: { memory: this.memory } });
-    const gemm = instance.exports['gemm'];
-    if (typeof gemm !== 'function') throw new Error('WasmGemm: the kernel module exports no gemm function');
-    this.kernel = gemm as WasmGemm['kernel'];
-    const requantize = instance.exports['requantize'];
-    if (typeof requantize !== 'function') throw new Error('WasmGemm: the kernel module exports no requantize function');
-    this.requantizeKernel = requantize as WasmGemm['requantizeKernel'];
-    const add = instance.exports['add'];
-    if (typeof add !== 'function') throw new Error('WasmGemm: the kernel module exports no add function');
-    this.addKernel = add as WasmGemm['addKernel'];
-    const pads: Partial<WasmGemm['padKernels']> = {};
-    for (const mode of PAD_MODES) {
-      const f = instance.exports[`pad_${mode}`];
-      if (typeof f !== 'function') throw new Error(`WasmGemm: the kernel module exports no pad_${mode} function`);
-      pads[mode] = f as WasmGemm['padKernels'][PadMode];
+    for (const module of modules) {
+      const instance = new api.Instance(module, { env: { memory: this.memory } });
+      for (const [name, f] of Object.entries(instance.exports)) if (typeof f === 'function') this.kernels[name] = f as Kernel;
     }
-    this.padKernels = pads as WasmGemm['padKernels'];
-    const im2cols: Partial<WasmGemm['im2colKernels']> = {};
-    for (const mode of PAD_MODES) {
-      const f = instance.exports[`im2col_${mode}`];
-      if (typeof f !== 'function') throw new Error(`WasmGemm: the kernel module exports no im2col_${mode} function`);
-      im2cols[mode] = f as WasmGemm['im2colKernels'][PadMode];
+    for (const name of ['gemm', 'requantize', 'add', 'compact', 'quantize', 'maxpool', 'avgpool', ...PAD_MODES.flatMap((m) => [`pad_${m}`, `im2col_${m}`])]) {
+      if (!this.kernels[name]) throw new Error(`WasmGemm: the kernel modules export no ${name} function`);
     }
-    this.im2colKernels = im2cols as WasmGemm['im2colKernels'];
-    const compact = instance.exports['compact'];
-    if (typeof compact !== 'function') throw new Error('WasmGemm: the kernel module exports no compact function');
-    this.compactKernel = compact as WasmGemm['compactKernel'];
   }
 
   /** A new instance, or null without WebAssembly SIMD128. */
   static create(): WasmGemm | null {
     const api = wasmApi();
-    const module = kernelModule();
-    return api && module ? new WasmGemm(api, module) : null;
+    const modules = kernelModules();
+    return api && modules ? new WasmGemm(api, modules) : null;
   }
 
   private ensure(bytes: number): void {
@@ -564,64 +419,107 @@ export class WasmGemm {
       this.buffer = this.memory.buffer;
       this.i16 = new Int16Array(this.buffer);
       this.i32 = new Int32Array(this.buffer);
+      this.f32 = new Float32Array(this.buffer);
     }
   }
 
-  /** Copies packed weights into memory for good; returns their byte address. */
+  /** The whole memory as int32 (the view changes when memory grows: take it after reserving). */
+  int32View(): Int32Array {
+    this.ensure(0);
+    return this.i32;
+  }
+
+  /** The whole memory as float32 (see `int32View`). */
+  float32View(): Float32Array {
+    this.ensure(0);
+    return this.f32;
+  }
+
+  /** Copies packed weights into memory for good; returns their byte address. Drops the arena. */
   upload(w: Int16Weights): number {
     const at = this.top;
     this.top = at + Math.ceil((w.data.length * 2) / 16) * 16;
+    this.base = this.top;
     this.ensure(this.top);
     this.i16.set(w.data, at / 2);
     return at;
   }
 
   /**
-   * Space for x [K2, Pp, 2] int16 and out [4·blocks, Pp] int32 above the weights: the int16 view
-   * with x's element index and the int32 view with out's element index (views change when memory
-   * grows, so take them after this call). Then Pp int32 for the `list` of `requantize`, and `extra`
-   * int32 values (element index `extra` of the int32 view: the input images of `pad` / `im2col`).
+   * Reserves `int32s` int32 values above the weights for activations (the previous arena's contents
+   * are not kept) and returns the int32 element index of its first value; scratch space moves above it.
    */
-  operands(K2: number, Pp: number, blocks: number, xStride = Pp, extra = 0): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number; list: number; extra: number } {
-    const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
-    const outAt = this.top + xBytes;
-    const qAt = outAt + blocks * 4 * Pp * 4;
-    const listAt = qAt + blocks * 4 * Pp * 4;
-    const extraAt = listAt + Pp * 4;
-    this.ensure(extraAt + 4 * extra);
-    return { i16: this.i16, x: this.top / 2, i32: this.i32, out: outAt / 4, q: qAt / 4, list: listAt / 4, extra: extraAt / 4 };
+  arena(int32s: number): number {
+    if (!(Number.isInteger(int32s) && int32s >= 0)) throw new RangeError(`WasmGemm.arena: size must be a non-negative integer, got ${int32s}`);
+    this.base = this.top + Math.ceil((4 * int32s) / 16) * 16;
+    this.ensure(this.base);
+    return this.top / 4;
+  }
+
+  /** The arena's size in int32 values (0 after an upload). */
+  arenaSize(): number {
+    return (this.base - this.top) / 4;
+  }
+
+  /** Scratch space of `bytes` at the bottom of the scratch region; its byte address (16-aligned). */
+  scratch(bytes: number): number {
+    this.ensure(this.base + bytes);
+    return this.base;
   }
 
   /**
-   * The padded input of a direct convolution written to the x operand (see `padBody`): from int32
-   * images [channels, h, w] at int32 element index `src` (inside the space `operands` reserved,
-   * after x), GEMM row r = c·fold + f = channel c's padded plane (the image at (y + ph)·Wp + x + pw,
-   * `pad` elsewhere) shifted by f·dw, S cells, rows 2k and 2k + 1 interleaved in x row-pair k (x
-   * stride S).
+   * Space for x [K2, Pp, 2] int16 and out [4·blocks, Pp] int32 in the scratch region: the int16 view
+   * with x's element index and the int32 view with out's element index (views change when memory
+   * grows, so take them after this call). Then room for a second output (q) and Pp int32 for the
+   * `list` of `requantize`.
+   */
+  operands(K2: number, Pp: number, blocks: number, xStride = Pp): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number; list: number } {
+    const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
+    const outAt = this.base + xBytes;
+    const qAt = outAt + blocks * 4 * Pp * 4;
+    const listAt = qAt + blocks * 4 * Pp * 4;
+    this.ensure(listAt + Pp * 4);
+    return { i16: this.i16, x: this.base / 2, i32: this.i32, out: outAt / 4, q: qAt / 4, list: listAt / 4 };
+  }
+
+  /** Throws unless int32 values [at, at + count) lie in memory and outside the bytes [from, to). */
+  private outside(what: string, at: number, count: number, from: number, to: number): void {
+    if (!(Number.isInteger(at) && at >= 0 && 4 * (at + count) <= this.memory.buffer.byteLength)) throw new RangeError(`WasmGemm.${what}: values outside memory`);
+    if (4 * at < to && 4 * (at + count) > from) throw new RangeError(`WasmGemm.${what}: source overlapping x`);
+  }
+
+  /**
+   * The padded input of a direct convolution written to the x operand (see `padBody` in
+   * ./layout.ts): from int32 images [channels, h, w] at int32 element index `src` (in the arena, or
+   * anywhere not overlapping x), GEMM row r = c·fold + f = channel c's padded plane (the image at
+   * (y + ph)·Wp + x + pw, `pad` elsewhere) shifted by f·dw, S cells, rows 2k and 2k + 1
+   * interleaved in x row-pair k (x stride S).
    */
   pad(mode: PadMode, src: number, channels: number, fold: number, dw: number, h: number, w: number, Wp: number, ph: number, pw: number, S: number, pad: number, zx: number): void {
     if (!(channels > 0 && fold > 0 && dw >= 0 && h > 0 && w > 0 && Wp >= w + pw && ph >= 0 && pw >= 0 && S >= (h + ph) * Wp)) {
       throw new RangeError(`WasmGemm.pad: bad geometry (channels ${channels}, fold ${fold}, dw ${dw}, h ${h}, w ${w}, Wp ${Wp}, ph ${ph}, pw ${pw}, S ${S})`);
     }
     const rows = channels * fold;
-    const xEnd = this.top + Math.ceil(rows / 2) * S * 4;
-    if (!(4 * src >= xEnd && 4 * (src + channels * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.pad: source outside the reserved space or overlapping x');
-    this.padKernels[mode](4 * src, this.top, rows, fold, dw, h, w, Wp, ph, pw, S, pad, zx);
+    const xEnd = this.base + Math.ceil(rows / 2) * S * 4;
+    if (xEnd > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.pad: x not reserved (call operands() first)');
+    this.outside('pad', src, channels * h * w, this.base, xEnd);
+    this.kernels[`pad_${mode}`]!(4 * src, this.base, rows, fold, dw, h, w, Wp, ph, pw, S, pad, zx);
   }
 
   /**
-   * The patches of one image and group written to the x operand [K2, Pp, 2] (see `im2colBody`)
-   * from int32 images [cg, h, w] at int32 element index `src` (inside the space `operands`
-   * reserved, after x): row k = (c, ky, kx), pixel p = oy·ow + ox, `pad` outside the image.
+   * The patches of one image and group written to the x operand [K2, Pp, 2] (see `im2colBody` in
+   * ./layout.ts) from int32 images [cg, h, w] at int32 element index `src` (not overlapping x): row
+   * k = (c, ky, kx), pixel p = oy·ow + ox, `pad` outside the image.
    */
   im2col(mode: PadMode, src: number, cg: number, h: number, w: number, kernel: readonly [number, number], stride: readonly [number, number], padding: readonly [number, number], dilation: readonly [number, number], oh: number, ow: number, Pp: number, pad: number, zx: number): void {
     const [kh, kw] = kernel, [sh, sw] = stride, [ph, pw] = padding, [dh, dw] = dilation;
     if (!([cg, h, w, kh, kw, sh, sw, dh, dw, oh, ow].every((v) => v > 0) && ph >= 0 && pw >= 0 && Pp >= oh * ow)) {
       throw new RangeError(`WasmGemm.im2col: bad geometry (cg ${cg}, h ${h}, w ${w}, kernel ${kh}x${kw}, stride ${sh}x${sw}, oh ${oh}, ow ${ow}, Pp ${Pp})`);
     }
-    const xEnd = this.top + Math.ceil((cg * kh * kw) / 2) * Pp * 4;
-    if (!(4 * src >= xEnd && 4 * (src + cg * h * w) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.im2col: source outside the reserved space or overlapping x');
-    this.im2colKernels[mode](4 * src, this.top, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, Pp, pad, zx);
+    const xEnd = this.base + Math.ceil((cg * kh * kw) / 2) * Pp * 4;
+    if (xEnd > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.im2col: x not reserved (call operands() first)');
+    this.outside('im2col', src, cg * h * w, this.base, xEnd);
+    this.kernels[`im2col_${mode}`]!(4 * src, this.base, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, Pp, pad, zx);
   }
 
   /**
@@ -637,38 +535,79 @@ export class WasmGemm {
     if (!(src >= 0 && dst >= 0 && 4 * Math.max(srcEnd, dstEnd) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.compact: outside memory');
     // the values themselves must not overlap (the overshoot lanes may: they are junk either way)
     if (dst < srcEnd - 3 && src < dstEnd - 3) throw new RangeError('WasmGemm.compact: source and destination overlap');
-    this.compactKernel(4 * src, 4 * dst, rows, oh, ow, Wp, Pp);
+    this.kernels['compact']!(4 * src, 4 * dst, rows, oh, ow, Wp, Pp);
   }
 
-  /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) above the weights. */
+  /** Space for the add kernel: three int32 arrays of `count` (a multiple of 4) in the scratch region. */
   addOperands(count: number): { i32: Int32Array; a: number; b: number; out: number } {
-    this.ensure(this.top + 12 * count);
-    const a = this.top / 4;
+    this.ensure(this.base + 12 * count);
+    const a = this.base / 4;
     return { i32: this.i32, a, b: a + count, out: a + 2 * count };
   }
 
   /**
-   * The add kernel on the arrays placed by `addOperands(count)` (see `addBody`): out[i], or
-   * REQUANT_UNSURE where addInts must be used; true when there is none. Needs |loT|, |hiT| ≤ 2^29.
+   * The add kernel (see `addBody`) on int32 arrays at element indices a, b (default: the ones
+   * `addOperands(count)` placed) to out: out[i], or REQUANT_UNSURE where addInts must be used; true
+   * when there is none. count: a positive multiple of 4; out may not overlap a or b. loT, hiT:
+   * int32 (the sums the kernel keeps are below 2^29, so clamp(r, loT, hiT) + z is exact in int32)
+   * and lo = loT + z above REQUANT_UNSURE.
    */
-  add(count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number): boolean {
+  add(count: number, za: number, zb: number, ma: number, mb: number, half: number, inv: number, loT: number, hiT: number, z: number, at?: { a: number; b: number; out: number }): boolean {
     if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.add: count must be a positive multiple of 4, got ${count}`);
-    if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL && loT <= hiT)) throw new RangeError(`WasmGemm.add: clamp offsets [${loT}, ${hiT}] outside ±2^29`);
-    if (this.top + 12 * count > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.add: operands not reserved');
-    return this.addKernel(this.top, this.top + 4 * count, this.top + 8 * count, count, za, zb, ma, mb, half, inv, loT, hiT, z) === 1;
+    if (!(isInt32(loT) && isInt32(hiT) && loT <= hiT)) throw new RangeError(`WasmGemm.add: clamp offsets [${loT}, ${hiT}] are not an int32 range`);
+    const a = at?.a ?? this.base / 4, b = at?.b ?? a + count, out = at?.out ?? a + 2 * count;
+    for (const v of [a, b, out]) if (!(Number.isInteger(v) && v >= 0 && 4 * (v + count) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.add: operands outside memory');
+    if ((out < a + count && a < out + count) || (out < b + count && b < out + count)) throw new RangeError('WasmGemm.add: out overlaps an input');
+    return this.kernels['add']!(4 * a, 4 * b, 4 * out, count, za, zb, ma, mb, half, inv, loT, hiT, z) === 1;
   }
 
   /**
    * q[i] = the fast requantization of acc[i] (int32 element indices into the `operands` view),
    * i < count (a positive multiple of 4), REQUANT_UNSURE where the caller must use the exact
    * scalar path; those i are written to the int32 elements list, list + 1, … (room for count
-   * values). Returns how many there are. Needs loT > REQUANT_UNSURE, |loT|, |hiT| ≤ 2^29.
+   * values). Returns how many there are. Needs loT, hiT int32 and lo = loT + z above REQUANT_UNSURE.
    */
   requantize(acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number, list: number): number {
     if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.requantize: count must be a positive multiple of 4, got ${count}`);
-    if (!(Math.abs(loT) <= SMALL && Math.abs(hiT) <= SMALL && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] outside ±2^29`);
+    if (!(isInt32(loT) && isInt32(hiT) && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] are not an int32 range`);
     if (4 * (Math.max(acc, q, list) + count) > this.i32.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
-    return this.requantizeKernel(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z, 4 * list);
+    return this.kernels['requantize']!(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z, 4 * list);
+  }
+
+  /**
+   * dst[i] = clamp(roundHalfEven(src[i] / scale) + z, qmin, qmax) for float32 src and int32 dst
+   * (element indices of the float32 / int32 views; see `quantizeBody` in ./layout.ts), i < count
+   * rounded up to a multiple of 4 (the values past count are junk; the ranges must hold them).
+   */
+  quantize(src: number, dst: number, count: number, scale: number, z: number, qmin: number, qmax: number): void {
+    const n = Math.ceil(count / 4) * 4;
+    if (!(count > 0 && Number.isInteger(src) && Number.isInteger(dst) && src >= 0 && dst >= 0 && 4 * (Math.max(src, dst) + n) <= this.memory.buffer.byteLength)) throw new RangeError(`WasmGemm.quantize: ${count} values at ${src} / ${dst} outside memory`);
+    if (src < dst + n && dst < src + n && src !== dst) throw new RangeError('WasmGemm.quantize: source and destination overlap');
+    if (!(isInt32(qmin) && isInt32(qmax) && qmin <= qmax)) throw new RangeError(`WasmGemm.quantize: range [${qmin}, ${qmax}] is not an int32 range`);
+    this.kernels['quantize']!(4 * src, 4 * dst, n, scale, z, qmin, qmax);
+  }
+
+  /**
+   * Max (`avg` undefined) or average pooling of int32 planes [planes, h, w] at element index src to
+   * [planes, oh, ow] at dst (see `maxPoolBody` / `avgPoolBody` in ./layout.ts); `avg`: the output
+   * zero point, the input's zero point (zero·2^F) and the divisor (kh·kw·2^F) — the caller checks
+   * |inZero| < 2^31, divisor < 2^31 and kh·kw < 2^21.
+   */
+  pool(src: number, dst: number, planes: number, h: number, w: number, k: readonly [number, number], s: readonly [number, number], p: readonly [number, number], oh: number, ow: number, avg?: { zero: number; inZero: number; divisor: number }): void {
+    if (![planes, h, w, k[0], k[1], s[0], s[1], oh, ow].every((v) => Number.isInteger(v) && v > 0) || !(p[0] >= 0 && p[1] >= 0)) throw new RangeError(`WasmGemm.pool: bad geometry (planes ${planes}, ${h}x${w}, kernel ${k[0]}x${k[1]}, stride ${s[0]}x${s[1]}, padding ${p[0]}x${p[1]}, out ${oh}x${ow})`);
+    const inCount = planes * h * w, outCount = planes * oh * ow;
+    for (const [at, n] of [[src, inCount], [dst, outCount]] as const) if (!(Number.isInteger(at) && at >= 0 && 4 * (at + n) <= this.memory.buffer.byteLength)) throw new RangeError('WasmGemm.pool: values outside memory');
+    if (src < dst + outCount && dst < src + inCount) throw new RangeError('WasmGemm.pool: source and destination overlap');
+    const args = [4 * src, 4 * dst, planes, h, w, k[0], k[1], s[0], s[1], p[0], p[1], oh, ow];
+    if (!avg) {
+      this.kernels['maxpool']!(...args);
+      return;
+    }
+    const { zero, inZero, divisor } = avg;
+    if (!(isInt32(zero) && Math.abs(inZero) < 2 ** 31 && Number.isInteger(inZero) && Number.isInteger(divisor) && divisor > 0 && divisor < 2 ** 31 && k[0] * k[1] < 2 ** 21)) {
+      throw new RangeError(`WasmGemm.pool: average pooling constants out of range (zero ${zero}, inZero ${inZero}, divisor ${divisor}, window ${k[0]}x${k[1]})`);
+    }
+    this.kernels['avgpool']!(...args, zero, inZero, divisor);
   }
 
   /**
@@ -683,14 +622,14 @@ export class WasmGemm {
     const K2 = options.K2 ?? w.K2;
     if (!(Pp > 0 && Pp % 8 === 0)) throw new RangeError(`WasmGemm.gemm: Pp must be a positive multiple of 8, got ${Pp}`);
     if (!(xStride >= Pp + xShift && xShift >= 0 && K2 >= w.K2)) throw new RangeError(`WasmGemm.gemm: bad x geometry (xStride ${xStride}, xShift ${xShift}, Pp ${Pp}, K2 ${K2} < ${w.K2})`);
-    const xAt = this.top + 4 * xShift;
-    const outAt = this.top + Math.ceil((K2 * xStride * 4) / 16) * 16;
+    const xAt = this.base + 4 * xShift;
+    const outAt = this.base + Math.ceil((K2 * xStride * 4) / 16) * 16;
     if (outAt + w.blocks * 16 * Pp > this.memory.buffer.byteLength) throw new RangeError('WasmGemm.gemm: operands not reserved (call operands() first)');
     if (w.blocks === 0) return;
     if (w.K2 === 0) {
       if (!options.accumulate) this.i32.fill(0, outAt / 4, outAt / 4 + w.blocks * 4 * Pp);
       return;
     }
-    this.kernel(wAt, xAt, outAt, w.blocks, w.K2, Pp, xStride, options.accumulate ? 1 : 0);
+    this.kernels['gemm']!(wAt, xAt, outAt, w.blocks, w.K2, Pp, xStride, options.accumulate ? 1 : 0);
   }
 }
