@@ -34,7 +34,7 @@ export class NextWordModel extends Module implements TensorModule {
   readonly cell: NextWordCell;
   readonly vocabSize: number;
   readonly embedding: Module & TensorModule;
-  /** An LSTM or GRU (or, after `prepareRnnQat`, a QatLSTM): forward returns [output, states]. */
+  /** An LSTM or GRU (or, after `prepareRnnQat`, a QatLSTM or QatGRU): forward returns [output, states]. */
   readonly rnn: Module & { forward(x: Tensor): [Tensor, unknown] };
   readonly head: Module & TensorModule;
   readonly hiddenSize: number;

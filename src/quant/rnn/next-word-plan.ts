@@ -1,6 +1,6 @@
 /**
  * Named quantization schemes of next-word models (`nn.NextWordModel`), as `prepareRnnQat` plans:
- * the CLI's `--quant` for `lowbit train --model lstm-lm`.
+ * the CLI's `--quant` for `lowbit train --model lstm-lm|gru-lm`.
  */
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { RnnQatPlan } from './recipe.ts';
@@ -8,7 +8,7 @@ import type { RnnQatPlan } from './recipe.ts';
 /**
  * `fp32` (no quantization); `wXaY`: X-bit weights (LSQ, symmetric, one scale per output row; the
  * embedding table per word row) and Y-bit activations (LSQ, symmetric, one scale per tensor) on
- * every matmul input — the LSTM's x_t and h_{t−1} and the head's input; `w4`: 4-bit weights,
+ * every matmul input — the LSTM's or GRU's x_t and h_{t−1} and the head's input; `w4`: 4-bit weights,
  * float activations.
  */
 export const NEXT_WORD_QUANT_CHOICES = ['fp32', 'w8a8', 'w4a8', 'w4a4', 'w4'] as const;
