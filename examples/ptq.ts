@@ -5,7 +5,8 @@
  * several ways by `quant.ptq.calibrate`: every Conv2d followed by a BatchNorm2d is folded into one
  * quantized conv (the BN's running statistics go into its weights and bias), weights get one scale
  * per output channel (or one per tensor, to compare), and the activation ranges come from an
- * observer you choose (min-max, percentile, MSE) watching a few hundred calibration images.
+ * observer you choose (min-max, percentile, entropy; also 'ema' and 'mse') watching a few hundred
+ * calibration images.
  * The best setting is then converted to the integer-only runtime.
  *
  *   npx tsx examples/ptq.ts                        # full data, about a minute on 2 cores

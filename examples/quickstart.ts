@@ -102,6 +102,10 @@ const onnxPath = join(outDir, 'lenet5-w4a8.onnx');
 const exported = onnx.saveOnnx(onnxPath, loaded, { metadata: { 'lowbit.dataset': 'mnist' } });
 console.log(`exported ${onnxPath} (${exported.bytes.length} bytes, opset ${exported.opset})`);
 // Runs the file in onnxruntime-node (an optional dependency) and compares with the IntModel.
+// The 8-bit layers get the textbook int32 bias scale s_in·s_w (so onnxruntime can run integer
+// kernels), rounded unlike the IntModel's fixed-point bias: logits may differ by a fraction of a
+// step and, rarely, a near-tie flips. saveOnnx(..., { bias: 'intmodel' }) reproduces the IntModel
+// exactly (docs/onnx.md).
 const report = await onnx.verifyOnnx(exported.bytes, (x, n) => loaded.run(x, n), { data: images.images, shape: test.sampleShape, count: test.length });
 console.log(report.status === 'ok'
   ? `onnxruntime ${report.ortVersion}: same argmax as the IntModel on ${formatPercent(report.argmaxAgreement)} of ${report.samples} images, max |logit difference| ${report.maxAbsDiff.toExponential(2)}`

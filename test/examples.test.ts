@@ -78,7 +78,8 @@ describe('examples', () => {
     const graph = onnx.decodeModel(readFileSync(join(out, 'quickstart', 'lenet5-w4a8.onnx'))).graph!;
     const ops = new Set(graph.node!.map((n) => n.opType));
     for (const op of ['QuantizeLinear', 'DequantizeLinear', 'Conv', 'Gemm']) assert.ok(ops.has(op) || (op === 'Gemm' && ops.has('MatMul')), `no ${op} in ${[...ops].join(', ')}`);
-    if (!stdout.includes('onnxruntime check skipped')) assert.equal(percentAfter(stdout, 'same argmax as the IntModel on'), 1);
+    // (The int8 layers' textbook bias scale may flip a near-tie: docs/onnx.md.)
+    if (!stdout.includes('onnxruntime check skipped')) assert.ok(percentAfter(stdout, 'same argmax as the IntModel on') >= 0.99, stdout);
   });
 
   it('ptq: observers, per-channel weights, BN folding, integer runtime', async () => {
