@@ -9,7 +9,7 @@
  * calibration images.
  * The best setting is then converted to the integer-only runtime.
  *
- *   npx tsx examples/ptq.ts                        # full data, about a minute on 2 cores
+ *   npx tsx examples/ptq.ts                        # full data, 1-2 minutes on 2 cores
  *   LOWBIT_EXAMPLE_QUICK=1 npx tsx examples/ptq.ts # tiny settings (what the tests run)
  */
 import { data, evaluate, fit, formatPercent, manualSeed, nn, optim, preferThroughputGc, quant, runtime, Tensor } from 'lowbit';

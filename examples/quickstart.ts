@@ -9,17 +9,17 @@
  *
  * Run from the repository root (Node.js >= 20):
  *
- *   npx tsx examples/quickstart.ts [OUT_DIR]                # full data, about a minute on 2 cores
+ *   npx tsx examples/quickstart.ts [OUT_DIR]                # full data, 10-30 s on 2 cores
  *   LOWBIT_EXAMPLE_QUICK=1 npx tsx examples/quickstart.ts   # tiny settings (what the tests run)
  *
- * OUT_DIR (default ./quickstart-output) receives lenet5-w4a8.lowbit and lenet5-w4a8.onnx.
+ * OUT_DIR (default ./runs/quickstart) receives lenet5-w4a8.lowbit and lenet5-w4a8.onnx.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { data, evaluate, fit, formatPercent, manualSeed, nn, onnx, optim, preferThroughputGc, quant, runtime, Tensor } from 'lowbit';
 
 const quick = process.env.LOWBIT_EXAMPLE_QUICK === '1';
-const outDir = process.argv[2] ?? 'quickstart-output';
+const outDir = process.argv[2] ?? 'runs/quickstart';
 // Tiny settings keep the test fast; the full ones use all of MNIST.
 const settings = quick
   ? { trainSamples: 6000, testSamples: 1000, floatEpochs: 1, qatEpochs: 1 }

@@ -5,9 +5,11 @@
  *   model.lowbit the integer model given on the command line (checked to load first),
  *   digits.json  the first COUNT MNIST test digits (the browser build has no npm data sets).
  *
- *   npx tsx examples/quickstart.ts                                  # writes quickstart-output/lenet5-w4a8.lowbit
- *   npx tsx examples/browser/build.ts quickstart-output/lenet5-w4a8.lowbit browser-output [COUNT]
- *   python3 -m http.server -d browser-output 8080                  # then open http://localhost:8080
+ *   npx tsx examples/quickstart.ts                 # writes runs/quickstart/lenet5-w4a8.lowbit
+ *   npx tsx examples/browser/build.ts runs/quickstart/lenet5-w4a8.lowbit [OUT_DIR] [COUNT]
+ *   python3 -m http.server -d runs/browser 8080    # then open http://localhost:8080
+ *
+ * OUT_DIR defaults to runs/browser, COUNT (digits, 1..1000) to 16.
  *
  * (Pages fetch their files, so open them over HTTP, not as file://.)
  */
@@ -17,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { data, runtime } from 'lowbit';
 
-const [modelPath, outDir = 'browser-output', countText = '16'] = process.argv.slice(2);
+const [modelPath, outDir = 'runs/browser', countText = '16'] = process.argv.slice(2);
 if (modelPath === undefined) {
   console.error('usage: npx tsx examples/browser/build.ts MODEL.lowbit [OUT_DIR] [COUNT]');
   process.exit(2);
