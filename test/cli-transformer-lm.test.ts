@@ -47,7 +47,7 @@ function printed(text: string, pattern: RegExp): number {
   return Number(m[1]);
 }
 
-test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT from it (--init) → eval', async () => {
+test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT from it (--init) → eval → export --verify (both)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-tlm-'));
   try {
     const float = join(dir, 'fp32');
@@ -76,6 +76,24 @@ test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT
     assert.equal(qe.code, 0, qe.stderr);
     const qatPpl = printed(qe.stdout, /test perplexity +([\d.]+)/);
     assert.ok(Math.abs(qatPpl - directPerplexity(join(qat, 'checkpoint.safetensors'), 'w4a8', 300)) < 0.006);
+
+    for (const [run, kind] of [[float, 'float32'], [qat, 'QDQ']] as const) {
+      const onnx = join(dir, `${kind}.onnx`);
+      const x = await runCli(['export', run, '--out', onnx, '--verify', '--samples', '300']);
+      assert.equal(x.code, 0, x.stderr);
+      assert.ok(existsSync(onnx));
+      assert.match(x.stdout, new RegExp(`wrote .*${kind}.*opset 17`));
+      if (/verify: skipped/.test(x.stdout)) continue;  // onnxruntime-node not installed
+      const ratio = printed(x.stdout, /\(ratio ([\d.]+)\)/);
+      assert.ok(Math.abs(ratio - 1) < 1e-4, `${kind}: onnxruntime / lowbit perplexity ${ratio}`);
+      assert.ok(printed(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
+    }
+    const refused = await runCli(['export', qat, '--out', join(dir, 'x.onnx'), '--activations', 'exact']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /--activations exact is implemented for LSTM\/GRU runs only/);
+    const irnn = await runCli(['export', qat, '--format', 'irnn', '--out', join(dir, 'x.irnn')]);
+    assert.notEqual(irnn.code, 0);
+    assert.match(irnn.stderr, /LSTM only; export a transformer-lm run to ONNX/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -9,3 +9,4 @@ export {
   type RnnOnnxExportOptions, type RnnOnnxExportResult, type RnnOnnxValue, type RnnChainModule, type RnnChainStates,
 } from './rnn.ts';
 export { openRnnOnnx, verifyRnnOnnx, type RnnOnnxOpenOptions, type RnnOnnxRunner, type RnnVerifyReport, type RnnVerifyOptions } from './rnn-verify.ts';
+export { exportTransformerOnnx, saveTransformerOnnx, TRANSFORMER_ONNX_OPSET, type TransformerOnnxExportOptions, type TransformerOnnxExportResult } from './transformer.ts';
