@@ -21,7 +21,7 @@ import {
   type QuantChoice,
 } from '../../quant/qat/index.ts';
 import { NEXT_WORD_QUANT_CHOICES } from '../../quant/rnn/index.ts';
-import { isLmModelName, LM_DEFAULTS, LM_LIMITS, LM_MODEL_NAMES } from '../lm-run.ts';
+import { isLmModelName, LM_DEFAULTS, LM_LIMITS, LM_MODEL_NAMES, lmDefaultSizes } from '../lm-run.ts';
 import { trainLanguageModel } from './train-lm.ts';
 
 /** Learning rate used when `--lr` is not given. */
@@ -52,6 +52,8 @@ export const trainCommand = defineCommand({
     'w8a8|w4a8|w4a4|w4 trains a QAT GRU),',
     '3 epochs, batch 128, Adam 5e-3. lowbit eval RUN reports the test perplexity, lowbit export RUN',
     'writes ONNX. See docs/lm.md.',
+    '--model transformer-lm: a causal Transformer (2 pre-LN blocks, 4 heads; --embed is its width,',
+    'default 80, --hidden its MLP width, default 320), same --quant choices, every matmul quantized.',
   ].join('\n'),
   examples: [
     'lowbit train                                  # LeNet-5, MNIST, W4A4 LSQ QAT + fp32 baseline',
@@ -64,7 +66,7 @@ export const trainCommand = defineCommand({
     'lowbit train --model gru-lm --quant fp32 --hidden 64 --epochs 1',
   ],
   options: {
-    model: { type: 'enum', choices: [...MODEL_NAMES, ...LM_MODEL_NAMES], default: 'lenet5', help: 'model architecture (lstm-lm, gru-lm: word-level language models)' },
+    model: { type: 'enum', choices: [...MODEL_NAMES, ...LM_MODEL_NAMES], default: 'lenet5', help: 'model architecture (lstm-lm, gru-lm, transformer-lm: word-level language models)' },
     dataset: { type: 'enum', choices: [...DATASET_NAMES, ...LM_DATASET_NAMES], help: 'dataset (default: mnist; moby-dick for language models, or sotu)' },
     epochs: { type: 'int', positive: true, help: `passes over the training set (default: 4; ${LM_DEFAULTS.epochs} for language models)` },
     batchSize: { type: 'int', positive: true, help: `samples per step (default: 64; ${LM_DEFAULTS.batchSize} for language models)` },
@@ -95,8 +97,8 @@ export const trainCommand = defineCommand({
     sparsity: { type: 'number', min: 0, max: 0.99999, default: DEFAULT_SPARSITY, help: 'final DGC sparsity (fraction of each gradient tensor not sent per step)' },
     threads: { type: 'boolean', default: false, help: 'with --workers: run each worker as a worker thread (1 kernel thread each) instead of in-process' },
     seqLen: { type: 'int', positive: true, max: LM_LIMITS.seqLen, help: `language models: words of context per sample (default: ${LM_DEFAULTS.seqLen})` },
-    hidden: { type: 'int', positive: true, max: LM_LIMITS.hidden, help: `language models: LSTM/GRU width (default: ${LM_DEFAULTS.hidden})` },
-    embed: { type: 'int', positive: true, max: LM_LIMITS.embed, help: `language models: embedding width (default: ${LM_DEFAULTS.embed})` },
+    hidden: { type: 'int', positive: true, max: LM_LIMITS.hidden, help: `language models: LSTM/GRU width, transformer-lm MLP width (default: ${LM_DEFAULTS.hidden}; transformer-lm ${lmDefaultSizes('transformer-lm').hidden})` },
+    embed: { type: 'int', positive: true, max: LM_LIMITS.embed, help: `language models: embedding width (default: ${LM_DEFAULTS.embed}; transformer-lm ${lmDefaultSizes('transformer-lm').embed})` },
     vocab: { type: 'int', min: 2, max: LM_LIMITS.vocab, help: `language models: at most this many words in the vocabulary, <unk> included (default: ${LM_DEFAULTS.vocab})` },
   },
   run(given, io) {
