@@ -40,6 +40,7 @@ import { gemmBinary, gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeigh
 import type { NativeIntPlan } from '../backend/native/addon.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { FastLayer, Scratch, type TsKernels } from './ts-kernels/layer.ts';
+import { ResidentExecutor } from './ts-kernels/resident.ts';
 import { addInts, addIntsWasm } from './ts-kernels/add.ts';
 import { maxPoolValues, quantizeValues } from './ts-kernels/elementwise.ts';
 import type { AgreementReport } from './convert.ts';
@@ -215,6 +216,8 @@ export class IntModel {
   /** Layers prepared for the fast executor (or why not), by node. */
   private readonly fastLayers = new Map<LayerNode, FastLayer | string>();
   private readonly scratch = new Scratch();
+  /** The fast executor with activations in wasm memory (created on first use). */
+  private residentExecutor: ResidentExecutor | null = null;
   /** Per-sample largest activation and multiply-accumulates (checked against limits on construction). */
   readonly size: IntGraphSize;
   /** The compiled native plan, or why there is none (undefined until first needed). */
@@ -293,6 +296,18 @@ export class IntModel {
       const out = new Float32Array(batch * native.plan.outputSize);
       native.addon.intPlanRun!(native.plan.plan, data, batch, out);
       return out;
+    }
+    const gemm = this.tsExecutor === 'fast' && this.useKernels && this.tsKernels === 'wasm' ? this.scratch.wasm() : null;
+    if (gemm) {
+      // the wasm kernels with every activation resident in wasm memory (ts-kernels/resident.ts)
+      this.residentExecutor ??= new ResidentExecutor({
+        graph: this.graph,
+        size: this.size,
+        fastLayer: (node) => this.fastLayer(node),
+        step: (node, v) => this.step(node, v, {}),
+        add: (node, a, b) => this.add(node, a, b),
+      }, gemm);
+      return this.residentExecutor.run(data, batch, options.trace);
     }
     const v = this.runGraph({ shape: [batch, ...this.graph.inputShape], ints: null, floats: data }, options);
     if (!v.floats) throw new Error('IntModel.run: the graph does not end in a dequantizing layer');
