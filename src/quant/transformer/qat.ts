@@ -58,11 +58,11 @@ export interface TransformerQatResult {
 }
 
 /**
- * Prepares a float TransformerLM for QAT in place (see the module comment): Linears → QuantLinear,
- * the token Embedding → QatEmbedding (same tensors, so build the optimizer after this or before,
- * both see the weights; the new quantizer parameters need an optimizer built afterwards), attention
- * operand quantizers installed. Refuses a model with tied weights (the head would bypass the
- * quantized table) and one already prepared.
+ * Prepares a float TransformerLM for QAT in place (see the module comment): Linears → QuantLinear
+ * and the token Embedding → QatEmbedding (both keep the same weight tensors), attention operand
+ * quantizers installed. Build the optimizer afterwards: the LSQ steps are new parameters. Every
+ * quantizer is built before the model changes, so a bad spec leaves it untouched. Refuses a model
+ * with tied weights (its head would read the float table) and one already prepared.
  */
 export function prepareTransformerQat(model: TransformerLM, config: TransformerQatConfig): TransformerQatResult {
   if (model.tieWeights) throw new Error('prepareTransformerQat: models with tieWeights are not supported (the head matmul would read the float token table); build the model with tieWeights: false');
