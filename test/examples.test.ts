@@ -45,9 +45,24 @@ function argmax(logits: Float32Array, i: number, classes: number): number {
   return best;
 }
 
-let quickstartRun: Promise<string> | null = null;
-/** The quick start's output (run once; the browser test needs its .lowbit file). */
-const quickstart = (): Promise<string> => (quickstartRun ??= runExample('quickstart.ts', [join(out, 'quickstart')]));
+/**
+ * The examples start when this file loads, two at a time (one per core), each lane in order; the
+ * tests await their own. `.catch` marks each promise handled so a failure surfaces in its test,
+ * not as an unhandled rejection.
+ */
+function lane(...files: [string, string[]][]): Promise<string>[] {
+  let previous: Promise<unknown> = Promise.resolve();
+  return files.map(([file, args]) => {
+    const run = previous.catch(() => undefined).then(() => runExample(file, args));
+    run.catch(() => undefined);
+    previous = run;
+    return run;
+  });
+}
+const [quickstartRun, searchRun] = lane(['quickstart.ts', [join(out, 'quickstart')]], ['search.ts', ['size=20KB']]);
+const [ptqRun, customOpRun] = lane(['ptq.ts', []], ['custom-op.ts', []]);
+/** The quick start's output (the browser test needs its .lowbit file). */
+const quickstart = (): Promise<string> => quickstartRun!;
 
 describe('examples', () => {
   after(() => rmSync(out, { recursive: true, force: true }));
@@ -83,7 +98,7 @@ describe('examples', () => {
   });
 
   it('ptq: observers, per-channel weights, BN folding, integer runtime', async () => {
-    const stdout = await runExample('ptq.ts');
+    const stdout = await ptqRun!;
     const floatAccuracy = percentAfter(stdout, 'float32 accuracy');
     assert.ok(floatAccuracy > 0.85, `float32 ${floatAccuracy}`);
     // W8A8 min-max PTQ costs at most a point; 4-bit per-channel weights at most three.
@@ -100,7 +115,7 @@ describe('examples', () => {
   });
 
   it('search: a plan within the size budget, evaluated and converted', async () => {
-    const stdout = await runExample('search.ts', ['size=20KB']);
+    const stdout = await searchRun!;
     const chosen = /chosen (\d+\.\d+) KB/.exec(stdout);
     assert.ok(chosen && Number(chosen[1]) <= 20, stdout);
     // The printed plan adds up to the chosen size and uses only the offered widths.
@@ -119,7 +134,7 @@ describe('examples', () => {
   });
 
   it('custom-op: composed op, gradcheck, module, straight-through rounding', async () => {
-    const stdout = await runExample('custom-op.ts');
+    const stdout = await customOpRun!;
     const forward = /max \|error\| (\S+)/.exec(stdout);
     assert.ok(forward && Number(forward[1]) <= 1e-12, stdout);
     const check = /max relative error (\S+)/.exec(stdout);
