@@ -511,6 +511,14 @@ export class IntModel {
     return f.wasmFallback;
   }
 
+  /**
+   * @internal The nodes the last run on the resident wasm executor (tsKernels 'wasm') ran in
+   * TypeScript instead of on wasm kernels (empty: all on wasm or on views of wasm memory).
+   */
+  wasmHostNodes(): readonly string[] {
+    return this.residentExecutor?.hostNodes ?? [];
+  }
+
   /** int8 weight handles per group (packed once for the GEMM kernels). */
   private packedGroups(node: LayerNode, groups: number, K: number): PackedWeights[] {
     let p = this.packed.get(node.name);

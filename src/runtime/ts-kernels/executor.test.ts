@@ -45,6 +45,14 @@ function assertSame(im: IntModel, x: Float32Array, batch: number, label: string)
     assert.deepEqual([...fast.trace.keys()], [...ref.trace.keys()]);
     for (const [name, t] of ref.trace) assert.deepEqual(fast.trace.get(name), t, `${tag}: input of ${name}`);
   }
+  // the resident wasm run handed to TypeScript only nodes its kernels do not take: sign
+  // quantizers / adds, layers the wasm kernels cannot run, nodes on float values
+  for (const name of im.wasmHostNodes()) {
+    const node = im.nodes.find((n) => n.name === name)!;
+    const allowed = (node.op === 'quantize' && node.input.mode === 'sign') || (node.op === 'add' && node.output === 'sign')
+      || ((node.op === 'conv2d' || node.op === 'linear') && im.wasmLayerFallback(name) !== null) || node.op === 'clamp' || node.op === 'flatten';
+    assert.ok(allowed, `${label}: node ${name} (${node.op}) ran in TypeScript in the resident wasm run`);
+  }
   const layers = im.nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
   const fast = layers.filter((n) => im.fastLayerFallback(n.name) === null).length;
   const wasm = layers.filter((n) => im.wasmLayerFallback(n.name) === null).length;

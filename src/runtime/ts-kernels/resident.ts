@@ -60,7 +60,7 @@ const count = (shape: readonly number[]): number => shape.reduce((p, d) => p * d
  * inputs of its own node). Each slot holds the values rounded up to 4 plus 4 more (kernels run on
  * whole v128s and `compact` may write 3 values past its output).
  */
-export function planArena(graph: IntGraph, size: IntGraphSize, batch: number): ArenaPlan {
+export function planArena(graph: { readonly nodes: readonly { readonly op: string }[] }, size: Pick<IntGraphSize, 'inputRefs' | 'shapes'>, batch: number): ArenaPlan {
   const nodes = graph.nodes;
   const refs = size.inputRefs;
   const shapes = size.shapes.map((s) => [batch, ...s]);
@@ -94,6 +94,8 @@ export function planArena(graph: IntGraph, size: IntGraphSize, batch: number): A
 /** Runs IntModel graphs with their activations in one WasmGemm's arena (see the module comment). */
 export class ResidentExecutor {
   private plan: ArenaPlan | null = null;
+  /** Names of the nodes the last run handed to the host's TypeScript path. */
+  hostNodes: string[] = [];
 
   constructor(private readonly host: ResidentHost, private readonly gemm: WasmGemm) {}
 
@@ -119,6 +121,7 @@ export class ResidentExecutor {
       layers.set(node, wasm);
     }
     const base = gemm.arena(plan.size);
+    this.hostNodes = [];
     const values: (Resident | null)[] = new Array<Resident | null>(nodes.length).fill(null);
     const inputValue: Resident = { shape: [batch, ...host.graph.inputShape], at: -1, floats: input };
     for (let i = 0; i < nodes.length; i++) {
@@ -197,6 +200,7 @@ export class ResidentExecutor {
         return { shape, at: v.at, floats: v.floats };
     }
     // the host's TypeScript path on copies; integer results go back to the node's slot
+    this.hostNodes.push(node.name);
     const host = (r: Resident): HostValue => ({ shape: [...r.shape], ints: r.floats ? null : this.ints(r), floats: r.floats });
     const r = node.op === 'add' ? this.host.add(node, host(v), host(ins[1]!)) : this.host.step(node, host(v));
     if (r.ints) gemm.int32View().set(r.ints, at);
