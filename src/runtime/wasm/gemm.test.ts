@@ -117,15 +117,17 @@ describe('WebAssembly SIMD128 GEMM', () => {
     const count = 64;
     let unsure = 0, sure = 0;
     for (let trial = 0; trial < 40; trial++) {
-      // trial % 4 === 0: ratio 2^−s exactly and small accumulators, so many products are exact ties
-      const exactTies = trial % 4 === 0;
-      const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
-      const biasShift = int(0, 2), up = 2 ** biasShift, bias = int(-5000, 5000);
+      // trial % 4 === 0: ratio 2^−s exactly and small accumulators, so many products are exact ties;
+      // trial % 4 === 2: ratio 2^−16 and accumulators (2j + 1)·2^15 ± 1, 2^−16 from a tie (the
+      // kernel's sure path must round them: its margin is 2^−20)
+      const exactTies = trial % 4 === 0, nearTies = trial % 4 === 2;
+      const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : nearTies ? { multiplier: 2 ** 30, shift: 46 } : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
+      const biasShift = nearTies ? 0 : int(0, 2), up = 2 ** biasShift, bias = nearTies ? 0 : int(-5000, 5000);
       // trial % 8 === 5: clamp offsets far past 2^29 (e.g. the [0, 2^30] range of an add feeding a pool)
       const wideClamp = trial % 8 === 5;
       const [lo, hi] = wideClamp ? [-(2 ** 31) + 200, 2 ** 31 - 201] : trial % 2 === 0 ? [0, 255] : [-128, 127];
       const z = wideClamp ? int(-100, 100) : int(lo, hi);
-      const accs = Int32Array.from({ length: count }, (_, i) => (exactTies ? int(-300, 300) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20)));
+      const accs = Int32Array.from({ length: count }, (_, i) => (exactTies ? int(-300, 300) : nearTies ? (2 * int(-200, 200) + 1) * 2 ** 15 + (i % 2 === 0 ? 1 : -1) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20)));
       const { i32, out, q, list } = gemm.operands(1, count, 1);
       i32.set(accs, out);
       i32.fill(-1, list, list + count);
@@ -142,6 +144,7 @@ describe('WebAssembly SIMD128 GEMM', () => {
       // the list names exactly the unsure values, in order
       assert.equal(listed, here);
       assert.deepEqual([...i32.subarray(list, list + listed)], unsureAt);
+      if (nearTies) assert.equal(here, 0, `trial ${trial}: values 2^−16 from a tie are sure`);
       unsure += here;
     }
     assert.ok(unsure > 20 && sure > 1000, `both paths exercised (${sure} sure, ${unsure} unsure)`);

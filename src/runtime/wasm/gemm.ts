@@ -130,8 +130,14 @@ function gemmBody(): { locals: ValType[]; body: Code } {
 
 /** Below this the fast requantization rounds and clamps in int32 (../ts-kernels/requantize.ts). */
 const SMALL = 2 ** 29;
-/** |round(d) − d| below this: d is not within 2^−10 of a tie. */
-const NEAR = 0.5 - 2 ** -10;
+/**
+ * |t − d| below this (t = ⌊d + ½⌋): d is not within 2^−20 of a tie, so t is the rounding of the
+ * exact product. For |d| < 2^29, d (one rounding of the exact v·M0·2^−n: v and M0·2^−n are exact
+ * doubles) is within 2^−25 of it and d + ½ within 2^−24 of its exact value, so the exact product
+ * plus ½ lies strictly between t and t + 1 when |t − d| < ½ − 2^−20: then t is its nearest integer
+ * under any tie rule. (The TypeScript fast path of ../ts-kernels/requantize.ts uses 2^−10.)
+ */
+const NEAR = 0.5 - 2 ** -20;
 /** What `requantize` writes for a value it leaves to the scalar path (below every clamp range it accepts). */
 export const REQUANT_UNSURE = -(2 ** 31);
 
@@ -139,16 +145,16 @@ export const REQUANT_UNSURE = -(2 ** 31);
  * requantize(acc, q, count, up, bias, ratio, loT, hiT, z, list) → the number of values left to the
  * caller: the fast path of ../ts-kernels/requantize.ts, two doubles per f64x2 op with the same IEEE
  * operations in the same order (v = acc·up + bias, d = v·ratio, t = floor(d + ½)), so the same d
- * and t; where |t − d| < ½ − 2^−10 and |d| < 2^29, q = clamp(t, loT, hiT) + z, else q =
+ * and t; where |t − d| < NEAR (½ − 2^−20) and |d| < 2^29, q = clamp(t, loT, hiT) + z, else q =
  * REQUANT_UNSURE and the value's index i (q[i]) is appended to the int32 array at `list` (the
  * caller recomputes those values exactly). count: a positive multiple of 4.
  */
 function requantBody(): { locals: ValType[]; body: Code } {
   const [ACC, Q, COUNT, UP, BIAS, RATIO, LOT, HIT, Z, LIST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
   const END = 10, N = 11, I = 12;
-  const UPV = 13, BV = 14, FV = 15, HALF = 16, NEARP = 17, NEARN = 18, SMALLP = 19, SMALLN = 20;
-  const LOV = 21, HIV = 22, ZV = 23, SENT = 24, A = 25, D = 26, NR = 27, T0 = 28, T1 = 29, M0 = 30, M1 = 31, T = 32, MASK = 33;
-  const locals: ValType[] = [ValType.i32, ValType.i32, ValType.i32, ...Array<ValType>(21).fill(ValType.v128)];
+  const UPV = 13, BV = 14, FV = 15, HALF = 16, NEARP = 17, SMALLP = 18;
+  const LOV = 19, HIV = 20, ZV = 21, SENT = 22, A = 23, D = 24, NR = 25, T0 = 26, T1 = 27, M0 = 28, M1 = 29, T = 30, MASK = 31;
+  const locals: ValType[] = [ValType.i32, ValType.i32, ValType.i32, ...Array<ValType>(19).fill(ValType.v128)];
   const c = new Code();
   c.localGet(ACC).localGet(COUNT).i32Const(4).i32Mul().i32Add().localSet(END);
   c.localGet(UP).f64x2Splat().localSet(UPV);
@@ -156,9 +162,7 @@ function requantBody(): { locals: ValType[]; body: Code } {
   c.localGet(RATIO).f64x2Splat().localSet(FV);
   c.f64Const(0.5).f64x2Splat().localSet(HALF);
   c.f64Const(NEAR).f64x2Splat().localSet(NEARP);
-  c.f64Const(-NEAR).f64x2Splat().localSet(NEARN);
   c.f64Const(SMALL).f64x2Splat().localSet(SMALLP);
-  c.f64Const(-SMALL).f64x2Splat().localSet(SMALLN);
   c.localGet(LOT).i32x4Splat().localSet(LOV);
   c.localGet(HIT).i32x4Splat().localSet(HIV);
   c.localGet(Z).i32x4Splat().localSet(ZV);
@@ -174,11 +178,9 @@ function requantBody(): { locals: ValType[]; body: Code } {
       // d = (acc·up + bias)·ratio; nr = floor(d + ½)
       c.f64x2ConvertLowI32x4S().localGet(UPV).f64x2Mul().localGet(BV).f64x2Add().localGet(FV).f64x2Mul().localSet(D);
       c.localGet(D).localGet(HALF).f64x2Add().f64x2Floor().localSet(NR);
-      // ok = (nr − d < NEAR) & (nr − d > −NEAR) & (d < SMALL) & (d > −SMALL)
-      c.localGet(NR).localGet(D).f64x2Sub().localGet(NEARP).f64x2Lt();
-      c.localGet(NR).localGet(D).f64x2Sub().localGet(NEARN).f64x2Gt().v128And();
-      c.localGet(D).localGet(SMALLP).f64x2Lt().v128And();
-      c.localGet(D).localGet(SMALLN).f64x2Gt().v128And().localSet(half === 0 ? M0 : M1);
+      // ok = |nr − d| < NEAR & |d| < SMALL (false for NaN)
+      c.localGet(NR).localGet(D).f64x2Sub().f64x2Abs().localGet(NEARP).f64x2Lt();
+      c.localGet(D).f64x2Abs().localGet(SMALLP).f64x2Lt().v128And().localSet(half === 0 ? M0 : M1);
       c.localGet(NR).i32x4TruncSatF64x2SZero().localSet(half === 0 ? T0 : T1);
     }
     // the four int32 results and lane masks
