@@ -110,6 +110,8 @@ export class FastLayer {
   private wide: LaneWeights[][] | null = null;
   /** int16 weights per group uploaded to a WasmGemm, with their byte addresses there. */
   private int16: { gemm: WasmGemm; weights: Int16Weights[]; at: number[] } | null = null;
+  /** Per channel the doubles bias, ratio of `wasmRequant`, uploaded to a WasmGemm (byte address). */
+  private requantConsts: { gemm: WasmGemm; at: number } | null = null;
   /** The same per group and kernel row ky, K = (channel, kx) pairs (direct convolution). */
   private int16Taps: { gemm: WasmGemm; weights: Int16Weights[][]; at: number[][] } | null = null;
   /** Why the wasm kernels cannot run this layer exactly (null: they can). */
@@ -295,6 +297,21 @@ export class FastLayer {
    * gemm's arena: call this before reserving one). Returns true when it uploaded.
    */
   uploadWasm(gemm: WasmGemm): boolean {
+    const plan = this.wasmRequant;
+    let uploaded = false;
+    if (plan && this.requantConsts?.gemm !== gemm) {
+      const consts = new Float64Array(2 * plan.bias.length);
+      for (let c = 0; c < plan.bias.length; c++) {
+        consts[2 * c] = plan.bias[c]!;
+        consts[2 * c + 1] = plan.ratio[c]!;
+      }
+      this.requantConsts = { gemm, at: gemm.uploadF64(consts) };
+      uploaded = true;
+    }
+    return this.uploadWeights(gemm) || uploaded;
+  }
+
+  private uploadWeights(gemm: WasmGemm): boolean {
     const conv = this.node.conv;
     if (conv && conv.stride[0] === 1 && conv.stride[1] === 1) {
       const had = this.int16Taps?.gemm === gemm;
@@ -377,7 +394,7 @@ export class FastLayer {
     // S cells per row (the taps read cells up to N − 1; the shift f·dw is in the row itself)
     const S = Math.max(Hp * Wp, N);
     const taps = this.weightTaps(gemm, fold);
-    const { i32, out: raw, q, list } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S);
+    const { i32, out: raw, list } = gemm.operands(R2, Pp, taps.weights[gi]![0]!.blocks, S);
     gemm.pad(this.mode, src + gi * cg * h * w, cg, fold, dw, h, w, Wp, ph, pw, S, this.padValue, this.zx);
     let t = 0;
     for (let ky = 0; ky < kh; ky++) {
@@ -385,29 +402,27 @@ export class FastLayer {
         gemm.gemm(taps.weights[gi]![t]!, taps.at[gi]![t]!, Pp, { xStride: S, xShift: ky * dh * Wp + kx0 * dw, accumulate: t > 0, K2: R2 });
       }
     }
-    const res = requantize ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
-    gemm.compact(res, dst, og, oh, ow, Wp, Pp);
+    if (requantize) this.requantCompact(gemm, i32, raw, dst, list, og, oh, ow, Wp, Pp, gi * og);
+    else gemm.compact(raw, dst, og, oh, ow, Wp, Pp);
   }
 
   /**
-   * Requantizes `rows` GEMM output rows of Pp values (channels channel0…) from `out` to `q` (int32
-   * element indices of `i32`) in wasm, values the fast path is unsure of with requantizeScalar
-   * (the reference's own function). Returns where the results are.
+   * Requantizes GEMM output rows (channels channel0…, row o's values raw[o·Pp + oy·Wp + ox]) in
+   * wasm straight to their compact layout dst[(o·oh + oy)·ow + ox] (int32 element indices of
+   * `i32`; see `WasmGemm.requantize`), the values the fast path is unsure of with requantizeScalar
+   * (the reference's own function).
    */
-  private requantRows(gemm: WasmGemm, i32: Int32Array, out: number, q: number, list: number, rows: number, Pp: number, channel0: number): number {
+  private requantCompact(gemm: WasmGemm, i32: Int32Array, raw: number, dst: number, list: number, rows: number, oh: number, ow: number, Wp: number, Pp: number, channel0: number): void {
     const plan = this.wasmRequant!;
-    const { bias, multiplier, shift, ratio, up, zeroPoint: z, lo, hi } = plan;
-    for (let o = 0; o < rows; o++) {
+    const { bias, multiplier, shift, up, zeroPoint: z, lo, hi } = plan;
+    const unsure = gemm.requantize(raw, dst, rows, oh, ow, Wp, Pp, up, this.requantConsts!.at + 16 * channel0, lo - z, hi - z, z, list);
+    for (let u = 0; u < unsure; u++) {
+      const at = i32[list + u]!;
+      const o = Math.floor(at / Pp), oy = Math.floor((at - o * Pp) / Wp), ox = at - o * Pp - oy * Wp;
       const c = channel0 + o;
-      const a = out + o * Pp, r = q + o * Pp;
-      const unsure = gemm.requantize(a, r, Pp, up, bias[c]!, ratio[c]!, lo - z, hi - z, z, list);
-      for (let u = 0; u < unsure; u++) {
-        const i = i32[list + u]!;
-        const v = requantizeScalar(i32[a + i]! * up + bias[c]!, multiplier[c]!, shift[c]!) + z;
-        i32[r + i] = v < lo ? lo : v > hi ? hi : v;
-      }
+      const v = requantizeScalar(i32[raw + at]! * up + bias[c]!, multiplier[c]!, shift[c]!) + z;
+      i32[dst + (o * oh + oy) * ow + ox] = v < lo ? lo : v > hi ? hi : v;
     }
-    return q;
   }
 
   /**
@@ -437,11 +452,12 @@ export class FastLayer {
         // as one m × K image under a 1 × K kernel, sample s = output row s
         gemm.im2col(this.mode, inAt + s0 * K, 1, m, K, [1, K], [1, 1], [0, 0], [1, 1], m, 1, Pp, this.padValue, this.zx);
         gemm.gemm(wt, at[0]!, Pp);
-        const res = fused ? this.requantRows(gemm, i32, raw, q, list, O, Pp, 0) : raw;
-        // [O, Pp] to [m, O]
+        // [O, m] (requantized to q, or the accumulators in rows of Pp) to [m, O]
+        if (fused) this.requantCompact(gemm, i32, raw, q, list, O, 1, m, Pp, Pp, 0);
+        const [res, stride] = fused ? [q, m] : [raw, Pp];
         const dst = outAt + s0 * O;
         for (let o = 0; o < O; o++) {
-          const row = res + o * Pp;
+          const row = res + o * stride;
           for (let s = 0; s < m; s++) i32[dst + s * O + o] = i32[row + s]!;
         }
       }
@@ -461,11 +477,12 @@ export class FastLayer {
           }
           const { weights, at } = this.weights16(gemm); // (direct convolutions use weightTaps)
           const wt = weights[gi]!;
-          const { i32, out: raw, q, list } = gemm.operands(wt.K2, Pp, wt.blocks);
+          const { i32, out: raw, list } = gemm.operands(wt.K2, Pp, wt.blocks);
           gemm.im2col(this.mode, inAt + b * per + gi * cg * h * w, cg, h, w, g.kernelSize, g.stride, g.padding, g.dilation, oh, ow, Pp, this.padValue, this.zx);
           gemm.gemm(wt, at[gi]!, Pp);
-          const res = fused ? this.requantRows(gemm, i32, raw, q, list, og, Pp, gi * og) : raw;
-          gemm.compact(res, dst, og, 1, P, P, Pp); // rows of P (stride Pp)
+          // rows of P (stride Pp) to [og, P]
+          if (fused) this.requantCompact(gemm, i32, raw, dst, list, og, 1, P, P, Pp, gi * og);
+          else gemm.compact(raw, dst, og, 1, P, P, Pp);
         }
       }
     }

@@ -167,6 +167,7 @@ export class Code {
   /** Loads 8 bytes and sign-extends them to 8 × i16. */
   v128Load8x8S(offset = 0): this { return this.simd(0x01, ...memarg(3, offset)); }
   v128Load32Splat(offset = 0): this { return this.simd(0x09, ...memarg(2, offset)); }
+  v128Load64Splat(offset = 0): this { return this.simd(0x0a, ...memarg(3, offset)); }
   v128Store(offset = 0): this { return this.simd(0x0b, ...memarg(4, offset)); }
   /** v128.const of 16 bytes. */
   v128Const(bytes: readonly number[]): this {

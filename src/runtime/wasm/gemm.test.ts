@@ -110,47 +110,65 @@ describe('WebAssembly SIMD128 GEMM', () => {
     }
   });
 
-  it('requantize: sure values equal clamp(requantizeScalar(acc·2^k + bias) + z), ties and large values left unsure and listed', () => {
+  it('requantize: rows of random geometry to their compact layout; sure values equal clamp(requantizeScalar(acc·2^k + bias) + z), the unsure ones listed by source offset', () => {
     const rng = new Rng(11);
     const int = (lo: number, hi: number): number => lo + Math.floor(rng.uniform() * (hi - lo + 1));
     const gemm = WasmGemm.create()!;
-    const count = 64;
     let unsure = 0, sure = 0;
     for (let trial = 0; trial < 40; trial++) {
+      const rows = int(1, 5), oh = int(1, 6), ow = int(1, 9), Wp = ow + int(0, 3);
+      const Pp = (oh - 1) * Wp + ow + int(0, 9);
       // trial % 4 === 0: ratio 2^−s exactly and small accumulators, so many products are exact ties;
       // trial % 4 === 2: ratio 2^−16 and accumulators (2j + 1)·2^15 ± 1, 2^−16 from a tie (the
       // kernel's sure path must round them: its margin is 2^−20)
       const exactTies = trial % 4 === 0, nearTies = trial % 4 === 2;
-      const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : nearTies ? { multiplier: 2 ** 30, shift: 46 } : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
-      const biasShift = nearTies ? 0 : int(0, 2), up = 2 ** biasShift, bias = nearTies ? 0 : int(-5000, 5000);
+      const biasShift = nearTies ? 0 : int(0, 2), up = 2 ** biasShift;
+      // per row its own multiplier, shift and bias (a row given another's constants would show)
+      const row = Array.from({ length: rows }, () => {
+        const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : nearTies ? { multiplier: 2 ** 30, shift: 46 } : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
+        return { multiplier, shift, bias: nearTies ? 0 : int(-5000, 5000) };
+      });
       // trial % 8 === 5: clamp offsets far past 2^29 (e.g. the [0, 2^30] range of an add feeding a pool)
       const wideClamp = trial % 8 === 5;
       const [lo, hi] = wideClamp ? [-(2 ** 31) + 200, 2 ** 31 - 201] : trial % 2 === 0 ? [0, 255] : [-128, 127];
       const z = wideClamp ? int(-100, 100) : int(lo, hi);
-      const accs = Int32Array.from({ length: count }, (_, i) => (exactTies ? int(-300, 300) : nearTies ? (2 * int(-200, 200) + 1) * 2 ** 15 + (i % 2 === 0 ? 1 : -1) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20)));
-      const { i32, out, q, list } = gemm.operands(1, count, 1);
-      i32.set(accs, out);
-      i32.fill(-1, list, list + count);
-      const listed = gemm.requantize(out, q, count, up, bias, multiplier * 2 ** -shift, lo - z, hi - z, z, list);
+      const accOf = (i: number): number => (exactTies ? int(-300, 300) : nearTies ? (2 * int(-200, 200) + 1) * 2 ** 15 + (i % 2 === 0 ? 1 : -1) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20));
+      const consts = gemm.uploadF64(Float64Array.from(row.flatMap((r) => [r.bias, r.multiplier * 2 ** -r.shift])));
+      const { i32, out, q, list } = gemm.operands(1, Math.ceil((rows * Pp) / 8) * 8, 1);
+      // every source cell, also the junk columns and the 3 read past the end, holds an accumulator
+      for (let i = 0; i < rows * Pp + 3; i++) i32[out + i] = accOf(i);
+      const total = rows * oh * ow;
+      i32.fill(777, q + total + 3, q + total + 8); // past the allowed overshoot
+      i32.fill(-1, list, list + total);
+      const listed = gemm.requantize(out, q, rows, oh, ow, Wp, Pp, up, consts, lo - z, hi - z, z, list);
       const unsureAt: number[] = [];
       let here = 0;
-      for (let i = 0; i < count; i++) {
-        const got = i32[q + i]!;
-        if (got === REQUANT_UNSURE) { here++; unsureAt.push(i); continue; }
-        const r = requantizeScalar(accs[i]! * up + bias, multiplier, shift) + z;
-        assert.equal(got, Math.min(hi, Math.max(lo, r)), `trial ${trial}: value ${i} (acc ${accs[i]})`);
-        sure++;
+      for (let o = 0; o < rows; o++) {
+        for (let oy = 0; oy < oh; oy++) {
+          for (let ox = 0; ox < ow; ox++) {
+            const from = o * Pp + oy * Wp + ox;
+            const got = i32[q + (o * oh + oy) * ow + ox]!;
+            if (got === REQUANT_UNSURE) { here++; unsureAt.push(from); continue; }
+            const { multiplier, shift, bias } = row[o]!;
+            const r = requantizeScalar(i32[out + from]! * up + bias, multiplier, shift) + z;
+            assert.equal(got, Math.min(hi, Math.max(lo, r)), `trial ${trial}: row ${o} (${oy}, ${ox}) acc ${i32[out + from]}`);
+            sure++;
+          }
+        }
       }
-      // the list names exactly the unsure values, in order
+      // the list names exactly the unsure values (none of the junk columns), in order
       assert.equal(listed, here);
       assert.deepEqual([...i32.subarray(list, list + listed)], unsureAt);
+      assert.deepEqual([...i32.subarray(q + total + 3, q + total + 8)], Array<number>(5).fill(777), `trial ${trial}: wrote past the overshoot`);
       if (nearTies) assert.equal(here, 0, `trial ${trial}: values 2^−16 from a tie are sure`);
       unsure += here;
     }
     assert.ok(unsure > 20 && sure > 1000, `both paths exercised (${sure} sure, ${unsure} unsure)`);
+    const consts = gemm.uploadF64(new Float64Array(2));
     const { out, q, list } = gemm.operands(1, 8, 1);
-    assert.throws(() => gemm.requantize(out, q, 6, 1, 0, 1, 0, 255, 0, list), /multiple of 4/);
-    assert.throws(() => gemm.requantize(out, q, 8, 1, 0, 1, -(2 ** 31) - 1, 255, 0, list), /int32/);
+    assert.throws(() => gemm.requantize(out, q, 1, 2, 5, 4, 8, 1, consts, 0, 255, 0, list), /bad geometry/);
+    assert.throws(() => gemm.requantize(out, q, 1, 1, 8, 8, 8, 1, consts, -(2 ** 31) - 1, 255, 0, list), /int32/);
+    assert.throws(() => gemm.requantize(out, out + 4, 1, 1, 8, 8, 8, 1, consts, 0, 255, 0, list), /overlap/);
   });
 
   it('pad: padded, shifted pair rows of random odd shapes, every mode, values outside the byte range wrap', () => {

@@ -142,24 +142,27 @@ const NEAR = 0.5 - 2 ** -20;
 export const REQUANT_UNSURE = -(2 ** 31);
 
 /**
- * requantize(acc, q, count, up, bias, ratio, loT, hiT, z, list) → the number of values left to the
- * caller: the fast path of ../ts-kernels/requantize.ts, two doubles per f64x2 op with the same IEEE
- * operations in the same order (v = acc·up + bias, d = v·ratio, t = floor(d + ½)), so the same d
- * and t; where |t − d| < NEAR (½ − 2^−20) and |d| < 2^29, q = clamp(t, loT, hiT) + z, else q =
- * REQUANT_UNSURE and the value's index i (q[i]) is appended to the int32 array at `list` (the
- * caller recomputes those values exactly). count: a positive multiple of 4.
+ * requantize(src, dst, rows, oh, ow, Wp, Pp, up, consts, loT, hiT, z, list) → the number of values
+ * left to the caller: the output stage of GEMM rows straight to their compact layout. Row o's
+ * values src[o·Pp + oy·Wp + ox] (int32, byte addresses; oy < oh, ox < ow) go to
+ * dst[(o·oh + oy)·ow + ox] as the fast path of ../ts-kernels/requantize.ts computes them, two
+ * doubles per f64x2 op with the same IEEE operations in the same order (v = acc·up + bias,
+ * d = v·ratio, t = floor(d + ½); bias and ratio of row o are the doubles at consts + 16·o and
+ * consts + 16·o + 8), so the same d and t; where |t − d| < NEAR and |d| < 2^29, the value is
+ * clamp(t, loT, hiT) + z, else REQUANT_UNSURE and its source offset o·Pp + oy·Wp + ox is appended
+ * to the int32 array at `list` (the caller recomputes those values exactly). Works 4 values at a
+ * time: each output row may write up to 3 values past its end (the next row overwrites them; the
+ * last row's land past dst's rows·oh·ow values) and read up to 3 past its source; the lanes past a
+ * row's end are never listed. src and dst must not overlap. All sizes positive.
  */
 function requantBody(): { locals: ValType[]; body: Code } {
-  const [ACC, Q, COUNT, UP, BIAS, RATIO, LOT, HIT, Z, LIST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-  const END = 10, N = 11, I = 12;
-  const UPV = 13, BV = 14, FV = 15, HALF = 16, NEARP = 17, SMALLP = 18;
-  const LOV = 19, HIV = 20, ZV = 21, SENT = 22, A = 23, D = 24, NR = 25, T0 = 26, T1 = 27, M0 = 28, M1 = 29, T = 30, MASK = 31;
-  const locals: ValType[] = [ValType.i32, ValType.i32, ValType.i32, ...Array<ValType>(19).fill(ValType.v128)];
+  const [SRC, DST, ROWS, OH, OW, WP, PP, UP, CONSTS, LOT, HIT, Z, LIST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+  const O = 13, OY = 14, S = 15, E = 16, D = 17, N = 18, CB = 19;
+  const UPV = 20, BV = 21, FV = 22, HALF = 23, NEARP = 24, SMALLP = 25;
+  const LOV = 26, HIV = 27, ZV = 28, SENT = 29, A = 30, DV = 31, NR = 32, T0 = 33, T1 = 34, M0 = 35, M1 = 36, T = 37, MASK = 38;
+  const locals: ValType[] = [...Array<ValType>(7).fill(ValType.i32), ...Array<ValType>(19).fill(ValType.v128)];
   const c = new Code();
-  c.localGet(ACC).localGet(COUNT).i32Const(4).i32Mul().i32Add().localSet(END);
   c.localGet(UP).f64x2Splat().localSet(UPV);
-  c.localGet(BIAS).f64x2Splat().localSet(BV);
-  c.localGet(RATIO).f64x2Splat().localSet(FV);
   c.f64Const(0.5).f64x2Splat().localSet(HALF);
   c.f64Const(NEAR).f64x2Splat().localSet(NEARP);
   c.f64Const(SMALL).f64x2Splat().localSet(SMALLP);
@@ -168,39 +171,60 @@ function requantBody(): { locals: ValType[]; body: Code } {
   c.localGet(Z).i32x4Splat().localSet(ZV);
   c.i32Const(REQUANT_UNSURE).i32x4Splat().localSet(SENT);
   c.i32Const(0).localSet(N);
-  c.i32Const(0).localSet(I);
-  c.loop();
+  c.localGet(DST).localSet(D);
+  c.localGet(CONSTS).localSet(CB);
+  c.i32Const(0).localSet(O);
+  c.loop(); // rows
   {
-    c.localGet(ACC).v128Load().localSet(A);
-    for (const half of [0, 1]) {
-      c.localGet(A);
-      if (half === 1) c.localGet(A).i8x16Shuffle([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]);
-      // d = (acc·up + bias)·ratio; nr = floor(d + ½)
-      c.f64x2ConvertLowI32x4S().localGet(UPV).f64x2Mul().localGet(BV).f64x2Add().localGet(FV).f64x2Mul().localSet(D);
-      c.localGet(D).localGet(HALF).f64x2Add().f64x2Floor().localSet(NR);
-      // ok = |nr − d| < NEAR & |d| < SMALL (false for NaN)
-      c.localGet(NR).localGet(D).f64x2Sub().f64x2Abs().localGet(NEARP).f64x2Lt();
-      c.localGet(D).f64x2Abs().localGet(SMALLP).f64x2Lt().v128And().localSet(half === 0 ? M0 : M1);
-      c.localGet(NR).i32x4TruncSatF64x2SZero().localSet(half === 0 ? T0 : T1);
-    }
-    // the four int32 results and lane masks
-    c.localGet(T0).localGet(T1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).localSet(T);
-    c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
-    // unsure lanes: their indices to the list
-    c.localGet(MASK).i32x4AllTrue().i32Eqz().if();
-    for (let lane = 0; lane < 4; lane++) {
-      c.localGet(MASK).i32x4ExtractLane(lane).i32Eqz().if();
-      c.localGet(LIST).localGet(N).i32Const(4).i32Mul().i32Add().localGet(I).i32Const(lane).i32Add().i32Store();
-      c.localGet(N).i32Const(1).i32Add().localSet(N);
+    c.localGet(CB).v128Load64Splat().localSet(BV);
+    c.localGet(CB).v128Load64Splat(8).localSet(FV);
+    c.i32Const(0).localSet(OY);
+    c.loop(); // output rows oy
+    {
+      // S = src + (o·Pp + oy·Wp)·4, E = S + ow·4
+      c.localGet(SRC).localGet(O).localGet(PP).i32Mul().localGet(OY).localGet(WP).i32Mul().i32Add().i32Const(4).i32Mul().i32Add().localSet(S);
+      c.localGet(S).localGet(OW).i32Const(4).i32Mul().i32Add().localSet(E);
+      c.loop();
+      {
+        c.localGet(S).v128Load().localSet(A);
+        for (const half of [0, 1]) {
+          c.localGet(A);
+          if (half === 1) c.localGet(A).i8x16Shuffle([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]);
+          // d = (acc·up + bias)·ratio; nr = floor(d + ½)
+          c.f64x2ConvertLowI32x4S().localGet(UPV).f64x2Mul().localGet(BV).f64x2Add().localGet(FV).f64x2Mul().localSet(DV);
+          c.localGet(DV).localGet(HALF).f64x2Add().f64x2Floor().localSet(NR);
+          // ok = |nr − d| < NEAR & |d| < SMALL (false for NaN)
+          c.localGet(NR).localGet(DV).f64x2Sub().f64x2Abs().localGet(NEARP).f64x2Lt();
+          c.localGet(DV).f64x2Abs().localGet(SMALLP).f64x2Lt().v128And().localSet(half === 0 ? M0 : M1);
+          c.localGet(NR).i32x4TruncSatF64x2SZero().localSet(half === 0 ? T0 : T1);
+        }
+        // the four int32 results and lane masks
+        c.localGet(T0).localGet(T1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).localSet(T);
+        c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
+        // unsure lanes inside the row: their source offsets to the list
+        c.localGet(MASK).i32x4AllTrue().i32Eqz().if();
+        for (let lane = 0; lane < 4; lane++) {
+          c.localGet(MASK).i32x4ExtractLane(lane).i32Eqz().localGet(S).i32Const(4 * lane).i32Add().localGet(E).i32LtU().i32And().if();
+          c.localGet(LIST).localGet(N).i32Const(4).i32Mul().i32Add();
+          c.localGet(S).localGet(SRC).i32Sub().i32Const(2).i32ShrS().i32Const(lane).i32Add().i32Store();
+          c.localGet(N).i32Const(1).i32Add().localSet(N);
+          c.end();
+        }
+        c.end();
+        c.localGet(D);
+        c.localGet(T).localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
+        c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
+        c.localGet(D).i32Const(16).i32Add().localSet(D);
+        c.localGet(S).i32Const(16).i32Add().localTee(S).localGet(E).i32LtU().brIf(0);
+      }
       c.end();
+      // D −= the overshoot (S − E)
+      c.localGet(D).localGet(S).localGet(E).i32Sub().i32Sub().localSet(D);
+      c.localGet(OY).i32Const(1).i32Add().localTee(OY).localGet(OH).i32LtU().brIf(0);
     }
     c.end();
-    c.localGet(I).i32Const(4).i32Add().localSet(I);
-    c.localGet(Q);
-    c.localGet(T).localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
-    c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
-    c.localGet(Q).i32Const(16).i32Add().localSet(Q);
-    c.localGet(ACC).i32Const(16).i32Add().localTee(ACC).localGet(END).i32LtU().brIf(0);
+    c.localGet(CB).i32Const(16).i32Add().localSet(CB);
+    c.localGet(O).i32Const(1).i32Add().localTee(O).localGet(ROWS).i32LtU().brIf(0);
   }
   c.end();
   c.localGet(N);
@@ -319,7 +343,7 @@ export function gemmModuleBytes(): Uint8Array {
   const i32 = ValType.i32, f64 = ValType.f64;
   return emitModule([
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
-    { params: [i32, i32, i32, f64, f64, f64, i32, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
+    { params: [i32, i32, i32, i32, i32, i32, i32, f64, i32, i32, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
     { params: Array<ValType>(7).fill(i32), results: [], ...compactBody(), exportName: 'compact' },
   ], { module: 'env', field: 'memory', minPages: 1 });
@@ -447,6 +471,16 @@ export class WasmGemm {
     return at;
   }
 
+  /** Copies doubles into memory for good (e.g. per-channel constants); returns their byte address. Drops the arena. */
+  uploadF64(data: Float64Array): number {
+    const at = this.top;
+    this.top = at + Math.ceil((data.length * 8) / 16) * 16;
+    this.base = this.top;
+    this.ensure(this.top);
+    new Float64Array(this.memory.buffer, at, data.length).set(data);
+    return at;
+  }
+
   /**
    * Reserves `int32s` int32 values above the weights for activations (the previous arena's contents
    * are not kept) and returns the int32 element index of its first value; scratch space moves above it.
@@ -472,15 +506,15 @@ export class WasmGemm {
   /**
    * Space for x [K2, Pp, 2] int16 and out [4·blocks, Pp] int32 in the scratch region: the int16 view
    * with x's element index and the int32 view with out's element index (views change when memory
-   * grows, so take them after this call). Then room for a second output (q) and Pp int32 for the
-   * `list` of `requantize`.
+   * grows, so take them after this call). Then room for a second output (q) and for the `list`
+   * of `requantize` (4·blocks·Pp int32).
    */
   operands(K2: number, Pp: number, blocks: number, xStride = Pp): { i16: Int16Array; x: number; i32: Int32Array; out: number; q: number; list: number } {
     const xBytes = Math.ceil((K2 * xStride * 4) / 16) * 16;
     const outAt = this.base + xBytes;
     const qAt = outAt + blocks * 4 * Pp * 4;
     const listAt = qAt + blocks * 4 * Pp * 4;
-    this.ensure(listAt + Pp * 4);
+    this.ensure(listAt + blocks * 4 * Pp * 4);
     return { i16: this.i16, x: this.base / 2, i32: this.i32, out: outAt / 4, q: qAt / 4, list: listAt / 4 };
   }
 
@@ -564,16 +598,23 @@ export class WasmGemm {
   }
 
   /**
-   * q[i] = the fast requantization of acc[i] (int32 element indices into the `operands` view),
-   * i < count (a positive multiple of 4), REQUANT_UNSURE where the caller must use the exact
-   * scalar path; those i are written to the int32 elements list, list + 1, … (room for count
-   * values). Returns how many there are. Needs loT, hiT int32 and lo = loT + z above REQUANT_UNSURE.
+   * The output stage of GEMM rows to their compact layout (see `requantBody`; int32 element
+   * indices): row o's values src[o·Pp + oy·Wp + ox] (oy < oh, ox < ow) requantized to
+   * dst[(o·oh + oy)·ow + ox] with the doubles bias, ratio of row o at byte address consts + 16·o
+   * (`uploadF64`), REQUANT_UNSURE where the caller must use the exact scalar path; those values'
+   * source offsets o·Pp + oy·Wp + ox are written to the int32 elements list, list + 1, … (room for
+   * rows·oh·ow values). Returns how many there are. Writes up to 3 values past dst's rows·oh·ow,
+   * reads up to 3 past the last source row. Needs loT, hiT int32 and lo = loT + z above
+   * REQUANT_UNSURE.
    */
-  requantize(acc: number, q: number, count: number, up: number, bias: number, ratio: number, loT: number, hiT: number, z: number, list: number): number {
-    if (!(count > 0 && count % 4 === 0)) throw new RangeError(`WasmGemm.requantize: count must be a positive multiple of 4, got ${count}`);
+  requantize(src: number, dst: number, rows: number, oh: number, ow: number, Wp: number, Pp: number, up: number, consts: number, loT: number, hiT: number, z: number, list: number): number {
+    if (!(rows > 0 && oh > 0 && ow > 0 && Wp >= ow && Pp >= (oh - 1) * Wp + ow)) throw new RangeError(`WasmGemm.requantize: bad geometry (rows ${rows}, oh ${oh}, ow ${ow}, Wp ${Wp}, Pp ${Pp})`);
     if (!(isInt32(loT) && isInt32(hiT) && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] are not an int32 range`);
-    if (4 * (Math.max(acc, q, list) + count) > this.i32.byteLength) throw new RangeError('WasmGemm.requantize: operands not reserved');
-    return this.kernels['requantize']!(4 * acc, 4 * q, count, up, bias, ratio, loT, hiT, z, 4 * list);
+    const srcEnd = src + (rows - 1) * Pp + (oh - 1) * Wp + ow + 3, dstEnd = dst + rows * oh * ow + 3;
+    const bytes = this.memory.buffer.byteLength;
+    if (!(src >= 0 && dst >= 0 && list >= 0 && consts >= 0 && 4 * Math.max(srcEnd, dstEnd, list + rows * oh * ow) <= bytes && consts + 16 * rows <= bytes)) throw new RangeError('WasmGemm.requantize: operands outside memory');
+    if (dst < srcEnd - 3 && src < dstEnd - 3) throw new RangeError('WasmGemm.requantize: source and destination overlap');
+    return this.kernels['requantize']!(4 * src, 4 * dst, rows, oh, ow, Wp, Pp, up, consts, loT, hiT, z, 4 * list);
   }
 
   /**
