@@ -94,6 +94,21 @@ describe('fast TypeScript executor == reference TypeScript executor', () => {
     });
   }
 
+  it('runSegment (one layer and the nodes after it, the wasm kernels outside a resident run) == reference', () => {
+    const model = prepared(lenet5(), qconfigFor('w8a8', 'ste'));
+    const im = convert(model, { inputShape: [1, 28, 28] });
+    const ref = runWith(im, 'reference', inputs(3, 8), 3);
+    im.tsExecutor = 'fast';
+    im.tsKernels = 'wasm';
+    for (const [name, input] of ref.trace) {
+      const fast = im.runSegment(name, input.data, input.shape);
+      im.tsExecutor = 'reference';
+      const want = im.runSegment(name, input.data, input.shape);
+      im.tsExecutor = 'fast';
+      assert.deepEqual(fast, want, `segment ${name}`);
+    }
+  });
+
   it('Fashion CNN w8a8 (folded BatchNorm)', () => {
     const model = prepared(cnn(), qconfigFor('w8a8', 'ste'));
     const im = convert(model, { inputShape: [1, 28, 28] });
