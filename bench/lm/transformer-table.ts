@@ -1,6 +1,7 @@
 /**
  * The transformer-lm rows of docs/lm.md: `lowbit train --model transformer-lm` at fp32, W8A8 and
- * W4A8 (LSQ QAT from scratch, the CLI defaults otherwise), each evaluated with `lowbit eval` and,
+ * W4A8 (LSQ QAT from scratch, the CLI defaults otherwise; with --only also W4A4 and W8A8 with
+ * --quant-lr-scale 0.01), each evaluated with `lowbit eval` and,
  * with --export, exported to ONNX and checked in onnxruntime-node (`lowbit export --verify`).
  * Runs the CLI in-process (bench/lm/cli.ts). One seed (0), on a machine shared with other jobs.
  *
@@ -26,12 +27,14 @@ const rows: [string, string[]][] = [
   ['w8a8', ['--quant', 'w8a8']],
   ['w4a8', ['--quant', 'w4a8']],
   ['w4a4', ['--quant', 'w4a4']],
+  // W8A8 with the LSQ steps at 0.01x the learning rate instead of the default 0.1x.
+  ['w8a8-qlr0.01', ['--quant', 'w8a8', '--quant-lr-scale', '0.01']],
 ];
 
 const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'lm-transformer.json');
 const results: Record<string, unknown>[] = [];
 for (const [name, args] of rows) {
-  if (only ? !only.includes(name) : name === 'w4a4') continue;
+  if (only ? !only.includes(name) : !['fp32', 'w8a8', 'w4a8'].includes(name)) continue;
   const run = join(outDir, `transformer-lm-${name}`);
   const trainArgs = ['train', '--model', 'transformer-lm', ...args, '--out', run, '--no-progress'];
   let trainSeconds: number | null = null;
