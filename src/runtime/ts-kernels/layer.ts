@@ -13,7 +13,7 @@ import type { LayerNode } from '../intmodel.ts';
 import { layerOutput } from '../ops.ts';
 import { gemmLanes, laneChunk, laneLayout, packLaneWeights, type LaneWeights } from './gemm.ts';
 import { requantPlan, requantizeBlock, type RequantPlan } from './requantize.ts';
-import { packInt16Weights, REQUANT_UNSURE, WasmGemm, type Int16Weights } from '../wasm/gemm.ts';
+import { packInt16Weights, REQUANT_CONST_BYTES, REQUANT_UNSURE, requantConstants, WasmGemm, type Int16Weights } from '../wasm/gemm.ts';
 import { requantizeScalar } from '../requantize.ts';
 
 /**
@@ -110,7 +110,7 @@ export class FastLayer {
   private wide: LaneWeights[][] | null = null;
   /** int16 weights per group uploaded to a WasmGemm, with their byte addresses there. */
   private int16: { gemm: WasmGemm; weights: Int16Weights[]; at: number[] } | null = null;
-  /** Per channel the doubles bias, ratio of `wasmRequant`, uploaded to a WasmGemm (byte address). */
+  /** Per channel the constants of `wasmRequant` for WasmGemm.requantize (`requantConstants`), uploaded (byte address). */
   private requantConsts: { gemm: WasmGemm; at: number } | null = null;
   /** The same per group and kernel row ky, K = (channel, kx) pairs (direct convolution). */
   private int16Taps: { gemm: WasmGemm; weights: Int16Weights[][]; at: number[][] } | null = null;
@@ -300,12 +300,7 @@ export class FastLayer {
     const plan = this.wasmRequant;
     let uploaded = false;
     if (plan && this.requantConsts?.gemm !== gemm) {
-      const consts = new Float64Array(2 * plan.bias.length);
-      for (let c = 0; c < plan.bias.length; c++) {
-        consts[2 * c] = plan.bias[c]!;
-        consts[2 * c + 1] = plan.ratio[c]!;
-      }
-      this.requantConsts = { gemm, at: gemm.uploadF64(consts) };
+      this.requantConsts = { gemm, at: gemm.uploadF64(requantConstants(plan.bias, plan.ratio, plan.up)) };
       uploaded = true;
     }
     return this.uploadWeights(gemm) || uploaded;
@@ -415,7 +410,7 @@ export class FastLayer {
   private requantCompact(gemm: WasmGemm, i32: Int32Array, raw: number, dst: number, list: number, rows: number, oh: number, ow: number, Wp: number, Pp: number, channel0: number): void {
     const plan = this.wasmRequant!;
     const { bias, multiplier, shift, up, zeroPoint: z, lo, hi } = plan;
-    const unsure = gemm.requantize(raw, dst, rows, oh, ow, Wp, Pp, up, this.requantConsts!.at + 16 * channel0, lo - z, hi - z, z, list);
+    const unsure = gemm.requantize(raw, dst, rows, oh, ow, Wp, Pp, this.requantConsts!.at + REQUANT_CONST_BYTES * channel0, lo - z, hi - z, z, list);
     for (let u = 0; u < unsure; u++) {
       const at = i32[list + u]!;
       const o = Math.floor(at / Pp), oy = Math.floor((at - o * Pp) / Wp), ox = at - o * Pp - oy * Wp;

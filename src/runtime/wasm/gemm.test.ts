@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../tensor/index.ts';
 import { requantizeScalar, quantizeMultiplier } from '../requantize.ts';
-import { gemmModuleBytes, packInt16Weights, REQUANT_UNSURE, WasmGemm, wasmSimdAvailable } from './gemm.ts';
+import { gemmModuleBytes, packInt16Weights, REQUANT_UNSURE, requantConstants, WasmGemm, wasmSimdAvailable } from './gemm.ts';
 import { layoutModuleBytes } from './layout.ts';
 
 /** out[o, p] = Σ_k w[o·K + k]·x[k·stride + shift + p] wrapped to int32. */
@@ -124,23 +124,26 @@ describe('WebAssembly SIMD128 GEMM', () => {
       const exactTies = trial % 4 === 0, nearTies = trial % 4 === 2;
       const biasShift = nearTies ? 0 : int(0, 2), up = 2 ** biasShift;
       // per row its own multiplier, shift and bias (a row given another's constants would show)
-      const row = Array.from({ length: rows }, () => {
-        const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : nearTies ? { multiplier: 2 ** 30, shift: 46 } : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
-        return { multiplier, shift, bias: nearTies ? 0 : int(-5000, 5000) };
+      // trial % 8 === 7: row 0's bias·ratio is past 2^26, so requantConstants leaves the whole row unsure
+      const hugeBias = trial % 8 === 7;
+      const row = Array.from({ length: rows }, (_, o) => {
+        // (ratios 2^−20 … 1: rows bounded (2^31·|F| + |C| < 2^26, no range check) and not)
+        const { multiplier, shift } = exactTies ? { multiplier: 2 ** 30, shift: 30 + int(1, 4) } : nearTies ? { multiplier: 2 ** 30, shift: 46 } : hugeBias && o === 0 ? quantizeMultiplier(0.5) : quantizeMultiplier(2 ** -(int(0, 20) + rng.uniform()));
+        return { multiplier, shift, bias: nearTies ? 0 : hugeBias && o === 0 ? 2 ** 31 - 1 : int(-5000, 5000) };
       });
       // trial % 8 === 5: clamp offsets far past 2^29 (e.g. the [0, 2^30] range of an add feeding a pool)
       const wideClamp = trial % 8 === 5;
       const [lo, hi] = wideClamp ? [-(2 ** 31) + 200, 2 ** 31 - 201] : trial % 2 === 0 ? [0, 255] : [-128, 127];
       const z = wideClamp ? int(-100, 100) : int(lo, hi);
       const accOf = (i: number): number => (exactTies ? int(-300, 300) : nearTies ? (2 * int(-200, 200) + 1) * 2 ** 15 + (i % 2 === 0 ? 1 : -1) : i % 16 === 0 ? int(-(2 ** 31), 2 ** 31 - 1) : int(-(2 ** 20), 2 ** 20));
-      const consts = gemm.uploadF64(Float64Array.from(row.flatMap((r) => [r.bias, r.multiplier * 2 ** -r.shift])));
+      const consts = gemm.uploadF64(requantConstants(row.map((r) => r.bias), row.map((r) => r.multiplier * 2 ** -r.shift), up));
       const { i32, out, q, list } = gemm.operands(1, Math.ceil((rows * Pp) / 8) * 8, 1);
       // every source cell, also the junk columns and the 3 read past the end, holds an accumulator
       for (let i = 0; i < rows * Pp + 3; i++) i32[out + i] = accOf(i);
       const total = rows * oh * ow;
       i32.fill(777, q + total + 3, q + total + 8); // past the allowed overshoot
       i32.fill(-1, list, list + total);
-      const listed = gemm.requantize(out, q, rows, oh, ow, Wp, Pp, up, consts, lo - z, hi - z, z, list);
+      const listed = gemm.requantize(out, q, rows, oh, ow, Wp, Pp, consts, lo - z, hi - z, z, list);
       const unsureAt: number[] = [];
       let here = 0;
       for (let o = 0; o < rows; o++) {
@@ -161,14 +164,15 @@ describe('WebAssembly SIMD128 GEMM', () => {
       assert.deepEqual([...i32.subarray(list, list + listed)], unsureAt);
       assert.deepEqual([...i32.subarray(q + total + 3, q + total + 8)], Array<number>(5).fill(777), `trial ${trial}: wrote past the overshoot`);
       if (nearTies) assert.equal(here, 0, `trial ${trial}: values 2^−16 from a tie are sure`);
+      if (hugeBias) for (let i = 0; i < oh * ow; i++) assert.equal(i32[q + i], REQUANT_UNSURE, `trial ${trial}: row 0 unsure`);
       unsure += here;
     }
     assert.ok(unsure > 20 && sure > 1000, `both paths exercised (${sure} sure, ${unsure} unsure)`);
-    const consts = gemm.uploadF64(new Float64Array(2));
+    const consts = gemm.uploadF64(requantConstants([0], [1], 1));
     const { out, q, list } = gemm.operands(1, 8, 1);
-    assert.throws(() => gemm.requantize(out, q, 1, 2, 5, 4, 8, 1, consts, 0, 255, 0, list), /bad geometry/);
-    assert.throws(() => gemm.requantize(out, q, 1, 1, 8, 8, 8, 1, consts, -(2 ** 31) - 1, 255, 0, list), /int32/);
-    assert.throws(() => gemm.requantize(out, out + 4, 1, 1, 8, 8, 8, 1, consts, 0, 255, 0, list), /overlap/);
+    assert.throws(() => gemm.requantize(out, q, 1, 2, 5, 4, 8, consts, 0, 255, 0, list), /bad geometry/);
+    assert.throws(() => gemm.requantize(out, q, 1, 1, 8, 8, 8, consts, -(2 ** 31) - 1, 255, 0, list), /int32/);
+    assert.throws(() => gemm.requantize(out, out + 4, 1, 1, 8, 8, 8, consts, 0, 255, 0, list), /overlap/);
   });
 
   it('pad: padded, shifted pair rows of random odd shapes, every mode, values outside the byte range wrap', () => {

@@ -128,44 +128,73 @@ function gemmBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** Below this the fast requantization rounds and clamps in int32 (../ts-kernels/requantize.ts). */
+/** Below this the add kernel's rounded sums stay (../ts-kernels/add.ts). */
 const SMALL = 2 ** 29;
+/** `requantize` rounds e = acc·F + C itself only where |e| < RANGE. */
+const RANGE = 2 ** 27;
+/** Per-channel constants C = bias·ratio + ½ are only used below this; larger ones mark the channel unsure. */
+const CONST_RANGE = 2 ** 26;
 /**
- * |t − d| below this (t = ⌊d + ½⌋): d is not within 2^−20 of a tie, so t is the rounding of the
- * exact product. For |d| < 2^29, d (one rounding of the exact v·M0·2^−n: v and M0·2^−n are exact
- * doubles) is within 2^−25 of it and d + ½ within 2^−24 of its exact value, so the exact product
- * plus ½ lies strictly between t and t + 1 when |t − d| < ½ − 2^−20: then t is its nearest integer
- * under any tie rule. (The TypeScript fast path of ../ts-kernels/requantize.ts uses 2^−10.)
+ * |frac(e) − ½| below this: e is not within 2^−20 of an integer (see `requantConstants` for why
+ * that makes ⌊e⌋ exact).
  */
 const NEAR = 0.5 - 2 ** -20;
 /** What `requantize` writes for a value it leaves to the scalar path (below every clamp range it accepts). */
 export const REQUANT_UNSURE = -(2 ** 31);
+/** Bytes of one channel's constants for `requantize`: F, C (doubles), the bounded flag (int32), padding. */
+export const REQUANT_CONST_BYTES = 32;
 
 /**
- * requantize(src, dst, rows, oh, ow, Wp, Pp, up, consts, loT, hiT, z, list) → the number of values
- * left to the caller: the output stage of GEMM rows straight to their compact layout. Row o's
- * values src[o·Pp + oy·Wp + ox] (int32, byte addresses; oy < oh, ox < ow) go to
- * dst[(o·oh + oy)·ow + ox] as the fast path of ../ts-kernels/requantize.ts computes them, two
- * doubles per f64x2 op with the same IEEE operations in the same order (v = acc·up + bias,
- * d = v·ratio, t = floor(d + ½); bias and ratio of row o are the doubles at consts + 16·o and
- * consts + 16·o + 8), so the same d and t; where |t − d| < NEAR and |d| < 2^29, the value is
- * clamp(t, loT, hiT) + z, else REQUANT_UNSURE and its source offset o·Pp + oy·Wp + ox is appended
- * to the int32 array at `list` (the caller recomputes those values exactly). Works 4 values at a
- * time: each output row may write up to 3 values past its end (the next row overwrites them; the
- * last row's land past dst's rows·oh·ow values) and read up to 3 past its source; the lanes past a
- * row's end are never listed. src and dst must not overlap. All sizes positive.
+ * The per-channel constants of `requantize` for the output stage q = round((acc·up + bias)·ratio)
+ * (ratio = M0·2^−n exactly, up = 2^k; the reference rounds the exact product once): F = up·ratio
+ * (exact), C = bias·ratio + ½ (two roundings) and a flag "bounded" (2^31·|F| + |C| < 2^26: every
+ * int32 accumulator gives |e| < 2^27). The kernel computes e = acc·F + C (two more roundings) and
+ * t = ⌊e⌋. Where |e| < 2^27 (and |C| < 2^26), every intermediate is below 2^28, so each rounding
+ * errs by at most 2^−25 and e is within 2^−23 of the exact (acc·up + bias)·ratio + ½; when e is
+ * more than 2^−20 from an integer, so is the exact value, which then lies strictly between t and
+ * t + 1: t is the exact product's nearest integer, and it is no tie. Channels whose F is not exact
+ * (under- or overflow) or whose |C| ≥ 2^26 get F = NaN: every value unsure (the scalar path).
+ */
+export function requantConstants(bias: ArrayLike<number>, ratio: ArrayLike<number>, up: number): Float64Array {
+  const channels = bias.length;
+  const buffer = new ArrayBuffer(REQUANT_CONST_BYTES * channels);
+  const f64 = new Float64Array(buffer), i32 = new Int32Array(buffer);
+  for (let c = 0; c < channels; c++) {
+    const r = ratio[c]!;
+    let F = up * r;
+    const C = bias[c]! * r + 0.5;
+    const exact = Number.isFinite(F) && (F === 0 || Math.abs(F) >= 2 ** -1000) && F / up === r;
+    if (!(exact && Math.abs(C) < CONST_RANGE)) F = NaN;
+    const at = (REQUANT_CONST_BYTES / 8) * c;
+    f64[at] = F;
+    f64[at + 1] = C;
+    i32[2 * at + 4] = 2 ** 31 * Math.abs(F) + Math.abs(C) < CONST_RANGE ? 1 : 0; // (false for NaN)
+  }
+  return f64;
+}
+
+/**
+ * requantize(src, dst, rows, oh, ow, Wp, Pp, consts, loT, hiT, z, list) → the number of values left
+ * to the caller: the output stage of GEMM rows straight to their compact layout. Row o's values
+ * src[o·Pp + oy·Wp + ox] (int32, byte addresses; oy < oh, ox < ow) go to dst[(o·oh + oy)·ow + ox]
+ * as clamp(⌊e⌋, loT, hiT) + z with e = acc·F + C in f64x2 (F, C, bounded: the constants of row o
+ * at consts + 32·o, see `requantConstants`) where |frac(e) − ½| < NEAR (and |e| < 2^27 unless the
+ * row is bounded), else as REQUANT_UNSURE, its source offset o·Pp + oy·Wp + ox appended to the
+ * int32 array at `list` (the caller recomputes those values exactly). Works 4 values at a time:
+ * each output row may write up to 3 values past its end (the next row overwrites them; the last
+ * row's land past dst's rows·oh·ow values) and read up to 3 past its source; the lanes past a row's
+ * end are never listed. src and dst must not overlap. All sizes positive.
  */
 function requantBody(): { locals: ValType[]; body: Code } {
-  const [SRC, DST, ROWS, OH, OW, WP, PP, UP, CONSTS, LOT, HIT, Z, LIST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
-  const O = 13, OY = 14, S = 15, E = 16, D = 17, N = 18, CB = 19;
-  const UPV = 20, BV = 21, FV = 22, HALF = 23, NEARP = 24, SMALLP = 25;
-  const LOV = 26, HIV = 27, ZV = 28, SENT = 29, A = 30, DV = 31, NR = 32, T0 = 33, T1 = 34, M0 = 35, M1 = 36, T = 37, MASK = 38;
-  const locals: ValType[] = [...Array<ValType>(7).fill(ValType.i32), ...Array<ValType>(19).fill(ValType.v128)];
+  const [SRC, DST, ROWS, OH, OW, WP, PP, CONSTS, LOT, HIT, Z, LIST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+  const O = 12, OY = 13, S = 14, E = 15, D = 16, N = 17, CB = 18;
+  const FV = 19, CV = 20, HALF = 21, NEARP = 22, RANGEV = 23;
+  const LOV = 24, HIV = 25, ZV = 26, SENT = 27, A = 28, EV = 29, NR = 30, T0 = 31, T1 = 32, M0 = 33, M1 = 34, T = 35, MASK = 36;
+  const locals: ValType[] = [...Array<ValType>(7).fill(ValType.i32), ...Array<ValType>(18).fill(ValType.v128)];
   const c = new Code();
-  c.localGet(UP).f64x2Splat().localSet(UPV);
   c.f64Const(0.5).f64x2Splat().localSet(HALF);
   c.f64Const(NEAR).f64x2Splat().localSet(NEARP);
-  c.f64Const(SMALL).f64x2Splat().localSet(SMALLP);
+  c.f64Const(RANGE).f64x2Splat().localSet(RANGEV);
   c.localGet(LOT).i32x4Splat().localSet(LOV);
   c.localGet(HIT).i32x4Splat().localSet(HIV);
   c.localGet(Z).i32x4Splat().localSet(ZV);
@@ -173,57 +202,63 @@ function requantBody(): { locals: ValType[]; body: Code } {
   c.i32Const(0).localSet(N);
   c.localGet(DST).localSet(D);
   c.localGet(CONSTS).localSet(CB);
+  /** One output row's values from S to E (the range check only when `checkRange`). */
+  const rowLoop = (checkRange: boolean): void => {
+    c.loop();
+    c.localGet(S).v128Load().localSet(A);
+    for (const half of [0, 1]) {
+      c.localGet(A);
+      if (half === 1) c.localGet(A).i8x16Shuffle([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]);
+      // e = acc·F + C; t = floor(e); ok = |e − t − ½| < NEAR (& |e| < RANGE); false for NaN
+      c.f64x2ConvertLowI32x4S().localGet(FV).f64x2Mul().localGet(CV).f64x2Add().localSet(EV);
+      c.localGet(EV).f64x2Floor().localSet(NR);
+      c.localGet(EV).localGet(NR).f64x2Sub().localGet(HALF).f64x2Sub().f64x2Abs().localGet(NEARP).f64x2Lt();
+      if (checkRange) c.localGet(EV).f64x2Abs().localGet(RANGEV).f64x2Lt().v128And();
+      c.localSet(half === 0 ? M0 : M1);
+      c.localGet(NR).i32x4TruncSatF64x2SZero().localSet(half === 0 ? T0 : T1);
+    }
+    // the four int32 results and lane masks
+    c.localGet(T0).localGet(T1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).localSet(T);
+    c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
+    // unsure lanes inside the row: their source offsets to the list
+    c.localGet(MASK).i32x4AllTrue().i32Eqz().if();
+    for (let lane = 0; lane < 4; lane++) {
+      c.localGet(MASK).i32x4ExtractLane(lane).i32Eqz().localGet(S).i32Const(4 * lane).i32Add().localGet(E).i32LtU().i32And().if();
+      c.localGet(LIST).localGet(N).i32Const(4).i32Mul().i32Add();
+      c.localGet(S).localGet(SRC).i32Sub().i32Const(2).i32ShrS().i32Const(lane).i32Add().i32Store();
+      c.localGet(N).i32Const(1).i32Add().localSet(N);
+      c.end();
+    }
+    c.end();
+    c.localGet(D);
+    c.localGet(T).localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
+    c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
+    c.localGet(D).i32Const(16).i32Add().localSet(D);
+    c.localGet(S).i32Const(16).i32Add().localTee(S).localGet(E).i32LtU().brIf(0);
+    c.end();
+  };
   c.i32Const(0).localSet(O);
   c.loop(); // rows
   {
-    c.localGet(CB).v128Load64Splat().localSet(BV);
-    c.localGet(CB).v128Load64Splat(8).localSet(FV);
+    c.localGet(CB).v128Load64Splat().localSet(FV);
+    c.localGet(CB).v128Load64Splat(8).localSet(CV);
     c.i32Const(0).localSet(OY);
     c.loop(); // output rows oy
     {
       // S = src + (o·Pp + oy·Wp)·4, E = S + ow·4
       c.localGet(SRC).localGet(O).localGet(PP).i32Mul().localGet(OY).localGet(WP).i32Mul().i32Add().i32Const(4).i32Mul().i32Add().localSet(S);
       c.localGet(S).localGet(OW).i32Const(4).i32Mul().i32Add().localSet(E);
-      c.loop();
-      {
-        c.localGet(S).v128Load().localSet(A);
-        for (const half of [0, 1]) {
-          c.localGet(A);
-          if (half === 1) c.localGet(A).i8x16Shuffle([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]);
-          // d = (acc·up + bias)·ratio; nr = floor(d + ½)
-          c.f64x2ConvertLowI32x4S().localGet(UPV).f64x2Mul().localGet(BV).f64x2Add().localGet(FV).f64x2Mul().localSet(DV);
-          c.localGet(DV).localGet(HALF).f64x2Add().f64x2Floor().localSet(NR);
-          // ok = |nr − d| < NEAR & |d| < SMALL (false for NaN)
-          c.localGet(NR).localGet(DV).f64x2Sub().f64x2Abs().localGet(NEARP).f64x2Lt();
-          c.localGet(DV).f64x2Abs().localGet(SMALLP).f64x2Lt().v128And().localSet(half === 0 ? M0 : M1);
-          c.localGet(NR).i32x4TruncSatF64x2SZero().localSet(half === 0 ? T0 : T1);
-        }
-        // the four int32 results and lane masks
-        c.localGet(T0).localGet(T1).i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).localSet(T);
-        c.localGet(M0).localGet(M1).i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]).localSet(MASK);
-        // unsure lanes inside the row: their source offsets to the list
-        c.localGet(MASK).i32x4AllTrue().i32Eqz().if();
-        for (let lane = 0; lane < 4; lane++) {
-          c.localGet(MASK).i32x4ExtractLane(lane).i32Eqz().localGet(S).i32Const(4 * lane).i32Add().localGet(E).i32LtU().i32And().if();
-          c.localGet(LIST).localGet(N).i32Const(4).i32Mul().i32Add();
-          c.localGet(S).localGet(SRC).i32Sub().i32Const(2).i32ShrS().i32Const(lane).i32Add().i32Store();
-          c.localGet(N).i32Const(1).i32Add().localSet(N);
-          c.end();
-        }
-        c.end();
-        c.localGet(D);
-        c.localGet(T).localGet(LOV).i32x4MaxS().localGet(HIV).i32x4MinS().localGet(ZV).i32x4Add();
-        c.localGet(SENT).localGet(MASK).v128Bitselect().v128Store();
-        c.localGet(D).i32Const(16).i32Add().localSet(D);
-        c.localGet(S).i32Const(16).i32Add().localTee(S).localGet(E).i32LtU().brIf(0);
-      }
+      c.localGet(CB).i32Load(16).if();
+      rowLoop(false);
+      c.else();
+      rowLoop(true);
       c.end();
       // D −= the overshoot (S − E)
       c.localGet(D).localGet(S).localGet(E).i32Sub().i32Sub().localSet(D);
       c.localGet(OY).i32Const(1).i32Add().localTee(OY).localGet(OH).i32LtU().brIf(0);
     }
     c.end();
-    c.localGet(CB).i32Const(16).i32Add().localSet(CB);
+    c.localGet(CB).i32Const(REQUANT_CONST_BYTES).i32Add().localSet(CB);
     c.localGet(O).i32Const(1).i32Add().localTee(O).localGet(ROWS).i32LtU().brIf(0);
   }
   c.end();
@@ -343,7 +378,7 @@ export function gemmModuleBytes(): Uint8Array {
   const i32 = ValType.i32, f64 = ValType.f64;
   return emitModule([
     { params: [i32, i32, i32, i32, i32, i32, i32, i32], results: [], locals: gemm.locals, body: gemm.body, exportName: 'gemm' },
-    { params: [i32, i32, i32, i32, i32, i32, i32, f64, i32, i32, i32, i32, i32], results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
+    { params: Array<ValType>(12).fill(i32), results: [i32], locals: requant.locals, body: requant.body, exportName: 'requantize' },
     { params: [i32, i32, i32, i32, f64, f64, f64, f64, f64, f64, i32, i32, i32], results: [i32], locals: add.locals, body: add.body, exportName: 'add' },
     { params: Array<ValType>(7).fill(i32), results: [], ...compactBody(), exportName: 'compact' },
   ], { module: 'env', field: 'memory', minPages: 1 });
@@ -600,21 +635,21 @@ export class WasmGemm {
   /**
    * The output stage of GEMM rows to their compact layout (see `requantBody`; int32 element
    * indices): row o's values src[o·Pp + oy·Wp + ox] (oy < oh, ox < ow) requantized to
-   * dst[(o·oh + oy)·ow + ox] with the doubles bias, ratio of row o at byte address consts + 16·o
-   * (`uploadF64`), REQUANT_UNSURE where the caller must use the exact scalar path; those values'
-   * source offsets o·Pp + oy·Wp + ox are written to the int32 elements list, list + 1, … (room for
-   * rows·oh·ow values). Returns how many there are. Writes up to 3 values past dst's rows·oh·ow,
-   * reads up to 3 past the last source row. Needs loT, hiT int32 and lo = loT + z above
-   * REQUANT_UNSURE.
+   * dst[(o·oh + oy)·ow + ox] with the constants of row o at byte address consts + 32·o
+   * (`requantConstants`, uploaded with `uploadF64`), REQUANT_UNSURE where the caller must use the
+   * exact scalar path; those values' source offsets o·Pp + oy·Wp + ox are written to the int32
+   * elements list, list + 1, … (room for rows·oh·ow values). Returns how many there are. Writes
+   * up to 3 values past dst's rows·oh·ow, reads up to 3 past the last source row. Needs loT, hiT
+   * int32 and lo = loT + z above REQUANT_UNSURE.
    */
-  requantize(src: number, dst: number, rows: number, oh: number, ow: number, Wp: number, Pp: number, up: number, consts: number, loT: number, hiT: number, z: number, list: number): number {
+  requantize(src: number, dst: number, rows: number, oh: number, ow: number, Wp: number, Pp: number, consts: number, loT: number, hiT: number, z: number, list: number): number {
     if (!(rows > 0 && oh > 0 && ow > 0 && Wp >= ow && Pp >= (oh - 1) * Wp + ow)) throw new RangeError(`WasmGemm.requantize: bad geometry (rows ${rows}, oh ${oh}, ow ${ow}, Wp ${Wp}, Pp ${Pp})`);
     if (!(isInt32(loT) && isInt32(hiT) && loT <= hiT)) throw new RangeError(`WasmGemm.requantize: clamp offsets [${loT}, ${hiT}] are not an int32 range`);
     const srcEnd = src + (rows - 1) * Pp + (oh - 1) * Wp + ow + 3, dstEnd = dst + rows * oh * ow + 3;
     const bytes = this.memory.buffer.byteLength;
-    if (!(src >= 0 && dst >= 0 && list >= 0 && consts >= 0 && 4 * Math.max(srcEnd, dstEnd, list + rows * oh * ow) <= bytes && consts + 16 * rows <= bytes)) throw new RangeError('WasmGemm.requantize: operands outside memory');
+    if (!(src >= 0 && dst >= 0 && list >= 0 && consts >= 0 && 4 * Math.max(srcEnd, dstEnd, list + rows * oh * ow) <= bytes && consts + REQUANT_CONST_BYTES * rows <= bytes)) throw new RangeError('WasmGemm.requantize: operands outside memory');
     if (dst < srcEnd - 3 && src < dstEnd - 3) throw new RangeError('WasmGemm.requantize: source and destination overlap');
-    return this.kernels['requantize']!(4 * src, 4 * dst, rows, oh, ow, Wp, Pp, up, consts, loT, hiT, z, 4 * list);
+    return this.kernels['requantize']!(4 * src, 4 * dst, rows, oh, ow, Wp, Pp, consts, loT, hiT, z, 4 * list);
   }
 
   /**
