@@ -1,6 +1,6 @@
 /**
  * The transformer-lm rows of docs/lm.md: `lowbit train --model transformer-lm` at fp32, W8A8 and
- * W4A8 (LSQ QAT from scratch, the CLI defaults otherwise; with --only also W4A4 and W8A8 with
+ * W4A8 (LSQ QAT from scratch, the CLI defaults otherwise; with --only also W4A4 and W8A8 / W4A8 with
  * --quant-lr-scale 0.01), each evaluated with `lowbit eval` and,
  * with --export, exported to ONNX and checked in onnxruntime-node (`lowbit export --verify`).
  * Runs the CLI in-process (bench/lm/cli.ts). One seed (0), on a machine shared with other jobs.
@@ -27,8 +27,9 @@ const rows: [string, string[]][] = [
   ['w8a8', ['--quant', 'w8a8']],
   ['w4a8', ['--quant', 'w4a8']],
   ['w4a4', ['--quant', 'w4a4']],
-  // W8A8 with the LSQ steps at 0.01x the learning rate instead of the default 0.1x.
+  // The LSQ steps at 0.01x the learning rate instead of the default 0.1x.
   ['w8a8-qlr0.01', ['--quant', 'w8a8', '--quant-lr-scale', '0.01']],
+  ['w4a8-qlr0.01', ['--quant', 'w4a8', '--quant-lr-scale', '0.01']],
 ];
 
 const resultsPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'lm-transformer.json');
