@@ -5,8 +5,8 @@
  *
  *   nice -n 10 node --import tsx bench/lm/gru-sotu-table.ts [--out-dir /tmp/lowbit-lm] [--only 'gru-lm w4a8,...']
  *
- * Rows: gru-lm w8a8 and w4a8 on Moby Dick (CLI defaults otherwise: LSQ QAT from scratch, 3
- * epochs); lstm-lm fp32 on sotu (3 epochs) and lstm-lm w4a8 on sotu for one epoch (the default
+ * Rows: gru-lm fp32, w8a8 and w4a8 on Moby Dick (CLI defaults otherwise: LSQ QAT from scratch,
+ * 3 epochs); lstm-lm fp32 on sotu (3 epochs) and lstm-lm w4a8 on sotu for one epoch (the default
  * scheme; 3 epochs of 1.69 M windows through the step-by-step QAT LSTM did not fit the session).
  * A row whose run directory already holds a metrics.json is not trained again. Several
  * processes may run different --only rows: each merges its rows into
@@ -23,6 +23,7 @@ const outDir = flag('out-dir') ?? '/tmp/lowbit-lm';
 const only = flag('only')?.split(',');
 
 const rows: [string, string[]][] = [
+  ['gru-lm fp32', ['--model', 'gru-lm', '--quant', 'fp32']],
   ['gru-lm w8a8', ['--model', 'gru-lm', '--quant', 'w8a8']],
   ['gru-lm w4a8', ['--model', 'gru-lm', '--quant', 'w4a8']],
   ['lstm-lm fp32 sotu', ['--model', 'lstm-lm', '--dataset', 'sotu', '--quant', 'fp32']],
