@@ -1,7 +1,7 @@
 /**
  * Integer GEMM in WebAssembly SIMD128 for the TypeScript executor, emitted at run time with
- * ./emitter.ts (no toolchain needed; the module is under 4 KB, so the synchronous
- * `new WebAssembly.Module` is fine on a browser's main thread).
+ * ./emitter.ts (no toolchain needed; this module and ./layout.ts's are each under 4 KB, so the
+ * synchronous `new WebAssembly.Module` is fine on a browser's main thread).
  *
  *   out[o, p] = Σ_k w[o, k]·x[k, p]   (int32, wrapping modulo 2^32 like the reference kernels)
  *
@@ -21,11 +21,11 @@
  * - out int32 [4·O4, Pp]: channel-major.
  * The kernel keeps 4 channels × 8 pixels in 8 v128 accumulators.
  *
- * The same module exports `requantize` (the output stage of ../ts-kernels/requantize.ts) and `add`
- * (the residual add of ../ts-kernels/add.ts) in f64x2, each repeating the TypeScript fast path's
- * IEEE operations and marking the values that path would hand to its exact fallback, and
- * `pad_<mode>` / `im2col_<mode>`, which build the int16 x operand of a direct / strided convolution
- * from the layer's int32 input (byte-wrapped and centred, or ±1) inside wasm memory.
+ * The same module exports `requantize` (the output stage of ../ts-kernels/requantize.ts, exact
+ * where it marks a value sure; see `requantConstants`) and `add` (the residual add of
+ * ../ts-kernels/add.ts, repeating its fast path's IEEE operations) in f64x2, each marking the
+ * values the caller must compute exactly, and `compact`. The second module (./layout.ts) builds the
+ * x operands, quantizes the model input and pools; `WasmGemm` instantiates both on one memory.
  * @internal
  */
 import { Code, emitModule, ValType } from './emitter.ts';
