@@ -860,8 +860,8 @@ function emitQatGru(b: RnnGraph, m: QatGRU, label: string, x: string, starts: re
     const biasIh = b.float(`${layer}.bias_ih`, [3 * H], bih ? bih.data : new Float32Array(3 * H));
     const biasHhData = bhh ? Float32Array.from(bhh.data) : new Float32Array(3 * H);
     const biasHh = b.float(`${layer}.bias_hh`, [3 * H], biasHhData);
-    // With no initial state, h_{−1} = 0: g_h is b_hh alone.
-    const startParts = [0, 1, 2].map((g) => b.float(`${layer}.bias_hh_${'rzn'[g]}`, [H], biasHhData.subarray(g * H, (g + 1) * H)));
+    // With no initial state, h_{−1} = 0: g_h is b_hh alone (its three gate parts as constants).
+    const startParts = initial[0] ? [] : [0, 1, 2].map((g) => b.float(`${layer}.bias_hh_${'rzn'[g]}`, [H], biasHhData.subarray(g * H, (g + 1) * H)));
     const gates = b.one('Add', [b.one('MatMul', [cur, wT], `${layer}.input_matmul`), biasIh], `${layer}.input_gates`);
     const splits = b.int64([H, H, H]);
     let h = initial[0] ? b.one('Squeeze', [initial[0], b.int64([0])], `${layer}.h_start`) : '';
