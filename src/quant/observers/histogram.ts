@@ -17,6 +17,8 @@ export class SignedHistogram {
   min = Infinity;
   max = -Infinity;
   total = 0;
+  /** How many of the counted values were exactly 0 (all in pos[0]). */
+  zeros = 0;
 
   constructor(bins: number) {
     if (!Number.isInteger(bins) || bins < 8 || bins % 2 !== 0) throw new Error(`histogram: bins must be an even integer >= 8, got ${bins}`);
@@ -42,6 +44,7 @@ export class SignedHistogram {
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
       if (!Number.isFinite(v)) continue;
+      if (v === 0) this.zeros++;
       if (v >= 0) this.pos[Math.min(n - 1, Math.floor(v * perUnit))]! += 1;
       else this.neg[Math.min(n - 1, Math.floor(-v * perUnit))]! += 1;
       this.total++;

@@ -166,6 +166,29 @@ describe('quant/observers: entropy (KL)', () => {
     assert.ok(u.thresholds(256, true)[0]! > 0.95, 'a uniform distribution is not clipped');
   });
 
+  it('a ReLU output (half exact zeros, half |N(0, 1)|) is clipped in its tail, not at the zero spike', () => {
+    // With the zeros counted in bin 0, spreading that spike over a level of several bins cost so much
+    // KL that every threshold above 2·256 bins lost: T fell below a quarter of the range (~1.1 here).
+    const rng = new Rng(8);
+    const relu = Float32Array.from({ length: 100_000 }, (_, i) => (i % 2 === 0 ? 0 : Math.abs(rng.normal())));
+    const o = new EntropyObserver();
+    o.observe(new Tensor(relu, [relu.length]));
+    const t = o.thresholds(256, true)[0]!;
+    const max = Math.max(...relu);
+    assert.ok(t > 2.5 && t <= max + 1e-6, `threshold ${t} of max ${max}`);
+    // Zeros only: nothing to clip.
+    const z = new EntropyObserver();
+    z.observe(new Tensor(new Float32Array(64), [64]));
+    assert.equal(z.thresholds(256, true)[0], 0);
+  });
+
+  it('levels span ⌊i/L⌋ or ⌈i/L⌉ bins: a histogram that is flat per level pair is matched exactly at i = 6, L = 4', () => {
+    // Bins 0..5 map to levels 0,0,1,2,2,3 (⌊j·4/6⌋): Q equals P when paired bins hold equal counts.
+    const hist = new Float64Array(16);
+    hist.set([3, 3, 7, 2, 2, 5]);
+    assert.equal(klThresholdBin(hist, 4), 6);
+  });
+
   it('KL is zero where Q represents P exactly: the first such candidate wins', () => {
     // 16 bins, 4 levels: mass only in bins 0..3, so i = 4 reproduces P exactly (KL = 0).
     const hist = new Float64Array(16);
