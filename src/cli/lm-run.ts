@@ -1,8 +1,9 @@
 /**
- * Language-model runs of the CLI (`lowbit train --model lstm-lm|gru-lm`): their names, defaults,
- * the settings stored in the run config, and the rebuild of a run's corpus and model from a
+ * Language-model runs of the CLI (`lowbit train --model lstm-lm|gru-lm|transformer-lm`): their names,
+ * defaults, the settings stored in the run config, and the rebuild of a run's corpus and model from a
  * checkpoint, shared by train, eval and export. The pieces themselves live in the library:
- * nn.NextWordModel, data.loadLanguageModelCorpus, quant.rnn.nextWordQatPlan, evaluatePerplexity.
+ * nn.NextWordModel, nn.TransformerLM (src/cli/lm-transformer.ts), data.loadLanguageModelCorpus,
+ * quant.rnn.nextWordQatPlan, quant.transformer, evaluatePerplexity.
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
