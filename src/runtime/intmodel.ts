@@ -210,7 +210,8 @@ export class IntModel {
   tsExecutor: 'fast' | 'reference' = 'fast';
   /**
    * @internal GEMM kernels of the 'fast' executor: 'wasm' (default) = WebAssembly SIMD128
-   * (./wasm/gemm.ts) when the engine validates it, 'double' = lane-packed doubles. Identical integers.
+   * (./wasm/gemm.ts) when the engine validates it, with every activation resident in wasm memory
+   * (./ts-kernels/resident.ts), 'double' = lane-packed doubles. Identical integers.
    */
   tsKernels: TsKernels = 'wasm';
   /** Layers prepared for the fast executor (or why not), by node. */
