@@ -183,14 +183,265 @@ LOWBIT_TARGET_C3 void pool2x2(const IntOp& op, const Conv3x3Plan& plan, int32_t*
   }
 }
 
+
+// ---------------------------------------------------------------- AVX2: ymm blocks of 8 channels
+#define LOWBIT_TARGET_C3V __attribute__((target("avx2,fma,avxvnni")))
+#define LOWBIT_TARGET_C3W __attribute__((target("avx2,fma")))
+
+constexpr int kMaxY1 = 12;  // pixels per register block with one 8-channel block (12 accumulators)
+constexpr int kMaxY2 = 6;   // ... with two (12 accumulators + 2 weight vectors + broadcast (+ product))
+
+#define C3Y_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define C3Y_DECL(r)         \
+  __m256i a##r##0, a##r##1; \
+  if constexpr (R > r) {    \
+    a##r##0 = b0;           \
+    a##r##1 = b1;           \
+  }
+#define C3Y_STORE(r)                                                                          \
+  if constexpr (R > r) {                                                                      \
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + (r) * ldt), a##r##0);               \
+    if constexpr (NB > 1) _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + (r) * ldt + 8), a##r##1); \
+  }
+
+// AVX-VNNI: as accBlock with 8-channel ymm blocks; w: [k4][32 bytes] per block, wStride bytes apart.
+template <int R, int NB, int PS>
+LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBytes, int64_t j4n, const void* wv, int64_t wStride,
+                                    const int32_t* bias, int32_t* tile, int64_t ldt) {
+  static_assert(R >= 1 && R <= kMaxY1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxY2), "register block");
+  const uint8_t* q = static_cast<const uint8_t*>(qv);
+  const int8_t* w = static_cast<const int8_t*>(wv);
+  const int64_t ps = PS > 0 ? PS : psRun;
+  const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias));
+  const __m256i b1 = NB > 1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)) : b0;
+  C3Y_ROWS(C3Y_DECL)
+  for (int64_t ky = 0; ky < 3; ky++) {
+    const uint8_t* row = q + ky * rowBytes;
+    const int8_t* wk = w + ky * j4n * 32;
+    for (int64_t j = 0; j < j4n; j++) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 32 * j));
+      __m256i w1;
+      if constexpr (NB > 1) w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + wStride + 32 * j));
+      const uint8_t* src = row + 4 * j;
+#define C3Y_STEP(r)                                                  \
+  if constexpr (R > r) {                                             \
+    int32_t word;                                                    \
+    std::memcpy(&word, src + (r) * ps, 4);                           \
+    const __m256i av = _mm256_set1_epi32(word);                      \
+    a##r##0 = _mm256_dpbusd_avx_epi32(a##r##0, av, w0);              \
+    if constexpr (NB > 1) a##r##1 = _mm256_dpbusd_avx_epi32(a##r##1, av, w1); \
+  }
+      C3Y_ROWS(C3Y_STEP)
+#undef C3Y_STEP
+    }
+  }
+  C3Y_ROWS(C3Y_STORE)
+}
+
+// AVX2 without VNNI: q is the uint16 padded image (ps, rowBytes in uint16 elements), j2n the int16
+// pairs of a window row (3 C / 2), w: [pair][8 channels][2 int16] per block, wStride int16 apart.
+// vpmaddwd of the broadcast pair (x0, x1) (0..255 each) and the weight pairs (-128..127) gives
+// x0 w0 + x1 w1 per channel exactly (|.| <= 2 255 128).
+template <int R, int NB, int PS>
+LOWBIT_TARGET_C3W void accBlockMadd(const void* qv, int64_t psRun, int64_t rowElems, int64_t j2n, const void* wv, int64_t wStride,
+                                    const int32_t* bias, int32_t* tile, int64_t ldt) {
+  static_assert(R >= 1 && R <= kMaxY1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxY2), "register block");
+  const uint16_t* q = static_cast<const uint16_t*>(qv);
+  const int16_t* w = static_cast<const int16_t*>(wv);
+  const int64_t ps = PS > 0 ? PS : psRun;
+  const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias));
+  const __m256i b1 = NB > 1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)) : b0;
+  C3Y_ROWS(C3Y_DECL)
+  for (int64_t ky = 0; ky < 3; ky++) {
+    const uint16_t* row = q + ky * rowElems;
+    const int16_t* wk = w + ky * j2n * 16;
+    for (int64_t j = 0; j < j2n; j++) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 16 * j));
+      __m256i w1;
+      if constexpr (NB > 1) w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + wStride + 16 * j));
+      const uint16_t* src = row + 2 * j;
+#define C3Y_STEP(r)                                                                             \
+  if constexpr (R > r) {                                                                        \
+    int32_t word;                                                                               \
+    std::memcpy(&word, src + (r) * ps, 4);                                                      \
+    const __m256i av = _mm256_set1_epi32(word);                                                 \
+    a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(av, w0));                             \
+    if constexpr (NB > 1) a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(av, w1));       \
+  }
+      C3Y_ROWS(C3Y_STEP)
+#undef C3Y_STEP
+    }
+  }
+  C3Y_ROWS(C3Y_STORE)
+}
+#undef C3Y_STORE
+#undef C3Y_DECL
+#undef C3Y_ROWS
+
+using BlockFnY = void (*)(const void*, int64_t, int64_t, int64_t, const void*, int64_t, const int32_t*, int32_t*, int64_t);
+
+template <bool VNNI, int NB, int PS, size_t... I>
+constexpr std::array<BlockFnY, sizeof...(I)> blockTableY(std::index_sequence<I...>) {
+  if constexpr (VNNI) {
+    return {accBlockVnni<static_cast<int>(I) + 1, NB, PS>...};
+  } else {
+    return {accBlockMadd<static_cast<int>(I) + 1, NB, PS>...};
+  }
+}
+
+struct BlockTablesY {
+  std::array<BlockFnY, kMaxY1> one;
+  std::array<BlockFnY, kMaxY2> two;
+};
+
+template <bool VNNI, int PS>
+constexpr BlockTablesY tablesForY() {
+  return {blockTableY<VNNI, 1, PS>(std::make_index_sequence<kMaxY1>()), blockTableY<VNNI, 2, PS>(std::make_index_sequence<kMaxY2>())};
+}
+
+const BlockTablesY kTablesVnni[5] = {tablesForY<true, 0>(), tablesForY<true, 16>(), tablesForY<true, 32>(), tablesForY<true, 64>(),
+                                     tablesForY<true, 128>()};
+const BlockTablesY kTablesMadd[5] = {tablesForY<false, 0>(), tablesForY<false, 16>(), tablesForY<false, 32>(), tablesForY<false, 64>(),
+                                     tablesForY<false, 128>()};
+
+const BlockTablesY& tablesOfY(bool vnni, int64_t ps) {
+  const BlockTablesY* t = vnni ? kTablesVnni : kTablesMadd;
+  switch (ps) {
+    case 16: return t[1];
+    case 32: return t[2];
+    case 64: return t[3];
+    case 128: return t[4];
+    default: return t[0];
+  }
+}
+
+// One sample's input rows into the padded image: bytes (x ^ flip) for AVX-VNNI, uint16 for the
+// int16 path.
+LOWBIT_TARGET_C3W void copyRowsY(bool wide, void* pad, const uint8_t* xs, int64_t H, int64_t inRow, int64_t rowElems, int64_t first,
+                                 uint8_t flip) {
+  for (int64_t iy = 0; iy < H; iy++) {
+    const uint8_t* src = xs + iy * inRow;
+    if (wide) {
+      uint16_t* dst = static_cast<uint16_t*>(pad) + first + iy * rowElems;
+      for (int64_t i = 0; i < inRow; i++) dst[i] = static_cast<uint16_t>(src[i] ^ flip);
+    } else {
+      uint8_t* dst = static_cast<uint8_t*>(pad) + first + iy * rowElems;
+      for (int64_t i = 0; i < inRow; i++) dst[i] = static_cast<uint8_t>(src[i] ^ flip);
+    }
+  }
+}
+
+// pool2x2 on 8-channel ymm blocks.
+LOWBIT_TARGET_C3W void pool2x2Y(const IntOp& op, const Conv3x3Plan& plan, int32_t* tile, int64_t ldt, int64_t OW, int64_t POW) {
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    alignas(32) int32_t negs[8];
+    for (int64_t i = 0; i < 8; i++) {
+      const int64_t c = 8 * b + i;
+      negs[i] = c < op.OC && op.mneg[static_cast<size_t>(c)] ? -1 : 0;
+    }
+    const __m256i neg = _mm256_load_si256(reinterpret_cast<const __m256i*>(negs));
+    for (int64_t px = 0; px < POW; px++) {
+      const int32_t* a = tile + 2 * px * ldt + 8 * b;
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + ldt));
+      const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + OW * ldt));
+      const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (OW + 1) * ldt));
+      const __m256i hi = _mm256_max_epi32(_mm256_max_epi32(v0, v1), _mm256_max_epi32(v2, v3));
+      const __m256i lo = _mm256_min_epi32(_mm256_min_epi32(v0, v1), _mm256_min_epi32(v2, v3));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + px * ldt + 8 * b), _mm256_blendv_epi8(hi, lo, neg));
+    }
+  }
+}
+
+// conv3x3Run on the AVX2 kernels (plan.kind AvxVnni or Avx2).
+void runY(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf, std::vector<int32_t>& tileBuf,
+          Conv3x3Epilogue epilogue) {
+  const Conv3x3Plan& plan = *op.conv3x3;
+  const bool vnni = plan.kind == Conv3x3Kind::AvxVnni;
+  const int64_t C = op.C, S = op.sh, OW = op.OW, OC = op.OC;
+  const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowElems = PW * C, inRow = op.W * C;
+  const bool pooled = op.poolKh > 0;
+  const int64_t rowsOut = pooled ? op.POH : op.OH, colsOut = pooled ? op.POW : OW, convRows = pooled ? 2 : 1;
+  const size_t elem = vnni ? 1 : 2;
+  const size_t padElems = static_cast<size_t>(PH * rowElems) + kPadSlack;
+  if (padBuf.size() < padElems * elem) padBuf.resize(padElems * elem);
+  const int64_t ldt = plan.blocks * 8;
+  const size_t tileSize = static_cast<size_t>(2 * OW * ldt) + 16;
+  if (tileBuf.size() < tileSize) tileBuf.resize(tileSize);
+  int32_t* tile = tileBuf.data();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  const uint8_t border = static_cast<uint8_t>(op.zero) ^ flip;  // the zero point, as im2col fills it
+  if (vnni) {
+    std::memset(padBuf.data(), border, padElems);
+  } else {
+    uint16_t* p16 = reinterpret_cast<uint16_t*>(padBuf.data());
+    std::fill(p16, p16 + padElems, static_cast<uint16_t>(border));
+  }
+  // in the element unit of the image (bytes or uint16): pairs / 4-byte groups per window row
+  const int64_t jn = vnni ? 3 * C / 4 : 3 * C / 2, ps = S * C;
+  const void* w = vnni ? static_cast<const void*>(plan.w.data()) : static_cast<const void*>(plan.w16.data());
+  const int64_t wStride = vnni ? plan.k4n * 32 : plan.k4n * 2 * 16;  // bytes / int16 per block
+  const BlockTablesY& tables = tablesOfY(vnni, ps);
+  const size_t valueBytes = itypeBytes(op.out, 1);
+  const size_t outPer = static_cast<size_t>(rowsOut * colsOut * OC) * valueBytes;
+  const int64_t n1 = ceilDiv(OW, kMaxY1), r1 = ceilDiv(OW, n1);
+  const int64_t n2 = ceilDiv(OW, kMaxY2), r2 = ceilDiv(OW, n2);
+  for (int64_t smp = 0; smp < n; smp++) {
+    copyRowsY(!vnni, padBuf.data(), x + smp * op.H * inRow, op.H, inRow, rowElems, op.ph * rowElems + op.pw * C, flip);
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    for (int64_t yo = 0; yo < rowsOut; yo++) {
+      for (int64_t k = 0; k < convRows; k++) {
+        const int64_t oy = yo * convRows + k;
+        const int64_t at = oy * S * rowElems;  // the row's first window, in image elements
+        int32_t* t = tile + k * OW * ldt;
+        const auto qAt = [&](int64_t ox0) { return static_cast<const void*>(padBuf.data() + (at + ox0 * ps) * static_cast<int64_t>(elem)); };
+        const auto wAt = [&](int64_t b) {
+          return vnni ? static_cast<const void*>(static_cast<const int8_t*>(w) + b * wStride)
+                      : static_cast<const void*>(static_cast<const int16_t*>(w) + b * wStride);
+        };
+        int64_t b = 0;
+        for (; b + 2 <= plan.blocks; b += 2) {
+          for (int64_t i = 0; i < n2; i++) {
+            const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
+            tables.two[static_cast<size_t>(r2 - 1)](qAt(ox0), ps, rowElems, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
+                                                    t + ox0 * ldt + 8 * b, ldt);
+          }
+        }
+        if (b < plan.blocks) {
+          for (int64_t i = 0; i < n1; i++) {
+            const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
+            tables.one[static_cast<size_t>(r1 - 1)](qAt(ox0), ps, rowElems, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
+                                                    t + ox0 * ldt + 8 * b, ldt);
+          }
+        }
+      }
+      if (pooled) pool2x2Y(op, plan, tile, ldt, OW, colsOut);
+      epilogue(op, tile, ldt, colsOut, 0, OC, os + static_cast<size_t>(yo * colsOut * OC) * valueBytes, OC);
+    }
+  }
+}
+
 }  // namespace
 
-bool conv3x3Available() {
-  static const bool on = [] {
+Conv3x3Kind conv3x3Kind() {
+  static const Conv3x3Kind kind = [] {
     __builtin_cpu_init();
-    return activeIsa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
+    if (activeIsa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni")) return Conv3x3Kind::Avx512Vnni;
+    if (activeIsa() >= Isa::Avx2) return avxVnniActive() ? Conv3x3Kind::AvxVnni : Conv3x3Kind::Avx2;
+    return Conv3x3Kind::None;
   }();
-  return on;
+  return kind;
+}
+
+bool conv3x3Available() { return conv3x3Kind() != Conv3x3Kind::None; }
+
+const char* conv3x3KindName(Conv3x3Kind kind) {
+  switch (kind) {
+    case Conv3x3Kind::Avx512Vnni: return "avx512-vnni";
+    case Conv3x3Kind::AvxVnni: return "avx-vnni";
+    case Conv3x3Kind::Avx2: return "avx2";
+    default: return "none";
+  }
 }
 
 std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w) {
@@ -202,22 +453,34 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
   }
   auto plan = std::make_shared<Conv3x3Plan>();
   const int64_t OC = op.OC, K = op.K;
-  plan->blocks = ceilDiv(OC, 16);
+  plan->kind = conv3x3Kind();
+  const int64_t L = plan->kind == Conv3x3Kind::Avx512Vnni ? 16 : 8;
+  plan->lanes = L;
+  plan->blocks = ceilDiv(OC, L);
   plan->k4n = K / 4;
-  plan->w.assign(static_cast<size_t>(plan->blocks * plan->k4n * 64), 0);
-  plan->bias.assign(static_cast<size_t>(plan->blocks * 16), 0);
+  if (plan->kind == Conv3x3Kind::Avx2) {
+    plan->w16.assign(static_cast<size_t>(plan->blocks * plan->k4n * 4 * L), 0);
+  } else {
+    plan->w.assign(static_cast<size_t>(plan->blocks * plan->k4n * 4 * L), 0);
+  }
+  plan->bias.assign(static_cast<size_t>(plan->blocks * L), 0);
   const int32_t negZero = -(op.zero + (op.in == IType::S8 ? 128 : 0));
   for (int64_t o = 0; o < OC; o++) {
-    const int64_t b = o / 16, lane = o % 16;
+    const int64_t b = o / L, lane = o % L;
     for (int64_t k = 0; k < K; k++) {
-      plan->w[static_cast<size_t>((b * plan->k4n + k / 4) * 64 + lane * 4 + k % 4)] = w[o * K + k];
+      if (plan->kind == Conv3x3Kind::Avx2) {
+        // [block][pair k / 2][lane][k % 2]
+        plan->w16[static_cast<size_t>((b * 2 * plan->k4n + k / 2) * 2 * L + lane * 2 + k % 2)] = w[o * K + k];
+      } else {
+        plan->w[static_cast<size_t>((b * plan->k4n + k / 4) * 4 * L + lane * 4 + k % 4)] = w[o * K + k];
+      }
     }
     // wraps mod 2^32 like the GEMM kernels' negZero * rowSums
     plan->bias[static_cast<size_t>(o)] =
         static_cast<int32_t>(static_cast<uint32_t>(negZero) * static_cast<uint32_t>(op.rowSums[static_cast<size_t>(o)]));
   }
   // the byte output stage (requantRow) when the executor requantizes in int64 lanes
-  if (op.intRequant && (op.out == IType::U8 || op.out == IType::S8) && static_cast<int64_t>(op.rqM0.size()) >= OC &&
+  if (plan->kind == Conv3x3Kind::Avx512Vnni && op.intRequant && (op.out == IType::U8 || op.out == IType::S8) && static_cast<int64_t>(op.rqM0.size()) >= OC &&
       static_cast<int64_t>(op.rqLowZero.size()) >= OC) {
     plan->fastOut = true;
     plan->rq.assign(static_cast<size_t>(plan->blocks * 64), 0);
@@ -242,6 +505,7 @@ bool conv3x3Runs(const IntOp& op) {
 
 void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf, std::vector<int32_t>& tileBuf,
                 Conv3x3Epilogue epilogue) {
+  if (op.conv3x3->kind != Conv3x3Kind::Avx512Vnni) return runY(op, x, n, out, padBuf, tileBuf, epilogue);
   const Conv3x3Plan& plan = *op.conv3x3;
   const int64_t C = op.C, S = op.sh, OW = op.OW, OC = op.OC;
   const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowBytes = PW * C, inRow = op.W * C;

@@ -13,6 +13,14 @@
 // both. One output row at a time is then requantized: byte outputs with the int64 requantization
 // by the kernel's own 16-channel output stage, others by the executor's epilogue. A fused 2x2
 // stride-2 max pooling (IntOp::poolKh) pools two conv rows of accumulators first.
+//
+// On the AVX2 ISA the same loop runs on ymm blocks of 8 channels (R <= 12 pixels x 1 block or
+// R <= 6 x 2: 16 registers): with AVX-VNNI one VEX vpdpbusd per 4-byte group; without it the
+// padded image is widened to uint16 and each int16 pair of the window (2 bytes: C is even) is
+// broadcast and multiplied with the 8 channels' int16 weight pairs by vpmaddwd, as the AVX2 GEMM
+// (intgemm.cc) does: u8 x s8 products and their pair sums fit int16 x int16 -> int32 exactly (no
+// vpmaddubsw saturation). Both keep the same int32 accumulators; the output stage is the
+// executor's epilogue.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -22,11 +30,24 @@ namespace lowbit {
 
 struct IntOp;
 
+// The kernel's instruction set (chosen once, conv3x3Kind()).
+enum class Conv3x3Kind {
+  None = 0,
+  Avx512Vnni,  // zmm accumulators of 16 channels, vpdpbusd
+  AvxVnni,     // ymm accumulators of 8 channels, VEX vpdpbusd (AVX-VNNI)
+  Avx2,        // ymm accumulators of 8 channels, vpmaddwd on int16 pairs (exact; no VNNI)
+};
+
 struct Conv3x3Plan {
-  int64_t blocks = 0;       // 16-channel output blocks, ceil(OC / 16)
+  Conv3x3Kind kind = Conv3x3Kind::None;
+  int64_t lanes = 16;       // output channels per block: 16 (zmm) or 8 (ymm)
+  int64_t blocks = 0;       // output blocks, ceil(OC / lanes)
   int64_t k4n = 0;          // 4-byte groups of K = 9 C: 3 rows of 3 C / 4
-  std::vector<int8_t> w;    // [block][k4n][16 channels][4 bytes], channels past OC zero
-  std::vector<int32_t> bias;  // negZero rowSums[c], blocks 16 values (0 past OC)
+  // Avx512Vnni / AvxVnni: [block][k4n][lanes channels][4 bytes]; Avx2: empty (w16). Channels past OC zero.
+  std::vector<int8_t> w;
+  // Avx2: the weights as int16 pairs, [block][K / 2][8 channels][2 values]
+  std::vector<int16_t> w16;
+  std::vector<int32_t> bias;  // negZero rowSums[c], blocks x lanes values (0 past OC)
   // The output stage for byte outputs with the integer requantization (IntOp::intRequant): per
   // block, the constants of its even and of its odd channels as int64 lanes (8 each: M0, bmh +
   // 2^(n' - 1), 2^(n' - 1), n') and the bml = 0 flags; see conv3x3.cc. Else the executor's epilogue.
@@ -35,8 +56,12 @@ struct Conv3x3Plan {
   std::vector<uint16_t> lowZero;  // [block]: bit i = channel 16 b + i has bml = 0
 };
 
-// Whether the CPU runs the kernel (AVX-512 VNNI on the active ISA).
+// Which kernel the CPU runs: AVX-512 VNNI on the AVX-512 ISA; else, on the AVX2 ISA, AVX-VNNI when
+// avxVnniActive() (cpu.h) and the exact int16 multiply-add without it; none on the scalar ISA.
+Conv3x3Kind conv3x3Kind();
 bool conv3x3Available();
+// "avx512-vnni", "avx-vnni", "avx2" or "none" (the executor's kernel names)
+const char* conv3x3KindName(Conv3x3Kind kind);
 
 // A plan for the conv op (weights `w` (OC, 3, 3, C) int8, op.rowSums set) when the kernel takes its
 // geometry: groups 1, 3x3, dilation 1, stride 1 or 2, pad <= 2, byte input with C % 4 == 0 and C <= 1024,

@@ -7,16 +7,33 @@
 // has at most 4,096 values per sample (then the logits ARE the conv's output integers minus the
 // zero point, and every one is compared, besides the TS trace), else a random 64-row projection
 // with weights in {-1, 0, 1} (sums stay below 2^24, so the float logits are exact integers).
+// The tests tagged [every-isa] re-run under LOWBIT_ISA=avx2 (the ymm kernel with AVX-VNNI when the
+// CPU has it) and avx2-novnni (the ymm kernel on exact int16 multiply-adds); the scalar ISA has no
+// direct kernel (im2col only).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
+import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor } from './intmodel.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { quantizeMultiplier } from './requantize.ts';
 
 const addon = loadAddon();
 const skip = addon?.intPlanCreate && addon.intPlanRun && addon.intPlanKernels ? false : 'native addon without the IntModel executor';
+const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA !== '';
+
+/**
+ * The direct kernel the plan must name for the im2col path's GEMM `gemm` (its kernel name): the
+ * AVX-512 VNNI one with that GEMM; on the AVX2 ISA the AVX-VNNI one when the CPU has AVX-VNNI and
+ * LOWBIT_ISA is not avx2-novnni, else the int16 one; none on the scalar ISA.
+ */
+function expectedDirect(gemm: string): string | null {
+  if (gemm.includes('avx512-vnni')) return 'avx512-vnni';
+  const info = addon!.info();
+  if (info.isa !== 'avx2') return null;
+  return info.features.includes('avxvnni') && process.env.LOWBIT_ISA !== 'avx2-novnni' ? 'avx-vnni' : 'avx2';
+}
 
 interface Case {
   C: number;
@@ -116,7 +133,7 @@ describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, 
   const rng = new Rng(20261123);
   for (const c of randomCases(20, rng)) {
     const label = `C ${c.C} -> ${c.OC}, ${c.H}x${c.W}, stride ${c.stride}, pad ${c.pad}, ${c.signedIn ? 'int8' : 'uint8'} in, ${c.signedOut ? 'int8' : 'uint8'} out${c.pool ? ', 2x2 max pool' : ''}`;
-    it(`${label}: integers identical to the TS executor and to the im2col path`, () => {
+    it(`[every-isa] ${label}: integers identical to the TS executor and to the im2col path`, () => {
       const { im, F, outZ, identity } = buildModel(c, rng);
       const spec = compileNativePlan(im);
       assert.ok(typeof spec === 'object', String(spec));
@@ -124,9 +141,10 @@ describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, 
       const im2col = addon!.intPlanCreate!(spec.ops, false);
       const doubles = addon!.intPlanCreate!(spec.ops, true, true, true, false);
       const kernels = addon!.intPlanKernels!(fast);
-      // with AVX-512 VNNI the im2col path's GEMM is 'avx512-vnni' and the conv must take the new kernel
-      if (addon!.intPlanKernels!(im2col)[1]!.includes('avx512-vnni')) {
-        assert.match(kernels[1]!, c.pool ? /^conv direct3x3 .*\+maxpool/ : /^conv direct3x3/, kernels.join(', '));
+      // the conv must take the direct kernel of the ISA (expectedDirect)
+      const want = expectedDirect(addon!.intPlanKernels!(im2col)[1]!);
+      if (want !== null) {
+        assert.match(kernels[1]!, new RegExp(`^conv direct3x3 ${want}${c.pool ? '\\+maxpool' : ' '}`), kernels.join(', '));
       }
       assert.doesNotMatch(addon!.intPlanKernels!(im2col)[1]!, /direct3x3/);
       for (const n of [1, 3]) {
@@ -153,6 +171,13 @@ describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, 
         assert.deepEqual(Array.from(a), Array.from(b), `batch ${n}: direct 3x3 vs im2col + GEMM`);
         assert.deepEqual(Array.from(d), Array.from(b), `batch ${n}: double requantization vs im2col + GEMM`);
       }
+    });
+  }
+
+  for (const isa of ['avx2', 'avx2-novnni'] as const) {
+    it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : skip }, () => {
+      const { passed, output } = runEveryIsaTests(import.meta.url, isa);
+      assert.ok(passed >= 20, `expected the 20 tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });
