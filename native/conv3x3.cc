@@ -392,11 +392,16 @@ LOWBIT_TARGET_C3W void pool2x2Y(const IntOp& op, const Conv3x3Plan& plan, int32_
 
 // requantRow on 8-channel ymm blocks (plan.rq: per block 40 int64, see conv3x3Prepare). AVX2 has
 // no int64 arithmetic right shift, min or max: q >> n' is ((t ^ s) >>> n') ^ s with s the sign
-// mask of t (floor division either way), the clamps are compare + blend.
+// mask of t (floor division either way), the clamps are compare + blend. When every channel has
+// n' >= 32 (plan.rqHigh) the shift is instead the int32 high halves of t (floor(t / 2^32), all 8
+// channels in one register after one blend) shifted right by n' - 32 with vpsravd (a count past
+// 31 gives the sign, as floor does), and the clamps are int32 min / max.
+template <bool HIGH>
 LOWBIT_TARGET_C3W void requantRowY(const Conv3x3Plan& plan, const IntOp& op, const int32_t* tile, int64_t ldt, int64_t OW, uint8_t* out) {
   const int64_t OC = op.OC;
   const __m256i lo = _mm256_set1_epi64x(op.lo - op.z), hi = _mm256_set1_epi64x(op.hi - op.z), z = _mm256_set1_epi32(op.z);
   const __m256i zero = _mm256_setzero_si256();
+  const __m256i lo32 = _mm256_set1_epi32(op.lo - op.z), hi32 = _mm256_set1_epi32(op.hi - op.z);
   const bool s8 = op.out == IType::S8;
   for (int64_t b = 0; b < plan.blocks; b++) {
     const __m256i* k = reinterpret_cast<const __m256i*>(plan.rq.data() + b * 40);
@@ -405,6 +410,7 @@ LOWBIT_TARGET_C3W void requantRowY(const Conv3x3Plan& plan, const IntOp& op, con
     const __m256i hfe = _mm256_loadu_si256(k + 4), hfo = _mm256_loadu_si256(k + 5);
     const __m256i she = _mm256_loadu_si256(k + 6), sho = _mm256_loadu_si256(k + 7);
     const __m256i lze = _mm256_loadu_si256(k + 8), lzo = _mm256_loadu_si256(k + 9);
+    const __m256i sh32 = HIGH ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(plan.rqShift32.data() + 8 * b)) : zero;
     const int64_t valid = std::min<int64_t>(8, OC - 8 * b);
     for (int64_t ox = 0; ox < OW; ox++) {
       const __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + ox * ldt + 8 * b));
@@ -413,14 +419,20 @@ LOWBIT_TARGET_C3W void requantRowY(const Conv3x3Plan& plan, const IntOp& op, con
       // S < 0 exactly when t = S + 2^(n' - 1) < 2^(n' - 1): then t - 1 for the bml = 0 channels
       te = _mm256_add_epi64(te, _mm256_and_si256(_mm256_cmpgt_epi64(hfe, te), lze));
       to = _mm256_add_epi64(to, _mm256_and_si256(_mm256_cmpgt_epi64(hfo, to), lzo));
-      const __m256i se = _mm256_cmpgt_epi64(zero, te), so = _mm256_cmpgt_epi64(zero, to);
-      __m256i qe = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(te, se), she), se);
-      __m256i qo = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(to, so), sho), so);
-      qe = _mm256_blendv_epi8(qe, lo, _mm256_cmpgt_epi64(lo, qe));
-      qe = _mm256_blendv_epi8(qe, hi, _mm256_cmpgt_epi64(qe, hi));
-      qo = _mm256_blendv_epi8(qo, lo, _mm256_cmpgt_epi64(lo, qo));
-      qo = _mm256_blendv_epi8(qo, hi, _mm256_cmpgt_epi64(qo, hi));
-      const __m256i q = _mm256_add_epi32(_mm256_blend_epi32(qe, _mm256_slli_epi64(qo, 32), 0xAA), z);
+      __m256i q;
+      if constexpr (HIGH) {
+        const __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(te, 32), to, 0xAA);  // floor(t / 2^32), channel order
+        q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(_mm256_srav_epi32(h, sh32), lo32), hi32), z);
+      } else {
+        const __m256i se = _mm256_cmpgt_epi64(zero, te), so = _mm256_cmpgt_epi64(zero, to);
+        __m256i qe = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(te, se), she), se);
+        __m256i qo = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(to, so), sho), so);
+        qe = _mm256_blendv_epi8(qe, lo, _mm256_cmpgt_epi64(lo, qe));
+        qe = _mm256_blendv_epi8(qe, hi, _mm256_cmpgt_epi64(qe, hi));
+        qo = _mm256_blendv_epi8(qo, lo, _mm256_cmpgt_epi64(lo, qo));
+        qo = _mm256_blendv_epi8(qo, hi, _mm256_cmpgt_epi64(qo, hi));
+        q = _mm256_add_epi32(_mm256_blend_epi32(qe, _mm256_slli_epi64(qo, 32), 0xAA), z);
+      }
       // 8 int32 in [lo, hi] (a byte range) -> 8 bytes
       const __m128i l = _mm256_castsi256_si128(q), h = _mm256_extracti128_si256(q, 1);
       const __m128i bytes = s8 ? _mm_packs_epi16(_mm_packs_epi32(l, h), _mm_setzero_si128())
@@ -511,14 +523,14 @@ void runY(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, s
       }
       if (pooled) pool2x2Y(op, plan, tile, ldt, OW, colsOut);
       if (plan.fastOut) {
-        requantRowY(plan, op, tile, ldt, colsOut, os + yo * colsOut * OC);
+        (plan.rqHigh ? requantRowY<true> : requantRowY<false>)(plan, op, tile, ldt, colsOut, os + yo * colsOut * OC);
       } else {
         epilogue(op, tile, ldt, colsOut, 0, OC, os + static_cast<size_t>(yo * colsOut * OC) * valueBytes, OC);
       }
       if (os2) {  // a second output stage, as in conv3x3Run
         const IntOp& q2 = *op.second;
         if (q2.conv3x3 && q2.conv3x3->fastOut) {
-          requantRowY(*q2.conv3x3, q2, tile, ldt, colsOut, os2 + yo * colsOut * OC);
+          (q2.conv3x3->rqHigh ? requantRowY<true> : requantRowY<false>)(*q2.conv3x3, q2, tile, ldt, colsOut, os2 + yo * colsOut * OC);
         } else {
           epilogue(q2, tile, ldt, colsOut, 0, OC, os2 + yo * colsOut * OC, OC);
         }
@@ -599,6 +611,8 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
     // mask (-1 / 0), each for the even channels then the odd ones (requantRowY)
     plan->fastOut = true;
     plan->rq.assign(static_cast<size_t>(plan->blocks * 40), 0);
+    plan->rqShift32.assign(static_cast<size_t>(plan->blocks * 8), 0);
+    plan->rqHigh = true;
     for (int64_t o = 0; o < OC; o++) {
       const size_t c = static_cast<size_t>(o);
       int64_t* k = plan->rq.data() + (o / 8) * 40 + (o % 2) * 4 + (o % 8) / 2;
@@ -607,6 +621,8 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
       k[16] = op.rqHalf[c];
       k[24] = op.rqShift[c];
       k[32] = op.rqLowZero[c] ? -1 : 0;
+      if (op.rqShift[c] < 32) plan->rqHigh = false;
+      plan->rqShift32[c] = static_cast<int32_t>(std::min<int64_t>(op.rqShift[c] - 32, 63));
     }
   }
   if (byteRequant && plan->kind == Conv3x3Kind::Avx512Vnni) {

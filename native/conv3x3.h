@@ -21,6 +21,10 @@
 // (intgemm.cc) does: u8 x s8 products and their pair sums fit int16 x int16 -> int32 exactly (no
 // vpmaddubsw saturation). Both keep the same int32 accumulators; byte outputs with the int64
 // requantization get an AVX2 output stage of 8 channels (requantRowY), others the executor's epilogue.
+//
+// The stem (C = 1..3) runs the same kernels on a packed image: Q[y][x] = the 3 C elements of the
+// padded image from column x (one output column's window row), zero up to G = 4, 8 or 12 (so one
+// "pixel" of G elements per window row, G / 4 groups), with the weights packed to match.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -57,6 +61,8 @@ struct Conv3x3Plan {
   // Avx512Vnni: [block][8 vectors of 8]: M0 even, M0 odd, bh even, bh odd, half even, half odd, n' even, n' odd;
   // the ymm kinds: [block][10 vectors of 4]: the same and the bml = 0 masks (-1 / 0) even, odd
   std::vector<int64_t> rq;
+  bool rqHigh = false;              // the ymm kinds: every channel has n' >= 32 (requantRowY's int32 shift)
+  std::vector<int32_t> rqShift32;   // the ymm kinds: n' - 32 per channel, [block][8]
   std::vector<uint16_t> lowZero;  // Avx512Vnni: [block]: bit i = channel 16 b + i has bml = 0
 };
 

@@ -60,12 +60,19 @@ function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number;
   const tensors = new Map<string, IntTensor>();
   tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: c.OC * K }, () => int(-128, 127)), [c.OC, c.C, 3, 3]));
   const M = new Int32Array(c.OC), sh = new Int32Array(c.OC), bias = new Int32Array(c.OC);
+  const lowShift = rng.uniform() < 0.5;
   for (let o = 0; o < c.OC; o++) {
-    // |acc| reaches ~K 255 128: scales 2^-(10..16) spread the outputs over the range and clamp some
-    const m = quantizeMultiplier(2 ** -(10 + rng.uniform() * 6));
+    // |acc| reaches ~K 255 128: scales 2^-(10..16) spread the outputs over the range and clamp some.
+    // A quarter of the channels round ties: scale 2^-(4..8) (M0 = 2^30) and a bias that is a
+    // multiple of 2^4 (its low biasShift bits zero: the bml = 0 tie rule for negative values). In
+    // half of the models channel 0 has a ratio of 1 or 1/2 (final shift n' < 32: the AVX2 output
+    // stage then takes its int64 shift instead of the int32 one)
+    const ties = rng.uniform() < 0.25;
+    const big = o === 0 && lowShift;
+    const m = quantizeMultiplier(big ? 2 ** -int(0, 1) : ties ? 2 ** -int(4, 8) : 2 ** -(10 + rng.uniform() * 6));
     M[o] = rng.uniform() < 0.1 ? -m.multiplier : m.multiplier;
     sh[o] = m.shift + 4;
-    bias[o] = int(-200000, 200000);
+    bias[o] = ties ? 16 * int(-2000, 2000) : int(-200000, 200000);
   }
   tensors.set('conv.b', { dtype: 'int32', shape: [c.OC], data: bias });
   tensors.set('conv.m', { dtype: 'int32', shape: [c.OC], data: M });
