@@ -183,42 +183,449 @@ LOWBIT_TARGET_C3 void pool2x2(const IntOp& op, const Conv3x3Plan& plan, int32_t*
   }
 }
 
+
+// The stem (C = 1..3): Q[y][x] = the 3 C elements P[y][x C .. x C + 3 C) of the padded image P (the
+// window row of output column x: taps kx = 0..2, all channels), zero up to G elements; then the
+// conv is the kernels' loop with one "pixel" of G elements per window row (G / 4 groups). P rows
+// hold PW C elements and at least 8 bytes of slack past the image (the 8-byte loads).
+template <typename T, int C, int G>
+void buildStem(const T* P, int64_t PH, int64_t PW, T* Q) {
+  static_assert(3 * C <= G && G * sizeof(T) % 4 == 0, "stem group");
+  constexpr int bytes = 3 * C * static_cast<int>(sizeof(T)), chunks = (G * static_cast<int>(sizeof(T)) + 7) / 8;
+  const int64_t QW = PW - 2;
+  for (int64_t y = 0; y < PH; y++) {
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(P + y * PW * C);
+    uint8_t* dst = reinterpret_cast<uint8_t*>(Q + y * QW * G);
+    for (int64_t x = 0; x < QW; x++) {
+      for (int k = 0; k < chunks; k++) {
+        uint64_t v;
+        std::memcpy(&v, src + x * C * static_cast<int64_t>(sizeof(T)) + 8 * k, 8);
+        const int keep = bytes - 8 * k;  // the window's bytes in this chunk (the rest: zero)
+        if (keep < 8) v = keep <= 0 ? 0 : v & ((uint64_t{1} << (8 * keep)) - 1);
+        constexpr int last = G * static_cast<int>(sizeof(T)) - 8 * (chunks - 1);
+        std::memcpy(dst + x * G * static_cast<int64_t>(sizeof(T)) + 8 * k, &v, k + 1 < chunks ? 8 : last);
+      }
+    }
+  }
+}
+
+// The stem group G (elements of Q per window row) for C = 1..3: 3 C rounded up to 4.
+inline int64_t stemGroup(int64_t C) { return (3 * C + 3) / 4 * 4; }
+
+template <typename T>
+void buildStemFor(int64_t C, const T* P, int64_t PH, int64_t PW, T* Q) {
+  switch (C) {
+    case 1: return buildStem<T, 1, 4>(P, PH, PW, Q);
+    case 2: return buildStem<T, 2, 8>(P, PH, PW, Q);
+    default: return buildStem<T, 3, 12>(P, PH, PW, Q);
+  }
+}
+
+// ---------------------------------------------------------------- AVX2: ymm blocks of 8 channels
+#define LOWBIT_TARGET_C3V __attribute__((target("avx2,fma,avxvnni")))
+#define LOWBIT_TARGET_C3W __attribute__((target("avx2,fma")))
+
+constexpr int kMaxY1 = 12;  // pixels per register block with one 8-channel block (12 accumulators)
+constexpr int kMaxY2 = 6;   // ... with two (12 accumulators + 2 weight vectors + broadcast (+ product))
+
+#define C3Y_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define C3Y_DECL(r)         \
+  __m256i a##r##0, a##r##1; \
+  if constexpr (R > r) {    \
+    a##r##0 = b0;           \
+    a##r##1 = b1;           \
+  }
+#define C3Y_STORE(r)                                                                          \
+  if constexpr (R > r) {                                                                      \
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + (r) * ldt), a##r##0);               \
+    if constexpr (NB > 1) _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + (r) * ldt + 8), a##r##1); \
+  }
+
+// AVX-VNNI: as accBlock with 8-channel ymm blocks; w: [k4][32 bytes] per block, wStride bytes apart.
+template <int R, int NB, int PS>
+LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBytes, int64_t j4n, const void* wv, int64_t wStride,
+                                    const int32_t* bias, int32_t* tile, int64_t ldt) {
+  static_assert(R >= 1 && R <= kMaxY1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxY2), "register block");
+  const uint8_t* q = static_cast<const uint8_t*>(qv);
+  const int8_t* w = static_cast<const int8_t*>(wv);
+  const int64_t ps = PS > 0 ? PS : psRun;
+  const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias));
+  const __m256i b1 = NB > 1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)) : b0;
+  C3Y_ROWS(C3Y_DECL)
+  for (int64_t ky = 0; ky < 3; ky++) {
+    const uint8_t* row = q + ky * rowBytes;
+    const int8_t* wk = w + ky * j4n * 32;
+    for (int64_t j = 0; j < j4n; j++) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 32 * j));
+      __m256i w1;
+      if constexpr (NB > 1) w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + wStride + 32 * j));
+      const uint8_t* src = row + 4 * j;
+#define C3Y_STEP(r)                                                  \
+  if constexpr (R > r) {                                             \
+    int32_t word;                                                    \
+    std::memcpy(&word, src + (r) * ps, 4);                           \
+    const __m256i av = _mm256_set1_epi32(word);                      \
+    a##r##0 = _mm256_dpbusd_avx_epi32(a##r##0, av, w0);              \
+    if constexpr (NB > 1) a##r##1 = _mm256_dpbusd_avx_epi32(a##r##1, av, w1); \
+  }
+      C3Y_ROWS(C3Y_STEP)
+#undef C3Y_STEP
+    }
+  }
+  C3Y_ROWS(C3Y_STORE)
+}
+
+// AVX2 without VNNI: q is the uint16 padded image (ps, rowBytes in uint16 elements), j2n the int16
+// pairs of a window row (3 C / 2), w: [pair][8 channels][2 int16] per block, wStride int16 apart.
+// vpmaddwd of the broadcast pair (x0, x1) (0..255 each) and the weight pairs (-128..127) gives
+// x0 w0 + x1 w1 per channel exactly (|.| <= 2 255 128).
+template <int R, int NB, int PS>
+LOWBIT_TARGET_C3W void accBlockMadd(const void* qv, int64_t psRun, int64_t rowElems, int64_t j2n, const void* wv, int64_t wStride,
+                                    const int32_t* bias, int32_t* tile, int64_t ldt) {
+  static_assert(R >= 1 && R <= kMaxY1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxY2), "register block");
+  const uint16_t* q = static_cast<const uint16_t*>(qv);
+  const int16_t* w = static_cast<const int16_t*>(wv);
+  const int64_t ps = PS > 0 ? PS : psRun;
+  const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias));
+  const __m256i b1 = NB > 1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)) : b0;
+  C3Y_ROWS(C3Y_DECL)
+  for (int64_t ky = 0; ky < 3; ky++) {
+    const uint16_t* row = q + ky * rowElems;
+    const int16_t* wk = w + ky * j2n * 16;
+    for (int64_t j = 0; j < j2n; j++) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 16 * j));
+      __m256i w1;
+      if constexpr (NB > 1) w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + wStride + 16 * j));
+      const uint16_t* src = row + 2 * j;
+#define C3Y_STEP(r)                                                                             \
+  if constexpr (R > r) {                                                                        \
+    int32_t word;                                                                               \
+    std::memcpy(&word, src + (r) * ps, 4);                                                      \
+    const __m256i av = _mm256_set1_epi32(word);                                                 \
+    a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(av, w0));                             \
+    if constexpr (NB > 1) a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(av, w1));       \
+  }
+      C3Y_ROWS(C3Y_STEP)
+#undef C3Y_STEP
+    }
+  }
+  C3Y_ROWS(C3Y_STORE)
+}
+#undef C3Y_STORE
+#undef C3Y_DECL
+#undef C3Y_ROWS
+
+using BlockFnY = void (*)(const void*, int64_t, int64_t, int64_t, const void*, int64_t, const int32_t*, int32_t*, int64_t);
+
+template <bool VNNI, int NB, int PS, size_t... I>
+constexpr std::array<BlockFnY, sizeof...(I)> blockTableY(std::index_sequence<I...>) {
+  if constexpr (VNNI) {
+    return {accBlockVnni<static_cast<int>(I) + 1, NB, PS>...};
+  } else {
+    return {accBlockMadd<static_cast<int>(I) + 1, NB, PS>...};
+  }
+}
+
+struct BlockTablesY {
+  std::array<BlockFnY, kMaxY1> one;
+  std::array<BlockFnY, kMaxY2> two;
+};
+
+template <bool VNNI, int PS>
+constexpr BlockTablesY tablesForY() {
+  return {blockTableY<VNNI, 1, PS>(std::make_index_sequence<kMaxY1>()), blockTableY<VNNI, 2, PS>(std::make_index_sequence<kMaxY2>())};
+}
+
+const BlockTablesY kTablesVnni[5] = {tablesForY<true, 0>(), tablesForY<true, 16>(), tablesForY<true, 32>(), tablesForY<true, 64>(),
+                                     tablesForY<true, 128>()};
+const BlockTablesY kTablesMadd[5] = {tablesForY<false, 0>(), tablesForY<false, 16>(), tablesForY<false, 32>(), tablesForY<false, 64>(),
+                                     tablesForY<false, 128>()};
+
+const BlockTablesY& tablesOfY(bool vnni, int64_t ps) {
+  const BlockTablesY* t = vnni ? kTablesVnni : kTablesMadd;
+  switch (ps) {
+    case 16: return t[1];
+    case 32: return t[2];
+    case 64: return t[3];
+    case 128: return t[4];
+    default: return t[0];
+  }
+}
+
+// One sample's input rows into the padded image: bytes (x ^ flip) for AVX-VNNI, uint16 for the
+// int16 path.
+LOWBIT_TARGET_C3W void copyRowsY(bool wide, void* pad, const uint8_t* xs, int64_t H, int64_t inRow, int64_t rowElems, int64_t first,
+                                 uint8_t flip) {
+  for (int64_t iy = 0; iy < H; iy++) {
+    const uint8_t* src = xs + iy * inRow;
+    if (wide) {
+      uint16_t* dst = static_cast<uint16_t*>(pad) + first + iy * rowElems;
+      for (int64_t i = 0; i < inRow; i++) dst[i] = static_cast<uint16_t>(src[i] ^ flip);
+    } else {
+      uint8_t* dst = static_cast<uint8_t*>(pad) + first + iy * rowElems;
+      for (int64_t i = 0; i < inRow; i++) dst[i] = static_cast<uint8_t>(src[i] ^ flip);
+    }
+  }
+}
+
+// pool2x2 on 8-channel ymm blocks.
+LOWBIT_TARGET_C3W void pool2x2Y(const IntOp& op, const Conv3x3Plan& plan, int32_t* tile, int64_t ldt, int64_t OW, int64_t POW) {
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    alignas(32) int32_t negs[8];
+    for (int64_t i = 0; i < 8; i++) {
+      const int64_t c = 8 * b + i;
+      negs[i] = c < op.OC && op.mneg[static_cast<size_t>(c)] ? -1 : 0;
+    }
+    const __m256i neg = _mm256_load_si256(reinterpret_cast<const __m256i*>(negs));
+    for (int64_t px = 0; px < POW; px++) {
+      const int32_t* a = tile + 2 * px * ldt + 8 * b;
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + ldt));
+      const __m256i v2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + OW * ldt));
+      const __m256i v3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (OW + 1) * ldt));
+      const __m256i hi = _mm256_max_epi32(_mm256_max_epi32(v0, v1), _mm256_max_epi32(v2, v3));
+      const __m256i lo = _mm256_min_epi32(_mm256_min_epi32(v0, v1), _mm256_min_epi32(v2, v3));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + px * ldt + 8 * b), _mm256_blendv_epi8(hi, lo, neg));
+    }
+  }
+}
+
+// requantRow on 8-channel ymm blocks (plan.rq: per block 40 int64, see conv3x3Prepare). AVX2 has
+// no int64 arithmetic right shift, min or max: q >> n' is ((t ^ s) >>> n') ^ s with s the sign
+// mask of t (floor division either way), the clamps are compare + blend. When every channel has
+// n' >= 32 (plan.rqHigh) the shift is instead the int32 high halves of t (floor(t / 2^32), all 8
+// channels in one register after one blend) shifted right by n' - 32 with vpsravd (a count past
+// 31 gives the sign, as floor does), and the clamps are int32 min / max.
+template <bool HIGH>
+LOWBIT_TARGET_C3W void requantRowY(const Conv3x3Plan& plan, const IntOp& op, const int32_t* tile, int64_t ldt, int64_t OW, uint8_t* out) {
+  const int64_t OC = op.OC;
+  const __m256i lo = _mm256_set1_epi64x(op.lo - op.z), hi = _mm256_set1_epi64x(op.hi - op.z), z = _mm256_set1_epi32(op.z);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i lo32 = _mm256_set1_epi32(op.lo - op.z), hi32 = _mm256_set1_epi32(op.hi - op.z);
+  const bool s8 = op.out == IType::S8;
+  for (int64_t b = 0; b < plan.blocks; b++) {
+    const __m256i* k = reinterpret_cast<const __m256i*>(plan.rq.data() + b * 40);
+    const __m256i m0e = _mm256_loadu_si256(k), m0o = _mm256_loadu_si256(k + 1);
+    const __m256i bhe = _mm256_loadu_si256(k + 2), bho = _mm256_loadu_si256(k + 3);
+    const __m256i hfe = _mm256_loadu_si256(k + 4), hfo = _mm256_loadu_si256(k + 5);
+    const __m256i she = _mm256_loadu_si256(k + 6), sho = _mm256_loadu_si256(k + 7);
+    const __m256i lze = _mm256_loadu_si256(k + 8), lzo = _mm256_loadu_si256(k + 9);
+    const __m256i sh32 = HIGH ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(plan.rqShift32.data() + 8 * b)) : zero;
+    const int64_t valid = std::min<int64_t>(8, OC - 8 * b);
+    for (int64_t ox = 0; ox < OW; ox++) {
+      const __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + ox * ldt + 8 * b));
+      __m256i te = _mm256_add_epi64(_mm256_mul_epi32(acc, m0e), bhe);
+      __m256i to = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(acc, 32), m0o), bho);
+      // S < 0 exactly when t = S + 2^(n' - 1) < 2^(n' - 1): then t - 1 for the bml = 0 channels
+      te = _mm256_add_epi64(te, _mm256_and_si256(_mm256_cmpgt_epi64(hfe, te), lze));
+      to = _mm256_add_epi64(to, _mm256_and_si256(_mm256_cmpgt_epi64(hfo, to), lzo));
+      __m256i q;
+      if constexpr (HIGH) {
+        const __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(te, 32), to, 0xAA);  // floor(t / 2^32), channel order
+        q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(_mm256_srav_epi32(h, sh32), lo32), hi32), z);
+      } else {
+        const __m256i se = _mm256_cmpgt_epi64(zero, te), so = _mm256_cmpgt_epi64(zero, to);
+        __m256i qe = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(te, se), she), se);
+        __m256i qo = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(to, so), sho), so);
+        qe = _mm256_blendv_epi8(qe, lo, _mm256_cmpgt_epi64(lo, qe));
+        qe = _mm256_blendv_epi8(qe, hi, _mm256_cmpgt_epi64(qe, hi));
+        qo = _mm256_blendv_epi8(qo, lo, _mm256_cmpgt_epi64(lo, qo));
+        qo = _mm256_blendv_epi8(qo, hi, _mm256_cmpgt_epi64(qo, hi));
+        q = _mm256_add_epi32(_mm256_blend_epi32(qe, _mm256_slli_epi64(qo, 32), 0xAA), z);
+      }
+      // 8 int32 in [lo, hi] (a byte range) -> 8 bytes
+      const __m128i l = _mm256_castsi256_si128(q), h = _mm256_extracti128_si256(q, 1);
+      const __m128i bytes = s8 ? _mm_packs_epi16(_mm_packs_epi32(l, h), _mm_setzero_si128())
+                               : _mm_packus_epi16(_mm_packus_epi32(l, h), _mm_setzero_si128());
+      uint8_t* dst = out + ox * OC + 8 * b;
+      if (valid == 8) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), bytes);
+      } else {
+        alignas(16) uint8_t tmp[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+        std::memcpy(dst, tmp, static_cast<size_t>(valid));
+      }
+    }
+  }
+}
+
+// conv3x3Run on the AVX2 kernels (plan.kind AvxVnni or Avx2).
+void runY(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, std::vector<uint8_t>& padBuf,
+          std::vector<int32_t>& tileBuf, Conv3x3Epilogue epilogue) {
+  const Conv3x3Plan& plan = *op.conv3x3;
+  const bool vnni = plan.kind == Conv3x3Kind::AvxVnni;
+  const int64_t C = op.C, S = op.sh, OW = op.OW, OC = op.OC;
+  const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowElems = PW * C, inRow = op.W * C;
+  const bool pooled = op.poolKh > 0;
+  const int64_t rowsOut = pooled ? op.POH : op.OH, colsOut = pooled ? op.POW : OW, convRows = pooled ? 2 : 1;
+  const size_t elem = vnni ? 1 : 2;
+  const size_t padElems = static_cast<size_t>(PH * rowElems) + kPadSlack;
+  // the stem reads the packed image Q after P (buildStem): G elements per window row, (PW - 2) per row
+  const int64_t unit = plan.stem ? plan.gRow : C, imgRow = plan.stem ? (PW - 2) * unit : rowElems;
+  const size_t stemElems = plan.stem ? static_cast<size_t>(PH * imgRow) + kPadSlack : 0;
+  if (padBuf.size() < (padElems + stemElems) * elem) padBuf.resize((padElems + stemElems) * elem);
+  const int64_t imgAt = plan.stem ? static_cast<int64_t>(padElems) : 0;  // the image the kernels read, in elements
+  const int64_t ldt = plan.blocks * 8;
+  const size_t tileSize = static_cast<size_t>(2 * OW * ldt) + 16;
+  if (tileBuf.size() < tileSize) tileBuf.resize(tileSize);
+  int32_t* tile = tileBuf.data();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  const uint8_t border = static_cast<uint8_t>(op.zero) ^ flip;  // the zero point, as im2col fills it
+  if (vnni) {
+    std::memset(padBuf.data(), border, padElems);
+  } else {
+    uint16_t* p16 = reinterpret_cast<uint16_t*>(padBuf.data());
+    std::fill(p16, p16 + padElems, static_cast<uint16_t>(border));
+  }
+  // in the element unit of the image (bytes or uint16): pairs / 4-byte groups per window row
+  const int64_t jn = vnni ? plan.gRow / 4 : plan.gRow / 2, ps = S * unit;
+  const void* w = vnni ? static_cast<const void*>(plan.w.data()) : static_cast<const void*>(plan.w16.data());
+  const int64_t wStride = vnni ? plan.k4n * 32 : plan.k4n * 2 * 16;  // bytes / int16 per block
+  const BlockTablesY& tables = tablesOfY(vnni, ps);
+  const size_t valueBytes = itypeBytes(op.out, 1);
+  const size_t outPer = static_cast<size_t>(rowsOut * colsOut * OC) * valueBytes;
+  const int64_t n1 = ceilDiv(OW, kMaxY1), r1 = ceilDiv(OW, n1);
+  const int64_t n2 = ceilDiv(OW, kMaxY2), r2 = ceilDiv(OW, n2);
+  for (int64_t smp = 0; smp < n; smp++) {
+    copyRowsY(!vnni, padBuf.data(), x + smp * op.H * inRow, op.H, inRow, rowElems, op.ph * rowElems + op.pw * C, flip);
+    if (plan.stem && vnni) buildStemFor<uint8_t>(C, padBuf.data(), PH, PW, padBuf.data() + imgAt);
+    if (plan.stem && !vnni) {
+      uint16_t* p16 = reinterpret_cast<uint16_t*>(padBuf.data());
+      buildStemFor<uint16_t>(C, p16, PH, PW, p16 + imgAt);
+    }
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    uint8_t* os2 = out2 ? static_cast<uint8_t*>(out2) + smp * outPer : nullptr;
+    for (int64_t yo = 0; yo < rowsOut; yo++) {
+      for (int64_t k = 0; k < convRows; k++) {
+        const int64_t oy = yo * convRows + k;
+        const int64_t at = imgAt + oy * S * imgRow;  // the row's first window, in image elements
+        int32_t* t = tile + k * OW * ldt;
+        const auto qAt = [&](int64_t ox0) { return static_cast<const void*>(padBuf.data() + (at + ox0 * ps) * static_cast<int64_t>(elem)); };
+        const auto wAt = [&](int64_t b) {
+          return vnni ? static_cast<const void*>(static_cast<const int8_t*>(w) + b * wStride)
+                      : static_cast<const void*>(static_cast<const int16_t*>(w) + b * wStride);
+        };
+        int64_t b = 0;
+        for (; b + 2 <= plan.blocks; b += 2) {
+          for (int64_t i = 0; i < n2; i++) {
+            const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
+            tables.two[static_cast<size_t>(r2 - 1)](qAt(ox0), ps, imgRow, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
+                                                    t + ox0 * ldt + 8 * b, ldt);
+          }
+        }
+        if (b < plan.blocks) {
+          for (int64_t i = 0; i < n1; i++) {
+            const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
+            tables.one[static_cast<size_t>(r1 - 1)](qAt(ox0), ps, imgRow, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
+                                                    t + ox0 * ldt + 8 * b, ldt);
+          }
+        }
+      }
+      if (pooled) pool2x2Y(op, plan, tile, ldt, OW, colsOut);
+      if (plan.fastOut) {
+        (plan.rqHigh ? requantRowY<true> : requantRowY<false>)(plan, op, tile, ldt, colsOut, os + yo * colsOut * OC);
+      } else {
+        epilogue(op, tile, ldt, colsOut, 0, OC, os + static_cast<size_t>(yo * colsOut * OC) * valueBytes, OC);
+      }
+      if (os2) {  // a second output stage, as in conv3x3Run
+        const IntOp& q2 = *op.second;
+        if (q2.conv3x3 && q2.conv3x3->fastOut) {
+          (q2.conv3x3->rqHigh ? requantRowY<true> : requantRowY<false>)(*q2.conv3x3, q2, tile, ldt, colsOut, os2 + yo * colsOut * OC);
+        } else {
+          epilogue(q2, tile, ldt, colsOut, 0, OC, os2 + yo * colsOut * OC, OC);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
-bool conv3x3Available() {
-  static const bool on = [] {
+Conv3x3Kind conv3x3Kind() {
+  static const Conv3x3Kind kind = [] {
     __builtin_cpu_init();
-    return activeIsa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni");
+    if (activeIsa() == Isa::Avx512 && __builtin_cpu_supports("avx512vnni")) return Conv3x3Kind::Avx512Vnni;
+    if (activeIsa() >= Isa::Avx2) return avxVnniActive() ? Conv3x3Kind::AvxVnni : Conv3x3Kind::Avx2;
+    return Conv3x3Kind::None;
   }();
-  return on;
+  return kind;
+}
+
+bool conv3x3Available() { return conv3x3Kind() != Conv3x3Kind::None; }
+
+const char* conv3x3KindName(Conv3x3Kind kind) {
+  switch (kind) {
+    case Conv3x3Kind::Avx512Vnni: return "avx512-vnni";
+    case Conv3x3Kind::AvxVnni: return "avx-vnni";
+    case Conv3x3Kind::Avx2: return "avx2";
+    default: return "none";
+  }
 }
 
 std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w) {
   if (op.kind != IOpKind::Conv || op.groups != 1 || op.kh != 3 || op.kw != 3 || op.dh != 1 || op.dw != 1 || op.sh != op.sw ||
       (op.sh != 1 && op.sh != 2) || op.ph < 0 || op.ph > 2 || op.pw < 0 || op.pw > 2 || (op.in != IType::U8 && op.in != IType::S8) ||
-      op.C % 4 != 0 || op.C <= 0 || op.C > 1024 || op.K != 9 * op.C || op.outMode != IOutMode::Requantize || op.OW <= 0 || op.OH <= 0 ||
+      (op.C % 4 != 0 && op.C > 3) || op.C <= 0 || op.C > 1024 || op.K != 9 * op.C || op.outMode != IOutMode::Requantize || op.OW <= 0 || op.OH <= 0 ||
       static_cast<int64_t>(op.rowSums.size()) < op.OC || !conv3x3Available()) {
     return nullptr;
   }
   auto plan = std::make_shared<Conv3x3Plan>();
   const int64_t OC = op.OC, K = op.K;
-  plan->blocks = ceilDiv(OC, 16);
-  plan->k4n = K / 4;
-  plan->w.assign(static_cast<size_t>(plan->blocks * plan->k4n * 64), 0);
-  plan->bias.assign(static_cast<size_t>(plan->blocks * 16), 0);
+  plan->kind = conv3x3Kind();
+  const int64_t L = plan->kind == Conv3x3Kind::Avx512Vnni ? 16 : 8;
+  plan->lanes = L;
+  plan->blocks = ceilDiv(OC, L);
+  // the packed K: 3 kernel rows of G = 3 C bytes (C % 4 == 0) or, for the stem, 3 C rounded up to 4
+  plan->stem = op.C % 4 != 0;
+  plan->gRow = plan->stem ? stemGroup(op.C) : 3 * op.C;
+  plan->k4n = 3 * plan->gRow / 4;
+  if (plan->kind == Conv3x3Kind::Avx2) {
+    plan->w16.assign(static_cast<size_t>(plan->blocks * plan->k4n * 4 * L), 0);
+  } else {
+    plan->w.assign(static_cast<size_t>(plan->blocks * plan->k4n * 4 * L), 0);
+  }
+  plan->bias.assign(static_cast<size_t>(plan->blocks * L), 0);
   const int32_t negZero = -(op.zero + (op.in == IType::S8 ? 128 : 0));
   for (int64_t o = 0; o < OC; o++) {
-    const int64_t b = o / 16, lane = o % 16;
-    for (int64_t k = 0; k < K; k++) {
-      plan->w[static_cast<size_t>((b * plan->k4n + k / 4) * 64 + lane * 4 + k % 4)] = w[o * K + k];
+    const int64_t b = o / L, lane = o % L;
+    for (int64_t k = 0; k < 4 * plan->k4n; k++) {
+      // packed index k = (ky, r): weight w[o, ky, r] for r < 3 C, else 0
+      const int64_t ky = k / plan->gRow, r = k % plan->gRow;
+      const int8_t v = r < 3 * op.C ? w[o * K + ky * 3 * op.C + r] : 0;
+      if (plan->kind == Conv3x3Kind::Avx2) {
+        // [block][pair k / 2][lane][k % 2]
+        plan->w16[static_cast<size_t>((b * 2 * plan->k4n + k / 2) * 2 * L + lane * 2 + k % 2)] = v;
+      } else {
+        plan->w[static_cast<size_t>((b * plan->k4n + k / 4) * 4 * L + lane * 4 + k % 4)] = v;
+      }
     }
     // wraps mod 2^32 like the GEMM kernels' negZero * rowSums
     plan->bias[static_cast<size_t>(o)] =
         static_cast<int32_t>(static_cast<uint32_t>(negZero) * static_cast<uint32_t>(op.rowSums[static_cast<size_t>(o)]));
   }
   // the byte output stage (requantRow) when the executor requantizes in int64 lanes
-  if (op.intRequant && (op.out == IType::U8 || op.out == IType::S8) && static_cast<int64_t>(op.rqM0.size()) >= OC &&
-      static_cast<int64_t>(op.rqLowZero.size()) >= OC) {
+  const bool byteRequant = op.intRequant && (op.out == IType::U8 || op.out == IType::S8) && static_cast<int64_t>(op.rqM0.size()) >= OC &&
+                           static_cast<int64_t>(op.rqLowZero.size()) >= OC;
+  if (byteRequant && plan->kind != Conv3x3Kind::Avx512Vnni) {
+    // per 8-channel block 10 vectors of 4 int64: M0, bmh + 2^(n' - 1), 2^(n' - 1), n' and the bml = 0
+    // mask (-1 / 0), each for the even channels then the odd ones (requantRowY)
+    plan->fastOut = true;
+    plan->rq.assign(static_cast<size_t>(plan->blocks * 40), 0);
+    plan->rqShift32.assign(static_cast<size_t>(plan->blocks * 8), 0);
+    plan->rqHigh = true;
+    for (int64_t o = 0; o < OC; o++) {
+      const size_t c = static_cast<size_t>(o);
+      int64_t* k = plan->rq.data() + (o / 8) * 40 + (o % 2) * 4 + (o % 8) / 2;
+      k[0] = op.rqM0[c];
+      k[8] = op.rqBmh[c] + op.rqHalf[c];
+      k[16] = op.rqHalf[c];
+      k[24] = op.rqShift[c];
+      k[32] = op.rqLowZero[c] ? -1 : 0;
+      if (op.rqShift[c] < 32) plan->rqHigh = false;
+      plan->rqShift32[c] = static_cast<int32_t>(std::min<int64_t>(op.rqShift[c] - 32, 63));
+    }
+  }
+  if (byteRequant && plan->kind == Conv3x3Kind::Avx512Vnni) {
     plan->fastOut = true;
     plan->rq.assign(static_cast<size_t>(plan->blocks * 64), 0);
     plan->lowZero.assign(static_cast<size_t>(plan->blocks), 0);
@@ -237,11 +644,18 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
 
 bool conv3x3Runs(const IntOp& op) {
   const bool pool2x2 = op.poolKh == 2 && op.poolKw == 2 && op.poolSh == 2 && op.poolSw == 2;
-  return op.conv3x3 && (op.poolKh == 0 || pool2x2) && !op.amx && !op.second;
+  return op.conv3x3 && (op.poolKh == 0 || pool2x2) && !op.amx && (!op.second || (op.poolKh == 0 && op.second->conv3x3));
 }
 
-void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& padBuf, std::vector<int32_t>& tileBuf,
-                Conv3x3Epilogue epilogue) {
+bool conv3x3SameWeights(const IntOp& a, const IntOp& b) {
+  if (!a.conv3x3 || !b.conv3x3) return !a.conv3x3 && !b.conv3x3;
+  const Conv3x3Plan &p = *a.conv3x3, &q = *b.conv3x3;
+  return p.kind == q.kind && p.gRow == q.gRow && p.w == q.w && p.w16 == q.w16 && p.bias == q.bias;
+}
+
+void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, std::vector<uint8_t>& padBuf,
+                std::vector<int32_t>& tileBuf, Conv3x3Epilogue epilogue) {
+  if (op.conv3x3->kind != Conv3x3Kind::Avx512Vnni) return runY(op, x, n, out, out2, padBuf, tileBuf, epilogue);
   const Conv3x3Plan& plan = *op.conv3x3;
   const int64_t C = op.C, S = op.sh, OW = op.OW, OC = op.OC;
   const int64_t PW = op.W + 2 * op.pw, PH = op.H + 2 * op.ph, rowBytes = PW * C, inRow = op.W * C;
@@ -250,7 +664,10 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
   const bool pooled = op.poolKh > 0;
   const int64_t rowsOut = pooled ? op.POH : op.OH, colsOut = pooled ? op.POW : OW, convRows = pooled ? 2 : 1;
   const size_t padBytes = static_cast<size_t>(PH * rowBytes) + kPadSlack;
-  if (padBuf.size() < padBytes) padBuf.resize(padBytes);
+  // the stem reads the packed image Q after P (buildStem): G bytes per window row, (PW - 2) per row
+  const int64_t unit = plan.stem ? plan.gRow : C, imgRow = plan.stem ? (PW - 2) * unit : rowBytes;
+  const size_t stemBytes = plan.stem ? static_cast<size_t>(PH * imgRow) + kPadSlack : 0;
+  if (padBuf.size() < padBytes + stemBytes) padBuf.resize(padBytes + stemBytes);
   const int64_t ldt = plan.blocks * 16;
   const size_t tileSize = static_cast<size_t>(2 * OW * ldt) + 16;
   if (tileBuf.size() < tileSize) tileBuf.resize(tileSize);
@@ -258,7 +675,8 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
   int32_t* tile = tileBuf.data();
   const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
   std::memset(pad, static_cast<uint8_t>(op.zero) ^ flip, padBytes);  // the border: the zero point, as im2col fills it
-  const int64_t j4n = 3 * C / 4, wStride = plan.k4n * 64, ps = S * C;
+  const int64_t j4n = plan.gRow / 4, wStride = plan.k4n * 64, ps = S * unit;
+  const uint8_t* img = plan.stem ? pad + padBytes : pad;
   const BlockTables& tables = tablesOf(ps);
   const size_t valueBytes = itypeBytes(op.out, 1);
   const size_t outPer = static_cast<size_t>(rowsOut * colsOut * OC) * valueBytes;
@@ -269,24 +687,26 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
   for (int64_t smp = 0; smp < n; smp++) {
     const uint8_t* xs = x + smp * op.H * inRow;
     for (int64_t iy = 0; iy < op.H; iy++) copyFlip(pad + (iy + op.ph) * rowBytes + op.pw * C, xs + iy * inRow, inRow, flip);
+    if (plan.stem) buildStemFor<uint8_t>(C, pad, PH, PW, pad + padBytes);
     uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    uint8_t* os2 = out2 ? static_cast<uint8_t*>(out2) + smp * outPer : nullptr;
     for (int64_t yo = 0; yo < rowsOut; yo++) {
       for (int64_t k = 0; k < convRows; k++) {
         const int64_t oy = yo * convRows + k;
-        const uint8_t* q = pad + oy * S * rowBytes;
+        const uint8_t* q = img + oy * S * imgRow;
         int32_t* t = tile + k * OW * ldt;
         int64_t b = 0;
         for (; b + 2 <= plan.blocks; b += 2) {
           for (int64_t i = 0; i < n2; i++) {
             const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
-            tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+            tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, imgRow, j4n, plan.w.data() + b * wStride, wStride,
                                                     plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
           }
         }
         if (b < plan.blocks) {
           for (int64_t i = 0; i < n1; i++) {
             const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
-            tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, rowBytes, j4n, plan.w.data() + b * wStride, wStride,
+            tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, imgRow, j4n, plan.w.data() + b * wStride, wStride,
                                                     plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
           }
         }
@@ -296,6 +716,15 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::ve
         requantRow(plan, op, tile, ldt, colsOut, os + yo * colsOut * OC);
       } else {
         epilogue(op, tile, ldt, colsOut, 0, OC, os + static_cast<size_t>(yo * colsOut * OC) * valueBytes, OC);
+      }
+      // a second output stage (IntOp::second; no pooling, byte outputs): its own plan's constants
+      if (os2) {
+        const IntOp& q2 = *op.second;
+        if (q2.conv3x3 && q2.conv3x3->fastOut) {
+          requantRow(*q2.conv3x3, q2, tile, ldt, colsOut, os2 + yo * colsOut * OC);
+        } else {
+          epilogue(q2, tile, ldt, colsOut, 0, OC, os2 + yo * colsOut * OC, OC);
+        }
       }
     }
   }

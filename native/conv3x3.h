@@ -13,6 +13,18 @@
 // both. One output row at a time is then requantized: byte outputs with the int64 requantization
 // by the kernel's own 16-channel output stage, others by the executor's epilogue. A fused 2x2
 // stride-2 max pooling (IntOp::poolKh) pools two conv rows of accumulators first.
+//
+// On the AVX2 ISA the same loop runs on ymm blocks of 8 channels (R <= 12 pixels x 1 block or
+// R <= 6 x 2: 16 registers): with AVX-VNNI one VEX vpdpbusd per 4-byte group; without it the
+// padded image is widened to uint16 and each int16 pair of the window (2 bytes: C is even) is
+// broadcast and multiplied with the 8 channels' int16 weight pairs by vpmaddwd, as the AVX2 GEMM
+// (intgemm.cc) does: u8 x s8 products and their pair sums fit int16 x int16 -> int32 exactly (no
+// vpmaddubsw saturation). Both keep the same int32 accumulators; byte outputs with the int64
+// requantization get an AVX2 output stage of 8 channels (requantRowY), others the executor's epilogue.
+//
+// The stem (C = 1..3) runs the same kernels on a packed image: Q[y][x] = the 3 C elements of the
+// padded image from column x (one output column's window row), zero up to G = 4, 8 or 12 (so one
+// "pixel" of G elements per window row, G / 4 groups), with the weights packed to match.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -22,30 +34,58 @@ namespace lowbit {
 
 struct IntOp;
 
+// The kernel's instruction set (chosen once, conv3x3Kind()).
+enum class Conv3x3Kind {
+  None = 0,
+  Avx512Vnni,  // zmm accumulators of 16 channels, vpdpbusd
+  AvxVnni,     // ymm accumulators of 8 channels, VEX vpdpbusd (AVX-VNNI)
+  Avx2,        // ymm accumulators of 8 channels, vpmaddwd on int16 pairs (exact; no VNNI)
+};
+
 struct Conv3x3Plan {
-  int64_t blocks = 0;       // 16-channel output blocks, ceil(OC / 16)
-  int64_t k4n = 0;          // 4-byte groups of K = 9 C: 3 rows of 3 C / 4
-  std::vector<int8_t> w;    // [block][k4n][16 channels][4 bytes], channels past OC zero
-  std::vector<int32_t> bias;  // negZero rowSums[c], blocks 16 values (0 past OC)
+  Conv3x3Kind kind = Conv3x3Kind::None;
+  int64_t lanes = 16;       // output channels per block: 16 (zmm) or 8 (ymm)
+  int64_t blocks = 0;       // output blocks, ceil(OC / lanes)
+  bool stem = false;        // C = 1..3: the kernels read the packed image of window rows (conv3x3.cc, buildStem)
+  int64_t gRow = 0;         // elements of a kernel row in the packed K: 3 C, or for the stem 3 C rounded up to 4
+  int64_t k4n = 0;          // 4-byte groups of the packed K (3 gRow / 4): 9 C / 4 unless the stem
+  // Avx512Vnni / AvxVnni: [block][k4n][lanes channels][4 bytes]; Avx2: empty (w16). Channels past OC zero.
+  std::vector<int8_t> w;
+  // Avx2: the weights as int16 pairs, [block][K / 2][8 channels][2 values]
+  std::vector<int16_t> w16;
+  std::vector<int32_t> bias;  // negZero rowSums[c], blocks x lanes values (0 past OC)
   // The output stage for byte outputs with the integer requantization (IntOp::intRequant): per
   // block, the constants of its even and of its odd channels as int64 lanes (8 each: M0, bmh +
   // 2^(n' - 1), 2^(n' - 1), n') and the bml = 0 flags; see conv3x3.cc. Else the executor's epilogue.
   bool fastOut = false;
-  std::vector<int64_t> rq;        // [block][8 vectors of 8]: M0 even, M0 odd, bh even, bh odd, half even, half odd, n' even, n' odd
-  std::vector<uint16_t> lowZero;  // [block]: bit i = channel 16 b + i has bml = 0
+  // Avx512Vnni: [block][8 vectors of 8]: M0 even, M0 odd, bh even, bh odd, half even, half odd, n' even, n' odd;
+  // the ymm kinds: [block][10 vectors of 4]: the same and the bml = 0 masks (-1 / 0) even, odd
+  std::vector<int64_t> rq;
+  bool rqHigh = false;              // the ymm kinds: every channel has n' >= 32 (requantRowY's int32 shift)
+  std::vector<int32_t> rqShift32;   // the ymm kinds: n' - 32 per channel, [block][8]
+  std::vector<uint16_t> lowZero;  // Avx512Vnni: [block]: bit i = channel 16 b + i has bml = 0
 };
 
-// Whether the CPU runs the kernel (AVX-512 VNNI on the active ISA).
+// Which kernel the CPU runs: AVX-512 VNNI on the AVX-512 ISA; else, on the AVX2 ISA, AVX-VNNI when
+// avxVnniActive() (cpu.h) and the exact int16 multiply-add without it; none on the scalar ISA.
+Conv3x3Kind conv3x3Kind();
 bool conv3x3Available();
+// "avx512-vnni", "avx-vnni", "avx2" or "none" (the executor's kernel names)
+const char* conv3x3KindName(Conv3x3Kind kind);
 
 // A plan for the conv op (weights `w` (OC, 3, 3, C) int8, op.rowSums set) when the kernel takes its
-// geometry: groups 1, 3x3, dilation 1, stride 1 or 2, pad <= 2, byte input with C % 4 == 0 and C <= 1024,
+// geometry: groups 1, 3x3, dilation 1, stride 1 or 2, pad <= 2, byte input with C % 4 == 0 and C <= 1024
+// or C = 1..3 (the stem),
 // requantizing output; else null. Call after the op's requantization constants are set.
 std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w);
 
 // Whether the executor runs the op on this kernel: a plan, no fused pooling other than 2x2 stride 2,
-// no AMX tiles and no second output stage (those keep their own paths).
+// no AMX tiles, and a second output stage only without pooling and with its own plan.
 bool conv3x3Runs(const IntOp& op);
+
+// Whether two ops' plans hold the same weights (intPlanShareConv: one conv, two output stages); true
+// when neither has a plan.
+bool conv3x3SameWeights(const IntOp& a, const IntOp& b);
 
 // The output stage the executor runs on a tile of int32 accumulators (intmodel.cc's epilogue):
 // rows x channels [c0, c0 + nc) of `tile` (row stride ldt) into out (row stride ldo).
@@ -53,8 +93,9 @@ using Conv3x3Epilogue = void (*)(const IntOp& op, const int32_t* tile, int64_t l
                                  void* out, int64_t ldo);
 
 // Runs the conv on n samples x (NHWC bytes) into out (NHWC, op.out values) with the op's plan
-// (op.conv3x3); `pad` and `tile` are per-thread scratch vectors.
-void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, std::vector<uint8_t>& pad, std::vector<int32_t>& tile,
-                Conv3x3Epilogue epilogue);
+// (op.conv3x3), and with a second output stage (op.second) the same accumulators requantized by it
+// into out2 (else null); `pad` and `tile` are per-thread scratch vectors.
+void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, std::vector<uint8_t>& pad,
+                std::vector<int32_t>& tile, Conv3x3Epilogue epilogue);
 
 }  // namespace lowbit

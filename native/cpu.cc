@@ -25,7 +25,7 @@ static Isa detectIsa() {
   if (forced != nullptr) {
     Isa want = best;
     if (std::strcmp(forced, "scalar") == 0) want = Isa::Scalar;
-    if (std::strcmp(forced, "avx2") == 0) want = Isa::Avx2;
+    if (std::strcmp(forced, "avx2") == 0 || std::strcmp(forced, "avx2-novnni") == 0) want = Isa::Avx2;
     if (std::strcmp(forced, "avx512") == 0) want = Isa::Avx512;
     if (static_cast<int>(want) < static_cast<int>(best)) best = want;
   }
@@ -35,6 +35,16 @@ static Isa detectIsa() {
 Isa activeIsa() {
   static const Isa isa = detectIsa();
   return isa;
+}
+
+bool avxVnniActive() {
+  static const bool on = [] {
+    __builtin_cpu_init();
+    const char* forced = std::getenv("LOWBIT_ISA");
+    const bool off = forced != nullptr && std::strcmp(forced, "avx2-novnni") == 0;
+    return !off && activeIsa() >= Isa::Avx2 && __builtin_cpu_supports("avxvnni");
+  }();
+  return on;
 }
 
 const char* isaName(Isa isa) {
@@ -59,6 +69,7 @@ std::vector<std::string> cpuFeatures() {
   LOWBIT_FEATURE("avx512bw")
   LOWBIT_FEATURE("avx512vl")
   LOWBIT_FEATURE("avx512dq")
+  LOWBIT_FEATURE("avxvnni")
   LOWBIT_FEATURE("avx512vnni")
   LOWBIT_FEATURE("avx512vpopcntdq")
   LOWBIT_FEATURE("avx512bf16")

@@ -11,8 +11,12 @@ namespace lowbit {
 enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 
 // The ISA every kernel dispatches on, chosen once at load: the best the CPU supports,
-// lowered by LOWBIT_ISA=avx2|scalar (never raised).
+// lowered by LOWBIT_ISA=avx2|avx2-novnni|scalar (never raised).
 Isa activeIsa();
+
+// Whether kernels may use AVX-VNNI (VEX vpdpbusd on ymm): the CPU has it, the active ISA is at
+// least AVX2 and LOWBIT_ISA is not avx2-novnni (which tests the AVX2 paths without it).
+bool avxVnniActive();
 const char* isaName(Isa isa);
 
 // Names of the relevant features the CPU reports (avx2, fma, avx512f, ...).

@@ -900,7 +900,7 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
     convDirect(op, x, n, out, op.second ? out2 : nullptr, s.col);
     return;
   }
-  if (conv3x3Runs(op)) return conv3x3Run(op, x, n, out, s.col, s.tile, epilogue);
+  if (conv3x3Runs(op)) return conv3x3Run(op, x, n, out, op.second ? out2 : nullptr, s.col, s.tile, epilogue);
   const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
   const int64_t Kp = rowBytes(op), ldt = tileStride(op);
   const bool pooled = op.poolKh > 0;
@@ -1127,6 +1127,7 @@ void intLayerOutput(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t r
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
   op->direct = false;
   op->conv3x3 = conv3x3Prepare(*op, w);
+  if (op->conv3x3) return;  // a 3x3 stem (C = 1..3) runs on the direct 3x3 kernel, not the permute one below
   if (op->kind != IOpKind::Conv || op->groups != 1 || op->C != 1 || op->K > 64 || op->outMode != IOutMode::Requantize ||
       (op->out != IType::U8 && op->out != IType::S8) || !directConvAvailable()) {
     return;
@@ -1295,10 +1296,11 @@ void intPlanShareConv(IntPlan* plan) {
     return a.src == b.src && a.in == b.in && a.zero == b.zero && a.C == b.C && a.H == b.H && a.W == b.W && a.OC == b.OC && a.OH == b.OH &&
            a.OW == b.OW && a.kh == b.kh && a.kw == b.kw && a.sh == b.sh && a.sw == b.sw && a.ph == b.ph && a.pw == b.pw && a.dh == b.dh &&
            a.dw == b.dw && a.groups == b.groups && a.K == b.K && a.wdirect == b.wdirect && a.rowSums == b.rowSums &&
-           a.directIdx == b.directIdx && a.directMode == b.directMode && a.directMask == b.directMask;
+           a.directIdx == b.directIdx && a.directMode == b.directMode && a.directMask == b.directMask && conv3x3SameWeights(a, b);
   };
   const auto shareable = [](const IntOp& op) {
-    return op.kind == IOpKind::Conv && op.direct && op.poolKh == 0 && !op.second && op.outMode == IOutMode::Requantize &&
+    return op.kind == IOpKind::Conv && (op.direct || (op.conv3x3 && conv3x3Runs(op))) && op.poolKh == 0 && !op.second &&
+           op.outMode == IOutMode::Requantize &&
            (op.out == IType::U8 || op.out == IType::S8);
   };
   for (size_t i = 0; i + 1 < ops.size(); i++) {

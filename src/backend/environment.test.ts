@@ -25,7 +25,7 @@ describe('environment variables', () => {
     ['LOWBIT_THREADS', 'abc', 'an integer in \\[1, 256\\]'],
     ['LOWBIT_THREADS', '0', 'an integer in \\[1, 256\\]'],
     ['LOWBIT_THREADS', '300', 'an integer in \\[1, 256\\]'],
-    ['LOWBIT_ISA', 'avx1024', "'avx512', 'avx2' or 'scalar'"],
+    ['LOWBIT_ISA', 'avx1024', "'avx512', 'avx2', 'avx2-novnni' or 'scalar'"],
     ['LOWBIT_AMX', 'yes', "'0' or '1'"],
   ] as const) {
     it(`refuses ${name}=${value}`, () => {

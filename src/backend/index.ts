@@ -27,7 +27,7 @@ function checkEnvironment(): void {
   };
   check('LOWBIT_BACKEND', (v) => v === 'reference' || v === 'native', "'reference' or 'native'");
   check('LOWBIT_THREADS', (v) => /^[1-9][0-9]{0,2}$/.test(v) && Number(v) <= 256, 'an integer in [1, 256]');
-  check('LOWBIT_ISA', (v) => ['avx512', 'avx2', 'scalar'].includes(v), "'avx512', 'avx2' or 'scalar'");
+  check('LOWBIT_ISA', (v) => ['avx512', 'avx2', 'avx2-novnni', 'scalar'].includes(v), "'avx512', 'avx2', 'avx2-novnni' or 'scalar'");
   for (const flag of ['LOWBIT_AMX', 'LOWBIT_MALLOC_TUNING', 'LOWBIT_DEBUG']) check(flag, (v) => v === '0' || v === '1', "'0' or '1'");
 }
 

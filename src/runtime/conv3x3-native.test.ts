@@ -1,22 +1,39 @@
 // The native executor's direct 3x3 conv (native/conv3x3.cc: no im2col, for byte inputs with
 // C % 4 == 0 channels) must give the same integers as the TypeScript executor and as the native
-// im2col + GEMM path. Random geometries: C_in 16/32/48, C_out 8/16/32/40, H/W 5..30, stride 1/2,
+// im2col + GEMM path. Random geometries: C_in 1/2/3 (the stem) and 4/8/16/32/48, C_out 8/12/16/20/32/40, H/W 5..30, stride 1/2,
 // pad 0/1, uint8 and int8 inputs (random zero points, inputs past the range), batch 1 and 3, some
 // with a 2 x 2 max pooling after the conv (fused into it; M0 < 0 channels pool the minimum).
 // The conv feeds a dequantizing linear: the identity with scale 1 and bias 0 when the conv output
 // has at most 4,096 values per sample (then the logits ARE the conv's output integers minus the
 // zero point, and every one is compared, besides the TS trace), else a random 64-row projection
 // with weights in {-1, 0, 1} (sums stay below 2^24, so the float logits are exact integers).
+// The tests tagged [every-isa] re-run under LOWBIT_ISA=avx2 (the ymm kernel with AVX-VNNI when the
+// CPU has it) and avx2-novnni (the ymm kernel on exact int16 multiply-adds); the scalar ISA has no
+// direct kernel (im2col only).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
+import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor } from './intmodel.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { quantizeMultiplier } from './requantize.ts';
 
 const addon = loadAddon();
 const skip = addon?.intPlanCreate && addon.intPlanRun && addon.intPlanKernels ? false : 'native addon without the IntModel executor';
+const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA !== '';
+
+/**
+ * The direct kernel the plan must name for the im2col path's GEMM `gemm` (its kernel name): the
+ * AVX-512 VNNI one with that GEMM; on the AVX2 ISA the AVX-VNNI one when the CPU has AVX-VNNI and
+ * LOWBIT_ISA is not avx2-novnni, else the int16 one; none on the scalar ISA.
+ */
+function expectedDirect(gemm: string): string | null {
+  if (gemm.includes('avx512-vnni')) return 'avx512-vnni';
+  const info = addon!.info();
+  if (info.isa !== 'avx2') return null;
+  return info.features.includes('avxvnni') && process.env.LOWBIT_ISA !== 'avx2-novnni' ? 'avx-vnni' : 'avx2';
+}
 
 interface Case {
   C: number;
@@ -43,12 +60,19 @@ function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number;
   const tensors = new Map<string, IntTensor>();
   tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: c.OC * K }, () => int(-128, 127)), [c.OC, c.C, 3, 3]));
   const M = new Int32Array(c.OC), sh = new Int32Array(c.OC), bias = new Int32Array(c.OC);
+  const lowShift = rng.uniform() < 0.5;
   for (let o = 0; o < c.OC; o++) {
-    // |acc| reaches ~K 255 128: scales 2^-(10..16) spread the outputs over the range and clamp some
-    const m = quantizeMultiplier(2 ** -(10 + rng.uniform() * 6));
+    // |acc| reaches ~K 255 128: scales 2^-(10..16) spread the outputs over the range and clamp some.
+    // A quarter of the channels round ties: scale 2^-(4..8) (M0 = 2^30) and a bias that is a
+    // multiple of 2^4 (its low biasShift bits zero: the bml = 0 tie rule for negative values). In
+    // half of the models channel 0 has a ratio of 1 or 1/2 (final shift n' < 32: the AVX2 output
+    // stage then takes its int64 shift instead of the int32 one)
+    const ties = rng.uniform() < 0.25;
+    const big = o === 0 && lowShift;
+    const m = quantizeMultiplier(big ? 2 ** -int(0, 1) : ties ? 2 ** -int(4, 8) : 2 ** -(10 + rng.uniform() * 6));
     M[o] = rng.uniform() < 0.1 ? -m.multiplier : m.multiplier;
     sh[o] = m.shift + 4;
-    bias[o] = int(-200000, 200000);
+    bias[o] = ties ? 16 * int(-2000, 2000) : int(-200000, 200000);
   }
   tensors.set('conv.b', { dtype: 'int32', shape: [c.OC], data: bias });
   tensors.set('conv.m', { dtype: 'int32', shape: [c.OC], data: M });
@@ -101,11 +125,18 @@ function randomCases(count: number, rng: Rng): Case[] {
     { C: 32, OC: 32, H: 14, W: 14, stride: 1, pad: 1, signedIn: true, signedOut: false, pool: false },
     { C: 16, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false, pool: true },  // the Fashion CNN's conv2 + pool
     { C: 32, OC: 40, H: 11, W: 13, stride: 1, pad: 0, signedIn: true, signedOut: true, pool: true },  // odd conv output (9 x 11)
+    // C_out not a multiple of 8 (a partial last block of the ymm kernels), C_in 4 and 8
+    { C: 4, OC: 20, H: 12, W: 17, stride: 1, pad: 1, signedIn: false, signedOut: true, pool: false },
+    { C: 8, OC: 12, H: 16, W: 15, stride: 2, pad: 1, signedIn: true, signedOut: false, pool: true },
+    // the stem (C_in 1..3: packed window rows)
+    { C: 1, OC: 16, H: 28, W: 28, stride: 1, pad: 1, signedIn: false, signedOut: false, pool: false },  // ResNet-8's stem
+    { C: 3, OC: 20, H: 13, W: 11, stride: 2, pad: 1, signedIn: false, signedOut: true, pool: true },
+    { C: 2, OC: 8, H: 9, W: 30, stride: 1, pad: 0, signedIn: true, signedOut: false, pool: false },
   ];
   while (cases.length < count) {
     const stride = int(1, 2), pad = int(0, 1);
     cases.push({
-      C: pick([16, 32, 48]), OC: pick([8, 16, 32, 40]), H: int(5, 30), W: int(5, 30), stride, pad,
+      C: pick([1, 3, 4, 16, 32, 48]), OC: pick([8, 12, 16, 32, 40]), H: int(5, 30), W: int(5, 30), stride, pad,
       signedIn: rng.uniform() < 0.5, signedOut: rng.uniform() < 0.5, pool: rng.uniform() < 0.3,
     });
   }
@@ -114,9 +145,9 @@ function randomCases(count: number, rng: Rng): Case[] {
 
 describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, () => {
   const rng = new Rng(20261123);
-  for (const c of randomCases(20, rng)) {
+  for (const c of randomCases(26, rng)) {
     const label = `C ${c.C} -> ${c.OC}, ${c.H}x${c.W}, stride ${c.stride}, pad ${c.pad}, ${c.signedIn ? 'int8' : 'uint8'} in, ${c.signedOut ? 'int8' : 'uint8'} out${c.pool ? ', 2x2 max pool' : ''}`;
-    it(`${label}: integers identical to the TS executor and to the im2col path`, () => {
+    it(`[every-isa] ${label}: integers identical to the TS executor and to the im2col path`, () => {
       const { im, F, outZ, identity } = buildModel(c, rng);
       const spec = compileNativePlan(im);
       assert.ok(typeof spec === 'object', String(spec));
@@ -124,9 +155,10 @@ describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, 
       const im2col = addon!.intPlanCreate!(spec.ops, false);
       const doubles = addon!.intPlanCreate!(spec.ops, true, true, true, false);
       const kernels = addon!.intPlanKernels!(fast);
-      // with AVX-512 VNNI the im2col path's GEMM is 'avx512-vnni' and the conv must take the new kernel
-      if (addon!.intPlanKernels!(im2col)[1]!.includes('avx512-vnni')) {
-        assert.match(kernels[1]!, c.pool ? /^conv direct3x3 .*\+maxpool/ : /^conv direct3x3/, kernels.join(', '));
+      // the conv must take the direct kernel of the ISA (expectedDirect)
+      const want = expectedDirect(addon!.intPlanKernels!(im2col)[1]!);
+      if (want !== null) {
+        assert.match(kernels[1]!, new RegExp(`^conv direct3x3 ${want}${c.pool ? '\\+maxpool' : ' '}`), kernels.join(', '));
       }
       assert.doesNotMatch(addon!.intPlanKernels!(im2col)[1]!, /direct3x3/);
       for (const n of [1, 3]) {
@@ -153,6 +185,13 @@ describe('native executor: direct 3x3 conv (C % 4 == 0 byte inputs)', { skip }, 
         assert.deepEqual(Array.from(a), Array.from(b), `batch ${n}: direct 3x3 vs im2col + GEMM`);
         assert.deepEqual(Array.from(d), Array.from(b), `batch ${n}: double requantization vs im2col + GEMM`);
       }
+    });
+  }
+
+  for (const isa of ['avx2', 'avx2-novnni'] as const) {
+    it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : skip }, () => {
+      const { passed, output } = runEveryIsaTests(import.meta.url, isa);
+      assert.ok(passed >= 26, `expected the 26 tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });
