@@ -23,6 +23,10 @@ import {
 import { NEXT_WORD_QUANT_CHOICES } from '../../quant/rnn/index.ts';
 import { isLmModelName, LM_DEFAULTS, LM_LIMITS, LM_MODEL_NAMES, lmDefaultSizes } from '../lm-run.ts';
 import { trainLanguageModel } from './train-lm.ts';
+import { TRANSFORMER_LM_QUANT_LR_SCALE } from '../lm-transformer.ts';
+
+/** `--quant-lr-scale` when not given (transformer-lm: TRANSFORMER_LM_QUANT_LR_SCALE). */
+const DEFAULT_QUANT_LR_SCALE = 0.1;
 
 /** Learning rate used when `--lr` is not given. */
 // Adam at 2e-3 with cosine decay over 4 epochs: LeNet-5 on MNIST reached 99.12 % / 99.05 % test
@@ -86,7 +90,7 @@ export const trainCommand = defineCommand({
       help: `${quantCliOptions.quant.help}; language models: ${NEXT_WORD_QUANT_CHOICES.join(', ')} (w4: 4-bit weights, float activations) (default: w4a4; w4a8 for lstm-lm, fp32 for gru-lm)`,
     },
     estimator: quantCliOptions.estimator,
-    quantLrScale: { type: 'number', positive: true, default: 0.1, help: 'LR multiplier of quantizer parameters (LSQ steps, PACT clips)' },
+    quantLrScale: { type: 'number', positive: true, help: `LR multiplier of quantizer parameters (LSQ steps, PACT clips) (default: ${DEFAULT_QUANT_LR_SCALE}; transformer-lm ${TRANSFORMER_LM_QUANT_LR_SCALE})` },
     baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run: the stored fp32 run, one trained now with the same settings (kept in OUT/baseline-fp32), or none' },
     init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
     resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint (same settings; --epochs may grow)' },
@@ -108,7 +112,8 @@ export const trainCommand = defineCommand({
     const model = given.model;
     if (isLmModelName(model)) {
       const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
-      return trainLanguageModel({ ...given, model, lr }, io);
+      const quantLrScale = given.quantLrScale ?? (model === 'transformer-lm' ? TRANSFORMER_LM_QUANT_LR_SCALE : DEFAULT_QUANT_LR_SCALE);
+      return trainLanguageModel({ ...given, model, lr, quantLrScale }, io);
     }
     // Image models: the language-model options and data are refused, the image defaults filled in.
     const lmOnly = (['seqLen', 'hidden', 'embed', 'vocab'] as const).filter((k) => given[k] !== undefined);
@@ -117,7 +122,7 @@ export const trainCommand = defineCommand({
     if (!isDatasetName(dataset)) throw new UsageError(`--dataset ${dataset} is a text corpus: train a language model on it (--model ${LM_MODEL_NAMES.join('|')}); --model ${model} takes --dataset ${DATASET_NAMES.join('|')}`, 'train');
     const quantGiven = given.quant ?? 'w4a4';
     if (!isQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is a language-model scheme; image models take --quant ${QUANT_CHOICES.join('|')}`, 'train');
-    const options = { ...given, model, dataset, quant: quantGiven, epochs: given.epochs ?? 4, batchSize: given.batchSize ?? 64 };
+    const options = { ...given, model, dataset, quant: quantGiven, epochs: given.epochs ?? 4, batchSize: given.batchSize ?? 64, quantLrScale: given.quantLrScale ?? DEFAULT_QUANT_LR_SCALE };
     if (options.threads && !wantsDataParallel(options)) throw new UsageError('--threads runs data-parallel workers: pass --workers N (N > 1) or --compress', 'train');
     if (wantsDataParallel(options)) {
       if (options.precision !== 'fp32') throw new UsageError('--workers/--compress train with --precision fp32 only', 'train');
