@@ -1,6 +1,6 @@
 /**
  * The name and initializer bookkeeping shared by the ONNX exporters (export.ts for image models,
- * rnn.ts for sequence models): unique safe names, initializers, shared constants, attributes.
+ * rnn.ts and transformer.ts for sequence models): unique safe names, initializers, shared constants, attributes.
  * @internal
  */
 import { makeTensor, OnnxAttributeType, OnnxDataType, OnnxError, type OnnxAttribute, type OnnxNode, type OnnxTensor } from './proto.ts';
@@ -51,6 +51,13 @@ export class NamedGraph {
   /** A shared scalar constant of `dataType` (INT8, UINT8, FLOAT, ...). */
   typedScalar(value: number, dataType: number): string {
     return this.shared(`t${dataType}:${value}`, () => this.tensor(`const_${value}`, dataType, [], [value]));
+  }
+
+  /** Appends a node with one output named after `base` (the node itself `opType_index`); returns the output. */
+  singleOutput(opType: string, inputs: readonly string[], base: string, attributes: OnnxAttribute[] = []): string {
+    const output = this.name(base);
+    this.nodes.push({ name: this.name(`${opType}_${this.nodes.length}`), opType, input: [...inputs], output: [output], attribute: attributes });
+    return output;
   }
 }
 

@@ -41,7 +41,6 @@
  * MatMul / Sigmoid / Tanh nodes with a QDQ on h_{t−1}.
  */
 import { noGrad } from '../autograd/engine.ts';
-import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { writeFileAtomic } from '../format/files.ts';
 import { Identity, LeakyReLU, ReLU, Sigmoid, Tanh } from '../nn/activation.ts';
 import { Dropout } from '../nn/dropout.ts';
@@ -61,6 +60,7 @@ import {
   type OnnxAttribute, type OnnxDimension, type OnnxModel, type OnnxValueInfo,
 } from './proto.ts';
 import { attrFloat, attrInt, attrInts, attrString, NamedGraph } from './graph.ts';
+import { activationQdqParams, emitActivationQdqNodes, quantizeWeight } from './qdq.ts';
 
 /** Lowest and highest opset the sequence exporter writes. */
 export const MIN_RNN_EXPORT_OPSET = 13;
@@ -250,52 +250,6 @@ function valueInfo(v: RnnOnnxValue): OnnxValueInfo {
 // ---------------------------------------------------------------------------------------------
 // Quantized tensors
 
-/** Integers of a quantized weight as the quantizer's eval output gives them. @internal */
-interface QuantizedWeight {
-  /** Row-major, same shape as the float weight. */
-  readonly values: Int32Array;
-  /** One per row (axis 0) or one for the tensor. */
-  readonly scale: Float32Array;
-  readonly zeroPoint: Int32Array;
-  readonly perRow: boolean;
-  readonly bits: number;
-  /** max |(q − z)·s − ŵ| in float32. */
-  readonly deviation: number;
-}
-
-/**
- * Reads the integers of `weight` [rows, cols] under `q`: ŵ = q.forward(w) in eval mode, then
- * q = round(ŵ/s) + z with the exported scale and zero point; refuses non-affine or per-group
- * formats and values outside int8.
- */
-function quantizeWeight(q: Quantizer, weight: Tensor, what: string): QuantizedWeight {
-  const exported = q.exportQuant();
-  if (exported.type !== 'affine') throw new OnnxError('unsupported-op', `ONNX export: ${what} uses a ${exported.type} quantizer ('${q.spec.kind}'); only affine (uniform) weight formats are exported`);
-  const qp = exported.qparams;
-  if (qp.groupSize !== null) throw new OnnxError('unsupported-op', `ONNX export: ${what} is quantized per group (groupSize ${qp.groupSize}); only per-row or per-tensor weights are exported`);
-  if (qp.axis !== null && qp.axis !== 0) throw new OnnxError('unsupported-op', `ONNX export: ${what} is quantized along axis ${qp.axis}; only per-row (axis 0) or per-tensor weights are exported`);
-  if (qp.qmin < -128 || qp.qmax > 127) throw new OnnxError('unsupported-op', `ONNX export: ${what} has integer range [${qp.qmin}, ${qp.qmax}], wider than int8`);
-  const [rows, cols] = weight.shape as [number, number];
-  const hat = noGrad(() => q.forward(weight)).data;
-  const perRow = qp.axis === 0;
-  if (perRow && qp.scale.length !== rows) throw new OnnxError('bad-input', `ONNX export: ${what} has ${qp.scale.length} scales for ${rows} rows`);
-  const values = new Int32Array(rows * cols);
-  let deviation = 0;
-  for (let r = 0; r < rows; r++) {
-    const s = qp.scale[perRow ? r : 0]!;
-    const z = qp.zeroPoint[perRow ? r : 0]!;
-    for (let c = 0; c < cols; c++) {
-      const i = r * cols + c;
-      const v = Math.min(qp.qmax, Math.max(qp.qmin, roundHalfEven(hat[i]! / s) + z));
-      values[i] = v;
-      deviation = Math.max(deviation, Math.abs(Math.fround((v - z) * s) - hat[i]!));
-    }
-  }
-  const scale = perRow ? Float32Array.from(qp.scale) : Float32Array.of(qp.scale[0]!);
-  const zeroPoint = perRow ? Int32Array.from(qp.zeroPoint) : Int32Array.of(qp.zeroPoint[0]!);
-  return { values, scale, zeroPoint, perRow, bits: qp.bits, deviation };
-}
-
 /** The active quantizer (null when absent or switched off). */
 function active(q: Quantizer | null): Quantizer | null {
   return q && q.fakeQuantEnabled ? q : null;
@@ -303,29 +257,17 @@ function active(q: Quantizer | null): Quantizer | null {
 
 /** QuantizeLinear → (Clip) → DequantizeLinear of `x` under a per-tensor activation quantizer. */
 function emitActivationQdq(b: RnnGraph, x: string, q: Quantizer, label: string): string {
-  const exported = q.exportQuant();
-  if (exported.type !== 'affine' || exported.qparams.axis !== null || exported.qparams.groupSize !== null) {
-    throw new OnnxError('unsupported-op', `ONNX export: ${label} uses quantizer '${q.spec.kind}' that is not affine per tensor`);
-  }
-  const { scale, zeroPoint, qmin, qmax } = exported.qparams;
-  const signed = qmin < 0;
-  const [lo, hi] = signed ? [-128, 127] : [0, 255];
-  if (qmin < lo || qmax > hi) throw new OnnxError('unsupported-op', `ONNX export: ${label} has integer range [${qmin}, ${qmax}], wider than ${signed ? 'int8' : 'uint8'}`);
+  const p = activationQdqParams(q, label);
   if (b.activations === 'exact') {
     // lowbit's fakeQuantize: q = clamp(roundHalfEven(x/s) + z, qmin, qmax) in float64, (q − z)·s rounded to float32.
-    const sd = b.scalar(scale[0]!, OnnxDataType.DOUBLE);
+    const sd = b.scalar(p.scale, OnnxDataType.DOUBLE);
     const xd = b.one('Cast', [x], `${label}_f64`, [attrInt('to', OnnxDataType.DOUBLE)]);
     let q = b.one('Round', [b.one('Div', [xd, sd], `${label}_quotient`)], `${label}_round`);
-    const z = zeroPoint[0]!;
-    q = b.one('Clip', [q, b.scalar(qmin - z, OnnxDataType.DOUBLE), b.scalar(qmax - z, OnnxDataType.DOUBLE)], `${label}_clip`);
+    const z = p.zeroPoint;
+    q = b.one('Clip', [q, b.scalar(p.qmin - z, OnnxDataType.DOUBLE), b.scalar(p.qmax - z, OnnxDataType.DOUBLE)], `${label}_clip`);
     return b.one('Cast', [b.one('Mul', [q, sd], `${label}_dequant`)], `${label}_fq`, [attrInt('to', OnnxDataType.FLOAT)]);
   }
-  const type = signed ? OnnxDataType.INT8 : OnnxDataType.UINT8;
-  const s = b.scalar(scale[0]!, OnnxDataType.FLOAT);
-  const z = b.scalar(zeroPoint[0]!, type);
-  let v = b.one('QuantizeLinear', [x, s, z], `${label}_q`);
-  if (qmin !== lo || qmax !== hi) v = b.one('Clip', [v, b.scalar(qmin, type), b.scalar(qmax, type)], `${label}_clip`);
-  return b.one('DequantizeLinear', [v, s, z], `${label}_dq`);
+  return emitActivationQdqNodes(b, x, p, label);
 }
 
 /** An int8 initializer with its DequantizeLinear (per-row scales along `axis`). */

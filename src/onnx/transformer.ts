@@ -22,8 +22,6 @@
  * onnxruntime divides x/s in float32 where lowbit divides in float64: a value within ~1e-7
  * (relative) of a rounding midpoint can land on the neighbouring integer.
  */
-import { noGrad } from '../autograd/engine.ts';
-import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { writeFileAtomic } from '../format/files.ts';
 import { GELU, ReLU } from '../nn/activation.ts';
 import { Embedding } from '../nn/embedding.ts';
@@ -36,6 +34,7 @@ import { Quantizer } from '../quant/quantizers/quantizer.ts';
 import { QatEmbedding } from '../quant/rnn/qat-embedding.ts';
 import type { Tensor } from '../tensor/index.ts';
 import { attrFloat, attrInt, attrInts, NamedGraph } from './graph.ts';
+import { activationQdqParams, emitActivationQdqNodes, quantizeWeight } from './qdq.ts';
 import { encodeModel, OnnxDataType, OnnxError, type OnnxAttribute, type OnnxModel, type OnnxValueInfo } from './proto.ts';
 
 /** The opset the Transformer exporter writes (LayerNormalization needs 17). */
@@ -80,7 +79,7 @@ class Graph extends NamedGraph {
   }
 
   op(opType: string, inputs: readonly string[], base: string, attributes: OnnxAttribute[] = []): string {
-    return this.one(opType, inputs, base, attributes)[0]!;
+    return this.singleOutput(opType, inputs, base, attributes);
   }
 
   int64(values: readonly number[]): string {
@@ -96,21 +95,9 @@ class Graph extends NamedGraph {
     if (!q) return x;
     if (!(q instanceof Quantizer)) throw new OnnxError('unsupported-op', `ONNX export: ${label} goes through a ${q.constructor.name}, not a quantizer`);
     if (!q.fakeQuantEnabled) return x;
-    const exported = q.exportQuant();
-    if (exported.type !== 'affine' || exported.qparams.axis !== null || exported.qparams.groupSize !== null) {
-      throw new OnnxError('unsupported-op', `ONNX export: ${label} uses quantizer '${q.spec.kind}' that is not affine per tensor`);
-    }
-    const { scale, zeroPoint, qmin, qmax } = exported.qparams;
-    const signed = qmin < 0;
-    const [lo, hi] = signed ? [-128, 127] : [0, 255];
-    if (qmin < lo || qmax > hi) throw new OnnxError('unsupported-op', `ONNX export: ${label} has integer range [${qmin}, ${qmax}], wider than ${signed ? 'int8' : 'uint8'}`);
-    const type = signed ? OnnxDataType.INT8 : OnnxDataType.UINT8;
-    const s = this.scalar(scale[0]!);
-    const z = this.scalar(zeroPoint[0]!, type);
-    let v = this.op('QuantizeLinear', [x, s, z], `${label}_q`);
-    if (qmin !== lo || qmax !== hi) v = this.op('Clip', [v, this.scalar(qmin, type), this.scalar(qmax, type)], `${label}_clip`);
+    const y = emitActivationQdqNodes(this, x, activationQdqParams(q, label), label);
     this.quantizedActivations++;
-    return this.op('DequantizeLinear', [v, s, z], `${label}_dq`);
+    return y;
   }
 
   /**
@@ -119,37 +106,19 @@ class Graph extends NamedGraph {
    */
   weight(w: Tensor, q: Quantizer | null, label: string, transposed: boolean): string {
     const [rows, cols] = w.shape as [number, number];
-    const at = (r: number, c: number): number => (transposed ? c * rows + r : r * cols + c);
     const dims = transposed ? [cols, rows] : [rows, cols];
-    if (!q || !q.fakeQuantEnabled) {
-      const values = new Float32Array(rows * cols);
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[at(r, c)] = w.data[r * cols + c]!;
-      return this.float(label, dims, values);
-    }
-    const exported = q.exportQuant();
-    if (exported.type !== 'affine') throw new OnnxError('unsupported-op', `ONNX export: ${label} uses a ${exported.type} quantizer ('${q.spec.kind}'); only affine weights are exported`);
-    const qp = exported.qparams;
-    if (qp.groupSize !== null || (qp.axis !== null && qp.axis !== 0)) throw new OnnxError('unsupported-op', `ONNX export: ${label} must be quantized per row or per tensor`);
-    if (qp.qmin < -128 || qp.qmax > 127) throw new OnnxError('unsupported-op', `ONNX export: ${label} has integer range [${qp.qmin}, ${qp.qmax}], wider than int8`);
-    const perRow = qp.axis === 0;
-    const hat = noGrad(() => q.forward(w)).data;
-    const values = new Int32Array(rows * cols);
-    for (let r = 0; r < rows; r++) {
-      const s = qp.scale[perRow ? r : 0]!;
-      const z = qp.zeroPoint[perRow ? r : 0]!;
-      for (let c = 0; c < cols; c++) {
-        const v = Math.min(qp.qmax, Math.max(qp.qmin, roundHalfEven(hat[r * cols + c]! / s) + z));
-        values[at(r, c)] = v;
-        this.weightDeviation = Math.max(this.weightDeviation, Math.abs(Math.fround((v - z) * s) - hat[r * cols + c]!));
-      }
-    }
-    const stored = this.tensor(`${label}_int8`, OnnxDataType.INT8, dims, values);
-    const scale = perRow ? Float32Array.from(qp.scale) : Float32Array.of(qp.scale[0]!);
-    const zero = perRow ? Int32Array.from(qp.zeroPoint) : Int32Array.of(qp.zeroPoint[0]!);
-    const s = this.float(`${label}_scale`, perRow ? [rows] : [], scale);
-    const z = this.tensor(`${label}_zero_point`, OnnxDataType.INT8, perRow ? [rows] : [], zero);
+    const layout = (source: ArrayLike<number>, into: Float32Array | Int32Array): Float32Array | Int32Array => {
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) into[transposed ? c * rows + r : r * cols + c] = source[r * cols + c]!;
+      return into;
+    };
+    if (!q || !q.fakeQuantEnabled) return this.float(label, dims, layout(w.data, new Float32Array(rows * cols)));
+    const qw = quantizeWeight(q, w, label);
+    this.weightDeviation = Math.max(this.weightDeviation, qw.deviation);
+    const stored = this.tensor(`${label}_int8`, OnnxDataType.INT8, dims, layout(qw.values, new Int32Array(rows * cols)));
+    const s = this.float(`${label}_scale`, qw.perRow ? [rows] : [], qw.scale);
+    const z = this.tensor(`${label}_zero_point`, OnnxDataType.INT8, qw.perRow ? [rows] : [], qw.zeroPoint);
     this.quantizedWeights++;
-    return this.op('DequantizeLinear', [stored, s, z], label, perRow ? [attrInt('axis', transposed ? 1 : 0)] : []);
+    return this.op('DequantizeLinear', [stored, s, z], label, qw.perRow ? [attrInt('axis', transposed ? 1 : 0)] : []);
   }
 
   linear(x: string, m: Module, label: string): string {
