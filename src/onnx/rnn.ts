@@ -608,6 +608,46 @@ function emitRecurrentNode(b: RnnGraph, m: LSTM | GRU, label: string, x: string,
 }
 
 /**
+ * A QAT recurrent weight [G·H, cols] (lowbit gate order) as the ONNX node's [1, G·H, cols] in
+ * `order`: float32, or int8 + DequantizeLinear with the per-row scales reordered alongside.
+ * `deviation` is null when the weight is not quantized.
+ */
+function emitGateWeight(b: RnnGraph, name: string, weight: Tensor, wq: Quantizer | null, what: string, order: readonly number[], H: number, cols: number): { value: string; deviation: number | null } {
+  const rows = order.length * H;
+  if (!wq) {
+    const out = new Float32Array(rows * cols);
+    reorderGates(weight.data, order, H, cols, out, 0);
+    return { value: b.float(name, [1, rows, cols], out), deviation: null };
+  }
+  const qw = quantizeWeight(wq, weight, what);
+  const values = new Int32Array(rows * cols);
+  reorderGates(qw.values, order, H, cols, values, 0);
+  const [scale, zeroPoint] = qw.perRow ? [new Float32Array(rows), new Int32Array(rows)] : [qw.scale, qw.zeroPoint];
+  if (qw.perRow) {
+    reorderGates(qw.scale, order, H, 1, scale, 0);
+    reorderGates(qw.zeroPoint, order, H, 1, zeroPoint, 0);
+  }
+  return { value: emitDequantized(b, name, [1, rows, cols], values, scale, zeroPoint, 1), deviation: qw.deviation };
+}
+
+/**
+ * A QAT recurrent weight [rows, cols] transposed for MatMul ([cols, rows], lowbit gate order):
+ * float32, or int8 + DequantizeLinear with per-row scales on axis 1. `deviation` is null when the
+ * weight is not quantized.
+ */
+function emitTransposedWeight(b: RnnGraph, name: string, weight: Tensor, wq: Quantizer | null, what: string, rows: number, cols: number): { value: string; deviation: number | null } {
+  if (!wq) {
+    const t = new Float32Array(rows * cols);
+    transpose2(weight.data, rows, cols, t);
+    return { value: b.float(name, [cols, rows], t), deviation: null };
+  }
+  const qw = quantizeWeight(wq, weight, what);
+  const t = new Int32Array(rows * cols);
+  transpose2(qw.values, rows, cols, t);
+  return { value: emitDequantized(b, name, [cols, rows], t, qw.scale, qw.zeroPoint, 1), deviation: qw.deviation };
+}
+
+/**
  * A QatLSTM: per layer, the input x_t through its quantizer (QDQ), then either one ONNX LSTM node
  * with dequantized W and R (no hidden quantizer) or, with a hidden quantizer, the recurrence
  * unrolled over `steps` with a QDQ on h_{t−1}.
@@ -638,22 +678,12 @@ function emitQatLstm(b: RnnGraph, m: QatLSTM, label: string, x: string, starts: 
     const initial = starts.map((s, p) => stateSlice(b, s, k, 1, `${layer}.${p === 0 ? 'h0' : 'c0'}`));
     if (!hq) {
       const [w, r] = weights.map(([weight, wq, cols, tag]) => {
-        if (!wq) {
-          const out = new Float32Array(4 * H * cols);
-          reorderGates(weight.data, LSTM_GATES, H, cols, out, 0);
-          return b.float(`${layer}.${tag}`, [1, 4 * H, cols], out);
+        const out = emitGateWeight(b, `${layer}.${tag}`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, LSTM_GATES, H, cols);
+        if (out.deviation !== null) {
+          deviation = Math.max(deviation, out.deviation);
+          quantized = true;
         }
-        const qw = quantizeWeight(wq, weight, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`);
-        deviation = Math.max(deviation, qw.deviation);
-        quantized = true;
-        const values = new Int32Array(4 * H * cols);
-        reorderGates(qw.values, LSTM_GATES, H, cols, values, 0);
-        const [scale, zeroPoint] = qw.perRow ? [new Float32Array(4 * H), new Int32Array(4 * H)] : [qw.scale, qw.zeroPoint];
-        if (qw.perRow) {
-          reorderGates(qw.scale, LSTM_GATES, H, 1, scale, 0);
-          reorderGates(qw.zeroPoint, LSTM_GATES, H, 1, zeroPoint, 0);
-        }
-        return emitDequantized(b, `${layer}.${tag}`, [1, 4 * H, cols], values, scale, zeroPoint, 1);
+        return out.value;
       }) as [string, string];
       let bias = '';
       if (bih && bhh) {
@@ -676,16 +706,9 @@ function emitQatLstm(b: RnnGraph, m: QatLSTM, label: string, x: string, starts: 
     quantized = true;
     // Weights transposed for MatMul ([cols, 4H], lowbit gate order, per-row scales on axis 1).
     const [wT, rT] = weights.map(([weight, wq, cols, tag]) => {
-      if (!wq) {
-        const t = new Float32Array(4 * H * cols);
-        transpose2(weight.data, 4 * H, cols, t);
-        return b.float(`${layer}.${tag}_t`, [cols, 4 * H], t);
-      }
-      const qw = quantizeWeight(wq, weight, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`);
-      deviation = Math.max(deviation, qw.deviation);
-      const t = new Int32Array(4 * H * cols);
-      transpose2(qw.values, 4 * H, cols, t);
-      return emitDequantized(b, `${layer}.${tag}_t`, [cols, 4 * H], t, qw.scale, qw.zeroPoint, 1);
+      const out = emitTransposedWeight(b, `${layer}.${tag}_t`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, 4 * H, cols);
+      if (out.deviation !== null) deviation = Math.max(deviation, out.deviation);
+      return out.value;
     }) as [string, string];
     // lowbit adds b_ih + b_hh (summed in float32) after the two products.
     const bias = new Float32Array(4 * H);
@@ -750,22 +773,12 @@ function emitQatGru(b: RnnGraph, m: QatGRU, label: string, x: string, starts: re
     const initial = starts.map((s) => stateSlice(b, s, k, 1, `${layer}.h0`));
     if (!hq) {
       const [w, r] = weights.map(([weight, wq, cols, tag]) => {
-        if (!wq) {
-          const out = new Float32Array(3 * H * cols);
-          reorderGates(weight.data, GRU_GATES, H, cols, out, 0);
-          return b.float(`${layer}.${tag}`, [1, 3 * H, cols], out);
+        const out = emitGateWeight(b, `${layer}.${tag}`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, GRU_GATES, H, cols);
+        if (out.deviation !== null) {
+          deviation = Math.max(deviation, out.deviation);
+          quantized = true;
         }
-        const qw = quantizeWeight(wq, weight, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`);
-        deviation = Math.max(deviation, qw.deviation);
-        quantized = true;
-        const values = new Int32Array(3 * H * cols);
-        reorderGates(qw.values, GRU_GATES, H, cols, values, 0);
-        const [scale, zeroPoint] = qw.perRow ? [new Float32Array(3 * H), new Int32Array(3 * H)] : [qw.scale, qw.zeroPoint];
-        if (qw.perRow) {
-          reorderGates(qw.scale, GRU_GATES, H, 1, scale, 0);
-          reorderGates(qw.zeroPoint, GRU_GATES, H, 1, zeroPoint, 0);
-        }
-        return emitDequantized(b, `${layer}.${tag}`, [1, 3 * H, cols], values, scale, zeroPoint, 1);
+        return out.value;
       }) as [string, string];
       let bias = '';
       if (bih && bhh) {
@@ -788,16 +801,9 @@ function emitQatGru(b: RnnGraph, m: QatGRU, label: string, x: string, starts: re
     quantized = true;
     // Weights transposed for MatMul ([cols, 3H], lowbit gate order r, z, n; per-row scales on axis 1).
     const [wT, rT] = weights.map(([weight, wq, cols, tag]) => {
-      if (!wq) {
-        const t = new Float32Array(3 * H * cols);
-        transpose2(weight.data, 3 * H, cols, t);
-        return b.float(`${layer}.${tag}_t`, [cols, 3 * H], t);
-      }
-      const qw = quantizeWeight(wq, weight, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`);
-      deviation = Math.max(deviation, qw.deviation);
-      const t = new Int32Array(3 * H * cols);
-      transpose2(qw.values, 3 * H, cols, t);
-      return emitDequantized(b, `${layer}.${tag}_t`, [cols, 3 * H], t, qw.scale, qw.zeroPoint, 1);
+      const out = emitTransposedWeight(b, `${layer}.${tag}_t`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, 3 * H, cols);
+      if (out.deviation !== null) deviation = Math.max(deviation, out.deviation);
+      return out.value;
     }) as [string, string];
     const biasIh = b.float(`${layer}.bias_ih`, [3 * H], bih ? bih.data : new Float32Array(3 * H));
     const biasHhData = bhh ? Float32Array.from(bhh.data) : new Float32Array(3 * H);
