@@ -6,7 +6,7 @@
  */
 import { basename } from 'node:path';
 import { noGrad } from '../../autograd/engine.ts';
-import { openRnnOnnx, saveRnnOnnx } from '../../onnx/index.ts';
+import { saveRnnOnnx } from '../../onnx/index.ts';
 import { PerplexityMeter, formatPercent } from '../../train/index.ts';
 import { UsageError } from '../args.ts';
 import type { CommandIO } from '../command.ts';
@@ -15,6 +15,7 @@ import { convertNextWordModel, saveIntNextWord } from '../lm-irnn.ts';
 import { contextIdBatches, DataLoader, take } from '../../data/index.ts';
 import { NextWordModel, TransformerLM } from '../../nn/index.ts';
 import { exportTransformerLanguageModel } from '../lm-transformer-export.ts';
+import { lmOnnxMetadata, verifyLmOnnx } from '../lm-onnx-verify.ts';
 
 /** The export options a language-model run reads; the image-only ones must be left out. */
 export interface LmExportOptions {
@@ -50,10 +51,7 @@ export async function exportLanguageModel(run: LmCheckpoint, out: string, option
     ...(unrolled ? { sequenceLength: settings.seqLen } : {}),
     activations: options.activations ?? 'qdq',
     ...(options.opset === undefined ? {} : { opset: options.opset }),
-    metadata: {
-      'lowbit.source': basename(run.checkpoint), 'lowbit.dataset': settings.dataset, 'lowbit.model': settings.model, 'lowbit.quant': settings.quant,
-      'lowbit.context': String(settings.seqLen), 'lowbit.vocabulary': JSON.stringify(run.corpus.vocab.words),
-    },
+    metadata: lmOnnxMetadata(run),
   });
   const inputDims = result.inputs[0]!.dims.join(', ');
   io.print(`wrote ${out} (${result.bytes.length.toLocaleString('en-US')} bytes, ${result.kind === 'qdq' ? 'weight QDQ (int8 containers)' : 'float32'}, opset ${result.opset}; ${Object.entries(result.recurrent).map(([k, v]) => `${k}: ${v}`).join(', ')})`);
@@ -61,41 +59,7 @@ export async function exportLanguageModel(run: LmCheckpoint, out: string, option
   for (const note of result.notes) io.print(`  note: ${note}`);
   if (!options.verify) return 0;
 
-  // onnxruntime would otherwise feed the fused int8 MatMulNBits with int8-quantized inputs (docs/onnx-rnn.md).
-  const runner = await openRnnOnnx(result.bytes, { matMulNBitsAccuracyLevel: 0 });
-  if ('skipped' in runner) {
-    io.print(`verify: skipped (${runner.skipped})`);
-    return 0;
-  }
-  const mine = new PerplexityMeter();
-  const theirs = new PerplexityMeter();
-  let agree = 0;
-  let maxDiff = 0;
-  let maxRef = 0;
-  try {
-    const { windows, batches } = lmTestBatches(run, VERIFY_BATCH, options.samples);
-    const vocab = settings.vocabSize;
-    for (const { x, y } of batches) {
-      const ref = noGrad(() => run.model.forward(x)).data;
-      const got = (await runner.run({ [result.inputs[0]!.name]: x }))[result.outputs[0]!.name]!.data;
-      const a = mine.add(ref, y.data, vocab);
-      const b = theirs.add(got, y.data, vocab);
-      for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
-      for (let i = 0; i < ref.length; i++) {
-        const d = Math.abs(got[i]! - ref[i]!);
-        maxDiff = Number.isNaN(d) ? Infinity : Math.max(maxDiff, d);
-        maxRef = Math.max(maxRef, Math.abs(ref[i]!));
-      }
-    }
-    const l = mine.result();
-    const o = theirs.result();
-    io.print(`verify: onnxruntime-node ${runner.version} vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
-    io.print(`  perplexity       onnxruntime ${o.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(o.perplexity / l.perplexity).toFixed(6)})`);
-    io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
-    io.print(`  logits           max |diff| ${maxDiff.toExponential(3)} (${(maxDiff / Math.max(maxRef, Number.MIN_VALUE)).toExponential(3)} of the largest |logit|)`);
-  } finally {
-    await runner.release();
-  }
+  await verifyLmOnnx(run, result.bytes, result.inputs[0]!.name, result.outputs[0]!.name, options.samples, io);
   return 0;
 }
 
