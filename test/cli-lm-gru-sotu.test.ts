@@ -8,51 +8,29 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { noGrad } from '../src/autograd/engine.ts';
-import { contextIds, loadLanguageModelCorpus, type LmDatasetName } from '../src/data/index.ts';
+import { loadLanguageModelCorpus, type LmDatasetName } from '../src/data/index.ts';
 import { NextWordModel } from '../src/nn/index.ts';
 import { nextWordQatPlan, prepareRnnQat, QatGRU, type NextWordQuantChoice } from '../src/quant/rnn/index.ts';
-import { Tensor } from '../src/tensor/index.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import { runCli } from './cli-harness.ts';
+import { checkpointPerplexity, printedNumber, TINY_LM_ARGS } from './lm-testing.ts';
 
-const TINY = ['--seq-len', '4', '--hidden', '16', '--embed', '8', '--vocab', '300', '--limit', '3000', '--test-limit', '400', '--epochs', '1', '--no-progress'];
-
-/** Perplexity of the checkpoint's model on the first `limit` test windows, float64 log-softmax written out here. */
+/** Perplexity of the checkpoint's lstm-lm / gru-lm on the first `limit` test windows of `dataset` (test/lm-testing.ts). */
 function directPerplexity(checkpoint: string, dataset: LmDatasetName, quant: NextWordQuantChoice, cell: 'lstm' | 'gru', limit: number): number {
-  const corpus = loadLanguageModelCorpus(dataset, { context: 4, vocabSize: 300 });
-  const model = new NextWordModel({ vocabSize: corpus.vocab.size, embeddingDim: 8, hiddenSize: 16, cell });
-  const plan = nextWordQatPlan(quant);
-  if (plan) prepareRnnQat(model, plan);
-  model.loadStateDict(loadCheckpoint(checkpoint).model);
-  model.eval();
-  if (quant !== 'fp32') assert.ok(model.rnn instanceof QatGRU || cell === 'lstm');
-  const n = Math.min(limit, corpus.test.length);
-  const x = new Tensor(corpus.test.images.slice(0, n * 4), [n, 1, 1, 4]);
-  const logits = noGrad(() => model.forward(contextIds(x))).data;
-  const V = corpus.vocab.size;
-  let nll = 0;
-  for (let i = 0; i < n; i++) {
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, logits[i * V + v]!);
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[i * V + v]! - max);
-    nll -= logits[i * V + corpus.test.labels[i]!]! - max - Math.log(sum);
-  }
-  return Math.exp(nll / n);
-}
-
-function printed(text: string, pattern: RegExp): number {
-  const m = pattern.exec(text);
-  assert.ok(m, `${pattern} in:\n${text}`);
-  return Number(m[1]);
+  return checkpointPerplexity(checkpoint, dataset, limit, (vocabSize) => {
+    const model = new NextWordModel({ vocabSize, embeddingDim: 8, hiddenSize: 16, cell });
+    const plan = nextWordQatPlan(quant);
+    if (plan) prepareRnnQat(model, plan);
+    if (quant !== 'fp32') assert.ok(model.rnn instanceof QatGRU || cell === 'lstm');
+    return model;
+  });
 }
 
 test('gru-lm w4a8: train 1 epoch (QAT GRU) → eval (= the model\'s perplexity) → export --verify (unrolled, onnxruntime agrees)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-gru-'));
   try {
     const run = join(dir, 'run');
-    const t = await runCli(['train', '--model', 'gru-lm', '--quant', 'w4a8', '--out', run, ...TINY]);
+    const t = await runCli(['train', '--model', 'gru-lm', '--quant', 'w4a8', '--out', run, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /GRU 16/);
     assert.match(t.stdout, /quant +w4a8, lsq estimator/);
@@ -65,7 +43,7 @@ test('gru-lm w4a8: train 1 epoch (QAT GRU) → eval (= the model\'s perplexity) 
 
     const e = await runCli(['eval', run, '--limit', '500']);
     assert.equal(e.code, 0, e.stderr);
-    const evalPpl = printed(e.stdout, /test perplexity +([\d.]+)/);
+    const evalPpl = printedNumber(e.stdout, /test perplexity +([\d.]+)/);
     const direct = directPerplexity(join(run, 'checkpoint.safetensors'), 'moby-dick', 'w4a8', 'gru', 500);
     assert.ok(Math.abs(evalPpl - direct) <= 0.005 + 1e-9, `eval ${evalPpl} vs direct ${direct}`);
 
@@ -76,10 +54,10 @@ test('gru-lm w4a8: train 1 epoch (QAT GRU) → eval (= the model\'s perplexity) 
     assert.match(x.stdout, /weight QDQ/);
     assert.match(x.stdout, /rnn: unrolled/);
     if (!/verify: skipped/.test(x.stdout)) {
-      const ort = printed(x.stdout, /onnxruntime ([\d.]+), lowbit/);
-      const lowbit = printed(x.stdout, /, lowbit ([\d.]+) \(ratio/);
+      const ort = printedNumber(x.stdout, /onnxruntime ([\d.]+), lowbit/);
+      const lowbit = printedNumber(x.stdout, /, lowbit ([\d.]+) \(ratio/);
       assert.ok(Math.abs(ort / lowbit - 1) < 1e-3, `perplexity ${ort} vs ${lowbit}`);
-      assert.ok(printed(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
+      assert.ok(printedNumber(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
     }
     // The integer runtime has an LSTM only.
     const xi = await runCli(['export', run, '--format', 'irnn', '--out', join(dir, 'lm.irnn')]);
@@ -94,7 +72,7 @@ test('lstm-lm on --dataset sotu: train → eval on the 2011–2021 addresses; an
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-sotu-'));
   try {
     const run = join(dir, 'run');
-    const t = await runCli(['train', '--model', 'lstm-lm', '--dataset', 'sotu', '--quant', 'fp32', '--out', run, ...TINY]);
+    const t = await runCli(['train', '--model', 'lstm-lm', '--dataset', 'sotu', '--quant', 'fp32', '--out', run, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /data +sotu, words, 4-word context: 3000 train \/ 400 validation windows/);
     const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; config: Record<string, unknown>; testSamples: number };
@@ -104,7 +82,7 @@ test('lstm-lm on --dataset sotu: train → eval on the 2011–2021 addresses; an
     const e = await runCli(['eval', run, '--limit', '500']);
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stdout, /sotu test split: 500 windows of 4 words/);
-    const evalPpl = printed(e.stdout, /test perplexity +([\d.]+)/);
+    const evalPpl = printedNumber(e.stdout, /test perplexity +([\d.]+)/);
     const direct = directPerplexity(join(run, 'checkpoint.safetensors'), 'sotu', 'fp32', 'lstm', 500);
     assert.ok(Math.abs(evalPpl - direct) <= 0.005 + 1e-9, `eval ${evalPpl} vs direct ${direct}`);
     const bad = await runCli(['train', '--model', 'lstm-lm', '--dataset', 'wikitext', '--out', join(dir, 'never')]);

@@ -8,43 +8,21 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { noGrad } from '../src/autograd/engine.ts';
-import { contextIds, loadLanguageModelCorpus } from '../src/data/index.ts';
 import { NextWordModel } from '../src/nn/index.ts';
 import { nextWordQatPlan, prepareRnnQat } from '../src/quant/rnn/index.ts';
 import { Tensor } from '../src/tensor/index.ts';
 import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.ts';
 import { runCli, trainSmallFloatRun } from './cli-harness.ts';
+import { checkpointPerplexity, printedNumber, TINY_LM_ARGS } from './lm-testing.ts';
 
-const TINY = ['--seq-len', '4', '--hidden', '16', '--embed', '8', '--vocab', '300', '--limit', '3000', '--test-limit', '400', '--epochs', '1', '--no-progress'];
-
-/** Mean next-word NLL of the checkpoint's model on the first `limit` test windows, float64 log-softmax written out here. */
+/** Perplexity of the checkpoint's lstm-lm / gru-lm on the first `limit` moby-dick test windows (test/lm-testing.ts). */
 function directPerplexity(checkpoint: string, quant: 'fp32' | 'w4a8', cell: 'lstm' | 'gru', limit: number): number {
-  const corpus = loadLanguageModelCorpus('moby-dick', { context: 4, vocabSize: 300 });
-  const model = new NextWordModel({ vocabSize: corpus.vocab.size, embeddingDim: 8, hiddenSize: 16, cell });
-  const plan = nextWordQatPlan(quant);
-  if (plan) prepareRnnQat(model, plan);
-  model.loadStateDict(loadCheckpoint(checkpoint).model);
-  model.eval();
-  const n = Math.min(limit, corpus.test.length);
-  const x = new Tensor(corpus.test.images.slice(0, n * 4), [n, 1, 1, 4]);
-  const logits = noGrad(() => model.forward(contextIds(x))).data;
-  const V = corpus.vocab.size;
-  let nll = 0;
-  for (let i = 0; i < n; i++) {
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, logits[i * V + v]!);
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[i * V + v]! - max);
-    nll -= logits[i * V + corpus.test.labels[i]!]! - max - Math.log(sum);
-  }
-  return Math.exp(nll / n);
-}
-
-function printed(text: string, pattern: RegExp): number {
-  const m = pattern.exec(text);
-  assert.ok(m, `${pattern} in:\n${text}`);
-  return Number(m[1]);
+  return checkpointPerplexity(checkpoint, 'moby-dick', limit, (vocabSize) => {
+    const model = new NextWordModel({ vocabSize, embeddingDim: 8, hiddenSize: 16, cell });
+    const plan = nextWordQatPlan(quant);
+    if (plan) prepareRnnQat(model, plan);
+    return model;
+  });
 }
 
 test('lowbit train --help lists the language models and their options', async () => {
@@ -60,11 +38,11 @@ test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, comp
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-lm-'));
   try {
     const run = join(dir, 'run');
-    const t = await runCli(['train', '--model', 'lstm-lm', '--quant', 'w4a8', '--out', run, ...TINY]);
+    const t = await runCli(['train', '--model', 'lstm-lm', '--quant', 'w4a8', '--out', run, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /quant +w4a8, lsq estimator/);
     assert.match(t.stdout, /3000 train \/ 400 validation windows/);
-    const validPpl = printed(t.stdout, /^epoch 1\/1 .*valid ppl ([\d.]+)/m);
+    const validPpl = printedNumber(t.stdout, /^epoch 1\/1 .*valid ppl ([\d.]+)/m);
     const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; config: Record<string, unknown>; history: { epochs: { testLoss: number }[]; stepLosses: number[] } };
     assert.ok(Math.abs(metrics.validPerplexity - Math.exp(metrics.history.epochs[0]!.testLoss)) < 1e-9);
     assert.ok(Math.abs(metrics.validPerplexity - validPpl) < 0.006);
@@ -77,11 +55,11 @@ test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, comp
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stdout, /500 windows of 4 words/);
     assert.match(e.stdout, /predicted words\/s/);
-    const evalPpl = printed(e.stdout, /test perplexity +([\d.]+)/);
+    const evalPpl = printedNumber(e.stdout, /test perplexity +([\d.]+)/);
     const direct = directPerplexity(join(run, 'checkpoint.safetensors'), 'w4a8', 'lstm', 500);
     assert.ok(Math.abs(evalPpl - direct) <= 0.005 + 1e-9, `eval ${evalPpl} vs direct ${direct}`);
     // --checkpoint names the same run.
-    assert.equal(printed((await runCli(['eval', '--checkpoint', run, '--limit', '500'])).stdout, /test perplexity +([\d.]+)/), evalPpl);
+    assert.equal(printedNumber((await runCli(['eval', '--checkpoint', run, '--limit', '500'])).stdout, /test perplexity +([\d.]+)/), evalPpl);
 
     const onnx = join(dir, 'lm.onnx');
     const x = await runCli(['export', run, '--out', onnx, '--verify', '--samples', '300']);
@@ -90,10 +68,10 @@ test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, comp
     assert.match(x.stdout, /weight QDQ/);
     assert.match(x.stdout, /int32 word ids \[N, 4\]/);
     if (!/verify: skipped/.test(x.stdout)) {
-      const ort = printed(x.stdout, /onnxruntime ([\d.]+), lowbit/);
-      const lowbit = printed(x.stdout, /, lowbit ([\d.]+) \(ratio/);
+      const ort = printedNumber(x.stdout, /onnxruntime ([\d.]+), lowbit/);
+      const lowbit = printedNumber(x.stdout, /, lowbit ([\d.]+) \(ratio/);
       assert.ok(Math.abs(ort / lowbit - 1) < 1e-3, `perplexity ${ort} vs ${lowbit}`);
-      assert.ok(printed(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
+      assert.ok(printedNumber(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
       assert.ok(Math.abs(lowbit - directPerplexity(join(run, 'checkpoint.safetensors'), 'w4a8', 'lstm', 300)) < 1e-3);
     }
 
@@ -104,10 +82,10 @@ test('lstm-lm w4a8: train 1 epoch → eval (test perplexity = the model\'s, comp
     assert.equal(xi.code, 0, xi.stderr);
     assert.ok(existsSync(irnn));
     assert.match(xi.stdout, /4-bit weights/);
-    assert.ok(printed(xi.stdout, /argmax +([\d.]+) %/) >= 95, xi.stdout);
+    assert.ok(printedNumber(xi.stdout, /argmax +([\d.]+) %/) >= 95, xi.stdout);
     const ei = await runCli(['eval', irnn, '--limit', '500']);
     assert.equal(ei.code, 0, ei.stderr);
-    const intPpl = printed(ei.stdout, /test perplexity +([\d.]+)/);
+    const intPpl = printedNumber(ei.stdout, /test perplexity +([\d.]+)/);
     assert.ok(Math.abs(intPpl / evalPpl - 1) < 0.01, `integer ${intPpl} vs fake quant ${evalPpl}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -118,11 +96,11 @@ test('gru-lm trains float32 by default; export --verify matches onnxruntime to f
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-lm-'));
   try {
     const run = join(dir, 'gru');
-    const t = await runCli(['train', '--model', 'gru-lm', '--out', run, ...TINY]);
+    const t = await runCli(['train', '--model', 'gru-lm', '--out', run, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /quant +fp32 \(none\)/);
     const e = await runCli(['eval', run, '--limit', '300']);
-    const evalPpl = printed(e.stdout, /test perplexity +([\d.]+)/);
+    const evalPpl = printedNumber(e.stdout, /test perplexity +([\d.]+)/);
     assert.ok(Math.abs(evalPpl - directPerplexity(join(run, 'checkpoint.safetensors'), 'fp32', 'gru', 300)) <= 0.005 + 1e-9);
     const x = await runCli(['export', run, '--verify', '--samples', '300']);
     assert.equal(x.code, 0, x.stderr);
@@ -130,7 +108,7 @@ test('gru-lm trains float32 by default; export --verify matches onnxruntime to f
     assert.match(x.stdout, /float32, opset 13; rnn: GRU/);
     if (!/verify: skipped/.test(x.stdout)) {
       assert.match(x.stdout, /argmax +100\.00 %/);
-      assert.ok(printed(x.stdout, /max \|diff\| \S+ \(([\d.e+-]+) of the largest/) < 1e-5);
+      assert.ok(printedNumber(x.stdout, /max \|diff\| \S+ \(([\d.e+-]+) of the largest/) < 1e-5);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -176,7 +154,7 @@ test('bad arguments: usage errors (exit 2, one line), nothing written', async ()
     assert.ok(!existsSync(out));
 
     const lm = join(dir, 'lm');
-    assert.equal((await runCli(['train', '--model', 'lstm-lm', '--quant', 'fp32', '--out', lm, ...TINY])).code, 0);
+    assert.equal((await runCli(['train', '--model', 'lstm-lm', '--quant', 'fp32', '--out', lm, ...TINY_LM_ARGS])).code, 0);
     const before = readdirSync(lm).sort();
     const refusals: [string[], RegExp][] = [
       [['eval', lm, '--dataset', 'mnist'], /--dataset mnist does not fit .* trained on moby-dick/],

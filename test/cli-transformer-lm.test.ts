@@ -8,50 +8,27 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { noGrad } from '../src/autograd/engine.ts';
-import { contextIds, loadLanguageModelCorpus } from '../src/data/index.ts';
 import { TransformerLM } from '../src/nn/index.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../src/quant/transformer/index.ts';
-import { Tensor } from '../src/tensor/index.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import { runCli } from './cli-harness.ts';
+import { checkpointPerplexity, printedNumber, TINY_LM_ARGS } from './lm-testing.ts';
 
-const TINY = ['--seq-len', '4', '--hidden', '16', '--embed', '8', '--vocab', '300', '--limit', '3000', '--test-limit', '400', '--epochs', '1', '--no-progress'];
-
-/** Perplexity of the checkpoint's model on the first `limit` test windows, float64 log-softmax written out here. */
+/** Perplexity of the checkpoint's transformer-lm on the first `limit` moby-dick test windows (test/lm-testing.ts). */
 function directPerplexity(checkpoint: string, quant: 'fp32' | 'w4a8', limit: number): number {
-  const corpus = loadLanguageModelCorpus('moby-dick', { context: 4, vocabSize: 300 });
-  const model = new TransformerLM({ vocabSize: corpus.vocab.size, maxContext: 4, embedDim: 8, mlpDim: 16, numLayers: 2, numHeads: 4, activation: 'gelu-tanh' });
-  const config = transformerQatConfig(quant);
-  if (config) prepareTransformerQat(model, config);
-  model.loadStateDict(loadCheckpoint(checkpoint).model);
-  model.eval();
-  const n = Math.min(limit, corpus.test.length);
-  const x = new Tensor(corpus.test.images.slice(0, n * 4), [n, 1, 1, 4]);
-  const logits = noGrad(() => model.forward(contextIds(x))).data;
-  const V = corpus.vocab.size;
-  let nll = 0;
-  for (let i = 0; i < n; i++) {
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, logits[i * V + v]!);
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[i * V + v]! - max);
-    nll -= logits[i * V + corpus.test.labels[i]!]! - max - Math.log(sum);
-  }
-  return Math.exp(nll / n);
-}
-
-function printed(text: string, pattern: RegExp): number {
-  const m = pattern.exec(text);
-  assert.ok(m, `${pattern} in:\n${text}`);
-  return Number(m[1]);
+  return checkpointPerplexity(checkpoint, 'moby-dick', limit, (vocabSize) => {
+    const model = new TransformerLM({ vocabSize, maxContext: 4, embedDim: 8, mlpDim: 16, numLayers: 2, numHeads: 4, activation: 'gelu-tanh' });
+    const config = transformerQatConfig(quant);
+    if (config) prepareTransformerQat(model, config);
+    return model;
+  });
 }
 
 test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT from it (--init) → eval → export --verify (both)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-tlm-'));
   try {
     const float = join(dir, 'fp32');
-    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--out', float, ...TINY]);
+    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--out', float, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /transformer-lm: embedding 8, 2 causal pre-LN Transformer blocks \(4 heads, gelu-tanh MLP 16\)/);
     const metrics = JSON.parse(readFileSync(join(float, 'metrics.json'), 'utf8')) as { validPerplexity: number; config: Record<string, unknown> };
@@ -60,7 +37,7 @@ test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT
     const e = await runCli(['eval', float, '--limit', '500']);
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stdout, /^transformer-lm fp32, embedding 8, hidden 16/m);
-    const evalPpl = printed(e.stdout, /test perplexity +([\d.]+)/);
+    const evalPpl = printedNumber(e.stdout, /test perplexity +([\d.]+)/);
     const direct = directPerplexity(join(float, 'checkpoint.safetensors'), 'fp32', 500);
     assert.ok(Math.abs(evalPpl - direct) < 0.006, `eval ${evalPpl} vs direct ${direct}`);
 
@@ -74,7 +51,7 @@ test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT
     assert.ok('blocks.0.attn.qkv.weightQuantizer.step' in stored);
     const qe = await runCli(['eval', qat, '--limit', '300']);
     assert.equal(qe.code, 0, qe.stderr);
-    const qatPpl = printed(qe.stdout, /test perplexity +([\d.]+)/);
+    const qatPpl = printedNumber(qe.stdout, /test perplexity +([\d.]+)/);
     assert.ok(Math.abs(qatPpl - directPerplexity(join(qat, 'checkpoint.safetensors'), 'w4a8', 300)) < 0.006);
 
     for (const [run, kind] of [[float, 'float32'], [qat, 'QDQ']] as const) {
@@ -84,9 +61,9 @@ test('transformer-lm: train fp32 → eval = the model\'s perplexity → w4a8 QAT
       assert.ok(existsSync(onnx));
       assert.match(x.stdout, new RegExp(`wrote .*${kind}.*opset 17`));
       if (/verify: skipped/.test(x.stdout)) continue;  // onnxruntime-node not installed
-      const ratio = printed(x.stdout, /\(ratio ([\d.]+)\)/);
+      const ratio = printedNumber(x.stdout, /\(ratio ([\d.]+)\)/);
       assert.ok(Math.abs(ratio - 1) < 1e-4, `${kind}: onnxruntime / lowbit perplexity ${ratio}`);
-      assert.ok(printed(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
+      assert.ok(printedNumber(x.stdout, /argmax +([\d.]+) %/) >= 99, x.stdout);
     }
     const refused = await runCli(['export', qat, '--out', join(dir, 'x.onnx'), '--activations', 'exact']);
     assert.notEqual(refused.code, 0);
@@ -103,7 +80,7 @@ test('transformer-lm refuses a width its 4 heads do not divide, before writing a
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-tlm-'));
   try {
     const out = join(dir, 'run');
-    const r = await runCli(['train', '--model', 'transformer-lm', '--embed', '6', '--out', out, ...TINY.filter((a, i, all) => a !== '--embed' && all[i - 1] !== '--embed')]);
+    const r = await runCli(['train', '--model', 'transformer-lm', '--embed', '6', '--out', out, ...TINY_LM_ARGS.filter((a, i, all) => a !== '--embed' && all[i - 1] !== '--embed')]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--embed 6 must be a multiple of its 4 attention heads/);
     assert.equal(existsSync(out), false);
