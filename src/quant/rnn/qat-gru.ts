@@ -25,7 +25,7 @@ import {
 } from '../../tensor/index.ts';
 import type { Quantizer } from '../quantizers/quantizer.ts';
 import {
-  awaitsData, buildQuantizer, DEFAULT_LSTM_ACTIVATION, DEFAULT_LSTM_WEIGHT, quantized, specForLayer,
+  awaitsData, buildQuantizer, checkRecurrentSizes, DEFAULT_LSTM_ACTIVATION, DEFAULT_LSTM_WEIGHT, loadFloatRecurrentState, quantized, recurrentRepr, specForLayer,
   type PerLayerSpec, type QatLSTMLayerQuantizers, type QatLSTMOptions,
 } from './qat-lstm.ts';
 
@@ -64,11 +64,8 @@ export class QatGRU extends Module {
 
   constructor(inputSize: number, hiddenSize: number, options: QatGRUOptions = {}) {
     super();
-    for (const [name, v] of [['inputSize', inputSize], ['hiddenSize', hiddenSize], ['numLayers', options.numLayers ?? 1]] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new RangeError(`${WHO}: ${name} must be a positive integer, got ${v}`);
-    }
+    checkRecurrentSizes(inputSize, hiddenSize, options, WHO);
     const dropout = options.dropout ?? 0;
-    if (!(dropout >= 0 && dropout <= 1)) throw new RangeError(`${WHO}: dropout must be in [0, 1], got ${dropout}`);
     this.inputSize = inputSize;
     this.hiddenSize = hiddenSize;
     this.numLayers = options.numLayers ?? 1;
@@ -132,13 +129,7 @@ export class QatGRU extends Module {
 
   /** Loads a float nn.GRU state dict (same names): every GRU parameter must be present and nothing else; quantizer state is kept. */
   loadFloatStateDict(stateDict: StateDictInput): void {
-    const source: ReadonlyMap<string, Tensor> = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict));
-    const own = new Set(this.namedParameters({ recurse: false }).map(([name]) => name));
-    const unexpected = [...source.keys()].filter((name) => !own.has(name));
-    if (unexpected.length > 0) throw new Error(`${WHO}.loadFloatStateDict: unexpected keys ${unexpected.join(', ')} (expected only nn.GRU parameters ${[...own].join(', ')})`);
-    const result = this.loadStateDict(source, { strict: false });
-    const missing = result.missingKeys.filter((name) => own.has(name));
-    if (missing.length > 0) throw new Error(`${WHO}.loadFloatStateDict: missing keys ${missing.join(', ')}`);
+    loadFloatRecurrentState(this, stateDict, WHO, 'nn.GRU');
   }
 
   /** The quantizers of layer `k` (null where that operand stays float). */
@@ -232,12 +223,6 @@ export class QatGRU extends Module {
   }
 
   override extraRepr(): string {
-    const parts = [`${this.inputSize}, ${this.hiddenSize}`];
-    if (this.numLayers !== 1) parts.push(`numLayers=${this.numLayers}`);
-    if (!this.bias) parts.push('bias=false');
-    if (this.batchFirst) parts.push('batchFirst=true');
-    if (this.dropout !== 0) parts.push(`dropout=${this.dropout}`);
-    if (this.dtype !== 'float32') parts.push(`dtype=${this.dtype}`);
-    return parts.join(', ');
+    return recurrentRepr(this);
   }
 }

@@ -145,6 +145,41 @@ export function awaitsData(q: Quantizer): boolean {
   return false;
 }
 
+/** @internal The size and dropout checks of a QAT recurrent layer's constructor (shared with QatGRU). */
+export function checkRecurrentSizes(inputSize: number, hiddenSize: number, options: Pick<QatLSTMOptions, 'numLayers' | 'dropout'>, where: string): void {
+  for (const [name, v] of [['inputSize', inputSize], ['hiddenSize', hiddenSize], ['numLayers', options.numLayers ?? 1]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`${where}: ${name} must be a positive integer, got ${v}`);
+  }
+  const dropout = options.dropout ?? 0;
+  if (!(dropout >= 0 && dropout <= 1)) throw new RangeError(`${where}: dropout must be in [0, 1], got ${dropout}`);
+}
+
+/**
+ * @internal Loads a float recurrent state dict (nn.LSTM / nn.GRU names) into `module`'s own
+ * parameters: every one must be present and nothing else may be; child modules (the quantizers)
+ * are left as they are (shared with QatGRU).
+ */
+export function loadFloatRecurrentState(module: Module, stateDict: StateDictInput, where: string, floatName: string): void {
+  const source: ReadonlyMap<string, Tensor> = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict));
+  const own = new Set(module.namedParameters({ recurse: false }).map(([name]) => name));
+  const unexpected = [...source.keys()].filter((name) => !own.has(name));
+  if (unexpected.length > 0) throw new Error(`${where}.loadFloatStateDict: unexpected keys ${unexpected.join(', ')} (expected only ${floatName} parameters ${[...own].join(', ')})`);
+  const result = module.loadStateDict(source, { strict: false });
+  const missing = result.missingKeys.filter((name) => own.has(name));
+  if (missing.length > 0) throw new Error(`${where}.loadFloatStateDict: missing keys ${missing.join(', ')}`);
+}
+
+/** @internal The settings a QAT recurrent layer prints after its sizes (shared with QatGRU). */
+export function recurrentRepr(m: Pick<QatLSTM, 'inputSize' | 'hiddenSize' | 'numLayers' | 'bias' | 'batchFirst' | 'dropout' | 'dtype'>): string {
+  const parts = [`${m.inputSize}, ${m.hiddenSize}`];
+  if (m.numLayers !== 1) parts.push(`numLayers=${m.numLayers}`);
+  if (!m.bias) parts.push('bias=false');
+  if (m.batchFirst) parts.push('batchFirst=true');
+  if (m.dropout !== 0) parts.push(`dropout=${m.dropout}`);
+  if (m.dtype !== 'float32') parts.push(`dtype=${m.dtype}`);
+  return parts.join(', ');
+}
+
 /**
  * LSTM with fake-quantized matmul operands (see the file comment for the formulas). Parameters
  * carry nn.LSTM's names (`weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`), so a
@@ -165,11 +200,8 @@ export class QatLSTM extends Module {
 
   constructor(inputSize: number, hiddenSize: number, options: QatLSTMOptions = {}) {
     super();
-    for (const [name, v] of [['inputSize', inputSize], ['hiddenSize', hiddenSize], ['numLayers', options.numLayers ?? 1]] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new RangeError(`QatLSTM: ${name} must be a positive integer, got ${v}`);
-    }
+    checkRecurrentSizes(inputSize, hiddenSize, options, 'QatLSTM');
     const dropout = options.dropout ?? 0;
-    if (!(dropout >= 0 && dropout <= 1)) throw new RangeError(`QatLSTM: dropout must be in [0, 1], got ${dropout}`);
     this.inputSize = inputSize;
     this.hiddenSize = hiddenSize;
     this.numLayers = options.numLayers ?? 1;
@@ -239,13 +271,7 @@ export class QatLSTM extends Module {
    * with its shape and nothing else may be; the quantizers' state is left as it is.
    */
   loadFloatStateDict(stateDict: StateDictInput): void {
-    const source: ReadonlyMap<string, Tensor> = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict));
-    const own = new Set(this.namedParameters({ recurse: false }).map(([name]) => name));
-    const unexpected = [...source.keys()].filter((name) => !own.has(name));
-    if (unexpected.length > 0) throw new Error(`QatLSTM.loadFloatStateDict: unexpected keys ${unexpected.join(', ')} (expected only nn.LSTM parameters ${[...own].join(', ')})`);
-    const result = this.loadStateDict(source, { strict: false });
-    const missing = result.missingKeys.filter((name) => own.has(name));
-    if (missing.length > 0) throw new Error(`QatLSTM.loadFloatStateDict: missing keys ${missing.join(', ')}`);
+    loadFloatRecurrentState(this, stateDict, 'QatLSTM', 'nn.LSTM');
   }
 
   /** The quantizers of layer `k` (null where that operand stays float). */
@@ -339,12 +365,6 @@ export class QatLSTM extends Module {
   }
 
   override extraRepr(): string {
-    const parts = [`${this.inputSize}, ${this.hiddenSize}`];
-    if (this.numLayers !== 1) parts.push(`numLayers=${this.numLayers}`);
-    if (!this.bias) parts.push('bias=false');
-    if (this.batchFirst) parts.push('batchFirst=true');
-    if (this.dropout !== 0) parts.push(`dropout=${this.dropout}`);
-    if (this.dtype !== 'float32') parts.push(`dtype=${this.dtype}`);
-    return parts.join(', ');
+    return recurrentRepr(this);
   }
 }
