@@ -4,7 +4,6 @@ import { grad } from '../../autograd/engine.ts';
 import { gradcheck } from '../../autograd/gradcheck.ts';
 import { noGrad } from '../../autograd/index.ts';
 import { withBackend } from '../../backend/index.ts';
-import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { GRU } from '../../nn/rnn.ts';
 import { concat, reshape, Rng, Tensor } from '../../tensor/index.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
@@ -13,50 +12,9 @@ import { QatGRU } from './qat-gru.ts';
 import { NextWordModel } from '../../nn/models/next-word.ts';
 import { nextWordQatPlan } from './next-word-plan.ts';
 import { modelSize, prepareRnnQat } from './recipe.ts';
-
-const sigmoid = (v: number): number => 1 / (1 + Math.exp(-v));
-
-function random64(shape: number[], rng: Rng, scale = 1): Tensor {
-  const data = new Float64Array(shape.reduce((p, d) => p * d, 1));
-  for (let i = 0; i < data.length; i++) data[i] = (rng.uniform() * 2 - 1) * scale;
-  return new Tensor(data, shape);
-}
-
-/** One value through an affine fake quantizer: y, whether it fell inside the range, and ∂y/∂s (LSQ's). */
-type Piece = { y: number; inside: boolean; dyds: number };
-function fq(v: number, s: number, z: number, qmin: number, qmax: number): Piece {
-  const u = v / s;
-  const r = roundHalfEven(u) + z;
-  const q = Math.min(qmax, Math.max(qmin, r));
-  return { y: (q - z) * s, inside: q === r, dyds: q === r ? r - (u + z) : q - z };
-}
-
-type Fq = ((v: number, row: number) => Piece) | null;
-
-/** The closed-form fake quantizer of an affine quantizer's exported parameters (per row or per tensor). */
-function affineOf(quantizer: { exportQuant(): unknown } | null): Fq {
-  if (!quantizer) return null;
-  const e = quantizer.exportQuant() as { type: string; qparams: { scale: Float32Array; zeroPoint: Int32Array; qmin: number; qmax: number } };
-  assert.equal(e.type, 'affine');
-  const { scale, zeroPoint, qmin, qmax } = e.qparams;
-  return (v, row) => {
-    const c = scale.length === 1 ? 0 : row;
-    return fq(v, scale[c]!, zeroPoint[c]!, qmin, qmax);
-  };
-}
+import { affineOf, int4Row, int4Signed, random64, rows2, sigmoid, timeMajor, type Fq, type Piece } from './testing.ts';
 
 const apply = (f: Fq, v: number, row = 0): Piece => (f ? f(v, row) : { y: v, inside: true, dyds: 0 });
-
-function rows2(t: Tensor): number[][] {
-  const [r, c] = t.shape as [number, number];
-  return Array.from({ length: r }, (_, i) => Array.from({ length: c }, (_, j) => t.data[i * c + j]!));
-}
-
-function timeMajor(x: Tensor, batchFirst: boolean): number[][][] {
-  const [a, b, f] = x.shape as [number, number, number];
-  const [L, N] = batchFirst ? [b, a] : [a, b];
-  return Array.from({ length: L }, (_, t) => Array.from({ length: N }, (_, n) => Array.from({ length: f }, (_, k) => x.data[(batchFirst ? n * b + t : t * b + n) * f + k]!)));
-}
 
 const dot = (w: readonly Piece[], v: readonly Piece[]): number => w.reduce((s, p, j) => s + p.y * v[j]!.y, 0);
 
@@ -94,9 +52,6 @@ function referenceLayer(x: number[][][], wih: number[][], whh: number[][], bih: 
   });
   return { out, h, steps, Wi, Wh };
 }
-
-const int4Row: QuantizerSpec = { kind: 'lsq', bits: 4, granularity: 'channel' };
-const int4Signed: QuantizerSpec = { kind: 'lsq', bits: 4, signed: true, symmetric: true };
 
 describe('QatGRU', () => {
   for (const batchFirst of [false, true]) {

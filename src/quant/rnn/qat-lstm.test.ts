@@ -4,42 +4,11 @@ import { grad } from '../../autograd/engine.ts';
 import { gradcheck } from '../../autograd/gradcheck.ts';
 import { noGrad } from '../../autograd/index.ts';
 import { withBackend } from '../../backend/index.ts';
-import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { LSTM } from '../../nn/rnn.ts';
 import { concat, reshape, Rng, Tensor } from '../../tensor/index.ts';
-import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import { disableFakeQuant } from '../qat/prepare.ts';
 import { QatLSTM } from './qat-lstm.ts';
-
-const sigmoid = (v: number): number => 1 / (1 + Math.exp(-v));
-
-function random64(shape: number[], rng: Rng, scale = 1): Tensor {
-  const data = new Float64Array(shape.reduce((p, d) => p * d, 1));
-  for (let i = 0; i < data.length; i++) data[i] = (rng.uniform() * 2 - 1) * scale;
-  return new Tensor(data, shape);
-}
-
-/** Affine fake quantization of one value with its closed-form LSQ pieces (z = zero point). */
-function fq(v: number, s: number, z: number, qmin: number, qmax: number): { y: number; inside: boolean; dyds: number } {
-  const u = v / s;
-  const r = roundHalfEven(u) + z;
-  const q = Math.min(qmax, Math.max(qmin, r));
-  return { y: (q - z) * s, inside: q === r, dyds: q === r ? r - (u + z) : q - z };
-}
-
-/** The scale, zero point and range of an affine quantizer, for element `index` of a tensor with `rowLength` values per row. */
-function affineOf(quantizer: { exportQuant(): unknown } | null): ((v: number, row: number) => ReturnType<typeof fq>) | null {
-  if (!quantizer) return null;
-  const e = quantizer.exportQuant() as { type: string; qparams: { scale: Float32Array; zeroPoint: Int32Array; qmin: number; qmax: number } };
-  assert.equal(e.type, 'affine');
-  const { scale, zeroPoint, qmin, qmax } = e.qparams;
-  return (v, row) => {
-    const c = scale.length === 1 ? 0 : row;
-    return fq(v, scale[c]!, zeroPoint[c]!, qmin, qmax);
-  };
-}
-
-type Fq = ReturnType<typeof affineOf>;
+import { affineOf, int4Row, int4Signed, random64, rows2, sigmoid, timeMajor, type Fq, type Piece } from './testing.ts';
 
 /**
  * One layer of the QatLSTM recurrence in plain float64 JavaScript, time-major [L][N][·] arrays,
@@ -81,22 +50,6 @@ function referenceLayer(
   }
   return { out, h, c };
 }
-
-/** A [rows, cols] tensor as nested arrays. */
-function rows2(t: Tensor): number[][] {
-  const [r, c] = t.shape as [number, number];
-  return Array.from({ length: r }, (_, i) => Array.from({ length: c }, (_, j) => t.data[i * c + j]!));
-}
-
-/** x (either layout) as time-major nested arrays. */
-function timeMajor(x: Tensor, batchFirst: boolean): number[][][] {
-  const [a, b, f] = x.shape as [number, number, number];
-  const [L, N] = batchFirst ? [b, a] : [a, b];
-  return Array.from({ length: L }, (_, t) => Array.from({ length: N }, (_, n) => Array.from({ length: f }, (_, k) => x.data[(batchFirst ? n * b + t : t * b + n) * f + k]!)));
-}
-
-const int4Row: QuantizerSpec = { kind: 'lsq', bits: 4, granularity: 'channel' };
-const int4Signed: QuantizerSpec = { kind: 'lsq', bits: 4, signed: true, symmetric: true };
 
 describe('QatLSTM', () => {
   for (const batchFirst of [false, true]) {
@@ -194,7 +147,7 @@ describe('QatLSTM', () => {
       const Wh = rows2(whh!).map((row, r) => row.map((v) => fwh(v, r)));
       const b = Array.from(bih!.data, (v, r) => v + bhh!.data[r]!);
       const X = timeMajor(x, false).map((step) => step.map((row) => row.map((v) => fx(v, 0))));
-      type Step = { hq: ReturnType<typeof fq>[][]; i: number[][]; f: number[][]; g: number[][]; o: number[][]; c: number[][]; cPrev: number[][] };
+      type Step = { hq: Piece[][]; i: number[][]; f: number[][]; g: number[][]; o: number[][]; c: number[][]; cPrev: number[][] };
       const rec: Step[] = [];
       let h = Array.from({ length: N }, () => new Array<number>(H).fill(0));
       let c = Array.from({ length: N }, () => new Array<number>(H).fill(0));
@@ -264,7 +217,7 @@ describe('QatLSTM', () => {
       const close = (a: number, e: number, tol: number, what: string): void => assert.ok(Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)), `${what}: ${a} vs ${e}`);
       const [gx, gWi, gWh, gbi, gbh, gsWi, gsWh, gsX, gsH] = grads;
       for (let t = 0; t < L; t++) for (let n = 0; n < N; n++) for (let j = 0; j < I; j++) close(gx!.data[(t * N + n) * I + j]!, X[t]![n]![j]!.inside ? dX[t]![n]![j]! : 0, 1e-10, 'dx');
-      const rowsStep = (W: ReturnType<typeof fq>[][], dW: number[][], gW: Tensor, gs: Tensor, qmax: number, what: string): void => {
+      const rowsStep = (W: Piece[][], dW: number[][], gW: Tensor, gs: Tensor, qmax: number, what: string): void => {
         const cols = W[0]!.length;
         const g = 1 / Math.sqrt(cols * qmax);
         W.forEach((row, r) => {
