@@ -7,49 +7,14 @@ import type { QuantizerSpec } from '../quant/quantizers/quantizer.ts';
 import { randn, Rng, Tensor } from '../tensor/index.ts';
 import { OnnxDataType, OnnxError, tensorValue } from './proto.ts';
 import { exportRnnOnnx } from './rnn.ts';
-import { openRnnOnnx } from './rnn-verify.ts';
+import { argmaxAgreement, maxAbs, maxDiff, runRnnOrt } from './rnn-testing.ts';
 import { loadOnnxRuntime } from './verify.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
 
 /** Runs the bytes; weight-only layers stay float-input (MatMulNBits accuracy level 0, as `lowbit export --verify`). */
-async function ort(bytes: Uint8Array, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-  const runner = await openRnnOnnx(bytes, { matMulNBitsAccuracyLevel: 0 });
-  if ('skipped' in runner) throw new Error(runner.skipped);
-  try {
-    return await runner.run(feeds);
-  } finally {
-    await runner.release();
-  }
-}
-
-function maxDiff(a: Tensor, b: Tensor): number {
-  assert.deepEqual(a.shape, b.shape);
-  let d = 0;
-  for (let i = 0; i < a.size; i++) d = Math.max(d, Math.abs(a.data[i]! - b.data[i]!));
-  return d;
-}
-
-function maxAbs(a: Tensor): number {
-  let m = 0;
-  for (let i = 0; i < a.size; i++) m = Math.max(m, Math.abs(a.data[i]!));
-  return m;
-}
-
-function sameArgmax(a: Tensor, b: Tensor): boolean {
-  const w = a.shape[a.rank - 1]!;
-  for (let p = 0; p < a.size / w; p++) {
-    let ia = 0;
-    let ib = 0;
-    for (let c = 1; c < w; c++) {
-      if (a.data[p * w + c]! > a.data[p * w + ia]!) ia = c;
-      if (b.data[p * w + c]! > b.data[p * w + ib]!) ib = c;
-    }
-    if (ia !== ib) return false;
-  }
-  return true;
-}
+const ort = (bytes: Uint8Array, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> => runRnnOrt(bytes, feeds, { matMulNBitsAccuracyLevel: 0 });
 
 const VOCAB = 13;
 const L = 5;
@@ -84,7 +49,7 @@ describe('weight-QDQ export of a QAT gru-lm (Embedding → QatGRU → last step 
     const want = noGrad(() => model.forward(x));
     const got = (await ort(ex.bytes, { input: x }))[ex.outputs[0]!.name]!;
     assert.ok(maxDiff(got, want) <= 1e-5 * Math.max(1, maxAbs(want)), `|Δ| ${maxDiff(got, want)}`);
-    assert.ok(sameArgmax(got, want));
+    assert.equal(argmaxAgreement(got, want), 1);
     for (const m of model.modules()) if ('fakeQuantEnabled' in m) m.fakeQuantEnabled = false;
     const float = noGrad(() => model.forward(x));
     assert.ok(maxDiff(float, got) > 1e-3, `the export is as far from float as ${maxDiff(float, got)}`);
@@ -105,7 +70,7 @@ describe('weight-QDQ export of a QAT gru-lm (Embedding → QatGRU → last step 
       const want = noGrad(() => model.forward(x));
       const got = (await ort(ex.bytes, { input: x }))[ex.outputs[0]!.name]!;
       assert.ok(maxDiff(got, want) <= 1e-4 * Math.max(1, maxAbs(want)), `|Δ| ${maxDiff(got, want)}`);
-      assert.ok(sameArgmax(got, want));
+      assert.equal(argmaxAgreement(got, want), 1);
     });
   }
 

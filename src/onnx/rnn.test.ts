@@ -7,52 +7,14 @@ import type { QuantizerSpec } from '../quant/quantizers/quantizer.ts';
 import { narrow, randn, reshape, Rng, Tensor } from '../tensor/index.ts';
 import { decodeModel, encodeModel, OnnxAttributeType, OnnxDataType, OnnxError, tensorValue, type OnnxModel } from './proto.ts';
 import { exportRnnOnnx } from './rnn.ts';
+import { argmaxAgreement, maxAbs, maxDiff, runRnnOrt } from './rnn-testing.ts';
 import { openRnnOnnx } from './rnn-verify.ts';
 import { loadOnnxRuntime } from './verify.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
 
-/** Runs ONNX bytes on named feeds; every output by name. */
-async function ort(bytes: Uint8Array, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-  const runner = await openRnnOnnx(bytes);
-  if ('skipped' in runner) throw new Error(runner.skipped);
-  try {
-    return await runner.run(feeds);
-  } finally {
-    await runner.release();
-  }
-}
-
-function maxDiff(a: Tensor, b: Tensor): number {
-  assert.deepEqual(a.shape, b.shape);
-  let d = 0;
-  for (let i = 0; i < a.size; i++) d = Math.max(d, Math.abs(a.data[i]! - b.data[i]!));
-  return d;
-}
-
-function maxAbs(a: Tensor): number {
-  let m = 0;
-  for (let i = 0; i < a.size; i++) m = Math.max(m, Math.abs(a.data[i]!));
-  return m;
-}
-
-/** Fraction of vectors along the last axis with the same argmax. */
-function argmaxAgreement(a: Tensor, b: Tensor): number {
-  const w = a.shape[a.rank - 1]!;
-  const n = a.size / w;
-  let same = 0;
-  for (let p = 0; p < n; p++) {
-    let ia = 0;
-    let ib = 0;
-    for (let c = 1; c < w; c++) {
-      if (a.data[p * w + c]! > a.data[p * w + ia]!) ia = c;
-      if (b.data[p * w + c]! > b.data[p * w + ib]!) ib = c;
-    }
-    if (ia === ib) same++;
-  }
-  return same / n;
-}
+const ort = (bytes: Uint8Array, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> => runRnnOrt(bytes, feeds);
 
 function ids(shape: [number, number], vocab: number, rng: Rng): Tensor {
   return new Tensor(Int32Array.from({ length: shape[0] * shape[1] }, () => Math.floor(rng.uniform() * vocab)), shape);
