@@ -11,10 +11,10 @@
  * bytes and onnxruntime-node agreement on 2000 test windows (lowbit export --verify).
  * Writes bench/results/lm-cli.json.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lowbit, number } from './cli.ts';
+import { evalFigures, exportFigures, lowbit } from './cli.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { flag } from '../flags.ts';
 
@@ -40,22 +40,16 @@ for (const [name, args] of rows) {
   await lowbit(trainArgs);
   const trainSeconds = (performance.now() - t0) / 1000;
   const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; parameters: number; history: { epochs: { seconds: number }[] } };
-  const evalText = await lowbit(['eval', run]);
-  const onnx = join(run, 'model.onnx');
-  const exportText = await lowbit(['export', run, '--out', onnx, '--verify', '--samples', '2000']);
+  const evaluated = await evalFigures(run);
+  const exported = await exportFigures(run);
   results.push({
     name,
     command: `lowbit ${trainArgs.join(' ')}`,
     parameters: metrics.parameters,
     trainSeconds,
     validPerplexity: metrics.validPerplexity,
-    testPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
-    testAccuracy: number(evalText, /next-word accuracy ([\d.]+) %/, 'accuracy') / 100,
-    predictedWordsPerSecond: number(evalText, /throughput +(\d+) predicted words\/s/, 'throughput'),
-    onnxBytes: statSync(onnx).size,
-    ortPerplexity: number(exportText, /onnxruntime ([\d.]+), lowbit/, 'ORT perplexity'),
-    lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
-    argmaxAgreement: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
+    ...evaluated,
+    ...exported.figures,
   });
   console.log(JSON.stringify(results.at(-1)));
 }

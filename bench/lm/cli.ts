@@ -1,8 +1,12 @@
 /**
  * Runs `lowbit` CLI commands in-process for the language-model table benches (cli-table.ts,
- * irnn-table.ts): echoes the command and its printed lines, returns stdout, throws on a non-zero
- * exit; `number` reads one figure (thousands separators allowed) out of a command's output.
+ * irnn-table.ts, gru-sotu-table.ts, transformer-table.ts): echoes the command and its printed
+ * lines, returns stdout, throws on a non-zero exit; `number` reads one figure (thousands
+ * separators allowed) out of a command's output; `evalFigures` and `exportFigures` run
+ * `lowbit eval RUN` and `lowbit export RUN --verify` and read the table's figures off them.
  */
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { main } from '../../src/cli/main.ts';
 
@@ -23,4 +27,33 @@ export function number(text: string, pattern: RegExp, what: string): number {
   const m = pattern.exec(text);
   if (!m) throw new Error(`no ${what} in:\n${text}`);
   return Number(m[1]!.replace(/,/g, ''));
+}
+
+/** `lowbit eval RUN`: test perplexity, next-word accuracy (a fraction) and predicted words/s. */
+export async function evalFigures(run: string): Promise<{ testPerplexity: number; testAccuracy: number; predictedWordsPerSecond: number }> {
+  const evalText = await lowbit(['eval', run]);
+  return {
+    testPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
+    testAccuracy: number(evalText, /next-word accuracy ([\d.]+) %/, 'accuracy') / 100,
+    predictedWordsPerSecond: number(evalText, /throughput +(\d+) predicted words\/s/, 'throughput'),
+  };
+}
+
+/**
+ * `lowbit export RUN --out RUN/model.onnx --verify --samples 2000`: the file's size and the
+ * onnxruntime-node comparison (both perplexities, argmax agreement as a fraction); `text` is the
+ * command's output for further figures.
+ */
+export async function exportFigures(run: string): Promise<{ text: string; figures: { onnxBytes: number; ortPerplexity: number; lowbitPerplexity2000: number; argmaxAgreement: number } }> {
+  const onnx = join(run, 'model.onnx');
+  const text = await lowbit(['export', run, '--out', onnx, '--verify', '--samples', '2000']);
+  return {
+    text,
+    figures: {
+      onnxBytes: statSync(onnx).size,
+      ortPerplexity: number(text, /onnxruntime ([\d.]+), lowbit/, 'ORT perplexity'),
+      lowbitPerplexity2000: number(text, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
+      argmaxAgreement: number(text, /argmax +([\d.]+) %/, 'agreement') / 100,
+    },
+  };
 }

@@ -12,10 +12,10 @@
  * processes may run different --only rows: each merges its rows into
  * bench/results/lm-gru-sotu.json by name.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lowbit, number } from './cli.ts';
+import { evalFigures, exportFigures, lowbit } from './cli.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { flag } from '../flags.ts';
 
@@ -44,9 +44,8 @@ for (const [name, args] of rows) {
     trainSeconds = (performance.now() - t0) / 1000;
   }
   const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; parameters: number; totalSeconds: number; testSamples: number };
-  const evalText = await lowbit(['eval', run]);
-  const onnx = join(run, 'model.onnx');
-  const exportText = await lowbit(['export', run, '--out', onnx, '--verify', '--samples', '2000']);
+  const evaluated = await evalFigures(run);
+  const exported = await exportFigures(run);
   const row = {
     name,
     command: `lowbit ${trainArgs.join(' ')}`,
@@ -54,13 +53,8 @@ for (const [name, args] of rows) {
     trainSeconds: trainSeconds ?? metrics.totalSeconds,
     validPerplexity: metrics.validPerplexity,
     testWindows: metrics.testSamples,
-    testPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
-    testAccuracy: number(evalText, /next-word accuracy ([\d.]+) %/, 'accuracy') / 100,
-    predictedWordsPerSecond: number(evalText, /throughput +(\d+) predicted words\/s/, 'throughput'),
-    onnxBytes: statSync(onnx).size,
-    ortPerplexity: number(exportText, /onnxruntime ([\d.]+), lowbit/, 'ORT perplexity'),
-    lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
-    argmaxAgreement: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
+    ...evaluated,
+    ...exported.figures,
   };
   console.log(JSON.stringify(row));
   const previous = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as { rows: { name: string }[] }).rows : [];

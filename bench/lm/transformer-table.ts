@@ -10,10 +10,10 @@
  * --reuse skips the training of a row whose run directory already has a metrics.json.
  * Writes bench/results/lm-transformer.json after every row.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lowbit, number } from './cli.ts';
+import { evalFigures, exportFigures, lowbit, number } from './cli.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { flag } from '../flags.ts';
 
@@ -46,7 +46,7 @@ for (const [name, args] of rows) {
     trainSeconds = (performance.now() - t0) / 1000;
   }
   const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { validPerplexity: number; parameters: number; totalSeconds: number; history: { epochs: { seconds: number }[] } };
-  const evalText = await lowbit(['eval', run]);
+  const evaluated = await evalFigures(run);
   const row: Record<string, unknown> = {
     name: `transformer-lm ${name}`,
     command: `lowbit ${trainArgs.join(' ')}`,
@@ -54,20 +54,11 @@ for (const [name, args] of rows) {
     trainSeconds: trainSeconds ?? metrics.totalSeconds,
     epochSeconds: metrics.history.epochs.map((e) => e.seconds),
     validPerplexity: metrics.validPerplexity,
-    testPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
-    testAccuracy: number(evalText, /next-word accuracy ([\d.]+) %/, 'accuracy') / 100,
-    predictedWordsPerSecond: number(evalText, /throughput +(\d+) predicted words\/s/, 'throughput'),
+    ...evaluated,
   };
   if (exportToo) {
-    const onnx = join(run, 'model.onnx');
-    const exportText = await lowbit(['export', run, '--out', onnx, '--verify', '--samples', '2000']);
-    Object.assign(row, {
-      onnxBytes: statSync(onnx).size,
-      ortPerplexity: number(exportText, /onnxruntime ([\d.]+), lowbit/, 'ORT perplexity'),
-      lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
-      argmaxAgreement: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
-      maxLogitDiff: number(exportText, /max \|diff\| ([\d.e+-]+)/, 'logit difference'),
-    });
+    const { text, figures } = await exportFigures(run);
+    Object.assign(row, { ...figures, maxLogitDiff: number(text, /max \|diff\| ([\d.e+-]+)/, 'logit difference') });
   }
   results.push(row);
   console.log(JSON.stringify(row));
