@@ -631,6 +631,31 @@ function emitGateWeight(b: RnnGraph, name: string, weight: Tensor, wq: Quantizer
 }
 
 /**
+ * W, R and B of a one-direction ONNX LSTM / GRU node for a QAT layer: both weights through
+ * emitGateWeight, and b_ih, b_hh reordered into B ('' without biases). `deviation` is the larger
+ * of the two weights' (null when neither is quantized).
+ */
+function emitNodeOperands(
+  b: RnnGraph, layer: string, weights: readonly (readonly [Tensor, Quantizer | null, number, 'W' | 'R'])[], bih: Tensor | undefined, bhh: Tensor | undefined, order: readonly number[], H: number,
+): { w: string; r: string; bias: string; deviation: number | null } {
+  let deviation: number | null = null;
+  const [w, r] = weights.map(([weight, wq, cols, tag]) => {
+    const out = emitGateWeight(b, `${layer}.${tag}`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, order, H, cols);
+    if (out.deviation !== null) deviation = Math.max(deviation ?? 0, out.deviation);
+    return out.value;
+  }) as [string, string];
+  const G = order.length;
+  let bias = '';
+  if (bih && bhh) {
+    const B = new Float32Array(2 * G * H);
+    reorderGates(bih.data, order, H, 1, B, 0);
+    reorderGates(bhh.data, order, H, 1, B, G * H);
+    bias = b.float(`${layer}.B`, [1, 2 * G * H], B);
+  }
+  return { w, r, bias, deviation };
+}
+
+/**
  * A QAT recurrent weight [rows, cols] transposed for MatMul ([cols, rows], lowbit gate order):
  * float32, or int8 + DequantizeLinear with per-row scales on axis 1. `deviation` is null when the
  * weight is not quantized.
@@ -677,20 +702,10 @@ function emitQatLstm(b: RnnGraph, m: QatLSTM, label: string, x: string, starts: 
     const weights = [[wih, active(q.weightIh), inF, 'W'], [whh, active(q.weightHh), H, 'R']] as const;
     const initial = starts.map((s, p) => stateSlice(b, s, k, 1, `${layer}.${p === 0 ? 'h0' : 'c0'}`));
     if (!hq) {
-      const [w, r] = weights.map(([weight, wq, cols, tag]) => {
-        const out = emitGateWeight(b, `${layer}.${tag}`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, LSTM_GATES, H, cols);
-        if (out.deviation !== null) {
-          deviation = Math.max(deviation, out.deviation);
-          quantized = true;
-        }
-        return out.value;
-      }) as [string, string];
-      let bias = '';
-      if (bih && bhh) {
-        const B = new Float32Array(8 * H);
-        reorderGates(bih.data, LSTM_GATES, H, 1, B, 0);
-        reorderGates(bhh.data, LSTM_GATES, H, 1, B, 4 * H);
-        bias = b.float(`${layer}.B`, [1, 8 * H], B);
+      const { w, r, bias, deviation: weightDeviation } = emitNodeOperands(b, layer, weights, bih, bhh, LSTM_GATES, H);
+      if (weightDeviation !== null) {
+        deviation = Math.max(deviation, weightDeviation);
+        quantized = true;
       }
       const ins = [cur, w, r, bias, '', initial[0] ?? '', initial[1] ?? ''];
       while (ins[ins.length - 1] === '') ins.pop();
@@ -772,20 +787,10 @@ function emitQatGru(b: RnnGraph, m: QatGRU, label: string, x: string, starts: re
     const weights = [[params.get(`weight_ih_l${k}`)!, active(q.weightIh), inF, 'W'], [params.get(`weight_hh_l${k}`)!, active(q.weightHh), H, 'R']] as const;
     const initial = starts.map((s) => stateSlice(b, s, k, 1, `${layer}.h0`));
     if (!hq) {
-      const [w, r] = weights.map(([weight, wq, cols, tag]) => {
-        const out = emitGateWeight(b, `${layer}.${tag}`, weight, wq, `${layer}.${tag === 'W' ? 'weight_ih' : 'weight_hh'}`, GRU_GATES, H, cols);
-        if (out.deviation !== null) {
-          deviation = Math.max(deviation, out.deviation);
-          quantized = true;
-        }
-        return out.value;
-      }) as [string, string];
-      let bias = '';
-      if (bih && bhh) {
-        const B = new Float32Array(6 * H);
-        reorderGates(bih.data, GRU_GATES, H, 1, B, 0);
-        reorderGates(bhh.data, GRU_GATES, H, 1, B, 3 * H);
-        bias = b.float(`${layer}.B`, [1, 6 * H], B);
+      const { w, r, bias, deviation: weightDeviation } = emitNodeOperands(b, layer, weights, bih, bhh, GRU_GATES, H);
+      if (weightDeviation !== null) {
+        deviation = Math.max(deviation, weightDeviation);
+        quantized = true;
       }
       const ins = [cur, w, r, bias, '', initial[0] ?? ''];
       while (ins[ins.length - 1] === '') ins.pop();
