@@ -12,7 +12,7 @@ import { QatGRU } from './qat-gru.ts';
 import { NextWordModel } from '../../nn/models/next-word.ts';
 import { nextWordQatPlan } from './next-word-plan.ts';
 import { modelSize, prepareRnnQat } from './recipe.ts';
-import { affineOf, int4Row, int4Signed, random64, rows2, sigmoid, timeMajor, type Fq, type Piece } from './testing.ts';
+import { affineOf, int4Row, int4Signed, mixedTwoLayerSpecs, random64, rows2, sigmoid, timeMajor, type Fq, type Piece } from './testing.ts';
 
 const apply = (f: Fq, v: number, row = 0): Piece => (f ? f(v, row) : { y: v, inside: true, dyds: 0 });
 
@@ -60,9 +60,7 @@ describe('QatGRU', () => {
         const rng = new Rng(12);
         const gru = new QatGRU(3, 4, {
           numLayers: 2, batchFirst, dtype: 'float64', rng,
-          weight: [int4Row, { kind: 'ste', bits: 3, granularity: 'tensor' }],
-          input: [{ kind: 'ste', bits: 4, signed: true, symmetric: false, observer: 'minMax' }, int4Signed],
-          hidden: [int4Signed, { kind: 'lsqPlus', bits: 4, signed: true, symmetric: false }],
+          ...mixedTwoLayerSpecs,
         });
         const [L, N] = [5, 2];
         const x = random64(batchFirst ? [N, L, 3] : [L, N, 3], rng, 2);

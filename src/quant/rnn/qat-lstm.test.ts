@@ -8,7 +8,7 @@ import { LSTM } from '../../nn/rnn.ts';
 import { concat, reshape, Rng, Tensor } from '../../tensor/index.ts';
 import { disableFakeQuant } from '../qat/prepare.ts';
 import { QatLSTM } from './qat-lstm.ts';
-import { affineOf, int4Row, int4Signed, random64, rows2, sigmoid, timeMajor, type Fq, type Piece } from './testing.ts';
+import { affineOf, int4Row, int4Signed, mixedTwoLayerSpecs, random64, rows2, sigmoid, timeMajor, type Fq, type Piece } from './testing.ts';
 
 /**
  * One layer of the QatLSTM recurrence in plain float64 JavaScript, time-major [L][N][·] arrays,
@@ -58,9 +58,7 @@ describe('QatLSTM', () => {
         const rng = new Rng(11);
         const lstm = new QatLSTM(3, 4, {
           numLayers: 2, batchFirst, dtype: 'float64', rng,
-          weight: [int4Row, { kind: 'ste', bits: 3, granularity: 'tensor' }],
-          input: [{ kind: 'ste', bits: 4, signed: true, symmetric: false, observer: 'minMax' }, int4Signed],
-          hidden: [int4Signed, { kind: 'lsqPlus', bits: 4, signed: true, symmetric: false }],
+          ...mixedTwoLayerSpecs,
         });
         const [L, N] = [5, 2];
         const x = random64(batchFirst ? [N, L, 3] : [L, N, 3], rng, 2);

@@ -61,3 +61,10 @@ export function timeMajor(x: Tensor, batchFirst: boolean): number[][][] {
 export const int4Row: QuantizerSpec = { kind: 'lsq', bits: 4, granularity: 'channel' };
 /** 4-bit signed symmetric LSQ activations. */
 export const int4Signed: QuantizerSpec = { kind: 'lsq', bits: 4, signed: true, symmetric: true };
+
+/** Per-layer specs of the two-layer forward checks: LSQ, STE min-max and LSQ+ mixed across operands and layers. */
+export const mixedTwoLayerSpecs: { readonly weight: QuantizerSpec[]; readonly input: QuantizerSpec[]; readonly hidden: QuantizerSpec[] } = {
+  weight: [int4Row, { kind: 'ste', bits: 3, granularity: 'tensor' }],
+  input: [{ kind: 'ste', bits: 4, signed: true, symmetric: false, observer: 'minMax' }, int4Signed],
+  hidden: [int4Signed, { kind: 'lsqPlus', bits: 4, signed: true, symmetric: false }],
+};
