@@ -19,11 +19,17 @@ import { chromiumUnavailable, withChromiumPage } from './chromium.ts';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = mkdtempSync(join(tmpdir(), 'lowbit-examples-'));
 
+/**
+ * Per example. The children inherit LOWBIT_BACKEND: on the pure-TS reference backend (the
+ * reference test suite) ptq.ts alone took over 2 minutes beside a CI run.
+ */
+const EXAMPLE_TIMEOUT_MS = process.env['LOWBIT_BACKEND'] === 'reference' ? 900_000 : 120_000;
+
 /** Runs `examples/<file>` with tiny settings; resolves with its stdout, rejects with its stderr on a non-zero exit. */
 function runExample(file: string, args: string[] = []): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, ['--import', 'tsx', join('examples', file), ...args], {
-      cwd: root, env: { ...process.env, LOWBIT_EXAMPLE_QUICK: '1' }, timeout: 120_000, maxBuffer: 16 << 20,
+      cwd: root, env: { ...process.env, LOWBIT_EXAMPLE_QUICK: '1' }, timeout: EXAMPLE_TIMEOUT_MS, maxBuffer: 16 << 20,
     }, (error, stdout, stderr) => {
       if (error) reject(new Error(`examples/${file} failed (${error.message}):\n${stderr}\n${stdout}`));
       else resolve(stdout);
