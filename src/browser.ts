@@ -17,6 +17,7 @@ export * as lowp from './lowp/index.ts';
 export * as distributed from './distributed/index.ts';
 export { fit, evaluate, countCorrect, formatPercent, TrainingDivergedError, type Batch, type BatchSource, type FitOptions, type History, type EpochRecord, type LossFn } from './train/fit.ts';
 export { evaluatePerplexity, PerplexityMeter, type PerplexityResult } from './train/perplexity.ts';
+export { LM_OBJECTIVES, isLmObjective, shiftedTargets, everyPositionBatches, everyPositionLoss, EveryPositionObjective, type LmObjective, type AllPositionsModel } from './train/lm-objective.ts';
 export { createDataset, type Dataset } from './data/dataset.ts';
 export { DataLoader, type DataLoaderOptions } from './data/loader.ts';
 export * as format from './format/index.ts';

@@ -28,3 +28,13 @@ export {
   type StateTensors,
 } from './checkpoint.ts';
 export { preferThroughputGc } from './gc.ts';
+export {
+  LM_OBJECTIVES,
+  isLmObjective,
+  shiftedTargets,
+  everyPositionBatches,
+  everyPositionLoss,
+  EveryPositionObjective,
+  type LmObjective,
+  type AllPositionsModel,
+} from './lm-objective.ts';

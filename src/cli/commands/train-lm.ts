@@ -14,6 +14,8 @@ import { qatParamGroups } from '../../quant/qat/index.ts';
 import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, type NextWordQuantChoice } from '../../quant/rnn/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
 import { fit, formatPercent, preferThroughputGc, type EpochRecord, type EpochScheduler } from '../../train/index.ts';
+import { EveryPositionObjective, everyPositionBatches, isLmObjective, LM_OBJECTIVES, type LmObjective } from '../../train/lm-objective.ts';
+import { TransformerLM } from '../../nn/index.ts';
 import { UsageError } from '../args.ts';
 import { backendDetails, describeBackend } from '../backend-info.ts';
 import type { CommandIO } from '../command.ts';
@@ -52,15 +54,26 @@ export interface LmTrainOptions {
   readonly hidden?: number;
   readonly embed?: number;
   readonly vocab?: number;
+  /** 'all' (every position predicts its next word; transformer-lm only, its default) or 'last' (one prediction per window). */
+  readonly objective?: string;
 }
 
-/** Line of one epoch: train and validation loss, perplexity and accuracy. */
-function epochLine(r: EpochRecord, epochs: number): string {
-  const parts = [`epoch ${r.epoch}/${epochs}`, `train loss ${r.trainLoss.toFixed(4)}`, `train ppl ${Math.exp(r.trainLoss).toFixed(2)}`];
+/** The objective of a run: --objective, else 'all' for transformer-lm and 'last' for the recurrent models (which have no every-position forward). */
+export function lmObjectiveOf(model: LmTrainOptions['model'], given: string | undefined): LmObjective {
+  const objective = given ?? (model === 'transformer-lm' ? 'all' : 'last');
+  if (!isLmObjective(objective)) throw new UsageError(`--objective ${objective}: expected one of ${LM_OBJECTIVES.join(', ')}`, 'train');
+  if (objective === 'all' && model !== 'transformer-lm') throw new UsageError(`--objective all needs a model that predicts at every position (--model transformer-lm); --model ${model} trains --objective last`, 'train');
+  return objective;
+}
+
+/** Line of one epoch: train and validation loss, perplexity and accuracy (the train figures over every position with --objective all). */
+function epochLine(r: EpochRecord, epochs: number, objective: LmObjective): string {
+  const trainWhat = objective === 'all' ? 'train (all positions)' : 'train';
+  const parts = [`epoch ${r.epoch}/${epochs}`, `${trainWhat} loss ${r.trainLoss.toFixed(4)}`, `train ppl ${Math.exp(r.trainLoss).toFixed(2)}`];
   if (r.testLoss !== undefined && r.testAccuracy !== undefined) {
     parts.push(`valid loss ${r.testLoss.toFixed(4)}`, `valid ppl ${Math.exp(r.testLoss).toFixed(2)}`, `valid acc ${formatPercent(r.testAccuracy)}`);
   }
-  parts.push(`${r.seconds.toFixed(1)} s`, `${Math.round(r.samplesPerSecond)} words/s`);
+  parts.push(`${r.seconds.toFixed(1)} s`, `${Math.round(r.samplesPerSecond)} ${objective === 'all' ? 'predicted words/s (all positions)' : 'words/s'}`);
   if (r.lr !== undefined) parts.push(`lr ${r.lr.toPrecision(3)}`);
   return parts.join('  ');
 }
@@ -121,6 +134,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   if (!isNextWordQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is an image-model scheme; --model ${options.model} takes --quant ${NEXT_WORD_QUANT_CHOICES.join('|')}`, 'train');
   const quant: NextWordQuantChoice = quantGiven;
   refuseImageOptions(options, quant);
+  const objective = lmObjectiveOf(options.model, options.objective);
   const init = options.init === undefined ? null : initRun(options.init, options, dataset);
   if (init && quant === 'fp32') throw new UsageError('--init starts QAT from a float32 run: pass a --quant other than fp32', 'train');
   const epochs = options.epochs ?? LM_DEFAULTS.epochs;
@@ -157,7 +171,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   const config = {
     ...settings, epochs, batchSize, optimizer: options.optimizer, lr: options.lr, momentum: options.momentum, weightDecay: options.weightDecay,
     schedule: options.schedule, seed: options.seed, limit: options.limit, testLimit: options.testLimit, quantLrScale: options.quantLrScale,
-    estimator: quant === 'fp32' ? undefined : 'lsq', init: options.init, out, backend: backend.active,
+    estimator: quant === 'fp32' ? undefined : 'lsq', init: options.init, out, backend: backend.active, objective,
   };
   const quantized = quant !== 'fp32';
   const rows: [string, string][] = [
@@ -165,6 +179,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     ['quant', quantized ? `${quant}, lsq estimator (weights per row${quant === 'w4' ? ', activations float' : options.model === 'transformer-lm' ? ', activations per tensor at every matmul input incl. Q, K, V and the attention weights' : ', activations per tensor incl. h_{t-1}'})` : 'fp32 (none)'],
     ['data', `${dataset}, words, ${sizes.seqLen}-word context: ${trainSet.length} train / ${validSet.length} validation windows (test split held out for lowbit eval), batch ${batchSize}`],
     ['optimizer', `${options.optimizer} lr ${options.lr}, ${options.schedule} schedule${quantized ? `, quantizer params at ${options.quantLrScale}x lr` : ''}, ${epochs} epoch${epochs === 1 ? '' : 's'}, seed ${options.seed}`],
+    ['objective', objective === 'all' ? `all: every position predicts its next word (${sizes.seqLen} per window; validation: the last position, as --objective last)` : 'last: one prediction per window (the word after it)'],
     ['backend', describeBackend(backend)],
     ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
     ['output', out],
@@ -176,8 +191,14 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   makeDirs(out);
   const checkpointPath = join(out, 'checkpoint.safetensors');
   const start = performance.now();
-  const history = fit(model, {
-    trainLoader: contextIdBatches(new DataLoader(trainSet, { batchSize, shuffle: true, seed: options.seed })),
+  const trainBatches = contextIdBatches(new DataLoader(trainSet, { batchSize, shuffle: true, seed: options.seed }));
+  let trained: typeof model | EveryPositionObjective = model;
+  if (objective === 'all') {
+    if (!(model instanceof TransformerLM)) throw new UsageError(`--objective all needs --model transformer-lm`, 'train');
+    trained = new EveryPositionObjective(model);
+  }
+  const history = fit(trained, {
+    trainLoader: objective === 'all' ? everyPositionBatches(trainBatches) : trainBatches,
     testLoader: contextIdBatches(new DataLoader(validSet, { batchSize: 256 })),
     optimizer,
     scheduler,
@@ -187,7 +208,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     checkpoint: { path: checkpointPath },
     config,
     log: () => {},
-    onEpochEnd: (record) => io.print(epochLine(record, epochs)),
+    onEpochEnd: (record) => io.print(epochLine(record, epochs, objective)),
   });
   const totalSeconds = (performance.now() - start) / 1000;
   const last = history.epochs.at(-1);
