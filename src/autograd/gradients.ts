@@ -248,8 +248,10 @@ const RULES: RuleTable = {
   // Rounding has a zero derivative a.e.; mixed-precision training instead passes the gradient
   // through, rounded to the same format: the backward of a half-precision tensor is half precision.
   castFloat: (g, _i, _out, { format }) => [o.castFloat(g, format)],
-  signSte: (g, [x], _out, { gradient, t = 1, k = 1 }) => {
+  signSte: (g, [x], _out, { gradient, t = 1, k = 1, mu = 0, relaxAlpha = 0.01, cap = 0.5 }) => {
     switch (gradient) {
+      case 'adaste':
+        return [o.mul(g, adasteSlope(x!, g, mu, relaxAlpha, cap))];
       case 'ste':
         return [g];
       case 'clipped':
@@ -263,6 +265,25 @@ const RULES: RuleTable = {
     }
   },
 };
+
+/**
+ * AdaSTE's backward slope s (the gradient is g·s), elementwise from x = θ and the incoming g
+ * (src/quant/quantizers/adaste.ts has the derivation). With the relaxed inner solution
+ * w*(θ) = clamp((θ + μ(1+ρ)·sign θ)/(1+μ), −1, 1):
+ *   s_lin = 1/(1+μ) on |θ| < 1 − μρ, else 0 (the derivative of w*);
+ *   g·θ ≤ 0 (the step moves θ away from 0): s = s_lin;
+ *   g·θ > 0 (the step moves θ toward the flip): s = max(s_lin, min(cap, (|w*(θ)| + |w*(0⁻)|)/|θ|)),
+ * the finite difference (w*(θ) − w*(θ − βg))/(βg) at the adaptive β = θ/g that just reaches 0.
+ */
+function adasteSlope(x: Tensor, g: Tensor, mu: number, relaxAlpha: number, cap: number): Tensor {
+  const a = o.abs(x);
+  const shift = (mu * (1 + relaxAlpha)) / (1 + mu);
+  const linear = o.mul(o.less(a, 1 - mu * relaxAlpha), 1 / (1 + mu));
+  const inner = o.minimum(o.add(o.mul(a, 1 / (1 + mu)), shift), 1);
+  const finiteDifference = o.div(o.add(inner, Math.min(1, shift)), o.maximum(a, 1e-30));
+  const boosted = o.maximum(linear, o.minimum(finiteDifference, cap));
+  return o.where(o.greater(o.mul(g, x), 0), boosted, linear);
+}
 
 /**
  * W_hh's gradient of a fused recurrent sequence: d(hiddenGates) [·, ·, G·H] (rows as the

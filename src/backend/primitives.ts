@@ -226,9 +226,17 @@ export interface PrimitiveAttrs {
   /**
    * (x) -> +1 where x >= 0 else -1 (sign(0) = +1). Gradient: 'ste' identity; 'clipped' 1 on
    * |x| <= 1 (BinaryConnect/XNOR); 'approxSign' 2 - 2|x| on |x| <= 1 (Bi-Real); 'ede'
-   * k·t·(1 - tanh²(t·x)) (IR-Net's error decay estimator).
+   * k·t·(1 - tanh²(t·x)) (IR-Net's error decay estimator); 'adaste' AdaSTE's adaptive estimator
+   * with relaxation weight `mu`, margin `relaxAlpha` and cap `cap` (src/quant/quantizers/adaste.ts).
    */
-  signSte: { readonly gradient: 'ste' | 'clipped' | 'approxSign' | 'ede'; readonly t?: number; readonly k?: number };
+  signSte: {
+    readonly gradient: 'ste' | 'clipped' | 'approxSign' | 'ede' | 'adaste';
+    readonly t?: number;
+    readonly k?: number;
+    readonly mu?: number;
+    readonly relaxAlpha?: number;
+    readonly cap?: number;
+  };
   // ---- low-precision training (src/lowp)
   /**
    * (x) -> x rounded to the 16-bit float `format` (round to nearest even; fp16 keeps subnormals and

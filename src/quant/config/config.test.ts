@@ -177,7 +177,7 @@ describe('quant/qat/cli: --quant and --estimator', () => {
     assert.deepEqual(qatFromCliOptions({ quant: 'w4a4' })!.default, qconfigFor('w4a4', 'lsq'));
     assert.deepEqual(qatFromCliOptions({ quant: 'w8a8', estimator: 'pact' })!.default, qconfigFor('w8a8', 'pact'));
     assert.equal(qatFromCliOptions({ quant: 'w1a1' })!.default.weight!.kind, 'binary');
-    assert.throws(() => qatFromCliOptions({ quant: 'w1a1', estimator: 'lsq' }), /--estimator lsq does not apply to --quant w1a1; valid: binary, irnet, smoothBinary/);
+    assert.throws(() => qatFromCliOptions({ quant: 'w1a1', estimator: 'lsq' }), /--estimator lsq does not apply to --quant w1a1; valid: binary, irnet, smoothBinary, adaste/);
     assert.throws(() => qatFromCliOptions({ quant: 'fp32', estimator: 'lsq' }), /needs a quantization scheme/);
     assert.deepEqual([...QUANT_CHOICES], ['fp32', 'w8a8', 'w4a4', 'w2a2', 'w1a1', 'ternary']);
     assert.equal(quantCliOptions.quant.default, 'fp32');

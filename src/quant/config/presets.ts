@@ -84,5 +84,7 @@ export const binarySignPerChannel = preset({ kind: 'binary', bits: 1, granularit
 export const irnetBinary = preset({ kind: 'irnet', bits: 1, granularity: 'channel' });
 /** Binary with a smooth (annealed tanh) surrogate gradient. */
 export const smoothBinarySign = preset({ kind: 'smoothBinary', bits: 1, granularity: 'tensor' });
+/** AdaSTE (Le et al. 2022): sign weights, per-channel α, adaptive straight-through gradient, the authors' defaults. */
+export const adasteBinaryPerChannel = preset({ kind: 'adaste', bits: 1, granularity: 'channel' });
 /** TWN (Li et al. 2016): values {−α, 0, +α}, threshold Δ = 0.7·mean|w|, per tensor. Stored in 2 bits. */
 export const ternaryTwn = preset({ kind: 'ternary', bits: 2, granularity: 'tensor', thresholdFactor: 0.7 });

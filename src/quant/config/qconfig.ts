@@ -17,7 +17,7 @@ export interface QConfig {
 export type QuantRole = 'weight' | 'activation';
 
 /** Kinds whose values are ±α (bits must be 1). */
-export const BINARY_KINDS: readonly string[] = ['binary', 'irnet', 'smoothBinary'];
+export const BINARY_KINDS: readonly string[] = ['binary', 'irnet', 'smoothBinary', 'adaste'];
 /** Kinds whose values are {−α, 0, +α} (stored in 2 bits). */
 export const TERNARY_KINDS: readonly string[] = ['ternary'];
 /** Kinds that quantize onto an affine integer grid (with a zero level). */
@@ -48,7 +48,7 @@ export function validateSpec(spec: QuantizerSpec, role: QuantRole, where: string
   if (!isBinary && !isTernary) {
     if (bits < 1 || bits > 16) fail(`bits must be in [1, 16], got ${bits}`);
     if (bits === 1 && spec.signed !== false && UNIFORM_KINDS.includes(spec.kind)) {
-      fail("a signed 1-bit uniform grid does not exist: use a binary kind ('binary', 'irnet', 'smoothBinary') or signed: false");
+      fail("a signed 1-bit uniform grid does not exist: use a binary kind ('binary', 'irnet', 'smoothBinary', 'adaste') or signed: false");
     }
   }
   if ((QUANTIZER_KINDS as readonly string[]).includes(spec.kind)) {
@@ -124,7 +124,7 @@ export const SCHEMES = ['w8a8', 'w4a4', 'w2a2', 'w1a1', 'ternary'] as const;
 export type Scheme = (typeof SCHEMES)[number];
 
 export const ESTIMATORS = [
-  'ste', 'clippedSte', 'lsq', 'lsqPlus', 'pact', 'dorefa', 'lqnet', 'noise', 'binary', 'irnet', 'smoothBinary', 'ternary',
+  'ste', 'clippedSte', 'lsq', 'lsqPlus', 'pact', 'dorefa', 'lqnet', 'noise', 'binary', 'irnet', 'smoothBinary', 'adaste', 'ternary',
 ] as const;
 export type Estimator = (typeof ESTIMATORS)[number];
 
@@ -154,6 +154,8 @@ const BINARY: Partial<Record<Estimator, { weight: QuantizerSpec; signActivation:
   irnet: { weight: p.irnetBinary, signActivation: { ...p.irnetBinary, granularity: 'tensor' } },
   // smoothBinary is a weight relaxation; its activations binarize with plain sign.
   smoothBinary: { weight: { ...p.smoothBinarySign, granularity: 'channel' }, signActivation: p.binarySign },
+  // AdaSTE is a weight estimator; its activations binarize with plain sign.
+  adaste: { weight: p.adasteBinaryPerChannel, signActivation: p.binarySign },
 };
 
 /** The estimators `qconfigFor(scheme, ·)` accepts. */
@@ -185,7 +187,7 @@ export interface QConfigForOptions {
  *   activations with per-channel STE weights). DoReFa weights are rescaled to [−1, 1]: they suit
  *   networks with a BatchNorm after each layer (cnn), not LeNet-5 or a BN-free MLP. 'lqnet' is not offered at 8 bits (a 256-level
  *   learned basis is not what LQ-Nets is for).
- * - w1a1: weights 'binary' (sign, per-channel α), 'irnet' or 'smoothBinary'; activations 1-bit
+ * - w1a1: weights 'binary' (sign, per-channel α), 'irnet', 'smoothBinary' or 'adaste'; activations 1-bit
  *   {0, s} with a learned step (uint1Lsq), or the estimator's sign with `signActivations: true`.
  * - ternary: TWN weights; the estimator picks the activation quantizer ('ternary' = 'ste'),
  *   8-bit activations by default, 4 with `activationBits: 4`.

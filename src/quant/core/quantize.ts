@@ -101,3 +101,11 @@ export function scaleGrad(x: Tensor, scale: number): Tensor {
 export function signSte(x: Tensor, gradient: 'ste' | 'clipped' | 'approxSign' | 'ede' = 'clipped', t = 1, k = 1): Tensor {
   return apply('signSte', [x], { gradient, t, k });
 }
+
+/**
+ * sign with sign(0) = +1 and AdaSTE's adaptive backward (Le et al., CVPR 2022): relaxation weight
+ * `mu` (annealed upward), margin `relaxAlpha`, boost cap `cap`; see src/quant/quantizers/adaste.ts.
+ */
+export function adasteSign(x: Tensor, mu: number, relaxAlpha: number, cap: number): Tensor {
+  return apply('signSte', [x], { gradient: 'adaste', mu, relaxAlpha, cap });
+}

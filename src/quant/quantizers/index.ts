@@ -12,6 +12,7 @@ import { createNoiseQuantizer } from './noise.ts';
 import { createBinaryQuantizer } from './binary.ts';
 import { createIrNetQuantizer } from './irnet.ts';
 import { createSmoothBinaryQuantizer } from './smooth-binary.ts';
+import { createAdaSteQuantizer } from './adaste.ts';
 import { createTernaryQuantizer } from './ternary.ts';
 import type { QuantizerKind } from './kinds.ts';
 
@@ -27,6 +28,7 @@ export { NoiseQuantizer } from './noise.ts';
 export { BinaryQuantizer, type SignGradient } from './binary.ts';
 export { IrNetQuantizer } from './irnet.ts';
 export { SmoothBinaryQuantizer } from './smooth-binary.ts';
+export { AdaSteQuantizer, adasteInnerSolution, adasteSlope } from './adaste.ts';
 export { TernaryQuantizer } from './ternary.ts';
 
 const FACTORIES: Record<QuantizerKind, QuantizerFactory> = {
@@ -41,6 +43,7 @@ const FACTORIES: Record<QuantizerKind, QuantizerFactory> = {
   binary: createBinaryQuantizer,
   irnet: createIrNetQuantizer,
   smoothBinary: createSmoothBinaryQuantizer,
+  adaste: createAdaSteQuantizer,
   ternary: createTernaryQuantizer,
 };
 

@@ -7,14 +7,14 @@ import type { Role } from './common.ts';
 /** Every registered estimator kind. */
 export const QUANTIZER_KINDS = [
   'ste', 'clippedSte', 'lsq', 'lsqPlus', 'pact', 'dorefa', 'lqnet', 'noise',
-  'binary', 'irnet', 'smoothBinary', 'ternary',
+  'binary', 'irnet', 'smoothBinary', 'adaste', 'ternary',
 ] as const;
 
 export type QuantizerKind = (typeof QUANTIZER_KINDS)[number];
 
 /**
  * Kinds that can quantize `role` at `bits`:
- * - 1 bit: the binarizers ('binary', 'irnet'; 'smoothBinary' for weights), 'dorefa' and 'lqnet'
+ * - 1 bit: the binarizers ('binary', 'irnet'; 'smoothBinary' and 'adaste' for weights), 'dorefa' and 'lqnet'
  *   (two levels), and for unsigned activations also the affine kinds with range [0, 1]
  *   ('ste', 'clippedSte', 'lsq', 'lsqPlus', 'noise', 'pact');
  * - 2 bits: every multi-level kind, plus 'ternary' for weights (3 levels stored in 2 bits);
@@ -28,7 +28,7 @@ export function applicableKinds(role: Role, bits: number): QuantizerKind[] {
   if (bits === 1) {
     return activation
       ? [...affine, 'pact', 'dorefa', 'lqnet', 'binary', 'irnet']
-      : ['dorefa', 'lqnet', 'binary', 'irnet', 'smoothBinary'];
+      : ['dorefa', 'lqnet', 'binary', 'irnet', 'smoothBinary', 'adaste'];
   }
   const kinds: QuantizerKind[] = [...affine];
   if (activation) kinds.push('pact');

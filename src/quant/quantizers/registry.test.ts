@@ -18,7 +18,7 @@ function levelBound(kind: string, bits: number): number {
 describe('quantizers: registry, applicable kinds, generic contracts', () => {
   it('every kind in QUANTIZER_KINDS is registered; applicableKinds follows the bit width', () => {
     for (const kind of QUANTIZER_KINDS) assert.ok(quantizerKinds().includes(kind), kind);
-    assert.deepEqual(applicableKinds('weight', 1), ['dorefa', 'lqnet', 'binary', 'irnet', 'smoothBinary']);
+    assert.deepEqual(applicableKinds('weight', 1), ['dorefa', 'lqnet', 'binary', 'irnet', 'smoothBinary', 'adaste']);
     assert.ok(applicableKinds('weight', 2).includes('ternary'));
     assert.ok(!applicableKinds('activation', 2).includes('ternary'));
     assert.ok(applicableKinds('activation', 4).includes('pact') && !applicableKinds('weight', 4).includes('pact'));
