@@ -31,3 +31,7 @@ export {
 } from './schedules.ts';
 export { clipGradNorm } from './clip.ts';
 export { createOptimizer, isOptimizerName, OPTIMIZER_NAMES, type OptimizerByName, type OptimizerName, type OptimizerOptionsMap } from './registry.ts';
+export {
+  quantizeGradientInPlace, withQuantizedGradients, QuantizedGradientOptimizer, MIN_GRADIENT_BITS, MAX_GRADIENT_BITS,
+  type QuantizedGradientOptions, type SteppableOptimizer,
+} from './grad-quant.ts';
