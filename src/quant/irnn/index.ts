@@ -21,3 +21,5 @@ export {
   type QuantTransducerOptions, type QuantPredictorState, type IntJointParams, type IntTransducerParts,
 } from './transducer.ts';
 export { intTransducerToLowbit, intTransducerFromLowbit, saveIntTransducer, loadIntTransducer } from './transducer-io.ts';
+export { QuantGRU, type QuantGRUOptions } from './qgru.ts';
+export { IntGRU, intGruStep, convertQuantGRU, type IntGRUParams } from './intgru.ts';

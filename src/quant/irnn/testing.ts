@@ -8,7 +8,7 @@ import { LowbitFormatError } from '../../format/lowbit.ts';
 import { Adam } from '../../optim/adam.ts';
 import { mseLoss, randn, Tensor, type Rng } from '../../tensor/index.ts';
 import { IrnnFormatError } from './io.ts';
-import type { QuantLSTM } from './qlstm.ts';
+import type { Module } from '../../nn/module.ts';
 
 /**
  * Feeds `good` cut at `cuts` bytes, then `count` copies with 1–3 random bytes replaced, to `use`
@@ -44,12 +44,12 @@ export function fuzzIrnnBytes(
 }
 
 /**
- * Trains `model` (a QuantLSTM with 2 inputs and 8 hidden units) for 40 Adam steps at lr 0.03 on a
+ * Trains `model` (a QuantLSTM or QuantGRU with 2 inputs and 8 hidden units) for 40 Adam steps at lr 0.03 on a
  * tiny sequence task — per step, the tanh-squashed running mean of the first input channel, with
  * alternating signs over the 8 outputs — and asserts the loss stays finite and drops by more than
  * half. Inputs [6, 16, 2] are drawn from `rng`.
  */
-export function assertLearnsRunningMean(model: QuantLSTM, rng: Rng): void {
+export function assertLearnsRunningMean(model: Pick<Module, 'parameters'> & { forward(x: Tensor): readonly [Tensor, unknown] }, rng: Rng): void {
   const x = randn([6, 16, 2], { rng });
   const target = new Float32Array(6 * 16 * 8);
   for (let n = 0; n < 16; n++) {

@@ -1,0 +1,310 @@
+/**
+ * IntGRU: the integer-only runtime of a QuantGRU (the GRU twin of IntLSTM, formats in ./formats.ts).
+ * Weights are int8 codes (2..8 bits used) with per-row scales folded into fixed-point multipliers
+ * M0·2^−n (src/runtime/requantize.ts); the state is int8 h at scale s_h; accumulators are int32;
+ * the gates are the integer PWL tables. Per step and sequence, gate rows in PyTorch's order r, z, n
+ * (accX = W_ih·x, accH = W_hh·h, int8 × int8 → int32):
+ *   gx = clamp(rq(accX; M_ih), ±2^24),  gh = clamp(rq(accH; M_hh), ±2^24)              Q3.12
+ *   r, z = PWL_σ(clamp16(gx + gh + b))               (b = b_ih + b_hh, rows r and z)    Q0.15
+ *   hn   = clamp16(gh_n + b_hn)                                                        Q3.12
+ *   n    = PWL_tanh(clamp16(gx_n + b_in + roundShift(r·hn, 15)))                       Q0.15
+ *   h'   = clamp8(rq(roundShift((2^15 − z)·n, 15); M_out) + roundShift(z·h, 15))       int8 at s_h
+ * with M_out ≈ 2^−15/s_h. The last line is h' = (1 − z)⊙n + z⊙h: (1 − z)·n is rounded to Q0.15
+ * and requantized to h's grid, z·h is already on h's grid (z·h_code·2^−15 codes) and only rounded.
+ * Real numbers appear only at the boundary (`quantizeInput`, `hiddenScale`).
+ */
+import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
+import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import { roundHalfEven } from '../../backend/reference/elementwise.ts';
+import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales, WIDE, weightMax, packedWeightBytes } from './formats.ts';
+import { evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, roundShift, type IntPwl } from './pwl.ts';
+import { requantizeExact, shiftPowers, type ShiftPowers } from './intlstm.ts';
+import type { QuantGRU } from './qgru.ts';
+
+/** Everything an IntGRU holds (what the file stores). */
+export interface IntGRUParams {
+  readonly inputSize: number;
+  readonly hiddenSize: number;
+  /** Real value of one step of x and of h (float32). */
+  readonly inputScale: number;
+  readonly hiddenScale: number;
+  /** [3H, inputSize] and [3H, hiddenSize] int8 codes, gates r, z, n; every code in ±(2^(b−1)−1). */
+  readonly weightIh: Int8Array;
+  readonly weightHh: Int8Array;
+  /** Bit width of the weights (2..8; absent = 8): the file packs them to it. */
+  readonly weightBits?: number;
+  /** Per row [3H]: W_ih·x accumulator → Q3.12, and W_hh·h → Q3.12. */
+  readonly multiplierIh: Int32Array;
+  readonly shiftIh: Int32Array;
+  readonly multiplierHh: Int32Array;
+  readonly shiftHh: Int32Array;
+  /** Q3.12 [3H]: b_ih + b_hh on the r and z rows, b_in on the n rows. */
+  readonly bias: Int32Array;
+  /** Q3.12 [H]: b_hn (added to W_hn·h before r multiplies it). */
+  readonly biasHn: Int32Array;
+  /** (1 − z)·n in Q0.15 → int8 h (≈ 2^−15 / s_h). */
+  readonly outputMultiplier: number;
+  readonly outputShift: number;
+  readonly sigmoid: IntPwl;
+  readonly tanh: IntPwl;
+}
+
+/**
+ * Integer intermediates of GRU steps for `count` sequences (sequence k at k·3H, k·2H, k·H), kept so
+ * that QuantGRU's fake quantization can take the runtime's values. @internal
+ */
+export interface GruStepBuffers {
+  /** Requantized W_ih·x and W_hh·h, Q3.12 [3H]. */
+  readonly gx: Int32Array;
+  readonly gh: Int32Array;
+  /** r and z pre-activations Q3.12 and gates Q0.15 [2H]. */
+  readonly rzPre: Int32Array;
+  readonly rz: Int32Array;
+  /** W_hn·h + b_hn, the n pre-activation (Q3.12) and n (Q0.15) [H]. */
+  readonly hn: Int32Array;
+  readonly nPre: Int32Array;
+  readonly n: Int32Array;
+}
+
+/** @internal */
+export function gruStepBuffers(hiddenSize: number, count: number): GruStepBuffers {
+  const H = hiddenSize * count;
+  return {
+    gx: new Int32Array(3 * H), gh: new Int32Array(3 * H), rzPre: new Int32Array(2 * H), rz: new Int32Array(2 * H),
+    hn: new Int32Array(H), nPre: new Int32Array(H), n: new Int32Array(H),
+  };
+}
+
+/** Precomputed lookups of the batched path: PWL segments and powers of two of the shifts. */
+interface FastPath {
+  readonly sigmoid: Uint8Array;
+  readonly tanh: Uint8Array;
+  readonly ih: ShiftPowers;
+  readonly hh: ShiftPowers;
+  readonly out: ShiftPowers;
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+/** 1 in Q0.15 (the subtrahend of 1 − z). */
+const ONE_Q15 = 1 << ACT_FRAC;
+
+/**
+ * One GRU cell update of sequence `seq` (formulas in the file comment): accX[xOff..+3H],
+ * accH[hAccOff..+3H] int32, h the previous int8 state (at hOff), writes the new h to out (at hOff)
+ * and the intermediates to `b`. With `fast`, PWL segments are looked up and the requantization is
+ * `requantizeExact` (the same integers). @internal
+ */
+export function gruCellUpdate(
+  p: IntGRUParams, accX: Int32Array, xOff: number, accH: Int32Array, hAccOff: number, h: Int8Array, hOff: number, out: Int8Array,
+  b: GruStepBuffers, seq: number, fast: FastPath | null = null,
+): void {
+  const H = p.hiddenSize;
+  const { multiplierIh, shiftIh, multiplierHh, shiftHh, bias, biasHn, sigmoid, tanh } = p;
+  const o3 = seq * 3 * H;
+  const o2 = seq * 2 * H;
+  const o1 = seq * H;
+  for (let r = 0; r < 3 * H; r++) {
+    const ax = accX[xOff + r]!;
+    const ah = accH[hAccOff + r]!;
+    b.gx[o3 + r] = clamp(fast ? requantizeExact(ax, multiplierIh[r]!, shiftIh[r]!, fast.ih.unit[r]!, fast.ih.half[r]!) : requantizeScalar(ax, multiplierIh[r]!, shiftIh[r]!), -WIDE, WIDE);
+    b.gh[o3 + r] = clamp(fast ? requantizeExact(ah, multiplierHh[r]!, shiftHh[r]!, fast.hh.unit[r]!, fast.hh.half[r]!) : requantizeScalar(ah, multiplierHh[r]!, shiftHh[r]!), -WIDE, WIDE);
+  }
+  for (let r = 0; r < 2 * H; r++) {
+    const pre = clamp(b.gx[o3 + r]! + b.gh[o3 + r]! + bias[r]!, INT16_MIN, INT16_MAX);
+    b.rzPre[o2 + r] = pre;
+    b.rz[o2 + r] = fast ? evalIntPwlIndexed(sigmoid, fast.sigmoid, pre) : evalIntPwl(sigmoid, pre);
+  }
+  for (let k = 0; k < H; k++) {
+    const hn = clamp(b.gh[o3 + 2 * H + k]! + biasHn[k]!, INT16_MIN, INT16_MAX);
+    b.hn[o1 + k] = hn;
+    // |r·hn| < 2^30: an int32 product.
+    const pre = clamp(b.gx[o3 + 2 * H + k]! + bias[2 * H + k]! + roundShift(b.rz[o2 + k]! * hn, ACT_FRAC), INT16_MIN, INT16_MAX);
+    b.nPre[o1 + k] = pre;
+    const n = fast ? evalIntPwlIndexed(tanh, fast.tanh, pre) : evalIntPwl(tanh, pre);
+    b.n[o1 + k] = n;
+    const z = b.rz[o2 + H + k]!;
+    const keep = roundShift((ONE_Q15 - z) * n, ACT_FRAC);
+    const moved = fast ? requantizeExact(keep, p.outputMultiplier, p.outputShift, fast.out.unit[0]!, fast.out.half[0]!) : requantizeScalar(keep, p.outputMultiplier, p.outputShift);
+    out[hOff + k] = clamp(moved + roundShift(z * h[hOff + k]!, ACT_FRAC), -Q8_MAX, Q8_MAX);
+  }
+}
+
+/**
+ * One time step for a batch with plain loops (the reference `IntGRU.run` is tested against):
+ * x [N·I] int8, h [N·H] int8 in, out [N·H] int8 (must not alias h).
+ */
+export function intGruStep(p: IntGRUParams, batch: number, x: Int8Array, h: Int8Array, out: Int8Array): void {
+  const I = p.inputSize;
+  const H = p.hiddenSize;
+  const rows = 3 * H;
+  const accX = new Int32Array(rows);
+  const accH = new Int32Array(rows);
+  const b = gruStepBuffers(H, 1);
+  for (let n = 0; n < batch; n++) {
+    for (let r = 0; r < rows; r++) {
+      let sx = 0;
+      for (let j = 0; j < I; j++) sx += p.weightIh[r * I + j]! * x[n * I + j]!;
+      let sh = 0;
+      for (let j = 0; j < H; j++) sh += p.weightHh[r * H + j]! * h[n * H + j]!;
+      accX[r] = sx;
+      accH[r] = sh;
+    }
+    gruCellUpdate(p, accX, 0, accH, 0, h, n * H, out, b, 0, null);
+  }
+}
+
+/** The integer-only GRU runtime. */
+export class IntGRU {
+  readonly params: IntGRUParams;
+  private packedWeights: { ih: PackedWeights; hh: PackedWeights } | null = null;
+  private fastPath: FastPath | null = null;
+
+  constructor(params: IntGRUParams) {
+    const { inputSize: I, hiddenSize: H } = params;
+    const rows = 3 * H;
+    const sizes: [string, number, number][] = [
+      ['weightIh', params.weightIh.length, rows * I], ['weightHh', params.weightHh.length, rows * H],
+      ['multiplierIh', params.multiplierIh.length, rows], ['shiftIh', params.shiftIh.length, rows],
+      ['multiplierHh', params.multiplierHh.length, rows], ['shiftHh', params.shiftHh.length, rows],
+      ['bias', params.bias.length, rows], ['biasHn', params.biasHn.length, H],
+    ];
+    for (const [name, got, want] of sizes) if (got !== want) throw new RangeError(`IntGRU: ${name} has ${got} values, expected ${want} (inputSize ${I}, hiddenSize ${H}, 3 gates)`);
+    this.params = params;
+  }
+
+  get inputSize(): number {
+    return this.params.inputSize;
+  }
+
+  get hiddenSize(): number {
+    return this.params.hiddenSize;
+  }
+
+  /** Bytes of the weights (packed at `weightBits` as the file stores them), per-row int32 parameters, biases and tables. */
+  get byteLength(): number {
+    const p = this.params;
+    const rows = 3 * p.hiddenSize;
+    const table = (t: IntPwl): number => (t.knots.length + t.values.length + t.slopes.length) * 4;
+    const bits = p.weightBits ?? 8;
+    return packedWeightBytes(p.weightIh.length, bits) + packedWeightBytes(p.weightHh.length, bits) + rows * 4 * 5 + p.hiddenSize * 4 + table(p.sigmoid) + table(p.tanh) + 4 * 4;
+  }
+
+  /**
+   * x (real) → int8 codes at the input scale, round half to even, saturated to ±127 (as QuantGRU's
+   * fake quantization). NaN throws a RangeError naming its index.
+   */
+  quantizeInput(x: ArrayLike<number>): Int8Array {
+    const q = new Int8Array(x.length);
+    const s = this.params.inputScale;
+    for (let i = 0; i < x.length; i++) {
+      const v = x[i]!;
+      if (Number.isNaN(v)) throw new RangeError(`IntGRU.quantizeInput: x[${i}] is NaN; the int8 input has no code for it`);
+      q[i] = clamp(roundHalfEven(v / s), -Q8_MAX, Q8_MAX);
+    }
+    return q;
+  }
+
+  private packed(): { ih: PackedWeights; hh: PackedWeights } {
+    const p = this.params;
+    this.packedWeights ??= { ih: packInt8Weights(p.weightIh, 3 * p.hiddenSize, p.inputSize), hh: packInt8Weights(p.weightHh, 3 * p.hiddenSize, p.hiddenSize) };
+    return this.packedWeights;
+  }
+
+  /**
+   * Runs `steps` steps over `batch` sequences: x int8 time-major [L, N, I], optional initial h
+   * [N, H] int8 (zeros by default). Returns h of every step [L, N, H] (real value q·hiddenScale)
+   * and the final h. The products are the runtime's int8 GEMM (src/runtime/kernels: native
+   * VNNI/AVX2 or the TypeScript reference, bit-identical); the cell is TypeScript (`gruCellUpdate`).
+   */
+  run(x: Int8Array, steps: number, batch: number, initial?: Int8Array): { output: Int8Array; h: Int8Array } {
+    const { inputSize: I, hiddenSize: H } = this.params;
+    if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(batch) || batch < 1) throw new RangeError(`IntGRU.run: steps and batch must be positive integers, got ${steps}, ${batch}`);
+    if (x.length !== steps * batch * I) throw new RangeError(`IntGRU.run: x has ${x.length} values, expected L·N·I = ${steps}·${batch}·${I}`);
+    if (initial && initial.length !== batch * H) throw new RangeError(`IntGRU.run: the initial h must hold N·H = ${batch * H} values, got ${initial.length}`);
+    const p = this.params;
+    this.fastPath ??= {
+      sigmoid: pwlSegmentIndex(p.sigmoid), tanh: pwlSegmentIndex(p.tanh),
+      ih: shiftPowers(p.shiftIh), hh: shiftPowers(p.shiftHh), out: shiftPowers([p.outputShift]),
+    };
+    const rows = 3 * H;
+    const { ih, hh } = this.packed();
+    // The input projection of every step at once (it does not depend on h): [L·N, 3H] int32.
+    const accX = new Int32Array(steps * batch * rows);
+    gemmInt8(steps * batch, rows, I, x, 0, ih, accX);
+    const accH = new Int32Array(batch * rows);
+    const buffers = gruStepBuffers(H, batch);
+    const output = new Int8Array(steps * batch * H);
+    let h = initial ? initial.slice() : new Int8Array(batch * H);
+    for (let t = 0; t < steps; t++) {
+      gemmInt8(batch, rows, H, h, 0, hh, accH);
+      const next = output.subarray(t * batch * H, (t + 1) * batch * H);
+      for (let n = 0; n < batch; n++) gruCellUpdate(p, accX, (t * batch + n) * rows, accH, n * rows, h, n * H, next, buffers, n, this.fastPath);
+      h = next;
+    }
+    return { output, h: h.slice() };
+  }
+}
+
+/**
+ * The integer parameters of a QuantGRU at given x and h scales (the converter's, and what the
+ * fake quantization runs at every forward): weight codes at the per-row scales `rowScales`,
+ * multipliers for s_w·s_x·2^12 and s_w·s_h·2^12, biases rounded to Q3.12, M_out for 2^−15/s_h. @internal
+ */
+export function integerGruParams(model: QuantGRU, sx: number, sh: number): IntGRUParams {
+  const { inputSize, hiddenSize: H } = model;
+  const rows = 3 * H;
+  const bits = model.weightBits;
+  const top = weightMax(bits);
+  const codes = (w: ArrayLike<number>, cols: number, scales: Float32Array): Int8Array => {
+    const q = new Int8Array(rows * cols);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -top, top);
+    return q;
+  };
+  const scalesIh = rowScales(model.weightIh, bits);
+  const scalesHh = rowScales(model.weightHh, bits);
+  const multiplierIh = new Int32Array(rows);
+  const shiftIh = new Int32Array(rows);
+  const multiplierHh = new Int32Array(rows);
+  const shiftHh = new Int32Array(rows);
+  const bias = new Int32Array(rows);
+  const biasHn = new Int32Array(H);
+  const q12 = (v: number): number => clamp(roundHalfEven(Math.fround(v) * 2 ** GATE_FRAC), -WIDE, WIDE);
+  const bih = model.biasIh.data;
+  const bhh = model.biasHh.data;
+  for (let r = 0; r < rows; r++) {
+    const a = quantizeMultiplier(scalesIh[r]! * sx * 2 ** GATE_FRAC);
+    const b = quantizeMultiplier(scalesHh[r]! * sh * 2 ** GATE_FRAC);
+    multiplierIh[r] = a.multiplier;
+    shiftIh[r] = a.shift;
+    multiplierHh[r] = b.multiplier;
+    shiftHh[r] = b.shift;
+    bias[r] = r < 2 * H ? q12(bih[r]! + bhh[r]!) : q12(bih[r]!);
+  }
+  for (let k = 0; k < H; k++) biasHn[k] = q12(bhh[2 * H + k]!);
+  const out = quantizeMultiplier(2 ** -ACT_FRAC / sh);
+  return {
+    inputSize, hiddenSize: H, inputScale: sx, hiddenScale: sh, weightBits: bits,
+    weightIh: codes(model.weightIh.data, inputSize, scalesIh),
+    weightHh: codes(model.weightHh.data, H, scalesHh),
+    multiplierIh, shiftIh, multiplierHh, shiftHh, bias, biasHn,
+    outputMultiplier: out.multiplier, outputShift: out.shift,
+    sigmoid: model.tables.sigmoid, tanh: model.tables.tanh,
+  };
+}
+
+/**
+ * The IntGRU of a trained QuantGRU (its observed x and h scales, weights, biases and PWL tables).
+ * Its `run` equals the QuantGRU's eval-mode forward bit for bit.
+ */
+export function convertQuantGRU(model: QuantGRU): IntGRU {
+  if (!model.quantize) throw new Error('convertQuantGRU: the model runs with quantize=false; only a fake-quant model has integer semantics');
+  const ranges = [['input', model.inputAbsMax.data[0]!], ['hidden', model.hiddenAbsMax.data[0]!]] as const;
+  const unset = ranges.filter(([, v]) => !(v > 0)).map(([name]) => name);
+  if (unset.length > 0) {
+    throw new Error(`convertQuantGRU: the ${unset.join(' and ')} range${unset.length > 1 ? 's are' : ' is'} 0: never observed, or only zeros were seen; run the model in training mode on representative data (QAT or a calibration pass) first`);
+  }
+  return new IntGRU(integerGruParams(model, model.inputScale, model.hiddenScale));
+}
