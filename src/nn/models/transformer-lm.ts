@@ -15,7 +15,7 @@ import { GELU, ReLU } from '../activation.ts';
 import { Sequential } from '../sequential.ts';
 import { invertedDropout } from '../dropout.ts';
 import {
-  add, arange, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
+  add, arange, concat, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
   type Rng,
 } from '../../tensor/index.ts';
 
@@ -34,6 +34,26 @@ export function causalMask(steps: number, dtype: 'float32' | 'float64' = 'float3
   const mask = zeros([steps, steps], dtype);
   for (let i = 0; i < steps; i++) for (let j = i + 1; j < steps; j++) mask.data[i * steps + j] = -Infinity;
   return mask;
+}
+
+/**
+ * Additive mask [S, past + S] of S new positions after `past` cached ones: new position i (absolute
+ * past + i) sees the cached positions and the new ones up to itself (0), not the later ones (−∞).
+ */
+export function offsetCausalMask(steps: number, past: number, dtype: 'float32' | 'float64' = 'float32'): Tensor {
+  const width = past + steps;
+  const mask = zeros([steps, width], dtype);
+  for (let i = 0; i < steps; i++) for (let j = past + i + 1; j < width; j++) mask.data[i * width + j] = -Infinity;
+  return mask;
+}
+
+/**
+ * The keys and values one {@link CausalSelfAttention} layer has seen so far (a KV cache), each
+ * [N, heads, T, d], taken after the operand quantizers (what Q·Kᵀ and A·V read); null before the first call.
+ */
+export interface AttentionCache {
+  keys: Tensor | null;
+  values: Tensor | null;
 }
 
 export interface CausalSelfAttentionOptions {
@@ -116,6 +136,36 @@ export class CausalSelfAttention extends Module {
     return this.proj.forward(reshape(transpose(context, [0, 2, 1, 3]), [batch, steps, e]));
   }
 
+  /**
+   * Incremental attention with a KV cache: x [N, S, E] holds S new positions that follow the T
+   * positions in `cache`; their keys and values are appended to `cache` and the output [N, S, E] is
+   * what `forward` gives at those positions of the whole sequence (each sees every cached position
+   * and the new ones up to itself). With S = 1 this is one decoding step.
+   */
+  forwardCached(x: Tensor, cache: AttentionCache): Tensor {
+    if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}).forwardCached: expected [N, S, ${this.embedDim}], got [${x.shape.join(', ')}]`);
+    const [batch, steps] = x.shape as [number, number, number];
+    const past = cache.keys?.shape[2] ?? 0;
+    if (cache.keys && cache.keys.shape[0] !== batch) throw new Error(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.shape[0]} rows, x has ${batch}`);
+    const e = this.embedDim;
+    const fused = this.qkv.forward(x); // [N, S, 3E]
+    const heads = (i: number): Tensor => transpose(reshape(narrow(fused, 2, i * e, e), [batch, steps, this.numHeads, this.headDim]), [0, 2, 1, 3]);
+    const apply = (name: AttentionOperand, t: Tensor): Tensor => this.quantizers[name]?.forward(t) ?? t;
+    const q = apply('query', heads(0));
+    const newKeys = apply('key', heads(1));
+    const newValues = apply('value', heads(2));
+    const keys = cache.keys ? concat([cache.keys, newKeys], 2) : newKeys; // [N, heads, T+S, d]
+    const values = cache.values ? concat([cache.values, newValues], 2) : newValues;
+    cache.keys = keys;
+    cache.values = values;
+    let scores = mul(matmul(q, keys, { transB: true }), 1 / Math.sqrt(this.headDim)); // [N, heads, S, T+S]
+    if (steps > 1) scores = add(scores, offsetCausalMask(steps, past, x.dtype === 'float64' ? 'float64' : 'float32'));
+    let weights = softmax(scores, -1);
+    if (this.training && this.dropout > 0) weights = invertedDropout(weights, this.dropout, this.rng);
+    const context = matmul(apply('probs', weights), values); // [N, heads, S, d]
+    return this.proj.forward(reshape(transpose(context, [0, 2, 1, 3]), [batch, steps, e]));
+  }
+
   override extraRepr(): string {
     return `embedDim=${this.embedDim}, numHeads=${this.numHeads}${this.dropout ? `, dropout=${this.dropout}` : ''}`;
   }
@@ -171,10 +221,26 @@ export class TransformerBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.run(x, (t) => this.attn.forward(t));
+  }
+
+  /** `forward` at S new positions [N, S, E] after the ones in `cache` (see {@link CausalSelfAttention.forwardCached}). */
+  forwardCached(x: Tensor, cache: AttentionCache): Tensor {
+    return this.run(x, (t) => this.attn.forwardCached(t, cache));
+  }
+
+  private run(x: Tensor, attend: (t: Tensor) => Tensor): Tensor {
     const drop = (t: Tensor): Tensor => (this.training && this.dropout > 0 ? invertedDropout(t, this.dropout, this.rng) : t);
-    const h = add(x, drop(this.attn.forward(this.ln1.forward(x))));
+    const h = add(x, drop(attend(this.ln1.forward(x))));
     return add(h, drop(this.fc2.forward(this.act.forward(this.fc1.forward(this.ln2.forward(h))))));
   }
+}
+
+/** The KV cache of a whole {@link TransformerLM}: one {@link AttentionCache} per block and the positions seen. */
+export interface TransformerCache {
+  readonly layers: AttentionCache[];
+  /** Positions already fed (the next one fed is at this position). */
+  length: number;
 }
 
 export interface TransformerLMOptions {
@@ -282,6 +348,35 @@ export class TransformerLM extends Module implements TensorModule {
     const h = this.hidden(ids);
     const [n, steps] = ids.shape as [number, number];
     return this.logits(reshape(narrow(h, 1, steps - 1, 1), [n, this.embedDim]));
+  }
+
+  /** An empty KV cache for {@link forwardCached}. */
+  createCache(): TransformerCache {
+    return { layers: Array.from({ length: this.numLayers }, () => ({ keys: null, values: null })), length: 0 };
+  }
+
+  /**
+   * Incremental decoding: ids [N, S] are the next S positions after the `cache.length` ones fed
+   * before (at positions cache.length .. cache.length + S − 1, at most maxContext in all); returns
+   * their logits [N, S, V], equal to those positions' logits of `forwardAll` on the whole sequence,
+   * and extends `cache`. Feed the prompt at once (S = its length), then one id at a time (S = 1).
+   */
+  forwardCached(ids: Tensor, cache: TransformerCache): Tensor {
+    if (ids.rank !== 2 || ids.dtype !== 'int32') throw new RangeError(`TransformerLM.forwardCached: expected int32 ids [N, S], got ${ids.dtype} [${ids.shape.join(', ')}]`);
+    if (cache.layers.length !== this.numLayers) throw new RangeError(`TransformerLM.forwardCached: the cache has ${cache.layers.length} layers, the model ${this.numLayers} (make it with createCache())`);
+    const steps = ids.shape[1]!;
+    if (steps < 1 || cache.length + steps > this.maxContext) throw new RangeError(`TransformerLM.forwardCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${this.maxContext - 1}] (maxContext ${this.maxContext}; start a new cache for a longer text)`);
+    const positions = arange(cache.length, cache.length + steps, 1, 'int32');
+    let x = add(this.tokenEmbedding.forward(ids), this.positionEmbedding.forward(positions));
+    if (this.training && this.dropout > 0) x = invertedDropout(x, this.dropout, this.rng);
+    const blocks = this.blocks.children();
+    for (let i = 0; i < blocks.length; i++) {
+      const block = blocks[i];
+      if (!(block instanceof TransformerBlock)) throw new Error(`TransformerLM.forwardCached: block ${i} is a ${block?.constructor.name}, not a TransformerBlock`);
+      x = block.forwardCached(x, cache.layers[i]!);
+    }
+    cache.length += steps;
+    return this.logits(this.lnFinal.forward(x));
   }
 
   private logits(h: Tensor): Tensor {

@@ -1,0 +1,147 @@
+/**
+ * Text generation with a next-word language model: autoregressive sampling of ids after a prompt.
+ *
+ * A {@link TransformerLM} decodes with a KV cache ({@link TransformerLM.forwardCached}): the prompt
+ * is fed once, then one new id per step. Any other next-word model (nn.NextWordModel: LSTM/GRU, or
+ * a TransformerLM with `cache: false`) recomputes `forward` on the last `context` ids at every step.
+ * Both see the same context at each step — the last min(length, context) ids — so they give the
+ * same logits (up to float rounding) and, with the same seed, the same text: once the sequence is
+ * longer than the context, the cache is rebuilt from the last `context` ids at every step (learned
+ * absolute positions cannot slide), so the cache saves work only while the text fits the context.
+ */
+import { noGrad } from '../../autograd/engine.ts';
+import { narrow, reshape, Rng, Tensor } from '../../tensor/index.ts';
+import type { TensorModule } from '../module.ts';
+import { TransformerLM } from './transformer-lm.ts';
+
+/** How the next id is drawn from a row of logits. */
+export interface SampleOptions {
+  /** Softmax temperature: logits / temperature; 0 = greedy (the first largest logit). Default 1. */
+  readonly temperature?: number;
+  /** Sample among the k largest logits only (ties broken towards the lower id); default: all. */
+  readonly topK?: number;
+}
+
+export interface GenerateOptions extends SampleOptions {
+  /** How many ids to generate (a positive integer). */
+  readonly tokens: number;
+  /** Seed of the sampling generator (default 0); the same seed gives the same ids. */
+  readonly seed?: number;
+  /** Ids of context the model sees per step (default: a TransformerLM's maxContext, else all of them). */
+  readonly context?: number;
+  /** Use the KV cache of a TransformerLM (default true; ignored for other models). */
+  readonly cache?: boolean;
+  /** Called with each step's logits row (a copy, length V) before its id is drawn. */
+  readonly onStep?: (logits: Float64Array, step: number) => void;
+}
+
+/** A next-word model: ids [N, C] → logits [N, V] of the word after each row, with its vocabulary size. */
+export type NextWordLanguageModel = TensorModule & { readonly vocabSize: number };
+
+function checkSampleOptions(options: SampleOptions, where: string): { temperature: number; topK: number | null } {
+  const temperature = options.temperature ?? 1;
+  if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0) throw new RangeError(`${where}: temperature must be a finite number ≥ 0, got ${String(temperature)}`);
+  const topK = options.topK ?? null;
+  if (topK !== null && (!Number.isInteger(topK) || topK < 1)) throw new RangeError(`${where}: topK must be a positive integer, got ${String(topK)}`);
+  return { temperature, topK };
+}
+
+/**
+ * Draws one id from `logits` (length V): greedy at temperature 0, else from
+ * softmax(logits / temperature) restricted to the `topK` largest (all without it), with one
+ * `rng.uniform()` per call.
+ */
+export function sampleNext(logits: ArrayLike<number>, options: SampleOptions, rng: Rng): number {
+  const { temperature, topK } = checkSampleOptions(options, 'sampleNext');
+  const v = logits.length;
+  if (v < 1) throw new RangeError('sampleNext: logits is empty');
+  for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
+  if (temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < v; i++) if (logits[i]! > logits[best]!) best = i;
+    return best;
+  }
+  let candidates = Array.from({ length: v }, (_, i) => i);
+  if (topK !== null && topK < v) {
+    candidates.sort((a, b) => logits[b]! - logits[a]! || a - b);
+    candidates = candidates.slice(0, topK);
+  }
+  let max = -Infinity;
+  for (const i of candidates) max = Math.max(max, logits[i]!);
+  const weights = candidates.map((i) => Math.exp((logits[i]! - max) / temperature));
+  const total = weights.reduce((s, w) => s + w, 0);
+  let u = rng.uniform() * total;
+  for (let k = 0; k < candidates.length; k++) {
+    u -= weights[k]!;
+    if (u < 0) return candidates[k]!;
+  }
+  // Rounding left u ≥ 0 after the last weight: the last candidate with a nonzero weight.
+  for (let k = candidates.length - 1; k >= 0; k--) if (weights[k]! > 0) return candidates[k]!;
+  return candidates[0]!;
+}
+
+function idsTensor(ids: readonly number[]): Tensor {
+  return new Tensor(Int32Array.from(ids), [1, ids.length]);
+}
+
+function lastRow(logits: Tensor): Float64Array {
+  // [1, S, V] → the last position's row, or [1, V] as it is.
+  const v = logits.shape.at(-1)!;
+  const row = logits.rank === 3 ? reshape(narrow(logits, 1, logits.shape[1]! - 1, 1), [v]) : reshape(logits, [v]);
+  return Float64Array.from(row.data);
+}
+
+/**
+ * Generates `options.tokens` ids after `prompt` (ids of `model`'s vocabulary, at least one) and
+ * returns them (the prompt not included). The model runs in eval mode without a tape (its
+ * previous mode is restored); see the module comment for the context and the KV cache.
+ */
+export function generate(model: NextWordLanguageModel, prompt: readonly number[], options: GenerateOptions): number[] {
+  checkSampleOptions(options, 'generate');
+  const sampling: SampleOptions = { temperature: options.temperature, topK: options.topK };
+  const { tokens } = options;
+  if (!Number.isInteger(tokens) || tokens < 1) throw new RangeError(`generate: tokens must be a positive integer, got ${String(tokens)}`);
+  if (prompt.length < 1) throw new RangeError('generate: the prompt is empty (give at least one id)');
+  for (const [i, id] of prompt.entries()) {
+    if (!Number.isInteger(id) || id < 0 || id >= model.vocabSize) throw new RangeError(`generate: prompt id ${String(id)} at index ${i} is outside [0, ${model.vocabSize}) (the vocabulary)`);
+  }
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`generate: seed must be a non-negative integer, got ${String(seed)}`);
+  const transformer = model instanceof TransformerLM ? model : null;
+  const limit = transformer ? transformer.maxContext : Infinity;
+  const context = options.context ?? limit;
+  if (context !== Infinity && (!Number.isInteger(context) || context < 1)) throw new RangeError(`generate: context must be a positive integer, got ${String(context)}`);
+  if (context > limit) throw new RangeError(`generate: context ${context} is longer than the model's maxContext ${limit}`);
+  const useCache = transformer !== null && (options.cache ?? true);
+  const rng = new Rng(seed);
+  const sequence = [...prompt];
+  const window = (): number[] => sequence.slice(Math.max(0, sequence.length - context));
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    return noGrad(() => {
+      const out: number[] = [];
+      let cache = useCache ? transformer!.createCache() : null;
+      let logits = useCache ? lastRow(transformer!.forwardCached(idsTensor(window()), cache!)) : lastRow(model.forward(idsTensor(window())));
+      for (let step = 0; step < tokens; step++) {
+        options.onStep?.(Float64Array.from(logits), step);
+        const next = sampleNext(logits, sampling, rng);
+        out.push(next);
+        sequence.push(next);
+        if (step === tokens - 1) break;
+        if (!useCache) {
+          logits = lastRow(model.forward(idsTensor(window())));
+        } else if (cache!.length < context) {
+          logits = lastRow(transformer!.forwardCached(idsTensor([next]), cache!));
+        } else {
+          // The window slides: rebuild the cache from the last `context` ids (positions restart at 0).
+          cache = transformer!.createCache();
+          logits = lastRow(transformer!.forwardCached(idsTensor(window()), cache));
+        }
+      }
+      return out;
+    });
+  } finally {
+    model.train(wasTraining);
+  }
+}
