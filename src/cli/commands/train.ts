@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
-import { CosineAnnealingLR, createOptimizer, OPTIMIZER_NAMES, StepLR, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
+import { CosineAnnealingLR, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
 import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler, type History, type StateTensors } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
@@ -95,6 +95,7 @@ export const trainCommand = defineCommand({
     init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
     resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint (same settings; --epochs may grow)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'with --init: per-layer bit widths from a plan file (lowbit search) instead of --quant, calibrated on the float weights, then fine-tuned' },
+    gradBits: { type: 'int', min: MIN_GRADIENT_BITS, max: MAX_GRADIENT_BITS, placeholder: 'K', help: 'quantize every parameter gradient to K bits before the optimizer step (QNN: per-tensor max scale, stochastic rounding; docs/adaste.md); image models, not the --baseline train run' },
     precision: { type: 'enum', choices: PRECISIONS, default: 'fp32', help: 'mixed precision: matmuls and convolutions in fp16 (with loss scaling) or bf16, emulated (docs/lowp.md)' },
     workers: { type: 'int', positive: true, default: 1, help: 'data-parallel workers, simulated in-process (with --quant fp32 --optimizer sgd; docs/distributed.md)' },
     compress: { type: 'enum', choices: COMPRESSOR_NAMES, default: 'none', help: 'gradient exchange of data-parallel training: dense all-reduce or Deep Gradient Compression' },
@@ -111,6 +112,9 @@ export const trainCommand = defineCommand({
     // --sparsity has a default, so only a changed value can be told from an unused one.
     if (given.compress !== 'dgc' && given.sparsity !== DEFAULT_SPARSITY) throw new UsageError(`--sparsity applies to --compress dgc only (got --sparsity ${given.sparsity} with --compress ${given.compress})`, 'train');
     const model = given.model;
+    if (given.gradBits !== undefined && (isLmModelName(model) || wantsDataParallel(given))) {
+      throw new UsageError(`--grad-bits applies to single-process image-model training (got --model ${model}${wantsDataParallel(given) ? ' with --workers/--compress' : ''})`, 'train');
+    }
     if (isLmModelName(model)) {
       const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
       const quantLrScale = given.quantLrScale ?? (model === 'transformer-lm' ? TRANSFORMER_LM_QUANT_LR_SCALE : DEFAULT_QUANT_LR_SCALE);
@@ -183,10 +187,12 @@ export const trainCommand = defineCommand({
       if (options.schedule === 'cosine') scheduler = new CosineAnnealingLR(optimizer, { tMax: options.epochs });
       else if (options.schedule === 'step') scheduler = new StepLR(optimizer, { stepSize: Math.max(1, Math.round(options.epochs / 3)), gamma: 0.1 });
 
-      // --precision applies to the run asked for, not to a --baseline train run beside it.
+      // --precision and --grad-bits apply to the run asked for, not to a --baseline train run beside it.
       const precision: Precision = q === quant ? options.precision : 'fp32';
+      const gradBits = q === quant ? options.gradBits : undefined;
+      const stepper = gradBits === undefined ? optimizer : withQuantizedGradients(optimizer, { bits: gradBits, seed: options.seed });
       const scaler = precision === 'fp16' ? new GradScaler() : null;
-      const config = { ...options, quant: q, precision, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
+      const config = { ...options, quant: q, precision, gradBits, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
       // --resume: the run's last checkpoint, taken with the same settings (only --epochs may differ).
       const resumed = options.resume && q === quant ? resumeState(join(out, 'checkpoint.safetensors'), config, options.epochs) : null;
       if (resumed) {
@@ -206,6 +212,7 @@ export const trainCommand = defineCommand({
         ...(precision === 'fp32' ? [] : [['precision', `${precision} matmuls and convolutions (emulated)${scaler ? `, loss scaling from ${scaler.getScale()}` : ''}`] as [string, string]]),
         ['data', `${options.dataset}: ${trainSet.length} train / ${testSet.length} test samples, batch ${options.batchSize}`],
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
+        ...(gradBits === undefined ? [] : [['gradients', `${gradBits}-bit parameter gradients (per-tensor max scale, stochastic rounding)`] as [string, string]]),
         ['backend', describeBackend(backend)],
         ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
         ...(resumed ? [['resume', `from epoch ${resumed.epoch} of ${join(out, 'checkpoint.safetensors')}`] as [string, string]] : []),
@@ -223,7 +230,7 @@ export const trainCommand = defineCommand({
       const history = fit(model, {
         trainLoader,
         testLoader,
-        optimizer,
+        optimizer: stepper,
         scheduler,
         epochs: options.epochs,
         precision,
@@ -288,7 +295,7 @@ function isQuantChoice(name: string): name is QuantChoice {
 }
 
 /** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
-const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision'] as const;
+const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits'] as const;
 
 /** The state to continue from: the checkpoint at `path`, checked against this run's `config`. */
 function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown } {
