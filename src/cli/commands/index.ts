@@ -7,6 +7,7 @@ import { infoCommand } from './info.ts';
 import { trainCommand } from './train.ts';
 import { quantizeCommand } from './quantize.ts';
 import { evalCommand } from './eval.ts';
+import { generateCommand } from './generate.ts';
 import { searchCommand } from './search.ts';
 import { exportCommand } from './export.ts';
 import { verticalCommand } from './vertical.ts';
@@ -18,6 +19,7 @@ export const commands: Readonly<Record<string, Command>> = Object.freeze({
   quantize: quantizeCommand,
   search: searchCommand,
   eval: evalCommand,
+  generate: generateCommand,
   export: exportCommand,
   vertical: verticalCommand,
   attack: attackCommand,
