@@ -7,9 +7,60 @@ import { erf, Rng, Tensor } from '../../tensor/index.ts';
 import { LsqQuantizer } from '../quantizers/lsq.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../transformer/qat.ts';
 import {
-  convertTransformerLM, erfPolynomial, GELU_FRAC, intCausalSoftmaxRow, intErf, intGelu, IntTransformerLM, IGELU_A, IGELU_B,
+  convertTransformerLM, erfPolynomial, GELU_FRAC, intCausalSoftmaxRow, intErf, intGelu, intLinearCodes, IntTransformerLM, IGELU_A, IGELU_B,
+  requantizeFast, type IntLinearParams,
 } from './transformer.ts';
-import { quantizeMultiplier } from '../../runtime/requantize.ts';
+import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
+
+describe('integer Linear and requantization', () => {
+  it('requantizeFast equals requantizeScalar bit for bit (small and 2^53-crossing products, negative multipliers, every shift path)', () => {
+    const rng = new Rng(21);
+    for (let i = 0; i < 20000; i++) {
+      const acc = Math.round((rng.uniform() * 2 - 1) * 2 ** (1 + (i % 38)));
+      const m = quantizeMultiplier((rng.uniform() * 2 - 1) * 2 ** (-30 + (i % 45)));
+      assert.equal(requantizeFast(acc, m.multiplier, m.shift), requantizeScalar(acc, m.multiplier, m.shift), `acc ${acc}, M0 ${m.multiplier}, n ${m.shift}`);
+    }
+    // Exact ties round half away from zero, as requantizeScalar.
+    assert.equal(requantizeFast(3, 2 ** 30, 31), 2);
+    assert.equal(requantizeFast(-3, 2 ** 30, 31), -2);
+  });
+
+  it('codes are within 0.5 + |y/s_out|·2^−31 + 0.5·s_in·s_w/s_out (bias rounding) of y = x̂·ŵ + b in float64; clamped beyond ±127', () => {
+    // Derivation: the accumulator is exact; the bias code is off by ≤ ½ of its grid s_in·s_w[r];
+    // M0·2^−n is s_in·s_w[r]/s_out within a relative 2^−31, then one rounding (½ code).
+    const rng = new Rng(22);
+    const [M, K, R] = [7, 37, 11];
+    const sIn = 0.031;
+    const sOut = 0.07;
+    const sw = Float64Array.from({ length: R }, () => 0.002 + rng.uniform() * 0.01);
+    const weight = Int8Array.from({ length: R * K }, () => Math.round((rng.uniform() * 2 - 1) * 127));
+    const biasReal = Float64Array.from({ length: R }, () => (rng.uniform() * 2 - 1) * 0.5);
+    const bias = Int32Array.from(biasReal, (b, r) => Math.round(b / (sIn * sw[r]!)));
+    const mults = Array.from(sw, (s) => quantizeMultiplier(sIn * s / sOut));
+    const p: IntLinearParams = {
+      inFeatures: K, outFeatures: R, weightBits: 8, weight, bias,
+      multiplier: Int32Array.from(mults, (m) => m.multiplier), shift: Int32Array.from(mults, (m) => m.shift), outMin: -127, outMax: 127,
+    };
+    const x = Int8Array.from({ length: M * K }, () => Math.round((rng.uniform() * 2 - 1) * 127));
+    const codes = intLinearCodes(p, x, M);
+    let clamped = 0;
+    for (let m = 0; m < M; m++) {
+      for (let r = 0; r < R; r++) {
+        let y = biasReal[r]!;
+        for (let k = 0; k < K; k++) y += x[m * K + k]! * sIn * weight[r * K + k]! * sw[r]!;
+        const target = y / sOut;
+        if (Math.abs(target) > 127.5) {
+          assert.equal(codes[m * R + r], Math.sign(target) * 127);
+          clamped++;
+          continue;
+        }
+        const bound = 0.5 + Math.abs(target) * 2 ** -31 + 0.5 * sIn * sw[r]! / sOut;
+        assert.ok(Math.abs(codes[m * R + r]! - target) <= bound, `row ${m}, out ${r}: code ${codes[m * R + r]} vs ${target}`);
+      }
+    }
+    assert.ok(clamped < M * R);
+  });
+});
 
 /** erf in float64 through the reference tensor op. */
 function erf64(xs: number[]): Float64Array {

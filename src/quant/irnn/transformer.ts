@@ -40,9 +40,12 @@ import { QuantLinear } from '../qat/layers.ts';
 import type { Quantizer } from '../quantizers/quantizer.ts';
 import { QatEmbedding } from '../rnn/qat-embedding.ts';
 import { intExp, SCORE_FRAC } from './attention.ts';
-import { WIDE } from './formats.ts';
+import { WIDE as WIDE_LIMIT } from './formats.ts';
 import { intLayerNormRow, layerNormParams, quantizeBeta, quantizeGamma, type IntLayerNormParams } from './layernorm.ts';
 import { roundShift } from './pwl.ts';
+
+/** ±2^24, the int32 clamp of the residual stream and the scores (a local copy for the hot loops). */
+const WIDE = WIDE_LIMIT;
 
 /** Fractional bits of the GELU input t = x/√2 (int32). */
 export const GELU_FRAC = 12;
@@ -106,7 +109,7 @@ export function intCausalSoftmaxRow(a: ArrayLike<number>, off: number, L: number
   const reciprocal = Math.floor(2 ** RECIPROCAL_BITS / total);
   for (let j = 0; j < L; j++) {
     const p16 = roundShift(exps[j]! * reciprocal, RECIPROCAL_BITS - PROB16_FRAC);
-    const code = requantizeScalar(p16, multiplier, shift);
+    const code = requantizeFast(p16, multiplier, shift);
     out[outOff + j] = code > qmax ? qmax : code;
   }
 }
@@ -221,16 +224,60 @@ function matmulInt8(x: Int8Array, M: number, w: Int8Array, rows: number, cols: n
   return acc;
 }
 
-/** An integer Linear whose requantized rows are written by `sink(index, code)`. */
-function linearRows(p: IntLinearParams, x: Int8Array, M: number, sink: (i: number, code: number) => void): void {
+const POW2 = Float64Array.from({ length: 64 }, (_, i) => 2 ** i);
+const TWO53 = 2 ** 53;
+const TWO36 = 2 ** 36;
+
+/**
+ * requantizeScalar(acc, multiplier, shift), bit for bit, with a fast path: when |acc·M0| < 2^53 the
+ * float64 product is exact, and so are its floor division by 2^n and the remainder; otherwise (or
+ * for shifts outside [1, 62]) it calls requantizeScalar. @internal
+ */
+export function requantizeFast(acc: number, multiplier: number, shift: number): number {
+  if (acc === 0 || multiplier === 0) return 0;
+  const prod = acc * multiplier;
+  if (prod < TWO53 && prod > -TWO53 && shift > 0 && shift < 63) {
+    const a = prod < 0 ? -prod : prod;
+    const p = POW2[shift]!;
+    const q = Math.floor(a / p);
+    const r = (a - q * p) * 2 >= p ? q + 1 : q;
+    return prod < 0 && r !== 0 ? -r : r;
+  }
+  if (shift >= 17 && shift < 63 && acc < TWO36 && acc > -TWO36) {
+    // |acc|·M0 = |acc|·hi·2^16 + |acc|·lo with both products exact (< 2^52); the sum is split as
+    // t·2^16 + r1 (t < 2^53 exact), then t is divided by 2^(n−16) with its remainder.
+    const a = acc < 0 ? -acc : acc;
+    const m = multiplier < 0 ? -multiplier : multiplier;
+    const hi = a * Math.floor(m / 65536);
+    const lo = a * (m % 65536);
+    const q1 = Math.floor(lo / 65536);
+    const r1 = lo - q1 * 65536;
+    const t = hi + q1;
+    const p = POW2[shift - 16]!;
+    const q = Math.floor(t / p);
+    const rem = (t - q * p) * 65536 + r1;
+    const r = rem * 2 >= p * 65536 ? q + 1 : q;
+    return (acc < 0) !== (multiplier < 0) && r !== 0 ? -r : r;
+  }
+  return requantizeScalar(acc, multiplier, shift);
+}
+
+/**
+ * An integer Linear on int8 rows x [M, in]: clamp(rq(Σ x·w[r] + bias[r]; M0[r], n[r]), outMin, outMax)
+ * as int32 [M, out]. @internal
+ */
+export function intLinearCodes(p: IntLinearParams, x: Int8Array, M: number): Int32Array {
   const acc = matmulInt8(x, M, p.weight, p.outFeatures, p.inFeatures);
   const R = p.outFeatures;
+  const { bias, multiplier, shift, outMin, outMax } = p;
   for (let m = 0; m < M; m++) {
+    const o = m * R;
     for (let r = 0; r < R; r++) {
-      const i = m * R + r;
-      sink(i, clamp(requantizeScalar(acc[i]! + p.bias[r]!, p.multiplier[r]!, p.shift[r]!), p.outMin, p.outMax));
+      const v = requantizeFast(acc[o + r]! + bias[r]!, multiplier[r]!, shift[r]!);
+      acc[o + r] = v < outMin ? outMin : v > outMax ? outMax : v;
     }
   }
+  return acc;
 }
 
 /** The head over the lnFinal codes of the chosen rows of the residual stream → float32 logits [rows.length, V]. */
@@ -244,6 +291,14 @@ function headLogits(p: IntTransformerLMParams, x: Int32Array, rowIndices: readon
   const out = new Float32Array(M * V);
   for (let m = 0; m < M; m++) for (let r = 0; r < V; r++) out[m * V + r] = (acc[m * V + r]! + p.head.bias[r]!) * p.head.scale[r]!;
   return out;
+}
+
+/** x ← clamp(x + y, ±2^24) (the residual add, both on the grid s_r). */
+function addResidual(x: Int32Array, y: Int32Array): void {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]! + y[i]!;
+    x[i] = v < -WIDE ? -WIDE : v > WIDE ? WIDE : v;
+  }
 }
 
 /** The integer-only Transformer LM (see the file comment). */
@@ -319,7 +374,7 @@ export class IntTransformerLM {
         const o = (n * steps + t) * E;
         const M = p.tokenMultiplier[id]!;
         const S = p.tokenShift[id]!;
-        for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeScalar(p.tokenTable[id * E + e]!, M, S) + p.positions[t * E + e]!, -WIDE, WIDE);
+        for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[t * E + e]!, -WIDE, WIDE);
       }
     }
     for (const block of p.blocks) this.block(block, x, batch, steps);
@@ -334,8 +389,7 @@ export class IntTransformerLM {
     const rows = batch * steps;
     const h = new Int8Array(rows * E);
     for (let r = 0; r < rows; r++) intLayerNormRow(b.ln1, x, r * E, h, r * E);
-    const qkv = new Int8Array(rows * 3 * E);
-    linearRows(b.qkv, h, rows, (i, code) => { qkv[i] = code; });
+    const qkv = Int8Array.from(intLinearCodes(b.qkv, h, rows));
     // Attention per sequence and head, causal: query t sees keys 0..t.
     const context = new Int8Array(rows * E);
     const scores = new Float64Array(steps);
@@ -354,31 +408,31 @@ export class IntTransformerLM {
             const kRow = (base + j) * W + ko;
             let acc = 0;
             for (let c = 0; c < d; c++) acc += qkv[qRow + c]! * qkv[kRow + c]!;
-            scores[j] = clamp(requantizeScalar(acc, b.scoreMultiplier, b.scoreShift), -WIDE, WIDE);
+            scores[j] = clamp(requantizeFast(acc, b.scoreMultiplier, b.scoreShift), -WIDE, WIDE);
           }
           intCausalSoftmaxRow(scores, 0, t + 1, b.probsMultiplier, b.probsShift, b.probsMax, probs, 0, exps);
           const out = (base + t) * E + hd * d;
           for (let c = 0; c < d; c++) {
             let acc = 0;
             for (let j = 0; j <= t; j++) acc += probs[j]! * qkv[(base + j) * W + vo + c]!;
-            context[out + c] = clamp(requantizeScalar(acc, b.contextMultiplier, b.contextShift), b.contextMin, b.contextMax);
+            context[out + c] = clamp(requantizeFast(acc, b.contextMultiplier, b.contextShift), b.contextMin, b.contextMax);
           }
         }
       }
     }
-    linearRows(b.proj, context, rows, (i, code) => { x[i] = clamp(x[i]! + code, -WIDE, WIDE); });
+    addResidual(x, intLinearCodes(b.proj, context, rows));
     for (let r = 0; r < rows; r++) intLayerNormRow(b.ln2, x, r * E, h, r * E);
-    const u = new Int8Array(rows * p.mlpDim);
-    if (b.activation === 'relu') {
-      linearRows(b.fc1, h, rows, (i, code) => { u[i] = code; });
-    } else {
-      const outMin = b.geluMin;
-      const outMax = b.geluMax;
-      linearRows(b.fc1, h, rows, (i, t) => {
-        u[i] = clamp(requantizeScalar(intGelu(t), b.geluMultiplier, b.geluShift), outMin, outMax);
-      });
+    const t = intLinearCodes(b.fc1, h, rows);
+    const u = new Int8Array(t.length);
+    if (b.activation === 'relu') u.set(t);
+    else {
+      const { geluMultiplier, geluShift, geluMin, geluMax } = b;
+      for (let i = 0; i < t.length; i++) {
+        const v = requantizeFast(intGelu(t[i]!), geluMultiplier, geluShift);
+        u[i] = v < geluMin ? geluMin : v > geluMax ? geluMax : v;
+      }
     }
-    linearRows(b.fc2, u, rows, (i, code) => { x[i] = clamp(x[i]! + code, -WIDE, WIDE); });
+    addResidual(x, intLinearCodes(b.fc2, u, rows));
   }
 }
 
