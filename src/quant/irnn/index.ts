@@ -23,3 +23,4 @@ export {
 export { intTransducerToLowbit, intTransducerFromLowbit, saveIntTransducer, loadIntTransducer } from './transducer-io.ts';
 export { QuantGRU, type QuantGRUOptions } from './qgru.ts';
 export { IntGRU, intGruStep, convertQuantGRU, type IntGRUParams } from './intgru.ts';
+export { intGRUToLowbit, intGRUFromLowbit, saveIntGRU, loadIntGRU, isIntGRUFile, IRNN_GRU_FORMAT } from './gru-io.ts';

@@ -147,7 +147,8 @@ export function integerField(node: Record<string, unknown>, name: string, lo: nu
   return v;
 }
 
-function scaleField(node: Record<string, unknown>, name: string): number {
+/** @internal */
+export function scaleField(node: Record<string, unknown>, name: string): number {
   const v = node[name];
   if (typeof v !== 'number' || !Number.isFinite(v) || !(v > 0) || v > 1e6 || v < 1e-30) throw new IrnnFormatError('bad-field', `${name} must be a positive finite scale, got ${JSON.stringify(v)}`);
   return v;
