@@ -6,7 +6,7 @@
  * perplexity over the last position of every test window, as before). Writes
  * bench/results/transformer-seq-objective.json.
  *
- *   nice -n 10 node --import tsx bench/transformer-seq/objective.ts [--only fp32-all,fp32-last,w4a8-all] [--epochs 3] [--out-dir /tmp/lowbit-tseq]
+ *   nice -n 10 node --import tsx bench/transformer-seq/objective.ts [--only fp32-all,fp32-last,w4a8-all] [--epochs 3] [--out-dir /tmp/lowbit-tseq] [--result transformer-seq-objective]
  */
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,7 +24,7 @@ const epochs = flag('epochs') ?? '3';
 const outDir = flag('out-dir') ?? '/tmp/lowbit-tseq';
 mkdirSync(outDir, { recursive: true });
 
-const resultPath = join('bench', 'results', 'transformer-seq-objective.json');
+const resultPath = join('bench', 'results', `${flag('result') ?? 'transformer-seq-objective'}.json`);
 const rows: Record<string, unknown>[] = [];
 for (const name of only) {
   const [quant, objective] = name.split('-') as [string, string];
@@ -39,6 +39,6 @@ for (const name of only) {
   };
   console.log(JSON.stringify(row));
   rows.push(row);
-  writeFileSync(resultPath, `${JSON.stringify({ command: `node --import tsx bench/transformer-seq/objective.ts --only ${only.join(',')} --epochs ${epochs}`, date: new Date().toISOString(), rows }, null, 2)}\n`);
+  writeFileSync(resultPath, `${JSON.stringify({ command: `node --import tsx bench/transformer-seq/objective.ts ${argv.join(' ')}`, date: new Date().toISOString(), rows }, null, 2)}\n`);
 }
 console.log(`wrote ${resultPath}`);
