@@ -25,7 +25,7 @@ test('transformer-lm --objective all → generate: the printed text is nn.genera
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-gen-'));
   try {
     const run = join(dir, 'fp32');
-    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--out', run, ...TINY_LM_ARGS]);
+    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--objective', 'all', '--out', run, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /objective +all: every position predicts its next word \(4 per window/);
     assert.match(t.stdout, /train \(all positions\) loss/);
