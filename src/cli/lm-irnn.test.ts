@@ -79,18 +79,18 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
       seen += a.length;
     }
     assert.ok(agree / seen >= 0.95, `argmax agreement ${agree}/${seen}`);
-    assert.equal(intModel.lstm.params.weightBits, 4, 'a w4a8 run keeps 4-bit LSTM weights');
+    assert.equal(intModel.rnn.params.weightBits, 4, 'a w4a8 run keeps 4-bit LSTM weights');
   });
 
   it('computes the head exactly: int32 dot products of int8 h and int8 weights, scaled per row', () => {
     const { x } = [...batches(corpus.test, 5)][0]!;
     const logits = intModel.logits(x.data, 5);
     const V = intModel.vocabSize;
-    const { inputSize: E, hiddenSize: H } = intModel.lstm;
+    const { inputSize: E, hiddenSize: H } = intModel.rnn;
     const codes = new Int8Array(CONTEXT * 5 * E);
     for (let n = 0; n < 5; n++) for (let t = 0; t < CONTEXT; t++) codes.set(intModel.table.subarray(x.data[n * CONTEXT + t]! * E, (x.data[n * CONTEXT + t]! + 1) * E), (t * 5 + n) * E);
-    const h = intModel.lstm.run(codes, CONTEXT, 5).state.h;
-    const hs = intModel.lstm.params.hiddenScale;
+    const h = intModel.rnn.run(codes, CONTEXT, 5).state.h;
+    const hs = intModel.rnn.params.hiddenScale;
     for (let n = 0; n < 5; n++) {
       for (let r = 0; r < V; r++) {
         let acc = 0;
@@ -101,7 +101,7 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
     // The stored table is the LSTM input as the QAT model's matmul sees it (Q_x of the embedding), requantized at the LSTM's input scale.
     const qx = (qat.rnn as unknown as QatLSTM).layerQuantizers(0).input!;
     const table = noGrad(() => qx.forward(qat.embedding.forward(new Tensor(Int32Array.of(3), [1, 1])))).data;
-    const s = intModel.lstm.params.inputScale;
+    const s = intModel.rnn.params.inputScale;
     for (let k = 0; k < E; k++) assert.ok(Math.abs(intModel.table[3 * E + k]! * s - table[k]!) <= s / 2 + 1e-7, `table [3, ${k}]: ${intModel.table[3 * E + k]} * ${s} vs ${table[k]}`);
   });
 
@@ -112,7 +112,7 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
       saveIntNextWord(path, intModel);
       const back = loadIntNextWord(path);
       assert.deepEqual(back.meta, intModel.meta);
-      assert.equal(back.lstm.params.weightBits, 4);
+      assert.equal(back.rnn.params.weightBits, 4);
       const { x, y } = [...batches(corpus.test)][0]!;
       assert.deepEqual(back.logits(x.data, y.size), intModel.logits(x.data, y.size));
       assert.ok(back.byteLength > 0 && back.byteLength === intModel.byteLength);
@@ -131,7 +131,7 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
     };
     const withLm = (patch: Record<string, unknown>): LowbitModel => ({ ...good, metadata: { ...good.metadata, lm: { ...(good.metadata!['lm'] as object), ...patch } } });
     const V = intModel.vocabSize;
-    const H = intModel.lstm.hiddenSize;
+    const H = intModel.rnn.hiddenSize;
     const cases: [string, LowbitModel, RegExp][] = [
       ['no lm metadata', { ...good, metadata: { ...good.metadata, lm: undefined } }, /metadata\.lm/],
       ['wrong version', withLm({ version: 2 }), /version/],
@@ -159,9 +159,9 @@ describe('integer-only next-word LM (lowbit export --format irnn)', () => {
     assert.throws(() => convertNextWordModel(w4a4, [], { context: CONTEXT, vocabulary: corpus.vocab.words }), /LSTM input x_t was trained at 4 bits/);
   });
 
-  it('refuses a GRU core, and lowbit eval refuses a file that does not name its corpus', () => {
+  it('needs calibration batches, and lowbit eval refuses a file that does not name its corpus (GRU cores: lm-irnn-gru.test.ts)', () => {
     const gru = new NextWordModel({ vocabSize: corpus.vocab.size, embeddingDim: 4, hiddenSize: 4, cell: 'gru', rng: new Rng(0) });
-    assert.throws(() => convertNextWordModel(gru, [], { context: CONTEXT, vocabulary: corpus.vocab.words }), /LSTM only.*gru/);
+    assert.throws(() => convertNextWordModel(gru, [], { context: CONTEXT, vocabulary: corpus.vocab.words }), /no calibration batches/);
     const dir = mkdtempSync(join(tmpdir(), 'lm-irnn-'));
     try {
       const path = join(dir, 'm.irnn');

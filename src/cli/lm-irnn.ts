@@ -1,7 +1,8 @@
 /**
- * Integer-only next-word language model: a trained `nn.NextWordModel` with an LSTM core (float or
- * QAT) converted to the iRNN runtime (`quant.irnn.IntLSTM`, docs/irnn.md), saved as an .irnn file
- * and evaluated from it (`lowbit export RUN --format irnn`, `lowbit eval FILE.irnn`).
+ * Integer-only next-word language model: a trained `nn.NextWordModel` with an LSTM or GRU core
+ * (float or QAT) converted to the iRNN runtime (`quant.irnn.IntLSTM` / `IntGRU`, docs/irnn.md),
+ * saved as an .irnn file and evaluated from it (`lowbit export RUN --format irnn`, `lowbit eval FILE.irnn`).
+ * (The GRU follows every LSTM step below with QuantGRU / convertQuantGRU and its own file, gru-io.ts.)
  *
  * Conversion (post-training, no fine-tune):
  *   - the embedding table, the LSTM's W_ih / W_hh and the head's weight are taken as the run's
@@ -15,16 +16,19 @@
  * step → int8 × int8 head GEMM with int32 accumulators → one float multiply-add per logit (for the
  * softmax only).
  *
- * File: the IntLSTM's .lowbit file (io.ts, versions 1..3) plus the tensors lm.embedding int8 [V, E],
+ * File: the IntLSTM's .lowbit file (io.ts, versions 1..3) or the IntGRU's (gru-io.ts) plus the tensors lm.embedding int8 [V, E],
  * lm.head.weight int8 [V, H], lm.head.scale float32 [V], lm.head.bias float32 [V] and
  *   metadata.lm = { format: 'lowbit-irnn-lm', version: 1, context, vocabulary: string[V], source?, quant? }.
  */
 import { noGrad } from '../autograd/engine.ts';
 import { readLowbit, writeLowbit, type LowbitModel, type LowbitTensor } from '../format/lowbit.ts';
 import type { NextWordModel } from '../nn/models/next-word.ts';
-import { LSTM } from '../nn/rnn.ts';
-import { convertQuantLSTM, intLSTMToLowbit, irnnFromLowbit, IrnnFormatError, QuantLSTM, type IntLSTM } from '../quant/irnn/index.ts';
+import { GRU, LSTM } from '../nn/rnn.ts';
+import {
+  convertQuantGRU, convertQuantLSTM, IntGRU, intGRUFromLowbit, intGRUToLowbit, intLSTMToLowbit, irnnFromLowbit, IrnnFormatError, isIntGRUFile, QuantGRU, QuantLSTM, type IntLSTM,
+} from '../quant/irnn/index.ts';
 import { QatLSTM } from '../quant/rnn/qat-lstm.ts';
+import { QatGRU } from '../quant/rnn/qat-gru.ts';
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../runtime/kernels/index.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { Tensor } from '../tensor/index.ts';
@@ -51,7 +55,8 @@ export class IntNextWordModel {
   private packedHead: PackedWeights | null = null;
 
   constructor(
-    readonly lstm: IntLSTM,
+    /** The integer recurrent core: an IntLSTM (lstm-lm runs) or an IntGRU (gru-lm runs). */
+    readonly rnn: IntLSTM | IntGRU,
     /** int8 codes at lstm.params.inputScale, [V, E]. */
     readonly table: Int8Array,
     /** int8 per-row weights [V, H]. */
@@ -61,7 +66,7 @@ export class IntNextWordModel {
     readonly meta: IntLmMeta,
   ) {
     const V = meta.vocabulary.length;
-    const { inputSize: E, hiddenSize: H } = lstm;
+    const { inputSize: E, hiddenSize: H } = rnn;
     if (table.length !== V * E || headWeight.length !== V * H || headScale.length !== V || headBias.length !== V) {
       throw new RangeError(`IntNextWordModel: sizes do not fit vocabulary ${V}, embedding ${E}, hidden ${H}`);
     }
@@ -73,13 +78,13 @@ export class IntNextWordModel {
 
   /** Bytes of the integer weights, scales, biases and tables (the LSTM's packed at its weight bits). */
   get byteLength(): number {
-    return this.table.length + this.lstm.byteLength + this.headWeight.length + 8 * this.vocabSize;
+    return this.table.length + this.rnn.byteLength + this.headWeight.length + 8 * this.vocabSize;
   }
 
   /** Logits [N, V] (float32, row-major) of int32 ids [N, C], C = any context length ≥ 1. */
   logits(ids: ArrayLike<number>, batch: number): Float32Array {
     const V = this.vocabSize;
-    const { inputSize: E, hiddenSize: H } = this.lstm;
+    const { inputSize: E, hiddenSize: H } = this.rnn;
     if (!Number.isInteger(batch) || batch < 1 || ids.length % batch !== 0 || ids.length === 0) {
       throw new RangeError(`IntNextWordModel.logits: ${ids.length} ids do not make ${batch} rows`);
     }
@@ -92,12 +97,12 @@ export class IntNextWordModel {
         x.set(this.table.subarray(id * E, (id + 1) * E), (t * batch + n) * E);
       }
     }
-    const { state } = this.lstm.run(x, steps, batch);
+    const { state } = this.rnn.run(x, steps, batch);
     this.packedHead ??= packInt8Weights(this.headWeight, V, H);
     const acc = new Int32Array(batch * V);
     gemmInt8(batch, V, H, state.h, 0, this.packedHead, acc);
     const out = new Float32Array(batch * V);
-    const hs = this.lstm.params.hiddenScale;
+    const hs = this.rnn.params.hiddenScale;
     for (let n = 0; n < batch; n++) for (let r = 0; r < V; r++) out[n * V + r] = acc[n * V + r]! * this.headScale[r]! * hs + this.headBias[r]!;
     return out;
   }
@@ -114,11 +119,10 @@ function effective(weight: Tensor, quantizer: Quantizer | null | undefined): Ten
 }
 
 /**
- * Converts `model` (an LSTM NextWordModel, float or QAT) to an IntNextWordModel. `calibration`:
+ * Converts `model` (an LSTM or GRU NextWordModel, float or QAT) to an IntNextWordModel. `calibration`:
  * batches of int32 context ids [B, C] on which the int8 ranges of x and h are observed.
  */
 export function convertNextWordModel(model: NextWordModel, calibration: Iterable<Tensor>, meta: IntLmMeta, options: { segments?: number } = {}): IntNextWordModel {
-  if (model.cell !== 'lstm') throw new RangeError(`convertNextWordModel: the integer runtime has an LSTM only, this model's core is a ${model.cell}`);
   if (meta.vocabulary.length !== model.vocabSize) throw new RangeError(`convertNextWordModel: ${meta.vocabulary.length} vocabulary words for a ${model.vocabSize}-word model`);
   const rnn = model.rnn as unknown;
   const H = model.hiddenSize;
@@ -130,12 +134,12 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
       let wih: Tensor, whh: Tensor, bih: Tensor, bhh: Tensor, bits: number;
       // The QAT LSTM's input quantizer (x_t as its matmul sees it: clamped and rounded); null when float.
       let inputQuantizer: Quantizer | null = null;
-      if (rnn instanceof QatLSTM) {
-        if (rnn.numLayers !== 1) throw new RangeError('convertNextWordModel: one LSTM layer only');
+      if (rnn instanceof QatLSTM || rnn instanceof QatGRU) {
+        if (rnn.numLayers !== 1) throw new RangeError(`convertNextWordModel: one ${model.cell.toUpperCase()} layer only`);
         const q = rnn.layerQuantizers(0);
         const params = new Map(rnn.namedParameters({ recurse: false }));
         const [pih, phh, pbih, pbhh] = ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'].map((k) => params.get(k));
-        if (!pih || !phh || !pbih || !pbhh) throw new RangeError('convertNextWordModel: the LSTM needs both biases');
+        if (!pih || !phh || !pbih || !pbhh) throw new RangeError(`convertNextWordModel: the ${model.cell.toUpperCase()} needs both biases`);
         wih = effective(pih, q.weightIh);
         whh = effective(phh, q.weightHh);
         bih = pbih;
@@ -143,16 +147,16 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
         bits = weightBitsOf(q.weightIh);
         inputQuantizer = q.input;
         const headInput = (model.head as unknown as { inputQuantizer?: Quantizer | null }).inputQuantizer ?? null;
-        for (const [what, quantizer] of [['the LSTM input x_t', q.input], ['the LSTM hidden state h_{t-1}', q.hidden], ['the head input', headInput]] as const) {
+        for (const [what, quantizer] of [[`the ${model.cell.toUpperCase()} input x_t`, q.input], [`the ${model.cell.toUpperCase()} hidden state h_{t-1}`, q.hidden], ['the head input', headInput]] as const) {
           if (quantizer && quantizer.spec.bits < 8) {
             throw new RangeError(`convertNextWordModel: ${what} was trained at ${quantizer.spec.bits} bits; the integer runtime carries x and h as int8 and the model relies on the clipping of its narrower format (a w4a4 run measured test perplexity 1609 through it instead of 133), so only runs with 8-bit or float activations convert`);
           }
         }
-      } else if (rnn instanceof LSTM) {
+      } else if (rnn instanceof LSTM || rnn instanceof GRU) {
         const sd = rnn.stateDict();
         const get = (k: string): Tensor => {
           const t = sd.get(k);
-          if (!t) throw new RangeError(`convertNextWordModel: the LSTM has no ${k}`);
+          if (!t) throw new RangeError(`convertNextWordModel: the ${model.cell.toUpperCase()} has no ${k}`);
           return t;
         };
         [wih, whh, bih, bhh] = [get('weight_ih_l0'), get('weight_hh_l0'), get('bias_ih_l0'), get('bias_hh_l0')];
@@ -161,7 +165,8 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
         throw new TypeError(`convertNextWordModel: unsupported recurrent core ${(rnn as object).constructor.name}`);
       }
       const E = wih.shape[1]!;
-      const qlstm = new QuantLSTM(E, H, { batchFirst: true, weightBits: bits, ...(options.segments === undefined ? {} : { segments: options.segments }) });
+      const coreOptions = { batchFirst: true, weightBits: bits, ...(options.segments === undefined ? {} : { segments: options.segments }) };
+      const qlstm = model.cell === 'gru' ? new QuantGRU(E, H, coreOptions) : new QuantLSTM(E, H, coreOptions);
       qlstm.loadStateDict(new Map([['weight_ih_l0', wih], ['weight_hh_l0', whh], ['bias_ih_l0', bih], ['bias_hh_l0', bhh]]), { strict: false });
       // The embedding table as the LSTM's matmul sees it (through the QAT input quantizer): every id once.
       const allIds = new Tensor(Int32Array.from({ length: V }, (_, i) => i), [1, V]);
@@ -170,7 +175,7 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
         return inputQuantizer && inputQuantizer.fakeQuantEnabled ? inputQuantizer.forward(x) : x;
       };
       const tableReal = embed(allIds);
-      // Calibration: observe the int8 ranges of x and h (training mode updates QuantLSTM's absmax buffers).
+      // Calibration: observe the int8 ranges of x and h (training mode updates the absmax buffers).
       qlstm.train();
       let seen = 0;
       for (const ids of calibration) {
@@ -179,8 +184,8 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
       }
       if (seen === 0) throw new RangeError('convertNextWordModel: no calibration batches');
       qlstm.eval();
-      const lstm = convertQuantLSTM(qlstm);
-      const table = lstm.quantizeInput(tableReal.data);
+      const core = qlstm instanceof QuantGRU ? convertQuantGRU(qlstm) : convertQuantLSTM(qlstm);
+      const table = core.quantizeInput(tableReal.data);
       const head = model.head as unknown as { weight: Tensor; bias: Tensor | null; weightQuantizer?: Quantizer | null };
       const hw = effective(head.weight, head.weightQuantizer ?? null).data;
       const headScale = new Float32Array(V);
@@ -193,7 +198,7 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
         for (let j = 0; j < H; j++) headWeight[r * H + j] = Math.max(-127, Math.min(127, roundHalfEven(hw[r * H + j]! / s)));
       }
       const headBias = head.bias ? Float32Array.from(head.bias.data) : new Float32Array(V);
-      return new IntNextWordModel(lstm, table, headWeight, headScale, headBias, meta);
+      return new IntNextWordModel(core, table, headWeight, headScale, headBias, meta);
     } finally {
       model.train(wasTraining);
     }
@@ -202,12 +207,12 @@ export function convertNextWordModel(model: NextWordModel, calibration: Iterable
 
 /** The .lowbit model of an IntNextWordModel (see the file comment). */
 export function intNextWordToLowbit(model: IntNextWordModel): LowbitModel {
-  const base = intLSTMToLowbit(model.lstm);
+  const base = model.rnn instanceof IntGRU ? intGRUToLowbit(model.rnn) : intLSTMToLowbit(model.rnn);
   const V = model.vocabSize;
   const tensors: Record<string, LowbitTensor> = {
     ...base.tensors,
-    'lm.embedding': { dtype: 'int8', shape: [V, model.lstm.inputSize], data: model.table },
-    'lm.head.weight': { dtype: 'int8', shape: [V, model.lstm.hiddenSize], data: model.headWeight },
+    'lm.embedding': { dtype: 'int8', shape: [V, model.rnn.inputSize], data: model.table },
+    'lm.head.weight': { dtype: 'int8', shape: [V, model.rnn.hiddenSize], data: model.headWeight },
     'lm.head.scale': { dtype: 'float32', shape: [V], data: model.headScale },
     'lm.head.bias': { dtype: 'float32', shape: [V], data: model.headBias },
   };
@@ -257,19 +262,23 @@ export function intNextWordFromLowbit(file: LowbitModel): IntNextWordModel {
   for (const key of ['source', 'quant', 'dataset'] as const) if (meta[key] !== undefined && typeof meta[key] !== 'string') bad(`${key} must be a string`);
   const corpusVocab = meta['corpusVocab'];
   if (corpusVocab !== undefined && (typeof corpusVocab !== 'number' || !Number.isInteger(corpusVocab) || corpusVocab < 2 || corpusVocab > MAX_VOCAB)) bad(`corpusVocab ${JSON.stringify(corpusVocab)} is not an integer in [2, ${MAX_VOCAB}]`);
-  const { lstm } = irnnFromLowbit(file);
-  if (file.graph.length !== 1) bad('the LSTM must be the only graph node (no attention)');
-  if (lstm.params.layerNorm) bad('layer-normalised LSTMs are not used by language models');
+  let rnn: IntLSTM | IntGRU;
+  if (isIntGRUFile(file)) rnn = intGRUFromLowbit(file);
+  else {
+    rnn = irnnFromLowbit(file).lstm;
+    if (file.graph.length !== 1) bad('the LSTM must be the only graph node (no attention)');
+    if (rnn.params.layerNorm) bad('layer-normalised LSTMs are not used by language models');
+  }
   const V = (vocabulary as string[]).length;
-  const E = lstm.inputSize;
-  const H = lstm.hiddenSize;
+  const E = rnn.inputSize;
+  const H = rnn.hiddenSize;
   const table = lmTensor<Int8Array>(file, 'lm.embedding', 'int8', [V, E]);
   const headWeight = lmTensor<Int8Array>(file, 'lm.head.weight', 'int8', [V, H]);
   for (let i = 0; i < headWeight.length; i++) if (headWeight[i] === -128) throw new IrnnFormatError('bad-tensor', `language model: lm.head.weight[${i}] is -128, outside ±127`);
   const headScale = lmTensor<Float32Array>(file, 'lm.head.scale', 'float32', [V]);
   for (let i = 0; i < V; i++) if (!(headScale[i]! > 0)) throw new IrnnFormatError('bad-tensor', `language model: lm.head.scale[${i}] = ${headScale[i]} is not positive`);
   const headBias = lmTensor<Float32Array>(file, 'lm.head.bias', 'float32', [V]);
-  return new IntNextWordModel(lstm, table, headWeight, headScale, headBias, {
+  return new IntNextWordModel(rnn, table, headWeight, headScale, headBias, {
     context: context as number, vocabulary: vocabulary as string[],
     ...(typeof meta['source'] === 'string' ? { source: meta['source'] } : {}), ...(typeof meta['quant'] === 'string' ? { quant: meta['quant'] } : {}),
     ...(typeof meta['dataset'] === 'string' ? { dataset: meta['dataset'] } : {}), ...(typeof corpusVocab === 'number' ? { corpusVocab } : {}),

@@ -7,6 +7,7 @@ import { extname } from 'node:path';
 import { isLmDatasetName } from '../../data/index.ts';
 import { evaluatePerplexity, formatPercent, PerplexityMeter } from '../../train/index.ts';
 import { loadIntNextWord } from '../lm-irnn.ts';
+import { IntGRU } from '../../quant/irnn/index.ts';
 import { UsageError } from '../args.ts';
 import type { CommandIO } from '../command.ts';
 import { describeLmRun, lmCorpus, lmTestBatches, type LmCheckpoint } from '../lm-run.ts';
@@ -62,8 +63,9 @@ export function evalIntLanguageModel(path: string, options: LmEvalOptions, io: C
     throw new Error(`eval: '${path}' was built on a vocabulary that ${dataset} with --vocab ${corpusVocab} no longer gives (another version of the corpus package?)`);
   }
   const { windows, batches } = lmTestBatches({ corpus }, options.batchSize, options.limit);
-  const bits = model.lstm.params.weightBits ?? 8;
-  io.print(`integer-only LSTM language model (${model.meta.quant ?? '?'} run${model.meta.source ? ` ${model.meta.source}` : ''}; LSTM ${bits}-bit weights, int8 x/h, PWL gates; int8 embedding and head), embedding ${model.lstm.inputSize}, hidden ${model.lstm.hiddenSize}, vocabulary ${model.vocabSize}: ${path}`);
+  const bits = model.rnn.params.weightBits ?? 8;
+  const cell = model.rnn instanceof IntGRU ? 'GRU' : 'LSTM';
+  io.print(`integer-only ${cell} language model (${model.meta.quant ?? '?'} run${model.meta.source ? ` ${model.meta.source}` : ''}; ${cell} ${bits}-bit weights, int8 x/h, PWL gates; int8 embedding and head), embedding ${model.rnn.inputSize}, hidden ${model.rnn.hiddenSize}, vocabulary ${model.vocabSize}: ${path}`);
   const meter = new PerplexityMeter();
   const start = performance.now();
   for (const { x, y } of batches) meter.add(model.logits(x.data, y.size), y.data, model.vocabSize);

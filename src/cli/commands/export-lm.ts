@@ -67,7 +67,7 @@ export async function exportLanguageModel(run: LmCheckpoint, out: string, option
 export const IRNN_CALIBRATION_WINDOWS = 4096;
 
 /**
- * `lowbit export RUN --format irnn`: the run's LSTM language model converted to the integer-only
+ * `lowbit export RUN --format irnn`: the run's LSTM or GRU language model converted to the integer-only
  * iRNN runtime (src/cli/lm-irnn.ts; post-training, ranges calibrated on the first
  * IRNN_CALIBRATION_WINDOWS train windows) and written as an .irnn file; with --verify the integer
  * model's and the run's (fake-quant) perplexity on the first --samples test windows.
@@ -78,7 +78,7 @@ export function exportLanguageModelIrnn(run: LmCheckpoint, out: string, options:
     throw new UsageError(`--format irnn: ${message} ('${run.checkpoint}' is a ${settings.model} run)`, 'export');
   };
   const lstm = run.model;
-  if (settings.model !== 'lstm-lm' || !(lstm instanceof NextWordModel)) return refuse(`the integer runtime (quant.irnn) has an LSTM only; export a ${settings.model} run to ONNX`);
+  if ((settings.model !== 'lstm-lm' && settings.model !== 'gru-lm') || !(lstm instanceof NextWordModel)) return refuse(`the integer runtime (quant.irnn) has LSTM and GRU cores only; export a ${settings.model} run to ONNX`);
   if (options.profile !== 'default') refuse('--profile applies to ONNX');
   if (options.weightBits !== undefined) refuse('--weight-bits applies to ONNX; the LSTM keeps the run\'s weight bits (8 for fp32 runs), the head int8');
   if (options.bias !== undefined || options.arch !== undefined || options.opset !== undefined || options.activations !== undefined) refuse('--bias, --arch, --opset and --activations apply to ONNX');
@@ -88,8 +88,8 @@ export function exportLanguageModelIrnn(run: LmCheckpoint, out: string, options:
     context: settings.seqLen, vocabulary: run.corpus.vocab.words, source: basename(run.checkpoint), quant: settings.quant, dataset: settings.dataset, corpusVocab: settings.vocab,
   });
   const bytes = saveIntNextWord(out, model);
-  const bits = model.lstm.params.weightBits ?? 8;
-  io.print(`wrote ${out} (${bytes.toLocaleString('en-US')} bytes; integer-only LSTM with ${bits}-bit weights, int8 x/h, PWL gates; int8 embedding and head)`);
+  const bits = model.rnn.params.weightBits ?? 8;
+  io.print(`wrote ${out} (${bytes.toLocaleString('en-US')} bytes; integer-only ${lstm.cell.toUpperCase()} with ${bits}-bit weights, int8 x/h, PWL gates; int8 embedding and head)`);
   io.print(`  x and h ranges calibrated on the first ${Math.min(IRNN_CALIBRATION_WINDOWS, run.corpus.train.length)} train windows; evaluate it with lowbit eval ${out}`);
   if (!options.verify) return 0;
   const mine = new PerplexityMeter();

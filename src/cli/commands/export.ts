@@ -79,7 +79,7 @@ export const exportCommand = defineCommand({
   ],
   options: {
     input: { type: 'string', placeholder: 'PATH', positional: true, help: `${MODEL_PATH_KINDS} (lowbit train's or lowbit quantize's folder)` },
-    format: { type: 'enum', choices: ['onnx', 'irnn'], default: 'onnx', help: 'output format: onnx, or irnn (language-model runs of lstm-lm: the integer-only LSTM runtime, docs/lm.md)' },
+    format: { type: 'enum', choices: ['onnx', 'irnn'], default: 'onnx', help: 'output format: onnx, or irnn (language-model runs of lstm-lm and gru-lm: the integer-only LSTM / GRU runtime, docs/lm.md)' },
     profile: { type: 'enum', choices: ONNX_PROFILES, default: 'default', help: 'target runtime: default (onnxruntime) or web (onnxruntime-web)' },
     out: { type: 'string', placeholder: 'FILE', help: 'output file (default: next to the input, <name>.onnx or <name>.web.onnx)' },
     weightBits: { type: 'enum', choices: ['8', '4'], help: 'weight container: 8 = int8, 4 = int4 (opset 21); default: int4 for <= 4-bit layers, int8 otherwise' },
@@ -103,7 +103,7 @@ export const exportCommand = defineCommand({
       const lm = readLmCheckpoint(input.file, 'export', { unreadable: 'null' });
       if (lm) return options.format === 'irnn' ? exportLanguageModelIrnn(lm, out, options, io) : exportLanguageModel(lm, out, options, io);
     }
-    if (options.format === 'irnn') throw new UsageError(`--format irnn converts language-model runs (lowbit train --model lstm-lm); '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
+    if (options.format === 'irnn') throw new UsageError(`--format irnn converts language-model runs (lowbit train --model lstm-lm or gru-lm); '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
     if (options.activations !== undefined) throw new UsageError(`--activations applies to language-model runs; '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
     const source = readSource(input, options.arch);
     const datasetName = options.dataset ?? source.dataset ?? 'mnist';

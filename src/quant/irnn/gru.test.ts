@@ -131,7 +131,7 @@ describe('IntGRU.run', () => {
       try {
         const result = new IntGRU(p).run(x, L, N, initial);
         assert.deepEqual(Array.from(result.output), expected);
-        assert.deepEqual(Array.from(result.h), Array.from(h));
+        assert.deepEqual(Array.from(result.state.h), Array.from(h));
       } finally {
         setIntKernelsReference(false);
       }
@@ -163,7 +163,7 @@ describe('QuantGRU vs IntGRU', () => {
       // IntGRU is time-major; the model is batch-first.
       const xt = new Float32Array(L * N * I);
       for (let n = 0; n < N; n++) for (let t = 0; t < L; t++) for (let j = 0; j < I; j++) xt[(t * N + n) * I + j] = x.data[(n * L + t) * I + j]!;
-      const { output, h } = runtime.run(runtime.quantizeInput(xt), L, N, Int8Array.from(h0.data, (v) => Math.round(v / sh)));
+      const { output, state: { h } } = runtime.run(runtime.quantizeInput(xt), L, N, Int8Array.from(h0.data, (v) => Math.round(v / sh)));
       let saturatedGates = 0;
       for (let n = 0; n < N; n++) {
         for (let t = 0; t < L; t++) {

@@ -216,10 +216,10 @@ export class IntGRU {
   /**
    * Runs `steps` steps over `batch` sequences: x int8 time-major [L, N, I], optional initial h
    * [N, H] int8 (zeros by default). Returns h of every step [L, N, H] (real value q·hiddenScale)
-   * and the final h. The products are the runtime's int8 GEMM (src/runtime/kernels: native
+   * and the final state { h } (shaped as IntLSTM.run's, without c). The products are the runtime's int8 GEMM (src/runtime/kernels: native
    * VNNI/AVX2 or the TypeScript reference, bit-identical); the cell is TypeScript (`gruCellUpdate`).
    */
-  run(x: Int8Array, steps: number, batch: number, initial?: Int8Array): { output: Int8Array; h: Int8Array } {
+  run(x: Int8Array, steps: number, batch: number, initial?: Int8Array): { output: Int8Array; state: { h: Int8Array } } {
     const { inputSize: I, hiddenSize: H } = this.params;
     if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(batch) || batch < 1) throw new RangeError(`IntGRU.run: steps and batch must be positive integers, got ${steps}, ${batch}`);
     if (x.length !== steps * batch * I) throw new RangeError(`IntGRU.run: x has ${x.length} values, expected L·N·I = ${steps}·${batch}·${I}`);
@@ -244,7 +244,7 @@ export class IntGRU {
       for (let n = 0; n < batch; n++) gruCellUpdate(p, accX, (t * batch + n) * rows, accH, n * rows, h, n * H, next, buffers, n, this.fastPath);
       h = next;
     }
-    return { output, h: h.slice() };
+    return { output, state: { h: h.slice() } };
   }
 }
 
