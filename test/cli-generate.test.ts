@@ -72,7 +72,7 @@ test('transformer-lm --objective all → generate: the printed text is nn.genera
   }
 });
 
-test('train --objective: all is refused for the recurrent and image models; last is stored', async () => {
+test('train --objective: all is refused for the recurrent and image models; last is the default and stored; --window-stride', async () => {
   const lstm = await runCli(['train', '--model', 'lstm-lm', '--objective', 'all', ...TINY_LM_ARGS]);
   assert.notEqual(lstm.code, 0);
   assert.match(lstm.stderr, /--objective all needs a model that predicts at every position \(--model transformer-lm\)/);
@@ -81,10 +81,14 @@ test('train --objective: all is refused for the recurrent and image models; last
   assert.match(image.stderr, /--objective apply to language models/);
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-gen-'));
   try {
-    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--objective', 'last', '--out', dir, ...TINY_LM_ARGS, '--limit', '500']);
+    // Default objective: last; --window-stride 4 keeps windows 0, 4, 8, ... of the first 500.
+    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--window-stride', '4', '--out', dir, ...TINY_LM_ARGS, '--limit', '500']);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /objective +last: one prediction per window/);
-    assert.equal((JSON.parse(readFileSync(join(dir, 'metrics.json'), 'utf8')) as { config: Record<string, unknown> }).config['objective'], 'last');
+    assert.match(t.stdout, /4-word context: 125 train \(every 4th\) \/ 400 validation windows/);
+    const config = (JSON.parse(readFileSync(join(dir, 'metrics.json'), 'utf8')) as { config: Record<string, unknown> }).config;
+    assert.equal(config['objective'], 'last');
+    assert.equal(config['windowStride'], 4);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

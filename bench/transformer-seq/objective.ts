@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { evalFigures, lowbit } from '../lm/cli.ts';
 
-const ROWS = ['fp32-all', 'fp32-last', 'w4a8-all', 'w4a8-last'] as const;
+const ROWS = ['fp32-all', 'fp32-last', 'w4a8-all', 'w4a8-last', 'fp32-all-s8', 'w4a8-all-s8'] as const;
 const argv = process.argv.slice(2);
 const flag = (name: string): string | undefined => {
   const i = argv.indexOf(`--${name}`);
@@ -27,13 +27,15 @@ mkdirSync(outDir, { recursive: true });
 const resultPath = join('bench', 'results', `${flag('result') ?? 'transformer-seq-objective'}.json`);
 const rows: Record<string, unknown>[] = [];
 for (const name of only) {
-  const [quant, objective] = name.split('-') as [string, string];
+  // '-s8': every 8th training window (non-overlapping 8-word windows, --window-stride 8).
+  const [quant, objective, strided] = name.split('-') as [string, string, string | undefined];
+  const stride = strided === undefined ? [] : ['--window-stride', strided.slice(1)];
   const run = join(outDir, `${name}-e${epochs}`);
-  await lowbit(['train', '--model', 'transformer-lm', '--quant', quant, '--objective', objective, '--epochs', epochs, '--out', run, '--no-progress', '--baseline', 'none']);
+  await lowbit(['train', '--model', 'transformer-lm', '--quant', quant, '--objective', objective, '--epochs', epochs, ...stride, '--out', run, '--no-progress', '--baseline', 'none']);
   const metrics = JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')) as { totalSeconds: number; validPerplexity: number; parameters: number; history: { epochs: { seconds: number; samplesPerSecond: number }[] } };
   const test = await evalFigures(run);
   const row = {
-    row: name, quant, objective, epochs: Number(epochs), seed: 0, parameters: metrics.parameters,
+    row: name, quant, objective, windowStride: strided === undefined ? 1 : Number(strided.slice(1)), epochs: Number(epochs), seed: 0, parameters: metrics.parameters,
     trainSeconds: metrics.totalSeconds, trainPassSeconds: metrics.history.epochs.map((e) => e.seconds),
     validPerplexity: metrics.validPerplexity, ...test,
   };

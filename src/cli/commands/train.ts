@@ -104,7 +104,8 @@ export const trainCommand = defineCommand({
     seqLen: { type: 'int', positive: true, max: LM_LIMITS.seqLen, help: `language models: words of context per sample (default: ${LM_DEFAULTS.seqLen})` },
     hidden: { type: 'int', positive: true, max: LM_LIMITS.hidden, help: `language models: LSTM/GRU width, transformer-lm MLP width (default: ${LM_DEFAULTS.hidden}; transformer-lm ${lmDefaultSizes('transformer-lm').hidden})` },
     embed: { type: 'int', positive: true, max: LM_LIMITS.embed, help: `language models: embedding width (default: ${LM_DEFAULTS.embed}; transformer-lm ${lmDefaultSizes('transformer-lm').embed})` },
-    objective: { type: 'enum', choices: ['all', 'last'], help: 'language models: the training loss over every position of a window (all; transformer-lm only, its default) or the last one only (last; the recurrent models\' only choice)' },
+    objective: { type: 'enum', choices: ['all', 'last'], help: 'language models: the training loss over the last position of each window (last, the default) or over every position (all; transformer-lm only)' },
+    windowStride: { type: 'int', positive: true, placeholder: 'K', help: 'language models: train on every K-th window only (K = --seq-len: non-overlapping windows; default 1)' },
     vocab: { type: 'int', min: 2, max: LM_LIMITS.vocab, help: `language models: at most this many words in the vocabulary, <unk> included (default: ${LM_DEFAULTS.vocab})` },
   },
   run(given, io) {
@@ -121,7 +122,7 @@ export const trainCommand = defineCommand({
       return trainLanguageModel({ ...given, model, lr, quantLrScale }, io);
     }
     // Image models: the language-model options and data are refused, the image defaults filled in.
-    const lmOnly = (['seqLen', 'hidden', 'embed', 'vocab', 'objective'] as const).filter((k) => given[k] !== undefined);
+    const lmOnly = (['seqLen', 'hidden', 'embed', 'vocab', 'objective', 'windowStride'] as const).filter((k) => given[k] !== undefined);
     if (lmOnly.length > 0) throw new UsageError(`${lmOnly.map((k) => `--${flagName(k)}`).join(', ')} apply to language models (--model ${LM_MODEL_NAMES.join('|')}), not --model ${model}`, 'train');
     const dataset = given.dataset ?? 'mnist';
     if (!isDatasetName(dataset)) throw new UsageError(`--dataset ${dataset} is a text corpus: train a language model on it (--model ${LM_MODEL_NAMES.join('|')}); --model ${model} takes --dataset ${DATASET_NAMES.join('|')}`, 'train');
