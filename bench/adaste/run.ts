@@ -5,7 +5,7 @@
  *   nice -n 10 node --import tsx bench/adaste/run.ts [--epochs 3] [--seed 0] [--limit N] [--only id,id]
  *
  * Rows (ids): the weight estimator with float gradients — 'ste' ('binary', clipped STE),
- * 'adaste' (the authors' μ schedule: μ₀ 0.01, ×1.05 per epoch), 'adaste-annealed' (μ grown from
+ * 'ste-ma' ('binary', identity STE, α constant in the backward: AdaSTE's μ → 0 limit), 'adaste' (the authors' μ schedule: μ₀ 0.01, ×1.05 per epoch), 'adaste-annealed' (μ grown from
  * 0.01 to μ_max = 200 by the last epoch), 'smooth-binary'; and the clipped-STE run with k-bit
  * parameter gradients — 'grad8', 'grad6', 'grad4' (withQuantizedGradients). Writes
  * bench/results/adaste.json after every run (records of other ids kept).
@@ -50,6 +50,8 @@ const binary: QuantizerSpec = { kind: 'binary', bits: 1, granularity: 'channel' 
 const annealGrowth = epochs > 1 ? (200 / 0.01) ** (1 / (epochs - 1)) : 1;
 const ROWS: Row[] = [
   { id: 'ste', weight: binary },
+  // Control for 'adaste' at small μ: identity STE with α held constant in the backward pass.
+  { id: 'ste-ma', weight: { kind: 'binary', bits: 1, granularity: 'channel', gradient: 'ste', magnitudeAware: true } },
   { id: 'adaste', weight: { kind: 'adaste', bits: 1, granularity: 'channel' } },
   { id: 'adaste-annealed', weight: { kind: 'adaste', bits: 1, granularity: 'channel', muGrowth: annealGrowth } },
   { id: 'smooth-binary', weight: { kind: 'smoothBinary', bits: 1, granularity: 'channel' } },
