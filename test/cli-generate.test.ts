@@ -51,6 +51,13 @@ test('transformer-lm --objective all → generate: the printed text is nn.genera
       assert.equal(generatedLine(again.stdout, prompt), text, 'the KV cache and the recompute give the same text');
     }
 
+    const noUnk = await runCli(['generate', run, '--prompt', 'the', '--tokens', '40', '--no-unk', '--seed', '1']);
+    assert.equal(noUnk.code, 0, noUnk.stderr);
+    assert.match(noUnk.stdout, /no <unk>;/);
+    assert.ok(!generatedLine(noUnk.stdout, 'the').split(' ').includes('<unk>'), noUnk.stdout);
+    // Not vacuous: with <unk> allowed, the same run draws it (the most frequent id of a 300-word vocabulary).
+    const withUnk = await runCli(['generate', run, '--prompt', 'the', '--tokens', '40', '--seed', '1']);
+    assert.ok(generatedLine(withUnk.stdout, 'the').split(' ').includes('<unk>'), withUnk.stdout);
     const unknown = await runCli(['generate', run, '--prompt', 'zzyzx whale', '--tokens', '3']);
     assert.equal(unknown.code, 0, unknown.stderr);
     assert.match(unknown.stdout, /not in the vocabulary, read as <unk>: zzyzx/);

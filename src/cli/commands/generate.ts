@@ -22,7 +22,7 @@ export const generateCommand = defineCommand({
     '--seq-len words of the run (its training window). transformer-lm decodes with a KV cache (the',
     'cache is rebuilt from the last --seq-len words once the text is longer; --no-cache recomputes',
     'every step); lstm-lm/gru-lm recompute over the window. QAT runs generate through their',
-    'fake-quant forward. Same --seed, same text.',
+    'fake-quant forward. Same --seed, same text. --no-unk never draws <unk> (id 0).',
   ].join('\n'),
   examples: [
     'lowbit generate runs/transformer-lm-moby-dick-w4a8 --prompt "call me ishmael" --tokens 30 --temperature 0.8 --top-k 40',
@@ -35,6 +35,7 @@ export const generateCommand = defineCommand({
     temperature: { type: 'number', min: 0, default: 1, help: 'softmax temperature (0: greedy)' },
     topK: { type: 'int', positive: true, placeholder: 'K', help: 'sample among the K most likely words only (default: all)' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the sampling' },
+    unk: { type: 'boolean', default: true, help: `never generate ${UNK_TOKEN} (the words outside the run's vocabulary)` },
     cache: { type: 'boolean', default: true, help: 'transformer-lm: recompute every step instead of using the KV cache' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
   },
@@ -55,9 +56,9 @@ export const generateCommand = defineCommand({
     const cached = run.settings.model === 'transformer-lm' && options.cache;
     io.print(`${describeLmRun(run.settings)}: ${run.checkpoint}`);
     io.print(`prompt      ${words.join(' ')} (${words.length} word${words.length === 1 ? '' : 's'}${unknown.length > 0 ? `; not in the vocabulary, read as ${UNK_TOKEN}: ${unknown.join(', ')}` : ''})`);
-    io.print(`sampling    ${options.temperature === 0 ? 'greedy (temperature 0)' : `temperature ${options.temperature}${options.topK === undefined ? '' : `, top-k ${options.topK}`}, seed ${options.seed}`}; context ${context} words, ${cached ? 'KV cache' : 'recomputed every step'}`);
+    io.print(`sampling    ${options.temperature === 0 ? 'greedy (temperature 0)' : `temperature ${options.temperature}${options.topK === undefined ? '' : `, top-k ${options.topK}`}, seed ${options.seed}`}${options.unk ? '' : `, no ${UNK_TOKEN}`}; context ${context} words, ${cached ? 'KV cache' : 'recomputed every step'}`);
     const start = performance.now();
-    const generated = generate(run.model, ids, { tokens: options.tokens, temperature: options.temperature, topK: options.topK, seed: options.seed, context, cache: options.cache });
+    const generated = generate(run.model, ids, { tokens: options.tokens, temperature: options.temperature, topK: options.topK, seed: options.seed, context, cache: options.cache, exclude: options.unk ? [] : [0] });
     const seconds = (performance.now() - start) / 1000;
     io.print('');
     io.print(`${words.join(' ')} ${generated.map((id) => vocab.words[id]!).join(' ')}`);

@@ -170,4 +170,15 @@ describe('sampleNext', () => {
     assert.equal(sampleNext([0, 3, 1, 3], { temperature: 0 }, rng), 1);
     assert.throws(() => sampleNext([0, Number.NaN], {}, rng), /logits\[1\] is NaN/);
   });
+
+  it('exclude: an excluded id is never drawn, greedy or sampled (the rest renormalised)', () => {
+    const rng = new Rng(13);
+    assert.equal(sampleNext([5, 1, 2], { temperature: 0, exclude: [0] }, rng), 2);
+    const counts = [0, 0, 0];
+    for (let i = 0; i < 20_000; i++) counts[sampleNext([5, 1, 1], { exclude: [0] }, rng)]!++;
+    assert.equal(counts[0], 0);
+    assert.ok(Math.abs(counts[1]! / 20_000 - 0.5) < 0.015, `${counts}`);
+    assert.throws(() => sampleNext([1, 2], { exclude: [0, 1] }, rng), /no id left to draw/);
+    assert.throws(() => sampleNext([1, 2], { exclude: [-1] }, rng), /exclude must be a list of non-negative integer ids/);
+  });
 });

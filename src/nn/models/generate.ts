@@ -20,6 +20,8 @@ export interface SampleOptions {
   readonly temperature?: number;
   /** Sample among the k largest logits only (ties broken towards the lower id); default: all. */
   readonly topK?: number;
+  /** Ids never drawn (e.g. `<unk>`, id 0 of a corpus vocabulary): left out before top-k and softmax. */
+  readonly exclude?: readonly number[];
 }
 
 export interface GenerateOptions extends SampleOptions {
@@ -43,6 +45,8 @@ function checkSampleOptions(options: SampleOptions, where: string): { temperatur
   if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0) throw new RangeError(`${where}: temperature must be a finite number ≥ 0, got ${String(temperature)}`);
   const topK = options.topK ?? null;
   if (topK !== null && (!Number.isInteger(topK) || topK < 1)) throw new RangeError(`${where}: topK must be a positive integer, got ${String(topK)}`);
+  const exclude = options.exclude ?? [];
+  if (!Array.isArray(exclude) || exclude.some((id) => !Number.isInteger(id) || id < 0)) throw new RangeError(`${where}: exclude must be a list of non-negative integer ids, got ${JSON.stringify(exclude)}`);
   return { temperature, topK };
 }
 
@@ -54,14 +58,15 @@ function checkSampleOptions(options: SampleOptions, where: string): { temperatur
 export function sampleNext(logits: ArrayLike<number>, options: SampleOptions, rng: Rng): number {
   const { temperature, topK } = checkSampleOptions(options, 'sampleNext');
   const v = logits.length;
-  if (v < 1) throw new RangeError('sampleNext: logits is empty');
   for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
+  const excluded = new Set(options.exclude ?? []);
+  let candidates = Array.from({ length: v }, (_, i) => i).filter((i) => !excluded.has(i));
+  if (candidates.length < 1) throw new RangeError(`sampleNext: no id left to draw (${v} logits, ${excluded.size} excluded)`);
   if (temperature === 0) {
-    let best = 0;
-    for (let i = 1; i < v; i++) if (logits[i]! > logits[best]!) best = i;
+    let best = candidates[0]!;
+    for (const i of candidates) if (logits[i]! > logits[best]!) best = i;
     return best;
   }
-  let candidates = Array.from({ length: v }, (_, i) => i);
   if (topK !== null && topK < v) {
     candidates.sort((a, b) => logits[b]! - logits[a]! || a - b);
     candidates = candidates.slice(0, topK);
@@ -98,7 +103,7 @@ function lastRow(logits: Tensor): Float64Array {
  */
 export function generate(model: NextWordLanguageModel, prompt: readonly number[], options: GenerateOptions): number[] {
   checkSampleOptions(options, 'generate');
-  const sampling: SampleOptions = { temperature: options.temperature, topK: options.topK };
+  const sampling: SampleOptions = { temperature: options.temperature, topK: options.topK, exclude: options.exclude };
   const { tokens } = options;
   if (!Number.isInteger(tokens) || tokens < 1) throw new RangeError(`generate: tokens must be a positive integer, got ${String(tokens)}`);
   if (prompt.length < 1) throw new RangeError('generate: the prompt is empty (give at least one id)');
