@@ -24,3 +24,8 @@ export { intTransducerToLowbit, intTransducerFromLowbit, saveIntTransducer, load
 export { QuantGRU, type QuantGRUOptions } from './qgru.ts';
 export { IntGRU, intGruStep, convertQuantGRU, type IntGRUParams } from './intgru.ts';
 export { intGRUToLowbit, intGRUFromLowbit, saveIntGRU, loadIntGRU, isIntGRUFile, IRNN_GRU_FORMAT } from './gru-io.ts';
+export {
+  IntTransformerLM, convertTransformerLM, intErf, intGelu, erfPolynomial, intCausalSoftmaxRow, GELU_FRAC, ERF_FRAC, RESIDUAL_BITS,
+  type IntTransformerLMParams, type IntTransformerBlockParams, type IntLinearParams, type IntHeadParams, type IntTransformerActivation,
+} from './transformer.ts';
+export { intTransformerToLowbit, intTransformerFromLowbit, saveIntTransformer, loadIntTransformer, isIntTransformerFile } from './transformer-io.ts';

@@ -64,7 +64,7 @@ describe('IntTransformerLM file', () => {
     const bytes = encodeLowbit(good);
     assert.throws(() => loadIntTransformer(bytes.subarray(0, bytes.length - 10)), LowbitFormatError);
     const edit = (change: (m: { graph: Record<string, unknown>[]; tensors: Record<string, unknown> }) => void): LowbitModel => {
-      const copy = { graph: structuredClone(good.graph) as Record<string, unknown>[], tensors: { ...good.tensors } as Record<string, unknown>, metadata: good.metadata };
+      const copy = { graph: structuredClone(good.graph) as unknown as Record<string, unknown>[], tensors: { ...good.tensors } as Record<string, unknown>, metadata: good.metadata };
       change(copy);
       return copy as unknown as LowbitModel;
     };
