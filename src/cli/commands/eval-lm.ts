@@ -7,6 +7,7 @@ import { extname } from 'node:path';
 import { isLmDatasetName } from '../../data/index.ts';
 import { evaluatePerplexity, formatPercent, PerplexityMeter } from '../../train/index.ts';
 import { loadIntNextWord } from '../lm-irnn.ts';
+import { evalIntTransformerLm, intTransformerLmOrNull } from '../lm-int-transformer.ts';
 import { IntGRU } from '../../quant/irnn/index.ts';
 import { UsageError } from '../args.ts';
 import type { CommandIO } from '../command.ts';
@@ -49,11 +50,15 @@ export function isIrnnPath(path: string): boolean {
 export function evalIntLanguageModel(path: string, options: LmEvalOptions, io: CommandIO): void {
   if (options.save !== undefined || options.compare) throw new UsageError(`--save and --compare apply to --checkpoint; '${path}' is already an integer language model`, 'eval');
   let model;
+  let transformer;
   try {
-    model = loadIntNextWord(path);
+    transformer = intTransformerLmOrNull(path);
+    if (!transformer) model = loadIntNextWord(path);
   } catch (e) {
     throw new Error(`eval: '${path}' is not a valid integer language-model file: ${(e as Error).message}`);
   }
+  if (transformer) return evalIntTransformerLm(path, transformer, options, io);
+  if (!model) throw new Error(`eval: '${path}' holds no integer language model`);
   const { dataset, corpusVocab, context } = model.meta;
   if (dataset === undefined || !isLmDatasetName(dataset) || corpusVocab === undefined) throw new Error(`eval: '${path}' does not name its corpus (metadata.lm.dataset / corpusVocab), so its test split cannot be rebuilt`);
   if (options.dataset !== undefined && options.dataset !== dataset) throw new UsageError(`--dataset ${options.dataset} does not fit '${path}', trained on ${dataset} (leave --dataset out)`, 'eval');

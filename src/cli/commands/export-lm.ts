@@ -15,6 +15,7 @@ import { convertNextWordModel, saveIntNextWord } from '../lm-irnn.ts';
 import { contextIdBatches, DataLoader, take } from '../../data/index.ts';
 import { NextWordModel, TransformerLM } from '../../nn/index.ts';
 import { exportTransformerLanguageModel } from '../lm-transformer-export.ts';
+import { exportTransformerIrnn } from '../lm-int-transformer.ts';
 import { lmOnnxMetadata, verifyLmOnnx } from '../lm-onnx-verify.ts';
 
 /** The export options a language-model run reads; the image-only ones must be left out. */
@@ -77,6 +78,7 @@ export function exportLanguageModelIrnn(run: LmCheckpoint, out: string, options:
   const refuse = (message: string): never => {
     throw new UsageError(`--format irnn: ${message} ('${run.checkpoint}' is a ${settings.model} run)`, 'export');
   };
+  if (run.model instanceof TransformerLM) return exportTransformerIrnn(run, run.model, out, options, io);
   const lstm = run.model;
   if ((settings.model !== 'lstm-lm' && settings.model !== 'gru-lm') || !(lstm instanceof NextWordModel)) return refuse(`the integer runtime (quant.irnn) has LSTM and GRU cores only; export a ${settings.model} run to ONNX`);
   if (options.profile !== 'default') refuse('--profile applies to ONNX');

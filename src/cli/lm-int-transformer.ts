@@ -1,0 +1,144 @@
+/**
+ * The integer-only transformer-lm of the CLI: `lowbit export RUN --format irnn` for a QAT
+ * transformer-lm run (quant.irnn.convertTransformerLM; the residual stream's scale calibrated on
+ * the first IRNN_CALIBRATION_WINDOWS train windows) and `lowbit eval FILE.irnn` for the file it
+ * writes. The file is quant.irnn's IntTransformerLM file plus
+ *   metadata.lm = { format: 'lowbit-irnn-transformer-lm', version: 1, context, vocabulary: string[V],
+ *                   source?, quant?, dataset?, corpusVocab? }.
+ */
+import { basename } from 'node:path';
+import { noGrad } from '../autograd/engine.ts';
+import { contextIdBatches, DataLoader, isLmDatasetName, take } from '../data/index.ts';
+import { readLowbit } from '../format/lowbit.ts';
+import type { TransformerLM } from '../nn/models/transformer-lm.ts';
+import { convertTransformerLM, type IntTransformerLM } from '../quant/irnn/transformer.ts';
+import { intTransformerFromLowbit, isIntTransformerFile, saveIntTransformer } from '../quant/irnn/transformer-io.ts';
+import { IrnnFormatError } from '../quant/irnn/io.ts';
+import { formatPercent, PerplexityMeter } from '../train/index.ts';
+import { UsageError } from './args.ts';
+import type { CommandIO } from './command.ts';
+import type { LmEvalOptions } from './commands/eval-lm.ts';
+import type { LmExportOptions } from './commands/export-lm.ts';
+import type { IntLmMeta } from './lm-irnn.ts';
+import { describeLmRun, lmCorpus, lmTestBatches, type LmCheckpoint } from './lm-run.ts';
+
+const LM_FORMAT = 'lowbit-irnn-transformer-lm';
+const LM_VERSION = 1;
+const MAX_VOCAB = 1 << 20;
+/** Train windows the residual stream's range is calibrated on (the first ones, in order). */
+export const INT_TRANSFORMER_CALIBRATION_WINDOWS = 4096;
+const BATCH = 256;
+
+/** An integer-only transformer-lm and what the file says about its run. */
+export interface IntTransformerLmFile {
+  readonly model: IntTransformerLM;
+  readonly meta: IntLmMeta;
+}
+
+function bad(message: string): never {
+  throw new IrnnFormatError('bad-field', `language model: ${message}`);
+}
+
+/** Reads an integer transformer-lm file (container, model and metadata.lm validated). */
+export function loadIntTransformerLm(file: string | Uint8Array): IntTransformerLmFile {
+  const decoded = readLowbit(file);
+  const model = intTransformerFromLowbit(decoded);
+  const lm = (decoded.metadata as Record<string, unknown> | undefined)?.['lm'];
+  if (typeof lm !== 'object' || lm === null || Array.isArray(lm)) bad(`metadata.lm is ${JSON.stringify(lm)}, expected { format: '${LM_FORMAT}', version: ${LM_VERSION}, ... }`);
+  const meta = lm as Record<string, unknown>;
+  if (meta['format'] !== LM_FORMAT || meta['version'] !== LM_VERSION) bad(`metadata.lm format/version is ${JSON.stringify(meta['format'])}/${JSON.stringify(meta['version'])}, expected '${LM_FORMAT}'/${LM_VERSION}`);
+  const context = meta['context'];
+  if (typeof context !== 'number' || !Number.isInteger(context) || context < 1 || context > model.maxContext) bad(`context ${JSON.stringify(context)} is not an integer in [1, ${model.maxContext}] (the model's maxContext)`);
+  const vocabulary = meta['vocabulary'];
+  if (!Array.isArray(vocabulary) || vocabulary.length !== model.vocabSize || vocabulary.some((w) => typeof w !== 'string')) bad(`vocabulary must be a list of ${model.vocabSize} strings (the model's vocabulary size)`);
+  for (const key of ['source', 'quant', 'dataset'] as const) if (meta[key] !== undefined && typeof meta[key] !== 'string') bad(`${key} must be a string`);
+  const corpusVocab = meta['corpusVocab'];
+  if (corpusVocab !== undefined && (typeof corpusVocab !== 'number' || !Number.isInteger(corpusVocab) || corpusVocab < 2 || corpusVocab > MAX_VOCAB)) bad(`corpusVocab ${JSON.stringify(corpusVocab)} is not an integer in [2, ${MAX_VOCAB}]`);
+  const text = (key: 'source' | 'quant' | 'dataset'): Record<string, string> => (typeof meta[key] === 'string' ? { [key]: meta[key] } : {});
+  return {
+    model,
+    meta: {
+      context: context as number, vocabulary: vocabulary as string[], ...text('source'), ...text('quant'), ...text('dataset'),
+      ...(typeof corpusVocab === 'number' ? { corpusVocab } : {}),
+    },
+  };
+}
+
+/**
+ * `lowbit export RUN --format irnn` for a transformer-lm run: converted to IntTransformerLM and
+ * written as an .irnn file; with --verify the integer model against the run's fake-quant forward on
+ * the first --samples test windows (perplexity, argmax agreement, largest logit difference).
+ */
+export function exportTransformerIrnn(run: LmCheckpoint, transformer: TransformerLM, out: string, options: LmExportOptions, io: CommandIO): number {
+  const { settings } = run;
+  const refuse = (message: string): never => {
+    throw new UsageError(`--format irnn: ${message} ('${run.checkpoint}' is a ${settings.model} ${settings.quant} run)`, 'export');
+  };
+  if (settings.quant !== 'w8a8' && settings.quant !== 'w4a8') refuse('the integer transformer runtime converts QAT runs with 8-bit activations (--quant w8a8 or w4a8); float, w4 and w4a4 runs have no int8 activation steps to run on');
+  if (options.profile !== 'default') refuse('--profile applies to ONNX');
+  if (options.weightBits !== undefined) refuse('--weight-bits applies to ONNX; the integer model keeps the run\'s weight bits');
+  if (options.bias !== undefined || options.arch !== undefined || options.opset !== undefined || options.activations !== undefined) refuse('--bias, --arch, --opset and --activations apply to ONNX');
+  if (options.dataset !== undefined && options.dataset !== settings.dataset) refuse(`--dataset ${options.dataset}: the run was trained on ${settings.dataset}`);
+  const calibration = [...contextIdBatches(new DataLoader(take(run.corpus.train, INT_TRANSFORMER_CALIBRATION_WINDOWS), { batchSize: BATCH }))].map((b) => b.x);
+  const model = convertTransformerLM(transformer, calibration);
+  const lm = {
+    format: LM_FORMAT, version: LM_VERSION, context: settings.seqLen, vocabulary: [...run.corpus.vocab.words],
+    source: basename(run.checkpoint), quant: settings.quant, dataset: settings.dataset, corpusVocab: settings.vocab,
+  };
+  const bytes = saveIntTransformer(out, model, { lm });
+  const p = model.params;
+  io.print(`wrote ${out} (${bytes.toLocaleString('en-US')} bytes; integer-only transformer: ${p.blocks[0]?.qkv.weightBits ?? 8}-bit weights, int8 activations, int32 residual stream, integer LayerNorm, i-exp softmax, ${p.blocks[0]?.activation === 'relu' ? 'ReLU' : 'i-GELU'})`);
+  io.print(`  residual scale calibrated on the first ${Math.min(INT_TRANSFORMER_CALIBRATION_WINDOWS, run.corpus.train.length)} train windows; evaluate it with lowbit eval ${out}`);
+  if (!options.verify) return 0;
+  const mine = new PerplexityMeter();
+  const ints = new PerplexityMeter();
+  let agree = 0;
+  let maxDiff = 0;
+  const { windows, batches } = lmTestBatches(run, BATCH, options.samples);
+  for (const { x, y } of batches) {
+    const ref = noGrad(() => transformer.forward(x)).data;
+    const got = model.logits(x.data, y.size);
+    for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
+    const a = mine.add(ref, y.data, settings.vocabSize);
+    const b = ints.add(got, y.data, settings.vocabSize);
+    for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
+  }
+  const l = mine.result();
+  const r = ints.result();
+  io.print(`verify: integer model vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
+  io.print(`  perplexity       integer ${r.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(r.perplexity / l.perplexity).toFixed(6)})`);
+  io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
+  io.print(`  max |Δlogit|     ${maxDiff.toPrecision(3)}`);
+  return 0;
+}
+
+/** `lowbit eval FILE.irnn` for an integer transformer-lm file: test perplexity on its corpus and throughput. */
+export function evalIntTransformerLm(path: string, file: IntTransformerLmFile, options: LmEvalOptions, io: CommandIO): void {
+  const { model, meta } = file;
+  const { dataset, corpusVocab, context } = meta;
+  if (dataset === undefined || !isLmDatasetName(dataset) || corpusVocab === undefined) throw new Error(`eval: '${path}' does not name its corpus (metadata.lm.dataset / corpusVocab), so its test split cannot be rebuilt`);
+  if (options.dataset !== undefined && options.dataset !== dataset) throw new UsageError(`--dataset ${options.dataset} does not fit '${path}', trained on ${dataset} (leave --dataset out)`, 'eval');
+  const corpus = lmCorpus({ dataset, seqLen: context, vocab: corpusVocab });
+  const words = corpus.vocab.words;
+  if (words.length !== model.vocabSize || words.some((w, i) => w !== meta.vocabulary[i])) {
+    throw new Error(`eval: '${path}' was built on a vocabulary that ${dataset} with --vocab ${corpusVocab} no longer gives (another version of the corpus package?)`);
+  }
+  const p = model.params;
+  const { windows, batches } = lmTestBatches({ corpus }, options.batchSize, options.limit);
+  io.print(`integer-only transformer language model (${meta.quant ?? '?'} run${meta.source ? ` ${meta.source}` : ''}; ${p.blocks.length} blocks, ${p.numHeads} heads, width ${p.embedDim}, MLP ${p.mlpDim}, vocabulary ${p.vocabSize}): ${path}`);
+  const meter = new PerplexityMeter();
+  const start = performance.now();
+  for (const { x, y } of batches) meter.add(model.logits(x.data, y.size), y.data, model.vocabSize);
+  const seconds = (performance.now() - start) / 1000;
+  const r = meter.result(seconds);
+  io.print(`${dataset} test split: ${windows} windows of ${context} words (each predicts the next word)`);
+  io.print(`test perplexity  ${r.perplexity.toFixed(2)} (cross-entropy ${r.crossEntropy.toFixed(4)} nats/word, next-word accuracy ${formatPercent(r.accuracy)})`);
+  io.print(`throughput       ${(r.count / seconds).toFixed(0)} predicted words/s = ${((r.count * context) / seconds).toFixed(0)} context tokens/s (integer runtime, wall clock incl. the float softmax scoring, batch ${Math.min(options.batchSize, windows)}, ${seconds.toFixed(2)} s)`);
+  io.print(`model bytes      ${model.byteLength.toLocaleString('en-US')} (weights, tables, biases, multipliers)`);
+}
+
+/** The integer transformer-lm in `path` when the file is one (validated), null for any other .lowbit content. */
+export function intTransformerLmOrNull(path: string): IntTransformerLmFile | null {
+  const decoded = readLowbit(path);
+  return isIntTransformerFile(decoded) ? loadIntTransformerLm(path) : null;
+}
