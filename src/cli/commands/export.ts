@@ -79,7 +79,7 @@ export const exportCommand = defineCommand({
   ],
   options: {
     input: { type: 'string', placeholder: 'PATH', positional: true, help: `${MODEL_PATH_KINDS} (lowbit train's or lowbit quantize's folder)` },
-    format: { type: 'enum', choices: ['onnx', 'irnn'], default: 'onnx', help: 'output format: onnx, or irnn (language-model runs of lstm-lm and gru-lm: the integer-only LSTM / GRU runtime, docs/lm.md)' },
+    format: { type: 'enum', choices: ['onnx', 'irnn'], default: 'onnx', help: 'output format: onnx, or irnn (language-model runs of lstm-lm and gru-lm: the integer-only LSTM / GRU runtime; transformer-lm w8a8/w4a8: the integer-only Transformer, docs/lm.md)' },
     profile: { type: 'enum', choices: ONNX_PROFILES, default: 'default', help: 'target runtime: default (onnxruntime) or web (onnxruntime-web)' },
     out: { type: 'string', placeholder: 'FILE', help: 'output file (default: next to the input, <name>.onnx or <name>.web.onnx)' },
     weightBits: { type: 'enum', choices: ['8', '4'], help: 'weight container: 8 = int8, 4 = int4 (opset 21); default: int4 for <= 4-bit layers, int8 otherwise' },
