@@ -6,7 +6,7 @@
  *
  * Rows (ids): the weight estimator with float gradients — 'ste' ('binary', clipped STE),
  * 'ste-ma' ('binary', identity STE, α constant in the backward: AdaSTE's μ → 0 limit), 'adaste' (the authors' μ schedule: μ₀ 0.01, ×1.05 per epoch), 'adaste-annealed' (μ grown from
- * 0.01 to μ_max = 200 by the last epoch), 'smooth-binary'; and the clipped-STE run with k-bit
+ * 0.01 to μ_max = 200 by the last epoch), 'adaste-mild' (μ 0.01 → 2), 'smooth-binary'; and the clipped-STE run with k-bit
  * parameter gradients — 'grad8', 'grad6', 'grad4' (withQuantizedGradients). Writes
  * bench/results/adaste.json after every run (records of other ids kept).
  */
@@ -54,6 +54,8 @@ const ROWS: Row[] = [
   { id: 'ste-ma', weight: { kind: 'binary', bits: 1, granularity: 'channel', gradient: 'ste', magnitudeAware: true } },
   { id: 'adaste', weight: { kind: 'adaste', bits: 1, granularity: 'channel' } },
   { id: 'adaste-annealed', weight: { kind: 'adaste', bits: 1, granularity: 'channel', muGrowth: annealGrowth } },
+  // μ grown from 0.01 to 2 by the last epoch: AdaSTE's asymmetry (toward-the-flip slope 0.5 vs 1/(1+μ)) only for μ > 1.
+  { id: 'adaste-mild', weight: { kind: 'adaste', bits: 1, granularity: 'channel', muGrowth: epochs > 1 ? (2 / 0.01) ** (1 / (epochs - 1)) : 1 } },
   { id: 'smooth-binary', weight: { kind: 'smoothBinary', bits: 1, granularity: 'channel' } },
   { id: 'grad8', weight: binary, gradBits: 8 },
   { id: 'grad6', weight: binary, gradBits: 6 },
