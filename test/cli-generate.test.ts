@@ -96,6 +96,13 @@ test('train --objective: all is refused for the recurrent and image models; last
     const config = (JSON.parse(readFileSync(join(dir, 'metrics.json'), 'utf8')) as { config: Record<string, unknown> }).config;
     assert.equal(config['objective'], 'last');
     assert.equal(config['windowStride'], 4);
+    // A recurrent run generates too, recomputing its window at every step.
+    const lstm = join(dir, 'lstm');
+    assert.equal((await runCli(['train', '--model', 'lstm-lm', '--quant', 'fp32', '--out', lstm, ...TINY_LM_ARGS, '--limit', '500'])).code, 0);
+    const g = await runCli(['generate', lstm, '--prompt', 'the whale', '--tokens', '5', '--temperature', '0']);
+    assert.equal(g.code, 0, g.stderr);
+    assert.match(g.stdout, /greedy \(temperature 0\); context 4 words, recomputed every step/);
+    assert.equal(generatedLine(g.stdout, 'the whale').split(' ').length, 5);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
