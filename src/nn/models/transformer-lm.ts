@@ -119,21 +119,7 @@ export class CausalSelfAttention extends Module {
 
   /** x [N, C, E] → [N, C, E]; position t sees positions 0..t. */
   forward(x: Tensor): Tensor {
-    if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}): expected [N, C, ${this.embedDim}], got [${x.shape.join(', ')}]`);
-    const [batch, steps] = x.shape as [number, number, number];
-    const e = this.embedDim;
-    const fused = this.qkv.forward(x); // [N, C, 3E]
-    // [N, C, E] slice → [N, heads, C, d]
-    const heads = (i: number): Tensor => transpose(reshape(narrow(fused, 2, i * e, e), [batch, steps, this.numHeads, this.headDim]), [0, 2, 1, 3]);
-    const apply = (name: AttentionOperand, t: Tensor): Tensor => this.quantizers[name]?.forward(t) ?? t;
-    const q = apply('query', heads(0));
-    const k = apply('key', heads(1));
-    const v = apply('value', heads(2));
-    const scores = add(mul(matmul(q, k, { transB: true }), 1 / Math.sqrt(this.headDim)), causalMask(steps, x.dtype === 'float64' ? 'float64' : 'float32'));
-    let weights = softmax(scores, -1); // [N, heads, C, C]
-    if (this.training && this.dropout > 0) weights = invertedDropout(weights, this.dropout, this.rng);
-    const context = matmul(apply('probs', weights), v); // [N, heads, C, d]
-    return this.proj.forward(reshape(transpose(context, [0, 2, 1, 3]), [batch, steps, e]));
+    return this.forwardCached(x, { keys: null, values: null });
   }
 
   /**
@@ -143,7 +129,7 @@ export class CausalSelfAttention extends Module {
    * and the new ones up to itself). With S = 1 this is one decoding step.
    */
   forwardCached(x: Tensor, cache: AttentionCache): Tensor {
-    if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}).forwardCached: expected [N, S, ${this.embedDim}], got [${x.shape.join(', ')}]`);
+    if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}): expected [N, C, ${this.embedDim}], got [${x.shape.join(', ')}]`);
     const [batch, steps] = x.shape as [number, number, number];
     const past = cache.keys?.shape[2] ?? 0;
     if (cache.keys && cache.keys.shape[0] !== batch) throw new Error(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.shape[0]} rows, x has ${batch}`);
@@ -159,7 +145,7 @@ export class CausalSelfAttention extends Module {
     cache.keys = keys;
     cache.values = values;
     let scores = mul(matmul(q, keys, { transB: true }), 1 / Math.sqrt(this.headDim)); // [N, heads, S, T+S]
-    if (steps > 1) scores = add(scores, offsetCausalMask(steps, past, x.dtype === 'float64' ? 'float64' : 'float32'));
+    if (steps > 1) scores = add(scores, offsetCausalMask(steps, past, x.dtype === 'float64' ? 'float64' : 'float32')); // a single new position sees everything
     let weights = softmax(scores, -1);
     if (this.training && this.dropout > 0) weights = invertedDropout(weights, this.dropout, this.rng);
     const context = matmul(apply('probs', weights), values); // [N, heads, S, d]
