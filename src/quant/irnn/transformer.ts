@@ -235,6 +235,20 @@ const TWO36 = 2 ** 36;
  */
 export function requantizeFast(acc: number, multiplier: number, shift: number): number {
   if (acc === 0 || multiplier === 0) return 0;
+  if (shift > 0 && shift < 63) {
+    // |acc|·(|M0|·2^−n): one float64 rounding (|M0|·2^−n is exact), so f is within 2^−23 of the
+    // exact value while f < 2^30; its rounding is then exact unless f's fraction is near ½.
+    const a = acc < 0 ? -acc : acc;
+    const f = a * ((multiplier < 0 ? -multiplier : multiplier) / POW2[shift]!);
+    if (f < 1073741824) {
+      const q = Math.floor(f);
+      const frac = f - q;
+      if (frac < 0.4999990 || frac > 0.5000010) {
+        const r = frac > 0.5 ? q + 1 : q;
+        return (acc < 0) !== (multiplier < 0) && r !== 0 ? -r : r;
+      }
+    }
+  }
   const prod = acc * multiplier;
   if (prod < TWO53 && prod > -TWO53 && shift > 0 && shift < 63) {
     const a = prod < 0 ? -prod : prod;

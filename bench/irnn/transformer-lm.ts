@@ -1,0 +1,103 @@
+/**
+ * Integer-only Transformer LM (quant.irnn.IntTransformerLM) against the QAT run it was converted
+ * from, in-process: for each transformer-lm run under --run-dir (default /tmp/lowbit-tlm, the runs of
+ * bench/lm/transformer-table.ts: transformer-lm-w8a8-qlr0.01, transformer-lm-w4a8-qlr0.01, ...),
+ * convert it as `lowbit export RUN --format irnn` does (residual scale on the first 4096 train
+ * windows), save and reload the .irnn file, then run every test window (batch 256) through the
+ * fake-quant model (`model.forward`, float kernels) and the integer model, batch by batch
+ * alternately, timing each: perplexity of both, argmax agreement, max |Δlogit|, context tokens/s.
+ * Writes bench/results/int-transformer-lm.json.
+ *
+ *   nice -n 10 node --import tsx bench/irnn/transformer-lm.ts [--run-dir /tmp/lowbit-tlm] [--only w8a8-qlr0.01] [--limit N]
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { noGrad } from '../../src/autograd/index.ts';
+import { INT_TRANSFORMER_CALIBRATION_WINDOWS } from '../../src/cli/lm-int-transformer.ts';
+import { lmTestBatches, readLmCheckpoint } from '../../src/cli/lm-run.ts';
+import { contextIdBatches, DataLoader, take } from '../../src/data/index.ts';
+import { writeFileAtomic } from '../../src/format/index.ts';
+import { TransformerLM } from '../../src/nn/index.ts';
+import { convertTransformerLM, loadIntTransformer, saveIntTransformer } from '../../src/quant/irnn/index.ts';
+import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
+import { PerplexityMeter } from '../../src/train/index.ts';
+import { flag } from '../flags.ts';
+
+const runDir = flag('run-dir') ?? '/tmp/lowbit-tlm';
+const only = flag('only')?.split(',');
+const limitFlag = flag('limit');
+const limit = limitFlag === undefined ? undefined : Number(limitFlag);
+const names = ['w8a8-qlr0.01', 'w4a8-qlr0.01', 'w8a8', 'w4a8'];
+const tmp = mkdtempSync(join(tmpdir(), 'lowbit-int-tlm-bench-'));
+const rows: Record<string, unknown>[] = [];
+try {
+  for (const name of names) {
+    if (only && !only.includes(name)) continue;
+    const checkpoint = join(runDir, `transformer-lm-${name}`, 'checkpoint.safetensors');
+    if (!existsSync(checkpoint)) {
+      console.log(`skip ${checkpoint}: no checkpoint`);
+      continue;
+    }
+    const run = readLmCheckpoint(checkpoint, 'bench')!;
+    const model = run.model;
+    if (!(model instanceof TransformerLM)) throw new Error(`${checkpoint} is not a transformer-lm run`);
+    console.log(`${name}: converting (${describe(run.settings)})`);
+    const calibration = [...contextIdBatches(new DataLoader(take(run.corpus.train, INT_TRANSFORMER_CALIBRATION_WINDOWS), { batchSize: 256 }))].map((b) => b.x);
+    const t0 = performance.now();
+    const converted = convertTransformerLM(model, calibration);
+    const convertSeconds = (performance.now() - t0) / 1000;
+    const file = join(tmp, `${name}.irnn`);
+    const fileBytes = saveIntTransformer(file, converted);
+    const int = loadIntTransformer(file);
+    const fq = new PerplexityMeter();
+    const ints = new PerplexityMeter();
+    let agree = 0;
+    let windows = 0;
+    let maxDiff = 0;
+    let fqSeconds = 0;
+    let intSeconds = 0;
+    const { batches } = lmTestBatches(run, 256, limit);
+    for (const { x, y } of batches) {
+      let s = performance.now();
+      const ref = noGrad(() => model.forward(x)).data;
+      fqSeconds += (performance.now() - s) / 1000;
+      s = performance.now();
+      const got = int.logits(x.data, y.size);
+      intSeconds += (performance.now() - s) / 1000;
+      for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
+      const a = fq.add(ref, y.data, run.settings.vocabSize);
+      const b = ints.add(got, y.data, run.settings.vocabSize);
+      for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
+      windows += y.size;
+      if (windows % 5120 === 0) console.log(`  ${windows} windows`);
+    }
+    const tokens = windows * run.settings.seqLen;
+    const row = {
+      run: `transformer-lm ${name}`, checkpoint, windows,
+      fakeQuantPerplexity: fq.result().perplexity, integerPerplexity: ints.result().perplexity,
+      fakeQuantAccuracy: fq.result().accuracy, integerAccuracy: ints.result().accuracy,
+      argmaxAgreement: agree / windows, maxLogitDiff: maxDiff,
+      fakeQuantTokensPerSecond: tokens / fqSeconds, integerTokensPerSecond: tokens / intSeconds,
+      integerOverFakeQuantSpeed: fqSeconds / intSeconds,
+      fileBytes, modelBytes: int.byteLength, convertSeconds,
+    };
+    console.log(row);
+    rows.push(row);
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+function describe(s: { quant: string; embed: number; hidden: number; vocabSize: number; seqLen: number }): string {
+  return `${s.quant}, width ${s.embed}, MLP ${s.hidden}, vocabulary ${s.vocabSize}, context ${s.seqLen}`;
+}
+
+const out = join(import.meta.dirname, '..', 'results', 'int-transformer-lm.json');
+const result = {
+  bench: 'irnn/transformer-lm', date: new Date().toISOString(), seed: 0,
+  note: 'one seed per run; both models timed batch by batch alternately (batch 256, forward only) on a shared 2-core machine',
+  intKernels: intKernelsBackend(), command: `nice -n 10 node --import tsx bench/irnn/transformer-lm.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`, rows,
+};
+writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify(result, null, 2)}\n`));
+console.log(`wrote ${out}`);
