@@ -10,7 +10,8 @@
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/native/ab-models.ts --model cnn|resnet8|lenet5 --base /path/to/other/lowbit_native.node
  *     [--batch 64] [--rounds 15] [--seconds 0.4]
  *
- * "new" is this tree's build/Release/lowbit_native.node. Writes bench/results/native-ab-<model>.json.
+ * "new" is this tree's build/Release/lowbit_native.node. Writes bench/results/native-ab-<model>.json
+ * (native-ab-<model>-<isa>.json under LOWBIT_ISA=<isa>).
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +86,6 @@ const summary = builds.map(([name], b) => ({
   profileUsPerImage: profiles[b]!.totalUsPerImage,
 }));
 console.log(`[ab-models] new / base: median ${(summary[1]!.medianImagesPerSec / summary[0]!.medianImagesPerSec).toFixed(3)}x, CPU ${(summary[0]!.profileUsPerImage / summary[1]!.profileUsPerImage).toFixed(3)}x`);
-const out = `bench/results/native-ab-${kind}.json`;
+const out = `bench/results/native-ab-${kind}${process.env.LOWBIT_ISA ? `-${process.env.LOWBIT_ISA}` : ''}.json`;
 writeAtomic(out, JSON.stringify({ model: kind, base, batch, rounds, seconds, threads, identical, summary, rates, profiles }, null, 2) + '\n');
 console.log(`[ab-models] wrote ${out}`);
