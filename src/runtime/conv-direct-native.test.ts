@@ -175,7 +175,8 @@ describe('native executor: direct 1x1 and 5x5 convs', { skip }, () => {
         im.useNative = false;
         const trace = new Map<string, { shape: number[]; data: Int32Array }>();
         const ts = im.run(x, n, { trace });
-        const a = new Float32Array(n * spec.outputSize), b = new Float32Array(n * spec.outputSize), d = new Float32Array(n * spec.outputSize);
+        const size: number = n * spec.outputSize;
+        const a: Float32Array = new Float32Array(size), b: Float32Array = new Float32Array(size), d: Float32Array = new Float32Array(size);
         addon!.intPlanRun!(fast, x, n, a);
         addon!.intPlanRun!(im2col, x, n, b);
         addon!.intPlanRun!(doubles, x, n, d);
