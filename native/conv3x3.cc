@@ -26,7 +26,7 @@ constexpr size_t kPadSlack = 128;  // bytes past the padded image (a 4-byte broa
 
 // The accumulation of R pixels x NB channel blocks. q: the padded input at the first pixel's window
 // origin; ps: bytes between neighbouring pixels' windows (stride C); rowBytes: padded row; j4n: 4-byte
-// groups per window row (3 C / 4); w: the first block's weights ([k4][64 bytes]), wStride bytes to the
+// groups per window row (3 C / 4; ceil(kw C / 4) in general); kh: kernel rows; w: the first block's weights ([k4][64 bytes]), wStride bytes to the
 // next block; bias: the blocks' initial values; tile: R rows of ldt int32, the blocks' 16 NB columns.
 // Accumulators are named variables and the multiply-add is inline asm (as intgemm.cc's micro-kernel:
 // GCC would otherwise keep an array of accumulators on the stack).
@@ -276,7 +276,7 @@ LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBy
 }
 
 // AVX2 without VNNI: q is the uint16 padded image (ps, rowBytes in uint16 elements), j2n the int16
-// pairs of a window row (3 C / 2), w: [pair][8 channels][2 int16] per block, wStride int16 apart.
+// pairs of a window row (3 C / 2; 2 ceil(kw C / 4) in general), w: [pair][8 channels][2 int16] per block, wStride int16 apart.
 // vpmaddwd of the broadcast pair (x0, x1) (0..255 each) and the weight pairs (-128..127) gives
 // x0 w0 + x1 w1 per channel exactly (|.| <= 2 255 128).
 template <int R, int NB, int PS>
@@ -541,12 +541,13 @@ void runY(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, s
 
 // The geometries the direct kernels take on `kind` (besides conv3x3Prepare's common conditions):
 // 3x3 with C % 4 == 0 or the stem (C = 1..3); 1x1 (ResNet's stride-2 shortcuts; no padding);
-// 5x5 (LeNet-5's convs), except one input channel on AVX-512, where the permute kernel of
-// intmodel.cc (op.direct) is faster.
+// 5x5 (LeNet-5's convs), except one input channel on AVX-512 with VBMI, which keeps the permute
+// kernel of intmodel.cc (op.direct; not measured against this one). Without VBMI that kernel does
+// not exist, so this one takes the conv.
 bool directTakes(const IntOp& op, Conv3x3Kind kind) {
   if (op.kh == 3) return op.C % 4 == 0 || op.C <= 3;
   if (op.kh == 1) return op.ph == 0 && op.pw == 0;
-  if (op.kh == 5) return !(kind == Conv3x3Kind::Avx512Vnni && op.C == 1);
+  if (op.kh == 5) return !(kind == Conv3x3Kind::Avx512Vnni && op.C == 1 && __builtin_cpu_supports("avx512vbmi"));
   return false;
 }
 

@@ -1,6 +1,11 @@
 // Direct 3x3 conv of the native IntModel executor for byte inputs with C % 4 == 0 input channels
 // (ResNet's 16..64-channel block convs), without im2col.
 //
+// The same kernels run unpadded 1x1 convs (ResNet's stride-2 shortcuts) and 5x5 convs (LeNet-5):
+// they loop over kh kernel rows, and a window row of kw C bytes is read as ceil(kw C / 4) 4-byte
+// groups (int16 pairs: the same count times 2), the bytes past kw C -- the next pixel's, or the
+// padded image's slack -- meeting zero weights. Below "3 C" is that window row for the 3x3 case.
+//
 // Per sample the input is copied once into a padded image (NHWC rows of (W + 2 pw) C bytes; int8
 // inputs get +128 by xor 0x80; the border holds the zero point, the byte im2col fills padded cells
 // with). An output pixel's 16-channel accumulator block is a zmm: for each kernel row ky and each
