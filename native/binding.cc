@@ -1461,7 +1461,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
       name += op.in == lowbit::IType::Bits ? " binary"
               : op.xnor                   ? " xnor"
               : op.direct                 ? " direct"
-              : lowbit::conv3x3Runs(op)   ? std::string(" direct3x3 ") + lowbit::conv3x3KindName(op.conv3x3->kind)
+              : lowbit::conv3x3Runs(op)   ? " direct" + std::to_string(op.kh) + "x" + std::to_string(op.kw) + " " + lowbit::conv3x3KindName(op.conv3x3->kind)
               : op.amxGather              ? " amx-gather"
               : op.amxImplicit            ? " amx-implicit"
               : op.amx                    ? " amx"

@@ -26,14 +26,14 @@ constexpr size_t kPadSlack = 128;  // bytes past the padded image (a 4-byte broa
 
 // The accumulation of R pixels x NB channel blocks. q: the padded input at the first pixel's window
 // origin; ps: bytes between neighbouring pixels' windows (stride C); rowBytes: padded row; j4n: 4-byte
-// groups per window row (3 C / 4); w: the first block's weights ([k4][64 bytes]), wStride bytes to the
+// groups per window row (3 C / 4; ceil(kw C / 4) in general); kh: kernel rows; w: the first block's weights ([k4][64 bytes]), wStride bytes to the
 // next block; bias: the blocks' initial values; tile: R rows of ldt int32, the blocks' 16 NB columns.
 // Accumulators are named variables and the multiply-add is inline asm (as intgemm.cc's micro-kernel:
 // GCC would otherwise keep an array of accumulators on the stack).
 #define C3_DP(acc, a, w) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(acc) : [av] "v"(a), [wv] "v"(w))
 #define C3_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 template <int R, int NB, int PS>
-LOWBIT_TARGET_C3 void accBlock(const uint8_t* q, int64_t psRun, int64_t rowBytes, int64_t j4n, const int8_t* w, int64_t wStride,
+LOWBIT_TARGET_C3 void accBlock(const uint8_t* q, int64_t psRun, int64_t rowBytes, int64_t kh, int64_t j4n, const int8_t* w, int64_t wStride,
                                const int32_t* bias, int32_t* tile, int64_t ldt) {
   static_assert(R >= 1 && R <= kMaxR1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxR2), "register block");
   const int64_t ps = PS > 0 ? PS : psRun;
@@ -47,7 +47,7 @@ LOWBIT_TARGET_C3 void accBlock(const uint8_t* q, int64_t psRun, int64_t rowBytes
   }
   C3_ROWS(C3_DECL)
 #undef C3_DECL
-  for (int64_t ky = 0; ky < 3; ky++) {
+  for (int64_t ky = 0; ky < kh; ky++) {
     const uint8_t* row = q + ky * rowBytes;
     const int8_t* wk = w + ky * j4n * 64;
     for (int64_t j = 0; j < j4n; j++) {
@@ -78,7 +78,7 @@ LOWBIT_TARGET_C3 void accBlock(const uint8_t* q, int64_t psRun, int64_t rowBytes
 #undef C3_ROWS
 #undef C3_DP
 
-using BlockFn = void (*)(const uint8_t*, int64_t, int64_t, int64_t, const int8_t*, int64_t, const int32_t*, int32_t*, int64_t);
+using BlockFn = void (*)(const uint8_t*, int64_t, int64_t, int64_t, int64_t, const int8_t*, int64_t, const int32_t*, int32_t*, int64_t);
 
 template <int NB, int PS, size_t... I>
 constexpr std::array<BlockFn, sizeof...(I)> blockTable(std::index_sequence<I...>) {
@@ -243,7 +243,7 @@ constexpr int kMaxY2 = 6;   // ... with two (12 accumulators + 2 weight vectors 
 
 // AVX-VNNI: as accBlock with 8-channel ymm blocks; w: [k4][32 bytes] per block, wStride bytes apart.
 template <int R, int NB, int PS>
-LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBytes, int64_t j4n, const void* wv, int64_t wStride,
+LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBytes, int64_t kh, int64_t j4n, const void* wv, int64_t wStride,
                                     const int32_t* bias, int32_t* tile, int64_t ldt) {
   static_assert(R >= 1 && R <= kMaxY1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxY2), "register block");
   const uint8_t* q = static_cast<const uint8_t*>(qv);
@@ -252,7 +252,7 @@ LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBy
   const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias));
   const __m256i b1 = NB > 1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)) : b0;
   C3Y_ROWS(C3Y_DECL)
-  for (int64_t ky = 0; ky < 3; ky++) {
+  for (int64_t ky = 0; ky < kh; ky++) {
     const uint8_t* row = q + ky * rowBytes;
     const int8_t* wk = w + ky * j4n * 32;
     for (int64_t j = 0; j < j4n; j++) {
@@ -276,11 +276,11 @@ LOWBIT_TARGET_C3V void accBlockVnni(const void* qv, int64_t psRun, int64_t rowBy
 }
 
 // AVX2 without VNNI: q is the uint16 padded image (ps, rowBytes in uint16 elements), j2n the int16
-// pairs of a window row (3 C / 2), w: [pair][8 channels][2 int16] per block, wStride int16 apart.
+// pairs of a window row (3 C / 2; 2 ceil(kw C / 4) in general), w: [pair][8 channels][2 int16] per block, wStride int16 apart.
 // vpmaddwd of the broadcast pair (x0, x1) (0..255 each) and the weight pairs (-128..127) gives
 // x0 w0 + x1 w1 per channel exactly (|.| <= 2 255 128).
 template <int R, int NB, int PS>
-LOWBIT_TARGET_C3W void accBlockMadd(const void* qv, int64_t psRun, int64_t rowElems, int64_t j2n, const void* wv, int64_t wStride,
+LOWBIT_TARGET_C3W void accBlockMadd(const void* qv, int64_t psRun, int64_t rowElems, int64_t kh, int64_t j2n, const void* wv, int64_t wStride,
                                     const int32_t* bias, int32_t* tile, int64_t ldt) {
   static_assert(R >= 1 && R <= kMaxY1 && NB >= 1 && NB <= 2 && (NB == 1 || R <= kMaxY2), "register block");
   const uint16_t* q = static_cast<const uint16_t*>(qv);
@@ -289,7 +289,7 @@ LOWBIT_TARGET_C3W void accBlockMadd(const void* qv, int64_t psRun, int64_t rowEl
   const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias));
   const __m256i b1 = NB > 1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + 8)) : b0;
   C3Y_ROWS(C3Y_DECL)
-  for (int64_t ky = 0; ky < 3; ky++) {
+  for (int64_t ky = 0; ky < kh; ky++) {
     const uint16_t* row = q + ky * rowElems;
     const int16_t* wk = w + ky * j2n * 16;
     for (int64_t j = 0; j < j2n; j++) {
@@ -315,7 +315,7 @@ LOWBIT_TARGET_C3W void accBlockMadd(const void* qv, int64_t psRun, int64_t rowEl
 #undef C3Y_DECL
 #undef C3Y_ROWS
 
-using BlockFnY = void (*)(const void*, int64_t, int64_t, int64_t, const void*, int64_t, const int32_t*, int32_t*, int64_t);
+using BlockFnY = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, const void*, int64_t, const int32_t*, int32_t*, int64_t);
 
 template <bool VNNI, int NB, int PS, size_t... I>
 constexpr std::array<BlockFnY, sizeof...(I)> blockTableY(std::index_sequence<I...>) {
@@ -509,14 +509,14 @@ void runY(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, s
         for (; b + 2 <= plan.blocks; b += 2) {
           for (int64_t i = 0; i < n2; i++) {
             const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
-            tables.two[static_cast<size_t>(r2 - 1)](qAt(ox0), ps, imgRow, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
+            tables.two[static_cast<size_t>(r2 - 1)](qAt(ox0), ps, imgRow, plan.kh, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
                                                     t + ox0 * ldt + 8 * b, ldt);
           }
         }
         if (b < plan.blocks) {
           for (int64_t i = 0; i < n1; i++) {
             const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
-            tables.one[static_cast<size_t>(r1 - 1)](qAt(ox0), ps, imgRow, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
+            tables.one[static_cast<size_t>(r1 - 1)](qAt(ox0), ps, imgRow, plan.kh, jn, wAt(b), wStride, plan.bias.data() + 8 * b,
                                                     t + ox0 * ldt + 8 * b, ldt);
           }
         }
@@ -537,6 +537,18 @@ void runY(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, s
       }
     }
   }
+}
+
+// The geometries the direct kernels take on `kind` (besides conv3x3Prepare's common conditions):
+// 3x3 with C % 4 == 0 or the stem (C = 1..3); 1x1 (ResNet's stride-2 shortcuts; no padding);
+// 5x5 (LeNet-5's convs), except one input channel on AVX-512 with VBMI, which keeps the permute
+// kernel of intmodel.cc (op.direct; not measured against this one). Without VBMI that kernel does
+// not exist, so this one takes the conv.
+bool directTakes(const IntOp& op, Conv3x3Kind kind) {
+  if (op.kh == 3) return op.C % 4 == 0 || op.C <= 3;
+  if (op.kh == 1) return op.ph == 0 && op.pw == 0;
+  if (op.kh == 5) return !(kind == Conv3x3Kind::Avx512Vnni && op.C == 1 && __builtin_cpu_supports("avx512vbmi"));
+  return false;
 }
 
 }  // namespace
@@ -563,22 +575,25 @@ const char* conv3x3KindName(Conv3x3Kind kind) {
 }
 
 std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w) {
-  if (op.kind != IOpKind::Conv || op.groups != 1 || op.kh != 3 || op.kw != 3 || op.dh != 1 || op.dw != 1 || op.sh != op.sw ||
+  if (op.kind != IOpKind::Conv || op.groups != 1 || op.kh != op.kw || op.dh != 1 || op.dw != 1 || op.sh != op.sw ||
       (op.sh != 1 && op.sh != 2) || op.ph < 0 || op.ph > 2 || op.pw < 0 || op.pw > 2 || (op.in != IType::U8 && op.in != IType::S8) ||
-      (op.C % 4 != 0 && op.C > 3) || op.C <= 0 || op.C > 1024 || op.K != 9 * op.C || op.outMode != IOutMode::Requantize || op.OW <= 0 || op.OH <= 0 ||
-      static_cast<int64_t>(op.rowSums.size()) < op.OC || !conv3x3Available()) {
+      op.C <= 0 || op.C > 1024 || op.K != op.kh * op.kw * op.C || op.outMode != IOutMode::Requantize || op.OW <= 0 || op.OH <= 0 ||
+      static_cast<int64_t>(op.rowSums.size()) < op.OC || !conv3x3Available() || !directTakes(op, conv3x3Kind())) {
     return nullptr;
   }
   auto plan = std::make_shared<Conv3x3Plan>();
   const int64_t OC = op.OC, K = op.K;
   plan->kind = conv3x3Kind();
+  plan->kh = op.kh;
   const int64_t L = plan->kind == Conv3x3Kind::Avx512Vnni ? 16 : 8;
   plan->lanes = L;
   plan->blocks = ceilDiv(OC, L);
-  // the packed K: 3 kernel rows of G = 3 C bytes (C % 4 == 0) or, for the stem, 3 C rounded up to 4
-  plan->stem = op.C % 4 != 0;
-  plan->gRow = plan->stem ? stemGroup(op.C) : 3 * op.C;
-  plan->k4n = 3 * plan->gRow / 4;
+  // the packed K: kh kernel rows of G bytes: kw C rounded up to 4 (the bytes past kw C meet zero
+  // weights), or for the 3x3 stem (C = 1..3) the packed image's 3 C rounded up to 4
+  const int64_t rowK = op.kw * op.C;
+  plan->stem = op.kh == 3 && op.C < 4;
+  plan->gRow = plan->stem ? stemGroup(op.C) : (rowK + 3) / 4 * 4;
+  plan->k4n = op.kh * plan->gRow / 4;
   if (plan->kind == Conv3x3Kind::Avx2) {
     plan->w16.assign(static_cast<size_t>(plan->blocks * plan->k4n * 4 * L), 0);
   } else {
@@ -589,9 +604,9 @@ std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t*
   for (int64_t o = 0; o < OC; o++) {
     const int64_t b = o / L, lane = o % L;
     for (int64_t k = 0; k < 4 * plan->k4n; k++) {
-      // packed index k = (ky, r): weight w[o, ky, r] for r < 3 C, else 0
+      // packed index k = (ky, r): weight w[o, ky, r] for r < kw C, else 0
       const int64_t ky = k / plan->gRow, r = k % plan->gRow;
-      const int8_t v = r < 3 * op.C ? w[o * K + ky * 3 * op.C + r] : 0;
+      const int8_t v = r < rowK ? w[o * K + ky * rowK + r] : 0;
       if (plan->kind == Conv3x3Kind::Avx2) {
         // [block][pair k / 2][lane][k % 2]
         plan->w16[static_cast<size_t>((b * 2 * plan->k4n + k / 2) * 2 * L + lane * 2 + k % 2)] = v;
@@ -650,7 +665,7 @@ bool conv3x3Runs(const IntOp& op) {
 bool conv3x3SameWeights(const IntOp& a, const IntOp& b) {
   if (!a.conv3x3 || !b.conv3x3) return !a.conv3x3 && !b.conv3x3;
   const Conv3x3Plan &p = *a.conv3x3, &q = *b.conv3x3;
-  return p.kind == q.kind && p.gRow == q.gRow && p.w == q.w && p.w16 == q.w16 && p.bias == q.bias;
+  return p.kind == q.kind && p.kh == q.kh && p.gRow == q.gRow && p.w == q.w && p.w16 == q.w16 && p.bias == q.bias;
 }
 
 void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, std::vector<uint8_t>& padBuf,
@@ -699,14 +714,14 @@ void conv3x3Run(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* o
         for (; b + 2 <= plan.blocks; b += 2) {
           for (int64_t i = 0; i < n2; i++) {
             const int64_t ox0 = i + 1 < n2 ? i * r2 : OW - r2;
-            tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, imgRow, j4n, plan.w.data() + b * wStride, wStride,
+            tables.two[static_cast<size_t>(r2 - 1)](q + ox0 * ps, ps, imgRow, plan.kh, j4n, plan.w.data() + b * wStride, wStride,
                                                     plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
           }
         }
         if (b < plan.blocks) {
           for (int64_t i = 0; i < n1; i++) {
             const int64_t ox0 = i + 1 < n1 ? i * r1 : OW - r1;
-            tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, imgRow, j4n, plan.w.data() + b * wStride, wStride,
+            tables.one[static_cast<size_t>(r1 - 1)](q + ox0 * ps, ps, imgRow, plan.kh, j4n, plan.w.data() + b * wStride, wStride,
                                                     plan.bias.data() + 16 * b, t + ox0 * ldt + 16 * b, ldt);
           }
         }

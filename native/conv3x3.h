@@ -1,6 +1,11 @@
 // Direct 3x3 conv of the native IntModel executor for byte inputs with C % 4 == 0 input channels
 // (ResNet's 16..64-channel block convs), without im2col.
 //
+// The same kernels run unpadded 1x1 convs (ResNet's stride-2 shortcuts) and 5x5 convs (LeNet-5):
+// they loop over kh kernel rows, and a window row of kw C bytes is read as ceil(kw C / 4) 4-byte
+// groups (int16 pairs: the same count times 2), the bytes past kw C -- the next pixel's, or the
+// padded image's slack -- meeting zero weights. Below "3 C" is that window row for the 3x3 case.
+//
 // Per sample the input is copied once into a padded image (NHWC rows of (W + 2 pw) C bytes; int8
 // inputs get +128 by xor 0x80; the border holds the zero point, the byte im2col fills padded cells
 // with). An output pixel's 16-channel accumulator block is a zmm: for each kernel row ky and each
@@ -46,9 +51,11 @@ struct Conv3x3Plan {
   Conv3x3Kind kind = Conv3x3Kind::None;
   int64_t lanes = 16;       // output channels per block: 16 (zmm) or 8 (ymm)
   int64_t blocks = 0;       // output blocks, ceil(OC / lanes)
-  bool stem = false;        // C = 1..3: the kernels read the packed image of window rows (conv3x3.cc, buildStem)
-  int64_t gRow = 0;         // elements of a kernel row in the packed K: 3 C, or for the stem 3 C rounded up to 4
-  int64_t k4n = 0;          // 4-byte groups of the packed K (3 gRow / 4): 9 C / 4 unless the stem
+  int64_t kh = 3;           // kernel rows (kh = kw: 1, 3 or 5)
+  bool stem = false;        // 3x3 with C = 1..3: the kernels read the packed image of window rows (conv3x3.cc, buildStem)
+  int64_t gRow = 0;         // elements of a kernel row in the packed K: kw C rounded up to 4 (3 C for C % 4 == 0),
+                            // or for the stem 3 C rounded up to 4
+  int64_t k4n = 0;          // 4-byte groups of the packed K (kh gRow / 4)
   // Avx512Vnni / AvxVnni: [block][k4n][lanes channels][4 bytes]; Avx2: empty (w16). Channels past OC zero.
   std::vector<int8_t> w;
   // Avx2: the weights as int16 pairs, [block][K / 2][8 channels][2 values]
@@ -73,9 +80,9 @@ bool conv3x3Available();
 // "avx512-vnni", "avx-vnni", "avx2" or "none" (the executor's kernel names)
 const char* conv3x3KindName(Conv3x3Kind kind);
 
-// A plan for the conv op (weights `w` (OC, 3, 3, C) int8, op.rowSums set) when the kernel takes its
-// geometry: groups 1, 3x3, dilation 1, stride 1 or 2, pad <= 2, byte input with C % 4 == 0 and C <= 1024
-// or C = 1..3 (the stem),
+// A plan for the conv op (weights `w` (OC, kh, kw, C) int8, op.rowSums set) when the kernel takes its
+// geometry: groups 1, dilation 1, stride 1 or 2, pad <= 2, byte input with C <= 1024, and 3x3 with
+// C % 4 == 0 or C = 1..3 (the stem), 1x1 without padding, or 5x5 (not C = 1 on AVX-512: the permute kernel),
 // requantizing output; else null. Call after the op's requantization constants are set.
 std::shared_ptr<const Conv3x3Plan> conv3x3Prepare(const IntOp& op, const int8_t* w);
 

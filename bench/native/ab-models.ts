@@ -1,16 +1,17 @@
 /**
  * A / B of two builds of the native addon on a W8A8 IntModel (untrained weights: speed does not
  * depend on them): --model cnn, the Fashion-shaped CNN (src/nn/models/cnn.ts: 3x3 pad-1 convs
- * 1->16, 16->16 + max pool, 16->32, 32->32 + max pool, then 1568-128-10), or --model resnet8; both
+ * 1->16, 16->16 + max pool, 16->32, 32->32 + max pool, then 1568-128-10), --model resnet8 or --model lenet5; all
  * built by bench/runtime-ts/models.ts's buildBenchModel (seed 0). Both addons in one process; intPlanRun timed in
  * alternating rounds, and the per-op thread CPU time (intPlanProfile) also taken in alternating
  * rounds (min per op over the rounds), so that load changes hit both builds alike; then a check
  * that the logits are identical.
  *
- *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/native/ab-models.ts --model cnn|resnet8 --base /path/to/other/lowbit_native.node
+ *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/native/ab-models.ts --model cnn|resnet8|lenet5 --base /path/to/other/lowbit_native.node
  *     [--batch 64] [--rounds 15] [--seconds 0.4]
  *
- * "new" is this tree's build/Release/lowbit_native.node. Writes bench/results/native-ab-<model>.json.
+ * "new" is this tree's build/Release/lowbit_native.node. Writes bench/results/native-ab-<model>.json
+ * (native-ab-<model>-<isa>.json under LOWBIT_ISA=<isa>).
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +25,7 @@ import { compileNativePlan } from '../../src/runtime/native-plan.ts';
 const base = flagOr('base', '');
 if (!base) throw new Error('ab-models: --base <path to the other lowbit_native.node> is required');
 const kind = flagOr('model', 'cnn');
-if (kind !== 'cnn' && kind !== 'resnet8') throw new Error(`ab-models: --model must be cnn or resnet8, got '${kind}'`);
+if (kind !== 'cnn' && kind !== 'resnet8' && kind !== 'lenet5') throw new Error(`ab-models: --model must be cnn, resnet8 or lenet5, got '${kind}'`);
 const batch = numberFlag('batch', 64);
 const rounds = numberFlag('rounds', 15);
 const seconds = numberFlag('seconds', 0.4);
@@ -85,6 +86,6 @@ const summary = builds.map(([name], b) => ({
   profileUsPerImage: profiles[b]!.totalUsPerImage,
 }));
 console.log(`[ab-models] new / base: median ${(summary[1]!.medianImagesPerSec / summary[0]!.medianImagesPerSec).toFixed(3)}x, CPU ${(summary[0]!.profileUsPerImage / summary[1]!.profileUsPerImage).toFixed(3)}x`);
-const out = `bench/results/native-ab-${kind}.json`;
+const out = `bench/results/native-ab-${kind}${process.env.LOWBIT_ISA ? `-${process.env.LOWBIT_ISA}` : ''}.json`;
 writeAtomic(out, JSON.stringify({ model: kind, base, batch, rounds, seconds, threads, identical, summary, rates, profiles }, null, 2) + '\n');
 console.log(`[ab-models] wrote ${out}`);
