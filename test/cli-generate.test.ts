@@ -25,7 +25,7 @@ test('transformer-lm --objective all → generate: the printed text is nn.genera
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-gen-'));
   try {
     const run = join(dir, 'fp32');
-    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--objective', 'all', '--out', run, ...TINY_LM_ARGS]);
+    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--objective', 'all', '--window-stride', '1', '--out', run, ...TINY_LM_ARGS]);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /objective +all: every position predicts its next word \(4 per window/);
     assert.match(t.stdout, /train \(all positions\) loss/);
@@ -79,7 +79,7 @@ test('transformer-lm --objective all → generate: the printed text is nn.genera
   }
 });
 
-test('train --objective: all is refused for the recurrent and image models; last is the default and stored; --window-stride', async () => {
+test('train --objective: all is refused for the recurrent and image models; transformer-lm defaults to all (5 epochs, non-overlapping windows), last is stored; --window-stride', async () => {
   const lstm = await runCli(['train', '--model', 'lstm-lm', '--objective', 'all', ...TINY_LM_ARGS]);
   assert.notEqual(lstm.code, 0);
   assert.match(lstm.stderr, /--objective all needs a model that predicts at every position \(--model transformer-lm\)/);
@@ -88,8 +88,14 @@ test('train --objective: all is refused for the recurrent and image models; last
   assert.match(image.stderr, /--objective apply to language models/);
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-gen-'));
   try {
-    // Default objective: last; --window-stride 4 keeps windows 0, 4, 8, ... of the first 500.
-    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--window-stride', '4', '--out', dir, ...TINY_LM_ARGS, '--limit', '500']);
+    // transformer-lm's default objective is all, with 5 epochs over non-overlapping windows (stride = --seq-len 4).
+    const d = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--out', join(dir, 'all'), ...TINY_LM_ARGS.filter((a, i, all) => a !== '--epochs' && all[i - 1] !== '--epochs'), '--limit', '200']);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stdout, /objective +all: every position predicts its next word/);
+    assert.match(d.stdout, /4-word context: 50 train \(every 4th\)/);
+    assert.match(d.stdout, /5 epochs/);
+    // --objective last: 3 epochs over every window unless given; --window-stride 4 keeps windows 0, 4, 8, ... of the first 500.
+    const t = await runCli(['train', '--model', 'transformer-lm', '--quant', 'fp32', '--objective', 'last', '--window-stride', '4', '--out', dir, ...TINY_LM_ARGS, '--limit', '500']);
     assert.equal(t.code, 0, t.stderr);
     assert.match(t.stdout, /objective +last: one prediction per window/);
     assert.match(t.stdout, /4-word context: 125 train \(every 4th\) \/ 400 validation windows/);

@@ -57,7 +57,8 @@ export const trainCommand = defineCommand({
     '3 epochs, batch 128, Adam 5e-3. lowbit eval RUN reports the test perplexity, lowbit export RUN',
     'writes ONNX. See docs/lm.md.',
     '--model transformer-lm: a causal Transformer (2 pre-LN blocks, 4 heads; --embed is its width,',
-    'default 80, --hidden its MLP width, default 320), same --quant choices, every matmul quantized.',
+    'default 80, --hidden its MLP width, default 320), same --quant choices, every matmul quantized;',
+    'it trains every position of non-overlapping windows for 5 epochs by default (--objective all).',
   ].join('\n'),
   examples: [
     'lowbit train                                  # LeNet-5, MNIST, W4A4 LSQ QAT + fp32 baseline',
@@ -104,8 +105,8 @@ export const trainCommand = defineCommand({
     seqLen: { type: 'int', positive: true, max: LM_LIMITS.seqLen, help: `language models: words of context per sample (default: ${LM_DEFAULTS.seqLen})` },
     hidden: { type: 'int', positive: true, max: LM_LIMITS.hidden, help: `language models: LSTM/GRU width, transformer-lm MLP width (default: ${LM_DEFAULTS.hidden}; transformer-lm ${lmDefaultSizes('transformer-lm').hidden})` },
     embed: { type: 'int', positive: true, max: LM_LIMITS.embed, help: `language models: embedding width (default: ${LM_DEFAULTS.embed}; transformer-lm ${lmDefaultSizes('transformer-lm').embed})` },
-    objective: { type: 'enum', choices: ['all', 'last'], help: 'language models: the training loss over the last position of each window (last, the default) or over every position (all; transformer-lm only)' },
-    windowStride: { type: 'int', positive: true, placeholder: 'K', help: 'language models: train on every K-th window only (K = --seq-len: non-overlapping windows; default 1)' },
+    objective: { type: 'enum', choices: ['all', 'last'], help: 'language models: the training loss over every position of each window (all: transformer-lm only, its default, with 5 epochs and --window-stride = --seq-len unless given) or over the last position (last: the default of lstm-lm/gru-lm)' },
+    windowStride: { type: 'int', positive: true, placeholder: 'K', help: 'language models: train on every K-th window only (K = --seq-len: non-overlapping windows; default 1, or --seq-len with --objective all)' },
     vocab: { type: 'int', min: 2, max: LM_LIMITS.vocab, help: `language models: at most this many words in the vocabulary, <unk> included (default: ${LM_DEFAULTS.vocab})` },
   },
   run(given, io) {
