@@ -23,7 +23,8 @@ import type { FloatDType } from '../../nn/rnn.ts';
 import { add, globalRng, linear, mul, narrow, reshape, split, stack, sub, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/index.ts';
-import { absMaxScale, ACT_FRAC, ACT_MAX, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, maxAbs, observeAbsMax, fq, Q8_MAX, rowScales, WIDE, weightMax } from './formats.ts';
+import { absMaxScale, ACT_FRAC, ACT_MAX, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, observeAbsMax, fq, Q8_MAX, WIDE, weightMax } from './formats.ts';
+import { hiddenMaxAfter, observeInput, pwlConfigProblems, pwlConfigTensor, rowQuantizedWeights, timeMajorCodes } from './qrnn.ts';
 import { gemmInt8, packInt8Weights } from '../../runtime/kernels/index.ts';
 import { applyPwl, pwlOfInt, type IntPwl, type Pwl, type PwlObjective } from './pwl.ts';
 import { lstmPwlTables } from './qlstm.ts';
@@ -44,9 +45,6 @@ export interface QuantGRUOptions {
   weightBits?: number;
   rng?: Rng;
 }
-
-const PWL_OBJECTIVES: readonly PwlObjective[] = ['maxError', 'mse'];
-const MAX_PWL_SEGMENTS = 256;
 
 /**
  * Single-layer GRU with fake-quant b-bit weights (per output row, symmetric), int8 x and h, Q3.12
@@ -91,8 +89,7 @@ export class QuantGRU extends Module {
     this.objective = options.objective ?? 'maxError';
     this.weightBits = options.weightBits ?? 8;
     weightMax(this.weightBits);
-    if (!Number.isInteger(this.segments) || this.segments < 1 || this.segments > MAX_PWL_SEGMENTS) throw new RangeError(`QuantGRU: segments must be an integer in [1, ${MAX_PWL_SEGMENTS}], got ${this.segments}`);
-    if (!PWL_OBJECTIVES.includes(this.objective)) throw new RangeError(`QuantGRU: objective must be 'maxError' or 'mse', got ${String(this.objective)}`);
+    const pwlConfig = pwlConfigTensor('QuantGRU', this.segments, this.objective);
     const rows = 3 * hiddenSize;
     this.weightIh = this.registerParameter('weight_ih_l0', zeros([rows, inputSize], this.dtype));
     this.weightHh = this.registerParameter('weight_hh_l0', zeros([rows, hiddenSize], this.dtype));
@@ -100,7 +97,7 @@ export class QuantGRU extends Module {
     this.biasHh = this.registerParameter('bias_hh_l0', zeros([rows], this.dtype));
     this.inputAbsMax = this.registerBuffer('input_absmax', zeros([1]));
     this.hiddenAbsMax = this.registerBuffer('hidden_absmax', zeros([1]));
-    this.pwlConfig = this.registerBuffer('pwl_config', new Tensor(Float32Array.from([this.segments, PWL_OBJECTIVES.indexOf(this.objective)]), [2]));
+    this.pwlConfig = this.registerBuffer('pwl_config', pwlConfig);
     const bound = 1 / Math.sqrt(hiddenSize);
     for (const p of this.parameters()) uniform(p, -bound, bound, options.rng ?? globalRng);
     this.tables = lstmPwlTables(this.segments, this.objective);
@@ -130,11 +127,7 @@ export class QuantGRU extends Module {
 
   /** W_ih and W_hh fake-quantized at `weightBits` per row (differentiable, straight-through). */
   quantizedWeights(): [Tensor, Tensor] {
-    const top = weightMax(this.weightBits);
-    return [
-      fq(this.weightIh, rowScales(this.weightIh, this.weightBits), -top, top),
-      fq(this.weightHh, rowScales(this.weightHh, this.weightBits), -top, top),
-    ];
+    return rowQuantizedWeights(this.weightIh, this.weightHh, this.weightBits);
   }
 
   /**
@@ -185,12 +178,7 @@ export class QuantGRU extends Module {
     const H = this.hiddenSize;
     const I = this.inputSize;
     const rows = 3 * H;
-    if (this.training) {
-      const m = maxAbs(x.data);
-      // One Inf would pin the running range at Infinity for good (and the scale silently at 1/127).
-      if (Number.isNaN(m)) throw new RangeError('QuantGRU: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
-      observeAbsMax(this.inputAbsMax, m);
-    }
+    if (this.training) observeInput('QuantGRU', this.inputAbsMax, x);
     const sx = this.inputScale;
     const sh = this.hiddenScale;
     const p = integerGruParams(this, sx, sh);
@@ -198,13 +186,7 @@ export class QuantGRU extends Module {
     const [wih, whh] = this.quantizedWeights();
     const [bRz, bIn, bHn] = this.biasParts();
     // Integer side: x codes time-major [L, N, I], the runtime's GEMM for both products.
-    const xCodes = new Int8Array(steps * batch * I);
-    for (let t = 0; t < steps; t++) {
-      for (let n = 0; n < batch; n++) {
-        const from = (this.batchFirst ? n * steps + t : t * batch + n) * I;
-        for (let j = 0; j < I; j++) xCodes[(t * batch + n) * I + j] = Math.round(xq.data[from + j]! / sx);
-      }
-    }
+    const xCodes = timeMajorCodes(xq, steps, batch, I, this.batchFirst, sx);
     const accX = new Int32Array(steps * batch * rows);
     gemmInt8(steps * batch, rows, I, xCodes, 0, packInt8Weights(p.weightIh, rows, I), accX);
     const packedHh = packInt8Weights(p.weightHh, rows, H);
@@ -232,11 +214,7 @@ export class QuantGRU extends Module {
       const nPre = integerForward(add(add(gxN, bIn), mul(r, hn)), b.nPre, gate, INT16_MIN, INT16_MAX);
       const n = integerForward(applyPwl(nPre, this.tanhPwl), b.n, act, -ACT_MAX, ACT_MAX);
       const hReal = add(mul(sub(1, z), n), mul(z, h));
-      if (this.training) {
-        const m = maxAbs(hReal.data);
-        if (Number.isNaN(m)) throw new RangeError(`QuantGRU: h is NaN or ±Infinity at step ${t} (non-finite weights or initial state?); the int8 range of h needs finite values`);
-        hiddenMax = Math.max(hiddenMax, m);
-      }
+      if (this.training) hiddenMax = hiddenMaxAfter('QuantGRU', hiddenMax, hReal, t, ' (non-finite weights or initial state?)');
       h = integerForward(hReal, next, sh, -Q8_MAX, Q8_MAX);
       hCodes = next;
       outputs.push(h);
@@ -247,12 +225,7 @@ export class QuantGRU extends Module {
 
   /** Refuses a state dict whose pwl_config differs from this model's PWL options. */
   protected override checkLoadedState(incoming: ReadonlyMap<string, Tensor>): string[] {
-    const config = incoming.get('pwl_config');
-    if (!config) return [];
-    const [segments, code] = [config.data[0]!, config.data[1]!];
-    if (segments === this.segments && code === PWL_OBJECTIVES.indexOf(this.objective)) return [];
-    const objective = PWL_OBJECTIVES[code] ?? `unknown objective code ${code}`;
-    return [`pwl_config: the state dict was saved by a QuantGRU with ${segments} PWL segments and objective '${objective}', this one has ${this.segments} and '${this.objective}'; construct it with { segments: ${segments}, objective: '${objective}' } (the PWL tables are fitted from these options, not loaded)`];
+    return pwlConfigProblems('QuantGRU', incoming, this.segments, this.objective);
   }
 
   override extraRepr(): string {

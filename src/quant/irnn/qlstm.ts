@@ -26,7 +26,8 @@ import type { FloatDType } from '../../nn/rnn.ts';
 import { add, globalRng, linear, mul, narrow, ones, reshape, split, stack, zeros, type Rng } from '../../tensor/index.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import { noGrad } from '../../autograd/index.ts';
-import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, rowScales, WIDE, observeAbsMax, fq, maxAbs, weightMax } from './formats.ts';
+import { ACT_FRAC, ACT_MAX, absMaxScale, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, integerForward, LN_INPUT_FRAC, Q8_MAX, WIDE, observeAbsMax, fq, weightMax } from './formats.ts';
+import { hiddenMaxAfter, observeInput, pwlConfigProblems, pwlConfigTensor, rowQuantizedWeights, timeMajorCodes } from './qrnn.ts';
 import { floatLayerNorm, layerNormParams, quantizeBeta, quantizeGamma, surrogateLayerNorm } from './layernorm.ts';
 import { integerLstmParams, lnCellUpdate, lnStepBuffers, type IntLSTMLayerNorm } from './intlstm.ts';
 import { gemmInt8, packInt8Weights } from '../../runtime/kernels/index.ts';
@@ -55,11 +56,6 @@ export interface QuantLSTMOptions {
   eps?: number;
   rng?: Rng;
 }
-
-/** Objective codes of the pwl_config buffer. */
-const PWL_OBJECTIVES: readonly PwlObjective[] = ['maxError', 'mse'];
-/** Largest segment count (a table's segment index is a byte in the runtime; io.ts's MAX_PWL_SEGMENTS). */
-const MAX_PWL_SEGMENTS = 256;
 
 const fitCache = new Map<string, { sigmoid: IntPwl; tanh: IntPwl }>();
 
@@ -140,9 +136,7 @@ export class QuantLSTM extends Module {
     this.biasHh = this.registerParameter('bias_hh_l0', zeros([rows], this.dtype));
     this.inputAbsMax = this.registerBuffer('input_absmax', zeros([1]));
     this.hiddenAbsMax = this.registerBuffer('hidden_absmax', zeros([1]));
-    if (!Number.isInteger(this.segments) || this.segments < 1 || this.segments > MAX_PWL_SEGMENTS) throw new RangeError(`QuantLSTM: segments must be an integer in [1, ${MAX_PWL_SEGMENTS}], got ${this.segments}`);
-    if (!PWL_OBJECTIVES.includes(this.objective)) throw new RangeError(`QuantLSTM: objective must be 'maxError' or 'mse', got ${String(this.objective)}`);
-    this.pwlConfig = this.registerBuffer('pwl_config', new Tensor(Float32Array.from([this.segments, PWL_OBJECTIVES.indexOf(this.objective)]), [2]));
+    this.pwlConfig = this.registerBuffer('pwl_config', pwlConfigTensor('QuantLSTM', this.segments, this.objective));
     const bound = 1 / Math.sqrt(hiddenSize);
     for (const p of this.parameters()) uniform(p, -bound, bound, options.rng ?? globalRng);
     this.layerNorm = options.layerNorm ?? false;
@@ -200,12 +194,7 @@ export class QuantLSTM extends Module {
     }
     if (this.layerNorm) return this.forwardLayerNorm(x, steps, batch, timeAxis, hx);
     const q = this.quantize;
-    if (q && this.training) {
-      const m = maxAbs(x.data);
-      // One Inf would pin the running range at Infinity for good (and the scale silently at 1/127).
-      if (Number.isNaN(m)) throw new RangeError('QuantLSTM: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
-      observeAbsMax(this.inputAbsMax, m);
-    }
+    if (q && this.training) observeInput('QuantLSTM', this.inputAbsMax, x);
     const sx = this.inputScale;
     const sh = this.hiddenScale;
     const xq = q ? fq(x, sx, -Q8_MAX, Q8_MAX) : x;
@@ -234,11 +223,7 @@ export class QuantLSTM extends Module {
       const tc = applyPwl(c, this.tanhPwl);
       const hProduct = mul(o, q ? fq(tc, 2 ** -ACT_FRAC, -ACT_MAX, ACT_MAX) : tc);
       const hReal = q ? fq(hProduct, 2 ** -ACT_FRAC, -WIDE, WIDE) : hProduct;
-      if (q && this.training) {
-        const m = maxAbs(hReal.data);
-        if (Number.isNaN(m)) throw new RangeError(`QuantLSTM: h is NaN or ±Infinity at step ${t} (non-finite weights or initial state?); the int8 range of h needs finite values`);
-        hiddenMax = Math.max(hiddenMax, m);
-      }
+      if (q && this.training) hiddenMax = hiddenMaxAfter('QuantLSTM', hiddenMax, hReal, t, ' (non-finite weights or initial state?)');
       h = q ? fq(hReal, sh, -Q8_MAX, Q8_MAX) : hReal;
       outputs.push(h);
     }
@@ -248,11 +233,7 @@ export class QuantLSTM extends Module {
 
   /** W_ih and W_hh fake-quantized at `weightBits` per row (differentiable, straight-through). */
   quantizedWeights(): [Tensor, Tensor] {
-    const top = weightMax(this.weightBits);
-    return [
-      fq(this.weightIh, rowScales(this.weightIh, this.weightBits), -top, top),
-      fq(this.weightHh, rowScales(this.weightHh, this.weightBits), -top, top),
-    ];
+    return rowQuantizedWeights(this.weightIh, this.weightHh, this.weightBits);
   }
 
   /**
@@ -299,11 +280,7 @@ export class QuantLSTM extends Module {
       }
       return [stack(outputs, timeAxis), [h, c]];
     }
-    if (this.training) {
-      const m = maxAbs(x.data);
-      if (Number.isNaN(m)) throw new RangeError('QuantLSTM: the input holds NaN or ±Infinity; the int8 range of x is observed in training mode and needs finite values');
-      observeAbsMax(this.inputAbsMax, m);
-    }
+    if (this.training) observeInput('QuantLSTM', this.inputAbsMax, x);
     const sx = this.inputScale;
     const sh = this.hiddenScale;
     const ln = this.quantizedLayerNorm();
@@ -313,13 +290,7 @@ export class QuantLSTM extends Module {
     const bias = fq(biasSum, 2 ** -GATE_FRAC, -WIDE, WIDE);
     // Integer side: x codes time-major [L, N, I], the runtime's GEMM for both products.
     const I = this.inputSize;
-    const xCodes = new Int8Array(steps * batch * I);
-    for (let t = 0; t < steps; t++) {
-      for (let n = 0; n < batch; n++) {
-        const from = (this.batchFirst ? n * steps + t : t * batch + n) * I;
-        for (let j = 0; j < I; j++) xCodes[(t * batch + n) * I + j] = Math.round(xq.data[from + j]! / sx);
-      }
-    }
+    const xCodes = timeMajorCodes(xq, steps, batch, I, this.batchFirst, sx);
     const accX = new Int32Array(steps * batch * rows);
     gemmInt8(steps * batch, rows, I, xCodes, 0, packInt8Weights(p.weightIh, rows, I), accX);
     const packedHh = packInt8Weights(p.weightHh, rows, H);
@@ -354,11 +325,7 @@ export class QuantLSTM extends Module {
       const lc = integerForward(add(mul(surrogateLayerNorm(c, p.layerNorm!.cell.epsCode, 2 ** -CELL_FRAC), ln.cell), ln.cellBias), b.lc, gate, INT16_MIN, INT16_MAX);
       const tc = integerForward(applyPwl(lc, this.tanhPwl), b.t, act, -ACT_MAX, ACT_MAX);
       const hReal = mul(o, tc);
-      if (this.training) {
-        const m = maxAbs(hReal.data);
-        if (Number.isNaN(m)) throw new RangeError(`QuantLSTM: h is NaN or ±Infinity at step ${t}; the int8 range of h needs finite values`);
-        hiddenMax = Math.max(hiddenMax, m);
-      }
+      if (this.training) hiddenMax = hiddenMaxAfter('QuantLSTM', hiddenMax, hReal, t);
       h = integerForward(hReal, next.h, sh, -Q8_MAX, Q8_MAX);
       outputs.push(h);
       state = next;
@@ -369,12 +336,7 @@ export class QuantLSTM extends Module {
 
   /** Refuses a state dict whose pwl_config differs from this model's PWL options (a clear error instead of other outputs). */
   protected override checkLoadedState(incoming: ReadonlyMap<string, Tensor>): string[] {
-    const config = incoming.get('pwl_config');
-    if (!config) return [];
-    const [segments, code] = [config.data[0]!, config.data[1]!];
-    if (segments === this.segments && code === PWL_OBJECTIVES.indexOf(this.objective)) return [];
-    const objective = PWL_OBJECTIVES[code] ?? `unknown objective code ${code}`;
-    return [`pwl_config: the state dict was saved by a QuantLSTM with ${segments} PWL segments and objective '${objective}', this one has ${this.segments} and '${this.objective}'; construct it with { segments: ${segments}, objective: '${objective}' } (the PWL tables are fitted from these options, not loaded)`];
+    return pwlConfigProblems('QuantLSTM', incoming, this.segments, this.objective);
   }
 
   override extraRepr(): string {
