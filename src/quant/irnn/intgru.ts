@@ -16,9 +16,9 @@
 import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
 import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
-import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, rowScales, WIDE, weightMax, packedWeightBytes } from './formats.ts';
+import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, WIDE, packedWeightBytes } from './formats.ts';
 import { evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, roundShift, type IntPwl } from './pwl.ts';
-import { requantizeExact, shiftPowers, type ShiftPowers } from './intlstm.ts';
+import { checkObservedRanges, quantizeInt8Input, requantizeExact, rowWeightParams, shiftPowers, type ShiftPowers } from './intlstm.ts';
 import type { QuantGRU } from './qgru.ts';
 
 /** Everything an IntGRU holds (what the file stores). */
@@ -208,14 +208,7 @@ export class IntGRU {
    * fake quantization). NaN throws a RangeError naming its index.
    */
   quantizeInput(x: ArrayLike<number>): Int8Array {
-    const q = new Int8Array(x.length);
-    const s = this.params.inputScale;
-    for (let i = 0; i < x.length; i++) {
-      const v = x[i]!;
-      if (Number.isNaN(v)) throw new RangeError(`IntGRU.quantizeInput: x[${i}] is NaN; the int8 input has no code for it`);
-      q[i] = clamp(roundHalfEven(v / s), -Q8_MAX, Q8_MAX);
-    }
-    return q;
+    return quantizeInt8Input('IntGRU', x, this.params.inputScale);
   }
 
   private packed(): { ih: PackedWeights; hh: PackedWeights } {
@@ -268,39 +261,18 @@ export function integerGruParams(model: QuantGRU, sx: number, sh: number): IntGR
   const { inputSize, hiddenSize: H } = model;
   const rows = 3 * H;
   const bits = model.weightBits;
-  const top = weightMax(bits);
-  const codes = (w: ArrayLike<number>, cols: number, scales: Float32Array): Int8Array => {
-    const q = new Int8Array(rows * cols);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -top, top);
-    return q;
-  };
-  const scalesIh = rowScales(model.weightIh, bits);
-  const scalesHh = rowScales(model.weightHh, bits);
-  const multiplierIh = new Int32Array(rows);
-  const shiftIh = new Int32Array(rows);
-  const multiplierHh = new Int32Array(rows);
-  const shiftHh = new Int32Array(rows);
+  const weights = rowWeightParams(model.weightIh, model.weightHh, bits, sx * 2 ** GATE_FRAC, sh * 2 ** GATE_FRAC);
   const bias = new Int32Array(rows);
   const biasHn = new Int32Array(H);
   const q12 = (v: number): number => clamp(roundHalfEven(Math.fround(v) * 2 ** GATE_FRAC), -WIDE, WIDE);
   const bih = model.biasIh.data;
   const bhh = model.biasHh.data;
-  for (let r = 0; r < rows; r++) {
-    const a = quantizeMultiplier(scalesIh[r]! * sx * 2 ** GATE_FRAC);
-    const b = quantizeMultiplier(scalesHh[r]! * sh * 2 ** GATE_FRAC);
-    multiplierIh[r] = a.multiplier;
-    shiftIh[r] = a.shift;
-    multiplierHh[r] = b.multiplier;
-    shiftHh[r] = b.shift;
-    bias[r] = r < 2 * H ? q12(bih[r]! + bhh[r]!) : q12(bih[r]!);
-  }
+  for (let r = 0; r < rows; r++) bias[r] = r < 2 * H ? q12(bih[r]! + bhh[r]!) : q12(bih[r]!);
   for (let k = 0; k < H; k++) biasHn[k] = q12(bhh[2 * H + k]!);
   const out = quantizeMultiplier(2 ** -ACT_FRAC / sh);
   return {
     inputSize, hiddenSize: H, inputScale: sx, hiddenScale: sh, weightBits: bits,
-    weightIh: codes(model.weightIh.data, inputSize, scalesIh),
-    weightHh: codes(model.weightHh.data, H, scalesHh),
-    multiplierIh, shiftIh, multiplierHh, shiftHh, bias, biasHn,
+    ...weights, bias, biasHn,
     outputMultiplier: out.multiplier, outputShift: out.shift,
     sigmoid: model.tables.sigmoid, tanh: model.tables.tanh,
   };
@@ -312,10 +284,6 @@ export function integerGruParams(model: QuantGRU, sx: number, sh: number): IntGR
  */
 export function convertQuantGRU(model: QuantGRU): IntGRU {
   if (!model.quantize) throw new Error('convertQuantGRU: the model runs with quantize=false; only a fake-quant model has integer semantics');
-  const ranges = [['input', model.inputAbsMax.data[0]!], ['hidden', model.hiddenAbsMax.data[0]!]] as const;
-  const unset = ranges.filter(([, v]) => !(v > 0)).map(([name]) => name);
-  if (unset.length > 0) {
-    throw new Error(`convertQuantGRU: the ${unset.join(' and ')} range${unset.length > 1 ? 's are' : ' is'} 0: never observed, or only zeros were seen; run the model in training mode on representative data (QAT or a calibration pass) first`);
-  }
+  checkObservedRanges('convertQuantGRU', model.inputAbsMax, model.hiddenAbsMax);
   return new IntGRU(integerGruParams(model, model.inputScale, model.hiddenScale));
 }

@@ -15,6 +15,7 @@ import { ACT_FRAC, CELL_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, LN_INPUT_FRAC, Q8
 import { intLayerNormRow, type IntLayerNormParams } from './layernorm.ts';
 import { evalIntPwl, evalIntPwlIndexed, intPwlProblems, pwlSegmentIndex, pwlShift, roundShift, type IntPwl } from './pwl.ts';
 import type { QuantLSTM } from './qlstm.ts';
+import type { Tensor } from '../../tensor/tensor.ts';
 
 /** Everything an IntLSTM holds (what the file stores). */
 export interface IntLSTMParams {
@@ -325,14 +326,7 @@ export class IntLSTM {
    * QuantLSTM clamps them. NaN has no code: it throws a RangeError naming the first NaN's index.
    */
   quantizeInput(x: ArrayLike<number>): Int8Array {
-    const q = new Int8Array(x.length);
-    const s = this.params.inputScale;
-    for (let i = 0; i < x.length; i++) {
-      const v = x[i]!;
-      if (Number.isNaN(v)) throw new RangeError(`IntLSTM.quantizeInput: x[${i}] is NaN; the int8 input has no code for it`);
-      q[i] = clamp(roundHalfEven(v / s), -Q8_MAX, Q8_MAX);
-    }
-    return q;
+    return quantizeInt8Input('IntLSTM', x, this.params.inputScale);
   }
 
   /** The native cell for the current addon state, or why there is none. */
@@ -458,12 +452,7 @@ export class IntLSTM {
  */
 export function convertQuantLSTM(model: QuantLSTM): IntLSTM {
   if (!model.quantize) throw new Error('convertQuantLSTM: the model runs with quantize=false; only a fake-quant model has integer semantics');
-  const ranges = [['input', model.inputAbsMax.data[0]!], ['hidden', model.hiddenAbsMax.data[0]!]] as const;
-  const unset = ranges.filter(([, v]) => !(v > 0)).map(([name]) => name);
-  if (unset.length > 0) {
-    // 0 is also what an observation of all-zero values leaves (zero inputs, or zero weights giving h = 0).
-    throw new Error(`convertQuantLSTM: the ${unset.join(' and ')} range${unset.length > 1 ? 's are' : ' is'} 0: never observed, or only zeros were seen; run the model in training mode on representative data (QAT or a calibration pass) first`);
-  }
+  checkObservedRanges('convertQuantLSTM', model.inputAbsMax, model.hiddenAbsMax);
   const layerNorm = model.layerNorm ? model.quantizedLayerNorm().params : undefined;
   return new IntLSTM(integerLstmParams(model, model.inputScale, model.hiddenScale, layerNorm));
 }
@@ -477,36 +466,74 @@ export function integerLstmParams(model: QuantLSTM, sx: number, sh: number, laye
   const rows = 4 * hiddenSize;
   const frac = layerNorm ? LN_INPUT_FRAC : GATE_FRAC;
   const bits = model.weightBits;
-  const top = weightMax(bits);
-  const quantizeRows = (w: Float32Array | Float64Array, cols: number, scales: Float32Array): Int8Array => {
-    const q = new Int8Array(rows * cols);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w[r * cols + j]!) / scales[r]!), -top, top);
-    return q;
-  };
-  const scalesIh = rowScales(model.weightIh, bits);
-  const scalesHh = rowScales(model.weightHh, bits);
-  const multiplierIh = new Int32Array(rows);
-  const shiftIh = new Int32Array(rows);
-  const multiplierHh = new Int32Array(rows);
-  const shiftHh = new Int32Array(rows);
+  const weights = rowWeightParams(model.weightIh, model.weightHh, bits, sx * 2 ** frac, sh * 2 ** frac);
   const bias = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const a = quantizeMultiplier(scalesIh[r]! * sx * 2 ** frac);
-    const b = quantizeMultiplier(scalesHh[r]! * sh * 2 ** frac);
-    multiplierIh[r] = a.multiplier;
-    shiftIh[r] = a.shift;
-    multiplierHh[r] = b.multiplier;
-    shiftHh[r] = b.shift;
-    bias[r] = clamp(roundHalfEven(Math.fround(model.biasIh.data[r]! + model.biasHh.data[r]!) * 2 ** GATE_FRAC), -(2 ** 24), 2 ** 24);
-  }
+  for (let r = 0; r < rows; r++) bias[r] = clamp(roundHalfEven(Math.fround(model.biasIh.data[r]! + model.biasHh.data[r]!) * 2 ** GATE_FRAC), -(2 ** 24), 2 ** 24);
   const out = quantizeMultiplier(2 ** -ACT_FRAC / sh);
   return {
     inputSize, hiddenSize, inputScale: sx, hiddenScale: sh, weightBits: bits,
-    weightIh: quantizeRows(model.weightIh.data as Float32Array, inputSize, scalesIh),
-    weightHh: quantizeRows(model.weightHh.data as Float32Array, hiddenSize, scalesHh),
-    multiplierIh, shiftIh, multiplierHh, shiftHh, bias,
+    ...weights, bias,
     outputMultiplier: out.multiplier, outputShift: out.shift,
     sigmoid: model.tables.sigmoid, tanh: model.tables.tanh,
     ...(layerNorm ? { layerNorm } : {}),
   };
+}
+
+/**
+ * x (real) → int8 codes at `scale`, round half to even, saturated to ±127 (±Infinity included, as
+ * the fake quantization clamps); NaN has no code: a RangeError names `owner` and its index. @internal
+ */
+export function quantizeInt8Input(owner: string, x: ArrayLike<number>, scale: number): Int8Array {
+  const q = new Int8Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    if (Number.isNaN(v)) throw new RangeError(`${owner}.quantizeInput: x[${i}] is NaN; the int8 input has no code for it`);
+    q[i] = clamp(roundHalfEven(v / scale), -Q8_MAX, Q8_MAX);
+  }
+  return q;
+}
+
+/**
+ * Throws unless both abs-max observers ([1] buffers) hold a positive range. 0 is also what an
+ * observation of all-zero values leaves (zero inputs, or zero weights giving h = 0). @internal
+ */
+export function checkObservedRanges(owner: string, inputAbsMax: Tensor, hiddenAbsMax: Tensor): void {
+  const ranges = [['input', inputAbsMax.data[0]!], ['hidden', hiddenAbsMax.data[0]!]] as const;
+  const unset = ranges.filter(([, v]) => !(v > 0)).map(([name]) => name);
+  if (unset.length > 0) {
+    throw new Error(`${owner}: the ${unset.join(' and ')} range${unset.length > 1 ? 's are' : ' is'} 0: never observed, or only zeros were seen; run the model in training mode on representative data (QAT or a calibration pass) first`);
+  }
+}
+
+/**
+ * The integer weights of a recurrent layer ([rows, I] and [rows, H]): codes at the per-row scales
+ * `rowScales(w, bits)` (round half to even, clamped to ±(2^(b−1)−1)) and per-row multipliers for
+ * s_w·`ihScale` and s_w·`hhScale` (the accumulators' real scale onto the target grid). @internal
+ */
+export function rowWeightParams(weightIh: Tensor, weightHh: Tensor, bits: number, ihScale: number, hhScale: number): {
+  weightIh: Int8Array; weightHh: Int8Array; multiplierIh: Int32Array; shiftIh: Int32Array; multiplierHh: Int32Array; shiftHh: Int32Array;
+} {
+  const rows = weightIh.shape[0]!;
+  const top = weightMax(bits);
+  const quantizeRows = (w: Tensor, scales: Float32Array): Int8Array => {
+    const cols = w.shape[1]!;
+    const q = new Int8Array(rows * cols);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) q[r * cols + j] = clamp(roundHalfEven(Math.fround(w.data[r * cols + j]!) / scales[r]!), -top, top);
+    return q;
+  };
+  const scalesIh = rowScales(weightIh, bits);
+  const scalesHh = rowScales(weightHh, bits);
+  const multiplierIh = new Int32Array(rows);
+  const shiftIh = new Int32Array(rows);
+  const multiplierHh = new Int32Array(rows);
+  const shiftHh = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const a = quantizeMultiplier(scalesIh[r]! * ihScale);
+    const b = quantizeMultiplier(scalesHh[r]! * hhScale);
+    multiplierIh[r] = a.multiplier;
+    shiftIh[r] = a.shift;
+    multiplierHh[r] = b.multiplier;
+    shiftHh[r] = b.shift;
+  }
+  return { weightIh: quantizeRows(weightIh, scalesIh), weightHh: quantizeRows(weightHh, scalesHh), multiplierIh, shiftIh, multiplierHh, shiftHh };
 }
