@@ -13,11 +13,10 @@
  * `intGRUFromLowbit` validates every field, dtype, shape and value range the runtime relies on
  * and throws `IrnnFormatError` naming the first problem.
  */
-import { packLowbitValues, readLowbit, writeLowbit, type LowbitModel, type LowbitTensor } from '../../format/lowbit.ts';
-import { MAX_WEIGHT_BITS, MIN_WEIGHT_BITS, WIDE, weightMax, weightStorage } from './formats.ts';
+import { readLowbit, writeLowbit, type LowbitModel } from '../../format/lowbit.ts';
+import { MAX_WEIGHT_BITS, MIN_WEIGHT_BITS, WIDE } from './formats.ts';
 import { IntGRU } from './intgru.ts';
-import { checkMultiplier, integerField, IrnnFormatError, isObject, MAX_IRNN_SIZE, readTable, readWeight, scaleField, tensorOf } from './io.ts';
-import type { IntPwl } from './pwl.ts';
+import { addTableTensors, checkMultiplier, integerField, IrnnFormatError, isObject, MAX_IRNN_SIZE, readTable, readWeight, recurrentWeightTensors, scaleField, tableFormat, tensorOf } from './io.ts';
 
 /** The format name of an iRNN GRU file (metadata.irnn.format). */
 export const IRNN_GRU_FORMAT = 'lowbit-irnn-gru';
@@ -26,41 +25,16 @@ const OP = 'irnn.gru';
 /** Gate blocks of a GRU: r, z, n. */
 const GATES = 3;
 const ROW_TENSORS = ['multiplier_ih', 'shift_ih', 'multiplier_hh', 'shift_hh', 'bias'] as const;
-const TABLE_FIELDS = ['inputFrac', 'outputFrac', 'slopeFrac', 'outputMin', 'outputMax'] as const;
 
-function tableFormat(t: IntPwl): Record<string, number> {
-  return Object.fromEntries(TABLE_FIELDS.map((f) => [f, t[f]]));
-}
 
 /** The .lowbit model of an IntGRU (see the file comment). */
 export function intGRUToLowbit(model: IntGRU): LowbitModel {
   const p = model.params;
   const rows = GATES * p.hiddenSize;
   const bits = p.weightBits ?? 8;
-  const storage = weightStorage(bits);
-  const top = weightMax(bits);
-  const weight = (data: Int8Array, cols: number): LowbitTensor => {
-    for (let i = 0; i < data.length; i++) {
-      if (Math.abs(data[i]!) > top) throw new RangeError(`intGRUToLowbit: weight code ${data[i]} at ${i} is outside ±${top} (weightBits ${bits})`);
-    }
-    return storage === 'int8' ? { dtype: 'int8', shape: [rows, cols], data } : packLowbitValues(storage, [rows, cols], data);
-  };
-  const tensors: Record<string, LowbitTensor> = {
-    weight_ih: weight(p.weightIh, p.inputSize),
-    weight_hh: weight(p.weightHh, p.hiddenSize),
-    multiplier_ih: { dtype: 'int32', shape: [rows], data: p.multiplierIh },
-    shift_ih: { dtype: 'int32', shape: [rows], data: p.shiftIh },
-    multiplier_hh: { dtype: 'int32', shape: [rows], data: p.multiplierHh },
-    shift_hh: { dtype: 'int32', shape: [rows], data: p.shiftHh },
-    bias: { dtype: 'int32', shape: [rows], data: p.bias },
-    bias_hn: { dtype: 'int32', shape: [p.hiddenSize], data: p.biasHn },
-  };
-  for (const name of ['sigmoid', 'tanh'] as const) {
-    const t = p[name];
-    tensors[`${name}.knots`] = { dtype: 'int32', shape: [t.knots.length], data: t.knots };
-    tensors[`${name}.values`] = { dtype: 'int32', shape: [t.values.length], data: t.values };
-    tensors[`${name}.slopes`] = { dtype: 'int32', shape: [t.slopes.length], data: t.slopes };
-  }
+  const tensors = recurrentWeightTensors('intGRUToLowbit', rows, p);
+  tensors.bias_hn = { dtype: 'int32', shape: [p.hiddenSize], data: p.biasHn };
+  addTableTensors(tensors, p);
   const node = {
     op: OP, gates: GATES,
     inputSize: p.inputSize, hiddenSize: p.hiddenSize, inputScale: p.inputScale, hiddenScale: p.hiddenScale,

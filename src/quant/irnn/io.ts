@@ -60,8 +60,45 @@ export class IrnnFormatError extends Error {
 const ROW_TENSORS = ['multiplier_ih', 'shift_ih', 'multiplier_hh', 'shift_hh', 'bias'] as const;
 const TABLE_FIELDS = ['inputFrac', 'outputFrac', 'slopeFrac', 'outputMin', 'outputMax'] as const;
 
-function tableFormat(t: IntPwl): Record<string, number> {
+/** The format fields of a PWL table as the graph node records them. @internal */
+export function tableFormat(t: IntPwl): Record<string, number> {
   return Object.fromEntries(TABLE_FIELDS.map((f) => [f, t[f]]));
+}
+
+/**
+ * The tensors of an integer recurrent layer's weights ([rows, I], [rows, H]; int8, or packed int4 /
+ * int2 below 5 bits) and per-row int32 parameters, in file order. A weight code outside
+ * ±(2^(b−1)−1) throws a RangeError naming `owner`. @internal
+ */
+export function recurrentWeightTensors(owner: string, rows: number, p: Pick<IntLSTMParams, 'inputSize' | 'hiddenSize' | 'weightBits' | 'weightIh' | 'weightHh' | 'multiplierIh' | 'shiftIh' | 'multiplierHh' | 'shiftHh' | 'bias'>): Record<string, LowbitTensor> {
+  const bits = p.weightBits ?? 8;
+  const storage = weightStorage(bits);
+  const top = weightMax(bits);
+  const weight = (data: Int8Array, cols: number): LowbitTensor => {
+    for (let i = 0; i < data.length; i++) {
+      if (Math.abs(data[i]!) > top) throw new RangeError(`${owner}: weight code ${data[i]} at ${i} is outside ±${top} (weightBits ${bits})`);
+    }
+    return storage === 'int8' ? { dtype: 'int8', shape: [rows, cols], data } : packLowbitValues(storage, [rows, cols], data);
+  };
+  return {
+    weight_ih: weight(p.weightIh, p.inputSize),
+    weight_hh: weight(p.weightHh, p.hiddenSize),
+    multiplier_ih: { dtype: 'int32', shape: [rows], data: p.multiplierIh },
+    shift_ih: { dtype: 'int32', shape: [rows], data: p.shiftIh },
+    multiplier_hh: { dtype: 'int32', shape: [rows], data: p.multiplierHh },
+    shift_hh: { dtype: 'int32', shape: [rows], data: p.shiftHh },
+    bias: { dtype: 'int32', shape: [rows], data: p.bias },
+  };
+}
+
+/** Adds the sigmoid and tanh tables' knots, values and slopes (int32) to `tensors`. @internal */
+export function addTableTensors(tensors: Record<string, LowbitTensor>, tables: { sigmoid: IntPwl; tanh: IntPwl }): void {
+  for (const name of ['sigmoid', 'tanh'] as const) {
+    const t = tables[name];
+    tensors[`${name}.knots`] = { dtype: 'int32', shape: [t.knots.length], data: t.knots };
+    tensors[`${name}.values`] = { dtype: 'int32', shape: [t.values.length], data: t.values };
+    tensors[`${name}.slopes`] = { dtype: 'int32', shape: [t.slopes.length], data: t.slopes };
+  }
 }
 
 const LN_FIELDS = ['epsCode', 'multiplier', 'shift', 'outMin', 'outMax'] as const;
@@ -72,29 +109,8 @@ export function intLSTMToLowbit(model: IntLSTM, attention?: IntAttention): Lowbi
   const p = model.params;
   const rows = 4 * p.hiddenSize;
   const bits = p.weightBits ?? 8;
-  const storage = weightStorage(bits);
-  const weight = (data: Int8Array, cols: number): LowbitTensor => {
-    const top = weightMax(bits);
-    for (let i = 0; i < data.length; i++) {
-      if (Math.abs(data[i]!) > top) throw new RangeError(`intLSTMToLowbit: weight code ${data[i]} at ${i} is outside ±${top} (weightBits ${bits})`);
-    }
-    return storage === 'int8' ? { dtype: 'int8', shape: [rows, cols], data } : packLowbitValues(storage, [rows, cols], data);
-  };
-  const tensors: Record<string, LowbitTensor> = {
-    weight_ih: weight(p.weightIh, p.inputSize),
-    weight_hh: weight(p.weightHh, p.hiddenSize),
-    multiplier_ih: { dtype: 'int32', shape: [rows], data: p.multiplierIh },
-    shift_ih: { dtype: 'int32', shape: [rows], data: p.shiftIh },
-    multiplier_hh: { dtype: 'int32', shape: [rows], data: p.multiplierHh },
-    shift_hh: { dtype: 'int32', shape: [rows], data: p.shiftHh },
-    bias: { dtype: 'int32', shape: [rows], data: p.bias },
-  };
-  for (const name of ['sigmoid', 'tanh'] as const) {
-    const t = p[name];
-    tensors[`${name}.knots`] = { dtype: 'int32', shape: [t.knots.length], data: t.knots };
-    tensors[`${name}.values`] = { dtype: 'int32', shape: [t.values.length], data: t.values };
-    tensors[`${name}.slopes`] = { dtype: 'int32', shape: [t.slopes.length], data: t.slopes };
-  }
+  const tensors = recurrentWeightTensors('intLSTMToLowbit', rows, p);
+  addTableTensors(tensors, p);
   const lstmTensors = Object.keys(tensors);
   let layerNorm: Record<string, Record<string, number>> | undefined;
   if (p.layerNorm) {
