@@ -11,27 +11,10 @@ import { convertQuantGRU, IntGRU, intGruStep, type IntGRUParams } from './intgru
 import { QuantGRU } from './qgru.ts';
 import { lstmPwlTables } from './qlstm.ts';
 import { pwlOfInt, evalPwl, sigmoidExact, type IntPwl, type Pwl } from './pwl.ts';
-import { assertLearnsRunningMean } from './testing.ts';
+import { assertLearnsRunningMean, pwlReal, random64, randomInt8, randomRowMultipliers, roundAway } from './testing.ts';
 
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
-/** Round half away from zero (requantize.ts's rounding), in real arithmetic. */
-const roundAway = (v: number): number => Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
-const int8 = (rng: Rng, n: number, top = 127): Int8Array => Int8Array.from({ length: n }, () => Math.floor(rng.uniform() * (2 * top + 1)) - top);
-
-function random64(shape: number[], rng: Rng, scale = 1): Tensor {
-  const data = new Float64Array(shape.reduce((p, d) => p * d, 1));
-  for (let i = 0; i < data.length; i++) data[i] = (rng.uniform() * 2 - 1) * scale;
-  return new Tensor(data, shape);
-}
-
-/** The PWL table on a real input (Q3.12 value), result rounded to Q0.15 ties up and clamped. */
-function pwlReal(t: IntPwl, zReal: number): number {
-  const x = clamp(zReal, t.knots[0]! / 4096, t.knots[t.knots.length - 1]! / 4096);
-  let k = 0;
-  while (k < t.values.length - 1 && t.knots[k + 1]! / 4096 <= x) k++;
-  const y = t.values[k]! / 32768 + (t.slopes[k]! / 32768) * (x - t.knots[k]! / 4096);
-  return clamp(Math.floor(y * 32768 + 0.5), t.outputMin, t.outputMax) / 32768;
-}
+const int8 = randomInt8;
 
 /**
  * The GRU step of intgru.ts's file comment written in real (float64) units, every rounding done on
@@ -66,16 +49,7 @@ function simulateStep(p: IntGRUParams, x: Int8Array, h: Int8Array): number[] {
 
 function randomParams(rng: Rng, I: number, H: number, segments = 8): IntGRUParams {
   const rows = 3 * H;
-  const mult = (lo: number, hi: number): { m: Int32Array; s: Int32Array } => {
-    const m = new Int32Array(rows);
-    const s = new Int32Array(rows);
-    for (let r = 0; r < rows; r++) {
-      const q = quantizeMultiplier(lo * (hi / lo) ** rng.uniform());
-      m[r] = q.multiplier;
-      s[r] = q.shift;
-    }
-    return { m, s };
-  };
+  const mult = (lo: number, hi: number): { m: Int32Array; s: Int32Array } => randomRowMultipliers(rng, rows, lo, hi);
   // Ratios s_w·s_x·2^12 of a trained model are ~1e-2 .. 1; these reach the int16 clamps too.
   const ih = mult(2e-3, 0.5);
   const hh = mult(2e-3, 0.5);

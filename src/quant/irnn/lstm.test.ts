@@ -9,36 +9,13 @@ import { concat, randn, reshape, Rng, Tensor } from '../../tensor/index.ts';
 import { setIntKernelsReference } from '../../runtime/kernels/index.ts';
 import { convertQuantLSTM, IntLSTM, intLstmStep, type IntLSTMParams } from './intlstm.ts';
 import { lstmPwlTables, QuantLSTM } from './qlstm.ts';
-import { assertLearnsRunningMean } from './testing.ts';
-import { type IntPwl } from './pwl.ts';
-
-function random64(shape: number[], rng: Rng, scale = 1): Tensor {
-  const data = new Float64Array(shape.reduce((p, d) => p * d, 1));
-  for (let i = 0; i < data.length; i++) data[i] = (rng.uniform() * 2 - 1) * scale;
-  return new Tensor(data, shape);
-}
+import { assertLearnsRunningMean, pwlReal, random64, randomInt8, randomRowMultipliers, roundAway } from './testing.ts';
 
 function flat(...ts: Tensor[]): Tensor {
   return concat(ts.map((t) => reshape(t, [t.size])), 0);
 }
 
-/** Round half away from zero (requantize.ts's rounding), in real arithmetic. */
-function roundAway(v: number): number {
-  return Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
-}
-
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
-
-/** The PWL table evaluated on real numbers: z real (Q3.12 value), result rounded to Q0.15 ties up. */
-function pwlReal(t: IntPwl, zReal: number): number {
-  const lo = t.knots[0]! / 4096;
-  const hi = t.knots[t.knots.length - 1]! / 4096;
-  const x = clamp(zReal, lo, hi);
-  let k = 0;
-  while (k < t.values.length - 1 && t.knots[k + 1]! / 4096 <= x) k++;
-  const y = t.values[k]! / 32768 + (t.slopes[k]! / 32768) * (x - t.knots[k]! / 4096);
-  return clamp(Math.floor(y * 32768 + 0.5), t.outputMin, t.outputMax) / 32768;
-}
 
 /**
  * The same fixed-point step written in real (float64) units: every value is its real number,
@@ -75,17 +52,8 @@ function simulateStep(p: IntLSTMParams, x: Int8Array, h: Int8Array, c: Int16Arra
 
 function randomParams(rng: Rng, I: number, H: number): IntLSTMParams {
   const rows = 4 * H;
-  const int8 = (n: number): Int8Array => Int8Array.from({ length: n }, () => Math.floor(rng.uniform() * 255) - 127);
-  const mult = (lo: number, hi: number): { m: Int32Array; s: Int32Array } => {
-    const m = new Int32Array(rows);
-    const s = new Int32Array(rows);
-    for (let r = 0; r < rows; r++) {
-      const q = quantizeMultiplier(lo * (hi / lo) ** rng.uniform());
-      m[r] = q.multiplier;
-      s[r] = q.shift;
-    }
-    return { m, s };
-  };
+  const int8 = (n: number): Int8Array => randomInt8(rng, n);
+  const mult = (lo: number, hi: number): { m: Int32Array; s: Int32Array } => randomRowMultipliers(rng, rows, lo, hi);
   // Ratios s_w·s_x·2^12 of a trained model are ~1e-2 .. 1; these reach saturation of z too.
   const ih = mult(2e-3, 0.5);
   const hh = mult(2e-3, 0.5);

@@ -1,6 +1,6 @@
 /**
- * The fuzz loop of the irnn file tests: truncations and random byte flips of a good file, each
- * either loading (then `use` must run on it) or failing with a typed format error.
+ * Helpers of the irnn tests: the fuzz loop of the file tests, a tiny learning task, and the
+ * real-arithmetic pieces (rounding, PWL, random integer parameters) of the fixed-point simulations.
  * @internal test helper
  */
 import assert from 'node:assert/strict';
@@ -9,6 +9,8 @@ import { Adam } from '../../optim/adam.ts';
 import { mseLoss, randn, Tensor, type Rng } from '../../tensor/index.ts';
 import { IrnnFormatError } from './io.ts';
 import type { Module } from '../../nn/module.ts';
+import { quantizeMultiplier } from '../../runtime/requantize.ts';
+import type { IntPwl } from './pwl.ts';
 
 /**
  * Feeds `good` cut at `cuts` bytes, then `count` copies with 1–3 random bytes replaced, to `use`
@@ -71,4 +73,47 @@ export function assertLearnsRunningMean(model: Pick<Module, 'parameters'> & { fo
   }
   assert.ok(losses.every(Number.isFinite));
   assert.ok(losses.at(-1)! < losses[0]! / 2, `loss ${losses[0]} -> ${losses.at(-1)}`);
+}
+
+const clampReal = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
+
+/** Round half away from zero (requantize.ts's rounding), in real arithmetic. */
+export function roundAway(v: number): number {
+  return Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
+}
+
+/** A float64 tensor of `shape` with values uniform in [−scale, scale) drawn from `rng`. */
+export function random64(shape: number[], rng: Rng, scale = 1): Tensor {
+  const data = new Float64Array(shape.reduce((p, d) => p * d, 1));
+  for (let i = 0; i < data.length; i++) data[i] = (rng.uniform() * 2 - 1) * scale;
+  return new Tensor(data, shape);
+}
+
+/** `n` int8 codes uniform in [−top, top] drawn from `rng`. */
+export function randomInt8(rng: Rng, n: number, top = 127): Int8Array {
+  return Int8Array.from({ length: n }, () => Math.floor(rng.uniform() * (2 * top + 1)) - top);
+}
+
+/**
+ * The PWL table evaluated on a real input (a Q3.12 value): clamped to the knot range, result
+ * rounded to Q0.15 ties up and clamped to the table's output range.
+ */
+export function pwlReal(t: IntPwl, zReal: number): number {
+  const x = clampReal(zReal, t.knots[0]! / 4096, t.knots[t.knots.length - 1]! / 4096);
+  let k = 0;
+  while (k < t.values.length - 1 && t.knots[k + 1]! / 4096 <= x) k++;
+  const y = t.values[k]! / 32768 + (t.slopes[k]! / 32768) * (x - t.knots[k]! / 4096);
+  return clampReal(Math.floor(y * 32768 + 0.5), t.outputMin, t.outputMax) / 32768;
+}
+
+/** `rows` requantization multipliers for ratios log-uniform in [lo, hi), drawn from `rng`. */
+export function randomRowMultipliers(rng: Rng, rows: number, lo: number, hi: number): { m: Int32Array; s: Int32Array } {
+  const m = new Int32Array(rows);
+  const s = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const q = quantizeMultiplier(lo * (hi / lo) ** rng.uniform());
+    m[r] = q.multiplier;
+    s[r] = q.shift;
+  }
+  return { m, s };
 }
