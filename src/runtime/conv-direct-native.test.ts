@@ -16,7 +16,8 @@ import assert from 'node:assert/strict';
 import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
-import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor } from './intmodel.ts';
+import { packWeightTensor, type IntModel, type IntTensor } from './intmodel.ts';
+import { convProbeModel } from './conv-testing.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { quantizeMultiplier } from './requantize.ts';
 
@@ -62,7 +63,6 @@ function buildModel(g: Geometry, rng: Rng): { im: IntModel; features: number; ou
   const [qmin, qmax] = g.signedIn ? [-128, 127] : [0, 255];
   const input = { mode: 'affine' as const, scale: 0.05, zeroPoint: int(qmin, qmax), bits: 8, qmin, qmax };
   const taps = g.C * g.k * g.k;
-  const oh = Math.floor((g.H + 2 * g.pad - g.k) / g.stride) + 1, ow = Math.floor((g.W + 2 * g.pad - g.k) / g.stride) + 1;
   const tensors = new Map<string, IntTensor>();
   tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: g.OC * taps }, () => int(-128, 127)), [g.OC, g.C, g.k, g.k]));
   const mult = new Int32Array(g.OC), shift = new Int32Array(g.OC), bias = new Int32Array(g.OC);
@@ -85,36 +85,8 @@ function buildModel(g: Geometry, rng: Rng): { im: IntModel; features: number; ou
   tensors.set('conv.s', { dtype: 'int32', shape: [g.OC], data: shift });
   const [lo, hi] = g.signedOut ? [-128, 127] : [0, 255];
   const outZ = int(lo, hi);
-  const features = g.pool ? g.OC * Math.floor(oh / 2) * Math.floor(ow / 2) : g.OC * oh * ow;
-  const identity = features <= IDENTITY_MAX;
-  const rows = identity ? features : 48;
-  const fc = new Int8Array(rows * features);
-  for (let i = 0; i < fc.length; i++) fc[i] = identity ? 0 : int(-1, 1);
-  if (identity) for (let i = 0; i < features; i++) fc[i * features + i] = 1;
-  tensors.set('fc.w', packWeightTensor('int8', fc, [rows, features]));
-  tensors.set('fc.scale', { dtype: 'float32', shape: [rows], data: new Float32Array(rows).fill(1) });
-  tensors.set('fc.bias', { dtype: 'float32', shape: [rows], data: new Float32Array(rows) });
-  const nodes: IntNode[] = [
-    { op: 'quantize', name: 'q', input },
-    {
-      op: 'conv2d', name: 'conv', inFeatures: g.C, outFeatures: g.OC, weight: 'conv.w', weightFormat: 'int8', weightBits: 8,
-      conv: {
-        inChannels: g.C, outChannels: g.OC, kernelSize: [g.k, g.k], stride: [g.stride, g.stride], padding: [g.pad, g.pad],
-        dilation: [1, 1], groups: 1,
-      },
-      input,
-      output: { mode: 'requantize', bias: 'conv.b', multiplier: 'conv.m', shift: 'conv.s', biasShift: 4, scale: 0.1, zeroPoint: outZ, lo, hi },
-    },
-    ...(g.pool ? [{ op: 'maxpool2d' as const, name: 'pool', kernelSize: [2, 2] as const, stride: [2, 2] as const, padding: [0, 0] as const, zeroPoint: outZ }] : []),
-    { op: 'flatten', name: 'flat', startDim: 1, endDim: -1 },
-    {
-      op: 'linear', name: 'fc', inFeatures: features, outFeatures: rows, weight: 'fc.w', weightFormat: 'int8', weightBits: 8,
-      input: { mode: 'affine', scale: 0.1, zeroPoint: outZ, bits: 8, qmin: lo, qmax: hi },
-      output: { mode: 'dequantize', scale: 'fc.scale', bias: 'fc.bias' },
-    },
-  ];
-  const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [g.C, g.H, g.W], nodes };
-  return { im: new IntModel(graph, tensors), features, outZ, identity };
+  const { im, features, identity } = convProbeModel(g, input, { zeroPoint: outZ, lo, hi }, tensors, { identityMax: IDENTITY_MAX, projectionRows: 48, int });
+  return { im, features, outZ, identity };
 }
 
 function geometries(count: number, rng: Rng): Geometry[] {

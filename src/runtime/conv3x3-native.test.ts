@@ -15,7 +15,8 @@ import assert from 'node:assert/strict';
 import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
-import { IntModel, packWeightTensor, type IntGraph, type IntNode, type IntTensor } from './intmodel.ts';
+import { packWeightTensor, type IntModel, type IntTensor } from './intmodel.ts';
+import { convProbeModel } from './conv-testing.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { quantizeMultiplier } from './requantize.ts';
 
@@ -56,7 +57,6 @@ function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number;
   const z = int(qmin, qmax);
   const input = { mode: 'affine' as const, scale: 0.05, zeroPoint: z, bits: 8, qmin, qmax };
   const K = c.C * 9;
-  const oh = Math.floor((c.H + 2 * c.pad - 3) / c.stride) + 1, ow = Math.floor((c.W + 2 * c.pad - 3) / c.stride) + 1;
   const tensors = new Map<string, IntTensor>();
   tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: c.OC * K }, () => int(-128, 127)), [c.OC, c.C, 3, 3]));
   const M = new Int32Array(c.OC), sh = new Int32Array(c.OC), bias = new Int32Array(c.OC);
@@ -79,36 +79,8 @@ function buildModel(c: Case, rng: Rng): { im: IntModel; F: number; outZ: number;
   tensors.set('conv.s', { dtype: 'int32', shape: [c.OC], data: sh });
   const [lo, hi] = c.signedOut ? [-128, 127] : [0, 255];
   const outZ = int(lo, hi);
-  const F = c.pool ? c.OC * Math.floor(oh / 2) * Math.floor(ow / 2) : c.OC * oh * ow;
-  const identity = F <= IDENTITY_MAX;
-  const rows = identity ? F : 64;
-  const fc = new Int8Array(rows * F);
-  if (identity) {
-    for (let i = 0; i < F; i++) fc[i * F + i] = 1;
-  } else {
-    for (let i = 0; i < fc.length; i++) fc[i] = int(-1, 1);
-  }
-  tensors.set('fc.w', packWeightTensor('int8', fc, [rows, F]));
-  tensors.set('fc.scale', { dtype: 'float32', shape: [rows], data: new Float32Array(rows).fill(1) });
-  tensors.set('fc.bias', { dtype: 'float32', shape: [rows], data: new Float32Array(rows) });
-  const nodes: IntNode[] = [
-    { op: 'quantize', name: 'q', input },
-    {
-      op: 'conv2d', name: 'conv', inFeatures: c.C, outFeatures: c.OC, weight: 'conv.w', weightFormat: 'int8', weightBits: 8,
-      conv: { inChannels: c.C, outChannels: c.OC, kernelSize: [3, 3], stride: [c.stride, c.stride], padding: [c.pad, c.pad], dilation: [1, 1], groups: 1 },
-      input,
-      output: { mode: 'requantize', bias: 'conv.b', multiplier: 'conv.m', shift: 'conv.s', biasShift: 4, scale: 0.1, zeroPoint: outZ, lo, hi },
-    },
-    ...(c.pool ? [{ op: 'maxpool2d' as const, name: 'pool', kernelSize: [2, 2] as const, stride: [2, 2] as const, padding: [0, 0] as const, zeroPoint: outZ }] : []),
-    { op: 'flatten', name: 'flat', startDim: 1, endDim: -1 },
-    {
-      op: 'linear', name: 'fc', inFeatures: F, outFeatures: rows, weight: 'fc.w', weightFormat: 'int8', weightBits: 8,
-      input: { mode: 'affine', scale: 0.1, zeroPoint: outZ, bits: 8, qmin: lo, qmax: hi },
-      output: { mode: 'dequantize', scale: 'fc.scale', bias: 'fc.bias' },
-    },
-  ];
-  const graph: IntGraph = { format: 'lowbit-intmodel', version: 1, inputShape: [c.C, c.H, c.W], nodes };
-  return { im: new IntModel(graph, tensors), F, outZ, identity };
+  const { im, features: F, identity } = convProbeModel({ ...c, k: 3 }, input, { zeroPoint: outZ, lo, hi }, tensors, { identityMax: IDENTITY_MAX, projectionRows: 64, int });
+  return { im, F, outZ, identity };
 }
 
 function randomCases(count: number, rng: Rng): Case[] {
