@@ -8,7 +8,7 @@
  */
 import { basename } from 'node:path';
 import { noGrad } from '../autograd/engine.ts';
-import { contextIdBatches, DataLoader, isLmDatasetName, take } from '../data/index.ts';
+import { contextIdBatches, DataLoader, take } from '../data/index.ts';
 import { readLowbit } from '../format/lowbit.ts';
 import type { TransformerLM } from '../nn/models/transformer-lm.ts';
 import { convertTransformerLM, type IntTransformerLM } from '../quant/irnn/transformer.ts';
@@ -20,7 +20,8 @@ import type { CommandIO } from './command.ts';
 import type { LmEvalOptions } from './commands/eval-lm.ts';
 import type { LmExportOptions } from './commands/export-lm.ts';
 import type { IntLmMeta } from './lm-irnn.ts';
-import { describeLmRun, lmCorpus, lmTestBatches, type LmCheckpoint } from './lm-run.ts';
+import { describeLmRun, lmTestBatches, type LmCheckpoint } from './lm-run.ts';
+import { intLmTestSplit, printIntLmScore } from './lm-int-eval.ts';
 
 const LM_FORMAT = 'lowbit-irnn-transformer-lm';
 const LM_VERSION = 1;
@@ -115,26 +116,10 @@ export function exportTransformerIrnn(run: LmCheckpoint, transformer: Transforme
 /** `lowbit eval FILE.irnn` for an integer transformer-lm file: test perplexity on its corpus and throughput. */
 export function evalIntTransformerLm(path: string, file: IntTransformerLmFile, options: LmEvalOptions, io: CommandIO): void {
   const { model, meta } = file;
-  const { dataset, corpusVocab, context } = meta;
-  if (dataset === undefined || !isLmDatasetName(dataset) || corpusVocab === undefined) throw new Error(`eval: '${path}' does not name its corpus (metadata.lm.dataset / corpusVocab), so its test split cannot be rebuilt`);
-  if (options.dataset !== undefined && options.dataset !== dataset) throw new UsageError(`--dataset ${options.dataset} does not fit '${path}', trained on ${dataset} (leave --dataset out)`, 'eval');
-  const corpus = lmCorpus({ dataset, seqLen: context, vocab: corpusVocab });
-  const words = corpus.vocab.words;
-  if (words.length !== model.vocabSize || words.some((w, i) => w !== meta.vocabulary[i])) {
-    throw new Error(`eval: '${path}' was built on a vocabulary that ${dataset} with --vocab ${corpusVocab} no longer gives (another version of the corpus package?)`);
-  }
+  const split = intLmTestSplit(path, meta, model.vocabSize, options);
   const p = model.params;
-  const { windows, batches } = lmTestBatches({ corpus }, options.batchSize, options.limit);
   io.print(`integer-only transformer language model (${meta.quant ?? '?'} run${meta.source ? ` ${meta.source}` : ''}; ${p.blocks.length} blocks, ${p.numHeads} heads, width ${p.embedDim}, MLP ${p.mlpDim}, vocabulary ${p.vocabSize}): ${path}`);
-  const meter = new PerplexityMeter();
-  const start = performance.now();
-  for (const { x, y } of batches) meter.add(model.logits(x.data, y.size), y.data, model.vocabSize);
-  const seconds = (performance.now() - start) / 1000;
-  const r = meter.result(seconds);
-  io.print(`${dataset} test split: ${windows} windows of ${context} words (each predicts the next word)`);
-  io.print(`test perplexity  ${r.perplexity.toFixed(2)} (cross-entropy ${r.crossEntropy.toFixed(4)} nats/word, next-word accuracy ${formatPercent(r.accuracy)})`);
-  io.print(`throughput       ${(r.count / seconds).toFixed(0)} predicted words/s = ${((r.count * context) / seconds).toFixed(0)} context tokens/s (integer runtime, wall clock incl. the float softmax scoring, batch ${Math.min(options.batchSize, windows)}, ${seconds.toFixed(2)} s)`);
-  io.print(`model bytes      ${model.byteLength.toLocaleString('en-US')} (weights, tables, biases, multipliers)`);
+  printIntLmScore(io, model, split, options.batchSize, { contextTokens: true, bytesWhat: 'weights, tables, biases, multipliers' });
 }
 
 /** The integer transformer-lm in `path` when the file is one (validated), null for any other .lowbit content. */
