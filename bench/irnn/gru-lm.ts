@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { evalFigures, lowbit, number } from '../lm/cli.ts';
+import { evalFigures, irnnFileFigures, lowbit } from '../lm/cli.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { flag } from '../flags.ts';
 
@@ -34,20 +34,14 @@ for (const quant of ['fp32', 'w8a8', 'w4a8']) {
   const exportText = await lowbit(['export', dir, '--format', 'irnn', '--out', file, '--verify', '--samples', '2000']);
   console.log(`${file}: lowbit eval`);
   const evalText = await lowbit(['eval', file]);
+  const { modelBytes, ...figures } = irnnFileFigures(exportText, evalText, 'GRU');
   rows.push({
     run: `gru-lm ${quant}`,
     testPerplexity: run.testPerplexity,
     testAccuracy: run.testAccuracy,
     wordsPerSecond: run.predictedWordsPerSecond,
-    fileBytes: number(exportText, /wrote \S+ \(([\d,]+) bytes/, 'file bytes'),
-    weightBits: number(exportText, /GRU with (\d+)-bit/, 'weight bits'),
-    integerPerplexity2000: number(exportText, /perplexity +integer ([\d.]+)/, 'integer perplexity'),
-    lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
-    argmaxAgreement2000: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
-    integerTestPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
-    integerTestAccuracy: number(evalText, /accuracy ([\d.]+) %/, 'accuracy') / 100,
-    integerWordsPerSecond: number(evalText, /throughput +(\d+) predicted/, 'throughput'),
-    integerModelBytes: number(evalText, /model bytes +([\d,]+)/, 'model bytes'),
+    ...figures,
+    integerModelBytes: modelBytes,
   });
   console.log(JSON.stringify(rows.at(-1)));
 }

@@ -57,3 +57,26 @@ export async function exportFigures(run: string): Promise<{ text: string; figure
     },
   };
 }
+
+/**
+ * The figures of an integer (iRNN) next-word file from the output of `lowbit export --format irnn
+ * --verify --samples 2000` (file bytes, weight bits of the `cell`, both perplexities on 2,000 test
+ * windows, argmax agreement as a fraction) and of `lowbit eval FILE` (test perplexity, accuracy as
+ * a fraction, predicted words/s, model bytes).
+ */
+export function irnnFileFigures(exportText: string, evalText: string, cell: 'GRU' | 'LSTM'): {
+  fileBytes: number; weightBits: number; integerPerplexity2000: number; lowbitPerplexity2000: number; argmaxAgreement2000: number;
+  integerTestPerplexity: number; integerTestAccuracy: number; integerWordsPerSecond: number; modelBytes: number;
+} {
+  return {
+    fileBytes: number(exportText, /wrote \S+ \(([\d,]+) bytes/, 'file bytes'),
+    weightBits: number(exportText, new RegExp(`${cell} with (\\d+)-bit`), 'weight bits'),
+    integerPerplexity2000: number(exportText, /perplexity +integer ([\d.]+)/, 'integer perplexity'),
+    lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
+    argmaxAgreement2000: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
+    integerTestPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
+    integerTestAccuracy: number(evalText, /accuracy ([\d.]+) %/, 'accuracy') / 100,
+    integerWordsPerSecond: number(evalText, /throughput +(\d+) predicted/, 'throughput'),
+    modelBytes: number(evalText, /model bytes +([\d,]+)/, 'model bytes'),
+  };
+}

@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lowbit, number } from './cli.ts';
+import { irnnFileFigures, lowbit } from './cli.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { flag } from '../flags.ts';
 
@@ -35,18 +35,7 @@ for (const run of runs) {
     continue;
   }
   const evalText = await lowbit(['eval', file]);
-  results.push({
-    run: `lstm-lm ${run}`,
-    fileBytes: number(exportText, /wrote \S+ \(([\d,]+) bytes/, 'file bytes'),
-    weightBits: number(exportText, /LSTM with (\d+)-bit/, 'weight bits'),
-    modelBytes: number(evalText, /model bytes +([\d,]+)/, 'model bytes'),
-    integerPerplexity2000: number(exportText, /perplexity +integer ([\d.]+)/, 'integer perplexity'),
-    lowbitPerplexity2000: number(exportText, /, lowbit ([\d.]+) \(ratio/, 'lowbit perplexity'),
-    argmaxAgreement2000: number(exportText, /argmax +([\d.]+) %/, 'agreement') / 100,
-    integerTestPerplexity: number(evalText, /test perplexity +([\d.]+)/, 'test perplexity'),
-    integerTestAccuracy: number(evalText, /accuracy ([\d.]+) %/, 'accuracy') / 100,
-    integerWordsPerSecond: number(evalText, /throughput +(\d+) predicted/, 'throughput'),
-  });
+  results.push({ run: `lstm-lm ${run}`, ...irnnFileFigures(exportText, evalText, 'LSTM') });
   console.log(JSON.stringify(results.at(-1)));
 }
 const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'lm-irnn.json');
