@@ -8,7 +8,7 @@ import { formatPercent, PerplexityMeter } from '../train/index.ts';
 import { UsageError } from './args.ts';
 import type { CommandIO } from './command.ts';
 import type { IntLmMeta } from './lm-irnn.ts';
-import { lmCorpus, lmTestBatches } from './lm-run.ts';
+import { describeLmRun, lmCorpus, lmTestBatches, type LmRunSettings } from './lm-run.ts';
 
 /** The test split an integer LM file was trained on, rebuilt from its metadata. */
 export interface IntLmTestSplit {
@@ -59,3 +59,40 @@ export function printIntLmScore(
   io.print(`throughput       ${(r.count / seconds).toFixed(0)} predicted words/s${tokens} (integer runtime, wall clock incl. the float softmax scoring, batch ${Math.min(batchSize, windows)}, ${seconds.toFixed(2)} s)`);
   io.print(`model bytes      ${model.byteLength.toLocaleString('en-US')} (${report.bytesWhat})`);
 }
+
+/**
+ * `lowbit export RUN --format irnn --verify`: scores the run's own forward (`reference`) and the
+ * integer model (`integer`, logits of n windows) on the same test batches and prints both
+ * perplexities, the share of windows with the same argmax and, with `maxLogitDiff`, the largest
+ * |Δlogit|.
+ */
+export function verifyIntLm(
+  settings: LmRunSettings,
+  test: ReturnType<typeof lmTestBatches>,
+  reference: (x: IntLmBatch['x']) => ArrayLike<number>,
+  integer: (x: IntLmBatch['x'], n: number) => ArrayLike<number>,
+  io: CommandIO,
+  maxLogitDiff = false,
+): void {
+  const mine = new PerplexityMeter();
+  const ints = new PerplexityMeter();
+  let agree = 0;
+  let maxDiff = 0;
+  for (const { x, y } of test.batches) {
+    const ref = reference(x);
+    const got = integer(x, y.size);
+    if (maxLogitDiff) for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
+    const a = mine.add(ref, y.data, settings.vocabSize);
+    const b = ints.add(got, y.data, settings.vocabSize);
+    for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
+  }
+  const l = mine.result();
+  const r = ints.result();
+  const windows = test.windows;
+  io.print(`verify: integer model vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
+  io.print(`  perplexity       integer ${r.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(r.perplexity / l.perplexity).toFixed(6)})`);
+  io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
+  if (maxLogitDiff) io.print(`  max |Δlogit|     ${maxDiff.toPrecision(3)}`);
+}
+
+type IntLmBatch = ReturnType<typeof lmTestBatches>['batches'] extends Iterable<infer B> ? B : never;

@@ -14,14 +14,13 @@ import type { TransformerLM } from '../nn/models/transformer-lm.ts';
 import { convertTransformerLM, type IntTransformerLM } from '../quant/irnn/transformer.ts';
 import { intTransformerFromLowbit, isIntTransformerFile, saveIntTransformer } from '../quant/irnn/transformer-io.ts';
 import { IrnnFormatError } from '../quant/irnn/io.ts';
-import { formatPercent, PerplexityMeter } from '../train/index.ts';
 import { UsageError } from './args.ts';
 import type { CommandIO } from './command.ts';
 import type { LmEvalOptions } from './commands/eval-lm.ts';
 import type { LmExportOptions } from './commands/export-lm.ts';
 import type { IntLmMeta } from './lm-irnn.ts';
-import { describeLmRun, lmTestBatches, type LmCheckpoint } from './lm-run.ts';
-import { intLmTestSplit, printIntLmScore } from './lm-int-eval.ts';
+import { lmTestBatches, type LmCheckpoint } from './lm-run.ts';
+import { intLmTestSplit, printIntLmScore, verifyIntLm } from './lm-int-eval.ts';
 
 const LM_FORMAT = 'lowbit-irnn-transformer-lm';
 const LM_VERSION = 1;
@@ -91,25 +90,7 @@ export function exportTransformerIrnn(run: LmCheckpoint, transformer: Transforme
   io.print(`wrote ${out} (${bytes.toLocaleString('en-US')} bytes; integer-only transformer: ${p.blocks[0]?.qkv.weightBits ?? 8}-bit weights, int8 activations, int32 residual stream, integer LayerNorm, i-exp softmax, ${p.blocks[0]?.activation === 'relu' ? 'ReLU' : 'i-GELU'})`);
   io.print(`  residual scale calibrated on the first ${Math.min(INT_TRANSFORMER_CALIBRATION_WINDOWS, run.corpus.train.length)} train windows; evaluate it with lowbit eval ${out}`);
   if (!options.verify) return 0;
-  const mine = new PerplexityMeter();
-  const ints = new PerplexityMeter();
-  let agree = 0;
-  let maxDiff = 0;
-  const { windows, batches } = lmTestBatches(run, BATCH, options.samples);
-  for (const { x, y } of batches) {
-    const ref = noGrad(() => transformer.forward(x)).data;
-    const got = model.logits(x.data, y.size);
-    for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
-    const a = mine.add(ref, y.data, settings.vocabSize);
-    const b = ints.add(got, y.data, settings.vocabSize);
-    for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
-  }
-  const l = mine.result();
-  const r = ints.result();
-  io.print(`verify: integer model vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
-  io.print(`  perplexity       integer ${r.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(r.perplexity / l.perplexity).toFixed(6)})`);
-  io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
-  io.print(`  max |Δlogit|     ${maxDiff.toPrecision(3)}`);
+  verifyIntLm(settings, lmTestBatches(run, BATCH, options.samples), (x) => noGrad(() => transformer.forward(x)).data, (x, n) => model.logits(x.data, n), io, true);
   return 0;
 }
 

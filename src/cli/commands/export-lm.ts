@@ -7,15 +7,15 @@
 import { basename } from 'node:path';
 import { noGrad } from '../../autograd/engine.ts';
 import { saveRnnOnnx } from '../../onnx/index.ts';
-import { PerplexityMeter, formatPercent } from '../../train/index.ts';
 import { UsageError } from '../args.ts';
 import type { CommandIO } from '../command.ts';
-import { describeLmRun, lmTestBatches, type LmCheckpoint } from '../lm-run.ts';
+import { lmTestBatches, type LmCheckpoint } from '../lm-run.ts';
 import { convertNextWordModel, saveIntNextWord } from '../lm-irnn.ts';
 import { contextIdBatches, DataLoader, take } from '../../data/index.ts';
 import { NextWordModel, TransformerLM } from '../../nn/index.ts';
 import { exportTransformerLanguageModel } from '../lm-transformer-export.ts';
 import { exportTransformerIrnn } from '../lm-int-transformer.ts';
+import { verifyIntLm } from '../lm-int-eval.ts';
 import { lmOnnxMetadata, verifyLmOnnx } from '../lm-onnx-verify.ts';
 
 /** The export options a language-model run reads; the image-only ones must be left out. */
@@ -94,19 +94,6 @@ export function exportLanguageModelIrnn(run: LmCheckpoint, out: string, options:
   io.print(`wrote ${out} (${bytes.toLocaleString('en-US')} bytes; integer-only ${lstm.cell.toUpperCase()} with ${bits}-bit weights, int8 x/h, PWL gates; int8 embedding and head)`);
   io.print(`  x and h ranges calibrated on the first ${Math.min(IRNN_CALIBRATION_WINDOWS, run.corpus.train.length)} train windows; evaluate it with lowbit eval ${out}`);
   if (!options.verify) return 0;
-  const mine = new PerplexityMeter();
-  const ints = new PerplexityMeter();
-  let agree = 0;
-  const { windows, batches } = lmTestBatches(run, VERIFY_BATCH, options.samples);
-  for (const { x, y } of batches) {
-    const a = mine.add(noGrad(() => run.model.forward(x)).data, y.data, settings.vocabSize);
-    const b = ints.add(model.logits(x.data, y.size), y.data, settings.vocabSize);
-    for (let i = 0; i < a.length; i++) if (a[i] === b[i]) agree++;
-  }
-  const l = mine.result();
-  const r = ints.result();
-  io.print(`verify: integer model vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
-  io.print(`  perplexity       integer ${r.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(r.perplexity / l.perplexity).toFixed(6)})`);
-  io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
+  verifyIntLm(settings, lmTestBatches(run, VERIFY_BATCH, options.samples), (x) => noGrad(() => run.model.forward(x)).data, (x, n) => model.logits(x.data, n), io);
   return 0;
 }
