@@ -31,9 +31,7 @@ export type OperandQuantizers = Partial<Record<AttentionOperand, Module & Tensor
  * attends to positions ≤ t only).
  */
 export function causalMask(steps: number, dtype: 'float32' | 'float64' = 'float32'): Tensor {
-  const mask = zeros([steps, steps], dtype);
-  for (let i = 0; i < steps; i++) for (let j = i + 1; j < steps; j++) mask.data[i * steps + j] = -Infinity;
-  return mask;
+  return offsetCausalMask(steps, 0, dtype);
 }
 
 /**

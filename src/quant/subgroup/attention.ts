@@ -1,7 +1,8 @@
 import { MultiheadAttention } from '../../nn/attention.ts';
 import { Module } from '../../nn/module.ts';
+import { causalMask } from '../../nn/models/transformer-lm.ts';
 import { add, matmul, mul, reshape, softmax, transpose } from '../../tensor/ops.ts';
-import { Tensor, zeros } from '../../tensor/tensor.ts';
+import { Tensor } from '../../tensor/tensor.ts';
 import type { Rng } from '../../tensor/random.ts';
 import { SubgroupLinear, type SubgroupMode } from './linear.ts';
 
@@ -95,9 +96,5 @@ export class SubgroupAttention extends Module {
   }
 }
 
-/** Additive causal mask [L, L]: 0 on and below the diagonal, −∞ above. */
-export function causalMask(length: number, dtype: 'float32' | 'float64' = 'float32'): Tensor {
-  const mask = zeros([length, length], dtype);
-  for (let i = 0; i < length; i++) for (let j = i + 1; j < length; j++) mask.data[i * length + j] = -Infinity;
-  return mask;
-}
+/** Additive causal mask [L, L]: 0 on and below the diagonal, −∞ above (nn's, re-exported here). */
+export { causalMask };
