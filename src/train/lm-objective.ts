@@ -64,8 +64,13 @@ export function everyPositionBatches(source: BatchSource): BatchSource {
  * `shiftedTargets(ids, next)[n·C + t]`.
  */
 export function everyPositionLoss(model: AllPositionsModel, ids: Tensor, next: Tensor): Tensor {
+  return crossEntropy(flatLogits(model, ids), shiftedTargets(ids, next));
+}
+
+/** `model.forwardAll(ids)` [N, C, V] as [N·C, V], row n·C + t = position t of window n (the order of {@link shiftedTargets}). */
+function flatLogits(model: AllPositionsModel, ids: Tensor): Tensor {
   const logits = model.forwardAll(ids);
-  return crossEntropy(reshape(logits, [logits.shape[0]! * logits.shape[1]!, logits.shape[2]!]), shiftedTargets(ids, next));
+  return reshape(logits, [logits.shape[0]! * logits.shape[1]!, logits.shape[2]!]);
 }
 
 /**
@@ -85,9 +90,7 @@ export class EveryPositionObjective extends Module implements TensorModule {
   }
 
   forward(ids: Tensor): Tensor {
-    if (!this.training) return this.model.forward(ids);
-    const logits = this.model.forwardAll(ids);
-    return reshape(logits, [logits.shape[0]! * logits.shape[1]!, logits.shape[2]!]);
+    return this.training ? flatLogits(this.model, ids) : this.model.forward(ids);
   }
 
   override train(mode = true): this {
