@@ -73,3 +73,57 @@ export function requantizeScalar(acc: number, multiplier: number, shift: number)
 export function multiplierValue(m: FixedPointMultiplier): number {
   return m.multiplier * 2 ** -m.shift;
 }
+
+const POW2 = Float64Array.from({ length: 64 }, (_, i) => 2 ** i);
+const TWO53 = 2 ** 53;
+const TWO36 = 2 ** 36;
+
+/**
+ * requantizeScalar(acc, multiplier, shift), bit for bit, with a fast path: when |acc·M0| < 2^53 the
+ * float64 product is exact, and so are its floor division by 2^n and the remainder; otherwise (or
+ * for shifts outside [1, 62]) it calls requantizeScalar. The TypeScript integer Transformer
+ * (quant/irnn/transformer.ts) requantizes through it; quant/irnn/intlstm.ts's `requantizeExact` is
+ * the variant with the powers of two precomputed per row. @internal
+ */
+export function requantizeFast(acc: number, multiplier: number, shift: number): number {
+  if (acc === 0 || multiplier === 0) return 0;
+  if (shift > 0 && shift < 63) {
+    // |acc|·(|M0|·2^−n): one float64 rounding (|M0|·2^−n is exact), so f is within 2^−23 of the
+    // exact value while f < 2^30; its rounding is then exact unless f's fraction is near ½.
+    const a = acc < 0 ? -acc : acc;
+    const f = a * ((multiplier < 0 ? -multiplier : multiplier) / POW2[shift]!);
+    if (f < 1073741824) {
+      const q = Math.floor(f);
+      const frac = f - q;
+      if (frac < 0.4999990 || frac > 0.5000010) {
+        const r = frac > 0.5 ? q + 1 : q;
+        return (acc < 0) !== (multiplier < 0) && r !== 0 ? -r : r;
+      }
+    }
+  }
+  const prod = acc * multiplier;
+  if (prod < TWO53 && prod > -TWO53 && shift > 0 && shift < 63) {
+    const a = prod < 0 ? -prod : prod;
+    const p = POW2[shift]!;
+    const q = Math.floor(a / p);
+    const r = (a - q * p) * 2 >= p ? q + 1 : q;
+    return prod < 0 && r !== 0 ? -r : r;
+  }
+  if (shift >= 17 && shift < 63 && acc < TWO36 && acc > -TWO36) {
+    // |acc|·M0 = |acc|·hi·2^16 + |acc|·lo with both products exact (< 2^52); the sum is split as
+    // t·2^16 + r1 (t < 2^53 exact), then t is divided by 2^(n−16) with its remainder.
+    const a = acc < 0 ? -acc : acc;
+    const m = multiplier < 0 ? -multiplier : multiplier;
+    const hi = a * Math.floor(m / 65536);
+    const lo = a * (m % 65536);
+    const q1 = Math.floor(lo / 65536);
+    const r1 = lo - q1 * 65536;
+    const t = hi + q1;
+    const p = POW2[shift - 16]!;
+    const q = Math.floor(t / p);
+    const rem = (t - q * p) * 65536 + r1;
+    const r = rem * 2 >= p * 65536 ? q + 1 : q;
+    return (acc < 0) !== (multiplier < 0) && r !== 0 ? -r : r;
+  }
+  return requantizeScalar(acc, multiplier, shift);
+}
