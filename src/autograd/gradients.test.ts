@@ -196,6 +196,8 @@ const CASES: Record<PrimitiveName, Case[]> = {
   adderConv2d: [],  // an estimator by design: tested against the paper's formulas in src/nn/mulfree/adder.test.ts
   adderConv2dGrad: [],
   castFloat: [],  // its rule (the gradient rounded to the format) is tested in src/lowp/cast.test.ts
+  quantizeGradient: [],  // a stochastic estimator by design: tested in src/quant/qat/activation-gradients.test.ts
+  stochasticQuantize: [],
   scaleGrad: [{ name: 'identity forward, scaled gradient', f: (x) => o.apply('scaleGrad', [x!], { scale: 1 }), inputs: () => [r([4, 3])] }],
 };
 

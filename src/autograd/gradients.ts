@@ -248,6 +248,10 @@ const RULES: RuleTable = {
   // Rounding has a zero derivative a.e.; mixed-precision training instead passes the gradient
   // through, rounded to the same format: the backward of a half-precision tensor is half precision.
   castFloat: (g, _i, _out, { format }) => [o.castFloat(g, format)],
+  // DoReFa's quantized backward: identity forward, the gradient stochastically quantized (unbiased).
+  quantizeGradient: (g, _i, _out, attrs) => [o.apply('stochasticQuantize', [g], attrs)],
+  // E[stochasticQuantize(x)] = x, so the rule is the derivative of the expectation: the identity.
+  stochasticQuantize: (g) => [g],
   signSte: (g, [x], _out, { gradient, t = 1, k = 1, mu = 0, relaxAlpha = 0.01, cap = 0.5 }) => {
     switch (gradient) {
       case 'adaste':

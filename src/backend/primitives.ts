@@ -244,6 +244,38 @@ export interface PrimitiveAttrs {
    * Gradient: the incoming gradient rounded to the same format (a half-precision backward).
    */
   castFloat: { readonly format: 'fp16' | 'bf16' };
+  // ---- quantized backward pass (DoReFa-Net's gradient quantizer; src/quant/qat/activation-gradients.ts)
+  /**
+   * (x) -> x. Gradient: the incoming gradient through `stochasticQuantize` with the same
+   * attributes (a k-bit backward pass: the layer behind it sees only quantized gradients).
+   */
+  quantizeGradient: StochasticQuantizeAttrs;
+  /**
+   * (x) -> x stochastically rounded to `bits` bits with a max-abs scale (StochasticQuantizeAttrs
+   * gives the formula); E[y] = x. Gradient: identity (the derivative of that expectation).
+   */
+  stochasticQuantize: StochasticQuantizeAttrs;
+}
+
+/**
+ * Unbiased k-bit stochastic quantization, DoReFa-Net's gradient quantizer (Zhou et al. 2016,
+ * "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth Gradients").
+ * Per group (the whole tensor, or each index of axis 0 for 'sample'): m = max|x| over the group;
+ * 'dorefa': n = 2^bits − 1, t = n·(x/(2m) + 1/2) ∈ [0, n], q = floor(t + u), y = 2m·(q/n − 1/2)
+ * (2^bits levels ±m/n, ±3m/n, …, ±m; zero is not one of them);
+ * 'symmetric': n = 2^(bits−1) − 1, t = n·x/m ∈ [−n, n], q = floor(t + u), y = q·m/n (2^bits − 1
+ * levels with zero, the grid of optim.withQuantizedGradients).
+ * u ~ U[0, 1) is drawn from `new Rng(seed)`, one draw per element in row-major order, so the
+ * result is a function of x and the attributes. q is clamped to its range (only reached through
+ * float rounding). A group with m = 0 stays 0; a group holding NaN or ±Inf becomes NaN.
+ */
+export interface StochasticQuantizeAttrs {
+  /** Bit width k, an integer in [2, 16]. */
+  readonly bits: number;
+  readonly granularity: 'tensor' | 'sample';
+  readonly grid: 'dorefa' | 'symmetric';
+  /** uint32 seed of the rounding draws. */
+  readonly seed: number;
 }
 
 export type PrimitiveName = keyof PrimitiveAttrs;
@@ -262,10 +294,11 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'adderConv2d', 'adderConv2dGrad',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',
   'castFloat',
+  'quantizeGradient', 'stochasticQuantize',
 ];
 
 /** Primitives whose gradient is an estimator by design: checked against their closed forms, not finite differences. */
-export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'castFloat', 'adderConv2d', 'adderConv2dGrad'];
+export const ESTIMATOR_PRIMITIVES: readonly PrimitiveName[] = ['fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'castFloat', 'adderConv2d', 'adderConv2dGrad', 'quantizeGradient', 'stochasticQuantize'];
 
 export const UNARY_PRIMITIVES = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',

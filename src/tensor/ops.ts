@@ -2,7 +2,7 @@
  * The ops users call. Each is a primitive (see backend/primitives.ts) or a composition of them,
  * so autograd needs no rule here: rules live per primitive in autograd/gradients.ts.
  */
-import type { DType, PrimitiveAttrs, PrimitiveName } from '../backend/primitives.ts';
+import type { DType, PrimitiveAttrs, PrimitiveName, StochasticQuantizeAttrs } from '../backend/primitives.ts';
 import { broadcastShapes, sizeOf, typedArrayFor } from '../backend/primitives.ts';
 import { runKernel } from '../backend/registry.ts';
 import { isGradEnabled } from '../autograd/engine.ts';
@@ -10,6 +10,7 @@ import { isDifferentiable } from '../autograd/gradients.ts';
 import { autocastFormat, withAutocast } from '../lowp/context.ts';
 import type { FloatFormat } from '../lowp/formats.ts';
 import { Tensor } from './tensor.ts';
+import { globalRng } from './random.ts';
 
 /** Runs a primitive on the current backend and records it on the tape when grad mode is on. */
 export function apply<P extends PrimitiveName>(op: P, inputs: readonly Tensor[], attrs: PrimitiveAttrs[P]): Tensor {
@@ -97,6 +98,53 @@ export function castFloat(x: Tensor, format: FloatFormat): Tensor {
   if (format !== 'fp16' && format !== 'bf16') throw new Error(`castFloat: format must be 'fp16' or 'bf16', got ${JSON.stringify(format)}`);
   if (x.dtype === 'int32') throw new Error('castFloat: expects a float tensor, got int32');
   return apply('castFloat', [x], { format });
+}
+
+/** Options of `quantizeGradient` and `stochasticQuantize` (formulas: StochasticQuantizeAttrs). */
+export interface StochasticQuantizeOptions {
+  /** Bit width k, an integer in [2, 16]. */
+  readonly bits: number;
+  /** One max-abs scale for the whole tensor (default) or one per index of axis 0 ('sample'). */
+  readonly granularity?: 'tensor' | 'sample';
+  /** 'dorefa' (default): 2^k levels ±m/n … ±m, n = 2^k − 1, no zero; 'symmetric': 2^k − 1 levels with zero. */
+  readonly grid?: 'dorefa' | 'symmetric';
+  /** uint32 seed of the rounding draws (default: one draw from the global generator, see manualSeed). */
+  readonly seed?: number;
+}
+
+/** Bit widths stochasticQuantize / quantizeGradient accept. */
+export const STOCHASTIC_QUANTIZE_BITS = { min: 2, max: 16 } as const;
+
+function stochasticQuantizeAttrs(where: string, x: Tensor, options: StochasticQuantizeOptions): StochasticQuantizeAttrs {
+  const { bits, granularity = 'tensor', grid = 'dorefa' } = options;
+  if (!Number.isInteger(bits) || bits < STOCHASTIC_QUANTIZE_BITS.min || bits > STOCHASTIC_QUANTIZE_BITS.max) {
+    throw new RangeError(`${where}: bits must be an integer in [${STOCHASTIC_QUANTIZE_BITS.min}, ${STOCHASTIC_QUANTIZE_BITS.max}], got ${String(bits)}`);
+  }
+  if (granularity !== 'tensor' && granularity !== 'sample') throw new RangeError(`${where}: granularity must be 'tensor' or 'sample', got ${JSON.stringify(granularity)}`);
+  if (grid !== 'dorefa' && grid !== 'symmetric') throw new RangeError(`${where}: grid must be 'dorefa' or 'symmetric', got ${JSON.stringify(grid)}`);
+  if (granularity === 'sample' && x.rank === 0) throw new RangeError(`${where}: granularity 'sample' needs a tensor of rank >= 1 (axis 0 is the sample axis), got a scalar`);
+  if (x.dtype === 'int32') throw new TypeError(`${where}: expects a float tensor, got int32`);
+  const seed = options.seed ?? globalRng.nextUint32();
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`${where}: seed must be a uint32 integer, got ${String(seed)}`);
+  return { bits, granularity, grid, seed };
+}
+
+/**
+ * x unchanged; its gradient is stochastically quantized to `bits` bits on the way back (DoReFa-Net's
+ * quantized backward pass): what reaches the ops before it is `stochasticQuantize(g)`, unbiased,
+ * with the seed fixed at this call. Use a new seed per step (the default draws one).
+ */
+export function quantizeGradient(x: Tensor, options: StochasticQuantizeOptions): Tensor {
+  return apply('quantizeGradient', [x], stochasticQuantizeAttrs('quantizeGradient', x, options));
+}
+
+/**
+ * x stochastically rounded to `bits` bits with a max-abs scale per tensor or per sample (formulas
+ * in StochasticQuantizeAttrs, backend/primitives.ts): E[y] = x, every |y − x| is below one level
+ * step (2m/(2^k − 1) for 'dorefa', m/(2^(k−1) − 1) for 'symmetric'). Gradient: identity.
+ */
+export function stochasticQuantize(x: Tensor, options: StochasticQuantizeOptions): Tensor {
+  return apply('stochasticQuantize', [x], stochasticQuantizeAttrs('stochasticQuantize', x, options));
 }
 
 /**

@@ -11,6 +11,7 @@ import { adderConv2dGradKernel, adderConv2dKernel } from './adder.ts';
 import { binaryKernel, castKernel, unaryKernel, whereKernel } from './elementwise.ts';
 import { matmulKernel } from './matmul.ts';
 import { castFloatKernel } from './lowp.ts';
+import { quantizeGradientKernel, stochasticQuantizeKernel } from './stochastic.ts';
 import { fakeQuantizeGradKernel, fakeQuantizeKernel, roundSteKernel, scaleGradKernel, signSteKernel } from './quant.ts';
 import {
   avgPool2dBackwardKernel, avgPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel,
@@ -66,6 +67,8 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'scaleGrad', scaleGradKernel);
   registerKernel('reference', 'signSte', signSteKernel);
   registerKernel('reference', 'castFloat', castFloatKernel);
+  registerKernel('reference', 'quantizeGradient', quantizeGradientKernel);
+  registerKernel('reference', 'stochasticQuantize', stochasticQuantizeKernel);
 }
 
 registerReferenceBackend();

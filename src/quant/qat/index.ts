@@ -6,5 +6,6 @@ export {
 } from './prepare.ts';
 export { QuantLayer, QuantLinear, QuantConv2d, QuantConvBn2d, type ExportedLayer, type LayerGeometry } from './layers.ts';
 export { QuantAdd } from './add.ts';
+export { quantizeActivationGradients, ActivationGradientQuantizer, type ActivationGradientOptions } from './activation-gradients.ts';
 export { qatFromCliOptions, qatPlanOfRunConfig, QUANT_CHOICES, ESTIMATOR_CHOICES, quantCliOptions, defaultEstimator, type QuantChoice, type EstimatorChoice } from './cli.ts';
 export { qatParamGroups, type QatParamGroupOptions } from './param-groups.ts';

@@ -9,9 +9,10 @@ import type { Conv2d } from '../../nn/conv.ts';
 import type { Linear } from '../../nn/linear.ts';
 import type { BatchNorm2d } from '../../nn/batchnorm.ts';
 import type { FusedPool } from '../../nn/fusion.ts';
-import { add, conv2d, conv2dFused, div, linear, mean, mul, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
+import { add, conv2d, conv2dFused, div, linear, maxPool2d, mean, mul, relu, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
 import { noGrad } from '../../autograd/engine.ts';
 import type { ExportedQuant, Quantizer, QuantizerSpec } from '../quantizers/quantizer.ts';
+import type { ActivationGradientQuantizer } from './activation-gradients.ts';
 
 /** Geometry of an exported layer, enough to rebuild its computation. */
 export type LayerGeometry =
@@ -59,6 +60,11 @@ export abstract class QuantLayer extends Module {
   readonly prunedChannels: readonly number[] | null;
   /** 1 for kept, 0 for pruned output channels (null when none is pruned). */
   private readonly channelMask: Float64Array | null;
+  /**
+   * Quantizes the gradient entering this layer's output in training (DoReFa's quantized backward);
+   * null keeps it float. Set by quantizeActivationGradients (or prepareQat's `activationGradients`).
+   */
+  activationGradientQuantizer: ActivationGradientQuantizer | null = null;
 
   constructor(weight: Tensor, bias: Tensor | null, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
     super();
@@ -100,6 +106,12 @@ export abstract class QuantLayer extends Module {
   protected quantizeInput(x: Tensor): Tensor {
     const q = this.inputQuantizer;
     return q && q.fakeQuantEnabled ? q.forward(x) : x;
+  }
+
+  /** The layer output, with its gradient quantized in training when activationGradientQuantizer is set. */
+  protected quantizeOutputGradient(y: Tensor): Tensor {
+    const q = this.activationGradientQuantizer;
+    return q && this.training ? q.apply(y) : y;
   }
 
   /** A weight fake-quantized (identity when float or disabled). */
@@ -159,7 +171,7 @@ export class QuantLinear extends QuantLayer {
     if (x.shape[x.rank - 1] !== this.inFeatures) {
       throw new Error(`QuantLinear(${this.inFeatures}, ${this.outFeatures}): input has shape [${x.shape.join(', ')}], last dim should be ${this.inFeatures}`);
     }
-    return linear(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias));
+    return this.quantizeOutputGradient(linear(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias)));
   }
 
   protected exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null } {
@@ -224,16 +236,23 @@ abstract class QuantConvBase extends QuantLayer {
 export class QuantConv2d extends QuantConvBase {
   forward(x: Tensor): Tensor {
     this.checkInput(x);
-    return this.conv(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias));
+    return this.quantizeOutputGradient(this.conv(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias)));
   }
 
   /**
    * pool(relu(conv(q_a(x), q_w(W)) + b)) with the conv, bias, ReLU (and pooling) as one
    * `conv2dFused` op, as `forwardChain` runs a float Conv2d → ReLU → MaxPool2d chain; equal to
-   * `forward` followed by the ReLU and pooling layers.
+   * `forward` followed by the ReLU and pooling layers. With quantized activation gradients in
+   * training, the conv's output gradient must be reachable, so the three run as separate ops.
    */
   forwardFused(x: Tensor, options: { relu: boolean; pool: FusedPool | null }): Tensor {
     this.checkInput(x);
+    if (this.activationGradientQuantizer && this.training) {
+      const y = this.forward(x);
+      const pool = options.pool;
+      if (pool) return maxPool2d(y, pool.kernel, { stride: pool.stride, relu: options.relu });
+      return options.relu ? relu(y) : y;
+    }
     return conv2dFused(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias), {
       stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups, relu: options.relu, pool: options.pool,
     });
@@ -294,7 +313,7 @@ export class QuantConvBn2d extends QuantConvBase {
       ({ scale, shift } = this.runningFold());
     }
     const folded = mul(this.weight, reshape(scale, [this.outChannels, 1, 1, 1]));
-    return this.conv(xq, this.maskWeight(this.quantizeWeight(folded)), this.maskBias(shift));
+    return this.quantizeOutputGradient(this.conv(xq, this.maskWeight(this.quantizeWeight(folded)), this.maskBias(shift)));
   }
 
   /** γ/√(σ²_run + ε) and β + (b − μ_run)·γ/√(σ²_run + ε) (γ, β as tensors, so gradients reach them). */

@@ -14,6 +14,7 @@ import { describeSpec } from '../config/qconfig.ts';
 import { resolvePlan, validateTable, type LayerType, type QuantPlan, type ResolvedLayer, type ResolveOptions } from '../config/plan.ts';
 import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from './layers.ts';
 import { QuantAdd } from './add.ts';
+import { checkActivationGradients, type ActivationGradientOptions } from './activation-gradients.ts';
 import { BINARY_KINDS } from '../config/qconfig.ts';
 import { int8PerTensorAffine } from '../config/presets.ts';
 
@@ -28,6 +29,11 @@ export interface PrepareQatOptions extends ResolveOptions {
    * sign-valued kind; null leaves the adds float (the integer runtime then refuses them).
    */
   readonly addActivation?: QuantizerSpec | null;
+  /**
+   * Quantize the gradient entering each quantized layer's output during training (DoReFa / QNN
+   * W·A·G training; see quantizeActivationGradients). Default: float activation gradients.
+   */
+  readonly activationGradients?: ActivationGradientOptions;
 }
 
 /** The spec of an Add's inputs when `options.addActivation` is not given (see PrepareQatOptions). */
@@ -60,7 +66,7 @@ export function resolveTarget(model: Module, target: QatTarget, options: Resolve
 export function prepareQat<M extends Module>(model: M, target: QatTarget, options: PrepareQatOptions = {}): M {
   const already = quantizedLayers(model);
   if (already.length > 0) throw new Error(`prepareQat: the model is already prepared (quantized layers: ${already.map((l) => l.name).join(', ')})`);
-  const { addActivation, ...resolveOptions } = options;
+  const { addActivation, activationGradients, ...resolveOptions } = options;
   const table = resolveTarget(model, target, resolveOptions);
   // Build every replacement first, so that a failing quantizer leaves the model untouched.
   const swaps: { name: string; replacement: QuantLayer; batchNorm: BatchNorm2d | null; batchNormName: string | null }[] = [];
@@ -80,6 +86,8 @@ export function prepareQat<M extends Module>(model: M, target: QatTarget, option
       swaps.push({ name: row.name, replacement: new QuantConv2d(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     }
   }
+  const gradients = activationGradients === undefined ? null : checkActivationGradients(activationGradients, swaps.map((s) => s.name), 'prepareQat');
+  if (gradients) for (const { name, replacement } of swaps) if (gradients.wanted.includes(name)) replacement.activationGradientQuantizer = gradients.quantizer;
   const addSpec = addActivation === undefined ? defaultAddSpec(target, table) : addActivation;
   const adds: { name: string; replacement: QuantAdd }[] = [];
   for (const [name, m] of model.namedModules()) {
