@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { CosineAnnealingLR, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
-import { manualSeed } from '../../tensor/index.ts';
+import { manualSeed, STOCHASTIC_QUANTIZE_BITS } from '../../tensor/index.ts';
 import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler, type History, type StateTensors } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { GradScaler, PRECISIONS, type Precision } from '../../lowp/index.ts';
@@ -17,8 +17,8 @@ import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
 import { calibrate } from '../../quant/ptq/index.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import {
-  defaultEstimator, formatQuantTable, prepareQat, qatFromCliOptions, qatParamGroups, quantCliOptions, quantizedLayers, QUANT_CHOICES, setQuantProgress,
-  type QuantChoice,
+  defaultEstimator, formatQuantTable, prepareQat, qatFromCliOptions, qatParamGroups, quantCliOptions, quantizeActivationGradients, quantizedLayers, QUANT_CHOICES, setQuantProgress,
+  type ActivationGradientOptions, type QuantChoice,
 } from '../../quant/qat/index.ts';
 import { NEXT_WORD_QUANT_CHOICES } from '../../quant/rnn/index.ts';
 import { isLmModelName, LM_DEFAULTS, LM_LIMITS, LM_MODEL_NAMES, lmDefaultSizes } from '../lm-run.ts';
@@ -97,6 +97,9 @@ export const trainCommand = defineCommand({
     resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint (same settings; --epochs may grow)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'with --init: per-layer bit widths from a plan file (lowbit search) instead of --quant, calibrated on the float weights, then fine-tuned' },
     gradBits: { type: 'int', min: MIN_GRADIENT_BITS, max: MAX_GRADIENT_BITS, placeholder: 'K', help: 'quantize every parameter gradient to K bits before the optimizer step (QNN: per-tensor max scale, stochastic rounding; docs/adaste.md); image models, not the --baseline train run' },
+    actGradBits: { type: 'int', min: STOCHASTIC_QUANTIZE_BITS.min, max: STOCHASTIC_QUANTIZE_BITS.max, placeholder: 'K', help: 'quantize the gradient entering every quantized layer\'s output to K bits in the backward pass (DoReFa / QNN W·A·G training: max-abs scale, unbiased stochastic rounding; docs/adaste.md); QAT image models, not the --baseline train run' },
+    actGradScale: { type: 'enum', choices: ['tensor', 'sample'], default: 'tensor', help: 'with --act-grad-bits: one max-abs scale per tensor or per sample (DoReFa)' },
+    actGradGrid: { type: 'enum', choices: ['dorefa', 'symmetric'], default: 'dorefa', help: 'with --act-grad-bits: DoReFa\'s 2^K levels without zero, or 2^K − 1 symmetric levels with zero' },
     precision: { type: 'enum', choices: PRECISIONS, default: 'fp32', help: 'mixed precision: matmuls and convolutions in fp16 (with loss scaling) or bf16, emulated (docs/lowp.md)' },
     workers: { type: 'int', positive: true, default: 1, help: 'data-parallel workers, simulated in-process (with --quant fp32 --optimizer sgd; docs/distributed.md)' },
     compress: { type: 'enum', choices: COMPRESSOR_NAMES, default: 'none', help: 'gradient exchange of data-parallel training: dense all-reduce or Deep Gradient Compression' },
@@ -117,6 +120,12 @@ export const trainCommand = defineCommand({
     if (given.gradBits !== undefined && (isLmModelName(model) || wantsDataParallel(given))) {
       throw new UsageError(`--grad-bits applies to single-process image-model training (got --model ${model}${wantsDataParallel(given) ? ' with --workers/--compress' : ''})`, 'train');
     }
+    if (given.actGradBits !== undefined && (isLmModelName(model) || wantsDataParallel(given))) {
+      throw new UsageError(`--act-grad-bits applies to single-process image-model QAT (got --model ${model}${wantsDataParallel(given) ? ' with --workers/--compress' : ''})`, 'train');
+    }
+    if (given.actGradBits === undefined && (given.actGradScale !== 'tensor' || given.actGradGrid !== 'dorefa')) {
+      throw new UsageError(`--act-grad-scale and --act-grad-grid apply with --act-grad-bits K only (got --act-grad-scale ${given.actGradScale} --act-grad-grid ${given.actGradGrid})`, 'train');
+    }
     if (isLmModelName(model)) {
       const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
       const quantLrScale = given.quantLrScale ?? (model === 'transformer-lm' ? TRANSFORMER_LM_QUANT_LR_SCALE : DEFAULT_QUANT_LR_SCALE);
@@ -130,6 +139,9 @@ export const trainCommand = defineCommand({
     const quantGiven = given.quant ?? 'w4a4';
     if (!isQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is a language-model scheme; image models take --quant ${QUANT_CHOICES.join('|')}`, 'train');
     const options = { ...given, model, dataset, quant: quantGiven, epochs: given.epochs ?? 4, batchSize: given.batchSize ?? 64, quantLrScale: given.quantLrScale ?? DEFAULT_QUANT_LR_SCALE };
+    if (options.actGradBits !== undefined && options.quant === 'fp32' && options.plan === undefined) {
+      throw new UsageError('--act-grad-bits quantizes the gradients at quantized layer outputs: it needs a QAT run (--quant other than fp32, or --plan)', 'train');
+    }
     if (options.threads && !wantsDataParallel(options)) throw new UsageError('--threads runs data-parallel workers: pass --workers N (N > 1) or --compress', 'train');
     if (wantsDataParallel(options)) {
       if (options.precision !== 'fp32') throw new UsageError('--workers/--compress train with --precision fp32 only', 'train');
@@ -192,9 +204,14 @@ export const trainCommand = defineCommand({
       // --precision and --grad-bits apply to the run asked for, not to a --baseline train run beside it.
       const precision: Precision = q === quant ? options.precision : 'fp32';
       const gradBits = q === quant ? options.gradBits : undefined;
+      const actGrad: ActivationGradientOptions | undefined = q === quant && options.actGradBits !== undefined
+        ? { bits: options.actGradBits, granularity: options.actGradScale, grid: options.actGradGrid, seed: options.seed }
+        : undefined;
+      if (actGrad) quantizeActivationGradients(model, actGrad);
       const stepper = gradBits === undefined ? optimizer : withQuantizedGradients(optimizer, { bits: gradBits, seed: options.seed });
       const scaler = precision === 'fp16' ? new GradScaler() : null;
-      const config = { ...options, quant: q, precision, gradBits, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
+      const config = {
+        ...options, quant: q, precision, gradBits, actGradBits: actGrad?.bits, actGradScale: actGrad?.granularity, actGradGrid: actGrad?.grid, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
       // --resume: the run's last checkpoint, taken with the same settings (only --epochs may differ).
       const resumed = options.resume && q === quant ? resumeState(join(out, 'checkpoint.safetensors'), config, options.epochs) : null;
       if (resumed) {
@@ -215,6 +232,7 @@ export const trainCommand = defineCommand({
         ['data', `${options.dataset}: ${trainSet.length} train / ${testSet.length} test samples, batch ${options.batchSize}`],
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
         ...(gradBits === undefined ? [] : [['gradients', `${gradBits}-bit parameter gradients (per-tensor max scale, stochastic rounding)`] as [string, string]]),
+        ...(actGrad === undefined ? [] : [['act grads', `${actGrad.bits}-bit gradients at every quantized layer output (per-${actGrad.granularity} max scale, ${actGrad.grid === 'dorefa' ? 'DoReFa' : 'symmetric'} grid, stochastic rounding)`] as [string, string]]),
         ['backend', describeBackend(backend)],
         ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
         ...(resumed ? [['resume', `from epoch ${resumed.epoch} of ${join(out, 'checkpoint.safetensors')}`] as [string, string]] : []),
@@ -297,7 +315,7 @@ function isQuantChoice(name: string): name is QuantChoice {
 }
 
 /** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
-const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits'] as const;
+const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits', 'actGradBits', 'actGradScale', 'actGradGrid'] as const;
 
 /** The state to continue from: the checkpoint at `path`, checked against this run's `config`. */
 function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown } {
