@@ -11,7 +11,9 @@ export const quantizeGradientKernel: Kernel<'quantizeGradient'> = ([x]) => {
 /**
  * stochasticQuantize (see StochasticQuantizeAttrs in ../primitives.ts): x [N, ...] or any shape for
  * 'tensor'; groups are the whole tensor or the N rows of axis 0 for 'sample'. Computed in float64,
- * stored in x's dtype; one uniform draw per element, in row-major order, from Rng(seed).
+ * stored in x's dtype; one uniform draw per element, in row-major order: the draws of
+ * `new Rng(seed).uniform()`, generated here by the same xoshiro128** steps on int32 locals (the
+ * Rng method stores its state as uint32 object fields, several times slower per draw).
  */
 export const stochasticQuantizeKernel: Kernel<'stochasticQuantize'> = ([x], { bits, granularity, grid, seed }) => {
   const input = x as RawTensor;
@@ -21,9 +23,17 @@ export const stochasticQuantizeKernel: Kernel<'stochasticQuantize'> = ([x], { bi
   const groups = granularity === 'sample' && input.shape.length > 0 ? input.shape[0]! : 1;
   const width = groups === 0 ? 0 : src.length / groups;
   const dorefa = grid === 'dorefa';
+  // dorefa: t = n·(x/(2m) + 1/2) = (x/s + n)/2, y = (2q − n)·s; symmetric: t = x/s, y = q·s; s = m/n.
   const n = dorefa ? 2 ** bits - 1 : 2 ** (bits - 1) - 1;
   const qmin = dorefa ? 0 : -n;
-  const rng = new Rng(seed);
+  const offset = dorefa ? n : 0;
+  const half = dorefa ? 0.5 : 1;
+  const levelScale = dorefa ? 2 : 1;
+  const [w0, w1, w2, w3] = new Rng(seed).getState().words;
+  let s0 = w0 | 0;
+  let s1 = w1 | 0;
+  let s2 = w2 | 0;
+  let s3 = w3 | 0;
   for (let group = 0; group < groups; group++) {
     const start = group * width;
     const end = start + width;
@@ -34,26 +44,32 @@ export const stochasticQuantizeKernel: Kernel<'stochasticQuantize'> = ([x], { bi
       if (a > max) max = a;
       else if (!(a <= max)) finite = false;  // NaN
     }
-    if (!finite || max === Number.POSITIVE_INFINITY) {
-      out.fill(Number.NaN, start, end);
-      for (let i = start; i < end; i++) rng.uniform();  // later groups draw what they would otherwise
-      continue;
-    }
-    if (max === 0) {
-      for (let i = start; i < end; i++) rng.uniform();
-      continue;
-    }
-    // dorefa: t = n·(x/(2m) + 1/2) = (x/s + n)/2, y = (2q − n)·s; symmetric: t = x/s, y = q·s; s = m/n.
+    const invalid = !finite || max === Number.POSITIVE_INFINITY;
+    const skip = invalid || max === 0;
+    if (invalid) out.fill(Number.NaN, start, end);
     const scale = max / n;
     const inverse = n / max;
     for (let i = start; i < end; i++) {
-      const ratio = src[i]! * inverse;
-      const t = dorefa ? (ratio + n) / 2 : ratio;
-      let q = Math.floor(t + rng.uniform());
+      // xoshiro128** (Rng.nextUint32): the draws are taken even for skipped groups, so later groups
+      // get the same ones whatever this group holds.
+      const r = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
+      const t = s1 << 9;
+      s2 ^= s0;
+      s3 ^= s1;
+      s1 ^= s2;
+      s0 ^= s3;
+      s2 ^= t;
+      s3 = rotl(s3, 11);
+      if (skip) continue;
+      let q = Math.floor((src[i]! * inverse + offset) * half + r / 4294967296);
       if (q > n) q = n;
       else if (q < qmin) q = qmin;
-      out[i] = (dorefa ? 2 * q - n : q) * scale;
+      out[i] = (levelScale * q - offset) * scale;
     }
   }
   return raw(out, input.shape, input.dtype);
 };
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}

@@ -160,6 +160,8 @@ describe('quantizeGradient / stochasticQuantize (DoReFa gradient quantizer)', ()
     const withNan = stochasticQuantize(new Tensor(Float64Array.from([1, Number.NaN, 2, 3, 4, 5]), [2, 3]), { bits: 4, granularity: 'sample', seed: 1 });
     assert.ok([...withNan.data.subarray(0, 3)].every(Number.isNaN));
     assert.ok([...withNan.data.subarray(3)].every(Number.isFinite));
+    const nanAmongZeros = stochasticQuantize(new Tensor(Float64Array.from([0, Number.NaN, 0, 0]), [4]), { bits: 4, seed: 1 });
+    assert.ok([...nanAmongZeros.data].every(Number.isNaN));
     // The default seed is drawn from the global generator: reproducible after manualSeed.
     manualSeed(11);
     const first = quantizedUpstream(upstream, { bits: 3 });
