@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { linear, mul, quantizeGradient, relu, stochasticQuantize, sum, Tensor, manualSeed } from '../../tensor/index.ts';
 import { Rng } from '../../tensor/random.ts';
 import { noGrad } from '../../autograd/engine.ts';
-import { Linear, ReLU, Sequential, lenet5, type Module } from '../../nn/index.ts';
+import { BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential, lenet5, type Module } from '../../nn/index.ts';
 import { int4PerChannelSym, uint4Lsq, uint8Ema } from '../config/presets.ts';
-import { prepareQat, quantizeActivationGradients, QuantConv2d, QuantLinear, type ActivationGradientOptions } from './index.ts';
+import { prepareQat, quantizeActivationGradients, QuantConv2d, QuantConvBn2d, QuantLinear, type ActivationGradientOptions } from './index.ts';
 
 /**
  * Independent float64 reference of DoReFa's gradient quantizer (written from the paper's formula,
@@ -293,5 +293,25 @@ describe('quantized activation gradients in QAT layers', () => {
     const conv1Plain = plain.modules().find((m) => m instanceof QuantConv2d)!;
     assert.ok(conv1.weight.grad && conv1Plain.weight.grad);
     assert.notDeepEqual(conv1.weight.grad.data, conv1Plain.weight.grad.data);
+  });
+
+  it('QuantConvBn2d (BatchNorm folded): same forward, the folded output gradient is quantized', () => {
+    const build = (activationGradients?: ActivationGradientOptions): Sequential => {
+      manualSeed(4);
+      const model = new Sequential(new Conv2d(2, 3, 3, { padding: 1 }), new BatchNorm2d(3), new ReLU(), new Flatten(), new Linear(3 * 5 * 5, 2));
+      return prepareQat(model, { weight: int4PerChannelSym, activation: uint8Ema }, activationGradients ? { activationGradients } : {});
+    };
+    const x = randomTensor(new Rng(12), [4, 2, 5, 5], 'float32');
+    const plain = build();
+    const quantized = build({ bits: 2 });
+    assert.ok(quantized.modules().some((m) => m instanceof QuantConvBn2d));
+    const outPlain = plain.forward(x);
+    const outQuantized = quantized.forward(x);
+    assert.deepEqual(outQuantized.data, outPlain.data);
+    sum(outQuantized).backward();
+    sum(outPlain).backward();
+    const conv = quantized.modules().find((m) => m instanceof QuantConvBn2d)!;
+    const convPlain = plain.modules().find((m) => m instanceof QuantConvBn2d)!;
+    assert.notDeepEqual(conv.weight.grad!.data, convPlain.weight.grad!.data);
   });
 });
