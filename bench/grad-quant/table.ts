@@ -1,7 +1,8 @@
 /**
  * Prints the results of bench/grad-quant/run.ts (bench/results/grad-quant-<scheme>-seed<seed>.json)
- * as a markdown table: one line per scheme and row id, one accuracy column per seed found, the
- * difference to the float-gradient run of the same seed, and the seconds per run.
+ * as a markdown table: one line per scheme and row id, one accuracy column per seed found (with the
+ * difference to the float-gradient run of the same seed) and the command of the seed-0 run. The
+ * seconds of each run are in the JSON; on the shared machine they measure its load, not the method.
  *
  *   node --import tsx bench/grad-quant/table.ts
  */
@@ -13,7 +14,6 @@ interface Run {
   readonly scheme: string;
   readonly seed: number;
   readonly testAccuracy: number | null;
-  readonly seconds: number;
 }
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -27,7 +27,7 @@ for (const file of files) {
 const seeds = [...new Set([...runs.values()].map((r) => r.seed))].sort((a, b) => a - b);
 const ids = ['float', 'a8', 'a6', 'a4', 'a8g8', 'a6g6', 'a4g4', 'a4-sample', 'a4-symmetric'];
 const percent = (x: number): string => `${(x * 100).toFixed(2)} %`;
-console.log(`| scheme | row | ${seeds.map((s) => `seed ${s} (Δ vs float)`).join(' | ')} | seconds |`);
+console.log(`| scheme | row | ${seeds.map((s) => `seed ${s} (Δ vs float)`).join(' | ')} | command (seed 0; other seeds: --seed N) |`);
 console.log(`| --- | --- | ${seeds.map(() => '---').join(' | ')} | --- |`);
 for (const scheme of ['w4a4', 'w1a8']) {
   for (const id of ids) {
@@ -40,7 +40,7 @@ for (const scheme of ['w4a4', 'w1a8']) {
       return `${percent(run.testAccuracy)} (${delta >= 0 ? '+' : ''}${delta.toFixed(2)})`;
     });
     if (cells.every((c) => c === '—')) continue;
-    const seconds = seeds.map((seed) => runs.get(`${scheme}-${id}-seed${seed}`)?.seconds).filter((s): s is number => s !== undefined);
-    console.log(`| ${scheme} | ${id} | ${cells.join(' | ')} | ${seconds.map((s) => s.toFixed(0)).join(' / ')} |`);
+    const command = `\`nice -n 10 node --import tsx bench/grad-quant/run.ts --scheme ${scheme} --epochs 5 --seed 0 --only ${id}\``;
+    console.log(`| ${scheme} | ${id} | ${cells.join(' | ')} | ${command} |`);
   }
 }
