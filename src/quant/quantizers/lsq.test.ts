@@ -44,6 +44,35 @@ describe("quantizers: 'lsq' (Esser et al. 2020)", () => {
     assert.ok(maxDistinctPerChannel(y, 0) <= 7);
   });
 
+  it('a step driven through zero: forward at the 1e-8 floor, the step gradient (taken at the floor) still reaches s, so it can recover', () => {
+    const shape = [2, 6];
+    const w = randomTensor(rng, shape).requiresGrad_();
+    const q = createQuantizer({ kind: 'lsq', bits: 4 }, { role: 'weight', shape }) as LsqQuantizer;
+    q.forward(w); // initialise
+    const s0 = q.step.data[0]!;
+    q.step.data[1] = -0.003; // channel 1 crossed zero (as an optimizer step can do)
+    const y = q.forward(w);
+    const qmax = 7;
+    const floor = Math.fround(1e-8);
+    const g = 1 / Math.sqrt(6 * qmax);
+    const gy = randomTensor(rng, shape);
+    const [gs] = grad(y, [q.step], { gradOutputs: [gy] });
+    for (let c = 0; c < 2; c++) {
+      const s = c === 0 ? s0 : floor;
+      let es = 0;
+      for (let j = 0; j < 6; j++) {
+        const i = c * 6 + j;
+        const v = w.data[i]! / s;
+        const r = roundHalfEven(v);
+        const qi = clampTo(r, -qmax, qmax);
+        assertClose([y.data[i]!], [qi * s], 1e-12, `forward ${i}`);
+        es += gy.data[i]! * (r === qi ? r - v : qi);
+      }
+      assertClose([gs!.data[c]!], [g * es], 1e-5, `step gradient ${c}`);
+    }
+    assert.ok(gs!.data[1] !== 0, 'the floored step still gets a gradient');
+  });
+
   it('activations: unsigned [0, 2^b − 1], g = 1/√(features per sample · qmax), export reproduces eval forward', () => {
     const q = createQuantizer({ kind: 'lsq', bits: 4 }, { role: 'activation' }) as LsqQuantizer;
     const x = randomTensor(rng, [5, 6], { dtype: 'float32', std: 2 }).requiresGrad_();

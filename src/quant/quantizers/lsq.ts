@@ -1,6 +1,6 @@
 import { noGrad } from '../../autograd/engine.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
-import { clamp, div, maximum, neg, zerosLike } from '../../tensor/ops.ts';
+import { add, clamp, div, maximum, neg, sub, zerosLike } from '../../tensor/ops.ts';
 import { full, zeros } from '../../tensor/tensor.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import { fakeQuantize, roundSte, scaleGrad } from '../core/quantize.ts';
@@ -96,9 +96,12 @@ export class LsqQuantizer extends BaseQuantizer {
     const g = this.gradScale(x);
     const axis = this.format.axis;
     const learned = paramFor(this.step, x, axis);
-    // max(s, MIN_STEP) is the identity (value and gradient) while every step exceeds MIN_STEP,
-    // as it does in normal training: the op (and its backward) is only recorded when it is not.
-    const s = allAbove(this.step.data, MIN_STEP) ? learned : maximum(learned, MIN_STEP);
+    // The forward uses max(s, MIN_STEP), the identity while every step exceeds MIN_STEP, as it
+    // does in normal training (then nothing extra is recorded). A step an optimizer drove to or
+    // through zero gets the floor's value with a straight-through gradient: the LSQ step gradient
+    // (taken at MIN_STEP) still reaches s, so the step can grow back. A plain max() would give it
+    // zero gradient for good: every weight then quantizes to ~0 and training is stuck at chance.
+    const s = allAbove(this.step.data, MIN_STEP) ? learned : add(learned, sub(maximum(learned, MIN_STEP), learned).detach());
     let z: Tensor;
     if (this.offset) {
       const beta = paramFor(scaleGrad(this.offset, g), x, axis);
