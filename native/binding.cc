@@ -32,6 +32,7 @@
 #include "signadd.h"
 #include "xnorconv.h"
 #include "irnn.h"
+#include "intgru.h"
 #include "optim.h"
 #include "scratch.h"
 #include "pool.h"
@@ -1568,6 +1569,98 @@ Napi::Value IntLstmSequence(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---------------------------------------------------------------- integer GRU cell (intgru.h)
+// The parameters shared by intGruPath and intGruSequence:
+//   dims: Int32Array [steps, batch, hidden, input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max],
+//   rows: Int32Array (5 * 3H + H: multIh | shiftIh | multHh | shiftHh | bias (3H each) | biasHn (H)),
+//   sigmoid, tanh: Int32Array (3n + 1: knots (n + 1) | values (n) | slopes (n)).
+struct IntGruArgs {
+  int64_t steps = 0, batch = 0, input = 0;
+  lowbit::IntGruCell cell;
+};
+
+bool parseIntGru(const Napi::CallbackInfo& info, const char* name, IntGruArgs* a) {
+  int32_t *dims = nullptr, *rows = nullptr, *tables[2] = {nullptr, nullptr};
+  size_t ndims = 0, nrows = 0, ntables[2] = {0, 0};
+  if (!argI32(info, 0, &dims, &ndims) || !argI32(info, 1, &rows, &nrows) || !argI32(info, 2, &tables[0], &ntables[0]) ||
+      !argI32(info, 3, &tables[1], &ntables[1])) {
+    return false;
+  }
+  if (ndims != 12) return fail(info.Env(), std::string(name) + ": dims must hold 12 values");
+  a->steps = dims[0];
+  a->batch = dims[1];
+  const int64_t H = dims[2];
+  a->input = dims[3];
+  if (a->steps < 1 || a->batch < 1 || H < 1 || H > 65536 || a->input < 1 || a->input > 65536 || static_cast<int64_t>(nrows) != 16 * H) {
+    return fail(info.Env(), std::string(name) + ": bad sizes");
+  }
+  lowbit::IntGruCell& c = a->cell;
+  c.hidden = H;
+  c.multIh = rows;
+  c.shiftIh = rows + 3 * H;
+  c.multHh = rows + 6 * H;
+  c.shiftHh = rows + 9 * H;
+  c.bias = rows + 12 * H;
+  c.biasHn = rows + 15 * H;
+  c.outMult = dims[4];
+  c.outShift = dims[5];
+  lowbit::IntPwlTable* t[2] = {&c.sigmoid, &c.tanh};
+  for (int j = 0; j < 2; j++) {
+    if (ntables[j] < 4 || (ntables[j] - 1) % 3 != 0) return fail(info.Env(), std::string(name) + ": a PWL table must hold 3n + 1 values");
+    const int32_t n = static_cast<int32_t>((ntables[j] - 1) / 3);
+    t[j]->n = n;
+    t[j]->knots = tables[j];
+    t[j]->values = tables[j] + n + 1;
+    t[j]->slopes = tables[j] + 2 * n + 1;
+    t[j]->shift = dims[6 + 3 * j];
+    t[j]->outMin = dims[7 + 3 * j];
+    t[j]->outMax = dims[8 + 3 * j];
+  }
+  if (const char* problem = lowbit::intGruCellProblem(c)) return fail(info.Env(), std::string(name) + ": " + problem);
+  return true;
+}
+
+// intGruPath(dims, rows, sigmoid, tanh) -> "avx512" | "avx2-loop" | "scalar" (throws when the kernel refuses them)
+Napi::Value IntGruPath(const Napi::CallbackInfo& info) {
+  IntGruArgs a;
+  if (!parseIntGru(info, "intGruPath", &a)) return info.Env().Undefined();
+  return Napi::String::New(info.Env(), lowbit::intGruPathName(a.cell));
+}
+
+// intGruSequence(dims, rows, sigmoid, tanh, x: Int8Array (L, N, I), packedIh: Int8Array (int8PackedBytes(3H, I)),
+//   rowSumsIh: Int32Array (3H), packedHh: Int8Array (int8PackedBytes(3H, H)), rowSumsHh: Int32Array (3H),
+//   h0: Int8Array (N, H), out: Int8Array (L, N, H))
+Napi::Value IntGruSequence(const Napi::CallbackInfo& info) {
+  IntGruArgs a;
+  if (!parseIntGru(info, "intGruSequence", &a)) return info.Env().Undefined();
+  int32_t *sumsIh = nullptr, *sumsHh = nullptr;
+  size_t nsumsIh = 0, nsumsHh = 0;
+  Bytes x, packedIh, packedHh, h0, out;
+  if (!argBytes(info, 4, &x) || !argBytes(info, 5, &packedIh) || !argI32(info, 6, &sumsIh, &nsumsIh) ||
+      !argBytes(info, 7, &packedHh) || !argI32(info, 8, &sumsHh, &nsumsHh) || !argBytes(info, 9, &h0) ||
+      !argBytes(info, 10, &out)) {
+    return info.Env().Undefined();
+  }
+  const int64_t H = a.cell.hidden, I = a.input, L = a.steps, N = a.batch;
+  if (L * N * std::max(I, 3 * H) >= (int64_t{1} << 40) || !x.isSigned || static_cast<int64_t>(x.length) != L * N * I ||
+      static_cast<int64_t>(packedIh.length) < lowbit::int8PackedBytes(3 * H, I) || static_cast<int64_t>(nsumsIh) != 3 * H ||
+      static_cast<int64_t>(packedHh.length) < lowbit::int8PackedBytes(3 * H, H) || static_cast<int64_t>(nsumsHh) != 3 * H ||
+      !h0.isSigned || !out.isSigned || static_cast<int64_t>(h0.length) != N * H || static_cast<int64_t>(out.length) != L * N * H) {
+    fail(info.Env(), "intGruSequence: buffer sizes or types do not match the dims");
+    return info.Env().Undefined();
+  }
+  lowbit::intGruSequence(a.cell, L, N, I, reinterpret_cast<const int8_t*>(x.data), reinterpret_cast<const int8_t*>(packedIh.data),
+                         sumsIh, reinterpret_cast<const int8_t*>(packedHh.data), sumsHh,
+                         reinterpret_cast<const int8_t*>(h0.data), reinterpret_cast<int8_t*>(out.data));
+  return info.Env().Undefined();
+}
+
+void initIntGruKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intGruPath", Napi::Function::New(env, IntGruPath));
+  exports.Set("intGruSequence", Napi::Function::New(env, IntGruSequence));
+}
+// ---------------------------------------------------------------- end of integer GRU cell
+
 void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intLstmPath", Napi::Function::New(env, IntLstmPath));
   exports.Set("intLstmSequence", Napi::Function::New(env, IntLstmSequence));
@@ -1613,6 +1706,7 @@ void tuneMalloc() {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tuneMalloc();
   initIntKernels(env, exports);  // integer kernels (block above)
+  initIntGruKernels(env, exports);  // integer GRU cell (intgru.h)
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("gather", Napi::Function::New(env, GatherScatter<false>));

@@ -14,10 +14,11 @@
  * Real numbers appear only at the boundary (`quantizeInput`, `hiddenScale`).
  */
 import { quantizeMultiplier, requantizeScalar } from '../../runtime/requantize.ts';
-import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import type { NativeAddon } from '../../backend/native/addon.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, WIDE, packedWeightBytes } from './formats.ts';
-import { evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, roundShift, type IntPwl } from './pwl.ts';
+import { evalIntPwl, evalIntPwlIndexed, intPwlProblems, pwlSegmentIndex, pwlShift, roundShift, type IntPwl } from './pwl.ts';
 import { checkObservedRanges, quantizeInt8Input, requantizeExact, rowWeightParams, shiftPowers, type ShiftPowers } from './intlstm.ts';
 import type { QuantGRU } from './qgru.ts';
 
@@ -167,11 +168,44 @@ export function intGruStep(p: IntGRUParams, batch: number, x: Int8Array, h: Int8
   }
 }
 
+/** Options of `IntGRU.run`. */
+export interface IntGRURunOptions {
+  /**
+   * Run the cell (requantization, PWL gates, h update, and the W_hh product) in the native kernel
+   * (native/intgru.cc) when the addon has it and accepts the parameters (default true); false runs the
+   * TypeScript cell `gruCellUpdate`, the reference the native one equals bit for bit.
+   */
+  native?: boolean;
+}
+
+/** What the native cell needs besides the weights: the parameters flattened as native/intgru.h reads them. */
+interface NativeGruCell {
+  readonly addon: NativeAddon;
+  readonly path: string;
+  /** [steps, batch, hidden, input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max]; steps and batch set per run. */
+  readonly dims: Int32Array;
+  /** multIh | shiftIh | multHh | shiftHh | bias (3H each) | biasHn (H). */
+  readonly rows: Int32Array;
+  readonly sigmoid: Int32Array;
+  readonly tanh: Int32Array;
+}
+
+/** knots | values | slopes of a table, one Int32Array (the native layout). */
+function flatGruTable(t: IntPwl): Int32Array {
+  const out = new Int32Array(t.knots.length + t.values.length + t.slopes.length);
+  out.set(t.knots, 0);
+  out.set(t.values, t.knots.length);
+  out.set(t.slopes, t.knots.length + t.values.length);
+  return out;
+}
+
 /** The integer-only GRU runtime. */
 export class IntGRU {
   readonly params: IntGRUParams;
   private packedWeights: { ih: PackedWeights; hh: PackedWeights } | null = null;
   private fastPath: FastPath | null = null;
+  /** The native cell's flattened parameters, or why the native cell does not run (cached per addon state). */
+  private nativeState: { addon: NativeAddon | null; cell: NativeGruCell | string } | null = null;
 
   constructor(params: IntGRUParams) {
     const { inputSize: I, hiddenSize: H } = params;
@@ -217,17 +251,78 @@ export class IntGRU {
     return this.packedWeights;
   }
 
+  /** The native cell for the current addon state, or why there is none. */
+  private nativeCell(): NativeGruCell | string {
+    const addon = nativeIntAddon();
+    if (this.nativeState && this.nativeState.addon === addon) return this.nativeState.cell;
+    let cell: NativeGruCell | string;
+    if (!addon) cell = 'the native addon is not loaded (or the reference kernels are forced)';
+    else if (!addon.intGruSequence || !addon.intGruPath) cell = 'the native addon predates the integer GRU kernel';
+    else {
+      const p = this.params;
+      const H = p.hiddenSize;
+      const problems = [...intPwlProblems(p.sigmoid).map((m) => `sigmoid table: ${m}`), ...intPwlProblems(p.tanh).map((m) => `tanh table: ${m}`)];
+      if (problems.length > 0) cell = problems.join('; ');
+      else {
+        const rows = new Int32Array(16 * H);
+        [p.multiplierIh, p.shiftIh, p.multiplierHh, p.shiftHh, p.bias].forEach((a, j) => rows.set(a, j * 3 * H));
+        rows.set(p.biasHn, 15 * H);
+        const dims = Int32Array.from([1, 1, H, p.inputSize, p.outputMultiplier, p.outputShift,
+          pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
+        const sigmoid = flatGruTable(p.sigmoid);
+        const tanh = flatGruTable(p.tanh);
+        try {
+          cell = { addon, path: addon.intGruPath(dims, rows, sigmoid, tanh), dims, rows, sigmoid, tanh };
+        } catch (error) {
+          cell = error instanceof Error ? error.message.replace(/^lowbit_native: intGruPath: /, '') : String(error);
+        }
+      }
+    }
+    this.nativeState = { addon, cell };
+    return cell;
+  }
+
+  /**
+   * Where `run` computes the cell: 'native avx512' | 'native avx2-loop' (the int64 row loop, for
+   * AVX2 machines and tables the vector kernel cannot hold) | 'native scalar', or 'typescript (<why>)'
+   * when the native kernel is missing or refuses the parameters (it needs requantization shifts in
+   * [10, 62] and valid PWL tables, as every converted model has).
+   */
+  get cellBackend(): string {
+    const cell = this.nativeCell();
+    return typeof cell === 'string' ? `typescript (${cell})` : `native ${cell.path}`;
+  }
+
   /**
    * Runs `steps` steps over `batch` sequences: x int8 time-major [L, N, I], optional initial h
    * [N, H] int8 (zeros by default). Returns h of every step [L, N, H] (real value q·hiddenScale)
-   * and the final state { h } (shaped as IntLSTM.run's, without c). The products are the runtime's int8 GEMM (src/runtime/kernels: native
-   * VNNI/AVX2 or the TypeScript reference, bit-identical); the cell is TypeScript (`gruCellUpdate`).
+   * and the final state { h } (shaped as IntLSTM.run's, without c). The products are the runtime's
+   * int8 GEMM (src/runtime/kernels: native VNNI/AVX2 or the TypeScript reference, bit-identical); the
+   * cell is the native one (`cellBackend`; see `options.native`) or `gruCellUpdate`, the same integers.
    */
-  run(x: Int8Array, steps: number, batch: number, initial?: Int8Array): { output: Int8Array; state: { h: Int8Array } } {
+  run(x: Int8Array, steps: number, batch: number, initial?: Int8Array, options: IntGRURunOptions = {}): { output: Int8Array; state: { h: Int8Array } } {
     const { inputSize: I, hiddenSize: H } = this.params;
     if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(batch) || batch < 1) throw new RangeError(`IntGRU.run: steps and batch must be positive integers, got ${steps}, ${batch}`);
     if (x.length !== steps * batch * I) throw new RangeError(`IntGRU.run: x has ${x.length} values, expected L·N·I = ${steps}·${batch}·${I}`);
     if (initial && initial.length !== batch * H) throw new RangeError(`IntGRU.run: the initial h must hold N·H = ${batch * H} values, got ${initial.length}`);
+    const cell = options.native === false ? null : this.nativeCell();
+    if (cell && typeof cell !== 'string') {
+      let { ih, hh } = this.packed();
+      if (!ih.panel || !hh.panel) {
+        // Packed while the reference kernels were forced: pack again for the native GEMM.
+        this.packedWeights = null;
+        ({ ih, hh } = this.packed());
+      }
+      if (ih.panel && hh.panel) {
+        const output = new Int8Array(steps * batch * H);
+        const h0 = initial ? initial.slice() : new Int8Array(batch * H);
+        const dims = cell.dims.slice();
+        dims[0] = steps;
+        dims[1] = batch;
+        cell.addon.intGruSequence!(dims, cell.rows, cell.sigmoid, cell.tanh, x, ih.panel, ih.rowSums, hh.panel, hh.rowSums, h0, output);
+        return { output, state: { h: output.slice((steps - 1) * batch * H) } };
+      }
+    }
     const p = this.params;
     this.fastPath ??= {
       sigmoid: pwlSegmentIndex(p.sigmoid), tanh: pwlSegmentIndex(p.tanh),
