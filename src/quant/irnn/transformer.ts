@@ -267,6 +267,31 @@ function addResidual(x: Int32Array, y: Int32Array): void {
   }
 }
 
+/** Options of the IntTransformerLM forward methods. */
+export interface IntTransformerRunOptions {
+  /**
+   * Run the attention, LayerNorm, GELU and embedding loops in the native kernels
+   * (native/inttransformer.cc) when the addon has them (default true); false runs the TypeScript
+   * loops, the specification the native kernels equal bit for bit. The GEMMs are the runtime's
+   * int8 GEMM either way.
+   */
+  readonly native?: boolean;
+}
+
+/**
+ * The integer KV cache of an IntTransformerLM (`createCache`): for every block, the int8 K and V
+ * codes [batch, numHeads, capacity, headDim] of the positions fed so far.
+ */
+export interface IntTransformerCache {
+  readonly batch: number;
+  /** Positions it can hold (the model's maxContext). */
+  readonly capacity: number;
+  /** Positions fed so far (the next id goes to this position). */
+  length: number;
+  readonly keys: readonly Int8Array[];
+  readonly values: readonly Int8Array[];
+}
+
 /** The integer-only Transformer LM (see the file comment). */
 export class IntTransformerLM {
   readonly params: IntTransformerLMParams;
@@ -312,42 +337,105 @@ export class IntTransformerLM {
   }
 
   /** Logits [N, V] (float32, row-major) of the word after each row's last id: ids [N, C] int32, 1 ≤ C ≤ maxContext. */
-  logits(ids: ArrayLike<number>, batch: number): Float32Array {
-    const x = this.residual(ids, batch);
+  logits(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
+    const x = this.residual(ids, batch, options);
     const steps = ids.length / batch;
     return headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1));
   }
 
   /** Logits [N, C, V] of every position (position t: the word after ids[:, t]). */
-  logitsAll(ids: ArrayLike<number>, batch: number): Float32Array {
-    const x = this.residual(ids, batch);
+  logitsAll(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
+    const x = this.residual(ids, batch, options);
     return headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i));
   }
 
   /** The int32 residual stream [N·C·E] after the last block (before lnFinal). */
-  residual(ids: ArrayLike<number>, batch: number): Int32Array {
-    const p = this.params;
-    const E = p.embedDim;
+  residual(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Int32Array {
     if (!Number.isInteger(batch) || batch < 1 || ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM: ${ids.length} ids do not make ${batch} rows`);
     const steps = ids.length / batch;
-    if (steps > p.maxContext) throw new RangeError(`IntTransformerLM: context length ${steps} is outside [1, ${p.maxContext}] (maxContext)`);
+    if (steps > this.params.maxContext) throw new RangeError(`IntTransformerLM: context length ${steps} is outside [1, ${this.params.maxContext}] (maxContext)`);
+    // The whole sequence is the cached step from an empty cache that holds just these positions.
+    return this.forwardCached(ids, this.newCache(batch, steps), options, 'IntTransformerLM');
+  }
+
+  /**
+   * An empty integer KV cache for `batch` sequences (default 1): per block, the int8 K and V codes
+   * of every head at up to maxContext positions.
+   */
+  createCache(batch = 1): IntTransformerCache {
+    if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`IntTransformerLM.createCache: batch must be a positive integer, got ${batch}`);
+    return this.newCache(batch, this.params.maxContext);
+  }
+
+  private newCache(batch: number, capacity: number): IntTransformerCache {
+    const size = batch * capacity * this.params.embedDim;
+    return {
+      batch, capacity, length: 0,
+      keys: this.params.blocks.map(() => new Int8Array(size)),
+      values: this.params.blocks.map(() => new Int8Array(size)),
+    };
+  }
+
+  /**
+   * Incremental decoding with the integer KV cache: ids [N, S] (int32, N = cache.batch) are the
+   * next S positions after the cache.length ones fed before (at most maxContext in all). Their K
+   * and V codes are appended to `cache` and the float32 logits [N, V] of the last new position are
+   * returned — bit for bit what `logits` gives on the whole sequence (same integers: every
+   * position's K and V depend only on the ids up to it). Feed the prompt at once, then one id per step.
+   */
+  logitsCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions = {}): Float32Array {
+    const p = this.params;
+    if (cache.keys.length !== p.blocks.length || cache.values.length !== p.blocks.length || cache.capacity !== p.maxContext || cache.keys.some((k) => k.length !== cache.batch * p.maxContext * p.embedDim)) {
+      throw new RangeError('IntTransformerLM.logitsCached: the cache does not belong to this model (make it with createCache())');
+    }
+    const batch = cache.batch;
+    if (ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM.logitsCached: ${ids.length} ids do not make the cache's ${batch} rows`);
+    const steps = ids.length / batch;
+    if (cache.length + steps > p.maxContext) throw new RangeError(`IntTransformerLM.logitsCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${p.maxContext - 1}] (maxContext ${p.maxContext}; start a new cache for a longer text)`);
+    const x = this.forwardCached(ids, cache, options, 'IntTransformerLM.logitsCached');
+    return headLogits(p, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1));
+  }
+
+  /** nn.generate's cached model: logits [V] after appending one sequence's ids to a batch-1 cache. */
+  nextLogitsCached(ids: readonly number[], cache: IntTransformerCache): Float32Array {
+    return this.logitsCached(ids, cache);
+  }
+
+  /** nn.generate's recompute: logits [V] of the word after `ids` (one sequence, no cache). */
+  nextLogits(ids: readonly number[]): Float32Array {
+    return this.logits(ids, 1);
+  }
+
+  /** The residual stream [N·S·E] of ids [N, S] at positions cache.length.., appending to `cache`. */
+  private forwardCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions, where: string): Int32Array {
+    const p = this.params;
+    const E = p.embedDim;
+    const batch = cache.batch;
+    const steps = ids.length / batch;
+    const past = cache.length;
     const rows = batch * steps;
     const x = new Int32Array(rows * E);
     for (let n = 0; n < batch; n++) {
       for (let t = 0; t < steps; t++) {
         const id = ids[n * steps + t]!;
-        if (!Number.isInteger(id) || id < 0 || id >= p.vocabSize) throw new RangeError(`IntTransformerLM: word id ${id} (row ${n}, step ${t}) is outside [0, ${p.vocabSize - 1}]`);
+        if (!Number.isInteger(id) || id < 0 || id >= p.vocabSize) throw new RangeError(`${where}: word id ${id} (row ${n}, step ${t}) is outside [0, ${p.vocabSize - 1}]`);
         const o = (n * steps + t) * E;
         const M = p.tokenMultiplier[id]!;
         const S = p.tokenShift[id]!;
-        for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[t * E + e]!, -WIDE, WIDE);
+        const po = (past + t) * E;
+        for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[po + e]!, -WIDE, WIDE);
       }
     }
-    for (const block of p.blocks) this.block(block, x, batch, steps);
+    p.blocks.forEach((block, i) => this.block(block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
+    cache.length = past + steps;
     return x;
   }
 
-  private block(b: IntTransformerBlockParams, x: Int32Array, batch: number, steps: number): void {
+  /**
+   * One block on the rows x [N·S, E] at positions past..past+S−1; keys and values [N, H,
+   * capacity, d] hold the K, V codes of positions 0..past−1 and receive those of the new ones.
+   */
+  private block(b: IntTransformerBlockParams, x: Int32Array, batch: number, steps: number, past: number, capacity: number, keys: Int8Array, values: Int8Array): void {
     const p = this.params;
     const E = p.embedDim;
     const H = p.numHeads;
@@ -355,34 +443,50 @@ export class IntTransformerLM {
     const rows = batch * steps;
     const h = new Int8Array(rows * E);
     for (let r = 0; r < rows; r++) intLayerNormRow(b.ln1, x, r * E, h, r * E);
-    const qkv = Int8Array.from(intLinearCodes(b.qkv, h, rows));
-    // Attention per sequence and head, causal: query t sees keys 0..t.
-    const context = new Int8Array(rows * E);
-    const scores = new Float64Array(steps);
-    const probs = new Int32Array(steps);
-    const exps = new Float64Array(steps);
+    const qkv = intLinearCodes(b.qkv, h, rows);
     const W = 3 * E;
+    // Append the new K and V codes: head hd of sequence n at position j is row (n·H + hd)·capacity + j.
     for (let n = 0; n < batch; n++) {
-      const base = n * steps;
+      for (let t = 0; t < steps; t++) {
+        const src = (n * steps + t) * W;
+        for (let hd = 0; hd < H; hd++) {
+          const dst = ((n * H + hd) * capacity + past + t) * d;
+          for (let c = 0; c < d; c++) {
+            keys[dst + c] = qkv[src + E + hd * d + c]!;
+            values[dst + c] = qkv[src + 2 * E + hd * d + c]!;
+          }
+        }
+      }
+    }
+    // Attention per sequence and head, causal: the query at position past + t sees keys 0..past + t.
+    const context = new Int8Array(rows * E);
+    const total = past + steps;
+    const scores = new Float64Array(total);
+    const probs = new Int32Array(total);
+    const exps = new Float64Array(total);
+    const sums = new Float64Array(d);
+    for (let n = 0; n < batch; n++) {
       for (let hd = 0; hd < H; hd++) {
-        const qo = hd * d;
-        const ko = E + hd * d;
-        const vo = 2 * E + hd * d;
+        const head = (n * H + hd) * capacity * d;
         for (let t = 0; t < steps; t++) {
-          const qRow = (base + t) * W + qo;
-          for (let j = 0; j <= t; j++) {
-            const kRow = (base + j) * W + ko;
+          const qRow = (n * steps + t) * W + hd * d;
+          const L = past + t + 1;
+          for (let j = 0; j < L; j++) {
+            const kRow = head + j * d;
             let acc = 0;
-            for (let c = 0; c < d; c++) acc += qkv[qRow + c]! * qkv[kRow + c]!;
+            for (let c = 0; c < d; c++) acc += qkv[qRow + c]! * keys[kRow + c]!;
             scores[j] = clamp(requantizeFast(acc, b.scoreMultiplier, b.scoreShift), -WIDE, WIDE);
           }
-          intCausalSoftmaxRow(scores, 0, t + 1, b.probsMultiplier, b.probsShift, b.probsMax, probs, 0, exps);
-          const out = (base + t) * E + hd * d;
-          for (let c = 0; c < d; c++) {
-            let acc = 0;
-            for (let j = 0; j <= t; j++) acc += probs[j]! * qkv[(base + j) * W + vo + c]!;
-            context[out + c] = clamp(requantizeFast(acc, b.contextMultiplier, b.contextShift), b.contextMin, b.contextMax);
+          intCausalSoftmaxRow(scores, 0, L, b.probsMultiplier, b.probsShift, b.probsMax, probs, 0, exps);
+          sums.fill(0);
+          for (let j = 0; j < L; j++) {
+            const pj = probs[j]!;
+            if (pj === 0) continue;
+            const vRow = head + j * d;
+            for (let c = 0; c < d; c++) sums[c] += pj * values[vRow + c]!;
           }
+          const out = (n * steps + t) * E + hd * d;
+          for (let c = 0; c < d; c++) context[out + c] = clamp(requantizeFast(sums[c]!, b.contextMultiplier, b.contextShift), b.contextMin, b.contextMax);
         }
       }
     }
