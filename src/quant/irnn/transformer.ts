@@ -33,7 +33,8 @@ import { Linear } from '../../nn/linear.ts';
 import type { Module, TensorModule } from '../../nn/module.ts';
 import { CausalSelfAttention, TransformerBlock, type TransformerLM } from '../../nn/models/transformer-lm.ts';
 import { GELU, ReLU } from '../../nn/activation.ts';
-import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import type { NativeAddon } from '../../backend/native/addon.ts';
+import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import { quantizeMultiplier, requantizeFast as importedRequantizeFast } from '../../runtime/requantize.ts';
 import { add, arange, Tensor } from '../../tensor/index.ts';
 import { QuantLinear } from '../qat/layers.ts';
@@ -41,7 +42,7 @@ import type { Quantizer } from '../quantizers/quantizer.ts';
 import { QatEmbedding } from '../rnn/qat-embedding.ts';
 import { intExp, SCORE_FRAC } from './attention.ts';
 import { WIDE as WIDE_LIMIT } from './formats.ts';
-import { intLayerNormRow, layerNormParams, quantizeBeta, quantizeGamma, type IntLayerNormParams } from './layernorm.ts';
+import { intLayerNormRow, layerNormParams, quantizeBeta, quantizeGamma, sqrtSizeConstant, type IntLayerNormParams } from './layernorm.ts';
 import { roundShift } from './pwl.ts';
 
 /** ±2^24, the int32 clamp of the residual stream and the scores (a local copy for the hot loops). */
@@ -247,16 +248,49 @@ export function intLinearCodes(p: IntLinearParams, x: Int8Array, M: number): Int
 }
 
 /** The head over the lnFinal codes of the chosen rows of the residual stream → float32 logits [rows.length, V]. */
-function headLogits(p: IntTransformerLMParams, x: Int32Array, rowIndices: readonly number[]): Float32Array {
+function headLogits(p: IntTransformerLMParams, x: Int32Array, rowIndices: readonly number[], addon: NativeAddon | null): Float32Array {
   const E = p.embedDim;
   const V = p.vocabSize;
   const M = rowIndices.length;
   const h = new Int8Array(M * E);
-  for (let m = 0; m < M; m++) intLayerNormRow(p.lnFinal, x, rowIndices[m]! * E, h, m * E);
+  if (addon) {
+    const rows = M * E === x.length ? x : new Int32Array(M * E);
+    if (rows !== x) for (let m = 0; m < M; m++) rows.set(x.subarray(rowIndices[m]! * E, rowIndices[m]! * E + E), m * E);
+    nativeLayerNorm(addon, p.lnFinal, rows, M, h);
+  } else {
+    for (let m = 0; m < M; m++) intLayerNormRow(p.lnFinal, x, rowIndices[m]! * E, h, m * E);
+  }
   const acc = matmulInt8(h, M, p.head.weight, V, E);
   const out = new Float32Array(M * V);
   for (let m = 0; m < M; m++) for (let r = 0; r < V; r++) out[m * V + r] = (acc[m * V + r]! + p.head.bias[r]!) * p.head.scale[r]!;
   return out;
+}
+
+/** The native LayerNorm of `rows` int32 rows x → int8 out (native/inttransformer.h). */
+function nativeLayerNorm(addon: NativeAddon, p: IntLayerNormParams, x: Int32Array, rows: number, out: Int8Array): void {
+  const dims = Int32Array.of(rows, p.size, p.epsCode, p.multiplier, p.shift, sqrtSizeConstant(p.size), p.outMin, p.outMax);
+  addon.intTfLayerNorm!(dims, p.gamma, p.beta, x, out);
+}
+
+/**
+ * A native integer Linear over int8 rows x [M, in]: the GEMM, then the output stage into `out`
+ * (mode 0: int32 codes, 1: added to the residual stream `out`, 2: int8 codes).
+ */
+function nativeLinear(addon: NativeAddon, p: IntLinearParams, x: Int8Array, M: number, mode: 0 | 1 | 2, out?: Int32Array | Int8Array): Int32Array | Int8Array {
+  const acc = matmulInt8(x, M, p.weight, p.outFeatures, p.inFeatures);
+  const target = out ?? (mode === 2 ? new Int8Array(acc.length) : acc);
+  addon.intTfRequantize!(Int32Array.of(M, p.outFeatures, p.outMin, p.outMax, mode), acc, p.bias, p.multiplier, p.shift, target);
+  return target;
+}
+
+/** The requantization shifts of a model (the native loops take [−32, 100]). */
+function modelShifts(p: IntTransformerLMParams): number[] {
+  const shifts: number[] = [...p.tokenShift, p.lnFinal.shift];
+  for (const b of p.blocks) {
+    shifts.push(b.ln1.shift, b.ln2.shift, b.scoreShift, b.probsShift, b.contextShift, b.geluShift);
+    for (const l of [b.qkv, b.proj, b.fc1, b.fc2]) shifts.push(...l.shift);
+  }
+  return shifts;
 }
 
 /** x ← clamp(x + y, ±2^24) (the residual add, both on the grid s_r). */
@@ -295,6 +329,8 @@ export interface IntTransformerCache {
 /** The integer-only Transformer LM (see the file comment). */
 export class IntTransformerLM {
   readonly params: IntTransformerLMParams;
+  /** The addon whose loops run this model, or why none does (cached per addon state). */
+  private nativeState: { addon: NativeAddon | null; loops: NativeAddon | string } | null = null;
 
   constructor(params: IntTransformerLMParams) {
     const { vocabSize: V, embedDim: E, numHeads, mlpDim, maxContext } = params;
@@ -321,6 +357,38 @@ export class IntTransformerLM {
     return this.params.vocabSize;
   }
 
+  /** The addon that runs the attention, LayerNorm, GELU and embedding loops, or why the TypeScript loops run. */
+  private nativeLoops(): NativeAddon | string {
+    const addon = nativeIntAddon();
+    if (this.nativeState && this.nativeState.addon === addon) return this.nativeState.loops;
+    let loops: NativeAddon | string;
+    if (!addon) loops = 'the native addon is not loaded (or the reference kernels are forced)';
+    else if (!addon.intTfAttention || !addon.intTfLayerNorm || !addon.intTfRequantize || !addon.intTfGelu || !addon.intTfEmbed) loops = 'the native addon predates the integer Transformer loops';
+    else {
+      const bad = modelShifts(this.params).find((n) => n < -32 || n > 100);
+      const capacity = this.params.maxContext > 1 << 16 ? `maxContext ${this.params.maxContext} exceeds 2^16` : null;
+      loops = bad !== undefined ? `requantization shift ${bad} is outside [-32, 100]` : capacity ?? addon;
+    }
+    this.nativeState = { addon, loops };
+    return loops;
+  }
+
+  /**
+   * Where the loops other than the GEMMs run: 'native', or 'typescript (<why>)' when the addon is
+   * missing, the reference kernels are forced, or the model has a requantization shift outside
+   * [−32, 100] (converted models have none).
+   */
+  get loopsBackend(): string {
+    const loops = this.nativeLoops();
+    return typeof loops === 'string' ? `typescript (${loops})` : 'native';
+  }
+
+  private addonFor(options: IntTransformerRunOptions): NativeAddon | null {
+    if (options.native === false) return null;
+    const loops = this.nativeLoops();
+    return typeof loops === 'string' ? null : loops;
+  }
+
   get maxContext(): number {
     return this.params.maxContext;
   }
@@ -340,13 +408,13 @@ export class IntTransformerLM {
   logits(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
     const x = this.residual(ids, batch, options);
     const steps = ids.length / batch;
-    return headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1));
+    return headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
   }
 
   /** Logits [N, C, V] of every position (position t: the word after ids[:, t]). */
   logitsAll(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
     const x = this.residual(ids, batch, options);
-    return headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i));
+    return headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i), this.addonFor(options));
   }
 
   /** The int32 residual stream [N·C·E] after the last block (before lnFinal). */
@@ -393,7 +461,7 @@ export class IntTransformerLM {
     const steps = ids.length / batch;
     if (cache.length + steps > p.maxContext) throw new RangeError(`IntTransformerLM.logitsCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${p.maxContext - 1}] (maxContext ${p.maxContext}; start a new cache for a longer text)`);
     const x = this.forwardCached(ids, cache, options, 'IntTransformerLM.logitsCached');
-    return headLogits(p, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1));
+    return headLogits(p, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
   }
 
   /** nn.generate's cached model: logits [V] after appending one sequence's ids to a batch-1 cache. */
@@ -415,10 +483,12 @@ export class IntTransformerLM {
     const past = cache.length;
     const rows = batch * steps;
     const x = new Int32Array(rows * E);
+    const addon = this.addonFor(options);
     for (let n = 0; n < batch; n++) {
       for (let t = 0; t < steps; t++) {
         const id = ids[n * steps + t]!;
         if (!Number.isInteger(id) || id < 0 || id >= p.vocabSize) throw new RangeError(`${where}: word id ${id} (row ${n}, step ${t}) is outside [0, ${p.vocabSize - 1}]`);
+        if (addon) continue;
         const o = (n * steps + t) * E;
         const M = p.tokenMultiplier[id]!;
         const S = p.tokenShift[id]!;
@@ -426,9 +496,43 @@ export class IntTransformerLM {
         for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[po + e]!, -WIDE, WIDE);
       }
     }
-    p.blocks.forEach((block, i) => this.block(block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
+    if (addon) {
+      const dims = Int32Array.of(rows, steps, past, E, p.vocabSize, p.maxContext);
+      addon.intTfEmbed!(dims, ids instanceof Int32Array ? ids : Int32Array.from(ids), p.tokenTable, p.tokenMultiplier, p.tokenShift, p.positions, x);
+      p.blocks.forEach((block, i) => this.nativeBlock(addon, block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
+    } else {
+      p.blocks.forEach((block, i) => this.block(block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
+    }
     cache.length = past + steps;
     return x;
+  }
+
+  /** `block` with the native loops (native/inttransformer.h): the same integers. */
+  private nativeBlock(addon: NativeAddon, b: IntTransformerBlockParams, x: Int32Array, batch: number, steps: number, past: number, capacity: number, keys: Int8Array, values: Int8Array): void {
+    const p = this.params;
+    const E = p.embedDim;
+    const rows = batch * steps;
+    const h = new Int8Array(rows * E);
+    nativeLayerNorm(addon, b.ln1, x, rows, h);
+    const qkv = nativeLinear(addon, b.qkv, h, rows, 0) as Int32Array;
+    const context = new Int8Array(rows * E);
+    const dims = Int32Array.of(batch, steps, past, capacity, p.numHeads, E / p.numHeads, b.scoreMultiplier, b.scoreShift,
+      b.probsMultiplier, b.probsShift, b.probsMax, b.contextMultiplier, b.contextShift, b.contextMin, b.contextMax);
+    addon.intTfAttention!(dims, qkv, keys, values, context);
+    nativeLinear(addon, b.proj, context, rows, 1, x);
+    nativeLayerNorm(addon, b.ln2, x, rows, h);
+    let u: Int8Array;
+    if (b.activation === 'relu' && b.fc1.outMin >= -128 && b.fc1.outMax <= 127) u = nativeLinear(addon, b.fc1, h, rows, 2) as Int8Array;
+    else if (b.activation === 'relu') {
+      // Unsigned codes above 127: stored into int8 as the TypeScript path stores them.
+      u = new Int8Array(rows * b.fc1.outFeatures);
+      u.set(nativeLinear(addon, b.fc1, h, rows, 0));
+    } else {
+      const t = nativeLinear(addon, b.fc1, h, rows, 0) as Int32Array;
+      u = new Int8Array(t.length);
+      addon.intTfGelu!(Int32Array.of(t.length, b.geluMultiplier, b.geluShift, b.geluMin, b.geluMax, ERF_CLIP, ERF_A), t, u);
+    }
+    nativeLinear(addon, b.fc2, u, rows, 1, x);
   }
 
   /**
