@@ -31,6 +31,13 @@ inline int64_t rq(int64_t acc, int32_t m, int32_t shift) {
   if (a < (uint64_t{1} << 32) && shift >= 1 && shift <= 63) {
     const uint64_t prod = a * mm;  // < 2^63
     r = (prod + (uint64_t{1} << (shift - 1))) >> shift;
+  } else if (a < (uint64_t{1} << 48) && shift >= 16 && shift <= 63) {
+    // a·M = ah·M·2^16 + al·M with ah·M < 2^63 and al·M + 2^(s−1) < 2^63; then
+    // ⌊(X·2^16 + Y) / 2^s⌋ = ⌊(X + ⌊Y / 2^16⌋) / 2^(s−16)⌋ (nested floors), all in 64 bits.
+    const uint64_t X = (a >> 16) * mm;
+    const uint64_t Y = (a & 0xffff) * mm + (uint64_t{1} << (shift - 1));
+    r = (X + (Y >> 16)) >> (shift - 16);
+    if (r > static_cast<uint64_t>(INT64_MAX)) r = static_cast<uint64_t>(INT64_MAX);
   } else {
     const unsigned __int128 prod = static_cast<unsigned __int128>(a) * mm;  // < 2^94
     const unsigned __int128 q = shift > 0 ? (prod + (static_cast<unsigned __int128>(1) << (shift - 1))) >> shift : prod << (-shift);

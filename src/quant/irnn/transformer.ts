@@ -222,9 +222,9 @@ function packed(weight: Int8Array, rows: number, cols: number): PackedWeights {
 // hot loops below (see intgru.ts).
 const requantizeFast = importedRequantizeFast;
 
-/** acc [M, out] = x [M, in] · Wᵀ (int32). */
-function matmulInt8(x: Int8Array, M: number, w: Int8Array, rows: number, cols: number): Int32Array {
-  const acc = new Int32Array(M * rows);
+/** acc [M, out] = x [M, in] · Wᵀ (int32), into `out` when given. */
+function matmulInt8(x: Int8Array, M: number, w: Int8Array, rows: number, cols: number, out?: Int32Array): Int32Array {
+  const acc = out ?? new Int32Array(M * rows);
   gemmInt8(M, rows, cols, x, 0, packed(w, rows, cols), acc);
   return acc;
 }
@@ -276,11 +276,33 @@ function nativeLayerNorm(addon: NativeAddon, p: IntLayerNormParams, x: Int32Arra
  * A native integer Linear over int8 rows x [M, in]: the GEMM, then the output stage into `out`
  * (mode 0: int32 codes, 1: added to the residual stream `out`, 2: int8 codes).
  */
-function nativeLinear(addon: NativeAddon, p: IntLinearParams, x: Int8Array, M: number, mode: 0 | 1 | 2, out?: Int32Array | Int8Array): Int32Array | Int8Array {
-  const acc = matmulInt8(x, M, p.weight, p.outFeatures, p.inFeatures);
-  const target = out ?? (mode === 2 ? new Int8Array(acc.length) : acc);
+function nativeLinear(addon: NativeAddon, p: IntLinearParams, x: Int8Array, M: number, mode: 0 | 1 | 2, scratch: WorkBuffers, out?: Int32Array | Int8Array): Int32Array | Int8Array {
+  const acc = matmulInt8(x, M, p.weight, p.outFeatures, p.inFeatures, scratch.int32(`acc:${p.outFeatures}`, M * p.outFeatures));
+  const target = out ?? (mode === 2 ? scratch.int8('linear', acc.length) : acc);
   addon.intTfRequantize!(Int32Array.of(M, p.outFeatures, p.outMin, p.outMax, mode), acc, p.bias, p.multiplier, p.shift, target);
   return target;
+}
+
+/**
+ * Work buffers of the native forward, one per role, kept between calls (reallocated when a call
+ * needs another size): the intermediate codes die within a block, so reusing them spares the
+ * garbage collector. @internal
+ */
+class WorkBuffers {
+  private readonly bytes = new Map<string, Int8Array>();
+  private readonly words = new Map<string, Int32Array>();
+
+  int8(role: string, length: number): Int8Array {
+    let b = this.bytes.get(role);
+    if (b?.length !== length) this.bytes.set(role, (b = new Int8Array(length)));
+    return b;
+  }
+
+  int32(role: string, length: number): Int32Array {
+    let b = this.words.get(role);
+    if (b?.length !== length) this.words.set(role, (b = new Int32Array(length)));
+    return b;
+  }
 }
 
 /** The requantization shifts of a model (the native loops take [−32, 100]). */
@@ -331,6 +353,7 @@ export class IntTransformerLM {
   readonly params: IntTransformerLMParams;
   /** The addon whose loops run this model, or why none does (cached per addon state). */
   private nativeState: { addon: NativeAddon | null; loops: NativeAddon | string } | null = null;
+  private readonly work = new WorkBuffers();
 
   constructor(params: IntTransformerLMParams) {
     const { vocabSize: V, embedDim: E, numHeads, mlpDim, maxContext } = params;
@@ -512,27 +535,28 @@ export class IntTransformerLM {
     const p = this.params;
     const E = p.embedDim;
     const rows = batch * steps;
-    const h = new Int8Array(rows * E);
+    const work = this.work;
+    const h = work.int8('h', rows * E);
     nativeLayerNorm(addon, b.ln1, x, rows, h);
-    const qkv = nativeLinear(addon, b.qkv, h, rows, 0) as Int32Array;
-    const context = new Int8Array(rows * E);
+    const qkv = nativeLinear(addon, b.qkv, h, rows, 0, work) as Int32Array;
+    const context = work.int8('context', rows * E);
     const dims = Int32Array.of(batch, steps, past, capacity, p.numHeads, E / p.numHeads, b.scoreMultiplier, b.scoreShift,
       b.probsMultiplier, b.probsShift, b.probsMax, b.contextMultiplier, b.contextShift, b.contextMin, b.contextMax);
     addon.intTfAttention!(dims, qkv, keys, values, context);
-    nativeLinear(addon, b.proj, context, rows, 1, x);
+    nativeLinear(addon, b.proj, context, rows, 1, work, x);
     nativeLayerNorm(addon, b.ln2, x, rows, h);
     let u: Int8Array;
-    if (b.activation === 'relu' && b.fc1.outMin >= -128 && b.fc1.outMax <= 127) u = nativeLinear(addon, b.fc1, h, rows, 2) as Int8Array;
+    if (b.activation === 'relu' && b.fc1.outMin >= -128 && b.fc1.outMax <= 127) u = nativeLinear(addon, b.fc1, h, rows, 2, work) as Int8Array;
     else if (b.activation === 'relu') {
       // Unsigned codes above 127: stored into int8 as the TypeScript path stores them.
-      u = new Int8Array(rows * b.fc1.outFeatures);
-      u.set(nativeLinear(addon, b.fc1, h, rows, 0));
+      u = work.int8('linear', rows * b.fc1.outFeatures);
+      u.set(nativeLinear(addon, b.fc1, h, rows, 0, work));
     } else {
-      const t = nativeLinear(addon, b.fc1, h, rows, 0) as Int32Array;
-      u = new Int8Array(t.length);
+      const t = nativeLinear(addon, b.fc1, h, rows, 0, work) as Int32Array;
+      u = work.int8('gelu', t.length);
       addon.intTfGelu!(Int32Array.of(t.length, b.geluMultiplier, b.geluShift, b.geluMin, b.geluMax, ERF_CLIP, ERF_A), t, u);
     }
-    nativeLinear(addon, b.fc2, u, rows, 1, x);
+    nativeLinear(addon, b.fc2, u, rows, 1, work, x);
   }
 
   /**
