@@ -24,7 +24,8 @@
         "native/optim.cc",
         "native/recurrent.cc",
         "native/irnn.cc",
-        "native/intgru.cc"
+        "native/intgru.cc",
+        "native/inttransformer.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: when a worker thread is terminated while it is inside a

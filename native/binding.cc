@@ -35,6 +35,7 @@
 #include "intgru.h"
 #include "optim.h"
 #include "scratch.h"
+#include "inttransformer.h"
 #include "pool.h"
 #include "recurrent.h"
 #include "tensorops.h"
@@ -1689,6 +1690,193 @@ void initIntKernels(Napi::Env env, Napi::Object exports) {
 }
 // ================================================================ end of integer kernels
 
+// ---------------------------------------------------------------- integer Transformer LM loops (inttransformer.h)
+// The elementwise and attention loops of quant.irnn's IntTransformerLM (src/quant/irnn/transformer.ts, whose
+// TypeScript loops they equal bit for bit). Every function validates its dims against the buffers it is given.
+
+bool tfDims(const Napi::CallbackInfo& info, const char* name, size_t count, int32_t** dims) {
+  size_t n = 0;
+  if (!argI32(info, 0, dims, &n)) return false;
+  if (n != count) return fail(info.Env(), std::string(name) + ": dims must hold " + std::to_string(count) + " values");
+  return true;
+}
+
+bool tfShifts(const Napi::CallbackInfo& info, const char* name, const int32_t* shifts, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    if (const char* problem = lowbit::intTfShiftProblem(shifts[i])) return fail(info.Env(), std::string(name) + ": " + problem);
+  }
+  return true;
+}
+
+// intTfEmbed(dims [rows, steps, past, E, V, maxContext], ids: Int32Array (rows), table: Int8Array (V·E),
+//   mult: Int32Array (V), shift: Int32Array (V), positions: Int32Array (maxContext·E), x: Int32Array (rows·E))
+Napi::Value IntTfEmbed(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *ids = nullptr, *mult = nullptr, *shift = nullptr, *positions = nullptr, *x = nullptr;
+  size_t nids = 0, nmult = 0, nshift = 0, npos = 0, nx = 0;
+  Bytes table;
+  if (!tfDims(info, "intTfEmbed", 6, &dims) || !argI32(info, 1, &ids, &nids) || !argBytes(info, 2, &table) ||
+      !argI32(info, 3, &mult, &nmult) || !argI32(info, 4, &shift, &nshift) || !argI32(info, 5, &positions, &npos) ||
+      !argI32(info, 6, &x, &nx)) {
+    return info.Env().Undefined();
+  }
+  const int64_t rows = dims[0], steps = dims[1], past = dims[2], E = dims[3], V = dims[4], C = dims[5];
+  if (rows < 1 || steps < 1 || rows % steps != 0 || past < 0 || E < 1 || V < 1 || C < 1 || past + steps > C ||
+      static_cast<int64_t>(nids) != rows || !table.isSigned || static_cast<int64_t>(table.length) != V * E ||
+      static_cast<int64_t>(nmult) != V || static_cast<int64_t>(nshift) != V || static_cast<int64_t>(npos) != C * E ||
+      static_cast<int64_t>(nx) != rows * E) {
+    fail(info.Env(), "intTfEmbed: buffer sizes or types do not match the dims");
+    return info.Env().Undefined();
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    if (ids[i] < 0 || ids[i] >= V) {
+      fail(info.Env(), "intTfEmbed: word id " + std::to_string(ids[i]) + " is outside [0, V)");
+      return info.Env().Undefined();
+    }
+  }
+  if (!tfShifts(info, "intTfEmbed", shift, nshift)) return info.Env().Undefined();
+  lowbit::intTfEmbed(rows, steps, past, E, ids, reinterpret_cast<const int8_t*>(table.data), mult, shift, positions, x);
+  return info.Env().Undefined();
+}
+
+// intTfLayerNorm(dims [rows, size, epsCode, multiplier, shift, sqrtSize, outMin, outMax], gamma: Int32Array (size),
+//   beta: Int32Array (size), x: Int32Array (rows·size, |x| <= 2^24), out: Int8Array (rows·size))
+Napi::Value IntTfLayerNorm(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *gamma = nullptr, *beta = nullptr, *x = nullptr;
+  size_t ngamma = 0, nbeta = 0, nx = 0;
+  Bytes out;
+  if (!tfDims(info, "intTfLayerNorm", 8, &dims) || !argI32(info, 1, &gamma, &ngamma) || !argI32(info, 2, &beta, &nbeta) ||
+      !argI32(info, 3, &x, &nx) || !argBytes(info, 4, &out)) {
+    return info.Env().Undefined();
+  }
+  lowbit::IntTfLayerNorm p;
+  const int64_t rows = dims[0];
+  p.size = dims[1];
+  p.epsCode = dims[2];
+  p.multiplier = dims[3];
+  p.shift = dims[4];
+  p.sqrtSize = dims[5];
+  p.outMin = dims[6];
+  p.outMax = dims[7];
+  p.gamma = gamma;
+  p.beta = beta;
+  bool ok = rows >= 1 && p.size >= 1 && p.size <= (1 << 18) && p.epsCode >= 0 && p.epsCode <= (int64_t{1} << 30) && p.sqrtSize >= 1 &&
+            p.outMin <= p.outMax && p.outMin >= -128 && p.outMax <= 127 && static_cast<int64_t>(ngamma) == p.size &&
+            static_cast<int64_t>(nbeta) == p.size && static_cast<int64_t>(nx) == rows * p.size && out.isSigned &&
+            static_cast<int64_t>(out.length) == rows * p.size;
+  for (size_t i = 0; ok && i < ngamma; i++) ok = gamma[i] >= -32767 && gamma[i] <= 32767;
+  for (size_t i = 0; ok && i < nx; i++) ok = x[i] >= -(1 << 24) && x[i] <= (1 << 24);
+  if (!ok) {
+    fail(info.Env(), "intTfLayerNorm: buffer sizes, types or values do not match the dims");
+    return info.Env().Undefined();
+  }
+  if (!tfShifts(info, "intTfLayerNorm", &p.shift, 1)) return info.Env().Undefined();
+  lowbit::intTfLayerNormRows(p, rows, x, reinterpret_cast<int8_t*>(out.data));
+  return info.Env().Undefined();
+}
+
+// intTfRequantize(dims [M, R, lo, hi, mode], acc: Int32Array (M·R), bias, mult, shift: Int32Array (R),
+//   out: Int32Array (mode 0 store, 1 residual add) or Int8Array (mode 2), M·R)
+Napi::Value IntTfRequantize(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *acc = nullptr, *bias = nullptr, *mult = nullptr, *shift = nullptr, *out32 = nullptr;
+  size_t nacc = 0, nbias = 0, nmult = 0, nshift = 0, nout = 0;
+  Bytes out8;
+  if (!tfDims(info, "intTfRequantize", 5, &dims) || !argI32(info, 1, &acc, &nacc) || !argI32(info, 2, &bias, &nbias) ||
+      !argI32(info, 3, &mult, &nmult) || !argI32(info, 4, &shift, &nshift)) {
+    return info.Env().Undefined();
+  }
+  const int64_t M = dims[0], R = dims[1], mode = dims[4];
+  const int32_t lo = dims[2], hi = dims[3];
+  if (mode == 2) {
+    if (!argBytes(info, 5, &out8)) return info.Env().Undefined();
+    nout = out8.length;
+  } else if (!argI32(info, 5, &out32, &nout)) {
+    return info.Env().Undefined();
+  }
+  if (M < 1 || R < 1 || lo > hi || mode < 0 || mode > 2 || (mode == 2 && (!out8.isSigned || lo < -128 || hi > 127)) ||
+      static_cast<int64_t>(nacc) != M * R || static_cast<int64_t>(nbias) != R || static_cast<int64_t>(nmult) != R ||
+      static_cast<int64_t>(nshift) != R || static_cast<int64_t>(nout) != M * R) {
+    fail(info.Env(), "intTfRequantize: buffer sizes or types do not match the dims");
+    return info.Env().Undefined();
+  }
+  if (!tfShifts(info, "intTfRequantize", shift, nshift)) return info.Env().Undefined();
+  lowbit::intTfRequantize(M, R, acc, bias, mult, shift, lo, hi, static_cast<int>(mode), out32, reinterpret_cast<int8_t*>(out8.data));
+  return info.Env().Undefined();
+}
+
+// intTfGelu(dims [count, multiplier, shift, lo, hi, erfClip, erfA], t: Int32Array (count, |t| <= 2^20), out: Int8Array (count))
+Napi::Value IntTfGelu(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *t = nullptr;
+  size_t nt = 0;
+  Bytes out;
+  if (!tfDims(info, "intTfGelu", 7, &dims) || !argI32(info, 1, &t, &nt) || !argBytes(info, 2, &out)) return info.Env().Undefined();
+  const int64_t count = dims[0];
+  bool ok = count >= 1 && static_cast<int64_t>(nt) == count && out.isSigned && static_cast<int64_t>(out.length) == count &&
+            dims[3] <= dims[4] && dims[3] >= -128 && dims[4] <= 127 && dims[5] >= 0 && dims[5] <= (1 << 20) && dims[6] <= 0 && dims[6] >= -(1 << 20);
+  for (size_t i = 0; ok && i < nt; i++) ok = t[i] >= -(1 << 20) && t[i] <= (1 << 20);
+  if (!ok) {
+    fail(info.Env(), "intTfGelu: buffer sizes, types or values do not match the dims");
+    return info.Env().Undefined();
+  }
+  if (!tfShifts(info, "intTfGelu", &dims[2], 1)) return info.Env().Undefined();
+  lowbit::intTfGelu(count, t, dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], reinterpret_cast<int8_t*>(out.data));
+  return info.Env().Undefined();
+}
+
+// intTfAttention(dims [batch, steps, past, capacity, heads, headDim, scoreMult, scoreShift, probsMult, probsShift, probsMax,
+//   contextMult, contextShift, contextMin, contextMax], qkv: Int32Array (batch·steps·3E, int8 codes),
+//   keys, values: Int8Array (batch·heads·capacity·headDim), context: Int8Array (batch·steps·E))
+Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *qkv = nullptr;
+  size_t nqkv = 0;
+  Bytes keys, values, context;
+  if (!tfDims(info, "intTfAttention", 15, &dims) || !argI32(info, 1, &qkv, &nqkv) || !argBytes(info, 2, &keys) ||
+      !argBytes(info, 3, &values) || !argBytes(info, 4, &context)) {
+    return info.Env().Undefined();
+  }
+  lowbit::IntTfAttention p;
+  p.batch = dims[0];
+  p.steps = dims[1];
+  p.past = dims[2];
+  p.capacity = dims[3];
+  p.heads = dims[4];
+  p.headDim = dims[5];
+  p.scoreMult = dims[6];
+  p.scoreShift = dims[7];
+  p.probsMult = dims[8];
+  p.probsShift = dims[9];
+  p.probsMax = dims[10];
+  p.contextMult = dims[11];
+  p.contextShift = dims[12];
+  p.contextMin = dims[13];
+  p.contextMax = dims[14];
+  const int64_t E = p.heads * p.headDim, rows = p.batch * p.steps;
+  // capacity <= 2^16 and probs <= 255: Σ p·v fits int32; headDim <= 2^16: Σ q·k fits int32.
+  bool ok = p.batch >= 1 && p.steps >= 1 && p.past >= 0 && p.capacity >= 1 && p.capacity <= (1 << 16) && p.past + p.steps <= p.capacity &&
+            p.heads >= 1 && p.headDim >= 1 && p.headDim <= (1 << 16) && E <= (1 << 20) && p.probsMax >= 0 && p.probsMax <= 255 &&
+            p.probsMult >= 0 && p.contextMin <= p.contextMax && p.contextMin >= -128 && p.contextMax <= 127 &&
+            static_cast<int64_t>(nqkv) == rows * 3 * E && keys.isSigned && values.isSigned && context.isSigned &&
+            static_cast<int64_t>(keys.length) == p.batch * p.capacity * E && static_cast<int64_t>(values.length) == p.batch * p.capacity * E &&
+            static_cast<int64_t>(context.length) == rows * E;
+  for (size_t i = 0; ok && i < nqkv; i++) ok = qkv[i] >= -128 && qkv[i] <= 127;
+  if (!ok) {
+    fail(info.Env(), "intTfAttention: buffer sizes, types or values do not match the dims");
+    return info.Env().Undefined();
+  }
+  const int32_t shifts[3] = {p.scoreShift, p.probsShift, p.contextShift};
+  if (!tfShifts(info, "intTfAttention", shifts, 3)) return info.Env().Undefined();
+  lowbit::intTfAttention(p, qkv, reinterpret_cast<int8_t*>(keys.data), reinterpret_cast<int8_t*>(values.data), reinterpret_cast<int8_t*>(context.data));
+  return info.Env().Undefined();
+}
+
+void initIntTransformerKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intTfEmbed", Napi::Function::New(env, IntTfEmbed));
+  exports.Set("intTfLayerNorm", Napi::Function::New(env, IntTfLayerNorm));
+  exports.Set("intTfRequantize", Napi::Function::New(env, IntTfRequantize));
+  exports.Set("intTfGelu", Napi::Function::New(env, IntTfGelu));
+  exports.Set("intTfAttention", Napi::Function::New(env, IntTfAttention));
+}
+// ---------------------------------------------------------------- end of integer Transformer LM loops
+
 // Tensors are JS ArrayBuffers that glibc malloc serves; by default it maps every buffer above a
 // (dynamic) threshold freshly and returns freed heap tops to the OS, so each new activation of a
 // training step costs page faults and kernel page zeroing. Keeping up to 64 MB of freed heap
@@ -1707,6 +1895,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tuneMalloc();
   initIntKernels(env, exports);  // integer kernels (block above)
   initIntGruKernels(env, exports);  // integer GRU cell (intgru.h)
+  initIntTransformerKernels(env, exports);  // integer Transformer LM loops
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("gather", Napi::Function::New(env, GatherScatter<false>));

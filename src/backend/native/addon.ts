@@ -201,6 +201,28 @@ export interface NativeAddon {
     rowSumsIh: Int32Array, packedHh: Int8Array, rowSumsHh: Int32Array, h0: Int8Array, out: Int8Array,
   ): void;
   // ---------------------------------------------------------------- end of integer kernels
+  // ---------------------------------------------------------------- integer Transformer LM loops (native/inttransformer.h)
+  /**
+   * quant.irnn IntTransformerLM's embedding: x[row, e] = clamp(rq(table[id, e]; mult[id], shift[id]) + positions[past + t, e], ±2^24)
+   * for the ids [rows] (row = n·steps + t); dims = [rows, steps, past, E, V, maxContext].
+   */
+  intTfEmbed?(dims: Int32Array, ids: Int32Array, table: Int8Array, mult: Int32Array, shift: Int32Array, positions: Int32Array, x: Int32Array): void;
+  /** The integer LayerNorm (quant.irnn intLayerNormRow) of int32 rows x → int8 out; dims = [rows, size, epsCode, multiplier, shift, sqrtSize, outMin, outMax]. */
+  intTfLayerNorm?(dims: Int32Array, gamma: Int32Array, beta: Int32Array, x: Int32Array, out: Int8Array): void;
+  /**
+   * An integer Linear's output stage over acc [M, R]: v = clamp(rq(acc + bias[r]; mult[r], shift[r]), lo, hi); dims = [M, R, lo, hi, mode],
+   * mode 0: out = v (Int32Array), 1: out = clamp(out + v, ±2^24) (Int32Array, the residual add), 2: out = v (Int8Array).
+   */
+  intTfRequantize?(dims: Int32Array, acc: Int32Array, bias: Int32Array, mult: Int32Array, shift: Int32Array, out: Int32Array | Int8Array): void;
+  /** i-GELU of t (int32, grid 2^−12) → clamp(rq(t·(2^15 + intErf(t)); M, n), lo, hi); dims = [count, M, n, lo, hi, erfClip, erfA]. */
+  intTfGelu?(dims: Int32Array, t: Int32Array, out: Int8Array): void;
+  /**
+   * One block's causal attention: appends the new K, V codes of qkv [N·S, 3E] to keys, values [N, H, capacity, d] at positions
+   * past.., then scores, i-exp softmax and A·V of every new query into context [N·S, E]; dims = [N, S, past, capacity, H, d,
+   * scoreMult, scoreShift, probsMult, probsShift, probsMax, contextMult, contextShift, contextMin, contextMax].
+   */
+  intTfAttention?(dims: Int32Array, qkv: Int32Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
+  // ---------------------------------------------------------------- end of integer Transformer LM loops
 }
 
 /** An opaque native IntModel plan (an N-API external). */

@@ -8,6 +8,8 @@
  * same logits (up to float rounding) and, with the same seed, the same text: once the sequence is
  * longer than the context, the cache is rebuilt from the last `context` ids at every step (learned
  * absolute positions cannot slide), so the cache saves work only while the text fits the context.
+ * A {@link CachedLanguageModel} that is not a module (quant.irnn.IntTransformerLM, with its integer
+ * KV cache) is decoded by the same loop and the same sampling.
  */
 import { noGrad } from '../../autograd/engine.ts';
 import { narrow, reshape, Rng, Tensor } from '../../tensor/index.ts';
@@ -97,11 +99,46 @@ function lastRow(logits: Tensor): Float64Array {
 }
 
 /**
- * Generates `options.tokens` ids after `prompt` (ids of `model`'s vocabulary, at least one) and
- * returns them (the prompt not included). The model runs in eval mode without a tape (its
- * previous mode is restored); see the module comment for the context and the KV cache.
+ * A next-word model with its own KV cache that is not a module (e.g. quant.irnn.IntTransformerLM,
+ * the integer-only transformer): `generate` drives it as it drives a TransformerLM.
  */
-export function generate(model: NextWordLanguageModel, prompt: readonly number[], options: GenerateOptions): number[] {
+export interface CachedLanguageModel<Cache extends { readonly length: number } = { readonly length: number }> {
+  readonly vocabSize: number;
+  /** Longest context (positions of the cache). */
+  readonly maxContext: number;
+  /** An empty cache for one sequence. */
+  createCache(): Cache;
+  /** Appends `ids` (one sequence) to `cache`; returns the logits [V] of the word after the last of them. */
+  nextLogitsCached(ids: readonly number[], cache: Cache): ArrayLike<number>;
+  /** The logits [V] of the word after `ids` (one sequence), recomputed without a cache. */
+  nextLogits(ids: readonly number[]): ArrayLike<number>;
+}
+
+function isCachedLanguageModel(model: NextWordLanguageModel | CachedLanguageModel): model is CachedLanguageModel {
+  const m = model as Partial<CachedLanguageModel>;
+  return typeof m.nextLogitsCached === 'function' && typeof m.nextLogits === 'function' && typeof m.createCache === 'function';
+}
+
+/** A TransformerLM (forwardCached) or any next-word module (forward over the window) as a CachedLanguageModel. */
+function moduleDecoder(model: NextWordLanguageModel): CachedLanguageModel {
+  const transformer = model instanceof TransformerLM ? model : null;
+  return {
+    vocabSize: model.vocabSize,
+    maxContext: transformer ? transformer.maxContext : Infinity,
+    createCache: () => (transformer ? transformer.createCache() : { length: 0 }),
+    nextLogitsCached: (ids, cache) => lastRow(transformer!.forwardCached(idsTensor(ids), cache as ReturnType<TransformerLM['createCache']>)),
+    nextLogits: (ids) => lastRow(model.forward(idsTensor(ids))),
+  };
+}
+
+/**
+ * Generates `options.tokens` ids after `prompt` (ids of `model`'s vocabulary, at least one) and
+ * returns them (the prompt not included). A module runs in eval mode without a tape (its
+ * previous mode is restored); see the module comment for the context and the KV cache. A
+ * {@link CachedLanguageModel} (e.g. the integer-only IntTransformerLM) decodes with its own cache
+ * exactly as a TransformerLM does (`cache: false` recomputes every step).
+ */
+export function generate(model: NextWordLanguageModel | CachedLanguageModel, prompt: readonly number[], options: GenerateOptions): number[] {
   checkSampleOptions(options, 'generate');
   const sampling: SampleOptions = { temperature: options.temperature, topK: options.topK, exclude: options.exclude };
   const { tokens } = options;
@@ -112,40 +149,45 @@ export function generate(model: NextWordLanguageModel, prompt: readonly number[]
   }
   const seed = options.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`generate: seed must be a non-negative integer, got ${String(seed)}`);
-  const transformer = model instanceof TransformerLM ? model : null;
-  const limit = transformer ? transformer.maxContext : Infinity;
+  const cachedModel = isCachedLanguageModel(model);
+  const decoder = cachedModel ? model : moduleDecoder(model);
+  const limit = decoder.maxContext;
   const context = options.context ?? limit;
   if (context !== Infinity && (!Number.isInteger(context) || context < 1)) throw new RangeError(`generate: context must be a positive integer, got ${String(context)}`);
   if (context > limit) throw new RangeError(`generate: context ${context} is longer than the model's maxContext ${limit}`);
-  const useCache = transformer !== null && (options.cache ?? true);
+  const useCache = (cachedModel || model instanceof TransformerLM) && (options.cache ?? true);
   const rng = new Rng(seed);
   const sequence = [...prompt];
   const window = (): number[] => sequence.slice(Math.max(0, sequence.length - context));
+  const decode = (): number[] => {
+    const out: number[] = [];
+    let cache = useCache ? decoder.createCache() : null;
+    let logits = Float64Array.from(useCache ? decoder.nextLogitsCached(window(), cache!) : decoder.nextLogits(window()));
+    for (let step = 0; step < tokens; step++) {
+      options.onStep?.(Float64Array.from(logits), step);
+      const next = sampleNext(logits, sampling, rng);
+      out.push(next);
+      sequence.push(next);
+      if (step === tokens - 1) break;
+      let row: ArrayLike<number>;
+      if (!useCache) {
+        row = decoder.nextLogits(window());
+      } else if (cache!.length < context) {
+        row = decoder.nextLogitsCached([next], cache!);
+      } else {
+        // The window slides: rebuild the cache from the last `context` ids (positions restart at 0).
+        cache = decoder.createCache();
+        row = decoder.nextLogitsCached(window(), cache);
+      }
+      logits = Float64Array.from(row);
+    }
+    return out;
+  };
+  if (cachedModel) return decode();
   const wasTraining = model.training;
   model.eval();
   try {
-    return noGrad(() => {
-      const out: number[] = [];
-      let cache = useCache ? transformer!.createCache() : null;
-      let logits = useCache ? lastRow(transformer!.forwardCached(idsTensor(window()), cache!)) : lastRow(model.forward(idsTensor(window())));
-      for (let step = 0; step < tokens; step++) {
-        options.onStep?.(Float64Array.from(logits), step);
-        const next = sampleNext(logits, sampling, rng);
-        out.push(next);
-        sequence.push(next);
-        if (step === tokens - 1) break;
-        if (!useCache) {
-          logits = lastRow(model.forward(idsTensor(window())));
-        } else if (cache!.length < context) {
-          logits = lastRow(transformer!.forwardCached(idsTensor([next]), cache!));
-        } else {
-          // The window slides: rebuild the cache from the last `context` ids (positions restart at 0).
-          cache = transformer!.createCache();
-          logits = lastRow(transformer!.forwardCached(idsTensor(window()), cache));
-        }
-      }
-      return out;
-    });
+    return noGrad(decode);
   } finally {
     model.train(wasTraining);
   }

@@ -26,6 +26,6 @@ export { IntGRU, intGruStep, convertQuantGRU, type IntGRUParams, type IntGRURunO
 export { intGRUToLowbit, intGRUFromLowbit, saveIntGRU, loadIntGRU, isIntGRUFile, IRNN_GRU_FORMAT } from './gru-io.ts';
 export {
   IntTransformerLM, convertTransformerLM, intErf, intGelu, erfPolynomial, intCausalSoftmaxRow, GELU_FRAC, ERF_FRAC, RESIDUAL_BITS,
-  type IntTransformerLMParams, type IntTransformerBlockParams, type IntLinearParams, type IntHeadParams, type IntTransformerActivation,
+  type IntTransformerLMParams, type IntTransformerBlockParams, type IntTransformerCache, type IntTransformerRunOptions, type IntLinearParams, type IntHeadParams, type IntTransformerActivation,
 } from './transformer.ts';
 export { intTransformerToLowbit, intTransformerFromLowbit, saveIntTransformer, loadIntTransformer, isIntTransformerFile } from './transformer-io.ts';

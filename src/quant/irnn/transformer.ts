@@ -33,7 +33,8 @@ import { Linear } from '../../nn/linear.ts';
 import type { Module, TensorModule } from '../../nn/module.ts';
 import { CausalSelfAttention, TransformerBlock, type TransformerLM } from '../../nn/models/transformer-lm.ts';
 import { GELU, ReLU } from '../../nn/activation.ts';
-import { gemmInt8, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
+import type { NativeAddon } from '../../backend/native/addon.ts';
+import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../../runtime/kernels/index.ts';
 import { quantizeMultiplier, requantizeFast as importedRequantizeFast } from '../../runtime/requantize.ts';
 import { add, arange, Tensor } from '../../tensor/index.ts';
 import { QuantLinear } from '../qat/layers.ts';
@@ -41,7 +42,7 @@ import type { Quantizer } from '../quantizers/quantizer.ts';
 import { QatEmbedding } from '../rnn/qat-embedding.ts';
 import { intExp, SCORE_FRAC } from './attention.ts';
 import { WIDE as WIDE_LIMIT } from './formats.ts';
-import { intLayerNormRow, layerNormParams, quantizeBeta, quantizeGamma, type IntLayerNormParams } from './layernorm.ts';
+import { intLayerNormRow, layerNormParams, quantizeBeta, quantizeGamma, sqrtSizeConstant, type IntLayerNormParams } from './layernorm.ts';
 import { roundShift } from './pwl.ts';
 
 /** ±2^24, the int32 clamp of the residual stream and the scores (a local copy for the hot loops). */
@@ -221,9 +222,9 @@ function packed(weight: Int8Array, rows: number, cols: number): PackedWeights {
 // hot loops below (see intgru.ts).
 const requantizeFast = importedRequantizeFast;
 
-/** acc [M, out] = x [M, in] · Wᵀ (int32). */
-function matmulInt8(x: Int8Array, M: number, w: Int8Array, rows: number, cols: number): Int32Array {
-  const acc = new Int32Array(M * rows);
+/** acc [M, out] = x [M, in] · Wᵀ (int32), into `out` when given. */
+function matmulInt8(x: Int8Array, M: number, w: Int8Array, rows: number, cols: number, out?: Int32Array): Int32Array {
+  const acc = out ?? new Int32Array(M * rows);
   gemmInt8(M, rows, cols, x, 0, packed(w, rows, cols), acc);
   return acc;
 }
@@ -247,16 +248,71 @@ export function intLinearCodes(p: IntLinearParams, x: Int8Array, M: number): Int
 }
 
 /** The head over the lnFinal codes of the chosen rows of the residual stream → float32 logits [rows.length, V]. */
-function headLogits(p: IntTransformerLMParams, x: Int32Array, rowIndices: readonly number[]): Float32Array {
+function headLogits(p: IntTransformerLMParams, x: Int32Array, rowIndices: readonly number[], addon: NativeAddon | null): Float32Array {
   const E = p.embedDim;
   const V = p.vocabSize;
   const M = rowIndices.length;
   const h = new Int8Array(M * E);
-  for (let m = 0; m < M; m++) intLayerNormRow(p.lnFinal, x, rowIndices[m]! * E, h, m * E);
+  if (addon) {
+    const rows = M * E === x.length ? x : new Int32Array(M * E);
+    if (rows !== x) for (let m = 0; m < M; m++) rows.set(x.subarray(rowIndices[m]! * E, rowIndices[m]! * E + E), m * E);
+    nativeLayerNorm(addon, p.lnFinal, rows, M, h);
+  } else {
+    for (let m = 0; m < M; m++) intLayerNormRow(p.lnFinal, x, rowIndices[m]! * E, h, m * E);
+  }
   const acc = matmulInt8(h, M, p.head.weight, V, E);
   const out = new Float32Array(M * V);
   for (let m = 0; m < M; m++) for (let r = 0; r < V; r++) out[m * V + r] = (acc[m * V + r]! + p.head.bias[r]!) * p.head.scale[r]!;
   return out;
+}
+
+/** The native LayerNorm of `rows` int32 rows x → int8 out (native/inttransformer.h). */
+function nativeLayerNorm(addon: NativeAddon, p: IntLayerNormParams, x: Int32Array, rows: number, out: Int8Array): void {
+  const dims = Int32Array.of(rows, p.size, p.epsCode, p.multiplier, p.shift, sqrtSizeConstant(p.size), p.outMin, p.outMax);
+  addon.intTfLayerNorm!(dims, p.gamma, p.beta, x, out);
+}
+
+/**
+ * A native integer Linear over int8 rows x [M, in]: the GEMM, then the output stage into `out`
+ * (mode 0: int32 codes, 1: added to the residual stream `out`, 2: int8 codes).
+ */
+function nativeLinear(addon: NativeAddon, p: IntLinearParams, x: Int8Array, M: number, mode: 0 | 1 | 2, scratch: WorkBuffers, out?: Int32Array | Int8Array): Int32Array | Int8Array {
+  const acc = matmulInt8(x, M, p.weight, p.outFeatures, p.inFeatures, scratch.int32(`acc:${p.outFeatures}`, M * p.outFeatures));
+  const target = out ?? (mode === 2 ? scratch.int8('linear', acc.length) : acc);
+  addon.intTfRequantize!(Int32Array.of(M, p.outFeatures, p.outMin, p.outMax, mode), acc, p.bias, p.multiplier, p.shift, target);
+  return target;
+}
+
+/**
+ * Work buffers of the native forward, one per role, kept between calls (reallocated when a call
+ * needs another size): the intermediate codes die within a block, so reusing them spares the
+ * garbage collector. @internal
+ */
+class WorkBuffers {
+  private readonly bytes = new Map<string, Int8Array>();
+  private readonly words = new Map<string, Int32Array>();
+
+  int8(role: string, length: number): Int8Array {
+    let b = this.bytes.get(role);
+    if (b?.length !== length) this.bytes.set(role, (b = new Int8Array(length)));
+    return b;
+  }
+
+  int32(role: string, length: number): Int32Array {
+    let b = this.words.get(role);
+    if (b?.length !== length) this.words.set(role, (b = new Int32Array(length)));
+    return b;
+  }
+}
+
+/** The requantization shifts of a model (the native loops take [−32, 100]). */
+function modelShifts(p: IntTransformerLMParams): number[] {
+  const shifts: number[] = [...p.tokenShift, p.lnFinal.shift];
+  for (const b of p.blocks) {
+    shifts.push(b.ln1.shift, b.ln2.shift, b.scoreShift, b.probsShift, b.contextShift, b.geluShift);
+    for (const l of [b.qkv, b.proj, b.fc1, b.fc2]) shifts.push(...l.shift);
+  }
+  return shifts;
 }
 
 /** x ← clamp(x + y, ±2^24) (the residual add, both on the grid s_r). */
@@ -267,9 +323,37 @@ function addResidual(x: Int32Array, y: Int32Array): void {
   }
 }
 
+/** Options of the IntTransformerLM forward methods. */
+export interface IntTransformerRunOptions {
+  /**
+   * Run the attention, LayerNorm, GELU and embedding loops in the native kernels
+   * (native/inttransformer.cc) when the addon has them (default true); false runs the TypeScript
+   * loops, the specification the native kernels equal bit for bit. The GEMMs are the runtime's
+   * int8 GEMM either way.
+   */
+  readonly native?: boolean;
+}
+
+/**
+ * The integer KV cache of an IntTransformerLM (`createCache`): for every block, the int8 K and V
+ * codes [batch, numHeads, capacity, headDim] of the positions fed so far.
+ */
+export interface IntTransformerCache {
+  readonly batch: number;
+  /** Positions it can hold (the model's maxContext). */
+  readonly capacity: number;
+  /** Positions fed so far (the next id goes to this position). */
+  length: number;
+  readonly keys: readonly Int8Array[];
+  readonly values: readonly Int8Array[];
+}
+
 /** The integer-only Transformer LM (see the file comment). */
 export class IntTransformerLM {
   readonly params: IntTransformerLMParams;
+  /** The addon whose loops run this model, or why none does (cached per addon state). */
+  private nativeState: { addon: NativeAddon | null; loops: NativeAddon | string } | null = null;
+  private readonly work = new WorkBuffers();
 
   constructor(params: IntTransformerLMParams) {
     const { vocabSize: V, embedDim: E, numHeads, mlpDim, maxContext } = params;
@@ -296,6 +380,38 @@ export class IntTransformerLM {
     return this.params.vocabSize;
   }
 
+  /** The addon that runs the attention, LayerNorm, GELU and embedding loops, or why the TypeScript loops run. */
+  private nativeLoops(): NativeAddon | string {
+    const addon = nativeIntAddon();
+    if (this.nativeState && this.nativeState.addon === addon) return this.nativeState.loops;
+    let loops: NativeAddon | string;
+    if (!addon) loops = 'the native addon is not loaded (or the reference kernels are forced)';
+    else if (!addon.intTfAttention || !addon.intTfLayerNorm || !addon.intTfRequantize || !addon.intTfGelu || !addon.intTfEmbed) loops = 'the native addon predates the integer Transformer loops';
+    else {
+      const bad = modelShifts(this.params).find((n) => n < -32 || n > 100);
+      const capacity = this.params.maxContext > 1 << 16 ? `maxContext ${this.params.maxContext} exceeds 2^16` : null;
+      loops = bad !== undefined ? `requantization shift ${bad} is outside [-32, 100]` : capacity ?? addon;
+    }
+    this.nativeState = { addon, loops };
+    return loops;
+  }
+
+  /**
+   * Where the loops other than the GEMMs run: 'native', or 'typescript (<why>)' when the addon is
+   * missing, the reference kernels are forced, or the model has a requantization shift outside
+   * [−32, 100] (converted models have none).
+   */
+  get loopsBackend(): string {
+    const loops = this.nativeLoops();
+    return typeof loops === 'string' ? `typescript (${loops})` : 'native';
+  }
+
+  private addonFor(options: IntTransformerRunOptions): NativeAddon | null {
+    if (options.native === false) return null;
+    const loops = this.nativeLoops();
+    return typeof loops === 'string' ? null : loops;
+  }
+
   get maxContext(): number {
     return this.params.maxContext;
   }
@@ -312,42 +428,142 @@ export class IntTransformerLM {
   }
 
   /** Logits [N, V] (float32, row-major) of the word after each row's last id: ids [N, C] int32, 1 ≤ C ≤ maxContext. */
-  logits(ids: ArrayLike<number>, batch: number): Float32Array {
-    const x = this.residual(ids, batch);
+  logits(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
+    const x = this.residual(ids, batch, options);
     const steps = ids.length / batch;
-    return headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1));
+    return headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
   }
 
   /** Logits [N, C, V] of every position (position t: the word after ids[:, t]). */
-  logitsAll(ids: ArrayLike<number>, batch: number): Float32Array {
-    const x = this.residual(ids, batch);
-    return headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i));
+  logitsAll(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
+    const x = this.residual(ids, batch, options);
+    return headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i), this.addonFor(options));
   }
 
   /** The int32 residual stream [N·C·E] after the last block (before lnFinal). */
-  residual(ids: ArrayLike<number>, batch: number): Int32Array {
-    const p = this.params;
-    const E = p.embedDim;
+  residual(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Int32Array {
     if (!Number.isInteger(batch) || batch < 1 || ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM: ${ids.length} ids do not make ${batch} rows`);
     const steps = ids.length / batch;
-    if (steps > p.maxContext) throw new RangeError(`IntTransformerLM: context length ${steps} is outside [1, ${p.maxContext}] (maxContext)`);
+    if (steps > this.params.maxContext) throw new RangeError(`IntTransformerLM: context length ${steps} is outside [1, ${this.params.maxContext}] (maxContext)`);
+    // The whole sequence is the cached step from an empty cache that holds just these positions.
+    return this.forwardCached(ids, this.newCache(batch, steps), options, 'IntTransformerLM');
+  }
+
+  /**
+   * An empty integer KV cache for `batch` sequences (default 1): per block, the int8 K and V codes
+   * of every head at up to maxContext positions.
+   */
+  createCache(batch = 1): IntTransformerCache {
+    if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`IntTransformerLM.createCache: batch must be a positive integer, got ${batch}`);
+    return this.newCache(batch, this.params.maxContext);
+  }
+
+  private newCache(batch: number, capacity: number): IntTransformerCache {
+    const size = batch * capacity * this.params.embedDim;
+    return {
+      batch, capacity, length: 0,
+      keys: this.params.blocks.map(() => new Int8Array(size)),
+      values: this.params.blocks.map(() => new Int8Array(size)),
+    };
+  }
+
+  /**
+   * Incremental decoding with the integer KV cache: ids [N, S] (int32, N = cache.batch) are the
+   * next S positions after the cache.length ones fed before (at most maxContext in all). Their K
+   * and V codes are appended to `cache` and the float32 logits [N, V] of the last new position are
+   * returned — bit for bit what `logits` gives on the whole sequence (same integers: every
+   * position's K and V depend only on the ids up to it). Feed the prompt at once, then one id per step.
+   */
+  logitsCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions = {}): Float32Array {
+    const p = this.params;
+    if (cache.keys.length !== p.blocks.length || cache.values.length !== p.blocks.length || cache.capacity !== p.maxContext || cache.keys.some((k) => k.length !== cache.batch * p.maxContext * p.embedDim)) {
+      throw new RangeError('IntTransformerLM.logitsCached: the cache does not belong to this model (make it with createCache())');
+    }
+    const batch = cache.batch;
+    if (ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM.logitsCached: ${ids.length} ids do not make the cache's ${batch} rows`);
+    const steps = ids.length / batch;
+    if (cache.length + steps > p.maxContext) throw new RangeError(`IntTransformerLM.logitsCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${p.maxContext - 1}] (maxContext ${p.maxContext}; start a new cache for a longer text)`);
+    const x = this.forwardCached(ids, cache, options, 'IntTransformerLM.logitsCached');
+    return headLogits(p, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
+  }
+
+  /** nn.generate's cached model: logits [V] after appending one sequence's ids to a batch-1 cache. */
+  nextLogitsCached(ids: readonly number[], cache: IntTransformerCache): Float32Array {
+    return this.logitsCached(ids, cache);
+  }
+
+  /** nn.generate's recompute: logits [V] of the word after `ids` (one sequence, no cache). */
+  nextLogits(ids: readonly number[]): Float32Array {
+    return this.logits(ids, 1);
+  }
+
+  /** The residual stream [N·S·E] of ids [N, S] at positions cache.length.., appending to `cache`. */
+  private forwardCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions, where: string): Int32Array {
+    const p = this.params;
+    const E = p.embedDim;
+    const batch = cache.batch;
+    const steps = ids.length / batch;
+    const past = cache.length;
     const rows = batch * steps;
     const x = new Int32Array(rows * E);
+    const addon = this.addonFor(options);
     for (let n = 0; n < batch; n++) {
       for (let t = 0; t < steps; t++) {
         const id = ids[n * steps + t]!;
-        if (!Number.isInteger(id) || id < 0 || id >= p.vocabSize) throw new RangeError(`IntTransformerLM: word id ${id} (row ${n}, step ${t}) is outside [0, ${p.vocabSize - 1}]`);
+        if (!Number.isInteger(id) || id < 0 || id >= p.vocabSize) throw new RangeError(`${where}: word id ${id} (row ${n}, step ${t}) is outside [0, ${p.vocabSize - 1}]`);
+        if (addon) continue;
         const o = (n * steps + t) * E;
         const M = p.tokenMultiplier[id]!;
         const S = p.tokenShift[id]!;
-        for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[t * E + e]!, -WIDE, WIDE);
+        const po = (past + t) * E;
+        for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[po + e]!, -WIDE, WIDE);
       }
     }
-    for (const block of p.blocks) this.block(block, x, batch, steps);
+    if (addon) {
+      const dims = Int32Array.of(rows, steps, past, E, p.vocabSize, p.maxContext);
+      addon.intTfEmbed!(dims, ids instanceof Int32Array ? ids : Int32Array.from(ids), p.tokenTable, p.tokenMultiplier, p.tokenShift, p.positions, x);
+      p.blocks.forEach((block, i) => this.nativeBlock(addon, block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
+    } else {
+      p.blocks.forEach((block, i) => this.block(block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
+    }
+    cache.length = past + steps;
     return x;
   }
 
-  private block(b: IntTransformerBlockParams, x: Int32Array, batch: number, steps: number): void {
+  /** `block` with the native loops (native/inttransformer.h): the same integers. */
+  private nativeBlock(addon: NativeAddon, b: IntTransformerBlockParams, x: Int32Array, batch: number, steps: number, past: number, capacity: number, keys: Int8Array, values: Int8Array): void {
+    const p = this.params;
+    const E = p.embedDim;
+    const rows = batch * steps;
+    const work = this.work;
+    const h = work.int8('h', rows * E);
+    nativeLayerNorm(addon, b.ln1, x, rows, h);
+    const qkv = nativeLinear(addon, b.qkv, h, rows, 0, work) as Int32Array;
+    const context = work.int8('context', rows * E);
+    const dims = Int32Array.of(batch, steps, past, capacity, p.numHeads, E / p.numHeads, b.scoreMultiplier, b.scoreShift,
+      b.probsMultiplier, b.probsShift, b.probsMax, b.contextMultiplier, b.contextShift, b.contextMin, b.contextMax);
+    addon.intTfAttention!(dims, qkv, keys, values, context);
+    nativeLinear(addon, b.proj, context, rows, 1, work, x);
+    nativeLayerNorm(addon, b.ln2, x, rows, h);
+    let u: Int8Array;
+    if (b.activation === 'relu' && b.fc1.outMin >= -128 && b.fc1.outMax <= 127) u = nativeLinear(addon, b.fc1, h, rows, 2, work) as Int8Array;
+    else if (b.activation === 'relu') {
+      // Unsigned codes above 127: stored into int8 as the TypeScript path stores them.
+      u = work.int8('linear', rows * b.fc1.outFeatures);
+      u.set(nativeLinear(addon, b.fc1, h, rows, 0, work));
+    } else {
+      const t = nativeLinear(addon, b.fc1, h, rows, 0, work) as Int32Array;
+      u = work.int8('gelu', t.length);
+      addon.intTfGelu!(Int32Array.of(t.length, b.geluMultiplier, b.geluShift, b.geluMin, b.geluMax, ERF_CLIP, ERF_A), t, u);
+    }
+    nativeLinear(addon, b.fc2, u, rows, 1, work, x);
+  }
+
+  /**
+   * One block on the rows x [N·S, E] at positions past..past+S−1; keys and values [N, H,
+   * capacity, d] hold the K, V codes of positions 0..past−1 and receive those of the new ones.
+   */
+  private block(b: IntTransformerBlockParams, x: Int32Array, batch: number, steps: number, past: number, capacity: number, keys: Int8Array, values: Int8Array): void {
     const p = this.params;
     const E = p.embedDim;
     const H = p.numHeads;
@@ -355,34 +571,50 @@ export class IntTransformerLM {
     const rows = batch * steps;
     const h = new Int8Array(rows * E);
     for (let r = 0; r < rows; r++) intLayerNormRow(b.ln1, x, r * E, h, r * E);
-    const qkv = Int8Array.from(intLinearCodes(b.qkv, h, rows));
-    // Attention per sequence and head, causal: query t sees keys 0..t.
-    const context = new Int8Array(rows * E);
-    const scores = new Float64Array(steps);
-    const probs = new Int32Array(steps);
-    const exps = new Float64Array(steps);
+    const qkv = intLinearCodes(b.qkv, h, rows);
     const W = 3 * E;
+    // Append the new K and V codes: head hd of sequence n at position j is row (n·H + hd)·capacity + j.
     for (let n = 0; n < batch; n++) {
-      const base = n * steps;
+      for (let t = 0; t < steps; t++) {
+        const src = (n * steps + t) * W;
+        for (let hd = 0; hd < H; hd++) {
+          const dst = ((n * H + hd) * capacity + past + t) * d;
+          for (let c = 0; c < d; c++) {
+            keys[dst + c] = qkv[src + E + hd * d + c]!;
+            values[dst + c] = qkv[src + 2 * E + hd * d + c]!;
+          }
+        }
+      }
+    }
+    // Attention per sequence and head, causal: the query at position past + t sees keys 0..past + t.
+    const context = new Int8Array(rows * E);
+    const total = past + steps;
+    const scores = new Float64Array(total);
+    const probs = new Int32Array(total);
+    const exps = new Float64Array(total);
+    const sums = new Float64Array(d);
+    for (let n = 0; n < batch; n++) {
       for (let hd = 0; hd < H; hd++) {
-        const qo = hd * d;
-        const ko = E + hd * d;
-        const vo = 2 * E + hd * d;
+        const head = (n * H + hd) * capacity * d;
         for (let t = 0; t < steps; t++) {
-          const qRow = (base + t) * W + qo;
-          for (let j = 0; j <= t; j++) {
-            const kRow = (base + j) * W + ko;
+          const qRow = (n * steps + t) * W + hd * d;
+          const L = past + t + 1;
+          for (let j = 0; j < L; j++) {
+            const kRow = head + j * d;
             let acc = 0;
-            for (let c = 0; c < d; c++) acc += qkv[qRow + c]! * qkv[kRow + c]!;
+            for (let c = 0; c < d; c++) acc += qkv[qRow + c]! * keys[kRow + c]!;
             scores[j] = clamp(requantizeFast(acc, b.scoreMultiplier, b.scoreShift), -WIDE, WIDE);
           }
-          intCausalSoftmaxRow(scores, 0, t + 1, b.probsMultiplier, b.probsShift, b.probsMax, probs, 0, exps);
-          const out = (base + t) * E + hd * d;
-          for (let c = 0; c < d; c++) {
-            let acc = 0;
-            for (let j = 0; j <= t; j++) acc += probs[j]! * qkv[(base + j) * W + vo + c]!;
-            context[out + c] = clamp(requantizeFast(acc, b.contextMultiplier, b.contextShift), b.contextMin, b.contextMax);
+          intCausalSoftmaxRow(scores, 0, L, b.probsMultiplier, b.probsShift, b.probsMax, probs, 0, exps);
+          sums.fill(0);
+          for (let j = 0; j < L; j++) {
+            const pj = probs[j]!;
+            if (pj === 0) continue;
+            const vRow = head + j * d;
+            for (let c = 0; c < d; c++) sums[c] += pj * values[vRow + c]!;
           }
+          const out = (n * steps + t) * E + hd * d;
+          for (let c = 0; c < d; c++) context[out + c] = clamp(requantizeFast(sums[c]!, b.contextMultiplier, b.contextShift), b.contextMin, b.contextMax);
         }
       }
     }

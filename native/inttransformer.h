@@ -1,0 +1,57 @@
+// The elementwise and attention loops of the integer-only Transformer LM of quant.irnn
+// (src/quant/irnn/transformer.ts is the specification: these kernels equal its TypeScript loops bit
+// for bit; the int8 GEMMs stay in intgemm.cc). Notation of that file:
+//   rq(a; M, n)     = round(a·M·2^−n), half away from zero, exact (src/runtime/requantize.ts)
+//   roundShift(v, s) = floor((v + 2^(s−1)) / 2^s)
+// Layouts: residual x [rows, E] int32; qkv codes [rows, 3E] int32 (Q | K | V); KV cache keys, values
+// [batch, H, capacity, d] int8 (head hd of sequence n at position j is row (n·H + hd)·capacity + j).
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+// x[(n·steps + t)·E + e] = clamp(rq(table[id·E + e]; mult[id], shift[id]) + positions[(past + t)·E + e], ±2^24)
+// for id = ids[n·steps + t] (the caller checked 0 <= id < V).
+void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
+                const int32_t* mult, const int32_t* shift, const int32_t* positions, int32_t* x);
+
+struct IntTfLayerNorm {
+  int64_t size = 0;
+  const int32_t* gamma = nullptr;  // [size], |γ| <= 32767
+  const int32_t* beta = nullptr;   // [size]
+  int64_t epsCode = 0;             // [0, 2^30]
+  int32_t multiplier = 0, shift = 0;
+  int64_t sqrtSize = 0;            // round(√size·2^20)
+  int32_t outMin = 0, outMax = 0;
+};
+
+// The integer LayerNorm of `rows` rows of x [rows, size] (|x| <= 2^24) into int8 out [rows, size]
+// (quant/irnn/layernorm.ts intLayerNormRow).
+void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out);
+
+// The output stage of an integer Linear over acc [M, R]: v = clamp(rq(acc + bias[r]; mult[r], shift[r]), lo, hi), then
+// mode 0: out32[i] = v; mode 1: out32[i] = clamp(out32[i] + v, ±2^24) (the residual add); mode 2: out8[i] = v.
+void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
+                     const int32_t* shift, int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8);
+
+// i-GELU: out[i] = clamp(rq(t·(2^15 + intErf(t)); M, n), lo, hi) with intErf(t) = sign(t)·(roundShift(erfA·c², 24) + 2^15),
+// c = min(|t|, erfClip) − erfClip, for |t| <= 2^20.
+void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
+               int32_t erfClip, int32_t erfA, int8_t* out);
+
+struct IntTfAttention {
+  int64_t batch = 0, steps = 0, past = 0, capacity = 0, heads = 0, headDim = 0;
+  int32_t scoreMult = 0, scoreShift = 0;  // Σ q·k → scores at 2^−12, clamp ±2^24
+  int32_t probsMult = 0, probsShift = 0, probsMax = 0;  // p at 2^−16 → codes in [0, probsMax]
+  int32_t contextMult = 0, contextShift = 0, contextMin = 0, contextMax = 0;  // Σ p·v → context codes
+};
+
+// Appends the K and V codes of the new positions past..past+steps−1 (from qkv) to keys and values, then
+// runs the causal attention of every new query (scores, I-BERT i-exp softmax, A·V) into context [rows, E].
+void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context);
+
+// Why the kernels cannot run these requantization shifts exactly (nullptr when they can): the
+// shifts must lie in [-32, 100].
+const char* intTfShiftProblem(int32_t shift);
+
+}  // namespace lowbit
