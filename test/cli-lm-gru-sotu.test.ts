@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadLanguageModelCorpus, type LmDatasetName } from '../src/data/index.ts';
-import { NextWordModel } from '../src/nn/index.ts';
+import { loadLanguageModelCorpus, tokenizeWords, type LmDatasetName } from '../src/data/index.ts';
+import { generate, NextWordModel } from '../src/nn/index.ts';
+import { loadIntNextWord } from '../src/cli/lm-irnn.ts';
 import { nextWordQatPlan, prepareRnnQat, QatGRU, type NextWordQuantChoice } from '../src/quant/rnn/index.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import { runCli } from './cli-harness.ts';
@@ -72,6 +73,23 @@ test('gru-lm w4a8: train 1 epoch (QAT GRU) → eval (= the model\'s perplexity) 
     assert.match(ei.stdout, /integer-only GRU language model/);
     const intPpl = printedNumber(ei.stdout, /test perplexity +([\d.]+)/);
     assert.ok(Math.abs(intPpl / evalPpl - 1) < 0.01, `integer ${intPpl} vs fake quant ${evalPpl}`);
+    // generate from the integer file: the printed text is nn.generate on the loaded IntNextWordModel
+    // (window recomputed each step), past the 4-word window; --no-cache gives the same text.
+    const intModel = loadIntNextWord(irnn);
+    const ids = tokenizeWords('the whale').map((w) => intModel.meta.vocabulary.indexOf(w));
+    assert.ok(ids.every((id) => id >= 0), 'the prompt words are in the tiny vocabulary');
+    const expected = generate(intModel, ids, { tokens: 10, temperature: 0.8, topK: 5, seed: 2 });
+    for (const extra of [[], ['--no-cache']]) {
+      const g = await runCli(['generate', irnn, '--prompt', 'the whale', '--tokens', '10', '--temperature', '0.8', '--top-k', '5', '--seed', '2', ...extra]);
+      assert.equal(g.code, 0, g.stderr);
+      assert.match(g.stdout, /integer-only GRU language model .*context 4 words, recomputed every step/s);
+      assert.ok(g.stdout.includes(`the whale ${expected.map((id) => intModel.meta.vocabulary[id]).join(' ')}\n`), g.stdout);
+    }
+    // The window cache equals the recompute on the same window at every length.
+    const cache = intModel.createCache();
+    const seq = [ids[0]!, ids[1]!, 3, 7];
+    for (let t = 0; t < seq.length; t++) assert.deepEqual(intModel.nextLogitsCached([seq[t]!], cache), intModel.nextLogits(seq.slice(0, t + 1)));
+    assert.throws(() => intModel.nextLogitsCached([1], cache), /exceed the window of 4/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

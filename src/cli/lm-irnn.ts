@@ -81,6 +81,31 @@ export class IntNextWordModel {
     return this.table.length + this.rnn.byteLength + this.headWeight.length + 8 * this.vocabSize;
   }
 
+  /** The window the run was trained on (the words the model sees when it generates). */
+  get maxContext(): number {
+    return this.meta.context;
+  }
+
+  /**
+   * For nn.generate (a CachedLanguageModel): the 'cache' of a recurrent model is the ids of the
+   * window so far, run again from the zero state at each step — the same logits as `nextLogits`
+   * on that window (the model was trained on windows that start from a zero state).
+   */
+  createCache(): IntWindowCache {
+    return new IntWindowCache(this.meta.context);
+  }
+
+  /** Appends `ids` to `cache` and returns the logits [V] of the word after its window. */
+  nextLogitsCached(ids: readonly number[], cache: IntWindowCache): Float32Array {
+    cache.append(ids);
+    return this.nextLogits(cache.ids);
+  }
+
+  /** The logits [V] of the word after `ids` (one sequence). */
+  nextLogits(ids: readonly number[]): Float32Array {
+    return this.logits(ids, 1);
+  }
+
   /** Logits [N, V] (float32, row-major) of int32 ids [N, C], C = any context length ≥ 1. */
   logits(ids: ArrayLike<number>, batch: number): Float32Array {
     const V = this.vocabSize;
@@ -105,6 +130,22 @@ export class IntNextWordModel {
     const hs = this.rnn.params.hiddenScale;
     for (let n = 0; n < batch; n++) for (let r = 0; r < V; r++) out[n * V + r] = acc[n * V + r]! * this.headScale[r]! * hs + this.headBias[r]!;
     return out;
+  }
+}
+
+/** The ids an IntNextWordModel generates from (at most `capacity`, the model's window). */
+export class IntWindowCache {
+  readonly ids: number[] = [];
+
+  constructor(readonly capacity: number) {}
+
+  get length(): number {
+    return this.ids.length;
+  }
+
+  append(ids: readonly number[]): void {
+    if (this.ids.length + ids.length > this.capacity) throw new RangeError(`IntWindowCache: ${this.ids.length} + ${ids.length} ids exceed the window of ${this.capacity}`);
+    this.ids.push(...ids);
   }
 }
 

@@ -2,8 +2,8 @@
  * `lowbit generate RUN --prompt TEXT`: text from a language-model run (lstm-lm, gru-lm,
  * transformer-lm; float32 or its QAT fake-quant model) through nn.generate — a KV cache for
  * transformer-lm, a recompute over the last --seq-len words for the recurrent models — and from
- * an integer-only transformer-lm file (`lowbit export RUN --format irnn`), with its integer KV
- * cache and the vocabulary the file stores.
+ * an integer-only language-model file (`lowbit export RUN --format irnn`): transformer-lm with its
+ * integer KV cache, lstm-lm / gru-lm recomputed over the window; the vocabulary the file stores.
  */
 import { tokenizeWords, UNK_TOKEN } from '../../data/index.ts';
 import { generate, type CachedLanguageModel, type NextWordLanguageModel } from '../../nn/index.ts';
@@ -14,6 +14,8 @@ import { resolveModelInput } from '../inputs.ts';
 import { intTransformerLmOrNull, type IntTransformerLmFile } from '../lm-int-transformer.ts';
 import { describeLmRun, readLmCheckpoint } from '../lm-run.ts';
 import { isIrnnPath } from './eval-lm.ts';
+import { loadIntNextWord, type IntNextWordModel } from '../lm-irnn.ts';
+import { IntGRU } from '../../quant/irnn/index.ts';
 
 /** What generate runs: the model, its vocabulary, its context and how to name it. */
 interface GenerateSource {
@@ -25,7 +27,7 @@ interface GenerateSource {
   readonly title: string;
 }
 
-/** An integer transformer-lm file: the vocabulary of metadata.lm, unknown words read as <unk>. */
+/** An integer language-model file (transformer-lm, lstm-lm or gru-lm): its vocabulary, unknown words read as <unk>. */
 function irnnSource(path: string): GenerateSource {
   let file: IntTransformerLmFile | null;
   try {
@@ -33,22 +35,42 @@ function irnnSource(path: string): GenerateSource {
   } catch (e) {
     throw new Error(`generate: '${path}' is not a valid integer language-model file: ${(e as Error).message}`);
   }
-  if (!file) throw new UsageError(`'${path}' is an integer LSTM/GRU language model; generate reads integer transformer-lm files (lowbit export RUN --format irnn of a transformer-lm run) and language-model runs`, 'generate');
+  if (!file) return recurrentIrnnSource(path);
   const { model, meta } = file;
+  const p = model.params;
+  return {
+    model, words: meta.vocabulary, context: meta.context, transformer: true, id: vocabularyIds(meta.vocabulary, path),
+    title: `integer-only transformer language model (${meta.quant ?? '?'} run${meta.source ? ` ${meta.source}` : ''}; ${p.blocks.length} blocks, ${p.numHeads} heads, width ${p.embedDim}, vocabulary ${p.vocabSize}): ${path}`,
+  };
+}
+
+/** The words of a vocabulary as ids, unknown words read as <unk> (an error when there is none). */
+function vocabularyIds(vocabulary: readonly string[], path: string): (word: string) => number {
   const index = new Map<string, number>();
-  meta.vocabulary.forEach((w, i) => {
+  vocabulary.forEach((w, i) => {
     if (!index.has(w)) index.set(w, i);
   });
   const unk = index.get(UNK_TOKEN);
-  const p = model.params;
+  return (w) => {
+    const id = index.get(w) ?? unk;
+    if (id === undefined) throw new UsageError(`the word '${w}' is not in the vocabulary of '${path}', which has no ${UNK_TOKEN}`, 'generate');
+    return id;
+  };
+}
+
+/** An integer lstm-lm / gru-lm file: recomputed over the file's window at every step. */
+function recurrentIrnnSource(path: string): GenerateSource {
+  let model: IntNextWordModel;
+  try {
+    model = loadIntNextWord(path);
+  } catch (e) {
+    throw new Error(`generate: '${path}' is not a valid integer language-model file: ${(e as Error).message}`);
+  }
+  const { meta } = model;
+  const cell = model.rnn instanceof IntGRU ? 'GRU' : 'LSTM';
   return {
-    model, words: meta.vocabulary, context: meta.context, transformer: true,
-    id: (w) => {
-      const id = index.get(w) ?? unk;
-      if (id === undefined) throw new UsageError(`the word '${w}' is not in the vocabulary of '${path}', which has no ${UNK_TOKEN}`, 'generate');
-      return id;
-    },
-    title: `integer-only transformer language model (${meta.quant ?? '?'} run${meta.source ? ` ${meta.source}` : ''}; ${p.blocks.length} blocks, ${p.numHeads} heads, width ${p.embedDim}, vocabulary ${p.vocabSize}): ${path}`,
+    model, words: meta.vocabulary, context: meta.context, transformer: false, id: vocabularyIds(meta.vocabulary, path),
+    title: `integer-only ${cell} language model (${meta.quant ?? '?'} run${meta.source ? ` ${meta.source}` : ''}; hidden ${model.rnn.hiddenSize}, vocabulary ${model.vocabSize}): ${path}`,
   };
 }
 
@@ -65,7 +87,8 @@ export const generateCommand = defineCommand({
     'every step); lstm-lm/gru-lm recompute over the window. QAT runs generate through their',
     'fake-quant forward. An integer transformer-lm file (FILE.irnn from lowbit export RUN --format irnn)',
     'generates with its integer-only runtime and integer KV cache, its vocabulary and context taken from',
-    'the file. Same --seed, same text. --no-unk never draws <unk> (id 0).',
+    'the file; an integer lstm-lm/gru-lm file recomputes its window every step. Same --seed, same text.',
+    '--no-unk never draws <unk> (id 0).',
   ].join('\n'),
   examples: [
     'lowbit generate runs/transformer-lm-moby-dick-w4a8 --prompt "call me ishmael" --tokens 30 --temperature 0.8 --top-k 40',
@@ -73,7 +96,7 @@ export const generateCommand = defineCommand({
     'lowbit generate tlm.irnn --prompt "call me ishmael" --tokens 30 --top-k 40   # integer-only (lowbit export RUN --format irnn --out tlm.irnn)',
   ],
   options: {
-    run: { type: 'string', placeholder: 'RUN', positional: true, help: 'a language-model run directory or its checkpoint.safetensors, or an integer transformer-lm FILE.irnn' },
+    run: { type: 'string', placeholder: 'RUN', positional: true, help: 'a language-model run directory or its checkpoint.safetensors, or an integer language-model FILE.irnn' },
     prompt: { type: 'string', placeholder: 'TEXT', help: 'the text to continue (at least one word)' },
     tokens: { type: 'int', positive: true, default: 30, help: 'words to generate' },
     temperature: { type: 'number', min: 0, default: 1, help: 'softmax temperature (0: greedy)' },
