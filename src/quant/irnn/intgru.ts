@@ -18,8 +18,8 @@ import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '.
 import type { NativeAddon } from '../../backend/native/addon.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { ACT_FRAC, GATE_FRAC, INT16_MAX, INT16_MIN, Q8_MAX, WIDE, packedWeightBytes } from './formats.ts';
-import { evalIntPwl, evalIntPwlIndexed, intPwlProblems, pwlSegmentIndex, pwlShift, roundShift, type IntPwl } from './pwl.ts';
-import { checkObservedRanges, quantizeInt8Input, requantizeExact, rowWeightParams, shiftPowers, type ShiftPowers } from './intlstm.ts';
+import { evalIntPwl, evalIntPwlIndexed, pwlSegmentIndex, roundShift, type IntPwl } from './pwl.ts';
+import { checkObservedRanges, nativeCellTables, quantizeInt8Input, requantizeExact, rowWeightParams, shiftPowers, type ShiftPowers } from './intlstm.ts';
 import type { QuantGRU } from './qgru.ts';
 
 /** Everything an IntGRU holds (what the file stores). */
@@ -190,15 +190,6 @@ interface NativeGruCell {
   readonly tanh: Int32Array;
 }
 
-/** knots | values | slopes of a table, one Int32Array (the native layout). */
-function flatGruTable(t: IntPwl): Int32Array {
-  const out = new Int32Array(t.knots.length + t.values.length + t.slopes.length);
-  out.set(t.knots, 0);
-  out.set(t.values, t.knots.length);
-  out.set(t.slopes, t.knots.length + t.values.length);
-  return out;
-}
-
 /** The integer-only GRU runtime. */
 export class IntGRU {
   readonly params: IntGRUParams;
@@ -261,16 +252,13 @@ export class IntGRU {
     else {
       const p = this.params;
       const H = p.hiddenSize;
-      const problems = [...intPwlProblems(p.sigmoid).map((m) => `sigmoid table: ${m}`), ...intPwlProblems(p.tanh).map((m) => `tanh table: ${m}`)];
-      if (problems.length > 0) cell = problems.join('; ');
+      const tables = nativeCellTables(p);
+      if (typeof tables === 'string') cell = tables;
       else {
         const rows = new Int32Array(16 * H);
         [p.multiplierIh, p.shiftIh, p.multiplierHh, p.shiftHh, p.bias].forEach((a, j) => rows.set(a, j * 3 * H));
         rows.set(p.biasHn, 15 * H);
-        const dims = Int32Array.from([1, 1, H, p.inputSize, p.outputMultiplier, p.outputShift,
-          pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
-        const sigmoid = flatGruTable(p.sigmoid);
-        const tanh = flatGruTable(p.tanh);
+        const { dims, sigmoid, tanh } = tables;
         try {
           cell = { addon, path: addon.intGruPath(dims, rows, sigmoid, tanh), dims, rows, sigmoid, tanh };
         } catch (error) {

@@ -279,6 +279,29 @@ function flatTable(t: IntPwl): Int32Array {
   return out;
 }
 
+/** What the native LSTM and GRU cells share: the output requantization and the two PWL tables. */
+export interface PwlCellParams {
+  readonly hiddenSize: number;
+  readonly inputSize: number;
+  readonly outputMultiplier: number;
+  readonly outputShift: number;
+  readonly sigmoid: IntPwl;
+  readonly tanh: IntPwl;
+}
+
+/**
+ * The dims and flat tables a native iRNN cell (intLstmPath / intGruPath) takes, or why the tables
+ * cannot run natively: dims = [1, 1, H, I, outputMultiplier, outputShift, sigmoid shift / min / max,
+ * tanh shift / min / max], each table as knots | values | slopes.
+ */
+export function nativeCellTables(p: PwlCellParams): { dims: Int32Array; sigmoid: Int32Array; tanh: Int32Array } | string {
+  const problems = [...intPwlProblems(p.sigmoid).map((m) => `sigmoid table: ${m}`), ...intPwlProblems(p.tanh).map((m) => `tanh table: ${m}`)];
+  if (problems.length > 0) return problems.join('; ');
+  const dims = Int32Array.from([1, 1, p.hiddenSize, p.inputSize, p.outputMultiplier, p.outputShift,
+    pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
+  return { dims, sigmoid: flatTable(p.sigmoid), tanh: flatTable(p.tanh) };
+}
+
 /** The integer-only LSTM runtime. */
 export class IntLSTM {
   readonly params: IntLSTMParams;
@@ -340,15 +363,12 @@ export class IntLSTM {
     else {
       const p = this.params;
       const H = p.hiddenSize;
-      const problems = [...intPwlProblems(p.sigmoid).map((m) => `sigmoid table: ${m}`), ...intPwlProblems(p.tanh).map((m) => `tanh table: ${m}`)];
-      if (problems.length > 0) cell = problems.join('; ');
+      const tables = nativeCellTables(p);
+      if (typeof tables === 'string') cell = tables;
       else {
         const rows = new Int32Array(5 * 4 * H);
         [p.multiplierIh, p.shiftIh, p.multiplierHh, p.shiftHh, p.bias].forEach((a, j) => rows.set(a, j * 4 * H));
-        const dims = Int32Array.from([1, 1, H, p.inputSize, p.outputMultiplier, p.outputShift,
-          pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
-        const sigmoid = flatTable(p.sigmoid);
-        const tanh = flatTable(p.tanh);
+        const { dims, sigmoid, tanh } = tables;
         try {
           cell = { addon, path: addon.intLstmPath(dims, rows, sigmoid, tanh), dims, rows, sigmoid, tanh };
         } catch (error) {
