@@ -19,6 +19,7 @@
 
 #include "cpu.h"
 #include "intgemm.h"
+#include "irnn-cell.h"
 #include "threadpool.h"
 
 #define LOWBIT_INLINE inline __attribute__((always_inline))
@@ -31,34 +32,6 @@ constexpr int32_t kInt16Min = -32768, kInt16Max = 32767, kQ8 = 127;
 constexpr int64_t kWide = int64_t{1} << 24;   // clamp of the requantized products (intgru.ts WIDE)
 constexpr int32_t kBiasClamp = 1 << 26;       // see the file comment
 constexpr int32_t kMovedClamp = 1 << 10;
-
-// round(acc m 2^-s), half away from zero, 1 <= s <= 62, |acc m| <= 2^62.
-LOWBIT_INLINE int64_t requant(int64_t acc, int64_t m, int32_t s) {
-  const int64_t p = acc * m;
-  return (p + (int64_t{1} << (s - 1)) + (p >> 63)) >> s;
-}
-
-LOWBIT_INLINE int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-// floor((v + 2^(s-1)) / 2^s)
-LOWBIT_INLINE int64_t roundShift(int64_t v, int32_t s) { return (v + (int64_t{1} << (s - 1))) >> s; }
-
-LOWBIT_INLINE int32_t pwlScalar(const IntPwlTable& t, int64_t z) {
-  const int32_t v = static_cast<int32_t>(clamp64(z, t.knots[0], t.knots[t.n]));
-  int32_t lo = 0;
-  if (t.n <= 32) {
-    for (int32_t j = 1; j < t.n; j++) lo += t.knots[j] <= v;
-  } else {
-    int32_t hi = t.n - 1;
-    while (lo < hi) {
-      const int32_t mid = (lo + hi + 1) >> 1;
-      if (t.knots[mid] <= v) lo = mid;
-      else hi = mid - 1;
-    }
-  }
-  const int64_t y = t.values[lo] + roundShift(static_cast<int64_t>(v - t.knots[lo]) * t.slopes[lo], t.shift);
-  return static_cast<int32_t>(clamp64(y, t.outMin, t.outMax));
-}
 
 // One sequence in int64 arithmetic: ax, ah (3H), h (H) in, hOut (H) out; rz scratch (2H).
 LOWBIT_INLINE void rowBody(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut,
@@ -92,89 +65,7 @@ void rowScalar(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const 
   rowBody(p, ax, ah, h, hOut, rz);
 }
 
-// Whether a table suits the one-register AVX-512 evaluation (as irnn.cc decides it).
-bool pwlFitsVector(const IntPwlTable& t) {
-  if (t.n > 16 || t.shift > 30) return false;
-  for (int32_t k = 0; k < t.n; k++) {
-    const int64_t width = static_cast<int64_t>(t.knots[k + 1]) - t.knots[k];
-    const int64_t product = width * (t.slopes[k] < 0 ? -static_cast<int64_t>(t.slopes[k]) : t.slopes[k]);
-    if (product + (int64_t{1} << (t.shift - 1)) >= (int64_t{1} << 31)) return false;
-    if (t.values[k] > (1 << 20) || t.values[k] < -(1 << 20)) return false;
-  }
-  return true;
-}
-
-// A table of at most 16 segments padded to 16 lanes (lanes >= n: knots INT32_MAX, never <= v).
-struct PaddedPwl {
-  alignas(64) int32_t knots[16];
-  alignas(64) int32_t values[16];
-  alignas(64) int32_t slopes[16];
-  int32_t lo, hi, shift, outMin, outMax;
-};
-
-PaddedPwl paddedPwl(const IntPwlTable& t) {
-  PaddedPwl out;
-  for (int j = 0; j < 16; j++) {
-    out.knots[j] = j < t.n ? t.knots[j] : INT32_MAX;
-    out.values[j] = j < t.n ? t.values[j] : 0;
-    out.slopes[j] = j < t.n ? t.slopes[j] : 0;
-  }
-  out.lo = t.knots[0];
-  out.hi = t.knots[t.n];
-  out.shift = t.shift;
-  out.outMin = t.outMin;
-  out.outMax = t.outMax;
-  return out;
-}
-
 // ---------------------------------------------------------------- AVX-512
-
-struct VecPwl {
-  __m512i knots, values, slopes;
-  __m512i lo, hi, half, outMin, outMax;
-  __m128i shift;
-};
-
-LOWBIT_TARGET_AVX512 LOWBIT_INLINE VecPwl vecPwl(const PaddedPwl& t) {
-  VecPwl out;
-  out.knots = _mm512_load_si512(t.knots);
-  out.values = _mm512_load_si512(t.values);
-  out.slopes = _mm512_load_si512(t.slopes);
-  out.lo = _mm512_set1_epi32(t.lo);
-  out.hi = _mm512_set1_epi32(t.hi);
-  out.half = _mm512_set1_epi32(1 << (t.shift - 1));
-  out.outMin = _mm512_set1_epi32(t.outMin);
-  out.outMax = _mm512_set1_epi32(t.outMax);
-  out.shift = _mm_cvtsi32_si128(t.shift);
-  return out;
-}
-
-LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i pwlVec(const VecPwl& t, __m512i z) {
-  const __m512i v = _mm512_min_epi32(_mm512_max_epi32(z, t.lo), t.hi);
-  __m512i k = _mm512_setzero_si512();
-  for (int step = 8; step >= 1; step >>= 1) {
-    const __m512i cand = _mm512_add_epi32(k, _mm512_set1_epi32(step));
-    const __mmask16 ok = _mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(cand, t.knots), v);
-    k = _mm512_mask_mov_epi32(k, ok, cand);
-  }
-  const __m512i knot = _mm512_permutexvar_epi32(k, t.knots);
-  const __m512i prod = _mm512_mullo_epi32(_mm512_sub_epi32(v, knot), _mm512_permutexvar_epi32(k, t.slopes));
-  const __m512i y = _mm512_add_epi32(_mm512_permutexvar_epi32(k, t.values), _mm512_sra_epi32(_mm512_add_epi32(prod, t.half), t.shift));
-  return _mm512_min_epi32(_mm512_max_epi32(y, t.outMin), t.outMax);
-}
-
-// requant on the 8 lanes of 64 bits whose low halves hold acc and m, s the full 64-bit shift.
-LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i requant64(__m512i acc, __m512i m, __m512i s) {
-  const __m512i p = _mm512_mul_epi32(acc, m);
-  const __m512i half = _mm512_sllv_epi64(_mm512_set1_epi64(1), _mm512_sub_epi64(s, _mm512_set1_epi64(1)));
-  return _mm512_srav_epi64(_mm512_add_epi64(_mm512_add_epi64(p, half), _mm512_srai_epi64(p, 63)), s);
-}
-
-LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i oddLanes(__m512i x) { return _mm512_srli_epi64(x, 32); }
-LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i evenShift(__m512i s) { return _mm512_and_si512(s, _mm512_set1_epi64(0xffffffff)); }
-LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i joinLanes(__m512i even, __m512i odd) {
-  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-}
 
 // clamp(rq(acc; m, s), -lim, lim) for 16 int32 lanes (lim < 2^31).
 LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i requantClamp16(__m512i acc, __m512i m, __m512i s, __m512i lo, __m512i hi) {

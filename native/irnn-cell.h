@@ -1,0 +1,145 @@
+// Shared by the integer LSTM (irnn.cc) and GRU (intgru.cc) cells: the exact scalar requantization and
+// PWL evaluation, and the AVX-512 forms (a PWL table of at most 16 segments in one register, 64-bit
+// lane requantization). Internal to those two files: everything is in an anonymous namespace, so each
+// includes its own copy, as when the code was written out in both.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu.h"
+#include "irnn.h"
+
+#ifndef LOWBIT_INLINE
+#define LOWBIT_INLINE inline __attribute__((always_inline))
+#endif
+
+namespace lowbit {
+namespace {
+
+// round(acc m 2^-s), half away from zero, 1 <= s <= 62, |acc m| <= 2^62: for a negative product,
+// floor((p + 2^(s-1) - 1) / 2^s) = -floor((-p + 2^(s-1)) / 2^s).
+LOWBIT_INLINE int64_t requant(int64_t acc, int64_t m, int32_t s) {
+  const int64_t p = acc * m;
+  return (p + (int64_t{1} << (s - 1)) + (p >> 63)) >> s;
+}
+
+LOWBIT_INLINE int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+// floor((v + 2^(s-1)) / 2^s)
+LOWBIT_INLINE int64_t roundShift(int64_t v, int32_t s) { return (v + (int64_t{1} << (s - 1))) >> s; }
+
+// PWL(z) (irnn.h), z clamped to [knots[0], knots[n]] first (int64, so callers may pass unclamped sums).
+LOWBIT_INLINE int32_t pwlScalar(const IntPwlTable& t, int64_t z) {
+  const int32_t v = static_cast<int32_t>(clamp64(z, t.knots[0], t.knots[t.n]));
+  int32_t lo = 0;
+  if (t.n <= 32) {
+    // Branch-free: the number of interior knots at or below v (a search mispredicts about half its branches).
+    for (int32_t j = 1; j < t.n; j++) lo += t.knots[j] <= v;
+  } else {
+    int32_t hi = t.n - 1;
+    while (lo < hi) {
+      const int32_t mid = (lo + hi + 1) >> 1;
+      if (t.knots[mid] <= v) lo = mid;
+      else hi = mid - 1;
+    }
+  }
+  const int64_t y = t.values[lo] + roundShift(static_cast<int64_t>(v - t.knots[lo]) * t.slopes[lo], t.shift);
+  return static_cast<int32_t>(clamp64(y, t.outMin, t.outMax));
+}
+
+// Whether a table suits the one-register AVX-512 evaluation.
+bool pwlFitsVector(const IntPwlTable& t) {
+  if (t.n > 16 || t.shift > 30) return false;
+  for (int32_t k = 0; k < t.n; k++) {
+    const int64_t width = static_cast<int64_t>(t.knots[k + 1]) - t.knots[k];
+    const int64_t product = width * (t.slopes[k] < 0 ? -static_cast<int64_t>(t.slopes[k]) : t.slopes[k]);
+    if (product + (int64_t{1} << (t.shift - 1)) >= (int64_t{1} << 31)) return false;
+    if (t.values[k] > (1 << 20) || t.values[k] < -(1 << 20)) return false;
+  }
+  return true;
+}
+
+// A table of at most 16 segments padded to 16 lanes (lanes >= n: knots INT32_MAX, never <= v; values
+// and slopes 0), built once per call in plain memory: vector values never cross into code compiled
+// without AVX-512.
+struct PaddedPwl {
+  alignas(64) int32_t knots[16];
+  alignas(64) int32_t values[16];
+  alignas(64) int32_t slopes[16];
+  int32_t lo, hi, shift, outMin, outMax;
+};
+
+PaddedPwl paddedPwl(const IntPwlTable& t) {
+  PaddedPwl out;
+  for (int j = 0; j < 16; j++) {
+    out.knots[j] = j < t.n ? t.knots[j] : INT32_MAX;
+    out.values[j] = j < t.n ? t.values[j] : 0;
+    out.slopes[j] = j < t.n ? t.slopes[j] : 0;
+  }
+  out.lo = t.knots[0];
+  out.hi = t.knots[t.n];
+  out.shift = t.shift;
+  out.outMin = t.outMin;
+  out.outMax = t.outMax;
+  return out;
+}
+
+// ---------------------------------------------------------------- AVX-512 helpers
+
+struct VecPwl {
+  __m512i knots, values, slopes;
+  __m512i lo, hi, half, outMin, outMax;
+  __m128i shift;
+};
+
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE VecPwl vecPwl(const PaddedPwl& t) {
+  VecPwl out;
+  out.knots = _mm512_load_si512(t.knots);
+  out.values = _mm512_load_si512(t.values);
+  out.slopes = _mm512_load_si512(t.slopes);
+  out.lo = _mm512_set1_epi32(t.lo);
+  out.hi = _mm512_set1_epi32(t.hi);
+  out.half = _mm512_set1_epi32(1 << (t.shift - 1));
+  out.outMin = _mm512_set1_epi32(t.outMin);
+  out.outMax = _mm512_set1_epi32(t.outMax);
+  out.shift = _mm_cvtsi32_si128(t.shift);
+  return out;
+}
+
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i pwlVec(const VecPwl& t, __m512i z) {
+  const __m512i v = _mm512_min_epi32(_mm512_max_epi32(z, t.lo), t.hi);
+  // The last k with knots[k] <= v: k = 0, then try k + 8, + 4, + 2, + 1 (lanes past n - 1 hold INT32_MAX).
+  __m512i k = _mm512_setzero_si512();
+  for (int step = 8; step >= 1; step >>= 1) {
+    const __m512i cand = _mm512_add_epi32(k, _mm512_set1_epi32(step));
+    const __mmask16 ok = _mm512_cmple_epi32_mask(_mm512_permutexvar_epi32(cand, t.knots), v);
+    k = _mm512_mask_mov_epi32(k, ok, cand);
+  }
+  const __m512i knot = _mm512_permutexvar_epi32(k, t.knots);
+  const __m512i prod = _mm512_mullo_epi32(_mm512_sub_epi32(v, knot), _mm512_permutexvar_epi32(k, t.slopes));
+  const __m512i y = _mm512_add_epi32(_mm512_permutexvar_epi32(k, t.values), _mm512_sra_epi32(_mm512_add_epi32(prod, t.half), t.shift));
+  return _mm512_min_epi32(_mm512_max_epi32(y, t.outMin), t.outMax);
+}
+
+// requant on the 8 lanes of 64 bits whose low halves hold acc and m (sign-extended products) and s.
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i requant64(__m512i acc, __m512i m, __m512i s) {
+  const __m512i p = _mm512_mul_epi32(acc, m);
+  const __m512i half = _mm512_sllv_epi64(_mm512_set1_epi64(1), _mm512_sub_epi64(s, _mm512_set1_epi64(1)));
+  return _mm512_srav_epi64(_mm512_add_epi64(_mm512_add_epi64(p, half), _mm512_srai_epi64(p, 63)), s);
+}
+
+// Even lanes (0, 2, ...) and odd lanes of 16 int32 as 8 int64 lanes: x itself (vpmuldq reads the low
+// halves) or x >> 32.
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i oddLanes(__m512i x) { return _mm512_srli_epi64(x, 32); }
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i evenShift(__m512i s) { return _mm512_and_si512(s, _mm512_set1_epi64(0xffffffff)); }
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i signedEven(__m512i x) { return _mm512_srai_epi64(_mm512_slli_epi64(x, 32), 32); }
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i signedOdd(__m512i x) { return _mm512_srai_epi64(x, 32); }
+// Low halves of two int64 vectors (values that fit int32) back into 16 int32 lanes.
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i joinLanes(__m512i even, __m512i odd) {
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+}  // namespace
+}  // namespace lowbit
