@@ -28,7 +28,6 @@ namespace lowbit {
 
 namespace {
 
-constexpr int32_t kInt16Min = -32768, kInt16Max = 32767, kQ8 = 127;
 constexpr int64_t kWide = int64_t{1} << 24;   // clamp of the requantized products (intgru.ts WIDE)
 constexpr int32_t kBiasClamp = 1 << 26;       // see the file comment
 constexpr int32_t kMovedClamp = 1 << 10;
@@ -132,26 +131,11 @@ CellPath cellPath(const IntGruCell& p) {
   return CellPath::Scalar;
 }
 
-const char* tableProblem(const IntPwlTable& t) {
-  if (t.n < 1 || t.knots == nullptr || t.values == nullptr || t.slopes == nullptr) return "a PWL table is empty";
-  if (t.shift < 1 || t.shift > 40) return "a PWL table's shift is outside [1, 40]";
-  if (t.outMin < kInt16Min || t.outMax > kInt16Max || t.outMin > t.outMax) return "a PWL table's output clamp is not an int16 range";
-  for (int32_t k = 0; k < t.n; k++) {
-    if (t.knots[k + 1] <= t.knots[k]) return "a PWL table's knots are not strictly increasing";
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 const char* intGruCellProblem(const IntGruCell& p) {
   if (p.hidden < 1) return "hidden size must be positive";
-  for (int64_t r = 0; r < 3 * p.hidden; r++) {
-    if (p.shiftIh[r] < 10 || p.shiftIh[r] > 62 || p.shiftHh[r] < 10 || p.shiftHh[r] > 62) return "a row's requantization shift is outside [10, 62]";
-  }
-  if (p.outShift < 10 || p.outShift > 62) return "the output shift is outside [10, 62]";
-  if (const char* problem = tableProblem(p.sigmoid)) return problem;
-  return tableProblem(p.tanh);
+  return cellProblem(3 * p.hidden, p.shiftIh, p.shiftHh, p.outShift, p.sigmoid, p.tanh);
 }
 
 const char* intGruPathName(const IntGruCell& p) {

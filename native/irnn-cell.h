@@ -18,6 +18,8 @@
 namespace lowbit {
 namespace {
 
+constexpr int32_t kInt16Min = -32768, kInt16Max = 32767, kQ8 = 127;
+
 // round(acc m 2^-s), half away from zero, 1 <= s <= 62, |acc m| <= 2^62: for a negative product,
 // floor((p + 2^(s-1) - 1) / 2^s) = -floor((-p + 2^(s-1)) / 2^s).
 LOWBIT_INLINE int64_t requant(int64_t acc, int64_t m, int32_t s) {
@@ -139,6 +141,29 @@ LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i signedOdd(__m512i x) { return _mm512_
 // Low halves of two int64 vectors (values that fit int32) back into 16 int32 lanes.
 LOWBIT_TARGET_AVX512 LOWBIT_INLINE __m512i joinLanes(__m512i even, __m512i odd) {
   return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+// Why a PWL table cannot run exactly (nullptr when it can).
+const char* tableProblem(const IntPwlTable& t) {
+  if (t.n < 1 || t.knots == nullptr || t.values == nullptr || t.slopes == nullptr) return "a PWL table is empty";
+  if (t.shift < 1 || t.shift > 40) return "a PWL table's shift is outside [1, 40]";
+  if (t.outMin < kInt16Min || t.outMax > kInt16Max || t.outMin > t.outMax) return "a PWL table's output clamp is not an int16 range";
+  for (int32_t k = 0; k < t.n; k++) {
+    if (t.knots[k + 1] <= t.knots[k]) return "a PWL table's knots are not strictly increasing";
+  }
+  return nullptr;
+}
+
+// The checks both cells make (irnn.h, intgru.h): every row's requantization shift and the output
+// shift in [10, 62], valid tables.
+const char* cellProblem(int64_t rows, const int32_t* shiftIh, const int32_t* shiftHh, int32_t outShift, const IntPwlTable& sigmoid,
+                        const IntPwlTable& tanh) {
+  for (int64_t r = 0; r < rows; r++) {
+    if (shiftIh[r] < 10 || shiftIh[r] > 62 || shiftHh[r] < 10 || shiftHh[r] > 62) return "a row's requantization shift is outside [10, 62]";
+  }
+  if (outShift < 10 || outShift > 62) return "the output shift is outside [10, 62]";
+  if (const char* problem = tableProblem(sigmoid)) return problem;
+  return tableProblem(tanh);
 }
 
 }  // namespace

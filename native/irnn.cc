@@ -26,8 +26,6 @@ namespace lowbit {
 
 namespace {
 
-constexpr int32_t kInt16Min = -32768, kInt16Max = 32767, kQ8 = 127;
-
 // One sequence: ax, ah (4H), c (H) in place, h (H) out, gates scratch (4H).
 LOWBIT_INLINE void rowBody(const IntLstmCell& p, const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h,
                            int32_t* gates) {
@@ -245,26 +243,11 @@ CellPath cellPath(const IntLstmCell& p) {
   return CellPath::Scalar;
 }
 
-const char* tableProblem(const IntPwlTable& t) {
-  if (t.n < 1 || t.knots == nullptr || t.values == nullptr || t.slopes == nullptr) return "a PWL table is empty";
-  if (t.shift < 1 || t.shift > 40) return "a PWL table's shift is outside [1, 40]";
-  if (t.outMin < kInt16Min || t.outMax > kInt16Max || t.outMin > t.outMax) return "a PWL table's output clamp is not an int16 range";
-  for (int32_t k = 0; k < t.n; k++) {
-    if (t.knots[k + 1] <= t.knots[k]) return "a PWL table's knots are not strictly increasing";
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 const char* intLstmCellProblem(const IntLstmCell& p) {
   if (p.hidden < 1) return "hidden size must be positive";
-  for (int64_t r = 0; r < 4 * p.hidden; r++) {
-    if (p.shiftIh[r] < 10 || p.shiftIh[r] > 62 || p.shiftHh[r] < 10 || p.shiftHh[r] > 62) return "a row's requantization shift is outside [10, 62]";
-  }
-  if (p.outShift < 10 || p.outShift > 62) return "the output shift is outside [10, 62]";
-  if (const char* problem = tableProblem(p.sigmoid)) return problem;
-  return tableProblem(p.tanh);
+  return cellProblem(4 * p.hidden, p.shiftIh, p.shiftHh, p.outShift, p.sigmoid, p.tanh);
 }
 
 const char* intLstmPathName(const IntLstmCell& p) {
