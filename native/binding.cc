@@ -1489,7 +1489,15 @@ struct IntLstmArgs {
   lowbit::IntLstmCell cell;
 };
 
-bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs* a) {
+// What parseIntLstm and parseIntGru share: dims (12 values), rows (rowsPerHidden * hidden values) and the
+// sigmoid and tanh tables, each checked and the tables filled in; the caller points the cell at rows.
+struct IrnnCommonArgs {
+  int32_t *dims = nullptr, *rows = nullptr;
+  int64_t hidden = 0;
+};
+
+bool parseIrnnCommon(const Napi::CallbackInfo& info, const char* name, int64_t rowsPerHidden, int64_t* steps, int64_t* batch,
+                     int64_t* input, lowbit::IntPwlTable* sigmoid, lowbit::IntPwlTable* tanh, IrnnCommonArgs* r) {
   int32_t *dims = nullptr, *rows = nullptr, *tables[2] = {nullptr, nullptr};
   size_t ndims = 0, nrows = 0, ntables[2] = {0, 0};
   if (!argI32(info, 0, &dims, &ndims) || !argI32(info, 1, &rows, &nrows) || !argI32(info, 2, &tables[0], &ntables[0]) ||
@@ -1497,23 +1505,15 @@ bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs*
     return false;
   }
   if (ndims != 12) return fail(info.Env(), std::string(name) + ": dims must hold 12 values");
-  a->steps = dims[0];
-  a->batch = dims[1];
+  *steps = dims[0];
+  *batch = dims[1];
   const int64_t H = dims[2];
-  a->input = dims[3];
-  if (a->steps < 1 || a->batch < 1 || H < 1 || H > 65536 || a->input < 1 || a->input > 65536 || static_cast<int64_t>(nrows) != 5 * 4 * H) {
+  *input = dims[3];
+  if (*steps < 1 || *batch < 1 || H < 1 || H > 65536 || *input < 1 || *input > 65536 ||
+      static_cast<int64_t>(nrows) != rowsPerHidden * H) {
     return fail(info.Env(), std::string(name) + ": bad sizes");
   }
-  lowbit::IntLstmCell& c = a->cell;
-  c.hidden = H;
-  c.multIh = rows;
-  c.shiftIh = rows + 4 * H;
-  c.multHh = rows + 8 * H;
-  c.shiftHh = rows + 12 * H;
-  c.bias = rows + 16 * H;
-  c.outMult = dims[4];
-  c.outShift = dims[5];
-  lowbit::IntPwlTable* t[2] = {&c.sigmoid, &c.tanh};
+  lowbit::IntPwlTable* t[2] = {sigmoid, tanh};
   for (int j = 0; j < 2; j++) {
     if (ntables[j] < 4 || (ntables[j] - 1) % 3 != 0) return fail(info.Env(), std::string(name) + ": a PWL table must hold 3n + 1 values");
     const int32_t n = static_cast<int32_t>((ntables[j] - 1) / 3);
@@ -1525,6 +1525,25 @@ bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs*
     t[j]->outMin = dims[7 + 3 * j];
     t[j]->outMax = dims[8 + 3 * j];
   }
+  r->dims = dims;
+  r->rows = rows;
+  r->hidden = H;
+  return true;
+}
+
+bool parseIntLstm(const Napi::CallbackInfo& info, const char* name, IntLstmArgs* a) {
+  lowbit::IntLstmCell& c = a->cell;
+  IrnnCommonArgs r;
+  if (!parseIrnnCommon(info, name, 5 * 4, &a->steps, &a->batch, &a->input, &c.sigmoid, &c.tanh, &r)) return false;
+  const int64_t H = r.hidden;
+  c.hidden = H;
+  c.multIh = r.rows;
+  c.shiftIh = r.rows + 4 * H;
+  c.multHh = r.rows + 8 * H;
+  c.shiftHh = r.rows + 12 * H;
+  c.bias = r.rows + 16 * H;
+  c.outMult = r.dims[4];
+  c.outShift = r.dims[5];
   if (const char* problem = lowbit::intLstmCellProblem(c)) return fail(info.Env(), std::string(name) + ": " + problem);
   return true;
 }
@@ -1581,42 +1600,19 @@ struct IntGruArgs {
 };
 
 bool parseIntGru(const Napi::CallbackInfo& info, const char* name, IntGruArgs* a) {
-  int32_t *dims = nullptr, *rows = nullptr, *tables[2] = {nullptr, nullptr};
-  size_t ndims = 0, nrows = 0, ntables[2] = {0, 0};
-  if (!argI32(info, 0, &dims, &ndims) || !argI32(info, 1, &rows, &nrows) || !argI32(info, 2, &tables[0], &ntables[0]) ||
-      !argI32(info, 3, &tables[1], &ntables[1])) {
-    return false;
-  }
-  if (ndims != 12) return fail(info.Env(), std::string(name) + ": dims must hold 12 values");
-  a->steps = dims[0];
-  a->batch = dims[1];
-  const int64_t H = dims[2];
-  a->input = dims[3];
-  if (a->steps < 1 || a->batch < 1 || H < 1 || H > 65536 || a->input < 1 || a->input > 65536 || static_cast<int64_t>(nrows) != 16 * H) {
-    return fail(info.Env(), std::string(name) + ": bad sizes");
-  }
   lowbit::IntGruCell& c = a->cell;
+  IrnnCommonArgs r;
+  if (!parseIrnnCommon(info, name, 16, &a->steps, &a->batch, &a->input, &c.sigmoid, &c.tanh, &r)) return false;
+  const int64_t H = r.hidden;
   c.hidden = H;
-  c.multIh = rows;
-  c.shiftIh = rows + 3 * H;
-  c.multHh = rows + 6 * H;
-  c.shiftHh = rows + 9 * H;
-  c.bias = rows + 12 * H;
-  c.biasHn = rows + 15 * H;
-  c.outMult = dims[4];
-  c.outShift = dims[5];
-  lowbit::IntPwlTable* t[2] = {&c.sigmoid, &c.tanh};
-  for (int j = 0; j < 2; j++) {
-    if (ntables[j] < 4 || (ntables[j] - 1) % 3 != 0) return fail(info.Env(), std::string(name) + ": a PWL table must hold 3n + 1 values");
-    const int32_t n = static_cast<int32_t>((ntables[j] - 1) / 3);
-    t[j]->n = n;
-    t[j]->knots = tables[j];
-    t[j]->values = tables[j] + n + 1;
-    t[j]->slopes = tables[j] + 2 * n + 1;
-    t[j]->shift = dims[6 + 3 * j];
-    t[j]->outMin = dims[7 + 3 * j];
-    t[j]->outMax = dims[8 + 3 * j];
-  }
+  c.multIh = r.rows;
+  c.shiftIh = r.rows + 3 * H;
+  c.multHh = r.rows + 6 * H;
+  c.shiftHh = r.rows + 9 * H;
+  c.bias = r.rows + 12 * H;
+  c.biasHn = r.rows + 15 * H;
+  c.outMult = r.dims[4];
+  c.outShift = r.dims[5];
   if (const char* problem = lowbit::intGruCellProblem(c)) return fail(info.Env(), std::string(name) + ": " + problem);
   return true;
 }
