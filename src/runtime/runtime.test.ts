@@ -216,6 +216,7 @@ describe('IntModel', () => {
       ['zero input scale', (g) => { g.nodes[0]!.input.scale = 0; }, /input scale 0 must be a finite number > 0/],
       ['an unknown op', (g) => { g.nodes[2]!.op = 'softmax'; }, /unknown node op 'softmax'/],
       ['pool padding over half the window', (g) => { g.nodes.find((n) => n.op === 'maxpool2d' || n.op === 'avgpool2d')!.padding = [2, 2]; }, /padding \[2, 2\] exceeds half the window/],
+      ['a pool zero point that is not an integer', (g) => { g.nodes.find((n) => n.op === 'maxpool2d' || n.op === 'avgpool2d')!.zeroPoint = null; }, /pool2d '.*': zero point null is not an int32/],
     ];
     for (const [what, edit, message] of cases) assert.throws(() => mutated(edit), (e: unknown) => e instanceof IntGraphError && message.test(e.message), what);
     // The unmutated JSON still builds, and a batch whose activations would pass 2^28 elements is refused.

@@ -123,6 +123,7 @@ function checkPool(node: Extract<IntNode, { op: 'maxpool2d' | 'avgpool2d' | 'ada
     if (2 * p[0] > k[0] || 2 * p[1] > k[1]) fail(where, `padding [${p.join(', ')}] exceeds half the window [${k.join(', ')}]`);
     out = [c, Math.floor((h + 2 * p[0] - k[0]) / s[0]) + 1, Math.floor((w + 2 * p[1] - k[1]) / s[1]) + 1];
   }
+  if (!isInt(node.zeroPoint, -(2 ** 31), 2 ** 31 - 1)) fail(where, `zero point ${JSON.stringify(node.zeroPoint)} is not an int32`);
   if (node.op !== 'maxpool2d' && node.fracBits !== undefined && !isInt(node.fracBits, 0, 24)) fail(where, `fracBits ${JSON.stringify(node.fracBits)} must be an integer in [0, 24]`);
   checkSize(out, where);
   return out;
