@@ -13,16 +13,14 @@
  * in the LM, where the embedding table is stored at the input scale); the float LSTM reads float32.
  * Writes bench/results/irnn-cell-speed.json (atomically).
  */
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { nativeInfo, setNativeThreads } from '../../src/backend/index.ts';
 import { noGrad } from '../../src/autograd/index.ts';
-import { writeFileAtomic } from '../../src/format/index.ts';
 import { LSTM } from '../../src/nn/index.ts';
 import { convertQuantLSTM, QuantLSTM } from '../../src/quant/irnn/index.ts';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { randn, Rng } from '../../src/tensor/index.ts';
 import { numberFlag } from '../flags.ts';
+import { runCellBench, type CellVariant } from './cell-bench.ts';
 
 const threads = numberFlag('threads', 1, { integer: true, min: 1 });
 const rounds = numberFlag('rounds', 7, { integer: true, min: 1 });
@@ -43,70 +41,20 @@ qlstm.eval();
 const runtime = convertQuantLSTM(qlstm);
 lstm.eval();
 
-interface Variant {
-  readonly name: string;
-  readonly run: (batch: number) => void;
-}
-
 const inputs = new Map(batches.map((n) => {
   const x = randn([steps, n, inputSize], { rng, std: 0.5 });
   return [n, { x, xq: runtime.quantizeInput(x.data) }];
 }));
-const variants: Variant[] = [
+const variants: CellVariant[] = [
   { name: 'IntLSTM native cell', run: (n) => runtime.run(inputs.get(n)!.xq, steps, n) },
   { name: 'IntLSTM TypeScript cell', run: (n) => runtime.run(inputs.get(n)!.xq, steps, n, undefined, { native: false }) },
   { name: 'float nn.LSTM (native)', run: (n) => noGrad(() => lstm.forward(inputs.get(n)!.x)) },
 ];
 
-/** Runs `fn` for about `seconds` of CPU time; returns sequences per CPU second and per wall second. */
-function measure(fn: () => void, batch: number): { cpu: number; wall: number } {
-  fn();  // warm (packing, tables)
-  let calls = 0;
-  const cpu0 = process.cpuUsage();
-  const wall0 = performance.now();
-  let used = 0;
-  while (used < seconds * 1e6) {
-    fn();
-    calls++;
-    const u = process.cpuUsage(cpu0);
-    used = u.user + u.system;
-  }
-  const wall = (performance.now() - wall0) / 1000;
-  return { cpu: (calls * batch) / (used / 1e6), wall: (calls * batch) / wall };
-}
-
-const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
-
-// Same integers from both cells (the test suite checks it thoroughly; a cheap guard here).
-for (const n of batches) {
-  const a = runtime.run(inputs.get(n)!.xq, steps, n);
-  const b = runtime.run(inputs.get(n)!.xq, steps, n, undefined, { native: false });
-  if (a.output.some((v, i) => v !== b.output[i])) throw new Error(`cell-speed: native and TypeScript cells differ at batch ${n}`);
-}
-
-const rows: { batch: number; variant: string; seqPerCpuSecond: number; seqPerWallSecond: number }[] = [];
-for (const batch of batches) {
-  const cpu = variants.map(() => [] as number[]);
-  const wall = variants.map(() => [] as number[]);
-  for (let r = 0; r < rounds; r++) {
-    variants.forEach((v, i) => {
-      const m = measure(() => v.run(batch), batch);
-      cpu[i]!.push(m.cpu);
-      wall[i]!.push(m.wall);
-    });
-  }
-  variants.forEach((v, i) => rows.push({ batch, variant: v.name, seqPerCpuSecond: median(cpu[i]!), seqPerWallSecond: median(wall[i]!) }));
-}
-
-const load = (await import('node:os')).loadavg()[0]!;
-console.log(`IntLSTM cell speed: input ${inputSize}, hidden ${hiddenSize}, ${steps}-step sequences; native ISA ${info.isa}, int8 GEMM ${intKernelsBackend().int8}, cell ${runtime.cellBackend}; ${threads} pool thread(s); load average ${load.toFixed(1)}`);
-console.log('| batch | variant | sequences / CPU s | sequences / wall s | vs float (CPU) |');
-console.log('| ---: | --- | ---: | ---: | ---: |');
-for (const row of rows) {
-  const float = rows.find((r) => r.batch === row.batch && r.variant.startsWith('float'))!;
-  console.log(`| ${row.batch} | ${row.variant} | ${row.seqPerCpuSecond.toFixed(0)} | ${row.seqPerWallSecond.toFixed(0)} | ${(row.seqPerCpuSecond / float.seqPerCpuSecond).toFixed(2)}x |`);
-}
-const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'results', 'irnn-cell-speed.json');
-const record = { date: new Date().toISOString(), inputSize, hiddenSize, steps, threads, rounds, seconds, isa: info.isa, int8: intKernelsBackend().int8, cell: runtime.cellBackend, loadAverage: load, rows };
-writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`));
-console.log(`written ${out}`);
+runCellBench({
+  what: 'IntLSTM', variants, batches, rounds, seconds,
+  setup: `input ${inputSize}, hidden ${hiddenSize}, ${steps}-step sequences; native ISA ${info.isa}, int8 GEMM ${intKernelsBackend().int8}, cell ${runtime.cellBackend}; ${threads} pool thread(s)`,
+  file: 'irnn-cell-speed.json',
+  record: { inputSize, hiddenSize, steps, threads, isa: info.isa, int8: intKernelsBackend().int8, cell: runtime.cellBackend },
+  outputs: (n) => [runtime.run(inputs.get(n)!.xq, steps, n).output, runtime.run(inputs.get(n)!.xq, steps, n, undefined, { native: false }).output],
+});
