@@ -1,11 +1,19 @@
 #!/usr/bin/env node
-// The `lowbit` command: loads the TypeScript sources through tsx, then runs the CLI.
-import { register } from 'tsx/esm/api';
+// The `lowbit` command. From a source checkout (src/ beside bin/) it loads the TypeScript sources
+// through tsx, so an edit is live without a build; from the published package it runs the
+// compiled dist/ (built by `npm run build`, run by `npm pack` / `npm publish`).
+import { existsSync } from 'node:fs';
 
-register();
+const fromSource = existsSync(new URL('../src/cli/main.ts', import.meta.url));
 let cli;
 try {
-  cli = await import('../src/cli/main.ts');
+  if (fromSource) {
+    const { register } = await import('tsx/esm/api');
+    register();
+    cli = await import('../src/cli/main.ts');
+  } else {
+    cli = await import('../dist/cli/main.js');
+  }
 } catch (error) {
   // Failing to load the library (e.g. an invalid LOWBIT_BACKEND) is reported like any runtime error.
   const message = error instanceof Error ? error.message : String(error);

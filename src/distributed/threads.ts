@@ -292,7 +292,8 @@ export class ThreadedDataParallel implements DataParallelTrainer {
   }
 }
 
-const WORKER_ENTRY = new URL('./threads-worker.ts', import.meta.url);
+// The worker entry beside this module: threads-worker.ts from the sources, threads-worker.js from dist/.
+const WORKER_ENTRY = new URL(`./threads-worker${import.meta.url.slice(import.meta.url.lastIndexOf('.'))}`, import.meta.url);
 
 /**
  * Starts the worker entry. Running from TypeScript sources (tsx), a worker does not inherit the

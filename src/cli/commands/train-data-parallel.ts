@@ -121,7 +121,7 @@ export async function trainDataParallel(options: DataParallelTrainOptions, io: C
     log: (line: string) => io.print(line),
   };
   const history = options.threads
-    ? await fitDataParallelThreads(model, { ...common, replica: { module: import.meta.resolve('../../nn/index.ts'), export: 'createModel', args: [options.model, { numClasses }] } })
+    ? await fitDataParallelThreads(model, { ...common, replica: { module: import.meta.resolve(`../../nn/index${import.meta.url.slice(import.meta.url.lastIndexOf('.'))}`), export: 'createModel', args: [options.model, { numClasses }] } })
     : await fitDataParallel(model, { ...common, replica: () => createModel(options.model, { numClasses }) });
   const totalSeconds = (performance.now() - start) / 1000;
   const checkpointPath = join(out, 'checkpoint.safetensors');
