@@ -20,6 +20,11 @@ import { data, evaluate, fit, formatPercent, manualSeed, nn, onnx, optim, prefer
 
 const quick = process.env.LOWBIT_EXAMPLE_QUICK === '1';
 const outDir = process.argv[2] ?? 'runs/quickstart';
+if (outDir.startsWith('-')) {
+  // An option here is a mistake (`--help` would otherwise become the output directory).
+  console.error('usage: npx tsx examples/quickstart.ts [OUT_DIR]   (LOWBIT_EXAMPLE_QUICK=1 for tiny settings)');
+  process.exit(2);
+}
 // Tiny settings keep the test fast; the full ones use all of MNIST.
 const settings = quick
   ? { trainSamples: 6000, testSamples: 1000, floatEpochs: 1, qatEpochs: 1 }
