@@ -34,39 +34,42 @@ constexpr int64_t kWide = int64_t{1} << 24;   // clamp of the requantized produc
 constexpr int32_t kBiasClamp = 1 << 26;       // see the file comment
 constexpr int32_t kMovedClamp = 1 << 10;
 
-// Hidden unit k of one sequence in int64 arithmetic: ax, ah (3H), h (H) in; returns h'[k].
-LOWBIT_INLINE int8_t unitBody(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int64_t k) {
-  const int64_t H = p.hidden;
-  int64_t gate[2];
-  for (int g = 0; g < 2; g++) {
-    const int64_t r = g * H + k;
-    const int64_t gx = clamp64(requant(ax[r], p.multIh[r], p.shiftIh[r]), -kWide, kWide);
-    const int64_t gh = clamp64(requant(ah[r], p.multHh[r], p.shiftHh[r]), -kWide, kWide);
-    gate[g] = pwlScalar(p.sigmoid, clamp64(gx + gh + p.bias[r], kInt16Min, kInt16Max));
-  }
-  const int64_t r = 2 * H + k;
+// The r or z gate of gate row r (< 2H) of one sequence in int64 arithmetic: ax, ah (3H).
+LOWBIT_INLINE int32_t sigmoidGate(const IntGruCell& p, const int32_t* ax, const int32_t* ah, int64_t r) {
+  const int64_t gx = clamp64(requant(ax[r], p.multIh[r], p.shiftIh[r]), -kWide, kWide);
+  const int64_t gh = clamp64(requant(ah[r], p.multHh[r], p.shiftHh[r]), -kWide, kWide);
+  return pwlScalar(p.sigmoid, clamp64(gx + gh + p.bias[r], kInt16Min, kInt16Max));
+}
+
+// h'[k] of one sequence in int64 arithmetic, given unit k's gates r and z: ax, ah (3H), h (H).
+LOWBIT_INLINE int8_t unitUpdate(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int64_t k, int64_t rGate,
+                                int64_t z) {
+  const int64_t r = 2 * p.hidden + k;
   const int64_t gx = clamp64(requant(ax[r], p.multIh[r], p.shiftIh[r]), -kWide, kWide);
   const int64_t gh = clamp64(requant(ah[r], p.multHh[r], p.shiftHh[r]), -kWide, kWide);
   const int64_t hn = clamp64(gh + p.biasHn[k], kInt16Min, kInt16Max);
-  const int64_t pre = clamp64(gx + p.bias[r] + roundShift(gate[0] * hn, 15), kInt16Min, kInt16Max);
+  const int64_t pre = clamp64(gx + p.bias[r] + roundShift(rGate * hn, 15), kInt16Min, kInt16Max);
   const int64_t n = pwlScalar(p.tanh, pre);
-  const int64_t z = gate[1];
   const int64_t keep = roundShift(((int64_t{1} << 15) - z) * n, 15);
   const int64_t moved = requant(keep, p.outMult, p.outShift);
   return static_cast<int8_t>(clamp64(moved + roundShift(z * h[k], 15), -kQ8, kQ8));
 }
 
-// One sequence in int64 arithmetic: ax, ah (3H), h (H) in, hOut (H) out.
-LOWBIT_INLINE void rowBody(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut) {
-  for (int64_t k = 0; k < p.hidden; k++) hOut[k] = unitBody(p, ax, ah, h, k);
+// One sequence in int64 arithmetic: ax, ah (3H), h (H) in, hOut (H) out; rz scratch (2H). The r and z rows
+// first, then the units (3-9 % faster than unit by unit in gru-cell-speed, measured once at load 9).
+LOWBIT_INLINE void rowBody(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut, int32_t* rz) {
+  const int64_t H = p.hidden;
+  for (int64_t r = 0; r < 2 * H; r++) rz[r] = sigmoidGate(p, ax, ah, r);
+  for (int64_t k = 0; k < H; k++) hOut[k] = unitUpdate(p, ax, ah, h, k, rz[k], rz[H + k]);
 }
 
-LOWBIT_TARGET_AVX2 void rowAvx2Loop(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut) {
-  rowBody(p, ax, ah, h, hOut);
+LOWBIT_TARGET_AVX2 void rowAvx2Loop(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut,
+                                    int32_t* rz) {
+  rowBody(p, ax, ah, h, hOut, rz);
 }
 
-void rowScalar(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut) {
-  rowBody(p, ax, ah, h, hOut);
+void rowScalar(const IntGruCell& p, const int32_t* ax, const int32_t* ah, const int8_t* h, int8_t* hOut, int32_t* rz) {
+  rowBody(p, ax, ah, h, hOut, rz);
 }
 
 // ---------------------------------------------------------------- AVX2 (8 units per vector, full blocks; the tail in int64 code)
@@ -118,7 +121,7 @@ LOWBIT_TARGET_AVX2 void rowAvx2(const IntGruCell& p, const PaddedPwl& sigTable, 
     const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(hNew), _mm256_extracti128_si256(hNew, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(hOut + k), _mm_packs_epi16(words, words));
   }
-  for (int64_t k = full; k < H; k++) hOut[k] = unitBody(p, ax, ah, h, k);
+  for (int64_t k = full; k < H; k++) hOut[k] = unitUpdate(p, ax, ah, h, k, sigmoidGate(p, ax, ah, k), sigmoidGate(p, ax, ah, H + k));
 }
 
 // ---------------------------------------------------------------- AVX-512
@@ -231,14 +234,16 @@ void intGruCellStep(const IntGruCell& p, IntGruPath path, int64_t batch, const i
     tnh = paddedPwl(p.tanh);
   }
   // About 40 operations per gate row (two 64-bit requantizations, the PWL) in scalar terms.
+  const bool loop = path == IntGruPath::Avx2Loop || path == IntGruPath::Scalar;
   parallelFor(batch, 40.0 * static_cast<double>(batch * rows), [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> rz(loop ? static_cast<size_t>(2 * H) : 0);
     for (int64_t n = begin; n < end; n++) {
       const int32_t* ax = accX + n * rows;
       const int32_t* ah = accH + n * rows;
       if (path == IntGruPath::Avx512) rowAvx512(p, sig, tnh, ax, ah, h + n * H, hOut + n * H);
       else if (path == IntGruPath::Avx2) rowAvx2(p, sig, tnh, ax, ah, h + n * H, hOut + n * H);
-      else if (path == IntGruPath::Avx2Loop) rowAvx2Loop(p, ax, ah, h + n * H, hOut + n * H);
-      else rowScalar(p, ax, ah, h + n * H, hOut + n * H);
+      else if (path == IntGruPath::Avx2Loop) rowAvx2Loop(p, ax, ah, h + n * H, hOut + n * H, rz.data());
+      else rowScalar(p, ax, ah, h + n * H, hOut + n * H, rz.data());
     }
   });
 }
