@@ -283,9 +283,8 @@ export class IntGRU {
   /**
    * Where `run` computes the cell: 'native avx512' | 'native avx2' (8 units per AVX2 vector) |
    * 'native avx2-loop' (the int64 row loop, for tables the vector kernel cannot hold) | 'native scalar',
-   * or 'typescript (<why>)'
-   * when the native kernel is missing or refuses the parameters (it needs requantization shifts in
-   * [10, 62] and valid PWL tables, as every converted model has).
+   * or 'typescript (<why>)' when the native kernel is missing or refuses the parameters (it needs
+   * requantization shifts in [10, 62] and valid PWL tables, as every converted model has).
    */
   get cellBackend(): string {
     const cell = this.nativeCell();
