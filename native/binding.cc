@@ -1617,16 +1617,18 @@ bool parseIntGru(const Napi::CallbackInfo& info, const char* name, IntGruArgs* a
   return true;
 }
 
-// intGruPath(dims, rows, sigmoid, tanh) -> "avx512" | "avx2-loop" | "scalar" (throws when the kernel refuses them)
+// intGruPath(dims, rows, sigmoid, tanh) -> "avx512" | "avx2" | "avx2-loop" | "scalar", the best path for them
+// (throws when the kernel refuses them)
 Napi::Value IntGruPath(const Napi::CallbackInfo& info) {
   IntGruArgs a;
   if (!parseIntGru(info, "intGruPath", &a)) return info.Env().Undefined();
-  return Napi::String::New(info.Env(), lowbit::intGruPathName(a.cell));
+  return Napi::String::New(info.Env(), lowbit::intGruPathName(lowbit::intGruBestPath(a.cell)));
 }
 
 // intGruSequence(dims, rows, sigmoid, tanh, x: Int8Array (L, N, I), packedIh: Int8Array (int8PackedBytes(3H, I)),
 //   rowSumsIh: Int32Array (3H), packedHh: Int8Array (int8PackedBytes(3H, H)), rowSumsHh: Int32Array (3H),
-//   h0: Int8Array (N, H), out: Int8Array (L, N, H))
+//   h0: Int8Array (N, H), out: Int8Array (L, N, H)[, path: string])
+// path (optional, for benchmarks and tests): a cell path to run instead of the best one; throws when it cannot run here.
 Napi::Value IntGruSequence(const Napi::CallbackInfo& info) {
   IntGruArgs a;
   if (!parseIntGru(info, "intGruSequence", &a)) return info.Env().Undefined();
@@ -1646,7 +1648,18 @@ Napi::Value IntGruSequence(const Napi::CallbackInfo& info) {
     fail(info.Env(), "intGruSequence: buffer sizes or types do not match the dims");
     return info.Env().Undefined();
   }
-  lowbit::intGruSequence(a.cell, L, N, I, reinterpret_cast<const int8_t*>(x.data), reinterpret_cast<const int8_t*>(packedIh.data),
+  lowbit::IntGruPath path = lowbit::intGruBestPath(a.cell);
+  if (info.Length() > 11 && !info[11].IsUndefined()) {
+    if (!info[11].IsString() || !lowbit::intGruPathFromName(info[11].As<Napi::String>().Utf8Value(), &path)) {
+      fail(info.Env(), "intGruSequence: argument 11 must name a cell path: 'avx512', 'avx2', 'avx2-loop' or 'scalar'");
+      return info.Env().Undefined();
+    }
+    if (const char* problem = lowbit::intGruPathProblem(a.cell, path)) {
+      fail(info.Env(), std::string("intGruSequence: the ") + lowbit::intGruPathName(path) + " cell path cannot run here: it " + problem);
+      return info.Env().Undefined();
+    }
+  }
+  lowbit::intGruSequence(a.cell, path, L, N, I, reinterpret_cast<const int8_t*>(x.data), reinterpret_cast<const int8_t*>(packedIh.data),
                          sumsIh, reinterpret_cast<const int8_t*>(packedHh.data), sumsHh,
                          reinterpret_cast<const int8_t*>(h0.data), reinterpret_cast<int8_t*>(out.data));
   return info.Env().Undefined();

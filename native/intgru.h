@@ -11,6 +11,7 @@
 // rq, roundShift and PWL as in irnn.h (rq rounds half away from zero, roundShift is a floor).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "irnn.h"
 
@@ -33,23 +34,37 @@ struct IntGruCell {
 // an int16 output clamp. Any int32 biases are exact.
 const char* intGruCellProblem(const IntGruCell& p);
 
-// The elementwise part of one step for `batch` sequences: accX and accH (batch, 3H) int32, h (batch, H)
-// int8 the previous state, hOut (batch, H) int8 the new one (must not alias h). Runs on the pool when
-// the batch is large.
-void intGruCellStep(const IntGruCell& p, int64_t batch, const int32_t* accX, const int32_t* accH, const int8_t* h,
+// The builds of the cell (intgru.cc): the int64 row loop compiled without AVX2 ("scalar") and with it
+// ("avx2-loop"), 8 hidden units per AVX2 vector ("avx2"), 16 per AVX-512 vector ("avx512"). All give the
+// same integers.
+enum class IntGruPath { Scalar, Avx2Loop, Avx2, Avx512 };
+
+// The path the active ISA (LOWBIT_ISA may lower it) and these tables take: the fastest that runs them.
+// Tables the vector PWL cannot hold (more than 16 segments, products past int32) take "avx2-loop" on
+// AVX2 and AVX-512 machines.
+IntGruPath intGruBestPath(const IntGruCell& p);
+
+// Why `path` cannot run these parameters here (nullptr when it can): a path needs at most the active
+// ISA, and the vector paths need tables the vector PWL holds. For benchmarks and tests that time or
+// check a lower path than the best.
+const char* intGruPathProblem(const IntGruCell& p, IntGruPath path);
+
+const char* intGruPathName(IntGruPath path);
+// The path of that name ("avx512", "avx2", "avx2-loop", "scalar"); false when there is none.
+bool intGruPathFromName(const std::string& name, IntGruPath* path);
+
+// The elementwise part of one step for `batch` sequences on `path` (one that runs: intGruPathProblem):
+// accX and accH (batch, 3H) int32, h (batch, H) int8 the previous state, hOut (batch, H) int8 the new
+// one (must not alias h). Runs on the pool when the batch is large.
+void intGruCellStep(const IntGruCell& p, IntGruPath path, int64_t batch, const int32_t* accX, const int32_t* accH, const int8_t* h,
                     int8_t* hOut);
 
 // A whole sequence: x (steps, batch, input) int8; W_ih (3H rows, `input` columns) and W_hh (3H rows, H
 // columns) packed by packInt8 with their rowSums; h0 (batch, H); out (steps, batch, H) int8 h of every
 // step. The int8 GEMM computes W_ih x for a chunk of steps at a time and W_hh h every step, then
-// intGruCellStep.
-void intGruSequence(const IntGruCell& p, int64_t steps, int64_t batch, int64_t input, const int8_t* x,
+// intGruCellStep on `path`.
+void intGruSequence(const IntGruCell& p, IntGruPath path, int64_t steps, int64_t batch, int64_t input, const int8_t* x,
                     const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
                     const int8_t* h0, int8_t* out);
-
-// The cell path the active ISA and these tables take: "avx512" (16 hidden units per vector), "avx2-loop"
-// (the int64 row loop compiled for AVX2) or "scalar". Tables the vector PWL cannot hold (more than 16
-// segments, products past int32) take the int64 row loop on AVX-512 machines too ("avx2-loop").
-const char* intGruPathName(const IntGruCell& p);
 
 }  // namespace lowbit

@@ -20,8 +20,6 @@
 #include "irnn-cell.h"
 #include "threadpool.h"
 
-#define LOWBIT_INLINE inline __attribute__((always_inline))
-
 namespace lowbit {
 
 namespace {
@@ -48,76 +46,7 @@ LOWBIT_INLINE void rowBody(const IntLstmCell& p, const int32_t* ax, const int32_
 }
 
 // ---------------------------------------------------------------- AVX2 (8 lanes, full blocks; tails in int64 scalar code)
-
-// 64-bit lane helpers AVX2 lacks: arithmetic variable shift, min / max, sign extension of the low halves.
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i sravEpi64(__m256i x, __m256i s) {
-  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), x);
-  return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), s), sign);
-}
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i clampEpi64(__m256i x, __m256i lo, __m256i hi) {
-  x = _mm256_blendv_epi8(x, hi, _mm256_cmpgt_epi64(x, hi));
-  return _mm256_blendv_epi8(x, lo, _mm256_cmpgt_epi64(lo, x));
-}
-// requant on 4 lanes of 64 bits whose low halves hold acc and m; s the full 64-bit shift.
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i requant4(__m256i acc, __m256i m, __m256i s) {
-  const __m256i one = _mm256_set1_epi64x(1);
-  const __m256i p = _mm256_mul_epi32(acc, m);
-  const __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(s, one));
-  const __m256i negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), p);  // -1 where p < 0
-  return sravEpi64(_mm256_add_epi64(_mm256_add_epi64(p, half), negative), s);
-}
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i odd4(__m256i x) { return _mm256_srli_epi64(x, 32); }
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i even4(__m256i x) { return _mm256_and_si256(x, _mm256_set1_epi64x(0xffffffff)); }
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i join4(__m256i even, __m256i odd) {
-  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
-
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i load8(const int32_t* a) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)); }
-
-struct Vec8Pwl {
-  __m256i knotsLo, knotsHi, valuesLo, valuesHi, slopesLo, slopesHi;
-  __m256i lo, hi, half, outMin, outMax;
-  __m128i shift;
-};
-
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE Vec8Pwl vec8Pwl(const PaddedPwl& t) {
-  Vec8Pwl out;
-  out.knotsLo = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.knots));
-  out.knotsHi = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.knots + 8));
-  out.valuesLo = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.values));
-  out.valuesHi = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.values + 8));
-  out.slopesLo = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.slopes));
-  out.slopesHi = _mm256_load_si256(reinterpret_cast<const __m256i*>(t.slopes + 8));
-  out.lo = _mm256_set1_epi32(t.lo);
-  out.hi = _mm256_set1_epi32(t.hi);
-  out.half = _mm256_set1_epi32(1 << (t.shift - 1));
-  out.outMin = _mm256_set1_epi32(t.outMin);
-  out.outMax = _mm256_set1_epi32(t.outMax);
-  out.shift = _mm_cvtsi32_si128(t.shift);
-  return out;
-}
-
-// Entry idx (0..15) of a 16-entry table held in two registers.
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i lookup16(__m256i lo, __m256i hi, __m256i idx) {
-  const __m256i upper = _mm256_slli_epi32(idx, 28);  // bit 3 of idx into the sign bit
-  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lo, idx)),
-                                              _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(hi, idx)), _mm256_castsi256_ps(upper)));
-}
-
-LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i pwl8(const Vec8Pwl& t, __m256i z) {
-  const __m256i v = _mm256_min_epi32(_mm256_max_epi32(z, t.lo), t.hi);
-  __m256i k = _mm256_setzero_si256();
-  for (int step = 8; step >= 1; step >>= 1) {
-    const __m256i cand = _mm256_add_epi32(k, _mm256_set1_epi32(step));
-    // knots[cand] <= v, i.e. not (knots[cand] > v)
-    const __m256i above = _mm256_cmpgt_epi32(lookup16(t.knotsLo, t.knotsHi, cand), v);
-    k = _mm256_blendv_epi8(cand, k, above);
-  }
-  const __m256i knot = lookup16(t.knotsLo, t.knotsHi, k);
-  const __m256i prod = _mm256_mullo_epi32(_mm256_sub_epi32(v, knot), lookup16(t.slopesLo, t.slopesHi, k));
-  const __m256i y = _mm256_add_epi32(lookup16(t.valuesLo, t.valuesHi, k), _mm256_sra_epi32(_mm256_add_epi32(prod, t.half), t.shift));
-  return _mm256_min_epi32(_mm256_max_epi32(y, t.outMin), t.outMax);
-}
+// (the 64-bit lane and two-register PWL helpers are in irnn-cell.h)
 
 LOWBIT_TARGET_AVX2 void rowAvx2Vector(const IntLstmCell& p, const PaddedPwl& sigTable, const PaddedPwl& tanhTable,
                                       const int32_t* ax, const int32_t* ah, int16_t* c, int8_t* h, int32_t* gates) {

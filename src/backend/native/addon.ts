@@ -188,17 +188,18 @@ export interface NativeAddon {
   ): void;
   /**
    * The integer GRU cell of quant.irnn (native/intgru.h), whose path for these parameters it returns
-   * ('avx512' | 'avx2-loop' | 'scalar'); throws when the kernel refuses them. dims as intLstmPath's;
+   * ('avx512' | 'avx2' | 'avx2-loop' | 'scalar', the best that runs them); throws when the kernel refuses them. dims as intLstmPath's;
    * rows = multIh | shiftIh | multHh | shiftHh | bias (3H each) | biasHn (H).
    */
   intGruPath?(dims: Int32Array, rows: Int32Array, sigmoid: Int32Array, tanh: Int32Array): string;
   /**
    * A whole IntGRU sequence: x (L, N, I) int8, W_ih and W_hh packed by packInt8 with their rowSums, h0
-   * (N, H), out (L, N, H) int8 h per step. Bit-identical to IntGRU's TypeScript cell.
+   * (N, H), out (L, N, H) int8 h per step. Bit-identical to IntGRU's TypeScript cell. `path` (benchmarks, tests):
+   * a cell path to run instead of the best one; throws when it cannot run here.
    */
   intGruSequence?(
     dims: Int32Array, rows: Int32Array, sigmoid: Int32Array, tanh: Int32Array, x: Int8Array, packedIh: Int8Array,
-    rowSumsIh: Int32Array, packedHh: Int8Array, rowSumsHh: Int32Array, h0: Int8Array, out: Int8Array,
+    rowSumsIh: Int32Array, packedHh: Int8Array, rowSumsHh: Int32Array, h0: Int8Array, out: Int8Array, path?: string,
   ): void;
   // ---------------------------------------------------------------- end of integer kernels
   // ---------------------------------------------------------------- integer Transformer LM loops (native/inttransformer.h)

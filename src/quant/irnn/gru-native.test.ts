@@ -3,8 +3,9 @@
  * bit for bit on converted QuantGRUs at weight bits 8, 4 and 2 and on random parameters (saturating
  * requantizations, clamped gates and h, biases far past the int16 clamps, 8/16-segment tables that the
  * vector kernel holds, 24-segment and int32-wide tables that it does not), batch 1 and larger, several
- * steps, threaded batches; the fallback to the TypeScript cell; the addon's refusal of malformed
- * arguments. Tests tagged [every-isa] run again under LOWBIT_ISA=avx2 and scalar.
+ * steps, threaded batches; every cell path the machine runs (avx512, avx2, avx2-loop, scalar, asked for
+ * through `run`'s cellPath) on every case; the fallback to the TypeScript cell; the addon's refusal of
+ * malformed arguments. Tests tagged [every-isa] run again under LOWBIT_ISA=avx2 and scalar.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { runEveryIsaTests } from '../../backend/native/isa-testing.ts';
 import { noGrad } from '../../autograd/index.ts';
 import { nativeIntAddon, packInt8Weights } from '../../runtime/kernels/index.ts';
 import { randn, Rng } from '../../tensor/index.ts';
-import { convertQuantGRU, IntGRU, type IntGRUParams } from './intgru.ts';
+import { convertQuantGRU, IntGRU, type IntGRUCellPath, type IntGRUParams } from './intgru.ts';
 import { intPwlProblems, pwlShift, type IntPwl } from './pwl.ts';
 import { QuantGRU } from './qgru.ts';
 import { lstmPwlTables } from './qlstm.ts';
@@ -92,14 +93,34 @@ function outputMultiplier(rng: Rng): { outputMultiplier: number; outputShift: nu
   return { outputMultiplier: sign * int(rng, 2 ** 30, 2 ** 31 - 1), outputShift: rng.uniform() < 0.1 ? int(rng, 10, 29) : int(rng, 30, 46) };
 }
 
-/** Runs the native and the TypeScript cell; asserts equal h of every step and final h; returns the native cell path. */
-function compare(gru: IntGRU, L: number, N: number, rng: Rng, what: string, x?: Int8Array): string {
+/** The paths the native cell can run here for tables the vector PWL holds (`vector`) or not, best first. */
+function runnablePaths(vector: boolean): IntGRUCellPath[] {
+  const isa = nativeInfo()!.isa;
+  if (isa === 'scalar') return ['scalar'];
+  const loops: IntGRUCellPath[] = ['avx2-loop', 'scalar'];
+  if (!vector) return loops;
+  return isa === 'avx512' ? ['avx512', 'avx2', ...loops] : ['avx2', ...loops];
+}
+
+/**
+ * Runs the TypeScript cell and the native cell on its best path and on every other path this machine
+ * runs (`vector`: whether the tables fit the vector PWL); asserts equal h of every step and final h;
+ * returns the best path (cellBackend).
+ */
+function compare(gru: IntGRU, L: number, N: number, rng: Rng, what: string, vector: boolean, x?: Int8Array): string {
   const input = x ?? codes(rng, L * N * gru.inputSize);
   const initial = rng.uniform() < 0.8 ? codes(rng, N * gru.hiddenSize) : undefined;
-  const native = gru.run(input, L, N, initial);
   const ts = gru.run(input, L, N, initial, { native: false });
-  assert.deepEqual(native.output, ts.output, `${what}: h of every step`);
-  assert.deepEqual(native.state.h, ts.state.h, `${what}: final h`);
+  const best = gru.run(input, L, N, initial);
+  assert.deepEqual(best.output, ts.output, `${what}: h of every step`);
+  assert.deepEqual(best.state.h, ts.state.h, `${what}: final h`);
+  const paths = runnablePaths(vector);
+  assert.equal(gru.cellBackend, `native ${paths[0]}`, `${what}: the best path`);
+  for (const cellPath of paths) {
+    const native = gru.run(input, L, N, initial, { cellPath });
+    assert.deepEqual(native.output, ts.output, `${what}, path ${cellPath}: h of every step`);
+    assert.deepEqual(native.state.h, ts.state.h, `${what}, path ${cellPath}: final h`);
+  }
   return gru.cellBackend;
 }
 
@@ -110,7 +131,7 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
     if (forcedIsa === 'avx2') assert.notEqual(isa, 'avx512');
   });
 
-  it('[every-isa] converted QuantGRUs at weight bits 8, 4, 2: batch 1 and 5, 6 steps, large weights that saturate', () => {
+  it('[every-isa] converted QuantGRUs at weight bits 8, 4, 2: batch 1 and 5, 6 steps, large weights that saturate (H 20: a tail of 4 past 8 and 16)', () => {
     const rng = new Rng(21);
     const isa = nativeInfo()!.isa;
     for (const weightBits of [8, 4, 2]) {
@@ -124,8 +145,8 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
       let saturated = 0;
       for (const N of [1, 5]) {
         const x = runtime.quantizeInput(randn([L, N, I], { rng, std: 2 }).data);
-        const path = compare(runtime, L, N, rng, `weightBits ${weightBits}, batch ${N}`, x);
-        assert.equal(path, `native ${isa === 'avx512' ? 'avx512' : isa === 'scalar' ? 'scalar' : 'avx2-loop'}`);
+        const path = compare(runtime, L, N, rng, `weightBits ${weightBits}, batch ${N}`, true, x);
+        assert.equal(path, `native ${isa}`);
         saturated += runtime.run(x, L, N).output.filter((v) => Math.abs(v) === 127).length;
       }
       assert.ok(saturated > 0, `weightBits ${weightBits}: some h saturate`);
@@ -146,11 +167,11 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
     let saturatedH = 0;
     let gateClamps = 0;
     for (const [name, tables, vectorTables] of cases) {
-      for (const [I, H, L, N] of [[3, 1, 4, 2], [5, 7, 3, 3], [9, 16, 2, 1], [6, 37, 3, 2], [4, 130, 2, 1]] as const) {
+      for (const [I, H, L, N] of [[3, 1, 4, 2], [5, 7, 3, 3], [9, 16, 2, 1], [6, 37, 3, 2], [4, 130, 2, 1], [7, 8, 2, 2]] as const) {
         const p = randomParams(rng, I, H, tables());
         const gru = new IntGRU(p);
-        const path = compare(gru, L, N, rng, `${name}, I ${I} H ${H} L ${L} N ${N}`);
-        const expected = isa === 'scalar' ? 'scalar' : isa === 'avx512' && vectorTables ? 'avx512' : 'avx2-loop';
+        const path = compare(gru, L, N, rng, `${name}, I ${I} H ${H} L ${L} N ${N}`, vectorTables);
+        const expected = isa === 'scalar' ? 'scalar' : vectorTables ? isa : 'avx2-loop';
         assert.equal(path, `native ${expected}`, name);
         saturatedH += gru.run(codes(rng, N * I), 1, N, codes(rng, N * H)).output.filter((v) => v === 127 || v === -127).length;
         gateClamps += p.bias.filter((b) => Math.abs(b) > 2 ** 26).length;
@@ -159,18 +180,39 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
     assert.ok(saturatedH > 0 && gateClamps > 0, `the cases reach the h clamp (${saturatedH}) and carry biases past ±2^26 (${gateClamps})`);
   });
 
-  it('[every-isa] a batch split between pool threads equals the TypeScript cell, on 1 and 2 threads', () => {
+  it('[every-isa] a batch split between pool threads equals the TypeScript cell, on 1 and 2 threads (H 24 and 29)', () => {
     const rng = new Rng(9);
-    const gru = new IntGRU(randomParams(rng, 11, 24, lstmPwlTables(16)));
+    const grus = [24, 29].map((H) => new IntGRU(randomParams(rng, 11, H, lstmPwlTables(16))));
     const saved = nativeInfo()!.threads;
     try {
       for (const threads of [1, 2]) {
         setNativeThreads(threads);
-        compare(gru, 3, 150, rng, `${threads} threads`);
+        for (const gru of grus) compare(gru, 3, 150, rng, `${threads} threads, H ${gru.hiddenSize}`, true);
       }
     } finally {
       setNativeThreads(saved);
     }
+  });
+
+  it('[every-isa] a cell path that cannot run here is refused with the reason (above the active ISA, vector tables too big)', () => {
+    const rng = new Rng(13);
+    const isa = nativeInfo()!.isa;
+    const small = new IntGRU(randomParams(rng, 3, 9, lstmPwlTables(16)));
+    const big = new IntGRU(randomParams(rng, 3, 9, { sigmoid: lstmPwlTables(16).sigmoid, tanh: randomTable(rng, 24) }));
+    const x = codes(rng, 2 * 3);
+    const refused = (gru: IntGRU, cellPath: IntGRUCellPath, why: RegExp): void => {
+      assert.throws(() => gru.run(x, 2, 1, undefined, { cellPath }), (e: Error) => /the \S+ cell path cannot run here/.test(e.message) && why.test(e.message), cellPath);
+    };
+    if (isa !== 'avx512') refused(small, 'avx512', /needs AVX-512/);
+    if (isa === 'scalar') for (const path of ['avx2', 'avx2-loop'] as const) refused(small, path, /needs AVX2/);
+    if (isa !== 'scalar') {
+      assert.equal(big.cellBackend, 'native avx2-loop');
+      refused(big, 'avx2', /tables the vector kernel holds/);
+      if (isa === 'avx512') refused(big, 'avx512', /tables the vector kernel holds/);
+    }
+    assert.throws(() => small.run(x, 2, 1, undefined, { native: false, cellPath: 'scalar' }), RangeError);
+    // The int64 loop runs any valid tables on every ISA.
+    assert.deepEqual(big.run(x, 2, 1, undefined, { cellPath: 'scalar' }), big.run(x, 2, 1, undefined, { native: false }));
   });
 
   it('refuses parameters it cannot compute exactly (a shift outside [10, 62], invalid tables): run takes the TypeScript cell and says why', () => {
@@ -204,7 +246,7 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
     const sig = flat(p.sigmoid);
     const tanh = flat(p.tanh);
     const dims = Int32Array.from([L, N, H, I, p.outputMultiplier, p.outputShift, pwlShift(p.sigmoid), p.sigmoid.outputMin, p.sigmoid.outputMax, pwlShift(p.tanh), p.tanh.outputMin, p.tanh.outputMax]);
-    assert.match(intGruPath(dims, rows, sig, tanh), /^(avx512|avx2-loop|scalar)$/);
+    assert.match(intGruPath(dims, rows, sig, tanh), /^(avx512|avx2|scalar)$/);
     assert.throws(() => intGruPath(dims.subarray(0, 11), rows, sig, tanh), /intGruPath: dims must hold 12 values/);
     assert.throws(() => intGruPath(dims, rows.subarray(0, 15 * H), sig, tanh), /intGruPath: bad sizes/);
     assert.throws(() => intGruPath(Int32Array.from(dims, (v, i) => (i === 2 ? 0 : v)), rows, sig, tanh), /bad sizes/);
@@ -224,6 +266,7 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
     assert.throws(() => intGruSequence(dims, rows, sig, tanh, x, ih.panel!, ih.rowSums, ih.panel!, ih.rowSums, h0, out), bad);
     assert.throws(() => intGruSequence(dims, rows, sig, tanh, x, ih.panel!, ih.rowSums, hh.panel!, hh.rowSums, h0, out.subarray(1)), bad);
     assert.throws(() => intGruSequence(dims, rows, sig, tanh, x, ih.panel!, ih.rowSums, hh.panel!, hh.rowSums, new Uint8Array(N * H) as unknown as Int8Array, out), bad);
+    assert.throws(() => intGruSequence(dims, rows, sig, tanh, x, ih.panel!, ih.rowSums, hh.panel!, hh.rowSums, h0, out, 'avx1024'), /argument 11 must name a cell path/);
     const missingOut = intGruSequence as unknown as (...args: unknown[]) => void;
     assert.throws(() => missingOut(dims, rows, sig, tanh, x, ih.panel!, ih.rowSums, hh.panel!, hh.rowSums, h0), /argument 10/);
   });
@@ -231,7 +274,7 @@ describe('IntGRU native cell (bit-exact against the TypeScript cell)', { skip },
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
-      assert.equal(passed, 4, `expected the 4 tagged tests to pass:\n${output}`);
+      assert.equal(passed, 5, `expected the 5 tagged tests to pass:\n${output}`);
     });
   }
 });

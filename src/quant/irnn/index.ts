@@ -22,7 +22,7 @@ export {
 } from './transducer.ts';
 export { intTransducerToLowbit, intTransducerFromLowbit, saveIntTransducer, loadIntTransducer } from './transducer-io.ts';
 export { QuantGRU, type QuantGRUOptions } from './qgru.ts';
-export { IntGRU, intGruStep, convertQuantGRU, type IntGRUParams, type IntGRURunOptions } from './intgru.ts';
+export { IntGRU, intGruStep, convertQuantGRU, type IntGRUParams, type IntGRURunOptions, type IntGRUCellPath } from './intgru.ts';
 export { intGRUToLowbit, intGRUFromLowbit, saveIntGRU, loadIntGRU, isIntGRUFile, IRNN_GRU_FORMAT } from './gru-io.ts';
 export {
   IntTransformerLM, convertTransformerLM, intErf, intGelu, erfPolynomial, intCausalSoftmaxRow, GELU_FRAC, ERF_FRAC, RESIDUAL_BITS,

@@ -176,7 +176,17 @@ export interface IntGRURunOptions {
    * TypeScript cell `gruCellUpdate`, the reference the native one equals bit for bit.
    */
   native?: boolean;
+  /**
+   * For benchmarks and tests: run this native cell path instead of the best one (`cellBackend`):
+   * 'avx512', 'avx2' (8 units per vector), 'avx2-loop' (the int64 row loop) or 'scalar'. Every path
+   * gives the same integers. Throws when the native cell does not run or the path cannot run here (a
+   * path above the active ISA, or a vector path with tables the vector PWL cannot hold).
+   */
+  cellPath?: IntGRUCellPath;
 }
+
+/** The native GRU cell's builds (native/intgru.h). */
+export type IntGRUCellPath = 'avx512' | 'avx2' | 'avx2-loop' | 'scalar';
 
 /** What the native cell needs besides the weights: the parameters flattened as native/intgru.h reads them. */
 interface NativeGruCell {
@@ -271,10 +281,10 @@ export class IntGRU {
   }
 
   /**
-   * Where `run` computes the cell: 'native avx512' | 'native avx2-loop' (the int64 row loop, for
-   * AVX2 machines and tables the vector kernel cannot hold) | 'native scalar', or 'typescript (<why>)'
-   * when the native kernel is missing or refuses the parameters (it needs requantization shifts in
-   * [10, 62] and valid PWL tables, as every converted model has).
+   * Where `run` computes the cell: 'native avx512' | 'native avx2' (8 units per AVX2 vector) |
+   * 'native avx2-loop' (the int64 row loop, for tables the vector kernel cannot hold) | 'native scalar',
+   * or 'typescript (<why>)' when the native kernel is missing or refuses the parameters (it needs
+   * requantization shifts in [10, 62] and valid PWL tables, as every converted model has).
    */
   get cellBackend(): string {
     const cell = this.nativeCell();
@@ -293,7 +303,9 @@ export class IntGRU {
     if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(batch) || batch < 1) throw new RangeError(`IntGRU.run: steps and batch must be positive integers, got ${steps}, ${batch}`);
     if (x.length !== steps * batch * I) throw new RangeError(`IntGRU.run: x has ${x.length} values, expected L·N·I = ${steps}·${batch}·${I}`);
     if (initial && initial.length !== batch * H) throw new RangeError(`IntGRU.run: the initial h must hold N·H = ${batch * H} values, got ${initial.length}`);
+    if (options.cellPath !== undefined && options.native === false) throw new RangeError('IntGRU.run: options.cellPath names a native cell path, but options.native is false');
     const cell = options.native === false ? null : this.nativeCell();
+    if (options.cellPath !== undefined && typeof cell === 'string') throw new Error(`IntGRU.run: the ${options.cellPath} cell path was asked for, but the native cell does not run (${cell})`);
     if (cell && typeof cell !== 'string') {
       let { ih, hh } = this.packed();
       if (!ih.panel || !hh.panel) {
@@ -307,9 +319,10 @@ export class IntGRU {
         const dims = cell.dims.slice();
         dims[0] = steps;
         dims[1] = batch;
-        cell.addon.intGruSequence!(dims, cell.rows, cell.sigmoid, cell.tanh, x, ih.panel, ih.rowSums, hh.panel, hh.rowSums, h0, output);
+        cell.addon.intGruSequence!(dims, cell.rows, cell.sigmoid, cell.tanh, x, ih.panel, ih.rowSums, hh.panel, hh.rowSums, h0, output, options.cellPath);
         return { output, state: { h: output.slice((steps - 1) * batch * H) } };
       }
+      if (options.cellPath !== undefined) throw new Error(`IntGRU.run: the ${options.cellPath} cell path was asked for, but the native int8 GEMM is not available`);
     }
     const p = this.params;
     this.fastPath ??= {
