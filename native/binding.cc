@@ -1864,7 +1864,21 @@ Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// intTfLoops(vector?: boolean): string — which loops run ("avx512" or "scalar"), after allowing (true) or
+// forbidding (false) the AVX-512 loops when the argument is given (for benchmarks and tests).
+Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsBoolean()) {
+      fail(info.Env(), "intTfLoops: the argument must be a boolean");
+      return info.Env().Undefined();
+    }
+    lowbit::intTfSetVector(info[0].As<Napi::Boolean>().Value());
+  }
+  return Napi::String::New(info.Env(), lowbit::intTfLoops());
+}
+
 void initIntTransformerKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intTfLoops", Napi::Function::New(env, IntTfLoops));
   exports.Set("intTfEmbed", Napi::Function::New(env, IntTfEmbed));
   exports.Set("intTfLayerNorm", Napi::Function::New(env, IntTfLayerNorm));
   exports.Set("intTfRequantize", Napi::Function::New(env, IntTfRequantize));

@@ -4,10 +4,12 @@
 #include "inttransformer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <vector>
 
+#include "cpu.h"
 #include "threadpool.h"
 
 namespace lowbit {
@@ -128,13 +130,9 @@ void layerNormRow(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_
   }
 }
 
-}  // namespace
+// ---------------------------------------------------------------- scalar loops (every ISA)
 
-const char* intTfShiftProblem(int32_t shift) {
-  return shift < -32 || shift > 100 ? "a requantization shift is outside [-32, 100]" : nullptr;
-}
-
-void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
+void embedScalar(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
                 const int32_t* mult, const int32_t* shift, const int32_t* positions, int32_t* x) {
   parallelFor(rows, static_cast<double>(rows * E) * 4, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; row++) {
@@ -147,7 +145,7 @@ void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int3
   });
 }
 
-void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
+void layerNormScalar(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
   const int64_t D = p.size;
   parallelFor(rows, static_cast<double>(rows * D) * 12, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> e(static_cast<size_t>(D));
@@ -155,7 +153,7 @@ void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x,
   });
 }
 
-void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
+void requantizeScalar(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
                      const int32_t* shift, int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
   parallelFor(M, static_cast<double>(M * R) * 4, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; m++) {
@@ -171,7 +169,7 @@ void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bi
   });
 }
 
-void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
+void geluScalar(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
                int32_t erfClip, int32_t erfA, int8_t* out) {
   parallelFor(count, static_cast<double>(count) * 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; i++) {
@@ -184,7 +182,7 @@ void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shif
   });
 }
 
-void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+void attentionScalar(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
   const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
   const int64_t total = p.past + steps;
   const double work = static_cast<double>(p.batch * H) * static_cast<double>(steps) * static_cast<double>(total) * static_cast<double>(2 * d + 8);
@@ -239,6 +237,365 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
         for (int64_t c = 0; c < d; c++) out[c] = static_cast<int8_t>(clampTo(rq(acc[c], p.contextMult, p.contextShift), p.contextMin, p.contextMax));
       }
     }
+  });
+}
+
+// ---------------------------------------------------------------- AVX-512 loops
+// The same integers with 8 int64 lanes per vector. Each loop runs only where its bounds hold (checked per
+// call or per row; the scalar loop runs otherwise): every requantization input |a| < 2^48 and its shift in
+// [16, 63], which makes rqVec exact (below).
+
+#define TF_AVX512_INLINE LOWBIT_TARGET_AVX512 inline __attribute__((always_inline))
+
+constexpr int kVecShiftMin = 16, kVecShiftMax = 63;
+constexpr int64_t kVecInputLimit = int64_t{1} << 48;
+
+inline bool vecShift(int32_t s) { return s >= kVecShiftMin && s <= kVecShiftMax; }
+
+bool vecShifts(const int32_t* s, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    if (!vecShift(s[i])) return false;
+  }
+  return true;
+}
+
+// The lanes [0, n) of 8 (n >= 8: all).
+inline __mmask8 laneMask(int64_t n) { return n >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << n) - 1); }
+inline __mmask16 laneMask16(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1); }
+
+// rq on 8 lanes: round(a·m·2^−s) half away from zero for |a| < 2^48, m an int32 (sign-extended), s in [16, 63];
+// results above 2^62 in magnitude saturate to ±2^62 (every caller clamps far inside, as the scalar
+// rq's saturation at 2^63 − 1). With |a| = ah·2^16 + al: a·|m| + 2^(s−1) = X·2^16 + Y for X = ah·|m| < 2^63,
+// Y = al·|m| + 2^(s−1) < 2^63, and ⌊(X·2^16 + Y) / 2^s⌋ = ⌊(X + ⌊Y / 2^16⌋) / 2^(s−16)⌋ (nested floors):
+// two 32 × 32 → 64-bit products, as the scalar rq's middle case.
+TF_AVX512_INLINE __m512i rqVec(__m512i a, __m512i m, __m512i s) {
+  const __mmask8 negative = _mm512_movepi64_mask(_mm512_xor_si512(a, m));
+  const __m512i ua = _mm512_abs_epi64(a), um = _mm512_abs_epi64(m);
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
+  const __m512i high = _mm512_mul_epu32(_mm512_srli_epi64(ua, 16), um);
+  const __m512i low = _mm512_add_epi64(_mm512_mul_epu32(_mm512_and_si512(ua, _mm512_set1_epi64(0xffff)), um), half);
+  __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(high, _mm512_srli_epi64(low, 16)), _mm512_sub_epi64(s, _mm512_set1_epi64(16)));
+  r = _mm512_min_epu64(r, _mm512_set1_epi64(int64_t{1} << 62));
+  return _mm512_mask_sub_epi64(r, negative, _mm512_setzero_si512(), r);
+}
+
+TF_AVX512_INLINE __m512i clampVec(__m512i v, __m512i lo, __m512i hi) { return _mm512_min_epi64(_mm512_max_epi64(v, lo), hi); }
+
+// 8 int32 (lanes past `mask` read as 0) as int64 lanes.
+TF_AVX512_INLINE __m512i load32(__mmask8 mask, const int32_t* p) { return _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, p)); }
+TF_AVX512_INLINE __m512i load8(__mmask8 mask, const int8_t* p) { return _mm512_cvtepi8_epi64(_mm_maskz_loadu_epi8(mask, p)); }
+
+LOWBIT_TARGET_AVX512 void embedRowAvx512(int64_t E, const int8_t* t, int32_t mult, int32_t shift, const int32_t* pos, int32_t* o) {
+  const __m512i m = _mm512_set1_epi64(mult), s = _mm512_set1_epi64(shift);
+  const __m512i lo = _mm512_set1_epi64(-kWide), hi = _mm512_set1_epi64(kWide);
+  for (int64_t e = 0; e < E; e += 8) {
+    const __mmask8 k = laneMask(E - e);
+    const __m512i v = clampVec(_mm512_add_epi64(rqVec(load8(k, t + e), m, s), load32(k, pos + e)), lo, hi);
+    _mm512_mask_cvtepi64_storeu_epi32(o + e, k, v);
+  }
+}
+
+// One LayerNorm row (layerNormRow's integers); false when the row needs the scalar loop (a constant row).
+// Needs p.shift in [16, 63] and sqrtSize < 2^31 (the caller checks). Bounds: |x| <= 2^24, D <= 2^18 so
+// |D·x − S| < 2^43; |v| <= 2^15; |v·sqrtSize| < 2^46 (exact in a double); |n| <= √D·2^13 (Q >= max v² >= 2^28)
+// so |γ·n| < 2^37.
+LOWBIT_TARGET_AVX512 bool layerNormRowAvx512(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_t* e) {
+  const int64_t D = p.size;
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) sum = _mm512_add_epi64(sum, load32(laneMask(D - i), x + i));
+  const int64_t S = _mm512_reduce_add_epi64(sum);
+  const __m512i Dv = _mm512_set1_epi64(D), Sv = _mm512_set1_epi64(S);
+  __m512i top = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) {
+    const __mmask8 k = laneMask(D - i);
+    const __m512i c = _mm512_sub_epi64(_mm512_mul_epi32(load32(k, x + i), Dv), Sv);
+    top = _mm512_mask_max_epu64(top, k, top, _mm512_abs_epi64(c));
+  }
+  const uint64_t m = static_cast<uint64_t>(_mm512_reduce_max_epu64(top));
+  if (m == 0) return false;
+  const int k = bitLength(m) - 15;
+  const __m128i kCount = _mm_cvtsi64_si128(k > 0 ? k : 0), upCount = _mm_cvtsi64_si128(k > 0 ? 0 : -k);
+  const __m512i kHalf = _mm512_set1_epi64(k > 0 ? int64_t{1} << (k - 1) : 0);
+  __m512i squares = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) {
+    const __mmask8 lanes = laneMask(D - i);
+    const __m512i c = _mm512_sub_epi64(_mm512_mul_epi32(load32(lanes, x + i), Dv), Sv);
+    const __m512i v = k > 0 ? _mm512_sra_epi64(_mm512_add_epi64(c, kHalf), kCount) : _mm512_sll_epi64(c, upCount);
+    _mm512_mask_storeu_epi64(e + i, lanes, v);
+    squares = _mm512_mask_add_epi64(squares, lanes, squares, _mm512_mul_epi32(v, v));
+  }
+  int64_t Q = _mm512_reduce_add_epi64(squares);
+  if (p.epsCode > 0) {
+    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
+    const unsigned __int128 E = k <= 0 ? eps << (-2 * k) : (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
+    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
+  }
+  const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+  // n = round(v·sqrtSize / r), half away from zero: the quotient of |v·sqrtSize| < 2^46 by r from a double
+  // product (within 1 of ⌊·⌋), corrected by the exact remainder, then rounded.
+  const __m512i rv = _mm512_set1_epi64(r), sqrtSize = _mm512_set1_epi64(p.sqrtSize);
+  const __m512d inverse = _mm512_set1_pd(1.0 / static_cast<double>(r));
+  const __m512i M = _mm512_set1_epi64(p.multiplier), shift = _mm512_set1_epi64(p.shift);
+  const __m512i lo = _mm512_set1_epi64(p.outMin), hi = _mm512_set1_epi64(p.outMax);
+  const __m512i betaHalf = _mm512_set1_epi64(int64_t{1} << (kBetaFrac - 1)), one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) {
+    const __mmask8 lanes = laneMask(D - i);
+    const __m512i num = _mm512_mul_epi32(_mm512_maskz_loadu_epi64(lanes, e + i), sqrtSize);
+    const __m512i a = _mm512_abs_epi64(num);
+    __m512i q = _mm512_cvttpd_epi64(_mm512_mul_pd(_mm512_cvtepi64_pd(a), inverse));
+    __m512i rem = _mm512_sub_epi64(a, _mm512_mullo_epi64(q, rv));
+    const __mmask8 under = _mm512_cmplt_epi64_mask(rem, zero);
+    q = _mm512_mask_sub_epi64(q, under, q, one);
+    rem = _mm512_mask_add_epi64(rem, under, rem, rv);
+    const __mmask8 over = _mm512_cmpge_epi64_mask(rem, rv);
+    q = _mm512_mask_add_epi64(q, over, q, one);
+    rem = _mm512_mask_sub_epi64(rem, over, rem, rv);
+    q = _mm512_mask_add_epi64(q, _mm512_cmpge_epi64_mask(_mm512_add_epi64(rem, rem), rv), q, one);
+    const __m512i n = _mm512_mask_sub_epi64(q, _mm512_movepi64_mask(num), zero, q);
+    const __m512i g = _mm512_mul_epi32(load32(lanes, p.gamma + i), n);
+    const __m512i y = _mm512_srai_epi64(_mm512_add_epi64(_mm512_add_epi64(rqVec(g, M, shift), load32(lanes, p.beta + i)), betaHalf), kBetaFrac);
+    _mm512_mask_cvtepi64_storeu_epi8(out + i, lanes, clampVec(y, lo, hi));
+  }
+  return true;
+}
+
+LOWBIT_TARGET_AVX512 void requantizeRowAvx512(int64_t R, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                                               int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
+  const __m512i lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+  const __m512i wideLo = _mm512_set1_epi64(-kWide), wideHi = _mm512_set1_epi64(kWide);
+  for (int64_t r = 0; r < R; r += 8) {
+    const __mmask8 k = laneMask(R - r);
+    const __m512i sum = _mm512_add_epi64(load32(k, a + r), load32(k, bias + r));  // |sum| <= 2^32
+    const __m512i v = clampVec(rqVec(sum, load32(k, mult + r), load32(k, shift + r)), lov, hiv);
+    if (mode == 0) {
+      _mm512_mask_cvtepi64_storeu_epi32(out32 + r, k, v);
+    } else if (mode == 1) {
+      _mm512_mask_cvtepi64_storeu_epi32(out32 + r, k, clampVec(_mm512_add_epi64(load32(k, out32 + r), v), wideLo, wideHi));
+    } else {
+      _mm512_mask_cvtepi64_storeu_epi8(out8 + r, k, v);
+    }
+  }
+}
+
+// i-GELU on [begin, end); needs the product bound of geluVectorFits and shift in [16, 63].
+LOWBIT_TARGET_AVX512 void geluAvx512(int64_t begin, int64_t end, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo,
+                                      int32_t hi, int32_t erfClip, int32_t erfA, int8_t* out) {
+  const __m512i M = _mm512_set1_epi64(multiplier), s = _mm512_set1_epi64(shift);
+  const __m512i lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+  const __m512i clip = _mm512_set1_epi64(erfClip), A = _mm512_set1_epi64(erfA);
+  const __m512i erfHalf = _mm512_set1_epi64(int64_t{1} << 23), unit = _mm512_set1_epi64(32768);
+  for (int64_t i = begin; i < end; i += 8) {
+    const __mmask8 k = laneMask(end - i);
+    const __m512i v = load32(k, t + i);
+    const __m512i c = _mm512_sub_epi64(_mm512_min_epi64(_mm512_abs_epi64(v), clip), clip);
+    const __m512i erf = _mm512_add_epi64(_mm512_srai_epi64(_mm512_add_epi64(_mm512_mullo_epi64(A, _mm512_mul_epi32(c, c)), erfHalf), 24), unit);
+    const __m512i signedErf = _mm512_mask_sub_epi64(erf, _mm512_movepi64_mask(v), _mm512_setzero_si512(), erf);
+    const __m512i g = _mm512_mullo_epi64(v, _mm512_add_epi64(unit, signedErf));
+    _mm512_mask_cvtepi64_storeu_epi8(out + i, k, clampVec(rqVec(g, M, s), lov, hiv));
+  }
+}
+
+// i-GELU's |g| = |t|·|2^15 ± erf| stays below 2^48 for |t| <= 2^20 (the binding's bound).
+bool geluVectorFits(int32_t erfClip, int32_t erfA) {
+  const double erfMax = std::fabs(static_cast<double>(erfA)) * static_cast<double>(erfClip) * static_cast<double>(erfClip) / 16777216.0 + 32768.0 + 1.0;
+  return (32768.0 + erfMax) * 1048576.0 < static_cast<double>(kVecInputLimit);
+}
+
+// Scratch of one thread's attention tasks, kept across calls (grown when a call needs more).
+struct AttentionScratch {
+  std::vector<int64_t> scores;
+  std::vector<int32_t> probs, acc;
+};
+
+// intExp on 8 lanes of d <= 0 (|d| <= 2^25); lanes outside `lanes` give 0. z = ⌊−d / ln2⌋ from a double
+// quotient: −d < 2^26 and ln2 = 2839, so a non-integer quotient is at least 1/2839 from an integer, far
+// beyond the double's error, and an integer one is exact.
+TF_AVX512_INLINE __m512i intExpVec(__mmask8 lanes, __m512i d) {
+  const __m512i z = _mm512_cvttpd_epi64(_mm512_div_pd(_mm512_cvtepi64_pd(_mm512_sub_epi64(_mm512_setzero_si512(), d)), _mm512_set1_pd(static_cast<double>(kLn2))));
+  const __mmask8 live = lanes & _mm512_cmple_epi64_mask(z, _mm512_set1_epi64(30));
+  const __m512i t = _mm512_add_epi64(_mm512_add_epi64(d, _mm512_mul_epi32(z, _mm512_set1_epi64(kLn2))), _mm512_set1_epi64(kPolyB));
+  const __m512i square = _mm512_mul_epi32(t, t);  // t in (2703, 5542]
+  const __m512i poly = _mm512_add_epi64(_mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(square, _mm512_set1_epi64(kPolyA)), _mm512_set1_epi64(int64_t{1} << (kPolyShift - 1))), kPolyShift),
+                                        _mm512_set1_epi64(kPolyC));
+  const __m512i half = _mm512_srli_epi64(_mm512_sllv_epi64(_mm512_set1_epi64(1), z), 1);  // 2^(z−1), 0 for z = 0
+  return _mm512_maskz_srlv_epi64(live, _mm512_add_epi64(poly, half), z);
+}
+
+// The attention of the tasks [begin, end) (task = n·H + hd), as attentionScalar. Needs the three shifts in [16, 63].
+LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context,
+                                          int64_t begin, int64_t end, AttentionScratch& scratch) {
+  const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
+  const int64_t total = p.past + steps;
+  const int64_t padded = (total + 7) / 8 * 8;
+  if (static_cast<int64_t>(scratch.scores.size()) < padded) scratch.scores.resize(static_cast<size_t>(padded));
+  if (static_cast<int64_t>(scratch.probs.size()) < padded) scratch.probs.resize(static_cast<size_t>(padded));
+  if (static_cast<int64_t>(scratch.acc.size()) < d + 16) scratch.acc.resize(static_cast<size_t>(d + 16));
+  int64_t* scores = scratch.scores.data();
+  int32_t* probs = scratch.probs.data();
+  int32_t* acc = scratch.acc.data();
+  const __m512i scoreM = _mm512_set1_epi64(p.scoreMult), scoreS = _mm512_set1_epi64(p.scoreShift);
+  const __m512i probsM = _mm512_set1_epi64(p.probsMult), probsS = _mm512_set1_epi64(p.probsShift), probsMax = _mm512_set1_epi64(p.probsMax);
+  const __m512i ctxM = _mm512_set1_epi64(p.contextMult), ctxS = _mm512_set1_epi64(p.contextShift);
+  const __m512i ctxLo = _mm512_set1_epi64(p.contextMin), ctxHi = _mm512_set1_epi64(p.contextMax);
+  const __m512i wideLo = _mm512_set1_epi64(-kWide), wideHi = _mm512_set1_epi64(kWide);
+  const __m512i p16Half = _mm512_set1_epi64(int64_t{1} << (kReciprocalBits - kProb16Frac - 1));
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t n = task / H, hd = task % H;
+    int8_t* K = keys + task * cap * d;
+    int8_t* Vv = values + task * cap * d;
+    for (int64_t t = 0; t < steps; t++) {
+      const int32_t* src = qkv + (n * steps + t) * W + hd * d;
+      int8_t* k = K + (p.past + t) * d;
+      int8_t* v = Vv + (p.past + t) * d;
+      for (int64_t c = 0; c < d; c += 16) {
+        const __mmask16 lanes = laneMask16(d - c);
+        _mm512_mask_cvtepi32_storeu_epi8(k + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + E + c));
+        _mm512_mask_cvtepi32_storeu_epi8(v + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + 2 * E + c));
+      }
+    }
+    for (int64_t t = 0; t < steps; t++) {
+      const int32_t* q = qkv + (n * steps + t) * W + hd * d;
+      const int64_t L = p.past + t + 1;
+      // Σ q·k per key (int32: |q|, |k| <= 128, d <= 2^16), then the scores' requantization 8 keys at a time.
+      for (int64_t j = 0; j < L; j++) {
+        const int8_t* kr = K + j * d;
+        __m512i dot = _mm512_setzero_si512();
+        for (int64_t c = 0; c < d; c += 16) {
+          const __mmask16 lanes = laneMask16(d - c);
+          dot = _mm512_add_epi32(dot, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(lanes, q + c), _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, kr + c))));
+        }
+        scores[j] = _mm512_reduce_add_epi32(dot);
+      }
+      __m512i top = _mm512_set1_epi64(INT32_MIN);
+      for (int64_t j = 0; j < L; j += 8) {
+        const __mmask8 lanes = laneMask(L - j);
+        const __m512i s = clampVec(rqVec(_mm512_maskz_loadu_epi64(lanes, scores + j), scoreM, scoreS), wideLo, wideHi);
+        _mm512_storeu_si512(scores + j, s);
+        top = _mm512_mask_max_epi64(top, lanes, top, s);
+      }
+      const __m512i topv = _mm512_set1_epi64(_mm512_reduce_max_epi64(top));
+      __m512i sums = _mm512_setzero_si512();
+      for (int64_t j = 0; j < L; j += 8) {
+        const __mmask8 lanes = laneMask(L - j);
+        const __m512i ex = intExpVec(lanes, _mm512_sub_epi64(_mm512_loadu_si512(scores + j), topv));
+        _mm512_storeu_si512(scores + j, ex);
+        sums = _mm512_add_epi64(sums, ex);
+      }
+      // Σ e >= intExp(0) > 2^15, so the reciprocal < 2^31 and e·reciprocal < 2^47.
+      const __m512i reciprocal = _mm512_set1_epi64((int64_t{1} << kReciprocalBits) / _mm512_reduce_add_epi64(sums));
+      for (int64_t j = 0; j < L; j += 8) {
+        const __mmask8 lanes = laneMask(L - j);
+        const __m512i p16 = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epu32(_mm512_loadu_si512(scores + j), reciprocal), p16Half), kReciprocalBits - kProb16Frac);
+        _mm512_mask_cvtepi64_storeu_epi32(probs + j, lanes, _mm512_min_epi64(rqVec(p16, probsM, probsS), probsMax));
+      }
+      // Σ p·v (int32, as attentionScalar), then the context codes.
+      for (int64_t c = 0; c < d; c += 16) _mm512_storeu_si512(acc + c, _mm512_setzero_si512());
+      for (int64_t j = 0; j < L; j++) {
+        const int32_t pj = probs[j];
+        if (pj == 0) continue;
+        const __m512i pv = _mm512_set1_epi32(pj);
+        const int8_t* vr = Vv + j * d;
+        for (int64_t c = 0; c < d; c += 16) {
+          const __mmask16 lanes = laneMask16(d - c);
+          const __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_mullo_epi32(pv, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, vr + c))));
+          _mm512_storeu_si512(acc + c, sum);
+        }
+      }
+      int8_t* out = context + (n * steps + t) * E + hd * d;
+      for (int64_t c = 0; c < d; c += 8) {
+        const __mmask8 lanes = laneMask(d - c);
+        _mm512_mask_cvtepi64_storeu_epi8(out + c, lanes, clampVec(rqVec(load32(lanes, acc + c), ctxM, ctxS), ctxLo, ctxHi));
+      }
+    }
+  }
+}
+
+std::atomic<bool> vectorAllowed{true};
+
+bool useAvx512() { return vectorAllowed.load(std::memory_order_relaxed) && activeIsa() == Isa::Avx512; }
+
+}  // namespace
+
+const char* intTfShiftProblem(int32_t shift) {
+  return shift < -32 || shift > 100 ? "a requantization shift is outside [-32, 100]" : nullptr;
+}
+
+void intTfSetVector(bool on) { vectorAllowed.store(on, std::memory_order_relaxed); }
+
+const char* intTfLoops() { return useAvx512() ? "avx512" : "scalar"; }
+
+void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
+                const int32_t* mult, const int32_t* shift, const int32_t* positions, int32_t* x) {
+  if (!useAvx512()) {
+    embedScalar(rows, steps, past, E, ids, table, mult, shift, positions, x);
+    return;
+  }
+  parallelFor(rows, static_cast<double>(rows * E), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; row++) {
+      const int64_t id = ids[row];
+      const int32_t* pos = positions + (past + row % steps) * E;
+      if (vecShift(shift[id])) {
+        embedRowAvx512(E, table + id * E, mult[id], shift[id], pos, x + row * E);
+      } else {
+        embedScalar(1, 1, past + row % steps, E, ids + row, table, mult, shift, positions, x + row * E);
+      }
+    }
+  });
+}
+
+void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
+  const int64_t D = p.size;
+  if (!useAvx512() || !vecShift(p.shift) || p.sqrtSize >= (int64_t{1} << 31)) {
+    layerNormScalar(p, rows, x, out);
+    return;
+  }
+  parallelFor(rows, static_cast<double>(rows * D) * 3, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<int64_t> e;
+    if (static_cast<int64_t>(e.size()) < D) e.resize(static_cast<size_t>(D));
+    for (int64_t r = begin; r < end; r++) {
+      if (!layerNormRowAvx512(p, x + r * D, out + r * D, e.data())) layerNormRow(p, x + r * D, out + r * D, e.data());
+    }
+  });
+}
+
+void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
+                     const int32_t* shift, int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
+  if (!useAvx512() || !vecShifts(shift, R)) {
+    requantizeScalar(M, R, acc, bias, mult, shift, lo, hi, mode, out32, out8);
+    return;
+  }
+  parallelFor(M, static_cast<double>(M * R), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      requantizeRowAvx512(R, acc + m * R, bias, mult, shift, lo, hi, mode, out32 ? out32 + m * R : nullptr, out8 ? out8 + m * R : nullptr);
+    }
+  });
+}
+
+void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
+               int32_t erfClip, int32_t erfA, int8_t* out) {
+  if (!useAvx512() || !vecShift(shift) || !geluVectorFits(erfClip, erfA)) {
+    geluScalar(count, t, multiplier, shift, lo, hi, erfClip, erfA, out);
+    return;
+  }
+  // Chunks of whole vectors (the last takes the tail).
+  const int64_t blocks = (count + 7) / 8;
+  parallelFor(blocks, static_cast<double>(count) * 2, [&](int64_t begin, int64_t end) {
+    geluAvx512(begin * 8, std::min(end * 8, count), t, multiplier, shift, lo, hi, erfClip, erfA, out);
+  });
+}
+
+void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  if (!useAvx512() || !vecShift(p.scoreShift) || !vecShift(p.probsShift) || !vecShift(p.contextShift)) {
+    attentionScalar(p, qkv, keys, values, context);
+    return;
+  }
+  const int64_t total = p.past + p.steps;
+  const double work = static_cast<double>(p.batch * p.heads) * static_cast<double>(p.steps) * static_cast<double>(total) * static_cast<double>(p.headDim + 8);
+  // A few tasks per thread: each claims a run of heads (the scratch is the thread's own).
+  parallelFor(p.batch * p.heads, work, [&](int64_t begin, int64_t end) {
+    thread_local AttentionScratch scratch;
+    attentionAvx512(p, qkv, keys, values, context, begin, end, scratch);
   });
 }
 

@@ -50,6 +50,14 @@ struct IntTfAttention {
 // runs the causal attention of every new query (scores, I-BERT i-exp softmax, A·V) into context [rows, E].
 void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context);
 
+// Which loops run: "avx512" (8 int64 lanes per vector; each loop falls back to the scalar one where its
+// bounds do not hold: a requantization shift outside [16, 63], a constant LayerNorm row, ...) or "scalar"
+// (an ISA below AVX-512, or the vector loops turned off). Both give the same integers.
+const char* intTfLoops();
+
+// Allows (default) or forbids the AVX-512 loops (benchmarks and tests compare both in one process).
+void intTfSetVector(bool on);
+
 // Why the kernels cannot run these requantization shifts exactly (nullptr when they can): the
 // shifts must lie in [-32, 100].
 const char* intTfShiftProblem(int32_t shift);

@@ -222,6 +222,12 @@ export interface NativeAddon {
    * scoreMult, scoreShift, probsMult, probsShift, probsMax, contextMult, contextShift, contextMin, contextMax].
    */
   intTfAttention?(dims: Int32Array, qkv: Int32Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
+  /**
+   * Which of those loops run: 'avx512' (the vector loops, each falling back to the scalar one where its bounds
+   * fail) or 'scalar' (an ISA below AVX-512, or the vector loops forbidden); `vector` false forbids the
+   * vector loops, true allows them again (benchmarks and tests: both give the same integers).
+   */
+  intTfLoops?(vector?: boolean): string;
   // ---------------------------------------------------------------- end of integer Transformer LM loops
 }
 
