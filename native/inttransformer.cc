@@ -268,11 +268,16 @@ inline __mmask16 laneMask16(int64_t n) { return n >= 16 ? static_cast<__mmask16>
 // rq's saturation at 2^63 − 1). With |a| = ah·2^16 + al: a·|m| + 2^(s−1) = X·2^16 + Y for X = ah·|m| < 2^63,
 // Y = al·|m| + 2^(s−1) < 2^63, and ⌊(X·2^16 + Y) / 2^s⌋ = ⌊(X + ⌊Y / 2^16⌋) / 2^(s−16)⌋ (nested floors):
 // two 32 × 32 → 64-bit products, as the scalar rq's middle case.
+// When every |a| < 2^32 (the common case: int32 accumulators, scores, probabilities), one product a·|m| < 2^63 does.
 TF_AVX512_INLINE __m512i rqVec(__m512i a, __m512i m, __m512i s) {
   const __mmask8 negative = _mm512_movepi64_mask(_mm512_xor_si512(a, m));
   const __m512i ua = _mm512_abs_epi64(a), um = _mm512_abs_epi64(m);
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
+  if (_mm512_cmpge_epu64_mask(ua, _mm512_set1_epi64(int64_t{1} << 32)) == 0) {
+    const __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epu32(ua, um), half), s);  // < 2^63 >> 16
+    return _mm512_mask_sub_epi64(r, negative, _mm512_setzero_si512(), r);
+  }
   const __m512i high = _mm512_mul_epu32(_mm512_srli_epi64(ua, 16), um);
   const __m512i low = _mm512_add_epi64(_mm512_mul_epu32(_mm512_and_si512(ua, _mm512_set1_epi64(0xffff)), um), half);
   __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(high, _mm512_srli_epi64(low, 16)), _mm512_sub_epi64(s, _mm512_set1_epi64(16)));
@@ -312,7 +317,10 @@ LOWBIT_TARGET_AVX512 bool layerNormRowAvx512(const IntTfLayerNorm& p, const int3
     const __m512i c = _mm512_sub_epi64(_mm512_mul_epi32(load32(k, x + i), Dv), Sv);
     top = _mm512_mask_max_epu64(top, k, top, _mm512_abs_epi64(c));
   }
-  const uint64_t m = static_cast<uint64_t>(_mm512_reduce_max_epu64(top));
+  // (GCC 12's _mm512_reduce_max_epu64 warns of an uninitialized operand: reduce through memory.)
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, top);
+  const uint64_t m = *std::max_element(lanes, lanes + 8);
   if (m == 0) return false;
   const int k = bitLength(m) - 15;
   const __m128i kCount = _mm_cvtsi64_si128(k > 0 ? k : 0), upCount = _mm_cvtsi64_si128(k > 0 ? 0 : -k);
@@ -402,11 +410,48 @@ bool geluVectorFits(int32_t erfClip, int32_t erfA) {
   return (32768.0 + erfMax) * 1048576.0 < static_cast<double>(kVecInputLimit);
 }
 
+// fc1's output stage and i-GELU in one pass over a row: t = clamp(rq(a + bias; mult, shift), lo, hi) (|t| <= 2^20),
+// then out = clamp(rq(t·(2^15 + intErf(t)); M, n), glo, ghi). Needs every shift in [16, 63] and geluVectorFits.
+LOWBIT_TARGET_AVX512 void requantizeGeluRowAvx512(int64_t R, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                                                   int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out) {
+  const __m512i lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+  const __m512i M = _mm512_set1_epi64(g.multiplier), s = _mm512_set1_epi64(g.shift);
+  const __m512i glo = _mm512_set1_epi64(g.lo), ghi = _mm512_set1_epi64(g.hi);
+  const __m512i clip = _mm512_set1_epi64(g.erfClip), A = _mm512_set1_epi64(g.erfA);
+  const __m512i erfHalf = _mm512_set1_epi64(int64_t{1} << 23), unit = _mm512_set1_epi64(32768);
+  for (int64_t r = 0; r < R; r += 8) {
+    const __mmask8 k = laneMask(R - r);
+    const __m512i v = clampVec(rqVec(_mm512_add_epi64(load32(k, a + r), load32(k, bias + r)), load32(k, mult + r), load32(k, shift + r)), lov, hiv);
+    const __m512i c = _mm512_sub_epi64(_mm512_min_epi64(_mm512_abs_epi64(v), clip), clip);
+    const __m512i erf = _mm512_add_epi64(_mm512_srai_epi64(_mm512_add_epi64(_mm512_mullo_epi64(A, _mm512_mul_epi32(c, c)), erfHalf), 24), unit);
+    const __m512i signedErf = _mm512_mask_sub_epi64(erf, _mm512_movepi64_mask(v), _mm512_setzero_si512(), erf);
+    const __m512i product = _mm512_mullo_epi64(v, _mm512_add_epi64(unit, signedErf));
+    _mm512_mask_cvtepi64_storeu_epi8(out + r, k, clampVec(rqVec(product, M, s), glo, ghi));
+  }
+}
+
+// The head's float step over a row: out[r] = float((a[r] + bias[r])·scale[r]), the product in double (exact operands,
+// one rounding) and then rounded to float32, as the TypeScript loop stores it into a Float32Array.
+LOWBIT_TARGET_AVX512 void headRowAvx512(int64_t V, const int32_t* a, const int32_t* bias, const float* scale, float* out) {
+  for (int64_t r = 0; r < V; r += 8) {
+    const __mmask8 k = laneMask(V - r);
+    const __m512d sum = _mm512_cvtepi64_pd(_mm512_add_epi64(load32(k, a + r), load32(k, bias + r)));
+    const __m512d product = _mm512_mul_pd(sum, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, scale + r)));
+    _mm256_mask_storeu_ps(out + r, k, _mm512_cvtpd_ps(product));
+  }
+}
+
 // Scratch of one thread's attention tasks, kept across calls (grown when a call needs more).
 struct AttentionScratch {
+  std::vector<int32_t> keyPairs, valuePairs, queryPairs, dots, probs, acc;
   std::vector<int64_t> scores;
-  std::vector<int32_t> probs, acc;
 };
+
+template <class T>
+T* grown(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
 
 // intExp on 8 lanes of d <= 0 (|d| <= 2^25); lanes outside `lanes` give 0. z = ⌊−d / ln2⌋ from a double
 // quotient: −d < 2^26 and ln2 = 2839, so a non-integer quotient is at least 1/2839 from an integer, far
@@ -423,17 +468,23 @@ TF_AVX512_INLINE __m512i intExpVec(__mmask8 lanes, __m512i d) {
 }
 
 // The attention of the tasks [begin, end) (task = n·H + hd), as attentionScalar. Needs the three shifts in [16, 63].
+// Both products run on vpmaddwd (int16 pairs → int32, exact: |q|, |k| <= 128, 0 <= p <= 255, |v| <= 128) over
+// transposed copies of the task's cache: keyPairs[c/2][j] holds (k[j][c], k[j][c+1]), so 16 keys' dots come from
+// ⌈d/2⌉ multiply-adds with the query's pairs broadcast; valuePairs[j/2][c] holds (v[j][c], v[j+1][c]), so 16
+// channels of Σ p·v come from ⌈L/2⌉ multiply-adds with the probabilities' pairs broadcast.
 LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context,
                                           int64_t begin, int64_t end, AttentionScratch& scratch) {
   const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
   const int64_t total = p.past + steps;
-  const int64_t padded = (total + 7) / 8 * 8;
-  if (static_cast<int64_t>(scratch.scores.size()) < padded) scratch.scores.resize(static_cast<size_t>(padded));
-  if (static_cast<int64_t>(scratch.probs.size()) < padded) scratch.probs.resize(static_cast<size_t>(padded));
-  if (static_cast<int64_t>(scratch.acc.size()) < d + 16) scratch.acc.resize(static_cast<size_t>(d + 16));
-  int64_t* scores = scratch.scores.data();
-  int32_t* probs = scratch.probs.data();
-  int32_t* acc = scratch.acc.data();
+  const int64_t keyLanes = (total + 15) / 16 * 16, channelLanes = (d + 15) / 16 * 16;
+  const int64_t channelPairs = (d + 1) / 2, keyPairCount = (total + 1) / 2;
+  int16_t* kt = reinterpret_cast<int16_t*>(grown(scratch.keyPairs, channelPairs * keyLanes));
+  int16_t* vt = reinterpret_cast<int16_t*>(grown(scratch.valuePairs, keyPairCount * channelLanes));
+  int32_t* queryPairs = grown(scratch.queryPairs, channelPairs);
+  int32_t* dots = grown(scratch.dots, keyLanes);
+  int64_t* scores = grown(scratch.scores, keyLanes);
+  int32_t* probs = grown(scratch.probs, keyLanes + 1);
+  int32_t* acc = grown(scratch.acc, channelLanes);
   const __m512i scoreM = _mm512_set1_epi64(p.scoreMult), scoreS = _mm512_set1_epi64(p.scoreShift);
   const __m512i probsM = _mm512_set1_epi64(p.probsMult), probsS = _mm512_set1_epi64(p.probsShift), probsMax = _mm512_set1_epi64(p.probsMax);
   const __m512i ctxM = _mm512_set1_epi64(p.contextMult), ctxS = _mm512_set1_epi64(p.contextShift);
@@ -454,23 +505,34 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t
         _mm512_mask_cvtepi32_storeu_epi8(v + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + 2 * E + c));
       }
     }
+    // The transposed pairs of positions 0..total−1 (lanes past total or d are never read into a result:
+    // their scores are masked, their channels not stored, and the missing halves of odd pairs meet a 0).
+    for (int64_t j = 0; j < total; j++) {
+      const int8_t* kr = K + j * d;
+      const int8_t* vr = Vv + j * d;
+      for (int64_t c = 0; c < d; c++) {
+        kt[((c >> 1) * keyLanes + j) * 2 + (c & 1)] = kr[c];
+        vt[((j >> 1) * channelLanes + c) * 2 + (j & 1)] = vr[c];
+      }
+    }
     for (int64_t t = 0; t < steps; t++) {
       const int32_t* q = qkv + (n * steps + t) * W + hd * d;
       const int64_t L = p.past + t + 1;
-      // Σ q·k per key (int32: |q|, |k| <= 128, d <= 2^16), then the scores' requantization 8 keys at a time.
-      for (int64_t j = 0; j < L; j++) {
-        const int8_t* kr = K + j * d;
+      for (int64_t c = 0; c < channelPairs; c++) {
+        const uint32_t second = 2 * c + 1 < d ? static_cast<uint32_t>(q[2 * c + 1]) : 0u;
+        queryPairs[c] = static_cast<int32_t>((static_cast<uint32_t>(q[2 * c]) & 0xffffu) | (second << 16));
+      }
+      for (int64_t j = 0; j < L; j += 16) {
         __m512i dot = _mm512_setzero_si512();
-        for (int64_t c = 0; c < d; c += 16) {
-          const __mmask16 lanes = laneMask16(d - c);
-          dot = _mm512_add_epi32(dot, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(lanes, q + c), _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, kr + c))));
+        for (int64_t c = 0; c < channelPairs; c++) {
+          dot = _mm512_add_epi32(dot, _mm512_madd_epi16(_mm512_loadu_si512(kt + (c * keyLanes + j) * 2), _mm512_set1_epi32(queryPairs[c])));
         }
-        scores[j] = _mm512_reduce_add_epi32(dot);
+        _mm512_storeu_si512(dots + j, dot);
       }
       __m512i top = _mm512_set1_epi64(INT32_MIN);
       for (int64_t j = 0; j < L; j += 8) {
         const __mmask8 lanes = laneMask(L - j);
-        const __m512i s = clampVec(rqVec(_mm512_maskz_loadu_epi64(lanes, scores + j), scoreM, scoreS), wideLo, wideHi);
+        const __m512i s = clampVec(rqVec(load32(lanes, dots + j), scoreM, scoreS), wideLo, wideHi);
         _mm512_storeu_si512(scores + j, s);
         top = _mm512_mask_max_epi64(top, lanes, top, s);
       }
@@ -489,17 +551,15 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t
         const __m512i p16 = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epu32(_mm512_loadu_si512(scores + j), reciprocal), p16Half), kReciprocalBits - kProb16Frac);
         _mm512_mask_cvtepi64_storeu_epi32(probs + j, lanes, _mm512_min_epi64(rqVec(p16, probsM, probsS), probsMax));
       }
-      // Σ p·v (int32, as attentionScalar), then the context codes.
-      for (int64_t c = 0; c < d; c += 16) _mm512_storeu_si512(acc + c, _mm512_setzero_si512());
-      for (int64_t j = 0; j < L; j++) {
-        const int32_t pj = probs[j];
-        if (pj == 0) continue;
-        const __m512i pv = _mm512_set1_epi32(pj);
-        const int8_t* vr = Vv + j * d;
+      probs[L] = 0;  // the missing half of an odd last pair
+      for (int64_t c = 0; c < channelLanes; c += 16) _mm512_storeu_si512(acc + c, _mm512_setzero_si512());
+      for (int64_t j = 0; j < L; j += 2) {
+        const uint32_t pair = (static_cast<uint32_t>(probs[j]) & 0xffffu) | (static_cast<uint32_t>(probs[j + 1]) << 16);
+        if (pair == 0) continue;
+        const __m512i pv = _mm512_set1_epi32(static_cast<int32_t>(pair));
+        const int16_t* row = vt + (j >> 1) * channelLanes * 2;
         for (int64_t c = 0; c < d; c += 16) {
-          const __mmask16 lanes = laneMask16(d - c);
-          const __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_mullo_epi32(pv, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, vr + c))));
-          _mm512_storeu_si512(acc + c, sum);
+          _mm512_storeu_si512(acc + c, _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_madd_epi16(_mm512_loadu_si512(row + c * 2), pv)));
         }
       }
       int8_t* out = context + (n * steps + t) * E + hd * d;
@@ -582,6 +642,39 @@ void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shif
   const int64_t blocks = (count + 7) / 8;
   parallelFor(blocks, static_cast<double>(count) * 2, [&](int64_t begin, int64_t end) {
     geluAvx512(begin * 8, std::min(end * 8, count), t, multiplier, shift, lo, hi, erfClip, erfA, out);
+  });
+}
+
+void intTfRequantizeGelu(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                         int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out) {
+  const bool vector = useAvx512() && vecShifts(shift, R) && vecShift(g.shift) && geluVectorFits(g.erfClip, g.erfA);
+  parallelFor(M, static_cast<double>(M * R) * (vector ? 2 : 12), [&](int64_t begin, int64_t end) {
+    if (vector) {
+      for (int64_t m = begin; m < end; m++) requantizeGeluRowAvx512(R, acc + m * R, bias, mult, shift, lo, hi, g, out + m * R);
+      return;
+    }
+    // The two scalar loops, row by row through a row of int32 codes.
+    thread_local std::vector<int32_t> t;
+    if (static_cast<int64_t>(t.size()) < R) t.resize(static_cast<size_t>(R));
+    for (int64_t m = begin; m < end; m++) {
+      requantizeScalar(1, R, acc + m * R, bias, mult, shift, lo, hi, 0, t.data(), nullptr);
+      geluScalar(R, t.data(), g.multiplier, g.shift, g.lo, g.hi, g.erfClip, g.erfA, out + m * R);
+    }
+  });
+}
+
+void intTfHead(int64_t M, int64_t V, const int32_t* acc, const int32_t* bias, const float* scale, float* out) {
+  const bool vector = useAvx512();
+  parallelFor(M, static_cast<double>(M * V), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      if (vector) {
+        headRowAvx512(V, acc + m * V, bias, scale, out + m * V);
+        continue;
+      }
+      for (int64_t r = 0; r < V; r++) {
+        out[m * V + r] = static_cast<float>(static_cast<double>(static_cast<int64_t>(acc[m * V + r]) + bias[r]) * static_cast<double>(scale[r]));
+      }
+    }
   });
 }
 

@@ -5,11 +5,13 @@
  * the wall time is the TypeScript around them (argument checks, buffers, the head's float loop).
  * The model: a converted untrained w8a8 TransformerLM of the CLI's shape (vocabulary 2000, width 80,
  * 4 heads, MLP 320, 2 blocks, context 8; QAT steps from one training-mode forward on random ids),
- * batches of 256 random windows as bench/irnn/transformer-lm.ts feeds them. The scalar and the AVX-512
- * loops (`addon.intTfLoops`) run batch by batch alternately; prints one table per kind (ms per batch:
- * medians over the batches); writes nothing.
+ * batches of 256 random windows as bench/irnn/transformer-lm.ts feeds them. Two kinds run batch by batch
+ * alternately: 'scalar' = the forward as before the AVX-512 work (scalar loops, `addon.intTfLoops(false)`,
+ * and the per-op calls, `setIntTransformerFusedCalls(false)`), 'avx512' = the AVX-512 loops and the fused
+ * calls (fc1 + i-GELU, the head in C++); their logits are checked equal at every batch. Prints the
+ * median ms per batch of every call; writes nothing.
  *
- *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2]
+ *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512]
  */
 import { noGrad } from '../../src/autograd/index.ts';
 import { loadAddon } from '../../src/backend/native/load.ts';
@@ -17,9 +19,10 @@ import type { NativeAddon } from '../../src/backend/native/addon.ts';
 import { setNativeThreads } from '../../src/backend/native/index.ts';
 import { TransformerLM } from '../../src/nn/index.ts';
 import { convertTransformerLM } from '../../src/quant/irnn/index.ts';
+import { setIntTransformerFusedCalls } from '../../src/quant/irnn/transformer.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../../src/quant/transformer/qat.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
-import { numberFlag } from '../flags.ts';
+import { flag, numberFlag } from '../flags.ts';
 
 const batches = numberFlag('batches', 40, { integer: true, min: 1 });
 const context = numberFlag('context', 8, { integer: true, min: 1 });
@@ -45,14 +48,18 @@ const int = convertTransformerLM(model, [ids(64)]);
 
 // Wrap the addon's functions with timers (the model calls them through this very object).
 type Kind = 'scalar' | 'avx512';
-const kinds: Kind[] = addon.intTfLoops?.(true) === 'avx512' ? ['scalar', 'avx512'] : ['scalar'];
+const only = flag('loops');
+if (only !== undefined && only !== 'scalar' && only !== 'avx512') throw new Error(`--loops must be scalar or avx512, got '${only}'`);
+const kinds: Kind[] = (addon.intTfLoops?.(true) === 'avx512' ? ['scalar', 'avx512'] as Kind[] : ['scalar'] as Kind[]).filter((k) => only === undefined || k === only);
+if (kinds.length === 0) throw new Error(`--loops ${only}: this machine does not run those loops`);
 /** Per kind, per call key: seconds of each timed batch. */
 const samples = new Map<string, number[]>();
 let current = new Map<string, number>();
-const names = ['gemmInt8Packed', 'intTfEmbed', 'intTfLayerNorm', 'intTfRequantize', 'intTfGelu', 'intTfAttention'] as const;
+const names = ['gemmInt8Packed', 'intTfEmbed', 'intTfLayerNorm', 'intTfRequantize', 'intTfGelu', 'intTfAttention', 'intTfRequantizeGelu', 'intTfHead'] as const;
 const table = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
 for (const name of names) {
-  const inner = table[name]!;
+  const inner = table[name];
+  if (!inner) continue;
   table[name] = (...args: unknown[]): unknown => {
     const start = process.hrtime.bigint();
     const result = inner(...args);
@@ -67,14 +74,19 @@ for (const name of names) {
 }
 
 const inputs = Array.from({ length: 4 }, () => ids(batchSize).data as Int32Array);
+/** 'scalar': the loops and calls of before (per-op calls, scalar loops); 'avx512': the fused calls and the AVX-512 loops. */
+function use(kind: Kind): void {
+  addon!.intTfLoops!(kind === 'avx512');
+  setIntTransformerFusedCalls(kind === 'avx512');
+}
 for (const kind of kinds) {
-  addon.intTfLoops!(kind === 'avx512');
+  use(kind);
   for (let i = 0; i < 3; i++) int.logits(inputs[i % 4]!, batchSize); // warm-up (JIT, buffers, packing)
 }
 const logits: Record<string, Float32Array> = {};
 for (let i = 0; i < batches; i++) {
   for (const kind of kinds) {
-    addon.intTfLoops!(kind === 'avx512');
+    use(kind);
     current = new Map();
     const start = performance.now();
     logits[kind] = int.logits(inputs[i % 4]!, batchSize);
@@ -90,7 +102,7 @@ for (let i = 0; i < batches; i++) {
   }
   if (kinds.length === 2 && logits['scalar']!.some((v, j) => v !== logits['avx512']![j])) throw new Error(`batch ${i}: the AVX-512 loops gave other logits than the scalar ones`);
 }
-addon.intTfLoops!(true);
+use('avx512');
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -223,6 +223,14 @@ export interface NativeAddon {
    */
   intTfAttention?(dims: Int32Array, qkv: Int32Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
   /**
+   * fc1's output stage and i-GELU in one pass: t = clamp(rq(acc + bias[r]; mult[r], shift[r]), lo, hi) (|lo|, |hi| ≤ 2^20), then
+   * out = clamp(rq(t·(2^15 + intErf(t)); geluMult, geluShift), geluLo, geluHi) (Int8Array); dims = [M, R, lo, hi, geluMult,
+   * geluShift, geluLo, geluHi, erfClip, erfA]. The same integers as intTfRequantize (mode 0) then intTfGelu.
+   */
+  intTfRequantizeGelu?(dims: Int32Array, acc: Int32Array, bias: Int32Array, mult: Int32Array, shift: Int32Array, out: Int8Array): void;
+  /** The head's logits: out[m, r] = float32((acc[m, r] + bias[r])·scale[r]), the product in float64; dims = [M, V]. */
+  intTfHead?(dims: Int32Array, acc: Int32Array, bias: Int32Array, scale: Float32Array, out: Float32Array): void;
+  /**
    * Which of those loops run: 'avx512' (the vector loops, each falling back to the scalar one where its bounds
    * fail) or 'scalar' (an ISA below AVX-512, or the vector loops forbidden); `vector` false forbids the
    * vector loops, true allows them again (benchmarks and tests: both give the same integers).

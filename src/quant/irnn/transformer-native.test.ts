@@ -20,7 +20,7 @@ import { Rng, Tensor } from '../../tensor/index.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../transformer/qat.ts';
 import { intLayerNormRow, layerNormParams, sqrtSizeConstant, type IntLayerNormParams } from './layernorm.ts';
 import {
-  convertTransformerLM, IntTransformerLM, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
+  convertTransformerLM, IntTransformerLM, setIntTransformerFusedCalls, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
 } from './transformer.ts';
 
 const addon = loadAddon();
@@ -30,21 +30,26 @@ const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA
 const vectorLoops = addon?.intTfLoops?.(true) === 'avx512';
 
 /**
- * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones) on 1 and
- * 2 threads, checking that the kind asked for is the one that runs; restores the defaults.
+ * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones), the fused
+ * calls (fc1 + i-GELU, the head) and the per-op ones, on 1 and 2 threads, checking that the kind asked
+ * for is the one that runs; restores the defaults.
  */
 function forEachLoops(body: (what: string) => void): void {
   const threads = addon!.info().threads;
   try {
     for (const vector of vectorLoops ? [true, false] : [false]) {
       assert.equal(addon!.intTfLoops!(vector), vector ? 'avx512' : 'scalar');
-      for (const n of [1, 2]) {
-        setNativeThreads(n);
-        body(`${vector ? 'avx512' : 'scalar'} loops, ${n} thread(s)`);
+      for (const fused of [true, false]) {
+        setIntTransformerFusedCalls(fused);
+        for (const n of [1, 2]) {
+          setNativeThreads(n);
+          body(`${vector ? 'avx512' : 'scalar'} loops, ${fused ? 'fused' : 'per-op'} calls, ${n} thread(s)`);
+        }
       }
     }
   } finally {
     addon!.intTfLoops!(true);
+    setIntTransformerFusedCalls(true);
     setNativeThreads(threads);
   }
 }
