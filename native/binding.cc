@@ -1879,16 +1879,19 @@ Napi::Value IntTfHead(const Napi::CallbackInfo& info) {
 }
 
 // intTfAttention(dims [batch, steps, past, capacity, heads, headDim, scoreMult, scoreShift, probsMult, probsShift, probsMax,
-//   contextMult, contextShift, contextMin, contextMax], qkv: Int32Array (batch·steps·3E, int8 codes),
+//   contextMult, contextShift, contextMin, contextMax], qkv: Int32Array (batch·steps·3E, int8 codes) or Int8Array,
 //   keys, values: Int8Array (batch·heads·capacity·headDim), context: Int8Array (batch·steps·E))
 Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
   int32_t *dims = nullptr, *qkv = nullptr;
   size_t nqkv = 0;
-  Bytes keys, values, context;
-  if (!tfDims(info, "intTfAttention", 15, &dims) || !argI32(info, 1, &qkv, &nqkv) || !argBytes(info, 2, &keys) ||
-      !argBytes(info, 3, &values) || !argBytes(info, 4, &context)) {
+  Bytes keys, values, context, qkv8;
+  // The codes as an Int32Array (checked to lie in [-128, 127]) or an Int8Array.
+  const bool bytes = info.Length() > 1 && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_int8_array;
+  if (!tfDims(info, "intTfAttention", 15, &dims) || !(bytes ? argBytes(info, 1, &qkv8) : argI32(info, 1, &qkv, &nqkv)) ||
+      !argBytes(info, 2, &keys) || !argBytes(info, 3, &values) || !argBytes(info, 4, &context)) {
     return info.Env().Undefined();
   }
+  if (bytes) nqkv = qkv8.length;
   lowbit::IntTfAttention p;
   p.batch = dims[0];
   p.steps = dims[1];
@@ -1913,14 +1916,18 @@ Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
             static_cast<int64_t>(nqkv) == rows * 3 * E && keys.isSigned && values.isSigned && context.isSigned &&
             static_cast<int64_t>(keys.length) == p.batch * p.capacity * E && static_cast<int64_t>(values.length) == p.batch * p.capacity * E &&
             static_cast<int64_t>(context.length) == rows * E;
-  ok = ok && tfWithin(qkv, nqkv, -128, 127);
+  ok = ok && (bytes || tfWithin(qkv, nqkv, -128, 127));
   if (!ok) {
     fail(info.Env(), "intTfAttention: buffer sizes, types or values do not match the dims");
     return info.Env().Undefined();
   }
   const int32_t shifts[3] = {p.scoreShift, p.probsShift, p.contextShift};
   if (!tfShifts(info, "intTfAttention", shifts, 3)) return info.Env().Undefined();
-  lowbit::intTfAttention(p, qkv, reinterpret_cast<int8_t*>(keys.data), reinterpret_cast<int8_t*>(values.data), reinterpret_cast<int8_t*>(context.data));
+  int8_t* k = reinterpret_cast<int8_t*>(keys.data);
+  int8_t* v = reinterpret_cast<int8_t*>(values.data);
+  int8_t* c = reinterpret_cast<int8_t*>(context.data);
+  if (bytes) lowbit::intTfAttention(p, reinterpret_cast<const int8_t*>(qkv8.data), k, v, c);
+  else lowbit::intTfAttention(p, qkv, k, v, c);
   return info.Env().Undefined();
 }
 

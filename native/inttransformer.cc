@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "cpu.h"
@@ -182,7 +183,9 @@ void geluScalar(int64_t count, const int32_t* t, int32_t multiplier, int32_t shi
   });
 }
 
-void attentionScalar(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+// QKV: int32_t (codes in int32) or int8_t.
+template <class QKV>
+void attentionScalar(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context) {
   const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
   const int64_t total = p.past + steps;
   const double work = static_cast<double>(p.batch * H) * static_cast<double>(steps) * static_cast<double>(total) * static_cast<double>(2 * d + 8);
@@ -194,7 +197,7 @@ void attentionScalar(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, 
       int8_t* K = keys + task * cap * d;
       int8_t* Vv = values + task * cap * d;
       for (int64_t t = 0; t < steps; t++) {
-        const int32_t* src = qkv + (n * steps + t) * W + hd * d;
+        const QKV* src = qkv + (n * steps + t) * W + hd * d;
         int8_t* k = K + (p.past + t) * d;
         int8_t* v = Vv + (p.past + t) * d;
         for (int64_t c = 0; c < d; c++) {
@@ -203,7 +206,7 @@ void attentionScalar(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, 
         }
       }
       for (int64_t t = 0; t < steps; t++) {
-        const int32_t* src = qkv + (n * steps + t) * W + hd * d;
+        const QKV* src = qkv + (n * steps + t) * W + hd * d;
         for (int64_t c = 0; c < d; c++) q[c] = src[c];
         const int64_t L = p.past + t + 1;
         int32_t top = INT32_MIN;
@@ -472,15 +475,19 @@ TF_AVX512_INLINE __m512i intExpVec(__mmask8 lanes, __m512i d) {
 // transposed copies of the task's cache: keyPairs[c/2][j] holds (k[j][c], k[j][c+1]), so 16 keys' dots come from
 // ⌈d/2⌉ multiply-adds with the query's pairs broadcast; valuePairs[j/2][c] holds (v[j][c], v[j+1][c]), so 16
 // channels of Σ p·v come from ⌈L/2⌉ multiply-adds with the probabilities' pairs broadcast.
-LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context,
+template <class QKV>
+LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context,
                                           int64_t begin, int64_t end, AttentionScratch& scratch) {
   const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
   const int64_t total = p.past + steps;
   const int64_t keyLanes = (total + 15) / 16 * 16, channelLanes = (d + 15) / 16 * 16;
   const int64_t channelPairs = (d + 1) / 2, keyPairCount = (total + 1) / 2;
-  int16_t* kt = reinterpret_cast<int16_t*>(grown(scratch.keyPairs, channelPairs * keyLanes));
-  int16_t* vt = reinterpret_cast<int16_t*>(grown(scratch.valuePairs, keyPairCount * channelLanes));
-  int32_t* queryPairs = grown(scratch.queryPairs, channelPairs);
+  // Few queries per task (cached decoding: one) do not pay for the transposed copies: their products go key by key.
+  const bool transpose = steps >= 4;
+  int16_t* kt = transpose ? reinterpret_cast<int16_t*>(grown(scratch.keyPairs, channelPairs * keyLanes)) : nullptr;
+  int16_t* vt = transpose ? reinterpret_cast<int16_t*>(grown(scratch.valuePairs, keyPairCount * channelLanes)) : nullptr;
+  const int64_t queryPairWords = (d + 31) / 32 * 16;  // the query's int16 channels padded to 32
+  int32_t* queryPairs = grown(scratch.queryPairs, queryPairWords);
   int32_t* dots = grown(scratch.dots, keyLanes);
   int64_t* scores = grown(scratch.scores, keyLanes);
   int32_t* probs = grown(scratch.probs, keyLanes + 1);
@@ -496,18 +503,23 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t
     int8_t* K = keys + task * cap * d;
     int8_t* Vv = values + task * cap * d;
     for (int64_t t = 0; t < steps; t++) {
-      const int32_t* src = qkv + (n * steps + t) * W + hd * d;
+      const QKV* src = qkv + (n * steps + t) * W + hd * d;
       int8_t* k = K + (p.past + t) * d;
       int8_t* v = Vv + (p.past + t) * d;
-      for (int64_t c = 0; c < d; c += 16) {
-        const __mmask16 lanes = laneMask16(d - c);
-        _mm512_mask_cvtepi32_storeu_epi8(k + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + E + c));
-        _mm512_mask_cvtepi32_storeu_epi8(v + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + 2 * E + c));
+      if constexpr (sizeof(QKV) == 1) {
+        std::memcpy(k, src + E, static_cast<size_t>(d));
+        std::memcpy(v, src + 2 * E, static_cast<size_t>(d));
+      } else {
+        for (int64_t c = 0; c < d; c += 16) {
+          const __mmask16 lanes = laneMask16(d - c);
+          _mm512_mask_cvtepi32_storeu_epi8(k + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + E + c));
+          _mm512_mask_cvtepi32_storeu_epi8(v + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + 2 * E + c));
+        }
       }
     }
     // The transposed pairs of positions 0..total−1 (lanes past total or d are never read into a result:
     // their scores are masked, their channels not stored, and the missing halves of odd pairs meet a 0).
-    for (int64_t j = 0; j < total; j++) {
+    for (int64_t j = 0; transpose && j < total; j++) {
       const int8_t* kr = K + j * d;
       const int8_t* vr = Vv + j * d;
       for (int64_t c = 0; c < d; c++) {
@@ -516,18 +528,32 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t
       }
     }
     for (int64_t t = 0; t < steps; t++) {
-      const int32_t* q = qkv + (n * steps + t) * W + hd * d;
+      const QKV* q = qkv + (n * steps + t) * W + hd * d;
       const int64_t L = p.past + t + 1;
       for (int64_t c = 0; c < channelPairs; c++) {
-        const uint32_t second = 2 * c + 1 < d ? static_cast<uint32_t>(q[2 * c + 1]) : 0u;
-        queryPairs[c] = static_cast<int32_t>((static_cast<uint32_t>(q[2 * c]) & 0xffffu) | (second << 16));
+        const uint32_t second = 2 * c + 1 < d ? static_cast<uint32_t>(static_cast<int32_t>(q[2 * c + 1])) : 0u;
+        queryPairs[c] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<int32_t>(q[2 * c])) & 0xffffu) | (second << 16));
       }
-      for (int64_t j = 0; j < L; j += 16) {
-        __m512i dot = _mm512_setzero_si512();
-        for (int64_t c = 0; c < channelPairs; c++) {
-          dot = _mm512_add_epi32(dot, _mm512_madd_epi16(_mm512_loadu_si512(kt + (c * keyLanes + j) * 2), _mm512_set1_epi32(queryPairs[c])));
+      for (int64_t c = channelPairs; c < queryPairWords; c++) queryPairs[c] = 0;  // up to 32 channels (the key-by-key form reads them)
+      if (transpose) {
+        for (int64_t j = 0; j < L; j += 16) {
+          __m512i dot = _mm512_setzero_si512();
+          for (int64_t c = 0; c < channelPairs; c++) {
+            dot = _mm512_add_epi32(dot, _mm512_madd_epi16(_mm512_loadu_si512(kt + (c * keyLanes + j) * 2), _mm512_set1_epi32(queryPairs[c])));
+          }
+          _mm512_storeu_si512(dots + j, dot);
         }
-        _mm512_storeu_si512(dots + j, dot);
+      } else {
+        // Key by key: 32 channels of k as int16 against the query's (a reduction per key).
+        for (int64_t j = 0; j < L; j++) {
+          const int8_t* kr = K + j * d;
+          __m512i dot = _mm512_setzero_si512();
+          for (int64_t c = 0; c < d; c += 32) {
+            const __mmask32 lanes = d - c >= 32 ? 0xffffffffu : (1u << (d - c)) - 1;
+            dot = _mm512_add_epi32(dot, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lanes, kr + c)), _mm512_loadu_si512(queryPairs + c / 2)));
+          }
+          dots[j] = _mm512_reduce_add_epi32(dot);
+        }
       }
       __m512i top = _mm512_set1_epi64(INT32_MIN);
       for (int64_t j = 0; j < L; j += 8) {
@@ -553,13 +579,22 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const int32_t
       }
       probs[L] = 0;  // the missing half of an odd last pair
       for (int64_t c = 0; c < channelLanes; c += 16) _mm512_storeu_si512(acc + c, _mm512_setzero_si512());
-      for (int64_t j = 0; j < L; j += 2) {
+      for (int64_t j = 0; transpose && j < L; j += 2) {
         const uint32_t pair = (static_cast<uint32_t>(probs[j]) & 0xffffu) | (static_cast<uint32_t>(probs[j + 1]) << 16);
         if (pair == 0) continue;
         const __m512i pv = _mm512_set1_epi32(static_cast<int32_t>(pair));
         const int16_t* row = vt + (j >> 1) * channelLanes * 2;
         for (int64_t c = 0; c < d; c += 16) {
           _mm512_storeu_si512(acc + c, _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_madd_epi16(_mm512_loadu_si512(row + c * 2), pv)));
+        }
+      }
+      for (int64_t j = 0; !transpose && j < L; j++) {
+        if (probs[j] == 0) continue;
+        const __m512i pv = _mm512_set1_epi32(probs[j]);
+        const int8_t* vr = Vv + j * d;
+        for (int64_t c = 0; c < d; c += 16) {
+          const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(laneMask16(d - c), vr + c));
+          _mm512_storeu_si512(acc + c, _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_mullo_epi32(v, pv)));
         }
       }
       int8_t* out = context + (n * steps + t) * E + hd * d;
@@ -678,7 +713,10 @@ void intTfHead(int64_t M, int64_t V, const int32_t* acc, const int32_t* bias, co
   });
 }
 
-void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+namespace {
+
+template <class QKV>
+void attention(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context) {
   if (!useAvx512() || !vecShift(p.scoreShift) || !vecShift(p.probsShift) || !vecShift(p.contextShift)) {
     attentionScalar(p, qkv, keys, values, context);
     return;
@@ -690,6 +728,16 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
     thread_local AttentionScratch scratch;
     attentionAvx512(p, qkv, keys, values, context, begin, end, scratch);
   });
+}
+
+}  // namespace
+
+void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  attention(p, qkv, keys, values, context);
+}
+
+void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  attention(p, qkv, keys, values, context);
 }
 
 }  // namespace lowbit

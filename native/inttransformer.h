@@ -63,6 +63,8 @@ struct IntTfAttention {
 // Appends the K and V codes of the new positions past..past+steps−1 (from qkv) to keys and values, then
 // runs the causal attention of every new query (scores, I-BERT i-exp softmax, A·V) into context [rows, E].
 void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context);
+// The same with the Q, K, V codes as int8 (intTfRequantize mode 2): a quarter of the bytes.
+void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, int8_t* values, int8_t* context);
 
 // Which loops run: "avx512" (8 int64 lanes per vector; each loop falls back to the scalar one where its
 // bounds do not hold: a requantization shift outside [16, 63], a constant LayerNorm row, ...) or "scalar"

@@ -218,10 +218,11 @@ export interface NativeAddon {
   intTfGelu?(dims: Int32Array, t: Int32Array, out: Int8Array): void;
   /**
    * One block's causal attention: appends the new K, V codes of qkv [N·S, 3E] to keys, values [N, H, capacity, d] at positions
-   * past.., then scores, i-exp softmax and A·V of every new query into context [N·S, E]; dims = [N, S, past, capacity, H, d,
+   * past.., then scores, i-exp softmax and A·V of every new query into context [N·S, E] (qkv: the codes as int32, checked to
+   * lie in [−128, 127], or as int8); dims = [N, S, past, capacity, H, d,
    * scoreMult, scoreShift, probsMult, probsShift, probsMax, contextMult, contextShift, contextMin, contextMax].
    */
-  intTfAttention?(dims: Int32Array, qkv: Int32Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
+  intTfAttention?(dims: Int32Array, qkv: Int32Array | Int8Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
   /**
    * fc1's output stage and i-GELU in one pass: t = clamp(rq(acc + bias[r]; mult[r], shift[r]), lo, hi) (|lo|, |hi| ≤ 2^20), then
    * out = clamp(rq(t·(2^15 + intErf(t)); geluMult, geluShift), geluLo, geluHi) (Int8Array); dims = [M, R, lo, hi, geluMult,

@@ -551,7 +551,9 @@ export class IntTransformerLM {
     const work = this.work;
     const h = work.int8('h', rows * E);
     nativeLayerNorm(addon, b.ln1, x, rows, h);
-    const qkv = nativeLinear(addon, b.qkv, h, rows, 0, work) as Int32Array;
+    // The Q, K, V codes as int8 when they fit (fused calls), else as int32 (the attention checks their range).
+    const qkvBytes = fusedCalls && b.qkv.outMin >= -128 && b.qkv.outMax <= 127;
+    const qkv = qkvBytes ? nativeLinear(addon, b.qkv, h, rows, 2, work, work.int8('qkv', rows * 3 * E)) : nativeLinear(addon, b.qkv, h, rows, 0, work);
     const context = work.int8('context', rows * E);
     const dims = Int32Array.of(batch, steps, past, capacity, p.numHeads, E / p.numHeads, b.scoreMultiplier, b.scoreShift,
       b.probsMultiplier, b.probsShift, b.probsMax, b.contextMultiplier, b.contextShift, b.contextMin, b.contextMax);
