@@ -343,27 +343,30 @@ LOWBIT_TARGET_AVX512 bool layerNormRowAvx512(const IntTfLayerNorm& p, const int3
     Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
   }
   const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
-  // n = round(v·sqrtSize / r), half away from zero: the quotient of |v·sqrtSize| < 2^46 by r from a double
-  // product (within 1 of ⌊·⌋), corrected by the exact remainder, then rounded.
-  const __m512i rv = _mm512_set1_epi64(r), sqrtSize = _mm512_set1_epi64(p.sqrtSize);
-  const __m512d inverse = _mm512_set1_pd(1.0 / static_cast<double>(r));
+  // n = round(v·sqrtSize / r), half away from zero, in doubles that hold every value exactly: |v·sqrtSize| < 2^46,
+  // r < 2^39; the quotient from a product by 1/r is within 1 of ⌊a / r⌋, the remainder a − q·r of one fused
+  // multiply-add is exact (|a − q·r| < 2r), and one correction each way makes it ⌊a / r⌋ and a mod r.
+  const __m512d rd = _mm512_set1_pd(static_cast<double>(r)), sqrtSize = _mm512_set1_pd(static_cast<double>(p.sqrtSize));
+  const __m512d inverse = _mm512_set1_pd(1.0 / static_cast<double>(r)), oned = _mm512_set1_pd(1.0), zerod = _mm512_setzero_pd();
   const __m512i M = _mm512_set1_epi64(p.multiplier), shift = _mm512_set1_epi64(p.shift);
   const __m512i lo = _mm512_set1_epi64(p.outMin), hi = _mm512_set1_epi64(p.outMax);
-  const __m512i betaHalf = _mm512_set1_epi64(int64_t{1} << (kBetaFrac - 1)), one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512();
+  const __m512i betaHalf = _mm512_set1_epi64(int64_t{1} << (kBetaFrac - 1));
   for (int64_t i = 0; i < D; i += 8) {
     const __mmask8 lanes = laneMask(D - i);
-    const __m512i num = _mm512_mul_epi32(_mm512_maskz_loadu_epi64(lanes, e + i), sqrtSize);
-    const __m512i a = _mm512_abs_epi64(num);
-    __m512i q = _mm512_cvttpd_epi64(_mm512_mul_pd(_mm512_cvtepi64_pd(a), inverse));
-    __m512i rem = _mm512_sub_epi64(a, _mm512_mullo_epi64(q, rv));
-    const __mmask8 under = _mm512_cmplt_epi64_mask(rem, zero);
-    q = _mm512_mask_sub_epi64(q, under, q, one);
-    rem = _mm512_mask_add_epi64(rem, under, rem, rv);
-    const __mmask8 over = _mm512_cmpge_epi64_mask(rem, rv);
-    q = _mm512_mask_add_epi64(q, over, q, one);
-    rem = _mm512_mask_sub_epi64(rem, over, rem, rv);
-    q = _mm512_mask_add_epi64(q, _mm512_cmpge_epi64_mask(_mm512_add_epi64(rem, rem), rv), q, one);
-    const __m512i n = _mm512_mask_sub_epi64(q, _mm512_movepi64_mask(num), zero, q);
+    const __m512d num = _mm512_mul_pd(_mm512_cvtepi64_pd(_mm512_maskz_loadu_epi64(lanes, e + i)), sqrtSize);
+    const __m512d a = _mm512_abs_pd(num);
+    __m512d q = _mm512_roundscale_pd(_mm512_mul_pd(a, inverse), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512d rem = _mm512_fnmadd_pd(q, rd, a);
+    const __mmask8 under = _mm512_cmp_pd_mask(rem, zerod, _CMP_LT_OQ);
+    q = _mm512_mask_sub_pd(q, under, q, oned);
+    rem = _mm512_mask_add_pd(rem, under, rem, rd);
+    const __mmask8 over = _mm512_cmp_pd_mask(rem, rd, _CMP_GE_OQ);
+    q = _mm512_mask_add_pd(q, over, q, oned);
+    rem = _mm512_mask_sub_pd(rem, over, rem, rd);
+    q = _mm512_mask_add_pd(q, _mm512_cmp_pd_mask(_mm512_add_pd(rem, rem), rd, _CMP_GE_OQ), q, oned);
+    const __mmask8 negative = _mm512_cmp_pd_mask(num, zerod, _CMP_LT_OQ);
+    const __m512i magnitude = _mm512_cvttpd_epi64(q);
+    const __m512i n = _mm512_mask_sub_epi64(magnitude, negative, _mm512_setzero_si512(), magnitude);
     const __m512i g = _mm512_mul_epi32(load32(lanes, p.gamma + i), n);
     const __m512i y = _mm512_srai_epi64(_mm512_add_epi64(_mm512_add_epi64(rqVec(g, M, shift), load32(lanes, p.beta + i)), betaHalf), kBetaFrac);
     _mm512_mask_cvtepi64_storeu_epi8(out + i, lanes, clampVec(y, lo, hi));

@@ -115,9 +115,11 @@ const tokens = batchSize * context;
 console.log(`${batches} batches of ${batchSize} windows x ${context} tokens, ${threads} thread(s), GEMM ${addon.intKernelsInfo?.().int8 ?? '?'}, load ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 console.log(`| call (ms per batch, median) | ${kinds.join(' | ')} |${kinds.length === 2 ? ' scalar / avx512 |' : ''}`);
 console.log(`| --- |${kinds.map(() => ' ---: |').join('')}${kinds.length === 2 ? ' ---: |' : ''}`);
+const ran = (kind: Kind, key: string): boolean => samples.has(`${kind}\t${key}`);
 for (const key of [...keys, 'wall']) {
-  const cells = kinds.map((k) => `${ms(k, key).toFixed(3)} (${(ms(k, key) / ms(k, 'wall') * 100).toFixed(0)} %)`);
-  console.log(`| ${key} | ${cells.join(' | ')} |${kinds.length === 2 ? ` ${(ms('scalar', key) / ms('avx512', key)).toFixed(2)}x |` : ''}`);
+  const cells = kinds.map((k) => (ran(k, key) ? `${ms(k, key).toFixed(3)} (${(ms(k, key) / ms(k, 'wall') * 100).toFixed(0)} %)` : '—'));
+  const ratio = kinds.length === 2 && ran('scalar', key) && ran('avx512', key) ? `${(ms('scalar', key) / ms('avx512', key)).toFixed(2)}x` : '—';
+  console.log(`| ${key} | ${cells.join(' | ')} |${kinds.length === 2 ? ` ${ratio} |` : ''}`);
 }
 const best = (kind: Kind): number => Math.min(...samples.get(`${kind}\twall`)!) * 1000;
 console.log(`fastest batch (ms): ${kinds.map((k) => `${k} ${best(k).toFixed(2)}`).join(', ')}`);
