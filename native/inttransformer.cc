@@ -524,10 +524,17 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const QKV* qk
     // their scores are masked, their channels not stored, and the missing halves of odd pairs meet a 0).
     for (int64_t j = 0; transpose && j < total; j++) {
       const int8_t* kr = K + j * d;
-      const int8_t* vr = Vv + j * d;
-      for (int64_t c = 0; c < d; c++) {
-        kt[((c >> 1) * keyLanes + j) * 2 + (c & 1)] = kr[c];
-        vt[((j >> 1) * channelLanes + c) * 2 + (j & 1)] = vr[c];
+      for (int64_t c = 0; c < d; c++) kt[((c >> 1) * keyLanes + j) * 2 + (c & 1)] = kr[c];
+    }
+    // Value pairs: rows j and j + 1 widened to int32 and interleaved as int16 halves, 16 channels at a time.
+    for (int64_t j = 0; transpose && j < total; j += 2) {
+      const int8_t* first = Vv + j * d;
+      const int8_t* second = j + 1 < total ? first + d : nullptr;
+      for (int64_t c = 0; c < d; c += 16) {
+        const __mmask16 lanes = laneMask16(d - c);
+        const __m512i low = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, first + c)), _mm512_set1_epi32(0xffff));
+        const __m512i high = second ? _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, second + c)), 16) : _mm512_setzero_si512();
+        _mm512_storeu_si512(vt + ((j >> 1) * channelLanes + c) * 2, _mm512_or_si512(low, high));
       }
     }
     for (int64_t t = 0; t < steps; t++) {
