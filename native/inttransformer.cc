@@ -1,6 +1,8 @@
 // The integer Transformer LM's loops (see inttransformer.h; src/quant/irnn/transformer.ts is the
 // specification). Every intermediate is an exact integer in int64 (or unsigned __int128 for the
 // products of a requantization that do not fit), so the results equal the TypeScript doubles.
+// Two forms: the scalar loops (every ISA; also the loops of before, for benchmarks) and AVX-512 loops
+// on 8 int64 lanes that check their operand bounds and hand what falls outside to the scalar ones.
 #include "inttransformer.h"
 
 #include <algorithm>
@@ -278,7 +280,8 @@ TF_AVX512_INLINE __m512i rqVec(__m512i a, __m512i m, __m512i s) {
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
   if (_mm512_cmpge_epu64_mask(ua, _mm512_set1_epi64(int64_t{1} << 32)) == 0) {
-    const __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epu32(ua, um), half), s);  // < 2^63 >> 16
+    // a·|m| + 2^(s−1) < 2^63 + 2^62: no wrap; the quotient is below 2^48.
+    const __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epu32(ua, um), half), s);
     return _mm512_mask_sub_epi64(r, negative, _mm512_setzero_si512(), r);
   }
   const __m512i high = _mm512_mul_epu32(_mm512_srli_epi64(ua, 16), um);

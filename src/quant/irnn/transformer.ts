@@ -566,8 +566,8 @@ export class IntTransformerLM {
       // Unsigned codes above 127: stored into int8 as the TypeScript path stores them.
       u = work.int8('linear', rows * b.fc1.outFeatures);
       u.set(nativeLinear(addon, b.fc1, h, rows, 0, work));
-    } else if (fusedCalls && addon.intTfRequantizeGelu) {
-      // fc1's output stage and i-GELU in one pass.
+    } else if (fusedCalls && addon.intTfRequantizeGelu && b.fc1.outMin >= -GELU_INPUT_MAX && b.fc1.outMax <= GELU_INPUT_MAX) {
+      // fc1's output stage and i-GELU in one pass (the GELU inputs within ±2^20, as converted and loaded models clamp them).
       const { fc1 } = b;
       const acc = matmulInt8(h, rows, fc1.weight, fc1.outFeatures, fc1.inFeatures, work.int32(`acc:${fc1.outFeatures}`, rows * fc1.outFeatures));
       u = work.int8('gelu', acc.length);
