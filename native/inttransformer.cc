@@ -462,6 +462,17 @@ T* grown(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
+// ⌊2^46 / sum⌋ for 2^15 < sum < 2^53: a double quotient (within 1 of it: the quotient is below 2^31), corrected by
+// the exact remainder (an integer division costs more than the rest of a query's softmax).
+inline int64_t reciprocalOf(int64_t sum) {
+  constexpr int64_t top = int64_t{1} << kReciprocalBits;
+  int64_t q = static_cast<int64_t>(static_cast<double>(top) / static_cast<double>(sum));
+  const int64_t rem = top - q * sum;
+  if (rem < 0) q--;
+  else if (rem >= sum) q++;
+  return q;
+}
+
 // intExp on 8 lanes of d <= 0 (|d| <= 2^25); lanes outside `lanes` give 0. z = ⌊−d / ln2⌋ from a double
 // quotient: −d < 2^26 and ln2 = 2839, so a non-integer quotient is at least 1/2839 from an integer, far
 // beyond the double's error, and an integer one is exact.
@@ -525,9 +536,25 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const QKV* qk
     }
     // The transposed pairs of positions 0..total−1 (lanes past total or d are never read into a result:
     // their scores are masked, their channels not stored, and the missing halves of odd pairs meet a 0).
-    for (int64_t j = 0; transpose && j < total; j++) {
-      const int8_t* kr = K + j * d;
-      for (int64_t c = 0; c < d; c++) kt[((c >> 1) * keyLanes + j) * 2 + (c & 1)] = kr[c];
+    // Key pairs: 16 rows' bytes 2c, 2c + 1 by one gather of 4 bytes each, sign-extended into the int16 halves
+    // (the 2 bytes past them are never used: they meet a 0 half of the query or are dropped). A gather
+    // could read up to 3 bytes past the last row of the whole buffer: that row (task's last, the cache
+    // full) is copied by scalar stores.
+    if (transpose) {
+      const int64_t gathered = task == p.batch * H - 1 && total == cap ? total - 1 : total;
+      const __m512i rowOffsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(d)));
+      for (int64_t j = 0; j < gathered; j += 16) {
+        const __mmask16 lanes = laneMask16(gathered - j);
+        for (int64_t c = 0; c < channelPairs; c++) {
+          const __m512i word = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lanes, rowOffsets, K + j * d + 2 * c, 1);
+          const __m512i low = _mm512_and_si512(_mm512_srai_epi32(_mm512_slli_epi32(word, 24), 24), _mm512_set1_epi32(0xffff));
+          const __m512i high = _mm512_slli_epi32(_mm512_srai_epi32(_mm512_slli_epi32(word, 16), 24), 16);
+          _mm512_storeu_si512(kt + (c * keyLanes + j) * 2, _mm512_or_si512(low, high));
+        }
+      }
+      for (int64_t j = gathered; j < total; j++) {
+        for (int64_t c = 0; c < d; c++) kt[((c >> 1) * keyLanes + j) * 2 + (c & 1)] = K[j * d + c];
+      }
     }
     // Value pairs: rows j and j + 1 widened to int32 and interleaved as int16 halves, 16 channels at a time.
     for (int64_t j = 0; transpose && j < total; j += 2) {
@@ -584,31 +611,30 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const QKV* qk
         sums = _mm512_add_epi64(sums, ex);
       }
       // Σ e >= intExp(0) > 2^15, so the reciprocal < 2^31 and e·reciprocal < 2^47.
-      const __m512i reciprocal = _mm512_set1_epi64((int64_t{1} << kReciprocalBits) / _mm512_reduce_add_epi64(sums));
+      const __m512i reciprocal = _mm512_set1_epi64(reciprocalOf(_mm512_reduce_add_epi64(sums)));
       for (int64_t j = 0; j < L; j += 8) {
         const __mmask8 lanes = laneMask(L - j);
         const __m512i p16 = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epu32(_mm512_loadu_si512(scores + j), reciprocal), p16Half), kReciprocalBits - kProb16Frac);
         _mm512_mask_cvtepi64_storeu_epi32(probs + j, lanes, _mm512_min_epi64(rqVec(p16, probsM, probsS), probsMax));
       }
       probs[L] = 0;  // the missing half of an odd last pair
-      for (int64_t c = 0; c < channelLanes; c += 16) _mm512_storeu_si512(acc + c, _mm512_setzero_si512());
-      for (int64_t j = 0; transpose && j < L; j += 2) {
-        const uint32_t pair = (static_cast<uint32_t>(probs[j]) & 0xffffu) | (static_cast<uint32_t>(probs[j + 1]) << 16);
-        if (pair == 0) continue;
-        const __m512i pv = _mm512_set1_epi32(static_cast<int32_t>(pair));
-        const int16_t* row = vt + (j >> 1) * channelLanes * 2;
-        for (int64_t c = 0; c < d; c += 16) {
-          _mm512_storeu_si512(acc + c, _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_madd_epi16(_mm512_loadu_si512(row + c * 2), pv)));
+      // Σ p·v, 16 channels at a time in a register (int32, as attentionScalar; a zero probability adds nothing).
+      for (int64_t c = 0; c < d; c += 16) {
+        __m512i sum = _mm512_setzero_si512();
+        if (transpose) {
+          for (int64_t j = 0; j < L; j += 2) {
+            const uint32_t pair = (static_cast<uint32_t>(probs[j]) & 0xffffu) | (static_cast<uint32_t>(probs[j + 1]) << 16);
+            const __m512i rows = _mm512_loadu_si512(vt + ((j >> 1) * channelLanes + c) * 2);
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(rows, _mm512_set1_epi32(static_cast<int32_t>(pair))));
+          }
+        } else {
+          const __mmask16 lanes = laneMask16(d - c);
+          for (int64_t j = 0; j < L; j++) {
+            const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, Vv + j * d + c));
+            sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(v, _mm512_set1_epi32(probs[j])));
+          }
         }
-      }
-      for (int64_t j = 0; !transpose && j < L; j++) {
-        if (probs[j] == 0) continue;
-        const __m512i pv = _mm512_set1_epi32(probs[j]);
-        const int8_t* vr = Vv + j * d;
-        for (int64_t c = 0; c < d; c += 16) {
-          const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(laneMask16(d - c), vr + c));
-          _mm512_storeu_si512(acc + c, _mm512_add_epi32(_mm512_loadu_si512(acc + c), _mm512_mullo_epi32(v, pv)));
-        }
+        _mm512_storeu_si512(acc + c, sum);
       }
       int8_t* out = context + (n * steps + t) * E + hd * d;
       for (int64_t c = 0; c < d; c += 8) {
