@@ -313,6 +313,24 @@ describe('IntTransformerLM native loops', { skip }, () => {
     assert.deepEqual(far.logitsAll(ids, 1), far.logitsAll(ids, 1, { native: false }));
   });
 
+  it('the fused and int8 entry points refuse malformed arguments with typed errors', () => {
+    const acc = new Int32Array(6);
+    const row = new Int32Array(3);
+    // fc1 + i-GELU: GELU inputs wider than ±2^20, an output clamp outside int8, a short output.
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -(2 ** 21), 0, 1, 30, -127, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(6)), /intTfRequantizeGelu: buffer sizes, types or values/);
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -5, 5, 1, 30, -129, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(6)), /intTfRequantizeGelu/);
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -5, 5, 1, 30, -127, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(5)), /intTfRequantizeGelu/);
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -5, 5, 1, 101, -127, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(6)), /outside \[-32, 100\]/);
+    // head: sizes that do not match the dims.
+    assert.throws(() => addon!.intTfHead!(Int32Array.of(2, 3), acc, row, new Float32Array(2), new Float32Array(6)), /intTfHead: buffer sizes/);
+    assert.throws(() => addon!.intTfHead!(Int32Array.of(2, 3), acc, row, new Float32Array(3), new Float32Array(7)), /intTfHead: buffer sizes/);
+    // attention on int8 codes: a qkv of the wrong length.
+    const dims = Int32Array.of(1, 2, 0, 2, 1, 4, 1 << 30, 30, 1 << 30, 30, 255, 1 << 30, 30, -127, 127);
+    assert.throws(() => addon!.intTfAttention!(dims, new Int8Array(2 * 12 - 1), new Int8Array(8), new Int8Array(8), new Int8Array(8)), /intTfAttention: buffer sizes/);
+    assert.throws(() => addon!.intTfLoops!('yes' as unknown as boolean), /intTfLoops: the argument must be a boolean/);
+    assert.equal(addon!.intTfLoops!(), vectorLoops ? 'avx512' : 'scalar');
+  });
+
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
