@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <algorithm>
 #include <cstdint>
 #include <cmath>
 #include <cstring>
@@ -1710,6 +1711,17 @@ bool tfDims(const Napi::CallbackInfo& info, const char* name, size_t count, int3
   return true;
 }
 
+// Whether every v[i] lies in [lo, hi]: a min/max scan without an early exit (the compiler vectorizes it;
+// the buffers are the model's activations, checked on every call).
+bool tfWithin(const int32_t* v, size_t n, int32_t lo, int32_t hi) {
+  int32_t least = lo, most = hi;
+  for (size_t i = 0; i < n; i++) {
+    least = std::min(least, v[i]);
+    most = std::max(most, v[i]);
+  }
+  return least >= lo && most <= hi;
+}
+
 bool tfShifts(const Napi::CallbackInfo& info, const char* name, const int32_t* shifts, size_t count) {
   for (size_t i = 0; i < count; i++) {
     if (const char* problem = lowbit::intTfShiftProblem(shifts[i])) return fail(info.Env(), std::string(name) + ": " + problem);
@@ -1772,8 +1784,7 @@ Napi::Value IntTfLayerNorm(const Napi::CallbackInfo& info) {
             p.outMin <= p.outMax && p.outMin >= -128 && p.outMax <= 127 && static_cast<int64_t>(ngamma) == p.size &&
             static_cast<int64_t>(nbeta) == p.size && static_cast<int64_t>(nx) == rows * p.size && out.isSigned &&
             static_cast<int64_t>(out.length) == rows * p.size;
-  for (size_t i = 0; ok && i < ngamma; i++) ok = gamma[i] >= -32767 && gamma[i] <= 32767;
-  for (size_t i = 0; ok && i < nx; i++) ok = x[i] >= -(1 << 24) && x[i] <= (1 << 24);
+  ok = ok && tfWithin(gamma, ngamma, -32767, 32767) && tfWithin(x, nx, -(1 << 24), 1 << 24);
   if (!ok) {
     fail(info.Env(), "intTfLayerNorm: buffer sizes, types or values do not match the dims");
     return info.Env().Undefined();
@@ -1821,7 +1832,7 @@ Napi::Value IntTfGelu(const Napi::CallbackInfo& info) {
   const int64_t count = dims[0];
   bool ok = count >= 1 && static_cast<int64_t>(nt) == count && out.isSigned && static_cast<int64_t>(out.length) == count &&
             dims[3] <= dims[4] && dims[3] >= -128 && dims[4] <= 127 && dims[5] >= 0 && dims[5] <= (1 << 20) && dims[6] <= 0 && dims[6] >= -(1 << 20);
-  for (size_t i = 0; ok && i < nt; i++) ok = t[i] >= -(1 << 20) && t[i] <= (1 << 20);
+  ok = ok && tfWithin(t, nt, -(1 << 20), 1 << 20);
   if (!ok) {
     fail(info.Env(), "intTfGelu: buffer sizes, types or values do not match the dims");
     return info.Env().Undefined();
@@ -1831,17 +1842,69 @@ Napi::Value IntTfGelu(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// intTfRequantizeGelu(dims [M, R, lo, hi, geluMult, geluShift, geluLo, geluHi, erfClip, erfA], acc: Int32Array (M·R),
+//   bias, mult, shift: Int32Array (R), out: Int8Array (M·R)) — intTfRequantize mode 0 (|lo|, |hi| <= 2^20) then intTfGelu
+Napi::Value IntTfRequantizeGelu(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *acc = nullptr, *bias = nullptr, *mult = nullptr, *shift = nullptr;
+  size_t nacc = 0, nbias = 0, nmult = 0, nshift = 0;
+  Bytes out;
+  if (!tfDims(info, "intTfRequantizeGelu", 10, &dims) || !argI32(info, 1, &acc, &nacc) || !argI32(info, 2, &bias, &nbias) ||
+      !argI32(info, 3, &mult, &nmult) || !argI32(info, 4, &shift, &nshift) || !argBytes(info, 5, &out)) {
+    return info.Env().Undefined();
+  }
+  const int64_t M = dims[0], R = dims[1];
+  const int32_t lo = dims[2], hi = dims[3];
+  lowbit::IntTfGelu g;
+  g.multiplier = dims[4];
+  g.shift = dims[5];
+  g.lo = dims[6];
+  g.hi = dims[7];
+  g.erfClip = dims[8];
+  g.erfA = dims[9];
+  if (M < 1 || R < 1 || lo > hi || lo < -(1 << 20) || hi > (1 << 20) || g.lo > g.hi || g.lo < -128 || g.hi > 127 || g.erfClip < 0 ||
+      g.erfClip > (1 << 20) || g.erfA > 0 || g.erfA < -(1 << 20) || static_cast<int64_t>(nacc) != M * R || static_cast<int64_t>(nbias) != R ||
+      static_cast<int64_t>(nmult) != R || static_cast<int64_t>(nshift) != R || !out.isSigned || static_cast<int64_t>(out.length) != M * R) {
+    fail(info.Env(), "intTfRequantizeGelu: buffer sizes, types or values do not match the dims");
+    return info.Env().Undefined();
+  }
+  if (!tfShifts(info, "intTfRequantizeGelu", shift, nshift) || !tfShifts(info, "intTfRequantizeGelu", &g.shift, 1)) return info.Env().Undefined();
+  lowbit::intTfRequantizeGelu(M, R, acc, bias, mult, shift, lo, hi, g, reinterpret_cast<int8_t*>(out.data));
+  return info.Env().Undefined();
+}
+
+// intTfHead(dims [M, V], acc: Int32Array (M·V), bias: Int32Array (V), scale: Float32Array (V), out: Float32Array (M·V))
+Napi::Value IntTfHead(const Napi::CallbackInfo& info) {
+  int32_t *dims = nullptr, *acc = nullptr, *bias = nullptr;
+  size_t nacc = 0, nbias = 0;
+  F32 scale, out;
+  if (!tfDims(info, "intTfHead", 2, &dims) || !argI32(info, 1, &acc, &nacc) || !argI32(info, 2, &bias, &nbias) ||
+      !argF32(info, 3, &scale) || !argF32(info, 4, &out)) {
+    return info.Env().Undefined();
+  }
+  const int64_t M = dims[0], V = dims[1];
+  if (M < 1 || V < 1 || static_cast<int64_t>(nacc) != M * V || static_cast<int64_t>(nbias) != V || static_cast<int64_t>(scale.length) != V ||
+      static_cast<int64_t>(out.length) != M * V) {
+    fail(info.Env(), "intTfHead: buffer sizes do not match the dims");
+    return info.Env().Undefined();
+  }
+  lowbit::intTfHead(M, V, acc, bias, scale.data, out.data);
+  return info.Env().Undefined();
+}
+
 // intTfAttention(dims [batch, steps, past, capacity, heads, headDim, scoreMult, scoreShift, probsMult, probsShift, probsMax,
-//   contextMult, contextShift, contextMin, contextMax], qkv: Int32Array (batch·steps·3E, int8 codes),
+//   contextMult, contextShift, contextMin, contextMax], qkv: Int32Array (batch·steps·3E, int8 codes) or Int8Array,
 //   keys, values: Int8Array (batch·heads·capacity·headDim), context: Int8Array (batch·steps·E))
 Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
   int32_t *dims = nullptr, *qkv = nullptr;
   size_t nqkv = 0;
-  Bytes keys, values, context;
-  if (!tfDims(info, "intTfAttention", 15, &dims) || !argI32(info, 1, &qkv, &nqkv) || !argBytes(info, 2, &keys) ||
-      !argBytes(info, 3, &values) || !argBytes(info, 4, &context)) {
+  Bytes keys, values, context, qkv8;
+  // The codes as an Int32Array (checked to lie in [-128, 127]) or an Int8Array.
+  const bool bytes = info.Length() > 1 && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_int8_array;
+  if (!tfDims(info, "intTfAttention", 15, &dims) || !(bytes ? argBytes(info, 1, &qkv8) : argI32(info, 1, &qkv, &nqkv)) ||
+      !argBytes(info, 2, &keys) || !argBytes(info, 3, &values) || !argBytes(info, 4, &context)) {
     return info.Env().Undefined();
   }
+  if (bytes) nqkv = qkv8.length;
   lowbit::IntTfAttention p;
   p.batch = dims[0];
   p.steps = dims[1];
@@ -1866,18 +1929,38 @@ Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
             static_cast<int64_t>(nqkv) == rows * 3 * E && keys.isSigned && values.isSigned && context.isSigned &&
             static_cast<int64_t>(keys.length) == p.batch * p.capacity * E && static_cast<int64_t>(values.length) == p.batch * p.capacity * E &&
             static_cast<int64_t>(context.length) == rows * E;
-  for (size_t i = 0; ok && i < nqkv; i++) ok = qkv[i] >= -128 && qkv[i] <= 127;
+  ok = ok && (bytes || tfWithin(qkv, nqkv, -128, 127));
   if (!ok) {
     fail(info.Env(), "intTfAttention: buffer sizes, types or values do not match the dims");
     return info.Env().Undefined();
   }
   const int32_t shifts[3] = {p.scoreShift, p.probsShift, p.contextShift};
   if (!tfShifts(info, "intTfAttention", shifts, 3)) return info.Env().Undefined();
-  lowbit::intTfAttention(p, qkv, reinterpret_cast<int8_t*>(keys.data), reinterpret_cast<int8_t*>(values.data), reinterpret_cast<int8_t*>(context.data));
+  int8_t* k = reinterpret_cast<int8_t*>(keys.data);
+  int8_t* v = reinterpret_cast<int8_t*>(values.data);
+  int8_t* c = reinterpret_cast<int8_t*>(context.data);
+  if (bytes) lowbit::intTfAttention(p, reinterpret_cast<const int8_t*>(qkv8.data), k, v, c);
+  else lowbit::intTfAttention(p, qkv, k, v, c);
   return info.Env().Undefined();
 }
 
+// intTfLoops(vector?: boolean): string — which loops run ("avx512" or "scalar"), after allowing (true) or
+// forbidding (false) the AVX-512 loops when the argument is given (for benchmarks and tests).
+Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsBoolean()) {
+      fail(info.Env(), "intTfLoops: the argument must be a boolean");
+      return info.Env().Undefined();
+    }
+    lowbit::intTfSetVector(info[0].As<Napi::Boolean>().Value());
+  }
+  return Napi::String::New(info.Env(), lowbit::intTfLoops());
+}
+
 void initIntTransformerKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("intTfLoops", Napi::Function::New(env, IntTfLoops));
+  exports.Set("intTfRequantizeGelu", Napi::Function::New(env, IntTfRequantizeGelu));
+  exports.Set("intTfHead", Napi::Function::New(env, IntTfHead));
   exports.Set("intTfEmbed", Napi::Function::New(env, IntTfEmbed));
   exports.Set("intTfLayerNorm", Napi::Function::New(env, IntTfLayerNorm));
   exports.Set("intTfRequantize", Napi::Function::New(env, IntTfRequantize));

@@ -1,13 +1,18 @@
 // The integer Transformer LM's loops (see inttransformer.h; src/quant/irnn/transformer.ts is the
 // specification). Every intermediate is an exact integer in int64 (or unsigned __int128 for the
 // products of a requantization that do not fit), so the results equal the TypeScript doubles.
+// Two forms: the scalar loops (every ISA; also the loops of before, for benchmarks) and AVX-512 loops
+// on 8 int64 lanes that check their operand bounds and hand what falls outside to the scalar ones.
 #include "inttransformer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
+#include "cpu.h"
 #include "threadpool.h"
 
 namespace lowbit {
@@ -128,13 +133,9 @@ void layerNormRow(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_
   }
 }
 
-}  // namespace
+// ---------------------------------------------------------------- scalar loops (every ISA)
 
-const char* intTfShiftProblem(int32_t shift) {
-  return shift < -32 || shift > 100 ? "a requantization shift is outside [-32, 100]" : nullptr;
-}
-
-void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
+void embedScalar(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
                 const int32_t* mult, const int32_t* shift, const int32_t* positions, int32_t* x) {
   parallelFor(rows, static_cast<double>(rows * E) * 4, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; row++) {
@@ -147,7 +148,7 @@ void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int3
   });
 }
 
-void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
+void layerNormScalar(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
   const int64_t D = p.size;
   parallelFor(rows, static_cast<double>(rows * D) * 12, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> e(static_cast<size_t>(D));
@@ -155,7 +156,7 @@ void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x,
   });
 }
 
-void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
+void requantizeScalar(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
                      const int32_t* shift, int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
   parallelFor(M, static_cast<double>(M * R) * 4, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; m++) {
@@ -171,7 +172,7 @@ void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bi
   });
 }
 
-void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
+void geluScalar(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
                int32_t erfClip, int32_t erfA, int8_t* out) {
   parallelFor(count, static_cast<double>(count) * 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; i++) {
@@ -184,7 +185,9 @@ void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shif
   });
 }
 
-void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+// QKV: int32_t (codes in int32) or int8_t.
+template <class QKV>
+void attentionScalar(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context) {
   const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
   const int64_t total = p.past + steps;
   const double work = static_cast<double>(p.batch * H) * static_cast<double>(steps) * static_cast<double>(total) * static_cast<double>(2 * d + 8);
@@ -196,7 +199,7 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
       int8_t* K = keys + task * cap * d;
       int8_t* Vv = values + task * cap * d;
       for (int64_t t = 0; t < steps; t++) {
-        const int32_t* src = qkv + (n * steps + t) * W + hd * d;
+        const QKV* src = qkv + (n * steps + t) * W + hd * d;
         int8_t* k = K + (p.past + t) * d;
         int8_t* v = Vv + (p.past + t) * d;
         for (int64_t c = 0; c < d; c++) {
@@ -205,7 +208,7 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
         }
       }
       for (int64_t t = 0; t < steps; t++) {
-        const int32_t* src = qkv + (n * steps + t) * W + hd * d;
+        const QKV* src = qkv + (n * steps + t) * W + hd * d;
         for (int64_t c = 0; c < d; c++) q[c] = src[c];
         const int64_t L = p.past + t + 1;
         int32_t top = INT32_MIN;
@@ -240,6 +243,540 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
       }
     }
   });
+}
+
+// ---------------------------------------------------------------- AVX-512 loops
+// The same integers with 8 int64 lanes per vector. Each loop runs only where its bounds hold (checked per
+// call or per row; the scalar loop runs otherwise): every requantization input |a| < 2^48 and its shift in
+// [16, 63], which makes rqVec exact (below).
+
+#define TF_AVX512_INLINE LOWBIT_TARGET_AVX512 inline __attribute__((always_inline))
+
+constexpr int kVecShiftMin = 16, kVecShiftMax = 63;
+constexpr int64_t kVecInputLimit = int64_t{1} << 48;
+
+inline bool vecShift(int32_t s) { return s >= kVecShiftMin && s <= kVecShiftMax; }
+
+bool vecShifts(const int32_t* s, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    if (!vecShift(s[i])) return false;
+  }
+  return true;
+}
+
+// The lanes [0, n) of 8 (n >= 8: all).
+inline __mmask8 laneMask(int64_t n) { return n >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << n) - 1); }
+inline __mmask16 laneMask16(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1); }
+
+// rq on 8 lanes: round(a·m·2^−s) half away from zero for |a| < 2^48, m an int32 (sign-extended), s in [16, 63];
+// results above 2^62 in magnitude saturate to ±2^62 (every caller clamps far inside, as the scalar
+// rq's saturation at 2^63 − 1). With |a| = ah·2^16 + al: a·|m| + 2^(s−1) = X·2^16 + Y for X = ah·|m| < 2^63,
+// Y = al·|m| + 2^(s−1) < 2^63, and ⌊(X·2^16 + Y) / 2^s⌋ = ⌊(X + ⌊Y / 2^16⌋) / 2^(s−16)⌋ (nested floors):
+// two 32 × 32 → 64-bit products, as the scalar rq's middle case.
+// When every |a| < 2^32 (the common case: int32 accumulators, scores, probabilities), one product a·|m| < 2^63 does.
+TF_AVX512_INLINE __m512i rqVec(__m512i a, __m512i m, __m512i s) {
+  const __mmask8 negative = _mm512_movepi64_mask(_mm512_xor_si512(a, m));
+  const __m512i ua = _mm512_abs_epi64(a), um = _mm512_abs_epi64(m);
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i half = _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
+  if (_mm512_cmpge_epu64_mask(ua, _mm512_set1_epi64(int64_t{1} << 32)) == 0) {
+    // a·|m| + 2^(s−1) < 2^63 + 2^62: no wrap; the quotient is below 2^48.
+    const __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epu32(ua, um), half), s);
+    return _mm512_mask_sub_epi64(r, negative, _mm512_setzero_si512(), r);
+  }
+  const __m512i high = _mm512_mul_epu32(_mm512_srli_epi64(ua, 16), um);
+  const __m512i low = _mm512_add_epi64(_mm512_mul_epu32(_mm512_and_si512(ua, _mm512_set1_epi64(0xffff)), um), half);
+  __m512i r = _mm512_srlv_epi64(_mm512_add_epi64(high, _mm512_srli_epi64(low, 16)), _mm512_sub_epi64(s, _mm512_set1_epi64(16)));
+  r = _mm512_min_epu64(r, _mm512_set1_epi64(int64_t{1} << 62));
+  return _mm512_mask_sub_epi64(r, negative, _mm512_setzero_si512(), r);
+}
+
+TF_AVX512_INLINE __m512i clampVec(__m512i v, __m512i lo, __m512i hi) { return _mm512_min_epi64(_mm512_max_epi64(v, lo), hi); }
+
+// 8 int32 (lanes past `mask` read as 0) as int64 lanes.
+TF_AVX512_INLINE __m512i load32(__mmask8 mask, const int32_t* p) { return _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, p)); }
+TF_AVX512_INLINE __m512i load8(__mmask8 mask, const int8_t* p) { return _mm512_cvtepi8_epi64(_mm_maskz_loadu_epi8(mask, p)); }
+
+LOWBIT_TARGET_AVX512 void embedRowAvx512(int64_t E, const int8_t* t, int32_t mult, int32_t shift, const int32_t* pos, int32_t* o) {
+  const __m512i m = _mm512_set1_epi64(mult), s = _mm512_set1_epi64(shift);
+  const __m512i lo = _mm512_set1_epi64(-kWide), hi = _mm512_set1_epi64(kWide);
+  for (int64_t e = 0; e < E; e += 8) {
+    const __mmask8 k = laneMask(E - e);
+    const __m512i v = clampVec(_mm512_add_epi64(rqVec(load8(k, t + e), m, s), load32(k, pos + e)), lo, hi);
+    _mm512_mask_cvtepi64_storeu_epi32(o + e, k, v);
+  }
+}
+
+// One LayerNorm row (layerNormRow's integers); false when the row needs the scalar loop (a constant row).
+// Needs p.shift in [16, 63] and sqrtSize < 2^31 (the caller checks). Bounds: |x| <= 2^24, D <= 2^18 so
+// |D·x − S| < 2^43; |v| <= 2^15; |v·sqrtSize| < 2^46 (exact in a double); |n| <= √D·2^13 (Q >= max v² >= 2^28)
+// so |γ·n| < 2^37.
+LOWBIT_TARGET_AVX512 bool layerNormRowAvx512(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_t* e) {
+  const int64_t D = p.size;
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) sum = _mm512_add_epi64(sum, load32(laneMask(D - i), x + i));
+  const int64_t S = _mm512_reduce_add_epi64(sum);
+  const __m512i Dv = _mm512_set1_epi64(D), Sv = _mm512_set1_epi64(S);
+  __m512i top = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) {
+    const __mmask8 k = laneMask(D - i);
+    const __m512i c = _mm512_sub_epi64(_mm512_mul_epi32(load32(k, x + i), Dv), Sv);
+    top = _mm512_mask_max_epu64(top, k, top, _mm512_abs_epi64(c));
+  }
+  // (GCC 12's _mm512_reduce_max_epu64 warns of an uninitialized operand: reduce through memory.)
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, top);
+  const uint64_t m = *std::max_element(lanes, lanes + 8);
+  if (m == 0) return false;
+  const int k = bitLength(m) - 15;
+  const __m128i kCount = _mm_cvtsi64_si128(k > 0 ? k : 0), upCount = _mm_cvtsi64_si128(k > 0 ? 0 : -k);
+  const __m512i kHalf = _mm512_set1_epi64(k > 0 ? int64_t{1} << (k - 1) : 0);
+  __m512i squares = _mm512_setzero_si512();
+  for (int64_t i = 0; i < D; i += 8) {
+    const __mmask8 lanes = laneMask(D - i);
+    const __m512i c = _mm512_sub_epi64(_mm512_mul_epi32(load32(lanes, x + i), Dv), Sv);
+    const __m512i v = k > 0 ? _mm512_sra_epi64(_mm512_add_epi64(c, kHalf), kCount) : _mm512_sll_epi64(c, upCount);
+    _mm512_mask_storeu_epi64(e + i, lanes, v);
+    squares = _mm512_mask_add_epi64(squares, lanes, squares, _mm512_mul_epi32(v, v));
+  }
+  int64_t Q = _mm512_reduce_add_epi64(squares);
+  if (p.epsCode > 0) {
+    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
+    const unsigned __int128 E = k <= 0 ? eps << (-2 * k) : (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
+    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
+  }
+  const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+  // n = round(v·sqrtSize / r), half away from zero, in doubles that hold every value exactly: |v·sqrtSize| < 2^46,
+  // r < 2^39; the quotient from a product by 1/r is within 1 of ⌊a / r⌋, the remainder a − q·r of one fused
+  // multiply-add is exact (|a − q·r| < 2r), and one correction each way makes it ⌊a / r⌋ and a mod r.
+  const __m512d rd = _mm512_set1_pd(static_cast<double>(r)), sqrtSize = _mm512_set1_pd(static_cast<double>(p.sqrtSize));
+  const __m512d inverse = _mm512_set1_pd(1.0 / static_cast<double>(r)), oned = _mm512_set1_pd(1.0), zerod = _mm512_setzero_pd();
+  const __m512i M = _mm512_set1_epi64(p.multiplier), shift = _mm512_set1_epi64(p.shift);
+  const __m512i lo = _mm512_set1_epi64(p.outMin), hi = _mm512_set1_epi64(p.outMax);
+  const __m512i betaHalf = _mm512_set1_epi64(int64_t{1} << (kBetaFrac - 1));
+  for (int64_t i = 0; i < D; i += 8) {
+    const __mmask8 lanes = laneMask(D - i);
+    const __m512d num = _mm512_mul_pd(_mm512_cvtepi64_pd(_mm512_maskz_loadu_epi64(lanes, e + i)), sqrtSize);
+    const __m512d a = _mm512_abs_pd(num);
+    __m512d q = _mm512_roundscale_pd(_mm512_mul_pd(a, inverse), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512d rem = _mm512_fnmadd_pd(q, rd, a);
+    const __mmask8 under = _mm512_cmp_pd_mask(rem, zerod, _CMP_LT_OQ);
+    q = _mm512_mask_sub_pd(q, under, q, oned);
+    rem = _mm512_mask_add_pd(rem, under, rem, rd);
+    const __mmask8 over = _mm512_cmp_pd_mask(rem, rd, _CMP_GE_OQ);
+    q = _mm512_mask_add_pd(q, over, q, oned);
+    rem = _mm512_mask_sub_pd(rem, over, rem, rd);
+    q = _mm512_mask_add_pd(q, _mm512_cmp_pd_mask(_mm512_add_pd(rem, rem), rd, _CMP_GE_OQ), q, oned);
+    const __mmask8 negative = _mm512_cmp_pd_mask(num, zerod, _CMP_LT_OQ);
+    const __m512i magnitude = _mm512_cvttpd_epi64(q);
+    const __m512i n = _mm512_mask_sub_epi64(magnitude, negative, _mm512_setzero_si512(), magnitude);
+    const __m512i g = _mm512_mul_epi32(load32(lanes, p.gamma + i), n);
+    const __m512i y = _mm512_srai_epi64(_mm512_add_epi64(_mm512_add_epi64(rqVec(g, M, shift), load32(lanes, p.beta + i)), betaHalf), kBetaFrac);
+    _mm512_mask_cvtepi64_storeu_epi8(out + i, lanes, clampVec(y, lo, hi));
+  }
+  return true;
+}
+
+LOWBIT_TARGET_AVX512 void requantizeRowAvx512(int64_t R, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                                               int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
+  const __m512i lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+  const __m512i wideLo = _mm512_set1_epi64(-kWide), wideHi = _mm512_set1_epi64(kWide);
+  for (int64_t r = 0; r < R; r += 8) {
+    const __mmask8 k = laneMask(R - r);
+    const __m512i sum = _mm512_add_epi64(load32(k, a + r), load32(k, bias + r));  // |sum| <= 2^32
+    const __m512i v = clampVec(rqVec(sum, load32(k, mult + r), load32(k, shift + r)), lov, hiv);
+    if (mode == 0) {
+      _mm512_mask_cvtepi64_storeu_epi32(out32 + r, k, v);
+    } else if (mode == 1) {
+      _mm512_mask_cvtepi64_storeu_epi32(out32 + r, k, clampVec(_mm512_add_epi64(load32(k, out32 + r), v), wideLo, wideHi));
+    } else {
+      _mm512_mask_cvtepi64_storeu_epi8(out8 + r, k, v);
+    }
+  }
+}
+
+// i-GELU on [begin, end); needs the product bound of geluVectorFits and shift in [16, 63].
+LOWBIT_TARGET_AVX512 void geluAvx512(int64_t begin, int64_t end, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo,
+                                      int32_t hi, int32_t erfClip, int32_t erfA, int8_t* out) {
+  const __m512i M = _mm512_set1_epi64(multiplier), s = _mm512_set1_epi64(shift);
+  const __m512i lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+  const __m512i clip = _mm512_set1_epi64(erfClip), A = _mm512_set1_epi64(erfA);
+  const __m512i erfHalf = _mm512_set1_epi64(int64_t{1} << 23), unit = _mm512_set1_epi64(32768);
+  for (int64_t i = begin; i < end; i += 8) {
+    const __mmask8 k = laneMask(end - i);
+    const __m512i v = load32(k, t + i);
+    const __m512i c = _mm512_sub_epi64(_mm512_min_epi64(_mm512_abs_epi64(v), clip), clip);
+    const __m512i erf = _mm512_add_epi64(_mm512_srai_epi64(_mm512_add_epi64(_mm512_mullo_epi64(A, _mm512_mul_epi32(c, c)), erfHalf), 24), unit);
+    const __m512i signedErf = _mm512_mask_sub_epi64(erf, _mm512_movepi64_mask(v), _mm512_setzero_si512(), erf);
+    const __m512i g = _mm512_mullo_epi64(v, _mm512_add_epi64(unit, signedErf));
+    _mm512_mask_cvtepi64_storeu_epi8(out + i, k, clampVec(rqVec(g, M, s), lov, hiv));
+  }
+}
+
+// i-GELU's |g| = |t|·|2^15 ± erf| stays below 2^48 for |t| <= 2^20 (the binding's bound).
+bool geluVectorFits(int32_t erfClip, int32_t erfA) {
+  const double erfMax = std::fabs(static_cast<double>(erfA)) * static_cast<double>(erfClip) * static_cast<double>(erfClip) / 16777216.0 + 32768.0 + 1.0;
+  return (32768.0 + erfMax) * 1048576.0 < static_cast<double>(kVecInputLimit);
+}
+
+// fc1's output stage and i-GELU in one pass over a row: t = clamp(rq(a + bias; mult, shift), lo, hi) (|t| <= 2^20),
+// then out = clamp(rq(t·(2^15 + intErf(t)); M, n), glo, ghi). Needs every shift in [16, 63] and geluVectorFits.
+LOWBIT_TARGET_AVX512 void requantizeGeluRowAvx512(int64_t R, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                                                   int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out) {
+  const __m512i lov = _mm512_set1_epi64(lo), hiv = _mm512_set1_epi64(hi);
+  const __m512i M = _mm512_set1_epi64(g.multiplier), s = _mm512_set1_epi64(g.shift);
+  const __m512i glo = _mm512_set1_epi64(g.lo), ghi = _mm512_set1_epi64(g.hi);
+  const __m512i clip = _mm512_set1_epi64(g.erfClip), A = _mm512_set1_epi64(g.erfA);
+  const __m512i erfHalf = _mm512_set1_epi64(int64_t{1} << 23), unit = _mm512_set1_epi64(32768);
+  for (int64_t r = 0; r < R; r += 8) {
+    const __mmask8 k = laneMask(R - r);
+    const __m512i v = clampVec(rqVec(_mm512_add_epi64(load32(k, a + r), load32(k, bias + r)), load32(k, mult + r), load32(k, shift + r)), lov, hiv);
+    const __m512i c = _mm512_sub_epi64(_mm512_min_epi64(_mm512_abs_epi64(v), clip), clip);
+    const __m512i erf = _mm512_add_epi64(_mm512_srai_epi64(_mm512_add_epi64(_mm512_mullo_epi64(A, _mm512_mul_epi32(c, c)), erfHalf), 24), unit);
+    const __m512i signedErf = _mm512_mask_sub_epi64(erf, _mm512_movepi64_mask(v), _mm512_setzero_si512(), erf);
+    const __m512i product = _mm512_mullo_epi64(v, _mm512_add_epi64(unit, signedErf));
+    _mm512_mask_cvtepi64_storeu_epi8(out + r, k, clampVec(rqVec(product, M, s), glo, ghi));
+  }
+}
+
+// The head's float step over a row: out[r] = float((a[r] + bias[r])·scale[r]), the product in double (exact operands,
+// one rounding) and then rounded to float32, as the TypeScript loop stores it into a Float32Array.
+LOWBIT_TARGET_AVX512 void headRowAvx512(int64_t V, const int32_t* a, const int32_t* bias, const float* scale, float* out) {
+  for (int64_t r = 0; r < V; r += 8) {
+    const __mmask8 k = laneMask(V - r);
+    const __m512d sum = _mm512_cvtepi64_pd(_mm512_add_epi64(load32(k, a + r), load32(k, bias + r)));
+    const __m512d product = _mm512_mul_pd(sum, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, scale + r)));
+    _mm256_mask_storeu_ps(out + r, k, _mm512_cvtpd_ps(product));
+  }
+}
+
+// Scratch of one thread's attention tasks, kept across calls (grown when a call needs more).
+struct AttentionScratch {
+  std::vector<int32_t> keyPairs, valuePairs, queryPairs, dots, probs, acc;
+  std::vector<int64_t> scores;
+};
+
+template <class T>
+T* grown(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+// ⌊2^46 / sum⌋ for 2^15 < sum < 2^53: a double quotient (within 1 of it: the quotient is below 2^31), corrected by
+// the exact remainder (an integer division costs more than the rest of a query's softmax).
+inline int64_t reciprocalOf(int64_t sum) {
+  constexpr int64_t top = int64_t{1} << kReciprocalBits;
+  int64_t q = static_cast<int64_t>(static_cast<double>(top) / static_cast<double>(sum));
+  const int64_t rem = top - q * sum;
+  if (rem < 0) q--;
+  else if (rem >= sum) q++;
+  return q;
+}
+
+// intExp on 8 lanes of d <= 0 (|d| <= 2^25); lanes outside `lanes` give 0. z = ⌊−d / ln2⌋ from a double
+// quotient: −d < 2^26 and ln2 = 2839, so a non-integer quotient is at least 1/2839 from an integer, far
+// beyond the double's error, and an integer one is exact.
+TF_AVX512_INLINE __m512i intExpVec(__mmask8 lanes, __m512i d) {
+  const __m512i z = _mm512_cvttpd_epi64(_mm512_div_pd(_mm512_cvtepi64_pd(_mm512_sub_epi64(_mm512_setzero_si512(), d)), _mm512_set1_pd(static_cast<double>(kLn2))));
+  const __mmask8 live = lanes & _mm512_cmple_epi64_mask(z, _mm512_set1_epi64(30));
+  const __m512i t = _mm512_add_epi64(_mm512_add_epi64(d, _mm512_mul_epi32(z, _mm512_set1_epi64(kLn2))), _mm512_set1_epi64(kPolyB));
+  const __m512i square = _mm512_mul_epi32(t, t);  // t in (2703, 5542]
+  const __m512i poly = _mm512_add_epi64(_mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(square, _mm512_set1_epi64(kPolyA)), _mm512_set1_epi64(int64_t{1} << (kPolyShift - 1))), kPolyShift),
+                                        _mm512_set1_epi64(kPolyC));
+  const __m512i half = _mm512_srli_epi64(_mm512_sllv_epi64(_mm512_set1_epi64(1), z), 1);  // 2^(z−1), 0 for z = 0
+  return _mm512_maskz_srlv_epi64(live, _mm512_add_epi64(poly, half), z);
+}
+
+// The attention of the tasks [begin, end) (task = n·H + hd), as attentionScalar. Needs the three shifts in [16, 63].
+// Both products run on vpmaddwd (int16 pairs → int32, exact: |q|, |k| <= 128, 0 <= p <= 255, |v| <= 128) over
+// transposed copies of the task's cache: keyPairs[c/2][j] holds (k[j][c], k[j][c+1]), so 16 keys' dots come from
+// ⌈d/2⌉ multiply-adds with the query's pairs broadcast; valuePairs[j/2][c] holds (v[j][c], v[j+1][c]), so 16
+// channels of Σ p·v come from ⌈L/2⌉ multiply-adds with the probabilities' pairs broadcast.
+template <class QKV>
+LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context,
+                                          int64_t begin, int64_t end, AttentionScratch& scratch) {
+  const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
+  const int64_t total = p.past + steps;
+  const int64_t keyLanes = (total + 15) / 16 * 16, channelLanes = (d + 15) / 16 * 16;
+  const int64_t channelPairs = (d + 1) / 2, keyPairCount = (total + 1) / 2;
+  // Few queries per task (cached decoding: one) do not pay for the transposed copies: their products go key by key.
+  const bool transpose = steps >= 4;
+  int16_t* kt = transpose ? reinterpret_cast<int16_t*>(grown(scratch.keyPairs, channelPairs * keyLanes)) : nullptr;
+  int16_t* vt = transpose ? reinterpret_cast<int16_t*>(grown(scratch.valuePairs, keyPairCount * channelLanes)) : nullptr;
+  const int64_t queryPairWords = (d + 31) / 32 * 16;  // the query's int16 channels padded to 32
+  int32_t* queryPairs = grown(scratch.queryPairs, queryPairWords);
+  int32_t* dots = grown(scratch.dots, keyLanes);
+  int64_t* scores = grown(scratch.scores, keyLanes);
+  int32_t* probs = grown(scratch.probs, keyLanes + 1);
+  int32_t* acc = grown(scratch.acc, channelLanes);
+  const __m512i scoreM = _mm512_set1_epi64(p.scoreMult), scoreS = _mm512_set1_epi64(p.scoreShift);
+  const __m512i probsM = _mm512_set1_epi64(p.probsMult), probsS = _mm512_set1_epi64(p.probsShift), probsMax = _mm512_set1_epi64(p.probsMax);
+  const __m512i ctxM = _mm512_set1_epi64(p.contextMult), ctxS = _mm512_set1_epi64(p.contextShift);
+  const __m512i ctxLo = _mm512_set1_epi64(p.contextMin), ctxHi = _mm512_set1_epi64(p.contextMax);
+  const __m512i wideLo = _mm512_set1_epi64(-kWide), wideHi = _mm512_set1_epi64(kWide);
+  const __m512i p16Half = _mm512_set1_epi64(int64_t{1} << (kReciprocalBits - kProb16Frac - 1));
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t n = task / H, hd = task % H;
+    int8_t* K = keys + task * cap * d;
+    int8_t* Vv = values + task * cap * d;
+    for (int64_t t = 0; t < steps; t++) {
+      const QKV* src = qkv + (n * steps + t) * W + hd * d;
+      int8_t* k = K + (p.past + t) * d;
+      int8_t* v = Vv + (p.past + t) * d;
+      if constexpr (sizeof(QKV) == 1) {
+        std::memcpy(k, src + E, static_cast<size_t>(d));
+        std::memcpy(v, src + 2 * E, static_cast<size_t>(d));
+      } else {
+        for (int64_t c = 0; c < d; c += 16) {
+          const __mmask16 lanes = laneMask16(d - c);
+          _mm512_mask_cvtepi32_storeu_epi8(k + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + E + c));
+          _mm512_mask_cvtepi32_storeu_epi8(v + c, lanes, _mm512_maskz_loadu_epi32(lanes, src + 2 * E + c));
+        }
+      }
+    }
+    // The transposed pairs of positions 0..total−1 (lanes past total or d are never read into a result:
+    // their scores are masked, their channels not stored, and the missing halves of odd pairs meet a 0).
+    // Key pairs: 16 rows' bytes 2c, 2c + 1 by one gather of 4 bytes each, sign-extended into the int16 halves
+    // (the 2 bytes past them are never used: they meet a 0 half of the query or are dropped). A gather
+    // could read up to 3 bytes past the last row of the whole buffer: that row (task's last, the cache
+    // full) is copied by scalar stores.
+    if (transpose) {
+      const int64_t gathered = task == p.batch * H - 1 && total == cap ? total - 1 : total;
+      const __m512i rowOffsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(d)));
+      for (int64_t j = 0; j < gathered; j += 16) {
+        const __mmask16 lanes = laneMask16(gathered - j);
+        for (int64_t c = 0; c < channelPairs; c++) {
+          const __m512i word = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lanes, rowOffsets, K + j * d + 2 * c, 1);
+          const __m512i low = _mm512_and_si512(_mm512_srai_epi32(_mm512_slli_epi32(word, 24), 24), _mm512_set1_epi32(0xffff));
+          const __m512i high = _mm512_slli_epi32(_mm512_srai_epi32(_mm512_slli_epi32(word, 16), 24), 16);
+          _mm512_storeu_si512(kt + (c * keyLanes + j) * 2, _mm512_or_si512(low, high));
+        }
+      }
+      for (int64_t j = gathered; j < total; j++) {
+        for (int64_t c = 0; c < d; c++) kt[((c >> 1) * keyLanes + j) * 2 + (c & 1)] = K[j * d + c];
+      }
+    }
+    // Value pairs: rows j and j + 1 widened to int32 and interleaved as int16 halves, 16 channels at a time.
+    for (int64_t j = 0; transpose && j < total; j += 2) {
+      const int8_t* first = Vv + j * d;
+      const int8_t* second = j + 1 < total ? first + d : nullptr;
+      for (int64_t c = 0; c < d; c += 16) {
+        const __mmask16 lanes = laneMask16(d - c);
+        const __m512i low = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, first + c)), _mm512_set1_epi32(0xffff));
+        const __m512i high = second ? _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, second + c)), 16) : _mm512_setzero_si512();
+        _mm512_storeu_si512(vt + ((j >> 1) * channelLanes + c) * 2, _mm512_or_si512(low, high));
+      }
+    }
+    for (int64_t t = 0; t < steps; t++) {
+      const QKV* q = qkv + (n * steps + t) * W + hd * d;
+      const int64_t L = p.past + t + 1;
+      for (int64_t c = 0; c < channelPairs; c++) {
+        const uint32_t second = 2 * c + 1 < d ? static_cast<uint32_t>(static_cast<int32_t>(q[2 * c + 1])) : 0u;
+        queryPairs[c] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<int32_t>(q[2 * c])) & 0xffffu) | (second << 16));
+      }
+      for (int64_t c = channelPairs; c < queryPairWords; c++) queryPairs[c] = 0;  // up to 32 channels (the key-by-key form reads them)
+      if (transpose) {
+        for (int64_t j = 0; j < L; j += 16) {
+          __m512i dot = _mm512_setzero_si512();
+          for (int64_t c = 0; c < channelPairs; c++) {
+            dot = _mm512_add_epi32(dot, _mm512_madd_epi16(_mm512_loadu_si512(kt + (c * keyLanes + j) * 2), _mm512_set1_epi32(queryPairs[c])));
+          }
+          _mm512_storeu_si512(dots + j, dot);
+        }
+      } else {
+        // Key by key: 32 channels of k as int16 against the query's (a reduction per key).
+        for (int64_t j = 0; j < L; j++) {
+          const int8_t* kr = K + j * d;
+          __m512i dot = _mm512_setzero_si512();
+          for (int64_t c = 0; c < d; c += 32) {
+            const __mmask32 lanes = d - c >= 32 ? 0xffffffffu : (1u << (d - c)) - 1;
+            dot = _mm512_add_epi32(dot, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lanes, kr + c)), _mm512_loadu_si512(queryPairs + c / 2)));
+          }
+          dots[j] = _mm512_reduce_add_epi32(dot);
+        }
+      }
+      __m512i top = _mm512_set1_epi64(INT32_MIN);
+      for (int64_t j = 0; j < L; j += 8) {
+        const __mmask8 lanes = laneMask(L - j);
+        const __m512i s = clampVec(rqVec(load32(lanes, dots + j), scoreM, scoreS), wideLo, wideHi);
+        _mm512_storeu_si512(scores + j, s);
+        top = _mm512_mask_max_epi64(top, lanes, top, s);
+      }
+      const __m512i topv = _mm512_set1_epi64(_mm512_reduce_max_epi64(top));
+      __m512i sums = _mm512_setzero_si512();
+      for (int64_t j = 0; j < L; j += 8) {
+        const __mmask8 lanes = laneMask(L - j);
+        const __m512i ex = intExpVec(lanes, _mm512_sub_epi64(_mm512_loadu_si512(scores + j), topv));
+        _mm512_storeu_si512(scores + j, ex);
+        sums = _mm512_add_epi64(sums, ex);
+      }
+      // Σ e >= intExp(0) > 2^15, so the reciprocal < 2^31 and e·reciprocal < 2^47.
+      const __m512i reciprocal = _mm512_set1_epi64(reciprocalOf(_mm512_reduce_add_epi64(sums)));
+      for (int64_t j = 0; j < L; j += 8) {
+        const __mmask8 lanes = laneMask(L - j);
+        const __m512i p16 = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epu32(_mm512_loadu_si512(scores + j), reciprocal), p16Half), kReciprocalBits - kProb16Frac);
+        _mm512_mask_cvtepi64_storeu_epi32(probs + j, lanes, _mm512_min_epi64(rqVec(p16, probsM, probsS), probsMax));
+      }
+      probs[L] = 0;  // the missing half of an odd last pair
+      // Σ p·v, 16 channels at a time in a register (int32, as attentionScalar; a zero probability adds nothing).
+      for (int64_t c = 0; c < d; c += 16) {
+        __m512i sum = _mm512_setzero_si512();
+        if (transpose) {
+          for (int64_t j = 0; j < L; j += 2) {
+            const uint32_t pair = (static_cast<uint32_t>(probs[j]) & 0xffffu) | (static_cast<uint32_t>(probs[j + 1]) << 16);
+            const __m512i rows = _mm512_loadu_si512(vt + ((j >> 1) * channelLanes + c) * 2);
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(rows, _mm512_set1_epi32(static_cast<int32_t>(pair))));
+          }
+        } else {
+          const __mmask16 lanes = laneMask16(d - c);
+          for (int64_t j = 0; j < L; j++) {
+            const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, Vv + j * d + c));
+            sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(v, _mm512_set1_epi32(probs[j])));
+          }
+        }
+        _mm512_storeu_si512(acc + c, sum);
+      }
+      int8_t* out = context + (n * steps + t) * E + hd * d;
+      for (int64_t c = 0; c < d; c += 8) {
+        const __mmask8 lanes = laneMask(d - c);
+        _mm512_mask_cvtepi64_storeu_epi8(out + c, lanes, clampVec(rqVec(load32(lanes, acc + c), ctxM, ctxS), ctxLo, ctxHi));
+      }
+    }
+  }
+}
+
+std::atomic<bool> vectorAllowed{true};
+
+bool useAvx512() { return vectorAllowed.load(std::memory_order_relaxed) && activeIsa() == Isa::Avx512; }
+
+}  // namespace
+
+const char* intTfShiftProblem(int32_t shift) {
+  return shift < -32 || shift > 100 ? "a requantization shift is outside [-32, 100]" : nullptr;
+}
+
+void intTfSetVector(bool on) { vectorAllowed.store(on, std::memory_order_relaxed); }
+
+const char* intTfLoops() { return useAvx512() ? "avx512" : "scalar"; }
+
+void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
+                const int32_t* mult, const int32_t* shift, const int32_t* positions, int32_t* x) {
+  if (!useAvx512()) {
+    embedScalar(rows, steps, past, E, ids, table, mult, shift, positions, x);
+    return;
+  }
+  parallelFor(rows, static_cast<double>(rows * E), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; row++) {
+      const int64_t id = ids[row];
+      const int32_t* pos = positions + (past + row % steps) * E;
+      if (vecShift(shift[id])) {
+        embedRowAvx512(E, table + id * E, mult[id], shift[id], pos, x + row * E);
+      } else {
+        embedScalar(1, 1, past + row % steps, E, ids + row, table, mult, shift, positions, x + row * E);
+      }
+    }
+  });
+}
+
+void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
+  const int64_t D = p.size;
+  if (!useAvx512() || !vecShift(p.shift) || p.sqrtSize >= (int64_t{1} << 31)) {
+    layerNormScalar(p, rows, x, out);
+    return;
+  }
+  parallelFor(rows, static_cast<double>(rows * D) * 3, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<int64_t> e;
+    if (static_cast<int64_t>(e.size()) < D) e.resize(static_cast<size_t>(D));
+    for (int64_t r = begin; r < end; r++) {
+      if (!layerNormRowAvx512(p, x + r * D, out + r * D, e.data())) layerNormRow(p, x + r * D, out + r * D, e.data());
+    }
+  });
+}
+
+void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
+                     const int32_t* shift, int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
+  if (!useAvx512() || !vecShifts(shift, R)) {
+    requantizeScalar(M, R, acc, bias, mult, shift, lo, hi, mode, out32, out8);
+    return;
+  }
+  parallelFor(M, static_cast<double>(M * R), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      requantizeRowAvx512(R, acc + m * R, bias, mult, shift, lo, hi, mode, out32 ? out32 + m * R : nullptr, out8 ? out8 + m * R : nullptr);
+    }
+  });
+}
+
+void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
+               int32_t erfClip, int32_t erfA, int8_t* out) {
+  if (!useAvx512() || !vecShift(shift) || !geluVectorFits(erfClip, erfA)) {
+    geluScalar(count, t, multiplier, shift, lo, hi, erfClip, erfA, out);
+    return;
+  }
+  // Chunks of whole vectors (the last takes the tail).
+  const int64_t blocks = (count + 7) / 8;
+  parallelFor(blocks, static_cast<double>(count) * 2, [&](int64_t begin, int64_t end) {
+    geluAvx512(begin * 8, std::min(end * 8, count), t, multiplier, shift, lo, hi, erfClip, erfA, out);
+  });
+}
+
+void intTfRequantizeGelu(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                         int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out) {
+  const bool vector = useAvx512() && vecShifts(shift, R) && vecShift(g.shift) && geluVectorFits(g.erfClip, g.erfA);
+  parallelFor(M, static_cast<double>(M * R) * (vector ? 2 : 12), [&](int64_t begin, int64_t end) {
+    if (vector) {
+      for (int64_t m = begin; m < end; m++) requantizeGeluRowAvx512(R, acc + m * R, bias, mult, shift, lo, hi, g, out + m * R);
+      return;
+    }
+    // The two scalar loops, row by row through a row of int32 codes.
+    thread_local std::vector<int32_t> t;
+    if (static_cast<int64_t>(t.size()) < R) t.resize(static_cast<size_t>(R));
+    for (int64_t m = begin; m < end; m++) {
+      requantizeScalar(1, R, acc + m * R, bias, mult, shift, lo, hi, 0, t.data(), nullptr);
+      geluScalar(R, t.data(), g.multiplier, g.shift, g.lo, g.hi, g.erfClip, g.erfA, out + m * R);
+    }
+  });
+}
+
+void intTfHead(int64_t M, int64_t V, const int32_t* acc, const int32_t* bias, const float* scale, float* out) {
+  const bool vector = useAvx512();
+  parallelFor(M, static_cast<double>(M * V), [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; m++) {
+      if (vector) {
+        headRowAvx512(V, acc + m * V, bias, scale, out + m * V);
+        continue;
+      }
+      for (int64_t r = 0; r < V; r++) {
+        out[m * V + r] = static_cast<float>(static_cast<double>(static_cast<int64_t>(acc[m * V + r]) + bias[r]) * static_cast<double>(scale[r]));
+      }
+    }
+  });
+}
+
+namespace {
+
+template <class QKV>
+void attention(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  if (!useAvx512() || !vecShift(p.scoreShift) || !vecShift(p.probsShift) || !vecShift(p.contextShift)) {
+    attentionScalar(p, qkv, keys, values, context);
+    return;
+  }
+  const int64_t total = p.past + p.steps;
+  const double work = static_cast<double>(p.batch * p.heads) * static_cast<double>(p.steps) * static_cast<double>(total) * static_cast<double>(p.headDim + 8);
+  // A few tasks per thread: each claims a run of heads (the scratch is the thread's own).
+  parallelFor(p.batch * p.heads, work, [&](int64_t begin, int64_t end) {
+    thread_local AttentionScratch scratch;
+    attentionAvx512(p, qkv, keys, values, context, begin, end, scratch);
+  });
+}
+
+}  // namespace
+
+void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  attention(p, qkv, keys, values, context);
+}
+
+void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  attention(p, qkv, keys, values, context);
 }
 
 }  // namespace lowbit

@@ -39,6 +39,20 @@ void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bi
 void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
                int32_t erfClip, int32_t erfA, int8_t* out);
 
+// i-GELU's parameters (intTfGelu's): out = clamp(rq(t·(2^15 + intErf(t)); multiplier, shift), lo, hi).
+struct IntTfGelu {
+  int32_t multiplier = 0, shift = 0, lo = 0, hi = 0, erfClip = 0, erfA = 0;
+};
+
+// fc1's output stage and i-GELU fused: t = clamp(rq(acc + bias[r]; mult[r], shift[r]), lo, hi) (|lo|, |hi| <= 2^20),
+// out[i] = i-GELU(t) (int8): intTfRequantize mode 0 then intTfGelu, without the int32 codes in memory.
+void intTfRequantizeGelu(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                         int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out);
+
+// The head's float step: out[m·V + r] = float((acc[m·V + r] + bias[r])·scale[r]) with the product in double
+// (the TypeScript loop's rounding: one double rounding, then to float32).
+void intTfHead(int64_t M, int64_t V, const int32_t* acc, const int32_t* bias, const float* scale, float* out);
+
 struct IntTfAttention {
   int64_t batch = 0, steps = 0, past = 0, capacity = 0, heads = 0, headDim = 0;
   int32_t scoreMult = 0, scoreShift = 0;  // Σ q·k → scores at 2^−12, clamp ±2^24
@@ -49,6 +63,16 @@ struct IntTfAttention {
 // Appends the K and V codes of the new positions past..past+steps−1 (from qkv) to keys and values, then
 // runs the causal attention of every new query (scores, I-BERT i-exp softmax, A·V) into context [rows, E].
 void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, int8_t* values, int8_t* context);
+// The same with the Q, K, V codes as int8 (intTfRequantize mode 2): a quarter of the bytes.
+void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, int8_t* values, int8_t* context);
+
+// Which loops run: "avx512" (8 int64 lanes per vector; each loop falls back to the scalar one where its
+// bounds do not hold: a requantization shift outside [16, 63], a constant LayerNorm row, ...) or "scalar"
+// (an ISA below AVX-512, or the vector loops turned off). Both give the same integers.
+const char* intTfLoops();
+
+// Allows (default) or forbids the AVX-512 loops (benchmarks and tests compare both in one process).
+void intTfSetVector(bool on);
 
 // Why the kernels cannot run these requantization shifts exactly (nullptr when they can): the
 // shifts must lie in [-32, 100].

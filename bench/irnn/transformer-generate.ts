@@ -7,7 +7,9 @@
  *     a prompt of 1 word and 7 generated words (all inside the context: the cache is never rebuilt).
  *  2. a converted model of the same width with maxContext 128 (untrained QAT steps: speed only, its
  *     text means nothing): prompt of 1 word, 127 generated words.
- * Greedy decoding (temperature 0); the cached and the recomputed ids are checked equal.
+ * Greedy decoding (temperature 0); the cached and the recomputed ids are checked equal. When the addon
+ * has the AVX-512 loops, the native cases also run as before them ('Before': scalar native loops and
+ * per-op calls, `addon.intTfLoops(false)`, `setIntTransformerFusedCalls(false)`).
  * Writes bench/results/int-transformer-generate.json.
  *
  *   nice -n 10 node --import tsx bench/irnn/transformer-generate.ts [--run-dir /tmp/lowbit-tlm] [--repeat 5]
@@ -21,6 +23,8 @@ import { contextIdBatches, DataLoader, take } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { generate, TransformerLM, type CachedLanguageModel } from '../../src/nn/index.ts';
 import { convertTransformerLM, type IntTransformerLM } from '../../src/quant/irnn/index.ts';
+import { setIntTransformerFusedCalls } from '../../src/quant/irnn/transformer.ts';
+import { loadAddon } from '../../src/backend/native/load.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../../src/quant/transformer/qat.ts';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
@@ -28,6 +32,21 @@ import { flag } from '../flags.ts';
 
 const runDir = flag('run-dir') ?? '/tmp/lowbit-tlm';
 const repeat = Number(flag('repeat') ?? 5);
+
+const addon = loadAddon();
+const compareBefore = addon?.intTfLoops?.(true) === 'avx512';
+
+/** Runs `body` with the native forward as before the AVX-512 loops (scalar loops, per-op calls). */
+function asBefore<T>(body: () => T): T {
+  addon!.intTfLoops!(false);
+  setIntTransformerFusedCalls(false);
+  try {
+    return body();
+  } finally {
+    addon!.intTfLoops!(true);
+    setIntTransformerFusedCalls(true);
+  }
+}
 
 /** The IntTransformerLM as nn.generate's model, with the TypeScript loops forced when `native` is false. */
 function decoder(int: IntTransformerLM, native: boolean): CachedLanguageModel<ReturnType<IntTransformerLM['createCache']>> {
@@ -57,18 +76,26 @@ function measure(name: string, int: IntTransformerLM, fakeQuant: TransformerLM, 
   const cases: Record<string, { seconds: number; ids: number[] }> = {
     integerNativeCached: timeGenerate(() => generate(decoder(int, true), prompt, { ...options, cache: true })),
     integerNativeRecompute: timeGenerate(() => generate(decoder(int, true), prompt, { ...options, cache: false })),
+    ...(compareBefore ? {
+      integerNativeBeforeCached: timeGenerate(() => asBefore(() => generate(decoder(int, true), prompt, { ...options, cache: true }))),
+      integerNativeBeforeRecompute: timeGenerate(() => asBefore(() => generate(decoder(int, true), prompt, { ...options, cache: false }))),
+    } : {}),
     integerTypescriptCached: timeGenerate(() => generate(decoder(int, false), prompt, { ...options, cache: true })),
     integerTypescriptRecompute: timeGenerate(() => generate(decoder(int, false), prompt, { ...options, cache: false })),
     fakeQuantCached: timeGenerate(() => generate(fakeQuant, prompt, { ...options, cache: true })),
     fakeQuantRecompute: timeGenerate(() => generate(fakeQuant, prompt, { ...options, cache: false })),
   };
   const reference = cases['integerNativeCached']!.ids;
-  for (const key of ['integerNativeRecompute', 'integerTypescriptCached', 'integerTypescriptRecompute']) {
+  for (const key of ['integerNativeRecompute', 'integerTypescriptCached', 'integerTypescriptRecompute', ...(compareBefore ? ['integerNativeBeforeCached', 'integerNativeBeforeRecompute'] : [])]) {
     if (cases[key]!.ids.join() !== reference.join()) throw new Error(`${name}: ${key} generated other ids than integerNativeCached`);
   }
   const row: Record<string, unknown> = { model: name, maxContext: int.maxContext, promptWords: 1, generatedWords: tokens };
   for (const [key, c] of Object.entries(cases)) row[`${key}WordsPerSecond`] = tokens / c.seconds;
   row['cachedOverRecomputeNative'] = cases['integerNativeRecompute']!.seconds / cases['integerNativeCached']!.seconds;
+  if (compareBefore) {
+    row['nativeOverBeforeCached'] = cases['integerNativeBeforeCached']!.seconds / cases['integerNativeCached']!.seconds;
+    row['nativeOverBeforeRecompute'] = cases['integerNativeBeforeRecompute']!.seconds / cases['integerNativeRecompute']!.seconds;
+  }
   row['nativeOverTypescriptCached'] = cases['integerTypescriptCached']!.seconds / cases['integerNativeCached']!.seconds;
   row['integerOverFakeQuantCached'] = cases['fakeQuantCached']!.seconds / cases['integerNativeCached']!.seconds;
   row['fakeQuantSameGreedyIds'] = cases['fakeQuantCached']!.ids.join() === reference.join();

@@ -6,6 +6,10 @@
  * windows), save and reload the .irnn file, then run every test window (batch 256) through the
  * fake-quant model (`model.forward`, float kernels) and the integer model, batch by batch
  * alternately, timing each: perplexity of both, argmax agreement, max |Δlogit|, context tokens/s.
+ * When the addon has the AVX-512 loops, the integer model also runs every batch as it did before
+ * them ('before': scalar native loops, per-op calls: `addon.intTfLoops(false)`,
+ * `setIntTransformerFusedCalls(false)`), in the same alternation, its logits checked equal bit for bit.
+ * Tokens/s: all tokens over the summed seconds, and the median of the batches' tokens/s.
  * Writes bench/results/int-transformer-lm.json.
  *
  *   nice -n 10 node --import tsx bench/irnn/transformer-lm.ts [--run-dir /tmp/lowbit-tlm] [--only w8a8-qlr0.01] [--limit N]
@@ -20,6 +24,9 @@ import { contextIdBatches, DataLoader, take } from '../../src/data/index.ts';
 import { writeFileAtomic } from '../../src/format/index.ts';
 import { TransformerLM } from '../../src/nn/index.ts';
 import { convertTransformerLM, loadIntTransformer, saveIntTransformer } from '../../src/quant/irnn/index.ts';
+import { setIntTransformerFusedCalls } from '../../src/quant/irnn/transformer.ts';
+import { loadAddon } from '../../src/backend/native/load.ts';
+import { loadavg } from 'node:os';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { PerplexityMeter } from '../../src/train/index.ts';
 import { flag } from '../flags.ts';
@@ -29,6 +36,21 @@ const only = flag('only')?.split(',');
 const limitFlag = flag('limit');
 const limit = limitFlag === undefined ? undefined : Number(limitFlag);
 const names = ['w8a8-qlr0.01', 'w4a8-qlr0.01', 'w8a8', 'w4a8'];
+const addon = loadAddon();
+/** Whether this machine runs the AVX-512 loops (then the loops of before are timed too). */
+const compareBefore = addon?.intTfLoops?.(true) === 'avx512';
+
+/** The integer forward as before the AVX-512 loops (true) or as now (false). */
+function before(on: boolean): void {
+  addon!.intTfLoops!(!on);
+  setIntTransformerFusedCalls(!on);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
 const tmp = mkdtempSync(join(tmpdir(), 'lowbit-int-tlm-bench-'));
 const rows: Record<string, unknown>[] = [];
 try {
@@ -57,14 +79,32 @@ try {
     let maxDiff = 0;
     let fqSeconds = 0;
     let intSeconds = 0;
+    let beforeSeconds = 0;
+    const rates = { fq: [] as number[], int: [] as number[], before: [] as number[] };
+    const loadStart = loadavg()[0]!;
     const { batches } = lmTestBatches(run, 256, limit);
     for (const { x, y } of batches) {
+      const batchTokens = y.size * run.settings.seqLen;
       let s = performance.now();
       const ref = noGrad(() => model.forward(x)).data;
-      fqSeconds += (performance.now() - s) / 1000;
+      let seconds = (performance.now() - s) / 1000;
+      fqSeconds += seconds;
+      rates.fq.push(batchTokens / seconds);
       s = performance.now();
       const got = int.logits(x.data, y.size);
-      intSeconds += (performance.now() - s) / 1000;
+      seconds = (performance.now() - s) / 1000;
+      intSeconds += seconds;
+      rates.int.push(batchTokens / seconds);
+      if (compareBefore) {
+        before(true);
+        s = performance.now();
+        const old = int.logits(x.data, y.size);
+        seconds = (performance.now() - s) / 1000;
+        before(false);
+        beforeSeconds += seconds;
+        rates.before.push(batchTokens / seconds);
+        for (let i = 0; i < got.length; i++) if (old[i] !== got[i]) throw new Error(`${name}: the loops of before gave other logits (index ${i})`);
+      }
       for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
       const a = fq.add(ref, y.data, run.settings.vocabSize);
       const b = ints.add(got, y.data, run.settings.vocabSize);
@@ -80,6 +120,11 @@ try {
       argmaxAgreement: agree / windows, maxLogitDiff: maxDiff,
       fakeQuantTokensPerSecond: tokens / fqSeconds, integerTokensPerSecond: tokens / intSeconds,
       integerOverFakeQuantSpeed: fqSeconds / intSeconds,
+      medianBatchTokensPerSecond: { fakeQuant: median(rates.fq), integer: median(rates.int), integerBefore: compareBefore ? median(rates.before) : null },
+      integerBeforeTokensPerSecond: compareBefore ? tokens / beforeSeconds : null,
+      integerBeforeOverFakeQuantSpeed: compareBefore ? fqSeconds / beforeSeconds : null,
+      integerOverBeforeSpeed: compareBefore ? beforeSeconds / intSeconds : null,
+      loadAverage: { start: loadStart, end: loadavg()[0]! },
       fileBytes, modelBytes: int.byteLength, convertSeconds,
     };
     console.log(row);
@@ -96,7 +141,7 @@ function describe(s: { quant: string; embed: number; hidden: number; vocabSize: 
 const out = join(import.meta.dirname, '..', 'results', 'int-transformer-lm.json');
 const result = {
   bench: 'irnn/transformer-lm', date: new Date().toISOString(), seed: 0,
-  note: 'one seed per run; both models timed batch by batch alternately (batch 256, forward only) on a shared 2-core machine',
+  note: 'one seed per run; the models timed batch by batch alternately (batch 256, forward only; the integer model also with the loops of before, integerBefore*) on a shared 2-core machine',
   intKernels: intKernelsBackend(), command: `nice -n 10 node --import tsx bench/irnn/transformer-lm.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`, rows,
 };
 writeFileAtomic(out, new TextEncoder().encode(`${JSON.stringify(result, null, 2)}\n`));

@@ -219,10 +219,25 @@ export interface NativeAddon {
   intTfGelu?(dims: Int32Array, t: Int32Array, out: Int8Array): void;
   /**
    * One block's causal attention: appends the new K, V codes of qkv [N·S, 3E] to keys, values [N, H, capacity, d] at positions
-   * past.., then scores, i-exp softmax and A·V of every new query into context [N·S, E]; dims = [N, S, past, capacity, H, d,
+   * past.., then scores, i-exp softmax and A·V of every new query into context [N·S, E] (qkv: the codes as int32, checked to
+   * lie in [−128, 127], or as int8); dims = [N, S, past, capacity, H, d,
    * scoreMult, scoreShift, probsMult, probsShift, probsMax, contextMult, contextShift, contextMin, contextMax].
    */
-  intTfAttention?(dims: Int32Array, qkv: Int32Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
+  intTfAttention?(dims: Int32Array, qkv: Int32Array | Int8Array, keys: Int8Array, values: Int8Array, context: Int8Array): void;
+  /**
+   * fc1's output stage and i-GELU in one pass: t = clamp(rq(acc + bias[r]; mult[r], shift[r]), lo, hi) (|lo|, |hi| ≤ 2^20), then
+   * out = clamp(rq(t·(2^15 + intErf(t)); geluMult, geluShift), geluLo, geluHi) (Int8Array); dims = [M, R, lo, hi, geluMult,
+   * geluShift, geluLo, geluHi, erfClip, erfA]. The same integers as intTfRequantize (mode 0) then intTfGelu.
+   */
+  intTfRequantizeGelu?(dims: Int32Array, acc: Int32Array, bias: Int32Array, mult: Int32Array, shift: Int32Array, out: Int8Array): void;
+  /** The head's logits: out[m, r] = float32((acc[m, r] + bias[r])·scale[r]), the product in float64; dims = [M, V]. */
+  intTfHead?(dims: Int32Array, acc: Int32Array, bias: Int32Array, scale: Float32Array, out: Float32Array): void;
+  /**
+   * Which of those loops run: 'avx512' (the vector loops, each falling back to the scalar one where its bounds
+   * fail) or 'scalar' (an ISA below AVX-512, or the vector loops forbidden); `vector` false forbids the
+   * vector loops, true allows them again (benchmarks and tests: both give the same integers).
+   */
+  intTfLoops?(vector?: boolean): string;
   // ---------------------------------------------------------------- end of integer Transformer LM loops
 }
 

@@ -1,25 +1,58 @@
 /**
  * The native loops of IntTransformerLM (native/inttransformer.cc: embedding, LayerNorm, requantization,
  * attention, i-GELU) against its TypeScript loops, the specification: bit for bit on random
- * parameters (wide accumulators, negative and large shifts, both activations, ε floors) and on
- * converted models, through the full forward and the cached steps.
+ * parameters (wide accumulators, negative and large shifts, both activations, ε floors, odd sizes that
+ * leave vector tails) and on converted models, through the full forward and the cached steps; with the
+ * AVX-512 loops and the scalar ones (`addon.intTfLoops`), on 1 and 2 threads. The kernels alone against
+ * BigInt closed forms on edge values (every requantization shift regime, int32 extremes, constant
+ * LayerNorm rows). Tests tagged [every-isa] re-run under LOWBIT_ISA=avx2 and scalar.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { noGrad } from '../../autograd/index.ts';
 import { loadAddon } from '../../backend/native/load.ts';
+import { setNativeThreads } from '../../backend/native/index.ts';
+import { runEveryIsaTests } from '../../backend/native/isa-testing.ts';
 import { TransformerLM } from '../../nn/models/transformer-lm.ts';
 import { setIntKernelsReference } from '../../runtime/kernels/index.ts';
 import { quantizeMultiplier } from '../../runtime/requantize.ts';
 import { Rng, Tensor } from '../../tensor/index.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../transformer/qat.ts';
-import { layerNormParams } from './layernorm.ts';
+import { intLayerNormRow, layerNormParams, sqrtSizeConstant, type IntLayerNormParams } from './layernorm.ts';
 import {
-  convertTransformerLM, IntTransformerLM, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
+  convertTransformerLM, IntTransformerLM, setIntTransformerFusedCalls, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
 } from './transformer.ts';
 
 const addon = loadAddon();
-const skip = !addon?.intTfAttention ? 'the native addon (with the integer Transformer loops) is not loaded' : false;
+const skip = !addon?.intTfAttention || !addon.intTfLoops ? 'the native addon (with the integer Transformer loops) is not loaded' : false;
+const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA !== '';
+/** Whether the addon runs the AVX-512 loops when allowed (an AVX-512 CPU, ISA not lowered). */
+const vectorLoops = addon?.intTfLoops?.(true) === 'avx512';
+
+/**
+ * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones), the fused
+ * calls (fc1 + i-GELU, the head) and the per-op ones, on 1 and 2 threads, checking that the kind asked
+ * for is the one that runs; restores the defaults.
+ */
+function forEachLoops(body: (what: string) => void): void {
+  const threads = addon!.info().threads;
+  try {
+    for (const vector of vectorLoops ? [true, false] : [false]) {
+      assert.equal(addon!.intTfLoops!(vector), vector ? 'avx512' : 'scalar');
+      for (const fused of [true, false]) {
+        setIntTransformerFusedCalls(fused);
+        for (const n of [1, 2]) {
+          setNativeThreads(n);
+          body(`${vector ? 'avx512' : 'scalar'} loops, ${fused ? 'fused' : 'per-op'} calls, ${n} thread(s)`);
+        }
+      }
+    }
+  } finally {
+    addon!.intTfLoops!(true);
+    setIntTransformerFusedCalls(true);
+    setNativeThreads(threads);
+  }
+}
 
 function ints(rng: Rng, n: number, lo: number, hi: number): number[] {
   return Array.from({ length: n }, () => lo + Math.floor(rng.uniform() * (hi - lo + 1)));
@@ -50,10 +83,31 @@ function layerNorm(rng: Rng, E: number, residualScale: number): ReturnType<typeo
   return layerNormParams(gamma, 1.5 / 32767, beta, eps, residualScale, 0.02 + rng.uniform() * 0.05, -127, 127);
 }
 
-/** Random integer parameters: E = 12, 3 heads, MLP 20, V = 23, maxContext 7. */
-function randomParams(seed: number, activation: IntTransformerActivation): IntTransformerLMParams {
+/** Model sizes: vocabulary, width, heads, MLP width, maxContext. */
+interface Shape {
+  readonly V: number;
+  readonly E: number;
+  readonly H: number;
+  readonly F: number;
+  readonly C: number;
+}
+
+/** The first tests' sizes (head width 4). */
+const SMALL: Shape = { V: 23, E: 12, H: 3, F: 20, C: 7 };
+/**
+ * Sizes that leave a tail in every vector loop: width 74 (9 vectors of 8 and 2), head width 37
+ * (16 + 16 + 5), MLP 45, up to 19 keys per query (8 + 8 + 3 scores).
+ */
+const ODD: Shape = { V: 29, E: 74, H: 2, F: 45, C: 19 };
+
+/**
+ * Random integer parameters of `shape` (default SMALL). `narrowShift`: fc2's row 0 and the first
+ * block's proj row 1 get requantization shifts below 16 (ratios ≥ 2^15, their outputs mostly clamped),
+ * which the vector loops leave to the scalar ones.
+ */
+function randomParams(seed: number, activation: IntTransformerActivation, shape: Shape = SMALL, narrowShift = false): IntTransformerLMParams {
   const rng = new Rng(seed);
-  const [V, E, H, F, C] = [23, 12, 3, 20, 7];
+  const { V, E, H, F, C } = shape;
   const residualScale = 1e-4;
   const blocks: IntTransformerBlockParams[] = [];
   for (let i = 0; i < 2; i++) {
@@ -75,6 +129,15 @@ function randomParams(seed: number, activation: IntTransformerActivation): IntTr
       geluMin: -127, geluMax: 127,
       fc2: linear(rng, F, E, -(2 ** 24), 2 ** 24, 2 ** 20),
     });
+  }
+  if (narrowShift) {
+    const wide = quantizeMultiplier(2 ** 17);
+    for (const l of [blocks[0]!.fc2, blocks[1]!.fc2]) {
+      l.multiplier[0] = wide.multiplier;
+      l.shift[0] = wide.shift;
+    }
+    blocks[0]!.proj.multiplier[1] = quantizeMultiplier(2 ** 20).multiplier;
+    blocks[0]!.proj.shift[1] = quantizeMultiplier(2 ** 20).shift;
   }
   // Token rows: ratios from 2^−3 to 2^12 (shifts down to 19 and, for the largest, small or negative ones).
   const tokens = Array.from({ length: V }, (_, r) => (r === 0 ? quantizeMultiplier(2 ** 33) : ratio(rng, 2 ** -3, 2 ** 12)));
@@ -109,33 +172,129 @@ function assertSame(int: IntTransformerLM, ids: Int32Array, batch: number, what:
 }
 
 describe('IntTransformerLM native loops', { skip }, () => {
-  it('equal the TypeScript loops bit for bit on random parameters (i-GELU and ReLU, 6 seeds)', () => {
+  it('[every-isa] equal the TypeScript loops bit for bit on random parameters (i-GELU and ReLU, 6 seeds, two shapes, AVX-512 and scalar loops, 1 and 2 threads)', () => {
     for (let seed = 1; seed <= 6; seed++) {
-      const int = new IntTransformerLM(randomParams(seed, seed % 2 === 0 ? 'relu' : 'gelu'));
-      assert.equal(int.loopsBackend, 'native');
-      const rng = new Rng(100 + seed);
-      const ids = Int32Array.from(ints(rng, 4 * 7, 0, 22));
-      assertSame(int, ids, 4, `seed ${seed}`);
-      // Not vacuous: the residual stream and the logits spread over many values (not saturated to constants).
-      const residual = int.residual(ids, 4);
-      assert.deepEqual(residual, int.residual(ids, 4, { native: false }));
-      assert.ok(new Set(residual).size > residual.length * 0.9, `seed ${seed}: only ${new Set(residual).size} distinct residual values`);
-      const logits = int.logitsAll(ids, 4);
-      assert.ok(new Set(logits).size > logits.length / 4, `seed ${seed}: only ${new Set(logits).size} distinct logits`);
+      const activation = seed % 2 === 0 ? 'relu' : 'gelu';
+      const cases = [
+        { shape: SMALL, int: new IntTransformerLM(randomParams(seed, activation)), batch: 4 },
+        { shape: ODD, int: new IntTransformerLM(randomParams(seed, activation, ODD, seed % 3 === 0)), batch: 3 },
+      ];
+      for (const { shape, int, batch } of cases) {
+        assert.equal(int.loopsBackend, 'native');
+        const rng = new Rng(100 + seed);
+        const ids = Int32Array.from(ints(rng, batch * shape.C, 0, shape.V - 1));
+        const residualTs = int.residual(ids, batch, { native: false });
+        forEachLoops((loops) => {
+          const what = `seed ${seed}, E ${shape.E}, ${loops}`;
+          assertSame(int, ids, batch, what);
+          const residual = int.residual(ids, batch);
+          assert.deepEqual(residual, residualTs, `${what}: residual`);
+          // Not vacuous: the residual stream and the logits spread over many values (not saturated to constants).
+          assert.ok(new Set(residual).size > residual.length * 0.9, `${what}: only ${new Set(residual).size} distinct residual values`);
+          const logits = int.logitsAll(ids, batch);
+          assert.ok(new Set(logits).size > logits.length / 4, `${what}: only ${new Set(logits).size} distinct logits`);
+        });
+      }
     }
   });
 
-  it('equal the TypeScript loops on converted models (gelu-tanh w8a8, relu w4a8)', () => {
+  it('[every-isa] equal the TypeScript loops on a batch that splits every loop over 2 threads (2048 rows)', () => {
+    const int = new IntTransformerLM(randomParams(7, 'gelu', { ...ODD, C: 16 }, true));
+    const ids = Int32Array.from(ints(new Rng(8), 128 * 16, 0, ODD.V - 1));
+    const expected = int.residual(ids, 128, { native: false });
+    forEachLoops((loops) => assert.deepEqual(int.residual(ids, 128), expected, loops));
+  });
+
+  it('[every-isa] equal the TypeScript loops on converted models (gelu-tanh w8a8, relu w4a8)', () => {
     for (const [activation, quant] of [['gelu-tanh', 'w8a8'], ['relu', 'w4a8']] as const) {
-      const model = new TransformerLM({ vocabSize: 30, maxContext: 6, embedDim: 16, numLayers: 2, numHeads: 4, mlpDim: 32, activation, rng: new Rng(3) });
+      const model = new TransformerLM({ vocabSize: 30, maxContext: 11, embedDim: 40, numLayers: 2, numHeads: 2, mlpDim: 72, activation, rng: new Rng(3) });
       prepareTransformerQat(model, transformerQatConfig(quant)!);
-      const batch = (seed: number, n: number): Tensor => new Tensor(Int32Array.from(ints(new Rng(seed), n * 6, 0, 29)), [n, 6]);
+      const batch = (seed: number, n: number): Tensor => new Tensor(Int32Array.from(ints(new Rng(seed), n * 11, 0, 29)), [n, 11]);
       model.train();
       noGrad(() => model.forward(batch(4, 16)));
       model.eval();
       const int = convertTransformerLM(model, [batch(5, 16)]);
-      assertSame(int, batch(6, 5).data as Int32Array, 5, `${activation} ${quant}`);
+      forEachLoops((loops) => assertSame(int, batch(6, 5).data as Int32Array, 5, `${activation} ${quant}, ${loops}`));
     }
+  });
+
+  it('[every-isa] kernels equal BigInt closed forms on edge values: the Linear output stage (3 modes), i-GELU, LayerNorm', () => {
+    const rng = new Rng(77);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.uniform() * xs.length)]!;
+    const shifts = [-32, -5, 0, 1, 15, 16, 17, 31, 40, 62, 63, 64, 100];
+    const multipliers = [0, 1, -1, 2 ** 30, 2 ** 31 - 1, -(2 ** 31), 1518500250, -1518500250];
+    const accEdges = [-(2 ** 31), -(2 ** 31) + 1, -1, 0, 1, 2 ** 31 - 1, 2 ** 24, -(2 ** 24)];
+    let vectorCalls = 0;
+    forEachLoops((loops) => {
+      for (let round = 0; round < 60; round++) {
+        // One shift regime per call: all in [16, 63] (the vector loop), or one outside (the scalar fallback).
+        const R = 1 + Math.floor(rng.uniform() * 21);
+        const M = 1 + Math.floor(rng.uniform() * 5);
+        const inVector = round % 3 !== 0;
+        const shift = Int32Array.from({ length: R }, (_, r) => (inVector || r > 0 ? 16 + Math.floor(rng.uniform() * 48) : pick(shifts)));
+        if (inVector && round % 2) shift[0] = pick([16, 63]);
+        const mult = Int32Array.from({ length: R }, () => (rng.uniform() < 0.3 ? pick(multipliers) : Math.floor((rng.uniform() * 2 - 1) * 2 ** 31)));
+        const bias = Int32Array.from({ length: R }, () => (rng.uniform() < 0.3 ? pick(accEdges) : Math.floor((rng.uniform() * 2 - 1) * 2 ** 31)));
+        const acc = Int32Array.from({ length: M * R }, () => (rng.uniform() < 0.3 ? pick(accEdges) : Math.floor((rng.uniform() * 2 - 1) * 2 ** (1 + rng.uniform() * 30))));
+        const [lo, hi] = pick([[-(2 ** 24), 2 ** 24], [-127, 127], [-128, 127], [0, 255], [-(2 ** 31), 2 ** 31 - 1]]);
+        const expected = Int32Array.from(acc, (a, i) => Number(clampBig(rqBig(BigInt(a) + BigInt(bias[i % R]!), mult[i % R]!, shift[i % R]!), lo, hi)));
+        const out0 = new Int32Array(M * R);
+        addon!.intTfRequantize!(Int32Array.of(M, R, lo, hi, 0), acc, bias, mult, shift, out0);
+        assert.deepEqual(out0, expected, `${loops}, round ${round}: mode 0`);
+        const residual = Int32Array.from({ length: M * R }, () => Math.floor((rng.uniform() * 2 - 1) * 2 ** 24));
+        const out1 = residual.slice();
+        addon!.intTfRequantize!(Int32Array.of(M, R, lo, hi, 1), acc, bias, mult, shift, out1);
+        assert.deepEqual(out1, Int32Array.from(expected, (v, i) => Math.min(2 ** 24, Math.max(-(2 ** 24), v + residual[i]!))), `${loops}, round ${round}: mode 1`);
+        if (lo >= -128 && hi <= 127) {
+          const out2 = new Int8Array(M * R);
+          addon!.intTfRequantize!(Int32Array.of(M, R, lo, hi, 2), acc, bias, mult, shift, out2);
+          assert.deepEqual(out2, Int8Array.from(expected), `${loops}, round ${round}: mode 2`);
+        }
+        // i-GELU: the runtime's constants (vector loop when the shift allows) and wide ones (|g| >= 2^48: scalar).
+        const [erfClip, erfA] = round % 4 === 3 ? [2 ** 20, -(2 ** 20)] : [7246, -9464];
+        const count = 1 + Math.floor(rng.uniform() * 40);
+        const tEdges = [-(2 ** 20), 2 ** 20, 0, 1, -1, erfClip, -erfClip, erfClip + 1, -erfClip - 1, erfClip - 1].map((v) => Math.max(-(2 ** 20), Math.min(2 ** 20, v)));
+        const t = Int32Array.from({ length: count }, () => (rng.uniform() < 0.3 ? pick(tEdges) : Math.floor((rng.uniform() * 2 - 1) * 2 ** 20)));
+        const gShift = inVector ? 16 + Math.floor(rng.uniform() * 48) : pick(shifts);
+        const gMult = pick([...multipliers, Math.floor(rng.uniform() * 2 ** 31)]);
+        const [glo, ghi] = pick([[-127, 127], [-128, 127], [0, 0]]);
+        const gelu = new Int8Array(count);
+        addon!.intTfGelu!(Int32Array.of(count, gMult, gShift, glo, ghi, erfClip, erfA), t, gelu);
+        assert.deepEqual(gelu, Int8Array.from(t, (v) => Number(clampBig(rqBig(geluBig(v, erfClip, erfA), gMult, gShift), glo, ghi))), `${loops}, round ${round}: i-GELU`);
+        if (inVector && vectorLoops && loops.startsWith('avx512')) vectorCalls++;
+      }
+      // LayerNorm: sizes 1..33 and 80 (tails), constant rows, one large value, |x| = 2^24, ε floors, shifts in and out of [16, 63].
+      for (const D of [1, 2, 7, 8, 9, 15, 16, 17, 33, 80]) {
+        for (const [epsCode, lnShift] of [[0, 30], [1, 16], [2 ** 30, 63], [5, 12], [0, 70]] as const) {
+          const gamma = Int32Array.from({ length: D }, () => (rng.uniform() < 0.2 ? pick([-32767, 32767, 0]) : Math.floor((rng.uniform() * 2 - 1) * 32767)));
+          const beta = Int32Array.from({ length: D }, () => Math.floor((rng.uniform() * 2 - 1) * 2 ** 16));
+          const p: IntLayerNormParams = { size: D, gamma, beta, epsCode, multiplier: pick([1518500250, 2 ** 30, 2 ** 31 - 1, 1]), shift: lnShift, outMin: -127, outMax: 127 };
+          const rows = [
+            Int32Array.from({ length: D }, () => Math.floor((rng.uniform() * 2 - 1) * 2 ** (4 + rng.uniform() * 20))),
+            new Int32Array(D).fill(pick([0, 5, -(2 ** 24), 2 ** 24])),
+            Int32Array.from({ length: D }, (_, i) => (i === D >> 1 ? pick([2 ** 24, -(2 ** 24)]) : pick([0, 1, -1]))),
+            Int32Array.from({ length: D }, () => pick([2 ** 24, -(2 ** 24)])),
+          ];
+          const x = new Int32Array(rows.length * D);
+          rows.forEach((r, i) => x.set(r, i * D));
+          const got = new Int8Array(x.length);
+          addon!.intTfLayerNorm!(Int32Array.of(rows.length, D, epsCode, p.multiplier, p.shift, sqrtSizeConstant(D), p.outMin, p.outMax), gamma, beta, x, got);
+          const want = new Int8Array(x.length);
+          for (let r = 0; r < rows.length; r++) intLayerNormRow(p, x, r * D, want, r * D);
+          assert.deepEqual(got, want, `${loops}: LayerNorm D ${D}, eps ${epsCode}, shift ${lnShift}`);
+        }
+      }
+      // Ties of n = round(v·sqrtSize / r): D = 4 (sqrtSize = 2^21), c = Dx − S = (16386, 2, −8194, −8194) = v (k = 0) and
+      // ε filling Q = Σv² + 64ε to 2^30 + 16, so r = 2^15·2^8 and v/4 = 4096.5, 0.5, −2048.5 (half away from zero:
+      // n = 4097, 1, −2049); β puts each y = ⌊(n + β + 128) / 256⌋ next to a step, so n one off changes y.
+      for (const offset of [0, 1000, -(2 ** 20)]) {
+        const x = Int32Array.of(4097, 1, -2048, -2048).map((v) => v + offset);
+        const out = new Int8Array(4);
+        addon!.intTfLayerNorm!(Int32Array.of(1, 4, 10483712, 2 ** 30, 30, sqrtSizeConstant(4), -127, 127), Int32Array.of(1, 1, 1, 1), Int32Array.of(-3969, 127, 1920, 1920), x, out);
+        assert.deepEqual([...out], [1, 1, -1, -1], `${loops}: LayerNorm ties, offset ${offset}`);
+      }
+    });
+    if (vectorLoops) assert.ok(vectorCalls > 50, `only ${vectorCalls} calls in the vector regime`);
   });
 
   it('fall back to the TypeScript loops when forced or when a shift is out of the kernels\' range', () => {
@@ -153,4 +312,49 @@ describe('IntTransformerLM native loops', { skip }, () => {
     const ids = Int32Array.from(ints(new Rng(1), 7, 0, 22));
     assert.deepEqual(far.logitsAll(ids, 1), far.logitsAll(ids, 1, { native: false }));
   });
+
+  it('the fused and int8 entry points refuse malformed arguments with typed errors', () => {
+    const acc = new Int32Array(6);
+    const row = new Int32Array(3);
+    // fc1 + i-GELU: GELU inputs wider than ±2^20, an output clamp outside int8, a short output.
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -(2 ** 21), 0, 1, 30, -127, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(6)), /intTfRequantizeGelu: buffer sizes, types or values/);
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -5, 5, 1, 30, -129, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(6)), /intTfRequantizeGelu/);
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -5, 5, 1, 30, -127, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(5)), /intTfRequantizeGelu/);
+    assert.throws(() => addon!.intTfRequantizeGelu!(Int32Array.of(2, 3, -5, 5, 1, 101, -127, 127, 7246, -9464), acc, row, row, Int32Array.of(30, 30, 30), new Int8Array(6)), /outside \[-32, 100\]/);
+    // head: sizes that do not match the dims.
+    assert.throws(() => addon!.intTfHead!(Int32Array.of(2, 3), acc, row, new Float32Array(2), new Float32Array(6)), /intTfHead: buffer sizes/);
+    assert.throws(() => addon!.intTfHead!(Int32Array.of(2, 3), acc, row, new Float32Array(3), new Float32Array(7)), /intTfHead: buffer sizes/);
+    // attention on int8 codes: a qkv of the wrong length.
+    const dims = Int32Array.of(1, 2, 0, 2, 1, 4, 1 << 30, 30, 1 << 30, 30, 255, 1 << 30, 30, -127, 127);
+    assert.throws(() => addon!.intTfAttention!(dims, new Int8Array(2 * 12 - 1), new Int8Array(8), new Int8Array(8), new Int8Array(8)), /intTfAttention: buffer sizes/);
+    assert.throws(() => addon!.intTfLoops!('yes' as unknown as boolean), /intTfLoops: the argument must be a boolean/);
+    assert.equal(addon!.intTfLoops!(), vectorLoops ? 'avx512' : 'scalar');
+  });
+
+  for (const isa of ['avx2', 'scalar'] as const) {
+    it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
+      const { passed, output } = runEveryIsaTests(import.meta.url, isa);
+      assert.ok(passed >= 4, `expected the 4 tagged tests to pass, got ${passed}:\n${output}`);
+    });
+  }
 });
+
+/** round(a·m·2^−s), half away from zero, exactly (s may be negative). */
+function rqBig(a: bigint, m: number, s: number): bigint {
+  const p = a * BigInt(m);
+  if (s <= 0) return p * 2n ** BigInt(-s);
+  const magnitude = p < 0n ? -p : p;
+  const r = (magnitude + 2n ** BigInt(s - 1)) >> BigInt(s);
+  return p < 0n ? -r : r;
+}
+
+function clampBig(v: bigint, lo: number, hi: number): bigint {
+  return v < BigInt(lo) ? BigInt(lo) : v > BigInt(hi) ? BigInt(hi) : v;
+}
+
+/** i-GELU's product t·(2^15 + intErf(t)) with the erf constants given (floor division by 2^24). */
+function geluBig(t: number, erfClip: number, erfA: number): bigint {
+  const c = BigInt(Math.min(Math.abs(t), erfClip) - erfClip);
+  const erf = ((BigInt(erfA) * c * c + 2n ** 23n) >> 24n) + 32768n;
+  return BigInt(t) * (32768n + (t < 0 ? -erf : erf));
+}

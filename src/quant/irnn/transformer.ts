@@ -262,8 +262,21 @@ function headLogits(p: IntTransformerLMParams, x: Int32Array, rowIndices: readon
   }
   const acc = matmulInt8(h, M, p.head.weight, V, E);
   const out = new Float32Array(M * V);
-  for (let m = 0; m < M; m++) for (let r = 0; r < V; r++) out[m * V + r] = (acc[m * V + r]! + p.head.bias[r]!) * p.head.scale[r]!;
+  if (fusedCalls && addon?.intTfHead) addon.intTfHead(Int32Array.of(M, V), acc, p.head.bias, p.head.scale, out);
+  else for (let m = 0; m < M; m++) for (let r = 0; r < V; r++) out[m * V + r] = (acc[m * V + r]! + p.head.bias[r]!) * p.head.scale[r]!;
   return out;
+}
+
+/**
+ * Whether the native forward uses the fused calls (fc1's output stage with i-GELU, the head's float
+ * step in C++); false runs the per-op calls of before (benchmarks compare both in one process, with
+ * `addon.intTfLoops(false)` for the scalar loops). Both give the same integers and logits. @internal
+ */
+let fusedCalls = true;
+
+/** @internal See `fusedCalls`. */
+export function setIntTransformerFusedCalls(on: boolean): void {
+  fusedCalls = on;
 }
 
 /** The native LayerNorm of `rows` int32 rows x → int8 out (native/inttransformer.h). */
@@ -538,7 +551,9 @@ export class IntTransformerLM {
     const work = this.work;
     const h = work.int8('h', rows * E);
     nativeLayerNorm(addon, b.ln1, x, rows, h);
-    const qkv = nativeLinear(addon, b.qkv, h, rows, 0, work) as Int32Array;
+    // The Q, K, V codes as int8 when they fit (fused calls), else as int32 (the attention checks their range).
+    const qkvBytes = fusedCalls && b.qkv.outMin >= -128 && b.qkv.outMax <= 127;
+    const qkv = qkvBytes ? nativeLinear(addon, b.qkv, h, rows, 2, work, work.int8('qkv', rows * 3 * E)) : nativeLinear(addon, b.qkv, h, rows, 0, work);
     const context = work.int8('context', rows * E);
     const dims = Int32Array.of(batch, steps, past, capacity, p.numHeads, E / p.numHeads, b.scoreMultiplier, b.scoreShift,
       b.probsMultiplier, b.probsShift, b.probsMax, b.contextMultiplier, b.contextShift, b.contextMin, b.contextMax);
@@ -551,6 +566,13 @@ export class IntTransformerLM {
       // Unsigned codes above 127: stored into int8 as the TypeScript path stores them.
       u = work.int8('linear', rows * b.fc1.outFeatures);
       u.set(nativeLinear(addon, b.fc1, h, rows, 0, work));
+    } else if (fusedCalls && addon.intTfRequantizeGelu && b.fc1.outMin >= -GELU_INPUT_MAX && b.fc1.outMax <= GELU_INPUT_MAX) {
+      // fc1's output stage and i-GELU in one pass (the GELU inputs within ±2^20, as converted and loaded models clamp them).
+      const { fc1 } = b;
+      const acc = matmulInt8(h, rows, fc1.weight, fc1.outFeatures, fc1.inFeatures, work.int32(`acc:${fc1.outFeatures}`, rows * fc1.outFeatures));
+      u = work.int8('gelu', acc.length);
+      const dims = Int32Array.of(rows, fc1.outFeatures, fc1.outMin, fc1.outMax, b.geluMultiplier, b.geluShift, b.geluMin, b.geluMax, ERF_CLIP, ERF_A);
+      addon.intTfRequantizeGelu(dims, acc, fc1.bias, fc1.multiplier, fc1.shift, u);
     } else {
       const t = nativeLinear(addon, b.fc1, h, rows, 0, work) as Int32Array;
       u = work.int8('gelu', t.length);

@@ -1,0 +1,126 @@
+/**
+ * Where the integer Transformer LM's forward spends its time: every native call of
+ * `IntTransformerLM.logits` (the int8 GEMMs, the embedding, LayerNorm, requantization, attention and
+ * i-GELU loops of native/inttransformer.cc) is timed by wrapping the addon's functions; the rest of
+ * the wall time is the TypeScript around them (argument checks, buffers, the head's float loop).
+ * The model: a converted untrained w8a8 TransformerLM of the CLI's shape (vocabulary 2000, width 80,
+ * 4 heads, MLP 320, 2 blocks, context 8; QAT steps from one training-mode forward on random ids),
+ * batches of 256 random windows as bench/irnn/transformer-lm.ts feeds them. Two kinds run batch by batch
+ * alternately: 'scalar' = the forward as before the AVX-512 work (scalar loops, `addon.intTfLoops(false)`,
+ * and the per-op calls, `setIntTransformerFusedCalls(false)`), 'avx512' = the AVX-512 loops and the fused
+ * calls (fc1 + i-GELU, the head in C++); their logits are checked equal at every batch. Prints the
+ * median ms per batch of every call; writes nothing.
+ *
+ *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512]
+ */
+import { noGrad } from '../../src/autograd/index.ts';
+import { loadAddon } from '../../src/backend/native/load.ts';
+import type { NativeAddon } from '../../src/backend/native/addon.ts';
+import { setNativeThreads } from '../../src/backend/native/index.ts';
+import { TransformerLM } from '../../src/nn/index.ts';
+import { convertTransformerLM } from '../../src/quant/irnn/index.ts';
+import { setIntTransformerFusedCalls } from '../../src/quant/irnn/transformer.ts';
+import { prepareTransformerQat, transformerQatConfig } from '../../src/quant/transformer/qat.ts';
+import { Rng, Tensor } from '../../src/tensor/index.ts';
+import { flag, numberFlag } from '../flags.ts';
+
+const batches = numberFlag('batches', 40, { integer: true, min: 1 });
+const context = numberFlag('context', 8, { integer: true, min: 1 });
+const threads = numberFlag('threads', 2, { integer: true, min: 1 });
+const batchSize = 256;
+const [V, E, F] = [2000, 80, 320];
+
+const addon = loadAddon();
+if (!addon?.intTfAttention) {
+  console.log('skip: the native addon with the integer Transformer loops is not loaded');
+  process.exit(0);
+}
+setNativeThreads(threads);
+
+const model = new TransformerLM({ vocabSize: V, maxContext: context, embedDim: E, mlpDim: F, numLayers: 2, numHeads: 4, activation: 'gelu-tanh', rng: new Rng(1) });
+prepareTransformerQat(model, transformerQatConfig('w8a8')!);
+const rng = new Rng(2);
+const ids = (n: number): Tensor => new Tensor(Int32Array.from({ length: n * context }, () => Math.floor(rng.uniform() * V)), [n, context]);
+model.train();
+noGrad(() => model.forward(ids(16)));
+model.eval();
+const int = convertTransformerLM(model, [ids(64)]);
+
+// Wrap the addon's functions with timers (the model calls them through this very object).
+type Kind = 'scalar' | 'avx512';
+const only = flag('loops');
+if (only !== undefined && only !== 'scalar' && only !== 'avx512') throw new Error(`--loops must be scalar or avx512, got '${only}'`);
+const kinds: Kind[] = (addon.intTfLoops?.(true) === 'avx512' ? ['scalar', 'avx512'] as Kind[] : ['scalar'] as Kind[]).filter((k) => only === undefined || k === only);
+if (kinds.length === 0) throw new Error(`--loops ${only}: this machine does not run those loops`);
+/** Per kind, per call key: seconds of each timed batch. */
+const samples = new Map<string, number[]>();
+let current = new Map<string, number>();
+const names = ['gemmInt8Packed', 'intTfEmbed', 'intTfLayerNorm', 'intTfRequantize', 'intTfGelu', 'intTfAttention', 'intTfRequantizeGelu', 'intTfHead'] as const;
+const table = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
+for (const name of names) {
+  const inner = table[name];
+  if (!inner) continue;
+  table[name] = (...args: unknown[]): unknown => {
+    const start = process.hrtime.bigint();
+    const result = inner(...args);
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    // Requantizations by mode (0: int32 codes, 1: residual add, 2: int8 codes) and width.
+    let key: string = name;
+    if (name === 'intTfRequantize') key = `${name} mode ${(args[0] as Int32Array)[4]} R=${(args[0] as Int32Array)[1]}`;
+    else if (name === 'gemmInt8Packed') key = `${name} N=${args[1]}`;
+    current.set(key, (current.get(key) ?? 0) + seconds);
+    return result;
+  };
+}
+
+const inputs = Array.from({ length: 4 }, () => ids(batchSize).data as Int32Array);
+/** 'scalar': the loops and calls of before (per-op calls, scalar loops); 'avx512': the fused calls and the AVX-512 loops. */
+function use(kind: Kind): void {
+  addon!.intTfLoops!(kind === 'avx512');
+  setIntTransformerFusedCalls(kind === 'avx512');
+}
+for (const kind of kinds) {
+  use(kind);
+  for (let i = 0; i < 3; i++) int.logits(inputs[i % 4]!, batchSize); // warm-up (JIT, buffers, packing)
+}
+const logits: Record<string, Float32Array> = {};
+for (let i = 0; i < batches; i++) {
+  for (const kind of kinds) {
+    use(kind);
+    current = new Map();
+    const start = performance.now();
+    logits[kind] = int.logits(inputs[i % 4]!, batchSize);
+    const wall = (performance.now() - start) / 1000;
+    let inCalls = 0;
+    for (const [key, seconds] of current) {
+      inCalls += seconds;
+      const k = `${kind}\t${key}`;
+      samples.set(k, [...(samples.get(k) ?? []), seconds]);
+    }
+    samples.set(`${kind}\twall`, [...(samples.get(`${kind}\twall`) ?? []), wall]);
+    samples.set(`${kind}\tTypeScript around the calls`, [...(samples.get(`${kind}\tTypeScript around the calls`) ?? []), wall - inCalls]);
+  }
+  if (kinds.length === 2 && logits['scalar']!.some((v, j) => v !== logits['avx512']![j])) throw new Error(`batch ${i}: the AVX-512 loops gave other logits than the scalar ones`);
+}
+use('avx512');
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+const ms = (kind: Kind, key: string): number => median(samples.get(`${kind}\t${key}`) ?? [0]) * 1000;
+const keys = [...new Set([...samples.keys()].map((k) => k.split('\t')[1]!))].filter((k) => k !== 'wall').sort((a, b) => ms(kinds[0]!, b) - ms(kinds[0]!, a));
+const tokens = batchSize * context;
+console.log(`${batches} batches of ${batchSize} windows x ${context} tokens, ${threads} thread(s), GEMM ${addon.intKernelsInfo?.().int8 ?? '?'}, load ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+console.log(`| call (ms per batch, median) | ${kinds.join(' | ')} |${kinds.length === 2 ? ' scalar / avx512 |' : ''}`);
+console.log(`| --- |${kinds.map(() => ' ---: |').join('')}${kinds.length === 2 ? ' ---: |' : ''}`);
+const ran = (kind: Kind, key: string): boolean => samples.has(`${kind}\t${key}`);
+for (const key of [...keys, 'wall']) {
+  const cells = kinds.map((k) => (ran(k, key) ? `${ms(k, key).toFixed(3)} (${(ms(k, key) / ms(k, 'wall') * 100).toFixed(0)} %)` : '—'));
+  const ratio = kinds.length === 2 && ran('scalar', key) && ran('avx512', key) ? `${(ms('scalar', key) / ms('avx512', key)).toFixed(2)}x` : '—';
+  console.log(`| ${key} | ${cells.join(' | ')} |${kinds.length === 2 ? ` ${ratio} |` : ''}`);
+}
+const best = (kind: Kind): number => Math.min(...samples.get(`${kind}\twall`)!) * 1000;
+console.log(`fastest batch (ms): ${kinds.map((k) => `${k} ${best(k).toFixed(2)}`).join(', ')}`);
+console.log(`tokens/s (median batch): ${kinds.map((k) => `${k} ${Math.round(tokens / (ms(k, 'wall') / 1000)).toLocaleString('en-US')}`).join(', ')}`);
