@@ -1,0 +1,244 @@
+/**
+ * The 'wasm' backend's kernels: adapters from RawTensors to the SIMD128 GEMM of ./module.ts.
+ * Operands are copied into one growable WebAssembly.Memory (packed into the GEMM's panel layouts
+ * on the way in: ./pack.ts), the module runs, results are copied out into fresh Float32Arrays.
+ * Every kernel declines (returns undefined: the reference kernel runs) on anything but float32
+ * and on shapes it does not handle.
+ * @internal
+ */
+import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor } from '../primitives.ts';
+import { broadcastShapes, sizeOf } from '../primitives.ts';
+import { broadcastStrides, offsetMap } from '../reference/util.ts';
+import { maxPool2dKernel as referenceMaxPool } from '../reference/pool.ts';
+import { col2imPadded, im2colPanels, packPanels } from './pack.ts';
+import type { WasmRuntime } from './runtime.ts';
+
+function allF32(inputs: readonly RawTensor[]): boolean {
+  return inputs.every((t) => t.dtype === 'float32' && t.data instanceof Float32Array);
+}
+
+function outSize(n: number, k: number, stride: number, pad: number, dilation: number): number {
+  return Math.floor((n + 2 * pad - dilation * (k - 1) - 1) / stride) + 1;
+}
+
+/** Geometry of one convolution (NCHW / OIHW) and its GEMM sizes per image and group. */
+export interface ConvGeometry {
+  n: number; c: number; h: number; w: number;
+  o: number; kh: number; kw: number; oh: number; ow: number;
+  g: number; cg: number; og: number;
+  /** Taps per output: cg·kh·kw. */
+  kk: number;
+  /** Output pixels per image: oh·ow. */
+  p: number;
+  sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+}
+
+/** The geometry of x (N,C,H,W) and w (O,C/g,KH,KW), or null when the kernel does not handle it. */
+export function convGeometry(x: readonly number[], w: readonly number[], a: Conv2dAttrs): ConvGeometry | null {
+  if (x.length !== 4 || w.length !== 4) return null;
+  const [n, c, h, wd] = x as [number, number, number, number];
+  const [o, cg, kh, kw] = w as [number, number, number, number];
+  const g = a.groups;
+  if (!Number.isInteger(g) || g < 1 || c % g !== 0 || o % g !== 0 || cg !== c / g) return null;
+  if ([a.stride[0], a.stride[1], a.dilation[0], a.dilation[1]].some((v) => !Number.isInteger(v) || v < 1)) return null;
+  if (a.padding[0] < 0 || a.padding[1] < 0) return null;
+  const oh = outSize(h, kh, a.stride[0], a.padding[0], a.dilation[0]);
+  const ow = outSize(wd, kw, a.stride[1], a.padding[1], a.dilation[1]);
+  if (oh < 1 || ow < 1 || n < 1 || o < 1 || cg < 1 || kh < 1 || kw < 1) return null;
+  return {
+    n, c, h, w: wd, o, kh, kw, oh, ow, g, cg, og: o / g, kk: cg * kh * kw, p: oh * ow,
+    sh: a.stride[0], sw: a.stride[1], ph: a.padding[0], pw: a.padding[1], dh: a.dilation[0], dw: a.dilation[1],
+  };
+}
+
+function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
+  return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
+}
+
+// ---------------------------------------------------------------- matmul
+
+/** a [...batch, M, K] (or [..., K, M]), b [...batch, K, N] (or [..., N, K]) -> [...batch, M, N]; batch dims broadcast. */
+export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
+  return (inputs, { transA, transB }) => {
+    const [a, b] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs) || a.shape.length < 2 || b.shape.length < 2) return undefined;
+    const ra = a.shape.length;
+    const rb = b.shape.length;
+    const m = a.shape[ra - (transA ? 1 : 2)]!;
+    const k = a.shape[ra - (transA ? 2 : 1)]!;
+    const kb = b.shape[rb - (transB ? 1 : 2)]!;
+    const n = b.shape[rb - (transB ? 2 : 1)]!;
+    if (k !== kb) return undefined;
+    const aBatch = a.shape.slice(0, -2);
+    const bBatch = b.shape.slice(0, -2);
+    let batch: number[];
+    try {
+      batch = broadcastShapes(aBatch, bBatch);
+    } catch {
+      return undefined;
+    }
+    const y = f32([...batch, m, n]);
+    if (y.data.length === 0 || k === 0) return y;
+    const mb = Math.ceil(m / 4);
+    const nb = Math.ceil(n / 8);
+    const ldc = nb * 8;
+    const arena = rt.arena;
+    arena.reset();
+    const ap = arena.reserve(mb * 4 * k);
+    const bp = arena.reserve(nb * 8 * k);
+    const cp = arena.reserve(mb * 4 * ldc);
+    if (!arena.fits()) return undefined;
+    const mem = arena.view();
+    const aOffsets = offsetMap(batch, broadcastStrides(aBatch, batch).map((s) => s * m * k));
+    const bOffsets = offsetMap(batch, broadcastStrides(bBatch, batch).map((s) => s * k * n));
+    let aPacked = -1;
+    let bPacked = -1;
+    for (let i = 0; i < aOffsets.length; i++) {
+      const aOff = aOffsets[i]!;
+      const bOff = bOffsets[i]!;
+      // A(m, k) = a[m·K + k], or a[k·M + m] when transA; B(k, n) = b[k·N + n], or b[n·K + k] when transB.
+      if (aOff !== aPacked) packPanels(mem, ap, a.data, aOff, m, k, transA ? 1 : k, transA ? m : 1, 4);
+      if (bOff !== bPacked) packPanels(mem, bp, b.data, bOff, n, k, transB ? k : 1, transB ? 1 : n, 8);
+      aPacked = aOff;
+      bPacked = bOff;
+      rt.gemm(ap * 4, bp * 4, cp * 4, mb, nb, k, ldc * 4, 0);
+      const out = y.data;
+      const base = i * m * n;
+      for (let r = 0; r < m; r++) out.set(mem.subarray(cp + r * ldc, cp + r * ldc + n), base + r * n);
+    }
+    return y;
+  };
+}
+
+// ---------------------------------------------------------------- conv2d
+
+/**
+ * y (N,O,OH,OW) = conv2d(x, w), then + bias[o] and ReLU when given (before any pooling).
+ * Per image and group: Y_g [og, P] = W_g [og, kk] · col_g [kk, P], col packed straight into the
+ * GEMM's B panels.
+ */
+function convForward(rt: WasmRuntime, x: RawTensor, w: RawTensor, geo: ConvGeometry, bias: Float32Array | null, relu: boolean): RawTensor | undefined {
+  const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
+  const mb = Math.ceil(og / 4);
+  const nb = Math.ceil(p / 8);
+  const ldc = nb * 8;
+  const arena = rt.arena;
+  arena.reset();
+  const ap = arena.reserve(g * mb * 4 * kk);
+  const bp = arena.reserve(nb * 8 * kk);
+  const cp = arena.reserve(mb * 4 * ldc);
+  const biasAt = arena.reserve(o);
+  if (!arena.fits()) return undefined;
+  const mem = arena.view();
+  for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * kk, w.data, gi * og * kk, og, kk, kk, 1, 4);
+  if (bias) mem.set(bias, biasAt);
+  else mem.fill(0, biasAt, biasAt + o);
+  const y = f32([n, o, geo.oh, geo.ow]);
+  // B panel element (tap t, pixel q) at (q >> 3)·kk·8 + t·8 + (q & 7)
+  const rowTerm = new Int32Array(kk).map((_, t) => t * 8);
+  const colTerm = new Int32Array(p).map((_, q) => (q >> 3) * kk * 8 + (q & 7));
+  for (let b = 0; b < n; b++) {
+    for (let gi = 0; gi < g; gi++) {
+      im2colPanels(mem, bp, x.data, (b * c + gi * cg) * h * wd, geo, rowTerm, colTerm);
+      rt.gemm((ap + gi * mb * 4 * kk) * 4, bp * 4, cp * 4, mb, nb, kk, ldc * 4, 0);
+      if (bias || relu) rt.biasRelu(cp * 4, og, ldc, (biasAt + gi * og) * 4, relu ? 1 : 0);
+      const base = (b * o + gi * og) * p;
+      for (let r = 0; r < og; r++) y.data.set(mem.subarray(cp + r * ldc, cp + r * ldc + p), base + r * p);
+    }
+  }
+  return y;
+}
+
+export function conv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
+  return (inputs, attrs) => {
+    const [x, w] = inputs as [RawTensor, RawTensor];
+    const geo = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
+    return geo ? convForward(rt, x, w, geo, null, false) : undefined;
+  };
+}
+
+/** x, w, bias -> maxPool(relu(conv2d(x, w) + bias)); the pooling is the reference kernel's. */
+export function conv2dFusedKernel(rt: WasmRuntime): Kernel<'conv2dFused'> {
+  return (inputs, attrs) => {
+    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    const geo = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
+    if (!geo || bias.shape.length !== 1 || bias.shape[0] !== geo.o) return undefined;
+    const y = convForward(rt, x, w, geo, bias.data as Float32Array, attrs.relu);
+    if (!y || !attrs.pool) return y;
+    return rt.maxPool ? rt.maxPool([y], attrs.pool) : referenceMaxPool([y], attrs.pool);
+  };
+}
+
+/** dy (N,O,OH,OW), w (O,C/g,KH,KW) -> dx (inputShape): per image and group dcol = W_gᵀ · dy_g, then col2im. */
+export function conv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'conv2dBackwardInput'> {
+  return (inputs, attrs) => {
+    const [dy, w] = inputs as [RawTensor, RawTensor];
+    const geo = allF32(inputs) ? convGeometry(attrs.inputShape, w.shape, attrs) : null;
+    if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo.n || dy.shape[1] !== geo.o || dy.shape[2] !== geo.oh || dy.shape[3] !== geo.ow) return undefined;
+    const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
+    const mb = Math.ceil(kk / 4);
+    const nb = Math.ceil(p / 8);
+    const ldc = nb * 8;
+    const arena = rt.arena;
+    arena.reset();
+    const ap = arena.reserve(g * mb * 4 * og);
+    const bp = arena.reserve(nb * 8 * og);
+    const cp = arena.reserve(mb * 4 * ldc);
+    if (!arena.fits()) return undefined;
+    const mem = arena.view();
+    // A(t, j) = Wᵀ: w[(gi·og + j)·kk + t]
+    for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * og, w.data, gi * og * kk, kk, og, 1, kk, 4);
+    const dx = f32(attrs.inputShape);
+    for (let b = 0; b < n; b++) {
+      for (let gi = 0; gi < g; gi++) {
+        // B(j, q) = dy[b, gi·og + j, q]
+        packPanels(mem, bp, dy.data, (b * o + gi * og) * p, p, og, 1, p, 8);
+        rt.gemm((ap + gi * mb * 4 * og) * 4, bp * 4, cp * 4, mb, nb, og, ldc * 4, 0);
+        col2imPadded(mem, cp, ldc, dx.data, (b * c + gi * cg) * h * wd, geo);
+      }
+    }
+    return dx;
+  };
+}
+
+/** x (N,C,H,W), dy (N,O,OH,OW) -> dw (weightShape): dW_g [og, kk] = Σ_images dy_g [og, P] · col_gᵀ [P, kk]. */
+export function conv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'conv2dBackwardWeight'> {
+  return (inputs, attrs) => {
+    const [x, dy] = inputs as [RawTensor, RawTensor];
+    const geo = allF32(inputs) ? convGeometry(x.shape, attrs.weightShape, attrs) : null;
+    if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo.n || dy.shape[1] !== geo.o || dy.shape[2] !== geo.oh || dy.shape[3] !== geo.ow) return undefined;
+    const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
+    const mb = Math.ceil(og / 4);
+    const nb = Math.ceil(kk / 8);
+    const ldc = nb * 8;
+    const arena = rt.arena;
+    arena.reset();
+    const ap = arena.reserve(mb * 4 * p);
+    const bp = arena.reserve(nb * 8 * p);
+    const cp = arena.reserve(g * mb * 4 * ldc);
+    if (!arena.fits()) return undefined;
+    const mem = arena.view();
+    // B panel element (tap t, pixel q) at (t >> 3)·P·8 + q·8 + (t & 7)
+    const rowTerm = new Int32Array(kk).map((_, t) => (t >> 3) * p * 8 + (t & 7));
+    const colTerm = new Int32Array(p).map((_, q) => q * 8);
+    for (let b = 0; b < n; b++) {
+      for (let gi = 0; gi < g; gi++) {
+        // A(j, q) = dy[b, gi·og + j, q]
+        packPanels(mem, ap, dy.data, (b * o + gi * og) * p, og, p, p, 1, 4);
+        im2colPanels(mem, bp, x.data, (b * c + gi * cg) * h * wd, geo, rowTerm, colTerm);
+        rt.gemm(ap * 4, bp * 4, (cp + gi * mb * 4 * ldc) * 4, mb, nb, p, ldc * 4, b > 0 ? 1 : 0);
+      }
+    }
+    const dw = f32(attrs.weightShape);
+    for (let gi = 0; gi < g; gi++) {
+      for (let r = 0; r < og; r++) {
+        const from = cp + gi * mb * 4 * ldc + r * ldc;
+        dw.data.set(mem.subarray(from, from + kk), (gi * og + r) * kk);
+      }
+    }
+    return dw;
+  };
+}
+
+/** Ops the wasm backend has a kernel for (the rest run on the reference backend). */
+export const WASM_OPS: readonly PrimitiveName[] = ['matmul', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight'];

@@ -1,0 +1,136 @@
+/**
+ * The fp32 kernels of the 'wasm' backend as one WebAssembly SIMD128 module, emitted at run time
+ * with src/runtime/wasm/emitter.ts (no toolchain; the module is a few hundred bytes, so the
+ * synchronous `new WebAssembly.Module` is fine on a browser's main thread).
+ *
+ * gemm(ap, bp, c, mBlocks, nBlocks, k, ldc, accumulate): C (+)= A·B on packed panels, byte addresses.
+ * - ap: A packed as [mBlocks][k][4] (4 rows of A side by side for every k);
+ * - bp: B packed as [nBlocks][k][8] (8 columns of B side by side for every k);
+ * - c:  C as [4·mBlocks rows][ldc bytes], tile (mb, nb) at c + mb·4·ldc + nb·32;
+ * - accumulate ≠ 0 adds to C instead of overwriting it. k ≥ 1.
+ * Panels past the true M or N may hold anything (their rows / columns of C are discarded by the
+ * caller): every output element depends only on its own row of A and column of B.
+ *
+ * The micro-kernel keeps a 4 × 8 tile of C in 8 f32x4 accumulators; per k it loads two vectors of
+ * B, splats the 4 values of A and does 8 multiplies then 8 adds (no relaxed SIMD, so no FMA: each
+ * product is rounded to float32 before it is added). Column panels are the outer loop so that one
+ * panel of B (k·32 bytes) stays in L1 while the row panels of A stream past it.
+ *
+ * biasRelu(y, rows, cols, bias, relu): y[r, i] = y[r, i] + bias[r], then max(·, 0) when relu ≠ 0
+ * (relu ∈ {0, 1}; f32x4.max: NaN stays NaN, −0 becomes +0 like the reference's `v <= 0 ? 0 : v`); rows of `cols`
+ * floats, 4 at a time with a scalar tail.
+ * @internal
+ */
+import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
+
+function gemmBody(): { locals: ValType[]; body: Code } {
+  const [AP, BP, C, MB, NB, K, LDC, ACCUMULATE] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const NI = 8, MI = 9, KI = 10, APTR = 11, BPTR = 12, CROW = 13, BPANEL = 14, TILE = 15;
+  const ACC = 16; // acc[r][j] at ACC + 2r + j
+  const B0 = 24, B1 = 25, AV = 26;
+  const locals: ValType[] = [...Array<ValType>(8).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)];
+  const c = new Code();
+  c.i32Const(0).localSet(NI);
+  c.loop(); // column panels
+  {
+    c.localGet(BP).localGet(NI).localGet(K).i32Mul().i32Const(32).i32Mul().i32Add().localSet(BPANEL);
+    c.i32Const(0).localSet(MI);
+    c.loop(); // row panels
+    {
+      // TILE = c + mi·4·ldc + ni·32
+      c.localGet(C).localGet(MI).i32Const(4).i32Mul().localGet(LDC).i32Mul().i32Add().localGet(NI).i32Const(32).i32Mul().i32Add().localSet(TILE);
+      c.localGet(ACCUMULATE).if();
+      c.localGet(TILE).localSet(CROW);
+      for (let r = 0; r < 4; r++) {
+        c.localGet(CROW).v128Load(0).localSet(ACC + 2 * r);
+        c.localGet(CROW).v128Load(16).localSet(ACC + 2 * r + 1);
+        if (r < 3) c.localGet(CROW).localGet(LDC).i32Add().localSet(CROW);
+      }
+      c.else();
+      for (let i = 0; i < 8; i++) c.v128Const(Array<number>(16).fill(0)).localSet(ACC + i);
+      c.end();
+      c.localGet(AP).localGet(MI).localGet(K).i32Mul().i32Const(16).i32Mul().i32Add().localSet(APTR);
+      c.localGet(BPANEL).localSet(BPTR);
+      c.localGet(K).localSet(KI);
+      c.loop(); // k
+      {
+        c.localGet(BPTR).v128Load(0).localSet(B0);
+        c.localGet(BPTR).v128Load(16).localSet(B1);
+        for (let r = 0; r < 4; r++) {
+          c.localGet(APTR).v128Load32Splat(4 * r).localSet(AV);
+          c.localGet(ACC + 2 * r).localGet(AV).localGet(B0).f32x4Mul().f32x4Add().localSet(ACC + 2 * r);
+          c.localGet(ACC + 2 * r + 1).localGet(AV).localGet(B1).f32x4Mul().f32x4Add().localSet(ACC + 2 * r + 1);
+        }
+        c.localGet(APTR).i32Const(16).i32Add().localSet(APTR);
+        c.localGet(BPTR).i32Const(32).i32Add().localSet(BPTR);
+        c.localGet(KI).i32Const(1).i32Sub().localTee(KI).brIf(0);
+      }
+      c.end();
+      c.localGet(TILE).localSet(CROW);
+      for (let r = 0; r < 4; r++) {
+        c.localGet(CROW).localGet(ACC + 2 * r).v128Store(0);
+        c.localGet(CROW).localGet(ACC + 2 * r + 1).v128Store(16);
+        if (r < 3) c.localGet(CROW).localGet(LDC).i32Add().localSet(CROW);
+      }
+      c.localGet(MI).i32Const(1).i32Add().localTee(MI).localGet(MB).i32LtU().brIf(0);
+    }
+    c.end();
+    c.localGet(NI).i32Const(1).i32Add().localTee(NI).localGet(NB).i32LtU().brIf(0);
+  }
+  c.end();
+  return { locals, body: c };
+}
+
+function biasReluBody(): { locals: ValType[]; body: Code } {
+  const [Y, ROWS, COLS, BIAS, RELU] = [0, 1, 2, 3, 4];
+  const R = 5, I = 6, END = 7, VEC_END = 8;
+  const BV = 9, ZERO = 10, V = 11, MASK = 12;
+  const locals: ValType[] = [...Array<ValType>(4).fill(ValType.i32), ...Array<ValType>(4).fill(ValType.v128)];
+  const c = new Code();
+  c.v128Const(Array<number>(16).fill(0)).localSet(ZERO);
+  // MASK: all ones when relu = 1 (take the max), all zeros when 0 (keep the sum)
+  c.i32Const(0).localGet(RELU).i32Sub().i32x4Splat().localSet(MASK);
+  c.i32Const(0).localSet(R);
+  c.block().localGet(ROWS).i32Eqz().brIf(0).localGet(COLS).i32Eqz().brIf(0);
+  c.loop(); // rows
+  {
+    c.localGet(BIAS).localGet(R).i32Const(4).i32Mul().i32Add().v128Load32Splat(0).localSet(BV);
+    // I = y + r·cols·4; END = I + cols·4; VEC_END = I + (cols & ~3)·4
+    c.localGet(Y).localGet(R).localGet(COLS).i32Mul().i32Const(4).i32Mul().i32Add().localSet(I);
+    c.localGet(I).localGet(COLS).i32Const(4).i32Mul().i32Add().localSet(END);
+    c.localGet(I).localGet(COLS).i32Const(-4).i32And().i32Const(4).i32Mul().i32Add().localSet(VEC_END);
+    c.block().localGet(I).localGet(VEC_END).i32GeU().brIf(0);
+    c.loop();
+    {
+      c.localGet(I).localGet(I).v128Load(0).localGet(BV).f32x4Add().localSet(V);
+      c.localGet(V).localGet(ZERO).f32x4Max().localGet(V).localGet(MASK).v128Bitselect();
+      c.v128Store(0);
+      c.localGet(I).i32Const(16).i32Add().localTee(I).localGet(VEC_END).i32LtU().brIf(0);
+    }
+    c.end().end();
+    c.block().localGet(I).localGet(END).i32GeU().brIf(0);
+    c.loop();
+    {
+      c.localGet(I).localGet(I).v128Load32Splat(0).localGet(BV).f32x4Add().localSet(V);
+      c.localGet(V).localGet(ZERO).f32x4Max().localGet(V).localGet(MASK).v128Bitselect();
+      c.f32x4ExtractLane(0).f32Store(0);
+      c.localGet(I).i32Const(4).i32Add().localTee(I).localGet(END).i32LtU().brIf(0);
+    }
+    c.end().end();
+    c.localGet(R).i32Const(1).i32Add().localTee(R).localGet(ROWS).i32LtU().brIf(0);
+  }
+  c.end();
+  c.end();
+  return { locals, body: c };
+}
+
+/** The module's bytes: exports gemm and biasRelu, imports env.memory. */
+export function fp32ModuleBytes(): Uint8Array {
+  const i32 = ValType.i32;
+  const gemm = gemmBody();
+  const bias = biasReluBody();
+  return emitModule([
+    { params: Array<ValType>(8).fill(i32), results: [], ...gemm, exportName: 'gemm' },
+    { params: Array<ValType>(5).fill(i32), results: [], ...bias, exportName: 'biasRelu' },
+  ], { module: 'env', field: 'memory', minPages: 1 });
+}
