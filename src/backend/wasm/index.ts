@@ -9,6 +9,7 @@ import type { Kernel, PrimitiveName } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
+  maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel,
 } from './kernels.ts';
 import { wasmRuntime } from './runtime.ts';
 
@@ -37,6 +38,10 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('conv2dFused', conv2dFusedKernel(rt));
     register('conv2dBackwardInput', conv2dBackwardInputKernel(rt));
     register('conv2dBackwardWeight', conv2dBackwardWeightKernel(rt));
+    register('maxPool2d', maxPool2dKernel(rt));
+    register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
+    register('maxPool2dGather', maxPool2dGatherKernel(rt));
+    register('sum', sumKernel);
   }
   return { ok: true };
 }

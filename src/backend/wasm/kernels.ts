@@ -6,10 +6,9 @@
  * and on shapes it does not handle.
  * @internal
  */
-import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor } from '../primitives.ts';
+import type { Conv2dAttrs, Kernel, MaxPool2dAttrs, PrimitiveName, RawTensor } from '../primitives.ts';
 import { broadcastShapes, sizeOf } from '../primitives.ts';
 import { broadcastStrides, offsetMap } from '../reference/util.ts';
-import { maxPool2dKernel as referenceMaxPool } from '../reference/pool.ts';
 import { col2imPadded, im2colPanels, packPanels } from './pack.ts';
 import type { WasmRuntime } from './runtime.ts';
 
@@ -157,7 +156,7 @@ export function conv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
   };
 }
 
-/** x, w, bias -> maxPool(relu(conv2d(x, w) + bias)); the pooling is the reference kernel's. */
+/** x, w, bias -> maxPool(relu(conv2d(x, w) + bias)). */
 export function conv2dFusedKernel(rt: WasmRuntime): Kernel<'conv2dFused'> {
   return (inputs, attrs) => {
     const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
@@ -165,7 +164,7 @@ export function conv2dFusedKernel(rt: WasmRuntime): Kernel<'conv2dFused'> {
     if (!geo || bias.shape.length !== 1 || bias.shape[0] !== geo.o) return undefined;
     const y = convForward(rt, x, w, geo, bias.data as Float32Array, attrs.relu);
     if (!y || !attrs.pool) return y;
-    return rt.maxPool ? rt.maxPool([y], attrs.pool) : referenceMaxPool([y], attrs.pool);
+    return maxPoolWindows(rt, y, attrs.pool, null)?.y;
   };
 }
 
@@ -240,5 +239,135 @@ export function conv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'conv2dBackw
   };
 }
 
+// ---------------------------------------------------------------- pooling
+
+/**
+ * Runs the wasm window scan of x (N,C,H,W): the pooled values y (N,C,OH,OW) and, when `keepIdx` is
+ * given, copies each window's argmax index (−1: dropped by the fused ReLU) into it. Null when the
+ * geometry is not one the kernel handles.
+ */
+function maxPoolWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs, keepIdx: Int32Array | null): { y: RawTensor; idx: Int32Array | null } | null {
+  const geo = poolGeometry(x.shape, a);
+  if (!geo) return null;
+  const [n, c, h, w, oh, ow] = geo;
+  const size = n * c * oh * ow;
+  const arena = rt.arena;
+  arena.reset();
+  const xp = arena.reserve(x.data.length);
+  const yp = arena.reserve(size);
+  const ip = arena.reserve(size);
+  if (!arena.fits()) return null;
+  const mem = arena.view();
+  mem.set(x.data, xp);
+  rt.maxPool(xp * 4, yp * 4, ip * 4, n * c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1], a.relu ? 1 : 0);
+  const y = f32([n, c, oh, ow]);
+  y.data.set(mem.subarray(yp, yp + size));
+  let idx: Int32Array | null = null;
+  if (keepIdx) {
+    idx = keepIdx;
+    idx.set(new Int32Array(mem.buffer, ip * 4, size));
+  }
+  return { y, idx };
+}
+
+/** [N, C, H, W, OH, OW] of a pooling, or null (not rank 4, empty, or a window that can lie wholly in the padding). */
+function poolGeometry(shape: readonly number[], a: MaxPool2dAttrs): number[] | null {
+  if (shape.length !== 4) return null;
+  const [n, c, h, w] = shape as [number, number, number, number];
+  const [kh, kw] = a.kernel;
+  const [sh, sw] = a.stride;
+  const [ph, pw] = a.padding;
+  if (![kh, kw, sh, sw].every((v) => Number.isInteger(v) && v >= 1) || !(ph >= 0 && pw >= 0)) return null;
+  const oh = outSize(h, kh, sh, ph, 1);
+  const ow = outSize(w, kw, sw, pw, 1);
+  if (n * c === 0 || oh < 1 || ow < 1) return null;
+  return [n, c, h, w, oh, ow];
+}
+
+export function maxPool2dKernel(rt: WasmRuntime): Kernel<'maxPool2d'> {
+  return (inputs, attrs) => (allF32(inputs) ? maxPoolWindows(rt, inputs[0]!, attrs, null)?.y : undefined);
+}
+
+/** dy (N,C,OH,OW), x (N,C,H,W) -> dx: dy added at each window's first maximum, in window order (float32 sums as the reference). */
+export function maxPool2dBackwardKernel(rt: WasmRuntime): Kernel<'maxPool2dBackward'> {
+  return (inputs, attrs) => {
+    const [dy, x] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs)) return undefined;
+    const geo = poolGeometry(x.shape, attrs);
+    if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo[0] || dy.shape[1] !== geo[1] || dy.shape[2] !== geo[4] || dy.shape[3] !== geo[5]) return undefined;
+    const idx = new Int32Array(dy.data.length);
+    if (!maxPoolWindows(rt, x, attrs, idx)) return undefined;
+    const dx = f32(x.shape);
+    const g = dy.data;
+    for (let i = 0; i < idx.length; i++) {
+      const at = idx[i]!;
+      if (at >= 0) dx.data[at] += g[i]!;
+    }
+    return dx;
+  };
+}
+
+/** g (N,C,H,W), x (N,C,H,W) -> g read at each window's first maximum of x (0 where the fused ReLU drops it). */
+export function maxPool2dGatherKernel(rt: WasmRuntime): Kernel<'maxPool2dGather'> {
+  return (inputs, attrs) => {
+    const [g, x] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs) || g.shape.length !== 4 || g.shape.some((d, i) => d !== x.shape[i])) return undefined;
+    const geo = poolGeometry(x.shape, attrs);
+    if (!geo) return undefined;
+    const idx = new Int32Array(geo[0]! * geo[1]! * geo[4]! * geo[5]!);
+    const pooled = maxPoolWindows(rt, x, attrs, idx);
+    if (!pooled) return undefined;
+    const y = pooled.y;
+    for (let i = 0; i < idx.length; i++) y.data[i] = idx[i]! < 0 ? 0 : g.data[idx[i]!]!;
+    return y;
+  };
+}
+
+// ---------------------------------------------------------------- sum
+
+/**
+ * sum over `axes` when they make the input (R1, K, R2) -- reduced, kept, reduced dims, each group
+ * contiguous (a bias gradient: [N, C, H, W] over [0, 2, 3], [N, F] over [0]). A TypeScript loop
+ * without the reference's index map: each output accumulates in float64 in input order, as the
+ * reference does, so the result is the reference's bit for bit. Other axis sets decline.
+ */
+export const sumKernel: Kernel<'sum'> = (inputs, { axes, keepDims }) => {
+  const [x] = inputs as [RawTensor];
+  if (!allF32(inputs)) return undefined;
+  const rank = x.shape.length;
+  const reduced = (d: number) => axes.includes(d);
+  let first = 0;
+  while (first < rank && reduced(first)) first++;
+  let last = first;
+  while (last < rank && !reduced(last)) last++;
+  for (let d = last; d < rank; d++) if (!reduced(d)) return undefined;
+  const r1 = sizeOf(x.shape.slice(0, first));
+  const k = sizeOf(x.shape.slice(first, last));
+  const r2 = sizeOf(x.shape.slice(last));
+  const shape = x.shape.flatMap((d, i) => (reduced(i) ? (keepDims ? [1] : []) : [d]));
+  const acc = new Float64Array(k);
+  const src = x.data;
+  if (r2 === 1) {
+    for (let a = 0; a < r1; a++) {
+      const base = a * k;
+      for (let j = 0; j < k; j++) acc[j] += src[base + j]!;
+    }
+  } else {
+    for (let a = 0; a < r1; a++) {
+      for (let j = 0; j < k; j++) {
+        let s = acc[j]!;
+        const base = (a * k + j) * r2;
+        for (let b = 0; b < r2; b++) s += src[base + b]!;
+        acc[j] = s;
+      }
+    }
+  }
+  const y = f32(shape);
+  y.data.set(acc);
+  return y;
+};
+
 /** Ops the wasm backend has a kernel for (the rest run on the reference backend). */
-export const WASM_OPS: readonly PrimitiveName[] = ['matmul', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight'];
+export const WASM_OPS: readonly PrimitiveName[] = [
+  'matmul', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'sum',
+];

@@ -124,7 +124,78 @@ function biasReluBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** The module's bytes: exports gemm and biasRelu, imports env.memory. */
+/**
+ * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
+ * after every iteration, so it must not depend on i); no iteration when lo ≥ hi.
+ */
+function forRange(c: Code, i: number, lo: () => void, hi: () => void, body: () => void): void {
+  lo();
+  c.localSet(i);
+  c.block().localGet(i);
+  hi();
+  c.i32GeS().brIf(0);
+  c.loop();
+  body();
+  c.localGet(i).i32Const(1).i32Add().localTee(i);
+  hi();
+  c.i32LtS().brIf(0);
+  c.end().end();
+}
+
+/**
+ * maxPool(x, y, idx, planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw, relu): for every window of
+ * every (h, w) plane of x (f32, byte address), the index (in floats from x) of its first maximum,
+ * or of its last NaN (a NaN anywhere wins), written to idx (i32) with the maximum itself to y
+ * (f32); padding is outside every window. With relu = 1, a window whose maximum is ≤ 0 gets
+ * index −1 and value 0 (the ReLU in front of the pooling zeroes it; NaN stays). The reference's
+ * argmaxWindows, window by window in the same order.
+ */
+function maxPoolBody(): { locals: ValType[]; body: Code } {
+  const [X, Y, IDX, PLANES, H, W, OH, OW, KH, KW, SH, SW, PH, PW, RELU] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+  const PL = 15, OY = 16, OX = 17, Y0 = 18, X0 = 19, KY = 20, KX = 21, KYLO = 22, KYHI = 23, KXLO = 24, KXHI = 25;
+  const BEST = 26, ADDR = 27, OUTB = 28, PLANEBASE = 29;
+  const BESTV = 30, V = 31;
+  const locals: ValType[] = [...Array<ValType>(15).fill(ValType.i32), ValType.f32, ValType.f32];
+  const c = new Code();
+  /** local `dst` = max(0, −start), `dstHi` = min(k, n − start): the window cells inside the plane. */
+  const clip = (start: number, k: number, n: number, lo: number, hi: number) => {
+    c.i32Const(0).localGet(start).i32Sub().i32Const(0);
+    c.i32Const(0).localGet(start).i32Sub().i32Const(0).i32GtS().select().localSet(lo);
+    c.localGet(k).localGet(n).localGet(start).i32Sub();
+    c.localGet(k).localGet(n).localGet(start).i32Sub().i32LtS().select().localSet(hi);
+  };
+  c.i32Const(0).localSet(OUTB);
+  forRange(c, PL, () => c.i32Const(0), () => c.localGet(PLANES), () => {
+    c.localGet(PL).localGet(H).i32Mul().localGet(W).i32Mul().localSet(PLANEBASE);
+    forRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), () => {
+      c.localGet(OY).localGet(SH).i32Mul().localGet(PH).i32Sub().localSet(Y0);
+      clip(Y0, KH, H, KYLO, KYHI);
+      forRange(c, OX, () => c.i32Const(0), () => c.localGet(OW), () => {
+        c.localGet(OX).localGet(SW).i32Mul().localGet(PW).i32Sub().localSet(X0);
+        clip(X0, KW, W, KXLO, KXHI);
+        c.i32Const(-1).localSet(BEST);
+        c.f32Const(-Infinity).localSet(BESTV);
+        forRange(c, KY, () => c.localGet(KYLO), () => c.localGet(KYHI), () => {
+          forRange(c, KX, () => c.localGet(KXLO), () => c.localGet(KXHI), () => {
+            // ADDR = planeBase + (y0 + ky)·w + x0 + kx
+            c.localGet(PLANEBASE).localGet(Y0).localGet(KY).i32Add().localGet(W).i32Mul().i32Add().localGet(X0).i32Add().localGet(KX).i32Add().localSet(ADDR);
+            c.localGet(X).localGet(ADDR).i32Const(4).i32Mul().i32Add().f32Load(0).localSet(V);
+            c.localGet(BEST).i32Const(0).i32LtS().localGet(V).localGet(BESTV).f32Gt().i32Or().localGet(V).localGet(V).f32Ne().i32Or();
+            c.if().localGet(ADDR).localSet(BEST).localGet(V).localSet(BESTV).end();
+          });
+        });
+        c.localGet(RELU).localGet(BESTV).f32Const(0).f32Le().i32And().if().i32Const(-1).localSet(BEST).end();
+        c.localGet(Y).localGet(OUTB).i32Add();
+        c.f32Const(0).localGet(BESTV).localGet(BEST).i32Const(0).i32LtS().select().f32Store(0);
+        c.localGet(IDX).localGet(OUTB).i32Add().localGet(BEST).i32Store(0);
+        c.localGet(OUTB).i32Const(4).i32Add().localSet(OUTB);
+      });
+    });
+  });
+  return { locals, body: c };
+}
+
+/** The module's bytes: exports gemm, biasRelu and maxPool, imports env.memory. */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
   const gemm = gemmBody();
@@ -132,5 +203,6 @@ export function fp32ModuleBytes(): Uint8Array {
   return emitModule([
     { params: Array<ValType>(8).fill(i32), results: [], ...gemm, exportName: 'gemm' },
     { params: Array<ValType>(5).fill(i32), results: [], ...bias, exportName: 'biasRelu' },
+    { params: Array<ValType>(15).fill(i32), results: [], ...maxPoolBody(), exportName: 'maxPool' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

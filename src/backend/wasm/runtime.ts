@@ -3,7 +3,6 @@
  * one growable WebAssembly.Memory and a bump arena over it that each kernel call resets.
  * @internal
  */
-import type { Kernel } from '../primitives.ts';
 import { fp32ModuleBytes } from './module.ts';
 
 /** The part of the WebAssembly JS API used here (typed locally: the project's lib has no DOM). */
@@ -66,8 +65,10 @@ export interface WasmRuntime {
   /** See ./module.ts: byte addresses. */
   gemm(ap: number, bp: number, c: number, mBlocks: number, nBlocks: number, k: number, ldc: number, accumulate: number): void;
   biasRelu(y: number, rows: number, cols: number, bias: number, relu: number): void;
-  /** A max-pooling kernel the fused conv uses for its pooling stage (null: the reference kernel). */
-  maxPool: Kernel<'maxPool2d'> | null;
+  maxPool(
+    x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number,
+    kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, relu: number,
+  ): void;
 }
 
 function api(): WasmApi | null {
@@ -100,7 +101,7 @@ export function wasmRuntime(): WasmRuntime | string {
     arena: new Arena(memory),
     gemm: instance.exports['gemm'] as WasmRuntime['gemm'],
     biasRelu: instance.exports['biasRelu'] as WasmRuntime['biasRelu'],
-    maxPool: null,
+    maxPool: instance.exports['maxPool'] as WasmRuntime['maxPool'],
   };
   return cached;
 }

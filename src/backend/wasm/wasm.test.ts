@@ -175,3 +175,40 @@ describe('wasm convolutions vs reference', { skip }, () => {
     }
   });
 });
+
+describe('wasm pooling and sum vs reference', { skip }, () => {
+  const EXACT: Tolerance = { atol: 0, rtol: 0 };
+
+  it('max pooling with and without fused relu, its backward and gather: ties, NaN, padding (exact)', () => {
+    const cases: [number[], [number, number], [number, number], [number, number]][] = [
+      [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],
+      [[1, 1, 1, 1], [1, 1], [1, 1], [0, 0]], [[2, 2, 33, 65], [3, 2], [3, 1], [1, 1]], [[3, 2, 9, 7], [2, 2], [2, 2], [0, 0]],
+      [[4, 6, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 5, 5], [4, 4], [1, 1], [2, 2]], // windows overlapping, mostly padding
+    ];
+    for (const [i, [shape, kernel, stride, padding]] of cases.entries()) {
+      const attrs = { kernel, stride, padding };
+      const x = random(shape, i);
+      const ties: RawTensor = { ...x, data: x.data.map((v) => Math.round(v * 2) / 2) };
+      const nans: RawTensor = { ...x, data: x.data.map((v, k) => (k % 7 === 3 || k % 11 === 5 ? NaN : v)) };
+      for (const input of [x, ties, nans]) {
+        for (const maxAttrs of [attrs, { ...attrs, relu: true }]) {
+          check('maxPool2d', [input], maxAttrs, EXACT);
+          const y = withBackendNamed('reference', () => runKernel('maxPool2d', [input], maxAttrs));
+          check('maxPool2dBackward', [random(y.shape, i + 5), input], maxAttrs, EXACT);
+          check('maxPool2dGather', [random(shape, i + 6), input], maxAttrs, EXACT);
+        }
+      }
+    }
+  });
+
+  it('sum over (reduced, kept, reduced) axis groups: bit-exact; other axis sets decline', () => {
+    const x = random([5, 7, 9, 11], 3);
+    for (const axes of [[0, 2, 3], [0], [0, 1], [2, 3], [3], [0, 3], [1, 2, 3], [0, 1, 2, 3], []]) {
+      for (const keepDims of [false, true]) check('sum', [x], { axes, keepDims }, EXACT);
+    }
+    check('sum', [random([64, 120], 4, -1e3, 1e3)], { axes: [0], keepDims: false }, EXACT);
+    assert.equal(wasmKernel('sum')!([x], { axes: [0, 2], keepDims: false }), undefined);
+    assert.equal(wasmKernel('sum')!([x], { axes: [1, 3], keepDims: true }), undefined);
+    assert.equal(wasmKernel('sum')!([x], { axes: [1, 2], keepDims: false }), undefined);
+  });
+});

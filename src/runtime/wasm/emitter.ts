@@ -138,6 +138,7 @@ export class Code {
   i32Mul(): this { return this.op(0x6c); }
   i32Shl(): this { return this.op(0x74); }
   i32And(): this { return this.op(0x71); }
+  i32Or(): this { return this.op(0x72); }
   i32ShrS(): this { return this.op(0x75); }
   i32DivU(): this { return this.op(0x6e); }
   i32WrapI64(): this { return this.op(0xa7); }
@@ -169,7 +170,9 @@ export class Code {
   f32Mul(): this { return this.op(0x94); }
   /** f32.max: NaN when either operand is NaN; max(−0, +0) = +0. */
   f32Max(): this { return this.op(0x97); }
+  f32Ne(): this { return this.op(0x5c); }
   f32Gt(): this { return this.op(0x5e); }
+  f32Le(): this { return this.op(0x5f); }
 
   /** f64.const (little-endian IEEE 754 bytes). */
   f64Const(v: number): this {
