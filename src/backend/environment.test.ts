@@ -21,7 +21,7 @@ describe('environment variables', () => {
   });
 
   for (const [name, value, expected] of [
-    ['LOWBIT_BACKEND', 'fast', "'reference' or 'native'"],
+    ['LOWBIT_BACKEND', 'fast', "'reference', 'native' or 'wasm'"],
     ['LOWBIT_THREADS', 'abc', 'an integer in \\[1, 256\\]'],
     ['LOWBIT_THREADS', '0', 'an integer in \\[1, 256\\]'],
     ['LOWBIT_THREADS', '300', 'an integer in \\[1, 256\\]'],
