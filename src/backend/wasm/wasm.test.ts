@@ -13,6 +13,10 @@ import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts'
 import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
+import { profileOps } from '../registry.ts';
+import { lenet5 } from '../../nn/models/lenet5.ts';
+import { createOptimizer } from '../../optim/index.ts';
+import { crossEntropy, manualSeed, randint, randn, type Tensor } from '../../tensor/index.ts';
 
 const loaded = loadWasm();
 const skip = loaded.ok ? false : `wasm backend not available: ${loaded.reason}`;
@@ -210,5 +214,47 @@ describe('wasm pooling and sum vs reference', { skip }, () => {
     assert.equal(wasmKernel('sum')!([x], { axes: [0, 2], keepDims: false }), undefined);
     assert.equal(wasmKernel('sum')!([x], { axes: [1, 3], keepDims: true }), undefined);
     assert.equal(wasmKernel('sum')!([x], { axes: [1, 2], keepDims: false }), undefined);
+  });
+});
+
+describe('LeNet-5 training on wasm tracks reference', { skip }, () => {
+  /** Losses of `steps` SGD steps (lr 0.05, momentum 0.9) of LeNet-5 on a fixed random batch of 32, and the final weights. */
+  function train(backend: 'reference' | 'wasm', steps: number): { losses: number[]; params: Float32Array[]; ops: string[] } {
+    return withBackendNamed(backend, () => {
+      manualSeed(7);
+      const model = lenet5();
+      const x = randn([32, 1, 28, 28]);
+      const y = randint(10, [32]);
+      const optimizer = createOptimizer('sgd', model.parameters(), { lr: 0.05, momentum: 0.9 });
+      model.train();
+      const losses: number[] = [];
+      const profile = profileOps(() => {
+        for (let i = 0; i < steps; i++) {
+          const loss = crossEntropy(model.forward(x), y);
+          loss.backward();
+          optimizer.step();
+          optimizer.zeroGrad();
+          losses.push(loss.item());
+        }
+      });
+      const params = model.parameters().map((p: Tensor) => Float32Array.from(p.data));
+      return { losses, params, ops: [...profile.keys()] };
+    });
+  }
+
+  it('8 steps: every loss within 1e-4 of the reference one, the loss falls, final weights within 1e-4 (wasm ran the convs, matmuls and pooling)', () => {
+    const ref = train('reference', 8);
+    const got = train('wasm', 8);
+    for (const op of ['conv2dFused', 'conv2dBackwardWeight', 'conv2dBackwardInput', 'matmul', 'maxPool2d', 'maxPool2dBackward', 'sum']) {
+      assert.ok(got.ops.includes(`wasm/${op}`), `wasm/${op} ran (ran: ${got.ops.join(', ')})`);
+    }
+    assert.ok(ref.losses.at(-1)! < ref.losses[0]! - 0.05, `reference loss falls: ${ref.losses.join(', ')}`);
+    for (let i = 0; i < ref.losses.length; i++) {
+      assert.ok(Math.abs(got.losses[i]! - ref.losses[i]!) <= 1e-4, `step ${i}: wasm ${got.losses[i]} vs reference ${ref.losses[i]}`);
+    }
+    for (const [j, p] of ref.params.entries()) {
+      const q = got.params[j]!;
+      for (let i = 0; i < p.length; i++) assert.ok(Math.abs(q[i]! - p[i]!) <= 1e-4, `parameter ${j}[${i}]: wasm ${q[i]} vs reference ${p[i]}`);
+    }
   });
 });
