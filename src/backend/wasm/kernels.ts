@@ -6,7 +6,7 @@
  * and on shapes it does not handle.
  * @internal
  */
-import type { Conv2dAttrs, Kernel, MaxPool2dAttrs, PrimitiveName, RawTensor } from '../primitives.ts';
+import type { Conv2dAttrs, Kernel, MaxPool2dAttrs, PrimitiveName, RawTensor, TypedArray } from '../primitives.ts';
 import { broadcastShapes, sizeOf } from '../primitives.ts';
 import { broadcastStrides, offsetMap } from '../reference/util.ts';
 import { col2imPadded, im2colPanels, packPanels } from './pack.ts';
@@ -52,6 +52,16 @@ export function convGeometry(x: readonly number[], w: readonly number[], a: Conv
 
 function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
   return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
+}
+
+/** @internal Stride-1 convolutions take the canvas paths (tests turn it off to check the im2col paths too). */
+let canvasPaths = true;
+
+/** @internal Turns the stride-1 canvas paths on or off; returns the previous setting. */
+export function setCanvasPaths(on: boolean): boolean {
+  const previous = canvasPaths;
+  canvasPaths = on;
+  return previous;
 }
 
 // ---------------------------------------------------------------- matmul
@@ -111,13 +121,161 @@ export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
 
 // ---------------------------------------------------------------- conv2d
 
+
+// ---------------------------------------------------------------- stride-1 convolutions on the padded image
+
+/*
+ * With stride 1, output pixel (oy, ox) of a channel is the canvas position q = oy·wp + ox of the
+ * zero-padded input plane (hp = H + 2·ph rows of wp = W + 2·pw floats), and tap t = (ci, ky, kx)
+ * reads the padded image at q + shift(t), shift(t) = ci·hp·wp + ky·dh·wp + kx·dw: B's row t is
+ * contiguous in the padded image, so the GEMM reads it there (gemmTapsB) and no im2col is built.
+ * The canvas has wp − OW junk columns per output row, computed and dropped (compact).
+ */
+
+/** Byte offsets shift(t)·4 of the taps of one group. */
+function tapShifts(geo: ConvGeometry, hp: number, wp: number): Int32Array {
+  const { cg, kh, kw, dh, dw } = geo;
+  const shifts = new Int32Array(cg * kh * kw);
+  let t = 0;
+  for (let ci = 0; ci < cg; ci++) {
+    for (let ky = 0; ky < kh; ky++) {
+      for (let kx = 0; kx < kw; kx++) shifts[t++] = (ci * hp * wp + ky * dh * wp + kx * dw) * 4;
+    }
+  }
+  return shifts;
+}
+
+/** Floats of the padded image buffer: every plane, plus what the last panel reads past them. */
+function paddedFloats(geo: ConvGeometry, hp: number, wp: number): number {
+  return geo.c * hp * wp + (geo.kw - 1) * geo.dw + 16;
+}
+
+/** Stride-1 forward: y (N,O,OH,OW) = conv2d(x, w) (+ bias, ReLU), as a Float32Array. Null when it does not fit. */
+function convForwardCanvas(rt: WasmRuntime, x: Float32Array, w: TypedArray, geo: ConvGeometry, bias: Float32Array | null, relu: boolean): Float32Array | null {
+  const { n, c, h, w: wd, o, g, cg, og, kk, oh, ow, ph, pw, p } = geo;
+  const hp = h + 2 * ph;
+  const wp = wd + 2 * pw;
+  const mb = Math.ceil(og / 4);
+  const nb = Math.ceil((oh * wp) / 8);
+  const ldc = nb * 8;
+  const arena = rt.arena;
+  arena.reset();
+  const xAll = arena.reserve(n * c * h * wd);
+  const xpad = arena.reserve(paddedFloats(geo, hp, wp));
+  const taps = arena.reserve(kk);
+  const ap = arena.reserve(g * mb * 4 * kk);
+  const cp = arena.reserve(mb * 4 * ldc);
+  const yAll = arena.reserve(n * o * p);
+  const biasAt = arena.reserve(o);
+  if (!arena.fits()) return null;
+  const mem = arena.view();
+  mem.set(x, xAll);
+  mem.fill(0, xpad, xpad + paddedFloats(geo, hp, wp));
+  new Int32Array(mem.buffer, taps * 4, kk).set(tapShifts(geo, hp, wp));
+  for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * kk, w, gi * og * kk, og, kk, kk, 1, 4);
+  if (bias) mem.set(bias, biasAt);
+  else mem.fill(0, biasAt, biasAt + o);
+  for (let b = 0; b < n; b++) {
+    rt.padImage((xAll + b * c * h * wd) * 4, xpad * 4, c, h, wd, hp, wp, ph, pw);
+    for (let gi = 0; gi < g; gi++) {
+      rt.gemmTapsB((ap + gi * mb * 4 * kk) * 4, (xpad + gi * cg * hp * wp) * 4, taps * 4, cp * 4, mb, nb, kk, ldc * 4, 0);
+      rt.compact(cp * 4, ldc * 4, (yAll + (b * o + gi * og) * p) * 4, og, oh, ow, wp, (biasAt + gi * og) * 4, relu ? 1 : 0);
+    }
+  }
+  return mem.slice(yAll, yAll + n * o * p);
+}
+
 /**
- * y (N,O,OH,OW) = conv2d(x, w), then + bias[o] and ReLU when given (before any pooling).
+ * Stride-1 backward input as a forward convolution: dx = conv2d(dy, w′) with w′[ci, o, ky, kx] =
+ * w[o, ci, kh−1−ky, kw−1−kx] (per group), padding (kh−1)·dh − ph, (kw−1)·dw − pw and the same
+ * dilation. Null when that padding would be negative or the result does not fit.
+ */
+function convBackwardInputCanvas(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry, inputShape: readonly number[]): Float32Array | null {
+  const { c, g, cg, og, kh, kw, dh, dw, ph, pw } = geo;
+  const padH = (kh - 1) * dh - ph;
+  const padW = (kw - 1) * dw - pw;
+  if (padH < 0 || padW < 0) return null;
+  const flipped = new Float32Array(c * og * kh * kw);
+  for (let gi = 0; gi < g; gi++) {
+    for (let ci = 0; ci < cg; ci++) {
+      for (let ol = 0; ol < og; ol++) {
+        const to = ((gi * cg + ci) * og + ol) * kh * kw;
+        const from = ((gi * og + ol) * cg + ci) * kh * kw;
+        for (let k = 0; k < kh * kw; k++) flipped[to + k] = w[from + kh * kw - 1 - k]!;
+      }
+    }
+  }
+  const adjoint = convGeometry([geo.n, geo.o, geo.oh, geo.ow], [c, og, kh, kw], { stride: [1, 1], padding: [padH, padW], dilation: [dh, dw], groups: g });
+  if (!adjoint || adjoint.oh !== inputShape[2] || adjoint.ow !== inputShape[3]) return null;
+  return convForwardCanvas(rt, dy, flipped, adjoint, null, false);
+}
+
+/**
+ * Stride-1 backward weight: dWᵀ_g [kk, og] = Σ_images Σ_q x_pad[q + shift(t)]·dy_canvas[o, q], A's row t
+ * read in the padded image (gemmRowsA), dy packed into canvas panels with zeros in the junk columns.
+ */
+function convBackwardWeightCanvas(rt: WasmRuntime, x: Float32Array, dy: Float32Array, geo: ConvGeometry, weightShape: readonly number[]): Float32Array | null {
+  const { n, c, h, w: wd, o, g, cg, og, kk, oh, ow, ph, pw } = geo;
+  const hp = h + 2 * ph;
+  const wp = wd + 2 * pw;
+  const canvas = oh * wp;
+  const mb = Math.ceil(kk / 4);
+  const nb = Math.ceil(og / 8);
+  const ldc = nb * 8;
+  const arena = rt.arena;
+  arena.reset();
+  const xAll = arena.reserve(n * c * h * wd);
+  const xpad = arena.reserve(paddedFloats(geo, hp, wp));
+  const rows = arena.reserve(mb * 4);
+  const bp = arena.reserve(nb * 8 * canvas);
+  const cp = arena.reserve(g * mb * 4 * ldc);
+  if (!arena.fits()) return null;
+  const mem = arena.view();
+  mem.set(x, xAll);
+  mem.fill(0, xpad, xpad + paddedFloats(geo, hp, wp));
+  mem.fill(0, bp, bp + nb * 8 * canvas);
+  const rowTable = new Int32Array(mem.buffer, rows * 4, mb * 4);
+  rowTable.fill(0);
+  rowTable.set(tapShifts(geo, hp, wp));
+  for (let b = 0; b < n; b++) {
+    rt.padImage((xAll + b * c * h * wd) * 4, xpad * 4, c, h, wd, hp, wp, ph, pw);
+    for (let gi = 0; gi < g; gi++) {
+      // B(q, o) = dy[b, gi·og + o, oy, ox] at q = oy·wp + ox, panel layout [o / 8][q][o mod 8]
+      for (let ol = 0; ol < og; ol++) {
+        const lane = bp + (ol >> 3) * canvas * 8 + (ol & 7);
+        const src = ((b * o + gi * og + ol) * oh) * ow;
+        for (let oy = 0; oy < oh; oy++) {
+          const to = lane + oy * wp * 8;
+          const from = src + oy * ow;
+          for (let ox = 0; ox < ow; ox++) mem[to + ox * 8] = dy[from + ox]!;
+        }
+      }
+      rt.gemmRowsA((xpad + gi * cg * hp * wp) * 4, rows * 4, bp * 4, (cp + gi * mb * 4 * ldc) * 4, mb, nb, canvas, ldc * 4, b > 0 ? 1 : 0);
+    }
+  }
+  const dw = new Float32Array(sizeOf(weightShape));
+  for (let gi = 0; gi < g; gi++) {
+    const base = cp + gi * mb * 4 * ldc;
+    for (let ol = 0; ol < og; ol++) {
+      const to = (gi * og + ol) * kk;
+      for (let t = 0; t < kk; t++) dw[to + t] = mem[base + t * ldc + ol]!;
+    }
+  }
+  return dw;
+}
+
+/**
+ * y (N,O,OH,OW) = conv2d(x, w), then + bias[o] and ReLU when given (before any pooling): the
+ * stride-1 canvas path, else im2col.
  * Per image and group: Y_g [og, P] = W_g [og, kk] · col_g [kk, P], col packed straight into the
  * GEMM's B panels.
  */
 function convForward(rt: WasmRuntime, x: RawTensor, w: RawTensor, geo: ConvGeometry, bias: Float32Array | null, relu: boolean): RawTensor | undefined {
   const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
+  if (geo.sh === 1 && geo.sw === 1 && canvasPaths) {
+    const data = convForwardCanvas(rt, x.data as Float32Array, w.data, geo, bias, relu);
+    if (data) return { data, shape: [n, o, geo.oh, geo.ow], dtype: 'float32' };
+  }
   const mb = Math.ceil(og / 4);
   const nb = Math.ceil(p / 8);
   const ldc = nb * 8;
@@ -175,6 +333,10 @@ export function conv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'conv2dBackwa
     const geo = allF32(inputs) ? convGeometry(attrs.inputShape, w.shape, attrs) : null;
     if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo.n || dy.shape[1] !== geo.o || dy.shape[2] !== geo.oh || dy.shape[3] !== geo.ow) return undefined;
     const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
+    if (geo.sh === 1 && geo.sw === 1 && canvasPaths) {
+      const data = convBackwardInputCanvas(rt, dy.data as Float32Array, w.data, geo, attrs.inputShape);
+      if (data) return { data, shape: [...attrs.inputShape], dtype: 'float32' };
+    }
     const mb = Math.ceil(kk / 4);
     const nb = Math.ceil(p / 8);
     const ldc = nb * 8;
@@ -207,6 +369,10 @@ export function conv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'conv2dBackw
     const geo = allF32(inputs) ? convGeometry(x.shape, attrs.weightShape, attrs) : null;
     if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo.n || dy.shape[1] !== geo.o || dy.shape[2] !== geo.oh || dy.shape[3] !== geo.ow) return undefined;
     const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
+    if (geo.sh === 1 && geo.sw === 1 && canvasPaths) {
+      const data = convBackwardWeightCanvas(rt, x.data as Float32Array, dy.data as Float32Array, geo, attrs.weightShape);
+      if (data) return { data, shape: [...attrs.weightShape], dtype: 'float32' };
+    }
     const mb = Math.ceil(og / 4);
     const nb = Math.ceil(kk / 8);
     const ldc = nb * 8;

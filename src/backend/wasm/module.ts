@@ -23,17 +23,53 @@
  */
 import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
 
-function gemmBody(): { locals: ValType[]; body: Code } {
-  const [AP, BP, C, MB, NB, K, LDC, ACCUMULATE] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const NI = 8, MI = 9, KI = 10, APTR = 11, BPTR = 12, CROW = 13, BPANEL = 14, TILE = 15;
-  const ACC = 16; // acc[r][j] at ACC + 2r + j
-  const B0 = 24, B1 = 25, AV = 26;
-  const locals: ValType[] = [...Array<ValType>(8).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)];
+/**
+ * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
+ * after every iteration, so it must not depend on i); no iteration when lo ≥ hi.
+ */
+function forRange(c: Code, i: number, lo: () => void, hi: () => void, body: () => void): void {
+  lo();
+  c.localSet(i);
+  c.block().localGet(i);
+  hi();
+  c.i32GeS().brIf(0);
+  c.loop();
+  body();
+  c.localGet(i).i32Const(1).i32Add().localTee(i);
+  hi();
+  c.i32LtS().brIf(0);
+  c.end().end();
+}
+
+/**
+ * Where the micro-kernel reads its operands:
+ * - 'packed': gemm(ap, bp, c, mBlocks, nBlocks, k, ldc, accumulate), A and B packed (see above);
+ * - 'tapsB': gemmTapsB(ap, x, taps, c, mBlocks, nBlocks, k, ldc, accumulate): A packed; row kk of
+ *   B's column panel nb is the 8 floats at x + nb·32 + taps[kk] (taps: i32 byte offsets) -- a
+ *   stride-1 convolution reading the zero-padded image directly (no im2col);
+ * - 'rowsA': gemmRowsA(a, rows, bp, c, mBlocks, nBlocks, k, ldc, accumulate): B packed; row r of A
+ *   is the k consecutive floats at a + rows[r] (rows: i32 byte offsets, 4·mBlocks of them).
+ */
+type GemmVariant = 'packed' | 'tapsB' | 'rowsA';
+
+function gemmBody(variant: GemmVariant): { params: number; locals: ValType[]; body: Code } {
+  // parameters: A, B, C, … ('packed'); A, B, taps, C, … ('tapsB'); A, rows, B, C, … ('rowsA')
+  const table = variant !== 'packed';
+  const shift = table ? 1 : 0;
+  const TABLE = variant === 'tapsB' ? 2 : 1;
+  const A = 0, B = variant === 'rowsA' ? 2 : 1, C = 2 + shift, MB = 3 + shift, NB = 4 + shift, K = 5 + shift, LDC = 6 + shift, ACCUMULATE = 7 + shift;
+  const first = 8 + shift;
+  const NI = first, MI = first + 1, KI = first + 2, APTR = first + 3, BPTR = first + 4, CROW = first + 5, BPANEL = first + 6, TILE = first + 7;
+  const TP = first + 8, R0 = first + 9; // table pointer; A row pointers R0..R0+3 ('rowsA')
+  const ACC = first + 13; // acc[r][j] at ACC + 2r + j
+  const B0 = ACC + 8, B1 = ACC + 9, AV = ACC + 10;
+  const locals: ValType[] = [...Array<ValType>(13).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)];
   const c = new Code();
   c.i32Const(0).localSet(NI);
   c.loop(); // column panels
   {
-    c.localGet(BP).localGet(NI).localGet(K).i32Mul().i32Const(32).i32Mul().i32Add().localSet(BPANEL);
+    if (variant === 'tapsB') c.localGet(B).localGet(NI).i32Const(32).i32Mul().i32Add().localSet(BPANEL);
+    else c.localGet(B).localGet(NI).localGet(K).i32Mul().i32Const(32).i32Mul().i32Add().localSet(BPANEL);
     c.i32Const(0).localSet(MI);
     c.loop(); // row panels
     {
@@ -49,20 +85,37 @@ function gemmBody(): { locals: ValType[]; body: Code } {
       c.else();
       for (let i = 0; i < 8; i++) c.v128Const(Array<number>(16).fill(0)).localSet(ACC + i);
       c.end();
-      c.localGet(AP).localGet(MI).localGet(K).i32Mul().i32Const(16).i32Mul().i32Add().localSet(APTR);
-      c.localGet(BPANEL).localSet(BPTR);
+      if (variant === 'rowsA') {
+        // R_r = a + rows[4·mi + r]
+        for (let r = 0; r < 4; r++) {
+          c.localGet(A).localGet(TABLE).localGet(MI).i32Const(16).i32Mul().i32Add().i32Load(4 * r).i32Add().localSet(R0 + r);
+        }
+      } else {
+        c.localGet(A).localGet(MI).localGet(K).i32Mul().i32Const(16).i32Mul().i32Add().localSet(APTR);
+      }
+      if (variant === 'tapsB') c.localGet(TABLE).localSet(TP);
+      else c.localGet(BPANEL).localSet(BPTR);
       c.localGet(K).localSet(KI);
       c.loop(); // k
       {
+        if (variant === 'tapsB') {
+          c.localGet(BPANEL).localGet(TP).i32Load(0).i32Add().localSet(BPTR);
+          c.localGet(TP).i32Const(4).i32Add().localSet(TP);
+        }
         c.localGet(BPTR).v128Load(0).localSet(B0);
         c.localGet(BPTR).v128Load(16).localSet(B1);
         for (let r = 0; r < 4; r++) {
-          c.localGet(APTR).v128Load32Splat(4 * r).localSet(AV);
+          if (variant === 'rowsA') {
+            c.localGet(R0 + r).v128Load32Splat(0).localSet(AV);
+            c.localGet(R0 + r).i32Const(4).i32Add().localSet(R0 + r);
+          } else {
+            c.localGet(APTR).v128Load32Splat(4 * r).localSet(AV);
+          }
           c.localGet(ACC + 2 * r).localGet(AV).localGet(B0).f32x4Mul().f32x4Add().localSet(ACC + 2 * r);
           c.localGet(ACC + 2 * r + 1).localGet(AV).localGet(B1).f32x4Mul().f32x4Add().localSet(ACC + 2 * r + 1);
         }
-        c.localGet(APTR).i32Const(16).i32Add().localSet(APTR);
-        c.localGet(BPTR).i32Const(32).i32Add().localSet(BPTR);
+        if (variant !== 'rowsA') c.localGet(APTR).i32Const(16).i32Add().localSet(APTR);
+        if (variant !== 'tapsB') c.localGet(BPTR).i32Const(32).i32Add().localSet(BPTR);
         c.localGet(KI).i32Const(1).i32Sub().localTee(KI).brIf(0);
       }
       c.end();
@@ -78,6 +131,70 @@ function gemmBody(): { locals: ValType[]; body: Code } {
     c.localGet(NI).i32Const(1).i32Add().localTee(NI).localGet(NB).i32LtU().brIf(0);
   }
   c.end();
+  return { params: first, locals, body: c };
+}
+
+/**
+ * compact(c, ldc, y, rows, oh, ow, wp, bias, relu): the output stage of a canvas GEMM. Row r of C
+ * holds output row oy of channel r at c + r·ldc + oy·wp·4 (ow valid floats, then junk); it goes to
+ * y[(r·oh + oy)·ow + ox] as C + bias[r], then max(·, 0) when relu = 1 (as biasRelu).
+ */
+function compactBody(): { locals: ValType[]; body: Code } {
+  const [CP, LDC, Y, ROWS, OH, OW, WP, BIAS, RELU] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const R = 9, OY = 10, SRC = 11, DST = 12, END = 13, VEC_END = 14;
+  const BV = 15, ZERO = 16, V = 17, MASK = 18;
+  const locals: ValType[] = [...Array<ValType>(6).fill(ValType.i32), ...Array<ValType>(4).fill(ValType.v128)];
+  const c = new Code();
+  c.v128Const(Array<number>(16).fill(0)).localSet(ZERO);
+  c.i32Const(0).localGet(RELU).i32Sub().i32x4Splat().localSet(MASK);
+  c.localGet(Y).localSet(DST);
+  forRange(c, R, () => c.i32Const(0), () => c.localGet(ROWS), () => {
+    c.localGet(BIAS).localGet(R).i32Const(4).i32Mul().i32Add().v128Load32Splat(0).localSet(BV);
+    forRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), () => {
+      c.localGet(CP).localGet(R).localGet(LDC).i32Mul().i32Add().localGet(OY).localGet(WP).i32Mul().i32Const(4).i32Mul().i32Add().localSet(SRC);
+      c.localGet(DST).localGet(OW).i32Const(4).i32Mul().i32Add().localSet(END);
+      c.localGet(DST).localGet(OW).i32Const(-4).i32And().i32Const(4).i32Mul().i32Add().localSet(VEC_END);
+      c.block().localGet(DST).localGet(VEC_END).i32GeU().brIf(0);
+      c.loop();
+      {
+        c.localGet(DST).localGet(SRC).v128Load(0).localGet(BV).f32x4Add().localSet(V);
+        c.localGet(V).localGet(ZERO).f32x4Max().localGet(V).localGet(MASK).v128Bitselect().v128Store(0);
+        c.localGet(SRC).i32Const(16).i32Add().localSet(SRC);
+        c.localGet(DST).i32Const(16).i32Add().localTee(DST).localGet(VEC_END).i32LtU().brIf(0);
+      }
+      c.end().end();
+      c.block().localGet(DST).localGet(END).i32GeU().brIf(0);
+      c.loop();
+      {
+        c.localGet(DST).localGet(SRC).v128Load32Splat(0).localGet(BV).f32x4Add().localSet(V);
+        c.localGet(V).localGet(ZERO).f32x4Max().localGet(V).localGet(MASK).v128Bitselect().f32x4ExtractLane(0).f32Store(0);
+        c.localGet(SRC).i32Const(4).i32Add().localSet(SRC);
+        c.localGet(DST).i32Const(4).i32Add().localTee(DST).localGet(END).i32LtU().brIf(0);
+      }
+      c.end().end();
+    });
+  });
+  return { locals, body: c };
+}
+
+/**
+ * padImage(src, dst, planes, h, w, hp, wp, ph, pw): copies every (h, w) plane of src into the
+ * interior of a (hp, wp) plane of dst at row ph, column pw (memory.copy per row); the border of
+ * dst is left as it is (the caller zeroes it once).
+ */
+function padImageBody(): { locals: ValType[]; body: Code } {
+  const [SRC, DST, PLANES, H, W, HP, WP, PH, PW] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const PL = 9, ROW = 10;
+  const locals: ValType[] = [ValType.i32, ValType.i32];
+  const c = new Code();
+  forRange(c, PL, () => c.i32Const(0), () => c.localGet(PLANES), () => {
+    forRange(c, ROW, () => c.i32Const(0), () => c.localGet(H), () => {
+      // dst + ((pl·hp + row + ph)·wp + pw)·4 <- src + ((pl·h + row)·w)·4, w·4 bytes
+      c.localGet(DST).localGet(PL).localGet(HP).i32Mul().localGet(ROW).i32Add().localGet(PH).i32Add().localGet(WP).i32Mul().localGet(PW).i32Add().i32Const(4).i32Mul().i32Add();
+      c.localGet(SRC).localGet(PL).localGet(H).i32Mul().localGet(ROW).i32Add().localGet(W).i32Mul().i32Const(4).i32Mul().i32Add();
+      c.localGet(W).i32Const(4).i32Mul().memoryCopy();
+    });
+  });
   return { locals, body: c };
 }
 
@@ -122,24 +239,6 @@ function biasReluBody(): { locals: ValType[]; body: Code } {
   c.end();
   c.end();
   return { locals, body: c };
-}
-
-/**
- * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
- * after every iteration, so it must not depend on i); no iteration when lo ≥ hi.
- */
-function forRange(c: Code, i: number, lo: () => void, hi: () => void, body: () => void): void {
-  lo();
-  c.localSet(i);
-  c.block().localGet(i);
-  hi();
-  c.i32GeS().brIf(0);
-  c.loop();
-  body();
-  c.localGet(i).i32Const(1).i32Add().localTee(i);
-  hi();
-  c.i32LtS().brIf(0);
-  c.end().end();
 }
 
 /**
@@ -195,13 +294,20 @@ function maxPoolBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** The module's bytes: exports gemm, biasRelu and maxPool, imports env.memory. */
+/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage and maxPool; imports env.memory. */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
-  const gemm = gemmBody();
   const bias = biasReluBody();
+  const gemm = (variant: GemmVariant, exportName: string) => {
+    const { params, locals, body } = gemmBody(variant);
+    return { params: Array<ValType>(params).fill(i32), results: [], locals, body, exportName };
+  };
   return emitModule([
-    { params: Array<ValType>(8).fill(i32), results: [], ...gemm, exportName: 'gemm' },
+    gemm('packed', 'gemm'),
+    gemm('tapsB', 'gemmTapsB'),
+    gemm('rowsA', 'gemmRowsA'),
+    { params: Array<ValType>(9).fill(i32), results: [], ...compactBody(), exportName: 'compact' },
+    { params: Array<ValType>(9).fill(i32), results: [], ...padImageBody(), exportName: 'padImage' },
     { params: Array<ValType>(5).fill(i32), results: [], ...bias, exportName: 'biasRelu' },
     { params: Array<ValType>(15).fill(i32), results: [], ...maxPoolBody(), exportName: 'maxPool' },
   ], { module: 'env', field: 'memory', minPages: 1 });

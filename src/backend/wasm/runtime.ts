@@ -64,7 +64,11 @@ export interface WasmRuntime {
   readonly arena: Arena;
   /** See ./module.ts: byte addresses. */
   gemm(ap: number, bp: number, c: number, mBlocks: number, nBlocks: number, k: number, ldc: number, accumulate: number): void;
+  gemmTapsB(ap: number, x: number, taps: number, c: number, mBlocks: number, nBlocks: number, k: number, ldc: number, accumulate: number): void;
+  gemmRowsA(a: number, rows: number, bp: number, c: number, mBlocks: number, nBlocks: number, k: number, ldc: number, accumulate: number): void;
   biasRelu(y: number, rows: number, cols: number, bias: number, relu: number): void;
+  compact(c: number, ldc: number, y: number, rows: number, oh: number, ow: number, wp: number, bias: number, relu: number): void;
+  padImage(src: number, dst: number, planes: number, h: number, w: number, hp: number, wp: number, ph: number, pw: number): void;
   maxPool(
     x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number,
     kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, relu: number,
@@ -100,7 +104,11 @@ export function wasmRuntime(): WasmRuntime | string {
   cached = {
     arena: new Arena(memory),
     gemm: instance.exports['gemm'] as WasmRuntime['gemm'],
+    gemmTapsB: instance.exports['gemmTapsB'] as WasmRuntime['gemmTapsB'],
+    gemmRowsA: instance.exports['gemmRowsA'] as WasmRuntime['gemmRowsA'],
     biasRelu: instance.exports['biasRelu'] as WasmRuntime['biasRelu'],
+    compact: instance.exports['compact'] as WasmRuntime['compact'],
+    padImage: instance.exports['padImage'] as WasmRuntime['padImage'],
     maxPool: instance.exports['maxPool'] as WasmRuntime['maxPool'],
   };
   return cached;

@@ -13,6 +13,7 @@ import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts'
 import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
+import { setCanvasPaths } from './kernels.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
@@ -140,9 +141,23 @@ describe('wasm convolutions vs reference', { skip }, () => {
     [5, 3, 33, 17, 7, 4, 4, [3, 2], [1, 2], [1, 2], 1],
     [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1],
     [1, 2, 4, 4, 3, 3, 3, [1, 1], [3, 3], [1, 1], 1], // padding wider than the kernel reach: all-zero rows
+    [2, 4, 9, 8, 6, 3, 3, [1, 1], [2, 1], [2, 1], 2], // stride 1 with groups, dilation, padding
+    [3, 5, 6, 13, 9, 2, 4, [1, 1], [1, 3], [2, 1], 1], // 9 output channels: a partial panel on both sides
   ];
 
-  it('conv2d forward and both backward passes (1e-6·terms absolute)', () => {
+  for (const canvas of [true, false]) {
+    const path = canvas ? 'stride 1 on the padded image, else im2col' : 'im2col everywhere';
+    it(`conv2d forward and both backward passes, ${path} (1e-6·terms absolute)`, () => {
+      const previous = setCanvasPaths(canvas);
+      try {
+        checkConvCases();
+      } finally {
+        setCanvasPaths(previous);
+      }
+    });
+  }
+
+  function checkConvCases(): void {
     for (const [i, [n, c, h, w, o, kh, kw, stride, padding, dilation, groups]] of convCases.entries()) {
       const attrs = { stride, padding, dilation, groups };
       const x = random([n, c, h, w], i);
@@ -155,7 +170,7 @@ describe('wasm convolutions vs reference', { skip }, () => {
       const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
       check('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, { atol: 1e-6 * pixels, rtol: 1e-6 });
     }
-  });
+  }
 
   it('conv2dFused = conv2d + bias, ReLU, max pooling; NaN pixels stay NaN (1e-6·taps absolute)', () => {
     type Fused = [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, PrimitiveAttrs['maxPool2d'] | null];

@@ -109,6 +109,8 @@ describe('f32 and f32x4 opcodes', () => {
     assert.deepEqual(enc((c) => c.f32Add().f32Mul().f32Max()), [0x92, 0x94, 0x97]);
     assert.deepEqual(enc((c) => c.f32Ne().f32Gt().f32Le()), [0x5c, 0x5e, 0x5f]);
     assert.deepEqual(enc((c) => c.i32Or()), [0x72]);
+    assert.deepEqual(enc((c) => c.memoryCopy()), [0xfc, 0x0a, 0x00, 0x00]);
+    assert.deepEqual(enc((c) => c.memoryFill()), [0xfc, 0x0b, 0x00]);
     // SIMD: 0xfd prefix, opcode as u32 LEB128 (0xe4 = 228 → 0xe4 0x01)
     assert.deepEqual(enc((c) => c.f32x4Splat()), [0xfd, 0x13]);
     assert.deepEqual(enc((c) => c.f32x4ExtractLane(3)), [0xfd, 0x1f, 0x03]);
@@ -127,6 +129,9 @@ describe('f32 and f32x4 opcodes', () => {
     c.localGet(2).localGet(0).v128Load().f32x4ExtractLane(2).f32Const(1.5).f32Add().f32Store(32);
     c.localGet(2).localGet(0).f32Load(4).localGet(1).f32Load(4).f32Gt().localGet(0).f32Load(4).localGet(0).f32Load(4).f32Ne().i32Or().i32Store(36);
     c.localGet(2).localGet(0).f32Load(12).localGet(1).f32Load(12).f32Le().i32Store(40);
+    // o[11..14] = a (memory.copy); o[15] = 0x07070707 (memory.fill)
+    c.localGet(2).i32Const(44).i32Add().localGet(0).i32Const(16).memoryCopy();
+    c.localGet(2).i32Const(60).i32Add().i32Const(7).i32Const(4).memoryFill();
     const bytes = emitModule([{ params: [i32, i32, i32], results: [], locals: [], body: c, exportName: 'v' }], { module: 'env', field: 'memory', minPages: 1 });
     assert.ok(api.validate(bytes));
     const memory = new api.Memory({ initial: 1 });
@@ -151,6 +156,8 @@ describe('f32 and f32x4 opcodes', () => {
       assert.equal(f[24], Math.fround(a[2]! + 1.5));
       assert.equal(i[25], a[1]! > b[1]! || Number.isNaN(a[1]!) ? 1 : 0);
       assert.equal(i[26], a[3]! <= b[3]! ? 1 : 0);
+      for (let l = 0; l < 4; l++) assert.ok(Object.is(f[27 + l], a[l]), `memory.copy lane ${l}`);
+      assert.equal(i[31], 0x07070707);
     }
   });
 });

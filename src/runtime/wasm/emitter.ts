@@ -143,6 +143,12 @@ export class Code {
   i32DivU(): this { return this.op(0x6e); }
   i32WrapI64(): this { return this.op(0xa7); }
 
+  // bulk memory (prefix 0xfc; WebAssembly 2.0)
+  /** memory.copy(dst, src, n) on memory 0 (overlap-safe). */
+  memoryCopy(): this { return this.op(0xfc, ...uleb(10), 0x00, 0x00); }
+  /** memory.fill(dst, byte, n) on memory 0. */
+  memoryFill(): this { return this.op(0xfc, ...uleb(11), 0x00); }
+
   // i64
   i64Const(v: number): this {
     if (!Number.isSafeInteger(v)) throw new RangeError(`i64Const: ${v} is not a safe integer`);
