@@ -64,6 +64,16 @@ export function setCanvasPaths(on: boolean): boolean {
   return previous;
 }
 
+/** @internal 2×2 / stride-2 pooling takes the vector kernel (tests turn it off to check the general one too). */
+let pool2x2 = true;
+
+/** @internal Turns the 2×2 pooling kernel on or off; returns the previous setting. */
+export function setPool2x2(on: boolean): boolean {
+  const previous = pool2x2;
+  pool2x2 = on;
+  return previous;
+}
+
 // ---------------------------------------------------------------- matmul
 
 /** a [...batch, M, K] (or [..., K, M]), b [...batch, K, N] (or [..., N, K]) -> [...batch, M, N]; batch dims broadcast. */
@@ -425,7 +435,12 @@ function maxPoolWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs, keepId
   if (!arena.fits()) return null;
   const mem = arena.view();
   mem.set(x.data, xp);
-  rt.maxPool(xp * 4, yp * 4, ip * 4, n * c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1], a.relu ? 1 : 0);
+  const relu = a.relu ? 1 : 0;
+  if (a.kernel[0] === 2 && a.kernel[1] === 2 && a.stride[0] === 2 && a.stride[1] === 2 && a.padding[0] === 0 && a.padding[1] === 0 && pool2x2) {
+    rt.maxPool2x2(xp * 4, yp * 4, ip * 4, n * c, h, w, oh, ow, relu);
+  } else {
+    rt.maxPool(xp * 4, yp * 4, ip * 4, n * c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1], relu);
+  }
   const y = f32([n, c, oh, ow]);
   y.data.set(mem.subarray(yp, yp + size));
   let idx: Int32Array | null = null;

@@ -294,7 +294,77 @@ function maxPoolBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage and maxPool; imports env.memory. */
+/**
+ * maxPool2x2(x, y, idx, planes, h, w, oh, ow, relu): maxPool with 2×2 windows, stride 2, no padding
+ * (same results as maxPool), four windows at a time: the two input rows are loaded as vectors,
+ * split into even and odd columns, and the four candidates of each window taken in window order
+ * with the rule "replace when greater or NaN". Each output row is written in whole vectors: up to
+ * 3 values (and indices) past its end, which the next row overwrites (the last row's land in the
+ * slack past y and idx), reading up to 6 floats past its input rows.
+ */
+function maxPool2x2Body(): { locals: ValType[]; body: Code } {
+  const [X, Y, IDX, PLANES, H, W, OH, OW, RELU] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const PL = 9, OY = 10, OX = 11, ROW0 = 12, OUTB = 13, BASE = 14;
+  const E0 = 15, O0 = 16, E1 = 17, O1 = 18, BEST = 19, BI = 20, M = 21, BASEV = 22, WV = 23, ZERO = 24, MINUS1 = 25, RELUV = 26, LANES = 27;
+  const locals: ValType[] = [...Array<ValType>(6).fill(ValType.i32), ...Array<ValType>(13).fill(ValType.v128)];
+  const even = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27];
+  const odd = even.map((b) => b + 4);
+  const c = new Code();
+  c.v128Const(Array<number>(16).fill(0)).localSet(ZERO);
+  c.v128Const(Array<number>(16).fill(255)).localSet(MINUS1);
+  c.i32Const(0).localGet(RELU).i32Sub().i32x4Splat().localSet(RELUV);
+  c.localGet(W).i32x4Splat().localSet(WV);
+  // lane offsets 0, 2, 4, 6 (i32 little-endian)
+  c.v128Const([0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 6, 0, 0, 0]).localSet(LANES);
+  c.i32Const(0).localSet(OUTB);
+  forRange(c, PL, () => c.i32Const(0), () => c.localGet(PLANES), () => {
+    forRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), () => {
+      // BASE = (pl·h + 2·oy)·w: index of the window row's first float; ROW0 its address
+      c.localGet(PL).localGet(H).i32Mul().localGet(OY).i32Const(2).i32Mul().i32Add().localGet(W).i32Mul().localSet(BASE);
+      c.localGet(X).localGet(BASE).i32Const(4).i32Mul().i32Add().localSet(ROW0);
+      c.i32Const(0).localSet(OX);
+      c.loop();
+      {
+        const load = (row: number, offset: number) => {
+          c.localGet(ROW0).localGet(OX).i32Const(8).i32Mul().i32Add();
+          if (row === 1) c.localGet(W).i32Const(4).i32Mul().i32Add();
+          c.v128Load(offset);
+        };
+        load(0, 0); load(0, 16); c.i8x16Shuffle(even).localSet(E0);
+        load(0, 0); load(0, 16); c.i8x16Shuffle(odd).localSet(O0);
+        load(1, 0); load(1, 16); c.i8x16Shuffle(even).localSet(E1);
+        load(1, 0); load(1, 16); c.i8x16Shuffle(odd).localSet(O1);
+        // BASEV = base + 2·ox + [0, 2, 4, 6]
+        c.localGet(BASE).localGet(OX).i32Const(2).i32Mul().i32Add().i32x4Splat().localGet(LANES).i32x4Add().localSet(BASEV);
+        c.localGet(E0).localSet(BEST);
+        c.localGet(BASEV).localSet(BI);
+        const candidates: [number, () => void][] = [
+          [O0, () => c.localGet(BASEV).i32Const(1).i32x4Splat().i32x4Add()],
+          [E1, () => c.localGet(BASEV).localGet(WV).i32x4Add()],
+          [O1, () => c.localGet(BASEV).localGet(WV).i32x4Add().i32Const(1).i32x4Splat().i32x4Add()],
+        ];
+        for (const [cand, index] of candidates) {
+          c.localGet(cand).localGet(BEST).f32x4Gt().localGet(cand).localGet(cand).f32x4Ne().v128Or().localSet(M);
+          c.localGet(cand).localGet(BEST).localGet(M).v128Bitselect().localSet(BEST);
+          index();
+          c.localGet(BI).localGet(M).v128Bitselect().localSet(BI);
+        }
+        // relu: a maximum <= 0 (not NaN) drops the window: value 0, index -1
+        c.localGet(BEST).localGet(ZERO).f32x4Le().localGet(RELUV).v128And().localSet(M);
+        c.localGet(Y).localGet(OUTB).i32Add().localGet(ZERO).localGet(BEST).localGet(M).v128Bitselect().v128Store(0);
+        c.localGet(IDX).localGet(OUTB).i32Add().localGet(MINUS1).localGet(BI).localGet(M).v128Bitselect().v128Store(0);
+        c.localGet(OUTB).i32Const(16).i32Add().localSet(OUTB);
+        c.localGet(OX).i32Const(4).i32Add().localTee(OX).localGet(OW).i32LtS().brIf(0);
+      }
+      c.end();
+      // rewind OUTB to the end of this output row: OUTB −= (ox − ow)·4
+      c.localGet(OUTB).localGet(OX).localGet(OW).i32Sub().i32Const(4).i32Mul().i32Sub().localSet(OUTB);
+    });
+  });
+  return { locals, body: c };
+}
+
+/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool and maxPool2x2; imports env.memory. */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
   const bias = biasReluBody();
@@ -310,5 +380,6 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(9).fill(i32), results: [], ...padImageBody(), exportName: 'padImage' },
     { params: Array<ValType>(5).fill(i32), results: [], ...bias, exportName: 'biasRelu' },
     { params: Array<ValType>(15).fill(i32), results: [], ...maxPoolBody(), exportName: 'maxPool' },
+    { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

@@ -73,6 +73,7 @@ export interface WasmRuntime {
     x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number,
     kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, relu: number,
   ): void;
+  maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
 }
 
 function api(): WasmApi | null {
@@ -110,6 +111,7 @@ export function wasmRuntime(): WasmRuntime | string {
     compact: instance.exports['compact'] as WasmRuntime['compact'],
     padImage: instance.exports['padImage'] as WasmRuntime['padImage'],
     maxPool: instance.exports['maxPool'] as WasmRuntime['maxPool'],
+    maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
   };
   return cached;
 }

@@ -13,7 +13,7 @@ import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts'
 import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
-import { setCanvasPaths } from './kernels.ts';
+import { setCanvasPaths, setPool2x2 } from './kernels.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
@@ -198,11 +198,23 @@ describe('wasm convolutions vs reference', { skip }, () => {
 describe('wasm pooling and sum vs reference', { skip }, () => {
   const EXACT: Tolerance = { atol: 0, rtol: 0 };
 
-  it('max pooling with and without fused relu, its backward and gather: ties, NaN, padding (exact)', () => {
+  for (const vector of [true, false]) {
+    it(`max pooling with and without fused relu, its backward and gather: ties, NaN, padding (exact; ${vector ? '2×2 windows on the vector kernel' : 'general kernel only'})`, () => {
+      const previous = setPool2x2(vector);
+      try {
+        checkPoolCases();
+      } finally {
+        setPool2x2(previous);
+      }
+    });
+  }
+
+  function checkPoolCases(): void {
     const cases: [number[], [number, number], [number, number], [number, number]][] = [
       [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],
       [[1, 1, 1, 1], [1, 1], [1, 1], [0, 0]], [[2, 2, 33, 65], [3, 2], [3, 1], [1, 1]], [[3, 2, 9, 7], [2, 2], [2, 2], [0, 0]],
       [[4, 6, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 5, 5], [4, 4], [1, 1], [2, 2]], // windows overlapping, mostly padding
+      [[2, 3, 7, 11], [2, 2], [2, 2], [0, 0]], [[3, 16, 10, 10], [2, 2], [2, 2], [0, 0]], [[1, 1, 2, 19], [2, 2], [2, 2], [0, 0]], // odd sizes, 5 and 9 outputs a row
     ];
     for (const [i, [shape, kernel, stride, padding]] of cases.entries()) {
       const attrs = { kernel, stride, padding };
@@ -218,7 +230,7 @@ describe('wasm pooling and sum vs reference', { skip }, () => {
         }
       }
     }
-  });
+  }
 
   it('sum over (reduced, kept, reduced) axis groups: bit-exact; other axis sets decline', () => {
     const x = random([5, 7, 9, 11], 3);

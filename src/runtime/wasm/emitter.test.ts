@@ -118,6 +118,8 @@ describe('f32 and f32x4 opcodes', () => {
     assert.deepEqual(enc((c) => c.f32x4Sub()), [0xfd, 0xe5, 0x01]);
     assert.deepEqual(enc((c) => c.f32x4Mul()), [0xfd, 0xe6, 0x01]);
     assert.deepEqual(enc((c) => c.f32x4Max()), [0xfd, 0xe9, 0x01]);
+    assert.deepEqual(enc((c) => c.f32x4Ne().f32x4Gt().f32x4Le()), [0xfd, 0x42, 0xfd, 0x44, 0xfd, 0x45]);
+    assert.deepEqual(enc((c) => c.v128Or()), [0xfd, 0x50]);
   });
 
   it('compute what they mean: f32x4 mul then add, max with NaN and −0, splat, lane extraction, scalar ops', () => {

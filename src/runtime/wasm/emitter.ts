@@ -208,9 +208,13 @@ export class Code {
   f32x4Splat(): this { return this.simd(0x13); }
   f64x2Splat(): this { return this.simd(0x14); }
   f32x4ExtractLane(lane: number): this { return this.simd(0x1f, lane); }
+  f32x4Ne(): this { return this.simd(0x42); }
+  f32x4Gt(): this { return this.simd(0x44); }
+  f32x4Le(): this { return this.simd(0x45); }
   f64x2Lt(): this { return this.simd(0x49); }
   f64x2Gt(): this { return this.simd(0x4a); }
   v128And(): this { return this.simd(0x4e); }
+  v128Or(): this { return this.simd(0x50); }
   f64x2PromoteLowF32x4(): this { return this.simd(0x5f); }
   f64x2Floor(): this { return this.simd(0x75); }
   /** f64x2.nearest: round half to even. */
