@@ -1,15 +1,17 @@
 /**
  * The 'wasm' backend: fp32 kernels in WebAssembly SIMD128 for the ops that dominate conv-net and
- * MLP training (matmul, conv2d and its two backward passes, the fused conv), generated at run time
- * with src/runtime/wasm/emitter.ts -- pure web technology, for the browser. Every other op, and
- * any input a kernel declines, runs on the reference backend. `loadWasm()` registers the kernels
+ * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling), generated
+ * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
+ * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
+ * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
+ * declines, runs on the reference backend. `loadWasm()` registers the kernels
  * when the engine validates a SIMD128 module; choosing the default backend is done in ../index.ts.
  */
 import type { Kernel, PrimitiveName } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
-  maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel,
+  maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
 } from './kernels.ts';
 import { wasmRuntime } from './runtime.ts';
 
@@ -42,6 +44,9 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
     register('maxPool2dGather', maxPool2dGatherKernel(rt));
     register('sum', sumKernel);
+    register('add', addKernel);
+    register('relu', reluKernel);
+    register('reluBackward', reluBackwardKernel);
   }
   return { ok: true };
 }

@@ -548,7 +548,65 @@ export const sumKernel: Kernel<'sum'> = (inputs, { axes, keepDims }) => {
   return y;
 };
 
+// ---------------------------------------------------------------- elementwise (TypeScript, monomorphic)
+
+/*
+ * The small elementwise ops of a training step (a Linear layer's bias add, ReLU and its backward)
+ * as float32-only loops: the reference kernels compute the same JS expressions per element, but
+ * through one shared, polymorphic loop per op. Results equal the reference's bit for bit (each
+ * value is the same double expression rounded to float32 once).
+ */
+
+/** (x) -> x <= 0 ? 0 : x (NaN stays). */
+export const reluKernel: Kernel<'relu'> = (inputs) => {
+  const [x] = inputs as [RawTensor];
+  if (!allF32(inputs)) return undefined;
+  const src = x.data as Float32Array;
+  const y = f32(x.shape);
+  const out = y.data;
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i]!;
+    out[i] = v <= 0 ? 0 : v;
+  }
+  return y;
+};
+
+/** (g, y) -> y <= 0 ? 0 : g, same shapes only. */
+export const reluBackwardKernel: Kernel<'reluBackward'> = (inputs) => {
+  const [g, y] = inputs as [RawTensor, RawTensor];
+  if (!allF32(inputs) || g.shape.length !== y.shape.length || g.shape.some((d, i) => d !== y.shape[i])) return undefined;
+  const gd = g.data as Float32Array;
+  const yd = y.data as Float32Array;
+  const r = f32(g.shape);
+  const out = r.data;
+  for (let i = 0; i < gd.length; i++) out[i] = yd[i]! <= 0 ? 0 : gd[i]!;
+  return r;
+};
+
+/** (a, b) -> a + b when the shapes are equal or b is a row [F] (or [1, …, F]) added to every row of a. */
+export const addKernel: Kernel<'add'> = (inputs) => {
+  const [a, b] = inputs as [RawTensor, RawTensor];
+  if (!allF32(inputs) || a.shape.length === 0) return undefined;
+  const ad = a.data as Float32Array;
+  const bd = b.data as Float32Array;
+  const same = a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+  const cols = a.shape[a.shape.length - 1]!;
+  const row = !same && b.shape.length <= a.shape.length && b.shape[b.shape.length - 1] === cols && sizeOf(b.shape) === cols;
+  if (!same && !row) return undefined;
+  const y = f32(a.shape);
+  const out = y.data;
+  if (same) {
+    for (let i = 0; i < ad.length; i++) out[i] = ad[i]! + bd[i]!;
+  } else {
+    for (let base = 0; base < ad.length; base += cols) {
+      for (let j = 0; j < cols; j++) out[base + j] = ad[base + j]! + bd[j]!;
+    }
+  }
+  return y;
+};
+
 /** Ops the wasm backend has a kernel for (the rest run on the reference backend). */
 export const WASM_OPS: readonly PrimitiveName[] = [
   'matmul', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'sum',
+  'add', 'relu', 'reluBackward',
 ];

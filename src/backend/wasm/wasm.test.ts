@@ -242,6 +242,18 @@ describe('wasm pooling and sum vs reference', { skip }, () => {
     assert.equal(wasmKernel('sum')!([x], { axes: [1, 3], keepDims: true }), undefined);
     assert.equal(wasmKernel('sum')!([x], { axes: [1, 2], keepDims: false }), undefined);
   });
+
+  it('add (same shape, row broadcast), relu and reluBackward: special values, bit-exact; other broadcasts decline', () => {
+    const specials = (t: RawTensor): RawTensor => ({ ...t, data: t.data.map((v, k) => [NaN, Infinity, -Infinity, 0, -0, 3.4e38][k % 13] ?? v) });
+    const a = specials(random([7, 33], 1));
+    check('add', [a, specials(random([7, 33], 2))], {}, EXACT);
+    check('add', [a, random([33], 3)], {}, EXACT);
+    check('add', [random([2, 3, 5], 4), random([1, 5], 5)], {}, EXACT);
+    check('relu', [a], {}, EXACT);
+    check('reluBackward', [random([7, 33], 6), a], {}, EXACT);
+    assert.equal(wasmKernel('add')!([a, random([7, 1], 7)], {}), undefined);
+    assert.equal(wasmKernel('add')!([random([33], 8), a], {}), undefined);
+  });
 });
 
 describe('LeNet-5 training on wasm tracks reference', { skip }, () => {
