@@ -54,10 +54,10 @@ function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
   return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
 }
 
-/** @internal Stride-1 convolutions take the canvas paths (tests turn it off to check the im2col paths too). */
+/** @internal Stride-1 convolutions take the padded-image paths and the wasm col2im (tests turn them off to check the im2col paths too). */
 let canvasPaths = true;
 
-/** @internal Turns the stride-1 canvas paths on or off; returns the previous setting. */
+/** @internal Turns the stride-1 paths on or off; returns the previous setting. */
 export function setCanvasPaths(on: boolean): boolean {
   const previous = canvasPaths;
   canvasPaths = on;
@@ -196,28 +196,33 @@ function convForwardCanvas(rt: WasmRuntime, x: Float32Array, w: TypedArray, geo:
 }
 
 /**
- * Stride-1 backward input as a forward convolution: dx = conv2d(dy, w′) with w′[ci, o, ky, kx] =
- * w[o, ci, kh−1−ky, kw−1−kx] (per group), padding (kh−1)·dh − ph, (kw−1)·dw − pw and the same
- * dilation. Null when that padding would be negative or the result does not fit.
+ * Stride-1 backward input: per image and group dcol = W_gᵀ [kk, og] · dy_g [og, P] (packed GEMM),
+ * then col2im in wasm (vector adds along the output rows) into dx. Null when it does not fit.
  */
-function convBackwardInputCanvas(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry, inputShape: readonly number[]): Float32Array | null {
-  const { c, g, cg, og, kh, kw, dh, dw, ph, pw } = geo;
-  const padH = (kh - 1) * dh - ph;
-  const padW = (kw - 1) * dw - pw;
-  if (padH < 0 || padW < 0) return null;
-  const flipped = new Float32Array(c * og * kh * kw);
-  for (let gi = 0; gi < g; gi++) {
-    for (let ci = 0; ci < cg; ci++) {
-      for (let ol = 0; ol < og; ol++) {
-        const to = ((gi * cg + ci) * og + ol) * kh * kw;
-        const from = ((gi * og + ol) * cg + ci) * kh * kw;
-        for (let k = 0; k < kh * kw; k++) flipped[to + k] = w[from + kh * kw - 1 - k]!;
-      }
+function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry): Float32Array | null {
+  const { n, c, h, w: wd, o, g, cg, og, kk, kh, kw, oh, ow, ph, pw, dh, dw, p } = geo;
+  const mb = Math.ceil(kk / 4);
+  const nb = Math.ceil(p / 8);
+  const ldc = nb * 8;
+  const arena = rt.arena;
+  arena.reset();
+  const ap = arena.reserve(g * mb * 4 * og);
+  const bp = arena.reserve(nb * 8 * og);
+  const cp = arena.reserve(mb * 4 * ldc);
+  const dxAll = arena.reserve(n * c * h * wd);
+  if (!arena.fits()) return null;
+  const mem = arena.view();
+  mem.fill(0, dxAll, dxAll + n * c * h * wd);
+  // A(t, j) = Wᵀ: w[(gi·og + j)·kk + t]
+  for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * og, w, gi * og * kk, kk, og, 1, kk, 4);
+  for (let b = 0; b < n; b++) {
+    for (let gi = 0; gi < g; gi++) {
+      packPanels(mem, bp, dy, (b * o + gi * og) * p, p, og, 1, p, 8); // B(j, q) = dy[b, gi·og + j, q]
+      rt.gemm((ap + gi * mb * 4 * og) * 4, bp * 4, cp * 4, mb, nb, og, ldc * 4, 0);
+      rt.col2im(cp * 4, ldc * 4, (dxAll + (b * c + gi * cg) * h * wd) * 4, cg, h, wd, kh, kw, oh, ow, ph, pw, dh, dw);
     }
   }
-  const adjoint = convGeometry([geo.n, geo.o, geo.oh, geo.ow], [c, og, kh, kw], { stride: [1, 1], padding: [padH, padW], dilation: [dh, dw], groups: g });
-  if (!adjoint || adjoint.oh !== inputShape[2] || adjoint.ow !== inputShape[3]) return null;
-  return convForwardCanvas(rt, dy, flipped, adjoint, null, false);
+  return mem.slice(dxAll, dxAll + n * c * h * wd);
 }
 
 /**
@@ -344,7 +349,7 @@ export function conv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'conv2dBackwa
     if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo.n || dy.shape[1] !== geo.o || dy.shape[2] !== geo.oh || dy.shape[3] !== geo.ow) return undefined;
     const { n, c, h, w: wd, o, g, cg, og, kk, p } = geo;
     if (geo.sh === 1 && geo.sw === 1 && canvasPaths) {
-      const data = convBackwardInputCanvas(rt, dy.data as Float32Array, w.data, geo, attrs.inputShape);
+      const data = convBackwardInputCol2im(rt, dy.data as Float32Array, w.data, geo);
       if (data) return { data, shape: [...attrs.inputShape], dtype: 'float32' };
     }
     const mb = Math.ceil(kk / 4);
@@ -534,8 +539,24 @@ export const sumKernel: Kernel<'sum'> = (inputs, { axes, keepDims }) => {
       for (let j = 0; j < k; j++) acc[j] += src[base + j]!;
     }
   } else {
+    // four outputs at a time: four independent addition chains, each in input order
     for (let a = 0; a < r1; a++) {
-      for (let j = 0; j < k; j++) {
+      let j = 0;
+      for (; j + 4 <= k; j += 4) {
+        let s0 = acc[j]!, s1 = acc[j + 1]!, s2 = acc[j + 2]!, s3 = acc[j + 3]!;
+        const b0 = (a * k + j) * r2;
+        for (let b = 0; b < r2; b++) {
+          s0 += src[b0 + b]!;
+          s1 += src[b0 + r2 + b]!;
+          s2 += src[b0 + 2 * r2 + b]!;
+          s3 += src[b0 + 3 * r2 + b]!;
+        }
+        acc[j] = s0;
+        acc[j + 1] = s1;
+        acc[j + 2] = s2;
+        acc[j + 3] = s3;
+      }
+      for (; j < k; j++) {
         let s = acc[j]!;
         const base = (a * k + j) * r2;
         for (let b = 0; b < r2; b++) s += src[base + b]!;

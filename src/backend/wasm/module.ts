@@ -364,7 +364,57 @@ function maxPool2x2Body(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool and maxPool2x2; imports env.memory. */
+/**
+ * col2im(c, ldc, dx, cg, h, w, kh, kw, oh, ow, ph, pw, dh, dw): the adjoint of a stride-1 im2col,
+ * added into dx: row t = (ci, ky, kx) of C (at c + t·ldc, oh·ow floats) adds, for each output row
+ * oy with iy = oy − ph + ky·dh inside the image, its run of ox with ix = ox − pw + kx·dw inside
+ * the image to dx[(ci·h + iy)·w + ix], four floats at a time. Rows, then oy, then ox in order, as
+ * the reference's col2im: every dx element receives its terms in the same order.
+ */
+function col2imBody(): { locals: ValType[]; body: Code } {
+  const [CP, LDC, DX, CG, H, W, KH, KW, OH, OW, PH, PW, DH, DW] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+  const CI = 14, KY = 15, KX = 16, T = 17, OY = 18, IY = 19, SHIFT = 20, LO = 21, HI = 22, SRC = 23, DST = 24, END = 25, VEC_END = 26;
+  const locals: ValType[] = Array<ValType>(13).fill(ValType.i32);
+  const c = new Code();
+  c.i32Const(0).localSet(T);
+  forRange(c, CI, () => c.i32Const(0), () => c.localGet(CG), () => {
+    forRange(c, KY, () => c.i32Const(0), () => c.localGet(KH), () => {
+      forRange(c, KX, () => c.i32Const(0), () => c.localGet(KW), () => {
+        // SHIFT = kx·dw − pw; LO = max(0, −shift); HI = min(ow, w − shift)
+        c.localGet(KX).localGet(DW).i32Mul().localGet(PW).i32Sub().localSet(SHIFT);
+        c.i32Const(0).localGet(SHIFT).i32Sub().i32Const(0).i32Const(0).localGet(SHIFT).i32Sub().i32Const(0).i32GtS().select().localSet(LO);
+        c.localGet(OW).localGet(W).localGet(SHIFT).i32Sub().localGet(OW).localGet(W).localGet(SHIFT).i32Sub().i32LtS().select().localSet(HI);
+        forRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), () => {
+          c.localGet(OY).localGet(PH).i32Sub().localGet(KY).localGet(DH).i32Mul().i32Add().localSet(IY);
+          c.localGet(IY).i32Const(0).i32GeS().localGet(IY).localGet(H).i32LtS().i32And().localGet(LO).localGet(HI).i32LtS().i32And();
+          c.if();
+          // DST = dx + ((ci·h + iy)·w + lo + shift)·4; SRC = c + t·ldc + (oy·ow + lo)·4
+          c.localGet(DX).localGet(CI).localGet(H).i32Mul().localGet(IY).i32Add().localGet(W).i32Mul().localGet(LO).i32Add().localGet(SHIFT).i32Add().i32Const(4).i32Mul().i32Add().localSet(DST);
+          c.localGet(CP).localGet(T).localGet(LDC).i32Mul().i32Add().localGet(OY).localGet(OW).i32Mul().localGet(LO).i32Add().i32Const(4).i32Mul().i32Add().localSet(SRC);
+          c.localGet(DST).localGet(HI).localGet(LO).i32Sub().i32Const(4).i32Mul().i32Add().localSet(END);
+          c.localGet(DST).localGet(HI).localGet(LO).i32Sub().i32Const(-4).i32And().i32Const(4).i32Mul().i32Add().localSet(VEC_END);
+          c.block().localGet(DST).localGet(VEC_END).i32GeU().brIf(0);
+          c.loop();
+          c.localGet(DST).localGet(DST).v128Load(0).localGet(SRC).v128Load(0).f32x4Add().v128Store(0);
+          c.localGet(SRC).i32Const(16).i32Add().localSet(SRC);
+          c.localGet(DST).i32Const(16).i32Add().localTee(DST).localGet(VEC_END).i32LtU().brIf(0);
+          c.end().end();
+          c.block().localGet(DST).localGet(END).i32GeU().brIf(0);
+          c.loop();
+          c.localGet(DST).localGet(DST).f32Load(0).localGet(SRC).f32Load(0).f32Add().f32Store(0);
+          c.localGet(SRC).i32Const(4).i32Add().localSet(SRC);
+          c.localGet(DST).i32Const(4).i32Add().localTee(DST).localGet(END).i32LtU().brIf(0);
+          c.end().end();
+          c.end();
+        });
+        c.localGet(T).i32Const(1).i32Add().localSet(T);
+      });
+    });
+  });
+  return { locals, body: c };
+}
+
+/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool, maxPool2x2 and col2im; imports env.memory. */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
   const bias = biasReluBody();
@@ -381,5 +431,6 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(5).fill(i32), results: [], ...bias, exportName: 'biasRelu' },
     { params: Array<ValType>(15).fill(i32), results: [], ...maxPoolBody(), exportName: 'maxPool' },
     { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },
+    { params: Array<ValType>(14).fill(i32), results: [], ...col2imBody(), exportName: 'col2im' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

@@ -73,6 +73,10 @@ export interface WasmRuntime {
     x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number,
     kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, relu: number,
   ): void;
+  col2im(
+    c: number, ldc: number, dx: number, cg: number, h: number, w: number, kh: number, kw: number,
+    oh: number, ow: number, ph: number, pw: number, dh: number, dw: number,
+  ): void;
   maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
 }
 
@@ -112,6 +116,7 @@ export function wasmRuntime(): WasmRuntime | string {
     padImage: instance.exports['padImage'] as WasmRuntime['padImage'],
     maxPool: instance.exports['maxPool'] as WasmRuntime['maxPool'],
     maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
+    col2im: instance.exports['col2im'] as WasmRuntime['col2im'],
   };
   return cached;
 }
