@@ -6,7 +6,7 @@
 import { fp32ModuleBytes } from './module.ts';
 
 /** The part of the WebAssembly JS API used here (typed locally: the project's lib has no DOM). */
-interface WasmMemory {
+export interface WasmMemory {
   readonly buffer: ArrayBuffer;
   grow(pages: number): number;
 }
@@ -37,23 +37,33 @@ export class Arena {
     this.top = 0;
   }
 
-  /** Reserves `floats` floats; returns the float index of the block. Call `fits()` after reserving. */
+  /** Reserves `floats` floats; returns the float index of the block. Call `fits()` after the last reservation. */
   reserve(floats: number): number {
     const at = this.top;
     this.top = at + Math.ceil((floats + SLACK) / 4) * 4;
     return at;
   }
 
-  /** True when everything reserved fits under MAX_BYTES. */
+  /**
+   * Grows the memory to hold every reservation; false when that would pass MAX_BYTES or the engine
+   * refuses the memory (the kernel then declines and the reference kernel runs).
+   */
   fits(): boolean {
-    return this.top * 4 <= MAX_BYTES;
+    const need = this.top * 4;
+    if (need > MAX_BYTES) return false;
+    const have = this.memory.buffer.byteLength;
+    if (need > have) {
+      try {
+        this.memory.grow(Math.ceil((need - have) / PAGE));
+      } catch {
+        return false;
+      }
+    }
+    return true;
   }
 
-  /** The memory as float32, grown to hold every reservation (growing replaces the buffer). */
+  /** The memory as float32 (after `fits()`; growing replaces the buffer, so take the view after it). */
   view(): Float32Array {
-    const need = this.top * 4;
-    const have = this.memory.buffer.byteLength;
-    if (need > have) this.memory.grow(Math.ceil((need - have) / PAGE));
     if (this.view_.buffer !== this.memory.buffer) this.view_ = new Float32Array(this.memory.buffer);
     return this.view_;
   }

@@ -14,6 +14,7 @@ import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
 import { setCanvasPaths, setPool2x2 } from './kernels.ts';
+import { Arena, MAX_BYTES, type WasmMemory } from './runtime.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
@@ -85,6 +86,22 @@ describe('wasm backend vs reference', { skip }, () => {
     const conv = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 } as const;
     assert.equal(wasmKernel('conv2d')!([random([1, 2, 5, 5], 1), random([3, 3, 3, 3], 1)], conv), undefined);
     assert.equal(wasmKernel('conv2d')!([random([1, 2, 2, 2], 1), random([3, 2, 3, 3], 1)], conv), undefined);
+  });
+
+  it('the arena grows the memory for its reservations, keeps 16-byte alignment and refuses more than MAX_BYTES', () => {
+    const wasm = (globalThis as { WebAssembly?: { Memory: new (d: { initial: number; maximum: number }) => WasmMemory } }).WebAssembly!;
+    const memory = new wasm.Memory({ initial: 1, maximum: MAX_BYTES / 65536 });
+    const arena = new Arena(memory);
+    const a = arena.reserve(3);
+    const b = arena.reserve(100_000);
+    assert.equal(a, 0);
+    assert.equal(b % 4, 0);
+    assert.ok(b >= 3 + 16, 'slack past each block');
+    assert.ok(arena.fits());
+    assert.ok(arena.view().length >= b + 100_000);
+    arena.reset();
+    arena.reserve(MAX_BYTES / 4);
+    assert.equal(arena.fits(), false);
   });
 
   it('matmul with an empty inner dimension is zeros; empty outputs are empty', () => {
