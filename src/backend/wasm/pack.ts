@@ -4,7 +4,7 @@
  * @internal
  */
 import type { TypedArray } from '../primitives.ts';
-import type { ConvGeometry } from './kernels.ts';
+import type { ConvGeometry } from './util.ts';
 
 /**
  * Packs the matrix M(o, i) = src[off + o·sOuter + i·sInner] (o < outer, i < inner) into panels of
