@@ -226,7 +226,7 @@ export function conv2dFusedKernel(rt: WasmRuntime): Kernel<'conv2dFused'> {
     if (!geo || bias.shape.length !== 1 || bias.shape[0] !== geo.o) return undefined;
     const y = convForward(rt, x, w, geo, bias.data as Float32Array, attrs.relu);
     if (!y || !attrs.pool) return y;
-    return maxPoolWindows(rt, y, attrs.pool, null)?.y;
+    return maxPoolWindows(rt, y, attrs.pool) ?? undefined;
   };
 }
 

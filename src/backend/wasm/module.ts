@@ -414,7 +414,26 @@ function col2imBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
-/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool, maxPool2x2 and col2im; imports env.memory. */
+/**
+ * scatterAdd(idx, g, dx, count): dx[idx[i]] += g[i] for i < count in order, skipping idx[i] < 0
+ * (the backward pass of max pooling from the window indices; f32 adds, each rounded once as the
+ * reference's float32 store of a double sum).
+ */
+function scatterAddBody(): { locals: ValType[]; body: Code } {
+  const [IDX, G, DX, COUNT] = [0, 1, 2, 3];
+  const I = 4, AT = 5;
+  const c = new Code();
+  forRange(c, I, () => c.i32Const(0), () => c.localGet(COUNT), () => {
+    c.localGet(IDX).localGet(I).i32Const(4).i32Mul().i32Add().i32Load(0).localTee(AT).i32Const(0).i32GeS();
+    c.if();
+    c.localGet(DX).localGet(AT).i32Const(4).i32Mul().i32Add().localTee(AT);
+    c.localGet(AT).f32Load(0).localGet(G).localGet(I).i32Const(4).i32Mul().i32Add().f32Load(0).f32Add().f32Store(0);
+    c.end();
+  });
+  return { locals: [ValType.i32, ValType.i32], body: c };
+}
+
+/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool, maxPool2x2, col2im and scatterAdd; imports env.memory. */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
   const bias = biasReluBody();
@@ -432,5 +451,6 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(15).fill(i32), results: [], ...maxPoolBody(), exportName: 'maxPool' },
     { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },
     { params: Array<ValType>(14).fill(i32), results: [], ...col2imBody(), exportName: 'col2im' },
+    { params: Array<ValType>(4).fill(i32), results: [], ...scatterAddBody(), exportName: 'scatterAdd' },
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

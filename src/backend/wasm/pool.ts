@@ -17,21 +17,32 @@ export function setPool2x2(on: boolean): boolean {
   return previous;
 }
 
+/** Where a window scan left its results in the arena (float indices) and how many windows. */
+interface Scan {
+  mem: Float32Array;
+  yp: number;
+  ip: number;
+  size: number;
+  /** Float indices of the `extra` blocks reserved after the scan's own. */
+  extra: number[];
+}
+
 /**
- * Runs the wasm window scan of x (N,C,H,W): the pooled values y (N,C,OH,OW) and, when `keepIdx` is
- * given, copies each window's argmax index (−1: dropped by the fused ReLU) into it. Null when the
- * geometry is not one the kernel handles.
+ * Runs the wasm window scan of x (N,C,H,W): each window's maximum (f32, at yp) and argmax index
+ * (i32 at ip; −1 where the fused ReLU drops the window), `extra` more blocks reserved for the
+ * caller. Null when the geometry is not one the kernel handles or the memory does not fit.
  */
-export function maxPoolWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs, keepIdx: Int32Array | null): { y: RawTensor; idx: Int32Array | null } | null {
+function scanWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs, extra: readonly number[] = []): Scan | null {
   const geo = poolGeometry(x.shape, a);
   if (!geo) return null;
-  const [n, c, h, w, oh, ow] = geo;
+  const [n, c, h, w, oh, ow] = geo as [number, number, number, number, number, number];
   const size = n * c * oh * ow;
   const arena = rt.arena;
   arena.reset();
   const xp = arena.reserve(x.data.length);
   const yp = arena.reserve(size);
   const ip = arena.reserve(size);
+  const blocks = extra.map((floats) => arena.reserve(floats));
   if (!arena.fits()) return null;
   const mem = arena.view();
   mem.set(x.data, xp);
@@ -41,14 +52,16 @@ export function maxPoolWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs,
   } else {
     rt.maxPool(xp * 4, yp * 4, ip * 4, n * c, h, w, oh, ow, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1], a.padding[0], a.padding[1], relu);
   }
-  const y = f32([n, c, oh, ow]);
-  y.data.set(mem.subarray(yp, yp + size));
-  let idx: Int32Array | null = null;
-  if (keepIdx) {
-    idx = keepIdx;
-    idx.set(new Int32Array(mem.buffer, ip * 4, size));
-  }
-  return { y, idx };
+  return { mem, yp, ip, size, extra: blocks };
+}
+
+/** The pooled values of x (N,C,OH,OW), or null (see scanWindows). */
+export function maxPoolWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs): RawTensor | null {
+  const scan = scanWindows(rt, x, a);
+  if (!scan) return null;
+  const [n, c] = x.shape as [number, number];
+  const geo = poolGeometry(x.shape, a)!;
+  return { data: scan.mem.slice(scan.yp, scan.yp + scan.size), shape: [n, c, geo[4]!, geo[5]!], dtype: 'float32' };
 }
 
 /** [N, C, H, W, OH, OW] of a pooling, or null (not rank 4, empty, or a window that can lie wholly in the padding). */
@@ -66,7 +79,7 @@ function poolGeometry(shape: readonly number[], a: MaxPool2dAttrs): number[] | n
 }
 
 export function maxPool2dKernel(rt: WasmRuntime): Kernel<'maxPool2d'> {
-  return (inputs, attrs) => (allF32(inputs) ? maxPoolWindows(rt, inputs[0]!, attrs, null)?.y : undefined);
+  return (inputs, attrs) => (allF32(inputs) ? maxPoolWindows(rt, inputs[0]!, attrs) ?? undefined : undefined);
 }
 
 /** dy (N,C,OH,OW), x (N,C,H,W) -> dx: dy added at each window's first maximum, in window order (float32 sums as the reference). */
@@ -76,15 +89,14 @@ export function maxPool2dBackwardKernel(rt: WasmRuntime): Kernel<'maxPool2dBackw
     if (!allF32(inputs)) return undefined;
     const geo = poolGeometry(x.shape, attrs);
     if (!geo || dy.shape.length !== 4 || dy.shape[0] !== geo[0] || dy.shape[1] !== geo[1] || dy.shape[2] !== geo[4] || dy.shape[3] !== geo[5]) return undefined;
-    const idx = new Int32Array(dy.data.length);
-    if (!maxPoolWindows(rt, x, attrs, idx)) return undefined;
-    const dx = f32(x.shape);
-    const g = dy.data;
-    for (let i = 0; i < idx.length; i++) {
-      const at = idx[i]!;
-      if (at >= 0) dx.data[at] += g[i]!;
-    }
-    return dx;
+    const scan = scanWindows(rt, x, attrs, [dy.data.length, x.data.length]);
+    if (!scan) return undefined;
+    const [gp, dxp] = scan.extra as [number, number];
+    const { mem } = scan;
+    mem.set(dy.data, gp);
+    mem.fill(0, dxp, dxp + x.data.length);
+    rt.scatterAdd(scan.ip * 4, gp * 4, dxp * 4, scan.size);
+    return { data: mem.slice(dxp, dxp + x.data.length), shape: [...x.shape], dtype: 'float32' };
   };
 }
 
@@ -95,11 +107,12 @@ export function maxPool2dGatherKernel(rt: WasmRuntime): Kernel<'maxPool2dGather'
     if (!allF32(inputs) || g.shape.length !== 4 || g.shape.some((d, i) => d !== x.shape[i])) return undefined;
     const geo = poolGeometry(x.shape, attrs);
     if (!geo) return undefined;
-    const idx = new Int32Array(geo[0]! * geo[1]! * geo[4]! * geo[5]!);
-    const pooled = maxPoolWindows(rt, x, attrs, idx);
-    if (!pooled) return undefined;
-    const y = pooled.y;
-    for (let i = 0; i < idx.length; i++) y.data[i] = idx[i]! < 0 ? 0 : g.data[idx[i]!]!;
+    const scan = scanWindows(rt, x, attrs);
+    if (!scan) return undefined;
+    const idx = new Int32Array(scan.mem.buffer, scan.ip * 4, scan.size);
+    const y = f32([geo[0]!, geo[1]!, geo[4]!, geo[5]!]);
+    const gd = g.data;
+    for (let i = 0; i < idx.length; i++) y.data[i] = idx[i]! < 0 ? 0 : gd[idx[i]!]!;
     return y;
   };
 }

@@ -87,6 +87,7 @@ export interface WasmRuntime {
     c: number, ldc: number, dx: number, cg: number, h: number, w: number, kh: number, kw: number,
     oh: number, ow: number, ph: number, pw: number, dh: number, dw: number,
   ): void;
+  scatterAdd(idx: number, g: number, dx: number, count: number): void;
   maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
 }
 
@@ -127,6 +128,7 @@ export function wasmRuntime(): WasmRuntime | string {
     maxPool: instance.exports['maxPool'] as WasmRuntime['maxPool'],
     maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
     col2im: instance.exports['col2im'] as WasmRuntime['col2im'],
+    scatterAdd: instance.exports['scatterAdd'] as WasmRuntime['scatterAdd'],
   };
   return cached;
 }
