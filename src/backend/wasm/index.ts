@@ -4,8 +4,8 @@
  * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
  * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
  * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
- * declines, runs on the reference backend. `loadWasm()` registers the kernels
- * when the engine validates a SIMD128 module; choosing the default backend is done in ../index.ts.
+ * declines, runs on the reference backend. `loadWasm()` registers the kernels when the engine
+ * validates a SIMD128 module; choosing the default backend is done in ../index.ts.
  */
 import type { Kernel, PrimitiveName } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';

@@ -1,7 +1,10 @@
 /**
  * The fp32 kernels of the 'wasm' backend as one WebAssembly SIMD128 module, emitted at run time
- * with src/runtime/wasm/emitter.ts (no toolchain; the module is a few hundred bytes, so the
- * synchronous `new WebAssembly.Module` is fine on a browser's main thread).
+ * with src/runtime/wasm/emitter.ts (no toolchain; the module is about 4 KB, so the synchronous
+ * `new WebAssembly.Module` is fine on a browser's main thread). Its functions: gemm and its two
+ * variants gemmTapsB / gemmRowsA (operand rows found through an offset table, for stride-1
+ * convolutions on the padded image), biasRelu, compact, padImage, col2im, maxPool, maxPool2x2 and
+ * scatterAdd; each is described where it is emitted.
  *
  * gemm(ap, bp, c, mBlocks, nBlocks, k, ldc, accumulate): C (+)= A·B on packed panels, byte addresses.
  * - ap: A packed as [mBlocks][k][4] (4 rows of A side by side for every k);
@@ -17,8 +20,8 @@
  * panel of B (k·32 bytes) stays in L1 while the row panels of A stream past it.
  *
  * biasRelu(y, rows, cols, bias, relu): y[r, i] = y[r, i] + bias[r], then max(·, 0) when relu ≠ 0
- * (relu ∈ {0, 1}; f32x4.max: NaN stays NaN, −0 becomes +0 like the reference's `v <= 0 ? 0 : v`); rows of `cols`
- * floats, 4 at a time with a scalar tail.
+ * (relu ∈ {0, 1}; f32x4.max: NaN stays NaN, −0 becomes +0 like the reference's `v <= 0 ? 0 : v`);
+ * rows of `cols` floats, 4 at a time with a scalar tail.
  * @internal
  */
 import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';

@@ -189,7 +189,18 @@ describe('wasm convolutions vs reference', { skip }, () => {
     }
   }
 
-  it('conv2dFused = conv2d + bias, ReLU, max pooling; NaN pixels stay NaN (1e-6·taps absolute)', () => {
+  it('conv2dFused = conv2d + bias, ReLU, max pooling; NaN pixels stay NaN; padded-image and im2col paths (1e-6·taps absolute)', () => {
+    for (const canvas of [true, false]) {
+      const previous = setCanvasPaths(canvas);
+      try {
+        checkFusedCases();
+      } finally {
+        setCanvasPaths(previous);
+      }
+    }
+  });
+
+  function checkFusedCases(): void {
     type Fused = [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, PrimitiveAttrs['maxPool2d'] | null];
     const p2 = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as PrimitiveAttrs['maxPool2d'];
     const cases: Fused[] = [
@@ -200,6 +211,8 @@ describe('wasm convolutions vs reference', { skip }, () => {
       [[2, 3, 9, 35], [7, 3, 3, 2], { dilation: [2, 1] }, false, p2],
       [[2, 4, 8, 9], [6, 2, 3, 3], { groups: 2, padding: [1, 1] }, true, { kernel: [3, 2], stride: [2, 1], padding: [0, 0] }],
       [[3, 3, 7, 6], [4, 3, 2, 2], {}, true, null],
+      [[2, 2, 9, 9], [3, 2, 3, 3], { stride: [2, 1], padding: [1, 1] }, true, p2], // stride 2: im2col, then bias + ReLU in wasm
+      [[2, 3, 11, 10], [5, 3, 3, 3], { stride: [2, 2] }, false, null], // bias only
     ];
     for (const [i, [xs, ws, geo, relu, pool]] of cases.entries()) {
       const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, ...geo, relu, pool } as PrimitiveAttrs['conv2dFused'];
@@ -209,7 +222,7 @@ describe('wasm convolutions vs reference', { skip }, () => {
       const withNan: RawTensor = { ...x, data: x.data.map((v, k) => (k % 97 === 13 ? NaN : v)) };
       check('conv2dFused', [withNan, random(ws, i + 30), random([ws[0]!], i + 60)], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
     }
-  });
+  }
 });
 
 describe('wasm pooling and sum vs reference', { skip }, () => {
