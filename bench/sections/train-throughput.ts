@@ -1,6 +1,7 @@
 /**
  * Training throughput (samples/s): LeNet-5 at batch 64 and MLP 784-512-512-10 at batch 128, SGD
- * with momentum, on every lowbit backend and on PyTorch (same models, batches, optimizer). The
+ * with momentum, on every lowbit backend (native, wasm = WebAssembly SIMD128 under Node's V8,
+ * reference) and on PyTorch (same models, batches, optimizer). The
  * process runs with the GC policy of a lowbit training job (`preferThroughputGc`, as
  * `lowbit train` and the epoch-time section): without it V8's incremental marking keeps starting
  * on the steps' short-lived buffers and competes with the pool's second thread.
@@ -8,7 +9,7 @@
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
-import { MODEL_LABEL, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, nativeMissingReason, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+import { MODEL_LABEL, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
   { model: 'lenet5', batch: 64 },
@@ -28,10 +29,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const torchId = `${key}/torch`;
     const pool = batchPool(batch, 8);
     source = pool.source;
-    for (const backend of ['native', 'reference'] as const) {
+    for (const backend of ['native', 'wasm', 'reference'] as const) {
       const base = { id: `${key}/lowbit-${backend}`, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, peers: [torchId] };
       if (!backends.includes(backend)) {
-        measurements.push(skippedMeasurement(base, nativeMissingReason()));
+        measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
         continue;
       }
       ctx.log(`${group}: lowbit ${backend}`);
@@ -56,6 +57,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   notes.push('lowbit runs with the GC policy of its training jobs (`preferThroughputGc()`: no incremental marking), as `lowbit train` does.');
   notes.push(`Each step: forward, softmax cross-entropy, backward, SGD step (lr ${SGD_CONFIG.lr}, momentum ${SGD_CONFIG.momentum}), zero grad, loss read back. Steps per repeat are calibrated to ~${ctx.targetSeconds} s; samples/s = steps × batch / time.`);
   notes.push(`lowbit data: ${source}, 8 batches cycled. PyTorch data: ${torchData || 'n/a'} (8 batches cycled) — fp32 throughput does not depend on pixel values.`);
+  notes.push('lowbit (wasm): the WebAssembly SIMD128 kernels (src/backend/wasm) run in Node\'s V8 on one thread; ops it has no kernel for run on the reference backend. It is the browser\'s default backend.');
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}. Linear layers go through that BLAS; convolutions through oneDNN.`);
   return { measurements, notes };
 }

@@ -20,8 +20,21 @@ describe('environment variables', () => {
     assert.equal(ok.status, 0, ok.stderr);
   });
 
+  it('LOWBIT_BACKEND=wasm selects the wasm backend (native stays the default otherwise)', () => {
+    const active = (env: Record<string, string>) => spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', `const b = await import(${JSON.stringify(backendUrl)}); console.log(b.getBackend(), b.availableBackends().includes('wasm'));`], {
+      env: { ...process.env, LOWBIT_BACKEND: '', LOWBIT_THREADS: '', LOWBIT_ISA: '', LOWBIT_AMX: '', ...env },
+      encoding: 'utf8',
+    });
+    const wasm = active({ LOWBIT_BACKEND: 'wasm' });
+    assert.equal(wasm.status, 0, wasm.stderr);
+    assert.equal(wasm.stdout.trim(), 'wasm true');
+    const unforced = active({});
+    assert.equal(unforced.status, 0, unforced.stderr);
+    assert.match(unforced.stdout.trim(), /^(native|reference) true$/);
+  });
+
   for (const [name, value, expected] of [
-    ['LOWBIT_BACKEND', 'fast', "'reference' or 'native'"],
+    ['LOWBIT_BACKEND', 'fast', "'reference', 'native' or 'wasm'"],
     ['LOWBIT_THREADS', 'abc', 'an integer in \\[1, 256\\]'],
     ['LOWBIT_THREADS', '0', 'an integer in \\[1, 256\\]'],
     ['LOWBIT_THREADS', '300', 'an integer in \\[1, 256\\]'],

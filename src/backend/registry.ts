@@ -1,7 +1,7 @@
 import type { Kernel, PrimitiveAttrs, PrimitiveName, RawTensor } from './primitives.ts';
 
-/** Name of a backend: `reference` (pure TS, every primitive) or `native` (C++ addon). */
-export type BackendName = 'reference' | 'native';
+/** Name of a backend: `reference` (pure TS, every primitive), `native` (C++ addon) or `wasm` (WebAssembly SIMD128). */
+export type BackendName = 'reference' | 'native' | 'wasm';
 
 const kernels = new Map<string, Kernel>();
 let current: BackendName = 'reference';

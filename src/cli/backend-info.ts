@@ -1,9 +1,10 @@
 import { availableBackends, getBackend, setBackend, type BackendName } from '../backend/index.ts';
 import { loadNative, nativeInfo } from '../backend/native/index.ts';
+import { loadWasm, WASM_OPS } from '../backend/wasm/index.ts';
 import { intKernelsBackend } from '../runtime/kernels/index.ts';
 
 /** Values of the commands' `--backend` option. */
-export const BACKEND_CHOICES: readonly BackendName[] = ['reference', 'native'];
+export const BACKEND_CHOICES: readonly BackendName[] = ['reference', 'native', 'wasm'];
 
 /** What the CLI reports about the compute backends. */
 export interface BackendDetails {
@@ -18,6 +19,8 @@ export interface BackendDetails {
   intKernels?: { int8: string; binary: string; amx: string };
   /** Why the native addon is not available, when it is not. */
   nativeUnavailable?: string;
+  /** The ops the wasm backend (WebAssembly SIMD128) runs itself, or why it is not available. */
+  wasm: { ops: string[] } | { unavailable: string };
 }
 
 /**
@@ -27,9 +30,9 @@ export interface BackendDetails {
  */
 export function useBackend(name: BackendName | undefined): void {
   if (name === undefined) return;
-  if (name === 'native') {
-    const loaded = loadNative();
-    if (!loaded.ok) throw new Error(`backend 'native' is not available: ${loaded.reason}`);
+  if (name === 'native' || name === 'wasm') {
+    const loaded = name === 'native' ? loadNative() : loadWasm();
+    if (!loaded.ok) throw new Error(`backend '${name}' is not available: ${loaded.reason}`);
   }
   setBackend(name);
 }
@@ -37,7 +40,10 @@ export function useBackend(name: BackendName | undefined): void {
 export function backendDetails(): BackendDetails {
   const loaded = loadNative();
   const active = getBackend();
-  const details: BackendDetails = { available: availableBackends(), active, threads: 1 };
+  const wasm = loadWasm();
+  const details: BackendDetails = {
+    available: availableBackends(), active, threads: 1, wasm: wasm.ok ? { ops: [...WASM_OPS] } : { unavailable: wasm.reason },
+  };
   if (loaded.ok) {
     const info = nativeInfo();
     if (info) {
@@ -54,8 +60,9 @@ export function backendDetails(): BackendDetails {
   return details;
 }
 
-/** `native (avx512, 2 threads)` / `reference (1 thread)`. */
+/** `native (avx512, 2 threads)` / `reference (1 thread)` / `wasm (simd128, 1 thread)`. */
 export function describeBackend(details: BackendDetails = backendDetails()): string {
-  const parts = [details.isa, `${details.threads} thread${details.threads === 1 ? '' : 's'}`].filter((p) => p !== undefined);
+  const isa = details.active === 'wasm' ? 'simd128' : details.isa;
+  const parts = [isa, `${details.threads} thread${details.threads === 1 ? '' : 's'}`].filter((p) => p !== undefined);
   return `${details.active} (${parts.join(', ')})`;
 }

@@ -66,7 +66,7 @@ export const attackCommand = defineCommand({
     batchSize: { type: 'int', positive: true, default: 100, help: 'images per attack batch' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the PGD random starts' },
     json: { type: 'string', placeholder: 'FILE', help: 'also write the results as JSON to FILE' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
   },
   run(options, io) {

@@ -104,7 +104,7 @@ export const generateCommand = defineCommand({
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the sampling' },
     unk: { type: 'boolean', default: true, help: `never generate ${UNK_TOKEN} (the words outside the run's vocabulary)` },
     cache: { type: 'boolean', default: true, help: 'transformer-lm: recompute every step instead of using the KV cache' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
   },
   run(options, io) {
     if (options.run === undefined) throw new UsageError('give the run to generate with: lowbit generate RUN --prompt TEXT', 'generate');

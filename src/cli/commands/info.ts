@@ -45,6 +45,7 @@ export const infoCommand = defineCommand({
     }
     lines.push(['backends', backend.available.join(', ')], ['active', describeBackend(backend)]);
     if (backend.nativeUnavailable) lines.push(['native', `not available: ${backend.nativeUnavailable}`]);
+    lines.push(['wasm', 'ops' in backend.wasm ? `WebAssembly SIMD128 kernels for ${backend.wasm.ops.join(', ')} (the rest on reference)` : `not available: ${backend.wasm.unavailable}`]);
     if (backend.cpuFeatures) lines.push(['cpu features', backend.cpuFeatures.join(' ') || '(none detected)']);
     if (backend.intKernels) {
       const k = backend.intKernels;

@@ -33,7 +33,7 @@ export const nceCommand = defineCommand({
     limit: { type: 'int', positive: true, help: 'use the first N training images only' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the supernet weights and the data order' },
     json: { type: 'string', placeholder: 'FILE', help: 'also write the result as JSON to FILE' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
   },
   async run(options, io) {

@@ -61,7 +61,7 @@ export const quantizeCommand = defineCommand({
     out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the results are written (default: <run dir>/ptq-<bits>-<method>; with --plan <run dir>/ptq-plan-<plan folder or file name>-<plan hash>-<method>)' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the calibration sample' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
   },
   run(options, io) {
     useBackend(options.backend);

@@ -113,7 +113,7 @@ export const searchCommand = defineCommand({
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
     out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the outputs are written (default: <run dir>/search-<method>-<budgets>)' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the search' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
   },
   async run(given, io) {

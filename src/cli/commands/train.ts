@@ -82,7 +82,7 @@ export const trainCommand = defineCommand({
     schedule: { type: 'enum', choices: ['cosine', 'step', 'none'], default: 'cosine', help: 'per-epoch learning-rate schedule (step: x0.1 every third of the epochs)' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of initialisation and shuffling' },
     out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: runs/<model>-<dataset>-<quant>)' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
     limit: { type: 'int', positive: true, help: 'train on the first N training samples (language models: windows) only' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples (language models: validation windows) only' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },

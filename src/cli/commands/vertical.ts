@@ -93,7 +93,7 @@ export const verticalCommand = defineCommand({
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     out: { type: 'string', placeholder: 'PATH', help: 'train mode: output directory (default runs/<model>-<dataset>-vertical-<set>); convert mode: the .lowbit file' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend (default: native when the addon loads)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
   },
   run(options, io) {
     useBackend(options.backend);

@@ -97,3 +97,69 @@ describe('emitted modules', () => {
     }
   });
 });
+
+describe('f32 and f32x4 opcodes', () => {
+  it('encode as the core specification 2.0 lists them', () => {
+    const enc = (f: (c: Code) => Code) => f(new Code()).bytes;
+    // scalar f32: load/store (memarg align 2), const (IEEE single LE), arithmetic and comparisons
+    assert.deepEqual(enc((c) => c.f32Load(8)), [0x2a, 0x02, 0x08]);
+    assert.deepEqual(enc((c) => c.f32Store(0)), [0x38, 0x02, 0x00]);
+    assert.deepEqual(enc((c) => c.f32Const(1)), [0x43, 0x00, 0x00, 0x80, 0x3f]);
+    assert.deepEqual(enc((c) => c.f32Const(-Infinity)), [0x43, 0x00, 0x00, 0x80, 0xff]);
+    assert.deepEqual(enc((c) => c.f32Add().f32Mul().f32Max()), [0x92, 0x94, 0x97]);
+    assert.deepEqual(enc((c) => c.f32Ne().f32Gt().f32Le()), [0x5c, 0x5e, 0x5f]);
+    assert.deepEqual(enc((c) => c.i32Or()), [0x72]);
+    assert.deepEqual(enc((c) => c.memoryCopy()), [0xfc, 0x0a, 0x00, 0x00]);
+    assert.deepEqual(enc((c) => c.memoryFill()), [0xfc, 0x0b, 0x00]);
+    // SIMD: 0xfd prefix, opcode as u32 LEB128 (0xe4 = 228 → 0xe4 0x01)
+    assert.deepEqual(enc((c) => c.f32x4Splat()), [0xfd, 0x13]);
+    assert.deepEqual(enc((c) => c.f32x4ExtractLane(3)), [0xfd, 0x1f, 0x03]);
+    assert.deepEqual(enc((c) => c.f32x4Add()), [0xfd, 0xe4, 0x01]);
+    assert.deepEqual(enc((c) => c.f32x4Sub()), [0xfd, 0xe5, 0x01]);
+    assert.deepEqual(enc((c) => c.f32x4Mul()), [0xfd, 0xe6, 0x01]);
+    assert.deepEqual(enc((c) => c.f32x4Max()), [0xfd, 0xe9, 0x01]);
+    assert.deepEqual(enc((c) => c.f32x4Ne().f32x4Gt().f32x4Le()), [0xfd, 0x42, 0xfd, 0x44, 0xfd, 0x45]);
+    assert.deepEqual(enc((c) => c.v128Or()), [0xfd, 0x50]);
+  });
+
+  it('compute what they mean: f32x4 mul then add, max with NaN and −0, splat, lane extraction, scalar ops', () => {
+    const i32 = ValType.i32;
+    // v(a, b, o): o[0..3] = a·b + splat(a[0]); o[4..7] = max(a, b); o[8] = lane 2 of a + 1.5; o[9] = a[1] > b[1] | a[1] ≠ a[1]; o[10] = a[3] ≤ b[3]
+    const c = new Code();
+    c.localGet(2).localGet(0).v128Load().localGet(1).v128Load().f32x4Mul().localGet(0).f32Load().f32x4Splat().f32x4Add().v128Store();
+    c.localGet(2).localGet(0).v128Load().localGet(1).v128Load().f32x4Max().v128Store(16);
+    c.localGet(2).localGet(0).v128Load().f32x4ExtractLane(2).f32Const(1.5).f32Add().f32Store(32);
+    c.localGet(2).localGet(0).f32Load(4).localGet(1).f32Load(4).f32Gt().localGet(0).f32Load(4).localGet(0).f32Load(4).f32Ne().i32Or().i32Store(36);
+    c.localGet(2).localGet(0).f32Load(12).localGet(1).f32Load(12).f32Le().i32Store(40);
+    // o[11..14] = a (memory.copy); o[15] = 0x07070707 (memory.fill)
+    c.localGet(2).i32Const(44).i32Add().localGet(0).i32Const(16).memoryCopy();
+    c.localGet(2).i32Const(60).i32Add().i32Const(7).i32Const(4).memoryFill();
+    const bytes = emitModule([{ params: [i32, i32, i32], results: [], locals: [], body: c, exportName: 'v' }], { module: 'env', field: 'memory', minPages: 1 });
+    assert.ok(api.validate(bytes));
+    const memory = new api.Memory({ initial: 1 });
+    const v = new api.Instance(new api.Module(bytes), { env: { memory } }).exports['v'] as (a: number, b: number, o: number) => void;
+    const f = new Float32Array(memory.buffer);
+    const i = new Int32Array(memory.buffer);
+    for (const [a64, b64] of [[[1.5, NaN, -0, 3], [2, 1, 0, 3]], [[0.1, 2, 7, -1], [0.3, 1, -0, -1]]] as const) {
+      const a = Float32Array.from(a64);
+      const b = Float32Array.from(b64);
+      f.set(a, 0);
+      f.set(b, 4);
+      v(0, 16, 64);
+      for (let l = 0; l < 4; l++) {
+        const want = Math.fround(Math.fround(a[l]! * b[l]!) + a[0]!);
+        assert.ok(Object.is(f[16 + l], want), `mul-add lane ${l}: ${f[16 + l]} vs ${want}`);
+      }
+      for (let l = 0; l < 4; l++) {
+        // wasm max: NaN if either is NaN; max(−0, 0) = +0 whichever comes first
+        const want = Number.isNaN(a[l]!) || Number.isNaN(b[l]!) ? NaN : a[l] === 0 && b[l] === 0 ? (Object.is(a[l], -0) && Object.is(b[l], -0) ? -0 : 0) : Math.max(a[l]!, b[l]!);
+        assert.ok(Object.is(f[20 + l], want), `max lane ${l}: ${f[20 + l]} vs ${want}`);
+      }
+      assert.equal(f[24], Math.fround(a[2]! + 1.5));
+      assert.equal(i[25], a[1]! > b[1]! || Number.isNaN(a[1]!) ? 1 : 0);
+      assert.equal(i[26], a[3]! <= b[3]! ? 1 : 0);
+      for (let l = 0; l < 4; l++) assert.ok(Object.is(f[27 + l], a[l]), `memory.copy lane ${l}`);
+      assert.equal(i[31], 0x07070707);
+    }
+  });
+});

@@ -1,7 +1,8 @@
 /**
  * A small WebAssembly binary emitter: LEB128 integers, the sections of a module (type, import,
  * function, export, code) and a function-body builder with the opcodes the kernels of ./gemm.ts use
- * (control flow, locals, i32 arithmetic, memory, and the SIMD128 ops behind the 0xfd prefix).
+ * and the fp32 kernels of ../../backend/wasm use (control flow, locals, i32 arithmetic, f32 scalar
+ * ops, memory, and the SIMD128 ops behind the 0xfd prefix, among them the f32x4 arithmetic).
  * Encodings follow the WebAssembly core specification 2.0 (binary format, chapter 5) and the
  * fixed-width SIMD proposal as standardised in it; relaxed SIMD is deliberately absent.
  * @internal
@@ -137,9 +138,16 @@ export class Code {
   i32Mul(): this { return this.op(0x6c); }
   i32Shl(): this { return this.op(0x74); }
   i32And(): this { return this.op(0x71); }
+  i32Or(): this { return this.op(0x72); }
   i32ShrS(): this { return this.op(0x75); }
   i32DivU(): this { return this.op(0x6e); }
   i32WrapI64(): this { return this.op(0xa7); }
+
+  // bulk memory (prefix 0xfc; WebAssembly 2.0)
+  /** memory.copy(dst, src, n) on memory 0 (overlap-safe). */
+  memoryCopy(): this { return this.op(0xfc, ...uleb(10), 0x00, 0x00); }
+  /** memory.fill(dst, byte, n) on memory 0. */
+  memoryFill(): this { return this.op(0xfc, ...uleb(11), 0x00); }
 
   // i64
   i64Const(v: number): this {
@@ -155,6 +163,22 @@ export class Code {
   i64DivS(): this { return this.op(0x7f); }
   i64And(): this { return this.op(0x83); }
   i64ExtendI32S(): this { return this.op(0xac); }
+
+  // f32 (scalar)
+  f32Load(offset = 0): this { return this.op(0x2a, ...memarg(2, offset)); }
+  f32Store(offset = 0): this { return this.op(0x38, ...memarg(2, offset)); }
+  /** f32.const (little-endian IEEE 754 single bytes; `v` is rounded to float32). */
+  f32Const(v: number): this {
+    const bytes = new Uint8Array(new Float32Array([v]).buffer);
+    return this.op(0x43, ...bytes);
+  }
+  f32Add(): this { return this.op(0x92); }
+  f32Mul(): this { return this.op(0x94); }
+  /** f32.max: NaN when either operand is NaN; max(−0, +0) = +0. */
+  f32Max(): this { return this.op(0x97); }
+  f32Ne(): this { return this.op(0x5c); }
+  f32Gt(): this { return this.op(0x5e); }
+  f32Le(): this { return this.op(0x5f); }
 
   /** f64.const (little-endian IEEE 754 bytes). */
   f64Const(v: number): this {
@@ -181,10 +205,16 @@ export class Code {
   }
   i16x8Splat(): this { return this.simd(0x10); }
   i32x4Splat(): this { return this.simd(0x11); }
+  f32x4Splat(): this { return this.simd(0x13); }
   f64x2Splat(): this { return this.simd(0x14); }
+  f32x4ExtractLane(lane: number): this { return this.simd(0x1f, lane); }
+  f32x4Ne(): this { return this.simd(0x42); }
+  f32x4Gt(): this { return this.simd(0x44); }
+  f32x4Le(): this { return this.simd(0x45); }
   f64x2Lt(): this { return this.simd(0x49); }
   f64x2Gt(): this { return this.simd(0x4a); }
   v128And(): this { return this.simd(0x4e); }
+  v128Or(): this { return this.simd(0x50); }
   f64x2PromoteLowF32x4(): this { return this.simd(0x5f); }
   f64x2Floor(): this { return this.simd(0x75); }
   /** f64x2.nearest: round half to even. */
@@ -194,6 +224,11 @@ export class Code {
   v128Bitselect(): this { return this.simd(0x52); }
   i32x4MinS(): this { return this.simd(0xb6); }
   i32x4MaxS(): this { return this.simd(0xb8); }
+  f32x4Add(): this { return this.simd(0xe4); }
+  f32x4Sub(): this { return this.simd(0xe5); }
+  f32x4Mul(): this { return this.simd(0xe6); }
+  /** f32x4.max: NaN when either lane is NaN; max(−0, +0) = +0. */
+  f32x4Max(): this { return this.simd(0xe9); }
   f64x2Abs(): this { return this.simd(0xec); }
   f64x2Neg(): this { return this.simd(0xed); }
   f64x2Add(): this { return this.simd(0xf0); }

@@ -1,0 +1,52 @@
+/**
+ * The 'wasm' backend: fp32 kernels in WebAssembly SIMD128 for the ops that dominate conv-net and
+ * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling), generated
+ * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
+ * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
+ * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
+ * declines, runs on the reference backend. `loadWasm()` registers the kernels when the engine
+ * validates a SIMD128 module; choosing the default backend is done in ../index.ts.
+ */
+import type { Kernel, PrimitiveName } from '../primitives.ts';
+import { registerKernel } from '../registry.ts';
+import {
+  conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
+  maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
+} from './kernels.ts';
+import { wasmRuntime } from './runtime.ts';
+
+export { WASM_OPS } from './kernels.ts';
+export { wasmUnavailableReason } from './runtime.ts';
+
+const kernels = new Map<PrimitiveName, Kernel>();
+
+/** @internal The registered wasm kernel of `op` (tests call it directly to see that it does not decline). */
+export function wasmKernel(op: PrimitiveName): Kernel | undefined {
+  return kernels.get(op);
+}
+
+function register<P extends PrimitiveName>(op: P, kernel: Kernel<P>): void {
+  kernels.set(op, kernel as Kernel);
+  registerKernel('wasm', op, kernel);
+}
+
+/** Compiles the module and registers the kernels under 'wasm' (once); says why when it cannot. */
+export function loadWasm(): { ok: true } | { ok: false; reason: string } {
+  const rt = wasmRuntime();
+  if (typeof rt === 'string') return { ok: false, reason: rt };
+  if (kernels.size === 0) {
+    register('matmul', matmulKernel(rt));
+    register('conv2d', conv2dKernel(rt));
+    register('conv2dFused', conv2dFusedKernel(rt));
+    register('conv2dBackwardInput', conv2dBackwardInputKernel(rt));
+    register('conv2dBackwardWeight', conv2dBackwardWeightKernel(rt));
+    register('maxPool2d', maxPool2dKernel(rt));
+    register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
+    register('maxPool2dGather', maxPool2dGatherKernel(rt));
+    register('sum', sumKernel);
+    register('add', addKernel);
+    register('relu', reluKernel);
+    register('reluBackward', reluBackwardKernel);
+  }
+  return { ok: true };
+}

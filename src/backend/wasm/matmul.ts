@@ -1,0 +1,63 @@
+/**
+ * matmul on the wasm backend: operands packed into the GEMM's panels, one `gemm` call per batch
+ * entry (./module.ts). @internal
+ */
+import type { Kernel, RawTensor } from '../primitives.ts';
+import { broadcastShapes } from '../primitives.ts';
+import { broadcastStrides, offsetMap } from '../reference/util.ts';
+import { packPanels } from './pack.ts';
+import type { WasmRuntime } from './runtime.ts';
+import { allF32, f32 } from './util.ts';
+
+/** a [...batch, M, K] (or [..., K, M]), b [...batch, K, N] (or [..., N, K]) -> [...batch, M, N]; batch dims broadcast. */
+export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
+  return (inputs, { transA, transB }) => {
+    const [a, b] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs) || a.shape.length < 2 || b.shape.length < 2) return undefined;
+    const ra = a.shape.length;
+    const rb = b.shape.length;
+    const m = a.shape[ra - (transA ? 1 : 2)]!;
+    const k = a.shape[ra - (transA ? 2 : 1)]!;
+    const kb = b.shape[rb - (transB ? 1 : 2)]!;
+    const n = b.shape[rb - (transB ? 2 : 1)]!;
+    if (k !== kb) return undefined;
+    const aBatch = a.shape.slice(0, -2);
+    const bBatch = b.shape.slice(0, -2);
+    let batch: number[];
+    try {
+      batch = broadcastShapes(aBatch, bBatch);
+    } catch {
+      return undefined;
+    }
+    const y = f32([...batch, m, n]);
+    if (y.data.length === 0 || k === 0) return y;
+    const mb = Math.ceil(m / 4);
+    const nb = Math.ceil(n / 8);
+    const ldc = nb * 8;
+    const arena = rt.arena;
+    arena.reset();
+    const ap = arena.reserve(mb * 4 * k);
+    const bp = arena.reserve(nb * 8 * k);
+    const cp = arena.reserve(mb * 4 * ldc);
+    if (!arena.fits()) return undefined;
+    const mem = arena.view();
+    const aOffsets = offsetMap(batch, broadcastStrides(aBatch, batch).map((s) => s * m * k));
+    const bOffsets = offsetMap(batch, broadcastStrides(bBatch, batch).map((s) => s * k * n));
+    let aPacked = -1;
+    let bPacked = -1;
+    for (let i = 0; i < aOffsets.length; i++) {
+      const aOff = aOffsets[i]!;
+      const bOff = bOffsets[i]!;
+      // A(m, k) = a[m·K + k], or a[k·M + m] when transA; B(k, n) = b[k·N + n], or b[n·K + k] when transB.
+      if (aOff !== aPacked) packPanels(mem, ap, a.data, aOff, m, k, transA ? 1 : k, transA ? m : 1, 4);
+      if (bOff !== bPacked) packPanels(mem, bp, b.data, bOff, n, k, transB ? k : 1, transB ? 1 : n, 8);
+      aPacked = aOff;
+      bPacked = bOff;
+      rt.gemm(ap * 4, bp * 4, cp * 4, mb, nb, k, ldc * 4, 0);
+      const out = y.data;
+      const base = i * m * n;
+      for (let r = 0; r < m; r++) out.set(mem.subarray(cp + r * ldc, cp + r * ldc + n), base + r * n);
+    }
+    return y;
+  };
+}

@@ -1,0 +1,49 @@
+/**
+ * Helpers shared by the wasm backend's kernels: the float32 check, output allocation and the
+ * convolution geometry.
+ * @internal
+ */
+import type { Conv2dAttrs, RawTensor } from '../primitives.ts';
+import { sizeOf } from '../primitives.ts';
+
+export function allF32(inputs: readonly RawTensor[]): boolean {
+  return inputs.every((t) => t.dtype === 'float32' && t.data instanceof Float32Array);
+}
+
+export function outSize(n: number, k: number, stride: number, pad: number, dilation: number): number {
+  return Math.floor((n + 2 * pad - dilation * (k - 1) - 1) / stride) + 1;
+}
+
+/** Geometry of one convolution (NCHW / OIHW) and its GEMM sizes per image and group. */
+export interface ConvGeometry {
+  n: number; c: number; h: number; w: number;
+  o: number; kh: number; kw: number; oh: number; ow: number;
+  g: number; cg: number; og: number;
+  /** Taps per output: cg·kh·kw. */
+  kk: number;
+  /** Output pixels per image: oh·ow. */
+  p: number;
+  sh: number; sw: number; ph: number; pw: number; dh: number; dw: number;
+}
+
+/** The geometry of x (N,C,H,W) and w (O,C/g,KH,KW), or null when the kernel does not handle it. */
+export function convGeometry(x: readonly number[], w: readonly number[], a: Conv2dAttrs): ConvGeometry | null {
+  if (x.length !== 4 || w.length !== 4) return null;
+  const [n, c, h, wd] = x as [number, number, number, number];
+  const [o, cg, kh, kw] = w as [number, number, number, number];
+  const g = a.groups;
+  if (!Number.isInteger(g) || g < 1 || c % g !== 0 || o % g !== 0 || cg !== c / g) return null;
+  if ([a.stride[0], a.stride[1], a.dilation[0], a.dilation[1]].some((v) => !Number.isInteger(v) || v < 1)) return null;
+  if (a.padding[0] < 0 || a.padding[1] < 0) return null;
+  const oh = outSize(h, kh, a.stride[0], a.padding[0], a.dilation[0]);
+  const ow = outSize(wd, kw, a.stride[1], a.padding[1], a.dilation[1]);
+  if (oh < 1 || ow < 1 || n < 1 || o < 1 || cg < 1 || kh < 1 || kw < 1) return null;
+  return {
+    n, c, h, w: wd, o, kh, kw, oh, ow, g, cg, og: o / g, kk: cg * kh * kw, p: oh * ow,
+    sh: a.stride[0], sw: a.stride[1], ph: a.padding[0], pw: a.padding[1], dh: a.dilation[0], dw: a.dilation[1],
+  };
+}
+
+export function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
+  return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
+}
