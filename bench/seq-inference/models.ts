@@ -153,7 +153,7 @@ export function compareLogits(a: ArrayLike<number>, b: ArrayLike<number>, width:
     for (let j = 0; j < width; j++) {
       const i = r * width + j;
       const d = Math.abs(a[i]! - b[i]!);
-      if (!(d <= maxAbsDiff)) maxAbsDiff = d; // NaN propagates
+      if (d > maxAbsDiff || Number.isNaN(d)) maxAbsDiff = d; // a NaN stays
       maxAbsRef = Math.max(maxAbsRef, Math.abs(b[i]!));
       if (a[i]! > a[r * width + ia]!) ia = j;
       if (b[i]! > b[r * width + ib]!) ib = j;
