@@ -29,8 +29,9 @@ export interface TorchSeqSpec {
   readonly eps?: number;
 }
 
-/** Wall and process-CPU milliseconds per forward call of one timed repeat. */
+/** One timed repeat: forward calls made, wall and process-CPU milliseconds per call. */
 export interface TorchSeqRepeat {
+  readonly calls: number;
   readonly ms: number;
   readonly cpuMs: number;
 }
@@ -68,11 +69,11 @@ export class TorchSeqPeer {
     return { data, shape };
   }
 
-  /** Times `calls` forward calls of model `id`. */
-  async repeat(id: string, calls: number): Promise<TorchSeqRepeat> {
-    const a = await this.peer.request({ op: 'repeat', id, calls });
-    if (typeof a.ms !== 'number' || typeof a.cpu_ms !== 'number') throw new Error(`PyTorch peer: malformed answer ${JSON.stringify(a)}`);
-    return { ms: a.ms, cpuMs: a.cpu_ms };
+  /** Runs forward calls of model `id` for `seconds` (at least one call) and times them. */
+  async repeat(id: string, seconds: number): Promise<TorchSeqRepeat> {
+    const a = await this.peer.request({ op: 'repeat', id, seconds });
+    if (typeof a.ms !== 'number' || typeof a.cpu_ms !== 'number' || !Number.isInteger(a.calls) || (a.calls as number) < 1) throw new Error(`PyTorch peer: malformed answer ${JSON.stringify(a)}`);
+    return { calls: a.calls as number, ms: a.ms, cpuMs: a.cpu_ms };
   }
 
   close(): Promise<void> {

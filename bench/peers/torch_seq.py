@@ -26,9 +26,9 @@ One JSON object per line in each direction. On start it prints {"ready": true, "
       untimed forwards; answers {"ok": true}
   {"op": "logits", "id": ..., "out": "<path>"}
       writes the logits of the ids as raw little-endian float32; answers {"ok": true, "shape": [...]}
-  {"op": "repeat", "id": ..., "calls": n}
-      times n forwards under torch.inference_mode(); answers {"ok": true, "ms": wall ms per call,
-      "cpu_ms": process CPU ms per call}
+  {"op": "repeat", "id": ..., "seconds": s}
+      runs forwards under torch.inference_mode() until s seconds have passed (at least one);
+      answers {"ok": true, "calls": n, "ms": wall ms per call, "cpu_ms": process CPU ms per call}
 
 Errors answer {"error": "<message>"}. End of input ends the process.
 Threads: torch.set_num_threads(--threads); run with OPENBLAS_NUM_THREADS=1.
@@ -225,16 +225,18 @@ def main():
                 emit({"ok": True, "shape": list(y.shape)})
             elif op == "repeat":
                 forward = runners[req["id"]]
-                calls = int(req["calls"])
-                if calls < 1:
-                    raise ValueError("calls must be >= 1")
+                seconds = float(req["seconds"])
+                if not seconds >= 0:
+                    raise ValueError("seconds must be >= 0")
+                calls = 0
                 c0 = time.process_time()
                 t0 = time.perf_counter()
-                for _ in range(calls):
+                while calls == 0 or time.perf_counter() - t0 < seconds:
                     forward()
+                    calls += 1
                 wall = time.perf_counter() - t0
                 cpu = time.process_time() - c0
-                emit({"ok": True, "ms": wall / calls * 1000, "cpu_ms": cpu / calls * 1000})
+                emit({"ok": True, "calls": calls, "ms": wall / calls * 1000, "cpu_ms": cpu / calls * 1000})
             else:
                 raise ValueError(f"unknown op {op!r}")
         except Exception as exc:  # noqa: BLE001 - report, keep serving

