@@ -37,12 +37,12 @@ export interface TorchSeqRepeat {
 }
 
 export class TorchSeqPeer {
-  /** torch.__version__, BLAS library, thread count and quantized engine, from the ready line. */
-  readonly info: { torch: string; blas: string; threads: number; engine: string };
+  /** torch.__version__, BLAS library, thread count, the quantized engine in use and those available, from the ready line. */
+  readonly info: { torch: string; blas: string; threads: number; engine: string; engines: string[] };
 
   private constructor(private readonly peer: JsonLinePeer) {
     const r = peer.ready;
-    this.info = { torch: String(r.torch), blas: String(r.blas), threads: Number(r.threads), engine: String(r.engine) };
+    this.info = { torch: String(r.torch), blas: String(r.blas), threads: Number(r.threads), engine: String(r.engine), engines: Array.isArray(r.engines) ? r.engines.map(String) : [] };
   }
 
   /** Starts the peer; a missing python or torch, a crash or a timeout comes back as a string. */

