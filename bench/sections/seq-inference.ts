@@ -374,7 +374,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     for (const ms of byGroup.values()) measurements.push(...ms.sort((a, b) => rank(a.id) - rank(b.id)));
 
     // Items per process-CPU second beside the wall-clock figures: steadier under load for lowbit and
-    // onnxruntime (in this process), inflated for PyTorch by its OpenMP threads spinning at barriers.
+    // onnxruntime (in this process); PyTorch's CPU time per call rises with the load as well.
     const cpuLine = [...byGroup.entries()].map(([group, ms]) => {
       const name = group.split(' ')[0]!;
       const parts = ms.filter((m) => m.median !== null).map((m) => `${m.impl.replace(/ \(.*\)$/, '').replace(/ \d+\.\d+\.\d+\S*/, '')} ${Math.round(Number(m.details?.itemsPerCpuSecond ?? 0)).toLocaleString('en-US')}`);
@@ -389,7 +389,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       `Same model, checked once per run: every peer's logits of the timed batch against the lowbit model it stands for (an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped), and the integer models against their fake-quant and float forwards (informative: different arithmetic).`,
       ...agreementNotes(agreements),
       `Timing: ${rounds.length} interleaved rounds (order reversed every other round); in each, every contender runs one repeat: forward calls until ${target} s have passed (at least one call). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the figures are medians over **all** rounds on a busy machine: other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median) of the cores during the repeats` : 'an unknown share of the cores'}. PyTorch's OpenMP threads suffer more from such load than lowbit (see the rnn section), so the PyTorch ratios flatter lowbit there.`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
-      `Per CPU second of the process that ran it (user + system, all threads; the medians of the same rounds), words (LSTM, GRU) or tokens (Transformer): ${cpuLine.join('; ')}. Steadier under load for lowbit and onnxruntime (in this process); PyTorch's threads spin at OpenMP barriers while the other core is taken, which inflates its CPU time under load.`,
+      `Per CPU second of the process that ran it (user + system, all threads; the medians of the same rounds), words (LSTM, GRU) or tokens (Transformer): ${cpuLine.join('; ')}. Steadier under load for lowbit and onnxruntime (in this process); PyTorch's CPU time per call rises with the load too (most likely its OpenMP threads spinning at barriers while the other core is taken).`,
       `Threads: lowbit native backend ${threads} threads; PyTorch ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1, ${ctx.machine.torchBlas || 'BLAS unknown'}; onnxruntime-node ${ortVersion || ctx.machine.ort} intraOpNumThreads ${threads}, graph optimization 'all'. Setup (data, training steps, conversions, exports, peer start) took ${setupSeconds.toFixed(1)} s.`,
     );
     return {
