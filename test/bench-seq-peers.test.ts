@@ -55,7 +55,7 @@ async function assertSameLogits(t: { skip(message: string): void }, key: string,
   const q = compareLogits((await peer.logits(`${key}-int8`, join(dir, `${key}-int8.f32`))).data, reference, SHAPES.vocab);
   assert.ok(q.maxAbsDiff > 0 && q.maxAbsDiff < 0.1 * q.maxAbsRef, `${key} int8: max |Δ| ${q.maxAbsDiff} (max |logit| ${q.maxAbsRef})`);
   const timed = await peer.repeat(key, 0.02);
-  assert.ok(timed.calls >= 1 && timed.ms > 0 && timed.cpuMs >= 0 && timed.calls * timed.ms >= 20, JSON.stringify(timed));
+  assert.ok(timed.calls >= 1 && timed.ms > 0 && timed.cpuMs >= 0 && timed.calls * timed.ms >= 19.9, JSON.stringify(timed));
 }
 
 for (const cell of ['lstm', 'gru'] as const) {
