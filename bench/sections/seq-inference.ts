@@ -323,7 +323,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
 
     // ---------------------------------------------------------------- interleaved rounds
     // Load from other processes slows PyTorch's OpenMP threads far more than lowbit or onnxruntime
-    // (one other busy core made PyTorch's LSTM LM 17x slower and lowbit's 2x here), so, as in the
+    // (one other busy core made PyTorch's fp32 LSTM LM 37x slower and lowbit's 1.6-1.9x here), so, as in the
     // rnn section, a round starts once the machine is quiet, waiting as long as the time budget
     // allows while keeping time for the minimum number of rounds.
     const minRounds = ctx.repeats;
@@ -398,7 +398,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       notes.push(`**PyTorch runs on ${peer.info.blas}**, not OpenBLAS: Debian's python3-torch installed without its recommended packages takes the reference BLAS (libblas3), several times slower for every Linear and LSTM/GRU matmul; install libopenblas0-pthread for a fair peer.`);
     }
     if (!useQuiet) {
-      notes.push(`**Busy machine: the figures below favour lowbit.** Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the table's figures are medians over all rounds, during which other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median)` : 'an unknown share'} of the cores. Such load slows PyTorch's OpenMP threads by an order of magnitude and onnxruntime's thread pool more than lowbit (on this machine, 2026-11-23, with one other busy core against a quiet round: PyTorch's LSTM LM 17× slower, onnxruntime's 3.8×, lowbit's 1.8–1.9×), so the ratios against PyTorch, and less so against onnxruntime, are the load's, not a speed verdict (quiet-round figures: docs/lm.md).`);
+      notes.push(`**Busy machine: the figures below favour lowbit.** Only ${quietCount} of ${rounds.length} rounds were quiet (other processes < ${QUIET * 100} % of the cores during every repeat), so the table's figures are medians over all rounds, during which other processes used ${allLoads.length ? `${(median(allLoads) * 100).toFixed(0)} % (median)` : 'an unknown share'} of the cores. Such load slows PyTorch's OpenMP threads by an order of magnitude and onnxruntime's thread pool more than lowbit (on this machine, 2026-11-23, with one other busy core against a quiet round: PyTorch's LSTM LM 37× slower in fp32 and 200× in dynamic int8, onnxruntime's 2.4–3.4×, lowbit's 1.6–1.9×), so the ratios against PyTorch, and less so against onnxruntime, are the load's, not a speed verdict (quiet-round figures: docs/lm.md).`);
     }
     if (!useQuiet && quietCount > 0) {
       // Too few quiet rounds for the figures, but they are the only ones without other processes.
