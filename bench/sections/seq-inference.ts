@@ -317,8 +317,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
 
     // ---------------------------------------------------------------- warm-up (untimed)
     const target = ctx.quick ? 0.1 : 0.15;
+    /** Seconds per round, estimated from the warm-up calls (a repeat lasts at least one call), with slack for load. */
+    let roundSeconds = 0;
     await withBackend('native', async () => {
-      for (const c of contenders) await c.repeat(0.05);
+      for (const c of contenders) roundSeconds += 1.5 * Math.max(target, (await c.repeat(0.05)).ms / 1000);
     });
 
     // ---------------------------------------------------------------- interleaved rounds
@@ -329,13 +331,11 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const minRounds = ctx.repeats;
     const wantQuiet = 2 * ctx.repeats - 1;
     const maxRounds = 3 * ctx.repeats;
-    const budget = ctx.quick ? 40 : 80;
+    const budget = ctx.quick ? 35 : 75;
     const deadline = setup0 + budget;
     const rounds: Repeat[][] = [];
     const quiet: boolean[] = [];
     let waited = 0;
-    /** Seconds per round: an estimate until the first round has run. */
-    let roundSeconds = contenders.length * target * 1.5;
     await withBackend('native', async () => {
       while (rounds.length < maxRounds && quiet.filter(Boolean).length < wantQuiet) {
         const owed = Math.max(0, minRounds - rounds.length);
@@ -355,11 +355,12 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
           await tick();
           round[i] = await timedRepeat(contenders[i]!, target);
         }
-        roundSeconds = now() - r0;
+        roundSeconds = Math.max(roundSeconds, now() - r0);
+        const waitedBefore = r0 - w0;
         rounds.push(round);
         quiet.push(round.every((r) => r.background === null || r.background < QUIET));
         const loads = round.map((r) => r.background).filter((v): v is number => v !== null);
-        ctx.log(`round ${rounds.length}: ${quiet.at(-1) ? 'quiet' : 'busy'} (others used ${loads.length ? `${(median(loads) * 100).toFixed(0)} % median, ${(Math.max(...loads) * 100).toFixed(0)} % max` : '?'} of the cores; waited ${(now() - w0 - roundSeconds).toFixed(1)} s before it)`);
+        ctx.log(`round ${rounds.length}: ${quiet.at(-1) ? 'quiet' : 'busy'} (others used ${loads.length ? `${(median(loads) * 100).toFixed(0)} % median, ${(Math.max(...loads) * 100).toFixed(0)} % max` : '?'} of the cores; waited ${waitedBefore.toFixed(1)} s before it)`);
       }
     });
     const quietCount = quiet.filter(Boolean).length;
