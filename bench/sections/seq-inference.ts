@@ -20,13 +20,15 @@
  * windows, no fine-tune). Once per run every peer's logits are compared with the lowbit model it
  * stands for (max |Δ| and argmax agreement in the notes); an fp32 peer that disagrees is skipped.
  *
- * Timing: after warm-up, rounds; each round times one repeat (~targetSeconds of calls) of every
- * contender of every workload, in an order that reverses from round to round. PyTorch is one
- * long-lived python process (bench/peers/torch_seq.py), idle while the others run. Around every
- * repeat the machine's busy time (/proc/stat) minus the contender's own CPU time gives the load of
- * other processes (the scheme of the `rnn` section). A round is quiet when every repeat in it saw
- * < 10 % of the cores busy elsewhere; the figures are the medians over the quiet rounds when there
- * are at least 3, else over all rounds, and the notes say which.
+ * Timing: after warm-up, rounds; each round times one repeat (forward calls for 0.15 s, at least
+ * one) of every contender of every workload, in an order that reverses from round to round, after
+ * waiting for a quiet machine as long as the ~75 s budget allows. PyTorch is one long-lived python
+ * process (bench/peers/torch_seq.py), idle while the others run. Around every repeat the machine's
+ * busy time (/proc/stat) minus the contender's own CPU time gives the load of other processes (the
+ * scheme of the `rnn` section). A round is quiet when every repeat in it saw < 10 % of the cores
+ * busy elsewhere; the figures are the medians over the quiet rounds when there are at least 3, else
+ * over all rounds, and then the first note says that they favour lowbit (PyTorch, and onnxruntime
+ * less so, slow down far more under load) and gives the quiet rounds' figures, if any.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
