@@ -6,10 +6,11 @@ import { intInference } from './int-inference.ts';
 import { intKernels } from './int-kernels.ts';
 import { qatEpoch } from './qat-epoch.ts';
 import { rnn } from './rnn.ts';
+import { seqInference } from './seq-inference.ts';
 import { renderSgemm, sgemm } from './sgemm.ts';
 import { trainThroughput } from './train-throughput.ts';
 
-export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime, qatEpoch, intKernels, intInference, rnn];
+export const SECTIONS: readonly Section[] = [sgemm, trainThroughput, inference, epochTime, qatEpoch, intKernels, intInference, rnn, seqInference];
 
 /** Sections whose table is not the generic measurement table. */
 export const RENDERERS: Readonly<Record<string, (r: SectionResult) => string[]>> = {
