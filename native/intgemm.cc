@@ -80,6 +80,18 @@ inline int64_t kBlockK4(int64_t k4n) {
 
 inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Element (m, n) of a sign output stage from its accumulator (the scalar form of the fused kernels).
+inline void signStoreOne(const SignOutput& s, int64_t m, int64_t n, int64_t acc) {
+  const bool on = acc >= s.lower[n] && acc <= s.upper[n];
+  if (s.bits) {
+    uint64_t& word = static_cast<uint64_t*>(s.out)[m * s.ldo + n / 64];
+    const uint64_t bit = uint64_t{1} << (n % 64);
+    word = on ? word | bit : word & ~bit;
+  } else {
+    static_cast<int8_t*>(s.out)[m * s.ldo + n] = on ? 1 : -1;
+  }
+}
+
 // Activations as u8 rows of Kp bytes (int8 gets +128 via xor 0x80), zero padded.
 void packActivations(int64_t M, int64_t K, int64_t Kp, const uint8_t* a, bool aSigned, uint8_t* out) {
   const uint8_t flip = aSigned ? 0x80 : 0;
@@ -105,10 +117,12 @@ void packActivations(int64_t M, int64_t K, int64_t Kp, const uint8_t* a, bool aS
 #define LB_P(X, i) X(i, 0) X(i, 1) X(i, 2) X(i, 3)
 #define LB_ALL(X) LB_P(X, 0) LB_P(X, 1) LB_P(X, 2) LB_P(X, 3) LB_P(X, 4) LB_P(X, 5) LB_P(X, 6) LB_P(X, 7)
 #define LB_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-template <int MR, int NP>
+// Signed: the sign output stage of the rows (SignOutput, `sign` with lower / upper / out at this
+// tile's first column and row) instead of storing the accumulators to C.
+template <int MR, int NP, bool Signed>
 LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* B, int64_t panelStride, int64_t k4n,
                                    int32_t* C, int64_t ldc, int64_t ncols, bool first, const int32_t* rowSums,
-                                   int32_t negZero) {
+                                   int32_t negZero, const SignOutput* sign) {
   static_assert(MR >= 1 && MR <= 8 && NP >= 1 && NP <= 4, "micro-kernel shape");
   __mmask16 mask[4];
   for (int p = 0; p < 4; p++) {
@@ -147,10 +161,38 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
 #undef LB_ROW
 #undef LB_DP
   }
+  if constexpr (Signed) {
+    // per row, 16 channels per panel: on = lower <= acc <= upper (channels past ncols off)
+    __m512i lo[4], hi[4];
+    for (int p = 0; p < NP; p++) {
+      lo[p] = _mm512_maskz_loadu_epi32(mask[p], sign->lower + 16 * p);
+      hi[p] = _mm512_maskz_loadu_epi32(mask[p], sign->upper + 16 * p);
+    }
+#define LB_ON(i, p) \
+  if constexpr (MR > i && NP > p) on##i[p] = _mm512_mask_cmple_epi32_mask(_mm512_mask_cmpge_epi32_mask(mask[p], c##i##p, lo[p]), c##i##p, hi[p]);
+#define LB_SIGNROW(i)                                                                                                 \
+  if constexpr (MR > i) {                                                                                             \
+    __mmask16 on##i[4] = {0, 0, 0, 0};                                                                                \
+    LB_P(LB_ON, i)                                                                                                    \
+    if (sign->bits) {                                                                                                 \
+      const uint64_t word = uint64_t{on##i[0]} | uint64_t{on##i[1]} << 16 | uint64_t{on##i[2]} << 32 | uint64_t{on##i[3]} << 48; \
+      static_cast<uint64_t*>(sign->out)[(i) * sign->ldo] = word;                                                      \
+    } else {                                                                                                          \
+      int8_t* row = static_cast<int8_t*>(sign->out) + (i) * sign->ldo;                                               \
+      for (int p = 0; p < NP; p++) {                                                                                  \
+        _mm_mask_storeu_epi8(row + 16 * p, mask[p], _mm_mask_blend_epi8(on##i[p], _mm_set1_epi8(-1), _mm_set1_epi8(1))); \
+      }                                                                                                               \
+    }                                                                                                                 \
+  }
+    LB_ROWS(LB_SIGNROW)
+#undef LB_SIGNROW
+#undef LB_ON
+  } else {
 #define LB_STORE(i, p) \
   if constexpr (MR > i && NP > p) _mm512_mask_storeu_epi32(C + (i) * ldc + 16 * (p), mask[p], c##i##p);
-  LB_ALL(LB_STORE)
+    LB_ALL(LB_STORE)
 #undef LB_STORE
+  }
 }
 #undef LB_ROWS
 #undef LB_ALL
@@ -158,28 +200,43 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
 #undef LB_DPBUSD
 
 using VnniFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t, int64_t, bool,
-                        const int32_t*, int32_t);
+                        const int32_t*, int32_t, const SignOutput*);
 
-template <int MR>
+template <int MR, bool Signed>
 VnniFn vnniFor(int np) {
   switch (np) {
-    case 1: return kernelVnni<MR, 1>;
-    case 2: return kernelVnni<MR, 2>;
-    case 3: return kernelVnni<MR, 3>;
-    default: return kernelVnni<MR, 4>;
+    case 1: return kernelVnni<MR, 1, Signed>;
+    case 2: return kernelVnni<MR, 2, Signed>;
+    case 3: return kernelVnni<MR, 3, Signed>;
+    default: return kernelVnni<MR, 4, Signed>;
   }
 }
 
-VnniFn vnniKernel(int mr, int np) {
+template <bool Signed>
+VnniFn vnniKernelOf(int mr, int np) {
   switch (mr) {
-    case 1: return vnniFor<1>(np);
-    case 2: return vnniFor<2>(np);
-    case 3: return vnniFor<3>(np);
-    case 4: return vnniFor<4>(np);
-    case 5: return vnniFor<5>(np);
-    case 6: return vnniFor<6>(np);
-    case 7: return vnniFor<7>(np);
-    default: return vnniFor<8>(np);
+    case 1: return vnniFor<1, Signed>(np);
+    case 2: return vnniFor<2, Signed>(np);
+    case 3: return vnniFor<3, Signed>(np);
+    case 4: return vnniFor<4, Signed>(np);
+    case 5: return vnniFor<5, Signed>(np);
+    case 6: return vnniFor<6, Signed>(np);
+    case 7: return vnniFor<7, Signed>(np);
+    default: return vnniFor<8, Signed>(np);
+  }
+}
+
+VnniFn vnniKernel(int mr, int np, bool sign = false) { return sign ? vnniKernelOf<true>(mr, np) : vnniKernelOf<false>(mr, np); }
+
+// Row tiles of a serial GEMM over M rows: ceil(M / kMR) tiles of near-equal height (M = 32: 5, 5,
+// 6, 5, 5, 6 rather than five of 6 and one of 2, whose 4 weight loads per 8 vpdpbusd make it
+// bound by L2 bandwidth); f(m0, rows).
+template <class F>
+inline void forRowTiles(int64_t M, F&& f) {
+  const int64_t tiles = (M + kMR - 1) / kMR;
+  for (int64_t t = 0; t < tiles; t++) {
+    const int64_t m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
+    f(m0, static_cast<int>(m1 - m0));
   }
 }
 
@@ -338,7 +395,7 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
           for (int64_t m = m0; m < m1; m += kMR) {
             const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
             vnniKernel(mr, np)(A + m * Kp + k0 * 4, Kp, B + k0 * kKRow, kPanel * 4, kn, c + m * N + n0, N, ncols, first,
-                               rowSums + n0, negZero);
+                               rowSums + n0, negZero, nullptr);
           }
         } else if (path == IntPath::Avx2) {
           for (int64_t m = m0; m < m1; m += 2) {
@@ -378,11 +435,10 @@ void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t l
       const bool first = k0 == 0;
       if (path == IntPath::Avx512) {
         const int np = static_cast<int>(ceilDiv(ncols, kPanel));
-        for (int64_t m = 0; m < M; m += kMR) {
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, M - m));
+        forRowTiles(M, [&](int64_t m, int mr) {
           vnniKernel(mr, np)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kPanel * 4, kn, c + m * ldc + n0, ldc, ncols, first,
-                             rowSums + n0, negZero);
-        }
+                             rowSums + n0, negZero, nullptr);
+        });
       } else if (path == IntPath::Avx2) {
         for (int64_t m = 0; m < M; m += 2) {
           if (m + 1 < M) {
@@ -394,6 +450,47 @@ void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t l
       } else {
         kernelScalar(M, A + k0 * 4, lda, B + k0 * kKRow, kn, c + n0, ldc, ncols, first, rowSums + n0, negZero);
       }
+    }
+  }
+}
+
+bool int8SignFusable() { return int8Path() == IntPath::Avx512; }
+
+void gemmInt8SignSerial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
+                        const int32_t* rowSums, int32_t negZero, const SignOutput& sign) {
+  if (M <= 0 || N <= 0 || int8Path() != IntPath::Avx512) return;
+  const int64_t k4n = ceilDiv(K, 4);
+  if (K <= 0) {  // every accumulator is 0
+    for (int64_t m = 0; m < M; m++) {
+      if (sign.bits) std::memset(static_cast<uint64_t*>(sign.out) + m * sign.ldo, 0, static_cast<size_t>(ceilDiv(N, 64)) * 8);
+      for (int64_t n = 0; n < N; n++) signStoreOne(sign, m, n, 0);
+    }
+    return;
+  }
+  const int64_t kc4 = kBlockK4(k4n);
+  const int64_t blockStride = k4n * kKRow;
+  // with several K blocks the partial sums of one 64-column block wait in `part` (M x 64)
+  thread_local std::vector<int32_t> partBuf;
+  int32_t* part = nullptr;
+  if (kc4 < k4n) {
+    if (partBuf.size() < static_cast<size_t>(M * kBlock)) partBuf.resize(static_cast<size_t>(M * kBlock));
+    part = partBuf.data();
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += kBlock) {
+    const int64_t ncols = std::min(kBlock, N - n0);
+    const int np = static_cast<int>(ceilDiv(ncols, kPanel));
+    const int8_t* B = packed + (n0 / kBlock) * blockStride;
+    for (int64_t k0 = 0; k0 < k4n; k0 += kc4) {
+      const int64_t kn = std::min(kc4, k4n - k0);
+      const bool first = k0 == 0, last = k0 + kn >= k4n;
+      forRowTiles(M, [&](int64_t m, int mr) {
+        const SignOutput at{sign.lower + n0, sign.upper + n0,
+                            sign.bits ? static_cast<void*>(static_cast<uint64_t*>(sign.out) + m * sign.ldo + n0 / 64)
+                                      : static_cast<void*>(static_cast<int8_t*>(sign.out) + m * sign.ldo + n0),
+                            sign.ldo, sign.bits};
+        vnniKernel(mr, np, last)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kPanel * 4, kn, part ? part + m * kBlock : nullptr, kBlock,
+                                 ncols, first, rowSums + n0, negZero, &at);
+      });
     }
   }
 }
@@ -410,11 +507,18 @@ inline uint64_t load64(const uint64_t* p) {
 constexpr int kBinMR = 6, kBinNP = 3;  // 6 rows x 24 columns (3 panels of 8 weight rows)
 
 // wt: panels of 8 weight rows, word-major: wt[(p * words + k) * 8 + r] = w[(8p + r) * words + k].
-template <int MR, int NP>
+// Signed: the sign output stage (SignOutput; `sign` with lower / upper at this tile's first column,
+// out at its first row and column: bits as bytes, since a tile starts on a multiple of 8 columns)
+// instead of storing the accumulators to C.
+template <int MR, int NP, bool Signed>
 LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const uint64_t* wt, int64_t K, int32_t* C,
-                                        int64_t ldc, int64_t ncols) {
+                                        int64_t ldc, int64_t ncols, const SignOutput* sign) {
+  // (every loop over i and p unrolled, so that GCC keeps acc in registers rather than in a stack
+  // array copied in before and out after the word loop)
   __m512i acc[MR][NP];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
     for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_si512();
   for (int64_t k = 0; k < words; k++) {
     __m512i b[NP];
@@ -425,37 +529,76 @@ LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const 
     }
   }
   const __m512i kv = _mm512_set1_epi64(K);
+  // (the output fields in locals: stores through `out` could otherwise alias *sign and reload it)
+  void* const out = Signed ? sign->out : nullptr;
+  const int64_t ldo = Signed ? sign->ldo : 0;
+  const bool bits = Signed && sign->bits;
+#pragma GCC unroll 4
   for (int p = 0; p < NP; p++) {
     const int64_t valid = std::min<int64_t>(8, std::max<int64_t>(0, ncols - 8 * p));
     const __mmask8 mask = static_cast<__mmask8>((1u << valid) - 1u);
-    for (int i = 0; i < MR; i++) {
-      const __m512i r = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[i][p], 1));
-      _mm512_mask_cvtepi64_storeu_epi32(C + i * ldc + 8 * p, mask, r);
+    if constexpr (Signed) {
+      if (valid == 0) continue;
+      // lower <= K - 2 pc <= upper  <=>  lo = ceil((K - upper) / 2) <= pc <= floor((K - lower) / 2) = hi
+      // (int64 lanes, exact)  <=>  pc - lo <= hi - lo as unsigned when lo <= hi; when lo > hi no
+      // pc qualifies, and lo = K + 1 (> every pc, so pc - lo wraps to a huge unsigned) with the
+      // range 0 says so
+      const __m512i lower = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, sign->lower + 8 * p));
+      const __m512i upper = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, sign->upper + 8 * p));
+      __m512i lo = _mm512_srai_epi64(_mm512_add_epi64(_mm512_sub_epi64(kv, upper), _mm512_set1_epi64(1)), 1);
+      const __m512i hi = _mm512_srai_epi64(_mm512_sub_epi64(kv, lower), 1);
+      const __mmask8 empty = _mm512_cmpgt_epi64_mask(lo, hi);
+      const __m512i range = _mm512_maskz_sub_epi64(static_cast<__mmask8>(~empty), hi, lo);
+      lo = _mm512_mask_blend_epi64(empty, lo, _mm512_add_epi64(kv, _mm512_set1_epi64(1)));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; i++) {
+        const __mmask8 on = _mm512_mask_cmple_epu64_mask(mask, _mm512_sub_epi64(acc[i][p], lo), range);
+        if (bits) {
+          static_cast<uint8_t*>(out)[i * ldo * 8 + p] = static_cast<uint8_t>(on);
+        } else {
+          const __m128i v = _mm_mask_blend_epi8(on, _mm_set1_epi8(-1), _mm_set1_epi8(1));
+          int8_t* dst = static_cast<int8_t*>(out) + i * ldo + 8 * p;
+          if (valid == 8) {
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), v);
+          } else {
+            _mm_mask_storeu_epi8(dst, mask, v);
+          }
+        }
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; i++) {
+        const __m512i r = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[i][p], 1));
+        _mm512_mask_cvtepi64_storeu_epi32(C + i * ldc + 8 * p, mask, r);
+      }
     }
   }
 }
 
-using PopFn = void (*)(const uint64_t*, int64_t, const uint64_t*, int64_t, int32_t*, int64_t, int64_t);
+using PopFn = void (*)(const uint64_t*, int64_t, const uint64_t*, int64_t, int32_t*, int64_t, int64_t, const SignOutput*);
 
-template <int MR>
+template <int MR, bool Signed>
 PopFn popFor(int np) {
   switch (np) {
-    case 1: return kernelPopcnt<MR, 1>;
-    case 2: return kernelPopcnt<MR, 2>;
-    default: return kernelPopcnt<MR, 3>;
+    case 1: return kernelPopcnt<MR, 1, Signed>;
+    case 2: return kernelPopcnt<MR, 2, Signed>;
+    default: return kernelPopcnt<MR, 3, Signed>;
   }
 }
 
-PopFn popKernel(int mr, int np) {
+template <bool Signed>
+PopFn popKernelOf(int mr, int np) {
   switch (mr) {
-    case 1: return popFor<1>(np);
-    case 2: return popFor<2>(np);
-    case 3: return popFor<3>(np);
-    case 4: return popFor<4>(np);
-    case 5: return popFor<5>(np);
-    default: return popFor<6>(np);
+    case 1: return popFor<1, Signed>(np);
+    case 2: return popFor<2, Signed>(np);
+    case 3: return popFor<3, Signed>(np);
+    case 4: return popFor<4, Signed>(np);
+    case 5: return popFor<5, Signed>(np);
+    default: return popFor<6, Signed>(np);
   }
 }
+
+PopFn popKernel(int mr, int np, bool sign = false) { return sign ? popKernelOf<true>(mr, np) : popKernelOf<false>(mr, np); }
 
 // AVX2: nibble-table popcount (pshufb) of 4 words at a time, bytes summed with vpsadbw.
 LOWBIT_TARGET_AVX2I int64_t popXorAvx2(const uint64_t* a, const uint64_t* w, int64_t words) {
@@ -491,14 +634,23 @@ namespace {
 // Cache blocking over words: a 24-row weight block of kWc words is 24 * kWc * 8 bytes.
 constexpr int64_t kWc = 128;  // 24 KB of weights per block, 6 rows of 1 KB activations
 
-// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 24) of the AVX-512 binary GEMM, panels `wt`.
+// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 24) of the AVX-512 binary GEMM, panels `wt`,
+// into c or (sign not null) through the sign output stage `sign` (whole-matrix pointers).
 void popBlock(const uint64_t* a, int64_t words, const uint64_t* wt, int64_t K, int32_t* c, int64_t ldc, int64_t m0,
-              int64_t m1, int64_t n0, int64_t ncols) {
+              int64_t m1, int64_t n0, int64_t ncols, const SignOutput* sign = nullptr) {
   const int np = static_cast<int>(ceilDiv(ncols, 8));
   if (words <= kWc) {
     for (int64_t m = m0; m < m1; m += kBinMR) {
       const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
-      popKernel(mr, np)(a + m * words, words, wt + (n0 / 8) * words * 8, K, c + m * ldc + n0, ldc, ncols);
+      if (sign) {
+        const SignOutput at{sign->lower + n0, sign->upper + n0,
+                            sign->bits ? static_cast<void*>(static_cast<uint8_t*>(sign->out) + m * sign->ldo * 8 + n0 / 8)
+                                       : static_cast<void*>(static_cast<int8_t*>(sign->out) + m * sign->ldo + n0),
+                            sign->ldo, sign->bits};
+        popKernel(mr, np, true)(a + m * words, words, wt + (n0 / 8) * words * 8, K, nullptr, 0, ncols, &at);
+      } else {
+        popKernel(mr, np)(a + m * words, words, wt + (n0 / 8) * words * 8, K, c + m * ldc + n0, ldc, ncols, nullptr);
+      }
     }
     return;
   }
@@ -519,14 +671,21 @@ void popBlock(const uint64_t* a, int64_t words, const uint64_t* wt, int64_t K, i
       for (int p = 0; p < np; p++) {
         std::memcpy(wblk + p * wn * 8, wt + ((n0 / 8 + p) * words + k0) * 8, static_cast<size_t>(wn) * 64);
       }
-      popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols);
+      popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols, nullptr);
       for (int i = 0; i < mr; i++)
         for (int64_t j = 0; j < ncols; j++) sum[i * kBinNP * 8 + j] += part[i * kBinNP * 8 + j];
     }
     // sum = sum_b (64 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
     const int32_t fix = static_cast<int32_t>(K - 64 * words);
-    for (int i = 0; i < mr; i++)
-      for (int64_t j = 0; j < ncols; j++) c[(m + i) * ldc + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
+    for (int i = 0; i < mr; i++) {
+      for (int64_t j = 0; j < ncols; j++) {
+        if (sign) {
+          signStoreOne(*sign, m + i, n0 + j, sum[i * kBinNP * 8 + j] + fix);
+        } else {
+          c[(m + i) * ldc + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
+        }
+      }
+    }
   }
 }
 
@@ -562,6 +721,18 @@ void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const 
   }
   const int64_t nb = kBinNP * 8;
   for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, c, ldc, 0, M, n0, std::min(nb, N - n0));
+}
+
+void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* panels, const SignOutput& sign) {
+  if (M <= 0 || N <= 0 || binaryPath() != IntPath::Avx512) return;
+  const int64_t words = ceilDiv(K, 64);
+  if (sign.bits) {
+    // the kernel writes the bytes of the columns' 8-column panels; the rest of each row is padding
+    const int64_t used = ceilDiv(N, 8), rowBytes = ceilDiv(N, 64) * 8;
+    for (int64_t m = 0; m < M; m++) std::memset(static_cast<uint8_t*>(sign.out) + m * sign.ldo * 8 + used, 0, static_cast<size_t>(rowBytes - used));
+  }
+  const int64_t nb = kBinNP * 8;
+  for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, nullptr, 0, 0, M, n0, std::min(nb, N - n0), &sign);
 }
 
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c) {
