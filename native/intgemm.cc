@@ -504,15 +504,36 @@ inline uint64_t load64(const uint64_t* p) {
   return v;
 }
 
-constexpr int kBinMR = 6, kBinNP = 3;  // 6 rows x 24 columns (3 panels of 8 weight rows)
+constexpr int kBinMR = 6, kBinNP = 3;  // 6 rows x 48 columns (3 panels of 16 weight rows)
+constexpr int64_t kBinPanel = 16;       // weight rows per panel: one zmm of 32-bit words
 
-// wt: panels of 8 weight rows, word-major: wt[(p * words + k) * 8 + r] = w[(8p + r) * words + k].
-// Signed: the sign output stage (SignOutput; `sign` with lower / upper at this tile's first column,
-// out at its first row and column: bits as bytes, since a tile starts on a multiple of 8 columns)
-// instead of storing the accumulators to C.
+inline uint32_t load32(const uint32_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// The sign stage of the popcount kernel in popcount terms (from SignOutput, per column n):
+// lower <= K - 2 pc <= upper  <=>  lo <= pc <= hi with lo = ceil((K - upper) / 2), hi = floor((K -
+// lower) / 2), clipped to pc's range [0, K]  <=>  (uint32) (pc - lo) <= range = hi - lo; an empty
+// interval gets lo = K + 1 (pc - lo wraps to >= 2^31) and range 0.
+struct PopSign {
+  const int32_t* lo;
+  const int32_t* range;
+  void* out;    // at the tile's first row and column: bits as bytes (a tile starts on a multiple of 16 columns)
+  int64_t ldo;  // row stride: 64-bit words (bits) or bytes (int8)
+  bool bits;
+};
+
+// A (rows of w32 32-bit words; w32 = 2 ceil(K / 64): the 64-bit rows read as 32-bit words);
+// wt: panels of 16 weight rows, 32-bit-word-major: wt[(p * w32 + k) * 16 + r] = word k of row 16p + r.
+// Per step one 32-bit activation word (broadcast) meets 16 weight rows of each panel in the
+// 32-bit lanes (vpopcntd), so each accumulator holds 16 columns and the output stage handles
+// 16 columns per vector. Signed: the sign stage (PopSign, `sign` at this tile) instead of
+// storing K - 2 pc to C.
 template <int MR, int NP, bool Signed>
-LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const uint64_t* wt, int64_t K, int32_t* C,
-                                        int64_t ldc, int64_t ncols, const SignOutput* sign) {
+LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint32_t* A, int64_t w32, const uint32_t* wt, int64_t K, int32_t* C,
+                                        int64_t ldc, int64_t ncols, const PopSign* sign) {
   // (every loop over i and p unrolled, so that GCC keeps acc in registers rather than in a stack
   // array copied in before and out after the word loop)
   __m512i acc[MR][NP];
@@ -520,46 +541,46 @@ LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const 
   for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
     for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < words; k++) {
+  for (int64_t k = 0; k < w32; k++) {
     __m512i b[NP];
-    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wt + (p * words + k) * 8);
+    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wt + (p * w32 + k) * kBinPanel);
     for (int i = 0; i < MR; i++) {
-      const __m512i av = _mm512_set1_epi64(static_cast<long long>(load64(A + i * words + k)));
-      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_add_epi64(acc[i][p], _mm512_popcnt_epi64(_mm512_xor_si512(av, b[p])));
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(load32(A + i * w32 + k)));
+      // (one asm statement per xor-popcount-add: GCC otherwise hoists every xor ahead of the
+      // popcounts, runs out of registers and keeps accumulators on the stack)
+      for (int p = 0; p < NP; p++) {
+        __m512i t;
+        __asm__("vpxord %[b], %[a], %[t]\n\tvpopcntd %[t], %[t]\n\tvpaddd %[t], %[c], %[c]"
+                : [c] "+v"(acc[i][p]), [t] "=&v"(t)
+                : [a] "v"(av), [b] "v"(b[p]));
+      }
     }
   }
-  const __m512i kv = _mm512_set1_epi64(K);
   // (the output fields in locals: stores through `out` could otherwise alias *sign and reload it)
   void* const out = Signed ? sign->out : nullptr;
   const int64_t ldo = Signed ? sign->ldo : 0;
   const bool bits = Signed && sign->bits;
+  const __m512i kv = _mm512_set1_epi32(static_cast<int>(K));
 #pragma GCC unroll 4
   for (int p = 0; p < NP; p++) {
-    const int64_t valid = std::min<int64_t>(8, std::max<int64_t>(0, ncols - 8 * p));
-    const __mmask8 mask = static_cast<__mmask8>((1u << valid) - 1u);
+    const int64_t valid = std::min<int64_t>(kBinPanel, std::max<int64_t>(0, ncols - kBinPanel * p));
+    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
     if constexpr (Signed) {
-      if (valid == 0) continue;
-      // lower <= K - 2 pc <= upper  <=>  lo = ceil((K - upper) / 2) <= pc <= floor((K - lower) / 2) = hi
-      // (int64 lanes, exact)  <=>  pc - lo <= hi - lo as unsigned when lo <= hi; when lo > hi no
-      // pc qualifies, and lo = K + 1 (> every pc, so pc - lo wraps to a huge unsigned) with the
-      // range 0 says so
-      const __m512i lower = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, sign->lower + 8 * p));
-      const __m512i upper = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, sign->upper + 8 * p));
-      __m512i lo = _mm512_srai_epi64(_mm512_add_epi64(_mm512_sub_epi64(kv, upper), _mm512_set1_epi64(1)), 1);
-      const __m512i hi = _mm512_srai_epi64(_mm512_sub_epi64(kv, lower), 1);
-      const __mmask8 empty = _mm512_cmpgt_epi64_mask(lo, hi);
-      const __m512i range = _mm512_maskz_sub_epi64(static_cast<__mmask8>(~empty), hi, lo);
-      lo = _mm512_mask_blend_epi64(empty, lo, _mm512_add_epi64(kv, _mm512_set1_epi64(1)));
+      // (a panel past ncols has mask 0: its loads, compares and stores do nothing)
+      const __m512i lo = _mm512_maskz_loadu_epi32(mask, sign->lo + kBinPanel * p);
+      const __m512i range = _mm512_maskz_loadu_epi32(mask, sign->range + kBinPanel * p);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; i++) {
-        const __mmask8 on = _mm512_mask_cmple_epu64_mask(mask, _mm512_sub_epi64(acc[i][p], lo), range);
+        const __mmask16 on = _mm512_mask_cmple_epu32_mask(mask, _mm512_sub_epi32(acc[i][p], lo), range);
         if (bits) {
-          static_cast<uint8_t*>(out)[i * ldo * 8 + p] = static_cast<uint8_t>(on);
+          // columns 16p .. 16p + 15 are bytes 2p, 2p + 1 of the tile's row (in the row: see gemmBinarySignSerial)
+          const uint16_t word = static_cast<uint16_t>(on);
+          if (valid > 0) std::memcpy(static_cast<uint8_t*>(out) + i * ldo * 8 + 2 * p, &word, 2);
         } else {
           const __m128i v = _mm_mask_blend_epi8(on, _mm_set1_epi8(-1), _mm_set1_epi8(1));
-          int8_t* dst = static_cast<int8_t*>(out) + i * ldo + 8 * p;
-          if (valid == 8) {
-            _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), v);
+          int8_t* dst = static_cast<int8_t*>(out) + i * ldo + kBinPanel * p;
+          if (valid == kBinPanel) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), v);
           } else {
             _mm_mask_storeu_epi8(dst, mask, v);
           }
@@ -568,14 +589,13 @@ LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const 
     } else {
 #pragma GCC unroll 8
       for (int i = 0; i < MR; i++) {
-        const __m512i r = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[i][p], 1));
-        _mm512_mask_cvtepi64_storeu_epi32(C + i * ldc + 8 * p, mask, r);
+        _mm512_mask_storeu_epi32(C + i * ldc + kBinPanel * p, mask, _mm512_sub_epi32(kv, _mm512_slli_epi32(acc[i][p], 1)));
       }
     }
   }
 }
 
-using PopFn = void (*)(const uint64_t*, int64_t, const uint64_t*, int64_t, int32_t*, int64_t, int64_t, const SignOutput*);
+using PopFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, int32_t*, int64_t, int64_t, const PopSign*);
 
 template <int MR, bool Signed>
 PopFn popFor(int np) {
@@ -631,58 +651,60 @@ __attribute__((target("popcnt"))) int64_t popXorScalar(const uint64_t* a, const 
 
 namespace {
 
-// Cache blocking over words: a 24-row weight block of kWc words is 24 * kWc * 8 bytes.
-constexpr int64_t kWc = 128;  // 24 KB of weights per block, 6 rows of 1 KB activations
+// Cache blocking over words: a tile's 48 weight rows of kWc 32-bit words take 48 * kWc * 4 bytes.
+constexpr int64_t kWc = 256;  // 48 KB of weights per block (K <= 8192 bits: one block), 6 rows of 1 KB activations
 
-// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 24) of the AVX-512 binary GEMM, panels `wt`,
-// into c or (sign not null) through the sign output stage `sign` (whole-matrix pointers).
+// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 48) of the AVX-512 binary GEMM, panels `wt`
+// (words = ceil(K / 64) 64-bit words per row), into c or (sign not null) through the sign stage
+// `sign` with its SignOutput `whole` (whole-matrix pointers; lo / range per column).
 void popBlock(const uint64_t* a, int64_t words, const uint64_t* wt, int64_t K, int32_t* c, int64_t ldc, int64_t m0,
-              int64_t m1, int64_t n0, int64_t ncols, const SignOutput* sign = nullptr) {
-  const int np = static_cast<int>(ceilDiv(ncols, 8));
-  if (words <= kWc) {
+              int64_t m1, int64_t n0, int64_t ncols, const PopSign* sign = nullptr, const SignOutput* whole = nullptr) {
+  const int np = static_cast<int>(ceilDiv(ncols, kBinPanel));
+  const int64_t w32 = 2 * words;
+  const uint32_t* a32 = reinterpret_cast<const uint32_t*>(a);
+  const uint32_t* wt32 = reinterpret_cast<const uint32_t*>(wt);
+  if (w32 <= kWc) {
     for (int64_t m = m0; m < m1; m += kBinMR) {
       const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
       if (sign) {
-        const SignOutput at{sign->lower + n0, sign->upper + n0,
-                            sign->bits ? static_cast<void*>(static_cast<uint8_t*>(sign->out) + m * sign->ldo * 8 + n0 / 8)
-                                       : static_cast<void*>(static_cast<int8_t*>(sign->out) + m * sign->ldo + n0),
-                            sign->ldo, sign->bits};
-        popKernel(mr, np, true)(a + m * words, words, wt + (n0 / 8) * words * 8, K, nullptr, 0, ncols, &at);
+        const PopSign at{sign->lo + n0, sign->range + n0,
+                         sign->bits ? static_cast<void*>(static_cast<uint8_t*>(sign->out) + m * sign->ldo * 8 + n0 / 8)
+                                    : static_cast<void*>(static_cast<int8_t*>(sign->out) + m * sign->ldo + n0),
+                         sign->ldo, sign->bits};
+        popKernel(mr, np, true)(a32 + m * w32, w32, wt32 + (n0 / kBinPanel) * w32 * kBinPanel, K, nullptr, 0, ncols, &at);
       } else {
-        popKernel(mr, np)(a + m * words, words, wt + (n0 / 8) * words * 8, K, c + m * ldc + n0, ldc, ncols, nullptr);
+        popKernel(mr, np)(a32 + m * w32, w32, wt32 + (n0 / kBinPanel) * w32 * kBinPanel, K, c + m * ldc + n0, ldc, ncols, nullptr);
       }
     }
     return;
   }
   // Words in blocks: partial results K_b - 2 pc_b summed over blocks give K - 2 pc exactly
   // when K_b of the blocks add to K (we pass the block's bit count, the last one takes the rest).
+  // The kernel reads its rows contiguously, so each block of A and of the panels is copied.
+  thread_local std::vector<uint32_t> ablk(kBinMR * kWc), wblk(kBinNP * kWc * kBinPanel);
+  constexpr int64_t ld = kBinNP * kBinPanel;
   for (int64_t m = m0; m < m1; m += kBinMR) {
     const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
-    int32_t part[kBinMR * kBinNP * 8];
-    int32_t sum[kBinMR * kBinNP * 8] = {0};
-    for (int64_t k0 = 0; k0 < words; k0 += kWc) {
-      const int64_t wn = std::min(kWc, words - k0);
-      // A sub-matrix view: the kernel reads A + i * words + k, so pass the row stride through a
-      // copy of the block (6 x wn words) to keep the kernel's layout contiguous.
-      uint64_t ablk[kBinMR * kWc];
-      for (int i = 0; i < mr; i++) std::memcpy(ablk + i * wn, a + (m + i) * words + k0, static_cast<size_t>(wn) * 8);
-      // weights block: panels are word-major with stride `words`, so copy the block too.
-      uint64_t wblk[kBinNP * kWc * 8];
+    int32_t part[kBinMR * ld];
+    int32_t sum[kBinMR * ld] = {0};
+    for (int64_t k0 = 0; k0 < w32; k0 += kWc) {
+      const int64_t wn = std::min(kWc, w32 - k0);
+      for (int i = 0; i < mr; i++) std::memcpy(ablk.data() + i * wn, a32 + (m + i) * w32 + k0, static_cast<size_t>(wn) * 4);
       for (int p = 0; p < np; p++) {
-        std::memcpy(wblk + p * wn * 8, wt + ((n0 / 8 + p) * words + k0) * 8, static_cast<size_t>(wn) * 64);
+        std::memcpy(wblk.data() + p * wn * kBinPanel, wt32 + ((n0 / kBinPanel + p) * w32 + k0) * kBinPanel, static_cast<size_t>(wn) * kBinPanel * 4);
       }
-      popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols, nullptr);
+      popKernel(mr, np)(ablk.data(), wn, wblk.data(), wn * 32, part, ld, ncols, nullptr);
       for (int i = 0; i < mr; i++)
-        for (int64_t j = 0; j < ncols; j++) sum[i * kBinNP * 8 + j] += part[i * kBinNP * 8 + j];
+        for (int64_t j = 0; j < ncols; j++) sum[i * ld + j] += part[i * ld + j];
     }
-    // sum = sum_b (64 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
+    // sum = sum_b (32 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
     const int32_t fix = static_cast<int32_t>(K - 64 * words);
     for (int i = 0; i < mr; i++) {
       for (int64_t j = 0; j < ncols; j++) {
-        if (sign) {
-          signStoreOne(*sign, m + i, n0 + j, sum[i * kBinNP * 8 + j] + fix);
+        if (whole) {
+          signStoreOne(*whole, m + i, n0 + j, sum[i * ld + j] + fix);
         } else {
-          c[(m + i) * ldc + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
+          c[(m + i) * ldc + n0 + j] = sum[i * ld + j] + fix;
         }
       }
     }
@@ -691,14 +713,19 @@ void popBlock(const uint64_t* a, int64_t words, const uint64_t* wt, int64_t K, i
 
 }  // namespace
 
-int64_t binaryPanelWords(int64_t N, int64_t K) { return ceilDiv(N, 8) * ceilDiv(K, 64) * 8; }
+int64_t binaryPanelWords(int64_t N, int64_t K) { return ceilDiv(N, kBinPanel) * kBinPanel * ceilDiv(K, 64); }
 
 void packBinaryPanels(const uint64_t* w, int64_t N, int64_t K, uint64_t* wt) {
-  const int64_t words = ceilDiv(K, 64);
+  const int64_t words = ceilDiv(K, 64), w32 = 2 * words;
   std::memset(wt, 0, static_cast<size_t>(binaryPanelWords(N, K)) * 8);
+  uint32_t* wt32 = reinterpret_cast<uint32_t*>(wt);
   for (int64_t n = 0; n < N; n++) {
-    const int64_t p = n / 8, r = n % 8;
-    for (int64_t k = 0; k < words; k++) wt[(p * words + k) * 8 + r] = load64(w + n * words + k);
+    const int64_t p = n / kBinPanel, r = n % kBinPanel;
+    for (int64_t k = 0; k < words; k++) {
+      const uint64_t v = load64(w + n * words + k);
+      wt32[(p * w32 + 2 * k) * kBinPanel + r] = static_cast<uint32_t>(v);
+      wt32[(p * w32 + 2 * k + 1) * kBinPanel + r] = static_cast<uint32_t>(v >> 32);
+    }
   }
 }
 
@@ -719,7 +746,7 @@ void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const 
     }
     return;
   }
-  const int64_t nb = kBinNP * 8;
+  const int64_t nb = kBinNP * kBinPanel;
   for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, c, ldc, 0, M, n0, std::min(nb, N - n0));
 }
 
@@ -727,12 +754,24 @@ void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, co
   if (M <= 0 || N <= 0 || binaryPath() != IntPath::Avx512) return;
   const int64_t words = ceilDiv(K, 64);
   if (sign.bits) {
-    // the kernel writes the bytes of the columns' 8-column panels; the rest of each row is padding
-    const int64_t used = ceilDiv(N, 8), rowBytes = ceilDiv(N, 64) * 8;
+    // the kernel writes 2 bytes per 16-column panel (the last one's bits past N zero); the rest of
+    // each row is padding (a panel starts on a multiple of 16 bits, so its 2 bytes end at most at
+    // 64 ceil(N / 64) bits: inside the row)
+    const int64_t used = ceilDiv(N, kBinPanel) * 2, rowBytes = ceilDiv(N, 64) * 8;
     for (int64_t m = 0; m < M; m++) std::memset(static_cast<uint8_t*>(sign.out) + m * sign.ldo * 8 + used, 0, static_cast<size_t>(rowBytes - used));
   }
-  const int64_t nb = kBinNP * 8;
-  for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, nullptr, 0, 0, M, n0, std::min(nb, N - n0), &sign);
+  // the thresholds in popcount terms (PopSign), for N + 16 columns (the kernel reads whole panels under a mask)
+  thread_local std::vector<int32_t> lo, range;
+  if (lo.size() < static_cast<size_t>(N + kBinPanel)) lo.resize(static_cast<size_t>(N + kBinPanel)), range.resize(static_cast<size_t>(N + kBinPanel));
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t l = std::max<int64_t>(0, (K - static_cast<int64_t>(sign.upper[n]) + 1) >> 1);  // ceil(x / 2) = floor((x + 1) / 2)
+    const int64_t h = std::min<int64_t>(K, (K - static_cast<int64_t>(sign.lower[n])) >> 1);
+    lo[static_cast<size_t>(n)] = static_cast<int32_t>(l <= h ? l : K + 1);
+    range[static_cast<size_t>(n)] = static_cast<int32_t>(l <= h ? h - l : 0);
+  }
+  const PopSign pop{lo.data(), range.data(), sign.out, sign.ldo, sign.bits};
+  const int64_t nb = kBinNP * kBinPanel;
+  for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, nullptr, 0, 0, M, n0, std::min(nb, N - n0), &pop, &sign);
 }
 
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c) {
@@ -748,7 +787,7 @@ void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64
   }
   std::vector<uint64_t> wt(static_cast<size_t>(binaryPanelWords(N, K)));
   packBinaryPanels(w, N, K, wt.data());
-  const int64_t nb = kBinNP * 8, nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
+  const int64_t nb = kBinNP * kBinPanel, nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
   parallelFor(nBlocks * mBlocks, work, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
       const int64_t jb = t / mBlocks, ib = t % mBlocks;

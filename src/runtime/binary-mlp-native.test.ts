@@ -55,6 +55,11 @@ function buildMlp(spec: MlpSpec, x: Float32Array, n: number, rng: Rng, offset: (
   spec.hidden.forEach((h, li) => {
     const O = h.width;
     const w = Int8Array.from({ length: O * K }, () => (h.format === 'binary' ? (rng.uniform() < 0.5 ? -1 : 1) : Math.floor(rng.uniform() * 255) - 127));
+    if (h.format === 'binary') {
+      // the constant channels (c % 7 = 6) of a ±1 layer see, on sample c % n, their own weights
+      // (c even: acc = K, no bit differs) or the opposite (c odd: acc = -K, every bit differs)
+      for (let c = 6; c < O; c += 7) for (let k = 0; k < K; k++) w[c * K + k] = (c % 2 ? -1 : 1) * values[c % n]![k]!;
+    }
     // accumulators by a direct loop, then thresholds: channel c ties on sample c % n
     const acc = values.map((v) => Array.from({ length: O }, (_, c) => {
       let sum = 0;
