@@ -750,8 +750,17 @@ void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const 
   for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, c, ldc, 0, M, n0, std::min(nb, N - n0));
 }
 
+void binarySignThresholds(int64_t N, int64_t K, const int32_t* lower, const int32_t* upper, int32_t* lo, int32_t* range) {
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t l = std::max<int64_t>(0, (K - static_cast<int64_t>(upper[n]) + 1) >> 1);  // ceil(x / 2) = floor((x + 1) / 2)
+    const int64_t h = std::min<int64_t>(K, (K - static_cast<int64_t>(lower[n])) >> 1);
+    lo[n] = static_cast<int32_t>(l <= h ? l : K + 1);
+    range[n] = static_cast<int32_t>(l <= h ? h - l : 0);
+  }
+}
+
 void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* panels, const SignOutput& sign) {
-  if (M <= 0 || N <= 0 || binaryPath() != IntPath::Avx512) return;
+  if (M <= 0 || N <= 0 || binaryPath() != IntPath::Avx512 || !sign.popLo || !sign.popRange) return;
   const int64_t words = ceilDiv(K, 64);
   if (sign.bits) {
     // the kernel writes 2 bytes per 16-column panel (the last one's bits past N zero); the rest of
@@ -760,16 +769,7 @@ void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, co
     const int64_t used = ceilDiv(N, kBinPanel) * 2, rowBytes = ceilDiv(N, 64) * 8;
     for (int64_t m = 0; m < M; m++) std::memset(static_cast<uint8_t*>(sign.out) + m * sign.ldo * 8 + used, 0, static_cast<size_t>(rowBytes - used));
   }
-  // the thresholds in popcount terms (PopSign), for N + 16 columns (the kernel reads whole panels under a mask)
-  thread_local std::vector<int32_t> lo, range;
-  if (lo.size() < static_cast<size_t>(N + kBinPanel)) lo.resize(static_cast<size_t>(N + kBinPanel)), range.resize(static_cast<size_t>(N + kBinPanel));
-  for (int64_t n = 0; n < N; n++) {
-    const int64_t l = std::max<int64_t>(0, (K - static_cast<int64_t>(sign.upper[n]) + 1) >> 1);  // ceil(x / 2) = floor((x + 1) / 2)
-    const int64_t h = std::min<int64_t>(K, (K - static_cast<int64_t>(sign.lower[n])) >> 1);
-    lo[static_cast<size_t>(n)] = static_cast<int32_t>(l <= h ? l : K + 1);
-    range[static_cast<size_t>(n)] = static_cast<int32_t>(l <= h ? h - l : 0);
-  }
-  const PopSign pop{lo.data(), range.data(), sign.out, sign.ldo, sign.bits};
+  const PopSign pop{sign.popLo, sign.popRange, sign.out, sign.ldo, sign.bits};
   const int64_t nb = kBinNP * kBinPanel;
   for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, nullptr, 0, 0, M, n0, std::min(nb, N - n0), &pop, &sign);
 }

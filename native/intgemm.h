@@ -46,6 +46,10 @@ struct SignOutput {
   void* out;
   int64_t ldo;  // row stride: 64-bit words (bits) or bytes (int8)
   bool bits;
+  // gemmBinarySignSerial: the thresholds in popcount terms (binarySignThresholds for this K,
+  // prepared once with the plan: deriving them costs ~7 % of a 32 x 1024 x 1024 call)
+  const int32_t* popLo = nullptr;
+  const int32_t* popRange = nullptr;
 };
 
 // gemmInt8Serial with the sign stage fused into its micro-kernel: the AVX-512 VNNI path only
@@ -63,8 +67,12 @@ void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const 
                       int32_t* c, int64_t ldc);
 bool binaryUsesPanels();
 // gemmBinarySerial with the sign stage fused into the popcount kernel (the AVX-512 VPOPCNTDQ path
-// only, binaryUsesPanels; otherwise the call does nothing); panels from packBinaryPanels.
+// only, binaryUsesPanels, and with sign.popLo / popRange set; otherwise the call does nothing);
+// panels from packBinaryPanels.
 void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* panels, const SignOutput& sign);
+// The sign interval of each of N columns in popcount terms for K-bit rows: lower <= K - 2 pc <= upper
+// <=> (uint32) (pc - lo[n]) <= range[n] (see intgemm.cc PopSign); lo and range hold N values.
+void binarySignThresholds(int64_t N, int64_t K, const int32_t* lower, const int32_t* upper, int32_t* lo, int32_t* range);
 
 // c (M, N) = K - 2 popcount(a_m ^ w_n); a (M, words), w (N, words), words = ceil(K / 64).
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c);

@@ -966,7 +966,8 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
 __attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
   const int64_t K = op.K, O = op.OC;
   if (op.in == IType::Bits && op.fusedSign) {
-    const SignOutput sign{op.lower.data(), op.upper.data(), out, op.out == IType::Bits ? ceilDiv(O, 64) : O, op.out == IType::Bits};
+    const SignOutput sign{op.lower.data(), op.upper.data(), out, op.out == IType::Bits ? ceilDiv(O, 64) : O, op.out == IType::Bits,
+                          op.popLo.data(), op.popRange.data()};
     gemmBinarySignSerial(n, O, K, reinterpret_cast<const uint64_t*>(x), op.wpanels.data(), sign);
     return;
   }
@@ -1258,6 +1259,11 @@ void intPlanFuse(IntPlan* plan) {
   for (IntOp& op : ops) {
     if (op.kind != IOpKind::Linear || op.outMode != IOutMode::Sign || (op.out != IType::Bits && op.out != IType::S8)) continue;
     op.fusedSign = op.in == IType::Bits ? binaryUsesPanels() : !op.amx && int8SignFusable();
+    if (op.fusedSign && op.in == IType::Bits) {
+      op.popLo.resize(static_cast<size_t>(op.OC));
+      op.popRange.resize(static_cast<size_t>(op.OC));
+      binarySignThresholds(op.OC, op.K, op.lower.data(), op.upper.data(), op.popLo.data(), op.popRange.data());
+    }
   }
   for (size_t i = 0; i + 1 < ops.size(); i++) {
     IntOp& conv = ops[i];

@@ -113,8 +113,10 @@ struct IntOp {
   std::vector<uint8_t> rqLowZero;  // bml = 0 (OC + 16 flags)
   // sign: bit = lower[c] <= acc <= upper[c]
   std::vector<int32_t> lower, upper;
-  // linear: the sign stage runs inside the GEMM's micro-kernel (intgemm.h SignOutput; set by intPlanFuse)
+  // linear: the sign stage runs inside the GEMM's micro-kernel (intgemm.h SignOutput; set by
+  // intPlanFuse), with a bits input on the thresholds in popcount terms (binarySignThresholds)
   bool fusedSign = false;
+  std::vector<int32_t> popLo, popRange;
   // dequantize
   std::vector<float> S, B;
   // average pooling
