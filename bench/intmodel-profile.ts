@@ -1,9 +1,12 @@
 /**
- * Per-op profile of the native IntModel executor on LeNet-5 (W8A8 and with conv1 / conv2 pruned),
- * and whole-model timings of the same models, paired and interleaved.
+ * Per-op profile of the native IntModel executor on LeNet-5 (W8A8 and with conv1 / conv2 pruned)
+ * or on the binary MLP 784-1024-1024-10 of the int-inference section (`--model bnn-mlp`, real MNIST
+ * test images as input, bench/binary-mlp.ts), and whole-model timings of the same models, paired
+ * and interleaved.
  *
- *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/intmodel-profile.ts [--batches 64,256]
- *       [--reps 20] [--rounds 40] [--keep 1:1,0.5:0.5,0.25:0.25] [--ckpt path.safetensors] [--base other.node]
+ *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/intmodel-profile.ts [--model lenet5|bnn-mlp]
+ *       [--batches 64,256] [--reps 20] [--rounds 40] [--keep 1:1,0.5:0.5,0.25:0.25] [--ckpt path.safetensors]
+ *       [--base other.node]
  *
  * Per op: thread CPU time (clock_gettime(CLOCK_THREAD_CPUTIME_ID) around each op, `intPlanProfile`)
  * of the batch run serially on one thread in the chunks of a 1- and a 2-thread run, minimum over
@@ -34,6 +37,8 @@ const REPS = Number(flagOr('reps', '20'));
 const ROUNDS = Number(flagOr('rounds', '40'));
 const KEEPS = flagOr('keep', '1:1,0.5:0.5,0.25:0.25').split(',').map((k) => k.split(':').map(Number) as [number, number]);
 const BASE = flagOr('base', '');
+const MODEL = flagOr('model', 'lenet5');
+if (MODEL !== 'lenet5' && MODEL !== 'bnn-mlp') throw new Error(`--model must be lenet5 or bnn-mlp, not '${MODEL}'`);
 const CKPT = flagOr('ckpt', '/work/main/runs/qat/ckpt/lenet5-mnist_fp32.safetensors');
 
 const addon = nativeIntAddon();
@@ -41,8 +46,15 @@ if (!addon?.intPlanProfile) throw new Error('the native addon has no intPlanProf
 
 const rng = new Rng(7);
 const N = Math.max(...BATCHES);
-const input = new Float32Array(N * 784);
+let input = new Float32Array(N * 784);
 for (let i = 0; i < input.length; i++) input[i] = rng.normal() * 0.8;
+if (MODEL === 'bnn-mlp') {
+  // real images: the input quantizer's work depends on the pixel values
+  const { batchPool } = await import('./workloads.ts');
+  const pool = batchPool(N, 2, 'test');
+  input = Float32Array.from(pool.batches[0]!.x.data as Float32Array);
+  console.log(`input: ${pool.source}`);
+}
 const sample = new Tensor(input.slice(0, 64 * 784), [64, 1, 28, 28]);
 
 function perChannel(channels: number, keep: number): number[] | undefined {
@@ -71,7 +83,12 @@ if (BASE) {
   base.setThreads(Number(process.env.LOWBIT_THREADS));
   addons.push({ label: 'base', addon: base });
 }
-const models = KEEPS.map(([a, b]) => ({ label: `conv1 ${a} conv2 ${b}`, im: build(a, b) }));
+async function binaryMlp() {
+  const { batchPool } = await import('./workloads.ts');
+  const { binaryMlpIntModel } = await import('./binary-mlp.ts');
+  return [{ label: 'binary MLP 784-1024-1024-10', im: binaryMlpIntModel(batchPool(N, 2, 'test').batches[1]!.x) }];
+}
+const models = MODEL === 'bnn-mlp' ? await binaryMlp() : KEEPS.map(([a, b]) => ({ label: `conv1 ${a} conv2 ${b}`, im: build(a, b) }));
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 interface Entry { label: string; run: (x: Float32Array, n: number, out: Float32Array) => void; outputSize: number }
 const entries: Entry[] = [];

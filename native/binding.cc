@@ -1470,6 +1470,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
               : op.amx                    ? " amx"
                                           : std::string(" ") + lowbit::int8PathName();
       if (op.poolKh > 0) name += "+maxpool";
+      if (op.fusedSign) name += op.out == lowbit::IType::Bits ? "+sign bits" : "+sign";
       if (op.second) name += "+2nd output";
       if (op.outMode == lowbit::IOutMode::Requantize) name += op.intRequant ? " (int64 requantize)" : " (double requantize)";
     }

@@ -80,6 +80,18 @@ inline int64_t kBlockK4(int64_t k4n) {
 
 inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Element (m, n) of a sign output stage from its accumulator (the scalar form of the fused kernels).
+inline void signStoreOne(const SignOutput& s, int64_t m, int64_t n, int64_t acc) {
+  const bool on = acc >= s.lower[n] && acc <= s.upper[n];
+  if (s.bits) {
+    uint64_t& word = static_cast<uint64_t*>(s.out)[m * s.ldo + n / 64];
+    const uint64_t bit = uint64_t{1} << (n % 64);
+    word = on ? word | bit : word & ~bit;
+  } else {
+    static_cast<int8_t*>(s.out)[m * s.ldo + n] = on ? 1 : -1;
+  }
+}
+
 // Activations as u8 rows of Kp bytes (int8 gets +128 via xor 0x80), zero padded.
 void packActivations(int64_t M, int64_t K, int64_t Kp, const uint8_t* a, bool aSigned, uint8_t* out) {
   const uint8_t flip = aSigned ? 0x80 : 0;
@@ -105,10 +117,12 @@ void packActivations(int64_t M, int64_t K, int64_t Kp, const uint8_t* a, bool aS
 #define LB_P(X, i) X(i, 0) X(i, 1) X(i, 2) X(i, 3)
 #define LB_ALL(X) LB_P(X, 0) LB_P(X, 1) LB_P(X, 2) LB_P(X, 3) LB_P(X, 4) LB_P(X, 5) LB_P(X, 6) LB_P(X, 7)
 #define LB_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-template <int MR, int NP>
+// Signed: the sign output stage of the rows (SignOutput, `sign` with lower / upper / out at this
+// tile's first column and row) instead of storing the accumulators to C.
+template <int MR, int NP, bool Signed>
 LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* B, int64_t panelStride, int64_t k4n,
                                    int32_t* C, int64_t ldc, int64_t ncols, bool first, const int32_t* rowSums,
-                                   int32_t negZero) {
+                                   int32_t negZero, const SignOutput* sign) {
   static_assert(MR >= 1 && MR <= 8 && NP >= 1 && NP <= 4, "micro-kernel shape");
   __mmask16 mask[4];
   for (int p = 0; p < 4; p++) {
@@ -147,10 +161,38 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
 #undef LB_ROW
 #undef LB_DP
   }
+  if constexpr (Signed) {
+    // per row, 16 channels per panel: on = lower <= acc <= upper (channels past ncols off)
+    __m512i lo[4], hi[4];
+    for (int p = 0; p < NP; p++) {
+      lo[p] = _mm512_maskz_loadu_epi32(mask[p], sign->lower + 16 * p);
+      hi[p] = _mm512_maskz_loadu_epi32(mask[p], sign->upper + 16 * p);
+    }
+#define LB_ON(i, p) \
+  if constexpr (MR > i && NP > p) on##i[p] = _mm512_mask_cmple_epi32_mask(_mm512_mask_cmpge_epi32_mask(mask[p], c##i##p, lo[p]), c##i##p, hi[p]);
+#define LB_SIGNROW(i)                                                                                                 \
+  if constexpr (MR > i) {                                                                                             \
+    __mmask16 on##i[4] = {0, 0, 0, 0};                                                                                \
+    LB_P(LB_ON, i)                                                                                                    \
+    if (sign->bits) {                                                                                                 \
+      const uint64_t word = uint64_t{on##i[0]} | uint64_t{on##i[1]} << 16 | uint64_t{on##i[2]} << 32 | uint64_t{on##i[3]} << 48; \
+      static_cast<uint64_t*>(sign->out)[(i) * sign->ldo] = word;                                                      \
+    } else {                                                                                                          \
+      int8_t* row = static_cast<int8_t*>(sign->out) + (i) * sign->ldo;                                               \
+      for (int p = 0; p < NP; p++) {                                                                                  \
+        _mm_mask_storeu_epi8(row + 16 * p, mask[p], _mm_mask_blend_epi8(on##i[p], _mm_set1_epi8(-1), _mm_set1_epi8(1))); \
+      }                                                                                                               \
+    }                                                                                                                 \
+  }
+    LB_ROWS(LB_SIGNROW)
+#undef LB_SIGNROW
+#undef LB_ON
+  } else {
 #define LB_STORE(i, p) \
   if constexpr (MR > i && NP > p) _mm512_mask_storeu_epi32(C + (i) * ldc + 16 * (p), mask[p], c##i##p);
-  LB_ALL(LB_STORE)
+    LB_ALL(LB_STORE)
 #undef LB_STORE
+  }
 }
 #undef LB_ROWS
 #undef LB_ALL
@@ -158,28 +200,43 @@ LOWBIT_TARGET_VNNI void kernelVnni(const uint8_t* A, int64_t lda, const int8_t* 
 #undef LB_DPBUSD
 
 using VnniFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t, int64_t, bool,
-                        const int32_t*, int32_t);
+                        const int32_t*, int32_t, const SignOutput*);
 
-template <int MR>
+template <int MR, bool Signed>
 VnniFn vnniFor(int np) {
   switch (np) {
-    case 1: return kernelVnni<MR, 1>;
-    case 2: return kernelVnni<MR, 2>;
-    case 3: return kernelVnni<MR, 3>;
-    default: return kernelVnni<MR, 4>;
+    case 1: return kernelVnni<MR, 1, Signed>;
+    case 2: return kernelVnni<MR, 2, Signed>;
+    case 3: return kernelVnni<MR, 3, Signed>;
+    default: return kernelVnni<MR, 4, Signed>;
   }
 }
 
-VnniFn vnniKernel(int mr, int np) {
+template <bool Signed>
+VnniFn vnniKernelOf(int mr, int np) {
   switch (mr) {
-    case 1: return vnniFor<1>(np);
-    case 2: return vnniFor<2>(np);
-    case 3: return vnniFor<3>(np);
-    case 4: return vnniFor<4>(np);
-    case 5: return vnniFor<5>(np);
-    case 6: return vnniFor<6>(np);
-    case 7: return vnniFor<7>(np);
-    default: return vnniFor<8>(np);
+    case 1: return vnniFor<1, Signed>(np);
+    case 2: return vnniFor<2, Signed>(np);
+    case 3: return vnniFor<3, Signed>(np);
+    case 4: return vnniFor<4, Signed>(np);
+    case 5: return vnniFor<5, Signed>(np);
+    case 6: return vnniFor<6, Signed>(np);
+    case 7: return vnniFor<7, Signed>(np);
+    default: return vnniFor<8, Signed>(np);
+  }
+}
+
+VnniFn vnniKernel(int mr, int np, bool sign = false) { return sign ? vnniKernelOf<true>(mr, np) : vnniKernelOf<false>(mr, np); }
+
+// Row tiles of a serial GEMM over M rows: ceil(M / kMR) tiles of near-equal height (M = 32: 5, 5,
+// 6, 5, 5, 6 rather than five of 6 and one of 2, whose 4 weight loads per 8 vpdpbusd make it
+// bound by L2 bandwidth); f(m0, rows).
+template <class F>
+inline void forRowTiles(int64_t M, F&& f) {
+  const int64_t tiles = (M + kMR - 1) / kMR;
+  for (int64_t t = 0; t < tiles; t++) {
+    const int64_t m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
+    f(m0, static_cast<int>(m1 - m0));
   }
 }
 
@@ -338,7 +395,7 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
           for (int64_t m = m0; m < m1; m += kMR) {
             const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
             vnniKernel(mr, np)(A + m * Kp + k0 * 4, Kp, B + k0 * kKRow, kPanel * 4, kn, c + m * N + n0, N, ncols, first,
-                               rowSums + n0, negZero);
+                               rowSums + n0, negZero, nullptr);
           }
         } else if (path == IntPath::Avx2) {
           for (int64_t m = m0; m < m1; m += 2) {
@@ -378,11 +435,10 @@ void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t l
       const bool first = k0 == 0;
       if (path == IntPath::Avx512) {
         const int np = static_cast<int>(ceilDiv(ncols, kPanel));
-        for (int64_t m = 0; m < M; m += kMR) {
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, M - m));
+        forRowTiles(M, [&](int64_t m, int mr) {
           vnniKernel(mr, np)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kPanel * 4, kn, c + m * ldc + n0, ldc, ncols, first,
-                             rowSums + n0, negZero);
-        }
+                             rowSums + n0, negZero, nullptr);
+        });
       } else if (path == IntPath::Avx2) {
         for (int64_t m = 0; m < M; m += 2) {
           if (m + 1 < M) {
@@ -398,6 +454,47 @@ void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t l
   }
 }
 
+bool int8SignFusable() { return int8Path() == IntPath::Avx512; }
+
+void gemmInt8SignSerial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
+                        const int32_t* rowSums, int32_t negZero, const SignOutput& sign) {
+  if (M <= 0 || N <= 0 || int8Path() != IntPath::Avx512) return;
+  const int64_t k4n = ceilDiv(K, 4);
+  if (K <= 0) {  // every accumulator is 0
+    for (int64_t m = 0; m < M; m++) {
+      if (sign.bits) std::memset(static_cast<uint64_t*>(sign.out) + m * sign.ldo, 0, static_cast<size_t>(ceilDiv(N, 64)) * 8);
+      for (int64_t n = 0; n < N; n++) signStoreOne(sign, m, n, 0);
+    }
+    return;
+  }
+  const int64_t kc4 = kBlockK4(k4n);
+  const int64_t blockStride = k4n * kKRow;
+  // with several K blocks the partial sums of one 64-column block wait in `part` (M x 64)
+  thread_local std::vector<int32_t> partBuf;
+  int32_t* part = nullptr;
+  if (kc4 < k4n) {
+    if (partBuf.size() < static_cast<size_t>(M * kBlock)) partBuf.resize(static_cast<size_t>(M * kBlock));
+    part = partBuf.data();
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += kBlock) {
+    const int64_t ncols = std::min(kBlock, N - n0);
+    const int np = static_cast<int>(ceilDiv(ncols, kPanel));
+    const int8_t* B = packed + (n0 / kBlock) * blockStride;
+    for (int64_t k0 = 0; k0 < k4n; k0 += kc4) {
+      const int64_t kn = std::min(kc4, k4n - k0);
+      const bool first = k0 == 0, last = k0 + kn >= k4n;
+      forRowTiles(M, [&](int64_t m, int mr) {
+        const SignOutput at{sign.lower + n0, sign.upper + n0,
+                            sign.bits ? static_cast<void*>(static_cast<uint64_t*>(sign.out) + m * sign.ldo + n0 / 64)
+                                      : static_cast<void*>(static_cast<int8_t*>(sign.out) + m * sign.ldo + n0),
+                            sign.ldo, sign.bits};
+        vnniKernel(mr, np, last)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kPanel * 4, kn, part ? part + m * kBlock : nullptr, kBlock,
+                                 ncols, first, rowSums + n0, negZero, &at);
+      });
+    }
+  }
+}
+
 // ---------------------------------------------------------------- binary GEMM
 namespace {
 
@@ -407,55 +504,121 @@ inline uint64_t load64(const uint64_t* p) {
   return v;
 }
 
-constexpr int kBinMR = 6, kBinNP = 3;  // 6 rows x 24 columns (3 panels of 8 weight rows)
+constexpr int kBinMR = 6, kBinNP = 3;  // 6 rows x 48 columns (3 panels of 16 weight rows)
+constexpr int64_t kBinPanel = 16;       // weight rows per panel: one zmm of 32-bit words
 
-// wt: panels of 8 weight rows, word-major: wt[(p * words + k) * 8 + r] = w[(8p + r) * words + k].
-template <int MR, int NP>
-LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint64_t* A, int64_t words, const uint64_t* wt, int64_t K, int32_t* C,
-                                        int64_t ldc, int64_t ncols) {
+inline uint32_t load32(const uint32_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// The sign stage of the popcount kernel in popcount terms (from SignOutput, per column n):
+// lower <= K - 2 pc <= upper  <=>  lo <= pc <= hi with lo = ceil((K - upper) / 2), hi = floor((K -
+// lower) / 2), clipped to pc's range [0, K]  <=>  (uint32) (pc - lo) <= range = hi - lo; an empty
+// interval gets lo = K + 1 (pc - lo wraps to >= 2^31) and range 0.
+struct PopSign {
+  const int32_t* lo;
+  const int32_t* range;
+  void* out;    // at the tile's first row and column: bits as bytes (a tile starts on a multiple of 16 columns)
+  int64_t ldo;  // row stride: 64-bit words (bits) or bytes (int8)
+  bool bits;
+};
+
+// A (rows of w32 32-bit words; w32 = 2 ceil(K / 64): the 64-bit rows read as 32-bit words);
+// wt: panels of 16 weight rows, 32-bit-word-major: wt[(p * w32 + k) * 16 + r] = word k of row 16p + r.
+// Per step one 32-bit activation word (broadcast) meets 16 weight rows of each panel in the
+// 32-bit lanes (vpopcntd), so each accumulator holds 16 columns and the output stage handles
+// 16 columns per vector. Signed: the sign stage (PopSign, `sign` at this tile) instead of
+// storing K - 2 pc to C.
+template <int MR, int NP, bool Signed>
+LOWBIT_TARGET_VPOPCNT void kernelPopcnt(const uint32_t* A, int64_t w32, const uint32_t* wt, int64_t K, int32_t* C,
+                                        int64_t ldc, int64_t ncols, const PopSign* sign) {
+  // (every loop over i and p unrolled, so that GCC keeps acc in registers rather than in a stack
+  // array copied in before and out after the word loop)
   __m512i acc[MR][NP];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
     for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < words; k++) {
+  for (int64_t k = 0; k < w32; k++) {
     __m512i b[NP];
-    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wt + (p * words + k) * 8);
+    for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wt + (p * w32 + k) * kBinPanel);
     for (int i = 0; i < MR; i++) {
-      const __m512i av = _mm512_set1_epi64(static_cast<long long>(load64(A + i * words + k)));
-      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_add_epi64(acc[i][p], _mm512_popcnt_epi64(_mm512_xor_si512(av, b[p])));
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(load32(A + i * w32 + k)));
+      // (one asm statement per xor-popcount-add: GCC otherwise hoists every xor ahead of the
+      // popcounts, runs out of registers and keeps accumulators on the stack)
+      for (int p = 0; p < NP; p++) {
+        __m512i t;
+        __asm__("vpxord %[b], %[a], %[t]\n\tvpopcntd %[t], %[t]\n\tvpaddd %[t], %[c], %[c]"
+                : [c] "+v"(acc[i][p]), [t] "=&v"(t)
+                : [a] "v"(av), [b] "v"(b[p]));
+      }
     }
   }
-  const __m512i kv = _mm512_set1_epi64(K);
+  // (the output fields in locals: stores through `out` could otherwise alias *sign and reload it)
+  void* const out = Signed ? sign->out : nullptr;
+  const int64_t ldo = Signed ? sign->ldo : 0;
+  const bool bits = Signed && sign->bits;
+  const __m512i kv = _mm512_set1_epi32(static_cast<int>(K));
+#pragma GCC unroll 4
   for (int p = 0; p < NP; p++) {
-    const int64_t valid = std::min<int64_t>(8, std::max<int64_t>(0, ncols - 8 * p));
-    const __mmask8 mask = static_cast<__mmask8>((1u << valid) - 1u);
-    for (int i = 0; i < MR; i++) {
-      const __m512i r = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[i][p], 1));
-      _mm512_mask_cvtepi64_storeu_epi32(C + i * ldc + 8 * p, mask, r);
+    const int64_t valid = std::min<int64_t>(kBinPanel, std::max<int64_t>(0, ncols - kBinPanel * p));
+    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
+    if constexpr (Signed) {
+      // (a panel past ncols has mask 0: its loads, compares and stores do nothing)
+      const __m512i lo = _mm512_maskz_loadu_epi32(mask, sign->lo + kBinPanel * p);
+      const __m512i range = _mm512_maskz_loadu_epi32(mask, sign->range + kBinPanel * p);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; i++) {
+        const __mmask16 on = _mm512_mask_cmple_epu32_mask(mask, _mm512_sub_epi32(acc[i][p], lo), range);
+        if (bits) {
+          // columns 16p .. 16p + 15 are bytes 2p, 2p + 1 of the tile's row (in the row: see gemmBinarySignSerial)
+          const uint16_t word = static_cast<uint16_t>(on);
+          if (valid > 0) std::memcpy(static_cast<uint8_t*>(out) + i * ldo * 8 + 2 * p, &word, 2);
+        } else {
+          const __m128i v = _mm_mask_blend_epi8(on, _mm_set1_epi8(-1), _mm_set1_epi8(1));
+          int8_t* dst = static_cast<int8_t*>(out) + i * ldo + kBinPanel * p;
+          if (valid == kBinPanel) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), v);
+          } else {
+            _mm_mask_storeu_epi8(dst, mask, v);
+          }
+        }
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; i++) {
+        _mm512_mask_storeu_epi32(C + i * ldc + kBinPanel * p, mask, _mm512_sub_epi32(kv, _mm512_slli_epi32(acc[i][p], 1)));
+      }
     }
   }
 }
 
-using PopFn = void (*)(const uint64_t*, int64_t, const uint64_t*, int64_t, int32_t*, int64_t, int64_t);
+using PopFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, int32_t*, int64_t, int64_t, const PopSign*);
 
-template <int MR>
+template <int MR, bool Signed>
 PopFn popFor(int np) {
   switch (np) {
-    case 1: return kernelPopcnt<MR, 1>;
-    case 2: return kernelPopcnt<MR, 2>;
-    default: return kernelPopcnt<MR, 3>;
+    case 1: return kernelPopcnt<MR, 1, Signed>;
+    case 2: return kernelPopcnt<MR, 2, Signed>;
+    default: return kernelPopcnt<MR, 3, Signed>;
   }
 }
 
-PopFn popKernel(int mr, int np) {
+template <bool Signed>
+PopFn popKernelOf(int mr, int np) {
   switch (mr) {
-    case 1: return popFor<1>(np);
-    case 2: return popFor<2>(np);
-    case 3: return popFor<3>(np);
-    case 4: return popFor<4>(np);
-    case 5: return popFor<5>(np);
-    default: return popFor<6>(np);
+    case 1: return popFor<1, Signed>(np);
+    case 2: return popFor<2, Signed>(np);
+    case 3: return popFor<3, Signed>(np);
+    case 4: return popFor<4, Signed>(np);
+    case 5: return popFor<5, Signed>(np);
+    default: return popFor<6, Signed>(np);
   }
 }
+
+PopFn popKernel(int mr, int np, bool sign = false) { return sign ? popKernelOf<true>(mr, np) : popKernelOf<false>(mr, np); }
 
 // AVX2: nibble-table popcount (pshufb) of 4 words at a time, bytes summed with vpsadbw.
 LOWBIT_TARGET_AVX2I int64_t popXorAvx2(const uint64_t* a, const uint64_t* w, int64_t words) {
@@ -488,58 +651,81 @@ __attribute__((target("popcnt"))) int64_t popXorScalar(const uint64_t* a, const 
 
 namespace {
 
-// Cache blocking over words: a 24-row weight block of kWc words is 24 * kWc * 8 bytes.
-constexpr int64_t kWc = 128;  // 24 KB of weights per block, 6 rows of 1 KB activations
+// Cache blocking over words: a tile's 48 weight rows of kWc 32-bit words take 48 * kWc * 4 bytes.
+constexpr int64_t kWc = 256;  // 48 KB of weights per block (K <= 8192 bits: one block), 6 rows of 1 KB activations
 
-// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 24) of the AVX-512 binary GEMM, panels `wt`.
+// Rows [m0, m1) x columns [n0, n0 + ncols) (ncols <= 48) of the AVX-512 binary GEMM, panels `wt`
+// (words = ceil(K / 64) 64-bit words per row), into c or (sign not null) through the sign stage
+// `sign` with its SignOutput `whole` (whole-matrix pointers; lo / range per column).
 void popBlock(const uint64_t* a, int64_t words, const uint64_t* wt, int64_t K, int32_t* c, int64_t ldc, int64_t m0,
-              int64_t m1, int64_t n0, int64_t ncols) {
-  const int np = static_cast<int>(ceilDiv(ncols, 8));
-  if (words <= kWc) {
+              int64_t m1, int64_t n0, int64_t ncols, const PopSign* sign = nullptr, const SignOutput* whole = nullptr) {
+  const int np = static_cast<int>(ceilDiv(ncols, kBinPanel));
+  const int64_t w32 = 2 * words;
+  const uint32_t* a32 = reinterpret_cast<const uint32_t*>(a);
+  const uint32_t* wt32 = reinterpret_cast<const uint32_t*>(wt);
+  if (w32 <= kWc) {
     for (int64_t m = m0; m < m1; m += kBinMR) {
       const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
-      popKernel(mr, np)(a + m * words, words, wt + (n0 / 8) * words * 8, K, c + m * ldc + n0, ldc, ncols);
+      if (sign) {
+        const PopSign at{sign->lo + n0, sign->range + n0,
+                         sign->bits ? static_cast<void*>(static_cast<uint8_t*>(sign->out) + m * sign->ldo * 8 + n0 / 8)
+                                    : static_cast<void*>(static_cast<int8_t*>(sign->out) + m * sign->ldo + n0),
+                         sign->ldo, sign->bits};
+        popKernel(mr, np, true)(a32 + m * w32, w32, wt32 + (n0 / kBinPanel) * w32 * kBinPanel, K, nullptr, 0, ncols, &at);
+      } else {
+        popKernel(mr, np)(a32 + m * w32, w32, wt32 + (n0 / kBinPanel) * w32 * kBinPanel, K, c + m * ldc + n0, ldc, ncols, nullptr);
+      }
     }
     return;
   }
   // Words in blocks: partial results K_b - 2 pc_b summed over blocks give K - 2 pc exactly
   // when K_b of the blocks add to K (we pass the block's bit count, the last one takes the rest).
+  // The kernel reads its rows contiguously, so each block of A and of the panels is copied.
+  thread_local std::vector<uint32_t> ablk(kBinMR * kWc), wblk(kBinNP * kWc * kBinPanel);
+  constexpr int64_t ld = kBinNP * kBinPanel;
   for (int64_t m = m0; m < m1; m += kBinMR) {
     const int mr = static_cast<int>(std::min<int64_t>(kBinMR, m1 - m));
-    int32_t part[kBinMR * kBinNP * 8];
-    int32_t sum[kBinMR * kBinNP * 8] = {0};
-    for (int64_t k0 = 0; k0 < words; k0 += kWc) {
-      const int64_t wn = std::min(kWc, words - k0);
-      // A sub-matrix view: the kernel reads A + i * words + k, so pass the row stride through a
-      // copy of the block (6 x wn words) to keep the kernel's layout contiguous.
-      uint64_t ablk[kBinMR * kWc];
-      for (int i = 0; i < mr; i++) std::memcpy(ablk + i * wn, a + (m + i) * words + k0, static_cast<size_t>(wn) * 8);
-      // weights block: panels are word-major with stride `words`, so copy the block too.
-      uint64_t wblk[kBinNP * kWc * 8];
+    int32_t part[kBinMR * ld];
+    int32_t sum[kBinMR * ld] = {0};
+    for (int64_t k0 = 0; k0 < w32; k0 += kWc) {
+      const int64_t wn = std::min(kWc, w32 - k0);
+      for (int i = 0; i < mr; i++) std::memcpy(ablk.data() + i * wn, a32 + (m + i) * w32 + k0, static_cast<size_t>(wn) * 4);
       for (int p = 0; p < np; p++) {
-        std::memcpy(wblk + p * wn * 8, wt + ((n0 / 8 + p) * words + k0) * 8, static_cast<size_t>(wn) * 64);
+        std::memcpy(wblk.data() + p * wn * kBinPanel, wt32 + ((n0 / kBinPanel + p) * w32 + k0) * kBinPanel, static_cast<size_t>(wn) * kBinPanel * 4);
       }
-      popKernel(mr, np)(ablk, wn, wblk, wn * 64, part, kBinNP * 8, ncols);
+      popKernel(mr, np)(ablk.data(), wn, wblk.data(), wn * 32, part, ld, ncols, nullptr);
       for (int i = 0; i < mr; i++)
-        for (int64_t j = 0; j < ncols; j++) sum[i * kBinNP * 8 + j] += part[i * kBinNP * 8 + j];
+        for (int64_t j = 0; j < ncols; j++) sum[i * ld + j] += part[i * ld + j];
     }
-    // sum = sum_b (64 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
+    // sum = sum_b (32 wn_b - 2 pc_b) = 64 words - 2 pc; correct to K - 2 pc.
     const int32_t fix = static_cast<int32_t>(K - 64 * words);
-    for (int i = 0; i < mr; i++)
-      for (int64_t j = 0; j < ncols; j++) c[(m + i) * ldc + n0 + j] = sum[i * kBinNP * 8 + j] + fix;
+    for (int i = 0; i < mr; i++) {
+      for (int64_t j = 0; j < ncols; j++) {
+        if (whole) {
+          signStoreOne(*whole, m + i, n0 + j, sum[i * ld + j] + fix);
+        } else {
+          c[(m + i) * ldc + n0 + j] = sum[i * ld + j] + fix;
+        }
+      }
+    }
   }
 }
 
 }  // namespace
 
-int64_t binaryPanelWords(int64_t N, int64_t K) { return ceilDiv(N, 8) * ceilDiv(K, 64) * 8; }
+int64_t binaryPanelWords(int64_t N, int64_t K) { return ceilDiv(N, kBinPanel) * kBinPanel * ceilDiv(K, 64); }
 
 void packBinaryPanels(const uint64_t* w, int64_t N, int64_t K, uint64_t* wt) {
-  const int64_t words = ceilDiv(K, 64);
+  const int64_t words = ceilDiv(K, 64), w32 = 2 * words;
   std::memset(wt, 0, static_cast<size_t>(binaryPanelWords(N, K)) * 8);
+  uint32_t* wt32 = reinterpret_cast<uint32_t*>(wt);
   for (int64_t n = 0; n < N; n++) {
-    const int64_t p = n / 8, r = n % 8;
-    for (int64_t k = 0; k < words; k++) wt[(p * words + k) * 8 + r] = load64(w + n * words + k);
+    const int64_t p = n / kBinPanel, r = n % kBinPanel;
+    for (int64_t k = 0; k < words; k++) {
+      const uint64_t v = load64(w + n * words + k);
+      wt32[(p * w32 + 2 * k) * kBinPanel + r] = static_cast<uint32_t>(v);
+      wt32[(p * w32 + 2 * k + 1) * kBinPanel + r] = static_cast<uint32_t>(v >> 32);
+    }
   }
 }
 
@@ -560,8 +746,32 @@ void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const 
     }
     return;
   }
-  const int64_t nb = kBinNP * 8;
+  const int64_t nb = kBinNP * kBinPanel;
   for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, c, ldc, 0, M, n0, std::min(nb, N - n0));
+}
+
+void binarySignThresholds(int64_t N, int64_t K, const int32_t* lower, const int32_t* upper, int32_t* lo, int32_t* range) {
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t l = std::max<int64_t>(0, (K - static_cast<int64_t>(upper[n]) + 1) >> 1);  // ceil(x / 2) = floor((x + 1) / 2)
+    const int64_t h = std::min<int64_t>(K, (K - static_cast<int64_t>(lower[n])) >> 1);
+    lo[n] = static_cast<int32_t>(l <= h ? l : K + 1);
+    range[n] = static_cast<int32_t>(l <= h ? h - l : 0);
+  }
+}
+
+void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* panels, const SignOutput& sign) {
+  if (M <= 0 || N <= 0 || binaryPath() != IntPath::Avx512 || !sign.popLo || !sign.popRange) return;
+  const int64_t words = ceilDiv(K, 64);
+  if (sign.bits) {
+    // the kernel writes 2 bytes per 16-column panel (the last one's bits past N zero); the rest of
+    // each row is padding (a panel starts on a multiple of 16 bits, so its 2 bytes end at most at
+    // 64 ceil(N / 64) bits: inside the row)
+    const int64_t used = ceilDiv(N, kBinPanel) * 2, rowBytes = ceilDiv(N, 64) * 8;
+    for (int64_t m = 0; m < M; m++) std::memset(static_cast<uint8_t*>(sign.out) + m * sign.ldo * 8 + used, 0, static_cast<size_t>(rowBytes - used));
+  }
+  const PopSign pop{sign.popLo, sign.popRange, sign.out, sign.ldo, sign.bits};
+  const int64_t nb = kBinNP * kBinPanel;
+  for (int64_t n0 = 0; n0 < N; n0 += nb) popBlock(a, words, panels, K, nullptr, 0, 0, M, n0, std::min(nb, N - n0), &pop, &sign);
 }
 
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c) {
@@ -577,7 +787,7 @@ void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64
   }
   std::vector<uint64_t> wt(static_cast<size_t>(binaryPanelWords(N, K)));
   packBinaryPanels(w, N, K, wt.data());
-  const int64_t nb = kBinNP * 8, nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
+  const int64_t nb = kBinNP * kBinPanel, nBlocks = ceilDiv(N, nb), mBlocks = ceilDiv(M, kMC);
   parallelFor(nBlocks * mBlocks, work, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
       const int64_t jb = t / mBlocks, ib = t % mBlocks;

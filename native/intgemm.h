@@ -36,6 +36,28 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
 void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
                     const int32_t* rowSums, int32_t negZero, int32_t* c, int64_t ldc);
 
+// A sign output stage fused into a serial GEMM (the accumulators never leave registers): element
+// (m, n) is +1 when lower[n] <= acc[m, n] <= upper[n], else -1, written as packed bits (bits: row m
+// at out + m * ldo 64-bit words, bit n of word n / 64 set for +1; every word of the row is written,
+// bits past N zero) or as int8 +-1 (out + m * ldo + n).
+struct SignOutput {
+  const int32_t* lower;
+  const int32_t* upper;
+  void* out;
+  int64_t ldo;  // row stride: 64-bit words (bits) or bytes (int8)
+  bool bits;
+  // gemmBinarySignSerial: the thresholds in popcount terms (binarySignThresholds for this K,
+  // prepared once with the plan: deriving them costs ~7 % of a 32 x 1024 x 1024 call)
+  const int32_t* popLo = nullptr;
+  const int32_t* popRange = nullptr;
+};
+
+// gemmInt8Serial with the sign stage fused into its micro-kernel: the AVX-512 VNNI path only
+// (int8SignFusable; otherwise the call does nothing). acc as gemmInt8Serial's c (int32, wrapping).
+bool int8SignFusable();
+void gemmInt8SignSerial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* packed,
+                        const int32_t* rowSums, int32_t negZero, const SignOutput& sign);
+
 // Binary weights (N rows of ceil(K / 64) words) transposed once into the popcount kernel's panels.
 int64_t binaryPanelWords(int64_t N, int64_t K);
 void packBinaryPanels(const uint64_t* w, int64_t N, int64_t K, uint64_t* panels);
@@ -44,6 +66,13 @@ void packBinaryPanels(const uint64_t* w, int64_t N, int64_t K, uint64_t* panels)
 void gemmBinarySerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, const uint64_t* panels,
                       int32_t* c, int64_t ldc);
 bool binaryUsesPanels();
+// gemmBinarySerial with the sign stage fused into the popcount kernel (the AVX-512 VPOPCNTDQ path
+// only, binaryUsesPanels, and with sign.popLo / popRange set; otherwise the call does nothing);
+// panels from packBinaryPanels.
+void gemmBinarySignSerial(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* panels, const SignOutput& sign);
+// The sign interval of each of N columns in popcount terms for K-bit rows: lower <= K - 2 pc <= upper
+// <=> (uint32) (pc - lo[n]) <= range[n] (see intgemm.cc PopSign); lo and range hold N values.
+void binarySignThresholds(int64_t N, int64_t K, const int32_t* lower, const int32_t* upper, int32_t* lo, int32_t* range);
 
 // c (M, N) = K - 2 popcount(a_m ^ w_n); a (M, words), w (N, words), words = ceil(K / 64).
 void gemmBinary(int64_t M, int64_t N, int64_t K, const uint64_t* a, const uint64_t* w, int32_t* c);

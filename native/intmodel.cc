@@ -965,14 +965,18 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
 
 __attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
   const int64_t K = op.K, O = op.OC;
+  if (op.in == IType::Bits && op.fusedSign) {
+    const SignOutput sign{op.lower.data(), op.upper.data(), out, op.out == IType::Bits ? ceilDiv(O, 64) : O, op.out == IType::Bits,
+                          op.popLo.data(), op.popRange.data()};
+    gemmBinarySignSerial(n, O, K, reinterpret_cast<const uint64_t*>(x), op.wpanels.data(), sign);
+    return;
+  }
   int64_t ldt = O;
   int32_t* tile = nullptr;
   if (op.in == IType::Bits) {
     tile = grow(s.tile, static_cast<size_t>(n * O) + 64);
     gemmBinarySerial(n, O, K, reinterpret_cast<const uint64_t*>(x), op.wbits.data(), op.wpanels.data(), tile, O);
   } else {
-    ldt = tileStride(op);
-    tile = grow(s.tile, static_cast<size_t>(ceilDiv(n, 16) * 16 * ldt) + 64);
     const uint8_t* A = x;
     int64_t lda = K;
     // int8 inputs get +128; the AMX tiles read whole 16-row tiles of amxPaddedK(K) bytes, so they
@@ -989,6 +993,13 @@ __attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int6
       A = col;
       lda = Kp;
     }
+    if (op.fusedSign) {
+      const SignOutput sign{op.lower.data(), op.upper.data(), out, op.out == IType::Bits ? ceilDiv(O, 64) : O, op.out == IType::Bits};
+      gemmInt8SignSerial(n, O, K, A, lda, op.packed.data(), op.rowSums.data(), negZeroOf(op), sign);
+      return;
+    }
+    ldt = tileStride(op);
+    tile = grow(s.tile, static_cast<size_t>(ceilDiv(n, 16) * 16 * ldt) + 64);
     layerGemm(op, 0, n, A, lda, tile, ldt);
   }
   if (op.out == IType::Bits) {
@@ -1244,6 +1255,16 @@ void intPrepareAmx(IntOp* op, const int8_t* w) {
 
 void intPlanFuse(IntPlan* plan) {
   auto& ops = plan->ops;
+  // a Linear's sign stage (bits or int8 +-1) runs inside the GEMM's micro-kernel where that kernel has it
+  for (IntOp& op : ops) {
+    if (op.kind != IOpKind::Linear || op.outMode != IOutMode::Sign || (op.out != IType::Bits && op.out != IType::S8)) continue;
+    op.fusedSign = op.in == IType::Bits ? binaryUsesPanels() : !op.amx && int8SignFusable();
+    if (op.fusedSign && op.in == IType::Bits) {
+      op.popLo.resize(static_cast<size_t>(op.OC));
+      op.popRange.resize(static_cast<size_t>(op.OC));
+      binarySignThresholds(op.OC, op.K, op.lower.data(), op.upper.data(), op.popLo.data(), op.popRange.data());
+    }
+  }
   for (size_t i = 0; i + 1 < ops.size(); i++) {
     IntOp& conv = ops[i];
     const IntOp& pool = ops[i + 1];

@@ -113,6 +113,10 @@ struct IntOp {
   std::vector<uint8_t> rqLowZero;  // bml = 0 (OC + 16 flags)
   // sign: bit = lower[c] <= acc <= upper[c]
   std::vector<int32_t> lower, upper;
+  // linear: the sign stage runs inside the GEMM's micro-kernel (intgemm.h SignOutput; set by
+  // intPlanFuse), with a bits input on the thresholds in popcount terms (binarySignThresholds)
+  bool fusedSign = false;
+  std::vector<int32_t> popLo, popRange;
   // dequantize
   std::vector<float> S, B;
   // average pooling
@@ -149,8 +153,9 @@ void intPrepareRequant(IntOp* op, const int32_t* mult, const int32_t* shift, con
 void intPrepareAmx(IntOp* op, const int8_t* w);
 
 // Fuses every max pooling without padding that directly follows a requantizing conv into it (see
-// IntOp::poolKh); a direct conv only takes a 2 x 2, stride 2 pooling. Call after intPlanFinish and
-// intPrepareDirectConv.
+// IntOp::poolKh; a direct conv only takes a 2 x 2, stride 2 pooling), and a Linear's sign stage into
+// its GEMM micro-kernel (IntOp::fusedSign). Call after intPlanFinish, intPrepareDirectConv and
+// intPrepareAmx.
 void intPlanFuse(IntPlan* plan);
 
 // Merges a direct conv that reads the same value with the same weights and geometry as an earlier

@@ -15,11 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { noGrad } from '../../src/autograd/index.ts';
 import * as nn from '../../src/nn/index.ts';
-import type { Module } from '../../src/nn/module.ts';
-import { manualSeed, type Tensor } from '../../src/tensor/index.ts';
-import { prepareQat } from '../../src/quant/qat/index.ts';
+import { manualSeed } from '../../src/tensor/index.ts';
 import { qconfigFor } from '../../src/quant/config/qconfig.ts';
-import { int8PerChannelSym } from '../../src/quant/config/presets.ts';
 import { convert, type IntModel } from '../../src/runtime/index.ts';
 import { compileNativePlan } from '../../src/runtime/native-plan.ts';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
@@ -28,6 +25,7 @@ import { loadAddon } from '../../src/backend/native/load.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortRunner } from '../peers/ort.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { binaryMlpIntModel, preparedQat } from '../binary-mlp.ts';
 import { batchPool, benchBackends, nativeMissingReason, withBackend } from '../workloads.ts';
 
 const BATCH = 256;
@@ -82,25 +80,6 @@ async function interleaved(cs: readonly Contender[], repeats: number, targetSeco
   ));
 }
 
-/** Quantizers initialised by three train-mode forwards on real images, then eval. */
-function prepared(model: Module, plan: Parameters<typeof prepareQat>[1], x: Tensor): Module {
-  prepareQat(model, plan);
-  model.train();
-  for (let i = 0; i < 3; i++) noGrad(() => (model as unknown as { forward(t: Tensor): Tensor }).forward(x));
-  model.eval();
-  return model;
-}
-
-/** The binary MLP of the QAT results (bench/qat: Linear–BN–sign), 784-1024-1024-10. */
-function bnnMlp(): Module {
-  return new nn.Sequential(
-    new nn.Flatten(),
-    new nn.Linear(784, 1024, { bias: false }), new nn.BatchNorm1d(1024),
-    new nn.Linear(1024, 1024, { bias: false }), new nn.BatchNorm1d(1024),
-    new nn.Linear(1024, 10),
-  );
-}
-
 async function run(ctx: SectionContext): Promise<SectionOutput> {
   const addon = loadAddon();
   if (!benchBackends().includes('native') || !addon?.intPlanRun) {
@@ -117,13 +96,9 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
 
   return withBackend('native', async () => {
     manualSeed(0);
-    const lenetQ = prepared(nn.lenet5(), { default: qconfigFor('w8a8', 'ste') }, calib);
+    const lenetQ = preparedQat(nn.lenet5(), { default: qconfigFor('w8a8', 'ste') }, calib);
     const lenetInt: IntModel = convert(lenetQ, { inputShape: [1, 28, 28] });
-    manualSeed(0);
-    const bnn = bnnMlp();
-    const signConfig = qconfigFor('w1a1', 'binary', { signActivations: true });
-    const bnnQ = prepared(bnn, { default: signConfig, overrides: [{ match: '5', config: { weight: int8PerChannelSym, activation: signConfig.activation } }] }, calib);
-    const bnnInt: IntModel = convert(bnnQ, { inputShape: [1, 28, 28] });
+    const bnnInt: IntModel = binaryMlpIntModel(calib);
     for (const [name, m] of [['LeNet-5', lenetInt], ['binary MLP', bnnInt]] as const) {
       const why = m.nativeUnavailableReason();
       if (why) throw new Error(`${name} IntModel does not run natively: ${why}`);

@@ -137,7 +137,7 @@ export interface NativeAddon {
   /**
    * Compiles an IntModel plan (src/runtime/native-plan.ts builds the op list). Each flag (default
    * true) allows one fast path, false disables it (cross-checks): `direct` the direct one-channel
-   * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it,
+   * conv kernel, `amx` the AMX-INT8 GEMM (when available), `fuse` max pooling fused into the conv before it and a Linear's sign stage into its GEMM micro-kernel,
    * `intRequant` requantization in int64 lanes (else in doubles; both exact). `xnor`: true forces XNOR-popcount for a
    * conv with ±1 inputs (meta[32] = 1) and ±1 weights, padded ones included; false never; absent (default) only where
    * the int8 GEMM is the scalar one (measured faster there, slower than AVX-512 VNNI; native/xnorconv.h). Both exact.
