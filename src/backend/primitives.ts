@@ -359,6 +359,33 @@ export function stridesOf(shape: readonly number[]): number[] {
   return strides;
 }
 
+/** The GEMM sizes of a matmul kernel's operands. */
+export interface MatmulSizes {
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+  /** The leading (batch) dimensions of a and of b. */
+  readonly aBatch: number[];
+  readonly bBatch: number[];
+}
+
+/**
+ * M, K, N and the batch dimensions of matmul(a, b): a [...batch, M, K] (or [..., K, M] when transA),
+ * b [...batch, K, N] (or [..., N, K] when transB); null when either has rank < 2 or the K sizes
+ * differ (the backends' kernels then decline). Shared by the native and wasm matmul kernels.
+ */
+export function matmulSizes(a: readonly number[], b: readonly number[], transA: boolean, transB: boolean): MatmulSizes | null {
+  const ra = a.length;
+  const rb = b.length;
+  if (ra < 2 || rb < 2) return null;
+  const m = a[ra - (transA ? 1 : 2)]!;
+  const k = a[ra - (transA ? 2 : 1)]!;
+  const kb = b[rb - (transB ? 1 : 2)]!;
+  const n = b[rb - (transB ? 2 : 1)]!;
+  if (k !== kb) return null;
+  return { m, k, n, aBatch: a.slice(0, -2), bBatch: b.slice(0, -2) };
+}
+
 /** numpy broadcasting of two shapes; throws with both shapes named when they do not broadcast. */
 export function broadcastShapes(a: readonly number[], b: readonly number[]): number[] {
   const rank = Math.max(a.length, b.length);

@@ -4,7 +4,7 @@
  * Outputs are allocated here; the addon writes into them in place.
  */
 import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor, TypedArray } from '../primitives.ts';
-import { scaleInPlace, sizeOf } from '../primitives.ts';
+import { matmulSizes, scaleInPlace, sizeOf } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import { noteAllocated, takeRecycled } from '../recycle.ts';
 import type { NativeAddon } from './addon.ts';
@@ -103,16 +103,9 @@ function broadcastShape(a: readonly number[], b: readonly number[]): number[] | 
 function matmulKernel(addon: NativeAddon): Kernel<'matmul'> {
   return (inputs, { transA, transB }) => {
     const [a, b] = inputs as [RawTensor, RawTensor];
-    if (!allF32(inputs) || a.shape.length < 2 || b.shape.length < 2) return undefined;
-    const ra = a.shape.length;
-    const rb = b.shape.length;
-    const m = a.shape[ra - (transA ? 1 : 2)]!;
-    const k = a.shape[ra - (transA ? 2 : 1)]!;
-    const kb = b.shape[rb - (transB ? 1 : 2)]!;
-    const n = b.shape[rb - (transB ? 2 : 1)]!;
-    if (k !== kb) return undefined;
-    const aBatch = a.shape.slice(0, -2);
-    const bBatch = b.shape.slice(0, -2);
+    const sizes = allF32(inputs) ? matmulSizes(a.shape, b.shape, transA, transB) : null;
+    if (!sizes) return undefined;
+    const { m, k, n, aBatch, bBatch } = sizes;
     let batchShape: readonly number[];
     if (sameShape(aBatch, bBatch)) batchShape = aBatch;
     else if (aBatch.length === 0) batchShape = bBatch;

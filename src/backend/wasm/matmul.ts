@@ -3,7 +3,7 @@
  * entry (./module.ts). @internal
  */
 import type { Kernel, RawTensor } from '../primitives.ts';
-import { broadcastShapes } from '../primitives.ts';
+import { broadcastShapes, matmulSizes } from '../primitives.ts';
 import { broadcastStrides, offsetMap } from '../reference/util.ts';
 import { packPanels } from './pack.ts';
 import type { WasmRuntime } from './runtime.ts';
@@ -13,16 +13,9 @@ import { allF32, f32 } from './util.ts';
 export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
   return (inputs, { transA, transB }) => {
     const [a, b] = inputs as [RawTensor, RawTensor];
-    if (!allF32(inputs) || a.shape.length < 2 || b.shape.length < 2) return undefined;
-    const ra = a.shape.length;
-    const rb = b.shape.length;
-    const m = a.shape[ra - (transA ? 1 : 2)]!;
-    const k = a.shape[ra - (transA ? 2 : 1)]!;
-    const kb = b.shape[rb - (transB ? 1 : 2)]!;
-    const n = b.shape[rb - (transB ? 2 : 1)]!;
-    if (k !== kb) return undefined;
-    const aBatch = a.shape.slice(0, -2);
-    const bBatch = b.shape.slice(0, -2);
+    const sizes = allF32(inputs) ? matmulSizes(a.shape, b.shape, transA, transB) : null;
+    if (!sizes) return undefined;
+    const { m, k, n, aBatch, bBatch } = sizes;
     let batch: number[];
     try {
       batch = broadcastShapes(aBatch, bBatch);
