@@ -21,14 +21,10 @@ Errors answer {"error": "<message>"}. End of input ends the process.
 Threads: torch.set_num_threads(--threads); run with OPENBLAS_NUM_THREADS=1.
 """
 import argparse
-import json
 import sys
 import time
 
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+from json_line_peer import serve, start
 
 
 def make_stepper(torch, req):
@@ -60,48 +56,30 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    try:
-        import torch
-    except Exception as exc:  # noqa: BLE001 - any import failure means "no peer"
-        emit({"skipped": f"torch import failed: {type(exc).__name__}: {exc}"})
+    torch = start(args.threads)
+    if torch is None:
         return 0
-    from torch_bench import loaded_blas
-
-    torch.set_num_threads(args.threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    emit({"ready": True, "torch": torch.__version__, "blas": loaded_blas(), "threads": torch.get_num_threads()})
 
     steppers = {}
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            req = json.loads(line)
-            op = req.get("op")
-            if op == "init":
-                steppers[req["id"]] = make_stepper(torch, req)
-                emit({"ok": True})
-            elif op == "repeat":
-                step = steppers[req["id"]]
-                steps = int(req["steps"])
-                if steps < 1:
-                    raise ValueError("steps must be >= 1")
-                c0 = time.process_time()
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                wall = time.perf_counter() - t0
-                cpu = time.process_time() - c0
-                emit({"ok": True, "ms": wall / steps * 1000, "cpu_ms": cpu / steps * 1000})
-            else:
-                raise ValueError(f"unknown op {op!r}")
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            emit({"error": f"{type(exc).__name__}: {exc}"})
-    return 0
+
+    def init(req):
+        steppers[req["id"]] = make_stepper(torch, req)
+        return {}
+
+    def repeat(req):
+        step = steppers[req["id"]]
+        steps = int(req["steps"])
+        if steps < 1:
+            raise ValueError("steps must be >= 1")
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        return {"ms": wall / steps * 1000, "cpu_ms": cpu / steps * 1000}
+
+    return serve({"init": init, "repeat": repeat})
 
 
 if __name__ == "__main__":

@@ -40,13 +40,10 @@ import struct
 import sys
 import time
 
+from json_line_peer import serve, start
+
 SAFETENSORS_DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4"}
 MAX_HEADER = 100 * 1024 * 1024
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def read_safetensors(np, path):
@@ -192,57 +189,40 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    try:
-        import numpy as np
-        import torch
-    except Exception as exc:  # noqa: BLE001 - any import failure means "no peer"
-        emit({"skipped": f"torch import failed: {type(exc).__name__}: {exc}"})
+    torch = start(args.threads, lambda torch: {
+        "engine": torch.backends.quantized.engine,
+        "engines": [e for e in torch.backends.quantized.supported_engines if e != "none"]})
+    if torch is None:
         return 0
-    from torch_bench import loaded_blas
-
-    torch.set_num_threads(args.threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    emit({"ready": True, "torch": torch.__version__, "blas": loaded_blas(), "threads": torch.get_num_threads(),
-          "engine": torch.backends.quantized.engine,
-          "engines": [e for e in torch.backends.quantized.supported_engines if e != "none"]})
+    import numpy as np
 
     runners = {}
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            req = json.loads(line)
-            op = req.get("op")
-            if op == "init":
-                runners[req["id"]] = make_runner(torch, np, req)
-                emit({"ok": True})
-            elif op == "logits":
-                y = runners[req["id"]]()
-                y.contiguous().numpy().astype("<f4").tofile(req["out"])
-                emit({"ok": True, "shape": list(y.shape)})
-            elif op == "repeat":
-                forward = runners[req["id"]]
-                seconds = float(req["seconds"])
-                if not seconds >= 0:
-                    raise ValueError("seconds must be >= 0")
-                calls = 0
-                c0 = time.process_time()
-                t0 = time.perf_counter()
-                while calls == 0 or time.perf_counter() - t0 < seconds:
-                    forward()
-                    calls += 1
-                wall = time.perf_counter() - t0
-                cpu = time.process_time() - c0
-                emit({"ok": True, "calls": calls, "ms": wall / calls * 1000, "cpu_ms": cpu / calls * 1000})
-            else:
-                raise ValueError(f"unknown op {op!r}")
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            emit({"error": f"{type(exc).__name__}: {exc}"})
-    return 0
+
+    def init(req):
+        runners[req["id"]] = make_runner(torch, np, req)
+        return {}
+
+    def logits(req):
+        y = runners[req["id"]]()
+        y.contiguous().numpy().astype("<f4").tofile(req["out"])
+        return {"shape": list(y.shape)}
+
+    def repeat(req):
+        forward = runners[req["id"]]
+        seconds = float(req["seconds"])
+        if not seconds >= 0:
+            raise ValueError("seconds must be >= 0")
+        calls = 0
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        while calls == 0 or time.perf_counter() - t0 < seconds:
+            forward()
+            calls += 1
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        return {"calls": calls, "ms": wall / calls * 1000, "cpu_ms": cpu / calls * 1000}
+
+    return serve({"init": init, "logits": logits, "repeat": repeat})
 
 
 if __name__ == "__main__":
