@@ -3,19 +3,10 @@
  * one growable WebAssembly.Memory and a bump arena over it that each kernel call resets.
  * @internal
  */
+import { wasmApi as api, type WasmMemory } from '../../runtime/wasm/api.ts';
 import { fp32ModuleBytes } from './module.ts';
 
-/** The part of the WebAssembly JS API used here (typed locally: the project's lib has no DOM). */
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { readonly exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
-}
+export type { WasmMemory } from '../../runtime/wasm/api.ts';
 
 const PAGE = 65536;
 /** Largest memory the arena grows to (bytes): 1 GiB. A call needing more declines. */
@@ -89,10 +80,6 @@ export interface WasmRuntime {
   ): void;
   scatterAdd(idx: number, g: number, dx: number, count: number): void;
   maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
-}
-
-function api(): WasmApi | null {
-  return (globalThis as { WebAssembly?: WasmApi }).WebAssembly ?? null;
 }
 
 let cached: WasmRuntime | string | null = null;

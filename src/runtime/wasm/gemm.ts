@@ -28,27 +28,11 @@
  * x operands, quantizes the model input and pools; `WasmGemm` instantiates both on one memory.
  * @internal
  */
+import { wasmApi, type WasmApi, type WasmMemory } from './api.ts';
 import { Code, emitModule, ValType } from './emitter.ts';
 import { layoutModuleBytes, PAD_MODES, type PadMode } from './layout.ts';
 
 export type { PadMode } from './layout.ts';
-
-/** The part of the WebAssembly JS API used here (typed locally: the project's lib has no DOM). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { readonly exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
-}
-
-function wasmApi(): WasmApi | null {
-  const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-  return api ?? null;
-}
 
 const PAGE = 65536;
 
