@@ -2,12 +2,12 @@
  * Per-stage profile of the integer next-word LM forward (IntNextWordModel.logits) at the
  * seq-inference shape (Embedding 64 → LSTM/GRU 128 → Linear 2000, batch 256 × 8 words).
  *
- *   nice -n 10 node --import tsx bench/irnn/lm-profile.ts [--rounds 7] [--calls 50]
+ *   nice -n 10 node --import tsx bench/irnn/lm-profile.ts [--rounds 7] [--calls 50] [--threads N (default: the pool's)]
  */
 import { mkdtempSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { nativeInfo } from '../../src/backend/index.ts';
+import { nativeInfo, setNativeThreads } from '../../src/backend/index.ts';
 import { withBackend } from '../workloads.ts';
 import { gemmInt8, packInt8Weights } from '../../src/runtime/kernels/index.ts';
 import { intRnnLm, rnnLm, rnnQatCopy, SEQ_SHAPES, seqData } from '../seq-inference/models.ts';
@@ -15,12 +15,14 @@ import { numberFlag } from '../flags.ts';
 
 const rounds = numberFlag('rounds', 7, { integer: true, min: 1 });
 const calls = numberFlag('calls', 50, { integer: true, min: 1 });
+const threads = numberFlag('threads', 0, { integer: true, min: 0 });
 const BATCH = 256;
 const S = SEQ_SHAPES;
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 const dir = mkdtempSync(join(tmpdir(), 'lm-profile-'));
 
 await withBackend('native', async () => {
+  if (threads > 0) setNativeThreads(threads);
   console.log(`native ${JSON.stringify(nativeInfo())}`);
   const data = seqData(S, BATCH, 4);
   const ids = Int32Array.from(data.ids.data);
