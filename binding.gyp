@@ -25,6 +25,7 @@
         "native/recurrent.cc",
         "native/irnn.cc",
         "native/intgru.cc",
+        "native/intlmhead.cc",
         "native/inttransformer.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

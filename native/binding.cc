@@ -34,6 +34,7 @@
 #include "xnorconv.h"
 #include "irnn.h"
 #include "intgru.h"
+#include "intlmhead.h"
 #include "optim.h"
 #include "scratch.h"
 #include "inttransformer.h"
@@ -1591,6 +1592,32 @@ Napi::Value IntLstmSequence(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// intLmHead(M, N, K, h: Int8Array (M, K), packed: Int8Array (int8PackedBytes(N, K)), rowSums: Int32Array (N),
+//   scale: Float32Array (N), bias: Float32Array (N), hiddenScale: number, out: Float32Array (M, N))
+Napi::Value IntLmHead(const Napi::CallbackInfo& info) {
+  int64_t M = 0, N = 0, K = 0;
+  Bytes h, packed;
+  int32_t* sums = nullptr;
+  size_t nsums = 0;
+  F32 scale, bias, out;
+  double hs = 0;
+  if (!argInt(info, 0, &M) || !argInt(info, 1, &N) || !argInt(info, 2, &K) || !argBytes(info, 3, &h) || !argBytes(info, 4, &packed) ||
+      !argI32(info, 5, &sums, &nsums) || !argF32(info, 6, &scale) || !argF32(info, 7, &bias) || !argNumbers(info, 8, &hs, 1) ||
+      !argF32(info, 9, &out)) {
+    return info.Env().Undefined();
+  }
+  if (M < 1 || N < 1 || K < 1 || M >= (int64_t{1} << 31) || N >= (int64_t{1} << 31) || K >= (int64_t{1} << 28) || M * N >= (int64_t{1} << 40) ||
+      !h.isSigned || static_cast<int64_t>(h.length) != M * K || static_cast<int64_t>(packed.length) < lowbit::int8PackedBytes(N, K) ||
+      static_cast<int64_t>(nsums) != N || static_cast<int64_t>(scale.length) != N || static_cast<int64_t>(bias.length) != N ||
+      static_cast<int64_t>(out.length) != M * N || !std::isfinite(hs)) {
+    fail(info.Env(), "intLmHead: bad dims, buffer sizes or types, or a non-finite hidden scale");
+    return info.Env().Undefined();
+  }
+  lowbit::intLmHead(M, N, K, reinterpret_cast<const int8_t*>(h.data), reinterpret_cast<const int8_t*>(packed.data), sums, scale.data,
+                    bias.data, hs, out.data);
+  return info.Env().Undefined();
+}
+
 // ---------------------------------------------------------------- integer GRU cell (intgru.h)
 // The parameters shared by intGruPath and intGruSequence:
 //   dims: Int32Array [steps, batch, hidden, input, outMult, outShift, sigmoid shift, min, max, tanh shift, min, max],
@@ -1676,6 +1703,7 @@ void initIntGruKernels(Napi::Env env, Napi::Object exports) {
 void initIntKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intLstmPath", Napi::Function::New(env, IntLstmPath));
   exports.Set("intLstmSequence", Napi::Function::New(env, IntLstmSequence));
+  exports.Set("intLmHead", Napi::Function::New(env, IntLmHead));
   exports.Set("intPlanKernels", Napi::Function::New(env, IntPlanKernels));
   exports.Set("intAddValues", Napi::Function::New(env, IntAddValues));
   exports.Set("intAvgPoolValues", Napi::Function::New(env, IntAvgPoolValues));

@@ -218,6 +218,19 @@ LOWBIT_TARGET_AVX2 LOWBIT_INLINE __m256i pwl8(const Vec8Pwl& t, __m256i z) {
   return _mm256_min_epi32(_mm256_max_epi32(y, t.outMin), t.outMax);
 }
 
+// Sequences per task of the whole-sequence drivers (intLstmSequence, intGruSequence).
+constexpr int64_t kSeqBlock = 16;
+
+// Rows of int8 (rows, k) as the serial int8 GEMM reads them: u8 (xor 0x80), rows of kp bytes (the
+// bytes past k, set once to 0x80 by the caller, multiply zero weights).
+inline void toUnsignedRows(int64_t rows, int64_t k, int64_t kp, const int8_t* src, uint8_t* dst) {
+  for (int64_t r = 0; r < rows; r++) {
+    const int8_t* s = src + r * k;
+    uint8_t* d = dst + r * kp;
+    for (int64_t j = 0; j < k; j++) d[j] = static_cast<uint8_t>(s[j]) ^ 0x80u;
+  }
+}
+
 // Why a PWL table cannot run exactly (nullptr when it can).
 const char* tableProblem(const IntPwlTable& t) {
   if (t.n < 1 || t.knots == nullptr || t.values == nullptr || t.slopes == nullptr) return "a PWL table is empty";

@@ -44,8 +44,8 @@ void intLstmCellStep(const IntLstmCell& p, int64_t batch, const int32_t* accX, c
 
 // A whole sequence: x (steps, batch, input) int8; W_ih (4H rows, `input` columns) and W_hh (4H rows, H
 // columns) packed by packInt8 with their rowSums; h0 (batch, H); c (batch, H) in: initial cell, out:
-// final cell; out (steps, batch, H) int8 h of every step. The int8 GEMM computes W_ih x for a chunk
-// of steps at a time and W_hh h every step, then intLstmCellStep.
+// final cell; out (steps, batch, H) int8 h of every step. Blocks of 16 sequences per pool task, each
+// through every step: the serial int8 GEMM for W_ih x and W_hh h on the block's rows, then the cell.
 void intLstmSequence(const IntLstmCell& p, int64_t steps, int64_t batch, int64_t input, const int8_t* x,
                      const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
                      const int8_t* h0, int16_t* c, int8_t* out);

@@ -29,7 +29,7 @@ import {
 } from '../quant/irnn/index.ts';
 import { QatLSTM } from '../quant/rnn/qat-lstm.ts';
 import { QatGRU } from '../quant/rnn/qat-gru.ts';
-import { gemmInt8, packInt8Weights, type PackedWeights } from '../runtime/kernels/index.ts';
+import { gemmInt8, nativeIntAddon, packInt8Weights, type PackedWeights } from '../runtime/kernels/index.ts';
 import { roundHalfEven } from '../backend/reference/elementwise.ts';
 import { Tensor } from '../tensor/index.ts';
 import type { Quantizer } from '../quant/quantizers/quantizer.ts';
@@ -106,8 +106,12 @@ export class IntNextWordModel {
     return this.logits(ids, 1);
   }
 
-  /** Logits [N, V] (float32, row-major) of int32 ids [N, C], C = any context length ≥ 1. */
-  logits(ids: ArrayLike<number>, batch: number): Float32Array {
+  /**
+   * Logits [N, V] (float32, row-major) of int32 ids [N, C], C = any context length ≥ 1.
+   * `options.native === false` runs the TypeScript cell and head loop (the reference the native
+   * cell and head equal bit for bit; the int8 GEMMs stay the runtime's).
+   */
+  logits(ids: ArrayLike<number>, batch: number, options: { native?: boolean } = {}): Float32Array {
     const V = this.vocabSize;
     const { inputSize: E, hiddenSize: H } = this.rnn;
     if (!Number.isInteger(batch) || batch < 1 || ids.length % batch !== 0 || ids.length === 0) {
@@ -122,12 +126,31 @@ export class IntNextWordModel {
         x.set(this.table.subarray(id * E, (id + 1) * E), (t * batch + n) * E);
       }
     }
-    const { state } = this.rnn.run(x, steps, batch);
+    const { state } = this.rnn.run(x, steps, batch, undefined, options.native === false ? { native: false } : {});
+    return this.head(state.h, batch, options);
+  }
+
+  /**
+   * The head on the last step's int8 h [N, H]: logits [N, V] = float32((acc · headScale) ·
+   * hiddenScale + headBias), acc the int8 × int8 GEMM's int32 sums. One native call (GEMM and
+   * dequantization fused, native/intlmhead.cc) when the addon has it and `options.native` is not
+   * false; else the runtime's int8 GEMM and this TypeScript loop, the reference it equals bit for bit.
+   */
+  head(h: Int8Array, batch: number, options: { native?: boolean } = {}): Float32Array {
+    const V = this.vocabSize;
+    const H = this.rnn.hiddenSize;
+    if (h.length !== batch * H) throw new RangeError(`IntNextWordModel.head: ${h.length} values of h, expected ${batch}·${H}`);
+    if (this.packedHead && !this.packedHead.panel && nativeIntAddon()) this.packedHead = null;  // packed while the reference kernels were forced
     this.packedHead ??= packInt8Weights(this.headWeight, V, H);
-    const acc = new Int32Array(batch * V);
-    gemmInt8(batch, V, H, state.h, 0, this.packedHead, acc);
     const out = new Float32Array(batch * V);
     const hs = this.rnn.params.hiddenScale;
+    const addon = options.native === false ? null : nativeIntAddon();
+    if (addon?.intLmHead && this.packedHead.panel) {
+      addon.intLmHead(batch, V, H, h, this.packedHead.panel, this.packedHead.rowSums, this.headScale, this.headBias, hs, out);
+      return out;
+    }
+    const acc = new Int32Array(batch * V);
+    gemmInt8(batch, V, H, h, 0, this.packedHead, acc);
     for (let n = 0; n < batch; n++) for (let r = 0; r < V; r++) out[n * V + r] = acc[n * V + r]! * this.headScale[r]! * hs + this.headBias[r]!;
     return out;
   }

@@ -187,6 +187,12 @@ export interface NativeAddon {
     rowSumsIh: Int32Array, packedHh: Int8Array, rowSumsHh: Int32Array, h0: Int8Array, c: Int16Array, out: Int8Array,
   ): void;
   /**
+   * The integer next-word LM head (native/intlmhead.h): out (M, N) float32 =
+   * float32((acc · scale[n]) · hiddenScale + bias[n]) in double, acc = h (M, K) int8 × W (N, K) int8
+   * packed by packInt8; the same floats as IntNextWordModel's TypeScript loop.
+   */
+  intLmHead?(m: number, n: number, k: number, h: Int8Array, packed: Int8Array, rowSums: Int32Array, scale: Float32Array, bias: Float32Array, hiddenScale: number, out: Float32Array): void;
+  /**
    * The integer GRU cell of quant.irnn (native/intgru.h), whose path for these parameters it returns
    * ('avx512' | 'avx2' | 'avx2-loop' | 'scalar', the best that runs them); throws when the kernel refuses them. dims as intLstmPath's;
    * rows = multIh | shiftIh | multHh | shiftHh | bias (3H each) | biasHn (H).

@@ -123,14 +123,16 @@ describe('IntLSTM native cell (bit-exact against the TypeScript cell)', { skip }
     assert.ok(saturatedCells > 0 && saturatedH > 0, `the cases reach the clamps (c ${saturatedCells}, h ${saturatedH})`);
   });
 
-  it('[every-isa] a batch split between pool threads equals the TypeScript cell, on 1 and 2 threads', () => {
+  it('[every-isa] a batch split between pool threads (blocks of 16 sequences and a tail) equals the TypeScript cell, on 1 and 2 threads', () => {
     const rng = new Rng(9);
     const p = randomParams(rng, 11, 24, lstmPwlTables(16));
+    const lm = randomParams(rng, 64, 128, lstmPwlTables(16));
     const saved = nativeInfo()!.threads;
     try {
       for (const threads of [1, 2]) {
         setNativeThreads(threads);
         compare(p, 3, 150, rng, `${threads} threads`);
+        compare(lm, 8, 37, rng, `${threads} threads, the LM's input 64, hidden 128, 8 steps`);
       }
     } finally {
       setNativeThreads(saved);
