@@ -252,45 +252,20 @@ void intGruSequence(const IntGruCell& p, IntGruPath path, int64_t steps, int64_t
                     const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh, const int32_t* rowSumsHh,
                     const int8_t* h0, int8_t* out) {
   const int64_t H = p.hidden, rows = 3 * H;
-  const int64_t kx = (input + 3) / 4 * 4, kh = (H + 3) / 4 * 4;
   PaddedPwl sig{}, tnh{};
   if (path == IntGruPath::Avx512 || path == IntGruPath::Avx2) {
     sig = paddedPwl(p.sigmoid);
     tnh = paddedPwl(p.tanh);
   }
-  // As intLstmSequence: blocks of sequences through every step, one pool dispatch per call.
-  const int64_t blocks = (batch + kSeqBlock - 1) / kSeqBlock;
-  const double work = static_cast<double>(steps * batch * rows) * (2.0 * static_cast<double>(input + H) / 8.0 + 40.0);
-  parallelForEach(blocks, work, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<int32_t> ax, ah, rz;
-    thread_local std::vector<uint8_t> ux, uh;
-    if (ax.size() < static_cast<size_t>(kSeqBlock * rows)) {
-      ax.resize(static_cast<size_t>(kSeqBlock * rows));
-      ah.resize(static_cast<size_t>(kSeqBlock * rows));
-    }
+  // As intLstmSequence (blockedSequence): blocks of sequences through every step.
+  blockedSequence(steps, batch, input, H, rows, 2.0 * static_cast<double>(input + H) / 8.0 + 40.0, x, packedIh, rowSumsIh, packedHh,
+                  rowSumsHh, h0, out, [&](int64_t, int64_t, const int32_t* rx, const int32_t* rh, const int8_t* hPrev, int8_t* hOut) {
+    thread_local std::vector<int32_t> rz;
     if (rz.size() < static_cast<size_t>(2 * H)) rz.resize(static_cast<size_t>(2 * H));
-    if (ux.size() < static_cast<size_t>(kSeqBlock * kx)) ux.assign(static_cast<size_t>(kSeqBlock * kx), 0x80);
-    if (uh.size() < static_cast<size_t>(kSeqBlock * kh)) uh.assign(static_cast<size_t>(kSeqBlock * kh), 0x80);
-    for (int64_t b = begin; b < end; b++) {
-      const int64_t n0 = b * kSeqBlock, nb = std::min(kSeqBlock, batch - n0);
-      for (int64_t t = 0; t < steps; t++) {
-        toUnsignedRows(nb, input, kx, x + (t * batch + n0) * input, ux.data());
-        gemmInt8Serial(nb, rows, input, ux.data(), kx, packedIh, rowSumsIh, -128, ax.data(), rows);
-        const int8_t* hPrev = t == 0 ? h0 + n0 * H : out + ((t - 1) * batch + n0) * H;
-        toUnsignedRows(nb, H, kh, hPrev, uh.data());
-        gemmInt8Serial(nb, rows, H, uh.data(), kh, packedHh, rowSumsHh, -128, ah.data(), rows);
-        for (int64_t j = 0; j < nb; j++) {
-          const int32_t* rx = ax.data() + j * rows;
-          const int32_t* rh = ah.data() + j * rows;
-          const int8_t* hj = hPrev + j * H;
-          int8_t* oj = out + (t * batch + n0 + j) * H;
-          if (path == IntGruPath::Avx512) rowAvx512(p, sig, tnh, rx, rh, hj, oj);
-          else if (path == IntGruPath::Avx2) rowAvx2(p, sig, tnh, rx, rh, hj, oj);
-          else if (path == IntGruPath::Avx2Loop) rowAvx2Loop(p, rx, rh, hj, oj, rz.data());
-          else rowScalar(p, rx, rh, hj, oj, rz.data());
-        }
-      }
-    }
+    if (path == IntGruPath::Avx512) rowAvx512(p, sig, tnh, rx, rh, hPrev, hOut);
+    else if (path == IntGruPath::Avx2) rowAvx2(p, sig, tnh, rx, rh, hPrev, hOut);
+    else if (path == IntGruPath::Avx2Loop) rowAvx2Loop(p, rx, rh, hPrev, hOut, rz.data());
+    else rowScalar(p, rx, rh, hPrev, hOut, rz.data());
   });
 }
 

@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cpu.h"
+#include "intgemm.h"
 #include "irnn.h"
+#include "threadpool.h"
 
 #ifndef LOWBIT_INLINE
 #define LOWBIT_INLINE inline __attribute__((always_inline))
@@ -229,6 +232,46 @@ inline void toUnsignedRows(int64_t rows, int64_t k, int64_t kp, const int8_t* sr
     uint8_t* d = dst + r * kp;
     for (int64_t j = 0; j < k; j++) d[j] = static_cast<uint8_t>(s[j]) ^ 0x80u;
   }
+}
+
+// The whole-sequence driver of the integer LSTM and GRU: the sequences are independent, so each
+// pool task takes a block of kSeqBlock of them through every step (both products by the serial
+// int8 GEMM on the block's rows, then the cell), one pool dispatch per call instead of two per
+// step, with the block's accumulators in L1/L2. The integer results are those of whole-batch
+// GEMMs (the same sums per row). After the products of step t for sequence n,
+// row(t, n, rx, rh, hPrev, hOut) runs the cell: rx = W_ih·x (rows int32), rh = W_hh·h_{t-1},
+// hPrev = h_{t-1} of n (h0 at t = 0), hOut = h_t of n in `out` (steps, batch, H).
+template <typename Row>
+void blockedSequence(int64_t steps, int64_t batch, int64_t input, int64_t H, int64_t rows, double workPerRow,
+                     const int8_t* x, const int8_t* packedIh, const int32_t* rowSumsIh, const int8_t* packedHh,
+                     const int32_t* rowSumsHh, const int8_t* h0, int8_t* out, Row row) {
+  const int64_t kx = (input + 3) / 4 * 4, kh = (H + 3) / 4 * 4;
+  const int64_t blocks = (batch + kSeqBlock - 1) / kSeqBlock;
+  const double work = static_cast<double>(steps * batch * rows) * workPerRow;
+  parallelForEach(blocks, work, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<int32_t> ax, ah;
+    thread_local std::vector<uint8_t> ux, uh;
+    if (ax.size() < static_cast<size_t>(kSeqBlock * rows)) {
+      ax.resize(static_cast<size_t>(kSeqBlock * rows));
+      ah.resize(static_cast<size_t>(kSeqBlock * rows));
+    }
+    // The padding bytes past input / H must be 0x80 (zero after the xor): set once per buffer.
+    if (ux.size() < static_cast<size_t>(kSeqBlock * kx)) ux.assign(static_cast<size_t>(kSeqBlock * kx), 0x80);
+    if (uh.size() < static_cast<size_t>(kSeqBlock * kh)) uh.assign(static_cast<size_t>(kSeqBlock * kh), 0x80);
+    for (int64_t b = begin; b < end; b++) {
+      const int64_t n0 = b * kSeqBlock, nb = std::min(kSeqBlock, batch - n0);
+      for (int64_t t = 0; t < steps; t++) {
+        toUnsignedRows(nb, input, kx, x + (t * batch + n0) * input, ux.data());
+        gemmInt8Serial(nb, rows, input, ux.data(), kx, packedIh, rowSumsIh, -128, ax.data(), rows);
+        const int8_t* hPrev = t == 0 ? h0 + n0 * H : out + ((t - 1) * batch + n0) * H;
+        toUnsignedRows(nb, H, kh, hPrev, uh.data());
+        gemmInt8Serial(nb, rows, H, uh.data(), kh, packedHh, rowSumsHh, -128, ah.data(), rows);
+        for (int64_t j = 0; j < nb; j++) {
+          row(t, n0 + j, ax.data() + j * rows, ah.data() + j * rows, hPrev + j * H, out + (t * batch + n0 + j) * H);
+        }
+      }
+    }
+  });
 }
 
 // Why a PWL table cannot run exactly (nullptr when it can).
