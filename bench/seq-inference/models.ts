@@ -11,6 +11,7 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { convertNextWordModel, loadIntNextWord, saveIntNextWord, type IntNextWordModel } from '../../src/cli/lm-irnn.ts';
 import { contextIdBatches, DataLoader, loadLanguageModelCorpus, type LanguageModelCorpus } from '../../src/data/index.ts';
 import { writeSafetensorsFile } from '../../src/format/safetensors.ts';
+import { compareLogits } from '../../src/onnx/compare.ts';
 import { NextWordModel, TransformerLM } from '../../src/nn/index.ts';
 import type { Module } from '../../src/nn/module.ts';
 import { Adam } from '../../src/optim/index.ts';
@@ -140,25 +141,4 @@ export function peerFiles(dir: string, name: string, model: Module, ids: Tensor)
   return { weights, ids: idsPath };
 }
 
-/** Largest |a − b|, the largest |b| and the share of rows (of `width` values) whose argmax agree. */
-export function compareLogits(a: ArrayLike<number>, b: ArrayLike<number>, width: number): { maxAbsDiff: number; maxAbsRef: number; argmaxAgreement: number } {
-  if (a.length !== b.length || a.length % width !== 0) throw new RangeError(`compareLogits: ${a.length} vs ${b.length} values, rows of ${width}`);
-  let maxAbsDiff = 0;
-  let maxAbsRef = 0;
-  let agree = 0;
-  const rows = a.length / width;
-  for (let r = 0; r < rows; r++) {
-    let ia = 0;
-    let ib = 0;
-    for (let j = 0; j < width; j++) {
-      const i = r * width + j;
-      const d = Math.abs(a[i]! - b[i]!);
-      if (d > maxAbsDiff || Number.isNaN(d)) maxAbsDiff = d; // a NaN stays
-      maxAbsRef = Math.max(maxAbsRef, Math.abs(b[i]!));
-      if (a[i]! > a[r * width + ia]!) ia = j;
-      if (b[i]! > b[r * width + ib]!) ib = j;
-    }
-    if (ia === ib) agree++;
-  }
-  return { maxAbsDiff, maxAbsRef, argmaxAgreement: agree / rows };
-}
+export { compareLogits };
