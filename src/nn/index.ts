@@ -2,6 +2,7 @@
 export { Module, type TensorModule, type StateDict, type StateDictInput, type LoadStateDictResult } from './module.ts';
 export { Linear, type LinearOptions } from './linear.ts';
 export { Conv2d, type Conv2dLayerOptions } from './conv.ts';
+export { Conv1d, type Conv1dLayerOptions } from './conv1d.ts';
 export { BatchNorm, BatchNorm1d, BatchNorm2d, type BatchNormOptions } from './batchnorm.ts';
 export { ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, Identity } from './activation.ts';
 export { MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, type Pool2dLayerOptions } from './pooling.ts';
@@ -12,6 +13,7 @@ export { Sequential } from './sequential.ts';
 export { forwardChain } from './fusion.ts';
 export { Embedding, type EmbeddingOptions } from './embedding.ts';
 export { LayerNorm, type LayerNormOptions } from './layernorm.ts';
+export { GroupNorm, type GroupNormOptions } from './groupnorm.ts';
 export { RNNBase, LSTM, GRU, type RNNOptions, type FloatDType } from './rnn.ts';
 export { SRU, SRUCell, sruRecurrence, type SRUOptions, type SRUActivation, type SRUVectors, type SRURecurrenceOptions } from './sru.ts';
 export { MultiheadAttention, AttentionOutProjection, type MultiheadAttentionOptions, type MultiheadAttentionForwardOptions } from './attention.ts';

@@ -234,3 +234,151 @@ export class OneCycleLR extends LRScheduler {
     return end + ((start - end) / 2) * (Math.cos(Math.PI * pct) + 1);
   }
 }
+
+export interface ReduceLROnPlateauOptions {
+  /** 'min' (default): the metric should fall (a loss); 'max': it should rise (an accuracy). */
+  mode?: 'min' | 'max';
+  /** New lr = lr·factor (default 0.1; must be in [0, 1)). */
+  factor?: number;
+  /** Steps without improvement tolerated before the lr is reduced (default 10). */
+  patience?: number;
+  /** Smallest change that counts as an improvement (default 1e-4), see thresholdMode. */
+  threshold?: number;
+  /**
+   * 'rel' (default): better means below best·(1 − threshold) in min mode, above
+   * best·(1 + threshold) in max mode; 'abs': below best − threshold / above best + threshold.
+   */
+  thresholdMode?: 'rel' | 'abs';
+  /** Steps to wait after a reduction before counting bad steps again (default 0). */
+  cooldown?: number;
+  /** Lower bound of the lr: one for all groups or one per group (default 0). */
+  minLr?: number | readonly number[];
+  /** A reduction smaller than eps is skipped (default 1e-8). */
+  eps?: number;
+}
+
+/** Serializable state of ReduceLROnPlateau. `best` is ±Infinity before the first step. */
+export interface ReduceLROnPlateauState {
+  lastStep: number;
+  best: number;
+  numBadSteps: number;
+  cooldownCounter: number;
+}
+
+/**
+ * Reduces every group's learning rate by `factor` when a metric has stopped improving for more
+ * than `patience` steps, as PyTorch's ReduceLROnPlateau: `step(metric)` once per epoch with the
+ * validation loss (mode 'min') or accuracy (mode 'max'). A step improves when the metric beats
+ * the best so far by the threshold; otherwise it is a bad step, and when the bad steps exceed
+ * `patience` each lr becomes max(lr·factor, minLr) (skipped when that changes it by less than
+ * eps), followed by `cooldown` steps in which bad steps are not counted. A NaN metric never
+ * improves (it counts as a bad step, as in PyTorch). Unlike the closed-form schedules it does not
+ * write an lr at construction: the optimizer's lr is the starting value.
+ */
+export class ReduceLROnPlateau {
+  /** fit() steps this scheduler with the monitored metric instead of calling step() without one. */
+  readonly stepsOnMetric = true;
+  readonly optimizer: LrGroups;
+  readonly mode: 'min' | 'max';
+  readonly factor: number;
+  readonly patience: number;
+  readonly threshold: number;
+  readonly thresholdMode: 'rel' | 'abs';
+  readonly cooldown: number;
+  readonly minLrs: readonly number[];
+  readonly eps: number;
+  /** Number of `step()` calls so far. */
+  lastStep = 0;
+  /** Best metric seen (+Infinity in min mode, −Infinity in max mode before the first step). */
+  best: number;
+  /** Bad steps since the last improvement or reduction. */
+  numBadSteps = 0;
+  /** Cooldown steps left. */
+  cooldownCounter = 0;
+
+  constructor(optimizer: LrGroups, options: ReduceLROnPlateauOptions = {}) {
+    this.optimizer = optimizer;
+    this.mode = options.mode ?? 'min';
+    if (this.mode !== 'min' && this.mode !== 'max') throw new Error(`ReduceLROnPlateau: mode must be 'min' or 'max', got ${JSON.stringify(this.mode)}`);
+    this.factor = options.factor ?? 0.1;
+    if (!(this.factor >= 0 && this.factor < 1)) throw new Error(`ReduceLROnPlateau: factor must be in [0, 1), got ${this.factor}`);
+    this.patience = options.patience ?? 10;
+    if (!(Number.isInteger(this.patience) && this.patience >= 0)) throw new Error(`ReduceLROnPlateau: patience must be a non-negative integer, got ${this.patience}`);
+    this.threshold = options.threshold ?? 1e-4;
+    if (!(Number.isFinite(this.threshold) && this.threshold >= 0)) throw new Error(`ReduceLROnPlateau: threshold must be a finite number >= 0, got ${this.threshold}`);
+    this.thresholdMode = options.thresholdMode ?? 'rel';
+    if (this.thresholdMode !== 'rel' && this.thresholdMode !== 'abs') throw new Error(`ReduceLROnPlateau: thresholdMode must be 'rel' or 'abs', got ${JSON.stringify(this.thresholdMode)}`);
+    this.cooldown = options.cooldown ?? 0;
+    if (!(Number.isInteger(this.cooldown) && this.cooldown >= 0)) throw new Error(`ReduceLROnPlateau: cooldown must be a non-negative integer, got ${this.cooldown}`);
+    const groups = optimizer.paramGroups.length;
+    const minLr = options.minLr ?? 0;
+    this.minLrs = typeof minLr === 'number' ? Array.from({ length: groups }, () => minLr) : [...minLr];
+    if (this.minLrs.length !== groups) throw new Error(`ReduceLROnPlateau: ${this.minLrs.length} minLr values for ${groups} param groups`);
+    if (!this.minLrs.every((v) => Number.isFinite(v) && v >= 0)) throw new Error(`ReduceLROnPlateau: minLr must be finite numbers >= 0, got ${this.minLrs.join(', ')}`);
+    this.eps = options.eps ?? 1e-8;
+    this.best = this.worst();
+  }
+
+  /** Whether `metric` improves on `best` by the threshold (false for NaN). */
+  isBetter(metric: number, best: number = this.best): boolean {
+    if (this.mode === 'min') return this.thresholdMode === 'rel' ? metric < best * (1 - this.threshold) : metric < best - this.threshold;
+    return this.thresholdMode === 'rel' ? metric > best * (1 + this.threshold) : metric > best + this.threshold;
+  }
+
+  /** Records one epoch's metric and reduces the learning rates when it has plateaued. */
+  step(metric: number): void {
+    if (typeof metric !== 'number') throw new TypeError(`ReduceLROnPlateau.step: expected the monitored metric as a number, got ${typeof metric}`);
+    this.lastStep += 1;
+    if (this.isBetter(metric)) {
+      this.best = metric;
+      this.numBadSteps = 0;
+    } else {
+      this.numBadSteps += 1;
+    }
+    if (this.cooldownCounter > 0) {
+      this.cooldownCounter -= 1;
+      this.numBadSteps = 0;
+    }
+    if (this.numBadSteps > this.patience) {
+      this.reduce();
+      this.cooldownCounter = this.cooldown;
+      this.numBadSteps = 0;
+    }
+  }
+
+  /** Current learning rate of each group. */
+  getLr(): number[] {
+    return this.optimizer.paramGroups.map((group) => group.lr);
+  }
+
+  stateDict(): ReduceLROnPlateauState {
+    return { lastStep: this.lastStep, best: this.best, numBadSteps: this.numBadSteps, cooldownCounter: this.cooldownCounter };
+  }
+
+  /** Restores the counters (the learning rates themselves live in the optimizer's state). */
+  loadStateDict(state: ReduceLROnPlateauState): void {
+    const fields = ['lastStep', 'numBadSteps', 'cooldownCounter'] as const;
+    for (const key of fields) {
+      const v = state?.[key];
+      if (!(Number.isInteger(v) && v >= 0)) throw new Error(`ReduceLROnPlateau.loadStateDict: ${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    }
+    // JSON turns ±Infinity into null: null is the initial best.
+    const best = state.best === null ? this.worst() : state.best;
+    if (typeof best !== 'number' || Number.isNaN(best)) throw new Error(`ReduceLROnPlateau.loadStateDict: best must be a number, got ${JSON.stringify(state.best)}`);
+    this.lastStep = state.lastStep;
+    this.best = best;
+    this.numBadSteps = state.numBadSteps;
+    this.cooldownCounter = state.cooldownCounter;
+  }
+
+  private worst(): number {
+    return this.mode === 'min' ? Infinity : -Infinity;
+  }
+
+  private reduce(): void {
+    this.optimizer.paramGroups.forEach((group, i) => {
+      const newLr = Math.max(group.lr * this.factor, this.minLrs[i]!);
+      if (group.lr - newLr > this.eps) group.lr = newLr;
+    });
+  }
+}

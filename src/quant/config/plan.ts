@@ -6,6 +6,7 @@
  */
 import { Module } from '../../nn/module.ts';
 import { Conv2d } from '../../nn/conv.ts';
+import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
 import { BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Sequential } from '../../nn/sequential.ts';
@@ -102,8 +103,24 @@ function describeMatch(match: PlanMatch): string {
   return typeof match === 'string' ? `'${match}'` : `{ type: '${match.type}' }`;
 }
 
-/** @internal Conv2d and Linear layers of `model` in definition order (exact classes). */
+/**
+ * Throws when `model` holds a layer that quantization does not handle yet but that would
+ * otherwise stay float without a word (Conv1d: the fake-quant layers, convert and export are
+ * written for Conv2d's 4-D weights). Checked by every path that resolves a plan or table.
+ */
+export function refuseUnsupportedLayers(model: Module): void {
+  const conv1d = model.namedModules().filter(([, m]) => m instanceof Conv1d).map(([name]) => `'${name || '<root>'}'`);
+  if (conv1d.length > 0) {
+    throw new Error(
+      `quantization does not support Conv1d yet (${conv1d.join(', ')}): prepareQat, calibrate and convert handle Conv2d and Linear only; ` +
+        'train this model in float32, or use a Conv2d with kernel [1, k] on [N, C, 1, L] input',
+    );
+  }
+}
+
+/** @internal Conv2d and Linear layers of `model` in definition order (exact classes); refuses a model with a Conv1d. */
 export function quantizableLayers(model: Module): { name: string; type: LayerType; module: Conv2d | Linear }[] {
+  refuseUnsupportedLayers(model);
   const out: { name: string; type: LayerType; module: Conv2d | Linear }[] = [];
   for (const [name, module] of model.namedModules()) {
     if (module instanceof Conv2d) out.push({ name, type: 'Conv2d', module });
@@ -234,6 +251,7 @@ export function planFromTable(table: readonly ResolvedLayer[]): QuantPlan {
  * its type, specs are valid, fused BatchNorms exist. Returns it typed.
  */
 export function validateTable(model: Module, table: readonly ResolvedLayer[]): ResolvedLayer[] {
+  refuseUnsupportedLayers(model);
   if (!Array.isArray(table)) throw new Error('a resolved plan table must be an array of {name, type, weightSpec, activationSpec, fusedBatchNorm}');
   const seen = new Set<string>();
   return table.map((row, i) => {
