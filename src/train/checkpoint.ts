@@ -4,9 +4,12 @@
  *
  * Layout: model tensors are stored as `model.<name>`; tensors found anywhere inside the
  * optimizer state as `optimizer.<path>`. Everything that is not a tensor is JSON-encoded in
- * `__metadata__` (`format`, `version`, `epoch`, `config`, `history`, `optimizer`, and `scaler` when one is saved), where the
+ * `__metadata__` (`format`, `version`, `epoch`, `config`, `history`, `optimizer`, and `scaler` /
+ * `scheduler` when saved), where the
  * optimizer's tensors appear as `{"$tensor": "optimizer.<path>"}` references, Maps as
- * `{"$map": [[key, value], ...]}` and non-finite numbers as `{"$number": "Infinity"}`.
+ * `{"$map": [[key, value], ...]}` and non-finite numbers as `{"$number": "Infinity"}` (the
+ * scheduler's state is encoded the same way). Early stopping's best weights (restoreBestWeights)
+ * are stored as `best.<name>`, with `bestWeights: "true"` in the metadata.
  */
 import { Tensor } from '../tensor/tensor.ts';
 import {
@@ -36,6 +39,10 @@ export interface CheckpointData {
   history?: unknown;
   /** The loss scaler's `stateDict()` (fp16 training, src/lowp), JSON-serialisable; omitted when none. */
   scaler?: unknown;
+  /** The LR scheduler's `stateDict()`, JSON-serialisable; omitted when none. */
+  scheduler?: unknown;
+  /** Early stopping with restoreBestWeights: the best epoch's model state, stored as `best.<name>`. */
+  bestWeights?: StateTensors;
 }
 
 export interface LoadedCheckpoint {
@@ -46,6 +53,10 @@ export interface LoadedCheckpoint {
   history: unknown;
   /** The loss scaler's state, null when the checkpoint holds none. */
   scaler: unknown;
+  /** The LR scheduler's state, null when the checkpoint holds none. */
+  scheduler: unknown;
+  /** The best epoch's weights kept by early stopping (restoreBestWeights), null when none. */
+  bestWeights: Record<string, Tensor> | null;
 }
 
 /** A checkpoint that cannot be read: missing, malformed, or not a lowbit checkpoint. */
@@ -111,6 +122,7 @@ function entries(state: StateTensors): [string, Tensor][] {
 /** Writes a checkpoint atomically (temporary file, then rename). */
 export function saveCheckpoint(path: string, data: CheckpointData): void {
   const tensors: [string, SafetensorsInput][] = entries(data.model).map(([name, t]) => [`model.${name}`, t]);
+  if (data.bestWeights !== undefined) for (const [name, t] of entries(data.bestWeights)) tensors.push([`best.${name}`, t]);
   const optimizer = extractTensors(data.optimizer ?? null, 'optimizer', tensors);
   const metadata: Record<string, string> = {
     format: CHECKPOINT_FORMAT,
@@ -120,6 +132,8 @@ export function saveCheckpoint(path: string, data: CheckpointData): void {
     history: JSON.stringify(data.history ?? null),
     optimizer: JSON.stringify(optimizer),
     ...(data.scaler === undefined ? {} : { scaler: JSON.stringify(data.scaler) }),
+    ...(data.scheduler === undefined ? {} : { scheduler: JSON.stringify(extractTensors(data.scheduler, 'scheduler', tensors)) }),
+    ...(data.bestWeights === undefined ? {} : { bestWeights: 'true' }),
   };
   writeSafetensorsFile(path, tensors, metadata);
 }
@@ -158,10 +172,12 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
     const epoch = Number(metadata.epoch);
     if (!Number.isInteger(epoch) || epoch < 0) throw new CheckpointError(`metadata 'epoch' must be a non-negative integer, got ${JSON.stringify(metadata.epoch)}`);
     const model: Record<string, Tensor> = {};
+    const best: Record<string, Tensor> = {};
     const others = new Map<string, Tensor>();
     for (const [name, entry] of contents.tensors) {
       if (name.startsWith('model.')) model[name.slice('model.'.length)] = toTensor(name, entry);
-      else if (name.startsWith('optimizer')) others.set(name, toTensor(name, entry));
+      else if (name.startsWith('best.') && metadata.bestWeights === 'true') best[name.slice('best.'.length)] = toTensor(name, entry);
+      else if (name.startsWith('optimizer') || name.startsWith('scheduler')) others.set(name, toTensor(name, entry));
       else throw new CheckpointError(`unexpected tensor '${name}'`);
     }
     return {
@@ -171,6 +187,8 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
       config: parseJson('config', metadata.config),
       history: parseJson('history', metadata.history),
       scaler: metadata.scaler === undefined ? null : parseJson('scaler', metadata.scaler),
+      scheduler: metadata.scheduler === undefined ? null : restoreTensors(parseJson('scheduler', metadata.scheduler), others),
+      bestWeights: metadata.bestWeights === 'true' ? best : null,
     };
   } catch (e) {
     if (e instanceof CheckpointError && !e.message.startsWith(path)) throw new CheckpointError(`${path}: ${e.message}`);

@@ -9,6 +9,8 @@ import { crossEntropy } from '../tensor/ops.ts';
 import { manualSeed } from '../tensor/random.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { saveCheckpoint } from './checkpoint.ts';
+import { checkMonitor, describeEarlyStop, EarlyStopping, monitorValue, type EarlyStoppingOptions, type EarlyStoppingState, type Monitor } from './early-stopping.ts';
+import { compareStateDicts, type StateDict } from '../nn/module.ts';
 import { ProgressBar, type ProgressStream } from './progress.ts';
 
 /** One batch: inputs and int32 class indices. */
@@ -37,6 +39,18 @@ export interface TrainOptimizer {
 /** A learning-rate schedule stepped once per epoch. */
 export interface EpochScheduler {
   step(): void;
+  /** Its state, saved in fit's checkpoints when present. */
+  stateDict?(): unknown;
+}
+
+/**
+ * A schedule stepped once per epoch with a monitored metric (ReduceLROnPlateau): fit calls
+ * `step(value)` with FitOptions.schedulerMonitor's value of the epoch.
+ */
+export interface MetricScheduler {
+  readonly stepsOnMetric: true;
+  step(metric: number): void;
+  stateDict?(): unknown;
 }
 
 /** `(logits [N, C], int32 targets [N]) → scalar loss` (mean over the batch). */
@@ -67,6 +81,12 @@ export interface History {
   epochs: EpochRecord[];
   /** The loss of every optimizer step, in order. */
   stepLosses: number[];
+  /**
+   * With FitOptions.earlyStopping: its state after the last epoch, including why training stopped
+   * (`stoppedEpoch`) and which epoch's weights were restored (`restoredEpoch`). A resumed fit
+   * continues from it.
+   */
+  earlyStopping?: EarlyStoppingState;
 }
 
 export interface FitOptions {
@@ -74,8 +94,19 @@ export interface FitOptions {
   /** Evaluated after every epoch when given. */
   testLoader?: BatchSource;
   optimizer: TrainOptimizer;
-  /** Stepped once at the end of every epoch (after the epoch's evaluation). */
-  scheduler?: EpochScheduler;
+  /**
+   * Stepped once at the end of every epoch (after the epoch's evaluation); a MetricScheduler
+   * (ReduceLROnPlateau) is stepped with the epoch's `schedulerMonitor` value.
+   */
+  scheduler?: EpochScheduler | MetricScheduler;
+  /** The metric a MetricScheduler is stepped with (default 'val_loss', which needs testLoader). */
+  schedulerMonitor?: Monitor;
+  /**
+   * Stop when a monitored metric stops improving (Keras' EarlyStopping): see EarlyStoppingOptions.
+   * The state is kept in `history.earlyStopping`; when training stops early, a checkpoint of the
+   * stopping epoch is written (whatever checkpoint.every says).
+   */
+  earlyStopping?: EarlyStoppingOptions;
   epochs: number;
   /** Default: softmax cross-entropy. */
   lossFn?: LossFn;
@@ -255,6 +286,9 @@ export function fit(model: TensorModule, options: FitOptions): History {
 /** fit's loop over the epochs, with its options checked (and the model under autocast when asked). */
 function trainEpochs(model: TensorModule, options: FitOptions, scaling: { scaler: GradScaler; optimizer: ScalableOptimizer } | null): History {
   const { trainLoader, testLoader, optimizer, scheduler, epochs } = options;
+  const metricScheduler = scheduler !== undefined && 'stepsOnMetric' in scheduler && scheduler.stepsOnMetric === true ? scheduler : null;
+  const schedulerMonitor = metricScheduler ? checkMonitor(options.schedulerMonitor ?? 'val_loss', testLoader !== undefined, 'fit: schedulerMonitor') : null;
+  if (!metricScheduler && options.schedulerMonitor !== undefined) throw new Error('fit: schedulerMonitor applies to a scheduler stepped on a metric (ReduceLROnPlateau)');
   const lossFn = options.lossFn ?? crossEntropy;
   // No stream to draw on in a browser: the bar is off there unless one is given.
   const stream = options.progressStream ?? (typeof process !== 'undefined' ? process.stderr : undefined);
@@ -266,6 +300,16 @@ function trainEpochs(model: TensorModule, options: FitOptions, scaling: { scaler
   const initialEpoch = options.initialEpoch ?? 0;
   if (!Number.isInteger(initialEpoch) || initialEpoch < 0 || initialEpoch > epochs) throw new Error(`fit: initialEpoch must be an integer in [0, epochs], got ${initialEpoch}`);
   const history: History = { epochs: [...(options.history?.epochs ?? [])], stepLosses: [...(options.history?.stepLosses ?? [])] };
+  const stopping = options.earlyStopping ? new EarlyStopping(options.earlyStopping, testLoader !== undefined, initialEpoch > 0 ? options.history?.earlyStopping : undefined) : null;
+  if (stopping) history.earlyStopping = stopping.state;
+  const restoreBest = stopping !== null && (options.earlyStopping?.restoreBestWeights ?? false);
+  // The weights of the best epoch so far (restoreBestWeights), a copy of stateDict().
+  let bestWeights: StateDict | null = null;
+  let bestWeightsEpoch = 0;
+  if (restoreBest && initialEpoch > 0) {
+    bestWeights = resumedBestWeights(model, stopping.state, initialEpoch, options.earlyStopping?.bestWeights);
+    if (bestWeights) bestWeightsEpoch = stopping.state.bestEpoch;
+  }
   for (let epoch = initialEpoch + 1; epoch <= epochs; epoch++) {
     const lr = optimizer.lr;
     model.train();
@@ -324,9 +368,25 @@ function trainEpochs(model: TensorModule, options: FitOptions, scaling: { scaler
       record.testAccuracy = result.accuracy;
     }
     history.epochs.push(record);
-    scheduler?.step();
+    if (metricScheduler && schedulerMonitor) metricScheduler.step(monitorValue(record, schedulerMonitor));
+    else (scheduler as EpochScheduler | undefined)?.step();
     log?.(summaryLine(record, epochs));
-    if (options.checkpoint && (epoch % every === 0 || epoch === epochs)) {
+    let stop = false;
+    if (stopping) {
+      const verdict = stopping.update(epoch, monitorValue(record, stopping.state.monitor));
+      // As Keras: the first monitored epoch's weights are kept even when its value is NaN.
+      if (restoreBest && (verdict === 'improved' || bestWeights === null)) {
+        bestWeights = model.stateDict();
+        bestWeightsEpoch = epoch;
+      }
+      stop = verdict === 'stop';
+      if (restoreBest && bestWeights && (stop || epoch === epochs)) {
+        model.loadStateDict(bestWeights);
+        stopping.state.restoredEpoch = bestWeightsEpoch;
+      }
+      if (stop || (restoreBest && epoch === epochs)) log?.(describeEarlyStop(stopping.state));
+    }
+    if (options.checkpoint && (epoch % every === 0 || epoch === epochs || stop)) {
       saveCheckpoint(options.checkpoint.path, {
         model: model.stateDict(),
         optimizer: optimizer.stateDict?.() ?? null,
@@ -334,9 +394,27 @@ function trainEpochs(model: TensorModule, options: FitOptions, scaling: { scaler
         config: options.config ?? null,
         history,
         ...(scaling ? { scaler: scaling.scaler.stateDict() } : {}),
+        ...(scheduler?.stateDict ? { scheduler: scheduler.stateDict() } : {}),
+        ...(restoreBest && bestWeights ? { bestWeights } : {}),
       });
     }
     options.onEpochEnd?.(record, history);
+    if (stop) break;
   }
   return history;
+}
+
+/** The best weights a resumed fit starts from: the checkpoint's, or the model's own when the best epoch is the last one done. */
+function resumedBestWeights(model: TensorModule, state: EarlyStoppingState, initialEpoch: number, saved: EarlyStoppingOptions['bestWeights']): StateDict | null {
+  if (saved !== undefined) {
+    const copy: StateDict = new Map(saved instanceof Map ? [...saved].map(([k, t]) => [k, t.clone()]) : Object.entries(saved).map(([k, t]) => [k, t.clone()]));
+    // Checked now (names and shapes) rather than when training ends.
+    const { missingKeys, unexpectedKeys, shapeMismatches } = compareStateDicts(new Map(model.stateDict()), copy);
+    if (missingKeys.length + unexpectedKeys.length + shapeMismatches.length > 0) {
+      throw new Error(`fit: earlyStopping.bestWeights do not fit the model (missing ${missingKeys.join(', ') || 'none'}; unexpected ${unexpectedKeys.join(', ') || 'none'}; shape mismatches ${shapeMismatches.map((m) => m.name).join(', ') || 'none'})`);
+    }
+    return copy;
+  }
+  if (state.bestEpoch === initialEpoch || state.bestEpoch === 0) return state.bestEpoch === 0 ? null : model.stateDict();
+  throw new Error(`fit: resuming early stopping with restoreBestWeights needs the weights of epoch ${state.bestEpoch}: pass earlyStopping.bestWeights (loadCheckpoint(path).bestWeights)`);
 }

@@ -9,12 +9,14 @@ export {
   type BatchSource,
   type TrainOptimizer,
   type EpochScheduler,
+  type MetricScheduler,
   type LossFn,
   type EpochRecord,
   type History,
   type FitOptions,
   type EvaluateResult,
 } from './fit.ts';
+export { MONITORS, monitorValue, type Monitor, type EarlyStoppingOptions, type EarlyStoppingState } from './early-stopping.ts';
 export { evaluatePerplexity, PerplexityMeter, type PerplexityResult } from './perplexity.ts';
 export { ProgressBar, formatDuration, type ProgressBarOptions, type ProgressMetrics, type ProgressStream } from './progress.ts';
 export {
