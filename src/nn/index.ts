@@ -11,6 +11,7 @@ export { Dropout } from './dropout.ts';
 export { Add } from './merge.ts';
 export { Sequential } from './sequential.ts';
 export { forwardChain } from './fusion.ts';
+export { summary, formatSummary, type ModelSummary, type SummaryRow, type SummaryOptions } from './summary.ts';
 export { Embedding, type EmbeddingOptions } from './embedding.ts';
 export { LayerNorm, type LayerNormOptions } from './layernorm.ts';
 export { GroupNorm, type GroupNormOptions } from './groupnorm.ts';
