@@ -73,7 +73,7 @@ describe('nn.summary', () => {
     assert.deepEqual(bits, { conv1: [8, 8], conv2: [4, 4], fc1: [4, 4], fc2: [4, 4], fc3: [8, 8] });
     assert.equal(s.quantizedLayers, 5);
     const weights = { conv1: 150, conv2: 2400, fc1: 48000, fc2: 10080, fc3: 840 };
-    const saved = Object.entries(weights).reduce((n, [name, size]) => n + size * (4 - bits[name]![0]! / 8), 0);
+    const saved = Object.entries(weights).reduce((n, [name, size]) => n + size * (4 - s.rows.find((r) => r.name === name)!.weightBits! / 8), 0);
     assert.equal(s.quantizedBytes, s.fp32Bytes - saved);
     assert.ok(s.rows.every((r) => !r.type.endsWith('Quantizer') && !r.name.includes('Quantizer')), 'quantizers get no row of their own');
     assert.equal(s.rows.find((r) => r.name === 'conv1')!.type, 'QuantConv2d');
