@@ -2,7 +2,7 @@
  * Early stopping for `fit` (Keras' EarlyStopping callback) and the metric names that it and
  * metric-driven schedulers (ReduceLROnPlateau) monitor.
  */
-import type { StateDict } from '../nn/module.ts';
+import type { StateDictInput } from '../nn/module.ts';
 
 /** An epoch metric by Keras' name: validation loss / accuracy (needs a test loader) or the training ones. */
 export type Monitor = 'val_loss' | 'val_accuracy' | 'loss' | 'accuracy';
@@ -55,7 +55,7 @@ export interface EarlyStoppingOptions {
    * Resuming with restoreBestWeights: the best weights saved in the checkpoint
    * (`loadCheckpoint(path).bestWeights`). Not needed when the best epoch is the last one done.
    */
-  bestWeights?: StateDict | Readonly<Record<string, import('../tensor/tensor.ts').Tensor>>;
+  bestWeights?: StateDictInput;
 }
 
 /**

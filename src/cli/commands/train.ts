@@ -80,6 +80,9 @@ export const trainCommand = defineCommand({
     momentum: { type: 'number', min: 0, max: 1, default: 0.9, help: 'SGD momentum' },
     weightDecay: { type: 'number', min: 0, default: 0, help: 'weight decay (L2 for sgd/adam, decoupled for adamw, multiplicative for madam/lns-madam)' },
     schedule: { type: 'enum', choices: ['cosine', 'step', 'none'], default: 'cosine', help: 'per-epoch learning-rate schedule (step: x0.1 every third of the epochs)' },
+    patience: { type: 'int', min: 0, placeholder: 'N', help: 'early stopping: stop when the test loss has not improved for N epochs (Keras EarlyStopping; the test split is the validation data here); image models' },
+    minDelta: { type: 'number', min: 0, placeholder: 'D', help: 'with --patience: a test loss must beat the best by more than D to count as an improvement (default 0)' },
+    restoreBest: { type: 'boolean', help: 'with --patience: load the weights of the best epoch (lowest test loss) back at the end; the checkpoint and the reported accuracy are then that epoch\'s' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of initialisation and shuffling' },
     out: { type: 'string', placeholder: 'DIR', help: 'output directory (default: runs/<model>-<dataset>-<quant>)' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
@@ -126,12 +129,16 @@ export const trainCommand = defineCommand({
     if (given.actGradBits === undefined && (given.actGradScale !== 'tensor' || given.actGradGrid !== 'dorefa')) {
       throw new UsageError(`--act-grad-scale and --act-grad-grid apply with --act-grad-bits K only (got --act-grad-scale ${given.actGradScale} --act-grad-grid ${given.actGradGrid})`, 'train');
     }
+    if (given.patience !== undefined && (isLmModelName(model) || wantsDataParallel(given))) {
+      throw new UsageError(`--patience (early stopping) applies to single-process image-model training (got --model ${model}${wantsDataParallel(given) ? ' with --workers/--compress' : ''})`, 'train');
+    }
     if (isLmModelName(model)) {
       const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
       const quantLrScale = given.quantLrScale ?? (model === 'transformer-lm' ? TRANSFORMER_LM_QUANT_LR_SCALE : DEFAULT_QUANT_LR_SCALE);
       return trainLanguageModel({ ...given, model, lr, quantLrScale }, io);
     }
     // Image models: the language-model options and data are refused, the image defaults filled in.
+    if ((given.minDelta !== undefined || given.restoreBest) && given.patience === undefined) throw new UsageError('--min-delta and --restore-best set up early stopping: pass --patience N too', 'train');
     const lmOnly = (['seqLen', 'hidden', 'embed', 'vocab', 'objective', 'windowStride'] as const).filter((k) => given[k] !== undefined);
     if (lmOnly.length > 0) throw new UsageError(`${lmOnly.map((k) => `--${flagName(k)}`).join(', ')} apply to language models (--model ${LM_MODEL_NAMES.join('|')}), not --model ${model}`, 'train');
     const dataset = given.dataset ?? 'mnist';
@@ -218,6 +225,7 @@ export const trainCommand = defineCommand({
         model.loadStateDict(resumed.model);
         optimizer.loadStateDict(resumed.optimizer);
         for (let e = 0; e < resumed.epoch; e++) scheduler?.step();
+        if (resumed.earlyStopped !== null) io.print(`  note       the run had stopped early after epoch ${resumed.earlyStopped}; it continues with the same early-stopping counters`);
         trainLoader.setEpoch(resumed.epoch);
         if (scaler && resumed.scaler !== null) scaler.loadStateDict(resumed.scaler);
       }
@@ -233,6 +241,7 @@ export const trainCommand = defineCommand({
         ['optimizer', `${optimizerText}, ${options.epochs} epoch${options.epochs === 1 ? '' : 's'}, seed ${options.seed}`],
         ...(gradBits === undefined ? [] : [['gradients', `${gradBits}-bit parameter gradients (per-tensor max scale, stochastic rounding)`] as [string, string]]),
         ...(actGrad === undefined ? [] : [['act grads', `${actGrad.bits}-bit gradients at every quantized layer output (per-${actGrad.granularity} max scale, ${actGrad.grid === 'dorefa' ? 'DoReFa' : 'symmetric'} grid, stochastic rounding)`] as [string, string]]),
+        ...(options.patience === undefined ? [] : [['stopping', `early stopping on the test loss, patience ${options.patience}${options.minDelta ? `, min delta ${options.minDelta}` : ''}${options.restoreBest ? ', best weights restored at the end' : ''}`] as [string, string]]),
         ['backend', describeBackend(backend)],
         ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
         ...(resumed ? [['resume', `from epoch ${resumed.epoch} of ${join(out, 'checkpoint.safetensors')}`] as [string, string]] : []),
@@ -256,6 +265,12 @@ export const trainCommand = defineCommand({
         precision,
         ...(scaler ? { scaler } : {}),
         ...(resumed ? { initialEpoch: resumed.epoch, history: resumed.history } : {}),
+        ...(options.patience === undefined ? {} : {
+          earlyStopping: {
+            monitor: 'val_loss' as const, patience: options.patience, minDelta: options.minDelta ?? 0, restoreBestWeights: options.restoreBest ?? false,
+            ...(resumed?.bestWeights ? { bestWeights: resumed.bestWeights } : {}),
+          },
+        }),
         progress: options.progress,
         progressStream: io.stderr,
         checkpoint: { path: checkpointPath },
@@ -264,7 +279,9 @@ export const trainCommand = defineCommand({
         onEpochEnd: quantPlan ? (record) => setQuantProgress(model, record.epoch, options.epochs) : undefined,
       });
       const totalSeconds = (performance.now() - start) / 1000;
-      const last = history.epochs.at(-1);
+      // With --restore-best the model holds the best epoch's weights: report that epoch.
+      const restored = history.earlyStopping?.restoredEpoch ?? null;
+      const last = restored === null ? history.epochs.at(-1) : history.epochs.find((r) => r.epoch === restored);
       const metrics = {
         config,
         backend,
@@ -273,6 +290,7 @@ export const trainCommand = defineCommand({
         testSamples: testSet.length,
         testAccuracy: last?.testAccuracy ?? null,
         testLoss: last?.testLoss ?? null,
+        ...(history.earlyStopping ? { earlyStopping: history.earlyStopping, reportedEpoch: last?.epoch ?? null } : {}),
         totalSeconds,
         history,
         ...(scaler ? { lossScaler: scaler.stateDict() } : {}),
@@ -315,10 +333,10 @@ function isQuantChoice(name: string): name is QuantChoice {
 }
 
 /** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
-const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits', 'actGradBits', 'actGradScale', 'actGradGrid'] as const;
+const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits', 'actGradBits', 'actGradScale', 'actGradGrid', 'patience', 'minDelta', 'restoreBest', 'testLimit'] as const;
 
 /** The state to continue from: the checkpoint at `path`, checked against this run's `config`. */
-function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown } {
+function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown; bestWeights: StateTensors | null; earlyStopped: number | null } {
   if (!existsSync(path)) throw new UsageError(`--resume: no checkpoint at '${path}' (pass the --out of the run to continue)`, 'train');
   const ck = loadCheckpoint(path);
   // Runs from before --precision existed trained in fp32.
@@ -332,7 +350,7 @@ function resumeState(path: string, config: Record<string, unknown>, epochs: numb
   if (ck.optimizer === null || typeof ck.optimizer !== 'object') throw new Error(`--resume: '${path}' holds no optimizer state`);
   const history = ck.history as History | undefined;
   if (!history || !Array.isArray(history.epochs) || !Array.isArray(history.stepLosses)) throw new Error(`--resume: '${path}' holds no training history`);
-  return { model: ck.model, optimizer: ck.optimizer as OptimizerStateDict, epoch: ck.epoch, history, scaler: ck.scaler };
+  return { model: ck.model, optimizer: ck.optimizer as OptimizerStateDict, epoch: ck.epoch, history, scaler: ck.scaler, bestWeights: ck.bestWeights, earlyStopped: history.earlyStopping?.stoppedEpoch ?? null };
 }
 
 interface Baseline {
