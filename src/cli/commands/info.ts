@@ -5,6 +5,9 @@ import { packageVersion } from '../package-info.ts';
 import { intModelOfFile, resolveModelInput } from '../inputs.ts';
 import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitNode } from '../../format/lowbit.ts';
 import type { IntNode, LayerSummary } from '../../runtime/intmodel.ts';
+import { modelOfCheckpoint } from '../checkpoint-model.ts';
+import { summary } from '../../nn/summary.ts';
+import { loadCheckpoint } from '../../train/checkpoint.ts';
 
 export const infoCommand = defineCommand({
   name: 'info',
@@ -14,10 +17,13 @@ export const infoCommand = defineCommand({
     'With --file: validates a .lowbit file and prints its format version, graph nodes (op, name, bits),\n' +
     'tensors (logical dtype, shape, bytes) and its size against the same model in float32. An integer\n' +
     'model (what lowbit quantize and lowbit eval --save write) is checked as lowbit eval loads it.\n' +
+    'A lowbit train run (its directory or checkpoint.safetensors) is rebuilt as trained and summarised\n' +
+    'like Keras model.summary(): every layer with its output shape for one 28x28 image, its parameters,\n' +
+    'the weight/input bits of fake-quant layers, and the model size in float32 and at those bits.\n' +
     'A malformed file is reported on one line with exit code 1.',
-  examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info model.lowbit', 'lowbit info --file model.lowbit --json'],
+  examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info model.lowbit', 'lowbit info --file model.lowbit --json', 'lowbit info runs/lenet5-mnist-w4a4   # layer table of a training run'],
   options: {
-    file: { type: 'string', placeholder: 'FILE', positional: true, help: 'describe this .lowbit model file (also: lowbit info FILE)' },
+    file: { type: 'string', placeholder: 'FILE', positional: true, help: 'describe this .lowbit model file or lowbit train run (directory or checkpoint; also: lowbit info FILE)' },
     backend: { type: 'boolean', help: 'print only the backend details (backends, threads, CPU features)' },
     json: { type: 'boolean', help: 'print the same information as JSON' },
   },
@@ -63,7 +69,10 @@ export const infoCommand = defineCommand({
  */
 function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
   const input = resolveModelInput(file, 'info', 'info', 'lowbit', 'a .lowbit file (or a folder holding model.lowbit)');
-  if (input.kind !== 'lowbit') throw new UsageError(`'${input.file}' is a training checkpoint; info describes .lowbit integer models (lowbit quantize and lowbit eval --checkpoint --save write them)`, 'info');
+  if (input.kind === 'checkpoint') {
+    describeTrainingRun(input.file, json, io);
+    return;
+  }
   const path = input.file;
   let bytes: Uint8Array;
   try {
@@ -112,6 +121,26 @@ function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
   if (report.tensors.length > 0) {
     table(io, ['name', 'dtype', 'shape', 'bytes'], report.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, String(t.bytes)]), [3]);
   }
+}
+
+/** Input of one sample of the image datasets lowbit train runs on (MNIST, Fashion-MNIST). */
+const RUN_INPUT_SHAPE = [1, 1, 28, 28];
+
+/** A lowbit train checkpoint: the model rebuilt as trained (QAT-prepared when it was), then nn.summary. */
+function describeTrainingRun(file: string, json: boolean, io: CommandIO): void {
+  const run = modelOfCheckpoint(file, 'info');
+  const s = summary(run.model, RUN_INPUT_SHAPE);
+  const epoch = loadCheckpoint(file).epoch;
+  if (json) {
+    const { format: _format, ...table } = s;
+    io.print(JSON.stringify({ file, format: 'lowbit-checkpoint', model: run.arch, quant: run.quantLabel, dataset: run.dataset ?? null, epoch, summary: table }, null, 2));
+    return;
+  }
+  const head: [string, string][] = [['file', file], ['model', `${run.arch} (${run.quantLabel})`], ['dataset', run.dataset ?? 'unknown'], ['epochs', String(epoch)]];
+  const width = Math.max(...head.map(([k]) => k.length));
+  for (const [k, v] of head) io.print(`${k.padEnd(width)}  ${v}`);
+  io.print();
+  io.print(s.format());
 }
 
 /** Bits of an IntModel node: `w4a4` for layers (`layer` = its `layers()` row, as eval prints them), `a8` for the input quantizer. */
