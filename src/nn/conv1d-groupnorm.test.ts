@@ -181,6 +181,7 @@ describe('nn.GroupNorm', () => {
     assert.throws(() => new GroupNorm(4, 6), /numChannels 6 must be divisible by numGroups 4/);
     assert.throws(() => new GroupNorm(0, 6), /numGroups must be a positive integer/);
     assert.throws(() => new GroupNorm(2, 6).forward(randn([2, 4, 3])), /expected input \[N, 6, \*\]/);
+    assert.deepEqual(new GroupNorm(2, 6).forward(randn([0, 6, 3])).shape, [0, 6, 3], 'an empty batch stays empty');
     assert.deepEqual([...new GroupNorm(2, 6).stateDict()].map(([name, t]) => `${name}:${t.shape.join('x')}`), ['weight:6', 'bias:6']);
   });
 });

@@ -49,7 +49,8 @@ export class GroupNorm extends Module {
       throw new Error(`GroupNorm(${this.numGroups}, ${this.numChannels}): expected input [N, ${this.numChannels}, *], got [${x.shape.join(', ')}]`);
     }
     const n = x.shape[0]!;
-    const grouped = reshape(x, [n, this.numGroups, x.size / (n * this.numGroups)]);
+    const perGroup = x.shape.slice(1).reduce((a, d) => a * d, 1) / this.numGroups;
+    const grouped = reshape(x, [n, this.numGroups, perGroup]);
     const centered = sub(grouped, mean(grouped, 2, true));
     const variance = mean(mul(centered, centered), 2, true);
     let y = reshape(div(centered, sqrt(add(variance, this.eps))), x.shape);
