@@ -67,7 +67,10 @@ describe('nn.summary', () => {
     manualSeed(2);
     const model = lenet5();
     prepareQat(model, qatFromCliOptions({ quant: 'w4a4' })!);
+    const before = [...model.stateDict()].map(([k, t]) => [k, Array.from(t.data)]);
     const s = summary(model, [1, 1, 28, 28]);
+    // The forward would initialise the LSQ steps and observe ranges: all of it is undone.
+    assert.deepEqual([...model.stateDict()].map(([k, t]) => [k, Array.from(t.data)]), before);
     const bits: Record<string, (number | null)[]> = Object.fromEntries(s.rows.filter((r) => r.weightBits !== null).map((r) => [r.name, [r.weightBits, r.activationBits]]));
     // First and last layers stay at 8 bits (the plan's rule), the rest at 4.
     assert.deepEqual(bits, { conv1: [8, 8], conv2: [4, 4], fc1: [4, 4], fc2: [4, 4], fc3: [8, 8] });
