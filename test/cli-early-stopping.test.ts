@@ -39,6 +39,34 @@ describe('lowbit train --patience (early stopping)', () => {
     }
   });
 
+  it('--schedule plateau: x0.1 after two epochs without a lower test loss; --resume restores its counters', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lowbit-plateau-'));
+    try {
+      const out = join(dir, 'run');
+      // SGD at lr 1e-6: the test loss moves by far less than ReduceLROnPlateau's relative threshold
+      // (1e-4), so epochs 2 and 3 are bad; the lr steps stay above its eps (1e-8), so they are taken.
+      const args = ['train', '--quant', 'fp32', '--limit', '64', '--test-limit', '32', '--batch-size', '32', '--optimizer', 'sgd', '--lr', '1e-6', '--schedule', 'plateau', '--no-progress', '--out', out];
+      const first = await runCli([...args, '--epochs', '3']);
+      assert.equal(first.code, 0, first.stderr);
+      const resumed = await runCli([...args, '--epochs', '6', '--resume']);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      type Metrics = { history: { epochs: { lr: number }[] } };
+      const lrs = (JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Metrics).history.epochs.map((e) => e.lr);
+      // Epochs 2, 3 bad -> epoch 4 at 1e-7; epochs 4, 5 bad -> epoch 6 at 1e-8 (counters carried over the resume).
+      const expected = [1e-6, 1e-6, 1e-6, 1e-7, 1e-7, 1e-8];
+      assert.equal(lrs.length, 6);
+      lrs.forEach((lr, i) => assert.ok(Math.abs(lr - expected[i]!) <= 1e-6 * expected[i]!, `epoch ${i + 1}: lr ${lr}, expected ${expected[i]}`));
+      const state = loadCheckpoint(join(out, 'checkpoint.safetensors')).scheduler as { lastStep: number; numBadSteps: number };
+      assert.equal(state.lastStep, 6);
+      assert.equal(state.numBadSteps, 1);
+      const lm = await runCli(['train', '--model', 'gru-lm', '--schedule', 'plateau']);
+      assert.equal(lm.code, 2);
+      assert.match(lm.stderr, /--schedule plateau applies to single-process image-model training \(got --model gru-lm\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses what it does not apply to', async () => {
     const lonely = await runCli(['train', '--min-delta', '0.1']);
     assert.equal(lonely.code, 2);

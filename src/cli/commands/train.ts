@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
-import { CosineAnnealingLR, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
+import { CosineAnnealingLR, ReduceLROnPlateau, type ReduceLROnPlateauState, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
 import { manualSeed, STOCHASTIC_QUANTIZE_BITS } from '../../tensor/index.ts';
 import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler, type History, type StateTensors } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
@@ -79,7 +79,7 @@ export const trainCommand = defineCommand({
     lr: { type: 'number', positive: true, placeholder: 'LR', help: `learning rate (default: 0.002 for adam/adamw (${LM_DEFAULTS.adamLr} for language models), 0.05 for sgd, 0.01 for madam, 0.125 for lns-madam)` },
     momentum: { type: 'number', min: 0, max: 1, default: 0.9, help: 'SGD momentum' },
     weightDecay: { type: 'number', min: 0, default: 0, help: 'weight decay (L2 for sgd/adam, decoupled for adamw, multiplicative for madam/lns-madam)' },
-    schedule: { type: 'enum', choices: ['cosine', 'step', 'none'], default: 'cosine', help: 'per-epoch learning-rate schedule (step: x0.1 every third of the epochs)' },
+    schedule: { type: 'enum', choices: ['cosine', 'step', 'plateau', 'none'], default: 'cosine', help: 'per-epoch learning-rate schedule (step: x0.1 every third of the epochs; plateau: x0.1 after 2 epochs in a row without a lower test loss, ReduceLROnPlateau with patience 1, image models)' },
     patience: { type: 'int', min: 0, placeholder: 'N', help: 'early stopping: stop when the test loss has not improved for N epochs (Keras EarlyStopping; the test split is the validation data here); image models' },
     minDelta: { type: 'number', min: 0, placeholder: 'D', help: 'with --patience: a test loss must beat the best by more than D to count as an improvement (default 0)' },
     restoreBest: { type: 'boolean', help: 'with --patience: load the weights of the best epoch (lowest test loss) back at the end; the checkpoint and the reported accuracy are then that epoch\'s' },
@@ -135,7 +135,9 @@ export const trainCommand = defineCommand({
     if (isLmModelName(model)) {
       const lr = given.lr ?? (given.optimizer === 'adam' || given.optimizer === 'adamw' ? LM_DEFAULTS.adamLr : DEFAULT_LR[given.optimizer]);
       const quantLrScale = given.quantLrScale ?? (model === 'transformer-lm' ? TRANSFORMER_LM_QUANT_LR_SCALE : DEFAULT_QUANT_LR_SCALE);
-      return trainLanguageModel({ ...given, model, lr, quantLrScale }, io);
+      const schedule = given.schedule;
+      if (schedule === 'plateau') throw new UsageError(`--schedule plateau applies to single-process image-model training (got --model ${model})`, 'train');
+      return trainLanguageModel({ ...given, schedule, model, lr, quantLrScale }, io);
     }
     // Image models: the language-model options and data are refused, the image defaults filled in.
     if ((given.minDelta !== undefined || given.restoreBest) && given.patience === undefined) throw new UsageError('--min-delta and --restore-best set up early stopping: pass --patience N too', 'train');
@@ -152,7 +154,9 @@ export const trainCommand = defineCommand({
     if (options.threads && !wantsDataParallel(options)) throw new UsageError('--threads runs data-parallel workers: pass --workers N (N > 1) or --compress', 'train');
     if (wantsDataParallel(options)) {
       if (options.precision !== 'fp32') throw new UsageError('--workers/--compress train with --precision fp32 only', 'train');
-      return trainDataParallel(options, io);
+      const schedule = options.schedule;
+      if (schedule === 'plateau') throw new UsageError(`--schedule plateau applies to single-process image-model training (got --model ${model} with --workers/--compress)`, 'train');
+      return trainDataParallel({ ...options, schedule }, io);
     }
     // A batch job: major GCs only when memory really grows (see preferThroughputGc).
     preferThroughputGc();
@@ -205,8 +209,10 @@ export const trainCommand = defineCommand({
         ? { lr, momentum: options.momentum, weightDecay: options.weightDecay }
         : { lr, weightDecay: options.weightDecay });
       let scheduler: EpochScheduler | undefined;
+      let plateau: ReduceLROnPlateau | undefined;
       if (options.schedule === 'cosine') scheduler = new CosineAnnealingLR(optimizer, { tMax: options.epochs });
       else if (options.schedule === 'step') scheduler = new StepLR(optimizer, { stepSize: Math.max(1, Math.round(options.epochs / 3)), gamma: 0.1 });
+      else if (options.schedule === 'plateau') plateau = new ReduceLROnPlateau(optimizer, { factor: 0.1, patience: 1 });
 
       // --precision and --grad-bits apply to the run asked for, not to a --baseline train run beside it.
       const precision: Precision = q === quant ? options.precision : 'fp32';
@@ -225,6 +231,11 @@ export const trainCommand = defineCommand({
         model.loadStateDict(resumed.model);
         optimizer.loadStateDict(resumed.optimizer);
         for (let e = 0; e < resumed.epoch; e++) scheduler?.step();
+        // The plateau schedule's counters come from the checkpoint (its lr from the optimizer state).
+        if (plateau) {
+          if (resumed.scheduler === null) throw new UsageError(`--resume: '${join(out, 'checkpoint.safetensors')}' holds no --schedule plateau state`, 'train');
+          plateau.loadStateDict(resumed.scheduler as ReduceLROnPlateauState);
+        }
         if (resumed.earlyStopped !== null) io.print(`  note       the run had stopped early after epoch ${resumed.earlyStopped}; it continues with the same early-stopping counters`);
         trainLoader.setEpoch(resumed.epoch);
         if (scaler && resumed.scaler !== null) scaler.loadStateDict(resumed.scaler);
@@ -260,7 +271,7 @@ export const trainCommand = defineCommand({
         trainLoader,
         testLoader,
         optimizer: stepper,
-        scheduler,
+        scheduler: plateau ?? scheduler,
         epochs: options.epochs,
         precision,
         ...(scaler ? { scaler } : {}),
@@ -336,7 +347,7 @@ function isQuantChoice(name: string): name is QuantChoice {
 const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits', 'actGradBits', 'actGradScale', 'actGradGrid', 'patience', 'minDelta', 'restoreBest', 'testLimit'] as const;
 
 /** The state to continue from: the checkpoint at `path`, checked against this run's `config`. */
-function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown; bestWeights: StateTensors | null; earlyStopped: number | null } {
+function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown; scheduler: unknown; bestWeights: StateTensors | null; earlyStopped: number | null } {
   if (!existsSync(path)) throw new UsageError(`--resume: no checkpoint at '${path}' (pass the --out of the run to continue)`, 'train');
   const ck = loadCheckpoint(path);
   // Runs from before --precision existed trained in fp32.
@@ -350,7 +361,7 @@ function resumeState(path: string, config: Record<string, unknown>, epochs: numb
   if (ck.optimizer === null || typeof ck.optimizer !== 'object') throw new Error(`--resume: '${path}' holds no optimizer state`);
   const history = ck.history as History | undefined;
   if (!history || !Array.isArray(history.epochs) || !Array.isArray(history.stepLosses)) throw new Error(`--resume: '${path}' holds no training history`);
-  return { model: ck.model, optimizer: ck.optimizer as OptimizerStateDict, epoch: ck.epoch, history, scaler: ck.scaler, bestWeights: ck.bestWeights, earlyStopped: history.earlyStopping?.stoppedEpoch ?? null };
+  return { model: ck.model, optimizer: ck.optimizer as OptimizerStateDict, epoch: ck.epoch, history, scaler: ck.scaler, scheduler: ck.scheduler, bestWeights: ck.bestWeights, earlyStopped: history.earlyStopping?.stoppedEpoch ?? null };
 }
 
 interface Baseline {
