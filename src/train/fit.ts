@@ -53,6 +53,10 @@ export interface MetricScheduler {
   stateDict?(): unknown;
 }
 
+function isMetricScheduler(scheduler: EpochScheduler | MetricScheduler): scheduler is MetricScheduler {
+  return 'stepsOnMetric' in scheduler && scheduler.stepsOnMetric === true;
+}
+
 /** `(logits [N, C], int32 targets [N]) → scalar loss` (mean over the batch). */
 export type LossFn = (logits: Tensor, targets: Tensor) => Tensor;
 
@@ -286,9 +290,9 @@ export function fit(model: TensorModule, options: FitOptions): History {
 /** fit's loop over the epochs, with its options checked (and the model under autocast when asked). */
 function trainEpochs(model: TensorModule, options: FitOptions, scaling: { scaler: GradScaler; optimizer: ScalableOptimizer } | null): History {
   const { trainLoader, testLoader, optimizer, scheduler, epochs } = options;
-  const metricScheduler = scheduler !== undefined && 'stepsOnMetric' in scheduler && scheduler.stepsOnMetric === true ? scheduler : null;
-  const schedulerMonitor = metricScheduler ? checkMonitor(options.schedulerMonitor ?? 'val_loss', testLoader !== undefined, 'fit: schedulerMonitor') : null;
-  if (!metricScheduler && options.schedulerMonitor !== undefined) throw new Error('fit: schedulerMonitor applies to a scheduler stepped on a metric (ReduceLROnPlateau)');
+  const steppedOnMetric = scheduler !== undefined && isMetricScheduler(scheduler);
+  const schedulerMonitor = steppedOnMetric ? checkMonitor(options.schedulerMonitor ?? 'val_loss', testLoader !== undefined, 'fit: schedulerMonitor') : 'val_loss';
+  if (!steppedOnMetric && options.schedulerMonitor !== undefined) throw new Error('fit: schedulerMonitor applies to a scheduler stepped on a metric (ReduceLROnPlateau)');
   const lossFn = options.lossFn ?? crossEntropy;
   // No stream to draw on in a browser: the bar is off there unless one is given.
   const stream = options.progressStream ?? (typeof process !== 'undefined' ? process.stderr : undefined);
@@ -368,8 +372,8 @@ function trainEpochs(model: TensorModule, options: FitOptions, scaling: { scaler
       record.testAccuracy = result.accuracy;
     }
     history.epochs.push(record);
-    if (metricScheduler && schedulerMonitor) metricScheduler.step(monitorValue(record, schedulerMonitor));
-    else (scheduler as EpochScheduler | undefined)?.step();
+    if (scheduler && isMetricScheduler(scheduler)) scheduler.step(monitorValue(record, schedulerMonitor));
+    else scheduler?.step();
     log?.(summaryLine(record, epochs));
     let stop = false;
     if (stopping) {
