@@ -59,9 +59,7 @@ export class GELU extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    if (this.approximate === 'none') return gelu(x);
-    const inner = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
-    return mul(mul(x, 0.5), add(tanh(inner), 1));
+    return gelu(x, this.approximate);
   }
 
   override extraRepr(): string {

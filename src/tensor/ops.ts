@@ -225,9 +225,14 @@ export const relu6 = (x: Tensor): Tensor => clamp(x, 0, 6);
 export function leakyRelu(x: Tensor, slope = 0.01): Tensor {
   return where(greater(x, 0), x, mul(x, slope));
 }
-/** Exact GELU: x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
-export function gelu(x: Tensor): Tensor {
-  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+/**
+ * GELU as one primitive: 'none' (default) the exact x·Φ(x) = 0.5·x·(1 + erf(x/√2)); 'tanh'
+ * 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), PyTorch's `approximate='tanh'`.
+ */
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  if (approximate !== 'none' && approximate !== 'tanh') throw new Error(`gelu: approximate must be 'none' or 'tanh', got ${JSON.stringify(approximate)}`);
+  if (x.dtype === 'int32') throw new Error('gelu: expects a float tensor, got int32');
+  return apply('gelu', [x], { approximate });
 }
 export function hardSigmoid(x: Tensor): Tensor {
   return clamp(add(div(x, 6), 0.5), 0, 1);
@@ -668,6 +673,35 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [numb
   if (oh === 1 && ow === 1) return mean(x, [2, 3], true);
   if (h % oh !== 0 || w % ow !== 0) throw new Error(`adaptiveAvgPool2d: input ${h}x${w} is not a multiple of ${oh}x${ow}`);
   return avgPool2d(x, [h / oh, w / ow]);
+}
+
+// ---------------------------------------------------------------- fused Transformer layers
+/**
+ * LayerNorm over the trailing dims that `weight` and `bias` (same shape) cover, as one primitive:
+ * y = (x − mean)/√(var + eps)·weight + bias per row (biased variance).
+ */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const k = weight.rank;
+  const text = (t: Tensor): string => `[${t.shape.join(', ')}]`;
+  if (bias.rank !== k || bias.shape.some((d, i) => d !== weight.shape[i])) throw new Error(`layerNorm: weight ${text(weight)} and bias ${text(bias)} differ in shape`);
+  if (x.rank < k || weight.shape.some((d, i) => d !== x.shape[x.rank - k + i])) throw new Error(`layerNorm: input ${text(x)} does not end with the normalized shape ${text(weight)}`);
+  if (x.dtype === 'int32' || weight.dtype !== x.dtype || bias.dtype !== x.dtype) throw new Error(`layerNorm: dtypes ${x.dtype}, ${weight.dtype}, ${bias.dtype} must be one float dtype`);
+  if (!(eps >= 0)) throw new Error(`layerNorm: eps must be >= 0, got ${eps}`);
+  return apply('layerNorm', [x, weight, bias], { eps });
+}
+
+/**
+ * Multi-head scaled dot-product self-attention on a fused Q/K/V projection, as one primitive:
+ * qkv [N, L, 3E] (Q, K, V side by side, head h at columns h·d.. of each, d = E / heads) →
+ * [N, L, E] with the heads merged, softmax(Q_h·K_hᵀ/√d + causal mask)·V_h per head.
+ */
+export function attention(qkv: Tensor, options: { heads: number; causal?: boolean }): Tensor {
+  const { heads } = options;
+  if (qkv.rank !== 3 || qkv.shape[2]! % 3 !== 0 || qkv.shape[1]! < 1) throw new Error(`attention: qkv must be [N, L, 3E] with L >= 1, got [${qkv.shape.join(', ')}]`);
+  const e = qkv.shape[2]! / 3;
+  if (!Number.isInteger(heads) || heads < 1 || e % heads !== 0) throw new Error(`attention: heads ${heads} must be a positive integer dividing E = ${e}`);
+  if (qkv.dtype === 'int32') throw new Error('attention: expects a float tensor, got int32');
+  return apply('attention', [qkv], { heads, causal: options.causal ?? false });
 }
 
 // ---------------------------------------------------------------- softmax and losses
