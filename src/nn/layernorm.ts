@@ -1,5 +1,6 @@
 import { add, div, layerNorm, mean, mul, ones, sqrt, sub, zeros, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
+import { fusedTransformerLayers } from './fused-layers.ts';
 
 export interface LayerNormOptions {
   /** Added to the variance before the square root (default 1e-5). */
@@ -36,7 +37,7 @@ export class LayerNorm extends Module {
     if (x.rank < k || tail.some((d, i) => d !== this.normalizedShape[i])) {
       throw new Error(`LayerNorm([${this.normalizedShape.join(', ')}]): input [${x.shape.join(', ')}] does not end with the normalized shape`);
     }
-    if (this.weight && this.bias && x.dtype === this.weight.dtype) return layerNorm(x, this.weight, this.bias, this.eps);
+    if (this.weight && this.bias && x.dtype === this.weight.dtype && fusedTransformerLayers()) return layerNorm(x, this.weight, this.bias, this.eps);
     const axes = tail.map((_, i) => x.rank - k + i);
     const centered = sub(x, mean(x, axes, true));
     const variance = mean(mul(centered, centered), axes, true);

@@ -8,6 +8,7 @@
  * activations (Q·Kᵀ and A·V) take optional operand fake-quantizers (`setOperandQuantizers`).
  */
 import { Module, type TensorModule } from '../module.ts';
+import { fusedTransformerLayers } from '../fused-layers.ts';
 import { Embedding } from '../embedding.ts';
 import { LayerNorm } from '../layernorm.ts';
 import { Linear } from '../linear.ts';
@@ -122,7 +123,7 @@ export class CausalSelfAttention extends Module {
    * composed ops of {@link forwardCached}.
    */
   forward(x: Tensor): Tensor {
-    const fused = Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
+    const fused = fusedTransformerLayers() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
     if (!fused || x.rank !== 3 || x.shape[2] !== this.embedDim) return this.forwardCached(x, { keys: null, values: null });
     return this.proj.forward(attention(this.qkv.forward(x), { heads: this.numHeads, causal: true }));
   }
