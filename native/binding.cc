@@ -627,6 +627,52 @@ Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Reads an Int32Array argument.
+bool argI32(const Napi::CallbackInfo& info, size_t i, const int32_t** data, size_t* length) {
+  if (i >= info.Length() || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be an Int32Array");
+  }
+  auto array = info[i].As<Napi::Int32Array>();
+  *data = array.Data();
+  *length = array.ElementLength();
+  return true;
+}
+
+// crossEntropyLoss(x, targets, loss, rows, classes) -> false when a target is out of range
+Napi::Value CrossEntropyFwd(const Napi::CallbackInfo& info) {
+  F32 x, loss;
+  const int32_t* targets = nullptr;
+  size_t nt = 0;
+  int64_t rows = 0, classes = 0;
+  if (!argF32(info, 0, &x) || !argI32(info, 1, &targets, &nt) || !argF32(info, 2, &loss) || !argInt(info, 3, &rows) || !argInt(info, 4, &classes)) {
+    return info.Env().Undefined();
+  }
+  if (classes < 1 || !fits(info.Env(), "crossEntropyLoss", rows * classes, {&x}) || !fits(info.Env(), "crossEntropyLoss", rows, {&loss}) ||
+      rows > static_cast<int64_t>(nt)) {
+    if (rows > static_cast<int64_t>(nt)) fail(info.Env(), "crossEntropyLoss: bad sizes");
+    return info.Env().Undefined();
+  }
+  return Napi::Boolean::New(info.Env(), lowbit::crossEntropyForward(x.data, targets, loss.data, rows, classes));
+}
+
+// crossEntropyLossBackward(g, x, targets, dx, rows, classes) -> false when a target is out of range
+Napi::Value CrossEntropyBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, dx;
+  const int32_t* targets = nullptr;
+  size_t nt = 0;
+  int64_t rows = 0, classes = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argI32(info, 2, &targets, &nt) || !argF32(info, 3, &dx) || !argInt(info, 4, &rows) ||
+      !argInt(info, 5, &classes)) {
+    return info.Env().Undefined();
+  }
+  if (classes < 1 || !fits(info.Env(), "crossEntropyLossBackward", rows * classes, {&x, &dx}) || !fits(info.Env(), "crossEntropyLossBackward", rows, {&g}) ||
+      rows > static_cast<int64_t>(nt)) {
+    if (rows > static_cast<int64_t>(nt)) fail(info.Env(), "crossEntropyLossBackward: bad sizes");
+    return info.Env().Undefined();
+  }
+  return Napi::Boolean::New(info.Env(), lowbit::crossEntropyBackward(g.data, x.data, targets, dx.data, rows, classes));
+}
+
 // transpose(x, y, spec): spec Int32Array [d0, d1, d2, d3, p0, p1, p2, p3]
 Napi::Value Transpose(const Napi::CallbackInfo& info) {
   F32 x, y;
@@ -2156,6 +2202,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("geluBackward", Napi::Function::New(env, GeluBwd));
   exports.Set("attention", Napi::Function::New(env, AttentionFwd));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBwd));
+  exports.Set("crossEntropyLoss", Napi::Function::New(env, CrossEntropyFwd));
+  exports.Set("crossEntropyLossBackward", Napi::Function::New(env, CrossEntropyBwd));
   exports.Set("lstmSequence", Napi::Function::New(env, Recurrent<RnnKind::Lstm>));
   exports.Set("lstmSequenceBackward", Napi::Function::New(env, Recurrent<RnnKind::LstmBackward>));
   exports.Set("gruSequence", Napi::Function::New(env, Recurrent<RnnKind::Gru>));

@@ -312,6 +312,61 @@ LOWBIT_INLINE void attentionBackwardTasks(const float* g, const float* qkv, floa
 }
 LOWBIT_TF_WRAPPERS(attentionBackwardTasks)
 
+// ---------------------------------------------------------------- softmax cross-entropy
+
+// logsumexp of one row (max in 16 lanes, exp sums in 16 float lanes combined in double); -inf for
+// a row of -inf.
+LOWBIT_INLINE float rowLogSumExp(const float* x, int64_t classes) {
+  float lanes[16];
+  for (int l = 0; l < 16; l++) lanes[l] = -INFINITY;
+  int64_t c = 0;
+  for (; c + 16 <= classes; c += 16) {
+    for (int l = 0; l < 16; l++) lanes[l] = x[c + l] > lanes[l] ? x[c + l] : lanes[l];
+  }
+  float m = -INFINITY;
+  for (int l = 0; l < 16; l++) m = std::max(m, lanes[l]);
+  for (; c < classes; c++) m = std::max(m, x[c]);
+  if (m == -INFINITY) return m;
+  float sums[16];
+  for (int l = 0; l < 16; l++) sums[l] = 0.f;
+  c = 0;
+  for (; c + 16 <= classes; c += 16) {
+    for (int l = 0; l < 16; l++) sums[l] += expPoly(x[c + l] - m);
+  }
+  double total = 0.0;
+  for (; c < classes; c++) total += expPoly(x[c] - m);
+  for (int l = 0; l < 16; l++) total += sums[l];
+  return static_cast<float>(static_cast<double>(m) + std::log(total));
+}
+
+LOWBIT_INLINE void crossEntropyRows(const float* x, const int32_t* targets, float* loss, int64_t classes, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* row = x + r * classes;
+    loss[r] = rowLogSumExp(row, classes) - row[targets[r]];
+  }
+}
+LOWBIT_TF_WRAPPERS(crossEntropyRows)
+
+LOWBIT_INLINE void crossEntropyBackwardRows(const float* g, const float* x, const int32_t* targets, float* dx, int64_t classes,
+                                            int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++) {
+    const float* row = x + r * classes;
+    float* out = dx + r * classes;
+    const float lse = rowLogSumExp(row, classes);
+    const float gr = g[r];
+    for (int64_t c = 0; c < classes; c++) out[c] = gr * expPoly(row[c] - lse);
+    out[targets[r]] -= gr;
+  }
+}
+LOWBIT_TF_WRAPPERS(crossEntropyBackwardRows)
+
+bool targetsInRange(const int32_t* targets, int64_t rows, int64_t classes) {
+  for (int64_t r = 0; r < rows; r++) {
+    if (targets[r] < 0 || targets[r] >= classes) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void geluForward(const float* x, float* y, int64_t n, bool tanh) {
@@ -376,6 +431,24 @@ void attentionBackward(const float* g, const float* qkv, float* dqkv, int64_t ba
     LOWBIT_TF_DISPATCH(isa, attentionBackwardTasks, g, qkv, dqkv, length, embed, heads, causal, t0, t1, scratch.data(),
                        scratch.data() + length * length);
   });
+}
+
+bool crossEntropyForward(const float* x, const int32_t* targets, float* loss, int64_t rows, int64_t classes) {
+  if (!targetsInRange(targets, rows, classes)) return false;
+  const Isa isa = activeIsa();
+  parallelFor(rows, static_cast<double>(rows * classes) * 12.0, [&](int64_t r0, int64_t r1) {
+    LOWBIT_TF_DISPATCH(isa, crossEntropyRows, x, targets, loss, classes, r0, r1);
+  });
+  return true;
+}
+
+bool crossEntropyBackward(const float* g, const float* x, const int32_t* targets, float* dx, int64_t rows, int64_t classes) {
+  if (!targetsInRange(targets, rows, classes)) return false;
+  const Isa isa = activeIsa();
+  parallelFor(rows, static_cast<double>(rows * classes) * 24.0, [&](int64_t r0, int64_t r1) {
+    LOWBIT_TF_DISPATCH(isa, crossEntropyBackwardRows, g, x, targets, dx, classes, r0, r1);
+  });
+  return true;
 }
 
 }  // namespace lowbit

@@ -31,4 +31,10 @@ void attentionForward(const float* qkv, float* out, int64_t batch, int64_t lengt
 void attentionBackward(const float* g, const float* qkv, float* dqkv, int64_t batch, int64_t length, int64_t embed,
                        int64_t heads, bool causal);
 
+// x (rows, classes), targets (rows) -> loss (rows) = logsumexp(row) - row[target]; false (nothing
+// written) when a target is outside [0, classes).
+bool crossEntropyForward(const float* x, const int32_t* targets, float* loss, int64_t rows, int64_t classes);
+// g (rows), x (rows, classes), targets (rows) -> dx (rows, classes) = g (softmax(row) - onehot(target)).
+bool crossEntropyBackward(const float* g, const float* x, const int32_t* targets, float* dx, int64_t rows, int64_t classes);
+
 }  // namespace lowbit

@@ -191,6 +191,11 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: 'causal, one position', f: (qkv) => o.attention(qkv!, { heads: 1, causal: true }), inputs: () => [r([2, 1, 6])] },
   ],
   attentionBackward: [],
+  crossEntropyLoss: [
+    { name: 'per row, odd sizes', f: (x) => o.crossEntropy(x!, idx([2, 0, 4, 1, 4]), 'none'), inputs: () => [r([5, 5], -3, 3)] },
+    { name: 'mean over rows', f: (x) => o.crossEntropy(x!, idx([6, 0, 3])), inputs: () => [r([3, 7], -3, 3)] },
+  ],
+  crossEntropyLossBackward: [],
   // Every output part (states and saved activations) weighted, so each part's gradient path is checked.
   lstmSequence: [
     { name: 'time-major, 3 steps', f: (x, w, b, h, c) => o.lstmSequence(x!, w!, b!, h!, c!), inputs: () => [r([3, 2, 12], -2, 2), r([12, 3]), r([12]), r([2, 3]), r([2, 3])] },

@@ -9,7 +9,7 @@ import { Tensor } from '../tensor/tensor.ts';
 import * as o from '../tensor/ops.ts';
 import { isGradEnabled } from './engine.ts';
 import { gruSequenceBackwardComposed, lstmSequenceBackwardComposed } from './recurrent.ts';
-import { attentionBackwardComposed, geluDerivativeComposed, layerNormBackwardComposed } from './transformer.ts';
+import { attentionBackwardComposed, crossEntropyBackwardComposed, geluDerivativeComposed, layerNormBackwardComposed } from './transformer.ts';
 
 type Rule<P extends PrimitiveName> = (
   g: Tensor,
@@ -192,6 +192,12 @@ const RULES: RuleTable = {
     isGradEnabled() ? attentionBackwardComposed(g, qkv!, attrs) : o.apply('attentionBackward', [g, qkv!], attrs),
   ],
   attentionBackward: 'nondifferentiable',
+  // d/dlogits of Σ g·loss = g·(softmax − onehot); targets get none. Recorded (createGraph): the same as tensor ops.
+  crossEntropyLoss: (g, [x, t]) => [
+    isGradEnabled() ? crossEntropyBackwardComposed(g, x!, t!) : o.apply('crossEntropyLossBackward', [g, x!, t!], {}),
+    null,
+  ],
+  crossEntropyLossBackward: 'nondifferentiable',
 
   // Backwards through time in one primitive each (the gradients of inputGates and the initial
   // states; GRU also hiddenGates'), then W_hh's gradient as one product over all steps,

@@ -88,3 +88,11 @@ export function attentionBackwardComposed(g: Tensor, qkv: Tensor, attrs: Primiti
   const merge = (t: Tensor): Tensor => o.reshape(o.transpose(t, [0, 2, 1, 3]), [n, l, e]);
   return o.concat([merge(dq), merge(dk), merge(dv)], 2);
 }
+
+/** crossEntropyLoss's gradient with respect to the logits [N, C], g[n]·(softmax(row n) − onehot(target n)), recorded. */
+export function crossEntropyBackwardComposed(g: Tensor, logits: Tensor, targets: Tensor): Tensor {
+  const [rows, classes] = logits.shape as [number, number];
+  const onehot = zeros([rows, classes], logits.dtype === 'float64' ? 'float64' : 'float32');
+  for (let n = 0; n < rows; n++) onehot.data[n * classes + targets.data[n]!] = 1;
+  return o.mul(o.reshape(g, [rows, 1]), o.sub(o.softmax(logits, 1), onehot));
+}

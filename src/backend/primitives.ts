@@ -217,6 +217,13 @@ export interface PrimitiveAttrs {
   attention: { readonly heads: number; readonly causal: boolean };
   /** (g [N, L, E], qkv [N, L, 3E]) -> the gradient of Σ g⊙attention(qkv) with respect to qkv, [N, L, 3E] (the weights A recomputed). */
   attentionBackward: { readonly heads: number; readonly causal: boolean };
+  /**
+   * (logits [N, C], targets:int32 [N]) -> [N]: softmax cross-entropy per row,
+   * logsumexp(logits[n]) − logits[n, targets[n]] (targets in [0, C)).
+   */
+  crossEntropyLoss: NoAttrs;
+  /** (g [N], logits [N, C], targets:int32 [N]) -> [N, C]: g[n]·(softmax(logits[n]) − onehot(targets[n])). */
+  crossEntropyLossBackward: NoAttrs;
   // ---- normalised exponentials along one axis
   softmax: { readonly axis: number };
   logSoftmax: { readonly axis: number };
@@ -320,6 +327,7 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
   'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward',
+  'crossEntropyLoss', 'crossEntropyLossBackward',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
   'adderConv2d', 'adderConv2dGrad',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',

@@ -741,9 +741,23 @@ export function nllLoss(logProbs: Tensor, targets: Tensor, reduction: Reduction 
   return reduce(neg(picked), reduction);
 }
 
-/** Softmax cross-entropy of logits [N, C] against int32 class indices [N] (float targets throw). */
+/**
+ * Softmax cross-entropy of logits [N, C] against int32 class indices [N] (float targets throw):
+ * one `crossEntropyLoss` primitive (per-row logsumexp − target logit; its backward is
+ * softmax − onehot in one pass), then the reduction. Equal to nllLoss(logSoftmax(logits, 1), targets).
+ */
 export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = 'mean'): Tensor {
-  return nllLoss(logSoftmax(logits, 1), targets, reduction);
+  if (logits.rank !== 2 || targets.rank !== 1 || targets.shape[0] !== logits.shape[0]) {
+    throw new Error(`crossEntropy: expected [N, C] and [N], got [${logits.shape.join(', ')}] and [${targets.shape.join(', ')}]`);
+  }
+  if (targets.dtype !== 'int32') throw new Error(`crossEntropy: targets must be int32 class indices, got ${targets.dtype} (cast(targets, 'int32') truncates)`);
+  if (logits.dtype === 'int32') throw new Error('crossEntropy: logits must be float');
+  const c = logits.shape[1]!;
+  for (let i = 0; i < targets.size; i++) {
+    const t = targets.data[i]!;
+    if (t < 0 || t >= c) throw new Error(`crossEntropy: target ${t} out of range [0, ${c})`);
+  }
+  return reduce(apply('crossEntropyLoss', [logits, targets], NONE), reduction);
 }
 
 /**

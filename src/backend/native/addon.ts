@@ -59,6 +59,9 @@ export interface NativeAddon {
   gelu?(x: Float32Array, y: Float32Array, n: number, tanh: boolean): void;
   geluBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, n: number, tanh: boolean): void;
   attention?(qkv: Float32Array, out: Float32Array, batch: number, length: number, embed: number, heads: number, causal: boolean): void;
+  /** Softmax cross-entropy per row / its gradient; false (nothing written) when a target is out of [0, classes). */
+  crossEntropyLoss?(x: Float32Array, targets: Int32Array, loss: Float32Array, rows: number, classes: number): boolean;
+  crossEntropyLossBackward?(g: Float32Array, x: Float32Array, targets: Int32Array, dx: Float32Array, rows: number, classes: number): boolean;
   attentionBackward?(g: Float32Array, qkv: Float32Array, dqkv: Float32Array, batch: number, length: number, embed: number, heads: number, causal: boolean): void;
   /**
    * The fused recurrent sequences (src/backend/primitives.ts), dims = [L, N, H, batchFirst 0/1, reverse 0/1]:

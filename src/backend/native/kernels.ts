@@ -342,6 +342,29 @@ function attentionBackwardKernel(addon: NativeAddon): Kernel<'attentionBackward'
   };
 }
 
+/** (logits [N, C], targets:int32 [N]) -> [N] */
+function crossEntropyLossKernel(addon: NativeAddon): Kernel<'crossEntropyLoss'> {
+  return ([x, t]) => {
+    if (!x || !t || !allF32([x]) || !addon.crossEntropyLoss || x.shape.length !== 2 || !(t.data instanceof Int32Array) || t.data.length !== x.shape[0]) return undefined;
+    const [rows, classes] = x.shape as [number, number];
+    const y = out([rows]);
+    if (rows > 0 && (classes < 1 || !addon.crossEntropyLoss(x.data as Float32Array, t.data, y.data, rows, classes))) return undefined;
+    return y;
+  };
+}
+
+/** (g [N], logits [N, C], targets:int32 [N]) -> [N, C] */
+function crossEntropyLossBackwardKernel(addon: NativeAddon): Kernel<'crossEntropyLossBackward'> {
+  return ([g, x, t]) => {
+    if (!g || !x || !t || !allF32([g, x]) || !addon.crossEntropyLossBackward || x.shape.length !== 2 || !(t.data instanceof Int32Array)) return undefined;
+    const [rows, classes] = x.shape as [number, number];
+    if (t.data.length !== rows || g.data.length !== rows) return undefined;
+    const y = outUninit([rows, classes]);
+    if (rows > 0 && (classes < 1 || !addon.crossEntropyLossBackward(g.data as Float32Array, x.data as Float32Array, t.data, y.data, rows, classes))) return undefined;
+    return y;
+  };
+}
+
 // ---------------------------------------------------------------- pooling
 
 interface PoolAttrs {
@@ -848,7 +871,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
-  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward',
+  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'crossEntropyLoss', 'crossEntropyLossBackward',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
 
@@ -905,6 +928,8 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('geluBackward', geluBackwardKernel(addon));
   register('attention', attentionKernel(addon));
   register('attentionBackward', attentionBackwardKernel(addon));
+  register('crossEntropyLoss', crossEntropyLossKernel(addon));
+  register('crossEntropyLossBackward', crossEntropyLossBackwardKernel(addon));
   register('maxPool2d', maxPool2dKernel(addon));
   register('maxPool2dBackward', maxPool2dBackwardKernel(addon));
   register('maxPool2dGather', maxPool2dGatherKernel(addon));

@@ -124,18 +124,32 @@ describe('native fused Transformer kernels vs the reference', { skip }, () => {
     assert.deepEqual(failures, []);
   });
 
+  it('[every-isa] crossEntropyLoss and its backward: 1 to 2000 classes, odd row counts, large logits', () => {
+    const failures: string[] = [];
+    const cases: [number, number, number][] = [[1, 1, 1], [7, 5, 3], [33, 17, 8], [300, 2000, 8], [4, 40, 60]];
+    cases.forEach(([rows, classes, spread], c) => {
+      const x = random([rows, classes], 80 + c, -spread, spread);
+      const t: RawTensor = { data: Int32Array.from({ length: rows }, (_, i) => (i * 7919 + c) % classes), shape: [rows], dtype: 'int32' };
+      compare(failures, 'crossEntropyLoss', [x, t], {}, { atol: 2e-6 * (1 + spread), rtol: 1e-5 });
+      compare(failures, 'crossEntropyLossBackward', [random([rows], 90 + c, 0.5, 2), x, t], {}, { atol: 1e-7, rtol: 1e-5 });
+    });
+    assert.deepEqual(failures, []);
+  });
+
   it('declines what it does not handle: float64, heads not dividing E, mismatched gradient shapes', () => {
     const x64: RawTensor = { data: new Float64Array(6), shape: [2, 3], dtype: 'float64' };
     assert.equal(nativeKernel('gelu')?.([x64], { approximate: 'none' }), undefined);
     assert.equal(nativeKernel('attention')?.([random([1, 2, 12], 1)], { heads: 3, causal: true }), undefined);
     assert.equal(nativeKernel('attentionBackward')?.([random([1, 2, 3], 1), random([1, 2, 12], 1)], { heads: 2, causal: true }), undefined);
     assert.equal(nativeKernel('geluBackward')?.([random([4], 1), random([5], 1)], { approximate: 'tanh' }), undefined);
+    const outOfRange: RawTensor = { data: Int32Array.of(0, 3), shape: [2], dtype: 'int32' };
+    assert.equal(nativeKernel('crossEntropyLoss')?.([random([2, 3], 1), outOfRange], {}), undefined);
   });
 
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed } = runEveryIsaTests(import.meta.url, isa);
-      assert.equal(passed, 3);
+      assert.equal(passed, 4);
     });
   }
 });

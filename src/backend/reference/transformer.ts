@@ -199,3 +199,45 @@ export const attentionBackwardKernel: Kernel<'attentionBackward'> = ([g, qkv], {
   }
   return raw(out, qkv!.shape, qkv!.dtype);
 };
+
+/** Checks targets:int32 [N] against C classes; throws on an index out of range. */
+function checkTargets(targets: RawTensor, rows: number, classes: number): void {
+  if (targets.data.length !== rows) throw new Error(`crossEntropyLoss: ${targets.data.length} targets for ${rows} rows`);
+  for (let n = 0; n < rows; n++) {
+    const t = targets.data[n]!;
+    if (!(t >= 0 && t < classes)) throw new Error(`crossEntropyLoss: target ${t} out of range [0, ${classes})`);
+  }
+}
+
+/** max and logsumexp of row n of logits [N, C], in float64. */
+function logSumExp(x: RawTensor['data'], n: number, classes: number): number {
+  let m = -Infinity;
+  for (let c = 0; c < classes; c++) m = Math.max(m, x[n * classes + c]!);
+  if (m === -Infinity) return -Infinity;
+  let s = 0;
+  for (let c = 0; c < classes; c++) s += Math.exp(x[n * classes + c]! - m);
+  return m + Math.log(s);
+}
+
+/** (logits [N, C], targets [N]) -> [N]: logsumexp(row) − row[target]. */
+export const crossEntropyLossKernel: Kernel<'crossEntropyLoss'> = ([x, t]) => {
+  const [rows, classes] = x!.shape as [number, number];
+  checkTargets(t!, rows, classes);
+  const out = alloc(x!.dtype, [rows]);
+  for (let n = 0; n < rows; n++) out[n] = logSumExp(x!.data, n, classes) - x!.data[n * classes + t!.data[n]!]!;
+  return raw(out, [rows], x!.dtype);
+};
+
+/** (g [N], logits [N, C], targets [N]) -> g[n]·(softmax(row n) − onehot(target n)). */
+export const crossEntropyLossBackwardKernel: Kernel<'crossEntropyLossBackward'> = ([g, x, t]) => {
+  const [rows, classes] = x!.shape as [number, number];
+  checkTargets(t!, rows, classes);
+  const out = alloc(x!.dtype, [rows, classes]);
+  for (let n = 0; n < rows; n++) {
+    const lse = logSumExp(x!.data, n, classes);
+    const gn = g!.data[n]!;
+    const target = t!.data[n]!;
+    for (let c = 0; c < classes; c++) out[n * classes + c] = gn * (Math.exp(x!.data[n * classes + c]! - lse) - (c === target ? 1 : 0));
+  }
+  return raw(out, [rows, classes], x!.dtype);
+};
