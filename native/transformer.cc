@@ -40,11 +40,13 @@ constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 // Elements per task of the elementwise loops (a multiple of 16: whole AVX-512 vectors).
 constexpr int64_t kChunk = 4096;
 
-// exp(x) for x clamped to [-87, 88] (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-7
-// polynomial, 2^n from the exponent bits); relative error ~ 2 ulp. Below -87 it gives exp(-87)
-// (~1.6e-38) instead of a smaller number; NaN in gives NaN out.
+// exp(x) (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-7 polynomial, 2^n from the exponent
+// bits); relative error ~ 2 ulp. Below -87 it flushes to 0 (float32's normal range ends at
+// exp(-87.3); so a saturated softmax gives exact zeros and ones, as expf does), above 88 it gives
+// exp(88); NaN in gives NaN out.
 LOWBIT_INLINE float expPoly(float x) {
-  x = x < -87.f ? -87.f : x;
+  const flush = x < -87.f;
+  x = flush ? -87.f : x;
   x = x > 88.f ? 88.f : x;
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f;
@@ -59,7 +61,7 @@ LOWBIT_INLINE float expPoly(float x) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  return flush ? 0.f : p * scale;
 }
 
 // Phi(x) = 0.5 erfc(-x / sqrt 2) with Numerical Recipes' erfcc (fractional error < 1.2e-7 for
@@ -214,15 +216,26 @@ constexpr int64_t kLnBlock = 32;
 
 // ---------------------------------------------------------------- attention
 
+// a . b over n elements in four interleaved chains (latency-bound otherwise at head widths ~ 16-64).
+LOWBIT_INLINE float dot(const float* a, const float* b, int64_t n) {
+  float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+  int64_t c = 0;
+  for (; c + 4 <= n; c += 4) {
+    s0 += a[c] * b[c];
+    s1 += a[c + 1] * b[c + 1];
+    s2 += a[c + 2] * b[c + 2];
+    s3 += a[c + 3] * b[c + 3];
+  }
+  for (; c < n; c++) s0 += a[c] * b[c];
+  return (s0 + s1) + (s2 + s3);
+}
+
 // Attention weights of query row i of one (batch row, head): p[0 .. seen) (masked keys excluded).
 LOWBIT_INLINE void attentionRow(const float* q, const float* keys, int64_t rowStride, int64_t d, int64_t seen,
                                 float scale, float* p) {
   float m = -INFINITY;
   for (int64_t j = 0; j < seen; j++) {
-    const float* kj = keys + j * rowStride;
-    float s = 0.f;
-    for (int64_t c = 0; c < d; c++) s += q[c] * kj[c];
-    p[j] = s * scale;
+    p[j] = dot(q, keys + j * rowStride, d) * scale;
     m = std::max(m, p[j]);
   }
   float sum = 0.f;
@@ -275,9 +288,7 @@ LOWBIT_INLINE void attentionBackwardTasks(const float* g, const float* qkv, floa
       const float* gi = gb + i * embed;
       float dot = 0.f;
       for (int64_t j = 0; j < seen; j++) {
-        const float* vj = base + 2 * embed + j * row;
-        float s = 0.f;
-        for (int64_t c = 0; c < d; c++) s += gi[c] * vj[c];
+        const float s = dot(gi, base + 2 * embed + j * row, d);
         dsi[j] = s;
         dot += s * ai[j];
       }

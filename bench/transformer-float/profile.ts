@@ -12,12 +12,18 @@
  * optimizer) are timed separately too. Prints the median ms per call over `--iters` calls after
  * `--warmup` untimed ones; writes nothing.
  *
- *   nice -n 10 node --import tsx bench/transformer-float/profile.ts [--iters 20] [--threads 2] [--mode forward|train|both]
+ * `--path composed` runs the model as before the fused primitives (`setFusedTransformerLayers(false)`:
+ * LayerNorm, GELU and attention as tensor-op compositions; cross-entropy as logSoftmax + nllLoss);
+ * the default `fused` is the current path (fused layers; the every-position objective's fused
+ * cross-entropy).
+ *
+ *   nice -n 10 node --import tsx bench/transformer-float/profile.ts [--iters 20] [--threads 2] [--mode forward|train|both] [--path fused|composed]
  */
 import { noGrad } from '../../src/autograd/index.ts';
 import { nativeInfo, setBackend, setNativeThreads } from '../../src/backend/index.ts';
 import { profileOps, type OpProfile } from '../../src/backend/registry.ts';
 import { TransformerLM } from '../../src/nn/index.ts';
+import { setFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
 import { Adam } from '../../src/optim/index.ts';
 import { crossEntropy, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
@@ -27,6 +33,9 @@ const iters = numberFlag('iters', 20, { integer: true, min: 1 });
 const warmup = numberFlag('warmup', 3, { integer: true, min: 0 });
 const threads = numberFlag('threads', 2, { integer: true, min: 1 });
 const mode = flagOr('mode', 'both');
+const path = flagOr('path', 'fused');
+if (path !== 'fused' && path !== 'composed') throw new Error(`--path must be fused or composed, got '${path}'`);
+setFusedTransformerLayers(path === 'fused');
 if (!['forward', 'train', 'both'].includes(mode)) throw new Error(`--mode must be forward, train or both, got '${mode}'`);
 if (!nativeInfo()) {
   console.log('skip: the native addon is not loaded');
@@ -90,7 +99,7 @@ function report(title: string, tokens: number, r: ReturnType<typeof profiled>): 
   console.log(`| outside kernels | | ${(r.wall - inKernels).toFixed(2)} | ${((100 * (r.wall - inKernels)) / r.wall).toFixed(1)} % |`);
 }
 
-console.log(`native backend, ${threads} threads, ${nativeInfo()?.isa ?? '?'}; batch ${N} × ${C} tokens, V ${V}, E ${E}, MLP ${F}, 2 blocks, 4 heads, tanh GELU`);
+console.log(`${path} path, native backend, ${threads} threads, ${nativeInfo()?.isa ?? '?'}; batch ${N} × ${C} tokens, V ${V}, E ${E}, MLP ${F}, 2 blocks, 4 heads, tanh GELU`);
 if (mode !== 'train') {
   model.eval();
   report('forward (noGrad forwardAll)', N * C, profiled(() => {
@@ -104,7 +113,7 @@ if (mode !== 'forward') {
   report('training step (forwardAll + cross-entropy over every position + backward + Adam)', N * C, profiled(() => {
     const t0 = performance.now();
     const logits = model.forwardAll(ids);
-    const loss = crossEntropy(reshape(logits, [N * C, V]), targets);
+    const loss = crossEntropy(reshape(logits, [N * C, V]), targets, 'mean', { fused: path === 'fused' });
     const t1 = performance.now();
     optimizer.zeroGrad();
     loss.backward();

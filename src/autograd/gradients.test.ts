@@ -192,8 +192,8 @@ const CASES: Record<PrimitiveName, Case[]> = {
   ],
   attentionBackward: [],
   crossEntropyLoss: [
-    { name: 'per row, odd sizes', f: (x) => o.crossEntropy(x!, idx([2, 0, 4, 1, 4]), 'none'), inputs: () => [r([5, 5], -3, 3)] },
-    { name: 'mean over rows', f: (x) => o.crossEntropy(x!, idx([6, 0, 3])), inputs: () => [r([3, 7], -3, 3)] },
+    { name: 'per row, odd sizes', f: (x) => o.crossEntropy(x!, idx([2, 0, 4, 1, 4]), 'none', { fused: true }), inputs: () => [r([5, 5], -3, 3)] },
+    { name: 'mean over rows', f: (x) => o.crossEntropy(x!, idx([6, 0, 3]), 'mean', { fused: true }), inputs: () => [r([3, 7], -3, 3)] },
   ],
   crossEntropyLossBackward: [],
   // Every output part (states and saved activations) weighted, so each part's gradient path is checked.

@@ -34,6 +34,7 @@ export {
   shiftedTargets,
   everyPositionBatches,
   everyPositionLoss,
+  everyPositionCrossEntropy,
   EveryPositionObjective,
   type LmObjective,
   type AllPositionsModel,
