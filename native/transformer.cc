@@ -45,7 +45,7 @@ constexpr int64_t kChunk = 4096;
 // exp(-87.3); so a saturated softmax gives exact zeros and ones, as expf does), above 88 it gives
 // exp(88); NaN in gives NaN out.
 LOWBIT_INLINE float expPoly(float x) {
-  const flush = x < -87.f;
+  const bool flush = x < -87.f;
   x = flush ? -87.f : x;
   x = x > 88.f ? 88.f : x;
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
@@ -286,13 +286,13 @@ LOWBIT_INLINE void attentionBackwardTasks(const float* g, const float* qkv, floa
       float* dsi = ds + i * L;
       attentionRow(base + i * row, base + embed, row, d, seen, scale, ai);
       const float* gi = gb + i * embed;
-      float dot = 0.f;
+      float weighted = 0.f;
       for (int64_t j = 0; j < seen; j++) {
         const float s = dot(gi, base + 2 * embed + j * row, d);
         dsi[j] = s;
-        dot += s * ai[j];
+        weighted += s * ai[j];
       }
-      for (int64_t j = 0; j < seen; j++) dsi[j] = ai[j] * (dsi[j] - dot);
+      for (int64_t j = 0; j < seen; j++) dsi[j] = ai[j] * (dsi[j] - weighted);
       for (int64_t j = seen; j < L; j++) ai[j] = dsi[j] = 0.f;
     }
     for (int64_t s = 0; s < L; s++) {
