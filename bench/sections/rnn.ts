@@ -91,9 +91,9 @@ export function transformerStepLabel(): string {
  * lowbit's Transformer LM training step on the current backend (forwardAll, cross-entropy over every
  * position, zero grad, backward, Adam) on fixed random ids and targets (seed 0), with the files the
  * PyTorch peer loads the same model and data from (written into `dir`) and the loss of the first
- * forward, before any step.
+ * forward, before any step. `fusedLoss` false: the composed logSoftmax + nllLoss (for before/after comparisons).
  */
-export function lowbitTransformerStepper(dir: string): { step: () => void; firstLoss: number; files: { weights: string; ids: string; targets: string } } {
+export function lowbitTransformerStepper(dir: string, fusedLoss = true): { step: () => void; firstLoss: number; files: { weights: string; ids: string; targets: string } } {
   const S = SEQ_SHAPES;
   const { batch, lr } = TRANSFORMER_STEP;
   const model = transformerLm(S, 0);
@@ -107,7 +107,7 @@ export function lowbitTransformerStepper(dir: string): { step: () => void; first
   model.train();
   const optimizer = new Adam(model.parameters(), { lr });
   // The CLI's every-position objective: the fused cross-entropy (lm-objective.ts), as PyTorch's cross_entropy.
-  const loss = (): Tensor => crossEntropy(reshape(model.forwardAll(ids), [batch * S.context, S.vocab]), targets, 'mean', { fused: true });
+  const loss = (): Tensor => crossEntropy(reshape(model.forwardAll(ids), [batch * S.context, S.vocab]), targets, 'mean', { fused: fusedLoss });
   const firstLoss = noGrad(() => loss().data[0]!);
   return {
     step: () => {

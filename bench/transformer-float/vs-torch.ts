@@ -14,7 +14,10 @@
  * faster), and the rounds' loads; writes nothing. The two sides' logits (forward) and first loss
  * (training) are compared first.
  *
- *   nice -n 10 node --import tsx bench/transformer-float/vs-torch.ts [--threads 1] [--rounds 7] [--steps 3]
+ * `--path composed`: lowbit as before the fused primitives (layers as tensor-op compositions,
+ * cross-entropy as logSoftmax + nllLoss), for before/after ratios.
+ *
+ *   nice -n 10 node --import tsx bench/transformer-float/vs-torch.ts [--threads 1] [--rounds 7] [--steps 3] [--path fused|composed]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -22,6 +25,7 @@ import { join } from 'node:path';
 import { noGrad } from '../../src/autograd/index.ts';
 import { nativeInfo, setBackend, setNativeThreads } from '../../src/backend/index.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
+import { setFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
 import { flagOr, numberFlag } from '../flags.ts';
 import { cpuTimes } from '../machine.ts';
@@ -34,6 +38,9 @@ const threads = numberFlag('threads', 1, { integer: true, min: 1 });
 const rounds = numberFlag('rounds', 7, { integer: true, min: 1 });
 const steps = numberFlag('steps', 3, { integer: true, min: 1 });
 const only = flagOr('only', 'both');
+const path = flagOr('path', 'fused');
+if (path !== 'fused' && path !== 'composed') throw new Error(`--path must be fused or composed, got '${path}'`);
+setFusedTransformerLayers(path === 'fused');
 if (!['forward', 'train', 'both'].includes(only)) throw new Error(`--only must be forward, train or both, got '${only}'`);
 if (!nativeInfo()) {
   console.log('skip: the native addon is not loaded');
@@ -98,7 +105,7 @@ const record = (key: string, side: 'lowbit' | 'torch', t: Timed): void => {
 };
 
 try {
-  console.log(`lowbit native (${nativeInfo()!.isa}) vs PyTorch fp32, ${threads} thread(s) each; ${rounds} rounds; batch ${batch} × ${S.context} tokens`);
+  console.log(`lowbit native (${nativeInfo()!.isa}, ${path} path) vs PyTorch fp32, ${threads} thread(s) each; ${rounds} rounds; batch ${batch} × ${S.context} tokens`);
   const seqPeer = only !== 'train' ? await TorchSeqPeer.start(threads) : null;
   const rnnPeer = only !== 'forward' ? await TorchRnnPeer.start(threads) : null;
   if (typeof seqPeer === 'string' || typeof rnnPeer === 'string') {
@@ -118,7 +125,7 @@ try {
     console.log(`forward logits: max |Δ| ${a.maxAbsDiff.toExponential(1)} (max |logit| ${a.maxAbsRef.toFixed(2)}), argmax agreement ${(a.argmaxAgreement * 100).toFixed(1)} %`);
   }
   // Training step: the rnn section's stepper (same weights and data in the peer).
-  const stepper = only !== 'forward' ? lowbitTransformerStepper(dir) : null;
+  const stepper = only !== 'forward' ? lowbitTransformerStepper(dir, path === 'fused') : null;
   if (stepper && rnnPeer) {
     const torchLoss = await rnnPeer.init('train', {
       kind: 'transformer', ...stepper.files, batch, seq: S.context, heads: S.tHeads, activation: TRANSFORMER_ACTIVATION, eps: LAYER_NORM_EPS, lr: TRANSFORMER_STEP.lr, warmup: TRANSFORMER_STEP.warmup,
