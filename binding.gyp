@@ -26,7 +26,8 @@
         "native/irnn.cc",
         "native/intgru.cc",
         "native/intlmhead.cc",
-        "native/inttransformer.cc"
+        "native/inttransformer.cc",
+        "native/transformer.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: when a worker thread is terminated while it is inside a

@@ -42,6 +42,7 @@
 #include "recurrent.h"
 #include "tensorops.h"
 #include "threadpool.h"
+#include "transformer.h"
 
 namespace {
 
@@ -528,6 +529,148 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   }
   lowbit::softmaxRows(x.data, y.data, rows, cols, info[4].ToBoolean().Value());
   return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- fused Transformer layers (transformer.h)
+
+// Whether `count` elements (>= 0) fit every listed buffer.
+bool fits(const Napi::Env& env, const char* what, int64_t count, std::initializer_list<const F32*> buffers) {
+  bool ok = count >= 0;
+  for (const F32* b : buffers) ok = ok && count <= static_cast<int64_t>(b->length);
+  return ok || fail(env, std::string(what) + ": bad sizes");
+}
+
+// layerNorm(x, w, b, y, rows, width, eps)
+Napi::Value LayerNormFwd(const Napi::CallbackInfo& info) {
+  F32 x, w, b, y;
+  int64_t rows = 0, width = 0;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || !argF32(info, 2, &b) || !argF32(info, 3, &y) || !argInt(info, 4, &rows) ||
+      !argInt(info, 5, &width) || !info[6].IsNumber()) {
+    return info.Env().Undefined();
+  }
+  if (rows < 0 || width < 1 || !fits(info.Env(), "layerNorm", rows * width, {&x, &y}) || !fits(info.Env(), "layerNorm", width, {&w, &b})) {
+    return info.Env().Undefined();
+  }
+  lowbit::layerNormForward(x.data, w.data, b.data, y.data, rows, width, info[6].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// layerNormBackward(g, x, w, out, rows, width, eps): out = [dx (rows * width), dw (width), db (width)]
+Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, w, out;
+  int64_t rows = 0, width = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &w) || !argF32(info, 3, &out) || !argInt(info, 4, &rows) ||
+      !argInt(info, 5, &width) || !info[6].IsNumber()) {
+    return info.Env().Undefined();
+  }
+  if (rows < 0 || width < 1 || !fits(info.Env(), "layerNormBackward", rows * width, {&g, &x}) ||
+      !fits(info.Env(), "layerNormBackward", width, {&w}) || !fits(info.Env(), "layerNormBackward", rows * width + 2 * width, {&out})) {
+    return info.Env().Undefined();
+  }
+  const int64_t n = rows * width;
+  lowbit::layerNormBackward(g.data, x.data, w.data, out.data, out.data + n, out.data + n + width, rows, width,
+                            info[6].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// gelu(x, y, n, tanh)
+Napi::Value GeluFwd(const Napi::CallbackInfo& info) {
+  F32 x, y;
+  int64_t n = 0;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &y) || !argInt(info, 2, &n) || !fits(info.Env(), "gelu", n, {&x, &y})) return info.Env().Undefined();
+  lowbit::geluForward(x.data, y.data, n, info[3].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// geluBackward(g, x, dx, n, tanh)
+Napi::Value GeluBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, dx;
+  int64_t n = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &dx) || !argInt(info, 3, &n) ||
+      !fits(info.Env(), "geluBackward", n, {&g, &x, &dx})) {
+    return info.Env().Undefined();
+  }
+  lowbit::geluBackward(g.data, x.data, dx.data, n, info[4].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// Reads [batch, length, embed, heads] and checks them (embed divisible by heads).
+bool attentionDims(const Napi::CallbackInfo& info, size_t first, int64_t dims[4]) {
+  for (size_t i = 0; i < 4; i++) {
+    if (!argInt(info, first + i, &dims[i])) return false;
+  }
+  if (dims[0] < 0 || dims[1] < 1 || dims[2] < 1 || dims[3] < 1 || dims[2] % dims[3] != 0) return fail(info.Env(), "attention: bad dims");
+  return true;
+}
+
+// attention(qkv, out, batch, length, embed, heads, causal)
+Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
+  F32 qkv, out;
+  int64_t d[4];
+  if (!argF32(info, 0, &qkv) || !argF32(info, 1, &out) || !attentionDims(info, 2, d)) return info.Env().Undefined();
+  const int64_t tokens = d[0] * d[1];
+  if (!fits(info.Env(), "attention", tokens * 3 * d[2], {&qkv}) || !fits(info.Env(), "attention", tokens * d[2], {&out})) return info.Env().Undefined();
+  lowbit::attentionForward(qkv.data, out.data, d[0], d[1], d[2], d[3], info[6].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// attentionBackward(g, qkv, dqkv, batch, length, embed, heads, causal)
+Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
+  F32 g, qkv, dqkv;
+  int64_t d[4];
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &qkv) || !argF32(info, 2, &dqkv) || !attentionDims(info, 3, d)) return info.Env().Undefined();
+  const int64_t tokens = d[0] * d[1];
+  if (!fits(info.Env(), "attentionBackward", tokens * 3 * d[2], {&qkv, &dqkv}) || !fits(info.Env(), "attentionBackward", tokens * d[2], {&g})) {
+    return info.Env().Undefined();
+  }
+  lowbit::attentionBackward(g.data, qkv.data, dqkv.data, d[0], d[1], d[2], d[3], info[7].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// Reads an Int32Array argument.
+bool argI32(const Napi::CallbackInfo& info, size_t i, const int32_t** data, size_t* length) {
+  if (i >= info.Length() || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    return fail(info.Env(), "argument " + std::to_string(i) + " must be an Int32Array");
+  }
+  auto array = info[i].As<Napi::Int32Array>();
+  *data = array.Data();
+  *length = array.ElementLength();
+  return true;
+}
+
+// crossEntropyLoss(x, targets, loss, rows, classes) -> false when a target is out of range
+Napi::Value CrossEntropyFwd(const Napi::CallbackInfo& info) {
+  F32 x, loss;
+  const int32_t* targets = nullptr;
+  size_t nt = 0;
+  int64_t rows = 0, classes = 0;
+  if (!argF32(info, 0, &x) || !argI32(info, 1, &targets, &nt) || !argF32(info, 2, &loss) || !argInt(info, 3, &rows) || !argInt(info, 4, &classes)) {
+    return info.Env().Undefined();
+  }
+  if (classes < 1 || !fits(info.Env(), "crossEntropyLoss", rows * classes, {&x}) || !fits(info.Env(), "crossEntropyLoss", rows, {&loss}) ||
+      rows > static_cast<int64_t>(nt)) {
+    if (rows > static_cast<int64_t>(nt)) fail(info.Env(), "crossEntropyLoss: bad sizes");
+    return info.Env().Undefined();
+  }
+  return Napi::Boolean::New(info.Env(), lowbit::crossEntropyForward(x.data, targets, loss.data, rows, classes));
+}
+
+// crossEntropyLossBackward(g, x, targets, dx, rows, classes) -> false when a target is out of range
+Napi::Value CrossEntropyBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, dx;
+  const int32_t* targets = nullptr;
+  size_t nt = 0;
+  int64_t rows = 0, classes = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argI32(info, 2, &targets, &nt) || !argF32(info, 3, &dx) || !argInt(info, 4, &rows) ||
+      !argInt(info, 5, &classes)) {
+    return info.Env().Undefined();
+  }
+  if (classes < 1 || !fits(info.Env(), "crossEntropyLossBackward", rows * classes, {&x, &dx}) || !fits(info.Env(), "crossEntropyLossBackward", rows, {&g}) ||
+      rows > static_cast<int64_t>(nt)) {
+    if (rows > static_cast<int64_t>(nt)) fail(info.Env(), "crossEntropyLossBackward: bad sizes");
+    return info.Env().Undefined();
+  }
+  return Napi::Boolean::New(info.Env(), lowbit::crossEntropyBackward(g.data, x.data, targets, dx.data, rows, classes));
 }
 
 // transpose(x, y, spec): spec Int32Array [d0, d1, d2, d3, p0, p1, p2, p3]
@@ -2053,6 +2196,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sumOuter", Napi::Function::New(env, Sum<false>));
   exports.Set("softmax", Napi::Function::New(env, Softmax));
   exports.Set("transpose", Napi::Function::New(env, Transpose));
+  exports.Set("layerNorm", Napi::Function::New(env, LayerNormFwd));
+  exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBwd));
+  exports.Set("gelu", Napi::Function::New(env, GeluFwd));
+  exports.Set("geluBackward", Napi::Function::New(env, GeluBwd));
+  exports.Set("attention", Napi::Function::New(env, AttentionFwd));
+  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBwd));
+  exports.Set("crossEntropyLoss", Napi::Function::New(env, CrossEntropyFwd));
+  exports.Set("crossEntropyLossBackward", Napi::Function::New(env, CrossEntropyBwd));
   exports.Set("lstmSequence", Napi::Function::New(env, Recurrent<RnnKind::Lstm>));
   exports.Set("lstmSequenceBackward", Napi::Function::New(env, Recurrent<RnnKind::LstmBackward>));
   exports.Set("gruSequence", Napi::Function::New(env, Recurrent<RnnKind::Gru>));

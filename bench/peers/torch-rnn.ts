@@ -23,6 +23,24 @@ export interface TorchRnnSpec {
   readonly seed?: number;
 }
 
+/**
+ * The Transformer LM training-step workload (see torch_rnn.py): lowbit's weights, ids and
+ * every-position targets as files, loaded by the peer into torch modules with lowbit's names.
+ */
+export interface TorchTransformerSpec {
+  readonly kind: 'transformer';
+  readonly weights: string;
+  readonly ids: string;
+  readonly targets: string;
+  readonly batch: number;
+  readonly seq: number;
+  readonly heads: number;
+  readonly activation: string;
+  readonly eps: number;
+  readonly lr: number;
+  readonly warmup: number;
+}
+
 /** Wall and process-CPU milliseconds per step of one timed repeat. */
 export interface TorchRepeat {
   readonly ms: number;
@@ -46,9 +64,13 @@ export class TorchRnnPeer {
     return typeof peer === 'string' ? peer : new TorchRnnPeer(peer);
   }
 
-  /** Builds the model, optimizer and data of `id` in the peer and runs its untimed warm-up steps. */
-  async init(id: string, spec: TorchRnnSpec): Promise<void> {
-    await this.peer.request({ op: 'init', id, ...spec });
+  /**
+   * Builds the model, optimizer and data of `id` in the peer and runs its untimed warm-up steps;
+   * for a Transformer, returns the loss of its first forward (before any step), else null.
+   */
+  async init(id: string, spec: TorchRnnSpec | TorchTransformerSpec): Promise<number | null> {
+    const a = await this.peer.request({ op: 'init', id, ...spec });
+    return typeof a.loss === 'number' ? a.loss : null;
   }
 
   /** Times `steps` training steps of `id`. */

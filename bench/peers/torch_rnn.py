@@ -16,7 +16,16 @@ On start it prints {"ready": true, "torch": ..., "blas": ..., "threads": ...}, o
       times `steps` training steps; answers {"ok": true, "ms": wall ms per step,
       "cpu_ms": process CPU ms per step}
 
-A step: forward, cross-entropy on the last time step's output, zero_grad, backward, Adam step.
+  {"op": "init", "id": "transformer-lm", "kind": "transformer", "weights": "<safetensors path>",
+   "ids": "<raw little-endian int32 path>", "targets": "<same>", "batch": N, "seq": L, "heads": 4,
+   "activation": "gelu-tanh", "eps": 1e-5, "lr": 0.001, "warmup": 3}
+      builds lowbit's TransformerLM as torch modules (torch_seq.build_transformer_lm), loads lowbit's
+      weights (strict), reads ids [N, L] and every-position targets [N L]; answers {"ok": true,
+      "loss": the cross-entropy of the first forward, before any step} (so the caller can check that
+      both sides hold the same model), then runs `warmup` untimed steps
+
+A step: forward, cross-entropy on the last time step's output (transformer: over every position),
+zero_grad, backward, Adam step.
 Errors answer {"error": "<message>"}. End of input ends the process.
 Threads: torch.set_num_threads(--threads); run with OPENBLAS_NUM_THREADS=1.
 """
@@ -52,6 +61,45 @@ def make_stepper(torch, req):
     return step
 
 
+def make_transformer_stepper(torch, req):
+    import numpy as np
+    from torch_seq import build_transformer_lm, read_safetensors
+
+    weights = read_safetensors(np, req["weights"])
+    batch, seq = int(req["batch"]), int(req["seq"])
+    ids = np.fromfile(req["ids"], dtype="<i4")
+    targets = np.fromfile(req["targets"], dtype="<i4")
+    if ids.size != batch * seq or targets.size != batch * seq:
+        raise ValueError(f"expected {batch} x {seq} ids and targets, got {ids.size} and {targets.size}")
+    vocab, embed = weights["tokenEmbedding.weight"].shape
+    context = weights["positionEmbedding.weight"].shape[0]
+    mlp = weights["blocks.0.fc1.weight"].shape[0]
+    layers = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
+    model = build_transformer_lm(torch, vocab, context, embed, mlp, layers, int(req.get("heads", 4)),
+                                 req.get("activation", "gelu-tanh"), float(req.get("eps", 1e-5)))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=float(req.get("lr", 1e-3)))
+    x = torch.from_numpy(ids.astype("int64")).reshape(batch, seq)
+    y = torch.from_numpy(targets.astype("int64"))
+
+    def loss_of():
+        return torch.nn.functional.cross_entropy(model(x).reshape(batch * seq, vocab), y)
+
+    with torch.no_grad():
+        first = float(loss_of())
+
+    def step():
+        loss = loss_of()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(int(req.get("warmup", 3))):
+        step()
+    return step, {"loss": first}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -63,6 +111,9 @@ def main():
     steppers = {}
 
     def init(req):
+        if req.get("kind") == "transformer":
+            steppers[req["id"]], answer = make_transformer_stepper(torch, req)
+            return answer
         steppers[req["id"]] = make_stepper(torch, req)
         return {}
 

@@ -2,7 +2,10 @@
  * One training step of a recurrent model, lowbit (native backend) against PyTorch in the same run:
  * nn.LSTM(16, H, batchFirst) + Linear(H, 10) on the last time step's output, batch 32, 32 time
  * steps, cross-entropy, Adam lr 1e-3; the same with nn.GRU. H = 64 (30 steps per repeat) and
- * H = 256 (10 steps per repeat). Unit: milliseconds per step (lower is better); ratio = PyTorch
+ * H = 256 (10 steps per repeat). And the float Transformer LM of the `seq-inference` section
+ * (vocabulary 2000, width 80, 2 blocks, 4 heads, MLP 320, tanh GELU) at batch 256 × 8 tokens:
+ * forwardAll, cross-entropy over every position, Adam lr 1e-3, with the same weights and data on both
+ * sides (5 steps per repeat). Unit: milliseconds per step (lower is better); ratio = PyTorch
  * time / lowbit time (> 1 = lowbit faster).
  *
  * Scheme (robust on a shared 2-core machine): PyTorch runs as one long-lived python process
@@ -14,20 +17,23 @@
  * when both repeats saw less than 10 % of the cores busy elsewhere, because such load slows
  * PyTorch's OpenMP threads far more than lowbit (see `run`) and would decide the ratio; a round
  * starts only once the machine is quiet. Rounds run until 2 × repeats − 1 of them (9, or 5 with
- * --quick) are quiet or the section's time budget (~50 s, 20 s quick) is spent; the figure of each
+ * --quick) are quiet or the section's time budget (~62 s, 25 s quick) is spent; the figure of each
  * side is the median of the quiet rounds, and a case with fewer than 3 quiet rounds is skipped as
  * "machine busy". Every round's timings, background load and both sides' process CPU time per step,
  * and the per-round PyTorch / lowbit ratios, are kept in the result's details. PyTorch gets
  * `torch.set_num_threads(<lowbit's thread count>)` with OPENBLAS_NUM_THREADS=1; a missing python or
  * torch turns its rows into "skipped".
  */
-import { availableParallelism } from 'node:os';
-import { crossEntropy, manualSeed, narrow, nativeInfo, nn, randn, reshape, tensor } from '../../src/index.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crossEntropy, manualSeed, narrow, nativeInfo, nn, noGrad, randn, reshape, Rng, tensor, Tensor } from '../../src/index.ts';
 import { Adam } from '../../src/optim/index.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
 import { measured, median, now, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { cpuTimes } from '../machine.ts';
-import { TorchRnnPeer, type TorchRnnSpec } from '../peers/torch-rnn.ts';
+import { TorchRnnPeer, type TorchRnnSpec, type TorchTransformerSpec } from '../peers/torch-rnn.ts';
+import { LAYER_NORM_EPS, peerFiles, SEQ_SHAPES, TRANSFORMER_ACTIVATION, transformerLm } from '../seq-inference/models.ts';
 import { benchBackends, implName, nativeMissingReason, withBackend } from '../workloads.ts';
 
 /** The shared workload: everything but the cell kind and the hidden size. */
@@ -70,6 +76,48 @@ export function lowbitRnnStepper(c: Pick<RnnCase, 'kind' | 'hidden'>): () => voi
     optimizer.zeroGrad();
     loss.backward();
     optimizer.step();
+  };
+}
+
+/** The Transformer LM training step: the `seq-inference` section's float model (SEQ_SHAPES), every-position loss. */
+export const TRANSFORMER_STEP = { batch: 256, steps: 5, lr: 1e-3, warmup: 3 } as const;
+
+export function transformerStepLabel(): string {
+  const S = SEQ_SHAPES;
+  return `Transformer LM (width ${S.tEmbed}, ${S.tLayers} blocks, ${S.tHeads} heads, MLP ${S.tMlp}, vocabulary ${S.vocab}) training step, batch ${TRANSFORMER_STEP.batch} × ${S.context} tokens, loss at every position`;
+}
+
+/**
+ * lowbit's Transformer LM training step on the current backend (forwardAll, cross-entropy over every
+ * position, zero grad, backward, Adam) on fixed random ids and targets (seed 0), with the files the
+ * PyTorch peer loads the same model and data from (written into `dir`) and the loss of the first
+ * forward, before any step. `fusedLoss` false: the composed logSoftmax + nllLoss (for before/after comparisons).
+ */
+export function lowbitTransformerStepper(dir: string, fusedLoss = true): { step: () => void; firstLoss: number; files: { weights: string; ids: string; targets: string } } {
+  const S = SEQ_SHAPES;
+  const { batch, lr } = TRANSFORMER_STEP;
+  const model = transformerLm(S, 0);
+  const rng = new Rng(0);
+  const draw = (): Tensor => new Tensor(Int32Array.from({ length: batch * S.context }, () => Math.floor(rng.uniform() * S.vocab)), [batch, S.context]);
+  const ids = draw();
+  const targets = reshape(draw(), [batch * S.context]);
+  const files = peerFiles(dir, 'transformer-step', model, ids);
+  const targetsPath = join(dir, 'transformer-step.targets.i32');
+  writeFileSync(targetsPath, new Uint8Array(Int32Array.from(targets.data).buffer));
+  model.train();
+  const optimizer = new Adam(model.parameters(), { lr });
+  // The CLI's every-position objective: the fused cross-entropy (lm-objective.ts), as PyTorch's cross_entropy.
+  const loss = (): Tensor => crossEntropy(reshape(model.forwardAll(ids), [batch * S.context, S.vocab]), targets, 'mean', { fused: fusedLoss });
+  const firstLoss = noGrad(() => loss().data[0]!);
+  return {
+    step: () => {
+      const l = loss();
+      optimizer.zeroGrad();
+      l.backward();
+      optimizer.step();
+    },
+    firstLoss,
+    files: { ...files, targets: targetsPath },
   };
 }
 
@@ -159,7 +207,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   // busy; H = 256 36 -> 300-840 ms), so only quiet rounds make the figures, and rounds wait for
   // a quiet machine instead of being spent under load.
   const wantQuiet = 2 * ctx.repeats - 1;
-  const budget = ctx.quick ? 20 : 50;
+  const budget = ctx.quick ? 25 : 62;
   const measurements: Measurement[] = [];
   const summary: Record<string, unknown>[] = [];
   let noisyCases = 0;
@@ -172,38 +220,76 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const torchImpl = peer ? `PyTorch ${peer.info.torch}` : 'PyTorch';
   const sectionStart = now();
 
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-rnn-'));
+  // The cases: the four RNN ones and the Transformer LM step (same model and data on both sides, its
+  // first loss compared before timing).
+  interface StepCase {
+    readonly key: string;
+    readonly group: string;
+    readonly steps: number;
+    readonly warmup: number;
+    /** lowbit's step (built on the native backend) and the peer's spec. */
+    readonly build: () => { step: () => void; spec: TorchRnnSpec | TorchTransformerSpec; firstLoss: number | null };
+  }
+  const cases: StepCase[] = [
+    ...RNN_CASES.map((c): StepCase => ({
+      key: `${c.kind.toLowerCase()}-h${c.hidden}`, group: rnnCaseLabel(c), steps: c.steps, warmup: RNN_WORKLOAD.warmup,
+      build: () => ({ step: lowbitRnnStepper(c), spec: { kind: c.kind, hidden: c.hidden, ...RNN_WORKLOAD, seed: 0 }, firstLoss: null }),
+    })),
+    {
+      key: 'transformer-lm', group: transformerStepLabel(), steps: TRANSFORMER_STEP.steps, warmup: TRANSFORMER_STEP.warmup,
+      build: () => {
+        const { step, firstLoss, files } = lowbitTransformerStepper(dir);
+        const S = SEQ_SHAPES;
+        const spec: TorchTransformerSpec = {
+          kind: 'transformer', ...files, batch: TRANSFORMER_STEP.batch, seq: S.context, heads: S.tHeads, activation: TRANSFORMER_ACTIVATION,
+          eps: LAYER_NORM_EPS, lr: TRANSFORMER_STEP.lr, warmup: TRANSFORMER_STEP.warmup,
+        };
+        return { step, spec, firstLoss };
+      },
+    },
+  ];
+  const lossChecks: string[] = [];
+
   try {
-    for (const [index, c] of RNN_CASES.entries()) {
-      const key = `${c.kind.toLowerCase()}-h${c.hidden}`;
-      const group = rnnCaseLabel(c);
+    for (const [index, c] of cases.entries()) {
+      const key = c.key;
+      const group = c.group;
       const torchId = `${key}/torch`;
       const base = { id: `${key}/lowbit-native`, group, impl: implName('native'), unit: 'ms/step', higherIsBetter: false, peers: [torchId] };
       const tbase = { id: torchId, group, impl: torchImpl, unit: 'ms/step', higherIsBetter: false };
-      const spec: TorchRnnSpec = { kind: c.kind, hidden: c.hidden, ...RNN_WORKLOAD, seed: 0 };
-
+      // Built on the native backend even without the addon's kernels (then only the peer's spec and files are used).
+      const built = await withBackend(haveNative ? 'native' : 'reference', async () => c.build());
+      const step = haveNative ? built.step : null;
+      let caseTorchMissing = '';
       if (peer) {
         try {
-          await peer.init(key, spec);
+          const torchLoss = await peer.init(key, built.spec);
+          if (built.firstLoss !== null && torchLoss !== null) {
+            const diff = Math.abs(torchLoss - built.firstLoss);
+            lossChecks.push(`${key}: first loss lowbit ${built.firstLoss.toFixed(6)}, PyTorch ${torchLoss.toFixed(6)} (|Δ| ${diff.toExponential(1)})`);
+            if (!(diff <= 1e-4 * Math.abs(built.firstLoss))) caseTorchMissing = `not the same model: first loss ${torchLoss} against lowbit's ${built.firstLoss}`;
+          }
         } catch (e) {
           peerMissing = errorText(e);
           await peer.close();
           peer = null;
         }
       }
-      const step = haveNative ? await withBackend('native', async () => lowbitRnnStepper(c)) : null;
       if (step) {
         await withBackend('native', async () => {
-          for (let i = 0; i < RNN_WORKLOAD.warmup; i++) step();
+          for (let i = 0; i < c.warmup; i++) step();
         });
       }
 
       // Rounds until `wantQuiet` quiet ones or this case's share of the budget is spent (time a
       // case leaves unused goes to the next ones).
-      const deadline = sectionStart + (budget * (index + 1)) / RNN_CASES.length;
+      const deadline = sectionStart + (budget * (index + 1)) / cases.length;
       const rounds: Round[] = [];
       const caseStart = now();
       let waited = 0;
-      while ((step || peer) && rounds.filter((r) => r.quiet).length < wantQuiet && now() < deadline) {
+      const casePeer = caseTorchMissing ? null : peer;
+      while ((step || casePeer) && rounds.filter((r) => r.quiet).length < wantQuiet && now() < deadline) {
         const w0 = now();
         const quietNow = await waitQuiet(deadline);
         waited += now() - w0;
@@ -214,7 +300,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         for (const side of order) {
           await tick();
           if (side === 'lowbit' && step) lowbit = await withBackend('native', () => timedRepeat(c.steps, async () => timeSteps(step, c.steps), false));
-          if (side === 'torch' && peer) {
+          if (side === 'torch' && peer && !caseTorchMissing) {
             const p = peer;
             try {
               torch = await timedRepeat(c.steps, () => p.repeat(key, c.steps), true);
@@ -230,9 +316,9 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         const quiet = [lowbit, torch].every((x) => x === null || x.background === null || x.background < QUIET);
         rounds.push({ lowbit, torch, quiet });
         const fmt = (x: Repeat | null): string => (x ? `${x.ms.toFixed(2)} ms (others ${x.background === null ? '?' : `${(x.background * 100).toFixed(0)} %`})` : '—');
-        ctx.log(`${c.kind} H=${c.hidden} round ${rounds.length}: lowbit ${fmt(lowbit)}, PyTorch ${fmt(torch)}${quiet ? '' : ' [busy: not used]'}`);
+        ctx.log(`${key} round ${rounds.length}: lowbit ${fmt(lowbit)}, PyTorch ${fmt(torch)}${quiet ? '' : ' [busy: not used]'}`);
       }
-      if (!peer) for (const r of rounds) Object.assign(r, { torch: null });
+      if (!peer || caseTorchMissing) for (const r of rounds) Object.assign(r, { torch: null });
 
       const used = rounds.filter((r) => r.quiet);
       const lb = used.flatMap((r) => (r.lowbit ? [r.lowbit] : []));
@@ -248,11 +334,11 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       const noisy = used.length < MIN_ROUNDS;
       if (noisy) {
         noisyCases++;
-        ctx.log(`${c.kind} H=${c.hidden}: ${busyReason}`);
+        ctx.log(`${key}: ${busyReason}`);
       }
       const details = (side: 'lowbit' | 'torch') => ({
         stepsPerRepeat: c.steps,
-        warmupSteps: RNN_WORKLOAD.warmup,
+        warmupSteps: c.warmup,
         rounds: rounds.length,
         quietRounds: used.length,
         waitedSeconds: waited,
@@ -264,7 +350,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       else if (noisy) measurements.push(skippedMeasurement({ ...base, details: details('lowbit') }, busyReason));
       else measurements.push(measured({ ...base, details: { ...details('lowbit'), pairRatios: pairs, medianPairRatio: pairs.length ? median(pairs) : null } }, lb.map((x) => x.ms)));
       if (pt.length >= MIN_ROUNDS) measurements.push(measured({ ...tbase, details: details('torch') }, pt.map((x) => x.ms)));
-      else measurements.push(skippedMeasurement({ ...tbase, details: details('torch') }, peerMissing || busyReason));
+      else measurements.push(skippedMeasurement({ ...tbase, details: details('torch') }, caseTorchMissing || peerMissing || busyReason));
       summary.push({
         case: key,
         rounds: rounds.length,
@@ -279,12 +365,14 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     }
   } finally {
     await peer?.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 
   const w = RNN_WORKLOAD;
   const notes = [
     `Each step: forward over all ${w.seq} time steps, Linear on the last one, cross-entropy, zero grad, backward, Adam step (lr ${w.lr}); one fixed random batch [${w.batch}, ${w.seq}, ${w.input}], labels i mod ${w.classes}.`,
     `${w.warmup} untimed warm-up steps per side, then rounds: each round times one lowbit repeat and one PyTorch repeat of the same number of steps (${RNN_CASES.map((c) => `${c.kind} H = ${c.hidden}: ${c.steps}`).join(', ')}), in alternating order. PyTorch is one long-lived python process driven over stdin/stdout, idle while lowbit runs.`,
+    `Transformer LM step: the \`seq-inference\` section's float model (default init, seed 0) with the same weights on both sides (lowbit's state dict as safetensors, loaded strictly into torch modules with lowbit's names; bench/peers/torch_rnn.py), fixed random ids [${TRANSFORMER_STEP.batch}, ${SEQ_SHAPES.context}] and every-position targets, cross-entropy over all ${TRANSFORMER_STEP.batch * SEQ_SHAPES.context} positions, Adam lr ${TRANSFORMER_STEP.lr}; ${TRANSFORMER_STEP.steps} steps per repeat, ${TRANSFORMER_STEP.warmup} warm-up steps. Same model checked by the loss of the first forward (a PyTorch row off by more than 1e-4 relative is skipped): ${lossChecks.join('; ') || 'not checked (no peer)'}.`,
     `Only quiet rounds count: a round starts once other processes use < ${QUIET * 100} % of the cores, and counts when that still held during both repeats (/proc/stat busy time minus each side's own CPU time). Load from other processes slows PyTorch's OpenMP threads by 5-15× and lowbit far less, so it would decide the ratio. Rounds run until ${wantQuiet} are quiet or the section's ~${budget} s budget is spent; a case with fewer than ${MIN_ROUNDS} quiet rounds is skipped as "machine busy"${noisyCases ? ` (${noisyCases} this run)` : ''}. Repeats = the quiet rounds. Ratio = PyTorch time / lowbit time (> 1 = lowbit faster). Every round with its background load and both sides' CPU time is in bench/results/rnn.json.`,
     `lowbit: native backend, ${threads} threads, GC policy of its training jobs (\`preferThroughputGc()\`). PyTorch: ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1; ${ctx.machine.torchBlas || 'BLAS unknown'}.`,
   ];

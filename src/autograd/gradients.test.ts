@@ -175,6 +175,27 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: 'middle axis', f: (x) => o.softmax(x, 1), inputs: () => [r([2, 5, 3], -3, 3)] },
   ],
   logSoftmax: [{ name: 'axis 0', f: (x) => o.logSoftmax(x, 0), inputs: () => [r([6, 4], -3, 3)] }],
+  layerNorm: [
+    { name: 'rows of 7, odd batch dims', f: (x, w, b) => o.layerNorm(x!, w!, b!, 1e-5), inputs: () => [r([3, 2, 7], -2, 2), r([7], 0.5, 1.5), r([7])] },
+    { name: 'two trailing dims, large eps', f: (x, w, b) => o.layerNorm(x!, w!, b!, 0.1), inputs: () => [r([2, 3, 5], -1, 3), r([3, 5]), r([3, 5])] },
+  ],
+  layerNormBackward: [],
+  gelu: [
+    { name: 'erf form, both tails', f: (x) => o.gelu(x!), inputs: () => [r([29], -5, 5)] },
+    { name: 'tanh form, both tails', f: (x) => o.gelu(x!, 'tanh'), inputs: () => [r([4, 7], -5, 5)] },
+  ],
+  geluBackward: [],
+  attention: [
+    { name: 'causal, 2 heads, odd sizes', f: (qkv) => o.attention(qkv!, { heads: 2, causal: true }), inputs: () => [r([3, 5, 18], -1.5, 1.5)] },
+    { name: 'unmasked, 3 heads', f: (qkv) => o.attention(qkv!, { heads: 3 }), inputs: () => [r([2, 4, 9], -1.5, 1.5)] },
+    { name: 'causal, one position', f: (qkv) => o.attention(qkv!, { heads: 1, causal: true }), inputs: () => [r([2, 1, 6])] },
+  ],
+  attentionBackward: [],
+  crossEntropyLoss: [
+    { name: 'per row, odd sizes', f: (x) => o.crossEntropy(x!, idx([2, 0, 4, 1, 4]), 'none', { fused: true }), inputs: () => [r([5, 5], -3, 3)] },
+    { name: 'mean over rows', f: (x) => o.crossEntropy(x!, idx([6, 0, 3]), 'mean', { fused: true }), inputs: () => [r([3, 7], -3, 3)] },
+  ],
+  crossEntropyLossBackward: [],
   // Every output part (states and saved activations) weighted, so each part's gradient path is checked.
   lstmSequence: [
     { name: 'time-major, 3 steps', f: (x, w, b, h, c) => o.lstmSequence(x!, w!, b!, h!, c!), inputs: () => [r([3, 2, 12], -2, 2), r([12, 3]), r([12]), r([2, 3]), r([2, 3])] },

@@ -9,6 +9,7 @@ import { Tensor } from '../tensor/tensor.ts';
 import * as o from '../tensor/ops.ts';
 import { isGradEnabled } from './engine.ts';
 import { gruSequenceBackwardComposed, lstmSequenceBackwardComposed } from './recurrent.ts';
+import { attentionBackwardComposed, crossEntropyBackwardComposed, geluDerivativeComposed, layerNormBackwardComposed } from './transformer.ts';
 
 type Rule<P extends PrimitiveName> = (
   g: Tensor,
@@ -173,6 +174,30 @@ const RULES: RuleTable = {
 
   softmax: (g, _i, out, { axis }) => [o.mul(out, o.sub(g, o.sum(o.mul(g, out), axis, true)))],
   logSoftmax: (g, _i, out, { axis }) => [o.sub(g, o.mul(o.exp(out), o.sum(g, axis, true)))],
+
+  // The fused Transformer primitives: one backward primitive each (mean/rstd and the attention
+  // weights recomputed, not saved); when the backward pass is recorded (createGraph), the same
+  // formulas run as tensor ops (autograd/transformer.ts), so double backward works.
+  layerNorm: (g, [x, w], _out, { eps }) => {
+    if (isGradEnabled()) return layerNormBackwardComposed(g, x!, w!, eps);
+    const flat = o.apply('layerNormBackward', [g, x!, w!], { eps });
+    return splitFlat(flat, [x!.shape, w!.shape, w!.shape]);
+  },
+  layerNormBackward: 'nondifferentiable',
+  gelu: (g, [x], _out, { approximate }) => [
+    isGradEnabled() ? o.mul(g, geluDerivativeComposed(x!, approximate)) : o.apply('geluBackward', [g, x!], { approximate }),
+  ],
+  geluBackward: 'nondifferentiable',
+  attention: (g, [qkv], _out, attrs) => [
+    isGradEnabled() ? attentionBackwardComposed(g, qkv!, attrs) : o.apply('attentionBackward', [g, qkv!], attrs),
+  ],
+  attentionBackward: 'nondifferentiable',
+  // d/dlogits of Σ g·loss = g·(softmax − onehot); targets get none. Recorded (createGraph): the same as tensor ops.
+  crossEntropyLoss: (g, [x, t]) => [
+    isGradEnabled() ? crossEntropyBackwardComposed(g, x!, t!) : o.apply('crossEntropyLossBackward', [g, x!, t!], {}),
+    null,
+  ],
+  crossEntropyLossBackward: 'nondifferentiable',
 
   // Backwards through time in one primitive each (the gradients of inputGates and the initial
   // states; GRU also hiddenGates'), then W_hh's gradient as one product over all steps,

@@ -188,6 +188,42 @@ export interface PrimitiveAttrs {
   avgPool2d: Pool2dAttrs;
   /** (dy) -> dx with shape inputShape (adjoint of avgPool2d). */
   avgPool2dBackward: Pool2dAttrs & { readonly inputShape: readonly number[] };
+  // ---- fused Transformer layers (src/nn/layernorm.ts, activation.ts, models/transformer-lm.ts)
+  /**
+   * (x [..., D], weight [D], bias [D]) -> y like x: per row of D = weight.size trailing elements,
+   * y = (x − mean)·rstd·weight + bias with mean and the biased variance of the row and
+   * rstd = 1/√(var + eps) (LayerNorm over the trailing dims; weight and bias flattened row-major).
+   */
+  layerNorm: { readonly eps: number };
+  /**
+   * (g like x, x [..., D], weight [D]) -> flat [x.size + 2·D]: layerNorm's gradients of Σ g⊙y with
+   * respect to x, weight and bias (mean and rstd recomputed from x): with x̂ = (x − mean)·rstd and
+   * ĝ = g⊙weight, dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂)) per row, dweight = Σ_rows g⊙x̂, dbias = Σ_rows g.
+   */
+  layerNormBackward: { readonly eps: number };
+  /**
+   * (x) -> GELU(x): 'none' the exact x·Φ(x) = ½x(1 + erf(x/√2)); 'tanh' ½x(1 + tanh(u)) with
+   * u = √(2/π)(x + 0.044715x³) (= x·σ(2u)).
+   */
+  gelu: { readonly approximate: 'none' | 'tanh' };
+  /** (g, x) -> g·GELU'(x) (the same `approximate`). */
+  geluBackward: { readonly approximate: 'none' | 'tanh' };
+  /**
+   * (qkv [N, L, 3E]) -> [N, L, E]: multi-head scaled dot-product self-attention on a fused Q/K/V
+   * projection. Per batch row n and head h (d = E / heads, columns h·d.. of each third):
+   * A = softmax(Q_h·K_hᵀ/√d + mask) with the causal mask (−∞ above the diagonal) when `causal`,
+   * out[n, :, h·d..(h+1)·d] = A·V_h -- the heads merged back, as `CausalSelfAttention` computes them.
+   */
+  attention: { readonly heads: number; readonly causal: boolean };
+  /** (g [N, L, E], qkv [N, L, 3E]) -> the gradient of Σ g⊙attention(qkv) with respect to qkv, [N, L, 3E] (the weights A recomputed). */
+  attentionBackward: { readonly heads: number; readonly causal: boolean };
+  /**
+   * (logits [N, C], targets:int32 [N]) -> [N]: softmax cross-entropy per row,
+   * logsumexp(logits[n]) − logits[n, targets[n]] (targets in [0, C)).
+   */
+  crossEntropyLoss: NoAttrs;
+  /** (g [N], logits [N, C], targets:int32 [N]) -> [N, C]: g[n]·(softmax(logits[n]) − onehot(targets[n])). */
+  crossEntropyLossBackward: NoAttrs;
   // ---- normalised exponentials along one axis
   softmax: { readonly axis: number };
   logSoftmax: { readonly axis: number };
@@ -290,6 +326,8 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
+  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward',
+  'crossEntropyLoss', 'crossEntropyLossBackward',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
   'adderConv2d', 'adderConv2dGrad',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'scaleGrad', 'signSte',

@@ -1,5 +1,6 @@
-import { add, gelu, leakyRelu, mul, relu, relu6, sigmoid, tanh, type Tensor } from '../tensor/index.ts';
+import { add, erf, gelu, leakyRelu, mul, relu, relu6, sigmoid, tanh, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
+import { fusedTransformerLayers } from './fused-layers.ts';
 
 /** max(x, 0). */
 export class ReLU extends Module {
@@ -59,7 +60,8 @@ export class GELU extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    if (this.approximate === 'none') return gelu(x);
+    if (fusedTransformerLayers()) return gelu(x, this.approximate);
+    if (this.approximate === 'none') return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
     const inner = mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
     return mul(mul(x, 0.5), add(tanh(inner), 1));
   }

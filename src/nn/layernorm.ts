@@ -1,5 +1,6 @@
-import { add, div, mean, mul, ones, sqrt, sub, zeros, type Tensor } from '../tensor/index.ts';
+import { add, div, layerNorm, mean, mul, ones, sqrt, sub, zeros, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
+import { fusedTransformerLayers } from './fused-layers.ts';
 
 export interface LayerNormOptions {
   /** Added to the variance before the square root (default 1e-5). */
@@ -12,7 +13,8 @@ export interface LayerNormOptions {
 
 /**
  * Normalises over the trailing dims `normalizedShape`: y = (x − E[x]) / √(Var[x] + eps)·w + b,
- * with the biased variance, per sample (no running statistics).
+ * with the biased variance, per sample (no running statistics). With both weight and bias it runs as
+ * one `layerNorm` primitive (a fused native kernel, forward and backward); without, as tensor ops.
  */
 export class LayerNorm extends Module {
   readonly normalizedShape: readonly number[];
@@ -35,6 +37,7 @@ export class LayerNorm extends Module {
     if (x.rank < k || tail.some((d, i) => d !== this.normalizedShape[i])) {
       throw new Error(`LayerNorm([${this.normalizedShape.join(', ')}]): input [${x.shape.join(', ')}] does not end with the normalized shape`);
     }
+    if (this.weight && this.bias && x.dtype === this.weight.dtype && fusedTransformerLayers()) return layerNorm(x, this.weight, this.bias, this.eps);
     const axes = tail.map((_, i) => x.rank - k + i);
     const centered = sub(x, mean(x, axes, true));
     const variance = mean(mul(centered, centered), axes, true);

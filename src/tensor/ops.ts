@@ -225,9 +225,14 @@ export const relu6 = (x: Tensor): Tensor => clamp(x, 0, 6);
 export function leakyRelu(x: Tensor, slope = 0.01): Tensor {
   return where(greater(x, 0), x, mul(x, slope));
 }
-/** Exact GELU: x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
-export function gelu(x: Tensor): Tensor {
-  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+/**
+ * GELU as one primitive: 'none' (default) the exact x·Φ(x) = 0.5·x·(1 + erf(x/√2)); 'tanh'
+ * 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), PyTorch's `approximate='tanh'`.
+ */
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  if (approximate !== 'none' && approximate !== 'tanh') throw new Error(`gelu: approximate must be 'none' or 'tanh', got ${JSON.stringify(approximate)}`);
+  if (x.dtype === 'int32') throw new Error('gelu: expects a float tensor, got int32');
+  return apply('gelu', [x], { approximate });
 }
 export function hardSigmoid(x: Tensor): Tensor {
   return clamp(add(div(x, 6), 0.5), 0, 1);
@@ -670,6 +675,35 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [numb
   return avgPool2d(x, [h / oh, w / ow]);
 }
 
+// ---------------------------------------------------------------- fused Transformer layers
+/**
+ * LayerNorm over the trailing dims that `weight` and `bias` (same shape) cover, as one primitive:
+ * y = (x − mean)/√(var + eps)·weight + bias per row (biased variance).
+ */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const k = weight.rank;
+  const text = (t: Tensor): string => `[${t.shape.join(', ')}]`;
+  if (bias.rank !== k || bias.shape.some((d, i) => d !== weight.shape[i])) throw new Error(`layerNorm: weight ${text(weight)} and bias ${text(bias)} differ in shape`);
+  if (x.rank < k || weight.shape.some((d, i) => d !== x.shape[x.rank - k + i])) throw new Error(`layerNorm: input ${text(x)} does not end with the normalized shape ${text(weight)}`);
+  if (x.dtype === 'int32' || weight.dtype !== x.dtype || bias.dtype !== x.dtype) throw new Error(`layerNorm: dtypes ${x.dtype}, ${weight.dtype}, ${bias.dtype} must be one float dtype`);
+  if (!(eps >= 0)) throw new Error(`layerNorm: eps must be >= 0, got ${eps}`);
+  return apply('layerNorm', [x, weight, bias], { eps });
+}
+
+/**
+ * Multi-head scaled dot-product self-attention on a fused Q/K/V projection, as one primitive:
+ * qkv [N, L, 3E] (Q, K, V side by side, head h at columns h·d.. of each, d = E / heads) →
+ * [N, L, E] with the heads merged, softmax(Q_h·K_hᵀ/√d + causal mask)·V_h per head.
+ */
+export function attention(qkv: Tensor, options: { heads: number; causal?: boolean }): Tensor {
+  const { heads } = options;
+  if (qkv.rank !== 3 || qkv.shape[2]! % 3 !== 0 || qkv.shape[1]! < 1) throw new Error(`attention: qkv must be [N, L, 3E] with L >= 1, got [${qkv.shape.join(', ')}]`);
+  const e = qkv.shape[2]! / 3;
+  if (!Number.isInteger(heads) || heads < 1 || e % heads !== 0) throw new Error(`attention: heads ${heads} must be a positive integer dividing E = ${e}`);
+  if (qkv.dtype === 'int32') throw new Error('attention: expects a float tensor, got int32');
+  return apply('attention', [qkv], { heads, causal: options.causal ?? false });
+}
+
 // ---------------------------------------------------------------- softmax and losses
 export function softmax(x: Tensor, axis = -1): Tensor {
   return apply('softmax', [x], { axis: normAxis(axis, x.rank) });
@@ -707,9 +741,27 @@ export function nllLoss(logProbs: Tensor, targets: Tensor, reduction: Reduction 
   return reduce(neg(picked), reduction);
 }
 
-/** Softmax cross-entropy of logits [N, C] against int32 class indices [N] (float targets throw). */
-export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = 'mean'): Tensor {
-  return nllLoss(logSoftmax(logits, 1), targets, reduction);
+/**
+ * Softmax cross-entropy of logits [N, C] against int32 class indices [N] (float targets throw):
+ * nllLoss(logSoftmax(logits, 1), targets). With `fused`, one `crossEntropyLoss` primitive instead
+ * (per-row logsumexp − target logit; its backward, softmax − onehot, in one pass: a native kernel
+ * several times faster on large vocabularies), the same function with other roundings (float64 sums
+ * in the reference, a polynomial exp in the native kernel), so it is opt-in: the Transformer LM's
+ * every-position objective uses it.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = 'mean', options: { fused?: boolean } = {}): Tensor {
+  if (!options.fused) return nllLoss(logSoftmax(logits, 1), targets, reduction);
+  if (logits.rank !== 2 || targets.rank !== 1 || targets.shape[0] !== logits.shape[0]) {
+    throw new Error(`crossEntropy: expected [N, C] and [N], got [${logits.shape.join(', ')}] and [${targets.shape.join(', ')}]`);
+  }
+  if (targets.dtype !== 'int32') throw new Error(`crossEntropy: targets must be int32 class indices, got ${targets.dtype} (cast(targets, 'int32') truncates)`);
+  if (logits.dtype === 'int32') throw new Error('crossEntropy: logits must be float');
+  const c = logits.shape[1]!;
+  for (let i = 0; i < targets.size; i++) {
+    const t = targets.data[i]!;
+    if (t < 0 || t >= c) throw new Error(`crossEntropy: target ${t} out of range [0, ${c})`);
+  }
+  return reduce(apply('crossEntropyLoss', [logits, targets], NONE), reduction);
 }
 
 /**

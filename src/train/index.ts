@@ -36,6 +36,7 @@ export {
   shiftedTargets,
   everyPositionBatches,
   everyPositionLoss,
+  everyPositionCrossEntropy,
   EveryPositionObjective,
   type LmObjective,
   type AllPositionsModel,

@@ -64,7 +64,16 @@ export function everyPositionBatches(source: BatchSource): BatchSource {
  * `shiftedTargets(ids, next)[n·C + t]`.
  */
 export function everyPositionLoss(model: AllPositionsModel, ids: Tensor, next: Tensor): Tensor {
-  return crossEntropy(flatLogits(model, ids), shiftedTargets(ids, next));
+  return everyPositionCrossEntropy(flatLogits(model, ids), shiftedTargets(ids, next));
+}
+
+/**
+ * The loss of the every-position objective: cross-entropy of the flattened logits [N·C, V] against
+ * the shifted targets [N·C], as the fused `crossEntropyLoss` primitive (one pass over the large
+ * logits forward and one backward; `crossEntropy(…, { fused: true })`). `fit`'s `lossFn` for 'all'.
+ */
+export function everyPositionCrossEntropy(logits: Tensor, targets: Tensor): Tensor {
+  return crossEntropy(logits, targets, 'mean', { fused: true });
 }
 
 /** `model.forwardAll(ids)` [N, C, V] as [N·C, V], row n·C + t = position t of window n (the order of {@link shiftedTargets}). */

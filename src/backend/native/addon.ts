@@ -50,6 +50,20 @@ export interface NativeAddon {
   /** spec: [d0, d1, d2, d3, p0, p1, p2, p3] (rank 4) */
   transpose(x: Float32Array, y: Float32Array, spec: Int32Array): void;
   /**
+   * The fused Transformer layers (native/transformer.h; absent from addons built before them):
+   * layerNorm over rows of `width`; layerNormBackward writes [dx, dw, db] into `out`; gelu / geluBackward
+   * (tanh: the tanh form); attention on qkv [batch, length, 3·embed] -> [batch, length, embed].
+   */
+  layerNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, rows: number, width: number, eps: number): void;
+  layerNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, rows: number, width: number, eps: number): void;
+  gelu?(x: Float32Array, y: Float32Array, n: number, tanh: boolean): void;
+  geluBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, n: number, tanh: boolean): void;
+  attention?(qkv: Float32Array, out: Float32Array, batch: number, length: number, embed: number, heads: number, causal: boolean): void;
+  /** Softmax cross-entropy per row / its gradient; false (nothing written) when a target is out of [0, classes). */
+  crossEntropyLoss?(x: Float32Array, targets: Int32Array, loss: Float32Array, rows: number, classes: number): boolean;
+  crossEntropyLossBackward?(g: Float32Array, x: Float32Array, targets: Int32Array, dx: Float32Array, rows: number, classes: number): boolean;
+  attentionBackward?(g: Float32Array, qkv: Float32Array, dqkv: Float32Array, batch: number, length: number, embed: number, heads: number, causal: boolean): void;
+  /**
    * The fused recurrent sequences (src/backend/primitives.ts), dims = [L, N, H, batchFirst 0/1, reverse 0/1]:
    * lstmSequence(gates, w, bias, h0, c0, out), lstmSequenceBackward(g, out, w, c0, grads),
    * gruSequence(gates, w, biasIh, biasHh, h0, out), gruSequenceBackward(g, out, w, h0, grads).

@@ -254,6 +254,117 @@ function recurrentKernel<P extends RecurrentOp>(addon: NativeAddon, op: P): Kern
   };
 }
 
+// ---------------------------------------------------------------- fused Transformer layers
+
+/** Rows and width of a layerNorm call: x [..., D] with weight (and bias) of D elements; null when they do not fit. */
+function layerNormRows(x: RawTensor, weight: RawTensor): [number, number] | null {
+  const width = weight.data.length;
+  if (width < 1 || x.data.length % width !== 0) return null;
+  return [x.data.length / width, width];
+}
+
+/** x [..., D], weight [D], bias [D] -> y like x */
+function layerNormKernel(addon: NativeAddon): Kernel<'layerNorm'> {
+  return (inputs, { eps }) => {
+    const [x, w, b] = inputs as [RawTensor, RawTensor, RawTensor];
+    const dims = allF32(inputs) && addon.layerNorm && b.data.length === w.data.length ? layerNormRows(x, w) : null;
+    if (!dims) return undefined;
+    const y = outUninit(x.shape);
+    if (y.data.length > 0) addon.layerNorm!(x.data as Float32Array, w.data as Float32Array, b.data as Float32Array, y.data, dims[0], dims[1], eps);
+    return y;
+  };
+}
+
+/** g like x, x [..., D], weight [D] -> flat [dx (x.size), dweight (D), dbias (D)] */
+function layerNormBackwardKernel(addon: NativeAddon): Kernel<'layerNormBackward'> {
+  return (inputs, { eps }) => {
+    const [g, x, w] = inputs as [RawTensor, RawTensor, RawTensor];
+    const dims = allF32(inputs) && addon.layerNormBackward && g.data.length === x.data.length ? layerNormRows(x, w) : null;
+    if (!dims) return undefined;
+    const y = outUninit([x.data.length + 2 * dims[1]]);
+    addon.layerNormBackward!(g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, y.data, dims[0], dims[1], eps);
+    return y;
+  };
+}
+
+/** x -> GELU(x) (either form) */
+function geluKernel(addon: NativeAddon): Kernel<'gelu'> {
+  return (inputs, { approximate }) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs) || !addon.gelu) return undefined;
+    const y = outUninit(x.shape);
+    if (y.data.length > 0) addon.gelu!(x.data as Float32Array, y.data, y.data.length, approximate === 'tanh');
+    return y;
+  };
+}
+
+/** (g, x) -> g·GELU'(x), same shapes */
+function geluBackwardKernel(addon: NativeAddon): Kernel<'geluBackward'> {
+  return (inputs, { approximate }) => {
+    const [g, x] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs) || !addon.geluBackward || !sameShape(g.shape, x.shape)) return undefined;
+    const y = outUninit(x.shape);
+    if (y.data.length > 0) addon.geluBackward!(g.data as Float32Array, x.data as Float32Array, y.data, y.data.length, approximate === 'tanh');
+    return y;
+  };
+}
+
+/** [N, L, E] of qkv [N, L, 3E] when heads divides E, else null. */
+function attentionShape(qkv: RawTensor, heads: number): [number, number, number] | null {
+  if (qkv.shape.length !== 3) return null;
+  const [n, l, e3] = qkv.shape as [number, number, number];
+  const e = e3 / 3;
+  if (!Number.isInteger(e) || e < 1 || l < 1 || !Number.isInteger(heads) || heads < 1 || e % heads !== 0) return null;
+  return [n, l, e];
+}
+
+/** qkv [N, L, 3E] -> [N, L, E] */
+function attentionKernel(addon: NativeAddon): Kernel<'attention'> {
+  return (inputs, { heads, causal }) => {
+    const [qkv] = inputs as [RawTensor];
+    const dims = allF32(inputs) && addon.attention ? attentionShape(qkv, heads) : null;
+    if (!dims) return undefined;
+    const y = outUninit(dims);
+    if (y.data.length > 0) addon.attention!(qkv.data as Float32Array, y.data, dims[0], dims[1], dims[2], heads, causal);
+    return y;
+  };
+}
+
+/** (g [N, L, E], qkv [N, L, 3E]) -> dqkv [N, L, 3E] */
+function attentionBackwardKernel(addon: NativeAddon): Kernel<'attentionBackward'> {
+  return (inputs, { heads, causal }) => {
+    const [g, qkv] = inputs as [RawTensor, RawTensor];
+    const dims = allF32(inputs) && addon.attentionBackward ? attentionShape(qkv, heads) : null;
+    if (!dims || !sameShape(g.shape, dims)) return undefined;
+    const y = outUninit(qkv.shape);
+    if (y.data.length > 0) addon.attentionBackward!(g.data as Float32Array, qkv.data as Float32Array, y.data, dims[0], dims[1], dims[2], heads, causal);
+    return y;
+  };
+}
+
+/** (logits [N, C], targets:int32 [N]) -> [N] */
+function crossEntropyLossKernel(addon: NativeAddon): Kernel<'crossEntropyLoss'> {
+  return ([x, t]) => {
+    if (!x || !t || !allF32([x]) || !addon.crossEntropyLoss || x.shape.length !== 2 || !(t.data instanceof Int32Array) || t.data.length !== x.shape[0]) return undefined;
+    const [rows, classes] = x.shape as [number, number];
+    const y = out([rows]);
+    if (rows > 0 && (classes < 1 || !addon.crossEntropyLoss(x.data as Float32Array, t.data, y.data, rows, classes))) return undefined;
+    return y;
+  };
+}
+
+/** (g [N], logits [N, C], targets:int32 [N]) -> [N, C] */
+function crossEntropyLossBackwardKernel(addon: NativeAddon): Kernel<'crossEntropyLossBackward'> {
+  return ([g, x, t]) => {
+    if (!g || !x || !t || !allF32([g, x]) || !addon.crossEntropyLossBackward || x.shape.length !== 2 || !(t.data instanceof Int32Array)) return undefined;
+    const [rows, classes] = x.shape as [number, number];
+    if (t.data.length !== rows || g.data.length !== rows) return undefined;
+    const y = outUninit([rows, classes]);
+    if (rows > 0 && (classes < 1 || !addon.crossEntropyLossBackward(g.data as Float32Array, x.data as Float32Array, t.data, y.data, rows, classes))) return undefined;
+    return y;
+  };
+}
+
 // ---------------------------------------------------------------- pooling
 
 interface PoolAttrs {
@@ -760,6 +871,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
+  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'crossEntropyLoss', 'crossEntropyLossBackward',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
 
@@ -810,6 +922,14 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('lstmSequenceBackward', recurrentKernel(addon, 'lstmSequenceBackward'));
   register('gruSequence', recurrentKernel(addon, 'gruSequence'));
   register('gruSequenceBackward', recurrentKernel(addon, 'gruSequenceBackward'));
+  register('layerNorm', layerNormKernel(addon));
+  register('layerNormBackward', layerNormBackwardKernel(addon));
+  register('gelu', geluKernel(addon));
+  register('geluBackward', geluBackwardKernel(addon));
+  register('attention', attentionKernel(addon));
+  register('attentionBackward', attentionBackwardKernel(addon));
+  register('crossEntropyLoss', crossEntropyLossKernel(addon));
+  register('crossEntropyLossBackward', crossEntropyLossBackwardKernel(addon));
   register('maxPool2d', maxPool2dKernel(addon));
   register('maxPool2dBackward', maxPool2dBackwardKernel(addon));
   register('maxPool2dGather', maxPool2dGatherKernel(addon));

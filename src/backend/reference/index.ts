@@ -17,6 +17,9 @@ import {
   avgPool2dBackwardKernel, avgPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel,
 } from './pool.ts';
 import { gruSequenceBackwardKernel, gruSequenceKernel, lstmSequenceBackwardKernel, lstmSequenceKernel } from './recurrent.ts';
+import {
+  attentionBackwardKernel, attentionKernel, crossEntropyLossBackwardKernel, crossEntropyLossKernel, geluBackwardKernel, geluKernel, layerNormBackwardKernel, layerNormKernel,
+} from './transformer.ts';
 import { argmaxKernel, logSoftmaxKernel, maxKernel, softmaxKernel, sumKernel } from './reduce.ts';
 import {
   broadcastToKernel, concatKernel, gatherKernel, padKernel, reshapeKernel, scatterAddKernel, sliceKernel, transposeKernel,
@@ -37,6 +40,14 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'argmax', argmaxKernel);
   registerKernel('reference', 'softmax', softmaxKernel);
   registerKernel('reference', 'logSoftmax', logSoftmaxKernel);
+  registerKernel('reference', 'layerNorm', layerNormKernel);
+  registerKernel('reference', 'layerNormBackward', layerNormBackwardKernel);
+  registerKernel('reference', 'gelu', geluKernel);
+  registerKernel('reference', 'geluBackward', geluBackwardKernel);
+  registerKernel('reference', 'attention', attentionKernel);
+  registerKernel('reference', 'attentionBackward', attentionBackwardKernel);
+  registerKernel('reference', 'crossEntropyLoss', crossEntropyLossKernel);
+  registerKernel('reference', 'crossEntropyLossBackward', crossEntropyLossBackwardKernel);
   registerKernel('reference', 'reshape', reshapeKernel);
   registerKernel('reference', 'transpose', transposeKernel);
   registerKernel('reference', 'broadcastTo', broadcastToKernel);

@@ -14,7 +14,7 @@ import { qatParamGroups } from '../../quant/qat/index.ts';
 import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, type NextWordQuantChoice } from '../../quant/rnn/index.ts';
 import { manualSeed } from '../../tensor/index.ts';
 import { fit, formatPercent, preferThroughputGc, type EpochRecord, type EpochScheduler } from '../../train/index.ts';
-import { EveryPositionObjective, everyPositionBatches, isLmObjective, LM_OBJECTIVES, type LmObjective } from '../../train/lm-objective.ts';
+import { EveryPositionObjective, everyPositionBatches, everyPositionCrossEntropy, isLmObjective, LM_OBJECTIVES, type LmObjective } from '../../train/lm-objective.ts';
 import { TransformerLM } from '../../nn/index.ts';
 import { UsageError } from '../args.ts';
 import { backendDetails, describeBackend } from '../backend-info.ts';
@@ -223,6 +223,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   const history = fit(trained, {
     trainLoader: objective === 'all' ? everyPositionBatches(trainBatches) : trainBatches,
     testLoader: contextIdBatches(new DataLoader(validSet, { batchSize: 256 })),
+    ...(objective === 'all' ? { lossFn: everyPositionCrossEntropy } : {}),
     optimizer,
     scheduler,
     epochs,

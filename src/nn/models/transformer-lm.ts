@@ -8,6 +8,7 @@
  * activations (Q·Kᵀ and A·V) take optional operand fake-quantizers (`setOperandQuantizers`).
  */
 import { Module, type TensorModule } from '../module.ts';
+import { fusedTransformerLayers } from '../fused-layers.ts';
 import { Embedding } from '../embedding.ts';
 import { LayerNorm } from '../layernorm.ts';
 import { Linear } from '../linear.ts';
@@ -15,7 +16,7 @@ import { GELU, ReLU } from '../activation.ts';
 import { Sequential } from '../sequential.ts';
 import { invertedDropout } from '../dropout.ts';
 import {
-  add, arange, concat, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
+  add, arange, attention, concat, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
   type Rng,
 } from '../../tensor/index.ts';
 
@@ -115,9 +116,16 @@ export class CausalSelfAttention extends Module {
     return { ...this.quantizers };
   }
 
-  /** x [N, C, E] → [N, C, E]; position t sees positions 0..t. */
+  /**
+   * x [N, C, E] → [N, C, E]; position t sees positions 0..t. Without operand quantizers and
+   * attention dropout this is one `attention` primitive on the fused Q/K/V projection (no head
+   * split, transposes or mask tensor; a fused native kernel, forward and backward); else the
+   * composed ops of {@link forwardCached}.
+   */
   forward(x: Tensor): Tensor {
-    return this.forwardCached(x, { keys: null, values: null });
+    const fused = fusedTransformerLayers() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
+    if (!fused || x.rank !== 3 || x.shape[2] !== this.embedDim) return this.forwardCached(x, { keys: null, values: null });
+    return this.proj.forward(attention(this.qkv.forward(x), { heads: this.numHeads, causal: true }));
   }
 
   /**

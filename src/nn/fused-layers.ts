@@ -1,0 +1,19 @@
+/**
+ * Whether LayerNorm, GELU and CausalSelfAttention run as their fused primitives (`layerNorm`,
+ * `gelu`, `attention`; the default) or as the tensor-op compositions they replaced. The compositions
+ * compute the same functions; the switch exists so that tests and benchmarks can compare the two.
+ * @internal
+ */
+let fused = true;
+
+/** @internal Turns the fused Transformer layer primitives on or off (process-wide); returns the previous setting. */
+export function setFusedTransformerLayers(enabled: boolean): boolean {
+  const previous = fused;
+  fused = enabled;
+  return previous;
+}
+
+/** @internal Whether the fused Transformer layer primitives are on. */
+export function fusedTransformerLayers(): boolean {
+  return fused;
+}
