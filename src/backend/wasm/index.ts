@@ -1,6 +1,7 @@
 /**
  * The 'wasm' backend: fp32 kernels in WebAssembly SIMD128 for the ops that dominate conv-net and
- * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling), generated
+ * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling) and
+ * quantization-aware training (fakeQuantize and its gradient, bit-exact with the reference), generated
  * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
  * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
  * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
@@ -12,6 +13,7 @@ import { registerKernel } from '../registry.ts';
 import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
+  fakeQuantizeKernel, fakeQuantizeGradKernel,
 } from './kernels.ts';
 import { wasmRuntime } from './runtime.ts';
 
@@ -47,6 +49,8 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('add', addKernel);
     register('relu', reluKernel);
     register('reluBackward', reluBackwardKernel);
+    register('fakeQuantize', fakeQuantizeKernel(rt));
+    register('fakeQuantizeGrad', fakeQuantizeGradKernel(rt));
   }
   return { ok: true };
 }

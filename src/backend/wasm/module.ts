@@ -25,6 +25,7 @@
  * @internal
  */
 import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
+import { FQ_EXPORTS, FQ_PARAMS, fqBody, type FqMode } from './quant-module.ts';
 
 /**
  * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
@@ -436,7 +437,11 @@ function scatterAddBody(): { locals: ValType[]; body: Code } {
   return { locals: [ValType.i32, ValType.i32], body: c };
 }
 
-/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool, maxPool2x2, col2im and scatterAdd; imports env.memory. */
+/**
+ * The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool,
+ * maxPool2x2, col2im, scatterAdd and the fake-quantization functions of ./quant-module.ts (fq,
+ * fqGradX, fqGradScale, fqGradZeroPoint, fqSumScale, fqSumZeroPoint); imports env.memory.
+ */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
   const bias = biasReluBody();
@@ -455,5 +460,6 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },
     { params: Array<ValType>(14).fill(i32), results: [], ...col2imBody(), exportName: 'col2im' },
     { params: Array<ValType>(4).fill(i32), results: [], ...scatterAddBody(), exportName: 'scatterAdd' },
+    ...(Object.keys(FQ_EXPORTS) as FqMode[]).map((mode) => ({ params: FQ_PARAMS, results: [], ...fqBody(mode), exportName: FQ_EXPORTS[mode] })),
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

@@ -5,6 +5,7 @@
  */
 import { wasmApi as api, type WasmMemory } from '../../runtime/wasm/api.ts';
 import { fp32ModuleBytes } from './module.ts';
+import { FQ_EXPORTS, type FqMode } from './quant-module.ts';
 
 export type { WasmMemory } from '../../runtime/wasm/api.ts';
 
@@ -60,6 +61,15 @@ export class Arena {
   }
 }
 
+/**
+ * A fake-quantization function of ./quant-module.ts: (g, x, y, acc, n, run, s, sMid, sInner, z,
+ * zMid, zInner, qmin, qmax, flag), byte addresses.
+ */
+export type FqFunction = (
+  g: number, x: number, y: number, acc: number, n: number, run: number, s: number, sMid: number, sInner: number,
+  z: number, zMid: number, zInner: number, qmin: number, qmax: number, flag: number,
+) => void;
+
 /** The compiled kernels and their memory. */
 export interface WasmRuntime {
   readonly arena: Arena;
@@ -80,6 +90,8 @@ export interface WasmRuntime {
   ): void;
   scatterAdd(idx: number, g: number, dx: number, count: number): void;
   maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
+  /** The fake-quantization functions by mode. */
+  fq: Readonly<Record<FqMode, FqFunction>>;
 }
 
 let cached: WasmRuntime | string | null = null;
@@ -116,6 +128,7 @@ export function wasmRuntime(): WasmRuntime | string {
     maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
     col2im: instance.exports['col2im'] as WasmRuntime['col2im'],
     scatterAdd: instance.exports['scatterAdd'] as WasmRuntime['scatterAdd'],
+    fq: Object.fromEntries((Object.keys(FQ_EXPORTS) as FqMode[]).map((mode) => [mode, instance.exports[FQ_EXPORTS[mode]] as FqFunction])) as Record<FqMode, FqFunction>,
   };
   return cached;
 }
