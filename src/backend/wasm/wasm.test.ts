@@ -19,6 +19,8 @@ import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
 import { crossEntropy, manualSeed, randint, randn, type Tensor } from '../../tensor/index.ts';
+import { Adam } from '../../optim/index.ts';
+import { prepareQat, qatFromCliOptions, qatParamGroups } from '../../quant/qat/index.ts';
 
 const loaded = loadWasm();
 const skip = loaded.ok ? false : `wasm backend not available: ${loaded.reason}`;
@@ -324,6 +326,228 @@ describe('LeNet-5 training on wasm tracks reference', { skip }, () => {
     for (const [j, p] of ref.params.entries()) {
       const q = got.params[j]!;
       for (let i = 0; i < p.length; i++) assert.ok(Math.abs(q[i]! - p[i]!) <= 1e-4, `parameter ${j}[${i}]: wasm ${q[i]} vs reference ${p[i]}`);
+    }
+  });
+});
+
+describe('wasm fake quantization vs reference (bit-exact)', { skip }, () => {
+  type FqAttrs = PrimitiveAttrs['fakeQuantize'];
+  type FqGradAttrs = PrimitiveAttrs['fakeQuantizeGrad'];
+
+  /** The wasm kernel's result (it must not decline) equals the reference's bit for bit (any NaN equals any NaN). */
+  function checkBits<P extends 'fakeQuantize' | 'fakeQuantizeGrad'>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P], label: string): void {
+    const got = wasmKernel(op)?.(inputs, attrs);
+    assert.ok(got, `wasm ${op} declined (${label})`);
+    const ref = withBackendNamed('reference', () => runKernel(op, inputs, attrs));
+    assert.deepEqual(got.shape, ref.shape, `${op} ${label}: shape`);
+    assert.equal(got.dtype, 'float32');
+    assert.equal(got.data.length, ref.data.length);
+    for (let i = 0; i < ref.data.length; i++) {
+      const r = ref.data[i]!;
+      const g = got.data[i]!;
+      if (Number.isNaN(r) && Number.isNaN(g)) continue;
+      assert.ok(Object.is(g, r), `${op} ${JSON.stringify(attrs)} ${label}: element ${i} wasm ${Object.is(g, -0) ? '-0' : g} vs reference ${Object.is(r, -0) ? '-0' : r} (x ${inputs[op === 'fakeQuantize' ? 0 : 1]!.data[i]})`);
+    }
+  }
+
+  const t = (data: readonly number[], shape: readonly number[]): RawTensor => ({ data: Float32Array.from(data), shape, dtype: 'float32' });
+
+  /**
+   * x for scales s (the largest one sets the spread): values well inside and beyond [qmin, qmax]·s,
+   * exact ties (k + ½)·s, and every 17th..29th element a special value (NaN, ±Inf, ±0, ±3e38, a
+   * subnormal); g uniform with its own specials.
+   */
+  function operands(shape: readonly number[], seed: number, spread: number): { x: RawTensor; g: RawTensor } {
+    const x = random(shape, seed, -spread, spread);
+    const xd = x.data as Float32Array;
+    const specials = [NaN, Infinity, -Infinity, 0, -0, 3e38, -3e38, 1e-42];
+    for (let i = 0; i < xd.length; i++) {
+      if (i % 17 === 5) xd[i] = specials[(i / 17) % specials.length | 0]!;
+      else if (i % 5 === 2) xd[i] = Math.round(xd[i]! * 4) / 4 + 0.125; // many ties for power-of-two scales
+    }
+    const g = random(shape, seed + 100);
+    const gd = g.data as Float32Array;
+    for (let i = 0; i < gd.length; i++) if (i % 23 === 7) gd[i] = [NaN, -0, 0, Infinity][(i / 23) % 4 | 0]!;
+    return { x, g };
+  }
+
+  // [x shape, scale shape, zero-point shape]: per tensor, per channel on each axis, mixed layouts, inner 1, tails
+  const layouts: [number[], number[], number[]][] = [
+    [[37], [1], [1]], [[5, 7, 9], [], []], [[1], [1], [1]], [[3], [], [1]], [[64, 17], [1], [1]],
+    [[4, 3, 5, 5], [4, 1, 1, 1], [1]], // per output channel (a conv weight)
+    [[3, 6, 5, 7], [1, 6, 1, 1], [1, 6, 1, 1]], // per channel of an activation (runs repeat over N)
+    [[3, 6, 5, 7], [6, 1, 1], []], // the same, scale without the leading 1
+    [[7, 33], [33], [1]], // last axis: runs of one element
+    [[3, 4, 5], [3, 1, 1], [1, 4, 1]], // scale and zero point on different axes: runs of 5
+    [[6, 5], [6, 1], [6, 1]], // inner 5 (one vector and a tail of 1)
+    [[2, 3, 4, 6], [1, 3, 4, 1], [1]], // two contiguous dims
+  ];
+
+  /** Scales for a tensor of `shape`: positive, not powers of two, and (per channel) one channel each of 0.25, 0, Inf, NaN. */
+  function scales(shape: readonly number[], seed: number): RawTensor {
+    const s = random(shape, seed, 0.05, 0.6);
+    const sd = s.data as Float32Array;
+    if (sd.length >= 6) [sd[1], sd[2], sd[3], sd[4]] = [0.25, 0, Infinity, NaN];
+    else if (sd.length === 1 && seed % 2 === 0) sd[0] = 0.25;
+    return s;
+  }
+
+  function zeroPoints(shape: readonly number[], seed: number, qmin: number, qmax: number, kind: 'zero' | 'integer' | 'fraction'): RawTensor {
+    const z = random(shape, seed, qmin, qmax + 1);
+    const zd = z.data as Float32Array;
+    for (let i = 0; i < zd.length; i++) zd[i] = kind === 'zero' ? (i % 2 === 0 ? 0 : -0) : kind === 'integer' ? Math.floor(zd[i]!) : zd[i]! + 0.5;
+    return z;
+  }
+
+  const ranges: [number, number][] = [[-7, 7], [-8, 7], [0, 15], [-128, 127], [0, 255], [-1, 1], [3, 3]];
+
+  it('fakeQuantize: per tensor / channel, signed and unsigned, zero points 0, ±0, integer and fractional; ties, NaN, ±Inf, ±0', () => {
+    for (const [li, [xs, ss, zs]] of layouts.entries()) {
+      for (const [ri, [qmin, qmax]] of ranges.entries()) {
+        for (const kind of ['zero', 'integer', 'fraction'] as const) {
+          const seed = li * 31 + ri * 7 + kind.length;
+          const s = scales(ss, seed);
+          const { x } = operands(xs, seed, 1.5 * Math.max(Math.abs(qmin), qmax) * 0.6);
+          checkBits('fakeQuantize', [x, s, zeroPoints(zs, seed, qmin, qmax, kind)], { qmin, qmax, gradient: 'clipped' } as FqAttrs, `x [${xs}] s [${ss}] z [${zs}] ${kind}`);
+        }
+      }
+    }
+  });
+
+  it('fakeQuantizeGrad: every part, both estimators, with and without reduce, LSQ factor; same cases', () => {
+    const parts: FqGradAttrs['part'][] = ['x', 'scale', 'zeroPoint', 'xAndScale'];
+    for (const [li, [xs, ss, zs]] of layouts.entries()) {
+      for (const [ri, [qmin, qmax]] of ranges.entries()) {
+        const seed = li * 13 + ri * 3;
+        const kind = (['zero', 'integer', 'fraction'] as const)[seed % 3]!;
+        const s = scales(ss, seed);
+        const z = zeroPoints(zs, seed, qmin, qmax, kind);
+        const { x, g } = operands(xs, seed, 1.5 * Math.max(Math.abs(qmin), qmax) * 0.6);
+        for (const part of parts) {
+          for (const gradient of ['ste', 'clipped'] as const) {
+            for (const reduce of part === 'xAndScale' ? [true] : [false, true]) {
+              for (const scaleGradFactor of [undefined, 0.0123]) {
+                const attrs: FqGradAttrs = { qmin, qmax, gradient, part, reduce, ...(scaleGradFactor === undefined ? {} : { scaleGradFactor }) };
+                checkBits('fakeQuantizeGrad', [g, x, s, z], attrs, `x [${xs}] s [${ss}] z [${zs}] ${kind}`);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+
+  it('the reduced scale gradient sums in the reference order (a sum whose float32 rounding depends on it)', () => {
+    // terms g·(q − z) outside the range: 2^24 then many 1s; summed in order in float64 they give
+    // 2^24 + 4096 exactly; pairwise or lane-wise sums round the same here, so the test is that the
+    // value is the reference's one and the whole tensor (odd length) is covered
+    const n = 4099;
+    const x = t(Array.from({ length: n }, (_, i) => (i === 0 ? 1e9 : 1e3)), [n]);
+    const g = t(Array.from({ length: n }, (_, i) => (i === 0 ? 2 ** 24 / 7 : 1 / 7)), [n]);
+    const attrs: FqGradAttrs = { qmin: -7, qmax: 7, gradient: 'clipped', part: 'scale', reduce: true };
+    checkBits('fakeQuantizeGrad', [g, x, t([1], [1]), t([0], [1])], attrs, 'long sum');
+    const y = wasmKernel('fakeQuantizeGrad')!([g, x, t([1], [1]), t([0], [1])], attrs)!;
+    const expected = Math.fround(Math.fround((2 ** 24 / 7) * 7) + (n - 1) * Math.fround(Math.fround(1 / 7) * 7));
+    assert.equal(y.data[0], Math.fround(expected));
+  });
+
+  it('closed forms on a small case: forward values, clipped x part, LSQ scale terms', () => {
+    // s = 0.5, z = 0, [qmin, qmax] = [−2, 1]: u = x/s = [−3, −1.5, −0.25, 0.75, 1.25, 4]
+    const x = t([-1.5, -0.75, -0.125, 0.375, 0.625, 2], [6]);
+    const s = t([0.5], [1]);
+    const z = t([0], [1]);
+    const y = wasmKernel('fakeQuantize')!([x, s, z], { qmin: -2, qmax: 1, gradient: 'clipped' })!;
+    assert.deepEqual([...y.data], [-1, -1, 0, 0.5, 0.5, 0.5]); // round(−0.25) = −0, + z = +0
+    const g = t([1, 1, 1, 1, 1, 1], [6]);
+    const both = wasmKernel('fakeQuantizeGrad')!([g, x, s, z], { qmin: -2, qmax: 1, gradient: 'clipped', part: 'xAndScale', reduce: true })!;
+    // inside: u = −1.5 (r = −2), −0.25 (r = −0), 0.75 (r = 1); outside: −3 (q = −2), 1.25 → r = 1 inside, 4 (q = 1)
+    assert.deepEqual([...both.data.subarray(0, 6)], [0, 1, 1, 1, 1, 0]);
+    // scale: outside q − z: −2 and 1; inside r − u: −2 + 1.5, 0 + 0.25, 1 − 0.75, 1 − 1.25
+    assert.equal(both.data[6], -2 + -0.5 + 0.25 + 0.25 + -0.25 + 1);
+  });
+
+  it('declines float64, a g of another shape, non-contiguous parameter layouts, empty tensors and xAndScale without reduce', () => {
+    const x = random([3, 4, 5], 1);
+    const one = t([0.5], [1]);
+    const zero = t([0], [1]);
+    const f64: RawTensor = { data: new Float64Array(60), shape: [3, 4, 5], dtype: 'float64' };
+    const fq = wasmKernel('fakeQuantize')!;
+    const grad = wasmKernel('fakeQuantizeGrad')!;
+    const a = { qmin: -7, qmax: 7, gradient: 'clipped' } as const;
+    assert.equal(fq([f64, one, zero], a), undefined);
+    assert.equal(fq([x, random([3, 1, 5], 2), zero], a), undefined);
+    assert.equal(fq([x, random([2, 1, 1], 2), zero], a), undefined);
+    assert.equal(fq([random([0, 4], 1), one, zero], a), undefined);
+    assert.equal(grad([random([3, 4, 1], 3), x, one, zero], { ...a, part: 'x', reduce: false }), undefined);
+    assert.equal(grad([random([3, 4, 5], 3), x, one, zero], { ...a, part: 'xAndScale', reduce: false }), undefined);
+    assert.equal(grad([random([3, 4, 5], 3), x, random([3, 1, 5], 2), zero], { ...a, gradient: 'ste', part: 'x', reduce: true }), undefined);
+  });
+});
+
+describe('LeNet-5 W4A4 LSQ QAT training on wasm tracks reference', { skip }, () => {
+  /** The `lowbit train` default model (LeNet-5, W4A4 LSQ; first / last layers and the input at 8 bit) and a fixed random batch of 32. */
+  function setup(): { model: ReturnType<typeof lenet5>; x: Tensor; y: Tensor } {
+    manualSeed(11);
+    const model = lenet5();
+    prepareQat(model, qatFromCliOptions({ quant: 'w4a4' })!);
+    model.train();
+    return { model, x: randn([32, 1, 28, 28]), y: randint(10, [32]) };
+  }
+
+  /** `steps` Adam steps (lr 2e-3, quantizer parameters at 0.1x: the CLI's) on one batch: losses, gradients of the first step by name, ops that ran. */
+  function train(backend: 'reference' | 'wasm', steps: number): { losses: number[]; grads: Map<string, Float32Array>; ops: string[] } {
+    return withBackendNamed(backend, () => {
+      const { model, x, y } = setup();
+      const optimizer = new Adam(qatParamGroups(model, { lr: 2e-3, quantLrScale: 0.1 }), { lr: 2e-3 });
+      const losses: number[] = [];
+      const grads = new Map<string, Float32Array>();
+      const profile = profileOps(() => {
+        for (let i = 0; i < steps; i++) {
+          const loss = crossEntropy(model.forward(x), y);
+          losses.push(loss.item());
+          loss.backward();
+          if (i === 0) for (const [name, p] of model.namedParameters()) grads.set(name, Float32Array.from(p.grad!.data));
+          optimizer.step();
+          optimizer.zeroGrad();
+        }
+      });
+      return { losses, grads, ops: [...profile.keys()] };
+    });
+  }
+
+  const ref = skip ? null : train('reference', 6);
+  const got = skip ? null : train('wasm', 6);
+
+  it('fake quantization and the convs / matmuls ran on wasm, nothing of them on reference', () => {
+    for (const op of ['fakeQuantize', 'fakeQuantizeGrad', 'conv2dFused', 'conv2dBackwardWeight', 'conv2dBackwardInput', 'matmul']) {
+      assert.ok(got!.ops.includes(`wasm/${op}`), `wasm/${op} ran (ran: ${got!.ops.join(', ')})`);
+      assert.ok(!got!.ops.includes(`reference/${op}`), `${op} did not fall back to reference`);
+    }
+  });
+
+  it('first step: loss within 1e-6; fc1–fc3 gradients (weights, biases, LSQ steps) within 1e-4 of each tensor\'s max |g|; all finite', () => {
+    assert.ok(Math.abs(got!.losses[0]! - ref!.losses[0]!) <= 1e-6, `loss: wasm ${got!.losses[0]} vs reference ${ref!.losses[0]}`);
+    let fc = 0;
+    for (const [name, r] of ref!.grads) {
+      const g = got!.grads.get(name)!;
+      assert.ok(g.every(Number.isFinite), `${name}: finite`);
+      // conv1 / conv2 gradients flow back through max pooling of conv outputs that are sums of
+      // products of quantized values, where exact ties are common and the GEMM's summation order
+      // decides them differently from the reference's: they differ by more than rounding (~10 %).
+      if (!name.startsWith('fc')) continue;
+      fc++;
+      let max = 0;
+      for (const v of r) max = Math.max(max, Math.abs(v));
+      for (let i = 0; i < r.length; i++) assert.ok(Math.abs(g[i]! - r[i]!) <= 1e-4 * max, `${name}[${i}]: wasm ${g[i]} vs reference ${r[i]} (max |g| ${max})`);
+    }
+    assert.equal(fc, 12, 'fc1–fc3: weight, bias, weight step and input step each');
+  });
+
+  it('6 Adam steps: every loss within 1e-2 of the reference one and both fall by more than 0.05', () => {
+    assert.ok(ref!.losses.at(-1)! < ref!.losses[0]! - 0.05, `reference loss falls: ${ref!.losses.join(', ')}`);
+    assert.ok(got!.losses.at(-1)! < got!.losses[0]! - 0.05, `wasm loss falls: ${got!.losses.join(', ')}`);
+    for (let i = 0; i < ref!.losses.length; i++) {
+      assert.ok(Math.abs(got!.losses[i]! - ref!.losses[i]!) <= 1e-2, `step ${i}: wasm ${got!.losses[i]} vs reference ${ref!.losses[i]}`);
     }
   });
 });
