@@ -437,18 +437,22 @@ describe('wasm fake quantization vs reference (bit-exact)', { skip }, () => {
     }
   });
 
-  it('the reduced scale gradient sums in the reference order (a sum whose float32 rounding depends on it)', () => {
-    // terms g·(q − z) outside the range: 2^24 then many 1s; summed in order in float64 they give
-    // 2^24 + 4096 exactly; pairwise or lane-wise sums round the same here, so the test is that the
-    // value is the reference's one and the whole tensor (odd length) is covered
+  it('the reduced scale gradient sums in the reference order: one float64 chain, element by element', () => {
+    // every x is far outside [qmin, qmax] = [−1, 1] with s = 1, z = 0, so each term is g·(q − z) = g:
+    // terms 2^30, 64, then 4097 × 2^−24. In order, the chain reaches the float32 midpoint 2^30 + 64
+    // and each 2^−24 (below half a float64 ulp there) is lost: float32(2^30 + 64) = 2^30 (ties to
+    // even). Summed in lanes or pairwise, the small terms add up first and push the sum past the
+    // midpoint: 2^30 + 128.
     const n = 4099;
-    const x = t(Array.from({ length: n }, (_, i) => (i === 0 ? 1e9 : 1e3)), [n]);
-    const g = t(Array.from({ length: n }, (_, i) => (i === 0 ? 2 ** 24 / 7 : 1 / 7)), [n]);
-    const attrs: FqGradAttrs = { qmin: -7, qmax: 7, gradient: 'clipped', part: 'scale', reduce: true };
-    checkBits('fakeQuantizeGrad', [g, x, t([1], [1]), t([0], [1])], attrs, 'long sum');
-    const y = wasmKernel('fakeQuantizeGrad')!([g, x, t([1], [1]), t([0], [1])], attrs)!;
-    const expected = Math.fround(Math.fround((2 ** 24 / 7) * 7) + (n - 1) * Math.fround(Math.fround(1 / 7) * 7));
-    assert.equal(y.data[0], Math.fround(expected));
+    const x = t(Array.from({ length: n }, () => 1e9), [n]);
+    const g = t(Array.from({ length: n }, (_, i) => (i === 0 ? 2 ** 30 : i === 1 ? 64 : 2 ** -24)), [n]);
+    const attrs: FqGradAttrs = { qmin: -1, qmax: 1, gradient: 'clipped', part: 'scale', reduce: true };
+    checkBits('fakeQuantizeGrad', [g, x, t([1], [1]), t([0], [1])], attrs, 'order-sensitive sum');
+    assert.equal(wasmKernel('fakeQuantizeGrad')!([g, x, t([1], [1]), t([0], [1])], attrs)!.data[0], 2 ** 30);
+    // the premise: four float64 lane sums, added at the end, give the other float32
+    const lanes = [0, 0, 0, 0];
+    for (let i = 0; i < n; i++) lanes[i % 4] += g.data[i]!;
+    assert.equal(Math.fround(lanes[0]! + lanes[1]! + lanes[2]! + lanes[3]!), 2 ** 30 + 128);
   });
 
   it('closed forms on a small case: forward values, clipped x part, LSQ scale terms', () => {
