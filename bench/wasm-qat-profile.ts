@@ -44,16 +44,20 @@ for (const b of loader) {
   batches.push({ x: b.x, y: b.y });
   if (batches.length === warmup + steps) break;
 }
+let optimizerMs = 0;
 const step = (i: number): number => {
   const { x, y } = batches[i % batches.length]!;
   const loss = crossEntropy(model.forward(x), y);
   const value = loss.item();
   loss.backward();
+  const t = performance.now();
   optimizer.step();
+  optimizerMs += performance.now() - t;
   optimizer.zeroGrad();
   return value;
 };
 for (let i = 0; i < warmup; i++) step(i);
+optimizerMs = 0;
 let lastLoss = NaN;
 const t0 = performance.now();
 const profile = profileOps(() => {
@@ -65,12 +69,12 @@ const kernelMs = rows.reduce((s, r) => s + r.ms, 0);
 const stepMs = wallMs / steps;
 const fallbackMs = backend === 'reference' ? 0 : rows.filter((r) => r.key.startsWith('reference/')).reduce((s, r) => s + r.ms, 0);
 console.log(`backend ${backend}, ${steps} steps of 64 after ${warmup} warm-up steps; last loss ${lastLoss.toFixed(4)}; load ${loadavg()[0]!.toFixed(2)}`);
-console.log(`step ${stepMs.toFixed(2)} ms (${((64 * 1000) / stepMs).toFixed(0)} samples/s); kernels ${kernelMs.toFixed(2)} ms/step (${((100 * kernelMs) / stepMs).toFixed(1)} %), outside kernels ${(stepMs - kernelMs).toFixed(2)} ms/step`);
+console.log(`step ${stepMs.toFixed(2)} ms (${((64 * 1000) / stepMs).toFixed(0)} samples/s); kernels ${kernelMs.toFixed(2)} ms/step (${((100 * kernelMs) / stepMs).toFixed(1)} %), outside kernels ${(stepMs - kernelMs).toFixed(2)} ms/step, of which Adam's step (TypeScript loop) ${(optimizerMs / steps).toFixed(2)} ms`);
 if (backend !== 'reference') console.log(`fallbacks to reference: ${fallbackMs.toFixed(2)} ms/step (${((100 * fallbackMs) / stepMs).toFixed(1)} % of the step)`);
 console.log('op (backend that ran it)            calls/step   ms/step   % of step');
 for (const r of rows) console.log(`${r.key.padEnd(36)} ${r.calls.toFixed(1).padStart(9)} ${r.ms.toFixed(3).padStart(9)} ${((100 * r.ms) / stepMs).toFixed(1).padStart(9)}`);
 const json = process.env.LOWBIT_PROFILE_JSON;
 if (json) {
-  writeAtomic(json, `${JSON.stringify({ backend, steps, warmup, loadAverage1m: loadavg()[0], stepMs, kernelMs, fallbackMs, rows }, null, 2)}\n`);
+  writeAtomic(json, `${JSON.stringify({ backend, steps, warmup, loadAverage1m: loadavg()[0], stepMs, kernelMs, fallbackMs, optimizerMs: optimizerMs / steps, rows }, null, 2)}\n`);
   console.log(`wrote ${json}`);
 }
