@@ -7,7 +7,7 @@
  * wall time; the rest of the wall time is autograd bookkeeping, the optimizer's TypeScript loop
  * and the tensor layer.
  *
- *   npx tsx bench/wasm-qat-profile.ts [BACKEND] [STEPS]     # default: wasm 200
+ *   npx tsx bench/wasm-qat-profile.ts [BACKEND] [STEPS] [QUANT] [ESTIMATOR]   # default: wasm 200 w4a4 (lsq)
  *   LOWBIT_PROFILE_JSON=FILE ...                               # also write the table as JSON (atomically)
  */
 import { loadavg } from 'node:os';
@@ -15,7 +15,7 @@ import { profileOps, setBackend, type BackendName } from '../src/backend/index.t
 import { DATASET_STATS, DataLoader, loadDataset } from '../src/data/index.ts';
 import { createModel } from '../src/nn/index.ts';
 import { Adam } from '../src/optim/index.ts';
-import { prepareQat, qatFromCliOptions, qatParamGroups } from '../src/quant/qat/index.ts';
+import { prepareQat, qatFromCliOptions, qatParamGroups, type EstimatorChoice, type QuantChoice } from '../src/quant/qat/index.ts';
 import { crossEntropy, manualSeed, type Tensor } from '../src/tensor/index.ts';
 import { preferThroughputGc } from '../src/train/gc.ts';
 import { benchBackends } from './workloads.ts';
@@ -27,6 +27,9 @@ const steps = Number(stepsText);
 if (!Number.isInteger(steps) || steps < 1 || steps > 100_000) throw new Error(`STEPS must be an integer in 1..100000, got '${stepsText}'`);
 if (!(['wasm', 'reference', 'native'] as const).includes(backendText as BackendName)) throw new Error(`BACKEND must be wasm, reference or native, got '${backendText}'`);
 const backend = backendText as BackendName;
+const quant = (process.argv[4] ?? 'w4a4') as QuantChoice;
+const estimator = process.argv[5] as EstimatorChoice | undefined;
+const plan = qatFromCliOptions({ quant, estimator }); // validates both
 if (!benchBackends().includes(backend)) throw new Error(`backend '${backend}' is not available here`);
 
 preferThroughputGc();
@@ -34,7 +37,7 @@ setBackend(backend);
 const ds = loadDataset('mnist', 'train');
 manualSeed(0);
 const model = createModel('lenet5', { numClasses: ds.numClasses });
-prepareQat(model, qatFromCliOptions({ quant: 'w4a4' })!);
+if (plan) prepareQat(model, plan);
 const optimizer = new Adam(qatParamGroups(model, { lr: 2e-3, quantLrScale: 0.1 }), { lr: 2e-3, weightDecay: 0 });
 model.train();
 const loader = new DataLoader(ds, { batchSize: 64, shuffle: true, seed: 0, normalize: DATASET_STATS.mnist, dropLast: true });
@@ -68,13 +71,13 @@ const rows = [...profile.entries()].map(([key, e]) => ({ key, calls: e.calls / s
 const kernelMs = rows.reduce((s, r) => s + r.ms, 0);
 const stepMs = wallMs / steps;
 const fallbackMs = backend === 'reference' ? 0 : rows.filter((r) => r.key.startsWith('reference/')).reduce((s, r) => s + r.ms, 0);
-console.log(`backend ${backend}, ${steps} steps of 64 after ${warmup} warm-up steps; last loss ${lastLoss.toFixed(4)}; load ${loadavg()[0]!.toFixed(2)}`);
+console.log(`--quant ${quant}${estimator ? ` --estimator ${estimator}` : ''}, backend ${backend}, ${steps} steps of 64 after ${warmup} warm-up steps; last loss ${lastLoss.toFixed(4)}; load ${loadavg()[0]!.toFixed(2)}`);
 console.log(`step ${stepMs.toFixed(2)} ms (${((64 * 1000) / stepMs).toFixed(0)} samples/s); kernels ${kernelMs.toFixed(2)} ms/step (${((100 * kernelMs) / stepMs).toFixed(1)} %), outside kernels ${(stepMs - kernelMs).toFixed(2)} ms/step, of which Adam's step (TypeScript loop) ${(optimizerMs / steps).toFixed(2)} ms`);
 if (backend !== 'reference') console.log(`fallbacks to reference: ${fallbackMs.toFixed(2)} ms/step (${((100 * fallbackMs) / stepMs).toFixed(1)} % of the step)`);
 console.log('op (backend that ran it)            calls/step   ms/step   % of step');
 for (const r of rows) console.log(`${r.key.padEnd(36)} ${r.calls.toFixed(1).padStart(9)} ${r.ms.toFixed(3).padStart(9)} ${((100 * r.ms) / stepMs).toFixed(1).padStart(9)}`);
 const json = process.env.LOWBIT_PROFILE_JSON;
 if (json) {
-  writeAtomic(json, `${JSON.stringify({ backend, steps, warmup, loadAverage1m: loadavg()[0], stepMs, kernelMs, fallbackMs, optimizerMs: optimizerMs / steps, rows }, null, 2)}\n`);
+  writeAtomic(json, `${JSON.stringify({ backend, quant, estimator: estimator ?? null, steps, warmup, loadAverage1m: loadavg()[0], stepMs, kernelMs, fallbackMs, optimizerMs: optimizerMs / steps, rows }, null, 2)}\n`);
   console.log(`wrote ${json}`);
 }

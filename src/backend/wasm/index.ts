@@ -1,7 +1,8 @@
 /**
  * The 'wasm' backend: fp32 kernels in WebAssembly SIMD128 for the ops that dominate conv-net and
  * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling) and
- * quantization-aware training (fakeQuantize and its gradient, bit-exact with the reference), generated
+ * quantization-aware training (fakeQuantize and its gradient, bit-exact with the reference; the
+ * broadcasting binary ops, where and the exact unary ops that estimators are written with), generated
  * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
  * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
  * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
@@ -13,8 +14,9 @@ import { registerKernel } from '../registry.ts';
 import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
-  fakeQuantizeKernel, fakeQuantizeGradKernel,
+  fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel,
 } from './kernels.ts';
+import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
 import { wasmRuntime } from './runtime.ts';
 
 export { WASM_OPS } from './kernels.ts';
@@ -46,7 +48,11 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
     register('maxPool2dGather', maxPool2dGatherKernel(rt));
     register('sum', sumKernel);
-    register('add', addKernel);
+    // add: the TypeScript loop for same shapes and rows, the wasm broadcast for the rest
+    const addBroadcast = broadcastKernel(rt, 'add');
+    register('add', (inputs, attrs) => addKernel(inputs, attrs) ?? addBroadcast(inputs, attrs));
+    for (const op of EW_BINARY) if (op !== 'add') register(op, broadcastKernel(rt, op));
+    for (const op of EW_UNARY) register(op, unaryKernel(rt, op));
     register('relu', reluKernel);
     register('reluBackward', reluBackwardKernel);
     register('fakeQuantize', fakeQuantizeKernel(rt));

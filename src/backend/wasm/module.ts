@@ -26,6 +26,7 @@
  */
 import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
 import { FQ_EXPORTS, FQ_PARAMS, fqBody, type FqMode } from './quant-module.ts';
+import { binaryBody, EW_BINARY, EW_UNARY, ewExport, unaryBody } from './elementwise-module.ts';
 
 /**
  * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
@@ -440,7 +441,8 @@ function scatterAddBody(): { locals: ValType[]; body: Code } {
 /**
  * The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool,
  * maxPool2x2, col2im, scatterAdd and the fake-quantization functions of ./quant-module.ts (fq,
- * fqGradX, fqGradScale, fqGradZeroPoint, fqSumScale, fqSumZeroPoint); imports env.memory.
+ * fqGradX, fqGradScale, fqGradZeroPoint, fqSumScale, fqSumZeroPoint) and the elementwise functions
+ * of ./elementwise-module.ts (ew_add, ew_where, ew_neg, ...); imports env.memory.
  */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
@@ -461,5 +463,7 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(14).fill(i32), results: [], ...col2imBody(), exportName: 'col2im' },
     { params: Array<ValType>(4).fill(i32), results: [], ...scatterAddBody(), exportName: 'scatterAdd' },
     ...(Object.keys(FQ_EXPORTS) as FqMode[]).map((mode) => ({ params: FQ_PARAMS, results: [], ...fqBody(mode), exportName: FQ_EXPORTS[mode] })),
+    ...EW_BINARY.map((op) => ({ results: [], ...binaryBody(op), exportName: ewExport(op) })),
+    ...EW_UNARY.map((op) => ({ results: [], ...unaryBody(op), exportName: ewExport(op) })),
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

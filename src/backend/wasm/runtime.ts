@@ -6,6 +6,7 @@
 import { wasmApi as api, type WasmMemory } from '../../runtime/wasm/api.ts';
 import { fp32ModuleBytes } from './module.ts';
 import { FQ_EXPORTS, type FqMode } from './quant-module.ts';
+import { EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
 
 export type { WasmMemory } from '../../runtime/wasm/api.ts';
 
@@ -92,6 +93,10 @@ export interface WasmRuntime {
   maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
   /** The fake-quantization functions by mode. */
   fq: Readonly<Record<FqMode, FqFunction>>;
+  /** Binary elementwise functions (see ./elementwise-module.ts): operands as (base, rows per i0, rows per i1), then y, d0, d1, d2. */
+  binary: Readonly<Record<EwBinary, (...args: number[]) => void>>;
+  /** Unary elementwise functions: (x, y, n). */
+  unary: Readonly<Record<EwUnary, (x: number, y: number, n: number) => void>>;
 }
 
 let cached: WasmRuntime | string | null = null;
@@ -128,6 +133,8 @@ export function wasmRuntime(): WasmRuntime | string {
     maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
     col2im: instance.exports['col2im'] as WasmRuntime['col2im'],
     scatterAdd: instance.exports['scatterAdd'] as WasmRuntime['scatterAdd'],
+    binary: Object.fromEntries(EW_BINARY.map((op) => [op, instance.exports[ewExport(op)] as (...args: number[]) => void])) as Record<EwBinary, (...args: number[]) => void>,
+    unary: Object.fromEntries(EW_UNARY.map((op) => [op, instance.exports[ewExport(op)] as (x: number, y: number, n: number) => void])) as Record<EwUnary, (x: number, y: number, n: number) => void>,
     fq: Object.fromEntries((Object.keys(FQ_EXPORTS) as FqMode[]).map((mode) => [mode, instance.exports[FQ_EXPORTS[mode]] as FqFunction])) as Record<FqMode, FqFunction>,
   };
   return cached;

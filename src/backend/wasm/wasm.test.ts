@@ -275,7 +275,7 @@ describe('wasm pooling and sum vs reference', { skip }, () => {
     assert.equal(wasmKernel('sum')!([x], { axes: [1, 2], keepDims: false }), undefined);
   });
 
-  it('add (same shape, row broadcast), relu and reluBackward: special values, bit-exact; other broadcasts decline', () => {
+  it('add (same shape, row broadcast; other broadcasts through the wasm broadcast kernel), relu and reluBackward: special values, bit-exact', () => {
     const specials = (t: RawTensor): RawTensor => ({ ...t, data: t.data.map((v, k) => [NaN, Infinity, -Infinity, 0, -0, 3.4e38][k % 13] ?? v) });
     const a = specials(random([7, 33], 1));
     check('add', [a, specials(random([7, 33], 2))], {}, EXACT);
@@ -283,8 +283,8 @@ describe('wasm pooling and sum vs reference', { skip }, () => {
     check('add', [random([2, 3, 5], 4), random([1, 5], 5)], {}, EXACT);
     check('relu', [a], {}, EXACT);
     check('reluBackward', [random([7, 33], 6), a], {}, EXACT);
-    assert.equal(wasmKernel('add')!([a, random([7, 1], 7)], {}), undefined);
-    assert.equal(wasmKernel('add')!([random([33], 8), a], {}), undefined);
+    check('add', [a, random([7, 1], 7)], {}, EXACT);
+    check('add', [random([33], 8), a], {}, EXACT);
   });
 });
 
@@ -330,25 +330,25 @@ describe('LeNet-5 training on wasm tracks reference', { skip }, () => {
   });
 });
 
+/** The wasm kernel's result (it must not decline) equals the reference's bit for bit (Object.is: ±0 apart; any NaN equals any NaN). */
+function checkBits<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P], label: string): void {
+  const got = wasmKernel(op)?.(inputs, attrs);
+  assert.ok(got, `wasm ${op} declined (${label})`);
+  const ref = withBackendNamed('reference', () => runKernel(op, inputs, attrs));
+  assert.deepEqual(got.shape, ref.shape, `${op} ${label}: shape`);
+  assert.equal(got.dtype, 'float32');
+  assert.equal(got.data.length, ref.data.length);
+  for (let i = 0; i < ref.data.length; i++) {
+    const r = ref.data[i]!;
+    const g = got.data[i]!;
+    if (Number.isNaN(r) && Number.isNaN(g)) continue;
+    assert.ok(Object.is(g, r), `${op} ${JSON.stringify(attrs)} ${label}: element ${i} wasm ${Object.is(g, -0) ? '-0' : g} vs reference ${Object.is(r, -0) ? '-0' : r}`);
+  }
+}
+
 describe('wasm fake quantization vs reference (bit-exact)', { skip }, () => {
   type FqAttrs = PrimitiveAttrs['fakeQuantize'];
   type FqGradAttrs = PrimitiveAttrs['fakeQuantizeGrad'];
-
-  /** The wasm kernel's result (it must not decline) equals the reference's bit for bit (any NaN equals any NaN). */
-  function checkBits<P extends 'fakeQuantize' | 'fakeQuantizeGrad'>(op: P, inputs: readonly RawTensor[], attrs: PrimitiveAttrs[P], label: string): void {
-    const got = wasmKernel(op)?.(inputs, attrs);
-    assert.ok(got, `wasm ${op} declined (${label})`);
-    const ref = withBackendNamed('reference', () => runKernel(op, inputs, attrs));
-    assert.deepEqual(got.shape, ref.shape, `${op} ${label}: shape`);
-    assert.equal(got.dtype, 'float32');
-    assert.equal(got.data.length, ref.data.length);
-    for (let i = 0; i < ref.data.length; i++) {
-      const r = ref.data[i]!;
-      const g = got.data[i]!;
-      if (Number.isNaN(r) && Number.isNaN(g)) continue;
-      assert.ok(Object.is(g, r), `${op} ${JSON.stringify(attrs)} ${label}: element ${i} wasm ${Object.is(g, -0) ? '-0' : g} vs reference ${Object.is(r, -0) ? '-0' : r} (x ${inputs[op === 'fakeQuantize' ? 0 : 1]!.data[i]})`);
-    }
-  }
 
   const t = (data: readonly number[], shape: readonly number[]): RawTensor => ({ data: Float32Array.from(data), shape, dtype: 'float32' });
 
@@ -555,5 +555,70 @@ describe('LeNet-5 W4A4 LSQ QAT training on wasm tracks reference', { skip }, () 
     for (let i = 0; i < ref!.losses.length; i++) {
       assert.ok(Math.abs(got!.losses[i]! - ref!.losses[i]!) <= 1e-2, `step ${i}: wasm ${got!.losses[i]} vs reference ${ref!.losses[i]}`);
     }
+  });
+});
+
+describe('wasm broadcasting elementwise ops vs reference (bit-exact)', { skip }, () => {
+  const specials = [NaN, Infinity, -Infinity, 0, -0, 3.4e38, -3.4e38, 1e-42, -1e-42, 1, -1];
+  /** Uniform values with every 7th..13th element a special value and some exact repeats (ties for the comparisons). */
+  function operand(shape: readonly number[], seed: number): RawTensor {
+    const t = random(shape, seed, -2, 2);
+    const d = t.data as Float32Array;
+    for (let i = 0; i < d.length; i++) {
+      if (i % 7 === 3) d[i] = specials[(i * 5 + seed) % specials.length]!;
+      else if (i % 5 === 1) d[i] = Math.round(d[i]!);
+    }
+    return t;
+  }
+
+  // [a shape, b shape]: same, scalars, rows, columns, per channel, rank 4 with inner broadcast, tails
+  const pairs: [number[], number[]][] = [
+    [[37], [37]], [[5, 7, 9], [5, 7, 9]], [[7, 33], [1]], [[1], [7, 33]], [[], [3, 5]], [[3, 5], []],
+    [[7, 33], [33]], [[7, 33], [7, 1]], [[7, 1], [1, 33]], [[4, 6, 5, 7], [1, 6, 1, 1]], [[4, 6, 5, 7], [6, 1, 1]],
+    [[4, 1, 5, 7], [4, 6, 5, 7]], [[3, 4, 5], [3, 1, 5]], [[2, 3, 1], [2, 3, 4]], [[1, 1, 1], [2, 1, 3]], [[6, 1], [1, 1]], [[1, 2], [3, 1]],
+  ];
+  const ops = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal'] as const;
+
+  it('binary ops over every broadcast pattern: NaN, ±Inf, ±0, subnormals, overflow, ties', () => {
+    for (const [i, [as, bs]] of pairs.entries()) {
+      const a = operand(as, i);
+      const b = operand(bs, i + 50);
+      for (const op of ops) {
+        checkBits(op, [a, b], {}, `[${as}] ${op} [${bs}]`);
+        checkBits(op, [b, a], {}, `[${bs}] ${op} [${as}]`);
+        checkBits(op, [a, a], {}, `[${as}] ${op} itself`);
+      }
+    }
+  });
+
+  it('where: condition with NaN, ±0 and nonzeros; each operand broadcast in turn', () => {
+    const triples: [number[], number[], number[]][] = [
+      [[5, 7], [5, 7], [5, 7]], [[5, 7], [1], [5, 7]], [[5, 7], [5, 7], []], [[1, 7], [5, 1], [1]], [[4, 6, 5, 7], [1, 6, 1, 1], [4, 6, 5, 7]],
+      [[4, 6, 1, 1], [4, 6, 5, 7], [1, 6, 5, 7]], [[3, 1, 5], [3, 4, 5], [1, 4, 1]],
+    ];
+    for (const [i, [cs, as, bs]] of triples.entries()) {
+      const cond = operand(cs, i + 7);
+      const cd = cond.data as Float32Array;
+      for (let k = 0; k < cd.length; k++) cd[k] = [0, -0, NaN, 1, 0, 0.5, -2][k % 7]!;
+      checkBits('where', [cond, operand(as, i), operand(bs, i + 1)], {}, `where [${cs}] [${as}] [${bs}]`);
+    }
+  });
+
+  it('neg, abs, sign, floor, sqrt: special values and tails', () => {
+    for (const [i, shape] of [[1], [3], [4], [5], [37], [7, 33], [2, 3, 4, 5]].entries()) {
+      const x = operand(shape, i);
+      for (const op of ['neg', 'abs', 'sign', 'floor', 'sqrt'] as const) checkBits(op, [x], {}, `${op} [${shape}]`);
+    }
+  });
+
+  it('declines broadcasts that stay above three dims, other dtypes, empty outputs; wrong shapes are the reference\'s error', () => {
+    const mul = wasmKernel('mul')!;
+    assert.equal(mul([random([2, 1, 3, 1], 1), random([1, 4, 1, 5], 2)], {}), undefined);
+    assert.equal(mul([{ data: new Float64Array(3), shape: [3], dtype: 'float64' }, random([3], 2)], {}), undefined);
+    assert.equal(mul([random([0, 3], 1), random([3], 2)], {}), undefined);
+    assert.equal(mul([random([2, 3], 1), random([4], 2)], {}), undefined);
+    assert.throws(() => withBackendNamed('wasm', () => runKernel('mul', [random([2, 3], 1), random([4], 2)], {})), /do not broadcast/);
+    // four dims with a collapsible pair still run: [2, 3, 4, 5] · [1, 3, 4, 1] merges 3·4
+    checkBits('mul', [random([2, 3, 4, 5], 3), random([1, 3, 4, 1], 4)], {}, 'collapsed');
   });
 });

@@ -217,9 +217,14 @@ export class Code {
   f64x2Splat(): this { return this.simd(0x14); }
   f32x4ExtractLane(lane: number): this { return this.simd(0x1f, lane); }
   f64x2ExtractLane(lane: number): this { return this.simd(0x21, lane); }
+  f32x4Eq(): this { return this.simd(0x41); }
   f32x4Ne(): this { return this.simd(0x42); }
+  f32x4Lt(): this { return this.simd(0x43); }
   f32x4Gt(): this { return this.simd(0x44); }
   f32x4Le(): this { return this.simd(0x45); }
+  f32x4Ge(): this { return this.simd(0x46); }
+  /** f32x4.floor: exact. */
+  f32x4Floor(): this { return this.simd(0x68); }
   /** f64x2.eq: all ones where equal (false for NaN; −0 = +0). */
   f64x2Eq(): this { return this.simd(0x47); }
   f64x2Lt(): this { return this.simd(0x49); }
@@ -239,9 +244,15 @@ export class Code {
   v128Bitselect(): this { return this.simd(0x52); }
   i32x4MinS(): this { return this.simd(0xb6); }
   i32x4MaxS(): this { return this.simd(0xb8); }
+  f32x4Abs(): this { return this.simd(0xe0); }
+  f32x4Neg(): this { return this.simd(0xe1); }
+  /** f32x4.sqrt: correctly rounded. */
+  f32x4Sqrt(): this { return this.simd(0xe3); }
   f32x4Add(): this { return this.simd(0xe4); }
   f32x4Sub(): this { return this.simd(0xe5); }
   f32x4Mul(): this { return this.simd(0xe6); }
+  /** f32x4.div: correctly rounded. */
+  f32x4Div(): this { return this.simd(0xe7); }
   /** f32x4.max: NaN when either lane is NaN; max(−0, +0) = +0. */
   f32x4Max(): this { return this.simd(0xe9); }
   f64x2Abs(): this { return this.simd(0xec); }
