@@ -64,12 +64,22 @@ export function collapseBroadcast(out: readonly number[], shapes: readonly (read
   return { dims: dims as [number, number, number], strides: strides as [number, number, number][] };
 }
 
-/** Binary op (a, b) -> op(a, b), or where (cond, a, b) -> cond ≠ 0 ? a : b, with numpy broadcasting. */
+/**
+ * Binary op (a, b) -> op(a, b), or where (cond, a, b) -> cond ≠ 0 ? a : b, with numpy broadcasting;
+ * copy (x) -> x broadcast to attrs.shape (broadcastTo).
+ */
 export function broadcastKernel(rt: WasmRuntime, op: EwBinary): Kernel {
-  const arity = op === 'where' ? 3 : 2;
-  return (inputs) => {
+  const arity = op === 'where' ? 3 : op === 'copy' ? 1 : 2;
+  return (inputs, attrs) => {
     if (inputs.length !== arity || !allF32(inputs)) return undefined;
-    const shape = broadcastAll(inputs.map((t) => t.shape));
+    let shape = broadcastAll(inputs.map((t) => t.shape));
+    if (op === 'copy') {
+      const target = (attrs as { shape?: readonly number[] }).shape;
+      if (!shape || !target) return undefined;
+      const full = broadcastAll([shape, target]);
+      if (!full || full.length !== target.length || full.some((d, i) => d !== target[i])) return undefined;
+      shape = [...target];
+    }
     if (!shape) return undefined;
     const n = sizeOf(shape);
     if (n === 0) return undefined;
@@ -113,7 +123,7 @@ export function broadcastKernel(rt: WasmRuntime, op: EwBinary): Kernel {
   };
 }
 
-/** (x) -> op(x) for the exact unary ops (neg, abs, sign, floor, sqrt). */
+/** (x) -> op(x) for the exact unary ops (neg, abs, sign, floor, sqrt, round) and the forwards of roundSte and signSte. */
 export function unaryKernel(rt: WasmRuntime, op: EwUnary): Kernel {
   return (inputs) => {
     const [x] = inputs as [RawTensor];

@@ -3,8 +3,9 @@
  * binary ops and `where` over a broadcast collapsed to rows, and the exact unary ops. Each lane
  * computes what the reference kernel (src/backend/reference/elementwise.ts) stores: for + − × ÷
  * and √ the float32 operation is the double one rounded to float32 (double rounding is innocuous
- * for these when 53 ≥ 2·24 + 2); maximum / minimum / comparisons / where / sign / abs / neg / floor
- * select or flip bits as the reference's JS expressions do (NaN and ±0 included).
+ * for these when 53 ≥ 2·24 + 2); maximum / minimum / comparisons / where / sign / abs / neg / floor /
+ * round / signSte select, round or flip bits as the reference's JS expressions do (NaN and ±0
+ * included); copy is broadcastTo.
  *
  * Binary (and `where`, with three operands): f(p, rp0, rp1, q, rq0, rq1, [r, rr0, rr1,] y, d0, d1, d2):
  * the output is d0·d1 rows of d2 floats at y (byte address); row (i0, i1) of operand p is the d2
@@ -16,9 +17,10 @@
  */
 import { Code, ValType } from '../../runtime/wasm/emitter.ts';
 
-export const EW_BINARY = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where'] as const;
+/** Broadcast functions: the binary primitives, where (3 operands) and copy (1 operand: broadcastTo). */
+export const EW_BINARY = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where', 'copy'] as const;
 export type EwBinary = (typeof EW_BINARY)[number];
-export const EW_UNARY = ['neg', 'abs', 'sign', 'floor', 'sqrt'] as const;
+export const EW_UNARY = ['neg', 'abs', 'sign', 'floor', 'sqrt', 'round', 'roundSte', 'signSte'] as const;
 export type EwUnary = (typeof EW_UNARY)[number];
 
 const ONE = [0, 0, 0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 0x80, 0x3f];
@@ -46,12 +48,13 @@ function binaryExpr(c: Code, op: EwBinary, A: number, B: number, C: number): voi
     case 'equal': ab().f32x4Eq().v128Const(ONE).v128And(); return;
     // cond !== 0 ? a : b (NaN counts as nonzero, −0 as zero)
     case 'where': ab().localGet(C).v128Const(ZERO).f32x4Ne().v128Bitselect(); return;
+    case 'copy': c.localGet(A); return;
   }
 }
 
 /** The body of a binary op's function (three operands for `where`). */
 export function binaryBody(op: EwBinary): { params: ValType[]; locals: ValType[]; body: Code } {
-  const arity = op === 'where' ? 3 : 2;
+  const arity = op === 'where' ? 3 : op === 'copy' ? 1 : 2;
   // operands k = 0..arity−1 at params 3k (base), 3k+1 (rows per i0), 3k+2 (rows per i1)
   const Y = 3 * arity, D0 = Y + 1, D1 = Y + 2, D2 = Y + 3;
   const I0 = D2 + 1, I1 = I0 + 1, J = I0 + 2, OUT = I0 + 3, ROW = I0 + 4; // ROW.. : row addresses per operand
@@ -76,7 +79,7 @@ export function binaryBody(op: EwBinary): { params: ValType[]; locals: ValType[]
         c.localGet(OUT).localGet(J).i32Const(2).i32Shl().i32Add();
         // operands in the primitive's order: (a, b) or (cond, a, b)
         if (arity === 3) binaryExpr(c, op, V + 1, V + 2, V);
-        else binaryExpr(c, op, V, V + 1, -1);
+        else binaryExpr(c, op, V, V + 1, -1); // (copy reads only V)
         c.v128Store(0);
         c.localGet(J).i32Const(4).i32Add().localTee(J).localGet(D2).i32LtS().brIf(0);
       }
@@ -112,6 +115,16 @@ export function unaryBody(op: EwUnary): { params: ValType[]; locals: ValType[]; 
       case 'sign':
         c.localGet(V).v128Const(ZERO).f32x4Gt().v128Const(ONE).v128And();
         c.localGet(V).v128Const(ZERO).f32x4Lt().v128Const(MINUS_ONE).v128And().v128Or();
+        break;
+      // roundHalfEven: nearest, with every zero result +0 except for x = −0 itself (the reference's
+      // floor-based rounding gives +0 for x in [−0.5, 0) and keeps −0)
+      case 'round':
+      case 'roundSte':
+        c.localGet(V).localGet(V).f32x4Nearest().v128Const(ZERO).f32x4Add().localGet(V).v128Const(ZERO).f32x4Eq().v128Bitselect();
+        break;
+      // x >= 0 ? 1 : −1 (NaN gives −1, −0 gives 1)
+      case 'signSte':
+        c.v128Const(ONE).v128Const(MINUS_ONE).localGet(V).v128Const(ZERO).f32x4Ge().v128Bitselect();
         break;
     }
     c.v128Store(0);

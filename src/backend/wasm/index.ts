@@ -51,7 +51,8 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     // add: the TypeScript loop for same shapes and rows, the wasm broadcast for the rest
     const addBroadcast = broadcastKernel(rt, 'add');
     register('add', (inputs, attrs) => addKernel(inputs, attrs) ?? addBroadcast(inputs, attrs));
-    for (const op of EW_BINARY) if (op !== 'add') register(op, broadcastKernel(rt, op));
+    for (const op of EW_BINARY) if (op !== 'add' && op !== 'copy') register(op, broadcastKernel(rt, op));
+    register('broadcastTo', broadcastKernel(rt, 'copy'));
     for (const op of EW_UNARY) register(op, unaryKernel(rt, op));
     register('relu', reluKernel);
     register('reluBackward', reluBackwardKernel);

@@ -21,5 +21,6 @@ export { convGeometry, type ConvGeometry } from './util.ts';
 export const WASM_OPS: readonly PrimitiveName[] = [
   'matmul', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'sum',
   'add', 'relu', 'reluBackward', 'fakeQuantize', 'fakeQuantizeGrad',
-  'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where', 'neg', 'abs', 'sign', 'floor', 'sqrt',
+  'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where', 'broadcastTo',
+  'neg', 'abs', 'sign', 'floor', 'sqrt', 'round', 'roundSte', 'signSte',
 ];

@@ -559,6 +559,7 @@ describe('LeNet-5 W4A4 LSQ QAT training on wasm tracks reference', { skip }, () 
 });
 
 describe('wasm broadcasting elementwise ops vs reference (bit-exact)', { skip }, () => {
+  const t = (data: readonly number[], shape: readonly number[]): RawTensor => ({ data: Float32Array.from(data), shape, dtype: 'float32' });
   const specials = [NaN, Infinity, -Infinity, 0, -0, 3.4e38, -3.4e38, 1e-42, -1e-42, 1, -1];
   /** Uniform values with every 7th..13th element a special value and some exact repeats (ties for the comparisons). */
   function operand(shape: readonly number[], seed: number): RawTensor {
@@ -604,11 +605,26 @@ describe('wasm broadcasting elementwise ops vs reference (bit-exact)', { skip },
     }
   });
 
-  it('neg, abs, sign, floor, sqrt: special values and tails', () => {
+  it('neg, abs, sign, floor, sqrt, round and the roundSte / signSte forwards: special values, halves, tails', () => {
+    const halves = t([-2.5, -1.5, -0.5, -0.3, -0, 0, 0.3, 0.5, 1.5, 2.5, -1e-42, 8388607.5, -8388609, 3.4e38, NaN, -Infinity, Infinity], [17]);
     for (const [i, shape] of [[1], [3], [4], [5], [37], [7, 33], [2, 3, 4, 5]].entries()) {
       const x = operand(shape, i);
-      for (const op of ['neg', 'abs', 'sign', 'floor', 'sqrt'] as const) checkBits(op, [x], {}, `${op} [${shape}]`);
+      const scaled: RawTensor = { ...x, data: x.data.map((v, k) => (k % 3 === 0 ? v * 3.75 : v)) };
+      for (const op of ['neg', 'abs', 'sign', 'floor', 'sqrt', 'round', 'roundSte'] as const) {
+        checkBits(op, [scaled], {}, `${op} [${shape}]`);
+        checkBits(op, [halves], {}, `${op} halves`);
+      }
+      checkBits('signSte', [scaled], { gradient: 'ste' }, `signSte [${shape}]`);
+      checkBits('signSte', [halves], { gradient: 'clipped' }, 'signSte halves');
     }
+  });
+
+  it('broadcastTo: rows, columns, per channel, scalars; shapes that do not broadcast to the target decline', () => {
+    const cases: [number[], number[]][] = [[[33], [7, 33]], [[7, 1], [7, 33]], [[1, 6, 1, 1], [4, 6, 5, 7]], [[], [3, 5]], [[1], [9]], [[5, 7], [5, 7]], [[2, 1, 3], [2, 5, 3]], [[1, 2, 1, 3], [4, 2, 1, 3]]];
+    for (const [i, [from, to]] of cases.entries()) checkBits('broadcastTo', [operand(from, i)], { shape: to }, `[${from}] -> [${to}]`);
+    assert.equal(wasmKernel('broadcastTo')!([random([3, 2], 1)], { shape: [3, 4] }), undefined);
+    assert.equal(wasmKernel('broadcastTo')!([random([3, 4], 1)], { shape: [4] }), undefined);
+    assert.equal(wasmKernel('broadcastTo')!([random([2, 1, 3], 1)], { shape: [4, 2, 5, 3] }), undefined, 'four dims after collapsing');
   });
 
   it('declines broadcasts that stay above three dims, other dtypes, empty outputs; wrong shapes are the reference\'s error', () => {

@@ -225,6 +225,8 @@ export class Code {
   f32x4Ge(): this { return this.simd(0x46); }
   /** f32x4.floor: exact. */
   f32x4Floor(): this { return this.simd(0x68); }
+  /** f32x4.nearest: round half to even (exact; keeps the sign of a zero result). */
+  f32x4Nearest(): this { return this.simd(0x6a); }
   /** f64x2.eq: all ones where equal (false for NaN; −0 = +0). */
   f64x2Eq(): this { return this.simd(0x47); }
   f64x2Lt(): this { return this.simd(0x49); }
