@@ -1,6 +1,6 @@
 /**
  * The fp32 kernels of the 'wasm' backend as one WebAssembly SIMD128 module, emitted at run time
- * with src/runtime/wasm/emitter.ts (no toolchain; the module is about 4 KB, so the synchronous
+ * with src/runtime/wasm/emitter.ts (no toolchain; the module is about 4.4 KB, so the synchronous
  * `new WebAssembly.Module` is fine on a browser's main thread). Its functions: gemm and its two
  * variants gemmTapsB / gemmRowsA (operand rows found through an offset table, for stride-1
  * convolutions on the padded image), biasRelu, compact, padImage, col2im, maxPool, maxPool2x2 and
@@ -25,8 +25,6 @@
  * @internal
  */
 import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
-import { FQ_EXPORTS, FQ_PARAMS, fqBody, type FqMode } from './quant-module.ts';
-import { binaryBody, EW_BINARY, EW_UNARY, ewExport, unaryBody } from './elementwise-module.ts';
 
 /**
  * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
@@ -440,9 +438,8 @@ function scatterAddBody(): { locals: ValType[]; body: Code } {
 
 /**
  * The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool,
- * maxPool2x2, col2im, scatterAdd and the fake-quantization functions of ./quant-module.ts (fq,
- * fqGradX, fqGradScale, fqGradZeroPoint, fqSumScale, fqSumZeroPoint) and the elementwise functions
- * of ./elementwise-module.ts (ew_add, ew_where, ew_neg, ...); imports env.memory.
+ * maxPool2x2, col2im and scatterAdd; imports env.memory. (The fake-quantization and elementwise
+ * functions are modules of their own, ./quant-module.ts and ./elementwise-module.ts, sharing the memory.)
  */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
@@ -462,8 +459,5 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },
     { params: Array<ValType>(14).fill(i32), results: [], ...col2imBody(), exportName: 'col2im' },
     { params: Array<ValType>(4).fill(i32), results: [], ...scatterAddBody(), exportName: 'scatterAdd' },
-    ...(Object.keys(FQ_EXPORTS) as FqMode[]).map((mode) => ({ params: FQ_PARAMS, results: [], ...fqBody(mode), exportName: FQ_EXPORTS[mode] })),
-    ...EW_BINARY.map((op) => ({ results: [], ...binaryBody(op), exportName: ewExport(op) })),
-    ...EW_UNARY.map((op) => ({ results: [], ...unaryBody(op), exportName: ewExport(op) })),
   ], { module: 'env', field: 'memory', minPages: 1 });
 }

@@ -29,7 +29,7 @@
  * - 'sumZeroPoint' (fqSumZeroPoint): acc[zero-point index] += the gradZeroPoint term, in order.
  * @internal
  */
-import { Code, ValType } from '../../runtime/wasm/emitter.ts';
+import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
 
 export type FqMode = 'forward' | 'gradX' | 'gradScale' | 'gradZeroPoint' | 'sumScale' | 'sumZeroPoint';
 
@@ -206,4 +206,15 @@ export function fqBody(mode: FqMode): { locals: ValType[]; body: Code } {
   }
   c.end().end();
   return { locals, body: c };
+}
+
+/**
+ * The fake-quantization functions as two modules importing env.memory, each under the 4 KB that
+ * older Chromium compiles synchronously on the main thread: the elementwise modes, and the sums.
+ */
+export function quantModulesBytes(): Uint8Array[] {
+  const groups: FqMode[][] = [['forward', 'gradX', 'gradScale', 'gradZeroPoint'], ['sumScale', 'sumZeroPoint']];
+  return groups.map((modes) =>
+    emitModule(modes.map((mode) => ({ params: FQ_PARAMS, results: [], ...fqBody(mode), exportName: FQ_EXPORTS[mode] })), { module: 'env', field: 'memory', minPages: 1 }),
+  );
 }

@@ -5,8 +5,19 @@
  */
 import { wasmApi as api, type WasmMemory } from '../../runtime/wasm/api.ts';
 import { fp32ModuleBytes } from './module.ts';
-import { FQ_EXPORTS, type FqMode } from './quant-module.ts';
-import { EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
+import { FQ_EXPORTS, quantModulesBytes, type FqMode } from './quant-module.ts';
+import { elementwiseModuleBytes, EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
+
+/** Every module of the backend (all import the one memory), emitted once. */
+let modules: Uint8Array[] | null = null;
+function moduleBytes(): Uint8Array[] {
+  return (modules ??= [fp32ModuleBytes(), ...quantModulesBytes(), elementwiseModuleBytes()]);
+}
+
+/** @internal The sizes of the backend's modules in bytes (tests keep the new ones under 4 KB). */
+export function wasmModuleSizes(): number[] {
+  return moduleBytes().map((b) => b.length);
+}
 
 export type { WasmMemory } from '../../runtime/wasm/api.ts';
 
@@ -106,7 +117,7 @@ export function wasmUnavailableReason(): string | null {
   const wasm = api();
   if (!wasm) return 'WebAssembly is not available';
   try {
-    if (!wasm.validate(fp32ModuleBytes())) return 'this WebAssembly engine does not support SIMD128';
+    if (!moduleBytes().every((b) => wasm.validate(b))) return 'this WebAssembly engine does not support SIMD128';
   } catch (e) {
     return `WebAssembly validation failed: ${e instanceof Error ? e.message : String(e)}`;
   }
@@ -120,7 +131,9 @@ export function wasmRuntime(): WasmRuntime | string {
   if (reason !== null) return (cached = reason);
   const wasm = api()!;
   const memory = new wasm.Memory({ initial: 16, maximum: MAX_BYTES / PAGE });
-  const instance = new wasm.Instance(new wasm.Module(fp32ModuleBytes()), { env: { memory } });
+  const exports: Record<string, unknown> = {};
+  for (const bytes of moduleBytes()) Object.assign(exports, new wasm.Instance(new wasm.Module(bytes), { env: { memory } }).exports);
+  const instance = { exports };
   cached = {
     arena: new Arena(memory),
     gemm: instance.exports['gemm'] as WasmRuntime['gemm'],

@@ -14,7 +14,7 @@ import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
 import { setCanvasPaths, setPool2x2 } from './kernels.ts';
-import { Arena, MAX_BYTES, type WasmMemory } from './runtime.ts';
+import { Arena, MAX_BYTES, wasmModuleSizes, type WasmMemory } from './runtime.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
@@ -76,6 +76,13 @@ function check<P extends PrimitiveName>(op: P, inputs: readonly RawTensor[], att
 describe('wasm backend vs reference', { skip }, () => {
   it('registers its kernels', () => {
     for (const op of WASM_OPS) assert.ok(hasKernel('wasm', op), op);
+  });
+
+  it('the fake-quantization and elementwise modules stay under the 4 KB older Chromium compiles synchronously on the main thread', () => {
+    const [fp32, ...rest] = wasmModuleSizes();
+    assert.ok(fp32! > 0);
+    assert.equal(rest.length, 3);
+    for (const size of rest) assert.ok(size < 4096, `${size} bytes`);
   });
 
   it('declines float64 and int32 inputs and mismatched shapes', () => {
