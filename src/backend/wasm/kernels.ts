@@ -14,7 +14,7 @@ export { conv2dKernel, conv2dFusedKernel, conv2dBackwardInputKernel, conv2dBackw
 export { maxPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, setPool2x2 } from './pool.ts';
 export { sumKernel, addKernel, reluKernel, reluBackwardKernel } from './elementwise.ts';
 export { fakeQuantizeKernel, fakeQuantizeGradKernel } from './quant.ts';
-export { broadcastKernel, unaryKernel } from './broadcast.ts';
+export { broadcastKernel, unaryKernel, setDirectMin } from './broadcast.ts';
 export { convGeometry, type ConvGeometry } from './util.ts';
 
 /** Ops the wasm backend has a kernel for (the rest run on the reference backend). */

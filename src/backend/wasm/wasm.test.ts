@@ -6,14 +6,14 @@
  * Skipped as a whole when the engine has no WebAssembly SIMD128.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 
 import '../reference/index.ts';
 import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts';
 import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
-import { setCanvasPaths, setPool2x2 } from './kernels.ts';
+import { setCanvasPaths, setDirectMin, setPool2x2 } from './kernels.ts';
 import { Arena, MAX_BYTES, wasmModuleSizes, type WasmMemory } from './runtime.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
@@ -567,6 +567,25 @@ describe('LeNet-5 W4A4 LSQ QAT training on wasm tracks reference', { skip }, () 
 
 describe('wasm broadcasting elementwise ops vs reference (bit-exact)', { skip }, () => {
   const t = (data: readonly number[], shape: readonly number[]): RawTensor => ({ data: Float32Array.from(data), shape, dtype: 'float32' });
+  // every size through wasm (by default, small same-size / scalar cases and small unary inputs stay on the reference)
+  let directMin = 0;
+  before(() => (directMin = setDirectMin(0)));
+  after(() => setDirectMin(directMin));
+
+  it('by default, small inputs the reference reads directly decline; small real broadcasts do not', () => {
+    const previous = setDirectMin(directMin);
+    try {
+      assert.equal(wasmKernel('mul')!([random([7, 33], 1), random([7, 33], 2)], {}), undefined);
+      assert.equal(wasmKernel('mul')!([random([7, 33], 1), random([1], 2)], {}), undefined);
+      assert.equal(wasmKernel('neg')!([random([7, 33], 1)], {}), undefined);
+      assert.ok(wasmKernel('mul')!([random([7, 33], 1), random([33], 2)], {}));
+      assert.ok(wasmKernel('where')!([random([7, 33], 1), random([7, 33], 2), random([7, 33], 3)], {}));
+      assert.ok(wasmKernel('mul')!([random([64, 40], 1), random([64, 40], 2)], {}));
+      assert.ok(wasmKernel('neg')!([random([64, 40], 1)], {}));
+    } finally {
+      setDirectMin(0);
+    }
+  });
   const specials = [NaN, Infinity, -Infinity, 0, -0, 3.4e38, -3.4e38, 1e-42, -1e-42, 1, -1];
   /** Uniform values with every 7th..13th element a special value and some exact repeats (ties for the comparisons). */
   function operand(shape: readonly number[], seed: number): RawTensor {
