@@ -12,8 +12,8 @@
  *   (g, x, y, acc, n, run, s, sMid, sInner, z, zMid, zInner, qmin: f64, qmax: f64, flag)
  * with byte addresses g, x, y (float32), acc (float64), s, z (float32). Element i of x reads
  * s[(i / sInner) % sMid] and z[(i / zInner) % zMid]; the elements are walked in runs of `run`
- * (a multiple of 1 that divides n, sInner and zInner: the scale and zero point are constant over a
- * run). Within a run the vectors are whole: the last one may read up to 3 floats past the run
+ * elements (run divides n, sInner and zInner, so the scale and zero point are constant over each
+ * run; the caller passes sInner = n for a single scale, zInner = n likewise). Within a run the vectors are whole: the last one may read up to 3 floats past the run
  * (past n: the arena's slack) and write up to 3 past it, which the next run overwrites (the last
  * run's land in the slack past y). n ≥ 1.
  *
