@@ -14,7 +14,7 @@ import { registerKernel } from '../registry.ts';
 import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
-  fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel,
+  fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel, maxKernel,
 } from './kernels.ts';
 import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
 import { wasmRuntime } from './runtime.ts';
@@ -48,6 +48,7 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
     register('maxPool2dGather', maxPool2dGatherKernel(rt));
     register('sum', sumKernel);
+    register('max', maxKernel);
     // add: the TypeScript loop for same shapes and rows, the wasm broadcast for the rest
     const addBroadcast = broadcastKernel(rt, 'add');
     register('add', (inputs, attrs) => addKernel(inputs, attrs) ?? addBroadcast(inputs, attrs));

@@ -282,6 +282,19 @@ describe('wasm pooling and sum vs reference', { skip }, () => {
     assert.equal(wasmKernel('sum')!([x], { axes: [1, 2], keepDims: false }), undefined);
   });
 
+  it('max over (reduced, kept, reduced) axis groups: bit-exact with NaN (the last one wins), ±0 (the first wins) and -Infinity; other axis sets decline', () => {
+    const x = random([5, 7, 9, 11], 5);
+    const special: RawTensor = { ...x, data: x.data.map((v, i) => (i % 97 === 11 ? NaN : i % 13 === 4 ? -0 : i % 13 === 5 ? 0 : i % 31 === 2 ? -Infinity : v)) };
+    const zeros: RawTensor = { data: Float32Array.from({ length: 24 }, (_, i) => (i % 3 === 0 ? -0 : 0)), shape: [2, 3, 4], dtype: 'float32' };
+    for (const input of [x, special]) {
+      for (const axes of [[0, 1, 2, 3], [0, 2, 3], [0], [3], [1, 2, 3], []]) {
+        for (const keepDims of [false, true]) checkBits('max', [input], { axes, keepDims }, `axes [${axes}]`);
+      }
+    }
+    for (const axes of [[0, 1, 2], [2], [0]]) checkBits('max', [zeros], { axes, keepDims: false }, `zeros, axes [${axes}]`);
+    assert.equal(wasmKernel('max')!([x], { axes: [1, 3], keepDims: false }), undefined);
+  });
+
   it('add (same shape, row broadcast; other broadcasts through the wasm broadcast kernel), relu and reluBackward: special values, bit-exact', () => {
     const specials = (t: RawTensor): RawTensor => ({ ...t, data: t.data.map((v, k) => [NaN, Infinity, -Infinity, 0, -0, 3.4e38][k % 13] ?? v) });
     const a = specials(random([7, 33], 1));
