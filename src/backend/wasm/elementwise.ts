@@ -1,7 +1,7 @@
 /**
  * The small ops of a training step on the wasm backend, as float32-only TypeScript loops: sum to a
- * bias gradient, max (a whole-tensor maximum), bias add, ReLU and its backward. Bit-exact with the
- * reference kernels.
+ * bias gradient, max (a whole-tensor maximum), bias add, ReLU and its backward, tanh / exp / log /
+ * sigmoid. Bit-exact with the reference kernels.
  * @internal
  */
 import type { Kernel, RawTensor } from '../primitives.ts';
@@ -108,6 +108,37 @@ export const maxKernel: Kernel<'max'> = (inputs, { axes, keepDims }) => {
  * through one shared, polymorphic loop per op. Results equal the reference's bit for bit (each
  * value is the same double expression rounded to float32 once).
  */
+
+/**
+ * tanh, exp, log and sigmoid: the reference's JS expressions (Math.tanh, Math.exp, Math.log, its
+ * two-branch sigmoid) in one loop per op, so the same values bit for bit; the reference runs them
+ * through one shared loop with a polymorphic call per element (DoReFa's tanh of every weight).
+ */
+function mathKernel(loop: (src: Float32Array, out: Float32Array) => void): Kernel {
+  return (inputs) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs)) return undefined;
+    const y = f32(x.shape);
+    loop(x.data as Float32Array, y.data);
+    return y;
+  };
+}
+
+export const tanhKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) out[i] = Math.tanh(src[i]!);
+});
+export const expKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) out[i] = Math.exp(src[i]!);
+});
+export const logKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) out[i] = Math.log(src[i]!);
+});
+export const sigmoidKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i]!;
+    out[i] = v >= 0 ? 1 / (1 + Math.exp(-v)) : Math.exp(v) / (1 + Math.exp(v));
+  }
+});
 
 /** (x) -> x <= 0 ? 0 : x (NaN stays). */
 export const reluKernel: Kernel<'relu'> = (inputs) => {

@@ -15,6 +15,7 @@ import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
   fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel, maxKernel,
+  tanhKernel, expKernel, logKernel, sigmoidKernel,
 } from './kernels.ts';
 import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
 import { wasmRuntime } from './runtime.ts';
@@ -49,6 +50,10 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('maxPool2dGather', maxPool2dGatherKernel(rt));
     register('sum', sumKernel);
     register('max', maxKernel);
+    register('tanh', tanhKernel);
+    register('exp', expKernel);
+    register('log', logKernel);
+    register('sigmoid', sigmoidKernel);
     // add: the TypeScript loop for same shapes and rows, the wasm broadcast for the rest
     const addBroadcast = broadcastKernel(rt, 'add');
     register('add', (inputs, attrs) => addKernel(inputs, attrs) ?? addBroadcast(inputs, attrs));

@@ -12,7 +12,7 @@ import type { PrimitiveName } from '../primitives.ts';
 export { matmulKernel } from './matmul.ts';
 export { conv2dKernel, conv2dFusedKernel, conv2dBackwardInputKernel, conv2dBackwardWeightKernel, setCanvasPaths } from './conv.ts';
 export { maxPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, setPool2x2 } from './pool.ts';
-export { sumKernel, maxKernel, addKernel, reluKernel, reluBackwardKernel } from './elementwise.ts';
+export { sumKernel, maxKernel, addKernel, reluKernel, reluBackwardKernel, tanhKernel, expKernel, logKernel, sigmoidKernel } from './elementwise.ts';
 export { fakeQuantizeKernel, fakeQuantizeGradKernel } from './quant.ts';
 export { broadcastKernel, unaryKernel, setDirectMin } from './broadcast.ts';
 export { convGeometry, type ConvGeometry } from './util.ts';
@@ -23,4 +23,5 @@ export const WASM_OPS: readonly PrimitiveName[] = [
   'add', 'relu', 'reluBackward', 'fakeQuantize', 'fakeQuantizeGrad',
   'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where', 'broadcastTo',
   'neg', 'abs', 'sign', 'floor', 'sqrt', 'round', 'roundSte', 'signSte', 'max',
+  'tanh', 'exp', 'log', 'sigmoid',
 ];

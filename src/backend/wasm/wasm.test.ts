@@ -658,6 +658,14 @@ describe('wasm broadcasting elementwise ops vs reference (bit-exact)', { skip },
     }
   });
 
+  it('tanh, exp, log, sigmoid (TypeScript loops over the same Math functions): special values', () => {
+    for (const [i, shape] of [[1], [5], [37], [7, 33]].entries()) {
+      const x = operand(shape, i + 20);
+      const wide: RawTensor = { ...x, data: x.data.map((v, k) => (k % 4 === 1 ? v * 40 : v)) };
+      for (const op of ['tanh', 'exp', 'log', 'sigmoid'] as const) checkBits(op, [wide], {}, `${op} [${shape}]`);
+    }
+  });
+
   it('broadcastTo: rows, columns, per channel, scalars; shapes that do not broadcast to the target decline', () => {
     const cases: [number[], number[]][] = [[[33], [7, 33]], [[7, 1], [7, 33]], [[1, 6, 1, 1], [4, 6, 5, 7]], [[], [3, 5]], [[1], [9]], [[5, 7], [5, 7]], [[2, 1, 3], [2, 5, 3]], [[1, 2, 1, 3], [4, 2, 1, 3]]];
     for (const [i, [from, to]] of cases.entries()) checkBits('broadcastTo', [operand(from, i)], { shape: to }, `[${from}] -> [${to}]`);
