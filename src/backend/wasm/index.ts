@@ -4,8 +4,8 @@
  * quantization-aware training (fakeQuantize and its gradient, bit-exact with the reference; the
  * broadcasting binary ops, where and the exact unary ops that estimators are written with), generated
  * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
- * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
- * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
+ * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, max, bias add,
+ * ReLU and its backward, tanh / exp / log / sigmoid; bit-exact with the reference). Every other op, and any input a kernel
  * declines, runs on the reference backend. `loadWasm()` registers the kernels when the engine
  * validates a SIMD128 module; choosing the default backend is done in ../index.ts.
  */
