@@ -19,7 +19,7 @@ import { prepareQat, qatFromCliOptions, qatParamGroups, type EstimatorChoice, ty
 import { crossEntropy, manualSeed, type Tensor } from '../src/tensor/index.ts';
 import { preferThroughputGc } from '../src/train/gc.ts';
 import { benchBackends } from './workloads.ts';
-import { writeAtomic } from './lib.ts';
+import { gitCommit, writeAtomic } from './lib.ts';
 
 const backendText = process.argv[2] ?? 'wasm';
 const stepsText = process.argv[3] ?? '200';
@@ -78,6 +78,6 @@ console.log('op (backend that ran it)            calls/step   ms/step   % of ste
 for (const r of rows) console.log(`${r.key.padEnd(36)} ${r.calls.toFixed(1).padStart(9)} ${r.ms.toFixed(3).padStart(9)} ${((100 * r.ms) / stepMs).toFixed(1).padStart(9)}`);
 const json = process.env.LOWBIT_PROFILE_JSON;
 if (json) {
-  writeAtomic(json, `${JSON.stringify({ backend, quant, estimator: estimator ?? null, steps, warmup, loadAverage1m: loadavg()[0], stepMs, kernelMs, fallbackMs, optimizerMs: optimizerMs / steps, rows }, null, 2)}\n`);
+  writeAtomic(json, `${JSON.stringify({ commit: gitCommit(), date: new Date().toISOString(), backend, quant, estimator: estimator ?? null, steps, warmup, loadAverage1m: loadavg()[0], stepMs, kernelMs, fallbackMs, optimizerMs: optimizerMs / steps, rows }, null, 2)}\n`);
   console.log(`wrote ${json}`);
 }
