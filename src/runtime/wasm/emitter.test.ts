@@ -164,7 +164,7 @@ describe('f32 and f32x4 opcodes', () => {
   });
 });
 
-describe('f64 and f64x2 opcodes of the fake-quantization kernels', () => {
+describe('f64 / f64x2 opcodes of the fake-quantization kernels, f32x4 ones of the elementwise kernels', () => {
   it('encode as the core specification 2.0 lists them', () => {
     const enc = (f: (c: Code) => Code) => f(new Code()).bytes;
     assert.deepEqual(enc((c) => c.f64Load(8)), [0x2b, 0x03, 0x08]);
@@ -174,6 +174,10 @@ describe('f64 and f64x2 opcodes of the fake-quantization kernels', () => {
     assert.deepEqual(enc((c) => c.f64x2Eq()), [0xfd, 0x47]);
     assert.deepEqual(enc((c) => c.v128AndNot()), [0xfd, 0x4f]);
     assert.deepEqual(enc((c) => c.f32x4DemoteF64x2Zero()), [0xfd, 0x5e]);
+    // the elementwise kernels' f32x4 opcodes (their values are checked bit for bit in src/backend/wasm/wasm.test.ts)
+    assert.deepEqual(enc((c) => c.f32x4Eq().f32x4Lt().f32x4Ge()), [0xfd, 0x41, 0xfd, 0x43, 0xfd, 0x46]);
+    assert.deepEqual(enc((c) => c.f32x4Floor().f32x4Nearest()), [0xfd, 0x68, 0xfd, 0x6a]);
+    assert.deepEqual(enc((c) => c.f32x4Abs().f32x4Neg().f32x4Sqrt().f32x4Div()), [0xfd, 0xe0, 0x01, 0xfd, 0xe1, 0x01, 0xfd, 0xe3, 0x01, 0xfd, 0xe7, 0x01]);
   });
 
   it('compute what they mean: demote (ties to even), f64x2.eq with NaN and ±0, andnot, lane extraction, f64 load / add / store, rem_u', () => {
