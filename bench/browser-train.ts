@@ -1,8 +1,10 @@
 /**
  * LeNet-5 training throughput in headless Chromium: the browser bundle (src/browser.ts, built by
  * esbuild) trains LeNet-5 at batch 64 (SGD with momentum, random MNIST-shaped batches; fp32 speed
- * does not depend on pixel values) on the 'wasm' backend and on the 'reference' backend, in
- * interleaved rounds; samples/s per round from `performance.now()` in the page, medians reported.
+ * does not depend on pixel values) and the default `lowbit train` job (LeNet-5 W4A4 LSQ QAT, Adam
+ * lr 2e-3 with quantizer parameters at 0.1x, batch 64, the same random batches) on the 'wasm'
+ * backend and on the 'reference' backend, in interleaved rounds; samples/s per round from
+ * `performance.now()` in the page, medians reported.
  *
  *   npx tsx bench/browser-train.ts [ROUNDS]      # default 5 rounds
  *
@@ -21,21 +23,27 @@ const roundsText = process.argv[2] ?? '5';
 const rounds = Number(roundsText);
 if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) throw new Error(`ROUNDS must be an integer in 1..100, got '${roundsText}'`);
 
-/** The page: one trainer per backend; `__steps(backend, n)` runs n steps and returns the milliseconds. */
+/** The page: one trainer per backend and job; `__steps(backend, n, job)` runs n steps and returns the milliseconds. */
 const PAGE_SOURCE = `
 import * as lowbit from './src/browser.ts';
-const { nn, optim, manualSeed, randn, randint, crossEntropy } = lowbit;
+const { nn, optim, quant, manualSeed, randn, randint, crossEntropy } = lowbit;
 const BATCH = 64;
 const trainers = {};
-for (const backend of ['wasm', 'reference']) {
+for (const backend of ['wasm', 'reference']) for (const job of ['fp32', 'qat']) {
   lowbit.setBackend(backend);
   manualSeed(0);
   const model = nn.lenet5();
+  let optimizer;
+  if (job === 'qat') {
+    quant.prepareQat(model, quant.qatFromCliOptions({ quant: 'w4a4' }));
+    optimizer = new optim.Adam(quant.qatParamGroups(model, { lr: 2e-3, quantLrScale: 0.1 }), { lr: 2e-3, weightDecay: 0 });
+  } else {
+    optimizer = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
+  }
   model.train();
   const batches = Array.from({ length: 8 }, () => ({ x: randn([BATCH, 1, 28, 28]), y: randint(10, [BATCH]) }));
-  const optimizer = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
   let i = 0;
-  trainers[backend] = () => {
+  trainers[backend + '/' + job] = () => {
     const { x, y } = batches[i++ % batches.length];
     const loss = crossEntropy(model.forward(x), y);
     loss.backward();
@@ -45,11 +53,11 @@ for (const backend of ['wasm', 'reference']) {
   };
 }
 globalThis.__info = { defaultBackend: null, backends: lowbit.availableBackends(), userAgent: navigator.userAgent };
-globalThis.__steps = (backend, n) => {
+globalThis.__steps = (backend, n, job) => {
   lowbit.setBackend(backend);
   const t = performance.now();
   let loss = 0;
-  for (let s = 0; s < n; s++) loss = trainers[backend]();
+  for (let s = 0; s < n; s++) loss = trainers[backend + '/' + job]();
   return { ms: performance.now() - t, loss };
 };
 `;
@@ -73,43 +81,55 @@ async function main(): Promise<void> {
       bundle: true, platform: 'browser', format: 'esm', target: 'es2022', outfile: join(dir, 'default.js'), logLevel: 'silent',
     });
     writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>lowbit</title><link rel="icon" href="data:,"><script type="module" src="default.js"></script><script type="module" src="bundle.js"></script>');
+    const JOBS = ['fp32', 'qat'] as const;
     const steps: Record<string, number> = { wasm: 40, reference: 4 };
-    const samples: Record<string, number[]> = { wasm: [], reference: [] };
+    const samples: Record<string, Record<string, number[]>> = { fp32: { wasm: [], reference: [] }, qat: { wasm: [], reference: [] } };
+    type StepsFn = (b: string, n: number, job: string) => { ms: number; loss: number };
     const { value, problems } = await withChromiumPage(dir, 'index.html', async (page) => {
       await page.waitForFunction(() => '__steps' in globalThis && '__default' in globalThis, undefined, { timeout: 120_000 });
       const info = await page.evaluate(() => ({ ...(globalThis as unknown as { __info: object }).__info, defaultBackend: (globalThis as unknown as { __default: string }).__default }));
       // warm-up: compile, tier up
-      for (const backend of ['wasm', 'reference']) await page.evaluate(([b, n]) => (globalThis as unknown as { __steps: (b: string, n: number) => unknown }).__steps(b as string, n as number), [backend, backend === 'wasm' ? 20 : 2] as const);
+      for (const job of JOBS) {
+        for (const backend of ['wasm', 'reference']) {
+          await page.evaluate(([b, n, j]) => (globalThis as unknown as { __steps: StepsFn }).__steps(b as string, n as number, j as string), [backend, backend === 'wasm' ? 20 : 2, job] as const);
+        }
+      }
       const losses: Record<string, number> = {};
       for (let r = 0; r < rounds; r++) {
-        for (const backend of ['wasm', 'reference']) {
-          const n = steps[backend]!;
-          const { ms, loss } = await page.evaluate(([b, k]) => (globalThis as unknown as { __steps: (b: string, n: number) => { ms: number; loss: number } }).__steps(b as string, k as number), [backend, n] as const);
-          samples[backend]!.push((n * 64) / (ms / 1000));
-          losses[backend] = loss;
+        for (const job of JOBS) {
+          for (const backend of ['wasm', 'reference']) {
+            const n = steps[backend]!;
+            const { ms, loss } = await page.evaluate(([b, k, j]) => (globalThis as unknown as { __steps: StepsFn }).__steps(b as string, k as number, j as string), [backend, n, job] as const);
+            samples[job]![backend]!.push((n * 64) / (ms / 1000));
+            losses[`${backend}/${job}`] = loss;
+          }
+          console.log(`round ${r + 1}/${rounds} ${job}: wasm ${samples[job]!.wasm!.at(-1)!.toFixed(0)} samples/s, reference ${samples[job]!.reference!.at(-1)!.toFixed(0)} samples/s`);
         }
-        console.log(`round ${r + 1}/${rounds}: wasm ${samples.wasm!.at(-1)!.toFixed(0)} samples/s, reference ${samples.reference!.at(-1)!.toFixed(0)} samples/s`);
       }
       return { info, losses };
     });
     if (problems.errors.length > 0) throw new Error(`page errors: ${problems.errors.join('; ')}`);
-    const wasm = median(samples.wasm!);
-    const reference = median(samples.reference!);
+    const wasm = median(samples.fp32!.wasm!);
+    const reference = median(samples.fp32!.reference!);
+    const qatWasm = median(samples.qat!.wasm!);
+    const qatReference = median(samples.qat!.reference!);
     const result = {
-      what: 'LeNet-5 training, batch 64, SGD momentum 0.9, headless Chromium (src/browser.ts bundle)',
+      what: 'LeNet-5 training, batch 64, SGD momentum 0.9 (fp32) and W4A4 LSQ QAT with Adam (qat: the lowbit train default job), headless Chromium (src/browser.ts bundle)',
       commit: gitCommit(),
       date: new Date().toISOString(),
       loadAverage1m: loadavg()[0],
       rounds,
       stepsPerRound: steps,
       browser: value.info,
-      samplesPerSecond: { wasm: samples.wasm, reference: samples.reference },
+      samplesPerSecond: { wasm: samples.fp32!.wasm, reference: samples.fp32!.reference },
       median: { wasm, reference, speedup: wasm / reference },
+      qat: { samplesPerSecond: samples.qat, median: { wasm: qatWasm, reference: qatReference, speedup: qatWasm / qatReference } },
       lastLoss: value.losses,
     };
     writeAtomic(join(root, 'bench/results/browser-train.json'), `${JSON.stringify(result, null, 2)}\n`);
     console.log(`default backend in the browser: ${String((value.info as { defaultBackend: string }).defaultBackend)}`);
-    console.log(`median: wasm ${wasm.toFixed(0)} samples/s, reference ${reference.toFixed(0)} samples/s (${(wasm / reference).toFixed(1)}x); load average ${loadavg()[0]!.toFixed(1)}`);
+    console.log(`median fp32: wasm ${wasm.toFixed(0)} samples/s, reference ${reference.toFixed(0)} samples/s (${(wasm / reference).toFixed(1)}x)`);
+    console.log(`median W4A4 LSQ QAT: wasm ${qatWasm.toFixed(0)} samples/s, reference ${qatReference.toFixed(0)} samples/s (${(qatWasm / qatReference).toFixed(1)}x); load average ${loadavg()[0]!.toFixed(1)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -7,7 +7,8 @@ import { loadNative } from '../src/backend/native/index.ts';
 import { loadWasm } from '../src/backend/wasm/index.ts';
 import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../src/data/index.ts';
 import { createModel, type TensorModule } from '../src/nn/index.ts';
-import { createOptimizer } from '../src/optim/index.ts';
+import { Adam, createOptimizer } from '../src/optim/index.ts';
+import { prepareQat, qatFromCliOptions, qatParamGroups } from '../src/quant/qat/index.ts';
 import { Tensor, crossEntropy, manualSeed, randint, randn } from '../src/tensor/index.ts';
 import { errorMessage } from './lib.ts';
 
@@ -78,6 +79,31 @@ export const SGD_CONFIG = { lr: 0.01, momentum: 0.9 } as const;
  */
 export function trainStepper(model: TensorModule, pool: readonly XY[]): () => void {
   const optimizer = createOptimizer('sgd', model.parameters(), { ...SGD_CONFIG });
+  model.train();
+  let i = 0;
+  return () => {
+    const { x, y } = pool[i++ % pool.length]!;
+    const loss = crossEntropy(model.forward(x), y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    loss.item();
+  };
+}
+
+/** The default `lowbit train` job's optimizer: Adam lr 2e-3, quantizer parameters (LSQ steps) at 0.1x. */
+export const QAT_JOB = { lr: 2e-3, quantLrScale: 0.1 } as const;
+
+/**
+ * A training-step closure of the default `lowbit train` job (LeNet-5, W4A4 LSQ QAT: first / last
+ * layers and the input at 8 bit; Adam, QAT_JOB) over a cycling pool of batches, built as
+ * src/cli/commands/train.ts builds it; the step is trainStepper's.
+ */
+export function qatTrainStepper(pool: readonly XY[], seed = 0): () => void {
+  manualSeed(seed);
+  const model = createModel('lenet5');
+  prepareQat(model, qatFromCliOptions({ quant: 'w4a4' })!);
+  const optimizer = new Adam(qatParamGroups(model, QAT_JOB), { lr: QAT_JOB.lr, weightDecay: 0 });
   model.train();
   let i = 0;
   return () => {

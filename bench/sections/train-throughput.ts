@@ -1,7 +1,10 @@
 /**
  * Training throughput (samples/s): LeNet-5 at batch 64 and MLP 784-512-512-10 at batch 128, SGD
  * with momentum, on every lowbit backend (native, wasm = WebAssembly SIMD128 under Node's V8,
- * reference) and on PyTorch (same models, batches, optimizer). The
+ * reference) and on PyTorch (same models, batches, optimizer); and the default `lowbit train` job
+ * (LeNet-5 W4A4 LSQ QAT, Adam, batch 64) on every lowbit backend, each against the reference
+ * backend (no PyTorch peer for this one: its QAT is another algorithm; the `qat-epoch` section
+ * compares QAT overheads). The
  * process runs with the GC policy of a lowbit training job (`preferThroughputGc`, as
  * `lowbit train` and the epoch-time section): without it V8's incremental marking keeps starting
  * on the steps' short-lived buffers and competes with the pool's second thread.
@@ -9,7 +12,7 @@
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
-import { MODEL_LABEL, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, qatTrainStepper, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
   { model: 'lenet5', batch: 64 },
@@ -53,6 +56,32 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       torchData = String(t.json.data);
       measurements.push(measured({ ...tbase, details: { stepsPerRepeat: t.json.steps, data: t.json.data, blas: t.json.blas } }, repeatsOf(t.json)));
     } else measurements.push(skippedMeasurement(tbase, t.reason));
+  }
+  // The default `lowbit train` job: W4A4 LSQ QAT with Adam, each backend against the reference one.
+  {
+    const batch = 64;
+    const group = `LeNet-5 W4A4 LSQ QAT training (\`lowbit train\` default), batch ${batch}, Adam`;
+    const key = `lenet5-w4a4-lsq-b${batch}`;
+    const referenceId = `${key}/lowbit-reference`;
+    const pool = batchPool(batch, 8);
+    for (const backend of ['native', 'wasm', 'reference'] as const) {
+      const base = { id: `${key}/lowbit-${backend}`, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, ...(backend === 'reference' ? {} : { peers: [referenceId] }) };
+      if (!backends.includes(backend)) {
+        measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
+        continue;
+      }
+      ctx.log(`${group}: lowbit ${backend}`);
+      const r = await withBackend(backend, () =>
+        measureRate(qatTrainStepper(pool.batches), {
+          warmup: backend === 'reference' ? 1 : 10,
+          repeats: ctx.repeats,
+          targetSeconds: ctx.targetSeconds,
+          itemsPerCall: batch,
+        }),
+      );
+      measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+    }
+    notes.push(`QAT rows: the default \`lowbit train\` job (LeNet-5, W4A4 LSQ, first / last layers and the input at 8 bit; Adam lr ${QAT_JOB.lr}, quantizer parameters at ${QAT_JOB.quantLrScale}x; bench/workloads.ts qatTrainStepper), same step and data as above; ratios are to the reference backend. On wasm, fakeQuantize and its gradients run as wasm kernels (src/backend/wasm/quant.ts), bit-exact with the reference.`);
   }
   notes.push('lowbit runs with the GC policy of its training jobs (`preferThroughputGc()`: no incremental marking), as `lowbit train` does.');
   notes.push(`Each step: forward, softmax cross-entropy, backward, SGD step (lr ${SGD_CONFIG.lr}, momentum ${SGD_CONFIG.momentum}), zero grad, loss read back. Steps per repeat are calibrated to ~${ctx.targetSeconds} s; samples/s = steps × batch / time.`);

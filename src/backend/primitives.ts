@@ -438,3 +438,30 @@ export function broadcastShapes(a: readonly number[], b: readonly number[]): num
   }
   return out;
 }
+
+/**
+ * How a scale / zero-point tensor t broadcast against x (right-aligned) is indexed: [mid, inner]
+ * with element i of x reading t[(i / inner) % mid] (mid = t's size); [1, 1] for a single value;
+ * null when t's non-1 dims are not one contiguous run of x's dims (or t has more dims than x).
+ * Shared by the native and wasm fakeQuantize kernels.
+ */
+export function paramLayout(t: readonly number[], x: readonly number[]): [number, number] | null {
+  if (t.length > x.length) return null;
+  const lead = x.length - t.length;
+  let first = -1;
+  let last = -1;
+  for (let d = 0; d < x.length; d++) {
+    const n = d < lead ? 1 : t[d - lead]!;
+    if (n !== 1 && n !== x[d]) return null;
+    if (n !== 1) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  }
+  if (first < 0) return [1, 1];
+  for (let d = first; d <= last; d++) {
+    const n = d < lead ? 1 : t[d - lead]!;
+    if (n !== x[d]) return null;
+  }
+  return [sizeOf(x.slice(first, last + 1)), sizeOf(x.slice(last + 1))];
+}

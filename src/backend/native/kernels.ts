@@ -4,7 +4,7 @@
  * Outputs are allocated here; the addon writes into them in place.
  */
 import type { Conv2dAttrs, Kernel, PrimitiveName, RawTensor, TypedArray } from '../primitives.ts';
-import { matmulSizes, scaleInPlace, sizeOf } from '../primitives.ts';
+import { matmulSizes, paramLayout, scaleInPlace, sizeOf } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import { noteAllocated, takeRecycled } from '../recycle.ts';
 import type { NativeAddon } from './addon.ts';
@@ -763,39 +763,13 @@ function castKernel(addon: NativeAddon): Kernel<'cast'> {
 
 // ---------------------------------------------------------------- quantization estimators
 
-/**
- * How a scale / zero-point tensor broadcast against x (same rank after right-alignment) is
- * indexed: [mid, inner] with element i of x reading t[(i / inner) % mid]; null when its
- * non-1 dims do not form one contiguous run of x's dims.
- */
-function channelLayout(t: readonly number[], x: readonly number[]): [number, number] | null {
-  if (t.length > x.length) return null;
-  const lead = x.length - t.length;
-  let first = -1;
-  let last = -1;
-  for (let d = 0; d < x.length; d++) {
-    const n = d < lead ? 1 : t[d - lead]!;
-    if (n !== 1 && n !== x[d]) return null;
-    if (n !== 1) {
-      if (first < 0) first = d;
-      last = d;
-    }
-  }
-  if (first < 0) return [1, 1];
-  for (let d = first; d <= last; d++) {
-    const n = d < lead ? 1 : t[d - lead]!;
-    if (n !== x[d]) return null;
-  }
-  return [sizeOf(x.slice(first, last + 1)), sizeOf(x.slice(last + 1))];
-}
-
 /** (x, scale, zeroPoint) -> fake-quantized x, scale / zeroPoint per tensor or per channel group */
 function fakeQuantizeKernel(addon: NativeAddon): Kernel<'fakeQuantize'> {
   return (inputs, { qmin, qmax }) => {
     const [x, s, z] = inputs as [RawTensor, RawTensor, RawTensor];
     if (inputs.length !== 3 || !allF32(inputs)) return undefined;
-    const sl = channelLayout(s.shape, x.shape);
-    const zl = channelLayout(z.shape, x.shape);
+    const sl = paramLayout(s.shape, x.shape);
+    const zl = paramLayout(z.shape, x.shape);
     if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
     const y = outUninit(x.shape);
     if (y.data.length > 0) {
@@ -815,8 +789,8 @@ function fakeQuantizeGradKernel(addon: NativeAddon): Kernel<'fakeQuantizeGrad'> 
     const [g, x, s, z] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor];
     if (inputs.length !== 4 || !allF32(inputs)) return undefined;
     if (g.shape.length !== x.shape.length || g.shape.some((d, i) => d !== x.shape[i])) return undefined;
-    const sl = channelLayout(s.shape, x.shape);
-    const zl = channelLayout(z.shape, x.shape);
+    const sl = paramLayout(s.shape, x.shape);
+    const zl = paramLayout(z.shape, x.shape);
     if (!sl || !zl || s.data.length < sl[0] || z.data.length < zl[0]) return undefined;
     const [gd, xd, sd, zd] = [g.data, x.data, s.data, z.data] as Float32Array[] as [Float32Array, Float32Array, Float32Array, Float32Array];
     const xPart = gradient === 'ste' ? 0 : 1;
@@ -833,7 +807,7 @@ function fakeQuantizeGradKernel(addon: NativeAddon): Kernel<'fakeQuantizeGrad'> 
     }
     const code = part === 'x' ? xPart : part === 'scale' ? 2 : 3;
     if (reduce && code >= 2) {
-      // channelLayout's mid is the operand's size: the sums land in its row-major order.
+      // paramLayout's mid is the operand's size: the sums land in its row-major order.
       const y = out(code === 2 ? s.shape : z.shape);
       if (x.data.length > 0) addon.fakeQuantizeGradSum(gd, xd, sd, zd, y.data, sl[0], sl[1], zl[0], zl[1], qmin, qmax, code as 2 | 3);
       if (code === 2 && scaleGradFactor !== 1) scaleInPlace(y.data, scaleGradFactor);

@@ -1,6 +1,7 @@
 /**
  * The small ops of a training step on the wasm backend, as float32-only TypeScript loops: sum to a
- * bias gradient, bias add, ReLU and its backward. Bit-exact with the reference kernels.
+ * bias gradient, max (a whole-tensor maximum), bias add, ReLU and its backward, tanh / exp / log /
+ * sigmoid. Bit-exact with the reference kernels.
  * @internal
  */
 import type { Kernel, RawTensor } from '../primitives.ts';
@@ -16,17 +17,9 @@ import { allF32, f32 } from './util.ts';
 export const sumKernel: Kernel<'sum'> = (inputs, { axes, keepDims }) => {
   const [x] = inputs as [RawTensor];
   if (!allF32(inputs)) return undefined;
-  const rank = x.shape.length;
-  const reduced = (d: number) => axes.includes(d);
-  let first = 0;
-  while (first < rank && reduced(first)) first++;
-  let last = first;
-  while (last < rank && !reduced(last)) last++;
-  for (let d = last; d < rank; d++) if (!reduced(d)) return undefined;
-  const r1 = sizeOf(x.shape.slice(0, first));
-  const k = sizeOf(x.shape.slice(first, last));
-  const r2 = sizeOf(x.shape.slice(last));
-  const shape = x.shape.flatMap((d, i) => (reduced(i) ? (keepDims ? [1] : []) : [d]));
+  const groups = reductionGroups(x.shape, axes, keepDims);
+  if (!groups) return undefined;
+  const { r1, k, r2, shape } = groups;
   const acc = new Float64Array(k);
   const src = x.data;
   if (r2 === 1) {
@@ -65,12 +58,87 @@ export const sumKernel: Kernel<'sum'> = (inputs, { axes, keepDims }) => {
   return y;
 };
 
+/** (R1, K, R2) of a reduction whose axes make the input (reduced, kept, reduced) dims, each group contiguous, and the output shape; null otherwise. */
+function reductionGroups(xs: readonly number[], axes: readonly number[], keepDims: boolean): { r1: number; k: number; r2: number; shape: number[] } | null {
+  const rank = xs.length;
+  const reduced = (d: number) => axes.includes(d);
+  let first = 0;
+  while (first < rank && reduced(first)) first++;
+  let last = first;
+  while (last < rank && !reduced(last)) last++;
+  for (let d = last; d < rank; d++) if (!reduced(d)) return null;
+  return {
+    r1: sizeOf(xs.slice(0, first)), k: sizeOf(xs.slice(first, last)), r2: sizeOf(xs.slice(last)),
+    shape: xs.flatMap((d, i) => (reduced(i) ? (keepDims ? [1] : []) : [d])),
+  };
+}
+
+/**
+ * max over `axes` for the same axis sets as sum (a whole-tensor maximum: DoReFa's max |tanh w|):
+ * the reference's rule element by element in input order (`v > m || isNaN(v)` replaces m, from
+ * −Infinity), so the same value, the sign of a zero and NaN included.
+ */
+export const maxKernel: Kernel<'max'> = (inputs, { axes, keepDims }) => {
+  const [x] = inputs as [RawTensor];
+  if (!allF32(inputs)) return undefined;
+  const groups = reductionGroups(x.shape, axes, keepDims);
+  if (!groups) return undefined;
+  const { r1, k, r2, shape } = groups;
+  const y = f32(shape);
+  const out = y.data;
+  out.fill(-Infinity);
+  const src = x.data;
+  for (let a = 0; a < r1; a++) {
+    for (let j = 0; j < k; j++) {
+      let m = out[j]!;
+      const base = (a * k + j) * r2;
+      for (let b = 0; b < r2; b++) {
+        const v = src[base + b]!;
+        if (v > m || v !== v) m = v;
+      }
+      out[j] = m;
+    }
+  }
+  return y;
+};
+
 /*
  * The small elementwise ops of a training step (a Linear layer's bias add, ReLU and its backward)
  * as float32-only loops: the reference kernels compute the same JS expressions per element, but
  * through one shared, polymorphic loop per op. Results equal the reference's bit for bit (each
  * value is the same double expression rounded to float32 once).
  */
+
+/**
+ * tanh, exp, log and sigmoid: the reference's JS expressions (Math.tanh, Math.exp, Math.log, its
+ * two-branch sigmoid) in one loop per op, so the same values bit for bit; the reference runs them
+ * through one shared loop with a polymorphic call per element (DoReFa's tanh of every weight).
+ */
+function mathKernel(loop: (src: Float32Array, out: Float32Array) => void): Kernel {
+  return (inputs) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs)) return undefined;
+    const y = f32(x.shape);
+    loop(x.data as Float32Array, y.data);
+    return y;
+  };
+}
+
+export const tanhKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) out[i] = Math.tanh(src[i]!);
+});
+export const expKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) out[i] = Math.exp(src[i]!);
+});
+export const logKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) out[i] = Math.log(src[i]!);
+});
+export const sigmoidKernel = mathKernel((src, out) => {
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i]!;
+    out[i] = v >= 0 ? 1 / (1 + Math.exp(-v)) : Math.exp(v) / (1 + Math.exp(v));
+  }
+});
 
 /** (x) -> x <= 0 ? 0 : x (NaN stays). */
 export const reluKernel: Kernel<'relu'> = (inputs) => {

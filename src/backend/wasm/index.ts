@@ -1,9 +1,11 @@
 /**
  * The 'wasm' backend: fp32 kernels in WebAssembly SIMD128 for the ops that dominate conv-net and
- * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling), generated
+ * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling) and
+ * quantization-aware training (fakeQuantize and its gradient, bit-exact with the reference; the
+ * broadcasting binary ops, where and the exact unary ops that estimators are written with), generated
  * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
- * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, bias add,
- * ReLU and its backward; bit-exact with the reference). Every other op, and any input a kernel
+ * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, max, bias add,
+ * ReLU and its backward, tanh / exp / log / sigmoid; bit-exact with the reference). Every other op, and any input a kernel
  * declines, runs on the reference backend. `loadWasm()` registers the kernels when the engine
  * validates a SIMD128 module; choosing the default backend is done in ../index.ts.
  */
@@ -12,7 +14,10 @@ import { registerKernel } from '../registry.ts';
 import {
   conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
+  fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel, maxKernel,
+  tanhKernel, expKernel, logKernel, sigmoidKernel,
 } from './kernels.ts';
+import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
 import { wasmRuntime } from './runtime.ts';
 
 export { WASM_OPS } from './kernels.ts';
@@ -44,9 +49,21 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
     register('maxPool2dGather', maxPool2dGatherKernel(rt));
     register('sum', sumKernel);
-    register('add', addKernel);
+    register('max', maxKernel);
+    register('tanh', tanhKernel);
+    register('exp', expKernel);
+    register('log', logKernel);
+    register('sigmoid', sigmoidKernel);
+    // add: the TypeScript loop for same shapes and rows, the wasm broadcast for the rest
+    const addBroadcast = broadcastKernel(rt, 'add');
+    register('add', (inputs, attrs) => addKernel(inputs, attrs) ?? addBroadcast(inputs, attrs));
+    for (const op of EW_BINARY) if (op !== 'add' && op !== 'copy') register(op, broadcastKernel(rt, op));
+    register('broadcastTo', broadcastKernel(rt, 'copy'));
+    for (const op of EW_UNARY) register(op, unaryKernel(rt, op));
     register('relu', reluKernel);
     register('reluBackward', reluBackwardKernel);
+    register('fakeQuantize', fakeQuantizeKernel(rt));
+    register('fakeQuantizeGrad', fakeQuantizeGradKernel(rt));
   }
   return { ok: true };
 }

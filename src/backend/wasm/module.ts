@@ -1,6 +1,6 @@
 /**
  * The fp32 kernels of the 'wasm' backend as one WebAssembly SIMD128 module, emitted at run time
- * with src/runtime/wasm/emitter.ts (no toolchain; the module is about 4 KB, so the synchronous
+ * with src/runtime/wasm/emitter.ts (no toolchain; the module is about 4.4 KB, so the synchronous
  * `new WebAssembly.Module` is fine on a browser's main thread). Its functions: gemm and its two
  * variants gemmTapsB / gemmRowsA (operand rows found through an offset table, for stride-1
  * convolutions on the padded image), biasRelu, compact, padImage, col2im, maxPool, maxPool2x2 and
@@ -436,7 +436,11 @@ function scatterAddBody(): { locals: ValType[]; body: Code } {
   return { locals: [ValType.i32, ValType.i32], body: c };
 }
 
-/** The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool, maxPool2x2, col2im and scatterAdd; imports env.memory. */
+/**
+ * The module's bytes: exports gemm, gemmTapsB, gemmRowsA, biasRelu, compact, padImage, maxPool,
+ * maxPool2x2, col2im and scatterAdd; imports env.memory. (The fake-quantization and elementwise
+ * functions are modules of their own, ./quant-module.ts and ./elementwise-module.ts, sharing the memory.)
+ */
 export function fp32ModuleBytes(): Uint8Array {
   const i32 = ValType.i32;
   const bias = biasReluBody();

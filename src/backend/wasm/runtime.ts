@@ -5,6 +5,19 @@
  */
 import { wasmApi as api, type WasmMemory } from '../../runtime/wasm/api.ts';
 import { fp32ModuleBytes } from './module.ts';
+import { FQ_EXPORTS, quantModulesBytes, type FqMode } from './quant-module.ts';
+import { elementwiseModuleBytes, EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
+
+/** Every module of the backend (all import the one memory), emitted once. */
+let modules: Uint8Array[] | null = null;
+function moduleBytes(): Uint8Array[] {
+  return (modules ??= [fp32ModuleBytes(), ...quantModulesBytes(), elementwiseModuleBytes()]);
+}
+
+/** @internal The sizes of the backend's modules in bytes (tests keep the new ones under 4 KB). */
+export function wasmModuleSizes(): number[] {
+  return moduleBytes().map((b) => b.length);
+}
 
 export type { WasmMemory } from '../../runtime/wasm/api.ts';
 
@@ -60,6 +73,15 @@ export class Arena {
   }
 }
 
+/**
+ * A fake-quantization function of ./quant-module.ts: (g, x, y, acc, n, run, s, sMid, sInner, z,
+ * zMid, zInner, qmin, qmax, flag), byte addresses.
+ */
+export type FqFunction = (
+  g: number, x: number, y: number, acc: number, n: number, run: number, s: number, sMid: number, sInner: number,
+  z: number, zMid: number, zInner: number, qmin: number, qmax: number, flag: number,
+) => void;
+
 /** The compiled kernels and their memory. */
 export interface WasmRuntime {
   readonly arena: Arena;
@@ -80,6 +102,12 @@ export interface WasmRuntime {
   ): void;
   scatterAdd(idx: number, g: number, dx: number, count: number): void;
   maxPool2x2(x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number, relu: number): void;
+  /** The fake-quantization functions by mode. */
+  fq: Readonly<Record<FqMode, FqFunction>>;
+  /** Binary elementwise functions (see ./elementwise-module.ts): operands as (base, rows per i0, rows per i1), then y, d0, d1, d2. */
+  binary: Readonly<Record<EwBinary, (...args: number[]) => void>>;
+  /** Unary elementwise functions: (x, y, n). */
+  unary: Readonly<Record<EwUnary, (x: number, y: number, n: number) => void>>;
 }
 
 let cached: WasmRuntime | string | null = null;
@@ -89,7 +117,7 @@ export function wasmUnavailableReason(): string | null {
   const wasm = api();
   if (!wasm) return 'WebAssembly is not available';
   try {
-    if (!wasm.validate(fp32ModuleBytes())) return 'this WebAssembly engine does not support SIMD128';
+    if (!moduleBytes().every((b) => wasm.validate(b))) return 'this WebAssembly engine does not support SIMD128';
   } catch (e) {
     return `WebAssembly validation failed: ${e instanceof Error ? e.message : String(e)}`;
   }
@@ -103,7 +131,9 @@ export function wasmRuntime(): WasmRuntime | string {
   if (reason !== null) return (cached = reason);
   const wasm = api()!;
   const memory = new wasm.Memory({ initial: 16, maximum: MAX_BYTES / PAGE });
-  const instance = new wasm.Instance(new wasm.Module(fp32ModuleBytes()), { env: { memory } });
+  const exports: Record<string, unknown> = {};
+  for (const bytes of moduleBytes()) Object.assign(exports, new wasm.Instance(new wasm.Module(bytes), { env: { memory } }).exports);
+  const instance = { exports };
   cached = {
     arena: new Arena(memory),
     gemm: instance.exports['gemm'] as WasmRuntime['gemm'],
@@ -116,6 +146,9 @@ export function wasmRuntime(): WasmRuntime | string {
     maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
     col2im: instance.exports['col2im'] as WasmRuntime['col2im'],
     scatterAdd: instance.exports['scatterAdd'] as WasmRuntime['scatterAdd'],
+    binary: Object.fromEntries(EW_BINARY.map((op) => [op, instance.exports[ewExport(op)] as (...args: number[]) => void])) as Record<EwBinary, (...args: number[]) => void>,
+    unary: Object.fromEntries(EW_UNARY.map((op) => [op, instance.exports[ewExport(op)] as (x: number, y: number, n: number) => void])) as Record<EwUnary, (x: number, y: number, n: number) => void>,
+    fq: Object.fromEntries((Object.keys(FQ_EXPORTS) as FqMode[]).map((mode) => [mode, instance.exports[FQ_EXPORTS[mode]] as FqFunction])) as Record<FqMode, FqFunction>,
   };
   return cached;
 }

@@ -163,3 +163,58 @@ describe('f32 and f32x4 opcodes', () => {
     }
   });
 });
+
+describe('f64 / f64x2 opcodes of the fake-quantization kernels, f32x4 ones of the elementwise kernels', () => {
+  it('encode as the core specification 2.0 lists them', () => {
+    const enc = (f: (c: Code) => Code) => f(new Code()).bytes;
+    assert.deepEqual(enc((c) => c.f64Load(8)), [0x2b, 0x03, 0x08]);
+    assert.deepEqual(enc((c) => c.f64Store(0)), [0x39, 0x03, 0x00]);
+    assert.deepEqual(enc((c) => c.f64Add().f64PromoteF32().i32RemU()), [0xa0, 0xbb, 0x70]);
+    assert.deepEqual(enc((c) => c.f64x2ExtractLane(1)), [0xfd, 0x21, 0x01]);
+    assert.deepEqual(enc((c) => c.f64x2Eq()), [0xfd, 0x47]);
+    assert.deepEqual(enc((c) => c.v128AndNot()), [0xfd, 0x4f]);
+    assert.deepEqual(enc((c) => c.f32x4DemoteF64x2Zero()), [0xfd, 0x5e]);
+    // the elementwise kernels' f32x4 opcodes (their values are checked bit for bit in src/backend/wasm/wasm.test.ts)
+    assert.deepEqual(enc((c) => c.f32x4Eq().f32x4Lt().f32x4Ge()), [0xfd, 0x41, 0xfd, 0x43, 0xfd, 0x46]);
+    assert.deepEqual(enc((c) => c.f32x4Floor().f32x4Nearest()), [0xfd, 0x68, 0xfd, 0x6a]);
+    assert.deepEqual(enc((c) => c.f32x4Abs().f32x4Neg().f32x4Sqrt().f32x4Div()), [0xfd, 0xe0, 0x01, 0xfd, 0xe1, 0x01, 0xfd, 0xe3, 0x01, 0xfd, 0xe7, 0x01]);
+  });
+
+  it('compute what they mean: demote (ties to even), f64x2.eq with NaN and ±0, andnot, lane extraction, f64 load / add / store, rem_u', () => {
+    const i32 = ValType.i32;
+    // d(p): f32x4 at p+32 = demote(f64x2 at p) ‖ demote(f64x2 at p+16); p+48: eq(f64x2 p, f64x2 p+16);
+    // p+64: andnot(v p, v p+16); f64 at p+80 = lane 1 of p + f64 at p+16 promoted from f32 at p+96; i32 at p+104 = 17 rem_u 5
+    const c = new Code();
+    c.localGet(0).localGet(0).v128Load(0).f32x4DemoteF64x2Zero().localGet(0).v128Load(16).f32x4DemoteF64x2Zero();
+    c.i8x16Shuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).v128Store(32);
+    c.localGet(0).localGet(0).v128Load(0).localGet(0).v128Load(16).f64x2Eq().v128Store(48);
+    c.localGet(0).localGet(0).v128Load(0).localGet(0).v128Load(16).v128AndNot().v128Store(64);
+    c.localGet(0).localGet(0).v128Load(0).f64x2ExtractLane(1).localGet(0).f32Load(96).f64PromoteF32().f64Add().f64Store(80);
+    c.localGet(0).i32Const(17).i32Const(5).i32RemU().i32Store(104);
+    const bytes = emitModule([{ params: [i32], results: [], locals: [], body: c, exportName: 'd' }], { module: 'env', field: 'memory', minPages: 1 });
+    assert.ok(api.validate(bytes));
+    const memory = new api.Memory({ initial: 1 });
+    const d = new api.Instance(new api.Module(bytes), { env: { memory } }).exports['d'] as (p: number) => void;
+    const f64 = new Float64Array(memory.buffer);
+    const f32 = new Float32Array(memory.buffer);
+    const u32 = new Uint32Array(memory.buffer);
+    const tie = 1 + 2 ** -24; // halfway between float32 1 and 1 + 2^-23: ties to even gives 1
+    f64.set([tie, NaN, -0, 1 + 3 * 2 ** -24], 0);
+    f32[24] = 0.1;
+    d(0);
+    assert.deepEqual([...f32.subarray(8, 12)], [1, NaN, -0, Math.fround(1 + 3 * 2 ** -24)].map((v) => Math.fround(v)));
+    assert.ok(Object.is(f32[10], -0));
+    // eq lanes: tie vs −0 false, NaN vs 1+3·2^-24 false
+    assert.deepEqual([...u32.subarray(12, 16)], [0, 0, 0, 0]);
+    f64.set([0, NaN, -0, NaN], 0);
+    d(0);
+    assert.deepEqual([...u32.subarray(12, 16)], [0xffffffff, 0xffffffff, 0, 0], '0 = −0; NaN ≠ NaN');
+    // andnot: bits of lane 0 (+0) & ~bits of −0 = 0; NaN & ~NaN = 0
+    assert.deepEqual([...u32.subarray(16, 20)], [0, 0, 0, 0]);
+    assert.ok(Number.isNaN(f64[10]!), 'NaN lane + 0.1 is NaN');
+    f64.set([5, 2.5], 0);
+    d(0);
+    assert.equal(f64[10], 2.5 + Math.fround(0.1));
+    assert.equal(u32[26], 2);
+  });
+});

@@ -141,6 +141,7 @@ export class Code {
   i32Or(): this { return this.op(0x72); }
   i32ShrS(): this { return this.op(0x75); }
   i32DivU(): this { return this.op(0x6e); }
+  i32RemU(): this { return this.op(0x70); }
   i32WrapI64(): this { return this.op(0xa7); }
 
   // bulk memory (prefix 0xfc; WebAssembly 2.0)
@@ -180,6 +181,13 @@ export class Code {
   f32Gt(): this { return this.op(0x5e); }
   f32Le(): this { return this.op(0x5f); }
 
+  // f64 (scalar)
+  f64Load(offset = 0): this { return this.op(0x2b, ...memarg(3, offset)); }
+  f64Store(offset = 0): this { return this.op(0x39, ...memarg(3, offset)); }
+  f64Add(): this { return this.op(0xa0); }
+  /** f64.promote_f32: exact. */
+  f64PromoteF32(): this { return this.op(0xbb); }
+
   /** f64.const (little-endian IEEE 754 bytes). */
   f64Const(v: number): this {
     const bytes = new Uint8Array(new Float64Array([v]).buffer);
@@ -208,13 +216,27 @@ export class Code {
   f32x4Splat(): this { return this.simd(0x13); }
   f64x2Splat(): this { return this.simd(0x14); }
   f32x4ExtractLane(lane: number): this { return this.simd(0x1f, lane); }
+  f64x2ExtractLane(lane: number): this { return this.simd(0x21, lane); }
+  f32x4Eq(): this { return this.simd(0x41); }
   f32x4Ne(): this { return this.simd(0x42); }
+  f32x4Lt(): this { return this.simd(0x43); }
   f32x4Gt(): this { return this.simd(0x44); }
   f32x4Le(): this { return this.simd(0x45); }
+  f32x4Ge(): this { return this.simd(0x46); }
+  /** f32x4.floor: exact. */
+  f32x4Floor(): this { return this.simd(0x68); }
+  /** f32x4.nearest: round half to even (exact; keeps the sign of a zero result). */
+  f32x4Nearest(): this { return this.simd(0x6a); }
+  /** f64x2.eq: all ones where equal (false for NaN; −0 = +0). */
+  f64x2Eq(): this { return this.simd(0x47); }
   f64x2Lt(): this { return this.simd(0x49); }
   f64x2Gt(): this { return this.simd(0x4a); }
   v128And(): this { return this.simd(0x4e); }
+  /** v128.andnot(a, b) = a & ~b. */
+  v128AndNot(): this { return this.simd(0x4f); }
   v128Or(): this { return this.simd(0x50); }
+  /** f32x4.demote_f64x2_zero: the two f64 lanes rounded to f32 (to nearest, ties to even) in lanes 0, 1; lanes 2, 3 zero. */
+  f32x4DemoteF64x2Zero(): this { return this.simd(0x5e); }
   f64x2PromoteLowF32x4(): this { return this.simd(0x5f); }
   f64x2Floor(): this { return this.simd(0x75); }
   /** f64x2.nearest: round half to even. */
@@ -224,9 +246,15 @@ export class Code {
   v128Bitselect(): this { return this.simd(0x52); }
   i32x4MinS(): this { return this.simd(0xb6); }
   i32x4MaxS(): this { return this.simd(0xb8); }
+  f32x4Abs(): this { return this.simd(0xe0); }
+  f32x4Neg(): this { return this.simd(0xe1); }
+  /** f32x4.sqrt: correctly rounded. */
+  f32x4Sqrt(): this { return this.simd(0xe3); }
   f32x4Add(): this { return this.simd(0xe4); }
   f32x4Sub(): this { return this.simd(0xe5); }
   f32x4Mul(): this { return this.simd(0xe6); }
+  /** f32x4.div: correctly rounded. */
+  f32x4Div(): this { return this.simd(0xe7); }
   /** f32x4.max: NaN when either lane is NaN; max(−0, +0) = +0. */
   f32x4Max(): this { return this.simd(0xe9); }
   f64x2Abs(): this { return this.simd(0xec); }
