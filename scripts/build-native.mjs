@@ -2,6 +2,8 @@
 // Never fails the install: without a compiler, or when the build breaks, it prints one warning
 // line and exits 0, and lowbit runs on its reference (pure TypeScript) backend.
 // Skips the build when the addon is newer than every source, unless --force is given.
+// With --force (`npm run build:native`, a developer asking for the build) a failed build exits 1,
+// so a broken C++ change cannot pass unnoticed as "tests ran on the reference backend".
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -12,7 +14,11 @@ const addon = join(root, 'build', 'Release', 'lowbit_native.node');
 const force = process.argv.includes('--force');
 const verbose = process.argv.includes('--verbose') || process.env.LOWBIT_BUILD_VERBOSE === '1';
 
-function warn(reason) {
+function warn(reason, { failure = false } = {}) {
+  if (failure && force) {
+    console.error(`lowbit: native addon build failed (${reason}); rerun with --verbose for the compiler output`);
+    process.exit(1);
+  }
   console.warn(`lowbit: native addon not built (${reason}); using the reference TypeScript backend`);
   process.exit(0);
 }
@@ -79,8 +85,8 @@ if (run.error || run.status !== 0) {
   if (!verbose && run.stderr) {
     const lines = run.stderr.split('\n').filter((l) => /error/i.test(l));
     if (process.env.LOWBIT_BUILD_DEBUG === '1') console.error(run.stdout, run.stderr);
-    warn(`node-gyp failed: ${(lines[0] ?? run.error?.message ?? `exit ${run.status}`).trim()}`);
+    warn(`node-gyp failed: ${(lines[0] ?? run.error?.message ?? `exit ${run.status}`).trim()}`, { failure: true });
   }
-  warn(`node-gyp failed with exit ${run.status ?? run.error?.message}`);
+  warn(`node-gyp failed with exit ${run.status ?? run.error?.message}`, { failure: true });
 }
-if (!existsSync(addon)) warn('node-gyp finished but produced no addon');
+if (!existsSync(addon)) warn('node-gyp finished but produced no addon', { failure: true });
