@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu.h"
+#include "intgemm.h"
 #include "threadpool.h"
 
 namespace lowbit {
@@ -777,6 +778,117 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
 
 void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
   attention(p, qkv, keys, values, context);
+}
+
+// ---------------------------------------------------------------- the fused forward
+namespace {
+
+// One thread's buffers of intTfForward's groups, kept across calls (grown when a call needs more).
+struct ForwardScratch {
+  std::vector<uint8_t> a;     // the GEMM operand: int8 codes + 128 as u8 rows of ⌈K/4⌉·4 bytes
+  std::vector<int32_t> acc;   // int32 accumulators of a group's rows
+  std::vector<int32_t> last;  // the last rows of the group's sequences (headMode 2)
+  std::vector<int8_t> h, qkv, context, u;
+};
+
+constexpr int64_t kHeadRows = 24;  // rows per head GEMM chunk (4 micro-tiles of 6): 24 × V int32 stay in L2
+
+// acc [rows, l.out] = Σ x·w over int8 rows x [rows, l.in] (the serial VNNI / AVX2 / scalar GEMM of intgemm.cc).
+void linearAcc(const IntTfLinear& l, int64_t rows, const int8_t* x, ForwardScratch& s, int32_t* acc) {
+  const int64_t K = l.in, lda = (K + 3) / 4 * 4;
+  uint8_t* A = grown(s.a, rows * lda);
+  for (int64_t r = 0; r < rows; r++) {
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(x + r * K);
+    uint8_t* dst = A + r * lda;
+    for (int64_t k = 0; k < K; k++) dst[k] = src[k] ^ 0x80;
+    for (int64_t k = K; k < lda; k++) dst[k] = 0;
+  }
+  gemmInt8Serial(rows, l.out, K, A, lda, l.packed, l.rowSums, -128, acc, l.out);
+}
+
+// mode as intTfRequantize's (1: added to the residual rows out32, 2: int8 codes out8).
+void linear(const IntTfLinear& l, int64_t rows, const int8_t* x, ForwardScratch& s, int mode, int32_t* out32, int8_t* out8) {
+  int32_t* acc = grown(s.acc, rows * l.out);
+  linearAcc(l, rows, x, s, acc);
+  intTfRequantize(rows, l.out, acc, l.bias, l.mult, l.shift, l.lo, l.hi, mode, out32, out8);
+}
+
+// The forward of the sequences [n0, n1) (rows n0·steps ..), on the calling thread (the intTf* calls inside a pool
+// task run inline).
+void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids,
+                  int32_t* x, int headMode, float* logits, ForwardScratch& s) {
+  const int64_t E = m.E, g = n1 - n0, rows = g * steps, r0 = n0 * steps;
+  int32_t* xg = x + r0 * E;
+  intTfEmbed(rows, steps, past, E, ids + r0, m.table, m.tokenMult, m.tokenShift, m.positions, xg);
+  for (int64_t bi = 0; bi < m.numBlocks; bi++) {
+    const IntTfBlock& b = m.blocks[bi];
+    int8_t* h = grown(s.h, rows * E);
+    intTfLayerNormRows(b.ln1, rows, xg, h);
+    int8_t* qkv = grown(s.qkv, rows * 3 * E);
+    linear(b.qkv, rows, h, s, 2, nullptr, qkv);
+    IntTfAttention a = b.attention;
+    a.batch = g;
+    a.steps = steps;
+    a.past = past;
+    a.capacity = capacity;
+    int8_t* context = grown(s.context, rows * E);
+    intTfAttention(a, static_cast<const int8_t*>(qkv), b.keys + n0 * capacity * E, b.values + n0 * capacity * E, context);
+    linear(b.proj, rows, context, s, 1, xg, nullptr);
+    intTfLayerNormRows(b.ln2, rows, xg, h);
+    int8_t* u = grown(s.u, rows * b.fc1.out);
+    if (b.gelu) {
+      int32_t* acc = grown(s.acc, rows * b.fc1.out);
+      linearAcc(b.fc1, rows, h, s, acc);
+      intTfRequantizeGelu(rows, b.fc1.out, acc, b.fc1.bias, b.fc1.mult, b.fc1.shift, b.fc1.lo, b.fc1.hi, b.g, u);
+    } else {
+      linear(b.fc1, rows, h, s, 2, nullptr, u);
+    }
+    linear(b.fc2, rows, u, s, 1, xg, nullptr);
+  }
+  if (headMode == 0) return;
+  // lnFinal and the head over the chosen rows, kHeadRows at a time.
+  const int64_t hr = headMode == 1 ? rows : g;
+  const int32_t* src = xg;
+  if (headMode == 2) {
+    int32_t* last = grown(s.last, g * E);
+    for (int64_t n = 0; n < g; n++) std::memcpy(last + n * E, xg + (n * steps + steps - 1) * E, static_cast<size_t>(E) * sizeof(int32_t));
+    src = last;
+  }
+  int8_t* h = grown(s.h, hr * E);
+  intTfLayerNormRows(m.lnFinal, hr, src, h);
+  IntTfLinear head;
+  head.in = E;
+  head.out = m.V;
+  head.packed = m.headPacked;
+  head.rowSums = m.headRowSums;
+  float* out = logits + (headMode == 1 ? r0 : n0) * m.V;
+  int32_t* acc = grown(s.acc, kHeadRows * m.V);
+  for (int64_t r = 0; r < hr; r += kHeadRows) {
+    const int64_t n = std::min(kHeadRows, hr - r);
+    linearAcc(head, n, h + r * E, s, acc);
+    intTfHead(n, m.V, acc, m.headBias, m.headScale, out + r * m.V);
+  }
+}
+
+}  // namespace
+
+int64_t intTfForwardGroup(int64_t steps) { return std::max<int64_t>(1, 128 / std::max<int64_t>(1, steps)); }
+
+void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids, int32_t* x,
+                  int headMode, float* logits) {
+  const int64_t group = intTfForwardGroup(steps), groups = (batch + group - 1) / group;
+  int64_t macs = 0;
+  for (int64_t bi = 0; bi < m.numBlocks; bi++) {
+    const IntTfBlock& b = m.blocks[bi];
+    macs += b.qkv.in * b.qkv.out + b.proj.in * b.proj.out + b.fc1.in * b.fc1.out + b.fc2.in * b.fc2.out + 2 * (past + steps) * m.E;
+  }
+  const double work = static_cast<double>(batch * steps) * static_cast<double>(macs + (headMode ? m.E * m.V : 0)) / 8.0;
+  parallelForEach(groups, work, [&](int64_t begin, int64_t end) {
+    thread_local ForwardScratch scratch;
+    for (int64_t t = begin; t < end; t++) {
+      forwardGroup(m, t * group, std::min(batch, (t + 1) * group), steps, past, capacity, ids, x, headMode, logits, scratch);
+    }
+  });
 }
 
 }  // namespace lowbit

@@ -20,7 +20,7 @@ import { Rng, Tensor } from '../../tensor/index.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../transformer/qat.ts';
 import { intLayerNormRow, layerNormParams, sqrtSizeConstant, type IntLayerNormParams } from './layernorm.ts';
 import {
-  convertTransformerLM, IntTransformerLM, setIntTransformerFusedCalls, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
+  convertTransformerLM, IntTransformerLM, setIntTransformerFusedCalls, setIntTransformerFusedForward, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
 } from './transformer.ts';
 
 const addon = loadAddon();
@@ -29,27 +29,44 @@ const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA
 /** Whether the addon runs the AVX-512 loops when allowed (an AVX-512 CPU, ISA not lowered). */
 const vectorLoops = addon?.intTfLoops?.(true) === 'avx512';
 
+/** The calls of addon.intTfForward so far (the one-call forward; counted to check that it is the path that runs). */
+let forwardCalls = 0;
+if (addon?.intTfForward) {
+  const inner = addon.intTfForward.bind(addon);
+  addon.intTfForward = (...args: Parameters<typeof inner>): void => {
+    forwardCalls++;
+    inner(...args);
+  };
+}
+
 /**
- * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones), the fused
- * calls (fc1 + i-GELU, the head) and the per-op ones, on 1 and 2 threads, checking that the kind asked
- * for is the one that runs; restores the defaults.
+ * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones), three call
+ * forms (the whole forward in one call, `addon.intTfForward`; the fused per-op calls, fc1 + i-GELU and the
+ * head; the per-op calls of before), on 1 and 2 threads, checking that the kind asked for is the one that
+ * runs (`oneCall` false: the model does not fit the one-call forward, which must then not run; null: the body
+ * does not run a model); restores
+ * the defaults.
  */
-function forEachLoops(body: (what: string) => void): void {
+function forEachLoops(body: (what: string) => void, oneCall: boolean | null = true): void {
   const threads = addon!.info().threads;
   try {
     for (const vector of vectorLoops ? [true, false] : [false]) {
       assert.equal(addon!.intTfLoops!(vector), vector ? 'avx512' : 'scalar');
-      for (const fused of [true, false]) {
-        setIntTransformerFusedCalls(fused);
+      for (const calls of ['one call', 'fused calls', 'per-op calls'] as const) {
+        setIntTransformerFusedCalls(calls !== 'per-op calls');
+        setIntTransformerFusedForward(calls === 'one call');
         for (const n of [1, 2]) {
           setNativeThreads(n);
-          body(`${vector ? 'avx512' : 'scalar'} loops, ${fused ? 'fused' : 'per-op'} calls, ${n} thread(s)`);
+          const before = forwardCalls;
+          body(`${vector ? 'avx512' : 'scalar'} loops, ${calls}, ${n} thread(s)`);
+          if (oneCall !== null) assert.equal(forwardCalls > before, calls === 'one call' && oneCall, `${calls}: intTfForward ran ${forwardCalls - before} times`);
         }
       }
     }
   } finally {
     addon!.intTfLoops!(true);
     setIntTransformerFusedCalls(true);
+    setIntTransformerFusedForward(true);
     setNativeThreads(threads);
   }
 }
@@ -157,6 +174,7 @@ function assertSame(int: IntTransformerLM, ids: Int32Array, batch: number, what:
   const C = ids.length / batch;
   const native = int.logitsAll(ids, batch);
   assert.deepEqual(native, int.logitsAll(ids, batch, { native: false }), `${what}: logitsAll`);
+  assert.deepEqual(int.logits(ids, batch), int.logits(ids, batch, { native: false }), `${what}: logits (last positions)`);
   const a = int.createCache(batch);
   const b = int.createCache(batch);
   const cut = (from: number, to: number): Int32Array => {
@@ -203,6 +221,23 @@ describe('IntTransformerLM native loops', { skip }, () => {
     const ids = Int32Array.from(ints(new Rng(8), 128 * 16, 0, ODD.V - 1));
     const expected = int.residual(ids, 128, { native: false });
     forEachLoops((loops) => assert.deepEqual(int.residual(ids, 128), expected, loops));
+  });
+
+  it('[every-isa] the one-call forward equals the TypeScript loops over uneven sequence groups and head chunks (37 sequences of 19 and of 1)', () => {
+    // 19 positions: groups of 6 sequences (7 groups, the last of 1), head chunks of 24 rows (114 = 4·24 + 18);
+    // the cached single steps: one group of 37 rows (24 + 13).
+    const int = new IntTransformerLM(randomParams(11, 'gelu', ODD, true));
+    const ids = Int32Array.from(ints(new Rng(12), 37 * ODD.C, 0, ODD.V - 1));
+    forEachLoops((loops) => assertSame(int, ids, 37, loops));
+    const relu = new IntTransformerLM(randomParams(12, 'relu', ODD));
+    forEachLoops((loops) => assertSame(relu, ids, 37, `relu, ${loops}`));
+  });
+
+  it('[every-isa] a model outside the one-call forward (ReLU codes above 127) runs the per-op calls, with the same integers', () => {
+    const params = randomParams(13, 'relu');
+    const wide = new IntTransformerLM({ ...params, blocks: params.blocks.map((b) => ({ ...b, fc1: { ...b.fc1, outMax: 255 } })) });
+    const ids = Int32Array.from(ints(new Rng(14), 4 * SMALL.C, 0, SMALL.V - 1));
+    forEachLoops((loops) => assertSame(wide, ids, 4, loops), false);
   });
 
   it('[every-isa] equal the TypeScript loops on converted models (gelu-tanh w8a8, relu w4a8)', () => {
@@ -293,7 +328,7 @@ describe('IntTransformerLM native loops', { skip }, () => {
         addon!.intTfLayerNorm!(Int32Array.of(1, 4, 10483712, 2 ** 30, 30, sqrtSizeConstant(4), -127, 127), Int32Array.of(1, 1, 1, 1), Int32Array.of(-3969, 127, 1920, 1920), x, out);
         assert.deepEqual([...out], [1, 1, -1, -1], `${loops}: LayerNorm ties, offset ${offset}`);
       }
-    });
+    }, null);
     if (vectorLoops) assert.ok(vectorCalls > 50, `only ${vectorCalls} calls in the vector regime`);
   });
 
@@ -334,7 +369,7 @@ describe('IntTransformerLM native loops', { skip }, () => {
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
-      assert.ok(passed >= 4, `expected the 4 tagged tests to pass, got ${passed}:\n${output}`);
+      assert.ok(passed >= 6, `expected the 6 tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });
