@@ -2169,6 +2169,19 @@ Napi::Value IntTfForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// intTfProfile(on: boolean): Float64Array — intTfForward's stage seconds (summed over threads) since the last call,
+// in the order embed, layerNorm, qkvGemm, qkvOut, attention, projGemm, projOut, fc1Gemm, fc1Out, fc2Gemm, fc2Out,
+// headGemm, headOut; then turns the timers on or off.
+Napi::Value IntTfProfile(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) {
+    fail(info.Env(), "intTfProfile: the argument must be a boolean");
+    return info.Env().Undefined();
+  }
+  auto out = Napi::Float64Array::New(info.Env(), lowbit::kTfStages);
+  lowbit::intTfProfile(info[0].As<Napi::Boolean>().Value(), out.Data());
+  return out;
+}
+
 // intTfLoops(vector?: boolean): string — which loops run ("avx512" or "scalar"), after allowing (true) or
 // forbidding (false) the AVX-512 loops when the argument is given (for benchmarks and tests).
 Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
@@ -2192,6 +2205,7 @@ void initIntTransformerKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intTfGelu", Napi::Function::New(env, IntTfGelu));
   exports.Set("intTfAttention", Napi::Function::New(env, IntTfAttention));
   exports.Set("intTfForward", Napi::Function::New(env, IntTfForward));
+  exports.Set("intTfProfile", Napi::Function::New(env, IntTfProfile));
 }
 // ---------------------------------------------------------------- end of integer Transformer LM loops
 

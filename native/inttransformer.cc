@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 #include "cpu.h"
@@ -783,6 +784,30 @@ void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, in
 // ---------------------------------------------------------------- the fused forward
 namespace {
 
+// Stage timers of intTfForward (off by default; bench/irnn/transformer-profile.ts turns them on): nanoseconds of CPU
+// time per stage (CLOCK_THREAD_CPUTIME_ID: time slices taken by other processes do not count) summed over the
+// threads (each thread times its own groups).
+std::atomic<bool> profileOn{false};
+std::atomic<int64_t> profileNs[kTfStages];
+
+inline int64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Adds the time since the last mark to `stage` (when profiling).
+struct StageClock {
+  bool on = profileOn.load(std::memory_order_relaxed);
+  int64_t last = on ? nowNs() : 0;
+  void mark(int stage) {
+    if (!on) return;
+    const int64_t t = nowNs();
+    profileNs[stage].fetch_add(t - last, std::memory_order_relaxed);
+    last = t;
+  }
+};
+
 // One thread's buffers of intTfForward's groups, kept across calls (grown when a call needs more).
 struct ForwardScratch {
   std::vector<uint8_t> a;     // the GEMM operand: int8 codes + 128 as u8 rows of ⌈K/4⌉·4 bytes
@@ -806,26 +831,26 @@ void linearAcc(const IntTfLinear& l, int64_t rows, const int8_t* x, ForwardScrat
   gemmInt8Serial(rows, l.out, K, A, lda, l.packed, l.rowSums, -128, acc, l.out);
 }
 
-// mode as intTfRequantize's (1: added to the residual rows out32, 2: int8 codes out8).
-void linear(const IntTfLinear& l, int64_t rows, const int8_t* x, ForwardScratch& s, int mode, int32_t* out32, int8_t* out8) {
-  int32_t* acc = grown(s.acc, rows * l.out);
-  linearAcc(l, rows, x, s, acc);
-  intTfRequantize(rows, l.out, acc, l.bias, l.mult, l.shift, l.lo, l.hi, mode, out32, out8);
-}
-
 // The forward of the sequences [n0, n1) (rows n0·steps ..), on the calling thread (the intTf* calls inside a pool
 // task run inline).
 void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids,
                   int32_t* x, int headMode, float* logits, ForwardScratch& s) {
   const int64_t E = m.E, g = n1 - n0, rows = g * steps, r0 = n0 * steps;
+  StageClock clock;
   int32_t* xg = x + r0 * E;
   intTfEmbed(rows, steps, past, E, ids + r0, m.table, m.tokenMult, m.tokenShift, m.positions, xg);
+  clock.mark(kTfEmbed);
   for (int64_t bi = 0; bi < m.numBlocks; bi++) {
     const IntTfBlock& b = m.blocks[bi];
     int8_t* h = grown(s.h, rows * E);
     intTfLayerNormRows(b.ln1, rows, xg, h);
+    clock.mark(kTfLayerNorm);
     int8_t* qkv = grown(s.qkv, rows * 3 * E);
-    linear(b.qkv, rows, h, s, 2, nullptr, qkv);
+    int32_t* acc = grown(s.acc, rows * std::max(3 * E, b.fc1.out));
+    linearAcc(b.qkv, rows, h, s, acc);
+    clock.mark(kTfQkvGemm);
+    intTfRequantize(rows, 3 * E, acc, b.qkv.bias, b.qkv.mult, b.qkv.shift, b.qkv.lo, b.qkv.hi, 2, nullptr, qkv);
+    clock.mark(kTfQkvOut);
     IntTfAttention a = b.attention;
     a.batch = g;
     a.steps = steps;
@@ -833,17 +858,26 @@ void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, in
     a.capacity = capacity;
     int8_t* context = grown(s.context, rows * E);
     intTfAttention(a, static_cast<const int8_t*>(qkv), b.keys + n0 * capacity * E, b.values + n0 * capacity * E, context);
-    linear(b.proj, rows, context, s, 1, xg, nullptr);
+    clock.mark(kTfAttention);
+    linearAcc(b.proj, rows, context, s, acc);
+    clock.mark(kTfProjGemm);
+    intTfRequantize(rows, E, acc, b.proj.bias, b.proj.mult, b.proj.shift, b.proj.lo, b.proj.hi, 1, xg, nullptr);
+    clock.mark(kTfProjOut);
     intTfLayerNormRows(b.ln2, rows, xg, h);
+    clock.mark(kTfLayerNorm);
     int8_t* u = grown(s.u, rows * b.fc1.out);
+    linearAcc(b.fc1, rows, h, s, acc);
+    clock.mark(kTfFc1Gemm);
     if (b.gelu) {
-      int32_t* acc = grown(s.acc, rows * b.fc1.out);
-      linearAcc(b.fc1, rows, h, s, acc);
       intTfRequantizeGelu(rows, b.fc1.out, acc, b.fc1.bias, b.fc1.mult, b.fc1.shift, b.fc1.lo, b.fc1.hi, b.g, u);
     } else {
-      linear(b.fc1, rows, h, s, 2, nullptr, u);
+      intTfRequantize(rows, b.fc1.out, acc, b.fc1.bias, b.fc1.mult, b.fc1.shift, b.fc1.lo, b.fc1.hi, 2, nullptr, u);
     }
-    linear(b.fc2, rows, u, s, 1, xg, nullptr);
+    clock.mark(kTfFc1Out);
+    linearAcc(b.fc2, rows, u, s, acc);
+    clock.mark(kTfFc2Gemm);
+    intTfRequantize(rows, E, acc, b.fc2.bias, b.fc2.mult, b.fc2.shift, b.fc2.lo, b.fc2.hi, 1, xg, nullptr);
+    clock.mark(kTfFc2Out);
   }
   if (headMode == 0) return;
   // lnFinal and the head over the chosen rows, kHeadRows at a time.
@@ -856,6 +890,7 @@ void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, in
   }
   int8_t* h = grown(s.h, hr * E);
   intTfLayerNormRows(m.lnFinal, hr, src, h);
+  clock.mark(kTfLayerNorm);
   IntTfLinear head;
   head.in = E;
   head.out = m.V;
@@ -866,7 +901,9 @@ void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, in
   for (int64_t r = 0; r < hr; r += kHeadRows) {
     const int64_t n = std::min(kHeadRows, hr - r);
     linearAcc(head, n, h + r * E, s, acc);
+    clock.mark(kTfHeadGemm);
     intTfHead(n, m.V, acc, m.headBias, m.headScale, out + r * m.V);
+    clock.mark(kTfHeadOut);
   }
 }
 
@@ -889,6 +926,13 @@ void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t pas
       forwardGroup(m, t * group, std::min(batch, (t + 1) * group), steps, past, capacity, ids, x, headMode, logits, scratch);
     }
   });
+}
+
+void intTfProfile(bool on, double* seconds) {
+  if (seconds) {
+    for (int i = 0; i < kTfStages; i++) seconds[i] = static_cast<double>(profileNs[i].exchange(0)) * 1e-9;
+  }
+  profileOn.store(on, std::memory_order_relaxed);
 }
 
 }  // namespace lowbit

@@ -133,4 +133,14 @@ void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t pas
 // Sequences per task of intTfForward for `steps` new positions (about 128 rows per task).
 int64_t intTfForwardGroup(int64_t steps);
 
+// intTfForward's stage timers: the stages, in the order of intTfProfile's array.
+enum IntTfStage {
+  kTfEmbed, kTfLayerNorm, kTfQkvGemm, kTfQkvOut, kTfAttention, kTfProjGemm, kTfProjOut, kTfFc1Gemm, kTfFc1Out, kTfFc2Gemm, kTfFc2Out,
+  kTfHeadGemm, kTfHeadOut, kTfStages
+};
+
+// Turns the stage timers on or off; with `seconds` (kTfStages values) first reads and resets them: the wall
+// seconds of each stage summed over the threads since the last read.
+void intTfProfile(bool on, double* seconds);
+
 }  // namespace lowbit

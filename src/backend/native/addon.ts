@@ -250,6 +250,12 @@ export interface NativeAddon {
     head: readonly [Int8Array, Int32Array, Int32Array, Float32Array], x: Int32Array, logits: Float32Array | undefined,
   ): void;
   /**
+   * intTfForward's stage timers: the CPU seconds (thread CPU time) of each stage summed over the threads since the last call (embed,
+   * layerNorm, qkvGemm, qkvOut, attention, projGemm, projOut, fc1Gemm, fc1Out, fc2Gemm, fc2Out, headGemm, headOut),
+   * then timers on (`on`) or off. For the profiler.
+   */
+  intTfProfile?(on: boolean): Float64Array;
+  /**
    * Which of those loops run: 'avx512' (the vector loops, each falling back to the scalar one where its bounds
    * fail) or 'scalar' (an ISA below AVX-512, or the vector loops forbidden); `vector` false forbids the
    * vector loops, true allows them again (benchmarks and tests: both give the same integers).

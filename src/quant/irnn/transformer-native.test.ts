@@ -169,6 +169,24 @@ function randomParams(seed: number, activation: IntTransformerActivation, shape:
   };
 }
 
+/**
+ * `p` with every requantization multiplier set to 2^30 (each ratio M·2^−n moved to the power of two at or below it,
+ * the shifts kept): rq(a; 2^30, n) = round(a·2^(30−n)) then ties whenever the low n − 30 bits of a are 10…0, so the
+ * forward meets many exact halves and a change to the half-away-from-zero rounding shows in its integers.
+ */
+function tieHeavy(p: IntTransformerLMParams): IntTransformerLMParams {
+  const pow = 2 ** 30;
+  const linear = (l: IntLinearParams): IntLinearParams => ({ ...l, multiplier: l.multiplier.map(() => pow) });
+  const ln = (l: IntLayerNormParams): IntLayerNormParams => ({ ...l, multiplier: pow });
+  return {
+    ...p, tokenMultiplier: p.tokenMultiplier.map(() => pow), lnFinal: ln(p.lnFinal),
+    blocks: p.blocks.map((b) => ({
+      ...b, ln1: ln(b.ln1), ln2: ln(b.ln2), qkv: linear(b.qkv), proj: linear(b.proj), fc1: linear(b.fc1), fc2: linear(b.fc2),
+      scoreMultiplier: pow, probsMultiplier: pow, contextMultiplier: pow, geluMultiplier: b.activation === 'gelu' ? pow : 0,
+    })),
+  };
+}
+
 /** Native == TypeScript on ids [batch, C]: all positions, and the cached steps (prompt of 2, then one id), caches equal too. */
 function assertSame(int: IntTransformerLM, ids: Int32Array, batch: number, what: string): void {
   const C = ids.length / batch;
@@ -231,6 +249,9 @@ describe('IntTransformerLM native loops', { skip }, () => {
     forEachLoops((loops) => assertSame(int, ids, 37, loops));
     const relu = new IntTransformerLM(randomParams(12, 'relu', ODD));
     forEachLoops((loops) => assertSame(relu, ids, 37, `relu, ${loops}`));
+    // Exact halves in every requantization: the rounding of ties is part of what must agree.
+    const ties = new IntTransformerLM(tieHeavy(randomParams(15, 'gelu', ODD)));
+    forEachLoops((loops) => assertSame(ties, ids, 37, `ties, ${loops}`));
   });
 
   it('[every-isa] a model outside the one-call forward (ReLU codes above 127) runs the per-op calls, with the same integers', () => {
@@ -362,6 +383,37 @@ describe('IntTransformerLM native loops', { skip }, () => {
     // attention on int8 codes: a qkv of the wrong length.
     const dims = Int32Array.of(1, 2, 0, 2, 1, 4, 1 << 30, 30, 1 << 30, 30, 255, 1 << 30, 30, -127, 127);
     assert.throws(() => addon!.intTfAttention!(dims, new Int8Array(2 * 12 - 1), new Int8Array(8), new Int8Array(8), new Int8Array(8)), /intTfAttention: buffer sizes/);
+    // The one-call forward: a valid call through the model, then single defects in copies of its arguments.
+    const int = new IntTransformerLM(randomParams(16, 'gelu'));
+    let captured: Parameters<NonNullable<NonNullable<typeof addon>['intTfForward']>> | null = null;
+    const inner = addon!.intTfForward!;
+    addon!.intTfForward = (...args) => {
+      captured = args;
+      inner(...args);
+    };
+    try {
+      int.logitsAll(Int32Array.from(ints(new Rng(3), 2 * SMALL.C, 0, SMALL.V - 1)), 2);
+    } finally {
+      addon!.intTfForward = inner;
+    }
+    const [fdims, fids, embed, blocks, lnFinal, head, x, logits] = captured!;
+    const call = (change: (a: unknown[]) => void): void => {
+      const a: unknown[] = [fdims.slice(), fids.slice(), [...embed], blocks.map((b) => [b[0]!.slice(), ...b.slice(1)]), [...lnFinal], [...head], x.slice(), logits!.slice()];
+      change(a);
+      (inner as (...args: unknown[]) => void)(...a);
+    };
+    call(() => {}); // the copies themselves are fine
+    assert.throws(() => call((a) => ((a[0] as Int32Array)[1] = SMALL.C + 1)), /intTfForward: dims out of range/);
+    assert.throws(() => call((a) => ((a[1] as Int32Array)[3] = SMALL.V)), /intTfForward: word id 23 is outside \[0, V\)/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[1]![5] = new Int8Array(3))), /intTfForward: block 1: qkv must hold \d+ bytes/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[0]![9] = Int32Array.of(101, ...new Int32Array(3 * SMALL.E - 1)))), /block 0: qkv: a requantization shift is outside \[-32, 100\]/);
+    assert.throws(() => call((a) => (((a[3] as unknown[][])[0]![0] as Int32Array)[24] = 128)), /block 0: the qkv codes must be int8/);
+    assert.throws(() => call((a) => (((a[3] as unknown[][])[0]![0] as Int32Array)[28] = 2 ** 21)), /block 0: fc1's output range/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[0]![1] = Int32Array.from({ length: SMALL.E }, () => 40000))), /block 0: ln1: \|gamma\| must be <= 32767/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[0]!.pop())), /block 0: the block must be an array of 27/);
+    assert.throws(() => call((a) => ((a[5] as unknown[])[3] = new Float32Array(SMALL.V - 1))), /intTfForward: head scale must hold 23 values/);
+    assert.throws(() => call((a) => (a[7] = new Float32Array(1))), /intTfForward: logits must hold/);
+    assert.throws(() => call((a) => (a[6] = new Float32Array(x.length))), /intTfForward: x must be an Int32Array/);
     assert.throws(() => addon!.intTfLoops!('yes' as unknown as boolean), /intTfLoops: the argument must be a boolean/);
     assert.equal(addon!.intTfLoops!(), vectorLoops ? 'avx512' : 'scalar');
   });
