@@ -909,11 +909,17 @@ void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, in
 
 }  // namespace
 
-int64_t intTfForwardGroup(int64_t steps) { return std::max<int64_t>(1, 128 / std::max<int64_t>(1, steps)); }
+int64_t intTfForwardGroup(int64_t batch, int64_t steps) {
+  // About 128 rows per group, but at least 2 groups per pool thread when the batch allows (a small batch
+  // of long sequences would otherwise leave a thread idle).
+  const int64_t rows = std::max<int64_t>(1, 128 / std::max<int64_t>(1, steps));
+  const int64_t spread = std::max<int64_t>(1, batch / (2 * std::max(1, poolThreads())));
+  return std::min(rows, spread);
+}
 
 void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids, int32_t* x,
                   int headMode, float* logits) {
-  const int64_t group = intTfForwardGroup(steps), groups = (batch + group - 1) / group;
+  const int64_t group = intTfForwardGroup(batch, steps), groups = (batch + group - 1) / group;
   int64_t macs = 0;
   for (int64_t bi = 0; bi < m.numBlocks; bi++) {
     const IntTfBlock& b = m.blocks[bi];

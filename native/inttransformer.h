@@ -123,15 +123,16 @@ struct IntTfModel {
 // in one call: the same integers as intTfEmbed, then per block the calls above (intTfLayerNormRows,
 // gemmInt8Packed + intTfRequantize, intTfAttention, intTfRequantizeGelu, ...), then lnFinal and the head's
 // float step (intTfHead). The work is split by groups of whole sequences (one pool task each, claimed
-// dynamically), every stage of a group running on that thread over its rows with the serial int8 GEMM, so
+// dynamically; intTfForwardGroup), every stage of a group running on that thread over its rows with the serial int8 GEMM, so
 // the int32 accumulators and int8 codes of a group stay in its core's cache and the pool wakes once per call.
 // x [batch·steps, E] receives the residual stream after the last block; headMode 0: no logits, 1: logits
 // [batch·steps, V] of every row, 2: logits [batch, V] of each sequence's last row.
 void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids, int32_t* x,
                   int headMode, float* logits);
 
-// Sequences per task of intTfForward for `steps` new positions (about 128 rows per task).
-int64_t intTfForwardGroup(int64_t steps);
+// Sequences per task of intTfForward for `batch` sequences of `steps` new positions: about 128 rows per task, and
+// at least 2 tasks per pool thread when the batch has enough sequences.
+int64_t intTfForwardGroup(int64_t batch, int64_t steps);
 
 // intTfForward's stage timers: the stages, in the order of intTfProfile's array.
 enum IntTfStage {

@@ -243,7 +243,7 @@ describe('IntTransformerLM native loops', { skip }, () => {
 
   it('[every-isa] the one-call forward equals the TypeScript loops over uneven sequence groups and head chunks (37 sequences of 19 and of 1)', () => {
     // 19 positions: groups of 6 sequences (7 groups, the last of 1), head chunks of 24 rows (114 = 4·24 + 18);
-    // the cached single steps: one group of 37 rows (24 + 13).
+    // the cached single steps: groups of 18 (1 thread: 18, 18, 1) or 9 sequences (2 threads: 9, 9, 9, 9, 1).
     const int = new IntTransformerLM(randomParams(11, 'gelu', ODD, true));
     const ids = Int32Array.from(ints(new Rng(12), 37 * ODD.C, 0, ODD.V - 1));
     forEachLoops((loops) => assertSame(int, ids, 37, loops));
