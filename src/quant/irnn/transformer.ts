@@ -527,8 +527,17 @@ export class IntTransformerLM {
     if (!Number.isInteger(batch) || batch < 1 || ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM: ${ids.length} ids do not make ${batch} rows`);
     const steps = ids.length / batch;
     if (steps > this.params.maxContext) throw new RangeError(`IntTransformerLM: context length ${steps} is outside [1, ${this.params.maxContext}] (maxContext)`);
-    // The whole sequence is the cached step from an empty cache that holds just these positions.
-    return this.forwardCached(ids, this.newCache(batch, steps), options, 'IntTransformerLM', head);
+    // The whole sequence is the cached step from an empty cache that holds just these positions. When only the
+    // logits leave (head 1, 2), that cache and the residual stream are work buffers kept between calls: every
+    // position of both is written before it is read.
+    if (head === 0) return this.forwardCached(ids, this.newCache(batch, steps), options, 'IntTransformerLM', head);
+    const size = batch * steps * this.params.embedDim;
+    const cache: IntTransformerCache = {
+      batch, capacity: steps, length: 0,
+      keys: this.params.blocks.map((_, i) => this.work.int8(`keys:${i}`, size)),
+      values: this.params.blocks.map((_, i) => this.work.int8(`values:${i}`, size)),
+    };
+    return this.forwardCached(ids, cache, options, 'IntTransformerLM', head, this.work.int32('x', size));
   }
 
   /**
@@ -580,17 +589,18 @@ export class IntTransformerLM {
   }
 
   /**
-   * The residual stream [N·S·E] of ids [N, S] at positions cache.length.., appending to `cache`; with the fused
-   * native forward also the logits of every row (head 1) or of each sequence's last row (head 2), else null.
+   * The residual stream [N·S·E] of ids [N, S] at positions cache.length.., appending to `cache` (into `residual`
+   * when given); with the fused native forward also the logits of every row (head 1) or of each sequence's last
+   * row (head 2), else null.
    */
-  private forwardCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions, where: string, head: 0 | 1 | 2 = 0): { x: Int32Array; logits: Float32Array | null } {
+  private forwardCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions, where: string, head: 0 | 1 | 2 = 0, residual?: Int32Array): { x: Int32Array; logits: Float32Array | null } {
     const p = this.params;
     const E = p.embedDim;
     const batch = cache.batch;
     const steps = ids.length / batch;
     const past = cache.length;
     const rows = batch * steps;
-    const x = new Int32Array(rows * E);
+    const x = residual ?? new Int32Array(rows * E);
     const addon = this.addonFor(options);
     for (let n = 0; n < batch; n++) {
       for (let t = 0; t < steps; t++) {
