@@ -10,7 +10,8 @@
  * The model: a converted untrained w8a8 TransformerLM of the CLI's shape (vocabulary 2000, width 80,
  * 4 heads, MLP 320, 2 blocks, context 8; QAT steps from one training-mode forward on random ids),
  * batches of 256 random windows, logits at every position (`logitsAll`, as the seq-inference bench;
- * `--positions last`: `logits`, the last position only). Prints the median ms per batch; writes nothing.
+ * `--positions last`: `logits`, the last position only). Prints the median ms per batch (wall, per call or stage,
+ * and the process CPU time around each forward, all threads, user + system); writes nothing.
  *
  *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512|one-call] [--positions all|last]
  */
@@ -97,9 +98,12 @@ for (let i = 0; i < batches; i++) {
   for (const kind of kinds) {
     use(kind);
     current = new Map();
+    const cpuStart = process.cpuUsage();
     const start = performance.now();
     logits[kind] = forward(inputs[i % 4]!);
     const wall = (performance.now() - start) / 1000;
+    const cpu = process.cpuUsage(cpuStart);
+    samples.set(`${kind}\tprocess CPU (user + system, all threads)`, [...(samples.get(`${kind}\tprocess CPU (user + system, all threads)`) ?? []), (cpu.user + cpu.system) / 1e6]);
     if (kind === 'one-call' && addon.intTfProfile) {
       const stages = addon.intTfProfile(true);
       let inStages = 0;
@@ -136,7 +140,7 @@ function median(xs: number[]): number {
 }
 
 const ms = (kind: Kind, key: string): number => median(samples.get(`${kind}\t${key}`) ?? [0]) * 1000;
-const order = (k: string): number => (k.startsWith('stage: ') ? 1 : k === 'stages summed over threads' ? 2 : 0);
+const order = (k: string): number => (k.startsWith('stage: ') ? 1 : k === 'stages summed over threads' ? 2 : k.startsWith('process CPU') ? 3 : 0);
 const keys = [...new Set([...samples.keys()].map((k) => k.split('\t')[1]!))].filter((k) => k !== 'wall').sort((a, b) => order(a) - order(b) || (order(a) === 1 ? STAGES.indexOf(a.slice(7) as typeof STAGES[number]) - STAGES.indexOf(b.slice(7) as typeof STAGES[number]) : Math.max(...kinds.map((k) => ms(k, b))) - Math.max(...kinds.map((k) => ms(k, a)))));
 const tokens = batchSize * context;
 console.log(`${batches} batches of ${batchSize} windows x ${context} tokens, ${threads} thread(s), GEMM ${addon.intKernelsInfo?.().int8 ?? '?'}, load ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
@@ -152,3 +156,4 @@ for (const key of [...keys, 'wall']) {
 const best = (kind: Kind): number => Math.min(...samples.get(`${kind}\twall`)!) * 1000;
 console.log(`fastest batch (ms): ${kinds.map((k) => `${k} ${best(k).toFixed(2)}`).join(', ')}`);
 console.log(`tokens/s (median batch): ${kinds.map((k) => `${k} ${Math.round(tokens / (ms(k, 'wall') / 1000)).toLocaleString('en-US')}`).join(', ')}`);
+console.log(`tokens per process CPU second (median batch): ${kinds.map((k) => `${k} ${Math.round(tokens / (ms(k, 'process CPU (user + system, all threads)') / 1000)).toLocaleString('en-US')}`).join(', ')}`);
