@@ -670,6 +670,13 @@ void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int3
   parallelFor(rows, static_cast<double>(rows * E), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; row++) {
       const int64_t id = ids[row];
+      // The table rows of the ids 8 rows ahead (random rows of a table the rest of the forward evicts: their
+      // loads from memory dominated this loop).
+      if (row + 8 < end) {
+        const int8_t* ahead = table + static_cast<int64_t>(ids[row + 8]) * E;
+        for (int64_t b = 0; b < E; b += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + E - 1), _MM_HINT_T0);
+      }
       const int32_t* pos = positions + (past + row % steps) * E;
       if (vecShift(shift[id])) {
         embedRowAvx512(E, table + id * E, mult[id], shift[id], pos, x + row * E);
