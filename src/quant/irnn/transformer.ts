@@ -292,8 +292,6 @@ export function setIntTransformerFusedForward(on: boolean): void {
   fusedForward = on;
 }
 
-const LN_SCALARS = 7;
-
 /** The 7 LayerNorm scalars of intTfForward's dims and block scalars. */
 function layerNormScalars(p: IntLayerNormParams): number[] {
   return [p.size, p.epsCode, p.multiplier, p.shift, sqrtSizeConstant(p.size), p.outMin, p.outMax];
