@@ -2116,6 +2116,215 @@ Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Typed-array elements of the JS arrays intTfForward takes (an element of the wrong type fails the call).
+struct TfArgs {
+  const Napi::Env env;
+  std::string where;
+  bool ok = true;
+  bool bad(const std::string& what) {
+    if (ok) fail(env, "intTfForward: " + where + what);
+    ok = false;
+    return false;
+  }
+  int32_t* i32(const Napi::Value& v, int64_t length, const char* what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) return bad(std::string(what) + " must be an Int32Array"), nullptr;
+    auto a = v.As<Napi::Int32Array>();
+    if (static_cast<int64_t>(a.ElementLength()) != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " values"), nullptr;
+    return a.Data();
+  }
+  int8_t* i8(const Napi::Value& v, int64_t length, bool atLeast, const char* what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int8_array) return bad(std::string(what) + " must be an Int8Array"), nullptr;
+    auto a = v.As<Napi::TypedArray>();
+    const int64_t n = static_cast<int64_t>(a.ElementLength());
+    if (atLeast ? n < length : n != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " bytes"), nullptr;
+    return reinterpret_cast<int8_t*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+  }
+  float* f32(const Napi::Value& v, int64_t length, const char* what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) return bad(std::string(what) + " must be a Float32Array"), nullptr;
+    auto a = v.As<Napi::Float32Array>();
+    if (static_cast<int64_t>(a.ElementLength()) != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " values"), nullptr;
+    return a.Data();
+  }
+  Napi::Array array(const Napi::Value& v, uint32_t length, const char* what) {
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != length) {
+      bad(std::string(what) + " must be an array of " + std::to_string(length));
+      return Napi::Array::New(env);
+    }
+    return v.As<Napi::Array>();
+  }
+  // A LayerNorm from 7 scalars [size, epsCode, multiplier, shift, sqrtSize, outMin, outMax] and its gamma, beta.
+  void layerNorm(const int32_t* d, const Napi::Value& gamma, const Napi::Value& beta, int64_t E, lowbit::IntTfLayerNorm* p, const char* what) {
+    p->size = d[0];
+    p->epsCode = d[1];
+    p->multiplier = d[2];
+    p->shift = d[3];
+    p->sqrtSize = d[4];
+    p->outMin = d[5];
+    p->outMax = d[6];
+    if (p->size != E || p->epsCode < 0 || p->epsCode > (int64_t{1} << 30) || p->sqrtSize < 1 || p->outMin > p->outMax || p->outMin < -128 ||
+        p->outMax > 127 || lowbit::intTfShiftProblem(p->shift)) {
+      bad(std::string(what) + ": scalars out of range");
+      return;
+    }
+    p->gamma = i32(gamma, E, what);
+    p->beta = i32(beta, E, what);
+    if (ok && !tfWithin(p->gamma, static_cast<size_t>(E), -32767, 32767)) bad(std::string(what) + ": |gamma| must be <= 32767");
+  }
+  // A Linear from [panel, rowSums, bias, mult, shift] at arr[i..i+5) and its output clamp.
+  void linear(const Napi::Array& arr, uint32_t i, int64_t in, int64_t out, int32_t lo, int32_t hi, lowbit::IntTfLinear* l, const char* what) {
+    l->in = in;
+    l->out = out;
+    l->lo = lo;
+    l->hi = hi;
+    if (lo > hi) bad(std::string(what) + ": the output clamp is empty");
+    l->packed = i8(arr[i], lowbit::int8PackedBytes(out, in), true, what);
+    l->rowSums = i32(arr[i + 1], out, what);
+    l->bias = i32(arr[i + 2], out, what);
+    l->mult = i32(arr[i + 3], out, what);
+    l->shift = i32(arr[i + 4], out, what);
+    if (!ok) return;
+    for (int64_t r = 0; r < out; r++) {
+      if (lowbit::intTfShiftProblem(l->shift[r])) {
+        bad(std::string(what) + ": a requantization shift is outside [-32, 100]");
+        return;
+      }
+    }
+  }
+};
+
+// intTfForward(dims [batch, steps, past, capacity, E, heads, V, maxContext, headMode, numBlocks,
+//     lnFinal: size, epsCode, multiplier, shift, sqrtSize, outMin, outMax],
+//   ids: Int32Array (batch·steps), embed: [table Int8Array (V·E), mult, shift Int32Array (V), positions Int32Array (maxContext·E)],
+//   blocks: per block [scalars Int32Array (39), ln1.gamma, ln1.beta, ln2.gamma, ln2.beta, then for qkv, proj, fc1, fc2:
+//     panel Int8Array (packInt8), rowSums, bias, mult, shift Int32Array (out), then keys, values Int8Array (batch·capacity·E)],
+//   lnFinal: [gamma, beta], head: [panel, rowSums, bias Int32Array (V), scale Float32Array (V)],
+//   x: Int32Array (batch·steps·E), logits: Float32Array (headMode 1: batch·steps·V, 2: batch·V) or undefined (headMode 0)).
+// Block scalars: ln1 (7, as lnFinal's), ln2 (7), scoreMult, scoreShift, probsMult, probsShift, probsMax, contextMult,
+//   contextShift, contextMin, contextMax, qkv lo, hi, proj lo, hi, fc1 lo, hi, fc2 lo, hi, gelu (0: ReLU codes, 1: i-GELU),
+//   geluMult, geluShift, geluLo, geluHi, erfClip, erfA, mlpDim.
+Napi::Value IntTfForward(const Napi::CallbackInfo& info) {
+  int32_t* dims = nullptr;
+  if (!tfDims(info, "intTfForward", 17, &dims)) return info.Env().Undefined();
+  const int64_t batch = dims[0], steps = dims[1], past = dims[2], capacity = dims[3], E = dims[4], H = dims[5], V = dims[6], C = dims[7];
+  const int headMode = dims[8];
+  const int64_t numBlocks = dims[9];
+  TfArgs args{info.Env(), ""};
+  if (batch < 1 || steps < 1 || past < 0 || capacity < 1 || capacity > (1 << 16) || past + steps > capacity || capacity > C || E < 1 ||
+      E > (1 << 16) || H < 1 || E % H != 0 || V < 1 || headMode < 0 || headMode > 2 || numBlocks < 0 || numBlocks > 1024 || info.Length() < 8) {
+    fail(info.Env(), "intTfForward: dims out of range");
+    return info.Env().Undefined();
+  }
+  const int64_t rows = batch * steps;
+  lowbit::IntTfModel m;
+  m.E = E;
+  m.V = V;
+  m.maxContext = C;
+  const int32_t* ids = args.i32(info[1], rows, "ids");
+  Napi::Array embed = args.array(info[2], 4, "embed");
+  if (args.ok) {
+    m.table = args.i8(embed[0u], V * E, false, "embed table");
+    m.tokenMult = args.i32(embed[1u], V, "embed multipliers");
+    m.tokenShift = args.i32(embed[2u], V, "embed shifts");
+    m.positions = args.i32(embed[3u], C * E, "positions");
+  }
+  if (args.ok) {
+    for (int64_t i = 0; i < rows; i++) {
+      if (ids[i] < 0 || ids[i] >= V) {
+        fail(info.Env(), "intTfForward: word id " + std::to_string(ids[i]) + " is outside [0, V)");
+        return info.Env().Undefined();
+      }
+    }
+    for (int64_t i = 0; i < V && args.ok; i++) {
+      if (lowbit::intTfShiftProblem(m.tokenShift[i])) args.bad("embed: a requantization shift is outside [-32, 100]");
+    }
+  }
+  if (!info[3].IsArray() || info[3].As<Napi::Array>().Length() != static_cast<uint32_t>(numBlocks)) args.bad("blocks must be an array of numBlocks");
+  std::vector<lowbit::IntTfBlock> blocks(static_cast<size_t>(numBlocks));
+  for (int64_t bi = 0; bi < numBlocks && args.ok; bi++) {
+    args.where = "block " + std::to_string(bi) + ": ";
+    Napi::Array arr = args.array(info[3].As<Napi::Array>()[static_cast<uint32_t>(bi)], 27, "the block");
+    if (!args.ok) break;
+    const int32_t* d = args.i32(arr[0u], 39, "scalars");
+    if (!args.ok) break;
+    lowbit::IntTfBlock& b = blocks[static_cast<size_t>(bi)];
+    args.layerNorm(d, arr[1u], arr[2u], E, &b.ln1, "ln1");
+    args.layerNorm(d + 7, arr[3u], arr[4u], E, &b.ln2, "ln2");
+    lowbit::IntTfAttention& a = b.attention;
+    a.heads = H;
+    a.headDim = E / H;
+    a.scoreMult = d[14];
+    a.scoreShift = d[15];
+    a.probsMult = d[16];
+    a.probsShift = d[17];
+    a.probsMax = d[18];
+    a.contextMult = d[19];
+    a.contextShift = d[20];
+    a.contextMin = d[21];
+    a.contextMax = d[22];
+    if (a.probsMax < 0 || a.probsMax > 255 || a.probsMult < 0 || a.contextMin > a.contextMax || a.contextMin < -128 || a.contextMax > 127 ||
+        lowbit::intTfShiftProblem(a.scoreShift) || lowbit::intTfShiftProblem(a.probsShift) || lowbit::intTfShiftProblem(a.contextShift)) {
+      args.bad("attention scalars out of range");
+    }
+    const int64_t F = d[38];
+    b.gelu = d[31] != 0;
+    b.g.multiplier = d[32];
+    b.g.shift = d[33];
+    b.g.lo = d[34];
+    b.g.hi = d[35];
+    b.g.erfClip = d[36];
+    b.g.erfA = d[37];
+    if (F < 1 || F > (1 << 20)) args.bad("mlpDim out of range");
+    if (d[23] < -128 || d[24] > 127) args.bad("the qkv codes must be int8");
+    if (b.gelu ? (d[27] < -(1 << 20) || d[28] > (1 << 20) || b.g.lo > b.g.hi || b.g.lo < -128 || b.g.hi > 127 || b.g.erfClip < 0 ||
+                  b.g.erfClip > (1 << 20) || b.g.erfA > 0 || b.g.erfA < -(1 << 20) || lowbit::intTfShiftProblem(b.g.shift))
+               : (d[27] < -128 || d[28] > 127)) {
+      args.bad("fc1's output range or the GELU scalars out of range");
+    }
+    if (!args.ok) break;
+    args.linear(arr, 5, E, 3 * E, d[23], d[24], &b.qkv, "qkv");
+    args.linear(arr, 10, E, E, d[25], d[26], &b.proj, "proj");
+    args.linear(arr, 15, E, F, d[27], d[28], &b.fc1, "fc1");
+    args.linear(arr, 20, F, E, d[29], d[30], &b.fc2, "fc2");
+    b.keys = args.i8(arr[25u], batch * capacity * E, false, "keys");
+    b.values = args.i8(arr[26u], batch * capacity * E, false, "values");
+  }
+  args.where = "";
+  if (args.ok) {
+    Napi::Array fin = args.array(info[4], 2, "lnFinal");
+    if (args.ok) args.layerNorm(dims + 10, fin[0u], fin[1u], E, &m.lnFinal, "lnFinal");
+  }
+  if (args.ok) {
+    Napi::Array head = args.array(info[5], 4, "head");
+    if (args.ok) {
+      m.headPacked = args.i8(head[0u], lowbit::int8PackedBytes(V, E), true, "head panel");
+      m.headRowSums = args.i32(head[1u], V, "head rowSums");
+      m.headBias = args.i32(head[2u], V, "head bias");
+      m.headScale = args.f32(head[3u], V, "head scale");
+    }
+  }
+  int32_t* x = args.ok ? args.i32(info[6], rows * E, "x") : nullptr;
+  float* logits = nullptr;
+  if (args.ok && headMode != 0) logits = args.f32(info[7], (headMode == 1 ? rows : batch) * V, "logits");
+  if (!args.ok) return info.Env().Undefined();
+  m.blocks = blocks.data();
+  m.numBlocks = numBlocks;
+  lowbit::intTfForward(m, batch, steps, past, capacity, ids, x, headMode, logits);
+  return info.Env().Undefined();
+}
+
+// intTfProfile(on: boolean): Float64Array — intTfForward's stage seconds (summed over threads) since the last call,
+// in the order embed, layerNorm, qkvGemm, qkvOut, attention, projGemm, projOut, fc1Gemm, fc1Out, fc2Gemm, fc2Out,
+// headGemm, headOut; then turns the timers on or off.
+Napi::Value IntTfProfile(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) {
+    fail(info.Env(), "intTfProfile: the argument must be a boolean");
+    return info.Env().Undefined();
+  }
+  auto out = Napi::Float64Array::New(info.Env(), lowbit::kTfStages);
+  lowbit::intTfProfile(info[0].As<Napi::Boolean>().Value(), out.Data());
+  return out;
+}
+
 // intTfLoops(vector?: boolean): string — which loops run ("avx512" or "scalar"), after allowing (true) or
 // forbidding (false) the AVX-512 loops when the argument is given (for benchmarks and tests).
 Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
@@ -2138,6 +2347,8 @@ void initIntTransformerKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intTfRequantize", Napi::Function::New(env, IntTfRequantize));
   exports.Set("intTfGelu", Napi::Function::New(env, IntTfGelu));
   exports.Set("intTfAttention", Napi::Function::New(env, IntTfAttention));
+  exports.Set("intTfForward", Napi::Function::New(env, IntTfForward));
+  exports.Set("intTfProfile", Napi::Function::New(env, IntTfProfile));
 }
 // ---------------------------------------------------------------- end of integer Transformer LM loops
 

@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 #include "cpu.h"
+#include "intgemm.h"
 #include "threadpool.h"
 
 namespace lowbit {
@@ -668,6 +670,13 @@ void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int3
   parallelFor(rows, static_cast<double>(rows * E), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; row++) {
       const int64_t id = ids[row];
+      // The table rows of the ids 8 rows ahead (random rows of a table the rest of the forward evicts: their
+      // loads from memory dominated this loop).
+      if (row + 8 < end) {
+        const int8_t* ahead = table + static_cast<int64_t>(ids[row + 8]) * E;
+        for (int64_t b = 0; b < E; b += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + E - 1), _MM_HINT_T0);
+      }
       const int32_t* pos = positions + (past + row % steps) * E;
       if (vecShift(shift[id])) {
         embedRowAvx512(E, table + id * E, mult[id], shift[id], pos, x + row * E);
@@ -777,6 +786,166 @@ void intTfAttention(const IntTfAttention& p, const int32_t* qkv, int8_t* keys, i
 
 void intTfAttention(const IntTfAttention& p, const int8_t* qkv, int8_t* keys, int8_t* values, int8_t* context) {
   attention(p, qkv, keys, values, context);
+}
+
+// ---------------------------------------------------------------- the fused forward
+namespace {
+
+// Stage timers of intTfForward (off by default; bench/irnn/transformer-profile.ts turns them on): nanoseconds of CPU
+// time per stage (CLOCK_THREAD_CPUTIME_ID: time slices taken by other processes do not count) summed over the
+// threads (each thread times its own groups).
+std::atomic<bool> profileOn{false};
+std::atomic<int64_t> profileNs[kTfStages];
+
+inline int64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Adds the time since the last mark to `stage` (when profiling).
+struct StageClock {
+  bool on = profileOn.load(std::memory_order_relaxed);
+  int64_t last = on ? nowNs() : 0;
+  void mark(int stage) {
+    if (!on) return;
+    const int64_t t = nowNs();
+    profileNs[stage].fetch_add(t - last, std::memory_order_relaxed);
+    last = t;
+  }
+};
+
+// One thread's buffers of intTfForward's groups, kept across calls (grown when a call needs more).
+struct ForwardScratch {
+  std::vector<uint8_t> a;     // the GEMM operand: int8 codes + 128 as u8 rows of ⌈K/4⌉·4 bytes
+  std::vector<int32_t> acc;   // int32 accumulators of a group's rows
+  std::vector<int32_t> last;  // the last rows of the group's sequences (headMode 2)
+  std::vector<int8_t> h, qkv, context, u;
+};
+
+constexpr int64_t kHeadRows = 24;  // rows per head GEMM chunk (4 micro-tiles of 6): 24 × V int32 stay in L2
+
+// acc [rows, l.out] = Σ x·w over int8 rows x [rows, l.in] (the serial VNNI / AVX2 / scalar GEMM of intgemm.cc).
+void linearAcc(const IntTfLinear& l, int64_t rows, const int8_t* x, ForwardScratch& s, int32_t* acc) {
+  const int64_t K = l.in, lda = (K + 3) / 4 * 4;
+  uint8_t* A = grown(s.a, rows * lda);
+  for (int64_t r = 0; r < rows; r++) {
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(x + r * K);
+    uint8_t* dst = A + r * lda;
+    for (int64_t k = 0; k < K; k++) dst[k] = src[k] ^ 0x80;
+    for (int64_t k = K; k < lda; k++) dst[k] = 0;
+  }
+  gemmInt8Serial(rows, l.out, K, A, lda, l.packed, l.rowSums, -128, acc, l.out);
+}
+
+// The forward of the sequences [n0, n1) (rows n0·steps ..), on the calling thread (the intTf* calls inside a pool
+// task run inline).
+void forwardGroup(const IntTfModel& m, int64_t n0, int64_t n1, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids,
+                  int32_t* x, int headMode, float* logits, ForwardScratch& s) {
+  const int64_t E = m.E, g = n1 - n0, rows = g * steps, r0 = n0 * steps;
+  StageClock clock;
+  int32_t* xg = x + r0 * E;
+  intTfEmbed(rows, steps, past, E, ids + r0, m.table, m.tokenMult, m.tokenShift, m.positions, xg);
+  clock.mark(kTfEmbed);
+  for (int64_t bi = 0; bi < m.numBlocks; bi++) {
+    const IntTfBlock& b = m.blocks[bi];
+    int8_t* h = grown(s.h, rows * E);
+    intTfLayerNormRows(b.ln1, rows, xg, h);
+    clock.mark(kTfLayerNorm);
+    int8_t* qkv = grown(s.qkv, rows * 3 * E);
+    int32_t* acc = grown(s.acc, rows * std::max(3 * E, b.fc1.out));
+    linearAcc(b.qkv, rows, h, s, acc);
+    clock.mark(kTfQkvGemm);
+    intTfRequantize(rows, 3 * E, acc, b.qkv.bias, b.qkv.mult, b.qkv.shift, b.qkv.lo, b.qkv.hi, 2, nullptr, qkv);
+    clock.mark(kTfQkvOut);
+    IntTfAttention a = b.attention;
+    a.batch = g;
+    a.steps = steps;
+    a.past = past;
+    a.capacity = capacity;
+    int8_t* context = grown(s.context, rows * E);
+    intTfAttention(a, static_cast<const int8_t*>(qkv), b.keys + n0 * capacity * E, b.values + n0 * capacity * E, context);
+    clock.mark(kTfAttention);
+    linearAcc(b.proj, rows, context, s, acc);
+    clock.mark(kTfProjGemm);
+    intTfRequantize(rows, E, acc, b.proj.bias, b.proj.mult, b.proj.shift, b.proj.lo, b.proj.hi, 1, xg, nullptr);
+    clock.mark(kTfProjOut);
+    intTfLayerNormRows(b.ln2, rows, xg, h);
+    clock.mark(kTfLayerNorm);
+    int8_t* u = grown(s.u, rows * b.fc1.out);
+    linearAcc(b.fc1, rows, h, s, acc);
+    clock.mark(kTfFc1Gemm);
+    if (b.gelu) {
+      intTfRequantizeGelu(rows, b.fc1.out, acc, b.fc1.bias, b.fc1.mult, b.fc1.shift, b.fc1.lo, b.fc1.hi, b.g, u);
+    } else {
+      intTfRequantize(rows, b.fc1.out, acc, b.fc1.bias, b.fc1.mult, b.fc1.shift, b.fc1.lo, b.fc1.hi, 2, nullptr, u);
+    }
+    clock.mark(kTfFc1Out);
+    linearAcc(b.fc2, rows, u, s, acc);
+    clock.mark(kTfFc2Gemm);
+    intTfRequantize(rows, E, acc, b.fc2.bias, b.fc2.mult, b.fc2.shift, b.fc2.lo, b.fc2.hi, 1, xg, nullptr);
+    clock.mark(kTfFc2Out);
+  }
+  if (headMode == 0) return;
+  // lnFinal and the head over the chosen rows, kHeadRows at a time.
+  const int64_t hr = headMode == 1 ? rows : g;
+  const int32_t* src = xg;
+  if (headMode == 2) {
+    int32_t* last = grown(s.last, g * E);
+    for (int64_t n = 0; n < g; n++) std::memcpy(last + n * E, xg + (n * steps + steps - 1) * E, static_cast<size_t>(E) * sizeof(int32_t));
+    src = last;
+  }
+  int8_t* h = grown(s.h, hr * E);
+  intTfLayerNormRows(m.lnFinal, hr, src, h);
+  clock.mark(kTfLayerNorm);
+  IntTfLinear head;
+  head.in = E;
+  head.out = m.V;
+  head.packed = m.headPacked;
+  head.rowSums = m.headRowSums;
+  float* out = logits + (headMode == 1 ? r0 : n0) * m.V;
+  int32_t* acc = grown(s.acc, kHeadRows * m.V);
+  for (int64_t r = 0; r < hr; r += kHeadRows) {
+    const int64_t n = std::min(kHeadRows, hr - r);
+    linearAcc(head, n, h + r * E, s, acc);
+    clock.mark(kTfHeadGemm);
+    intTfHead(n, m.V, acc, m.headBias, m.headScale, out + r * m.V);
+    clock.mark(kTfHeadOut);
+  }
+}
+
+}  // namespace
+
+int64_t intTfForwardGroup(int64_t batch, int64_t steps) {
+  // About 128 rows per group, but at least 2 groups per pool thread when the batch allows (a small batch
+  // of long sequences would otherwise leave a thread idle).
+  const int64_t rows = std::max<int64_t>(1, 128 / std::max<int64_t>(1, steps));
+  const int64_t spread = std::max<int64_t>(1, batch / (2 * std::max(1, poolThreads())));
+  return std::min(rows, spread);
+}
+
+void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids, int32_t* x,
+                  int headMode, float* logits) {
+  const int64_t group = intTfForwardGroup(batch, steps), groups = (batch + group - 1) / group;
+  int64_t macs = 0;
+  for (int64_t bi = 0; bi < m.numBlocks; bi++) {
+    const IntTfBlock& b = m.blocks[bi];
+    macs += b.qkv.in * b.qkv.out + b.proj.in * b.proj.out + b.fc1.in * b.fc1.out + b.fc2.in * b.fc2.out + 2 * (past + steps) * m.E;
+  }
+  const double work = static_cast<double>(batch * steps) * static_cast<double>(macs + (headMode ? m.E * m.V : 0)) / 8.0;
+  parallelForEach(groups, work, [&](int64_t begin, int64_t end) {
+    thread_local ForwardScratch scratch;
+    for (int64_t t = begin; t < end; t++) {
+      forwardGroup(m, t * group, std::min(batch, (t + 1) * group), steps, past, capacity, ids, x, headMode, logits, scratch);
+    }
+  });
+}
+
+void intTfProfile(bool on, double* seconds) {
+  if (seconds) {
+    for (int i = 0; i < kTfStages; i++) seconds[i] = static_cast<double>(profileNs[i].exchange(0)) * 1e-9;
+  }
+  profileOn.store(on, std::memory_order_relaxed);
 }
 
 }  // namespace lowbit

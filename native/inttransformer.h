@@ -78,4 +78,70 @@ void intTfSetVector(bool on);
 // shifts must lie in [-32, 100].
 const char* intTfShiftProblem(int32_t shift);
 
+// ---------------------------------------------------------------- the fused forward
+// An integer Linear with its weights packed once (intgemm.h packInt8: VNNI panel + row sums) and its
+// output stage: clamp(rq(Σ x·w[r] + bias[r]; mult[r], shift[r]), lo, hi) on int8 inputs x (zero point 0).
+struct IntTfLinear {
+  int64_t in = 0, out = 0;
+  const int8_t* packed = nullptr;
+  const int32_t* rowSums = nullptr;
+  const int32_t* bias = nullptr;
+  const int32_t* mult = nullptr;
+  const int32_t* shift = nullptr;
+  int32_t lo = 0, hi = 0;
+};
+
+// One pre-LN block: x += proj(attention(qkv(ln1(x)))); x += fc2(act(fc1(ln2(x)))). The Q, K, V codes are int8
+// (qkv.lo >= −128, qkv.hi <= 127); act = i-GELU fused with fc1's output stage (|fc1.lo|, |fc1.hi| <= 2^20) or,
+// gelu false, ReLU as fc1's int8 codes (fc1.lo >= −128, fc1.hi <= 127). keys / values: the block's KV cache.
+struct IntTfBlock {
+  IntTfLayerNorm ln1, ln2;
+  IntTfLinear qkv, proj, fc1, fc2;
+  IntTfAttention attention;  // the requantization scalars and heads; batch, steps, past, capacity come per call
+  bool gelu = true;
+  IntTfGelu g;
+  int8_t* keys = nullptr;
+  int8_t* values = nullptr;
+};
+
+struct IntTfModel {
+  int64_t E = 0, V = 0, maxContext = 0;
+  const int8_t* table = nullptr;      // [V, E]
+  const int32_t* tokenMult = nullptr;  // [V]
+  const int32_t* tokenShift = nullptr; // [V]
+  const int32_t* positions = nullptr;  // [maxContext, E]
+  const IntTfBlock* blocks = nullptr;
+  int64_t numBlocks = 0;
+  IntTfLayerNorm lnFinal;
+  const int8_t* headPacked = nullptr;  // [V, E] packed
+  const int32_t* headRowSums = nullptr;
+  const int32_t* headBias = nullptr;
+  const float* headScale = nullptr;
+};
+
+// The whole forward of ids [batch, steps] at positions past..past+steps−1 (KV caches of `capacity` positions)
+// in one call: the same integers as intTfEmbed, then per block the calls above (intTfLayerNormRows,
+// gemmInt8Packed + intTfRequantize, intTfAttention, intTfRequantizeGelu, ...), then lnFinal and the head's
+// float step (intTfHead). The work is split by groups of whole sequences (one pool task each, claimed
+// dynamically; intTfForwardGroup), every stage of a group running on that thread over its rows with the serial int8 GEMM, so
+// the int32 accumulators and int8 codes of a group stay in its core's cache and the pool wakes once per call.
+// x [batch·steps, E] receives the residual stream after the last block; headMode 0: no logits, 1: logits
+// [batch·steps, V] of every row, 2: logits [batch, V] of each sequence's last row.
+void intTfForward(const IntTfModel& m, int64_t batch, int64_t steps, int64_t past, int64_t capacity, const int32_t* ids, int32_t* x,
+                  int headMode, float* logits);
+
+// Sequences per task of intTfForward for `batch` sequences of `steps` new positions: about 128 rows per task, and
+// at least 2 tasks per pool thread when the batch has enough sequences.
+int64_t intTfForwardGroup(int64_t batch, int64_t steps);
+
+// intTfForward's stage timers: the stages, in the order of intTfProfile's array.
+enum IntTfStage {
+  kTfEmbed, kTfLayerNorm, kTfQkvGemm, kTfQkvOut, kTfAttention, kTfProjGemm, kTfProjOut, kTfFc1Gemm, kTfFc1Out, kTfFc2Gemm, kTfFc2Out,
+  kTfHeadGemm, kTfHeadOut, kTfStages
+};
+
+// Turns the stage timers on or off; with `seconds` (kTfStages values) first reads and resets them: the wall
+// seconds of each stage summed over the threads since the last read.
+void intTfProfile(bool on, double* seconds);
+
 }  // namespace lowbit

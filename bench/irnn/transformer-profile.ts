@@ -1,17 +1,19 @@
 /**
- * Where the integer Transformer LM's forward spends its time: every native call of
- * `IntTransformerLM.logits` (the int8 GEMMs, the embedding, LayerNorm, requantization, attention and
- * i-GELU loops of native/inttransformer.cc) is timed by wrapping the addon's functions; the rest of
- * the wall time is the TypeScript around them (argument checks, buffers, the head's float loop).
+ * Where the integer Transformer LM's forward spends its time. Three kinds run batch by batch alternately:
+ * 'scalar' = the forward as before the AVX-512 work (scalar loops, `addon.intTfLoops(false)`, and the per-op
+ * calls, `setIntTransformerFusedCalls(false)`); 'avx512' = the AVX-512 loops and the fused per-op calls (fc1 +
+ * i-GELU, the head's float step in C++), each native call timed by wrapping the addon's functions (the rest of
+ * the wall time is the TypeScript around them: argument checks, buffers); 'one-call' = the whole forward in one
+ * native call (`addon.intTfForward`, groups of whole sequences per thread), its stages timed inside by the
+ * addon's stage timers (`addon.intTfProfile`: thread CPU time per stage summed over the threads, so with 2 threads
+ * the stages add up to about twice the wall time on a quiet machine). Their logits are checked equal at every batch.
  * The model: a converted untrained w8a8 TransformerLM of the CLI's shape (vocabulary 2000, width 80,
  * 4 heads, MLP 320, 2 blocks, context 8; QAT steps from one training-mode forward on random ids),
- * batches of 256 random windows as bench/irnn/transformer-lm.ts feeds them. Two kinds run batch by batch
- * alternately: 'scalar' = the forward as before the AVX-512 work (scalar loops, `addon.intTfLoops(false)`,
- * and the per-op calls, `setIntTransformerFusedCalls(false)`), 'avx512' = the AVX-512 loops and the fused
- * calls (fc1 + i-GELU, the head in C++); their logits are checked equal at every batch. Prints the
- * median ms per batch of every call; writes nothing.
+ * batches of 256 random windows, logits at every position (`logitsAll`, as the seq-inference bench;
+ * `--positions last`: `logits`, the last position only). Prints the median ms per batch (wall, per call or stage,
+ * and the process CPU time around each forward, all threads, user + system); writes nothing.
  *
- *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512]
+ *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512|one-call] [--positions all|last]
  */
 import { noGrad } from '../../src/autograd/index.ts';
 import { loadAddon } from '../../src/backend/native/load.ts';
@@ -19,7 +21,7 @@ import type { NativeAddon } from '../../src/backend/native/addon.ts';
 import { setNativeThreads } from '../../src/backend/native/index.ts';
 import { TransformerLM } from '../../src/nn/index.ts';
 import { convertTransformerLM } from '../../src/quant/irnn/index.ts';
-import { setIntTransformerFusedCalls } from '../../src/quant/irnn/transformer.ts';
+import { setIntTransformerFusedCalls, setIntTransformerFusedForward } from '../../src/quant/irnn/transformer.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../../src/quant/transformer/qat.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
 import { flag, numberFlag } from '../flags.ts';
@@ -27,6 +29,9 @@ import { flag, numberFlag } from '../flags.ts';
 const batches = numberFlag('batches', 40, { integer: true, min: 1 });
 const context = numberFlag('context', 8, { integer: true, min: 1 });
 const threads = numberFlag('threads', 2, { integer: true, min: 1 });
+const positions = flag('positions') ?? 'all';
+if (positions !== 'all' && positions !== 'last') throw new Error(`--positions must be all or last, got '${positions}'`);
+const forward = (x: Int32Array): Float32Array => (positions === 'all' ? int.logitsAll(x, batchSize) : int.logits(x, batchSize));
 const batchSize = 256;
 const [V, E, F] = [2000, 80, 320];
 
@@ -47,10 +52,11 @@ model.eval();
 const int = convertTransformerLM(model, [ids(64)]);
 
 // Wrap the addon's functions with timers (the model calls them through this very object).
-type Kind = 'scalar' | 'avx512';
+type Kind = 'scalar' | 'avx512' | 'one-call';
 const only = flag('loops');
-if (only !== undefined && only !== 'scalar' && only !== 'avx512') throw new Error(`--loops must be scalar or avx512, got '${only}'`);
-const kinds: Kind[] = (addon.intTfLoops?.(true) === 'avx512' ? ['scalar', 'avx512'] as Kind[] : ['scalar'] as Kind[]).filter((k) => only === undefined || k === only);
+if (only !== undefined && only !== 'scalar' && only !== 'avx512' && only !== 'one-call') throw new Error(`--loops must be scalar, avx512 or one-call, got '${only}'`);
+const available: Kind[] = [...(['scalar'] as Kind[]), ...(addon.intTfLoops?.(true) === 'avx512' ? ['avx512'] as Kind[] : []), ...(addon.intTfForward ? ['one-call'] as Kind[] : [])];
+const kinds: Kind[] = available.filter((k) => only === undefined || k === only);
 if (kinds.length === 0) throw new Error(`--loops ${only}: this machine does not run those loops`);
 /** Per kind, per call key: seconds of each timed batch. */
 const samples = new Map<string, number[]>();
@@ -74,23 +80,46 @@ for (const name of names) {
 }
 
 const inputs = Array.from({ length: 4 }, () => ids(batchSize).data as Int32Array);
-/** 'scalar': the loops and calls of before (per-op calls, scalar loops); 'avx512': the fused calls and the AVX-512 loops. */
+/** 'scalar': the loops and calls of before (per-op calls, scalar loops); 'avx512': the fused calls and the AVX-512 loops; 'one-call': intTfForward. */
 function use(kind: Kind): void {
-  addon!.intTfLoops!(kind === 'avx512');
-  setIntTransformerFusedCalls(kind === 'avx512');
+  addon!.intTfLoops!(kind !== 'scalar');
+  setIntTransformerFusedCalls(kind !== 'scalar');
+  setIntTransformerFusedForward(kind === 'one-call');
+  addon!.intTfProfile?.(kind === 'one-call');
 }
+const STAGES = ['embed', 'LayerNorm (ln1, ln2, lnFinal)', 'qkv GEMM', 'qkv requantize (int8)', 'attention', 'proj GEMM', 'proj requantize + residual',
+  'fc1 GEMM', 'fc1 requantize + i-GELU', 'fc2 GEMM', 'fc2 requantize + residual', 'head GEMM', 'head float logits'] as const;
 for (const kind of kinds) {
   use(kind);
-  for (let i = 0; i < 3; i++) int.logits(inputs[i % 4]!, batchSize); // warm-up (JIT, buffers, packing)
+  for (let i = 0; i < 3; i++) forward(inputs[i % 4]!); // warm-up (JIT, buffers, packing)
 }
 const logits: Record<string, Float32Array> = {};
 for (let i = 0; i < batches; i++) {
   for (const kind of kinds) {
     use(kind);
     current = new Map();
+    const cpuStart = process.cpuUsage();
     const start = performance.now();
-    logits[kind] = int.logits(inputs[i % 4]!, batchSize);
+    logits[kind] = forward(inputs[i % 4]!);
     const wall = (performance.now() - start) / 1000;
+    const cpu = process.cpuUsage(cpuStart);
+    samples.set(`${kind}\tprocess CPU (user + system, all threads)`, [...(samples.get(`${kind}\tprocess CPU (user + system, all threads)`) ?? []), (cpu.user + cpu.system) / 1e6]);
+    if (kind === 'one-call' && addon.intTfProfile) {
+      const stages = addon.intTfProfile(true);
+      let inStages = 0;
+      STAGES.forEach((name, j) => {
+        inStages += stages[j]!;
+        current.set(`stage: ${name}`, stages[j]!);
+      });
+      current.set('stages summed over threads', inStages);
+      current.delete('intTfForward');
+      for (const [key, seconds] of current) {
+        const k = `${kind}\t${key}`;
+        samples.set(k, [...(samples.get(k) ?? []), seconds]);
+      }
+      samples.set(`${kind}\twall`, [...(samples.get(`${kind}\twall`) ?? []), wall]);
+      continue;
+    }
     let inCalls = 0;
     for (const [key, seconds] of current) {
       inCalls += seconds;
@@ -100,9 +129,10 @@ for (let i = 0; i < batches; i++) {
     samples.set(`${kind}\twall`, [...(samples.get(`${kind}\twall`) ?? []), wall]);
     samples.set(`${kind}\tTypeScript around the calls`, [...(samples.get(`${kind}\tTypeScript around the calls`) ?? []), wall - inCalls]);
   }
-  if (kinds.length === 2 && logits['scalar']!.some((v, j) => v !== logits['avx512']![j])) throw new Error(`batch ${i}: the AVX-512 loops gave other logits than the scalar ones`);
+  for (const k of kinds) if (logits[k]!.some((v, j) => v !== logits[kinds[0]!]![j])) throw new Error(`batch ${i}: the ${k} forward gave other logits than the ${kinds[0]}`);
 }
-use('avx512');
+use(kinds.includes('one-call') ? 'one-call' : 'avx512');
+addon.intTfProfile?.(false);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -110,17 +140,20 @@ function median(xs: number[]): number {
 }
 
 const ms = (kind: Kind, key: string): number => median(samples.get(`${kind}\t${key}`) ?? [0]) * 1000;
-const keys = [...new Set([...samples.keys()].map((k) => k.split('\t')[1]!))].filter((k) => k !== 'wall').sort((a, b) => ms(kinds[0]!, b) - ms(kinds[0]!, a));
+const order = (k: string): number => (k.startsWith('stage: ') ? 1 : k === 'stages summed over threads' ? 2 : k.startsWith('process CPU') ? 3 : 0);
+const keys = [...new Set([...samples.keys()].map((k) => k.split('\t')[1]!))].filter((k) => k !== 'wall').sort((a, b) => order(a) - order(b) || (order(a) === 1 ? STAGES.indexOf(a.slice(7) as typeof STAGES[number]) - STAGES.indexOf(b.slice(7) as typeof STAGES[number]) : Math.max(...kinds.map((k) => ms(k, b))) - Math.max(...kinds.map((k) => ms(k, a)))));
 const tokens = batchSize * context;
 console.log(`${batches} batches of ${batchSize} windows x ${context} tokens, ${threads} thread(s), GEMM ${addon.intKernelsInfo?.().int8 ?? '?'}, load ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-console.log(`| call (ms per batch, median) | ${kinds.join(' | ')} |${kinds.length === 2 ? ' scalar / avx512 |' : ''}`);
-console.log(`| --- |${kinds.map(() => ' ---: |').join('')}${kinds.length === 2 ? ' ---: |' : ''}`);
+const ratioOf = kinds.length > 1 ? [kinds[0]!, kinds.at(-1)!] as const : null;
+console.log(`| call or stage (ms per batch, median) | ${kinds.join(' | ')} |${ratioOf ? ` ${ratioOf[0]} / ${ratioOf[1]} |` : ''}`);
+console.log(`| --- |${kinds.map(() => ' ---: |').join('')}${ratioOf ? ' ---: |' : ''}`);
 const ran = (kind: Kind, key: string): boolean => samples.has(`${kind}\t${key}`);
 for (const key of [...keys, 'wall']) {
   const cells = kinds.map((k) => (ran(k, key) ? `${ms(k, key).toFixed(3)} (${(ms(k, key) / ms(k, 'wall') * 100).toFixed(0)} %)` : '—'));
-  const ratio = kinds.length === 2 && ran('scalar', key) && ran('avx512', key) ? `${(ms('scalar', key) / ms('avx512', key)).toFixed(2)}x` : '—';
-  console.log(`| ${key} | ${cells.join(' | ')} |${kinds.length === 2 ? ` ${ratio} |` : ''}`);
+  const ratio = ratioOf && ran(ratioOf[0], key) && ran(ratioOf[1], key) ? `${(ms(ratioOf[0], key) / ms(ratioOf[1], key)).toFixed(2)}x` : '—';
+  console.log(`| ${key} | ${cells.join(' | ')} |${ratioOf ? ` ${ratio} |` : ''}`);
 }
 const best = (kind: Kind): number => Math.min(...samples.get(`${kind}\twall`)!) * 1000;
 console.log(`fastest batch (ms): ${kinds.map((k) => `${k} ${best(k).toFixed(2)}`).join(', ')}`);
 console.log(`tokens/s (median batch): ${kinds.map((k) => `${k} ${Math.round(tokens / (ms(k, 'wall') / 1000)).toLocaleString('en-US')}`).join(', ')}`);
+console.log(`tokens per process CPU second (median batch): ${kinds.map((k) => `${k} ${Math.round(tokens / (ms(k, 'process CPU (user + system, all threads)') / 1000)).toLocaleString('en-US')}`).join(', ')}`);

@@ -253,6 +253,23 @@ export interface NativeAddon {
   /** The head's logits: out[m, r] = float32((acc[m, r] + bias[r])·scale[r]), the product in float64; dims = [M, V]. */
   intTfHead?(dims: Int32Array, acc: Int32Array, bias: Int32Array, scale: Float32Array, out: Float32Array): void;
   /**
+   * The integer Transformer LM's whole forward in one call (native/inttransformer.h intTfForward): embedding, every
+   * block (LayerNorms, the four int8 GEMMs on packInt8 panels with their output stages, attention with the KV
+   * caches), lnFinal and the head's float logits, split by groups of whole sequences over the pool, each group's
+   * stages on one thread. The same integers and logits as the calls above. Argument layout: binding.cc IntTfForward.
+   */
+  intTfForward?(
+    dims: Int32Array, ids: Int32Array, embed: readonly [Int8Array, Int32Array, Int32Array, Int32Array],
+    blocks: readonly (readonly (Int32Array | Int8Array)[])[], lnFinal: readonly [Int32Array, Int32Array],
+    head: readonly [Int8Array, Int32Array, Int32Array, Float32Array], x: Int32Array, logits: Float32Array | undefined,
+  ): void;
+  /**
+   * intTfForward's stage timers: the CPU seconds (thread CPU time) of each stage summed over the threads since the last call (embed,
+   * layerNorm, qkvGemm, qkvOut, attention, projGemm, projOut, fc1Gemm, fc1Out, fc2Gemm, fc2Out, headGemm, headOut),
+   * then timers on (`on`) or off. For the profiler.
+   */
+  intTfProfile?(on: boolean): Float64Array;
+  /**
    * Which of those loops run: 'avx512' (the vector loops, each falling back to the scalar one where its bounds
    * fail) or 'scalar' (an ISA below AVX-512, or the vector loops forbidden); `vector` false forbids the
    * vector loops, true allows them again (benchmarks and tests: both give the same integers).

@@ -20,7 +20,7 @@ import { Rng, Tensor } from '../../tensor/index.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../transformer/qat.ts';
 import { intLayerNormRow, layerNormParams, sqrtSizeConstant, type IntLayerNormParams } from './layernorm.ts';
 import {
-  convertTransformerLM, IntTransformerLM, setIntTransformerFusedCalls, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
+  convertTransformerLM, IntTransformerLM, setIntTransformerFusedCalls, setIntTransformerFusedForward, type IntLinearParams, type IntTransformerActivation, type IntTransformerBlockParams, type IntTransformerLMParams,
 } from './transformer.ts';
 
 const addon = loadAddon();
@@ -29,27 +29,44 @@ const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA
 /** Whether the addon runs the AVX-512 loops when allowed (an AVX-512 CPU, ISA not lowered). */
 const vectorLoops = addon?.intTfLoops?.(true) === 'avx512';
 
+/** The calls of addon.intTfForward so far (the one-call forward; counted to check that it is the path that runs). */
+let forwardCalls = 0;
+if (addon?.intTfForward) {
+  const inner = addon.intTfForward.bind(addon);
+  addon.intTfForward = (...args: Parameters<typeof inner>): void => {
+    forwardCalls++;
+    inner(...args);
+  };
+}
+
 /**
- * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones), the fused
- * calls (fc1 + i-GELU, the head) and the per-op ones, on 1 and 2 threads, checking that the kind asked
- * for is the one that runs; restores the defaults.
+ * Runs `body` with every loop kind the machine has (the AVX-512 loops, then the scalar ones), three call
+ * forms (the whole forward in one call, `addon.intTfForward`; the fused per-op calls, fc1 + i-GELU and the
+ * head; the per-op calls of before), on 1 and 2 threads, checking that the kind asked for is the one that
+ * runs (`oneCall` false: the model does not fit the one-call forward, which must then not run; null: the body
+ * does not run a model); restores
+ * the defaults.
  */
-function forEachLoops(body: (what: string) => void): void {
+function forEachLoops(body: (what: string) => void, oneCall: boolean | null = true): void {
   const threads = addon!.info().threads;
   try {
     for (const vector of vectorLoops ? [true, false] : [false]) {
       assert.equal(addon!.intTfLoops!(vector), vector ? 'avx512' : 'scalar');
-      for (const fused of [true, false]) {
-        setIntTransformerFusedCalls(fused);
+      for (const calls of ['one call', 'fused calls', 'per-op calls'] as const) {
+        setIntTransformerFusedCalls(calls !== 'per-op calls');
+        setIntTransformerFusedForward(calls === 'one call');
         for (const n of [1, 2]) {
           setNativeThreads(n);
-          body(`${vector ? 'avx512' : 'scalar'} loops, ${fused ? 'fused' : 'per-op'} calls, ${n} thread(s)`);
+          const before = forwardCalls;
+          body(`${vector ? 'avx512' : 'scalar'} loops, ${calls}, ${n} thread(s)`);
+          if (oneCall !== null) assert.equal(forwardCalls > before, calls === 'one call' && oneCall, `${calls}: intTfForward ran ${forwardCalls - before} times`);
         }
       }
     }
   } finally {
     addon!.intTfLoops!(true);
     setIntTransformerFusedCalls(true);
+    setIntTransformerFusedForward(true);
     setNativeThreads(threads);
   }
 }
@@ -152,11 +169,30 @@ function randomParams(seed: number, activation: IntTransformerActivation, shape:
   };
 }
 
+/**
+ * `p` with every requantization multiplier set to 2^30 (each ratio M·2^−n moved to the power of two at or below it,
+ * the shifts kept): rq(a; 2^30, n) = round(a·2^(30−n)) then ties whenever the low n − 30 bits of a are 10…0, so the
+ * forward meets many exact halves and a change to the half-away-from-zero rounding shows in its integers.
+ */
+function tieHeavy(p: IntTransformerLMParams): IntTransformerLMParams {
+  const pow = 2 ** 30;
+  const linear = (l: IntLinearParams): IntLinearParams => ({ ...l, multiplier: l.multiplier.map(() => pow) });
+  const ln = (l: IntLayerNormParams): IntLayerNormParams => ({ ...l, multiplier: pow });
+  return {
+    ...p, tokenMultiplier: p.tokenMultiplier.map(() => pow), lnFinal: ln(p.lnFinal),
+    blocks: p.blocks.map((b) => ({
+      ...b, ln1: ln(b.ln1), ln2: ln(b.ln2), qkv: linear(b.qkv), proj: linear(b.proj), fc1: linear(b.fc1), fc2: linear(b.fc2),
+      scoreMultiplier: pow, probsMultiplier: pow, contextMultiplier: pow, geluMultiplier: b.activation === 'gelu' ? pow : 0,
+    })),
+  };
+}
+
 /** Native == TypeScript on ids [batch, C]: all positions, and the cached steps (prompt of 2, then one id), caches equal too. */
 function assertSame(int: IntTransformerLM, ids: Int32Array, batch: number, what: string): void {
   const C = ids.length / batch;
   const native = int.logitsAll(ids, batch);
   assert.deepEqual(native, int.logitsAll(ids, batch, { native: false }), `${what}: logitsAll`);
+  assert.deepEqual(int.logits(ids, batch), int.logits(ids, batch, { native: false }), `${what}: logits (last positions)`);
   const a = int.createCache(batch);
   const b = int.createCache(batch);
   const cut = (from: number, to: number): Int32Array => {
@@ -203,6 +239,26 @@ describe('IntTransformerLM native loops', { skip }, () => {
     const ids = Int32Array.from(ints(new Rng(8), 128 * 16, 0, ODD.V - 1));
     const expected = int.residual(ids, 128, { native: false });
     forEachLoops((loops) => assert.deepEqual(int.residual(ids, 128), expected, loops));
+  });
+
+  it('[every-isa] the one-call forward equals the TypeScript loops over uneven sequence groups and head chunks (37 sequences of 19 and of 1)', () => {
+    // 19 positions: groups of 6 sequences (7 groups, the last of 1), head chunks of 24 rows (114 = 4·24 + 18);
+    // the cached single steps: groups of 18 (1 thread: 18, 18, 1) or 9 sequences (2 threads: 9, 9, 9, 9, 1).
+    const int = new IntTransformerLM(randomParams(11, 'gelu', ODD, true));
+    const ids = Int32Array.from(ints(new Rng(12), 37 * ODD.C, 0, ODD.V - 1));
+    forEachLoops((loops) => assertSame(int, ids, 37, loops));
+    const relu = new IntTransformerLM(randomParams(12, 'relu', ODD));
+    forEachLoops((loops) => assertSame(relu, ids, 37, `relu, ${loops}`));
+    // Exact halves in every requantization: the rounding of ties is part of what must agree.
+    const ties = new IntTransformerLM(tieHeavy(randomParams(15, 'gelu', ODD)));
+    forEachLoops((loops) => assertSame(ties, ids, 37, `ties, ${loops}`));
+  });
+
+  it('[every-isa] a model outside the one-call forward (ReLU codes above 127) runs the per-op calls, with the same integers', () => {
+    const params = randomParams(13, 'relu');
+    const wide = new IntTransformerLM({ ...params, blocks: params.blocks.map((b) => ({ ...b, fc1: { ...b.fc1, outMax: 255 } })) });
+    const ids = Int32Array.from(ints(new Rng(14), 4 * SMALL.C, 0, SMALL.V - 1));
+    forEachLoops((loops) => assertSame(wide, ids, 4, loops), false);
   });
 
   it('[every-isa] equal the TypeScript loops on converted models (gelu-tanh w8a8, relu w4a8)', () => {
@@ -293,7 +349,7 @@ describe('IntTransformerLM native loops', { skip }, () => {
         addon!.intTfLayerNorm!(Int32Array.of(1, 4, 10483712, 2 ** 30, 30, sqrtSizeConstant(4), -127, 127), Int32Array.of(1, 1, 1, 1), Int32Array.of(-3969, 127, 1920, 1920), x, out);
         assert.deepEqual([...out], [1, 1, -1, -1], `${loops}: LayerNorm ties, offset ${offset}`);
       }
-    });
+    }, null);
     if (vectorLoops) assert.ok(vectorCalls > 50, `only ${vectorCalls} calls in the vector regime`);
   });
 
@@ -327,6 +383,37 @@ describe('IntTransformerLM native loops', { skip }, () => {
     // attention on int8 codes: a qkv of the wrong length.
     const dims = Int32Array.of(1, 2, 0, 2, 1, 4, 1 << 30, 30, 1 << 30, 30, 255, 1 << 30, 30, -127, 127);
     assert.throws(() => addon!.intTfAttention!(dims, new Int8Array(2 * 12 - 1), new Int8Array(8), new Int8Array(8), new Int8Array(8)), /intTfAttention: buffer sizes/);
+    // The one-call forward: a valid call through the model, then single defects in copies of its arguments.
+    const int = new IntTransformerLM(randomParams(16, 'gelu'));
+    let captured: Parameters<NonNullable<NonNullable<typeof addon>['intTfForward']>> | null = null;
+    const inner = addon!.intTfForward!;
+    addon!.intTfForward = (...args) => {
+      captured = args;
+      inner(...args);
+    };
+    try {
+      int.logitsAll(Int32Array.from(ints(new Rng(3), 2 * SMALL.C, 0, SMALL.V - 1)), 2);
+    } finally {
+      addon!.intTfForward = inner;
+    }
+    const [fdims, fids, embed, blocks, lnFinal, head, x, logits] = captured!;
+    const call = (change: (a: unknown[]) => void): void => {
+      const a: unknown[] = [fdims.slice(), fids.slice(), [...embed], blocks.map((b) => [b[0]!.slice(), ...b.slice(1)]), [...lnFinal], [...head], x.slice(), logits!.slice()];
+      change(a);
+      (inner as (...args: unknown[]) => void)(...a);
+    };
+    call(() => {}); // the copies themselves are fine
+    assert.throws(() => call((a) => ((a[0] as Int32Array)[1] = SMALL.C + 1)), /intTfForward: dims out of range/);
+    assert.throws(() => call((a) => ((a[1] as Int32Array)[3] = SMALL.V)), /intTfForward: word id 23 is outside \[0, V\)/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[1]![5] = new Int8Array(3))), /intTfForward: block 1: qkv must hold \d+ bytes/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[0]![9] = Int32Array.of(101, ...new Int32Array(3 * SMALL.E - 1)))), /block 0: qkv: a requantization shift is outside \[-32, 100\]/);
+    assert.throws(() => call((a) => (((a[3] as unknown[][])[0]![0] as Int32Array)[24] = 128)), /block 0: the qkv codes must be int8/);
+    assert.throws(() => call((a) => (((a[3] as unknown[][])[0]![0] as Int32Array)[28] = 2 ** 21)), /block 0: fc1's output range/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[0]![1] = Int32Array.from({ length: SMALL.E }, () => 40000))), /block 0: ln1: \|gamma\| must be <= 32767/);
+    assert.throws(() => call((a) => ((a[3] as unknown[][])[0]!.pop())), /block 0: the block must be an array of 27/);
+    assert.throws(() => call((a) => ((a[5] as unknown[])[3] = new Float32Array(SMALL.V - 1))), /intTfForward: head scale must hold 23 values/);
+    assert.throws(() => call((a) => (a[7] = new Float32Array(1))), /intTfForward: logits must hold/);
+    assert.throws(() => call((a) => (a[6] = new Float32Array(x.length))), /intTfForward: x must be an Int32Array/);
     assert.throws(() => addon!.intTfLoops!('yes' as unknown as boolean), /intTfLoops: the argument must be a boolean/);
     assert.equal(addon!.intTfLoops!(), vectorLoops ? 'avx512' : 'scalar');
   });
@@ -334,7 +421,7 @@ describe('IntTransformerLM native loops', { skip }, () => {
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
-      assert.ok(passed >= 4, `expected the 4 tagged tests to pass, got ${passed}:\n${output}`);
+      assert.ok(passed >= 6, `expected the 6 tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });

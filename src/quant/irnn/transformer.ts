@@ -279,6 +279,66 @@ export function setIntTransformerFusedCalls(on: boolean): void {
   fusedCalls = on;
 }
 
+/**
+ * Whether the native forward runs as one call (`addon.intTfForward`: embedding, blocks, lnFinal and head over
+ * groups of whole sequences, each group on one thread) when the fused calls are on and the model fits it (int8
+ * Q, K, V codes; i-GELU inputs within ±2^20 or int8 ReLU codes); false runs the per-op calls (benchmarks and
+ * tests compare both in one process). The same integers and logits either way. @internal
+ */
+let fusedForward = true;
+
+/** @internal See `fusedForward`. */
+export function setIntTransformerFusedForward(on: boolean): void {
+  fusedForward = on;
+}
+
+/** The 7 LayerNorm scalars of intTfForward's dims and block scalars. */
+function layerNormScalars(p: IntLayerNormParams): number[] {
+  return [p.size, p.epsCode, p.multiplier, p.shift, sqrtSizeConstant(p.size), p.outMin, p.outMax];
+}
+
+/** intTfForward's arguments that depend only on the model (native/binding.cc IntTfForward). */
+interface FusedPlan {
+  readonly lnFinalScalars: number[];
+  readonly embed: readonly [Int8Array, Int32Array, Int32Array, Int32Array];
+  /** Per block: scalars, LayerNorm vectors and the four Linears (keys and values are appended per call). */
+  readonly blocks: readonly (Int32Array | Int8Array)[][];
+  readonly lnFinal: readonly [Int32Array, Int32Array];
+  readonly head: readonly [Int8Array, Int32Array, Int32Array, Float32Array];
+}
+
+/** The plan of `p` for intTfForward, or null when a block does not fit it (the per-op calls run then). */
+function fusedPlan(p: IntTransformerLMParams): FusedPlan | null {
+  const E = p.embedDim;
+  const blocks: (Int32Array | Int8Array)[][] = [];
+  let panels = true;
+  const linear = (l: IntLinearParams): (Int32Array | Int8Array)[] => {
+    const w = packed(l.weight, l.outFeatures, l.inFeatures);
+    if (!w.panel) panels = false;
+    return [w.panel ?? new Int8Array(0), w.rowSums, l.bias, l.multiplier, l.shift];
+  };
+  for (const b of p.blocks) {
+    if (b.qkv.outMin < -128 || b.qkv.outMax > 127) return null;
+    const gelu = b.activation === 'gelu';
+    if (gelu ? b.fc1.outMin < -GELU_INPUT_MAX || b.fc1.outMax > GELU_INPUT_MAX : b.fc1.outMin < -128 || b.fc1.outMax > 127) return null;
+    const scalars = Int32Array.from([
+      ...layerNormScalars(b.ln1), ...layerNormScalars(b.ln2),
+      b.scoreMultiplier, b.scoreShift, b.probsMultiplier, b.probsShift, b.probsMax, b.contextMultiplier, b.contextShift, b.contextMin, b.contextMax,
+      b.qkv.outMin, b.qkv.outMax, b.proj.outMin, b.proj.outMax, b.fc1.outMin, b.fc1.outMax, b.fc2.outMin, b.fc2.outMax,
+      gelu ? 1 : 0, b.geluMultiplier, b.geluShift, b.geluMin, b.geluMax, ERF_CLIP, ERF_A, p.mlpDim,
+    ]);
+    blocks.push([scalars, b.ln1.gamma, b.ln1.beta, b.ln2.gamma, b.ln2.beta, ...linear(b.qkv), ...linear(b.proj), ...linear(b.fc1), ...linear(b.fc2)]);
+  }
+  const head = packed(p.head.weight, p.vocabSize, E);
+  if (!head.panel || !panels) return null;
+  return {
+    lnFinalScalars: layerNormScalars(p.lnFinal),
+    embed: [p.tokenTable, p.tokenMultiplier, p.tokenShift, p.positions],
+    blocks, lnFinal: [p.lnFinal.gamma, p.lnFinal.beta],
+    head: [head.panel, head.rowSums, p.head.bias, p.head.scale],
+  };
+}
+
 /** The native LayerNorm of `rows` int32 rows x → int8 out (native/inttransformer.h). */
 function nativeLayerNorm(addon: NativeAddon, p: IntLayerNormParams, x: Int32Array, rows: number, out: Int8Array): void {
   const dims = Int32Array.of(rows, p.size, p.epsCode, p.multiplier, p.shift, sqrtSizeConstant(p.size), p.outMin, p.outMax);
@@ -367,6 +427,8 @@ export class IntTransformerLM {
   /** The addon whose loops run this model, or why none does (cached per addon state). */
   private nativeState: { addon: NativeAddon | null; loops: NativeAddon | string } | null = null;
   private readonly work = new WorkBuffers();
+  /** intTfForward's plan per addon (null: the model does not fit it). */
+  private fused: { addon: NativeAddon; plan: FusedPlan | null } | null = null;
 
   constructor(params: IntTransformerLMParams) {
     const { vocabSize: V, embedDim: E, numHeads, mlpDim, maxContext } = params;
@@ -442,24 +504,38 @@ export class IntTransformerLM {
 
   /** Logits [N, V] (float32, row-major) of the word after each row's last id: ids [N, C] int32, 1 ≤ C ≤ maxContext. */
   logits(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
-    const x = this.residual(ids, batch, options);
+    const { x, logits } = this.whole(ids, batch, options, 2);
     const steps = ids.length / batch;
-    return headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
+    return logits ?? headLogits(this.params, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
   }
 
   /** Logits [N, C, V] of every position (position t: the word after ids[:, t]). */
   logitsAll(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Float32Array {
-    const x = this.residual(ids, batch, options);
-    return headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i), this.addonFor(options));
+    const { x, logits } = this.whole(ids, batch, options, 1);
+    return logits ?? headLogits(this.params, x, Array.from({ length: ids.length }, (_, i) => i), this.addonFor(options));
   }
 
   /** The int32 residual stream [N·C·E] after the last block (before lnFinal). */
   residual(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions = {}): Int32Array {
+    return this.whole(ids, batch, options, 0).x;
+  }
+
+  /** The forward of whole sequences ids [N, C] (see forwardCached for `head`). */
+  private whole(ids: ArrayLike<number>, batch: number, options: IntTransformerRunOptions, head: 0 | 1 | 2): { x: Int32Array; logits: Float32Array | null } {
     if (!Number.isInteger(batch) || batch < 1 || ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM: ${ids.length} ids do not make ${batch} rows`);
     const steps = ids.length / batch;
     if (steps > this.params.maxContext) throw new RangeError(`IntTransformerLM: context length ${steps} is outside [1, ${this.params.maxContext}] (maxContext)`);
-    // The whole sequence is the cached step from an empty cache that holds just these positions.
-    return this.forwardCached(ids, this.newCache(batch, steps), options, 'IntTransformerLM');
+    // The whole sequence is the cached step from an empty cache that holds just these positions. When only the
+    // logits leave (head 1, 2), that cache and the residual stream are work buffers kept between calls: every
+    // position of both is written before it is read.
+    if (head === 0) return this.forwardCached(ids, this.newCache(batch, steps), options, 'IntTransformerLM', head);
+    const size = batch * steps * this.params.embedDim;
+    const cache: IntTransformerCache = {
+      batch, capacity: steps, length: 0,
+      keys: this.params.blocks.map((_, i) => this.work.int8(`keys:${i}`, size)),
+      values: this.params.blocks.map((_, i) => this.work.int8(`values:${i}`, size)),
+    };
+    return this.forwardCached(ids, cache, options, 'IntTransformerLM', head, this.work.int32('x', size));
   }
 
   /**
@@ -496,8 +572,8 @@ export class IntTransformerLM {
     if (ids.length === 0 || ids.length % batch !== 0) throw new RangeError(`IntTransformerLM.logitsCached: ${ids.length} ids do not make the cache's ${batch} rows`);
     const steps = ids.length / batch;
     if (cache.length + steps > p.maxContext) throw new RangeError(`IntTransformerLM.logitsCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${p.maxContext - 1}] (maxContext ${p.maxContext}; start a new cache for a longer text)`);
-    const x = this.forwardCached(ids, cache, options, 'IntTransformerLM.logitsCached');
-    return headLogits(p, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
+    const { x, logits } = this.forwardCached(ids, cache, options, 'IntTransformerLM.logitsCached', 2);
+    return logits ?? headLogits(p, x, Array.from({ length: batch }, (_, n) => n * steps + steps - 1), this.addonFor(options));
   }
 
   /** nn.generate's cached model: logits [V] after appending one sequence's ids to a batch-1 cache. */
@@ -510,15 +586,19 @@ export class IntTransformerLM {
     return this.logits(ids, 1);
   }
 
-  /** The residual stream [N·S·E] of ids [N, S] at positions cache.length.., appending to `cache`. */
-  private forwardCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions, where: string): Int32Array {
+  /**
+   * The residual stream [N·S·E] of ids [N, S] at positions cache.length.., appending to `cache` (into `residual`
+   * when given); with the fused native forward also the logits of every row (head 1) or of each sequence's last
+   * row (head 2), else null.
+   */
+  private forwardCached(ids: ArrayLike<number>, cache: IntTransformerCache, options: IntTransformerRunOptions, where: string, head: 0 | 1 | 2 = 0, residual?: Int32Array): { x: Int32Array; logits: Float32Array | null } {
     const p = this.params;
     const E = p.embedDim;
     const batch = cache.batch;
     const steps = ids.length / batch;
     const past = cache.length;
     const rows = batch * steps;
-    const x = new Int32Array(rows * E);
+    const x = residual ?? new Int32Array(rows * E);
     const addon = this.addonFor(options);
     for (let n = 0; n < batch; n++) {
       for (let t = 0; t < steps; t++) {
@@ -532,6 +612,15 @@ export class IntTransformerLM {
         for (let e = 0; e < E; e++) x[o + e] = clamp(requantizeFast(p.tokenTable[id * E + e]!, M, S) + p.positions[po + e]!, -WIDE, WIDE);
       }
     }
+    const plan = addon ? this.fusedPlanFor(addon) : null;
+    if (addon && plan) {
+      const dims = Int32Array.of(batch, steps, past, cache.capacity, E, p.numHeads, p.vocabSize, p.maxContext, head, p.blocks.length, ...plan.lnFinalScalars);
+      const logits = head === 0 ? undefined : new Float32Array((head === 1 ? rows : batch) * p.vocabSize);
+      const blocks = plan.blocks.map((b, i) => [...b, cache.keys[i]!, cache.values[i]!]);
+      addon.intTfForward!(dims, ids instanceof Int32Array ? ids : Int32Array.from(ids), plan.embed, blocks, plan.lnFinal, plan.head, x, logits);
+      cache.length = past + steps;
+      return { x, logits: logits ?? null };
+    }
     if (addon) {
       const dims = Int32Array.of(rows, steps, past, E, p.vocabSize, p.maxContext);
       addon.intTfEmbed!(dims, ids instanceof Int32Array ? ids : Int32Array.from(ids), p.tokenTable, p.tokenMultiplier, p.tokenShift, p.positions, x);
@@ -540,7 +629,14 @@ export class IntTransformerLM {
       p.blocks.forEach((block, i) => this.block(block, x, batch, steps, past, cache.capacity, cache.keys[i]!, cache.values[i]!));
     }
     cache.length = past + steps;
-    return x;
+    return { x, logits: null };
+  }
+
+  /** intTfForward's plan when the fused forward is on, the addon has it and the model fits it; else null. */
+  private fusedPlanFor(addon: NativeAddon): FusedPlan | null {
+    if (!fusedCalls || !fusedForward || !addon.intTfForward) return null;
+    if (this.fused?.addon !== addon) this.fused = { addon, plan: fusedPlan(this.params) };
+    return this.fused.plan;
   }
 
   /** `block` with the native loops (native/inttransformer.h): the same integers. */
