@@ -12,6 +12,7 @@ import {
 import { Module, shapeText } from './module.ts';
 import { invertedDropout } from './dropout.ts';
 import { uniform } from './init.ts';
+import { recurrentInference } from './rnn-inference.ts';
 
 /** Floating-point dtypes a layer's parameters can have. */
 export type FloatDType = Exclude<DType, 'int32'>;
@@ -222,15 +223,25 @@ function sequenceStates(parts: Tensor, stateParts: number, { batchFirst, reverse
   return { output, final };
 }
 
-/** LSTM layer-direction: the input projection W_ih·x_t, then lstmSequence with b_ih + b_hh added inside. */
+/**
+ * LSTM layer-direction: the input projection W_ih·x_t, then lstmSequence with b_ih + b_hh added
+ * inside; when no gradient is wanted on the native backend, the inference path (rnn-inference.ts).
+ */
 const lstmLayer: LayerRun = (input, cell, [h0, c0], options) => {
+  const fast = recurrentInference('lstm', input, cell, [h0!, c0!], options);
+  if (fast) return fast;
   const bias = cell.biasIh && cell.biasHh ? add(cell.biasIh, cell.biasHh) : zeros([cell.weightHh.shape[0]!], cell.weightHh.dtype);
   const gates = linear(input, cell.weightIh);
   return sequenceStates(lstmSequence(gates, cell.weightHh, bias, h0!, c0!, options), 2, options);
 };
 
-/** GRU layer-direction: the input projection W_ih·x_t, then gruSequence with both biases (r multiplies W_hn·h + b_hn). */
+/**
+ * GRU layer-direction: the input projection W_ih·x_t, then gruSequence with both biases (r
+ * multiplies W_hn·h + b_hn); when no gradient is wanted on the native backend, the inference path.
+ */
 const gruLayer: LayerRun = (input, cell, [h0], options) => {
+  const fast = recurrentInference('gru', input, cell, [h0!], options);
+  if (fast) return fast;
   const noBias = (): Tensor => zeros([cell.weightHh.shape[0]!], cell.weightHh.dtype);
   const gates = linear(input, cell.weightIh);
   return sequenceStates(gruSequence(gates, cell.weightHh, cell.biasIh ?? noBias(), cell.biasHh ?? noBias(), h0!, options), 1, options);

@@ -1,0 +1,83 @@
+/**
+ * The inference path of nn.LSTM / nn.GRU: when nothing needs a gradient (inside `noGrad()`, or no
+ * operand requires one), the native backend is active and every operand is float32, one native call
+ * per layer-direction (native/recurrent.cc: lstmInference / gruInference) runs the input projection
+ * and the recurrence together, step by step, without the gate activations the training primitives
+ * (lstmSequence / gruSequence) keep for their backward pass. Its results equal the training path's
+ * forward to float32 rounding (the sums are ordered differently; tested in rnn-inference.test.ts).
+ * @internal used by nn/rnn.ts only.
+ */
+import { isGradEnabled } from '../autograd/index.ts';
+import { nativeAddon } from '../backend/native/index.ts';
+import { getBackend } from '../backend/registry.ts';
+import { autocastFormat } from '../lowp/context.ts';
+import { Tensor, type RecurrentOptions } from '../tensor/index.ts';
+
+/** One layer-direction's weights, as nn/rnn.ts holds them. */
+export interface InferenceWeights {
+  readonly weightIh: Tensor;
+  readonly weightHh: Tensor;
+  readonly biasIh: Tensor | null;
+  readonly biasHh: Tensor | null;
+}
+
+let enabled = true;
+
+/**
+ * Turns the inference path off (false) or back on; returns the previous setting.
+ * @internal for benchmarks and tests that time or compare the training path's forward.
+ */
+export function setRecurrentInference(on: boolean): boolean {
+  const previous = enabled;
+  enabled = on;
+  return previous;
+}
+
+/** A float32 array of `size` elements without zero-filling (the addon writes every element). */
+function uninitialised(size: number): Float32Array {
+  const bytes = Buffer.allocUnsafeSlow(size * 4);
+  return new Float32Array(bytes.buffer, bytes.byteOffset, size);
+}
+
+/** Whether the inference path may run on these operands: no gradient wanted, native float32, no autocast. */
+function applies(operands: readonly (Tensor | null)[]): boolean {
+  if (!enabled || getBackend() !== 'native' || autocastFormat() !== null) return false;
+  if (!operands.every((t) => t === null || t.data instanceof Float32Array)) return false;
+  return !isGradEnabled() || !operands.some((t) => t !== null && t.requiresGrad);
+}
+
+/**
+ * Runs one layer-direction for inference: `input` [L, N, E] ([N, L, E] with batchFirst), `start`
+ * [h0] (GRU) or [h0, c0] (LSTM), each [N, H]. Returns h_t for every step (input's layout, width H)
+ * and the final state parts, or null when the training path has to run instead.
+ */
+export function recurrentInference(kind: 'lstm' | 'gru', input: Tensor, cell: InferenceWeights, start: readonly Tensor[], { batchFirst = false, reverse = false }: RecurrentOptions): { output: Tensor; final: Tensor[] } | null {
+  const { weightIh, weightHh, biasIh, biasHh } = cell;
+  if (!applies([input, weightIh, weightHh, biasIh, biasHh, ...start])) return null;
+  const addon = nativeAddon();
+  if (!addon || input.rank !== 3) return null;
+  const [a, b, inputSize] = input.shape as [number, number, number];
+  const hidden = weightHh.shape[1]!;
+  const rows = weightHh.shape[0]!;
+  const steps = batchFirst ? b : a;
+  const batch = batchFirst ? a : b;
+  const plane = steps * batch * hidden;
+  const state = batch * hidden;
+  const parts = kind === 'lstm' ? 2 : 1;
+  const out = uninitialised(plane + parts * state);
+  const dims = Int32Array.from([steps, batch, hidden, batchFirst ? 1 : 0, reverse ? 1 : 0, inputSize]);
+  const f32 = (t: Tensor | null): Float32Array => (t ? (t.data as Float32Array) : new Float32Array(rows));
+  if (kind === 'lstm') {
+    const bias = new Float32Array(rows);
+    if (biasIh && biasHh) {
+      const bi = f32(biasIh), bh = f32(biasHh);
+      for (let i = 0; i < rows; i++) bias[i] = bi[i]! + bh[i]!;
+    }
+    addon.lstmInference(f32(input), f32(weightIh), f32(weightHh), bias, f32(start[0]!), f32(start[1]!), out, dims);
+  } else {
+    addon.gruInference(f32(input), f32(weightIh), f32(weightHh), f32(biasIh), f32(biasHh), f32(start[0]!), out, dims);
+  }
+  const output = new Tensor(out.subarray(0, plane), [a, b, hidden]);
+  const final = Array.from({ length: parts }, (_, p) => new Tensor(out.slice(plane + p * state, plane + (p + 1) * state), [batch, hidden]));
+  return { output, final };
+}
