@@ -485,17 +485,22 @@ float* scratch(std::vector<float>& v, int64_t n) {
   return v.data() + ((64 - at % 64) % 64) / sizeof(float);
 }
 
-// packed[g][k][v][lane] = W(v H + 16 g + lane, k) with W = [W_ih | W_hh] (V H, E + H), 0 past H.
+// packed[g][k][v][lane] = W(v H + 16 g + lane, k) with W = [W_ih | W_hh] (V H, E + H), 0 past H;
+// written in order (each read cache line of W serves 16 consecutive k).
 void packInference(int64_t E, int64_t H, int V, const float* wIh, const float* wHh, float* packed) {
   const int64_t K = E + H, groups = (H + kUnits - 1) / kUnits;
-  std::fill(packed, packed + groups * K * V * kUnits, 0.0f);
-  for (int v = 0; v < V; v++) {
-    for (int64_t u = 0; u < H; u++) {
-      const float* ih = wIh + (v * H + u) * E;
-      const float* hh = wHh + (v * H + u) * H;
-      float* dst = packed + ((u / kUnits) * K * V + v) * kUnits + u % kUnits;
-      for (int64_t k = 0; k < E; k++) dst[k * V * kUnits] = ih[k];
-      for (int64_t k = 0; k < H; k++) dst[(E + k) * V * kUnits] = hh[k];
+  float* dst = packed;
+  for (int64_t g = 0; g < groups; g++) {
+    const int64_t units = std::min<int64_t>(kUnits, H - g * kUnits);
+    for (int64_t k = 0; k < K; k++) {
+      const float* w = k < E ? wIh + k : wHh + (k - E);
+      const int64_t ld = k < E ? E : H;
+      for (int v = 0; v < V; v++, dst += kUnits) {
+        const float* col = w + (v * H + g * kUnits) * ld;
+        int64_t lane = 0;
+        for (; lane < units; lane++) dst[lane] = col[lane * ld];
+        for (; lane < kUnits; lane++) dst[lane] = 0.0f;
+      }
     }
   }
 }
