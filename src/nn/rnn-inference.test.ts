@@ -18,7 +18,8 @@ import { nativeAddon } from '../backend/native/index.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { crossEntropy, randn, reshape, Rng, Tensor, zeros } from '../tensor/index.ts';
 import { GRU, LSTM, type RNNOptions } from './rnn.ts';
-import { recurrentInference, setRecurrentInference } from './rnn-inference.ts';
+import { lastStepLinearInference, recurrentInference, setRecurrentInference } from './rnn-inference.ts';
+import { NextWordModel } from './models/next-word.ts';
 
 const info = nativeInfo();
 const skip = info ? false : 'native addon unavailable';
@@ -128,6 +129,35 @@ describe('LSTM / GRU inference path (native lstmInference / gruInference)', { sk
     });
   }
 
+  for (const cell of ['lstm', 'gru'] as const) {
+    it(`[every-isa] NextWordModel (${cell}): the inference forward (recurrence + last-step head SGEMM with the bias) equals the training path's logits`, () => {
+      const model = new NextWordModel({ vocabSize: 37, embeddingDim: 6, hiddenSize: 21, cell, rng: new Rng(5) });
+      const ids = new Tensor(Int32Array.from({ length: 11 * 4 }, (_, i) => (i * 7) % 37), [11, 4]);
+      const got = withBackend('native', () => noGrad(() => Float64Array.from(model.forward(ids).data)));
+      const previous = setRecurrentInference(false);
+      let want: Float64Array;
+      try {
+        want = withBackend('native', () => noGrad(() => Float64Array.from(model.forward(ids).data)));
+      } finally {
+        setRecurrentInference(previous);
+      }
+      assert.equal(got.length, 11 * 37);
+      const d = maxDiff([got], [want]);
+      assert.ok(d <= 2e-6, `max |Δ| ${d}`);
+    });
+  }
+
+  it('the last-step head reads step L − 1 of each row and adds the bias (closed form at a small size)', () => {
+    // out [2, 3, 2]: row n, step t, unit u = 100 n + 10 t + u; W [3, 2]; b [3].
+    const out = new Tensor(Float32Array.from({ length: 12 }, (_, i) => 100 * Math.floor(i / 6) + 10 * Math.floor((i % 6) / 2) + (i % 2)), [2, 3, 2]);
+    const w = new Tensor(Float32Array.from([1, 0, 0, 1, 1, 1]), [3, 2]);
+    const b = new Tensor(Float32Array.from([0.5, -1, 2]), [3]);
+    const logits = withBackend('native', () => noGrad(() => lastStepLinearInference(out, w, b)));
+    assert.ok(logits);
+    assert.deepEqual(Array.from(logits.data), [20.5, 20, 43, 120.5, 120, 243]);
+    assert.equal(lastStepLinearInference(out, w.requiresGrad_(), b), null, 'a weight that requires grad, grad enabled');
+  });
+
   it('[every-isa] 1 and 2 pool threads give identical results (rows are independent)', () => {
     const threads = info ? info.threads : 1;
     try {
@@ -170,7 +200,7 @@ describe('LSTM / GRU inference path (native lstmInference / gruInference)', { sk
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : skip }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
-      assert.ok(passed >= 2 * CASES.length + 2, `expected the ${2 * CASES.length + 2} tagged tests to pass, got ${passed}:\n${output}`);
+      assert.ok(passed >= 2 * CASES.length + 4, `expected the ${2 * CASES.length + 4} tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });

@@ -81,3 +81,24 @@ export function recurrentInference(kind: 'lstm' | 'gru', input: Tensor, cell: In
   const final = Array.from({ length: parts }, (_, p) => new Tensor(out.slice(plane + p * state, plane + (p + 1) * state), [batch, hidden]));
   return { output, final };
 }
+
+/**
+ * The next-word head on the last step for inference: `out` [N, L, H] (batch-first per-step
+ * outputs) → logits [N, V] = out[:, L − 1] · Wᵀ + b in one native SGEMM that reads the last step's
+ * rows in place and starts from the bias (C = b, beta 1: no separate bias pass, no copy of the
+ * last step). Null when the training path has to run (a gradient is wanted, another backend, not
+ * float32, autocast).
+ */
+export function lastStepLinearInference(out: Tensor, weight: Tensor, bias: Tensor | null): Tensor | null {
+  if (out.rank !== 3 || !applies([out, weight, bias])) return null;
+  const addon = nativeAddon();
+  if (!addon) return null;
+  const [n, steps, hidden] = out.shape as [number, number, number];
+  const vocab = weight.shape[0]!;
+  if (weight.shape[1] !== hidden) return null;
+  const logits = uninitialised(n * vocab);
+  if (bias) for (let r = 0; r < n; r++) logits.set(bias.data as Float32Array, r * vocab);
+  const x = (out.data as Float32Array).subarray((steps - 1) * hidden);
+  addon.sgemm(false, true, n, vocab, hidden, x, steps * hidden, weight.data as Float32Array, hidden, bias ? 1 : 0, logits, vocab, 1, 0, 0, 0);
+  return new Tensor(logits, [n, vocab]);
+}

@@ -2,6 +2,7 @@ import { Module, type TensorModule } from '../module.ts';
 import { Embedding } from '../embedding.ts';
 import { Linear } from '../linear.ts';
 import { GRU, LSTM } from '../rnn.ts';
+import { lastStepLinearInference } from '../rnn-inference.ts';
 import { narrow, reshape, type Tensor } from '../../tensor/index.ts';
 import type { Rng } from '../../tensor/random.ts';
 
@@ -65,6 +66,9 @@ export class NextWordModel extends Module implements TensorModule {
     if (ids.rank !== 2) throw new RangeError(`NextWordModel: expected int32 ids [N, C], got [${ids.shape.join(', ')}]`);
     const [n, steps] = ids.shape as [number, number];
     const [out] = this.rnn.forward(this.embedding.forward(ids));
-    return this.head.forward(reshape(narrow(out, 1, steps - 1, 1), [n, this.hiddenSize]));
+    // A plain Linear head without gradients: one SGEMM on the last step's rows, bias included.
+    const head = this.head;
+    const fast = head instanceof Linear && head.constructor === Linear ? lastStepLinearInference(out, head.weight, head.bias) : null;
+    return fast ?? head.forward(reshape(narrow(out, 1, steps - 1, 1), [n, this.hiddenSize]));
   }
 }
