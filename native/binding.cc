@@ -515,25 +515,29 @@ Napi::Value Recurrent(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// The inference-only recurrent sequences (recurrent.h), dims an Int32Array [L, N, H, batchFirst, reverse, E]:
+// The inference-only recurrent sequences (recurrent.h), dims an Int32Array
+// [L, N, H, batchFirst, reverse, E, finalOnly]:
 //   lstmInference(x, wIh, wHh, bias, h0, c0, out)   out = [h per step | h_N | c_N]
 //   gruInference(x, wIh, wHh, biasIh, biasHh, h0, out)   out = [h per step | h_N]
+// (without the per-step h when finalOnly)
 template <bool gru>
 Napi::Value RecurrentInference(const Napi::CallbackInfo& info) {
   constexpr const char* name = gru ? "gruInference" : "lstmInference";
   constexpr size_t arrays = 7;
   F32 a[arrays];
-  int64_t d[6];
+  int64_t d[7];
   for (size_t i = 0; i < arrays; i++) {
     if (!argF32(info, i, &a[i])) return info.Env().Undefined();
   }
-  if (!argInts(info, arrays, d, 6)) return info.Env().Undefined();
-  if (d[0] < 1 || d[1] < 1 || d[2] < 1 || d[5] < 1 || (d[3] != 0 && d[3] != 1) || (d[4] != 0 && d[4] != 1)) {
+  if (!argInts(info, arrays, d, 7)) return info.Env().Undefined();
+  if (d[0] < 1 || d[1] < 1 || d[2] < 1 || d[5] < 1 || (d[3] != 0 && d[3] != 1) || (d[4] != 0 && d[4] != 1) ||
+      (d[6] != 0 && d[6] != 1)) {
     fail(info.Env(), std::string(name) + ": bad dims");
     return info.Env().Undefined();
   }
   const int64_t L = d[0], N = d[1], H = d[2], E = d[5], G = gru ? 3 : 4;
-  const int64_t plane = L * N * H, state = N * H;
+  const bool finalOnly = d[6] != 0;
+  const int64_t plane = finalOnly ? 0 : L * N * H, state = N * H;
   const std::vector<int64_t> expected =
       gru ? std::vector<int64_t>{L * N * E, G * H * E, G * H * H, G * H, G * H, state, plane + state}
           : std::vector<int64_t>{L * N * E, G * H * E, G * H * H, G * H, state, state, plane + 2 * state};
@@ -551,9 +555,9 @@ Napi::Value RecurrentInference(const Napi::CallbackInfo& info) {
   shape.batchFirst = d[3] != 0;
   shape.reverse = d[4] != 0;
   if (gru) {
-    lowbit::gruInference(shape, E, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
+    lowbit::gruInference(shape, E, finalOnly, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
   } else {
-    lowbit::lstmInference(shape, E, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
+    lowbit::lstmInference(shape, E, finalOnly, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
   }
   return info.Env().Undefined();
 }

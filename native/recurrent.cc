@@ -508,8 +508,9 @@ void packInference(int64_t E, int64_t H, int V, const float* wIh, const float* w
 // The whole inference sequence: weights packed on the caller, then per chunk of the batch (one per pool
 // thread) every step in processing order, row blocks of up to kMaxRows sequences.
 template <bool kGru>
-void inferenceSequence(const RecurrentShape& s, int64_t E, const float* x, const float* wIh, const float* wHh,
-                       const float* bias0, const float* bias1, const float* h0, const float* c0, float* out) {
+void inferenceSequence(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                       const float* wHh, const float* bias0, const float* bias1, const float* h0, const float* c0,
+                       float* out) {
   const Layout lay = layoutOf(s);
   const int V = kGru ? 3 : 4;
   const int64_t H = s.hidden, K = E + H, groups = (H + kUnits - 1) / kUnits;
@@ -526,30 +527,31 @@ void inferenceSequence(const RecurrentShape& s, int64_t E, const float* x, const
     }
   }
   const InferPlan plan{E, H, groups, packed, bias};
-  float* hN = out + lay.plane;
+  float* hN = finalOnly ? out : out + lay.plane;
   float* cN = hN + s.batch * H;
   const Isa isa = activeIsa();
   splitBatch(s, V, [&](int64_t n0, int64_t n1) {
     const int64_t rows = n1 - n0;
     std::vector<float> cells(kGru ? 0 : static_cast<size_t>(rows * H));
     if (!kGru) std::copy(c0 + n0 * H, c0 + n1 * H, cells.begin());
-    int64_t t = 0;
+    // finalOnly: h_t alternates between two (rows, H) buffers of this chunk instead of going to out.
+    std::vector<float> pingPong(finalOnly ? static_cast<size_t>(2 * rows * H) : 0);
+    const float* hp = h0 + n0 * H;
+    int64_t hs = H;
     for (int64_t k = 0; k < s.steps; k++) {
-      t = lay.step(k);
-      const bool first = k == 0;
-      const float* hp = first ? h0 + n0 * H : out + lay.row(lay.previous(t), n0) * H;
-      const int64_t hs = first ? H : lay.rowStride * H;
+      const int64_t t = lay.step(k);
+      float* ho = finalOnly ? pingPong.data() + (k % 2) * rows * H : out + lay.row(t, n0) * H;
+      const int64_t hos = finalOnly ? H : lay.rowStride * H;
       for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows) {
         const int64_t R = std::min<int64_t>(kMaxRows, rows - r0);
         const BlockArgs a{&plan, x + lay.row(t, n0 + r0) * E, lay.rowStride * E, hp + r0 * hs, hs,
-                          out + lay.row(t, n0 + r0) * H, lay.rowStride * H, kGru ? nullptr : cells.data() + r0 * H};
+                          ho + r0 * hos, hos, kGru ? nullptr : cells.data() + r0 * H};
         blockFn<kGru>(isa, R)(a);
       }
+      hp = ho;
+      hs = hos;
     }
-    for (int64_t n = n0; n < n1; n++) {
-      const float* h = out + lay.row(t, n) * H;
-      std::copy(h, h + H, hN + n * H);
-    }
+    for (int64_t r = 0; r < rows; r++) std::copy(hp + r * hs, hp + r * hs + H, hN + (n0 + r) * H);
     if (!kGru) std::copy(cells.begin(), cells.end(), cN + n0 * H);
   });
 }
@@ -620,14 +622,14 @@ void gruSequenceBackward(const RecurrentShape& s, const float* g, const float* o
 
 namespace lowbit {
 
-void lstmInference(const RecurrentShape& s, int64_t E, const float* x, const float* wIh, const float* wHh,
-                   const float* bias, const float* h0, const float* c0, float* out) {
-  inferenceSequence<false>(s, E, x, wIh, wHh, bias, nullptr, h0, c0, out);
+void lstmInference(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                   const float* wHh, const float* bias, const float* h0, const float* c0, float* out) {
+  inferenceSequence<false>(s, E, finalOnly, x, wIh, wHh, bias, nullptr, h0, c0, out);
 }
 
-void gruInference(const RecurrentShape& s, int64_t E, const float* x, const float* wIh, const float* wHh,
-                  const float* biasIh, const float* biasHh, const float* h0, float* out) {
-  inferenceSequence<true>(s, E, x, wIh, wHh, biasIh, biasHh, h0, nullptr, out);
+void gruInference(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                  const float* wHh, const float* biasIh, const float* biasHh, const float* h0, float* out) {
+  inferenceSequence<true>(s, E, finalOnly, x, wIh, wHh, biasIh, biasHh, h0, nullptr, out);
 }
 
 }  // namespace lowbit

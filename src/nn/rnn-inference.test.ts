@@ -18,7 +18,7 @@ import { nativeAddon } from '../backend/native/index.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { crossEntropy, randn, reshape, Rng, Tensor, zeros } from '../tensor/index.ts';
 import { GRU, LSTM, type RNNOptions } from './rnn.ts';
-import { lastStepLinearInference, recurrentInference, setRecurrentInference } from './rnn-inference.ts';
+import { finalHiddenInference, lastStepLinearInference, recurrentInference, setRecurrentInference } from './rnn-inference.ts';
 import { NextWordModel } from './models/next-word.ts';
 
 const info = nativeInfo();
@@ -158,6 +158,27 @@ describe('LSTM / GRU inference path (native lstmInference / gruInference)', { sk
     assert.equal(lastStepLinearInference(out, w.requiresGrad_(), b), null, 'a weight that requires grad, grad enabled');
   });
 
+  it('[every-isa] h_N alone (per-step outputs in scratch) equals the full call\'s h_N bit for bit, both cells, both directions', () => {
+    for (const kind of ['lstm', 'gru'] as const) {
+      for (const reverse of [false, true]) {
+        const G = kind === 'lstm' ? 4 : 3;
+        const rng = new Rng(9);
+        const cell = { weightIh: randn([G * 19, 5], { rng }), weightHh: randn([G * 19, 19], { rng }), biasIh: randn([G * 19], { rng }), biasHh: randn([G * 19], { rng }) };
+        const x = randn([8, 6, 5], { rng });
+        const start = Array.from({ length: kind === 'lstm' ? 2 : 1 }, () => randn([8, 19], { rng }));
+        withBackend('native', () => noGrad(() => {
+          const full = recurrentInference(kind, x, cell, start, { batchFirst: true, reverse });
+          const last = finalHiddenInference(kind, x, cell, start, { batchFirst: true, reverse });
+          assert.ok(full && last);
+          assert.deepEqual(Array.from(last.data), Array.from(full.final[0]!.data));
+          // and h_N is the output row of the step the recurrence ended on
+          const t = reverse ? 0 : 5;
+          for (let n = 0; n < 8; n++) assert.deepEqual(Array.from(full.output.data.subarray((n * 6 + t) * 19, (n * 6 + t + 1) * 19)), Array.from(last.data.subarray(n * 19, (n + 1) * 19)));
+        }));
+      }
+    }
+  });
+
   it('[every-isa] 1 and 2 pool threads give identical results (rows are independent)', () => {
     const threads = info ? info.threads : 1;
     try {
@@ -188,19 +209,22 @@ describe('LSTM / GRU inference path (native lstmInference / gruInference)', { sk
 
   it('the addon rejects operands of the wrong size with a message naming the argument', () => {
     const addon = nativeAddon()!;
-    const dims = Int32Array.from([2, 3, 4, 0, 0, 5]);
+    const dims = Int32Array.from([2, 3, 4, 0, 0, 5, 0]);
     const f = (n: number): Float32Array => new Float32Array(n);
     // x (2·3·5), wIh (16·5), wHh (16·4), bias 16, h0, c0 (3·4), out (2·3·4 + 2·3·4)
     assert.doesNotThrow(() => addon.lstmInference(f(30), f(80), f(64), f(16), f(12), f(12), f(48), dims));
     assert.throws(() => addon.lstmInference(f(30), f(80), f(63), f(16), f(12), f(12), f(48), dims), /lstmInference: argument 2 has 63 elements, expected 64/);
     assert.throws(() => addon.gruInference(f(30), f(60), f(48), f(12), f(12), f(12), f(48), dims), /gruInference: argument 6 has 48 elements, expected 36/);
-    assert.throws(() => addon.lstmInference(f(30), f(80), f(64), f(16), f(12), f(12), f(48), Int32Array.from([2, 3, 4, 0, 0, 0])), /lstmInference: bad dims/);
+    assert.throws(() => addon.lstmInference(f(30), f(80), f(64), f(16), f(12), f(12), f(48), Int32Array.from([2, 3, 4, 0, 0, 0, 0])), /lstmInference: bad dims/);
+    // finalOnly: out = [h_N | c_N]
+    assert.doesNotThrow(() => addon.lstmInference(f(30), f(80), f(64), f(16), f(12), f(12), f(24), Int32Array.from([2, 3, 4, 0, 0, 5, 1])));
+    assert.throws(() => addon.lstmInference(f(30), f(80), f(64), f(16), f(12), f(12), f(48), Int32Array.from([2, 3, 4, 0, 0, 5, 1])), /argument 6 has 48 elements, expected 24/);
   });
 
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : skip }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
-      assert.ok(passed >= 2 * CASES.length + 4, `expected the ${2 * CASES.length + 4} tagged tests to pass, got ${passed}:\n${output}`);
+      assert.ok(passed >= 2 * CASES.length + 5, `expected the ${2 * CASES.length + 5} tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });

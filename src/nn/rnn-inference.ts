@@ -47,11 +47,11 @@ function applies(operands: readonly (Tensor | null)[]): boolean {
 }
 
 /**
- * Runs one layer-direction for inference: `input` [L, N, E] ([N, L, E] with batchFirst), `start`
- * [h0] (GRU) or [h0, c0] (LSTM), each [N, H]. Returns h_t for every step (input's layout, width H)
- * and the final state parts, or null when the training path has to run instead.
+ * The native call of one layer-direction: `input` [L, N, E] ([N, L, E] with batchFirst), `start`
+ * [h0] (GRU) or [h0, c0] (LSTM), each [N, H]. Returns the addon's output ([h per step | h_N | c_N],
+ * without the per-step h when `finalOnly`) with its sizes, or null when the training path has to run.
  */
-export function recurrentInference(kind: 'lstm' | 'gru', input: Tensor, cell: InferenceWeights, start: readonly Tensor[], { batchFirst = false, reverse = false }: RecurrentOptions): { output: Tensor; final: Tensor[] } | null {
+function runNative(kind: 'lstm' | 'gru', input: Tensor, cell: InferenceWeights, start: readonly Tensor[], { batchFirst = false, reverse = false }: RecurrentOptions, finalOnly: boolean): { out: Float32Array; plane: number; state: number; batch: number; hidden: number } | null {
   const { weightIh, weightHh, biasIh, biasHh } = cell;
   if (!applies([input, weightIh, weightHh, biasIh, biasHh, ...start])) return null;
   const addon = nativeAddon();
@@ -61,11 +61,10 @@ export function recurrentInference(kind: 'lstm' | 'gru', input: Tensor, cell: In
   const rows = weightHh.shape[0]!;
   const steps = batchFirst ? b : a;
   const batch = batchFirst ? a : b;
-  const plane = steps * batch * hidden;
+  const plane = finalOnly ? 0 : steps * batch * hidden;
   const state = batch * hidden;
-  const parts = kind === 'lstm' ? 2 : 1;
-  const out = uninitialised(plane + parts * state);
-  const dims = Int32Array.from([steps, batch, hidden, batchFirst ? 1 : 0, reverse ? 1 : 0, inputSize]);
+  const out = uninitialised(plane + (kind === 'lstm' ? 2 : 1) * state);
+  const dims = Int32Array.from([steps, batch, hidden, batchFirst ? 1 : 0, reverse ? 1 : 0, inputSize, finalOnly ? 1 : 0]);
   const f32 = (t: Tensor | null): Float32Array => (t ? (t.data as Float32Array) : new Float32Array(rows));
   if (kind === 'lstm') {
     const bias = new Float32Array(rows);
@@ -77,23 +76,45 @@ export function recurrentInference(kind: 'lstm' | 'gru', input: Tensor, cell: In
   } else {
     addon.gruInference(f32(input), f32(weightIh), f32(weightHh), f32(biasIh), f32(biasHh), f32(start[0]!), out, dims);
   }
-  const output = new Tensor(out.subarray(0, plane), [a, b, hidden]);
-  const final = Array.from({ length: parts }, (_, p) => new Tensor(out.slice(plane + p * state, plane + (p + 1) * state), [batch, hidden]));
+  return { out, plane, state, batch, hidden };
+}
+
+/**
+ * Runs one layer-direction for inference: `input` [L, N, E] ([N, L, E] with batchFirst), `start`
+ * [h0] (GRU) or [h0, c0] (LSTM), each [N, H]. Returns h_t for every step (input's layout, width H)
+ * and the final state parts, or null when the training path has to run instead.
+ */
+export function recurrentInference(kind: 'lstm' | 'gru', input: Tensor, cell: InferenceWeights, start: readonly Tensor[], options: RecurrentOptions): { output: Tensor; final: Tensor[] } | null {
+  const r = runNative(kind, input, cell, start, options, false);
+  if (!r) return null;
+  const { out, plane, state, batch, hidden } = r;
+  const output = new Tensor(out.subarray(0, plane), [input.shape[0]!, input.shape[1]!, hidden]);
+  const final = Array.from({ length: start.length }, (_, p) => new Tensor(out.slice(plane + p * state, plane + (p + 1) * state), [batch, hidden]));
   return { output, final };
 }
 
 /**
+ * As recurrentInference, but only the final hidden state h_N [N, H] comes back: the per-step
+ * outputs stay in the addon's per-thread scratch (what a next-word LM needs from its last step).
+ */
+export function finalHiddenInference(kind: 'lstm' | 'gru', input: Tensor, cell: InferenceWeights, start: readonly Tensor[], options: RecurrentOptions): Tensor | null {
+  const r = runNative(kind, input, cell, start, options, true);
+  return r ? new Tensor(r.out.subarray(0, r.state), [r.batch, r.hidden]) : null;
+}
+
+/**
  * The next-word head on the last step for inference: `out` [N, L, H] (batch-first per-step
- * outputs) → logits [N, V] = out[:, L − 1] · Wᵀ + b in one native SGEMM that reads the last step's
+ * outputs, or the last step's [N, H]) → logits [N, V] = out[:, L − 1] · Wᵀ + b in one native SGEMM that reads the last step's
  * rows in place and starts from the bias (C = b, beta 1: no separate bias pass, no copy of the
  * last step). Null when the training path has to run (a gradient is wanted, another backend, not
  * float32, autocast).
  */
 export function lastStepLinearInference(out: Tensor, weight: Tensor, bias: Tensor | null): Tensor | null {
-  if (out.rank !== 3 || !applies([out, weight, bias])) return null;
+  if ((out.rank !== 3 && out.rank !== 2) || !applies([out, weight, bias])) return null;
   const addon = nativeAddon();
   if (!addon) return null;
-  const [n, steps, hidden] = out.shape as [number, number, number];
+  // [N, H] is one step.
+  const [n, steps, hidden] = (out.rank === 3 ? out.shape : [out.shape[0]!, 1, out.shape[1]!]) as [number, number, number];
   const vocab = weight.shape[0]!;
   if (weight.shape[1] !== hidden) return null;
   const logits = uninitialised(n * vocab);

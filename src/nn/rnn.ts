@@ -12,7 +12,7 @@ import {
 import { Module, shapeText } from './module.ts';
 import { invertedDropout } from './dropout.ts';
 import { uniform } from './init.ts';
-import { recurrentInference } from './rnn-inference.ts';
+import { finalHiddenInference, recurrentInference } from './rnn-inference.ts';
 
 /** Floating-point dtypes a layer's parameters can have. */
 export type FloatDType = Exclude<DType, 'int32'>;
@@ -193,6 +193,19 @@ export abstract class RNNBase extends Module {
       return batched ? full : squeeze(full, 1);
     });
     return { output, final };
+  }
+
+  /**
+   * h_N [N, H] of a one-layer, one-direction, batch-first layer over `x` [N, L, inputSize] from zero
+   * states, through the inference path (rnn-inference.ts), without the per-step outputs; null when
+   * that path does not apply (a gradient is wanted, another backend, another configuration).
+   * @internal for NextWordModel's forward, which only reads the last step.
+   */
+  finalHiddenForInference(x: Tensor): Tensor | null {
+    if (this.numLayers !== 1 || this.bidirectional || !this.batchFirst || x.rank !== 3 || x.shape[2] !== this.inputSize || x.shape[1] === 0) return null;
+    const kind = this.cells[0]!.weightIh.shape[0] === 4 * this.hiddenSize ? 'lstm' : 'gru';
+    const zero = zeros([x.shape[0]!, this.hiddenSize], this.dtype);
+    return finalHiddenInference(kind, x, this.cells[0]!, kind === 'lstm' ? [zero, zero] : [zero], { batchFirst: true });
   }
 
   override extraRepr(): string {
