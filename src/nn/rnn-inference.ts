@@ -61,6 +61,7 @@ function runNative(kind: 'lstm' | 'gru', input: Tensor, cell: InferenceWeights, 
   const rows = weightHh.shape[0]!;
   const steps = batchFirst ? b : a;
   const batch = batchFirst ? a : b;
+  if (steps === 0 || batch === 0 || inputSize === 0) return null;
   const plane = finalOnly ? 0 : steps * batch * hidden;
   const state = batch * hidden;
   const out = uninitialised(plane + (kind === 'lstm' ? 2 : 1) * state);
@@ -116,7 +117,7 @@ export function lastStepLinearInference(out: Tensor, weight: Tensor, bias: Tenso
   // [N, H] is one step.
   const [n, steps, hidden] = (out.rank === 3 ? out.shape : [out.shape[0]!, 1, out.shape[1]!]) as [number, number, number];
   const vocab = weight.shape[0]!;
-  if (weight.shape[1] !== hidden) return null;
+  if (weight.shape[1] !== hidden || n === 0 || steps === 0 || hidden === 0) return null;
   const logits = uninitialised(n * vocab);
   if (bias) for (let r = 0; r < n; r++) logits.set(bias.data as Float32Array, r * vocab);
   const x = (out.data as Float32Array).subarray((steps - 1) * hidden);
