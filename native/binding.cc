@@ -516,6 +516,53 @@ Napi::Value Recurrent(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The inference-only recurrent sequences (recurrent.h), dims an Int32Array
+// [L, N, H, batchFirst, reverse, E, finalOnly]:
+//   lstmInference(x, wIh, wHh, bias, h0, c0, out)   out = [h per step | h_N | c_N]
+//   gruInference(x, wIh, wHh, biasIh, biasHh, h0, out)   out = [h per step | h_N]
+// (without the per-step h when finalOnly)
+template <bool gru>
+Napi::Value RecurrentInference(const Napi::CallbackInfo& info) {
+  constexpr const char* name = gru ? "gruInference" : "lstmInference";
+  constexpr size_t arrays = 7;
+  F32 a[arrays];
+  int64_t d[7];
+  for (size_t i = 0; i < arrays; i++) {
+    if (!argF32(info, i, &a[i])) return info.Env().Undefined();
+  }
+  if (!argInts(info, arrays, d, 7)) return info.Env().Undefined();
+  if (d[0] < 1 || d[1] < 1 || d[2] < 1 || d[5] < 1 || (d[3] != 0 && d[3] != 1) || (d[4] != 0 && d[4] != 1) ||
+      (d[6] != 0 && d[6] != 1)) {
+    fail(info.Env(), std::string(name) + ": bad dims");
+    return info.Env().Undefined();
+  }
+  const int64_t L = d[0], N = d[1], H = d[2], E = d[5], G = gru ? 3 : 4;
+  const bool finalOnly = d[6] != 0;
+  const int64_t plane = finalOnly ? 0 : L * N * H, state = N * H;
+  const std::vector<int64_t> expected =
+      gru ? std::vector<int64_t>{L * N * E, G * H * E, G * H * H, G * H, G * H, state, plane + state}
+          : std::vector<int64_t>{L * N * E, G * H * E, G * H * H, G * H, state, state, plane + 2 * state};
+  for (size_t i = 0; i < arrays; i++) {
+    if (static_cast<int64_t>(a[i].length) != expected[i]) {
+      fail(info.Env(), std::string(name) + ": argument " + std::to_string(i) + " has " + std::to_string(a[i].length) +
+                           " elements, expected " + std::to_string(expected[i]));
+      return info.Env().Undefined();
+    }
+  }
+  lowbit::RecurrentShape shape;
+  shape.steps = L;
+  shape.batch = N;
+  shape.hidden = H;
+  shape.batchFirst = d[3] != 0;
+  shape.reverse = d[4] != 0;
+  if (gru) {
+    lowbit::gruInference(shape, E, finalOnly, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
+  } else {
+    lowbit::lstmInference(shape, E, finalOnly, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
+  }
+  return info.Env().Undefined();
+}
+
 // softmax(x, y, rows, cols, log)
 Napi::Value Softmax(const Napi::CallbackInfo& info) {
   F32 x, y;
@@ -2419,6 +2466,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lstmSequenceBackward", Napi::Function::New(env, Recurrent<RnnKind::LstmBackward>));
   exports.Set("gruSequence", Napi::Function::New(env, Recurrent<RnnKind::Gru>));
   exports.Set("gruSequenceBackward", Napi::Function::New(env, Recurrent<RnnKind::GruBackward>));
+  exports.Set("lstmInference", Napi::Function::New(env, RecurrentInference<false>));
+  exports.Set("gruInference", Napi::Function::New(env, RecurrentInference<true>));
   return exports;
 }
 

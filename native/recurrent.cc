@@ -15,6 +15,8 @@
 #include <cstring>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "cpu.h"
 #include "gemm.h"
 #include "threadpool.h"
@@ -294,6 +296,268 @@ void backwardSteps(const RecurrentShape& s, const Layout& lay, int64_t gates, co
   });
 }
 
+
+// ---------------------------------------------------------------- inference (no saved activations)
+//
+// Per step and per block of up to kMaxRows sequences, each group of 16 hidden units gets the
+// pre-activations of its gates in registers: acc (rows, 4 vectors) = bias + [x_t, h_{t-1}] . W, one K
+// loop over E + H, then the cell runs on the 16 lanes and writes h_t (and the LSTM's c_t) directly.
+// W is packed once per call (a few tens of microseconds, no cache to invalidate when an optimizer
+// updates the weights in place): per group, E + H rows of V vectors of 16 (LSTM V = 4: i f g o; GRU
+// V = 3: r z n). The GRU keeps n's input and hidden parts in separate accumulators (r multiplies only
+// the hidden part), so its four accumulators are r, z, nx, nh. The input projection of every step is
+// thereby part of the recurrent product and no (L, N, G H) gate tensor is ever written.
+
+constexpr int kUnits = 16;    // hidden units per group: one zmm
+constexpr int kAccs = 4;      // accumulator vectors per row
+constexpr int kMaxRows = 6;   // rows per register tile: 24 accumulators + 4 B vectors + 1 broadcast
+
+struct InferPlan {
+  int64_t E, H, groups;
+  const float* packed;  // groups x (E + H) x V x 16
+  const float* bias;    // groups x 4 x 16: the accumulators' starting values
+};
+
+// One row block of one step: x rows at x + r xs, h_{t-1} rows at hp + r hs, h_t rows written at
+// ho + r hs2, the LSTM's c rows at c + r H (updated in place).
+struct BlockArgs {
+  const InferPlan* plan;
+  const float* x;
+  int64_t xs;
+  const float* hp;
+  int64_t hs;
+  float* ho;
+  int64_t hos;
+  float* c;
+};
+
+// pre (R, 64) = the four accumulators of every row of group g (portable version, vectorised by the
+// compiler in the AVX2 wrapper).
+template <bool kGru, int R>
+LOWBIT_INLINE void tileGeneric(const BlockArgs& a, int64_t g, float* __restrict pre) {
+  constexpr int V = kGru ? 3 : 4;
+  const InferPlan& p = *a.plan;
+  const float* b = p.packed + g * (p.E + p.H) * V * kUnits;
+  const float* bias = p.bias + g * kAccs * kUnits;
+  for (int r = 0; r < R; r++)
+    for (int q = 0; q < kAccs * kUnits; q++) pre[r * kAccs * kUnits + q] = bias[q];
+  for (int64_t k = 0; k < p.E; k++, b += V * kUnits) {
+    for (int r = 0; r < R; r++) {
+      const float av = a.x[r * a.xs + k];
+      float* __restrict acc = pre + r * kAccs * kUnits;
+      for (int q = 0; q < V * kUnits; q++) acc[q] += av * b[q];
+    }
+  }
+  for (int64_t k = 0; k < p.H; k++, b += V * kUnits) {
+    for (int r = 0; r < R; r++) {
+      const float av = a.hp[r * a.hs + k];
+      float* __restrict acc = pre + r * kAccs * kUnits;
+      for (int q = 0; q < 2 * kUnits; q++) acc[q] += av * b[q];
+      // The GRU's hidden n part goes to the fourth accumulator.
+      float* __restrict last = acc + (kGru ? 3 : 2) * kUnits;
+      for (int q = 0; q < (kGru ? 1 : 2) * kUnits; q++) last[q] += av * b[2 * kUnits + q];
+    }
+  }
+}
+
+template <bool kGru, int R>
+LOWBIT_TARGET_AVX512 void tileAvx512(const BlockArgs& a, int64_t g, float* pre) {
+  constexpr int V = kGru ? 3 : 4;
+  const InferPlan& p = *a.plan;
+  const float* b = p.packed + g * (p.E + p.H) * V * kUnits;
+  const float* bias = p.bias + g * kAccs * kUnits;
+  __m512 acc[R][kAccs];
+#pragma GCC unroll 4
+  for (int v = 0; v < kAccs; v++) {
+    const __m512 start = _mm512_loadu_ps(bias + v * kUnits);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) acc[r][v] = start;
+  }
+  const float* x = a.x;
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < p.E; k++, b += V * kUnits) {
+    __m512 bv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) bv[v] = _mm512_load_ps(b + v * kUnits);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(x[r * a.xs + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  const float* h = a.hp;
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < p.H; k++, b += V * kUnits) {
+    __m512 bv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) bv[v] = _mm512_load_ps(b + v * kUnits);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(h[r * a.hs + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; v++) {
+        const int to = kGru && v == 2 ? 3 : v;
+        acc[r][to] = _mm512_fmadd_ps(av, bv[v], acc[r][to]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < kAccs; v++) _mm512_store_ps(pre + (r * kAccs + v) * kUnits, acc[r][v]);
+}
+
+// One row block of one step on ISA kIsa (2 AVX-512, 1 AVX2, 0 scalar): per group, the tile, then the
+// cell on its valid lanes. LSTM: [i f g o] = [s s tanh s](pre), c = f c + i g, h = o tanh(c). GRU:
+// r, z = s(pre), n = tanh(nx + r nh), h = n + z (h_{t-1} - n).
+template <int kIsa, bool kGru, int R>
+LOWBIT_INLINE void blockBody(const BlockArgs& a) {
+  const InferPlan& p = *a.plan;
+  alignas(64) float pre[R * kAccs * kUnits];
+  for (int64_t g = 0; g < p.groups; g++) {
+    if constexpr (kIsa == 2) {
+      tileAvx512<kGru, R>(a, g, pre);
+    } else {
+      tileGeneric<kGru, R>(a, g, pre);
+    }
+    const int64_t u0 = g * kUnits;
+    const int64_t units = std::min<int64_t>(kUnits, p.H - u0);
+    for (int r = 0; r < R; r++) {
+      const float* __restrict q = pre + r * kAccs * kUnits;
+      float* __restrict h = a.ho + r * a.hos + u0;
+      if constexpr (kGru) {
+        const float* __restrict hPrev = a.hp + r * a.hs + u0;
+        for (int64_t j = 0; j < units; j++) {
+          const float rg = sigmoidApprox(q[j]);
+          const float z = sigmoidApprox(q[kUnits + j]);
+          const float n = tanhApprox(q[2 * kUnits + j] + rg * q[3 * kUnits + j]);
+          h[j] = n + z * (hPrev[j] - n);
+        }
+      } else {
+        float* __restrict c = a.c + r * p.H + u0;
+        for (int64_t j = 0; j < units; j++) {
+          const float i = sigmoidApprox(q[j]);
+          const float f = sigmoidApprox(q[kUnits + j]);
+          const float gg = tanhApprox(q[2 * kUnits + j]);
+          const float o = sigmoidApprox(q[3 * kUnits + j]);
+          const float cv = f * c[j] + i * gg;
+          c[j] = cv;
+          h[j] = o * tanhApprox(cv);
+        }
+      }
+    }
+  }
+}
+
+template <bool kGru, int R>
+LOWBIT_TARGET_AVX512 void blockAvx512(const BlockArgs& a) { blockBody<2, kGru, R>(a); }
+template <bool kGru, int R>
+LOWBIT_TARGET_AVX2 void blockAvx2(const BlockArgs& a) { blockBody<1, kGru, R>(a); }
+template <bool kGru, int R>
+void blockScalar(const BlockArgs& a) { blockBody<0, kGru, R>(a); }
+
+using BlockFn = void (*)(const BlockArgs&);
+
+template <bool kGru, int R>
+BlockFn blockFor(Isa isa) {
+  if (isa == Isa::Avx512) return blockAvx512<kGru, R>;
+  if (isa == Isa::Avx2) return blockAvx2<kGru, R>;
+  return blockScalar<kGru, R>;
+}
+
+template <bool kGru>
+BlockFn blockFn(Isa isa, int64_t rows) {
+  switch (rows) {
+    case 1: return blockFor<kGru, 1>(isa);
+    case 2: return blockFor<kGru, 2>(isa);
+    case 3: return blockFor<kGru, 3>(isa);
+    case 4: return blockFor<kGru, 4>(isa);
+    case 5: return blockFor<kGru, 5>(isa);
+    default: return blockFor<kGru, kMaxRows>(isa);
+  }
+}
+
+// A 64-byte aligned float buffer of the calling thread that only grows.
+float* scratch(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n + 16) v.resize(static_cast<size_t>(n + 16));
+  const uintptr_t at = reinterpret_cast<uintptr_t>(v.data());
+  return v.data() + ((64 - at % 64) % 64) / sizeof(float);
+}
+
+// packed[g][k][v][lane] = W(v H + 16 g + lane, k) with W = [W_ih | W_hh] (V H, E + H), 0 past H;
+// written in order (each read cache line of W serves 16 consecutive k).
+void packInference(int64_t E, int64_t H, int V, const float* wIh, const float* wHh, float* packed) {
+  const int64_t K = E + H, groups = (H + kUnits - 1) / kUnits;
+  float* dst = packed;
+  for (int64_t g = 0; g < groups; g++) {
+    const int64_t units = std::min<int64_t>(kUnits, H - g * kUnits);
+    for (int64_t k = 0; k < K; k++) {
+      const float* w = k < E ? wIh + k : wHh + (k - E);
+      const int64_t ld = k < E ? E : H;
+      for (int v = 0; v < V; v++, dst += kUnits) {
+        const float* col = w + (v * H + g * kUnits) * ld;
+        int64_t lane = 0;
+        for (; lane < units; lane++) dst[lane] = col[lane * ld];
+        for (; lane < kUnits; lane++) dst[lane] = 0.0f;
+      }
+    }
+  }
+}
+
+// The whole inference sequence: weights packed on the caller, then per chunk of the batch (one per pool
+// thread) every step in processing order, row blocks of up to kMaxRows sequences.
+template <bool kGru>
+void inferenceSequence(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                       const float* wHh, const float* bias0, const float* bias1, const float* h0, const float* c0,
+                       float* out) {
+  const Layout lay = layoutOf(s);
+  const int V = kGru ? 3 : 4;
+  const int64_t H = s.hidden, K = E + H, groups = (H + kUnits - 1) / kUnits;
+  thread_local std::vector<float> packedStore, biasStore;
+  float* packed = scratch(packedStore, groups * K * V * kUnits);
+  float* bias = scratch(biasStore, groups * kAccs * kUnits);
+  packInference(E, H, V, wIh, wHh, packed);
+  std::fill(bias, bias + groups * kAccs * kUnits, 0.0f);
+  for (int64_t u = 0; u < H; u++) {
+    float* b = bias + (u / kUnits) * kAccs * kUnits + u % kUnits;
+    for (int v = 0; v < kAccs; v++) {
+      // LSTM: b_ih + b_hh per gate. GRU: r and z sum both biases; nx starts at b_in, nh at b_hn.
+      b[v * kUnits] = !kGru ? bias0[v * H + u] : v < 2 ? bias0[v * H + u] + bias1[v * H + u] : v == 2 ? bias0[2 * H + u] : bias1[2 * H + u];
+    }
+  }
+  const InferPlan plan{E, H, groups, packed, bias};
+  float* hN = finalOnly ? out : out + lay.plane;
+  float* cN = hN + s.batch * H;
+  const Isa isa = activeIsa();
+  splitBatch(s, V, [&](int64_t n0, int64_t n1) {
+    const int64_t rows = n1 - n0;
+    std::vector<float> cells(kGru ? 0 : static_cast<size_t>(rows * H));
+    if (!kGru) std::copy(c0 + n0 * H, c0 + n1 * H, cells.begin());
+    // finalOnly: h_t alternates between two (rows, H) buffers of this chunk instead of going to out.
+    std::vector<float> pingPong(finalOnly ? static_cast<size_t>(2 * rows * H) : 0);
+    const float* hp = h0 + n0 * H;
+    int64_t hs = H;
+    for (int64_t k = 0; k < s.steps; k++) {
+      const int64_t t = lay.step(k);
+      float* ho = finalOnly ? pingPong.data() + (k % 2) * rows * H : out + lay.row(t, n0) * H;
+      const int64_t hos = finalOnly ? H : lay.rowStride * H;
+      // Blocks of equal size (5 or 6 rows for 128, not 21 of 6 and a slow one of 2).
+      const int64_t blocks = (rows + kMaxRows - 1) / kMaxRows;
+      for (int64_t b = 0; b < blocks; b++) {
+        const int64_t r0 = rows * b / blocks, R = rows * (b + 1) / blocks - r0;
+        const BlockArgs a{&plan, x + lay.row(t, n0 + r0) * E, lay.rowStride * E, hp + r0 * hs, hs,
+                          ho + r0 * hos, hos, kGru ? nullptr : cells.data() + r0 * H};
+        blockFn<kGru>(isa, R)(a);
+      }
+      hp = ho;
+      hs = hos;
+    }
+    for (int64_t r = 0; r < rows; r++) std::copy(hp + r * hs, hp + r * hs + H, hN + (n0 + r) * H);
+    if (!kGru) std::copy(cells.begin(), cells.end(), cN + n0 * H);
+  });
+}
+
 }  // namespace
 
 void lstmSequence(const RecurrentShape& s, const float* gates, const float* w, const float* bias, const float* h0,
@@ -354,6 +618,20 @@ void gruSequenceBackward(const RecurrentShape& s, const float* g, const float* o
              g + at, g + P + at, g + 2 * P + at, g + 3 * P + at, g + 4 * P + at};
     gruRowBack(isa, H, &v, dh, grads + lay.row(t, n) * G, dHidden + lay.row(t, n) * G);
   });
+}
+
+}  // namespace lowbit
+
+namespace lowbit {
+
+void lstmInference(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                   const float* wHh, const float* bias, const float* h0, const float* c0, float* out) {
+  inferenceSequence<false>(s, E, finalOnly, x, wIh, wHh, bias, nullptr, h0, c0, out);
+}
+
+void gruInference(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                  const float* wHh, const float* biasIh, const float* biasHh, const float* h0, float* out) {
+  inferenceSequence<true>(s, E, finalOnly, x, wIh, wHh, biasIh, biasHh, h0, nullptr, out);
 }
 
 }  // namespace lowbit

@@ -31,3 +31,19 @@ void gruSequenceBackward(const RecurrentShape& s, const float* g, const float* o
                          float* grads);
 
 }  // namespace lowbit
+
+namespace lowbit {
+
+// Inference-only forward of one LSTM layer-direction, input projection included, no gate
+// activations kept: x (L, N, E) per-step rows (layout as above), wIh (4H, E), wHh (4H, H),
+// bias (4H) = b_ih + b_hh, h0 and c0 (N, H) -> out [h per step (L, N, H) | h_N (N, H) | c_N (N, H)]
+// where h_N, c_N are the states at the step the recurrence ends on; with finalOnly, out is
+// [h_N | c_N] (the per-step h stay in per-thread scratch).
+void lstmInference(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                   const float* wHh, const float* bias, const float* h0, const float* c0, float* out);
+// The same for a GRU: wIh (3H, E), wHh (3H, H), biasIh = b_ih, biasHh = b_hh (3H), h0 (N, H) ->
+// out [h per step (L, N, H) | h_N (N, H)] ([h_N] with finalOnly).
+void gruInference(const RecurrentShape& s, int64_t E, bool finalOnly, const float* x, const float* wIh,
+                  const float* wHh, const float* biasIh, const float* biasHh, const float* h0, float* out);
+
+}  // namespace lowbit

@@ -12,6 +12,7 @@ import {
 import { Module, shapeText } from './module.ts';
 import { invertedDropout } from './dropout.ts';
 import { uniform } from './init.ts';
+import { finalHiddenInference, recurrentInference } from './rnn-inference.ts';
 
 /** Floating-point dtypes a layer's parameters can have. */
 export type FloatDType = Exclude<DType, 'int32'>;
@@ -194,6 +195,19 @@ export abstract class RNNBase extends Module {
     return { output, final };
   }
 
+  /**
+   * h_N [N, H] of a one-layer, one-direction, batch-first layer over `x` [N, L, inputSize] from zero
+   * states, through the inference path (rnn-inference.ts), without the per-step outputs; null when
+   * that path does not apply (a gradient is wanted, another backend, another configuration).
+   * @internal for NextWordModel's forward, which only reads the last step.
+   */
+  finalHiddenForInference(x: Tensor): Tensor | null {
+    if (this.numLayers !== 1 || this.bidirectional || !this.batchFirst || x.rank !== 3 || x.shape[2] !== this.inputSize || x.shape[1] === 0) return null;
+    const kind = this.cells[0]!.weightIh.shape[0] === 4 * this.hiddenSize ? 'lstm' : 'gru';
+    const zero = zeros([x.shape[0]!, this.hiddenSize], this.dtype);
+    return finalHiddenInference(kind, x, this.cells[0]!, kind === 'lstm' ? [zero, zero] : [zero], { batchFirst: true });
+  }
+
   override extraRepr(): string {
     const parts = [`${this.inputSize}, ${this.hiddenSize}`];
     if (this.numLayers !== 1) parts.push(`numLayers=${this.numLayers}`);
@@ -222,15 +236,25 @@ function sequenceStates(parts: Tensor, stateParts: number, { batchFirst, reverse
   return { output, final };
 }
 
-/** LSTM layer-direction: the input projection W_ih·x_t, then lstmSequence with b_ih + b_hh added inside. */
+/**
+ * LSTM layer-direction: the input projection W_ih·x_t, then lstmSequence with b_ih + b_hh added
+ * inside; when no gradient is wanted on the native backend, the inference path (rnn-inference.ts).
+ */
 const lstmLayer: LayerRun = (input, cell, [h0, c0], options) => {
+  const fast = recurrentInference('lstm', input, cell, [h0!, c0!], options);
+  if (fast) return fast;
   const bias = cell.biasIh && cell.biasHh ? add(cell.biasIh, cell.biasHh) : zeros([cell.weightHh.shape[0]!], cell.weightHh.dtype);
   const gates = linear(input, cell.weightIh);
   return sequenceStates(lstmSequence(gates, cell.weightHh, bias, h0!, c0!, options), 2, options);
 };
 
-/** GRU layer-direction: the input projection W_ih·x_t, then gruSequence with both biases (r multiplies W_hn·h + b_hn). */
+/**
+ * GRU layer-direction: the input projection W_ih·x_t, then gruSequence with both biases (r
+ * multiplies W_hn·h + b_hn); when no gradient is wanted on the native backend, the inference path.
+ */
 const gruLayer: LayerRun = (input, cell, [h0], options) => {
+  const fast = recurrentInference('gru', input, cell, [h0!], options);
+  if (fast) return fast;
   const noBias = (): Tensor => zeros([cell.weightHh.shape[0]!], cell.weightHh.dtype);
   const gates = linear(input, cell.weightIh);
   return sequenceStates(gruSequence(gates, cell.weightHh, cell.biasIh ?? noBias(), cell.biasHh ?? noBias(), h0!, options), 1, options);

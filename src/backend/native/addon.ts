@@ -73,6 +73,13 @@ export interface NativeAddon {
   gruSequence(gates: Float32Array, w: Float32Array, biasIh: Float32Array, biasHh: Float32Array, h0: Float32Array, out: Float32Array, dims: Int32Array): void;
   gruSequenceBackward(a0: Float32Array, a1: Float32Array, a2: Float32Array, a3: Float32Array, result: Float32Array, dims: Int32Array): void;
   /**
+   * Inference-only recurrent layer-directions (native/recurrent.h), input projection included, no
+   * gate activations kept; dims [L, N, H, batchFirst, reverse, E]. out = [h per step (x's row order)
+   * | h_N | c_N] for the LSTM, [h per step | h_N] for the GRU.
+   */
+  lstmInference(x: Float32Array, wIh: Float32Array, wHh: Float32Array, bias: Float32Array, h0: Float32Array, c0: Float32Array, out: Float32Array, dims: Int32Array): void;
+  gruInference(x: Float32Array, wIh: Float32Array, wHh: Float32Array, biasIh: Float32Array, biasHh: Float32Array, h0: Float32Array, out: Float32Array, dims: Int32Array): void;
+  /**
    * op 0 = sum (float64 accumulation), 1 = max (NaN propagates) of x viewed as `groups`
    * (merged dims, row-major), reducing the groups flagged 1 in `reduced`; y holds the kept ones.
    */

@@ -2,6 +2,7 @@ import { Module, type TensorModule } from '../module.ts';
 import { Embedding } from '../embedding.ts';
 import { Linear } from '../linear.ts';
 import { GRU, LSTM } from '../rnn.ts';
+import { lastStepLinearInference } from '../rnn-inference.ts';
 import { narrow, reshape, type Tensor } from '../../tensor/index.ts';
 import type { Rng } from '../../tensor/random.ts';
 
@@ -64,7 +65,16 @@ export class NextWordModel extends Module implements TensorModule {
   forward(ids: Tensor): Tensor {
     if (ids.rank !== 2) throw new RangeError(`NextWordModel: expected int32 ids [N, C], got [${ids.shape.join(', ')}]`);
     const [n, steps] = ids.shape as [number, number];
-    const [out] = this.rnn.forward(this.embedding.forward(ids));
-    return this.head.forward(reshape(narrow(out, 1, steps - 1, 1), [n, this.hiddenSize]));
+    const x = this.embedding.forward(ids);
+    const rnn = this.rnn;
+    const head = this.head;
+    // Without gradients, a plain LSTM / GRU gives only h after the last word (no per-step outputs)
+    // and a plain Linear head is one SGEMM from its bias (rnn-inference.ts).
+    const plainRnn = (rnn instanceof LSTM && rnn.constructor === LSTM) || (rnn instanceof GRU && rnn.constructor === GRU);
+    const last = plainRnn ? rnn.finalHiddenForInference(x) : null;
+    const out = last ?? this.rnn.forward(x)[0];
+    const fast = head instanceof Linear && head.constructor === Linear ? lastStepLinearInference(out, head.weight, head.bias) : null;
+    if (fast) return fast;
+    return head.forward(last ?? reshape(narrow(out, 1, steps - 1, 1), [n, this.hiddenSize]));
   }
 }
