@@ -2372,8 +2372,8 @@ Napi::Value IntTfProfile(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// intTfLoops(vector?: boolean): string — which loops run ("avx512" or "scalar"), after allowing (true) or
-// forbidding (false) the AVX-512 loops when the argument is given (for benchmarks and tests).
+// intTfLoops(vector?: boolean): string — which loops run ("avx512", "avx2" or "scalar"), after allowing (true) or
+// forbidding (false) the vector loops when the argument is given (for benchmarks and tests).
 Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
   if (info.Length() > 0 && !info[0].IsUndefined()) {
     if (!info[0].IsBoolean()) {

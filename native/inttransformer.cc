@@ -647,9 +647,219 @@ LOWBIT_TARGET_AVX512 void attentionAvx512(const IntTfAttention& p, const QKV* qk
   }
 }
 
+// ---------------------------------------------------------------- AVX2 loops
+// The same integers with 4 int64 lanes per ymm (as the AVX2 LSTM/GRU cells, native/irnn-cell.h), for CPUs
+// without AVX-512. The bounds are those of the AVX-512 loops (every requantization input |a| < 2^48, shifts
+// in [16, 63]; checked per call, the scalar loop otherwise). The lanes past the last whole vector of a row run
+// the scalar formulas of the same integers. AVX2 lacks the 64-bit abs, min / max, arithmetic shift and
+// 64-bit product: they are built from compares, blends and 32 × 32 → 64-bit products below.
+
+#define TF_AVX2_INLINE LOWBIT_TARGET_AVX2 inline __attribute__((always_inline))
+
+// −1 in the lanes where v < 0, else 0.
+TF_AVX2_INLINE __m256i signOf4(__m256i v) { return _mm256_cmpgt_epi64(_mm256_setzero_si256(), v); }
+// v with its sign flipped where `negative` is −1 (two's complement: (v ^ −1) − (−1) = −v).
+TF_AVX2_INLINE __m256i negateWhere4(__m256i v, __m256i negative) { return _mm256_sub_epi64(_mm256_xor_si256(v, negative), negative); }
+TF_AVX2_INLINE __m256i abs4(__m256i v) { return negateWhere4(v, signOf4(v)); }
+TF_AVX2_INLINE __m256i min4(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(a, b)); }
+TF_AVX2_INLINE __m256i max4(__m256i a, __m256i b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
+TF_AVX2_INLINE __m256i clamp4(__m256i v, __m256i lo, __m256i hi) { return min4(max4(v, lo), hi); }
+// ⌊v / 2^n⌋ (an arithmetic shift): for v < 0, ~v >= 0 and ~⌊~v / 2^n⌋ = ⌊v / 2^n⌋.
+TF_AVX2_INLINE __m256i sra4(__m256i v, int n) {
+  const __m256i negative = signOf4(v);
+  return _mm256_xor_si256(_mm256_srli_epi64(_mm256_xor_si256(v, negative), n), negative);
+}
+
+// rqVec on 4 lanes (same bounds and result: |a| < 2^48, m an int32 sign-extended, s in [16, 63]).
+TF_AVX2_INLINE __m256i rq4(__m256i a, __m256i m, __m256i s) {
+  const __m256i negative = signOf4(_mm256_xor_si256(a, m));
+  const __m256i ua = abs4(a), um = abs4(m);
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(s, one));
+  if (_mm256_testz_si256(ua, _mm256_set1_epi64x(static_cast<int64_t>(0xffffffff00000000ull)))) {
+    // every |a| < 2^32: a·|m| + 2^(s−1) < 2^63 + 2^62, no wrap.
+    return negateWhere4(_mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(ua, um), half), s), negative);
+  }
+  const __m256i high = _mm256_mul_epu32(_mm256_srli_epi64(ua, 16), um);
+  const __m256i low = _mm256_add_epi64(_mm256_mul_epu32(_mm256_and_si256(ua, _mm256_set1_epi64x(0xffff)), um), half);
+  __m256i r = _mm256_srlv_epi64(_mm256_add_epi64(high, _mm256_srli_epi64(low, 16)), _mm256_sub_epi64(s, _mm256_set1_epi64x(16)));
+  // min(r, 2^62) as unsigned numbers (the sign bit flipped for the signed compare).
+  const __m256i flip = _mm256_set1_epi64x(INT64_MIN), cap = _mm256_set1_epi64x(int64_t{1} << 62);
+  r = _mm256_blendv_epi8(r, cap, _mm256_cmpgt_epi64(_mm256_xor_si256(r, flip), _mm256_xor_si256(cap, flip)));
+  return negateWhere4(r, negative);
+}
+
+// 4 int32 / int8 as int64 lanes; 4 int64 lanes (int32 values) stored as int32 / int8.
+TF_AVX2_INLINE __m256i load32x4(const int32_t* p) { return _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+TF_AVX2_INLINE __m256i load8x4(const int8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  return _mm256_cvtepi8_epi64(_mm_cvtsi32_si128(word));
+}
+TF_AVX2_INLINE __m128i low32x4(__m256i v) { return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6))); }
+TF_AVX2_INLINE void store32x4(int32_t* p, __m256i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), low32x4(v)); }
+TF_AVX2_INLINE void store8x4(int8_t* p, __m256i v) {
+  const int32_t word = _mm_cvtsi128_si32(_mm_shuffle_epi8(low32x4(v), _mm_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1)));
+  std::memcpy(p, &word, 4);
+}
+
+// One lane of requantizeScalar (the tails of the AVX2 rows).
+inline void requantizeOne(int64_t r, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift, int32_t lo, int32_t hi,
+                          int mode, int32_t* out32, int8_t* out8) {
+  const int64_t v = clampTo(rq(static_cast<int64_t>(a[r]) + bias[r], mult[r], shift[r]), lo, hi);
+  if (mode == 0) out32[r] = static_cast<int32_t>(v);
+  else if (mode == 1) out32[r] = static_cast<int32_t>(clampTo(out32[r] + v, -kWide, kWide));
+  else out8[r] = static_cast<int8_t>(v);
+}
+
+// One lane of geluScalar.
+inline int8_t geluOne(int64_t v, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi, int32_t erfClip, int32_t erfA) {
+  const int64_t c = std::min<int64_t>(v < 0 ? -v : v, erfClip) - erfClip;
+  const int64_t erf = roundShift(static_cast<int64_t>(erfA) * c * c, 24) + 32768;
+  const int64_t g = v * (32768 + (v < 0 ? -erf : erf));
+  return static_cast<int8_t>(clampTo(rq(g, multiplier, shift), lo, hi));
+}
+
+LOWBIT_TARGET_AVX2 void requantizeRowAvx2(int64_t R, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                                           int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
+  const __m256i lov = _mm256_set1_epi64x(lo), hiv = _mm256_set1_epi64x(hi);
+  const __m256i wideLo = _mm256_set1_epi64x(-kWide), wideHi = _mm256_set1_epi64x(kWide);
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const __m256i sum = _mm256_add_epi64(load32x4(a + r), load32x4(bias + r));  // |sum| <= 2^32
+    const __m256i v = clamp4(rq4(sum, load32x4(mult + r), load32x4(shift + r)), lov, hiv);
+    if (mode == 0) store32x4(out32 + r, v);
+    else if (mode == 1) store32x4(out32 + r, clamp4(_mm256_add_epi64(load32x4(out32 + r), v), wideLo, wideHi));
+    else store8x4(out8 + r, v);
+  }
+  for (; r < R; r++) requantizeOne(r, a, bias, mult, shift, lo, hi, mode, out32, out8);
+}
+
+// i-GELU's erf-based factor 2^15 ± intErf(v) on 4 lanes of int32 values (|v| <= 2^20 after the clamps;
+// geluVectorFits bounds the factor below 2^28 and t·factor below 2^48). A·c² by 32 × 32 → 64-bit products of
+// |A| with the halves of c² (modulo 2^64, as the AVX-512 loop's vpmullq).
+TF_AVX2_INLINE __m256i geluProduct4(__m256i v, __m256i clip, __m256i absA, bool negativeA) {
+  const __m256i c = _mm256_sub_epi64(min4(abs4(v), clip), clip);
+  const __m256i square = _mm256_mul_epi32(c, c);
+  __m256i product = _mm256_add_epi64(_mm256_mul_epu32(square, absA), _mm256_slli_epi64(_mm256_mul_epu32(_mm256_srli_epi64(square, 32), absA), 32));
+  if (negativeA) product = _mm256_sub_epi64(_mm256_setzero_si256(), product);
+  const __m256i erf = _mm256_add_epi64(sra4(_mm256_add_epi64(product, _mm256_set1_epi64x(int64_t{1} << 23)), 24), _mm256_set1_epi64x(32768));
+  const __m256i factor = _mm256_add_epi64(_mm256_set1_epi64x(32768), negateWhere4(erf, signOf4(v)));
+  return _mm256_mul_epi32(v, factor);
+}
+
+LOWBIT_TARGET_AVX2 void geluAvx2(int64_t begin, int64_t end, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
+                                  int32_t erfClip, int32_t erfA, int8_t* out) {
+  const __m256i M = _mm256_set1_epi64x(multiplier), s = _mm256_set1_epi64x(shift);
+  const __m256i lov = _mm256_set1_epi64x(lo), hiv = _mm256_set1_epi64x(hi);
+  const __m256i clip = _mm256_set1_epi64x(erfClip), absA = _mm256_set1_epi64x(erfA < 0 ? -static_cast<int64_t>(erfA) : erfA);
+  int64_t i = begin;
+  for (; i + 4 <= end; i += 4) store8x4(out + i, clamp4(rq4(geluProduct4(load32x4(t + i), clip, absA, erfA < 0), M, s), lov, hiv));
+  for (; i < end; i++) out[i] = geluOne(t[i], multiplier, shift, lo, hi, erfClip, erfA);
+}
+
+LOWBIT_TARGET_AVX2 void requantizeGeluRowAvx2(int64_t R, const int32_t* a, const int32_t* bias, const int32_t* mult, const int32_t* shift,
+                                               int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out) {
+  const __m256i lov = _mm256_set1_epi64x(lo), hiv = _mm256_set1_epi64x(hi);
+  const __m256i M = _mm256_set1_epi64x(g.multiplier), s = _mm256_set1_epi64x(g.shift);
+  const __m256i glo = _mm256_set1_epi64x(g.lo), ghi = _mm256_set1_epi64x(g.hi);
+  const __m256i clip = _mm256_set1_epi64x(g.erfClip), absA = _mm256_set1_epi64x(g.erfA < 0 ? -static_cast<int64_t>(g.erfA) : g.erfA);
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const __m256i v = clamp4(rq4(_mm256_add_epi64(load32x4(a + r), load32x4(bias + r)), load32x4(mult + r), load32x4(shift + r)), lov, hiv);
+    store8x4(out + r, clamp4(rq4(geluProduct4(v, clip, absA, g.erfA < 0), M, s), glo, ghi));
+  }
+  for (; r < R; r++) {
+    const int64_t v = clampTo(rq(static_cast<int64_t>(a[r]) + bias[r], mult[r], shift[r]), lo, hi);
+    out[r] = geluOne(v, g.multiplier, g.shift, g.lo, g.hi, g.erfClip, g.erfA);
+  }
+}
+
+// One LayerNorm row on 4 lanes (layerNormRowAvx512's integers and bounds; the same caller checks); false for a
+// constant row. The quotients n = round(v·sqrtSize / r) as there, in doubles: v (|v| <= 2^15, an int32) times
+// sqrtSize (< 2^31) is exact (< 2^46), and |n| < 2^22 converts back through int32 (AVX2 has no int64 ↔ double).
+LOWBIT_TARGET_AVX2 bool layerNormRowAvx2(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_t* e) {
+  const int64_t D = p.size, whole = D / 4 * 4;
+  __m256i sum = _mm256_setzero_si256();
+  for (int64_t i = 0; i < whole; i += 4) sum = _mm256_add_epi64(sum, load32x4(x + i));
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
+  int64_t S = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (int64_t i = whole; i < D; i++) S += x[i];
+  const __m256i Dv = _mm256_set1_epi64x(D), Sv = _mm256_set1_epi64x(S);
+  __m256i top = _mm256_setzero_si256();
+  for (int64_t i = 0; i < whole; i += 4) top = max4(top, abs4(_mm256_sub_epi64(_mm256_mul_epi32(load32x4(x + i), Dv), Sv)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
+  int64_t m = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+  for (int64_t i = whole; i < D; i++) {
+    const int64_t c = D * x[i] - S;
+    m = std::max(m, c < 0 ? -c : c);
+  }
+  if (m == 0) return false;
+  const int k = bitLength(static_cast<uint64_t>(m)) - 15;
+  const __m256i kHalf = _mm256_set1_epi64x(k > 0 ? int64_t{1} << (k - 1) : 0);
+  const __m128i upCount = _mm_cvtsi64_si128(k > 0 ? 0 : -k);
+  __m256i squares = _mm256_setzero_si256();
+  for (int64_t i = 0; i < whole; i += 4) {
+    const __m256i c = _mm256_sub_epi64(_mm256_mul_epi32(load32x4(x + i), Dv), Sv);
+    const __m256i v = k > 0 ? sra4(_mm256_add_epi64(c, kHalf), k) : _mm256_sll_epi64(c, upCount);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(e + i), v);
+    squares = _mm256_add_epi64(squares, _mm256_mul_epi32(v, v));
+  }
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), squares);
+  int64_t Q = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (int64_t i = whole; i < D; i++) {
+    const int64_t c = D * x[i] - S;
+    const int64_t v = k > 0 ? roundShift(c, k) : c * (int64_t{1} << -k);
+    e[i] = v;
+    Q += v * v;
+  }
+  if (p.epsCode > 0) {
+    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
+    const unsigned __int128 E = k <= 0 ? eps << (-2 * k) : (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
+    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
+  }
+  const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+  const __m256d rd = _mm256_set1_pd(static_cast<double>(r)), sqrtSize = _mm256_set1_pd(static_cast<double>(p.sqrtSize));
+  const __m256d inverse = _mm256_set1_pd(1.0 / static_cast<double>(r)), oned = _mm256_set1_pd(1.0), zerod = _mm256_setzero_pd();
+  const __m256d signBit = _mm256_set1_pd(-0.0);
+  const __m256i M = _mm256_set1_epi64x(p.multiplier), shift = _mm256_set1_epi64x(p.shift);
+  const __m256i lo = _mm256_set1_epi64x(p.outMin), hi = _mm256_set1_epi64x(p.outMax);
+  const __m256i betaHalf = _mm256_set1_epi64x(int64_t{1} << (kBetaFrac - 1));
+  for (int64_t i = 0; i < whole; i += 4) {
+    // |v| <= 2^15: its low 32 bits are the int32 value.
+    const __m128i v32 = low32x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(e + i)));
+    const __m256d num = _mm256_mul_pd(_mm256_cvtepi32_pd(v32), sqrtSize);
+    const __m256d a = _mm256_andnot_pd(signBit, num);
+    __m256d q = _mm256_floor_pd(_mm256_mul_pd(a, inverse));
+    __m256d rem = _mm256_fnmadd_pd(q, rd, a);
+    const __m256d under = _mm256_cmp_pd(rem, zerod, _CMP_LT_OQ);
+    q = _mm256_sub_pd(q, _mm256_and_pd(under, oned));
+    rem = _mm256_add_pd(rem, _mm256_and_pd(under, rd));
+    const __m256d over = _mm256_cmp_pd(rem, rd, _CMP_GE_OQ);
+    q = _mm256_add_pd(q, _mm256_and_pd(over, oned));
+    rem = _mm256_sub_pd(rem, _mm256_and_pd(over, rd));
+    q = _mm256_add_pd(q, _mm256_and_pd(_mm256_cmp_pd(_mm256_add_pd(rem, rem), rd, _CMP_GE_OQ), oned));
+    const __m256i magnitude = _mm256_cvtepi32_epi64(_mm256_cvttpd_epi32(q));
+    const __m256i negative = _mm256_castpd_si256(_mm256_cmp_pd(num, zerod, _CMP_LT_OQ));
+    const __m256i n = negateWhere4(magnitude, negative);
+    const __m256i g = _mm256_mul_epi32(load32x4(p.gamma + i), n);
+    const __m256i y = sra4(_mm256_add_epi64(_mm256_add_epi64(rq4(g, M, shift), load32x4(p.beta + i)), betaHalf), kBetaFrac);
+    store8x4(out + i, clamp4(y, lo, hi));
+  }
+  for (int64_t i = whole; i < D; i++) {
+    const int64_t n = roundDiv(e[i] * p.sqrtSize, r);
+    const int64_t y = roundShift(rq(static_cast<int64_t>(p.gamma[i]) * n, p.multiplier, p.shift) + p.beta[i], kBetaFrac);
+    out[i] = static_cast<int8_t>(clampTo(y, p.outMin, p.outMax));
+  }
+  return true;
+}
+
 std::atomic<bool> vectorAllowed{true};
 
 bool useAvx512() { return vectorAllowed.load(std::memory_order_relaxed) && activeIsa() == Isa::Avx512; }
+
+bool useAvx2() { return vectorAllowed.load(std::memory_order_relaxed) && activeIsa() == Isa::Avx2; }
 
 }  // namespace
 
@@ -659,7 +869,7 @@ const char* intTfShiftProblem(int32_t shift) {
 
 void intTfSetVector(bool on) { vectorAllowed.store(on, std::memory_order_relaxed); }
 
-const char* intTfLoops() { return useAvx512() ? "avx512" : "scalar"; }
+const char* intTfLoops() { return useAvx512() ? "avx512" : useAvx2() ? "avx2" : "scalar"; }
 
 void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int32_t* ids, const int8_t* table,
                 const int32_t* mult, const int32_t* shift, const int32_t* positions, int32_t* x) {
@@ -689,6 +899,16 @@ void intTfEmbed(int64_t rows, int64_t steps, int64_t past, int64_t E, const int3
 
 void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x, int8_t* out) {
   const int64_t D = p.size;
+  if (useAvx2() && vecShift(p.shift) && p.sqrtSize < (int64_t{1} << 31)) {
+    parallelFor(rows, static_cast<double>(rows * D) * 4, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<int64_t> e;
+      if (static_cast<int64_t>(e.size()) < D) e.resize(static_cast<size_t>(D));
+      for (int64_t r = begin; r < end; r++) {
+        if (!layerNormRowAvx2(p, x + r * D, out + r * D, e.data())) layerNormRow(p, x + r * D, out + r * D, e.data());
+      }
+    });
+    return;
+  }
   if (!useAvx512() || !vecShift(p.shift) || p.sqrtSize >= (int64_t{1} << 31)) {
     layerNormScalar(p, rows, x, out);
     return;
@@ -704,6 +924,14 @@ void intTfLayerNormRows(const IntTfLayerNorm& p, int64_t rows, const int32_t* x,
 
 void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult,
                      const int32_t* shift, int32_t lo, int32_t hi, int mode, int32_t* out32, int8_t* out8) {
+  if (useAvx2() && vecShifts(shift, R)) {
+    parallelFor(M, static_cast<double>(M * R) * 2, [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; m++) {
+        requantizeRowAvx2(R, acc + m * R, bias, mult, shift, lo, hi, mode, out32 ? out32 + m * R : nullptr, out8 ? out8 + m * R : nullptr);
+      }
+    });
+    return;
+  }
   if (!useAvx512() || !vecShifts(shift, R)) {
     requantizeScalar(M, R, acc, bias, mult, shift, lo, hi, mode, out32, out8);
     return;
@@ -717,6 +945,13 @@ void intTfRequantize(int64_t M, int64_t R, const int32_t* acc, const int32_t* bi
 
 void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shift, int32_t lo, int32_t hi,
                int32_t erfClip, int32_t erfA, int8_t* out) {
+  if (useAvx2() && vecShift(shift) && geluVectorFits(erfClip, erfA)) {
+    const int64_t blocks = (count + 3) / 4;
+    parallelFor(blocks, static_cast<double>(count) * 4, [&](int64_t begin, int64_t end) {
+      geluAvx2(begin * 4, std::min(end * 4, count), t, multiplier, shift, lo, hi, erfClip, erfA, out);
+    });
+    return;
+  }
   if (!useAvx512() || !vecShift(shift) || !geluVectorFits(erfClip, erfA)) {
     geluScalar(count, t, multiplier, shift, lo, hi, erfClip, erfA, out);
     return;
@@ -730,10 +965,15 @@ void intTfGelu(int64_t count, const int32_t* t, int32_t multiplier, int32_t shif
 
 void intTfRequantizeGelu(int64_t M, int64_t R, const int32_t* acc, const int32_t* bias, const int32_t* mult, const int32_t* shift,
                          int32_t lo, int32_t hi, const IntTfGelu& g, int8_t* out) {
-  const bool vector = useAvx512() && vecShifts(shift, R) && vecShift(g.shift) && geluVectorFits(g.erfClip, g.erfA);
-  parallelFor(M, static_cast<double>(M * R) * (vector ? 2 : 12), [&](int64_t begin, int64_t end) {
+  const bool fits = vecShifts(shift, R) && vecShift(g.shift) && geluVectorFits(g.erfClip, g.erfA);
+  const bool vector = useAvx512() && fits, vector2 = useAvx2() && fits;
+  parallelFor(M, static_cast<double>(M * R) * (vector ? 2 : vector2 ? 4 : 12), [&](int64_t begin, int64_t end) {
     if (vector) {
       for (int64_t m = begin; m < end; m++) requantizeGeluRowAvx512(R, acc + m * R, bias, mult, shift, lo, hi, g, out + m * R);
+      return;
+    }
+    if (vector2) {
+      for (int64_t m = begin; m < end; m++) requantizeGeluRowAvx2(R, acc + m * R, bias, mult, shift, lo, hi, g, out + m * R);
       return;
     }
     // The two scalar loops, row by row through a row of int32 codes.

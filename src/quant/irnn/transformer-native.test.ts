@@ -3,7 +3,7 @@
  * attention, i-GELU) against its TypeScript loops, the specification: bit for bit on random
  * parameters (wide accumulators, negative and large shifts, both activations, ε floors, odd sizes that
  * leave vector tails) and on converted models, through the full forward and the cached steps; with the
- * AVX-512 loops and the scalar ones (`addon.intTfLoops`), on 1 and 2 threads. The kernels alone against
+ * vector loops (AVX-512, or AVX2 under LOWBIT_ISA=avx2) and the scalar ones (`addon.intTfLoops`), on 1 and 2 threads. The kernels alone against
  * BigInt closed forms on edge values (every requantization shift regime, int32 extremes, constant
  * LayerNorm rows). Tests tagged [every-isa] re-run under LOWBIT_ISA=avx2 and scalar.
  */
@@ -26,8 +26,10 @@ import {
 const addon = loadAddon();
 const skip = !addon?.intTfAttention || !addon.intTfLoops ? 'the native addon (with the integer Transformer loops) is not loaded' : false;
 const forcedIsa = process.env.LOWBIT_ISA !== undefined && process.env.LOWBIT_ISA !== '';
-/** Whether the addon runs the AVX-512 loops when allowed (an AVX-512 CPU, ISA not lowered). */
-const vectorLoops = addon?.intTfLoops?.(true) === 'avx512';
+/** The vector loops the addon runs when allowed: 'avx512' on an AVX-512 CPU, 'avx2' under LOWBIT_ISA=avx2 or on an AVX2 CPU. */
+const vectorKind = addon?.intTfLoops?.(true) ?? 'scalar';
+/** Whether the addon has vector loops for this CPU / ISA (AVX-512 or AVX2). */
+const vectorLoops = vectorKind === 'avx512' || vectorKind === 'avx2';
 
 /** The calls of addon.intTfForward so far (the one-call forward; counted to check that it is the path that runs). */
 let forwardCalls = 0;
@@ -51,14 +53,14 @@ function forEachLoops(body: (what: string) => void, oneCall: boolean | null = tr
   const threads = addon!.info().threads;
   try {
     for (const vector of vectorLoops ? [true, false] : [false]) {
-      assert.equal(addon!.intTfLoops!(vector), vector ? 'avx512' : 'scalar');
+      assert.equal(addon!.intTfLoops!(vector), vector ? vectorKind : 'scalar');
       for (const calls of ['one call', 'fused calls', 'per-op calls'] as const) {
         setIntTransformerFusedCalls(calls !== 'per-op calls');
         setIntTransformerFusedForward(calls === 'one call');
         for (const n of [1, 2]) {
           setNativeThreads(n);
           const before = forwardCalls;
-          body(`${vector ? 'avx512' : 'scalar'} loops, ${calls}, ${n} thread(s)`);
+          body(`${vector ? vectorKind : 'scalar'} loops, ${calls}, ${n} thread(s)`);
           if (oneCall !== null) assert.equal(forwardCalls > before, calls === 'one call' && oneCall, `${calls}: intTfForward ran ${forwardCalls - before} times`);
         }
       }
@@ -208,6 +210,15 @@ function assertSame(int: IntTransformerLM, ids: Int32Array, batch: number, what:
 }
 
 describe('IntTransformerLM native loops', { skip }, () => {
+  it('[every-isa] run the vector loops of the ISA: AVX2 under LOWBIT_ISA=avx2, none under scalar, AVX-512 on an AVX-512 CPU', () => {
+    const isa = process.env.LOWBIT_ISA;
+    if (isa === 'avx2') assert.equal(vectorKind, 'avx2');
+    else if (isa === 'scalar') assert.equal(vectorKind, 'scalar');
+    else if (addon!.info().isa === 'avx512') assert.equal(vectorKind, 'avx512');
+    assert.equal(addon!.intTfLoops!(false), 'scalar');
+    assert.equal(addon!.intTfLoops!(true), vectorKind);
+  });
+
   it('[every-isa] equal the TypeScript loops bit for bit on random parameters (i-GELU and ReLU, 6 seeds, two shapes, AVX-512 and scalar loops, 1 and 2 threads)', () => {
     for (let seed = 1; seed <= 6; seed++) {
       const activation = seed % 2 === 0 ? 'relu' : 'gelu';
@@ -317,7 +328,7 @@ describe('IntTransformerLM native loops', { skip }, () => {
         const gelu = new Int8Array(count);
         addon!.intTfGelu!(Int32Array.of(count, gMult, gShift, glo, ghi, erfClip, erfA), t, gelu);
         assert.deepEqual(gelu, Int8Array.from(t, (v) => Number(clampBig(rqBig(geluBig(v, erfClip, erfA), gMult, gShift), glo, ghi))), `${loops}, round ${round}: i-GELU`);
-        if (inVector && vectorLoops && loops.startsWith('avx512')) vectorCalls++;
+        if (inVector && vectorLoops && loops.startsWith(vectorKind)) vectorCalls++;
       }
       // LayerNorm: sizes 1..33 and 80 (tails), constant rows, one large value, |x| = 2^24, ε floors, shifts in and out of [16, 63].
       for (const D of [1, 2, 7, 8, 9, 15, 16, 17, 33, 80]) {
@@ -415,13 +426,13 @@ describe('IntTransformerLM native loops', { skip }, () => {
     assert.throws(() => call((a) => (a[7] = new Float32Array(1))), /intTfForward: logits must hold/);
     assert.throws(() => call((a) => (a[6] = new Float32Array(x.length))), /intTfForward: x must be an Int32Array/);
     assert.throws(() => addon!.intTfLoops!('yes' as unknown as boolean), /intTfLoops: the argument must be a boolean/);
-    assert.equal(addon!.intTfLoops!(), vectorLoops ? 'avx512' : 'scalar');
+    assert.equal(addon!.intTfLoops!(), vectorKind);
   });
 
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed, output } = runEveryIsaTests(import.meta.url, isa);
-      assert.ok(passed >= 6, `expected the 6 tagged tests to pass, got ${passed}:\n${output}`);
+      assert.ok(passed >= 7, `expected the 7 tagged tests to pass, got ${passed}:\n${output}`);
     });
   }
 });
