@@ -6,14 +6,16 @@
  * the wall time is the TypeScript around them: argument checks, buffers); 'one-call' = the whole forward in one
  * native call (`addon.intTfForward`, groups of whole sequences per thread), its stages timed inside by the
  * addon's stage timers (`addon.intTfProfile`: thread CPU time per stage summed over the threads, so with 2 threads
- * the stages add up to about twice the wall time on a quiet machine). Their logits are checked equal at every batch.
+ * the stages add up to about twice the wall time on a quiet machine); 'one-call-scalar' = the same one-call forward
+ * with the scalar loops (`addon.intTfLoops(false)`: under LOWBIT_ISA=avx2, scalar against AVX2 loops in one run).
+ * Their logits are checked equal at every batch.
  * The model: a converted untrained w8a8 TransformerLM of the CLI's shape (vocabulary 2000, width 80,
  * 4 heads, MLP 320, 2 blocks, context 8; QAT steps from one training-mode forward on random ids),
  * batches of 256 random windows, logits at every position (`logitsAll`, as the seq-inference bench;
  * `--positions last`: `logits`, the last position only). Prints the median ms per batch (wall, per call or stage,
  * and the process CPU time around each forward, all threads, user + system); writes nothing.
  *
- *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512|one-call] [--positions all|last]
+ *   nice -n 10 node --import tsx bench/irnn/transformer-profile.ts [--batches 40] [--context 8] [--threads 2] [--loops scalar|avx512|one-call-scalar|one-call] [--positions all|last]
  */
 import { noGrad } from '../../src/autograd/index.ts';
 import { loadAddon } from '../../src/backend/native/load.ts';
@@ -52,10 +54,13 @@ model.eval();
 const int = convertTransformerLM(model, [ids(64)]);
 
 // Wrap the addon's functions with timers (the model calls them through this very object).
-type Kind = 'scalar' | 'avx512' | 'one-call';
+type Kind = 'scalar' | 'avx512' | 'one-call-scalar' | 'one-call';
 const only = flag('loops');
-if (only !== undefined && only !== 'scalar' && only !== 'avx512' && only !== 'one-call') throw new Error(`--loops must be scalar, avx512 or one-call, got '${only}'`);
-const available: Kind[] = [...(['scalar'] as Kind[]), ...(addon.intTfLoops?.(true) === 'avx512' ? ['avx512'] as Kind[] : []), ...(addon.intTfForward ? ['one-call'] as Kind[] : [])];
+if (only !== undefined && only !== 'scalar' && only !== 'avx512' && only !== 'one-call-scalar' && only !== 'one-call') {
+  throw new Error(`--loops must be scalar, avx512, one-call-scalar or one-call, got '${only}'`);
+}
+const available: Kind[] = [...(['scalar'] as Kind[]), ...(addon.intTfLoops?.(true) === 'avx512' ? ['avx512'] as Kind[] : []),
+  ...(addon.intTfForward ? ['one-call-scalar', 'one-call'] as Kind[] : [])];
 const kinds: Kind[] = available.filter((k) => only === undefined || k === only);
 if (kinds.length === 0) throw new Error(`--loops ${only}: this machine does not run those loops`);
 /** Per kind, per call key: seconds of each timed batch. */
@@ -80,12 +85,15 @@ for (const name of names) {
 }
 
 const inputs = Array.from({ length: 4 }, () => ids(batchSize).data as Int32Array);
-/** 'scalar': the loops and calls of before (per-op calls, scalar loops); 'avx512': the fused calls and the AVX-512 loops; 'one-call': intTfForward. */
+/**
+ * 'scalar': the loops and calls of before (per-op calls, scalar loops); 'avx512': the fused calls and the AVX-512 loops;
+ * 'one-call-scalar': intTfForward with the scalar loops; 'one-call': intTfForward with the vector loops of the ISA.
+ */
 function use(kind: Kind): void {
-  addon!.intTfLoops!(kind !== 'scalar');
+  addon!.intTfLoops!(kind !== 'scalar' && kind !== 'one-call-scalar');
   setIntTransformerFusedCalls(kind !== 'scalar');
-  setIntTransformerFusedForward(kind === 'one-call');
-  addon!.intTfProfile?.(kind === 'one-call');
+  setIntTransformerFusedForward(kind === 'one-call' || kind === 'one-call-scalar');
+  addon!.intTfProfile?.(kind === 'one-call' || kind === 'one-call-scalar');
 }
 const STAGES = ['embed', 'LayerNorm (ln1, ln2, lnFinal)', 'qkv GEMM', 'qkv requantize (int8)', 'attention', 'proj GEMM', 'proj requantize + residual',
   'fc1 GEMM', 'fc1 requantize + i-GELU', 'fc2 GEMM', 'fc2 requantize + residual', 'head GEMM', 'head float logits'] as const;
@@ -104,7 +112,7 @@ for (let i = 0; i < batches; i++) {
     const wall = (performance.now() - start) / 1000;
     const cpu = process.cpuUsage(cpuStart);
     samples.set(`${kind}\tprocess CPU (user + system, all threads)`, [...(samples.get(`${kind}\tprocess CPU (user + system, all threads)`) ?? []), (cpu.user + cpu.system) / 1e6]);
-    if (kind === 'one-call' && addon.intTfProfile) {
+    if ((kind === 'one-call' || kind === 'one-call-scalar') && addon.intTfProfile) {
       const stages = addon.intTfProfile(true);
       let inStages = 0;
       STAGES.forEach((name, j) => {
