@@ -855,6 +855,18 @@ LOWBIT_TARGET_AVX2 bool layerNormRowAvx2(const IntTfLayerNorm& p, const int32_t*
   return true;
 }
 
+// headRowAvx512 on 4 lanes: acc and bias converted to double apart and added (exact: |sum| < 2^33), times the
+// scale in double (one rounding), then rounded to float32, as the scalar loop.
+LOWBIT_TARGET_AVX2 void headRowAvx2(int64_t V, const int32_t* a, const int32_t* bias, const float* scale, float* out) {
+  int64_t r = 0;
+  for (; r + 4 <= V; r += 4) {
+    const __m256d sum = _mm256_add_pd(_mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + r))),
+                                      _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bias + r))));
+    _mm_storeu_ps(out + r, _mm256_cvtpd_ps(_mm256_mul_pd(sum, _mm256_cvtps_pd(_mm_loadu_ps(scale + r)))));
+  }
+  for (; r < V; r++) out[r] = static_cast<float>(static_cast<double>(static_cast<int64_t>(a[r]) + bias[r]) * static_cast<double>(scale[r]));
+}
+
 std::atomic<bool> vectorAllowed{true};
 
 bool useAvx512() { return vectorAllowed.load(std::memory_order_relaxed) && activeIsa() == Isa::Avx512; }
@@ -987,11 +999,15 @@ void intTfRequantizeGelu(int64_t M, int64_t R, const int32_t* acc, const int32_t
 }
 
 void intTfHead(int64_t M, int64_t V, const int32_t* acc, const int32_t* bias, const float* scale, float* out) {
-  const bool vector = useAvx512();
+  const bool vector = useAvx512(), vector2 = useAvx2();
   parallelFor(M, static_cast<double>(M * V), [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; m++) {
       if (vector) {
         headRowAvx512(V, acc + m * V, bias, scale, out + m * V);
+        continue;
+      }
+      if (vector2) {
+        headRowAvx2(V, acc + m * V, bias, scale, out + m * V);
         continue;
       }
       for (int64_t r = 0; r < V; r++) {
