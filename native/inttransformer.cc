@@ -867,6 +867,112 @@ LOWBIT_TARGET_AVX2 void headRowAvx2(int64_t V, const int32_t* a, const int32_t* 
   for (; r < V; r++) out[r] = static_cast<float>(static_cast<double>(static_cast<int64_t>(a[r]) + bias[r]) * static_cast<double>(scale[r]));
 }
 
+// intExp on 4 lanes of d <= 0 (|d| <= 2^25, int32): z = ⌊−d / ln2⌋ from a double quotient (exact, as intExpVec's),
+// lanes with z > 30 give 0.
+TF_AVX2_INLINE __m256i intExp4(__m256i d) {
+  const __m128i negD = low32x4(_mm256_sub_epi64(_mm256_setzero_si256(), d));
+  const __m256i z = _mm256_cvtepi32_epi64(_mm256_cvttpd_epi32(_mm256_div_pd(_mm256_cvtepi32_pd(negD), _mm256_set1_pd(static_cast<double>(kLn2)))));
+  const __m256i dead = _mm256_cmpgt_epi64(z, _mm256_set1_epi64x(30));
+  const __m256i t = _mm256_add_epi64(_mm256_add_epi64(d, _mm256_mul_epi32(z, _mm256_set1_epi64x(kLn2))), _mm256_set1_epi64x(kPolyB));
+  const __m256i square = _mm256_mul_epi32(t, t);  // t in (2703, 5542]: A·t² > 0
+  const __m256i poly = _mm256_add_epi64(_mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(square, _mm256_set1_epi64x(kPolyA)), _mm256_set1_epi64x(int64_t{1} << (kPolyShift - 1))), kPolyShift),
+                                        _mm256_set1_epi64x(kPolyC));
+  const __m256i half = _mm256_srli_epi64(_mm256_sllv_epi64(_mm256_set1_epi64x(1), z), 1);  // 2^(z−1), 0 for z = 0
+  return _mm256_andnot_si256(dead, _mm256_srlv_epi64(_mm256_add_epi64(poly, half), z));
+}
+
+// attentionScalar's loops for the tasks [begin, end) with the softmax on 4 lanes (scores' requantization, i-exp,
+// probabilities) and the products in int32 loops the compiler vectorizes for AVX2. Needs the three shifts in [16, 63].
+template <class QKV>
+LOWBIT_TARGET_AVX2 void attentionAvx2(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context, int64_t begin,
+                                      int64_t end) {
+  const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps, cap = p.capacity;
+  const int64_t total = p.past + steps;
+  thread_local std::vector<int32_t> dots, probs, q, acc;
+  thread_local std::vector<int64_t> exps;
+  int32_t* dotsP = grown(dots, total);
+  int32_t* probsP = grown(probs, total);
+  int32_t* qP = grown(q, d);
+  int32_t* accP = grown(acc, d);
+  int64_t* expsP = grown(exps, total);
+  const __m256i scoreM = _mm256_set1_epi64x(p.scoreMult), scoreS = _mm256_set1_epi64x(p.scoreShift);
+  const __m256i probsM = _mm256_set1_epi64x(p.probsMult), probsS = _mm256_set1_epi64x(p.probsShift), probsMax = _mm256_set1_epi64x(p.probsMax);
+  const __m256i wideLo = _mm256_set1_epi64x(-kWide), wideHi = _mm256_set1_epi64x(kWide);
+  const __m256i p16Half = _mm256_set1_epi64x(int64_t{1} << (kReciprocalBits - kProb16Frac - 1));
+  for (int64_t task = begin; task < end; task++) {
+    const int64_t n = task / H, hd = task % H;
+    int8_t* K = keys + task * cap * d;
+    int8_t* Vv = values + task * cap * d;
+    for (int64_t t = 0; t < steps; t++) {
+      const QKV* src = qkv + (n * steps + t) * W + hd * d;
+      int8_t* k = K + (p.past + t) * d;
+      int8_t* v = Vv + (p.past + t) * d;
+      for (int64_t c = 0; c < d; c++) {
+        k[c] = static_cast<int8_t>(src[E + c]);
+        v[c] = static_cast<int8_t>(src[2 * E + c]);
+      }
+    }
+    for (int64_t t = 0; t < steps; t++) {
+      const QKV* src = qkv + (n * steps + t) * W + hd * d;
+      for (int64_t c = 0; c < d; c++) qP[c] = src[c];
+      const int64_t L = p.past + t + 1, whole = L / 4 * 4;
+      for (int64_t j = 0; j < L; j++) {
+        const int8_t* k = K + j * d;
+        int32_t dot = 0;
+        for (int64_t c = 0; c < d; c++) dot += qP[c] * k[c];
+        dotsP[j] = dot;
+      }
+      int64_t top = INT32_MIN;
+      __m256i topv = _mm256_set1_epi64x(INT32_MIN);
+      for (int64_t j = 0; j < whole; j += 4) {
+        const __m256i sc = clamp4(rq4(load32x4(dotsP + j), scoreM, scoreS), wideLo, wideHi);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(expsP + j), sc);
+        topv = max4(topv, sc);
+      }
+      alignas(32) int64_t lanes[4];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), topv);
+      top = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+      for (int64_t j = whole; j < L; j++) {
+        expsP[j] = clampTo(rq(dotsP[j], p.scoreMult, p.scoreShift), -kWide, kWide);
+        top = std::max(top, expsP[j]);
+      }
+      const __m256i topAll = _mm256_set1_epi64x(top);
+      __m256i sums = _mm256_setzero_si256();
+      for (int64_t j = 0; j < whole; j += 4) {
+        const __m256i ex = intExp4(_mm256_sub_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(expsP + j)), topAll));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(expsP + j), ex);
+        sums = _mm256_add_epi64(sums, ex);
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sums);
+      int64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+      for (int64_t j = whole; j < L; j++) {
+        expsP[j] = intExp(expsP[j] - top);
+        sum += expsP[j];
+      }
+      const int64_t reciprocal = reciprocalOf(sum);
+      const __m256i recip = _mm256_set1_epi64x(reciprocal);
+      for (int64_t j = 0; j < whole; j += 4) {
+        const __m256i p16 = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(expsP + j)), recip), p16Half),
+                                              kReciprocalBits - kProb16Frac);
+        store32x4(probsP + j, min4(rq4(p16, probsM, probsS), probsMax));
+      }
+      for (int64_t j = whole; j < L; j++) {
+        const int64_t code = rq(roundShift(expsP[j] * reciprocal, kReciprocalBits - kProb16Frac), p.probsMult, p.probsShift);
+        probsP[j] = static_cast<int32_t>(code > p.probsMax ? p.probsMax : code);
+      }
+      std::fill(accP, accP + d, 0);
+      for (int64_t j = 0; j < L; j++) {
+        const int32_t pj = probsP[j];
+        if (pj == 0) continue;
+        const int8_t* v = Vv + j * d;
+        for (int64_t c = 0; c < d; c++) accP[c] += pj * v[c];
+      }
+      int8_t* out = context + (n * steps + t) * E + hd * d;
+      for (int64_t c = 0; c < d; c++) out[c] = static_cast<int8_t>(clampTo(rq(accP[c], p.contextMult, p.contextShift), p.contextMin, p.contextMax));
+    }
+  }
+}
+
 std::atomic<bool> vectorAllowed{true};
 
 bool useAvx512() { return vectorAllowed.load(std::memory_order_relaxed) && activeIsa() == Isa::Avx512; }
@@ -1021,6 +1127,12 @@ namespace {
 
 template <class QKV>
 void attention(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context) {
+  if (useAvx2() && vecShift(p.scoreShift) && vecShift(p.probsShift) && vecShift(p.contextShift)) {
+    const double work = static_cast<double>(p.batch * p.heads) * static_cast<double>(p.steps) * static_cast<double>(p.past + p.steps) *
+                        static_cast<double>(p.headDim + 8);
+    parallelFor(p.batch * p.heads, work, [&](int64_t begin, int64_t end) { attentionAvx2(p, qkv, keys, values, context, begin, end); });
+    return;
+  }
   if (!useAvx512() || !vecShift(p.scoreShift) || !vecShift(p.probsShift) || !vecShift(p.contextShift)) {
     attentionScalar(p, qkv, keys, values, context);
     return;
