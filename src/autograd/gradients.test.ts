@@ -111,6 +111,10 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: 'both', f: (a, b) => o.matmul(a!, b!, { transA: true, transB: true }), inputs: () => [r([5, 3]), r([4, 5])] },
     { name: 'batch broadcast', f: (a, b) => o.matmul(a!, b!), inputs: () => [r([2, 1, 3, 5]), r([3, 5, 2])] },
   ],
+  linear: [
+    { name: 'odd sizes', f: (x, w, b) => o.apply('linear', [x!, w!, b!], {}), inputs: () => [r([3, 5]), r([4, 5]), r([4])] },
+    { name: 'through linear(), rank 3', f: (x, w, b) => o.linear(x!, w!, b!), inputs: () => [r([2, 3, 5]), r([7, 5]), r([7])] },
+  ],
   conv2d: [
     { name: 'plain', f: (x, w) => o.conv2d(x!, w!), inputs: () => [r([2, 3, 6, 5]), r([4, 3, 3, 3])] },
     { name: 'stride 2 pad 1 dilation 2 groups 2', f: (x, w) => o.conv2d(x!, w!, null, { stride: 2, padding: 1, dilation: 2, groups: 2 }), inputs: () => [r([1, 4, 9, 7]), r([6, 2, 3, 2])] },

@@ -130,6 +130,11 @@ const RULES: RuleTable = {
             : o.matmul(g, a!, { transA: true, transB: true });
     return [() => unb(ga(), a!), () => unb(gb(), b!)];  // sums broadcast batch dims
   },
+  linear: (g, [x, w]) => [
+    () => o.matmul(g, w!),
+    () => o.matmul(g, x!, { transA: true }),
+    () => o.sum(g, 0),
+  ],
   conv2d: (g, [x, w], _out, attrs) => [
     () => o.apply('conv2dBackwardInput', [g, w!], { ...geometry(attrs), inputShape: x!.shape }),
     () => o.apply('conv2dBackwardWeight', [x!, g], { ...geometry(attrs), weightShape: w!.shape }),

@@ -122,6 +122,12 @@ export interface PrimitiveAttrs {
   // ---- linear algebra
   /** (a [...batch, M, K] or its transpose, b [...batch, K, N] or its transpose) -> [...batch, M, N]. */
   matmul: { readonly transA: boolean; readonly transB: boolean };
+  /**
+   * (x [M, K], w [N, K], bias [N]) -> x·wᵀ + bias [M, N] (PyTorch's Linear layout): matmul with
+   * transB then the bias broadcast over rows, as one call so that the bias goes into the GEMM's
+   * output (no second M×N buffer). Same values as matmul + add within fp32 rounding.
+   */
+  linear: NoAttrs;
   /** (x [N, C, H, W], w [O, C/groups, kh, kw]) -> y [N, O, OH, OW]. */
   conv2d: Conv2dAttrs;
   /** (dy [N, O, OH, OW], w) -> dx with shape inputShape: the adjoint of conv2d in x. */
@@ -323,7 +329,7 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'greater', 'greaterEqual', 'equal', 'where',
   'sum', 'max', 'argmax',
   'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',
-  'matmul', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
+  'matmul', 'linear', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
   'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward',

@@ -457,13 +457,31 @@ export function matmul(a: Tensor, b: Tensor, options: { transA?: boolean; transB
   return apply('matmul', [a, b], { transA, transB });
 }
 
-/** y = x·wᵀ + b with w [out, in] (PyTorch's layout). */
+let fusedLinear = true;
+
+/**
+ * @internal Whether `linear` with a bias runs as the one `linear` primitive (the default) or as
+ * matmul then add (the path before it; tests and benchmarks compare the two). Returns the previous setting.
+ */
+export function setFusedLinear(enabled: boolean): boolean {
+  const previous = fusedLinear;
+  fusedLinear = enabled;
+  return previous;
+}
+
+/** y = x·wᵀ + b with w [out, in] (PyTorch's layout); with a bias, one `linear` primitive (bias in the GEMM's output). */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   const format = autocastTo(x, weight, bias);
   if (format) return autocastRun(format, (c) => linear(c(x), c(weight), bias ? c(bias) : bias));
   const flat = x.rank === 2 ? x : reshape(x, [-1, x.shape[x.rank - 1]!]);
-  let y = matmul(flat, weight, { transB: true });
-  if (bias) y = add(y, bias);
+  let y: Tensor;
+  if (bias && fusedLinear && weight.rank === 2 && bias.rank === 1 && flat.dtype === weight.dtype && bias.dtype === weight.dtype
+    && flat.shape[1] === weight.shape[1] && bias.shape[0] === weight.shape[0]) {
+    y = apply('linear', [flat, weight, bias], {});
+  } else {
+    y = matmul(flat, weight, { transB: true });
+    if (bias) y = add(y, bias);
+  }
   return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), weight.shape[0]!]);
 }
 

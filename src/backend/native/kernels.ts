@@ -123,6 +123,26 @@ function matmulKernel(addon: NativeAddon): Kernel<'matmul'> {
   };
 }
 
+/**
+ * (x [M, K], w [N, K], bias [N]) -> x·wᵀ + bias [M, N]: the output starts as the bias rows and the
+ * GEMM accumulates onto them (beta = 1), so the bias costs no second pass over a fresh buffer.
+ */
+function linearKernel(addon: NativeAddon): Kernel<'linear'> {
+  return (inputs) => {
+    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    if (!allF32(inputs) || x.shape.length !== 2 || w.shape.length !== 2 || bias.shape.length !== 1) return undefined;
+    const [m, k] = x.shape as [number, number];
+    const n = w.shape[0]!;
+    if (w.shape[1] !== k || bias.shape[0] !== n) return undefined;
+    const y = outUninit([m, n]);
+    if (y.data.length === 0) return y;
+    const b = bias.data as Float32Array;
+    for (let i = 0; i < m; i++) y.data.set(b, i * n);
+    if (k > 0) addon.sgemm(false, true, m, n, k, x.data as Float32Array, k, w.data as Float32Array, k, 1, y.data, n, 1, 0, 0, m * n);
+    return y;
+  };
+}
+
 // ---------------------------------------------------------------- conv2d
 
 /** [N, C, H, W, O, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, groups], or null when not valid. */
@@ -840,7 +860,7 @@ const scaleGradKernel: Kernel<'scaleGrad'> = (inputs) => {
 
 /** Every primitive the native backend implements. */
 export const NATIVE_OPS: readonly PrimitiveName[] = [
-  ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'transpose',
+  ...UNARY_OPS, ...BINARY_OPS, 'where', 'sum', 'max', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'linear', 'transpose',
   'gather', 'scatterAdd', 'broadcastTo', 'slice', 'pad', 'concat', 'cast',
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
@@ -885,6 +905,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('softmax', softmaxKernel<'softmax'>(addon, false));
   register('logSoftmax', softmaxKernel<'logSoftmax'>(addon, true));
   register('matmul', matmulKernel(addon));
+  register('linear', linearKernel(addon));
   register('transpose', transposeKernel(addon));
   register('conv2d', conv2dKernel(addon));
   register('conv2dBackwardInput', conv2dBackwardInputKernel(addon));

@@ -422,6 +422,36 @@ describe('native backend vs reference', { skip }, () => {
     }
   });
 
+  it('[every-isa] linear = x·wᵀ + bias against float64, odd sizes, 1 and 2 threads', () => {
+    const before = nativeInfo()!.threads;
+    const sizes: [number, number, number][] = [[1, 1, 1], [3, 7, 17], [17, 33, 65], [65, 129, 7], [129, 80, 320], [257, 80, 1001], [2048, 80, 2000]];
+    for (const [i, [m, n, k]] of sizes.entries()) {
+      const x = random([m, k], i + 11);
+      const w = random([n, k], i + 12);
+      const bias = random([n], i + 13, -3, 3);
+      for (const threads of [1, 2]) {
+        setNativeThreads(threads);
+        const y = nativeKernel('linear')!([x, w, bias], NO_ATTRS)!;
+        assert.deepEqual(y.shape, [m, n]);
+        let worst = 0;
+        for (let r = 0; r < m; r++) {
+          for (let c = 0; c < n; c++) {
+            let s = bias.data[c]!;
+            for (let p = 0; p < k; p++) s += x.data[r * k + p]! * w.data[c * k + p]!;
+            const excess = Math.abs(y.data[r * n + c]! - s) - (1e-6 * k + 1e-6 * Math.abs(s));
+            if (!(excess <= worst)) worst = Number.isNaN(excess) ? Infinity : excess;
+          }
+        }
+        assert.equal(worst, 0, `${m}x${n}x${k}, ${threads} thread(s)`);
+        if (m * n * k < 1e7) check('linear', [x, w, bias], NO_ATTRS, { atol: 1e-5 * k, rtol: 1e-5 });
+      }
+    }
+    setNativeThreads(before);
+    declines('linear', [random([3, 4], 1), random([5, 3], 2), random([5], 3)], NO_ATTRS);
+    declines('linear', [random([3, 4], 1), random([5, 4], 2), random([4], 3)], NO_ATTRS);
+    declines('linear', [random([2, 3, 4], 1), random([5, 4], 2), random([5], 3)], NO_ATTRS);
+  });
+
   it('transpose for rank 2 to 4 (exact)', () => {
     const cases: [number[], number[]][] = [
       [[7, 33], [1, 0]], [[3, 5, 7], [2, 0, 1]], [[3, 5, 7], [0, 2, 1]], [[2, 3, 5, 7], [0, 2, 3, 1]],

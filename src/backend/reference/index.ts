@@ -9,7 +9,7 @@ import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } f
 import { conv2dFusedKernel } from './fused.ts';
 import { adderConv2dGradKernel, adderConv2dKernel } from './adder.ts';
 import { binaryKernel, castKernel, unaryKernel, whereKernel } from './elementwise.ts';
-import { matmulKernel } from './matmul.ts';
+import { linearKernel, matmulKernel } from './matmul.ts';
 import { castFloatKernel } from './lowp.ts';
 import { quantizeGradientKernel, stochasticQuantizeKernel } from './stochastic.ts';
 import { fakeQuantizeGradKernel, fakeQuantizeKernel, roundSteKernel, scaleGradKernel, signSteKernel } from './quant.ts';
@@ -57,6 +57,7 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'gather', gatherKernel);
   registerKernel('reference', 'scatterAdd', scatterAddKernel);
   registerKernel('reference', 'matmul', matmulKernel);
+  registerKernel('reference', 'linear', linearKernel);
   registerKernel('reference', 'conv2d', conv2dKernel);
   registerKernel('reference', 'conv2dBackwardInput', conv2dBackwardInputKernel);
   registerKernel('reference', 'conv2dBackwardWeight', conv2dBackwardWeightKernel);
