@@ -12,7 +12,7 @@
 import type { Kernel, PrimitiveName } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
 import {
-  conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel,
+  conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dFusedKernel, conv2dKernel, matmulKernel, linearKernel,
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
   fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel, maxKernel,
   tanhKernel, expKernel, logKernel, sigmoidKernel,
@@ -41,6 +41,7 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
   if (typeof rt === 'string') return { ok: false, reason: rt };
   if (kernels.size === 0) {
     register('matmul', matmulKernel(rt));
+    register('linear', linearKernel(rt));
     register('conv2d', conv2dKernel(rt));
     register('conv2dFused', conv2dFusedKernel(rt));
     register('conv2dBackwardInput', conv2dBackwardInputKernel(rt));

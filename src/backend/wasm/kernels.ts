@@ -9,7 +9,7 @@
  */
 import type { PrimitiveName } from '../primitives.ts';
 
-export { matmulKernel } from './matmul.ts';
+export { matmulKernel, linearKernel } from './matmul.ts';
 export { conv2dKernel, conv2dFusedKernel, conv2dBackwardInputKernel, conv2dBackwardWeightKernel, setCanvasPaths } from './conv.ts';
 export { maxPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, setPool2x2 } from './pool.ts';
 export { sumKernel, maxKernel, addKernel, reluKernel, reluBackwardKernel, tanhKernel, expKernel, logKernel, sigmoidKernel } from './elementwise.ts';
@@ -19,7 +19,7 @@ export { convGeometry, type ConvGeometry } from './util.ts';
 
 /** Ops the wasm backend has a kernel for (the rest run on the reference backend). */
 export const WASM_OPS: readonly PrimitiveName[] = [
-  'matmul', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'sum',
+  'matmul', 'linear', 'conv2d', 'conv2dFused', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'sum',
   'add', 'relu', 'reluBackward', 'fakeQuantize', 'fakeQuantizeGrad',
   'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where', 'broadcastTo',
   'neg', 'abs', 'sign', 'floor', 'sqrt', 'round', 'roundSte', 'signSte', 'max',

@@ -54,3 +54,26 @@ export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
     return y;
   };
 }
+
+/**
+ * (x [M, K], w [N, K], bias [N]) -> x·wᵀ + bias: the matmul kernel with B transposed, then the bias
+ * added to every row. Without it `nn.Linear` (the `linear` primitive) would run on the reference
+ * backend under wasm. Same values as the reference within fp32 rounding (the bias is added after
+ * the sum instead of before it).
+ */
+export function linearKernel(rt: WasmRuntime): Kernel<'linear'> {
+  const matmul = matmulKernel(rt);
+  return (inputs) => {
+    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    if (!allF32(inputs) || x.shape.length !== 2 || w.shape.length !== 2 || bias.shape.length !== 1 || bias.shape[0] !== w.shape[0]) return undefined;
+    const y = matmul([x, w], { transA: false, transB: true });
+    if (!y) return undefined;
+    const out = y.data as Float32Array;
+    const b = bias.data as Float32Array;
+    const n = b.length;
+    for (let row = 0; row < out.length; row += n) {
+      for (let j = 0; j < n; j++) out[row + j] += b[j]!;
+    }
+    return y;
+  };
+}

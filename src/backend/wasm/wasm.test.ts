@@ -128,6 +128,17 @@ describe('wasm backend vs reference', { skip }, () => {
     check('matmul', [a, b], { transA: false, transB: false }, { atol: 1e-5, rtol: 1e-6 });
   });
 
+  it('linear (nn.Linear with a bias): x·wᵀ + bias against the reference, odd sizes, NaN in the bias', () => {
+    const sizes: [number, number, number][] = [[1, 1, 1], [3, 7, 17], [17, 33, 65], [256, 10, 84], [5, 2000, 80]];
+    for (const [i, [m, n, k]] of sizes.entries()) {
+      const bias = random([n], i + 3);
+      if (i === 2) (bias.data as Float32Array)[5] = NaN;
+      check('linear', [random([m, k], i), random([n, k], i + 1), bias], {}, { atol: 1e-6 * k, rtol: 1e-6 });
+    }
+    // Not its shapes: the reference runs it.
+    assert.equal(wasmKernel('linear')!([random([2, 3], 1), random([4, 3], 2), random([5], 3)], {}), undefined);
+  });
+
   it('matmul, all transposes, batched and broadcast batch (1e-6·K absolute)', () => {
     const sizes: [number, number, number][] = [
       [1, 1, 1], [3, 7, 17], [17, 33, 65], [65, 129, 7], [129, 65, 33], [4, 8, 5], [5, 9, 1], [15, 33, 257], [64, 120, 400],
