@@ -187,6 +187,23 @@ void geluScalar(int64_t count, const int32_t* t, int32_t multiplier, int32_t shi
   });
 }
 
+// Appends one attention task's (sequence n, head hd) new keys and values, steps [past, past + steps), to its
+// cache rows K / V ([capacity, headDim] each) from the fused QKV codes. QKV: int32_t or int8_t.
+template <class QKV>
+inline void appendKeysValues(const IntTfAttention& p, const QKV* qkv, int64_t task, int8_t* K, int8_t* V) {
+  const int64_t H = p.heads, d = p.headDim, E = H * d, W = 3 * E, steps = p.steps;
+  const int64_t n = task / H, hd = task % H;
+  for (int64_t t = 0; t < steps; t++) {
+    const QKV* src = qkv + (n * steps + t) * W + hd * d;
+    int8_t* k = K + (p.past + t) * d;
+    int8_t* v = V + (p.past + t) * d;
+    for (int64_t c = 0; c < d; c++) {
+      k[c] = static_cast<int8_t>(src[E + c]);
+      v[c] = static_cast<int8_t>(src[2 * E + c]);
+    }
+  }
+}
+
 // QKV: int32_t (codes in int32) or int8_t.
 template <class QKV>
 void attentionScalar(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8_t* values, int8_t* context) {
@@ -200,15 +217,7 @@ void attentionScalar(const IntTfAttention& p, const QKV* qkv, int8_t* keys, int8
       const int64_t n = task / H, hd = task % H;
       int8_t* K = keys + task * cap * d;
       int8_t* Vv = values + task * cap * d;
-      for (int64_t t = 0; t < steps; t++) {
-        const QKV* src = qkv + (n * steps + t) * W + hd * d;
-        int8_t* k = K + (p.past + t) * d;
-        int8_t* v = Vv + (p.past + t) * d;
-        for (int64_t c = 0; c < d; c++) {
-          k[c] = static_cast<int8_t>(src[E + c]);
-          v[c] = static_cast<int8_t>(src[2 * E + c]);
-        }
-      }
+      appendKeysValues(p, qkv, task, K, Vv);
       for (int64_t t = 0; t < steps; t++) {
         const QKV* src = qkv + (n * steps + t) * W + hd * d;
         for (int64_t c = 0; c < d; c++) q[c] = src[c];
@@ -903,15 +912,7 @@ LOWBIT_TARGET_AVX2 void attentionAvx2(const IntTfAttention& p, const QKV* qkv, i
     const int64_t n = task / H, hd = task % H;
     int8_t* K = keys + task * cap * d;
     int8_t* Vv = values + task * cap * d;
-    for (int64_t t = 0; t < steps; t++) {
-      const QKV* src = qkv + (n * steps + t) * W + hd * d;
-      int8_t* k = K + (p.past + t) * d;
-      int8_t* v = Vv + (p.past + t) * d;
-      for (int64_t c = 0; c < d; c++) {
-        k[c] = static_cast<int8_t>(src[E + c]);
-        v[c] = static_cast<int8_t>(src[2 * E + c]);
-      }
-    }
+    appendKeysValues(p, qkv, task, K, Vv);
     for (int64_t t = 0; t < steps; t++) {
       const QKV* src = qkv + (n * steps + t) * W + hd * d;
       for (int64_t c = 0; c < d; c++) qP[c] = src[c];
