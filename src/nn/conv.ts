@@ -1,6 +1,6 @@
 import { conv2d, conv2dAttrs, zeros, type Rng, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
-import { fans, kaimingUniform, uniform } from './init.ts';
+import { defaultLayerInit } from './init.ts';
 
 /** A size given once for both spatial dimensions, or as [height, width]. */
 export type Pair = number | readonly [number, number];
@@ -65,12 +65,7 @@ export class Conv2d extends Module {
 
   /** Re-draws the weights with the default initialisation. */
   resetParameters(rng?: Rng): void {
-    kaimingUniform(this.weight, { a: Math.sqrt(5), rng });
-    if (this.bias) {
-      const { fanIn } = fans(this.weight.shape);
-      const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
-      uniform(this.bias, -bound, bound, rng);
-    }
+    defaultLayerInit(this.weight, this.bias, rng);
   }
 
   /** x [N, inChannels, H, W] -> [N, outChannels, OH, OW]. */

@@ -1,7 +1,7 @@
 import { conv2d, conv2dAttrs, reshape, zeros, type Rng, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
 import type { FloatDType } from './rnn.ts';
-import { fans, kaimingUniform, uniform } from './init.ts';
+import { defaultLayerInit } from './init.ts';
 
 export interface Conv1dLayerOptions {
   /** Step along the length (default 1). */
@@ -65,12 +65,7 @@ export class Conv1d extends Module {
 
   /** Re-draws the weights with the default initialisation. */
   resetParameters(rng?: Rng): void {
-    kaimingUniform(this.weight, { a: Math.sqrt(5), rng });
-    if (this.bias) {
-      const { fanIn } = fans(this.weight.shape);
-      const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
-      uniform(this.bias, -bound, bound, rng);
-    }
+    defaultLayerInit(this.weight, this.bias, rng);
   }
 
   /** Output length for an input of length `length` (PyTorch's formula). */

@@ -67,6 +67,19 @@ export function kaimingUniform(tensor: Tensor, options: KaimingOptions = {}): Te
   return uniform(tensor, -bound, bound, options.rng);
 }
 
+/**
+ * PyTorch's default initialisation of Linear and ConvNd (`reset_parameters`): kaiming_uniform with
+ * a = √5 on the weight, then U(−1/√fanIn, 1/√fanIn) on the bias (in that order of random draws).
+ */
+export function defaultLayerInit(weight: Tensor, bias: Tensor | null, rng?: Rng): void {
+  kaimingUniform(weight, { a: Math.sqrt(5), rng });
+  if (bias) {
+    const { fanIn } = fans(weight.shape);
+    const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
+    uniform(bias, -bound, bound, rng);
+  }
+}
+
 /** He normal: N(0, std²) with std = gain / √fan. */
 export function kaimingNormal(tensor: Tensor, options: KaimingOptions = {}): Tensor {
   return normal(tensor, 0, kaimingStd(tensor, options), options.rng);

@@ -1,6 +1,6 @@
 import { linear, zeros, type Rng, type Tensor } from '../tensor/index.ts';
 import { Module } from './module.ts';
-import { kaimingUniform, uniform } from './init.ts';
+import { defaultLayerInit } from './init.ts';
 
 export interface LinearOptions {
   /** Add a learned bias (default true). */
@@ -31,11 +31,7 @@ export class Linear extends Module {
 
   /** Re-draws the weights with the default initialisation. */
   resetParameters(rng?: Rng): void {
-    kaimingUniform(this.weight, { a: Math.sqrt(5), rng });
-    if (this.bias) {
-      const bound = this.inFeatures > 0 ? 1 / Math.sqrt(this.inFeatures) : 0;
-      uniform(this.bias, -bound, bound, rng);
-    }
+    defaultLayerInit(this.weight, this.bias, rng);
   }
 
   forward(x: Tensor): Tensor {

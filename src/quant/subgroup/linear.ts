@@ -2,7 +2,7 @@ import { noGrad } from '../../autograd/engine.ts';
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import { Linear } from '../../nn/linear.ts';
 import { Module } from '../../nn/module.ts';
-import { kaimingUniform, uniform } from '../../nn/init.ts';
+import { defaultLayerInit } from '../../nn/init.ts';
 import { add, div, linear, maximum, mul, narrow, reshape, softmax, sum } from '../../tensor/ops.ts';
 import { globalRng, type Rng } from '../../tensor/random.ts';
 import { Tensor, full, zeros } from '../../tensor/tensor.ts';
@@ -122,8 +122,7 @@ export class SubgroupLinear extends Module {
     this.rng = options.rng ?? globalRng;
     this.weight = this.registerParameter('weight', zeros([outFeatures, inFeatures], dtype));
     this.bias = options.bias ?? true ? this.registerParameter('bias', zeros([outFeatures], dtype)) : null;
-    kaimingUniform(this.weight, { a: Math.sqrt(5), rng: this.rng });
-    if (this.bias) uniform(this.bias, -1 / Math.sqrt(inFeatures), 1 / Math.sqrt(inFeatures), this.rng);
+    defaultLayerInit(this.weight, this.bias, this.rng);
     this.archLogits = this.registerParameter('arch_logits', zeros([this.groups, this.choices.length], dtype));
     const steps = new Map<number, Tensor>();
     for (const bits of this.choices) if (bits > 0) steps.set(bits, this.registerParameter(`step_b${bits}`, full([this.groups], 1, dtype)));
