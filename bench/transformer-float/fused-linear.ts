@@ -9,26 +9,16 @@
  */
 import { loadavg } from 'node:os';
 import { noGrad } from '../../src/autograd/index.ts';
-import { nativeInfo, setBackend, setNativeThreads } from '../../src/backend/index.ts';
-import { TransformerLM } from '../../src/nn/index.ts';
-import { Rng, setFusedLinear, Tensor } from '../../src/tensor/index.ts';
-import { preferThroughputGc } from '../../src/train/gc.ts';
+import { nativeInfo } from '../../src/backend/index.ts';
+import { setFusedLinear } from '../../src/tensor/index.ts';
 import { numberFlag } from '../flags.ts';
+import { benchTransformer, useNative } from './common.ts';
 
 const threads = numberFlag('threads', 2, { integer: true, min: 1 });
 const calls = numberFlag('calls', 60, { integer: true, min: 2 });
-if (!nativeInfo()) {
-  console.log('skip: the native addon is not loaded');
-  process.exit(0);
-}
-setBackend('native');
-setNativeThreads(threads);
-preferThroughputGc();
+useNative(threads);
 
-const [V, C, E, F, N] = [2000, 8, 80, 320, 256];
-const model = new TransformerLM({ vocabSize: V, maxContext: C, embedDim: E, numLayers: 2, numHeads: 4, mlpDim: F, activation: 'gelu-tanh', rng: new Rng(0) });
-const rng = new Rng(1);
-const ids = new Tensor(Int32Array.from({ length: N * C }, () => Math.floor(rng.uniform() * V)), [N, C]);
+const { model, ids } = benchTransformer();
 
 const median = (v: number[]): number => {
   const s = [...v].sort((a, b) => a - b);

@@ -20,36 +20,23 @@
  *   nice -n 10 node --import tsx bench/transformer-float/profile.ts [--iters 20] [--threads 2] [--mode forward|train|both] [--path fused|composed]
  */
 import { noGrad } from '../../src/autograd/index.ts';
-import { nativeInfo, setBackend, setNativeThreads } from '../../src/backend/index.ts';
+import { nativeInfo } from '../../src/backend/index.ts';
 import { profileOps, type OpProfile } from '../../src/backend/registry.ts';
-import { TransformerLM } from '../../src/nn/index.ts';
 import { setFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
 import { Adam } from '../../src/optim/index.ts';
-import { crossEntropy, reshape, Rng, Tensor } from '../../src/tensor/index.ts';
-import { preferThroughputGc } from '../../src/train/gc.ts';
+import { crossEntropy, reshape } from '../../src/tensor/index.ts';
 import { flagOr, numberFlag } from '../flags.ts';
+import { benchTransformer, pathFlag, useNative } from './common.ts';
 
 const iters = numberFlag('iters', 20, { integer: true, min: 1 });
 const warmup = numberFlag('warmup', 3, { integer: true, min: 0 });
 const threads = numberFlag('threads', 2, { integer: true, min: 1 });
 const mode = flagOr('mode', 'both');
-const path = flagOr('path', 'fused');
-if (path !== 'fused' && path !== 'composed') throw new Error(`--path must be fused or composed, got '${path}'`);
-setFusedTransformerLayers(path === 'fused');
+const path = pathFlag();
 if (!['forward', 'train', 'both'].includes(mode)) throw new Error(`--mode must be forward, train or both, got '${mode}'`);
-if (!nativeInfo()) {
-  console.log('skip: the native addon is not loaded');
-  process.exit(0);
-}
-setBackend('native');
-setNativeThreads(threads);
-preferThroughputGc();
+useNative(threads);
 
-const [V, C, E, F, N] = [2000, 8, 80, 320, 256];
-const model = new TransformerLM({ vocabSize: V, maxContext: C, embedDim: E, numLayers: 2, numHeads: 4, mlpDim: F, activation: 'gelu-tanh', rng: new Rng(0) });
-const rng = new Rng(1);
-const ids = new Tensor(Int32Array.from({ length: N * C }, () => Math.floor(rng.uniform() * V)), [N, C]);
-const targets = new Tensor(Int32Array.from({ length: N * C }, () => Math.floor(rng.uniform() * V)), [N * C]);
+const { model, ids, targets, shape: { V, C, E, F, N } } = benchTransformer();
 
 const median = (v: number[]): number => {
   const s = [...v].sort((a, b) => a - b);

@@ -23,11 +23,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { noGrad } from '../../src/autograd/index.ts';
-import { nativeInfo, setBackend, setNativeThreads } from '../../src/backend/index.ts';
+import { nativeInfo } from '../../src/backend/index.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
-import { setFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
-import { preferThroughputGc } from '../../src/train/gc.ts';
 import { flagOr, numberFlag } from '../flags.ts';
+import { pathFlag, useNative } from './common.ts';
 import { cpuTimes } from '../machine.ts';
 import { TorchRnnPeer } from '../peers/torch-rnn.ts';
 import { TorchSeqPeer } from '../peers/torch-seq.ts';
@@ -38,17 +37,9 @@ const threads = numberFlag('threads', 1, { integer: true, min: 1 });
 const rounds = numberFlag('rounds', 7, { integer: true, min: 1 });
 const steps = numberFlag('steps', 3, { integer: true, min: 1 });
 const only = flagOr('only', 'both');
-const path = flagOr('path', 'fused');
-if (path !== 'fused' && path !== 'composed') throw new Error(`--path must be fused or composed, got '${path}'`);
-setFusedTransformerLayers(path === 'fused');
+const path = pathFlag();
 if (!['forward', 'train', 'both'].includes(only)) throw new Error(`--only must be forward, train or both, got '${only}'`);
-if (!nativeInfo()) {
-  console.log('skip: the native addon is not loaded');
-  process.exit(0);
-}
-setBackend('native');
-setNativeThreads(threads);
-preferThroughputGc();
+useNative(threads);
 
 const S = SEQ_SHAPES;
 const batch = TRANSFORMER_STEP.batch;
