@@ -57,13 +57,18 @@ export const matmulKernel: Kernel<'matmul'> = ([a, b], { transA, transB }) => {
   return raw(out, shape, a!.dtype);
 };
 
-/** (x [M, K], w [N, K], bias [N]) -> x·wᵀ + bias [M, N]: the bias rows first, then the product accumulated onto them. */
+/**
+ * (x [M, K], w [N, K], bias [N]) -> x·wᵀ + bias [M, N]: the product rounded to the dtype, then the
+ * bias added, so the specification equals matmul followed by add bit for bit (an ONNX MatMul + Add
+ * and an nn.Linear train alike on this backend).
+ */
 export const linearKernel: Kernel<'linear'> = ([x, w, bias]) => {
   const m = x!.shape[0]!;
   const k = x!.shape[1]!;
   const n = w!.shape[0]!;
   const out = alloc(x!.dtype, [m, n]);
-  for (let i = 0; i < m; i++) out.set(bias!.data, i * n);
-  gemm(false, true, m, n, k, x!.data, 0, w!.data, 0, out, 0, true);
+  gemm(false, true, m, n, k, x!.data, 0, w!.data, 0, out, 0);
+  const b = bias!.data;
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[i * n + j] += b[j]!;
   return raw(out, [m, n], x!.dtype);
 };

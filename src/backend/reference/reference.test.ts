@@ -157,3 +157,24 @@ describe('reference kernels: forward values', () => {
     close(o.crossEntropy(logits, labels).data, [expected]);
   });
 });
+
+describe('reference linear', () => {
+  it('equals matmul (B transposed) followed by add bit for bit in float32, and the float64 sum', () => {
+    setBackend('reference');
+    for (const [m, n, k] of [[1, 1, 1], [3, 4, 5], [17, 9, 33], [64, 10, 84]] as const) {
+      const x = randn([m, k], { rng });
+      const w = randn([n, k], { rng });
+      const b = randn([n], { rng });
+      const fused = o.apply('linear', [x, w, b], {});
+      const composed = o.add(o.matmul(x, w, { transB: true }), b);
+      assert.deepEqual([...fused.data], [...composed.data], `[${m}, ${n}, ${k}]`);
+      const want: number[] = [];
+      for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) s += x.data[i * k + p]! * w.data[j * k + p]!;
+        want.push(s + b.data[j]!);
+      }
+      close(fused.data, want, 1e-5);
+    }
+  });
+});
