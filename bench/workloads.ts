@@ -78,7 +78,11 @@ export const SGD_CONFIG = { lr: 0.01, momentum: 0.9 } as const;
  * optimizer step, zero grad, and reading the loss (as `fit` does every step).
  */
 export function trainStepper(model: TensorModule, pool: readonly XY[]): () => void {
-  const optimizer = createOptimizer('sgd', model.parameters(), { ...SGD_CONFIG });
+  return stepWith(model, createOptimizer('sgd', model.parameters(), { ...SGD_CONFIG }), pool);
+}
+
+/** The step both steppers time: forward, cross-entropy, backward, optimizer step, zero grad, loss read back. */
+function stepWith(model: TensorModule, optimizer: { step(): void; zeroGrad(): void }, pool: readonly XY[]): () => void {
   model.train();
   let i = 0;
   return () => {
@@ -103,17 +107,7 @@ export function qatTrainStepper(pool: readonly XY[], seed = 0): () => void {
   manualSeed(seed);
   const model = createModel('lenet5');
   prepareQat(model, qatFromCliOptions({ quant: 'w4a4' })!);
-  const optimizer = new Adam(qatParamGroups(model, QAT_JOB), { lr: QAT_JOB.lr, weightDecay: 0 });
-  model.train();
-  let i = 0;
-  return () => {
-    const { x, y } = pool[i++ % pool.length]!;
-    const loss = crossEntropy(model.forward(x), y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    loss.item();
-  };
+  return stepWith(model, new Adam(qatParamGroups(model, QAT_JOB), { lr: QAT_JOB.lr, weightDecay: 0 }), pool);
 }
 
 const native = loadNative();
