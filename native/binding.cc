@@ -467,6 +467,29 @@ Napi::Value Sum(const Napi::CallbackInfo& info) {
 // [L, N, H, batchFirst, reverse] (shapes and layouts in recurrent.h):
 //   lstmSequence(gates, w, bias, h0, c0, out)    lstmSequenceBackward(g, out, w, c0, grads)
 //   gruSequence(gates, w, biasIh, biasHh, h0, out)  gruSequenceBackward(g, out, w, h0, grads)
+// The recurrent bindings' checks: every array has its expected element count (else a typed error
+// naming the argument), and the shape from dims [L, N, H, batchFirst, reverse, ...].
+bool lengthsAre(const Napi::CallbackInfo& info, const char* name, const F32* a, const std::vector<int64_t>& expected) {
+  for (size_t i = 0; i < expected.size(); i++) {
+    if (static_cast<int64_t>(a[i].length) != expected[i]) {
+      fail(info.Env(), std::string(name) + ": argument " + std::to_string(i) + " has " + std::to_string(a[i].length) +
+                           " elements, expected " + std::to_string(expected[i]));
+      return false;
+    }
+  }
+  return true;
+}
+
+lowbit::RecurrentShape recurrentShape(const int64_t* d) {
+  lowbit::RecurrentShape shape;
+  shape.steps = d[0];
+  shape.batch = d[1];
+  shape.hidden = d[2];
+  shape.batchFirst = d[3] != 0;
+  shape.reverse = d[4] != 0;
+  return shape;
+}
+
 enum class RnnKind { Lstm, LstmBackward, Gru, GruBackward };
 
 template <RnnKind kind>
@@ -494,19 +517,8 @@ Napi::Value Recurrent(const Napi::CallbackInfo& info) {
       : kind == RnnKind::LstmBackward ? std::vector<int64_t>{parts * plane, parts * plane, weights, state, gates + 2 * state}
       : kind == RnnKind::Gru          ? std::vector<int64_t>{gates, weights, G * H, G * H, state, parts * plane}
                                       : std::vector<int64_t>{parts * plane, parts * plane, weights, state, 2 * gates + state};
-  for (size_t i = 0; i < arrays; i++) {
-    if (static_cast<int64_t>(a[i].length) != expected[i]) {
-      fail(info.Env(), std::string(name) + ": argument " + std::to_string(i) + " has " + std::to_string(a[i].length) +
-                           " elements, expected " + std::to_string(expected[i]));
-      return info.Env().Undefined();
-    }
-  }
-  lowbit::RecurrentShape shape;
-  shape.steps = L;
-  shape.batch = N;
-  shape.hidden = H;
-  shape.batchFirst = d[3] != 0;
-  shape.reverse = d[4] != 0;
+  if (!lengthsAre(info, name, a, expected)) return info.Env().Undefined();
+  const lowbit::RecurrentShape shape = recurrentShape(d);
   switch (kind) {
     case RnnKind::Lstm: lowbit::lstmSequence(shape, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[arrays - 1].data); break;
     case RnnKind::LstmBackward: lowbit::lstmSequenceBackward(shape, a[0].data, a[1].data, a[2].data, a[3].data, a[arrays - 1].data); break;
@@ -542,19 +554,8 @@ Napi::Value RecurrentInference(const Napi::CallbackInfo& info) {
   const std::vector<int64_t> expected =
       gru ? std::vector<int64_t>{L * N * E, G * H * E, G * H * H, G * H, G * H, state, plane + state}
           : std::vector<int64_t>{L * N * E, G * H * E, G * H * H, G * H, state, state, plane + 2 * state};
-  for (size_t i = 0; i < arrays; i++) {
-    if (static_cast<int64_t>(a[i].length) != expected[i]) {
-      fail(info.Env(), std::string(name) + ": argument " + std::to_string(i) + " has " + std::to_string(a[i].length) +
-                           " elements, expected " + std::to_string(expected[i]));
-      return info.Env().Undefined();
-    }
-  }
-  lowbit::RecurrentShape shape;
-  shape.steps = L;
-  shape.batch = N;
-  shape.hidden = H;
-  shape.batchFirst = d[3] != 0;
-  shape.reverse = d[4] != 0;
+  if (!lengthsAre(info, name, a, expected)) return info.Env().Undefined();
+  const lowbit::RecurrentShape shape = recurrentShape(d);
   if (gru) {
     lowbit::gruInference(shape, E, finalOnly, a[0].data, a[1].data, a[2].data, a[3].data, a[4].data, a[5].data, a[6].data);
   } else {
