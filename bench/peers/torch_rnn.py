@@ -63,7 +63,7 @@ def make_stepper(torch, req):
 
 def make_transformer_stepper(torch, req):
     import numpy as np
-    from torch_seq import build_transformer_lm, read_safetensors
+    from torch_seq import read_safetensors, transformer_lm_for
 
     weights = read_safetensors(np, req["weights"])
     batch, seq = int(req["batch"]), int(req["seq"])
@@ -71,12 +71,8 @@ def make_transformer_stepper(torch, req):
     targets = np.fromfile(req["targets"], dtype="<i4")
     if ids.size != batch * seq or targets.size != batch * seq:
         raise ValueError(f"expected {batch} x {seq} ids and targets, got {ids.size} and {targets.size}")
-    vocab, embed = weights["tokenEmbedding.weight"].shape
-    context = weights["positionEmbedding.weight"].shape[0]
-    mlp = weights["blocks.0.fc1.weight"].shape[0]
-    layers = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
-    model = build_transformer_lm(torch, vocab, context, embed, mlp, layers, int(req.get("heads", 4)),
-                                 req.get("activation", "gelu-tanh"), float(req.get("eps", 1e-5)))
+    model = transformer_lm_for(torch, weights, req)
+    vocab = weights["tokenEmbedding.weight"].shape[0]
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=float(req.get("lr", 1e-3)))

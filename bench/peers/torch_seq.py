@@ -90,6 +90,17 @@ def build_rnn_lm(torch, kind, vocab, embed, hidden):
     return NextWordModel()
 
 
+def transformer_lm_for(torch, weights, req):
+    """The Transformer LM whose sizes lowbit's state dict `weights` implies (heads, activation and
+    LayerNorm eps from the request), not yet loaded."""
+    vocab, embed = weights["tokenEmbedding.weight"].shape
+    context = weights["positionEmbedding.weight"].shape[0]
+    mlp = weights["blocks.0.fc1.weight"].shape[0]
+    layers = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
+    return build_transformer_lm(torch, vocab, context, embed, mlp, layers, int(req.get("heads", 4)),
+                                req.get("activation", "gelu-tanh"), float(req.get("eps", 1e-5)))
+
+
 def build_transformer_lm(torch, vocab, context, embed, mlp, layers, heads, activation, eps):
     nn = torch.nn
     F = torch.nn.functional
@@ -160,12 +171,7 @@ def make_runner(torch, np, req):
     if ids.size != batch * seq:
         raise ValueError(f"{req['ids']}: {ids.size} ids, expected {batch} x {seq}")
     if kind == "transformer":
-        vocab, embed = weights["tokenEmbedding.weight"].shape
-        context = weights["positionEmbedding.weight"].shape[0]
-        mlp = weights["blocks.0.fc1.weight"].shape[0]
-        layers = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
-        model = build_transformer_lm(torch, vocab, context, embed, mlp, layers, int(req.get("heads", 4)),
-                                     req.get("activation", "gelu-tanh"), float(req.get("eps", 1e-5)))
+        model = transformer_lm_for(torch, weights, req)
     else:
         vocab, embed = weights["embedding.weight"].shape
         hidden = weights["rnn.weight_hh_l0"].shape[1]
