@@ -58,7 +58,7 @@ test('lowbit info prints versions and backends', () => {
   // Node.js 20 has WebAssembly SIMD128: the wasm backend is listed with the ops it runs itself.
   assert.ok(json.available.includes('wasm'));
   assert.ok(json.wasm.ops?.includes('conv2dBackwardWeight'));
-  assert.match(lowbit(['info', '--backend']).stdout, /^wasm +WebAssembly SIMD128 kernels for matmul, conv2d/m);
+  assert.match(lowbit(['info', '--backend']).stdout, /^wasm +WebAssembly SIMD128 kernels for matmul, linear, conv2d/m);
 });
 
 test('lowbit train --limit 512 --epochs 1 (default: W4A4 QAT) trains, prints test accuracy and the fp32 baseline, writes its outputs', () => {
