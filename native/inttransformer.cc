@@ -94,6 +94,19 @@ constexpr int kNormFrac = 12;
 constexpr int kBetaFrac = 8;
 constexpr int64_t kEpsCap = int64_t{1} << 51;
 
+// The integer LayerNorm's root r = round(√(Q + ε term)) · 2^(kSqrtFrac − kNormFrac) of one row, from
+// Q = Σ e², the row's centred values e scaled by 2^−k; the ε term is epsCode·D³ scaled by 2^−2k
+// (rounded; eps < 2^84 and −2k <= 28, so the left shift fits 128 bits), capped at kEpsCap.
+// Shared by the scalar, AVX2 and AVX-512 rows, which must agree bit for bit.
+inline int64_t layerNormRoot(const IntTfLayerNorm& p, int64_t D, int k, int64_t Q) {
+  if (p.epsCode > 0) {
+    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
+    const unsigned __int128 E = k <= 0 ? eps << (-2 * k) : (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
+    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
+  }
+  return isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+}
+
 void layerNormRow(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_t* e) {
   const int64_t D = p.size;
   int64_t S = 0;
@@ -116,18 +129,7 @@ void layerNormRow(const IntTfLayerNorm& p, const int32_t* x, int8_t* out, int64_
     e[i] = v;
     Q += v * v;
   }
-  if (p.epsCode > 0) {
-    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
-    unsigned __int128 E;
-    if (k <= 0) {
-      // eps < 2^84 and −2k <= 28: the shifted value fits the 128 bits.
-      E = eps << (-2 * k);
-    } else {
-      E = (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
-    }
-    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
-  }
-  const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+  const int64_t r = layerNormRoot(p, D, k, Q);
   for (int64_t i = 0; i < D; i++) {
     const int64_t n = roundDiv(e[i] * p.sqrtSize, r);
     const int64_t y = roundShift(rq(static_cast<int64_t>(p.gamma[i]) * n, p.multiplier, p.shift) + p.beta[i], kBetaFrac);
@@ -351,12 +353,7 @@ LOWBIT_TARGET_AVX512 bool layerNormRowAvx512(const IntTfLayerNorm& p, const int3
     squares = _mm512_mask_add_epi64(squares, lanes, squares, _mm512_mul_epi32(v, v));
   }
   int64_t Q = _mm512_reduce_add_epi64(squares);
-  if (p.epsCode > 0) {
-    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
-    const unsigned __int128 E = k <= 0 ? eps << (-2 * k) : (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
-    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
-  }
-  const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+  const int64_t r = layerNormRoot(p, D, k, Q);
   // n = round(v·sqrtSize / r), half away from zero, in doubles that hold every value exactly: |v·sqrtSize| < 2^46,
   // r < 2^39; the quotient from a product by 1/r is within 1 of ⌊a / r⌋, the remainder a − q·r of one fused
   // multiply-add is exact (|a − q·r| < 2r), and one correction each way makes it ⌊a / r⌋ and a mod r.
@@ -823,12 +820,7 @@ LOWBIT_TARGET_AVX2 bool layerNormRowAvx2(const IntTfLayerNorm& p, const int32_t*
     e[i] = v;
     Q += v * v;
   }
-  if (p.epsCode > 0) {
-    const unsigned __int128 eps = static_cast<unsigned __int128>(p.epsCode) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D) * static_cast<uint64_t>(D);
-    const unsigned __int128 E = k <= 0 ? eps << (-2 * k) : (eps + (static_cast<unsigned __int128>(1) << (2 * k - 1))) >> (2 * k);
-    Q += E > static_cast<unsigned __int128>(kEpsCap) ? kEpsCap : static_cast<int64_t>(E);
-  }
-  const int64_t r = isqrtRound(Q) << (kSqrtFrac - kNormFrac);
+  const int64_t r = layerNormRoot(p, D, k, Q);
   const __m256d rd = _mm256_set1_pd(static_cast<double>(r)), sqrtSize = _mm256_set1_pd(static_cast<double>(p.sqrtSize));
   const __m256d inverse = _mm256_set1_pd(1.0 / static_cast<double>(r)), oned = _mm256_set1_pd(1.0), zerod = _mm256_setzero_pd();
   const __m256d signBit = _mm256_set1_pd(-0.0);
