@@ -22,6 +22,10 @@ import type { CommandIO } from '../command.ts';
 import { resolveModelInput } from '../inputs.ts';
 import { LM_DEFAULTS, lmCorpus, lmDefaultSizes, lmModel, prepareLmQat, readLmCheckpoint, type LmModelName, type LmRunSettings } from '../lm-run.ts';
 import { TRANSFORMER_LM } from '../lm-transformer.ts';
+import { resumeState } from '../resume.ts';
+
+/** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
+const LM_RESUME_KEYS = ['model', 'dataset', 'quant', 'seqLen', 'hidden', 'embed', 'vocab', 'vocabSize', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'testLimit', 'quantLrScale', 'estimator', 'init', 'objective', 'windowStride'] as const;
 
 /** The train options a language-model run reads (`lr` already resolved); the image-only ones must keep their defaults. */
 export interface LmTrainOptions {
@@ -104,7 +108,6 @@ function refuseImageOptions(options: LmTrainOptions, quant: NextWordQuantChoice)
   };
   const what = `--model ${options.model}`;
   if (options.plan !== undefined) refuse(`--plan applies to image models; ${what} takes --quant ${NEXT_WORD_QUANT_CHOICES.join('|')}`);
-  if (options.resume) refuse(`--resume is not supported for ${what} (train again, or start QAT from a float run with --init)`);
   if (options.precision !== 'fp32') refuse(`--precision ${options.precision} is not supported for ${what}`);
   if (options.workers !== 1 || options.compress !== 'none' || options.threads) refuse(`--workers/--compress/--threads are not supported for ${what}`);
   if (options.baseline === 'train') refuse(`--baseline train is not supported for ${what}: train the --quant fp32 run first (the stored baseline), or start from it with --init`);
@@ -197,6 +200,9 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     estimator: quant === 'fp32' ? undefined : 'lsq', init: options.init, out, backend: backend.active, objective, windowStride: stride,
   };
   const quantized = quant !== 'fp32';
+  const checkpointPath = join(out, 'checkpoint.safetensors');
+  // --resume: the run's last checkpoint, taken with the same settings (only --epochs may differ).
+  const resumed = options.resume ? resumeState(checkpointPath, config, epochs, LM_RESUME_KEYS) : null;
   const rows: [string, string][] = [
     ['model', `${options.model}: embedding ${sizes.embed}, ${options.model === 'transformer-lm' ? `${TRANSFORMER_LM.layers} causal pre-LN Transformer blocks (${TRANSFORMER_LM.heads} heads, ${TRANSFORMER_LM.activation} MLP ${sizes.hidden}), learned positions` : `${options.model === 'lstm-lm' ? 'LSTM' : 'GRU'} ${sizes.hidden}`}, head to ${corpus.vocab.size} words; ${model.numParameters().toLocaleString('en-US')} parameters`],
     ['quant', quantized ? `${quant}, lsq estimator (weights per row${quant === 'w4' ? ', activations float' : options.model === 'transformer-lm' ? ', activations per tensor at every matmul input incl. Q, K, V and the attention weights' : ', activations per tensor incl. h_{t-1}'})` : 'fp32 (none)'],
@@ -205,20 +211,28 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     ['objective', objective === 'all' ? `all: every position predicts its next word (${sizes.seqLen} per window; validation: the last position, as --objective last)` : 'last: one prediction per window (the word after it)'],
     ['backend', describeBackend(backend)],
     ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
+    ...(resumed ? [['resume', `from epoch ${resumed.epoch} of ${checkpointPath}`] as [string, string]] : []),
     ['output', out],
   ];
   io.print('lowbit train');
   for (const [k, v] of rows) io.print(`  ${k.padEnd(9)}  ${v}`);
-  if (existsSync(join(out, 'metrics.json'))) io.print(`  note       replacing the earlier run in ${out} (--out DIR keeps it)`);
+  if (!resumed && existsSync(join(out, 'metrics.json'))) io.print(`  note       replacing the earlier run in ${out} (--out DIR keeps it)`);
 
   makeDirs(out);
-  const checkpointPath = join(out, 'checkpoint.safetensors');
   const start = performance.now();
-  const trainBatches = contextIdBatches(new DataLoader(trainSet, { batchSize, shuffle: true, seed: options.seed }));
+  const trainLoader = new DataLoader(trainSet, { batchSize, shuffle: true, seed: options.seed });
+  const trainBatches = contextIdBatches(trainLoader);
   let trained: typeof model | EveryPositionObjective = model;
   if (objective === 'all') {
     if (!(model instanceof TransformerLM)) throw new UsageError(`--objective all needs --model transformer-lm`, 'train');
     trained = new EveryPositionObjective(model);
+  }
+  if (resumed) {
+    // The module fit trains (and checkpoints) holds the weights; the shuffle and the schedule continue at the next epoch.
+    trained.loadStateDict(resumed.model);
+    optimizer.loadStateDict(resumed.optimizer);
+    for (let e = 0; e < resumed.epoch; e++) scheduler?.step();
+    trainLoader.setEpoch(resumed.epoch);
   }
   const history = fit(trained, {
     trainLoader: objective === 'all' ? everyPositionBatches(trainBatches) : trainBatches,
@@ -227,6 +241,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     optimizer,
     scheduler,
     epochs,
+    ...(resumed ? { initialEpoch: resumed.epoch, history: resumed.history } : {}),
     progress: options.progress,
     progressStream: io.stderr,
     checkpoint: { path: checkpointPath },

@@ -3,9 +3,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
-import { CosineAnnealingLR, ReduceLROnPlateau, type ReduceLROnPlateauState, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName, type OptimizerStateDict } from '../../optim/index.ts';
+import { CosineAnnealingLR, ReduceLROnPlateau, type ReduceLROnPlateauState, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName } from '../../optim/index.ts';
 import { manualSeed, STOCHASTIC_QUANTIZE_BITS } from '../../tensor/index.ts';
-import { fit, formatPercent, loadCheckpoint, preferThroughputGc, type EpochScheduler, type History, type StateTensors } from '../../train/index.ts';
+import { fit, formatPercent, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { GradScaler, PRECISIONS, type Precision } from '../../lowp/index.ts';
 import { defineCommand } from '../command.ts';
@@ -23,6 +23,7 @@ import {
 import { NEXT_WORD_QUANT_CHOICES } from '../../quant/rnn/index.ts';
 import { isLmModelName, LM_DEFAULTS, LM_LIMITS, LM_MODEL_NAMES, lmDefaultSizes } from '../lm-run.ts';
 import { trainLanguageModel } from './train-lm.ts';
+import { resumeState } from '../resume.ts';
 import { TRANSFORMER_LM_QUANT_LR_SCALE } from '../lm-transformer.ts';
 
 /** `--quant-lr-scale` when not given (transformer-lm: TRANSFORMER_LM_QUANT_LR_SCALE). */
@@ -226,7 +227,7 @@ export const trainCommand = defineCommand({
       const config = {
         ...options, quant: q, precision, gradBits, actGradBits: actGrad?.bits, actGradScale: actGrad?.granularity, actGradGrid: actGrad?.grid, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
       // --resume: the run's last checkpoint, taken with the same settings (only --epochs may differ).
-      const resumed = options.resume && q === quant ? resumeState(join(out, 'checkpoint.safetensors'), config, options.epochs) : null;
+      const resumed = options.resume && q === quant ? resumeState(join(out, 'checkpoint.safetensors'), config, options.epochs, RESUME_KEYS, { precision: 'fp32' /* runs from before --precision trained in fp32 */ }) : null;
       if (resumed) {
         model.loadStateDict(resumed.model);
         optimizer.loadStateDict(resumed.optimizer);
@@ -345,24 +346,6 @@ function isQuantChoice(name: string): name is QuantChoice {
 
 /** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
 const RESUME_KEYS = ['model', 'dataset', 'quant', 'estimator', 'plan', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'quantLrScale', 'init', 'precision', 'gradBits', 'actGradBits', 'actGradScale', 'actGradGrid', 'patience', 'minDelta', 'restoreBest', 'testLimit'] as const;
-
-/** The state to continue from: the checkpoint at `path`, checked against this run's `config`. */
-function resumeState(path: string, config: Record<string, unknown>, epochs: number): { model: StateTensors; optimizer: OptimizerStateDict; epoch: number; history: History; scaler: unknown; scheduler: unknown; bestWeights: StateTensors | null; earlyStopped: number | null } {
-  if (!existsSync(path)) throw new UsageError(`--resume: no checkpoint at '${path}' (pass the --out of the run to continue)`, 'train');
-  const ck = loadCheckpoint(path);
-  // Runs from before --precision existed trained in fp32.
-  const saved = { precision: 'fp32', ...(ck.config ?? {}) } as Record<string, unknown>;
-  if ((saved.workers ?? 1) !== 1 || (saved.compress ?? 'none') !== 'none') {
-    throw new UsageError(`--resume: '${path}' is a data-parallel run (--workers ${JSON.stringify(saved.workers ?? 1)}, --compress ${JSON.stringify(saved.compress ?? 'none')}); those save final weights only and cannot be resumed (--init RUN starts QAT from them)`, 'train');
-  }
-  const differ = RESUME_KEYS.filter((k) => JSON.stringify(saved[k] ?? null) !== JSON.stringify(config[k] ?? null));
-  if (differ.length > 0) throw new UsageError(`--resume: '${path}' was trained with other settings: ${differ.map((k) => `${k} ${JSON.stringify(saved[k] ?? null)} (now ${JSON.stringify(config[k] ?? null)})`).join(', ')}`, 'train');
-  if (ck.epoch >= epochs) throw new UsageError(`--resume: '${path}' already has ${ck.epoch} epochs; pass --epochs above ${ck.epoch} to train on`, 'train');
-  if (ck.optimizer === null || typeof ck.optimizer !== 'object') throw new Error(`--resume: '${path}' holds no optimizer state`);
-  const history = ck.history as History | undefined;
-  if (!history || !Array.isArray(history.epochs) || !Array.isArray(history.stepLosses)) throw new Error(`--resume: '${path}' holds no training history`);
-  return { model: ck.model, optimizer: ck.optimizer as OptimizerStateDict, epoch: ck.epoch, history, scaler: ck.scaler, scheduler: ck.scheduler, bestWeights: ck.bestWeights, earlyStopped: history.earlyStopping?.stoppedEpoch ?? null };
-}
 
 interface Baseline {
   accuracy: number;
