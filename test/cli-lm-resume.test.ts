@@ -2,7 +2,8 @@
  * `lowbit train --resume` for language-model runs: a run trained 1 epoch and resumed to 2 ends with
  * exactly the weights, optimizer-driven step losses and history of a run trained 2 epochs straight
  * through (QAT lstm-lm: LSQ steps in the state; transformer-lm: the every-position objective's
- * wrapper module), and changed settings or a finished run are refused with exit code 2.
+ * wrapper module), and changed settings or a finished run are refused with exit code 2; `lowbit info`
+ * prints the resumed run's layer table.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,6 +44,13 @@ async function straightVsResumed(model: string, quant: string): Promise<void> {
     assert.deepEqual(losses(b.history), losses(a.history));
     const epochLosses = (h: unknown): number[] => (h as { epochs: { testLoss: number }[] }).epochs.map((e) => e.testLoss);
     assert.deepEqual(epochLosses(b.history), epochLosses(a.history));
+
+    // lowbit info RUN: the layer table of the LM run, one window of token ids as the input.
+    const info = await runCli(['info', resumed]);
+    assert.equal(info.code, 0, info.stderr);
+    assert.match(info.stdout, new RegExp(`^model +${model} \\(${quant}\\)`, 'm'));
+    assert.match(info.stdout, /^input +one window of 4 token ids/m);
+    assert.match(info.stdout, model === 'lstm-lm' ? /rnn +QatLSTM .* w4a8/ : /head +Linear +\[1, 300\]/);
 
     const other = await runCli([...base, '--epochs', '3', '--out', resumed, '--resume', '--lr', '0.5']);
     assert.equal(other.code, 2, other.stdout);

@@ -1,7 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { manualSeed, Tensor } from '../tensor/index.ts';
-import { BatchNorm, cnn, Conv1d, Flatten, GroupNorm, lenet5, Linear, LSTM, ReLU, Sequential } from './index.ts';
+import { BatchNorm, cnn, Conv1d, Flatten, GroupNorm, lenet5, Linear, LSTM, NextWordModel, ReLU, Sequential, TransformerLM } from './index.ts';
+import { nextWordQatPlan, prepareRnnQat } from '../quant/rnn/index.ts';
+import { prepareTransformerQat, transformerQatConfig } from '../quant/transformer/index.ts';
 import { summary } from './summary.ts';
 import { prepareQat } from '../quant/qat/prepare.ts';
 import { qatFromCliOptions } from '../quant/qat/cli.ts';
@@ -83,6 +85,39 @@ describe('nn.summary', () => {
     assert.equal(s.totalParams, s.rows.reduce((n, r) => n + r.trainableParams + r.nonTrainableParams, 0), 'quantizer parameters counted in their layer');
     assert.match(s.format(), /conv2\s+QuantConv2d\s+\[1, 16, 10, 10\]\s+[\d,]+\s+w4a4/);
     assert.match(s.format(), /size \(quantized\):/);
+  });
+
+  for (const cell of ['lstm', 'gru'] as const) {
+    it(`QAT language model (${cell}, w4a8): the table, the recurrent weights and the head at their bits`, () => {
+      manualSeed(3);
+      const model = new NextWordModel({ vocabSize: 50, embeddingDim: 6, hiddenSize: 10, cell });
+      prepareRnnQat(model, nextWordQatPlan('w4a8')!);
+      const s = summary(model, [1, 5], { dtype: 'int32' });
+      const rows = Object.fromEntries(s.rows.map((r) => [r.name, r]));
+      assert.deepEqual([rows['embedding']!.weightBits, rows['embedding']!.activationBits], [4, null]);
+      assert.deepEqual([rows['rnn']!.weightBits, rows['rnn']!.activationBits], [4, 8]);
+      assert.deepEqual([rows['head']!.weightBits, rows['head']!.activationBits], [4, 8]);
+      assert.equal(s.quantizedLayers, 3);
+      const gates = cell === 'lstm' ? 4 : 3;
+      // Quantized weights: the table 50x6, W_ih [gates*10, 6], W_hh [gates*10, 10], the head 50x10; everything else fp32.
+      const quantized = 50 * 6 + gates * 10 * 6 + gates * 10 * 10 + 50 * 10;
+      assert.equal(s.quantizedBytes, s.fp32Bytes - quantized * (4 - 4 / 8));
+      assert.match(s.format(), new RegExp(`rnn\\s+Qat${cell.toUpperCase()}\\s.*w4a8`));
+      assert.match(s.format(), /embedding\s+QatEmbedding\s.*w4 \(a float\)/);
+    });
+  }
+
+  it('quantized Transformer LM: attention operand quantizers show as activation bits, its Linears as layers', () => {
+    manualSeed(4);
+    const model = new TransformerLM({ vocabSize: 40, maxContext: 6, embedDim: 8, numHeads: 2, numLayers: 1, mlpDim: 16 });
+    prepareTransformerQat(model, transformerQatConfig('w4a8')!);
+    const s = summary(model, [1, 6], { dtype: 'int32' });
+    const rows = Object.fromEntries(s.rows.map((r) => [r.name, r]));
+    assert.deepEqual([rows['blocks.0.attn']!.weightBits, rows['blocks.0.attn']!.activationBits], [null, 8]);
+    assert.deepEqual([rows['blocks.0.attn.qkv']!.weightBits, rows['blocks.0.attn.qkv']!.activationBits], [4, 8]);
+    assert.deepEqual([rows['positionEmbedding']!.weightBits, rows['positionEmbedding']!.activationBits], [null, null]);
+    const quantized = 40 * 8 + 24 * 8 + 8 * 8 + 16 * 8 + 8 * 16 + 40 * 8;  // token table, qkv, proj, fc1, fc2, head
+    assert.equal(s.quantizedBytes, s.fp32Bytes - quantized * (4 - 4 / 8));
   });
 
   it('modules returning several tensors, a given input, and bad shapes', () => {

@@ -36,6 +36,62 @@ function isQuantizer(m: Module): boolean {
   return 'spec' in m && 'fakeQuantEnabled' in m;
 }
 
+/** Bits of a quantizer module (null: none, or a spec without a width). */
+function quantizerBits(q: unknown): number | null {
+  return q instanceof Object && 'spec' in q ? specBits((q as { spec: QuantSpecLike }).spec) : null;
+}
+
+/** The fake-quantized weights (each with its bits) and the activation widths of one module, or null when it quantizes nothing. */
+interface ModuleQuant {
+  readonly weights: { readonly tensor: Tensor; readonly bits: number }[];
+  readonly activations: number[];
+}
+
+/**
+ * What `m` fake-quantizes, recognised by shape (nn does not depend on quant): a QuantLayer
+ * (QuantLinear, QuantConv2d...: weight and input specs); a quantized table (QatEmbedding: `weight`
+ * and `weightQuantizer`); a quantized recurrent layer (QatLSTM / QatGRU: `layerQuantizers(k)` for
+ * W_ih, W_hh, x_t and h_{t-1} of each layer); an attention with operand quantizers
+ * (`operandQuantizers()`: activations only).
+ */
+function quantOf(m: Module): ModuleQuant | null {
+  const weights: ModuleQuant['weights'][number][] = [];
+  const activations: number[] = [];
+  const addWeight = (tensor: unknown, bits: number | null): void => {
+    if (tensor instanceof Tensor && bits !== null) weights.push({ tensor, bits });
+  };
+  const addActivation = (bits: number | null): void => {
+    if (bits !== null) activations.push(bits);
+  };
+  const r = m as unknown as Record<string, unknown>;
+  if (isQuantLayer(m)) {
+    addWeight(m.weight, specBits(m.weightSpec));
+    addActivation(specBits(m.activationSpec));
+    return { weights, activations };  // counted even with both sides float, as before
+  }
+  if ('weightQuantizer' in r && r['weight'] instanceof Tensor) {
+    addWeight(r['weight'], quantizerBits(r['weightQuantizer']));
+  } else if (typeof r['layerQuantizers'] === 'function' && typeof r['numLayers'] === 'number') {
+    for (let k = 0; k < r['numLayers']; k++) {
+      const q = (r['layerQuantizers'] as (k: number) => Record<string, unknown>).call(m, k);
+      const params = new Map(m.namedParameters({ recurse: false }));
+      addWeight(params.get(`weight_ih_l${k}`), quantizerBits(q['weightIh']));
+      addWeight(params.get(`weight_hh_l${k}`), quantizerBits(q['weightHh']));
+      addActivation(quantizerBits(q['input']));
+      addActivation(quantizerBits(q['hidden']));
+    }
+  } else if (typeof r['operandQuantizers'] === 'function') {
+    for (const q of Object.values((r['operandQuantizers'] as () => Record<string, unknown>).call(m))) addActivation(quantizerBits(q));
+  }
+  return weights.length > 0 || activations.length > 0 ? { weights, activations } : null;
+}
+
+/** Weight bits of a row: the element-weighted mean of its quantized weights (null when none). */
+function weightedBits(weights: ModuleQuant['weights']): number | null {
+  const elements = weights.reduce((n, w) => n + w.tensor.size, 0);
+  return elements === 0 ? null : weights.reduce((n, w) => n + w.tensor.size * w.bits, 0) / elements;
+}
+
 /** @internal Bits per value of a spec: 1 for binary kinds, 2 for ternary, the mean of channelBits when mixed, else `bits`. */
 export function specBits(spec: QuantSpecLike | null): number | null {
   if (spec === null) return null;
@@ -160,9 +216,9 @@ export function summary(model: Module & { forward(x: Tensor): unknown }, inputSh
       }
       for (const [, b] of owner.namedBuffers({ recurse: false })) buffers += b.size;
     }
-    const quant = isQuantLayer(m) ? m : null;
-    const weightBits = quant ? specBits(quant.weightSpec) : null;
-    const activationBits = quant ? specBits(quant.activationSpec) : null;
+    const quant = quantOf(m);
+    const weightBits = quant ? weightedBits(quant.weights) : null;
+    const activationBits = quant && quant.activations.length > 0 ? quant.activations.reduce((a, b) => a + b, 0) / quant.activations.length : null;
     if (quant) quantizedLayers++;
     const record = seen.get(m);
     rows.push({
@@ -170,7 +226,7 @@ export function summary(model: Module & { forward(x: Tensor): unknown }, inputSh
       outputShapes: record?.outputShapes ?? null, calls: record?.calls ?? 0,
       trainableParams: trainable, nonTrainableParams: frozen, bufferElements: buffers, weightBits, activationBits,
     });
-    if (quant && weightBits !== null) quantizedBytes -= quant.weight.size * (4 - weightBits / 8);
+    for (const { tensor, bits } of quant?.weights ?? []) quantizedBytes -= tensor.size * (4 - bits / 8);
   }
   // Sizes over the state dict, each tensor once (a shared weight is stored once).
   for (const [key, t] of [...model.namedParameters(), ...model.namedBuffers()]) if (persistent.has(key)) fp32Bytes += 4 * t.size;

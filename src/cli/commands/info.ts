@@ -6,6 +6,7 @@ import { intModelOfFile, resolveModelInput } from '../inputs.ts';
 import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitNode } from '../../format/lowbit.ts';
 import type { IntNode, LayerSummary } from '../../runtime/intmodel.ts';
 import { modelOfCheckpoint } from '../checkpoint-model.ts';
+import { readLmCheckpoint } from '../lm-run.ts';
 import { summary } from '../../nn/summary.ts';
 import { loadCheckpoint } from '../../train/checkpoint.ts';
 
@@ -18,7 +19,8 @@ export const infoCommand = defineCommand({
     'tensors (logical dtype, shape, bytes) and its size against the same model in float32. An integer\n' +
     'model (what lowbit quantize and lowbit eval --save write) is checked as lowbit eval loads it.\n' +
     'A lowbit train run (its directory or checkpoint.safetensors) is rebuilt as trained and summarised\n' +
-    'like Keras model.summary(): every layer with its output shape for one 28x28 image, its parameters,\n' +
+    'like Keras model.summary(): every layer with its output shape for one 28x28 image (one window of\n' +
+    'token ids for a language-model run), its parameters,\n' +
     'the weight/input bits of fake-quant layers, and the model size in float32 and at those bits.\n' +
     'A malformed file is reported on one line with exit code 1.',
   examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info model.lowbit', 'lowbit info --file model.lowbit --json', 'lowbit info runs/lenet5-mnist-w4a4   # layer table of a training run'],
@@ -128,8 +130,12 @@ const RUN_INPUT_SHAPE = [1, 1, 28, 28];
 
 /** A lowbit train checkpoint: the model rebuilt as trained (QAT-prepared when it was), then nn.summary. */
 function describeTrainingRun(file: string, json: boolean, io: CommandIO): void {
-  const run = modelOfCheckpoint(file, 'info');
-  const s = summary(run.model, RUN_INPUT_SHAPE);
+  // A language-model run (lstm-lm, gru-lm, transformer-lm): one window of token ids as the input.
+  const lm = readLmCheckpoint(file, 'info');
+  const run = lm
+    ? { model: lm.model, arch: lm.settings.model, quantLabel: lm.settings.quant, dataset: lm.settings.dataset, input: { shape: [1, lm.settings.seqLen], dtype: 'int32' as const } }
+    : { ...modelOfCheckpoint(file, 'info'), input: { shape: RUN_INPUT_SHAPE, dtype: 'float32' as const } };
+  const s = summary(run.model, run.input.shape, { dtype: run.input.dtype });
   const epoch = loadCheckpoint(file).epoch;
   if (json) {
     const { format: _format, ...table } = s;
@@ -137,6 +143,7 @@ function describeTrainingRun(file: string, json: boolean, io: CommandIO): void {
     return;
   }
   const head: [string, string][] = [['file', file], ['model', `${run.arch} (${run.quantLabel})`], ['dataset', run.dataset ?? 'unknown'], ['epochs', String(epoch)]];
+  if (lm) head.push(['input', `one window of ${lm.settings.seqLen} token ids (vocabulary ${lm.settings.vocabSize})`]);
   const width = Math.max(...head.map(([k]) => k.length));
   for (const [k, v] of head) io.print(`${k.padEnd(width)}  ${v}`);
   io.print();
