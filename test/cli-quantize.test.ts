@@ -45,6 +45,20 @@ describe('lowbit quantize', () => {
     assert.equal(r.stdout, '', 'fails before the banner');
   });
 
+  it('--group-size: Linear weights per row and group (fc1: 400 inputs), the rest named; fake-quant state and ptq.json written, no model.lowbit', async () => {
+    const out = join(dir, 'grouped', 'ptq-w3a8-minmax-g16');
+    const r = await lowbit(['quantize', '--model', run, '--bits', 'w3a8', '--group-size', '16', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Linear weights in groups of 16 inputs/);
+    assert.match(r.stdout, /fc2: 120 inputs are not a multiple of weightGroupSize 16: weights stay per output channel/);
+    assert.match(r.stdout, /weights of 1 Linear layer in groups of 16 inputs/);
+    assert.match(r.stdout, /no model\.lowbit: --group-size 16 weights have one scale per group/);
+    assert.deepEqual(readdirSync(out).sort(), ['model.safetensors', 'ptq.json']);
+    const summary = JSON.parse(readFileSync(join(out, 'ptq.json'), 'utf8')) as { config: { groupSize: number; scheme: string } };
+    assert.equal(summary.config.groupSize, 16);
+    assert.equal(summary.config.scheme, 'w3a8');
+  });
+
   it('a truncated checkpoint fails without creating --out; an --out under a file fails before the work', async () => {
     // A run folder whose metrics.json is fine and whose checkpoint was cut: the checkpoint is read after the data are loaded.
     const cut = join(dir, 'cut-run');

@@ -43,6 +43,7 @@ export const quantizeCommand = defineCommand({
   examples: [
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w8a8',
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w4a8 --adaround',
+    'lowbit quantize --model runs/mlp-mnist-fp32 --bits w2a8 --group-size 32   # per-group Linear weights (fake quantization)',
     'lowbit quantize --model runs/cnn-fashion-mnist-fp32 --bits w8a8 --method percentile --bias-correction',
     'lowbit quantize --model runs/lenet5-mnist-fp32 --plan runs/lenet5-mnist-fp32/search-ilp-size-20KB/plan.json',
   ],
@@ -55,10 +56,11 @@ export const quantizeCommand = defineCommand({
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
+    groupSize: { type: 'int', positive: true, help: 'Linear weights: one scale per row and per N inputs (layers whose input count N does not divide stay per row); fake quantization only: no model.lowbit (the integer runtime has one scale per output channel)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'per-layer bit widths from a plan file (plan.json of lowbit search) instead of --bits' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on; another one of the same input shape and classes is warned about, a different shape or class count refused)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
-    out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the results are written (default: <run dir>/ptq-<bits>-<method>; with --plan <run dir>/ptq-plan-<plan folder or file name>-<plan hash>-<method>)' },
+    out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the results are written (default: <run dir>/ptq-<bits>-<method>[-g<group size>]; with --plan <run dir>/ptq-plan-<plan folder or file name>-<plan hash>-<method>)' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the calibration sample' },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
@@ -71,7 +73,7 @@ export const quantizeCommand = defineCommand({
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
     const schemeTag = options.plan !== undefined && planFile ? `plan-${planTag(options.plan, planFile.plan)}` : options.bits;
-    const out = options.out ?? join(dirname(checkpoint), `ptq-${schemeTag}-${options.method}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
+    const out = options.out ?? join(dirname(checkpoint), `ptq-${schemeTag}-${options.method}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
     checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the results are written
 
     const normalize = DATASET_STATS[dataset];
@@ -95,7 +97,7 @@ export const quantizeCommand = defineCommand({
     io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
     if (planFile?.assignment) io.print(`  plan       ${formatAssignment(planFile.assignment)}`);
     io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
-      `${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
+      `${options.groupSize === undefined ? '' : `, Linear weights in groups of ${options.groupSize} inputs`}${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
     const fp32 = evaluate(build(), testLoader);
@@ -107,6 +109,7 @@ export const quantizeCommand = defineCommand({
       weightMethod: options.weightMethod,
       adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection,
+      ...(options.groupSize === undefined ? {} : { weightGroupSize: options.groupSize }),
       progress: (line) => io.print(`  ${line}`),
     });
     io.print(formatQuantTable(quantizedLayers(model)).replace(/^/gm, '  '));
@@ -117,7 +120,7 @@ export const quantizeCommand = defineCommand({
     const ptqConfig = {
       source: checkpoint, model: arch, dataset, scheme, ...(planFile?.assignment ? { assignment: planFile.assignment } : {}), calibrationSamples: report.samples, method: options.method,
       weightMethod: options.weightMethod ?? null, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
-      biasCorrection: options.biasCorrection, seed: options.seed,
+      biasCorrection: options.biasCorrection, seed: options.seed, groupSize: options.groupSize ?? null,
     };
     makeDirs(out);
     saveCheckpoint(join(out, 'model.safetensors'), { model: model.stateDict(), epoch: 0, config: ptqConfig });
@@ -133,6 +136,10 @@ export const quantizeCommand = defineCommand({
     writeFileAtomic(join(out, 'ptq.json'), new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`));
     io.print(`wrote ${join(out, 'model.safetensors')} and ${join(out, 'ptq.json')}`);
 
+    if (options.groupSize !== undefined) {
+      io.print(`no model.lowbit: --group-size ${options.groupSize} weights have one scale per group, the integer runtime one per output channel (evaluate the fake-quant model.safetensors with the API)`);
+      return 0;
+    }
     const sample = testLoader[Symbol.iterator]().next().value?.x;
     try {
       const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme } });

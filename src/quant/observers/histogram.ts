@@ -5,7 +5,7 @@
  * batch fits, so earlier counts are never interpolated. Bin i covers [i·R/bins, (i+1)·R/bins).
  */
 import type { Tensor } from '../../tensor/tensor.ts';
-import { checkFinite, extremes, splitChannels } from './observer.ts';
+import { checkFinite, extremes, observerSlots, splitChannels, type ObserverOptions } from './observer.ts';
 
 export class SignedHistogram {
   readonly bins: number;
@@ -89,11 +89,12 @@ export function quantileOfCounts(hist: Float64Array, binWidth: number, k: number
 export abstract class HistogramObserver {
   abstract readonly method: string;
   readonly axis: number | null;
+  readonly groupSize: number | null;
   readonly bins: number;
   protected histograms: SignedHistogram[] = [];
 
-  constructor(options: { readonly axis?: number | null; readonly bins?: number }) {
-    this.axis = options.axis ?? null;
+  constructor(options: ObserverOptions & { readonly bins?: number }) {
+    ({ axis: this.axis, groupSize: this.groupSize } = observerSlots(new.target.name.replace(/Observer$/, '').toLowerCase(), options));
     this.bins = options.bins ?? 2048;
   }
 
@@ -103,7 +104,7 @@ export abstract class HistogramObserver {
 
   observe(x: Tensor): void {
     checkFinite(this.method, x);
-    const channels = splitChannels(x, this.axis);
+    const channels = splitChannels(x, this.axis, this.groupSize);
     if (this.histograms.length === 0) this.histograms = channels.map(() => new SignedHistogram(this.bins));
     if (channels.length !== this.histograms.length) throw new Error(`${this.method} observer: ${channels.length} channels, earlier batches had ${this.histograms.length}`);
     channels.forEach((values, c) => this.histograms[c]!.add(values));

@@ -6,7 +6,7 @@
  */
 import type { Tensor } from '../../tensor/tensor.ts';
 import { qparamsFromRange, rangesOf, type QParams, type QuantSpec } from '../core/qparams.ts';
-import { checkFinite, checkGranularity, type Observer, type ObserverOptions } from './observer.ts';
+import { checkFinite, checkGranularity, observerSlots, type Observer, type ObserverOptions } from './observer.ts';
 
 export type RangeObserverKind = 'minMax' | 'movingAverage';
 
@@ -53,12 +53,14 @@ export function updateRunningRange(
 export class MinMaxObserver implements Observer {
   readonly method: string = 'minmax';
   readonly axis: number | null;
+  readonly groupSize: number | null;
   protected min: Float64Array = new Float64Array(0);
   protected max: Float64Array = new Float64Array(0);
   private seen = false;
 
-  constructor(options: ObserverOptions = {}) {
-    this.axis = options.axis ?? null;
+  /** `method` names the observer in errors (subclasses' own `method` field is set after this constructor). */
+  constructor(options: ObserverOptions = {}, method = 'minmax') {
+    ({ axis: this.axis, groupSize: this.groupSize } = observerSlots(method, options));
   }
 
   get observed(): boolean {
@@ -67,7 +69,7 @@ export class MinMaxObserver implements Observer {
 
   observe(x: Tensor): void {
     checkFinite(this.method, x);
-    const batch = batchRange(x, this.axis);
+    const batch = batchRange(x, this.axis, this.groupSize);
     if (!this.seen) {
       this.min = new Float64Array(batch.min.length).fill(Infinity);
       this.max = new Float64Array(batch.max.length).fill(-Infinity);
@@ -96,10 +98,13 @@ export class MinMaxObserver implements Observer {
   }
 }
 
-/** @internal Per-tensor or per-channel batch range of x. */
-export function batchRange(x: Tensor, axis: number | null): { min: Float64Array; max: Float64Array } {
+/** @internal Per-tensor, per-channel or per-group batch range of x. */
+export function batchRange(x: Tensor, axis: number | null, groupSize: number | null = null): { min: Float64Array; max: Float64Array } {
   const spec: QuantSpec = axis === null
     ? { bits: 8, signed: true, symmetric: false, granularity: 'tensor' }
-    : { bits: 8, signed: true, symmetric: false, granularity: 'channel', axis };
+    : groupSize === null
+      ? { bits: 8, signed: true, symmetric: false, granularity: 'channel', axis }
+      : { bits: 8, signed: true, symmetric: false, granularity: 'group', axis, groupSize };
+  if (groupSize !== null && x.shape[axis!]! % groupSize !== 0) throw new Error(`observer: groupSize ${groupSize} does not divide axis ${axis} of shape [${x.shape.join(', ')}]`);
   return rangesOf(x.data, x.shape, spec);
 }

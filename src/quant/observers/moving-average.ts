@@ -18,7 +18,7 @@ export class MovingAverageMinMaxObserver extends MinMaxObserver {
   readonly momentum: number;
 
   constructor(options: MovingAverageOptions = {}) {
-    super(options);
+    super(options, 'ema');
     this.momentum = options.momentum ?? 0.1;
     if (!(this.momentum > 0 && this.momentum <= 1)) throw new Error(`ema observer: momentum must be in (0, 1], got ${this.momentum}`);
   }

@@ -12,7 +12,7 @@
 import { roundHalfEven } from '../../backend/reference/elementwise.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import { qparamsFromRange, type QParams, type QuantSpec } from '../core/qparams.ts';
-import { checkFinite, checkGranularity, extremes, splitChannels, type Observer, type ObserverOptions } from './observer.ts';
+import { checkFinite, checkGranularity, extremes, observerSlots, splitChannels, type Observer, type ObserverOptions } from './observer.ts';
 
 export interface MseOptions extends ObserverOptions {
   /** Number of clipping ratios searched (default 100: r = 0.01, 0.02, …, 1). */
@@ -35,13 +35,14 @@ interface Reservoir {
 export class MseObserver implements Observer {
   readonly method = 'mse';
   readonly axis: number | null;
+  readonly groupSize: number | null;
   readonly grid: number;
   readonly maxSamples: number;
   private channels: Reservoir[] = [];
   private state: number;
 
   constructor(options: MseOptions = {}) {
-    this.axis = options.axis ?? null;
+    ({ axis: this.axis, groupSize: this.groupSize } = observerSlots(this.method, options));
     this.grid = options.grid ?? 100;
     this.maxSamples = options.maxSamples ?? 2 ** 21;
     if (!Number.isInteger(this.grid) || this.grid < 1) throw new Error(`mse observer: grid must be a positive integer, got ${this.grid}`);
@@ -55,7 +56,7 @@ export class MseObserver implements Observer {
 
   observe(x: Tensor): void {
     checkFinite(this.method, x);
-    const parts = splitChannels(x, this.axis);
+    const parts = splitChannels(x, this.axis, this.groupSize);
     if (this.channels.length === 0) {
       this.channels = parts.map(() => ({ values: new Float32Array(0), size: 0, seen: 0, min: Infinity, max: -Infinity }));
     }

@@ -9,7 +9,9 @@ import type { Module } from '../../nn/module.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { QuantPlan } from '../config/plan.ts';
-import { prepareQat, quantizedLayers, quantizers, type PrepareQatOptions, type QatTarget } from '../qat/prepare.ts';
+import { defaultAddSpec, prepareQat, quantizedLayers, quantizers, resolveTarget, type PrepareQatOptions, type QatTarget } from '../qat/prepare.ts';
+import type { ResolvedLayer } from '../config/plan.ts';
+import type { Linear } from '../../nn/linear.ts';
 import type { QuantLayer } from '../qat/layers.ts';
 import { OBSERVER_METHODS, type ObserverMethod } from '../observers/index.ts';
 import { STATIC_KIND, StaticQuantizer } from './static.ts';
@@ -18,7 +20,7 @@ import { correctBias, type BiasCorrectionResult } from './bias-correction.ts';
 
 /** A weight/activation bit-width scheme 'w<bits>a<bits>' (w8a8, w4a8, w4a4, w8a4, w2a8, ...). */
 export type PtqScheme = `w${number}a${number}`;
-export const PTQ_SCHEMES = ['w8a8', 'w4a8', 'w4a4', 'w8a4', 'w2a8'] as const;
+export const PTQ_SCHEMES = ['w8a8', 'w4a8', 'w4a4', 'w8a4', 'w3a8', 'w2a8'] as const;
 
 export interface PtqPlanOptions {
   /** Activation observer (default 'minmax'). */
@@ -87,6 +89,14 @@ export interface CalibrateOptions extends PtqPlanOptions {
   readonly adaround?: boolean | AdaRoundOptions;
   /** Options of prepareQat (BN folding pairs). */
   readonly prepare?: PrepareQatOptions;
+  /**
+   * Per-group weights for Linear layers: one scale per output row and per `weightGroupSize`
+   * consecutive inputs (granularity 'group' on axis 1) instead of one per row, for every Linear
+   * whose 'static' weight spec is per channel or per tensor and whose input count is a multiple of
+   * it; the others keep their spec (named in `progress`). Conv2d weights stay as the plan says.
+   * Per-group models run as fake quantization (`evaluate`); `convert` and the ONNX export refuse them.
+   */
+  readonly weightGroupSize?: number;
   /** Progress messages. */
   readonly progress?: (message: string) => void;
 }
@@ -127,6 +137,30 @@ export function collectCalibrationBatches(loader: Iterable<{ x: Tensor }>, optio
   return out;
 }
 
+/** `table` with the 'static' weights of Linear layers made per group of `groupSize` inputs where their input count allows. */
+function groupLinearWeights(model: Module, table: readonly ResolvedLayer[], groupSize: number, log: (message: string) => void): ResolvedLayer[] {
+  if (!Number.isInteger(groupSize) || groupSize < 1) throw new Error(`calibrate: weightGroupSize must be a positive integer, got ${groupSize}`);
+  let grouped = 0;
+  const out = table.map((row) => {
+    const spec = row.weightSpec;
+    if (row.type !== 'Linear' || spec === null || spec.kind !== STATIC_KIND) return row;
+    const inputs = (model.getSubmodule(row.name) as Linear).inFeatures;
+    if (spec['granularity'] === 'group' || spec['channelBits'] !== undefined) {
+      log(`${row.name}: weights keep the plan's ${spec['granularity'] === 'group' ? 'groups' : 'per-channel bit widths'} (weightGroupSize not applied)`);
+      return row;
+    }
+    if (inputs % groupSize !== 0) {
+      log(`${row.name}: ${inputs} inputs are not a multiple of weightGroupSize ${groupSize}: weights stay ${String(spec['granularity'] ?? 'channel') === 'tensor' ? 'per tensor' : 'per output channel'}`);
+      return row;
+    }
+    grouped++;
+    const { axis: _axis, ...rest } = spec;
+    return { ...row, weightSpec: { ...rest, granularity: 'group', axis: 1, groupSize } };
+  });
+  log(`weights of ${grouped} Linear layer${grouped === 1 ? '' : 's'} in groups of ${groupSize} inputs`);
+  return out;
+}
+
 /**
  * Post-training quantization of a float `model` (in place; returned):
  * 1. `prepareQat` with the plan (or `ptqPlan(scheme)`), in eval mode: a Conv2d followed by a
@@ -141,9 +175,17 @@ export function calibrate<M extends ForwardModule>(model: M, loader: Iterable<{ 
   const log = options.progress ?? (() => {});
   const batches = collectCalibrationBatches(loader, options);
   const samples = batches.reduce((n, b) => n + b.shape[0]!, 0);
-  const target = options.plan ?? ptqPlan(options.scheme ?? 'w8a8', options);
+  let target: QatTarget = options.plan ?? ptqPlan(options.scheme ?? 'w8a8', options);
+  let prepare = options.prepare;
+  if (options.weightGroupSize !== undefined) {
+    const { addActivation, activationGradients: _gradients, ...resolveOptions } = options.prepare ?? {};
+    const table = resolveTarget(model, target, resolveOptions);
+    // The adds keep the quantizer the plan would have given them (a table alone would change it).
+    prepare = { ...options.prepare, addActivation: addActivation === undefined ? defaultAddSpec(target, table) : addActivation };
+    target = groupLinearWeights(model, table, options.weightGroupSize, log);
+  }
   model.eval();
-  prepareQat(model, target, options.prepare);
+  prepareQat(model, target, prepare);
   const statics = quantizers(model).filter((q): q is StaticQuantizer => q instanceof StaticQuantizer);
   if (statics.length === 0) throw new Error(`calibrate: the plan has no '${STATIC_KIND}' quantizer to calibrate`);
   for (const q of statics) q.startCalibration();

@@ -12,8 +12,10 @@
  *     activation quantizer throws (run `calibrate`).
  * The observer is transient; the buffers `scale`, `zeroPoint`, `calibrated` are the state (stateDict).
  *
- * Spec options: bits, signed, symmetric, granularity ('tensor' | 'channel'; weights default to
- * per output channel, activations to per tensor), method ('minmax' | 'ema' | 'percentile' |
+ * Spec options: bits, signed, symmetric, granularity ('tensor' | 'channel' | 'group' with `axis`
+ * and `groupSize`, weights only: one scale per run of groupSize indices along axis and per position
+ * of the other dims — { granularity: 'group', axis: 1, groupSize: 32 } on a Linear [O, I] is one
+ * scale per row and 32 inputs; weights default to per output channel, activations to per tensor), method ('minmax' | 'ema' | 'percentile' |
  * 'mse' | 'entropy', default 'minmax'), momentum (ema), percentile (default 99.99), bins
  * (histograms, default 2048), grid (mse, default 100).
  *
@@ -53,7 +55,7 @@ export class StaticQuantizer extends BaseQuantizer {
   private weightSeen = false;
 
   constructor(spec: QuantizerSpec, context: QuantizerContext) {
-    const format = resolveFormat(spec, context);
+    const format = resolveFormat(spec, context, { group: true });
     super(spec, format);
     [this.qmin, this.qmax] = qRange(format);
     this.method = choiceOption(spec, 'method', OBSERVER_METHODS, 'minmax');
@@ -77,6 +79,7 @@ export class StaticQuantizer extends BaseQuantizer {
     const spec = this.spec;
     this.observer = createObserver(this.method, {
       axis: this.format.axis,
+      groupSize: this.format.groupSize,
       momentum: numberOption(spec, 'momentum', 0.1),
       percentile: numberOption(spec, 'percentile', 99.99),
       bins: numberOption(spec, 'bins', 2048),

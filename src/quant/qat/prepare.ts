@@ -37,7 +37,8 @@ export interface PrepareQatOptions extends ResolveOptions {
 }
 
 /** The spec of an Add's inputs when `options.addActivation` is not given (see PrepareQatOptions). */
-function defaultAddSpec(target: QatTarget, table: readonly ResolvedLayer[]): QuantizerSpec | null {
+/** @internal The spec of the `nn.Add` inputs when `PrepareQatOptions.addActivation` is not given (see there). */
+export function defaultAddSpec(target: QatTarget, table: readonly ResolvedLayer[]): QuantizerSpec | null {
   let base: QuantizerSpec | null;
   if (Array.isArray(target)) base = [...table].reverse().find((r) => r.activationSpec !== null)?.activationSpec ?? null;
   else base = ('default' in target ? target.default : (target as QConfig)).activation;
