@@ -57,6 +57,15 @@ describe('lowbit quantize', () => {
     const summary = JSON.parse(readFileSync(join(out, 'ptq.json'), 'utf8')) as { config: { groupSize: number; scheme: string } };
     assert.equal(summary.config.groupSize, 16);
     assert.equal(summary.config.scheme, 'w3a8');
+    // lowbit eval --checkpoint on the folder rebuilds the calibrated fake-quant model: the accuracy quantize printed.
+    const printed = /^w3a8 test accuracy: +([\d.]+) %/m.exec(r.stdout)?.[1];
+    const e = await lowbit(['eval', '--checkpoint', out, '--limit', '100']);
+    assert.equal(e.code, 0, e.stderr);
+    assert.match(e.stdout, /lenet5 ptq w3a8 \(Linear weights in groups of 16\): fake quantization \(per-group weights in fc1; no integer model\)/);
+    assert.equal(/^accuracy +([\d.]+) %/m.exec(e.stdout)?.[1], printed);
+    const saved = await lowbit(['eval', '--checkpoint', out, '--save', join(dir, 'g.lowbit')]);
+    assert.equal(saved.code, 2);
+    assert.match(saved.stderr, /--save and --compare need an integer model; .* has per-group weights \(fc1\), which convert refuses/);
   });
 
   it('a truncated checkpoint fails without creating --out; an --out under a file fails before the work', async () => {

@@ -53,10 +53,17 @@ describe('modelOfCheckpoint', () => {
     assert.throws(() => modelOfCheckpoint(join(sub, 'checkpoint.safetensors'), 'eval'), /^Error: eval: .*metrics\.json: not a readable JSON file/);
   });
 
-  it('refuses PTQ states, unknown models and weights that do not fit, naming the command and the file', () => {
+  it('refuses PTQ states of --plan runs and malformed ones, unknown models and weights that do not fit, naming the command and the file', () => {
     const mlp = createModel('mlp', { numClasses: 10 });
+    saveCheckpoint(file('ptq-plan.safetensors'), { model: mlp.stateDict(), epoch: 0, config: { model: 'mlp', scheme: 'w8a8', assignment: { '1': { w: 4, a: 8 } } } });
+    assert.throws(() => modelOfCheckpoint(file('ptq-plan.safetensors'), 'attack'), /^Error: attack: '.*ptq-plan\.safetensors' is the post-training-quantization state of a --plan run; use the integer model/);
+    // A PTQ state is rebuilt as calibrate prepared it: float weights alone lack the quantizers' scales.
     saveCheckpoint(file('ptq.safetensors'), { model: mlp.stateDict(), epoch: 0, config: { model: 'mlp', scheme: 'w8a8' } });
-    assert.throws(() => modelOfCheckpoint(file('ptq.safetensors'), 'attack'), /^Error: attack: '.*ptq\.safetensors' is a post-training-quantization state/);
+    assert.throws(() => modelOfCheckpoint(file('ptq.safetensors'), 'attack'), /^Error: attack: '.*ptq\.safetensors' does not fit a mlp prepared for ptq w8a8: /);
+    saveCheckpoint(file('ptq-bad.safetensors'), { model: mlp.stateDict(), epoch: 0, config: { model: 'mlp', scheme: 'w8a8', groupSize: -3 } });
+    assert.throws(() => modelOfCheckpoint(file('ptq-bad.safetensors'), 'eval'), /^Error: eval: '.*ptq-bad\.safetensors': its groupSize is -3, not a positive integer/);
+    saveCheckpoint(file('ptq-bad2.safetensors'), { model: mlp.stateDict(), epoch: 0, config: { model: 'mlp', scheme: 'w8a8', method: 'magic' } });
+    assert.throws(() => modelOfCheckpoint(file('ptq-bad2.safetensors'), 'eval'), /its method is "magic" \(known: minmax, ema, percentile, mse, entropy\)/);
     saveCheckpoint(file('alien.safetensors'), { model: mlp.stateDict(), epoch: 0, config: { model: 'resnet9000' } });
     assert.throws(() => modelOfCheckpoint(file('alien.safetensors'), 'eval'), /^Error: eval: '.*alien\.safetensors' names an unknown model 'resnet9000'/);
     saveCheckpoint(file('mismatch.safetensors'), { model: mlp.stateDict(), epoch: 0, config: { model: 'lenet5', quant: 'fp32' } });

@@ -10,6 +10,8 @@ import { dirname, join } from 'node:path';
 import { readTextLimited } from '../format/index.ts';
 import { createModel, isModelName, MODEL_NAMES, type ModelName, type TensorModule } from '../nn/index.ts';
 import { prepareQat, qatPlanOfRunConfig } from '../quant/qat/index.ts';
+import { parseScheme, ptqTarget } from '../quant/ptq/index.ts';
+import { OBSERVER_METHODS, type ObserverMethod } from '../quant/observers/index.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
 
 /** What the commands read from a training run's config (every field unchecked until used). */
@@ -80,26 +82,59 @@ export function modelOfCheckpoint(checkpoint: string, command: string, options: 
       throw new Error(`${command}: ${metricsPath}: not a readable JSON file (${(e as Error).message})`);
     }
   }
-  if (config.scheme !== undefined && config.quant === undefined) {
+  const ptq = config.scheme !== undefined && config.quant === undefined;
+  if (ptq && config.assignment !== undefined) {
     const lowbit = join(dirname(checkpoint), 'model.lowbit');
-    throw new Error(`${command}: '${checkpoint}' is a post-training-quantization state, not a lowbit train checkpoint; use the integer model written next to it${existsSync(lowbit) ? ` (${lowbit})` : ' (model.lowbit)'}`);
+    throw new Error(`${command}: '${checkpoint}' is the post-training-quantization state of a --plan run; use the integer model written next to it${existsSync(lowbit) ? ` (${lowbit})` : ' (model.lowbit)'}`);
   }
   const arch = options.arch ?? (typeof config.model === 'string' ? config.model : options.defaultArch);
   if (arch === undefined) throw new Error(`${command}: --arch is required: the checkpoint names no model (known: ${MODEL_NAMES.join(', ')})`);
   if (!isModelName(arch)) throw new Error(`${command}: '${checkpoint}' names an unknown model '${arch}' (known: ${MODEL_NAMES.join(', ')})`);
   const model = createModel(arch, { numClasses: 10 });
-  let plan;
+  let quantized = false;
+  let label = 'fp32';
   try {
-    plan = qatPlanOfRunConfig(config);
+    if (ptq) {
+      // A lowbit quantize folder's model.safetensors: prepared as calibrate prepared it, then its frozen scales loaded.
+      const settings = ptqSettingsOf(config);
+      const { target, prepare } = ptqTarget(model, settings);
+      model.eval();
+      prepareQat(model, target, prepare);
+      quantized = true;
+      label = `ptq ${settings.scheme}${settings.weightGroupSize === undefined ? '' : ` (Linear weights in groups of ${settings.weightGroupSize})`}`;
+    } else {
+      const plan = qatPlanOfRunConfig(config);
+      if (plan) prepareQat(model, plan);
+      quantized = plan !== null;
+      label = quantLabelOfRunConfig(config, quantized);
+    }
   } catch (e) {
     throw new Error(`${command}: '${checkpoint}': ${(e as Error).message}`);
   }
-  if (plan) prepareQat(model, plan);
   try {
     model.loadStateDict(ck.model);
   } catch (e) {
-    throw new Error(`${command}: '${checkpoint}' does not fit a ${arch}${plan ? ` prepared for ${quantLabelOfRunConfig(config, true)}` : ''}: ${(e as Error).message}`);
+    throw new Error(`${command}: '${checkpoint}' does not fit a ${arch}${quantized ? ` prepared for ${label}` : ''}: ${(e as Error).message}`);
   }
   model.eval();
-  return { model, config, arch, quantized: plan !== null, dataset: typeof config.dataset === 'string' ? config.dataset : undefined, quantLabel: quantLabelOfRunConfig(config, plan !== null) };
+  return { model, config, arch, quantized, dataset: typeof config.dataset === 'string' ? config.dataset : undefined, quantLabel: label };
+}
+
+/** The calibrate settings a `lowbit quantize` state records (ptq.json's config), checked. */
+function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMethod; weightMethod?: ObserverMethod; weightGroupSize?: number } {
+  const { scheme, method, weightMethod, groupSize } = config as Record<string, unknown>;
+  if (typeof scheme !== 'string') throw new Error(`its PTQ scheme is ${JSON.stringify(scheme)}, not a string like 'w4a8'`);
+  parseScheme(scheme);
+  const observer = (v: unknown, name: string): ObserverMethod | undefined => {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'string' || !(OBSERVER_METHODS as readonly string[]).includes(v)) throw new Error(`its ${name} is ${JSON.stringify(v)} (known: ${OBSERVER_METHODS.join(', ')})`);
+    return v as ObserverMethod;
+  };
+  if (groupSize !== undefined && groupSize !== null && !(Number.isInteger(groupSize) && (groupSize as number) >= 1)) throw new Error(`its groupSize is ${JSON.stringify(groupSize)}, not a positive integer`);
+  return {
+    scheme,
+    ...(observer(method, 'method') ? { method: observer(method, 'method') } : {}),
+    ...(observer(weightMethod, 'weightMethod') ? { weightMethod: observer(weightMethod, 'weightMethod') } : {}),
+    ...(typeof groupSize === 'number' ? { weightGroupSize: groupSize } : {}),
+  };
 }

@@ -137,6 +137,22 @@ export function collectCalibrationBatches(loader: Iterable<{ x: Tensor }>, optio
   return out;
 }
 
+/**
+ * What `calibrate(model, loader, options)` prepares `model` with: the plan (or `ptqPlan(scheme)`)
+ * and the prepareQat options, with the Linear weights made per group under `weightGroupSize`
+ * (`log` names the layers left as they were). A calibrated model's state dict loads into a fresh
+ * model prepared with the same target (how `lowbit eval` reads a `lowbit quantize` folder).
+ */
+export function ptqTarget(model: Module, options: Pick<CalibrateOptions, 'plan' | 'scheme' | 'prepare' | 'weightGroupSize'> & PtqPlanOptions, log: (message: string) => void = () => {}): { target: QatTarget; prepare: PrepareQatOptions | undefined } {
+  const target: QatTarget = options.plan ?? ptqPlan(options.scheme ?? 'w8a8', options);
+  if (options.weightGroupSize === undefined) return { target, prepare: options.prepare };
+  const { addActivation, activationGradients: _gradients, ...resolveOptions } = options.prepare ?? {};
+  const table = resolveTarget(model, target, resolveOptions);
+  // The adds keep the quantizer the plan would have given them (a table alone would change it).
+  const prepare = { ...options.prepare, addActivation: addActivation === undefined ? defaultAddSpec(target, table) : addActivation };
+  return { target: groupLinearWeights(model, table, options.weightGroupSize, log), prepare };
+}
+
 /** `table` with the 'static' weights of Linear layers made per group of `groupSize` inputs where their input count allows. */
 function groupLinearWeights(model: Module, table: readonly ResolvedLayer[], groupSize: number, log: (message: string) => void): ResolvedLayer[] {
   if (!Number.isInteger(groupSize) || groupSize < 1) throw new Error(`calibrate: weightGroupSize must be a positive integer, got ${groupSize}`);
@@ -175,15 +191,7 @@ export function calibrate<M extends ForwardModule>(model: M, loader: Iterable<{ 
   const log = options.progress ?? (() => {});
   const batches = collectCalibrationBatches(loader, options);
   const samples = batches.reduce((n, b) => n + b.shape[0]!, 0);
-  let target: QatTarget = options.plan ?? ptqPlan(options.scheme ?? 'w8a8', options);
-  let prepare = options.prepare;
-  if (options.weightGroupSize !== undefined) {
-    const { addActivation, activationGradients: _gradients, ...resolveOptions } = options.prepare ?? {};
-    const table = resolveTarget(model, target, resolveOptions);
-    // The adds keep the quantizer the plan would have given them (a table alone would change it).
-    prepare = { ...options.prepare, addActivation: addActivation === undefined ? defaultAddSpec(target, table) : addActivation };
-    target = groupLinearWeights(model, table, options.weightGroupSize, log);
-  }
+  const { target, prepare } = ptqTarget(model, options, log);
   model.eval();
   prepareQat(model, target, prepare);
   const statics = quantizers(model).filter((q): q is StaticQuantizer => q instanceof StaticQuantizer);

@@ -4,7 +4,7 @@
  */
 export { StaticQuantizer, createStaticQuantizer, STATIC_KIND } from './static.ts';
 export {
-  calibrate, calibrationReport, collectCalibrationBatches, ptqPlan, parseScheme, PTQ_SCHEMES,
+  calibrate, calibrationReport, collectCalibrationBatches, ptqPlan, ptqTarget, parseScheme, PTQ_SCHEMES,
   type CalibrateOptions, type CalibrationReport, type PtqPlanOptions, type PtqScheme,
 } from './calibrate.ts';
 export { adaround, adaroundLayer, type AdaRoundOptions, type AdaRoundResult } from './adaround.ts';
