@@ -14,7 +14,7 @@ import { noGrad } from '../autograd/engine.ts';
 import { BatchNorm1d, Conv1d, Conv2d, Flatten, Linear, ReLU, Sequential } from '../nn/index.ts';
 import { randn, Rng, Tensor } from '../tensor/index.ts';
 import { prepareQat, quantizedLayers } from '../quant/qat/index.ts';
-import { qconfigFor, type Scheme } from '../quant/config/qconfig.ts';
+import { qconfigFor, type Estimator, type Scheme } from '../quant/config/qconfig.ts';
 import { calibrate } from '../quant/ptq/calibrate.ts';
 import { decodeLowbit, encodeLowbit } from '../format/lowbit.ts';
 import { loadAddon } from '../backend/native/load.ts';
@@ -45,7 +45,7 @@ function net(rng: Rng, withBn: boolean): Sequential {
 }
 
 /** A QAT-prepared net after a few training forwards (observers and BN statistics set), in eval mode. */
-function preparedNet(scheme: Scheme, estimator: string, options: { fuseBatchNorm?: boolean; seed?: number } = {}): { model: Sequential; x: Tensor } {
+function preparedNet(scheme: Scheme, estimator: Estimator, options: { fuseBatchNorm?: boolean; seed?: number } = {}): { model: Sequential; x: Tensor } {
   const rng = new Rng(options.seed ?? 7);
   const model = net(rng, true);
   prepareQat(model, { default: qconfigFor(scheme, estimator) }, { fuseBatchNorm: options.fuseBatchNorm ?? true });
@@ -83,7 +83,7 @@ function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
   assert.equal(i, -1, `${what}: output ${i} differs (${a[i]} vs ${b[i]})`);
 }
 
-const CASES: [Scheme, string][] = [['w8a8', 'ste'], ['w4a4', 'lsq'], ['w2a2', 'lsq'], ['w1a1', 'binary']];
+const CASES: [Scheme, Estimator][] = [['w8a8', 'ste'], ['w4a4', 'lsq'], ['w2a2', 'lsq'], ['w1a1', 'binary']];
 
 describe('IntModel: Conv1d', () => {
   for (const [scheme, estimator] of CASES) {
