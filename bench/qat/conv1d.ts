@@ -9,7 +9,10 @@
  * `qconfigFor(scheme, estimator)` (first and last layer at 8 bits, BN folded: QuantConvBn1d) and
  * fine-tunes; the QAT model is then converted and the IntModel evaluated on the same test images.
  *
- *   OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/qat/conv1d.ts [--train N] [--test N] [--epochs E] [--qat-epochs E]
+ *   OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/qat/conv1d.ts [--train N] [--test N] [--epochs E] [--qat-epochs E] [--save DIR]
+ *
+ * --save DIR writes DIR/conv1d-w8a8.lowbit and conv1d-w4a4.lowbit (metadata dataset 'mnist'), which
+ * `lowbit export FILE --verify` exports to ONNX and checks in onnxruntime-node on MNIST test images.
  */
 import { fileURLToPath } from 'node:url';
 import { loadMnist } from '../../src/data/mnist.ts';
@@ -22,6 +25,8 @@ import { manualSeed, Rng, Tensor } from '../../src/tensor/index.ts';
 import { prepareQat, setQuantProgress } from '../../src/quant/qat/index.ts';
 import { qconfigFor, type Estimator, type Scheme } from '../../src/quant/config/qconfig.ts';
 import { convert } from '../../src/runtime/convert.ts';
+import { saveIntModel } from '../../src/runtime/io.ts';
+import { join } from 'node:path';
 
 export interface Conv1dRunOptions {
   readonly train?: number;
@@ -30,6 +35,8 @@ export interface Conv1dRunOptions {
   readonly qatEpochs?: number;
   readonly schemes?: readonly (readonly [Scheme, Estimator])[];
   readonly log?: (line: string) => void;
+  /** Write each converted IntModel to `${saveDir}/conv1d-${scheme}.lowbit` (metadata dataset 'mnist'). */
+  readonly saveDir?: string;
 }
 
 export interface Conv1dResult {
@@ -127,7 +134,8 @@ export function runConv1dRowMnist(options: Conv1dRunOptions = {}): Conv1dResult[
     });
     const accuracy = evaluate(model, testLoader).accuracy;
     model.eval();
-    const im = convert(model, { sample: new Tensor(test.images.subarray(0, 256 * 784), [256, 28, 28]) });
+    const im = convert(model, { sample: new Tensor(test.images.subarray(0, 256 * 784), [256, 28, 28]), metadata: { dataset: 'mnist', model: 'conv1d row-mnist' } });
+    if (options.saveDir) saveIntModel(join(options.saveDir, `conv1d-${scheme}.lowbit`), im);
     const intLogits = im.run(testX);
     const intAccuracy = accuracyOf(intLogits, test.labels, 10);
     const ref = (evaluateLogits(model, testX));
@@ -164,6 +172,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const results = runConv1dRowMnist({
     train: arg('--train', 10000), test: arg('--test', 2000), epochs: arg('--epochs', 3), qatEpochs: arg('--qat-epochs', 2),
     log: (l) => console.error(l),
+    ...(process.argv.includes('--save') ? { saveDir: process.argv[process.argv.indexOf('--save') + 1]! } : {}),
   });
   console.log('| model | accuracy | IntModel accuracy | IntModel vs fake-quant argmax | seconds |');
   console.log('| --- | --- | --- | --- | --- |');
