@@ -99,6 +99,7 @@ describe('IntModel: Conv1d', () => {
       assert.deepEqual(convs[1]!.conv!.dilation, [1, 2]);
       assert.equal(convs[1]!.conv!.groups, 2);
       assert.deepEqual(im.graph.inputShape, [4, 16]);
+      assert.deepEqual(im.layers().map((l) => l.op), ['quantize', 'conv1d', 'conv1d', 'conv1d', 'flatten', 'linear']);
       const r = im.verification!;
       for (const [layer, d] of Object.entries(r.layerMaxDiff)) assert.equal(d, 0, `${scheme}: layer ${layer} input differs from the float64 simulation by ${d}`);
       assert.equal(r.argmaxAgreementFloat64, 1);

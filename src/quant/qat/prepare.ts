@@ -82,11 +82,10 @@ export function prepareQat<M extends Module>(model: M, target: QatTarget, option
       swaps.push({ name: row.name, replacement: new QuantLinear(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     } else if (row.fusedBatchNorm !== null) {
       const bn = model.getSubmodule(row.fusedBatchNorm);
-      let replacement: QuantLayer;
-      if (layer instanceof Conv1d && bn instanceof BatchNorm1d) replacement = new QuantConvBn1d(layer, bn, weightQuantizer, inputQuantizer);
-      else if (layer instanceof Conv2d && bn instanceof BatchNorm2d) replacement = new QuantConvBn2d(layer, bn, weightQuantizer, inputQuantizer);
-      else throw new Error(`prepareQat: '${row.fusedBatchNorm}' is a ${bn.constructor.name}, which a ${layer.constructor.name} does not fold (Conv2d + BatchNorm2d, Conv1d + BatchNorm1d)`);
-      swaps.push({ name: row.name, replacement, batchNorm: bn as BatchNorm2d | BatchNorm1d, batchNormName: row.fusedBatchNorm });
+      const batchNormName = row.fusedBatchNorm;
+      if (layer instanceof Conv1d && bn instanceof BatchNorm1d) swaps.push({ name: row.name, replacement: new QuantConvBn1d(layer, bn, weightQuantizer, inputQuantizer), batchNorm: bn, batchNormName });
+      else if (layer instanceof Conv2d && bn instanceof BatchNorm2d) swaps.push({ name: row.name, replacement: new QuantConvBn2d(layer, bn, weightQuantizer, inputQuantizer), batchNorm: bn, batchNormName });
+      else throw new Error(`prepareQat: '${batchNormName}' is a ${bn.constructor.name}, which a ${layer.constructor.name} does not fold (Conv2d + BatchNorm2d, Conv1d + BatchNorm1d)`);
     } else if (layer instanceof Conv1d) {
       swaps.push({ name: row.name, replacement: new QuantConv1d(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     } else {
