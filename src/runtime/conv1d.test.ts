@@ -130,6 +130,26 @@ describe('IntModel: Conv1d', () => {
     for (const d of Object.values(im.verification!.layerMaxDiff)) assert.equal(d, 0);
   });
 
+  it('pruned (0-bit) Conv1d channels are removed by compaction with the logits unchanged', () => {
+    const rng = new Rng(6);
+    const model = new Sequential(new Conv1d(4, 6, 3, { padding: 1, rng }), new ReLU(), new Conv1d(6, 5, 3, { rng }), new ReLU(), new Flatten(), new Linear(5 * 14, 3, { rng }));
+    const w8 = qconfigFor('w8a8', 'ste');
+    prepareQat(model, [
+      { name: '0', type: 'Conv1d', weightSpec: { ...w8.weight!, channelBits: [8, 0, 8, 8, 0, 8] }, activationSpec: w8.activation, fusedBatchNorm: null },
+      { name: '2', type: 'Conv1d', weightSpec: w8.weight, activationSpec: w8.activation, fusedBatchNorm: null },
+      { name: '5', type: 'Linear', weightSpec: w8.weight, activationSpec: w8.activation, fusedBatchNorm: null },
+    ]);
+    const x = randn([8, 4, 16], { rng });
+    model.train();
+    noGrad(() => model.forward(x));
+    model.eval();
+    const full = convert(model, { sample: x, compact: false });
+    const small = convert(model, { sample: x });
+    assert.deepEqual(small.tensor('0.weight').shape, [4, 4, 3]);
+    assert.deepEqual(small.tensor('2.weight').shape, [5, 4, 3]);
+    assertSameBits(small.run(x), full.run(x), 'compacted vs full');
+  });
+
   it('the .lowbit file round-trips a conv1d IntModel bit for bit (bytes and path)', () => {
     const { model, x } = preparedNet('w4a4', 'lsq');
     const im = convert(model, { sample: x });
