@@ -15,7 +15,7 @@ import { BatchNorm1d, Conv1d, Conv2d, Flatten, Linear, ReLU, Sequential } from '
 import { randn, Rng, Tensor } from '../tensor/index.ts';
 import { prepareQat, quantizedLayers } from '../quant/qat/index.ts';
 import { qconfigFor, type Estimator, type Scheme } from '../quant/config/qconfig.ts';
-import { calibrate } from '../quant/ptq/calibrate.ts';
+import { calibrate, calibrationReport } from '../quant/ptq/calibrate.ts';
 import { decodeLowbit, encodeLowbit } from '../format/lowbit.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import { exportOnnx } from '../onnx/export.ts';
@@ -120,15 +120,25 @@ describe('IntModel: Conv1d', () => {
     assert.ok(im.verification!.maxLogitLsb <= 1);
   });
 
-  it('PTQ-calibrated Conv1d net converts (w8a8)', () => {
-    const rng = new Rng(4);
-    const model = net(rng, true);
-    const x = randn([32, 4, 16], { rng });
-    calibrate(model, [{ x }], { scheme: 'w8a8' });
-    const im = convert(model, { sample: x });
-    assert.equal(im.verification!.argmaxAgreementFloat64, 1);
-    for (const d of Object.values(im.verification!.layerMaxDiff)) assert.equal(d, 0);
-  });
+  for (const [scheme, extra] of [['w8a8', {}], ['w4a8', { adaround: { iterations: 20 }, biasCorrection: true }]] as const) {
+    it(`PTQ-calibrated Conv1d net converts (${scheme}${'adaround' in extra ? ', AdaRound + bias correction' : ''})`, () => {
+      const rng = new Rng(4);
+      const model = net(rng, true);
+      const x = randn([32, 4, 16], { rng });
+      calibrate(model, [{ x }], { scheme, ...extra });
+      assert.deepEqual(quantizedLayers(model).map((l) => l.type), ['Conv1d', 'Conv1d', 'Conv1d', 'Linear']);
+      if ('adaround' in extra) {
+        // the 4-bit Conv1d layers (the first and last layer stay 8-bit) are rounded by AdaRound and bias-corrected
+        const report = calibrationReport(model)!;
+        assert.deepEqual(report.adaround.map((r) => r.layer), ['3', '5']);
+        for (const r of report.adaround) assert.ok(r.adaroundError <= r.nearestError, `${r.layer}: AdaRound ${r.adaroundError} vs nearest ${r.nearestError}`);
+        assert.equal(report.biasCorrection.length, 4);
+      }
+      const im = convert(model, { sample: x });
+      assert.equal(im.verification!.argmaxAgreementFloat64, 1);
+      for (const d of Object.values(im.verification!.layerMaxDiff)) assert.equal(d, 0);
+    });
+  }
 
   it('pruned (0-bit) Conv1d channels are removed by compaction with the logits unchanged', () => {
     const rng = new Rng(6);
