@@ -27,8 +27,8 @@ export interface Conv1dLayerOptions {
  * has conv2d's kernels and gradients on every backend. Initialised as PyTorch: kaiming_uniform
  * (a = √5) weights and U(±1/√fanIn) bias, fanIn = inChannels/groups·kernelSize.
  *
- * Quantization-aware training (`quant.prepareQat`) does not handle Conv1d yet and refuses a model
- * that holds one (see docs/guide.md).
+ * Quantization (`quant.prepareQat`, `quant.ptq.calibrate`, `runtime.convert`, ONNX export) handles
+ * it as a Conv2d on height 1: QuantConv1d / QuantConvBn1d (see docs/guide.md, "Quantizing a Conv1d net").
  */
 export class Conv1d extends Module {
   readonly inChannels: number;

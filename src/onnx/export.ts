@@ -7,7 +7,7 @@
  * Float32 (`Module`): the forward must apply its leaf modules in registration order (lenet5, mlp,
  * cnn, any Sequential), as for `convert`; the exporter runs the model once on a random sample and
  * checks that the chain of leaves gives the same output, and refuses the model otherwise. Leaves:
- * Linear → Gemm (MatMul + Add on rank > 2), Conv2d → Conv, BatchNorm1d/2d → BatchNormalization,
+ * Linear → Gemm (MatMul + Add on rank > 2), Conv2d → Conv, Conv1d → Conv (1-D attributes), BatchNorm1d/2d → BatchNormalization,
  * ReLU → Relu, ReLU6 → Clip, LeakyReLU, Sigmoid, Tanh, GELU (Erf or Tanh composition; Gelu at
  * opset ≥ 20 in the default profile), MaxPool2d → MaxPool, AvgPool2d → AveragePool
  * (count_include_pad), AdaptiveAvgPool2d → GlobalAveragePool / AveragePool, Flatten → Flatten
@@ -57,6 +57,7 @@ import { writeFileAtomic } from '../format/files.ts';
 import { GELU, Identity, LeakyReLU, ReLU, ReLU6, Sigmoid, Tanh } from '../nn/activation.ts';
 import { BatchNorm } from '../nn/batchnorm.ts';
 import { Conv2d } from '../nn/conv.ts';
+import { Conv1d } from '../nn/conv1d.ts';
 import { Dropout } from '../nn/dropout.ts';
 import { Flatten } from '../nn/flatten.ts';
 import { Linear } from '../nn/linear.ts';
@@ -296,7 +297,7 @@ function finish(b: GraphBuilder, a: FinishArgs): OnnxExportResult {
 // ---------------------------------------------------------------------------------------------
 // Float32 export
 
-const FLOAT_SUPPORTED = 'Linear, Conv2d, BatchNorm1d/2d, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity';
+const FLOAT_SUPPORTED = 'Linear, Conv2d, Conv1d, BatchNorm1d/2d, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, GELU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity';
 
 function runLeaf(m: Module, x: Tensor): Tensor {
   return (m as TensorModule).forward(x);
@@ -412,6 +413,14 @@ function emitFloatLeaf(b: GraphBuilder, name: string, m: Module, x: string, inSh
     for (let o = 0; o < O; o++) for (let k = 0; k < K; k++) wt[k * O + o] = w[o * K + k]!;
     const y = b.node('MatMul', [x, b.float(`${label}.weight_t`, [K, O], wt)], [], label);
     return B ? b.node('Add', [y, B], [], label) : y;
+  }
+  if (m instanceof Conv1d) {
+    const W = b.float(`${label}.weight`, m.weight.shape, f32(m.weight));
+    const B = m.bias ? b.float(`${label}.bias`, m.bias.shape, f32(m.bias)) : null;
+    return b.node('Conv', B ? [x, W, B] : [x, W], [
+      attrInts('kernel_shape', [m.kernelSize]), attrInts('strides', [m.stride]), attrInts('pads', [m.padding, m.padding]),
+      attrInts('dilations', [m.dilation]), attrInt('group', m.groups),
+    ], label);
   }
   if (m instanceof Conv2d) {
     const W = b.float(`${label}.weight`, m.weight.shape, f32(m.weight));
@@ -891,7 +900,7 @@ function emitLayer(
     for (let c = 0; c < O; c++) A[c] = 1;
     const d = int32Of(im, out.direction);
     const t = int32Of(im, out.threshold);
-    const dims = node.op === 'conv2d' ? [1, O, 1, 1] : [1, O];
+    const dims = node.op === 'conv2d' ? (node.conv!.conv1d === true ? [1, O, 1] : [1, O, 1, 1]) : [1, O];
     output = { kind: 'sign', direction: b.float(`${node.name}.direction`, dims, d), threshold: b.float(`${node.name}.threshold`, dims, Float32Array.from(t)) };
   } else if (out.mode === 'dequantize') {
     const S = float32Of(im, out.scale);
@@ -937,7 +946,9 @@ function emitLayer(
     for (let j = 0; j < K; j++) values[c * K + j] = sign * w[c * K + j]! || 0;
     wScale[c] = (sign * A[c]!) / sIn;
   }
-  const wDims = node.op === 'conv2d' ? [O, node.conv!.inChannels / node.conv!.groups, node.conv!.kernelSize[0], node.conv!.kernelSize[1]] : [O, K];
+  const conv = node.conv;
+  // a Conv1d (conv.conv1d) keeps its 3-D weight [O, C/g, k]: the ONNX Conv is then 1-D
+  const wDims = node.op !== 'conv2d' ? [O, K] : conv!.conv1d === true ? [O, conv!.inChannels / conv!.groups, conv!.kernelSize[1]] : [O, conv!.inChannels / conv!.groups, conv!.kernelSize[0], conv!.kernelSize[1]];
   const wq = b.tensor(`${node.name}.weight_quantized`, weightType === 'int4' ? OnnxDataType.INT4 : OnnxDataType.INT8, wDims, values);
   const ws = b.float(`${node.name}.weight_scale`, [O], wScale);
   const wf = b.node('DequantizeLinear', [wq, ws], [attrInt('axis', 0)], `${node.name}.weight`);
@@ -966,7 +977,16 @@ function emitLayer(
   }
   let y: string;
   let outShape: number[];
-  if (node.op === 'conv2d') {
+  if (node.op === 'conv2d' && node.conv!.conv1d === true) {
+    const g = node.conv!;
+    if (shape.length !== 3 || shape[1] !== g.inChannels) throw new OnnxError('shape', `ONNX export: '${node.name}' (conv1d) expects [N, ${g.inChannels}, L], the graph gives [${shape.join(', ')}]`);
+    y = b.node('Conv', inputs, [
+      attrInts('kernel_shape', [g.kernelSize[1]]), attrInts('strides', [g.stride[1]]), attrInts('pads', [g.padding[1], g.padding[1]]),
+      attrInts('dilations', [g.dilation[1]]), attrInt('group', g.groups),
+    ], node.name);
+    const [, ow] = convOutputSize(1, shape[2]!, g);
+    outShape = [shape[0]!, O, ow];
+  } else if (node.op === 'conv2d') {
     const g = node.conv!;
     if (shape.length !== 4 || shape[1] !== g.inChannels) throw new OnnxError('shape', `ONNX export: '${node.name}' expects [N, ${g.inChannels}, H, W], the graph gives [${shape.join(', ')}]`);
     y = b.node('Conv', inputs, [

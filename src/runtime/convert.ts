@@ -1,6 +1,8 @@
 /**
  * convert(model) → IntModel: captures the graph of a prepared (fake-quant) model and turns every
- * QuantConv2d / QuantConvBn2d / QuantLinear into an integer layer.
+ * QuantConv2d / QuantConvBn2d / QuantLinear into an integer layer (a QuantConv1d / QuantConvBn1d,
+ * being a QuantConv2d / QuantConvBn2d on height 1, into a conv2d node with `conv.conv1d: true` that
+ * takes and gives [N, C, L] activations).
  *
  * Graph capture: the model's forward must apply its leaf modules in registration order, each on
  * the model input or earlier leaves' outputs (a chain for lenet5, mlp, cnn and any Sequential; a
@@ -359,7 +361,10 @@ function build(graph: CapturedGraph, inputShape: readonly number[], metadata: Re
         ? { op: 'linear', name, inFeatures: geo.inFeatures, outFeatures: geo.outFeatures, weight: weightName, weightFormat: w.format, weightBits: w.bits, input, output: { mode: 'dequantize', scale: '', bias: '' } }
         : {
           op: 'conv2d', name, inFeatures: geo.inChannels, outFeatures: geo.outChannels, weight: weightName, weightFormat: w.format, weightBits: w.bits, input,
-          conv: { inChannels: geo.inChannels, outChannels: geo.outChannels, kernelSize: [...geo.kernelSize], stride: [...geo.stride], padding: [...geo.padding], dilation: [...geo.dilation], groups: geo.groups },
+          conv: {
+            inChannels: geo.inChannels, outChannels: geo.outChannels, kernelSize: [...geo.kernelSize], stride: [...geo.stride], padding: [...geo.padding], dilation: [...geo.dilation], groups: geo.groups,
+            ...(geo.conv1d === true ? { conv1d: true } : {}),
+          },
           output: { mode: 'dequantize', scale: '', bias: '' },
         };
       const sIn = input.scale;

@@ -645,7 +645,9 @@ export class IntModel {
       const a = node.input.mode === 'sign' ? '1 (sign)' : String(node.input.bits);
       const wb = node.weightFormat === 'binary' ? '1' : node.weightFormat === 'ternary' ? 't' : String(node.weightBits);
       const xnor = node.weightFormat === 'binary' && node.input.mode === 'sign' ? ' xnor' : '';
-      return { name: node.name, op: node.op, bits: `w${wb}a${a}${xnor}`, params: shared ? 0 : weightCount + node.outFeatures, packedBytes: bytes };
+      // a Conv1d's conv2d node (conv.conv1d) is listed as 'conv1d'
+      const op = node.op === 'conv2d' && node.conv?.conv1d === true ? 'conv1d' : node.op;
+      return { name: node.name, op, bits: `w${wb}a${a}${xnor}`, params: shared ? 0 : weightCount + node.outFeatures, packedBytes: bytes };
     });
   }
 

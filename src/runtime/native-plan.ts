@@ -46,6 +46,8 @@ interface ValueState {
   /** Set after flattening an NHWC map with C > 1 and H·W > 1: the next Linear permutes its columns. */
   permute: { C: number; H: number; W: number } | null;
   rank4: boolean;
+  /** A Conv1d's map [N, C, L] (rank 3), held as H = 1, W = L (rank4 is true too). */
+  length1d: boolean;
 }
 
 export interface NativePlanSpec {
@@ -130,12 +132,14 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
   const nodes = model.graph.nodes;
   const shape = model.graph.inputShape;
   const refs = model.size.inputRefs;
-  if (shape.length !== 3 && shape.length !== 1) return `input shape [${shape.join(', ')}] is neither [C, H, W] nor [F]`;
+  if (shape.length !== 3 && shape.length !== 2 && shape.length !== 1) return `input shape [${shape.join(', ')}] is neither [C, H, W], [C, L] nor [F]`;
   const first = nodes[0]!;
   if (first.op !== 'quantize') return 'the graph does not start with quantize';
   const input: ValueState = shape.length === 3
-    ? { type: F32, C: shape[0]!, H: shape[1]!, W: shape[2]!, permute: null, rank4: true }
-    : { type: F32, C: shape[0]!, H: 1, W: 1, permute: null, rank4: false };
+    ? { type: F32, C: shape[0]!, H: shape[1]!, W: shape[2]!, permute: null, rank4: true, length1d: false }
+    : shape.length === 2
+      ? { type: F32, C: shape[0]!, H: 1, W: shape[1]!, permute: null, rank4: true, length1d: true }
+      : { type: F32, C: shape[0]!, H: 1, W: 1, permute: null, rank4: false, length1d: false };
   // Per node: the state of its output and the node that owns the buffer (a flatten emits no op: its
   // output is its input's buffer), and per buffer owner the last node that reads it.
   const states: ValueState[] = [];
@@ -193,7 +197,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
       case 'add': {
         const b = ins[1]!;
         if (v.type === BITS || b.type === BITS) return `'${node.name}' adds sign bits`;
-        if (v.C * v.H * v.W !== b.C * b.H * b.W || v.rank4 !== b.rank4 || (v.rank4 && (v.C !== b.C || v.H !== b.H || v.W !== b.W))) {
+        if (v.C * v.H * v.W !== b.C * b.H * b.W || v.rank4 !== b.rank4 || v.length1d !== b.length1d || (v.rank4 && (v.C !== b.C || v.H !== b.H || v.W !== b.W))) {
           return `'${node.name}' adds values of different shapes`;
         }
         // b in another native order (e.g. a flattened NHWC map + a Linear output): a permute op
@@ -252,6 +256,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
         if (node.op === 'conv2d') {
           const g = node.conv!;
           if (!v.rank4 || v.C !== g.inChannels) return `'${node.name}' expects [${g.inChannels}, H, W]`;
+          if ((g.conv1d === true) !== v.length1d) return `'${node.name}' expects a ${g.conv1d === true ? '[C, L]' : '[C, H, W]'} map`;
           const [OH, OW] = convOutputSize(v.H, v.W, g);
           if (OH <= 0 || OW <= 0) return `'${node.name}' has no output positions`;
           if (outType === F32 && OH * OW !== 1) return `'${node.name}' dequantizes a feature map`;
@@ -300,7 +305,7 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
       case 'maxpool2d':
       case 'avgpool2d':
       case 'adaptiveavgpool2d': {
-        if (!v.rank4 || v.type === BITS) return `'${node.name}' needs a feature map`;
+        if (!v.rank4 || v.type === BITS || v.length1d) return `'${node.name}' needs a 2-D feature map`;
         let k: readonly [number, number];
         let s: readonly [number, number];
         let p: readonly [number, number];
@@ -333,13 +338,13 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
         break;
       }
       case 'flatten': {
-        const rank = v.rank4 ? 4 : 2;
+        const rank = v.rank4 ? (v.length1d ? 3 : 4) : 2;
         const start = node.startDim < 0 ? node.startDim + rank : node.startDim;
         const end = node.endDim < 0 ? node.endDim + rank : node.endDim;
         if (start !== 1 || end !== rank - 1) return `'${node.name}' flattens other dimensions than all but the batch`;
         if (v.rank4) {
           if (v.C > 1 && v.H * v.W > 1) v.permute = { C: v.C, H: v.H, W: v.W };
-          v.C = v.C * v.H * v.W; v.H = 1; v.W = 1; v.rank4 = false;
+          v.C = v.C * v.H * v.W; v.H = 1; v.W = 1; v.rank4 = false; v.length1d = false;
         }
         break;
       }

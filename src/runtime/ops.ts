@@ -12,6 +12,12 @@ export interface ConvGeometry {
   readonly padding: readonly [number, number];
   readonly dilation: readonly [number, number];
   readonly groups: number;
+  /**
+   * true: a Conv1d, whose activations are [N, C, L] — the height-1 maps [N, C, 1, L] of this
+   * conv (kernelSize [1, k], stride [1, s], padding [0, p], dilation [1, d]) — and whose output is
+   * [N, O, L']. Absent (false) for a Conv2d.
+   */
+  readonly conv1d?: boolean;
 }
 
 export function convOutputSize(h: number, w: number, g: Pick<ConvGeometry, 'kernelSize' | 'stride' | 'padding' | 'dilation'>): [number, number] {
@@ -37,6 +43,12 @@ export function layerOutput(
     return { P: 1, outShape: [n, O], h: 1, w: 1, oh: 1, ow: 1 };
   }
   const g = node.conv!;
+  if (g.conv1d === true) {
+    if (shape.length !== 3 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' (conv1d) expects [N, ${g.inChannels}, L], got [${shape.join(', ')}]`);
+    const w = shape[2]!;
+    const [, ow] = convOutputSize(1, w, g);
+    return { P: ow, outShape: [n, O, ow], h: 1, w, oh: 1, ow };
+  }
   if (shape.length !== 4 || shape[1] !== g.inChannels) throw new Error(`IntModel: '${node.name}' expects [N, ${g.inChannels}, H, W], got [${shape.join(', ')}]`);
   const [, , h, w] = shape as [number, number, number, number];
   const [oh, ow] = convOutputSize(h, w, g);

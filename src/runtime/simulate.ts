@@ -119,11 +119,12 @@ function linear64(x: Value, w: Float64Array, bias: Float64Array | null, O: numbe
 
 interface ConvSpec {
   inChannels: number; outChannels: number; kernelSize: readonly [number, number]; stride: readonly [number, number];
-  padding: readonly [number, number]; dilation: readonly [number, number]; groups: number;
+  padding: readonly [number, number]; dilation: readonly [number, number]; groups: number; conv1d?: boolean;
 }
 
 function conv64(x: Value, w: Float64Array, bias: Float64Array | null, g: ConvSpec): Value {
-  const [n, c, h, wd] = x.shape as [number, number, number, number];
+  // a Conv1d's [N, C, L] is the height-1 map [N, C, 1, L] of its conv2d geometry
+  const [n, c, h, wd] = (g.conv1d === true ? [x.shape[0], x.shape[1], 1, x.shape[2]] : x.shape) as [number, number, number, number];
   const [oh, ow] = convOutputSize(h, wd, g);
   const O = g.outChannels;
   const cg = c / g.groups;
@@ -153,7 +154,7 @@ function conv64(x: Value, w: Float64Array, bias: Float64Array | null, g: ConvSpe
       }
     }
   }
-  return { data: out, shape: [n, O, oh, ow] };
+  return { data: out, shape: g.conv1d === true ? [n, O, ow] : [n, O, oh, ow] };
 }
 
 function pool64(x: Value, k: readonly [number, number], s: readonly [number, number], p: readonly [number, number], max: boolean): Value {

@@ -83,11 +83,17 @@ function checkLayer(node: LayerNode, shape: number[], tensors: ReadonlyMap<strin
     if (!isInt(g.groups, 1, MAX_SAMPLE_ELEMENTS) || !isInt(g.inChannels, 1, MAX_SAMPLE_ELEMENTS) || g.outChannels !== O) fail(where, `channels ${String(g.inChannels)} -> ${String(g.outChannels)} (groups ${String(g.groups)}) do not match outFeatures ${O}`);
     const groups = g.groups;
     if (g.inChannels % groups !== 0 || O % groups !== 0) fail(where, `groups ${groups} must divide ${g.inChannels} input and ${O} output channels`);
-    if (shape.length !== 3 || shape[0] !== g.inChannels) fail(where, `expects [${g.inChannels}, H, W] per sample, gets [${shape.join(', ')}]`);
-    const [oh, ow] = convOutputSize(shape[1]!, shape[2]!, { kernelSize: k, stride: s, padding: p, dilation: d });
+    if (g.conv1d !== undefined && typeof g.conv1d !== 'boolean') fail(where, `conv1d ${JSON.stringify(g.conv1d)} must be a boolean`);
+    const conv1d = g.conv1d === true;
+    if (conv1d) {
+      // a Conv1d: [C, L] per sample, the conv2d geometry of height 1
+      if (k[0] !== 1 || s[0] !== 1 || p[0] !== 0 || d[0] !== 1) fail(where, `is a conv1d, so kernelSize, stride, padding and dilation must be [1, ·], [1, ·], [0, ·], [1, ·], got ${JSON.stringify([k, s, p, d])}`);
+      if (shape.length !== 2 || shape[0] !== g.inChannels) fail(where, `expects [${g.inChannels}, L] per sample, gets [${shape.join(', ')}]`);
+    } else if (shape.length !== 3 || shape[0] !== g.inChannels) fail(where, `expects [${g.inChannels}, H, W] per sample, gets [${shape.join(', ')}]`);
+    const [oh, ow] = conv1d ? convOutputSize(1, shape[1]!, { kernelSize: k, stride: s, padding: p, dilation: d }) : convOutputSize(shape[1]!, shape[2]!, { kernelSize: k, stride: s, padding: p, dilation: d });
     if (node.inFeatures !== g.inChannels) fail(where, `inFeatures ${node.inFeatures} is not inChannels ${g.inChannels}`);
     K = (g.inChannels / groups) * k[0] * k[1];
-    out = [O, oh, ow];
+    out = conv1d ? [O, ow] : [O, oh, ow];
   }
   checkSize(out, where);
   const weightDtype = ({ int8: 'int8', int4: 'int4', int2: 'int2', ternary: 'int2', binary: 'bits' } as Record<string, string>)[node.weightFormat];

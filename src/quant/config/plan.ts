@@ -8,15 +8,15 @@ import { Module } from '../../nn/module.ts';
 import { Conv2d } from '../../nn/conv.ts';
 import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
-import { BatchNorm2d } from '../../nn/batchnorm.ts';
+import { BatchNorm1d, BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Sequential } from '../../nn/sequential.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
 import { BINARY_KINDS, qconfig, TERNARY_KINDS, type QConfig, type QuantRole } from './qconfig.ts';
 import { int8PerChannelSym, int8PerTensorAffine, uint8Ema } from './presets.ts';
 
 /** Layer types a plan quantizes. */
-export type LayerType = 'Conv2d' | 'Linear';
-export const LAYER_TYPES: readonly LayerType[] = ['Conv2d', 'Linear'];
+export type LayerType = 'Conv2d' | 'Conv1d' | 'Linear';
+export const LAYER_TYPES: readonly LayerType[] = ['Conv2d', 'Conv1d', 'Linear'];
 
 /**
  * Which layers an override applies to: a glob on the dotted module name (`*` and `?` stay within
@@ -31,7 +31,7 @@ export interface PlanOverride {
 }
 
 export interface QuantPlan {
-  /** Config of every Conv2d and Linear not changed by an override. */
+  /** Config of every Conv2d, Conv1d and Linear not changed by an override. */
   readonly default: QConfig;
   /** Applied in order; a later match wins. Each must match at least one layer. */
   readonly overrides?: readonly PlanOverride[];
@@ -58,12 +58,12 @@ export interface ResolvedLayer {
   readonly type: LayerType;
   readonly weightSpec: QuantizerSpec | null;
   readonly activationSpec: QuantizerSpec | null;
-  /** Name of the BatchNorm2d folded into this conv (QuantConvBn2d), or null. */
+  /** Name of the BatchNorm2d (BatchNorm1d for a Conv1d) folded into this conv (QuantConvBn2d / QuantConvBn1d), or null. */
   readonly fusedBatchNorm: string | null;
 }
 
 export interface ResolveOptions {
-  /** Fold a Conv2d's following BatchNorm2d into it (default true). */
+  /** Fold a Conv2d's following BatchNorm2d (a Conv1d's following BatchNorm1d) into it (default true). */
   readonly fuseBatchNorm?: boolean;
   /**
    * Extra [conv, batchNorm] name pairs to fold, for models whose forward chains a conv and a BN
@@ -103,35 +103,27 @@ function describeMatch(match: PlanMatch): string {
   return typeof match === 'string' ? `'${match}'` : `{ type: '${match.type}' }`;
 }
 
-/**
- * Throws when `model` holds a layer that quantization does not handle yet but that would
- * otherwise stay float without a word (Conv1d: the fake-quant layers, convert and export are
- * written for Conv2d's 4-D weights). Checked by every path that resolves a plan or table.
- */
-export function refuseUnsupportedLayers(model: Module): void {
-  const conv1d = model.namedModules().filter(([, m]) => m instanceof Conv1d).map(([name]) => `'${name || '<root>'}'`);
-  if (conv1d.length > 0) {
-    throw new Error(
-      `quantization does not support Conv1d yet (${conv1d.join(', ')}): prepareQat, calibrate and convert handle Conv2d and Linear only; ` +
-        'train this model in float32, or use a Conv2d with kernel [1, k] on [N, C, 1, L] input',
-    );
-  }
+/** A layer a plan quantizes. */
+export type QuantizableLayer = Conv2d | Conv1d | Linear;
+
+/** The plan's type name of `module`, or null when a plan does not quantize it. */
+export function layerTypeOf(module: Module): LayerType | null {
+  return module instanceof Conv2d ? 'Conv2d' : module instanceof Conv1d ? 'Conv1d' : module instanceof Linear ? 'Linear' : null;
 }
 
-/** @internal Conv2d and Linear layers of `model` in definition order (exact classes); refuses a model with a Conv1d. */
-export function quantizableLayers(model: Module): { name: string; type: LayerType; module: Conv2d | Linear }[] {
-  refuseUnsupportedLayers(model);
-  const out: { name: string; type: LayerType; module: Conv2d | Linear }[] = [];
+/** @internal Conv2d, Conv1d and Linear layers of `model` in definition order. */
+export function quantizableLayers(model: Module): { name: string; type: LayerType; module: QuantizableLayer }[] {
+  const out: { name: string; type: LayerType; module: QuantizableLayer }[] = [];
   for (const [name, module] of model.namedModules()) {
-    if (module instanceof Conv2d) out.push({ name, type: 'Conv2d', module });
-    else if (module instanceof Linear) out.push({ name, type: 'Linear', module });
+    const type = layerTypeOf(module);
+    if (type !== null) out.push({ name, type, module: module as QuantizableLayer });
   }
   return out;
 }
 
 /**
- * @internal Conv name → BatchNorm2d name of every conv directly followed by a BatchNorm2d of
- * matching width in a Sequential, plus the explicit `fusePairs`.
+ * @internal Conv name → BatchNorm name of every conv directly followed by a BatchNorm of matching
+ * width in a Sequential (Conv2d → BatchNorm2d, Conv1d → BatchNorm1d), plus the explicit `fusePairs`.
  */
 export function findConvBnPairs(model: Module, fusePairs: readonly (readonly [string, string])[] = []): Map<string, string> {
   const pairs = new Map<string, string>();
@@ -141,18 +133,28 @@ export function findConvBnPairs(model: Module, fusePairs: readonly (readonly [st
     for (let i = 0; i + 1 < module.length; i++) {
       const conv = module.at(i);
       const bn = module.at(i + 1);
-      if (conv instanceof Conv2d && bn instanceof BatchNorm2d && bn.numFeatures === conv.outChannels) pairs.set(`${prefix}${i}`, `${prefix}${i + 1}`);
+      if (convBnMatch(conv, bn) === null) pairs.set(`${prefix}${i}`, `${prefix}${i + 1}`);
     }
   }
   for (const [convName, bnName] of fusePairs) {
-    const conv = model.getSubmodule(convName);
-    const bn = model.getSubmodule(bnName);
-    if (!(conv instanceof Conv2d)) throw new Error(`fusePairs: '${convName}' is a ${conv.constructor.name}, not a Conv2d`);
-    if (!(bn instanceof BatchNorm2d)) throw new Error(`fusePairs: '${bnName}' is a ${bn.constructor.name}, not a BatchNorm2d`);
-    if (bn.numFeatures !== conv.outChannels) throw new Error(`fusePairs: '${bnName}' has ${bn.numFeatures} features, '${convName}' ${conv.outChannels} output channels`);
+    const why = convBnMatch(model.getSubmodule(convName), model.getSubmodule(bnName), convName, bnName);
+    if (why !== null) throw new Error(`fusePairs: ${why}`);
     pairs.set(convName, bnName);
   }
   return pairs;
+}
+
+/**
+ * null when `bn` can be folded into `conv` (a Conv2d and a BatchNorm2d, or a Conv1d and a
+ * BatchNorm1d, of the same width), else why not.
+ */
+export function convBnMatch(conv: Module, bn: Module, convName = 'the conv', bnName = 'the BatchNorm'): string | null {
+  const c = conv instanceof Conv2d || conv instanceof Conv1d ? conv : null;
+  if (c === null) return `'${convName}' is a ${conv.constructor.name}, not a Conv2d or Conv1d`;
+  const want = c instanceof Conv2d ? BatchNorm2d : BatchNorm1d;
+  if (!(bn instanceof want)) return `'${bnName}' is a ${bn.constructor.name}, not the ${want.name} a ${c.constructor.name} folds`;
+  if (bn.numFeatures !== c.outChannels) return `'${bnName}' has ${bn.numFeatures} features, '${convName}' ${c.outChannels} output channels`;
+  return null;
 }
 
 /** A spec at 8 bits for the first/last-layer rule (see `QuantPlan.keepFirstLast8bit`). */
@@ -176,15 +178,15 @@ function checkPlanShape(plan: QuantPlan): void {
 }
 
 /**
- * The explicit per-layer table of `plan` on `model`: every Conv2d and Linear in definition order
- * with the weight and input-activation spec it gets (null = float) and the BatchNorm2d folded into
+ * The explicit per-layer table of `plan` on `model`: every Conv2d, Conv1d and Linear in definition
+ * order with the weight and input-activation spec it gets (null = float) and the BatchNorm folded into
  * it. Steps: default → overrides in order → first/last 8-bit rule → model-input rule. Every
  * resulting config is validated; an override matching no layer throws.
  */
 export function resolvePlan(model: Module, plan: QuantPlan, options: ResolveOptions = {}): ResolvedLayer[] {
   checkPlanShape(plan);
   const layers = quantizableLayers(model);
-  if (layers.length === 0) throw new Error(`resolvePlan: ${model.constructor.name} has no Conv2d or Linear layer (already prepared?)`);
+  if (layers.length === 0) throw new Error(`resolvePlan: ${model.constructor.name} has no Conv2d, Conv1d or Linear layer (already prepared?)`);
   const overrides = plan.overrides ?? [];
   const matchers = overrides.map((o) => (typeof o.match === 'string' ? globToRegExp(o.match) : null));
   const used = overrides.map(() => false);
@@ -251,7 +253,6 @@ export function planFromTable(table: readonly ResolvedLayer[]): QuantPlan {
  * its type, specs are valid, fused BatchNorms exist. Returns it typed.
  */
 export function validateTable(model: Module, table: readonly ResolvedLayer[]): ResolvedLayer[] {
-  refuseUnsupportedLayers(model);
   if (!Array.isArray(table)) throw new Error('a resolved plan table must be an array of {name, type, weightSpec, activationSpec, fusedBatchNorm}');
   const seen = new Set<string>();
   return table.map((row, i) => {
@@ -260,14 +261,15 @@ export function validateTable(model: Module, table: readonly ResolvedLayer[]): R
     if (seen.has(row.name)) throw new Error(`${where}: layer listed twice`);
     seen.add(row.name);
     const module = model.getSubmodule(row.name);
-    const actual = module instanceof Conv2d ? 'Conv2d' : module instanceof Linear ? 'Linear' : module.constructor.name;
+    const actual = layerTypeOf(module) ?? module.constructor.name;
     if (actual !== row.type) throw new Error(`${where}: the model has a ${actual} there, the table says ${row.type}`);
     const config = qconfig({ weight: row.weightSpec, activation: row.activationSpec }, where);
     const bnName = row.fusedBatchNorm ?? null;
     if (bnName !== null) {
-      if (row.type !== 'Conv2d') throw new Error(`${where}: only a Conv2d can fold a BatchNorm2d`);
-      const bn = model.getSubmodule(bnName);
-      if (!(bn instanceof BatchNorm2d)) throw new Error(`${where}: fusedBatchNorm '${bnName}' is a ${bn.constructor.name}, not a BatchNorm2d`);
+      if (typeof bnName !== 'string') throw new Error(`${where}: fusedBatchNorm must be a module name or null`);
+      if (row.type === 'Linear') throw new Error(`${where}: only a Conv2d or Conv1d can fold a BatchNorm`);
+      const why = convBnMatch(module, model.getSubmodule(bnName), row.name, bnName);
+      if (why !== null) throw new Error(`${where}: fusedBatchNorm: ${why}`);
     }
     return { name: row.name, type: row.type, weightSpec: config.weight, activationSpec: config.activation, fusedBatchNorm: bnName };
   });

@@ -38,8 +38,8 @@ export function expectedOutputShift(layer: QuantLayer, inputs: readonly Tensor[]
   noGrad(() => {
     for (const x of inputs) {
       const y = layerOp(exported.geometry, x, delta);
-      // y is [N, C] (linear) or [N, C, H, W] (conv): sum per channel.
-      const inner = y.rank === 4 ? y.shape[2]! * y.shape[3]! : 1;
+      // y is [N, C] (linear), [N, C, L] (conv1d) or [N, C, H, W] (conv): sum per channel.
+      const inner = y.shape.slice(2).reduce((p, d) => p * d, 1);
       const n = y.shape[0]!;
       for (let b = 0; b < n; b++) {
         for (let c = 0; c < channels; c++) {

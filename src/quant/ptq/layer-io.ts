@@ -4,7 +4,7 @@
  */
 import { noGrad } from '../../autograd/engine.ts';
 import type { Module } from '../../nn/module.ts';
-import { conv2d, linear } from '../../tensor/ops.ts';
+import { conv2d, linear, reshape } from '../../tensor/ops.ts';
 import { Tensor } from '../../tensor/tensor.ts';
 import type { LayerGeometry, QuantLayer } from '../qat/layers.ts';
 
@@ -45,10 +45,15 @@ export function quantizedInput(layer: QuantLayer, x: Tensor): Tensor {
   return noGrad(() => (q && q.fakeQuantEnabled ? q.forward(x) : x));
 }
 
-/** The layer's computation with an explicit weight and bias: conv2d or linear. */
+/** The layer's computation with an explicit weight and bias: conv2d, conv1d (as conv2d on height 1) or linear. */
 export function layerOp(geometry: LayerGeometry, x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
   if (geometry.type === 'linear') return linear(x, weight, bias);
-  return conv2d(x, weight, bias, { stride: geometry.stride, padding: geometry.padding, dilation: geometry.dilation, groups: geometry.groups });
+  const attrs = { stride: geometry.stride, padding: geometry.padding, dilation: geometry.dilation, groups: geometry.groups };
+  if (geometry.conv1d !== true) return conv2d(x, weight, bias, attrs);
+  const [n, c, length] = x.shape as [number, number, number];
+  const [o, cg, k] = weight.shape as [number, number, number];
+  const y = conv2d(reshape(x, [n, c, 1, length]), reshape(weight, [o, cg, 1, k]), bias, attrs);
+  return reshape(y, [n, o, y.shape[3]!]);
 }
 
 /** Batches concatenated along dim 0 (float32). */

@@ -1,13 +1,14 @@
 /**
- * Fake-quantized layers that `prepareQat` swaps in for Conv2d and Linear. Each holds the original
+ * Fake-quantized layers that `prepareQat` swaps in for Conv2d, Conv1d and Linear. Each holds the original
  * layer's weight and bias tensors (the same objects, so optimizers and state dicts keep working),
  * a weight quantizer and a quantizer of its INPUT activation, both child modules so that their
  * learned parameters and calibration buffers are in `parameters()` and `stateDict()`.
  */
 import { Module } from '../../nn/module.ts';
 import type { Conv2d } from '../../nn/conv.ts';
+import { Conv1d } from '../../nn/conv1d.ts';
 import type { Linear } from '../../nn/linear.ts';
-import type { BatchNorm2d } from '../../nn/batchnorm.ts';
+import type { BatchNorm1d, BatchNorm2d } from '../../nn/batchnorm.ts';
 import type { FusedPool } from '../../nn/fusion.ts';
 import { add, conv2d, conv2dFused, div, linear, maxPool2d, mean, mul, relu, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
 import { noGrad } from '../../autograd/engine.ts';
@@ -25,6 +26,12 @@ export type LayerGeometry =
     readonly padding: readonly [number, number];
     readonly dilation: readonly [number, number];
     readonly groups: number;
+    /**
+     * true for a Conv1d: input [N, C, L] and weight [O, C/groups, k] are the height-1 map
+     * [N, C, 1, L] and kernel [O, C/groups, 1, k] of this conv2d (kernelSize [1, k], stride [1, s],
+     * padding [0, p], dilation [1, d]); its output is [N, O, L'].
+     */
+    readonly conv1d?: boolean;
   }
   | { readonly type: 'linear'; readonly inFeatures: number; readonly outFeatures: number };
 
@@ -46,7 +53,7 @@ export interface ExportedLayer {
 /** Common part of QuantLinear, QuantConv2d and QuantConvBn2d. */
 export abstract class QuantLayer extends Module {
   /** Type of the float layer this replaced. */
-  abstract readonly layerType: 'Conv2d' | 'Linear';
+  abstract readonly layerType: 'Conv2d' | 'Conv1d' | 'Linear';
   readonly weight: Tensor;
   readonly bias: Tensor | null;
   readonly weightQuantizer: Quantizer | null;
@@ -187,9 +194,14 @@ export class QuantLinear extends QuantLayer {
   }
 }
 
-/** Conv2d's geometry, copied so the quantized layers compute exactly what the float one did. */
+/**
+ * Conv2d's geometry, copied so the quantized layers compute exactly what the float one did. A
+ * Conv1d's is held as that of a conv2d on height 1 (kernelSize [1, k], stride [1, s], padding
+ * [0, p], dilation [1, d]), which is how Conv1d computes: its weight stays the [O, C/g, k] tensor
+ * (quantized as it is, per output channel along axis 0) and `conv` views input and weight as 4-D.
+ */
 abstract class QuantConvBase extends QuantLayer {
-  readonly layerType = 'Conv2d';
+  readonly layerType: 'Conv2d' | 'Conv1d';
   readonly inChannels: number;
   readonly outChannels: number;
   readonly kernelSize: [number, number];
@@ -197,43 +209,74 @@ abstract class QuantConvBase extends QuantLayer {
   readonly padding: [number, number];
   readonly dilation: [number, number];
   readonly groups: number;
+  /** 1 for a Conv1d (input [N, C, L]), 2 for a Conv2d (input [N, C, H, W]). */
+  readonly spatialDims: 1 | 2;
 
-  constructor(conv: Conv2d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+  constructor(conv: Conv2d | Conv1d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
     super(conv.weight, conv.bias, weightQuantizer, inputQuantizer);
     this.inChannels = conv.inChannels;
     this.outChannels = conv.outChannels;
-    this.kernelSize = [...conv.kernelSize];
-    this.stride = [...conv.stride];
-    this.padding = [...conv.padding];
-    this.dilation = [...conv.dilation];
+    if (conv instanceof Conv1d) {
+      this.layerType = 'Conv1d';
+      this.spatialDims = 1;
+      this.kernelSize = [1, conv.kernelSize];
+      this.stride = [1, conv.stride];
+      this.padding = [0, conv.padding];
+      this.dilation = [1, conv.dilation];
+    } else {
+      this.layerType = 'Conv2d';
+      this.spatialDims = 2;
+      this.kernelSize = [...conv.kernelSize];
+      this.stride = [...conv.stride];
+      this.padding = [...conv.padding];
+      this.dilation = [...conv.dilation];
+    }
     this.groups = conv.groups;
     this.training = conv.training;
   }
 
   protected checkInput(x: Tensor): void {
-    if (x.rank !== 4 || x.shape[1] !== this.inChannels) {
-      throw new Error(`${this.constructor.name}(${this.inChannels}, ${this.outChannels}): expected input [N, ${this.inChannels}, H, W], got [${x.shape.join(', ')}]`);
+    const rank = this.spatialDims + 2;
+    if (x.rank !== rank || x.shape[1] !== this.inChannels) {
+      const dims = this.spatialDims === 1 ? 'L' : 'H, W';
+      throw new Error(`${this.constructor.name}(${this.inChannels}, ${this.outChannels}): expected input [N, ${this.inChannels}, ${dims}], got [${x.shape.join(', ')}]`);
     }
   }
 
+  /** Shape [O, 1, …] that broadcasts a per-output-channel vector over the weight. */
+  protected channelShape(): number[] {
+    return [this.outChannels, ...new Array<number>(this.spatialDims + 1).fill(1)];
+  }
+
   protected conv(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
-    return conv2d(x, weight, bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups });
+    const attrs = { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups };
+    if (this.spatialDims === 2) return conv2d(x, weight, bias, attrs);
+    const [n, c, length] = x.shape as [number, number, number];
+    const w = reshape(weight, [weight.shape[0]!, weight.shape[1]!, 1, weight.shape[2]!]);
+    const y = conv2d(reshape(x, [n, c, 1, length]), w, bias, attrs);
+    return reshape(y, [n, this.outChannels, y.shape[3]!]);
   }
 
   protected geometry(): LayerGeometry {
     return {
       type: 'conv2d', inChannels: this.inChannels, outChannels: this.outChannels, kernelSize: this.kernelSize,
       stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups,
+      ...(this.spatialDims === 1 ? { conv1d: true } : {}),
     };
   }
 
   override extraRepr(): string {
+    if (this.spatialDims === 1) return `${this.inChannels}, ${this.outChannels}, kernelSize=${this.kernelSize[1]}, stride=${this.stride[1]}, padding=${this.padding[1]}, dilation=${this.dilation[1]}, groups=${this.groups}`;
     return `${this.inChannels}, ${this.outChannels}, kernelSize=${this.kernelSize.join('x')}, stride=${this.stride.join('x')}, padding=${this.padding.join('x')}`;
   }
 }
 
-/** Conv2d with fake-quantized input and weight: y = conv(q_a(x), q_w(W)) + b. */
+/** Conv2d with fake-quantized input and weight: y = conv(q_a(x), q_w(W)) + b (base of QuantConv1d). */
 export class QuantConv2d extends QuantConvBase {
+  constructor(conv: Conv2d | Conv1d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super(conv, weightQuantizer, inputQuantizer);
+  }
+
   forward(x: Tensor): Tensor {
     this.checkInput(x);
     return this.quantizeOutputGradient(this.conv(this.quantizeInput(x), this.maskWeight(this.quantizeWeight(this.weight)), this.maskBias(this.bias)));
@@ -281,13 +324,13 @@ export class QuantConv2d extends QuantConvBase {
  * tensors); prepareQat replaces the BN's old place with Identity.
  */
 export class QuantConvBn2d extends QuantConvBase {
-  readonly bn: BatchNorm2d;
+  readonly bn: BatchNorm2d | BatchNorm1d;
   /** Use (and stop updating) the running statistics in training too (Jacob et al.'s BN freezing). */
   freezeBatchNormStats = false;
 
-  constructor(conv: Conv2d, bn: BatchNorm2d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+  constructor(conv: Conv2d | Conv1d, bn: BatchNorm2d | BatchNorm1d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
     super(conv, weightQuantizer, inputQuantizer);
-    if (bn.numFeatures !== conv.outChannels) throw new Error(`QuantConvBn2d: BatchNorm2d(${bn.numFeatures}) does not match Conv2d with ${conv.outChannels} output channels`);
+    if (bn.numFeatures !== conv.outChannels) throw new Error(`${this.constructor.name}: ${bn.constructor.name}(${bn.numFeatures}) does not match ${conv.constructor.name} with ${conv.outChannels} output channels`);
     this.bn = this.registerModule('bn', bn);
   }
 
@@ -300,11 +343,11 @@ export class QuantConvBn2d extends QuantConvBase {
     let shift: Tensor;
     if (useBatchStats) {
       const y0 = this.conv(xq, this.weight, null);
-      const axes = [0, 2, 3];
+      const axes = this.spatialDims === 1 ? [0, 2] : [0, 2, 3];
       const count = y0.size / this.outChannels;
-      if (count <= 1 && this.training) throw new Error(`QuantConvBn2d: expected more than 1 value per channel in training, got conv output [${y0.shape.join(', ')}]`);
+      if (count <= 1 && this.training) throw new Error(`${this.constructor.name}: expected more than 1 value per channel in training, got conv output [${y0.shape.join(', ')}]`);
       const batchMean = mean(y0, axes);
-      const centered = sub(y0, reshape(batchMean, [1, this.outChannels, 1, 1]));
+      const centered = sub(y0, reshape(batchMean, [1, this.outChannels, ...new Array<number>(this.spatialDims).fill(1)]));
       const batchVar = mean(mul(centered, centered), axes);
       if (this.training && bn.trackRunningStats) this.updateRunningStats(batchMean, batchVar, count);
       scale = div(this.gamma(), sqrt(add(batchVar, bn.eps)));
@@ -312,14 +355,14 @@ export class QuantConvBn2d extends QuantConvBase {
     } else {
       ({ scale, shift } = this.runningFold());
     }
-    const folded = mul(this.weight, reshape(scale, [this.outChannels, 1, 1, 1]));
+    const folded = mul(this.weight, reshape(scale, this.channelShape()));
     return this.quantizeOutputGradient(this.conv(xq, this.maskWeight(this.quantizeWeight(folded)), this.maskBias(shift)));
   }
 
   /** γ/√(σ²_run + ε) and β + (b − μ_run)·γ/√(σ²_run + ε) (γ, β as tensors, so gradients reach them). */
   private runningFold(): { scale: Tensor; shift: Tensor } {
     const bn = this.bn;
-    if (!bn.runningMean || !bn.runningVar) throw new Error('QuantConvBn2d: the BatchNorm2d tracks no running statistics, so it cannot be folded for inference');
+    if (!bn.runningMean || !bn.runningVar) throw new Error(`${this.constructor.name}: the ${bn.constructor.name} tracks no running statistics, so it cannot be folded for inference`);
     const n = this.outChannels;
     const dtype = this.weight.dtype === 'float64' ? 'float64' : 'float32';
     const invStd = zeros([n], dtype);
@@ -359,11 +402,34 @@ export class QuantConvBn2d extends QuantConvBase {
 
   protected exportedWeightAndBias(): { weight: Tensor; bias: Tensor | null } {
     const { scale, shift } = this.runningFold();
-    const weight = mul(this.weight, reshape(scale, [this.outChannels, 1, 1, 1]));
+    const weight = mul(this.weight, reshape(scale, this.channelShape()));
     return { weight: weight.detach(), bias: shift.detach() };
   }
 
   override extraRepr(): string {
     return `${super.extraRepr()}, foldedBatchNorm=true${this.freezeBatchNormStats ? ', frozenStats=true' : ''}`;
+  }
+}
+
+/**
+ * Conv1d with fake-quantized input and weight: y = conv1d(q_a(x), q_w(W)) + b, x [N, C, L], W
+ * [O, C/g, k] quantized per tensor or per output channel (axis 0). It is a QuantConv2d on height 1
+ * (the conv runs as conv2d on [N, C, 1, L] with kernel [1, k]), so everything that handles a
+ * QuantConv2d (convert, the float64 simulation, calibration, export) handles it; its exported
+ * geometry says `conv1d: true`.
+ */
+export class QuantConv1d extends QuantConv2d {
+  constructor(conv: Conv1d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super(conv, weightQuantizer, inputQuantizer);
+  }
+}
+
+/**
+ * Conv1d followed by BatchNorm1d with the BN folded in during QAT: QuantConvBn2d's formulas with
+ * the statistics taken over [N, L] instead of [N, H, W] (see QuantConvBn2d).
+ */
+export class QuantConvBn1d extends QuantConvBn2d {
+  constructor(conv: Conv1d, bn: BatchNorm1d, weightQuantizer: Quantizer | null, inputQuantizer: Quantizer | null) {
+    super(conv, bn, weightQuantizer, inputQuantizer);
   }
 }

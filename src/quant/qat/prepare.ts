@@ -4,15 +4,16 @@
  */
 import { Module } from '../../nn/module.ts';
 import { Conv2d } from '../../nn/conv.ts';
+import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
-import { BatchNorm2d } from '../../nn/batchnorm.ts';
+import { BatchNorm1d, BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Identity } from '../../nn/activation.ts';
 import { Add } from '../../nn/merge.ts';
 import { createQuantizer, Quantizer, type QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { QConfig } from '../config/qconfig.ts';
 import { describeSpec } from '../config/qconfig.ts';
 import { resolvePlan, validateTable, type LayerType, type QuantPlan, type ResolvedLayer, type ResolveOptions } from '../config/plan.ts';
-import { QuantConv2d, QuantConvBn2d, QuantLayer, QuantLinear } from './layers.ts';
+import { QuantConv1d, QuantConv2d, QuantConvBn1d, QuantConvBn2d, QuantLayer, QuantLinear } from './layers.ts';
 import { QuantAdd } from './add.ts';
 import { checkActivationGradients, type ActivationGradientOptions } from './activation-gradients.ts';
 import { BINARY_KINDS } from '../config/qconfig.ts';
@@ -56,9 +57,10 @@ export function resolveTarget(model: Module, target: QatTarget, options: Resolve
 
 /**
  * Prepares `model` for quantization-aware training and returns it (the same object, still a
- * plain Module): every Conv2d and Linear the resolved plan quantizes is replaced (`setSubmodule`)
- * by QuantConv2d / QuantLinear, or, when a BatchNorm2d follows the conv, by QuantConvBn2d with
- * the BN folded in (the BN's place then holds Identity). The new layers keep the original weight
+ * plain Module): every Conv2d, Conv1d and Linear the resolved plan quantizes is replaced
+ * (`setSubmodule`) by QuantConv2d / QuantConv1d / QuantLinear, or, when a BatchNorm2d follows the
+ * Conv2d (a BatchNorm1d the Conv1d), by QuantConvBn2d / QuantConvBn1d with the BN folded in (the
+ * BN's place then holds Identity). The new layers keep the original weight
  * and bias tensors; quantizers are built by `createQuantizer(spec, { role, shape, channelAxis })`.
  *
  * Build optimizers after this call: quantizers may add trainable parameters (LSQ steps, PACT α).
@@ -70,19 +72,23 @@ export function prepareQat<M extends Module>(model: M, target: QatTarget, option
   const { addActivation, activationGradients, ...resolveOptions } = options;
   const table = resolveTarget(model, target, resolveOptions);
   // Build every replacement first, so that a failing quantizer leaves the model untouched.
-  const swaps: { name: string; replacement: QuantLayer; batchNorm: BatchNorm2d | null; batchNormName: string | null }[] = [];
+  const swaps: { name: string; replacement: QuantLayer; batchNorm: BatchNorm2d | BatchNorm1d | null; batchNormName: string | null }[] = [];
   for (const row of table) {
     if (row.weightSpec === null && row.activationSpec === null) continue;
     const layer = model.getSubmodule(row.name);
-    if (!(layer instanceof Conv2d) && !(layer instanceof Linear)) throw new Error(`prepareQat: '${row.name}' is a ${layer.constructor.name}, not a Conv2d or Linear`);
+    if (!(layer instanceof Conv2d) && !(layer instanceof Conv1d) && !(layer instanceof Linear)) throw new Error(`prepareQat: '${row.name}' is a ${layer.constructor.name}, not a Conv2d, Conv1d or Linear`);
     const weightQuantizer = row.weightSpec === null ? null : buildQuantizer(row.weightSpec, 'weight', layer.weight.shape, row.name);
     const inputQuantizer = row.activationSpec === null ? null : buildQuantizer(row.activationSpec, 'activation', undefined, row.name);
     if (layer instanceof Linear) {
       swaps.push({ name: row.name, replacement: new QuantLinear(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     } else if (row.fusedBatchNorm !== null) {
       const bn = model.getSubmodule(row.fusedBatchNorm);
-      if (!(bn instanceof BatchNorm2d)) throw new Error(`prepareQat: '${row.fusedBatchNorm}' is a ${bn.constructor.name}, not a BatchNorm2d`);
-      swaps.push({ name: row.name, replacement: new QuantConvBn2d(layer, bn, weightQuantizer, inputQuantizer), batchNorm: bn, batchNormName: row.fusedBatchNorm });
+      const batchNormName = row.fusedBatchNorm;
+      if (layer instanceof Conv1d && bn instanceof BatchNorm1d) swaps.push({ name: row.name, replacement: new QuantConvBn1d(layer, bn, weightQuantizer, inputQuantizer), batchNorm: bn, batchNormName });
+      else if (layer instanceof Conv2d && bn instanceof BatchNorm2d) swaps.push({ name: row.name, replacement: new QuantConvBn2d(layer, bn, weightQuantizer, inputQuantizer), batchNorm: bn, batchNormName });
+      else throw new Error(`prepareQat: '${batchNormName}' is a ${bn.constructor.name}, which a ${layer.constructor.name} does not fold (Conv2d + BatchNorm2d, Conv1d + BatchNorm1d)`);
+    } else if (layer instanceof Conv1d) {
+      swaps.push({ name: row.name, replacement: new QuantConv1d(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     } else {
       swaps.push({ name: row.name, replacement: new QuantConv2d(layer, weightQuantizer, inputQuantizer), batchNorm: null, batchNormName: null });
     }
@@ -129,7 +135,7 @@ export interface QuantizedLayerInfo {
   readonly layer: QuantLayer;
   readonly weightSpec: QuantizerSpec | null;
   readonly activationSpec: QuantizerSpec | null;
-  /** True for QuantConvBn2d (a BatchNorm2d folded in). */
+  /** True for QuantConvBn2d / QuantConvBn1d (a BatchNorm folded in). */
   readonly foldedBatchNorm: boolean;
 }
 

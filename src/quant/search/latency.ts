@@ -9,6 +9,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Conv2d } from '../../nn/conv.ts';
+import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
 import { Module } from '../../nn/module.ts';
 import { ReLU } from '../../nn/activation.ts';
@@ -123,7 +124,7 @@ function readTable(path: string): Record<string, number> {
  * layer's input as it does inside a model.
  */
 class SingleLayer extends Module {
-  readonly layer: Conv2d | Linear;
+  readonly layer: Conv2d | Conv1d | Linear;
   readonly relu: ReLU;
   readonly flatten: Flatten;
   readonly probe: Linear;
@@ -135,6 +136,12 @@ class SingleLayer extends Module {
       if (!c) throw new Error(`latency: Conv2d '${info.name}' has no conv geometry`);
       this.layer = this.registerModule('layer', new Conv2d(c.inChannels, info.outChannels, [...c.kernelSize] as [number, number], {
         stride: [...c.stride] as [number, number], padding: [...c.padding] as [number, number], dilation: [...c.dilation] as [number, number], groups: c.groups, rng,
+      }));
+    } else if (info.type === 'Conv1d') {
+      const c = info.conv;
+      if (!c) throw new Error(`latency: Conv1d '${info.name}' has no conv geometry`);
+      this.layer = this.registerModule('layer', new Conv1d(c.inChannels, info.outChannels, c.kernelSize[1], {
+        stride: c.stride[1], padding: c.padding[1], dilation: c.dilation[1], groups: c.groups, rng,
       }));
     } else {
       this.layer = this.registerModule('layer', new Linear(info.reduction, info.outChannels, { rng }));

@@ -4,6 +4,7 @@
  */
 import { noGrad } from '../../autograd/engine.ts';
 import { Conv2d } from '../../nn/conv.ts';
+import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
 import type { Module } from '../../nn/module.ts';
 import { zeros, type Tensor } from '../../tensor/tensor.ts';
@@ -13,7 +14,8 @@ import type { LayerInfo } from './types.ts';
 type Forward = Module & { forward(x: Tensor): Tensor };
 
 /**
- * The Conv2d and Linear layers of a float `model` in forward order, each with its weight count,
+ * The Conv2d, Conv1d and Linear layers of a float `model` in forward order (a Conv1d's `conv` is
+ * its conv2d geometry on height 1: kernelSize [1, k], stride [1, s], padding [0, p], dilation [1, d]), each with its weight count,
  * output channels, MACs per sample and per-sample input/output shapes. `inputShape` is one
  * sample's shape without the batch dimension (e.g. [1, 28, 28]). The model runs once on a zero
  * batch of one sample in eval mode, without gradient; its train/eval mode is restored. Layers the
@@ -26,7 +28,7 @@ export function describeLayers(model: Module, inputShape: readonly number[]): La
   const forward = model as Forward;
   if (typeof forward.forward !== 'function') throw new Error('describeLayers: the model has no forward(x)');
   const layers = quantizableLayers(model);
-  if (layers.length === 0) throw new Error(`describeLayers: ${model.constructor.name} has no Conv2d or Linear layer (already prepared for QAT?)`);
+  if (layers.length === 0) throw new Error(`describeLayers: ${model.constructor.name} has no Conv2d, Conv1d or Linear layer (already prepared for QAT?)`);
   const seen: { name: string; inShape: number[]; outShape: number[] }[] = [];
   const patched: Module[] = [];
   for (const { name, module } of layers) {
@@ -67,6 +69,16 @@ export function describeLayers(model: Module, inputShape: readonly number[]): La
         conv: {
           inChannels: module.inChannels, kernelSize: [...module.kernelSize], stride: [...module.stride],
           padding: [...module.padding], dilation: [...module.dilation], groups: module.groups,
+        },
+      });
+    } else if (module instanceof Conv1d) {
+      const reduction = (module.inChannels / module.groups) * module.kernelSize;
+      out.push({
+        name: s.name, type, weightCount: module.weight.size, outChannels: module.outChannels, macs: outElements * reduction,
+        inShape: s.inShape, outShape: s.outShape, reduction,
+        conv: {
+          inChannels: module.inChannels, kernelSize: [1, module.kernelSize], stride: [1, module.stride],
+          padding: [0, module.padding], dilation: [1, module.dilation], groups: module.groups,
         },
       });
     } else if (module instanceof Linear) {

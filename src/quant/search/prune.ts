@@ -7,8 +7,9 @@
  * Pruning each layer's precision to 0 is CSQ's bit-level view taken to the whole channel, as in
  * the subgroup-wise precision-and-pruning work; here the exact allocator chooses it per layer.
  */
-import { BatchNorm, BatchNorm2d } from '../../nn/batchnorm.ts';
+import { BatchNorm, BatchNorm1d, BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Conv2d } from '../../nn/conv.ts';
+import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
 import type { Module, TensorModule } from '../../nn/module.ts';
 import { captureLeaves } from '../../runtime/convert.ts';
@@ -88,7 +89,7 @@ export function prunableLayers(model: Module, layers: readonly LayerInfo[]): str
 
 /**
  * The output of `channels` of float layer `name` set to exactly 0 while `fn` runs: weight rows
- * and bias entries zeroed, and γ, β of a BatchNorm2d folded into it (so the BN outputs 0 too);
+ * and bias entries zeroed, and γ, β of a BatchNorm2d (BatchNorm1d after a Conv1d) folded into it (so the BN outputs 0 too);
  * `fn` gets a function that zeroes them again (after an optimizer step). Every parameter and
  * buffer of the model is restored afterwards.
  */
@@ -96,10 +97,10 @@ function withChannelsZeroed<T>(model: Module, name: string | null, channels: rea
   let rowSized: Tensor[] = [];
   if (name !== null) {
     const layer = quantizableLayers(model).find((l) => l.name === name)?.module;
-    if (!(layer instanceof Conv2d || layer instanceof Linear)) throw new Error(`prune: no Conv2d or Linear '${name}'`);
+    if (!(layer instanceof Conv2d || layer instanceof Conv1d || layer instanceof Linear)) throw new Error(`prune: no Conv2d, Conv1d or Linear '${name}'`);
     const bnName = findConvBnPairs(model).get(name);
     const bn = bnName ? model.getSubmodule(bnName) : null;
-    rowSized = [layer.weight, ...(layer.bias ? [layer.bias] : []), ...(bn instanceof BatchNorm2d ? [bn.weight, bn.bias].filter((t): t is Tensor => t !== null) : [])];
+    rowSized = [layer.weight, ...(layer.bias ? [layer.bias] : []), ...(bn instanceof BatchNorm2d || bn instanceof BatchNorm1d ? [bn.weight, bn.bias].filter((t): t is Tensor => t !== null) : [])];
   }
   const saved = [...new Set([...model.parameters(), ...model.buffers()])].map((t) => [t, t.data.slice()] as const);
   const rezero = (): void => {
