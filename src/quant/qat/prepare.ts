@@ -37,7 +37,6 @@ export interface PrepareQatOptions extends ResolveOptions {
   readonly activationGradients?: ActivationGradientOptions;
 }
 
-/** The spec of an Add's inputs when `options.addActivation` is not given (see PrepareQatOptions). */
 /** @internal The spec of the `nn.Add` inputs when `PrepareQatOptions.addActivation` is not given (see there). */
 export function defaultAddSpec(target: QatTarget, table: readonly ResolvedLayer[]): QuantizerSpec | null {
   let base: QuantizerSpec | null;
