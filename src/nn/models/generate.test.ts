@@ -51,6 +51,32 @@ describe('TransformerLM.forwardCached (float64)', () => {
   });
 });
 
+describe('TransformerLM.forwardCached: the decodeAttention path and the composed path', () => {
+  it('with a tape recording (composed ops) the chunks equal the noGrad decodeAttention chunks (float64, ≤ 1e-12); the cache buffers are allocated once', () => {
+    withBackend('reference', () => {
+      const model = float64TransformerLM(TINY, 4).eval();
+      const ids = new Tensor(Int32Array.of(5, 1, 9, 9, 2, 7, 0, 3, 4, 10, 6, 8), [2, 6]);
+      const direct = model.createCache();
+      const composed = model.createCache();
+      let position = 0;
+      let buffers: (Tensor | null)[] = [];
+      for (const steps of [3, 1, 2]) {
+        const chunk = narrow(ids, 1, position, steps);
+        const fast = noGrad(() => model.forwardCached(chunk, direct));
+        const slow = model.forwardCached(chunk, composed);
+        assert.ok(slow.requiresGrad, 'the composed path records a tape');
+        assert.ok(maxAbsDiff(fast.data, slow.data) <= 1e-12, `chunk at ${position}: ${maxAbsDiff(fast.data, slow.data)}`);
+        const now = direct.layers.flatMap((layer) => [layer.keys, layer.values]);
+        if (position > 0) now.forEach((t, i) => assert.equal(t, buffers[i], 'the same buffer, written in place'));
+        buffers = now;
+        assert.deepEqual(direct.layers[0]!.keys!.shape, [2, 6, 8]);
+        position += steps;
+      }
+      assert.ok(maxAbsDiff(direct.layers[1]!.values!.data, composed.layers[1]!.values!.data) <= 1e-12, 'both caches hold the same values');
+    });
+  });
+});
+
 describe('generate', () => {
   it('KV-cached steps equal the full recompute at every step, past the context window too (float64, ≤ 1e-12)', () => {
     withBackend('reference', () => {

@@ -4,7 +4,7 @@ export { Cnn, cnn, type CnnOptions } from './cnn.ts';
 export { ResNet, BasicBlock, resnet8, type ResNetOptions, type MergeModule } from './resnet.ts';
 export { NextWordModel, NEXT_WORD_CELLS, type NextWordCell, type NextWordModelOptions } from './next-word.ts';
 export {
-  TransformerLM, TransformerBlock, CausalSelfAttention, causalMask, offsetCausalMask, ATTENTION_OPERANDS, TRANSFORMER_ACTIVATIONS,
+  TransformerLM, TransformerBlock, CausalSelfAttention, causalMask, offsetCausalMask, createAttentionCache, ATTENTION_OPERANDS, TRANSFORMER_ACTIVATIONS,
   type TransformerLMOptions, type TransformerBlockOptions, type CausalSelfAttentionOptions, type AttentionOperand, type OperandQuantizers, type TransformerActivation,
   type AttentionCache, type TransformerCache,
 } from './transformer-lm.ts';
