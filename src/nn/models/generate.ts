@@ -192,3 +192,81 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
     model.train(wasTraining);
   }
 }
+
+export type GenerateBatchOptions = Omit<GenerateOptions, 'onStep'>;
+
+/**
+ * {@link generate} for several prompts of one length at once, as one batch [N, ·] per step (a
+ * TransformerLM's KV cache holds every row; other next-word modules recompute `forward` on the
+ * window). Row r draws with its own generator seeded `seed + r`, so it is what
+ * `generate(model, prompts[r], {...options, seed: seed + r})` gives (up to float rounding between a
+ * batched and a single-row forward). Returns the generated ids per row.
+ */
+export function generateBatch(model: NextWordLanguageModel, prompts: readonly (readonly number[])[], options: GenerateBatchOptions): number[][] {
+  checkSampleOptions(options, 'generateBatch');
+  const sampling: SampleOptions = { temperature: options.temperature, topK: options.topK, exclude: options.exclude };
+  const { tokens } = options;
+  if (!Number.isInteger(tokens) || tokens < 1) throw new RangeError(`generateBatch: tokens must be a positive integer, got ${String(tokens)}`);
+  if (prompts.length < 1) throw new RangeError('generateBatch: no prompts');
+  const length = prompts[0]!.length;
+  if (length < 1) throw new RangeError('generateBatch: the prompts are empty (give at least one id each)');
+  for (const [r, prompt] of prompts.entries()) {
+    if (prompt.length !== length) throw new RangeError(`generateBatch: prompt ${r} has ${prompt.length} ids, prompt 0 has ${length} (the prompts must have one length)`);
+    for (const [i, id] of prompt.entries()) {
+      if (!Number.isInteger(id) || id < 0 || id >= model.vocabSize) throw new RangeError(`generateBatch: prompt ${r} id ${String(id)} at index ${i} is outside [0, ${model.vocabSize}) (the vocabulary)`);
+    }
+  }
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`generateBatch: seed must be a non-negative integer, got ${String(seed)}`);
+  const transformer = model instanceof TransformerLM ? model : null;
+  const limit = transformer ? transformer.maxContext : Infinity;
+  const context = options.context ?? limit;
+  if (context !== Infinity && (!Number.isInteger(context) || context < 1)) throw new RangeError(`generateBatch: context must be a positive integer, got ${String(context)}`);
+  if (context > limit) throw new RangeError(`generateBatch: context ${context} is longer than the model's maxContext ${limit}`);
+  const useCache = transformer !== null && (options.cache ?? true);
+  const rows = prompts.length;
+  const rngs = prompts.map((_, r) => new Rng(seed + r));
+  const sequences = prompts.map((p) => [...p]);
+  const windowIds = (from: number): Tensor => {
+    const width = sequences[0]!.length - from;
+    const ids = new Int32Array(rows * width);
+    sequences.forEach((sequence, r) => ids.set(sequence.slice(from), r * width));
+    return new Tensor(ids, [rows, width]);
+  };
+  const window = (): Tensor => windowIds(Math.max(0, sequences[0]!.length - context));
+  /** Logits [N, S, V] or [N, V] → the last position's row of each batch row. */
+  const lastRows = (logits: Tensor): Float64Array[] => {
+    const v = logits.shape.at(-1)!;
+    const last = logits.rank === 3 ? reshape(narrow(logits, 1, logits.shape[1]! - 1, 1), [rows, v]) : logits;
+    return Array.from({ length: rows }, (_, r) => Float64Array.from(last.data.subarray(r * v, (r + 1) * v)));
+  };
+  const decode = (): number[][] => {
+    const out: number[][] = prompts.map(() => []);
+    let cache = useCache ? transformer!.createCache() : null;
+    let logits = lastRows(useCache ? transformer!.forwardCached(window(), cache!) : model.forward(window()));
+    for (let step = 0; step < tokens; step++) {
+      const next = logits.map((row, r) => sampleNext(row, sampling, rngs[r]!));
+      next.forEach((id, r) => {
+        out[r]!.push(id);
+        sequences[r]!.push(id);
+      });
+      if (step === tokens - 1) break;
+      if (!useCache) {
+        logits = lastRows(model.forward(window()));
+      } else if (cache!.length < context) {
+        logits = lastRows(transformer!.forwardCached(windowIds(sequences[0]!.length - 1), cache!));
+      } else {
+        cache = transformer!.createCache();
+        logits = lastRows(transformer!.forwardCached(window(), cache));
+      }
+    }
+    return out;
+  };
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    return noGrad(decode);
+  } finally {
+    model.train(wasTraining);
+  }
+}

@@ -8,7 +8,7 @@ export {
   type TransformerLMOptions, type TransformerBlockOptions, type CausalSelfAttentionOptions, type AttentionOperand, type OperandQuantizers, type TransformerActivation,
   type AttentionCache, type TransformerCache,
 } from './transformer-lm.ts';
-export { generate, sampleNext, type GenerateOptions, type SampleOptions, type NextWordLanguageModel, type CachedLanguageModel } from './generate.ts';
+export { generate, generateBatch, sampleNext, type GenerateOptions, type GenerateBatchOptions, type SampleOptions, type NextWordLanguageModel, type CachedLanguageModel } from './generate.ts';
 export { createModel, isModelName, MODEL_NAMES, type ModelName, type ModelOptionsMap } from './registry.ts';
 export {
   BiRealBlock, BiRealResNet, SignClip, biRealResnet8,
