@@ -61,30 +61,45 @@ export function sampleNext(logits: ArrayLike<number>, options: SampleOptions, rn
   const { temperature, topK } = checkSampleOptions(options, 'sampleNext');
   const v = logits.length;
   for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
-  const excluded = new Set(options.exclude ?? []);
-  let candidates = Array.from({ length: v }, (_, i) => i).filter((i) => !excluded.has(i));
-  if (candidates.length < 1) throw new RangeError(`sampleNext: no id left to draw (${v} logits, ${excluded.size} excluded)`);
+  const excluded = options.exclude && options.exclude.length > 0 ? new Set(options.exclude) : null;
+  const allowed = (i: number): boolean => excluded === null || !excluded.has(i);
+  let first = 0;
+  while (first < v && !allowed(first)) first++;
+  if (first >= v) throw new RangeError(`sampleNext: no id left to draw (${v} logits, ${excluded?.size ?? 0} excluded)`);
   if (temperature === 0) {
-    let best = candidates[0]!;
-    for (const i of candidates) if (logits[i]! > logits[best]!) best = i;
+    let best = first;
+    for (let i = first + 1; i < v; i++) if (allowed(i) && logits[i]! > logits[best]!) best = i;
     return best;
   }
+  // Candidates in ascending id order, or the topK largest (ties towards the lower id).
+  let candidates: number[] | null = null;
   if (topK !== null && topK < v) {
+    candidates = [];
+    for (let i = 0; i < v; i++) if (allowed(i)) candidates.push(i);
     candidates.sort((a, b) => logits[b]! - logits[a]! || a - b);
     candidates = candidates.slice(0, topK);
   }
+  const count = candidates ? candidates.length : v;
+  const idAt = (k: number): number => (candidates ? candidates[k]! : k);
+  const usable = (k: number): boolean => candidates !== null || allowed(k);
   let max = -Infinity;
-  for (const i of candidates) max = Math.max(max, logits[i]!);
-  const weights = candidates.map((i) => Math.exp((logits[i]! - max) / temperature));
-  const total = weights.reduce((s, w) => s + w, 0);
+  for (let k = 0; k < count; k++) if (usable(k)) max = Math.max(max, logits[idAt(k)]!);
+  const weights = new Float64Array(count);
+  let total = 0;
+  for (let k = 0; k < count; k++) {
+    if (!usable(k)) continue;
+    weights[k] = Math.exp((logits[idAt(k)]! - max) / temperature);
+    total += weights[k]!;
+  }
   let u = rng.uniform() * total;
-  for (let k = 0; k < candidates.length; k++) {
+  for (let k = 0; k < count; k++) {
+    if (!usable(k)) continue;
     u -= weights[k]!;
-    if (u < 0) return candidates[k]!;
+    if (u < 0) return idAt(k);
   }
   // Rounding left u ≥ 0 after the last weight: the last candidate with a nonzero weight.
-  for (let k = candidates.length - 1; k >= 0; k--) if (weights[k]! > 0) return candidates[k]!;
-  return candidates[0]!;
+  for (let k = count - 1; k >= 0; k--) if (usable(k) && weights[k]! > 0) return idAt(k);
+  return idAt(candidates ? 0 : first);
 }
 
 function idsTensor(ids: readonly number[]): Tensor {

@@ -149,7 +149,8 @@ export class CausalSelfAttention extends Module {
    * output [N, S, E] is what `forward` gives at those positions of the whole sequence (each sees
    * every cached position and the new ones up to itself). With S = 1 this is one decoding step.
    *
-   * Without a tape (noGrad), operand quantizers or training-mode attention dropout this is one
+   * Without a tape (noGrad), operand quantizers or training-mode attention dropout (and with the
+   * fused layers on, the default) this is one
    * `decodeAttention` primitive on the fused projection and the cache buffers (no head split,
    * concat or mask); else composed ops, differentiable with respect to x (the cached positions are
    * constants).
@@ -168,7 +169,7 @@ export class CausalSelfAttention extends Module {
       cache.values = zeros([batch, cache.capacity, e], x.dtype);
     }
     const fused = this.qkv.forward(x); // [N, S, 3E]
-    const direct = !isGradEnabled() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
+    const direct = fusedTransformerLayers() && !isGradEnabled() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
     if (direct) {
       writeRows(cache.keys, fused, past, e);
       writeRows(cache.values, fused, past, 2 * e);
