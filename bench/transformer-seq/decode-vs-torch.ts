@@ -45,15 +45,26 @@ const model: TransformerLM = transformerLm({ ...SEQ_SHAPES, context: PROMPT + TO
 const rng = new Rng(11);
 const prompts = Array.from({ length: Math.max(...BATCHES) }, () => Array.from({ length: PROMPT }, () => rng.int(SEQ_SHAPES.vocab)));
 
-/** lowbit's greedy ids [batch][TOKENS] and the wall seconds. */
-function runLowbit(batch: number, mode: Exclude<Mode, 'torchCached'>): { ids: number[][]; seconds: number } {
+interface Run {
+  readonly ids: number[][];
+  /** Wall seconds. */
+  readonly seconds: number;
+  /** Process CPU seconds (every thread of the process). */
+  readonly cpuSeconds: number;
+}
+
+/** lowbit's greedy ids [batch][TOKENS], wall and CPU seconds. */
+function runLowbit(batch: number, mode: Exclude<Mode, 'torchCached'>): Run {
   const rows = prompts.slice(0, batch);
   const options = { tokens: TOKENS, temperature: 0, cache: mode !== 'uncached' };
   const previous = setFusedTransformerLayers(mode !== 'cachedComposed');
   try {
+    const cpu = process.cpuUsage();
     const start = performance.now();
     const ids = batch === 1 ? [generate(model, rows[0]!, options)] : generateBatch(model, rows, options);
-    return { ids, seconds: (performance.now() - start) / 1000 };
+    const seconds = (performance.now() - start) / 1000;
+    const used = process.cpuUsage(cpu);
+    return { ids, seconds, cpuSeconds: (used.user + used.system) / 1e6 };
   } finally {
     setFusedTransformerLayers(previous);
   }
@@ -76,6 +87,7 @@ try {
   for (const batch of BATCHES) for (const mode of ['cached', 'cachedComposed', 'uncached'] as const) runLowbit(batch, mode); // warm-up
 
   const seconds = new Map<string, number[]>();
+  const cpuSeconds = new Map<string, number[]>();
   const ids = new Map<string, number[][]>();
   const loads: number[] = [];
   for (let r = 0; r < reps; r++) {
@@ -83,17 +95,18 @@ try {
     for (const batch of BATCHES) {
       for (const mode of MODES) {
         const key = `${batch}/${mode}`;
-        let run: { ids: number[][]; seconds: number } | null = null;
+        let run: Run | null = null;
         if (mode !== 'torchCached') {
           run = runLowbit(batch, mode);
         } else if (typeof peer !== 'string') {
           const out = join(dir, `b${batch}.out.i32`);
           const answer = await peer.request({ op: 'generate', id: `b${batch}`, out });
           const flat = new Int32Array(new Uint8Array(readFileSync(out)).buffer);
-          run = { ids: Array.from({ length: batch }, (_, b) => [...flat.subarray(b * TOKENS, (b + 1) * TOKENS)]), seconds: Number(answer.ms) / 1000 };
+          run = { ids: Array.from({ length: batch }, (_, b) => [...flat.subarray(b * TOKENS, (b + 1) * TOKENS)]), seconds: Number(answer.ms) / 1000, cpuSeconds: Number(answer.cpu_ms) / 1000 };
         }
         if (!run) continue;
         seconds.set(key, [...(seconds.get(key) ?? []), run.seconds]);
+        cpuSeconds.set(key, [...(cpuSeconds.get(key) ?? []), run.cpuSeconds]);
         ids.set(key, run.ids);
       }
     }
@@ -113,8 +126,14 @@ try {
       return equal / (batch * TOKENS);
     };
     const tokensPerSecond = Object.fromEntries(MODES.map((m) => [m, rate(m)]));
+    /** Tokens per CPU second of the process (all its threads): less disturbed by waiting for a core on a busy machine. */
+    const cpuRate = (mode: Mode): number | null => {
+      const s = cpuSeconds.get(`${batch}/${mode}`);
+      return s ? (batch * TOKENS) / median(s) : null;
+    };
+    const tokensPerCpuSecond = Object.fromEntries(MODES.map((m) => [m, cpuRate(m)]));
     const row = {
-      batch, promptLength: PROMPT, newTokens: TOKENS, tokensPerSecond,
+      batch, promptLength: PROMPT, newTokens: TOKENS, tokensPerSecond, tokensPerCpuSecond,
       cachedOverUncached: rate('cached')! / rate('uncached')!,
       cachedOverComposed: rate('cached')! / rate('cachedComposed')!,
       cachedOverTorch: rate('torchCached') ? rate('cached')! / rate('torchCached')! : null,
@@ -124,7 +143,7 @@ try {
     const fmt = (v: number | null): string => (v === null ? 'skipped' : v.toFixed(0));
     console.log(`batch ${batch}: tokens/s lowbit cached ${fmt(rate('cached'))}, cached composed ${fmt(rate('cachedComposed'))}, uncached ${fmt(rate('uncached'))}, PyTorch cached ${fmt(rate('torchCached'))}; ` +
       `cached/uncached ×${row.cachedOverUncached.toFixed(2)}, cached/composed ×${row.cachedOverComposed.toFixed(2)}, cached/PyTorch ${row.cachedOverTorch === null ? 'skipped' : `×${row.cachedOverTorch.toFixed(2)}`}; ` +
-      `same ids as lowbit cached: ${JSON.stringify(row.sameIdsAsCached)}`);
+      `same ids as lowbit cached: ${JSON.stringify(row.sameIdsAsCached)}; tokens per CPU second: ${MODES.map((m) => `${m} ${fmt(cpuRate(m))}`).join(', ')}`);
     return row;
   });
   const out = join('bench', 'results', 'transformer-decode.json');
