@@ -1,12 +1,15 @@
 /**
  * The decodeAttention primitive (attention of S new positions over a KV cache) against the
  * full-sequence `attention` primitive: the rows of causal attention on the whole qkv at those
- * positions. Float64 on the reference backend (the specification), float32 on the default one.
+ * positions. Float64 on the reference backend (the specification), float32 on the default one and on
+ * wasm (which has no kernel of its own: the reference kernel runs).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { withBackend } from '../index.ts';
+import { profileOps } from '../registry.ts';
+import { loadWasm } from '../wasm/index.ts';
 import { attention, decodeAttention, narrow, Rng, Tensor, rand } from '../../tensor/index.ts';
 
 type Float = 'float32' | 'float64';
@@ -66,6 +69,17 @@ describe('decodeAttention', () => {
       const worst = worstOverSplits('float32', batch, length, embed, heads, seed);
       assert.ok(worst <= 2e-6, `[${batch}, ${length}, ${embed}] heads ${heads}: ${worst}`);
     }
+  });
+
+  it('wasm backend: no wasm kernel, the reference kernel runs (same rows within 2e-6)', () => {
+    const loaded = loadWasm();
+    if (!loaded.ok) return void console.log(`wasm skipped: ${loaded.reason}`);
+    withBackend('wasm', () => {
+      let worst = 0;
+      const ops = profileOps(() => (worst = worstOverSplits('float32', 2, 7, 12, 3, 8)));
+      assert.ok(ops.has('reference/decodeAttention'), [...ops.keys()].join(' '));
+      assert.ok(worst <= 2e-6, `${worst}`);
+    });
   });
 
   it('rejects shapes that do not fit: capacity, batch, dtype, heads', () => {
