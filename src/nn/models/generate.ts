@@ -60,8 +60,18 @@ function checkSampleOptions(options: SampleOptions, where: string): { temperatur
 export function sampleNext(logits: ArrayLike<number>, options: SampleOptions, rng: Rng): number {
   const { temperature, topK } = checkSampleOptions(options, 'sampleNext');
   const v = logits.length;
-  for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
   const excluded = options.exclude && options.exclude.length > 0 ? new Set(options.exclude) : null;
+  if (temperature === 0 && excluded === null && v > 0) {
+    // Greedy over every id (the common decoding case): one pass, NaN checked on the way.
+    let best = 0;
+    for (let i = 0; i < v; i++) {
+      const value = logits[i]!;
+      if (Number.isNaN(value)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
+      if (value > logits[best]!) best = i;
+    }
+    return best;
+  }
+  for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
   const allowed = (i: number): boolean => excluded === null || !excluded.has(i);
   let first = 0;
   while (first < v && !allowed(first)) first++;
@@ -249,11 +259,11 @@ export function generateBatch(model: NextWordLanguageModel, prompts: readonly (r
     return new Tensor(ids, [rows, width]);
   };
   const window = (): Tensor => windowIds(Math.max(0, sequences[0]!.length - context));
-  /** Logits [N, S, V] or [N, V] → the last position's row of each batch row. */
-  const lastRows = (logits: Tensor): Float64Array[] => {
+  /** Logits [N, S, V] or [N, V] → the last position's row of each batch row (views, not copies). */
+  const lastRows = (logits: Tensor): ArrayLike<number>[] => {
     const v = logits.shape.at(-1)!;
-    const last = logits.rank === 3 ? reshape(narrow(logits, 1, logits.shape[1]! - 1, 1), [rows, v]) : logits;
-    return Array.from({ length: rows }, (_, r) => Float64Array.from(last.data.subarray(r * v, (r + 1) * v)));
+    const last = logits.rank === 3 && logits.shape[1] !== 1 ? reshape(narrow(logits, 1, logits.shape[1]! - 1, 1), [rows, v]) : logits;
+    return Array.from({ length: rows }, (_, r) => last.data.subarray(r * v, (r + 1) * v));
   };
   const decode = (): number[][] => {
     const out: number[][] = prompts.map(() => []);
