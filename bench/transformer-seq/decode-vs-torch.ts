@@ -8,9 +8,9 @@
  * transformer-lm (2000 words, width 80, MLP 320, 2 blocks, 4 heads, tanh GELU) with a 72-position
  * table, untrained (speed does not depend on the weights). Each repeat runs every row once,
  * interleaved; the median is reported. tokens/s = batch × new ids / wall time (prompt included).
- * Writes bench/results/transformer-decode.json.
+ * Writes bench/results/<--result, default transformer-decode>.json.
  *
- *   OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts [--reps 7] [--threads 2]
+ *   OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts [--reps 7] [--threads 2] [--result NAME]
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -32,6 +32,8 @@ const flag = (name: string): string | undefined => {
 };
 const reps = Number(flag('reps') ?? 7);
 const threads = Number(flag('threads') ?? 2);
+const result = flag('result') ?? 'transformer-decode';
+if (!/^[\w.-]+$/.test(result)) throw new RangeError(`--result must be a file name without a directory, got ${result}`);
 if (!Number.isInteger(reps) || reps < 1) throw new RangeError(`--reps must be a positive integer, got ${flag('reps')}`);
 if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`--threads must be a positive integer, got ${flag('threads')}`);
 const PROMPT = 8;
@@ -146,9 +148,9 @@ try {
       `same ids as lowbit cached: ${JSON.stringify(row.sameIdsAsCached)}; tokens per CPU second: ${MODES.map((m) => `${m} ${fmt(cpuRate(m))}`).join(', ')}`);
     return row;
   });
-  const out = join('bench', 'results', 'transformer-decode.json');
+  const out = join('bench', 'results', `${result}.json`);
   const report = {
-    command: `OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts --reps ${reps} --threads ${threads}`,
+    command: `OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts --reps ${reps} --threads ${threads} --result ${result}`,
     date: new Date().toISOString(), backend: backendDetails(), nativeThreads: nativeInfo()?.threads ?? null,
     torch: typeof peer === 'string' ? { skipped: peer } : peer.ready,
     model: { vocab: SEQ_SHAPES.vocab, embed: SEQ_SHAPES.tEmbed, mlp: SEQ_SHAPES.tMlp, layers: SEQ_SHAPES.tLayers, heads: SEQ_SHAPES.tHeads, maxContext: PROMPT + TOKENS, activation: TRANSFORMER_ACTIVATION },
