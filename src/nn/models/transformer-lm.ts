@@ -139,7 +139,7 @@ export class CausalSelfAttention extends Module {
    */
   forward(x: Tensor): Tensor {
     const fused = fusedTransformerLayers() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
-    if (!fused || x.rank !== 3 || x.shape[2] !== this.embedDim) return this.forwardCached(x, createAttentionCache(Math.max(1, x.shape[1] ?? 1)));
+    if (!fused || x.rank !== 3 || x.shape[2] !== this.embedDim) return this.attend(x, null);
     return this.proj.forward(attention(this.qkv.forward(x), { heads: this.numHeads, causal: true }));
   }
 
@@ -156,21 +156,28 @@ export class CausalSelfAttention extends Module {
    * constants).
    */
   forwardCached(x: Tensor, cache: AttentionCache): Tensor {
+    return this.attend(x, cache);
+  }
+
+  /** {@link forwardCached}, or with `cache` null the whole sequence without a cache (forward's composed path). */
+  private attend(x: Tensor, cache: AttentionCache | null): Tensor {
     if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}): expected [N, C, ${this.embedDim}], got [${x.shape.join(', ')}]`);
     if (x.dtype !== 'float32' && x.dtype !== 'float64') throw new TypeError(`CausalSelfAttention.forwardCached: expected a float32 or float64 x, got ${x.dtype}`);
     const [batch, steps] = x.shape as [number, number, number];
-    const past = cache.length;
-    if (past + steps > cache.capacity) throw new RangeError(`CausalSelfAttention.forwardCached: positions ${past}..${past + steps - 1} do not fit the cache's capacity ${cache.capacity}`);
-    if (cache.keys && cache.keys.shape[0] !== batch) throw new Error(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.shape[0]} rows, x has ${batch}`);
-    if (cache.keys && cache.keys.dtype !== x.dtype) throw new TypeError(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.dtype}, x is ${x.dtype}`);
+    const past = cache?.length ?? 0;
     const e = this.embedDim;
-    if (!cache.keys || !cache.values) {
-      cache.keys = zeros([batch, cache.capacity, e], x.dtype);
-      cache.values = zeros([batch, cache.capacity, e], x.dtype);
+    if (cache) {
+      if (past + steps > cache.capacity) throw new RangeError(`CausalSelfAttention.forwardCached: positions ${past}..${past + steps - 1} do not fit the cache's capacity ${cache.capacity}`);
+      if (cache.keys && cache.keys.shape[0] !== batch) throw new Error(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.shape[0]} rows, x has ${batch}`);
+      if (cache.keys && cache.keys.dtype !== x.dtype) throw new TypeError(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.dtype}, x is ${x.dtype}`);
+      if (!cache.keys || !cache.values) {
+        cache.keys = zeros([batch, cache.capacity, e], x.dtype);
+        cache.values = zeros([batch, cache.capacity, e], x.dtype);
+      }
     }
     const fused = this.qkv.forward(x); // [N, S, 3E]
     const direct = fusedTransformerLayers() && !isGradEnabled() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
-    if (direct) {
+    if (cache?.keys && cache.values && direct) {
       writeRows(cache.keys, fused, past, e);
       writeRows(cache.values, fused, past, 2 * e);
       cache.length = past + steps;
@@ -182,13 +189,18 @@ export class CausalSelfAttention extends Module {
     const q = apply('query', split(narrow(fused, 2, 0, e)));
     const newKeys = apply('key', split(narrow(fused, 2, e, e)));
     const newValues = apply('value', split(narrow(fused, 2, 2 * e, e)));
-    const cached = (buffer: Tensor, fresh: Tensor): Tensor => (past > 0 ? concat([split(narrow(buffer, 1, 0, past)), fresh], 2) : fresh);
-    const keys = cached(cache.keys, newKeys); // [N, heads, T+S, d]
-    const values = cached(cache.values, newValues);
-    // Back to rows [N, S, E] in the buffers (what the next call reads).
-    writeRows(cache.keys, reshape(transpose(newKeys, [0, 2, 1, 3]), [batch, steps, e]), past, 0);
-    writeRows(cache.values, reshape(transpose(newValues, [0, 2, 1, 3]), [batch, steps, e]), past, 0);
-    cache.length = past + steps;
+    let keys = newKeys; // [N, heads, T+S, d]
+    let values = newValues;
+    if (cache?.keys && cache.values) {
+      if (past > 0) {
+        keys = concat([split(narrow(cache.keys, 1, 0, past)), newKeys], 2);
+        values = concat([split(narrow(cache.values, 1, 0, past)), newValues], 2);
+      }
+      // Back to rows [N, S, E] in the buffers (what the next call reads).
+      writeRows(cache.keys, reshape(transpose(newKeys, [0, 2, 1, 3]), [batch, steps, e]), past, 0);
+      writeRows(cache.values, reshape(transpose(newValues, [0, 2, 1, 3]), [batch, steps, e]), past, 0);
+      cache.length = past + steps;
+    }
     let scores = mul(matmul(q, keys, { transB: true }), 1 / Math.sqrt(this.headDim)); // [N, heads, S, T+S]
     if (steps > 1) scores = add(scores, offsetCausalMask(steps, past, x.dtype)); // a single new position sees everything
     let weights = softmax(scores, -1);
