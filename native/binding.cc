@@ -675,6 +675,27 @@ Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// decodeAttention(qkv, keys, values, out, dims [batch, steps, capacity, embed, heads, past])
+Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
+  F32 qkv, keys, values, out;
+  int64_t d[6];
+  if (!argF32(info, 0, &qkv) || !argF32(info, 1, &keys) || !argF32(info, 2, &values) || !argF32(info, 3, &out)) return info.Env().Undefined();
+  for (size_t i = 0; i < 6; i++) {
+    if (!argInt(info, 4 + i, &d[i])) return info.Env().Undefined();
+  }
+  const int64_t batch = d[0], steps = d[1], capacity = d[2], embed = d[3], heads = d[4], past = d[5];
+  if (batch < 0 || steps < 1 || embed < 1 || heads < 1 || embed % heads != 0 || past < 0 || past + steps > capacity) {
+    fail(info.Env(), "decodeAttention: bad dims");
+    return info.Env().Undefined();
+  }
+  if (!fits(info.Env(), "decodeAttention", batch * steps * 3 * embed, {&qkv}) || !fits(info.Env(), "decodeAttention", batch * capacity * embed, {&keys, &values}) ||
+      !fits(info.Env(), "decodeAttention", batch * steps * embed, {&out})) {
+    return info.Env().Undefined();
+  }
+  lowbit::decodeAttention(qkv.data, keys.data, values.data, out.data, batch, steps, capacity, embed, heads, past);
+  return info.Env().Undefined();
+}
+
 // Reads an Int32Array argument.
 bool argI32(const Napi::CallbackInfo& info, size_t i, const int32_t** data, size_t* length) {
   if (i >= info.Length() || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
@@ -2461,6 +2482,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("geluBackward", Napi::Function::New(env, GeluBwd));
   exports.Set("attention", Napi::Function::New(env, AttentionFwd));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBwd));
+  exports.Set("decodeAttention", Napi::Function::New(env, DecodeAttention));
   exports.Set("crossEntropyLoss", Napi::Function::New(env, CrossEntropyFwd));
   exports.Set("crossEntropyLossBackward", Napi::Function::New(env, CrossEntropyBwd));
   exports.Set("lstmSequence", Napi::Function::New(env, Recurrent<RnnKind::Lstm>));

@@ -323,6 +323,32 @@ LOWBIT_INLINE void attentionBackwardTasks(const float* g, const float* qkv, floa
 }
 LOWBIT_TF_WRAPPERS(attentionBackwardTasks)
 
+// (batch row, head) pairs [t0, t1) of decoding: query s of qkv (position past + s) against the cache
+// rows 0 .. past + s of keys / values (batch, capacity, embed); p holds past + steps weights.
+LOWBIT_INLINE void decodeAttentionTasks(const float* qkv, const float* keys, const float* values, float* out,
+                                        int64_t steps, int64_t capacity, int64_t embed, int64_t heads, int64_t past,
+                                        int64_t t0, int64_t t1, float* p) {
+  const int64_t d = embed / heads;
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  for (int64_t t = t0; t < t1; t++) {
+    const int64_t n = t / heads, h = t % heads;
+    const float* k = keys + n * capacity * embed + h * d;
+    const float* v = values + n * capacity * embed + h * d;
+    for (int64_t s = 0; s < steps; s++) {
+      const int64_t seen = past + s + 1;
+      attentionRow(qkv + (n * steps + s) * 3 * embed + h * d, k, embed, d, seen, scale, p);
+      float* o = out + (n * steps + s) * embed + h * d;
+      for (int64_t c = 0; c < d; c++) o[c] = 0.f;
+      for (int64_t j = 0; j < seen; j++) {
+        const float pj = p[j];
+        const float* vj = v + j * embed;
+        for (int64_t c = 0; c < d; c++) o[c] += pj * vj[c];
+      }
+    }
+  }
+}
+LOWBIT_TF_WRAPPERS(decodeAttentionTasks)
+
 // ---------------------------------------------------------------- softmax cross-entropy
 
 // logsumexp of one row (max in 16 lanes, exp sums in 16 float lanes combined in double); -inf for
@@ -441,6 +467,17 @@ void attentionBackward(const float* g, const float* qkv, float* dqkv, int64_t ba
     std::vector<float> scratch(static_cast<size_t>(2 * length * length));
     LOWBIT_TF_DISPATCH(isa, attentionBackwardTasks, g, qkv, dqkv, length, embed, heads, causal, t0, t1, scratch.data(),
                        scratch.data() + length * length);
+  });
+}
+
+void decodeAttention(const float* qkv, const float* keys, const float* values, float* out, int64_t batch,
+                     int64_t steps, int64_t capacity, int64_t embed, int64_t heads, int64_t past) {
+  const Isa isa = activeIsa();
+  const int64_t tasks = batch * heads;
+  const double work = static_cast<double>(tasks * steps) * static_cast<double>(past + steps) * static_cast<double>(embed / heads) * 4.0;
+  parallelFor(tasks, work, [&](int64_t t0, int64_t t1) {
+    std::vector<float> p(static_cast<size_t>(past + steps));
+    LOWBIT_TF_DISPATCH(isa, decodeAttentionTasks, qkv, keys, values, out, steps, capacity, embed, heads, past, t0, t1, p.data());
   });
 }
 

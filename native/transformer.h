@@ -31,6 +31,12 @@ void attentionForward(const float* qkv, float* out, int64_t batch, int64_t lengt
 void attentionBackward(const float* g, const float* qkv, float* dqkv, int64_t batch, int64_t length, int64_t embed,
                        int64_t heads, bool causal);
 
+// Decoding with a KV cache: qkv (batch, steps, 3 * embed) (only the Q third read), keys and values
+// (batch, capacity, embed) holding positions 0 .. past + steps - 1 -> out (batch, steps, embed): query s
+// (position past + s) attends to the cache rows 0 .. past + s, per head as attentionForward (causal).
+void decodeAttention(const float* qkv, const float* keys, const float* values, float* out, int64_t batch,
+                     int64_t steps, int64_t capacity, int64_t embed, int64_t heads, int64_t past);
+
 // x (rows, classes), targets (rows) -> loss (rows) = logsumexp(row) - row[target]; false (nothing
 // written) when a target is outside [0, classes).
 bool crossEntropyForward(const float* x, const int32_t* targets, float* loss, int64_t rows, int64_t classes);

@@ -195,6 +195,7 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: 'causal, one position', f: (qkv) => o.attention(qkv!, { heads: 1, causal: true }), inputs: () => [r([2, 1, 6])] },
   ],
   attentionBackward: [],
+  decodeAttention: [],  // inference only (nondifferentiable); tested against attention in src/backend/reference/decode-attention.test.ts
   crossEntropyLoss: [
     { name: 'per row, odd sizes', f: (x) => o.crossEntropy(x!, idx([2, 0, 4, 1, 4]), 'none', { fused: true }), inputs: () => [r([5, 5], -3, 3)] },
     { name: 'mean over rows', f: (x) => o.crossEntropy(x!, idx([6, 0, 3]), 'mean', { fused: true }), inputs: () => [r([3, 7], -3, 3)] },

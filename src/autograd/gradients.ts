@@ -197,6 +197,8 @@ const RULES: RuleTable = {
     isGradEnabled() ? attentionBackwardComposed(g, qkv!, attrs) : o.apply('attentionBackward', [g, qkv!], attrs),
   ],
   attentionBackward: 'nondifferentiable',
+  // Decoding with a KV cache is inference only; CausalSelfAttention.forwardCached composes ops when a tape records.
+  decodeAttention: 'nondifferentiable',
   // d/dlogits of Σ g·loss = g·(softmax − onehot); targets get none. Recorded (createGraph): the same as tensor ops.
   crossEntropyLoss: (g, [x, t]) => [
     isGradEnabled() ? crossEntropyBackwardComposed(g, x!, t!) : o.apply('crossEntropyLossBackward', [g, x!, t!], {}),

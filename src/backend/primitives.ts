@@ -224,6 +224,15 @@ export interface PrimitiveAttrs {
   /** (g [N, L, E], qkv [N, L, 3E]) -> the gradient of Σ g⊙attention(qkv) with respect to qkv, [N, L, 3E] (the weights A recomputed). */
   attentionBackward: { readonly heads: number; readonly causal: boolean };
   /**
+   * (qkv [N, S, 3E], keys [N, C, E], values [N, C, E]) -> [N, S, E]: causal attention of S new
+   * positions past..past+S−1 over a KV cache of capacity C (past + S ≤ C). Query row s is the Q third
+   * of qkv[n, s]; it sees cache rows j = 0..past+s (the caller writes the new positions' K and V
+   * there first; qkv's K and V thirds are not read, rows past+S.. are never read). Per head h
+   * (columns h·d.. , d = E / heads): out[n, s, h·d..] = softmax(Q_h·K_hᵀ/√d)·V_h -- the rows of
+   * `attention(qkv_all, {causal: true})` at those positions. Inference only (no gradient).
+   */
+  decodeAttention: { readonly heads: number; readonly past: number };
+  /**
    * (logits [N, C], targets:int32 [N]) -> [N]: softmax cross-entropy per row,
    * logsumexp(logits[n]) − logits[n, targets[n]] (targets in [0, C)).
    */
@@ -332,7 +341,7 @@ export const PRIMITIVES: readonly PrimitiveName[] = [
   'matmul', 'linear', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
   'softmax', 'logSoftmax',
-  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward',
+  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'decodeAttention',
   'crossEntropyLoss', 'crossEntropyLossBackward',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
   'adderConv2d', 'adderConv2dGrad',

@@ -4,6 +4,8 @@ import { concat, reshape, Rng, Tensor, zeros } from '../tensor/index.ts';
 import { noGrad } from '../autograd/index.ts';
 import { gradcheck } from '../autograd/gradcheck.ts';
 import { withBackend } from '../backend/index.ts';
+import { profileOps } from '../backend/registry.ts';
+import { setFusedTransformerLayers } from './fused-layers.ts';
 import { quantizableLayers } from '../quant/config/plan.ts';
 import { MultiheadAttention } from './attention.ts';
 import type { FloatDType } from './rnn.ts';
@@ -30,7 +32,44 @@ function runCase(c: TorchCase, dtype: FloatDType): { output: Tensor; weights: Te
   return { output, weights };
 }
 
-const attentionCases = torchCases().filter((c) => c.module === 'MultiheadAttention');
+const mhaCases = torchCases().filter((c) => c.module === 'MultiheadAttention');
+/** Cases with weights (composed path) and self-attention cases without them (the fused `attention` path). */
+const attentionCases = mhaCases.filter((c) => c.config.needWeights !== false);
+const selfAttentionCases = mhaCases.filter((c) => c.config.needWeights === false);
+
+/** Runs `fn` with the fused Transformer layer primitives on or off. */
+function withFused<T>(on: boolean, fn: () => T): T {
+  const previous = setFusedTransformerLayers(on);
+  try {
+    return fn();
+  } finally {
+    setFusedTransformerLayers(previous);
+  }
+}
+
+/**
+ * A self-attention fixture case (query = key = value, needWeights false): the output and the
+ * gradients of Σ output⊙g with respect to the input and every parameter, keyed as the fixture, with
+ * the ops that ran.
+ */
+function runSelfCase(c: TorchCase, dtype: FloatDType): { results: Map<string, Tensor>; ops: string[] } {
+  const { embedDim, numHeads, bias, batchFirst } = c.config as { embedDim: number; numHeads: number; bias: boolean; batchFirst: boolean };
+  const mha = new MultiheadAttention(embedDim, numHeads, { bias, batchFirst, dtype });
+  mha.loadStateDict(stateOf(c, dtype));
+  const x = toTensor(c.inputs.query!, dtype).requiresGrad_();
+  const attnMask = c.inputs.attnMask ? toTensor(c.inputs.attnMask, dtype) : undefined;
+  const g = toTensor(c.inputs.outputGradient!, dtype);
+  const results = new Map<string, Tensor>();
+  const profile = profileOps(() => {
+    const [output, weights] = mha.forward(x, x, x, { attnMask, needWeights: false });
+    assert.equal(weights, null);
+    results.set('output', output);
+    output.backward(g);
+  });
+  results.set('grad.query', x.grad!);
+  for (const [name, p] of mha.namedParameters()) results.set(`grad.${name}`, p.grad!);
+  return { results, ops: [...profile.keys()] };
+}
 
 describe('MultiheadAttention against PyTorch 1.13 (test/fixtures/torch-rnn-attn.json)', () => {
   it('the fixture covers both masks (bool and float) with weights, averaged and per head', () => {
@@ -38,12 +77,18 @@ describe('MultiheadAttention against PyTorch 1.13 (test/fixtures/torch-rnn-attn.
     assert.ok(attentionCases.some((c) => c.inputs.keyPaddingMask?.dtype === 'bool' && c.inputs.attnMask?.dtype === 'bool' && !c.config.averageAttnWeights));
     assert.ok(attentionCases.some((c) => c.inputs.keyPaddingMask?.dtype === 'float'));
   });
-  for (const c of attentionCases) {
+  it('the fixture has self-attention without weights: no mask, bool and float causal masks, batchFirst, unbatched', () => {
+    assert.ok(selfAttentionCases.some((c) => !c.inputs.attnMask));
+    assert.ok(selfAttentionCases.some((c) => c.inputs.attnMask?.dtype === 'bool' && c.inputs.query!.shape.length === 2));
+    assert.ok(selfAttentionCases.some((c) => c.inputs.attnMask?.dtype === 'float' && c.config.batchFirst));
+  });
+  for (const c of mhaCases) {
     it(`${c.name}: state-dict keys equal PyTorch's, in order`, () => {
       const mha = new MultiheadAttention(c.config.embedDim as number, c.config.numHeads as number, { bias: c.config.bias as boolean });
       assert.deepEqual([...mha.stateDict().keys()], c.state.map(([name]) => name));
       for (const [name, t] of mha.stateDict()) assert.deepEqual(t.shape, c.state.find(([n]) => n === name)![1].shape, name);
     });
+    if (c.config.needWeights === false) continue;
     it(`${c.name}: output and weights within 1e-5 (float32) and 1e-12 (float64)`, () => {
       for (const [dtype, tolerance] of [['float32', 1e-5], ['float64', 1e-12]] as const) {
         const { output, weights } = runCase(c, dtype);
@@ -56,6 +101,64 @@ describe('MultiheadAttention against PyTorch 1.13 (test/fixtures/torch-rnn-attn.
       }
     });
   }
+});
+
+describe('MultiheadAttention self-attention without weights: the fused attention primitive', () => {
+  for (const c of selfAttentionCases) {
+    it(`${c.name}: output and every gradient as PyTorch 1.13 (float32 1e-5, float64 1e-12), through one attention primitive`, () => {
+      for (const [dtype, tolerance] of [['float32', 1e-5], ['float64', 1e-12]] as const) {
+        const { results, ops } = runSelfCase(c, dtype);
+        assert.ok(ops.some((op) => op.endsWith('/attention')) && ops.some((op) => op.endsWith('/attentionBackward')), `fused ops ran: ${ops.join(' ')}`);
+        assert.ok(!ops.some((op) => op.endsWith('/softmax')), `no composed softmax: ${ops.join(' ')}`);
+        for (const [name, expected] of Object.entries(c.outputs)) {
+          const got = results.get(name)!;
+          assert.deepEqual(got.shape, expected.shape, `${name} shape`);
+          const error = maxError(got.data, expected.data);
+          assert.ok(error < tolerance, `${dtype} ${name}: error ${error.toExponential(2)}`);
+        }
+      }
+    });
+  }
+
+  it('equals the composed path (fused layers off) in output and gradients, float64 ≤ 1e-13, float32 ≤ 2e-6', () => {
+    for (const c of selfAttentionCases) {
+      for (const [dtype, tolerance] of [['float64', 1e-13], ['float32', 2e-6]] as const) {
+        const fused = runSelfCase(c, dtype);
+        const composed = withFused(false, () => runSelfCase(c, dtype));
+        assert.ok(!composed.ops.some((op) => op.endsWith('/attention')), `composed: ${composed.ops.join(' ')}`);
+        for (const [name, t] of fused.results) {
+          const error = maxError(t.data, composed.results.get(name)!.data);
+          assert.ok(error <= tolerance, `${c.name} ${dtype} ${name}: ${error.toExponential(2)}`);
+        }
+      }
+    }
+  });
+
+  it('everything else runs the composed ops: weights asked for, cross-attention, padding mask, a non-causal mask, dropout in training', () => {
+    const rng = new Rng(30);
+    const x = random64([4, 2, 4], rng);
+    const other = random64([4, 2, 4], rng);
+    const causal = new Tensor(Int32Array.from({ length: 16 }, (_, i) => (i % 4 > Math.floor(i / 4) ? 1 : 0)), [4, 4]);
+    const notCausal = new Tensor(Int32Array.from({ length: 16 }, (_, i) => (i % 4 > Math.floor(i / 4) + 1 ? 1 : 0)), [4, 4]);
+    const nearlyCausal = new Tensor(Float64Array.from({ length: 16 }, (_, i) => (i % 4 > Math.floor(i / 4) ? -1e9 : 0)), [4, 4]);
+    const mha = new MultiheadAttention(4, 2, { dtype: 'float64', rng });
+    const dropping = new MultiheadAttention(4, 2, { dtype: 'float64', dropout: 0.5, rng });
+    const fusedRan = (run: () => unknown): boolean => [...profileOps(() => noGrad(run)).keys()].some((op) => op.endsWith('/attention'));
+    assert.ok(fusedRan(() => mha.forward(x, x, x, { needWeights: false })));
+    assert.ok(fusedRan(() => mha.forward(x, x, x, { needWeights: false, attnMask: causal })));
+    assert.ok(!fusedRan(() => mha.forward(x, x, x, { attnMask: causal })), 'weights');
+    assert.ok(!fusedRan(() => mha.forward(x, other, other, { needWeights: false })), 'cross-attention');
+    assert.ok(!fusedRan(() => mha.forward(x, x, x, { needWeights: false, keyPaddingMask: zeros([2, 4], 'int32') })), 'padding mask');
+    assert.ok(!fusedRan(() => mha.forward(x, x, x, { needWeights: false, attnMask: notCausal })), 'a mask that is not causal');
+    assert.ok(!fusedRan(() => mha.forward(x, x, x, { needWeights: false, attnMask: nearlyCausal })), '−1e9 is not −∞');
+    assert.ok(!fusedRan(() => dropping.forward(x, x, x, { needWeights: false })), 'dropout in training');
+    dropping.eval();
+    assert.ok(fusedRan(() => dropping.forward(x, x, x, { needWeights: false })), 'dropout off in eval');
+    // The fused causal call gives what the composed call with the same mask gives.
+    const [fused] = noGrad(() => mha.forward(x, x, x, { needWeights: false, attnMask: causal }));
+    const [composed] = noGrad(() => mha.forward(x, x, x, { attnMask: causal }));
+    assert.ok(maxError(fused.data, composed.data) < 1e-14);
+  });
 });
 
 describe('MultiheadAttention gradients against float64 central differences', () => {

@@ -1,11 +1,13 @@
 /**
  * Multi-head attention with PyTorch 1.13's names, defaults, parameter names and init
- * (`in_proj_weight`, `in_proj_bias`, `out_proj.weight`, `out_proj.bias`), composed of autograd ops.
+ * (`in_proj_weight`, `in_proj_bias`, `out_proj.weight`, `out_proj.bias`): the fused `attention`
+ * primitive for self-attention without weights, else composed of autograd ops.
  */
 import {
-  add, cast, globalRng, linear, matmul, mean, mul, narrow, reshape, softmax, squeeze, transpose, unsqueeze, zeros,
+  add, attention, cast, globalRng, linear, matmul, mean, mul, narrow, reshape, softmax, squeeze, transpose, unsqueeze, zeros,
   type Rng, type Tensor,
 } from '../tensor/index.ts';
+import { fusedTransformerLayers } from './fused-layers.ts';
 import { Module, shapeText, sameShape } from './module.ts';
 import { invertedDropout } from './dropout.ts';
 import { kaimingUniform, xavierUniform } from './init.ts';
@@ -73,6 +75,12 @@ export class AttentionOutProjection extends Module {
  * Shapes: query [L, N, E], key and value [S, N, E] ([N, L, E] / [N, S, E] with batchFirst;
  * unbatched [L, E] / [S, E]); output as query. Init as PyTorch: xavier_uniform in_proj_weight,
  * zero biases, out_proj.weight as Linear.
+ *
+ * Self-attention (query, key and value the same tensor) with `needWeights: false`, no key-padding
+ * mask, no attention mask or the causal one ([L, L] masking exactly the keys after each query:
+ * int32 non-zero / float −∞ above the diagonal, 0 on and below it) and no dropout in effect runs
+ * as one fused `attention` primitive on in_proj(x) [N, L, 3E] (forward and backward; the same
+ * function up to rounding); everything else runs the composed ops.
  */
 export class MultiheadAttention extends Module {
   readonly embedDim: number;
@@ -143,9 +151,15 @@ export class MultiheadAttention extends Module {
     const [batch, targetLength] = [q3.shape[0]!, q3.shape[1]!];
     const sourceLength = k3.shape[1]!;
     if (k3.shape[0] !== batch) throw new Error(`${who}: query ${shapeText(query.shape)} and key ${shapeText(key.shape)} differ in batch size`);
+    const e = this.embedDim;
+    const causal = this.fusedCausality(query, key, value, options, targetLength);
+    if (causal !== null) {
+      const merged = attention(linear(q3, this.inProjWeight, this.inProjBias), { heads: this.numHeads, causal }); // [N, L, E]
+      const output = this.outProj.forward(merged);
+      return [!batched ? squeeze(output, 0) : timeAxis === 0 ? transpose(output, [1, 0, 2]) : output, null];
+    }
     const mask = this.combinedMask(options, batched, batch, targetLength, sourceLength, who);
 
-    const e = this.embedDim;
     const bias = (i: number): Tensor | null => (this.inProjBias ? narrow(this.inProjBias, 0, i * e, e) : null);
     // [N, T, E] -> [N, heads, T, headDim]
     const heads = (t: Tensor): Tensor => transpose(reshape(t, [batch, t.shape[1]!, this.numHeads, this.headDim]), [0, 2, 1, 3]);
@@ -166,6 +180,18 @@ export class MultiheadAttention extends Module {
     let returned = options.averageAttnWeights ?? true ? mean(weights, 1) : weights;
     if (!batched) returned = squeeze(returned, 0);
     return [output, returned];
+  }
+
+  /**
+   * Whether this call can run as the fused `attention` primitive: null if not, else whether with the
+   * causal mask (see the class comment for the conditions).
+   */
+  private fusedCausality(query: Tensor, key: Tensor, value: Tensor, options: MultiheadAttentionForwardOptions, length: number): boolean | null {
+    if (!fusedTransformerLayers() || query !== key || key !== value) return null;
+    if ((options.needWeights ?? true) || options.keyPaddingMask || (this.training && this.dropout > 0)) return null;
+    const mask = options.attnMask;
+    if (!mask) return false;
+    return isCausalMask(mask, length) ? true : null;
   }
 
   /** Key-padding and attention masks as one additive float mask broadcastable to [N, heads, L, S], or null. */
@@ -205,4 +231,20 @@ export class MultiheadAttention extends Module {
     if (this.dtype !== 'float32') parts.push(`dtype=${this.dtype}`);
     return parts.join(', ');
   }
+}
+
+/**
+ * Whether `mask` is [L, L] and masks exactly the keys after each query: int32 non-zero (float −∞)
+ * above the diagonal and 0 on and below it.
+ */
+function isCausalMask(mask: Tensor, length: number): boolean {
+  if (!sameShape(mask.shape, [length, length])) return false;
+  const masked = mask.dtype === 'int32' ? (v: number): boolean => v !== 0 : (v: number): boolean => v === -Infinity;
+  for (let i = 0; i < length; i++) {
+    for (let j = 0; j < length; j++) {
+      const v = mask.data[i * length + j]!;
+      if (j > i ? !masked(v) : v !== 0) return false;
+    }
+  }
+  return true;
 }

@@ -1,5 +1,5 @@
 /**
- * Whether LayerNorm, GELU and CausalSelfAttention run as their fused primitives (`layerNorm`,
+ * Whether LayerNorm, GELU, CausalSelfAttention and (self-attention) MultiheadAttention run as their fused primitives (`layerNorm`,
  * `gelu`, `attention`; the default) or as the tensor-op compositions they replaced. The compositions
  * compute the same functions; the switch exists so that tests and benchmarks can compare the two.
  * @internal

@@ -722,6 +722,30 @@ export function attention(qkv: Tensor, options: { heads: number; causal?: boolea
   return apply('attention', [qkv], { heads, causal: options.causal ?? false });
 }
 
+/**
+ * Causal attention of S new positions over a KV cache (one decoding step when S = 1), as one
+ * primitive: qkv [N, S, 3E] holds the new positions' fused projection (only its Q third is read);
+ * keys and values [N, C, E] hold positions 0..past+S−1 in rows (heads side by side, as the K and V
+ * thirds of qkv), the new ones already written at rows past..; C is the cache's capacity. Returns
+ * [N, S, E]: position past + s attends to positions 0..past+s -- the rows of
+ * `attention(qkvAll, {heads, causal: true})` at those positions. Inference only: not differentiable.
+ */
+export function decodeAttention(qkv: Tensor, keys: Tensor, values: Tensor, options: { heads: number; past: number }): Tensor {
+  const { heads, past } = options;
+  if (qkv.rank !== 3 || qkv.shape[2]! % 3 !== 0 || qkv.shape[1]! < 1) throw new Error(`decodeAttention: qkv must be [N, S, 3E] with S >= 1, got [${qkv.shape.join(', ')}]`);
+  const [n, steps, e3] = qkv.shape as [number, number, number];
+  const e = e3 / 3;
+  if (!Number.isInteger(heads) || heads < 1 || e % heads !== 0) throw new Error(`decodeAttention: heads ${heads} must be a positive integer dividing E = ${e}`);
+  for (const [name, t] of [['keys', keys], ['values', values]] as const) {
+    if (t.rank !== 3 || t.shape[0] !== n || t.shape[2] !== e) throw new Error(`decodeAttention: ${name} must be [${n}, C, ${e}], got [${t.shape.join(', ')}]`);
+    if (t.dtype !== qkv.dtype) throw new Error(`decodeAttention: ${name} dtype ${t.dtype} differs from qkv's ${qkv.dtype}`);
+  }
+  if (keys.shape[1] !== values.shape[1]) throw new Error(`decodeAttention: keys [${keys.shape.join(', ')}] and values [${values.shape.join(', ')}] differ in capacity`);
+  if (!Number.isInteger(past) || past < 0 || past + steps > keys.shape[1]!) throw new Error(`decodeAttention: positions ${past}..${past + steps - 1} do not fit the cache capacity ${keys.shape[1]}`);
+  if (qkv.dtype === 'int32') throw new Error('decodeAttention: expects a float tensor, got int32');
+  return apply('decodeAttention', [qkv, keys, values], { heads, past });
+}
+
 // ---------------------------------------------------------------- softmax and losses
 export function softmax(x: Tensor, axis = -1): Tensor {
   return apply('softmax', [x], { axis: normAxis(axis, x.rank) });

@@ -63,6 +63,8 @@ export interface NativeAddon {
   crossEntropyLoss?(x: Float32Array, targets: Int32Array, loss: Float32Array, rows: number, classes: number): boolean;
   crossEntropyLossBackward?(g: Float32Array, x: Float32Array, targets: Int32Array, dx: Float32Array, rows: number, classes: number): boolean;
   attentionBackward?(g: Float32Array, qkv: Float32Array, dqkv: Float32Array, batch: number, length: number, embed: number, heads: number, causal: boolean): void;
+  /** Decoding over a KV cache: qkv [batch, steps, 3·embed], keys / values [batch, capacity, embed] -> out [batch, steps, embed] (the decodeAttention primitive). */
+  decodeAttention?(qkv: Float32Array, keys: Float32Array, values: Float32Array, out: Float32Array, batch: number, steps: number, capacity: number, embed: number, heads: number, past: number): void;
   /**
    * The fused recurrent sequences (src/backend/primitives.ts), dims = [L, N, H, batchFirst 0/1, reverse 0/1]:
    * lstmSequence(gates, w, bias, h0, c0, out), lstmSequenceBackward(g, out, w, c0, grads),

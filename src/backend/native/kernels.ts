@@ -362,6 +362,21 @@ function attentionBackwardKernel(addon: NativeAddon): Kernel<'attentionBackward'
   };
 }
 
+/** (qkv [N, S, 3E], keys [N, C, E], values [N, C, E]) -> [N, S, E] */
+function decodeAttentionKernel(addon: NativeAddon): Kernel<'decodeAttention'> {
+  return (inputs, { heads, past }) => {
+    const [qkv, keys, values] = inputs as [RawTensor, RawTensor, RawTensor];
+    if (!allF32(inputs) || !addon.decodeAttention) return undefined;
+    const dims = attentionShape(qkv, heads);
+    if (!dims || keys.shape.length !== 3 || !sameShape(keys.shape, values.shape) || keys.shape[0] !== dims[0] || keys.shape[2] !== dims[2]) return undefined;
+    const capacity = keys.shape[1]!;
+    if (past + dims[1] > capacity) return undefined;
+    const y = outUninit(dims);
+    if (y.data.length > 0) addon.decodeAttention(qkv.data as Float32Array, keys.data as Float32Array, values.data as Float32Array, y.data, dims[0], dims[1], capacity, dims[2], heads, past);
+    return y;
+  };
+}
+
 /** (logits [N, C], targets:int32 [N]) -> [N] */
 function crossEntropyLossKernel(addon: NativeAddon): Kernel<'crossEntropyLoss'> {
   return ([x, t]) => {
@@ -865,7 +880,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
-  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'crossEntropyLoss', 'crossEntropyLossBackward',
+  'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'decodeAttention', 'crossEntropyLoss', 'crossEntropyLossBackward',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
 
@@ -923,6 +938,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('geluBackward', geluBackwardKernel(addon));
   register('attention', attentionKernel(addon));
   register('attentionBackward', attentionBackwardKernel(addon));
+  register('decodeAttention', decodeAttentionKernel(addon));
   register('crossEntropyLoss', crossEntropyLossKernel(addon));
   register('crossEntropyLossBackward', crossEntropyLossBackwardKernel(addon));
   register('maxPool2d', maxPool2dKernel(addon));

@@ -124,6 +124,19 @@ describe('native fused Transformer kernels vs the reference', { skip }, () => {
     assert.deepEqual(failures, []);
   });
 
+  it('[every-isa] decodeAttention: one and several new positions, past 0 to 40, spare capacity, 1 to 5 heads', () => {
+    const failures: string[] = [];
+    // [batch, steps, past, capacity, embed, heads]
+    const cases: [number, number, number, number, number, number][] = [
+      [1, 1, 0, 4, 12, 2], [3, 1, 9, 16, 24, 4], [2, 3, 5, 8, 18, 3], [16, 1, 40, 64, 64, 4], [2, 4, 0, 4, 9, 1], [1, 2, 11, 20, 30, 5],
+    ];
+    cases.forEach(([n, steps, past, capacity, e, heads], c) => {
+      const inputs = [random([n, steps, 3 * e], 100 + c, -2, 2), random([n, capacity, e], 110 + c, -2, 2), random([n, capacity, e], 120 + c)];
+      compare(failures, 'decodeAttention', inputs, { heads, past }, ATTENTION);
+    });
+    assert.deepEqual(failures, []);
+  });
+
   it('[every-isa] crossEntropyLoss and its backward: 1 to 2000 classes, odd row counts, large logits', () => {
     const failures: string[] = [];
     const cases: [number, number, number][] = [[1, 1, 1], [7, 5, 3], [33, 17, 8], [300, 2000, 8], [4, 40, 60]];
@@ -142,6 +155,8 @@ describe('native fused Transformer kernels vs the reference', { skip }, () => {
     assert.equal(nativeKernel('attention')?.([random([1, 2, 12], 1)], { heads: 3, causal: true }), undefined);
     assert.equal(nativeKernel('attentionBackward')?.([random([1, 2, 3], 1), random([1, 2, 12], 1)], { heads: 2, causal: true }), undefined);
     assert.equal(nativeKernel('geluBackward')?.([random([4], 1), random([5], 1)], { approximate: 'tanh' }), undefined);
+    assert.equal(nativeKernel('decodeAttention')?.([random([1, 2, 12], 1), random([1, 3, 4], 1), random([1, 3, 4], 1)], { heads: 2, past: 2 }), undefined, 'past + steps > capacity');
+    assert.equal(nativeKernel('decodeAttention')?.([random([1, 1, 12], 1), random([2, 3, 4], 1), random([2, 3, 4], 1)], { heads: 2, past: 0 }), undefined, 'batch mismatch');
     const outOfRange: RawTensor = { data: Int32Array.of(0, 3), shape: [2], dtype: 'int32' };
     assert.equal(nativeKernel('crossEntropyLoss')?.([random([2, 3], 1), outOfRange], {}), undefined);
   });
@@ -149,7 +164,7 @@ describe('native fused Transformer kernels vs the reference', { skip }, () => {
   for (const isa of ['avx2', 'scalar'] as const) {
     it(`the [every-isa] tests pass under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : false }, () => {
       const { passed } = runEveryIsaTests(import.meta.url, isa);
-      assert.equal(passed, 4);
+      assert.equal(passed, 5);
     });
   }
 });

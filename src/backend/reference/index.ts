@@ -18,7 +18,7 @@ import {
 } from './pool.ts';
 import { gruSequenceBackwardKernel, gruSequenceKernel, lstmSequenceBackwardKernel, lstmSequenceKernel } from './recurrent.ts';
 import {
-  attentionBackwardKernel, attentionKernel, crossEntropyLossBackwardKernel, crossEntropyLossKernel, geluBackwardKernel, geluKernel, layerNormBackwardKernel, layerNormKernel,
+  attentionBackwardKernel, attentionKernel, decodeAttentionKernel, crossEntropyLossBackwardKernel, crossEntropyLossKernel, geluBackwardKernel, geluKernel, layerNormBackwardKernel, layerNormKernel,
 } from './transformer.ts';
 import { argmaxKernel, logSoftmaxKernel, maxKernel, softmaxKernel, sumKernel } from './reduce.ts';
 import {
@@ -46,6 +46,7 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'geluBackward', geluBackwardKernel);
   registerKernel('reference', 'attention', attentionKernel);
   registerKernel('reference', 'attentionBackward', attentionBackwardKernel);
+  registerKernel('reference', 'decodeAttention', decodeAttentionKernel);
   registerKernel('reference', 'crossEntropyLoss', crossEntropyLossKernel);
   registerKernel('reference', 'crossEntropyLossBackward', crossEntropyLossBackwardKernel);
   registerKernel('reference', 'reshape', reshapeKernel);

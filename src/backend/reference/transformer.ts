@@ -241,3 +241,44 @@ export const crossEntropyLossBackwardKernel: Kernel<'crossEntropyLossBackward'> 
   }
   return raw(out, [rows, classes], x!.dtype);
 };
+
+/**
+ * (qkv [N, S, 3E], keys [N, C, E], values [N, C, E]) -> [N, S, E]: query s of row n (position
+ * past + s, the Q third of qkv[n, s]) against cache rows 0..past+s, per head, in float64.
+ */
+export const decodeAttentionKernel: Kernel<'decodeAttention'> = ([qkv, keys, values], { heads, past }) => {
+  const [n, steps, e3] = qkv!.shape as [number, number, number];
+  const e = e3 / 3;
+  const capacity = keys!.shape[1]!;
+  const d = e / heads;
+  const scale = 1 / Math.sqrt(d);
+  const out = alloc(qkv!.dtype, [n, steps, e]);
+  const p = new Float64Array(past + steps);
+  const [q, k, v] = [qkv!.data, keys!.data, values!.data];
+  for (let b = 0; b < n; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let s = 0; s < steps; s++) {
+        const seen = past + s + 1;
+        const qBase = (b * steps + s) * e3 + h * d;
+        let m = -Infinity;
+        for (let j = 0; j < seen; j++) {
+          let dot = 0;
+          for (let c = 0; c < d; c++) dot += q[qBase + c]! * k[(b * capacity + j) * e + h * d + c]!;
+          p[j] = dot * scale;
+          m = Math.max(m, p[j]!);
+        }
+        let sum = 0;
+        for (let j = 0; j < seen; j++) {
+          p[j] = Math.exp(p[j]! - m);
+          sum += p[j]!;
+        }
+        for (let c = 0; c < d; c++) {
+          let acc = 0;
+          for (let j = 0; j < seen; j++) acc += p[j]! * v[(b * capacity + j) * e + h * d + c]!;
+          out[(b * steps + s) * e + h * d + c] = acc / sum;
+        }
+      }
+    }
+  }
+  return raw(out, [n, steps, e], qkv!.dtype);
+};

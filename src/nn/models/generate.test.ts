@@ -4,7 +4,7 @@ import { noGrad } from '../../autograd/engine.ts';
 import { withBackend } from '../../backend/index.ts';
 import { prepareTransformerQat, transformerQatConfig } from '../../quant/transformer/qat.ts';
 import { narrow, Rng, Tensor } from '../../tensor/index.ts';
-import { generate, sampleNext } from './generate.ts';
+import { generate, generateBatch, sampleNext } from './generate.ts';
 import { NextWordModel } from './next-word.ts';
 import { float64TransformerLM } from './transformer-lm-testing.ts';
 import { TransformerLM } from './transformer-lm.ts';
@@ -47,6 +47,32 @@ describe('TransformerLM.forwardCached (float64)', () => {
         assert.equal(cache.length, position);
       }
       assert.throws(() => model.forwardCached(new Tensor(Int32Array.of(1, 1), [2, 1]), cache), /positions 6\.\.6 are outside \[0, 5\] \(maxContext 6/);
+    });
+  });
+});
+
+describe('TransformerLM.forwardCached: the decodeAttention path and the composed path', () => {
+  it('with a tape recording (composed ops) the chunks equal the noGrad decodeAttention chunks (float64, ≤ 1e-12); the cache buffers are allocated once', () => {
+    withBackend('reference', () => {
+      const model = float64TransformerLM(TINY, 4).eval();
+      const ids = new Tensor(Int32Array.of(5, 1, 9, 9, 2, 7, 0, 3, 4, 10, 6, 8), [2, 6]);
+      const direct = model.createCache();
+      const composed = model.createCache();
+      let position = 0;
+      let buffers: (Tensor | null)[] = [];
+      for (const steps of [3, 1, 2]) {
+        const chunk = narrow(ids, 1, position, steps);
+        const fast = noGrad(() => model.forwardCached(chunk, direct));
+        const slow = model.forwardCached(chunk, composed);
+        assert.ok(slow.requiresGrad, 'the composed path records a tape');
+        assert.ok(maxAbsDiff(fast.data, slow.data) <= 1e-12, `chunk at ${position}: ${maxAbsDiff(fast.data, slow.data)}`);
+        const now = direct.layers.flatMap((layer) => [layer.keys, layer.values]);
+        if (position > 0) now.forEach((t, i) => assert.equal(t, buffers[i], 'the same buffer, written in place'));
+        buffers = now;
+        assert.deepEqual(direct.layers[0]!.keys!.shape, [2, 6, 8]);
+        position += steps;
+      }
+      assert.ok(maxAbsDiff(direct.layers[1]!.values!.data, composed.layers[1]!.values!.data) <= 1e-12, 'both caches hold the same values');
     });
   });
 });
@@ -143,6 +169,39 @@ describe('generate', () => {
     assert.throws(() => generate(model, [1], { tokens: 3, topK: 0 }), /topK must be a positive integer, got 0/);
     assert.throws(() => generate(model, [1], { tokens: 3, context: 7 }), /context 7 is longer than the model's maxContext 6/);
     assert.throws(() => generate(model, [1], { tokens: 3, seed: -2 }), /seed must be a non-negative integer, got -2/);
+  });
+});
+
+describe('generateBatch', () => {
+  it('row r is generate(prompt r, seed + r), cached or not, past the context window too (float64)', () => {
+    withBackend('reference', () => {
+      const model = float64TransformerLM(TINY, 6);
+      const prompts = [[4, 8], [1, 1], [10, 0]];
+      const options = { tokens: 9, temperature: 0.9, seed: 5 };
+      const cached = generateBatch(model, prompts, options);
+      const full = generateBatch(model, prompts, { ...options, cache: false });
+      assert.deepEqual(cached, full);
+      prompts.forEach((prompt, r) => assert.deepEqual(cached[r], generate(model, prompt, { ...options, seed: 5 + r }), `row ${r}`));
+      assert.equal(model.training, true, 'the model\'s mode is restored');
+    });
+  });
+
+  it('float32 batch of 16, greedy: every row equals its own greedy generate; an LSTM recomputes', () => {
+    const model = new TransformerLM({ ...TINY, vocabSize: 50, embedDim: 32, numHeads: 4, mlpDim: 64, maxContext: 24, rng: new Rng(8) });
+    const rng = new Rng(2);
+    const prompts = Array.from({ length: 16 }, () => Array.from({ length: 4 }, () => rng.int(50)));
+    const batch = generateBatch(model, prompts, { tokens: 12, temperature: 0 });
+    prompts.forEach((prompt, r) => assert.deepEqual(batch[r], generate(model, prompt, { tokens: 12, temperature: 0 }), `row ${r}`));
+    const lstm = new NextWordModel({ vocabSize: 20, embeddingDim: 6, hiddenSize: 8, rng: new Rng(1) });
+    const lstmBatch = generateBatch(lstm, [[1, 2], [3, 4]], { tokens: 5, temperature: 0, context: 3 });
+    assert.deepEqual(lstmBatch[1], generate(lstm, [3, 4], { tokens: 5, temperature: 0, context: 3 }));
+  });
+
+  it('refuses prompts of different lengths, empty prompts and ids outside the vocabulary', () => {
+    const model = new TransformerLM({ ...TINY, rng: new Rng(1) });
+    assert.throws(() => generateBatch(model, [[1, 2], [3]], { tokens: 2 }), /prompt 1 has 1 ids, prompt 0 has 2/);
+    assert.throws(() => generateBatch(model, [], { tokens: 2 }), /no prompts/);
+    assert.throws(() => generateBatch(model, [[1, 11]], { tokens: 2 }), /prompt 0 id 11 at index 1 is outside \[0, 11\)/);
   });
 });
 

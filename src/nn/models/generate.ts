@@ -60,31 +60,56 @@ function checkSampleOptions(options: SampleOptions, where: string): { temperatur
 export function sampleNext(logits: ArrayLike<number>, options: SampleOptions, rng: Rng): number {
   const { temperature, topK } = checkSampleOptions(options, 'sampleNext');
   const v = logits.length;
-  for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
-  const excluded = new Set(options.exclude ?? []);
-  let candidates = Array.from({ length: v }, (_, i) => i).filter((i) => !excluded.has(i));
-  if (candidates.length < 1) throw new RangeError(`sampleNext: no id left to draw (${v} logits, ${excluded.size} excluded)`);
-  if (temperature === 0) {
-    let best = candidates[0]!;
-    for (const i of candidates) if (logits[i]! > logits[best]!) best = i;
+  const excluded = options.exclude && options.exclude.length > 0 ? new Set(options.exclude) : null;
+  if (temperature === 0 && excluded === null && v > 0) {
+    // Greedy over every id (the common decoding case): one pass, NaN checked on the way.
+    let best = 0;
+    for (let i = 0; i < v; i++) {
+      const value = logits[i]!;
+      if (Number.isNaN(value)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
+      if (value > logits[best]!) best = i;
+    }
     return best;
   }
+  for (let i = 0; i < v; i++) if (Number.isNaN(logits[i]!)) throw new RangeError(`sampleNext: logits[${i}] is NaN`);
+  const allowed = (i: number): boolean => excluded === null || !excluded.has(i);
+  let first = 0;
+  while (first < v && !allowed(first)) first++;
+  if (first >= v) throw new RangeError(`sampleNext: no id left to draw (${v} logits, ${excluded?.size ?? 0} excluded)`);
+  if (temperature === 0) {
+    let best = first;
+    for (let i = first + 1; i < v; i++) if (allowed(i) && logits[i]! > logits[best]!) best = i;
+    return best;
+  }
+  // Candidates in ascending id order, or the topK largest (ties towards the lower id).
+  let candidates: number[] | null = null;
   if (topK !== null && topK < v) {
+    candidates = [];
+    for (let i = 0; i < v; i++) if (allowed(i)) candidates.push(i);
     candidates.sort((a, b) => logits[b]! - logits[a]! || a - b);
     candidates = candidates.slice(0, topK);
   }
+  const count = candidates ? candidates.length : v;
+  const idAt = (k: number): number => (candidates ? candidates[k]! : k);
+  const usable = (k: number): boolean => candidates !== null || allowed(k);
   let max = -Infinity;
-  for (const i of candidates) max = Math.max(max, logits[i]!);
-  const weights = candidates.map((i) => Math.exp((logits[i]! - max) / temperature));
-  const total = weights.reduce((s, w) => s + w, 0);
+  for (let k = 0; k < count; k++) if (usable(k)) max = Math.max(max, logits[idAt(k)]!);
+  const weights = new Float64Array(count);
+  let total = 0;
+  for (let k = 0; k < count; k++) {
+    if (!usable(k)) continue;
+    weights[k] = Math.exp((logits[idAt(k)]! - max) / temperature);
+    total += weights[k]!;
+  }
   let u = rng.uniform() * total;
-  for (let k = 0; k < candidates.length; k++) {
+  for (let k = 0; k < count; k++) {
+    if (!usable(k)) continue;
     u -= weights[k]!;
-    if (u < 0) return candidates[k]!;
+    if (u < 0) return idAt(k);
   }
   // Rounding left u ≥ 0 after the last weight: the last candidate with a nonzero weight.
-  for (let k = candidates.length - 1; k >= 0; k--) if (weights[k]! > 0) return candidates[k]!;
-  return candidates[0]!;
+  for (let k = count - 1; k >= 0; k--) if (usable(k) && weights[k]! > 0) return idAt(k);
+  return idAt(candidates ? 0 : first);
 }
 
 function idsTensor(ids: readonly number[]): Tensor {
@@ -184,6 +209,84 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
     return out;
   };
   if (cachedModel) return decode();
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    return noGrad(decode);
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
+export type GenerateBatchOptions = Omit<GenerateOptions, 'onStep'>;
+
+/**
+ * {@link generate} for several prompts of one length at once, as one batch [N, ·] per step (a
+ * TransformerLM's KV cache holds every row; other next-word modules recompute `forward` on the
+ * window). Row r draws with its own generator seeded `seed + r`, so it is what
+ * `generate(model, prompts[r], {...options, seed: seed + r})` gives (up to float rounding between a
+ * batched and a single-row forward). Returns the generated ids per row.
+ */
+export function generateBatch(model: NextWordLanguageModel, prompts: readonly (readonly number[])[], options: GenerateBatchOptions): number[][] {
+  checkSampleOptions(options, 'generateBatch');
+  const sampling: SampleOptions = { temperature: options.temperature, topK: options.topK, exclude: options.exclude };
+  const { tokens } = options;
+  if (!Number.isInteger(tokens) || tokens < 1) throw new RangeError(`generateBatch: tokens must be a positive integer, got ${String(tokens)}`);
+  if (prompts.length < 1) throw new RangeError('generateBatch: no prompts');
+  const length = prompts[0]!.length;
+  if (length < 1) throw new RangeError('generateBatch: the prompts are empty (give at least one id each)');
+  for (const [r, prompt] of prompts.entries()) {
+    if (prompt.length !== length) throw new RangeError(`generateBatch: prompt ${r} has ${prompt.length} ids, prompt 0 has ${length} (the prompts must have one length)`);
+    for (const [i, id] of prompt.entries()) {
+      if (!Number.isInteger(id) || id < 0 || id >= model.vocabSize) throw new RangeError(`generateBatch: prompt ${r} id ${String(id)} at index ${i} is outside [0, ${model.vocabSize}) (the vocabulary)`);
+    }
+  }
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`generateBatch: seed must be a non-negative integer, got ${String(seed)}`);
+  const transformer = model instanceof TransformerLM ? model : null;
+  const limit = transformer ? transformer.maxContext : Infinity;
+  const context = options.context ?? limit;
+  if (context !== Infinity && (!Number.isInteger(context) || context < 1)) throw new RangeError(`generateBatch: context must be a positive integer, got ${String(context)}`);
+  if (context > limit) throw new RangeError(`generateBatch: context ${context} is longer than the model's maxContext ${limit}`);
+  const useCache = transformer !== null && (options.cache ?? true);
+  const rows = prompts.length;
+  const rngs = prompts.map((_, r) => new Rng(seed + r));
+  const sequences = prompts.map((p) => [...p]);
+  const windowIds = (from: number): Tensor => {
+    const width = sequences[0]!.length - from;
+    const ids = new Int32Array(rows * width);
+    sequences.forEach((sequence, r) => ids.set(sequence.slice(from), r * width));
+    return new Tensor(ids, [rows, width]);
+  };
+  const window = (): Tensor => windowIds(Math.max(0, sequences[0]!.length - context));
+  /** Logits [N, S, V] or [N, V] → the last position's row of each batch row (views, not copies). */
+  const lastRows = (logits: Tensor): ArrayLike<number>[] => {
+    const v = logits.shape.at(-1)!;
+    const last = logits.rank === 3 && logits.shape[1] !== 1 ? reshape(narrow(logits, 1, logits.shape[1]! - 1, 1), [rows, v]) : logits;
+    return Array.from({ length: rows }, (_, r) => last.data.subarray(r * v, (r + 1) * v));
+  };
+  const decode = (): number[][] => {
+    const out: number[][] = prompts.map(() => []);
+    let cache = useCache ? transformer!.createCache() : null;
+    let logits = lastRows(useCache ? transformer!.forwardCached(window(), cache!) : model.forward(window()));
+    for (let step = 0; step < tokens; step++) {
+      const next = logits.map((row, r) => sampleNext(row, sampling, rngs[r]!));
+      next.forEach((id, r) => {
+        out[r]!.push(id);
+        sequences[r]!.push(id);
+      });
+      if (step === tokens - 1) break;
+      if (!useCache) {
+        logits = lastRows(model.forward(window()));
+      } else if (cache!.length < context) {
+        logits = lastRows(transformer!.forwardCached(windowIds(sequences[0]!.length - 1), cache!));
+      } else {
+        cache = transformer!.createCache();
+        logits = lastRows(transformer!.forwardCached(window(), cache));
+      }
+    }
+    return out;
+  };
   const wasTraining = model.training;
   model.eval();
   try {

@@ -4,11 +4,11 @@ export { Cnn, cnn, type CnnOptions } from './cnn.ts';
 export { ResNet, BasicBlock, resnet8, type ResNetOptions, type MergeModule } from './resnet.ts';
 export { NextWordModel, NEXT_WORD_CELLS, type NextWordCell, type NextWordModelOptions } from './next-word.ts';
 export {
-  TransformerLM, TransformerBlock, CausalSelfAttention, causalMask, offsetCausalMask, ATTENTION_OPERANDS, TRANSFORMER_ACTIVATIONS,
+  TransformerLM, TransformerBlock, CausalSelfAttention, causalMask, offsetCausalMask, createAttentionCache, ATTENTION_OPERANDS, TRANSFORMER_ACTIVATIONS,
   type TransformerLMOptions, type TransformerBlockOptions, type CausalSelfAttentionOptions, type AttentionOperand, type OperandQuantizers, type TransformerActivation,
   type AttentionCache, type TransformerCache,
 } from './transformer-lm.ts';
-export { generate, sampleNext, type GenerateOptions, type SampleOptions, type NextWordLanguageModel, type CachedLanguageModel } from './generate.ts';
+export { generate, generateBatch, sampleNext, type GenerateOptions, type GenerateBatchOptions, type SampleOptions, type NextWordLanguageModel, type CachedLanguageModel } from './generate.ts';
 export { createModel, isModelName, MODEL_NAMES, type ModelName, type ModelOptionsMap } from './registry.ts';
 export {
   BiRealBlock, BiRealResNet, SignClip, biRealResnet8,

@@ -16,9 +16,10 @@ import { GELU, ReLU } from '../activation.ts';
 import { Sequential } from '../sequential.ts';
 import { invertedDropout } from '../dropout.ts';
 import {
-  add, arange, attention, concat, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
+  add, arange, attention, concat, decodeAttention, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
   type Rng,
 } from '../../tensor/index.ts';
+import { isGradEnabled } from '../../autograd/engine.ts';
 
 /** The operands of the two activation-by-activation matmuls of attention: (Q·Kᵀ) and (A·V). */
 export const ATTENTION_OPERANDS = ['query', 'key', 'probs', 'value'] as const;
@@ -47,12 +48,26 @@ export function offsetCausalMask(steps: number, past: number, dtype: 'float32' |
 }
 
 /**
- * The keys and values one {@link CausalSelfAttention} layer has seen so far (a KV cache), each
- * [N, heads, T, d], taken after the operand quantizers (what Q·Kᵀ and A·V read); null before the first call.
+ * The keys and values one {@link CausalSelfAttention} layer has seen so far (a KV cache), in buffers
+ * allocated once with room for `capacity` positions: keys and values are [N, capacity, E], row t
+ * holding position t's key (value) with the heads side by side, as the K (V) third of the fused
+ * projection (after the operand quantizers, which Q·Kᵀ and A·V read). Each call writes its new
+ * positions' rows in place, so a decoding step copies O(E) per row, not the whole cache.
  */
 export interface AttentionCache {
+  /** [N, capacity, E]; null until the first call allocates it (N is known then). */
   keys: Tensor | null;
   values: Tensor | null;
+  /** Positions held: rows 0..length−1 are valid. */
+  length: number;
+  /** The most positions the buffers hold. */
+  readonly capacity: number;
+}
+
+/** An empty {@link AttentionCache} for up to `capacity` positions (the buffers are allocated at the first call). */
+export function createAttentionCache(capacity: number): AttentionCache {
+  if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`createAttentionCache: capacity must be a positive integer, got ${String(capacity)}`);
+  return { keys: null, values: null, length: 0, capacity };
 }
 
 export interface CausalSelfAttentionOptions {
@@ -124,34 +139,70 @@ export class CausalSelfAttention extends Module {
    */
   forward(x: Tensor): Tensor {
     const fused = fusedTransformerLayers() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
-    if (!fused || x.rank !== 3 || x.shape[2] !== this.embedDim) return this.forwardCached(x, { keys: null, values: null });
+    if (!fused || x.rank !== 3 || x.shape[2] !== this.embedDim) return this.attend(x, null);
     return this.proj.forward(attention(this.qkv.forward(x), { heads: this.numHeads, causal: true }));
   }
 
   /**
    * Incremental attention with a KV cache: x [N, S, E] holds S new positions that follow the T
-   * positions in `cache`; their keys and values are appended to `cache` and the output [N, S, E] is
-   * what `forward` gives at those positions of the whole sequence (each sees every cached position
-   * and the new ones up to itself). With S = 1 this is one decoding step.
+   * positions in `cache`; their keys and values are written into `cache` (rows T..T+S−1) and the
+   * output [N, S, E] is what `forward` gives at those positions of the whole sequence (each sees
+   * every cached position and the new ones up to itself). With S = 1 this is one decoding step.
+   *
+   * Without a tape (noGrad), operand quantizers or training-mode attention dropout (and with the
+   * fused layers on, the default) this is one
+   * `decodeAttention` primitive on the fused projection and the cache buffers (no head split,
+   * concat or mask); else composed ops, differentiable with respect to x (the cached positions are
+   * constants).
    */
   forwardCached(x: Tensor, cache: AttentionCache): Tensor {
+    return this.attend(x, cache);
+  }
+
+  /** {@link forwardCached}, or with `cache` null the whole sequence without a cache (forward's composed path). */
+  private attend(x: Tensor, cache: AttentionCache | null): Tensor {
     if (x.rank !== 3 || x.shape[2] !== this.embedDim) throw new Error(`CausalSelfAttention(${this.embedDim}, heads=${this.numHeads}): expected [N, C, ${this.embedDim}], got [${x.shape.join(', ')}]`);
+    if (x.dtype !== 'float32' && x.dtype !== 'float64') throw new TypeError(`CausalSelfAttention.forwardCached: expected a float32 or float64 x, got ${x.dtype}`);
     const [batch, steps] = x.shape as [number, number, number];
-    const past = cache.keys?.shape[2] ?? 0;
-    if (cache.keys && cache.keys.shape[0] !== batch) throw new Error(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.shape[0]} rows, x has ${batch}`);
+    const past = cache?.length ?? 0;
     const e = this.embedDim;
+    if (cache) {
+      if (past + steps > cache.capacity) throw new RangeError(`CausalSelfAttention.forwardCached: positions ${past}..${past + steps - 1} do not fit the cache's capacity ${cache.capacity}`);
+      if (cache.keys && cache.keys.shape[0] !== batch) throw new Error(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.shape[0]} rows, x has ${batch}`);
+      if (cache.keys && cache.keys.dtype !== x.dtype) throw new TypeError(`CausalSelfAttention.forwardCached: the cache holds ${cache.keys.dtype}, x is ${x.dtype}`);
+      if (!cache.keys || !cache.values) {
+        cache.keys = zeros([batch, cache.capacity, e], x.dtype);
+        cache.values = zeros([batch, cache.capacity, e], x.dtype);
+      }
+    }
     const fused = this.qkv.forward(x); // [N, S, 3E]
-    const heads = (i: number): Tensor => transpose(reshape(narrow(fused, 2, i * e, e), [batch, steps, this.numHeads, this.headDim]), [0, 2, 1, 3]);
+    const direct = fusedTransformerLayers() && !isGradEnabled() && Object.keys(this.quantizers).length === 0 && !(this.training && this.dropout > 0);
+    if (cache?.keys && cache.values && direct) {
+      writeRows(cache.keys, fused, past, e);
+      writeRows(cache.values, fused, past, 2 * e);
+      cache.length = past + steps;
+      return this.proj.forward(decodeAttention(fused, cache.keys, cache.values, { heads: this.numHeads, past }));
+    }
+    // [N, T, E] -> [N, heads, T, d]
+    const split = (t: Tensor): Tensor => transpose(reshape(t, [batch, t.shape[1]!, this.numHeads, this.headDim]), [0, 2, 1, 3]);
     const apply = (name: AttentionOperand, t: Tensor): Tensor => this.quantizers[name]?.forward(t) ?? t;
-    const q = apply('query', heads(0));
-    const newKeys = apply('key', heads(1));
-    const newValues = apply('value', heads(2));
-    const keys = cache.keys ? concat([cache.keys, newKeys], 2) : newKeys; // [N, heads, T+S, d]
-    const values = cache.values ? concat([cache.values, newValues], 2) : newValues;
-    cache.keys = keys;
-    cache.values = values;
+    const q = apply('query', split(narrow(fused, 2, 0, e)));
+    const newKeys = apply('key', split(narrow(fused, 2, e, e)));
+    const newValues = apply('value', split(narrow(fused, 2, 2 * e, e)));
+    let keys = newKeys; // [N, heads, T+S, d]
+    let values = newValues;
+    if (cache?.keys && cache.values) {
+      if (past > 0) {
+        keys = concat([split(narrow(cache.keys, 1, 0, past)), newKeys], 2);
+        values = concat([split(narrow(cache.values, 1, 0, past)), newValues], 2);
+      }
+      // Back to rows [N, S, E] in the buffers (what the next call reads).
+      writeRows(cache.keys, reshape(transpose(newKeys, [0, 2, 1, 3]), [batch, steps, e]), past, 0);
+      writeRows(cache.values, reshape(transpose(newValues, [0, 2, 1, 3]), [batch, steps, e]), past, 0);
+      cache.length = past + steps;
+    }
     let scores = mul(matmul(q, keys, { transB: true }), 1 / Math.sqrt(this.headDim)); // [N, heads, S, T+S]
-    if (steps > 1) scores = add(scores, offsetCausalMask(steps, past, x.dtype === 'float64' ? 'float64' : 'float32')); // a single new position sees everything
+    if (steps > 1) scores = add(scores, offsetCausalMask(steps, past, x.dtype)); // a single new position sees everything
     let weights = softmax(scores, -1);
     if (this.training && this.dropout > 0) weights = invertedDropout(weights, this.dropout, this.rng);
     const context = matmul(apply('probs', weights), values); // [N, heads, S, d]
@@ -344,7 +395,7 @@ export class TransformerLM extends Module implements TensorModule {
 
   /** An empty KV cache for {@link forwardCached}. */
   createCache(): TransformerCache {
-    return { layers: Array.from({ length: this.numLayers }, () => ({ keys: null, values: null })), length: 0 };
+    return { layers: Array.from({ length: this.numLayers }, () => createAttentionCache(this.maxContext)), length: 0 };
   }
 
   /**
@@ -377,6 +428,23 @@ export class TransformerLM extends Module implements TensorModule {
 
   override extraRepr(): string {
     return `vocabSize=${this.vocabSize}, embedDim=${this.embedDim}, numLayers=${this.numLayers}, numHeads=${this.numHeads}, maxContext=${this.maxContext}${this.tieWeights ? ', tieWeights=true' : ''}`;
+  }
+}
+
+/**
+ * Copies columns `column`..`column`+E of rows [N, S, ·] of `source` into rows past..past+S−1 of
+ * `buffer` [N, capacity, E], in place (the KV cache write; not recorded on a tape).
+ */
+function writeRows(buffer: Tensor, source: Tensor, past: number, column: number): void {
+  const [n, capacity, e] = buffer.shape as [number, number, number];
+  const [, steps, width] = source.shape as [number, number, number];
+  const from = source.data;
+  const to = buffer.data;
+  for (let b = 0; b < n; b++) {
+    for (let s = 0; s < steps; s++) {
+      const start = (b * steps + s) * width + column;
+      to.set(from.subarray(start, start + e), (b * capacity + past + s) * e);
+    }
   }
 }
 
