@@ -1,29 +1,15 @@
 /**
- * Greedy decoding speed of the float Transformer LM: lowbit's `generate` (batch 1) and
- * `generateBatch` (batch 16) with the KV cache (the decodeAttention primitive on preallocated
- * buffers), with the KV cache but composed ops (fused layers off: head split, concat of the cached
- * keys, matmul, softmax -- the path before decodeAttention), and without the cache (full forward
- * over the window every step), against PyTorch 1.13 fp32 running the same weights with a
- * hand-written KV cache (bench/peers/torch_decode.py). Prompt 8 ids, 64 new ids, the CLI-sized
- * transformer-lm (2000 words, width 80, MLP 320, 2 blocks, 4 heads, tanh GELU) with a 72-position
- * table, untrained (speed does not depend on the weights). Each repeat runs every row once,
- * interleaved; the median is reported. tokens/s = batch × new ids / wall time (prompt included).
+ * Greedy decoding speed of the float Transformer LM against PyTorch with a KV cache (see
+ * bench/transformer-seq/decode.ts for what is measured; the bench section `decode` runs the same).
  * Writes bench/results/<--result, default transformer-decode>.json.
  *
  *   OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts [--reps 7] [--threads 2] [--result NAME]
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { nativeInfo, setNativeThreads } from '../../src/backend/index.ts';
-import { generate, generateBatch, type TransformerLM } from '../../src/nn/index.ts';
-import { setFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
-import { Rng, Tensor } from '../../src/tensor/index.ts';
+import { join } from 'node:path';
+import { nativeInfo } from '../../src/backend/index.ts';
 import { backendDetails } from '../../src/cli/backend-info.ts';
-import { median, writeAtomic } from '../lib.ts';
-import { JsonLinePeer } from '../peers/json-line-peer.ts';
-import { LAYER_NORM_EPS, peerFiles, SEQ_SHAPES, TRANSFORMER_ACTIVATION, transformerLm } from '../seq-inference/models.ts';
+import { writeAtomic } from '../lib.ts';
+import { measureDecode } from './decode.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string): string | undefined => {
@@ -36,129 +22,13 @@ const result = flag('result') ?? 'transformer-decode';
 if (!/^[\w.-]+$/.test(result)) throw new RangeError(`--result must be a file name without a directory, got ${result}`);
 if (!Number.isInteger(reps) || reps < 1) throw new RangeError(`--reps must be a positive integer, got ${flag('reps')}`);
 if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`--threads must be a positive integer, got ${flag('threads')}`);
-const PROMPT = 8;
-const TOKENS = 64;
-const BATCHES = [1, 16] as const;
-const MODES = ['cached', 'cachedComposed', 'uncached', 'torchCached'] as const;
-type Mode = (typeof MODES)[number];
 
-setNativeThreads(threads);
-const model: TransformerLM = transformerLm({ ...SEQ_SHAPES, context: PROMPT + TOKENS });
-const rng = new Rng(11);
-const prompts = Array.from({ length: Math.max(...BATCHES) }, () => Array.from({ length: PROMPT }, () => rng.int(SEQ_SHAPES.vocab)));
-
-interface Run {
-  readonly ids: number[][];
-  /** Wall seconds. */
-  readonly seconds: number;
-  /** Process CPU seconds (every thread of the process). */
-  readonly cpuSeconds: number;
-}
-
-/** lowbit's greedy ids [batch][TOKENS], wall and CPU seconds. */
-function runLowbit(batch: number, mode: Exclude<Mode, 'torchCached'>): Run {
-  const rows = prompts.slice(0, batch);
-  const options = { tokens: TOKENS, temperature: 0, cache: mode !== 'uncached' };
-  const previous = setFusedTransformerLayers(mode !== 'cachedComposed');
-  try {
-    const cpu = process.cpuUsage();
-    const start = performance.now();
-    const ids = batch === 1 ? [generate(model, rows[0]!, options)] : generateBatch(model, rows, options);
-    const seconds = (performance.now() - start) / 1000;
-    const used = process.cpuUsage(cpu);
-    return { ids, seconds, cpuSeconds: (used.user + used.system) / 1e6 };
-  } finally {
-    setFusedTransformerLayers(previous);
-  }
-}
-
-const dir = mkdtempSync(join(tmpdir(), 'lowbit-decode-'));
-const peer = await JsonLinePeer.start(join(dirname(fileURLToPath(import.meta.url)), '..', 'peers', 'torch_decode.py'), threads);
-const torchSkipped = typeof peer === 'string' ? peer : null;
-if (torchSkipped) console.log(`PyTorch skipped: ${torchSkipped}`);
-try {
-  if (typeof peer !== 'string') {
-    for (const batch of BATCHES) {
-      const files = peerFiles(dir, `b${batch}`, model, new Tensor(Int32Array.from(prompts.slice(0, batch).flat()), [batch, PROMPT]));
-      await peer.request({
-        op: 'init', id: `b${batch}`, weights: files.weights, prompt: files.ids, batch, promptLength: PROMPT, tokens: TOKENS,
-        heads: SEQ_SHAPES.tHeads, activation: TRANSFORMER_ACTIVATION, eps: LAYER_NORM_EPS, warmup: 2,
-      });
-    }
-  }
-  for (const batch of BATCHES) for (const mode of ['cached', 'cachedComposed', 'uncached'] as const) runLowbit(batch, mode); // warm-up
-
-  const seconds = new Map<string, number[]>();
-  const cpuSeconds = new Map<string, number[]>();
-  const ids = new Map<string, number[][]>();
-  const loads: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    loads.push(loadavg()[0]!);
-    for (const batch of BATCHES) {
-      for (const mode of MODES) {
-        const key = `${batch}/${mode}`;
-        let run: Run | null = null;
-        if (mode !== 'torchCached') {
-          run = runLowbit(batch, mode);
-        } else if (typeof peer !== 'string') {
-          const out = join(dir, `b${batch}.out.i32`);
-          const answer = await peer.request({ op: 'generate', id: `b${batch}`, out });
-          const flat = new Int32Array(new Uint8Array(readFileSync(out)).buffer);
-          run = { ids: Array.from({ length: batch }, (_, b) => [...flat.subarray(b * TOKENS, (b + 1) * TOKENS)]), seconds: Number(answer.ms) / 1000, cpuSeconds: Number(answer.cpu_ms) / 1000 };
-        }
-        if (!run) continue;
-        seconds.set(key, [...(seconds.get(key) ?? []), run.seconds]);
-        cpuSeconds.set(key, [...(cpuSeconds.get(key) ?? []), run.cpuSeconds]);
-        ids.set(key, run.ids);
-      }
-    }
-  }
-
-  const rows = BATCHES.map((batch) => {
-    const rate = (mode: Mode): number | null => {
-      const s = seconds.get(`${batch}/${mode}`);
-      return s ? (batch * TOKENS) / median(s) : null;
-    };
-    const same = (mode: Mode): number | null => {
-      const theirs = ids.get(`${batch}/${mode}`);
-      const ours = ids.get(`${batch}/cached`)!;
-      if (!theirs) return null;
-      let equal = 0;
-      ours.forEach((row, b) => row.forEach((id, i) => (equal += id === theirs[b]![i] ? 1 : 0)));
-      return equal / (batch * TOKENS);
-    };
-    const tokensPerSecond = Object.fromEntries(MODES.map((m) => [m, rate(m)]));
-    /** Tokens per CPU second of the process (all its threads): less disturbed by waiting for a core on a busy machine. */
-    const cpuRate = (mode: Mode): number | null => {
-      const s = cpuSeconds.get(`${batch}/${mode}`);
-      return s ? (batch * TOKENS) / median(s) : null;
-    };
-    const tokensPerCpuSecond = Object.fromEntries(MODES.map((m) => [m, cpuRate(m)]));
-    const row = {
-      batch, promptLength: PROMPT, newTokens: TOKENS, tokensPerSecond, tokensPerCpuSecond,
-      cachedOverUncached: rate('cached')! / rate('uncached')!,
-      cachedOverComposed: rate('cached')! / rate('cachedComposed')!,
-      cachedOverTorch: rate('torchCached') ? rate('cached')! / rate('torchCached')! : null,
-      sameIdsAsCached: Object.fromEntries(MODES.filter((m) => m !== 'cached').map((m) => [m, same(m)])),
-      secondsPerRepeat: Object.fromEntries(MODES.map((m) => [m, seconds.get(`${batch}/${m}`) ?? null])),
-    };
-    const fmt = (v: number | null): string => (v === null ? 'skipped' : v.toFixed(0));
-    console.log(`batch ${batch}: tokens/s lowbit cached ${fmt(rate('cached'))}, cached composed ${fmt(rate('cachedComposed'))}, uncached ${fmt(rate('uncached'))}, PyTorch cached ${fmt(rate('torchCached'))}; ` +
-      `cached/uncached ×${row.cachedOverUncached.toFixed(2)}, cached/composed ×${row.cachedOverComposed.toFixed(2)}, cached/PyTorch ${row.cachedOverTorch === null ? 'skipped' : `×${row.cachedOverTorch.toFixed(2)}`}; ` +
-      `same ids as lowbit cached: ${JSON.stringify(row.sameIdsAsCached)}; tokens per CPU second: ${MODES.map((m) => `${m} ${fmt(cpuRate(m))}`).join(', ')}`);
-    return row;
-  });
-  const out = join('bench', 'results', `${result}.json`);
-  const report = {
-    command: `OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts --reps ${reps} --threads ${threads} --result ${result}`,
-    date: new Date().toISOString(), backend: backendDetails(), nativeThreads: nativeInfo()?.threads ?? null,
-    torch: typeof peer === 'string' ? { skipped: peer } : peer.ready,
-    model: { vocab: SEQ_SHAPES.vocab, embed: SEQ_SHAPES.tEmbed, mlp: SEQ_SHAPES.tMlp, layers: SEQ_SHAPES.tLayers, heads: SEQ_SHAPES.tHeads, maxContext: PROMPT + TOKENS, activation: TRANSFORMER_ACTIVATION },
-    reps, loadAverage1m: { min: Math.min(...loads), median: median(loads), max: Math.max(...loads) }, rows,
-  };
-  writeAtomic(out, `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`load average (1 min) over the repeats: ${loads.map((l) => l.toFixed(2)).join(' ')}; wrote ${out}`);
-} finally {
-  if (typeof peer !== 'string') await peer.close();
-  rmSync(dir, { recursive: true, force: true });
-}
+const measured = await measureDecode({ reps, threads });
+const out = join('bench', 'results', `${result}.json`);
+const report = {
+  command: `OPENBLAS_NUM_THREADS=1 nice -n 10 node --import tsx bench/transformer-seq/decode-vs-torch.ts --reps ${reps} --threads ${threads} --result ${result}`,
+  date: new Date().toISOString(), backend: backendDetails(), nativeThreads: nativeInfo()?.threads ?? null,
+  ...measured,
+};
+writeAtomic(out, `${JSON.stringify(report, null, 2)}\n`);
+console.log(`load average (1 min) over the repeats: ${measured.loadAverage1m.median.toFixed(2)} (median); wrote ${out}`);
