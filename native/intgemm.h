@@ -86,7 +86,8 @@ void requantize(const int32_t* acc, int64_t M, int64_t N, const int32_t* mult, c
 double vnniPeakGops(int threads, double seconds);
 double popcountPeakGbits(int threads, double seconds);
 
-// Which integer paths are active: "avx512-vnni", "avx2" or "scalar"; "avx512-vpopcntdq" / ...
+// Which integer paths are active: "avx512-vnni", "avx-vnni" (ymm, AVX2 ISA with AVX-VNNI), "avx2" or
+// "scalar"; "avx512-vpopcntdq" / ...
 const char* int8PathName();
 const char* binaryPathName();
 
