@@ -292,18 +292,21 @@ LOWBIT_TARGET_AVXVNNI void kernelAvxVnni(const uint8_t* A, int64_t lda, const in
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i maskLo = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(ncols)), lane);
   const __m256i maskHi = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(ncols) - 8), lane);
+  // a whole panel (the common case) loads and stores plainly: vpmaskmovd stores are slow on AMD cores
+  const bool full = ncols >= 16;
+#define LB_LOADC(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
   __m256i biasLo = _mm256_setzero_si256(), biasHi = _mm256_setzero_si256();
   if (first) {
     const __m256i nz = _mm256_set1_epi32(negZero);
-    biasLo = _mm256_mullo_epi32(_mm256_maskload_epi32(rowSums, maskLo), nz);
-    biasHi = _mm256_mullo_epi32(_mm256_maskload_epi32(rowSums + 8, maskHi), nz);
+    biasLo = _mm256_mullo_epi32(full ? LB_LOADC(rowSums) : _mm256_maskload_epi32(rowSums, maskLo), nz);
+    biasHi = _mm256_mullo_epi32(full ? LB_LOADC(rowSums + 8) : _mm256_maskload_epi32(rowSums + 8, maskHi), nz);
   }
 #define LB_VROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define LB_VDECL(i)                                                                                  \
   __m256i lo##i, hi##i;                                                                              \
   if constexpr (MR > i) {                                                                            \
-    lo##i = first ? biasLo : _mm256_maskload_epi32(C + (i) * ldc, maskLo);                          \
-    hi##i = first ? biasHi : _mm256_maskload_epi32(C + (i) * ldc + 8, maskHi);                      \
+    lo##i = first ? biasLo : full ? LB_LOADC(C + (i) * ldc) : _mm256_maskload_epi32(C + (i) * ldc, maskLo);   \
+    hi##i = first ? biasHi : full ? LB_LOADC(C + (i) * ldc + 8) : _mm256_maskload_epi32(C + (i) * ldc + 8, maskHi); \
   }
   LB_VROWS(LB_VDECL)
 #undef LB_VDECL
@@ -325,12 +328,18 @@ LOWBIT_TARGET_AVXVNNI void kernelAvxVnni(const uint8_t* A, int64_t lda, const in
   }
 #define LB_VSTORE(i)                                                \
   if constexpr (MR > i) {                                           \
-    _mm256_maskstore_epi32(C + (i) * ldc, maskLo, lo##i);           \
-    _mm256_maskstore_epi32(C + (i) * ldc + 8, maskHi, hi##i);       \
+    if (full) {                                                     \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + (i) * ldc), lo##i);     \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + (i) * ldc + 8), hi##i); \
+    } else {                                                        \
+      _mm256_maskstore_epi32(C + (i) * ldc, maskLo, lo##i);         \
+      _mm256_maskstore_epi32(C + (i) * ldc + 8, maskHi, hi##i);     \
+    }                                                               \
   }
   LB_VROWS(LB_VSTORE)
 #undef LB_VSTORE
 #undef LB_VROWS
+#undef LB_LOADC
 }
 
 using AvxVnniFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int32_t*, int64_t, int64_t, bool, const int32_t*, int32_t);
