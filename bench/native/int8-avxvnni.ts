@@ -10,7 +10,8 @@
  *
  * Per shape and thread count the addons run round-robin, one call each per round; each call is timed
  * in process CPU time (process.cpuUsage, all threads: other tenants' time slices do not count) and
- * wall time; prints the medians, GOP/s = 2 M N K / (CPU seconds / threads) and the ratio to avx2-novnni.
+ * wall time; prints the medians, 2 M N K per CPU second (all threads' CPU time: per-core throughput,
+ * which a small GEMM that runs on one thread also shows) with its ratio to avx2-novnni, and per wall second.
  * Every call's output is compared with the first addon's (the kernels are bit-exact).
  */
 import { copyFileSync, mkdtempSync } from 'node:fs';
@@ -101,7 +102,8 @@ for (const threads of THREADS) {
     const novnni = median(cpuMs[1]!);
     const parts = addons.map(({ label: l }, i) => {
       const c = median(cpuMs[i]!);
-      return `${l}: cpu ${c.toFixed(3)} ms (${((ops / ((c / 1000) / threads)) / 1e9).toFixed(1)} GOP/s, ${(novnni / c).toFixed(2)}x), wall ${median(wallMs[i]!).toFixed(3)} ms`;
+      const wall = median(wallMs[i]!);
+      return `${l}: cpu ${c.toFixed(3)} ms (${(ops / (c / 1000) / 1e9).toFixed(1)} GOP per CPU s, ${(novnni / c).toFixed(2)}x), wall ${wall.toFixed(3)} ms (${(ops / (wall / 1000) / 1e9).toFixed(1)} GOP/s)`;
     });
     console.log(`${threads} thread(s), ${label}: ${parts.join(' | ')}`);
   }
