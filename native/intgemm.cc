@@ -992,9 +992,41 @@ LOWBIT_TARGET_VPOPCNT int64_t popLoop(long iters) {
 #undef LB_CHAINS
 #undef LB_VCHAINS
 
+// The AVX-VNNI (ymm, VEX) form: 12 chains, 3 activation and 1 weight vectors (the 16 ymm VEX reaches).
+LOWBIT_TARGET_AVXVNNI int32_t vnniYmmLoop(long iters) {
+#define LB_YCHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define LB_DECL(i) __m256i c##i = _mm256_set1_epi32(i);
+  LB_YCHAINS(LB_DECL)
+#undef LB_DECL
+  const __m256i x0 = _mm256_set1_epi32(0x01020304), x1 = _mm256_set1_epi32(0x05060708), x2 = _mm256_set1_epi32(0x090a0b0c);
+  const __m256i y0 = _mm256_set1_epi32(0x01ff0102);
+  for (long i = 0; i < iters; i++) {
+// (inline asm as in vnniLoop: with the intrinsic GCC stores every chain to the stack each step)
+#define LB_STEP(i) \
+  __asm__("%{vex%} vpdpbusd %[wv], %[av], %[cv]" : [cv] "+x"(c##i) : [av] "x"((i) % 3 == 0 ? x0 : (i) % 3 == 1 ? x1 : x2), [wv] "x"(y0));
+    LB_YCHAINS(LB_STEP)
+#undef LB_STEP
+  }
+  __m256i s = _mm256_setzero_si256();
+#define LB_SUM(i) s = _mm256_add_epi32(s, c##i);
+  LB_YCHAINS(LB_SUM)
+#undef LB_SUM
+#undef LB_YCHAINS
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+
+// What a probe runs: vpdpbusd on zmm (20 chains), on ymm (AVX-VNNI, 12 chains) or xor + vpopcntq.
+enum class ProbeKind { Zmm, Ymm, Pop };
+
+int64_t probeLoop(ProbeKind kind, long iters) {
+  return kind == ProbeKind::Zmm ? vnniLoop(iters) : kind == ProbeKind::Ymm ? vnniYmmLoop(iters) : popLoop(iters);
+}
+
 struct ProbeCtx {
   long iters;
-  bool vnni;
+  ProbeKind kind;
   volatile int64_t sink;
   double cpuSeconds[256];
 };
@@ -1005,12 +1037,12 @@ double threadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-double probe(int threads, double seconds, bool vnni) {
+double probe(int threads, double seconds, ProbeKind kind) {
   long iters = 1 << 12;
   double elapsed = 0;
   for (;;) {
     const double t0 = threadCpuSeconds();
-    const int64_t s = vnni ? vnniLoop(iters) : popLoop(iters);
+    const int64_t s = probeLoop(kind, iters);
     elapsed = threadCpuSeconds() - t0;
     if (s == 12345) iters++;
     if (elapsed > seconds / 4 || iters > (1L << 40)) break;
@@ -1019,20 +1051,21 @@ double probe(int threads, double seconds, bool vnni) {
   iters = static_cast<long>(iters * (seconds / elapsed));
   if (threads < 1) threads = 1;
   if (threads > 256) threads = 256;
-  ProbeCtx ctx{iters, vnni, 0, {}};
+  ProbeCtx ctx{iters, kind, 0, {}};
   const int saved = poolThreads();
   if (threads != saved) poolSetThreads(threads);
   poolRun(threads, [](void* raw, int t, int) {
     auto* c = static_cast<ProbeCtx*>(raw);
     const double c0 = threadCpuSeconds();
-    c->sink = c->vnni ? vnniLoop(c->iters) : popLoop(c->iters);
+    c->sink = probeLoop(c->kind, c->iters);
     c->cpuSeconds[t] = threadCpuSeconds() - c0;
   }, &ctx);
   if (threads != saved) poolSetThreads(saved);
-  // vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction; popcount: 512 bits per instruction.
-  // Each thread's rate is taken over its own CPU time (not wall time), so that time slices lost
-  // to other processes on a shared machine do not count; the rates of the threads add up.
-  const double perThread = (vnni ? 128.0 * 20 : 512.0 * kProbeChains) * static_cast<double>(iters);
+  // zmm vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction (ymm: 64); popcount: 512 bits per
+  // instruction. Each thread's rate is taken over its own CPU time (not wall time), so that time
+  // slices lost to other processes on a shared machine do not count; the rates of the threads add up.
+  const double perIter = kind == ProbeKind::Zmm ? 128.0 * 20 : kind == ProbeKind::Ymm ? 64.0 * 12 : 512.0 * kProbeChains;
+  const double perThread = perIter * static_cast<double>(iters);
   double total = 0;
   for (int t = 0; t < threads; t++) total += ctx.cpuSeconds[t] > 0 ? perThread / ctx.cpuSeconds[t] : 0;
   return total * 1e-9;
@@ -1041,13 +1074,14 @@ double probe(int threads, double seconds, bool vnni) {
 }  // namespace
 
 double vnniPeakGops(int threads, double seconds) {
+  if (int8Path() == IntPath::AvxVnni) return probe(threads, seconds, ProbeKind::Ymm);
   if (int8Path() != IntPath::Avx512) return 0;
-  return probe(threads, seconds, true);
+  return probe(threads, seconds, ProbeKind::Zmm);
 }
 
 double popcountPeakGbits(int threads, double seconds) {
   if (binaryPath() != IntPath::Avx512) return 0;
-  return probe(threads, seconds, false);
+  return probe(threads, seconds, ProbeKind::Pop);
 }
 
 const char* int8PathName() {

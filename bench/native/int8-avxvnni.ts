@@ -11,7 +11,8 @@
  * Per shape and thread count the addons run round-robin, one call each per round; each call is timed
  * in process CPU time (process.cpuUsage, all threads: other tenants' time slices do not count) and
  * wall time; prints the medians, 2 M N K per CPU second (all threads' CPU time: per-core throughput,
- * which a small GEMM that runs on one thread also shows) with its ratio to avx2-novnni, and per wall second.
+ * which a small GEMM that runs on one thread also shows) with its ratio to avx2-novnni and its fraction
+ * of one core's ymm vpdpbusd peak (probed at the start, native/intgemm.cc vnniYmmLoop), and per wall second.
  * Every call's output is compared with the first addon's (the kernels are bit-exact).
  */
 import { copyFileSync, mkdtempSync } from 'node:fs';
@@ -74,6 +75,10 @@ try {
   cpu = execSync("grep -m1 'model name' /proc/cpuinfo", { encoding: 'utf8' }).split(':')[1]!.trim();
 } catch { /* not Linux */ }
 console.log(`${cpu}; load ${execSync('uptime', { encoding: 'utf8' }).trim().replace(/^.*load/, 'load')}; reps ${REPS}`);
+// the ymm vpdpbusd peak of one core (the avx-vnni addon's probe, CPU time; median of 7 probes of 50 ms)
+const probes = Array.from({ length: 7 }, () => addons[0]!.addon.vnniPeakGops?.(1, 0.05) ?? 0);
+const peak = median(probes);
+console.log(`${addons[0]!.label} vpdpbusd peak, 1 core: ${peak.toFixed(1)} GOP per CPU s (probes ${probes.map((v) => v.toFixed(0)).join(', ')})`);
 for (const threads of THREADS) {
   for (const a of addons) a.addon.setThreads(threads);
   for (const [label, M, N, K] of shapes) {
@@ -103,7 +108,9 @@ for (const threads of THREADS) {
     const parts = addons.map(({ label: l }, i) => {
       const c = median(cpuMs[i]!);
       const wall = median(wallMs[i]!);
-      return `${l}: cpu ${c.toFixed(3)} ms (${(ops / (c / 1000) / 1e9).toFixed(1)} GOP per CPU s, ${(novnni / c).toFixed(2)}x), wall ${wall.toFixed(3)} ms (${(ops / (wall / 1000) / 1e9).toFixed(1)} GOP/s)`;
+      const rate = ops / (c / 1000) / 1e9;
+      const ofPeak = peak > 0 ? `, ${((100 * rate) / peak).toFixed(0)} % of the ymm peak` : '';
+      return `${l}: cpu ${c.toFixed(3)} ms (${rate.toFixed(1)} GOP per CPU s${ofPeak}, ${(novnni / c).toFixed(2)}x), wall ${wall.toFixed(3)} ms (${(ops / (wall / 1000) / 1e9).toFixed(1)} GOP/s)`;
     });
     console.log(`${threads} thread(s), ${label}: ${parts.join(' | ')}`);
   }
