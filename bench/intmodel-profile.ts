@@ -6,7 +6,7 @@
  *
  *   LOWBIT_THREADS=2 nice -n 10 node --import tsx bench/intmodel-profile.ts [--model lenet5|bnn-mlp]
  *       [--batches 64,256] [--reps 20] [--rounds 40] [--keep 1:1,0.5:0.5,0.25:0.25] [--ckpt path.safetensors]
- *       [--base other.node]
+ *       [--base other.node] [--base-isa avx2-novnni]
  *
  * Per op: thread CPU time (clock_gettime(CLOCK_THREAD_CPUTIME_ID) around each op, `intPlanProfile`)
  * of the batch run serially on one thread in the chunks of a 1- and a 2-thread run, minimum over
@@ -14,7 +14,10 @@
  * figures hold on a loaded machine. Whole model: IntModel.run wall time on LOWBIT_THREADS threads,
  * the models interleaved round by round (`measureModelsInterleaved`), minimum per model.
  * `--base` loads a second build of the addon (e.g. a copy of main's) and runs every plan on both,
- * interleaved (A/B in one process). `--keep a:b` keeps the fraction a of conv1's and b of conv2's channels (the first ones).
+ * interleaved (A/B in one process); `--base-isa ISA` sets LOWBIT_ISA before the base build loads (each
+ * addon reads it at its first call; this one's is fixed before), so a copy of this build under
+ * LOWBIT_ISA=avx2-novnni runs against this one under avx2 (AVX-VNNI against int16 kernels) in one
+ * process. `--keep a:b` keeps the fraction a of conv1's and b of conv2's channels (the first ones).
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -37,6 +40,7 @@ const REPS = Number(flagOr('reps', '20'));
 const ROUNDS = Number(flagOr('rounds', '40'));
 const KEEPS = flagOr('keep', '1:1,0.5:0.5,0.25:0.25').split(',').map((k) => k.split(':').map(Number) as [number, number]);
 const BASE = flagOr('base', '');
+const BASE_ISA = flagOr('base-isa', '');
 const MODEL = flagOr('model', 'lenet5');
 if (MODEL !== 'lenet5' && MODEL !== 'bnn-mlp') throw new Error(`--model must be lenet5 or bnn-mlp, not '${MODEL}'`);
 const CKPT = flagOr('ckpt', '/work/main/runs/qat/ckpt/lenet5-mnist_fp32.safetensors');
@@ -79,7 +83,9 @@ function build(keep1: number, keep2: number) {
 console.log(`kernels ${JSON.stringify(intKernelsBackend())}, LOWBIT_THREADS=${process.env.LOWBIT_THREADS}${BASE ? `, A/B against ${BASE}` : ''}`);
 const addons: { label: string; addon: NonNullable<typeof addon> }[] = [{ label: 'this build', addon }];
 if (BASE) {
+  if (BASE_ISA) process.env.LOWBIT_ISA = BASE_ISA;
   const base = createRequire(import.meta.url)(BASE) as NonNullable<typeof addon>;
+  if (BASE_ISA) console.log(`base: LOWBIT_ISA=${BASE_ISA}, kernels ${JSON.stringify(base.intKernelsInfo!())}`);
   base.setThreads(Number(process.env.LOWBIT_THREADS));
   addons.push({ label: 'base', addon: base });
 }
@@ -124,14 +130,20 @@ for (const batch of BATCHES) {
   const x = Float32Array.from(input.subarray(0, batch * 784));
   const outs = entries.map((e) => new Float32Array(batch * e.outputSize));
   const best = entries.map(() => Infinity);
+  const all = entries.map(() => [] as number[]);
   for (let r = 0; r <= ROUNDS; r++) {
     entries.forEach((e, i) => {
       Atomics.wait(sleeper, 0, 0, 1);
       const t = performance.now();
       e.run(x, batch, outs[i]!);
-      if (r > 0) best[i] = Math.min(best[i]!, (performance.now() - t) * 1000 / batch);
+      const us = (performance.now() - t) * 1000 / batch;
+      if (r > 0) {
+        best[i] = Math.min(best[i]!, us);
+        all[i]!.push(us);
+      }
     });
   }
-  console.log(`whole plan, batch ${batch}, ${process.env.LOWBIT_THREADS} threads, interleaved wall min µs/sample (speed-up vs the first model of the same build):`);
-  entries.forEach((e, i) => console.log(`  ${e.label}: ${best[i]!.toFixed(3)} (${(best[i % addons.length]! / best[i]!).toFixed(3)}x)`));
+  const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+  console.log(`whole plan, batch ${batch}, ${process.env.LOWBIT_THREADS} threads, interleaved wall min µs/sample (speed-up vs the first model of the same build) [median; images/s at the median]:`);
+  entries.forEach((e, i) => console.log(`  ${e.label}: ${best[i]!.toFixed(3)} (${(best[i % addons.length]! / best[i]!).toFixed(3)}x) [${median(all[i]!).toFixed(3)}; ${Math.round(1e6 / median(all[i]!))}/s]`));
 }

@@ -16,18 +16,21 @@
 #define LOWBIT_TARGET_VPOPCNT \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,fma,avx2,popcnt")))
 #define LOWBIT_TARGET_AVX2I __attribute__((target("avx2,fma,popcnt")))
+#define LOWBIT_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 
 namespace lowbit {
 
 namespace {
 
-enum class IntPath { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+// AvxVnni: the AVX2 ISA with AVX-VNNI (VEX vpdpbusd on ymm; Intel client CPUs from Alder Lake on),
+// int8 only (the binary paths never take it).
+enum class IntPath { Scalar = 0, Avx2 = 1, Avx512 = 2, AvxVnni = 3 };
 
 IntPath detectInt8Path() {
   __builtin_cpu_init();
   const Isa isa = activeIsa();
   if (isa == Isa::Avx512 && __builtin_cpu_supports("avx512vnni")) return IntPath::Avx512;
-  if (isa >= Isa::Avx2) return IntPath::Avx2;
+  if (isa >= Isa::Avx2) return avxVnniActive() ? IntPath::AvxVnni : IntPath::Avx2;
   return IntPath::Scalar;
 }
 
@@ -275,6 +278,93 @@ LOWBIT_TARGET_AVX2I void kernelAvx2(const uint8_t* A, int64_t lda, const int8_t*
   }
 }
 
+// ---------------------------------------------------------------- AVX-VNNI int8 core (ymm)
+// MR rows (<= 6) x one 16-channel panel: per k-group the panel's 64 bytes are two ymm of 8 channels
+// x 4 k (channel order, so lane j of the pair's first / second accumulator is channel j / 8 + j).
+// VEX encoding reaches only ymm0-15: 12 accumulators + 2 weight vectors + 1 broadcast. vpdpbusd
+// (not vpdpbusds) adds the four u8 x s8 products to each int32 lane without saturation, wrapping
+// like the scalar core. The accumulators are named variables (an array would live on the stack).
+constexpr int kVnniMR = 6;
+template <int MR>
+LOWBIT_TARGET_AVXVNNI void kernelAvxVnni(const uint8_t* A, int64_t lda, const int8_t* B, int64_t k4n, int32_t* C,
+                                         int64_t ldc, int64_t ncols, bool first, const int32_t* rowSums, int32_t negZero) {
+  static_assert(MR >= 1 && MR <= kVnniMR, "micro-kernel shape");
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i maskLo = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(ncols)), lane);
+  const __m256i maskHi = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(ncols) - 8), lane);
+  // a whole panel (the common case) loads and stores plainly: vpmaskmovd stores are slow on AMD cores
+  const bool full = ncols >= 16;
+#define LB_LOADC(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+  __m256i biasLo = _mm256_setzero_si256(), biasHi = _mm256_setzero_si256();
+  if (first) {
+    const __m256i nz = _mm256_set1_epi32(negZero);
+    biasLo = _mm256_mullo_epi32(full ? LB_LOADC(rowSums) : _mm256_maskload_epi32(rowSums, maskLo), nz);
+    biasHi = _mm256_mullo_epi32(full ? LB_LOADC(rowSums + 8) : _mm256_maskload_epi32(rowSums + 8, maskHi), nz);
+  }
+#define LB_VROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define LB_VDECL(i)                                                                                  \
+  __m256i lo##i, hi##i;                                                                              \
+  if constexpr (MR > i) {                                                                            \
+    lo##i = first ? biasLo : full ? LB_LOADC(C + (i) * ldc) : _mm256_maskload_epi32(C + (i) * ldc, maskLo);   \
+    hi##i = first ? biasHi : full ? LB_LOADC(C + (i) * ldc + 8) : _mm256_maskload_epi32(C + (i) * ldc + 8, maskHi); \
+  }
+  LB_VROWS(LB_VDECL)
+#undef LB_VDECL
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < k4n; k++) {
+    const int8_t* bk = B + k * kKRow;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk + 32));
+#define LB_VROW(i)                                          \
+  if constexpr (MR > i) {                                   \
+    int32_t word;                                           \
+    std::memcpy(&word, A + (i) * lda + k * 4, 4);           \
+    const __m256i av = _mm256_set1_epi32(word);             \
+    lo##i = _mm256_dpbusd_avx_epi32(lo##i, av, b0);         \
+    hi##i = _mm256_dpbusd_avx_epi32(hi##i, av, b1);         \
+  }
+    LB_VROWS(LB_VROW)
+#undef LB_VROW
+  }
+#define LB_VSTORE(i)                                                \
+  if constexpr (MR > i) {                                           \
+    if (full) {                                                     \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + (i) * ldc), lo##i);     \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + (i) * ldc + 8), hi##i); \
+    } else {                                                        \
+      _mm256_maskstore_epi32(C + (i) * ldc, maskLo, lo##i);         \
+      _mm256_maskstore_epi32(C + (i) * ldc + 8, maskHi, hi##i);     \
+    }                                                               \
+  }
+  LB_VROWS(LB_VSTORE)
+#undef LB_VSTORE
+#undef LB_VROWS
+#undef LB_LOADC
+}
+
+using AvxVnniFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int32_t*, int64_t, int64_t, bool, const int32_t*, int32_t);
+
+AvxVnniFn avxVnniKernel(int mr) {
+  switch (mr) {
+    case 1: return kernelAvxVnni<1>;
+    case 2: return kernelAvxVnni<2>;
+    case 3: return kernelAvxVnni<3>;
+    case 4: return kernelAvxVnni<4>;
+    case 5: return kernelAvxVnni<5>;
+    default: return kernelAvxVnni<6>;
+  }
+}
+
+// Rows [0, M) in ceil(M / kVnniMR) tiles of near-equal height (as forRowTiles); f(m0, rows).
+template <class F>
+inline void forVnniRowTiles(int64_t M, F&& f) {
+  const int64_t tiles = (M + kVnniMR - 1) / kVnniMR;
+  for (int64_t t = 0; t < tiles; t++) {
+    const int64_t m0 = M * t / tiles, m1 = M * (t + 1) / tiles;
+    f(m0, static_cast<int>(m1 - m0));
+  }
+}
+
 // ---------------------------------------------------------------- scalar int8 core
 void kernelScalar(int64_t mr, const uint8_t* A, int64_t lda, const int8_t* B, int64_t k4n, int32_t* C, int64_t ldc,
                   int64_t ncols, bool first, const int32_t* rowSums, int32_t negZero) {
@@ -397,6 +487,11 @@ void gemmInt8Packed(int64_t M, int64_t N, int64_t K, const uint8_t* a, bool aSig
             vnniKernel(mr, np)(A + m * Kp + k0 * 4, Kp, B + k0 * kKRow, kPanel * 4, kn, c + m * N + n0, N, ncols, first,
                                rowSums + n0, negZero, nullptr);
           }
+        } else if (path == IntPath::AvxVnni) {
+          forVnniRowTiles(m1 - m0, [&](int64_t m, int mr) {
+            avxVnniKernel(mr)(A + (m0 + m) * Kp + k0 * 4, Kp, B + k0 * kKRow, kn, c + (m0 + m) * N + n0, N, ncols, first,
+                              rowSums + n0, negZero);
+          });
         } else if (path == IntPath::Avx2) {
           for (int64_t m = m0; m < m1; m += 2) {
             if (m + 1 < m1) {
@@ -438,6 +533,10 @@ void gemmInt8Serial(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t l
         forRowTiles(M, [&](int64_t m, int mr) {
           vnniKernel(mr, np)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kPanel * 4, kn, c + m * ldc + n0, ldc, ncols, first,
                              rowSums + n0, negZero, nullptr);
+        });
+      } else if (path == IntPath::AvxVnni) {
+        forVnniRowTiles(M, [&](int64_t m, int mr) {
+          avxVnniKernel(mr)(A + m * lda + k0 * 4, lda, B + k0 * kKRow, kn, c + m * ldc + n0, ldc, ncols, first, rowSums + n0, negZero);
         });
       } else if (path == IntPath::Avx2) {
         for (int64_t m = 0; m < M; m += 2) {
@@ -893,9 +992,41 @@ LOWBIT_TARGET_VPOPCNT int64_t popLoop(long iters) {
 #undef LB_CHAINS
 #undef LB_VCHAINS
 
+// The AVX-VNNI (ymm, VEX) form: 12 chains, 3 activation and 1 weight vectors (the 16 ymm VEX reaches).
+LOWBIT_TARGET_AVXVNNI int32_t vnniYmmLoop(long iters) {
+#define LB_YCHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define LB_DECL(i) __m256i c##i = _mm256_set1_epi32(i);
+  LB_YCHAINS(LB_DECL)
+#undef LB_DECL
+  const __m256i x0 = _mm256_set1_epi32(0x01020304), x1 = _mm256_set1_epi32(0x05060708), x2 = _mm256_set1_epi32(0x090a0b0c);
+  const __m256i y0 = _mm256_set1_epi32(0x01ff0102);
+  for (long i = 0; i < iters; i++) {
+// (inline asm as in vnniLoop: with the intrinsic GCC stores every chain to the stack each step)
+#define LB_STEP(i) \
+  __asm__("%{vex%} vpdpbusd %[wv], %[av], %[cv]" : [cv] "+x"(c##i) : [av] "x"((i) % 3 == 0 ? x0 : (i) % 3 == 1 ? x1 : x2), [wv] "x"(y0));
+    LB_YCHAINS(LB_STEP)
+#undef LB_STEP
+  }
+  __m256i s = _mm256_setzero_si256();
+#define LB_SUM(i) s = _mm256_add_epi32(s, c##i);
+  LB_YCHAINS(LB_SUM)
+#undef LB_SUM
+#undef LB_YCHAINS
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+
+// What a probe runs: vpdpbusd on zmm (20 chains), on ymm (AVX-VNNI, 12 chains) or xor + vpopcntq.
+enum class ProbeKind { Zmm, Ymm, Pop };
+
+int64_t probeLoop(ProbeKind kind, long iters) {
+  return kind == ProbeKind::Zmm ? vnniLoop(iters) : kind == ProbeKind::Ymm ? vnniYmmLoop(iters) : popLoop(iters);
+}
+
 struct ProbeCtx {
   long iters;
-  bool vnni;
+  ProbeKind kind;
   volatile int64_t sink;
   double cpuSeconds[256];
 };
@@ -906,12 +1037,12 @@ double threadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-double probe(int threads, double seconds, bool vnni) {
+double probe(int threads, double seconds, ProbeKind kind) {
   long iters = 1 << 12;
   double elapsed = 0;
   for (;;) {
     const double t0 = threadCpuSeconds();
-    const int64_t s = vnni ? vnniLoop(iters) : popLoop(iters);
+    const int64_t s = probeLoop(kind, iters);
     elapsed = threadCpuSeconds() - t0;
     if (s == 12345) iters++;
     if (elapsed > seconds / 4 || iters > (1L << 40)) break;
@@ -920,20 +1051,21 @@ double probe(int threads, double seconds, bool vnni) {
   iters = static_cast<long>(iters * (seconds / elapsed));
   if (threads < 1) threads = 1;
   if (threads > 256) threads = 256;
-  ProbeCtx ctx{iters, vnni, 0, {}};
+  ProbeCtx ctx{iters, kind, 0, {}};
   const int saved = poolThreads();
   if (threads != saved) poolSetThreads(threads);
   poolRun(threads, [](void* raw, int t, int) {
     auto* c = static_cast<ProbeCtx*>(raw);
     const double c0 = threadCpuSeconds();
-    c->sink = c->vnni ? vnniLoop(c->iters) : popLoop(c->iters);
+    c->sink = probeLoop(c->kind, c->iters);
     c->cpuSeconds[t] = threadCpuSeconds() - c0;
   }, &ctx);
   if (threads != saved) poolSetThreads(saved);
-  // vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction; popcount: 512 bits per instruction.
-  // Each thread's rate is taken over its own CPU time (not wall time), so that time slices lost
-  // to other processes on a shared machine do not count; the rates of the threads add up.
-  const double perThread = (vnni ? 128.0 * 20 : 512.0 * kProbeChains) * static_cast<double>(iters);
+  // zmm vnni: 64 u8 x s8 multiply-adds = 128 ops per instruction (ymm: 64); popcount: 512 bits per
+  // instruction. Each thread's rate is taken over its own CPU time (not wall time), so that time
+  // slices lost to other processes on a shared machine do not count; the rates of the threads add up.
+  const double perIter = kind == ProbeKind::Zmm ? 128.0 * 20 : kind == ProbeKind::Ymm ? 64.0 * 12 : 512.0 * kProbeChains;
+  const double perThread = perIter * static_cast<double>(iters);
   double total = 0;
   for (int t = 0; t < threads; t++) total += ctx.cpuSeconds[t] > 0 ? perThread / ctx.cpuSeconds[t] : 0;
   return total * 1e-9;
@@ -942,18 +1074,20 @@ double probe(int threads, double seconds, bool vnni) {
 }  // namespace
 
 double vnniPeakGops(int threads, double seconds) {
+  if (int8Path() == IntPath::AvxVnni) return probe(threads, seconds, ProbeKind::Ymm);
   if (int8Path() != IntPath::Avx512) return 0;
-  return probe(threads, seconds, true);
+  return probe(threads, seconds, ProbeKind::Zmm);
 }
 
 double popcountPeakGbits(int threads, double seconds) {
   if (binaryPath() != IntPath::Avx512) return 0;
-  return probe(threads, seconds, false);
+  return probe(threads, seconds, ProbeKind::Pop);
 }
 
 const char* int8PathName() {
   switch (int8Path()) {
     case IntPath::Avx512: return "avx512-vnni";
+    case IntPath::AvxVnni: return "avx-vnni";
     case IntPath::Avx2: return "avx2";
     default: return "scalar";
   }

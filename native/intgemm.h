@@ -82,11 +82,13 @@ void requantize(const int32_t* acc, int64_t M, int64_t N, const int32_t* mult, c
                 int32_t qmin, int32_t qmax, void* out, bool outSigned);
 
 // Throughput probes on `threads` threads for about `seconds`, each thread timed over its own CPU time
-// (CLOCK_THREAD_CPUTIME_ID) so that time slices taken by other processes do not count.
+// (CLOCK_THREAD_CPUTIME_ID) so that time slices taken by other processes do not count. vnniPeakGops:
+// vpdpbusd of the active int8 path (zmm on avx512-vnni, ymm on avx-vnni; 0 on the others).
 double vnniPeakGops(int threads, double seconds);
 double popcountPeakGbits(int threads, double seconds);
 
-// Which integer paths are active: "avx512-vnni", "avx2" or "scalar"; "avx512-vpopcntdq" / ...
+// Which integer paths are active: "avx512-vnni", "avx-vnni" (ymm, AVX2 ISA with AVX-VNNI), "avx2" or
+// "scalar"; "avx512-vpopcntdq" / ...
 const char* int8PathName();
 const char* binaryPathName();
 

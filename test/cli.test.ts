@@ -59,6 +59,15 @@ test('lowbit info prints versions and backends', () => {
   assert.ok(json.available.includes('wasm'));
   assert.ok(json.wasm.ops?.includes('conv2dBackwardWeight'));
   assert.match(lowbit(['info', '--backend']).stdout, /^wasm +WebAssembly SIMD128 kernels for matmul, linear, conv2d/m);
+  // the int8 GEMM path follows LOWBIT_ISA: avx2 takes the AVX-VNNI ymm kernel where the CPU has AVX-VNNI
+  const features = (JSON.parse(lowbit(['info', '--backend', '--json']).stdout) as { cpuFeatures?: string[] }).cpuFeatures;
+  if (features) {
+    const int8Of = (isa: string): string | undefined => /^integer kernels +int8 ([\w-]+),/m.exec(lowbit(['info', '--backend'], { LOWBIT_ISA: isa }).stdout)?.[1];
+    assert.equal(int8Of('avx2'), features.includes('avxvnni') ? 'avx-vnni' : 'avx2');
+    assert.equal(int8Of('avx2-novnni'), 'avx2');
+    assert.equal(int8Of('scalar'), 'scalar');
+    assert.match(lowbit(['info', '--backend']).stdout, /^integer kernels +int8 (avx512-vnni|avx-vnni|avx2|scalar), binary /m);
+  }
 });
 
 test('lowbit train --limit 512 --epochs 1 (default: W4A4 QAT) trains, prints test accuracy and the fp32 baseline, writes its outputs', () => {

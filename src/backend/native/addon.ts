@@ -127,7 +127,7 @@ export interface NativeAddon {
 
   // ---------------------------------------------------------------- integer kernels (native/intgemm.h)
   // Used by src/runtime/kernels; optional so that an older addon build still loads.
-  /** Which integer paths are active: int8 'avx512-vnni' | 'avx2' | 'scalar', binary 'avx512-vpopcntdq' | 'avx2-pshufb' | 'scalar'. */
+  /** Which integer paths are active: int8 'avx512-vnni' | 'avx-vnni' (ymm, AVX2 ISA with AVX-VNNI) | 'avx2' | 'scalar', binary 'avx512-vpopcntdq' | 'avx2-pshufb' | 'scalar'. */
   intKernelsInfo?(): { int8: string; binary: string; amx?: string };
   /** Bytes of the AMX weight tiles for (N, K) (native/amx.h: K padded to 64, N to 16). */
   amxPackedBytes?(n: number, k: number): number;

@@ -186,7 +186,7 @@ export function requantize(
   requantizeRef(acc, M, N, multiplier, shift, outZeroPoint, qmin, qmax, out);
 }
 
-/** Measured vpdpbusd peak (GOP/s) on `threads` threads; null without the addon or VNNI. */
+/** Measured vpdpbusd peak (GOP/s) on `threads` threads (zmm on 'avx512-vnni', ymm on 'avx-vnni'); null without the addon or VNNI. */
 export function vnniPeakGops(threads: number, seconds = 0.2): number | null {
   const addon = loadAddon();
   const v = addon?.vnniPeakGops ? addon.vnniPeakGops(threads, seconds) : 0;
