@@ -7,7 +7,26 @@ import { broadcastShapes, matmulSizes } from '../primitives.ts';
 import { broadcastStrides, offsetMap } from '../reference/util.ts';
 import { packPanels } from './pack.ts';
 import type { WasmRuntime } from './runtime.ts';
-import { allF32, f32 } from './util.ts';
+import { allF32, f32, partRange, partsFor } from './util.ts';
+
+/**
+ * gemm(ap, bp, cp, mb, nb, k, ldc) (float indices) split over threads by row or column panels,
+ * whichever there are more of: every tile of C is computed by the same calls as on one thread.
+ * @internal
+ */
+export function gemmParallel(rt: WasmRuntime, ap: number, bp: number, cp: number, mb: number, nb: number, k: number, ldc: number, accumulate = 0): void {
+  const byRows = mb > nb;
+  const parts = partsFor(rt.threads(), mb * nb * 32 * k, byRows ? mb : nb);
+  if (parts === 1) {
+    rt.gemm(ap * 4, bp * 4, cp * 4, mb, nb, k, ldc * 4, accumulate);
+    return;
+  }
+  rt.parallel(parts, (part, call) => {
+    const [lo, hi] = partRange(byRows ? mb : nb, parts, part);
+    if (byRows) call(rt.fn.gemm, (ap + lo * 4 * k) * 4, bp * 4, (cp + lo * 4 * ldc) * 4, hi - lo, nb, k, ldc * 4, accumulate);
+    else call(rt.fn.gemm, ap * 4, (bp + lo * 8 * k) * 4, (cp + lo * 8) * 4, mb, hi - lo, k, ldc * 4, accumulate);
+  });
+}
 
 /** a [...batch, M, K] (or [..., K, M]), b [...batch, K, N] (or [..., N, K]) -> [...batch, M, N]; batch dims broadcast. */
 export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
@@ -46,7 +65,7 @@ export function matmulKernel(rt: WasmRuntime): Kernel<'matmul'> {
       if (bOff !== bPacked) packPanels(mem, bp, b.data, bOff, n, k, transB ? k : 1, transB ? 1 : n, 8);
       aPacked = aOff;
       bPacked = bOff;
-      rt.gemm(ap * 4, bp * 4, cp * 4, mb, nb, k, ldc * 4, 0);
+      gemmParallel(rt, ap, bp, cp, mb, nb, k, ldc);
       const out = y.data;
       const base = i * m * n;
       for (let r = 0; r < m; r++) out.set(mem.subarray(cp + r * ldc, cp + r * ldc + n), base + r * n);

@@ -47,3 +47,20 @@ export function convGeometry(x: readonly number[], w: readonly number[], a: Conv
 export function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
   return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
 }
+
+/**
+ * Multiply-adds below which a kernel call stays on the calling thread: waking the workers and
+ * waiting for them costs about 15–30 µs (scratch/ measurement in docs/runtime.md), some 10^5
+ * multiply-adds of the SIMD GEMM.
+ */
+export const PARALLEL_MIN_MACS = 1 << 18;
+
+/** How many parts to split `units` independent pieces of `macs` multiply-adds into (1: stay on the caller). */
+export function partsFor(threads: number, macs: number, units: number): number {
+  return macs < PARALLEL_MIN_MACS ? 1 : Math.max(1, Math.min(threads, units));
+}
+
+/** Part `part` of `parts` near-equal contiguous ranges of [0, total): [lo, hi). */
+export function partRange(total: number, parts: number, part: number): [number, number] {
+  return [Math.floor((total * part) / parts), Math.floor((total * (part + 1)) / parts)];
+}
