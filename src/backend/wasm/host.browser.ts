@@ -11,7 +11,7 @@ export interface HostWorker {
 
 interface BrowserGlobals {
   crossOriginIsolated?: boolean;
-  Worker?: new (url: string) => { postMessage(message: unknown): void; terminate(): void };
+  Worker?: new (url: string) => { postMessage(message: unknown): void; terminate(): void; onerror: ((e: { message?: string }) => void) | null };
   Blob?: new (parts: string[], options: { type: string }) => object;
   URL?: { createObjectURL(blob: object): string };
   navigator?: { hardwareConcurrency?: number };
@@ -43,9 +43,10 @@ export function threadsFromEnvironment(): number | null {
  */
 export const callerCanBlock = g.WorkerGlobalScope !== undefined;
 
-export function spawnWorker(source: string, init: unknown): HostWorker {
+export function spawnWorker(source: string, init: unknown, onError: (message: string) => void): HostWorker {
   const url = g.URL!.createObjectURL(new g.Blob!([`${source}\nself.onmessage = (e) => startWorker(e.data);`], { type: 'text/javascript' }));
   const worker = new g.Worker!(url);
+  worker.onerror = (e: { message?: string }) => onError(e.message ?? 'worker error');
   worker.postMessage(init);
   // the URL is not revoked: a worker may fetch its script after this returns
   return { terminate: () => worker.terminate() };

@@ -33,11 +33,14 @@ export function threadsFromEnvironment(): number | null {
 /** Whether the calling thread may block in Atomics.wait (Node's main thread may). */
 export const callerCanBlock = true;
 
-/** Starts a worker running `source` (a script that defines `startWorker(init)`) with `init`. */
-export function spawnWorker(source: string, init: unknown): HostWorker {
-  const worker = new Worker(`${source}\nstartWorker(require('node:worker_threads').workerData);`, { eval: true, workerData: init });
+/**
+ * Starts a worker running `source` (a script that defines `startWorker(init)`) with `init`; an
+ * error in it (a failed start: the worker then never reports ready) goes to `onError`. The worker
+ * gets no execArgv (a parent's `--import tsx` or `--input-type=module` would slow or break it).
+ */
+export function spawnWorker(source: string, init: unknown, onError: (message: string) => void): HostWorker {
+  const worker = new Worker(`${source}\nstartWorker(require('node:worker_threads').workerData);`, { eval: true, workerData: init, execArgv: [] });
   worker.unref();
-  // A failed start leaves the worker out of the pool (it never reports ready); no unhandled 'error' event.
-  worker.on('error', () => {});
+  worker.on('error', (e: unknown) => onError(e instanceof Error ? e.message : String(e)));
   return { terminate: () => void worker.terminate() };
 }

@@ -146,6 +146,8 @@ let shared: { memory: object; modules: object[]; fns: ((...args: number[]) => un
 /** The pool, when started; the thread count asked for (null: the default, decided at first use). */
 let pool: WasmPool | null = null;
 let requested: number | null = null;
+/** Dispatches of the pools closed so far. */
+let dispatchedBefore = 0;
 /** Why the runtime runs on one thread although more were asked for, or null. */
 let singleReason: string | null = null;
 
@@ -154,7 +156,7 @@ function ensurePool(): WasmPool | null {
   const threads = requested ?? defaultThreadCount();
   if (threads <= 1) return null;
   pool = new WasmPool({ memory: shared.memory, modules: shared.modules, names: THREADED_EXPORTS, fns: shared.fns }, threads);
-  void pool.start();
+  pool.spawn();
   return pool;
 }
 
@@ -166,20 +168,32 @@ function ensurePool(): WasmPool | null {
 export async function setWasmThreads(threads: number): Promise<number> {
   if (!Number.isInteger(threads) || threads < 1 || threads > 16) throw new Error(`wasm threads must be an integer in [1, 16], got ${threads}`);
   requested = threads;
+  dispatchedBefore += pool?.dispatched ?? 0;
   pool?.close();
   pool = null;
   const rt = wasmRuntime();
   if (typeof rt === 'string') return 1;
   const started = ensurePool();
-  if (started) await started.start();
+  if (started) await started.ready();
   return rt.threads();
 }
 
-/** The wasm backend's threads: asked for, in use now, and why only one when that is the case. */
-export function wasmThreadsInfo(): { requested: number; active: number; reason: string | null } {
+/** The wasm backend's threads now. */
+export interface WasmThreadsInfo {
+  /** Threads asked for (setWasmThreads, else LOWBIT_THREADS, else min(cores, 4)). */
+  requested: number;
+  /** Threads kernels split over now: the caller plus the workers that are ready (they start on first use). */
+  active: number;
+  /** Why the backend runs on one thread although more were asked for, or null. */
+  reason: string | null;
+  /** Kernel calls so far that ran parts on workers. */
+  dispatched: number;
+}
+
+export function wasmThreadsInfo(): WasmThreadsInfo {
   const asked = requested ?? defaultThreadCount();
-  const reason = singleReason ?? (typeof cached === 'string' ? cached : null);
-  return { requested: asked, active: pool ? pool.available() : 1, reason: asked > 1 ? reason : null };
+  const reason = singleReason ?? (typeof cached === 'string' ? cached : null) ?? pool?.error ?? null;
+  return { requested: asked, active: pool ? pool.available() : 1, reason: asked > 1 ? reason : null, dispatched: dispatchedBefore + (pool?.dispatched ?? 0) };
 }
 
 /** Why WebAssembly SIMD128 cannot run here, or null when it can (the module validates). */

@@ -84,30 +84,41 @@ export class WasmPool {
   private readonly ctrl: Int32Array;
   private workers: HostWorker[] = [];
   private seq = 0;
-  private started: Promise<void> | null = null;
+  private spawned = false;
+  /** The first error a worker reported (it then takes no parts), or null. */
+  error: string | null = null;
+  /** Kernel calls that ran parts on workers (tests check that a threaded path really ran). */
+  dispatched = 0;
 
   constructor(private readonly target: PoolTarget, readonly threads: number) {
     this.control = new SharedArrayBuffer(4 * SLOT_WORDS * Math.max(1, threads - 1));
     this.ctrl = new Int32Array(this.control);
   }
 
-  /** Starts the workers (once); resolves when every one reported ready (or after `timeoutMs`, with those that did). */
-  start(timeoutMs = 20000): Promise<void> {
-    if (this.started) return this.started;
+  /** Starts the workers (once, without waiting for them: kernels use each one once it is ready). */
+  spawn(): void {
+    if (this.spawned) return;
+    this.spawned = true;
     for (let w = 0; w < this.threads - 1; w++) {
       this.workers.push(spawnWorker(WORKER_SOURCE, {
         modules: this.target.modules, memory: this.target.memory, names: this.target.names, control: this.control, base: w * SLOT_WORDS,
+      }, (message) => {
+        this.error ??= `wasm worker ${w + 1}: ${message}`;
       }));
     }
+  }
+
+  /** Starts the workers and resolves when every one reported ready, one failed, or `timeoutMs` passed. */
+  ready(timeoutMs = 20000): Promise<void> {
+    this.spawn();
     const t0 = Date.now();
-    this.started = new Promise<void>((resolve) => {
+    return new Promise<void>((resolve) => {
       const poll = () => {
-        if (this.readyWorkers() === this.threads - 1 || Date.now() - t0 > timeoutMs) resolve();
+        if (this.readyWorkers() === this.threads - 1 || this.error !== null || Date.now() - t0 > timeoutMs) resolve();
         else setTimeout(poll, 2);
       };
       poll();
     });
-    return this.started;
   }
 
   /** Workers that reported ready, counted from the first (a worker is used only when all before it are). */
@@ -157,6 +168,7 @@ export class WasmPool {
       return;
     }
     const seq = ++this.seq;
+    this.dispatched++;
     for (let p = 1; p < parts; p++) {
       const base = (p - 1) * SLOT_WORDS;
       Atomics.store(ctrl, base + SEQ, seq);
