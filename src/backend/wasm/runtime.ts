@@ -168,11 +168,17 @@ function ensurePool(): WasmPool | null {
 export async function setWasmThreads(threads: number): Promise<number> {
   if (!Number.isInteger(threads) || threads < 1 || threads > 16) throw new Error(`wasm threads must be an integer in [1, 16], got ${threads}`);
   requested = threads;
+  const rt = wasmRuntime();
+  if (typeof rt === 'string') return 1;
+  if (pool && pool.threads >= threads && pool.error === null) {
+    // fewer threads than the pool has (or as many): keep the workers, lower the limit
+    pool.limit = threads;
+    await pool.ready();
+    return rt.threads();
+  }
   dispatchedBefore += pool?.dispatched ?? 0;
   pool?.close();
   pool = null;
-  const rt = wasmRuntime();
-  if (typeof rt === 'string') return 1;
   const started = ensurePool();
   if (started) await started.ready();
   return rt.threads();

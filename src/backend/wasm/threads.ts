@@ -91,6 +91,7 @@ export class WasmPool {
   dispatched = 0;
 
   constructor(private readonly target: PoolTarget, readonly threads: number) {
+    this.limit = threads;
     this.control = new SharedArrayBuffer(4 * SLOT_WORDS * Math.max(1, threads - 1));
     this.ctrl = new Int32Array(this.control);
   }
@@ -128,9 +129,12 @@ export class WasmPool {
     return n;
   }
 
-  /** Threads a kernel may split over now: the caller plus the ready workers. */
+  /** Most threads kernels may use (setWasmThreads lowers it without stopping workers). */
+  limit: number;
+
+  /** Threads a kernel may split over now: the caller plus the ready workers, at most `limit`. */
   available(): number {
-    return 1 + this.readyWorkers();
+    return Math.min(this.limit, 1 + this.readyWorkers());
   }
 
   /**
