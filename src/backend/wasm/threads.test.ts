@@ -7,14 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 
 import '../reference/index.ts';
 import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts';
 import { sizeOf } from '../primitives.ts';
 import { getBackend, runKernel, setBackend } from '../registry.ts';
 import { loadWasm, wasmKernel } from './index.ts';
-import { setCanvasPaths } from './kernels.ts';
+import { setCanvasPaths, setParallelMinMacs } from './kernels.ts';
+import { PARALLEL_MIN_MACS } from './util.ts';
 import { setWasmThreads, wasmRuntime, wasmThreadsInfo } from './runtime.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
@@ -93,6 +94,15 @@ async function sameBits<P extends PrimitiveName>(op: P, inputs: readonly RawTens
 }
 
 describe('wasm kernels on several threads equal one thread bit for bit', { skip }, () => {
+  // every call large enough to split is split, however small (odd sizes, one panel per part)
+  let threshold = PARALLEL_MIN_MACS;
+  before(() => {
+    threshold = setParallelMinMacs(0);
+  });
+  after(() => {
+    setParallelMinMacs(threshold);
+  });
+
   it('matmul: split by column panels, by row panels, batched, transposed (odd sizes)', async () => {
     // [a shape, b shape, transA, transB]: a is [..., K, M] when transA, b [..., N, K] when transB
     const cases: [number[], number[], boolean, boolean][] = [
@@ -118,8 +128,8 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
   const convCases: [number, number, number, number, number, number, number, [number, number], [number, number], [number, number], number][] = [
     [7, 1, 28, 28, 6, 5, 5, [1, 1], [2, 2], [1, 1], 1], // LeNet conv1 as in the model, odd batch
     [5, 6, 14, 14, 16, 5, 5, [1, 1], [0, 0], [1, 1], 1], // LeNet conv2
-    [3, 4, 19, 23, 10, 3, 3, [1, 1], [2, 1], [2, 1], 2], // groups, dilation, partial panels (below the threshold)
-    [5, 12, 21, 19, 26, 3, 3, [1, 1], [2, 1], [2, 1], 2], // the same, large enough to split
+    [3, 4, 19, 23, 10, 3, 3, [1, 1], [2, 1], [2, 1], 2], // groups, dilation, partial panels
+    [2, 3, 7, 9, 5, 3, 3, [1, 1], [1, 1], [1, 1], 1], // tiny: fewer units than threads
     [3, 9, 45, 37, 21, 4, 4, [2, 2], [1, 2], [1, 2], 1], // strided: im2col path, split GEMM
   ];
   for (const canvas of [true, false]) {
@@ -193,6 +203,13 @@ describe('LeNet-5 training on several wasm threads equals one thread', { skip },
 });
 
 describe('wasm threads: configuration and fallback', { skip }, () => {
+  it(`calls under ${PARALLEL_MIN_MACS} multiply-adds stay on the caller; larger ones split`, async () => {
+    const small = await onThreads(THREADS, 'matmul', [random([40, 50], 1), random([50, 60], 2)], { transA: false, transB: false });
+    assert.equal(small.dispatched, 0, '40·50·60 multiply-adds stay on the caller');
+    const large = await onThreads(THREADS, 'matmul', [random([128, 200], 1), random([200, 96], 2)], { transA: false, transB: false });
+    assert.equal(large.dispatched, 1, '128·200·96 multiply-adds are split');
+  });
+
   it('setWasmThreads refuses counts outside [1, 16]', async () => {
     for (const bad of [0, 17, 1.5, Number.NaN]) await assert.rejects(setWasmThreads(bad), /integer in \[1, 16\]/);
   });
