@@ -100,8 +100,8 @@ function convForwardCanvas(
 /**
  * Stride-1 backward input: per image and group dcol = W_gᵀ [kk, og] · dy_g [og, P] (packed GEMM),
  * then col2im in wasm (vector adds along the output rows) into dx. Null when it does not fit. On
- * several threads every image's dy panels are packed first, then images are split over threads
- * (each with its own C buffer; an image's dx is written by one thread).
+ * several threads images are split over threads (each image's dy panels packed into a buffer of
+ * its own, each thread with its own C buffer; an image's dx is written by one thread).
  */
 function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry, threads = rt.threads()): Float32Array | null {
   const { n, c, h, w: wd, o, g, cg, og, kk, kh, kw, oh, ow, ph, pw, dh, dw, p } = geo;
@@ -138,10 +138,15 @@ function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArra
       }, cps[0]!, rt.call);
     }
   } else {
-    for (let b = 0; b < n; b++) for (let gi = 0; gi < g; gi++) packB(b, gi, bp + (b * g + gi) * panel);
+    // each part packs its own images' panels (the caller's part while the workers run)
     rt.parallel(parts, (part, call) => {
       const [lo, hi] = partRange(n, parts, part);
-      for (let b = lo; b < hi; b++) image(b, (gi) => bp + (b * g + gi) * panel, cps[part]!, call);
+      for (let b = lo; b < hi; b++) {
+        image(b, (gi) => {
+          packB(b, gi, bp + (b * g + gi) * panel);
+          return bp + (b * g + gi) * panel;
+        }, cps[part]!, call);
+      }
     });
   }
   return mem.slice(dxAll, dxAll + n * c * h * wd);
