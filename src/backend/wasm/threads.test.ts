@@ -119,6 +119,23 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
     assertThreaded(['matmul']);
   });
 
+  it('a call that grows the shared memory with the workers running: they see the grown memory', async () => {
+    assert.equal(await setWasmThreads(THREADS), THREADS);
+    const rt = wasmRuntime();
+    assert.ok(typeof rt !== 'string');
+    const have = rt.arena.view().byteLength;
+    // A, B and C of an s × s × s matmul take about 3·s² floats: 2 MB more than the memory has
+    const s = Math.ceil(Math.sqrt((have + 2 ** 21) / 12));
+    const inputs = [random([s, s], 7), random([s, s], 8)];
+    const attrs = { transA: false, transB: false };
+    const before = wasmThreadsInfo().dispatched;
+    const many = wasmKernel('matmul')!(inputs, attrs)!;
+    assert.ok(wasmThreadsInfo().dispatched > before, 'workers ran parts');
+    assert.ok(rt.arena.view().byteLength > have, `the memory grew past ${have} bytes`);
+    const one = await onThreads(1, 'matmul', inputs, attrs);
+    assert.deepEqual(new Uint32Array((many.data as Float32Array).buffer), new Uint32Array((one.y.data as Float32Array).buffer));
+  });
+
   it('linear (x·wᵀ + bias) on a 129 × 300 × 77 call', async () => {
     await sameBits('linear', [random([129, 300], 1), random([77, 300], 2), random([77], 3)], {}, 1e-6 * 300, 'linear');
     assertThreaded(['linear']);
