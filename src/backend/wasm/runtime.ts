@@ -10,7 +10,7 @@ import { fp32ModuleBytes } from './module.ts';
 import { FQ_EXPORTS, quantModulesBytes, type FqMode } from './quant-module.ts';
 import { elementwiseModuleBytes, EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
 import { ENV_MEMORY, sharedEnvMemory } from './memory-import.ts';
-import { defaultThreadCount, threadsUnavailableReason, WasmPool, type CallSink } from './threads.ts';
+import { defaultThreadCount, MAX_THREADS, threadsUnavailableReason, WasmPool, type CallSink } from './threads.ts';
 
 /** Every module of the backend (all import the one memory), emitted once; shared-memory variants when `shared`. */
 const modules = new Map<boolean, Uint8Array[]>();
@@ -64,7 +64,6 @@ export class Arena {
    */
   fits(): boolean {
     const need = this.top * 4;
-    // (a shared memory's buffer keeps its length; `view()` takes the grown one)
     if (need > MAX_BYTES) return false;
     const have = this.memory.buffer.byteLength;
     if (need > have) {
@@ -77,7 +76,10 @@ export class Arena {
     return true;
   }
 
-  /** The memory as float32 (after `fits()`; growing replaces the buffer, so take the view after it). */
+  /**
+   * The memory as float32 (after `fits()`; growing replaces the buffer, so take the view after it;
+   * a shared memory's old SharedArrayBuffer keeps its old length, hence the length check).
+   */
   view(): Float32Array {
     const buffer = this.memory.buffer;
     if (this.view_.buffer !== buffer || this.view_.byteLength !== buffer.byteLength) this.view_ = new Float32Array(buffer);
@@ -166,7 +168,7 @@ function ensurePool(): WasmPool | null {
  * min(cores, 4), and the workers start when the first large kernel runs.
  */
 export async function setWasmThreads(threads: number): Promise<number> {
-  if (!Number.isInteger(threads) || threads < 1 || threads > 16) throw new Error(`wasm threads must be an integer in [1, 16], got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) throw new Error(`wasm threads must be an integer in [1, ${MAX_THREADS}], got ${threads}`);
   requested = threads;
   const rt = wasmRuntime();
   if (typeof rt === 'string') return 1;

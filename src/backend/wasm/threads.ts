@@ -171,7 +171,8 @@ export class WasmPool {
       for (let p = 0; p < parts; p++) build(p, direct);
       return;
     }
-    const seq = ++this.seq;
+    // job numbers run 1 .. 2^31 − 1 and wrap (a negative one would ask the workers to exit)
+    const seq = (this.seq = (this.seq % 0x7fffffff) + 1);
     this.dispatched++;
     for (let p = 1; p < parts; p++) {
       const base = (p - 1) * SLOT_WORDS;
