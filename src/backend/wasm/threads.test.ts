@@ -259,8 +259,9 @@ describe('wasm threads: configuration and fallback', { skip }, () => {
     const script = `
       const { wasmThreadsInfo, wasmRuntime } = await import(${JSON.stringify(new URL('./runtime.ts', import.meta.url).href)});
       const rt = wasmRuntime();
-      rt.threads(); // starts the default pool
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      rt.threads(); // starts the default pool, without waiting for it
+      // the workers report ready on their own (up to 20 s on a crowded machine)
+      for (let i = 0; i < 400 && wasmThreadsInfo().active < 3; i++) await new Promise((resolve) => setTimeout(resolve, 50));
       console.log(JSON.stringify(wasmThreadsInfo()));`;
     const t0 = Date.now();
     const r = child(script, { LOWBIT_THREADS: '3' });
