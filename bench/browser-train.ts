@@ -3,8 +3,9 @@
  * esbuild) trains LeNet-5 at batch 64 (SGD with momentum, random MNIST-shaped batches; fp32 speed
  * does not depend on pixel values) and the default `lowbit train` job (LeNet-5 W4A4 LSQ QAT, Adam
  * lr 2e-3 with quantizer parameters at 0.1x, batch 64, the same random batches) on the 'wasm'
- * backend and on the 'reference' backend, in interleaved rounds; samples/s per round from
- * `performance.now()` in the page, medians reported.
+ * backend on one and on two threads (the page is served cross-origin isolated, COOP + COEP, so the
+ * wasm backend can start its Web Workers) and on the 'reference' backend, in interleaved rounds;
+ * samples/s per round from `performance.now()` in the page, medians reported.
  *
  *   npx tsx bench/browser-train.ts [ROUNDS]      # default 5 rounds
  *
@@ -15,7 +16,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromiumUnavailable, withChromiumPage } from '../test/chromium.ts';
+import { chromiumUnavailable, CROSS_ORIGIN_ISOLATION, withChromiumPage } from '../test/chromium.ts';
 import { gitCommit, median, writeAtomic } from './lib.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -52,7 +53,8 @@ for (const backend of ['wasm', 'reference']) for (const job of ['fp32', 'qat']) 
     return loss.item();
   };
 }
-globalThis.__info = { defaultBackend: null, backends: lowbit.availableBackends(), userAgent: navigator.userAgent };
+globalThis.__info = { defaultBackend: null, backends: lowbit.availableBackends(), userAgent: navigator.userAgent, crossOriginIsolated: globalThis.crossOriginIsolated === true };
+globalThis.__threads = (n) => lowbit.setWasmThreads(n);
 globalThis.__steps = (backend, n, job) => {
   lowbit.setBackend(backend);
   const t = performance.now();
@@ -82,9 +84,16 @@ async function main(): Promise<void> {
     });
     writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>lowbit</title><link rel="icon" href="data:,"><script type="module" src="default.js"></script><script type="module" src="bundle.js"></script>');
     const JOBS = ['fp32', 'qat'] as const;
+    const VARIANTS = [
+      { name: 'wasm×1', backend: 'wasm', threads: 1 },
+      { name: 'wasm×2', backend: 'wasm', threads: 2 },
+      { name: 'reference', backend: 'reference', threads: 1 },
+    ] as const;
     const steps: Record<string, number> = { wasm: 40, reference: 4 };
-    const samples: Record<string, Record<string, number[]>> = { fp32: { wasm: [], reference: [] }, qat: { wasm: [], reference: [] } };
+    const empty = () => Object.fromEntries(VARIANTS.map((v) => [v.name, [] as number[]]));
+    const samples: Record<string, Record<string, number[]>> = { fp32: empty(), qat: empty() };
     type StepsFn = (b: string, n: number, job: string) => { ms: number; loss: number };
+    type ThreadsFn = (n: number) => Promise<number>;
     const { value, problems } = await withChromiumPage(dir, 'index.html', async (page) => {
       await page.waitForFunction(() => '__steps' in globalThis && '__default' in globalThis, undefined, { timeout: 120_000 });
       const info = await page.evaluate(() => ({ ...(globalThis as unknown as { __info: object }).__info, defaultBackend: (globalThis as unknown as { __default: string }).__default }));
@@ -97,21 +106,27 @@ async function main(): Promise<void> {
       const losses: Record<string, number> = {};
       for (let r = 0; r < rounds; r++) {
         for (const job of JOBS) {
-          for (const backend of ['wasm', 'reference']) {
-            const n = steps[backend]!;
-            const { ms, loss } = await page.evaluate(([b, k, j]) => (globalThis as unknown as { __steps: StepsFn }).__steps(b as string, k as number, j as string), [backend, n, job] as const);
-            samples[job]![backend]!.push((n * 64) / (ms / 1000));
-            losses[`${backend}/${job}`] = loss;
+          for (const v of VARIANTS) {
+            const n = steps[v.backend]!;
+            if (v.backend === 'wasm') {
+              const active = await page.evaluate((t) => (globalThis as unknown as { __threads: ThreadsFn }).__threads(t), v.threads);
+              if (active !== v.threads) throw new Error(`${v.name}: the page runs wasm on ${active} thread(s)`);
+            }
+            const { ms, loss } = await page.evaluate(([b, k, j]) => (globalThis as unknown as { __steps: StepsFn }).__steps(b as string, k as number, j as string), [v.backend, n, job] as const);
+            samples[job]![v.name]!.push((n * 64) / (ms / 1000));
+            losses[`${v.name}/${job}`] = loss;
           }
-          console.log(`round ${r + 1}/${rounds} ${job}: wasm ${samples[job]!.wasm!.at(-1)!.toFixed(0)} samples/s, reference ${samples[job]!.reference!.at(-1)!.toFixed(0)} samples/s`);
+          console.log(`round ${r + 1}/${rounds} ${job}: ${VARIANTS.map((v) => `${v.name} ${samples[job]![v.name]!.at(-1)!.toFixed(0)}`).join(', ')} samples/s`);
         }
       }
       return { info, losses };
-    });
+    }, CROSS_ORIGIN_ISOLATION);
     if (problems.errors.length > 0) throw new Error(`page errors: ${problems.errors.join('; ')}`);
-    const wasm = median(samples.fp32!.wasm!);
+    const wasm = median(samples.fp32!['wasm×1']!);
+    const wasm2 = median(samples.fp32!['wasm×2']!);
     const reference = median(samples.fp32!.reference!);
-    const qatWasm = median(samples.qat!.wasm!);
+    const qatWasm = median(samples.qat!['wasm×1']!);
+    const qatWasm2 = median(samples.qat!['wasm×2']!);
     const qatReference = median(samples.qat!.reference!);
     const result = {
       what: 'LeNet-5 training, batch 64, SGD momentum 0.9 (fp32) and W4A4 LSQ QAT with Adam (qat: the lowbit train default job), headless Chromium (src/browser.ts bundle)',
@@ -121,15 +136,15 @@ async function main(): Promise<void> {
       rounds,
       stepsPerRound: steps,
       browser: value.info,
-      samplesPerSecond: { wasm: samples.fp32!.wasm, reference: samples.fp32!.reference },
-      median: { wasm, reference, speedup: wasm / reference },
-      qat: { samplesPerSecond: samples.qat, median: { wasm: qatWasm, reference: qatReference, speedup: qatWasm / qatReference } },
+      samplesPerSecond: samples.fp32,
+      median: { 'wasm×1': wasm, 'wasm×2': wasm2, reference, speedup: wasm / reference, twoThreads: wasm2 / wasm },
+      qat: { samplesPerSecond: samples.qat, median: { 'wasm×1': qatWasm, 'wasm×2': qatWasm2, reference: qatReference, speedup: qatWasm / qatReference, twoThreads: qatWasm2 / qatWasm } },
       lastLoss: value.losses,
     };
     writeAtomic(join(root, 'bench/results/browser-train.json'), `${JSON.stringify(result, null, 2)}\n`);
     console.log(`default backend in the browser: ${String((value.info as { defaultBackend: string }).defaultBackend)}`);
-    console.log(`median fp32: wasm ${wasm.toFixed(0)} samples/s, reference ${reference.toFixed(0)} samples/s (${(wasm / reference).toFixed(1)}x)`);
-    console.log(`median W4A4 LSQ QAT: wasm ${qatWasm.toFixed(0)} samples/s, reference ${qatReference.toFixed(0)} samples/s (${(qatWasm / qatReference).toFixed(1)}x); load average ${loadavg()[0]!.toFixed(1)}`);
+    console.log(`median fp32: wasm 1 thread ${wasm.toFixed(0)} samples/s, 2 threads ${wasm2.toFixed(0)} (${(wasm2 / wasm).toFixed(2)}x), reference ${reference.toFixed(0)} samples/s (wasm 1 thread ${(wasm / reference).toFixed(1)}x)`);
+    console.log(`median W4A4 LSQ QAT: wasm 1 thread ${qatWasm.toFixed(0)} samples/s, 2 threads ${qatWasm2.toFixed(0)} (${(qatWasm2 / qatWasm).toFixed(2)}x), reference ${qatReference.toFixed(0)} samples/s (wasm 1 thread ${(qatWasm / qatReference).toFixed(1)}x); load average ${loadavg()[0]!.toFixed(1)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,7 +2,7 @@
  * The lowbit side of the end-to-end benchmarks: models, batches and one training step, written
  * against the public API (createModel, createOptimizer, crossEntropy, DataLoader).
  */
-import { availableBackends, getBackend, setBackend, type BackendName } from '../src/backend/index.ts';
+import { availableBackends, getBackend, setBackend, setWasmThreads, wasmThreadsInfo, type BackendName } from '../src/backend/index.ts';
 import { loadNative } from '../src/backend/native/index.ts';
 import { loadWasm } from '../src/backend/wasm/index.ts';
 import { DATASET_STATS, DataLoader, loadDataset, type Dataset } from '../src/data/index.ts';
@@ -131,7 +131,19 @@ export async function withBackend<T>(backend: BackendName, fn: () => Promise<T>)
 }
 
 export function implName(backend: BackendName): string {
-  return `lowbit (${backend})`;
+  if (backend !== 'wasm') return `lowbit (${backend})`;
+  const threads = wasmThreadsInfo().active;
+  return `lowbit (wasm, ${threads} thread${threads === 1 ? '' : 's'})`;
+}
+
+/**
+ * Starts the wasm backend's workers for `threads` threads (the sections pass the peers' thread
+ * count) and says how many it runs and why fewer, for the notes.
+ */
+export async function prepareWasmThreads(threads: number): Promise<string> {
+  const active = await setWasmThreads(threads);
+  const reason = wasmThreadsInfo().reason;
+  return `lowbit (wasm): the WebAssembly SIMD128 kernels (src/backend/wasm) run in Node's V8 on ${active} thread${active === 1 ? '' : 's'}${reason ? ` (${reason})` : ''}: the large GEMM and convolution calls are split over worker_threads on a shared memory, bit-exact with one thread; ops it has no kernel for run on the reference backend. It is the browser's default backend.`;
 }
 
 /** Why the native backend is missing, for skip rows. */

@@ -11,7 +11,7 @@
  */
 export * from './tensor/index.ts';
 export * from './autograd/index.ts';
-export { availableBackends, getBackend, setBackend, profileOps, type OpProfile, type BackendName, type DType } from './backend/index.ts';
+export { availableBackends, getBackend, setBackend, profileOps, setWasmThreads, wasmThreadsInfo, type WasmThreadsInfo, type OpProfile, type BackendName, type DType } from './backend/index.ts';
 export * as nn from './nn/index.ts';
 export * as optim from './optim/index.ts';
 export * as lowp from './lowp/index.ts';

@@ -1,7 +1,7 @@
 /** lowbit: train, search and deploy low-bit neural networks in TypeScript. */
 export * from './tensor/index.ts';
 export * from './autograd/index.ts';
-export { availableBackends, getBackend, setBackend, profileOps, type OpProfile, nativeInfo, setNativeThreads, nativeUnavailableReason, type BackendName, type DType } from './backend/index.ts';
+export { availableBackends, getBackend, setBackend, profileOps, type OpProfile, nativeInfo, setNativeThreads, nativeUnavailableReason, setWasmThreads, wasmThreadsInfo, type WasmThreadsInfo, type BackendName, type DType } from './backend/index.ts';
 export * as nn from './nn/index.ts';
 export * as optim from './optim/index.ts';
 export * as lowp from './lowp/index.ts';

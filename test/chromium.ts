@@ -35,8 +35,8 @@ const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.svg': 'image/svg+xml', '.json': 'application/json', '.png': 'image/png', '.css': 'text/css',
 };
 
-/** Serves the files of `root` on 127.0.0.1 (GET only, no directory listing, no path escape). */
-async function serve(root: string): Promise<{ server: Server; base: string }> {
+/** Serves the files of `root` on 127.0.0.1 (GET only, no directory listing, no path escape), with `headers` on every answer. */
+async function serve(root: string, headers: Record<string, string> = {}): Promise<{ server: Server; base: string }> {
   const server = createServer((req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)).replace(/^([/\\])+/, '');
     const file = join(root, path);
@@ -44,7 +44,7 @@ async function serve(root: string): Promise<{ server: Server; base: string }> {
       res.writeHead(404).end('not found');
       return;
     }
-    res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(readFileSync(file));
+    res.writeHead(200, { ...headers, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(readFileSync(file));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
@@ -57,13 +57,19 @@ export interface PageProblems {
   readonly failedRequests: string[];
 }
 
+/** The headers that make a page cross-origin isolated (SharedArrayBuffer, threads for wasm). */
+export const CROSS_ORIGIN_ISOLATION: Record<string, string> = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+
 /**
- * Serves `root`, opens `root/<file>` in a fresh headless Chromium profile and runs `fn` on the
- * loaded page. Returns what `fn` returned plus the problems seen while loading and running.
+ * Serves `root` (with `headers` on every answer), opens `root/<file>` in a fresh headless Chromium
+ * profile and runs `fn` on the loaded page. Returns what `fn` returned plus the problems seen while
+ * loading and running.
  */
-export async function withChromiumPage<T>(root: string, file: string, fn: (page: Page) => Promise<T>): Promise<{ value: T; problems: PageProblems }> {
+export async function withChromiumPage<T>(
+  root: string, file: string, fn: (page: Page) => Promise<T>, headers: Record<string, string> = {},
+): Promise<{ value: T; problems: PageProblems }> {
   const { chromium } = await import('playwright-core');
-  const { server, base } = await serve(root);
+  const { server, base } = await serve(root, headers);
   const profile = mkdtempSync(join(tmpdir(), 'lowbit-chromium-'));
   const problems: PageProblems = { errors: [], failedRequests: [] };
   const context = await chromium.launchPersistentContext(profile, {

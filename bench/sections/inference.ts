@@ -9,7 +9,7 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortInference } from '../peers/ort.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
-import { batchPool, benchBackends, buildModel, implName, backendMissingReason, withBackend } from '../workloads.ts';
+import { batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, withBackend } from '../workloads.ts';
 
 const BATCH = 256;
 
@@ -20,6 +20,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const pool = batchPool(BATCH, 1, 'test');
   const input = pool.batches[0]!.x;
   const backends = benchBackends();
+  const wasmNote = backends.includes('wasm') ? await prepareWasmThreads(ctx.threads) : '';
 
   for (const backend of ['native', 'wasm', 'reference'] as const) {
     const base = { id: `lenet5-b256/lowbit-${backend}`, group, impl: implName(backend), unit: 'images/s', higherIsBetter: true, peers: [torchId, 'lenet5-b256/ort'] };
@@ -70,6 +71,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     `Forward pass only, eval mode, no gradient recording (lowbit \`noGrad\`, PyTorch \`torch.no_grad()\`). Calls per repeat calibrated to ~${ctx.targetSeconds} s.`,
     `lowbit and onnxruntime input: ${pool.source}, one batch of ${BATCH}. PyTorch input: random MNIST-shaped tensors (fp32 speed does not depend on values).`,
   ];
+  if (wasmNote) notes.push(wasmNote);
   if (ortNote) notes.push(ortNote);
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}.`);
   return { measurements, notes };

@@ -12,7 +12,7 @@
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
-import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, qatTrainStepper, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, qatTrainStepper, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
   { model: 'lenet5', batch: 64 },
@@ -24,6 +24,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const measurements: Measurement[] = [];
   const notes: string[] = [];
   const backends = benchBackends();
+  const wasmNote = backends.includes('wasm') ? await prepareWasmThreads(ctx.threads) : '';
   let source = '';
   let torchData = '';
   for (const { model, batch } of CASES) {
@@ -86,7 +87,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   notes.push('lowbit runs with the GC policy of its training jobs (`preferThroughputGc()`: no incremental marking), as `lowbit train` does.');
   notes.push(`Each step: forward, softmax cross-entropy, backward, SGD step (lr ${SGD_CONFIG.lr}, momentum ${SGD_CONFIG.momentum}), zero grad, loss read back. Steps per repeat are calibrated to ~${ctx.targetSeconds} s; samples/s = steps × batch / time.`);
   notes.push(`lowbit data: ${source}, 8 batches cycled. PyTorch data: ${torchData || 'n/a'} (8 batches cycled) — fp32 throughput does not depend on pixel values.`);
-  notes.push('lowbit (wasm): the WebAssembly SIMD128 kernels (src/backend/wasm) run in Node\'s V8 on one thread; ops it has no kernel for run on the reference backend. It is the browser\'s default backend.');
+  if (wasmNote) notes.push(wasmNote);
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}. Linear layers go through that BLAS; convolutions through oneDNN.`);
   return { measurements, notes };
 }

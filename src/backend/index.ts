@@ -15,7 +15,7 @@ import { noticeOnFirstKernel, setBackend } from './registry.ts';
 export { availableBackends, getBackend, setBackend, withBackend, profileOps, type BackendName, type OpProfile } from './registry.ts';
 export type { DType, RawTensor, TypedArray, PrimitiveName } from './primitives.ts';
 export { nativeInfo, setNativeThreads, fmaPeakGflops } from './native/index.ts';
-export { wasmUnavailableReason } from './wasm/index.ts';
+export { wasmUnavailableReason, setWasmThreads, wasmThreadsInfo, type WasmThreadsInfo } from './wasm/index.ts';
 
 /** Why the native backend is not in use, or null when it loaded. */
 export let nativeUnavailableReason: string | null = null;

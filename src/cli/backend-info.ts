@@ -1,6 +1,6 @@
 import { availableBackends, getBackend, setBackend, type BackendName } from '../backend/index.ts';
 import { loadNative, nativeInfo } from '../backend/native/index.ts';
-import { loadWasm, WASM_OPS } from '../backend/wasm/index.ts';
+import { loadWasm, WASM_OPS, wasmThreadsInfo } from '../backend/wasm/index.ts';
 import { intKernelsBackend } from '../runtime/kernels/index.ts';
 
 /** Values of the commands' `--backend` option. */
@@ -19,8 +19,11 @@ export interface BackendDetails {
   intKernels?: { int8: string; binary: string; amx: string };
   /** Why the native addon is not available, when it is not. */
   nativeUnavailable?: string;
-  /** The ops the wasm backend (WebAssembly SIMD128) runs itself, or why it is not available. */
-  wasm: { ops: string[] } | { unavailable: string };
+  /**
+   * The ops the wasm backend (WebAssembly SIMD128) runs itself and its threads (how many it will
+   * use; why only one when more were asked for), or why it is not available.
+   */
+  wasm: { ops: string[]; threads: number; singleThreadReason?: string } | { unavailable: string };
 }
 
 /**
@@ -41,8 +44,11 @@ export function backendDetails(): BackendDetails {
   const loaded = loadNative();
   const active = getBackend();
   const wasm = loadWasm();
+  const wasmThreads = wasmThreadsInfo();
+  const usable = wasmThreads.reason === null ? wasmThreads.requested : 1;
   const details: BackendDetails = {
-    available: availableBackends(), active, threads: 1, wasm: wasm.ok ? { ops: [...WASM_OPS] } : { unavailable: wasm.reason },
+    available: availableBackends(), active, threads: active === 'wasm' ? usable : 1,
+    wasm: wasm.ok ? { ops: [...WASM_OPS], threads: usable, ...(wasmThreads.reason === null ? {} : { singleThreadReason: wasmThreads.reason }) } : { unavailable: wasm.reason },
   };
   if (loaded.ok) {
     const info = nativeInfo();

@@ -8,8 +8,9 @@ import type { Kernel, RawTensor, TypedArray } from '../primitives.ts';
 import { sizeOf } from '../primitives.ts';
 import { col2imPadded, im2colPanels, packPanels } from './pack.ts';
 import { maxPoolWindows } from './pool.ts';
-import type { WasmRuntime } from './runtime.ts';
-import { allF32, convGeometry, f32, type ConvGeometry } from './util.ts';
+import type { CallSink, WasmRuntime } from './runtime.ts';
+import { gemmParallel } from './matmul.ts';
+import { allF32, convGeometry, f32, partRange, partsFor, type ConvGeometry } from './util.ts';
 
 /** @internal Stride-1 convolutions take the padded-image paths and the wasm col2im (tests turn them off to check the im2col paths too). */
 let canvasPaths = true;
@@ -49,67 +50,104 @@ function paddedFloats(geo: ConvGeometry, hp: number, wp: number): number {
   return geo.c * hp * wp + (geo.kw - 1) * geo.dw + 16;
 }
 
-/** Stride-1 forward: y (N,O,OH,OW) = conv2d(x, w) (+ bias, ReLU), as a Float32Array. Null when it does not fit. */
-function convForwardCanvas(rt: WasmRuntime, x: Float32Array, w: TypedArray, geo: ConvGeometry, bias: Float32Array | null, relu: boolean): Float32Array | null {
+/**
+ * Stride-1 forward: y (N,O,OH,OW) = conv2d(x, w) (+ bias, ReLU), as a Float32Array. Null when it
+ * does not fit. Images are split over threads, each with its own padded image and C buffer.
+ */
+function convForwardCanvas(
+  rt: WasmRuntime, x: Float32Array, w: TypedArray, geo: ConvGeometry, bias: Float32Array | null, relu: boolean, threads = rt.threads(),
+): Float32Array | null {
   const { n, c, h, w: wd, o, g, cg, og, kk, oh, ow, ph, pw, p } = geo;
   const hp = h + 2 * ph;
   const wp = wd + 2 * pw;
   const mb = Math.ceil(og / 4);
   const nb = Math.ceil((oh * wp) / 8);
   const ldc = nb * 8;
+  const parts = partsFor(threads, n * o * oh * wp * kk, n);
+  const padFloats = paddedFloats(geo, hp, wp);
   const arena = rt.arena;
   arena.reset();
   const xAll = arena.reserve(n * c * h * wd);
-  const xpad = arena.reserve(paddedFloats(geo, hp, wp));
+  const xpads = Array.from({ length: parts }, () => arena.reserve(padFloats));
   const taps = arena.reserve(kk);
   const ap = arena.reserve(g * mb * 4 * kk);
-  const cp = arena.reserve(mb * 4 * ldc);
+  const cps = Array.from({ length: parts }, () => arena.reserve(mb * 4 * ldc));
   const yAll = arena.reserve(n * o * p);
   const biasAt = arena.reserve(o);
-  if (!arena.fits()) return null;
+  if (!arena.fits()) return parts > 1 ? convForwardCanvas(rt, x, w, geo, bias, relu, 1) : null;
   const mem = arena.view();
   mem.set(x, xAll);
-  mem.fill(0, xpad, xpad + paddedFloats(geo, hp, wp));
+  for (const xpad of xpads) mem.fill(0, xpad, xpad + padFloats);
   new Int32Array(mem.buffer, taps * 4, kk).set(tapShifts(geo, hp, wp));
   for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * kk, w, gi * og * kk, og, kk, kk, 1, 4);
   if (bias) mem.set(bias, biasAt);
   else mem.fill(0, biasAt, biasAt + o);
-  for (let b = 0; b < n; b++) {
-    rt.padImage((xAll + b * c * h * wd) * 4, xpad * 4, c, h, wd, hp, wp, ph, pw);
-    for (let gi = 0; gi < g; gi++) {
-      rt.gemmTapsB((ap + gi * mb * 4 * kk) * 4, (xpad + gi * cg * hp * wp) * 4, taps * 4, cp * 4, mb, nb, kk, ldc * 4, 0);
-      rt.compact(cp * 4, ldc * 4, (yAll + (b * o + gi * og) * p) * 4, og, oh, ow, wp, (biasAt + gi * og) * 4, relu ? 1 : 0);
+  rt.parallel(parts, (part, call) => {
+    const [lo, hi] = partRange(n, parts, part);
+    const xpad = xpads[part]!;
+    const cp = cps[part]!;
+    for (let b = lo; b < hi; b++) {
+      call(rt.fn.padImage, (xAll + b * c * h * wd) * 4, xpad * 4, c, h, wd, hp, wp, ph, pw);
+      for (let gi = 0; gi < g; gi++) {
+        call(rt.fn.gemmTapsB, (ap + gi * mb * 4 * kk) * 4, (xpad + gi * cg * hp * wp) * 4, taps * 4, cp * 4, mb, nb, kk, ldc * 4, 0);
+        call(rt.fn.compact, cp * 4, ldc * 4, (yAll + (b * o + gi * og) * p) * 4, og, oh, ow, wp, (biasAt + gi * og) * 4, relu ? 1 : 0);
+      }
     }
-  }
+  });
   return mem.slice(yAll, yAll + n * o * p);
 }
 
 /**
  * Stride-1 backward input: per image and group dcol = W_gᵀ [kk, og] · dy_g [og, P] (packed GEMM),
- * then col2im in wasm (vector adds along the output rows) into dx. Null when it does not fit.
+ * then col2im in wasm (vector adds along the output rows) into dx. Null when it does not fit. On
+ * several threads images are split over threads (each image's dy panels packed into a buffer of
+ * its own, each thread with its own C buffer; an image's dx is written by one thread).
  */
-function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry): Float32Array | null {
+function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry, threads = rt.threads()): Float32Array | null {
   const { n, c, h, w: wd, o, g, cg, og, kk, kh, kw, oh, ow, ph, pw, dh, dw, p } = geo;
   const mb = Math.ceil(kk / 4);
   const nb = Math.ceil(p / 8);
   const ldc = nb * 8;
+  const parts = partsFor(threads, n * c * kh * kw * p * og, n);
   const arena = rt.arena;
   arena.reset();
   const ap = arena.reserve(g * mb * 4 * og);
-  const bp = arena.reserve(nb * 8 * og);
-  const cp = arena.reserve(mb * 4 * ldc);
+  const panel = nb * 8 * og;
+  const bp = arena.reserve((parts > 1 ? n * g : 1) * panel);
+  const cps = Array.from({ length: parts }, () => arena.reserve(mb * 4 * ldc));
   const dxAll = arena.reserve(n * c * h * wd);
-  if (!arena.fits()) return null;
+  if (!arena.fits()) return parts > 1 ? convBackwardInputCol2im(rt, dy, w, geo, 1) : null;
   const mem = arena.view();
   mem.fill(0, dxAll, dxAll + n * c * h * wd);
   // A(t, j) = Wᵀ: w[(gi·og + j)·kk + t]
   for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * og, w, gi * og * kk, kk, og, 1, kk, 4);
-  for (let b = 0; b < n; b++) {
+  // B(j, q) = dy[b, gi·og + j, q]
+  const packB = (b: number, gi: number, at: number) => packPanels(mem, at, dy, (b * o + gi * og) * p, p, og, 1, p, 8);
+  const image = (b: number, bpOf: (gi: number) => number, cp: number, call: CallSink) => {
     for (let gi = 0; gi < g; gi++) {
-      packPanels(mem, bp, dy, (b * o + gi * og) * p, p, og, 1, p, 8); // B(j, q) = dy[b, gi·og + j, q]
-      rt.gemm((ap + gi * mb * 4 * og) * 4, bp * 4, cp * 4, mb, nb, og, ldc * 4, 0);
-      rt.col2im(cp * 4, ldc * 4, (dxAll + (b * c + gi * cg) * h * wd) * 4, cg, h, wd, kh, kw, oh, ow, ph, pw, dh, dw);
+      call(rt.fn.gemm, (ap + gi * mb * 4 * og) * 4, bpOf(gi) * 4, cp * 4, mb, nb, og, ldc * 4, 0);
+      call(rt.fn.col2im, cp * 4, ldc * 4, (dxAll + (b * c + gi * cg) * h * wd) * 4, cg, h, wd, kh, kw, oh, ow, ph, pw, dh, dw);
     }
+  };
+  if (parts === 1) {
+    // pack each image's panels right before its GEMM (one panel buffer)
+    for (let b = 0; b < n; b++) {
+      image(b, (gi) => {
+        packB(b, gi, bp);
+        return bp;
+      }, cps[0]!, rt.call);
+    }
+  } else {
+    // each part packs its own images' panels (the caller's part while the workers run)
+    rt.parallel(parts, (part, call) => {
+      const [lo, hi] = partRange(n, parts, part);
+      for (let b = lo; b < hi; b++) {
+        image(b, (gi) => {
+          packB(b, gi, bp + (b * g + gi) * panel);
+          return bp + (b * g + gi) * panel;
+        }, cps[part]!, call);
+      }
+    });
   }
   return mem.slice(dxAll, dxAll + n * c * h * wd);
 }
@@ -117,8 +155,12 @@ function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArra
 /**
  * Stride-1 backward weight: dWᵀ_g [kk, og] = Σ_images Σ_q x_pad[q + shift(t)]·dy_canvas[o, q], A's row t
  * read in the padded image (gemmRowsA), dy packed into canvas panels with zeros in the junk columns.
+ * On several threads every image is padded and packed first, then the row panels (taps) are split
+ * over threads, each summing over the images in the same order as one thread.
  */
-function convBackwardWeightCanvas(rt: WasmRuntime, x: Float32Array, dy: Float32Array, geo: ConvGeometry, weightShape: readonly number[]): Float32Array | null {
+function convBackwardWeightCanvas(
+  rt: WasmRuntime, x: Float32Array, dy: Float32Array, geo: ConvGeometry, weightShape: readonly number[], threads = rt.threads(),
+): Float32Array | null {
   const { n, c, h, w: wd, o, g, cg, og, kk, oh, ow, ph, pw } = geo;
   const hp = h + 2 * ph;
   const wp = wd + 2 * pw;
@@ -126,27 +168,33 @@ function convBackwardWeightCanvas(rt: WasmRuntime, x: Float32Array, dy: Float32A
   const mb = Math.ceil(kk / 4);
   const nb = Math.ceil(og / 8);
   const ldc = nb * 8;
+  const parts = partsFor(threads, n * o * kk * canvas, mb);
+  // one padded image and one set of dy panels, or (threads) every image's
+  const copies = parts > 1 ? n : 1;
+  const padFloats = paddedFloats(geo, hp, wp);
+  const panels = nb * 8 * canvas;
   const arena = rt.arena;
   arena.reset();
   const xAll = arena.reserve(n * c * h * wd);
-  const xpad = arena.reserve(paddedFloats(geo, hp, wp));
+  const xpad = arena.reserve(copies * padFloats);
   const rows = arena.reserve(mb * 4);
-  const bp = arena.reserve(nb * 8 * canvas);
+  const bp = arena.reserve(copies * g * panels);
   const cp = arena.reserve(g * mb * 4 * ldc);
-  if (!arena.fits()) return null;
+  if (!arena.fits()) return parts > 1 ? convBackwardWeightCanvas(rt, x, dy, geo, weightShape, 1) : null;
   const mem = arena.view();
   mem.set(x, xAll);
-  mem.fill(0, xpad, xpad + paddedFloats(geo, hp, wp));
-  mem.fill(0, bp, bp + nb * 8 * canvas);
+  mem.fill(0, xpad, xpad + copies * padFloats);
+  mem.fill(0, bp, bp + copies * g * panels);
   const rowTable = new Int32Array(mem.buffer, rows * 4, mb * 4);
   rowTable.fill(0);
   rowTable.set(tapShifts(geo, hp, wp));
-  for (let b = 0; b < n; b++) {
-    rt.padImage((xAll + b * c * h * wd) * 4, xpad * 4, c, h, wd, hp, wp, ph, pw);
+  /** Pads image b into copy `at` and packs its dy panels: B(q, o) = dy[b, gi·og + o, oy, ox] at q = oy·wp + ox, panel layout [o / 8][q][o mod 8]. */
+  const prepare = (b: number, at: number) => {
+    rt.padImage((xAll + b * c * h * wd) * 4, (xpad + at * padFloats) * 4, c, h, wd, hp, wp, ph, pw);
     for (let gi = 0; gi < g; gi++) {
-      // B(q, o) = dy[b, gi·og + o, oy, ox] at q = oy·wp + ox, panel layout [o / 8][q][o mod 8]
+      const base = bp + (at * g + gi) * panels;
       for (let ol = 0; ol < og; ol++) {
-        const lane = bp + (ol >> 3) * canvas * 8 + (ol & 7);
+        const lane = base + (ol >> 3) * canvas * 8 + (ol & 7);
         const src = ((b * o + gi * og + ol) * oh) * ow;
         for (let oy = 0; oy < oh; oy++) {
           const to = lane + oy * wp * 8;
@@ -154,8 +202,26 @@ function convBackwardWeightCanvas(rt: WasmRuntime, x: Float32Array, dy: Float32A
           for (let ox = 0; ox < ow; ox++) mem[to + ox * 8] = dy[from + ox]!;
         }
       }
-      rt.gemmRowsA((xpad + gi * cg * hp * wp) * 4, rows * 4, bp * 4, (cp + gi * mb * 4 * ldc) * 4, mb, nb, canvas, ldc * 4, b > 0 ? 1 : 0);
     }
+  };
+  /** Row panels [lo, hi) of image b (copy `at`), every group. */
+  const image = (b: number, at: number, lo: number, hi: number, call: CallSink) => {
+    for (let gi = 0; gi < g; gi++) {
+      call(rt.fn.gemmRowsA, (xpad + at * padFloats + gi * cg * hp * wp) * 4, (rows + lo * 4) * 4, (bp + (at * g + gi) * panels) * 4,
+        (cp + gi * mb * 4 * ldc + lo * 4 * ldc) * 4, hi - lo, nb, canvas, ldc * 4, b > 0 ? 1 : 0);
+    }
+  };
+  if (parts === 1) {
+    for (let b = 0; b < n; b++) {
+      prepare(b, 0);
+      image(b, 0, 0, mb, rt.call);
+    }
+  } else {
+    for (let b = 0; b < n; b++) prepare(b, b);
+    rt.parallel(parts, (part, call) => {
+      const [lo, hi] = partRange(mb, parts, part);
+      for (let b = 0; b < n; b++) image(b, b, lo, hi, call);
+    });
   }
   const dw = new Float32Array(sizeOf(weightShape));
   for (let gi = 0; gi < g; gi++) {
@@ -201,7 +267,7 @@ function convForward(rt: WasmRuntime, x: RawTensor, w: RawTensor, geo: ConvGeome
   for (let b = 0; b < n; b++) {
     for (let gi = 0; gi < g; gi++) {
       im2colPanels(mem, bp, x.data, (b * c + gi * cg) * h * wd, geo, rowTerm, colTerm);
-      rt.gemm((ap + gi * mb * 4 * kk) * 4, bp * 4, cp * 4, mb, nb, kk, ldc * 4, 0);
+      gemmParallel(rt, ap + gi * mb * 4 * kk, bp, cp, mb, nb, kk, ldc);
       if (bias || relu) rt.biasRelu(cp * 4, og, ldc, (biasAt + gi * og) * 4, relu ? 1 : 0);
       const base = (b * o + gi * og) * p;
       for (let r = 0; r < og; r++) y.data.set(mem.subarray(cp + r * ldc, cp + r * ldc + p), base + r * p);
@@ -258,7 +324,7 @@ export function conv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'conv2dBackwa
       for (let gi = 0; gi < g; gi++) {
         // B(j, q) = dy[b, gi·og + j, q]
         packPanels(mem, bp, dy.data, (b * o + gi * og) * p, p, og, 1, p, 8);
-        rt.gemm((ap + gi * mb * 4 * og) * 4, bp * 4, cp * 4, mb, nb, og, ldc * 4, 0);
+        gemmParallel(rt, ap + gi * mb * 4 * og, bp, cp, mb, nb, og, ldc);
         col2imPadded(mem, cp, ldc, dx.data, (b * c + gi * cg) * h * wd, geo);
       }
     }
@@ -295,7 +361,7 @@ export function conv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'conv2dBackw
         // A(j, q) = dy[b, gi·og + j, q]
         packPanels(mem, ap, dy.data, (b * o + gi * og) * p, og, p, p, 1, 4);
         im2colPanels(mem, bp, x.data, (b * c + gi * cg) * h * wd, geo, rowTerm, colTerm);
-        rt.gemm(ap * 4, bp * 4, (cp + gi * mb * 4 * ldc) * 4, mb, nb, p, ldc * 4, b > 0 ? 1 : 0);
+        gemmParallel(rt, ap, bp, cp + gi * mb * 4 * ldc, mb, nb, p, ldc, b > 0 ? 1 : 0);
       }
     }
     const dw = f32(attrs.weightShape);

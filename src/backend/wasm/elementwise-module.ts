@@ -15,7 +15,8 @@
  * Unary: f(x, y, n), n ≥ 1, whole vectors likewise.
  * @internal
  */
-import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
+import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
+import { ENV_MEMORY } from './memory-import.ts';
 
 /** Broadcast functions: the binary primitives, where (3 operands) and copy (1 operand: broadcastTo). */
 export const EW_BINARY = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'greater', 'greaterEqual', 'equal', 'where', 'copy'] as const;
@@ -135,9 +136,9 @@ export function unaryBody(op: EwUnary): { params: ValType[]; locals: ValType[]; 
 }
 
 /** The elementwise functions as one module importing env.memory (under 4 KB, see ./quant-module.ts). */
-export function elementwiseModuleBytes(): Uint8Array {
+export function elementwiseModuleBytes(memory: MemoryImport = ENV_MEMORY): Uint8Array {
   return emitModule([
     ...EW_BINARY.map((op) => ({ results: [], ...binaryBody(op), exportName: ewExport(op) })),
     ...EW_UNARY.map((op) => ({ results: [], ...unaryBody(op), exportName: ewExport(op) })),
-  ], { module: 'env', field: 'memory', minPages: 1 });
+  ], memory);
 }

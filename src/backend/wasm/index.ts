@@ -21,7 +21,7 @@ import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
 import { wasmRuntime } from './runtime.ts';
 
 export { WASM_OPS } from './kernels.ts';
-export { wasmUnavailableReason } from './runtime.ts';
+export { wasmUnavailableReason, setWasmThreads, wasmThreadsInfo, type WasmThreadsInfo } from './runtime.ts';
 
 const kernels = new Map<PrimitiveName, Kernel>();
 

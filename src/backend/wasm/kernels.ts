@@ -15,7 +15,7 @@ export { maxPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, setPoo
 export { sumKernel, maxKernel, addKernel, reluKernel, reluBackwardKernel, tanhKernel, expKernel, logKernel, sigmoidKernel } from './elementwise.ts';
 export { fakeQuantizeKernel, fakeQuantizeGradKernel } from './quant.ts';
 export { broadcastKernel, unaryKernel, setDirectMin } from './broadcast.ts';
-export { convGeometry, type ConvGeometry } from './util.ts';
+export { convGeometry, setParallelMinMacs, type ConvGeometry } from './util.ts';
 
 /** Ops the wasm backend has a kernel for (the rest run on the reference backend). */
 export const WASM_OPS: readonly PrimitiveName[] = [

@@ -24,7 +24,8 @@
  * rows of `cols` floats, 4 at a time with a scalar tail.
  * @internal
  */
-import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
+import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
+import { ENV_MEMORY } from './memory-import.ts';
 
 /**
  * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
@@ -441,7 +442,7 @@ function scatterAddBody(): { locals: ValType[]; body: Code } {
  * maxPool2x2, col2im and scatterAdd; imports env.memory. (The fake-quantization and elementwise
  * functions are modules of their own, ./quant-module.ts and ./elementwise-module.ts, sharing the memory.)
  */
-export function fp32ModuleBytes(): Uint8Array {
+export function fp32ModuleBytes(memory: MemoryImport = ENV_MEMORY): Uint8Array {
   const i32 = ValType.i32;
   const bias = biasReluBody();
   const gemm = (variant: GemmVariant, exportName: string) => {
@@ -459,5 +460,5 @@ export function fp32ModuleBytes(): Uint8Array {
     { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },
     { params: Array<ValType>(14).fill(i32), results: [], ...col2imBody(), exportName: 'col2im' },
     { params: Array<ValType>(4).fill(i32), results: [], ...scatterAddBody(), exportName: 'scatterAdd' },
-  ], { module: 'env', field: 'memory', minPages: 1 });
+  ], memory);
 }

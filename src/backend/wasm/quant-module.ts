@@ -29,7 +29,8 @@
  * - 'sumZeroPoint' (fqSumZeroPoint): acc[zero-point index] += the gradZeroPoint term, in order.
  * @internal
  */
-import { Code, emitModule, ValType } from '../../runtime/wasm/emitter.ts';
+import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
+import { ENV_MEMORY } from './memory-import.ts';
 
 export type FqMode = 'forward' | 'gradX' | 'gradScale' | 'gradZeroPoint' | 'sumScale' | 'sumZeroPoint';
 
@@ -212,9 +213,9 @@ export function fqBody(mode: FqMode): { locals: ValType[]; body: Code } {
  * The fake-quantization functions as two modules importing env.memory, each under the 4 KB that
  * older Chromium compiles synchronously on the main thread: the elementwise modes, and the sums.
  */
-export function quantModulesBytes(): Uint8Array[] {
+export function quantModulesBytes(memory: MemoryImport = ENV_MEMORY): Uint8Array[] {
   const groups: FqMode[][] = [['forward', 'gradX', 'gradScale', 'gradZeroPoint'], ['sumScale', 'sumZeroPoint']];
   return groups.map((modes) =>
-    emitModule(modes.map((mode) => ({ params: FQ_PARAMS, results: [], ...fqBody(mode), exportName: FQ_EXPORTS[mode] })), { module: 'env', field: 'memory', minPages: 1 }),
+    emitModule(modes.map((mode) => ({ params: FQ_PARAMS, results: [], ...fqBody(mode), exportName: FQ_EXPORTS[mode] })), memory),
   );
 }

@@ -1,17 +1,27 @@
 /**
  * The wasm backend's instance: the compiled module of ./module.ts (compiled once, on first use),
- * one growable WebAssembly.Memory and a bump arena over it that each kernel call resets.
+ * one growable WebAssembly.Memory and a bump arena over it that each kernel call resets. Where
+ * SharedArrayBuffer exists (Node.js; a cross-origin isolated page) the memory is shared and the
+ * modules import it as shared, so that the worker pool of ./threads.ts can run parts of a kernel.
  * @internal
  */
 import { wasmApi as api, type WasmMemory } from '../../runtime/wasm/api.ts';
 import { fp32ModuleBytes } from './module.ts';
 import { FQ_EXPORTS, quantModulesBytes, type FqMode } from './quant-module.ts';
 import { elementwiseModuleBytes, EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
+import { ENV_MEMORY, sharedEnvMemory } from './memory-import.ts';
+import { defaultThreadCount, MAX_THREADS, threadsUnavailableReason, WasmPool, type CallSink } from './threads.ts';
 
-/** Every module of the backend (all import the one memory), emitted once. */
-let modules: Uint8Array[] | null = null;
-function moduleBytes(): Uint8Array[] {
-  return (modules ??= [fp32ModuleBytes(), ...quantModulesBytes(), elementwiseModuleBytes()]);
+/** Every module of the backend (all import the one memory), emitted once; shared-memory variants when `shared`. */
+const modules = new Map<boolean, Uint8Array[]>();
+function moduleBytes(shared = false): Uint8Array[] {
+  let bytes = modules.get(shared);
+  if (!bytes) {
+    const memory = shared ? sharedEnvMemory(MAX_BYTES / PAGE) : ENV_MEMORY;
+    bytes = [fp32ModuleBytes(memory), ...quantModulesBytes(memory), elementwiseModuleBytes(memory)];
+    modules.set(shared, bytes);
+  }
+  return bytes;
 }
 
 /** @internal The sizes of the backend's modules in bytes (tests keep the new ones under 4 KB). */
@@ -66,9 +76,13 @@ export class Arena {
     return true;
   }
 
-  /** The memory as float32 (after `fits()`; growing replaces the buffer, so take the view after it). */
+  /**
+   * The memory as float32 (after `fits()`; growing replaces the buffer, so take the view after it;
+   * a shared memory's old SharedArrayBuffer keeps its old length, hence the length check).
+   */
   view(): Float32Array {
-    if (this.view_.buffer !== this.memory.buffer) this.view_ = new Float32Array(this.memory.buffer);
+    const buffer = this.memory.buffer;
+    if (this.view_.buffer !== buffer || this.view_.byteLength !== buffer.byteLength) this.view_ = new Float32Array(buffer);
     return this.view_;
   }
 }
@@ -108,9 +122,87 @@ export interface WasmRuntime {
   binary: Readonly<Record<EwBinary, (...args: number[]) => void>>;
   /** Unary elementwise functions: (x, y, n). */
   unary: Readonly<Record<EwUnary, (x: number, y: number, n: number) => void>>;
+  /** Index of an export for `parallel` call lists. */
+  fn: Readonly<Record<ThreadedExport, number>>;
+  /** Calls export `fn` on this thread (the sink of a part that runs here). */
+  call: CallSink;
+  /** Threads a kernel may split over right now (1 without a pool; starts the default pool on first use). */
+  threads(): number;
+  /**
+   * Runs `parts` parts of a kernel, in parallel when that many threads are ready: `build(p, call)`
+   * records part p's calls, each `call(rt.fn.name, ...byte addresses and sizes)`. Parts must write
+   * disjoint outputs; each runs its calls in order, so results equal the calls run on one thread.
+   */
+  parallel(parts: number, build: (part: number, call: CallSink) => void): void;
 }
 
+/** The exports kernels may hand to workers. */
+export const THREADED_EXPORTS = ['gemm', 'gemmTapsB', 'gemmRowsA', 'biasRelu', 'compact', 'padImage', 'col2im'] as const;
+export type ThreadedExport = (typeof THREADED_EXPORTS)[number];
+export type { CallSink } from './threads.ts';
+
 let cached: WasmRuntime | string | null = null;
+
+/** The memory and compiled modules of the cached runtime, for the pool. */
+let shared: { memory: object; modules: object[]; fns: ((...args: number[]) => unknown)[] } | null = null;
+/** The pool, when started; the thread count asked for (null: the default, decided at first use). */
+let pool: WasmPool | null = null;
+let requested: number | null = null;
+/** Dispatches of the pools closed so far. */
+let dispatchedBefore = 0;
+/** Why the runtime runs on one thread although more were asked for, or null. */
+let singleReason: string | null = null;
+
+function ensurePool(): WasmPool | null {
+  if (pool || !shared) return pool;
+  const threads = requested ?? defaultThreadCount();
+  if (threads <= 1) return null;
+  pool = new WasmPool({ memory: shared.memory, modules: shared.modules, names: THREADED_EXPORTS, fns: shared.fns }, threads);
+  pool.spawn();
+  return pool;
+}
+
+/**
+ * Sets the wasm backend's thread count (caller included; 1 = no workers) and resolves, with the
+ * count in use, once the workers are ready. Without a call the count is LOWBIT_THREADS, else
+ * min(cores, 4), and the workers start when the first large kernel runs.
+ */
+export async function setWasmThreads(threads: number): Promise<number> {
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) throw new Error(`wasm threads must be an integer in [1, ${MAX_THREADS}], got ${threads}`);
+  requested = threads;
+  const rt = wasmRuntime();
+  if (typeof rt === 'string') return 1;
+  if (pool && pool.threads >= threads && pool.error === null) {
+    // fewer threads than the pool has (or as many): keep the workers, lower the limit
+    pool.limit = threads;
+    await pool.ready();
+    return rt.threads();
+  }
+  dispatchedBefore += pool?.dispatched ?? 0;
+  pool?.close();
+  pool = null;
+  const started = ensurePool();
+  if (started) await started.ready();
+  return rt.threads();
+}
+
+/** The wasm backend's threads now. */
+export interface WasmThreadsInfo {
+  /** Threads asked for (setWasmThreads, else LOWBIT_THREADS, else min(cores, 4)). */
+  requested: number;
+  /** Threads kernels split over now: the caller plus the workers that are ready (they start on first use). */
+  active: number;
+  /** Why the backend runs on one thread although more were asked for, or null. */
+  reason: string | null;
+  /** Kernel calls so far that ran parts on workers. */
+  dispatched: number;
+}
+
+export function wasmThreadsInfo(): WasmThreadsInfo {
+  const asked = requested ?? defaultThreadCount();
+  const reason = singleReason ?? (typeof cached === 'string' ? cached : null) ?? pool?.error ?? null;
+  return { requested: asked, active: pool ? pool.available() : 1, reason: asked > 1 ? reason : null, dispatched: dispatchedBefore + (pool?.dispatched ?? 0) };
+}
 
 /** Why WebAssembly SIMD128 cannot run here, or null when it can (the module validates). */
 export function wasmUnavailableReason(): string | null {
@@ -130,11 +222,37 @@ export function wasmRuntime(): WasmRuntime | string {
   const reason = wasmUnavailableReason();
   if (reason !== null) return (cached = reason);
   const wasm = api()!;
-  const memory = new wasm.Memory({ initial: 16, maximum: MAX_BYTES / PAGE });
+  singleReason = threadsUnavailableReason();
+  let memory: WasmMemory | null = null;
+  let compiled: object[] = [];
+  if (singleReason === null) {
+    try {
+      memory = new wasm.Memory({ initial: 16, maximum: MAX_BYTES / PAGE, shared: true });
+      compiled = moduleBytes(true).map((bytes) => new wasm.Module(bytes));
+    } catch (e) {
+      memory = null;
+      singleReason = `this engine has no shared WebAssembly memory (${e instanceof Error ? e.message : String(e)})`;
+    }
+  }
+  if (memory === null) {
+    memory = new wasm.Memory({ initial: 16, maximum: MAX_BYTES / PAGE });
+    compiled = moduleBytes().map((bytes) => new wasm.Module(bytes));
+  }
   const exports: Record<string, unknown> = {};
-  for (const bytes of moduleBytes()) Object.assign(exports, new wasm.Instance(new wasm.Module(bytes), { env: { memory } }).exports);
+  for (const module of compiled) Object.assign(exports, new wasm.Instance(module, { env: { memory } }).exports);
   const instance = { exports };
+  const fns = THREADED_EXPORTS.map((name) => instance.exports[name] as (...args: number[]) => unknown);
+  if (singleReason === null) shared = { memory, modules: compiled, fns };
+  const direct: CallSink = (fn, ...args) => void fns[fn]!(...args);
   cached = {
+    fn: Object.fromEntries(THREADED_EXPORTS.map((name, i) => [name, i])) as Record<ThreadedExport, number>,
+    call: direct,
+    threads: () => ensurePool()?.available() ?? 1,
+    parallel: (parts, build) => {
+      const p = ensurePool();
+      if (p) p.run(parts, build);
+      else for (let part = 0; part < parts; part++) build(part, direct);
+    },
     arena: new Arena(memory),
     gemm: instance.exports['gemm'] as WasmRuntime['gemm'],
     gemmTapsB: instance.exports['gemmTapsB'] as WasmRuntime['gemmTapsB'],

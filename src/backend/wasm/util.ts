@@ -47,3 +47,29 @@ export function convGeometry(x: readonly number[], w: readonly number[], a: Conv
 export function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
   return { data: new Float32Array(sizeOf(shape)), shape: [...shape], dtype: 'float32' };
 }
+
+/**
+ * Multiply-adds below which a kernel call stays on the calling thread: waking a worker and waiting
+ * for it costs about 13–25 µs, about 3·10^5 multiply-adds of the SIMD GEMM on one thread
+ * (bench/wasm-threads-threshold.ts; docs/runtime.md).
+ */
+export const PARALLEL_MIN_MACS = 1 << 20;
+
+let parallelMinMacs = PARALLEL_MIN_MACS;
+
+/** @internal Sets the threshold (tests use 0 to split every call); returns the previous one. */
+export function setParallelMinMacs(macs: number): number {
+  const previous = parallelMinMacs;
+  parallelMinMacs = macs;
+  return previous;
+}
+
+/** How many parts to split `units` independent pieces of `macs` multiply-adds into (1: stay on the caller). */
+export function partsFor(threads: number, macs: number, units: number): number {
+  return macs < parallelMinMacs ? 1 : Math.max(1, Math.min(threads, units));
+}
+
+/** Part `part` of `parts` near-equal contiguous ranges of [0, total): [lo, hi). */
+export function partRange(total: number, parts: number, part: number): [number, number] {
+  return [Math.floor((total * part) / parts), Math.floor((total * (part + 1)) / parts)];
+}

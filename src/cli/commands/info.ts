@@ -54,6 +54,7 @@ export const infoCommand = defineCommand({
     lines.push(['backends', backend.available.join(', ')], ['active', describeBackend(backend)]);
     if (backend.nativeUnavailable) lines.push(['native', `not available: ${backend.nativeUnavailable}`]);
     lines.push(['wasm', 'ops' in backend.wasm ? `WebAssembly SIMD128 kernels for ${backend.wasm.ops.join(', ')} (the rest on reference)` : `not available: ${backend.wasm.unavailable}`]);
+    if ('ops' in backend.wasm) lines.push(['wasm threads', wasmThreadsLine(backend.wasm)]);
     if (backend.cpuFeatures) lines.push(['cpu features', backend.cpuFeatures.join(' ') || '(none detected)']);
     if (backend.intKernels) {
       const k = backend.intKernels;
@@ -63,6 +64,12 @@ export const infoCommand = defineCommand({
     for (const [k, v] of lines) io.print(`${k.padEnd(width)}  ${v}`);
   },
 });
+
+/** `2 (LOWBIT_THREADS, else min(cores, 4); workers start with the first large kernel)` or `1: <reason>`. */
+function wasmThreadsLine(wasm: { threads: number; singleThreadReason?: string }): string {
+  if (wasm.singleThreadReason) return `1 (${wasm.singleThreadReason})`;
+  return `${wasm.threads} (LOWBIT_THREADS, else min(cores, 4); the workers start with the first large kernel)`;
+}
 
 /**
  * Prints a validated .lowbit file; format errors become one-line errors naming the file. A file

@@ -5,6 +5,7 @@
  * @internal
  */
 export interface WasmMemory {
+  /** (a SharedArrayBuffer for a shared memory; typed as the DOM lib types it) */
   readonly buffer: ArrayBuffer;
   grow(pages: number): number;
 }
@@ -13,7 +14,7 @@ export interface WasmApi {
   validate(bytes: Uint8Array): boolean;
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { readonly exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
 }
 
 /** globalThis.WebAssembly, or null on an engine without it. */

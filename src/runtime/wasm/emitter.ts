@@ -287,11 +287,22 @@ export interface FunctionDef {
   readonly exportName?: string;
 }
 
-/** An imported memory `module.field` with at least `minPages` 64 KiB pages. */
+/**
+ * An imported memory `module.field` with at least `minPages` 64 KiB pages; with `sharedMaxPages`
+ * a shared memory (threads proposal, limits flag 0x03) of at most that many pages, which is what
+ * an instance on a `WebAssembly.Memory({ shared: true, maximum })` must declare.
+ */
 export interface MemoryImport {
   readonly module: string;
   readonly field: string;
   readonly minPages: number;
+  readonly sharedMaxPages?: number;
+}
+
+function memoryLimits(memory: MemoryImport): number[] {
+  if (memory.sharedMaxPages === undefined) return [0x00, ...uleb(memory.minPages)];
+  if (memory.sharedMaxPages < memory.minPages) throw new Error(`shared memory maximum ${memory.sharedMaxPages} pages is below its minimum ${memory.minPages}`);
+  return [0x03, ...uleb(memory.minPages), ...uleb(memory.sharedMaxPages)];
 }
 
 function section(id: number, content: number[]): number[] {
@@ -306,7 +317,7 @@ function vector(items: number[][]): number[] {
 export function emitModule(functions: readonly FunctionDef[], memory?: MemoryImport): Uint8Array {
   const out: number[] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
   out.push(...section(1, vector(functions.map((f) => [0x60, ...uleb(f.params.length), ...f.params, ...uleb(f.results.length), ...f.results]))));
-  if (memory) out.push(...section(2, vector([[...name(memory.module), ...name(memory.field), 0x02, 0x00, ...uleb(memory.minPages)]])));
+  if (memory) out.push(...section(2, vector([[...name(memory.module), ...name(memory.field), 0x02, ...memoryLimits(memory)]])));
   out.push(...section(3, vector(functions.map((_, i) => uleb(i)))));
   const exports = functions.flatMap((f, i) => (f.exportName === undefined ? [] : [[...name(f.exportName), 0x00, ...uleb(i)]]));
   out.push(...section(7, vector(exports)));
