@@ -33,7 +33,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { noGrad } from '../../src/autograd/index.ts';
+import { noGrad, releaseTensor } from '../../src/autograd/index.ts';
 import { nativeInfo } from '../../src/backend/index.ts';
 import { exportRnnOnnx } from '../../src/onnx/index.ts';
 import { createOrtSession, type OrtModule, type OrtSession } from '../../src/onnx/verify.ts';
@@ -296,7 +296,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       const peers = ['transformer/torch-fp32', 'transformer/torch-int8'];
       contenders.push({
         id: 'transformer/lowbit-float', group, impl: 'lowbit float (native)', unit: 'tokens/s', itemsPerCall: tokens, peers,
-        repeat: inProcess(() => noGrad(() => model.forwardAll(ids))),
+        // Each call's logits (16 MB) are dropped, as an inference loop that scores a batch and moves
+        // on does: handed back with releaseTensor, so that the next call writes them in place of a
+        // fresh buffer whose garbage V8's default GC policy would chase with mark-compacts.
+        repeat: inProcess(() => releaseTensor(noGrad(() => model.forwardAll(ids)))),
       });
       for (const quant of ['w8a8', 'w4a8'] as const) {
         const qat = transformerQatCopy(model, S, quant, calibration);
@@ -421,6 +424,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       `Weights: default init + ${TRAIN_STEPS} Adam steps (lr 5e-3, batch 128) on train windows, then the same float weights for lowbit float, PyTorch (safetensors hand-off, load_state_dict strict) and the fp32 ONNX export. Integer models: QAT copies (the CLI's W8A8 / W4A8 LSQ plans, steps initialised on ${CALIBRATION_BATCHES} × 128 train windows, no fine-tune) converted as \`lowbit export --format irnn\` does, saved as .irnn and read back. onnxruntime fp32 runs lowbit's \`exportRnnOnnx\` of the float model (one ONNX LSTM/GRU node, last step); onnxruntime QDQ W8A8 its export of the W8A8 QAT copy (int8 weights + DequantizeLinear, QuantizeLinear/DequantizeLinear on x_t and h_{t−1}, so the recurrence is unrolled over the ${S.context} steps). PyTorch int8 = \`torch.quantization.quantize_dynamic(model, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)\` on the float model (quantized engine ${peer ? `${peer.info.engine}; this build has ${peer.info.engines.join(', ')}` : '?'}), the way the PyTorch docs quantize LSTM LMs; the embeddings, LayerNorms and attention matmuls stay float.`,
       `Same model, checked once per run: every peer's logits of the timed batch against the lowbit model it stands for (an fp32 peer off by more than ${FP32_TOLERANCE} × max |logit| would be skipped), and the integer models against their fake-quant and float forwards (informative: different arithmetic).`,
       ...agreementNotes(agreements),
+      'lowbit float Transformer: each call\'s logits (256 × 8 × 2000 floats, 16 MB) are handed back with `releaseTensor` once the call returns (the model releases its own intermediates under no-grad), as an inference loop that drops each batch\'s logits would; V8\'s default GC policy is left as it is. Without the hand-back every call allocates a fresh 16 MB buffer, and the default policy answers that external memory with about one mark-compact every other call (docs/lm.md, "The float Transformer\'s garbage").',
       `Timing: ${rounds.length} interleaved rounds (order reversed every other round; before each, a wait for other processes to use < ${QUIET * 100} % of the cores, as long as the ${budget} s budget allowed: ${waited.toFixed(0)} s of waiting in all); in each, every contender runs one repeat: forward calls until ${target} s have passed (at least one call). ${useQuiet ? `Figures = medians over the ${quietCount} quiet rounds (other processes < ${QUIET * 100} % of the cores during every repeat).` : `Figures = medians over all ${rounds.length} rounds (too few quiet ones; see the first note).`} Per-round wall times and background loads, and items per CPU second, are in bench/results/seq-inference.json.`,
       `Per CPU second of the process that ran it (user + system, all threads; the medians of the same rounds), words (LSTM, GRU) or tokens (Transformer): ${cpuLine.join('; ')}. Steadier under load for lowbit and onnxruntime (in this process); PyTorch's CPU time per call rises with the load too (most likely its OpenMP threads spinning at barriers while the other core is taken).`,
       `Threads: lowbit native backend ${threads} threads; PyTorch ${ctx.machine.torch}, torch.set_num_threads(${threads}), OPENBLAS_NUM_THREADS=1, ${ctx.machine.torchBlas || 'BLAS unknown'}; onnxruntime-node ${ortVersion || ctx.machine.ort} intraOpNumThreads ${threads}, graph optimization 'all'. Setup (data, training steps, conversions, exports, peer start) took ${setupSeconds.toFixed(1)} s.`,

@@ -11,15 +11,18 @@ import { Rng, Tensor } from '../../src/tensor/index.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
 import { flagOr } from '../flags.ts';
 
-/** Native backend on `threads` pool threads with the throughput GC policy; exits 0 with a skip line without the addon. */
-export function useNative(threads: number): void {
+/**
+ * Native backend on `threads` pool threads with the throughput GC policy (or V8's default with
+ * `gc: 'default'`, as the `seq-inference` section runs); exits 0 with a skip line without the addon.
+ */
+export function useNative(threads: number, gc: 'throughput' | 'default' = 'throughput'): void {
   if (!nativeInfo()) {
     console.log('skip: the native addon is not loaded');
     process.exit(0);
   }
   setBackend('native');
   setNativeThreads(threads);
-  preferThroughputGc();
+  if (gc === 'throughput') preferThroughputGc();
 }
 
 /** `--path fused` (default: the fused layer primitives) or `composed` (the tensor-op compositions they replaced); applied. */

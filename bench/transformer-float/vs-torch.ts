@@ -17,12 +17,16 @@
  * `--path composed`: lowbit as before the fused primitives (layers as tensor-op compositions,
  * cross-entropy as logSoftmax + nllLoss), for before/after ratios.
  *
- *   nice -n 10 node --import tsx bench/transformer-float/vs-torch.ts [--threads 1] [--rounds 7] [--steps 3] [--path fused|composed]
+ * `--gc default` leaves V8's GC policy as it is (the `seq-inference` section's setting) instead of
+ * `preferThroughputGc()`; `--release yes` hands each forward's logits back with `releaseTensor`
+ * (as the section does since 2026-11-23).
+ *
+ *   nice -n 10 node --import tsx bench/transformer-float/vs-torch.ts [--threads 1] [--rounds 7] [--steps 3] [--path fused|composed] [--gc throughput|default] [--release no|yes]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { noGrad } from '../../src/autograd/index.ts';
+import { noGrad, releaseTensor } from '../../src/autograd/index.ts';
 import { nativeInfo } from '../../src/backend/index.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
 import { flagOr, numberFlag } from '../flags.ts';
@@ -39,7 +43,11 @@ const steps = numberFlag('steps', 3, { integer: true, min: 1 });
 const only = flagOr('only', 'both');
 const path = pathFlag();
 if (!['forward', 'train', 'both'].includes(only)) throw new Error(`--only must be forward, train or both, got '${only}'`);
-useNative(threads);
+const gc = flagOr('gc', 'throughput');
+if (gc !== 'throughput' && gc !== 'default') throw new Error(`--gc must be throughput or default, got '${gc}'`);
+const release = flagOr('release', 'no');
+if (release !== 'yes' && release !== 'no') throw new Error(`--release must be yes or no, got '${release}'`);
+useNative(threads, gc);
 
 const S = SEQ_SHAPES;
 const batch = TRANSFORMER_STEP.batch;
@@ -96,7 +104,7 @@ const record = (key: string, side: 'lowbit' | 'torch', t: Timed): void => {
 };
 
 try {
-  console.log(`lowbit native (${nativeInfo()!.isa}, ${path} path) vs PyTorch fp32, ${threads} thread(s) each; ${rounds} rounds; batch ${batch} × ${S.context} tokens`);
+  console.log(`lowbit native (${nativeInfo()!.isa}, ${path} path, ${gc} GC policy, logits ${release === "yes" ? "released" : "dropped"}) vs PyTorch fp32, ${threads} thread(s) each; ${rounds} rounds; batch ${batch} × ${S.context} tokens`);
   const seqPeer = only !== 'train' ? await TorchSeqPeer.start(threads) : null;
   const rnnPeer = only !== 'forward' ? await TorchRnnPeer.start(threads) : null;
   if (typeof seqPeer === 'string' || typeof rnnPeer === 'string') {
@@ -132,7 +140,7 @@ try {
       if (seqPeer) {
         const p = seqPeer;
         record('forward', side, side === 'lowbit'
-          ? await timed(() => inProcess(() => noGrad(() => model.forwardAll(ids)), 1, 0.3))
+          ? await timed(() => inProcess(() => { const logits = noGrad(() => model.forwardAll(ids)); if (release === 'yes') releaseTensor(logits); }, 1, 0.3))
           : await timed(async () => ({ ...(await p.repeat('fwd', 0.3)), external: true })));
       }
       if (stepper && rnnPeer) {

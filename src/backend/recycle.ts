@@ -27,6 +27,8 @@ let tracking = 0;
 let fresh = new WeakSet<ArrayBufferLike>();
 /** Buffers in the pool now (a buffer is never pooled twice). */
 const pooled = new WeakSet<ArrayBufferLike>();
+/** Whole kernel output buffers (any pass) not handed back yet: the only ones `releaseOutput` takes. */
+const outputs = new WeakSet<ArrayBufferLike>();
 
 /** Poison returned buffers with NaN (tests). */
 export function setRecyclePoison(on: boolean): void {
@@ -61,7 +63,25 @@ export function trackAllocations<T>(fn: () => T): T {
 
 /** Called by kernels for each output buffer they allocate. */
 export function noteAllocated(data: Float32Array): void {
-  if (tracking > 0 && data.length >= MIN_ELEMENTS) fresh.add(data.buffer);
+  if (data.length < MIN_ELEMENTS) return;
+  outputs.add(data.buffer);
+  if (tracking > 0) fresh.add(data.buffer);
+}
+
+/**
+ * Hands back the buffer of a kernel output that its owner will not read again and that no other
+ * live tensor shares (the caller's promise: no-grad inference, where nothing records the graph).
+ * Declines (returns false) anything else it can check: views, small or foreign buffers, buffers
+ * already handed back. Returns whether the buffer went to the pool.
+ */
+export function releaseOutput(data: unknown): boolean {
+  if (!(data instanceof Float32Array) || data.length < MIN_ELEMENTS || data.byteOffset !== 0 ||
+    data.byteLength !== data.buffer.byteLength || !outputs.has(data.buffer)) return false;
+  outputs.delete(data.buffer);
+  if (!enabled || pooled.has(data.buffer)) return false;
+  const before = pooledBytes;
+  recycle(data);
+  return pooledBytes !== before;
 }
 
 /** Whether `data` is a whole buffer allocated inside the current `trackAllocations`. */
@@ -76,6 +96,7 @@ export function recycle(data: Float32Array): void {
   const list = free.get(data.length) ?? [];
   if (list.length >= PER_SIZE || pooledBytes + data.byteLength > MAX_BYTES) return;
   fresh.delete(data.buffer);
+  outputs.delete(data.buffer);
   pooled.add(data.buffer);
   list.push(data);
   free.set(data.length, list);

@@ -15,6 +15,7 @@ import { Linear } from '../linear.ts';
 import { GELU, ReLU } from '../activation.ts';
 import { Sequential } from '../sequential.ts';
 import { invertedDropout } from '../dropout.ts';
+import { releaseIntermediates } from '../../autograd/release.ts';
 import {
   add, arange, attention, concat, decodeAttention, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
   type Rng,
@@ -264,18 +265,30 @@ export class TransformerBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return this.run(x, (t) => this.attn.forward(t));
+    return this.run(x, (t) => this.attn.forward(t), true);
   }
 
   /** `forward` at S new positions [N, S, E] after the ones in `cache` (see {@link CausalSelfAttention.forwardCached}). */
   forwardCached(x: Tensor, cache: AttentionCache): Tensor {
-    return this.run(x, (t) => this.attn.forwardCached(t, cache));
+    return this.run(x, (t) => this.attn.forwardCached(t, cache), false);
   }
 
-  private run(x: Tensor, attend: (t: Tensor) => Tensor): Tensor {
+  /** With `release`, under no-grad the intermediates' buffers go back to the pool once the block no longer reads them. */
+  private run(x: Tensor, attend: (t: Tensor) => Tensor, release: boolean): Tensor {
     const drop = (t: Tensor): Tensor => (this.training && this.dropout > 0 ? invertedDropout(t, this.dropout, this.rng) : t);
-    const h = add(x, drop(attend(this.ln1.forward(x))));
-    return add(h, drop(this.fc2.forward(this.act.forward(this.fc1.forward(this.ln2.forward(h))))));
+    const a = this.ln1.forward(x);
+    const attended = attend(a);
+    const dropped = drop(attended);
+    const h = add(x, dropped);
+    if (release) releaseIntermediates([a, attended, dropped], [x, h]);
+    const n = this.ln2.forward(h);
+    const up = this.fc1.forward(n);
+    const active = this.act.forward(up);
+    const down = this.fc2.forward(active);
+    const droppedDown = drop(down);
+    const y = add(h, droppedDown);
+    if (release) releaseIntermediates([n, up, active, down, droppedDown, h], [x, y]);
+    return y;
   }
 }
 
@@ -378,19 +391,34 @@ export class TransformerLM extends Module implements TensorModule {
     const positions = arange(0, steps, 1, 'int32');
     let x = add(this.tokenEmbedding.forward(ids), this.positionEmbedding.forward(positions));
     if (this.training && this.dropout > 0) x = invertedDropout(x, this.dropout, this.rng);
-    return this.lnFinal.forward(this.blocks.forward(x));
+    // Block by block (as the Sequential would), so that under no-grad each block's input buffer
+    // goes back to the pool once the next block has read it.
+    for (const block of this.blocks) {
+      const y = block.forward(x);
+      releaseIntermediates([x], [y]);
+      x = y;
+    }
+    const h = this.lnFinal.forward(x);
+    releaseIntermediates([x], [h]);
+    return h;
   }
 
   /** ids [N, C] int32 → logits [N, C, V]: at position t, of the word after ids[:, t]. */
   forwardAll(ids: Tensor): Tensor {
-    return this.logits(this.hidden(ids));
+    const h = this.hidden(ids);
+    const logits = this.logits(h);
+    releaseIntermediates([h], [logits]);
+    return logits;
   }
 
   /** ids [N, C] int32 → logits [N, V] of the word after each row's last id. */
   forward(ids: Tensor): Tensor {
     const h = this.hidden(ids);
     const [n, steps] = ids.shape as [number, number];
-    return this.logits(reshape(narrow(h, 1, steps - 1, 1), [n, this.embedDim]));
+    const last = reshape(narrow(h, 1, steps - 1, 1), [n, this.embedDim]);
+    const logits = this.logits(last);
+    releaseIntermediates([h], [logits, last]);
+    return logits;
   }
 
   /** An empty KV cache for {@link forwardCached}. */
