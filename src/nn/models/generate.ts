@@ -13,7 +13,7 @@
  */
 import { noGrad } from '../../autograd/engine.ts';
 import { narrow, reshape, Rng, Tensor } from '../../tensor/index.ts';
-import type { TensorModule } from '../module.ts';
+import type { Module, TensorModule } from '../module.ts';
 import { TransformerLM } from './transformer-lm.ts';
 
 /** How the next id is drawn from a row of logits. */
@@ -209,13 +209,7 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
     return out;
   };
   if (cachedModel) return decode();
-  const wasTraining = model.training;
-  model.eval();
-  try {
-    return noGrad(decode);
-  } finally {
-    model.train(wasTraining);
-  }
+  return inEvalWithoutGrad(model, decode);
 }
 
 export type GenerateBatchOptions = Omit<GenerateOptions, 'onStep'>;
@@ -287,10 +281,15 @@ export function generateBatch(model: NextWordLanguageModel, prompts: readonly (r
     }
     return out;
   };
+  return inEvalWithoutGrad(model, decode);
+}
+
+/** `fn()` with `model` in eval mode and no graph recorded; the training flag is put back afterwards. */
+function inEvalWithoutGrad<T>(model: Module, fn: () => T): T {
   const wasTraining = model.training;
   model.eval();
   try {
-    return noGrad(decode);
+    return noGrad(fn);
   } finally {
     model.train(wasTraining);
   }
