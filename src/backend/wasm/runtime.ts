@@ -186,6 +186,11 @@ export async function setWasmThreads(threads: number): Promise<number> {
   return rt.threads();
 }
 
+/** @internal The pool when started (tests). */
+export function wasmPoolForTests(): WasmPool | null {
+  return pool;
+}
+
 /** The wasm backend's threads now. */
 export interface WasmThreadsInfo {
   /** Threads asked for (setWasmThreads, else LOWBIT_THREADS, else min(cores, 4)). */

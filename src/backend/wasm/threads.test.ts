@@ -16,7 +16,7 @@ import { getBackend, runKernel, setBackend } from '../registry.ts';
 import { loadWasm, wasmKernel } from './index.ts';
 import { setCanvasPaths, setParallelMinMacs } from './kernels.ts';
 import { PARALLEL_MIN_MACS } from './util.ts';
-import { setWasmThreads, wasmRuntime, wasmThreadsInfo } from './runtime.ts';
+import { setWasmThreads, wasmPoolForTests, wasmRuntime, wasmThreadsInfo } from './runtime.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
 import { crossEntropy, manualSeed, randint, randn, type Tensor } from '../../tensor/index.ts';
@@ -225,6 +225,28 @@ describe('wasm threads: configuration and fallback', { skip }, () => {
     assert.equal(small.dispatched, 0, '40·50·60 multiply-adds stay on the caller');
     const large = await onThreads(THREADS, 'matmul', [random([128, 200], 1), random([200, 96], 2)], { transA: false, transB: false });
     assert.equal(large.dispatched, 1, '128·200·96 multiply-adds are split');
+  });
+
+  it('a worker that died: the call throws after the wait limit instead of hanging, later calls run on the caller and are right', async () => {
+    assert.equal(await setWasmThreads(2), 2);
+    const pool = wasmPoolForTests();
+    assert.ok(pool);
+    pool.waitLimitMs = 300;
+    pool.killWorkerForTests(0);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const inputs = [random([256, 200], 3), random([200, 256], 4)];
+    const attrs = { transA: false, transB: false };
+    const t0 = Date.now();
+    assert.throws(() => wasmKernel('matmul')?.(inputs, attrs), /wasm worker 1 did not finish its part of a kernel call within 0\.3 s/);
+    assert.ok(Date.now() - t0 < 10_000, 'failed within seconds, not hung');
+    const info = wasmThreadsInfo();
+    assert.equal(info.active, 1);
+    assert.match(info.reason ?? '', /did not finish its part/);
+    const y = wasmKernel('matmul')?.(inputs, attrs);
+    assert.ok(y);
+    const ref = reference('matmul', inputs, attrs);
+    for (let i = 0; i < ref.data.length; i++) assert.ok(Math.abs(y.data[i]! - ref.data[i]!) <= 1e-4, `element ${i}`);
+    assert.equal(await setWasmThreads(2), 2, 'a new pool replaces the failed one');
   });
 
   it('setWasmThreads refuses counts outside [1, 16]', async () => {

@@ -89,6 +89,12 @@ export class WasmPool {
   error: string | null = null;
   /** Kernel calls that ran parts on workers (tests check that a threaded path really ran). */
   dispatched = 0;
+  /**
+   * Longest wait (ms) for a worker's part of one kernel call. A worker that died (killed, out of
+   * memory) never answers: past this limit the call throws instead of hanging, and the pool stops
+   * its workers, so every later call runs on the calling thread.
+   */
+  waitLimitMs = 120_000;
 
   constructor(private readonly target: PoolTarget, readonly threads: number) {
     this.limit = threads;
@@ -186,17 +192,35 @@ export class WasmPool {
       failure = e;
     }
     let failed = 0;
+    const deadline = Date.now() + this.waitLimitMs;
     for (let p = 1; p < parts; p++) {
       const at = (p - 1) * SLOT_WORDS + DONE;
       if (callerCanBlock) {
-        for (let done = Atomics.load(ctrl, at); done !== seq; done = Atomics.load(ctrl, at)) Atomics.wait(ctrl, at, done);
+        for (let done = Atomics.load(ctrl, at); done !== seq; done = Atomics.load(ctrl, at)) {
+          const left = deadline - Date.now();
+          if (left <= 0) this.abandon(p);
+          Atomics.wait(ctrl, at, done, left);
+        }
       } else {
-        while (Atomics.load(ctrl, at) !== seq);
+        for (let spins = 1; Atomics.load(ctrl, at) !== seq; spins++) if ((spins & 0xfff) === 0 && Date.now() > deadline) this.abandon(p);
       }
       if (Atomics.load(ctrl, (p - 1) * SLOT_WORDS + STATUS) !== 0) failed = p;
     }
     if (failure !== null) throw failure;
     if (failed) throw new Error(`wasm worker ${failed} failed a kernel call`);
+  }
+
+  /** A worker that did not answer within waitLimitMs: stop every worker, remember why, throw. */
+  private abandon(part: number): never {
+    const message = `wasm worker ${part} did not finish its part of a kernel call within ${this.waitLimitMs / 1000} s (it may have died); kernels now run on the calling thread only`;
+    this.error ??= message;
+    this.close();
+    throw new Error(message);
+  }
+
+  /** @internal Kills worker `w` without telling it (tests: a worker that died). */
+  killWorkerForTests(w: number): void {
+    this.workers[w]?.terminate();
   }
 
   /** Asks the workers to exit and forgets them. */
