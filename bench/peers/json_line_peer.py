@@ -1,11 +1,13 @@
 """The serving loop of lowbit's long-lived PyTorch peers (torch_rnn.py, torch_seq.py): one JSON
 object per line in each direction (bench/peers/json-line-peer.ts is the other end).
 
+threads_argument(doc) reads the peer's --threads flag (default 2);
 start(threads, extra) imports torch, sets its threads and prints the "ready" line (or prints
 {"skipped": reason} and returns None when torch cannot be imported); serve(handlers) then answers
 each request line {"op": name, ...} with handlers[name](req) (a dict, sent with "ok": true) until
 end of input; an exception answers {"error": "<type>: <message>"} and serving goes on.
 """
+import argparse
 import json
 import sys
 
@@ -13,6 +15,13 @@ import sys
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def threads_argument(doc):
+    """The --threads of the peer's command line (default 2); `doc` is its --help text."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args().threads
 
 
 def start(threads, extra=None):

@@ -18,12 +18,11 @@ One JSON object per line in each direction (json_line_peer.py). Requests:
 
 Threads: torch.set_num_threads(--threads); run with OPENBLAS_NUM_THREADS=1.
 """
-import argparse
 import math
 import sys
 import time
 
-from json_line_peer import serve, start
+from json_line_peer import serve, start, threads_argument
 from torch_seq import read_safetensors, transformer_lm_for
 
 
@@ -89,10 +88,7 @@ def make_generator(torch, np, req):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    torch = start(args.threads)
+    torch = start(threads_argument(__doc__))
     if torch is None:
         return 0
     import numpy as np

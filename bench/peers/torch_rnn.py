@@ -29,11 +29,10 @@ zero_grad, backward, Adam step.
 Errors answer {"error": "<message>"}. End of input ends the process.
 Threads: torch.set_num_threads(--threads); run with OPENBLAS_NUM_THREADS=1.
 """
-import argparse
 import sys
 import time
 
-from json_line_peer import serve, start
+from json_line_peer import serve, start, threads_argument
 
 
 def make_stepper(torch, req):
@@ -97,10 +96,7 @@ def make_transformer_stepper(torch, req):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    torch = start(args.threads)
+    torch = start(threads_argument(__doc__))
     if torch is None:
         return 0
 

@@ -33,14 +33,13 @@ One JSON object per line in each direction. On start it prints {"ready": true, "
 Errors answer {"error": "<message>"}. End of input ends the process.
 Threads: torch.set_num_threads(--threads); run with OPENBLAS_NUM_THREADS=1.
 """
-import argparse
 import json
 import math
 import struct
 import sys
 import time
 
-from json_line_peer import serve, start
+from json_line_peer import serve, start, threads_argument
 
 SAFETENSORS_DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4"}
 MAX_HEADER = 100 * 1024 * 1024
@@ -192,10 +191,7 @@ def make_runner(torch, np, req):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    torch = start(args.threads, lambda torch: {
+    torch = start(threads_argument(__doc__), lambda torch: {
         "engine": torch.backends.quantized.engine,
         "engines": [e for e in torch.backends.quantized.supported_engines if e != "none"]})
     if torch is None:

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setNativeThreads } from '../../src/backend/index.ts';
 import { generate, generateBatch, type TransformerLM } from '../../src/nn/index.ts';
-import { setFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
+import { withFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
 import { median } from '../lib.ts';
 import { JsonLinePeer } from '../peers/json-line-peer.ts';
@@ -43,17 +43,14 @@ interface Run {
 function runLowbit(model: TransformerLM, prompts: number[][], batch: number, mode: Exclude<Mode, 'torchCached'>): Run {
   const rows = prompts.slice(0, batch);
   const options = { tokens: TOKENS, temperature: 0, cache: mode !== 'uncached' };
-  const previous = setFusedTransformerLayers(mode !== 'cachedComposed');
-  try {
+  return withFusedTransformerLayers(mode !== 'cachedComposed', () => {
     const cpu = process.cpuUsage();
     const start = performance.now();
     const ids = batch === 1 ? [generate(model, rows[0]!, options)] : generateBatch(model, rows, options);
     const seconds = (performance.now() - start) / 1000;
     const used = process.cpuUsage(cpu);
     return { ids, seconds, cpuSeconds: (used.user + used.system) / 1e6 };
-  } finally {
-    setFusedTransformerLayers(previous);
-  }
+  });
 }
 
 /** One batch size's results: medians per mode (null: PyTorch skipped) and every repeat. */

@@ -5,7 +5,7 @@ import { noGrad } from '../autograd/index.ts';
 import { gradcheck } from '../autograd/gradcheck.ts';
 import { withBackend } from '../backend/index.ts';
 import { profileOps } from '../backend/registry.ts';
-import { setFusedTransformerLayers } from './fused-layers.ts';
+import { withFusedTransformerLayers } from './fused-layers.ts';
 import { quantizableLayers } from '../quant/config/plan.ts';
 import { MultiheadAttention } from './attention.ts';
 import type { FloatDType } from './rnn.ts';
@@ -38,14 +38,7 @@ const attentionCases = mhaCases.filter((c) => c.config.needWeights !== false);
 const selfAttentionCases = mhaCases.filter((c) => c.config.needWeights === false);
 
 /** Runs `fn` with the fused Transformer layer primitives on or off. */
-function withFused<T>(on: boolean, fn: () => T): T {
-  const previous = setFusedTransformerLayers(on);
-  try {
-    return fn();
-  } finally {
-    setFusedTransformerLayers(previous);
-  }
-}
+const withFused = withFusedTransformerLayers;
 
 /**
  * A self-attention fixture case (query = key = value, needWeights false): the output and the

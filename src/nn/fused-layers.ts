@@ -17,3 +17,13 @@ export function setFusedTransformerLayers(enabled: boolean): boolean {
 export function fusedTransformerLayers(): boolean {
   return fused;
 }
+
+/** @internal `fn()` with the fused Transformer layer primitives on or off; the previous setting is put back afterwards. */
+export function withFusedTransformerLayers<T>(enabled: boolean, fn: () => T): T {
+  const previous = setFusedTransformerLayers(enabled);
+  try {
+    return fn();
+  } finally {
+    setFusedTransformerLayers(previous);
+  }
+}

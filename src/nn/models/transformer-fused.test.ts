@@ -12,7 +12,7 @@ import { attentionComposed } from '../../autograd/transformer.ts';
 import { availableBackends, withBackend, type BackendName } from '../../backend/index.ts';
 import { profileOps } from '../../backend/registry.ts';
 import { add, attention, concat, crossEntropy, div, erf, gelu, layerNorm, mean, mul, reshape, Rng, sqrt, sub, sum, Tensor } from '../../tensor/index.ts';
-import { setFusedTransformerLayers } from '../fused-layers.ts';
+import { withFusedTransformerLayers } from '../fused-layers.ts';
 import { Identity } from '../activation.ts';
 import { TransformerBlock, TransformerLM, type TransformerActivation } from './transformer-lm.ts';
 
@@ -22,15 +22,8 @@ function ids(rng: Rng, n: number, c: number): Tensor {
   return new Tensor(Int32Array.from({ length: n * c }, () => Math.floor(rng.uniform() * V)), [n, c]);
 }
 
-/** Runs `fn` with the fused primitives on or off. */
-function withFused<T>(on: boolean, fn: () => T): T {
-  const previous = setFusedTransformerLayers(on);
-  try {
-    return fn();
-  } finally {
-    setFusedTransformerLayers(previous);
-  }
-}
+/** Runs `fn` with the fused Transformer layer primitives on or off. */
+const withFused = withFusedTransformerLayers;
 
 /** Logits [N, C, V] and every parameter's gradient of the every-position cross-entropy. */
 function logitsAndGrads(model: TransformerLM, x: Tensor, targets: Tensor): { logits: Float32Array; grads: Map<string, Float64Array> } {
