@@ -9,13 +9,11 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ThreadsWorkloadResult } from './fixtures/wasm-threads-workload.ts';
-import { chromiumUnavailable, CROSS_ORIGIN_ISOLATION, withChromiumPage } from './chromium.ts';
+import { bundleBrowserEntry, chromiumUnavailable, CROSS_ORIGIN_ISOLATION, withChromiumPage } from './chromium.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('wasm threads in Chromium', () => {
   let dir = '';
@@ -24,18 +22,11 @@ describe('wasm threads in Chromium', () => {
     why = await chromiumUnavailable();
     if (why) return;
     dir = mkdtempSync(join(tmpdir(), 'lowbit-browser-threads-'));
-    const { build } = await import('esbuild');
-    await build({
-      stdin: {
-        contents: [
-          "import * as lowbit from './src/browser.ts';",
-          "import { runThreadsWorkload } from './test/fixtures/wasm-threads-workload.ts';",
-          'runThreadsWorkload(lowbit).then((r) => { globalThis.__result = r; }, (e) => { globalThis.__error = String(e && e.stack || e); });',
-        ].join('\n'),
-        resolveDir: root, loader: 'ts', sourcefile: 'entry.ts',
-      },
-      bundle: true, platform: 'browser', format: 'esm', target: 'es2022', outfile: join(dir, 'bundle.js'), logLevel: 'silent',
-    });
+    await bundleBrowserEntry([
+      "import * as lowbit from './src/browser.ts';",
+      "import { runThreadsWorkload } from './test/fixtures/wasm-threads-workload.ts';",
+      'runThreadsWorkload(lowbit).then((r) => { globalThis.__result = r; }, (e) => { globalThis.__error = String(e && e.stack || e); });',
+    ], join(dir, 'bundle.js'));
     writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>lowbit threads</title><link rel="icon" href="data:,"><script type="module" src="bundle.js"></script>');
   });
   after(() => {

@@ -8,14 +8,12 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import * as lowbit from '../src/browser.ts';
 import { runWorkload, type WorkloadResult } from './fixtures/browser-workload.ts';
-import { chromiumUnavailable, withChromiumPage } from './chromium.ts';
+import { bundleBrowserEntry, chromiumUnavailable, withChromiumPage } from './chromium.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('browser bundle', () => {
   it('runs training, QAT, the integer runtime and .lowbit bytes in Chromium, bit-identical to Node.js', async (t) => {
@@ -23,19 +21,12 @@ describe('browser bundle', () => {
     if (why) return t.skip(why);
     const dir = mkdtempSync(join(tmpdir(), 'lowbit-browser-'));
     try {
-      const { build } = await import('esbuild');
-      await build({
-        stdin: {
-          contents: [
-            "import * as lowbit from './src/browser.ts';",
-            "import { runWorkload } from './test/fixtures/browser-workload.ts';",
-            'globalThis.__default = lowbit.getBackend();',
-            'try { globalThis.__result = runWorkload(lowbit); } catch (e) { globalThis.__error = String(e && e.stack || e); }',
-          ].join('\n'),
-          resolveDir: root, loader: 'ts', sourcefile: 'entry.ts',
-        },
-        bundle: true, platform: 'browser', format: 'esm', target: 'es2022', outfile: join(dir, 'bundle.js'), logLevel: 'silent',
-      });
+      await bundleBrowserEntry([
+        "import * as lowbit from './src/browser.ts';",
+        "import { runWorkload } from './test/fixtures/browser-workload.ts';",
+        'globalThis.__default = lowbit.getBackend();',
+        'try { globalThis.__result = runWorkload(lowbit); } catch (e) { globalThis.__error = String(e && e.stack || e); }',
+      ], join(dir, 'bundle.js'));
       const bundle = readFileSync(join(dir, 'bundle.js'), 'utf8');
       assert.doesNotMatch(bundle, /from\s*["']node:|require\(["']node:/, 'the browser bundle imports a Node.js module');
       writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>lowbit</title><link rel="icon" href="data:,"><script type="module" src="bundle.js"></script>');

@@ -3,12 +3,14 @@
  * playwright-core (a devDependency; no browser download). `chromiumUnavailable()` says why a test
  * must skip (no binary, or playwright-core not installed); `withChromiumPage` launches a fresh
  * profile, serves files from a directory on a localhost HTTP server, and records console errors
- * and page errors while the callback runs.
+ * and page errors while the callback runs. `bundleBrowserEntry` bundles an entry (lines of
+ * TypeScript run from the repository root) for the browser with esbuild.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { extname, join, normalize } from 'node:path';
+import { dirname, extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Page } from 'playwright-core';
 
@@ -94,4 +96,13 @@ export async function withChromiumPage<T>(
     await new Promise<void>((resolve) => server.close(() => resolve()));
     rmSync(profile, { recursive: true, force: true });
   }
+}
+
+/** Bundles `entry` (TypeScript lines, imports relative to the repository root) for the browser into `outfile` (ESM, es2022). */
+export async function bundleBrowserEntry(entry: readonly string[], outfile: string): Promise<void> {
+  const { build } = await import('esbuild');
+  await build({
+    stdin: { contents: entry.join('\n'), resolveDir: join(dirname(fileURLToPath(import.meta.url)), '..'), loader: 'ts', sourcefile: 'entry.ts' },
+    bundle: true, platform: 'browser', format: 'esm', target: 'es2022', outfile, logLevel: 'silent',
+  });
 }
