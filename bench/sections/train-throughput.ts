@@ -12,6 +12,7 @@
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
+import { setWasmThreads, wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
 import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, qatTrainStepper, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
@@ -25,6 +26,15 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const notes: string[] = [];
   const backends = benchBackends();
   const wasmNote = backends.includes('wasm') ? await prepareWasmThreads(ctx.threads) : '';
+  // With a pool of several wasm threads, the fp32 cases also run wasm on one thread, so the gain of
+  // the worker pool is measured in the same run.
+  const oneThreadRow = backends.includes('wasm') && wasmThreadsInfo().active > 1;
+  const contenders: readonly { backend: 'native' | 'wasm' | 'reference'; oneThread: boolean }[] = [
+    { backend: 'native', oneThread: false },
+    { backend: 'wasm', oneThread: false },
+    ...(oneThreadRow ? [{ backend: 'wasm' as const, oneThread: true }] : []),
+    { backend: 'reference', oneThread: false },
+  ];
   let source = '';
   let torchData = '';
   for (const { model, batch } of CASES) {
@@ -33,22 +43,31 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const torchId = `${key}/torch`;
     const pool = batchPool(batch, 8);
     source = pool.source;
-    for (const backend of ['native', 'wasm', 'reference'] as const) {
-      const base = { id: `${key}/lowbit-${backend}`, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, peers: [torchId] };
+    const wasmOneId = `${key}/lowbit-wasm-1-thread`;
+    for (const { backend, oneThread } of contenders) {
+      const id = oneThread ? wasmOneId : `${key}/lowbit-${backend}`;
+      // The pool's row also reads against the same backend on one thread (does splitting pay?).
+      const peers = backend === 'wasm' && !oneThread && oneThreadRow ? [torchId, wasmOneId] : [torchId];
+      if (oneThread) await setWasmThreads(1);
+      const base = { id, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, peers };
       if (!backends.includes(backend)) {
         measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
         continue;
       }
-      ctx.log(`${group}: lowbit ${backend}`);
-      const r = await withBackend(backend, () =>
-        measureRate(trainStepper(buildModel(model), pool.batches), {
-          warmup: backend === 'reference' ? 1 : 5,
-          repeats: ctx.repeats,
-          targetSeconds: ctx.targetSeconds,
-          itemsPerCall: batch,
-        }),
-      );
-      measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+      ctx.log(`${group}: ${base.impl}`);
+      try {
+        const r = await withBackend(backend, () =>
+          measureRate(trainStepper(buildModel(model), pool.batches), {
+            warmup: backend === 'reference' ? 1 : 5,
+            repeats: ctx.repeats,
+            targetSeconds: ctx.targetSeconds,
+            itemsPerCall: batch,
+          }),
+        );
+        measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+      } finally {
+        if (oneThread) await setWasmThreads(ctx.threads);
+      }
     }
     ctx.log(`${group}: PyTorch`);
     const t = await runTorch({ task: 'train', model, batch, steps: 0, repeats: ctx.repeats, warmup: 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
@@ -88,6 +107,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   notes.push(`Each step: forward, softmax cross-entropy, backward, SGD step (lr ${SGD_CONFIG.lr}, momentum ${SGD_CONFIG.momentum}), zero grad, loss read back. Steps per repeat are calibrated to ~${ctx.targetSeconds} s; samples/s = steps × batch / time.`);
   notes.push(`lowbit data: ${source}, 8 batches cycled. PyTorch data: ${torchData || 'n/a'} (8 batches cycled) — fp32 throughput does not depend on pixel values.`);
   if (wasmNote) notes.push(wasmNote);
+  if (oneThreadRow) notes.push(`lowbit (wasm, 1 thread): the same wasm kernels with the worker pool set to one thread (\`setWasmThreads(1)\`) for that row only, so the pool's gain is the ratio of the ${wasmThreadsInfo().active}-thread row to it, measured in the same run.`);
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}. Linear layers go through that BLAS; convolutions through oneDNN.`);
   return { measurements, notes };
 }
