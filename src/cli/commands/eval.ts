@@ -13,6 +13,8 @@ import { modelOfCheckpoint, type CheckpointModel } from '../checkpoint-model.ts'
 import { checkOutputFile, loadIntModelFile, resolveModelInput } from '../inputs.ts';
 import { readLmCheckpoint, type LmCheckpoint } from '../lm-run.ts';
 import { evalIntLanguageModel, evalLanguageModel, isIrnnPath } from './eval-lm.ts';
+import { evalOnnxModel } from './eval-onnx.ts';
+import { isOnnxPath, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 
 /** The prepared (fake-quant) model of a QAT training checkpoint, in eval mode; float32 runs are refused. */
 function preparedFromCheckpoint(path: string): CheckpointModel {
@@ -35,26 +37,37 @@ export const evalCommand = defineCommand({
     'A language-model run (lowbit train --model lstm-lm|gru-lm; as --model or --checkpoint) reports its',
     'test perplexity on the corpus\' held-out test split and the forward throughput (docs/lm.md); so does an',
     'integer-only language model (FILE.irnn, from lowbit export RUN --format irnn), run by the iRNN runtime.',
+    'A float32 ONNX image classifier (FILE.onnx, e.g. from torch.onnx.export) is imported as a lowbit module',
+    'and evaluated (--normalize: its input scaling); --verify also runs it in onnxruntime-node and compares.',
   ].join('\n'),
   examples: [
     'lowbit eval --model lenet5-w8a8.lowbit --dataset mnist',
     'lowbit eval --checkpoint runs/lenet5-mnist-w8a8/checkpoint.safetensors --save lenet5-w8a8.lowbit --compare',
     'lowbit eval runs/lstm-lm-moby-dick-w4a8          # test perplexity of a language-model run',
     'lowbit eval lm.irnn                              # ... of its integer-only export (lowbit export RUN --format irnn --out lm.irnn)',
+    'lowbit eval lenet5.onnx --dataset mnist --verify # a float ONNX model (torch.onnx.export), checked against onnxruntime-node',
   ],
   options: {
-    model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model to evaluate (also: lowbit eval FILE)' },
+    model: { type: 'string', placeholder: 'FILE', positional: true, help: 'the .lowbit integer model (or .irnn language model, or float32 .onnx image classifier) to evaluate (also: lowbit eval FILE)' },
     checkpoint: { type: 'string', placeholder: 'PATH', help: 'a QAT training checkpoint or run directory to convert (instead of --model)' },
     save: { type: 'string', placeholder: 'FILE', help: 'with --checkpoint: write the converted model to this .lowbit file' },
     compare: { type: 'boolean', help: 'with --checkpoint: compare with the fake-quant model on the same images' },
     dataset: { type: 'enum', choices: [...DATASET_NAMES, ...LM_DATASET_NAMES], help: 'dataset (default: the one the model was trained on, else mnist)' },
     limit: { type: 'int', positive: true, help: 'evaluate on the first N test images (language models: test windows) only' },
     batchSize: { type: 'int', positive: true, default: 256, help: 'images per IntModel.run call (language models: windows per forward)' },
-    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'backend of the fake-quant model (--compare)' },
+    backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'backend of the fake-quant model (--compare) or of an imported .onnx model' },
+    normalize: { type: 'enum', choices: ONNX_NORMALIZE_CHOICES, help: ONNX_NORMALIZE_HELP },
+    verify: { type: 'boolean', help: 'ONNX models: also run the test images through onnxruntime-node and compare its outputs with lowbit\'s' },
   },
   run(options, io) {
     if ((options.model === undefined) === (options.checkpoint === undefined)) throw new UsageError('give exactly one of --model FILE.lowbit (or lowbit eval FILE.lowbit) and --checkpoint FILE.safetensors', 'eval');
     if (options.model !== undefined && isIrnnPath(options.model)) return evalIntLanguageModel(options.model, options, io);
+    if (options.model !== undefined && isOnnxPath(options.model)) {
+      if (options.save !== undefined || options.compare) throw new UsageError('--save and --compare need --checkpoint; an .onnx file is evaluated as it is (--verify compares it with onnxruntime-node)', 'eval');
+      useBackend(options.backend);
+      return evalOnnxModel(options.model, options, io);
+    }
+    if (options.normalize !== undefined || options.verify) throw new UsageError('--normalize and --verify apply to .onnx models (lowbit eval FILE.onnx)', 'eval');
     const lm = options.checkpoint !== undefined ? languageModelRun(options.checkpoint, 'eval: --checkpoint', 'checkpoint') : languageModelRun(options.model!, 'eval: --model', 'lowbit');
     if (lm) {
       useBackend(options.backend);

@@ -8,6 +8,7 @@ import type { IntNode, LayerSummary } from '../../runtime/intmodel.ts';
 import { modelOfCheckpoint } from '../checkpoint-model.ts';
 import { readLmCheckpoint } from '../lm-run.ts';
 import { summary } from '../../nn/summary.ts';
+import { isOnnxPath, loadOnnxImageModel, onnxTensorModule } from '../onnx-model.ts';
 import { loadCheckpoint } from '../../train/checkpoint.ts';
 
 export const infoCommand = defineCommand({
@@ -22,10 +23,11 @@ export const infoCommand = defineCommand({
     'like Keras model.summary(): every layer with its output shape for one 28x28 image (one window of\n' +
     'token ids for a language-model run), its parameters,\n' +
     'the weight/input bits of fake-quant layers, and the model size in float32 and at those bits.\n' +
+    'A float32 ONNX image classifier (FILE.onnx) is imported and summarised the same way, with its op types.\n' +
     'A malformed file is reported on one line with exit code 1.',
   examples: ['lowbit info', 'lowbit info --backend --json', 'lowbit info model.lowbit', 'lowbit info --file model.lowbit --json', 'lowbit info runs/lenet5-mnist-w4a4   # layer table of a training run'],
   options: {
-    file: { type: 'string', placeholder: 'FILE', positional: true, help: 'describe this .lowbit model file or lowbit train run (directory or checkpoint; also: lowbit info FILE)' },
+    file: { type: 'string', placeholder: 'FILE', positional: true, help: 'describe this .lowbit model file, lowbit train run (directory or checkpoint) or .onnx model (also: lowbit info FILE)' },
     backend: { type: 'boolean', help: 'print only the backend details (backends, threads, CPU features)' },
     json: { type: 'boolean', help: 'print the same information as JSON' },
   },
@@ -77,6 +79,10 @@ function wasmThreadsLine(wasm: { threads: number; singleThreadReason?: string })
  * node (bits, geometry, tensor references and dtypes) the way eval and export do.
  */
 function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
+  if (isOnnxPath(file)) {
+    describeOnnxFile(file, json, io);
+    return;
+  }
   const input = resolveModelInput(file, 'info', 'info', 'lowbit', 'a .lowbit file (or a folder holding model.lowbit)');
   if (input.kind === 'checkpoint') {
     describeTrainingRun(input.file, json, io);
@@ -130,6 +136,35 @@ function describeLowbitFile(file: string, json: boolean, io: CommandIO): void {
   if (report.tensors.length > 0) {
     table(io, ['name', 'dtype', 'shape', 'bytes'], report.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, String(t.bytes)]), [3]);
   }
+}
+
+/**
+ * A float32 ONNX image classifier: imported as `lowbit eval` / `lowbit quantize` import it, then
+ * its op types and the nn.summary table of the imported module (ONNX node names as layer names).
+ */
+function describeOnnxFile(file: string, json: boolean, io: CommandIO): void {
+  const model = loadOnnxImageModel(file, 'info');
+  const s = summary(onnxTensorModule(model), [1, ...model.sampleShape]);
+  if (json) {
+    const { format: _format, ...table } = s;
+    io.print(JSON.stringify({
+      file, format: 'onnx', opset: model.opset, producer: model.producer, input: { name: model.inputName, shape: ['N', ...model.sampleShape] },
+      output: { name: model.outputName, shape: ['N', model.classes] }, ops: model.opCounts, dataset: model.metadataDataset, normalize: model.metadataNormalize, summary: table,
+    }, null, 2));
+    return;
+  }
+  const head: [string, string][] = [
+    ['file', file],
+    ['format', `ONNX, opset ${model.opset} (${model.producer})`],
+    ['input', `'${model.inputName}' [N, ${model.sampleShape.join(', ')}] float32`],
+    ['output', `'${model.outputName}' [N, ${model.classes}]`],
+    ['ops', Object.entries(model.opCounts).map(([op, n]) => `${op} ${n}`).join(', ')],
+  ];
+  if (model.metadataDataset) head.push(['dataset', `${model.metadataDataset} (lowbit.dataset)`]);
+  const width = Math.max(...head.map(([k]) => k.length));
+  for (const [k, v] of head) io.print(`${k.padEnd(width)}  ${v}`);
+  io.print();
+  io.print(s.format());
 }
 
 /** Input of one sample of the image datasets lowbit train runs on (MNIST, Fashion-MNIST). */

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
+import type { TensorModule } from '../../nn/module.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
 import { saveCheckpoint } from '../../train/checkpoint.ts';
 import { makeDirs, writeFileAtomic } from '../../format/index.ts';
@@ -15,6 +16,8 @@ import type { QuantPlan } from '../../quant/config/plan.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { UsageError } from '../args.ts';
+import { isOnnxPath, loadOnnxImageModel, onnxDataset, onnxNormalize, onnxTensorModule, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 /**
@@ -39,6 +42,9 @@ export const quantizeCommand = defineCommand({
     '<= 4-bit weights (AdaRound) and corrects biases, then evaluates float32 and quantized accuracy on',
     'the test set. Writes <out>/model.safetensors (the calibrated fake-quant model state),',
     '<out>/ptq.json and, through the integer runtime, <out>/model.lowbit.',
+    'An .onnx --model (a float32 image classifier, e.g. from torch.onnx.export) is imported as a lowbit',
+    'module and quantized the same way; its folder gets ptq.json and model.lowbit (when the graph is a',
+    'chain of layers the integer runtime knows), whose metadata records the input scaling (--normalize).',
   ].join('\n'),
   examples: [
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w8a8',
@@ -46,9 +52,10 @@ export const quantizeCommand = defineCommand({
     'lowbit quantize --model runs/mlp-mnist-fp32 --bits w2a8 --group-size 32   # per-group Linear weights (fake quantization)',
     'lowbit quantize --model runs/cnn-fashion-mnist-fp32 --bits w8a8 --method percentile --bias-correction',
     'lowbit quantize --model runs/lenet5-mnist-fp32 --plan runs/lenet5-mnist-fp32/search-ilp-size-20KB/plan.json',
+    'lowbit quantize --model lenet5.onnx --dataset mnist --bits w8a8   # a PyTorch model exported by torch.onnx.export',
   ],
   options: {
-    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors' },
+    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32), its checkpoint.safetensors, or a float32 ONNX image classifier (FILE.onnx, e.g. from torch.onnx.export)' },
     bits: { type: 'enum', choices: PTQ_SCHEMES, default: 'w8a8', help: 'weight/activation bits' },
     calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split; at most its size)' },
     method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },
@@ -63,37 +70,59 @@ export const quantizeCommand = defineCommand({
     out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the results are written (default: <run dir>/ptq-<bits>-<method>[-g<group size>]; with --plan <run dir>/ptq-plan-<plan folder or file name>-<plan hash>-<method>)' },
     testLimit: { type: 'int', positive: true, help: 'evaluate on the first N test samples only' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the calibration sample' },
+    normalize: { type: 'enum', choices: ONNX_NORMALIZE_CHOICES, help: ONNX_NORMALIZE_HELP },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
   },
   run(options, io) {
     useBackend(options.backend);
-    const run = locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
-    const { checkpoint, arch, dataset } = run;
+    // A float32 ONNX image classifier (torch.onnx.export...) instead of a lowbit run: its graph imported.
+    const onnx = options.model !== undefined && isOnnxPath(options.model) ? loadOnnxImageModel(options.model, 'quantize: --model') : null;
+    if (onnx && options.arch !== undefined) throw new UsageError('--arch names a lowbit architecture; an .onnx model brings its own graph', 'quantize');
+    if (!onnx && options.normalize !== undefined) throw new UsageError('--normalize applies to .onnx models (a lowbit run is normalised as it was trained)', 'quantize');
+    const run = onnx ? null : locateFloatRun(options.model, options, 'quantize', 'post-training quantization');
+    const checkpoint = onnx ? onnx.file : run!.checkpoint;
+    const dataset = onnx ? onnxDataset(onnx, options.dataset, (name) => loadDataset(name, 'train'), 'quantize') : run!.dataset;
+    const arch = onnx ? `ONNX graph (opset ${onnx.opset}, ${onnx.producer})` : run!.arch;
     // A searched plan: its per-layer bit widths replace --bits.
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
     const schemeTag = options.plan !== undefined && planFile ? `plan-${planTag(options.plan, planFile.plan)}` : options.bits;
-    const out = options.out ?? join(dirname(checkpoint), `ptq-${schemeTag}-${options.method}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`);
+    const folder = `ptq-${schemeTag}-${options.method}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`;
+    const out = options.out ?? (onnx ? join(dirname(onnx.file), `${basename(onnx.file).replace(/\.onnx$/i, '')}-${folder}`) : join(dirname(checkpoint), folder));
     checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the results are written
 
-    const normalize = DATASET_STATS[dataset];
+    const onnxScaling = onnx ? onnxNormalize(onnx, options.normalize ?? 'auto', dataset) : null;
+    const normalize = onnxScaling ? onnxScaling.stats : DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
-    checkDatasetChoice(run.config, options.dataset, trainSet, 'quantize', io);
+    if (run) checkDatasetChoice(run.config, options.dataset, trainSet, 'quantize', io);
     checkCalibCount(options.calib, trainSet, dataset, 'quantize');
     const fullTest = loadDataset(dataset, 'test');
     const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
-    const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, normalize });
-    const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
-    const weights = run.weights();  // read once; loadStateDict copies into each model
-    checkCheckpointFits(run, createModel(arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'quantize');
-    const build = () => {
-      const model = createModel(arch, { numClasses: trainSet.numClasses });
-      model.loadStateDict(weights);
-      return model;
-    };
+    const scaling = normalize ? { normalize } : {};
+    const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, ...scaling });
+    const testLoader = new DataLoader(testSet, { batchSize: 256, ...scaling });
+    let build: () => TensorModule;
+    if (run) {
+      const weights = run.weights();  // read once; loadStateDict copies into each model
+      checkCheckpointFits(run, createModel(run.arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'quantize');
+      build = () => {
+        const model = createModel(run.arch, { numClasses: trainSet.numClasses });
+        model.loadStateDict(weights);
+        return model;
+      };
+    } else {
+      // The checked import first, then a fresh import of the same file for each further model.
+      let first: TensorModule | null = onnxTensorModule(onnx!);
+      build = () => {
+        const model = first ?? onnxTensorModule(loadOnnxImageModel(onnx!.file, 'quantize: --model'));
+        first = null;
+        return model;
+      };
+    }
 
     io.print('lowbit quantize');
     io.print(`  model      ${arch} from ${checkpoint}`);
+    if (onnxScaling) io.print(`  input      ${onnxScaling.label}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
     if (planFile?.assignment) io.print(`  plan       ${formatAssignment(planFile.assignment)}`);
     io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
@@ -123,7 +152,8 @@ export const quantizeCommand = defineCommand({
       biasCorrection: options.biasCorrection, seed: options.seed, groupSize: options.groupSize ?? null,
     };
     makeDirs(out);
-    saveCheckpoint(join(out, 'model.safetensors'), { model: model.stateDict(), epoch: 0, config: ptqConfig });
+    // The fake-quant state of an ONNX graph needs that graph to load: no model.safetensors for it.
+    if (run) saveCheckpoint(join(out, 'model.safetensors'), { model: model.stateDict(), epoch: 0, config: ptqConfig });
     const summary = {
       config: ptqConfig,
       fp32Accuracy: fp32.accuracy,
@@ -134,7 +164,7 @@ export const quantizeCommand = defineCommand({
       biasCorrection: report.biasCorrection.map((r) => ({ layer: r.layer, corrected: r.corrected, meanAbsShift: r.meanAbsShift })),
     };
     writeFileAtomic(join(out, 'ptq.json'), new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`));
-    io.print(`wrote ${join(out, 'model.safetensors')} and ${join(out, 'ptq.json')}`);
+    io.print(run ? `wrote ${join(out, 'model.safetensors')} and ${join(out, 'ptq.json')}` : `wrote ${join(out, 'ptq.json')}`);
 
     if (options.groupSize !== undefined) {
       io.print(`no model.lowbit: --group-size ${options.groupSize} weights have one scale per group, the integer runtime one per output channel (evaluate the fake-quant model.safetensors with the API)`);
@@ -142,7 +172,8 @@ export const quantizeCommand = defineCommand({
     }
     const sample = testLoader[Symbol.iterator]().next().value?.x;
     try {
-      const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme } });
+      // The input scaling travels with the file (lowbit eval / export read it); none = identity.
+      const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme, ...(onnx ? { normalize: normalize ?? { mean: 0, std: 1 } } : {}) } });
       const bytes = saveIntModel(join(out, 'model.lowbit'), intModel);
       io.print(`wrote ${join(out, 'model.lowbit')} (${bytes.toLocaleString('en-US')} bytes, integer model)`);
     } catch (error) {
