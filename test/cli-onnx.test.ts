@@ -104,6 +104,48 @@ describe('ONNX models in the CLI', () => {
     assert.equal(percentAfter(e.stdout, 'accuracy'), correct / LIMIT);
   });
 
+  it('train --init FILE.onnx: QAT of the imported graph, the ONNX accuracy as baseline; eval, info and resume read the run', async () => {
+    const out = join(dir, 'qat');
+    const r = await runCli(['train', '--init', onnx, '--quant', 'w4a4', '--epochs', '1', '--lr', '5e-4', '--limit', '2048', '--test-limit', String(LIMIT), '--out', out, '--no-progress']);
+    assert.equal(r.code, 0, r.stderr);
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { testAccuracy: number; config: { model: string; onnx: string; normalize: unknown } };
+    assert.equal(metrics.config.model, 'onnx');
+    assert.equal(metrics.config.onnx, onnx);
+    assert.deepEqual(metrics.config.normalize, { mean: 0, std: 1 });
+    // The baseline line is the imported graph's accuracy on the same test images.
+    const test = take(loadDataset('mnist', 'test'), LIMIT);
+    const fp32 = evaluate(importOnnx(onnx), new DataLoader(test, { batchSize: 100 })).accuracy;
+    assert.equal(percentAfter(r.stdout, 'fp32 baseline:'), Math.round(fp32 * 10000) / 10000);
+    assert.ok(metrics.testAccuracy > 0.9, `W4A4 fine-tune ${metrics.testAccuracy}`);
+    // eval --checkpoint rebuilds the graph from the file, with the run's input scaling: the integer
+    // model it converts gives the run's accuracy on the same images and agrees with the fake-quant one.
+    const e = await runCli(['eval', '--checkpoint', out, '--limit', String(LIMIT), '--compare']);
+    assert.equal(e.code, 0, e.stderr);
+    assert.ok(Math.abs(percentAfter(e.stdout, 'accuracy') - metrics.testAccuracy) <= 0.004, e.stdout);
+    assert.ok(percentAfter(e.stdout, 'agreement') >= 0.99, e.stdout);
+    const i = await runCli(['info', out]);
+    assert.equal(i.code, 0, i.stderr);
+    assert.match(i.stdout, /model\s+onnx \(w4a4/);
+    const resumed = await runCli(['train', '--init', onnx, '--quant', 'w4a4', '--epochs', '2', '--lr', '5e-4', '--limit', '2048', '--test-limit', String(LIMIT), '--out', out, '--no-progress', '--resume']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stdout, /resume\s+from epoch 1 of/);
+    assert.match(resumed.stdout, /epoch 2\/2/);
+    // A float run is the ONNX file's to quantize; a moved file is named.
+    const q = await runCli(['quantize', '--model', out]);
+    assert.equal(q.code, 2);
+    const m = await runCli(['train', '--init', onnx, '--model', 'mlp']);
+    assert.equal(m.code, 2);
+    assert.match(m.stderr, /--model names a lowbit architecture; --init .* brings its own graph/);
+    const moved = join(dir, 'moved.onnx');
+    copyFileSync(onnx, moved);
+    const out2 = join(dir, 'qat-moved');
+    assert.equal((await runCli(['train', '--init', moved, '--quant', 'w8a8', '--epochs', '1', '--limit', '256', '--test-limit', '64', '--out', out2, '--no-progress'])).code, 0);
+    rmSync(moved);
+    const gone = await runCli(['eval', '--checkpoint', out2, '--limit', '10']);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /was fine-tuned from '.*moved\.onnx', which is gone/);
+  });
+
   it('refuses what it cannot run with one line: a truncated file, a QDQ file, a wrong class count, --arch, --normalize without ONNX', async () => {
     const truncated = join(dir, 'truncated.onnx');
     writeFileSync(truncated, readFileSync(onnx).subarray(0, 3000));

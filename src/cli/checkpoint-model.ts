@@ -13,6 +13,8 @@ import { prepareQat, qatPlanOfRunConfig } from '../quant/qat/index.ts';
 import { parseScheme, ptqTarget } from '../quant/ptq/index.ts';
 import { OBSERVER_METHODS, type ObserverMethod } from '../quant/observers/index.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
+import type { NormalizeStats } from '../data/dataset.ts';
+import { loadOnnxImageModel, onnxTensorModule } from './onnx-model.ts';
 
 /** What the commands read from a training run's config (every field unchecked until used). */
 export interface RunConfig {
@@ -24,13 +26,20 @@ export interface RunConfig {
   /** A --plan run's per-layer widths ({ layer: { w, a } }). */
   assignment?: unknown;
   scheme?: unknown;
+  /** A run fine-tuned from an ONNX model (`lowbit train --init FILE.onnx`, model 'onnx'): that file. */
+  onnx?: unknown;
+  /** Its input scaling ({ mean, std }; mean 0, std 1 = none); other runs use their dataset's. */
+  normalize?: unknown;
 }
 
 /** A checkpoint's model, ready to run (eval mode). */
 export interface CheckpointModel {
   readonly model: TensorModule;
   readonly config: RunConfig;
-  readonly arch: ModelName;
+  /** 'onnx': the graph of the ONNX file the run was fine-tuned from (RunConfig.onnx). */
+  readonly arch: ModelName | 'onnx';
+  /** The run's input scaling when its config records one (ONNX runs), else undefined: the dataset's. */
+  readonly normalize: NormalizeStats | undefined;
   /** Prepared for QAT (the run's --quant / --plan), not a float32 run. */
   readonly quantized: boolean;
   /** The run's dataset name, when its config has one. */
@@ -89,8 +98,9 @@ export function modelOfCheckpoint(checkpoint: string, command: string, options: 
   }
   const arch = options.arch ?? (typeof config.model === 'string' ? config.model : options.defaultArch);
   if (arch === undefined) throw new Error(`${command}: --arch is required: the checkpoint names no model (known: ${MODEL_NAMES.join(', ')})`);
-  if (!isModelName(arch)) throw new Error(`${command}: '${checkpoint}' names an unknown model '${arch}' (known: ${MODEL_NAMES.join(', ')})`);
-  const model = createModel(arch, { numClasses: 10 });
+  const onnx = arch === 'onnx' && options.arch === undefined;
+  if (!onnx && !isModelName(arch)) throw new Error(`${command}: '${checkpoint}' names an unknown model '${arch}' (known: ${MODEL_NAMES.join(', ')})`);
+  const model = onnx ? onnxModelOfRun(config, checkpoint, command) : createModel(arch as ModelName, { numClasses: 10 });
   let quantized = false;
   let label = 'fp32';
   try {
@@ -117,7 +127,31 @@ export function modelOfCheckpoint(checkpoint: string, command: string, options: 
     throw new Error(`${command}: '${checkpoint}' does not fit a ${arch}${quantized ? ` prepared for ${label}` : ''}: ${(e as Error).message}`);
   }
   model.eval();
-  return { model, config, arch, quantized, dataset: typeof config.dataset === 'string' ? config.dataset : undefined, quantLabel: label };
+  return {
+    model, config, arch: arch as ModelName | 'onnx', quantized, dataset: typeof config.dataset === 'string' ? config.dataset : undefined, quantLabel: label,
+    normalize: normalizeOfRunConfig(config, checkpoint, command),
+  };
+}
+
+/** The imported graph of an ONNX run (config.onnx), fresh from its file. */
+function onnxModelOfRun(config: RunConfig, checkpoint: string, command: string): TensorModule {
+  const file = config.onnx;
+  if (typeof file !== 'string' || file === '') throw new Error(`${command}: '${checkpoint}' is a run of an ONNX model but its config names no file (onnx: ${JSON.stringify(file)})`);
+  if (!existsSync(file)) throw new Error(`${command}: '${checkpoint}' was fine-tuned from '${file}', which is gone: its graph is needed to load the weights`);
+  return onnxTensorModule(loadOnnxImageModel(file, `${command}: the ONNX model of '${checkpoint}'`));
+}
+
+/** config.normalize checked ({ mean, std } numbers or per-channel lists, std > 0), else undefined. */
+function normalizeOfRunConfig(config: RunConfig, checkpoint: string, command: string): NormalizeStats | undefined {
+  const v = config.normalize;
+  if (v === undefined || v === null) return undefined;
+  const ok = (x: unknown, positive: boolean): boolean => {
+    const xs = typeof x === 'number' ? [x] : x;
+    return Array.isArray(xs) && xs.length > 0 && xs.length <= 16 && xs.every((n) => typeof n === 'number' && Number.isFinite(n) && (!positive || n > 0));
+  };
+  const { mean, std } = v as { mean?: unknown; std?: unknown };
+  if (typeof v !== 'object' || !ok(mean, false) || !ok(std, true)) throw new Error(`${command}: '${checkpoint}': its normalize is ${JSON.stringify(v).slice(0, 200)}, not { mean, std } with std > 0`);
+  return { mean: mean as number | number[], std: std as number | number[] };
 }
 
 /** The calibrate settings a `lowbit quantize` state records (ptq.json's config), checked. */

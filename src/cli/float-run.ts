@@ -56,6 +56,9 @@ export function locateFloatRun(
   if (typeof config.quant === 'string' && config.quant !== 'fp32') {
     throw usage(`${flag}: '${checkpoint}' was trained with --quant ${config.quant}; ${startsFrom} starts from a float32 model`);
   }
+  if (config.model === 'onnx' && overrides.arch === undefined) {
+    throw usage(`${flag}: '${checkpoint}' is a run of an ONNX model (${typeof config.onnx === 'string' ? config.onnx : 'lowbit train --init FILE.onnx'}): give the .onnx file itself`);
+  }
   const arch = overrides.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
   if (!arch) {
     const why = existsSync(metricsPath) ? `${metricsPath} names no known model` : `neither a metrics.json next to '${checkpoint}' nor the checkpoint's config names the model`;

@@ -78,7 +78,7 @@ export const attackCommand = defineCommand({
     if (input.kind === 'lowbit') throw new UsageError(`'${options.checkpoint}' is ${input.directory ? 'a folder with a .lowbit integer model' : 'a .lowbit integer model'}: integer models have no gradient; attack the training checkpoint it came from`, 'attack');
     if (options.json !== undefined) checkOutputFile(options.json, 'attack: --json', input.file);
     useBackend(options.backend);
-    const { model, config, arch, quantLabel } = modelOfCheckpoint(input.file, 'attack', { defaultArch: 'lenet5' });
+    const { model, config, arch, quantLabel, normalize } = modelOfCheckpoint(input.file, 'attack', { defaultArch: 'lenet5' });
     const datasetName = options.dataset ?? (typeof config.dataset === 'string' ? config.dataset : 'mnist');
     if (!isDatasetName(datasetName)) throw new Error(`attack: the checkpoint names an unknown dataset '${datasetName}' (pass --dataset: ${DATASET_NAMES.join(', ')})`);
     const dataset: DatasetName = datasetName;
@@ -99,7 +99,7 @@ export const attackCommand = defineCommand({
       try {
         reports.push(evaluateRobustness(model, test, {
           eps, attack: options.attack, temperature, steps: options.steps, ...(options.stepSize !== undefined ? { stepSize: options.stepSize } : {}),
-          normalize: DATASET_STATS[dataset], limit: samples, batchSize: options.batchSize, seed: options.seed,
+          normalize: normalize ?? DATASET_STATS[dataset], limit: samples, batchSize: options.batchSize, seed: options.seed,
           progress: options.progress, progressStream: io.stderr,
         }));
       } catch (e) {

@@ -82,7 +82,7 @@ export const evalCommand = defineCommand({
     let fakeQuant: Module | null = null;
     let datasetName: string | undefined = options.dataset;
     if (options.checkpoint !== undefined) {
-      const { model, config, arch, dataset, quantLabel } = preparedFromCheckpoint(input);
+      const { model, config, arch, dataset, quantLabel, normalize } = preparedFromCheckpoint(input);
       datasetName ??= dataset;
       const grouped = perGroupLayers(model);
       if (grouped.length > 0) {
@@ -91,7 +91,7 @@ export const evalCommand = defineCommand({
         const ds = resolveDataset(datasetName);
         const full = loadDataset(ds, 'test');
         const test = options.limit === undefined ? full : take(full, options.limit);
-        const loader = new DataLoader(test, { batchSize: options.batchSize, normalize: DATASET_STATS[ds] });
+        const loader = new DataLoader(test, { batchSize: options.batchSize, normalize: normalize ?? DATASET_STATS[ds] });
         const t0 = performance.now();
         const r = evaluate(model, loader);
         const seconds = (performance.now() - t0) / 1000;
@@ -102,7 +102,7 @@ export const evalCommand = defineCommand({
         return;
       }
       const ds = resolveDataset(datasetName);
-      const stats = DATASET_STATS[ds];
+      const stats = normalize ?? DATASET_STATS[ds];
       const calib = take(loadDataset(ds, 'test'), 256);
       const x = new Float32Array(calib.images);
       normalizeInPlace(x, calib.sampleShape, stats);

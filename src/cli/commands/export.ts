@@ -21,12 +21,12 @@ import { exportLanguageModel, exportLanguageModelIrnn } from './export-lm.ts';
 /** What the input file holds, ready to export. */
 type Source =
   | { kind: 'intmodel'; model: IntModel; dataset: string | undefined; normalize: NormalizeStats | undefined }
-  | { kind: 'module'; model: Module; quantized: boolean; dataset: string | undefined; arch: string };
+  | { kind: 'module'; model: Module; quantized: boolean; dataset: string | undefined; arch: string; normalize: NormalizeStats | undefined };
 
 /** A training checkpoint, rebuilt as trained. */
 function readCheckpointSource(checkpoint: string, archOption: string | undefined): Source {
-  const { model, quantized, dataset, arch } = modelOfCheckpoint(checkpoint, 'export', archOption !== undefined ? { arch: archOption } : {});
-  return { kind: 'module', model, quantized, dataset, arch };
+  const { model, quantized, dataset, arch, normalize } = modelOfCheckpoint(checkpoint, 'export', archOption !== undefined ? { arch: archOption } : {});
+  return { kind: 'module', model, quantized, dataset, arch, normalize };
 }
 
 function readSource(input: ModelInput, archOption: string | undefined): Source {
@@ -109,7 +109,7 @@ export const exportCommand = defineCommand({
     const datasetName = options.dataset ?? source.dataset ?? 'mnist';
     if (!isDatasetName(datasetName)) throw new Error(`export: unknown dataset '${datasetName}' (known: ${DATASET_NAMES.join(', ')})`);
     const dataset: DatasetName = datasetName;
-    const normalize = (source.kind === 'intmodel' ? source.normalize : undefined) ?? DATASET_STATS[dataset];
+    const normalize = source.normalize ?? DATASET_STATS[dataset];
     let intModel: IntModel | null = source.kind === 'intmodel' ? source.model : null;
     if (source.kind === 'module' && source.quantized) intModel = convert(source.model, { inputShape: [1, 28, 28] });
     const notes: string[] = [];

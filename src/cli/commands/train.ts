@@ -1,11 +1,13 @@
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { TensorModule } from '../../nn/module.ts';
+import { isOnnxPath, loadOnnxImageModel, onnxDataset, onnxNormalize, onnxTensorModule, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
 import { CosineAnnealingLR, ReduceLROnPlateau, type ReduceLROnPlateauState, createOptimizer, MAX_GRADIENT_BITS, MIN_GRADIENT_BITS, OPTIMIZER_NAMES, StepLR, withQuantizedGradients, type OptimizerName } from '../../optim/index.ts';
 import { manualSeed, STOCHASTIC_QUANTIZE_BITS } from '../../tensor/index.ts';
-import { fit, formatPercent, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
+import { evaluate, fit, formatPercent, preferThroughputGc, type EpochScheduler } from '../../train/index.ts';
 import { makeDirs, writeFileAtomic, readTextLimited } from '../../format/index.ts';
 import { GradScaler, PRECISIONS, type Precision } from '../../lowp/index.ts';
 import { defineCommand } from '../command.ts';
@@ -72,7 +74,7 @@ export const trainCommand = defineCommand({
     'lowbit train --model gru-lm --quant fp32 --hidden 64 --epochs 1',
   ],
   options: {
-    model: { type: 'enum', choices: [...MODEL_NAMES, ...LM_MODEL_NAMES], default: 'lenet5', help: 'model architecture (lstm-lm, gru-lm, transformer-lm: word-level language models)' },
+    model: { type: 'enum', choices: [...MODEL_NAMES, ...LM_MODEL_NAMES], help: 'model architecture (default: lenet5; lstm-lm, gru-lm, transformer-lm: word-level language models; with --init FILE.onnx the file\'s graph)' },
     dataset: { type: 'enum', choices: [...DATASET_NAMES, ...LM_DATASET_NAMES], help: 'dataset (default: mnist; moby-dick for language models, or sotu)' },
     epochs: { type: 'int', positive: true, help: `passes over the training set (default: 4; ${LM_DEFAULTS.epochs} for language models)` },
     batchSize: { type: 'int', positive: true, help: `samples per step (default: 64; ${LM_DEFAULTS.batchSize} for language models)` },
@@ -97,7 +99,8 @@ export const trainCommand = defineCommand({
     estimator: quantCliOptions.estimator,
     quantLrScale: { type: 'number', positive: true, help: `LR multiplier of quantizer parameters (LSQ steps, PACT clips) (default: ${DEFAULT_QUANT_LR_SCALE}; transformer-lm ${TRANSFORMER_LM_QUANT_LR_SCALE})` },
     baseline: { type: 'enum', choices: ['stored', 'train', 'none'], default: 'stored', help: 'fp32 baseline reported next to a QAT run: the stored fp32 run, one trained now with the same settings (kept in OUT/baseline-fp32), or none' },
-    init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint) -- QAT fine-tuning; its accuracy is the baseline' },
+    init: { type: 'string', placeholder: 'RUN', help: 'start from the weights of a float32 run (run directory or checkpoint), or from a float32 ONNX image classifier (FILE.onnx: its graph and weights) -- QAT fine-tuning; its accuracy is the baseline' },
+    normalize: { type: 'enum', choices: ONNX_NORMALIZE_CHOICES, help: `with --init FILE.onnx: ${ONNX_NORMALIZE_HELP}` },
     resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint (same settings; --epochs may grow)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'with --init: per-layer bit widths from a plan file (lowbit search) instead of --quant, calibrated on the float weights, then fine-tuned' },
     gradBits: { type: 'int', min: MIN_GRADIENT_BITS, max: MAX_GRADIENT_BITS, placeholder: 'K', help: 'quantize every parameter gradient to K bits before the optimizer step (QNN: per-tensor max scale, stochastic rounding; docs/adaste.md); image models, not the --baseline train run' },
@@ -120,7 +123,7 @@ export const trainCommand = defineCommand({
     useBackend(given.backend);
     // --sparsity has a default, so only a changed value can be told from an unused one.
     if (given.compress !== 'dgc' && given.sparsity !== DEFAULT_SPARSITY) throw new UsageError(`--sparsity applies to --compress dgc only (got --sparsity ${given.sparsity} with --compress ${given.compress})`, 'train');
-    const model = given.model;
+    const model = given.model ?? 'lenet5';
     if (given.gradBits !== undefined && (isLmModelName(model) || wantsDataParallel(given))) {
       throw new UsageError(`--grad-bits applies to single-process image-model training (got --model ${model}${wantsDataParallel(given) ? ' with --workers/--compress' : ''})`, 'train');
     }
@@ -144,7 +147,12 @@ export const trainCommand = defineCommand({
     if ((given.minDelta !== undefined || given.restoreBest) && given.patience === undefined) throw new UsageError('--min-delta and --restore-best set up early stopping: pass --patience N too', 'train');
     const lmOnly = (['seqLen', 'hidden', 'embed', 'vocab', 'objective', 'windowStride'] as const).filter((k) => given[k] !== undefined);
     if (lmOnly.length > 0) throw new UsageError(`${lmOnly.map((k) => `--${flagName(k)}`).join(', ')} apply to language models (--model ${LM_MODEL_NAMES.join('|')}), not --model ${model}`, 'train');
-    const dataset = given.dataset ?? 'mnist';
+    // --init FILE.onnx: a float32 ONNX image classifier (e.g. torch.onnx.export) is the model and its weights.
+    const onnxInit = given.init !== undefined && isOnnxPath(given.init) ? loadOnnxImageModel(given.init, 'train: --init') : null;
+    if (onnxInit && given.model !== undefined) throw new UsageError(`--model names a lowbit architecture; --init ${given.init} brings its own graph`, 'train');
+    if (!onnxInit && given.normalize !== undefined) throw new UsageError('--normalize applies with --init FILE.onnx (lowbit architectures train on their dataset\'s normalisation)', 'train');
+    if (onnxInit && wantsDataParallel(given)) throw new UsageError('--init FILE.onnx trains in one process: drop --workers / --compress', 'train');
+    const dataset = onnxInit ? onnxDataset(onnxInit, given.dataset, (name) => loadDataset(name, 'train'), 'train') : given.dataset ?? 'mnist';
     if (!isDatasetName(dataset)) throw new UsageError(`--dataset ${dataset} is a text corpus: train a language model on it (--model ${LM_MODEL_NAMES.join('|')}); --model ${model} takes --dataset ${DATASET_NAMES.join('|')}`, 'train');
     const quantGiven = given.quant ?? 'w4a4';
     if (!isQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is a language-model scheme; image models take --quant ${QUANT_CHOICES.join('|')}`, 'train');
@@ -165,17 +173,19 @@ export const trainCommand = defineCommand({
     const quant: QuantChoice = options.quant;
     // --plan: a searched plan (per-layer widths) replaces --quant for this run.
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
-    const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${options.model}-${options.dataset}-${planFile && q === quant ? 'plan' : q}${q === quant && options.precision !== 'fp32' ? `-${options.precision}` : ''}`);
+    const modelTag = onnxInit ? basename(onnxInit.file).replace(/\.onnx$/i, '') : options.model;
+    const outFor = (q: QuantChoice): string => options.out !== undefined && q === quant ? options.out : join('runs', `${modelTag}-${options.dataset}-${planFile && q === quant ? 'plan' : q}${q === quant && options.precision !== 'fp32' ? `-${options.precision}` : ''}`);
 
     // --init: the float32 run the QAT run starts from (same architecture).
-    const init = options.init === undefined ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init', '--init');
+    const init = options.init === undefined || onnxInit ? null : locateFloatRun(options.init, {}, 'train', 'fine-tuning with --init', '--init');
     if (init && init.arch !== options.model) throw new UsageError(`--init: '${init.checkpoint}' is a ${init.arch}, not a ${options.model} (pass --model ${init.arch})`, 'train');
     if (init && init.dataset !== options.dataset) {
       // Its accuracy is this run's baseline and the plan of --plan is calibrated for it: the data must be the same.
       throw new UsageError(`--init: '${init.checkpoint}' was trained on ${init.dataset}, this run would train on ${options.dataset} (pass --dataset ${init.dataset})`, 'train');
     }
     if (init && options.baseline === 'train') throw new UsageError('--init and --baseline train do not go together: the --init run is the baseline', 'train');
-    if (planFile && !init) throw new UsageError('--plan needs --init RUN: a plan is calibrated on trained float32 weights, then fine-tuned', 'train');
+    if (onnxInit && options.baseline === 'train') throw new UsageError('--init FILE.onnx and --baseline train do not go together: the ONNX model is the baseline', 'train');
+    if (planFile && !init && !onnxInit) throw new UsageError('--plan needs --init RUN: a plan is calibrated on trained float32 weights, then fine-tuned', 'train');
     // --quant / --estimator combinations, checked before any work (a --baseline train run included).
     if (!planFile) {
       try {
@@ -189,21 +199,31 @@ export const trainCommand = defineCommand({
     const fullTest = loadDataset(options.dataset, 'test');
     const trainSet = options.limit === undefined ? fullTrain : take(fullTrain, options.limit);
     const testSet = options.testLimit === undefined ? fullTest : take(fullTest, options.testLimit);
-    const normalize = DATASET_STATS[options.dataset];
+    const onnxScaling = onnxInit ? onnxNormalize(onnxInit, options.normalize ?? 'auto', options.dataset) : null;
+    const normalize = onnxScaling ? onnxScaling.stats : DATASET_STATS[options.dataset];
+    const scaling = normalize ? { normalize } : {};
     const backend = backendDetails();
+    // The ONNX graph: the checked import for the first model, a fresh import of the file for any other.
+    let onnxFirst: TensorModule | null = onnxInit ? onnxTensorModule(onnxInit) : null;
+    const onnxModel = (): TensorModule => {
+      const m = onnxFirst ?? onnxTensorModule(loadOnnxImageModel(onnxInit!.file, 'train: --init'));
+      onnxFirst = null;
+      return m;
+    };
 
     /** One training run with the command's settings and the given quantization. */
     const trainOnce = (q: QuantChoice, out: string): { accuracy: number | null; seconds: number } => {
-      const trainLoader = new DataLoader(trainSet, { batchSize: options.batchSize, shuffle: true, seed: options.seed, normalize });
-      const testLoader = new DataLoader(testSet, { batchSize: 256, normalize });
+      const trainLoader = new DataLoader(trainSet, { batchSize: options.batchSize, shuffle: true, seed: options.seed, ...scaling });
+      const testLoader = new DataLoader(testSet, { batchSize: 256, ...scaling });
       manualSeed(options.seed);
-      const model = createModel(options.model, { numClasses: trainSet.numClasses });
+      const model = onnxInit ? onnxModel() : createModel(options.model, { numClasses: trainSet.numClasses });
+      model.train();
       if (init) model.loadStateDict(init.weights());
       const usePlan = planFile !== null && q === quant;
       const quantPlan = usePlan ? planFile.plan : qatFromCliOptions({ quant: q, estimator: q === 'fp32' ? undefined : options.estimator });
       // A searched plan holds calibrated ('static') quantizers: calibrate them on the float weights
       // (512 training images), then fine-tune through them like any QAT run.
-      if (usePlan) calibrate(model, new DataLoader(trainSet, { batchSize: 128, shuffle: true, seed: options.seed, normalize }), { plan: planFile.plan, samples: 512 });
+      if (usePlan) calibrate(model, new DataLoader(trainSet, { batchSize: 128, shuffle: true, seed: options.seed, ...scaling }), { plan: planFile.plan, samples: 512 });
       else if (quantPlan) prepareQat(model, quantPlan);
       const groups = qatParamGroups(model, { lr, quantLrScale: options.quantLrScale, weightDecay: options.weightDecay });
       const optimizer = createOptimizer(options.optimizer, groups, options.optimizer === 'sgd'
@@ -225,7 +245,10 @@ export const trainCommand = defineCommand({
       const stepper = gradBits === undefined ? optimizer : withQuantizedGradients(optimizer, { bits: gradBits, seed: options.seed });
       const scaler = precision === 'fp16' ? new GradScaler() : null;
       const config = {
-        ...options, quant: q, precision, gradBits, actGradBits: actGrad?.bits, actGradScale: actGrad?.granularity, actGradGrid: actGrad?.grid, lr, out, backend: backend.active, ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
+        ...options, quant: q, precision, gradBits, actGradBits: actGrad?.bits, actGradScale: actGrad?.granularity, actGradGrid: actGrad?.grid, lr, out, backend: backend.active,
+        // An ONNX run: later commands re-import the file for the graph, and feed its input scaling.
+        ...(onnxInit ? { model: 'onnx', onnx: resolve(onnxInit.file), normalize: normalize ?? { mean: 0, std: 1 } } : {}),
+        ...(usePlan ? { planFile: options.plan, plan: planFile.plan, assignment: planFile.assignment } : {}) };
       // --resume: the run's last checkpoint, taken with the same settings (only --epochs may differ).
       const resumed = options.resume && q === quant ? resumeState(join(out, 'checkpoint.safetensors'), config, options.epochs, RESUME_KEYS, { precision: 'fp32' /* runs from before --precision trained in fp32 */ }) : null;
       if (resumed) {
@@ -245,7 +268,8 @@ export const trainCommand = defineCommand({
         `${options.weightDecay > 0 ? ` weight decay ${options.weightDecay}` : ''}, ${options.schedule} schedule` +
         `${quantPlan ? `, quantizer params at ${options.quantLrScale}x lr` : ''}`;
       const rows: [string, string][] = [
-        ['model', `${options.model}, ${model.numParameters().toLocaleString('en-US')} parameters`],
+        ['model', `${onnxInit ? `ONNX graph of ${onnxInit.file} (opset ${onnxInit.opset}, ${onnxInit.producer})` : options.model}, ${model.numParameters().toLocaleString('en-US')} parameters`],
+        ...(onnxScaling ? [['input', onnxScaling.label] as [string, string]] : []),
         ['quant', usePlan ? `plan ${options.plan}${planFile.assignment ? `: ${formatAssignment(planFile.assignment)}` : ''}`
           : q === 'fp32' ? 'fp32 (none)' : `${q}, ${options.estimator ?? defaultEstimator(q)} estimator`],
         ...(precision === 'fp32' ? [] : [['precision', `${precision} matmuls and convolutions (emulated)${scaler ? `, loss scaling from ${scaler.getScale()}` : ''}`] as [string, string]]),
@@ -255,7 +279,7 @@ export const trainCommand = defineCommand({
         ...(actGrad === undefined ? [] : [['act grads', `${actGrad.bits}-bit gradients at every quantized layer output (per-${actGrad.granularity} max scale, ${actGrad.grid === 'dorefa' ? 'DoReFa' : 'symmetric'} grid, stochastic rounding)`] as [string, string]]),
         ...(options.patience === undefined ? [] : [['stopping', `early stopping on the test loss, patience ${options.patience}${options.minDelta ? `, min delta ${options.minDelta}` : ''}${options.restoreBest ? ', best weights restored at the end' : ''}`] as [string, string]]),
         ['backend', describeBackend(backend)],
-        ...(init ? [['init', `weights of ${init.checkpoint}`] as [string, string]] : []),
+        ...(init || onnxInit ? [['init', `weights of ${init ? init.checkpoint : onnxInit!.file}`] as [string, string]] : []),
         ...(resumed ? [['resume', `from epoch ${resumed.epoch} of ${join(out, 'checkpoint.safetensors')}`] as [string, string]] : []),
         ['output', out],
       ];
@@ -323,9 +347,11 @@ export const trainCommand = defineCommand({
     }
     const result = trainOnce(quant, outFor(quant));
     if (quant !== 'fp32' && options.baseline === 'stored') {
-      baseline = storedBaseline(options.model, options.dataset, init ? dirname(init.checkpoint) : outFor('fp32'));
+      baseline = onnxInit
+        ? { accuracy: evaluate(onnxModel(), new DataLoader(testSet, { batchSize: 256, ...scaling })).accuracy, source: `${onnxInit.file} as imported, same test images` }
+        : storedBaseline(options.model, options.dataset, init ? dirname(init.checkpoint) : outFor('fp32'));
       // With --init the baseline is the very run this one starts from: no recipe to compare.
-      const sameRecipe = init !== null || (baseline?.epochs === options.epochs && options.limit === undefined && options.testLimit === undefined);
+      const sameRecipe = init !== null || onnxInit !== null || (baseline?.epochs === options.epochs && options.limit === undefined && options.testLimit === undefined);
       if (baseline && !sameRecipe) baseline = { ...baseline, source: `${baseline.source}; not the same recipe as this run` };
     }
     if (result.accuracy === null) return;
