@@ -98,5 +98,11 @@ function oneLine(message: string): string {
 
 /** Runs `main` on the process arguments and sets the exit code (flushing output first). */
 export async function runFromProcess(): Promise<void> {
+  // `lowbit info FILE | head`: a reader that closes the pipe ends the command quietly, as it does
+  // for other Unix tools, instead of an unhandled EPIPE error event.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(process.exitCode ?? 0);
+  });
   process.exitCode = await main(process.argv.slice(2));
 }
