@@ -438,6 +438,9 @@ export class TransformerLM extends Module implements TensorModule {
     if (cache.layers.length !== this.numLayers) throw new RangeError(`TransformerLM.forwardCached: the cache has ${cache.layers.length} layers, the model ${this.numLayers} (make it with createCache())`);
     const steps = ids.shape[1]!;
     if (steps < 1 || cache.length + steps > this.maxContext) throw new RangeError(`TransformerLM.forwardCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${this.maxContext - 1}] (maxContext ${this.maxContext}; start a new cache for a longer text)`);
+    for (const [i, id] of (ids.data as Int32Array).entries()) {
+      if (id < 0 || id >= this.vocabSize) throw new RangeError(`TransformerLM.forwardCached: word id ${id} at index ${i} is outside [0, ${this.vocabSize}) (the vocabulary)`);
+    }
     const blocks = this.blocks.children();
     for (let i = 0; i < blocks.length; i++) {
       const block = blocks[i];
