@@ -432,6 +432,8 @@ export class TransformerLM extends Module implements TensorModule {
    * before (at positions cache.length .. cache.length + S − 1, at most maxContext in all); returns
    * their logits [N, S, V], equal to those positions' logits of `forwardAll` on the whole sequence,
    * and extends `cache`. Feed the prompt at once (S = its length), then one id at a time (S = 1).
+   * Without a tape on the native backend, a plain float32 model runs the whole step as one native
+   * call (transformer-decode.ts; equal to the composed path to float32 rounding); else composed ops.
    */
   forwardCached(ids: Tensor, cache: TransformerCache): Tensor {
     if (ids.rank !== 2 || ids.dtype !== 'int32') throw new RangeError(`TransformerLM.forwardCached: expected int32 ids [N, S], got ${ids.dtype} [${ids.shape.join(', ')}]`);
