@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu.h"
 #include "gemm.h"
 #include "scratch.h"
 #include "threadpool.h"
@@ -32,7 +33,8 @@ void linearRows(const float* x, int64_t rows, int64_t k, const float* W, const f
       else std::memset(out + r * n, 0, static_cast<size_t>(n) * sizeof(float));
     }
   }
-  if (rows <= kDotRows) {
+  // sgemmDotNT's tiles are AVX-512; below it the packed SGEMM has the vector kernels.
+  if (rows <= kDotRows && activeIsa() == Isa::Avx512) {
     // Column blocks of 64 outputs on the pool (inline when the product is small).
     const int64_t blocks = (n + 63) / 64;
     parallelFor(blocks, 2.0 * static_cast<double>(rows * n * k), [&](int64_t b0, int64_t b1) {
