@@ -187,9 +187,9 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
   const decode = (): number[] => {
     const out: number[] = [];
     let cache = useCache ? decoder.createCache() : null;
-    let logits = Float64Array.from(useCache ? decoder.nextLogitsCached(window(), cache!) : decoder.nextLogits(window()));
+    let logits = new Float64Array(useCache ? decoder.nextLogitsCached(window(), cache!) : decoder.nextLogits(window()));
     for (let step = 0; step < tokens; step++) {
-      options.onStep?.(Float64Array.from(logits), step);
+      options.onStep?.(logits.slice(), step);
       const next = sampleNext(logits, sampling, rng);
       out.push(next);
       sequence.push(next);
@@ -204,7 +204,7 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
         cache = decoder.createCache();
         row = decoder.nextLogitsCached(window(), cache);
       }
-      logits = Float64Array.from(row);
+      logits = new Float64Array(row);
     }
     return out;
   };
