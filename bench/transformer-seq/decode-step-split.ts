@@ -2,7 +2,8 @@
  * Where a batch-1 decoding token's time goes with the one-call step (docs/lm.md "One native call
  * per step"): CPU µs per token of `nn.generate` (64 tokens after an 8-id prompt), of 63
  * `forwardCached` steps alone, and of the native `floatTfDecode` call alone at 40 cached positions
- * (arguments prepared once), on one pool thread; medians of 30 repeats, `process.cpuUsage`.
+ * (arguments prepared once), on one pool thread; medians of 30 repeats, `process.cpuUsage`; and the
+ * JS side of forwardCached alone (the native call stubbed, wall time).
  *
  *   nice -n 10 node --import tsx bench/transformer-seq/decode-step-split.ts
  */
@@ -63,4 +64,21 @@ for (let r = 0; r < 30; r++) {
   for (let i = 0; i < 200; i++) addon.floatTfDecode(dims, eps, Int32Array.of(5), [tokens, positions], blocks, final, logits);
   native.push((cpuMicros() - start) / 200);
 }
-console.log(`CPU µs per token, 1 thread: generate ${median(whole).toFixed(1)}, forwardCached ${median(steps).toFixed(1)}, floatTfDecode alone (past ${past}) ${median(native).toFixed(1)}; load average (1 min) ${loadavg()[0]!.toFixed(2)}`);
+// The JS side of forwardCached alone: the same 63 steps with the native call replaced by a no-op
+// (wall µs: the process CPU clock is too coarse for ~4 µs), then the addon's function put back.
+const real = addon.floatTfDecode;
+const wrapper: number[] = [];
+addon.floatTfDecode = () => undefined;
+try {
+  for (let r = 0; r < 300; r++) {
+    const stubCache = model.createCache();
+    noGrad(() => model.forwardCached(new Tensor(Int32Array.from(prompt), [1, prompt.length]), stubCache));
+    const start = performance.now();
+    for (let i = 0; i < 63; i++) noGrad(() => model.forwardCached(new Tensor(Int32Array.of(i % 100), [1, 1]), stubCache));
+    wrapper.push(((performance.now() - start) * 1000) / 63);
+  }
+} finally {
+  addon.floatTfDecode = real;
+}
+console.log(`CPU µs per token, 1 thread: generate ${median(whole).toFixed(1)}, forwardCached ${median(steps).toFixed(1)}, floatTfDecode alone (past ${past}) ${median(native).toFixed(1)}; ` +
+  `forwardCached with the native call stubbed ${median(wrapper).toFixed(2)} wall µs; load average (1 min) ${loadavg()[0]!.toFixed(2)}`);
