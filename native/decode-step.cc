@@ -20,9 +20,10 @@ namespace lowbit {
 namespace {
 
 // Up to this many rows a linear layer runs as dot products of contiguous rows (sgemmDotNT, no
-// packing of the weight); above it as the packed SGEMM. Measured on the CLI-sized model (E = 80,
-// V = 2000), tokens per CPU-second on one thread, busy machine: batch 1 ~18k dot vs ~12k packed;
-// batch 16 ~60-67k dot vs ~73-79k packed (packing the head's 2000 x 80 weight pays at 16 rows).
+// packing of the weight); above it as the packed SGEMM. Measured once with a temporary switch
+// (not kept) on the CLI-sized model (E = 80, V = 2000), greedy generate, tokens per CPU-second on
+// one thread, busy machine (load ~11, so rough): batch 1 ~18k dot vs ~12k packed; batch 16 ~60-67k
+// dot vs ~73-79k packed (packing the head's 2000 x 80 weight pays at 16 rows).
 constexpr int64_t kDotRows = 4;
 
 // out (rows, n) = [out if accumulate] + x (rows, k) . W (n, k)^T + b (n; may be null).
