@@ -27,7 +27,8 @@
         "native/intgru.cc",
         "native/intlmhead.cc",
         "native/inttransformer.cc",
-        "native/transformer.cc"
+        "native/transformer.cc",
+        "native/decode-step.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: when a worker thread is terminated while it is inside a

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "conv.h"
+#include "decode-step.h"
 #include "cpu.h"
 #include "elementwise.h"
 #include "gemm.h"
@@ -2407,6 +2408,116 @@ Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), lowbit::intTfLoops());
 }
 
+// Float32 arrays of floatTfDecode's argument lists (an element of the wrong type or size fails the call).
+struct FloatTfArgs {
+  const Napi::Env env;
+  std::string where;
+  bool ok = true;
+  bool bad(const std::string& what) {
+    if (ok) fail(env, "floatTfDecode: " + where + what);
+    ok = false;
+    return false;
+  }
+  // A Float32Array of exactly `length` values; with `optional`, null / undefined gives nullptr.
+  float* f32(const Napi::Value& v, int64_t length, const char* what, bool optional = false) {
+    if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) return bad(std::string(what) + " must be a Float32Array"), nullptr;
+    auto a = v.As<Napi::Float32Array>();
+    if (static_cast<int64_t>(a.ElementLength()) != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " values"), nullptr;
+    return a.Data();
+  }
+  Napi::Array array(const Napi::Value& v, uint32_t length, const char* what) {
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != length) {
+      bad(std::string(what) + " must be an array of " + std::to_string(length));
+      return Napi::Array::New(env);
+    }
+    return v.As<Napi::Array>();
+  }
+};
+
+// floatTfDecode(dims Int32Array [batch, steps, past, capacity, E, heads, V, maxContext, numBlocks, mlpDim, activation
+//     (0 GELU erf, 1 GELU tanh, 2 ReLU)], eps Float32Array (ln1, ln2 per block, then lnFinal),
+//   ids Int32Array (batch·steps), embed [tokens (V·E), positions (maxContext·E)],
+//   blocks: per block [ln1.w, ln1.b, qkv.W (3E·E), qkv.b | null, proj.W (E·E), proj.b | null, ln2.w, ln2.b,
+//     fc1.W (F·E), fc1.b | null, fc2.W (E·F), fc2.b | null, keys, values (batch·capacity·E)],
+//   final [lnFinal.w, lnFinal.b, head.W (V·E), head.b | null], logits Float32Array (batch·steps·V))
+// (decode-step.h floatTfDecode).
+Napi::Value FloatTfDecode(const Napi::CallbackInfo& info) {
+  int32_t* dims = nullptr;
+  if (!tfDims(info, "floatTfDecode", 11, &dims)) return info.Env().Undefined();
+  const int64_t batch = dims[0], steps = dims[1], past = dims[2], capacity = dims[3], E = dims[4], H = dims[5], V = dims[6], C = dims[7];
+  const int64_t numBlocks = dims[8], F = dims[9];
+  const int activation = dims[10];
+  if (batch < 1 || steps < 1 || past < 0 || capacity < 1 || past + steps > capacity || capacity > C || E < 1 || E > (1 << 20) || H < 1 ||
+      E % H != 0 || V < 1 || F < 1 || F > (1 << 24) || numBlocks < 0 || numBlocks > 4096 || activation < 0 || activation > 2 || info.Length() < 7) {
+    fail(info.Env(), "floatTfDecode: dims out of range");
+    return info.Env().Undefined();
+  }
+  const int64_t rows = batch * steps;
+  FloatTfArgs args{info.Env(), ""};
+  lowbit::FloatTfModel m;
+  m.E = E;
+  m.heads = H;
+  m.V = V;
+  m.maxContext = C;
+  m.activation = static_cast<lowbit::FloatTfActivation>(activation);
+  const float* eps = args.f32(info[1], 2 * numBlocks + 1, "eps");
+  const int32_t* ids = nullptr;
+  size_t nids = 0;
+  if (args.ok && !argI32(info, 2, &ids, &nids)) return info.Env().Undefined();
+  if (args.ok && static_cast<int64_t>(nids) != rows) args.bad("ids must hold batch·steps values");
+  for (int64_t i = 0; i < rows && args.ok; i++) {
+    if (ids[i] < 0 || ids[i] >= V) args.bad("word id " + std::to_string(ids[i]) + " is outside [0, V)");
+  }
+  if (args.ok) {
+    Napi::Array embed = args.array(info[3], 2, "embed");
+    if (args.ok) m.tokens = args.f32(embed[0u], V * E, "the token table");
+    if (args.ok) m.positions = args.f32(embed[1u], C * E, "the position table");
+  }
+  if (args.ok && (!info[4].IsArray() || info[4].As<Napi::Array>().Length() != static_cast<uint32_t>(numBlocks))) args.bad("blocks must be an array of numBlocks");
+  std::vector<lowbit::FloatTfBlock> blocks(static_cast<size_t>(numBlocks));
+  for (int64_t bi = 0; bi < numBlocks && args.ok; bi++) {
+    args.where = "block " + std::to_string(bi) + ": ";
+    Napi::Array arr = args.array(info[4].As<Napi::Array>()[static_cast<uint32_t>(bi)], 14, "the block");
+    if (!args.ok) break;
+    lowbit::FloatTfBlock& b = blocks[static_cast<size_t>(bi)];
+    b.F = F;
+    b.eps1 = eps[2 * bi];
+    b.eps2 = eps[2 * bi + 1];
+    b.ln1w = args.f32(arr[0u], E, "ln1.weight");
+    b.ln1b = args.f32(arr[1u], E, "ln1.bias");
+    b.qkvW = args.f32(arr[2u], 3 * E * E, "qkv.weight");
+    b.qkvB = args.f32(arr[3u], 3 * E, "qkv.bias", true);
+    b.projW = args.f32(arr[4u], E * E, "proj.weight");
+    b.projB = args.f32(arr[5u], E, "proj.bias", true);
+    b.ln2w = args.f32(arr[6u], E, "ln2.weight");
+    b.ln2b = args.f32(arr[7u], E, "ln2.bias");
+    b.fc1W = args.f32(arr[8u], F * E, "fc1.weight");
+    b.fc1B = args.f32(arr[9u], F, "fc1.bias", true);
+    b.fc2W = args.f32(arr[10u], E * F, "fc2.weight");
+    b.fc2B = args.f32(arr[11u], E, "fc2.bias", true);
+    b.keys = args.f32(arr[12u], batch * capacity * E, "keys");
+    b.values = args.f32(arr[13u], batch * capacity * E, "values");
+  }
+  args.where = "";
+  if (args.ok) {
+    Napi::Array fin = args.array(info[5], 4, "final");
+    if (args.ok) {
+      m.lnFw = args.f32(fin[0u], E, "lnFinal.weight");
+      m.lnFb = args.f32(fin[1u], E, "lnFinal.bias");
+      m.headW = args.f32(fin[2u], V * E, "head.weight");
+      m.headB = args.f32(fin[3u], V, "head.bias", true);
+      m.epsF = eps[2 * numBlocks];
+    }
+  }
+  float* logits = args.ok ? args.f32(info[6], rows * V, "logits") : nullptr;
+  if (!args.ok) return info.Env().Undefined();
+  m.blocks = blocks.data();
+  m.numBlocks = numBlocks;
+  lowbit::floatTfDecode(m, batch, steps, past, capacity, ids, logits);
+  return info.Env().Undefined();
+}
+
 void initIntTransformerKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("intTfLoops", Napi::Function::New(env, IntTfLoops));
   exports.Set("intTfRequantizeGelu", Napi::Function::New(env, IntTfRequantizeGelu));
@@ -2483,6 +2594,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, AttentionFwd));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBwd));
   exports.Set("decodeAttention", Napi::Function::New(env, DecodeAttention));
+  exports.Set("floatTfDecode", Napi::Function::New(env, FloatTfDecode));
   exports.Set("crossEntropyLoss", Napi::Function::New(env, CrossEntropyFwd));
   exports.Set("crossEntropyLossBackward", Napi::Function::New(env, CrossEntropyBwd));
   exports.Set("lstmSequence", Napi::Function::New(env, Recurrent<RnnKind::Lstm>));

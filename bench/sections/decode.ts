@@ -1,6 +1,7 @@
 /**
  * Greedy text generation with the float Transformer LM (bench/transformer-seq/decode.ts):
- * lowbit with its KV cache (decodeAttention on preallocated buffers), with the cache on composed
+ * lowbit with its KV cache in one native call per step (native/decode-step.cc), with the cache on
+ * per-layer primitives (decodeAttention on preallocated buffers), with the cache on composed
  * ops, and without the cache, against PyTorch fp32 with a hand-written KV cache on the same
  * weights; every repeat runs every row once, interleaved; tokens/s = batch × 64 new ids / wall time.
  */
@@ -8,7 +9,8 @@ import { measured, skippedMeasurement, type Measurement, type Section, type Sect
 import { DECODE_MODES, measureDecode, type DecodeMode } from '../transformer-seq/decode.ts';
 
 const IMPL: Readonly<Record<DecodeMode, string>> = {
-  cached: 'lowbit float (native), KV cache',
+  cachedStep: 'lowbit float (native), KV cache, one native call per step',
+  cached: 'lowbit float (native), KV cache on per-layer primitives',
   cachedComposed: 'lowbit float (native), KV cache on composed ops',
   uncached: 'lowbit float (native), no cache (full forward per token)',
   torchCached: 'PyTorch fp32, KV cache',

@@ -1,8 +1,10 @@
 /**
  * Greedy decoding speed of the float Transformer LM, shared by the standalone script
  * (decode-vs-torch.ts) and the bench section `decode`: lowbit's `generate` (batch 1) and
- * `generateBatch` (batch 16) with the KV cache (the decodeAttention primitive on preallocated
- * buffers), with the KV cache but composed ops (fused layers off: head split, concat of the cached
+ * `generateBatch` (batch 16) with the KV cache in one native call per step (`cachedStep`:
+ * native/decode-step.cc, the default path), with the KV cache on the per-layer primitives
+ * (`cached`: the decodeAttention primitive on preallocated buffers, one-call step off), with the
+ * KV cache but composed ops (fused layers off: head split, concat of the cached
  * keys, matmul, softmax -- the path before decodeAttention), and without the cache (full forward
  * over the window every step), against PyTorch 1.13 fp32 running the same weights with a
  * hand-written KV cache (bench/peers/torch_decode.py). Prompt 8 ids, 64 new ids, the CLI-sized
@@ -17,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { setNativeThreads } from '../../src/backend/index.ts';
 import { generate, generateBatch, type TransformerLM } from '../../src/nn/index.ts';
 import { withFusedTransformerLayers } from '../../src/nn/fused-layers.ts';
+import { setFusedDecodeStep } from '../../src/nn/models/transformer-decode.ts';
 import { Rng, Tensor } from '../../src/tensor/index.ts';
 import { median } from '../lib.ts';
 import { JsonLinePeer } from '../peers/json-line-peer.ts';
@@ -25,7 +28,7 @@ import { LAYER_NORM_EPS, peerFiles, SEQ_SHAPES, TRANSFORMER_ACTIVATION, transfor
 const PROMPT = 8;
 const TOKENS = 64;
 export const DECODE_BATCHES = [1, 16] as const;
-export const DECODE_MODES = ['cached', 'cachedComposed', 'uncached', 'torchCached'] as const;
+export const DECODE_MODES = ['cachedStep', 'cached', 'cachedComposed', 'uncached', 'torchCached'] as const;
 export type DecodeMode = (typeof DECODE_MODES)[number];
 const BATCHES = DECODE_BATCHES;
 const MODES = DECODE_MODES;
@@ -43,14 +46,19 @@ interface Run {
 function runLowbit(model: TransformerLM, prompts: number[][], batch: number, mode: Exclude<Mode, 'torchCached'>): Run {
   const rows = prompts.slice(0, batch);
   const options = { tokens: TOKENS, temperature: 0, cache: mode !== 'uncached' };
-  return withFusedTransformerLayers(mode !== 'cachedComposed', () => {
-    const cpu = process.cpuUsage();
-    const start = performance.now();
-    const ids = batch === 1 ? [generate(model, rows[0]!, options)] : generateBatch(model, rows, options);
-    const seconds = (performance.now() - start) / 1000;
-    const used = process.cpuUsage(cpu);
-    return { ids, seconds, cpuSeconds: (used.user + used.system) / 1e6 };
-  });
+  const previous = setFusedDecodeStep(mode === 'cachedStep');
+  try {
+    return withFusedTransformerLayers(mode !== 'cachedComposed', () => {
+      const cpu = process.cpuUsage();
+      const start = performance.now();
+      const ids = batch === 1 ? [generate(model, rows[0]!, options)] : generateBatch(model, rows, options);
+      const seconds = (performance.now() - start) / 1000;
+      const used = process.cpuUsage(cpu);
+      return { ids, seconds, cpuSeconds: (used.user + used.system) / 1e6 };
+    });
+  } finally {
+    setFusedDecodeStep(previous);
+  }
 }
 
 /** One batch size's results: medians per mode (null: PyTorch skipped) and every repeat. */
@@ -63,6 +71,9 @@ export interface DecodeRow {
   readonly cachedOverUncached: number;
   readonly cachedOverComposed: number;
   readonly cachedOverTorch: number | null;
+  /** The one-call step over the per-layer primitives (both with the KV cache). */
+  readonly stepOverCached: number;
+  readonly stepOverTorch: number | null;
   readonly sameIdsAsCached: Record<string, number | null>;
   readonly secondsPerRepeat: Record<string, number[] | null>;
 }
@@ -96,7 +107,7 @@ export async function measureDecode(options: { reps: number; threads: number; lo
         });
       }
     }
-    for (const batch of BATCHES) for (const mode of ['cached', 'cachedComposed', 'uncached'] as const) runLowbit(model, prompts, batch, mode); // warm-up
+    for (const batch of BATCHES) for (const mode of ['cachedStep', 'cached', 'cachedComposed', 'uncached'] as const) runLowbit(model, prompts, batch, mode); // warm-up
 
     const seconds = new Map<string, number[]>();
     const cpuSeconds = new Map<string, number[]>();
@@ -149,11 +160,13 @@ export async function measureDecode(options: { reps: number; threads: number; lo
         cachedOverUncached: rate('cached')! / rate('uncached')!,
         cachedOverComposed: rate('cached')! / rate('cachedComposed')!,
         cachedOverTorch: rate('torchCached') ? rate('cached')! / rate('torchCached')! : null,
+        stepOverCached: rate('cachedStep')! / rate('cached')!,
+        stepOverTorch: rate('torchCached') ? rate('cachedStep')! / rate('torchCached')! : null,
         sameIdsAsCached: Object.fromEntries(MODES.filter((m) => m !== 'cached').map((m) => [m, same(m)])),
         secondsPerRepeat: Object.fromEntries(MODES.map((m) => [m, seconds.get(`${batch}/${m}`) ?? null])),
       };
       const fmt = (v: number | null): string => (v === null ? 'skipped' : v.toFixed(0));
-      log(`batch ${batch}: tokens/s lowbit cached ${fmt(rate('cached'))}, cached composed ${fmt(rate('cachedComposed'))}, uncached ${fmt(rate('uncached'))}, PyTorch cached ${fmt(rate('torchCached'))}; ` +
+      log(`batch ${batch}: tokens/s lowbit one-call step ${fmt(rate('cachedStep'))} (×${row.stepOverCached.toFixed(2)} the primitives, PyTorch ${row.stepOverTorch === null ? 'skipped' : `×${row.stepOverTorch.toFixed(2)}`}), cached primitives ${fmt(rate('cached'))}, cached composed ${fmt(rate('cachedComposed'))}, uncached ${fmt(rate('uncached'))}, PyTorch cached ${fmt(rate('torchCached'))}; ` +
         `cached/uncached ×${row.cachedOverUncached.toFixed(2)}, cached/composed ×${row.cachedOverComposed.toFixed(2)}, cached/PyTorch ${row.cachedOverTorch === null ? 'skipped' : `×${row.cachedOverTorch.toFixed(2)}`}; ` +
         `same ids as lowbit cached: ${JSON.stringify(row.sameIdsAsCached)}; tokens per CPU second: ${MODES.map((m) => `${m} ${fmt(cpuRate(m))}`).join(', ')}`);
       return row;

@@ -18,8 +18,9 @@ import { MaxPool2d } from './pooling.ts';
  * True when `layer` is exactly an instance of `type` (not a subclass, e.g. a quantized
  * replacement) and its `forward` has not been patched on the instance (calibration and
  * conversion hooks capture a layer's inputs that way, so such a layer must run on its own).
+ * @internal also used by nn/models/transformer-decode.ts.
  */
-function plain<T>(layer: TensorModule, type: abstract new (...args: never[]) => T): layer is TensorModule & T {
+export function plain<T>(layer: TensorModule, type: abstract new (...args: never[]) => T): layer is TensorModule & T {
   return layer.constructor === type && !Object.prototype.hasOwnProperty.call(layer, 'forward');
 }
 

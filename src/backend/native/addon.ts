@@ -66,6 +66,18 @@ export interface NativeAddon {
   /** Decoding over a KV cache: qkv [batch, steps, 3·embed], keys / values [batch, capacity, embed] -> out [batch, steps, embed] (the decodeAttention primitive). */
   decodeAttention?(qkv: Float32Array, keys: Float32Array, values: Float32Array, out: Float32Array, batch: number, steps: number, capacity: number, embed: number, heads: number, past: number): void;
   /**
+   * A float32 TransformerLM step over its KV caches in one call (native/decode-step.h floatTfDecode): embedding,
+   * every pre-LN block (the new keys / values written into the caches), lnFinal and the head's logits; the
+   * intermediates stay in native scratch. dims = [batch, steps, past, capacity, E, heads, V, maxContext, numBlocks,
+   * mlpDim, activation (0 GELU erf, 1 GELU tanh, 2 ReLU)], eps = [ln1, ln2 per block, lnFinal]; a block is
+   * [ln1.w, ln1.b, qkv.W, qkv.b, proj.W, proj.b, ln2.w, ln2.b, fc1.W, fc1.b, fc2.W, fc2.b, keys, values] (a null bias
+   * = none), final = [lnFinal.w, lnFinal.b, head.W, head.b]; logits [batch, steps, V]. Argument checks: binding.cc FloatTfDecode.
+   */
+  floatTfDecode?(
+    dims: Int32Array, eps: Float32Array, ids: Int32Array, embed: readonly [Float32Array, Float32Array],
+    blocks: readonly (readonly (Float32Array | null)[])[], final: readonly (Float32Array | null)[], logits: Float32Array,
+  ): void;
+  /**
    * The fused recurrent sequences (src/backend/primitives.ts), dims = [L, N, H, batchFirst 0/1, reverse 0/1]:
    * lstmSequence(gates, w, bias, h0, c0, out), lstmSequenceBackward(g, out, w, c0, grads),
    * gruSequence(gates, w, biasIh, biasHh, h0, out), gruSequenceBackward(g, out, w, h0, grads).

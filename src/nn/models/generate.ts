@@ -116,11 +116,11 @@ function idsTensor(ids: readonly number[]): Tensor {
   return new Tensor(Int32Array.from(ids), [1, ids.length]);
 }
 
-function lastRow(logits: Tensor): Float64Array {
-  // [1, S, V] → the last position's row, or [1, V] as it is.
+function lastRow(logits: Tensor): ArrayLike<number> {
+  // [1, S, V] → the last position's row, or [1, V] as it is: a view of the (contiguous) data, no
+  // primitive call; the caller copies it once.
   const v = logits.shape.at(-1)!;
-  const row = logits.rank === 3 ? reshape(narrow(logits, 1, logits.shape[1]! - 1, 1), [v]) : reshape(logits, [v]);
-  return Float64Array.from(row.data);
+  return logits.data.subarray(logits.size - v, logits.size);
 }
 
 /**
@@ -187,9 +187,9 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
   const decode = (): number[] => {
     const out: number[] = [];
     let cache = useCache ? decoder.createCache() : null;
-    let logits = Float64Array.from(useCache ? decoder.nextLogitsCached(window(), cache!) : decoder.nextLogits(window()));
+    let logits = new Float64Array(useCache ? decoder.nextLogitsCached(window(), cache!) : decoder.nextLogits(window()));
     for (let step = 0; step < tokens; step++) {
-      options.onStep?.(Float64Array.from(logits), step);
+      options.onStep?.(logits.slice(), step);
       const next = sampleNext(logits, sampling, rng);
       out.push(next);
       sequence.push(next);
@@ -204,7 +204,7 @@ export function generate(model: NextWordLanguageModel | CachedLanguageModel, pro
         cache = decoder.createCache();
         row = decoder.nextLogitsCached(window(), cache);
       }
-      logits = Float64Array.from(row);
+      logits = new Float64Array(row);
     }
     return out;
   };

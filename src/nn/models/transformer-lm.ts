@@ -21,6 +21,7 @@ import {
   type Rng,
 } from '../../tensor/index.ts';
 import { isGradEnabled } from '../../autograd/engine.ts';
+import { fusedDecodeStep } from './transformer-decode.ts';
 
 /** The operands of the two activation-by-activation matmuls of attention: (Q·Kᵀ) and (A·V). */
 export const ATTENTION_OPERANDS = ['query', 'key', 'probs', 'value'] as const;
@@ -431,21 +432,36 @@ export class TransformerLM extends Module implements TensorModule {
    * before (at positions cache.length .. cache.length + S − 1, at most maxContext in all); returns
    * their logits [N, S, V], equal to those positions' logits of `forwardAll` on the whole sequence,
    * and extends `cache`. Feed the prompt at once (S = its length), then one id at a time (S = 1).
+   * Without a tape on the native backend, a plain float32 model runs the whole step as one native
+   * call (transformer-decode.ts; equal to the composed path to float32 rounding); else composed ops.
    */
   forwardCached(ids: Tensor, cache: TransformerCache): Tensor {
     if (ids.rank !== 2 || ids.dtype !== 'int32') throw new RangeError(`TransformerLM.forwardCached: expected int32 ids [N, S], got ${ids.dtype} [${ids.shape.join(', ')}]`);
     if (cache.layers.length !== this.numLayers) throw new RangeError(`TransformerLM.forwardCached: the cache has ${cache.layers.length} layers, the model ${this.numLayers} (make it with createCache())`);
     const steps = ids.shape[1]!;
     if (steps < 1 || cache.length + steps > this.maxContext) throw new RangeError(`TransformerLM.forwardCached: positions ${cache.length}..${cache.length + steps - 1} are outside [0, ${this.maxContext - 1}] (maxContext ${this.maxContext}; start a new cache for a longer text)`);
-    const positions = arange(cache.length, cache.length + steps, 1, 'int32');
-    let x = add(this.tokenEmbedding.forward(ids), this.positionEmbedding.forward(positions));
-    if (this.training && this.dropout > 0) x = invertedDropout(x, this.dropout, this.rng);
+    for (const [i, id] of (ids.data as Int32Array).entries()) {
+      if (id < 0 || id >= this.vocabSize) throw new RangeError(`TransformerLM.forwardCached: word id ${id} at index ${i} is outside [0, ${this.vocabSize}) (the vocabulary)`);
+    }
     const blocks = this.blocks.children();
     for (let i = 0; i < blocks.length; i++) {
       const block = blocks[i];
       if (!(block instanceof TransformerBlock)) throw new Error(`TransformerLM.forwardCached: block ${i} is a ${block?.constructor.name}, not a TransformerBlock`);
-      x = block.forwardCached(x, cache.layers[i]!);
     }
+    // One native call for the whole step when the model is the plain float32 one (transformer-decode.ts).
+    const plainBlocks = (blocks as TransformerBlock[]).every((b) => b.constructor === TransformerBlock && b.attn.constructor === CausalSelfAttention);
+    if (plainBlocks) {
+      const layers = (blocks as TransformerBlock[]).map((b) => ({ ln1: b.ln1, qkv: b.attn.qkv, proj: b.attn.proj, ln2: b.ln2, fc1: b.fc1, act: b.act, fc2: b.fc2, operandQuantized: Object.keys(b.attn.operandQuantizers()).length > 0 }));
+      const logits = fusedDecodeStep(this, layers, ids, cache.layers, cache.length, this.training && this.dropout > 0);
+      if (logits) {
+        cache.length += steps;
+        return logits;
+      }
+    }
+    const positions = arange(cache.length, cache.length + steps, 1, 'int32');
+    let x = add(this.tokenEmbedding.forward(ids), this.positionEmbedding.forward(positions));
+    if (this.training && this.dropout > 0) x = invertedDropout(x, this.dropout, this.rng);
+    for (let i = 0; i < blocks.length; i++) x = (blocks[i] as TransformerBlock).forwardCached(x, cache.layers[i]!);
     cache.length += steps;
     return this.logits(this.lnFinal.forward(x));
   }
