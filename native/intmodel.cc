@@ -42,7 +42,9 @@ inline double opaque(double v) {
 }
 
 // ---------------------------------------------------------------- output stages, scalar
-inline int32_t requantOne(const IntOp& op, int32_t acc, int64_t c) {
+// (Acc: the int32 accumulator, or a per-group layer's int64 sum A with |A 2^k + bias| < 2^53.)
+template <typename Acc>
+inline int32_t requantOne(const IntOp& op, Acc acc, int64_t c) {
   const double x = static_cast<double>(acc) * op.up + op.bias[c];  // exact: |x| < 2^53
   const bool negative = (x < 0) != (op.mneg[c] != 0);
   const double ax = std::fabs(x), ms = op.mscale[c];
@@ -963,7 +965,43 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
   }
 }
 
+// One group's dot product sum_j w[j] xc[j] (int32: |w| <= 128, |xc| <= 255, G <= 2^16).
+LOWBIT_TARGET_IRT inline int32_t groupDot(const int8_t* w, const int16_t* xc, int64_t G) {
+  int32_t sum = 0;
+  for (int64_t j = 0; j < G; j++) sum += static_cast<int32_t>(w[j]) * static_cast<int32_t>(xc[j]);
+  return sum;
+}
+
+// Per-group linear (IntOp::groupSize): per sample, the centred inputs as int16 in the TS column
+// order (through `gather` after a permuted flatten), per row and group an int32 dot product, the
+// int64 sum of r[c, g] times those, then the requantize / dequantize stage on it.
+void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
+  const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G;
+  std::vector<int16_t> xc(static_cast<size_t>(K));
+  const bool gathered = !op.gather.empty();
+  for (int64_t r = 0; r < n; r++) {
+    const void* row = x + r * K;
+    for (int64_t k = 0; k < K; k++) xc[static_cast<size_t>(k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+    for (int64_t c = 0; c < O; c++) {
+      const int8_t* w = op.wgroup.data() + c * K;
+      const int32_t* rm = op.groupMult.data() + c * groups;
+      int64_t A = 0;
+      for (int64_t g = 0; g < groups; g++) A += static_cast<int64_t>(rm[g]) * groupDot(w + g * G, xc.data() + g * G, G);
+      if (op.outMode == IOutMode::Requantize) {
+        storeValue(op.out, out, r * O + c, requantOne(op, A, c));
+      } else {
+        const double y = opaque(static_cast<double>(A) * static_cast<double>(op.S[c]));
+        static_cast<float*>(out)[r * O + c] = static_cast<float>(y + static_cast<double>(op.B[c]));
+      }
+    }
+  }
+}
+
 __attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+  if (op.groupSize > 0) {
+    runGroupLinear(op, x, n, out);
+    return;
+  }
   const int64_t K = op.K, O = op.OC;
   if (op.in == IType::Bits && op.fusedSign) {
     const SignOutput sign{op.lower.data(), op.upper.data(), out, op.out == IType::Bits ? ceilDiv(O, 64) : O, op.out == IType::Bits,
@@ -1428,6 +1466,15 @@ std::string intPlanFinish(IntPlan* plan) {
       }
       case IOpKind::Linear:
         if (op.H != 1 || op.W != 1 || op.OH != 1 || op.OW != 1 || op.K != op.C) return at + "bad linear";
+        if (op.groupSize > 0) {
+          const int64_t groups = op.K / op.groupSize;
+          if (!bytesIn || op.K % op.groupSize != 0 || op.groupSize > (1 << 16) || op.outMode == IOutMode::Sign ||
+              static_cast<int64_t>(op.wgroup.size()) < op.OC * op.K || static_cast<int64_t>(op.groupMult.size()) < op.OC * groups ||
+              (!op.gather.empty() && static_cast<int64_t>(op.gather.size()) != op.K)) {
+            return at + "bad per-group linear";
+          }
+          for (int32_t g : op.gather) if (g < 0 || g >= op.K) return at + "per-group linear gather index out of range";
+        }
         if (op.in == IType::Bits) {
           const int64_t words = ceilDiv(op.K, 64);
           if (static_cast<int64_t>(op.wbits.size()) < op.OC * words) return at + "linear bit weights";
