@@ -1371,7 +1371,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     const bool grouped = op.kind == lowbit::IOpKind::Linear && meta.size() >= 34 && meta[33] > 0;
     if (grouped) {
       op.groupSize = meta[33];
-      op.wgroup = w;
+      op.wgroup.assign(w.begin(), w.end());
       op.groupMult = std::move(groupMult);
       op.gather = std::move(index);
     }

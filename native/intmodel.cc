@@ -966,27 +966,56 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
 }
 
 // One group's dot product sum_j w[j] xc[j] (int32: |w| <= 128, |xc| <= 255, G <= 2^16).
-LOWBIT_TARGET_IRT inline int32_t groupDot(const int8_t* w, const int16_t* xc, int64_t G) {
+inline int32_t groupDot(const int16_t* w, const int16_t* xc, int64_t G) {
   int32_t sum = 0;
   for (int64_t j = 0; j < G; j++) sum += static_cast<int32_t>(w[j]) * static_cast<int32_t>(xc[j]);
   return sum;
 }
 
-// Per-group linear (IntOp::groupSize): per sample, the centred inputs as int16 in the TS column
-// order (through `gather` after a permuted flatten), per row and group an int32 dot product, the
-// int64 sum of r[c, g] times those, then the requantize / dequantize stage on it.
+// A[c] of one sample for G % 16 == 0: per group, 16-element madds into 8 int32 lanes, then the
+// lanes times r (as doubles: integers, every partial sum below 2^53, so the fma is exact) into 8
+// double lanes, summed once at the end (exact for the same reason).
+LOWBIT_TARGET_IRT inline int64_t groupRowAvx(const int16_t* w, const int16_t* xc, const int32_t* r, int64_t groups, int64_t G) {
+  __m512d acc = _mm512_setzero_pd();
+  for (int64_t g = 0; g < groups; g++) {
+    __m256i lanes = _mm256_setzero_si256();
+    const int16_t* wg = w + g * G;
+    const int16_t* xg = xc + g * G;
+    for (int64_t j = 0; j < G; j += 16) {
+      lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + j)),
+                                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + j))));
+    }
+    acc = _mm512_fmadd_pd(_mm512_cvtepi32_pd(lanes), _mm512_set1_pd(static_cast<double>(r[g])), acc);
+  }
+  return static_cast<int64_t>(_mm512_reduce_add_pd(acc));
+}
+
+// Per-group linear (IntOp::groupSize): the centred inputs of the chunk as int16 in the TS column
+// order (through `gather` after a permuted flatten), then per row (weights as int16, read once per
+// chunk) and sample the int64 sum A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k], then the
+// requantize / dequantize stage on it.
 void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
   const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G;
-  std::vector<int16_t> xc(static_cast<size_t>(K));
+  std::vector<int16_t> xc(static_cast<size_t>(n * K));
   const bool gathered = !op.gather.empty();
   for (int64_t r = 0; r < n; r++) {
-    const void* row = x + r * K;
-    for (int64_t k = 0; k < K; k++) xc[static_cast<size_t>(k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
-    for (int64_t c = 0; c < O; c++) {
-      const int8_t* w = op.wgroup.data() + c * K;
-      const int32_t* rm = op.groupMult.data() + c * groups;
+    const void* row = x + r * K;  // byte inputs (checked by intPlanFinish)
+    for (int64_t k = 0; k < K; k++) {
+      xc[static_cast<size_t>(r * K + k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+    }
+  }
+  const bool avx = useAvx512() && G % 16 == 0;
+  for (int64_t c = 0; c < O; c++) {
+    const int16_t* w = op.wgroup.data() + c * K;
+    const int32_t* rm = op.groupMult.data() + c * groups;
+    for (int64_t r = 0; r < n; r++) {
+      const int16_t* xr = xc.data() + r * K;
       int64_t A = 0;
-      for (int64_t g = 0; g < groups; g++) A += static_cast<int64_t>(rm[g]) * groupDot(w + g * G, xc.data() + g * G, G);
+      if (avx) {
+        A = groupRowAvx(w, xr, rm, groups, G);
+      } else {
+        for (int64_t g = 0; g < groups; g++) A += static_cast<int64_t>(rm[g]) * groupDot(w + g * G, xr + g * G, G);
+      }
       if (op.outMode == IOutMode::Requantize) {
         storeValue(op.out, out, r * O + c, requantOne(op, A, c));
       } else {

@@ -133,7 +133,7 @@ struct IntOp {
   // A[c] = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k] go through the requantize / dequantize stage
   // in place of the int32 accumulator (exact: |A 2^k + bias| < 2^53, checked by the TS validator)
   int64_t groupSize = 0;
-  std::vector<int8_t> wgroup;
+  std::vector<int16_t> wgroup;  // [OC, K] as int16 (the kernel's madd operand)
   std::vector<int32_t> groupMult;
 };
 
