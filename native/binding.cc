@@ -1466,6 +1466,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     fail(env, "intPlanCreate: " + err);
     return env.Undefined();
   }
+  for (auto& op : plan->ops) if (op.groupSize > 0) lowbit::intPrepareGroupLinear(&op);
   for (auto& [index, weights] : deferredDirect) lowbit::intPrepareDirectConv(&plan->ops[index], weights.data());
   for (auto& [index, weights] : deferredAmx) {
     lowbit::intPrepareAmx(&plan->ops[index], weights.data());

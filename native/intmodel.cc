@@ -990,30 +990,81 @@ LOWBIT_TARGET_IRT inline int64_t groupRowAvx(const int16_t* w, const int16_t* xc
   return static_cast<int64_t>(_mm512_reduce_add_pd(acc));
 }
 
-// Per-group linear (IntOp::groupSize): the centred inputs of the chunk as int16 in the TS column
-// order (through `gather` after a permuted flatten), then per row (weights as int16, read once per
-// chunk) and sample the int64 sum A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k], then the
-// requantize / dequantize stage on it.
+#define LOWBIT_TARGET_GVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+
+// A[c] + corr of one sample and row on VNNI, G in {16, 32} or a multiple of 64: per 64 bytes, one
+// vpdpbusd of the uint8 inputs x' (int8 inputs flipped by +128) and the int8 weights gives 16 int32
+// lanes of 4 products each; lane j lies in group (k0 + 4 j) / G, so its lanes times that group's r
+// (doubles, from rd; rd is padded so that a tail chunk may read past the row's groups) go into two
+// accumulators of 8 double lanes with an fma. Every value is an integer and every partial sum stays
+// below 2^53 (checked per row when the plan is made: sum_k 255 |w| r < 2^52), so each fma and the
+// final sum are exact: the result is sum_g r_g sum_{k in g} x'_k w_k, from which the caller
+// subtracts z' sum_g r_g sum_{k in g} w_k.
+LOWBIT_TARGET_GVNNI inline int64_t groupRowVnni(const int8_t* w, const uint8_t* x, const double* rd, int64_t K, int64_t G) {
+  __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+  const __m512i lo16 = _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i hi16 = _mm512_set_epi64(3, 3, 3, 3, 2, 2, 2, 2);
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    const __mmask64 m = K - k0 >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k0)) - 1;
+    const __m512i xv = _mm512_maskz_loadu_epi8(m, x + k0);
+    const __m512i wv = _mm512_maskz_loadu_epi8(m, w + k0);
+    const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv);
+    const double* r = rd + k0 / G;
+    __m512d r0, r1;
+    if (G == 16) {
+      const __m512d r4 = _mm512_castpd256_pd512(_mm256_loadu_pd(r));
+      r0 = _mm512_permutexvar_pd(lo16, r4);
+      r1 = _mm512_permutexvar_pd(hi16, r4);
+    } else if (G == 32) {
+      r0 = _mm512_set1_pd(r[0]);
+      r1 = _mm512_set1_pd(r[1]);
+    } else {
+      r0 = r1 = _mm512_set1_pd(r[0]);
+    }
+    acc0 = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(lanes)), r0, acc0);
+    acc1 = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lanes, 1)), r1, acc1);
+  }
+  return static_cast<int64_t>(_mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1)));
+}
+
+// Per-group linear (IntOp::groupSize): on VNNI (IntOp::groupVnni) the inputs as uint8 (int8 ones
+// flipped), gathered into the TS column order after a permuted flatten, and per row and sample
+// groupRowVnni minus the row's zero-point term groupCorr[c]; otherwise the centred inputs as int16
+// and per row (int16 weights) and sample groupRowAvx or the scalar loop. Then the requantize /
+// dequantize stage on A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k].
 void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
   const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G;
-  std::vector<int16_t> xc(static_cast<size_t>(n * K));
   const bool gathered = !op.gather.empty();
-  for (int64_t r = 0; r < n; r++) {
-    const void* row = x + r * K;  // byte inputs (checked by intPlanFinish)
-    for (int64_t k = 0; k < K; k++) {
-      xc[static_cast<size_t>(r * K + k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+  std::vector<int16_t> xc;
+  std::vector<uint8_t> xu;
+  if (op.groupVnni) {
+    const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+    xu.resize(static_cast<size_t>(n * K + 64));
+    for (int64_t r = 0; r < n; r++) {
+      const uint8_t* row = x + r * K;
+      for (int64_t k = 0; k < K; k++) xu[static_cast<size_t>(r * K + k)] = row[gathered ? op.gather[static_cast<size_t>(k)] : k] ^ flip;
+    }
+  } else {
+    xc.resize(static_cast<size_t>(n * K));
+    for (int64_t r = 0; r < n; r++) {
+      const void* row = x + r * K;  // byte inputs (checked by intPlanFinish)
+      for (int64_t k = 0; k < K; k++) {
+        xc[static_cast<size_t>(r * K + k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+      }
     }
   }
-  const bool avx = useAvx512() && G % 16 == 0;
+  const bool avx = !op.groupVnni && useAvx512() && G % 16 == 0;
   for (int64_t c = 0; c < O; c++) {
-    const int16_t* w = op.wgroup.data() + c * K;
     const int32_t* rm = op.groupMult.data() + c * groups;
     for (int64_t r = 0; r < n; r++) {
-      const int16_t* xr = xc.data() + r * K;
       int64_t A = 0;
-      if (avx) {
-        A = groupRowAvx(w, xr, rm, groups, G);
+      if (op.groupVnni) {
+        A = groupRowVnni(op.wgroup8.data() + c * K, xu.data() + r * K, op.groupMultD.data() + c * groups, K, G) - op.groupCorr[static_cast<size_t>(c)];
+      } else if (avx) {
+        A = groupRowAvx(op.wgroup.data() + c * K, xc.data() + r * K, rm, groups, G);
       } else {
+        const int16_t* w = op.wgroup.data() + c * K;
+        const int16_t* xr = xc.data() + r * K;
         for (int64_t g = 0; g < groups; g++) A += static_cast<int64_t>(rm[g]) * groupDot(w + g * G, xr + g * G, G);
       }
       if (op.outMode == IOutMode::Requantize) {
@@ -1193,6 +1244,43 @@ bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, si
 }
 
 }  // namespace
+
+// Sets up the VNNI path of a per-group linear (IntOp::groupVnni) when the CPU has AVX-512 VNNI, G
+// is 16, 32 or a multiple of 64, and every row's sum_k 255 |w_k| r_g(k) stays below 2^52 (the
+// uncentred sums of groupRowVnni are then exact in doubles): int8 weights, r as doubles (padded by
+// 4), and per row z' sum_g r_g sum_{k in g} w_k with z' the input zero point (+128 for int8 inputs).
+void intPrepareGroupLinear(IntOp* op) {
+  op->groupVnni = false;
+  const int64_t K = op->K, O = op->OC, G = op->groupSize;
+  if (G <= 0 || !useAvx512() || !__builtin_cpu_supports("avx512vnni") || (G != 16 && G != 32 && G % 64 != 0)) return;
+  if (op->in != IType::U8 && op->in != IType::S8) return;
+  const int64_t groups = K / G;
+  const int64_t zp = op->zero + (op->in == IType::S8 ? 128 : 0);
+  std::vector<int64_t> corr(static_cast<size_t>(O));
+  for (int64_t c = 0; c < O; c++) {
+    double bound = 0;
+    int64_t sum = 0;
+    for (int64_t g = 0; g < groups; g++) {
+      int64_t ws = 0, wa = 0;
+      for (int64_t j = 0; j < G; j++) {
+        const int64_t v = op->wgroup[static_cast<size_t>(c * K + g * G + j)];
+        ws += v;
+        wa += v < 0 ? -v : v;
+      }
+      const int64_t rg = op->groupMult[static_cast<size_t>(c * groups + g)];
+      bound += 255.0 * static_cast<double>(wa) * static_cast<double>(rg);
+      sum += rg * ws;
+    }
+    if (!(bound < 0x1p52) || !(std::fabs(static_cast<double>(zp) * static_cast<double>(sum)) < 0x1p52)) return;
+    corr[static_cast<size_t>(c)] = zp * sum;
+  }
+  op->wgroup8.assign(op->wgroup.begin(), op->wgroup.end());
+  op->wgroup8.resize(op->wgroup8.size() + 64, 0);
+  op->groupMultD.assign(op->groupMult.begin(), op->groupMult.end());
+  op->groupMultD.resize(op->groupMultD.size() + 4, 0.0);
+  op->groupCorr = std::move(corr);
+  op->groupVnni = true;
+}
 
 void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out) {
   intAddRun(op, a, b, count, out);

@@ -135,6 +135,11 @@ struct IntOp {
   int64_t groupSize = 0;
   std::vector<int16_t> wgroup;  // [OC, K] as int16 (the kernel's madd operand)
   std::vector<int32_t> groupMult;
+  // the VNNI path (intPrepareGroupLinear): int8 weights, r as doubles and per row the zero-point term
+  bool groupVnni = false;
+  std::vector<int8_t> wgroup8;
+  std::vector<double> groupMultD;
+  std::vector<int64_t> groupCorr;
 };
 
 struct IntPlan {
@@ -152,6 +157,10 @@ struct IntPlan {
 // Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
 // (O, kh, kw) int8 weight. Call after the op's fields are set.
 void intPrepareDirectConv(IntOp* op, const int8_t* w);
+
+// Chooses the VNNI kernel of a per-group linear (IntOp::groupVnni) when it applies; call after
+// intPlanFinish checked the op.
+void intPrepareGroupLinear(IntOp* op);
 
 // Fills the integer requantization constants (IntOp::intRequant) from the int32 multipliers M0,
 // shifts n and bias (call after the requantize fields are set); leaves intRequant false when some
