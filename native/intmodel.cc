@@ -992,7 +992,7 @@ LOWBIT_TARGET_IRT inline int64_t groupRowAvx(const int16_t* w, const int16_t* xc
 
 #define LOWBIT_TARGET_GVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
 
-// A[c] + corr of one sample and row on VNNI, G in {16, 32} or a multiple of 64: per 64 bytes, one
+// A[c] + corr of 1..4 samples and one row on VNNI, G in {16, 32} or a multiple of 64: per 64 bytes, one
 // vpdpbusd of the uint8 inputs x' (int8 inputs flipped by +128) and the int8 weights gives 16 int32
 // lanes of 4 products each; lane j lies in group (k0 + 4 j) / G, so its lanes times that group's r
 // (doubles, from rd; rd is padded so that a tail chunk may read past the row's groups) go into two
@@ -1000,15 +1000,16 @@ LOWBIT_TARGET_IRT inline int64_t groupRowAvx(const int16_t* w, const int16_t* xc
 // below 2^53 (checked per row when the plan is made: sum_k 255 |w| r < 2^52), so each fma and the
 // final sum are exact: the result is sum_g r_g sum_{k in g} x'_k w_k, from which the caller
 // subtracts z' sum_g r_g sum_{k in g} w_k.
-LOWBIT_TARGET_GVNNI inline int64_t groupRowVnni(const int8_t* w, const uint8_t* x, const double* rd, int64_t K, int64_t G) {
-  __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+LOWBIT_TARGET_GVNNI inline void groupRowsVnni(const int8_t* w, const uint8_t* x, int64_t ldx, int64_t rows, const double* rd, int64_t K,
+                                                int64_t G, int64_t* A) {
+  // rows (1..4) samples at once: the weights and the r lanes are loaded once per 64 bytes
+  __m512d acc[4][2];
+  for (int64_t s = 0; s < 4; s++) acc[s][0] = acc[s][1] = _mm512_setzero_pd();
   const __m512i lo16 = _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0);
   const __m512i hi16 = _mm512_set_epi64(3, 3, 3, 3, 2, 2, 2, 2);
   for (int64_t k0 = 0; k0 < K; k0 += 64) {
     const __mmask64 m = K - k0 >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k0)) - 1;
-    const __m512i xv = _mm512_maskz_loadu_epi8(m, x + k0);
     const __m512i wv = _mm512_maskz_loadu_epi8(m, w + k0);
-    const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv);
     const double* r = rd + k0 / G;
     __m512d r0, r1;
     if (G == 16) {
@@ -1021,15 +1022,18 @@ LOWBIT_TARGET_GVNNI inline int64_t groupRowVnni(const int8_t* w, const uint8_t* 
     } else {
       r0 = r1 = _mm512_set1_pd(r[0]);
     }
-    acc0 = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(lanes)), r0, acc0);
-    acc1 = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lanes, 1)), r1, acc1);
+    for (int64_t s = 0; s < rows; s++) {
+      const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_maskz_loadu_epi8(m, x + s * ldx + k0), wv);
+      acc[s][0] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(lanes)), r0, acc[s][0]);
+      acc[s][1] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lanes, 1)), r1, acc[s][1]);
+    }
   }
-  return static_cast<int64_t>(_mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1)));
+  for (int64_t s = 0; s < rows; s++) A[s] = static_cast<int64_t>(_mm512_reduce_add_pd(_mm512_add_pd(acc[s][0], acc[s][1])));
 }
 
 // Per-group linear (IntOp::groupSize): on VNNI (IntOp::groupVnni) the inputs as uint8 (int8 ones
 // flipped), gathered into the TS column order after a permuted flatten, and per row and sample
-// groupRowVnni minus the row's zero-point term groupCorr[c]; otherwise the centred inputs as int16
+// groupRowsVnni minus the row's zero-point term groupCorr[c]; otherwise the centred inputs as int16
 // and per row (int16 weights) and sample groupRowAvx or the scalar loop. Then the requantize /
 // dequantize stage on A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k].
 void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
@@ -1056,10 +1060,12 @@ void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
   const bool avx = !op.groupVnni && useAvx512() && G % 16 == 0;
   for (int64_t c = 0; c < O; c++) {
     const int32_t* rm = op.groupMult.data() + c * groups;
+    int64_t four[4] = {0, 0, 0, 0};
     for (int64_t r = 0; r < n; r++) {
       int64_t A = 0;
       if (op.groupVnni) {
-        A = groupRowVnni(op.wgroup8.data() + c * K, xu.data() + r * K, op.groupMultD.data() + c * groups, K, G) - op.groupCorr[static_cast<size_t>(c)];
+        if (r % 4 == 0) groupRowsVnni(op.wgroup8.data() + c * K, xu.data() + r * K, K, std::min<int64_t>(4, n - r), op.groupMultD.data() + c * groups, K, G, four);
+        A = four[r % 4] - op.groupCorr[static_cast<size_t>(c)];
       } else if (avx) {
         A = groupRowAvx(op.wgroup.data() + c * K, xc.data() + r * K, rm, groups, G);
       } else {
@@ -1247,7 +1253,7 @@ bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, si
 
 // Sets up the VNNI path of a per-group linear (IntOp::groupVnni) when the CPU has AVX-512 VNNI, G
 // is 16, 32 or a multiple of 64, and every row's sum_k 255 |w_k| r_g(k) stays below 2^52 (the
-// uncentred sums of groupRowVnni are then exact in doubles): int8 weights, r as doubles (padded by
+// uncentred sums of groupRowsVnni are then exact in doubles): int8 weights, r as doubles (padded by
 // 4), and per row z' sum_g r_g sum_{k in g} w_k with z' the input zero point (+128 for int8 inputs).
 void intPrepareGroupLinear(IntOp* op) {
   op->groupVnni = false;

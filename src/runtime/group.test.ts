@@ -135,10 +135,12 @@ describe('runtime: per-group Linear weights', () => {
         const B = im.tensor(o2.bias).data as Float32Array;
         const A2 = fc2!.weightGroupSize !== undefined ? groupSums(im, fc2!, x2) : null;
         if (A2) assert.deepEqual(Array.from(ref), A2.map((A, i) => Math.fround(Number(A) * S[i % 5]! + B[i % 5]!)));
+        const seven = new Tensor(x.data.slice(0, 7 * 64), [7, 64]); // a batch that is not a multiple of the kernels' row blocks
         for (const [name, configure] of executors()) {
           configure(im);
           if (name === 'native') assert.equal(im.nativeUnavailableReason(), null);
           assert.deepEqual(Array.from(im.run(x)), Array.from(ref), name);
+          assert.deepEqual(Array.from(im.run(seven)), Array.from(ref.subarray(0, 7 * 5)), `${name}, 7 samples`);
         }
       });
     }
