@@ -142,6 +142,10 @@ describe('runtime: per-group Linear weights', () => {
           assert.deepEqual(Array.from(im.run(x)), Array.from(ref), name);
           assert.deepEqual(Array.from(im.run(seven)), Array.from(ref.subarray(0, 7 * 5)), `${name}, 7 samples`);
         }
+        // the fast TypeScript / wasm executors run the layer on the reference loop, and say so
+        im.tsExecutor = 'fast';
+        im.tsKernels = 'wasm';
+        assert.match(im.wasmLayerFallback(fc1!.name) ?? '', /per-group weights \(groups of \d+\) run on the reference per-group loop/);
       });
     }
   }
