@@ -1310,7 +1310,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     auto o = item.As<Napi::Object>();
-    std::vector<int32_t> meta, mult, shift, bias, thr, dir, index;
+    std::vector<int32_t> meta, mult, shift, bias, thr, dir, index, groupMult;
     std::vector<double> f64;
     std::vector<int8_t> w;
     std::vector<uint8_t> wbits;
@@ -1320,7 +1320,8 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
         !optArray<int32_t, napi_int32_array>(o, "mult", &mult, env) || !optArray<int32_t, napi_int32_array>(o, "shift", &shift, env) ||
         !optArray<int32_t, napi_int32_array>(o, "bias", &bias, env) || !optArray<int32_t, napi_int32_array>(o, "threshold", &thr, env) ||
         !optArray<int32_t, napi_int32_array>(o, "direction", &dir, env) || !optArray<float, napi_float32_array>(o, "S", &S, env) ||
-        !optArray<float, napi_float32_array>(o, "B", &B, env) || !optArray<int32_t, napi_int32_array>(o, "index", &index, env)) {
+        !optArray<float, napi_float32_array>(o, "B", &B, env) || !optArray<int32_t, napi_int32_array>(o, "index", &index, env) ||
+        !optArray<int32_t, napi_int32_array>(o, "groupMult", &groupMult, env)) {
       return env.Undefined();
     }
     if (meta.size() < 28 || f64.size() < 3) {
@@ -1367,6 +1368,14 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
       op.outMode = meta[21] == 1 ? lowbit::IOutMode::Sign : lowbit::IOutMode::Requantize;
     }
     if (op.kind == lowbit::IOpKind::Permute) op.gather = std::move(index);  // checked by intPlanFinish
+    // a per-group linear (meta[33] = G > 0): raw weights, relative multipliers and the column gather, checked by intPlanFinish
+    const bool grouped = op.kind == lowbit::IOpKind::Linear && meta.size() >= 34 && meta[33] > 0;
+    if (grouped) {
+      op.groupSize = meta[33];
+      op.wgroup.assign(w.begin(), w.end());
+      op.groupMult = std::move(groupMult);
+      op.gather = std::move(index);
+    }
     op.signInput = op.kind == lowbit::IOpKind::Conv && meta.size() >= 33 && meta[32] == 1;  // a +-1 input (xnorconv.h)
     const bool layer = op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear;
     if (layer) {
@@ -1399,9 +1408,9 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
           lowbit::packInt8(w.data() + g * og * op.K, og, op.K, op.packed.data() + g * op.packedStride, op.rowSums.data() + g * og);
         }
         op.direct = false;
-        if (allowXnor) lowbit::intPrepareXnorConv(&op, w.data(), forceXnor);
-        if (!op.xnor && !(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
-        if (!op.xnor && allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
+        if (allowXnor && !grouped) lowbit::intPrepareXnorConv(&op, w.data(), forceXnor);
+        if (!op.xnor && !grouped && !(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value())) deferredDirect.push_back({plan->ops.size(), w});
+        if (!op.xnor && !grouped && allowAmx && lowbit::amxAvailable()) deferredAmx.push_back({plan->ops.size(), std::move(w)});
       }
       const size_t O = static_cast<size_t>(op.OC);
       if (op.outMode == lowbit::IOutMode::Requantize) {
@@ -1422,7 +1431,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
           op.mneg[c] = mult[c] < 0 ? 1 : 0;
           op.bias[c] = bias[c];
         }
-        if (allowIntRequant) lowbit::intPrepareRequant(&op, mult.data(), shift.data(), bias.data(), biasShift);
+        if (allowIntRequant && !grouped) lowbit::intPrepareRequant(&op, mult.data(), shift.data(), bias.data(), biasShift);
       } else if (op.outMode == lowbit::IOutMode::Sign) {
         if (thr.size() < O || dir.size() < O) {
           fail(env, "intPlanCreate: op " + std::to_string(i) + ": sign tensors");
@@ -1458,6 +1467,7 @@ Napi::Value IntPlanCreate(const Napi::CallbackInfo& info) {
     fail(env, "intPlanCreate: " + err);
     return env.Undefined();
   }
+  for (auto& op : plan->ops) if (op.groupSize > 0) lowbit::intPrepareGroupLinear(&op);
   for (auto& [index, weights] : deferredDirect) lowbit::intPrepareDirectConv(&plan->ops[index], weights.data());
   for (auto& [index, weights] : deferredAmx) {
     lowbit::intPrepareAmx(&plan->ops[index], weights.data());

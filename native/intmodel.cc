@@ -42,7 +42,9 @@ inline double opaque(double v) {
 }
 
 // ---------------------------------------------------------------- output stages, scalar
-inline int32_t requantOne(const IntOp& op, int32_t acc, int64_t c) {
+// (Acc: the int32 accumulator, or a per-group layer's int64 sum A with |A 2^k + bias| < 2^53.)
+template <typename Acc>
+inline int32_t requantOne(const IntOp& op, Acc acc, int64_t c) {
   const double x = static_cast<double>(acc) * op.up + op.bias[c];  // exact: |x| < 2^53
   const bool negative = (x < 0) != (op.mneg[c] != 0);
   const double ax = std::fabs(x), ms = op.mscale[c];
@@ -963,7 +965,129 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
   }
 }
 
+// One group's dot product sum_j w[j] xc[j] (int32: |w| <= 128, |xc| <= 255, G <= 2^16).
+inline int32_t groupDot(const int16_t* w, const int16_t* xc, int64_t G) {
+  int32_t sum = 0;
+  for (int64_t j = 0; j < G; j++) sum += static_cast<int32_t>(w[j]) * static_cast<int32_t>(xc[j]);
+  return sum;
+}
+
+// A[c] of one sample for G % 16 == 0: per group, 16-element madds into 8 int32 lanes, then the
+// lanes times r (as doubles: integers, every partial sum below 2^53, so the fma is exact) into 8
+// double lanes, summed once at the end (exact for the same reason).
+LOWBIT_TARGET_IRT inline int64_t groupRowAvx(const int16_t* w, const int16_t* xc, const int32_t* r, int64_t groups, int64_t G) {
+  __m512d acc = _mm512_setzero_pd();
+  for (int64_t g = 0; g < groups; g++) {
+    __m256i lanes = _mm256_setzero_si256();
+    const int16_t* wg = w + g * G;
+    const int16_t* xg = xc + g * G;
+    for (int64_t j = 0; j < G; j += 16) {
+      lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + j)),
+                                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + j))));
+    }
+    acc = _mm512_fmadd_pd(_mm512_cvtepi32_pd(lanes), _mm512_set1_pd(static_cast<double>(r[g])), acc);
+  }
+  return static_cast<int64_t>(_mm512_reduce_add_pd(acc));
+}
+
+#define LOWBIT_TARGET_GVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+
+// A[c] + corr of 1..4 samples and one row on VNNI, G in {16, 32} or a multiple of 64: per 64 bytes, one
+// vpdpbusd of the uint8 inputs x' (int8 inputs flipped by +128) and the int8 weights gives 16 int32
+// lanes of 4 products each; lane j lies in group (k0 + 4 j) / G, so its lanes times that group's r
+// (doubles, from rd; rd is padded so that a tail chunk may read past the row's groups) go into two
+// accumulators of 8 double lanes with an fma. Every value is an integer and every partial sum stays
+// below 2^53 (checked per row when the plan is made: sum_k 255 |w| r < 2^52), so each fma and the
+// final sum are exact: the result is sum_g r_g sum_{k in g} x'_k w_k, from which the caller
+// subtracts z' sum_g r_g sum_{k in g} w_k.
+LOWBIT_TARGET_GVNNI inline void groupRowsVnni(const int8_t* w, const uint8_t* x, int64_t ldx, int64_t rows, const double* rd, int64_t K,
+                                                int64_t G, int64_t* A) {
+  // rows (1..4) samples at once: the weights and the r lanes are loaded once per 64 bytes
+  __m512d acc[4][2];
+  for (int64_t s = 0; s < 4; s++) acc[s][0] = acc[s][1] = _mm512_setzero_pd();
+  const __m512i lo16 = _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i hi16 = _mm512_set_epi64(3, 3, 3, 3, 2, 2, 2, 2);
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    const __mmask64 m = K - k0 >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k0)) - 1;
+    const __m512i wv = _mm512_maskz_loadu_epi8(m, w + k0);
+    const double* r = rd + k0 / G;
+    __m512d r0, r1;
+    if (G == 16) {
+      const __m512d r4 = _mm512_castpd256_pd512(_mm256_loadu_pd(r));
+      r0 = _mm512_permutexvar_pd(lo16, r4);
+      r1 = _mm512_permutexvar_pd(hi16, r4);
+    } else if (G == 32) {
+      r0 = _mm512_set1_pd(r[0]);
+      r1 = _mm512_set1_pd(r[1]);
+    } else {
+      r0 = r1 = _mm512_set1_pd(r[0]);
+    }
+    for (int64_t s = 0; s < rows; s++) {
+      const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_maskz_loadu_epi8(m, x + s * ldx + k0), wv);
+      acc[s][0] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(lanes)), r0, acc[s][0]);
+      acc[s][1] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lanes, 1)), r1, acc[s][1]);
+    }
+  }
+  for (int64_t s = 0; s < rows; s++) A[s] = static_cast<int64_t>(_mm512_reduce_add_pd(_mm512_add_pd(acc[s][0], acc[s][1])));
+}
+
+// Per-group linear (IntOp::groupSize): on VNNI (IntOp::groupVnni) the inputs as uint8 (int8 ones
+// flipped), gathered into the TS column order after a permuted flatten, and per row and sample
+// groupRowsVnni minus the row's zero-point term groupCorr[c]; otherwise the centred inputs as int16
+// and per row (int16 weights) and sample groupRowAvx or the scalar loop. Then the requantize /
+// dequantize stage on A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k].
+void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
+  const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G;
+  const bool gathered = !op.gather.empty();
+  std::vector<int16_t> xc;
+  std::vector<uint8_t> xu;
+  if (op.groupVnni) {
+    const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+    xu.resize(static_cast<size_t>(n * K + 64));
+    for (int64_t r = 0; r < n; r++) {
+      const uint8_t* row = x + r * K;
+      for (int64_t k = 0; k < K; k++) xu[static_cast<size_t>(r * K + k)] = row[gathered ? op.gather[static_cast<size_t>(k)] : k] ^ flip;
+    }
+  } else {
+    xc.resize(static_cast<size_t>(n * K));
+    for (int64_t r = 0; r < n; r++) {
+      const void* row = x + r * K;  // byte inputs (checked by intPlanFinish)
+      for (int64_t k = 0; k < K; k++) {
+        xc[static_cast<size_t>(r * K + k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+      }
+    }
+  }
+  const bool avx = !op.groupVnni && useAvx512() && G % 16 == 0;
+  for (int64_t c = 0; c < O; c++) {
+    const int32_t* rm = op.groupMult.data() + c * groups;
+    int64_t four[4] = {0, 0, 0, 0};
+    for (int64_t r = 0; r < n; r++) {
+      int64_t A = 0;
+      if (op.groupVnni) {
+        if (r % 4 == 0) groupRowsVnni(op.wgroup8.data() + c * K, xu.data() + r * K, K, std::min<int64_t>(4, n - r), op.groupMultD.data() + c * groups, K, G, four);
+        A = four[r % 4] - op.groupCorr[static_cast<size_t>(c)];
+      } else if (avx) {
+        A = groupRowAvx(op.wgroup.data() + c * K, xc.data() + r * K, rm, groups, G);
+      } else {
+        const int16_t* w = op.wgroup.data() + c * K;
+        const int16_t* xr = xc.data() + r * K;
+        for (int64_t g = 0; g < groups; g++) A += static_cast<int64_t>(rm[g]) * groupDot(w + g * G, xr + g * G, G);
+      }
+      if (op.outMode == IOutMode::Requantize) {
+        storeValue(op.out, out, r * O + c, requantOne(op, A, c));
+      } else {
+        const double y = opaque(static_cast<double>(A) * static_cast<double>(op.S[c]));
+        static_cast<float*>(out)[r * O + c] = static_cast<float>(y + static_cast<double>(op.B[c]));
+      }
+    }
+  }
+}
+
 __attribute__((noinline)) void runLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+  if (op.groupSize > 0) {
+    runGroupLinear(op, x, n, out);
+    return;
+  }
   const int64_t K = op.K, O = op.OC;
   if (op.in == IType::Bits && op.fusedSign) {
     const SignOutput sign{op.lower.data(), op.upper.data(), out, op.out == IType::Bits ? ceilDiv(O, 64) : O, op.out == IType::Bits,
@@ -1126,6 +1250,43 @@ bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, si
 }
 
 }  // namespace
+
+// Sets up the VNNI path of a per-group linear (IntOp::groupVnni) when the CPU has AVX-512 VNNI, G
+// is 16, 32 or a multiple of 64, and every row's sum_k 255 |w_k| r_g(k) stays below 2^52 (the
+// uncentred sums of groupRowsVnni are then exact in doubles): int8 weights, r as doubles (padded by
+// 4), and per row z' sum_g r_g sum_{k in g} w_k with z' the input zero point (+128 for int8 inputs).
+void intPrepareGroupLinear(IntOp* op) {
+  op->groupVnni = false;
+  const int64_t K = op->K, O = op->OC, G = op->groupSize;
+  if (G <= 0 || !useAvx512() || !__builtin_cpu_supports("avx512vnni") || (G != 16 && G != 32 && G % 64 != 0)) return;
+  if (op->in != IType::U8 && op->in != IType::S8) return;
+  const int64_t groups = K / G;
+  const int64_t zp = op->zero + (op->in == IType::S8 ? 128 : 0);
+  std::vector<int64_t> corr(static_cast<size_t>(O));
+  for (int64_t c = 0; c < O; c++) {
+    double bound = 0;
+    int64_t sum = 0;
+    for (int64_t g = 0; g < groups; g++) {
+      int64_t ws = 0, wa = 0;
+      for (int64_t j = 0; j < G; j++) {
+        const int64_t v = op->wgroup[static_cast<size_t>(c * K + g * G + j)];
+        ws += v;
+        wa += v < 0 ? -v : v;
+      }
+      const int64_t rg = op->groupMult[static_cast<size_t>(c * groups + g)];
+      bound += 255.0 * static_cast<double>(wa) * static_cast<double>(rg);
+      sum += rg * ws;
+    }
+    if (!(bound < 0x1p52) || !(std::fabs(static_cast<double>(zp) * static_cast<double>(sum)) < 0x1p52)) return;
+    corr[static_cast<size_t>(c)] = zp * sum;
+  }
+  op->wgroup8.assign(op->wgroup.begin(), op->wgroup.end());
+  op->wgroup8.resize(op->wgroup8.size() + 64, 0);
+  op->groupMultD.assign(op->groupMult.begin(), op->groupMult.end());
+  op->groupMultD.resize(op->groupMultD.size() + 4, 0.0);
+  op->groupCorr = std::move(corr);
+  op->groupVnni = true;
+}
 
 void intAddValues(const IntOp& op, const void* a, const void* b, int64_t count, void* out) {
   intAddRun(op, a, b, count, out);
@@ -1428,6 +1589,15 @@ std::string intPlanFinish(IntPlan* plan) {
       }
       case IOpKind::Linear:
         if (op.H != 1 || op.W != 1 || op.OH != 1 || op.OW != 1 || op.K != op.C) return at + "bad linear";
+        if (op.groupSize > 0) {
+          const int64_t groups = op.K / op.groupSize;
+          if (!bytesIn || op.K % op.groupSize != 0 || op.groupSize > (1 << 16) || op.outMode == IOutMode::Sign ||
+              static_cast<int64_t>(op.wgroup.size()) < op.OC * op.K || static_cast<int64_t>(op.groupMult.size()) < op.OC * groups ||
+              (!op.gather.empty() && static_cast<int64_t>(op.gather.size()) != op.K)) {
+            return at + "bad per-group linear";
+          }
+          for (int32_t g : op.gather) if (g < 0 || g >= op.K) return at + "per-group linear gather index out of range";
+        }
         if (op.in == IType::Bits) {
           const int64_t words = ceilDiv(op.K, 64);
           if (static_cast<int64_t>(op.wbits.size()) < op.OC * words) return at + "linear bit weights";

@@ -14,6 +14,7 @@
 //               exact product, half away from zero
 //   sign:       +1 if d[c] acc >= t[c] else -1
 //   dequantize: y = float(double(acc) S[c] + double(B[c]))
+//   per-group linear: acc replaced by the exact int64 A[c] = sum_g r[c, g] acc[c, g] (see IntOp::groupSize)
 //   max / average pooling and clamps as ops.ts.
 //   add:        clamp(z + addRescaled(a - z_a, M_a, b - z_b, M_b, n), lo, hi) (intmodel.ts: one
 //               rounding of the exact sum, half away from zero, mirroring its double fast path;
@@ -124,7 +125,21 @@ struct IntOp {
   // clamp (doubles: +-inf allowed)
   double clo = 0, chi = 0;
   // permute: per-sample source index of each output element (C H W values in [0, C H W))
+  // (a per-group linear: gather[k] = the input position of its column k, when the columns are
+  // permuted; empty = the identity)
   std::vector<int32_t> gather;
+  // per-group linear (graph version 3, intmodel.ts): groupSize G > 0, weights [OC, K] in the TS
+  // column order (wgroup), relative multipliers r [OC, K / G]; the int64 sums
+  // A[c] = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k] go through the requantize / dequantize stage
+  // in place of the int32 accumulator (exact: |A 2^k + bias| < 2^53, checked by the TS validator)
+  int64_t groupSize = 0;
+  std::vector<int16_t> wgroup;  // [OC, K] as int16 (the kernel's madd operand)
+  std::vector<int32_t> groupMult;
+  // the VNNI path (intPrepareGroupLinear): int8 weights, r as doubles and per row the zero-point term
+  bool groupVnni = false;
+  std::vector<int8_t> wgroup8;
+  std::vector<double> groupMultD;
+  std::vector<int64_t> groupCorr;
 };
 
 struct IntPlan {
@@ -142,6 +157,10 @@ struct IntPlan {
 // Chooses the direct kernel for a one-input-channel conv when the CPU has VNNI + VBMI; `w` is the
 // (O, kh, kw) int8 weight. Call after the op's fields are set.
 void intPrepareDirectConv(IntOp* op, const int8_t* w);
+
+// Chooses the VNNI kernel of a per-group linear (IntOp::groupVnni) when it applies; call after
+// intPlanFinish checked the op.
+void intPrepareGroupLinear(IntOp* op);
 
 // Fills the integer requantization constants (IntOp::intRequant) from the int32 multipliers M0,
 // shifts n and bias (call after the requantize fields are set); leaves intRequant false when some

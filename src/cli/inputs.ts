@@ -71,7 +71,7 @@ export function resolveModelInput(path: string, label: string, command: string, 
       const file = join(path, FILE_IN_DIRECTORY[kind]);
       if (isFile(file)) return { kind, file, directory: path };
     }
-    // A lowbit quantize folder without an integer model (per-group weights): its calibrated fake-quant state.
+    // A lowbit quantize folder without an integer model (its integer export failed): its calibrated fake-quant state.
     const ptqState = join(path, 'model.safetensors');
     if (isFile(ptqState)) return { kind: 'checkpoint', file: ptqState, directory: path };
     throw new Error(`${label}: '${path}' is a directory without checkpoint.safetensors or model.lowbit (not a lowbit run directory)`);

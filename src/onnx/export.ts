@@ -47,6 +47,11 @@
  * integers) and rounds the bias to s_in·s_w, the IntModel rounds once in fixed point; results
  * agree except at rounding ties (see docs/onnx.md for measured agreement).
  *
+ * Per-group weights (graph version 3, a Linear with `weightGroupSize` G): the weight's
+ * DequantizeLinear is blocked (opset 21: axis 1, block_size G, scales [O, K/G] = the IntModel's
+ * s_max·r·2^−R per row and group), the bias in units of s_in·s_max; the web profile (opset 13)
+ * and an explicit opset below 21 refuse such a model.
+ *
  * Profiles: `web` targets onnxruntime-web (see docs/onnx.md for the list): opset 13, no int4
  * tensors (4-bit weights are stored in int8 containers: same values, same arithmetic), no Gelu
  * op (Erf composition), Flatten instead of Reshape where possible.
@@ -548,7 +553,15 @@ function exportQdq(im: IntModel, options: QdqOptions, notes: string[]): OnnxExpo
   }
   if (narrowToInt8 > 0) notes.push(`web profile: ${narrowToInt8} layer(s) of <= 4-bit weights stored in int8 containers (no int4 in onnxruntime-web); same values and arithmetic`);
   const usesInt4 = Object.values(weightTypes).includes('int4');
-  const opset = options.opset ?? (usesInt4 ? 21 : 13);
+  // per-group weights (graph version 3): a blocked DequantizeLinear (axis 1, block_size G), opset 21
+  const grouped = layers.filter((L) => L.weightGroupSize !== undefined).map((L) => L.name);
+  if (grouped.length > 0 && options.profile === 'web') {
+    throw new OnnxError('unsupported-opset', `ONNX export: the web profile (opset 13) cannot write per-group weights (${grouped.join(', ')}): a blocked DequantizeLinear needs opset 21; use the default profile`);
+  }
+  if (grouped.length > 0 && options.opset !== undefined && options.opset < 21) {
+    throw new OnnxError('unsupported-opset', `ONNX export: per-group weights (${grouped.join(', ')}) need opset 21 (a blocked DequantizeLinear), got opset ${options.opset}`);
+  }
+  const opset = options.opset ?? (usesInt4 || grouped.length > 0 ? 21 : 13);
   if (usesInt4 && opset < 21) {
     if (options.weightBits === 4) throw new OnnxError('unsupported-opset', `ONNX export: int4 weights need opset 21 (got ${opset})`);
     for (const k of Object.keys(weightTypes)) weightTypes[k] = 'int8';
@@ -950,15 +963,31 @@ function emitLayer(
   // a Conv1d (conv.conv1d) keeps its 3-D weight [O, C/g, k]: the ONNX Conv is then 1-D
   const wDims = node.op !== 'conv2d' ? [O, K] : conv!.conv1d === true ? [O, conv!.inChannels / conv!.groups, conv!.kernelSize[1]] : [O, conv!.inChannels / conv!.groups, conv!.kernelSize[0], conv!.kernelSize[1]];
   const wq = b.tensor(`${node.name}.weight_quantized`, weightType === 'int4' ? OnnxDataType.INT4 : OnnxDataType.INT8, wDims, values);
-  const ws = b.float(`${node.name}.weight_scale`, [O], wScale);
-  const wf = b.node('DequantizeLinear', [wq, ws], [attrInt('axis', 0)], `${node.name}.weight`);
+  let wf: string;
+  // a per-group layer's accumulator is in units of s_in·s_max·2^−R: the bias below uses s_in·s_max
+  let biasUnit = 1;
+  if (node.weightGroupSize !== undefined) {
+    // blocked DequantizeLinear: scale[c, g] = s_max[c]·r[c, g]·2^−R (= wScale[c]·r[c, g], the
+    // IntModel's effective group scale), blocks of G along the input axis
+    const G = node.weightGroupSize;
+    const per = K / G;
+    const r = int32Of(im, node.groupMultipliers!);
+    const gScale = new Float32Array(O * per);
+    for (let c = 0; c < O; c++) for (let g = 0; g < per; g++) gScale[c * per + g] = wScale[c]! * r[c * per + g]!;
+    const gs = b.float(`${node.name}.weight_scale`, [O, per], gScale);
+    wf = b.node('DequantizeLinear', [wq, gs], [attrInt('axis', 1), attrInt('block_size', G)], `${node.name}.weight`);
+    biasUnit = 2 ** node.groupShift!;
+  } else {
+    const ws = b.float(`${node.name}.weight_scale`, [O], wScale);
+    wf = b.node('DequantizeLinear', [wq, ws], [attrInt('axis', 0)], `${node.name}.weight`);
+  }
   // Bias: int32 in units of s_in·s_w (float32 product, as onnxruntime computes it).
   const biasScale = new Float32Array(O);
   const biasInt = new Int32Array(O);
   let biasFits = true;
   let hasBias = false;
   for (let c = 0; c < O; c++) {
-    biasScale[c] = Math.fround((sx * wScale[c]!) / 2 ** biasShift);
+    biasScale[c] = Math.fround((sx * wScale[c]! * biasUnit) / 2 ** biasShift);
     const bq = biasScale[c] === 0 ? 0 : roundHalfEven(B[c]! / biasScale[c]!);
     if (Math.abs(bq) > INT32_MAX) biasFits = false;
     else biasInt[c] = bq;

@@ -136,10 +136,15 @@ interface IntWeights {
   format: WeightFormat;
   bits: number;
   values: Int32Array;
-  /** Per output channel weight scale. */
+  /** Per output channel weight scale (per-group weights: the row's largest group scale). */
   scale: Float64Array;
   tensor: IntTensor;
+  /** Per-group weights: G and the scales s[c, g] ([O, K/G] row-major). */
+  groups?: { size: number; scales: Float64Array };
 }
+
+/** Largest R of a per-group layer's relative multipliers r = round(s/s_max·2^R) (see intmodel.ts). */
+const MAX_CONVERT_GROUP_SHIFT = 16;
 
 function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor): IntWeights {
   if (q === null) throw new Error(`convert: layer '${layerName}' has a float weight (no weight quantizer)`);
@@ -157,15 +162,33 @@ function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor)
   }
   if (q.type === 'affine') {
     const qp = q.qparams;
-    if (qp.groupSize !== null) throw new Error(`convert: layer '${layerName}': per-group weight quantization is not supported`);
-    perChannel(qp.axis, qp.scale.length, 'weight quantization');
+    let groups: IntWeights['groups'];
+    let scaleOf: (i: number) => number;
+    if (qp.groupSize !== null) {
+      // one scale per row and per G consecutive inputs: a Linear weight [O, K] grouped along axis 1
+      const G = qp.groupSize;
+      if (wfq.rank !== 2 || qp.axis !== 1) throw new Error(`convert: layer '${layerName}': per-group weights are supported on Linear layers grouped along their inputs (axis 1), not a weight [${wfq.shape.join(', ')}] grouped along axis ${qp.axis}`);
+      if (K % G !== 0 || qp.scale.length !== O * (K / G)) throw new Error(`convert: layer '${layerName}': ${qp.scale.length} group scales for a weight [${O}, ${K}] in groups of ${G}`);
+      const per = K / G;
+      const scales = Float64Array.from(qp.scale);
+      for (let c = 0; c < O; c++) {
+        let m = 0;
+        for (let g = 0; g < per; g++) m = Math.max(m, scales[c * per + g]!);
+        scale[c] = m;
+      }
+      groups = { size: G, scales };
+      scaleOf = (i) => scales[Math.floor(i / K) * per + Math.floor((i % K) / G)]!;
+    } else {
+      perChannel(qp.axis, qp.scale.length, 'weight quantization');
+      for (let c = 0; c < O; c++) scale[c] = qp.scale[qp.scale.length === 1 ? 0 : c]!;
+      scaleOf = (i) => scale[Math.floor(i / K)]!;
+    }
     for (let c = 0; c < qp.zeroPoint.length; c++) if (qp.zeroPoint[c] !== 0) throw new Error(`convert: layer '${layerName}': asymmetric weights (zero point ${qp.zeroPoint[c]}) are not supported; use a symmetric weight spec`);
-    for (let c = 0; c < O; c++) scale[c] = qp.scale[qp.scale.length === 1 ? 0 : c]!;
     let lo = 0;
     let hi = 0;
     for (let i = 0; i < values.length; i++) {
-      const c = Math.floor(i / K);
-      const v = roundHalfEven(data[i]! / scale[c]!);
+      const si = scaleOf(i);
+      const v = si === 0 ? 0 : roundHalfEven(data[i]! / si);
       if (v < qp.qmin || v > qp.qmax) throw new Error(`convert: layer '${layerName}': weight ${i} quantizes to ${v}, outside [${qp.qmin}, ${qp.qmax}]`);
       values[i] = v;
       lo = Math.min(lo, v);
@@ -174,7 +197,7 @@ function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor)
     const bits = lo >= -2 && hi <= 1 && qp.bits <= 2 ? 2 : lo >= -8 && hi <= 7 && qp.bits <= 4 ? 4 : lo >= -128 && hi <= 127 ? 8 : 0;
     if (bits === 0) throw new Error(`convert: layer '${layerName}': ${qp.bits}-bit weights in [${lo}, ${hi}] do not fit a signed 8-bit container`);
     const format: WeightFormat = bits === 8 ? 'int8' : bits === 4 ? 'int4' : 'int2';
-    return { format, bits: qp.bits, values, scale, tensor: packWeightTensor(format, values, [...wfq.shape]) };
+    return { format, bits: qp.bits, values, scale, tensor: packWeightTensor(format, values, [...wfq.shape]), ...(groups ? { groups } : {}) };
   }
   perChannel(q.axis, q.alpha.length, `${q.type} weights`);
   for (let c = 0; c < O; c++) scale[c] = q.alpha[q.alpha.length === 1 ? 0 : c]!;
@@ -189,6 +212,29 @@ function integerWeights(layerName: string, q: ExportedQuant | null, wfq: Tensor)
     values[i] = v;
   }
   return { format: 'ternary', bits: 2, values, scale, tensor: packWeightTensor('int2', values, [...wfq.shape]) };
+}
+
+/**
+ * R and r[c, g] = round(s[c,g]/s_max[c]·2^R) of a per-group layer (see intmodel.ts): R is
+ * MAX_CONVERT_GROUP_SHIFT, lowered until K·max|x − z|·(weight container max)·2^R < 2^52 (the bound
+ * validate.ts checks, with k = 0) and every bias B/(s_in·s_max)·2^R stays below 2^30 (int32).
+ */
+function groupMultipliers(name: string, w: IntWeights, K: number, xMax: number, bias: Float64Array, accScale: Float64Array): { shift: number; multipliers: Int32Array } {
+  const { size: G, scales } = w.groups!;
+  const per = K / G;
+  const O = accScale.length;
+  const container = w.format === 'int8' ? 128 : w.format === 'int4' ? 8 : 2;
+  let biasRatio = 0;
+  for (let c = 0; c < O; c++) if (accScale[c]! > 0) biasRatio = Math.max(biasRatio, Math.abs(bias[c]!) / accScale[c]!);
+  let R = MAX_CONVERT_GROUP_SHIFT;
+  while (R > 0 && (K * xMax * container * 2 ** R >= 2 ** 52 || biasRatio * 2 ** R >= 2 ** 30)) R--;
+  if (R < 8) throw new Error(`convert: layer '${name}': per-group weights need relative multipliers of at least 8 bits, but the accumulator or bias bound leaves ${R}`);
+  const multipliers = new Int32Array(O * per);
+  for (let c = 0; c < O; c++) {
+    const smax = w.scale[c]!;
+    for (let g = 0; g < per; g++) multipliers[c * per + g] = smax === 0 ? 0 : Math.round((scales[c * per + g]! / smax) * 2 ** R);
+  }
+  return { shift: R, multipliers };
 }
 
 interface PendingLayer {
@@ -368,15 +414,23 @@ function build(graph: CapturedGraph, inputShape: readonly number[], metadata: Re
           output: { mode: 'dequantize', scale: '', bias: '' },
         };
       const sIn = input.scale;
-      const accScale = Float64Array.from(w.scale, (sw) => sw * sIn);
       const bias = new Float64Array(O);
       if (ex.bias) for (let c = 0; c < O; c++) bias[c] = ex.bias.data[c]!;
       const K = ex.weightFakeQuant.size / O;
       let wMax = 0;
       for (const v of w.values) wMax = Math.max(wMax, Math.abs(v));
       const xMax = input.mode === 'sign' ? 1 : Math.max(Math.abs(input.qmin - input.zeroPoint), Math.abs(input.qmax - input.zeroPoint));
-      const accBound = K * xMax * wMax;
+      let accBound = K * xMax * wMax;
       if (accBound > INT32_MAX) throw new Error(`convert: layer '${name}': the int32 accumulator may overflow (bound ${accBound})`);
+      let accScale = Float64Array.from(w.scale, (sw) => sw * sIn);
+      if (w.groups) {
+        const g = groupMultipliers(name, w, K, xMax, bias, accScale);
+        tensors.set(`${name}.groupMultipliers`, { dtype: 'int32', shape: [O, K / w.groups.size], data: g.multipliers });
+        Object.assign(node, { weightGroupSize: w.groups.size, groupMultipliers: `${name}.groupMultipliers`, groupShift: g.shift });
+        // the accumulator A = Σ_g r·acc_g is in units of s_in·s_max·2^−R
+        accScale = Float64Array.from(accScale, (a) => a * 2 ** -g.shift);
+        accBound *= 2 ** g.shift;
+      }
       const pending: PendingLayer = { node, accScale, bias, g: new Float64Array(O).fill(1), h: new Float64Array(O), accBound, pruned: m.prunedChannels };
       layers.push(pending);
       layerNodeOf.set(k, name);
@@ -512,9 +566,11 @@ function build(graph: CapturedGraph, inputShape: readonly number[], metadata: Re
   };
   emit(output, { kind: 'float' });
   const fused = fuseClamps(nodes);
-  const chain = fused.every((n, i) => (i === 0 ? n.op === 'quantize' : n.op !== 'quantize' && n.op !== 'add' && n.inputs?.length === 1 && n.inputs[0] === fused[i - 1]!.name));
+  // per-group weights need graph version 3 (a DAG as version 2), so older readers refuse the file
+  const grouped = fused.some((n) => (n.op === 'linear' || n.op === 'conv2d') && n.weightGroupSize !== undefined);
+  const chain = !grouped && fused.every((n, i) => (i === 0 ? n.op === 'quantize' : n.op !== 'quantize' && n.op !== 'add' && n.inputs?.length === 1 && n.inputs[0] === fused[i - 1]!.name));
   const finalNodes = chain ? fused.map(({ inputs: _inputs, ...rest }) => rest as IntNode) : fused;
-  const intGraph: IntGraph = { format: 'lowbit-intmodel', version: chain ? 1 : 2, inputShape: [...inputShape], nodes: finalNodes, ...(metadata ? { metadata } : {}) };
+  const intGraph: IntGraph = { format: 'lowbit-intmodel', version: chain ? 1 : grouped ? 3 : 2, inputShape: [...inputShape], nodes: finalNodes, ...(metadata ? { metadata } : {}) };
   const pruned = new Map(layers.flatMap((l) => (l.pruned ? [[l.node.name, l.pruned] as const] : [])));
   return { intModel: new IntModel(intGraph, tensors), pruned };
 }
@@ -658,6 +714,7 @@ function finishLayer(L: PendingLayer, node: LayerNode, domain: Domain, tensors: 
     return;
   }
   if (domain.kind === 'sign') {
+    if (node.weightGroupSize !== undefined) throw new Error(`convert: layer '${name}' has per-group weights and feeds a sign (binary) input, which the integer runtime does not support`);
     const t = new Int32Array(O);
     const d = new Int32Array(O);
     for (let c = 0; c < O; c++) {
@@ -830,7 +887,9 @@ export function compareWithFakeQuant(model: Module, intModel: IntModel, x: Tenso
   const n = x.shape[0]!;
   const classes = logits.length / n;
   const last = layerNodes[layerNodes.length - 1]!;
-  const lsb = last.output.mode === 'dequantize' ? (intModel.tensor(last.output.scale).data as Float32Array) : new Float32Array(classes).fill(1);
+  // a logit LSB is s_in·s_w; a per-group layer's dequantize scale is s_in·s_max·2^−R, so its LSB is that times 2^R
+  const lsbScale = last.groupShift !== undefined ? 2 ** last.groupShift : 1;
+  const lsb = last.output.mode === 'dequantize' ? Float32Array.from(intModel.tensor(last.output.scale).data as Float32Array, (v) => v * lsbScale) : new Float32Array(classes).fill(1);
   const tolerance = float32Tolerance(intModel, last);
   const s64 = logitStats(logits, sim.output, n, classes, lsb);
   if (ref32.size !== logits.length) throw new ConvertError('float32-logits', `compareWithFakeQuant: model.forward gives ${ref32.size / n} outputs per sample, the IntModel ${classes}`);

@@ -17,6 +17,21 @@
  * Binary weights with sign inputs use XNOR-popcount (K − 2·popcount(a xor w)) when the layer has
  * no padding; everything else uses the centred int32 GEMM.
  *
+ * Per-group weights (graph version 3, a linear node with `weightGroupSize` G): row c has one weight
+ * scale s[c,g] per group g of G consecutive inputs. With s_max[c] = max_g s[c,g], R = `groupShift`
+ * and the int32 relative multipliers r[c,g] = round(s[c,g]/s_max[c]·2^R) ∈ [0, 2^R] (tensor
+ * `groupMultipliers`, [O, K/G]):
+ *   acc[c,g] = Σ_{k∈g} (x_k − z_x)·w[c,k]                  (int32 per group)
+ *   A[c]     = Σ_g r[c,g]·acc[c,g]                           (int64, exact)
+ * and A[c] takes the place of acc[c] in the output stage above, the layer's accumulator scale being
+ * s_in·s_max[c]·2^−R: the requantize multiplier M0·2^−n ≈ s_in·s_max·2^−R/s_out (2^−R folded into
+ * n), bias[c] = round(B[c]/(s_in·s_max[c]·2^−R)·2^k), dequantize S = s_in·s_max·2^−R. Bound (checked
+ * on load): |A·2^k + bias| ≤ K·max|x − z_x|·2^(b_w−1)·2^(R+k) + 2^31 < 2^53, so A, the sum and
+ * every partial sum are exact in int64 and in float64 (convert picks R ≤ 16, smaller when the
+ * bound needs it, and k as for any layer). A sign output is not allowed. The
+ * only difference from the fake-quant weights q·s[c,g] is the rounding of r: a relative error of at
+ * most 2^−(R+1)·s_max/s[c,g] on group g's contribution.
+ *
  * Graph shape. Version 1: a chain, each node takes the previous node's output (the first, a
  * quantize node, the model input). Version 2: a DAG, every node lists the names of the earlier
  * nodes it takes in `inputs` (a quantize node lists none and takes the model input); the last
@@ -100,6 +115,14 @@ export interface LayerNode {
   output: LayerOutput;
   /** Name of the BatchNorm folded into the output stage, if any. */
   readonly foldedBatchNorm?: string;
+  /**
+   * Graph version 3, linear only: G, the inputs per weight group (divides inFeatures); with
+   * `groupMultipliers` (int32 [O, inFeatures/G], r[c,g] in [0, 2^groupShift]) and `groupShift` R
+   * (see the module comment). Absent: one weight scale per row, as before.
+   */
+  readonly weightGroupSize?: number;
+  readonly groupMultipliers?: string;
+  readonly groupShift?: number;
 }
 
 /**
@@ -149,8 +172,12 @@ export type IntNode = (
 /** The JSON part of an IntModel. */
 export interface IntGraph {
   readonly format: 'lowbit-intmodel';
-  /** 1: a chain of nodes; 2: a DAG with explicit node `inputs` (see the module comment). */
-  readonly version: 1 | 2;
+  /**
+   * 1: a chain of nodes; 2: a DAG with explicit node `inputs`; 3: as 2, and linear nodes may have
+   * per-group weights (`weightGroupSize`; see the module comment). A reader of versions 1–2
+   * refuses 3, so it cannot silently run grouped weights with one scale per row.
+   */
+  readonly version: 1 | 2 | 3;
   /** Shape of one input sample, e.g. [1, 28, 28]. */
   readonly inputShape: readonly number[];
   readonly nodes: readonly IntNode[];
@@ -540,6 +567,7 @@ export class IntModel {
    * use the plain int32 loops of ./ops.ts.
    */
   private layer(node: LayerNode, shape: number[], x: Int32Array): Value {
+    if (node.weightGroupSize !== undefined) return this.outputStage(node, this.groupAccumulators(node, shape, x), 1, [shape[0]!, node.outFeatures]);
     const n = shape[0]!;
     const O = node.outFeatures;
     let acc: Int32Array;
@@ -595,6 +623,45 @@ export class IntModel {
         }
       }
     }
+    return this.outputStage(node, acc, P, outShape);
+  }
+
+  /**
+   * A[b, c] = Σ_g r[c,g]·Σ_{k∈g} (x[b,k] − z_x)·w[c,k] of a per-group linear node (see the module
+   * comment), exact in doubles (validate.ts bounds |A| below 2^53).
+   */
+  private groupAccumulators(node: LayerNode, shape: number[], x: Int32Array): Float64Array {
+    const { outShape } = layerOutput(node, shape);
+    const n = outShape[0]!;
+    const O = node.outFeatures;
+    const K = node.inFeatures;
+    const G = node.weightGroupSize!;
+    const groups = K / G;
+    const inp = node.input;
+    const zx = inp.mode === 'affine' ? inp.zeroPoint : 0;
+    const w = this.weightValues(node);
+    const r = this.int32(node.groupMultipliers!);
+    const acc = new Float64Array(n * O);
+    const xc = new Float64Array(K);
+    for (let b = 0; b < n; b++) {
+      for (let k = 0; k < K; k++) xc[k] = x[b * K + k]! - zx;
+      for (let c = 0; c < O; c++) {
+        let total = 0;
+        for (let g = 0; g < groups; g++) {
+          let part = 0;
+          const wo = c * K + g * G;
+          for (let j = 0; j < G; j++) part += w[wo + j]! * xc[g * G + j]!;
+          total += r[c * groups + g]! * part;
+        }
+        acc[b * O + c] = total;
+      }
+    }
+    return acc;
+  }
+
+  /** The output stage of a layer on its accumulators [N, O, P] (int32, or the exact int64 sums of a per-group layer). */
+  private outputStage(node: LayerNode, acc: Int32Array | Float64Array, P: number, outShape: number[]): Value {
+    const O = node.outFeatures;
     const out = node.output;
     const total = acc.length;
     if (out.mode === 'dequantize') {
@@ -642,12 +709,14 @@ export class IntModel {
       const weightCount = shared ? 0 : w.shape.reduce((p, d) => p * d, 1);
       let bytes = shared ? 0 : w.data.byteLength;
       for (const [k, name] of Object.entries(node.output)) if (k !== 'mode' && typeof name === 'string') bytes += this.tensor(name).data.byteLength;
+      if (node.groupMultipliers !== undefined) bytes += this.tensor(node.groupMultipliers).data.byteLength;
       const a = node.input.mode === 'sign' ? '1 (sign)' : String(node.input.bits);
       const wb = node.weightFormat === 'binary' ? '1' : node.weightFormat === 'ternary' ? 't' : String(node.weightBits);
       const xnor = node.weightFormat === 'binary' && node.input.mode === 'sign' ? ' xnor' : '';
       // a Conv1d's conv2d node (conv.conv1d) is listed as 'conv1d'
       const op = node.op === 'conv2d' && node.conv?.conv1d === true ? 'conv1d' : node.op;
-      return { name: node.name, op, bits: `w${wb}a${a}${xnor}`, params: shared ? 0 : weightCount + node.outFeatures, packedBytes: bytes };
+      const group = node.weightGroupSize !== undefined ? ` g${node.weightGroupSize}` : '';
+      return { name: node.name, op, bits: `w${wb}a${a}${xnor}${group}`, params: shared ? 0 : weightCount + node.outFeatures, packedBytes: bytes };
     });
   }
 

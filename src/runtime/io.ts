@@ -2,7 +2,7 @@
  * IntModel ⇄ .lowbit file (src/format/lowbit.ts). The file's graph is the IntModel's node list,
  * each layer node carrying `tensors: {role: name}` so the format can check references; the
  * IntModel header (input shape, graph format/version: 1 a chain, 2 a DAG with node `inputs` and
- * add nodes, see ./intmodel.ts) and user metadata go in `metadata`.
+ * add nodes, 3 as 2 with per-group linear weights, see ./intmodel.ts) and user metadata go in `metadata`.
  * Weights keep their packed bytes (int4/int2 two/four per byte, `bits` rows padded to 64 bits,
  * ternary as int2); int8 is stored as I8, biases/multipliers/shifts as int32, dequantization
  * scales as float32.
@@ -16,6 +16,7 @@ function nodeTensors(node: IntNode): Record<string, string> | undefined {
   if (node.op !== 'conv2d' && node.op !== 'linear') return undefined;
   const refs: Record<string, string> = { weight: node.weight };
   for (const [role, value] of Object.entries(node.output)) if (role !== 'mode' && typeof value === 'string') refs[role] = value;
+  if (node.groupMultipliers !== undefined) refs.groupMultipliers = node.groupMultipliers;
   return refs;
 }
 
@@ -39,8 +40,8 @@ export function intModelToLowbit(model: IntModel): LowbitModel {
 export function intModelFromLowbit(file: LowbitModel): IntModel {
   const meta = (file.metadata ?? {}) as Record<string, unknown>;
   const header = meta.intModel as { format?: unknown; version?: unknown; inputShape?: unknown } | undefined;
-  if (!header || header.format !== GRAPH_FORMAT || (header.version !== 1 && header.version !== 2)) {
-    throw new Error(`not an IntModel .lowbit file: metadata.intModel is ${JSON.stringify(header)} (expected format '${GRAPH_FORMAT}', version 1 or 2)`);
+  if (!header || header.format !== GRAPH_FORMAT || (header.version !== 1 && header.version !== 2 && header.version !== 3)) {
+    throw new Error(`not an IntModel .lowbit file: metadata.intModel is ${JSON.stringify(header)} (expected format '${GRAPH_FORMAT}', version 1, 2 or 3)`);
   }
   if (!Array.isArray(header.inputShape) || !header.inputShape.every((d) => Number.isInteger(d) && d > 0)) {
     throw new Error(`IntModel .lowbit: bad inputShape ${JSON.stringify(header.inputShape)}`);

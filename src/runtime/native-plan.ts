@@ -21,6 +21,10 @@
  * op (a per-sample gather) that puts the second input into the first one's order; the sum keeps the
  * first input's layout.
  *
+ * A per-group Linear (graph version 3) is a linear op with meta groupSize = G, its weights in the
+ * TypeScript column order, the relative multipliers (groupMult) and, after a permuted flatten, the
+ * gather `index` of its inputs (native/intmodel.cc runGroupLinear).
+ *
  * Unsupported graphs (a layer input wider than 8 bits, a non-final float value, flattening other
  * than all-but-batch, a 4-D dequantized output) compile to a reason string and run in TypeScript.
  */
@@ -62,7 +66,7 @@ function rangeType(lo: number, hi: number): number {
 }
 
 function opOf(meta: Partial<Record<keyof typeof M, number>>, f64: [number, number, number] = [1, 0, 0], tensors: Omit<NativeIntOp, 'meta' | 'f64'> = {}): NativeIntOp {
-  const m = new Int32Array(33);
+  const m = new Int32Array(34);
   m[M.kh] = 1; m[M.kw] = 1; m[M.sh] = 1; m[M.sw] = 1; m[M.dh] = 1; m[M.dw] = 1; m[M.groups] = 1;
   for (const [k, v] of Object.entries(meta)) m[M[k as keyof typeof M]] = v!;
   return { meta: m, f64: Float64Array.from(f64), ...tensors };
@@ -72,7 +76,7 @@ function opOf(meta: Partial<Record<keyof typeof M, number>>, f64: [number, numbe
 const M = {
   kind: 0, in: 1, out: 2, C: 3, H: 4, W: 5, OC: 6, OH: 7, OW: 8, kh: 9, kw: 10, sh: 11, sw: 12, ph: 13, pw: 14, dh: 15, dw: 16,
   groups: 17, zero: 18, qmin: 19, qmax: 20, mode: 21, z: 22, lo: 23, hi: 24, biasShift: 25, fracBits: 26, K: 27,
-  slots: 28, src: 29, src2: 30, dst: 31, signInput: 32,
+  slots: 28, src: 29, src2: 30, dst: 31, signInput: 32, groupSize: 33,
 } as const;
 
 /**
@@ -281,6 +285,23 @@ export function compileNativePlan(model: IntModel): NativePlanSpec | string {
           const K = node.inFeatures;
           if (v.rank4 || v.C !== K) return `'${node.name}' expects [${K}] features`;
           let tensors: Omit<NativeIntOp, 'meta' | 'f64'>;
+          if (node.weightGroupSize !== undefined) {
+            // per-group weights: kept in the TS column order (groups contiguous); after a permuted
+            // flatten the kernel gathers its inputs instead (index[TS column] = native position)
+            if (xnor) return `'${node.name}': per-group weights with a bit input`;
+            const p = v.permute;
+            let index: Int32Array | undefined;
+            if (p) {
+              const HW = p.H * p.W;
+              index = new Int32Array(K);
+              for (let c = 0; c < p.C; c++) for (let s = 0; s < HW; s++) index[c * HW + s] = s * p.C + c;
+            }
+            tensors = { w: model.weightValues(node), groupMult: model.tensor(node.groupMultipliers!).data as Int32Array, ...(index ? { index } : {}) };
+            emit(i, opOf({ kind: KIND.linear, in: v.type, out: outType, C: K, H: 1, W: 1, OC: O, OH: 1, OW: 1, zero, K, groupSize: node.weightGroupSize, ...stage.meta }, [1, 0, 0], { ...tensors, ...stage.tensors }));
+            v.C = O; v.permute = null; v.type = outType;
+            if (last && outType !== F32) return 'the graph does not end in a dequantizing layer';
+            break;
+          }
           if (xnor) {
             if (node.weightFormat !== 'binary' || inp.mode !== 'sign') return `'${node.name}': bit input without binary weights`;
             tensors = { wbits: model.tensor(node.weight).data as Uint8Array };

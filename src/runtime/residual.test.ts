@@ -246,7 +246,7 @@ describe('residual networks convert to an integer DAG', () => {
       ['add scale', (n) => set(n[at('stages.1.add')]!, 'inputScales', [0, 1]), /scales .* must be finite numbers > 0/],
       ['inputs in version 1', () => {}, /has 'inputs', which need graph version 2/, 1],
       ['add in version 1', (n) => n.forEach((node) => delete (node as { inputs?: unknown }).inputs), /an add node needs graph version 2/, 1],
-      ['version 3', () => {}, /version 3 is not 1 or 2/, 3 as 2],
+      ['version 4', () => {}, /version 4 is not 1, 2 or 3/, 4 as 2],
     ];
     for (const [what, edit, message, version] of cases) {
       assert.throws(() => mutated(edit, version ?? 2), (e: unknown) => e instanceof IntGraphError && message.test(e.message), what);

@@ -28,6 +28,7 @@ import { QuantAdd } from '../quant/qat/add.ts';
 import { Add } from '../nn/merge.ts';
 import type { Quantizer } from '../quant/quantizers/quantizer.ts';
 import { convOutputSize } from './ops.ts';
+import { paramIndex } from '../quant/core/qparams.ts';
 
 export interface Float64Simulation {
   /** Output of the last leaf (logits), float64, shape [N, ...]. */
@@ -83,7 +84,18 @@ function weightValues64(q: ExportedQuant | null, wfq: Tensor, layerName: string)
   const K = wfq.size / O;
   if (q.type === 'affine') {
     const qp = q.qparams;
-    if (qp.groupSize !== null || (qp.axis !== null && qp.axis !== 0)) throw new Error(`simulate: layer '${layerName}': only per-tensor or per-output-channel weight scales`);
+    if (qp.groupSize !== null) {
+      // per-group scales (one per row and per G inputs): the level × its group's scale
+      const index = paramIndex(wfq.shape, qp);
+      for (let i = 0; i < out.length; i++) {
+        const c = index(i);
+        const s = qp.scale[c]!;
+        const z = qp.zeroPoint[c]!;
+        out[i] = (roundHalfEven(data[i]! / s + z) - z) * s;
+      }
+      return out;
+    }
+    if (qp.axis !== null && qp.axis !== 0) throw new Error(`simulate: layer '${layerName}': only per-tensor, per-output-channel or per-group weight scales`);
     for (let i = 0; i < out.length; i++) {
       const c = qp.scale.length === 1 ? 0 : Math.floor(i / K);
       const s = qp.scale[c]!;

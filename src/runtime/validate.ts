@@ -61,7 +61,42 @@ function checkInputQuantizer(node: { input: LayerNode['input'] }, where: string)
   if (!isInt(q.zeroPoint, -(2 ** 31), 2 ** 31 - 1)) fail(where, `input zero point ${JSON.stringify(q.zeroPoint)} is not an integer`);
 }
 
-function checkLayer(node: LayerNode, shape: number[], tensors: ReadonlyMap<string, IntTensor>): { out: number[]; macs: number } {
+/** Largest R (`groupShift`) a per-group layer may use. */
+export const MAX_GROUP_SHIFT = 24;
+
+/**
+ * The per-group fields of a linear node (graph version 3; see intmodel.ts): G divides K, the
+ * multiplier tensor is int32 [O, K/G] with every r in [0, 2^R], R in [0, MAX_GROUP_SHIFT], the
+ * output stage requantizes or dequantizes, and |A·2^k + bias| stays below 2^53.
+ */
+function checkGroups(node: LayerNode, K: number, version: number, tensors: ReadonlyMap<string, IntTensor>, where: string): void {
+  const n = node as unknown as Record<string, unknown>;
+  const fields = ['weightGroupSize', 'groupMultipliers', 'groupShift'].filter((f) => n[f] !== undefined);
+  if (fields.length === 0) return;
+  if (version !== 3) fail(where, `has per-group weights (${fields.join(', ')}), which need graph version 3 (this graph is version ${version})`);
+  if (fields.length !== 3) fail(where, 'per-group weights need weightGroupSize, groupMultipliers and groupShift together');
+  if (node.op !== 'linear') fail(where, 'per-group weights are defined for linear nodes only');
+  const G = n.weightGroupSize;
+  if (!isInt(G, 1, K) || K % G !== 0) fail(where, `weightGroupSize ${JSON.stringify(G)} must be a positive integer dividing inFeatures ${K}`);
+  const R = n.groupShift;
+  if (!isInt(R, 0, MAX_GROUP_SHIFT)) fail(where, `groupShift ${JSON.stringify(R)} must be an integer in [0, ${MAX_GROUP_SHIFT}]`);
+  const O = node.outFeatures;
+  const t = tensorRef(tensors, n.groupMultipliers, where, ['int32'], O * (K / G));
+  if (t.shape.length !== 2 || t.shape[0] !== O || t.shape[1] !== K / G) fail(where, `tensor '${String(n.groupMultipliers)}' has shape [${t.shape.join(', ')}], expected [${O}, ${K / G}]`);
+  const top = 2 ** R;
+  const r = t.data as Int32Array;
+  for (let i = 0; i < r.length; i++) if (r[i]! < 0 || r[i]! > top) fail(where, `group multiplier ${i} is ${r[i]}, outside [0, 2^${R}]`);
+  const o = node.output as unknown as Record<string, unknown>;
+  if (o.mode !== 'requantize' && o.mode !== 'dequantize') fail(where, `a per-group layer needs a requantize or dequantize output, not ${JSON.stringify(o.mode)}`);
+  const inp = node.input;
+  const maxX = inp.mode === 'sign' ? 1 : Math.max(Math.abs(inp.qmin - inp.zeroPoint), Math.abs(inp.qmax - inp.zeroPoint));
+  const maxW = node.weightFormat === 'int8' ? 128 : node.weightFormat === 'int4' ? 8 : 2;
+  const k = o.mode === 'requantize' ? (o.biasShift as number) : 0;
+  const bound = K * maxX * maxW * 2 ** (R + k) + 2 ** 31;
+  if (!(bound < 2 ** 53)) fail(where, `the per-group sum may reach ${bound} (K ${K}, inputs up to ${maxX}, weights up to ${maxW}, 2^(groupShift + biasShift) = 2^${R + k}), beyond 2^53`);
+}
+
+function checkLayer(node: LayerNode, shape: number[], tensors: ReadonlyMap<string, IntTensor>, version: number): { out: number[]; macs: number } {
   const where = `${node.op} '${node.name}'`;
   checkInputQuantizer(node, where);
   if (!isInt(node.outFeatures, 1, MAX_SAMPLE_ELEMENTS) || !isInt(node.inFeatures, 1, MAX_SAMPLE_ELEMENTS)) fail(where, `inFeatures ${node.inFeatures} / outFeatures ${node.outFeatures} must be positive integers`);
@@ -110,6 +145,7 @@ function checkLayer(node: LayerNode, shape: number[], tensors: ReadonlyMap<strin
   } else if (o.mode === 'sign') {
     for (const key of ['threshold', 'direction']) tensorRef(tensors, o[key], where, ['int32'], O);
   } else fail(where, `output mode ${JSON.stringify(o.mode)} is not requantize, dequantize or sign`);
+  checkGroups(node, K, version, tensors, where);
   return { out, macs: elements(out) * K };
 }
 
@@ -169,14 +205,14 @@ function inputRefs(graph: IntGraph): number[][] {
       return [i - 1];
     });
   }
-  if (graph.version !== 2) fail('graph', `version ${JSON.stringify(graph.version)} is not 1 or 2`);
+  if (graph.version !== 2 && graph.version !== 3) fail('graph', `version ${JSON.stringify(graph.version)} is not 1, 2 or 3`);
   const index = new Map<string, number>();
   const used = new Uint8Array(nodes.length);
   const refs = nodes.map((node, i) => {
     const where = `node ${i} (${String(node?.op)})`;
     if (!node || typeof node !== 'object') fail(where, 'is not an object');
     if (typeof node.name !== 'string' || node.name === '') fail(where, `name ${JSON.stringify(node.name)} must be a non-empty string`);
-    if (index.has(node.name)) fail(where, `name '${node.name}' is used by node ${index.get(node.name)} too (version 2 names must be unique)`);
+    if (index.has(node.name)) fail(where, `name '${node.name}' is used by node ${index.get(node.name)} too (version ${graph.version} names must be unique)`);
     const inputs: unknown = node.inputs;
     const arity = node.op === 'quantize' ? 0 : node.op === 'add' ? 2 : 1;
     if (!Array.isArray(inputs) || inputs.length !== arity) fail(where, `inputs ${JSON.stringify(inputs)} must list ${arity} node name(s)`);
@@ -237,7 +273,7 @@ export function validateIntGraph(graph: IntGraph, tensors: ReadonlyMap<string, I
         break;
       case 'conv2d':
       case 'linear': {
-        const layer = checkLayer(node, shape, tensors);
+        const layer = checkLayer(node, shape, tensors, graph.version);
         shape = layer.out;
         macs += layer.macs;
         if (macs > MAX_SAMPLE_MACS) fail(`${node.op} '${node.name}'`, `the layers so far need ${macs} multiply-accumulates per sample, over the limit of ${MAX_SAMPLE_MACS}`);

@@ -317,6 +317,8 @@ export interface NativeIntOp {
   readonly B?: Float32Array;
   /** permute op (kind 7): out[p] = in[index[p]] per sample, index values in [0, elements). */
   readonly index?: Int32Array;
+  /** A per-group linear (meta[33] = G > 0): r [OC, K/G]; `index` (optional) = the input position of each weight column. */
+  readonly groupMult?: Int32Array;
 }
 
 /** Operation codes shared with native/elementwise.h (same order as the C++ enums). */

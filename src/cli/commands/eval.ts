@@ -3,7 +3,6 @@ import { normalizeInPlace } from '../../data/dataset.ts';
 import type { Module } from '../../nn/index.ts';
 import { Tensor } from '../../tensor/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
-import { quantizedLayers } from '../../quant/qat/prepare.ts';
 import { compareWithFakeQuant, convert, type IntModel } from '../../runtime/index.ts';
 import { saveIntModel } from '../../runtime/io.ts';
 import { UsageError } from '../args.ts';
@@ -30,7 +29,6 @@ export const evalCommand = defineCommand({
     'Evaluates an IntModel (integer-only inference, src/runtime) on the test split.',
     '--model reads a .lowbit file (or the model.lowbit of a lowbit quantize folder); --checkpoint',
     'converts a QAT training checkpoint (or a run directory\'s checkpoint.safetensors) on the fly',
-    '(a lowbit quantize --group-size folder has no integer model: its fake-quant model runs instead)',
     '(model, scheme and estimator from its config), optionally saves it (--save) and, with',
     '--compare, also runs the fake-quant model and reports their agreement (same argmax, logit',
     'difference in units of the last layer\'s s_in·s_w, per-layer integer input differences).',
@@ -84,23 +82,6 @@ export const evalCommand = defineCommand({
     if (options.checkpoint !== undefined) {
       const { model, config, arch, dataset, quantLabel, normalize } = preparedFromCheckpoint(input);
       datasetName ??= dataset;
-      const grouped = perGroupLayers(model);
-      if (grouped.length > 0) {
-        // No integer model exists for per-group weights (one scale per output channel there): the fake-quant model runs.
-        if (options.save !== undefined || options.compare) throw new UsageError(`--save and --compare need an integer model; '${input}' has per-group weights (${grouped.join(', ')}), which convert refuses`, 'eval');
-        const ds = resolveDataset(datasetName);
-        const full = loadDataset(ds, 'test');
-        const test = options.limit === undefined ? full : take(full, options.limit);
-        const loader = new DataLoader(test, { batchSize: options.batchSize, normalize: normalize ?? DATASET_STATS[ds] });
-        const t0 = performance.now();
-        const r = evaluate(model, loader);
-        const seconds = (performance.now() - t0) / 1000;
-        io.print(`${arch} ${quantLabel}: fake quantization (per-group weights in ${grouped.join(', ')}; no integer model)`);
-        io.print(`${test.name}: ${test.length} images`);
-        io.print(`accuracy      ${formatPercent(r.accuracy)} (${Math.round(r.accuracy * test.length)}/${test.length})`);
-        io.print(`throughput    ${(test.length / seconds).toFixed(0)} images/s wall (fake-quant forward, batch ${Math.min(options.batchSize, test.length)})`);
-        return;
-      }
       const ds = resolveDataset(datasetName);
       const stats = normalize ?? DATASET_STATS[ds];
       const calib = take(loadDataset(ds, 'test'), 256);
@@ -181,14 +162,6 @@ export const evalCommand = defineCommand({
     }
   },
 });
-
-/** Names of the layers whose weight quantizer is per group (a `lowbit quantize --group-size` state). */
-function perGroupLayers(model: Module): string[] {
-  return quantizedLayers(model).filter(({ layer }) => {
-    const q = layer.weightQuantizer?.exportQuant();
-    return q?.type === 'affine' && q.qparams.groupSize !== null;
-  }).map(({ name }) => name);
-}
 
 /** The .lowbit file of --model (a file or a lowbit quantize folder); a checkpoint there is a usage error. */
 function modelInput(path: string): string {

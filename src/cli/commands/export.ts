@@ -83,7 +83,7 @@ export const exportCommand = defineCommand({
     profile: { type: 'enum', choices: ONNX_PROFILES, default: 'default', help: 'target runtime: default (onnxruntime) or web (onnxruntime-web)' },
     out: { type: 'string', placeholder: 'FILE', help: 'output file (default: next to the input, <name>.onnx or <name>.web.onnx)' },
     weightBits: { type: 'enum', choices: ['8', '4'], help: 'weight container: 8 = int8, 4 = int4 (opset 21); default: int4 for <= 4-bit layers, int8 otherwise' },
-    opset: { type: 'int', min: MIN_EXPORT_OPSET, max: MAX_EXPORT_OPSET, help: `opset of the default domain (${MIN_EXPORT_OPSET}..${MAX_EXPORT_OPSET}; default 13, 21 with int4)` },
+    opset: { type: 'int', min: MIN_EXPORT_OPSET, max: MAX_EXPORT_OPSET, help: `opset of the default domain (${MIN_EXPORT_OPSET}..${MAX_EXPORT_OPSET}; default 13, 21 with int4 or per-group weights)` },
     bias: { type: 'enum', choices: ['standard', 'intmodel'], help: 'int32 bias scale (default: intmodel for int4-weight layers, standard for int8): standard = s_in*s_w (integer kernels in onnxruntime with int8 weights), intmodel = the IntModel\'s finer scale (exact bias, float layers)' },
     verify: { type: 'boolean', help: 'run the exported file with onnxruntime-node and compare with lowbit' },
     samples: { type: 'int', positive: true, default: 1000, help: 'test images (language models: test windows) for --verify' },

@@ -49,7 +49,7 @@ export const quantizeCommand = defineCommand({
   examples: [
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w8a8',
     'lowbit quantize --model runs/lenet5-mnist-fp32 --bits w4a8 --adaround',
-    'lowbit quantize --model runs/mlp-mnist-fp32 --bits w2a8 --group-size 32   # per-group Linear weights (fake quantization)',
+    'lowbit quantize --model runs/mlp-mnist-fp32 --bits w2a8 --group-size 32   # per-group Linear weights',
     'lowbit quantize --model runs/cnn-fashion-mnist-fp32 --bits w8a8 --method percentile --bias-correction',
     'lowbit quantize --model runs/lenet5-mnist-fp32 --plan runs/lenet5-mnist-fp32/search-ilp-size-20KB/plan.json',
     'lowbit quantize --model lenet5.onnx --dataset mnist --bits w8a8   # a PyTorch model exported by torch.onnx.export',
@@ -63,7 +63,7 @@ export const quantizeCommand = defineCommand({
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
-    groupSize: { type: 'int', positive: true, help: 'Linear weights: one scale per row and per N inputs (layers whose input count N does not divide stay per row); fake quantization only: no model.lowbit (the integer runtime has one scale per output channel)' },
+    groupSize: { type: 'int', positive: true, help: 'Linear weights: one scale per row and per N inputs (layers whose input count N does not divide stay per row); model.lowbit then holds per-group integer weights (graph version 3)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'per-layer bit widths from a plan file (plan.json of lowbit search) instead of --bits' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on; another one of the same input shape and classes is warned about, a different shape or class count refused)' },
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
@@ -166,14 +166,17 @@ export const quantizeCommand = defineCommand({
     writeFileAtomic(join(out, 'ptq.json'), new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`));
     io.print(run ? `wrote ${join(out, 'model.safetensors')} and ${join(out, 'ptq.json')}` : `wrote ${join(out, 'ptq.json')}`);
 
-    if (options.groupSize !== undefined) {
-      io.print(`no model.lowbit: --group-size ${options.groupSize} weights have one scale per group, the integer runtime one per output channel (evaluate the fake-quant model.safetensors with the API)`);
-      return 0;
-    }
     const sample = testLoader[Symbol.iterator]().next().value?.x;
     try {
       // The input scaling travels with the file (lowbit eval / export read it); none = identity.
-      const intModel = convert(model, { sample, metadata: { dataset, source: checkpoint, scheme, ...(onnx ? { normalize: normalize ?? { mean: 0, std: 1 } } : {}) } });
+      const intModel = convert(model, {
+        sample,
+        metadata: {
+          dataset, source: checkpoint, scheme,
+          ...(options.groupSize === undefined ? {} : { weightGroupSize: options.groupSize }),
+          ...(onnx ? { normalize: normalize ?? { mean: 0, std: 1 } } : {}),
+        },
+      });
       const bytes = saveIntModel(join(out, 'model.lowbit'), intModel);
       io.print(`wrote ${join(out, 'model.lowbit')} (${bytes.toLocaleString('en-US')} bytes, integer model)`);
     } catch (error) {

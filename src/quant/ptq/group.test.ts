@@ -1,8 +1,8 @@
 /**
  * Per-group weights in PTQ: the 'static' quantizer with granularity 'group' fake-quantizes by the
  * formula of each (row, group) set; `calibrate(..., { weightGroupSize })` groups the Linear layers
- * whose input count allows it (and names the others); `convert` refuses the result; the CLI
- * `lowbit quantize --group-size` writes the fake-quant state and no model.lowbit.
+ * whose input count allows it (and names the others); `convert` turns the result into per-group
+ * integer layers (tested in src/runtime/group.test.ts).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,7 +57,7 @@ describe('quant/ptq: per-group weights', () => {
     assert.throws(() => createQuantizer({ kind: 'static', bits: 8, signed: false, granularity: 'group', axis: 0, groupSize: 2 }, { role: 'activation' }), /activations are quantized per tensor/);
   });
 
-  it('calibrate with weightGroupSize: Linear layers whose inputs divide are grouped (formula), the others named and kept per row; convert refuses', () => {
+  it('calibrate with weightGroupSize: Linear layers whose inputs divide are grouped (formula), the others named and kept per row; convert gives per-group integer layers', () => {
     manualSeed(9);
     const rng = new Rng(2);
     const model = new Sequential(new Flatten(), new Linear(12, 8), new ReLU(), new Linear(8, 6), new ReLU(), new Linear(6, 3));
@@ -74,7 +74,9 @@ describe('quant/ptq: per-group weights', () => {
     assert.deepEqual(effective[0], Array.from(groupFormula(float[0]!, 8, 12, 4, 4)));
     assert.deepEqual(effective[1], Array.from(groupFormula(float[1]!, 6, 8, 4, 4)));
     assert.deepEqual(effective[2], Array.from(groupFormula(float[2]!, 3, 6, 6, 4)), 'per row = one group of all 6 inputs');
-    assert.throws(() => convert(model, { sample: batches[0]!.x }), /per-group weight quantization is not supported/);
+    const im = convert(model, { sample: batches[0]!.x });
+    assert.deepEqual(im.nodes.flatMap((n) => (n.op === 'linear' ? [n.weightGroupSize ?? null] : [])), [4, 4, null]);
+    assert.equal(im.graph.version, 3);
     assert.throws(() => calibrate(new Sequential(new Linear(4, 2)), batches.map((b) => ({ x: new Tensor(b.x.data.slice(0, 64), [16, 4]) })), { weightGroupSize: 0 }), /weightGroupSize must be a positive integer, got 0/);
   });
 });

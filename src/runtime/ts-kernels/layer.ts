@@ -158,6 +158,7 @@ export class FastLayer {
    * reference path). `weights` are the layer's int8 values [O, K] (IntModel.weightValues).
    */
   static prepare(node: LayerNode, weights: Int8Array, tensors: FastLayerTensors): FastLayer | string {
+    if (node.weightGroupSize !== undefined) return `per-group weights (groups of ${node.weightGroupSize}) run on the reference per-group loop`;
     const inp = node.input;
     const inLo = inp.mode === 'affine' ? inp.qmin : -1;
     const inHi = inp.mode === 'affine' ? inp.qmax : 1;
