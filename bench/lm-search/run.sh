@@ -1,0 +1,21 @@
+#!/bin/sh
+# Mixed-precision search of the CLI-default transformer-lm (docs/search.md "Language models").
+# Usage: sh bench/lm-search/run.sh OUTDIR   (about 15 minutes on 2 shared cores)
+set -e
+D=${1:-runs/lm-search}
+L="nice -n 10 node bin/lowbit.js"
+mkdir -p "$D"
+[ -f "$D/fp32/checkpoint.safetensors" ] || $L train --model transformer-lm --quant fp32 --out "$D/fp32" --no-progress
+# Budgets: the size of uniform W4 and W3 weights (473,600 searchable weights: 236.8 kB, 177.6 kB).
+for B in 236.8KB:4 177.6KB:3; do
+  S=${B%%:*}; W=${B##*:}
+  $L search --model "$D/fp32" --budget size=$S --method ilp --wbits $W --out "$D/uniform-w$W" --no-progress
+  $L search --model "$D/fp32" --budget size=$S --method ilp --wbits 2,3,4,8 --out "$D/ilp-w$W" --no-progress
+  $L search --model "$D/fp32" --budget size=$S --method nsga2 --wbits 2,3,4,8 --out "$D/nsga2-w$W" --no-progress
+  for P in uniform ilp nsga2; do
+    for SEED in 0 1 2; do
+      $L train --model transformer-lm --init "$D/fp32" --plan "$D/$P-w$W/plan.json" --epochs 1 --seed $SEED --out "$D/qat-$P-w$W-s$SEED" --no-progress
+      $L eval "$D/qat-$P-w$W-s$SEED"
+    done
+  done
+done
