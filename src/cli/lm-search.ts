@@ -77,8 +77,13 @@ export async function searchLanguageModel(run: LmCheckpoint, options: LmSearchOp
   if (options.searchSamples !== undefined && options.searchSamples > valid.length - 1) usage(`--search-samples ${options.searchSamples}: at most ${valid.length - 1} of the ${valid.length} validation windows (one at least is held out)`);
   if (options.calib > run.corpus.train.length) usage(`--calib ${options.calib}: the training split has ${run.corpus.train.length} windows`);
   const searchCount = options.searchSamples ?? Math.min(DEFAULT_LM_SEARCH_SAMPLES, valid.length - 1);
-  const searchSplit = take(valid, searchCount);
-  const heldOutSplit = select(valid, Int32Array.from({ length: valid.length - searchCount }, (_, i) => searchCount + i));
+  // Search windows evenly spaced over the validation split (the text changes along the book: a
+  // contiguous block scored 74 where the whole split scores 101 and let plans fit that block), the
+  // rest held out.
+  const searchIndices = Array.from({ length: searchCount }, (_, i) => Math.floor((i * valid.length) / searchCount));
+  const inSearch = new Set(searchIndices);
+  const searchSplit = select(valid, Int32Array.from(searchIndices));
+  const heldOutSplit = select(valid, Int32Array.from({ length: valid.length }, (_, i) => i).filter((i) => !inSearch.has(i)));
   // Calibration: evenly spaced training windows (the split is in text order).
   const step = Math.max(1, Math.floor(run.corpus.train.length / options.calib));
   const calibSet = select(run.corpus.train, Int32Array.from({ length: options.calib }, (_, i) => i * step));
@@ -102,7 +107,7 @@ export async function searchLanguageModel(run: LmCheckpoint, options: LmSearchOp
 
   io.print('lowbit search');
   io.print(`  model      ${s.model} (language model) from ${run.checkpoint}; ${layers.length} searchable layers (${layers.map((l) => l.name).join(', ')})`);
-  io.print(`  data       ${s.dataset}: ${calibSet.length} calibration windows (training split), scored on the first ${searchCount} validation windows, ${heldOutSplit.length} held out`);
+  io.print(`  data       ${s.dataset}: ${calibSet.length} calibration windows (training split), scored on ${searchCount} validation windows evenly spaced over the split, ${heldOutSplit.length} held out`);
   io.print(`  budget     ${budget.text} = ${showCost(budget.value)} (${budget.cost})`);
   io.print(`  method     ${options.method}, weight bits {${options.wBits.join(', ')}}, activations ${a} bits; candidates scored by PTQ validation perplexity`);
 
