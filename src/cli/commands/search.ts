@@ -76,6 +76,8 @@ export const searchCommand = defineCommand({
     'the chosen plan is re-scored on the remaining test images. Writes <out>/plan.json (a QuantPlan',
     'that prepareQat / calibrate / convert accept), <out>/front.json and <out>/report.html.',
     'Ctrl-C (or --max-time) stops early and writes the best plan found so far.',
+    'A language-model run (transformer-lm, lstm-lm, gru-lm) is searched with --method ilp or nsga2, candidates scored by PTQ',
+    'validation perplexity (calibration on training windows); fine-tune its plan with lowbit train --init RUN --plan plan.json.',
   ].join('\n'),
   examples: [
     'lowbit search --model runs/lenet5-mnist-fp32 --budget size=20KB --method nsga2',
