@@ -1,6 +1,6 @@
 #!/bin/sh
 # Mixed-precision search of the CLI-default transformer-lm (docs/search.md "Language models").
-# Usage: sh bench/lm-search/run.sh OUTDIR   (about 30 minutes on 2 shared cores)
+# Usage: sh bench/lm-search/run.sh OUTDIR   (about 30 minutes on 2 shared cores; prints what docs/search.md "Language models" tabulates)
 set -e
 D=${1:-runs/lm-search}
 L="nice -n 10 node bin/lowbit.js"
@@ -17,5 +17,14 @@ for B in 236.8KB:4 177.6KB:3; do
       $L train --model transformer-lm --init "$D/fp32" --plan "$D/$P-w$W/plan.json" --epochs 1 --seed $SEED --out "$D/qat-$P-w$W-s$SEED" --no-progress
       $L eval "$D/qat-$P-w$W-s$SEED"
     done
+  done
+done
+# Between uniform W2 and W3: 148 kB (2.5 bits per weight), ilp only, against uniform W2.
+$L search --model "$D/fp32" --budget size=148KB --method ilp --wbits 2,3,4,8 --out "$D/ilp-w2.5" --no-progress
+$L search --model "$D/fp32" --budget size=118.4KB --method ilp --wbits 2 --out "$D/uniform-w2" --no-progress
+for P in ilp-w2.5 uniform-w2; do
+  for SEED in 0 1 2; do
+    $L train --model transformer-lm --init "$D/fp32" --plan "$D/$P/plan.json" --epochs 1 --seed $SEED --out "$D/qat-$P-s$SEED" --no-progress
+    $L eval "$D/qat-$P-s$SEED"
   done
 done
