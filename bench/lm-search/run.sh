@@ -28,3 +28,10 @@ for P in ilp-w2.5 uniform-w2; do
     $L eval "$D/qat-$P-s$SEED"
   done
 done
+# The same fine-tune at a 10x lower learning rate (--lr 5e-4) for every plan above.
+for P in uniform-w4 ilp-w4 nsga2-w4 uniform-w3 ilp-w3 nsga2-w3 uniform-w2 ilp-w2.5; do
+  for SEED in 0 1 2; do
+    $L train --model transformer-lm --init "$D/fp32" --plan "$D/$P/plan.json" --epochs 1 --lr 5e-4 --seed $SEED --out "$D/qatlr-$P-s$SEED" --no-progress
+    $L eval "$D/qatlr-$P-s$SEED"
+  done
+done

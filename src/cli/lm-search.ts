@@ -131,9 +131,9 @@ export async function searchLanguageModel(run: LmCheckpoint, options: LmSearchOp
     if (options.method === 'ilp') {
       const bar = options.progress ? new ProgressBar({ total: layers.length * options.wBits.length, label: 'ilp sensitivity', rateUnit: 'eval', stream: io.stderr }) : null;
       let evalBar: ProgressBar | null = null;
-      const result = (() => {
+      const result = await (async () => {
         try {
-          return exactErrorSearch({
+          return await exactErrorSearch({
             ...common,
             onProgress: (stage, done, total) => {
               if (stage === 'sensitivity') bar?.tick(1);
@@ -198,6 +198,8 @@ export async function searchLanguageModel(run: LmCheckpoint, options: LmSearchOp
     io.print(`  ${budget.cost} ${showCost(c.costs[budget.cost]!)} (budget ${showCost(budget.value)}), search perplexity ${(1 / c.accuracy).toFixed(2)}` +
       `${heldOut.chosen !== undefined ? `, held-out ${(1 / heldOut.chosen).toFixed(2)} (float32 ${(1 / heldOut.float!).toFixed(2)})` : ''}`);
     for (const u of outcome.candidates.filter((x) => x.uniform !== undefined)) io.print(`  uniform ${u.uniform}: ${budget.cost} ${showCost(u.costs[budget.cost]!)}, search perplexity ${(1 / u.accuracy).toFixed(2)}`);
+  } else if (outcome.stopped && outcome.candidates.length === 0) {
+    io.print('stopped before a plan was measured (ilp stops in its per-layer sensitivity pass): no plan written');
   } else {
     io.print(`no evaluated plan fits ${budget.text}`);
   }

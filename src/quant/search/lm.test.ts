@@ -156,10 +156,10 @@ function fakeProblem() {
 }
 
 describe('exactErrorSearch / nsga2ErrorSearch', () => {
-  it('ilp: the plan fits the budget and is the enumerated optimum of an additive error', () => {
+  it('ilp: the plan fits the budget and is the enumerated optimum of an additive error', async () => {
     const { layers, evaluate, cost, widths, best } = fakeProblem();
     for (const budget of [450 * 3, 450 * 3.5, 1500, 450 * 2 + 100]) {
-      const r = exactErrorSearch({ layers, costs: [cost], budget, wBits: widths, aBits: [8], evaluate, score: (e) => -e });
+      const r = await exactErrorSearch({ layers, costs: [cost], budget, wBits: widths, aBits: [8], evaluate, score: (e) => -e });
       assert.ok(r.chosen);
       assert.ok(r.chosen.costs['size']! <= budget);
       assert.deepEqual(r.chosen.assignment, best(budget), `budget ${budget}`);

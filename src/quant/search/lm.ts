@@ -282,6 +282,11 @@ class CandidateBook {
   }
 }
 
+/** Lets pending events (SIGINT) run between evaluations, so `shouldStop` can see them. */
+function yieldToEvents(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function bestWithin(candidates: readonly SearchCandidate[], cost: string, budget: number): SearchCandidate | null {
   let best: SearchCandidate | null = null;
   for (const c of candidates) if (c.costs[cost]! <= budget && (best === null || c.accuracy > best.accuracy)) best = c;
@@ -296,7 +301,7 @@ function bestWithin(candidates: readonly SearchCandidate[], cost: string, budget
  * evaluated for real. Returns the allocation at the budget as `chosen` (null only if stopped
  * before it was measured) and `deltaError[layer][w]`.
  */
-export function exactErrorSearch(options: ErrorSearchOptions & { readonly frontPoints?: number }): ErrorSearchResult & { readonly deltaError: Record<string, Record<number, number>>; readonly floatError: number } {
+export async function exactErrorSearch(options: ErrorSearchOptions & { readonly frontPoints?: number }): Promise<ErrorSearchResult & { readonly deltaError: Record<string, Record<number, number>>; readonly floatError: number }> {
   const primary = options.costs[0];
   if (!primary) throw new Error('exactErrorSearch: give at least one cost model');
   const choices = bitChoices(options);
@@ -312,6 +317,7 @@ export function exactErrorSearch(options: ErrorSearchOptions & { readonly frontP
   for (const layer of options.layers) {
     deltaError[layer.name] = {};
     for (const w of wBits) {
+      await yieldToEvents();
       if (options.shouldStop?.()) {
         stopped = true;
         break;
@@ -339,15 +345,16 @@ export function exactErrorSearch(options: ErrorSearchOptions & { readonly frontP
     ...picked.map((assignment) => ({ assignment })),
   ];
   let chosen: SearchCandidate | null = null;
-  items.forEach((item, i) => {
+  for (const [i, item] of items.entries()) {
+    await yieldToEvents();
     if (i > 0 && options.shouldStop?.()) {
       stopped = true;
-      return;
+      continue;
     }
     const cand = book.get(item.assignment, item.uniform);
     if (i === 0) chosen = cand;
     options.onProgress?.('evaluate', i + 1, items.length);
-  });
+  }
   return {
     candidates: book.candidates, front: candidateFront(book.candidates, options.costs.map((c) => c.name)), chosen, errors: book.errors, stopped, deltaError, floatError,
   };
@@ -374,7 +381,8 @@ export async function nsga2ErrorSearch(options: ErrorSearchOptions & { readonly 
     populationSize, generations, seed: options.seed ?? 0,
     initial: choices.map((_c, i) => options.layers.map(() => i)),
     shouldStop: options.shouldStop,
-    evaluate: (genome) => {
+    evaluate: async (genome) => {
+      await yieldToEvents();
       const uniform = genome.every((g) => g === genome[0]) ? uniformIndex.get(genome[0]!) : undefined;
       const cand = book.get(assignmentOf(genome), uniform);
       options.onProgress?.('search', ++evaluated, total);
