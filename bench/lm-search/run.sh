@@ -1,6 +1,6 @@
 #!/bin/sh
 # Mixed-precision search of the CLI-default transformer-lm (docs/search.md "Language models").
-# Usage: sh bench/lm-search/run.sh OUTDIR   (about 30 minutes on 2 shared cores; prints what docs/search.md "Language models" tabulates)
+# Usage: sh bench/lm-search/run.sh OUTDIR   (about 40 minutes on 2 shared cores; prints what docs/search.md "Language models" tabulates)
 set -e
 D=${1:-runs/lm-search}
 L="nice -n 10 node bin/lowbit.js"
