@@ -126,7 +126,7 @@ test('bad arguments: usage errors (exit 2, one line), nothing written', async ()
       [['--model', 'lstm-lm', '--quant', 'w2a2'], /--quant w2a2 is an image-model scheme; --model lstm-lm takes --quant fp32\|w8a8\|w4a8\|w4a4\|w4/],
       [['--model', 'lenet5', '--quant', 'w4a8'], /--quant w4a8 is a language-model scheme/],
       [['--model', 'lstm-lm', '--estimator', 'pact'], /lsq only/],
-      [['--model', 'lstm-lm', '--plan', 'plan.json'], /--plan applies to image models/],
+      [['--model', 'lstm-lm', '--plan', 'plan.json'], /--plan needs --init RUN/],
       [['--model', 'lstm-lm', '--workers', '2'], /not supported for --model lstm-lm/],
       [['--model', 'lstm-lm', '--sparsity', '0.5'], /--sparsity applies to --compress dgc only/],
       [['--model', 'lstm-lm', '--seq-len', '0'], /'--seq-len' must be > 0/],

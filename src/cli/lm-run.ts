@@ -14,6 +14,9 @@ import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, nextWordQatPlan, prepar
 import { Rng } from '../tensor/index.ts';
 import { loadCheckpoint, type StateTensors } from '../train/checkpoint.ts';
 import { prepareTransformerLmQat, TRANSFORMER_LM, transformerLmModel } from './lm-transformer.ts';
+import { prepareLmAssignment } from '../quant/search/lm.ts';
+import { checkAssignment, formatAssignment } from '../quant/search/plan.ts';
+import type { BitAssignment } from '../quant/search/types.ts';
 
 /** `--model` names of the language models. */
 export const LM_MODEL_NAMES = ['lstm-lm', 'gru-lm', 'transformer-lm'] as const;
@@ -75,6 +78,16 @@ export function lmModel(settings: Pick<LmRunSettings, 'model' | 'quant' | 'hidde
   return model;
 }
 
+/**
+ * A fresh float model of a run's settings prepared for LSQ QAT with the per-layer widths of a
+ * searched plan's assignment (`lowbit train --model ...-lm --plan`; quant.search.prepareLmAssignment).
+ */
+export function lmPlanModel(settings: Pick<LmRunSettings, 'model' | 'hidden' | 'embed' | 'vocabSize' | 'seqLen'>, assignment: BitAssignment, seed: number): LmModel {
+  const model = lmModel({ ...settings, quant: 'fp32' }, seed);
+  prepareLmAssignment(model, assignment, { kind: 'lsq' });
+  return model;
+}
+
 /** Prepares a float model of an LM run for QAT with `quant` in place (for a QAT run started from a float one). */
 export function prepareLmQat(model: LmModel, quant: NextWordQuantChoice): void {
   if (model instanceof TransformerLM) prepareTransformerLmQat(model, quant);
@@ -89,6 +102,8 @@ export interface LmCheckpoint {
   readonly corpus: LanguageModelCorpus;
   readonly model: LmModel;
   readonly weights: StateTensors;
+  /** The per-layer widths of a `--plan` run (its `settings.quant` is then the CLI default, not what ran). */
+  readonly assignment?: BitAssignment;
 }
 
 /** The run config of a checkpoint: its own, else the one of the metrics.json beside it ({} without either). */
@@ -154,14 +169,27 @@ export function readLmCheckpoint(checkpoint: string, command: string, options: {
   if (corpus.vocab.size !== settings.vocabSize) {
     throw new Error(`${command}: '${checkpoint}' was trained on a ${settings.vocabSize}-word vocabulary, but ${settings.dataset} with --vocab ${settings.vocab} gives ${corpus.vocab.size} words here (another version of the corpus package?)`);
   }
-  const model = lmModel(settings, 0);
+  let assignment: BitAssignment | undefined;
+  if (config['assignment'] !== undefined && config['assignment'] !== null) {
+    try {
+      assignment = checkAssignment(config['assignment'] as BitAssignment);
+    } catch (e) {
+      throw new Error(`${command}: '${checkpoint}': the run's plan is not usable: ${(e as Error).message}`);
+    }
+  }
+  let model: LmModel;
+  try {
+    model = assignment ? lmPlanModel(settings, assignment, 0) : lmModel(settings, 0);
+  } catch (e) {
+    throw new Error(`${command}: '${checkpoint}': the run's plan does not fit a ${settings.model}: ${(e as Error).message}`);
+  }
   try {
     model.loadStateDict(ck.model);
   } catch (e) {
     throw new Error(`${command}: '${checkpoint}' does not fit a ${settings.model} (${settings.quant}, embed ${settings.embed}, hidden ${settings.hidden}, vocabulary ${settings.vocabSize}): ${(e as Error).message}`);
   }
   model.eval();
-  return { checkpoint, settings, config, corpus, model, weights: ck.model };
+  return { checkpoint, settings, config, corpus, model, weights: ck.model, ...(assignment ? { assignment } : {}) };
 }
 
 /** The held-out test windows of a run (the first `limit` when given), in batches of int32 ids. */
@@ -171,6 +199,6 @@ export function lmTestBatches(run: Pick<LmCheckpoint, 'corpus'>, batchSize: numb
 }
 
 /** `lstm-lm w4a8 (LSQ QAT)`: what a run is, in a few words. */
-export function describeLmRun(settings: LmRunSettings): string {
-  return `${settings.model} ${settings.quant === 'fp32' ? 'fp32' : `${settings.quant} (LSQ QAT, fake-quant forward)`}, embedding ${settings.embed}, hidden ${settings.hidden}, vocabulary ${settings.vocabSize}, ${settings.seqLen}-word context`;
+export function describeLmRun(settings: LmRunSettings, assignment?: BitAssignment): string {
+  return `${settings.model} ${assignment ? `plan (${formatAssignment(assignment)}; LSQ QAT, fake-quant forward)` : settings.quant === 'fp32' ? 'fp32' : `${settings.quant} (LSQ QAT, fake-quant forward)`}, embedding ${settings.embed}, hidden ${settings.hidden}, vocabulary ${settings.vocabSize}, ${settings.seqLen}-word context`;
 }

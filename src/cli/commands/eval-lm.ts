@@ -31,7 +31,7 @@ export function evalLanguageModel(run: LmCheckpoint, options: LmEvalOptions, io:
     throw new UsageError(`--dataset ${options.dataset} does not fit '${run.checkpoint}', a ${settings.model} trained on ${settings.dataset} (leave --dataset out)`, 'eval');
   }
   const { windows, batches } = lmTestBatches(run, options.batchSize, options.limit);
-  io.print(`${describeLmRun(settings)}: ${run.checkpoint}`);
+  io.print(`${describeLmRun(settings, run.assignment)}: ${run.checkpoint}`);
   const r = evaluatePerplexity(run.model, batches);
   io.print(`${settings.dataset} test split: ${windows} windows of ${settings.seqLen} words (each predicts the next word)`);
   io.print(`test perplexity  ${r.perplexity.toFixed(2)} (cross-entropy ${r.crossEntropy.toFixed(4)} nats/word, next-word accuracy ${formatPercent(r.accuracy)})`);

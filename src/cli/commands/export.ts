@@ -101,6 +101,7 @@ export const exportCommand = defineCommand({
     checkOutputFile(out, options.out === undefined ? 'export: output' : 'export: --out', input.file);
     if (input.kind === 'checkpoint') {
       const lm = readLmCheckpoint(input.file, 'export', { unreadable: 'null' });
+      if (lm?.assignment) throw new UsageError(`'${input.file}' is a --plan language-model run (per-layer widths); exporting it is not supported yet (eval and generate run its fake-quant forward)`, 'export');
       if (lm) return options.format === 'irnn' ? exportLanguageModelIrnn(lm, out, options, io) : exportLanguageModel(lm, out, options, io);
     }
     if (options.format === 'irnn') throw new UsageError(`--format irnn converts language-model runs (lowbit train --model lstm-lm or gru-lm); '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');

@@ -120,7 +120,7 @@ export const generateCommand = defineCommand({
       const { vocab } = run.corpus;
       source = {
         model: run.model, words: vocab.words, id: (w) => vocab.id(w), context: run.settings.seqLen,
-        transformer: run.settings.model === 'transformer-lm', title: `${describeLmRun(run.settings)}: ${run.checkpoint}`,
+        transformer: run.settings.model === 'transformer-lm', title: `${describeLmRun(run.settings, run.assignment)}: ${run.checkpoint}`,
       };
     }
     const words = tokenizeWords(options.prompt);

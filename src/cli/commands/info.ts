@@ -5,7 +5,7 @@ import { packageVersion } from '../package-info.ts';
 import { intModelOfFile, resolveModelInput } from '../inputs.ts';
 import { LOWBIT_VERSION, LowbitFormatError, decodeLowbit, lowbitSizeReport, readLowbitBytes, type LowbitNode } from '../../format/lowbit.ts';
 import type { IntNode, LayerSummary } from '../../runtime/intmodel.ts';
-import { modelOfCheckpoint } from '../checkpoint-model.ts';
+import { modelOfCheckpoint, quantLabelOfRunConfig } from '../checkpoint-model.ts';
 import { readLmCheckpoint } from '../lm-run.ts';
 import { summary } from '../../nn/summary.ts';
 import { isOnnxPath, loadOnnxImageModel, onnxTensorModule } from '../onnx-model.ts';
@@ -175,7 +175,7 @@ function describeTrainingRun(file: string, json: boolean, io: CommandIO): void {
   // A language-model run (lstm-lm, gru-lm, transformer-lm): one window of token ids as the input.
   const lm = readLmCheckpoint(file, 'info');
   const run = lm
-    ? { model: lm.model, arch: lm.settings.model, quantLabel: lm.settings.quant, dataset: lm.settings.dataset, input: { shape: [1, lm.settings.seqLen], dtype: 'int32' as const } }
+    ? { model: lm.model, arch: lm.settings.model, quantLabel: lm.assignment ? quantLabelOfRunConfig({ ...lm.config, plan: lm.config['plan'] ?? {} }, true) : lm.settings.quant, dataset: lm.settings.dataset, input: { shape: [1, lm.settings.seqLen], dtype: 'int32' as const } }
     : { ...modelOfCheckpoint(file, 'info'), input: { shape: RUN_INPUT_SHAPE, dtype: 'float32' as const } };
   const s = summary(run.model, run.input.shape, { dtype: run.input.dtype });
   const epoch = loadCheckpoint(file).epoch;

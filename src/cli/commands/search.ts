@@ -22,6 +22,7 @@ import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { languageModelRun, searchLanguageModel } from '../lm-search.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 const METHODS = ['nsga2', 'ilp', 'sdq', 'haq', 'spos'] as const;
@@ -75,6 +76,8 @@ export const searchCommand = defineCommand({
     'the chosen plan is re-scored on the remaining test images. Writes <out>/plan.json (a QuantPlan',
     'that prepareQat / calibrate / convert accept), <out>/front.json and <out>/report.html.',
     'Ctrl-C (or --max-time) stops early and writes the best plan found so far.',
+    'A language-model run (transformer-lm, lstm-lm, gru-lm) is searched with --method ilp or nsga2, candidates scored by PTQ',
+    'validation perplexity (calibration on training windows); fine-tune its plan with lowbit train --init RUN --plan plan.json.',
   ].join('\n'),
   examples: [
     'lowbit search --model runs/lenet5-mnist-fp32 --budget size=20KB --method nsga2',
@@ -85,9 +88,10 @@ export const searchCommand = defineCommand({
     'lowbit search --model runs/lenet5-mnist-fp32 --budget bitserial=1.2k --method haq --episodes 300',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget latency=9us --method ilp --wbits 8 --prune 1,0.75,0.5,0.25',
     'lowbit search --model runs/lenet5-mnist-fp32 --budget size=23KB --method spos --supernet-steps 2000 --population 50 --iterations 20',
+    'lowbit search --model runs/transformer-lm-moby-dick-fp32 --budget size=240KB --method ilp --wbits 2,3,4,8',
   ],
   options: {
-    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors' },
+    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors; a transformer-lm / lstm-lm / gru-lm run is searched by validation perplexity (--method ilp or nsga2)' },
     budget: { type: 'string', placeholder: 'COST=VALUE', help: `budget: ${COST_MODEL_NAMES.join(' | ')}, e.g. size=40KB, bitops=1.2G, latency=2ms, energy=5uJ; ilp also takes several, e.g. size=23KB,bitops=3.8M` },
     method: { type: 'enum', choices: METHODS, default: 'nsga2', help: 'search algorithm' },
     objectives: { type: 'string', placeholder: 'LIST', help: 'extra cost objectives / report axes, e.g. bitops,energy (the budget cost is always first)' },
@@ -157,6 +161,19 @@ export const searchCommand = defineCommand({
     }
     const aBits = parseBitList(options.abits, 'abits', 2);
     useBackend(options.backend);
+    // A language-model run (transformer-lm, lstm-lm, gru-lm): its own data and evaluation (src/cli/lm-search.ts).
+    const lmRun = languageModelRun(options.model);
+    if (lmRun) {
+      const imageOnly = [
+        ...(options.prune !== undefined ? ['--prune'] : []), ...(given.beacons !== undefined ? ['--beacons'] : []), ...(given.beaconSteps !== undefined ? ['--beacon-steps'] : []),
+        ...(options.rank > 0 ? ['--rank'] : []), ...(options.dataset !== undefined ? ['--dataset'] : []), ...(options.arch !== undefined ? ['--arch'] : []),
+      ];
+      return searchLanguageModel(lmRun, {
+        method: options.method, wBits, aBits, budgets, extra, calib: options.calib, searchSamples: options.searchSamples, testLimit: options.testLimit,
+        generations: options.generations, population: options.population, seed: options.seed, out: options.out, maxTime: options.maxTime, progress: options.progress,
+        budgetTag: budgets.map(budgetTag).join('-'), imageOnly,
+      }, io);
+    }
     const run = locateFloatRun(options.model, options, 'search', 'the search');
     const { checkpoint, arch, dataset } = run;
     const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgets.map(budgetTag).join('-')}`);

@@ -22,10 +22,12 @@ import type { CommandIO } from '../command.ts';
 import { resolveModelInput } from '../inputs.ts';
 import { LM_DEFAULTS, lmCorpus, lmDefaultSizes, lmModel, prepareLmQat, readLmCheckpoint, type LmModelName, type LmRunSettings } from '../lm-run.ts';
 import { TRANSFORMER_LM } from '../lm-transformer.ts';
+import { prepareLmAssignment } from '../../quant/search/lm.ts';
+import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
 import { resumeState } from '../resume.ts';
 
 /** Settings that must match for --resume (everything that shapes the training trajectory except --epochs). */
-const LM_RESUME_KEYS = ['model', 'dataset', 'quant', 'seqLen', 'hidden', 'embed', 'vocab', 'vocabSize', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'testLimit', 'quantLrScale', 'estimator', 'init', 'objective', 'windowStride'] as const;
+const LM_RESUME_KEYS = ['model', 'dataset', 'quant', 'planFile', 'seqLen', 'hidden', 'embed', 'vocab', 'vocabSize', 'optimizer', 'lr', 'momentum', 'weightDecay', 'schedule', 'batchSize', 'seed', 'limit', 'testLimit', 'quantLrScale', 'estimator', 'init', 'objective', 'windowStride'] as const;
 
 /** The train options a language-model run reads (`lr` already resolved); the image-only ones must keep their defaults. */
 export interface LmTrainOptions {
@@ -107,7 +109,8 @@ function refuseImageOptions(options: LmTrainOptions, quant: NextWordQuantChoice)
     throw new UsageError(message, 'train');
   };
   const what = `--model ${options.model}`;
-  if (options.plan !== undefined) refuse(`--plan applies to image models; ${what} takes --quant ${NEXT_WORD_QUANT_CHOICES.join('|')}`);
+  if (options.plan !== undefined && options.init === undefined) refuse(`--plan needs --init RUN: a searched plan (lowbit search --model RUN) fine-tunes the float32 run it was searched on`);
+  if (options.plan !== undefined && options.quant !== undefined) refuse(`--plan replaces --quant (the plan gives every layer its widths); leave --quant ${options.quant} out`);
   if (options.precision !== 'fp32') refuse(`--precision ${options.precision} is not supported for ${what}`);
   if (options.workers !== 1 || options.compress !== 'none' || options.threads) refuse(`--workers/--compress/--threads are not supported for ${what}`);
   if (options.baseline === 'train') refuse(`--baseline train is not supported for ${what}: train the --quant fp32 run first (the stored baseline), or start from it with --init`);
@@ -152,12 +155,17 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   if (!isLmDatasetName(dataset)) {
     throw new UsageError(`--model ${options.model} trains on a text corpus (--dataset ${LM_DATASET_NAMES.join('|')}), got --dataset ${dataset}; image datasets go with the image models`, 'train');
   }
-  const quantGiven = options.quant ?? (options.model === 'gru-lm' ? 'fp32' : 'w4a8');
+  const quantGiven = options.quant ?? (options.model === 'gru-lm' && options.plan === undefined ? 'fp32' : 'w4a8');
   if (!isNextWordQuantChoice(quantGiven)) throw new UsageError(`--quant ${quantGiven} is an image-model scheme; --model ${options.model} takes --quant ${NEXT_WORD_QUANT_CHOICES.join('|')}`, 'train');
   const quant: NextWordQuantChoice = quantGiven;
   refuseImageOptions(options, quant);
   const objective = lmObjectiveOf(options.model, options.objective);
   const init = options.init === undefined ? null : initRun(options.init, options, dataset);
+  // --plan: per-layer widths of a searched plan (its assignment) replace --quant; LSQ QAT from the float run.
+  const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
+  if (planFile && !planFile.assignment) throw new UsageError(`--plan ${options.plan}: a language-model plan needs its 'assignment' (the per-layer widths lowbit search writes); this file holds a bare QuantPlan`, 'train');
+  const assignment = planFile?.assignment;
+  const quantText = assignment ? `plan (${formatAssignment(assignment)})` : quant;
   if (init && quant === 'fp32') throw new UsageError('--init starts QAT from a float32 run: pass a --quant other than fp32', 'train');
   const batchSize = options.batchSize ?? LM_DEFAULTS.batchSize;
   const sizes = init
@@ -165,7 +173,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     : { seqLen: options.seqLen ?? LM_DEFAULTS.seqLen, hidden: options.hidden ?? lmDefaultSizes(options.model).hidden, embed: options.embed ?? lmDefaultSizes(options.model).embed, vocab: options.vocab ?? LM_DEFAULTS.vocab };
   const trainingDefaults = lmTrainingDefaults(objective, sizes.seqLen);
   const epochs = options.epochs ?? trainingDefaults.epochs;
-  const out = options.out ?? join('runs', `${options.model}-${dataset}-${quant}`);
+  const out = options.out ?? join('runs', `${options.model}-${dataset}-${assignment ? 'plan' : quant}`);
   checkDirCreatable(out);  // an unusable --out fails now, not after the training
 
   preferThroughputGc();
@@ -178,7 +186,15 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   const validSet = options.testLimit === undefined ? corpus.valid : take(corpus.valid, options.testLimit);
   manualSeed(options.seed);
   let model;
-  if (init) {
+  if (init && assignment) {
+    model = lmModel({ ...settings, quant: 'fp32' }, options.seed);
+    model.loadStateDict(init.weights);
+    try {
+      prepareLmAssignment(model, assignment, { kind: 'lsq' });
+    } catch (e) {
+      throw new UsageError(`--plan ${options.plan}: ${(e as Error).message}`, 'train');
+    }
+  } else if (init) {
     model = lmModel({ ...settings, quant: 'fp32' }, options.seed);
     model.loadStateDict(init.weights);
     prepareLmQat(model, quant);
@@ -198,6 +214,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
     ...settings, epochs, batchSize, optimizer: options.optimizer, lr: options.lr, momentum: options.momentum, weightDecay: options.weightDecay,
     schedule: options.schedule, seed: options.seed, limit: options.limit, testLimit: options.testLimit, quantLrScale: options.quantLrScale,
     estimator: quant === 'fp32' ? undefined : 'lsq', init: options.init, out, backend: backend.active, objective, windowStride: stride,
+    ...(planFile && assignment ? { planFile: options.plan, plan: planFile.plan, assignment } : {}),
   };
   const quantized = quant !== 'fp32';
   const checkpointPath = join(out, 'checkpoint.safetensors');
@@ -205,7 +222,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   const resumed = options.resume ? resumeState(checkpointPath, config, epochs, LM_RESUME_KEYS) : null;
   const rows: [string, string][] = [
     ['model', `${options.model}: embedding ${sizes.embed}, ${options.model === 'transformer-lm' ? `${TRANSFORMER_LM.layers} causal pre-LN Transformer blocks (${TRANSFORMER_LM.heads} heads, ${TRANSFORMER_LM.activation} MLP ${sizes.hidden}), learned positions` : `${options.model === 'lstm-lm' ? 'LSTM' : 'GRU'} ${sizes.hidden}`}, head to ${corpus.vocab.size} words; ${model.numParameters().toLocaleString('en-US')} parameters`],
-    ['quant', quantized ? `${quant}, lsq estimator (weights per row${quant === 'w4' ? ', activations float' : options.model === 'transformer-lm' ? ', activations per tensor at every matmul input incl. Q, K, V and the attention weights' : ', activations per tensor incl. h_{t-1}'})` : 'fp32 (none)'],
+    ['quant', assignment ? `${quantText}: lsq estimator, weights per row, activations per tensor at each planned layer's input${options.model === 'transformer-lm' ? `, attention's Q, K, V and A at ${Math.max(...Object.values(assignment).map((c) => c.a))} bits` : ''}, other layers float` : quantized ? `${quant}, lsq estimator (weights per row${quant === 'w4' ? ', activations float' : options.model === 'transformer-lm' ? ', activations per tensor at every matmul input incl. Q, K, V and the attention weights' : ', activations per tensor incl. h_{t-1}'})` : 'fp32 (none)'],
     ['data', `${dataset}, words, ${sizes.seqLen}-word context: ${trainSet.length} train${stride === 1 ? '' : ` (every ${stride}th)`} / ${validSet.length} validation windows (test split held out for lowbit eval), batch ${batchSize}`],
     ['optimizer', `${options.optimizer} lr ${options.lr}, ${options.schedule} schedule${quantized ? `, quantizer params at ${options.quantLrScale}x lr` : ''}, ${epochs} epoch${epochs === 1 ? '' : 's'}, seed ${options.seed}`],
     ['objective', objective === 'all' ? `all: every position predicts its next word (${sizes.seqLen} per window; validation: the last position, as --objective last)` : 'last: one prediction per window (the word after it)'],
@@ -266,7 +283,7 @@ export function trainLanguageModel(options: LmTrainOptions, io: CommandIO): void
   if (!quantized || options.baseline === 'none') return;
   const baseline = storedBaseline(init ? dirname(init.checkpoint) : join('runs', `${options.model}-${dataset}-fp32`), settings);
   if (baseline) {
-    io.print(`fp32 baseline: validation perplexity ${baseline.perplexity.toFixed(2)} (${baseline.source}); ${quant} / fp32 = ${(validPerplexity / baseline.perplexity).toFixed(3)}`);
+    io.print(`fp32 baseline: validation perplexity ${baseline.perplexity.toFixed(2)} (${baseline.source}); ${quant} / fp32 = ${(validPerplexity / baseline.perplexity).toFixed(3)}`.replace(`; ${quant} /`, `; ${assignment ? 'plan' : quant} /`));
   } else {
     io.print(`fp32 baseline: none stored for ${options.model} on ${dataset} with these sizes (run with --quant fp32 first)`);
   }

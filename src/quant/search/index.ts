@@ -1,5 +1,5 @@
 /** Mixed-precision search: layer descriptions, cost models, plans, evaluation, sensitivity, allocation. */
-export type { BitAssignment, BitChoice, ConvInfo, CostModel, LayerInfo, LayerOption } from './types.ts';
+export type { BitAssignment, BitChoice, ConvInfo, CostModel, LayerInfo, LayerOption, SearchLayerType } from './types.ts';
 export { describeLayers } from './layers.ts';
 export {
   bitOpsCost, bitSerialCost, COST_MODEL_NAMES, costModel, DEFAULT_ENERGY_CONSTANTS, energyCost, layerChoiceCost, sizeCost, totalCost, uniformAssignment,
@@ -51,6 +51,11 @@ export {
 export { BudgetError, costDisplay, parseBudget, type Budget, type CostDisplay } from './budget.ts';
 export { buildSearchReport, exactSearch, outcomeJson, writeSearchOutputs, type ExactSearchOptions, type ExactSearchResult, type SearchOutcome } from './outcome.ts';
 export {
+  calibrateLm, describeLmLayers, exactErrorSearch, isSearchableLm, lmPtqEvaluator, lmQatPlan, lmScore, nsga2ErrorSearch, perplexityOfScore, prepareLmAssignment,
+  type ErrorSearchOptions, type ErrorSearchResult, type LmQuantKind, type LmScore, type LmSearchData, type SearchableLm,
+} from './lm.ts';
+export {
+  ACCURACY_METRIC, PERPLEXITY_METRIC, type ReportMetric,
   formatSi, paretoSvg, renderReportHtml, writeSearchReport,
   type ParetoSvgOptions, type PointKind, type ReportCost, type ReportLayer, type ReportPoint, type SearchReport,
 } from './report.ts';

@@ -19,7 +19,7 @@ import { pruneLayerOptions, type PruneOptionsConfig } from './prune.ts';
 import type { BitAssignment, BitChoice, CostModel, LayerInfo } from './types.ts';
 import { assignmentCosts, bitChoices, candidateFront, uniformLabel, type BitSpaceOptions, type SearchCandidate } from './mohaq.ts';
 import { costDisplay, type Budget } from './budget.ts';
-import { formatSi, writeSearchReport, writeTextAtomic, type PointKind, type ReportPoint, type SearchReport } from './report.ts';
+import { ACCURACY_METRIC, formatSi, PERPLEXITY_METRIC, writeSearchReport, writeTextAtomic, type PointKind, type ReportMetric, type ReportPoint, type SearchReport } from './report.ts';
 
 /** The result of a search, whatever the method. */
 export interface SearchOutcome {
@@ -48,6 +48,16 @@ export interface SearchOutcome {
   /** Method-specific record (kept in front.json). */
   readonly details?: Record<string, unknown>;
   readonly stopped?: boolean;
+  /**
+   * What candidate scores (`accuracy`, `floatAccuracy`, `heldOut`) are: 'accuracy' (default) or
+   * 'perplexity' (a language model: the score is 1/perplexity, see quant/search/lm.ts).
+   */
+  readonly metric?: 'accuracy' | 'perplexity';
+}
+
+/** The report metric of an outcome. */
+function metricOf(outcome: SearchOutcome): ReportMetric {
+  return outcome.metric === 'perplexity' ? PERPLEXITY_METRIC : ACCURACY_METRIC;
 }
 
 function bitsString(layers: readonly LayerInfo[], assignment: BitAssignment): string {
@@ -77,7 +87,10 @@ export function buildSearchReport(outcome: SearchOutcome): SearchReport {
   }));
   const accuracies = outcome.candidates.map((c) => c.accuracy);
   const best = Math.max(...accuracies, outcome.floatAccuracy ?? 0);
-  const minAccuracy = accuracies.length ? Math.max(Math.min(...accuracies), best - 0.1) : undefined;
+  // The axis ends 10 points below the best accuracy, or (perplexity) at 3x the best perplexity.
+  const floor = outcome.metric === 'perplexity' ? best / 3 : best - 0.1;
+  const minAccuracy = accuracies.length ? Math.max(Math.min(...accuracies), floor) : undefined;
+  const metric = metricOf(outcome);
   const chosen = outcome.chosen;
   const primary = displays[0]!;
   const summary: [string, string][] = [
@@ -87,12 +100,12 @@ export function buildSearchReport(outcome: SearchOutcome): SearchReport {
     ['evaluated candidates', String(outcome.candidates.length)],
   ];
   if (chosen) {
-    summary.push(['chosen plan', `${bitsString(outcome.layers, chosen.assignment)} — accuracy ${(chosen.accuracy * 100).toFixed(2)}%, ${displays.map(({ model, display }) => formatSi(chosen.costs[model.name]! * display.scale, display.unit)).join(', ')}`]);
+    summary.push(['chosen plan', `${bitsString(outcome.layers, chosen.assignment)} — ${metric.name} ${metric.text(chosen.accuracy)}, ${displays.map(({ model, display }) => formatSi(chosen.costs[model.name]! * display.scale, display.unit)).join(', ')}`]);
   } else {
     summary.push(['chosen plan', 'none fits the budget']);
   }
   if (outcome.heldOut?.chosen !== undefined) {
-    summary.push(['held-out accuracy', `${(outcome.heldOut.chosen * 100).toFixed(2)}% on ${outcome.heldOut.samples} samples the search did not use${outcome.heldOut.float !== undefined ? ` (float32 ${(outcome.heldOut.float * 100).toFixed(2)}%)` : ''}`]);
+    summary.push([`held-out ${metric.name}`, `${metric.text(outcome.heldOut.chosen)} on ${outcome.heldOut.samples} samples the search did not use${outcome.heldOut.float !== undefined ? ` (float32 ${metric.text(outcome.heldOut.float)})` : ''}`]);
   }
   if (outcome.stopped) summary.push(['stopped early', 'yes: the best plan found so far']);
   return {
@@ -114,6 +127,7 @@ export function buildSearchReport(outcome: SearchOutcome): SearchReport {
       };
     }),
     notes: outcome.notes,
+    ...(outcome.metric === 'perplexity' ? { metric } : {}),
   };
 }
 
@@ -121,7 +135,7 @@ export function buildSearchReport(outcome: SearchOutcome): SearchReport {
 export function outcomeJson(outcome: SearchOutcome): Record<string, unknown> {
   const index = new Map(outcome.candidates.map((c, i) => [c, i]));
   return {
-    format: 'lowbit-search', version: 1, method: outcome.method, title: outcome.title,
+    format: 'lowbit-search', version: 1, method: outcome.method, title: outcome.title, ...(outcome.metric === 'perplexity' ? { metric: 'perplexity', score: '1/perplexity' } : {}),
     budget: { ...outcome.budget, unit: outcome.costs[0]!.unit },
     costs: outcome.costs.map((c) => ({ name: c.name, unit: c.unit })),
     layers: outcome.layers.map((l) => ({ name: l.name, type: l.type, weightCount: l.weightCount, macs: l.macs })),
@@ -145,6 +159,7 @@ export function writeSearchOutputs(dir: string, outcome: SearchOutcome): { plan:
     savePlanFile(plan, planFromAssignment(c.assignment, { firstLayer: outcome.layers[0]?.name, ...outcome.base }), c.assignment, {
       method: outcome.method, budget: outcome.budget, accuracy: c.accuracy, ptqAccuracy: c.ptqAccuracy ?? null,
       retrainedAccuracy: c.retrainedAccuracy ?? null, costs: c.costs, heldOut: outcome.heldOut ?? null,
+      ...(outcome.metric === 'perplexity' ? { metric: 'perplexity', perplexity: 1 / c.accuracy, score: '1/perplexity' } : {}),
     });
   }
   const front = join(dir, 'front.json');

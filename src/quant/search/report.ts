@@ -7,12 +7,39 @@
  */
 import { makeParentDirs, writeFileAtomic } from '../../format/index.ts';
 
+/**
+ * What the y axis shows. A point's `accuracy` is its score (higher is better); `axis` maps it to the
+ * plotted value (higher is drawn higher), `tick` labels an axis value, `text` shows a score.
+ */
+export interface ReportMetric {
+  /** 'accuracy' or 'perplexity': the column and axis title. */
+  readonly name: string;
+  axis(score: number): number;
+  tick(value: number): string;
+  text(score: number): string;
+  /** Highest meaningful axis value (accuracy: 100 %). */
+  readonly axisMax?: number;
+}
+
+/** Accuracy in percent (the default metric). */
+export const ACCURACY_METRIC: ReportMetric = {
+  name: 'accuracy', axis: (s) => s * 100, tick: (v) => `${Number(v.toPrecision(10))}%`, text: (s) => `${(s * 100).toFixed(2)}%`, axisMax: 100,
+};
+
+/**
+ * Perplexity of a language model, whose score is 1/perplexity (quant/search/lm.ts): drawn as
+ * −perplexity so that better is higher, labelled with the perplexity.
+ */
+export const PERPLEXITY_METRIC: ReportMetric = {
+  name: 'perplexity', axis: (s) => -1 / s, tick: (v) => `${Number((-v).toPrecision(10))}`, text: (s) => (1 / s).toFixed(2),
+};
+
 /** What a plotted point is. */
 export type PointKind = 'evaluated' | 'front' | 'uniform' | 'chosen' | 'beacon';
 
 /** One candidate of the search, as the report shows it. */
 export interface ReportPoint {
-  /** Accuracy in [0, 1]. */
+  /** Accuracy in [0, 1], or the score of `SearchReport.metric`. */
   readonly accuracy: number;
   /** Value of each cost, keyed like `ReportCost.key`. */
   readonly costs: Readonly<Record<string, number>>;
@@ -62,6 +89,8 @@ export interface SearchReport {
   readonly minAccuracy?: number;
   /** Free text shown under the plots (how points were evaluated). */
   readonly notes?: readonly string[];
+  /** What the scores are (default: accuracy). */
+  readonly metric?: ReportMetric;
 }
 
 const SI_UP = ['', 'k', 'M', 'G', 'T', 'P'];
@@ -110,6 +139,8 @@ export interface ParetoSvgOptions {
   readonly minAccuracy?: number;
   /** Element id of the <svg>. */
   readonly id?: string;
+  /** What the scores are (default: accuracy). */
+  readonly metric?: ReportMetric;
 }
 
 interface Style {
@@ -168,31 +199,32 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
   const margin = { left: 64, right: 20, top: 40, bottom: 52 };
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
-  const usable = points.filter((p) => Number.isFinite(p.costs[cost.key]) && Number.isFinite(p.accuracy));
+  const metric = options.metric ?? ACCURACY_METRIC;
+  const usable = points.filter((p) => Number.isFinite(p.costs[cost.key]) && Number.isFinite(metric.axis(p.accuracy)));
   const xs = usable.map((p) => p.costs[cost.key]!);
   if (cost.budget !== undefined) xs.push(cost.budget);
-  const accs = usable.map((p) => p.accuracy * 100);
-  if (options.floatAccuracy !== undefined) accs.push(options.floatAccuracy * 100);
+  const accs = usable.map((p) => metric.axis(p.accuracy));
+  if (options.floatAccuracy !== undefined) accs.push(metric.axis(options.floatAccuracy));
   let xLo = xs.length ? Math.min(...xs) : 0;
   let xHi = xs.length ? Math.max(...xs) : 1;
   if (!(xHi > xLo)) [xLo, xHi] = [xLo - 1, xHi + 1];
   const padX = (xHi - xLo) * 0.06;
   xLo = Math.max(0, xLo - padX);
   xHi += padX;
-  let yLo = options.minAccuracy !== undefined ? options.minAccuracy * 100 : accs.length ? Math.min(...accs) : 0;
-  let yHi = accs.length ? Math.max(...accs) : 100;
+  let yLo = options.minAccuracy !== undefined ? metric.axis(options.minAccuracy) : accs.length ? Math.min(...accs) : 0;
+  let yHi = accs.length ? Math.max(...accs) : metric.axisMax ?? 1;
   if (!(yHi > yLo)) [yLo, yHi] = [yLo - 0.5, yHi + 0.5];
   const padY = (yHi - yLo) * 0.08;
   yLo -= options.minAccuracy !== undefined ? 0 : padY;
-  yHi = Math.min(100, yHi + padY);
+  yHi = Math.min(metric.axisMax ?? Infinity, yHi + padY);
   const X = (v: number) => margin.left + ((v - xLo) / (xHi - xLo)) * plotW;
   const Y = (v: number) => margin.top + (1 - (Math.max(yLo, v) - yLo) / (yHi - yLo)) * plotH;
 
   const out: string[] = [];
   const id = options.id ? ` id="${escapeHtml(options.id)}"` : '';
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg"${id} class="pareto" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(`accuracy vs ${cost.label}`)}" font-family="system-ui, sans-serif" font-size="11">`);
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg"${id} class="pareto" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(`${metric.name} vs ${cost.label}`)}" font-family="system-ui, sans-serif" font-size="11">`);
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
-  out.push(`<text x="${margin.left}" y="20" font-size="13" font-weight="600" fill="#111827">${escapeHtml(`Accuracy vs ${cost.label}`)}</text>`);
+  out.push(`<text x="${margin.left}" y="20" font-size="13" font-weight="600" fill="#111827">${escapeHtml(`${metric.name[0]!.toUpperCase()}${metric.name.slice(1)} vs ${cost.label}`)}</text>`);
   // Grid and ticks.
   for (const t of niceTicks(xLo, xHi, 6)) {
     const x = X(t);
@@ -202,13 +234,13 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
   for (const t of niceTicks(yLo, yHi, 6)) {
     const y = Y(t);
     out.push(`<line x1="${margin.left}" y1="${fmt(y)}" x2="${margin.left + plotW}" y2="${fmt(y)}" stroke="#eef0f3"/>`);
-    out.push(`<text x="${margin.left - 6}" y="${fmt(y + 4)}" text-anchor="end" fill="#374151">${escapeHtml(`${Number(t.toPrecision(10))}%`)}</text>`);
+    out.push(`<text x="${margin.left - 6}" y="${fmt(y + 4)}" text-anchor="end" fill="#374151">${escapeHtml(metric.tick(t))}</text>`);
   }
   out.push(`<rect x="${margin.left}" y="${margin.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#9ca3af"/>`);
   out.push(`<text x="${margin.left + plotW / 2}" y="${height - 12}" text-anchor="middle" fill="#111827">${escapeHtml(`${cost.label} (${cost.unit})`)}</text>`);
-  out.push(`<text transform="translate(16 ${margin.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#111827">accuracy (%)</text>`);
+  out.push(`<text transform="translate(16 ${margin.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#111827">${escapeHtml(metric === ACCURACY_METRIC ? 'accuracy (%)' : metric.name)}</text>`);
   if (options.floatAccuracy !== undefined) {
-    const y = Y(options.floatAccuracy * 100);
+    const y = Y(metric.axis(options.floatAccuracy));
     out.push(`<line x1="${margin.left}" y1="${fmt(y)}" x2="${margin.left + plotW}" y2="${fmt(y)}" stroke="#6b7280" stroke-dasharray="2 3"/>`);
   }
   if (cost.budget !== undefined) {
@@ -222,7 +254,7 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
     const path: string[] = [];
     onFront.forEach((p, i) => {
       const x = X(p.costs[cost.key]!);
-      const y = Y(p.accuracy * 100);
+      const y = Y(metric.axis(p.accuracy));
       if (i === 0) path.push(`M${fmt(x)},${fmt(y)}`);
       else path.push(`H${fmt(x)} V${fmt(y)}`);
     });
@@ -232,12 +264,12 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
   for (const kind of DRAW_ORDER) {
     for (const p of usable.filter((q) => q.kind === kind)) {
       const x = X(p.costs[cost.key]!);
-      const clipped = p.accuracy * 100 < yLo;
-      const y = Y(p.accuracy * 100);
-      const tip = `${p.label ? `${p.label}: ` : ''}${(p.accuracy * 100).toFixed(2)}%, ${formatSi(p.costs[cost.key]!, cost.unit)}${p.bits ? `, bits ${p.bits}` : ''}`;
+      const clipped = metric.axis(p.accuracy) < yLo;
+      const y = Y(metric.axis(p.accuracy));
+      const tip = `${p.label ? `${p.label}: ` : ''}${metric === ACCURACY_METRIC ? '' : `${metric.name} `}${metric.text(p.accuracy)}, ${formatSi(p.costs[cost.key]!, cost.unit)}${p.bits ? `, bits ${p.bits}` : ''}`;
       out.push(`<g class="point ${kind}"><title>${escapeHtml(tip)}</title>${marker(kind, x, y, clipped)}</g>`);
       if (p.label && (kind === 'uniform' || kind === 'chosen')) {
-        const text = clipped ? `${p.label} ${(p.accuracy * 100).toFixed(1)}%` : p.label;
+        const text = clipped ? `${p.label} ${metric === ACCURACY_METRIC ? `${(p.accuracy * 100).toFixed(1)}%` : metric.text(p.accuracy)}` : p.label;
         out.push(`<text x="${fmt(x + 8)}" y="${fmt(clipped ? y - 10 : y - 7)}" fill="${STYLES[kind].stroke}" font-weight="600">${escapeHtml(text)}</text>`);
       }
     }
@@ -257,7 +289,7 @@ export function paretoSvg(points: readonly ReportPoint[], cost: ReportCost, opti
     });
     if (hasFloat) {
       const ly = by + 13 + present.length * 18;
-      out.push(`<line x1="${bx + 6}" y1="${ly}" x2="${bx + 22}" y2="${ly}" stroke="#6b7280" stroke-dasharray="2 3"/><text x="${bx + 28}" y="${ly + 4}" fill="#374151">float32 ${(options.floatAccuracy! * 100).toFixed(2)}%</text>`);
+      out.push(`<line x1="${bx + 6}" y1="${ly}" x2="${bx + 22}" y2="${ly}" stroke="#6b7280" stroke-dasharray="2 3"/><text x="${bx + 28}" y="${ly + 4}" fill="#374151">float32 ${metric.text(options.floatAccuracy!)}</text>`);
     }
     out.push('</g>');
   }
@@ -295,9 +327,6 @@ tr.chosen td { background: #fef2f2; font-weight: 600; }
 p.note { color: #4b5563; font-size: 13px; max-width: 70em; }
 `;
 
-function pct(accuracy: number): string {
-  return `${(accuracy * 100).toFixed(2)}%`;
-}
 
 function bitsCell(bits: number | null): string {
   return bits === null ? 'float' : String(bits);
@@ -306,6 +335,7 @@ function bitsCell(bits: number | null): string {
 /** The self-contained HTML page of a search report (no script, no external resource). */
 export function renderReportHtml(report: SearchReport): string {
   const e = escapeHtml;
+  const metric = report.metric ?? ACCURACY_METRIC;
   const parts: string[] = [];
   parts.push('<!DOCTYPE html>');
   parts.push('<html lang="en"><head><meta charset="utf-8">');
@@ -320,7 +350,7 @@ export function renderReportHtml(report: SearchReport): string {
 
   parts.push('<h2>Pareto front</h2><div class="plots">');
   for (const cost of report.costs) {
-    parts.push(paretoSvg(report.points, cost, { floatAccuracy: report.floatAccuracy, minAccuracy: report.minAccuracy, id: `pareto-${cost.key}` }));
+    parts.push(paretoSvg(report.points, cost, { floatAccuracy: report.floatAccuracy, minAccuracy: report.minAccuracy, id: `pareto-${cost.key}`, ...(report.metric ? { metric: report.metric } : {}) }));
   }
   parts.push('</div>');
   for (const note of report.notes ?? []) parts.push(`<p class="note">${e(note)}</p>`);
@@ -347,12 +377,12 @@ export function renderReportHtml(report: SearchReport): string {
   const primary = report.costs[0];
   if (listed.length > 0 && primary) {
     parts.push('<h2>Front and reference points</h2>');
-    parts.push('<table id="front"><thead><tr><th class="name">point</th><th>accuracy</th>');
+    parts.push(`<table id="front"><thead><tr><th class="name">point</th><th>${e(metric.name)}</th>`);
     for (const c of report.costs) parts.push(`<th>${e(c.label)}</th>`);
     parts.push('<th class="name">bits per layer</th></tr></thead><tbody>');
     const sorted = [...listed].sort((a, b) => a.costs[primary.key]! - b.costs[primary.key]!);
     for (const p of sorted) {
-      parts.push(`<tr class="${p.kind}"><td class="name">${e(p.label ?? p.kind)}</td><td>${pct(p.accuracy)}</td>`);
+      parts.push(`<tr class="${p.kind}"><td class="name">${e(p.label ?? p.kind)}</td><td>${e(metric.text(p.accuracy))}</td>`);
       for (const c of report.costs) parts.push(`<td>${e(formatSi(p.costs[c.key]!, c.unit))}</td>`);
       parts.push(`<td class="text"><code>${e(p.bits ?? '')}</code></td></tr>`);
     }

@@ -15,11 +15,14 @@ export interface ConvInfo {
   readonly groups: number;
 }
 
-/** One quantizable layer (Conv2d or Linear) of a model, as the cost models see it. */
+/** What a searchable layer is: a QuantPlan layer type, or a language model's table or recurrent layer (quant/search/lm.ts). */
+export type SearchLayerType = LayerType | 'Embedding' | 'LSTM' | 'GRU';
+
+/** One quantizable layer (Conv2d or Linear; in a language model also Embedding, LSTM, GRU) of a model, as the cost models see it. */
 export interface LayerInfo {
   /** Dotted module name, e.g. 'features.0' or 'fc1'. */
   readonly name: string;
-  readonly type: LayerType;
+  readonly type: SearchLayerType;
   /** Number of weight elements (bias excluded). */
   readonly weightCount: number;
   readonly outChannels: number;

@@ -16,7 +16,7 @@ import type { Module } from '../../nn/module.ts';
 import { CausalSelfAttention, type OperandQuantizers, type TransformerLM } from '../../nn/models/transformer-lm.ts';
 import { createQuantizer, type Quantizer, type QuantizerSpec } from '../quantizers/quantizer.ts';
 import '../quantizers/index.ts';
-import { prepareRnnQat, type RnnQatRow } from '../rnn/recipe.ts';
+import { prepareRnnQat, type RnnQatPlan, type RnnQatRow } from '../rnn/recipe.ts';
 import { isNextWordQuantChoice, NEXT_WORD_QUANT_CHOICES, type NextWordQuantChoice } from '../rnn/next-word-plan.ts';
 
 /** What `prepareTransformerQat` puts where (null keeps that operand float). */
@@ -29,6 +29,12 @@ export interface TransformerQatConfig {
   readonly attentionOperand?: QuantizerSpec | null;
   /** The attention weights A before A·V (per tensor; default: `activation` made unsigned). */
   readonly attentionProbs?: QuantizerSpec | null;
+  /**
+   * Per-layer configs over `weight` / `activation` (prepareRnnQat's overrides: a name glob or
+   * { type } and a partial config or null), e.g. the widths of a searched plan
+   * (quant.search.prepareLmAssignment). The position table stays float whatever they say.
+   */
+  readonly overrides?: RnnQatPlan['overrides'];
 }
 
 function lsq(bits: number, granularity: 'channel' | 'tensor', signed = true): QuantizerSpec {
@@ -94,7 +100,7 @@ export function prepareTransformerQat(model: TransformerLM, config: TransformerQ
   });
   const layers = prepareRnnQat(model as Module, {
     default: { weight: config.weight, activation: config.activation },
-    overrides: [{ match: 'positionEmbedding', config: null }],
+    overrides: [...(config.overrides ?? []), { match: 'positionEmbedding', config: null }],
   });
   const attentionOperands: string[] = [];
   for (const { name, attn, quantizers } of planned) {
