@@ -146,6 +146,24 @@ describe('ONNX models in the CLI', () => {
     assert.match(gone.stderr, /was fine-tuned from '.*moved\.onnx', which is gone/);
   });
 
+  it('search --model FILE.onnx: an ilp plan within the budget; quantize --plan takes it to an integer model', async () => {
+    const out = join(dir, 'search');
+    const r = await runCli(['search', '--model', onnx, '--budget', 'size=30KB', '--method', 'ilp', '--calib', '64', '--test-limit', '400', '--search-samples', '200', '--out', out, '--no-progress']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /model\s+ONNX graph \(opset 13, pytorch 1\.13\.0\)/);
+    const plan = JSON.parse(readFileSync(join(out, 'plan.json'), 'utf8')) as { assignment: Record<string, { w: number }>; search: { costs: { size: number }; budget: { value: number } } };
+    assert.deepEqual(Object.keys(plan.assignment), ['_0_Conv', '_3_Conv', '_7_Gemm', '_9_Gemm', '_11_Gemm']);
+    // Sizes in bits: 30 kB = 240,000.
+    assert.equal(plan.search.budget.value, 240_000);
+    assert.ok(plan.search.costs.size <= 240_000, `size ${plan.search.costs.size}`);
+    assert.ok(Object.values(plan.assignment).some((c) => c.w < 8), 'the budget is below uniform 8 bits');
+    const q = await runCli(['quantize', '--model', onnx, '--plan', join(out, 'plan.json'), '--calib', '64', '--test-limit', '200', '--out', join(dir, 'plan-ptq')]);
+    assert.equal(q.code, 0, q.stderr);
+    const int = loadIntModel(join(dir, 'plan-ptq', 'model.lowbit'));
+    const bits = int.nodes.filter((n) => n.op === 'linear' || n.op === 'conv2d').map((n) => (n as { weightBits: number }).weightBits);
+    assert.deepEqual(bits, Object.values(plan.assignment).map((c) => c.w));
+  });
+
   it('refuses what it cannot run with one line: a truncated file, a QDQ file, a wrong class count, --arch, --normalize without ONNX', async () => {
     const truncated = join(dir, 'truncated.onnx');
     writeFileSync(truncated, readFileSync(onnx).subarray(0, 3000));

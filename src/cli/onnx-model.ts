@@ -185,3 +185,16 @@ export function onnxNormalize(model: OnnxImageModel, choice: OnnxNormalizeChoice
 export function onnxTensorModule(model: OnnxImageModel): TensorModule & Module {
   return model.module as unknown as TensorModule & Module;
 }
+
+/**
+ * Fresh copies of the imported graph for commands that build several models (fp32 evaluation,
+ * calibration, QAT): the already checked import first, then a new import of the same file per call.
+ */
+export function onnxBuilder(model: OnnxImageModel, label: string): () => TensorModule & Module {
+  let first: (TensorModule & Module) | null = onnxTensorModule(model);
+  return () => {
+    const m = first ?? onnxTensorModule(loadOnnxImageModel(model.file, label));
+    first = null;
+    return m;
+  };
+}

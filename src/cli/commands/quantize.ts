@@ -17,7 +17,7 @@ import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
 import { UsageError } from '../args.ts';
-import { isOnnxPath, loadOnnxImageModel, onnxDataset, onnxNormalize, onnxTensorModule, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
+import { isOnnxPath, loadOnnxImageModel, onnxBuilder, onnxDataset, onnxNormalize, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
 /**
@@ -111,13 +111,7 @@ export const quantizeCommand = defineCommand({
         return model;
       };
     } else {
-      // The checked import first, then a fresh import of the same file for each further model.
-      let first: TensorModule | null = onnxTensorModule(onnx!);
-      build = () => {
-        const model = first ?? onnxTensorModule(loadOnnxImageModel(onnx!.file, 'quantize: --model'));
-        first = null;
-        return model;
-      };
+      build = onnxBuilder(onnx!, 'quantize: --model');
     }
 
     io.print('lowbit quantize');

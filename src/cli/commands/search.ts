@@ -1,5 +1,5 @@
 import { unlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset } from '../../data/index.ts';
 import { subset } from '../../data/dataset.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
@@ -22,6 +22,7 @@ import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { isOnnxPath, loadOnnxImageModel, onnxBuilder, onnxDataset, onnxNormalize, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { languageModelRun, searchLanguageModel } from '../lm-search.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
 
@@ -91,7 +92,7 @@ export const searchCommand = defineCommand({
     'lowbit search --model runs/transformer-lm-moby-dick-fp32 --budget size=240KB --method ilp --wbits 2,3,4,8',
   ],
   options: {
-    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors; a transformer-lm / lstm-lm / gru-lm run is searched by validation perplexity (--method ilp or nsga2)' },
+    model: { type: 'string', placeholder: 'PATH', help: 'run directory of a float32 run (runs/<model>-<dataset>-fp32) or its checkpoint.safetensors, or a float32 ONNX image classifier (FILE.onnx); a transformer-lm / lstm-lm / gru-lm run is searched by validation perplexity (--method ilp or nsga2)' },
     budget: { type: 'string', placeholder: 'COST=VALUE', help: `budget: ${COST_MODEL_NAMES.join(' | ')}, e.g. size=40KB, bitops=1.2G, latency=2ms, energy=5uJ; ilp also takes several, e.g. size=23KB,bitops=3.8M` },
     method: { type: 'enum', choices: METHODS, default: 'nsga2', help: 'search algorithm' },
     objectives: { type: 'string', placeholder: 'LIST', help: 'extra cost objectives / report axes, e.g. bitops,energy (the budget cost is always first)' },
@@ -117,6 +118,7 @@ export const searchCommand = defineCommand({
     arch: { type: 'enum', choices: MODEL_NAMES, help: 'architecture (default: from the run\'s metrics.json)' },
     out: { type: 'string', placeholder: 'DIR', help: 'output directory, created when the outputs are written (default: <run dir>/search-<method>-<budgets>)' },
     seed: { type: 'int', min: 0, default: 0, help: 'seed of the search' },
+    normalize: { type: 'enum', choices: ONNX_NORMALIZE_CHOICES, help: ONNX_NORMALIZE_HELP },
     backend: { type: 'enum', choices: BACKEND_CHOICES, help: 'compute backend: reference, native or wasm (default: native when the addon loads)' },
     progress: { type: 'boolean', default: true, help: 'hide the progress bar' },
   },
@@ -162,7 +164,8 @@ export const searchCommand = defineCommand({
     const aBits = parseBitList(options.abits, 'abits', 2);
     useBackend(options.backend);
     // A language-model run (transformer-lm, lstm-lm, gru-lm): its own data and evaluation (src/cli/lm-search.ts).
-    const lmRun = languageModelRun(options.model);
+    const onnxGiven = options.model !== undefined && isOnnxPath(options.model);
+    const lmRun = onnxGiven ? null : languageModelRun(options.model);
     if (lmRun) {
       const imageOnly = [
         ...(options.prune !== undefined ? ['--prune'] : []), ...(given.beacons !== undefined ? ['--beacons'] : []), ...(given.beaconSteps !== undefined ? ['--beacon-steps'] : []),
@@ -174,14 +177,22 @@ export const searchCommand = defineCommand({
         budgetTag: budgets.map(budgetTag).join('-'), imageOnly,
       }, io);
     }
-    const run = locateFloatRun(options.model, options, 'search', 'the search');
-    const { checkpoint, arch, dataset } = run;
-    const out = options.out ?? join(dirname(checkpoint), `search-${options.method}-${budgets.map(budgetTag).join('-')}`);
+    // A float32 ONNX image classifier (torch.onnx.export...) instead of a lowbit run: its graph imported.
+    const onnx = onnxGiven ? loadOnnxImageModel(options.model!, 'search: --model') : null;
+    if (onnx && options.arch !== undefined) throw new UsageError('--arch names a lowbit architecture; an .onnx model brings its own graph', 'search');
+    if (!onnx && options.normalize !== undefined) throw new UsageError('--normalize applies to .onnx models (a lowbit run is normalised as it was trained)', 'search');
+    const run = onnx ? null : locateFloatRun(options.model, options, 'search', 'the search');
+    const checkpoint = onnx ? onnx.file : run!.checkpoint;
+    const arch = onnx ? `ONNX graph (opset ${onnx.opset}, ${onnx.producer})` : run!.arch;
+    const dataset = onnx ? onnxDataset(onnx, options.dataset, (name) => loadDataset(name, 'train'), 'search') : run!.dataset;
+    const folder = `search-${options.method}-${budgets.map(budgetTag).join('-')}`;
+    const out = options.out ?? (onnx ? join(dirname(onnx.file), `${basename(onnx.file).replace(/\.onnx$/i, '')}-${folder}`) : join(dirname(checkpoint), folder));
     checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the outputs are written
 
-    const normalize = DATASET_STATS[dataset];
+    const onnxScaling = onnx ? onnxNormalize(onnx, options.normalize ?? 'auto', dataset) : null;
+    const normalize = onnxScaling ? onnxScaling.stats : DATASET_STATS[dataset];
     const trainSet = loadDataset(dataset, 'train');
-    checkDatasetChoice(run.config, options.dataset, trainSet, 'search', io);
+    if (run) checkDatasetChoice(run.config, options.dataset, trainSet, 'search', io);
     checkCalibCount(options.calib, trainSet, dataset, 'search');
     const fullTest = loadDataset(dataset, 'test');
     const testSet = options.testLimit === undefined ? fullTest : subset(fullTest, 0, Math.min(options.testLimit, fullTest.length));
@@ -190,23 +201,30 @@ export const searchCommand = defineCommand({
       throw new UsageError(`--search-samples ${options.searchSamples}: the ${dataset} test set${options.testLimit !== undefined ? ' (with --test-limit)' : ''} has ${testSet.length.toLocaleString('en-US')} samples; ` +
         `at most ${(testSet.length - 1).toLocaleString('en-US')} can score candidates (at least one is held out to re-score the chosen plan)`, 'search');
     }
+    const scaling = normalize ? { normalize } : {};
     const searchCount = options.searchSamples ?? Math.min(DEFAULT_SEARCH_SAMPLES, testSet.length - 1);
     const searchSplit = subset(testSet, testSet.length - searchCount);
     const heldOutSplit = subset(testSet, 0, testSet.length - searchCount);
     const data: SearchData = {
-      calibration: new DataLoader(subset(trainSet, 0, Math.min(options.calib, trainSet.length)), { batchSize: 128, normalize }),
-      eval: new DataLoader(searchSplit, { batchSize: 500, normalize }),
-      train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, normalize }),
+      calibration: new DataLoader(subset(trainSet, 0, Math.min(options.calib, trainSet.length)), { batchSize: 128, ...scaling }),
+      eval: new DataLoader(searchSplit, { batchSize: 500, ...scaling }),
+      train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, ...scaling }),
     };
-    const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, normalize }) };
-    const weights = run.weights();  // read once; loadStateDict copies into each model
-    checkCheckpointFits(run, createModel(arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'search');
-    const build = (): TensorModule => {
-      const model = createModel(arch, { numClasses: trainSet.numClasses });
-      model.loadStateDict(weights);
-      model.eval();
-      return model;
-    };
+    const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, ...scaling }) };
+    let build: () => TensorModule;
+    if (run) {
+      const weights = run.weights();  // read once; loadStateDict copies into each model
+      checkCheckpointFits(run, createModel(run.arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'search');
+      build = () => {
+        const model = createModel(run.arch, { numClasses: trainSet.numClasses });
+        model.loadStateDict(weights);
+        model.eval();
+        return model;
+      };
+    } else {
+      const fresh = onnxBuilder(onnx!, 'search: --model');
+      build = () => fresh().eval() as TensorModule;
+    }
     const evaluation = { calibrationSamples: options.calib };
     // With pruning, latency is measured inside the model (a pruned layer also narrows the next layer's input).
     let latencyContext: LatencyContext | undefined;
@@ -223,6 +241,7 @@ export const searchCommand = defineCommand({
 
     io.print('lowbit search');
     io.print(`  model      ${arch} from ${checkpoint}`);
+    if (onnxScaling) io.print(`  input      ${onnxScaling.label}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples, scored on the last ${searchCount} test samples, ${heldOutSplit.length} held out`);
     io.print(`  budget     ${budgets.map((b) => `${b.text} = ${showCostOf(b.cost, b.value)} (${b.cost})`).join(' and ')}${alsoReported.length ? `; also reported: ${alsoReported.join(', ')}` : ''}`);
     io.print(`  method     ${options.method}, weight bits {${wBits.join(', ')}}, activation bits {${aBits.join(', ')}}`);

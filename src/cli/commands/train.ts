@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { TensorModule } from '../../nn/module.ts';
-import { isOnnxPath, loadOnnxImageModel, onnxDataset, onnxNormalize, onnxTensorModule, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
+import { isOnnxPath, loadOnnxImageModel, onnxBuilder, onnxDataset, onnxNormalize, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { fileURLToPath } from 'node:url';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, isDatasetName, LM_DATASET_NAMES, loadDataset, take } from '../../data/index.ts';
 import { createModel, MODEL_NAMES } from '../../nn/index.ts';
@@ -204,12 +203,7 @@ export const trainCommand = defineCommand({
     const scaling = normalize ? { normalize } : {};
     const backend = backendDetails();
     // The ONNX graph: the checked import for the first model, a fresh import of the file for any other.
-    let onnxFirst: TensorModule | null = onnxInit ? onnxTensorModule(onnxInit) : null;
-    const onnxModel = (): TensorModule => {
-      const m = onnxFirst ?? onnxTensorModule(loadOnnxImageModel(onnxInit!.file, 'train: --init'));
-      onnxFirst = null;
-      return m;
-    };
+    const onnxModel = onnxInit ? onnxBuilder(onnxInit, 'train: --init') : (): never => { throw new Error('no --init FILE.onnx'); };
 
     /** One training run with the command's settings and the given quantization. */
     const trainOnce = (q: QuantChoice, out: string): { accuracy: number | null; seconds: number } => {

@@ -64,6 +64,28 @@ describe('QuantAdd (prepareQat of nn.Add)', () => {
     assert.deepEqual(bnn.modules().find((m): m is QuantAdd => m instanceof QuantAdd)!.inputQuantizerA!.spec, int8PerTensorAffine);
   });
 
+  it('a searched plan (float default, every layer an override) quantizes the adds with the last layer\'s input spec, made signed', () => {
+    manualSeed(3);
+    const model = resnet8({ channels: [4, 8, 8] });
+    const layers = model.namedModules().filter(([, m]) => m.constructor.name === 'Conv2d' || m.constructor.name === 'Linear').map(([n]) => n);
+    const last = { kind: 'lsq', bits: 5, signed: false, symmetric: false, granularity: 'tensor' } as const;
+    const plan = {
+      default: { weight: null, activation: null },
+      overrides: layers.map((match, i) => ({
+        match,
+        config: { weight: qconfigFor('w4a4', 'lsq').weight, activation: i === layers.length - 1 ? last : qconfigFor('w4a4', 'lsq').activation },
+      })),
+    };
+    prepareQat(model, plan);
+    const adds = model.modules().filter((m): m is QuantAdd => m instanceof QuantAdd);
+    assert.equal(adds.length, 3);
+    for (const a of adds) assert.deepEqual(a.inputQuantizerB!.spec, { ...last, signed: true });
+    // A plan that quantizes weights only keeps the adds float.
+    const weightsOnly = resnet8({ channels: [4, 8, 8] });
+    prepareQat(weightsOnly, { default: { weight: null, activation: null }, overrides: layers.map((match) => ({ match, config: { weight: qconfigFor('w4a4', 'lsq').weight, activation: null } })) });
+    assert.equal(weightsOnly.modules().find((m): m is QuantAdd => m instanceof QuantAdd)!.inputQuantizerA, null);
+  });
+
   it('PTQ: calibrate observes the add inputs too, and the calibrated ResNet converts with every layer input equal to the float64 simulation', () => {
     manualSeed(3);
     const model = resnet8({ channels: [4, 8, 8] });

@@ -26,7 +26,8 @@ export interface PrepareQatOptions extends ResolveOptions {
   /**
    * Quantizer of both inputs of every `nn.Add` (per tensor; signed, since a residual branch ends
    * in a BatchNorm without ReLU). Default: the plan's default activation spec with `signed: true`
-   * (for a resolved table: the last layer's input spec), int8PerTensorAffine when that is a
+   * (for a resolved table, or a plan whose default leaves activations float but whose overrides
+   * quantize them, like a searched plan: the last quantized layer's input spec), int8PerTensorAffine when that is a
    * sign-valued kind; null leaves the adds float (the integer runtime then refuses them).
    */
   readonly addActivation?: QuantizerSpec | null;
@@ -39,9 +40,12 @@ export interface PrepareQatOptions extends ResolveOptions {
 
 /** @internal The spec of the `nn.Add` inputs when `PrepareQatOptions.addActivation` is not given (see there). */
 export function defaultAddSpec(target: QatTarget, table: readonly ResolvedLayer[]): QuantizerSpec | null {
+  const lastInput = (): QuantizerSpec | null => [...table].reverse().find((r) => r.activationSpec !== null)?.activationSpec ?? null;
   let base: QuantizerSpec | null;
-  if (Array.isArray(target)) base = [...table].reverse().find((r) => r.activationSpec !== null)?.activationSpec ?? null;
-  else base = ('default' in target ? target.default : (target as QConfig)).activation;
+  if (Array.isArray(target)) base = lastInput();
+  // A plan whose layers all come from overrides (a searched plan: default { weight: null,
+  // activation: null }) still quantizes activations: its adds take the last layer's input spec.
+  else base = ('default' in target ? target.default : (target as QConfig)).activation ?? ('default' in target ? lastInput() : null);
   if (base === null) return null;
   if (BINARY_KINDS.includes(base.kind) || base.bits === 1) return int8PerTensorAffine;
   return { ...base, signed: true };
