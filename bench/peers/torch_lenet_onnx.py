@@ -73,14 +73,10 @@ def build_model(name):
             *conv_bn(16, 32), nn.ReLU(), BasicBlock(32),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
         )
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, 10),
-    )
+    # The LeNet-5 of the training benchmarks (torch_bench.py, beside this file).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_bench import build
+    return build(nn, "lenet5")
 
 
 def main():
