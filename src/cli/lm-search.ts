@@ -16,6 +16,7 @@ import { formatSi } from '../quant/search/report.ts';
 import { NoAllocationFitsError } from '../quant/search/allocate.ts';
 import { ProgressBar } from '../train/progress.ts';
 import { UsageError } from './args.ts';
+import { searchStop } from './search-stop.ts';
 import type { CommandIO } from './command.ts';
 import { lmModel, readLmCheckpoint, type LmCheckpoint } from './lm-run.ts';
 
@@ -111,14 +112,8 @@ export async function searchLanguageModel(run: LmCheckpoint, options: LmSearchOp
   io.print(`  budget     ${budget.text} = ${showCost(budget.value)} (${budget.cost})`);
   io.print(`  method     ${options.method}, weight bits {${options.wBits.join(', ')}}, activations ${a} bits; candidates scored by PTQ validation perplexity`);
 
-  let interrupted = false;
-  const onSigint = (): void => {
-    interrupted = true;
-    io.stderr.write('\nlowbit search: stopping after the current step and writing the best plan so far\n');
-  };
-  process.once('SIGINT', onSigint);
-  const started = performance.now();
-  const shouldStop = (): boolean => interrupted || (options.maxTime !== undefined && performance.now() - started > options.maxTime * 1000);
+  const stop = searchStop(options.maxTime, io);
+  const shouldStop = stop.shouldStop;
   const floatLoss = evaluator({}).loss;
   io.print(`float32 perplexity (search windows): ${Math.exp(floatLoss).toFixed(2)}`);
   const summary: [string, string][] = [
@@ -182,15 +177,15 @@ export async function searchLanguageModel(run: LmCheckpoint, options: LmSearchOp
       };
     }
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    stop.dispose();
   }
   let heldOut: SearchOutcome['heldOut'] = { samples: heldOutSplit.length };
-  if (outcome.chosen && heldOutSplit.length > 0 && !interrupted) {
+  if (outcome.chosen && heldOutSplit.length > 0 && !stop.interrupted) {
     const held = lmPtqEvaluator(build, { calibration, eval: batches(heldOutSplit) });
     heldOut = { samples: heldOutSplit.length, chosen: lmScore(held(outcome.chosen.assignment).loss), float: lmScore(held({}).loss) };
   }
   const paths = writeSearchOutputs(out, { ...outcome, heldOut });
-  const seconds = (performance.now() - started) / 1000;
+  const seconds = stop.seconds();
   if (outcome.stopped) io.print(`stopped early after ${seconds.toFixed(0)} s: keeping the best plan found so far`);
   if (outcome.chosen) {
     const c = outcome.chosen;

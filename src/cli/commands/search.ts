@@ -22,6 +22,7 @@ import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '../backend-info.ts';
 import { locateFloatRun } from '../float-run.ts';
+import { searchStop } from '../search-stop.ts';
 import { isOnnxPath, loadOnnxImageModel, onnxBuilder, onnxDataset, onnxNormalize, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { languageModelRun, searchLanguageModel } from '../lm-search.ts';
 import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
@@ -247,14 +248,8 @@ export const searchCommand = defineCommand({
     io.print(`  method     ${options.method}, weight bits {${wBits.join(', ')}}, activation bits {${aBits.join(', ')}}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
-    let interrupted = false;
-    const onSigint = (): void => {
-      interrupted = true;
-      io.stderr.write('\nlowbit search: stopping after the current step and writing the best plan so far (Ctrl-C again aborts)\n');
-    };
-    process.once('SIGINT', onSigint);
-    const started = performance.now();
-    const shouldStop = (): boolean => interrupted || (options.maxTime !== undefined && performance.now() - started > options.maxTime * 1000);
+    const stop = searchStop(options.maxTime, io);
+    const shouldStop = stop.shouldStop;
     const model = build();
     const floatSearch = evaluate(model, data.eval).accuracy;
     io.print(`float32 accuracy (search samples): ${(floatSearch * 100).toFixed(2)}%`);
@@ -409,7 +404,7 @@ export const searchCommand = defineCommand({
         };
       }
       // --rank: the most accurate plans within every budget, retrained; the best after retraining is the plan.
-      const shortlist = options.rank > 0 && !interrupted && !shouldStop()
+      const shortlist = options.rank > 0 && !stop.interrupted && !shouldStop()
         ? bestWithinBudget(outcome.candidates.filter((c) => limits.every((b) => c.costs[b.cost]! <= b.value)), primary.name, budget.value, options.rank)
         : [];
       if (shortlist.length > 0) {
@@ -433,11 +428,11 @@ export const searchCommand = defineCommand({
         }
       }
     } finally {
-      process.removeListener('SIGINT', onSigint);
+      stop.dispose();
     }
 
     let heldOutScores: SearchOutcome['heldOut'] = { samples: heldOutSplit.length };
-    if (outcome.chosen && heldOutSplit.length > 0 && !interrupted) {
+    if (outcome.chosen && heldOutSplit.length > 0 && !stop.interrupted) {
       const chosen = evaluateAssignmentSync(model, outcome.chosen.assignment, heldOut, { ...evaluation, method: 'ptq' }).accuracy;
       const float = evaluate(model, heldOut.eval).accuracy;
       heldOutScores = { samples: heldOutSplit.length, chosen, float };
@@ -445,7 +440,7 @@ export const searchCommand = defineCommand({
     // Without a chosen plan, a plan.json of an earlier run in the same folder would sit beside this front as if it were its plan.
     const stalePlan = outcome.chosen ? null : removeIfPresent(join(out, 'plan.json'));
     const paths = writeSearchOutputs(out, { ...outcome, heldOut: heldOutScores });
-    const seconds = (performance.now() - started) / 1000;
+    const seconds = stop.seconds();
     if (outcome.stopped) io.print(`stopped early after ${seconds.toFixed(0)} s: keeping the best plan found so far`);
     if (outcome.chosen) {
       const c = outcome.chosen;
