@@ -69,9 +69,19 @@ test('search a transformer-lm run (ilp, nsga2) â†’ plan.json within the budget â
     const ev = await runCli(['eval', qat, '--limit', '100']);
     assert.equal(ev.code, 0, ev.stderr);
     assert.match(ev.stdout, /transformer-lm plan \(tokenEmbedding w\d+a8/);
-    const ex = await runCli(['export', qat, '--out', join(dir, 'x.onnx')]);
-    assert.notEqual(ex.code, 0);
-    assert.match(ex.stderr, /--plan language-model run/);
+    // ONNX export reads the per-layer quantizers: onnxruntime gives the run's own logits.
+    const ex = await runCli(['export', qat, '--out', join(dir, 'x.onnx'), '--verify', '--samples', '50']);
+    assert.equal(ex.code, 0, ex.stderr);
+    assert.ok(existsSync(join(dir, 'x.onnx')));
+    if (!/verify: skipped/.test(ex.stdout)) {
+      assert.match(ex.stdout, /vs lowbit \(transformer-lm plan \(tokenEmbedding w\d+a8/);
+      assert.match(ex.stdout, /argmax +100\.00 % same next word/);
+      const ratio = Number(/\(ratio ([\d.]+)\)/.exec(ex.stdout)![1]);
+      assert.ok(Math.abs(ratio - 1) < 1e-4, `perplexity ratio ${ratio}`);
+    }
+    const irnn = await runCli(['export', qat, '--format', 'irnn', '--out', join(dir, 'x.irnn')]);
+    assert.equal(irnn.code, 2);
+    assert.match(irnn.stderr, /--plan language-model run .* export it to ONNX/);
 
     // Refusals: image-only methods and options, QAT runs, --plan without --init or with --quant.
     const sdq = await runCli(['search', '--model', float, '--budget', 'size=1KB', '--method', 'sdq']);

@@ -9,6 +9,7 @@ import { noGrad } from '../autograd/engine.ts';
 import { openRnnOnnx } from '../onnx/index.ts';
 import { formatPercent, PerplexityMeter } from '../train/index.ts';
 import type { CommandIO } from './command.ts';
+import { formatAssignment } from '../quant/search/plan.ts';
 import { describeLmRun, lmTestBatches, type LmCheckpoint } from './lm-run.ts';
 
 /** Windows per onnxruntime / lowbit forward during --verify. */
@@ -18,7 +19,7 @@ const VERIFY_BATCH = 256;
 export function lmOnnxMetadata(run: LmCheckpoint): Record<string, string> {
   const { settings } = run;
   return {
-    'lowbit.source': basename(run.checkpoint), 'lowbit.dataset': settings.dataset, 'lowbit.model': settings.model, 'lowbit.quant': settings.quant,
+    'lowbit.source': basename(run.checkpoint), 'lowbit.dataset': settings.dataset, 'lowbit.model': settings.model, 'lowbit.quant': run.assignment ? `plan ${formatAssignment(run.assignment)}` : settings.quant,
     'lowbit.context': String(settings.seqLen), 'lowbit.vocabulary': JSON.stringify(run.corpus.vocab.words),
   };
 }
@@ -58,7 +59,7 @@ export async function verifyLmOnnx(run: LmCheckpoint, bytes: Uint8Array, inputNa
     }
     const l = mine.result();
     const o = theirs.result();
-    io.print(`verify: onnxruntime-node ${runner.version} vs lowbit (${describeLmRun(settings)}), ${windows} ${settings.dataset} test windows`);
+    io.print(`verify: onnxruntime-node ${runner.version} vs lowbit (${describeLmRun(settings, run.assignment)}), ${windows} ${settings.dataset} test windows`);
     io.print(`  perplexity       onnxruntime ${o.perplexity.toFixed(4)}, lowbit ${l.perplexity.toFixed(4)} (ratio ${(o.perplexity / l.perplexity).toFixed(6)})`);
     io.print(`  argmax           ${formatPercent(agree / windows)} same next word (${agree}/${windows})`);
     io.print(`  logits           max |diff| ${maxDiff.toExponential(3)} (${(maxDiff / Math.max(maxRef, Number.MIN_VALUE)).toExponential(3)} of the largest |logit|)`);

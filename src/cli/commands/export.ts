@@ -101,7 +101,9 @@ export const exportCommand = defineCommand({
     checkOutputFile(out, options.out === undefined ? 'export: output' : 'export: --out', input.file);
     if (input.kind === 'checkpoint') {
       const lm = readLmCheckpoint(input.file, 'export', { unreadable: 'null' });
-      if (lm?.assignment) throw new UsageError(`'${input.file}' is a --plan language-model run (per-layer widths); exporting it is not supported yet (eval and generate run its fake-quant forward)`, 'export');
+      // A --plan run's per-layer widths are in its quantizers, which the ONNX exporters read; the
+      // integer-only LSTM runtime has one weight width per model.
+      if (lm?.assignment && options.format === 'irnn') throw new UsageError(`--format irnn: '${input.file}' is a --plan language-model run (per-layer widths); the integer-only runtime takes one weight width: export it to ONNX`, 'export');
       if (lm) return options.format === 'irnn' ? exportLanguageModelIrnn(lm, out, options, io) : exportLanguageModel(lm, out, options, io);
     }
     if (options.format === 'irnn') throw new UsageError(`--format irnn converts language-model runs (lowbit train --model lstm-lm or gru-lm); '${input.file}' is ${input.kind === 'lowbit' ? 'an integer image model' : 'an image-model checkpoint'}`, 'export');
