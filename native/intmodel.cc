@@ -108,9 +108,9 @@ void epilogueScalar(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t r
 // ---------------------------------------------------------------- output stages, AVX-512
 // 8 requantized values (exact, see requantOne) from 8 int32 accumulators; per-lane bias, |M0| 2^-n
 // and M0 < 0 mask.
-LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d bias, __m512d ms, __mmask8 mneg) {
+// requant8x: the same from x = acc 2^k + bias (8 exact doubles).
+LOWBIT_TARGET_IRT inline __m256i requant8x(const IntOp& op, __m512d x, __m512d ms, __mmask8 mneg) {
   const __m512d zero = _mm512_setzero_pd();
-  const __m512d x = _mm512_fmadd_pd(_mm512_cvtepi32_pd(acc), _mm512_set1_pd(op.up), bias);  // exact
   const __mmask8 negative = _mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ) ^ mneg;
   const __m512d ax = _mm512_abs_pd(x);
   __m512d p = _mm512_mul_pd(ax, ms);
@@ -126,6 +126,10 @@ LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d 
   __m512d q = _mm512_add_pd(rv, _mm512_set1_pd(op.z));
   q = _mm512_min_pd(_mm512_max_pd(q, _mm512_set1_pd(op.lo)), _mm512_set1_pd(op.hi));
   return _mm512_cvtpd_epi32(q);
+}
+
+LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d bias, __m512d ms, __mmask8 mneg) {
+  return requant8x(op, _mm512_fmadd_pd(_mm512_cvtepi32_pd(acc), _mm512_set1_pd(op.up), bias), ms, mneg);  // exact
 }
 
 // The same 8 values from the integer constants (IntOp::intRequant); per-lane M0, bmh, 2^(n' - 1),
@@ -1015,6 +1019,9 @@ LOWBIT_TARGET_GVNNI void groupTileVnni(const uint8_t* x, int64_t ldx, const int8
     }
     const int8_t* wg = w + g * G4 * 64;
     const uint8_t* xg = x + g * G4 * 4;
+    // (vpdpbusd as inline asm: the intrinsic's non-destructive form costs a register copy per
+    // multiply-add in GCC's code; unrolled so that the loop counter's uops stay off the vector ports)
+#pragma GCC unroll 4
     for (int64_t q = 0; q < G4; q++) {
       __m512i b[NP];
       for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wg + p * panelBytes + q * 64);
@@ -1022,7 +1029,7 @@ LOWBIT_TARGET_GVNNI void groupTileVnni(const uint8_t* x, int64_t ldx, const int8
         int32_t word;
         std::memcpy(&word, xg + i * ldx + q * 4, 4);
         const __m512i av = _mm512_set1_epi32(word);
-        for (int p = 0; p < NP; p++) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], av, b[p]);
+        for (int p = 0; p < NP; p++) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(acc[i][p]) : [av] "v"(av), [wv] "v"(b[p]));
       }
     }
     for (int p = 0; p < NP; p++) {
@@ -1058,6 +1065,41 @@ GroupTileFn groupTileOf(int64_t mr) {
     case 2: return groupTileVnni<2, NP>;
     case 3: return groupTileVnni<3, NP>;
     default: return groupTileVnni<4, NP>;
+  }
+}
+
+// The requantize / dequantize stage of a per-group linear's tile (rows samples, nc output rows from
+// c0, ldt int64 per sample; samples r0 .. r0 + rows - 1 of the output) of sums before the zero-point term: A = tile - groupCorr, then as
+// requantOne / the scalar dequantize 8 rows at a time (every step the same IEEE operation, so the
+// same values: A and A 2^k + bias are exact doubles, |.| < 2^53).
+LOWBIT_TARGET_IRT void groupEpilogueAvx512(const IntOp& op, const int64_t* tile, int64_t ldt, int64_t r0, int64_t rows, int64_t c0, int64_t nc,
+                                           void* out) {
+  const int64_t O = op.OC;
+  const bool requant = op.outMode == IOutMode::Requantize, bytes = op.out == IType::U8 || op.out == IType::S8;
+  for (int64_t j = 0; j < nc; j += 8) {
+    const int64_t valid = std::min<int64_t>(8, nc - j);
+    const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+    const int64_t c = c0 + j;
+    const __m512i corr = _mm512_maskz_loadu_epi64(m, op.groupCorr.data() + c);
+    if (requant) {
+      const __m512d bias = _mm512_maskz_loadu_pd(m, op.bias.data() + c);
+      const __m512d ms = _mm512_maskz_loadu_pd(m, op.mscale.data() + c);
+      const __mmask8 mneg = _mm512_cmpneq_epi64_mask(
+          _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(op.mneg.data() + c))), _mm512_setzero_si512()) & m;
+      for (int64_t r = 0; r < rows; r++) {
+        const __m512d A = _mm512_cvtepi64_pd(_mm512_sub_epi64(_mm512_maskz_loadu_epi64(m, tile + r * ldt + j), corr));
+        storeRow8(out, (r0 + r) * O + c, m, requant8x(op, _mm512_fmadd_pd(A, _mm512_set1_pd(op.up), bias), ms, mneg), bytes);
+      }
+    } else {
+      const __m512d S = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, op.S.data() + c));
+      const __m512d B = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, op.B.data() + c));
+      for (int64_t r = 0; r < rows; r++) {
+        __m512d y = _mm512_mul_pd(_mm512_cvtepi64_pd(_mm512_sub_epi64(_mm512_maskz_loadu_epi64(m, tile + r * ldt + j), corr)), S);
+        __asm__("" : "+v"(y));
+        y = _mm512_add_pd(y, B);
+        _mm256_mask_storeu_ps(static_cast<float*>(out) + (r0 + r) * O + c, m, _mm512_cvtpd_ps(y));
+      }
+    }
   }
 }
 
@@ -1100,9 +1142,7 @@ void runGroupLinearVnni(const IntOp& op, const uint8_t* x, int64_t n, void* out)
       const GroupTileFn fn = np == 2 ? groupTileOf<2>(mr) : groupTileOf<1>(mr);
       fn(xu.data() + s0 * K, K, op.groupPacked.data() + p0 * panelBytes, panelBytes, op.groupRPacked.data() + p0 * rpPanel, rpPanel,
          groups, G / 4, tile);
-      for (int64_t i = 0; i < mr; i++) {
-        for (int64_t j = 0; j < nc; j++) groupStore(op, tile[i * 16 * np + j] - op.groupCorr[static_cast<size_t>(c0 + j)], s0 + i, c0 + j, out);
-      }
+      groupEpilogueAvx512(op, tile, 16 * np, s0, mr, c0, nc, out);
     }
   }
 }
