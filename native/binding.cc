@@ -1523,7 +1523,8 @@ Napi::Value IntPlanProfile(const Napi::CallbackInfo& info) {
 }
 
 // intPlanKernels(plan) -> one string per executed op naming its kernel, e.g. "conv direct+maxpool
-// (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"
+// (int64 requantize)", "conv amx (double requantize)", "linear avx512-vnni", "linear binary", "maxpool"; a per-group
+// linear: "linear group-vnni g32 (double requantize)" on its VNNI path, "linear group g32 ..." otherwise
 // The IntModel value type of a Uint8Array (u8), Int8Array (s8) or Int32Array (int32); false otherwise.
 bool typeOf(const Napi::Value& v, lowbit::IType* t) {
   if (!v.IsTypedArray()) return false;
@@ -1685,7 +1686,8 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
   for (const auto& op : plan->ops) {
     std::string name = kinds[static_cast<int>(op.kind)];
     if (op.kind == lowbit::IOpKind::Conv || op.kind == lowbit::IOpKind::Linear) {
-      name += op.in == lowbit::IType::Bits ? " binary"
+      name += op.groupSize > 0 ? std::string(op.groupVnni ? " group-vnni g" : " group g") + std::to_string(op.groupSize)
+              : op.in == lowbit::IType::Bits ? " binary"
               : op.xnor                   ? " xnor"
               : op.direct                 ? " direct"
               : lowbit::conv3x3Runs(op)   ? " direct" + std::to_string(op.kh) + "x" + std::to_string(op.kw) + " " + lowbit::conv3x3KindName(op.conv3x3->kind)

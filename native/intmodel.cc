@@ -108,9 +108,9 @@ void epilogueScalar(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t r
 // ---------------------------------------------------------------- output stages, AVX-512
 // 8 requantized values (exact, see requantOne) from 8 int32 accumulators; per-lane bias, |M0| 2^-n
 // and M0 < 0 mask.
-LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d bias, __m512d ms, __mmask8 mneg) {
+// requant8x: the same from x = acc 2^k + bias (8 exact doubles).
+LOWBIT_TARGET_IRT inline __m256i requant8x(const IntOp& op, __m512d x, __m512d ms, __mmask8 mneg) {
   const __m512d zero = _mm512_setzero_pd();
-  const __m512d x = _mm512_fmadd_pd(_mm512_cvtepi32_pd(acc), _mm512_set1_pd(op.up), bias);  // exact
   const __mmask8 negative = _mm512_cmp_pd_mask(x, zero, _CMP_LT_OQ) ^ mneg;
   const __m512d ax = _mm512_abs_pd(x);
   __m512d p = _mm512_mul_pd(ax, ms);
@@ -126,6 +126,10 @@ LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d 
   __m512d q = _mm512_add_pd(rv, _mm512_set1_pd(op.z));
   q = _mm512_min_pd(_mm512_max_pd(q, _mm512_set1_pd(op.lo)), _mm512_set1_pd(op.hi));
   return _mm512_cvtpd_epi32(q);
+}
+
+LOWBIT_TARGET_IRT inline __m256i requant8(const IntOp& op, __m256i acc, __m512d bias, __m512d ms, __mmask8 mneg) {
+  return requant8x(op, _mm512_fmadd_pd(_mm512_cvtepi32_pd(acc), _mm512_set1_pd(op.up), bias), ms, mneg);  // exact
 }
 
 // The same 8 values from the integer constants (IntOp::intRequant); per-lane M0, bmh, 2^(n' - 1),
@@ -992,93 +996,187 @@ LOWBIT_TARGET_IRT inline int64_t groupRowAvx(const int16_t* w, const int16_t* xc
 
 #define LOWBIT_TARGET_GVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
 
-// A[c] + corr of 1..4 samples and one row on VNNI, G in {16, 32} or a multiple of 64: per 64 bytes, one
-// vpdpbusd of the uint8 inputs x' (int8 inputs flipped by +128) and the int8 weights gives 16 int32
-// lanes of 4 products each; lane j lies in group (k0 + 4 j) / G, so its lanes times that group's r
-// (doubles, from rd; rd is padded so that a tail chunk may read past the row's groups) go into two
-// accumulators of 8 double lanes with an fma. Every value is an integer and every partial sum stays
-// below 2^53 (checked per row when the plan is made: sum_k 255 |w| r < 2^52), so each fma and the
-// final sum are exact: the result is sum_g r_g sum_{k in g} x'_k w_k, from which the caller
-// subtracts z' sum_g r_g sum_{k in g} w_k.
-LOWBIT_TARGET_GVNNI inline void groupRowsVnni(const int8_t* w, const uint8_t* x, int64_t ldx, int64_t rows, const double* rd, int64_t K,
-                                                int64_t G, int64_t* A) {
-  // rows (1..4) samples at once: the weights and the r lanes are loaded once per 64 bytes
-  __m512d acc[4][2];
-  for (int64_t s = 0; s < 4; s++) acc[s][0] = acc[s][1] = _mm512_setzero_pd();
-  const __m512i lo16 = _mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i hi16 = _mm512_set_epi64(3, 3, 3, 3, 2, 2, 2, 2);
-  for (int64_t k0 = 0; k0 < K; k0 += 64) {
-    const __mmask64 m = K - k0 >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k0)) - 1;
-    const __m512i wv = _mm512_maskz_loadu_epi8(m, w + k0);
-    const double* r = rd + k0 / G;
-    __m512d r0, r1;
-    if (G == 16) {
-      const __m512d r4 = _mm512_castpd256_pd512(_mm256_loadu_pd(r));
-      r0 = _mm512_permutexvar_pd(lo16, r4);
-      r1 = _mm512_permutexvar_pd(hi16, r4);
-    } else if (G == 32) {
-      r0 = _mm512_set1_pd(r[0]);
-      r1 = _mm512_set1_pd(r[1]);
-    } else {
-      r0 = r1 = _mm512_set1_pd(r[0]);
-    }
-    for (int64_t s = 0; s < rows; s++) {
-      const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_maskz_loadu_epi8(m, x + s * ldx + k0), wv);
-      acc[s][0] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(lanes)), r0, acc[s][0]);
-      acc[s][1] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(lanes, 1)), r1, acc[s][1]);
-    }
+// The sums of MR samples (rows of x, ldx bytes apart; uint8, int8 inputs flipped by +128) and NP
+// panels of 16 rows of a per-group linear on VNNI, blocked like the per-channel GEMM's micro-kernel:
+// per group, the int32 tile of sum_{k in g} x'_k w_k (vpdpbusd over the group's G / 4 k-steps; exact:
+// |sum| <= 255 * 128 * G < 2^31), then folded into int64 accumulators with r[c, g] (vpmuldq of the
+// even lanes and of the odd lanes shifted down, r from the packed copy IntOp::groupRPacked): the
+// weights are loaded once per MR samples and the fold is vectorised over the rows. Every step is
+// exact integer arithmetic, so the result equals sum_g r_g sum_{k in g} x'_k w_k (|.| < 2^52,
+// checked by intPrepareGroupLinear) whatever the order. out[i * 16 NP + 16 p + j]: sample i, row
+// 16 p + j of the tile.
+template <int MR, int NP>
+LOWBIT_TARGET_GVNNI void groupTileVnni(const uint8_t* x, int64_t ldx, const int8_t* w, int64_t panelBytes, const int32_t* rp,
+                                       int64_t rpPanel, int64_t groups, int64_t G4, int64_t* out) {
+  __m512i se[MR][NP], so[MR][NP];
+  for (int i = 0; i < MR; i++) {
+    for (int p = 0; p < NP; p++) se[i][p] = so[i][p] = _mm512_setzero_si512();
   }
-  for (int64_t s = 0; s < rows; s++) A[s] = static_cast<int64_t>(_mm512_reduce_add_pd(_mm512_add_pd(acc[s][0], acc[s][1])));
-}
-
-// Per-group linear (IntOp::groupSize): on VNNI (IntOp::groupVnni) the inputs as uint8 (int8 ones
-// flipped), gathered into the TS column order after a permuted flatten, and per row and sample
-// groupRowsVnni minus the row's zero-point term groupCorr[c]; otherwise the centred inputs as int16
-// and per row (int16 weights) and sample groupRowAvx or the scalar loop. Then the requantize /
-// dequantize stage on A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k].
-void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
-  const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G;
-  const bool gathered = !op.gather.empty();
-  std::vector<int16_t> xc;
-  std::vector<uint8_t> xu;
-  if (op.groupVnni) {
-    const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
-    xu.resize(static_cast<size_t>(n * K + 64));
-    for (int64_t r = 0; r < n; r++) {
-      const uint8_t* row = x + r * K;
-      for (int64_t k = 0; k < K; k++) xu[static_cast<size_t>(r * K + k)] = row[gathered ? op.gather[static_cast<size_t>(k)] : k] ^ flip;
+  for (int64_t g = 0; g < groups; g++) {
+    __m512i acc[MR][NP];
+    for (int i = 0; i < MR; i++) {
+      for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_si512();
     }
-  } else {
-    xc.resize(static_cast<size_t>(n * K));
-    for (int64_t r = 0; r < n; r++) {
-      const void* row = x + r * K;  // byte inputs (checked by intPlanFinish)
-      for (int64_t k = 0; k < K; k++) {
-        xc[static_cast<size_t>(r * K + k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+    const int8_t* wg = w + g * G4 * 64;
+    const uint8_t* xg = x + g * G4 * 4;
+    // (vpdpbusd as inline asm: the intrinsic's non-destructive form costs a register copy per
+    // multiply-add in GCC's code; unrolled so that the loop counter's uops stay off the vector ports)
+#pragma GCC unroll 4
+    for (int64_t q = 0; q < G4; q++) {
+      __m512i b[NP];
+      for (int p = 0; p < NP; p++) b[p] = _mm512_loadu_si512(wg + p * panelBytes + q * 64);
+      for (int i = 0; i < MR; i++) {
+        int32_t word;
+        std::memcpy(&word, xg + i * ldx + q * 4, 4);
+        const __m512i av = _mm512_set1_epi32(word);
+        for (int p = 0; p < NP; p++) __asm__("vpdpbusd %[wv], %[av], %[cv]" : [cv] "+v"(acc[i][p]) : [av] "v"(av), [wv] "v"(b[p]));
+      }
+    }
+    for (int p = 0; p < NP; p++) {
+      const int32_t* r = rp + p * rpPanel + g * 32;
+      const __m512i re = _mm512_loadu_si512(r);
+      const __m512i ro = _mm512_loadu_si512(r + 16);
+      for (int i = 0; i < MR; i++) {
+        se[i][p] = _mm512_add_epi64(se[i][p], _mm512_mul_epi32(acc[i][p], re));
+        so[i][p] = _mm512_add_epi64(so[i][p], _mm512_mul_epi32(_mm512_srli_epi64(acc[i][p], 32), ro));
       }
     }
   }
-  const bool avx = !op.groupVnni && useAvx512() && G % 16 == 0;
+  // even rows from se, odd rows from so: interleave the 64-bit lanes back into row order
+  const __m512i lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+  const __m512i hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+  for (int i = 0; i < MR; i++) {
+    for (int p = 0; p < NP; p++) {
+      int64_t* o = out + i * 16 * NP + 16 * p;
+      _mm512_storeu_si512(o, _mm512_permutex2var_epi64(se[i][p], lo, so[i][p]));
+      _mm512_storeu_si512(o + 8, _mm512_permutex2var_epi64(se[i][p], hi, so[i][p]));
+    }
+  }
+}
+
+using GroupTileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, const int32_t*, int64_t, int64_t, int64_t, int64_t*);
+constexpr int kGroupMR = 4;  // samples per tile
+constexpr int kGroupNP = 2;  // panels of 16 rows per tile
+
+template <int NP>
+GroupTileFn groupTileOf(int64_t mr) {
+  switch (mr) {
+    case 1: return groupTileVnni<1, NP>;
+    case 2: return groupTileVnni<2, NP>;
+    case 3: return groupTileVnni<3, NP>;
+    default: return groupTileVnni<4, NP>;
+  }
+}
+
+// The requantize / dequantize stage of a per-group linear's tile (rows samples, nc output rows from
+// c0, ldt int64 per sample; samples r0 .. r0 + rows - 1 of the output) of sums before the zero-point term: A = tile - groupCorr, then as
+// requantOne / the scalar dequantize 8 rows at a time (every step the same IEEE operation, so the
+// same values: A and A 2^k + bias are exact doubles, |.| < 2^53).
+LOWBIT_TARGET_IRT void groupEpilogueAvx512(const IntOp& op, const int64_t* tile, int64_t ldt, int64_t r0, int64_t rows, int64_t c0, int64_t nc,
+                                           void* out) {
+  const int64_t O = op.OC;
+  const bool requant = op.outMode == IOutMode::Requantize, bytes = op.out == IType::U8 || op.out == IType::S8;
+  for (int64_t j = 0; j < nc; j += 8) {
+    const int64_t valid = std::min<int64_t>(8, nc - j);
+    const __mmask8 m = static_cast<__mmask8>((1u << valid) - 1u);
+    const int64_t c = c0 + j;
+    const __m512i corr = _mm512_maskz_loadu_epi64(m, op.groupCorr.data() + c);
+    if (requant) {
+      const __m512d bias = _mm512_maskz_loadu_pd(m, op.bias.data() + c);
+      const __m512d ms = _mm512_maskz_loadu_pd(m, op.mscale.data() + c);
+      const __mmask8 mneg = _mm512_cmpneq_epi64_mask(
+          _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(op.mneg.data() + c))), _mm512_setzero_si512()) & m;
+      for (int64_t r = 0; r < rows; r++) {
+        const __m512d A = _mm512_cvtepi64_pd(_mm512_sub_epi64(_mm512_maskz_loadu_epi64(m, tile + r * ldt + j), corr));
+        storeRow8(out, (r0 + r) * O + c, m, requant8x(op, _mm512_fmadd_pd(A, _mm512_set1_pd(op.up), bias), ms, mneg), bytes);
+      }
+    } else {
+      const __m512d S = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, op.S.data() + c));
+      const __m512d B = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, op.B.data() + c));
+      for (int64_t r = 0; r < rows; r++) {
+        __m512d y = _mm512_mul_pd(_mm512_cvtepi64_pd(_mm512_sub_epi64(_mm512_maskz_loadu_epi64(m, tile + r * ldt + j), corr)), S);
+        __asm__("" : "+v"(y));
+        y = _mm512_add_pd(y, B);
+        _mm256_mask_storeu_ps(static_cast<float*>(out) + (r0 + r) * O + c, m, _mm512_cvtpd_ps(y));
+      }
+    }
+  }
+}
+
+// The requantize / dequantize stage of one per-group linear output (sample r, row c) from A.
+inline void groupStore(const IntOp& op, int64_t A, int64_t r, int64_t c, void* out) {
+  const int64_t O = op.OC;
+  if (op.outMode == IOutMode::Requantize) {
+    storeValue(op.out, out, r * O + c, requantOne(op, A, c));
+  } else {
+    const double y = opaque(static_cast<double>(A) * static_cast<double>(op.S[c]));
+    static_cast<float*>(out)[r * O + c] = static_cast<float>(y + static_cast<double>(op.B[c]));
+  }
+}
+
+// The VNNI path of runGroupLinear: the inputs as uint8 (int8 ones flipped; gathered into the TS
+// column order after a permuted flatten), then per block of kGroupNP panels (32 rows: their weights,
+// K * 32 bytes, stay in L1 across the samples) and kGroupMR samples groupTileVnni, minus each row's
+// zero-point term groupCorr[c], through the output stage.
+void runGroupLinearVnni(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
+  const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G, panels = ceilDiv(O, 16);
+  const bool gathered = !op.gather.empty();
+  const uint8_t flip = op.in == IType::S8 ? 0x80 : 0;
+  std::vector<uint8_t> xu(static_cast<size_t>(n * K));
+  for (int64_t r = 0; r < n; r++) {
+    const uint8_t* row = x + r * K;
+    uint8_t* dst = xu.data() + r * K;
+    if (gathered) {
+      for (int64_t k = 0; k < K; k++) dst[k] = row[op.gather[static_cast<size_t>(k)]] ^ flip;
+    } else {
+      for (int64_t k = 0; k < K; k++) dst[k] = row[k] ^ flip;
+    }
+  }
+  const int64_t panelBytes = K * 16, rpPanel = groups * 32;
+  int64_t tile[kGroupMR * kGroupNP * 16];
+  for (int64_t p0 = 0; p0 < panels; p0 += kGroupNP) {
+    const int64_t np = std::min<int64_t>(kGroupNP, panels - p0);
+    const int64_t c0 = p0 * 16, nc = std::min<int64_t>(np * 16, O - c0);
+    for (int64_t s0 = 0; s0 < n; s0 += kGroupMR) {
+      const int64_t mr = std::min<int64_t>(kGroupMR, n - s0);
+      const GroupTileFn fn = np == 2 ? groupTileOf<2>(mr) : groupTileOf<1>(mr);
+      fn(xu.data() + s0 * K, K, op.groupPacked.data() + p0 * panelBytes, panelBytes, op.groupRPacked.data() + p0 * rpPanel, rpPanel,
+         groups, G / 4, tile);
+      groupEpilogueAvx512(op, tile, 16 * np, s0, mr, c0, nc, out);
+    }
+  }
+}
+
+// Per-group linear (IntOp::groupSize): on VNNI (IntOp::groupVnni) runGroupLinearVnni; otherwise
+// the centred inputs as int16 and per row (int16 weights) and sample groupRowAvx or the scalar loop.
+// Then the requantize / dequantize stage on A = sum_g r[c, g] sum_{k in g} (x_k - z) w[c, k].
+void runGroupLinear(const IntOp& op, const uint8_t* x, int64_t n, void* out) {
+  if (op.groupVnni) {
+    runGroupLinearVnni(op, x, n, out);
+    return;
+  }
+  const int64_t K = op.K, O = op.OC, G = op.groupSize, groups = K / G;
+  const bool gathered = !op.gather.empty();
+  std::vector<int16_t> xc(static_cast<size_t>(n * K));
+  for (int64_t r = 0; r < n; r++) {
+    const void* row = x + r * K;  // byte inputs (checked by intPlanFinish)
+    for (int64_t k = 0; k < K; k++) {
+      xc[static_cast<size_t>(r * K + k)] = static_cast<int16_t>(loadValue(op.in, row, gathered ? op.gather[static_cast<size_t>(k)] : k) - op.zero);
+    }
+  }
+  const bool avx = useAvx512() && G % 16 == 0;
   for (int64_t c = 0; c < O; c++) {
     const int32_t* rm = op.groupMult.data() + c * groups;
-    int64_t four[4] = {0, 0, 0, 0};
     for (int64_t r = 0; r < n; r++) {
       int64_t A = 0;
-      if (op.groupVnni) {
-        if (r % 4 == 0) groupRowsVnni(op.wgroup8.data() + c * K, xu.data() + r * K, K, std::min<int64_t>(4, n - r), op.groupMultD.data() + c * groups, K, G, four);
-        A = four[r % 4] - op.groupCorr[static_cast<size_t>(c)];
-      } else if (avx) {
+      if (avx) {
         A = groupRowAvx(op.wgroup.data() + c * K, xc.data() + r * K, rm, groups, G);
       } else {
         const int16_t* w = op.wgroup.data() + c * K;
         const int16_t* xr = xc.data() + r * K;
         for (int64_t g = 0; g < groups; g++) A += static_cast<int64_t>(rm[g]) * groupDot(w + g * G, xr + g * G, G);
       }
-      if (op.outMode == IOutMode::Requantize) {
-        storeValue(op.out, out, r * O + c, requantOne(op, A, c));
-      } else {
-        const double y = opaque(static_cast<double>(A) * static_cast<double>(op.S[c]));
-        static_cast<float*>(out)[r * O + c] = static_cast<float>(y + static_cast<double>(op.B[c]));
-      }
+      groupStore(op, A, r, c, out);
     }
   }
 }
@@ -1252,13 +1350,15 @@ bool slotReadAfter(const std::vector<IntOp>& ops, size_t after, int32_t slot, si
 }  // namespace
 
 // Sets up the VNNI path of a per-group linear (IntOp::groupVnni) when the CPU has AVX-512 VNNI, G
-// is 16, 32 or a multiple of 64, and every row's sum_k 255 |w_k| r_g(k) stays below 2^52 (the
-// uncentred sums of groupRowsVnni are then exact in doubles): int8 weights, r as doubles (padded by
-// 4), and per row z' sum_g r_g sum_{k in g} w_k with z' the input zero point (+128 for int8 inputs).
+// is a multiple of 4 (up to 2^16: a group's int32 sum cannot wrap) and every row's
+// sum_k 255 |w_k| |r_g(k)| stays below 2^52 (the int64 sums of groupTileVnni and the zero-point
+// term are then far from overflow): the int8 weights and r packed per panel of 16 rows (see
+// IntOp::groupPacked), and per row z' sum_g r_g sum_{k in g} w_k with z' the input zero point
+// (+128 for int8 inputs).
 void intPrepareGroupLinear(IntOp* op) {
   op->groupVnni = false;
   const int64_t K = op->K, O = op->OC, G = op->groupSize;
-  if (G <= 0 || !useAvx512() || !__builtin_cpu_supports("avx512vnni") || (G != 16 && G != 32 && G % 64 != 0)) return;
+  if (G <= 0 || G % 4 != 0 || G > 65536 || !useAvx512() || !__builtin_cpu_supports("avx512vnni")) return;
   if (op->in != IType::U8 && op->in != IType::S8) return;
   const int64_t groups = K / G;
   const int64_t zp = op->zero + (op->in == IType::S8 ? 128 : 0);
@@ -1274,16 +1374,29 @@ void intPrepareGroupLinear(IntOp* op) {
         wa += v < 0 ? -v : v;
       }
       const int64_t rg = op->groupMult[static_cast<size_t>(c * groups + g)];
-      bound += 255.0 * static_cast<double>(wa) * static_cast<double>(rg);
+      bound += 255.0 * static_cast<double>(wa) * std::fabs(static_cast<double>(rg));
       sum += rg * ws;
     }
     if (!(bound < 0x1p52) || !(std::fabs(static_cast<double>(zp) * static_cast<double>(sum)) < 0x1p52)) return;
     corr[static_cast<size_t>(c)] = zp * sum;
   }
-  op->wgroup8.assign(op->wgroup.begin(), op->wgroup.end());
-  op->wgroup8.resize(op->wgroup8.size() + 64, 0);
-  op->groupMultD.assign(op->groupMult.begin(), op->groupMult.end());
-  op->groupMultD.resize(op->groupMultD.size() + 4, 0.0);
+  const int64_t panels = (O + 15) / 16, K4 = K / 4;
+  op->groupPacked.assign(static_cast<size_t>(panels * K * 16), 0);
+  op->groupRPacked.assign(static_cast<size_t>(panels * groups * 32), 0);
+  for (int64_t c = 0; c < O; c++) {
+    const int64_t P = c / 16, j = c % 16;
+    for (int64_t q = 0; q < K4; q++) {
+      for (int64_t b = 0; b < 4; b++) {
+        op->groupPacked[static_cast<size_t>((P * K4 + q) * 64 + j * 4 + b)] = static_cast<int8_t>(op->wgroup[static_cast<size_t>(c * K + q * 4 + b)]);
+      }
+    }
+    for (int64_t g = 0; g < groups; g++) {
+      int32_t* rp = op->groupRPacked.data() + (P * groups + g) * 32;
+      const int32_t rg = op->groupMult[static_cast<size_t>(c * groups + g)];
+      rp[j] = rg;
+      if (j % 2 == 1) rp[16 + j - 1] = rg;
+    }
+  }
   op->groupCorr = std::move(corr);
   op->groupVnni = true;
 }

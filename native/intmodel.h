@@ -135,10 +135,13 @@ struct IntOp {
   int64_t groupSize = 0;
   std::vector<int16_t> wgroup;  // [OC, K] as int16 (the kernel's madd operand)
   std::vector<int32_t> groupMult;
-  // the VNNI path (intPrepareGroupLinear): int8 weights, r as doubles and per row the zero-point term
+  // the VNNI path (intPrepareGroupLinear): the int8 weights packed in panels of 16 rows
+  // ([ceil(OC / 16)][K / 4][16 rows][4 k], zero rows past OC), r per panel and group as 32 int32
+  // (the panel's 16 r in order, then the odd rows' r at the even lanes: vpmuldq operands) and per
+  // row the zero-point term
   bool groupVnni = false;
-  std::vector<int8_t> wgroup8;
-  std::vector<double> groupMultD;
+  std::vector<int8_t> groupPacked;
+  std::vector<int32_t> groupRPacked;
   std::vector<int64_t> groupCorr;
 };
 

@@ -17,6 +17,10 @@ import { IntModel, type IntGraph, type IntTensor, type LayerNode } from './intmo
 import { IntGraphError } from './validate.ts';
 import { intModelFromLowbit, intModelToLowbit, loadIntModel, saveIntModel } from './io.ts';
 import { nativeIntAddon } from './kernels/index.ts';
+import { compileNativePlan } from './native-plan.ts';
+import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
+
+const forcedIsa = process.env.LOWBIT_ISA !== undefined;
 
 /** A 2-layer MLP K → 24 → 5 whose first row has groups of very different magnitudes (×1000 apart). */
 function groupedModel(scheme: string, G: number, seed: number): { model: Sequential; x: Tensor } {
@@ -242,4 +246,75 @@ describe('runtime: per-group Linear weights', () => {
     const unknownVersion = { ...file, metadata: { ...file.metadata, intModel: { format: 'lowbit-intmodel', version: 4, inputShape: [64] } } };
     assert.throws(() => intModelFromLowbit(unknownVersion), /version 1, 2 or 3/);
   });
+});
+
+/**
+ * A Flatten → Linear(K, O1) → ReLU → Linear(O1, O2) model, both layers grouped where G divides
+ * their inputs, calibrated on random inputs (seeded).
+ */
+function edgeModel(K: number, O1: number, O2: number, G: number, seed: number): { model: Sequential; x: Tensor } {
+  manualSeed(seed);
+  const rng = new Rng(seed);
+  const model = new Sequential(new Flatten(), new Linear(K, O1), new ReLU(), new Linear(O1, O2));
+  const x = new Tensor(Float32Array.from({ length: 40 * K }, () => rng.normal()), [40, K]);
+  calibrate(model, [{ x }], { scheme: 'w4a8', weightMethod: 'minmax', keepFirstLast8bit: false, weightGroupSize: G, samples: 40 });
+  return { model, x };
+}
+
+describe('runtime: per-group Linear, native kernel edges', () => {
+  // (K, O1, O2, G): rows not a multiple of the 32-row tile (17, 33, 40, 48, 5), one group per row
+  // (K = G), groups of 4 (one 4-byte k-step per group), G = 24 (a multiple of 4 that is not 16 / 32)
+  const shapes: [number, number, number, number][] = [[32, 17, 5, 32], [64, 48, 5, 16], [96, 33, 7, 8], [12, 20, 5, 4], [48, 24, 3, 24], [64, 40, 40, 8]];
+  it('[every-isa] native = TypeScript reference = the exact formula, batches 1 / 3 / 4 / 5 / 7 / 33, 1 and 2 threads', { skip: nativeIntAddon() ? false : 'native addon without the IntModel executor' }, () => {
+    const addon = nativeIntAddon()!;
+    const saved = addon.info().threads;
+    const vnni = !forcedIsa && addon.info().isa === 'avx512' && addon.info().features.includes('avx512vnni');
+    try {
+      for (const [K, O1, O2, G] of shapes) {
+        const label = `K ${K}, O ${O1} / ${O2}, G ${G}`;
+        const { model, x } = edgeModel(K, O1, O2, G, K + O1 + G);
+        const im = convert(model, { sample: x });
+        const [fc1, fc2] = layerNodes(im);
+        assert.equal(fc1!.weightGroupSize, G, label);
+        assert.equal(fc2!.weightGroupSize, O1 % G === 0 ? G : undefined, label);
+        // the reference executor against the exact formula on the last layer (dequantize output)
+        im.useNative = false;
+        im.tsExecutor = 'reference';
+        const trace = new Map<string, { shape: number[]; data: Int32Array }>();
+        const ref = im.run(x, undefined, { trace });
+        const o2 = fc2!.output;
+        assert.ok(o2.mode === 'dequantize');
+        if (fc2!.weightGroupSize !== undefined) {
+          const S = im.tensor(o2.scale).data as Float32Array;
+          const B = im.tensor(o2.bias).data as Float32Array;
+          const A2 = groupSums(im, fc2!, trace.get(fc2!.name)!.data);
+          assert.deepEqual(Array.from(ref), A2.map((A, i) => Math.fround(Number(A) * S[i % O2]! + B[i % O2]!)), `${label}: reference vs formula`);
+        }
+        // which kernel runs: the blocked VNNI kernel when the CPU has it, else the int16 / scalar loop
+        const spec = compileNativePlan(im);
+        assert.ok(typeof spec === 'object', `${label}: ${String(spec)}`);
+        const kernels = addon.intPlanKernels!(addon.intPlanCreate!(spec.ops)).filter((k) => k.includes(' group'));
+        assert.equal(kernels.length, fc2!.weightGroupSize !== undefined ? 2 : 1, `${label}: ${kernels.join(', ')}`);
+        for (const k of kernels) assert.match(k, vnni ? new RegExp(`^linear group-vnni g${G}( \\(|$)`) : new RegExp(`^linear group g${G}( \\(|$)`), label);
+        im.useNative = true;
+        assert.equal(im.nativeUnavailableReason(), null);
+        for (const threads of [1, 2]) {
+          addon.setThreads(threads);
+          for (const n of [1, 3, 4, 5, 7, 33]) {
+            const xs = new Tensor(x.data.slice(0, n * K), [n, K]);
+            assert.deepEqual(Array.from(im.run(xs)), Array.from(ref.subarray(0, n * O2)), `${label}: native, ${n} samples, ${threads} thread(s)`);
+          }
+        }
+      }
+    } finally {
+      addon.setThreads(saved);
+    }
+  });
+
+  for (const isa of ['avx2', 'scalar'] as const) {
+    it(`the [every-isa] test passes under LOWBIT_ISA=${isa}`, { skip: forcedIsa ? 'inside a forced-ISA run' : nativeIntAddon() ? false : 'no native addon' }, () => {
+      const { passed, output } = runEveryIsaTests(import.meta.url, isa);
+      assert.ok(passed >= 1, `expected the tagged test to pass, got ${passed}:\n${output}`);
+    });
+  }
 });
