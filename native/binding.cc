@@ -2198,13 +2198,15 @@ Napi::Value IntTfAttention(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Typed-array elements of the JS arrays intTfForward takes (an element of the wrong type fails the call).
+// Typed-array elements of the JS arrays intTfForward and floatTfDecode take (an element of the wrong
+// type or size fails the call; `fn` names the entry in the message).
 struct TfArgs {
   const Napi::Env env;
+  const char* fn;
   std::string where;
   bool ok = true;
   bool bad(const std::string& what) {
-    if (ok) fail(env, "intTfForward: " + where + what);
+    if (ok) fail(env, std::string(fn) + ": " + where + what);
     ok = false;
     return false;
   }
@@ -2221,7 +2223,9 @@ struct TfArgs {
     if (atLeast ? n < length : n != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " bytes"), nullptr;
     return reinterpret_cast<int8_t*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
   }
-  float* f32(const Napi::Value& v, int64_t length, const char* what) {
+  // A Float32Array of exactly `length` values; with `optional`, null / undefined gives nullptr.
+  float* f32(const Napi::Value& v, int64_t length, const char* what, bool optional = false) {
+    if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) return bad(std::string(what) + " must be a Float32Array"), nullptr;
     auto a = v.As<Napi::Float32Array>();
     if (static_cast<int64_t>(a.ElementLength()) != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " values"), nullptr;
@@ -2290,7 +2294,7 @@ Napi::Value IntTfForward(const Napi::CallbackInfo& info) {
   const int64_t batch = dims[0], steps = dims[1], past = dims[2], capacity = dims[3], E = dims[4], H = dims[5], V = dims[6], C = dims[7];
   const int headMode = dims[8];
   const int64_t numBlocks = dims[9];
-  TfArgs args{info.Env(), ""};
+  TfArgs args{info.Env(), "intTfForward", ""};
   if (batch < 1 || steps < 1 || past < 0 || capacity < 1 || capacity > (1 << 16) || past + steps > capacity || capacity > C || E < 1 ||
       E > (1 << 16) || H < 1 || E % H != 0 || V < 1 || headMode < 0 || headMode > 2 || numBlocks < 0 || numBlocks > 1024 || info.Length() < 8) {
     fail(info.Env(), "intTfForward: dims out of range");
@@ -2420,32 +2424,6 @@ Napi::Value IntTfLoops(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), lowbit::intTfLoops());
 }
 
-// Float32 arrays of floatTfDecode's argument lists (an element of the wrong type or size fails the call).
-struct FloatTfArgs {
-  const Napi::Env env;
-  std::string where;
-  bool ok = true;
-  bool bad(const std::string& what) {
-    if (ok) fail(env, "floatTfDecode: " + where + what);
-    ok = false;
-    return false;
-  }
-  // A Float32Array of exactly `length` values; with `optional`, null / undefined gives nullptr.
-  float* f32(const Napi::Value& v, int64_t length, const char* what, bool optional = false) {
-    if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) return bad(std::string(what) + " must be a Float32Array"), nullptr;
-    auto a = v.As<Napi::Float32Array>();
-    if (static_cast<int64_t>(a.ElementLength()) != length) return bad(std::string(what) + " must hold " + std::to_string(length) + " values"), nullptr;
-    return a.Data();
-  }
-  Napi::Array array(const Napi::Value& v, uint32_t length, const char* what) {
-    if (!v.IsArray() || v.As<Napi::Array>().Length() != length) {
-      bad(std::string(what) + " must be an array of " + std::to_string(length));
-      return Napi::Array::New(env);
-    }
-    return v.As<Napi::Array>();
-  }
-};
 
 // floatTfDecode(dims Int32Array [batch, steps, past, capacity, E, heads, V, maxContext, numBlocks, mlpDim, activation
 //     (0 GELU erf, 1 GELU tanh, 2 ReLU)], eps Float32Array (ln1, ln2 per block, then lnFinal),
@@ -2466,7 +2444,7 @@ Napi::Value FloatTfDecode(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   const int64_t rows = batch * steps;
-  FloatTfArgs args{info.Env(), ""};
+  TfArgs args{info.Env(), "floatTfDecode", ""};
   lowbit::FloatTfModel m;
   m.E = E;
   m.heads = H;
