@@ -6,7 +6,8 @@
  */
 import { isDatasetName, loadDataset, type Dataset } from '../data/index.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { compareStateDicts } from '../nn/module.ts';
+import { compareStateDicts, type TensorModule } from '../nn/module.ts';
+import { createModel } from '../nn/index.ts';
 import type { StateTensors } from '../train/checkpoint.ts';
 import { UsageError } from './args.ts';
 import type { CommandIO } from './command.ts';
@@ -96,4 +97,19 @@ export function checkCalibCount(calib: number, trainSet: Pick<Dataset, 'length'>
   if (calib > trainSet.length) {
     throw new UsageError(`--calib ${calib}: the ${dataset} training split has ${trainSet.length.toLocaleString('en-US')} samples`, command);
   }
+}
+
+/**
+ * Fresh models of the float32 run `run` with its weights loaded: the weights are read once and
+ * checked against the architecture first (see {@link checkCheckpointFits}); each call builds a new
+ * model (calibration and QAT change the one they get).
+ */
+export function floatRunBuilder(run: FloatRun, numClasses: number, archFromFlag: boolean, command: string): () => TensorModule {
+  const weights = run.weights();
+  checkCheckpointFits(run, createModel(run.arch, { numClasses }).stateDict(), archFromFlag, command);
+  return () => {
+    const model = createModel(run.arch, { numClasses });
+    model.loadStateDict(weights);
+    return model;
+  };
 }

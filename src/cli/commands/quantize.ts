@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset, take } from '../../data/index.ts';
-import { createModel, MODEL_NAMES } from '../../nn/index.ts';
+import { MODEL_NAMES } from '../../nn/index.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
 import { saveCheckpoint } from '../../train/checkpoint.ts';
@@ -18,7 +18,7 @@ import { BACKEND_CHOICES, backendDetails, describeBackend, useBackend } from '..
 import { locateFloatRun } from '../float-run.ts';
 import { UsageError } from '../args.ts';
 import { isOnnxPath, loadOnnxImageModel, onnxBuilder, onnxDataset, onnxNormalize, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
-import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
+import { checkCalibCount, checkDatasetChoice, floatRunBuilder } from '../run-checks.ts';
 
 /**
  * The folder name part of a plan file: its folder's name for a search's `plan.json`
@@ -101,18 +101,9 @@ export const quantizeCommand = defineCommand({
     const scaling = normalize ? { normalize } : {};
     const calibLoader = new DataLoader(trainSet, { batchSize: 100, shuffle: true, seed: options.seed, ...scaling });
     const testLoader = new DataLoader(testSet, { batchSize: 256, ...scaling });
-    let build: () => TensorModule;
-    if (run) {
-      const weights = run.weights();  // read once; loadStateDict copies into each model
-      checkCheckpointFits(run, createModel(run.arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'quantize');
-      build = () => {
-        const model = createModel(run.arch, { numClasses: trainSet.numClasses });
-        model.loadStateDict(weights);
-        return model;
-      };
-    } else {
-      build = onnxBuilder(onnx!, 'quantize: --model');
-    }
+    const build: () => TensorModule = run
+      ? floatRunBuilder(run, trainSet.numClasses, options.arch !== undefined, 'quantize')
+      : onnxBuilder(onnx!, 'quantize: --model');
 
     io.print('lowbit quantize');
     io.print(`  model      ${arch} from ${checkpoint}`);

@@ -2,7 +2,7 @@ import { unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { DATASET_NAMES, DATASET_STATS, DataLoader, loadDataset } from '../../data/index.ts';
 import { subset } from '../../data/dataset.ts';
-import { createModel, MODEL_NAMES } from '../../nn/index.ts';
+import { MODEL_NAMES } from '../../nn/index.ts';
 import type { TensorModule } from '../../nn/module.ts';
 import { evaluate } from '../../train/index.ts';
 import { ProgressBar } from '../../train/progress.ts';
@@ -25,7 +25,7 @@ import { locateFloatRun } from '../float-run.ts';
 import { searchStop } from '../search-stop.ts';
 import { isOnnxPath, loadOnnxImageModel, onnxBuilder, onnxDataset, onnxNormalize, ONNX_NORMALIZE_CHOICES, ONNX_NORMALIZE_HELP } from '../onnx-model.ts';
 import { languageModelRun, searchLanguageModel } from '../lm-search.ts';
-import { checkCalibCount, checkCheckpointFits, checkDatasetChoice } from '../run-checks.ts';
+import { checkCalibCount, checkDatasetChoice, floatRunBuilder } from '../run-checks.ts';
 
 const METHODS = ['nsga2', 'ilp', 'sdq', 'haq', 'spos'] as const;
 
@@ -212,20 +212,8 @@ export const searchCommand = defineCommand({
       train: new DataLoader(trainSet, { batchSize: 64, shuffle: true, seed: options.seed, ...scaling }),
     };
     const heldOut: SearchData = { ...data, eval: new DataLoader(heldOutSplit, { batchSize: 500, ...scaling }) };
-    let build: () => TensorModule;
-    if (run) {
-      const weights = run.weights();  // read once; loadStateDict copies into each model
-      checkCheckpointFits(run, createModel(run.arch, { numClasses: trainSet.numClasses }).stateDict(), options.arch !== undefined, 'search');
-      build = () => {
-        const model = createModel(run.arch, { numClasses: trainSet.numClasses });
-        model.loadStateDict(weights);
-        model.eval();
-        return model;
-      };
-    } else {
-      const fresh = onnxBuilder(onnx!, 'search: --model');
-      build = () => fresh().eval() as TensorModule;
-    }
+    const fresh = run ? floatRunBuilder(run, trainSet.numClasses, options.arch !== undefined, 'search') : onnxBuilder(onnx!, 'search: --model');
+    const build = (): TensorModule => fresh().eval() as TensorModule;
     const evaluation = { calibrationSamples: options.calib };
     // With pruning, latency is measured inside the model (a pruned layer also narrows the next layer's input).
     let latencyContext: LatencyContext | undefined;

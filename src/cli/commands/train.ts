@@ -203,14 +203,14 @@ export const trainCommand = defineCommand({
     const scaling = normalize ? { normalize } : {};
     const backend = backendDetails();
     // The ONNX graph: the checked import for the first model, a fresh import of the file for any other.
-    const onnxModel = onnxInit ? onnxBuilder(onnxInit, 'train: --init') : (): never => { throw new Error('no --init FILE.onnx'); };
+    const onnxModel = onnxInit ? onnxBuilder(onnxInit, 'train: --init') : null;
 
     /** One training run with the command's settings and the given quantization. */
     const trainOnce = (q: QuantChoice, out: string): { accuracy: number | null; seconds: number } => {
       const trainLoader = new DataLoader(trainSet, { batchSize: options.batchSize, shuffle: true, seed: options.seed, ...scaling });
       const testLoader = new DataLoader(testSet, { batchSize: 256, ...scaling });
       manualSeed(options.seed);
-      const model = onnxInit ? onnxModel() : createModel(options.model, { numClasses: trainSet.numClasses });
+      const model = onnxModel ? onnxModel() : createModel(options.model, { numClasses: trainSet.numClasses });
       model.train();
       if (init) model.loadStateDict(init.weights());
       const usePlan = planFile !== null && q === quant;
@@ -341,7 +341,7 @@ export const trainCommand = defineCommand({
     }
     const result = trainOnce(quant, outFor(quant));
     if (quant !== 'fp32' && options.baseline === 'stored') {
-      baseline = onnxInit
+      baseline = onnxInit && onnxModel
         ? { accuracy: evaluate(onnxModel(), new DataLoader(testSet, { batchSize: 256, ...scaling })).accuracy, source: `${onnxInit.file} as imported, same test images` }
         : storedBaseline(options.model, options.dataset, init ? dirname(init.checkpoint) : outFor('fp32'));
       // With --init the baseline is the very run this one starts from: no recipe to compare.
