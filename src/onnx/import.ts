@@ -18,10 +18,13 @@
  *
  * The module starts in eval mode; call `train()` before training it.
  *
- * prepareQat / calibrate find the Conv2d / Linear layers by name. `convert` (src/runtime) walks
- * leaves in registration order, so it handles imported graphs that are chains of the layers it
- * knows (LeNet, VGG-like CNNs, MLPs); a graph with branches or ops it does not know is refused by
- * convert with an error naming the module.
+ * An Add of two tensors computed at run time becomes an `nn.Add` leaf (a residual sum; operands of
+ * different shapes still broadcast, as ONNX Add, outside the leaf).
+ *
+ * prepareQat / calibrate find the Conv2d / Linear layers by name. `convert` (src/runtime) captures
+ * the graph of leaf calls, so it handles imported graphs built of the layers it knows and their
+ * residual sums (LeNet, VGG-like CNNs, MLPs, ResNets); a graph with ops it does not know between
+ * the layers is refused by convert with an error naming the module.
  */
 import { Module } from '../nn/module.ts';
 import { Conv2d } from '../nn/conv.ts';
@@ -414,7 +417,6 @@ function build(model: OnnxModel): OnnxModule {
       },
       outputUsed: (i) => isUsed(nodeOutputs[i]),
     };
-    const plan = handler.build?.(buildContext);
     const moduleName = uniqueName(label);
     nodeModules.set(label, moduleName);
     // An Add of two values computed at run time (a residual sum): an nn.Add leaf, so that
@@ -426,6 +428,7 @@ function build(model: OnnxModel): OnnxModule {
       steps.push({ kind: 'merge', module: moduleName, inputs: [nodeInputs[0], nodeInputs[1]], output: nodeOutputs[0]!, fallback: new OnnxOp(opType, handler, context(MAX_VALUE_ELEMENTS)) });
       continue;
     }
+    const plan = handler.build?.(buildContext);
     if (plan) {
       for (const i of plan.owns) owned.add(nodeInputs[i]!);
       const inputName = nodeInputs[plan.input] ?? '';
