@@ -130,9 +130,16 @@ describe('ONNX models in the CLI', () => {
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stdout, /resume\s+from epoch 1 of/);
     assert.match(resumed.stdout, /epoch 2\/2/);
-    // A float run is the ONNX file's to quantize; a moved file is named.
+    // PTQ reads .onnx files and lowbit runs: a QAT run is refused as for any run, and so is a float
+    // fine-tune of an ONNX model (its graph is the file's); a moved file is named.
     const q = await runCli(['quantize', '--model', out]);
     assert.equal(q.code, 2);
+    assert.match(q.stderr, /trained with --quant w4a4/);
+    const floatRun = join(dir, 'float-ft');
+    assert.equal((await runCli(['train', '--init', onnx, '--quant', 'fp32', '--epochs', '1', '--limit', '256', '--test-limit', '64', '--out', floatRun, '--no-progress'])).code, 0);
+    const qf = await runCli(['quantize', '--model', floatRun]);
+    assert.equal(qf.code, 2);
+    assert.match(qf.stderr, /is a float run fine-tuned from an ONNX model \(.*lenet5\.onnx\); post-training quantization reads lowbit architectures' runs or \.onnx files/);
     const m = await runCli(['train', '--init', onnx, '--model', 'mlp']);
     assert.equal(m.code, 2);
     assert.match(m.stderr, /--model names a lowbit architecture; --init .* brings its own graph/);

@@ -57,7 +57,7 @@ export function locateFloatRun(
     throw usage(`${flag}: '${checkpoint}' was trained with --quant ${config.quant}; ${startsFrom} starts from a float32 model`);
   }
   if (config.model === 'onnx' && overrides.arch === undefined) {
-    throw usage(`${flag}: '${checkpoint}' is a run of an ONNX model (${typeof config.onnx === 'string' ? config.onnx : 'lowbit train --init FILE.onnx'}): give the .onnx file itself`);
+    throw usage(`${flag}: '${checkpoint}' is a float run fine-tuned from an ONNX model (${typeof config.onnx === 'string' ? config.onnx : 'lowbit train --init FILE.onnx'}); ${startsFrom} reads lowbit architectures' runs or .onnx files: give that .onnx file, or fine-tune it with --quant (QAT) instead`);
   }
   const arch = overrides.arch ?? (isModelName(String(config.model)) ? (config.model as ModelName) : undefined);
   if (!arch) {
