@@ -13,7 +13,7 @@ import { prepareQat, qatPlanOfRunConfig } from '../quant/qat/index.ts';
 import { parseScheme, ptqTarget } from '../quant/ptq/index.ts';
 import { OBSERVER_METHODS, type ObserverMethod } from '../quant/observers/index.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
-import type { NormalizeStats } from '../data/dataset.ts';
+import { parseNormalizeStats, type NormalizeStats } from '../data/dataset.ts';
 import { loadOnnxImageModel, onnxTensorModule } from './onnx-model.ts';
 
 /** What the commands read from a training run's config (every field unchecked until used). */
@@ -141,17 +141,13 @@ function onnxModelOfRun(config: RunConfig, checkpoint: string, command: string):
   return onnxTensorModule(loadOnnxImageModel(file, `${command}: the ONNX model of '${checkpoint}'`));
 }
 
-/** config.normalize checked ({ mean, std } numbers or per-channel lists, std > 0), else undefined. */
+/** config.normalize checked (see parseNormalizeStats), else undefined when the config has none. */
 function normalizeOfRunConfig(config: RunConfig, checkpoint: string, command: string): NormalizeStats | undefined {
   const v = config.normalize;
   if (v === undefined || v === null) return undefined;
-  const ok = (x: unknown, positive: boolean): boolean => {
-    const xs = typeof x === 'number' ? [x] : x;
-    return Array.isArray(xs) && xs.length > 0 && xs.length <= 16 && xs.every((n) => typeof n === 'number' && Number.isFinite(n) && (!positive || n > 0));
-  };
-  const { mean, std } = v as { mean?: unknown; std?: unknown };
-  if (typeof v !== 'object' || !ok(mean, false) || !ok(std, true)) throw new Error(`${command}: '${checkpoint}': its normalize is ${JSON.stringify(v).slice(0, 200)}, not { mean, std } with std > 0`);
-  return { mean: mean as number | number[], std: std as number | number[] };
+  const stats = parseNormalizeStats(v);
+  if (!stats) throw new Error(`${command}: '${checkpoint}': its normalize is ${JSON.stringify(v).slice(0, 200)}, not { mean, std } with std > 0`);
+  return stats;
 }
 
 /** The calibrate settings a `lowbit quantize` state records (ptq.json's config), checked. */

@@ -14,7 +14,7 @@ import { noGrad } from '../autograd/engine.ts';
 import type { Module, TensorModule } from '../nn/module.ts';
 import { zeros } from '../tensor/index.ts';
 import { DATASET_NAMES, DATASET_STATS, isDatasetName, type DatasetName } from '../data/index.ts';
-import type { NormalizeStats } from '../data/dataset.ts';
+import { parseNormalizeStats, type NormalizeStats } from '../data/dataset.ts';
 import { importOnnx, type OnnxModule } from '../onnx/import.ts';
 import { OnnxError, readOnnx, type OnnxModel } from '../onnx/proto.ts';
 import { UsageError } from './args.ts';
@@ -59,21 +59,12 @@ function fail(file: string, message: string): Error {
   return new Error(`${file}: ${message}`);
 }
 
-/** Parses lowbit.normalize (`{"mean": [...], "std": [...]}`); null when absent or malformed. */
+/** lowbit.normalize (`{"mean": …, "std": …}`) checked; null when absent or malformed (then ignored). */
 function normalizeOf(model: OnnxModel): NormalizeStats | null {
   const text = model.metadataProps?.find((p) => p.key === 'lowbit.normalize')?.value;
   if (text === undefined) return null;
   try {
-    const v = JSON.parse(text) as { mean?: unknown; std?: unknown };
-    // A scalar (one value for every channel) or a list of per-channel values.
-    const list = (x: unknown): number[] | null => {
-      const xs = typeof x === 'number' ? [x] : x;
-      return Array.isArray(xs) && xs.length > 0 && xs.length <= 16 && xs.every((n) => typeof n === 'number' && Number.isFinite(n)) ? xs as number[] : null;
-    };
-    const mean = list(v.mean);
-    const std = list(v.std);
-    if (!mean || !std || mean.length !== std.length || std.some((s) => s <= 0)) return null;
-    return { mean, std };
+    return parseNormalizeStats(JSON.parse(text));
   } catch {
     return null;
   }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classCounts, createDataset, normalize, randomSplit, select, subset, take, type Dataset } from './dataset.ts';
+import { classCounts, createDataset, normalize, parseNormalizeStats, randomSplit, select, subset, take, type Dataset } from './dataset.ts';
 import { DataError } from './errors.ts';
 
 /** N samples of shape [C,2,2]; sample i is filled with the value i, label i % 3. */
@@ -78,4 +78,14 @@ test('normalize maps x to (x − mean) / std, per channel when given arrays', ()
 
 test('classCounts', () => {
   assert.deepEqual(classCounts(toy(7)), [3, 2, 2]);
+});
+
+test('parseNormalizeStats: scalars or equal-length lists of finite numbers with std > 0, else null', () => {
+  assert.deepEqual(parseNormalizeStats({ mean: 0.1307, std: 0.3081 }), { mean: 0.1307, std: 0.3081 });
+  assert.deepEqual(parseNormalizeStats({ mean: [0.5, 0.4, 0.3], std: 0.2 }), { mean: [0.5, 0.4, 0.3], std: 0.2 });
+  assert.deepEqual(parseNormalizeStats({ mean: 0, std: 1 }), { mean: 0, std: 1 });
+  for (const bad of [null, 3, 'x', {}, { mean: 0 }, { mean: 0, std: 0 }, { mean: 0, std: -1 }, { mean: [0, 1], std: [1] }, { mean: [], std: 1 },
+    { mean: NaN, std: 1 }, { mean: '0', std: 1 }, { mean: new Array(17).fill(0), std: 1 }]) {
+    assert.equal(parseNormalizeStats(bad), null, JSON.stringify(bad));
+  }
 });

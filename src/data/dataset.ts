@@ -31,6 +31,24 @@ export interface NormalizeStats {
   readonly std: number | readonly number[];
 }
 
+/**
+ * `value` as NormalizeStats when it is one (from an untrusted file or config): `mean` and `std` each
+ * a finite number or a list of 1–16 finite numbers, every std > 0, two lists of one length; else null.
+ */
+export function parseNormalizeStats(value: unknown): NormalizeStats | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { mean, std } = value as { mean?: unknown; std?: unknown };
+  const values = (x: unknown): number[] | null => {
+    const xs = typeof x === 'number' ? [x] : x;
+    return Array.isArray(xs) && xs.length > 0 && xs.length <= 16 && xs.every((n) => typeof n === 'number' && Number.isFinite(n)) ? (xs as number[]) : null;
+  };
+  const m = values(mean);
+  const d = values(std);
+  if (!m || !d || d.some((v) => v <= 0)) return null;
+  if (Array.isArray(mean) && Array.isArray(std) && m.length !== d.length) return null;
+  return { mean: mean as number | number[], std: std as number | number[] };
+}
+
 /** Number of values in one sample (`C·H·W`). */
 export function sampleSize(ds: Pick<Dataset, 'sampleShape'>): number {
   const [c, h, w] = ds.sampleShape;
