@@ -4,6 +4,9 @@
  * (the float model's forward, or the IntModel's integer simulation).
  */
 import { ProgressBar, type ProgressStream } from '../train/progress.ts';
+import { noGrad } from '../autograd/engine.ts';
+import type { TensorModule } from '../nn/module.ts';
+import { Tensor } from '../tensor/tensor.ts';
 
 /** The subset of onnxruntime-node's API used here. */
 export interface OrtTensor {
@@ -119,6 +122,14 @@ export async function openOnnx(bytes: Uint8Array, sampleShape: readonly number[]
 
 /** lowbit's own output for the `n` samples `x` (row-major [n, ...]), samples `from`..`from + n − 1`. */
 export type ReferenceFn = (x: Float32Array, n: number, from: number) => Float32Array;
+
+/** The ReferenceFn of a float module: its forward (no tape) on [n, ...sampleShape], as float32. */
+export function moduleReference(module: TensorModule, sampleShape: readonly number[]): ReferenceFn {
+  return (x, n) => {
+    const y = noGrad(() => module.forward(new Tensor(x, [n, ...sampleShape])));
+    return y.data instanceof Float32Array ? y.data : Float32Array.from(y.data as ArrayLike<number>);
+  };
+}
 
 /** Sample inputs: `count` samples of `shape`, row-major. */
 export interface VerifySamples {

@@ -5,10 +5,8 @@
  */
 import { DataLoader, loadDataset, take } from '../../data/index.ts';
 import { normalizeInPlace } from '../../data/dataset.ts';
-import { noGrad } from '../../autograd/engine.ts';
-import { Tensor } from '../../tensor/index.ts';
 import { evaluate, formatPercent } from '../../train/index.ts';
-import { formatVerifyReport, verifyOnnx } from '../../onnx/verify.ts';
+import { formatVerifyReport, moduleReference, verifyOnnx } from '../../onnx/verify.ts';
 import { DEFAULT_MAX_ONNX_BYTES } from '../../onnx/proto.ts';
 import { readFileLimited } from '../../format/index.ts';
 import type { CommandIO } from '../command.ts';
@@ -40,11 +38,7 @@ export async function evalOnnxModel(file: string, options: EvalOnnxOptions, io: 
   if (!options.verify) return 0;
   const x = new Float32Array(test.images);
   if (stats) normalizeInPlace(x, test.sampleShape, stats);
-  const reference = (batch: Float32Array, n: number): Float32Array => {
-    const y = noGrad(() => module.forward(new Tensor(batch, [n, ...test.sampleShape])));
-    return y.data instanceof Float32Array ? y.data : Float32Array.from(y.data as ArrayLike<number>);
-  };
-  const report = await verifyOnnx(readFileLimited(file, DEFAULT_MAX_ONNX_BYTES), reference, { data: x, shape: test.sampleShape, count: test.length }, { progress: io.stderr });
+  const report = await verifyOnnx(readFileLimited(file, DEFAULT_MAX_ONNX_BYTES), moduleReference(module, test.sampleShape), { data: x, shape: test.sampleShape, count: test.length }, { progress: io.stderr });
   io.print(formatVerifyReport(report));
   if (report.status === 'ok') io.print('  reference: lowbit\'s import of the same file (float32), the same test images');
   return 0;

@@ -1,15 +1,13 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
-import { noGrad } from '../../autograd/engine.ts';
 import { DATASET_NAMES, DATASET_STATS, isDatasetName, LM_DATASET_NAMES, loadDataset, take, type DatasetName, type NormalizeStats } from '../../data/index.ts';
 import { normalizeInPlace } from '../../data/dataset.ts';
 import { createModel, isModelName, MODEL_NAMES, type Module, type TensorModule } from '../../nn/index.ts';
 import { prepareQat, qatPlanOfRunConfig } from '../../quant/qat/index.ts';
 import { convert, type IntModel } from '../../runtime/index.ts';
-import { Tensor } from '../../tensor/index.ts';
 import { loadCheckpoint } from '../../train/checkpoint.ts';
 import { MAX_EXPORT_OPSET, MIN_EXPORT_OPSET, ONNX_PROFILES, saveOnnx, weightRange } from '../../onnx/export.ts';
-import { formatVerifyReport, verifyOnnx } from '../../onnx/verify.ts';
+import { formatVerifyReport, moduleReference, verifyOnnx } from '../../onnx/verify.ts';
 import { UsageError } from '../args.ts';
 import { defineCommand } from '../command.ts';
 import { modelOfCheckpoint } from '../checkpoint-model.ts';
@@ -143,10 +141,7 @@ export const exportCommand = defineCommand({
     normalizeInPlace(x, test.sampleShape, normalize);
     const reference = intModel
       ? (batch: Float32Array, n: number): Float32Array => intModel.run(batch, n)
-      : (batch: Float32Array, n: number): Float32Array => {
-        const y = noGrad(() => (source.model as TensorModule).forward(new Tensor(batch, [n, ...test.sampleShape])));
-        return y.data instanceof Float32Array ? y.data : Float32Array.from(y.data as ArrayLike<number>);
-      };
+      : moduleReference(source.model as TensorModule, test.sampleShape);
     // An IntModel whose samples hold the test images' values in another shape (a Conv1d net reading
     // each 28×28 digit as [28, 28]) is fed that shape.
     const per = test.sampleShape.reduce((p, d) => p * d, 1);
