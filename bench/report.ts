@@ -85,7 +85,8 @@ export function renderReport(input: ReportInput): string {
   out.push('Conventions: each figure is the **median** of its timed repeats (warm-up excluded; ≥ 5 repeats, ≥ 3');
   out.push('with `--quick`); 2 threads for everyone (lowbit `LOWBIT_THREADS=2`, `torch.set_num_threads(2)` with');
   out.push('`OPENBLAS_NUM_THREADS=1` and, on AVX-512 CPUs, `OPENBLAS_CORETYPE=SkylakeX` so that OpenBLAS uses its AVX-512');
-  out.push('kernels on CPUs it does not recognise, onnxruntime `intraOpNumThreads: 2`). **Ratio = lowbit / peer** on throughput,');
+  out.push('kernels on CPUs it does not recognise, onnxruntime `intraOpNumThreads: 2`; TensorFlow.js asks its wasm backend for 2, and');
+  out.push('in Node it runs 1, so lowbit\'s wasm rows come with a 1-thread row too). **Ratio = lowbit / peer** on throughput,');
   out.push('measured in the same run: above 1 lowbit is faster. A figure that could not be measured is a');
   out.push('"skipped: reason" row, never an estimate.', '');
 

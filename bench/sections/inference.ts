@@ -9,6 +9,8 @@ import { noGrad } from '../../src/autograd/index.ts';
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortInference } from '../peers/ort.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { runTfjs, tfjsImpl } from '../peers/tfjs.ts';
+import { setWasmThreads, wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
 import { batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, withBackend } from '../workloads.ts';
 
 const BATCH = 256;
@@ -22,30 +24,58 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const backends = benchBackends();
   const wasmNote = backends.includes('wasm') ? await prepareWasmThreads(ctx.threads) : '';
 
-  for (const backend of ['native', 'wasm', 'reference'] as const) {
-    const base = { id: `lenet5-b256/lowbit-${backend}`, group, impl: implName(backend), unit: 'images/s', higherIsBetter: true, peers: [torchId, 'lenet5-b256/ort'] };
+  // With a pool of several wasm threads, wasm also runs on one thread: the TF.js wasm backend runs
+  // one thread in Node, so that row is the like-for-like comparison.
+  const oneThreadRow = backends.includes('wasm') && wasmThreadsInfo().active > 1;
+  const contenders: readonly { backend: 'native' | 'wasm' | 'reference'; oneThread: boolean }[] = [
+    { backend: 'native', oneThread: false },
+    { backend: 'wasm', oneThread: false },
+    ...(oneThreadRow ? [{ backend: 'wasm' as const, oneThread: true }] : []),
+    { backend: 'reference', oneThread: false },
+  ];
+  for (const { backend, oneThread } of contenders) {
+    // the wasm and reference rows also read against TensorFlow.js's wasm and JavaScript backends
+    const tfjsPeers = backend === 'wasm' ? ['lenet5-b256/tfjs-wasm', 'lenet5-b256/tfjs-cpu'] : backend === 'reference' ? ['lenet5-b256/tfjs-cpu'] : [];
+    const id = oneThread ? 'lenet5-b256/lowbit-wasm-1-thread' : `lenet5-b256/lowbit-${backend}`;
+    const base = { id, group, impl: oneThread ? 'lowbit (wasm, 1 thread)' : implName(backend), unit: 'images/s', higherIsBetter: true, peers: [torchId, 'lenet5-b256/ort', ...tfjsPeers] };
     if (!backends.includes(backend)) {
       measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
       continue;
     }
-    ctx.log(`lowbit ${backend}`);
-    const r = await withBackend(backend, async () => {
-      const model = buildModel('lenet5');
-      model.eval();
-      return measureRate(() => void noGrad(() => model.forward(input)), {
-        warmup: backend === 'reference' ? 1 : 5,
-        repeats: ctx.repeats,
-        targetSeconds: ctx.targetSeconds,
-        itemsPerCall: BATCH,
+    ctx.log(`${base.impl}`);
+    if (oneThread) await setWasmThreads(1);
+    try {
+      const r = await withBackend(backend, async () => {
+        const model = buildModel('lenet5');
+        model.eval();
+        return measureRate(() => void noGrad(() => model.forward(input)), {
+          warmup: backend === 'reference' ? 1 : 5,
+          repeats: ctx.repeats,
+          targetSeconds: ctx.targetSeconds,
+          itemsPerCall: BATCH,
+        });
       });
-    });
-    measurements.push(measured({ ...base, details: { callsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+      measurements.push(measured({ ...base, details: { callsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+    } finally {
+      if (oneThread) await setWasmThreads(ctx.threads);
+    }
   }
 
   ctx.log('PyTorch');
   const t = await runTorch({ task: 'infer', model: 'lenet5', batch: BATCH, steps: 0, repeats: ctx.repeats, warmup: 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
   const tbase = { id: torchId, group, impl: t.ok ? `PyTorch ${String(t.json.torch)}` : 'PyTorch', unit: 'images/s', higherIsBetter: true };
   measurements.push(t.ok ? measured({ ...tbase, details: { callsPerRepeat: t.json.steps, data: t.json.data } }, repeatsOf(t.json)) : skippedMeasurement(tbase, t.reason));
+
+  let tfjsThreads = 0;
+  for (const tb of ['wasm', 'cpu'] as const) {
+    ctx.log(`TensorFlow.js ${tb}`);
+    const r = await runTfjs({ task: 'infer', model: 'lenet5', backend: tb, batch: BATCH, repeats: ctx.repeats, warmup: tb === 'cpu' ? 1 : 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
+    const base = { id: `lenet5-b256/tfjs-${tb}`, group, impl: await tfjsImpl(tb), unit: 'images/s', higherIsBetter: true };
+    if (r.ok) {
+      tfjsThreads = Number(r.json.threads);
+      measurements.push(measured({ ...base, details: { callsPerRepeat: r.json.steps, threads: r.json.threads } }, repeatsOf(r.json)));
+    } else measurements.push(skippedMeasurement(base, r.reason));
+  }
 
   ctx.log('onnxruntime-node');
   const obase = { id: 'lenet5-b256/ort', group, impl: 'onnxruntime-node', unit: 'images/s', higherIsBetter: true };
@@ -72,7 +102,9 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     `lowbit and onnxruntime input: ${pool.source}, one batch of ${BATCH}. PyTorch input: random MNIST-shaped tensors (fp32 speed does not depend on values).`,
   ];
   if (wasmNote) notes.push(wasmNote);
+  if (oneThreadRow) notes.push('lowbit (wasm, 1 thread): the same wasm kernels with the worker pool set to one thread (`setWasmThreads(1)`) for that row only.');
   if (ortNote) notes.push(ortNote);
+  notes.push(`TensorFlow.js peers (bench/peers/tfjs-bench.ts, a child Node process): the same LeNet-5 written with @tensorflow/tfjs-core ops (channels-last), random inputs of the same shape, logits read back after each call; wasm = @tensorflow/tfjs-backend-wasm (XNNPACK in WebAssembly SIMD${tfjsThreads > 0 ? `, ${tfjsThreads} thread${tfjsThreads === 1 ? '' : 's'} in Node` : ''}), cpu = @tensorflow/tfjs-backend-cpu (plain JavaScript).`);
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}.`);
   return { measurements, notes };
 }

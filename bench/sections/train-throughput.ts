@@ -11,6 +11,7 @@
  */
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { runTfjs, tfjsImpl, type TfjsBackend } from '../peers/tfjs.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
 import { setWasmThreads, wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
 import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, qatTrainStepper, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
@@ -37,6 +38,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   ];
   let source = '';
   let torchData = '';
+  let tfjsThreads = 0;
   for (const { model, batch } of CASES) {
     const group = `${MODEL_LABEL[model]} training, batch ${batch}`;
     const key = `${model}-b${batch}`;
@@ -46,8 +48,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const wasmOneId = `${key}/lowbit-wasm-1-thread`;
     for (const { backend, oneThread } of contenders) {
       const id = oneThread ? wasmOneId : `${key}/lowbit-${backend}`;
-      // The pool's row also reads against the same backend on one thread (does splitting pay?).
-      const peers = backend === 'wasm' && !oneThread && oneThreadRow ? [torchId, wasmOneId] : [torchId];
+      // The pool's row also reads against the same backend on one thread (does splitting pay?); the
+      // wasm and reference rows against TensorFlow.js's wasm and JavaScript backends (the browser peers).
+      const tfjsPeers = backend === 'wasm' ? [tfjsId(key, 'wasm'), tfjsId(key, 'cpu')] : backend === 'reference' ? [tfjsId(key, 'cpu')] : [];
+      const peers = [torchId, ...tfjsPeers, ...(backend === 'wasm' && !oneThread && oneThreadRow ? [wasmOneId] : [])];
       if (oneThread) await setWasmThreads(1);
       const base = { id, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, peers };
       if (!backends.includes(backend)) {
@@ -76,6 +80,15 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       torchData = String(t.json.data);
       measurements.push(measured({ ...tbase, details: { stepsPerRepeat: t.json.steps, data: t.json.data, blas: t.json.blas } }, repeatsOf(t.json)));
     } else measurements.push(skippedMeasurement(tbase, t.reason));
+    for (const tb of ['wasm', 'cpu'] as const) {
+      ctx.log(`${group}: TensorFlow.js ${tb}`);
+      const r = await runTfjs({ task: 'train', model, backend: tb, batch, repeats: ctx.repeats, warmup: tb === 'cpu' ? 1 : 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads, lr: SGD_CONFIG.lr, momentum: SGD_CONFIG.momentum });
+      const base = { id: tfjsId(key, tb), group, impl: await tfjsImpl(tb), unit: 'samples/s', higherIsBetter: true };
+      if (r.ok) {
+        tfjsThreads = Number(r.json.threads);
+        measurements.push(measured({ ...base, details: { stepsPerRepeat: r.json.steps, threads: r.json.threads, tensorsAlive: r.json.tensorsAlive } }, repeatsOf(r.json)));
+      } else measurements.push(skippedMeasurement(base, r.reason));
+    }
   }
   // The default `lowbit train` job: W4A4 LSQ QAT with Adam, each backend against the reference one.
   {
@@ -108,8 +121,13 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   notes.push(`lowbit data: ${source}, 8 batches cycled. PyTorch data: ${torchData || 'n/a'} (8 batches cycled) — fp32 throughput does not depend on pixel values.`);
   if (wasmNote) notes.push(wasmNote);
   if (oneThreadRow) notes.push(`lowbit (wasm, 1 thread): the same wasm kernels with the worker pool set to one thread (\`setWasmThreads(1)\`) for that row only, so the pool's gain is the ratio of the ${wasmThreadsInfo().active}-thread row to it, measured in the same run.`);
+  notes.push(`TensorFlow.js peers (bench/peers/tfjs-bench.ts, a child Node process): the same models written with @tensorflow/tfjs-core ops (convolutions channels-last, PyTorch's init ranges), the same step (softmax cross-entropy, \`tf.train.momentum(${SGD_CONFIG.lr}, ${SGD_CONFIG.momentum})\`, loss read back), random inputs of the same shapes, 8 batches cycled. Backends: wasm = @tensorflow/tfjs-backend-wasm (XNNPACK compiled to WebAssembly SIMD${tfjsThreads > 0 ? `; it ran ${tfjsThreads} thread${tfjsThreads === 1 ? '' : 's'} in Node` : ''}), cpu = @tensorflow/tfjs-backend-cpu (plain JavaScript). A TF.js backend without a kernel the step needs is listed as skipped with TF.js's own error. @tensorflow/tfjs-node (native TensorFlow) is not a peer: its install downloads a TensorFlow binary from outside the npm registry.`);
   notes.push(`PyTorch peer: ${ctx.machine.torch}; ${ctx.machine.torchBlas || 'BLAS unknown'}. Linear layers go through that BLAS; convolutions through oneDNN.`);
   return { measurements, notes };
+}
+
+function tfjsId(key: string, backend: TfjsBackend): string {
+  return `${key}/tfjs-${backend}`;
 }
 
 export const trainThroughput: Section = {
