@@ -9,10 +9,16 @@
  *
  *   npx tsx bench/browser-train.ts [ROUNDS]      # default 5 rounds
  *
+ * The same page runs the TensorFlow.js peer (bench/peers/tfjs-page.ts: the same LeNet-5, batch and
+ * SGD step written with @tensorflow/tfjs-core) on each TF.js backend it can start — webgl, wasm
+ * (threaded when cross-origin isolated), cpu — in the same rounds; a backend that cannot train the
+ * net is recorded with TF.js's own error. Without the TF.js packages those rows are skipped.
+ *
  * Writes bench/results/browser-train.json (atomically). Skips with a message when Chromium or
  * playwright-core is missing (test/chromium.ts).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,7 +88,20 @@ async function main(): Promise<void> {
       stdin: { contents: "import * as lowbit from './src/browser.ts'; globalThis.__default = lowbit.getBackend();", resolveDir: root, loader: 'ts', sourcefile: 'default.ts' },
       bundle: true, platform: 'browser', format: 'esm', target: 'es2022', outfile: join(dir, 'default.js'), logLevel: 'silent',
     });
-    writeFileSync(join(dir, 'index.html'), '<!doctype html><meta charset="utf-8"><title>lowbit</title><link rel="icon" href="data:,"><script type="module" src="default.js"></script><script type="module" src="bundle.js"></script>');
+    // The TF.js peer: its own module in the page, the wasm backend's binaries next to it.
+    let tfjsSkip = '';
+    try {
+      const wasmDist = join(dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+      for (const f of readdirSync(wasmDist).filter((n) => n.endsWith('.wasm'))) copyFileSync(join(wasmDist, f), join(dir, f));
+      await build({
+        entryPoints: [join(root, 'bench/peers/tfjs-page.ts')], bundle: true, platform: 'browser', format: 'esm', target: 'es2022',
+        mainFields: ['browser', 'module', 'main'], outfile: join(dir, 'tfjs.js'), logLevel: 'silent',
+      });
+    } catch (e) {
+      tfjsSkip = `TensorFlow.js not available: ${e instanceof Error ? e.message.split('\n')[0]! : String(e)}`;
+      console.log(`browser-train: ${tfjsSkip}`);
+    }
+    writeFileSync(join(dir, 'index.html'), `<!doctype html><meta charset="utf-8"><title>lowbit</title><link rel="icon" href="data:,"><script type="module" src="default.js"></script><script type="module" src="bundle.js"></script>${tfjsSkip ? '' : '<script type="module" src="tfjs.js"></script>'}`);
     const JOBS = ['fp32', 'qat'] as const;
     const VARIANTS = [
       { name: 'wasm×1', backend: 'wasm', threads: 1 },
@@ -94,8 +113,26 @@ async function main(): Promise<void> {
     const samples: Record<string, Record<string, number[]>> = { fp32: empty(), qat: empty() };
     type StepsFn = (b: string, n: number, job: string) => { ms: number; loss: number };
     type ThreadsFn = (n: number) => Promise<number>;
+    type TfApi = { setup: (b: string, threads: number) => Promise<{ ok: boolean; threads?: number; reason?: string }>; steps: (b: string, n: number) => Promise<{ ms: number; loss: number }>; version: string };
+    const TF_BACKENDS = ['webgl', 'wasm', 'cpu'] as const;
+    const tfSteps: Record<string, number> = { webgl: 4, wasm: 8, cpu: 2 };
+    const tfSamples: Record<string, number[]> = {};
+    const tfStatus: Record<string, { threads?: number; skipped?: string }> = {};
+    let tfVersion = '';
     const { value, problems } = await withChromiumPage(dir, 'index.html', async (page) => {
-      await page.waitForFunction(() => '__steps' in globalThis && '__default' in globalThis, undefined, { timeout: 120_000 });
+      await page.waitForFunction((tf) => '__steps' in globalThis && '__default' in globalThis && (!tf || '__tf' in globalThis), !tfjsSkip, { timeout: 120_000 });
+      if (!tfjsSkip) {
+        tfVersion = await page.evaluate(() => (globalThis as unknown as { __tf: TfApi }).__tf.version);
+        for (const b of TF_BACKENDS) {
+          const r = await page.evaluate((bb) => (globalThis as unknown as { __tf: TfApi }).__tf.setup(bb, 2), b);
+          tfStatus[b] = r.ok ? (r.threads !== undefined ? { threads: r.threads } : {}) : { skipped: r.reason ?? 'failed' };
+          if (r.ok) {
+            tfSamples[b] = [];
+            await page.evaluate((bb) => (globalThis as unknown as { __tf: TfApi }).__tf.steps(bb, 1), b); // warm-up
+          }
+          console.log(`TensorFlow.js ${b}: ${r.ok ? `ready${r.threads !== undefined ? ` (${r.threads} thread(s))` : ''}` : `skipped: ${r.reason ?? ''}`}`);
+        }
+      }
       const info = await page.evaluate(() => ({ ...(globalThis as unknown as { __info: object }).__info, defaultBackend: (globalThis as unknown as { __default: string }).__default }));
       // warm-up: compile, tier up
       for (const job of JOBS) {
@@ -116,7 +153,16 @@ async function main(): Promise<void> {
             samples[job]![v.name]!.push((n * 64) / (ms / 1000));
             losses[`${v.name}/${job}`] = loss;
           }
-          console.log(`round ${r + 1}/${rounds} ${job}: ${VARIANTS.map((v) => `${v.name} ${samples[job]![v.name]!.at(-1)!.toFixed(0)}`).join(', ')} samples/s`);
+          if (job === 'fp32') {
+            for (const b of Object.keys(tfSamples)) {
+              const n = tfSteps[b]!;
+              const { ms, loss } = await page.evaluate(([bb, k]) => (globalThis as unknown as { __tf: TfApi }).__tf.steps(bb as string, k as number), [b, n] as const);
+              tfSamples[b]!.push((n * 64) / (ms / 1000));
+              losses[`tfjs-${b}`] = loss;
+            }
+          }
+          const tfText = job === 'fp32' ? Object.entries(tfSamples).map(([b, v]) => `, TF.js ${b} ${v.at(-1)!.toFixed(0)}`).join('') : '';
+          console.log(`round ${r + 1}/${rounds} ${job}: ${VARIANTS.map((v) => `${v.name} ${samples[job]![v.name]!.at(-1)!.toFixed(0)}`).join(', ')}${tfText} samples/s`);
         }
       }
       return { info, losses };
@@ -140,10 +186,23 @@ async function main(): Promise<void> {
       median: { 'wasm×1': wasm, 'wasm×2': wasm2, reference, speedup: wasm / reference, twoThreads: wasm2 / wasm },
       qat: { samplesPerSecond: samples.qat, median: { 'wasm×1': qatWasm, 'wasm×2': qatWasm2, reference: qatReference, speedup: qatWasm / qatReference, twoThreads: qatWasm2 / qatWasm } },
       lastLoss: value.losses,
+      tfjs: tfjsSkip
+        ? { skipped: tfjsSkip }
+        : {
+            version: tfVersion,
+            what: 'the same LeNet-5 (channels-last), batch and SGD step in @tensorflow/tfjs-core (bench/peers/tfjs-page.ts), same rounds as the fp32 job',
+            backends: tfStatus,
+            samplesPerSecond: tfSamples,
+            median: Object.fromEntries(Object.entries(tfSamples).map(([b, v]) => [b, median(v)])),
+            lowbitWasm1OverTfjs: Object.fromEntries(Object.entries(tfSamples).map(([b, v]) => [b, wasm / median(v)])),
+          },
     };
     writeAtomic(join(root, 'bench/results/browser-train.json'), `${JSON.stringify(result, null, 2)}\n`);
     console.log(`default backend in the browser: ${String((value.info as { defaultBackend: string }).defaultBackend)}`);
     console.log(`median fp32: wasm 1 thread ${wasm.toFixed(0)} samples/s, 2 threads ${wasm2.toFixed(0)} (${(wasm2 / wasm).toFixed(2)}x), reference ${reference.toFixed(0)} samples/s (wasm 1 thread ${(wasm / reference).toFixed(1)}x)`);
+    for (const [b, st] of Object.entries(tfStatus)) {
+      console.log(st.skipped ? `TensorFlow.js ${b}: skipped (${st.skipped})` : `median TensorFlow.js ${tfVersion} ${b}${st.threads !== undefined ? ` (${st.threads} thread(s))` : ''}: ${median(tfSamples[b]!).toFixed(0)} samples/s; lowbit wasm 1 thread ${(wasm / median(tfSamples[b]!)).toFixed(1)}x`);
+    }
     console.log(`median W4A4 LSQ QAT: wasm 1 thread ${qatWasm.toFixed(0)} samples/s, 2 threads ${qatWasm2.toFixed(0)} (${(qatWasm2 / qatWasm).toFixed(2)}x), reference ${qatReference.toFixed(0)} samples/s (wasm 1 thread ${(qatWasm / qatReference).toFixed(1)}x); load average ${loadavg()[0]!.toFixed(1)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -8,11 +8,8 @@
  * - `train`: one training step = forward, softmax cross-entropy, backward, SGD with momentum
  *   (`--lr`, `--momentum`; default 0.01, 0.9), loss read back (`dataSync`), like lowbit's `trainStepper`;
  * - `infer`: forward of one batch, logits read back.
- * Models: lenet5 = Conv(1→6, 5×5, pad 2)-ReLU-MaxPool2-Conv(6→16, 5×5)-ReLU-MaxPool2-Flatten-
- * Dense(400,120)-ReLU-Dense(120,84)-ReLU-Dense(84,10); mlp = Dense 784-512-512-10 with ReLUs.
- * TF.js convolutions are channels-last (NHWC), so the images are [N, 28, 28, 1]; the arithmetic
- * per sample is the same as lowbit's NCHW LeNet-5. Inputs are random (fp32 speed does not depend on
- * the values), 8 batches cycled, labels uniform in [0, 10).
+ * Models and step: bench/peers/tfjs-model.ts. Inputs are random (fp32 speed does not depend on
+ * the values), 8 batches cycled.
  *
  * Backends: `cpu` (@tensorflow/tfjs-backend-cpu: plain JavaScript kernels, what TF.js runs on when
  * neither WebGL nor WASM is available) and `wasm` (@tensorflow/tfjs-backend-wasm: XNNPACK compiled
@@ -27,11 +24,9 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
 
+import { buildNet, makeStep } from './tfjs-model.ts';
+
 type Tf = typeof tfCore;
-type Tensor = tfCore.Tensor;
-type Tensor2D = tfCore.Tensor2D;
-type Tensor4D = tfCore.Tensor4D;
-type Variable = tfCore.Variable;
 
 interface Options {
   task: 'train' | 'infer';
@@ -113,47 +108,6 @@ async function loadTf(o: Options): Promise<{ tf: Tf; threads: number } | string>
   }
 }
 
-interface Net {
-  vars: Variable[];
-  forward: (x: Tensor) => Tensor2D;
-  inputShape: number[];
-}
-
-/** The model with PyTorch's default initialisation ranges (uniform ±1/√fan_in). */
-function buildNet(tf: Tf, model: Options['model']): Net {
-  const vars: Variable[] = [];
-  const param = (shape: number[], fanIn: number): Variable => {
-    const b = 1 / Math.sqrt(fanIn);
-    const v = tf.variable(tf.randomUniform(shape, -b, b, 'float32', 7 + vars.length));
-    vars.push(v);
-    return v;
-  };
-  const dense = (inF: number, outF: number): ((x: Tensor2D) => Tensor2D) => {
-    const w = param([inF, outF], inF);
-    const b = param([outF], inF);
-    return (x) => tf.add(tf.matMul(x, w as Tensor2D), b);
-  };
-  if (model === 'mlp') {
-    const l1 = dense(784, 512), l2 = dense(512, 512), l3 = dense(512, 10);
-    return { vars, inputShape: [784], forward: (x) => l3(tf.relu(l2(tf.relu(l1(x as Tensor2D))))) };
-  }
-  const k1 = param([5, 5, 1, 6], 25), b1 = param([6], 25);
-  const k2 = param([5, 5, 6, 16], 150), b2 = param([16], 150);
-  const f1 = dense(400, 120), f2 = dense(120, 84), f3 = dense(84, 10);
-  return {
-    vars,
-    inputShape: [28, 28, 1],
-    forward: (x) => {
-      const x4 = x as Tensor4D;
-      // conv1 pads 2 on each side ('same' for a 5×5 kernel at stride 1): 28×28 stays 28×28
-      const c1 = tf.maxPool(tf.relu(tf.add<Tensor4D>(tf.conv2d(x4, k1 as Tensor4D, 1, 'same'), b1)), 2, 2, 'valid');
-      const c2 = tf.maxPool(tf.relu(tf.add<Tensor4D>(tf.conv2d(c1, k2 as Tensor4D, 1, 'valid'), b2)), 2, 2, 'valid');
-      // NHWC flatten: the order of the 400 features differs from NCHW, the work does not
-      const h = tf.reshape(c2, [x4.shape[0], 400]) as Tensor2D;
-      return f3(tf.relu(f2(tf.relu(f1(h)))));
-    },
-  };
-}
 
 async function main(): Promise<void> {
   const o = options();
@@ -164,25 +118,7 @@ async function main(): Promise<void> {
   }
   const { tf, threads } = loaded;
   const net = buildNet(tf, o.model);
-  const batches = Array.from({ length: 8 }, (_, i) => ({
-    x: tf.randomNormal([o.batch, ...net.inputShape], 0, 1, 'float32', 100 + i),
-    y: tf.oneHot(tf.randomUniform([o.batch], 0, 10, 'int32', 200 + i) as tfCore.Tensor1D, 10),
-  }));
-  const sgd = tf.train.momentum(o.lr, o.momentum);
-  let next = 0;
-  const step = (): void => {
-    const { x, y } = batches[next]!;
-    next = (next + 1) % batches.length;
-    if (o.task === 'infer') {
-      const logits = tf.tidy(() => net.forward(x));
-      logits.dataSync();
-      logits.dispose();
-      return;
-    }
-    const loss = sgd.minimize(() => tf.losses.softmaxCrossEntropy(y, net.forward(x)) as tfCore.Scalar, true, net.vars);
-    loss!.dataSync();
-    loss!.dispose();
-  };
+  const step = makeStep(tf, net, o.task, o.batch, o.lr, o.momentum);
   const now = (): number => performance.now() / 1000;
   for (let i = 0; i < o.warmup; i++) step();
   const t0 = now();
