@@ -72,6 +72,27 @@ describe('lowbit quantize', () => {
     assert.match(info.stdout, /linear +fc1 +w3a8 g16/);
   });
 
+  it('--weight-granularity tensor --equalize: cross-layer equalized before calibration, recorded in ptq.json; eval --checkpoint rebuilds the equalized structure', async () => {
+    const out = join(dir, 'cle', 'ptq-w4a8-minmax-pt-cle');
+    const r = await lowbit(['quantize', '--model', run, '--bits', 'w4a8', '--weight-granularity', 'tensor', '--equalize', '--out', out, ...QUICK]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /weights default per tensor, cross-layer equalization/);
+    // LeNet-5: conv1 → relu → pool → conv2, fc1 → relu → fc2, fc2 → relu → fc3 (conv2 → flatten → fc1 is not a pair)
+    assert.match(r.stdout, /cross-layer equalization: 0 BatchNorms folded, 3 pairs in \d+ sweeps/);
+    const summary = JSON.parse(readFileSync(join(out, 'ptq.json'), 'utf8')) as {
+      config: { equalize: unknown; weightGranularity: string };
+      equalize: { pairs: { first: string; second: string }[]; rangeRatio: Record<string, { before: number; after: number }> };
+    };
+    assert.deepEqual(summary.config.equalize, { folded: [], replacedRelu6: [] });
+    assert.equal(summary.config.weightGranularity, 'tensor');
+    assert.deepEqual(summary.equalize.pairs.map((p) => `${p.first}>${p.second}`), ['conv1>conv2', 'fc1>fc2', 'fc2>fc3']);
+    const printed = Number(/^w4a8 test accuracy: +([\d.]+) %/m.exec(r.stdout)?.[1]);
+    const e = await lowbit(['eval', '--checkpoint', join(out, 'model.safetensors'), '--limit', '100']);
+    assert.equal(e.code, 0, e.stderr);
+    const reloaded = Number(/^accuracy +([\d.]+) %/m.exec(e.stdout)?.[1]);
+    assert.ok(Math.abs(reloaded - printed) <= 2, `reloaded ${reloaded} % vs quantize's ${printed} % on 100 images`);
+  });
+
   it('a truncated checkpoint fails without creating --out; an --out under a file fails before the work', async () => {
     // A run folder whose metrics.json is fine and whose checkpoint was cut: the checkpoint is read after the data are loaded.
     const cut = join(dir, 'cut-run');

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { readTextLimited } from '../format/index.ts';
 import { createModel, isModelName, MODEL_NAMES, type ModelName, type TensorModule } from '../nn/index.ts';
 import { prepareQat, qatPlanOfRunConfig } from '../quant/qat/index.ts';
-import { parseScheme, ptqTarget } from '../quant/ptq/index.ts';
+import { applyEqualizedStructure, parseScheme, ptqTarget } from '../quant/ptq/index.ts';
 import { OBSERVER_METHODS, type ObserverMethod } from '../quant/observers/index.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
 import { parseNormalizeStats, type NormalizeStats } from '../data/dataset.ts';
@@ -26,6 +26,8 @@ export interface RunConfig {
   /** A --plan run's per-layer widths ({ layer: { w, a } }). */
   assignment?: unknown;
   scheme?: unknown;
+  /** A `lowbit quantize --equalize` state: the structure equalization left (EqualizedStructure), or false. */
+  equalize?: unknown;
   /** A run fine-tuned from an ONNX model (`lowbit train --init FILE.onnx`, model 'onnx'): that file. */
   onnx?: unknown;
   /** Its input scaling ({ mean, std }; mean 0, std 1 = none); other runs use their dataset's. */
@@ -107,6 +109,8 @@ export function modelOfCheckpoint(checkpoint: string, command: string, options: 
     if (ptq) {
       // A lowbit quantize folder's model.safetensors: prepared as calibrate prepared it, then its frozen scales loaded.
       const settings = ptqSettingsOf(config);
+      // equalized before calibration: the same structure (BatchNorms folded, ReLU6 -> ReLU); the values come from the state
+      if (config.equalize !== undefined && config.equalize !== false) applyEqualizedStructure(model, config.equalize);
       const { target, prepare } = ptqTarget(model, settings);
       model.eval();
       prepareQat(model, target, prepare);
@@ -151,8 +155,8 @@ function normalizeOfRunConfig(config: RunConfig, checkpoint: string, command: st
 }
 
 /** The calibrate settings a `lowbit quantize` state records (ptq.json's config), checked. */
-function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMethod; weightMethod?: ObserverMethod; weightGroupSize?: number } {
-  const { scheme, method, weightMethod, groupSize } = config as Record<string, unknown>;
+function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMethod; weightMethod?: ObserverMethod; weightGroupSize?: number; weightGranularity?: 'tensor' | 'channel' } {
+  const { scheme, method, weightMethod, groupSize, weightGranularity } = config as Record<string, unknown>;
   if (typeof scheme !== 'string') throw new Error(`its PTQ scheme is ${JSON.stringify(scheme)}, not a string like 'w4a8'`);
   parseScheme(scheme);
   const observer = (v: unknown, name: string): ObserverMethod | undefined => {
@@ -161,7 +165,9 @@ function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMe
     return v as ObserverMethod;
   };
   if (groupSize !== undefined && groupSize !== null && !(Number.isInteger(groupSize) && (groupSize as number) >= 1)) throw new Error(`its groupSize is ${JSON.stringify(groupSize)}, not a positive integer`);
+  if (weightGranularity !== undefined && weightGranularity !== 'tensor' && weightGranularity !== 'channel') throw new Error(`its weightGranularity is ${JSON.stringify(weightGranularity)} (known: tensor, channel)`);
   return {
+    ...(weightGranularity === 'tensor' ? { weightGranularity } : {}),
     scheme,
     ...(observer(method, 'method') ? { method: observer(method, 'method') } : {}),
     ...(observer(weightMethod, 'weightMethod') ? { weightMethod: observer(weightMethod, 'weightMethod') } : {}),

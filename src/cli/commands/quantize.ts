@@ -8,7 +8,7 @@ import { saveCheckpoint } from '../../train/checkpoint.ts';
 import { makeDirs, writeFileAtomic } from '../../format/index.ts';
 import { checkDirCreatable } from '../../format/files.ts';
 import { OBSERVER_METHODS } from '../../quant/observers/index.ts';
-import { calibrate, calibrationReport, PTQ_SCHEMES } from '../../quant/ptq/index.ts';
+import { calibrate, calibrationReport, equalizeCrossLayer, equalizedStructure, PTQ_SCHEMES, type EqualizeResult } from '../../quant/ptq/index.ts';
 import { formatQuantTable, quantizedLayers } from '../../quant/qat/index.ts';
 import { convert, saveIntModel } from '../../runtime/index.ts';
 import { formatAssignment, loadPlanFile } from '../../quant/search/plan.ts';
@@ -60,9 +60,11 @@ export const quantizeCommand = defineCommand({
     calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split; at most its size)' },
     method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },
     weightMethod: { type: 'enum', choices: OBSERVER_METHODS, help: 'weight range observer (default: minmax at 8 bits, mse below)' },
+    weightGranularity: { type: 'enum', choices: ['channel', 'tensor'] as const, default: 'channel', help: 'one weight scale per output channel (default) or per layer' },
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
+    equalize: { type: 'boolean', help: 'cross-layer equalization before calibration: fold BatchNorms into their convs, rescale consecutive conv/linear pairs so that their per-channel weight ranges match (ReLU6 between a pair becomes ReLU); for per-tensor weights of depthwise nets' },
     groupSize: { type: 'int', positive: true, help: 'Linear weights: one scale per row and per N inputs (layers whose input count N does not divide stay per row); model.lowbit then holds per-group integer weights (graph version 3)' },
     plan: { type: 'string', placeholder: 'FILE', help: 'per-layer bit widths from a plan file (plan.json of lowbit search) instead of --bits' },
     dataset: { type: 'enum', choices: DATASET_NAMES, help: 'dataset (default: the one the model was trained on; another one of the same input shape and classes is warned about, a different shape or class count refused)' },
@@ -87,7 +89,7 @@ export const quantizeCommand = defineCommand({
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
     const schemeTag = options.plan !== undefined && planFile ? `plan-${planTag(options.plan, planFile.plan)}` : options.bits;
-    const folder = `ptq-${schemeTag}-${options.method}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`;
+    const folder = `ptq-${schemeTag}-${options.method}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.weightGranularity === 'tensor' ? '-pt' : ''}${options.equalize ? '-cle' : ''}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`;
     const out = options.out ?? (onnx ? join(dirname(onnx.file), `${basename(onnx.file).replace(/\.onnx$/i, '')}-${folder}`) : join(dirname(checkpoint), folder));
     checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the results are written
 
@@ -110,17 +112,28 @@ export const quantizeCommand = defineCommand({
     if (onnxScaling) io.print(`  input      ${onnxScaling.label}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
     if (planFile?.assignment) io.print(`  plan       ${formatAssignment(planFile.assignment)}`);
-    io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
-      `${options.groupSize === undefined ? '' : `, Linear weights in groups of ${options.groupSize} inputs`}${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
+    io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'} per ${options.weightGranularity === 'tensor' ? 'tensor' : 'channel'}` +
+      `${options.groupSize === undefined ? '' : `, Linear weights in groups of ${options.groupSize} inputs`}${options.equalize ? ', cross-layer equalization' : ''}${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
     const fp32 = evaluate(build(), testLoader);
     io.print(`fp32 test accuracy:      ${formatPercent(fp32.accuracy)}`);
-    const model = calibrate(build(), calibLoader, {
+    const base = build();
+    let equalized: EqualizeResult | null = null;
+    if (options.equalize) {
+      // pairs from the graph of the forward on one calibration batch (custom modules included)
+      equalized = equalizeCrossLayer(base, { sample: calibLoader[Symbol.iterator]().next().value?.x });
+      io.print(`  cross-layer equalization: ${equalized.folded.length} BatchNorm${equalized.folded.length === 1 ? '' : 's'} folded, ${equalized.pairs.length} pair${equalized.pairs.length === 1 ? '' : 's'} in ${equalized.iterations} sweeps${equalized.replacedRelu6.length > 0 ? `, ReLU6 -> ReLU at ${equalized.replacedRelu6.join(', ')}` : ''}`);
+      if (equalized.pairs.length === 0) io.print('  (no conv/linear pair found to equalize: the model is unchanged but for the folded BatchNorms)');
+      // ReLU6 -> ReLU changes the float function where activations exceeded 6: say by how much
+      if (equalized.replacedRelu6.length > 0) io.print(`equalized fp32 accuracy: ${formatPercent(evaluate(base, testLoader).accuracy)}`);
+    }
+    const model = calibrate(base, calibLoader, {
       ...(planFile ? { plan: planFile.plan } : { scheme: options.bits }),
       samples: options.calib,
       method: options.method,
       weightMethod: options.weightMethod,
+      weightGranularity: options.weightGranularity,
       adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection,
       ...(options.groupSize === undefined ? {} : { weightGroupSize: options.groupSize }),
@@ -133,8 +146,8 @@ export const quantizeCommand = defineCommand({
     const report = calibrationReport(model)!;
     const ptqConfig = {
       source: checkpoint, model: arch, dataset, scheme, ...(planFile?.assignment ? { assignment: planFile.assignment } : {}), calibrationSamples: report.samples, method: options.method,
-      weightMethod: options.weightMethod ?? null, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
-      biasCorrection: options.biasCorrection, seed: options.seed, groupSize: options.groupSize ?? null,
+      weightMethod: options.weightMethod ?? null, weightGranularity: options.weightGranularity, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
+      biasCorrection: options.biasCorrection, equalize: equalized ? equalizedStructure(equalized) : false, seed: options.seed, groupSize: options.groupSize ?? null,
     };
     makeDirs(out);
     // The fake-quant state of an ONNX graph needs that graph to load: no model.safetensors for it.
@@ -147,6 +160,7 @@ export const quantizeCommand = defineCommand({
       calibrationSeconds: report.seconds,
       adaround: report.adaround,
       biasCorrection: report.biasCorrection.map((r) => ({ layer: r.layer, corrected: r.corrected, meanAbsShift: r.meanAbsShift })),
+      ...(equalized ? { equalize: { folded: equalized.folded, pairs: equalized.pairs, replacedRelu6: equalized.replacedRelu6, sweeps: equalized.iterations, rangeRatio: equalized.rangeRatio } } : {}),
     };
     writeFileAtomic(join(out, 'ptq.json'), new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`));
     io.print(run ? `wrote ${join(out, 'model.safetensors')} and ${join(out, 'ptq.json')}` : `wrote ${join(out, 'ptq.json')}`);

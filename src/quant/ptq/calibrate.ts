@@ -17,6 +17,7 @@ import { OBSERVER_METHODS, type ObserverMethod } from '../observers/index.ts';
 import { STATIC_KIND, StaticQuantizer } from './static.ts';
 import { adaround, type AdaRoundOptions, type AdaRoundResult } from './adaround.ts';
 import { correctBias, type BiasCorrectionResult } from './bias-correction.ts';
+import { equalizeCrossLayer, type EqualizeOptions, type EqualizeResult } from './equalize.ts';
 
 /** A weight/activation bit-width scheme 'w<bits>a<bits>' (w8a8, w4a8, w4a4, w8a4, w2a8, ...). */
 export type PtqScheme = `w${number}a${number}`;
@@ -85,6 +86,12 @@ export interface CalibrateOptions extends PtqPlanOptions {
   readonly samples?: number;
   /** Bias correction after calibration (default false). */
   readonly biasCorrection?: boolean;
+  /**
+   * Cross-layer equalization of the float model first (default false; `equalizeCrossLayer`: folds
+   * the BatchNorms, replaces ReLU6 between equalized pairs by ReLU, rescales the pairs). An object
+   * sets its options.
+   */
+  readonly equalize?: boolean | EqualizeOptions;
   /** AdaRound of the ≤ 4-bit weights (default false); an object sets its options. */
   readonly adaround?: boolean | AdaRoundOptions;
   /** Options of prepareQat (BN folding pairs). */
@@ -108,6 +115,8 @@ export interface CalibrationReport {
   readonly seconds: number;
   readonly adaround: AdaRoundResult[];
   readonly biasCorrection: BiasCorrectionResult[];
+  /** What cross-layer equalization did (null: not asked). */
+  readonly equalize: EqualizeResult | null;
 }
 
 type ForwardModule = Module & { forward(x: Tensor): Tensor };
@@ -179,6 +188,7 @@ function groupLinearWeights(model: Module, table: readonly ResolvedLayer[], grou
 
 /**
  * Post-training quantization of a float `model` (in place; returned):
+ * 0. with `equalize`, cross-layer equalization of the float model (BatchNorms folded first);
  * 1. `prepareQat` with the plan (or `ptqPlan(scheme)`), in eval mode: a Conv2d followed by a
  *    BatchNorm2d becomes a QuantConvBn2d folding the BN's running statistics (never trained);
  * 2. every 'static' quantizer observes the calibration batches (the float model runs) and
@@ -191,6 +201,8 @@ export function calibrate<M extends ForwardModule>(model: M, loader: Iterable<{ 
   const log = options.progress ?? (() => {});
   const batches = collectCalibrationBatches(loader, options);
   const samples = batches.reduce((n, b) => n + b.shape[0]!, 0);
+  const equalized = options.equalize ? equalizeCrossLayer(model, { sample: batches[0], ...(typeof options.equalize === 'object' ? options.equalize : {}) }) : null;
+  if (equalized) log(`cross-layer equalization: ${equalized.folded.length} BatchNorms folded, ${equalized.pairs.length} pairs in ${equalized.iterations} sweeps${equalized.replacedRelu6.length > 0 ? `, ReLU6 -> ReLU at ${equalized.replacedRelu6.join(', ')}` : ''}`);
   const { target, prepare } = ptqTarget(model, options, log);
   model.eval();
   prepareQat(model, target, prepare);
@@ -218,7 +230,7 @@ export function calibrate<M extends ForwardModule>(model: M, loader: Iterable<{ 
   }
   const biasResults = options.biasCorrection ? correctBias(model, batches, { progress: log, floatWeights }) : [];
   reports.set(model, {
-    samples, batches: batches.length, seconds: (performance.now() - start) / 1000, adaround: adaroundResults, biasCorrection: biasResults,
+    samples, batches: batches.length, seconds: (performance.now() - start) / 1000, adaround: adaroundResults, biasCorrection: biasResults, equalize: equalized,
   });
   return model;
 }
