@@ -10,7 +10,7 @@ import { createModel, type TensorModule } from '../src/nn/index.ts';
 import { Adam, createOptimizer } from '../src/optim/index.ts';
 import { prepareQat, qatFromCliOptions, qatParamGroups } from '../src/quant/qat/index.ts';
 import { Tensor, crossEntropy, manualSeed, randint, randn } from '../src/tensor/index.ts';
-import { errorMessage } from './lib.ts';
+import { errorMessage, measureRate, type SectionContext } from './lib.ts';
 
 export type BenchModel = 'lenet5' | 'mlp';
 
@@ -120,6 +120,42 @@ export function benchBackends(): BackendName[] {
 }
 
 /** Runs `fn` with `backend` selected, restoring the previous backend afterwards. */
+/** A lowbit row of a section: a backend, and for wasm whether its worker pool is cut to one thread. */
+export interface Contender {
+  readonly backend: 'native' | 'wasm' | 'reference';
+  readonly oneThread: boolean;
+}
+
+/**
+ * native, wasm, reference — and, when the wasm pool runs several threads, wasm again on one
+ * thread (the pool's gain, and the like-for-like row against single-threaded peers).
+ */
+export function contenders(backends: readonly BackendName[]): Contender[] {
+  const oneThreadRow = backends.includes('wasm') && wasmThreadsInfo().active > 1;
+  return [
+    { backend: 'native', oneThread: false },
+    { backend: 'wasm', oneThread: false },
+    ...(oneThreadRow ? [{ backend: 'wasm' as const, oneThread: true }] : []),
+    { backend: 'reference', oneThread: false },
+  ];
+}
+
+/**
+ * Items/s of the closure `make()` builds, on the contender's backend (the wasm pool set to one
+ * thread for the duration when asked, then back to `ctx.threads`); warm-up 1 call on the reference
+ * backend, 5 elsewhere.
+ */
+export async function rateOn(ctx: SectionContext, c: Contender, make: () => () => void, itemsPerCall: number): Promise<{ median: number; repeats: number[]; steps: number }> {
+  if (c.oneThread) await setWasmThreads(1);
+  try {
+    return await withBackend(c.backend, () =>
+      measureRate(make(), { warmup: c.backend === 'reference' ? 1 : 5, repeats: ctx.repeats, targetSeconds: ctx.targetSeconds, itemsPerCall }),
+    );
+  } finally {
+    if (c.oneThread) await setWasmThreads(ctx.threads);
+  }
+}
+
 export async function withBackend<T>(backend: BackendName, fn: () => Promise<T>): Promise<T> {
   const previous = getBackend();
   setBackend(backend);

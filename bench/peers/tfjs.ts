@@ -9,12 +9,14 @@
  * binaries from the installed @tensorflow/tfjs-backend-wasm. Missing packages or a failing
  * backend come back as `{ ok: false, reason }`, printed as a skipped row.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runChildJson, type ChildJsonResult } from './child-json.ts';
+import { measured, skippedMeasurement, type Measurement, type SectionContext } from '../lib.ts';
+import { repeatsOf } from './torch.ts';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'tfjs-bench.ts');
 const PACKAGES = ['@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-wasm'] as const;
@@ -36,7 +38,7 @@ export interface TfjsArgs {
   momentum?: number;
 }
 
-export type TfjsResult = { ok: true; json: Record<string, unknown> } | { ok: false; reason: string };
+export type TfjsResult = ChildJsonResult;
 
 interface Bundle {
   file: string;
@@ -88,37 +90,14 @@ export async function runTfjs(args: TfjsArgs, timeoutSeconds = 300): Promise<Tfj
     '--threads', String(args.threads), '--wasm-dir', b.wasmDir,
     ...(args.lr !== undefined ? ['--lr', String(args.lr)] : []), ...(args.momentum !== undefined ? ['--momentum', String(args.momentum)] : []),
   ];
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve({ ok: false, reason: `TF.js peer timed out after ${timeoutSeconds} s` });
-    }, timeoutSeconds * 1000);
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      resolve({ ok: false, reason: `cannot run ${process.execPath}: ${e.message}` });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      let json: Record<string, unknown> | null = null;
-      try {
-        json = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        json = null;
-      }
-      if (json && typeof json.skipped === 'string') return resolve({ ok: false, reason: json.skipped });
-      if (code !== 0 || !json) {
-        // the first line of the error (TF.js names the missing kernel there), not the stack
-        const why = err.trim().split('\n').find((l) => l.trim() !== '' && !l.trimStart().startsWith('at ')) ?? `exit ${String(code)}`;
-        return resolve({ ok: false, reason: `TF.js ${args.backend} backend: ${why.replace(/^Error: /, '').slice(0, 200)}` });
-      }
-      resolve({ ok: true, json });
-    });
+  return runChildJson(process.execPath, argv, {
+    name: 'TF.js peer',
+    timeoutSeconds,
+    // the first line of the error (TF.js names a missing kernel there), not the stack
+    failure: (code, err) => {
+      const why = err.trim().split('\n').find((l) => l.trim() !== '' && !l.trimStart().startsWith('at ')) ?? `exit ${String(code)}`;
+      return `TF.js ${args.backend} backend: ${why.replace(/^Error: /, '').slice(0, 200)}`;
+    },
   });
 }
 
@@ -126,4 +105,29 @@ export async function runTfjs(args: TfjsArgs, timeoutSeconds = 300): Promise<Tfj
 export async function tfjsImpl(backend: TfjsBackend): Promise<string> {
   const b = await bundled();
   return `TensorFlow.js${typeof b === 'string' ? '' : ` ${b.version}`} (${backend} backend)`;
+}
+
+/**
+ * The TF.js rows of a section: `args` on the wasm and the cpu backend in turn, each a measurement
+ * `idOf(backend)` in `group` (a skipped row when the backend cannot run it), and the thread count
+ * the wasm backend ran (0 when it did not run).
+ */
+export async function tfjsRows(
+  ctx: SectionContext, group: string, unit: string, idOf: (backend: TfjsBackend) => string,
+  args: Omit<TfjsArgs, 'backend' | 'repeats' | 'warmup' | 'targetSeconds' | 'threads'>,
+): Promise<{ measurements: Measurement[]; wasmThreads: number }> {
+  const measurements: Measurement[] = [];
+  let wasmThreads = 0;
+  for (const backend of ['wasm', 'cpu'] as const) {
+    ctx.log(`${group}: TensorFlow.js ${backend}`);
+    const r = await runTfjs({ ...args, backend, repeats: ctx.repeats, warmup: backend === 'cpu' ? 1 : 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
+    const base = { id: idOf(backend), group, impl: await tfjsImpl(backend), unit, higherIsBetter: true };
+    if (!r.ok) {
+      measurements.push(skippedMeasurement(base, r.reason));
+      continue;
+    }
+    if (backend === 'wasm') wasmThreads = Number(r.json.threads);
+    measurements.push(measured({ ...base, details: { stepsPerRepeat: r.json.steps, threads: r.json.threads, tensorsAlive: r.json.tensorsAlive } }, repeatsOf(r.json)));
+  }
+  return { measurements, wasmThreads };
 }

@@ -3,11 +3,11 @@
  * object it prints. Python is `/usr/bin/python3` (Debian's, with torch) unless
  * `LOWBIT_BENCH_PYTHON` names another; BLAS threads are pinned to 1 and torch to `threads`.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { torchPeerEnv } from '../lib.ts';
+import { runChildJson, type ChildJsonResult } from './child-json.ts';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'torch_bench.py');
 
@@ -15,7 +15,7 @@ export function pythonPath(): string {
   return process.env.LOWBIT_BENCH_PYTHON ?? '/usr/bin/python3';
 }
 
-export type TorchResult = { ok: true; json: Record<string, unknown> } | { ok: false; reason: string };
+export type TorchResult = ChildJsonResult;
 
 export interface TorchArgs {
   task: 'train' | 'infer' | 'export' | 'epoch' | 'info';
@@ -57,37 +57,11 @@ export function runTorch(args: TorchArgs, timeoutSeconds = 300): Promise<TorchRe
   opt('--lr', args.lr);
   opt('--momentum', args.momentum);
   if (args.int8) argv.push('--int8');
-  const env = torchPeerEnv(args.threads ?? 2);
-  return new Promise((resolve) => {
-    const child = spawn(py, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve({ ok: false, reason: `PyTorch peer timed out after ${timeoutSeconds} s` });
-    }, timeoutSeconds * 1000);
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      resolve({ ok: false, reason: `cannot run ${py}: ${e.message}` });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').pop() ?? '';
-      let json: Record<string, unknown> | null = null;
-      try {
-        json = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        json = null;
-      }
-      if (json && typeof json.skipped === 'string') return resolve({ ok: false, reason: json.skipped });
-      if (code !== 0 || !json) {
-        const why = err.trim().split('\n').pop() ?? `exit ${code}`;
-        return resolve({ ok: false, reason: `PyTorch peer failed (exit ${code}): ${why.slice(0, 200)}` });
-      }
-      resolve({ ok: true, json });
-    });
+  return runChildJson(py, argv, {
+    name: 'PyTorch peer',
+    env: torchPeerEnv(args.threads ?? 2),
+    timeoutSeconds,
+    failure: (code, err) => `PyTorch peer failed (exit ${String(code)}): ${(err.trim().split('\n').pop() ?? '').slice(0, 200)}`,
   });
 }
 

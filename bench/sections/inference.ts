@@ -6,12 +6,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { noGrad } from '../../src/autograd/index.ts';
-import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
+import { measured, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortInference } from '../peers/ort.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
-import { runTfjs, tfjsImpl } from '../peers/tfjs.ts';
-import { setWasmThreads, wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
-import { batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, withBackend } from '../workloads.ts';
+import { tfjsRows } from '../peers/tfjs.ts';
+import { batchPool, benchBackends, buildModel, contenders, implName, backendMissingReason, prepareWasmThreads, rateOn } from '../workloads.ts';
 
 const BATCH = 256;
 
@@ -26,14 +25,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
 
   // With a pool of several wasm threads, wasm also runs on one thread: the TF.js wasm backend runs
   // one thread in Node, so that row is the like-for-like comparison.
-  const oneThreadRow = backends.includes('wasm') && wasmThreadsInfo().active > 1;
-  const contenders: readonly { backend: 'native' | 'wasm' | 'reference'; oneThread: boolean }[] = [
-    { backend: 'native', oneThread: false },
-    { backend: 'wasm', oneThread: false },
-    ...(oneThreadRow ? [{ backend: 'wasm' as const, oneThread: true }] : []),
-    { backend: 'reference', oneThread: false },
-  ];
-  for (const { backend, oneThread } of contenders) {
+  const rows = contenders(backends);
+  const oneThreadRow = rows.some((c) => c.oneThread);
+  for (const c of rows) {
+    const { backend, oneThread } = c;
     // the wasm and reference rows also read against TensorFlow.js's wasm and JavaScript backends
     const tfjsPeers = backend === 'wasm' ? ['lenet5-b256/tfjs-wasm', 'lenet5-b256/tfjs-cpu'] : backend === 'reference' ? ['lenet5-b256/tfjs-cpu'] : [];
     const id = oneThread ? 'lenet5-b256/lowbit-wasm-1-thread' : `lenet5-b256/lowbit-${backend}`;
@@ -43,22 +38,12 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       continue;
     }
     ctx.log(`${base.impl}`);
-    if (oneThread) await setWasmThreads(1);
-    try {
-      const r = await withBackend(backend, async () => {
-        const model = buildModel('lenet5');
-        model.eval();
-        return measureRate(() => void noGrad(() => model.forward(input)), {
-          warmup: backend === 'reference' ? 1 : 5,
-          repeats: ctx.repeats,
-          targetSeconds: ctx.targetSeconds,
-          itemsPerCall: BATCH,
-        });
-      });
-      measurements.push(measured({ ...base, details: { callsPerRepeat: r.steps, data: pool.source } }, r.repeats));
-    } finally {
-      if (oneThread) await setWasmThreads(ctx.threads);
-    }
+    const r = await rateOn(ctx, c, () => {
+      const model = buildModel('lenet5');
+      model.eval();
+      return () => void noGrad(() => model.forward(input));
+    }, BATCH);
+    measurements.push(measured({ ...base, details: { callsPerRepeat: r.steps, data: pool.source } }, r.repeats));
   }
 
   ctx.log('PyTorch');
@@ -66,16 +51,9 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const tbase = { id: torchId, group, impl: t.ok ? `PyTorch ${String(t.json.torch)}` : 'PyTorch', unit: 'images/s', higherIsBetter: true };
   measurements.push(t.ok ? measured({ ...tbase, details: { callsPerRepeat: t.json.steps, data: t.json.data } }, repeatsOf(t.json)) : skippedMeasurement(tbase, t.reason));
 
-  let tfjsThreads = 0;
-  for (const tb of ['wasm', 'cpu'] as const) {
-    ctx.log(`TensorFlow.js ${tb}`);
-    const r = await runTfjs({ task: 'infer', model: 'lenet5', backend: tb, batch: BATCH, repeats: ctx.repeats, warmup: tb === 'cpu' ? 1 : 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
-    const base = { id: `lenet5-b256/tfjs-${tb}`, group, impl: await tfjsImpl(tb), unit: 'images/s', higherIsBetter: true };
-    if (r.ok) {
-      tfjsThreads = Number(r.json.threads);
-      measurements.push(measured({ ...base, details: { callsPerRepeat: r.json.steps, threads: r.json.threads } }, repeatsOf(r.json)));
-    } else measurements.push(skippedMeasurement(base, r.reason));
-  }
+  const tf = await tfjsRows(ctx, group, 'images/s', (b) => `lenet5-b256/tfjs-${b}`, { task: 'infer', model: 'lenet5', batch: BATCH });
+  measurements.push(...tf.measurements);
+  const tfjsThreads = tf.wasmThreads;
 
   ctx.log('onnxruntime-node');
   const obase = { id: 'lenet5-b256/ort', group, impl: 'onnxruntime-node', unit: 'images/s', higherIsBetter: true };

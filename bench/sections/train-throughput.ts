@@ -11,10 +11,10 @@
  */
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
-import { runTfjs, tfjsImpl, type TfjsBackend } from '../peers/tfjs.ts';
+import { tfjsRows, type TfjsBackend } from '../peers/tfjs.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
-import { setWasmThreads, wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
-import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, prepareWasmThreads, qatTrainStepper, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+import { wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
+import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, contenders, prepareWasmThreads, qatTrainStepper, rateOn, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
   { model: 'lenet5', batch: 64 },
@@ -29,13 +29,8 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
   const wasmNote = backends.includes('wasm') ? await prepareWasmThreads(ctx.threads) : '';
   // With a pool of several wasm threads, the fp32 cases also run wasm on one thread, so the gain of
   // the worker pool is measured in the same run.
-  const oneThreadRow = backends.includes('wasm') && wasmThreadsInfo().active > 1;
-  const contenders: readonly { backend: 'native' | 'wasm' | 'reference'; oneThread: boolean }[] = [
-    { backend: 'native', oneThread: false },
-    { backend: 'wasm', oneThread: false },
-    ...(oneThreadRow ? [{ backend: 'wasm' as const, oneThread: true }] : []),
-    { backend: 'reference', oneThread: false },
-  ];
+  const rows = contenders(backends);
+  const oneThreadRow = rows.some((c) => c.oneThread);
   let source = '';
   let torchData = '';
   let tfjsThreads = 0;
@@ -46,32 +41,21 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const pool = batchPool(batch, 8);
     source = pool.source;
     const wasmOneId = `${key}/lowbit-wasm-1-thread`;
-    for (const { backend, oneThread } of contenders) {
+    for (const c of rows) {
+      const { backend, oneThread } = c;
       const id = oneThread ? wasmOneId : `${key}/lowbit-${backend}`;
       // The pool's row also reads against the same backend on one thread (does splitting pay?); the
       // wasm and reference rows against TensorFlow.js's wasm and JavaScript backends (the browser peers).
       const tfjsPeers = backend === 'wasm' ? [tfjsId(key, 'wasm'), tfjsId(key, 'cpu')] : backend === 'reference' ? [tfjsId(key, 'cpu')] : [];
       const peers = [torchId, ...tfjsPeers, ...(backend === 'wasm' && !oneThread && oneThreadRow ? [wasmOneId] : [])];
-      if (oneThread) await setWasmThreads(1);
-      const base = { id, group, impl: implName(backend), unit: 'samples/s', higherIsBetter: true, peers };
+      const base = { id, group, impl: oneThread ? 'lowbit (wasm, 1 thread)' : implName(backend), unit: 'samples/s', higherIsBetter: true, peers };
       if (!backends.includes(backend)) {
         measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
         continue;
       }
       ctx.log(`${group}: ${base.impl}`);
-      try {
-        const r = await withBackend(backend, () =>
-          measureRate(trainStepper(buildModel(model), pool.batches), {
-            warmup: backend === 'reference' ? 1 : 5,
-            repeats: ctx.repeats,
-            targetSeconds: ctx.targetSeconds,
-            itemsPerCall: batch,
-          }),
-        );
-        measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
-      } finally {
-        if (oneThread) await setWasmThreads(ctx.threads);
-      }
+      const r = await rateOn(ctx, c, () => trainStepper(buildModel(model), pool.batches), batch);
+      measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
     }
     ctx.log(`${group}: PyTorch`);
     const t = await runTorch({ task: 'train', model, batch, steps: 0, repeats: ctx.repeats, warmup: 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads });
@@ -80,15 +64,9 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
       torchData = String(t.json.data);
       measurements.push(measured({ ...tbase, details: { stepsPerRepeat: t.json.steps, data: t.json.data, blas: t.json.blas } }, repeatsOf(t.json)));
     } else measurements.push(skippedMeasurement(tbase, t.reason));
-    for (const tb of ['wasm', 'cpu'] as const) {
-      ctx.log(`${group}: TensorFlow.js ${tb}`);
-      const r = await runTfjs({ task: 'train', model, backend: tb, batch, repeats: ctx.repeats, warmup: tb === 'cpu' ? 1 : 5, targetSeconds: ctx.targetSeconds, threads: ctx.threads, lr: SGD_CONFIG.lr, momentum: SGD_CONFIG.momentum });
-      const base = { id: tfjsId(key, tb), group, impl: await tfjsImpl(tb), unit: 'samples/s', higherIsBetter: true };
-      if (r.ok) {
-        tfjsThreads = Number(r.json.threads);
-        measurements.push(measured({ ...base, details: { stepsPerRepeat: r.json.steps, threads: r.json.threads, tensorsAlive: r.json.tensorsAlive } }, repeatsOf(r.json)));
-      } else measurements.push(skippedMeasurement(base, r.reason));
-    }
+    const tf = await tfjsRows(ctx, group, 'samples/s', (b) => tfjsId(key, b), { task: 'train', model, batch, lr: SGD_CONFIG.lr, momentum: SGD_CONFIG.momentum });
+    measurements.push(...tf.measurements);
+    if (tf.wasmThreads > 0) tfjsThreads = tf.wasmThreads;
   }
   // The default `lowbit train` job: W4A4 LSQ QAT with Adam, each backend against the reference one.
   {
