@@ -8,6 +8,7 @@
         "native/threadpool.cc",
         "native/gemm.cc",
         "native/conv.cc",
+        "native/dwconv.cc",
         "native/adder.cc",
         "native/convwide.cc",
         "native/pool.cc",
