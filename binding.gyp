@@ -18,6 +18,7 @@
         "native/amx.cc",
         "native/intmodel.cc",
         "native/conv3x3.cc",
+        "native/intdw.cc",
         "native/intadd.cc",
         "native/intpool.cc",
         "native/signadd.cc",

@@ -21,6 +21,7 @@
 
 #include "conv.h"
 #include "dwconv.h"
+#include "intdw.h"
 #include "decode-step.h"
 #include "cpu.h"
 #include "elementwise.h"
@@ -1702,6 +1703,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
               : op.in == lowbit::IType::Bits ? " binary"
               : op.xnor                   ? " xnor"
               : op.direct                 ? " direct"
+              : op.dwConv                 ? std::string(" depthwise ") + lowbit::intDepthwisePathName(op)
               : lowbit::conv3x3Runs(op)   ? " direct" + std::to_string(op.kh) + "x" + std::to_string(op.kw) + " " + lowbit::conv3x3KindName(op.conv3x3->kind)
               : op.amxGather              ? " amx-gather"
               : op.amxImplicit            ? " amx-implicit"
