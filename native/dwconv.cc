@@ -27,6 +27,17 @@ std::atomic<bool> gEnabled{true};
 struct Plane {
   int64_t C, H, W, OH, OW, KH, KW, sh, sw, ph, pw, Hp, Wp, Wq, ps;
   size_t bufFloats() const { return static_cast<size_t>(sw * ps + 64); }  // + slack: vectors read / add past a row's end
+  // grad input's padded dy (dwconv-kernels.inc, backwardInputPlane): mh zero rows above and below, mw
+  // zero columns left, and right enough for a vector read at every column [0, Wq)
+  int64_t dyMarginH() const { return (KH - 1) / sh + 2; }
+  int64_t dyMarginW() const { return (KW - 1) / sw + 1; }
+  int64_t dyLd() const { return dyMarginW() + std::max(OW, Wq) + 16; }
+  size_t dyFloats() const { return static_cast<size_t>((OH + 2 * dyMarginH()) * dyLd() + 16); }
+  void padDy(const float* dy, float* dyp) const {
+    std::memset(dyp, 0, dyFloats() * sizeof(float));
+    const int64_t ld = dyLd(), mh = dyMarginH(), mw = dyMarginW();
+    for (int64_t oh = 0; oh < OH; oh++) std::memcpy(dyp + (oh + mh) * ld + mw, dy + oh * OW, static_cast<size_t>(OW) * sizeof(float));
+  }
 };
 
 Plane planeOf(const ConvGeom& g) {
@@ -45,12 +56,13 @@ void fillPhases(const Plane& p, const float* plane, float* buf) {
     for (int64_t ih = 0; ih < p.H; ih++) std::memcpy(buf + (ih + p.ph) * p.Wq + p.pw, plane + ih * p.W, static_cast<size_t>(p.W) * sizeof(float));
     return;
   }
-  for (int64_t ih = 0; ih < p.H; ih++) {
-    const float* in = plane + ih * p.W;
-    float* row = buf + (ih + p.ph) * p.Wq;
-    for (int64_t iw = 0; iw < p.W; iw++) {
-      const int64_t c = iw + p.pw;
-      row[(c % p.sw) * p.ps + c / p.sw] = in[iw];
+  for (int64_t r = 0; r < p.sw; r++) {
+    // phase r, column j: padded column j sw + r, input column j sw + r - pw in [0, W)
+    const int64_t j0 = std::max<int64_t>(0, (p.pw - r + p.sw - 1) / p.sw), j1 = std::min(p.Wq, (p.W + p.pw - r + p.sw - 1) / p.sw);
+    for (int64_t ih = 0; ih < p.H; ih++) {
+      const float* in = plane + ih * p.W + r - p.pw;
+      float* row = buf + r * p.ps + (ih + p.ph) * p.Wq;
+      for (int64_t j = j0; j < j1; j++) row[j] = in[j * p.sw];
     }
   }
 }
@@ -61,12 +73,12 @@ void extractPhases(const Plane& p, const float* buf, float* plane) {
     for (int64_t ih = 0; ih < p.H; ih++) std::memcpy(plane + ih * p.W, buf + (ih + p.ph) * p.Wq + p.pw, static_cast<size_t>(p.W) * sizeof(float));
     return;
   }
-  for (int64_t ih = 0; ih < p.H; ih++) {
-    float* out = plane + ih * p.W;
-    const float* row = buf + (ih + p.ph) * p.Wq;
-    for (int64_t iw = 0; iw < p.W; iw++) {
-      const int64_t c = iw + p.pw;
-      out[iw] = row[(c % p.sw) * p.ps + c / p.sw];
+  for (int64_t r = 0; r < p.sw; r++) {
+    const int64_t j0 = std::max<int64_t>(0, (p.pw - r + p.sw - 1) / p.sw), j1 = std::min(p.Wq, (p.W + p.pw - r + p.sw - 1) / p.sw);
+    for (int64_t ih = 0; ih < p.H; ih++) {
+      float* out = plane + ih * p.W + r - p.pw;
+      const float* row = buf + r * p.ps + (ih + p.ph) * p.Wq;
+      for (int64_t j = j0; j < j1; j++) out[j * p.sw] = row[j];
     }
   }
 }
@@ -173,10 +185,11 @@ void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float*
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
   parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
-    float* buf = tDwBuf.get(p.bufFloats());
-    if (isa == Isa::Avx512) dwavx512::backwardInputRange(p, dy, w, dx, q0, q1, buf);
-    else if (isa == Isa::Avx2) dwavx2::backwardInputRange(p, dy, w, dx, q0, q1, buf);
-    else dwscalar::backwardInputRange(p, dy, w, dx, q0, q1, buf);
+    float* buf = tDwBuf.get(p.bufFloats() + p.dyFloats());
+    float* dyp = buf + p.bufFloats();
+    if (isa == Isa::Avx512) dwavx512::backwardInputRange(p, dy, w, dx, q0, q1, buf, dyp);
+    else if (isa == Isa::Avx2) dwavx2::backwardInputRange(p, dy, w, dx, q0, q1, buf, dyp);
+    else dwscalar::backwardInputRange(p, dy, w, dx, q0, q1, buf, dyp);
   });
 }
 
