@@ -26,13 +26,14 @@ std::atomic<bool> gEnabled{true};
 
 struct Plane {
   int64_t C, H, W, OH, OW, KH, KW, sh, sw, ph, pw, Hp, Wp, Wq, ps;
-  size_t bufFloats() const { return static_cast<size_t>(sw * ps + 64); }  // + slack: vectors read / add past a row's end
+  size_t bufFloats() const { return static_cast<size_t>(sw * ps + 64 + KW); }  // + slack: vectors read past the last row
   // grad input's padded dy (dwconv-kernels.inc, backwardInputPlane): mh zero rows above and below, mw
   // zero columns left, and right enough for a vector read at every column [0, Wq)
   int64_t dyMarginH() const { return (KH - 1) / sh + 2; }
   int64_t dyMarginW() const { return (KW - 1) / sw + 1; }
   int64_t dyLd() const { return dyMarginW() + std::max(OW, Wq) + 16; }
-  size_t dyFloats() const { return static_cast<size_t>((OH + 2 * dyMarginH()) * dyLd() + 16); }
+  // (also holds the flat variants' stage / flat dy: (OH + 2 KH) Wq + 64 floats at stride 1)
+  size_t dyFloats() const { return static_cast<size_t>((OH + 2 * dyMarginH()) * dyLd() + 64); }
   void padDy(const float* dy, float* dyp) const {
     std::memset(dyp, 0, dyFloats() * sizeof(float));
     const int64_t ld = dyLd(), mh = dyMarginH(), mw = dyMarginW();
@@ -174,10 +175,11 @@ void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, flo
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
   parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
-    float* buf = tDwBuf.get(p.bufFloats());
-    if (isa == Isa::Avx512) dwavx512::forwardRange(p, x, w, y, q0, q1, buf);
-    else if (isa == Isa::Avx2) dwavx2::forwardRange(p, x, w, y, q0, q1, buf);
-    else dwscalar::forwardRange(p, x, w, y, q0, q1, buf);
+    float* buf = tDwBuf.get(p.bufFloats() + p.dyFloats());
+    float* aux = buf + p.bufFloats();
+    if (isa == Isa::Avx512) dwavx512::forwardRange(p, x, w, y, q0, q1, buf, aux);
+    else if (isa == Isa::Avx2) dwavx2::forwardRange(p, x, w, y, q0, q1, buf, aux);
+    else dwscalar::forwardRange(p, x, w, y, q0, q1, buf, aux);
   });
 }
 
@@ -197,10 +199,11 @@ void depthwiseConvBackwardWeight(const ConvGeom& g, const float* x, const float*
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
   parallelFor(g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t c0, int64_t c1) {
-    float* buf = tDwBuf.get(p.bufFloats());
-    if (isa == Isa::Avx512) dwavx512::backwardWeightRange(p, g.N, x, dy, dw, c0, c1, buf);
-    else if (isa == Isa::Avx2) dwavx2::backwardWeightRange(p, g.N, x, dy, dw, c0, c1, buf);
-    else dwscalar::backwardWeightRange(p, g.N, x, dy, dw, c0, c1, buf);
+    float* buf = tDwBuf.get(p.bufFloats() + p.dyFloats());
+    float* aux = buf + p.bufFloats();
+    if (isa == Isa::Avx512) dwavx512::backwardWeightRange(p, g.N, x, dy, dw, c0, c1, buf, aux);
+    else if (isa == Isa::Avx2) dwavx2::backwardWeightRange(p, g.N, x, dy, dw, c0, c1, buf, aux);
+    else dwscalar::backwardWeightRange(p, g.N, x, dy, dw, c0, c1, buf, aux);
   });
 }
 

@@ -5,7 +5,7 @@
  * int8 im2col + GEMM per group), and PyTorch 1.13's depthwise Conv2d (float, and its quantized
  * Conv2d on the engine it has) through a long-lived peer (bench/peers/torch_dwconv.py), all in one
  * run: every round times every (layer, method) once, the method order rotating per round; the
- * table gives medians over rounds of wall ms per call. Native: the pool at --threads (default 2);
+ * table gives medians over rounds of wall ms per call, then the best round of each. Native: the pool at --threads (default 2);
  * PyTorch: torch.set_num_threads(--threads), OPENBLAS_NUM_THREADS=1.
  *   float fwd     conv2d forward
  *   float fwd+bwd conv2d forward + grad input + grad weight (PyTorch: forward + backward(dy) with x
@@ -17,7 +17,7 @@
  *
  *   nice -n 10 node --import tsx bench/native/depthwise.ts [--rounds 7] [--threads 2] [--batch 64]
  *
- * Writes bench/results/native-depthwise.json (with os.loadavg() before and after).
+ * Writes bench/results/native-depthwise-t<threads>.json (with os.loadavg() before and after).
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -88,9 +88,12 @@ type Timed = () => Promise<number> | number;  // ms per call of one sample (a fe
 /** Wall ms per call over enough calls for ~25 ms, `reps` fixed after a first call. */
 function nativeTimer(call: () => void): Timed {
   call();
-  const t0 = performance.now();
-  call();
-  const once = performance.now() - t0;
+  let once = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    call();
+    once = Math.min(once, performance.now() - t0);
+  }
   const reps = Math.max(1, Math.min(200, Math.ceil(25 / Math.max(once, 1e-3))));
   return () => {
     const t = performance.now();
@@ -162,7 +165,8 @@ for (const l of layers) {
     const modes: [string, string][] = [['fwd', 'torch fwd'], ['fwdbwd', 'torch fwd+bwd']];
     if (init.quantized) modes.push(['qfwd', `torch int8 ${String(init.qengine)}`]);
     for (const [mode, method] of modes) {
-      const first = Number((await peer.request({ op: 'repeat', id, mode, reps: 1 })).ms);
+      let first = Infinity;
+      for (let i = 0; i < 3; i++) first = Math.min(first, Number((await peer.request({ op: 'repeat', id, mode, reps: 1 })).ms));
       const reps = Math.max(1, Math.min(200, Math.ceil(25 / Math.max(first, 1e-3))));
       add(method, async () => Number((await peer.request({ op: 'repeat', id, mode, reps })).ms));
     }
@@ -181,9 +185,15 @@ addon.setDepthwiseConv(true);
 if (typeof peer !== 'string') await peer.close();
 const loadAfter = loadavg();
 
+// medians over rounds (the table); the best round too (on a busy machine PyTorch's OpenMP threads
+// lose whole time slices in some rounds, see docs/runtime.md)
 const med = (layer: string, method: string): number | null => {
   const e = entries.find((x) => x.layer === layer && x.method === method);
   return e ? median(e.samples) : null;
+};
+const best = (layer: string, method: string): number | null => {
+  const e = entries.find((x) => x.layer === layer && x.method === method);
+  return e ? Math.min(...e.samples) : null;
 };
 const rows = layers.map((l) => {
   const get = (m: string): number | null => med(l.name, m);
@@ -198,6 +208,7 @@ const rows = layers.map((l) => {
       convOldOverNew: ratio(get('int8 conv cpu old'), get('int8 conv cpu new')), torchMethod: torchInt8?.method ?? null,
       torchMs: torchInt8 ? median(torchInt8.samples) : null,
     },
+    best: Object.fromEntries(entries.filter((e) => e.layer === l.name).map((e) => [e.method, best(l.name, e.method)])),
   };
 });
 const f = (v: number | null, d = 2): string => (v === null ? '-' : v.toFixed(d));
@@ -206,9 +217,11 @@ console.log('layer          | float fwd new  old   torch | fwd+bwd new  old   to
 for (const r of rows) {
   console.log(`${r.layer.padEnd(14)} | ${f(r.floatFwd.newMs).padStart(6)} ${f(r.floatFwd.oldMs).padStart(6)} ${f(r.floatFwd.torchMs).padStart(6)} | ${f(r.floatFwdBwd.newMs).padStart(6)} ${f(r.floatFwdBwd.oldMs).padStart(6)} ${f(r.floatFwdBwd.torchMs).padStart(6)} | ${f(r.int8.planNewMs).padStart(5)} ${f(r.int8.planOldMs).padStart(5)} | ${f(r.int8.convCpuNewMs, 3).padStart(6)} ${f(r.int8.convCpuOldMs, 3).padStart(6)} | ${f(r.int8.torchMs, 3)}`);
 }
+console.log(`\n[depthwise] best round (ms per call)`);
+for (const r of rows) console.log(`${r.layer.padEnd(14)} | ${Object.entries(r.best).map(([m, v]) => `${m} ${f(v, 3)}`).join(' | ')}`);
 console.log('checks:', JSON.stringify(checks));
 console.log(`load (1/5/15 min) before ${loadBefore.map((v) => v.toFixed(2)).join(' ')}, after ${loadAfter.map((v) => v.toFixed(2)).join(' ')}`);
-const file = fileURLToPath(new URL('../results/native-depthwise.json', import.meta.url));
+const file = fileURLToPath(new URL(`../results/native-depthwise-t${threads}.json`, import.meta.url));
 writeAtomic(file, JSON.stringify({ batch, threads, rounds, kernel: [K, K], pad: PAD, torch: torchNote, loadBefore, loadAfter, checks, rows,
   samples: entries.map((e) => ({ layer: e.layer, method: e.method, ms: e.samples })) }, null, 2) + '\n');
 console.log(`[depthwise] wrote ${file}`);
