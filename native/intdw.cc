@@ -46,33 +46,59 @@ void tileScalar(const IntOp& op, const uint8_t* pad, int64_t p0, int64_t p1, int
   }
 }
 
-template <bool Signed>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2"))) void tileAvx512(const IntOp& op, const uint8_t* pad, int64_t p0,
-                                                                                     int64_t p1, int32_t* tile) {
-  const int64_t Cp = op.dwCp, nb = Cp / 32, pairs = ceilDiv(op.kh * op.kw, 2), rowBytes = padRowBytes(op);
+// R output positions (bases q[0..R)) x one block of 32 channels: the weights of a tap pair are
+// loaded once for the R positions.
+template <bool Signed, int R>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2"))) inline void blockAvx512(const IntOp& op, const uint8_t* const* q, int64_t b,
+                                                                                            int64_t nb, int64_t pairs, int32_t* const* rows) {
   const int64_t* off = op.dwTapOff.data();  // 2 pairs entries (the odd tap count's last pair repeats a tap, weight 0)
   // channel order from (lo, hi): lanes [lo.0, hi.0, lo.1, hi.1] and [lo.2, hi.2, lo.3, hi.3]
   const __m512i idx0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
   const __m512i idx1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-  for (int64_t p = p0; p < p1; p++) {
-    const int64_t oy = p / op.OW, ox = p % op.OW;
-    const uint8_t* base = pad + (oy * op.sh) * rowBytes + (ox * op.sw) * Cp;
-    int32_t* row = tile + (p - p0) * Cp;
+  const int16_t* w = op.dwW.data() + b * 64;
+  __m512i lo[R], hi[R];
+  const __m512i lo0 = _mm512_loadu_si512(op.dwBias.data() + b * 32), hi0 = _mm512_loadu_si512(op.dwBias.data() + b * 32 + 16);
+  for (int r = 0; r < R; r++) lo[r] = lo0, hi[r] = hi0;
+  for (int64_t j = 0; j < pairs; j++) {
+    const int16_t* wj = w + j * nb * 64;
+    const __m512i wl = _mm512_loadu_si512(wj), wh = _mm512_loadu_si512(wj + 32);
+    const int64_t o0 = off[2 * j] + b * 32, o1 = off[2 * j + 1] + b * 32;
+    for (int r = 0; r < R; r++) {
+      const __m256i ra = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[r] + o0));
+      const __m256i rb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[r] + o1));
+      const __m512i a = Signed ? _mm512_cvtepi8_epi16(ra) : _mm512_cvtepu8_epi16(ra);
+      const __m512i c = Signed ? _mm512_cvtepi8_epi16(rb) : _mm512_cvtepu8_epi16(rb);
+      lo[r] = _mm512_add_epi32(lo[r], _mm512_madd_epi16(_mm512_unpacklo_epi16(a, c), wl));
+      hi[r] = _mm512_add_epi32(hi[r], _mm512_madd_epi16(_mm512_unpackhi_epi16(a, c), wh));
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    _mm512_storeu_si512(rows[r] + b * 32, _mm512_permutex2var_epi32(lo[r], idx0, hi[r]));
+    _mm512_storeu_si512(rows[r] + b * 32 + 16, _mm512_permutex2var_epi32(lo[r], idx1, hi[r]));
+  }
+}
+
+template <bool Signed>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2"))) void tileAvx512(const IntOp& op, const uint8_t* pad, int64_t p0,
+                                                                                     int64_t p1, int32_t* tile) {
+  constexpr int R = 4;  // positions per step (8 accumulators)
+  const int64_t Cp = op.dwCp, nb = Cp / 32, pairs = ceilDiv(op.kh * op.kw, 2), rowBytes = padRowBytes(op);
+  const uint8_t* q[R];
+  int32_t* rows[R];
+  int64_t p = p0;
+  for (; p < p1; p += R) {
+    const int n = static_cast<int>(std::min<int64_t>(R, p1 - p));
+    for (int r = 0; r < n; r++) {
+      const int64_t oy = (p + r) / op.OW, ox = (p + r) % op.OW;
+      q[r] = pad + (oy * op.sh) * rowBytes + (ox * op.sw) * Cp;
+      rows[r] = tile + (p + r - p0) * Cp;
+    }
     for (int64_t b = 0; b < nb; b++) {
-      const int16_t* w = op.dwW.data() + b * 64;
-      __m512i lo = _mm512_loadu_si512(op.dwBias.data() + b * 32), hi = _mm512_loadu_si512(op.dwBias.data() + b * 32 + 16);
-      const uint8_t* src = base + b * 32;
-      for (int64_t j = 0; j < pairs; j++) {
-        const __m256i ra = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + off[2 * j]));
-        const __m256i rb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + off[2 * j + 1]));
-        const __m512i a = Signed ? _mm512_cvtepi8_epi16(ra) : _mm512_cvtepu8_epi16(ra);
-        const __m512i c = Signed ? _mm512_cvtepi8_epi16(rb) : _mm512_cvtepu8_epi16(rb);
-        const int16_t* wj = w + j * nb * 64;
-        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, c), _mm512_loadu_si512(wj)));
-        hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, c), _mm512_loadu_si512(wj + 32)));
+      if (n == R) {
+        blockAvx512<Signed, R>(op, q, b, nb, pairs, rows);
+      } else {
+        for (int r = 0; r < n; r++) blockAvx512<Signed, 1>(op, q + r, b, nb, pairs, rows + r);
       }
-      _mm512_storeu_si512(row + b * 32, _mm512_permutex2var_epi32(lo, idx0, hi));
-      _mm512_storeu_si512(row + b * 32 + 16, _mm512_permutex2var_epi32(lo, idx1, hi));
     }
   }
 }
