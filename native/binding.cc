@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "conv.h"
+#include "dwconv.h"
+#include "intdw.h"
 #include "decode-step.h"
 #include "cpu.h"
 #include "elementwise.h"
@@ -242,6 +244,17 @@ struct ConvSizes {
 };
 ConvSizes convSizes(const lowbit::ConvGeom& g) {
   return {g.N * g.C * g.H * g.W, g.N * g.O * g.OH * g.OW, g.O * (g.C / g.groups) * g.KH * g.KW};
+}
+
+// setDepthwiseConv(on: boolean) -> boolean (the previous setting): whether conv2d and its adjoints
+// run the depthwise kernels (dwconv.h) for groups = C = O; off runs the generic grouped path
+// (benchmarks, cross-checks). Process-wide.
+Napi::Value SetDepthwiseConv(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) {
+    fail(info.Env(), "setDepthwiseConv: expected a boolean");
+    return info.Env().Undefined();
+  }
+  return Napi::Boolean::New(info.Env(), lowbit::setDepthwiseConvEnabled(info[0].As<Napi::Boolean>().Value()));
 }
 
 enum class ConvKind { Forward, BackwardInput, BackwardWeight };
@@ -1690,6 +1703,7 @@ Napi::Value IntPlanKernels(const Napi::CallbackInfo& info) {
               : op.in == lowbit::IType::Bits ? " binary"
               : op.xnor                   ? " xnor"
               : op.direct                 ? " direct"
+              : op.dwConv                 ? std::string(" depthwise ") + lowbit::intDepthwisePathName(op)
               : lowbit::conv3x3Runs(op)   ? " direct" + std::to_string(op.kh) + "x" + std::to_string(op.kw) + " " + lowbit::conv3x3KindName(op.conv3x3->kind)
               : op.amxGather              ? " amx-gather"
               : op.amxImplicit            ? " amx-implicit"
@@ -2560,6 +2574,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamStep", Napi::Function::New(env, AdamStep));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv<ConvKind::Forward>));
+  exports.Set("setDepthwiseConv", Napi::Function::New(env, SetDepthwiseConv));
   exports.Set("conv2dBackwardInput", Napi::Function::New(env, Conv<ConvKind::BackwardInput>));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv<ConvKind::BackwardWeight>));
   exports.Set("conv2dFused", Napi::Function::New(env, ConvFused));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "convwide.h"
+#include "dwconv.h"
 #include "cpu.h"
 #include "gemm.h"
 #include "scratch.h"
@@ -174,6 +175,7 @@ void convForwardImplicit(const ConvGeom& g, const float* x, const float* w, floa
 }  // namespace
 
 void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) {
+  if (depthwiseConvSupported(g)) return depthwiseConvForward(g, x, w, y);
   if (convWideSupported(g) && !isPointwise(g)) return convWideForward(g, x, w, ConvEpilogue{}, y);
   if (useImplicit(g)) return convForwardImplicit(g, x, w, y);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
@@ -199,6 +201,7 @@ void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) 
 }
 
 void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (depthwiseConvSupported(g)) return depthwiseConvBackwardInput(g, dy, w, dx);
   if (convWideSupported(g) && !isPointwise(g)) return convWideBackwardInput(g, dy, w, dx);
   // Stride 1: dx is the forward convolution of dy, padded by d*(k-1) - p, with the flipped and
   // transposed weights -- the implicit (column-free) path when its padding is non-negative.
@@ -246,6 +249,7 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
 }
 
 void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (depthwiseConvSupported(g)) return depthwiseConvBackwardWeight(g, x, dy, dw);
   if (convWideSupported(g) && !isPointwise(g)) return convWideBackwardWeight(g, x, dy, dw);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   const int64_t weightSize = g.O * R;

@@ -10,6 +10,7 @@
 
 #include "amx.h"
 #include "conv3x3.h"
+#include "intdw.h"
 #include "cpu.h"
 #include "intadd.h"
 #include "intpool.h"
@@ -897,6 +898,34 @@ void runConvGather(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scra
   }
 }
 
+// Depthwise conv (intdw.h): per sample the padded copy, then blocks of positions into the int32 tile
+// (a whole sample's map with a fused pooling) and the output stage, as the im2col path does.
+void runDepthwise(const IntOp& op, const uint8_t* x, int64_t n, void* out, Scratch& s) {
+  const int64_t P = op.OH * op.OW, ldt = op.dwCp;
+  const bool pooled = op.poolKh > 0;
+  const int64_t block = pooled ? P : kConvRows;
+  uint8_t* pad = grow(s.col, static_cast<size_t>(intDepthwisePadBytes(op)) + kSlack);
+  int32_t* tile = grow(s.tile, static_cast<size_t>(block * ldt) + 64);
+  int32_t* ptile = pooled ? grow(s.ptile, static_cast<size_t>(op.POH * op.POW * ldt) + 64) : nullptr;
+  const int64_t inPer = op.H * op.W * op.C;
+  const size_t outPer = itypeBytes(op.out, (pooled ? op.POH * op.POW : P) * op.OC);
+  const size_t valueBytes = itypeBytes(op.out, 1);
+  for (int64_t smp = 0; smp < n; smp++) {
+    uint8_t* os = static_cast<uint8_t*>(out) + smp * outPer;
+    intDepthwisePad(op, x + smp * inPer, pad);
+    for (int64_t p0 = 0; p0 < P; p0 += block) {
+      const int64_t rows = std::min(block, P - p0);
+      intDepthwiseTile(op, pad, p0, p0 + rows, tile);
+      if (pooled) {
+        poolAcc(op, tile, ldt, 0, op.OC, ptile);
+        epilogue(op, ptile, ldt, op.POH * op.POW, 0, op.OC, os, op.OC);
+      } else {
+        epilogue(op, tile, ldt, rows, 0, op.OC, os + p0 * op.OC * valueBytes, op.OC);
+      }
+    }
+  }
+}
+
 __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_t n, void* out, void* out2, Scratch& s) {
   if (op.xnor) {
     intXnorConvRun(op, reinterpret_cast<const int8_t*>(x), n, out);
@@ -907,6 +936,10 @@ __attribute__((noinline)) void runConv(const IntOp& op, const uint8_t* x, int64_
     return;
   }
   if (conv3x3Runs(op)) return conv3x3Run(op, x, n, out, op.second ? out2 : nullptr, s.col, s.tile, epilogue);
+  if (op.dwConv) {
+    runDepthwise(op, x, n, out, s);
+    return;
+  }
   const int64_t og = op.OC / op.groups, P = op.OH * op.OW;
   const int64_t Kp = rowBytes(op), ldt = tileStride(op);
   const bool pooled = op.poolKh > 0;
@@ -1411,6 +1444,7 @@ void intLayerOutput(const IntOp& op, const int32_t* tile, int64_t ldt, int64_t r
 
 void intPrepareDirectConv(IntOp* op, const int8_t* w) {
   op->direct = false;
+  if (intDepthwisePrepare(op, w)) return;
   op->conv3x3 = conv3x3Prepare(*op, w);
   if (op->conv3x3) return;  // a 3x3 stem (C = 1..3) runs on the direct 3x3 kernel, not the permute one below
   if (op->kind != IOpKind::Conv || op->groups != 1 || op->C != 1 || op->K > 64 || op->outMode != IOutMode::Requantize ||
@@ -1507,6 +1541,7 @@ void intPrepareAmx(IntOp* op, const int8_t* w) {
   op->amx = false;
   if ((op->kind != IOpKind::Conv && op->kind != IOpKind::Linear) || op->in == IType::Bits || op->K <= 0 || !amxAvailable()) return;
   if (op->direct) return;  // (the direct kernel beats gathered AMX tiles on one input channel)
+  if (op->dwConv) return;  // (groups = C = OC: one-row GEMMs per channel, the depthwise kernel instead)
   op->amxGather = prepareGather(op);
   const int64_t og = op->OC / op->groups, np = amxPaddedN(og);
   const int64_t rowBytes = (op->kw * op->C + 3) / 4 * 4;

@@ -93,6 +93,15 @@ struct IntOp {
   int64_t poolKh = 0, poolKw = 0, poolSh = 1, poolSw = 1, POH = 0, POW = 0;
   // direct 3x3 conv of a C % 4 == 0 byte input (conv3x3.h; set by intPrepareDirectConv), run when conv3x3Runs(op)
   std::shared_ptr<const Conv3x3Plan> conv3x3;
+  // depthwise conv (groups = C = OC; intdw.h, set by intPrepareDirectConv): channel block (32 AVX-512,
+  // 16 AVX2, 0 scalar), channels padded to it, per tap the padded-input byte offset (2 per tap pair),
+  // weights [tap][C] (scalar) and as interleaved tap pairs [pair][block][lo, hi][B] with the initial
+  // values -zero sum_t w in the same lane order (intdw.cc)
+  bool dwConv = false;
+  int64_t dwBlock = 0, dwCp = 0;
+  std::vector<int64_t> dwTapOff;
+  std::vector<int16_t> dwRaw, dwW;
+  std::vector<int32_t> dwBias;
   IOutMode outMode = IOutMode::Requantize;
   // A second output stage (intPlanShareConv): another conv of the same input with the same weights
   // that differs only in its requantization (ResNet's stem feeds a block conv and an add in two

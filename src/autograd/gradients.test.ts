@@ -119,6 +119,9 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: 'plain', f: (x, w) => o.conv2d(x!, w!), inputs: () => [r([2, 3, 6, 5]), r([4, 3, 3, 3])] },
     { name: 'stride 2 pad 1 dilation 2 groups 2', f: (x, w) => o.conv2d(x!, w!, null, { stride: 2, padding: 1, dilation: 2, groups: 2 }), inputs: () => [r([1, 4, 9, 7]), r([6, 2, 3, 2])] },
     { name: 'with bias, rect stride', f: (x, w, b) => o.conv2d(x!, w!, b, { stride: [1, 2], padding: [2, 0] }), inputs: () => [r([2, 1, 5, 7]), r([3, 1, 5, 3]), r([3])] },
+    // depthwise (groups = C = O; the native backend's dwconv kernels are checked against the reference in native.test.ts)
+    { name: 'depthwise 3x3 stride 2 pad 1', f: (x, w, b) => o.conv2d(x!, w!, b, { stride: 2, padding: 1, groups: 3 }), inputs: () => [r([2, 3, 7, 6]), r([3, 1, 3, 3]), r([3])] },
+    { name: 'depthwise 5x5 pad 2, N = 1', f: (x, w) => o.conv2d(x!, w!, null, { padding: 2, groups: 4 }), inputs: () => [r([1, 4, 5, 6]), r([4, 1, 5, 5])] },
   ],
   conv2dBackwardInput: [{
     name: 'stride 2 groups 2 (double backward)',

@@ -18,12 +18,14 @@ export interface ProbeConv {
   stride: number;
   pad: number;
   pool: boolean;
+  /** Conv groups (default 1); conv.w is then [OC, C / groups, k, k]. */
+  groups?: number;
 }
 
 type AffineInput = { mode: 'affine'; scale: number; zeroPoint: number; bits: number; qmin: number; qmax: number };
 
 /**
- * Builds the probe model. `tensors` must already hold the conv's conv.w [OC, C, k, k] int8 and its
+ * Builds the probe model. `tensors` must already hold the conv's conv.w [OC, C / groups, k, k] int8 and its
  * int32 conv.b, conv.m, conv.s (bias shift 4); the head's fc.w, fc.scale, fc.bias are added here,
  * drawing the projection weights with `int(-1, 1)` in row-major order (only when not the identity).
  */
@@ -55,7 +57,7 @@ export function convProbeModel(
       op: 'conv2d', name: 'conv', inFeatures: g.C, outFeatures: g.OC, weight: 'conv.w', weightFormat: 'int8', weightBits: 8,
       conv: {
         inChannels: g.C, outChannels: g.OC, kernelSize: [g.k, g.k], stride: [g.stride, g.stride], padding: [g.pad, g.pad],
-        dilation: [1, 1], groups: 1,
+        dilation: [1, 1], groups: g.groups ?? 1,
       },
       input,
       output: { mode: 'requantize', bias: 'conv.b', multiplier: 'conv.m', shift: 'conv.s', biasShift: 4, scale: 0.1, zeroPoint: outZ, lo, hi },

@@ -26,6 +26,8 @@ export interface NativeAddon {
   conv2d(x: Float32Array, w: Float32Array, y: Float32Array, geom: Int32Array): void;
   conv2dBackwardInput(dy: Float32Array, w: Float32Array, dx: Float32Array, geom: Int32Array): void;
   conv2dBackwardWeight(x: Float32Array, dy: Float32Array, dw: Float32Array, geom: Int32Array): void;
+  /** Depthwise conv kernels (groups = C = O, native/dwconv.cc) on / off; returns the previous setting. Absent from older addons. */
+  setDepthwiseConv?(on: boolean): boolean;
   /**
    * y = maxPool(relu(conv2d(x, w) + bias)); epilogue: [relu 0/1, pool kh, pool kw, pool sh, pool sw]
    * (pool kh 0 = no pooling; pooling has no padding); bias null = no bias.

@@ -478,6 +478,22 @@ describe('native backend vs reference', { skip }, () => {
     [2, 3, 5, 37, 9, 2, 4, [1, 1], [0, 3], [1, 1], 1], // rows longer than one vector, 9 output channels
     [2, 2, 12, 14, 56, 5, 5, [1, 1], [1, 0], [1, 2], 2], // 28 channels per group in the lanes (second block masked)
     [2, 24, 7, 6, 10, 3, 3, [1, 1], [1, 1], [1, 1], 2], // backward in x by tap-major tiles, 12 channels per group in two blocks
+    // depthwise (groups = C = O): native/dwconv.cc; odd maps, rows off the vector width, N = 1 and N > 1;
+    // stride-1 maps whose padded row is shorter than OW rounded up to a vector take the flat variants
+    [1, 5, 9, 11, 5, 3, 3, [1, 1], [1, 1], [1, 1], 5],
+    [3, 7, 13, 17, 7, 3, 3, [2, 2], [1, 1], [1, 1], 7], // stride 2 (column phases), padded
+    [2, 4, 10, 10, 4, 3, 3, [2, 2], [0, 0], [1, 1], 4], // stride 2, unpadded
+    [2, 3, 8, 19, 3, 3, 3, [1, 1], [0, 0], [1, 1], 3], // rows of 17 outputs: a full vector and a masked tail
+    [2, 6, 14, 14, 6, 5, 5, [1, 1], [2, 2], [1, 1], 6], // 5x5
+    [2, 5, 7, 9, 5, 5, 5, [1, 1], [2, 2], [1, 1], 5], // 5x5 on a short row: the flat (row pitch) variants
+    [3, 5, 15, 33, 5, 5, 5, [2, 2], [2, 2], [1, 1], 5], // 5x5, stride 2, 17 outputs per row
+    [2, 4, 9, 7, 4, 7, 7, [1, 1], [3, 3], [1, 1], 4], // 7x7: the generic loops
+    [2, 3, 11, 9, 3, 3, 2, [1, 2], [1, 0], [1, 1], 3], // non-square kernel, strides 1 x 2
+    [2, 3, 10, 12, 3, 3, 3, [3, 3], [1, 1], [1, 1], 3], // stride 3
+    [1, 2, 1, 1, 2, 3, 3, [1, 1], [1, 1], [1, 1], 2], // a 1x1 map, all taps but one in the padding
+    [8, 32, 7, 7, 32, 3, 3, [1, 1], [1, 1], [1, 1], 32], // MobileNet-like, parallel over planes / channels
+    [4, 24, 14, 14, 24, 3, 3, [2, 2], [1, 1], [1, 1], 24],
+    [2, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [2, 2], 6], // dilation 2: the generic grouped path
   ];
 
   it('[every-isa] conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
