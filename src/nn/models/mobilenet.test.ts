@@ -16,7 +16,7 @@ function blockParameters(inChannels: number, outChannels: number, t: number): nu
 }
 
 describe('mobilenet', () => {
-  it('default: six inverted residual blocks, parameter count, 28×28 → 7×7 and logits [N, 10]', () => {
+  it('default: six inverted residual blocks, parameter count, 28×28 → 4×4 and logits [N, 10]', () => {
     manualSeed(0);
     const model = createModel('mobilenet');
     assert.ok(model instanceof MobileNet);
@@ -35,7 +35,7 @@ describe('mobilenet', () => {
     assert.equal((blocks[0] as InvertedResidual).expand, null);
     assert.ok((blocks[1] as InvertedResidual).depthwise.at(2) instanceof ReLU6);
     const x = randn([2, 1, 28, 28]);
-    assert.deepEqual(noGrad(() => model.blocks.forward(model.stem.forward(x))).shape, [2, 64, 7, 7]);
+    assert.deepEqual(noGrad(() => model.blocks.forward(model.stem.forward(x))).shape, [2, 64, 4, 4]);
     assert.deepEqual(noGrad(() => model.forward(x)).shape, [2, 10]);
   });
 
@@ -62,9 +62,9 @@ describe('mobilenet', () => {
     const rgb = mobilenet({ inChannels: 3, numClasses: 100, headChannels: 0, widthMultiplier: 0.5 });
     assert.equal(rgb.head, null);
     assert.deepEqual(noGrad(() => rgb.forward(randn([1, 3, 32, 32]))).shape, [1, 100]);
-    const custom = mobilenet({ stages: [{ expand: 3, channels: 8, blocks: 3, stride: 2 }], stemStride: 2 });
+    const custom = mobilenet({ stages: [{ expand: 3, channels: 8, blocks: 3, stride: 2 }], stemStride: 1 });
     assert.equal([...custom.blocks].length, 3);
-    assert.deepEqual(noGrad(() => custom.blocks.forward(custom.stem.forward(randn([1, 1, 28, 28])))).shape, [1, 8, 7, 7]);
+    assert.deepEqual(noGrad(() => custom.blocks.forward(custom.stem.forward(randn([1, 1, 28, 28])))).shape, [1, 8, 14, 14]);
     assert.deepEqual(mobilenetStages(6).map((s) => s.expand), [1, 6, 6, 6]);
   });
 

@@ -33,7 +33,7 @@ export interface MobileNetOptions {
   expandRatio?: number;
   /** Stem conv3×3 width before the multiplier (default 16). */
   stemChannels?: number;
-  /** Stem stride (default 1 for 28×28; 2 halves the work at every later layer). */
+  /** Stem stride (default 2, as MobileNetV2: 28×28 → 14×14; 1 keeps the full resolution at four times the work). */
   stemStride?: number;
   /** The stages (default `mobilenetStages(expandRatio)`: 6 blocks, 16–64 channels, two stride-2 stages). */
   stages?: readonly MobileNetStage[];
@@ -44,7 +44,8 @@ export interface MobileNetOptions {
 /**
  * The default stages for 28×28 inputs, (t, c, n, s) as in MobileNetV2's table 2 but narrower and
  * shallower: (1, 16, 1, 1), (t, 24, 2, 2), (t, 32, 2, 2), (t, 64, 1, 1) with t = `expandRatio`:
- * 28×28 → 14×14 → 7×7, six inverted residual blocks, three of them with a residual add.
+ * after the stride-2 stem 14×14 → 7×7 → 4×4, six inverted residual blocks, three of them with a
+ * residual add.
  */
 export function mobilenetStages(expandRatio = 4): MobileNetStage[] {
   return [
@@ -103,11 +104,11 @@ export class InvertedResidual extends Module {
 
 /**
  * A small MobileNetV2-style network (Sandler et al. 2018) for 28×28×1 images (MNIST,
- * Fashion-MNIST), or 32×32×3 with `inChannels: 3`: `stem` conv3×3(in→16)–BN–ReLU6, `blocks` = the
- * inverted residual blocks of `stages` (default `mobilenetStages(4)`), `head`
+ * Fashion-MNIST), or 32×32×3 with `inChannels: 3`: `stem` conv3×3(in→16, stride 2)–BN–ReLU6,
+ * `blocks` = the inverted residual blocks of `stages` (default `mobilenetStages(4)`), `head`
  * conv1×1(→128)–BN–ReLU6, global average pooling, flatten, `fc` Linear(→numClasses).
- * With the defaults it has 6 blocks (3 residual adds, 5 depthwise convs), about 5.3 M
- * multiply-accumulates per 28×28 image and 56 k parameters (BatchNorm included).
+ * With the defaults it has 6 blocks (3 residual adds, 6 depthwise convs), 50,410 parameters
+ * (BatchNorm included) and about 1.35 M multiply-accumulates per 28×28 image.
  * `widthMultiplier` scales every width (rounded to a multiple of 4), e.g. 0.25 for tests.
  * Depthwise 3×3 convs are `Conv2d` with groups = channels; residual sums are `nn.Add` modules,
  * so `convert` captures the blocks as an integer DAG, and ReLU6 becomes the clamp of the
@@ -128,7 +129,7 @@ export class MobileNet extends Module {
     if (!(multiplier > 0) || !Number.isFinite(multiplier)) throw new Error(`${who}: widthMultiplier must be a positive number, got ${multiplier}`);
     const stages = options.stages ?? mobilenetStages(positiveInteger(who, 'expandRatio', options.expandRatio ?? 4));
     if (stages.length === 0) throw new Error(`${who}: stages must not be empty`);
-    const stemStride = options.stemStride ?? 1;
+    const stemStride = options.stemStride ?? 2;
     if (stemStride !== 1 && stemStride !== 2) throw new Error(`${who}: stemStride must be 1 or 2, got ${stemStride}`);
     const stemWidth = scaledWidth(positiveInteger(who, 'stemChannels', options.stemChannels ?? 16), multiplier);
     this.stem = this.registerModule('stem', new Sequential(
