@@ -151,8 +151,8 @@ function normalizeOfRunConfig(config: RunConfig, checkpoint: string, command: st
 }
 
 /** The calibrate settings a `lowbit quantize` state records (ptq.json's config), checked. */
-function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMethod; weightMethod?: ObserverMethod; weightGroupSize?: number } {
-  const { scheme, method, weightMethod, groupSize } = config as Record<string, unknown>;
+function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMethod; weightMethod?: ObserverMethod; weightGroupSize?: number; weightGranularity?: 'tensor' | 'channel' } {
+  const { scheme, method, weightMethod, groupSize, weightGranularity } = config as Record<string, unknown>;
   if (typeof scheme !== 'string') throw new Error(`its PTQ scheme is ${JSON.stringify(scheme)}, not a string like 'w4a8'`);
   parseScheme(scheme);
   const observer = (v: unknown, name: string): ObserverMethod | undefined => {
@@ -161,10 +161,12 @@ function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMe
     return v as ObserverMethod;
   };
   if (groupSize !== undefined && groupSize !== null && !(Number.isInteger(groupSize) && (groupSize as number) >= 1)) throw new Error(`its groupSize is ${JSON.stringify(groupSize)}, not a positive integer`);
+  if (weightGranularity !== undefined && weightGranularity !== 'tensor' && weightGranularity !== 'channel') throw new Error(`its weightGranularity is ${JSON.stringify(weightGranularity)} (known: tensor, channel)`);
   return {
     scheme,
     ...(observer(method, 'method') ? { method: observer(method, 'method') } : {}),
     ...(observer(weightMethod, 'weightMethod') ? { weightMethod: observer(weightMethod, 'weightMethod') } : {}),
     ...(typeof groupSize === 'number' ? { weightGroupSize: groupSize } : {}),
+    ...(weightGranularity === undefined ? {} : { weightGranularity }),
   };
 }

@@ -60,6 +60,7 @@ export const quantizeCommand = defineCommand({
     calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split; at most its size)' },
     method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },
     weightMethod: { type: 'enum', choices: OBSERVER_METHODS, help: 'weight range observer (default: minmax at 8 bits, mse below)' },
+    weightGranularity: { type: 'enum', choices: ['channel', 'tensor'], default: 'channel', help: 'weight scales: one per output channel, or one per tensor (the per-tensor baseline; depthwise convs suffer most)' },
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
@@ -87,7 +88,7 @@ export const quantizeCommand = defineCommand({
     const planFile = options.plan === undefined ? null : loadPlanFile(options.plan);
     const scheme = planFile ? `plan ${options.plan}` : options.bits;
     const schemeTag = options.plan !== undefined && planFile ? `plan-${planTag(options.plan, planFile.plan)}` : options.bits;
-    const folder = `ptq-${schemeTag}-${options.method}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`;
+    const folder = `ptq-${schemeTag}-${options.method}${options.weightGranularity === 'tensor' ? '-per-tensor' : ''}${options.groupSize === undefined ? '' : `-g${options.groupSize}`}${options.adaround ? '-adaround' : ''}${options.biasCorrection ? '-bc' : ''}`;
     const out = options.out ?? (onnx ? join(dirname(onnx.file), `${basename(onnx.file).replace(/\.onnx$/i, '')}-${folder}`) : join(dirname(checkpoint), folder));
     checkDirCreatable(out);  // an unusable --out fails now, not after the work; it is created when the results are written
 
@@ -110,7 +111,7 @@ export const quantizeCommand = defineCommand({
     if (onnxScaling) io.print(`  input      ${onnxScaling.label}`);
     io.print(`  data       ${dataset}: ${options.calib} calibration samples (train split, seed ${options.seed}), ${testSet.length} test samples`);
     if (planFile?.assignment) io.print(`  plan       ${formatAssignment(planFile.assignment)}`);
-    io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'}` +
+    io.print(`  scheme     ${scheme}, activations ${options.method}, weights ${options.weightMethod ?? 'default'} per ${options.weightGranularity}` +
       `${options.groupSize === undefined ? '' : `, Linear weights in groups of ${options.groupSize} inputs`}${options.adaround ? `, AdaRound (${options.adaroundIterations} steps/layer)` : ''}${options.biasCorrection ? ', bias correction' : ''}`);
     io.print(`  backend    ${describeBackend(backendDetails())}`);
 
@@ -121,6 +122,7 @@ export const quantizeCommand = defineCommand({
       samples: options.calib,
       method: options.method,
       weightMethod: options.weightMethod,
+      weightGranularity: options.weightGranularity,
       adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection,
       ...(options.groupSize === undefined ? {} : { weightGroupSize: options.groupSize }),
@@ -135,6 +137,7 @@ export const quantizeCommand = defineCommand({
       source: checkpoint, model: arch, dataset, scheme, ...(planFile?.assignment ? { assignment: planFile.assignment } : {}), calibrationSamples: report.samples, method: options.method,
       weightMethod: options.weightMethod ?? null, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection, seed: options.seed, groupSize: options.groupSize ?? null,
+      ...(options.weightGranularity === 'tensor' ? { weightGranularity: 'tensor' } : {}),
     };
     makeDirs(out);
     // The fake-quant state of an ONNX graph needs that graph to load: no model.safetensors for it.
