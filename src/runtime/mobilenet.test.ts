@@ -88,6 +88,14 @@ describe('MobileNet through the quantization pipeline', () => {
       assert.ok(layers.filter((l) => l.name !== 'fc').every((l) => l.foldedBatchNorm), 'every conv is a QuantConvBn2d');
       const depthwise = layers.filter((l) => l.name.endsWith('depthwise.0'));
       assert.equal(depthwise.length, 6);
+      // Inputs after a linear bottleneck: LSQ's zero-point-free unsigned grid becomes signed there
+      // (the 8-bit head keeps its bits); the EMA-affine STE grid has a zero point and stays as it is.
+      const signed = new Set(model.signedInputLayers());
+      assert.deepEqual([...signed], ['blocks.1.expand.0', 'blocks.2.expand.0', 'blocks.3.expand.0', 'blocks.4.expand.0', 'blocks.5.expand.0', 'head.0']);
+      for (const l of layers.slice(1)) {
+        const spec = l.activationSpec!;
+        assert.equal(spec.signed, scheme === 'w4a4' && signed.has(l.name), `${l.name}: ${JSON.stringify(spec)}`);
+      }
       const optimizer = new Adam(model.parameters(), { lr: 0.01 });
       model.train();
       const loss = (): number => noGrad(() => crossEntropy(model.forward(x), labels).item());
@@ -155,9 +163,11 @@ describe('MobileNet through the quantization pipeline', () => {
       // Every ReLU6 folds into its layer: the one clamp left is the pooling's own range (average, then quantize).
       assert.deepEqual(nodes.filter((n) => n.op === 'clamp').map((n) => n.name), ['pool.range']);
       const layers = nodes.filter((n): n is LayerNode => n.op === 'conv2d' || n.op === 'linear');
-      // 20 layers; the three whose output also feeds an add run a second time into the add's domain (name@2).
+      // 20 layers; one whose output also feeds an add in another domain runs a second time into the
+      // add's domain (name@2): the stem (unsigned ReLU6 for the depthwise conv, signed for the add),
+      // and with W8A8's asymmetric grids the two projections whose sum starts a residual pair too.
       assert.equal(new Set(layers.map((n) => n.name.replace(/@2$/, ''))).size, 20);
-      assert.deepEqual(layers.filter((n) => n.name.endsWith('@2')).map((n) => n.name), ['stem.0@2', 'blocks.1.project.0@2', 'blocks.3.project.0@2']);
+      assert.deepEqual(layers.filter((n) => n.name.endsWith('@2')).map((n) => n.name), scheme === 'w8a8' ? ['stem.0@2', 'blocks.1.project.0@2', 'blocks.3.project.0@2'] : ['stem.0@2']);
       const byName = new Map(layers.map((n) => [n.name, n]));
       const next = (name: string): LayerNode => layers.filter((n) => !n.name.endsWith('@2'))[layers.filter((n) => !n.name.endsWith('@2')).findIndex((n) => n.name === name) + 1]!;
       // A ReLU6 layer feeding the next conv: its output lies in [z, z + round(6/s)] of the next layer's input.
@@ -171,6 +181,9 @@ describe('MobileNet through the quantization pipeline', () => {
         assert.equal(out.lo, Math.max(input.qmin, input.zeroPoint), `${name}: ReLU lower bound`);
         assert.equal(out.hi, Math.min(input.qmax, input.zeroPoint + Math.round(6 / input.scale)), `${name}: ReLU6 upper bound`);
       }
+      // A signed (symmetric narrow, [-7, 7]) input grid after each linear bottleneck for LSQ (W4A4), a zero point for the STE's EMA range (W8A8).
+      const expandInput = byName.get('blocks.1.expand.0')!.input;
+      assert.ok(expandInput.mode === 'affine' && (scheme === 'w4a4' ? expandInput.qmin === -7 && expandInput.qmax === 7 && expandInput.zeroPoint === 0 : expandInput.qmin === 0 && expandInput.qmax === 255));
       // Fresh images: the IntModel's argmax against the fake-quant forward.
       const fresh = squares(40, 8).x;
       const fake = noGrad(() => model.forward(fresh)).data;

@@ -159,6 +159,22 @@ export class MobileNet extends Module {
     this.fc = this.registerModule('fc', new Linear(width, positiveInteger(who, 'numClasses', options.numClasses ?? 10)));
   }
 
+  /**
+   * The layers whose input can be negative (`SignedInputLayers` of quant/config): every expand
+   * conv after the first block, and the head conv (or fc without one), read a linear bottleneck
+   * (BatchNorm output or residual sum, no ReLU); a quantization plan gives them signed inputs.
+   */
+  signedInputLayers(): string[] {
+    const names: string[] = [];
+    for (const [i, block] of [...this.blocks].entries()) {
+      if (i === 0) continue; // reads the stem's ReLU6
+      const b = block as InvertedResidual;
+      names.push(b.expand ? `blocks.${i}.expand.0` : `blocks.${i}.depthwise.0`);
+    }
+    names.push(this.head ? 'head.0' : 'fc');
+    return names;
+  }
+
   /** x [N, in, H, W] -> logits [N, numClasses]. */
   forward(x: Tensor): Tensor {
     let y = this.blocks.forward(this.stem.forward(x));
