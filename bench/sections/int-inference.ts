@@ -3,6 +3,9 @@
  *   - LeNet-5 W8A8 vs the fastest peer path (onnxruntime-node fp32 on the PyTorch export,
  *     onnxruntime-node int8 on the QDQ export of the same IntModel, PyTorch fp32, PyTorch int8 =
  *     torch.ao eager static quantization) and vs lowbit's own fp32 forward;
+ *   - MobileNet (nn.mobilenet, depthwise-separable, residual adds) W8A8 vs onnxruntime-node fp32 on
+ *     lowbit's float export, onnxruntime-node int8 on the QDQ export of the same IntModel, lowbit fp32
+ *     and PyTorch fp32 (bench/peers/torch_mobilenet.py, the same weights);
  *   - a binary MLP 784-1024-1024-10 (first Linear int8 on the int8 image, hidden Linear ±1 weights on
  *     ±1 inputs = XNOR-popcount with packed sign activations, last Linear int8 on ±1 inputs) vs
  *     lowbit's fp32 MLP of the same widths (with BatchNorm and ReLU).
@@ -10,6 +13,7 @@
  * turn) so that a busy machine slows them alike; wall-time images/s is the figure, images per
  * CPU-second of the process (all threads) is in the details. PyTorch runs in a child process after.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,9 +26,11 @@ import { compileNativePlan } from '../../src/runtime/native-plan.ts';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { saveOnnx } from '../../src/onnx/index.ts';
 import { loadAddon } from '../../src/backend/native/load.ts';
+import { writeSafetensorsFile } from '../../src/format/safetensors.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortRunner } from '../peers/ort.ts';
-import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { pythonPath, repeatsOf, runTorch } from '../peers/torch.ts';
+import { torchPeerEnv } from '../lib.ts';
 import { binaryMlpIntModel, preparedQat } from '../binary-mlp.ts';
 import { batchPool, benchBackends, nativeMissingReason, withBackend } from '../workloads.ts';
 
@@ -99,7 +105,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const lenetQ = preparedQat(nn.lenet5(), { default: qconfigFor('w8a8', 'ste') }, calib);
     const lenetInt: IntModel = convert(lenetQ, { inputShape: [1, 28, 28] });
     const bnnInt: IntModel = binaryMlpIntModel(calib);
-    for (const [name, m] of [['LeNet-5', lenetInt], ['binary MLP', bnnInt]] as const) {
+    manualSeed(0);
+    const mobileQ = preparedQat(nn.mobilenet(), { default: qconfigFor('w8a8', 'ste') }, calib);
+    const mobileInt: IntModel = convert(mobileQ, { inputShape: [1, 28, 28] });
+    for (const [name, m] of [['LeNet-5', lenetInt], ['binary MLP', bnnInt], ['MobileNet', mobileInt]] as const) {
       const why = m.nativeUnavailableReason();
       if (why) throw new Error(`${name} IntModel does not run natively: ${why}`);
       ctx.log(`${name}: ${m.layers().filter((l) => l.bits !== '-').map((l) => `${l.name} ${l.bits}`).join(', ')}`);
@@ -116,6 +125,12 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     manualSeed(0);
     const mlpFp = nn.mlp({ hidden: [1024, 1024], batchNorm: true });
     mlpFp.eval();
+    manualSeed(0);
+    const mobileFp = nn.mobilenet();
+    mobileFp.train();
+    noGrad(() => mobileFp.forward(calib)); // BatchNorm statistics
+    mobileFp.eval();
+    const mobileGroup = `MobileNet (${mobileFp.numParameters().toLocaleString('en-US')} parameters) inference, batch ${BATCH}`;
 
     // ONNX export of the PyTorch peer's LeNet-5 for onnxruntime
     const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-int-'));
@@ -155,8 +170,32 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         run: () => void bnnInt.run(data, BATCH), details: { layers: bnnInt.layers().map((l) => `${l.name} ${l.bits}`) },
       });
       contenders.push({ id: 'mlp-int/lowbit-fp32', group: mlpGroup, impl: 'lowbit fp32 MLP with BatchNorm (native backend)', run: () => void noGrad(() => mlpFp.forward(input)) });
+      contenders.push({
+        id: 'mobilenet-int/lowbit-int8', group: mobileGroup, impl: 'lowbit IntModel W8A8 (native executor)',
+        peers: ['mobilenet-int/ort-fp32', 'mobilenet-int/ort-int8', 'mobilenet-int/torch-fp32', 'mobilenet-int/lowbit-fp32'],
+        run: () => void mobileInt.run(data, BATCH), details: { layers: mobileInt.layers().filter((l) => l.bits !== '-').length },
+      });
+      contenders.push({ id: 'mobilenet-int/lowbit-fp32', group: mobileGroup, impl: 'lowbit fp32 (native backend)', run: () => void noGrad(() => mobileFp.forward(input)) });
+      for (const [kind, model] of [['fp32', mobileFp], ['int8', mobileInt]] as const) {
+        const id = `mobilenet-int/ort-${kind}`;
+        const path = join(dir, `mobilenet-${kind}.onnx`);
+        let reason = '';
+        try {
+          saveOnnx(path, model, kind === 'fp32' ? { inputShape: [1, 28, 28] } : {});
+        } catch (e) {
+          reason = `export failed: ${e instanceof Error ? e.message : String(e)}`;
+        }
+        const o = reason ? { ok: false as const, reason } : await ortRunner({ modelPath: path, batch: BATCH, threads: ctx.threads, input: data });
+        if (o.ok) {
+          releases.push(o.release);
+          contenders.push({ id, group: mobileGroup, impl: `onnxruntime-node ${o.version} ${kind === 'fp32' ? 'fp32 (lowbit\'s float export)' : 'int8 (QDQ export of the same IntModel)'}`, run: o.run });
+        } else ms.push(skippedMeasurement({ id, group: mobileGroup, impl: `onnxruntime-node ${kind}`, unit: 'images/s', higherIsBetter: true }, o.reason));
+      }
+      // The PyTorch peer's weights: the fp32 model's state dict, written before `dir` is removed.
+      writeSafetensorsFile(join(dir, 'mobilenet.safetensors'), [...mobileFp.stateDict()].map(([k, t]) => [k, t.dtype === 'int32' ? { dtype: 'I32', shape: t.shape, data: Int32Array.from(t.data) } : { shape: t.shape, data: Float32Array.from(t.data) }] as const));
       ctx.log(`interleaved: ${contenders.map((c) => c.id).join(', ')}`);
       ms.push(...await interleaved(contenders, ctx.repeats, ctx.targetSeconds));
+      ms.push(torchMobilenet(ctx, join(dir, 'mobilenet.safetensors'), mobileFp, mobileGroup));
     } finally {
       if (release) await release();
       for (const r of releases) await r();
@@ -177,6 +216,11 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const best = peers.reduce<readonly [string, number] | null>((a, p) => (a === null || p[1] > a[1] ? p : a), null);
     const fp32 = get('lenet5-int/lowbit-fp32');
     const bin = get('mlp-int/lowbit-binary');
+    const mobile = get('mobilenet-int/lowbit-int8');
+    if (mobile !== null) {
+      const others = ['mobilenet-int/ort-fp32', 'mobilenet-int/ort-int8', 'mobilenet-int/torch-fp32', 'mobilenet-int/lowbit-fp32'].map((id) => [id, get(id)] as const).filter((p): p is readonly [string, number] => p[1] !== null);
+      notes.push(`MobileNet W8A8 IntModel: ${mobile.toFixed(0)} images/s; ${others.map(([id, v]) => `${(mobile / v).toFixed(2)}× ${id}`).join(', ')}. The native kernel list (log) shows how its depthwise convs ran.`);
+    }
     const mlp32 = get('mlp-int/lowbit-fp32');
     const verdict = (ratio: number, need: number): string => `${ratio.toFixed(2)}× — ${ratio >= need ? 'meets' : 'misses'} the ${need}× target`;
     if (int8 !== null && best) notes.push(`LeNet-5 W8A8 IntModel vs the fastest peer path (${best[0]}, ${best[1].toFixed(0)} images/s): ${verdict(int8 / best[1], ACCEPT_PEER)}.`);
@@ -189,6 +233,24 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     );
     return { measurements: ms, notes };
   });
+}
+
+/** PyTorch fp32 on the MobileNet weights (bench/peers/torch_mobilenet.py), in a child process after the interleaved repeats. */
+function torchMobilenet(ctx: SectionContext, weights: string, model: nn.MobileNet, group: string): Measurement {
+  const id = 'mobilenet-int/torch-fp32';
+  const base = { id, group, impl: 'PyTorch fp32', unit: 'images/s', higherIsBetter: true };
+  const config = {
+    stemStride: (model.stem.at(0) as nn.Conv2d).stride[0],
+    blockStrides: [...model.blocks].map((b) => ((b as nn.InvertedResidual).depthwise.at(0) as nn.Conv2d).stride[0]),
+  };
+  const script = join(import.meta.dirname, '..', 'peers', 'torch_mobilenet.py');
+  const r = spawnSync(pythonPath(), [script, '--task', 'infer', '--weights', weights, '--config', JSON.stringify(config), '--batch', String(BATCH), '--threads', String(ctx.threads), '--repeats', String(ctx.repeats), '--seconds', String(ctx.targetSeconds)], {
+    env: torchPeerEnv(ctx.threads), encoding: 'utf8', cwd: join(import.meta.dirname, '..', 'peers'), timeout: 600_000,
+  });
+  if (r.status !== 0) return skippedMeasurement(base, `PyTorch peer failed (${r.status ?? r.error?.message}): ${(r.stderr ?? '').trim().split('\n').slice(-1)[0] ?? ''}`);
+  const json = JSON.parse(r.stdout.trim().split('\n').pop()!) as { skipped?: string; torch?: string; repeats?: number[] };
+  if (json.skipped !== undefined || !Array.isArray(json.repeats)) return skippedMeasurement(base, json.skipped ?? 'malformed peer answer');
+  return measured({ ...base, impl: `PyTorch ${json.torch} fp32` }, json.repeats);
 }
 
 export const intInference: Section = {

@@ -167,10 +167,10 @@ function ptqSettingsOf(config: RunConfig): { scheme: string; method?: ObserverMe
   if (groupSize !== undefined && groupSize !== null && !(Number.isInteger(groupSize) && (groupSize as number) >= 1)) throw new Error(`its groupSize is ${JSON.stringify(groupSize)}, not a positive integer`);
   if (weightGranularity !== undefined && weightGranularity !== 'tensor' && weightGranularity !== 'channel') throw new Error(`its weightGranularity is ${JSON.stringify(weightGranularity)} (known: tensor, channel)`);
   return {
-    ...(weightGranularity === 'tensor' ? { weightGranularity } : {}),
     scheme,
     ...(observer(method, 'method') ? { method: observer(method, 'method') } : {}),
     ...(observer(weightMethod, 'weightMethod') ? { weightMethod: observer(weightMethod, 'weightMethod') } : {}),
     ...(typeof groupSize === 'number' ? { weightGroupSize: groupSize } : {}),
+    ...(weightGranularity === undefined ? {} : { weightGranularity }),
   };
 }

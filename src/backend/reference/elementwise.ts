@@ -118,12 +118,31 @@ export function binaryKernel(op: BinaryPrimitive): Kernel {
 export const whereKernel: Kernel<'where'> = ([c, a, b]) => {
   const shape = broadcastShapes(broadcastShapes(c!.shape, a!.shape), b!.shape);
   const out = alloc(a!.dtype, shape);
-  const ic = offsetMap(shape, broadcastStrides(c!.shape, shape));
-  const ia = offsetMap(shape, broadcastStrides(a!.shape, shape));
-  const ib = offsetMap(shape, broadcastStrides(b!.shape, shape));
   const cd = c!.data;
   const ad = a!.data;
   const bd = b!.data;
+  // A full-shape condition, each branch full-shape or a single value (clamp, relu6 and their gradients): no index maps.
+  const flat = (t: RawTensor): boolean => t.data.length === 1 || sameShape(t.shape, shape);
+  if (out.length > 1 && cd.length === out.length && flat(c!) && flat(a!) && flat(b!)) {
+    const n = out.length;
+    if (ad.length === 1 && bd.length === n) {
+      const av = ad[0]!;
+      for (let i = 0; i < n; i++) out[i] = cd[i] !== 0 ? av : bd[i]!;
+    } else if (bd.length === 1 && ad.length === n) {
+      const bv = bd[0]!;
+      for (let i = 0; i < n; i++) out[i] = cd[i] !== 0 ? ad[i]! : bv;
+    } else if (ad.length === n && bd.length === n) {
+      for (let i = 0; i < n; i++) out[i] = cd[i] !== 0 ? ad[i]! : bd[i]!;
+    } else {
+      const av = ad[0]!;
+      const bv = bd[0]!;
+      for (let i = 0; i < n; i++) out[i] = cd[i] !== 0 ? av : bv;
+    }
+    return raw(out, shape, a!.dtype);
+  }
+  const ic = offsetMap(shape, broadcastStrides(c!.shape, shape));
+  const ia = offsetMap(shape, broadcastStrides(a!.shape, shape));
+  const ib = offsetMap(shape, broadcastStrides(b!.shape, shape));
   for (let i = 0; i < out.length; i++) out[i] = cd[ic[i]!] !== 0 ? ad[ia[i]!]! : bd[ib[i]!]!;
   return raw(out, shape, a!.dtype);
 };

@@ -7,7 +7,7 @@ import { BACKEND_CHOICES, useBackend } from '../backend-info.ts';
 import { defineCommand } from '../command.ts';
 import { checkOutputFile } from '../inputs.ts';
 
-const DEFAULT_DATASET: Record<ModelName, DatasetName> = { lenet5: 'mnist', mlp: 'mnist', cnn: 'fashion-mnist', resnet8: 'fashion-mnist' };
+const DEFAULT_DATASET: Record<ModelName, DatasetName> = { lenet5: 'mnist', mlp: 'mnist', cnn: 'fashion-mnist', resnet8: 'fashion-mnist', mobilenet: 'fashion-mnist' };
 
 export const nceCommand = defineCommand({
   name: 'nce',

@@ -60,7 +60,7 @@ export const quantizeCommand = defineCommand({
     calib: { type: 'int', positive: true, default: 1000, help: 'calibration samples (from the training split; at most its size)' },
     method: { type: 'enum', choices: OBSERVER_METHODS, default: 'minmax', help: 'activation range observer' },
     weightMethod: { type: 'enum', choices: OBSERVER_METHODS, help: 'weight range observer (default: minmax at 8 bits, mse below)' },
-    weightGranularity: { type: 'enum', choices: ['channel', 'tensor'] as const, default: 'channel', help: 'one weight scale per output channel (default) or per layer' },
+    weightGranularity: { type: 'enum', choices: ['channel', 'tensor'] as const, default: 'channel', help: 'weight scales: one per output channel (default), or one per tensor (the per-tensor baseline; depthwise convs suffer most, --equalize helps)' },
     adaround: { type: 'boolean', help: 'learn the rounding of <= 4-bit weights (AdaRound)' },
     adaroundIterations: { type: 'int', positive: true, default: 500, help: 'AdaRound steps per layer' },
     biasCorrection: { type: 'boolean', help: 'subtract the expected output shift of quantized weights from the biases' },
@@ -146,7 +146,7 @@ export const quantizeCommand = defineCommand({
     const report = calibrationReport(model)!;
     const ptqConfig = {
       source: checkpoint, model: arch, dataset, scheme, ...(planFile?.assignment ? { assignment: planFile.assignment } : {}), calibrationSamples: report.samples, method: options.method,
-      weightMethod: options.weightMethod ?? null, weightGranularity: options.weightGranularity, adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
+      weightMethod: options.weightMethod ?? null, ...(options.weightGranularity === 'tensor' ? { weightGranularity: 'tensor' } : {}), adaround: options.adaround ? { iterations: options.adaroundIterations } : false,
       biasCorrection: options.biasCorrection, equalize: equalized ? equalizedStructure(equalized) : false, seed: options.seed, groupSize: options.groupSize ?? null,
     };
     makeDirs(out);

@@ -11,7 +11,7 @@ import { Add } from '../merge.ts';
 import { BatchNorm2d } from '../batchnorm.ts';
 
 test('registry: names, instances, options and unknown names', () => {
-  assert.deepEqual(MODEL_NAMES, ['lenet5', 'mlp', 'cnn', 'resnet8']);
+  assert.deepEqual(MODEL_NAMES, ['lenet5', 'mlp', 'cnn', 'resnet8', 'mobilenet']);
   assert.ok(createModel('resnet8') instanceof ResNet);
   assert.ok(createModel('lenet5') instanceof LeNet5);
   assert.ok(createModel('cnn') instanceof Cnn);
@@ -19,7 +19,7 @@ test('registry: names, instances, options and unknown names', () => {
   assert.ok(isModelName('mlp') && !isModelName('resnet'));
   assert.equal(createModel('lenet5', { numClasses: 3 }).forward(randn([1, 1, 28, 28])).shape[1], 3);
   const unknown: string = 'resnet';
-  assert.throws(() => createModel(unknown as 'mlp'), /unknown model 'resnet' \(known: lenet5, mlp, cnn, resnet8\)/);
+  assert.throws(() => createModel(unknown as 'mlp'), /unknown model 'resnet' \(known: lenet5, mlp, cnn, resnet8, mobilenet\)/);
 });
 
 test('mlp: layer sequence and parameter count', () => {

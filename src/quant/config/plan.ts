@@ -11,7 +11,7 @@ import { Linear } from '../../nn/linear.ts';
 import { BatchNorm1d, BatchNorm2d } from '../../nn/batchnorm.ts';
 import { Sequential } from '../../nn/sequential.ts';
 import type { QuantizerSpec } from '../quantizers/quantizer.ts';
-import { BINARY_KINDS, qconfig, TERNARY_KINDS, type QConfig, type QuantRole } from './qconfig.ts';
+import { BINARY_KINDS, qconfig, TERNARY_KINDS, UNIFORM_KINDS, type QConfig, type QuantRole } from './qconfig.ts';
 import { int8PerChannelSym, int8PerTensorAffine, uint8Ema } from './presets.ts';
 
 /** Layer types a plan quantizes. */
@@ -178,9 +178,38 @@ function checkPlanShape(plan: QuantPlan): void {
 }
 
 /**
+ * A model some of whose layers take inputs that can be negative although no ReLU precedes them in
+ * a way a plan can see (MobileNetV2's linear bottlenecks: every block's expand conv reads a
+ * BatchNorm output or a residual sum). `resolvePlan` makes those layers' zero-point-free unsigned
+ * activation specs signed (see `signedInputRule`).
+ */
+export interface SignedInputLayers {
+  /** Dotted names of the Conv2d / Conv1d / Linear layers whose input can be negative. */
+  signedInputLayers(): readonly string[];
+}
+
+function signedInputNames(model: Module): Set<string> {
+  const hook = (model as Partial<SignedInputLayers>).signedInputLayers;
+  return typeof hook === 'function' ? new Set(hook.call(model)) : new Set();
+}
+
+/**
+ * The activation spec of a layer whose input can be negative: an unsigned uniform spec without a
+ * zero point (symmetric: LSQ, PACT, the 'static' symmetric ones...) would clip every negative input
+ * to 0, so it becomes signed with the same bits (2^(b−1) − 1 positive levels instead of 2^b − 1).
+ * Asymmetric specs (a zero point covers negatives), other kinds and 1-bit specs are left as they are.
+ */
+function signedInputRule(spec: QuantizerSpec | null): QuantizerSpec | null {
+  if (spec === null || spec.signed !== false || spec.symmetric === false || spec.bits < 2) return spec;
+  if (!UNIFORM_KINDS.includes(spec.kind) && spec.kind !== 'static') return spec;
+  return { ...spec, signed: true };
+}
+
+/**
  * The explicit per-layer table of `plan` on `model`: every Conv2d, Conv1d and Linear in definition
  * order with the weight and input-activation spec it gets (null = float) and the BatchNorm folded into
- * it. Steps: default → overrides in order → first/last 8-bit rule → model-input rule. Every
+ * it. Steps: default → overrides in order → first/last 8-bit rule → model-input rule → signed inputs
+ * of the layers a `SignedInputLayers` model names (not those an override names exactly). Every
  * resulting config is validated; an override matching no layer throws.
  */
 export function resolvePlan(model: Module, plan: QuantPlan, options: ResolveOptions = {}): ResolvedLayer[] {
@@ -220,6 +249,10 @@ export function resolvePlan(model: Module, plan: QuantPlan, options: ResolveOpti
   const inputSpec = plan.inputActivation === undefined ? int8PerTensorAffine : plan.inputActivation;
   if (inputSpec !== 'layer' && !first.exact && first.activation !== null) {
     first.activation = inputSpec === null ? null : qconfig({ weight: null, activation: inputSpec }, 'QuantPlan.inputActivation').activation;
+  }
+  const signedInputs = signedInputNames(model);
+  for (const row of rows) {
+    if (signedInputs.has(row.name) && !row.exact && row !== first) row.activation = signedInputRule(row.activation);
   }
 
   const pairs = options.fuseBatchNorm ?? true ? findConvBnPairs(model, options.fusePairs) : new Map<string, string>();
