@@ -81,7 +81,12 @@ export function trainStepper(model: TensorModule, pool: readonly XY[]): () => vo
   return stepWith(model, createOptimizer('sgd', model.parameters(), { ...SGD_CONFIG }), pool);
 }
 
-/** The step both steppers time: forward, cross-entropy, backward, optimizer step, zero grad, loss read back. */
+/** trainStepper's step with Adam at `lr` (no weight decay). */
+export function adamStepper(model: TensorModule, pool: readonly XY[], lr: number): () => void {
+  return stepWith(model, new Adam(model.parameters(), { lr }), pool);
+}
+
+/** The step the steppers time: forward, cross-entropy, backward, optimizer step, zero grad, loss read back. */
 function stepWith(model: TensorModule, optimizer: { step(): void; zeroGrad(): void }, pool: readonly XY[]): () => void {
   model.train();
   let i = 0;

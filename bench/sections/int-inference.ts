@@ -13,7 +13,6 @@
  * turn) so that a busy machine slows them alike; wall-time images/s is the figure, images per
  * CPU-second of the process (all threads) is in the details. PyTorch runs in a child process after.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,11 +25,10 @@ import { compileNativePlan } from '../../src/runtime/native-plan.ts';
 import { intKernelsBackend } from '../../src/runtime/kernels/index.ts';
 import { saveOnnx } from '../../src/onnx/index.ts';
 import { loadAddon } from '../../src/backend/native/load.ts';
-import { writeSafetensorsFile } from '../../src/format/safetensors.ts';
 import { median, measured, skippedMeasurement, tick, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { ortRunner } from '../peers/ort.ts';
-import { pythonPath, repeatsOf, runTorch } from '../peers/torch.ts';
-import { torchPeerEnv } from '../lib.ts';
+import { repeatsOf, runTorch } from '../peers/torch.ts';
+import { runTorchMobilenet, writeMobilenetWeights } from '../peers/torch-mobilenet.ts';
 import { binaryMlpIntModel, preparedQat } from '../binary-mlp.ts';
 import { batchPool, benchBackends, nativeMissingReason, withBackend } from '../workloads.ts';
 
@@ -192,10 +190,10 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
         } else ms.push(skippedMeasurement({ id, group: mobileGroup, impl: `onnxruntime-node ${kind}`, unit: 'images/s', higherIsBetter: true }, o.reason));
       }
       // The PyTorch peer's weights: the fp32 model's state dict, written before `dir` is removed.
-      writeSafetensorsFile(join(dir, 'mobilenet.safetensors'), [...mobileFp.stateDict()].map(([k, t]) => [k, t.dtype === 'int32' ? { dtype: 'I32', shape: t.shape, data: Int32Array.from(t.data) } : { shape: t.shape, data: Float32Array.from(t.data) }] as const));
+      writeMobilenetWeights(join(dir, 'mobilenet.safetensors'), mobileFp);
       ctx.log(`interleaved: ${contenders.map((c) => c.id).join(', ')}`);
       ms.push(...await interleaved(contenders, ctx.repeats, ctx.targetSeconds));
-      ms.push(torchMobilenet(ctx, join(dir, 'mobilenet.safetensors'), mobileFp, mobileGroup));
+      ms.push(await torchMobilenet(ctx, join(dir, 'mobilenet.safetensors'), mobileFp, mobileGroup));
     } finally {
       if (release) await release();
       for (const r of releases) await r();
@@ -236,21 +234,11 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
 }
 
 /** PyTorch fp32 on the MobileNet weights (bench/peers/torch_mobilenet.py), in a child process after the interleaved repeats. */
-function torchMobilenet(ctx: SectionContext, weights: string, model: nn.MobileNet, group: string): Measurement {
-  const id = 'mobilenet-int/torch-fp32';
-  const base = { id, group, impl: 'PyTorch fp32', unit: 'images/s', higherIsBetter: true };
-  const config = {
-    stemStride: (model.stem.at(0) as nn.Conv2d).stride[0],
-    blockStrides: [...model.blocks].map((b) => ((b as nn.InvertedResidual).depthwise.at(0) as nn.Conv2d).stride[0]),
-  };
-  const script = join(import.meta.dirname, '..', 'peers', 'torch_mobilenet.py');
-  const r = spawnSync(pythonPath(), [script, '--task', 'infer', '--weights', weights, '--config', JSON.stringify(config), '--batch', String(BATCH), '--threads', String(ctx.threads), '--repeats', String(ctx.repeats), '--seconds', String(ctx.targetSeconds)], {
-    env: torchPeerEnv(ctx.threads), encoding: 'utf8', cwd: join(import.meta.dirname, '..', 'peers'), timeout: 600_000,
-  });
-  if (r.status !== 0) return skippedMeasurement(base, `PyTorch peer failed (${r.status ?? r.error?.message}): ${(r.stderr ?? '').trim().split('\n').slice(-1)[0] ?? ''}`);
-  const json = JSON.parse(r.stdout.trim().split('\n').pop()!) as { skipped?: string; torch?: string; repeats?: number[] };
-  if (json.skipped !== undefined || !Array.isArray(json.repeats)) return skippedMeasurement(base, json.skipped ?? 'malformed peer answer');
-  return measured({ ...base, impl: `PyTorch ${json.torch} fp32` }, json.repeats);
+async function torchMobilenet(ctx: SectionContext, weights: string, model: nn.MobileNet, group: string): Promise<Measurement> {
+  const base = { id: 'mobilenet-int/torch-fp32', group, impl: 'PyTorch fp32', unit: 'images/s', higherIsBetter: true };
+  const r = await runTorchMobilenet({ task: 'infer', weights, model, batch: BATCH, threads: ctx.threads, repeats: ctx.repeats, seconds: ctx.targetSeconds });
+  if (!r.ok) return skippedMeasurement(base, r.reason);
+  return measured({ ...base, impl: `PyTorch ${String(r.json.torch)} fp32` }, repeatsOf(r.json));
 }
 
 export const intInference: Section = {

@@ -12,9 +12,18 @@
 import { measured, measureRate, skippedMeasurement, type Measurement, type Section, type SectionContext, type SectionOutput } from '../lib.ts';
 import { repeatsOf, runTorch } from '../peers/torch.ts';
 import { tfjsRows, type TfjsBackend } from '../peers/tfjs.ts';
+import { runTorchMobilenet, writeMobilenetWeights } from '../peers/torch-mobilenet.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mobilenet } from '../../src/nn/index.ts';
+import { manualSeed } from '../../src/tensor/index.ts';
 import { preferThroughputGc } from '../../src/train/gc.ts';
 import { wasmThreadsInfo } from '../../src/backend/wasm/index.ts';
-import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, contenders, prepareWasmThreads, qatTrainStepper, rateOn, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+import { MODEL_LABEL, QAT_JOB, SGD_CONFIG, batchPool, benchBackends, buildModel, implName, backendMissingReason, contenders, prepareWasmThreads, adamStepper, qatTrainStepper, rateOn, trainStepper, withBackend, type BenchModel } from '../workloads.ts';
+
+/** Adam's learning rate in the MobileNet rows (the CLI default). */
+const MOBILENET_LR = 0.002;
 
 const CASES: readonly { model: BenchModel; batch: number }[] = [
   { model: 'lenet5', batch: 64 },
@@ -67,6 +76,36 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const tf = await tfjsRows(ctx, group, 'samples/s', (b) => tfjsId(key, b), { task: 'train', model, batch, lr: SGD_CONFIG.lr, momentum: SGD_CONFIG.momentum });
     measurements.push(...tf.measurements);
     if (tf.wasmThreads > 0) tfjsThreads = tf.wasmThreads;
+  }
+  // MobileNet (depthwise-separable, residual adds, BatchNorm, ReLU6), Adam: lowbit native against
+  // PyTorch on the same initial weights (bench/peers/torch_mobilenet.py, strict load by name).
+  {
+    const batch = 64;
+    manualSeed(0);
+    const model = mobilenet();
+    const params = model.parameters().reduce((n, p) => n + p.size, 0);
+    const group = `MobileNet (\`lowbit train --model mobilenet\`, ${params.toLocaleString('en-US')} parameters) training, batch ${batch}, Adam lr ${MOBILENET_LR}`;
+    const key = `mobilenet-b${batch}`;
+    const pool = batchPool(batch, 8);
+    const base = { id: `${key}/lowbit-native`, group, impl: implName('native'), unit: 'samples/s', higherIsBetter: true, peers: [`${key}/torch`] };
+    const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-mobilenet-'));
+    try {
+      // the peer starts from the same weights (written before lowbit's steps change them)
+      writeMobilenetWeights(join(dir, 'w.safetensors'), model);
+      if (!backends.includes('native')) measurements.push(skippedMeasurement(base, backendMissingReason('native')));
+      else {
+        ctx.log(`${group}: lowbit native`);
+        const r = await rateOn(ctx, { backend: 'native', oneThread: false }, () => adamStepper(model, pool.batches, MOBILENET_LR), batch);
+        measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
+      }
+      ctx.log(`${group}: PyTorch`);
+      const t = await runTorchMobilenet({ task: 'train', weights: join(dir, 'w.safetensors'), model, batch, threads: ctx.threads, repeats: ctx.repeats, seconds: ctx.targetSeconds, extra: ['--lr', String(MOBILENET_LR)] });
+      const tbase = { id: `${key}/torch`, group, impl: t.ok ? `PyTorch ${String(t.json.torch)}` : 'PyTorch', unit: 'samples/s', higherIsBetter: true };
+      measurements.push(t.ok ? measured(tbase, repeatsOf(t.json)) : skippedMeasurement(tbase, t.reason));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    notes.push(`MobileNet rows: the CLI's \`mobilenet\` (nn.mobilenet(): stem conv 3×3 stride 2, six inverted residual blocks with depthwise 3×3 convs, head 1×1 conv, average pool, Linear), train mode (BatchNorm batch statistics), Adam lr ${MOBILENET_LR}, cross-entropy, loss read back; lowbit on MNIST batches, PyTorch (bench/peers/torch_mobilenet.py: lowbit's initial weights loaded strictly by name, the same strides) on random batches of the same shape.`);
   }
   // The default `lowbit train` job: W4A4 LSQ QAT with Adam, each backend against the reference one.
   {
