@@ -17,20 +17,11 @@ import { convert } from '../runtime/index.ts';
 import { IntModel, packWeightTensor, type IntNode, type IntTensor } from '../runtime/intmodel.ts';
 import { argmaxRows } from '../eval/attack.ts';
 import { exportOnnx } from './export.ts';
-import { loadOnnxRuntime, openOnnx } from './verify.ts';
+import { loadOnnxRuntime } from './verify.ts';
+import { runOrt } from './ort-testing.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
-
-async function runOrt(bytes: Uint8Array, x: Tensor): Promise<Float32Array> {
-  const runner = await openOnnx(bytes, x.shape.slice(1), { graphOptimizationLevel: 'all' });
-  if ('skipped' in runner) throw new Error(runner.skipped);
-  try {
-    return await runner.run(x.data as Float32Array, x.shape[0]!);
-  } finally {
-    await runner.release();
-  }
-}
 
 const F = 24;
 

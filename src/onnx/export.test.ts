@@ -18,7 +18,8 @@ import { main } from '../cli/main.ts';
 import type { CommandIO } from '../cli/command.ts';
 import { buildOnnxModel, exportOnnx } from './export.ts';
 import { decodeModel, OnnxDataType, tensorValue, type OnnxModel, type OnnxTensor } from './proto.ts';
-import { loadOnnxRuntime, openOnnx, verifyOnnx } from './verify.ts';
+import { loadOnnxRuntime, verifyOnnx } from './verify.ts';
+import { argmaxAgreement, maxAbsDiff, runOrt } from './ort-testing.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
@@ -26,38 +27,6 @@ const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
 function forward(m: Module, x: Tensor): Float32Array {
   const y = noGrad(() => (m as TensorModule).forward(x));
   return y.data as Float32Array;
-}
-
-async function runOrt(bytes: Uint8Array, x: Tensor, level: 'all' | 'disabled' = 'all'): Promise<Float32Array> {
-  const runner = await openOnnx(bytes, x.shape.slice(1), { graphOptimizationLevel: level });
-  if ('skipped' in runner) throw new Error(runner.skipped);
-  try {
-    return await runner.run(x.data as Float32Array, x.shape[0]!);
-  } finally {
-    await runner.release();
-  }
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  return d;
-}
-
-function argmaxAgreement(a: ArrayLike<number>, b: ArrayLike<number>, classes: number): number {
-  const n = a.length / classes;
-  let same = 0;
-  for (let i = 0; i < n; i++) {
-    let ia = 0;
-    let ib = 0;
-    for (let c = 1; c < classes; c++) {
-      if (a[i * classes + c]! > a[i * classes + ia]!) ia = c;
-      if (b[i * classes + c]! > b[i * classes + ib]!) ib = c;
-    }
-    if (ia === ib) same++;
-  }
-  return same / n;
 }
 
 /** Running statistics and affine parameters away from their defaults, so BN does something. */
@@ -108,7 +77,7 @@ describe('ONNX export: float32', () => {
       assert.equal(kind, 'fp32');
       assert.equal(opset, 13);
       const x = randn([6, 1, 28, 28]);
-      const d = maxDiff(await runOrt(bytes, x), forward(model, x));
+      const d = maxAbsDiff(await runOrt(bytes, x), forward(model, x));
       assert.ok(d <= 1e-5, `${name}: max |diff| ${d}`);
     }
   });
@@ -129,7 +98,7 @@ describe('ONNX export: float32', () => {
       assert.ok(ops.has(op), `uses ${op}`);
     }
     const x = randn([5, 2, 12, 12]);
-    const d = maxDiff(await runOrt(result.bytes, x), forward(model, x));
+    const d = maxAbsDiff(await runOrt(result.bytes, x), forward(model, x));
     assert.ok(d <= 1e-5, `max |diff| ${d}`);
     // Opset 20 writes the Gelu op instead of the Erf composition.
     const gelu = exportOnnx(new Sequential(new Linear(3, 3), new GELU()), { inputShape: [3], opset: 20 });
@@ -229,7 +198,7 @@ describe('ONNX export: QDQ from an IntModel', () => {
       if (expectInt4) {
         const int8 = exportOnnx(im, { bias: 'intmodel', weightBits: 8 });
         assert.equal(int8.opset, 13);
-        assert.ok(maxDiff(await runOrt(int8.bytes, x, 'disabled'), ref) <= 1e-4);
+        assert.ok(maxAbsDiff(await runOrt(int8.bytes, x, 'disabled'), ref) <= 1e-4);
       }
     }
   });
@@ -261,7 +230,7 @@ describe('ONNX export: QDQ from an IntModel', () => {
     manualSeed(7);
     const x = randn([24, 1, 28, 28]);
     const ref = im.run(x);
-    assert.ok(maxDiff(await runOrt(result.bytes, x, 'disabled'), ref) <= 1e-4);
+    assert.ok(maxAbsDiff(await runOrt(result.bytes, x, 'disabled'), ref) <= 1e-4);
   });
 
   it('average pooling, 1-bit activations with binary weights, web profile', { skip: noOrt }, async () => {
@@ -285,7 +254,7 @@ describe('ONNX export: QDQ from an IntModel', () => {
     const clipMax = initializer(rb.model, clip.input![2]!);
     assert.equal(clipMax.dataType, OnnxDataType.UINT8);
     assert.deepEqual(Array.from(tensorValue(clipMax).data), [1]);
-    assert.ok(maxDiff(await runOrt(rb.bytes, xb, 'disabled'), binary.run(xb)) <= 1e-4);
+    assert.ok(maxAbsDiff(await runOrt(rb.bytes, xb, 'disabled'), binary.run(xb)) <= 1e-4);
     // Web profile: opset 13 and int8 containers even for 4-bit weights.
     const w4 = intModelOf(lenet5(), scheme('w4a4', 'lsq'), [1, 28, 28], 5);
     const web = exportOnnx(w4, { profile: 'web' });

@@ -13,36 +13,13 @@ import { qconfigFor } from '../quant/config/qconfig.ts';
 import { calibrate } from '../quant/ptq/calibrate.ts';
 import { convert } from '../runtime/index.ts';
 import { manualSeed, randn, type Tensor } from '../tensor/index.ts';
-import { argmaxRows } from '../eval/attack.ts';
 import { exportOnnx } from './export.ts';
 import { importOnnx } from './import.ts';
-import { loadOnnxRuntime, openOnnx } from './verify.ts';
+import { loadOnnxRuntime } from './verify.ts';
+import { argmaxAgreement, maxAbsDiff, runOrt } from './ort-testing.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
-
-async function runOrt(bytes: Uint8Array, x: Tensor, level: 'all' | 'disabled'): Promise<Float32Array> {
-  const runner = await openOnnx(bytes, x.shape.slice(1), { graphOptimizationLevel: level });
-  if ('skipped' in runner) throw new Error(runner.skipped);
-  try {
-    return await runner.run(x.data as Float32Array, x.shape[0]!);
-  } finally {
-    await runner.release();
-  }
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  return d;
-}
-
-function agreement(a: ArrayLike<number>, b: ArrayLike<number>, classes: number): number {
-  const ia = argmaxRows(a, classes);
-  const ib = argmaxRows(b, classes);
-  return ia.reduce((same, v, i) => same + (v === ib[i] ? 1 : 0), 0) / ia.length;
-}
 
 function floatModel(seed: number, x: Tensor): ReturnType<typeof mobilenet> {
   manualSeed(seed);
@@ -67,11 +44,11 @@ describe('ONNX export and import of MobileNet', () => {
     assert.equal(grouped.length, 6);
     const ref = noGrad(() => model.forward(x)).data;
     const y = await runOrt(result.bytes, x, 'all');
-    assert.ok(maxDiff(y, ref) <= 1e-4, `onnxruntime max |diff| ${maxDiff(y, ref)}`);
+    assert.ok(maxAbsDiff(y, ref) <= 1e-4, `onnxruntime max |diff| ${maxAbsDiff(y, ref)}`);
     const back = importOnnx(result.bytes);
     back.eval();
     const z = noGrad(() => back.forward(x)).data;
-    assert.ok(maxDiff(z, ref) <= 1e-5, `import max |diff| ${maxDiff(z, ref)}`);
+    assert.ok(maxAbsDiff(z, ref) <= 1e-5, `import max |diff| ${maxAbsDiff(z, ref)}`);
   });
 
   for (const kind of ['qat-w8a8', 'qat-w4a4', 'ptq-w8a8'] as const) {
@@ -90,9 +67,9 @@ describe('ONNX export and import of MobileNet', () => {
       const ref = im.run(x.data as Float32Array, 32);
       const exact = exportOnnx(im, { bias: 'intmodel' });
       assert.equal(exact.kind, 'qdq');
-      assert.equal(agreement(await runOrt(exact.bytes, x, 'disabled'), ref, 10), 1);
-      assert.equal(agreement(await runOrt(exact.bytes, x, 'all'), ref, 10), 1, 'optimized graph');
-      assert.ok(agreement(await runOrt(exportOnnx(im).bytes, x, 'all'), ref, 10) >= 0.9, 'standard bias');
+      assert.equal(argmaxAgreement(await runOrt(exact.bytes, x, 'disabled'), ref, 10), 1);
+      assert.equal(argmaxAgreement(await runOrt(exact.bytes, x, 'all'), ref, 10), 1, 'optimized graph');
+      assert.ok(argmaxAgreement(await runOrt(exportOnnx(im).bytes, x, 'all'), ref, 10) >= 0.9, 'standard bias');
     });
   }
 });

@@ -13,8 +13,8 @@ import { convert, type IntModel } from '../runtime/index.ts';
 import { manualSeed, randn, type Tensor } from '../tensor/index.ts';
 import { OnnxError } from './proto.ts';
 import { exportOnnx } from './export.ts';
-import { loadOnnxRuntime, openOnnx } from './verify.ts';
-import { argmaxRows } from '../eval/attack.ts';
+import { loadOnnxRuntime } from './verify.ts';
+import { argmaxAgreement, runOrt } from './ort-testing.ts';
 
 const ortLoad = await loadOnnxRuntime();
 const noOrt = ortLoad.ok ? false : `skipped: ${ortLoad.reason}`;
@@ -28,22 +28,6 @@ function residualIntModel(scheme: 'w8a8' | 'w4a4', seed: number): { im: IntModel
   for (let i = 0; i < 3; i++) noGrad(() => model.forward(x));
   model.eval();
   return { im: convert(model, { sample: x }), x };
-}
-
-async function runOrt(bytes: Uint8Array, x: Tensor, level: 'all' | 'disabled'): Promise<Float32Array> {
-  const runner = await openOnnx(bytes, x.shape.slice(1), { graphOptimizationLevel: level });
-  if ('skipped' in runner) throw new Error(runner.skipped);
-  try {
-    return await runner.run(x.data as Float32Array, x.shape[0]!);
-  } finally {
-    await runner.release();
-  }
-}
-
-function argmaxAgreement(a: Float32Array, b: Float32Array, classes: number): number {
-  const ia = argmaxRows(a, classes);
-  const ib = argmaxRows(b, classes);
-  return ia.reduce((same, v, i) => same + (v === ib[i] ? 1 : 0), 0) / ia.length;
 }
 
 describe('ONNX QDQ export of residual networks', () => {

@@ -15,7 +15,7 @@ import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { packWeightTensor, type IntModel, type IntTensor } from './intmodel.ts';
-import { convProbeModel } from './conv-testing.ts';
+import { assertPlansAgree, convProbeModel, setProbeRequantization } from './conv-testing.ts';
 import { compileNativePlan } from './native-plan.ts';
 import { quantizeMultiplier } from './requantize.ts';
 
@@ -46,21 +46,7 @@ function buildModel(g: Geometry, rng: Rng): { im: IntModel; features: number; ou
   const taps = g.k * g.k;
   const tensors = new Map<string, IntTensor>();
   tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: g.C * taps }, () => int(-128, 127)), [g.C, 1, g.k, g.k]));
-  const mult = new Int32Array(g.C), shift = new Int32Array(g.C), bias = new Int32Array(g.C);
-  // as conv-direct-native.test.ts: ratios spread the outputs over the byte range (some clamp); every
-  // fifth channel rounds ties; one channel in ten has M0 < 0 (the fused pooling then takes the min)
-  const spread = Math.log2(taps);
-  for (let o = 0; o < g.C; o++) {
-    const ties = o % 5 === 4;
-    const ratio = ties ? 2 ** -Math.round(spread + int(0, 3)) : 2 ** -(spread + 2 + rng.uniform() * 6);
-    const m = quantizeMultiplier(ratio);
-    mult[o] = rng.uniform() < 0.1 ? -m.multiplier : m.multiplier;
-    shift[o] = m.shift + 4;
-    bias[o] = ties ? 16 * int(-2000, 2000) : int(-100000, 100000);
-  }
-  tensors.set('conv.b', { dtype: 'int32', shape: [g.C], data: bias });
-  tensors.set('conv.m', { dtype: 'int32', shape: [g.C], data: mult });
-  tensors.set('conv.s', { dtype: 'int32', shape: [g.C], data: shift });
+  setProbeRequantization(tensors, g.C, taps, int, () => rng.uniform(), false);
   const [tlo, thi] = g.signedOut ? [-128, 127] : [0, 255];
   const outZ = g.clamp === 'full' ? int(tlo, thi) : int(tlo, tlo + 100);
   const lo = g.clamp === 'full' ? tlo : outZ;
@@ -127,27 +113,8 @@ describe('native executor: depthwise int8 conv', { skip }, () => {
       assert.match(addon!.intPlanKernels!(doubles)[1]!, want);
       assert.doesNotMatch(addon!.intPlanKernels!(im2col)[1]!, /depthwise/);
       for (const n of [1, 3]) {
-        const per = g.C * g.H * g.W;
-        // inputs past both ends of the quantizer's range: every byte value occurs, both ends clamp
-        const x = Float32Array.from({ length: n * per }, () => (rng.uniform() * 2 - 1) * 10);
-        im.useNative = false;
-        const trace = new Map<string, { shape: number[]; data: Int32Array }>();
-        const ts = im.run(x, n, { trace });
-        const size: number = n * spec.outputSize;
-        const a = new Float32Array(size), b = new Float32Array(size), d = new Float32Array(size);
-        addon!.intPlanRun!(fast, x, n, a);
-        addon!.intPlanRun!(im2col, x, n, b);
-        addon!.intPlanRun!(doubles, x, n, d);
-        if (identity) {
-          const ints = trace.get('fc')!.data;  // the conv's (pooled) integers, TS flatten order
-          assert.equal(ints.length, n * features);
-          for (let i = 0; i < n * features; i++) {
-            if (a[i] !== ints[i]! - outZ) assert.fail(`batch ${n}: output ${i}: native ${a[i]! + outZ}, TS ${ints[i]}`);
-          }
-        }
-        assert.deepEqual(Array.from(a), Array.from(ts), `batch ${n}: depthwise vs TS executor`);
-        assert.deepEqual(Array.from(a), Array.from(b), `batch ${n}: depthwise vs im2col + GEMM`);
-        assert.deepEqual(Array.from(d), Array.from(b), `batch ${n}: depthwise with the double requantization vs im2col + GEMM`);
+        assertPlansAgree(im, (p, x, k, out) => addon!.intPlanRun!(p, x, k, out), { fast, im2col, doubles }, { features, outZ, identity },
+          { inputSize: g.C * g.H * g.W, outputSize: spec.outputSize }, n, () => rng.uniform(), 'depthwise', (m) => assert.fail(m));
       }
     });
   }

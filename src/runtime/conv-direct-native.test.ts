@@ -17,9 +17,8 @@ import { Rng } from '../tensor/index.ts';
 import { loadAddon } from '../backend/native/load.ts';
 import { runEveryIsaTests } from '../backend/native/isa-testing.ts';
 import { packWeightTensor, type IntModel, type IntTensor } from './intmodel.ts';
-import { convProbeModel } from './conv-testing.ts';
+import { assertPlansAgree, convProbeModel, setProbeRequantization } from './conv-testing.ts';
 import { compileNativePlan } from './native-plan.ts';
-import { quantizeMultiplier } from './requantize.ts';
 
 const addon = loadAddon();
 const skip = addon?.intPlanCreate && addon.intPlanRun && addon.intPlanKernels ? false : 'native addon without the IntModel executor';
@@ -65,24 +64,7 @@ function buildModel(g: Geometry, rng: Rng): { im: IntModel; features: number; ou
   const taps = g.C * g.k * g.k;
   const tensors = new Map<string, IntTensor>();
   tensors.set('conv.w', packWeightTensor('int8', Array.from({ length: g.OC * taps }, () => int(-128, 127)), [g.OC, g.C, g.k, g.k]));
-  const mult = new Int32Array(g.OC), shift = new Int32Array(g.OC), bias = new Int32Array(g.OC);
-  // |acc| reaches ~taps 255 128; ratios 2^-(6..14) scaled by the tap count spread the outputs over the
-  // byte range (some clamp). Every fifth channel rounds ties (a power-of-two ratio, a bias with its 4
-  // low bits zero: the bml = 0 rule); one channel in ten has M0 < 0 (the pooling then takes the min);
-  // channel 0 of every other model has a ratio of 1 / 2 (final shift n' < 32, the AVX2 int64 shift).
-  const lowShift = rng.uniform() < 0.5;
-  const spread = Math.log2(taps);
-  for (let o = 0; o < g.OC; o++) {
-    const ties = o % 5 === 4;
-    const ratio = o === 0 && lowShift ? 0.5 : ties ? 2 ** -Math.round(spread + int(0, 3)) : 2 ** -(spread + 2 + rng.uniform() * 6);
-    const m = quantizeMultiplier(ratio);
-    mult[o] = rng.uniform() < 0.1 ? -m.multiplier : m.multiplier;
-    shift[o] = m.shift + 4;
-    bias[o] = ties ? 16 * int(-2000, 2000) : int(-100000, 100000);
-  }
-  tensors.set('conv.b', { dtype: 'int32', shape: [g.OC], data: bias });
-  tensors.set('conv.m', { dtype: 'int32', shape: [g.OC], data: mult });
-  tensors.set('conv.s', { dtype: 'int32', shape: [g.OC], data: shift });
+  setProbeRequantization(tensors, g.OC, taps, int, () => rng.uniform(), rng.uniform() < 0.5);
   const [lo, hi] = g.signedOut ? [-128, 127] : [0, 255];
   const outZ = int(lo, hi);
   const { im, features, identity } = convProbeModel(g, input, { zeroPoint: outZ, lo, hi }, tensors, { identityMax: IDENTITY_MAX, projectionRows: 48, int });
@@ -142,27 +124,8 @@ describe('native executor: direct 1x1 and 5x5 convs', { skip }, () => {
       assert.doesNotMatch(addon!.intPlanKernels!(im2col)[1]!, /direct/);
       if (want !== null) assert.match(addon!.intPlanKernels!(doubles)[1]!, want);
       for (const n of [1, 3]) {
-        const per = g.C * g.H * g.W;
-        // inputs past both ends of the quantizer's range: every byte value occurs, both ends clamp
-        const x = Float32Array.from({ length: n * per }, () => (rng.uniform() * 2 - 1) * 10);
-        im.useNative = false;
-        const trace = new Map<string, { shape: number[]; data: Int32Array }>();
-        const ts = im.run(x, n, { trace });
-        const size: number = n * spec.outputSize;
-        const a: Float32Array = new Float32Array(size), b: Float32Array = new Float32Array(size), d: Float32Array = new Float32Array(size);
-        addon!.intPlanRun!(fast, x, n, a);
-        addon!.intPlanRun!(im2col, x, n, b);
-        addon!.intPlanRun!(doubles, x, n, d);
-        if (identity) {
-          const ints = trace.get('fc')!.data;  // the conv's (pooled) integers, TS flatten order
-          assert.equal(ints.length, n * features);
-          for (let i = 0; i < n * features; i++) {
-            if (a[i] !== ints[i]! - outZ) assert.fail(`batch ${n}: output ${i}: native ${a[i]! + outZ}, TS ${ints[i]}`);
-          }
-        }
-        assert.deepEqual(Array.from(a), Array.from(ts), `batch ${n}: direct vs TS executor`);
-        assert.deepEqual(Array.from(a), Array.from(b), `batch ${n}: direct vs im2col + GEMM`);
-        assert.deepEqual(Array.from(d), Array.from(b), `batch ${n}: direct with the double requantization vs im2col + GEMM`);
+        assertPlansAgree(im, (p, x, k, out) => addon!.intPlanRun!(p, x, k, out), { fast, im2col, doubles }, { features, outZ, identity },
+          { inputSize: g.C * g.H * g.W, outputSize: spec.outputSize }, n, () => rng.uniform(), 'direct', (m) => assert.fail(m));
       }
     });
   }
