@@ -331,6 +331,16 @@ describe('gradients of every primitive (float64 central differences)', () => {
     const res = gradcheck(f, [r([1, 1, 6, 6])]);
     assert.ok(res.maxRelativeError < 1e-6, `relative error ${res.maxRelativeError.toExponential(2)}`);
   });
+  it('double backward through batchNorm and clamp (the recorded backward pass composed of tensor ops)', () => {
+    // f(x, w, b) = every input's gradient of Σ clamp(batchNorm(x, w, b), -0.5, 0.6)·R, flattened and joined.
+    const R = r([3, 2, 2, 3]).detach();
+    const f = (x: Tensor, w: Tensor, b: Tensor): Tensor => {
+      const y = o.mul(o.clamp(o.batchNorm(x, w, b), -0.5, 0.6), R);
+      return o.concat(gradOf(o.sum(y), [x, w, b]).map((t) => o.reshape(t, [-1])), 0);
+    };
+    const res = gradcheck((x, w, b) => f(x!, w!, b!), [r([3, 2, 2, 3], -2, 2), r([2], 0.2, 0.4), r([2], -0.1, 0.1)]);
+    assert.ok(res.maxRelativeError < 1e-6, `relative error ${res.maxRelativeError.toExponential(2)}`);
+  });
   it('double backward through lstmSequence and gruSequence (the recorded backward pass composed of tensor ops)', () => {
     // f(x, w, state) = every input's gradient of Σ sequence(x, w, ...)·R, flattened and joined.
     const flatGrads = (y: Tensor, xs: Tensor[], R: Tensor): Tensor => o.concat(gradOf(o.sum(o.mul(y, R)), xs).map((t) => o.reshape(t, [-1])), 0);
