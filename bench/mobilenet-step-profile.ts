@@ -3,18 +3,21 @@
  * backend: per-primitive kernel time from `profileOps` (summed over `--steps` steps after warm-up),
  * the step's wall and CPU time, and the time outside kernels (autograd bookkeeping, allocation, GC).
  *
- *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--threads 2]
+ *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--conv-shapes]
  *
- * Prints a table sorted by time and one JSON line.
+ * Prints a table sorted by time and one JSON line. With --conv-shapes, also the time inside the
+ * addon's conv2d / conv2dBackwardInput / conv2dBackwardWeight per geometry (N, C, H, W, O, KH, KW,
+ * OH, OW, stride, padding, dilation, groups), per step.
  */
 import { parseArgs } from 'node:util';
 import { profileOps, setBackend } from '../src/backend/index.ts';
+import { loadNative, nativeAddon } from '../src/backend/native/index.ts';
 import { mobilenet } from '../src/nn/index.ts';
 import { Adam } from '../src/optim/index.ts';
 import { crossEntropy, manualSeed } from '../src/tensor/index.ts';
 import { batchPool } from './workloads.ts';
 
-const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' } } });
+const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false } } });
 const batch = Number(values.batch);
 const steps = Number(values.steps);
 setBackend('native');
@@ -48,3 +51,22 @@ const kernelMs = rows.reduce((s, r) => s + r.ms, 0);
 for (const r of rows) console.log(`${r.op.padEnd(36)} ${r.calls.toFixed(0).padStart(5)} calls ${r.ms.toFixed(2).padStart(8)} ms ${((100 * r.ms) / profWallMs).toFixed(1).padStart(5)} %`);
 console.log(`kernels ${kernelMs.toFixed(2)} ms of ${profWallMs.toFixed(2)} ms profiled step; outside kernels ${(profWallMs - kernelMs).toFixed(2)} ms`);
 console.log(JSON.stringify({ batch, steps, wallMsPerStep: wallMs, cpuMsPerStep: cpuMs, samplesPerS: (batch * 1000) / wallMs, profiledWallMs: profWallMs, kernelMs, rows }));
+
+if (values['conv-shapes']) {
+  if (!loadNative().ok) throw new Error('--conv-shapes needs the native addon');
+  const addon = nativeAddon() as unknown as Record<string, (a: Float32Array, b: Float32Array, c: Float32Array, geom: Int32Array) => void>;
+  const times = new Map<string, number>();
+  for (const op of ['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
+    const f = addon[op]!.bind(addon);
+    addon[op] = (a, b, c, geom) => {
+      const t = performance.now();
+      f(a, b, c, geom);
+      const key = `${op} ${Array.from(geom).join(',')}`;
+      times.set(key, (times.get(key) ?? 0) + performance.now() - t);
+    };
+  }
+  for (let s = 0; s < steps; s++) step();
+  const shapes = [...times].map(([k, ms]) => ({ call: k, ms: ms / steps })).sort((a, b) => b.ms - a.ms);
+  for (const r of shapes) console.log(`${r.ms.toFixed(3).padStart(7)} ms  ${r.call}`);
+  console.log(JSON.stringify({ convAddonMsPerStep: shapes.reduce((t, r) => t + r.ms, 0), shapes }));
+}
