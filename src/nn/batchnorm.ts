@@ -74,7 +74,7 @@ export abstract class BatchNorm extends Module {
     if (count <= 1 && this.training) {
       throw new Error(`${this.constructor.name}: expected more than 1 value per channel in training, got input [${x.shape.join(', ')}]`);
     }
-    if (this.weight && this.bias && x.dtype !== 'int32') {
+    if (this.weight && this.bias && x.dtype !== 'int32' && this.weight.dtype === x.dtype && this.bias.dtype === x.dtype) {
       // One primitive (native kernel: two passes over each channel forward, three backward).
       if (this.training && this.trackRunningStats) {
         const stats = batchNormStats(x.detach());

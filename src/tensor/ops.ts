@@ -701,7 +701,7 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [numb
   return avgPool2d(x, [h / oh, w / ow]);
 }
 
-// ---------------------------------------------------------------- fused Transformer layers
+// ---------------------------------------------------------------- batch normalisation (training mode)
 /**
  * Training-mode batch normalisation as one primitive: x [N, C, ...] normalised with each channel's
  * mean and biased variance over every other dim, y = (x − mean)/√(var + eps)·weight + bias.
@@ -721,6 +721,8 @@ export function batchNormStats(x: Tensor): Tensor {
   if (x.rank < 2 || x.dtype === 'int32') throw new Error(`batchNormStats: expected a float input [N, C, ...], got ${x.dtype} [${x.shape.join(', ')}]`);
   return apply('batchNormStats', [x], {});
 }
+
+// ---------------------------------------------------------------- fused Transformer layers
 
 /**
  * LayerNorm over the trailing dims that `weight` and `bias` (same shape) cover, as one primitive:
