@@ -30,6 +30,7 @@
         "native/intlmhead.cc",
         "native/inttransformer.cc",
         "native/transformer.cc",
+        "native/batchnorm.cc",
         "native/decode-step.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -46,6 +46,7 @@
 #include "tensorops.h"
 #include "threadpool.h"
 #include "transformer.h"
+#include "batchnorm.h"
 
 namespace {
 
@@ -632,6 +633,78 @@ Napi::Value LayerNormBwd(const Napi::CallbackInfo& info) {
   const int64_t n = rows * width;
   lowbit::layerNormBackward(g.data, x.data, w.data, out.data, out.data + n, out.data + n + width, rows, width,
                             info[6].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- training-mode BatchNorm, clamp (batchnorm.h)
+
+// Reads n, c, s at args i..i+2 (n, c >= 1, s >= 0) and checks that n*c*s elements fit every buffer.
+bool bnDims(const Napi::CallbackInfo& info, size_t i, const char* what, std::initializer_list<const F32*> buffers, int64_t* dims) {
+  if (!argInt(info, i, &dims[0]) || !argInt(info, i + 1, &dims[1]) || !argInt(info, i + 2, &dims[2])) return false;
+  if (dims[0] < 1 || dims[1] < 1 || dims[2] < 0) return fail(info.Env(), std::string(what) + ": bad sizes");
+  return fits(info.Env(), what, dims[0] * dims[1] * dims[2], buffers);
+}
+
+// batchNorm(x, w, b, y, n, c, s, eps)
+Napi::Value BatchNormFwd(const Napi::CallbackInfo& info) {
+  F32 x, w, b, y;
+  int64_t d[3];
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || !argF32(info, 2, &b) || !argF32(info, 3, &y) || !bnDims(info, 4, "batchNorm", {&x, &y}, d) ||
+      !info[7].IsNumber() || !fits(info.Env(), "batchNorm", d[1], {&w, &b})) {
+    return info.Env().Undefined();
+  }
+  lowbit::batchNormForward(x.data, w.data, b.data, y.data, d[0], d[1], d[2], info[7].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// batchNormBackward(g, x, w, out, n, c, s, eps): out = [dx (n*c*s), dw (c), db (c)]
+Napi::Value BatchNormBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, w, out;
+  int64_t d[3];
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &w) || !argF32(info, 3, &out) ||
+      !bnDims(info, 4, "batchNormBackward", {&g, &x}, d) || !info[7].IsNumber() || !fits(info.Env(), "batchNormBackward", d[1], {&w}) ||
+      !fits(info.Env(), "batchNormBackward", d[0] * d[1] * d[2] + 2 * d[1], {&out})) {
+    return info.Env().Undefined();
+  }
+  const int64_t n = d[0] * d[1] * d[2];
+  lowbit::batchNormBackward(g.data, x.data, w.data, out.data, out.data + n, out.data + n + d[1], d[0], d[1], d[2],
+                            info[7].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// batchNormStats(x, out, n, c, s): out = [mean (c), biased variance (c)]
+Napi::Value BatchNormStatsFn(const Napi::CallbackInfo& info) {
+  F32 x, out;
+  int64_t d[3];
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &out) || !bnDims(info, 2, "batchNormStats", {&x}, d) ||
+      !fits(info.Env(), "batchNormStats", 2 * d[1], {&out})) {
+    return info.Env().Undefined();
+  }
+  lowbit::batchNormStats(x.data, out.data, d[0], d[1], d[2]);
+  return info.Env().Undefined();
+}
+
+// clamp(x, y, count, lo, hi)
+Napi::Value ClampFwd(const Napi::CallbackInfo& info) {
+  F32 x, y;
+  int64_t count = 0;
+  if (!argF32(info, 0, &x) || !argF32(info, 1, &y) || !argInt(info, 2, &count) || !info[3].IsNumber() || !info[4].IsNumber() ||
+      !fits(info.Env(), "clamp", count, {&x, &y})) {
+    return info.Env().Undefined();
+  }
+  lowbit::clampForward(x.data, y.data, count, info[3].As<Napi::Number>().FloatValue(), info[4].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// clampBackward(g, x, dx, count, lo, hi)
+Napi::Value ClampBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, dx;
+  int64_t count = 0;
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &dx) || !argInt(info, 3, &count) || !info[4].IsNumber() ||
+      !info[5].IsNumber() || !fits(info.Env(), "clampBackward", count, {&g, &x, &dx})) {
+    return info.Env().Undefined();
+  }
+  lowbit::clampBackward(g.data, x.data, dx.data, count, info[4].As<Napi::Number>().FloatValue(), info[5].As<Napi::Number>().FloatValue());
   return info.Env().Undefined();
 }
 
@@ -2594,6 +2667,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("transpose", Napi::Function::New(env, Transpose));
   exports.Set("layerNorm", Napi::Function::New(env, LayerNormFwd));
   exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBwd));
+  exports.Set("batchNorm", Napi::Function::New(env, BatchNormFwd));
+  exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBwd));
+  exports.Set("batchNormStats", Napi::Function::New(env, BatchNormStatsFn));
+  exports.Set("clamp", Napi::Function::New(env, ClampFwd));
+  exports.Set("clampBackward", Napi::Function::New(env, ClampBwd));
   exports.Set("gelu", Napi::Function::New(env, GeluFwd));
   exports.Set("geluBackward", Napi::Function::New(env, GeluBwd));
   exports.Set("attention", Napi::Function::New(env, AttentionFwd));

@@ -138,6 +138,22 @@ const CASES: Record<PrimitiveName, Case[]> = {
     f: (g, y) => o.apply('reluBackward', [g!, y!.detach()], {}),
     inputs: () => [r([3, 4]), away([3, 4])],
   }],
+  clamp: [
+    { name: 'number bounds (ReLU6-like), values away from the kinks', f: (x) => o.apply('clamp', [x!], { min: 0.1, max: 1 }), inputs: () => [away([3, 5])] },
+    { name: 'via ops.clamp, both bounds reached', f: (x) => o.clamp(x!, -0.5, 0.6), inputs: () => [away([4, 4])] },
+  ],
+  clampBackward: [{
+    name: 'linear in g, mask from x',
+    f: (g, x) => o.apply('clampBackward', [g!, x!.detach()], { min: -0.5, max: 0.6 }),
+    inputs: () => [r([3, 4]), away([3, 4])],
+  }],
+  batchNorm: [
+    { name: 'NCHW, odd sizes', f: (x, w, b) => o.batchNorm(x!, w!, b!, 1e-5), inputs: () => [r([3, 2, 3, 5], -2, 2), r([2], 0.5, 1.5), r([2])] },
+    { name: '[N, C, L], large eps', f: (x, w, b) => o.batchNorm(x!, w!, b!, 0.1), inputs: () => [r([5, 3, 4], -1, 3), r([3]), r([3])] },
+    { name: '[N, C]', f: (x, w, b) => o.batchNorm(x!, w!, b!), inputs: () => [r([6, 4], -1, 2), r([4]), r([4])] },
+  ],
+  batchNormBackward: [],
+  batchNormStats: [],
   conv2dFused: [
     { name: 'bias + relu + 2x2 max pool', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { padding: 1, relu: true, pool: { kernel: 2 } }), inputs: () => [r([2, 2, 5, 6]), r([3, 2, 3, 3]), r([3])] },
     { name: 'bias only, stride 2 dilation 2 groups 2', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { stride: 2, padding: 1, dilation: 2, groups: 2 }), inputs: () => [r([1, 4, 9, 7]), r([6, 2, 3, 2]), r([6])] },
@@ -313,6 +329,16 @@ describe('gradients of every primitive (float64 central differences)', () => {
       return gw!;
     };
     const res = gradcheck(f, [r([1, 1, 6, 6])]);
+    assert.ok(res.maxRelativeError < 1e-6, `relative error ${res.maxRelativeError.toExponential(2)}`);
+  });
+  it('double backward through batchNorm and clamp (the recorded backward pass composed of tensor ops)', () => {
+    // f(x, w, b) = every input's gradient of Σ clamp(batchNorm(x, w, b), -0.5, 0.6)·R, flattened and joined.
+    const R = r([3, 2, 2, 3]).detach();
+    const f = (x: Tensor, w: Tensor, b: Tensor): Tensor => {
+      const y = o.mul(o.clamp(o.batchNorm(x, w, b), -0.5, 0.6), R);
+      return o.concat(gradOf(o.sum(y), [x, w, b]).map((t) => o.reshape(t, [-1])), 0);
+    };
+    const res = gradcheck((x, w, b) => f(x!, w!, b!), [r([3, 2, 2, 3], -2, 2), r([2], 0.2, 0.4), r([2], -0.1, 0.1)]);
     assert.ok(res.maxRelativeError < 1e-6, `relative error ${res.maxRelativeError.toExponential(2)}`);
   });
   it('double backward through lstmSequence and gruSequence (the recorded backward pass composed of tensor ops)', () => {

@@ -31,6 +31,17 @@ const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
 /** Gradient of a broadcasting binary op's operand: the output gradient summed to its shape. */
 const unb = (g: Tensor, x: Tensor): Tensor => o.sumTo(g, x.shape);
 
+/** batchNorm's adjoint as tensor ops: dx = w·rstd·(g − mean(g) − x̂·mean(g·x̂)), dw = Σ g·x̂, db = Σ g. */
+function batchNormBackwardComposed(g: Tensor, x: Tensor, weight: Tensor, eps: number): Tensor[] {
+  const axes = x.shape.map((_, i) => i).filter((i) => i !== 1);
+  const view = x.shape.map((d, i) => (i === 1 ? d : 1));
+  const centered = o.sub(x, o.mean(x, axes, true));
+  const rstd = o.div(1, o.sqrt(o.add(o.mean(o.mul(centered, centered), axes, true), eps)));
+  const xhat = o.mul(centered, rstd);
+  const dx = o.mul(o.mul(o.reshape(weight, view), rstd), o.sub(o.sub(g, o.mean(g, axes, true)), o.mul(xhat, o.mean(o.mul(g, xhat), axes, true))));
+  return [dx, o.reshape(o.sum(o.mul(g, xhat), axes), weight.shape), o.reshape(o.sum(g, axes), weight.shape)];
+}
+
 function inversePerm(perm: readonly number[]): number[] {
   const inv = new Array<number>(perm.length);
   perm.forEach((p, i) => (inv[p] = i));
@@ -52,6 +63,18 @@ const RULES: RuleTable = {
   relu: (g, [x]) => [o.apply('reluBackward', [g, x!], {})],
   // Linear in g; the mask is piecewise constant in y (zero gradient a.e.).
   reluBackward: (g, [, y]) => [o.apply('reluBackward', [g, y!], {}), null],
+  clamp: (g, [x], _out, attrs) => [o.apply('clampBackward', [g, x!], attrs)],
+  // Linear in g; the mask is piecewise constant in x.
+  clampBackward: (g, [, x], _out, attrs) => [o.apply('clampBackward', [g, x!], attrs), null],
+  // Training-mode BatchNorm: one backward primitive (statistics recomputed); recorded (createGraph)
+  // the same formulas run as tensor ops, so double backward works.
+  batchNorm: (g, [x, w], _out, { eps }) => {
+    if (isGradEnabled()) return batchNormBackwardComposed(g, x!, w!, eps);
+    const flat = o.apply('batchNormBackward', [g, x!, w!], { eps });
+    return splitFlat(flat, [x!.shape, w!.shape, w!.shape]);
+  },
+  batchNormBackward: 'nondifferentiable',
+  batchNormStats: 'nondifferentiable',
   sigmoid: (g, _i, out) => [o.mul(g, o.mul(out, o.sub(1, out)))],
   tanh: (g, _i, out) => [o.mul(g, o.sub(1, o.mul(out, out)))],
   erf: (g, [x]) => [o.mul(g, o.mul(o.exp(o.neg(o.mul(x!, x!))), TWO_OVER_SQRT_PI))],

@@ -48,6 +48,12 @@ export interface MaxPool2dAttrs extends Pool2dAttrs {
 
 type NoAttrs = Record<string, never>;
 
+/** Number bounds of clamp / clampBackward. */
+export interface ClampAttrs {
+  readonly min: number;
+  readonly max: number;
+}
+
 /**
  * Layout and direction of a fused recurrent sequence (lstmSequence, gruSequence and their
  * backward primitives). With L steps, N sequences and hidden size H, a per-step tensor of width W
@@ -90,12 +96,29 @@ export interface PrimitiveAttrs {
   minimum: NoAttrs;
   /** (g, y) -> g where y > 0, else 0: a gradient routed back through a ReLU (y its input or output). */
   reluBackward: NoAttrs;
+  /**
+   * (x) -> x clamped to number bounds: low = min > x ? min : x, then max < low ? max : low (the two
+   * `where`s of ops.clamp in one pass; NaN stays NaN; min > max gives max). ReLU6 is clamp(0, 6).
+   */
+  clamp: ClampAttrs;
+  /** (g, x) -> g where x was not clamped (min > x and max < low both false, NaN passes), else 0. */
+  clampBackward: ClampAttrs;
   // ---- comparisons (a, b) -> 0/1 in a's dtype, broadcast; no gradient
   greater: NoAttrs;
   greaterEqual: NoAttrs;
   equal: NoAttrs;
   // ---- (cond, a, b) -> broadcast shape; cond is nonzero = take a
   where: NoAttrs;
+  // ---- batch normalisation with batch statistics over every dim but 1 (x [N, C, ...])
+  /**
+   * (x, weight [C], bias [C]) -> (x − mean_c)·(weight_c / √(var_c + eps)) + bias_c, mean and biased
+   * variance of channel c over the batch and spatial dims (BatchNorm in training mode, one pass).
+   */
+  batchNorm: { readonly eps: number };
+  /** (g like x, x, weight [C]) -> flat [dx (x.size), dweight (C), dbias (C)]: batchNorm's adjoint, statistics recomputed. */
+  batchNormBackward: { readonly eps: number };
+  /** (x [N, C, ...]) -> [2, C]: each channel's mean, then its biased variance (for running statistics). No gradient. */
+  batchNormStats: NoAttrs;
   // ---- reductions over `axes` (sorted, unique, non-negative)
   sum: { readonly axes: readonly number[]; readonly keepDims: boolean };
   max: { readonly axes: readonly number[]; readonly keepDims: boolean };
@@ -334,7 +357,8 @@ export type PrimitiveName = keyof PrimitiveAttrs;
 /** All primitive names, for iteration (tests check that each has a kernel and a rule). */
 export const PRIMITIVES: readonly PrimitiveName[] = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'reluBackward',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'reluBackward', 'clamp', 'clampBackward',
+  'batchNorm', 'batchNormBackward', 'batchNormStats',
   'greater', 'greaterEqual', 'equal', 'where',
   'sum', 'max', 'argmax',
   'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',

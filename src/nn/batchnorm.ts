@@ -1,4 +1,4 @@
-import { add, div, mean, mul, ones, reshape, sqrt, sub, Tensor, zeros } from '../tensor/index.ts';
+import { add, batchNorm, batchNormStats, div, mean, mul, ones, reshape, sqrt, sub, Tensor, zeros } from '../tensor/index.ts';
 import { Module } from './module.ts';
 
 export interface BatchNormOptions {
@@ -74,10 +74,19 @@ export abstract class BatchNorm extends Module {
     if (count <= 1 && this.training) {
       throw new Error(`${this.constructor.name}: expected more than 1 value per channel in training, got input [${x.shape.join(', ')}]`);
     }
+    if (this.weight && this.bias && x.dtype !== 'int32' && this.weight.dtype === x.dtype && this.bias.dtype === x.dtype) {
+      // One primitive (native kernel: two passes over each channel forward, three backward).
+      if (this.training && this.trackRunningStats) {
+        const stats = batchNormStats(x.detach());
+        const c = this.numFeatures;
+        this.updateRunningStats(stats.data.subarray(0, c), stats.data.subarray(c), count);
+      }
+      return batchNorm(x, this.weight, this.bias, this.eps);
+    }
     const batchMean = mean(x, axes, true);
     const centered = sub(x, batchMean);
     const batchVar = mean(mul(centered, centered), axes, true);
-    if (this.training && this.trackRunningStats) this.updateRunningStats(batchMean, batchVar, count);
+    if (this.training && this.trackRunningStats) this.updateRunningStats(batchMean.data, batchVar.data, count);
     const invStd = div(1, sqrt(add(batchVar, this.eps)));
     if (!this.weight || !this.bias) return mul(centered, invStd);
     const scale = mul(reshape(this.weight, view), invStd);
@@ -100,7 +109,7 @@ export abstract class BatchNorm extends Module {
     return add(mul(x, reshape(scale, view)), reshape(shiftWithBias, view));
   }
 
-  private updateRunningStats(batchMean: Tensor, batchVar: Tensor, count: number): void {
+  private updateRunningStats(batchMean: ArrayLike<number>, batchVar: ArrayLike<number>, count: number): void {
     // Plain writes into the buffers' data: no graph is recorded.
     const tracked = this.numBatchesTracked!.data;
     tracked[0] = tracked[0]! + 1;
@@ -109,8 +118,8 @@ export abstract class BatchNorm extends Module {
     const runningMean = this.runningMean!.data;
     const runningVar = this.runningVar!.data;
     for (let c = 0; c < this.numFeatures; c++) {
-      runningMean[c] = (1 - factor) * runningMean[c]! + factor * batchMean.data[c]!;
-      runningVar[c] = (1 - factor) * runningVar[c]! + factor * batchVar.data[c]! * unbias;
+      runningMean[c] = (1 - factor) * runningMean[c]! + factor * batchMean[c]!;
+      runningVar[c] = (1 - factor) * runningVar[c]! + factor * batchVar[c]! * unbias;
     }
   }
 

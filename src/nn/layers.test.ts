@@ -10,6 +10,7 @@ import { Flatten } from './flatten.ts';
 import { Dropout } from './dropout.ts';
 import { Embedding } from './embedding.ts';
 import { LayerNorm } from './layernorm.ts';
+import { availableBackends, withBackend } from '../backend/index.ts';
 
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-5, what = ''): void {
   assert.equal(actual.length, expected.length, `${what} length`);
@@ -107,6 +108,52 @@ test('BatchNorm2d training: per-channel mean≈0 / var≈1 and running stats as 
     close([bn.runningVar!.data[c]!], [0.9 + 0.1 * xvBiased * count / (count - 1)], 1e-5, 'runningVar');
   }
   assert.equal(bn.numBatchesTracked!.item(), 1);
+});
+
+test('BatchNorm2d training forward and gradients against float64 closed forms, reference and native backends', () => {
+  const [n, c, s] = [5, 3, 12];
+  for (const backend of availableBackends().filter((b) => b === 'reference' || b === 'native')) {
+    withBackend(backend, () => {
+      manualSeed(9);
+      const bn = new BatchNorm2d(c);
+      bn.weight!.data.set([0.5, 1.5, -2]);
+      bn.bias!.data.set([0.1, -0.3, 2]);
+      const x = randn([n, c, 4, 3], { mean: 3, std: 2 }).requiresGrad_();
+      const R = randn([n, c, 4, 3]);
+      const y = bn.forward(x);
+      y.mul(R).sum().backward();
+      for (let ch = 0; ch < c; ch++) {
+        const at = (i: number, j: number): number => (i * c + ch) * s + j;
+        let mean = 0;
+        for (let i = 0; i < n; i++) for (let j = 0; j < s; j++) mean += x.data[at(i, j)]!;
+        mean /= n * s;
+        let variance = 0;
+        for (let i = 0; i < n; i++) for (let j = 0; j < s; j++) variance += (x.data[at(i, j)]! - mean) ** 2;
+        variance /= n * s;
+        const rstd = 1 / Math.sqrt(variance + 1e-5);
+        const w = bn.weight!.data[ch]!;
+        let sumR = 0;
+        let sumRX = 0;
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < s; j++) {
+            sumR += R.data[at(i, j)]!;
+            sumRX += R.data[at(i, j)]! * (x.data[at(i, j)]! - mean) * rstd;
+          }
+        }
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < s; j++) {
+            const xhat = (x.data[at(i, j)]! - mean) * rstd;
+            close([y.data[at(i, j)]!], [xhat * w + bn.bias!.data[ch]!], 1e-5, `${backend} y`);
+            close([x.grad!.data[at(i, j)]!], [w * rstd * (R.data[at(i, j)]! - sumR / (n * s) - (xhat * sumRX) / (n * s))], 1e-5, `${backend} dx`);
+          }
+        }
+        close([bn.weight!.grad!.data[ch]!], [sumRX], 1e-5, `${backend} dweight`);
+        close([bn.bias!.grad!.data[ch]!], [sumR], 1e-5, `${backend} dbias`);
+        close([bn.runningMean!.data[ch]!], [0.1 * mean], 1e-6, `${backend} runningMean`);
+        close([bn.runningVar!.data[ch]!], [0.9 + (0.1 * variance * n * s) / (n * s - 1)], 1e-6, `${backend} runningVar`);
+      }
+    });
+  }
 });
 
 test('BatchNorm2d eval uses running stats; affine params get gradients', () => {

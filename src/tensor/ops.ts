@@ -213,6 +213,8 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
  * at their corners as PyTorch does), and a tensor bound where it was taken.
  */
 export function clamp(x: Tensor, min: Operand, max: Operand): Tensor {
+  // Number bounds on a float tensor: the clamp primitive (one pass, one backward pass).
+  if (typeof min === 'number' && typeof max === 'number' && x.dtype !== 'int32') return apply('clamp', [x], { min, max });
   // A number bound on a float tensor becomes a full tensor of x's shape (the same values): `where`
   // on three same-shaped operands has a vectorised kernel, a broadcast one may not (ReLU6 in
   // MobileNet-style nets runs on every large activation).
@@ -699,7 +701,29 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [numb
   return avgPool2d(x, [h / oh, w / ow]);
 }
 
+// ---------------------------------------------------------------- batch normalisation (training mode)
+/**
+ * Training-mode batch normalisation as one primitive: x [N, C, ...] normalised with each channel's
+ * mean and biased variance over every other dim, y = (x − mean)/√(var + eps)·weight + bias.
+ */
+export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const text = (t: Tensor): string => `[${t.shape.join(', ')}]`;
+  if (x.rank < 2 || weight.rank !== 1 || weight.size !== x.shape[1] || bias.rank !== 1 || bias.size !== x.shape[1]) {
+    throw new Error(`batchNorm: input ${text(x)} needs weight and bias of its ${x.shape[1]} channels, got ${text(weight)} and ${text(bias)}`);
+  }
+  if (x.dtype === 'int32' || weight.dtype !== x.dtype || bias.dtype !== x.dtype) throw new Error(`batchNorm: dtypes ${x.dtype}, ${weight.dtype}, ${bias.dtype} must be one float dtype`);
+  if (!(eps >= 0)) throw new Error(`batchNorm: eps must be >= 0, got ${eps}`);
+  return apply('batchNorm', [x, weight, bias], { eps });
+}
+
+/** x [N, C, ...] -> [2, C]: each channel's batch mean and biased variance (no gradient). */
+export function batchNormStats(x: Tensor): Tensor {
+  if (x.rank < 2 || x.dtype === 'int32') throw new Error(`batchNormStats: expected a float input [N, C, ...], got ${x.dtype} [${x.shape.join(', ')}]`);
+  return apply('batchNormStats', [x], {});
+}
+
 // ---------------------------------------------------------------- fused Transformer layers
+
 /**
  * LayerNorm over the trailing dims that `weight` and `bias` (same shape) cover, as one primitive:
  * y = (x − mean)/√(var + eps)·weight + bias per row (biased variance).

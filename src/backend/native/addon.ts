@@ -58,6 +58,16 @@ export interface NativeAddon {
    */
   layerNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, rows: number, width: number, eps: number): void;
   layerNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, rows: number, width: number, eps: number): void;
+  /**
+   * Training-mode BatchNorm of x [n, c, s] (batch statistics per channel); batchNormBackward writes
+   * [dx, dw, db] into `out`; batchNormStats writes [mean (c), biased variance (c)]. clamp /
+   * clampBackward: number-bound clamp (ReLU6) and its gradient mask.
+   */
+  batchNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, n: number, c: number, s: number, eps: number): void;
+  batchNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, n: number, c: number, s: number, eps: number): void;
+  batchNormStats?(x: Float32Array, out: Float32Array, n: number, c: number, s: number): void;
+  clamp?(x: Float32Array, y: Float32Array, count: number, lo: number, hi: number): void;
+  clampBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, count: number, lo: number, hi: number): void;
   gelu?(x: Float32Array, y: Float32Array, n: number, tanh: boolean): void;
   geluBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, n: number, tanh: boolean): void;
   attention?(qkv: Float32Array, out: Float32Array, batch: number, length: number, embed: number, heads: number, causal: boolean): void;

@@ -307,6 +307,76 @@ function layerNormBackwardKernel(addon: NativeAddon): Kernel<'layerNormBackward'
   };
 }
 
+// ---------------------------------------------------------------- training-mode BatchNorm, clamp
+
+/** [N, C, S] of x [N, C, ...] (N, C >= 1), null when it does not fit the kernels. */
+function bnDims(x: RawTensor): [number, number, number] | null {
+  if (x.shape.length < 2) return null;
+  const n = x.shape[0]!;
+  const c = x.shape[1]!;
+  if (n < 1 || c < 1) return null;
+  return [n, c, x.data.length / (n * c)];
+}
+
+/** x [N, C, ...], weight [C], bias [C] -> y like x */
+function batchNormKernel(addon: NativeAddon): Kernel<'batchNorm'> {
+  return (inputs, { eps }) => {
+    const [x, w, b] = inputs as [RawTensor, RawTensor, RawTensor];
+    const d = allF32(inputs) && addon.batchNorm ? bnDims(x) : null;
+    if (!d || w.data.length !== d[1] || b.data.length !== d[1]) return undefined;
+    const y = outUninit(x.shape);
+    if (y.data.length > 0) addon.batchNorm!(x.data as Float32Array, w.data as Float32Array, b.data as Float32Array, y.data, d[0], d[1], d[2], eps);
+    return y;
+  };
+}
+
+/** g like x, x [N, C, ...], weight [C] -> flat [dx (x.size), dweight (C), dbias (C)] */
+function batchNormBackwardKernel(addon: NativeAddon): Kernel<'batchNormBackward'> {
+  return (inputs, { eps }) => {
+    const [g, x, w] = inputs as [RawTensor, RawTensor, RawTensor];
+    const d = allF32(inputs) && addon.batchNormBackward && g.data.length === x.data.length ? bnDims(x) : null;
+    if (!d || w.data.length !== d[1]) return undefined;
+    const y = outUninit([x.data.length + 2 * d[1]]);
+    if (x.data.length === 0) y.data.fill(0);
+    else addon.batchNormBackward!(g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, y.data, d[0], d[1], d[2], eps);
+    return y;
+  };
+}
+
+/** x [N, C, ...] -> [2, C] mean and biased variance */
+function batchNormStatsKernel(addon: NativeAddon): Kernel<'batchNormStats'> {
+  return (inputs) => {
+    const [x] = inputs as [RawTensor];
+    const d = allF32(inputs) && addon.batchNormStats ? bnDims(x) : null;
+    if (!d || x.data.length === 0) return undefined;
+    const y = outUninit([2, d[1]]);
+    addon.batchNormStats!(x.data as Float32Array, y.data, d[0], d[1], d[2]);
+    return y;
+  };
+}
+
+/** x -> clamp(x, min, max) */
+function clampKernel(addon: NativeAddon): Kernel<'clamp'> {
+  return (inputs, { min, max }) => {
+    const [x] = inputs as [RawTensor];
+    if (!allF32(inputs) || !addon.clamp) return undefined;
+    const y = outUninit(x.shape);
+    if (y.data.length > 0) addon.clamp(x.data as Float32Array, y.data, y.data.length, min, max);
+    return y;
+  };
+}
+
+/** (g, x) -> g where x was not clamped, else 0 */
+function clampBackwardKernel(addon: NativeAddon): Kernel<'clampBackward'> {
+  return (inputs, { min, max }) => {
+    const [g, x] = inputs as [RawTensor, RawTensor];
+    if (!allF32(inputs) || !addon.clampBackward || g.data.length !== x.data.length) return undefined;
+    const y = outUninit(g.shape);
+    if (y.data.length > 0) addon.clampBackward(g.data as Float32Array, x.data as Float32Array, y.data, y.data.length, min, max);
+    return y;
+  };
+}
+
 /** x -> GELU(x) (either form) */
 function geluKernel(addon: NativeAddon): Kernel<'gelu'> {
   return (inputs, { approximate }) => {
@@ -880,6 +950,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
+  'batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward',
   'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'decodeAttention', 'crossEntropyLoss', 'crossEntropyLossBackward',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
@@ -934,6 +1005,11 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('gruSequenceBackward', recurrentKernel(addon, 'gruSequenceBackward'));
   register('layerNorm', layerNormKernel(addon));
   register('layerNormBackward', layerNormBackwardKernel(addon));
+  register('batchNorm', batchNormKernel(addon));
+  register('batchNormBackward', batchNormBackwardKernel(addon));
+  register('batchNormStats', batchNormStatsKernel(addon));
+  register('clamp', clampKernel(addon));
+  register('clampBackward', clampBackwardKernel(addon));
   register('gelu', geluKernel(addon));
   register('geluBackward', geluBackwardKernel(addon));
   register('attention', attentionKernel(addon));

@@ -694,6 +694,41 @@ describe('native backend vs reference', { skip }, () => {
     runs[0]!.forEach((data, k) => assert.deepEqual(data, runs[1]![k], `output ${k}`));
   });
 
+  it('[every-isa] batchNorm, batchNormBackward and batchNormStats against the float64 reference (1e-5 + 1e-5 relative; sums 1e-5 * sqrt(count))', () => {
+    const shapes: number[][] = [[3, 5, 7, 3], [64, 16, 14, 14], [5, 4], [2, 3, 17], [1, 2, 1, 1], [64, 96, 4, 4], [7, 9, 33]];
+    for (const [k, shape] of shapes.entries()) {
+      const c = shape[1]!;
+      const count = sizeOf(shape) / c;
+      // An offset far from zero checks the statistics' accuracy (mean 50, spread 2).
+      const x = random(shape, 40 + k, k % 2 === 0 ? -2 : 48, k % 2 === 0 ? 3 : 52);
+      const w = random([c], 50 + k, 0.5, 1.5);
+      const b = random([c], 60 + k);
+      const g = random(shape, 70 + k);
+      check('batchNorm', [x, w, b], { eps: 1e-5 }, { atol: 1e-5, rtol: 1e-5 });
+      check('batchNormStats', [x], NO_ATTRS, { atol: 1e-5, rtol: 1e-5 });
+      check('batchNormBackward', [g, x, w], { eps: 1e-5 }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
+      // dx alone to the elementwise tolerance (the check above allows the summed dw, db more).
+      const ref = runKernel('batchNormBackward', [g, x, w], { eps: 1e-5 });
+      const got = nativeKernel('batchNormBackward')!([g, x, w], { eps: 1e-5 })!;
+      for (let i = 0; i < x.data.length; i++) {
+        assert.ok(Math.abs(got.data[i]! - ref.data[i]!) <= 1e-5 + 1e-5 * Math.abs(ref.data[i]!), `dx ${i}: ${got.data[i]} vs ${ref.data[i]}`);
+      }
+    }
+  });
+
+  it('[every-isa] clamp and clampBackward: ReLU6 bounds, special values, every tail length (exact)', () => {
+    const special = [Number.NaN, Infinity, -Infinity, 0, -0, 6, -6, 6.0000005, 5.9999995, 3, -1e-30, 1e30];
+    for (const n of [...ODD, 4096 * 3 + 5, 100003]) {
+      const x = random([n], n, -3, 9);
+      for (let i = 0; i < Math.min(n, special.length); i++) (x.data as Float32Array)[(i * 7919) % n] = special[i]!;
+      const g = random([n], n + 1);
+      check('clamp', [x], { min: 0, max: 6 }, EXACT);
+      check('clampBackward', [g, x], { min: 0, max: 6 }, EXACT);
+      check('clamp', [x], { min: 2, max: -1 }, EXACT); // min > max gives max, as ops.clamp's two wheres
+      check('clampBackward', [g, x], { min: -0.5, max: 0.25 }, EXACT);
+    }
+  });
+
   it('declines float64 inputs', () => {
     const x: RawTensor = { data: new Float64Array(6), shape: [2, 3], dtype: 'float64' };
     declines('relu', [x], NO_ATTRS);

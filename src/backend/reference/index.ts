@@ -5,6 +5,7 @@
  */
 import { BINARY_PRIMITIVES, UNARY_PRIMITIVES } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
+import { batchNormBackwardKernel, batchNormKernel, batchNormStatsKernel, clampBackwardKernel, clampKernel } from './batchnorm.ts';
 import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } from './conv.ts';
 import { conv2dFusedKernel } from './fused.ts';
 import { adderConv2dGradKernel, adderConv2dKernel } from './adder.ts';
@@ -34,6 +35,11 @@ export function registerReferenceBackend(): void {
   for (const op of UNARY_PRIMITIVES) registerKernel('reference', op, unaryKernel(op));
   for (const op of BINARY_PRIMITIVES) registerKernel('reference', op, binaryKernel(op));
   registerKernel('reference', 'where', whereKernel);
+  registerKernel('reference', 'clamp', clampKernel);
+  registerKernel('reference', 'clampBackward', clampBackwardKernel);
+  registerKernel('reference', 'batchNorm', batchNormKernel);
+  registerKernel('reference', 'batchNormBackward', batchNormBackwardKernel);
+  registerKernel('reference', 'batchNormStats', batchNormStatsKernel);
   registerKernel('reference', 'cast', castKernel);
   registerKernel('reference', 'sum', sumKernel);
   registerKernel('reference', 'max', maxKernel);

@@ -1,0 +1,72 @@
+/**
+ * Where one MobileNet training step (forward, cross-entropy, backward, Adam) goes on the native
+ * backend: per-primitive kernel time from `profileOps` (summed over `--steps` steps after warm-up),
+ * the step's wall and CPU time, and the time outside kernels (autograd bookkeeping, allocation, GC).
+ *
+ *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--conv-shapes]
+ *
+ * Prints a table sorted by time and one JSON line. With --conv-shapes, also the time inside the
+ * addon's conv2d / conv2dBackwardInput / conv2dBackwardWeight per geometry (N, C, H, W, O, KH, KW,
+ * OH, OW, stride, padding, dilation, groups), per step.
+ */
+import { parseArgs } from 'node:util';
+import { profileOps, setBackend } from '../src/backend/index.ts';
+import { loadNative, nativeAddon } from '../src/backend/native/index.ts';
+import { mobilenet } from '../src/nn/index.ts';
+import { Adam } from '../src/optim/index.ts';
+import { crossEntropy, manualSeed } from '../src/tensor/index.ts';
+import { batchPool } from './workloads.ts';
+
+const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false } } });
+const batch = Number(values.batch);
+const steps = Number(values.steps);
+setBackend('native');
+manualSeed(0);
+const model = mobilenet();
+const pool = batchPool(batch, 8).batches;
+const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
+model.train();
+let i = 0;
+const step = (): void => {
+  const { x, y } = pool[i++ % pool.length]!;
+  optimizer.zeroGrad();
+  const loss = crossEntropy(model.forward(x), y);
+  loss.backward();
+  optimizer.step();
+  loss.item();
+};
+for (let w = 0; w < 5; w++) step();
+// Plain timing first (no profiler overhead), then the profiled steps.
+const cpu0 = process.cpuUsage();
+const t0 = performance.now();
+for (let s = 0; s < steps; s++) step();
+const wallMs = (performance.now() - t0) / steps;
+const cpu = process.cpuUsage(cpu0);
+const cpuMs = (cpu.user + cpu.system) / 1000 / steps;
+const t1 = performance.now();
+const prof = profileOps(() => { for (let s = 0; s < steps; s++) step(); });
+const profWallMs = (performance.now() - t1) / steps;
+const rows = [...prof].map(([op, e]) => ({ op, calls: e.calls / steps, ms: e.ms / steps })).sort((a, b) => b.ms - a.ms);
+const kernelMs = rows.reduce((s, r) => s + r.ms, 0);
+for (const r of rows) console.log(`${r.op.padEnd(36)} ${r.calls.toFixed(0).padStart(5)} calls ${r.ms.toFixed(2).padStart(8)} ms ${((100 * r.ms) / profWallMs).toFixed(1).padStart(5)} %`);
+console.log(`kernels ${kernelMs.toFixed(2)} ms of ${profWallMs.toFixed(2)} ms profiled step; outside kernels ${(profWallMs - kernelMs).toFixed(2)} ms`);
+console.log(JSON.stringify({ batch, steps, wallMsPerStep: wallMs, cpuMsPerStep: cpuMs, samplesPerS: (batch * 1000) / wallMs, profiledWallMs: profWallMs, kernelMs, rows }));
+
+if (values['conv-shapes']) {
+  if (!loadNative().ok) throw new Error('--conv-shapes needs the native addon');
+  const addon = nativeAddon() as unknown as Record<string, (a: Float32Array, b: Float32Array, c: Float32Array, geom: Int32Array) => void>;
+  const times = new Map<string, number>();
+  for (const op of ['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
+    const f = addon[op]!.bind(addon);
+    addon[op] = (a, b, c, geom) => {
+      const t = performance.now();
+      f(a, b, c, geom);
+      const key = `${op} ${Array.from(geom).join(',')}`;
+      times.set(key, (times.get(key) ?? 0) + performance.now() - t);
+    };
+  }
+  for (let s = 0; s < steps; s++) step();
+  const shapes = [...times].map(([k, ms]) => ({ call: k, ms: ms / steps })).sort((a, b) => b.ms - a.ms);
+  for (const r of shapes) console.log(`${r.ms.toFixed(3).padStart(7)} ms  ${r.call}`);
+  console.log(JSON.stringify({ convAddonMsPerStep: shapes.reduce((t, r) => t + r.ms, 0), shapes }));
+}

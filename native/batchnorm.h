@@ -1,0 +1,21 @@
+// Training-mode BatchNorm over x [N, C, S] (per-channel batch statistics) and number-bound clamp
+// (ReLU6), forward and backward: the batchNorm / batchNormBackward / batchNormStats / clamp /
+// clampBackward primitives of the native backend (src/backend/reference/batchnorm.ts is the spec).
+#pragma once
+#include <cstdint>
+
+namespace lowbit {
+
+// y = (x - mean_c) * (w_c / sqrt(var_c + eps)) + b_c.
+void batchNormForward(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t c, int64_t s, float eps);
+// dx (n*c*s), dw (c), db (c) of batchNormForward for the output gradient g.
+void batchNormBackward(const float* g, const float* x, const float* w, float* dx, float* dw, float* db, int64_t n, int64_t c,
+                       int64_t s, float eps);
+// out[ch] = mean, out[c + ch] = biased variance.
+void batchNormStats(const float* x, float* out, int64_t n, int64_t c, int64_t s);
+// low = lo > x ? lo : x; y = low > hi ? hi : low.
+void clampForward(const float* x, float* y, int64_t count, float lo, float hi);
+// dx = g where neither bound clamped x, else 0.
+void clampBackward(const float* g, const float* x, float* dx, int64_t count, float lo, float hi);
+
+}  // namespace lowbit
