@@ -102,8 +102,7 @@ const RULES: RuleTable = {
   greater: 'nondifferentiable',
   greaterEqual: 'nondifferentiable',
   equal: 'nondifferentiable',
-  // The zero branch as a tensor of g's shape (same values as the number 0): a same-shape where is vectorised.
-  where: (g, [c, a, b]) => [null, () => unb(o.where(c!, g, o.zerosLike(g)), a!), () => unb(o.where(c!, o.zerosLike(g), g), b!)],
+  where: (g, [c, a, b]) => [null, () => unb(o.where(c!, g, 0), a!), () => unb(o.where(c!, 0, g), b!)],
 
   sum: (g, [x], _out, { axes, keepDims }) => {
     const gk = keepDims ? g : o.reshape(g, keepDimsShape(x!.shape, axes));

@@ -215,14 +215,8 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
 export function clamp(x: Tensor, min: Operand, max: Operand): Tensor {
   // Number bounds on a float tensor: the clamp primitive (one pass, one backward pass).
   if (typeof min === 'number' && typeof max === 'number' && x.dtype !== 'int32') return apply('clamp', [x], { min, max });
-  // A number bound on a float tensor becomes a full tensor of x's shape (the same values): `where`
-  // on three same-shaped operands has a vectorised kernel, a broadcast one may not (ReLU6 in
-  // MobileNet-style nets runs on every large activation).
-  const bound = (v: Operand): Operand => (typeof v === 'number' && x.dtype !== 'int32' && x.size > 1 ? new Tensor(typedArrayFor(x.dtype, x.size).fill(v), x.shape) : v);
-  const lo = bound(min);
-  const low = where(greater(lo, x), lo, x);
-  const hi = bound(max);
-  return where(greater(low, hi), hi, low);
+  const low = where(greater(min, x), min, x);
+  return where(greater(low, max), max, low);
 }
 
 export const square = (x: Tensor): Tensor => mul(x, x);

@@ -593,14 +593,22 @@ function binaryKernel(addon: NativeAddon, code: number): Kernel {
   };
 }
 
-/** (cond, a, b) of one shape -> cond != 0 ? a : b; cond float32 or int32 */
+/**
+ * (cond, a, b) -> cond != 0 ? a : b; cond float32 or int32 of the output's shape, each branch of
+ * that shape or a single value (a number branch: relu6 / clamp bounds, the zero of where's
+ * gradient), which is spread to the full shape here; other broadcasts go to the reference kernel.
+ */
 function whereKernel(addon: NativeAddon): Kernel<'where'> {
   return ([cond, a, b]) => {
     if (!cond || !a || !b || !allF32([a, b])) return undefined;
     if (!(cond.data instanceof Float32Array || cond.data instanceof Int32Array)) return undefined;
-    if (!sameShape(cond.shape, a.shape) || !sameShape(a.shape, b.shape)) return undefined;
-    const y = out(a.shape);
-    addon.where(cond.data, a.data as Float32Array, b.data as Float32Array, y.data);
+    const n = cond.data.length;
+    const full = (t: RawTensor): Float32Array | undefined =>
+      sameShape(t.shape, cond.shape) ? (t.data as Float32Array) : t.data.length === 1 && t.shape.length <= cond.shape.length ? new Float32Array(n).fill(t.data[0]!) : undefined;
+    const ad = full(a), bd = full(b);
+    if (!ad || !bd || n <= 1) return undefined;
+    const y = out(cond.shape);
+    addon.where(cond.data, ad, bd, y.data);
     return y;
   };
 }
