@@ -14,12 +14,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { noGrad } from '../src/autograd/engine.ts';
-import { writeSafetensorsFile } from '../src/format/safetensors.ts';
-import { Conv2d, mobilenet, type InvertedResidual } from '../src/nn/index.ts';
+import { mobilenet } from '../src/nn/index.ts';
 import { Adam } from '../src/optim/index.ts';
 import { crossEntropy, manualSeed, randint, randn } from '../src/tensor/index.ts';
 import { torchPeerEnv } from './lib.ts';
 import { pythonPath } from './peers/torch.ts';
+import { mobilenetPeerConfig, writeMobilenetWeights } from './peers/torch-mobilenet.ts';
 
 const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, rounds: { type: 'string', default: '3' }, threads: { type: 'string', default: '2' }, width: { type: 'string', default: '1' } } });
 const batch = Number(values.batch);
@@ -33,10 +33,7 @@ const x = randn([batch, 1, 28, 28]);
 model.train();
 for (let i = 0; i < 3; i++) noGrad(() => model.forward(x));
 model.eval();
-const config = {
-  stemStride: (model.stem.at(0) as Conv2d).stride[0],
-  blockStrides: [...model.blocks].map((b) => ((b as InvertedResidual).depthwise.at(0) as Conv2d).stride[0]),
-};
+const config = mobilenetPeerConfig(model);
 const dir = mkdtempSync(join(tmpdir(), 'lowbit-mobilenet-peer-'));
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 
@@ -59,7 +56,7 @@ function rate(f: () => void, seconds = 1): number {
 }
 
 try {
-  writeSafetensorsFile(join(dir, 'w.safetensors'), [...model.stateDict()].map(([k, t]) => [k, t.dtype === 'int32' ? { dtype: 'I32', shape: t.shape, data: Int32Array.from(t.data) } : { shape: t.shape, data: Float32Array.from(t.data) }] as const));
+  writeMobilenetWeights(join(dir, 'w.safetensors'), model);
   writeFileSync(join(dir, 'x.raw'), new Uint8Array((x.data as Float32Array).buffer));
   const check = peer('logits', ['--input', join(dir, 'x.raw'), '--out', join(dir, 'y.raw')]);
   if ('skipped' in check) {

@@ -13,9 +13,8 @@ import { parseArgs } from 'node:util';
 import { profileOps, setBackend } from '../src/backend/index.ts';
 import { loadNative, nativeAddon } from '../src/backend/native/index.ts';
 import { mobilenet } from '../src/nn/index.ts';
-import { Adam } from '../src/optim/index.ts';
-import { crossEntropy, manualSeed } from '../src/tensor/index.ts';
-import { batchPool } from './workloads.ts';
+import { manualSeed } from '../src/tensor/index.ts';
+import { adamStepper, batchPool } from './workloads.ts';
 
 const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false } } });
 const batch = Number(values.batch);
@@ -24,17 +23,7 @@ setBackend('native');
 manualSeed(0);
 const model = mobilenet();
 const pool = batchPool(batch, 8).batches;
-const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
-model.train();
-let i = 0;
-const step = (): void => {
-  const { x, y } = pool[i++ % pool.length]!;
-  optimizer.zeroGrad();
-  const loss = crossEntropy(model.forward(x), y);
-  loss.backward();
-  optimizer.step();
-  loss.item();
-};
+const step = adamStepper(model, pool, 2e-3);
 for (let w = 0; w < 5; w++) step();
 // Plain timing first (no profiler overhead), then the profiled steps.
 const cpu0 = process.cpuUsage();
