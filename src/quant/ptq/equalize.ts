@@ -27,7 +27,7 @@
  * between them are folded first (`foldBatchNorms`, which `equalizeCrossLayer` runs by default).
  * Explicit pairs can be given by name too.
  */
-import { Module, type TensorModule } from '../../nn/module.ts';
+import { Module } from '../../nn/module.ts';
 import { Conv2d } from '../../nn/conv.ts';
 import { Conv1d } from '../../nn/conv1d.ts';
 import { Linear } from '../../nn/linear.ts';
@@ -39,7 +39,7 @@ import { Sequential } from '../../nn/sequential.ts';
 import { Rng } from '../../tensor/random.ts';
 import type { Tensor } from '../../tensor/tensor.ts';
 import { findConvBnPairs } from '../config/plan.ts';
-import { captureGraph, type CapturedGraph } from '../../runtime/capture.ts';
+import { captureGraph } from '../../runtime/capture.ts';
 import { captureLeaves } from '../../runtime/convert.ts';
 
 type WeightLayer = Conv2d | Conv1d | Linear;
@@ -189,64 +189,46 @@ function rangeRatio(l: WeightLayer): number {
   return lo === Infinity ? 1 : hi / lo;
 }
 
-/** Pairs inside Sequentials (see the module comment); ReLU6 between a pair is replaced when allowed. */
-function findPairs(model: Module, replaceRelu6: boolean, replaced: string[]): EqualizePair[] {
-  const pairs: EqualizePair[] = [];
+/** Leaf calls and who reads each one's output (`consumers[i]`: the nodes taking node i's output). */
+interface LeafGraph {
+  readonly nodes: readonly { readonly name: string; readonly module: Module; readonly inputs: readonly number[] }[];
+  readonly consumers: readonly (readonly number[])[];
+}
+
+function withConsumers(nodes: LeafGraph['nodes']): LeafGraph {
+  const consumers: number[][] = nodes.map(() => []);
+  nodes.forEach((n, j) => n.inputs.forEach((i) => i >= 0 && consumers[i]!.push(j)));
+  return { nodes, consumers };
+}
+
+/** Each Sequential as a chain: child i reads child i − 1. */
+function sequentialChains(model: Module): LeafGraph[] {
+  const chains: LeafGraph[] = [];
   for (const [name, module] of model.namedModules()) {
     if (!(module instanceof Sequential)) continue;
     const prefix = name === '' ? '' : `${name}.`;
-    for (let i = 0; i < module.length; i++) {
-      const first = module.at(i);
-      if (!weightLayer(first)) continue;
-      const between: number[] = [];
-      let j = i + 1;
-      let ok = true;
-      for (; j < module.length; j++) {
-        const m = module.at(j);
-        if (weightLayer(m)) break;
-        if (homogeneous(m) || (replaceRelu6 && m instanceof ReLU6)) between.push(j);
-        else {
-          ok = false;
-          break;
-        }
-      }
-      if (!ok || j >= module.length) continue;
-      const second = module.at(j);
-      if (!weightLayer(second)) continue;
-      if (inChannels(second) !== outChannels(first)) continue;
-      for (const k of between) {
-        if (module.at(k) instanceof ReLU6) {
-          module.setSubmodule(String(k), new ReLU());
-          replaced.push(`${prefix}${k}`);
-        }
-      }
-      pairs.push({ first: `${prefix}${i}`, second: `${prefix}${j}`, between: between.map((k) => `${prefix}${k}`) });
-    }
+    chains.push(withConsumers([...module].map((m, i) => ({ name: `${prefix}${i}`, module: m, inputs: [i - 1] }))));
   }
-  return pairs;
+  return chains;
 }
 
-/** The forward's graph of leaf calls on `sample` (eval mode, no gradient), and each node's consumer count. */
-function graphOf(model: Module, sample: Tensor): { graph: CapturedGraph; consumers: number[][] } {
+/** The forward's graph of leaf calls on `sample` (captured in eval mode, no gradient). */
+function forwardGraph(model: Module, sample: Tensor): LeafGraph {
   const wasTraining = model.training;
   model.eval();
   try {
-    const graph = captureGraph(model, captureLeaves(model), sample);
-    const consumers: number[][] = graph.nodes.map(() => []);
-    graph.nodes.forEach((n, j) => n.inputs.forEach((i) => i >= 0 && consumers[i]!.push(j)));
-    return { graph, consumers };
+    return withConsumers(captureGraph(model, captureLeaves(model), sample).nodes);
   } finally {
     model.train(wasTraining);
   }
 }
 
-/** Conv → BatchNorm pairs of the graph: the conv's output feeds the BN only. */
+/** Conv → BatchNorm pairs of the forward graph: the conv's output feeds the BN only. */
 function graphConvBnPairs(model: Module, sample: Tensor): Map<string, string> {
-  const { graph, consumers } = graphOf(model, sample);
-  const last = graph.nodes.length - 1;
+  const { nodes, consumers } = forwardGraph(model, sample);
   const out = new Map<string, string>();
-  graph.nodes.forEach((n, i) => {
-    const only = consumers[i]!.length === 1 && i !== last ? graph.nodes[consumers[i]![0]!]! : null;
+  nodes.forEach((n, i) => {
+    const only = consumers[i]!.length === 1 ? nodes[consumers[i]![0]!]! : null;
     if (!only) return;
     if ((n.module.constructor === Conv2d && only.module instanceof BatchNorm2d) || (n.module.constructor === Conv1d && only.module instanceof BatchNorm1d)) {
       if ((only.module as BatchNorm2d | BatchNorm1d).numFeatures === (n.module as Conv2d | Conv1d).outChannels) out.set(n.name, only.name);
@@ -256,33 +238,33 @@ function graphConvBnPairs(model: Module, sample: Tensor): Map<string, string> {
 }
 
 /**
- * Pairs of the graph: a weight layer whose output, through a chain of single-consumer homogeneous
- * leaves (and ReLU6 when replaced), reaches exactly one weight layer and nothing else (a residual
- * branch that also reads it would see the rescaled channels).
+ * Pairs of a graph: a weight layer whose output, through a chain of single-consumer homogeneous
+ * leaves (and ReLU6 when replaced, which is then swapped for ReLU), reaches exactly one weight
+ * layer and nothing else (a residual branch that also reads it would see the rescaled channels).
  */
-function graphPairs(model: Module, sample: Tensor, replaceRelu6: boolean, replaced: string[]): EqualizePair[] {
-  const { graph, consumers } = graphOf(model, sample);
-  const last = graph.nodes.length - 1;
+function pairsOf(graph: LeafGraph, model: Module, replaceRelu6: boolean, replaced: string[]): EqualizePair[] {
+  const { nodes, consumers } = graph;
   const pairs: EqualizePair[] = [];
-  graph.nodes.forEach((n, i) => {
+  nodes.forEach((n, i) => {
     if (!weightLayer(n.module)) return;
     const between: number[] = [];
     let cur = i;
     for (;;) {
-      if (cur === last || consumers[cur]!.length !== 1) return;
+      // the last node (the model's output) has no consumers
+      if (consumers[cur]!.length !== 1) return;
       const j = consumers[cur]![0]!;
-      const next = graph.nodes[j]!;
+      const next = nodes[j]!;
       if (next.inputs.length !== 1) return;
       if (weightLayer(next.module)) {
         if (inChannels(next.module) !== outChannels(n.module as WeightLayer)) return;
         for (const k of between) {
-          const b = graph.nodes[k]!;
+          const b = nodes[k]!;
           if (b.module instanceof ReLU6) {
             model.setSubmodule(b.name, new ReLU());
             replaced.push(b.name);
           }
         }
-        pairs.push({ first: n.name, second: next.name, between: between.map((k) => graph.nodes[k]!.name) });
+        pairs.push({ first: n.name, second: next.name, between: between.map((k) => nodes[k]!.name) });
         return;
       }
       if (!(homogeneous(next.module) || (replaceRelu6 && next.module instanceof ReLU6))) return;
@@ -301,9 +283,8 @@ function graphPairs(model: Module, sample: Tensor, replaceRelu6: boolean, replac
 export function equalizeCrossLayer(model: Module, options: EqualizeOptions = {}): EqualizeResult {
   const folded = options.foldBatchNorm ?? true ? foldBatchNorms(model, [], options.sample) : [];
   const replaced: string[] = [];
-  const pairs = options.sample
-    ? graphPairs(model, options.sample, options.replaceRelu6 ?? true, replaced)
-    : findPairs(model, options.replaceRelu6 ?? true, replaced);
+  const graphs = options.sample ? [forwardGraph(model, options.sample)] : sequentialChains(model);
+  const pairs = graphs.flatMap((g) => pairsOf(g, model, options.replaceRelu6 ?? true, replaced));
   for (const [first, second] of options.pairs ?? []) {
     const a = model.getSubmodule(first), b = model.getSubmodule(second);
     if (!weightLayer(a) || !weightLayer(b)) throw new Error(`equalizeCrossLayer: pair ('${first}', '${second}') must be two Conv2d / Conv1d / Linear layers`);
