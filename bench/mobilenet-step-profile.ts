@@ -3,7 +3,10 @@
  * backend: per-primitive kernel time from `profileOps` (summed over `--steps` steps after warm-up),
  * the step's wall and CPU time, and the time outside kernels (autograd bookkeeping, allocation, GC).
  *
- *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--conv-shapes]
+ *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--conv-shapes] [--eval]
+ *
+ * With --eval, the step is an eval-mode forward under noGrad (running BatchNorm statistics), the
+ * fp32 inference of the int-inference section.
  *
  * Prints a table sorted by time and one JSON line. With --conv-shapes, also the time inside the
  * addon's conv2d / conv2dBackwardInput / conv2dBackwardWeight per geometry (N, C, H, W, O, KH, KW,
@@ -13,17 +16,24 @@ import { parseArgs } from 'node:util';
 import { profileOps, setBackend } from '../src/backend/index.ts';
 import { loadNative, nativeAddon } from '../src/backend/native/index.ts';
 import { mobilenet } from '../src/nn/index.ts';
+import { noGrad } from '../src/autograd/engine.ts';
 import { manualSeed } from '../src/tensor/index.ts';
 import { adamStepper, batchPool } from './workloads.ts';
 
-const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false }, eval: { type: 'boolean', default: false } } });
 const batch = Number(values.batch);
 const steps = Number(values.steps);
 setBackend('native');
 manualSeed(0);
 const model = mobilenet();
 const pool = batchPool(batch, 8).batches;
-const step = adamStepper(model, pool, 2e-3);
+let step = adamStepper(model, pool, 2e-3);
+if (values.eval) {
+  step(); // BatchNorm running statistics from one training batch
+  model.eval();
+  let k = 0;
+  step = () => noGrad(() => { model.forward(pool[k++ % pool.length]!.x); });
+}
 for (let w = 0; w < 5; w++) step();
 // Plain timing first (no profiler overhead), then the profiled steps.
 const cpu0 = process.cpuUsage();
