@@ -9,7 +9,7 @@
  * fp32 inference of the int-inference section.
  *
  * Prints a table sorted by time and one JSON line. With --conv-shapes, also the time inside the
- * addon's conv2d / conv2dBackwardInput / conv2dBackwardWeight per geometry (N, C, H, W, O, KH, KW,
+ * addon's conv2d / conv2dBackwardInput / conv2dBackwardWeight / conv2dFused per geometry (N, C, H, W, O, KH, KW,
  * OH, OW, stride, padding, dilation, groups), per step.
  */
 import { parseArgs } from 'node:util';
@@ -53,14 +53,15 @@ console.log(JSON.stringify({ batch, steps, wallMsPerStep: wallMs, cpuMsPerStep: 
 
 if (values['conv-shapes']) {
   if (!loadNative().ok) throw new Error('--conv-shapes needs the native addon');
-  const addon = nativeAddon() as unknown as Record<string, (a: Float32Array, b: Float32Array, c: Float32Array, geom: Int32Array) => void>;
+  const addon = nativeAddon() as unknown as Record<string, (...args: unknown[]) => void>;
   const times = new Map<string, number>();
-  for (const op of ['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
+  for (const op of ['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused']) {
     const f = addon[op]!.bind(addon);
-    addon[op] = (a, b, c, geom) => {
+    const geomAt = op === 'conv2dFused' ? 4 : 3;
+    addon[op] = (...args: unknown[]) => {
       const t = performance.now();
-      f(a, b, c, geom);
-      const key = `${op} ${Array.from(geom).join(',')}`;
+      f(...args);
+      const key = `${op} ${Array.from(args[geomAt] as Int32Array).join(',')}`;
       times.set(key, (times.get(key) ?? 0) + performance.now() - t);
     };
   }

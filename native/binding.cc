@@ -315,16 +315,28 @@ Napi::Value AdderConvGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dFused(x, w, bias, y, geom, epilogue): y = maxPool(relu(conv2d(x, w) + bias)); bias may be
-// null; epilogue: Int32Array [relu 0/1, pool kh, pool kw, pool sh, pool sw] (pool kh 0 = no pooling).
+// conv2dFused(x, w, bias, y, geom, epilogue[, hi[, scale]]): y = maxPool(min(relu(conv2d(x, w) * scale
+// + bias), hi)); bias may be null; epilogue: Int32Array [relu 0/1, pool kh, pool kw, pool sh, pool sw]
+// (pool kh 0 = no pooling); hi: a number, the upper clamp (undefined: none); scale: per output
+// channel (absent: none).
 Napi::Value ConvFused(const Napi::CallbackInfo& info) {
-  F32 x, w, bias, y;
+  F32 x, w, bias, y, scale;
   lowbit::ConvGeom g;
   int64_t epi[5];
   const bool hasBias = info.Length() > 2 && !info[2].IsNull();
+  const bool hasScale = info.Length() > 7 && !info[7].IsUndefined();
+  if (hasScale && !argF32(info, 7, &scale)) return info.Env().Undefined();
   if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || (hasBias && !argF32(info, 2, &bias)) || !argF32(info, 3, &y) ||
       !argConvGeom(info, 4, &g) || !argInts(info, 5, epi, 5)) {
     return info.Env().Undefined();
+  }
+  float hi = lowbit::kNoClamp;
+  if (info.Length() > 6 && !info[6].IsUndefined()) {
+    if (!info[6].IsNumber() || std::isnan(info[6].As<Napi::Number>().DoubleValue())) {
+      fail(info.Env(), "conv2dFused: the upper clamp must be a number");
+      return info.Env().Undefined();
+    }
+    hi = static_cast<float>(info[6].As<Napi::Number>().DoubleValue());
   }
   const bool pool = epi[1] != 0;
   if (epi[1] < 0 || epi[2] < 0 || (pool && (epi[2] <= 0 || epi[3] <= 0 || epi[4] <= 0 || epi[1] > g.OH || epi[2] > g.OW))) {
@@ -336,7 +348,9 @@ Napi::Value ConvFused(const Napi::CallbackInfo& info) {
   const int64_t wSize = g.O * (g.C / g.groups) * g.KH * g.KW;
   if (!checkSizes(info, {{&x, xSize}, {&w, wSize}, {&y, ySize}})) return info.Env().Undefined();
   if (hasBias && !checkSizes(info, {{&bias, g.O}})) return info.Env().Undefined();
-  lowbit::conv2dFused(g, x.data, w.data, hasBias ? bias.data : nullptr, epi[0] != 0, pool ? epi[1] : 0, epi[2], epi[3],
+  if (hasScale && !checkSizes(info, {{&scale, g.O}})) return info.Env().Undefined();
+  lowbit::conv2dFused(g, x.data, w.data, hasScale ? scale.data : nullptr, hasBias ? bias.data : nullptr, epi[0] != 0, hi,
+                      pool ? epi[1] : 0, epi[2], epi[3],
                       epi[4], y.data);
   return info.Env().Undefined();
 }

@@ -140,7 +140,17 @@ bool useImplicit(const ConvGeom& g) {
   return smallKernels() && g.sw == 1 && g.O / g.groups <= 32 && !isPointwise(g);
 }
 
-void convForwardImplicit(const ConvGeom& g, const float* x, const float* w, float* y) {
+// The no-pooling epilogue of conv2dFused on sample n's output planes, in place (nullptr: none).
+void sampleEpilogue(const ConvGeom& g, const ConvEpilogue* e, int64_t n, float* y) {
+  if (e == nullptr) return;
+  const int64_t P = outPixels(g);
+  for (int64_t o = 0; o < g.O; o++) {
+    float* plane = y + (n * g.O + o) * P;
+    convEpiloguePlane(*e, g.OH, g.OW, plane, g.OW, o, plane);
+  }
+}
+
+void convForwardImplicit(const ConvGeom& g, const float* x, const float* w, const ConvEpilogue* e, float* y) {
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
   std::vector<int64_t> koff(static_cast<size_t>(R));
@@ -168,16 +178,19 @@ void convForwardImplicit(const ConvGeom& g, const float* x, const float* w, floa
           sgemmSmallOffsets(Og, g.OW, R, wg, R, 1, src + oh * g.sh * Wp, koff.data(), yg + oh * g.OW, P);
         }
       }
+      sampleEpilogue(g, e, n, y);
     }
   });
 }
 
-}  // namespace
-
-void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) {
-  if (depthwiseConvSupported(g)) return depthwiseConvForward(g, x, w, y);
-  if (convWideSupported(g) && !isPointwise(g)) return convWideForward(g, x, w, ConvEpilogue{}, y);
-  if (useImplicit(g)) return convForwardImplicit(g, x, w, y);
+// y = conv2d(x, w), then the no-pooling epilogue `e` (nullptr: none) on each sample's planes as soon
+// as they are computed (in place, while they are in cache).
+void convForward(const ConvGeom& g, const float* x, const float* w, const ConvEpilogue* e, float* y) {
+  if (depthwiseConvSupported(g)) return depthwiseConvForward(g, x, w, y, e);
+  if (convWideSupported(g) && !isPointwise(g) && (e == nullptr || e->scale == nullptr)) {
+    return convWideForward(g, x, w, e != nullptr ? *e : ConvEpilogue{}, y);
+  }
+  if (useImplicit(g)) return convForwardImplicit(g, x, w, e, y);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   forEachSample(g, convFlops(g), [&](int64_t n, bool parallel) {
     float* col = isPointwise(g) ? nullptr : tCol.get(static_cast<size_t>(R * P));
@@ -197,8 +210,13 @@ void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) 
       args.C = y + (n * g.O + gr * Og) * P, args.ldc = P;
       runGemm(args, parallel);
     }
+    sampleEpilogue(g, e, n, y);
   });
 }
+
+}  // namespace
+
+void conv2dForward(const ConvGeom& g, const float* x, const float* w, float* y) { convForward(g, x, w, nullptr, y); }
 
 void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   if (depthwiseConvSupported(g)) return depthwiseConvBackwardInput(g, dy, w, dx);
@@ -220,7 +238,7 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
                     w[(((gr * Og + o) * Cg + ci) * g.KH + (g.KH - 1 - kh)) * g.KW + (g.KW - 1 - kw)];
               }
       if (convWideSupported(t)) return convWideForward(t, dy, wt.data(), ConvEpilogue{}, dx);
-      return convForwardImplicit(t, dy, wt.data(), dx);
+      return convForwardImplicit(t, dy, wt.data(), nullptr, dx);
     }
   }
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
@@ -309,21 +327,25 @@ void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, fl
   }
 }
 
-void conv2dFused(const ConvGeom& g, const float* x, const float* w, const float* bias, bool relu, int64_t pkh,
-                 int64_t pkw, int64_t psh, int64_t psw, float* y) {
+void conv2dFused(const ConvGeom& g, const float* x, const float* w, const float* scale, const float* bias, bool relu,
+                 float hi, int64_t pkh, int64_t pkw, int64_t psh, int64_t psw, float* y) {
   ConvEpilogue e;
+  e.scale = scale;
   e.bias = bias;
   e.relu = relu;
+  e.hi = hi;
   e.pkh = pkh, e.pkw = pkw, e.psh = psh, e.psw = psw;
-  if (convWideSupported(g) && !isPointwise(g)) return convWideForward(g, x, w, e, y);
-  // Other geometries: the plain convolution into a temporary, then the epilogue per plane.
+  if (scale == nullptr && convWideSupported(g) && !isPointwise(g)) return convWideForward(g, x, w, e, y);
+  // Without pooling the epilogue runs in place on each sample's planes right after the conv.
+  if (pkh == 0) return convForward(g, x, w, &e, y);
+  // Pooling on other geometries: the plain convolution into a temporary, then the epilogue per plane.
   const int64_t P = outPixels(g);
   const int64_t PH = pkh == 0 ? g.OH : (g.OH - pkh) / psh + 1, PW = pkh == 0 ? g.OW : (g.OW - pkw) / psw + 1;
   std::vector<float> conv(static_cast<size_t>(g.N * g.O * P));
   conv2dForward(g, x, w, conv.data());
   parallelFor(g.N * g.O, static_cast<double>(g.N * g.O * P), [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; p++) {
-      convEpiloguePlane(e, g.OH, g.OW, conv.data() + p * P, g.OW, bias != nullptr ? bias[p % g.O] : 0.f, y + p * PH * PW);
+      convEpiloguePlane(e, g.OH, g.OW, conv.data() + p * P, g.OW, p % g.O, y + p * PH * PW);
     }
   });
 }

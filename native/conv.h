@@ -17,10 +17,12 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
 // dw = adjoint of conv2d in w applied to dy (overwrites dw)
 void conv2dBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw);
 
-// y = maxPool(relu(conv2d(x, w) + bias)) with each stage optional: bias may be null, relu off,
-// pkh == 0 means no pooling; pooling windows (pkh, pkw), stride (psh, psw), no padding. y is
-// (N, O, PH, PW), PH = (OH - pkh) / psh + 1 (or (N, O, OH, OW) without pooling).
-void conv2dFused(const ConvGeom& g, const float* x, const float* w, const float* bias, bool relu, int64_t pkh,
-                 int64_t pkw, int64_t psh, int64_t psw, float* y);
+// y = maxPool(min(relu(conv2d(x, w) * scale + bias), hi)) with each stage optional: scale and bias
+// may be null (per output channel; the product is rounded before the bias is added), relu off,
+// hi = +inf for no upper clamp (NaN stays NaN), pkh == 0 means no pooling; pooling windows
+// (pkh, pkw), stride (psh, psw), no padding. y is (N, O, PH, PW), PH = (OH - pkh) / psh + 1 (or
+// (N, O, OH, OW) without pooling).
+void conv2dFused(const ConvGeom& g, const float* x, const float* w, const float* scale, const float* bias, bool relu,
+                 float hi, int64_t pkh, int64_t pkw, int64_t psh, int64_t psw, float* y);
 
 }  // namespace lowbit

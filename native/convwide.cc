@@ -182,6 +182,12 @@ LOWBIT_TARGET_AVX512 inline __m512 nanMax(__m512 a, __m512 b) {
 }
 // ReLU that keeps NaN: maxps(0, v) returns v when v is NaN.
 LOWBIT_TARGET_AVX512 inline __m512 reluKeepNan(__m512 v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
+// The epilogue's activation: ReLU when `relu`, then min(v, hi) (hi = +inf: none); NaN stays NaN
+// (minps returns its second operand when either is NaN).
+LOWBIT_TARGET_AVX512 inline __m512 actKeepNan(__m512 v, bool relu, float hi) {
+  if (relu) v = reluKeepNan(v);
+  return _mm512_min_ps(_mm512_set1_ps(hi), v);
+}
 
 // ---------------------------------------------------------------- pooled row pairs
 // For 2x2 / stride 2 max pooling of rows of at most 32 pixels: one tile computes output rows
@@ -190,7 +196,7 @@ LOWBIT_TARGET_AVX512 inline __m512 reluKeepNan(__m512 v) { return _mm512_max_ps(
 // stores the pooled row; no wide buffer, no separate epilogue pass.
 template <int R, int VR>
 LOWBIT_TARGET_AVX512 void pooledPairTile(int64_t K, const float* a, int64_t lda, const float* row0, int64_t Wp,
-                                         const int64_t* koff, int64_t OW, const float* bias, bool relu, int64_t PW,
+                                         const int64_t* koff, int64_t OW, const float* bias, bool relu, float hi, int64_t PW,
                                          float* y, int64_t ldy) {
   __mmask16 m[VR];
 #pragma GCC unroll 2
@@ -221,16 +227,16 @@ LOWBIT_TARGET_AVX512 void pooledPairTile(int64_t K, const float* a, int64_t lda,
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
     const __m512 lo = nanMax(acc[r][0], acc[r][VR]);
-    const __m512 hi = VR == 2 ? nanMax(acc[r][1], acc[r][VR + 1]) : lo;
-    __m512 v = nanMax(_mm512_permutex2var_ps(lo, evenIdx, hi), _mm512_permutex2var_ps(lo, oddIdx, hi));
+    const __m512 up = VR == 2 ? nanMax(acc[r][1], acc[r][VR + 1]) : lo;
+    __m512 v = nanMax(_mm512_permutex2var_ps(lo, evenIdx, up), _mm512_permutex2var_ps(lo, oddIdx, up));
     v = _mm512_add_ps(v, _mm512_set1_ps(bias[r]));
-    if (relu) v = reluKeepNan(v);
+    v = actKeepNan(v, relu, hi);
     _mm512_mask_storeu_ps(y + r * ldy, out, v);
   }
 }
 
 using PooledPairFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, const int64_t*, int64_t,
-                              const float*, bool, int64_t, float*, int64_t);
+                              const float*, bool, float, int64_t, float*, int64_t);
 constexpr int kPairRows = 6;
 constexpr PooledPairFn kPooledPairs[2][kPairRows] = {
     {pooledPairTile<1, 1>, pooledPairTile<2, 1>, pooledPairTile<3, 1>, pooledPairTile<4, 1>, pooledPairTile<5, 1>, pooledPairTile<6, 1>},
@@ -238,16 +244,21 @@ constexpr PooledPairFn kPooledPairs[2][kPairRows] = {
 };
 
 // ---------------------------------------------------------------- epilogues
-LOWBIT_TARGET_AVX512 void epilogueNoPool(int64_t OH, int64_t OW, const float* src, int64_t ld, float bias, bool relu,
-                                         float* dst) {
+LOWBIT_TARGET_AVX512 void epilogueNoPool(int64_t OH, int64_t OW, const float* src, int64_t ld, const float* scale,
+                                         float bias, bool relu, float hi, float* dst) {
   const __m512 b = _mm512_set1_ps(bias);
+  const __m512 sc = _mm512_set1_ps(scale != nullptr ? *scale : 1.f);
   for (int64_t oh = 0; oh < OH; oh++) {
     const float* in = src + oh * ld;
     float* out = dst + oh * OW;
     for (int64_t ow = 0; ow < OW; ow += 16) {
       const __mmask16 m = tailMask(OW - ow);
-      __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, in + ow), b);
-      if (relu) v = reluKeepNan(v);
+      __m512 v = _mm512_maskz_loadu_ps(m, in + ow);
+      // An explicitly rounded product: GCC would otherwise contract this multiply and the add
+      // below into one FMA, and the result would differ from BatchNorm's mul then add by an ulp.
+      if (scale != nullptr) v = _mm512_mul_round_ps(v, sc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm512_add_ps(v, b);
+      v = actKeepNan(v, relu, hi);
       _mm512_mask_storeu_ps(out + ow, m, v);
     }
   }
@@ -255,7 +266,7 @@ LOWBIT_TARGET_AVX512 void epilogueNoPool(int64_t OH, int64_t OW, const float* sr
 
 // 2x2 windows, stride 2: max of the four, then bias and ReLU (both monotone, so they commute
 // with the max exactly).
-LOWBIT_TARGET_AVX512 void epiloguePool2x2(int64_t PH, int64_t PW, const float* src, int64_t ld, float bias, bool relu,
+LOWBIT_TARGET_AVX512 void epiloguePool2x2(int64_t PH, int64_t PW, const float* src, int64_t ld, float bias, bool relu, float hi,
                                           float* dst) {
   const __m512i evenIdx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i oddIdx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -272,37 +283,55 @@ LOWBIT_TARGET_AVX512 void epiloguePool2x2(int64_t PH, int64_t PW, const float* s
       const __m512 top = nanMax(_mm512_permutex2var_ps(a0, evenIdx, a1), _mm512_permutex2var_ps(a0, oddIdx, a1));
       const __m512 bot = nanMax(_mm512_permutex2var_ps(c0, evenIdx, c1), _mm512_permutex2var_ps(c0, oddIdx, c1));
       __m512 v = _mm512_add_ps(nanMax(top, bot), b);
-      if (relu) v = reluKeepNan(v);
+      v = actKeepNan(v, relu, hi);
       _mm512_mask_storeu_ps(out + pw, tailMask(n), v);
     }
   }
 }
 
-float applyAct(float v, bool relu) { return relu && !(v > 0.f) ? (v != v ? v : 0.f) : v; }
+float applyAct(float v, bool relu, float hi) {
+  if (relu && !(v > 0.f)) v = v != v ? v : 0.f;
+  return v > hi ? hi : v;
+}
 
 }  // namespace
 
-void convEpiloguePlane(const ConvEpilogue& e, int64_t OH, int64_t OW, const float* src, int64_t ld, float bias,
+void convEpiloguePlane(const ConvEpilogue& e, int64_t OH, int64_t OW, const float* src, int64_t ld, int64_t oc,
                        float* dst) {
   const bool avx512 = activeIsa() == Isa::Avx512;
+  const float bias = e.bias != nullptr ? e.bias[oc] : 0.f;
+  const float* scale = e.scale != nullptr ? e.scale + oc : nullptr;
+  // Rounded to float before the bias is added, as separate multiply and add ops round it (the
+  // volatile store keeps GCC from contracting the product and the sum into an FMA).
+  const auto scaled = [scale](float v) {
+    if (scale == nullptr) return v;
+    volatile float p = v * *scale;
+    return static_cast<float>(p);
+  };
   if (e.pkh == 0) {
-    if (avx512) return epilogueNoPool(OH, OW, src, ld, bias, e.relu, dst);
+    // A contiguous plane (ld == OW) is one row of OH * OW values: no half-empty vectors per row.
+    if (avx512 && ld == OW) return epilogueNoPool(1, OH * OW, src, OH * OW, scale, bias, e.relu, e.hi, dst);
+    if (avx512) return epilogueNoPool(OH, OW, src, ld, scale, bias, e.relu, e.hi, dst);
     for (int64_t oh = 0; oh < OH; oh++)
-      for (int64_t ow = 0; ow < OW; ow++) dst[oh * OW + ow] = applyAct(src[oh * ld + ow] + bias, e.relu);
+      for (int64_t ow = 0; ow < OW; ow++) dst[oh * OW + ow] = applyAct(scaled(src[oh * ld + ow]) + bias, e.relu, e.hi);
     return;
   }
   const int64_t PH = (OH - e.pkh) / e.psh + 1, PW = (OW - e.pkw) / e.psw + 1;
-  if (avx512 && e.pkh == 2 && e.pkw == 2 && e.psh == 2 && e.psw == 2) return epiloguePool2x2(PH, PW, src, ld, bias, e.relu, dst);
+  if (avx512 && scale == nullptr && e.pkh == 2 && e.pkw == 2 && e.psh == 2 && e.psw == 2) {
+    return epiloguePool2x2(PH, PW, src, ld, bias, e.relu, e.hi, dst);
+  }
+  // The bias, ReLU and clamp are monotone and commute with the max; a scale (maybe negative) does
+  // not, so it is applied to every window element.
   for (int64_t ph = 0; ph < PH; ph++) {
     for (int64_t pw = 0; pw < PW; pw++) {
       float best = -std::numeric_limits<float>::infinity();
       bool first = true;
       for (int64_t kh = 0; kh < e.pkh; kh++)
         for (int64_t kw = 0; kw < e.pkw; kw++) {
-          const float v = src[(ph * e.psh + kh) * ld + pw * e.psw + kw];
+          const float v = scaled(src[(ph * e.psh + kh) * ld + pw * e.psw + kw]);
           if (first || v > best || v != v) best = v, first = false;
         }
-      dst[ph * PW + pw] = applyAct(best + bias, e.relu);
+      dst[ph * PW + pw] = applyAct(best + bias, e.relu, e.hi);
     }
   }
 }
@@ -400,7 +429,7 @@ LOWBIT_TARGET_AVX512 void channelEpilogue(const ConvEpilogue& e, int64_t OH, int
         v = _mm512_loadu_ps(px + (ph * OW + pw) * 16);
       }
       v = _mm512_add_ps(v, b);
-      if (e.relu) v = reluKeepNan(v);
+      v = actKeepNan(v, e.relu, e.hi);
       _mm512_mask_i32scatter_ps(yBase + ph * PW + pw, m, planes, v, 4);
     }
   }
@@ -486,7 +515,7 @@ void convWideForward(const ConvGeom& g, const float* x, const float* w, const Co
   // Without an epilogue, rows of OW pixels can go straight into y when they fill the vectors at
   // least as well as the wide rows do.
   const auto lanes = [](int64_t n) { return (n + 15) / 16 * 16; };
-  const bool rowwise = e.bias == nullptr && !e.relu && e.pkh == 0 &&
+  const bool rowwise = e.bias == nullptr && !e.relu && !(e.hi < kNoClamp) && e.pkh == 0 &&
                        static_cast<double>(g.OW) / static_cast<double>(lanes(g.OW)) >=
                            static_cast<double>(g.OH * g.OW) / static_cast<double>(lanes(l.Nw));
   // 2x2 / stride 2 pooling of rows up to 32 pixels: pooled in registers (pooledPairTile).
@@ -510,7 +539,7 @@ void convWideForward(const ConvGeom& g, const float* x, const float* w, const Co
             const float* bias = e.bias != nullptr ? e.bias + oc : zeros.data();
             for (int64_t ph = 0; ph < PH; ph++) {
               kPooledPairs[g.OW > 16 ? 1 : 0][o1 - o0 - 1](l.R, w + oc * l.R, l.R, src + 2 * ph * l.Wp, l.Wp, l.koff.data(), g.OW,
-                                                            bias, e.relu, PW, y + (n * g.O + oc) * PH * PW + ph * PW, PH * PW);
+                                                            bias, e.relu, e.hi, PW, y + (n * g.O + oc) * PH * PW + ph * PW, PH * PW);
             }
           }
           continue;
@@ -525,7 +554,7 @@ void convWideForward(const ConvGeom& g, const float* x, const float* w, const Co
         wideGemm(l.Og, l.Nw, l.R, w + gr * l.Og * l.R, l.R, src, l.koff.data(), wide, ldw);
         for (int64_t o = 0; o < l.Og; o++) {
           const int64_t oc = gr * l.Og + o;
-          convEpiloguePlane(e, g.OH, g.OW, wide + o * ldw, l.Wp, e.bias != nullptr ? e.bias[oc] : 0.f,
+          convEpiloguePlane(e, g.OH, g.OW, wide + o * ldw, l.Wp, oc,
                             y + (n * g.O + oc) * PH * PW);
         }
       }

@@ -9,17 +9,24 @@
 // output (bias, ReLU, max pooling).
 #pragma once
 #include <cstdint>
+#include <limits>
 
 #include "conv.h"
 
 namespace lowbit {
 
-// What happens to the conv output before it is stored: + bias[o] (when bias != nullptr), then
-// ReLU, then max pooling over (pkh, pkw) windows with stride (psh, psw), no padding (pkh == 0:
-// no pooling). y is (N, O, PH, PW) with PH = (OH - pkh) / psh + 1 when pooling, else (N, O, OH, OW).
+constexpr float kNoClamp = std::numeric_limits<float>::infinity();
+
+// What happens to the conv output before it is stored: * scale[o] (when scale != nullptr: a folded
+// eval-mode BatchNorm), + bias[o] (when bias != nullptr), then ReLU (when relu), then min(v, hi)
+// (hi = kNoClamp: none; ReLU6 is relu with hi 6; NaN stays NaN), then max pooling over (pkh, pkw)
+// windows with stride (psh, psw), no padding (pkh == 0: no pooling). y is (N, O, PH, PW) with
+// PH = (OH - pkh) / psh + 1 when pooling, else (N, O, OH, OW). The wide kernels take no scale.
 struct ConvEpilogue {
+  const float* scale = nullptr;
   const float* bias = nullptr;
   bool relu = false;
+  float hi = kNoClamp;
   int64_t pkh = 0, pkw = 0, psh = 1, psw = 1;
 };
 
@@ -36,8 +43,9 @@ void convWideBackwardWeight(const ConvGeom& g, const float* x, const float* dy, 
 // dx = adjoint of conv2d in x applied to dy (overwrites dx); requires convWideSupported(g).
 void convWideBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx);
 
-// Applies `e` to one conv output plane src (OH, OW) with row stride ld, writing the plane of y.
-void convEpiloguePlane(const ConvEpilogue& e, int64_t OH, int64_t OW, const float* src, int64_t ld, float bias,
+// Applies `e` to output channel oc's conv plane src (OH, OW) with row stride ld, writing the plane
+// of y (dst may be src when there is no pooling).
+void convEpiloguePlane(const ConvEpilogue& e, int64_t OH, int64_t OW, const float* src, int64_t ld, int64_t oc,
                        float* dst);
 
 }  // namespace lowbit

@@ -171,15 +171,24 @@ const char* depthwiseConvPathName() {
   }
 }
 
-void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, float* y) {
+void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, float* y, const ConvEpilogue* e) {
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
-  parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
-    float* buf = tDwBuf.get(p.bufFloats() + p.dyFloats());
-    float* aux = buf + p.bufFloats();
+  const auto range = [&](int64_t q0, int64_t q1, float* buf, float* aux) {
     if (isa == Isa::Avx512) dwavx512::forwardRange(p, x, w, y, q0, q1, buf, aux);
     else if (isa == Isa::Avx2) dwavx2::forwardRange(p, x, w, y, q0, q1, buf, aux);
     else dwscalar::forwardRange(p, x, w, y, q0, q1, buf, aux);
+  };
+  const int64_t P = g.OH * g.OW;
+  parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
+    float* buf = tDwBuf.get(p.bufFloats() + p.dyFloats());
+    float* aux = buf + p.bufFloats();
+    if (e == nullptr) return range(q0, q1, buf, aux);
+    for (int64_t q = q0; q < q1; q++) {
+      range(q, q + 1, buf, aux);
+      float* yq = y + q * P;
+      convEpiloguePlane(*e, g.OH, g.OW, yq, g.OW, q % g.C, yq);
+    }
   });
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "conv.h"
+#include "convwide.h"
 
 namespace lowbit {
 
@@ -17,7 +18,9 @@ bool depthwiseConvSupported(const ConvGeom& g);
 bool setDepthwiseConvEnabled(bool on);
 
 // As conv2dForward / conv2dBackwardInput / conv2dBackwardWeight for a geometry depthwiseConvSupported takes.
-void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, float* y);
+// With `e` (no pooling: e->pkh == 0), each output plane gets the epilogue in place right after it
+// is computed, while it is in L1.
+void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, float* y, const ConvEpilogue* e = nullptr);
 void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void depthwiseConvBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw);
 

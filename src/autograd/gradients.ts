@@ -175,7 +175,8 @@ const RULES: RuleTable = {
   // y = pool(act(z)), z = conv2d(x, w) + bias: route g back through the pooling (recomputing
   // act(z) for its argmax) and the ReLU mask (z > 0 iff act(z) > 0), then the conv2d and bias rules.
   // Without pooling the output itself is act(z): nothing is recomputed.
-  conv2dFused: (g, [x, w, bias], out, attrs) => {
+  conv2dFused: (g, [x, w, bias, scale], out, attrs) => {
+    if ((attrs.clampMax ?? null) !== null || scale) throw new Error('conv2dFused: no gradient with a scale or clampMax (an inference-only fusion)');
     const geo = geometry(attrs);
     let gz = g;
     if (attrs.pool) {

@@ -27,6 +27,19 @@ export function setReleaseIntermediates(on: boolean): boolean {
 }
 
 /**
+ * Internal: runs `fn` with `releaseIntermediates` off (then restores the setting): for passes that
+ * keep references to the tensors a forward makes (graph capture, layer-input capture).
+ */
+export function keepingIntermediates<T>(fn: () => T): T {
+  const previous = setReleaseIntermediates(false);
+  try {
+    return fn();
+  } finally {
+    setReleaseIntermediates(previous);
+  }
+}
+
+/**
  * Internal (layers' no-grad forward): `releaseTensor` for intermediates a layer made and no longer
  * needs, only while grad mode is off, skipping any that shares its buffer with a tensor in `keep`
  * (the layer's input and result).

@@ -158,11 +158,15 @@ export interface PrimitiveAttrs {
   /** (x, dy) -> dw with shape weightShape: the adjoint of conv2d in w. */
   conv2dBackwardWeight: Conv2dAttrs & { readonly weightShape: readonly number[] };
   /**
-   * (x [N, C, H, W], w [O, C/groups, kh, kw], bias [O]) -> maxPool(relu(conv2d(x, w) + bias)):
-   * a convolution with its bias, then optionally ReLU (`relu`) and max pooling (`pool`, null for
-   * none) in one pass -- the inference path of conv–ReLU–pool blocks (nn/fusion.ts).
+   * (x [N, C, H, W], w [O, C/groups, kh, kw], bias [O][, scale [O]]) ->
+   * maxPool(min(relu(conv2d(x, w)·scale + bias), clampMax)): a convolution, times a per-channel
+   * scale when there is a fourth input (rounded to float32 before the bias is added: an eval-mode
+   * BatchNorm as its own mul and add compute it), plus its bias, then optionally ReLU (`relu`), an
+   * upper clamp (`clampMax`, null for none; NaN stays NaN) and max pooling (`pool`, null for none)
+   * in one pass -- the inference path of conv–[BN]–ReLU/ReLU6–pool blocks (nn/fusion.ts). No
+   * gradient with a scale or a clampMax.
    */
-  conv2dFused: Conv2dAttrs & { readonly relu: boolean; readonly pool: Pool2dAttrs | null };
+  conv2dFused: Conv2dAttrs & { readonly relu: boolean; readonly clampMax: number | null; readonly pool: Pool2dAttrs | null };
   // ---- fused recurrent sequences (layouts: RecurrentAttrs); gates in PyTorch's order
   /**
    * (inputGates [L, N, 4H] = W_ih·x_t, weightHh [4H, H], bias [4H] = b_ih + b_hh, h0 [N, H], c0 [N, H])

@@ -10,14 +10,18 @@
  * held shares it (`autograd/engine.ts` checks both). Those buffers come here, and kernel outputs
  * that are overwritten completely take them back first (`takeRecycled`).
  *
- * Bounded (a few buffers per size, 32 MB in all); only whole buffers of at least 16 KB.
+ * No-grad forwards hand back their intermediates too (`releaseIntermediates`): there a large
+ * fresh buffer costs its page faults (zeroed pages on first write, about 0.2 ms per MB), so the
+ * bound is wide enough for a batch-256 MobileNet's activations.
+ *
+ * Bounded (a few buffers per size, 128 MB in all); only whole buffers of at least 16 KB.
  * `setRecyclePoison(true)` fills every returned buffer with NaN, so a use after release shows up
  * in any test as a wrong gradient.
  */
 
 const MIN_ELEMENTS = 4096;
 const PER_SIZE = 4;
-const MAX_BYTES = 32 << 20;
+const MAX_BYTES = 128 << 20;
 
 const free = new Map<number, Float32Array[]>();
 let pooledBytes = 0;
@@ -30,9 +34,11 @@ const pooled = new WeakSet<ArrayBufferLike>();
 /** Whole kernel output buffers (any pass) not handed back yet: the only ones `releaseOutput` takes. */
 const outputs = new WeakSet<ArrayBufferLike>();
 
-/** Poison returned buffers with NaN (tests). */
-export function setRecyclePoison(on: boolean): void {
+/** Poison returned buffers with NaN (tests); returns the previous setting. */
+export function setRecyclePoison(on: boolean): boolean {
+  const previous = poison;
   poison = on;
+  return previous;
 }
 
 /** Turns recycling on (the default) or off; off also empties the pool. Returns the previous setting. */

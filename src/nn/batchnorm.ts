@@ -1,3 +1,4 @@
+import { isGradEnabled } from '../autograd/engine.ts';
 import { add, batchNorm, batchNormStats, div, mean, mul, ones, reshape, sqrt, sub, Tensor, zeros } from '../tensor/index.ts';
 import { Module } from './module.ts';
 
@@ -93,20 +94,43 @@ export abstract class BatchNorm extends Module {
     return add(mul(centered, scale), reshape(this.bias, view));
   }
 
-  /** y = x·scale + shift with scale = w/√(runningVar + eps), shift = b − runningMean·scale. */
-  private normaliseWithRunningStats(x: Tensor, view: number[]): Tensor {
+  /**
+   * What eval mode computes, y = x·scale + shift per channel, with scale = w/√(runningVar + eps)
+   * and shift = b − runningMean·scale, as tensors of `dtype` [numFeatures]; null when this layer
+   * normalises with batch statistics (training, or no running statistics). nn/fusion.ts folds
+   * them into a preceding conv's epilogue at inference.
+   */
+  runningAffine(dtype: Tensor['dtype'] = 'float32'): { scale: Tensor; shift: Tensor } | null {
+    if (this.training || !this.trackRunningStats) return null;
     const runningMean = this.runningMean!.data;
     const runningVar = this.runningVar!.data;
-    const invStd = zeros([this.numFeatures], x.dtype);
-    const negMean = zeros([this.numFeatures], x.dtype);
+    const invStd = zeros([this.numFeatures], dtype);
+    const negMean = zeros([this.numFeatures], dtype);
     for (let c = 0; c < this.numFeatures; c++) {
       invStd.data[c] = 1 / Math.sqrt(runningVar[c]! + this.eps);
       negMean.data[c] = -runningMean[c]!;
     }
+    if (dtype === 'float32' && !(isGradEnabled() && (this.weight?.requiresGrad || this.bias?.requiresGrad))) {
+      // Without a graph to record: the same float32 products and sum as the ops below, in one
+      // loop (a product or sum of two float32 values rounded once to float32 is what mul and add
+      // return), without 2–3 tiny kernel calls per layer.
+      const w = this.weight?.data, b = this.bias?.data;
+      const scale = invStd.data, shift = negMean.data;
+      for (let c = 0; c < this.numFeatures; c++) {
+        if (w) scale[c] = Math.fround(w[c]! * scale[c]!);
+        shift[c] = Math.fround(shift[c]! * scale[c]!);
+        if (b) shift[c] = Math.fround(shift[c]! + b[c]!);
+      }
+      return { scale: invStd, shift: negMean };
+    }
     const scale = this.weight ? mul(this.weight, invStd) : invStd;
     const shift = mul(negMean, scale);
-    const shiftWithBias = this.bias ? add(shift, this.bias) : shift;
-    return add(mul(x, reshape(scale, view)), reshape(shiftWithBias, view));
+    return { scale, shift: this.bias ? add(shift, this.bias) : shift };
+  }
+
+  private normaliseWithRunningStats(x: Tensor, view: number[]): Tensor {
+    const { scale, shift } = this.runningAffine(x.dtype)!;
+    return add(mul(x, reshape(scale, view)), reshape(shift, view));
   }
 
   private updateRunningStats(batchMean: ArrayLike<number>, batchVar: ArrayLike<number>, count: number): void {

@@ -3,13 +3,15 @@ import assert from 'node:assert/strict';
 import { noGrad } from '../autograd/index.ts';
 import { availableBackends, withBackend } from '../backend/index.ts';
 import { loadNative } from '../backend/native/index.ts';
+import { setRecyclePoison } from '../backend/recycle.ts';
 import { profileOps } from '../backend/registry.ts';
 import { manualSeed, mul, randn, sum, Tensor } from '../tensor/index.ts';
-import { ReLU } from './activation.ts';
+import { ReLU, ReLU6 } from './activation.ts';
+import { BatchNorm2d } from './batchnorm.ts';
 import { Conv2d } from './conv.ts';
 import { forwardChain } from './fusion.ts';
 import type { TensorModule } from './module.ts';
-import { lenet5 } from './models/index.ts';
+import { lenet5, mobilenet } from './models/index.ts';
 import { MaxPool2d } from './pooling.ts';
 import { Sequential } from './sequential.ts';
 
@@ -122,6 +124,68 @@ describe('forwardChain: conv–relu–pool fusion for inference', () => {
       });
     });
   }
+
+  for (const backend of availableBackends()) {
+    it(`conv–BatchNorm–ReLU6 in eval mode: one conv2dFused op per conv, outputs equal the unfused layers (${backend})`, () => {
+      withBackend(backend, () => {
+        manualSeed(8);
+        const model = mobilenet({ widthMultiplier: 0.5 });
+        model.train();
+        noGrad(() => model.forward(randn([16, 1, 28, 28]))); // running statistics away from 0 / 1
+        for (const m of model.modules()) if (m instanceof BatchNorm2d) for (let c = 0; c < m.numFeatures; c++) m.weight!.data[c] = (c % 3 === 0 ? -0.7 : 1.3) * (1 + c / 10);
+        model.eval();
+        const x = randn([3, 1, 28, 28]);
+        let fused!: Tensor;
+        const calls = opCalls(() => { fused = noGrad(() => model.forward(x)); });
+        const convs = model.modules().filter((m) => m instanceof Conv2d).length;
+        assert.equal(calls.get('conv2dFused'), convs);
+        assert.equal(calls.get('conv2d'), undefined);
+        assert.equal(calls.get('clamp'), undefined);
+        assert.equal(calls.get('mul'), undefined, 'no BatchNorm multiply runs on its own');
+        // With gradients recorded nothing fuses: the layers run one by one.
+        const plain = model.forward(x);
+        assert.equal(opCalls(() => void model.forward(x)).get('conv2dFused'), undefined);
+        // The same conv kernel, then x·scale rounded and + shift as the BatchNorm's mul and add: bit for bit.
+        assert.deepEqual(Array.from(fused.data), Array.from(plain.data), `mobilenet ${backend}`);
+        // No-grad forwards hand their intermediates back to the pool (filled with NaN when taken
+        // again here): repeated calls still give the same logits, so nothing is read after release.
+        const poisoned = setRecyclePoison(true);
+        try {
+          for (let k = 0; k < 2; k++) assert.deepEqual(Array.from(noGrad(() => model.forward(x)).data), Array.from(plain.data), `mobilenet ${backend}, call ${k}`);
+        } finally {
+          setRecyclePoison(poisoned);
+        }
+      });
+    });
+  }
+
+  it('conv–BN fusion: a conv with a bias, a training-mode or patched BatchNorm, or a bare conv–BN run unfused or without the activation', () => {
+    manualSeed(9);
+    const x = randn([2, 3, 8, 8]);
+    const bn = () => { const b = new BatchNorm2d(4); b.runningMean!.data.set([0.5, -1, 0.25, 2]); b.runningVar!.data.set([2, 0.5, 1, 4]); b.bias!.data.set([0.1, 0.2, -0.3, 1]); b.weight!.data.set([1, -2, 0.5, 3]); b.eval(); return b; };
+    const biased = [new Conv2d(3, 4, 3, { padding: 1 }), bn(), new ReLU6()];
+    const c1 = opCalls(() => void noGrad(() => forwardChain(biased, x)));
+    assert.equal(c1.get('conv2dFused'), undefined);
+    assert.equal(c1.get('clamp'), 1);
+    const training = [new Conv2d(3, 4, 3, { padding: 1, bias: false }), bn(), new ReLU()];
+    training[1]!.train();
+    assert.equal(opCalls(() => void noGrad(() => forwardChain(training, x))).get('conv2dFused'), undefined);
+    const patchedBn = bn();
+    const original = patchedBn.forward.bind(patchedBn);
+    patchedBn.forward = (t: Tensor): Tensor => original(t);
+    assert.equal(opCalls(() => void noGrad(() => forwardChain([new Conv2d(3, 4, 3, { bias: false }), patchedBn], x))).get('conv2dFused'), undefined);
+    // conv → BN with no activation (a linear bottleneck), then a ReLU that is not folded a second time.
+    const bare = [new Conv2d(3, 4, 3, { padding: 1, bias: false }), bn()];
+    let y!: Tensor;
+    const c2 = opCalls(() => { y = noGrad(() => forwardChain(bare, x)); });
+    assert.equal(c2.get('conv2dFused'), 1);
+    close(y, noGrad(() => unfused(bare, x)), 'conv-bn');
+    const relu = [new Conv2d(3, 4, 3, { padding: 1, bias: false }), bn(), new ReLU(), new MaxPool2d(2)];
+    const c3 = opCalls(() => { y = noGrad(() => forwardChain(relu, x)); });
+    assert.equal(c3.get('conv2dFused'), 1);
+    assert.equal(c3.get('maxPool2d'), 1);
+    close(y, noGrad(() => unfused(relu, x)), 'conv-bn-relu-pool');
+  });
 
   it('leaves subclasses, patched forwards and padded pooling alone', () => {
     manualSeed(6);

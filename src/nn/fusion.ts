@@ -1,15 +1,18 @@
 /**
  * Fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or MaxPool2d
  * runs as one `conv2dFused` op (one pass, no intermediate tensors on the native backend) instead
- * of three. In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then
+ * of three, and a bias-free Conv2d followed by an eval-mode BatchNorm2d and ReLU or ReLU6 runs as
+ * one `conv2dFused` op with the BatchNorm's per-channel scale and shift in its epilogue. In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then
  * max pooling with the ReLU fused in front (`maxPool2d(z, …, { relu: true })`), whose backward
  * routes each window's gradient to its positive maximum in one pass -- no ReLU output, no separate
  * ReLU backward. Conv2d → ReLU without pooling fuses into one op (its gradient needs only the
  * output). Results equal the unfused chain (for finite values).
  */
 import { isGradEnabled } from '../autograd/engine.ts';
+import { autocastFormat } from '../lowp/context.ts';
 import { conv2dFused, maxPool2d, type Tensor } from '../tensor/index.ts';
-import { ReLU } from './activation.ts';
+import { ReLU, ReLU6 } from './activation.ts';
+import { BatchNorm2d } from './batchnorm.ts';
 import { Conv2d } from './conv.ts';
 import type { TensorModule } from './module.ts';
 import { MaxPool2d } from './pooling.ts';
@@ -67,6 +70,14 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
       continue;
     }
     const training = needsGradient(layer, y);
+    if (!training && layer instanceof Conv2d) {
+      const fused = convBatchNorm(layers, i, layer, y);
+      if (fused) {
+        y = fused.y;
+        i = fused.next - 1;
+        continue;
+      }
+    }
     let next = i + 1;
     const relu = next < layers.length && plain(layers[next]!, ReLU);
     if (relu) next++;
@@ -87,6 +98,30 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
     i = next - 1;
   }
   return y;
+}
+
+/**
+ * layers[i] = `conv` (bias-free) → an eval-mode BatchNorm2d → [ReLU | ReLU6] on `x` as one
+ * `conv2dFused` op with the BatchNorm's running scale and shift, when they apply: plain layers,
+ * float32 throughout, no autocast. Equal to the unfused chain: conv2d, then x·scale + shift as
+ * BatchNorm2d's eval mode computes it (each product rounded to float32, then the shift added),
+ * then the activation. Returns the output and the index after the chain, or null.
+ */
+function convBatchNorm(layers: readonly TensorModule[], i: number, conv: Conv2d, x: Tensor): { y: Tensor; next: number } | null {
+  const bn = layers[i + 1];
+  if (!bn || !plain(bn, BatchNorm2d) || conv.bias || autocastFormat() || x.shape[1] !== conv.inChannels || bn.numFeatures !== conv.outChannels) return null;
+  if (x.dtype !== 'float32' || conv.weight.dtype !== 'float32' || (bn.weight && bn.weight.dtype !== 'float32')) return null;
+  const affine = bn.runningAffine('float32');
+  if (!affine) return null;
+  let next = i + 2;
+  const act = layers[next];
+  const relu = act !== undefined && (plain(act, ReLU) || plain(act, ReLU6));
+  const clampMax = act !== undefined && plain(act, ReLU6) ? 6 : null;
+  if (relu) next++;
+  const y = conv2dFused(x, conv.weight, affine.shift, {
+    stride: conv.stride, padding: conv.padding, dilation: conv.dilation, groups: conv.groups, relu, clampMax, scale: affine.scale,
+  });
+  return { y, next };
 }
 
 /** conv → [ReLU] → [max pooling] as one op: `conv2dFused` for a Conv2d, `forwardFused` for a FusableConv. */

@@ -25,6 +25,7 @@ import { BatchNorm } from '../nn/batchnorm.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import type { TypedArray } from '../backend/primitives.ts';
 import { noGrad } from '../autograd/engine.ts';
+import { keepingIntermediates } from '../autograd/release.ts';
 import { QuantConv2d, QuantConvBn2d, QuantLinear } from '../quant/qat/layers.ts';
 import { QuantAdd } from '../quant/qat/add.ts';
 import { Add } from '../nn/merge.ts';
@@ -166,7 +167,8 @@ export function captureGraph(model: Module, leaves: readonly (readonly [string, 
     model.eval();
     const forward = model.forward as (x: Tensor) => unknown;
     try {
-      result = noGrad(() => forward.call(model, probe));
+      // Intermediates stay alive: the calls recorded hold them, and a reused buffer would look like an in-place edit.
+      result = keepingIntermediates(() => noGrad(() => forward.call(model, probe)));
     } catch (error) {
       if (error instanceof ConvertError) throw error;
       fail(`model.forward failed on a probe batch [${probe.shape.join(', ')}]: ${(error as Error).message}`, error);

@@ -606,14 +606,25 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
 export interface Conv2dFusedOptions extends Conv2dOptions {
   /** Apply max(·, 0) after the bias (default false). */
   relu?: boolean;
+  /**
+   * Apply min(·, clampMax) after the ReLU (default none; with `relu`, 6 makes ReLU6). Inference
+   * only: the op throws when a gradient would be recorded.
+   */
+  clampMax?: number | null;
+  /**
+   * Per-output-channel factor [O] applied to the convolution before the bias (an eval-mode
+   * BatchNorm: scale = γ/√(var + eps), bias = β − mean·scale). Inference only, as clampMax.
+   */
+  scale?: Tensor | null;
   /** Max pooling after the activation: window, stride (default: the window), no padding. */
   pool?: { kernel: number | readonly [number, number]; stride?: number | readonly [number, number] } | null;
 }
 
 /**
- * maxPool(relu(conv2d(x, weight) + bias)) as one primitive (`conv2dFused`): equal to the three
- * ops run one after the other (same float32 arithmetic per element; pooling and ReLU commute
- * with the bias exactly), in one pass without intermediate tensors on the native backend.
+ * maxPool(min(relu(conv2d(x, weight)·scale + bias), clampMax)) as one primitive (`conv2dFused`):
+ * equal to the ops run one after the other (same float32 arithmetic per element; pooling, ReLU
+ * and the clamp commute with the bias exactly), in one pass without intermediate tensors on the
+ * native backend.
  * x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O] or null (zeros).
  */
 export function conv2dFused(x: Tensor, weight: Tensor, bias: Tensor | null, options: Conv2dFusedOptions = {}): Tensor {
@@ -634,8 +645,15 @@ export function conv2dFused(x: Tensor, weight: Tensor, bias: Tensor | null, opti
     const kernel = pool.kernel;
     if (kernel[0] > oh || kernel[1] > ow) throw new Error(`conv2dFused: pooling window ${kernel.join('x')} larger than the conv output ${oh}x${ow}`);
   }
+  const clampMax = options.clampMax ?? null;
+  const scale = options.scale ?? null;
+  if (clampMax !== null && (typeof clampMax !== 'number' || Number.isNaN(clampMax))) throw new Error(`conv2dFused: clampMax must be a number, got ${String(clampMax)}`);
+  if (scale && (scale.rank !== 1 || scale.shape[0] !== o)) throw new Error(`conv2dFused: scale must be [${o}], got [${scale.shape.join(', ')}]`);
+  if ((clampMax !== null || scale) && isGradEnabled() && [x, weight, bias, scale].some((t) => t?.requiresGrad)) {
+    throw new Error('conv2dFused: scale and clampMax are for inference (no gradient); run the ops one by one when training, or call it under noGrad()');
+  }
   const b = bias ?? new Tensor(typedArrayFor(x.dtype === 'int32' ? 'float32' : x.dtype, o), [o]);
-  return apply('conv2dFused', [x, weight, b], { ...attrs, relu: options.relu ?? false, pool });
+  return apply('conv2dFused', scale ? [x, weight, b, scale] : [x, weight, b], { ...attrs, relu: options.relu ?? false, clampMax, pool });
 }
 
 export interface Pool2dOptions {

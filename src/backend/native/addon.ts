@@ -32,7 +32,7 @@ export interface NativeAddon {
    * y = maxPool(relu(conv2d(x, w) + bias)); epilogue: [relu 0/1, pool kh, pool kw, pool sh, pool sw]
    * (pool kh 0 = no pooling; pooling has no padding); bias null = no bias.
    */
-  conv2dFused(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, epilogue: Int32Array): void;
+  conv2dFused(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, geom: Int32Array, epilogue: Int32Array, clampMax?: number, scale?: Float32Array): void;
   /** AdderNet: y = -Σ|patch - w| (geom as conv2d's). Absent from addons built before it existed. */
   adderConv2d?(x: Float32Array, w: Float32Array, y: Float32Array, geom: Int32Array): void;
   /** AdderNet's estimator gradient: part 0 'input' (out like x), 1 'weight' (out like w). */

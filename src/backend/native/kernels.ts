@@ -221,12 +221,13 @@ function adderConv2dGradKernel(addon: NativeAddon): Kernel<'adderConv2dGrad'> {
   };
 }
 
-/** x (N,C,H,W), w (O,C/g,KH,KW), bias (O) -> maxPool(relu(conv2d(x, w) + bias)) (N,O,PH,PW); pooling without padding */
+/** x (N,C,H,W), w (O,C/g,KH,KW), bias (O)[, scale (O)] -> maxPool(min(relu(conv2d(x, w)·scale + bias), clampMax)) (N,O,PH,PW); pooling without padding */
 function conv2dFusedKernel(addon: NativeAddon): Kernel<'conv2dFused'> {
   return (inputs, attrs) => {
-    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    const [x, w, bias, scale] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     const geom = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
     if (!geom || bias.shape.length !== 1 || bias.shape[0] !== geom[4]) return undefined;
+    if (scale && (scale.shape.length !== 1 || scale.shape[0] !== geom[4])) return undefined;
     const pool = attrs.pool;
     let ph = geom[7]!;
     let pw = geom[8]!;
@@ -237,7 +238,7 @@ function conv2dFusedKernel(addon: NativeAddon): Kernel<'conv2dFused'> {
     }
     const epilogue = Int32Array.from(pool ? [attrs.relu ? 1 : 0, ...pool.kernel, ...pool.stride] : [attrs.relu ? 1 : 0, 0, 0, 1, 1]);
     const y = outUninit([geom[0]!, geom[4]!, ph, pw]);
-    addon.conv2dFused(x.data as Float32Array, w.data as Float32Array, bias.data as Float32Array, y.data, geom, epilogue);
+    addon.conv2dFused(x.data as Float32Array, w.data as Float32Array, bias.data as Float32Array, y.data, geom, epilogue, attrs.clampMax ?? undefined, scale?.data as Float32Array | undefined);
     return y;
   };
 }

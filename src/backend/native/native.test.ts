@@ -623,6 +623,31 @@ describe('native backend vs reference', { skip }, () => {
     }
   });
 
+  it('[every-isa] conv2dFused with a BatchNorm scale and a ReLU6 clamp (pointwise, depthwise, stem, implicit, wide, pooled paths)', () => {
+    type Case = [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, number | null, boolean, PrimitiveAttrs['maxPool2d'] | null];
+    const p2 = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } as PrimitiveAttrs['maxPool2d'];
+    const cases: Case[] = [
+      [[5, 24, 7, 7], [96, 24, 1, 1], {}, true, 6, true, null], // MobileNet expand 1x1 (per-sample GEMM)
+      [[5, 96, 7, 7], [24, 96, 1, 1], {}, false, null, true, null], // project 1x1, linear bottleneck
+      [[3, 32, 7, 7], [32, 1, 3, 3], { padding: [1, 1], groups: 32 }, true, 6, true, null], // depthwise stride 1
+      [[3, 16, 14, 14], [16, 1, 3, 3], { padding: [1, 1], stride: [2, 2], groups: 16 }, true, 6, true, null], // depthwise stride 2
+      [[4, 1, 28, 28], [16, 1, 3, 3], { padding: [1, 1], stride: [2, 2] }, true, 6, true, null], // stem: im2col
+      [[2, 6, 12, 10], [8, 6, 3, 3], { padding: [1, 1] }, true, 6, true, null], // few output channels: implicit path
+      [[2, 3, 12, 10], [8, 3, 3, 3], { padding: [1, 1] }, true, 1.5, false, p2], // wide path with the clamp in the pooled tiles
+      [[2, 3, 11, 10], [8, 3, 3, 3], { padding: [1, 1] }, true, 6, true, p2], // scale then pooling (negative scales)
+    ];
+    for (const [i, [xs, ws, geo, relu, clampMax, scaled, pool]] of cases.entries()) {
+      const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, ...geo, relu, clampMax, pool } as PrimitiveAttrs['conv2dFused'];
+      const taps = ws[1]! * ws[2]! * ws[3]!;
+      const x = random(xs, i + 100);
+      const scale = random([ws[0]!], i + 160); // signs mixed, as BatchNorm weights can be
+      const inputs = [x, random(ws, i + 130), random([ws[0]!], i + 190), ...(scaled ? [scale] : [])];
+      check('conv2dFused', inputs, attrs, { atol: 1e-5 * taps, rtol: 1e-5 });
+      const withNan: RawTensor = { ...x, data: x.data.map((v, k) => (k % 89 === 7 ? NaN : v)) };
+      check('conv2dFused', [withNan, ...inputs.slice(1)], attrs, { atol: 1e-5 * taps, rtol: 1e-5 });
+    }
+  });
+
   it('[every-isa] pooling: max with and without fused relu (exact, first maximum), avg (1e-6 relative) and their backward passes', () => {
     const cases: [number[], [number, number], [number, number], [number, number]][] = [
       [[2, 3, 28, 28], [2, 2], [2, 2], [0, 0]], [[1, 2, 7, 9], [3, 3], [2, 2], [1, 1]], [[3, 1, 17, 5], [2, 3], [1, 2], [1, 0]],

@@ -128,6 +128,36 @@ describe('reference kernels: forward values', () => {
       close(y.data, naiveConv(x, w, s, p, d, g));
     }
   });
+  it('conv2dFused with a per-channel scale and an upper clamp equals conv·scale + bias, ReLU, min(·, max), then pooling', () => {
+    const x = f64([2, 3, 6, 5]);
+    const w = f64([4, 3, 3, 3]);
+    const bias = tensor([0.3, -0.2, 0.1, 0], undefined, 'float64');
+    const scale = tensor([2, -1.5, 0.5, 0], undefined, 'float64');
+    const conv = naiveConv(x, w, [1, 1], [1, 1], [1, 1], 1);
+    const plane = 6 * 5;
+    const epilogue = (relu: boolean, hi: number) => conv.map((v, i) => {
+      const c = Math.floor(i / plane) % 4;
+      const a = v * scale.data[c]! + bias.data[c]!;
+      const r = relu && a < 0 ? 0 : a;
+      return Math.min(r, hi);
+    });
+    close(o.conv2dFused(x, w, bias, { padding: 1, scale }).data, epilogue(false, Infinity));
+    close(o.conv2dFused(x, w, bias, { padding: 1, scale, relu: true, clampMax: 0.4 }).data, epilogue(true, 0.4));
+    close(o.conv2dFused(x, w, bias, { padding: 1, relu: true, clampMax: 0.4 }).data, conv.map((v, i) => Math.min(Math.max(v + bias.data[Math.floor(i / plane) % 4]!, 0), 0.4)));
+    // Pooling after a negative scale takes the max of the scaled values (not the scaled max).
+    const act = epilogue(true, 6);
+    const pooled: number[] = [];
+    for (let p = 0; p < 8; p++) for (let ph = 0; ph < 3; ph++) for (let pw = 0; pw < 2; pw++) {
+      const at = (h: number, ww: number) => act[p * plane + h * 5 + ww]!;
+      pooled.push(Math.max(at(2 * ph, 2 * pw), at(2 * ph, 2 * pw + 1), at(2 * ph + 1, 2 * pw), at(2 * ph + 1, 2 * pw + 1)));
+    }
+    close(o.conv2dFused(x, w, bias, { padding: 1, scale, relu: true, clampMax: 6, pool: { kernel: 2 } }).data, pooled);
+    assert.throws(() => o.conv2dFused(x, w, bias, { padding: 1, scale: tensor([1, 2], undefined, 'float64') }), /conv2dFused: scale must be \[4\], got \[2\]/);
+    assert.throws(() => o.conv2dFused(x, w, bias, { clampMax: NaN }), /clampMax must be a number/);
+    const wg = f64([4, 3, 3, 3]);
+    wg.requiresGrad = true;
+    assert.throws(() => o.conv2dFused(x, wg, bias, { clampMax: 6 }), /scale and clampMax are for inference/);
+  });
   it('pooling equals window max / mean', () => {
     const x = tensor([[[[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]]], undefined, 'float64');
     close(o.maxPool2d(x, 2).data, [6, 8, 14, 16]);

@@ -284,16 +284,37 @@ export function conv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
   };
 }
 
-/** x, w, bias -> maxPool(relu(conv2d(x, w) + bias)). */
+/** x, w, bias[, scale] -> maxPool(min(relu(conv2d(x, w)·scale + bias), clampMax)). */
 export function conv2dFusedKernel(rt: WasmRuntime): Kernel<'conv2dFused'> {
   return (inputs, attrs) => {
-    const [x, w, bias] = inputs as [RawTensor, RawTensor, RawTensor];
+    const [x, w, bias, scale] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     const geo = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
     if (!geo || bias.shape.length !== 1 || bias.shape[0] !== geo.o) return undefined;
-    const y = convForward(rt, x, w, geo, bias.data as Float32Array, attrs.relu);
+    if (scale && attrs.pool) return undefined; // a negative scale does not commute with the max: the reference runs it
+    // Without a scale the bias and ReLU run in the conv kernel; with one, the epilogue below does.
+    const y = convForward(rt, x, w, geo, scale ? null : (bias.data as Float32Array), scale ? false : attrs.relu);
+    if (y && (scale || (attrs.clampMax ?? null) !== null)) epilogueInJs(y.data as Float32Array, geo.o, geo.oh * geo.ow, scale ? { scale: scale.data as Float32Array, bias: bias.data as Float32Array, relu: attrs.relu } : null, attrs.clampMax);
     if (!y || !attrs.pool) return y;
     return maxPoolWindows(rt, y, attrs.pool) ?? undefined;
   };
+}
+
+/**
+ * The parts of conv2dFused's epilogue the wasm conv kernel does not run, in place on y (N, O, P):
+ * v·scale[o] (rounded to float32) + bias[o] and ReLU when `affine` is given, then min(v, clampMax)
+ * (NaN stays NaN: a comparison with NaN is false).
+ */
+function epilogueInJs(y: Float32Array, o: number, plane: number, affine: { scale: Float32Array; bias: Float32Array; relu: boolean } | null, clampMax: number | null): void {
+  const hi = clampMax ?? Infinity;
+  for (let base = 0, c = 0; base < y.length; base += plane, c = (c + 1) % o) {
+    const s = affine ? affine.scale[c]! : 1;
+    const b = affine ? affine.bias[c]! : 0;
+    for (let i = base; i < base + plane; i++) {
+      let v = affine ? Math.fround(y[i]! * s) + b : y[i]!;
+      if (affine?.relu && v <= 0) v = 0;
+      y[i] = v > hi ? hi : v;
+    }
+  }
 }
 
 /** dy (N,O,OH,OW), w (O,C/g,KH,KW) -> dx (inputShape): per image and group dcol = W_gᵀ · dy_g, then col2im. */

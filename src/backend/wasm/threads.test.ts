@@ -173,7 +173,7 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
   }
 
   it('conv2dFused (bias, ReLU, 2×2 max pooling) on LeNet conv1 geometry, batch 9', async () => {
-    const attrs = { stride: [1, 1] as [number, number], padding: [2, 2] as [number, number], dilation: [1, 1] as [number, number], groups: 1, relu: true, pool: { kernel: [2, 2] as [number, number], stride: [2, 2] as [number, number], padding: [0, 0] as [number, number] } };
+    const attrs = { stride: [1, 1] as [number, number], padding: [2, 2] as [number, number], dilation: [1, 1] as [number, number], groups: 1, relu: true, clampMax: null, pool: { kernel: [2, 2] as [number, number], stride: [2, 2] as [number, number], padding: [0, 0] as [number, number] } };
     await sameBits('conv2dFused', [random([9, 1, 28, 28], 4), random([6, 1, 5, 5], 5), random([6], 6)], attrs, 1e-5, 'conv2dFused');
     assertThreaded(['conv2dFused']);
   });

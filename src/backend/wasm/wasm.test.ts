@@ -242,6 +242,21 @@ describe('wasm convolutions vs reference', { skip }, () => {
       const withNan: RawTensor = { ...x, data: x.data.map((v, k) => (k % 97 === 13 ? NaN : v)) };
       check('conv2dFused', [withNan, random(ws, i + 30), random([ws[0]!], i + 60)], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
     }
+    // A BatchNorm scale and a ReLU6 clamp (the eval-mode conv–BN–ReLU6 fusion): pointwise, depthwise, stem.
+    const bnCases: [number[], number[], Partial<PrimitiveAttrs['conv2d']>, boolean, number | null][] = [
+      [[3, 8, 7, 7], [24, 8, 1, 1], {}, true, 6],
+      [[3, 24, 7, 7], [8, 24, 1, 1], {}, false, null],
+      [[2, 12, 9, 9], [12, 1, 3, 3], { padding: [1, 1], stride: [2, 2], groups: 12 }, true, 6],
+      [[2, 1, 12, 12], [8, 1, 3, 3], { padding: [1, 1], stride: [2, 2] }, true, 0.5],
+    ];
+    for (const [i, [xs, ws, geo, relu, clampMax]] of bnCases.entries()) {
+      const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, ...geo, relu, clampMax, pool: null } as PrimitiveAttrs['conv2dFused'];
+      const taps = ws[1]! * ws[2]! * ws[3]!;
+      const x = random(xs, i + 200);
+      const rest = [random(ws, i + 230), random([ws[0]!], i + 260), random([ws[0]!], i + 290)];
+      check('conv2dFused', [x, ...rest], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
+      check('conv2dFused', [{ ...x, data: x.data.map((v, k) => (k % 31 === 5 ? NaN : v)) }, ...rest], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
+    }
   }
 });
 

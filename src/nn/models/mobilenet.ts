@@ -1,3 +1,4 @@
+import { releaseIntermediates } from '../../autograd/release.ts';
 import type { Tensor } from '../../tensor/index.ts';
 import { Module, type TensorModule } from '../module.ts';
 import { Sequential } from '../sequential.ts';
@@ -94,11 +95,20 @@ export class InvertedResidual extends Module {
     this.add = stride === 1 && inChannels === outChannels ? this.registerModule('add', new Add()) : null;
   }
 
-  /** x [N, in, H, W] -> [N, out, H/stride, W/stride]. */
+  /**
+   * x [N, in, H, W] -> [N, out, H/stride, W/stride]. Under no-grad each intermediate's buffer goes
+   * back to the pool (`releaseIntermediates`) once the next stage has read it.
+   */
   forward(x: Tensor): Tensor {
     const e = this.expand ? this.expand.forward(x) : x;
-    const y = this.project.forward(this.depthwise.forward(e));
-    return this.add ? this.add.forward(y, x) : y;
+    const d = this.depthwise.forward(e);
+    releaseIntermediates([e], [x, d]);
+    const y = this.project.forward(d);
+    releaseIntermediates([d], [x, y]);
+    if (!this.add) return y;
+    const out = this.add.forward(y, x);
+    releaseIntermediates([y], [x, out]);
+    return out;
   }
 }
 
@@ -175,11 +185,25 @@ export class MobileNet extends Module {
     return names;
   }
 
-  /** x [N, in, H, W] -> logits [N, numClasses]. */
+  /**
+   * x [N, in, H, W] -> logits [N, numClasses]. Block by block (as the Sequential would), so that
+   * under no-grad each block's input buffer goes back to the pool once the next block has read it.
+   */
   forward(x: Tensor): Tensor {
-    let y = this.blocks.forward(this.stem.forward(x));
-    if (this.head) y = this.head.forward(y);
-    return this.fc.forward(this.flatten.forward(this.pool.forward(y)));
+    let y = this.stem.forward(x);
+    for (const block of this.blocks) {
+      const next = (block as InvertedResidual).forward(y);
+      releaseIntermediates([y], [x, next]);
+      y = next;
+    }
+    if (this.head) {
+      const h = this.head.forward(y);
+      releaseIntermediates([y], [x, h]);
+      y = h;
+    }
+    const pooled = this.pool.forward(y);
+    releaseIntermediates([y], [x, pooled]);
+    return this.fc.forward(this.flatten.forward(pooled));
   }
 }
 

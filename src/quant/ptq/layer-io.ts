@@ -3,6 +3,7 @@
  * model computes it, and recomputing a layer's output with another weight.
  */
 import { noGrad } from '../../autograd/engine.ts';
+import { keepingIntermediates } from '../../autograd/release.ts';
 import type { Module } from '../../nn/module.ts';
 import { conv2d, linear, reshape } from '../../tensor/ops.ts';
 import { Tensor } from '../../tensor/tensor.ts';
@@ -23,7 +24,8 @@ export function captureLayerInputs(model: Module & { forward(x: Tensor): Tensor 
     throw new StopForward();
   };
   try {
-    noGrad(() => {
+    // The captured tensors may be intermediates of the forward: keep their buffers out of the pool.
+    keepingIntermediates(() => noGrad(() => {
       for (const x of batches) {
         try {
           model.forward(x);
@@ -31,7 +33,7 @@ export function captureLayerInputs(model: Module & { forward(x: Tensor): Tensor 
           if (!(error instanceof StopForward)) throw error;
         }
       }
-    });
+    }));
   } finally {
     layer.forward = original;
   }
