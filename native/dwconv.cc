@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "cpu.h"
 #include "scratch.h"
@@ -50,9 +52,50 @@ Plane planeOf(const ConvGeom& g) {
   return p;
 }
 
+// Stride 2 on AVX-512: the columns of an input row in 32-column steps, split into their even and
+// odd ones by two permutes and stored to their phases (column c of the padded row goes to phase
+// (c + pw) % 2 at (c + pw) / 2), instead of one scalar copy per value.
+LOWBIT_TARGET_AVX512 void fillPhasesStride2(const Plane& p, const float* plane, float* buf) {
+  const __m512i evenIdx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i oddIdx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const auto mask = [](int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u); };
+  for (int64_t ih = 0; ih < p.H; ih++) {
+    const float* in = plane + ih * p.W;
+    for (int64_t c0 = 0; c0 < p.W; c0 += 32) {
+      const __m512 a = _mm512_maskz_loadu_ps(mask(p.W - c0), in + c0), b = _mm512_maskz_loadu_ps(mask(p.W - c0 - 16), in + c0 + 16);
+      const __m512 half[2] = {_mm512_permutex2var_ps(a, evenIdx, b), _mm512_permutex2var_ps(a, oddIdx, b)};
+      for (int64_t par = 0; par < 2; par++) {
+        const int64_t count = (p.W - c0 - par + 1) / 2, r = (par + p.pw) & 1, j = (c0 + par + p.pw) >> 1;
+        _mm512_mask_storeu_ps(buf + r * p.ps + (ih + p.ph) * p.Wq + j, mask(count), half[par]);
+      }
+    }
+  }
+}
+
+// The adjoint copy of fillPhasesStride2 (extractPhases at stride 2): even and odd columns
+// interleaved back by two permutes.
+LOWBIT_TARGET_AVX512 void extractPhasesStride2(const Plane& p, const float* buf, float* plane) {
+  const __m512i loIdx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hiIdx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const auto mask = [](int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u); };
+  for (int64_t ih = 0; ih < p.H; ih++) {
+    float* out = plane + ih * p.W;
+    for (int64_t c0 = 0; c0 < p.W; c0 += 32) {
+      __m512 half[2];
+      for (int64_t par = 0; par < 2; par++) {
+        const int64_t count = (p.W - c0 - par + 1) / 2, r = (par + p.pw) & 1, j = (c0 + par + p.pw) >> 1;
+        half[par] = _mm512_maskz_loadu_ps(mask(count), buf + r * p.ps + (ih + p.ph) * p.Wq + j);
+      }
+      _mm512_mask_storeu_ps(out + c0, mask(p.W - c0), _mm512_permutex2var_ps(half[0], loIdx, half[1]));
+      _mm512_mask_storeu_ps(out + c0 + 16, mask(p.W - c0 - 16), _mm512_permutex2var_ps(half[0], hiIdx, half[1]));
+    }
+  }
+}
+
 // buf = the phases of the zero-padded plane (H, W); everything else (slack included) zero.
 void fillPhases(const Plane& p, const float* plane, float* buf) {
   std::memset(buf, 0, p.bufFloats() * sizeof(float));
+  if (p.sw == 2 && activeIsa() == Isa::Avx512) return fillPhasesStride2(p, plane, buf);
   if (p.sw == 1) {
     for (int64_t ih = 0; ih < p.H; ih++) std::memcpy(buf + (ih + p.ph) * p.Wq + p.pw, plane + ih * p.W, static_cast<size_t>(p.W) * sizeof(float));
     return;
@@ -70,6 +113,7 @@ void fillPhases(const Plane& p, const float* plane, float* buf) {
 
 // plane (H, W) = the unpadded part of the phase buffer.
 void extractPhases(const Plane& p, const float* buf, float* plane) {
+  if (p.sw == 2 && activeIsa() == Isa::Avx512) return extractPhasesStride2(p, buf, plane);
   if (p.sw == 1) {
     for (int64_t ih = 0; ih < p.H; ih++) std::memcpy(plane + ih * p.W, buf + (ih + p.ph) * p.Wq + p.pw, static_cast<size_t>(p.W) * sizeof(float));
     return;
@@ -156,6 +200,149 @@ double planeFlops(const ConvGeom& g) { return 2.0 * static_cast<double>(g.KH * g
 
 }  // namespace
 
+// ---------------------------------------------------------------- tiny planes (AVX-512)
+// A map of at most 64 values (8x8 and smaller: the late stages of a small MobileNet) fits in R <= 4
+// vectors. Tap t of output vector v is then a permutation of the input vectors with zeros where
+// the tap falls in the padding, from index tables built once per call: no padded buffer and no
+// per-row loops, which cost more than the arithmetic on 4x4 and 7x7 planes. The adjoint (grad
+// input) uses the inverse tables, the weight gradient the forward ones.
+namespace dwtiny {
+
+constexpr int64_t kMaxPlane = 64, kMaxTaps = 25;
+
+struct Tables {
+  int R = 0, Ro = 0, T = 0;
+  std::vector<int32_t> fwdIdx;   // [Ro][T][16]: input lane feeding each output lane
+  std::vector<uint16_t> fwdMask; // [Ro][T]: output lanes whose tap is inside the input
+  std::vector<int32_t> bwdIdx;   // [R][T][16]: output lane reading each input lane
+  std::vector<uint16_t> bwdMask; // [R][T]
+};
+
+bool supported(const ConvGeom& g) {
+  return activeIsa() == Isa::Avx512 && g.H * g.W <= kMaxPlane && g.OH * g.OW <= kMaxPlane && g.KH * g.KW <= kMaxTaps;
+}
+
+Tables build(const ConvGeom& g) {
+  Tables t;
+  t.R = static_cast<int>((g.H * g.W + 15) / 16);
+  t.Ro = static_cast<int>((g.OH * g.OW + 15) / 16);
+  t.T = static_cast<int>(g.KH * g.KW);
+  t.fwdIdx.assign(static_cast<size_t>(t.Ro * t.T * 16), 0);
+  t.fwdMask.assign(static_cast<size_t>(t.Ro * t.T), 0);
+  t.bwdIdx.assign(static_cast<size_t>(t.R * t.T * 16), 0);
+  t.bwdMask.assign(static_cast<size_t>(t.R * t.T), 0);
+  for (int64_t kh = 0; kh < g.KH; kh++) {
+    for (int64_t kw = 0; kw < g.KW; kw++) {
+      const int64_t tap = kh * g.KW + kw;
+      for (int64_t oh = 0; oh < g.OH; oh++) {
+        for (int64_t ow = 0; ow < g.OW; ow++) {
+          const int64_t ih = oh * g.sh - g.ph + kh, iw = ow * g.sw - g.pw + kw;
+          if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
+          const int64_t o = oh * g.OW + ow, i = ih * g.W + iw;
+          t.fwdIdx[static_cast<size_t>(((o / 16) * t.T + tap) * 16 + o % 16)] = static_cast<int32_t>(i);
+          t.fwdMask[static_cast<size_t>((o / 16) * t.T + tap)] |= static_cast<uint16_t>(1u << (o % 16));
+          t.bwdIdx[static_cast<size_t>(((i / 16) * t.T + tap) * 16 + i % 16)] = static_cast<int32_t>(o);
+          t.bwdMask[static_cast<size_t>((i / 16) * t.T + tap)] |= static_cast<uint16_t>(1u << (i % 16));
+        }
+      }
+    }
+  }
+  return t;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")
+
+// Lanes idx of the S-vector map r (S <= 4; r[3] zero when S = 3), zero outside mask m.
+template <int S>
+inline __m512 pick(const __m512* r, __m512i idx, __mmask16 m) {
+  if constexpr (S == 1) {
+    return _mm512_maskz_permutexvar_ps(m, idx, r[0]);
+  } else if constexpr (S == 2) {
+    return _mm512_maskz_permutex2var_ps(m, r[0], idx, r[1]);
+  } else {
+    const __m512 lo = _mm512_permutex2var_ps(r[0], idx, r[1]);
+    const __m512 hi = _mm512_permutex2var_ps(r[2], idx, r[3]);
+    return _mm512_maskz_mov_ps(m, _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi));
+  }
+}
+
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+
+// The S vectors of an n-value map (zeros past n and in unused vectors).
+inline void loadMap(const float* src, int64_t n, __m512* r) {
+  for (int v = 0; v < 4; v++) r[v] = v * 16 < n ? _mm512_maskz_loadu_ps(lanes(n - v * 16), src + v * 16) : _mm512_setzero_ps();
+}
+
+// dst (n values) = sum over taps of w[t] * pick<S>(src map, idx[v][t], mask[v][t]) for each of its
+// vectors v, then (e != nullptr, no pooling) channel c's epilogue in the registers: * scale (its
+// own rounding, as convEpiloguePlane), + bias, ReLU, min(., hi).
+template <int S>
+void correlate(const Tables& t, const int32_t* idx, const uint16_t* mask, const __m512* src, const float* w, int64_t n,
+               const ConvEpilogue* e, int64_t c, float* dst) {
+  for (int64_t v = 0; v * 16 < n; v++) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int tap = 0; tap < t.T; tap++) {
+      const size_t k = static_cast<size_t>(v * t.T + tap);
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(w[tap]), pick<S>(src, _mm512_loadu_si512(idx + k * 16), mask[k]), acc);
+    }
+    if (e != nullptr) {
+      if (e->scale != nullptr) acc = _mm512_mul_round_ps(acc, _mm512_set1_ps(e->scale[c]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      if (e->bias != nullptr) acc = _mm512_add_ps(acc, _mm512_set1_ps(e->bias[c]));
+      if (e->relu) acc = _mm512_max_ps(_mm512_setzero_ps(), acc);  // maxps(0, NaN) = NaN
+      acc = _mm512_min_ps(_mm512_set1_ps(e->hi), acc);               // minps(hi, NaN) = NaN
+    }
+    _mm512_mask_storeu_ps(dst + v * 16, lanes(n - v * 16), acc);
+  }
+}
+
+template <int S>
+void correlatePlanes(const Tables& t, bool forward, const ConvGeom& g, const float* in, const float* w, const ConvEpilogue* e,
+                     float* out, int64_t q0, int64_t q1) {
+  const int64_t nIn = forward ? g.H * g.W : g.OH * g.OW, nOut = forward ? g.OH * g.OW : g.H * g.W;
+  const int32_t* idx = forward ? t.fwdIdx.data() : t.bwdIdx.data();
+  const uint16_t* mask = forward ? t.fwdMask.data() : t.bwdMask.data();
+  __m512 r[4];
+  for (int64_t q = q0; q < q1; q++) {
+    loadMap(in + q * nIn, nIn, r);
+    correlate<S>(t, idx, mask, r, w + (q % g.C) * t.T, nOut, e, q % g.C, out + q * nOut);
+  }
+}
+
+// dw rows of channels [c0, c1): each tap's sum over the samples of dy times its picked inputs.
+template <int R>
+void weightChannels(const Tables& t, const ConvGeom& g, const float* x, const float* dy, float* dw, int64_t c0, int64_t c1) {
+  const int64_t nIn = g.H * g.W, nOut = g.OH * g.OW;
+  __m512 acc[kMaxTaps], r[4], d[4];
+  for (int64_t c = c0; c < c1; c++) {
+    for (int tap = 0; tap < t.T; tap++) acc[tap] = _mm512_setzero_ps();
+    for (int64_t n = 0; n < g.N; n++) {
+      const int64_t q = n * g.C + c;
+      loadMap(x + q * nIn, nIn, r);
+      loadMap(dy + q * nOut, nOut, d);
+      for (int v = 0; v < t.Ro; v++) {
+        for (int tap = 0; tap < t.T; tap++) {
+          const size_t k = static_cast<size_t>(v * t.T + tap);
+          acc[tap] = _mm512_fmadd_ps(d[v], pick<R>(r, _mm512_loadu_si512(t.fwdIdx.data() + k * 16), t.fwdMask[k]), acc[tap]);
+        }
+      }
+    }
+    for (int tap = 0; tap < t.T; tap++) dw[c * t.T + tap] = _mm512_reduce_add_ps(acc[tap]);
+  }
+}
+
+#pragma GCC pop_options
+
+// S = the number of source vectors: 1, 2 or 4 (3 runs as 4 with a zero vector).
+template <class F>
+void bySources(int sources, F&& f) {
+  if (sources == 1) f(std::integral_constant<int, 1>{});
+  else if (sources == 2) f(std::integral_constant<int, 2>{});
+  else f(std::integral_constant<int, 4>{});
+}
+
+}  // namespace dwtiny
+
 bool depthwiseConvSupported(const ConvGeom& g) {
   return gEnabled.load(std::memory_order_relaxed) && g.groups == g.C && g.O == g.C && g.groups > 1 && g.dh == 1 && g.dw == 1 &&
          g.sh >= 1 && g.sw >= 1;
@@ -172,6 +359,13 @@ const char* depthwiseConvPathName() {
 }
 
 void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, float* y, const ConvEpilogue* e) {
+  if (dwtiny::supported(g)) {
+    const dwtiny::Tables t = dwtiny::build(g);
+    parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
+      dwtiny::bySources(t.R, [&](auto S) { dwtiny::correlatePlanes<decltype(S)::value>(t, true, g, x, w, e, y, q0, q1); });
+    });
+    return;
+  }
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
   const auto range = [&](int64_t q0, int64_t q1, float* buf, float* aux) {
@@ -193,6 +387,13 @@ void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, flo
 }
 
 void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (dwtiny::supported(g)) {
+    const dwtiny::Tables t = dwtiny::build(g);
+    parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
+      dwtiny::bySources(t.Ro, [&](auto S) { dwtiny::correlatePlanes<decltype(S)::value>(t, false, g, dy, w, nullptr, dx, q0, q1); });
+    });
+    return;
+  }
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
   parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
@@ -205,6 +406,13 @@ void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float*
 }
 
 void depthwiseConvBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (dwtiny::supported(g)) {
+    const dwtiny::Tables t = dwtiny::build(g);
+    parallelFor(g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t c0, int64_t c1) {
+      dwtiny::bySources(t.R, [&](auto S) { dwtiny::weightChannels<decltype(S)::value>(t, g, x, dy, dw, c0, c1); });
+    });
+    return;
+  }
   const Plane p = planeOf(g);
   const Isa isa = activeIsa();
   parallelFor(g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t c0, int64_t c1) {

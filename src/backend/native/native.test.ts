@@ -494,6 +494,15 @@ describe('native backend vs reference', { skip }, () => {
     [8, 32, 7, 7, 32, 3, 3, [1, 1], [1, 1], [1, 1], 32], // MobileNet-like, parallel over planes / channels
     [4, 24, 14, 14, 24, 3, 3, [2, 2], [1, 1], [1, 1], 24],
     [2, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [2, 2], 6], // dilation 2: the generic grouped path
+    // maps of at most 64 values (AVX-512: held in 1, 2, 3 or 4 vectors, taps by permutation tables)
+    [64, 16, 4, 4, 16, 3, 3, [1, 1], [1, 1], [1, 1], 16], // MobileNet's 4x4 stage: one vector per plane
+    [3, 5, 5, 6, 5, 3, 3, [1, 1], [1, 1], [1, 1], 5], // 30 values: two vectors
+    [2, 4, 7, 6, 4, 3, 3, [1, 1], [1, 1], [1, 1], 4], // 42 values: three vectors
+    [2, 4, 8, 8, 4, 3, 3, [1, 1], [1, 1], [1, 1], 4], // 64 values: four vectors
+    [9, 6, 7, 7, 6, 3, 3, [2, 2], [1, 1], [1, 1], 6], // 7x7 -> 4x4 at stride 2: four input vectors, one output vector
+    [2, 3, 8, 8, 3, 5, 5, [1, 1], [2, 2], [1, 1], 3], // 5x5 taps
+    [2, 3, 6, 7, 3, 2, 3, [2, 1], [0, 1], [1, 1], 3], // non-square kernel, unpadded rows, strides 2 x 1
+    [2, 3, 5, 5, 3, 3, 3, [1, 1], [0, 0], [1, 1], 3], // valid convolution: 3x3 outputs
   ];
 
   it('[every-isa] conv2d forward and both backward passes (1e-5 * taps absolute)', () => {
