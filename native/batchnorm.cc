@@ -83,12 +83,20 @@ LOWBIT_INLINE void channelStats(const float* x, int64_t n, int64_t c, int64_t s,
   *varOut = sq / static_cast<double>(count) - d * d;
 }
 
-LOWBIT_INLINE void bnForwardChannels(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t c, int64_t s,
-                                     float eps, int64_t c0, int64_t c1) {
+// Channel ch's statistics: from `stats` ([mean (c), variance (c)], batchNormStats's output) when
+// given, else computed from x.
+LOWBIT_INLINE void statsOf(const float* x, const float* stats, int64_t n, int64_t c, int64_t s, int64_t ch, float* mean, double* var) {
+  if (stats == nullptr) return channelStats(x, n, c, s, ch, mean, var);
+  *mean = stats[ch];
+  *var = static_cast<double>(stats[c + ch]);
+}
+
+LOWBIT_INLINE void bnForwardChannels(const float* x, const float* w, const float* b, const float* stats, float* y, int64_t n,
+                                     int64_t c, int64_t s, float eps, int64_t c0, int64_t c1) {
   for (int64_t ch = c0; ch < c1; ch++) {
     float mean;
     double var;
-    channelStats(x, n, c, s, ch, &mean, &var);
+    statsOf(x, stats, n, c, s, ch, &mean, &var);
     const float scale = static_cast<float>(static_cast<double>(w[ch]) / std::sqrt(var + static_cast<double>(eps)));
     const float shift = b[ch];
     for (int64_t i = 0; i < n; i++) {
@@ -100,13 +108,13 @@ LOWBIT_INLINE void bnForwardChannels(const float* x, const float* w, const float
 }
 LOWBIT_BN_WRAPPERS(bnForwardChannels)
 
-LOWBIT_INLINE void bnBackwardChannels(const float* g, const float* x, const float* w, float* dx, float* dw, float* db, int64_t n,
-                                      int64_t c, int64_t s, float eps, int64_t c0, int64_t c1) {
+LOWBIT_INLINE void bnBackwardChannels(const float* g, const float* x, const float* w, const float* stats, float* dx, float* dw,
+                                      float* db, int64_t n, int64_t c, int64_t s, float eps, int64_t c0, int64_t c1) {
   const double count = static_cast<double>(n * s);
   for (int64_t ch = c0; ch < c1; ch++) {
     float mean;
     double var;
-    channelStats(x, n, c, s, ch, &mean, &var);
+    statsOf(x, stats, n, c, s, ch, &mean, &var);
     const double rstdD = 1.0 / std::sqrt(var + static_cast<double>(eps));
     // Σg and Σg·(x − mean) in float lanes per row, double across rows.
     double sumG = 0.0, sumGC = 0.0;
@@ -177,18 +185,19 @@ void chunked(int64_t count, double perElement, Body&& body) {
 
 }  // namespace
 
-void batchNormForward(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t c, int64_t s, float eps) {
+void batchNormForward(const float* x, const float* w, const float* b, const float* stats, float* y, int64_t n, int64_t c,
+                      int64_t s, float eps) {
   const Isa isa = activeIsa();
-  parallelFor(c, static_cast<double>(n * c * s) * 4.0, [&](int64_t c0, int64_t c1) {
-    LOWBIT_BN_DISPATCH(isa, bnForwardChannels, x, w, b, y, n, c, s, eps, c0, c1);
+  parallelFor(c, static_cast<double>(n * c * s) * (stats != nullptr ? 2.0 : 4.0), [&](int64_t c0, int64_t c1) {
+    LOWBIT_BN_DISPATCH(isa, bnForwardChannels, x, w, b, stats, y, n, c, s, eps, c0, c1);
   });
 }
 
-void batchNormBackward(const float* g, const float* x, const float* w, float* dx, float* dw, float* db, int64_t n, int64_t c,
-                       int64_t s, float eps) {
+void batchNormBackward(const float* g, const float* x, const float* w, const float* stats, float* dx, float* dw, float* db,
+                       int64_t n, int64_t c, int64_t s, float eps) {
   const Isa isa = activeIsa();
-  parallelFor(c, static_cast<double>(n * c * s) * 6.0, [&](int64_t c0, int64_t c1) {
-    LOWBIT_BN_DISPATCH(isa, bnBackwardChannels, g, x, w, dx, dw, db, n, c, s, eps, c0, c1);
+  parallelFor(c, static_cast<double>(n * c * s) * (stats != nullptr ? 4.0 : 6.0), [&](int64_t c0, int64_t c1) {
+    LOWBIT_BN_DISPATCH(isa, bnBackwardChannels, g, x, w, stats, dx, dw, db, n, c, s, eps, c0, c1);
   });
 }
 

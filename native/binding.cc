@@ -659,30 +659,40 @@ bool bnDims(const Napi::CallbackInfo& info, size_t i, const char* what, std::ini
   return fits(info.Env(), what, dims[0] * dims[1] * dims[2], buffers);
 }
 
-// batchNorm(x, w, b, y, n, c, s, eps)
+// The optional [mean (c), variance (c)] statistics at argument i (absent or undefined: none).
+bool bnStatsArg(const Napi::CallbackInfo& info, size_t i, int64_t c, F32* stats, bool* has) {
+  *has = info.Length() > i && !info[i].IsUndefined();
+  if (!*has) return true;
+  return argF32(info, i, stats) && fits(info.Env(), "batchNorm statistics", 2 * c, {stats});
+}
+
+// batchNorm(x, w, b, y, n, c, s, eps[, stats])
 Napi::Value BatchNormFwd(const Napi::CallbackInfo& info) {
-  F32 x, w, b, y;
+  F32 x, w, b, y, stats;
   int64_t d[3];
+  bool hasStats = false;
   if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || !argF32(info, 2, &b) || !argF32(info, 3, &y) || !bnDims(info, 4, "batchNorm", {&x, &y}, d) ||
-      !info[7].IsNumber() || !fits(info.Env(), "batchNorm", d[1], {&w, &b})) {
+      !info[7].IsNumber() || !fits(info.Env(), "batchNorm", d[1], {&w, &b}) || !bnStatsArg(info, 8, d[1], &stats, &hasStats)) {
     return info.Env().Undefined();
   }
-  lowbit::batchNormForward(x.data, w.data, b.data, y.data, d[0], d[1], d[2], info[7].As<Napi::Number>().FloatValue());
+  lowbit::batchNormForward(x.data, w.data, b.data, hasStats ? stats.data : nullptr, y.data, d[0], d[1], d[2],
+                           info[7].As<Napi::Number>().FloatValue());
   return info.Env().Undefined();
 }
 
-// batchNormBackward(g, x, w, out, n, c, s, eps): out = [dx (n*c*s), dw (c), db (c)]
+// batchNormBackward(g, x, w, out, n, c, s, eps[, stats]): out = [dx (n*c*s), dw (c), db (c)]
 Napi::Value BatchNormBwd(const Napi::CallbackInfo& info) {
-  F32 g, x, w, out;
+  F32 g, x, w, out, stats;
   int64_t d[3];
+  bool hasStats = false;
   if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &w) || !argF32(info, 3, &out) ||
       !bnDims(info, 4, "batchNormBackward", {&g, &x}, d) || !info[7].IsNumber() || !fits(info.Env(), "batchNormBackward", d[1], {&w}) ||
-      !fits(info.Env(), "batchNormBackward", d[0] * d[1] * d[2] + 2 * d[1], {&out})) {
+      !fits(info.Env(), "batchNormBackward", d[0] * d[1] * d[2] + 2 * d[1], {&out}) || !bnStatsArg(info, 8, d[1], &stats, &hasStats)) {
     return info.Env().Undefined();
   }
   const int64_t n = d[0] * d[1] * d[2];
-  lowbit::batchNormBackward(g.data, x.data, w.data, out.data, out.data + n, out.data + n + d[1], d[0], d[1], d[2],
-                            info[7].As<Napi::Number>().FloatValue());
+  lowbit::batchNormBackward(g.data, x.data, w.data, hasStats ? stats.data : nullptr, out.data, out.data + n, out.data + n + d[1],
+                            d[0], d[1], d[2], info[7].As<Napi::Number>().FloatValue());
   return info.Env().Undefined();
 }
 

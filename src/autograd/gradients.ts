@@ -68,10 +68,10 @@ const RULES: RuleTable = {
   clampBackward: (g, [, x], _out, attrs) => [o.apply('clampBackward', [g, x!], attrs), null],
   // Training-mode BatchNorm: one backward primitive (statistics recomputed); recorded (createGraph)
   // the same formulas run as tensor ops, so double backward works.
-  batchNorm: (g, [x, w], _out, { eps }) => {
-    if (isGradEnabled()) return batchNormBackwardComposed(g, x!, w!, eps);
-    const flat = o.apply('batchNormBackward', [g, x!, w!], { eps });
-    return splitFlat(flat, [x!.shape, w!.shape, w!.shape]);
+  batchNorm: (g, [x, w, , stats], _out, { eps }) => {
+    if (isGradEnabled()) return [...batchNormBackwardComposed(g, x!, w!, eps), ...(stats ? [null] : [])];
+    const flat = o.apply('batchNormBackward', stats ? [g, x!, w!, stats] : [g, x!, w!], { eps });
+    return [...splitFlat(flat, [x!.shape, w!.shape, w!.shape]), ...(stats ? [null] : [])];
   },
   batchNormBackward: 'nondifferentiable',
   batchNormStats: 'nondifferentiable',

@@ -111,11 +111,16 @@ export interface PrimitiveAttrs {
   where: NoAttrs;
   // ---- batch normalisation with batch statistics over every dim but 1 (x [N, C, ...])
   /**
-   * (x, weight [C], bias [C]) -> (x − mean_c)·(weight_c / √(var_c + eps)) + bias_c, mean and biased
-   * variance of channel c over the batch and spatial dims (BatchNorm in training mode, one pass).
+   * (x, weight [C], bias [C][, stats [2, C]]) -> (x − mean_c)·(weight_c / √(var_c + eps)) + bias_c,
+   * mean and biased variance of channel c over the batch and spatial dims (BatchNorm in training
+   * mode, one pass). `stats`, when given, must be batchNormStats(x) (detached): a cache of those
+   * statistics that kernels use instead of computing them again.
    */
   batchNorm: { readonly eps: number };
-  /** (g like x, x, weight [C]) -> flat [dx (x.size), dweight (C), dbias (C)]: batchNorm's adjoint, statistics recomputed. */
+  /**
+   * (g like x, x, weight [C][, stats [2, C]]) -> flat [dx (x.size), dweight (C), dbias (C)]:
+   * batchNorm's adjoint, statistics recomputed (or taken from `stats`, as batchNorm's).
+   */
   batchNormBackward: { readonly eps: number };
   /** (x [N, C, ...]) -> [2, C]: each channel's mean, then its biased variance (for running statistics). No gradient. */
   batchNormStats: NoAttrs;

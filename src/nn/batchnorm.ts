@@ -76,13 +76,15 @@ export abstract class BatchNorm extends Module {
       throw new Error(`${this.constructor.name}: expected more than 1 value per channel in training, got input [${x.shape.join(', ')}]`);
     }
     if (this.weight && this.bias && x.dtype !== 'int32' && this.weight.dtype === x.dtype && this.bias.dtype === x.dtype) {
-      // One primitive (native kernel: two passes over each channel forward, three backward).
+      // One primitive; the statistics for the running averages are handed to it, so that its
+      // kernels do not compute them again (native: one pass over each channel forward, two backward).
+      let stats: Tensor | null = null;
       if (this.training && this.trackRunningStats) {
-        const stats = batchNormStats(x.detach());
+        stats = batchNormStats(x.detach());
         const c = this.numFeatures;
         this.updateRunningStats(stats.data.subarray(0, c), stats.data.subarray(c), count);
       }
-      return batchNorm(x, this.weight, this.bias, this.eps);
+      return batchNorm(x, this.weight, this.bias, this.eps, stats);
     }
     const batchMean = mean(x, axes, true);
     const centered = sub(x, batchMean);

@@ -717,15 +717,21 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [numb
 /**
  * Training-mode batch normalisation as one primitive: x [N, C, ...] normalised with each channel's
  * mean and biased variance over every other dim, y = (x − mean)/√(var + eps)·weight + bias.
+ * `stats`: batchNormStats(x.detach()) when the caller computed it anyway (BatchNorm's running
+ * statistics); the kernels then skip computing the statistics again, forward and backward.
  */
-export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5, stats: Tensor | null = null): Tensor {
   const text = (t: Tensor): string => `[${t.shape.join(', ')}]`;
   if (x.rank < 2 || weight.rank !== 1 || weight.size !== x.shape[1] || bias.rank !== 1 || bias.size !== x.shape[1]) {
     throw new Error(`batchNorm: input ${text(x)} needs weight and bias of its ${x.shape[1]} channels, got ${text(weight)} and ${text(bias)}`);
   }
   if (x.dtype === 'int32' || weight.dtype !== x.dtype || bias.dtype !== x.dtype) throw new Error(`batchNorm: dtypes ${x.dtype}, ${weight.dtype}, ${bias.dtype} must be one float dtype`);
   if (!(eps >= 0)) throw new Error(`batchNorm: eps must be >= 0, got ${eps}`);
-  return apply('batchNorm', [x, weight, bias], { eps });
+  if (!stats) return apply('batchNorm', [x, weight, bias], { eps });
+  if (stats.rank !== 2 || stats.shape[0] !== 2 || stats.shape[1] !== x.shape[1] || stats.dtype !== x.dtype || stats.requiresGrad) {
+    throw new Error(`batchNorm: stats must be batchNormStats(x) detached, [2, ${x.shape[1]}] ${x.dtype}; got ${stats.dtype} ${text(stats)}`);
+  }
+  return apply('batchNorm', [x, weight, bias, stats], { eps });
 }
 
 /** x [N, C, ...] -> [2, C]: each channel's batch mean and biased variance (no gradient). */

@@ -60,11 +60,12 @@ export interface NativeAddon {
   layerNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, rows: number, width: number, eps: number): void;
   /**
    * Training-mode BatchNorm of x [n, c, s] (batch statistics per channel); batchNormBackward writes
-   * [dx, dw, db] into `out`; batchNormStats writes [mean (c), biased variance (c)]. clamp /
+   * [dx, dw, db] into `out`; batchNormStats writes [mean (c), biased variance (c)], which
+   * batchNorm / batchNormBackward take as `stats` instead of computing them. clamp /
    * clampBackward: number-bound clamp (ReLU6) and its gradient mask.
    */
-  batchNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, n: number, c: number, s: number, eps: number): void;
-  batchNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, n: number, c: number, s: number, eps: number): void;
+  batchNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array): void;
+  batchNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array): void;
   batchNormStats?(x: Float32Array, out: Float32Array, n: number, c: number, s: number): void;
   clamp?(x: Float32Array, y: Float32Array, count: number, lo: number, hi: number): void;
   clampBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, count: number, lo: number, hi: number): void;

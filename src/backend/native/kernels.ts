@@ -319,27 +319,37 @@ function bnDims(x: RawTensor): [number, number, number] | null {
   return [n, c, x.data.length / (n * c)];
 }
 
-/** x [N, C, ...], weight [C], bias [C] -> y like x */
+/** The optional statistics input [2, C] (batchNormStats's output) as the addon takes it; null when it does not fit. */
+function bnStats(stats: RawTensor | undefined, c: number): Float32Array | undefined | null {
+  if (!stats) return undefined;
+  return stats.data instanceof Float32Array && stats.data.length === 2 * c ? stats.data : null;
+}
+
+/** x [N, C, ...], weight [C], bias [C][, stats [2, C]] -> y like x */
 function batchNormKernel(addon: NativeAddon): Kernel<'batchNorm'> {
   return (inputs, { eps }) => {
-    const [x, w, b] = inputs as [RawTensor, RawTensor, RawTensor];
+    const [x, w, b, s] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     const d = allF32(inputs) && addon.batchNorm ? bnDims(x) : null;
     if (!d || w.data.length !== d[1] || b.data.length !== d[1]) return undefined;
+    const stats = bnStats(s, d[1]);
+    if (stats === null) return undefined;
     const y = outUninit(x.shape);
-    if (y.data.length > 0) addon.batchNorm!(x.data as Float32Array, w.data as Float32Array, b.data as Float32Array, y.data, d[0], d[1], d[2], eps);
+    if (y.data.length > 0) addon.batchNorm!(x.data as Float32Array, w.data as Float32Array, b.data as Float32Array, y.data, d[0], d[1], d[2], eps, stats);
     return y;
   };
 }
 
-/** g like x, x [N, C, ...], weight [C] -> flat [dx (x.size), dweight (C), dbias (C)] */
+/** g like x, x [N, C, ...], weight [C][, stats [2, C]] -> flat [dx (x.size), dweight (C), dbias (C)] */
 function batchNormBackwardKernel(addon: NativeAddon): Kernel<'batchNormBackward'> {
   return (inputs, { eps }) => {
-    const [g, x, w] = inputs as [RawTensor, RawTensor, RawTensor];
+    const [g, x, w, s] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     const d = allF32(inputs) && addon.batchNormBackward && g.data.length === x.data.length ? bnDims(x) : null;
     if (!d || w.data.length !== d[1]) return undefined;
+    const stats = bnStats(s, d[1]);
+    if (stats === null) return undefined;
     const y = outUninit([x.data.length + 2 * d[1]]);
     if (x.data.length === 0) y.data.fill(0);
-    else addon.batchNormBackward!(g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, y.data, d[0], d[1], d[2], eps);
+    else addon.batchNormBackward!(g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, y.data, d[0], d[1], d[2], eps, stats);
     return y;
   };
 }

@@ -747,6 +747,26 @@ describe('native backend vs reference', { skip }, () => {
       for (let i = 0; i < x.data.length; i++) {
         assert.ok(Math.abs(got.data[i]! - ref.data[i]!) <= 1e-5 + 1e-5 * Math.abs(ref.data[i]!), `dx ${i}: ${got.data[i]} vs ${ref.data[i]}`);
       }
+      // With batchNormStats(x) handed in (what BatchNorm2d does in training): the same results.
+      setBackend('reference');
+      const stats = runKernel('batchNormStats', [x], NO_ATTRS);
+      check('batchNorm', [x, w, b, stats], { eps: 1e-5 }, { atol: 1e-5, rtol: 1e-5 });
+      check('batchNormBackward', [g, x, w, stats], { eps: 1e-5 }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
+      setBackend('reference');
+      const fresh = runKernel('batchNorm', [x, w, b], { eps: 1e-5 });
+      const cached = nativeKernel('batchNorm')!([x, w, b, stats], { eps: 1e-5 })!;
+      for (let i = 0; i < x.data.length; i++) {
+        assert.ok(Math.abs(cached.data[i]! - fresh.data[i]!) <= 1e-5 + 1e-5 * Math.abs(fresh.data[i]!), `cached stats ${i}: ${cached.data[i]} vs ${fresh.data[i]}`);
+      }
+    }
+    // The statistics are used, not recomputed: shifted ones shift the output.
+    const x = random([4, 3, 5], 90);
+    const stats = { data: Float32Array.from([0, 1, -1, 1, 2, 4]), shape: [2, 3], dtype: 'float32' } as RawTensor;
+    const y = nativeKernel('batchNorm')!([x, random([3], 91, 1, 1), random([3], 92, 0, 0), stats], { eps: 0 })!;
+    for (let i = 0; i < x.data.length; i++) {
+      const ch = Math.floor(i / 5) % 3;
+      const expected = (x.data[i]! - stats.data[ch]!) / Math.sqrt(stats.data[3 + ch]!);
+      assert.ok(Math.abs(y.data[i]! - expected) <= 1e-6 * (1 + Math.abs(expected)), `given stats ${i}: ${y.data[i]} vs ${expected}`);
     }
   });
 

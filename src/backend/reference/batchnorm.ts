@@ -30,26 +30,31 @@ function channelStats(x: RawTensor['data'], n: number, c: number, s: number, ch:
   return [mean, count > 0 ? sq / count : 0];
 }
 
-/** x [N, C, ...], weight [C], bias [C] -> (x − mean)·weight/√(var + eps) + bias per channel. */
-export const batchNormKernel: Kernel<'batchNorm'> = ([x, w, b], { eps }) => {
+/** Channel ch's mean and variance: from `stats` (batchNormStats(x), [2, C]) when given, else computed. */
+function statsOf(x: RawTensor, stats: RawTensor | undefined, n: number, c: number, s: number, ch: number): [number, number] {
+  return stats ? [stats.data[ch]!, stats.data[c + ch]!] : channelStats(x.data, n, c, s, ch);
+}
+
+/** x [N, C, ...], weight [C], bias [C][, stats [2, C]] -> (x − mean)·weight/√(var + eps) + bias per channel. */
+export const batchNormKernel: Kernel<'batchNorm'> = ([x, w, b, stats], { eps }) => {
   const [n, c, s] = layout(x!);
   const y = alloc(x!.dtype, x!.shape);
   for (let ch = 0; ch < c; ch++) {
-    const [mean, variance] = channelStats(x!.data, n, c, s, ch);
+    const [mean, variance] = statsOf(x!, stats, n, c, s, ch);
     const scale = w!.data[ch]! / Math.sqrt(variance + eps);
     for (let i = 0; i < n; i++) for (let j = 0, base = (i * c + ch) * s; j < s; j++) y[base + j] = (x!.data[base + j]! - mean) * scale + b!.data[ch]!;
   }
   return raw(y, x!.shape, x!.dtype);
 };
 
-/** g, x [N, C, ...], weight [C] -> flat [dx (x.size), dweight (C), dbias (C)]. */
-export const batchNormBackwardKernel: Kernel<'batchNormBackward'> = ([g, x, w], { eps }) => {
+/** g, x [N, C, ...], weight [C][, stats [2, C]] -> flat [dx (x.size), dweight (C), dbias (C)]. */
+export const batchNormBackwardKernel: Kernel<'batchNormBackward'> = ([g, x, w, stats], { eps }) => {
   const [n, c, s] = layout(x!);
   const size = x!.data.length;
   const out = alloc(x!.dtype, [size + 2 * c]);
   const count = n * s;
   for (let ch = 0; ch < c; ch++) {
-    const [mean, variance] = channelStats(x!.data, n, c, s, ch);
+    const [mean, variance] = statsOf(x!, stats, n, c, s, ch);
     const rstd = 1 / Math.sqrt(variance + eps);
     let sumG = 0;
     let sumGX = 0;
