@@ -3,6 +3,7 @@
 // the rows' sums are added in double, so statistics are float64-accurate to ~1e-7 relative.
 #include "batchnorm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -27,39 +28,30 @@ namespace {
 
 constexpr int kLanes = 8;
 
-// Sum of r[0..s) - shift.
-LOWBIT_INLINE double rowSum(const float* r, int64_t s, float shift) {
-  float acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= s; j += kLanes)
-    for (int k = 0; k < kLanes; k++) acc[k] += r[j + k] - shift;
-  double total = 0.0;
-  for (; j < s; j++) total += static_cast<double>(r[j] - shift);
-  for (int k = 0; k < kLanes; k++) total += static_cast<double>(acc[k]);
-  return total;
-}
-
-// Sum of (r[j] - mean)^2.
-LOWBIT_INLINE double rowSumSq(const float* r, int64_t s, float mean) {
-  float acc[kLanes] = {};
+// Sums of r[0..s) - shift and of its squares, in float lanes, added in double.
+LOWBIT_INLINE void rowSums(const float* r, int64_t s, float shift, double* sum, double* sumSq) {
+  float acc[kLanes] = {}, accSq[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= s; j += kLanes)
     for (int k = 0; k < kLanes; k++) {
-      const float d = r[j + k] - mean;
-      acc[k] += d * d;
+      const float d = r[j + k] - shift;
+      acc[k] += d;
+      accSq[k] += d * d;
     }
-  double total = 0.0;
   for (; j < s; j++) {
-    const double d = static_cast<double>(r[j] - mean);
-    total += d * d;
+    const double d = static_cast<double>(r[j] - shift);
+    *sum += d;
+    *sumSq += d * d;
   }
-  for (int k = 0; k < kLanes; k++) total += static_cast<double>(acc[k]);
-  return total;
+  for (int k = 0; k < kLanes; k++) {
+    *sum += static_cast<double>(acc[k]);
+    *sumSq += static_cast<double>(accSq[k]);
+  }
 }
 
-// Mean (float64, rounded to float) and biased variance (float64) of channel ch. The mean is found
-// in two steps (a shifted sum about the first element, then the exact remainder) so that the
-// float lanes sum small numbers.
+// Mean (float64, rounded to float) and biased variance (float64) of channel ch, in one pass: the
+// sums of x - shift and (x - shift)^2 about the channel's first element (a value of the data, so
+// the float lanes add small numbers and E[(x - shift)^2] - E[x - shift]^2 cancels little).
 LOWBIT_INLINE void channelStats(const float* x, int64_t n, int64_t c, int64_t s, int64_t ch, float* meanOut, double* varOut) {
   const int64_t count = n * s;
   if (count == 0) {
@@ -68,19 +60,11 @@ LOWBIT_INLINE void channelStats(const float* x, int64_t n, int64_t c, int64_t s,
     return;
   }
   const float shift = x[ch * s];
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; i++) sum += rowSum(x + (i * c + ch) * s, s, shift);
-  const float mean = static_cast<float>(static_cast<double>(shift) + sum / static_cast<double>(count));
-  double sq = 0.0, dev = 0.0;
-  for (int64_t i = 0; i < n; i++) {
-    const float* r = x + (i * c + ch) * s;
-    sq += rowSumSq(r, s, mean);
-    dev += rowSum(r, s, mean);
-  }
-  // Var about the float mean, corrected for the mean's rounding: E[(x - m)^2] - (E[x - m])^2.
-  const double d = dev / static_cast<double>(count);
-  *meanOut = mean;
-  *varOut = sq / static_cast<double>(count) - d * d;
+  double sum = 0.0, sq = 0.0;
+  for (int64_t i = 0; i < n; i++) rowSums(x + (i * c + ch) * s, s, shift, &sum, &sq);
+  const double d = sum / static_cast<double>(count);
+  *meanOut = static_cast<float>(static_cast<double>(shift) + d);
+  *varOut = std::max(0.0, sq / static_cast<double>(count) - d * d);
 }
 
 // Channel ch's statistics: from `stats` ([mean (c), variance (c)], batchNormStats's output) when
