@@ -2,7 +2,8 @@
  * The 'wasm' backend: fp32 kernels in WebAssembly SIMD128 for the ops that dominate conv-net and
  * MLP training (matmul, conv2d and its two backward passes, the fused conv, max pooling) and
  * quantization-aware training (fakeQuantize and its gradient, bit-exact with the reference; the
- * broadcasting binary ops, where and the exact unary ops that estimators are written with), generated
+ * broadcasting binary ops, where and the exact unary ops that estimators are written with) and
+ * MobileNet's BatchNorm (forward, backward, statistics) and clamp / ReLU6 with its gradient, generated
  * at run time with src/runtime/wasm/emitter.ts -- pure web technology, for the browser; plus
  * float32-only TypeScript loops for the small ops of a step (sum to a bias gradient, max, bias add,
  * ReLU and its backward, tanh / exp / log / sigmoid; bit-exact with the reference). Every other op, and any input a kernel
@@ -16,6 +17,7 @@ import {
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
   fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel, maxKernel,
   tanhKernel, expKernel, logKernel, sigmoidKernel,
+  batchNormKernel, batchNormBackwardKernel, batchNormStatsKernel, clampKernel, clampBackwardKernel,
 } from './kernels.ts';
 import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
 import { wasmRuntime } from './runtime.ts';
@@ -65,6 +67,11 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('reluBackward', reluBackwardKernel);
     register('fakeQuantize', fakeQuantizeKernel(rt));
     register('fakeQuantizeGrad', fakeQuantizeGradKernel(rt));
+    register('batchNorm', batchNormKernel(rt));
+    register('batchNormBackward', batchNormBackwardKernel(rt));
+    register('batchNormStats', batchNormStatsKernel(rt));
+    register('clamp', clampKernel(rt));
+    register('clampBackward', clampBackwardKernel(rt));
   }
   return { ok: true };
 }

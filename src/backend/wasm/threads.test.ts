@@ -177,6 +177,21 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
     await sameBits('conv2dFused', [random([9, 1, 28, 28], 4), random([6, 1, 5, 5], 5), random([6], 6)], attrs, 1e-5, 'conv2dFused');
     assertThreaded(['conv2dFused']);
   });
+
+  it('batchNorm, batchNormBackward, batchNormStats (split by channels) and clamp, clampBackward (split by vectors), odd sizes', async () => {
+    for (const [i, shape] of [[5, 7, 9, 3], [3, 13, 1, 1], [2, 3, 5, 5]].entries()) {
+      const c = shape[1]!;
+      const count = sizeOf(shape) / c;
+      const x = random(shape, 60 + i);
+      const w = random([c], 70 + i);
+      await sameBits('batchNorm', [x, w, random([c], 80 + i)], { eps: 1e-5 }, 1e-5, `batchNorm ${shape}`);
+      await sameBits('batchNormBackward', [random(shape, 90 + i), x, w], { eps: 1e-5 }, 1e-5 * Math.sqrt(count), `batchNormBackward ${shape}`);
+      await sameBits('batchNormStats', [x], {}, 1e-5, `batchNormStats ${shape}`);
+      await sameBits('clamp', [x], { min: -0.8, max: 0.9 }, 0, `clamp ${shape}`);
+      await sameBits('clampBackward', [random(shape, 100 + i), x], { min: -0.8, max: 0.9 }, 0, `clampBackward ${shape}`);
+    }
+    assertThreaded(['batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward']);
+  });
 });
 
 describe('LeNet-5 training on several wasm threads equals one thread', { skip }, () => {

@@ -78,10 +78,10 @@ describe('wasm backend vs reference', { skip }, () => {
     for (const op of WASM_OPS) assert.ok(hasKernel('wasm', op), op);
   });
 
-  it('the fake-quantization and elementwise modules stay under the 4 KB older Chromium compiles synchronously on the main thread', () => {
+  it('the fake-quantization, elementwise and BatchNorm / clamp modules stay under the 4 KB older Chromium compiles synchronously on the main thread', () => {
     const [fp32, ...rest] = wasmModuleSizes();
     assert.ok(fp32! > 0);
-    assert.equal(rest.length, 3);
+    assert.equal(rest.length, 4);
     for (const size of rest) assert.ok(size < 4096, `${size} bytes`);
   });
 
@@ -709,5 +709,81 @@ describe('wasm broadcasting elementwise ops vs reference (bit-exact)', { skip },
     assert.throws(() => withBackendNamed('wasm', () => runKernel('mul', [random([2, 3], 1), random([4], 2)], {})), /do not broadcast/);
     // four dims with a collapsible pair still run: [2, 3, 4, 5] · [1, 3, 4, 1] merges 3·4
     checkBits('mul', [random([2, 3, 4, 5], 3), random([1, 3, 4, 1], 4)], {}, 'collapsed');
+  });
+});
+
+describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
+  // x [N, C, ...] shapes: row tails 0..3 (S mod 4), S = 1, rank 2, one channel, MobileNet-like sizes
+  const SHAPES: number[][] = [[3, 5, 7, 9], [2, 4, 1, 1], [5, 3], [1, 1, 6], [4, 6, 5, 2], [2, 3, 3, 3], [8, 16, 8, 8], [16, 8, 4, 4], [2, 2, 11]];
+
+  it('batchNorm, batchNormBackward and batchNormStats against the float64 reference (1e-5 + 1e-5 relative; dweight / dbias sums 1e-5·√count)', () => {
+    for (const [i, shape] of SHAPES.entries()) {
+      const c = shape[1]!;
+      const count = sizeOf(shape) / c;
+      // channels with offsets far from zero (the shifted sums) and scales from 0.05 to 2
+      const x = random(shape, 10 + i, -1, 1);
+      const xd = x.data as Float32Array;
+      const s = sizeOf(shape.slice(2));
+      for (let j = 0; j < xd.length; j++) {
+        const ch = Math.floor(j / s) % c;
+        xd[j] = xd[j]! * (0.05 + (ch % 5) * 0.5) + (ch % 3 === 0 ? 100 : ch % 3 === 1 ? -3 : 0);
+      }
+      const g = random(shape, 20 + i);
+      const w = random([c], 30 + i, 0.5, 1.5);
+      const b = random([c], 40 + i);
+      for (const eps of [1e-5, 1e-3]) {
+        check('batchNorm', [x, w, b], { eps }, { atol: 1e-5, rtol: 1e-5 });
+        check('batchNormBackward', [g, x, w], { eps }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
+      }
+      check('batchNormStats', [x], {}, { atol: 1e-5, rtol: 1e-5 });
+    }
+  });
+
+  it('batchNorm closed forms: a channel of two values ±a normalises to ±1·w + b; a constant channel gives b and a zero dx', () => {
+    // channel 0: values 3 ± 2 (mean 3, var 4); channel 1: constant 7
+    const x: RawTensor = { data: new Float32Array([1, 5, 5, 1, 7, 7, 7, 7]), shape: [1, 2, 4], dtype: 'float32' };
+    const w: RawTensor = { data: new Float32Array([2, 3]), shape: [2], dtype: 'float32' };
+    const b: RawTensor = { data: new Float32Array([0.5, -1]), shape: [2], dtype: 'float32' };
+    const y = wasmKernel('batchNorm')!([x, w, b], { eps: 0 })!;
+    assert.deepEqual([...y.data.slice(0, 4)], [-1.5, 2.5, 2.5, -1.5]);
+    // constant channel: var 0, eps 0 gives w/√0 = Infinity times 0 = NaN in the reference too; with eps it is b
+    const y2 = wasmKernel('batchNorm')!([x, w, b], { eps: 1e-5 })!;
+    assert.deepEqual([...y2.data.slice(4)], [-1, -1, -1, -1]);
+    const stats = wasmKernel('batchNormStats')!([x], {})!;
+    assert.deepEqual([...stats.data], [3, 7, 4, 0]);
+    // g = x̂ on channel 0: dweight = Σ x̂² = 4, dbias = Σ x̂ = 0, dx = k·(x̂ − 0 − x̂·4/4) = 0
+    const g: RawTensor = { data: new Float32Array([-1, 1, 1, -1, 0, 0, 0, 0]), shape: [1, 2, 4], dtype: 'float32' };
+    const back = wasmKernel('batchNormBackward')!([g, x, w], { eps: 0 })!;
+    for (let j = 0; j < 4; j++) assert.ok(Math.abs(back.data[j]!) < 1e-6, `dx[${j}] = ${back.data[j]}`);
+    assert.ok(Math.abs(back.data[8]! - 4) < 1e-6 && back.data[10] === 0, `dweight ${back.data[8]}, dbias ${back.data[10]}`);
+  });
+
+  it('clamp and clampBackward: ReLU6 bounds, NaN, ±Inf, ±0, the bounds themselves, min > max, every tail length (bit-exact)', () => {
+    const specials = [NaN, Infinity, -Infinity, 0, -0, 6, -6, 6.000001, 5.999999, 1e-40, -1e-40, 0.25, -0.5, 3];
+    for (const n of [1, 2, 3, 4, 5, 7, 8, 13, 14, 31, 1000]) {
+      const x = random([n], n, -8, 8);
+      const xd = x.data as Float32Array;
+      for (let j = 0; j < n; j += 2) xd[j] = specials[(j / 2) % specials.length]!;
+      const g = random([n], n + 7);
+      for (const [min, max] of [[0, 6], [-0.5, 0.25], [2, -1], [0.1, 0.1], [-Infinity, 0], [0, Infinity]] as const) {
+        checkBits('clamp', [x], { min, max }, `n ${n}`);
+        checkBits('clampBackward', [g, x], { min, max }, `n ${n}`);
+      }
+    }
+    // bounds that are not float32 numbers are rounded as a filled bound tensor would be
+    checkBits('clamp', [random([9], 3)], { min: 0.1, max: 0.3 }, 'rounded bounds');
+    const x4: RawTensor = { data: new Float32Array([0.1, 0.3, 0.2, 0.5]), shape: [2, 2], dtype: 'float32' };
+    checkBits('clampBackward', [random([2, 2], 4), x4], { min: 0.1, max: 0.3 }, 'rounded bounds');
+  });
+
+  it('decline empty x, rank < 2 (BatchNorm), weights of the wrong length, other dtypes, g of another size', () => {
+    const f64: RawTensor = { data: new Float64Array(8), shape: [2, 4], dtype: 'float64' };
+    assert.equal(wasmKernel('batchNorm')!([random([0, 3, 2], 1), random([3], 1), random([3], 2)], { eps: 1e-5 }), undefined);
+    assert.equal(wasmKernel('batchNorm')!([random([6], 1), random([6], 1), random([6], 2)], { eps: 1e-5 }), undefined);
+    assert.equal(wasmKernel('batchNorm')!([random([2, 3, 2], 1), random([4], 1), random([3], 2)], { eps: 1e-5 }), undefined);
+    assert.equal(wasmKernel('batchNormStats')!([f64], {}), undefined);
+    assert.equal(wasmKernel('batchNormBackward')!([random([2, 3], 1), random([2, 4], 1), random([4], 2)], { eps: 1e-5 }), undefined);
+    assert.equal(wasmKernel('clamp')!([random([0], 1)], { min: 0, max: 6 }), undefined);
+    assert.equal(wasmKernel('clampBackward')!([random([3], 1), random([4], 1)], { min: 0, max: 6 }), undefined);
   });
 });

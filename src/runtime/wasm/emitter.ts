@@ -174,6 +174,7 @@ export class Code {
     return this.op(0x43, ...bytes);
   }
   f32Add(): this { return this.op(0x92); }
+  f32Sub(): this { return this.op(0x93); }
   f32Mul(): this { return this.op(0x94); }
   /** f32.max: NaN when either operand is NaN; max(−0, +0) = +0. */
   f32Max(): this { return this.op(0x97); }
@@ -185,6 +186,7 @@ export class Code {
   f64Load(offset = 0): this { return this.op(0x2b, ...memarg(3, offset)); }
   f64Store(offset = 0): this { return this.op(0x39, ...memarg(3, offset)); }
   f64Add(): this { return this.op(0xa0); }
+  f64Mul(): this { return this.op(0xa2); }
   /** f64.promote_f32: exact. */
   f64PromoteF32(): this { return this.op(0xbb); }
 
