@@ -17,6 +17,7 @@ import {
   maxPool2dBackwardKernel, maxPool2dGatherKernel, maxPool2dKernel, sumKernel, addKernel, reluKernel, reluBackwardKernel,
   fakeQuantizeKernel, fakeQuantizeGradKernel, broadcastKernel, unaryKernel, maxKernel,
   tanhKernel, expKernel, logKernel, sigmoidKernel,
+  depthwiseConv2dKernel, depthwiseConv2dBackwardInputKernel, depthwiseConv2dBackwardWeightKernel,
   batchNormKernel, batchNormBackwardKernel, batchNormStatsKernel, clampKernel, clampBackwardKernel,
 } from './kernels.ts';
 import { EW_BINARY, EW_UNARY } from './elementwise-module.ts';
@@ -44,10 +45,14 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
   if (kernels.size === 0) {
     register('matmul', matmulKernel(rt));
     register('linear', linearKernel(rt));
-    register('conv2d', conv2dKernel(rt));
+    // depthwise 3×3 convs (MobileNet) take their own path; every other geometry the GEMM one
+    const conv = conv2dKernel(rt), dwConv = depthwiseConv2dKernel(rt);
+    register('conv2d', (inputs, attrs) => dwConv(inputs, attrs) ?? conv(inputs, attrs));
     register('conv2dFused', conv2dFusedKernel(rt));
-    register('conv2dBackwardInput', conv2dBackwardInputKernel(rt));
-    register('conv2dBackwardWeight', conv2dBackwardWeightKernel(rt));
+    const convInput = conv2dBackwardInputKernel(rt), dwInput = depthwiseConv2dBackwardInputKernel(rt);
+    register('conv2dBackwardInput', (inputs, attrs) => dwInput(inputs, attrs) ?? convInput(inputs, attrs));
+    const convWeight = conv2dBackwardWeightKernel(rt), dwWeight = depthwiseConv2dBackwardWeightKernel(rt);
+    register('conv2dBackwardWeight', (inputs, attrs) => dwWeight(inputs, attrs) ?? convWeight(inputs, attrs));
     register('maxPool2d', maxPool2dKernel(rt));
     register('maxPool2dBackward', maxPool2dBackwardKernel(rt));
     register('maxPool2dGather', maxPool2dGatherKernel(rt));

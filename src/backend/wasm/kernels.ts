@@ -1,6 +1,6 @@
 /**
  * The 'wasm' backend's kernels: adapters from RawTensors to the SIMD128 module of ./module.ts
- * (./matmul.ts, ./conv.ts, ./pool.ts, ./quant.ts, ./broadcast.ts, ./norm.ts) and float32 TypeScript loops (./elementwise.ts).
+ * (./matmul.ts, ./conv.ts, ./pool.ts, ./quant.ts, ./broadcast.ts, ./norm.ts, ./depthwise.ts) and float32 TypeScript loops (./elementwise.ts).
  * Operands are copied into one growable WebAssembly.Memory (packed into the GEMM's panel layouts
  * on the way in: ./pack.ts), the module runs, results are copied out into fresh Float32Arrays.
  * Every kernel declines (returns undefined: the reference kernel runs) on anything but float32
@@ -15,6 +15,7 @@ export { maxPool2dKernel, maxPool2dBackwardKernel, maxPool2dGatherKernel, setPoo
 export { sumKernel, maxKernel, addKernel, reluKernel, reluBackwardKernel, tanhKernel, expKernel, logKernel, sigmoidKernel } from './elementwise.ts';
 export { fakeQuantizeKernel, fakeQuantizeGradKernel } from './quant.ts';
 export { broadcastKernel, unaryKernel, setDirectMin } from './broadcast.ts';
+export { depthwiseConv2dKernel, depthwiseConv2dBackwardInputKernel, depthwiseConv2dBackwardWeightKernel } from './depthwise.ts';
 export { batchNormKernel, batchNormBackwardKernel, batchNormStatsKernel, clampKernel, clampBackwardKernel } from './norm.ts';
 export { convGeometry, setParallelMinMacs, type ConvGeometry } from './util.ts';
 

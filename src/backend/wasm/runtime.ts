@@ -11,6 +11,7 @@ import { FQ_EXPORTS, quantModulesBytes, type FqMode } from './quant-module.ts';
 import { elementwiseModuleBytes, EW_BINARY, EW_UNARY, ewExport, type EwBinary, type EwUnary } from './elementwise-module.ts';
 import { ENV_MEMORY, sharedEnvMemory } from './memory-import.ts';
 import { NORM_EXPORTS, normModuleBytes } from './norm-module.ts';
+import { DEPTHWISE_EXPORTS, depthwiseModuleBytes } from './depthwise-module.ts';
 import { defaultThreadCount, MAX_THREADS, threadsUnavailableReason, WasmPool, type CallSink } from './threads.ts';
 
 /** Every module of the backend (all import the one memory), emitted once; shared-memory variants when `shared`. */
@@ -19,7 +20,7 @@ function moduleBytes(shared = false): Uint8Array[] {
   let bytes = modules.get(shared);
   if (!bytes) {
     const memory = shared ? sharedEnvMemory(MAX_BYTES / PAGE) : ENV_MEMORY;
-    bytes = [fp32ModuleBytes(memory), ...quantModulesBytes(memory), elementwiseModuleBytes(memory), normModuleBytes(memory)];
+    bytes = [fp32ModuleBytes(memory), ...quantModulesBytes(memory), elementwiseModuleBytes(memory), normModuleBytes(memory), depthwiseModuleBytes(memory)];
     modules.set(shared, bytes);
   }
   return bytes;
@@ -138,7 +139,7 @@ export interface WasmRuntime {
 }
 
 /** The exports kernels may hand to workers. */
-export const THREADED_EXPORTS = ['gemm', 'gemmTapsB', 'gemmRowsA', 'biasRelu', 'compact', 'padImage', 'col2im', ...NORM_EXPORTS] as const;
+export const THREADED_EXPORTS = ['gemm', 'gemmTapsB', 'gemmRowsA', 'biasRelu', 'compact', 'padImage', 'col2im', ...NORM_EXPORTS, ...DEPTHWISE_EXPORTS] as const;
 export type ThreadedExport = (typeof THREADED_EXPORTS)[number];
 export type { CallSink } from './threads.ts';
 

@@ -192,6 +192,20 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
     }
     assertThreaded(['batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward']);
   });
+
+  it('depthwise 3×3 conv2d, conv2dBackwardInput, conv2dBackwardWeight (split by planes), stride 1 and 2', async () => {
+    for (const [i, [n, c, h, w, st]] of [[3, 5, 7, 7, 1], [2, 7, 9, 6, 2]].entries()) {
+      const attrs = { stride: [st, st] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: c };
+      const x = random([n, c, h, w], 110 + i);
+      const weight = random([c, 1, 3, 3], 120 + i);
+      const y = reference('conv2d', [x, weight], attrs);
+      const dy = random(y.shape, 130 + i);
+      await sameBits('conv2d', [x, weight], attrs, 1e-5, `depthwise conv2d ${i}`);
+      await sameBits('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, 1e-5, `depthwise conv2dBackwardInput ${i}`);
+      await sameBits('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, 1e-6 * n * h * w, `depthwise conv2dBackwardWeight ${i}`);
+    }
+    assertThreaded(['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']);
+  });
 });
 
 describe('LeNet-5 training on several wasm threads equals one thread', { skip }, () => {

@@ -13,8 +13,8 @@ import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../primitives.ts'
 import { sizeOf } from '../primitives.ts';
 import { hasKernel, runKernel, setBackend, getBackend } from '../registry.ts';
 import { loadWasm, WASM_OPS, wasmKernel } from './index.ts';
-import { setCanvasPaths, setDirectMin, setPool2x2 } from './kernels.ts';
-import { Arena, MAX_BYTES, wasmModuleSizes, type WasmMemory } from './runtime.ts';
+import { setCanvasPaths, setDirectMin, setPool2x2, depthwiseConv2dKernel, depthwiseConv2dBackwardInputKernel, depthwiseConv2dBackwardWeightKernel } from './kernels.ts';
+import { Arena, MAX_BYTES, wasmModuleSizes, wasmRuntime, type WasmMemory } from './runtime.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { createOptimizer } from '../../optim/index.ts';
@@ -81,7 +81,7 @@ describe('wasm backend vs reference', { skip }, () => {
   it('the fake-quantization, elementwise and BatchNorm / clamp modules stay under the 4 KB older Chromium compiles synchronously on the main thread', () => {
     const [fp32, ...rest] = wasmModuleSizes();
     assert.ok(fp32! > 0);
-    assert.equal(rest.length, 4);
+    assert.equal(rest.length, 5);
     for (const size of rest) assert.ok(size < 4096, `${size} bytes`);
   });
 
@@ -785,5 +785,58 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
     assert.equal(wasmKernel('batchNormBackward')!([random([2, 3], 1), random([2, 4], 1), random([4], 2)], { eps: 1e-5 }), undefined);
     assert.equal(wasmKernel('clamp')!([random([0], 1)], { min: 0, max: 6 }), undefined);
     assert.equal(wasmKernel('clampBackward')!([random([3], 1), random([4], 1)], { min: 0, max: 6 }), undefined);
+  });
+});
+
+describe('wasm depthwise 3×3 convolutions vs reference', { skip }, () => {
+  // [N, C, H, W, stride]: odd and tiny planes (row lengths that are not whole vectors), MobileNet sizes
+  const CASES: [number, number, number, number, 1 | 2][] = [
+    [2, 3, 7, 7, 1], [2, 3, 7, 7, 2], [3, 5, 4, 4, 2], [1, 2, 1, 1, 1], [1, 2, 1, 1, 2], [2, 4, 2, 3, 2], [2, 2, 5, 9, 1],
+    [3, 4, 6, 6, 2], [4, 16, 14, 14, 1], [4, 8, 14, 14, 2],
+  ];
+
+  it('conv2d, conv2dBackwardInput and conv2dBackwardWeight take the depthwise path and match (1e-6·terms absolute)', () => {
+    const rt = wasmRuntime();
+    assert.ok(typeof rt !== 'string');
+    const dw = { conv2d: depthwiseConv2dKernel(rt), input: depthwiseConv2dBackwardInputKernel(rt), weight: depthwiseConv2dBackwardWeightKernel(rt) };
+    for (const [i, [n, c, h, w, s]] of CASES.entries()) {
+      const attrs = { stride: [s, s] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: c };
+      const x = random([n, c, h, w], 200 + i);
+      const weight = random([c, 1, 3, 3], 300 + i);
+      assert.ok(dw.conv2d([x, weight], attrs), `depthwise conv2d declined case ${i}`);
+      check('conv2d', [x, weight], attrs, { atol: 9e-6, rtol: 1e-6 });
+      const y = withBackendNamed('reference', () => runKernel('conv2d', [x, weight], attrs));
+      const dy = random(y.shape, 400 + i);
+      assert.ok(dw.input([dy, weight], { ...attrs, inputShape: x.shape }), `depthwise conv2dBackwardInput declined case ${i}`);
+      check('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, { atol: 9e-6, rtol: 1e-6 });
+      assert.ok(dw.weight([x, dy], { ...attrs, weightShape: weight.shape }), `depthwise conv2dBackwardWeight declined case ${i}`);
+      const pixels = y.shape[0]! * y.shape[2]! * y.shape[3]!;
+      check('conv2dBackwardWeight', [x, dy], { ...attrs, weightShape: weight.shape }, { atol: 1e-6 * pixels, rtol: 1e-6 });
+    }
+  });
+
+  it('an infinite pixel (forward, input gradient) or weight (declined: the generic path runs) as the reference; other geometries decline', () => {
+    const rt = wasmRuntime();
+    assert.ok(typeof rt !== 'string');
+    const attrs = { stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: 3 };
+    const x = random([2, 3, 3, 3], 1);
+    // the first pixel of plane 1 (it sits right after plane 0's padded grid)
+    (x.data as Float32Array)[9] = Infinity;
+    const weight = random([3, 1, 3, 3], 2);
+    const dy = random([2, 3, 3, 3], 3);
+    check('conv2d', [x, weight], attrs, { atol: 1e-5, rtol: 1e-6 });
+    check('conv2dBackwardInput', [dy, weight], { ...attrs, inputShape: x.shape }, { atol: 1e-5, rtol: 1e-6 });
+    const wInf = random([3, 1, 3, 3], 2);
+    (wInf.data as Float32Array)[4] = -Infinity;
+    assert.equal(depthwiseConv2dKernel(rt)([random([2, 3, 3, 3], 1), wInf], attrs), undefined, 'infinite weight: declined');
+    check('conv2d', [random([2, 3, 3, 3], 1), wInf], attrs, { atol: 1e-5, rtol: 1e-6 });
+    check('conv2dBackwardInput', [dy, wInf], { ...attrs, inputShape: x.shape }, { atol: 1e-5, rtol: 1e-6 });
+    const dwConv = depthwiseConv2dKernel(rt);
+    const w5 = random([3, 1, 5, 5], 4);
+    assert.equal(dwConv([x, w5], attrs), undefined, '5×5');
+    assert.equal(dwConv([x, weight], { ...attrs, padding: [0, 0] }), undefined, 'padding 0');
+    assert.equal(dwConv([x, weight], { ...attrs, stride: [3, 3] }), undefined, 'stride 3');
+    assert.equal(dwConv([x, weight], { ...attrs, dilation: [2, 2] }), undefined, 'dilation 2');
+    assert.equal(dwConv([random([2, 6, 3, 3], 5), random([6, 2, 3, 3], 6)], attrs), undefined, 'two channels per group');
   });
 });
