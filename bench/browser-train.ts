@@ -5,7 +5,9 @@
  * lr 2e-3 with quantizer parameters at 0.1x, batch 64, the same random batches) on the 'wasm'
  * backend on one and on two threads (the page is served cross-origin isolated, COOP + COEP, so the
  * wasm backend can start its Web Workers) and on the 'reference' backend, in interleaved rounds;
- * samples/s per round from `performance.now()` in the page, medians reported.
+ * samples/s per round from `performance.now()` in the page, medians reported. In the same rounds,
+ * MobileNet (nn.mobilenet(), the `lowbit train --model mobilenet` net, Adam lr 2e-3, batch 64) trains
+ * on 'wasm' on one and two threads (not on 'reference': seconds per step).
  *
  *   npx tsx bench/browser-train.ts [ROUNDS]      # default 5 rounds
  *
@@ -51,6 +53,25 @@ for (const backend of ['wasm', 'reference']) for (const job of ['fp32', 'qat']) 
   const batches = Array.from({ length: 8 }, () => ({ x: randn([BATCH, 1, 28, 28]), y: randint(10, [BATCH]) }));
   let i = 0;
   trainers[backend + '/' + job] = () => {
+    const { x, y } = batches[i++ % batches.length];
+    const loss = crossEntropy(model.forward(x), y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    return loss.item();
+  };
+}
+// MobileNet (nn.mobilenet(), Adam lr 2e-3 as the CLI default) on wasm only: the reference backend
+// takes seconds per step
+{
+  lowbit.setBackend('wasm');
+  manualSeed(0);
+  const model = nn.mobilenet();
+  const optimizer = new optim.Adam(model.parameters(), { lr: 2e-3 });
+  model.train();
+  const batches = Array.from({ length: 8 }, () => ({ x: randn([BATCH, 1, 28, 28]), y: randint(10, [BATCH]) }));
+  let i = 0;
+  trainers['wasm/mobilenet'] = () => {
     const { x, y } = batches[i++ % batches.length];
     const loss = crossEntropy(model.forward(x), y);
     loss.backward();
@@ -109,6 +130,8 @@ async function main(): Promise<void> {
       { name: 'reference', backend: 'reference', threads: 1 },
     ] as const;
     const steps: Record<string, number> = { wasm: 40, reference: 4 };
+    const MOBILENET_STEPS = 5;
+    const mobilenetSamples: Record<string, number[]> = { 'wasm×1': [], 'wasm×2': [] };
     const empty = () => Object.fromEntries(VARIANTS.map((v) => [v.name, [] as number[]]));
     const samples: Record<string, Record<string, number[]>> = { fp32: empty(), qat: empty() };
     type StepsFn = (b: string, n: number, job: string) => { ms: number; loss: number };
@@ -140,6 +163,7 @@ async function main(): Promise<void> {
           await page.evaluate(([b, n, j]) => (globalThis as unknown as { __steps: StepsFn }).__steps(b as string, n as number, j as string), [backend, backend === 'wasm' ? 20 : 2, job] as const);
         }
       }
+      await page.evaluate(() => (globalThis as unknown as { __steps: StepsFn }).__steps('wasm', 3, 'mobilenet'));
       const losses: Record<string, number> = {};
       for (let r = 0; r < rounds; r++) {
         for (const job of JOBS) {
@@ -164,6 +188,14 @@ async function main(): Promise<void> {
           const tfText = job === 'fp32' ? Object.entries(tfSamples).map(([b, v]) => `, TF.js ${b} ${v.at(-1)!.toFixed(0)}`).join('') : '';
           console.log(`round ${r + 1}/${rounds} ${job}: ${VARIANTS.map((v) => `${v.name} ${samples[job]![v.name]!.at(-1)!.toFixed(0)}`).join(', ')}${tfText} samples/s`);
         }
+        for (const v of VARIANTS.filter((vv) => vv.backend === 'wasm')) {
+          const active = await page.evaluate((t) => (globalThis as unknown as { __threads: ThreadsFn }).__threads(t), v.threads);
+          if (active !== v.threads) throw new Error(`${v.name}: the page runs wasm on ${active} thread(s)`);
+          const { ms, loss } = await page.evaluate((k) => (globalThis as unknown as { __steps: StepsFn }).__steps('wasm', k, 'mobilenet'), MOBILENET_STEPS);
+          mobilenetSamples[v.name]!.push((MOBILENET_STEPS * 64) / (ms / 1000));
+          losses[`${v.name}/mobilenet`] = loss;
+        }
+        console.log(`round ${r + 1}/${rounds} mobilenet: ${Object.entries(mobilenetSamples).map(([name, v]) => `${name} ${v.at(-1)!.toFixed(0)}`).join(', ')} samples/s`);
       }
       return { info, losses };
     }, CROSS_ORIGIN_ISOLATION);
@@ -185,6 +217,12 @@ async function main(): Promise<void> {
       samplesPerSecond: samples.fp32,
       median: { 'wasm×1': wasm, 'wasm×2': wasm2, reference, speedup: wasm / reference, twoThreads: wasm2 / wasm },
       qat: { samplesPerSecond: samples.qat, median: { 'wasm×1': qatWasm, 'wasm×2': qatWasm2, reference: qatReference, speedup: qatWasm / qatReference, twoThreads: qatWasm2 / qatWasm } },
+      mobilenet: {
+        what: 'MobileNet (nn.mobilenet(), lowbit train --model mobilenet) training, batch 64, Adam lr 2e-3, random MNIST-shaped batches, wasm backend only',
+        stepsPerRound: MOBILENET_STEPS,
+        samplesPerSecond: mobilenetSamples,
+        median: { 'wasm×1': median(mobilenetSamples['wasm×1']!), 'wasm×2': median(mobilenetSamples['wasm×2']!), twoThreads: median(mobilenetSamples['wasm×2']!) / median(mobilenetSamples['wasm×1']!) },
+      },
       lastLoss: value.losses,
       tfjs: tfjsSkip
         ? { skipped: tfjsSkip }
@@ -204,6 +242,7 @@ async function main(): Promise<void> {
       console.log(st.skipped ? `TensorFlow.js ${b}: skipped (${st.skipped})` : `median TensorFlow.js ${tfVersion} ${b}${st.threads !== undefined ? ` (${st.threads} thread(s))` : ''}: ${median(tfSamples[b]!).toFixed(0)} samples/s; lowbit wasm 1 thread ${(wasm / median(tfSamples[b]!)).toFixed(1)}x`);
     }
     console.log(`median W4A4 LSQ QAT: wasm 1 thread ${qatWasm.toFixed(0)} samples/s, 2 threads ${qatWasm2.toFixed(0)} (${(qatWasm2 / qatWasm).toFixed(2)}x), reference ${qatReference.toFixed(0)} samples/s (wasm 1 thread ${(qatWasm / qatReference).toFixed(1)}x); load average ${loadavg()[0]!.toFixed(1)}`);
+    console.log(`median MobileNet: wasm 1 thread ${result.mobilenet.median['wasm×1'].toFixed(0)} samples/s, 2 threads ${result.mobilenet.median['wasm×2'].toFixed(0)} (${result.mobilenet.median.twoThreads.toFixed(2)}x)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

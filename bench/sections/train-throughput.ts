@@ -77,8 +77,8 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     measurements.push(...tf.measurements);
     if (tf.wasmThreads > 0) tfjsThreads = tf.wasmThreads;
   }
-  // MobileNet (depthwise-separable, residual adds, BatchNorm, ReLU6), Adam: lowbit native against
-  // PyTorch on the same initial weights (bench/peers/torch_mobilenet.py, strict load by name).
+  // MobileNet (depthwise-separable, residual adds, BatchNorm, ReLU6), Adam: lowbit native and wasm
+  // against PyTorch on the same initial weights (bench/peers/torch_mobilenet.py, strict load by name).
   {
     const batch = 64;
     manualSeed(0);
@@ -87,15 +87,24 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     const group = `MobileNet (\`lowbit train --model mobilenet\`, ${params.toLocaleString('en-US')} parameters) training, batch ${batch}, Adam lr ${MOBILENET_LR}`;
     const key = `mobilenet-b${batch}`;
     const pool = batchPool(batch, 8);
-    const base = { id: `${key}/lowbit-native`, group, impl: implName('native'), unit: 'samples/s', higherIsBetter: true, peers: [`${key}/torch`] };
+    const wasmOneId = `${key}/lowbit-wasm-1-thread`;
     const dir = mkdtempSync(join(tmpdir(), 'lowbit-bench-mobilenet-'));
     try {
       // the peer starts from the same weights (written before lowbit's steps change them)
       writeMobilenetWeights(join(dir, 'w.safetensors'), model);
-      if (!backends.includes('native')) measurements.push(skippedMeasurement(base, backendMissingReason('native')));
-      else {
-        ctx.log(`${group}: lowbit native`);
-        const r = await rateOn(ctx, { backend: 'native', oneThread: false }, () => adamStepper(model, pool.batches, MOBILENET_LR), batch);
+      // native and wasm (the browser's backend; on one thread too when the pool has more), not the
+      // reference backend (minutes per measurement); each row trains the one model further
+      for (const c of rows.filter((r) => r.backend !== 'reference')) {
+        const { backend, oneThread } = c;
+        const id = oneThread ? wasmOneId : `${key}/lowbit-${backend}`;
+        const peers = [`${key}/torch`, ...(backend === 'wasm' && !oneThread && oneThreadRow ? [wasmOneId] : [])];
+        const base = { id, group, impl: oneThread ? 'lowbit (wasm, 1 thread)' : implName(backend), unit: 'samples/s', higherIsBetter: true, peers };
+        if (!backends.includes(backend)) {
+          measurements.push(skippedMeasurement(base, backendMissingReason(backend)));
+          continue;
+        }
+        ctx.log(`${group}: ${base.impl}`);
+        const r = await rateOn(ctx, c, () => adamStepper(model, pool.batches, MOBILENET_LR), batch);
         measurements.push(measured({ ...base, details: { stepsPerRepeat: r.steps, data: pool.source } }, r.repeats));
       }
       ctx.log(`${group}: PyTorch`);
@@ -105,7 +114,7 @@ async function run(ctx: SectionContext): Promise<SectionOutput> {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    notes.push(`MobileNet rows: the CLI's \`mobilenet\` (nn.mobilenet(): stem conv 3×3 stride 2, six inverted residual blocks with depthwise 3×3 convs, head 1×1 conv, average pool, Linear), train mode (BatchNorm batch statistics), Adam lr ${MOBILENET_LR}, cross-entropy, loss read back; lowbit on MNIST batches, PyTorch (bench/peers/torch_mobilenet.py: lowbit's initial weights loaded strictly by name, the same strides) on random batches of the same shape.`);
+    notes.push(`MobileNet rows: the CLI's \`mobilenet\` (nn.mobilenet(): stem conv 3×3 stride 2, six inverted residual blocks with depthwise 3×3 convs, head 1×1 conv, average pool, Linear), train mode (BatchNorm batch statistics), Adam lr ${MOBILENET_LR}, cross-entropy, loss read back; lowbit native and wasm (its BatchNorm, clamp and depthwise 3×3 kernels: src/backend/wasm/norm.ts, depthwise.ts) on MNIST batches, PyTorch (bench/peers/torch_mobilenet.py: lowbit's initial weights loaded strictly by name, the same strides) on random batches of the same shape.`);
   }
   // The default `lowbit train` job: W4A4 LSQ QAT with Adam, each backend against the reference one.
   {
