@@ -19,7 +19,7 @@
  */
 import type { Conv2dAttrs, Kernel, RawTensor } from '../primitives.ts';
 import type { WasmRuntime } from './runtime.ts';
-import { allF32, convGeometry, partRange, partsFor, type ConvGeometry } from './util.ts';
+import { allF32, convGeometry, copyOut, outputF32, partRange, partsFor, type ConvGeometry } from './util.ts';
 
 /** The geometry when it is a depthwise 3×3, stride 1 or 2, padding 1 convolution; else null. */
 function depthwise(x: readonly number[], w: readonly number[], a: Conv2dAttrs): ConvGeometry | null {
@@ -67,9 +67,9 @@ function gatherOutput(rt: WasmRuntime, mem: Float32Array, yw: number, yc: number
   if (s === 1) {
     mem.fill(0, zeros, zeros + g.planes);
     rt.compact(yw * 4, g.ys * 4, yc * 4, g.planes, oh, ow, g.wp, zeros * 4, 0);
-    return mem.slice(yc, yc + g.planes * oh * ow);
+    return copyOut(mem, yc, g.planes * oh * ow);
   }
-  const y = new Float32Array(g.planes * oh * ow);
+  const y = outputF32(g.planes * oh * ow);
   let k = 0;
   for (let p = 0; p < g.planes; p++) {
     const base = yw + p * g.ys;

@@ -14,7 +14,7 @@
  */
 import type { ClampAttrs, Kernel, RawTensor } from '../primitives.ts';
 import type { WasmRuntime } from './runtime.ts';
-import { allF32, partRange, partsFor } from './util.ts';
+import { allF32, copyOut, outputF32, partRange, partsFor } from './util.ts';
 
 /** N, C, S of x [N, C, ...], or null when the kernel declines it. */
 function layout(x: RawTensor): [number, number, number] | null {
@@ -106,7 +106,7 @@ export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
     }
     const { n, c, s, xp } = p;
     overChannels(rt, c, 2 * p.size, (call, c0, c1) => call('bnApply', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
-    return { data: mem.slice(yp, yp + p.size), shape: [...x.shape], dtype: 'float32' };
+    return { data: copyOut(mem, yp, p.size), shape: [...x.shape], dtype: 'float32' };
   };
 }
 
@@ -131,7 +131,7 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
     const { hi, lo, variance } = channelStats(rt, p, mem);
     overChannels(rt, c, 3 * size, (call, c0, c1) => call('bnGradSums', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4));
     const gs = new Float64Array(mem.buffer, mem.byteOffset + gsums * 4, 2 * c);
-    const out = new Float32Array(size + 2 * c);
+    const out = outputF32(size + 2 * c);
     const count = n * s;
     for (let ch = 0; ch < c; ch++) {
       const rstd = 1 / Math.sqrt(variance[ch]! + eps);
@@ -208,7 +208,7 @@ function clampKernelOf(rt: WasmRuntime, back: boolean): (inputs: readonly RawTen
       if (back) call(fn, (gp + lo) * 4, (xp + lo) * 4, (yp + lo) * 4, len, pp * 4);
       else call(fn, (xp + lo) * 4, (yp + lo) * 4, len, pp * 4);
     });
-    return { data: mem.slice(yp, yp + size), shape: [...(back ? g : x).shape], dtype: 'float32' };
+    return { data: copyOut(mem, yp, size), shape: [...(back ? g : x).shape], dtype: 'float32' };
   };
 }
 

@@ -5,6 +5,7 @@
  */
 import type { Conv2dAttrs, RawTensor } from '../primitives.ts';
 import { sizeOf } from '../primitives.ts';
+import { noteAllocated, takeRecycled } from '../recycle.ts';
 
 export function allF32(inputs: readonly RawTensor[]): boolean {
   return inputs.every((t) => t.dtype === 'float32' && t.data instanceof Float32Array);
@@ -42,6 +43,39 @@ export function convGeometry(x: readonly number[], w: readonly number[], a: Conv
     n, c, h, w: wd, o, kh, kw, oh, ow, g, cg, og: o / g, kk: cg * kh * kw, p: oh * ow,
     sh: a.stride[0], sw: a.stride[1], ph: a.padding[0], pw: a.padding[1], dh: a.dilation[0], dw: a.dilation[1],
   };
+}
+
+/** Below this many floats a zero-filled allocation costs about the same (as the native backend's). */
+const UNINIT_MIN = 4096;
+
+/** Node's Buffer when there is one (uninitialised allocation); undefined in a browser. */
+const nodeBuffer = (globalThis as { Buffer?: { allocUnsafeSlow(bytes: number): Uint8Array } }).Buffer;
+
+/**
+ * A float32 output of `size` elements that the caller overwrites completely: a buffer autograd
+ * released while still in cache (../recycle.ts), else uninitialised memory on Node.js, else a
+ * fresh Float32Array; noted as a kernel output so autograd may recycle it in turn (as the native
+ * backend's outputs). The zero fill and first-touch page faults of `new Float32Array` cost more
+ * than the copy out of wasm memory at MobileNet's activation sizes.
+ */
+export function outputF32(size: number): Float32Array {
+  if (size < UNINIT_MIN) return new Float32Array(size);
+  let data = takeRecycled(size);
+  if (!data) {
+    if (nodeBuffer) {
+      const bytes = nodeBuffer.allocUnsafeSlow(size * 4);
+      data = new Float32Array(bytes.buffer, bytes.byteOffset, size);
+    } else data = new Float32Array(size);
+  }
+  noteAllocated(data);
+  return data;
+}
+
+/** A copy of mem[at, at + size) in an output buffer (outputF32). */
+export function copyOut(mem: Float32Array, at: number, size: number): Float32Array {
+  const data = outputF32(size);
+  data.set(mem.subarray(at, at + size));
+  return data;
 }
 
 export function f32(shape: readonly number[]): RawTensor & { data: Float32Array } {
