@@ -17,6 +17,7 @@ import { setCanvasPaths, setDirectMin, setPool2x2, depthwiseConv2dKernel, depthw
 import { Arena, MAX_BYTES, wasmModuleSizes, wasmRuntime, type WasmMemory } from './runtime.ts';
 import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
+import { mobilenet } from '../../nn/models/mobilenet.ts';
 import { createOptimizer } from '../../optim/index.ts';
 import { crossEntropy, manualSeed, randint, randn, type Tensor } from '../../tensor/index.ts';
 import { Adam } from '../../optim/index.ts';
@@ -838,5 +839,52 @@ describe('wasm depthwise 3×3 convolutions vs reference', { skip }, () => {
     assert.equal(dwConv([x, weight], { ...attrs, stride: [3, 3] }), undefined, 'stride 3');
     assert.equal(dwConv([x, weight], { ...attrs, dilation: [2, 2] }), undefined, 'dilation 2');
     assert.equal(dwConv([random([2, 6, 3, 3], 5), random([6, 2, 3, 3], 6)], attrs), undefined, 'two channels per group');
+  });
+});
+
+describe('MobileNet training on wasm tracks reference', { skip }, () => {
+  /** Losses of `steps` Adam steps (lr 2e-3) of nn.mobilenet() on a fixed random batch of 8, and the first step's gradients. */
+  function train(backend: 'reference' | 'wasm', steps: number): { losses: number[]; grads: Map<string, Float32Array>; ops: string[] } {
+    return withBackendNamed(backend, () => {
+      manualSeed(11);
+      const model = mobilenet();
+      const x = randn([8, 1, 28, 28]);
+      const y = randint(10, [8]);
+      const optimizer = new Adam(model.parameters(), { lr: 2e-3 });
+      model.train();
+      const losses: number[] = [];
+      const grads = new Map<string, Float32Array>();
+      const profile = profileOps(() => {
+        for (let i = 0; i < steps; i++) {
+          const loss = crossEntropy(model.forward(x), y);
+          loss.backward();
+          if (i === 0) for (const [name, p] of model.namedParameters()) grads.set(name, Float32Array.from(p.grad!.data));
+          optimizer.step();
+          optimizer.zeroGrad();
+          losses.push(loss.item());
+        }
+      });
+      return { losses, grads, ops: [...profile.keys()] };
+    });
+  }
+
+  it('first-step gradients within 1e-4 of each tensor\'s max |g| (+ 1e-7: BatchNorm biases whose gradient cancels to ~1e-8); 4 Adam steps with every loss within 1e-4 (BatchNorm, clamp and the depthwise convs ran on wasm)', () => {
+    const ref = train('reference', 4);
+    const got = train('wasm', 4);
+    for (const op of ['batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
+      assert.ok(got.ops.includes(`wasm/${op}`), `wasm/${op} ran (ran: ${got.ops.join(', ')})`);
+      assert.ok(!got.ops.includes(`reference/${op}`), `reference/${op} did not run`);
+    }
+    assert.ok(ref.losses.at(-1)! < ref.losses[0]!, `reference loss falls: ${ref.losses.join(', ')}`);
+    for (let i = 0; i < ref.losses.length; i++) {
+      assert.ok(Math.abs(got.losses[i]! - ref.losses[i]!) <= 1e-4, `step ${i}: wasm ${got.losses[i]} vs reference ${ref.losses[i]}`);
+    }
+    assert.equal(got.grads.size, ref.grads.size);
+    for (const [name, r] of ref.grads) {
+      const g = got.grads.get(name)!;
+      const scale = r.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assert.ok(scale > 0, `${name}: a gradient`);
+      for (let i = 0; i < r.length; i++) assert.ok(Math.abs(g[i]! - r[i]!) <= 1e-4 * scale + 1e-7, `${name}[${i}]: wasm ${g[i]} vs reference ${r[i]} (max |g| ${scale})`);
+    }
   });
 });
