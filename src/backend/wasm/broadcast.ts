@@ -13,7 +13,7 @@ import type { Kernel, RawTensor } from '../primitives.ts';
 import { sizeOf, stridesOf } from '../primitives.ts';
 import type { EwBinary, EwUnary } from './elementwise-module.ts';
 import type { WasmRuntime } from './runtime.ts';
-import { allF32 } from './util.ts';
+import { allF32, copyOut } from './util.ts';
 
 /**
  * Below this many output elements, an op the reference kernel computes with a plain loop (unary,
@@ -143,7 +143,7 @@ export function broadcastKernel(rt: WasmRuntime, op: EwBinary): Kernel {
     const args: number[] = [];
     for (const l of layout) args.push(l.at * 4, l.r0, l.r1);
     rt.binary[op](...args, yp * 4, d0, d1, d2);
-    return { data: mem.slice(yp, yp + n), shape, dtype: 'float32' };
+    return { data: copyOut(mem, yp, n), shape, dtype: 'float32' };
   };
 }
 
@@ -161,6 +161,6 @@ export function unaryKernel(rt: WasmRuntime, op: EwUnary): Kernel {
     const mem = arena.view();
     mem.set(x.data, xp);
     rt.unary[op](xp * 4, yp * 4, n);
-    return { data: mem.slice(yp, yp + n), shape: [...x.shape], dtype: 'float32' };
+    return { data: copyOut(mem, yp, n), shape: [...x.shape], dtype: 'float32' };
   };
 }

@@ -10,7 +10,7 @@ import { col2imPadded, im2colPanels, packPanels } from './pack.ts';
 import { maxPoolWindows } from './pool.ts';
 import type { CallSink, WasmRuntime } from './runtime.ts';
 import { gemmParallel } from './matmul.ts';
-import { allF32, convGeometry, f32, partRange, partsFor, type ConvGeometry } from './util.ts';
+import { allF32, convGeometry, copyOut, f32, partRange, partsFor, type ConvGeometry } from './util.ts';
 
 /** @internal Stride-1 convolutions take the padded-image paths and the wasm col2im (tests turn them off to check the im2col paths too). */
 let canvasPaths = true;
@@ -94,7 +94,7 @@ function convForwardCanvas(
       }
     }
   });
-  return mem.slice(yAll, yAll + n * o * p);
+  return copyOut(mem, yAll, n * o * p);
 }
 
 /**
@@ -149,7 +149,7 @@ function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArra
       }
     });
   }
-  return mem.slice(dxAll, dxAll + n * c * h * wd);
+  return copyOut(mem, dxAll, n * c * h * wd);
 }
 
 /**

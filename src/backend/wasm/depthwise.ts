@@ -50,31 +50,45 @@ function grids(geo: ConvGeometry): { planes: number; wp: number; xs: number; len
   return { planes: geo.n * geo.c, wp, xs: (geo.h + 5) * wp, len, ys: (geo.h + 1) * wp };
 }
 
-/** Runs dwConv over every plane (split over the pool when large). */
-function runConv(rt: WasmRuntime, xp: number, wp_: number, yp: number, c: number, g: ReturnType<typeof grids>): void {
+/** A part's calls over planes [p0, p1). */
+type PlaneCalls = (call: (fn: number, ...args: number[]) => void, p0: number, p1: number) => void;
+
+/**
+ * dwConv over every plane (x planes at xp, weights at w, wide outputs at yw), split by planes over
+ * the pool when large; each part first runs `before` (padding its planes) and then `after`
+ * (compacting them), so those copies run on the part's thread too.
+ */
+function runConv(rt: WasmRuntime, xp: number, w: number, yw: number, c: number, g: ReturnType<typeof grids>, before: PlaneCalls, after: PlaneCalls): void {
   const parts = partsFor(rt.threads(), 9 * g.planes * g.len, g.planes);
   rt.parallel(parts, (part, call) => {
     const [p0, p1] = partRange(g.planes, parts, part);
-    if (p1 > p0) call(rt.fn.dwConv, xp * 4, wp_ * 4, yp * 4, p0, p1, c, g.xs * 4, g.ys * 4, g.wp, g.len);
+    if (p1 <= p0) return;
+    before(call, p0, p1);
+    call(rt.fn.dwConv, xp * 4, w * 4, yw * 4, p0, p1, c, g.xs * 4, g.ys * 4, g.wp, g.len);
+    after(call, p0, p1);
   });
 }
 
-/**
- * The wide stride-1 result at yw as [planes, oh, ow], keeping rows and columns 0, s, 2s, …: stride 1
- * through the module's compact (with a zero bias; into the block at yc), stride 2 by a loop here.
- */
-function gatherOutput(rt: WasmRuntime, mem: Float32Array, yw: number, yc: number, zeros: number, g: ReturnType<typeof grids>, s: number, oh: number, ow: number): Float32Array {
-  if (s === 1) {
-    mem.fill(0, zeros, zeros + g.planes);
-    rt.compact(yw * 4, g.ys * 4, yc * 4, g.planes, oh, ow, g.wp, zeros * 4, 0);
-    return copyOut(mem, yc, g.planes * oh * ow);
-  }
+/** `before` of runConv: pads planes [p0, p1) of the (h, w) planes at src into the grids at dst (rows ph.., columns pw..). */
+function padPlanes(rt: WasmRuntime, src: number, dst: number, h: number, w: number, g: ReturnType<typeof grids>, hp: number, stride: number, pad: number): PlaneCalls {
+  return (call, p0, p1) => call(rt.fn.padImage, (src + p0 * h * w) * 4, (dst + p0 * stride) * 4, p1 - p0, h, w, hp, g.wp, pad, pad);
+}
+
+/** `after` of runConv for stride 1: compacts planes [p0, p1) of the wide outputs at yw into yc (oh = h, ow = w rows), adding the zero bias at `zeros`. */
+function compactPlanes(rt: WasmRuntime, yw: number, yc: number, zeros: number, g: ReturnType<typeof grids>, h: number, w: number): PlaneCalls {
+  return (call, p0, p1) => call(rt.fn.compact, (yw + p0 * g.ys) * 4, g.ys * 4, (yc + p0 * h * w) * 4, p1 - p0, h, w, g.wp, zeros * 4, 0);
+}
+
+const nothing: PlaneCalls = () => {};
+
+/** The stride-2 forward output: rows and columns 0, 2, 4, … of the wide stride-1 result at yw. */
+function gatherStride2(mem: Float32Array, yw: number, g: ReturnType<typeof grids>, oh: number, ow: number): Float32Array {
   const y = outputF32(g.planes * oh * ow);
   let k = 0;
   for (let p = 0; p < g.planes; p++) {
     const base = yw + p * g.ys;
     for (let oy = 0; oy < oh; oy++) {
-      const row = base + s * oy * g.wp;
+      const row = base + 2 * oy * g.wp;
       for (let ox = 0; ox < ow; ox++) y[k++] = mem[row + 2 * ox]!;
     }
   }
@@ -92,16 +106,18 @@ export function depthwiseConv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
     const xp = arena.reserve(g.planes * g.xs);
     const wp = arena.reserve(9 * geo.c);
     const yw = arena.reserve(g.planes * g.ys);
+    const staged = arena.reserve(x.data.length);
     const yc = arena.reserve(g.planes * geo.oh * geo.ow);
     const zeros = arena.reserve(g.planes);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
     mem.fill(0, xp, xp + g.planes * g.xs);
-    mem.set(x.data, yw); // x staged in the output block (it holds more floats), then padded into xp
-    rt.padImage(yw * 4, xp * 4, g.planes, geo.h, geo.w, geo.h + 5, g.wp, 1, 1);
+    mem.fill(0, zeros, zeros + g.planes);
+    mem.set(x.data, staged);
     mem.set(w.data, wp);
-    runConv(rt, xp, wp, yw, geo.c, g);
-    const y = gatherOutput(rt, mem, yw, yc, zeros, g, geo.sh, geo.oh, geo.ow);
+    const stride1 = geo.sh === 1;
+    runConv(rt, xp, wp, yw, geo.c, g, padPlanes(rt, staged, xp, geo.h, geo.w, g, geo.h + 5, g.xs, 1), stride1 ? compactPlanes(rt, yw, yc, zeros, g, geo.h, geo.w) : nothing);
+    const y = stride1 ? copyOut(mem, yc, g.planes * geo.oh * geo.ow) : gatherStride2(mem, yw, g, geo.oh, geo.ow);
     return { data: y, shape: [geo.n, geo.o, geo.oh, geo.ow], dtype: 'float32' };
   };
 }
@@ -118,16 +134,16 @@ export function depthwiseConv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'con
     const up = arena.reserve(g.planes * g.xs);
     const wf = arena.reserve(9 * geo.c);
     const yw = arena.reserve(g.planes * g.ys);
+    const staged = arena.reserve(s === 1 ? dy.data.length : 0);
     const yc = arena.reserve(g.planes * geo.h * geo.w);
     const zeros = arena.reserve(g.planes);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
     mem.fill(0, up, up + g.planes * g.xs);
+    mem.fill(0, zeros, zeros + g.planes);
     const gd = dy.data;
-    if (s === 1) {
-      mem.set(gd, yw);
-      rt.padImage(yw * 4, up * 4, g.planes, oh, ow, geo.h + 5, g.wp, 1, 1);
-    } else {
+    if (s === 1) mem.set(gd, staged); // padded by the parts
+    else {
       // g at (1 + 2·oy, 1 + 2·ox) of the padded grid
       let k = 0;
       for (let p = 0; p < g.planes; p++) {
@@ -139,8 +155,8 @@ export function depthwiseConv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'con
     }
     const wd = w.data;
     for (let ch = 0; ch < geo.c; ch++) for (let t = 0; t < 9; t++) mem[wf + 9 * ch + t] = wd[9 * ch + 8 - t]!;
-    runConv(rt, up, wf, yw, geo.c, g);
-    const dx = gatherOutput(rt, mem, yw, yc, zeros, g, 1, geo.h, geo.w);
+    runConv(rt, up, wf, yw, geo.c, g, s === 1 ? padPlanes(rt, staged, up, oh, ow, g, geo.h + 5, g.xs, 1) : nothing, compactPlanes(rt, yw, yc, zeros, g, geo.h, geo.w));
+    const dx = copyOut(mem, yc, g.planes * geo.h * geo.w);
     return { data: dx, shape: [...attrs.inputShape], dtype: 'float32' };
   };
 }
@@ -157,20 +173,16 @@ export function depthwiseConv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'co
     const xp = arena.reserve(g.planes * g.xs);
     const gw = arena.reserve(g.planes * g.ys);
     const out = arena.reserve(36 * g.planes);
-    const staged = arena.reserve(g.planes * oh * ow);
+    const xStaged = arena.reserve(x.data.length);
+    const gStaged = arena.reserve(s === 1 ? dy.data.length : 0);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
     mem.fill(0, xp, xp + g.planes * g.xs);
-    // x staged in gw's block (it holds more floats), padded into xp; then gw is cleared for g
-    mem.set(x.data, gw);
-    rt.padImage(gw * 4, xp * 4, g.planes, geo.h, geo.w, geo.h + 5, g.wp, 1, 1);
     mem.fill(0, gw, gw + g.planes * g.ys);
+    mem.set(x.data, xStaged);
     const gd = dy.data;
-    if (s === 1) {
-      // g on the wide grid: rows of wp with zero junk columns, a zero row after each plane
-      mem.set(gd, staged);
-      rt.padImage(staged * 4, gw * 4, g.planes, oh, ow, geo.h + 1, g.wp, 0, 0);
-    } else {
+    if (s === 1) mem.set(gd, gStaged); // g on the wide grid (zero junk columns, a zero row after each plane): padded by the parts
+    else {
       let k = 0;
       for (let p = 0; p < g.planes; p++) {
         for (let oy = 0; oy < oh; oy++) {
@@ -179,10 +191,15 @@ export function depthwiseConv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'co
         }
       }
     }
+    const padX = padPlanes(rt, xStaged, xp, geo.h, geo.w, g, geo.h + 5, g.xs, 1);
+    const padG = padPlanes(rt, gStaged, gw, oh, ow, g, geo.h + 1, g.ys, 0);
     const parts = partsFor(rt.threads(), 9 * g.planes * g.len, g.planes);
     rt.parallel(parts, (part, call) => {
       const [p0, p1] = partRange(g.planes, parts, part);
-      if (p1 > p0) call(rt.fn.dwGrad, gw * 4, xp * 4, out * 4, p0, p1, g.ys * 4, g.xs * 4, g.wp, g.len);
+      if (p1 <= p0) return;
+      padX(call, p0, p1);
+      if (s === 1) padG(call, p0, p1);
+      call(rt.fn.dwGrad, gw * 4, xp * 4, out * 4, p0, p1, g.ys * 4, g.xs * 4, g.wp, g.len);
     });
     const acc = new Float64Array(9 * geo.c);
     for (let p = 0; p < g.planes; p++) {

@@ -51,7 +51,7 @@ function overChannels(rt: WasmRuntime, c: number, work: number, fn: (call: (name
 function channelStats(rt: WasmRuntime, p: BnPlan, mem: Float32Array): { hi: Float32Array; lo: Float64Array; variance: Float64Array } {
   const { n, c, s, xp, mp, sums } = p;
   for (let ch = 0; ch < c; ch++) mem[mp + ch] = mem[xp + ch * s]!;
-  const pass = () => overChannels(rt, c, 3 * p.size, (call, c0, c1) => call('bnSums', xp * 4, n, c, s, c0, c1, mp * 4, sums * 4));
+  const pass = () => overChannels(rt, c, UNITS_PER_ELEMENT * p.size, (call, c0, c1) => call('bnSums', xp * 4, n, c, s, c0, c1, mp * 4, sums * 4));
   pass();
   const count = n * s;
   const sum = new Float64Array(mem.buffer, mem.byteOffset + sums * 4, 2 * c);
@@ -105,7 +105,7 @@ export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
       mem[pp + 8 * ch + 3] = b.data[ch]!;
     }
     const { n, c, s, xp } = p;
-    overChannels(rt, c, 2 * p.size, (call, c0, c1) => call('bnApply', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
+    overChannels(rt, c, UNITS_PER_ELEMENT * p.size, (call, c0, c1) => call('bnApply', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
     return { data: copyOut(mem, yp, p.size), shape: [...x.shape], dtype: 'float32' };
   };
 }
@@ -129,7 +129,7 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
     mem.set(g.data, gp);
     const { n, s, xp, mp, size } = p;
     const { hi, lo, variance } = channelStats(rt, p, mem);
-    overChannels(rt, c, 3 * size, (call, c0, c1) => call('bnGradSums', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4));
+    overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => call('bnGradSums', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4));
     const gs = new Float64Array(mem.buffer, mem.byteOffset + gsums * 4, 2 * c);
     const out = outputF32(size + 2 * c);
     const count = n * s;
@@ -148,7 +148,7 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
       mem[pp + 8 * ch + 3] = (k * sumG) / count;
       mem[pp + 8 * ch + 4] = (k * rstd * sumGX) / count;
     }
-    overChannels(rt, c, 3 * size, (call, c0, c1) => call('bnBackApply', gp * 4, xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
+    overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => call('bnBackApply', gp * 4, xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
     out.set(mem.subarray(yp, yp + size));
     return { data: out, shape: [size + 2 * c], dtype: 'float32' };
   };
@@ -172,10 +172,13 @@ export function batchNormStatsKernel(rt: WasmRuntime): Kernel<'batchNormStats'> 
 }
 
 /**
- * Work units of one clamp element for the pool's threshold (./util.ts, in GEMM multiply-adds): an
- * elementwise pass runs at 1–2 floats per ns, so a call splits from 2^17 elements (about 0.1 ms).
+ * Splitting these memory-bound calls: the copies in and out of wasm memory stay on the caller and
+ * take most of a call (clamp at [64, 64, 14, 14]: about 0.1 ms of SIMD work in a 1.3 ms call), so
+ * a pass counts one unit of ./util.ts's threshold per element (2^20: calls of 4 MB and more split;
+ * none of MobileNet's at batch 64) -- on the loaded 2-core machine, splitting MobileNet-sized
+ * calls made them slower (docs/runtime.md).
  */
-const CLAMP_MACS_PER_ELEMENT = 8;
+const UNITS_PER_ELEMENT = 1;
 
 /** clamp (back = false: (x) -> y) or clampBackward (back = true: (g, x) -> dx) with number bounds. */
 function clampKernelOf(rt: WasmRuntime, back: boolean): (inputs: readonly RawTensor[], attrs: ClampAttrs) => RawTensor | undefined {
@@ -199,7 +202,7 @@ function clampKernelOf(rt: WasmRuntime, back: boolean): (inputs: readonly RawTen
     mem.set(x.data, xp);
     if (back) mem.set(g.data, gp);
     const vectors = Math.ceil(size / 4);
-    const parts = partsFor(rt.threads(), CLAMP_MACS_PER_ELEMENT * size, vectors);
+    const parts = partsFor(rt.threads(), UNITS_PER_ELEMENT * size, vectors);
     const fn = rt.fn[back ? 'clampBackward' : 'clamp'];
     rt.parallel(parts, (part, call) => {
       const [v0, v1] = partRange(vectors, parts, part);

@@ -5,7 +5,7 @@
  */
 import type { Kernel, MaxPool2dAttrs, RawTensor } from '../primitives.ts';
 import type { WasmRuntime } from './runtime.ts';
-import { allF32, f32, outSize } from './util.ts';
+import { allF32, copyOut, f32, outSize } from './util.ts';
 
 /** @internal 2×2 / stride-2 pooling takes the vector kernel (tests turn it off to check the general one too). */
 let pool2x2 = true;
@@ -61,7 +61,7 @@ export function maxPoolWindows(rt: WasmRuntime, x: RawTensor, a: MaxPool2dAttrs)
   if (!scan) return null;
   const [n, c] = x.shape as [number, number];
   const geo = poolGeometry(x.shape, a)!;
-  return { data: scan.mem.slice(scan.yp, scan.yp + scan.size), shape: [n, c, geo[4]!, geo[5]!], dtype: 'float32' };
+  return { data: copyOut(scan.mem, scan.yp, scan.size), shape: [n, c, geo[4]!, geo[5]!], dtype: 'float32' };
 }
 
 /** [N, C, H, W, OH, OW] of a pooling, or null (not rank 4, empty, or a window that can lie wholly in the padding). */
@@ -96,7 +96,7 @@ export function maxPool2dBackwardKernel(rt: WasmRuntime): Kernel<'maxPool2dBackw
     mem.set(dy.data, gp);
     mem.fill(0, dxp, dxp + x.data.length);
     rt.scatterAdd(scan.ip * 4, gp * 4, dxp * 4, scan.size);
-    return { data: mem.slice(dxp, dxp + x.data.length), shape: [...x.shape], dtype: 'float32' };
+    return { data: copyOut(mem, dxp, x.data.length), shape: [...x.shape], dtype: 'float32' };
   };
 }
 

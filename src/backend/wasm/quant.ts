@@ -13,7 +13,7 @@ import type { Kernel, RawTensor } from '../primitives.ts';
 import { paramLayout, scaleInPlace } from '../primitives.ts';
 import type { FqMode } from './quant-module.ts';
 import type { WasmRuntime } from './runtime.ts';
-import { allF32, f32 } from './util.ts';
+import { allF32, copyOut, f32 } from './util.ts';
 
 /** Where a call's operands went in the arena (float indices) and how to walk them. */
 interface Placed {
@@ -66,7 +66,7 @@ function call(rt: WasmRuntime, mode: FqMode, p: Placed, qmin: number, qmax: numb
 
 /** The arena's y block as a fresh float32 tensor of `shape`. */
 function takeY(p: Placed, shape: readonly number[]): RawTensor {
-  return { data: p.mem.slice(p.yp, p.yp + p.n), shape: [...shape], dtype: 'float32' };
+  return { data: copyOut(p.mem, p.yp, p.n), shape: [...shape], dtype: 'float32' };
 }
 
 /** The arena's float64 sums as a float32 tensor of `shape` (each rounded once, as the reference stores them). */
