@@ -19,7 +19,7 @@ import { profileOps } from '../registry.ts';
 import { lenet5 } from '../../nn/models/lenet5.ts';
 import { mobilenet } from '../../nn/models/mobilenet.ts';
 import { createOptimizer } from '../../optim/index.ts';
-import { crossEntropy, manualSeed, randint, randn, type Tensor } from '../../tensor/index.ts';
+import { add, clamp as clampOp, crossEntropy, manualSeed, randint, randn, relu6, sum as sumAll, tensor, type Tensor } from '../../tensor/index.ts';
 import { Adam } from '../../optim/index.ts';
 import { prepareQat, qatFromCliOptions, qatParamGroups } from '../../quant/qat/index.ts';
 
@@ -775,6 +775,22 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
     checkBits('clamp', [random([9], 3)], { min: 0.1, max: 0.3 }, 'rounded bounds');
     const x4: RawTensor = { data: new Float32Array([0.1, 0.3, 0.2, 0.5]), shape: [2, 2], dtype: 'float32' };
     checkBits('clampBackward', [random([2, 2], 4), x4], { min: 0.1, max: 0.3 }, 'rounded bounds');
+  });
+
+  it('ops.clamp with tensor bounds (the composed where path) and relu6 with its gradient: wasm equals reference', () => {
+    const run = (backend: 'reference' | 'wasm') => withBackendNamed(backend, () => {
+      const x = tensor(random([4, 5, 7], 50, -8, 8).data as Float32Array, [4, 5, 7]);
+      x.requiresGrad = true;
+      const lo = tensor(random([5, 1], 51, -2, 0).data as Float32Array, [5, 1]);
+      const hi = tensor(random([7], 52, 0, 2).data as Float32Array, [7]);
+      const y = clampOp(x, lo, hi);
+      const z = relu6(x);
+      sumAll(add(y, z)).backward();
+      return { y: y.data, z: z.data, g: x.grad!.data };
+    });
+    const ref = run('reference');
+    const got = run('wasm');
+    for (const k of ['y', 'z', 'g'] as const) assert.deepEqual([...got[k]], [...ref[k]], k);
   });
 
   it('decline empty x, rank < 2 (BatchNorm), weights of the wrong length, other dtypes, g of another size', () => {
