@@ -1,6 +1,9 @@
 /**
  * The wasm BatchNorm / clamp / depthwise kernels on 1 and 2 threads at MobileNet's largest batch-64
  * shapes, interleaved rounds, median µs per call (does splitting these memory-bound calls pay?).
+ * Each output is handed back to the recycling pool (backend/recycle.ts) as autograd does in a
+ * training step, so the next call's output is a warm buffer: without that, the page faults of a
+ * fresh 3 MB output (about 0.8 ms) decide the timings.
  *
  *   node --import tsx bench/wasm-norm-threads.ts [--rounds 9]
  */
@@ -8,6 +11,7 @@ import { parseArgs } from 'node:util';
 import '../src/backend/reference/index.ts';
 import type { PrimitiveAttrs, PrimitiveName, RawTensor } from '../src/backend/primitives.ts';
 import { loadWasm, setWasmThreads, wasmKernel } from '../src/backend/wasm/index.ts';
+import { releaseOutput } from '../src/backend/recycle.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '9' } } });
 const rounds = Number(values.rounds);
@@ -37,9 +41,10 @@ for (let r = 0; r < rounds; r++) {
     await setWasmThreads(threads);
     for (const [name, op, inputs, attrs] of cases) {
       const k = wasmKernel(op)!;
-      k(inputs, attrs as PrimitiveAttrs[typeof op]);
+      const call = () => releaseOutput(k(inputs, attrs as PrimitiveAttrs[typeof op])!.data);
+      call();
       const t = performance.now();
-      for (let i = 0; i < 5; i++) k(inputs, attrs as PrimitiveAttrs[typeof op]);
+      for (let i = 0; i < 5; i++) call();
       const key = `${name} ${threads}`;
       times.set(key, [...(times.get(key) ?? []), ((performance.now() - t) / 5) * 1000]);
     }

@@ -10,6 +10,13 @@
  *   q in [0, len) in whole vectors (writes up to 3 floats past len: ys must leave room), taps
  *   t = 3·ky + kx in that order, each product rounded then added (no FMA). Plane p of x at x + p·xs,
  *   of y at y + p·ys; w is [c][9] floats.
+ * - dwConvRows(x, w, y, p0, p1, c, xs, wp, h, wo): the same sums for the h rows of wo valid outputs
+ *   (stride 1, wo = wp − 2), stored compact: y[p][oy·wo + ox] at y + (p·h·wo + oy·wo + ox)·4. Rows run
+ *   in whole vectors, the last wo mod 4 outputs of a row stored lane by lane (no write outside the
+ *   planes, so parts may split anywhere).
+ * - dwPad(src, dst, p0, p1, h, w, rows, wp, top, left): plane p of src ([h, w] at src + p·h·w·4)
+ *   into the [rows, wp] plane at dst + p·rows·wp·4 at row top, column left, zeros elsewhere (one
+ *   memory.fill and h memory.copy per plane, while the plane is in L1).
  * - dwGrad(g, x, out, p0, p1, gs, xs, wp, len): for each plane the 9 vectors
  *   Σ_q g[p][q]·x[p][q + off_t] (four partial sums per tap) at out + (9p + t)·16; g must hold zeros
  *   on the junk columns and up to 3 floats past len.
@@ -18,7 +25,7 @@
 import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
 import { ENV_MEMORY } from './memory-import.ts';
 
-export const DEPTHWISE_EXPORTS = ['dwConv', 'dwGrad'] as const;
+export const DEPTHWISE_EXPORTS = ['dwConv', 'dwConvRows', 'dwGrad', 'dwPad'] as const;
 
 const ZERO = Array<number>(16).fill(0);
 
@@ -76,6 +83,76 @@ function convBody(): { params: ValType[]; locals: ValType[]; body: Code } {
   return { params: Array<ValType>(10).fill(ValType.i32), locals: [...Array<ValType>(8).fill(ValType.i32), ...Array<ValType>(10).fill(ValType.v128)], body: c };
 }
 
+/** Pushes Σ_t w_t·x[XA + off_t] (the 9 weights in WV..WV+8). */
+function taps(c: Code, XA: number, R1: number, R2: number, WV: number): void {
+  for (let t = 0; t < 9; t++) {
+    tapLoad(c, XA, R1, R2, t);
+    c.localGet(WV + t).f32x4Mul();
+    if (t > 0) c.f32x4Add();
+  }
+}
+
+function convRowsBody(): { params: ValType[]; locals: ValType[]; body: Code } {
+  const X = 0, W = 1, Y = 2, P0 = 3, P1 = 4, C = 5, XS = 6, WP = 7, H = 8, WO = 9;
+  const P = 10, OY = 11, J = 12, XA = 13, YA = 14, R1 = 15, R2 = 16, VEND = 17, REM = 18, WB = 19, XROW = 20, YROW = 21; // i32
+  const WV = 22, ACC = 31; // v128: 9 tap weights, the tail's sums
+  const c = new Code();
+  c.localGet(WP).i32Const(2).i32Shl().localSet(R1);
+  c.localGet(WP).i32Const(3).i32Shl().localSet(R2);
+  c.localGet(WO).i32Const(3).i32And().localSet(REM);
+  c.localGet(WO).i32Const(-4).i32And().i32Const(2).i32Shl().localSet(VEND);
+  loopRange(c, P, () => c.localGet(P0), () => c.localGet(P1), 1, () => {
+    c.localGet(W).localGet(P).localGet(C).i32RemU().i32Const(36).i32Mul().i32Add().localSet(WB);
+    for (let t = 0; t < 9; t++) c.localGet(WB).v128Load32Splat(4 * t).localSet(WV + t);
+    loopRange(c, OY, () => c.i32Const(0), () => c.localGet(H), 1, () => {
+      // XROW = x + p·xs + oy·wp·4, YROW = y + ((p·h + oy)·wo)·4
+      c.localGet(X).localGet(P).localGet(XS).i32Mul().i32Add().localGet(OY).localGet(WP).i32Mul().i32Const(2).i32Shl().i32Add().localSet(XROW);
+      c.localGet(Y).localGet(P).localGet(H).i32Mul().localGet(OY).i32Add().localGet(WO).i32Mul().i32Const(2).i32Shl().i32Add().localSet(YROW);
+      loopRange(c, J, () => c.i32Const(0), () => c.localGet(VEND), 16, () => {
+        c.localGet(XROW).localGet(J).i32Add().localSet(XA);
+        c.localGet(YROW).localGet(J).i32Add();
+        taps(c, XA, R1, R2, WV);
+        c.v128Store(0);
+      });
+      // the row's last wo mod 4 outputs (J = VEND): lanes stored one by one
+      c.localGet(REM).if();
+      {
+        c.localGet(XROW).localGet(J).i32Add().localSet(XA);
+        c.localGet(YROW).localGet(J).i32Add().localSet(YA);
+        taps(c, XA, R1, R2, WV);
+        c.localSet(ACC);
+        c.localGet(YA).localGet(ACC).f32x4ExtractLane(0).f32Store(0);
+        c.localGet(REM).i32Const(1).i32GtS().if();
+        c.localGet(YA).localGet(ACC).f32x4ExtractLane(1).f32Store(4);
+        c.end();
+        c.localGet(REM).i32Const(2).i32GtS().if();
+        c.localGet(YA).localGet(ACC).f32x4ExtractLane(2).f32Store(8);
+        c.end();
+      }
+      c.end();
+    });
+  });
+  return { params: Array<ValType>(10).fill(ValType.i32), locals: [...Array<ValType>(12).fill(ValType.i32), ...Array<ValType>(10).fill(ValType.v128)], body: c };
+}
+
+function padBody(): { params: ValType[]; locals: ValType[]; body: Code } {
+  const SRC = 0, DST = 1, P0 = 2, P1 = 3, H = 4, W = 5, ROWS = 6, WP = 7, TOP = 8, LEFT = 9;
+  const P = 10, R = 11, D = 12; // i32
+  const c = new Code();
+  loopRange(c, P, () => c.localGet(P0), () => c.localGet(P1), 1, () => {
+    // D = dst + p·rows·wp·4; zero the plane
+    c.localGet(DST).localGet(P).localGet(ROWS).i32Mul().localGet(WP).i32Mul().i32Const(2).i32Shl().i32Add().localTee(D);
+    c.i32Const(0).localGet(ROWS).localGet(WP).i32Mul().i32Const(2).i32Shl().memoryFill();
+    loopRange(c, R, () => c.i32Const(0), () => c.localGet(H), 1, () => {
+      // D + ((r + top)·wp + left)·4 <- src + ((p·h + r)·w)·4, w·4 bytes
+      c.localGet(D).localGet(R).localGet(TOP).i32Add().localGet(WP).i32Mul().localGet(LEFT).i32Add().i32Const(2).i32Shl().i32Add();
+      c.localGet(SRC).localGet(P).localGet(H).i32Mul().localGet(R).i32Add().localGet(W).i32Mul().i32Const(2).i32Shl().i32Add();
+      c.localGet(W).i32Const(2).i32Shl().memoryCopy();
+    });
+  });
+  return { params: Array<ValType>(10).fill(ValType.i32), locals: [ValType.i32, ValType.i32, ValType.i32], body: c };
+}
+
 function gradBody(): { params: ValType[]; locals: ValType[]; body: Code } {
   const G = 0, X = 1, OUT = 2, P0 = 3, P1 = 4, GS = 5, XS = 6, WP = 7, LEN = 8;
   const P = 9, Q = 10, XB = 11, GB = 12, R1 = 13, R2 = 14, END = 15, OB = 16; // i32
@@ -108,6 +185,8 @@ function gradBody(): { params: ValType[]; locals: ValType[]; body: Code } {
 export function depthwiseModuleBytes(memory: MemoryImport = ENV_MEMORY): Uint8Array {
   return emitModule([
     { results: [], ...convBody(), exportName: 'dwConv' },
+    { results: [], ...convRowsBody(), exportName: 'dwConvRows' },
     { results: [], ...gradBody(), exportName: 'dwGrad' },
+    { results: [], ...padBody(), exportName: 'dwPad' },
   ], memory);
 }

@@ -53,33 +53,19 @@ function grids(geo: ConvGeometry): { planes: number; wp: number; xs: number; len
 /** A part's calls over planes [p0, p1). */
 type PlaneCalls = (call: (fn: number, ...args: number[]) => void, p0: number, p1: number) => void;
 
-/**
- * dwConv over every plane (x planes at xp, weights at w, wide outputs at yw), split by planes over
- * the pool when large; each part first runs `before` (padding its planes) and then `after`
- * (compacting them), so those copies run on the part's thread too.
- */
-function runConv(rt: WasmRuntime, xp: number, w: number, yw: number, c: number, g: ReturnType<typeof grids>, before: PlaneCalls, after: PlaneCalls): void {
+/** Runs `calls` over every plane, split by planes over the pool when the call is large. */
+function overPlanes(rt: WasmRuntime, g: ReturnType<typeof grids>, calls: PlaneCalls): void {
   const parts = partsFor(rt.threads(), 9 * g.planes * g.len, g.planes);
   rt.parallel(parts, (part, call) => {
     const [p0, p1] = partRange(g.planes, parts, part);
-    if (p1 <= p0) return;
-    before(call, p0, p1);
-    call(rt.fn.dwConv, xp * 4, w * 4, yw * 4, p0, p1, c, g.xs * 4, g.ys * 4, g.wp, g.len);
-    after(call, p0, p1);
+    if (p1 > p0) calls(call, p0, p1);
   });
 }
 
-/** `before` of runConv: pads planes [p0, p1) of the (h, w) planes at src into the grids at dst (rows ph.., columns pw..). */
-function padPlanes(rt: WasmRuntime, src: number, dst: number, h: number, w: number, g: ReturnType<typeof grids>, hp: number, stride: number, pad: number): PlaneCalls {
-  return (call, p0, p1) => call(rt.fn.padImage, (src + p0 * h * w) * 4, (dst + p0 * stride) * 4, p1 - p0, h, w, hp, g.wp, pad, pad);
+/** The call padding planes [p0, p1) of the [h, w] planes at src (floats) into the [rows, wp] grids at dst at (top, left), zeros around. */
+function padCall(rt: WasmRuntime, src: number, dst: number, h: number, w: number, rows: number, wp: number, top: number): PlaneCalls {
+  return (call, p0, p1) => call(rt.fn.dwPad, src * 4, dst * 4, p0, p1, h, w, rows, wp, top, top);
 }
-
-/** `after` of runConv for stride 1: compacts planes [p0, p1) of the wide outputs at yw into yc (oh = h, ow = w rows), adding the zero bias at `zeros`. */
-function compactPlanes(rt: WasmRuntime, yw: number, yc: number, zeros: number, g: ReturnType<typeof grids>, h: number, w: number): PlaneCalls {
-  return (call, p0, p1) => call(rt.fn.compact, (yw + p0 * g.ys) * 4, g.ys * 4, (yc + p0 * h * w) * 4, p1 - p0, h, w, g.wp, zeros * 4, 0);
-}
-
-const nothing: PlaneCalls = () => {};
 
 /** The stride-2 forward output: rows and columns 0, 2, 4, … of the wide stride-1 result at yw. */
 function gatherStride2(mem: Float32Array, yw: number, g: ReturnType<typeof grids>, oh: number, ow: number): Float32Array {
@@ -101,23 +87,25 @@ export function depthwiseConv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
     const geo = allF32(inputs) && inputs.length === 2 ? depthwise(x.shape, w.shape, attrs) : null;
     if (!geo || !allFinite(w.data)) return undefined;
     const g = grids(geo);
+    const stride1 = geo.sh === 1;
     const arena = rt.arena;
     arena.reset();
     const xp = arena.reserve(g.planes * g.xs);
     const wp = arena.reserve(9 * geo.c);
-    const yw = arena.reserve(g.planes * g.ys);
     const staged = arena.reserve(x.data.length);
-    const yc = arena.reserve(g.planes * geo.oh * geo.ow);
-    const zeros = arena.reserve(g.planes);
+    // stride 1: compact rows straight from dwConvRows; stride 2: the wide stride-1 grid, gathered below
+    const yp = arena.reserve(stride1 ? g.planes * geo.h * geo.w : g.planes * g.ys);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
-    mem.fill(0, xp, xp + g.planes * g.xs);
-    mem.fill(0, zeros, zeros + g.planes);
     mem.set(x.data, staged);
     mem.set(w.data, wp);
-    const stride1 = geo.sh === 1;
-    runConv(rt, xp, wp, yw, geo.c, g, padPlanes(rt, staged, xp, geo.h, geo.w, g, geo.h + 5, g.xs, 1), stride1 ? compactPlanes(rt, yw, yc, zeros, g, geo.h, geo.w) : nothing);
-    const y = stride1 ? copyOut(mem, yc, g.planes * geo.oh * geo.ow) : gatherStride2(mem, yw, g, geo.oh, geo.ow);
+    const pad = padCall(rt, staged, xp, geo.h, geo.w, geo.h + 5, g.wp, 1);
+    overPlanes(rt, g, (call, p0, p1) => {
+      pad(call, p0, p1);
+      if (stride1) call(rt.fn.dwConvRows, xp * 4, wp * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.wp, geo.h, geo.w);
+      else call(rt.fn.dwConv, xp * 4, wp * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.ys * 4, g.wp, g.len);
+    });
+    const y = stride1 ? copyOut(mem, yp, g.planes * geo.h * geo.w) : gatherStride2(mem, yp, g, geo.oh, geo.ow);
     return { data: y, shape: [geo.n, geo.o, geo.oh, geo.ow], dtype: 'float32' };
   };
 }
@@ -133,18 +121,15 @@ export function depthwiseConv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'con
     arena.reset();
     const up = arena.reserve(g.planes * g.xs);
     const wf = arena.reserve(9 * geo.c);
-    const yw = arena.reserve(g.planes * g.ys);
     const staged = arena.reserve(s === 1 ? dy.data.length : 0);
-    const yc = arena.reserve(g.planes * geo.h * geo.w);
-    const zeros = arena.reserve(g.planes);
+    const yp = arena.reserve(g.planes * geo.h * geo.w);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
-    mem.fill(0, up, up + g.planes * g.xs);
-    mem.fill(0, zeros, zeros + g.planes);
     const gd = dy.data;
     if (s === 1) mem.set(gd, staged); // padded by the parts
     else {
-      // g at (1 + 2·oy, 1 + 2·ox) of the padded grid
+      // g at (1 + 2·oy, 1 + 2·ox) of the zeroed padded grid
+      mem.fill(0, up, up + g.planes * g.xs);
       let k = 0;
       for (let p = 0; p < g.planes; p++) {
         for (let oy = 0; oy < oh; oy++) {
@@ -155,9 +140,12 @@ export function depthwiseConv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'con
     }
     const wd = w.data;
     for (let ch = 0; ch < geo.c; ch++) for (let t = 0; t < 9; t++) mem[wf + 9 * ch + t] = wd[9 * ch + 8 - t]!;
-    runConv(rt, up, wf, yw, geo.c, g, s === 1 ? padPlanes(rt, staged, up, oh, ow, g, geo.h + 5, g.xs, 1) : nothing, compactPlanes(rt, yw, yc, zeros, g, geo.h, geo.w));
-    const dx = copyOut(mem, yc, g.planes * geo.h * geo.w);
-    return { data: dx, shape: [...attrs.inputShape], dtype: 'float32' };
+    const pad = padCall(rt, staged, up, oh, ow, geo.h + 5, g.wp, 1);
+    overPlanes(rt, g, (call, p0, p1) => {
+      if (s === 1) pad(call, p0, p1);
+      call(rt.fn.dwConvRows, up * 4, wf * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.wp, geo.h, geo.w);
+    });
+    return { data: copyOut(mem, yp, g.planes * geo.h * geo.w), shape: [...attrs.inputShape], dtype: 'float32' };
   };
 }
 
@@ -177,12 +165,11 @@ export function depthwiseConv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'co
     const gStaged = arena.reserve(s === 1 ? dy.data.length : 0);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
-    mem.fill(0, xp, xp + g.planes * g.xs);
-    mem.fill(0, gw, gw + g.planes * g.ys);
     mem.set(x.data, xStaged);
     const gd = dy.data;
     if (s === 1) mem.set(gd, gStaged); // g on the wide grid (zero junk columns, a zero row after each plane): padded by the parts
     else {
+      mem.fill(0, gw, gw + g.planes * g.ys);
       let k = 0;
       for (let p = 0; p < g.planes; p++) {
         for (let oy = 0; oy < oh; oy++) {
@@ -191,12 +178,9 @@ export function depthwiseConv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'co
         }
       }
     }
-    const padX = padPlanes(rt, xStaged, xp, geo.h, geo.w, g, geo.h + 5, g.xs, 1);
-    const padG = padPlanes(rt, gStaged, gw, oh, ow, g, geo.h + 1, g.ys, 0);
-    const parts = partsFor(rt.threads(), 9 * g.planes * g.len, g.planes);
-    rt.parallel(parts, (part, call) => {
-      const [p0, p1] = partRange(g.planes, parts, part);
-      if (p1 <= p0) return;
+    const padX = padCall(rt, xStaged, xp, geo.h, geo.w, geo.h + 5, g.wp, 1);
+    const padG = padCall(rt, gStaged, gw, oh, ow, geo.h + 1, g.wp, 0);
+    overPlanes(rt, g, (call, p0, p1) => {
       padX(call, p0, p1);
       if (s === 1) padG(call, p0, p1);
       call(rt.fn.dwGrad, gw * 4, xp * 4, out * 4, p0, p1, g.ys * 4, g.xs * 4, g.wp, g.len);
