@@ -25,6 +25,8 @@ function random(shape: number[], seed: number): RawTensor {
 const x = random([64, 64, 14, 14], 1), g = random([64, 64, 14, 14], 2), w = random([64], 3), b = random([64], 4);
 const dw = random([64, 1, 3, 3], 5);
 const conv = { stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: 64 };
+const conv2 = { ...conv, stride: [2, 2] as [number, number] };
+const g2 = random([64, 64, 7, 7], 6);
 const cases: [string, PrimitiveName, RawTensor[], object][] = [
   ['clamp 64x64x14x14', 'clamp', [x], { min: 0, max: 6 }],
   ['clampBackward', 'clampBackward', [g, x], { min: 0, max: 6 }],
@@ -34,6 +36,9 @@ const cases: [string, PrimitiveName, RawTensor[], object][] = [
   ['depthwise conv2d s1', 'conv2d', [x, dw], conv],
   ['depthwise conv2dBackwardInput s1', 'conv2dBackwardInput', [g, dw], { ...conv, inputShape: x.shape }],
   ['depthwise conv2dBackwardWeight s1', 'conv2dBackwardWeight', [x, g], { ...conv, weightShape: dw.shape }],
+  ['depthwise conv2d s2', 'conv2d', [x, dw], conv2],
+  ['depthwise conv2dBackwardInput s2', 'conv2dBackwardInput', [g2, dw], { ...conv2, inputShape: x.shape }],
+  ['depthwise conv2dBackwardWeight s2', 'conv2dBackwardWeight', [x, g2], { ...conv2, weightShape: dw.shape }],
 ];
 const times = new Map<string, number[]>();
 for (let r = 0; r < rounds; r++) {

@@ -1,19 +1,23 @@
 /**
  * Depthwise 3×3 functions of the wasm backend (groups = C = O), four output pixels at a time on
- * zero-padded planes. A plane is read on its "wide" grid: output q = oy·wp + ox of a plane of row
- * length wp, so tap (ky, kx) of every output is the input at q + ky·wp + kx and a plane is one
- * contiguous 1-D convolution (the wp − ow junk columns of each row are dropped by the caller).
+ * zero-padded planes (rows of wp floats, 3 extra zero rows at the bottom for the reads of a row's
+ * last vector). Output (oy, ox) of the stride-1 convolution reads x at q + ky·wp + kx with
+ * q = oy·wp + ox, so a row of outputs is a run of contiguous vectors (the weight gradient runs the
+ * same 1-D walk over the whole "wide" plane, junk columns included, with g zero there).
  * Addresses and strides are in bytes; planes run over [p0, p1), so parts over planes write
  * disjoint outputs.
  *
- * - dwConv(x, w, y, p0, p1, c, xs, ys, wp, len): y[p][q] = Σ_t w[p mod c][t]·x[p][q + off_t] for
- *   q in [0, len) in whole vectors (writes up to 3 floats past len: ys must leave room), taps
- *   t = 3·ky + kx in that order, each product rounded then added (no FMA). Plane p of x at x + p·xs,
- *   of y at y + p·ys; w is [c][9] floats.
- * - dwConvRows(x, w, y, p0, p1, c, xs, wp, h, wo): the same sums for the h rows of wo valid outputs
- *   (stride 1, wo = wp − 2), stored compact: y[p][oy·wo + ox] at y + (p·h·wo + oy·wo + ox)·4. Rows run
- *   in whole vectors, the last wo mod 4 outputs of a row stored lane by lane (no write outside the
- *   planes, so parts may split anywhere).
+ * - dwConvRows(x, w, y, p0, p1, c, xs, wp, h, wo): stride 1: y[p][oy·wo + ox] = Σ_t w[p mod c][t]·
+ *   x[p][q + off_t] with q = oy·wp + ox, taps t = 3·ky + kx in that order, each product rounded then
+ *   added (no FMA); plane p of x at x + p·xs, w is [c][9] floats; y compact ([p][h][wo], wo = wp − 2).
+ *   Rows run in whole vectors, the last wo mod 4 outputs of a row stored lane by lane (no write
+ *   outside the planes, so parts may split anywhere).
+ * - dwConvS2(x, w, y, p0, p1, c, xs, wp, oh, ow): stride 2: y[p][oy·ow + ox] = Σ_t w_t·x[p][(2oy)·wp +
+ *   2ox + off_t], compact like dwConvRows; per 4 outputs two vectors of stride-1 sums at columns
+ *   2ox and 2ox + 4, their even lanes shuffled together (half the taps wasted, no gather).
+ * - dwSpread(src, dst, p0, p1, oh, ow, rows, wp, top): plane p of src ([oh, ow]) onto the zeroed
+ *   [rows, wp] plane at dst at (top + 2oy, top + 2ox): a stride-2 output grid's values on the
+ *   stride-1 grid (the input and weight gradients of a stride-2 conv).
  * - dwPad(src, dst, p0, p1, h, w, rows, wp, top, left): plane p of src ([h, w] at src + p·h·w·4)
  *   into the [rows, wp] plane at dst + p·rows·wp·4 at row top, column left, zeros elsewhere (one
  *   memory.fill and h memory.copy per plane, while the plane is in L1).
@@ -25,7 +29,7 @@
 import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
 import { ENV_MEMORY } from './memory-import.ts';
 
-export const DEPTHWISE_EXPORTS = ['dwConv', 'dwConvRows', 'dwGrad', 'dwPad'] as const;
+export const DEPTHWISE_EXPORTS = ['dwConvRows', 'dwConvS2', 'dwGrad', 'dwPad', 'dwSpread'] as const;
 
 const ZERO = Array<number>(16).fill(0);
 
@@ -53,34 +57,6 @@ function tapLoad(c: Code, XB: number, R1: number, R2: number, t: number): void {
   c.localGet(XB);
   if (ky > 0) c.localGet(ky === 1 ? R1 : R2).i32Add();
   c.v128Load(4 * kx);
-}
-
-function convBody(): { params: ValType[]; locals: ValType[]; body: Code } {
-  const X = 0, W = 1, Y = 2, P0 = 3, P1 = 4, C = 5, XS = 6, YS = 7, WP = 8, LEN = 9;
-  const P = 10, Q = 11, XB = 12, YB = 13, R1 = 14, R2 = 15, END = 16, WB = 17; // i32
-  const WV = 18, ACC = 27; // v128: 9 tap weights, the accumulator
-  const c = new Code();
-  c.localGet(WP).i32Const(2).i32Shl().localSet(R1);
-  c.localGet(WP).i32Const(3).i32Shl().localSet(R2);
-  c.localGet(LEN).i32Const(2).i32Shl().localSet(END);
-  loopRange(c, P, () => c.localGet(P0), () => c.localGet(P1), 1, () => {
-    c.localGet(W).localGet(P).localGet(C).i32RemU().i32Const(36).i32Mul().i32Add().localSet(WB);
-    for (let t = 0; t < 9; t++) c.localGet(WB).v128Load32Splat(4 * t).localSet(WV + t);
-    c.localGet(X).localGet(P).localGet(XS).i32Mul().i32Add().localSet(XB);
-    c.localGet(Y).localGet(P).localGet(YS).i32Mul().i32Add().localSet(YB);
-    loopRange(c, Q, () => c.i32Const(0), () => c.localGet(END), 16, () => {
-      for (let t = 0; t < 9; t++) {
-        tapLoad(c, XB, R1, R2, t);
-        c.localGet(WV + t).f32x4Mul();
-        if (t > 0) c.localGet(ACC).f32x4Add();
-        c.localSet(ACC);
-      }
-      c.localGet(YB).localGet(ACC).v128Store(0);
-      c.localGet(XB).i32Const(16).i32Add().localSet(XB);
-      c.localGet(YB).i32Const(16).i32Add().localSet(YB);
-    });
-  });
-  return { params: Array<ValType>(10).fill(ValType.i32), locals: [...Array<ValType>(8).fill(ValType.i32), ...Array<ValType>(10).fill(ValType.v128)], body: c };
 }
 
 /** Pushes Σ_t w_t·x[XA + off_t] (the 9 weights in WV..WV+8). */
@@ -135,6 +111,80 @@ function convRowsBody(): { params: ValType[]; locals: ValType[]; body: Code } {
   return { params: Array<ValType>(10).fill(ValType.i32), locals: [...Array<ValType>(12).fill(ValType.i32), ...Array<ValType>(10).fill(ValType.v128)], body: c };
 }
 
+function convS2Body(): { params: ValType[]; locals: ValType[]; body: Code } {
+  const X = 0, W = 1, Y = 2, P0 = 3, P1 = 4, C = 5, XS = 6, WP = 7, OH = 8, OW = 9;
+  const P = 10, OY = 11, J = 12, XA = 13, YA = 14, R1 = 15, R2 = 16, VEND = 17, REM = 18, WB = 19, XROW = 20, YROW = 21; // i32
+  const WV = 22, ACC = 31, V0 = 32; // v128
+  const c = new Code();
+  /** Pushes the 4 stride-2 outputs whose first full-resolution column is at XA: even lanes of two vectors. */
+  const four = () => {
+    taps(c, XA, R1, R2, WV);
+    c.localSet(V0);
+    c.localGet(XA).i32Const(16).i32Add().localSet(XA);
+    c.localGet(V0);
+    taps(c, XA, R1, R2, WV);
+    c.i8x16Shuffle([0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]);
+  };
+  c.localGet(WP).i32Const(2).i32Shl().localSet(R1);
+  c.localGet(WP).i32Const(3).i32Shl().localSet(R2);
+  c.localGet(OW).i32Const(3).i32And().localSet(REM);
+  c.localGet(OW).i32Const(-4).i32And().i32Const(2).i32Shl().localSet(VEND);
+  loopRange(c, P, () => c.localGet(P0), () => c.localGet(P1), 1, () => {
+    c.localGet(W).localGet(P).localGet(C).i32RemU().i32Const(36).i32Mul().i32Add().localSet(WB);
+    for (let t = 0; t < 9; t++) c.localGet(WB).v128Load32Splat(4 * t).localSet(WV + t);
+    loopRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), 1, () => {
+      // XROW = x + p·xs + 2·oy·wp·4, YROW = y + ((p·oh + oy)·ow)·4
+      c.localGet(X).localGet(P).localGet(XS).i32Mul().i32Add().localGet(OY).localGet(R2).i32Mul().i32Add().localSet(XROW);
+      c.localGet(Y).localGet(P).localGet(OH).i32Mul().localGet(OY).i32Add().localGet(OW).i32Mul().i32Const(2).i32Shl().i32Add().localSet(YROW);
+      loopRange(c, J, () => c.i32Const(0), () => c.localGet(VEND), 16, () => {
+        // output column J/4 reads full-resolution column 2·J/4: byte offset 2·J
+        c.localGet(XROW).localGet(J).i32Const(1).i32Shl().i32Add().localSet(XA);
+        c.localGet(YROW).localGet(J).i32Add();
+        four();
+        c.v128Store(0);
+      });
+      c.localGet(REM).if();
+      {
+        c.localGet(XROW).localGet(J).i32Const(1).i32Shl().i32Add().localSet(XA);
+        c.localGet(YROW).localGet(J).i32Add().localSet(YA);
+        four();
+        c.localSet(ACC);
+        c.localGet(YA).localGet(ACC).f32x4ExtractLane(0).f32Store(0);
+        c.localGet(REM).i32Const(1).i32GtS().if();
+        c.localGet(YA).localGet(ACC).f32x4ExtractLane(1).f32Store(4);
+        c.end();
+        c.localGet(REM).i32Const(2).i32GtS().if();
+        c.localGet(YA).localGet(ACC).f32x4ExtractLane(2).f32Store(8);
+        c.end();
+      }
+      c.end();
+    });
+  });
+  return { params: Array<ValType>(10).fill(ValType.i32), locals: [...Array<ValType>(12).fill(ValType.i32), ...Array<ValType>(11).fill(ValType.v128)], body: c };
+}
+
+function spreadBody(): { params: ValType[]; locals: ValType[]; body: Code } {
+  const SRC = 0, DST = 1, P0 = 2, P1 = 3, OH = 4, OW = 5, ROWS = 6, WP = 7, TOP = 8;
+  const P = 9, OY = 10, OX = 11, D = 12, S = 13, DROW = 14; // i32
+  const c = new Code();
+  loopRange(c, P, () => c.localGet(P0), () => c.localGet(P1), 1, () => {
+    c.localGet(DST).localGet(P).localGet(ROWS).i32Mul().localGet(WP).i32Mul().i32Const(2).i32Shl().i32Add().localTee(D);
+    c.i32Const(0).localGet(ROWS).localGet(WP).i32Mul().i32Const(2).i32Shl().memoryFill();
+    // S walks src plane p in order
+    c.localGet(SRC).localGet(P).localGet(OH).i32Mul().localGet(OW).i32Mul().i32Const(2).i32Shl().i32Add().localSet(S);
+    loopRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), 1, () => {
+      // DROW = D + ((top + 2oy)·wp + top)·4
+      c.localGet(D).localGet(OY).i32Const(1).i32Shl().localGet(TOP).i32Add().localGet(WP).i32Mul().localGet(TOP).i32Add().i32Const(2).i32Shl().i32Add().localSet(DROW);
+      loopRange(c, OX, () => c.i32Const(0), () => c.localGet(OW), 1, () => {
+        c.localGet(DROW).localGet(OX).i32Const(3).i32Shl().i32Add();
+        c.localGet(S).f32Load(0).f32Store(0);
+        c.localGet(S).i32Const(4).i32Add().localSet(S);
+      });
+    });
+  });
+  return { params: Array<ValType>(9).fill(ValType.i32), locals: Array<ValType>(6).fill(ValType.i32), body: c };
+}
+
 function padBody(): { params: ValType[]; locals: ValType[]; body: Code } {
   const SRC = 0, DST = 1, P0 = 2, P1 = 3, H = 4, W = 5, ROWS = 6, WP = 7, TOP = 8, LEFT = 9;
   const P = 10, R = 11, D = 12; // i32
@@ -184,9 +234,10 @@ function gradBody(): { params: ValType[]; locals: ValType[]; body: Code } {
 /** The depthwise functions as one module importing env.memory. */
 export function depthwiseModuleBytes(memory: MemoryImport = ENV_MEMORY): Uint8Array {
   return emitModule([
-    { results: [], ...convBody(), exportName: 'dwConv' },
     { results: [], ...convRowsBody(), exportName: 'dwConvRows' },
     { results: [], ...gradBody(), exportName: 'dwGrad' },
+    { results: [], ...convS2Body(), exportName: 'dwConvS2' },
     { results: [], ...padBody(), exportName: 'dwPad' },
+    { results: [], ...spreadBody(), exportName: 'dwSpread' },
   ], memory);
 }

@@ -67,18 +67,9 @@ function padCall(rt: WasmRuntime, src: number, dst: number, h: number, w: number
   return (call, p0, p1) => call(rt.fn.dwPad, src * 4, dst * 4, p0, p1, h, w, rows, wp, top, top);
 }
 
-/** The stride-2 forward output: rows and columns 0, 2, 4, … of the wide stride-1 result at yw. */
-function gatherStride2(mem: Float32Array, yw: number, g: ReturnType<typeof grids>, oh: number, ow: number): Float32Array {
-  const y = outputF32(g.planes * oh * ow);
-  let k = 0;
-  for (let p = 0; p < g.planes; p++) {
-    const base = yw + p * g.ys;
-    for (let oy = 0; oy < oh; oy++) {
-      const row = base + 2 * oy * g.wp;
-      for (let ox = 0; ox < ow; ox++) y[k++] = mem[row + 2 * ox]!;
-    }
-  }
-  return y;
+/** The call spreading planes [p0, p1) of the [oh, ow] planes at src (floats) onto the zeroed [rows, wp] grids at dst at (top + 2oy, top + 2ox). */
+function spreadCall(rt: WasmRuntime, src: number, dst: number, oh: number, ow: number, rows: number, wp: number, top: number): PlaneCalls {
+  return (call, p0, p1) => call(rt.fn.dwSpread, src * 4, dst * 4, p0, p1, oh, ow, rows, wp, top);
 }
 
 export function depthwiseConv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
@@ -93,8 +84,7 @@ export function depthwiseConv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
     const xp = arena.reserve(g.planes * g.xs);
     const wp = arena.reserve(9 * geo.c);
     const staged = arena.reserve(x.data.length);
-    // stride 1: compact rows straight from dwConvRows; stride 2: the wide stride-1 grid, gathered below
-    const yp = arena.reserve(stride1 ? g.planes * geo.h * geo.w : g.planes * g.ys);
+    const yp = arena.reserve(g.planes * geo.oh * geo.ow);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
     mem.set(x.data, staged);
@@ -103,9 +93,9 @@ export function depthwiseConv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
     overPlanes(rt, g, (call, p0, p1) => {
       pad(call, p0, p1);
       if (stride1) call(rt.fn.dwConvRows, xp * 4, wp * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.wp, geo.h, geo.w);
-      else call(rt.fn.dwConv, xp * 4, wp * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.ys * 4, g.wp, g.len);
+      else call(rt.fn.dwConvS2, xp * 4, wp * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.wp, geo.oh, geo.ow);
     });
-    const y = stride1 ? copyOut(mem, yp, g.planes * geo.h * geo.w) : gatherStride2(mem, yp, g, geo.oh, geo.ow);
+    const y = copyOut(mem, yp, g.planes * geo.oh * geo.ow);
     return { data: y, shape: [geo.n, geo.o, geo.oh, geo.ow], dtype: 'float32' };
   };
 }
@@ -121,28 +111,16 @@ export function depthwiseConv2dBackwardInputKernel(rt: WasmRuntime): Kernel<'con
     arena.reset();
     const up = arena.reserve(g.planes * g.xs);
     const wf = arena.reserve(9 * geo.c);
-    const staged = arena.reserve(s === 1 ? dy.data.length : 0);
+    const staged = arena.reserve(dy.data.length);
     const yp = arena.reserve(g.planes * geo.h * geo.w);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
-    const gd = dy.data;
-    if (s === 1) mem.set(gd, staged); // padded by the parts
-    else {
-      // g at (1 + 2·oy, 1 + 2·ox) of the zeroed padded grid
-      mem.fill(0, up, up + g.planes * g.xs);
-      let k = 0;
-      for (let p = 0; p < g.planes; p++) {
-        for (let oy = 0; oy < oh; oy++) {
-          const row = up + p * g.xs + (1 + 2 * oy) * g.wp + 1;
-          for (let ox = 0; ox < ow; ox++) mem[row + 2 * ox] = gd[k++]!;
-        }
-      }
-    }
+    mem.set(dy.data, staged); // padded (stride 1) or spread (stride 2: at 1 + 2·oy, 1 + 2·ox) by the parts
     const wd = w.data;
     for (let ch = 0; ch < geo.c; ch++) for (let t = 0; t < 9; t++) mem[wf + 9 * ch + t] = wd[9 * ch + 8 - t]!;
-    const pad = padCall(rt, staged, up, oh, ow, geo.h + 5, g.wp, 1);
+    const place = s === 1 ? padCall(rt, staged, up, oh, ow, geo.h + 5, g.wp, 1) : spreadCall(rt, staged, up, oh, ow, geo.h + 5, g.wp, 1);
     overPlanes(rt, g, (call, p0, p1) => {
-      if (s === 1) pad(call, p0, p1);
+      place(call, p0, p1);
       call(rt.fn.dwConvRows, up * 4, wf * 4, yp * 4, p0, p1, geo.c, g.xs * 4, g.wp, geo.h, geo.w);
     });
     return { data: copyOut(mem, yp, g.planes * geo.h * geo.w), shape: [...attrs.inputShape], dtype: 'float32' };
@@ -162,27 +140,17 @@ export function depthwiseConv2dBackwardWeightKernel(rt: WasmRuntime): Kernel<'co
     const gw = arena.reserve(g.planes * g.ys);
     const out = arena.reserve(36 * g.planes);
     const xStaged = arena.reserve(x.data.length);
-    const gStaged = arena.reserve(s === 1 ? dy.data.length : 0);
+    const gStaged = arena.reserve(dy.data.length);
     if (!arena.fits()) return undefined;
     const mem = arena.view();
     mem.set(x.data, xStaged);
-    const gd = dy.data;
-    if (s === 1) mem.set(gd, gStaged); // g on the wide grid (zero junk columns, a zero row after each plane): padded by the parts
-    else {
-      mem.fill(0, gw, gw + g.planes * g.ys);
-      let k = 0;
-      for (let p = 0; p < g.planes; p++) {
-        for (let oy = 0; oy < oh; oy++) {
-          const row = gw + p * g.ys + 2 * oy * g.wp;
-          for (let ox = 0; ox < ow; ox++) mem[row + 2 * ox] = gd[k++]!;
-        }
-      }
-    }
+    // g on the wide grid (zero junk columns, a zero row after each plane; stride 2 at 2·oy, 2·ox): placed by the parts
+    mem.set(dy.data, gStaged);
     const padX = padCall(rt, xStaged, xp, geo.h, geo.w, geo.h + 5, g.wp, 1);
-    const padG = padCall(rt, gStaged, gw, oh, ow, geo.h + 1, g.wp, 0);
+    const placeG = s === 1 ? padCall(rt, gStaged, gw, oh, ow, geo.h + 1, g.wp, 0) : spreadCall(rt, gStaged, gw, oh, ow, geo.h + 1, g.wp, 0);
     overPlanes(rt, g, (call, p0, p1) => {
       padX(call, p0, p1);
-      if (s === 1) padG(call, p0, p1);
+      placeG(call, p0, p1);
       call(rt.fn.dwGrad, gw * 4, xp * 4, out * 4, p0, p1, g.ys * 4, g.xs * 4, g.wp, g.len);
     });
     const acc = new Float64Array(9 * geo.c);
