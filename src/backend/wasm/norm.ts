@@ -9,7 +9,10 @@
  * precision. Per-channel scalars are computed here in
  * float64. clamp and clampBackward are the reference's selects lane by lane: bit-exact. Channels
  * (BatchNorm) or ranges of whole vectors (clamp) are split over the worker pool for large calls.
- * Declines on anything but float32, x of rank < 2, empty x, and weights of another length than C.
+ * batchNorm and batchNormBackward take the optional statistics input ([2, C], batchNormStats(x),
+ * which BatchNorm2d hands them in training) instead of their two statistics passes: forward then
+ * makes one pass over x, backward two. Declines on anything but float32, x of rank < 2, empty x,
+ * weights of another length than C and statistics of another size than [2, C].
  * @internal
  */
 import type { ClampAttrs, Kernel, RawTensor } from '../primitives.ts';
@@ -69,6 +72,23 @@ function channelStats(rt: WasmRuntime, p: BnPlan, mem: Float32Array): { hi: Floa
   return { hi, lo, variance };
 }
 
+/** Whether the optional statistics input fits: absent, or [2, C] floats (batchNormStats's output). */
+function statsFit(stats: RawTensor | undefined, c: number): boolean {
+  return !stats || stats.data.length === 2 * c;
+}
+
+/**
+ * The statistics handed in (`stats` = batchNormStats(x), [mean (C), variance (C)], as BatchNorm2d
+ * passes them): hi the float32 means (also written to the arena at p.mp for bnGradSums), lo zero,
+ * the variances as given; no pass over x.
+ */
+function givenStats(stats: RawTensor, p: BnPlan, mem: Float32Array): { hi: Float32Array; lo: Float64Array; variance: Float64Array } {
+  const { c, mp } = p;
+  const hi = Float32Array.from(stats.data.subarray(0, c));
+  mem.set(hi, mp);
+  return { hi, lo: new Float64Array(c), variance: Float64Array.from(stats.data.subarray(c, 2 * c)) };
+}
+
 /** Reserves x (copied in), the means and the sums; null when the memory does not fit. */
 function plan(rt: WasmRuntime, x: RawTensor, extra: (floats: number) => void): BnPlan | null {
   const l = layout(x);
@@ -87,17 +107,17 @@ function plan(rt: WasmRuntime, x: RawTensor, extra: (floats: number) => void): B
 /** (x, weight [C], bias [C]) -> (x − mean)·fl32(weight/√(var + eps)) + bias per channel. */
 export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
   return (inputs, { eps }) => {
-    const [x, w, b] = inputs as [RawTensor, RawTensor, RawTensor];
-    if (inputs.length !== 3 || !allF32(inputs)) return undefined;
+    const [x, w, b, stats] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
+    if ((inputs.length !== 3 && inputs.length !== 4) || !allF32(inputs)) return undefined;
     let yp = 0, pp = 0;
     const p = plan(rt, x, (size) => {
       yp = rt.arena.reserve(size);
       pp = rt.arena.reserve(8 * (x.shape[1] ?? 0));
     });
-    if (!p || w.data.length !== p.c || b.data.length !== p.c || !rt.arena.fits()) return undefined;
+    if (!p || w.data.length !== p.c || b.data.length !== p.c || !statsFit(stats, p.c) || !rt.arena.fits()) return undefined;
     const mem = rt.arena.view();
     mem.set(x.data, p.xp);
-    const { hi, lo, variance } = channelStats(rt, p, mem);
+    const { hi, lo, variance } = stats ? givenStats(stats, p, mem) : channelStats(rt, p, mem);
     for (let ch = 0; ch < p.c; ch++) {
       mem[pp + 8 * ch] = hi[ch]!;
       mem[pp + 8 * ch + 1] = lo[ch]!;
@@ -113,8 +133,8 @@ export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
 /** (g, x, weight) -> flat [dx, dweight = Σ g·x̂, dbias = Σ g], statistics recomputed. */
 export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackward'> {
   return (inputs, { eps }) => {
-    const [g, x, w] = inputs as [RawTensor, RawTensor, RawTensor];
-    if (inputs.length !== 3 || !allF32(inputs) || g.data.length !== x.data.length) return undefined;
+    const [g, x, w, stats] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
+    if ((inputs.length !== 3 && inputs.length !== 4) || !allF32(inputs) || g.data.length !== x.data.length) return undefined;
     let gp = 0, yp = 0, pp = 0, gsums = 0;
     const c = x.shape[1] ?? 0;
     const p = plan(rt, x, (size) => {
@@ -123,12 +143,12 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
       pp = rt.arena.reserve(8 * c);
       gsums = rt.arena.reserve(4 * c);
     });
-    if (!p || w.data.length !== p.c || !rt.arena.fits()) return undefined;
+    if (!p || w.data.length !== p.c || !statsFit(stats, p.c) || !rt.arena.fits()) return undefined;
     const mem = rt.arena.view();
     mem.set(x.data, p.xp);
     mem.set(g.data, gp);
     const { n, s, xp, mp, size } = p;
-    const { hi, lo, variance } = channelStats(rt, p, mem);
+    const { hi, lo, variance } = stats ? givenStats(stats, p, mem) : channelStats(rt, p, mem);
     overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => call('bnGradSums', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4));
     const gs = new Float64Array(mem.buffer, mem.byteOffset + gsums * 4, 2 * c);
     const out = outputF32(size + 2 * c);

@@ -187,6 +187,9 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
       await sameBits('batchNorm', [x, w, random([c], 80 + i)], { eps: 1e-5 }, 1e-5, `batchNorm ${shape}`);
       await sameBits('batchNormBackward', [random(shape, 90 + i), x, w], { eps: 1e-5 }, 1e-5 * Math.sqrt(count), `batchNormBackward ${shape}`);
       await sameBits('batchNormStats', [x], {}, 1e-5, `batchNormStats ${shape}`);
+      const stats = reference('batchNormStats', [x], {});
+      await sameBits('batchNorm', [x, w, random([c], 80 + i), stats], { eps: 1e-5 }, 1e-5, `batchNorm with stats ${shape}`);
+      await sameBits('batchNormBackward', [random(shape, 90 + i), x, w, stats], { eps: 1e-5 }, 1e-5 * Math.sqrt(count), `batchNormBackward with stats ${shape}`);
       await sameBits('clamp', [x], { min: -0.8, max: 0.9 }, 0, `clamp ${shape}`);
       await sameBits('clampBackward', [random(shape, 100 + i), x], { min: -0.8, max: 0.9 }, 0, `clampBackward ${shape}`);
     }

@@ -717,7 +717,7 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
   // x [N, C, ...] shapes: row tails 0..3 (S mod 4), S = 1, rank 2, one channel, MobileNet-like sizes
   const SHAPES: number[][] = [[3, 5, 7, 9], [2, 4, 1, 1], [5, 3], [1, 1, 6], [4, 6, 5, 2], [2, 3, 3, 3], [8, 16, 8, 8], [16, 8, 4, 4], [2, 2, 11]];
 
-  it('batchNorm, batchNormBackward and batchNormStats against the float64 reference (1e-5 + 1e-5 relative; dweight / dbias sums 1e-5·√count)', () => {
+  it('batchNorm, batchNormBackward (with and without the statistics input) and batchNormStats against the float64 reference (1e-5 + 1e-5 relative; dweight / dbias sums 1e-5·√count)', () => {
     for (const [i, shape] of SHAPES.entries()) {
       const c = shape[1]!;
       const count = sizeOf(shape) / c;
@@ -732,9 +732,13 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
       const g = random(shape, 20 + i);
       const w = random([c], 30 + i, 0.5, 1.5);
       const b = random([c], 40 + i);
+      // with the statistics input (batchNormStats(x), as BatchNorm2d hands it in training)
+      const stats = withBackendNamed('reference', () => runKernel('batchNormStats', [x], {}));
       for (const eps of [1e-5, 1e-3]) {
         check('batchNorm', [x, w, b], { eps }, { atol: 1e-5, rtol: 1e-5 });
         check('batchNormBackward', [g, x, w], { eps }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
+        check('batchNorm', [x, w, b, stats], { eps }, { atol: 1e-5, rtol: 1e-5 });
+        check('batchNormBackward', [g, x, w, stats], { eps }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
       }
       check('batchNormStats', [x], {}, { atol: 1e-5, rtol: 1e-5 });
     }
@@ -793,13 +797,15 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
     for (const k of ['y', 'z', 'g'] as const) assert.deepEqual([...got[k]], [...ref[k]], k);
   });
 
-  it('decline empty x, rank < 2 (BatchNorm), weights of the wrong length, other dtypes, g of another size', () => {
+  it('decline empty x, rank < 2 (BatchNorm), weights or statistics of the wrong length, other dtypes, g of another size', () => {
     const f64: RawTensor = { data: new Float64Array(8), shape: [2, 4], dtype: 'float64' };
     assert.equal(wasmKernel('batchNorm')!([random([0, 3, 2], 1), random([3], 1), random([3], 2)], { eps: 1e-5 }), undefined);
     assert.equal(wasmKernel('batchNorm')!([random([6], 1), random([6], 1), random([6], 2)], { eps: 1e-5 }), undefined);
     assert.equal(wasmKernel('batchNorm')!([random([2, 3, 2], 1), random([4], 1), random([3], 2)], { eps: 1e-5 }), undefined);
     assert.equal(wasmKernel('batchNormStats')!([f64], {}), undefined);
     assert.equal(wasmKernel('batchNormBackward')!([random([2, 3], 1), random([2, 4], 1), random([4], 2)], { eps: 1e-5 }), undefined);
+    assert.equal(wasmKernel('batchNorm')!([random([2, 3, 2], 1), random([3], 1), random([3], 2), random([2, 4], 3)], { eps: 1e-5 }), undefined, 'stats of another size');
+    assert.equal(wasmKernel('batchNormBackward')!([random([2, 3, 2], 1), random([2, 3, 2], 1), random([3], 2), random([5], 3)], { eps: 1e-5 }), undefined, 'stats of another size');
     assert.equal(wasmKernel('clamp')!([random([0], 1)], { min: 0, max: 6 }), undefined);
     assert.equal(wasmKernel('clampBackward')!([random([3], 1), random([4], 1)], { min: 0, max: 6 }), undefined);
   });
@@ -884,7 +890,7 @@ describe('MobileNet training on wasm tracks reference', { skip }, () => {
     });
   }
 
-  it('first-step gradients within 1e-4 of each tensor\'s max |g| (+ 1e-7: BatchNorm biases whose gradient cancels to ~1e-8); 4 Adam steps with every loss within 1e-4 (BatchNorm, clamp and the depthwise convs ran on wasm)', () => {
+  it('first-step loss within 1e-6 and gradients within 1e-4 of each tensor\'s max |g| (+ 1e-7: BatchNorm biases whose gradient cancels to ~1e-8); 4 Adam steps with every loss within 1e-2 (BatchNorm, clamp and the depthwise convs ran on wasm)', () => {
     const ref = train('reference', 4);
     const got = train('wasm', 4);
     for (const op of ['batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
@@ -892,8 +898,12 @@ describe('MobileNet training on wasm tracks reference', { skip }, () => {
       assert.ok(!got.ops.includes(`reference/${op}`), `reference/${op} did not run`);
     }
     assert.ok(ref.losses.at(-1)! < ref.losses[0]!, `reference loss falls: ${ref.losses.join(', ')}`);
-    for (let i = 0; i < ref.losses.length; i++) {
-      assert.ok(Math.abs(got.losses[i]! - ref.losses[i]!) <= 1e-4, `step ${i}: wasm ${got.losses[i]} vs reference ${ref.losses[i]}`);
+    // first step to 1e-6; later ones within 1e-2, as the QAT test: Adam turns gradients that cancel
+    // to ~1e-8 (BatchNorm biases) into ±lr steps, so 1e-7 differences in them grow to 1e-3 in a few
+    // steps (seeds 11 / 13 here: 1e-3 by step 3 / 1, seed 12 stays at 1e-7)
+    assert.ok(Math.abs(got.losses[0]! - ref.losses[0]!) <= 1e-6, `step 0: wasm ${got.losses[0]} vs reference ${ref.losses[0]}`);
+    for (let i = 1; i < ref.losses.length; i++) {
+      assert.ok(Math.abs(got.losses[i]! - ref.losses[i]!) <= 1e-2, `step ${i}: wasm ${got.losses[i]} vs reference ${ref.losses[i]}`);
     }
     assert.equal(got.grads.size, ref.grads.size);
     for (const [name, r] of ref.grads) {
