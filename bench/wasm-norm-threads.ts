@@ -27,12 +27,15 @@ const dw = random([64, 1, 3, 3], 5);
 const conv = { stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: 64 };
 const conv2 = { ...conv, stride: [2, 2] as [number, number] };
 const g2 = random([64, 64, 7, 7], 6);
+const stats = wasmKernel('batchNormStats')!([x], {})!;
 const cases: [string, PrimitiveName, RawTensor[], object][] = [
   ['clamp 64x64x14x14', 'clamp', [x], { min: 0, max: 6 }],
   ['clampBackward', 'clampBackward', [g, x], { min: 0, max: 6 }],
   ['batchNorm', 'batchNorm', [x, w, b], { eps: 1e-5 }],
   ['batchNormBackward', 'batchNormBackward', [g, x, w], { eps: 1e-5 }],
   ['batchNormStats', 'batchNormStats', [x], {}],
+  ['batchNorm with stats', 'batchNorm', [x, w, b, stats], { eps: 1e-5 }],
+  ['batchNormBackward with stats', 'batchNormBackward', [g, x, w, stats], { eps: 1e-5 }],
   ['depthwise conv2d s1', 'conv2d', [x, dw], conv],
   ['depthwise conv2dBackwardInput s1', 'conv2dBackwardInput', [g, dw], { ...conv, inputShape: x.shape }],
   ['depthwise conv2dBackwardWeight s1', 'conv2dBackwardWeight', [x, g], { ...conv, weightShape: dw.shape }],
