@@ -284,33 +284,41 @@ export function conv2dKernel(rt: WasmRuntime): Kernel<'conv2d'> {
   };
 }
 
-/** x, w, bias[, scale] -> maxPool(min(relu(conv2d(x, w)·scale + bias), clampMax)). */
-export function conv2dFusedKernel(rt: WasmRuntime): Kernel<'conv2dFused'> {
+/**
+ * x, w, bias[, scale] -> maxPool(min(relu(conv2d(x, w)·scale + bias), clampMax)). `depthwise`: the
+ * depthwise conv kernel, tried first when there is no pooling (its output then gets the epilogue in JS).
+ */
+export function conv2dFusedKernel(rt: WasmRuntime, depthwise?: Kernel<'conv2d'>): Kernel<'conv2dFused'> {
   return (inputs, attrs) => {
     const [x, w, bias, scale] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     const geo = allF32(inputs) ? convGeometry(x.shape, w.shape, attrs) : null;
     if (!geo || bias.shape.length !== 1 || bias.shape[0] !== geo.o) return undefined;
     if (scale && attrs.pool) return undefined; // a negative scale does not commute with the max: the reference runs it
+    const dw = attrs.pool ? undefined : depthwise?.([x, w], { stride: attrs.stride, padding: attrs.padding, dilation: attrs.dilation, groups: attrs.groups });
+    if (dw) {
+      epilogueInJs(dw.data as Float32Array, geo.o, geo.oh * geo.ow, { scale: (scale?.data as Float32Array | undefined) ?? null, bias: bias.data as Float32Array, relu: attrs.relu }, attrs.clampMax ?? null);
+      return dw;
+    }
     // Without a scale the bias and ReLU run in the conv kernel; with one, the epilogue below does.
     const y = convForward(rt, x, w, geo, scale ? null : (bias.data as Float32Array), scale ? false : attrs.relu);
-    if (y && (scale || (attrs.clampMax ?? null) !== null)) epilogueInJs(y.data as Float32Array, geo.o, geo.oh * geo.ow, scale ? { scale: scale.data as Float32Array, bias: bias.data as Float32Array, relu: attrs.relu } : null, attrs.clampMax);
+    if (y && (scale || (attrs.clampMax ?? null) !== null)) epilogueInJs(y.data as Float32Array, geo.o, geo.oh * geo.ow, scale ? { scale: scale.data as Float32Array, bias: bias.data as Float32Array, relu: attrs.relu } : null, attrs.clampMax ?? null);
     if (!y || !attrs.pool) return y;
     return maxPoolWindows(rt, y, attrs.pool) ?? undefined;
   };
 }
 
 /**
- * The parts of conv2dFused's epilogue the wasm conv kernel does not run, in place on y (N, O, P):
- * v·scale[o] (rounded to float32) + bias[o] and ReLU when `affine` is given, then min(v, clampMax)
- * (NaN stays NaN: a comparison with NaN is false).
+ * The parts of conv2dFused's epilogue the wasm conv kernel did not run, in place on y (N, O, P):
+ * v·scale[o] (rounded to float32; when there is a scale) + bias[o] and ReLU when `affine` is given,
+ * then min(v, clampMax) (NaN stays NaN: a comparison with NaN is false).
  */
-function epilogueInJs(y: Float32Array, o: number, plane: number, affine: { scale: Float32Array; bias: Float32Array; relu: boolean } | null, clampMax: number | null): void {
+function epilogueInJs(y: Float32Array, o: number, plane: number, affine: { scale: Float32Array | null; bias: Float32Array; relu: boolean } | null, clampMax: number | null): void {
   const hi = clampMax ?? Infinity;
   for (let base = 0, c = 0; base < y.length; base += plane, c = (c + 1) % o) {
-    const s = affine ? affine.scale[c]! : 1;
+    const s = affine?.scale ? affine.scale[c]! : 1;
     const b = affine ? affine.bias[c]! : 0;
     for (let i = base; i < base + plane; i++) {
-      let v = affine ? Math.fround(y[i]! * s) + b : y[i]!;
+      let v = affine ? (affine.scale ? Math.fround(y[i]! * s) : y[i]!) + b : y[i]!;
       if (affine?.relu && v <= 0) v = 0;
       y[i] = v > hi ? hi : v;
     }

@@ -48,7 +48,7 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     // depthwise 3×3 convs (MobileNet) take their own path; every other geometry the GEMM one
     const conv = conv2dKernel(rt), dwConv = depthwiseConv2dKernel(rt);
     register('conv2d', (inputs, attrs) => dwConv(inputs, attrs) ?? conv(inputs, attrs));
-    register('conv2dFused', conv2dFusedKernel(rt));
+    register('conv2dFused', conv2dFusedKernel(rt, dwConv));
     const convInput = conv2dBackwardInputKernel(rt), dwInput = depthwiseConv2dBackwardInputKernel(rt);
     register('conv2dBackwardInput', (inputs, attrs) => dwInput(inputs, attrs) ?? convInput(inputs, attrs));
     const convWeight = conv2dBackwardWeightKernel(rt), dwWeight = depthwiseConv2dBackwardWeightKernel(rt);

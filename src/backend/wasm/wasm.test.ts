@@ -257,6 +257,8 @@ describe('wasm convolutions vs reference', { skip }, () => {
       const rest = [random(ws, i + 230), random([ws[0]!], i + 260), random([ws[0]!], i + 290)];
       check('conv2dFused', [x, ...rest], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
       check('conv2dFused', [{ ...x, data: x.data.map((v, k) => (k % 31 === 5 ? NaN : v)) }, ...rest], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
+      // Without the scale (conv + bias + ReLU / clamp): the depthwise path with the epilogue in JS too.
+      check('conv2dFused', [x, rest[0]!, rest[1]!], attrs, { atol: 1e-6 * taps, rtol: 1e-6 });
     }
   }
 });
