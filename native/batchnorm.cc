@@ -75,31 +75,68 @@ LOWBIT_INLINE void statsOf(const float* x, const float* stats, int64_t n, int64_
   *var = static_cast<double>(stats[c + ch]);
 }
 
-LOWBIT_INLINE void bnForwardChannels(const float* x, const float* w, const float* b, const float* stats, float* y, int64_t n,
-                                     int64_t c, int64_t s, float eps, int64_t c0, int64_t c1) {
+// One output value, as one fused multiply-add: the forward and the clamped backward's mask
+// recompute it identically.
+LOWBIT_INLINE float bnValue(float v, float mean, float scale, float shift) { return std::fma(v - mean, scale, shift); }
+
+// clamp's value and its gradient mask (NaN stays NaN and passes; min > max gives max, no gradient).
+LOWBIT_INLINE float clampValue(float v, float lo, float hi) {
+  const float low = lo > v ? lo : v;
+  return low > hi ? hi : low;
+}
+LOWBIT_INLINE bool clampPasses(float v, float lo, float hi) {
+  const float low = lo > v ? lo : v;
+  return !((lo > v) | (low > hi));
+}
+
+LOWBIT_INLINE float channelScale(const float* w, double var, float eps, int64_t ch) {
+  return static_cast<float>(static_cast<double>(w[ch]) / std::sqrt(var + static_cast<double>(eps)));
+}
+
+LOWBIT_INLINE void bnForwardChannels(const float* x, const float* w, const float* b, const float* stats, const BnClamp* clamp,
+                                     float* y, int64_t n, int64_t c, int64_t s, float eps, int64_t c0, int64_t c1) {
   for (int64_t ch = c0; ch < c1; ch++) {
     float mean;
     double var;
     statsOf(x, stats, n, c, s, ch, &mean, &var);
-    const float scale = static_cast<float>(static_cast<double>(w[ch]) / std::sqrt(var + static_cast<double>(eps)));
+    const float scale = channelScale(w, var, eps, ch);
     const float shift = b[ch];
     for (int64_t i = 0; i < n; i++) {
       const float* r = x + (i * c + ch) * s;
       float* o = y + (i * c + ch) * s;
-      for (int64_t j = 0; j < s; j++) o[j] = (r[j] - mean) * scale + shift;
+      if (clamp == nullptr) {
+        for (int64_t j = 0; j < s; j++) o[j] = bnValue(r[j], mean, scale, shift);
+      } else {
+        const float lo = clamp->lo, hi = clamp->hi;
+        for (int64_t j = 0; j < s; j++) o[j] = clampValue(bnValue(r[j], mean, scale, shift), lo, hi);
+      }
     }
   }
 }
 LOWBIT_BN_WRAPPERS(bnForwardChannels)
 
-LOWBIT_INLINE void bnBackwardChannels(const float* g, const float* x, const float* w, const float* stats, float* dx, float* dw,
-                                      float* db, int64_t n, int64_t c, int64_t s, float eps, int64_t c0, int64_t c1) {
+LOWBIT_INLINE void bnBackwardChannels(const float* g0, const float* x, const float* w, const float* stats, const BnClamp* clamp,
+                                      float* dx, float* dw, float* db, float* masked, int64_t n, int64_t c, int64_t s, float eps,
+                                      int64_t c0, int64_t c1) {
   const double count = static_cast<double>(n * s);
   for (int64_t ch = c0; ch < c1; ch++) {
     float mean;
     double var;
     statsOf(x, stats, n, c, s, ch, &mean, &var);
     const double rstdD = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    // With a clamp: g through clamp's mask on the recomputed output, into `masked` (the channel's
+    // rows of a scratch copy), which then stands in for g.
+    const float* g = g0;
+    if (clamp != nullptr) {
+      const float scale = channelScale(w, var, eps, ch), shift = clamp->bias[ch], lo = clamp->lo, hi = clamp->hi;
+      for (int64_t i = 0; i < n; i++) {
+        const float* r = x + (i * c + ch) * s;
+        const float* gr = g0 + (i * c + ch) * s;
+        float* m = masked + (i * c + ch) * s;
+        for (int64_t j = 0; j < s; j++) m[j] = clampPasses(bnValue(r[j], mean, scale, shift), lo, hi) ? gr[j] : 0.0f;
+      }
+      g = masked;
+    }
     // Σg and Σg·(x − mean) in float lanes per row, double across rows.
     double sumG = 0.0, sumGC = 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -169,19 +206,22 @@ void chunked(int64_t count, double perElement, Body&& body) {
 
 }  // namespace
 
-void batchNormForward(const float* x, const float* w, const float* b, const float* stats, float* y, int64_t n, int64_t c,
-                      int64_t s, float eps) {
+void batchNormForward(const float* x, const float* w, const float* b, const float* stats, const BnClamp* clamp, float* y,
+                      int64_t n, int64_t c, int64_t s, float eps) {
   const Isa isa = activeIsa();
   parallelFor(c, static_cast<double>(n * c * s) * (stats != nullptr ? 2.0 : 4.0), [&](int64_t c0, int64_t c1) {
-    LOWBIT_BN_DISPATCH(isa, bnForwardChannels, x, w, b, stats, y, n, c, s, eps, c0, c1);
+    LOWBIT_BN_DISPATCH(isa, bnForwardChannels, x, w, b, stats, clamp, y, n, c, s, eps, c0, c1);
   });
 }
 
-void batchNormBackward(const float* g, const float* x, const float* w, const float* stats, float* dx, float* dw, float* db,
-                       int64_t n, int64_t c, int64_t s, float eps) {
+void batchNormBackward(const float* g, const float* x, const float* w, const float* stats, const BnClamp* clamp, float* dx,
+                       float* dw, float* db, int64_t n, int64_t c, int64_t s, float eps) {
   const Isa isa = activeIsa();
+  // The masked gradient goes through dx's own buffer: each channel's rows are read from it before
+  // they are overwritten with that channel's dx (channels are disjoint).
+  float* masked = clamp != nullptr ? dx : nullptr;
   parallelFor(c, static_cast<double>(n * c * s) * (stats != nullptr ? 4.0 : 6.0), [&](int64_t c0, int64_t c1) {
-    LOWBIT_BN_DISPATCH(isa, bnBackwardChannels, g, x, w, stats, dx, dw, db, n, c, s, eps, c0, c1);
+    LOWBIT_BN_DISPATCH(isa, bnBackwardChannels, g, x, w, stats, clamp, dx, dw, db, masked, n, c, s, eps, c0, c1);
   });
 }
 

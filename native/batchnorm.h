@@ -6,13 +6,21 @@
 
 namespace lowbit {
 
-// y = (x - mean_c) * (w_c / sqrt(var_c + eps)) + b_c. stats: null, or batchNormStats(x)'s
-// [mean (c), variance (c)], which then stand in for the statistics (two passes over x fewer).
-void batchNormForward(const float* x, const float* w, const float* b, const float* stats, float* y, int64_t n, int64_t c,
-                      int64_t s, float eps);
-// dx (n*c*s), dw (c), db (c) of batchNormForward for the output gradient g (stats as there).
-void batchNormBackward(const float* g, const float* x, const float* w, const float* stats, float* dx, float* dw, float* db,
-                       int64_t n, int64_t c, int64_t s, float eps);
+// A clamp [lo, hi] after the normalization (BatchNorm -> ReLU6 as one op), and for the backward
+// the BatchNorm bias (to recompute the unclamped output for clamp's gradient mask).
+struct BnClamp {
+  float lo, hi;
+  const float* bias;
+};
+
+// y = (x - mean_c) * (w_c / sqrt(var_c + eps)) + b_c (as one fma), clamped to [lo, hi] when
+// `clamp` is set. stats: null, or batchNormStats(x)'s [mean (c), variance (c)], which then stand in
+// for the statistics (two passes over x fewer).
+void batchNormForward(const float* x, const float* w, const float* b, const float* stats, const BnClamp* clamp, float* y,
+                      int64_t n, int64_t c, int64_t s, float eps);
+// dx (n*c*s), dw (c), db (c) of batchNormForward for the output gradient g (stats and clamp as there).
+void batchNormBackward(const float* g, const float* x, const float* w, const float* stats, const BnClamp* clamp, float* dx,
+                       float* dw, float* db, int64_t n, int64_t c, int64_t s, float eps);
 // out[ch] = mean, out[c + ch] = biased variance.
 void batchNormStats(const float* x, float* out, int64_t n, int64_t c, int64_t s);
 // low = lo > x ? lo : x; y = low > hi ? hi : low.

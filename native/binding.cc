@@ -666,33 +666,53 @@ bool bnStatsArg(const Napi::CallbackInfo& info, size_t i, int64_t c, F32* stats,
   return argF32(info, i, stats) && fits(info.Env(), "batchNorm statistics", 2 * c, {stats});
 }
 
-// batchNorm(x, w, b, y, n, c, s, eps[, stats])
+// The optional clamp at arguments i, i + 1 (numbers lo, hi; absent or undefined: none) and, for
+// the backward, the BatchNorm bias at i + 2.
+bool bnClampArg(const Napi::CallbackInfo& info, size_t i, int64_t c, bool backward, F32* bias, lowbit::BnClamp* clamp, bool* has) {
+  *has = info.Length() > i && !info[i].IsUndefined();
+  if (!*has) return true;
+  if (!info[i].IsNumber() || !info[i + 1].IsNumber()) return fail(info.Env(), "batchNorm: the clamp bounds must be numbers");
+  clamp->lo = info[i].As<Napi::Number>().FloatValue();
+  clamp->hi = info[i + 1].As<Napi::Number>().FloatValue();
+  if (std::isnan(clamp->lo) || std::isnan(clamp->hi)) return fail(info.Env(), "batchNorm: the clamp bounds must not be NaN");
+  clamp->bias = nullptr;
+  if (!backward) return true;
+  if (!argF32(info, i + 2, bias) || !fits(info.Env(), "batchNormBackward bias", c, {bias})) return false;
+  clamp->bias = bias->data;
+  return true;
+}
+
+// batchNorm(x, w, b, y, n, c, s, eps[, stats[, lo, hi]])
 Napi::Value BatchNormFwd(const Napi::CallbackInfo& info) {
-  F32 x, w, b, y, stats;
+  F32 x, w, b, y, stats, unused;
   int64_t d[3];
-  bool hasStats = false;
+  bool hasStats = false, hasClamp = false;
+  lowbit::BnClamp clamp{};
   if (!argF32(info, 0, &x) || !argF32(info, 1, &w) || !argF32(info, 2, &b) || !argF32(info, 3, &y) || !bnDims(info, 4, "batchNorm", {&x, &y}, d) ||
-      !info[7].IsNumber() || !fits(info.Env(), "batchNorm", d[1], {&w, &b}) || !bnStatsArg(info, 8, d[1], &stats, &hasStats)) {
+      !info[7].IsNumber() || !fits(info.Env(), "batchNorm", d[1], {&w, &b}) || !bnStatsArg(info, 8, d[1], &stats, &hasStats) ||
+      !bnClampArg(info, 9, d[1], false, &unused, &clamp, &hasClamp)) {
     return info.Env().Undefined();
   }
-  lowbit::batchNormForward(x.data, w.data, b.data, hasStats ? stats.data : nullptr, y.data, d[0], d[1], d[2],
-                           info[7].As<Napi::Number>().FloatValue());
+  lowbit::batchNormForward(x.data, w.data, b.data, hasStats ? stats.data : nullptr, hasClamp ? &clamp : nullptr, y.data, d[0], d[1],
+                           d[2], info[7].As<Napi::Number>().FloatValue());
   return info.Env().Undefined();
 }
 
-// batchNormBackward(g, x, w, out, n, c, s, eps[, stats]): out = [dx (n*c*s), dw (c), db (c)]
+// batchNormBackward(g, x, w, out, n, c, s, eps[, stats[, lo, hi, bias]]): out = [dx (n*c*s), dw (c), db (c)]
 Napi::Value BatchNormBwd(const Napi::CallbackInfo& info) {
-  F32 g, x, w, out, stats;
+  F32 g, x, w, out, stats, bias;
   int64_t d[3];
-  bool hasStats = false;
+  bool hasStats = false, hasClamp = false;
+  lowbit::BnClamp clamp{};
   if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &w) || !argF32(info, 3, &out) ||
       !bnDims(info, 4, "batchNormBackward", {&g, &x}, d) || !info[7].IsNumber() || !fits(info.Env(), "batchNormBackward", d[1], {&w}) ||
-      !fits(info.Env(), "batchNormBackward", d[0] * d[1] * d[2] + 2 * d[1], {&out}) || !bnStatsArg(info, 8, d[1], &stats, &hasStats)) {
+      !fits(info.Env(), "batchNormBackward", d[0] * d[1] * d[2] + 2 * d[1], {&out}) || !bnStatsArg(info, 8, d[1], &stats, &hasStats) ||
+      !bnClampArg(info, 9, d[1], true, &bias, &clamp, &hasClamp)) {
     return info.Env().Undefined();
   }
   const int64_t n = d[0] * d[1] * d[2];
-  lowbit::batchNormBackward(g.data, x.data, w.data, hasStats ? stats.data : nullptr, out.data, out.data + n, out.data + n + d[1],
-                            d[0], d[1], d[2], info[7].As<Napi::Number>().FloatValue());
+  lowbit::batchNormBackward(g.data, x.data, w.data, hasStats ? stats.data : nullptr, hasClamp ? &clamp : nullptr, out.data, out.data + n,
+                            out.data + n + d[1], d[0], d[1], d[2], info[7].As<Napi::Number>().FloatValue());
   return info.Env().Undefined();
 }
 

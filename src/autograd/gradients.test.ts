@@ -152,6 +152,8 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: '[N, C, L], large eps', f: (x, w, b) => o.batchNorm(x!, w!, b!, 0.1), inputs: () => [r([5, 3, 4], -1, 3), r([3]), r([3])] },
     { name: '[N, C]', f: (x, w, b) => o.batchNorm(x!, w!, b!), inputs: () => [r([6, 4], -1, 2), r([4]), r([4])] },
     { name: 'NCHW, statistics handed in', f: (x, w, b) => o.batchNorm(x!, w!, b!, 1e-5, o.batchNormStats(x!.detach())), inputs: () => [r([3, 2, 3, 5], -2, 2), r([2], 0.5, 1.5), r([2])] },
+    { name: 'clamped to [-0.5, 0.7] (BatchNorm → ReLU6-like), statistics handed in', f: (x, w, b) => o.batchNorm(x!, w!, b!, 1e-5, o.batchNormStats(x!.detach()), [-0.5, 0.7]), inputs: () => [r([3, 2, 3, 5], -2, 2), r([2], 0.5, 1.5), r([2])] },
+    { name: 'clamped to [0, 6], no statistics', f: (x, w, b) => o.batchNorm(x!, w!, b!, 1e-5, null, [0, 6]), inputs: () => [r([4, 3, 5], -1, 3), r([3], 1, 4), r([3], 0, 2)] },
   ],
   batchNormBackward: [],
   batchNormStats: [],

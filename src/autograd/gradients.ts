@@ -68,10 +68,17 @@ const RULES: RuleTable = {
   clampBackward: (g, [, x], _out, attrs) => [o.apply('clampBackward', [g, x!], attrs), null],
   // Training-mode BatchNorm: one backward primitive (statistics recomputed); recorded (createGraph)
   // the same formulas run as tensor ops, so double backward works.
-  batchNorm: (g, [x, w, , stats], _out, { eps }) => {
-    if (isGradEnabled()) return [...batchNormBackwardComposed(g, x!, w!, eps), ...(stats ? [null] : [])];
-    const flat = o.apply('batchNormBackward', stats ? [g, x!, w!, stats] : [g, x!, w!], { eps });
-    return [...splitFlat(flat, [x!.shape, w!.shape, w!.shape]), ...(stats ? [null] : [])];
+  // With a clamp, g first goes through clamp's mask on the unclamped output (recomputed from x).
+  batchNorm: (g, [x, w, b, stats], _out, { eps, clamp }) => {
+    const tail = stats ? [null] : [];
+    if (isGradEnabled()) {
+      const gy = clamp ? o.apply('clampBackward', [g, o.batchNorm(x!, w!, b!, eps, stats ?? null)], { min: clamp[0], max: clamp[1] }) : g;
+      return [...batchNormBackwardComposed(gy, x!, w!, eps), ...tail];
+    }
+    const flat = clamp
+      ? o.apply('batchNormBackward', [g, x!, w!, stats ?? o.batchNormStats(x!.detach()), b!], { eps, clamp })
+      : o.apply('batchNormBackward', stats ? [g, x!, w!, stats] : [g, x!, w!], { eps });
+    return [...splitFlat(flat, [x!.shape, w!.shape, w!.shape]), ...tail];
   },
   batchNormBackward: 'nondifferentiable',
   batchNormStats: 'nondifferentiable',

@@ -114,14 +114,18 @@ export interface PrimitiveAttrs {
    * (x, weight [C], bias [C][, stats [2, C]]) -> (x − mean_c)·(weight_c / √(var_c + eps)) + bias_c,
    * mean and biased variance of channel c over the batch and spatial dims (BatchNorm in training
    * mode, one pass). `stats`, when given, must be batchNormStats(x) (detached): a cache of those
-   * statistics that kernels use instead of computing them again.
+   * statistics that kernels use instead of computing them again. With `clamp` [min, max] the
+   * output is clamp(y, min, max) as the clamp primitive computes it on y rounded to x's dtype (a
+   * BatchNorm → ReLU6 pair in training as one op: no separate clamp output).
    */
-  batchNorm: { readonly eps: number };
+  batchNorm: { readonly eps: number; readonly clamp?: readonly [number, number] | null };
   /**
    * (g like x, x, weight [C][, stats [2, C]]) -> flat [dx (x.size), dweight (C), dbias (C)]:
-   * batchNorm's adjoint, statistics recomputed (or taken from `stats`, as batchNorm's).
+   * batchNorm's adjoint, statistics recomputed (or taken from `stats`, as batchNorm's). With
+   * `clamp`, the adjoint of the clamped batchNorm: inputs (g, x, weight, stats, bias) -- g passes
+   * where min <= y <= max (clampBackward's mask, y recomputed from x, stats and bias).
    */
-  batchNormBackward: { readonly eps: number };
+  batchNormBackward: { readonly eps: number; readonly clamp?: readonly [number, number] | null };
   /** (x [N, C, ...]) -> [2, C]: each channel's mean, then its biased variance (for running statistics). No gradient. */
   batchNormStats: NoAttrs;
   // ---- reductions over `axes` (sorted, unique, non-negative)

@@ -1,5 +1,5 @@
 import { isGradEnabled } from '../autograd/engine.ts';
-import { add, batchNorm, batchNormStats, div, mean, mul, ones, reshape, sqrt, sub, Tensor, zeros } from '../tensor/index.ts';
+import { add, batchNorm, batchNormStats, clamp, div, mean, mul, ones, reshape, sqrt, sub, Tensor, zeros } from '../tensor/index.ts';
 import { Module } from './module.ts';
 
 export interface BatchNormOptions {
@@ -65,11 +65,26 @@ export abstract class BatchNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.normalise(x, null);
+  }
+
+  /**
+   * clamp(forward(x), lo, hi) -- this layer followed by ReLU6 (0, 6) -- as one batchNorm op when it
+   * normalises with batch statistics through the primitive (training): no separate clamp output,
+   * and clamp's gradient is applied inside batchNorm's backward. Otherwise the two in turn.
+   * nn/fusion.ts calls it for a BatchNorm2d → ReLU6 pair.
+   */
+  forwardClamped(x: Tensor, lo: number, hi: number): Tensor {
+    return this.normalise(x, [lo, hi]);
+  }
+
+  private normalise(x: Tensor, range: readonly [number, number] | null): Tensor {
     this.checkInput(x);
     const axes = x.shape.map((_, i) => i).filter((i) => i !== 1);
     const view = x.shape.map((d, i) => (i === 1 ? d : 1));
     const useBatchStats = this.training || !this.trackRunningStats;
-    if (!useBatchStats) return this.normaliseWithRunningStats(x, view);
+    const clamped = (y: Tensor): Tensor => (range ? clamp(y, range[0], range[1]) : y);
+    if (!useBatchStats) return clamped(this.normaliseWithRunningStats(x, view));
 
     const count = x.size / this.numFeatures;
     if (count <= 1 && this.training) {
@@ -84,8 +99,13 @@ export abstract class BatchNorm extends Module {
         const c = this.numFeatures;
         this.updateRunningStats(stats.data.subarray(0, c), stats.data.subarray(c), count);
       }
-      return batchNorm(x, this.weight, this.bias, this.eps, stats);
+      return batchNorm(x, this.weight, this.bias, this.eps, stats, range);
     }
+    return clamped(this.normaliseBatchComposed(x, axes, view, count));
+  }
+
+  /** Batch statistics through tensor ops (no affine parameters, or mixed dtypes). */
+  private normaliseBatchComposed(x: Tensor, axes: number[], view: number[], count: number): Tensor {
     const batchMean = mean(x, axes, true);
     const centered = sub(x, batchMean);
     const batchVar = mean(mul(centered, centered), axes, true);

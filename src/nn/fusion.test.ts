@@ -187,6 +187,37 @@ describe('forwardChain: conv–relu–pool fusion for inference', () => {
     close(y, noGrad(() => unfused(relu, x)), 'conv-bn-relu-pool');
   });
 
+  for (const backend of availableBackends()) {
+    it(`training: BatchNorm2d → ReLU6 as one clamped batchNorm op; outputs, gradients and running statistics equal the unfused layers (${backend})`, () => {
+      withBackend(backend, () => {
+        manualSeed(10);
+        const layers: TensorModule[] = [new Conv2d(3, 8, 3, { padding: 1, bias: false }), new BatchNorm2d(8), new ReLU6(), new Conv2d(8, 8, 3, { padding: 1, groups: 8, bias: false }), new BatchNorm2d(8), new ReLU6()];
+        for (const l of layers) if (l instanceof BatchNorm2d) { l.weight!.data.set([3, 2, -2, 4, 1, 2.5, 3, -3]); l.bias!.data.set([1, 3, 0, 2, 5, 0.5, 4, 2]); }
+        const x = randn([4, 3, 6, 6]);
+        const snapshot = () => layers.flatMap((l) => l.buffers()).map((b) => Float32Array.from(b.data));
+        const run = (fn: () => Tensor): { out: Tensor; grads: Float32Array[]; buffers: Float32Array[] } => {
+          for (const l of layers) if (l instanceof BatchNorm2d) l.resetRunningStats();
+          for (const l of layers) l.zeroGrad();
+          const out = fn();
+          sum(mul(out, out)).backward();
+          return { out, grads: layers.flatMap((l) => l.parameters()).map((p) => Float32Array.from(p.grad!.data)), buffers: snapshot() };
+        };
+        let calls!: Map<string, number>;
+        let fused!: ReturnType<typeof run>;
+        calls = opCalls(() => { fused = run(() => forwardChain(layers, x)); });
+        assert.equal(calls.get('clamp'), undefined);
+        assert.equal(calls.get('clampBackward'), undefined);
+        assert.equal(calls.get('batchNorm'), 2);
+        const plain = run(() => unfused(layers, x));
+        const y = Array.from(fused.out.data);
+        assert.ok(y.some((v) => v === 0) && y.some((v) => v === 6), 'both ReLU6 bounds are reached');
+        close(fused.out, plain.out, 'output');
+        fused.grads.forEach((g, i) => close(new Tensor(g, [g.length]), new Tensor(plain.grads[i]!, [g.length]), `grad ${i}`));
+        fused.buffers.forEach((b, i) => assert.deepEqual(Array.from(b), Array.from(plain.buffers[i]!), `running statistics ${i}`));
+      });
+    });
+  }
+
   it('leaves subclasses, patched forwards and padded pooling alone', () => {
     manualSeed(6);
     class MyConv extends Conv2d {}

@@ -2,7 +2,8 @@
  * Fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or MaxPool2d
  * runs as one `conv2dFused` op (one pass, no intermediate tensors on the native backend) instead
  * of three, and a bias-free Conv2d followed by an eval-mode BatchNorm2d and ReLU or ReLU6 runs as
- * one `conv2dFused` op with the BatchNorm's per-channel scale and shift in its epilogue. In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then
+ * one `conv2dFused` op with the BatchNorm's per-channel scale and shift in its epilogue. In
+ * training, BatchNorm2d → ReLU6 runs as one `batchNorm` op with the clamp (`forwardClamped`). In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then
  * max pooling with the ReLU fused in front (`maxPool2d(z, …, { relu: true })`), whose backward
  * routes each window's gradient to its positive maximum in one pass -- no ReLU output, no separate
  * ReLU backward. Conv2d → ReLU without pooling fuses into one op (its gradient needs only the
@@ -65,6 +66,12 @@ export function forwardChain(layers: readonly TensorModule[], x: Tensor): Tensor
   let y = x;
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
+    if (plain(layer, BatchNorm2d) && i + 1 < layers.length && plain(layers[i + 1]!, ReLU6)) {
+      // BatchNorm2d → ReLU6: one batchNorm op with the clamp in training (batch statistics).
+      y = layer.forwardClamped(y, 0, 6);
+      i++;
+      continue;
+    }
     if (!((plain(layer, Conv2d) || fusable(layer)) && y.rank === 4)) {
       y = layer.forward(y);
       continue;

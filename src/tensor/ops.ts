@@ -719,19 +719,23 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: number | readonly [numb
  * mean and biased variance over every other dim, y = (x − mean)/√(var + eps)·weight + bias.
  * `stats`: batchNormStats(x.detach()) when the caller computed it anyway (BatchNorm's running
  * statistics); the kernels then skip computing the statistics again, forward and backward.
+ * `clamp` [min, max]: clamp(y, min, max) in the same op (BatchNorm → ReLU6 in training: the
+ * gradient is clamp's, applied inside batchNorm's backward, and no separate clamp output is kept).
  */
-export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5, stats: Tensor | null = null): Tensor {
+export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5, stats: Tensor | null = null, clamp: readonly [number, number] | null = null): Tensor {
   const text = (t: Tensor): string => `[${t.shape.join(', ')}]`;
   if (x.rank < 2 || weight.rank !== 1 || weight.size !== x.shape[1] || bias.rank !== 1 || bias.size !== x.shape[1]) {
     throw new Error(`batchNorm: input ${text(x)} needs weight and bias of its ${x.shape[1]} channels, got ${text(weight)} and ${text(bias)}`);
   }
   if (x.dtype === 'int32' || weight.dtype !== x.dtype || bias.dtype !== x.dtype) throw new Error(`batchNorm: dtypes ${x.dtype}, ${weight.dtype}, ${bias.dtype} must be one float dtype`);
   if (!(eps >= 0)) throw new Error(`batchNorm: eps must be >= 0, got ${eps}`);
-  if (!stats) return apply('batchNorm', [x, weight, bias], { eps });
+  if (clamp && !(clamp.length === 2 && clamp.every((v) => typeof v === 'number' && !Number.isNaN(v)))) throw new Error(`batchNorm: clamp must be [min, max] numbers, got ${String(clamp)}`);
+  const attrs = clamp ? { eps, clamp: [clamp[0], clamp[1]] as const } : { eps };
+  if (!stats) return apply('batchNorm', [x, weight, bias], attrs);
   if (stats.rank !== 2 || stats.shape[0] !== 2 || stats.shape[1] !== x.shape[1] || stats.dtype !== x.dtype || stats.requiresGrad) {
     throw new Error(`batchNorm: stats must be batchNormStats(x) detached, [2, ${x.shape[1]}] ${x.dtype}; got ${stats.dtype} ${text(stats)}`);
   }
-  return apply('batchNorm', [x, weight, bias, stats], { eps });
+  return apply('batchNorm', [x, weight, bias, stats], attrs);
 }
 
 /** x [N, C, ...] -> [2, C]: each channel's batch mean and biased variance (no gradient). */

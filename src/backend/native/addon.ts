@@ -64,8 +64,8 @@ export interface NativeAddon {
    * batchNorm / batchNormBackward take as `stats` instead of computing them. clamp /
    * clampBackward: number-bound clamp (ReLU6) and its gradient mask.
    */
-  batchNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array): void;
-  batchNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array): void;
+  batchNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array, lo?: number, hi?: number): void;
+  batchNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array, lo?: number, hi?: number, bias?: Float32Array): void;
   batchNormStats?(x: Float32Array, out: Float32Array, n: number, c: number, s: number): void;
   clamp?(x: Float32Array, y: Float32Array, count: number, lo: number, hi: number): void;
   clampBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, count: number, lo: number, hi: number): void;

@@ -327,29 +327,29 @@ function bnStats(stats: RawTensor | undefined, c: number): Float32Array | undefi
 
 /** x [N, C, ...], weight [C], bias [C][, stats [2, C]] -> y like x */
 function batchNormKernel(addon: NativeAddon): Kernel<'batchNorm'> {
-  return (inputs, { eps }) => {
+  return (inputs, { eps, clamp }) => {
     const [x, w, b, s] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     const d = allF32(inputs) && addon.batchNorm ? bnDims(x) : null;
     if (!d || w.data.length !== d[1] || b.data.length !== d[1]) return undefined;
     const stats = bnStats(s, d[1]);
     if (stats === null) return undefined;
     const y = outUninit(x.shape);
-    if (y.data.length > 0) addon.batchNorm!(x.data as Float32Array, w.data as Float32Array, b.data as Float32Array, y.data, d[0], d[1], d[2], eps, stats);
+    if (y.data.length > 0) addon.batchNorm!(x.data as Float32Array, w.data as Float32Array, b.data as Float32Array, y.data, d[0], d[1], d[2], eps, stats, clamp?.[0], clamp?.[1]);
     return y;
   };
 }
 
 /** g like x, x [N, C, ...], weight [C][, stats [2, C]] -> flat [dx (x.size), dweight (C), dbias (C)] */
 function batchNormBackwardKernel(addon: NativeAddon): Kernel<'batchNormBackward'> {
-  return (inputs, { eps }) => {
-    const [g, x, w, s] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
+  return (inputs, { eps, clamp }) => {
+    const [g, x, w, s, bias] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined, RawTensor | undefined];
     const d = allF32(inputs) && addon.batchNormBackward && g.data.length === x.data.length ? bnDims(x) : null;
     if (!d || w.data.length !== d[1]) return undefined;
     const stats = bnStats(s, d[1]);
-    if (stats === null) return undefined;
+    if (stats === null || (clamp && (!bias || bias.data.length !== d[1]))) return undefined;
     const y = outUninit([x.data.length + 2 * d[1]]);
     if (x.data.length === 0) y.data.fill(0);
-    else addon.batchNormBackward!(g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, y.data, d[0], d[1], d[2], eps, stats);
+    else addon.batchNormBackward!(g.data as Float32Array, x.data as Float32Array, w.data as Float32Array, y.data, d[0], d[1], d[2], eps, stats, clamp?.[0], clamp?.[1], bias?.data as Float32Array | undefined);
     return y;
   };
 }

@@ -759,6 +759,23 @@ describe('native backend vs reference', { skip }, () => {
         assert.ok(Math.abs(cached.data[i]! - fresh.data[i]!) <= 1e-5 + 1e-5 * Math.abs(fresh.data[i]!), `cached stats ${i}: ${cached.data[i]} vs ${fresh.data[i]}`);
       }
     }
+    // Clamped (BatchNorm → ReLU6 in one op): forward values and the masked backward.
+    for (const [k, shape] of [[64, 16, 14, 14], [3, 5, 7, 3], [7, 9, 33]].entries()) {
+      const c = shape[1]!;
+      const x = random(shape, 80 + k, -2, 3);
+      const w = random([c], 81 + k, 0.5, 3);
+      const b = random([c], 82 + k, 0, 4);
+      const g = random(shape, 83 + k);
+      setBackend('reference');
+      const stats = runKernel('batchNormStats', [x], NO_ATTRS);
+      const attrs = { eps: 1e-5, clamp: [0, 6] as const };
+      check('batchNorm', [x, w, b, stats], attrs, { atol: 1e-5, rtol: 1e-5 });
+      check('batchNorm', [x, w, b], attrs, { atol: 1e-5, rtol: 1e-5 });
+      check('batchNormBackward', [g, x, w, stats, b], attrs, { atol: 1e-5 * Math.sqrt(sizeOf(shape) / c), rtol: 1e-5 });
+      setBackend('reference');
+      const y = runKernel('batchNorm', [x, w, b, stats], attrs);
+      assert.ok(Array.from(y.data).some((v) => v === 0) && Array.from(y.data).some((v) => v === 6), 'both bounds clamp some values');
+    }
     // The statistics are used, not recomputed: shifted ones shift the output.
     const x = random([4, 3, 5], 90);
     const stats = { data: Float32Array.from([0, 1, -1, 1, 2, 4]), shape: [2, 3], dtype: 'float32' } as RawTensor;

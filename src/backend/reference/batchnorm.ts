@@ -35,24 +35,62 @@ function statsOf(x: RawTensor, stats: RawTensor | undefined, n: number, c: numbe
   return stats ? [stats.data[ch]!, stats.data[c + ch]!] : channelStats(x.data, n, c, s, ch);
 }
 
-/** x [N, C, ...], weight [C], bias [C][, stats [2, C]] -> (x − mean)·weight/√(var + eps) + bias per channel. */
-export const batchNormKernel: Kernel<'batchNorm'> = ([x, w, b, stats], { eps }) => {
-  const [n, c, s] = layout(x!);
+/** The clamp bounds as x's dtype stores them, or null. */
+function clampBounds(x: RawTensor, clamp: readonly [number, number] | null | undefined): [number, number] | null {
+  return clamp ? bounds(x, { min: clamp[0], max: clamp[1] }) : null;
+}
+
+/**
+ * The batchNorm outputs of channel ch (y rounded to x's dtype) passed to `each(index, y)`, with
+ * the channel's statistics; shared by the forward and the clamped backward's mask.
+ */
+function channelOutputs(x: RawTensor, w: RawTensor, b: RawTensor, stats: RawTensor | undefined, eps: number, ch: number, each: (index: number, y: number) => void): void {
+  const [n, c, s] = layout(x);
+  const [mean, variance] = statsOf(x, stats, n, c, s, ch);
+  const scale = w.data[ch]! / Math.sqrt(variance + eps);
+  const round = x.data instanceof Float32Array ? Math.fround : (v: number) => v;
+  for (let i = 0; i < n; i++) for (let j = 0, base = (i * c + ch) * s; j < s; j++) each(base + j, round((x.data[base + j]! - mean) * scale + b.data[ch]!));
+}
+
+/** x [N, C, ...], weight [C], bias [C][, stats [2, C]] -> [clamp]((x − mean)·weight/√(var + eps) + bias) per channel. */
+export const batchNormKernel: Kernel<'batchNorm'> = ([x, w, b, stats], { eps, clamp }) => {
+  const [, c] = layout(x!);
   const y = alloc(x!.dtype, x!.shape);
+  const range = clampBounds(x!, clamp);
   for (let ch = 0; ch < c; ch++) {
-    const [mean, variance] = statsOf(x!, stats, n, c, s, ch);
-    const scale = w!.data[ch]! / Math.sqrt(variance + eps);
-    for (let i = 0; i < n; i++) for (let j = 0, base = (i * c + ch) * s; j < s; j++) y[base + j] = (x!.data[base + j]! - mean) * scale + b!.data[ch]!;
+    channelOutputs(x!, w!, b!, stats, eps, ch, (i, v) => {
+      if (!range) {
+        y[i] = v;
+        return;
+      }
+      const low = range[0] > v ? range[0] : v;
+      y[i] = low > range[1] ? range[1] : low;
+    });
   }
   return raw(y, x!.shape, x!.dtype);
 };
 
-/** g, x [N, C, ...], weight [C][, stats [2, C]] -> flat [dx (x.size), dweight (C), dbias (C)]. */
-export const batchNormBackwardKernel: Kernel<'batchNormBackward'> = ([g, x, w, stats], { eps }) => {
+/**
+ * g, x [N, C, ...], weight [C][, stats [2, C]] -> flat [dx (x.size), dweight (C), dbias (C)];
+ * with `clamp`: g, x, weight, stats, bias, and g is first masked as clampBackward masks it.
+ */
+export const batchNormBackwardKernel: Kernel<'batchNormBackward'> = ([g0, x, w, stats, bias], { eps, clamp }) => {
   const [n, c, s] = layout(x!);
   const size = x!.data.length;
   const out = alloc(x!.dtype, [size + 2 * c]);
   const count = n * s;
+  const range = clampBounds(x!, clamp);
+  let g = g0!;
+  if (range) {
+    const masked = alloc(g.dtype, g.shape);
+    for (let ch = 0; ch < c; ch++) {
+      channelOutputs(x!, w!, bias!, stats, eps, ch, (i, v) => {
+        const low = range[0] > v ? range[0] : v;
+        masked[i] = range[0] > v || low > range[1] ? 0 : g0!.data[i]!;
+      });
+    }
+    g = raw(masked, g.shape, g.dtype);
+  }
   for (let ch = 0; ch < c; ch++) {
     const [mean, variance] = statsOf(x!, stats, n, c, s, ch);
     const rstd = 1 / Math.sqrt(variance + eps);

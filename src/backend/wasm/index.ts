@@ -72,11 +72,25 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('reluBackward', reluBackwardKernel);
     register('fakeQuantize', fakeQuantizeKernel(rt));
     register('fakeQuantizeGrad', fakeQuantizeGradKernel(rt));
-    register('batchNorm', batchNormKernel(rt));
-    register('batchNormBackward', batchNormBackwardKernel(rt));
+    // A clamped batchNorm (BatchNorm → ReLU6 in training) as the two kernels in turn; its backward
+    // masks g by clampBackward on the recomputed unclamped output, then runs batchNorm's backward.
+    const bn = batchNormKernel(rt), bnBack = batchNormBackwardKernel(rt), clampK = clampKernel(rt), clampBack = clampBackwardKernel(rt);
+    register('batchNorm', (inputs, attrs) => {
+      if (!attrs.clamp) return bn(inputs, attrs);
+      const y = bn(inputs, { eps: attrs.eps });
+      return y && clampK([y], { min: attrs.clamp[0], max: attrs.clamp[1] });
+    });
+    register('batchNormBackward', (inputs, attrs) => {
+      if (!attrs.clamp) return bnBack(inputs, attrs);
+      const [g, x, w, stats, bias] = inputs;
+      if (!g || !x || !w || !stats || !bias) return undefined;
+      const y = bn([x, w, bias, stats], { eps: attrs.eps });
+      const gy = y && clampBack([g, y], { min: attrs.clamp[0], max: attrs.clamp[1] });
+      return gy && bnBack([gy, x, w, stats], { eps: attrs.eps });
+    });
     register('batchNormStats', batchNormStatsKernel(rt));
-    register('clamp', clampKernel(rt));
-    register('clampBackward', clampBackwardKernel(rt));
+    register('clamp', clampK);
+    register('clampBackward', clampBack);
   }
   return { ok: true };
 }

@@ -741,6 +741,9 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
         check('batchNormBackward', [g, x, w], { eps }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
         check('batchNorm', [x, w, b, stats], { eps }, { atol: 1e-5, rtol: 1e-5 });
         check('batchNormBackward', [g, x, w, stats], { eps }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
+        // clamped (BatchNorm → ReLU6 in training as one op): the batchNorm and clamp kernels in turn
+        check('batchNorm', [x, w, b, stats], { eps, clamp: [-0.3, 0.8] }, { atol: 1e-5, rtol: 1e-5 });
+        check('batchNormBackward', [g, x, w, stats, b], { eps, clamp: [-0.3, 0.8] }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
       }
       check('batchNormStats', [x], {}, { atol: 1e-5, rtol: 1e-5 });
     }
@@ -892,13 +895,15 @@ describe('MobileNet training on wasm tracks reference', { skip }, () => {
     });
   }
 
-  it('first-step loss within 1e-6 and gradients within 1e-4 of each tensor\'s max |g| (+ 1e-7: BatchNorm biases whose gradient cancels to ~1e-8); 4 Adam steps with every loss within 1e-2 (BatchNorm, clamp and the depthwise convs ran on wasm)', () => {
+  it('first-step loss within 1e-6 and gradients within 1e-4 of each tensor\'s max |g| (+ 1e-7: BatchNorm biases whose gradient cancels to ~1e-8); 4 Adam steps with every loss within 1e-2 (BatchNorm with its ReLU6 clamp and the depthwise convs ran on wasm)', () => {
     const ref = train('reference', 4);
     const got = train('wasm', 4);
-    for (const op of ['batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
+    for (const op of ['batchNorm', 'batchNormBackward', 'batchNormStats', 'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight']) {
       assert.ok(got.ops.includes(`wasm/${op}`), `wasm/${op} ran (ran: ${got.ops.join(', ')})`);
       assert.ok(!got.ops.includes(`reference/${op}`), `reference/${op} did not run`);
     }
+    // BatchNorm → ReLU6 runs as one clamped batchNorm op (nn/fusion.ts): no clamp op of its own anywhere.
+    for (const op of ['clamp', 'clampBackward']) assert.ok(!got.ops.some((o) => o.endsWith(`/${op}`)), `${op} ran on its own`);
     assert.ok(ref.losses.at(-1)! < ref.losses[0]!, `reference loss falls: ${ref.losses.join(', ')}`);
     // first step to 1e-6; later ones within 1e-2, as the QAT test: Adam turns gradients that cancel
     // to ~1e-8 (BatchNorm biases) into ±lr steps, so 1e-7 differences in them grow to 1e-3 in a few
