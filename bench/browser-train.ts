@@ -38,6 +38,20 @@ import * as lowbit from './src/browser.ts';
 const { nn, optim, quant, manualSeed, randn, randint, crossEntropy } = lowbit;
 const BATCH = 64;
 const trainers = {};
+/** A training step on 8 random batches cycled: forward, cross-entropy, backward, optimizer step; returns the loss. */
+function trainer(model, optimizer) {
+  model.train();
+  const batches = Array.from({ length: 8 }, () => ({ x: randn([BATCH, 1, 28, 28]), y: randint(10, [BATCH]) }));
+  let i = 0;
+  return () => {
+    const { x, y } = batches[i++ % batches.length];
+    const loss = crossEntropy(model.forward(x), y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    return loss.item();
+  };
+}
 for (const backend of ['wasm', 'reference']) for (const job of ['fp32', 'qat']) {
   lowbit.setBackend(backend);
   manualSeed(0);
@@ -49,17 +63,7 @@ for (const backend of ['wasm', 'reference']) for (const job of ['fp32', 'qat']) 
   } else {
     optimizer = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
   }
-  model.train();
-  const batches = Array.from({ length: 8 }, () => ({ x: randn([BATCH, 1, 28, 28]), y: randint(10, [BATCH]) }));
-  let i = 0;
-  trainers[backend + '/' + job] = () => {
-    const { x, y } = batches[i++ % batches.length];
-    const loss = crossEntropy(model.forward(x), y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    return loss.item();
-  };
+  trainers[backend + '/' + job] = trainer(model, optimizer);
 }
 // MobileNet (nn.mobilenet(), Adam lr 2e-3 as the CLI default) on wasm only: the reference backend
 // takes seconds per step
@@ -67,18 +71,7 @@ for (const backend of ['wasm', 'reference']) for (const job of ['fp32', 'qat']) 
   lowbit.setBackend('wasm');
   manualSeed(0);
   const model = nn.mobilenet();
-  const optimizer = new optim.Adam(model.parameters(), { lr: 2e-3 });
-  model.train();
-  const batches = Array.from({ length: 8 }, () => ({ x: randn([BATCH, 1, 28, 28]), y: randint(10, [BATCH]) }));
-  let i = 0;
-  trainers['wasm/mobilenet'] = () => {
-    const { x, y } = batches[i++ % batches.length];
-    const loss = crossEntropy(model.forward(x), y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    return loss.item();
-  };
+  trainers['wasm/mobilenet'] = trainer(model, new optim.Adam(model.parameters(), { lr: 2e-3 }));
 }
 globalThis.__info = { defaultBackend: null, backends: lowbit.availableBackends(), userAgent: navigator.userAgent, crossOriginIsolated: globalThis.crossOriginIsolated === true };
 globalThis.__threads = (n) => lowbit.setWasmThreads(n);

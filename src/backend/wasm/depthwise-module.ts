@@ -28,25 +28,24 @@
  */
 import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
 import { ENV_MEMORY } from './memory-import.ts';
+import { loopRange } from './module.ts';
 
 export const DEPTHWISE_EXPORTS = ['dwConvRows', 'dwConvS2', 'dwGrad', 'dwPad', 'dwSpread'] as const;
 
 const ZERO = Array<number>(16).fill(0);
 
-/** `for (i = lo; i < hi; i += step) body` (signed). */
-function loopRange(c: Code, i: number, lo: () => void, hi: () => void, step: number, body: () => void): void {
-  lo();
-  c.localSet(i);
-  c.block().localGet(i);
-  hi();
-  c.i32GeS().brIf(0);
-  c.loop();
-  body();
-  c.localGet(i).i32Const(step).i32Add().localTee(i);
-  hi();
-  c.i32LtS().brIf(0);
-  c.end().end();
+/** Stores the first REM (1..3) lanes of the vector on the stack at address YA, through the v128 local ACC. */
+function storeFirstLanes(c: Code, YA: number, ACC: number, REM: number): void {
+  c.localSet(ACC);
+  c.localGet(YA).localGet(ACC).f32x4ExtractLane(0).f32Store(0);
+  c.localGet(REM).i32Const(1).i32GtS().if();
+  c.localGet(YA).localGet(ACC).f32x4ExtractLane(1).f32Store(4);
+  c.end();
+  c.localGet(REM).i32Const(2).i32GtS().if();
+  c.localGet(YA).localGet(ACC).f32x4ExtractLane(2).f32Store(8);
+  c.end();
 }
+
 
 /**
  * Pushes the input vector of tap t at XB + row offset (R1 = wp·4, R2 = wp·8 bytes) + kx·4: the
@@ -96,14 +95,7 @@ function convRowsBody(): { params: ValType[]; locals: ValType[]; body: Code } {
         c.localGet(XROW).localGet(J).i32Add().localSet(XA);
         c.localGet(YROW).localGet(J).i32Add().localSet(YA);
         taps(c, XA, R1, R2, WV);
-        c.localSet(ACC);
-        c.localGet(YA).localGet(ACC).f32x4ExtractLane(0).f32Store(0);
-        c.localGet(REM).i32Const(1).i32GtS().if();
-        c.localGet(YA).localGet(ACC).f32x4ExtractLane(1).f32Store(4);
-        c.end();
-        c.localGet(REM).i32Const(2).i32GtS().if();
-        c.localGet(YA).localGet(ACC).f32x4ExtractLane(2).f32Store(8);
-        c.end();
+        storeFirstLanes(c, YA, ACC, REM);
       }
       c.end();
     });
@@ -148,14 +140,7 @@ function convS2Body(): { params: ValType[]; locals: ValType[]; body: Code } {
         c.localGet(XROW).localGet(J).i32Const(1).i32Shl().i32Add().localSet(XA);
         c.localGet(YROW).localGet(J).i32Add().localSet(YA);
         four();
-        c.localSet(ACC);
-        c.localGet(YA).localGet(ACC).f32x4ExtractLane(0).f32Store(0);
-        c.localGet(REM).i32Const(1).i32GtS().if();
-        c.localGet(YA).localGet(ACC).f32x4ExtractLane(1).f32Store(4);
-        c.end();
-        c.localGet(REM).i32Const(2).i32GtS().if();
-        c.localGet(YA).localGet(ACC).f32x4ExtractLane(2).f32Store(8);
-        c.end();
+        storeFirstLanes(c, YA, ACC, REM);
       }
       c.end();
     });

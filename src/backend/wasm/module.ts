@@ -28,21 +28,29 @@ import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm
 import { ENV_MEMORY } from './memory-import.ts';
 
 /**
- * `for (i = lo; i < hi; i++) body` with signed bounds pushed by `lo` and `hi` (hi is re-evaluated
- * after every iteration, so it must not depend on i); no iteration when lo ≥ hi.
+ * `for (i = lo; i < hi; i += step) body` with signed bounds pushed by `lo` and `hi` (hi is
+ * re-evaluated after every iteration, so it must not depend on i); no iteration when lo ≥ hi;
+ * lo = null keeps i as it is. Shared by the wasm modules' emitters.
  */
-function forRange(c: Code, i: number, lo: () => void, hi: () => void, body: () => void): void {
-  lo();
-  c.localSet(i);
+export function loopRange(c: Code, i: number, lo: (() => void) | null, hi: () => void, step: number, body: () => void): void {
+  if (lo) {
+    lo();
+    c.localSet(i);
+  }
   c.block().localGet(i);
   hi();
   c.i32GeS().brIf(0);
   c.loop();
   body();
-  c.localGet(i).i32Const(1).i32Add().localTee(i);
+  c.localGet(i).i32Const(step).i32Add().localTee(i);
   hi();
   c.i32LtS().brIf(0);
   c.end().end();
+}
+
+/** `loopRange` with step 1. */
+function forRange(c: Code, i: number, lo: () => void, hi: () => void, body: () => void): void {
+  loopRange(c, i, lo, hi, 1, body);
 }
 
 /**

@@ -22,6 +22,7 @@
  */
 import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm/emitter.ts';
 import { ENV_MEMORY } from './memory-import.ts';
+import { loopRange } from './module.ts';
 
 export const NORM_EXPORTS = ['bnSums', 'bnGradSums', 'bnApply', 'bnBackApply', 'clamp', 'clampBackward'] as const;
 export type NormExport = (typeof NORM_EXPORTS)[number];
@@ -30,22 +31,6 @@ const ZERO = Array<number>(16).fill(0);
 /** Lanes 2, 3 of a vector moved to lanes 0, 1. */
 const HIGH_HALF = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 
-/** `for (i = lo; i < hi; i += step) body` (signed; hi re-read every iteration); lo = null keeps i as it is. */
-function loopRange(c: Code, i: number, lo: (() => void) | null, hi: () => void, step: number, body: () => void): void {
-  if (lo) {
-    lo();
-    c.localSet(i);
-  }
-  c.block().localGet(i);
-  hi();
-  c.i32GeS().brIf(0);
-  c.loop();
-  body();
-  c.localGet(i).i32Const(step).i32Add().localTee(i);
-  hi();
-  c.i32LtS().brIf(0);
-  c.end().end();
-}
 
 /**
  * The channel / row walk shared by the four BatchNorm functions: for ch in [c0, c1), `channel()`,
