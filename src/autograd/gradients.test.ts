@@ -156,7 +156,10 @@ const CASES: Record<PrimitiveName, Case[]> = {
     { name: 'clamped to [0, 6], no statistics', f: (x, w, b) => o.batchNorm(x!, w!, b!, 1e-5, null, [0, 6]), inputs: () => [r([4, 3, 5], -1, 3), r([3], 1, 4), r([3], 0, 2)] },
   ],
   batchNormBackward: [],
-  batchNormStats: [],
+  batchNormStats: [
+    { name: 'NCHW', f: (x) => o.batchNormStats(x!), inputs: () => [r([3, 2, 3, 5], -2, 2)] },
+    { name: '[N, C]', f: (x) => o.batchNormStats(x!), inputs: () => [r([6, 4], -1, 3)] },
+  ],
   conv2dFused: [
     { name: 'bias + relu + 2x2 max pool', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { padding: 1, relu: true, pool: { kernel: 2 } }), inputs: () => [r([2, 2, 5, 6]), r([3, 2, 3, 3]), r([3])] },
     { name: 'bias only, stride 2 dilation 2 groups 2', f: (x, w, b) => o.conv2dFused(x!, w!, b!, { stride: 2, padding: 1, dilation: 2, groups: 2 }), inputs: () => [r([1, 4, 9, 7]), r([6, 2, 3, 2]), r([6])] },

@@ -81,7 +81,16 @@ const RULES: RuleTable = {
     return [...splitFlat(flat, [x!.shape, w!.shape, w!.shape]), ...tail];
   },
   batchNormBackward: 'nondifferentiable',
-  batchNormStats: 'nondifferentiable',
+  // [mean; biased variance] per channel over M values: ∂mean/∂x = 1/M, ∂var/∂x = 2(x − mean)/M.
+  batchNormStats: (g, [x], out) => {
+    const c = out.shape[1]!;
+    const count = x!.size / c;
+    const view = x!.shape.map((d, i) => (i === 1 ? d : 1));
+    const gMean = o.reshape(o.narrow(g, 0, 0, 1), view);
+    const gVar = o.reshape(o.narrow(g, 0, 1, 1), view);
+    const mean = o.reshape(o.narrow(out, 0, 0, 1), view);
+    return [o.add(o.mul(o.sub(x!, mean), o.mul(gVar, 2 / count)), o.mul(gMean, 1 / count))];
+  },
   sigmoid: (g, _i, out) => [o.mul(g, o.mul(out, o.sub(1, out)))],
   tanh: (g, _i, out) => [o.mul(g, o.sub(1, o.mul(out, out)))],
   erf: (g, [x]) => [o.mul(g, o.mul(o.exp(o.neg(o.mul(x!, x!))), TWO_OVER_SQRT_PI))],

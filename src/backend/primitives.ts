@@ -126,7 +126,10 @@ export interface PrimitiveAttrs {
    * where min <= y <= max (clampBackward's mask, y recomputed from x, stats and bias).
    */
   batchNormBackward: { readonly eps: number; readonly clamp?: readonly [number, number] | null };
-  /** (x [N, C, ...]) -> [2, C]: each channel's mean, then its biased variance (for running statistics). No gradient. */
+  /**
+   * (x [N, C, ...]) -> [2, C]: each channel's mean, then its biased variance (running statistics;
+   * QAT's BatchNorm folding differentiates through it: ∂mean/∂x = 1/M, ∂var/∂x = 2(x − mean)/M).
+   */
   batchNormStats: NoAttrs;
   // ---- reductions over `axes` (sorted, unique, non-negative)
   sum: { readonly axes: readonly number[]; readonly keepDims: boolean };

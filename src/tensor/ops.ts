@@ -738,7 +738,10 @@ export function batchNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5, s
   return apply('batchNorm', [x, weight, bias, stats], attrs);
 }
 
-/** x [N, C, ...] -> [2, C]: each channel's batch mean and biased variance (no gradient). */
+/**
+ * x [N, C, ...] -> [2, C]: each channel's batch mean and biased variance, in one primitive (native:
+ * one pass over x); differentiable (∂mean/∂x = 1/M, ∂var/∂x = 2(x − mean)/M over M values).
+ */
 export function batchNormStats(x: Tensor): Tensor {
   if (x.rank < 2 || x.dtype === 'int32') throw new Error(`batchNormStats: expected a float input [N, C, ...], got ${x.dtype} [${x.shape.join(', ')}]`);
   return apply('batchNormStats', [x], {});

@@ -10,7 +10,7 @@ import { Conv1d } from '../../nn/conv1d.ts';
 import type { Linear } from '../../nn/linear.ts';
 import type { BatchNorm1d, BatchNorm2d } from '../../nn/batchnorm.ts';
 import type { FusedPool } from '../../nn/fusion.ts';
-import { add, conv2d, conv2dFused, div, linear, maxPool2d, mean, mul, relu, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
+import { add, batchNormStats, conv2d, conv2dFused, div, linear, maxPool2d, mul, narrow, relu, reshape, sqrt, sub, Tensor, zeros } from '../../tensor/index.ts';
 import { noGrad } from '../../autograd/engine.ts';
 import type { ExportedQuant, Quantizer, QuantizerSpec } from '../quantizers/quantizer.ts';
 import type { ActivationGradientQuantizer } from './activation-gradients.ts';
@@ -343,12 +343,13 @@ export class QuantConvBn2d extends QuantConvBase {
     let shift: Tensor;
     if (useBatchStats) {
       const y0 = this.conv(xq, this.weight, null);
-      const axes = this.spatialDims === 1 ? [0, 2] : [0, 2, 3];
       const count = y0.size / this.outChannels;
       if (count <= 1 && this.training) throw new Error(`${this.constructor.name}: expected more than 1 value per channel in training, got conv output [${y0.shape.join(', ')}]`);
-      const batchMean = mean(y0, axes);
-      const centered = sub(y0, reshape(batchMean, [1, this.outChannels, ...new Array<number>(this.spatialDims).fill(1)]));
-      const batchVar = mean(mul(centered, centered), axes);
+      // Mean and biased variance per channel as one differentiable primitive (one pass over y0;
+      // its backward one elementwise expression) instead of mean / sub / mul / mean over y0.
+      const stats = batchNormStats(y0);
+      const batchMean = reshape(narrow(stats, 0, 0, 1), [this.outChannels]);
+      const batchVar = reshape(narrow(stats, 0, 1, 1), [this.outChannels]);
       if (this.training && bn.trackRunningStats) this.updateRunningStats(batchMean, batchVar, count);
       scale = div(this.gamma(), sqrt(add(batchVar, bn.eps)));
       shift = sub(this.beta(), mul(batchMean, scale));
