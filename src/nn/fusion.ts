@@ -2,12 +2,13 @@
  * Fusion of layer chains: when no gradient is needed, a Conv2d followed by ReLU and/or MaxPool2d
  * runs as one `conv2dFused` op (one pass, no intermediate tensors on the native backend) instead
  * of three, and a bias-free Conv2d followed by an eval-mode BatchNorm2d and ReLU or ReLU6 runs as
- * one `conv2dFused` op with the BatchNorm's per-channel scale and shift in its epilogue. In
- * training, BatchNorm2d → ReLU6 runs as one `batchNorm` op with the clamp (`forwardClamped`). In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then
- * max pooling with the ReLU fused in front (`maxPool2d(z, …, { relu: true })`), whose backward
- * routes each window's gradient to its positive maximum in one pass -- no ReLU output, no separate
- * ReLU backward. Conv2d → ReLU without pooling fuses into one op (its gradient needs only the
- * output). Results equal the unfused chain (for finite values).
+ * one `conv2dFused` op with the BatchNorm's per-channel scale and shift in its epilogue.
+ * In training, Conv2d → ReLU → MaxPool2d runs as two ops: the conv with its bias, then max
+ * pooling with the ReLU fused in front (`maxPool2d(z, …, { relu: true })`), whose backward routes
+ * each window's gradient to its positive maximum in one pass -- no ReLU output, no separate ReLU
+ * backward. Conv2d → ReLU without pooling fuses into one op (its gradient needs only the output),
+ * and BatchNorm2d → ReLU6 runs as one `batchNorm` op with the clamp (`forwardClamped`). Results
+ * equal the unfused chain (for finite values).
  */
 import { isGradEnabled } from '../autograd/engine.ts';
 import { autocastFormat } from '../lowp/context.ts';
