@@ -68,24 +68,26 @@ describe('IntModel vs fake-quant simulation on a trained LeNet-5', () => {
  * integers exactly (BN folding, padding, flatten order, dropout all as in the simulation); the
  * float32 forward flips a few of them (rounding near a boundary; each flip before the last layer
  * moves a logit by |w| LSB, and per-channel int8 rows hold a |w| = 127), so it is float32MaxLogitLsb
- * that reads 164 here. On this seed one sample's two top logits lie 1e-4 apart (11 LSB), the flips
- * reverse them in the float32 forward only, and convert refused the exact IntModel with
- * 'agreement' (93.75 % < 99 %) before such samples counted as agreeing.
+ * that reads 480 here. On this seed and sample one image's two top logits lie close enough that
+ * the flips reverse them in the float32 forward only, and convert would refuse the exact IntModel
+ * with 'agreement' (93.75 % < 99 %) if such samples did not count as agreeing. (The case is rare:
+ * the seed and the 16 images were found by a search over 40 seeds and 300 images, 1 such image;
+ * QAT's BatchNorm statistics changed rounding in session 23 and moved it from seed 1.)
  */
 describe('IntModel vs fake-quant simulation on an untrained Fashion-MNIST CNN (W8A8 ste, BN folded)', () => {
   const setup = (() => {
     let cached: { model: ReturnType<typeof cnn>; x: Tensor } | null = null;
     return () => {
       if (cached) return cached;
-      manualSeed(1);
+      manualSeed(35);
       const model = cnn();
       prepareQat(model, { default: qconfigFor('w8a8', 'ste') });
       model.train();
-      const train = loadDataset('fashion-mnist', 'train', { limit: 116 });
+      const train = loadDataset('fashion-mnist', 'train', { limit: 228 });
       const stats = DATASET_STATS['fashion-mnist'];
       noGrad(() => { for (let i = 0; i < 3; i++) model.forward(batchOf(train, i * 8, 8, stats).x); });
       model.eval();
-      cached = { model, x: batchOf(train, 100, 16, stats).x };
+      cached = { model, x: batchOf(train, 212, 16, stats).x };
       return cached;
     };
   })();
