@@ -124,24 +124,21 @@ LOWBIT_INLINE void bnBackwardChannels(const float* g0, const float* x, const flo
     double var;
     statsOf(x, stats, n, c, s, ch, &mean, &var);
     const double rstdD = 1.0 / std::sqrt(var + static_cast<double>(eps));
-    // With a clamp: g through clamp's mask on the recomputed output, into `masked` (the channel's
-    // rows of a scratch copy), which then stands in for g.
-    const float* g = g0;
-    if (clamp != nullptr) {
-      const float scale = channelScale(w, var, eps, ch), shift = clamp->bias[ch], lo = clamp->lo, hi = clamp->hi;
-      for (int64_t i = 0; i < n; i++) {
-        const float* r = x + (i * c + ch) * s;
-        const float* gr = g0 + (i * c + ch) * s;
-        float* m = masked + (i * c + ch) * s;
-        for (int64_t j = 0; j < s; j++) m[j] = clampPasses(bnValue(r[j], mean, scale, shift), lo, hi) ? gr[j] : 0.0f;
-      }
-      g = masked;
-    }
+    // With a clamp, g goes through clamp's mask on the recomputed output, row by row into `masked`
+    // (the channel's rows of a scratch copy) just before the row is summed, and then stands in for g.
+    const float* g = clamp != nullptr ? masked : g0;
+    const float cScale = clamp != nullptr ? channelScale(w, var, eps, ch) : 0.f;
     // Σg and Σg·(x − mean) in float lanes per row, double across rows.
     double sumG = 0.0, sumGC = 0.0;
     for (int64_t i = 0; i < n; i++) {
       const float* gr = g + (i * c + ch) * s;
       const float* r = x + (i * c + ch) * s;
+      if (clamp != nullptr) {
+        const float shift = clamp->bias[ch], lo = clamp->lo, hi = clamp->hi;
+        const float* g0r = g0 + (i * c + ch) * s;
+        float* m = masked + (i * c + ch) * s;
+        for (int64_t j = 0; j < s; j++) m[j] = clampPasses(bnValue(r[j], mean, cScale, shift), lo, hi) ? g0r[j] : 0.0f;
+      }
       float ag[kLanes] = {}, agc[kLanes] = {};
       int64_t j = 0;
       for (; j + kLanes <= s; j += kLanes)

@@ -51,3 +51,18 @@ export function releaseIntermediates(tensors: readonly Tensor[], keep: readonly 
     releaseTensor(t);
   }
 }
+
+/**
+ * Internal (models' forward): `x` through `layers` one after the other (what a Sequential does),
+ * handing each layer's input -- `x` included -- back to the pool once the next layer has made its
+ * output (`releaseIntermediates`: under no-grad only). `x` must be the caller's own intermediate.
+ */
+export function chainReleasing(layers: Iterable<{ forward(t: Tensor): Tensor }>, x: Tensor): Tensor {
+  let y = x;
+  for (const layer of layers) {
+    const next = layer.forward(y);
+    releaseIntermediates([y], [next]);
+    y = next;
+  }
+  return y;
+}

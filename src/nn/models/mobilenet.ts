@@ -1,4 +1,4 @@
-import { releaseIntermediates } from '../../autograd/release.ts';
+import { chainReleasing, releaseIntermediates } from '../../autograd/release.ts';
 import type { Tensor } from '../../tensor/index.ts';
 import { Module, type TensorModule } from '../module.ts';
 import { Sequential } from '../sequential.ts';
@@ -190,12 +190,7 @@ export class MobileNet extends Module {
    * under no-grad each block's input buffer goes back to the pool once the next block has read it.
    */
   forward(x: Tensor): Tensor {
-    let y = this.stem.forward(x);
-    for (const block of this.blocks) {
-      const next = (block as InvertedResidual).forward(y);
-      releaseIntermediates([y], [x, next]);
-      y = next;
-    }
+    let y = chainReleasing(this.blocks, this.stem.forward(x));
     if (this.head) {
       const h = this.head.forward(y);
       releaseIntermediates([y], [x, h]);

@@ -15,7 +15,7 @@ import { Linear } from '../linear.ts';
 import { GELU, ReLU } from '../activation.ts';
 import { Sequential } from '../sequential.ts';
 import { invertedDropout } from '../dropout.ts';
-import { releaseIntermediates } from '../../autograd/release.ts';
+import { chainReleasing, releaseIntermediates } from '../../autograd/release.ts';
 import {
   add, arange, attention, concat, decodeAttention, globalRng, linear, matmul, mul, narrow, reshape, softmax, Tensor, transpose, zeros,
   type Rng,
@@ -394,11 +394,7 @@ export class TransformerLM extends Module implements TensorModule {
     if (this.training && this.dropout > 0) x = invertedDropout(x, this.dropout, this.rng);
     // Block by block (as the Sequential would), so that under no-grad each block's input buffer
     // goes back to the pool once the next block has read it.
-    for (const block of this.blocks) {
-      const y = block.forward(x);
-      releaseIntermediates([x], [y]);
-      x = y;
-    }
+    x = chainReleasing(this.blocks, x);
     const h = this.lnFinal.forward(x);
     releaseIntermediates([x], [h]);
     return h;
