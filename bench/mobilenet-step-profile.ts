@@ -55,13 +55,14 @@ if (values['conv-shapes']) {
   if (!loadNative().ok) throw new Error('--conv-shapes needs the native addon');
   const addon = nativeAddon() as unknown as Record<string, (...args: unknown[]) => void>;
   const times = new Map<string, number>();
-  for (const op of ['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused']) {
+  for (const op of ['conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'batchNorm', 'batchNormBackward', 'batchNormStats']) {
     const f = addon[op]!.bind(addon);
-    const geomAt = op === 'conv2dFused' ? 4 : 3;
     addon[op] = (...args: unknown[]) => {
       const t = performance.now();
       f(...args);
-      const key = `${op} ${Array.from(args[geomAt] as Int32Array).join(',')}`;
+      // The call's geometry: its Int32Array (convs) or its number arguments (BatchNorm's n, c, s, ...).
+      const geom = args.flatMap((a) => (a instanceof Int32Array ? [Array.from(a).join(',')] : typeof a === 'number' ? [String(a)] : []));
+      const key = `${op} ${geom.join(',')}`;
       times.set(key, (times.get(key) ?? 0) + performance.now() - t);
     };
   }

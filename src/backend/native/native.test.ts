@@ -760,7 +760,7 @@ describe('native backend vs reference', { skip }, () => {
       }
     }
     // Clamped (BatchNorm → ReLU6 in one op): forward values and the masked backward.
-    for (const [k, shape] of [[64, 16, 14, 14], [3, 5, 7, 3], [7, 9, 33]].entries()) {
+    for (const [k, shape] of [[64, 16, 14, 14], [3, 5, 7, 3], [7, 9, 33], [64, 96, 4, 4]].entries()) {
       const c = shape[1]!;
       const x = random(shape, 80 + k, -2, 3);
       const w = random([c], 81 + k, 0.5, 3);
