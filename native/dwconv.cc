@@ -5,7 +5,8 @@
 // one vector accumulator per tap over the channel's planes of every sample. 3x3 and 5x5 at stride 1
 // and 2 are compiled with the loops unrolled; other sizes / strides take the same code with runtime
 // bounds. Parallel over planes (forward, grad input) or channels (grad weight, so each dw row is
-// summed by one thread in sample order: no reduction across threads).
+// summed by one thread in sample order: no reduction across threads). On AVX-512, grad weight of
+// 3x3 / 5x5 filters with >= 32 channels runs over blocks of 16 channels, channels-last (dwblocked).
 #include "dwconv.h"
 
 #include <immintrin.h>
@@ -343,6 +344,78 @@ void bySources(int sources, F&& f) {
 
 }  // namespace dwtiny
 
+// ---------------------------------------------------------------- channel-blocked grad weight (AVX-512)
+// The weight gradient of 3x3 and 5x5 depthwise convs over 16 channels at a time: per sample, the
+// block's input planes are transposed (one gather per position) into a zero-padded channels-last
+// buffer [Hp][Wp][16], and then every tap of every output position is one FMA of 16 channels, with
+// no phase split, permute or masked row. Each lane (channel) sums its samples in order, one thread
+// per block, so the result does not depend on the thread count. On the small maps of a MobileNet
+// (14x14 stride 2, 7x7, 4x4) the per-plane kernels above spend most of their time on copies,
+// permutes and partly filled vectors.
+namespace dwblocked {
+
+// Taken for 3x3 and 5x5 filters with at least 32 channels (two blocks, so both threads of a 2-core
+// machine get one); a fixed rule, not one that depends on the thread count.
+bool supported(const ConvGeom& g) {
+  return activeIsa() == Isa::Avx512 && g.KH == g.KW && (g.KH == 3 || g.KH == 5) && g.C >= 32 && g.H * g.W * 16 < (int64_t{1} << 31);
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")
+
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+
+// dw rows of the channel blocks [b0, b1) (block b: channels 16 b ..). xt: scratch of Hp Wp 16 floats.
+template <int K>
+void weightBlocks(const ConvGeom& g, const float* x, const float* dy, float* dw, int64_t b0, int64_t b1, float* xt) {
+  constexpr int T = K * K;
+  const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw, HW = g.H * g.W, P = g.OH * g.OW;
+  std::memset(xt, 0, static_cast<size_t>(Hp * Wp * 16) * sizeof(float));  // the padding stays zero
+  const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i xIdx = _mm512_mullo_epi32(step, _mm512_set1_epi32(static_cast<int32_t>(HW)));
+  const __m512i dyIdx = _mm512_mullo_epi32(step, _mm512_set1_epi32(static_cast<int32_t>(P)));
+  for (int64_t b = b0; b < b1; b++) {
+    const int64_t c0 = b * 16;
+    const __mmask16 m = lanes(g.C - c0);
+    __m512 acc[T];
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    const int64_t bc = std::min<int64_t>(16, g.C - c0);
+    for (int64_t n = 0; n < g.N; n++) {
+      const float* xs = x + (n * g.C + c0) * HW;
+      // The block's planes are contiguous runs of x and dy; the next sample's are fetched while
+      // this one is summed (the gathers alone leave 16 short streams to the hardware prefetcher).
+      if (n + 1 < g.N) {
+        const char* nx = reinterpret_cast<const char*>(xs + g.C * HW);
+        const char* nd = reinterpret_cast<const char*>(dy + ((n + 1) * g.C + c0) * P);
+        for (int64_t off = 0; off < bc * HW * 4; off += 64) _mm_prefetch(nx + off, _MM_HINT_T0);
+        for (int64_t off = 0; off < bc * P * 4; off += 64) _mm_prefetch(nd + off, _MM_HINT_T0);
+      }
+      for (int64_t ih = 0; ih < g.H; ih++) {
+        float* row = xt + ((ih + g.ph) * Wp + g.pw) * 16;
+        for (int64_t iw = 0; iw < g.W; iw++)
+          _mm512_storeu_ps(row + iw * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, xIdx, xs + ih * g.W + iw, 4));
+      }
+      const float* ds = dy + (n * g.C + c0) * P;
+      for (int64_t oh = 0; oh < g.OH; oh++) {
+        for (int64_t ow = 0; ow < g.OW; ow++) {
+          const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, dyIdx, ds + oh * g.OW + ow, 4);
+          const float* base = xt + (oh * g.sh * Wp + ow * g.sw) * 16;
+          for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) acc[kh * K + kw] = _mm512_fmadd_ps(d, _mm512_loadu_ps(base + (kh * Wp + kw) * 16), acc[kh * K + kw]);
+        }
+      }
+    }
+    alignas(64) float sums[T][16];
+    for (int t = 0; t < T; t++) _mm512_store_ps(sums[t], acc[t]);
+    for (int64_t c = c0; c < std::min(g.C, c0 + 16); c++)
+      for (int t = 0; t < T; t++) dw[c * T + t] = sums[t][c - c0];
+  }
+}
+
+#pragma GCC pop_options
+
+}  // namespace dwblocked
+
 bool depthwiseConvSupported(const ConvGeom& g) {
   return gEnabled.load(std::memory_order_relaxed) && g.groups == g.C && g.O == g.C && g.groups > 1 && g.dh == 1 && g.dw == 1 &&
          g.sh >= 1 && g.sw >= 1;
@@ -406,6 +479,15 @@ void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float*
 }
 
 void depthwiseConvBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  if (dwblocked::supported(g)) {
+    const int64_t blocks = (g.C + 15) / 16, xtFloats = (g.H + 2 * g.ph) * (g.W + 2 * g.pw) * 16;
+    parallelFor(blocks, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t b0, int64_t b1) {
+      float* xt = tDwBuf.get(static_cast<size_t>(xtFloats));
+      if (g.KH == 3) dwblocked::weightBlocks<3>(g, x, dy, dw, b0, b1, xt);
+      else dwblocked::weightBlocks<5>(g, x, dy, dw, b0, b1, xt);
+    });
+    return;
+  }
   if (dwtiny::supported(g)) {
     const dwtiny::Tables t = dwtiny::build(g);
     parallelFor(g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t c0, int64_t c1) {

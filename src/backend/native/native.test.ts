@@ -493,6 +493,12 @@ describe('native backend vs reference', { skip }, () => {
     [1, 2, 1, 1, 2, 3, 3, [1, 1], [1, 1], [1, 1], 2], // a 1x1 map, all taps but one in the padding
     [8, 32, 7, 7, 32, 3, 3, [1, 1], [1, 1], [1, 1], 32], // MobileNet-like, parallel over planes / channels
     [4, 24, 14, 14, 24, 3, 3, [2, 2], [1, 1], [1, 1], 24],
+    // grad weight over blocks of 16 channels (AVX-512, 3x3 / 5x5, C >= 32): a masked last block,
+    // strides 1 and 2, padded and unpadded, 5x5 with one lane in the last block
+    [3, 40, 9, 11, 40, 3, 3, [2, 2], [1, 1], [1, 1], 40],
+    [2, 33, 8, 8, 33, 5, 5, [1, 1], [2, 2], [1, 1], 33],
+    [2, 48, 6, 5, 48, 3, 3, [1, 1], [0, 0], [1, 1], 48],
+    [5, 64, 14, 14, 64, 3, 3, [2, 2], [1, 1], [1, 1], 64],
     [2, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [2, 2], 6], // dilation 2: the generic grouped path
     // maps of at most 64 values (AVX-512: held in 1, 2, 3 or 4 vectors, taps by permutation tables)
     [64, 16, 4, 4, 16, 3, 3, [1, 1], [1, 1], [1, 1], 16], // MobileNet's 4x4 stage: one vector per plane
