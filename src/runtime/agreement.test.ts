@@ -13,6 +13,7 @@ import { cnn, lenet5 } from '../nn/index.ts';
 import { Adam } from '../optim/index.ts';
 import { crossEntropy, manualSeed, Tensor } from '../tensor/index.ts';
 import { noGrad } from '../autograd/engine.ts';
+import { withBackend } from '../backend/index.ts';
 import { prepareQat } from '../quant/qat/index.ts';
 import { qconfigFor } from '../quant/config/qconfig.ts';
 import { compareWithFakeQuant, convert } from './index.ts';
@@ -71,8 +72,10 @@ describe('IntModel vs fake-quant simulation on a trained LeNet-5', () => {
  * that reads 480 here. On this seed and sample one image's two top logits lie close enough that
  * the flips reverse them in the float32 forward only, and convert would refuse the exact IntModel
  * with 'agreement' (93.75 % < 99 %) if such samples did not count as agreeing. (The case is rare:
- * the seed and the 16 images were found by a search over 40 seeds and 300 images, 1 such image;
- * QAT's BatchNorm statistics changed rounding in session 23 and moved it from seed 1.)
+ * about one seed in eight has such an image among 2,000, found by search; the BatchNorm running
+ * statistics are computed on the reference backend so that a change of rounding in a backend's
+ * training-mode BatchNorm kernels, which moved the case twice, cannot move it again. Image 213 of
+ * seed 35 flips on the native and the reference backend alike.)
  */
 describe('IntModel vs fake-quant simulation on an untrained Fashion-MNIST CNN (W8A8 ste, BN folded)', () => {
   const setup = (() => {
@@ -85,7 +88,9 @@ describe('IntModel vs fake-quant simulation on an untrained Fashion-MNIST CNN (W
       model.train();
       const train = loadDataset('fashion-mnist', 'train', { limit: 228 });
       const stats = DATASET_STATS['fashion-mnist'];
-      noGrad(() => { for (let i = 0; i < 3; i++) model.forward(batchOf(train, i * 8, 8, stats).x); });
+      // The BatchNorm statistics come from the reference backend whichever backend runs the test, so
+      // that the case does not move with the rounding of a backend's training-mode BatchNorm kernels.
+      withBackend('reference', () => noGrad(() => { for (let i = 0; i < 3; i++) model.forward(batchOf(train, i * 8, 8, stats).x); }));
       model.eval();
       cached = { model, x: batchOf(train, 212, 16, stats).x };
       return cached;
