@@ -599,8 +599,12 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const oh = Math.floor((h + 2 * attrs.padding[0] - attrs.dilation[0] * (kh - 1) - 1) / attrs.stride[0]) + 1;
   const ow = Math.floor((w + 2 * attrs.padding[1] - attrs.dilation[1] * (kw - 1) - 1) / attrs.stride[1]) + 1;
   if (oh <= 0 || ow <= 0) throw new Error(`conv2d: kernel ${kh}x${kw} does not fit input ${h}x${w} with padding ${attrs.padding.join('x')}`);
-  const y = apply('conv2d', [x, weight], attrs);
-  return bias ? add(y, reshape(bias, [1, o, 1, 1])) : y;
+  if (!bias) return apply('conv2d', [x, weight], attrs);
+  // With a bias [O], the conv and the bias add as one conv2dFused (the same float32 arithmetic per
+  // element: the conv's value rounded, then the bias added), so the output is written once; its
+  // gradient is conv2d's plus the bias's sum over N, H, W. Another shape of bias broadcasts as an add.
+  if (bias.rank === 1 && bias.shape[0] === o && bias.dtype === x.dtype && weight.dtype === x.dtype) return apply('conv2dFused', [x, weight, bias], { ...attrs, relu: false, clampMax: null, pool: null });
+  return add(apply('conv2d', [x, weight], attrs), reshape(bias, [1, o, 1, 1]));
 }
 
 export interface Conv2dFusedOptions extends Conv2dOptions {
