@@ -434,6 +434,32 @@ void batchNormStats(const float* x, float* out, int64_t n, int64_t c, int64_t s)
   });
 }
 
+namespace {
+
+LOWBIT_INLINE void statsBackwardChannels(const float* g, const float* x, const float* stats, float* dx, int64_t n, int64_t c, int64_t s,
+                                         int64_t c0, int64_t c1) {
+  const double count = static_cast<double>(n * s);
+  for (int64_t ch = c0; ch < c1; ch++) {
+    const float mean = stats[ch];
+    const float a = static_cast<float>(2.0 * static_cast<double>(g[c + ch]) / count), b = static_cast<float>(static_cast<double>(g[ch]) / count);
+    for (int64_t i = 0; i < n; i++) {
+      const float* r = x + (i * c + ch) * s;
+      float* o = dx + (i * c + ch) * s;
+      for (int64_t j = 0; j < s; j++) o[j] = std::fma(r[j] - mean, a, b);
+    }
+  }
+}
+LOWBIT_BN_WRAPPERS(statsBackwardChannels)
+
+}  // namespace
+
+void batchNormStatsBackward(const float* g, const float* x, const float* stats, float* dx, int64_t n, int64_t c, int64_t s) {
+  const Isa isa = activeIsa();
+  parallelFor(c, static_cast<double>(n * c * s) * 2.0, [&](int64_t c0, int64_t c1) {
+    LOWBIT_BN_DISPATCH(isa, statsBackwardChannels, g, x, stats, dx, n, c, s, c0, c1);
+  });
+}
+
 void clampForward(const float* x, float* y, int64_t count, float lo, float hi) {
   const Isa isa = activeIsa();
   chunked(count, 1.0, [&](int64_t i0, int64_t i1) { LOWBIT_BN_DISPATCH(isa, clampRange, x, y, i0, i1, lo, hi); });

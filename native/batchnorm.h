@@ -23,6 +23,9 @@ void batchNormBackward(const float* g, const float* x, const float* w, const flo
                        float* dw, float* db, int64_t n, int64_t c, int64_t s, float eps);
 // out[ch] = mean, out[c + ch] = biased variance.
 void batchNormStats(const float* x, float* out, int64_t n, int64_t c, int64_t s);
+// batchNormStats's adjoint: dx = (x - mean_c) * (2 g[c + ch] / M) + g[ch] / M (M = n * s), the
+// per-channel factors in double, stats = batchNormStats(x).
+void batchNormStatsBackward(const float* g, const float* x, const float* stats, float* dx, int64_t n, int64_t c, int64_t s);
 // low = lo > x ? lo : x; y = low > hi ? hi : low.
 void clampForward(const float* x, float* y, int64_t count, float lo, float hi);
 // dx = g where neither bound clamped x, else 0.

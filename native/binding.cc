@@ -728,6 +728,18 @@ Napi::Value BatchNormStatsFn(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// batchNormStatsBackward(g, x, stats, dx, n, c, s): dx = (x - mean) * 2 g_var / M + g_mean / M
+Napi::Value BatchNormStatsBwd(const Napi::CallbackInfo& info) {
+  F32 g, x, stats, dx;
+  int64_t d[3];
+  if (!argF32(info, 0, &g) || !argF32(info, 1, &x) || !argF32(info, 2, &stats) || !argF32(info, 3, &dx) ||
+      !bnDims(info, 4, "batchNormStatsBackward", {&x, &dx}, d) || !fits(info.Env(), "batchNormStatsBackward", 2 * d[1], {&g, &stats})) {
+    return info.Env().Undefined();
+  }
+  lowbit::batchNormStatsBackward(g.data, x.data, stats.data, dx.data, d[0], d[1], d[2]);
+  return info.Env().Undefined();
+}
+
 // clamp(x, y, count, lo, hi)
 Napi::Value ClampFwd(const Napi::CallbackInfo& info) {
   F32 x, y;
@@ -2714,6 +2726,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("batchNorm", Napi::Function::New(env, BatchNormFwd));
   exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBwd));
   exports.Set("batchNormStats", Napi::Function::New(env, BatchNormStatsFn));
+  exports.Set("batchNormStatsBackward", Napi::Function::New(env, BatchNormStatsBwd));
   exports.Set("clamp", Napi::Function::New(env, ClampFwd));
   exports.Set("clampBackward", Napi::Function::New(env, ClampBwd));
   exports.Set("gelu", Napi::Function::New(env, GeluFwd));

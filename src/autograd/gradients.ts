@@ -82,7 +82,9 @@ const RULES: RuleTable = {
   },
   batchNormBackward: 'nondifferentiable',
   // [mean; biased variance] per channel over M values: ∂mean/∂x = 1/M, ∂var/∂x = 2(x − mean)/M.
+  // One primitive pass over x; when the backward is recorded (createGraph), the same formula as tensor ops.
   batchNormStats: (g, [x], out) => {
+    if (!isGradEnabled()) return [o.apply('batchNormStatsBackward', [g, x!, out], {})];
     const c = out.shape[1]!;
     const count = x!.size / c;
     const view = x!.shape.map((d, i) => (i === 1 ? d : 1));
@@ -229,6 +231,7 @@ const RULES: RuleTable = {
     return splitFlat(flat, [x!.shape, w!.shape, w!.shape]);
   },
   layerNormBackward: 'nondifferentiable',
+  batchNormStatsBackward: 'nondifferentiable',
   gelu: (g, [x], _out, { approximate }) => [
     isGradEnabled() ? o.mul(g, geluDerivativeComposed(x!, approximate)) : o.apply('geluBackward', [g, x!], { approximate }),
   ],

@@ -131,6 +131,11 @@ export interface PrimitiveAttrs {
    * QAT's BatchNorm folding differentiates through it: ∂mean/∂x = 1/M, ∂var/∂x = 2(x − mean)/M).
    */
   batchNormStats: NoAttrs;
+  /**
+   * (g [2, C], x [N, C, ...], stats [2, C]) -> dx like x: batchNormStats's adjoint, one pass over x:
+   * dx = (x − mean_c)·2·g[1, c]/M + g[0, c]/M (M = the values per channel; stats = batchNormStats(x)).
+   */
+  batchNormStatsBackward: NoAttrs;
   // ---- reductions over `axes` (sorted, unique, non-negative)
   sum: { readonly axes: readonly number[]; readonly keepDims: boolean };
   max: { readonly axes: readonly number[]; readonly keepDims: boolean };
@@ -374,7 +379,7 @@ export type PrimitiveName = keyof PrimitiveAttrs;
 export const PRIMITIVES: readonly PrimitiveName[] = [
   'neg', 'exp', 'log', 'sqrt', 'abs', 'sign', 'relu', 'sigmoid', 'tanh', 'erf', 'floor', 'round',
   'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'reluBackward', 'clamp', 'clampBackward',
-  'batchNorm', 'batchNormBackward', 'batchNormStats',
+  'batchNorm', 'batchNormBackward', 'batchNormStats', 'batchNormStatsBackward',
   'greater', 'greaterEqual', 'equal', 'where',
   'sum', 'max', 'argmax',
   'reshape', 'transpose', 'broadcastTo', 'slice', 'pad', 'concat', 'gather', 'scatterAdd', 'cast',

@@ -67,6 +67,8 @@ export interface NativeAddon {
   batchNorm?(x: Float32Array, w: Float32Array, b: Float32Array, y: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array, lo?: number, hi?: number): void;
   batchNormBackward?(g: Float32Array, x: Float32Array, w: Float32Array, out: Float32Array, n: number, c: number, s: number, eps: number, stats?: Float32Array, lo?: number, hi?: number, bias?: Float32Array): void;
   batchNormStats?(x: Float32Array, out: Float32Array, n: number, c: number, s: number): void;
+  /** batchNormStats's adjoint: dx = (x − mean)·2·g[1]/M + g[0]/M per channel (stats = batchNormStats(x)). */
+  batchNormStatsBackward?(g: Float32Array, x: Float32Array, stats: Float32Array, dx: Float32Array, n: number, c: number, s: number): void;
   clamp?(x: Float32Array, y: Float32Array, count: number, lo: number, hi: number): void;
   clampBackward?(g: Float32Array, x: Float32Array, dx: Float32Array, count: number, lo: number, hi: number): void;
   gelu?(x: Float32Array, y: Float32Array, n: number, tanh: boolean): void;

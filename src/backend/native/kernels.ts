@@ -366,6 +366,18 @@ function batchNormStatsKernel(addon: NativeAddon): Kernel<'batchNormStats'> {
   };
 }
 
+/** g [2, C], x [N, C, ...], stats [2, C] -> dx like x (batchNormStats's adjoint) */
+function batchNormStatsBackwardKernel(addon: NativeAddon): Kernel<'batchNormStatsBackward'> {
+  return (inputs) => {
+    const [g, x, s] = inputs as [RawTensor, RawTensor, RawTensor];
+    const d = allF32(inputs) && addon.batchNormStatsBackward ? bnDims(x) : null;
+    if (!d || x.data.length === 0 || g.data.length !== 2 * d[1] || s.data.length !== 2 * d[1]) return undefined;
+    const dx = outUninit(x.shape);
+    addon.batchNormStatsBackward!(g.data as Float32Array, x.data as Float32Array, s.data as Float32Array, dx.data, d[0], d[1], d[2]);
+    return dx;
+  };
+}
+
 /** x -> clamp(x, min, max) */
 function clampKernel(addon: NativeAddon): Kernel<'clamp'> {
   return (inputs, { min, max }) => {
@@ -969,7 +981,7 @@ export const NATIVE_OPS: readonly PrimitiveName[] = [
   'fakeQuantize', 'fakeQuantizeGrad', 'roundSte', 'signSte', 'scaleGrad', 'castFloat',
   'conv2d', 'conv2dBackwardInput', 'conv2dBackwardWeight', 'conv2dFused', 'adderConv2d', 'adderConv2dGrad',
   'lstmSequence', 'lstmSequenceBackward', 'gruSequence', 'gruSequenceBackward',
-  'batchNorm', 'batchNormBackward', 'batchNormStats', 'clamp', 'clampBackward',
+  'batchNorm', 'batchNormBackward', 'batchNormStats', 'batchNormStatsBackward', 'clamp', 'clampBackward',
   'layerNorm', 'layerNormBackward', 'gelu', 'geluBackward', 'attention', 'attentionBackward', 'decodeAttention', 'crossEntropyLoss', 'crossEntropyLossBackward',
   'maxPool2d', 'maxPool2dBackward', 'maxPool2dGather', 'avgPool2d', 'avgPool2dBackward',
 ];
@@ -1027,6 +1039,7 @@ export function registerNativeKernels(addon: NativeAddon): void {
   register('batchNorm', batchNormKernel(addon));
   register('batchNormBackward', batchNormBackwardKernel(addon));
   register('batchNormStats', batchNormStatsKernel(addon));
+  register('batchNormStatsBackward', batchNormStatsBackwardKernel(addon));
   register('clamp', clampKernel(addon));
   register('clampBackward', clampBackwardKernel(addon));
   register('gelu', geluKernel(addon));

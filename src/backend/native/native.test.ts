@@ -747,6 +747,10 @@ describe('native backend vs reference', { skip }, () => {
       check('batchNorm', [x, w, b], { eps: 1e-5 }, { atol: 1e-5, rtol: 1e-5 });
       check('batchNormStats', [x], NO_ATTRS, { atol: 1e-5, rtol: 1e-5 });
       check('batchNormBackward', [g, x, w], { eps: 1e-5 }, { atol: 1e-5 * Math.sqrt(count), rtol: 1e-5 });
+      // batchNormStats's adjoint (g [2, C], x, stats): one value each, so the elementwise tolerance.
+      setBackend('reference');
+      const xStats = runKernel('batchNormStats', [x], NO_ATTRS);
+      check('batchNormStatsBackward', [random([2, c], 75 + k), x, xStats], NO_ATTRS, { atol: 1e-5, rtol: 1e-5 });
       // dx alone to the elementwise tolerance (the check above allows the summed dw, db more).
       const ref = runKernel('batchNormBackward', [g, x, w], { eps: 1e-5 });
       const got = nativeKernel('batchNormBackward')!([g, x, w], { eps: 1e-5 })!;

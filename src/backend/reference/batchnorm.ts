@@ -128,6 +128,25 @@ export const batchNormStatsKernel: Kernel<'batchNormStats'> = ([x]) => {
   return raw(out, [2, c], x!.dtype);
 };
 
+/**
+ * g [2, C], x [N, C, ...], stats [2, C] -> dx like x: (x − mean_c)·(2·g[1, c]/M) + g[0, c]/M, each
+ * value computed in float64 (the per-channel factors too) and rounded once.
+ */
+export const batchNormStatsBackwardKernel: Kernel<'batchNormStatsBackward'> = ([g, x, stats]) => {
+  const [n, c, s] = layout(x!);
+  const count = n * s;
+  const out = alloc(x!.dtype, x!.shape);
+  for (let ch = 0; ch < c; ch++) {
+    const mean = stats!.data[ch]!;
+    const a = (2 * g!.data[c + ch]!) / count;
+    const b = g!.data[ch]! / count;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0, base = (i * c + ch) * s; j < s; j++) out[base + j] = (x!.data[base + j]! - mean) * a + b;
+    }
+  }
+  return raw(out, x!.shape, x!.dtype);
+};
+
 /** The bounds as the array's type stores them (float32 rounding, as a filled bound tensor would). */
 function bounds(x: RawTensor, { min, max }: ClampAttrs): [number, number] {
   return x.dtype === 'float32' ? [Math.fround(min), Math.fround(max)] : [min, max];

@@ -5,7 +5,7 @@
  */
 import { BINARY_PRIMITIVES, UNARY_PRIMITIVES } from '../primitives.ts';
 import { registerKernel } from '../registry.ts';
-import { batchNormBackwardKernel, batchNormKernel, batchNormStatsKernel, clampBackwardKernel, clampKernel } from './batchnorm.ts';
+import { batchNormBackwardKernel, batchNormKernel, batchNormStatsBackwardKernel, batchNormStatsKernel, clampBackwardKernel, clampKernel } from './batchnorm.ts';
 import { conv2dBackwardInputKernel, conv2dBackwardWeightKernel, conv2dKernel } from './conv.ts';
 import { conv2dFusedKernel } from './fused.ts';
 import { adderConv2dGradKernel, adderConv2dKernel } from './adder.ts';
@@ -40,6 +40,7 @@ export function registerReferenceBackend(): void {
   registerKernel('reference', 'batchNorm', batchNormKernel);
   registerKernel('reference', 'batchNormBackward', batchNormBackwardKernel);
   registerKernel('reference', 'batchNormStats', batchNormStatsKernel);
+  registerKernel('reference', 'batchNormStatsBackward', batchNormStatsBackwardKernel);
   registerKernel('reference', 'cast', castKernel);
   registerKernel('reference', 'sum', sumKernel);
   registerKernel('reference', 'max', maxKernel);
