@@ -6,7 +6,8 @@
 // and 2 are compiled with the loops unrolled; other sizes / strides take the same code with runtime
 // bounds. Parallel over planes (forward, grad input) or channels (grad weight, so each dw row is
 // summed by one thread in sample order: no reduction across threads). On AVX-512, grad weight of
-// 3x3 / 5x5 filters with >= 32 channels runs over blocks of 16 channels, channels-last (dwblocked).
+// 3x3 / 5x5 filters with >= 32 channels runs over blocks of 16 channels, channels-last (dwblocked),
+// and so does grad input on maps the tiny-map kernels do not take.
 #include "dwconv.h"
 
 #include <immintrin.h>
@@ -412,6 +413,83 @@ void weightBlocks(const ConvGeom& g, const float* x, const float* dy, float* dw,
   }
 }
 
+// The 16 (fewer: lanes past m zero) planes [H][W] at src, src + planeStride, ... as channels-last
+// vectors in dst, position (ih, iw) at ((ih + ph) Wp + iw + pw) 16 (the padding is left as it is).
+inline void toBlock(const float* src, int64_t planeStride, __mmask16 m, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp, float* dst) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int32_t>(planeStride)));
+  for (int64_t ih = 0; ih < H; ih++) {
+    float* row = dst + ((ih + ph) * Wp + pw) * 16;
+    for (int64_t iw = 0; iw < W; iw++) _mm512_storeu_ps(row + iw * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + ih * W + iw, 4));
+  }
+}
+
+// The adjoint copy: channels c < bc of the channels-last rows (ih + ph, pw .. pw + W) of src into
+// planes [H][W] at dst + c planeStride (one gather per 16 values of a row).
+inline void fromBlock(const float* src, int64_t bc, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp, float* dst, int64_t planeStride) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(16));
+  for (int64_t c = 0; c < bc; c++) {
+    float* plane = dst + c * planeStride;
+    if (ph == 0 && pw == 0 && Wp == W) {  // contiguous rows: the plane as one run
+      for (int64_t p0 = 0; p0 < H * W; p0 += 16) {
+        const __mmask16 m = lanes(H * W - p0);
+        _mm512_mask_storeu_ps(plane + p0, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + p0 * 16 + c, 4));
+      }
+      continue;
+    }
+    for (int64_t ih = 0; ih < H; ih++) {
+      const float* row = src + ((ih + ph) * Wp + pw) * 16 + c;
+      for (int64_t iw0 = 0; iw0 < W; iw0 += 16) {
+        const __mmask16 m = lanes(W - iw0);
+        _mm512_mask_storeu_ps(plane + ih * W + iw0, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row + iw0 * 16, 4));
+      }
+    }
+  }
+}
+
+// The block's weights, one vector per tap (lane l: channel c0 + l).
+template <int T>
+inline void tapVectors(const float* w, int64_t c0, __mmask16 m, __m512* wv) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(T));
+  for (int t = 0; t < T; t++) wv[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, w + c0 * T + t, 4);
+}
+
+// dx planes of the channel blocks [b0, b1): each dy value times each tap added into a zero-padded
+// channels-last dx buffer (dxt: Hp Wp 16 floats; outputs in order, taps in order), then its
+// interior copied out.
+template <int K>
+void backwardInputBlocks(const ConvGeom& g, const float* dy, const float* w, float* dx, int64_t b0, int64_t b1, float* dxt) {
+  constexpr int T = K * K;
+  const int64_t Wp = g.W + 2 * g.pw, HW = g.H * g.W, P = g.OH * g.OW, bufFloats = (g.H + 2 * g.ph) * Wp * 16;
+  const __m512i dyIdx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(P)));
+  for (int64_t b = b0; b < b1; b++) {
+    const int64_t c0 = b * 16, bc = std::min<int64_t>(16, g.C - c0);
+    const __mmask16 m = lanes(bc);
+    __m512 wv[T];
+    tapVectors<T>(w, c0, m, wv);
+    for (int64_t n = 0; n < g.N; n++) {
+      std::memset(dxt, 0, static_cast<size_t>(bufFloats) * sizeof(float));
+      const float* ds = dy + (n * g.C + c0) * P;
+      if (n + 1 < g.N) {  // the next sample's dy block (a contiguous run), as in weightBlocks
+        const char* nd = reinterpret_cast<const char*>(ds + g.C * P);
+        for (int64_t off = 0; off < bc * P * 4; off += 64) _mm_prefetch(nd + off, _MM_HINT_T0);
+      }
+      for (int64_t oh = 0; oh < g.OH; oh++) {
+        for (int64_t ow = 0; ow < g.OW; ow++) {
+          const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, dyIdx, ds + oh * g.OW + ow, 4);
+          float* base = dxt + (oh * g.sh * Wp + ow * g.sw) * 16;
+          for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) {
+              float* at = base + (kh * Wp + kw) * 16;
+              _mm512_storeu_ps(at, _mm512_fmadd_ps(d, wv[kh * K + kw], _mm512_loadu_ps(at)));
+            }
+        }
+      }
+      fromBlock(dxt, bc, g.H, g.W, g.ph, g.pw, Wp, dx + (n * g.C + c0) * HW, HW);
+    }
+  }
+}
+
 #pragma GCC pop_options
 
 }  // namespace dwblocked
@@ -460,6 +538,15 @@ void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, flo
 }
 
 void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (dwblocked::supported(g) && !dwtiny::supported(g)) {
+    const int64_t blocks = (g.C + 15) / 16, dxtFloats = (g.H + 2 * g.ph) * (g.W + 2 * g.pw) * 16;
+    parallelFor(blocks, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t b0, int64_t b1) {
+      float* dxt = tDwBuf.get(static_cast<size_t>(dxtFloats));
+      if (g.KH == 3) dwblocked::backwardInputBlocks<3>(g, dy, w, dx, b0, b1, dxt);
+      else dwblocked::backwardInputBlocks<5>(g, dy, w, dx, b0, b1, dxt);
+    });
+    return;
+  }
   if (dwtiny::supported(g)) {
     const dwtiny::Tables t = dwtiny::build(g);
     parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {

@@ -499,6 +499,7 @@ describe('native backend vs reference', { skip }, () => {
     [2, 33, 8, 8, 33, 5, 5, [1, 1], [2, 2], [1, 1], 33],
     [2, 48, 6, 5, 48, 3, 3, [1, 1], [0, 0], [1, 1], 48],
     [5, 64, 14, 14, 64, 3, 3, [2, 2], [1, 1], [1, 1], 64],
+    [2, 36, 10, 9, 36, 5, 5, [1, 1], [2, 2], [1, 1], 36], // (grad input over blocks too on maps of more than 64 values)
     [2, 6, 9, 9, 6, 3, 3, [1, 1], [1, 1], [2, 2], 6], // dilation 2: the generic grouped path
     // maps of at most 64 values (AVX-512: held in 1, 2, 3 or 4 vectors, taps by permutation tables)
     [64, 16, 4, 4, 16, 3, 3, [1, 1], [1, 1], [1, 1], 16], // MobileNet's 4x4 stage: one vector per plane
