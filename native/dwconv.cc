@@ -494,6 +494,23 @@ void backwardInputBlocks(const ConvGeom& g, const float* dy, const float* w, flo
 
 }  // namespace dwblocked
 
+namespace {
+
+// body(K, b0, b1, buf) over the channel blocks of g in parallel: K the kernel size as a
+// compile-time constant (3 or 5: dwblocked::supported), buf this thread's scratch for one padded
+// channels-last map (Hp Wp 16 floats).
+template <class Body>
+void forBlocks(const ConvGeom& g, Body&& body) {
+  const int64_t blocks = (g.C + 15) / 16, bufFloats = (g.H + 2 * g.ph) * (g.W + 2 * g.pw) * 16;
+  parallelFor(blocks, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t b0, int64_t b1) {
+    float* buf = tDwBuf.get(static_cast<size_t>(bufFloats));
+    if (g.KH == 3) body(std::integral_constant<int, 3>{}, b0, b1, buf);
+    else body(std::integral_constant<int, 5>{}, b0, b1, buf);
+  });
+}
+
+}  // namespace
+
 bool depthwiseConvSupported(const ConvGeom& g) {
   return gEnabled.load(std::memory_order_relaxed) && g.groups == g.C && g.O == g.C && g.groups > 1 && g.dh == 1 && g.dw == 1 &&
          g.sh >= 1 && g.sw >= 1;
@@ -539,13 +556,7 @@ void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, flo
 
 void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   if (dwblocked::supported(g) && !dwtiny::supported(g)) {
-    const int64_t blocks = (g.C + 15) / 16, dxtFloats = (g.H + 2 * g.ph) * (g.W + 2 * g.pw) * 16;
-    parallelFor(blocks, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t b0, int64_t b1) {
-      float* dxt = tDwBuf.get(static_cast<size_t>(dxtFloats));
-      if (g.KH == 3) dwblocked::backwardInputBlocks<3>(g, dy, w, dx, b0, b1, dxt);
-      else dwblocked::backwardInputBlocks<5>(g, dy, w, dx, b0, b1, dxt);
-    });
-    return;
+    return forBlocks(g, [&](auto K, int64_t b0, int64_t b1, float* buf) { dwblocked::backwardInputBlocks<K>(g, dy, w, dx, b0, b1, buf); });
   }
   if (dwtiny::supported(g)) {
     const dwtiny::Tables t = dwtiny::build(g);
@@ -567,13 +578,7 @@ void depthwiseConvBackwardInput(const ConvGeom& g, const float* dy, const float*
 
 void depthwiseConvBackwardWeight(const ConvGeom& g, const float* x, const float* dy, float* dw) {
   if (dwblocked::supported(g)) {
-    const int64_t blocks = (g.C + 15) / 16, xtFloats = (g.H + 2 * g.ph) * (g.W + 2 * g.pw) * 16;
-    parallelFor(blocks, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t b0, int64_t b1) {
-      float* xt = tDwBuf.get(static_cast<size_t>(xtFloats));
-      if (g.KH == 3) dwblocked::weightBlocks<3>(g, x, dy, dw, b0, b1, xt);
-      else dwblocked::weightBlocks<5>(g, x, dy, dw, b0, b1, xt);
-    });
-    return;
+    return forBlocks(g, [&](auto K, int64_t b0, int64_t b1, float* buf) { dwblocked::weightBlocks<K>(g, x, dy, dw, b0, b1, buf); });
   }
   if (dwtiny::supported(g)) {
     const dwtiny::Tables t = dwtiny::build(g);
