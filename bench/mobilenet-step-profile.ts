@@ -3,14 +3,16 @@
  * backend: per-primitive kernel time from `profileOps` (summed over `--steps` steps after warm-up),
  * the step's wall and CPU time, and the time outside kernels (autograd bookkeeping, allocation, GC).
  *
- *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--conv-shapes] [--eval]
+ *   node --import tsx bench/mobilenet-step-profile.ts [--batch 64] [--steps 20] [--conv-shapes] [--eval] [--quant w4a4]
  *
  * With --eval, the step is an eval-mode forward under noGrad (running BatchNorm statistics), the
- * fp32 inference of the int-inference section.
+ * fp32 inference of the int-inference section. With --quant P, the model is first prepared for QAT
+ * with the CLI's plan P (`lowbit train --model mobilenet --quant P`: BatchNorm folded into the
+ * fake-quantized convs); the step is the same Adam step (one learning rate for every parameter).
  *
  * Prints a table sorted by time and one JSON line. With --conv-shapes, also the time inside the
  * addon's conv2d / conv2dBackwardInput / conv2dBackwardWeight / conv2dFused per geometry (N, C, H, W, O, KH, KW,
- * OH, OW, stride, padding, dilation, groups), per step.
+ * OH, OW, stride, padding, dilation, groups) and inside its BatchNorm calls per (N, C, S, ...), per step.
  */
 import { parseArgs } from 'node:util';
 import { profileOps, setBackend } from '../src/backend/index.ts';
@@ -18,14 +20,21 @@ import { loadNative, nativeAddon } from '../src/backend/native/index.ts';
 import { mobilenet } from '../src/nn/index.ts';
 import { noGrad } from '../src/autograd/engine.ts';
 import { manualSeed } from '../src/tensor/index.ts';
+import { prepareQat, qatFromCliOptions, QUANT_CHOICES, type QuantChoice } from '../src/quant/qat/index.ts';
 import { adamStepper, batchPool } from './workloads.ts';
 
-const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false }, eval: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { batch: { type: 'string', default: '64' }, steps: { type: 'string', default: '20' }, 'conv-shapes': { type: 'boolean', default: false }, eval: { type: 'boolean', default: false }, quant: { type: 'string' } } });
 const batch = Number(values.batch);
 const steps = Number(values.steps);
 setBackend('native');
 manualSeed(0);
 const model = mobilenet();
+if (values.quant) {
+  const quant = values.quant as QuantChoice;
+  const plan = QUANT_CHOICES.includes(quant) ? qatFromCliOptions({ quant }) : null;
+  if (!plan) throw new Error(`--quant ${values.quant}: not one of the CLI's QAT plans (${QUANT_CHOICES.filter((q) => q !== 'fp32').join(', ')})`);
+  prepareQat(model, plan);
+}
 const pool = batchPool(batch, 8).batches;
 let step = adamStepper(model, pool, 2e-3);
 if (values.eval) {

@@ -87,7 +87,7 @@ export function adamStepper(model: TensorModule, pool: readonly XY[], lr: number
 }
 
 /** The step the steppers time: forward, cross-entropy, backward, optimizer step, zero grad, loss read back. */
-export function stepWith(model: TensorModule, optimizer: { step(): void; zeroGrad(): void }, pool: readonly XY[]): () => void {
+function stepWith(model: TensorModule, optimizer: { step(): void; zeroGrad(): void }, pool: readonly XY[]): () => void {
   model.train();
   let i = 0;
   return () => {
