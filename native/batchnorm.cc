@@ -402,7 +402,8 @@ void batchNormForward(const float* x, const float* w, const float* b, const floa
   const Isa isa = activeIsa();
   parallelFor(c, static_cast<double>(n * c * s) * (stats != nullptr ? 2.0 : 4.0), [&](int64_t c0, int64_t c1) {
     if (isa == Isa::Avx512) return bnForwardChannelsAvx512Lanes(x, w, b, stats, clamp, y, n, c, s, eps, c0, c1);
-    LOWBIT_BN_DISPATCH(isa, bnForwardChannels, x, w, b, stats, clamp, y, n, c, s, eps, c0, c1);
+    if (isa == Isa::Avx2) return bnForwardChannelsAvx2(x, w, b, stats, clamp, y, n, c, s, eps, c0, c1);
+    bnForwardChannels(x, w, b, stats, clamp, y, n, c, s, eps, c0, c1);
   });
 }
 
@@ -410,11 +411,13 @@ void batchNormBackward(const float* g, const float* x, const float* w, const flo
                        float* dw, float* db, int64_t n, int64_t c, int64_t s, float eps) {
   const Isa isa = activeIsa();
   // The masked gradient goes through dx's own buffer: each channel's rows are read from it before
-  // they are overwritten with that channel's dx (channels are disjoint).
+  // they are overwritten with that channel's dx (channels are disjoint). (AVX-512 runs the
+  // intrinsics kernels above; the portable loops serve AVX2 and scalar.)
   float* masked = clamp != nullptr ? dx : nullptr;
   parallelFor(c, static_cast<double>(n * c * s) * (stats != nullptr ? 4.0 : 6.0), [&](int64_t c0, int64_t c1) {
     if (isa == Isa::Avx512) return bnBackwardChannelsAvx512Lanes(g, x, w, stats, clamp, dx, dw, db, n, c, s, eps, c0, c1);
-    LOWBIT_BN_DISPATCH(isa, bnBackwardChannels, g, x, w, stats, clamp, dx, dw, db, masked, n, c, s, eps, c0, c1);
+    if (isa == Isa::Avx2) return bnBackwardChannelsAvx2(g, x, w, stats, clamp, dx, dw, db, masked, n, c, s, eps, c0, c1);
+    bnBackwardChannels(g, x, w, stats, clamp, dx, dw, db, masked, n, c, s, eps, c0, c1);
   });
 }
 
