@@ -201,6 +201,34 @@ LOWBIT_TARGET_AVX512 LOWBIT_INLINE void flushLanes(DoubleLanes& d, __m512& f) {
 
 LOWBIT_TARGET_AVX512 LOWBIT_INLINE double laneTotal(const DoubleLanes& d) { return _mm512_reduce_add_pd(_mm512_add_pd(d.lo, d.hi)); }
 
+// Σu and Σv·w over channel ch's rows (n rows of s values, c·s apart): chunk(offset, mask, &u, &v,
+// &w) gives each 16-lane chunk (zero past the row's end), added in float lanes and flushed into
+// double lanes every kFlush chunks. Returns the two totals.
+template <class Chunk>
+LOWBIT_TARGET_AVX512 LOWBIT_INLINE void channelLaneSums(int64_t n, int64_t c, int64_t s, int64_t ch, Chunk&& chunk, double* sumU, double* sumVW) {
+  __m512 accU = _mm512_setzero_ps(), accVW = _mm512_setzero_ps();
+  DoubleLanes u = zeroLanes(), vw = zeroLanes();
+  int pending = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const int64_t row = (i * c + ch) * s;
+    for (int64_t j = 0; j < s; j += 16) {
+      __m512 a, b, d;
+      chunk(row + j, rowMask(s - j), &a, &b, &d);
+      accU = _mm512_add_ps(accU, a);
+      accVW = _mm512_fmadd_ps(b, d, accVW);
+      if (++pending == kFlush) {
+        flushLanes(u, accU);
+        flushLanes(vw, accVW);
+        pending = 0;
+      }
+    }
+  }
+  flushLanes(u, accU);
+  flushLanes(vw, accVW);
+  *sumU = laneTotal(u);
+  *sumVW = laneTotal(vw);
+}
+
 // channelStats with AVX-512 (same shift, same formulas).
 LOWBIT_TARGET_AVX512 void channelStatsAvx512(const float* x, int64_t n, int64_t c, int64_t s, int64_t ch, float* meanOut, double* varOut) {
   const int64_t count = n * s;
@@ -211,28 +239,13 @@ LOWBIT_TARGET_AVX512 void channelStatsAvx512(const float* x, int64_t n, int64_t 
   }
   const float shift = x[ch * s];
   const __m512 shiftV = _mm512_set1_ps(shift);
-  __m512 acc = _mm512_setzero_ps(), accSq = _mm512_setzero_ps();
-  DoubleLanes sum = zeroLanes(), sq = zeroLanes();
-  int pending = 0;
-  for (int64_t i = 0; i < n; i++) {
-    const float* r = x + (i * c + ch) * s;
-    for (int64_t j = 0; j < s; j += 16) {
-      const __mmask16 m = rowMask(s - j);
-      const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, r + j), shiftV);
-      acc = _mm512_add_ps(acc, d);
-      accSq = _mm512_fmadd_ps(d, d, accSq);
-      if (++pending == kFlush) {
-        flushLanes(sum, acc);
-        flushLanes(sq, accSq);
-        pending = 0;
-      }
-    }
-  }
-  flushLanes(sum, acc);
-  flushLanes(sq, accSq);
-  const double d = laneTotal(sum) / static_cast<double>(count);
+  double sum, sq;  // of x − shift and its square
+  channelLaneSums(n, c, s, ch, [&](int64_t off, __mmask16 m, __m512* u, __m512* v, __m512* w) LOWBIT_TARGET_AVX512 {
+    *u = *v = *w = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + off), shiftV);
+  }, &sum, &sq);
+  const double d = sum / static_cast<double>(count);
   *meanOut = static_cast<float>(static_cast<double>(shift) + d);
-  *varOut = std::max(0.0, laneTotal(sq) / static_cast<double>(count) - d * d);
+  *varOut = std::max(0.0, sq / static_cast<double>(count) - d * d);
 }
 
 LOWBIT_TARGET_AVX512 LOWBIT_INLINE void statsOfAvx512(const float* x, const float* stats, int64_t n, int64_t c, int64_t s, int64_t ch,
@@ -322,28 +335,13 @@ LOWBIT_TARGET_AVX512 void bnBackwardChannelsAvx512Lanes(const float* g, const fl
       const double rstdD = 1.0 / std::sqrt(var + static_cast<double>(eps));
       const __m512 meanV = _mm512_set1_ps(means[at]), cScale = _mm512_set1_ps(clamped ? channelScale(w, var, eps, ch) : 0.f);
       const __m512 cShift = _mm512_set1_ps(clamped ? clamp->bias[ch] : 0.f);
-      __m512 ag = _mm512_setzero_ps(), agc = _mm512_setzero_ps();
-      DoubleLanes sumGLanes = zeroLanes(), sumGCLanes = zeroLanes();
-      int pending = 0;
-      for (int64_t i = 0; i < n; i++) {
-        const int64_t row = (i * c + ch) * s;
-        for (int64_t j = 0; j < s; j += 16) {
-          __m512 gv, xc;
-          const __mmask16 m = rowMask(s - j);
-          bnGradLanes(g, x, row + j, m, clamped, meanV, cScale, cShift, lo, hi, &gv, &xc);
-          if (clamped) _mm512_mask_storeu_ps(dx + row + j, m, gv);
-          ag = _mm512_add_ps(ag, gv);
-          agc = _mm512_fmadd_ps(gv, xc, agc);
-          if (++pending == kFlush) {
-            flushLanes(sumGLanes, ag);
-            flushLanes(sumGCLanes, agc);
-            pending = 0;
-          }
-        }
-      }
-      flushLanes(sumGLanes, ag);
-      flushLanes(sumGCLanes, agc);
-      const double sumG = laneTotal(sumGLanes), sumGX = laneTotal(sumGCLanes) * rstdD;  // Σg, Σg·x̂
+      double sumG, sumGC;  // Σg, Σg·(x − mean)
+      channelLaneSums(n, c, s, ch, [&](int64_t off, __mmask16 m, __m512* u, __m512* v, __m512* xc) LOWBIT_TARGET_AVX512 {
+        bnGradLanes(g, x, off, m, clamped, meanV, cScale, cShift, lo, hi, u, xc);
+        if (clamped) _mm512_mask_storeu_ps(dx + off, m, *u);
+        *v = *u;
+      }, &sumG, &sumGC);
+      const double sumGX = sumGC * rstdD;  // Σg·x̂
       dw[ch] = static_cast<float>(sumGX);
       db[ch] = static_cast<float>(sumG);
       const double k = static_cast<double>(w[ch]) * rstdD;

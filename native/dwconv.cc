@@ -364,7 +364,52 @@ bool supported(const ConvGeom& g) {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")
 
-inline __mmask16 lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+using dwtiny::lanes;
+
+// [0, stride, 2 stride, ..., 15 stride]: the gather indices of 16 values `stride` floats apart.
+inline __m512i laneStride(int64_t stride) {
+  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(stride)));
+}
+
+// Asks for the cache lines of floats [p, p + count): the next sample's block (a contiguous run)
+// while this one is worked on (the gathers alone leave 16 short streams to the hardware prefetcher).
+inline void prefetchRun(const float* p, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t off = 0; off < count * 4; off += 64) _mm_prefetch(bytes + off, _MM_HINT_T0);
+}
+
+// The 16 (fewer: lanes past m zero) planes [H][W] at src, src + planeStride, ... as channels-last
+// vectors in dst, position (ih, iw) at ((ih + ph) Wp + iw + pw) 16 (the padding is left as it is).
+inline void toBlock(const float* src, int64_t planeStride, __mmask16 m, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp, float* dst) {
+  const __m512i idx = laneStride(planeStride);
+  for (int64_t ih = 0; ih < H; ih++) {
+    float* row = dst + ((ih + ph) * Wp + pw) * 16;
+    for (int64_t iw = 0; iw < W; iw++) _mm512_storeu_ps(row + iw * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + ih * W + iw, 4));
+  }
+}
+
+// The adjoint copy: channels c < bc of the channels-last rows (ih + ph, pw .. pw + W) of src into
+// planes [H][W] at dst + c planeStride (one gather per 16 values of a row).
+inline void fromBlock(const float* src, int64_t bc, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp, float* dst, int64_t planeStride) {
+  const __m512i idx = laneStride(16);
+  for (int64_t c = 0; c < bc; c++) {
+    float* plane = dst + c * planeStride;
+    for (int64_t ih = 0; ih < H; ih++) {
+      const float* row = src + ((ih + ph) * Wp + pw) * 16 + c;
+      for (int64_t iw0 = 0; iw0 < W; iw0 += 16) {
+        const __mmask16 m = lanes(W - iw0);
+        _mm512_mask_storeu_ps(plane + ih * W + iw0, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row + iw0 * 16, 4));
+      }
+    }
+  }
+}
+
+// The block's weights, one vector per tap (lane l: channel c0 + l).
+template <int T>
+inline void tapVectors(const float* w, int64_t c0, __mmask16 m, __m512* wv) {
+  const __m512i idx = laneStride(T);
+  for (int t = 0; t < T; t++) wv[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, w + c0 * T + t, 4);
+}
 
 // dw rows of the channel blocks [b0, b1) (block b: channels 16 b ..). xt: scratch of Hp Wp 16 floats.
 template <int K>
@@ -372,9 +417,7 @@ void weightBlocks(const ConvGeom& g, const float* x, const float* dy, float* dw,
   constexpr int T = K * K;
   const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw, HW = g.H * g.W, P = g.OH * g.OW;
   std::memset(xt, 0, static_cast<size_t>(Hp * Wp * 16) * sizeof(float));  // the padding stays zero
-  const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i xIdx = _mm512_mullo_epi32(step, _mm512_set1_epi32(static_cast<int32_t>(HW)));
-  const __m512i dyIdx = _mm512_mullo_epi32(step, _mm512_set1_epi32(static_cast<int32_t>(P)));
+  const __m512i dyIdx = laneStride(P);
   for (int64_t b = b0; b < b1; b++) {
     const int64_t c0 = b * 16;
     const __mmask16 m = lanes(g.C - c0);
@@ -383,20 +426,12 @@ void weightBlocks(const ConvGeom& g, const float* x, const float* dy, float* dw,
     const int64_t bc = std::min<int64_t>(16, g.C - c0);
     for (int64_t n = 0; n < g.N; n++) {
       const float* xs = x + (n * g.C + c0) * HW;
-      // The block's planes are contiguous runs of x and dy; the next sample's are fetched while
-      // this one is summed (the gathers alone leave 16 short streams to the hardware prefetcher).
-      if (n + 1 < g.N) {
-        const char* nx = reinterpret_cast<const char*>(xs + g.C * HW);
-        const char* nd = reinterpret_cast<const char*>(dy + ((n + 1) * g.C + c0) * P);
-        for (int64_t off = 0; off < bc * HW * 4; off += 64) _mm_prefetch(nx + off, _MM_HINT_T0);
-        for (int64_t off = 0; off < bc * P * 4; off += 64) _mm_prefetch(nd + off, _MM_HINT_T0);
-      }
-      for (int64_t ih = 0; ih < g.H; ih++) {
-        float* row = xt + ((ih + g.ph) * Wp + g.pw) * 16;
-        for (int64_t iw = 0; iw < g.W; iw++)
-          _mm512_storeu_ps(row + iw * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, xIdx, xs + ih * g.W + iw, 4));
-      }
       const float* ds = dy + (n * g.C + c0) * P;
+      if (n + 1 < g.N) {
+        prefetchRun(xs + g.C * HW, bc * HW);
+        prefetchRun(ds + g.C * P, bc * P);
+      }
+      toBlock(xs, HW, m, g.H, g.W, g.ph, g.pw, Wp, xt);
       for (int64_t oh = 0; oh < g.OH; oh++) {
         for (int64_t ow = 0; ow < g.OW; ow++) {
           const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, dyIdx, ds + oh * g.OW + ow, 4);
@@ -413,47 +448,6 @@ void weightBlocks(const ConvGeom& g, const float* x, const float* dy, float* dw,
   }
 }
 
-// The 16 (fewer: lanes past m zero) planes [H][W] at src, src + planeStride, ... as channels-last
-// vectors in dst, position (ih, iw) at ((ih + ph) Wp + iw + pw) 16 (the padding is left as it is).
-inline void toBlock(const float* src, int64_t planeStride, __mmask16 m, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp, float* dst) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(static_cast<int32_t>(planeStride)));
-  for (int64_t ih = 0; ih < H; ih++) {
-    float* row = dst + ((ih + ph) * Wp + pw) * 16;
-    for (int64_t iw = 0; iw < W; iw++) _mm512_storeu_ps(row + iw * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + ih * W + iw, 4));
-  }
-}
-
-// The adjoint copy: channels c < bc of the channels-last rows (ih + ph, pw .. pw + W) of src into
-// planes [H][W] at dst + c planeStride (one gather per 16 values of a row).
-inline void fromBlock(const float* src, int64_t bc, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp, float* dst, int64_t planeStride) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(16));
-  for (int64_t c = 0; c < bc; c++) {
-    float* plane = dst + c * planeStride;
-    if (ph == 0 && pw == 0 && Wp == W) {  // contiguous rows: the plane as one run
-      for (int64_t p0 = 0; p0 < H * W; p0 += 16) {
-        const __mmask16 m = lanes(H * W - p0);
-        _mm512_mask_storeu_ps(plane + p0, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + p0 * 16 + c, 4));
-      }
-      continue;
-    }
-    for (int64_t ih = 0; ih < H; ih++) {
-      const float* row = src + ((ih + ph) * Wp + pw) * 16 + c;
-      for (int64_t iw0 = 0; iw0 < W; iw0 += 16) {
-        const __mmask16 m = lanes(W - iw0);
-        _mm512_mask_storeu_ps(plane + ih * W + iw0, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row + iw0 * 16, 4));
-      }
-    }
-  }
-}
-
-// The block's weights, one vector per tap (lane l: channel c0 + l).
-template <int T>
-inline void tapVectors(const float* w, int64_t c0, __mmask16 m, __m512* wv) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(T));
-  for (int t = 0; t < T; t++) wv[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, w + c0 * T + t, 4);
-}
-
 // dx planes of the channel blocks [b0, b1): each dy value times each tap added into a zero-padded
 // channels-last dx buffer (dxt: Hp Wp 16 floats; outputs in order, taps in order), then its
 // interior copied out.
@@ -461,7 +455,7 @@ template <int K>
 void backwardInputBlocks(const ConvGeom& g, const float* dy, const float* w, float* dx, int64_t b0, int64_t b1, float* dxt) {
   constexpr int T = K * K;
   const int64_t Wp = g.W + 2 * g.pw, HW = g.H * g.W, P = g.OH * g.OW, bufFloats = (g.H + 2 * g.ph) * Wp * 16;
-  const __m512i dyIdx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(P)));
+  const __m512i dyIdx = laneStride(P);
   for (int64_t b = b0; b < b1; b++) {
     const int64_t c0 = b * 16, bc = std::min<int64_t>(16, g.C - c0);
     const __mmask16 m = lanes(bc);
@@ -470,10 +464,7 @@ void backwardInputBlocks(const ConvGeom& g, const float* dy, const float* w, flo
     for (int64_t n = 0; n < g.N; n++) {
       std::memset(dxt, 0, static_cast<size_t>(bufFloats) * sizeof(float));
       const float* ds = dy + (n * g.C + c0) * P;
-      if (n + 1 < g.N) {  // the next sample's dy block (a contiguous run), as in weightBlocks
-        const char* nd = reinterpret_cast<const char*>(ds + g.C * P);
-        for (int64_t off = 0; off < bc * P * 4; off += 64) _mm_prefetch(nd + off, _MM_HINT_T0);
-      }
+      if (n + 1 < g.N) prefetchRun(ds + g.C * P, bc * P);
       for (int64_t oh = 0; oh < g.OH; oh++) {
         for (int64_t ow = 0; ow < g.OW; ow++) {
           const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, dyIdx, ds + oh * g.OW + ow, 4);
