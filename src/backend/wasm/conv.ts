@@ -10,7 +10,7 @@ import { col2imPadded, im2colPanels, packPanels } from './pack.ts';
 import { maxPoolWindows } from './pool.ts';
 import type { CallSink, WasmRuntime } from './runtime.ts';
 import { gemmParallel } from './matmul.ts';
-import { allF32, convGeometry, copyOut, f32, partRange, partsFor, type ConvGeometry } from './util.ts';
+import { allF32, convGeometry, copyOut, f32, partRange, partsFor, weightGradientPartsFor, type ConvGeometry } from './util.ts';
 
 /** @internal Stride-1 convolutions take the padded-image paths and the wasm col2im (tests turn them off to check the im2col paths too). */
 let canvasPaths = true;
@@ -98,10 +98,12 @@ function convForwardCanvas(
 }
 
 /**
- * Stride-1 backward input: per image and group dcol = W_gᵀ [kk, og] · dy_g [og, P] (packed GEMM),
- * then col2im in wasm (vector adds along the output rows) into dx. Null when it does not fit. On
- * several threads images are split over threads (each image's dy panels packed into a buffer of
- * its own, each thread with its own C buffer; an image's dx is written by one thread).
+ * Stride-1 backward input: per image and group dcol = W_gᵀ [kk, og] · dy_g [og, P], then col2im in
+ * wasm (vector adds along the output rows) into dx. Null when it does not fit. B is read in place in
+ * dy (gemmTapsB with row j at j·P: column panel q0 is the 8 floats dy[j, q0 .. q0 + 8); past P
+ * they are the next row's, junk columns that col2im never reads), so nothing is packed per image.
+ * On several threads images are split over threads (each thread with its own C buffer; an image's
+ * dx is written by one thread).
  */
 function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArray, geo: ConvGeometry, threads = rt.threads()): Float32Array | null {
   const { n, c, h, w: wd, o, g, cg, og, kk, kh, kw, oh, ow, ph, pw, dh, dw, p } = geo;
@@ -112,51 +114,38 @@ function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArra
   const arena = rt.arena;
   arena.reset();
   const ap = arena.reserve(g * mb * 4 * og);
-  const panel = nb * 8 * og;
-  const bp = arena.reserve((parts > 1 ? n * g : 1) * panel);
+  // dy, then the floats the last column panel of the last row reads past it
+  const dyAll = arena.reserve(n * o * p + 8);
+  const rows = arena.reserve(og);
   const cps = Array.from({ length: parts }, () => arena.reserve(mb * 4 * ldc));
   const dxAll = arena.reserve(n * c * h * wd);
   if (!arena.fits()) return parts > 1 ? convBackwardInputCol2im(rt, dy, w, geo, 1) : null;
   const mem = arena.view();
+  mem.set(dy, dyAll);
+  mem.fill(0, dyAll + n * o * p, dyAll + n * o * p + 8);
   mem.fill(0, dxAll, dxAll + n * c * h * wd);
+  new Int32Array(mem.buffer, rows * 4, og).set(Int32Array.from({ length: og }, (_, j) => j * p * 4));
   // A(t, j) = Wᵀ: w[(gi·og + j)·kk + t]
   for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * og, w, gi * og * kk, kk, og, 1, kk, 4);
-  // B(j, q) = dy[b, gi·og + j, q]
-  const packB = (b: number, gi: number, at: number) => packPanels(mem, at, dy, (b * o + gi * og) * p, p, og, 1, p, 8);
-  const image = (b: number, bpOf: (gi: number) => number, cp: number, call: CallSink) => {
-    for (let gi = 0; gi < g; gi++) {
-      call(rt.fn.gemm, (ap + gi * mb * 4 * og) * 4, bpOf(gi) * 4, cp * 4, mb, nb, og, ldc * 4, 0);
-      call(rt.fn.col2im, cp * 4, ldc * 4, (dxAll + (b * c + gi * cg) * h * wd) * 4, cg, h, wd, kh, kw, oh, ow, ph, pw, dh, dw);
-    }
-  };
-  if (parts === 1) {
-    // pack each image's panels right before its GEMM (one panel buffer)
-    for (let b = 0; b < n; b++) {
-      image(b, (gi) => {
-        packB(b, gi, bp);
-        return bp;
-      }, cps[0]!, rt.call);
-    }
-  } else {
-    // each part packs its own images' panels (the caller's part while the workers run)
-    rt.parallel(parts, (part, call) => {
-      const [lo, hi] = partRange(n, parts, part);
-      for (let b = lo; b < hi; b++) {
-        image(b, (gi) => {
-          packB(b, gi, bp + (b * g + gi) * panel);
-          return bp + (b * g + gi) * panel;
-        }, cps[part]!, call);
+  rt.parallel(parts, (part, call) => {
+    const [lo, hi] = partRange(n, parts, part);
+    const cp = cps[part]!;
+    for (let b = lo; b < hi; b++) {
+      for (let gi = 0; gi < g; gi++) {
+        call(rt.fn.gemmTapsB, (ap + gi * mb * 4 * og) * 4, (dyAll + (b * o + gi * og) * p) * 4, rows * 4, cp * 4, mb, nb, og, ldc * 4, 0);
+        call(rt.fn.col2im, cp * 4, ldc * 4, (dxAll + (b * c + gi * cg) * h * wd) * 4, cg, h, wd, kh, kw, oh, ow, ph, pw, dh, dw);
       }
-    });
-  }
+    }
+  });
   return copyOut(mem, dxAll, n * c * h * wd);
 }
 
 /**
  * Stride-1 backward weight: dWᵀ_g [kk, og] = Σ_images Σ_q x_pad[q + shift(t)]·dy_canvas[o, q], A's row t
- * read in the padded image (gemmRowsA), dy packed into canvas panels with zeros in the junk columns.
- * On several threads every image is padded and packed first, then the row panels (taps) are split
- * over threads, each summing over the images in the same order as one thread.
+ * read in the padded image (gemmRowsA), dy laid into canvas panels by the wasm canvasLanes (zeros in
+ * the junk columns). On one thread each image is padded and laid out right before its GEMM. On
+ * several, every image is padded and laid out first (images split over threads), then the row
+ * panels (taps) are split over threads, each summing over the images in the same order as one thread.
  */
 function convBackwardWeightCanvas(
   rt: WasmRuntime, x: Float32Array, dy: Float32Array, geo: ConvGeometry, weightShape: readonly number[], threads = rt.threads(),
@@ -168,14 +157,15 @@ function convBackwardWeightCanvas(
   const mb = Math.ceil(kk / 4);
   const nb = Math.ceil(og / 8);
   const ldc = nb * 8;
-  const parts = partsFor(threads, n * o * kk * canvas, mb);
-  // one padded image and one set of dy panels, or (threads) every image's
-  const copies = parts > 1 ? n : 1;
   const padFloats = paddedFloats(geo, hp, wp);
   const panels = nb * 8 * canvas;
+  const parts = weightGradientPartsFor(threads, n * o * kk * canvas, n, mb);
+  // one padded image and one set of dy panels, or (threads) every image's
+  const copies = parts > 1 ? n : 1;
   const arena = rt.arena;
   arena.reset();
   const xAll = arena.reserve(n * c * h * wd);
+  const dyAll = arena.reserve(n * o * oh * ow);
   const xpad = arena.reserve(copies * padFloats);
   const rows = arena.reserve(mb * 4);
   const bp = arena.reserve(copies * g * panels);
@@ -183,25 +173,17 @@ function convBackwardWeightCanvas(
   if (!arena.fits()) return parts > 1 ? convBackwardWeightCanvas(rt, x, dy, geo, weightShape, 1) : null;
   const mem = arena.view();
   mem.set(x, xAll);
+  mem.set(dy, dyAll);
   mem.fill(0, xpad, xpad + copies * padFloats);
   mem.fill(0, bp, bp + copies * g * panels);
   const rowTable = new Int32Array(mem.buffer, rows * 4, mb * 4);
   rowTable.fill(0);
   rowTable.set(tapShifts(geo, hp, wp));
-  /** Pads image b into copy `at` and packs its dy panels: B(q, o) = dy[b, gi·og + o, oy, ox] at q = oy·wp + ox, panel layout [o / 8][q][o mod 8]. */
-  const prepare = (b: number, at: number) => {
-    rt.padImage((xAll + b * c * h * wd) * 4, (xpad + at * padFloats) * 4, c, h, wd, hp, wp, ph, pw);
+  /** Pads image b into copy `at` and lays out its dy panels: B(q, o) = dy[b, gi·og + o, oy, ox] at q = oy·wp + ox, panel layout [o / 8][q][o mod 8]. */
+  const prepare = (b: number, at: number, call: CallSink) => {
+    call(rt.fn.padImage, (xAll + b * c * h * wd) * 4, (xpad + at * padFloats) * 4, c, h, wd, hp, wp, ph, pw);
     for (let gi = 0; gi < g; gi++) {
-      const base = bp + (at * g + gi) * panels;
-      for (let ol = 0; ol < og; ol++) {
-        const lane = base + (ol >> 3) * canvas * 8 + (ol & 7);
-        const src = ((b * o + gi * og + ol) * oh) * ow;
-        for (let oy = 0; oy < oh; oy++) {
-          const to = lane + oy * wp * 8;
-          const from = src + oy * ow;
-          for (let ox = 0; ox < ow; ox++) mem[to + ox * 8] = dy[from + ox]!;
-        }
-      }
+      call(rt.fn.canvasLanes, (dyAll + (b * o + gi * og) * oh * ow) * 4, (bp + (at * g + gi) * panels) * 4, og, oh, ow, wp, canvas);
     }
   };
   /** Row panels [lo, hi) of image b (copy `at`), every group. */
@@ -213,11 +195,14 @@ function convBackwardWeightCanvas(
   };
   if (parts === 1) {
     for (let b = 0; b < n; b++) {
-      prepare(b, 0);
+      prepare(b, 0, rt.call);
       image(b, 0, 0, mb, rt.call);
     }
   } else {
-    for (let b = 0; b < n; b++) prepare(b, b);
+    rt.parallel(parts, (part, call) => {
+      const [lo, hi] = partRange(n, parts, part);
+      for (let b = lo; b < hi; b++) prepare(b, b, call);
+    });
     rt.parallel(parts, (part, call) => {
       const [lo, hi] = partRange(mb, parts, part);
       for (let b = 0; b < n; b++) image(b, b, lo, hi, call);

@@ -210,6 +210,72 @@ function padImageBody(): { locals: ValType[]; body: Code } {
   return { locals, body: c };
 }
 
+/** Byte lanes of i8x16.shuffle taking float lanes `a` of the first operand and `b` of the second (4 + i: lane i of the second). */
+function floatLanes(lanes: readonly number[]): number[] {
+  return lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
+}
+
+/**
+ * canvasLanes(src, dst, rows, oh, ow, wp, canvas): the B panels of a canvas GEMM from `rows`
+ * consecutive (oh, ow) planes at src: plane r's pixel (oy, ox) goes to float lane r mod 8 of
+ * position q = oy·wp + ox of panel r div 8, at dst + ((r div 8)·canvas·8 + q·8 + r mod 8)·4
+ * (panels of `canvas` positions of 8 floats). Junk positions (ox ≥ ow) and the lanes past `rows`
+ * are not written. Every full block of 8 planes moves 4 pixels of a row at a time (eight loads,
+ * two 4 × 4 transposes, eight stores); the last columns and a partial block go one float at a time.
+ */
+function canvasLanesBody(): { locals: ValType[]; body: Code } {
+  const [SRC, DST, ROWS, OH, OW, WP, CANVAS] = [0, 1, 2, 3, 4, 5, 6];
+  const BLK = 7, OY = 8, OX = 9, S = 10, D = 11, PLANE = 12, FULL = 13, R = 14, XVEC = 15, X0 = 16;
+  const A = 17; // A..A+7: the eight rows' vectors; then four temporaries
+  const T = A + 8;
+  const locals: ValType[] = [...Array<ValType>(10).fill(ValType.i32), ...Array<ValType>(12).fill(ValType.v128)];
+  const c = new Code();
+  // PLANE = oh·ow·4 (bytes between planes); FULL = rows − rows mod 8; XVEC = ow − ow mod 4
+  c.localGet(OH).localGet(OW).i32Mul().i32Const(4).i32Mul().localSet(PLANE);
+  c.localGet(ROWS).i32Const(-8).i32And().localSet(FULL);
+  c.localGet(OW).i32Const(-4).i32And().localSet(XVEC);
+  loopRange(c, BLK, () => c.i32Const(0), () => c.localGet(FULL), 8, () => {
+    forRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), () => {
+      loopRange(c, OX, () => c.i32Const(0), () => c.localGet(XVEC), 4, () => {
+        // S = src + (blk·oh·ow + oy·ow + ox)·4; D = dst + ((blk / 8)·canvas·8 + (oy·wp + ox)·8)·4
+        c.localGet(SRC).localGet(BLK).localGet(PLANE).i32Mul().i32Add().localGet(OY).localGet(OW).i32Mul().localGet(OX).i32Add().i32Const(4).i32Mul().i32Add().localSet(S);
+        c.localGet(DST).localGet(BLK).localGet(CANVAS).i32Mul().localGet(OY).localGet(WP).i32Mul().localGet(OX).i32Add().i32Const(8).i32Mul().i32Add().i32Const(4).i32Mul().i32Add().localSet(D);
+        for (let r = 0; r < 8; r++) {
+          c.localGet(S).v128Load(0).localSet(A + r);
+          if (r < 7) c.localGet(S).localGet(PLANE).i32Add().localSet(S);
+        }
+        for (const half of [0, 4]) {
+          const [a, b, cc, d] = [A + half, A + half + 1, A + half + 2, A + half + 3];
+          // T0 = a0 b0 a1 b1, T1 = a2 b2 a3 b3, T2 = c0 d0 c1 d1, T3 = c2 d2 c3 d3
+          c.localGet(a).localGet(b).i8x16Shuffle(floatLanes([0, 4, 1, 5])).localSet(T);
+          c.localGet(a).localGet(b).i8x16Shuffle(floatLanes([2, 6, 3, 7])).localSet(T + 1);
+          c.localGet(cc).localGet(d).i8x16Shuffle(floatLanes([0, 4, 1, 5])).localSet(T + 2);
+          c.localGet(cc).localGet(d).i8x16Shuffle(floatLanes([2, 6, 3, 7])).localSet(T + 3);
+          // column j of the four rows = lanes of T0 / T1 with T2 / T3, stored at position ox + j
+          const cols: [number, number, number[]][] = [[T, T + 2, [0, 1, 4, 5]], [T, T + 2, [2, 3, 6, 7]], [T + 1, T + 3, [0, 1, 4, 5]], [T + 1, T + 3, [2, 3, 6, 7]]];
+          cols.forEach(([lo, hi, lanes], j) => {
+            c.localGet(D).localGet(lo).localGet(hi).i8x16Shuffle(floatLanes(lanes)).v128Store(j * 32 + half * 4);
+          });
+        }
+      });
+    });
+  });
+  // the rest one float at a time: columns [xvec, ow) of the full blocks, every column of the last rows
+  forRange(c, R, () => c.i32Const(0), () => c.localGet(ROWS), () => {
+    c.localGet(XVEC).i32Const(0).localGet(R).localGet(FULL).i32LtS().select().localSet(X0);
+    forRange(c, OY, () => c.i32Const(0), () => c.localGet(OH), () => {
+      forRange(c, OX, () => c.localGet(X0), () => c.localGet(OW), () => {
+        // dst + ((r >> 3)·canvas·8 + (oy·wp + ox)·8 + (r & 7))·4 <- src + r·plane + (oy·ow + ox)·4
+        c.localGet(DST).localGet(R).i32Const(3).i32ShrS().localGet(CANVAS).i32Mul().localGet(OY).localGet(WP).i32Mul().localGet(OX).i32Add().i32Add().i32Const(8).i32Mul();
+        c.localGet(R).i32Const(7).i32And().i32Add().i32Const(4).i32Mul().i32Add();
+        c.localGet(SRC).localGet(R).localGet(PLANE).i32Mul().i32Add().localGet(OY).localGet(OW).i32Mul().localGet(OX).i32Add().i32Const(4).i32Mul().i32Add().f32Load(0);
+        c.f32Store(0);
+      });
+    });
+  });
+  return { locals, body: c };
+}
+
 function biasReluBody(): { locals: ValType[]; body: Code } {
   const [Y, ROWS, COLS, BIAS, RELU] = [0, 1, 2, 3, 4];
   const R = 5, I = 6, END = 7, VEC_END = 8;
@@ -463,6 +529,7 @@ export function fp32ModuleBytes(memory: MemoryImport = ENV_MEMORY): Uint8Array {
     gemm('rowsA', 'gemmRowsA'),
     { params: Array<ValType>(9).fill(i32), results: [], ...compactBody(), exportName: 'compact' },
     { params: Array<ValType>(9).fill(i32), results: [], ...padImageBody(), exportName: 'padImage' },
+    { params: Array<ValType>(7).fill(i32), results: [], ...canvasLanesBody(), exportName: 'canvasLanes' },
     { params: Array<ValType>(5).fill(i32), results: [], ...bias, exportName: 'biasRelu' },
     { params: Array<ValType>(15).fill(i32), results: [], ...maxPoolBody(), exportName: 'maxPool' },
     { params: Array<ValType>(9).fill(i32), results: [], ...maxPool2x2Body(), exportName: 'maxPool2x2' },

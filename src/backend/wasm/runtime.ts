@@ -107,7 +107,6 @@ export interface WasmRuntime {
   gemmRowsA(a: number, rows: number, bp: number, c: number, mBlocks: number, nBlocks: number, k: number, ldc: number, accumulate: number): void;
   biasRelu(y: number, rows: number, cols: number, bias: number, relu: number): void;
   compact(c: number, ldc: number, y: number, rows: number, oh: number, ow: number, wp: number, bias: number, relu: number): void;
-  padImage(src: number, dst: number, planes: number, h: number, w: number, hp: number, wp: number, ph: number, pw: number): void;
   maxPool(
     x: number, y: number, idx: number, planes: number, h: number, w: number, oh: number, ow: number,
     kh: number, kw: number, sh: number, sw: number, ph: number, pw: number, relu: number,
@@ -139,7 +138,7 @@ export interface WasmRuntime {
 }
 
 /** The exports kernels may hand to workers. */
-export const THREADED_EXPORTS = ['gemm', 'gemmTapsB', 'gemmRowsA', 'biasRelu', 'compact', 'padImage', 'col2im', ...NORM_EXPORTS, ...DEPTHWISE_EXPORTS] as const;
+export const THREADED_EXPORTS = ['gemm', 'gemmTapsB', 'gemmRowsA', 'biasRelu', 'compact', 'padImage', 'canvasLanes', 'col2im', ...NORM_EXPORTS, ...DEPTHWISE_EXPORTS] as const;
 export type ThreadedExport = (typeof THREADED_EXPORTS)[number];
 export type { CallSink } from './threads.ts';
 
@@ -266,7 +265,6 @@ export function wasmRuntime(): WasmRuntime | string {
     gemmRowsA: instance.exports['gemmRowsA'] as WasmRuntime['gemmRowsA'],
     biasRelu: instance.exports['biasRelu'] as WasmRuntime['biasRelu'],
     compact: instance.exports['compact'] as WasmRuntime['compact'],
-    padImage: instance.exports['padImage'] as WasmRuntime['padImage'],
     maxPool: instance.exports['maxPool'] as WasmRuntime['maxPool'],
     maxPool2x2: instance.exports['maxPool2x2'] as WasmRuntime['maxPool2x2'],
     col2im: instance.exports['col2im'] as WasmRuntime['col2im'],

@@ -259,6 +259,17 @@ describe('wasm threads: configuration and fallback', { skip }, () => {
     assert.equal(large.dispatched, 1, '128·200·96 multiply-adds are split');
   });
 
+  it('the weight gradient of a stride-1 conv splits only with enough work per image (MobileNet 1×1 convs stay on the caller, LeNet-5 conv2 splits)', async () => {
+    const conv = { stride: [1, 1] as [number, number], padding: [0, 0] as [number, number], dilation: [1, 1] as [number, number], groups: 1 };
+    // MobileNet's 64·[64, 4, 4] -> 128 1×1 conv: 8.4·10^6 multiply-adds, 1.3·10^5 per image
+    const x = random([64, 64, 4, 4], 1), w = random([128, 64, 1, 1], 2), dy = random([64, 128, 4, 4], 3);
+    assert.equal((await onThreads(THREADS, 'conv2dBackwardWeight', [x, dy], { ...conv, weightShape: w.shape })).dispatched, 0, 'weight gradient of the 1×1 conv on the caller');
+    assert.equal((await onThreads(THREADS, 'conv2dBackwardInput', [dy, w], { ...conv, inputShape: x.shape })).dispatched, 1, 'its input gradient splits');
+    // LeNet-5's conv2 at batch 64: 3.4·10^5 multiply-adds per image
+    const x2 = random([64, 6, 14, 14], 4), w2 = random([16, 6, 5, 5], 5), dy2 = random([64, 16, 10, 10], 6);
+    assert.equal((await onThreads(THREADS, 'conv2dBackwardWeight', [x2, dy2], { ...conv, weightShape: w2.shape })).dispatched, 2, 'LeNet-5 conv2 weight gradient splits (layout, then tap rows)');
+  });
+
   it('a worker that died: the call throws after the wait limit instead of hanging, later calls run on the caller and are right', async () => {
     assert.equal(await setWasmThreads(2), 2);
     const pool = wasmPoolForTests();

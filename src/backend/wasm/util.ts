@@ -103,6 +103,19 @@ export function partsFor(threads: number, macs: number, units: number): number {
   return macs < parallelMinMacs ? 1 : Math.max(1, Math.min(threads, units));
 }
 
+/**
+ * `partsFor` for the weight gradient of a stride-1 convolution on the padded image, whose split
+ * first pads and lays out every image (images over threads), then splits the tap rows and sums
+ * every image in each part: it splits only when an image's share is at least a quarter of the
+ * threshold too. Below that the all-images layout falls out of cache and costs more than the split
+ * saves: MobileNet's 1×1 convs (at most 2·10^5 multiply-adds per image) trained about 10 % slower
+ * on two threads with these splits, while LeNet-5's conv2 (3.4·10^5 per image) gains from its
+ * split (bench/wasm-mobilenet.ts; docs/runtime.md).
+ */
+export function weightGradientPartsFor(threads: number, macs: number, n: number, units: number): number {
+  return macs * 4 < n * parallelMinMacs ? 1 : partsFor(threads, macs, units);
+}
+
 /** Part `part` of `parts` near-equal contiguous ranges of [0, total): [lo, hi). */
 export function partRange(total: number, parts: number, part: number): [number, number] {
   return [Math.floor((total * part) / parts), Math.floor((total * (part + 1)) / parts)];
