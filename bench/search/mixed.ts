@@ -58,7 +58,16 @@ if (FP32_EPOCHS !== null && !(Number.isInteger(FP32_EPOCHS) && FP32_EPOCHS > 0))
 const HOLDOUT = process.argv.includes('--holdout');
 if (HOLDOUT && FP32_EPOCHS === null) throw new Error('--holdout needs --fp32-epochs (its own fp32 start)');
 const START = FP32_EPOCHS === null ? '' : `-e${FP32_EPOCHS}${HOLDOUT ? '-h10k' : ''}`;
+/**
+ * --weight-granularity tensor: every arm of the size experiments quantizes weights with one scale
+ * per tensor instead of per output channel (the calibration and fine-tune are otherwise the same);
+ * results go to runs/search/<start>-wtensor.json and docs/search.md is left alone.
+ */
+const WEIGHT_GRANULARITY = flagOr('weight-granularity', 'channel');
+if (WEIGHT_GRANULARITY !== 'channel' && WEIGHT_GRANULARITY !== 'tensor') throw new Error('--weight-granularity is channel or tensor');
+const SIZE_BASE: PlanBase | undefined = WEIGHT_GRANULARITY === 'tensor' ? { weightGranularity: 'tensor' } : undefined;
 const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
+  : SIZE_BASE ? join(ROOT, 'runs', 'search', `fp32${START || '-e5'}-wtensor.json`)
   : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32${START}.json`) : join(ROOT, 'docs', 'results', 'search.json');
 const DOC = join(ROOT, 'docs', 'search.md');
 
@@ -396,7 +405,7 @@ function sizeSection(setup: Setup, model: TensorModule, sens: Sensitivity): unkn
       for (const seed of SEEDS) {
         const data = loaders(setup, seed);
         const t = performance.now();
-        const r = qatScore(setup, model, assignment, data, seed);
+        const r = qatScore(setup, model, assignment, data, seed, undefined, SIZE_BASE);
         accs.push(r.accuracy);
         log(`${setup.id} size@${b}b ${arm} seed ${seed}: ${pct(r.accuracy)} (${describe(assignment, sens.layers)}) ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
       }
@@ -764,7 +773,7 @@ function pruneMarkdown(pr: PruneResult): string[] {
 }
 
 function writeDoc(): void {
-  if (QUICK || FP32_EPOCHS !== null || !existsSync(DOC)) return;
+  if (QUICK || FP32_EPOCHS !== null || SIZE_BASE || !existsSync(DOC)) return;
   const doc = readFileSync(DOC, 'utf8');
   const begin = '<!-- search-results:begin -->';
   const end = '<!-- search-results:end -->';
