@@ -72,22 +72,11 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('reluBackward', reluBackwardKernel);
     register('fakeQuantize', fakeQuantizeKernel(rt));
     register('fakeQuantizeGrad', fakeQuantizeGradKernel(rt));
-    // A clamped batchNorm (BatchNorm → ReLU6 in training) as the two kernels in turn; its backward
-    // masks g by clampBackward on the recomputed unclamped output, then runs batchNorm's backward.
-    const bn = batchNormKernel(rt), bnBack = batchNormBackwardKernel(rt), clampK = clampKernel(rt), clampBack = clampBackwardKernel(rt);
-    register('batchNorm', (inputs, attrs) => {
-      if (!attrs.clamp) return bn(inputs, attrs);
-      const y = bn(inputs, { eps: attrs.eps });
-      return y && clampK([y], { min: attrs.clamp[0], max: attrs.clamp[1] });
-    });
-    register('batchNormBackward', (inputs, attrs) => {
-      if (!attrs.clamp) return bnBack(inputs, attrs);
-      const [g, x, w, stats, bias] = inputs;
-      if (!g || !x || !w || !stats || !bias) return undefined;
-      const y = bn([x, w, bias, stats], { eps: attrs.eps });
-      const gy = y && clampBack([g, y], { min: attrs.clamp[0], max: attrs.clamp[1] });
-      return gy && bnBack([gy, x, w, stats], { eps: attrs.eps });
-    });
+    // A clamped batchNorm (BatchNorm → ReLU6 in training) and its backward run as one BatchNorm
+    // kernel each, the clamp's selects (forward) and its mask (backward) inside their passes.
+    const clampK = clampKernel(rt), clampBack = clampBackwardKernel(rt);
+    register('batchNorm', batchNormKernel(rt));
+    register('batchNormBackward', batchNormBackwardKernel(rt));
     register('batchNormStats', batchNormStatsKernel(rt));
     register('clamp', clampK);
     register('clampBackward', clampBack);

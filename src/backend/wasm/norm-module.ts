@@ -13,6 +13,13 @@
  * - bnBackApply(g, x, y, n, c, s, c0, c1, p): y = (p2·g − p3) − ((x − p0) − p1)·p4 (mean hi, lo, k, a, q).
  * - clamp(x, y, n, p): low = lo > x ? lo : x, then y = low > hi ? hi : low, (lo, hi) the floats at p.
  * - clampBackward(g, x, y, n, p): y = g where neither lo > x nor low > hi, else +0.
+ * - bnApplyClamp(x, y, n, c, s, c0, c1, p, cl): bnApply, then clamp's two selects with (lo, hi) the
+ *   floats at cl (a clamped BatchNorm, BatchNorm → ReLU6, in one pass).
+ * - bnGradSumsClamp(g, x, n, c, s, c0, c1, m, out, p, cl) and bnBackApplyClamp(g, x, y, n, c, s, c0,
+ *   c1, p, cl): bnGradSums and bnBackApply of g masked as clampBackward masks it on the forward
+ *   output recomputed lane by lane as bnApply computes it, ((x − m) − p1)·p5 + p6 (floats at
+ *   p + 32·ch: the mean's lo, the forward scale and bias; the same float32 operations, so the mask
+ *   is the one the unfused kernels find).
  *
  * Row tails (s not a multiple of 4) run one float at a time in the BatchNorm functions, so a call
  * touches only its own channels' rows; clamp and clampBackward run whole vectors over [0, n),
@@ -24,7 +31,7 @@ import { Code, emitModule, ValType, type MemoryImport } from '../../runtime/wasm
 import { ENV_MEMORY } from './memory-import.ts';
 import { loopRange } from './module.ts';
 
-export const NORM_EXPORTS = ['bnSums', 'bnGradSums', 'bnApply', 'bnBackApply', 'clamp', 'clampBackward'] as const;
+export const NORM_EXPORTS = ['bnSums', 'bnGradSums', 'bnApply', 'bnBackApply', 'clamp', 'clampBackward', 'bnGradSumsClamp', 'bnApplyClamp', 'bnBackApplyClamp'] as const;
 export type NormExport = (typeof NORM_EXPORTS)[number];
 
 const ZERO = Array<number>(16).fill(0);
@@ -48,17 +55,36 @@ function channelRows(c: Code, L: { N: number; C: number; S: number; C0: number; 
   });
 }
 
+/**
+ * Replaces the g in local W by g & ~((lo > y) | (low > hi)) (clampBackward's mask), with y = (V − P1)·PS + PB
+ * the forward output recomputed from V = x − mean hi, as bnApply computes it. T is a v128 scratch local.
+ */
+function maskGradient(c: Code, L: { V: number; W: number; P1: number; PS: number; PB: number; LO: number; HI: number; T: number; Y: number }): void {
+  c.localGet(L.V).localGet(L.P1).f32x4Sub().localGet(L.PS).f32x4Mul().localGet(L.PB).f32x4Add().localSet(L.Y);
+  // T = low = lo > y ? lo : y
+  c.localGet(L.LO).localGet(L.Y).localGet(L.LO).localGet(L.Y).f32x4Gt().v128Bitselect().localSet(L.T);
+  c.localGet(L.W).localGet(L.LO).localGet(L.Y).f32x4Gt().localGet(L.T).localGet(L.HI).f32x4Gt().v128Or().v128AndNot().localSet(L.W);
+}
+
 /** bnSums (grad = false) or bnGradSums (grad = true). */
-function sumsBody(grad: boolean): { params: ValType[]; locals: ValType[]; body: Code } {
+function sumsBody(grad: boolean, clamp = false): { params: ValType[]; locals: ValType[]; body: Code } {
   const sh = grad ? 1 : 0;
   const G = 0, X = sh, N = 1 + sh, C = 2 + sh, S = 3 + sh, C0 = 4 + sh, C1 = 5 + sh, M = 6 + sh, OUT = 7 + sh;
-  const P = 8 + sh;
+  // bnGradSumsClamp: the backward parameters and the clamp bounds
+  const PAR = 8 + sh, CL = 9 + sh;
+  const P = 8 + sh + (clamp ? 2 : 0);
   const CH = P, I = P + 1, ROW = P + 2, J = P + 3, VEND = P + 4, SEND = P + 5; // i32
   const MS = P + 6; // f32
   const S1 = P + 7, S2 = P + 8, D = P + 9, GD = P + 10; // f64
   const MV = P + 11, A1 = P + 12, A2 = P + 13, T1 = P + 14, T2 = P + 15, V = P + 16, W = P + 17; // v128
+  const P1 = P + 18, PS = P + 19, PB = P + 20, LO = P + 21, HI = P + 22, T = P + 23, Y = P + 24; // v128 (clamp)
+  const mask = { V, W, P1, PS, PB, LO, HI, T, Y };
   const c = new Code();
   const at = (base: number) => c.localGet(base).localGet(ROW).i32Add().localGet(J).i32Add();
+  if (clamp) {
+    c.localGet(CL).v128Load32Splat(0).localSet(LO);
+    c.localGet(CL).v128Load32Splat(4).localSet(HI);
+  }
   const fold = (acc: number, total: number) => {
     // total += f64(acc lanes 0, 1) + f64(acc lanes 2, 3)
     c.localGet(total).localGet(acc).f64x2PromoteLowF32x4().localGet(acc).localGet(acc).i8x16Shuffle(HIGH_HALF).f64x2PromoteLowF32x4().f64x2Add().f64x2Add().localSet(total);
@@ -69,12 +95,19 @@ function sumsBody(grad: boolean): { params: ValType[]; locals: ValType[]; body: 
     c.f64Const(0).localTee(S1).localSet(S2);
     c.localGet(S).i32Const(-4).i32And().i32Const(2).i32Shl().localSet(VEND);
     c.localGet(S).i32Const(2).i32Shl().localSet(SEND);
+    if (clamp) {
+      const par = (k: number, local: number) => c.localGet(PAR).localGet(CH).i32Const(5).i32Shl().i32Add().v128Load32Splat(4 * k).localSet(local);
+      par(1, P1);
+      par(5, PS);
+      par(6, PB);
+    }
   }, () => {
     c.v128Const(ZERO).localTee(A1).localSet(A2);
     loopRange(c, J, () => c.i32Const(0), () => c.localGet(VEND), 16, () => {
       at(X).v128Load(0).localGet(MV).f32x4Sub().localSet(V);
       if (grad) {
         at(G).v128Load(0).localSet(W);
+        if (clamp) maskGradient(c, mask);
         c.localGet(A1).localGet(W).f32x4Add().localSet(A1);
         c.localGet(A2).localGet(W).localGet(V).f32x4Mul().f32x4Add().localSet(A2);
       } else {
@@ -86,7 +119,15 @@ function sumsBody(grad: boolean): { params: ValType[]; locals: ValType[]; body: 
     loopRange(c, J, null, () => c.localGet(SEND), 4, () => {
       at(X).f32Load(0).localGet(MS).f32Sub().f64PromoteF32().localSet(D);
       if (grad) {
-        at(G).f32Load(0).f64PromoteF32().localSet(GD);
+        if (clamp) {
+          // the masked g of this float: the vector expression on splats, lane 0
+          at(X).v128Load32Splat(0).localGet(MV).f32x4Sub().localSet(V);
+          at(G).v128Load32Splat(0).localSet(W);
+          maskGradient(c, mask);
+          c.localGet(W).f32x4ExtractLane(0).f64PromoteF32().localSet(GD);
+        } else {
+          at(G).f32Load(0).f64PromoteF32().localSet(GD);
+        }
         c.localGet(S1).localGet(GD).f64Add().localSet(S1);
         c.localGet(S2).localGet(GD).localGet(D).f64Mul().f64Add().localSet(S2);
       } else {
@@ -104,25 +145,43 @@ function sumsBody(grad: boolean): { params: ValType[]; locals: ValType[]; body: 
     c.localGet(T2).f64x2ExtractLane(0).localGet(T2).f64x2ExtractLane(1).f64Add().localGet(S2).f64Add().f64Store(8);
   });
   return {
-    params: Array<ValType>(8 + sh).fill(ValType.i32),
-    locals: [...Array<ValType>(6).fill(ValType.i32), ValType.f32, ...Array<ValType>(4).fill(ValType.f64), ...Array<ValType>(7).fill(ValType.v128)],
+    params: Array<ValType>(8 + sh + (clamp ? 2 : 0)).fill(ValType.i32),
+    locals: [...Array<ValType>(6).fill(ValType.i32), ValType.f32, ...Array<ValType>(4).fill(ValType.f64), ...Array<ValType>(clamp ? 14 : 7).fill(ValType.v128)],
     body: c,
   };
 }
 
 /** bnApply (back = false) or bnBackApply (back = true). */
-function applyBody(back: boolean): { params: ValType[]; locals: ValType[]; body: Code } {
+function applyBody(back: boolean, clamp = false): { params: ValType[]; locals: ValType[]; body: Code } {
   const sh = back ? 1 : 0;
-  const G = 0, X = sh, Y = 1 + sh, N = 2 + sh, C = 3 + sh, S = 4 + sh, C0 = 5 + sh, C1 = 6 + sh, PAR = 7 + sh;
-  const P = 8 + sh;
+  const G = 0, X = sh, Y = 1 + sh, N = 2 + sh, C = 3 + sh, S = 4 + sh, C0 = 5 + sh, C1 = 6 + sh, PAR = 7 + sh, CL = 8 + sh;
+  const P = 8 + sh + (clamp ? 1 : 0);
   const CH = P, I = P + 1, ROW = P + 2, J = P + 3, VEND = P + 4, SEND = P + 5; // i32
   const P0 = P + 6, P1 = P + 7, P2 = P + 8, P3 = P + 9, P4 = P + 10, V = P + 11, W = P + 12; // v128
+  const PS = P + 13, PB = P + 14, LO = P + 15, HI = P + 16, T = P + 17, YV = P + 18, XM = P + 19; // v128 (clamp)
   const c = new Code();
   const at = (base: number) => c.localGet(base).localGet(ROW).i32Add().localGet(J).i32Add();
+  if (clamp) {
+    c.localGet(CL).v128Load32Splat(0).localSet(LO);
+    c.localGet(CL).v128Load32Splat(4).localSet(HI);
+  }
   /** Pushes the result from the x in V (and g in W). */
   const expr = () => {
-    if (back) c.localGet(P2).localGet(W).f32x4Mul().localGet(P3).f32x4Sub().localGet(V).localGet(P0).f32x4Sub().localGet(P1).f32x4Sub().localGet(P4).f32x4Mul().f32x4Sub();
-    else c.localGet(V).localGet(P0).f32x4Sub().localGet(P1).f32x4Sub().localGet(P2).f32x4Mul().localGet(P3).f32x4Add();
+    if (back) {
+      if (clamp) {
+        c.localGet(V).localGet(P0).f32x4Sub().localSet(XM);
+        maskGradient(c, { V: XM, W, P1, PS, PB, LO, HI, T, Y: YV });
+      }
+      c.localGet(P2).localGet(W).f32x4Mul().localGet(P3).f32x4Sub().localGet(V).localGet(P0).f32x4Sub().localGet(P1).f32x4Sub().localGet(P4).f32x4Mul().f32x4Sub();
+    } else {
+      c.localGet(V).localGet(P0).f32x4Sub().localGet(P1).f32x4Sub().localGet(P2).f32x4Mul().localGet(P3).f32x4Add();
+      if (clamp) {
+        // clamp's selects: low = lo > y ? lo : y, then low > hi ? hi : low
+        c.localSet(YV);
+        c.localGet(LO).localGet(YV).localGet(LO).localGet(YV).f32x4Gt().v128Bitselect().localSet(T);
+        c.localGet(HI).localGet(T).localGet(T).localGet(HI).f32x4Gt().v128Bitselect();
+      }
+    }
   };
   channelRows(c, { N, C, S, C0, C1, CH, I, ROW }, () => {
     const par = (k: number, local: number) => c.localGet(PAR).localGet(CH).i32Const(5).i32Shl().i32Add().v128Load32Splat(4 * k).localSet(local);
@@ -131,6 +190,10 @@ function applyBody(back: boolean): { params: ValType[]; locals: ValType[]; body:
     par(2, P2);
     par(3, P3);
     if (back) par(4, P4);
+    if (back && clamp) {
+      par(5, PS);
+      par(6, PB);
+    }
     c.localGet(S).i32Const(-4).i32And().i32Const(2).i32Shl().localSet(VEND);
     c.localGet(S).i32Const(2).i32Shl().localSet(SEND);
   }, () => {
@@ -151,8 +214,8 @@ function applyBody(back: boolean): { params: ValType[]; locals: ValType[]; body:
     });
   }, () => {});
   return {
-    params: Array<ValType>(8 + sh).fill(ValType.i32),
-    locals: [...Array<ValType>(6).fill(ValType.i32), ...Array<ValType>(7).fill(ValType.v128)],
+    params: Array<ValType>(8 + sh + (clamp ? 1 : 0)).fill(ValType.i32),
+    locals: [...Array<ValType>(6).fill(ValType.i32), ...Array<ValType>(clamp ? 14 : 7).fill(ValType.v128)],
     body: c,
   };
 }
@@ -198,6 +261,9 @@ function body(name: NormExport): { params: ValType[]; locals: ValType[]; body: C
     case 'bnBackApply': return applyBody(true);
     case 'clamp': return clampBody(false);
     case 'clampBackward': return clampBody(true);
+    case 'bnGradSumsClamp': return sumsBody(true, true);
+    case 'bnApplyClamp': return applyBody(false, true);
+    case 'bnBackApplyClamp': return applyBody(true, true);
   }
 }
 

@@ -37,7 +37,7 @@ interface BnPlan {
 }
 
 /** Runs `fn` over channel ranges, split over the pool when the call is large (`work` ≈ float operations). */
-function overChannels(rt: WasmRuntime, c: number, work: number, fn: (call: (name: 'bnSums' | 'bnGradSums' | 'bnApply' | 'bnBackApply', ...args: number[]) => void, c0: number, c1: number) => void): void {
+function overChannels(rt: WasmRuntime, c: number, work: number, fn: (call: (name: 'bnSums' | 'bnGradSums' | 'bnApply' | 'bnBackApply' | 'bnGradSumsClamp' | 'bnApplyClamp' | 'bnBackApplyClamp', ...args: number[]) => void, c0: number, c1: number) => void): void {
   const parts = partsFor(rt.threads(), work, c);
   rt.parallel(parts, (part, call) => {
     const [c0, c1] = partRange(c, parts, part);
@@ -104,19 +104,27 @@ function plan(rt: WasmRuntime, x: RawTensor, extra: (floats: number) => void): B
   return { n, c, s, size, xp, mp, sums };
 }
 
-/** (x, weight [C], bias [C]) -> (x − mean)·fl32(weight/√(var + eps)) + bias per channel. */
+/**
+ * (x, weight [C], bias [C]) -> (x − mean)·fl32(weight/√(var + eps)) + bias per channel; with
+ * `clamp`, clamp's selects in the same pass (bnApplyClamp).
+ */
 export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
-  return (inputs, { eps }) => {
+  return (inputs, { eps, clamp }) => {
     const [x, w, b, stats] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
     if ((inputs.length !== 3 && inputs.length !== 4) || !allF32(inputs)) return undefined;
-    let yp = 0, pp = 0;
+    let yp = 0, pp = 0, cl = 0;
     const p = plan(rt, x, (size) => {
       yp = rt.arena.reserve(size);
       pp = rt.arena.reserve(8 * (x.shape[1] ?? 0));
+      cl = rt.arena.reserve(2);
     });
     if (!p || w.data.length !== p.c || b.data.length !== p.c || !statsFit(stats, p.c) || !rt.arena.fits()) return undefined;
     const mem = rt.arena.view();
     mem.set(x.data, p.xp);
+    if (clamp) {
+      mem[cl] = clamp[0];
+      mem[cl + 1] = clamp[1];
+    }
     const { hi, lo, variance } = stats ? givenStats(stats, p, mem) : channelStats(rt, p, mem);
     for (let ch = 0; ch < p.c; ch++) {
       mem[pp + 8 * ch] = hi[ch]!;
@@ -125,31 +133,54 @@ export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
       mem[pp + 8 * ch + 3] = b.data[ch]!;
     }
     const { n, c, s, xp } = p;
-    overChannels(rt, c, UNITS_PER_ELEMENT * p.size, (call, c0, c1) => call('bnApply', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
+    overChannels(rt, c, UNITS_PER_ELEMENT * p.size, (call, c0, c1) => {
+      if (clamp) call('bnApplyClamp', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4, cl * 4);
+      else call('bnApply', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4);
+    });
     return { data: copyOut(mem, yp, p.size), shape: [...x.shape], dtype: 'float32' };
   };
 }
 
-/** (g, x, weight) -> flat [dx, dweight = Σ g·x̂, dbias = Σ g], statistics recomputed. */
+/**
+ * (g, x, weight) -> flat [dx, dweight = Σ g·x̂, dbias = Σ g], statistics recomputed. With `clamp`
+ * (inputs g, x, weight, stats, bias) g is first masked as clampBackward masks it on the clamped
+ * forward's output, recomputed in both passes (bnGradSumsClamp, bnBackApplyClamp): no forward pass,
+ * no clamp pass.
+ */
 export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackward'> {
-  return (inputs, { eps }) => {
-    const [g, x, w, stats] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined];
-    if ((inputs.length !== 3 && inputs.length !== 4) || !allF32(inputs) || g.data.length !== x.data.length) return undefined;
-    let gp = 0, yp = 0, pp = 0, gsums = 0;
+  return (inputs, { eps, clamp }) => {
+    const [g, x, w, stats, bias] = inputs as [RawTensor, RawTensor, RawTensor, RawTensor | undefined, RawTensor | undefined];
+    if (clamp ? inputs.length !== 5 : inputs.length !== 3 && inputs.length !== 4) return undefined;
+    if (!allF32(inputs) || g.data.length !== x.data.length) return undefined;
+    let gp = 0, yp = 0, pp = 0, gsums = 0, cl = 0;
     const c = x.shape[1] ?? 0;
     const p = plan(rt, x, (size) => {
       gp = rt.arena.reserve(size);
       yp = rt.arena.reserve(size);
       pp = rt.arena.reserve(8 * c);
       gsums = rt.arena.reserve(4 * c);
+      cl = rt.arena.reserve(2);
     });
-    if (!p || w.data.length !== p.c || !statsFit(stats, p.c) || !rt.arena.fits()) return undefined;
+    if (!p || w.data.length !== p.c || !statsFit(stats, p.c) || (clamp && bias!.data.length !== p.c) || !rt.arena.fits()) return undefined;
     const mem = rt.arena.view();
     mem.set(x.data, p.xp);
     mem.set(g.data, gp);
     const { n, s, xp, mp, size } = p;
     const { hi, lo, variance } = stats ? givenStats(stats, p, mem) : channelStats(rt, p, mem);
-    overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => call('bnGradSums', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4));
+    if (clamp) {
+      mem[cl] = clamp[0];
+      mem[cl + 1] = clamp[1];
+      // the forward's parameters, as batchNormKernel writes them: mean lo, scale, bias
+      for (let ch = 0; ch < c; ch++) {
+        mem[pp + 8 * ch + 1] = lo[ch]!;
+        mem[pp + 8 * ch + 5] = w.data[ch]! / Math.sqrt(variance[ch]! + eps);
+        mem[pp + 8 * ch + 6] = bias!.data[ch]!;
+      }
+    }
+    overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => {
+      if (clamp) call('bnGradSumsClamp', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4, pp * 4, cl * 4);
+      else call('bnGradSums', gp * 4, xp * 4, n, c, s, c0, c1, mp * 4, gsums * 4);
+    });
     const gs = new Float64Array(mem.buffer, mem.byteOffset + gsums * 4, 2 * c);
     const out = outputF32(size + 2 * c);
     const count = n * s;
@@ -168,7 +199,10 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
       mem[pp + 8 * ch + 3] = (k * sumG) / count;
       mem[pp + 8 * ch + 4] = (k * rstd * sumGX) / count;
     }
-    overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => call('bnBackApply', gp * 4, xp * 4, yp * 4, n, c, s, c0, c1, pp * 4));
+    overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => {
+      if (clamp) call('bnBackApplyClamp', gp * 4, xp * 4, yp * 4, n, c, s, c0, c1, pp * 4, cl * 4);
+      else call('bnBackApply', gp * 4, xp * 4, yp * 4, n, c, s, c0, c1, pp * 4);
+    });
     out.set(mem.subarray(yp, yp + size));
     return { data: out, shape: [size + 2 * c], dtype: 'float32' };
   };

@@ -749,6 +749,28 @@ describe('wasm BatchNorm and clamp vs reference', { skip }, () => {
     }
   });
 
+  it('the clamped batchNorm and its backward (one kernel each, the clamp inside the passes) equal the unclamped kernels composed with clamp / clampBackward, bit for bit', () => {
+    for (const [i, shape] of SHAPES.entries()) {
+      const c = shape[1]!;
+      const x = random(shape, 50 + i, -2, 2);
+      const g = random(shape, 60 + i);
+      const w = random([c], 70 + i, 0.5, 1.5);
+      const b = random([c], 80 + i);
+      const stats = withBackendNamed('reference', () => runKernel('batchNormStats', [x], {}));
+      for (const [lo, hi] of [[0, 6], [-0.3, 0.8], [0.2, 0.1]] as const) {
+        const eps = 1e-5;
+        const y = wasmKernel('batchNorm')!([x, w, b, stats], { eps })!;
+        const want = wasmKernel('clamp')!([y], { min: lo, max: hi })!;
+        const got = wasmKernel('batchNorm')!([x, w, b, stats], { eps, clamp: [lo, hi] })!;
+        assert.deepEqual(got.data, want.data, `forward, shape ${shape}, clamp [${lo}, ${hi}]`);
+        const gy = wasmKernel('clampBackward')!([g, y], { min: lo, max: hi })!;
+        const wantBack = wasmKernel('batchNormBackward')!([gy, x, w, stats], { eps })!;
+        const gotBack = wasmKernel('batchNormBackward')!([g, x, w, stats, b], { eps, clamp: [lo, hi] })!;
+        assert.deepEqual(gotBack.data, wantBack.data, `backward, shape ${shape}, clamp [${lo}, ${hi}]`);
+      }
+    }
+  });
+
   it('batchNorm closed forms: a channel of two values ±a normalises to ±1·w + b; a constant channel gives b and a zero dx', () => {
     // channel 0: values 3 ± 2 (mean 3, var 4); channel 1: constant 7
     const x: RawTensor = { data: new Float32Array([1, 5, 5, 1, 7, 7, 7, 7]), shape: [1, 2, 4], dtype: 'float32' };
