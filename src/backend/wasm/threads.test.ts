@@ -178,7 +178,7 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
     assertThreaded(['conv2dFused']);
   });
 
-  it('batchNorm, batchNormBackward, batchNormStats (split by channels) and clamp, clampBackward (split by vectors), odd sizes', async () => {
+  it('batchNorm, batchNormBackward (plain, with statistics, clamped), batchNormStats (split by channels) and clamp, clampBackward (split by vectors), odd sizes', async () => {
     for (const [i, shape] of [[5, 7, 9, 3], [3, 13, 1, 1], [2, 3, 5, 5]].entries()) {
       const c = shape[1]!;
       const count = sizeOf(shape) / c;
@@ -190,6 +190,9 @@ describe('wasm kernels on several threads equal one thread bit for bit', { skip 
       const stats = reference('batchNormStats', [x], {});
       await sameBits('batchNorm', [x, w, random([c], 80 + i), stats], { eps: 1e-5 }, 1e-5, `batchNorm with stats ${shape}`);
       await sameBits('batchNormBackward', [random(shape, 90 + i), x, w, stats], { eps: 1e-5 }, 1e-5 * Math.sqrt(count), `batchNormBackward with stats ${shape}`);
+      // clamped (BatchNorm → ReLU6 as one op: the clamp's selects and mask inside the passes)
+      await sameBits('batchNorm', [x, w, random([c], 80 + i), stats], { eps: 1e-5, clamp: [-0.3, 0.8] }, 1e-5, `clamped batchNorm ${shape}`);
+      await sameBits('batchNormBackward', [random(shape, 90 + i), x, w, stats, random([c], 80 + i)], { eps: 1e-5, clamp: [-0.3, 0.8] }, 1e-5 * Math.sqrt(count), `clamped batchNormBackward ${shape}`);
       await sameBits('clamp', [x], { min: -0.8, max: 0.9 }, 0, `clamp ${shape}`);
       await sameBits('clampBackward', [random(shape, 100 + i), x], { min: -0.8, max: 0.9 }, 0, `clampBackward ${shape}`);
     }
