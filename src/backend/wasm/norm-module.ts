@@ -55,15 +55,27 @@ function channelRows(c: Code, L: { N: number; C: number; S: number; C0: number; 
   });
 }
 
+/** clamp's selects, lane by lane: sets LOW = lo > v ? lo : v, then pushes low > hi ? hi : low. */
+function clampSelects(c: Code, lo: number, hi: number, v: number, low: number): void {
+  c.localGet(lo).localGet(v).localGet(lo).localGet(v).f32x4Gt().v128Bitselect().localSet(low);
+  c.localGet(hi).localGet(low).localGet(low).localGet(hi).f32x4Gt().v128Bitselect();
+}
+
+/** Pushes g & ~((lo > v) | (low > hi)) (clampBackward's mask) for the g on the stack, with LOW = lo > v ? lo : v set. */
+function clampMask(c: Code, lo: number, hi: number, v: number, low: number): void {
+  c.localGet(lo).localGet(v).localGet(lo).localGet(v).f32x4Gt().v128Bitselect().localSet(low);
+  c.localGet(lo).localGet(v).f32x4Gt().localGet(low).localGet(hi).f32x4Gt().v128Or().v128AndNot();
+}
+
 /**
- * Replaces the g in local W by g & ~((lo > y) | (low > hi)) (clampBackward's mask), with y = (V − P1)·PS + PB
- * the forward output recomputed from V = x − mean hi, as bnApply computes it. T is a v128 scratch local.
+ * Replaces the g in local W by its clampBackward mask on y = (V − P1)·PS + PB, the forward output
+ * recomputed from V = x − mean hi as bnApply computes it. T is a v128 scratch local.
  */
 function maskGradient(c: Code, L: { V: number; W: number; P1: number; PS: number; PB: number; LO: number; HI: number; T: number; Y: number }): void {
   c.localGet(L.V).localGet(L.P1).f32x4Sub().localGet(L.PS).f32x4Mul().localGet(L.PB).f32x4Add().localSet(L.Y);
-  // T = low = lo > y ? lo : y
-  c.localGet(L.LO).localGet(L.Y).localGet(L.LO).localGet(L.Y).f32x4Gt().v128Bitselect().localSet(L.T);
-  c.localGet(L.W).localGet(L.LO).localGet(L.Y).f32x4Gt().localGet(L.T).localGet(L.HI).f32x4Gt().v128Or().v128AndNot().localSet(L.W);
+  c.localGet(L.W);
+  clampMask(c, L.LO, L.HI, L.Y, L.T);
+  c.localSet(L.W);
 }
 
 /** bnSums (grad = false) or bnGradSums (grad = true). */
@@ -176,10 +188,8 @@ function applyBody(back: boolean, clamp = false): { params: ValType[]; locals: V
     } else {
       c.localGet(V).localGet(P0).f32x4Sub().localGet(P1).f32x4Sub().localGet(P2).f32x4Mul().localGet(P3).f32x4Add();
       if (clamp) {
-        // clamp's selects: low = lo > y ? lo : y, then low > hi ? hi : low
         c.localSet(YV);
-        c.localGet(LO).localGet(YV).localGet(LO).localGet(YV).f32x4Gt().v128Bitselect().localSet(T);
-        c.localGet(HI).localGet(T).localGet(T).localGet(HI).f32x4Gt().v128Bitselect();
+        clampSelects(c, LO, HI, YV, T);
       }
     }
   };
@@ -234,15 +244,11 @@ function clampBody(back: boolean): { params: ValType[]; locals: ValType[]; body:
   loopRange(c, J, () => c.i32Const(0), () => c.localGet(END), 16, () => {
     c.localGet(Y).localGet(J).i32Add();
     c.localGet(X).localGet(J).i32Add().v128Load(0).localSet(V);
-    // low = lo > v ? lo : v
-    c.localGet(LO).localGet(V).localGet(LO).localGet(V).f32x4Gt().v128Bitselect().localSet(LOW);
     if (back) {
-      // g & ~((lo > v) | (low > hi))
       c.localGet(G).localGet(J).i32Add().v128Load(0);
-      c.localGet(LO).localGet(V).f32x4Gt().localGet(LOW).localGet(HI).f32x4Gt().v128Or().v128AndNot();
+      clampMask(c, LO, HI, V, LOW);
     } else {
-      // low > hi ? hi : low
-      c.localGet(HI).localGet(LOW).localGet(LOW).localGet(HI).f32x4Gt().v128Bitselect();
+      clampSelects(c, LO, HI, V, LOW);
     }
     c.v128Store(0);
   });
