@@ -61,13 +61,13 @@ const START = FP32_EPOCHS === null ? '' : `-e${FP32_EPOCHS}${HOLDOUT ? '-h10k' :
 /**
  * --weight-granularity tensor: every arm of the size experiments quantizes weights with one scale
  * per tensor instead of per output channel (the calibration and fine-tune are otherwise the same);
- * results go to runs/search/<start>-wtensor.json and docs/search.md is left alone.
+ * results go to runs/search/wtensor[-e<N>].json and docs/search.md is left alone.
  */
 const WEIGHT_GRANULARITY = flagOr('weight-granularity', 'channel');
 if (WEIGHT_GRANULARITY !== 'channel' && WEIGHT_GRANULARITY !== 'tensor') throw new Error('--weight-granularity is channel or tensor');
 const SIZE_BASE: PlanBase | undefined = WEIGHT_GRANULARITY === 'tensor' ? { weightGranularity: 'tensor' } : undefined;
 const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
-  : SIZE_BASE ? join(ROOT, 'runs', 'search', `fp32${START || '-e5'}-wtensor.json`)
+  : SIZE_BASE ? join(ROOT, 'runs', 'search', `wtensor${START}.json`)
   : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32${START}.json`) : join(ROOT, 'docs', 'results', 'search.json');
 const DOC = join(ROOT, 'docs', 'search.md');
 

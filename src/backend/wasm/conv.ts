@@ -124,7 +124,8 @@ function convBackwardInputCol2im(rt: WasmRuntime, dy: Float32Array, w: TypedArra
   mem.set(dy, dyAll);
   mem.fill(0, dyAll + n * o * p, dyAll + n * o * p + 8);
   mem.fill(0, dxAll, dxAll + n * c * h * wd);
-  new Int32Array(mem.buffer, rows * 4, og).set(Int32Array.from({ length: og }, (_, j) => j * p * 4));
+  const rowTable = new Int32Array(mem.buffer, rows * 4, og);
+  for (let j = 0; j < og; j++) rowTable[j] = j * p * 4;
   // A(t, j) = Wᵀ: w[(gi·og + j)·kk + t]
   for (let gi = 0; gi < g; gi++) packPanels(mem, ap + gi * mb * 4 * og, w, gi * og * kk, kk, og, 1, kk, 4);
   rt.parallel(parts, (part, call) => {

@@ -74,12 +74,11 @@ export function loadWasm(): { ok: true } | { ok: false; reason: string } {
     register('fakeQuantizeGrad', fakeQuantizeGradKernel(rt));
     // A clamped batchNorm (BatchNorm → ReLU6 in training) and its backward run as one BatchNorm
     // kernel each, the clamp's selects (forward) and its mask (backward) inside their passes.
-    const clampK = clampKernel(rt), clampBack = clampBackwardKernel(rt);
     register('batchNorm', batchNormKernel(rt));
     register('batchNormBackward', batchNormBackwardKernel(rt));
     register('batchNormStats', batchNormStatsKernel(rt));
-    register('clamp', clampK);
-    register('clampBackward', clampBack);
+    register('clamp', clampKernel(rt));
+    register('clampBackward', clampBackwardKernel(rt));
   }
   return { ok: true };
 }

@@ -89,6 +89,26 @@ function givenStats(stats: RawTensor, p: BnPlan, mem: Float32Array): { hi: Float
   return { hi, lo: new Float64Array(c), variance: Float64Array.from(stats.data.subarray(c, 2 * c)) };
 }
 
+/**
+ * Writes the forward's per-channel parameters into the 8-float blocks at pp: the mean (hi, lo) at
+ * slots 0 and 1, then the scale fl32(w/√(var + eps)) and the bias at slots `at` and `at` + 1 (2 for
+ * batchNorm's bnApply; 5 for the clamped backward, which recomputes the forward's output) -- and
+ * the clamp bounds at cl when there are any.
+ */
+function writeForward(mem: Float32Array, pp: number, at: number, hi: Float32Array, lo: Float64Array, variance: Float64Array,
+  w: RawTensor, b: RawTensor, eps: number, clamp: readonly [number, number] | null | undefined, cl: number): void {
+  for (let ch = 0; ch < hi.length; ch++) {
+    mem[pp + 8 * ch] = hi[ch]!;
+    mem[pp + 8 * ch + 1] = lo[ch]!;
+    mem[pp + 8 * ch + at] = w.data[ch]! / Math.sqrt(variance[ch]! + eps);
+    mem[pp + 8 * ch + at + 1] = b.data[ch]!;
+  }
+  if (clamp) {
+    mem[cl] = clamp[0];
+    mem[cl + 1] = clamp[1];
+  }
+}
+
 /** Reserves x (copied in), the means and the sums; null when the memory does not fit. */
 function plan(rt: WasmRuntime, x: RawTensor, extra: (floats: number) => void): BnPlan | null {
   const l = layout(x);
@@ -121,17 +141,8 @@ export function batchNormKernel(rt: WasmRuntime): Kernel<'batchNorm'> {
     if (!p || w.data.length !== p.c || b.data.length !== p.c || !statsFit(stats, p.c) || !rt.arena.fits()) return undefined;
     const mem = rt.arena.view();
     mem.set(x.data, p.xp);
-    if (clamp) {
-      mem[cl] = clamp[0];
-      mem[cl + 1] = clamp[1];
-    }
     const { hi, lo, variance } = stats ? givenStats(stats, p, mem) : channelStats(rt, p, mem);
-    for (let ch = 0; ch < p.c; ch++) {
-      mem[pp + 8 * ch] = hi[ch]!;
-      mem[pp + 8 * ch + 1] = lo[ch]!;
-      mem[pp + 8 * ch + 2] = w.data[ch]! / Math.sqrt(variance[ch]! + eps);
-      mem[pp + 8 * ch + 3] = b.data[ch]!;
-    }
+    writeForward(mem, pp, 2, hi, lo, variance, w, b, eps, clamp, cl);
     const { n, c, s, xp } = p;
     overChannels(rt, c, UNITS_PER_ELEMENT * p.size, (call, c0, c1) => {
       if (clamp) call('bnApplyClamp', xp * 4, yp * 4, n, c, s, c0, c1, pp * 4, cl * 4);
@@ -167,14 +178,12 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
     mem.set(g.data, gp);
     const { n, s, xp, mp, size } = p;
     const { hi, lo, variance } = stats ? givenStats(stats, p, mem) : channelStats(rt, p, mem);
-    if (clamp) {
-      mem[cl] = clamp[0];
-      mem[cl + 1] = clamp[1];
-      // the forward's parameters, as batchNormKernel writes them: mean lo, scale, bias
+    // the mean at slots 0, 1 (both passes); with a clamp the forward's scale and bias at 5, 6
+    if (clamp) writeForward(mem, pp, 5, hi, lo, variance, w, bias!, eps, clamp, cl);
+    else {
       for (let ch = 0; ch < c; ch++) {
+        mem[pp + 8 * ch] = hi[ch]!;
         mem[pp + 8 * ch + 1] = lo[ch]!;
-        mem[pp + 8 * ch + 5] = w.data[ch]! / Math.sqrt(variance[ch]! + eps);
-        mem[pp + 8 * ch + 6] = bias!.data[ch]!;
       }
     }
     overChannels(rt, c, UNITS_PER_ELEMENT * size, (call, c0, c1) => {
@@ -193,8 +202,6 @@ export function batchNormBackwardKernel(rt: WasmRuntime): Kernel<'batchNormBackw
       out[size + c + ch] = sumG;
       // dx = k·g − k·Σg/M − (x − mean)·k·rstd·Σg·x̂/M
       const k = w.data[ch]! * rstd;
-      mem[pp + 8 * ch] = hi[ch]!;
-      mem[pp + 8 * ch + 1] = lo[ch]!;
       mem[pp + 8 * ch + 2] = k;
       mem[pp + 8 * ch + 3] = (k * sumG) / count;
       mem[pp + 8 * ch + 4] = (k * rstd * sumGX) / count;
