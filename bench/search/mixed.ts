@@ -66,7 +66,15 @@ const START = FP32_EPOCHS === null ? '' : `-e${FP32_EPOCHS}${HOLDOUT ? '-h10k' :
 const WEIGHT_GRANULARITY = flagOr('weight-granularity', 'channel');
 if (WEIGHT_GRANULARITY !== 'channel' && WEIGHT_GRANULARITY !== 'tensor') throw new Error('--weight-granularity is channel or tensor');
 const SIZE_BASE: PlanBase | undefined = WEIGHT_GRANULARITY === 'tensor' ? { weightGranularity: 'tensor' } : undefined;
+/**
+ * --act-bits A: the size + BitOps experiment (sizewa) compares against uniform W<b>A<A> (the size of
+ * uniform b-bit weights, the BitOps of W<b>A<A>) instead of W<b>A<b>; results go to
+ * docs/results/search-act<A>[-e<N>].json (docs/search.md quotes them in its Summary; the tables are not rewritten).
+ */
+const ACT_BITS = process.argv.includes('--act-bits') ? Number(flagOr('act-bits', '')) : null;
+if (ACT_BITS !== null && ![2, 3, 4, 5, 6, 8].includes(ACT_BITS)) throw new Error('--act-bits is one of 2, 3, 4, 5, 6, 8');
 const RESULTS = QUICK_FLAG ? join(ROOT, 'runs', 'search', 'quick.json')
+  : ACT_BITS !== null ? join(ROOT, 'docs', 'results', `search-act${ACT_BITS}${START}.json`)
   : SIZE_BASE ? join(ROOT, 'runs', 'search', `wtensor${START}.json`)
   : FP32_EPOCHS !== null ? join(ROOT, 'runs', 'search', `fp32${START}.json`) : join(ROOT, 'docs', 'results', 'search.json');
 const DOC = join(ROOT, 'docs', 'search.md');
@@ -455,7 +463,8 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
   const klA = new Map(act.map((p) => [p.name, p.kl]));
   const rows: Json[] = [];
   for (const b of BUDGETS) {
-    const uniform = search.uniformAssignment(sens.layers, b, b);
+    const ab = ACT_BITS ?? b;
+    const uniform = search.uniformAssignment(sens.layers, b, ab);
     const budgets = [search.totalCost(size, sens.layers, uniform), search.totalCost(ops, sens.layers, uniform)];
     const plan = (error: (l: LayerInfo, c: BitChoice) => number, minA = 2): BitAssignment =>
       search.allocateExactMulti(search.layerOptionsMulti(sens.layers, choices.filter((c) => c.a >= minA), [size, ops], error), budgets).assignment;
@@ -471,10 +480,16 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
       const candidates: BitAssignment[] = [uniform];
       for (const [w, a] of [[omega, lossA], [klW, klA]] as const) {
         for (const alpha of [1 / 16, 1 / 4, 1, 4, 16]) {
-          for (const minA of [2, 3]) candidates.push(plan((l, c) => alpha * w.get(l.name)![c.w]! + Math.max(0, a.get(l.name)![c.a]!), minA));
+          for (const minA of [2, 3]) {
+            try {
+              candidates.push(plan((l, c) => alpha * w.get(l.name)![c.w]! + Math.max(0, a.get(l.name)![c.a]!), minA));
+            } catch (e) {
+              if (!(e instanceof search.NoAllocationFitsError)) throw e; // a >= 3 cannot fit a W<b>A2 BitOps budget
+            }
+          }
         }
       }
-      const r = qatRanked(setup, model, candidates, sens.layers, WA_BASE, `W${b}A${b}`);
+      const r = qatRanked(setup, model, candidates, sens.layers, WA_BASE, `W${b}A${ab}`);
       plans['searched (QAT-ranked)'] = r.best;
       ranking = r.ranking;
     }
@@ -484,10 +499,10 @@ function sizeWaSection(setup: Setup, model: TensorModule, sens: Sensitivity): un
         t = performance.now();
         const r = qatScore(setup, model, assignment, loaders(setup, seed), seed, undefined, WA_BASE);
         accs.push(r.accuracy);
-        log(`${setup.id} size+bitops@W${b}A${b} ${arm} seed ${seed}: ${pct(r.accuracy)} (${describe(assignment, sens.layers)}) ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
+        log(`${setup.id} size+bitops@W${b}A${ab} ${arm} seed ${seed}: ${pct(r.accuracy)} (${describe(assignment, sens.layers)}) ${r.cached ? 'cached' : `${((performance.now() - t) / 1000).toFixed(0)} s`}`);
       }
       rows.push({
-        budgetBits: b, budgets, arm, assignment, size: search.totalCost(size, sens.layers, assignment), bitops: search.totalCost(ops, sens.layers, assignment),
+        budgetBits: b, actBits: ab, budgets, arm, assignment, size: search.totalCost(size, sens.layers, assignment), bitops: search.totalCost(ops, sens.layers, assignment),
         accuracies: accs, seeds: SEEDS, mean: accs.reduce((s, x) => s + x, 0) / accs.length, epochs: EPOCHS, lr: LR,
         ...(arm === 'searched (QAT-ranked)' ? { ranking } : {}),
       });
