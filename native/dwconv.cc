@@ -345,6 +345,144 @@ void bySources(int sources, F&& f) {
 
 }  // namespace dwtiny
 
+// ---------------------------------------------------------------- stride-2 3x3 forward on narrow maps (AVX-512)
+// A 3x3 stride-2 conv reads padded row 2 oh + kh and column 2 ow + kw. Split the padded plane by
+// row AND column parity into four phase planes of pitch 8 (phase (a, b) row i, column j = padded
+// (2 i + a, 2 j + b)); output (oh, ow) at flat f = 8 oh + ow then reads phase (kh & 1, kw & 1) at
+// f + 8 (kh >> 1) + (kw >> 1): every tap is one unaligned vector load of 16 outputs (two output
+// rows) and one FMA, with no per-row loop. The padding positions of the phase planes are never
+// written, so a thread zeroes its buffers once per call; each input row goes to its two column
+// phases with two permutes and two masked stores; the outputs are compacted (7 of every 8 lanes
+// on a 14x14 map) by one compress per vector, with the fused epilogue in the registers. Taken for
+// maps of at most 14 + 2 pw columns that the tiny-map kernels do not take (MobileNet's 14x14 ->
+// 7x7 stage): the per-plane path there spent ~230 ns a plane on its buffer, row loops and a
+// separate epilogue pass.
+namespace dws2 {
+
+constexpr int64_t kPitch = 8;
+
+bool supported(const ConvGeom& g) {
+  return activeIsa() == Isa::Avx512 && g.KH == 3 && g.KW == 3 && g.sh == 2 && g.sw == 2 && g.ph <= 2 && g.pw <= 2 &&
+         g.W + 2 * g.pw <= 2 * kPitch && g.OW <= kPitch - 1 && !dwtiny::supported(g);
+}
+
+// Floats of one phase plane: its rows plus what the last output vector's taps read past them.
+int64_t phaseFloats(const ConvGeom& g) {
+  const int64_t rows = (g.H + 2 * g.ph + 1) / 2, vectors = (g.OH + 1) / 2;
+  return std::max(rows * kPitch, vectors * 16 + kPitch + 1) + 16;
+}
+
+struct Fill {
+  alignas(64) int32_t idx[2][16];
+  uint16_t store[2];
+  int64_t offset[2];  // the first column j of each column phase that holds an input value
+};
+
+// Column phase b holds input columns iw = 2 j + b - pw: lane k of the permuted row is column
+// 2 (j0 + k) + b - pw, stored at j0 + k.
+Fill fillPlan(const ConvGeom& g) {
+  Fill f{};
+  for (int b = 0; b < 2; b++) {
+    const int64_t j0 = (g.pw - b + 1) / 2;  // smallest j with 2 j + b - pw >= 0
+    uint32_t m = 0;
+    for (int64_t k = 0; k < 16; k++) {
+      const int64_t iw = 2 * (j0 + k) + b - g.pw;
+      f.idx[b][k] = 0;
+      if (iw < g.W && j0 + k < kPitch) f.idx[b][k] = static_cast<int32_t>(iw), m |= 1u << k;
+    }
+    f.store[b] = static_cast<uint16_t>(m);
+    f.offset[b] = j0;
+  }
+  return f;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")
+
+inline void fillPlane(const ConvGeom& g, const Fill& f, int64_t S, const float* plane, float* buf) {
+  const __mmask16 row = static_cast<__mmask16>((1u << g.W) - 1u);
+  const __m512i idx0 = _mm512_load_si512(f.idx[0]), idx1 = _mm512_load_si512(f.idx[1]);
+  for (int64_t ih = 0; ih < g.H; ih++) {
+    const int64_t r = ih + g.ph;
+    const __m512 v = _mm512_maskz_loadu_ps(row, plane + ih * g.W);
+    float* base = buf + (r & 1) * 2 * S + (r >> 1) * kPitch;
+    _mm512_mask_storeu_ps(base + f.offset[0], f.store[0], _mm512_permutexvar_ps(idx0, v));
+    _mm512_mask_storeu_ps(base + S + f.offset[1], f.store[1], _mm512_permutexvar_ps(idx1, v));
+  }
+}
+
+// Output vectors [v0, v0 + NV) of one plane (vector v = output rows 2 v and 2 v + 1): the taps
+// outermost, so the NV accumulators are independent FMA chains.
+template <int NV>
+inline void planeVectors(const ConvGeom& g, int64_t S, const float* buf, const __m512* wv, const ConvEpilogue* e, int64_t c,
+                         int64_t v0, float* y) {
+  __m512 acc[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();
+#pragma GCC unroll 9
+  for (int t = 0; t < 9; t++) {
+    const int kh = t / 3, kw = t % 3;
+    const float* src = buf + ((kh & 1) * 2 + (kw & 1)) * S + v0 * 16 + (kh >> 1) * kPitch + (kw >> 1);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[v] = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(src + v * 16), acc[v]);
+  }
+  const uint32_t rowMask = (1u << g.OW) - 1u;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; v++) {
+    __m512 a = acc[v];
+    if (e != nullptr) {  // as dwtiny::correlate: * scale with its own rounding, + bias, ReLU, min(., hi)
+      if (e->scale != nullptr) a = _mm512_mul_round_ps(a, _mm512_set1_ps(e->scale[c]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      if (e->bias != nullptr) a = _mm512_add_ps(a, _mm512_set1_ps(e->bias[c]));
+      if (e->relu) a = _mm512_max_ps(_mm512_setzero_ps(), a);
+      a = _mm512_min_ps(_mm512_set1_ps(e->hi), a);
+    }
+    const int64_t oh = 2 * (v0 + v);
+    const uint32_t m = rowMask | (oh + 1 < g.OH ? rowMask << 8 : 0u);
+    const int n = __builtin_popcount(m);
+    _mm512_mask_storeu_ps(y + oh * g.OW, static_cast<__mmask16>((1u << n) - 1u), _mm512_maskz_compress_ps(static_cast<__mmask16>(m), a));
+  }
+}
+
+inline void planeOut(const ConvGeom& g, int64_t S, const float* buf, const float* w, const ConvEpilogue* e, int64_t c, float* y) {
+  __m512 wv[9];
+  for (int t = 0; t < 9; t++) wv[t] = _mm512_set1_ps(w[t]);
+  const int64_t nv = (g.OH + 1) / 2;
+  int64_t v0 = 0;
+  for (; v0 + 4 <= nv; v0 += 4) planeVectors<4>(g, S, buf, wv, e, c, v0, y);
+  switch (nv - v0) {
+    case 3: planeVectors<3>(g, S, buf, wv, e, c, v0, y); break;
+    case 2: planeVectors<2>(g, S, buf, wv, e, c, v0, y); break;
+    case 1: planeVectors<1>(g, S, buf, wv, e, c, v0, y); break;
+    default: break;
+  }
+}
+
+// Planes [q0, q1) (plane q = n C + c). Two phase buffers: plane q + 1 is split while plane q's
+// taps load from the other one, so the loads do not wait on the stores just issued.
+void forwardPlanes(const ConvGeom& g, const Fill& f, const float* x, const float* w, const ConvEpilogue* e, float* y, int64_t q0,
+                   int64_t q1, float* bufs) {
+  const int64_t S = phaseFloats(g), P = g.OH * g.OW;
+  std::memset(bufs, 0, static_cast<size_t>(8 * S) * sizeof(float));
+  if (q0 >= q1) return;
+  fillPlane(g, f, S, x + q0 * g.H * g.W, bufs);
+  const int64_t planeBytes = g.H * g.W * static_cast<int64_t>(sizeof(float));
+  for (int64_t q = q0; q < q1; q++) {
+    float* cur = bufs + ((q - q0) & 1) * 4 * S;
+    // The previous layer's output has left L2 at MobileNet batch sizes; the hardware prefetcher
+    // does not run far enough ahead of these short rows (L3-resident planes: 76 -> 35 ns a plane).
+    if (q + 4 < q1) {
+      const char* next = reinterpret_cast<const char*>(x + (q + 4) * g.H * g.W);
+      for (int64_t b = 0; b < planeBytes; b += 64) _mm_prefetch(next + b, _MM_HINT_T0);
+    }
+    if (q + 1 < q1) fillPlane(g, f, S, x + (q + 1) * g.H * g.W, bufs + ((q + 1 - q0) & 1) * 4 * S);
+    planeOut(g, S, cur, w + (q % g.C) * 9, e, q % g.C, y + q * P);
+  }
+}
+
+#pragma GCC pop_options
+
+}  // namespace dws2
+
 // ---------------------------------------------------------------- channel-blocked grad weight (AVX-512)
 // The weight gradient of 3x3 and 5x5 depthwise convs over 16 channels at a time: per sample, the
 // block's input planes are transposed (one gather per position) into a zero-padded channels-last
@@ -522,6 +660,13 @@ void depthwiseConvForward(const ConvGeom& g, const float* x, const float* w, flo
     const dwtiny::Tables t = dwtiny::build(g);
     parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
       dwtiny::bySources(t.R, [&](auto S) { dwtiny::correlatePlanes<decltype(S)::value>(t, true, g, x, w, e, y, q0, q1); });
+    });
+    return;
+  }
+  if (dws2::supported(g)) {
+    const dws2::Fill f = dws2::fillPlan(g);
+    parallelFor(g.N * g.C, planeFlops(g) * static_cast<double>(g.N * g.C), [&](int64_t q0, int64_t q1) {
+      dws2::forwardPlanes(g, f, x, w, e, y, q0, q1, tDwBuf.get(static_cast<size_t>(8 * dws2::phaseFloats(g))));
     });
     return;
   }

@@ -493,6 +493,13 @@ describe('native backend vs reference', { skip }, () => {
     [1, 2, 1, 1, 2, 3, 3, [1, 1], [1, 1], [1, 1], 2], // a 1x1 map, all taps but one in the padding
     [8, 32, 7, 7, 32, 3, 3, [1, 1], [1, 1], [1, 1], 32], // MobileNet-like, parallel over planes / channels
     [4, 24, 14, 14, 24, 3, 3, [2, 2], [1, 1], [1, 1], 24],
+    // 3x3 stride 2 on maps of at most 14 + 2 pw columns (AVX-512: four row x column phase planes of
+    // pitch 8): odd and even heights and widths, padding 0, 1 and 2
+    [3, 5, 11, 9, 5, 3, 3, [2, 2], [1, 1], [1, 1], 5],
+    [2, 3, 14, 13, 3, 3, 3, [2, 2], [1, 1], [1, 1], 3],
+    [2, 3, 9, 12, 3, 3, 3, [2, 2], [0, 0], [1, 1], 3],
+    [2, 4, 10, 12, 4, 3, 3, [2, 2], [2, 2], [1, 1], 4],
+    [1, 2, 23, 10, 2, 3, 3, [2, 2], [1, 2], [1, 1], 2],
     // grad weight over blocks of 16 channels (AVX-512, 3x3 / 5x5, C >= 32): a masked last block,
     // strides 1 and 2, padded and unpadded, 5x5 with one lane in the last block
     [3, 40, 9, 11, 40, 3, 3, [2, 2], [1, 1], [1, 1], 40],
@@ -647,6 +654,7 @@ describe('native backend vs reference', { skip }, () => {
       [[5, 96, 7, 7], [24, 96, 1, 1], {}, false, null, true, null], // project 1x1, linear bottleneck
       [[3, 32, 7, 7], [32, 1, 3, 3], { padding: [1, 1], groups: 32 }, true, 6, true, null], // depthwise stride 1
       [[3, 16, 14, 14], [16, 1, 3, 3], { padding: [1, 1], stride: [2, 2], groups: 16 }, true, 6, true, null], // depthwise stride 2
+      [[2, 8, 13, 11], [8, 1, 3, 3], { padding: [1, 1], stride: [2, 2], groups: 8 }, false, null, true, null], // stride 2, odd map, no clamp
       [[4, 1, 28, 28], [16, 1, 3, 3], { padding: [1, 1], stride: [2, 2] }, true, 6, true, null], // stem: im2col
       [[2, 6, 12, 10], [8, 6, 3, 3], { padding: [1, 1] }, true, 6, true, null], // few output channels: implicit path
       [[2, 3, 12, 10], [8, 3, 3, 3], { padding: [1, 1] }, true, 1.5, false, p2], // wide path with the clamp in the pooled tiles
