@@ -604,6 +604,51 @@ constexpr SmallNNFn kSmallNN[13] = {
     smallNNAvx512<7>, smallNNAvx512<8>, smallNNAvx512<9>, smallNNAvx512<10>, smallNNAvx512<11>, smallNNAvx512<12>,
 };
 
+// S samples at once (B and C advance by sB, sC per sample): each broadcast of A feeds S FMAs, one
+// per sample, where smallNNAvx512 reuses it for at most two vectors of one sample; the products
+// of small maps (MobileNet's 1x1 convs on 7x7 and 4x4 maps: one to four vectors per row) were
+// bound by those broadcasts. R <= 8 rows x S <= 3 samples: 24 accumulators. Each output is the
+// same k-ordered FMA chain as smallNNAvx512's, so the results are equal bit for bit.
+template <int R, int S>
+LOWBIT_TARGET_AVX512 void smallNNSamplesAvx512(int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
+                                               int64_t ldb, int64_t sB, float* C, int64_t ldc, int64_t sC) {
+  for (int64_t j0 = 0; j0 < N; j0 += 16) {
+    const int64_t left = N - j0;
+    const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    __m512 acc[R][S];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+      for (int s = 0; s < S; s++) acc[r][s] = _mm512_setzero_ps();
+    const float* a = A;
+    const float* b = B + j0;
+    for (int64_t k = 0; k < K; k++, a += csA, b += ldb) {
+      __m512 bv[S];
+#pragma GCC unroll 3
+      for (int s = 0; s < S; s++) bv[s] = _mm512_maskz_loadu_ps(m, b + s * sB);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        const __m512 av = _mm512_set1_ps(a[r * rsA]);
+#pragma GCC unroll 3
+        for (int s = 0; s < S; s++) acc[r][s] = _mm512_fmadd_ps(av, bv[s], acc[r][s]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+      for (int s = 0; s < S; s++) _mm512_mask_storeu_ps(C + s * sC + r * ldc + j0, m, acc[r][s]);
+  }
+}
+
+using SmallNNSamplesFn = void (*)(int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*,
+                                  int64_t, int64_t);
+#define LOWBIT_SAMPLES_ROW(S)                                                                                          \
+  {nullptr, smallNNSamplesAvx512<1, S>, smallNNSamplesAvx512<2, S>, smallNNSamplesAvx512<3, S>,                      \
+   smallNNSamplesAvx512<4, S>, smallNNSamplesAvx512<5, S>, smallNNSamplesAvx512<6, S>, smallNNSamplesAvx512<7, S>, \
+   smallNNSamplesAvx512<8, S>}
+constexpr SmallNNSamplesFn kSmallNNSamples[4][9] = {{}, LOWBIT_SAMPLES_ROW(1), LOWBIT_SAMPLES_ROW(2), LOWBIT_SAMPLES_ROW(3)};
+#undef LOWBIT_SAMPLES_ROW
+
 template <int R, int V>
 LOWBIT_TARGET_AVX512 void smallOffAvx512(int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
                                          const float* B, const int64_t* koff, float* C, int64_t ldc) {
@@ -753,6 +798,24 @@ void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, 
       const float a = A[i * rsA + k * csA];
       const float* b = B + k * ldb;
       for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
+    }
+  }
+}
+
+void sgemmSmallNNSamples(int64_t samples, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
+                         const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC) {
+  if (M <= 0 || N <= 0 || samples <= 0) return;
+  if (activeIsa() != Isa::Avx512) {
+    for (int64_t s = 0; s < samples; s++) sgemmSmallNN(M, N, K, A, rsA, csA, B + s * strideB, ldb, 0.f, C + s * strideC, ldc);
+    return;
+  }
+  const int64_t blocks = (M + 7) / 8;
+  for (int64_t s0 = 0; s0 < samples; s0 += 3) {
+    const int64_t S = std::min<int64_t>(3, samples - s0);
+    for (int64_t blk = 0; blk < blocks; blk++) {
+      const int64_t i0 = M * blk / blocks, i1 = M * (blk + 1) / blocks;
+      kSmallNNSamples[S][i1 - i0](N, K, A + i0 * rsA, rsA, csA, B + s0 * strideB, ldb, strideB, C + s0 * strideC + i0 * ldc, ldc,
+                                  strideC);
     }
   }
 }

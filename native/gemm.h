@@ -34,6 +34,10 @@ void sgemmBatched(const GemmArgs& g, int64_t batch, int64_t strideA, int64_t str
 // contiguous (row stride ldb). Best when M or K is small (no packing at all).
 void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
                   int64_t ldb, float beta, float* C, int64_t ldc);
+// sgemmSmallNN with beta = 0 for `samples` products that share A: B and C advance by strideB,
+// strideC per sample (a 1x1 conv over several images); equal bit for bit to one call per sample.
+void sgemmSmallNNSamples(int64_t samples, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
+                         const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC);
 // As sgemmSmallNN with beta = 0, but row k of B starts at B + koff[k] (an implicit im2col: a
 // stride-1 convolution reads its input rows at per-tap offsets, no column matrix needed).
 void sgemmSmallOffsets(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,

@@ -493,6 +493,13 @@ describe('native backend vs reference', { skip }, () => {
     [1, 2, 1, 1, 2, 3, 3, [1, 1], [1, 1], [1, 1], 2], // a 1x1 map, all taps but one in the padding
     [8, 32, 7, 7, 32, 3, 3, [1, 1], [1, 1], [1, 1], 32], // MobileNet-like, parallel over planes / channels
     [4, 24, 14, 14, 24, 3, 3, [2, 2], [1, 1], [1, 1], 24],
+    // ungrouped 1x1 convs, three images per call (AVX-512): 1, 2, 4 and 5 images (a last call of
+    // one or two), rows off the 8-row blocks, a map of 64 values and one past a vector
+    [5, 20, 7, 7, 13, 1, 1, [1, 1], [0, 0], [1, 1], 1],
+    [4, 40, 4, 4, 36, 1, 1, [1, 1], [0, 0], [1, 1], 1],
+    [1, 128, 3, 5, 70, 1, 1, [1, 1], [0, 0], [1, 1], 1],
+    [2, 33, 8, 8, 9, 1, 1, [1, 1], [0, 0], [1, 1], 1],
+    [4, 7, 17, 1, 30, 1, 1, [1, 1], [0, 0], [1, 1], 1],
     // 3x3 stride 2 on maps of at most 14 + 2 pw columns (AVX-512: four row x column phase planes of
     // pitch 8): odd and even heights and widths, padding 0, 1 and 2
     [3, 5, 11, 9, 5, 3, 3, [2, 2], [1, 1], [1, 1], 5],
