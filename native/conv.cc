@@ -200,14 +200,15 @@ void convForward(const ConvGeom& g, const float* x, const float* w, const ConvEp
   if (useImplicit(g)) return convForwardImplicit(g, x, w, e, y);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   if (pointwiseSamples(g)) {
-    // Three images per call, so that each weight broadcast feeds three FMAs; the epilogue runs on
-    // those images' planes right after, while they are in cache.
-    parallelFor((g.N + 2) / 3, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t n0 = 3 * t, n1 = std::min(g.N, n0 + 3);
-        sgemmSmallNNSamples(n1 - n0, g.O, P, g.C, w, g.C, 1, x + n0 * g.C * P, P, g.C * P, y + n0 * g.O * P, P, g.O * P);
-        for (int64_t n = n0; n < n1; n++) sampleEpilogue(g, e, n, y);
-      }
+    // Three images per call, so that each weight broadcast feeds three FMAs; conv2dFused's
+    // epilogue (no pooling here) is applied to the accumulators before they are stored.
+    RowEpilogue ep;
+    if (e != nullptr) ep.scale = e->scale, ep.bias = e->bias, ep.relu = e->relu, ep.hi = e->hi;
+    const int64_t n3 = (g.N + 2) / 3;
+    parallelFor(n3, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
+      const int64_t n0 = 3 * t0, n1 = std::min(g.N, 3 * t1);
+      sgemmSmallNNSamples(n1 - n0, g.O, P, g.C, w, g.C, 1, x + n0 * g.C * P, P, g.C * P, y + n0 * g.O * P, P, g.O * P,
+                          e != nullptr ? &ep : nullptr);
     });
     return;
   }

@@ -611,7 +611,8 @@ constexpr SmallNNFn kSmallNN[13] = {
 // same k-ordered FMA chain as smallNNAvx512's, so the results are equal bit for bit.
 template <int R, int S>
 LOWBIT_TARGET_AVX512 void smallNNSamplesAvx512(int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
-                                               int64_t ldb, int64_t sB, float* C, int64_t ldc, int64_t sC) {
+                                               int64_t ldb, int64_t sB, float* C, int64_t ldc, int64_t sC, const RowEpilogue* ep,
+                                               int64_t row0) {
   for (int64_t j0 = 0; j0 < N; j0 += 16) {
     const int64_t left = N - j0;
     const __mmask16 m = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
@@ -633,6 +634,23 @@ LOWBIT_TARGET_AVX512 void smallNNSamplesAvx512(int64_t N, int64_t K, const float
         for (int s = 0; s < S; s++) acc[r][s] = _mm512_fmadd_ps(av, bv[s], acc[r][s]);
       }
     }
+    if (ep != nullptr) {
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        const int64_t i = row0 + r;
+        const __m512 sc = _mm512_set1_ps(ep->scale != nullptr ? ep->scale[i] : 1.f);
+        const __m512 b = _mm512_set1_ps(ep->bias != nullptr ? ep->bias[i] : 0.f);
+#pragma GCC unroll 3
+        for (int s = 0; s < S; s++) {
+          __m512 v = acc[r][s];
+          // explicitly rounded: GCC would contract a plain multiply and the add into one FMA
+          if (ep->scale != nullptr) v = _mm512_mul_round_ps(v, sc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          v = _mm512_add_ps(v, b);
+          if (ep->relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // maxps(0, NaN) = NaN
+          acc[r][s] = _mm512_min_ps(_mm512_set1_ps(ep->hi), v);    // minps(hi, NaN) = NaN
+        }
+      }
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 3
@@ -641,7 +659,7 @@ LOWBIT_TARGET_AVX512 void smallNNSamplesAvx512(int64_t N, int64_t K, const float
 }
 
 using SmallNNSamplesFn = void (*)(int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*,
-                                  int64_t, int64_t);
+                                  int64_t, int64_t, const RowEpilogue*, int64_t);
 #define LOWBIT_SAMPLES_ROW(S)                                                                                          \
   {nullptr, smallNNSamplesAvx512<1, S>, smallNNSamplesAvx512<2, S>, smallNNSamplesAvx512<3, S>,                      \
    smallNNSamplesAvx512<4, S>, smallNNSamplesAvx512<5, S>, smallNNSamplesAvx512<6, S>, smallNNSamplesAvx512<7, S>, \
@@ -803,10 +821,29 @@ void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, 
 }
 
 void sgemmSmallNNSamples(int64_t samples, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
-                         const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC) {
+                         const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC,
+                         const RowEpilogue* ep) {
   if (M <= 0 || N <= 0 || samples <= 0) return;
   if (activeIsa() != Isa::Avx512) {
-    for (int64_t s = 0; s < samples; s++) sgemmSmallNN(M, N, K, A, rsA, csA, B + s * strideB, ldb, 0.f, C + s * strideC, ldc);
+    for (int64_t s = 0; s < samples; s++) {
+      float* c = C + s * strideC;
+      sgemmSmallNN(M, N, K, A, rsA, csA, B + s * strideB, ldb, 0.f, c, ldc);
+      if (ep == nullptr) continue;
+      for (int64_t i = 0; i < M; i++) {
+        const float b = ep->bias != nullptr ? ep->bias[i] : 0.f;
+        for (int64_t j = 0; j < N; j++) {
+          float v = c[i * ldc + j];
+          if (ep->scale != nullptr) {
+            volatile float p = v * ep->scale[i];  // rounded before the add (no contraction into an FMA)
+            v = p;
+          }
+          v += b;
+          if (ep->relu && !(v >= 0.f) && v == v) v = 0.f;
+          if (v > ep->hi) v = ep->hi;
+          c[i * ldc + j] = v;
+        }
+      }
+    }
     return;
   }
   const int64_t blocks = (M + 7) / 8;
@@ -815,7 +852,7 @@ void sgemmSmallNNSamples(int64_t samples, int64_t M, int64_t N, int64_t K, const
     for (int64_t blk = 0; blk < blocks; blk++) {
       const int64_t i0 = M * blk / blocks, i1 = M * (blk + 1) / blocks;
       kSmallNNSamples[S][i1 - i0](N, K, A + i0 * rsA, rsA, csA, B + s0 * strideB, ldb, strideB, C + s0 * strideC + i0 * ldc, ldc,
-                                  strideC);
+                                  strideC, ep, i0);
     }
   }
 }

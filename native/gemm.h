@@ -36,8 +36,18 @@ void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, 
                   int64_t ldb, float beta, float* C, int64_t ldc);
 // sgemmSmallNN with beta = 0 for `samples` products that share A: B and C advance by strideB,
 // strideC per sample (a 1x1 conv over several images); equal bit for bit to one call per sample.
+// With `ep`, row i of every C is stored as min(hi, relu(C * scale[i] + bias[i])): the product
+// rounded on its own before the add, a null bias adds 0, NaN stays NaN (conv2dFused's epilogue,
+// bit for bit as convEpiloguePlane applies it afterwards).
+struct RowEpilogue {
+  const float* scale = nullptr;
+  const float* bias = nullptr;
+  bool relu = false;
+  float hi = 0.f;
+};
 void sgemmSmallNNSamples(int64_t samples, int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA,
-                         const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC);
+                         const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC,
+                         const RowEpilogue* ep = nullptr);
 // As sgemmSmallNN with beta = 0, but row k of B starts at B + koff[k] (an implicit im2col: a
 // stride-1 convolution reads its input rows at per-tap offsets, no column matrix needed).
 void sgemmSmallOffsets(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, int64_t csA, const float* B,
