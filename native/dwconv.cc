@@ -208,6 +208,17 @@ double planeFlops(const ConvGeom& g) { return 2.0 * static_cast<double>(g.KH * g
 // the tap falls in the padding, from index tables built once per call: no padded buffer and no
 // per-row loops, which cost more than the arithmetic on 4x4 and 7x7 planes. The adjoint (grad
 // input) uses the inverse tables, the weight gradient the forward ones.
+// conv2dFused's no-pooling epilogue for channel c on a vector of outputs in the registers: * scale
+// (its own rounding, as convEpiloguePlane: GCC would contract a plain multiply and the add into
+// an FMA), + bias, ReLU, min(., hi); NaN stays NaN (maxps(0, NaN) and minps(hi, NaN) return it).
+LOWBIT_TARGET_AVX512 inline __m512 epilogueRegs(__m512 a, const ConvEpilogue* e, int64_t c) {
+  if (e == nullptr) return a;
+  if (e->scale != nullptr) a = _mm512_mul_round_ps(a, _mm512_set1_ps(e->scale[c]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  if (e->bias != nullptr) a = _mm512_add_ps(a, _mm512_set1_ps(e->bias[c]));
+  if (e->relu) a = _mm512_max_ps(_mm512_setzero_ps(), a);
+  return _mm512_min_ps(_mm512_set1_ps(e->hi), a);
+}
+
 namespace dwtiny {
 
 constexpr int64_t kMaxPlane = 64, kMaxTaps = 25;
@@ -288,13 +299,7 @@ void correlate(const Tables& t, const int32_t* idx, const uint16_t* mask, const 
       const size_t k = static_cast<size_t>(v * t.T + tap);
       acc = _mm512_fmadd_ps(_mm512_set1_ps(w[tap]), pick<S>(src, _mm512_loadu_si512(idx + k * 16), mask[k]), acc);
     }
-    if (e != nullptr) {
-      if (e->scale != nullptr) acc = _mm512_mul_round_ps(acc, _mm512_set1_ps(e->scale[c]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      if (e->bias != nullptr) acc = _mm512_add_ps(acc, _mm512_set1_ps(e->bias[c]));
-      if (e->relu) acc = _mm512_max_ps(_mm512_setzero_ps(), acc);  // maxps(0, NaN) = NaN
-      acc = _mm512_min_ps(_mm512_set1_ps(e->hi), acc);               // minps(hi, NaN) = NaN
-    }
-    _mm512_mask_storeu_ps(dst + v * 16, lanes(n - v * 16), acc);
+    _mm512_mask_storeu_ps(dst + v * 16, lanes(n - v * 16), epilogueRegs(acc, e, c));
   }
 }
 
@@ -429,13 +434,7 @@ inline void planeVectors(const ConvGeom& g, int64_t S, const float* buf, const _
   const uint32_t rowMask = (1u << g.OW) - 1u;
 #pragma GCC unroll 4
   for (int v = 0; v < NV; v++) {
-    __m512 a = acc[v];
-    if (e != nullptr) {  // as dwtiny::correlate: * scale with its own rounding, + bias, ReLU, min(., hi)
-      if (e->scale != nullptr) a = _mm512_mul_round_ps(a, _mm512_set1_ps(e->scale[c]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      if (e->bias != nullptr) a = _mm512_add_ps(a, _mm512_set1_ps(e->bias[c]));
-      if (e->relu) a = _mm512_max_ps(_mm512_setzero_ps(), a);
-      a = _mm512_min_ps(_mm512_set1_ps(e->hi), a);
-    }
+    const __m512 a = epilogueRegs(acc[v], e, c);
     const int64_t oh = 2 * (v0 + v);
     const uint32_t m = rowMask | (oh + 1 < g.OH ? rowMask << 8 : 0u);
     const int n = __builtin_popcount(m);
