@@ -7,6 +7,8 @@
 //   dw_g  (Og, Cg*KH*KW) += dy_g (Og, P) . col^T   summed over the batch
 #include "conv.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -41,8 +43,19 @@ void validColumns(const ConvGeom& g, int64_t iw0, int64_t* lo, int64_t* hi) {
   if (*hi < *lo) *hi = *lo;
 }
 
+// out[ow] = in[2 ow] for ow in [lo, hi), hi - lo <= 16: the even columns of up to 32 input floats
+// by one two-source permute (the stride-2 rows of a stem conv's column matrix).
+LOWBIT_TARGET_AVX512 void evenColumns16(const float* in, int64_t lo, int64_t hi, float* out) {
+  const int64_t n = hi - lo, span = 2 * n - 1;  // input floats read: in[2 lo] .. in[2 (hi - 1)]
+  const __m512 a = _mm512_maskz_loadu_ps(span >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << span) - 1u), in + 2 * lo);
+  const __m512 b = span > 16 ? _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (span - 16)) - 1u), in + 2 * lo + 16) : _mm512_setzero_ps();
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  _mm512_mask_storeu_ps(out + lo, static_cast<__mmask16>((1u << n) - 1u), _mm512_permutex2var_ps(a, even, b));
+}
+
 // xg is (Cg, H, W) (the group's channels of one sample); col is (Cg*KH*KW, OH*OW).
 void im2col(const ConvGeom& g, const float* xg, float* col) {
+  const bool even16 = g.sw == 2 && activeIsa() == Isa::Avx512;
   const int64_t Cg = channelsPerGroup(g);
   for (int64_t c = 0; c < Cg; c++) {
     const float* plane = xg + c * g.H * g.W;
@@ -65,6 +78,8 @@ void im2col(const ConvGeom& g, const float* xg, float* col) {
             std::memcpy(out + lo, in + lo, static_cast<size_t>(hi - lo) * sizeof(float));
           } else if (g.sw == 1) {  // short rows: an inline loop beats a memcpy call
             for (int64_t ow = lo; ow < hi; ow++) out[ow] = in[ow];
+          } else if (even16 && hi - lo <= 16) {
+            if (hi > lo) evenColumns16(in, lo, hi, out);
           } else {
             for (int64_t ow = lo; ow < hi; ow++) out[ow] = in[ow * g.sw];
           }
@@ -209,6 +224,21 @@ void convForward(const ConvGeom& g, const float* x, const float* w, const ConvEp
       const int64_t n0 = 3 * t0, n1 = std::min(g.N, 3 * t1);
       sgemmSmallNNSamples(n1 - n0, g.O, P, g.C, w, g.C, 1, x + n0 * g.C * P, P, g.C * P, y + n0 * g.O * P, P, g.O * P,
                           e != nullptr ? &ep : nullptr);
+    });
+    return;
+  }
+  if (smallKernels() && g.groups == 1 && (Og <= 24 || R <= 32) && g.N >= 3) {
+    // The same three-image product over three column matrices (a strided stem conv: 1 -> 16
+    // channels, 3x3, stride 2), the epilogue in its registers.
+    RowEpilogue ep;
+    if (e != nullptr) ep.scale = e->scale, ep.bias = e->bias, ep.relu = e->relu, ep.hi = e->hi;
+    parallelFor((g.N + 2) / 3, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
+      float* col = tCol.get(static_cast<size_t>(3 * R * P));
+      for (int64_t t = t0; t < t1; t++) {
+        const int64_t n0 = 3 * t, n1 = std::min(g.N, n0 + 3);
+        for (int64_t n = n0; n < n1; n++) im2col(g, x + n * g.C * g.H * g.W, col + (n - n0) * R * P);
+        sgemmSmallNNSamples(n1 - n0, g.O, P, R, w, R, 1, col, P, R * P, y + n0 * g.O * P, P, g.O * P, e != nullptr ? &ep : nullptr);
+      }
     });
     return;
   }

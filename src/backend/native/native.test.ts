@@ -493,6 +493,11 @@ describe('native backend vs reference', { skip }, () => {
     [1, 2, 1, 1, 2, 3, 3, [1, 1], [1, 1], [1, 1], 2], // a 1x1 map, all taps but one in the padding
     [8, 32, 7, 7, 32, 3, 3, [1, 1], [1, 1], [1, 1], 32], // MobileNet-like, parallel over planes / channels
     [4, 24, 14, 14, 24, 3, 3, [2, 2], [1, 1], [1, 1], 24],
+    // stride-2 column matrices (AVX-512: rows of at most 16 outputs by one permute; longer rows
+    // by the scalar loop), padded and unpadded, odd widths
+    [2, 2, 11, 13, 5, 3, 3, [2, 2], [1, 1], [1, 1], 1],
+    [2, 1, 9, 40, 3, 3, 3, [2, 2], [0, 1], [1, 1], 1],
+    [3, 1, 28, 28, 16, 3, 3, [2, 2], [1, 1], [1, 1], 1],
     // ungrouped 1x1 convs, three images per call (AVX-512): 1, 2, 4 and 5 images (a last call of
     // one or two), rows off the 8-row blocks, a map of 64 values and one past a vector
     [5, 20, 7, 7, 13, 1, 1, [1, 1], [0, 0], [1, 1], 1],
