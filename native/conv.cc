@@ -162,6 +162,17 @@ bool pointwiseSamples(const ConvGeom& g) {
   return smallKernels() && isPointwise(g) && g.groups == 1 && (g.O <= 24 || g.C <= 32 || outPixels(g) <= 64);
 }
 
+// Images per sgemmSmallNNSamples call: three (each weight broadcast then feeds three FMAs), fewer
+// when the batch would otherwise leave a pool thread idle (batch 2 on 2 threads: one each).
+int64_t imagesPerCall(const ConvGeom& g) { return std::clamp<int64_t>(g.N / std::max(1, poolThreads()), 1, 3); }
+
+// conv2dFused's no-pooling epilogue (nullptr: none) in the form the GEMM kernels apply it.
+RowEpilogue rowEpilogueOf(const ConvEpilogue* e) {
+  RowEpilogue ep;
+  if (e != nullptr) ep.scale = e->scale, ep.bias = e->bias, ep.relu = e->relu, ep.hi = e->hi;
+  return ep;
+}
+
 // The no-pooling epilogue of conv2dFused on sample n's output planes, in place (nullptr: none).
 void sampleEpilogue(const ConvGeom& g, const ConvEpilogue* e, int64_t n, float* y) {
   if (e == nullptr) return;
@@ -214,28 +225,25 @@ void convForward(const ConvGeom& g, const float* x, const float* w, const ConvEp
   }
   if (useImplicit(g)) return convForwardImplicit(g, x, w, e, y);
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
+  const RowEpilogue ep = rowEpilogueOf(e);
+  const int64_t per = imagesPerCall(g), calls = (g.N + per - 1) / per;
   if (pointwiseSamples(g)) {
-    // Three images per call, so that each weight broadcast feeds three FMAs; conv2dFused's
-    // epilogue (no pooling here) is applied to the accumulators before they are stored.
-    RowEpilogue ep;
-    if (e != nullptr) ep.scale = e->scale, ep.bias = e->bias, ep.relu = e->relu, ep.hi = e->hi;
-    const int64_t n3 = (g.N + 2) / 3;
-    parallelFor(n3, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
-      const int64_t n0 = 3 * t0, n1 = std::min(g.N, 3 * t1);
+    // Up to three images per call, so that each weight broadcast feeds up to three FMAs;
+    // conv2dFused's epilogue (no pooling here) is applied to the accumulators before the store.
+    parallelFor(calls, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
+      const int64_t n0 = per * t0, n1 = std::min(g.N, per * t1);
       sgemmSmallNNSamples(n1 - n0, g.O, P, g.C, w, g.C, 1, x + n0 * g.C * P, P, g.C * P, y + n0 * g.O * P, P, g.O * P,
                           e != nullptr ? &ep : nullptr);
     });
     return;
   }
-  if (smallKernels() && g.groups == 1 && (Og <= 24 || R <= 32) && g.N >= 3) {
-    // The same three-image product over three column matrices (a strided stem conv: 1 -> 16
-    // channels, 3x3, stride 2), the epilogue in its registers.
-    RowEpilogue ep;
-    if (e != nullptr) ep.scale = e->scale, ep.bias = e->bias, ep.relu = e->relu, ep.hi = e->hi;
-    parallelFor((g.N + 2) / 3, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
-      float* col = tCol.get(static_cast<size_t>(3 * R * P));
+  if (smallKernels() && g.groups == 1 && (Og <= 24 || R <= 32)) {
+    // The same product over the images' column matrices (a strided stem conv: 1 -> 16 channels,
+    // 3x3, stride 2), the epilogue in its registers.
+    parallelFor(calls, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
+      float* col = tCol.get(static_cast<size_t>(per * R * P));
       for (int64_t t = t0; t < t1; t++) {
-        const int64_t n0 = 3 * t, n1 = std::min(g.N, n0 + 3);
+        const int64_t n0 = per * t, n1 = std::min(g.N, n0 + per);
         for (int64_t n = n0; n < n1; n++) im2col(g, x + n * g.C * g.H * g.W, col + (n - n0) * R * P);
         sgemmSmallNNSamples(n1 - n0, g.O, P, R, w, R, 1, col, P, R * P, y + n0 * g.O * P, P, g.O * P, e != nullptr ? &ep : nullptr);
       }
@@ -293,9 +301,10 @@ void conv2dBackwardInput(const ConvGeom& g, const float* dy, const float* w, flo
   }
   const int64_t Cg = channelsPerGroup(g), Og = g.O / g.groups, R = colRows(g), P = outPixels(g);
   if (smallKernels() && isPointwise(g) && g.groups == 1 && (g.O <= 32 || P <= 64)) {
-    // dx_n (C, P) = w^T (C, O) . dy_n (O, P), three images per call (as the forward)
-    parallelFor((g.N + 2) / 3, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
-      const int64_t n0 = 3 * t0, n1 = std::min(g.N, 3 * t1);
+    // dx_n (C, P) = w^T (C, O) . dy_n (O, P), up to three images per call (as the forward)
+    const int64_t per = imagesPerCall(g);
+    parallelFor((g.N + per - 1) / per, convFlops(g) * static_cast<double>(g.N), [&](int64_t t0, int64_t t1) {
+      const int64_t n0 = per * t0, n1 = std::min(g.N, per * t1);
       sgemmSmallNNSamples(n1 - n0, g.C, P, g.O, w, 1, g.C, dy + n0 * g.O * P, P, g.O * P, dx + n0 * g.C * P, P, g.C * P);
     });
     return;
