@@ -202,12 +202,6 @@ double planeFlops(const ConvGeom& g) { return 2.0 * static_cast<double>(g.KH * g
 
 }  // namespace
 
-// ---------------------------------------------------------------- tiny planes (AVX-512)
-// A map of at most 64 values (8x8 and smaller: the late stages of a small MobileNet) fits in R <= 4
-// vectors. Tap t of output vector v is then a permutation of the input vectors with zeros where
-// the tap falls in the padding, from index tables built once per call: no padded buffer and no
-// per-row loops, which cost more than the arithmetic on 4x4 and 7x7 planes. The adjoint (grad
-// input) uses the inverse tables, the weight gradient the forward ones.
 // conv2dFused's no-pooling epilogue for channel c on a vector of outputs in the registers: * scale
 // (its own rounding, as convEpiloguePlane: GCC would contract a plain multiply and the add into
 // an FMA), + bias, ReLU, min(., hi); NaN stays NaN (maxps(0, NaN) and minps(hi, NaN) return it).
@@ -219,6 +213,12 @@ LOWBIT_TARGET_AVX512 inline __m512 epilogueRegs(__m512 a, const ConvEpilogue* e,
   return _mm512_min_ps(_mm512_set1_ps(e->hi), a);
 }
 
+// ---------------------------------------------------------------- tiny planes (AVX-512)
+// A map of at most 64 values (8x8 and smaller: the late stages of a small MobileNet) fits in R <= 4
+// vectors. Tap t of output vector v is then a permutation of the input vectors with zeros where
+// the tap falls in the padding, from index tables built once per call: no padded buffer and no
+// per-row loops, which cost more than the arithmetic on 4x4 and 7x7 planes. The adjoint (grad
+// input) uses the inverse tables, the weight gradient the forward ones.
 namespace dwtiny {
 
 constexpr int64_t kMaxPlane = 64, kMaxTaps = 25;
