@@ -824,28 +824,6 @@ void sgemmSmallNNSamples(int64_t samples, int64_t M, int64_t N, int64_t K, const
                          const float* B, int64_t ldb, int64_t strideB, float* C, int64_t ldc, int64_t strideC,
                          const RowEpilogue* ep) {
   if (M <= 0 || N <= 0 || samples <= 0) return;
-  if (activeIsa() != Isa::Avx512) {
-    for (int64_t s = 0; s < samples; s++) {
-      float* c = C + s * strideC;
-      sgemmSmallNN(M, N, K, A, rsA, csA, B + s * strideB, ldb, 0.f, c, ldc);
-      if (ep == nullptr) continue;
-      for (int64_t i = 0; i < M; i++) {
-        const float b = ep->bias != nullptr ? ep->bias[i] : 0.f;
-        for (int64_t j = 0; j < N; j++) {
-          float v = c[i * ldc + j];
-          if (ep->scale != nullptr) {
-            volatile float p = v * ep->scale[i];  // rounded before the add (no contraction into an FMA)
-            v = p;
-          }
-          v += b;
-          if (ep->relu && !(v >= 0.f) && v == v) v = 0.f;
-          if (v > ep->hi) v = ep->hi;
-          c[i * ldc + j] = v;
-        }
-      }
-    }
-    return;
-  }
   const int64_t blocks = (M + 7) / 8;
   for (int64_t s0 = 0; s0 < samples; s0 += 3) {
     const int64_t S = std::min<int64_t>(3, samples - s0);

@@ -36,6 +36,7 @@ void sgemmSmallNN(int64_t M, int64_t N, int64_t K, const float* A, int64_t rsA, 
                   int64_t ldb, float beta, float* C, int64_t ldc);
 // sgemmSmallNN with beta = 0 for `samples` products that share A: B and C advance by strideB,
 // strideC per sample (a 1x1 conv over several images); equal bit for bit to one call per sample.
+// AVX-512 only, as sgemmDotNTAcc (its callers are the conv paths behind smallKernels()).
 // With `ep`, row i of every C is stored as min(hi, relu(C * scale[i] + bias[i])): the product
 // rounded on its own before the add, a null bias adds 0, NaN stays NaN (conv2dFused's epilogue,
 // bit for bit as convEpiloguePlane applies it afterwards).
